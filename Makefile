@@ -1,0 +1,31 @@
+# Every target installs the project into .venv first, so a fresh clone needs only Python 3.11, gcc, make and git.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench wasm clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/xsc node start
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+# Rebuild fixtures/wasm/*.wasm from their .wat sources (the .wasm files are committed).
+wasm: $(STAMP)
+	$(BIN)/python -m fixtures.wasm.build
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Benchmarks: each prints figures as ratios to raw steps measured in the same run."""

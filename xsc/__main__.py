@@ -1,0 +1,3 @@
+from xsc.cli import main
+
+main()

@@ -1,0 +1,143 @@
+"""A small, synchronous client of the node's user API (stdlib http.client: fast to import, streams both ways)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from typing import Any, BinaryIO, Callable, Iterator
+from urllib.parse import urlencode, urlsplit
+
+from .. import errors
+
+CHUNK = 1024 * 1024
+
+
+def _error_classes() -> dict[str, type[errors.XscError]]:
+    found: dict[str, type[errors.XscError]] = {}
+    stack: list[type[errors.XscError]] = [errors.XscError]
+    while stack:
+        cls = stack.pop()
+        found.setdefault(cls.code, cls)
+        stack.extend(cls.__subclasses__())
+    return found
+
+
+def error_from_problem(status: int, body: bytes) -> errors.XscError:
+    """Rebuild the node's error from its problem body, so the CLI maps it like a local one."""
+    try:
+        problem = json.loads(body)
+        code, detail = problem["code"], problem["detail"]
+    except (ValueError, KeyError, TypeError):
+        return errors.XscError(f"the node answered HTTP {status}: {body[:200].decode(errors='replace')}")
+    cls = _error_classes().get(code, errors.XscError)
+    extra = {k: v for k, v in problem.items() if k not in ("type", "code", "status", "detail", "hint")}
+    if cls is errors.Trap:
+        return errors.Trap(detail, hint=problem.get("hint"), **extra)
+    err = cls(detail, hint=problem.get("hint"), **extra)
+    err.code = code
+    return err
+
+
+class NodeClient:
+    def __init__(self, url: str, token: str, *, start_hint: str = "start one with: xsc node start",
+                 timeout: float | None = 600.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise errors.InvalidArgument(f"not a node URL: {url!r}", hint="use http://HOST:PORT")
+        self.url = url
+        self._host, self._port = parts.hostname, parts.port or 80
+        self._token = token
+        self._start_hint = start_hint
+        self._timeout = timeout
+
+    def _connect(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+
+    def _send(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+              query: dict[str, Any] | None = None, encode_chunked: bool = False
+              ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        if query:
+            path = f"{path}?{urlencode({k: v for k, v in query.items() if v is not None})}"
+        conn = self._connect()
+        all_headers = {"Authorization": f"Bearer {self._token}", **(headers or {})}
+        try:
+            conn.request(method, path, body=body, headers=all_headers, encode_chunked=encode_chunked)
+            response = conn.getresponse()
+        except (ConnectionRefusedError, FileNotFoundError):
+            conn.close()
+            raise errors.NodeNotRunning(f"no node is running at {self.url}", hint=self._start_hint) from None
+        except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected) as exc:
+            # The node may have refused the upload early (e.g. storage full) and closed the connection.
+            try:
+                response = conn.getresponse()
+            except Exception:
+                conn.close()
+                raise errors.NodeNotRunning(f"the node at {self.url} closed the connection: {exc}",
+                                            hint="check the node's log") from None
+        if response.status >= 400:
+            data = response.read()
+            conn.close()
+            raise error_from_problem(response.status, data)
+        return conn, response
+
+    def request(self, method: str, path: str, *, json_body: Any = None, query: dict[str, Any] | None = None,
+                body: bytes | None = None, content_type: str | None = None) -> Any:
+        headers = {}
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            headers["Content-Type"] = "application/json"
+        elif content_type:
+            headers["Content-Type"] = content_type
+        conn, response = self._send(method, path, body, headers, query)
+        try:
+            data = response.read()
+        finally:
+            conn.close()
+        if response.headers.get_content_type().endswith("json"):
+            return json.loads(data) if data else None
+        return data
+
+    def upload(self, path: str, stream: BinaryIO, *, size: int | None, query: dict[str, Any] | None = None,
+               on_progress: Callable[[int], None] | None = None) -> Any:
+        """POST a stream; with a known size it is sent with Content-Length, else chunked."""
+
+        def chunks() -> Iterator[bytes]:
+            while True:
+                chunk = stream.read(CHUNK)
+                if not chunk:
+                    return
+                if on_progress:
+                    on_progress(len(chunk))
+                yield chunk
+
+        headers = {"Content-Type": "application/octet-stream"}
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        conn, response = self._send("POST", path, chunks(), headers, query, encode_chunked=size is None)
+        try:
+            data = response.read()
+        finally:
+            conn.close()
+        return json.loads(data)
+
+    def download(self, path: str, *, query: dict[str, Any] | None = None) -> "Download":
+        conn, response = self._send("GET", path, query=query)
+        return Download(conn, response)
+
+
+class Download:
+    """A streaming response: iterate for chunks; headers carry what the node says about the body."""
+
+    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+        self._conn, self.response = conn, response
+        self.headers = response.headers
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            while True:
+                chunk = self.response.read1(CHUNK) if hasattr(self.response, "read1") else self.response.read(CHUNK)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            self._conn.close()

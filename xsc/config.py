@@ -1,0 +1,159 @@
+"""Node configuration: TOML in the data dir, overridden by environment variables.
+
+Precedence (highest first): command-line flags, `XSC_<SECTION>_<KEY>` environment
+variables (e.g. `XSC_STORAGE_CAPACITY=10GiB`, `XSC_NODE_LISTEN=127.0.0.1:7071`),
+`<data dir>/config.toml`, the defaults below.  The data dir itself is `--data-dir`,
+else `$XSC_HOME`, else `~/.xsc`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+from .paths import resolve_data_dir
+from .units import parse_duration, parse_size
+
+DEFAULT_LISTEN = "127.0.0.1:7070"
+CONFIG_FILE = "config.toml"
+MiB = 1024 * 1024
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class NodeSection(_Section):
+    listen: str = DEFAULT_LISTEN
+    log_level: str = "INFO"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        parse_listen(v)
+        return v
+
+
+class StorageSection(_Section):
+    capacity: int = 10 * 1024**3  # bytes of block data this node will hold
+    segment_size: int = MiB
+    lease_duration: int = 30 * 86400  # seconds
+
+    @field_validator("capacity", "segment_size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
+
+    @field_validator("lease_duration", mode="before")
+    @classmethod
+    def _duration(cls, v: Any) -> int:
+        return parse_duration(v)
+
+    @field_validator("segment_size")
+    @classmethod
+    def _segment(cls, v: int) -> int:
+        if not 4096 <= v <= 64 * MiB:
+            raise ValueError("segment_size must be between 4 KiB and 64 MiB")
+        return v
+
+
+class ComputeSection(_Section):
+    fuel: int = 10_000_000_000  # default and maximum fuel per call
+    memory: int = 64 * MiB  # default and maximum linear memory per call
+    timeout: float = 5.0  # default and maximum wall-clock seconds per call
+    threads: int = Field(default_factory=lambda: os.cpu_count() or 2)
+    max_module_size: int = 16 * MiB
+
+    @field_validator("memory", "max_module_size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
+
+
+class LedgerSection(_Section):
+    credit_limit: int = 100_000_000  # micro-credits an account may go below zero (100 credits)
+    price_per_byte_hour: int = 0  # micro-credits, until the market sets prices
+    price_per_fuel_million: int = 0  # micro-credits per million units of fuel
+
+
+class NodeConfig(_Section):
+    data_dir: Path
+    node: NodeSection = Field(default_factory=NodeSection)
+    storage: StorageSection = Field(default_factory=StorageSection)
+    compute: ComputeSection = Field(default_factory=ComputeSection)
+    ledger: LedgerSection = Field(default_factory=LedgerSection)
+
+    @property
+    def url(self) -> str:
+        host, port = parse_listen(self.node.listen)
+        return f"http://{host}:{port}"
+
+    def to_toml(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"data_dir"})
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"not a listen address: {text!r}", hint="use HOST:PORT, e.g. 127.0.0.1:7070")
+    return host.strip("[]"), int(port)
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for section, model in NodeConfig.model_fields.items():
+        if section == "data_dir":
+            continue
+        for key in model.annotation.model_fields:  # type: ignore[union-attr]
+            name = f"XSC_{section}_{key}".upper()
+            if name in environ:
+                out.setdefault(section, {})[key] = environ[name]
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for section, values in extra.items():
+        merged.setdefault(section, {}).update(values)
+    return merged
+
+
+def load_config(
+    data_dir: str | os.PathLike | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    environ: dict[str, str] | None = None,
+) -> NodeConfig:
+    """Read the config of a data dir (which need not exist yet)."""
+    root = resolve_data_dir(data_dir)
+    raw: dict[str, Any] = {}
+    path = root / CONFIG_FILE
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}", hint="fix or delete the file") from e
+    raw = _merge(raw, _env_overrides(dict(os.environ if environ is None else environ)))
+    raw = _merge(raw, {s: {k: v for k, v in vals.items() if v is not None} for s, vals in (overrides or {}).items()})
+    try:
+        return NodeConfig(data_dir=root, **raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(
+            f"bad configuration value {where}: {first['msg']}", hint=f"check {path} and XSC_* environment variables"
+        ) from e
+
+
+def save_config(config: NodeConfig) -> None:
+    import tomli_w
+
+    path = config.data_dir / CONFIG_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("# XSC node configuration; XSC_<SECTION>_<KEY> environment variables override it.\n"
+                   + tomli_w.dumps(config.to_toml()))
+    os.replace(tmp, path)

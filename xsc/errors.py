@@ -1,0 +1,132 @@
+"""The one exception hierarchy of XSC.
+
+Every error a user can cause or meet is an `XscError` subclass.  Each carries a
+stable machine-readable `code`, a one-line `message` saying what went wrong and,
+where there is one, a `hint` saying how to fix it, plus optional structured
+`details`.  The HTTP layer (xsc.node.problems) maps classes to status codes and
+the CLI (xsc.cli.output) maps them to exit codes, each in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class XscError(Exception):
+    code = "internal-error"
+
+    def __init__(self, message: str, *, hint: str | None = None, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details = details
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- input and configuration -------------------------------------------------
+class BadRequest(XscError):
+    code = "bad-request"
+
+
+class ConfigError(XscError):
+    code = "config-error"
+
+
+class InvalidCapability(BadRequest):
+    code = "invalid-capability"
+
+
+class InvalidArgument(BadRequest):
+    code = "invalid-argument"
+
+
+class PayloadTooLarge(BadRequest):
+    code = "payload-too-large"
+
+
+# --- access -------------------------------------------------------------------
+class Unauthorized(XscError):
+    code = "unauthorized"
+
+
+class Forbidden(XscError):
+    code = "forbidden"
+
+
+# --- state --------------------------------------------------------------------
+class NotFound(XscError):
+    code = "not-found"
+
+
+class Conflict(XscError):
+    code = "conflict"
+
+
+class NodeAlreadyRunning(Conflict):
+    code = "node-already-running"
+
+
+class NodeNotRunning(XscError):
+    code = "node-not-running"
+
+
+# --- storage ------------------------------------------------------------------
+class StorageFull(XscError):
+    code = "storage-full"
+
+
+class NotEnoughShares(XscError):
+    """Fewer than k intact shares: the file cannot be rebuilt (nothing wrong is ever returned)."""
+
+    code = "not-enough-shares"
+
+
+class IntegrityError(XscError):
+    code = "integrity-error"
+
+
+# --- compute ------------------------------------------------------------------
+class ComputeError(XscError):
+    code = "compute-error"
+
+
+class InvalidModule(ComputeError):
+    code = "invalid-module"
+
+
+class ImportsNotAllowed(ComputeError):
+    code = "imports-not-allowed"
+
+
+class ExportNotFound(ComputeError):
+    code = "export-not-found"
+
+
+class Trap(ComputeError):
+    """A wasm call that stopped abnormally; `code` names the kind (out-of-fuel, deadline, ...)."""
+
+    code = "trap"
+
+    def __init__(self, message: str, *, kind: str, hint: str | None = None, **details: Any) -> None:
+        super().__init__(message, hint=hint, kind=kind, **details)
+        self.kind = kind
+
+
+# --- ledger -------------------------------------------------------------------
+class LedgerError(XscError):
+    code = "ledger-error"
+
+
+class InsufficientCredit(LedgerError):
+    code = "insufficient-credit"
+
+
+class InvalidEntry(LedgerError):
+    code = "invalid-entry"
+
+
+# --- peers --------------------------------------------------------------------
+class PeerError(XscError):
+    code = "peer-error"

@@ -1,0 +1,101 @@
+"""The aiohttp application factory and the node's lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from ..config import NodeConfig, parse_listen
+from ..errors import ConfigError
+from . import auth, datadir, problems, status
+from .context import CONFIG, CPU_POOL, DB, IDENTITY, METRICS, STARTED, TOKEN
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+@web.middleware
+async def _count_requests(request: web.Request, handler):
+    response = await handler(request)
+    metrics = request.app[METRICS]
+    metrics.requests.labels(request.method, str(response.status)).inc()
+    if response.status >= 400:
+        metrics.errors.labels(str(response.status)).inc()
+    return response
+
+
+async def _node_resources(app: web.Application):
+    """Lock the data dir, load keys and token, open the database; close all on shutdown."""
+    config = app[CONFIG]
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    lock = datadir.DataDirLock(config.data_dir)
+    lock.acquire()
+    try:
+        identity, token = datadir.prepare(config)
+        app[IDENTITY], app[TOKEN] = identity, token
+        app[DB] = datadir.open_db(config.data_dir)
+        app[CPU_POOL] = ThreadPoolExecutor(max_workers=max(2, config.compute.threads), thread_name_prefix="xsc-cpu")
+        app[STARTED] = time.monotonic()
+        log.info("node %s serving data dir %s", identity.id, config.data_dir)
+        try:
+            yield
+        finally:
+            app[CPU_POOL].shutdown(wait=True)
+            app[DB].close()
+    finally:
+        lock.release()
+
+
+def create_app(config: NodeConfig) -> web.Application:
+    """Build a node's aiohttp app; its resources open on startup and close on cleanup."""
+    from . import storage_routes
+
+    app = web.Application(
+        middlewares=[_count_requests, problems.problem_middleware, auth.token_middleware],
+        client_max_size=1024**2,
+    )
+    app[CONFIG] = config
+    app[METRICS] = Metrics()
+    app[status.STATUS_PARTS] = {}
+    status.install_health_checks(app)
+    app.cleanup_ctx.append(_node_resources)
+    app.add_routes(status.routes)
+    # Each feature adds its routes and its own cleanup context (opened after the node's resources).
+    for feature in (storage_routes,):
+        feature.setup(app)
+    return app
+
+
+async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> None:
+    """Run a node until SIGINT or SIGTERM, then shut down gracefully."""
+    host, port = parse_listen(config.node.listen)
+    app = create_app(config)
+    # In-flight requests get up to 30 s to finish after a signal; then cleanup closes the database.
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=30.0, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                hint="pick another address with --listen HOST:PORT",
+            ) from exc
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("listening on http://%s:%d", host, port)
+        print(f"xsc node {app[IDENTITY].id} listening on http://{host}:{port} (data dir {config.data_dir})", flush=True)
+        if ready:
+            ready.set()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,23 @@
+"""Prometheus metrics of one node (a registry per app, so tests can run several nodes in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("xsc_http_requests", "HTTP requests answered", ["method", "status"], registry=r)
+        self.errors = Counter("xsc_http_errors", "HTTP requests answered with a 4xx or 5xx status", ["status"], registry=r)
+        self.bytes_received = Counter("xsc_storage_bytes_received", "Bytes of plaintext accepted by put", registry=r)
+        self.bytes_served = Counter("xsc_storage_bytes_served", "Bytes of plaintext served by get", registry=r)
+        self.bytes_stored = Gauge("xsc_storage_bytes_stored", "Bytes of block data held in published shares", registry=r)
+        self.shares_held = Gauge("xsc_storage_shares_held", "Published shares held", registry=r)
+        self.invocations = Counter("xsc_compute_invocations", "Wasm invocations", ["outcome"], registry=r)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)

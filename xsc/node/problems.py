@@ -1,0 +1,77 @@
+"""The one place where XSC errors become HTTP problem responses (RFC 9457)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from .. import errors as e
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "application/problem+json"
+
+# First match along the exception's MRO wins.
+STATUS = {
+    e.PayloadTooLarge: 413,
+    e.BadRequest: 400,
+    e.Unauthorized: 401,
+    e.InsufficientCredit: 402,
+    e.Forbidden: 403,
+    e.NotFound: 404,
+    e.ExportNotFound: 404,
+    e.Conflict: 409,
+    e.InvalidModule: 422,
+    e.ImportsNotAllowed: 422,
+    e.Trap: 422,
+    e.InvalidEntry: 422,
+    e.LedgerError: 400,
+    e.ComputeError: 422,
+    e.PeerError: 502,
+    e.NotEnoughShares: 503,
+    e.IntegrityError: 500,
+    e.StorageFull: 507,
+    e.ConfigError: 500,
+}
+
+
+def status_of(error: e.XscError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def problem(status: int, code: str, detail: str, *, hint: str | None = None, **extra: Any) -> web.Response:
+    body: dict[str, Any] = {"type": f"urn:xsc:problem:{code}", "code": code, "status": status, "detail": detail}
+    if hint:
+        body["hint"] = hint
+    body.update(extra)
+    return web.Response(status=status, text=json.dumps(body, default=str), content_type=PROBLEM_TYPE)
+
+
+def problem_from_error(error: e.XscError) -> web.Response:
+    return problem(status_of(error), error.code, error.message, hint=error.hint, **error.details)
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except e.XscError as err:
+        return problem_from_error(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = exc.reason.lower().replace(" ", "-")
+        return problem(exc.status, code, f"{exc.reason}: {request.method} {request.path}")
+    except (ConnectionResetError, OSError) as exc:
+        # The client went away mid-stream; nothing to answer.
+        log.info("connection lost during %s %s: %s", request.method, request.path, exc)
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return problem(500, "internal-error", "the node hit an unexpected error; see its log")

@@ -1,0 +1,5 @@
+from aiohttp import web
+
+
+def setup(app: web.Application) -> None:
+    pass

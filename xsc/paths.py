@@ -1,0 +1,15 @@
+"""Where a node keeps its files (light: the CLI imports it on every call)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """`--data-dir`, else `$XSC_HOME`, else `~/.xsc`."""
+    if data_dir:
+        return Path(data_dir).expanduser().resolve()
+    if os.environ.get("XSC_HOME"):
+        return Path(os.environ["XSC_HOME"]).expanduser().resolve()
+    return Path("~/.xsc").expanduser().resolve()

@@ -1,0 +1,52 @@
+"""Parsing and formatting of sizes and durations given by users."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidArgument
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "t": 1000**4, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_size(text: str | int) -> int:
+    """'10GiB', '512 MB', '4096' -> bytes."""
+    if isinstance(text, int):
+        if text < 0:
+            raise InvalidArgument(f"size must not be negative: {text}")
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise InvalidArgument(
+            f"not a size: {text!r}", hint="write a number with an optional unit, e.g. 500MB, 10GiB, 4096"
+        )
+    number, unit = m.groups()
+    from decimal import Decimal
+
+    return int(Decimal(number) * _SIZE_UNITS[unit.lower()])
+
+
+def parse_duration(text: str | int) -> int:
+    """'30d', '12h', '90s', '3600' -> seconds."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", text)
+    if not m:
+        raise InvalidArgument(f"not a duration: {text!r}", hint="write a number with a unit s, m, h, d or w, e.g. 30d")
+    number, unit = m.groups()
+    return int(number) * _DURATION_UNITS[unit or "s"]
+
+
+def format_size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
