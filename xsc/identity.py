@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from .errors import BadRequest
 
 NODE_KEY_FILE = "node.key"
+CLIENT_KEY_FILE = "client.key"  # the local user's account key, distinct from the node's
 
 
 def public_id(public_key: bytes) -> str:

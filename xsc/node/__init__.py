@@ -1,7 +1,7 @@
 """The node: aiohttp app factory, lifecycle, auth, problem mapping, routes."""
 
 from .app import create_app, serve
-from .context import CONFIG, CPU_POOL, DB, IDENTITY, METRICS, TOKEN
+from .context import CLIENT_IDENTITY, CONFIG, CPU_POOL, DB, IDENTITY, METRICS, TOKEN
 from .datadir import read_token
 
-__all__ = ["create_app", "serve", "read_token", "CONFIG", "CPU_POOL", "DB", "IDENTITY", "METRICS", "TOKEN"]
+__all__ = ["create_app", "serve", "read_token", "CLIENT_IDENTITY", "CONFIG", "CPU_POOL", "DB", "IDENTITY", "METRICS", "TOKEN"]

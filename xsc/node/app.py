@@ -13,7 +13,7 @@ from aiohttp import web
 from ..config import NodeConfig, parse_listen
 from ..errors import ConfigError
 from . import auth, datadir, problems, status
-from .context import CONFIG, CPU_POOL, DB, IDENTITY, METRICS, STARTED, TOKEN
+from .context import CLIENT_IDENTITY, CONFIG, CPU_POOL, DB, IDENTITY, METRICS, STARTED, TOKEN
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,8 @@ async def _node_resources(app: web.Application):
     lock = datadir.DataDirLock(config.data_dir)
     lock.acquire()
     try:
-        identity, token = datadir.prepare(config)
-        app[IDENTITY], app[TOKEN] = identity, token
+        identity, client, token = datadir.prepare(config)
+        app[IDENTITY], app[CLIENT_IDENTITY], app[TOKEN] = identity, client, token
         app[DB] = datadir.open_db(config.data_dir)
         app[CPU_POOL] = ThreadPoolExecutor(max_workers=max(2, config.compute.threads), thread_name_prefix="xsc-cpu")
         app[STARTED] = time.monotonic()

@@ -11,7 +11,7 @@ import plyvel
 
 from ..config import NodeConfig, save_config
 from ..errors import NodeAlreadyRunning
-from ..identity import NODE_KEY_FILE, Identity, write_secret
+from ..identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity, write_secret
 
 TOKEN_FILE = "api-token"
 LOCK_FILE = "node.lock"
@@ -50,14 +50,15 @@ class DataDirLock:
             self._fd = None
 
 
-def prepare(config: NodeConfig) -> tuple[Identity, str]:
-    """Create what a first start needs; return the node identity and API token."""
+def prepare(config: NodeConfig) -> tuple[Identity, Identity, str]:
+    """Create what a first start needs; return the node identity, the local user's identity and the API token."""
     root = config.data_dir
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
     identity = Identity.load_or_create(root / NODE_KEY_FILE)
+    client = Identity.load_or_create(root / CLIENT_KEY_FILE)
     token = load_or_create_token(root)
     save_config(config)
-    return identity, token
+    return identity, client, token
 
 
 def load_or_create_token(root: Path) -> str:
