@@ -43,7 +43,9 @@ def table(columns: list[str], rows: Iterable[Iterable[Any]], title: str | None =
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(*columns, title=title, show_lines=False)
+    t = Table(title=title, show_lines=False)
+    for column in columns:
+        t.add_column(column, overflow="fold")  # long ids and capabilities stay whole and copyable
     for row in rows:
         t.add_row(*("" if v is None else str(v) for v in row))
     Console().print(t)

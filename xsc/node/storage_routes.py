@@ -1,5 +1,133 @@
+"""Storage routes of the user API: put, get, list, remove, check, verify, repair."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import asdict
+
 from aiohttp import web
+
+from ..errors import BadRequest, NotFound, XscError
+from ..storage import Capability, Gateway, ShareStore
+from .context import CONFIG, CPU_POOL, DB, IDENTITY, METRICS
+from .status import STATUS_PARTS
+
+log = logging.getLogger(__name__)
+
+GATEWAY = web.AppKey("gateway", Gateway)
+routes = web.RouteTableDef()
+
+
+async def _storage_service(app: web.Application):
+    config = app[CONFIG]
+    store = ShareStore(app[DB], config.storage.capacity)
+    interrupted = await asyncio.get_running_loop().run_in_executor(app[CPU_POOL], store.recover)
+    if interrupted:
+        log.warning("removed what %d interrupted upload(s) had staged", interrupted)
+    app[GATEWAY] = Gateway(store, app[CPU_POOL], segment_size=config.storage.segment_size,
+                           lease_duration=config.storage.lease_duration, node_key=app[IDENTITY].public_key,
+                           depth=2 * max(2, config.compute.threads) + 2)
+    metrics = app[METRICS]
+    metrics.bytes_stored.set_function(lambda: store.used)
+    metrics.shares_held.set_function(lambda: store.shares_held)
+    yield
+
+
+def _storage_status(app: web.Application) -> dict:
+    store = app[GATEWAY].store
+    return {"capacity": store.capacity, "used": store.used, "reserved": store.reserved, "free": store.free,
+            "shares": store.shares_held}
 
 
 def setup(app: web.Application) -> None:
-    pass
+    app.cleanup_ctx.append(_storage_service)
+    app[STATUS_PARTS]["storage"] = _storage_status
+    app.add_routes(routes)
+
+
+def _cap(request: web.Request) -> Capability:
+    return Capability.parse(request.match_info["cap"])
+
+
+async def _in_pool(request: web.Request, fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(request.app[CPU_POOL], fn, *args)
+
+
+@routes.post("/v1/store/files")
+async def put_file(request: web.Request) -> web.Response:
+    gateway = request.app[GATEWAY]
+    size = request.content_length
+    if size is None and request.headers.get("Transfer-Encoding", "").lower() != "chunked":
+        raise BadRequest("a put needs a body with Content-Length or chunked transfer encoding")
+    metrics = request.app[METRICS]
+
+    async def read(n: int) -> bytes:
+        chunk = await request.content.read(n)
+        metrics.bytes_received.inc(len(chunk))
+        return chunk
+
+    result = await gateway.put(read, size, request.query.get("name"))
+    return web.json_response(asdict(result), status=201)
+
+
+@routes.get("/v1/store/files")
+async def list_files(request: web.Request) -> web.Response:
+    files = await _in_pool(request, lambda: sorted(request.app[GATEWAY].store.files(), key=lambda f: f["created"]))
+    return web.json_response({"files": files})
+
+
+@routes.get("/v1/store/files/{cap}")
+async def get_file(request: web.Request) -> web.StreamResponse:
+    size, chunks = await request.app[GATEWAY].open(_cap(request))
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    response.content_length = size
+    await response.prepare(request)
+    metrics = request.app[METRICS]
+    try:
+        async for chunk in chunks:
+            await response.write(chunk)
+            metrics.bytes_served.inc(len(chunk))
+    except XscError as err:
+        # Headers are gone: cut the connection so the client sees a short body, never wrong bytes.
+        log.error("get of %s stopped: %s", request.match_info["cap"][:24], err)
+        request.transport.close()
+        return response
+    await response.write_eof()
+    return response
+
+
+@routes.delete("/v1/store/files/{cap}")
+async def remove_file(request: web.Request) -> web.Response:
+    cap = _cap(request)
+    store = request.app[GATEWAY].store
+    record = await _in_pool(request, store.file_record, cap.storage_index)
+    if record is None or record["capability"] != str(cap):
+        raise NotFound("this node holds no file with that capability",
+                       hint="`xsc store ls` lists the files this node uploaded")
+    await _in_pool(request, store.delete_file, cap.storage_index)
+    return web.json_response({"removed": str(cap)})
+
+
+@routes.get("/v1/store/files/{cap}/check")
+async def check_file(request: web.Request) -> web.Response:
+    reports = await _in_pool(request, request.app[GATEWAY].check, _cap(request))
+    return web.json_response(_summary(reports))
+
+
+@routes.post("/v1/store/files/{cap}/verify")
+async def verify_file(request: web.Request) -> web.Response:
+    reports = await _in_pool(request, request.app[GATEWAY].verify, _cap(request))
+    return web.json_response(_summary(reports))
+
+
+@routes.post("/v1/store/files/{cap}/repair")
+async def repair_file(request: web.Request) -> web.Response:
+    result = await _in_pool(request, request.app[GATEWAY].repair, _cap(request))
+    return web.json_response(result)
+
+
+def _summary(reports) -> dict:
+    shares = [asdict(r) for r in reports]
+    intact = sum(r.status == "ok" for r in reports)
+    return {"shares": shares, "intact": intact, "recoverable": intact >= 4, "healthy": intact == len(reports)}

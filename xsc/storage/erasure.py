@@ -1,0 +1,58 @@
+"""Reed-Solomon RS(k=4, m=2) over one segment, with zfec.
+
+zfec counts shares its own way: our RS(k=4, m=2) is `zfec.Encoder(4, 6)`.  A
+segment is zero-padded to a multiple of k and cut into k primary blocks; zfec
+adds m parity blocks.  Any k of the k+m blocks rebuild the padded segment.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+import zfec
+
+K = 4
+M = 2
+N = K + M
+_PARITY = tuple(range(K, N))
+_local = threading.local()
+
+
+def _encoder() -> zfec.Encoder:
+    # One per thread: zfec objects are used from the CPU pool's threads.
+    enc = getattr(_local, "encoder", None)
+    if enc is None:
+        enc = _local.encoder = zfec.Encoder(K, N)
+    return enc
+
+
+def block_length(segment_length: int) -> int:
+    """Length of each of the N blocks of a segment of `segment_length` bytes."""
+    return max(1, -(-segment_length // K))
+
+
+def encode(segment: bytes) -> list[bytes]:
+    """The N blocks of a segment: blocks 0..K-1 are the (padded) segment itself, K..N-1 parity."""
+    size = block_length(len(segment))
+    padded = segment if len(segment) == size * K else segment + bytes(size * K - len(segment))
+    view = memoryview(padded)
+    primary = tuple(bytes(view[i * size:(i + 1) * size]) for i in range(K))
+    return [*primary, *_encoder().encode(primary, _PARITY)]
+
+
+def decode(blocks: Mapping[int, bytes], segment_length: int) -> bytes:
+    """Rebuild a segment from any K of its blocks (block number -> block).
+
+    With the K data blocks the answer is a concatenation; otherwise zfec solves for
+    the missing ones."""
+    if all(i in blocks for i in range(K)):
+        data = b"".join(blocks[i] for i in range(K))
+    else:
+        if len(blocks) < K:
+            raise ValueError(f"need {K} blocks to decode, got {len(blocks)}")
+        nums = tuple(sorted(blocks)[:K])
+        # Decoder.decode reorders the sequences it is given: always pass fresh tuples.
+        parts = zfec.Decoder(K, N).decode(tuple(blocks[i] for i in nums), nums)
+        data = b"".join(parts)
+    return data[:segment_length]

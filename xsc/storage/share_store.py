@@ -1,0 +1,235 @@
+"""The share store: blocks, share metadata and manifests in the node's LevelDB.
+
+Visibility and crash safety: blocks are written as they come, but a share only
+exists once its metadata record is published, and publishing (metadata,
+manifest, capacity counter, removal of the staging record) is one synced write
+batch.  Every upload first writes a staging record naming what it will write; on
+startup `recover()` deletes the blocks of every upload that never published, so a
+`kill -9` at any moment leaves no half-stored share and no leaked capacity.
+
+Capacity accounting counts block bytes.  `used` (persisted) is the block bytes of
+published shares; `reserved` (in memory) is what uploads in progress may still
+write.  An upload whose size is known reserves all of it before writing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import plyvel
+
+from .. import keys
+from ..errors import NotFound, StorageFull
+from ..units import format_size
+from .merkle import HASH_BYTES
+
+_META_HEADER = struct.Struct(">BBIQQ32s")  # version, share, segments, stored bytes, lease expiry, uploader
+
+
+@dataclass(frozen=True)
+class ShareMeta:
+    share: int
+    segment_count: int
+    stored_bytes: int
+    lease_expiry: int  # unix seconds
+    uploader: bytes  # public key of the gateway that placed the share: only it may delete or renew
+    block_hashes: tuple[bytes, ...]
+
+    def encode(self) -> bytes:
+        return _META_HEADER.pack(1, self.share, self.segment_count, self.stored_bytes, self.lease_expiry,
+                                 self.uploader) + b"".join(self.block_hashes)
+
+    @classmethod
+    def decode(cls, raw: bytes) -> "ShareMeta":
+        _, share, count, stored, lease, uploader = _META_HEADER.unpack_from(raw)
+        body = raw[_META_HEADER.size:]
+        if len(body) != count * HASH_BYTES:
+            raise ValueError("share metadata is truncated")
+        hashes = tuple(body[i:i + HASH_BYTES] for i in range(0, len(body), HASH_BYTES))
+        return cls(share, count, stored, lease, uploader, hashes)
+
+
+class Upload:
+    """An upload in progress: its staging record, its reservation, the shares it writes."""
+
+    def __init__(self, store: "ShareStore", upload_id: bytes, storage_index: bytes, shares: tuple[int, ...],
+                 reserved: int) -> None:
+        self.store, self.id, self.storage_index, self.shares = store, upload_id, storage_index, shares
+        self.reserved = reserved
+        self.written = 0
+
+    def put_blocks(self, segment: int, blocks: dict[int, bytes]) -> None:
+        """Stage one segment's blocks (invisible until `publish`); thread-safe."""
+        size = sum(len(b) for b in blocks.values())
+        self.store._charge(self, size)
+        with self.store.db.write_batch() as batch:
+            for share, block in blocks.items():
+                batch.put(keys.block(self.storage_index, share, segment), block)
+
+
+class ShareStore:
+    def __init__(self, db: plyvel.DB, capacity: int) -> None:
+        self.db = db
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._uploads: dict[bytes, Upload] = {}
+        raw = db.get(keys.STORAGE_USED)
+        self.used = int.from_bytes(raw, "big") if raw else 0
+        self.shares_held = sum(1 for _ in db.iterator(prefix=keys.SHARES, include_value=False))
+
+    # --- accounting ----------------------------------------------------------------
+    @property
+    def reserved(self) -> int:
+        with self._lock:
+            return sum(max(u.reserved - u.written, 0) for u in self._uploads.values())
+
+    @property
+    def free(self) -> int:
+        return max(self.capacity - self.used - self.reserved, 0)
+
+    def _refuse(self, needed: int) -> StorageFull:
+        return StorageFull(
+            f"not enough storage: this needs {format_size(needed)} of block space, "
+            f"{format_size(self.free)} is free of {format_size(self.capacity)}",
+            hint="free space with `xsc store rm`, or start the node with a larger --storage-capacity",
+            needed=needed, free=self.free, capacity=self.capacity,
+        )
+
+    def _charge(self, upload: Upload, size: int) -> None:
+        """Count bytes an upload writes; an upload of unknown size grows its reservation as it goes."""
+        with self._lock:
+            over = upload.written + size - upload.reserved
+            if over > 0:
+                committed = self.used + sum(max(u.reserved - u.written, 0) for u in self._uploads.values())
+                if committed + over > self.capacity:
+                    raise self._refuse(upload.written + size)
+                upload.reserved += over
+            upload.written += size
+
+    # --- uploads -------------------------------------------------------------------
+    def begin_upload(self, storage_index: bytes, shares: tuple[int, ...], expected_bytes: int | None) -> Upload:
+        """Reserve space (all of it when the size is known) and write the staging record, synced."""
+        upload_id = os.urandom(16)
+        upload = Upload(self, upload_id, storage_index, shares, expected_bytes or 0)
+        with self._lock:
+            committed = self.used + sum(max(u.reserved - u.written, 0) for u in self._uploads.values())
+            if expected_bytes is not None and committed + expected_bytes > self.capacity:
+                raise self._refuse(expected_bytes)
+            self._uploads[upload_id] = upload
+        record = {"storage_index": storage_index.hex(), "shares": list(shares), "started": int(time.time())}
+        self.db.put(keys.upload(upload_id), json.dumps(record).encode(), sync=True)
+        return upload
+
+    def publish(self, upload: Upload, metas: list[ShareMeta], manifest: bytes | None = None,
+                file_record: dict | None = None) -> None:
+        """Make the upload's shares visible, all at once, durably."""
+        si = upload.storage_index
+        added = sum(m.stored_bytes for m in metas)
+        with self._lock:
+            replaced = [ShareMeta.decode(raw) for m in metas if (raw := self.db.get(keys.share(si, m.share)))]
+            freed = sum(m.stored_bytes for m in replaced)
+            with self.db.write_batch(sync=True) as batch:
+                for meta in metas:
+                    batch.put(keys.share(si, meta.share), meta.encode())
+                    batch.delete(keys.damage(si, meta.share))
+                if manifest is not None:
+                    batch.put(keys.manifest(si), manifest)
+                if file_record is not None:
+                    batch.put(keys.file(si), json.dumps(file_record).encode())
+                batch.put(keys.STORAGE_USED, (self.used + added - freed).to_bytes(8, "big"))
+                batch.delete(keys.upload(upload.id))
+            self.used += added - freed
+            self.shares_held += len(metas) - len(replaced)
+            del self._uploads[upload.id]
+
+    def abort(self, upload: Upload) -> None:
+        """Forget an upload that will not publish: delete what it staged, release its reservation."""
+        self._delete_staged(upload.storage_index, upload.shares, upload.id)
+        with self._lock:
+            self._uploads.pop(upload.id, None)
+
+    def _delete_staged(self, si: bytes, shares: tuple[int, ...] | list[int], upload_id: bytes) -> None:
+        with self.db.write_batch(sync=True) as batch:
+            for share in shares:
+                if self.db.get(keys.share(si, share)) is None:  # never delete a published share's blocks
+                    for key in self.db.iterator(prefix=keys.blocks_of_share(si, share), include_value=False):
+                        batch.delete(key)
+            batch.delete(keys.upload(upload_id))
+
+    def recover(self) -> int:
+        """Remove what uploads interrupted by a crash staged; returns how many there were."""
+        stale = [(k, json.loads(v)) for k, v in self.db.iterator(prefix=keys.UPLOADS)]
+        for key, record in stale:
+            self._delete_staged(bytes.fromhex(record["storage_index"]), record["shares"], key[len(keys.UPLOADS):])
+        return len(stale)
+
+    # --- reading -------------------------------------------------------------------
+    def manifest(self, si: bytes) -> bytes | None:
+        return self.db.get(keys.manifest(si))
+
+    def share_meta(self, si: bytes, share: int) -> ShareMeta | None:
+        raw = self.db.get(keys.share(si, share))
+        return ShareMeta.decode(raw) if raw else None
+
+    def get_block(self, si: bytes, share: int, segment: int) -> bytes | None:
+        return self.db.get(keys.block(si, share, segment))
+
+    def file_record(self, si: bytes) -> dict | None:
+        raw = self.db.get(keys.file(si))
+        return json.loads(raw) if raw else None
+
+    def files(self) -> Iterator[dict]:
+        for _, raw in self.db.iterator(prefix=keys.FILES):
+            yield json.loads(raw)
+
+    # --- damage --------------------------------------------------------------------
+    def mark_damaged(self, si: bytes, share: int, reason: str) -> None:
+        self.db.put(keys.damage(si, share), reason.encode())
+
+    def clear_damage(self, si: bytes, share: int) -> None:
+        self.db.delete(keys.damage(si, share), sync=True)
+
+    def put_repaired_blocks(self, si: bytes, segment: int, blocks: dict[int, bytes]) -> None:
+        """Overwrite blocks of published shares with rebuilt ones (already checked against their hashes)."""
+        with self.db.write_batch(sync=True) as batch:
+            for share, block in blocks.items():
+                batch.put(keys.block(si, share, segment), block)
+
+    def damaged(self, si: bytes) -> dict[int, str]:
+        prefix = keys.damage_of(si)
+        return {k[len(prefix)]: v.decode() for k, v in self.db.iterator(prefix=prefix)}
+
+    # --- deleting ------------------------------------------------------------------
+    def delete_share(self, si: bytes, share: int) -> bool:
+        """Remove one share (blocks and metadata) and give its space back."""
+        return self._delete(si, (share,), forget_file=False) > 0
+
+    def delete_file(self, si: bytes) -> None:
+        if self.manifest(si) is None and self.file_record(si) is None:
+            raise NotFound("this node holds no file with that capability")
+        self._delete(si, tuple(range(256)), forget_file=True)
+
+    def _delete(self, si: bytes, shares: tuple[int, ...], *, forget_file: bool) -> int:
+        with self._lock:
+            metas = [m for s in shares if (m := self.share_meta(si, s))]
+            freed = sum(m.stored_bytes for m in metas)
+            with self.db.write_batch(sync=True) as batch:
+                for meta in metas:
+                    for key in self.db.iterator(prefix=keys.blocks_of_share(si, meta.share), include_value=False):
+                        batch.delete(key)
+                    batch.delete(keys.share(si, meta.share))
+                if forget_file:
+                    batch.delete(keys.manifest(si))
+                    batch.delete(keys.file(si))
+                    for key in self.db.iterator(prefix=keys.damage_of(si), include_value=False):
+                        batch.delete(key)
+                batch.put(keys.STORAGE_USED, (self.used - freed).to_bytes(8, "big"))
+            self.used -= freed
+            self.shares_held -= len(metas)
+            return len(metas)
