@@ -74,6 +74,20 @@ class ComputeSection(_Section):
     def _size(cls, v: Any) -> int:
         return parse_size(v)
 
+    @field_validator("fuel", "threads", "max_module_size")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: float) -> float:
+        if not 0 < v <= 86400:
+            raise ValueError("must be more than 0 and at most 86400 seconds")
+        return v
+
 
 class LedgerSection(_Section):
     credit_limit: int = 100_000_000  # micro-credits an account may go below zero (100 credits)

@@ -114,6 +114,54 @@ class Trap(ComputeError):
         self.kind = kind
 
 
+class ModuleNotFound(NotFound):
+    code = "module-not-found"
+
+
+class ModuleTooLarge(PayloadTooLarge):
+    code = "module-too-large"
+
+
+class NotAFunction(ComputeError):
+    """The export exists but is a memory, global or table."""
+
+    code = "export-not-a-function"
+
+
+class UnsupportedSignature(ComputeError):
+    """The export takes or returns values a caller cannot write (v128, references)."""
+
+    code = "unsupported-signature"
+
+
+class WrongArgumentCount(InvalidArgument):
+    code = "wrong-argument-count"
+
+
+class BadArgument(InvalidArgument):
+    """An argument that is not a number of its parameter's type."""
+
+    code = "bad-argument"
+
+
+class ArgumentOutOfRange(InvalidArgument):
+    code = "argument-out-of-range"
+
+
+class LimitTooHigh(InvalidArgument):
+    """A request asked for more fuel, memory or time than the node allows per call."""
+
+    code = "limit-too-high"
+
+
+class ProvenanceNotFound(NotFound):
+    code = "provenance-not-found"
+
+
+class BadProvenanceSignature(IntegrityError):
+    code = "bad-provenance-signature"
+
+
 # --- ledger -------------------------------------------------------------------
 class LedgerError(XscError):
     code = "ledger-error"
@@ -127,6 +175,51 @@ class InvalidEntry(LedgerError):
     code = "invalid-entry"
 
 
+class AuthorizationExpired(InvalidEntry):
+    code = "authorization-expired"
+
+
+class AuthorizationReplayed(LedgerError):
+    """An authorization settles at most once."""
+
+    code = "authorization-replayed"
+
+
+class ChainConflict(LedgerError):
+    """An entry that does not extend its account's chain (a gap, or a seq already taken)."""
+
+    code = "chain-conflict"
+
+
+class ForkDetected(ChainConflict):
+    """Two validly signed entries for one (account, seq): the proof is kept, the account marked."""
+
+    code = "fork-detected"
+
+
+class EntryNotFound(NotFound):
+    code = "entry-not-found"
+
+
+class VerificationFailed(LedgerError):
+    code = "ledger-verification-failed"
+
+
 # --- peers --------------------------------------------------------------------
 class PeerError(XscError):
     code = "peer-error"
+
+
+# --- allocation ---------------------------------------------------------------
+class AllocationError(BadRequest):
+    code = "allocation-error"
+
+
+class InvalidCommitment(AllocationError):
+    """A commitment or network snapshot that breaks a rule of the allocator (duplicate ids, foreign slots)."""
+
+    code = "invalid-commitment"
+
+
+class PlotUnavailable(AllocationError):
+    code = "plot-unavailable"

@@ -83,9 +83,80 @@ def damage_of(storage_index: bytes) -> bytes:
 
 # --- compute (c/) ----------------------------------------------------------------
 COMPUTE = b"c/"
+_MODULE = b"c/m/"  # + module hash (32) -> module record (JSON)
+_WASM = b"c/w/"  # + module hash -> the module's wasm bytes (to recompile after an engine change)
+_ARTIFACT = b"c/a/"  # + module hash + engine fingerprint (32) -> HMAC (32) + compiled artifact
+_INVOCATIONS = b"c/n/"  # + module hash -> invocation count (8, big endian)
+_PROVENANCE = b"c/p/"  # + provenance id (16: time ns (8, big endian) + random (8)) -> signed record
+
+
+def module(module_hash: bytes) -> bytes:
+    return _MODULE + module_hash
+
+
+MODULES = _MODULE
+
+
+def wasm(module_hash: bytes) -> bytes:
+    return _WASM + module_hash
+
+
+def artifact(module_hash: bytes, engine_fingerprint: bytes) -> bytes:
+    return _ARTIFACT + module_hash + engine_fingerprint
+
+
+def invocations(module_hash: bytes) -> bytes:
+    return _INVOCATIONS + module_hash
+
+
+def provenance(provenance_id: bytes) -> bytes:
+    return _PROVENANCE + provenance_id
+
+
+PROVENANCE = _PROVENANCE  # in id order, which is time order
 
 # --- ledger (l/) -----------------------------------------------------------------
 LEDGER = b"l/"
+LEDGER_ENTRIES = b"l/e/"  # + account (32) + seq (8, big endian) -> encoded entry (the chains, in order)
+LEDGER_IDS = b"l/i/"  # + entry id (32) -> account (32) + seq (8)
+LEDGER_ACCOUNTS = b"l/a/"  # + account -> account state (seq, head id, balance, forked flag)
+LEDGER_SETTLED = b"l/u/"  # + authorization id (32) -> id of the receipt that settled it
+LEDGER_FORKS = b"l/f/"  # + account + seq (8) + entry id -> a conflicting entry (proof of equivocation)
+
+
+def ledger_entry(account: bytes, seq: int) -> bytes:
+    return LEDGER_ENTRIES + account + struct.pack(">Q", seq)
+
+
+def ledger_chain(account: bytes) -> bytes:
+    """Prefix of one account's entries, in seq order."""
+    return LEDGER_ENTRIES + account
+
+
+def split_ledger_entry(key: bytes) -> tuple[bytes, int]:
+    rest = key[len(LEDGER_ENTRIES):]
+    return rest[:32], struct.unpack(">Q", rest[32:40])[0]
+
+
+def ledger_id(entry_id: bytes) -> bytes:
+    return LEDGER_IDS + entry_id
+
+
+def ledger_account(account: bytes) -> bytes:
+    return LEDGER_ACCOUNTS + account
+
+
+def ledger_settled(authorization_id: bytes) -> bytes:
+    return LEDGER_SETTLED + authorization_id
+
+
+def ledger_fork(account: bytes, seq: int, entry_id: bytes) -> bytes:
+    return LEDGER_FORKS + account + struct.pack(">Q", seq) + entry_id
+
+
+def split_ledger_fork(key: bytes) -> tuple[bytes, int, bytes]:
+    rest = key[len(LEDGER_FORKS):]
+    return rest[:32], struct.unpack(">Q", rest[32:40])[0], rest[40:]
 
 # --- health (h/) -----------------------------------------------------------------
 HEALTH = b"h/"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import urlencode, urlsplit
 
@@ -80,6 +81,38 @@ class NodeClient:
             raise error_from_problem(response.status, data)
         return conn, response
 
+    def _send_expecting(self, path: str, body: Iterator[bytes], headers: dict[str, str],
+                        query: dict[str, Any] | None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """POST with `Expect: 100-continue`: the node can refuse (token, space) before the body is sent."""
+        if query:
+            path = f"{path}?{urlencode({k: v for k, v in query.items() if v is not None})}"
+        conn = self._connect()
+        try:
+            conn.putrequest("POST", path)
+            for name, value in {"Authorization": f"Bearer {self._token}", "Expect": "100-continue",
+                                **headers}.items():
+                conn.putheader(name, value)
+            conn.endheaders()
+            interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+            peeked = conn.sock.recv(len(interim), socket.MSG_PEEK)
+            if peeked == interim:
+                conn.sock.recv(len(interim))
+                for chunk in body:
+                    conn.send(chunk)
+            response = conn.getresponse()
+        except (ConnectionRefusedError, FileNotFoundError):
+            conn.close()
+            raise errors.NodeNotRunning(f"no node is running at {self.url}", hint=self._start_hint) from None
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            conn.close()
+            raise errors.NodeNotRunning(f"the node at {self.url} closed the connection: {exc}",
+                                        hint="check the node's log") from None
+        if response.status >= 400:
+            data = response.read()
+            conn.close()
+            raise error_from_problem(response.status, data)
+        return conn, response
+
     def request(self, method: str, path: str, *, json_body: Any = None, query: dict[str, Any] | None = None,
                 body: bytes | None = None, content_type: str | None = None) -> Any:
         headers = {}
@@ -111,9 +144,11 @@ class NodeClient:
                 yield chunk
 
         headers = {"Content-Type": "application/octet-stream"}
-        if size is not None:
+        if size is None:
+            conn, response = self._send("POST", path, chunks(), headers, query, encode_chunked=True)
+        else:
             headers["Content-Length"] = str(size)
-        conn, response = self._send("POST", path, chunks(), headers, query, encode_chunked=size is None)
+            conn, response = self._send_expecting(path, chunks(), headers, query)
         try:
             data = response.read()
         finally:

@@ -1,1 +1,36 @@
-"""ledger"""
+"""The signed ledger: per-account hash chains of Ed25519-signed entries, mutual credit.
+
+Service API for the rest of the node (the app holds one `LedgerService` under the key
+`xsc.node.ledger_routes.LEDGER`)::
+
+    ledger = request.app[LEDGER]
+    await ledger.ensure_credit(payer_identity, amount)
+        # raises InsufficientCredit (HTTP 402) saying how much is missing; call it BEFORE any work
+        # (a pre-check: settle checks the credit limit again, atomically with its write)
+    entry_id = await ledger.settle(payer_identity, payee_identity, amount, usage, job_ref)
+        # usage e.g. {"fuel": 1234} or {"byte_hours": 5678}; job_ref a short text (<= 256 bytes);
+        # returns the id (hex) of the payer's new entry; both chains are written in one synced batch
+
+Identities are `xsc.identity.Identity` (the payer is `app[CLIENT_IDENTITY]`, the payee
+`app[IDENTITY]` for work this node did).  Amounts are int micro-credits (1 credit =
+1,000,000).  Prices (pure, integer math, rounded up once)::
+
+    price_storage(size_bytes, duration_seconds, price_per_byte_hour) -> micro-credits
+    price_compute(fuel, price_per_fuel_million) -> micro-credits
+    byte_hours(size_bytes, duration_seconds) -> the metered usage for a storage receipt
+
+docs/ledger.md describes the records, their canonical encoding and the rules.
+"""
+
+from .model import Authorization, Entry, Payment, Receipt, decode_entry, entry_json, format_credits
+from .pricing import byte_hours, price_compute, price_storage
+from .rules import AccountState, Audit, Violation
+from .service import LedgerService
+from .store import LedgerStore, Settlement, new_settlement
+
+__all__ = [
+    "Authorization", "Entry", "Payment", "Receipt", "decode_entry", "entry_json", "format_credits",
+    "byte_hours", "price_compute", "price_storage",
+    "AccountState", "Audit", "Violation",
+    "LedgerService", "LedgerStore", "Settlement", "new_settlement",
+]

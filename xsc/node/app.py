@@ -53,7 +53,7 @@ async def _node_resources(app: web.Application):
 
 def create_app(config: NodeConfig) -> web.Application:
     """Build a node's aiohttp app; its resources open on startup and close on cleanup."""
-    from . import storage_routes
+    from . import compute_routes, ledger_routes, storage_routes
 
     app = web.Application(
         middlewares=[_count_requests, problems.problem_middleware, auth.token_middleware],
@@ -66,7 +66,8 @@ def create_app(config: NodeConfig) -> web.Application:
     app.cleanup_ctx.append(_node_resources)
     app.add_routes(status.routes)
     # Each feature adds its routes and its own cleanup context (opened after the node's resources).
-    for feature in (storage_routes,):
+    # The ledger comes first: it opens before and closes after the features that settle through it.
+    for feature in (ledger_routes, storage_routes, compute_routes):
         feature.setup(app)
     return app
 

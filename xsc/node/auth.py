@@ -18,6 +18,12 @@ async def token_middleware(request: web.Request, handler):
     path = request.path
     if path in PUBLIC_PATHS or path.startswith(PEER_PREFIX) or not path.startswith("/v1/"):
         return await handler(request)
+    check_token(request)
+    return await handler(request)
+
+
+def check_token(request: web.Request) -> None:
+    """Raise Unauthorized unless the request carries the node's API token."""
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given:
@@ -27,4 +33,3 @@ async def token_middleware(request: web.Request, handler):
         )
     if not hmac.compare_digest(given.strip().encode(), request.app[TOKEN].encode()):
         raise Unauthorized("wrong API token", hint="use the token from the node's <data dir>/api-token")
-    return await handler(request)

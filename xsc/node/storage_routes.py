@@ -9,8 +9,10 @@ from dataclasses import asdict
 from aiohttp import web
 
 from ..errors import BadRequest, NotFound, XscError
-from ..storage import Capability, Gateway, ShareStore
+from ..storage import Capability, Gateway, ShareStore, layout
+from .auth import check_token
 from .context import CONFIG, CPU_POOL, DB, IDENTITY, METRICS
+from .problems import problem_from_error
 from .status import STATUS_PARTS
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,24 @@ async def _in_pool(request: web.Request, fn, *args):
     return await asyncio.get_running_loop().run_in_executor(request.app[CPU_POOL], fn, *args)
 
 
-@routes.post("/v1/store/files")
+async def _expect_put(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue`: refuse a put that will fail before its body is sent."""
+    try:
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            raise BadRequest(f"unsupported Expect header: {request.headers['Expect']!r}")
+        check_token(request)
+        if request.content_length is not None:
+            request.app[GATEWAY].store.check_fits(layout.stored_bytes(request.content_length,
+                                                                      request.app[CONFIG].storage.segment_size))
+    except XscError as err:
+        response = problem_from_error(err)
+        response.force_close()
+        return response
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None
+
+
+@routes.post("/v1/store/files", expect_handler=_expect_put)
 async def put_file(request: web.Request) -> web.Response:
     gateway = request.app[GATEWAY]
     size = request.content_length
@@ -67,7 +86,13 @@ async def put_file(request: web.Request) -> web.Response:
         metrics.bytes_received.inc(len(chunk))
         return chunk
 
-    result = await gateway.put(read, size, request.query.get("name"))
+    try:
+        result = await gateway.put(read, size, request.query.get("name"))
+    except XscError as err:
+        # The client may still be sending: answer, then close, rather than leave it blocked.
+        response = problem_from_error(err)
+        response.force_close()
+        return response
     return web.json_response(asdict(result), status=201)
 
 

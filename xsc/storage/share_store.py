@@ -8,8 +8,8 @@ startup `recover()` deletes the blocks of every upload that never published, so 
 `kill -9` at any moment leaves no half-stored share and no leaked capacity.
 
 Capacity accounting counts block bytes.  `used` (persisted) is the block bytes of
-published shares; `reserved` (in memory) is what uploads in progress may still
-write.  An upload whose size is known reserves all of it before writing anything.
+published shares; `reserved` (in memory) is what uploads in progress have written
+or may still write.  An upload whose size is known reserves all of it before writing anything.
 """
 
 from __future__ import annotations
@@ -86,28 +86,37 @@ class ShareStore:
     # --- accounting ----------------------------------------------------------------
     @property
     def reserved(self) -> int:
+        """Space held by uploads in progress: what they wrote plus what they may still write."""
         with self._lock:
-            return sum(max(u.reserved - u.written, 0) for u in self._uploads.values())
+            return self._reserved()
+
+    def _reserved(self) -> int:
+        return sum(u.reserved for u in self._uploads.values())
 
     @property
     def free(self) -> int:
         return max(self.capacity - self.used - self.reserved, 0)
 
     def _refuse(self, needed: int) -> StorageFull:
+        free = max(self.capacity - self.used - self._reserved(), 0)  # callers may hold the lock
         return StorageFull(
             f"not enough storage: this needs {format_size(needed)} of block space, "
-            f"{format_size(self.free)} is free of {format_size(self.capacity)}",
+            f"{format_size(free)} is free of {format_size(self.capacity)}",
             hint="free space with `xsc store rm`, or start the node with a larger --storage-capacity",
-            needed=needed, free=self.free, capacity=self.capacity,
+            needed=needed, free=free, capacity=self.capacity,
         )
+
+    def check_fits(self, needed: int) -> None:
+        """Raise StorageFull unless `needed` more bytes fit now (a hint: begin_upload decides)."""
+        if needed > self.free:
+            raise self._refuse(needed)
 
     def _charge(self, upload: Upload, size: int) -> None:
         """Count bytes an upload writes; an upload of unknown size grows its reservation as it goes."""
         with self._lock:
             over = upload.written + size - upload.reserved
             if over > 0:
-                committed = self.used + sum(max(u.reserved - u.written, 0) for u in self._uploads.values())
-                if committed + over > self.capacity:
+                if self.used + self._reserved() + over > self.capacity:
                     raise self._refuse(upload.written + size)
                 upload.reserved += over
             upload.written += size
@@ -118,8 +127,7 @@ class ShareStore:
         upload_id = os.urandom(16)
         upload = Upload(self, upload_id, storage_index, shares, expected_bytes or 0)
         with self._lock:
-            committed = self.used + sum(max(u.reserved - u.written, 0) for u in self._uploads.values())
-            if expected_bytes is not None and committed + expected_bytes > self.capacity:
+            if expected_bytes is not None and self.used + self._reserved() + expected_bytes > self.capacity:
                 raise self._refuse(expected_bytes)
             self._uploads[upload_id] = upload
         record = {"storage_index": storage_index.hex(), "shares": list(shares), "started": int(time.time())}

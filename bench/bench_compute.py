@@ -1,0 +1,229 @@
+"""Compute benchmark: hot invoke over HTTP, compile vs cached load, CLI wall times.
+
+Run: .venv/bin/python -m bench.bench_compute [--seconds 3]
+
+Every figure is printed next to the raw step it builds on, measured in the same run:
+- hot invoke of `add` through a real node's HTTP API at concurrency 1 and 8
+  (invokes/s, p50, p99) against an in-process fresh Store + instantiate + call;
+- compiling the fibonacci module against deserializing its cached artifact (with the HMAC check);
+- the wall time of `xsc compute invoke` and `xsc --help` against a bare `python -c pass`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WASM = ROOT / "fixtures" / "wasm"
+TARGETS = {"invokes_per_s_c8": 2000, "p50_ms_c1": 1.0, "help_ms": 200}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _per_call(once, seconds: float) -> float:
+    for _ in range(200):
+        once()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(100):
+            once()
+        n += 100
+    return (time.perf_counter() - start) / n
+
+
+def raw_fresh_store_call(seconds: float) -> tuple[float, float]:
+    """Seconds per call of `add` in this process: (the raw step with wasmtime-py's API: fresh Store with
+    fuel, limits and deadline + instantiate + call; the sandbox's own run(), which does the same)."""
+    import wasmtime
+
+    from xsc.compute import sandbox
+    from xsc.compute.engine import deadline_ticks, make_engine
+    from xsc.compute.limits import Limits
+    from xsc.compute.modules import describe_exports
+
+    engine = make_engine()
+    module = wasmtime.Module(engine, (WASM / "add.wasm").read_bytes())
+    limits = Limits(10_000_000_000, 64 * 1024 * 1024, 5.0)
+
+    def raw() -> int:
+        store = wasmtime.Store(engine)
+        store.set_fuel(limits.fuel)
+        store.set_limits(memory_size=limits.memory, table_elements=10_000, instances=1, tables=1, memories=1)
+        store.set_epoch_deadline(deadline_ticks(limits.timeout))
+        return wasmtime.Instance(store, module, []).exports(store)["add"](store, 1, 2)
+
+    exports = {e.name: e for e in describe_exports(module)}
+    prepared = sandbox.Prepared(b"", module, None, None)  # type: ignore[arg-type]
+
+    def sandboxed() -> list:
+        return sandbox.run(engine, prepared, "add", exports["add"].signature, [1, 2], limits).results
+
+    assert raw() == 3 and sandboxed() == [3]
+    return _per_call(raw, seconds), _per_call(sandboxed, seconds)
+
+
+def compile_vs_load(repeat: int = 20) -> tuple[float, float]:
+    import wasmtime
+
+    from xsc.compute import artifacts
+    from xsc.compute.engine import make_engine
+
+    engine = make_engine()
+    wasm = (WASM / "fibonacci.wasm").read_bytes()
+    secret, key = os.urandom(32), b"c/a/bench"
+    compile_times, load_times = [], []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        module = wasmtime.Module(engine, wasm)
+        compile_times.append(time.perf_counter() - t)
+        sealed = artifacts.seal(secret, key, bytes(module.serialize()))
+        t = time.perf_counter()
+        loaded = wasmtime.Module.deserialize(engine, artifacts.unseal(secret, key, sealed))
+        load_times.append(time.perf_counter() - t)
+        assert loaded.exports
+    return statistics.median(compile_times), statistics.median(load_times)
+
+
+async def _http_load(port: int, token: str, body: bytes, concurrency: int, seconds: float) -> list[float]:
+    """Latencies of invokes sent back to back on `concurrency` keep-alive connections (a minimal client,
+    so the client's own CPU use stays small next to the node's)."""
+    request = (f"POST /v1/compute/invoke HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < stop_at:
+                t = time.perf_counter()
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                payload = await reader.readexactly(length)
+                latencies.append(time.perf_counter() - t)
+                if not head.startswith(b"HTTP/1.1 200"):
+                    raise RuntimeError(f"invoke failed: {head[:40]!r} {payload[:200]!r}")
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), or NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def http_invoke(port: int, token: str, module_id: str, concurrency: int, seconds: float,
+                node_pid: int) -> dict[str, float]:
+    body = json.dumps({"module": module_id, "function": "add", "args": ["1", "2"]}).encode()
+    asyncio.run(_http_load(port, token, body, concurrency, 0.5))  # warm up
+    cpu, t = _cpu_seconds(node_pid), time.perf_counter()
+    latencies = asyncio.run(_http_load(port, token, body, concurrency, seconds))
+    elapsed, cpu = time.perf_counter() - t, _cpu_seconds(node_pid) - cpu
+    latencies.sort()
+    return {"rate": len(latencies) / elapsed, "p50": latencies[len(latencies) // 2],
+            "p99": latencies[int(len(latencies) * 0.99)], "n": len(latencies), "node_cpu": cpu / len(latencies)}
+
+
+def wall(cmd: list[str], repeat: int = 5, env: dict[str, str] | None = None) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, env=env)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each load phase")
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
+          "(other work on the machine lowers every figure below)")
+
+    raw, sandboxed = raw_fresh_store_call(min(args.seconds, 2.0))
+    print(f"raw step: fresh Store + instantiate + call of add with wasmtime-py, in process: {raw * 1e6:.1f} us "
+          f"({1 / raw:,.0f} calls/s on one thread)")
+    print(f"the sandbox's run() of the same call, in process: {sandboxed * 1e6:.1f} us ({sandboxed / raw:.2f}x raw)")
+
+    data_dir = Path(tempfile.mkdtemp(prefix="xsc-bench-"))
+    port = _free_port()
+    env = {**os.environ, "XSC_HOME": str(data_dir)}
+    xsc = [sys.executable, "-m", "xsc"]
+    node = subprocess.Popen([*xsc, "node", "start", "--listen", f"127.0.0.1:{port}", "--log-level", "WARNING"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or node.poll() is not None:
+                    raise SystemExit("the node did not start")
+                time.sleep(0.05)
+        token = (data_dir / "api-token").read_text().strip()
+        add = WASM / "add.wasm"
+        subprocess.run([*xsc, "compute", "deploy", str(add)], env=env, check=True, capture_output=True)
+        module_id = hashlib.sha256(add.read_bytes()).hexdigest()
+
+        results = {}
+        for concurrency in (1, 8):
+            r = http_invoke(port, token, module_id, concurrency, args.seconds, node.pid)
+            results[concurrency] = r
+            print(f"HTTP invoke of add, concurrency {concurrency}: {r['rate']:,.0f} invokes/s "
+                  f"({r['rate'] * raw:.2f}x the raw step's single-thread rate), "
+                  f"p50 {r['p50'] * 1e3:.3f} ms ({r['p50'] / raw:.1f}x raw), "
+                  f"p99 {r['p99'] * 1e3:.3f} ms ({r['p99'] / raw:.1f}x raw), {r['n']} calls; "
+                  f"node CPU {r['node_cpu'] * 1e6:.0f} us per invoke ({r['node_cpu'] / raw:.1f}x raw)")
+
+        compile_s, load_s = compile_vs_load()
+        print(f"fibonacci module: compile {compile_s * 1e3:.3f} ms, cached load (HMAC check + deserialize) "
+              f"{load_s * 1e3:.3f} ms ({compile_s / load_s:.1f}x faster cached)")
+
+        python_s = wall([sys.executable, "-c", "pass"], env=env)
+        invoke_s = wall([*xsc, "compute", "invoke", str(add), "add", "1", "2"], env=env)
+        help_s = wall([*xsc, "--help"], env=env)
+        print(f"bare python start: {python_s * 1e3:.0f} ms; `xsc compute invoke add.wasm add 1 2`: "
+              f"{invoke_s * 1e3:.0f} ms ({invoke_s / python_s:.1f}x); `xsc --help`: {help_s * 1e3:.0f} ms "
+              f"({help_s / python_s:.1f}x)")
+
+        checks = [
+            ("invokes/s at concurrency 8", results[8]["rate"], ">=", TARGETS["invokes_per_s_c8"]),
+            ("p50 ms at concurrency 1", results[1]["p50"] * 1e3, "<", TARGETS["p50_ms_c1"]),
+            ("xsc --help ms", help_s * 1e3, "<", TARGETS["help_ms"]),
+        ]
+        for name, value, op, target in checks:
+            met = value >= target if op == ">=" else value < target
+            print(f"target {name} {op} {target}: {value:,.2f} -> {'met' if met else 'NOT met'}")
+    finally:
+        node.terminate()
+        node.wait(30)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

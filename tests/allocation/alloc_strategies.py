@@ -1,0 +1,85 @@
+"""Hypothesis strategies and builders shared by the allocator tests."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import strategies as st
+
+from xsc.allocation import CapacitySlot, Commitment, NeedSlot, SlotFilter, Stamp
+
+PEERS = ("a", "b", "c", "d", "e")
+KINDS = ("storage", "compute")
+LOCATIONS = ("any", "eu", "us", ("eu", "us"), ("asia", "us"))
+
+
+def stamps(n: int) -> list[Stamp]:
+    out = [Stamp.seed()]
+    while len(out) < n:
+        out.extend(out.pop(0).fork())
+    return out
+
+
+_STAMPS = dict(zip(("p", *PEERS), stamps(1 + len(PEERS))))
+
+
+def commitment(pid: str, caps=(), needs=(), recognition=None, damping="1", ts: int = 1_000) -> Commitment:
+    return Commitment(participant=pid, capacity_slots=caps, need_slots=needs, recognition=recognition or {},
+                      damping_factor=Decimal(damping), stamp=_STAMPS.get(pid, Stamp.seed()).event(), timestamp=ts)
+
+
+def cap(owner, sid, q, start=0, end=10, kind="storage", location="any", **kw) -> CapacitySlot:
+    return CapacitySlot(id=sid, owner=owner, kind=kind, quantity=q, start=start, end=end, location=location, **kw)
+
+
+def need(owner, sid, q, start=0, end=10, kind="storage", location="any", **kw) -> NeedSlot:
+    return NeedSlot(id=sid, owner=owner, kind=kind, quantity=q, start=start, end=end, location=location, **kw)
+
+
+@st.composite
+def slot_fields(draw, simple: bool = False) -> dict:
+    if simple:
+        return {"kind": "storage", "start": 0, "end": 10, "location": "any"}
+    start = draw(st.integers(0, 6))
+    return {
+        "kind": draw(st.sampled_from(KINDS + ("storage",) * 2)),
+        "start": start,
+        "end": start + draw(st.integers(1, 4)),
+        "location": draw(st.sampled_from(LOCATIONS + ("any",) * 3)),
+        "tags": draw(st.sampled_from(((), ("ssd",)))),
+    }
+
+
+@st.composite
+def filters(draw) -> SlotFilter:
+    if draw(st.integers(0, 3)):
+        return SlotFilter()
+    return SlotFilter(
+        allow=draw(st.none() | st.lists(st.sampled_from(("p", *PEERS)), max_size=3, unique=True).map(tuple)),
+        deny=draw(st.lists(st.sampled_from(("p", *PEERS)), max_size=2, unique=True).map(tuple)),
+        require_tags=draw(st.sampled_from(((), ("ssd",)))),
+    )
+
+
+weights = st.dictionaries(st.sampled_from(("p", *PEERS)), st.integers(0, 5).map(Decimal), max_size=5)
+
+
+@st.composite
+def networks(draw, simple: bool = False, max_caps: int = 3, max_needs: int = 3):
+    """(provider, [commitments of the peers]) with random slots, recognition and damping."""
+    n_caps = draw(st.integers(1, max_caps))
+    caps = [cap("p", f"c{i}", draw(st.integers(0, 120)), filters=draw(filters()) if not simple else SlotFilter(),
+                **draw(slot_fields(simple))) for i in range(n_caps)]
+    present = draw(st.lists(st.sampled_from(PEERS), min_size=1, max_size=5, unique=True))
+    # Mostly recognise the peers that are there (0 stays possible), sometimes absent ones too.
+    recognition = {**draw(weights), **{pid: Decimal(draw(st.integers(0, 5))) for pid in present}}
+    provider = commitment("p", caps=caps, recognition=recognition)
+    peers = []
+    for pid in present:
+        needs = [need(pid, f"n{i}", draw(st.integers(0, 80)), filters=draw(filters()) if not simple else SlotFilter(),
+                      **draw(slot_fields(simple)))
+                 for i in range(draw(st.integers(0 if not simple else 1, max_needs)))]
+        back = {"p": Decimal(draw(st.integers(0, 3)))}
+        peers.append(commitment(pid, needs=needs, recognition={**draw(weights), **back},
+                                damping=draw(st.sampled_from(("1", "0.8", "0.5")))))
+    return provider, peers

@@ -1,0 +1,42 @@
+"""Helpers for compute tests: the wasm fixtures and small HTTP wrappers around a node."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+WASM = Path(__file__).resolve().parents[2] / "fixtures" / "wasm"
+
+
+def wasm(name: str) -> bytes:
+    return (WASM / f"{name}.wasm").read_bytes()
+
+
+def module_id(name: str) -> str:
+    return hashlib.sha256(wasm(name)).hexdigest()
+
+
+async def deploy(client, name: str, *, wasi: bool = False) -> str:
+    response = await client.post("/v1/modules", data=wasm(name), params={"wasi": "true"} if wasi else None)
+    body = await response.json()
+    assert response.status in (200, 201), body
+    return body["id"]
+
+
+async def invoke(client, module: str, function: str, *args, **options) -> tuple[int, dict]:
+    response = await client.post("/v1/compute/invoke",
+                                 json={"module": module, "function": function, "args": list(args), **options})
+    return response.status, await response.json()
+
+
+async def call(client, name: str, function: str, *args, **options) -> dict:
+    """Deploy a fixture and invoke it; the call must succeed."""
+    status, body = await invoke(client, await deploy(client, name, wasi=options.get("wasi", False)), function,
+                                *args, **options)
+    assert status == 200, body
+    return body
+
+
+def values(body: dict) -> list:
+    return [r["value"] for r in body["results"]]

@@ -1,0 +1,98 @@
+"""The real `xsc compute` CLI against a real node process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compute_helpers import WASM, module_id
+
+ADD = str(WASM / "add.wasm")
+
+
+@pytest.fixture
+def xsc_node(node_process):
+    return node_process()
+
+
+def ok(result) -> str:
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
+
+
+def error_line(result) -> str:
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.decode().strip().splitlines()
+    assert lines[-1].startswith("xsc: error: ")
+    return lines[-1]
+
+
+def test_invoke_a_file_deploys_it_and_prints_results(xsc_node):
+    assert ok(xsc_node.xsc("compute", "invoke", ADD, "add", "1", "2")) == "3\n"
+    assert ok(xsc_node.xsc("compute", "invoke", ADD, "sub", "-5", "3")) == "-8\n"  # negative numbers are args
+    assert ok(xsc_node.xsc("compute", "invoke", ADD, "sub", "--", "-5", "-3")) == "-2\n"
+    assert ok(xsc_node.xsc("compute", "invoke", module_id("add"), "add", "0x10", "1", "--fuel", "100")) == "17\n"
+    multi = str(WASM / "multi.wasm")
+    assert ok(xsc_node.xsc("compute", "invoke", multi, "triple", "-3")) == "-3 -3 -3.0\n"
+
+
+def test_invoke_json(xsc_node):
+    run = json.loads(ok(xsc_node.xsc("compute", "invoke", str(WASM / "arith.wasm"), "add_f64", "-inf", "1",
+                                     "--json")))
+    assert run["results"] == [{"type": "f64", "value": "-inf"}]
+    assert run["fuel_consumed"] > 0 and run["duration_ms"] >= 0 and len(run["provenance"]) == 32
+
+
+def test_deploy_modules_and_provenance(xsc_node):
+    loop = str(WASM / "loop.wasm")
+    assert ok(xsc_node.xsc("compute", "deploy", loop)) == module_id("loop") + "\n"
+    listed = json.loads(ok(xsc_node.xsc("compute", "modules", "--json")))
+    assert module_id("loop") in {m["id"] for m in listed}
+    assert "spin() -> ()" in ok(xsc_node.xsc("compute", "module", module_id("loop")))
+
+    line = error_line(xsc_node.xsc("compute", "invoke", loop, "spin", "--timeout", "0.2"))
+    assert "deadline exceeded" in line
+    records = json.loads(ok(xsc_node.xsc("compute", "provenance", "--list", "--limit", "1", "--json")))
+    assert records[0]["record"]["trap"]["kind"] == "deadline" and records[0]["signature_valid"]
+    shown = ok(xsc_node.xsc("compute", "provenance", records[0]["record"]["id"]))
+    assert "signature: valid" in shown and "whole budget" in shown
+    assert "valid" in ok(xsc_node.xsc("compute", "provenance", "--list"))
+
+
+ERRORS = [
+    (["invoke", ADD, "add", "1"], "add takes 2 arguments (i32, i32), got 1"),
+    (["invoke", ADD, "add", "1", "x"], "argument 2 of add is not an i32: 'x'"),
+    (["invoke", ADD, "mul"], "has no export named 'mul'"),
+    (["invoke", "missing.wasm", "add"], "no such file, and not a module id: missing.wasm"),
+    (["invoke", str(WASM / "imports.wasm"), "main"], "env.log (func), env.memory (memory)"),
+    (["invoke", str(WASM / "traps.wasm"), "div", "1", "0"], "integer divide by zero"),
+    (["invoke", ADD, "add", "1", "2", "--fuel", "99999999999"], "more than this node allows"),
+    (["deploy", str(WASM / "add.wat")], "not a WebAssembly module"),
+    (["provenance", "f" * 32], "no provenance record"),
+]
+
+
+def test_errors_are_one_line(xsc_node):
+    for args, message in ERRORS:
+        assert message in error_line(xsc_node.xsc("compute", *args)), args
+
+
+def test_wasi_program(xsc_node):
+    hello = str(WASM / "wasi_hello.wasm")
+    assert ok(xsc_node.xsc("compute", "invoke", hello, "_start", "--wasi")) == "hello, world\n"
+    assert ok(xsc_node.xsc("compute", "invoke", hello, "args", "--wasi", "-x", "y")).splitlines()[1:] == ["-x", "y"]
+    result = xsc_node.xsc("compute", "invoke", hello, "spam", "--wasi")
+    assert len(ok(result)) == 64 * 1024
+    assert "the program's stdout was cut at 64 KiB" in result.stderr.decode()
+    result = xsc_node.xsc("compute", "invoke", hello, "fail", "--wasi")
+    assert result.stderr.decode().startswith("hello, world\n")
+    assert "exited with status 3" in error_line(result)
+
+
+def test_modules_survive_kill_9(node_process):
+    node = node_process("k")
+    ok(node.xsc("compute", "deploy", ADD))
+    node.kill()
+    node.start()
+    assert ok(node.xsc("compute", "invoke", module_id("add"), "add", "40", "2")) == "42\n"

@@ -1,0 +1,70 @@
+"""Calls run on a thread pool off the event loop: a spinning module blocks neither the node nor other calls.
+
+These tests assert ordering and concurrency facts (what was still running when
+something else answered), with only generous sanity bounds on time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from compute_helpers import deploy, invoke
+
+
+async def running_calls(client) -> int:
+    status = await (await client.get("/v1/node/status")).json()
+    return status["compute"]["running"]
+
+
+async def wait_until_running(client, count: int) -> None:
+    for _ in range(2000):
+        if await running_calls(client) >= count:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"never saw {count} calls running")
+
+
+async def test_health_and_other_invokes_answer_while_one_spins(node):
+    spin, add = await deploy(node, "loop"), await deploy(node, "add")
+    spinning = asyncio.create_task(invoke(node, spin, "spin", timeout=3))
+    await wait_until_running(node, 1)
+
+    health = await node.get("/health")
+    assert health.status == 200
+    status, body = await invoke(node, add, "add", "1", "2")
+    assert (status, body["results"][0]["value"]) == (200, 3)
+    for _ in range(20):
+        status, body = await invoke(node, add, "sub", "-5", "3")
+        assert body["results"][0]["value"] == -8
+    # All of that was answered while the spinning call was still running.
+    assert not spinning.done()
+    assert await running_calls(node) == 1
+
+    status, body = await spinning
+    assert (status, body["kind"]) == (422, "deadline")
+
+
+async def test_two_infinite_loops_end_in_about_one_deadline(node):
+    spin = await deploy(node, "loop")
+    deadline = 1.0
+    started = time.monotonic()
+    first = asyncio.create_task(invoke(node, spin, "spin", timeout=deadline))
+    second = asyncio.create_task(invoke(node, spin, "spin_calls", timeout=deadline))
+    await wait_until_running(node, 2)  # both spin at the same time, on two threads
+    results = await asyncio.gather(first, second)
+    elapsed = time.monotonic() - started
+    assert [(s, b["kind"]) for s, b in results] == [(422, "deadline"), (422, "deadline")]
+    for _, body in results:
+        assert body["duration_ms"] >= deadline * 1000  # never cut short
+    # Run one after the other they would need two deadlines; in parallel, about one.
+    assert elapsed < 2 * deadline
+
+
+async def test_many_concurrent_invokes_all_answer(node):
+    add = await deploy(node, "add")
+    answers = await asyncio.gather(*(invoke(node, add, "add", str(i), str(i)) for i in range(64)))
+    assert [body["results"][0]["value"] for _, body in answers] == [2 * i for i in range(64)]
+    provenance_ids = {body["provenance"] for _, body in answers}
+    assert len(provenance_ids) == 64
+    modules = await (await node.get("/v1/modules")).json()
+    assert {m["id"]: m["invocations"] for m in modules["modules"]}[add] == 64

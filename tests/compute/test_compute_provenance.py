@@ -1,0 +1,106 @@
+"""Every run, returned or trapped, leaves a provenance record signed by the node."""
+
+from __future__ import annotations
+
+from compute_helpers import deploy, invoke
+from xsc.compute import provenance
+from xsc.node import CLIENT_IDENTITY, IDENTITY
+
+
+async def record(node, provenance_id: str) -> dict:
+    response = await node.get(f"/v1/compute/provenance/{provenance_id}")
+    assert response.status == 200
+    return await response.json()
+
+
+async def test_record_of_a_returned_call(node):
+    add = await deploy(node, "add")
+    status, body = await invoke(node, add, "sub", "-5", "0x3")
+    signed = await record(node, body["provenance"])
+    assert provenance.is_valid(signed)
+    r = signed["record"]
+    app = node.server.app
+    assert r["id"] == body["provenance"]
+    assert (r["module"], r["function"], r["outcome"]) == (add, "sub", "ok")
+    assert r["args"] == [{"type": "i32", "value": -5}, {"type": "i32", "value": 3}]
+    assert r["results"] == [{"type": "i32", "value": -8}]
+    assert r["fuel_consumed"] == body["fuel_consumed"] > 0 and r["metering"] == "exact"
+    assert r["node"] == app[IDENTITY].id
+    assert r["requester"] == app[CLIENT_IDENTITY].id == body["requester"]
+    assert r["fuel_limit"] == 10_000_000_000 and r["memory_limit"] == 64 * 1024 * 1024
+    assert r["timeout_us"] == 5_000_000 and r["wall_time_us"] >= 0
+    assert r["timestamp"].endswith("Z") and r["price"] == 0
+
+
+async def test_record_of_a_trapped_call_meters_the_whole_budget(node):
+    spin = await deploy(node, "loop")
+    status, body = await invoke(node, spin, "spin", timeout=0.2, fuel=5_000_000_000)
+    assert body["kind"] == "deadline"
+    signed = await record(node, body["provenance"])
+    assert provenance.is_valid(signed)
+    r = signed["record"]
+    assert r["outcome"] == "trap" and r["trap"]["kind"] == "deadline"
+    assert "results" not in r
+    assert r["metering"] == "whole-budget"
+    assert r["fuel_consumed"] == r["fuel_limit"] == body["fuel_consumed"] == 5_000_000_000
+
+
+async def test_floats_are_recorded_as_exact_text(node):
+    arith = await deploy(node, "arith")
+    status, body = await invoke(node, arith, "add_f32", "0.1", "nan")
+    r = (await record(node, body["provenance"]))["record"]
+    assert r["args"] == [{"type": "f32", "value": "0.1"}, {"type": "f32", "value": "nan"}]
+    assert r["results"] == [{"type": "f32", "value": "nan"}]
+
+
+async def test_wasi_record(node):
+    module = await deploy(node, "wasi_hello", wasi=True)
+    status, body = await invoke(node, module, "args", "a", "b", wasi=True)
+    r = (await record(node, body["provenance"]))["record"]
+    assert r["wasi"] == {"argv": [module, "a", "b"], "exit_code": None, "stdout_bytes": len(body["stdout"]),
+                         "stderr_bytes": 0}
+
+
+async def test_rejected_calls_leave_no_record(node):
+    add = await deploy(node, "add")
+    await invoke(node, add, "add", "1", "2")
+    before = (await (await node.get("/v1/compute/provenance")).json())["records"]
+    await invoke(node, add, "add", "1")
+    await invoke(node, add, "nope")
+    after = (await (await node.get("/v1/compute/provenance")).json())["records"]
+    assert after == before
+
+
+async def test_list_is_newest_first_and_limited(node):
+    add = await deploy(node, "add")
+    ids = [(await invoke(node, add, "add", str(i), "0"))[1]["provenance"] for i in range(5)]
+    listed = (await (await node.get("/v1/compute/provenance", params={"limit": "3"})).json())["records"]
+    assert [r["record"]["id"] for r in listed] == ids[::-1][:3]
+    assert all(provenance.is_valid(r) for r in listed)
+
+
+async def test_tampering_is_detected(node):
+    add = await deploy(node, "add")
+    status, body = await invoke(node, add, "add", "1", "2")
+    signed = await record(node, body["provenance"])
+    signed["record"]["results"][0]["value"] = 4
+    assert not provenance.is_valid(signed)
+
+
+async def test_provenance_lookup_errors(node):
+    response = await node.get("/v1/compute/provenance/" + "0" * 32)
+    assert response.status == 404 and (await response.json())["code"] == "provenance-not-found"
+    response = await node.get("/v1/compute/provenance/xyz")
+    assert response.status == 400 and "not a provenance id" in (await response.json())["detail"]
+    response = await node.get("/v1/compute/provenance", params={"limit": "0"})
+    assert response.status == 400
+
+
+async def test_records_survive_a_restart(compute_node):
+    node = await compute_node("n")
+    add = await deploy(node, "add")
+    status, body = await invoke(node, add, "add", "2", "2")
+    await node.close()
+    node = await compute_node("n")
+    signed = await record(node, body["provenance"])
+    assert provenance.is_valid(signed) and signed["record"]["results"][0]["value"] == 4

@@ -1,0 +1,37 @@
+"""Helpers for the ledger tests: a LedgerStore on a real LevelDB, and signed transfers between test keys."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import plyvel
+
+from xsc.identity import Identity
+from xsc.ledger import LedgerStore
+from xsc.ledger.model import Payment, Receipt, authorize, make_payment, make_receipt
+from xsc.ledger.rules import AccountState
+
+LIMIT = 100_000_000
+
+
+def open_store(path: Path, credit_limit: int = LIMIT) -> tuple[plyvel.DB, LedgerStore]:
+    db = plyvel.DB(str(path), create_if_missing=True)
+    return db, LedgerStore(db, credit_limit)
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def transfer(payer: Identity, payee: Identity, amount: int, payer_state: AccountState, payee_state: AccountState,
+             *, cap: int | None = None, at: int | None = None, expires_at: int | None = None,
+             job: str = "test-job", nonce: bytes | None = None, authorization=None) -> tuple[Receipt, Payment]:
+    """A complete, validly signed transfer extending both accounts' chains from the given states."""
+    at = now() if at is None else at
+    auth = authorization or authorize(payer, payee.public_key, amount if cap is None else cap, job,
+                                      at + 600 if expires_at is None else expires_at, nonce or os.urandom(16))
+    receipt = make_receipt(payee, payee_state.seq + 1, payee_state.head, auth, amount, {"fuel": amount}, at)
+    payment = make_payment(payer, payer_state.seq + 1, payer_state.head, receipt)
+    return receipt, payment

@@ -1,0 +1,93 @@
+"""`xsc ledger ...` against a real node process."""
+
+from __future__ import annotations
+
+import json
+
+import plyvel
+
+from conftest import run_xsc
+from ledger_testkit import transfer
+from xsc import keys
+from xsc.cli.client import NodeClient
+from xsc.identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity
+from xsc.ledger.rules import AccountState
+
+
+def _settle_through_the_api(proc, amounts):
+    """Transfers from the node's local user to the node, signed with their keys, posted as entries."""
+    client = Identity.load_or_create(proc.data_dir / CLIENT_KEY_FILE)
+    me = Identity.load_or_create(proc.data_dir / NODE_KEY_FILE)
+    api = NodeClient(proc.url, proc.token)
+    payer, payee, ids = AccountState(), AccountState(), []
+    for amount in amounts:
+        receipt, payment = transfer(client, me, amount, payer, payee, job=f"store:{amount}")
+        api.request("POST", "/v1/ledger/entries", json_body={"entries": [receipt.encode().hex(),
+                                                                         payment.encode().hex()]})
+        payer, payee = payer.after(payment), payee.after(receipt)
+        ids.append(payment.id.hex())
+    return client, me, ids
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
+
+
+def test_ledger_commands(node_process):
+    proc = node_process()
+    assert "0.000000 credits" in _ok(proc.xsc("ledger", "balance"))
+    client, me, ids = _settle_through_the_api(proc, [1_250_000, 2_000_000, 5])
+
+    out = _ok(proc.xsc("ledger", "balance"))
+    assert "-3.250005 credits" in out and client.id in out and "96.749995 credits" in out
+    info = json.loads(_ok(proc.xsc("ledger", "balance", "node", "--json")))
+    assert info["balance"] == 3_250_005 and info["account"] == me.id
+    assert json.loads(_ok(proc.xsc("ledger", "balance", me.id, "--json")))["role"] == "node"
+
+    out = _ok(proc.xsc("ledger", "history", "--limit", "2"))
+    assert "-0.000005" in out and "-2.000000" in out and "-1.250000" not in out and ids[2][:16] in out
+    history = json.loads(_ok(proc.xsc("ledger", "history", "--json")))
+    assert [e["id"] for e in history] == ids[::-1]
+
+    out = _ok(proc.xsc("ledger", "show", ids[0][:12]))
+    assert ids[0] in out and "1.250000 credits" in out and "store:1250000" in out
+    assert json.loads(_ok(proc.xsc("ledger", "show", ids[0], "--json")))["payee"] == me.id
+
+    lines = [json.loads(line) for line in _ok(proc.xsc("ledger", "export")).splitlines()]
+    assert len(lines) == 6 and {e["id"] for e in lines} >= set(ids)
+    assert len(json.loads(_ok(proc.xsc("ledger", "export", "--json")))) == 6
+
+    out = _ok(proc.xsc("ledger", "accounts"))
+    assert client.id in out and me.id in out and "-3.250005" in out
+    assert {a["role"] for a in json.loads(_ok(proc.xsc("ledger", "accounts", "--json")))} == {"client", "node"}
+
+    assert "ledger ok" in _ok(proc.xsc("ledger", "verify"))
+    assert json.loads(_ok(proc.xsc("ledger", "verify", "--json")))["ok"] is True
+
+    bad = proc.xsc("ledger", "show", "0000000000")
+    assert bad.returncode == 1 and bad.stderr.decode().startswith("xsc: error: no ledger entry")
+    bad = proc.xsc("ledger", "balance", "someone")
+    assert bad.returncode == 1 and "not an account" in bad.stderr.decode()
+
+    # tamper with one stored byte while the node is down: verify names the entry and exits non-zero
+    proc.kill()
+    db = plyvel.DB(str(proc.data_dir / "db"))
+    key = keys.ledger_entry(client.public_key, 2)
+    data = bytearray(db.get(key))
+    data[-70] ^= 0x40
+    db.put(key, bytes(data))
+    db.close()
+    proc.start()
+    result = proc.xsc("ledger", "verify")
+    assert result.returncode == 1
+    assert f"entry {ids[1]}" in result.stdout.decode() and f"{client.id} seq 2" in result.stdout.decode()
+    assert "ledger verification failed: 1 violation" in result.stderr.decode()
+    result = proc.xsc("ledger", "verify", "--json")
+    assert result.returncode == 1 and json.loads(result.stdout)["ok"] is False
+
+
+def test_ledger_without_a_node(tmp_path):
+    result = run_xsc("--data-dir", str(tmp_path / "none"), "ledger", "balance")
+    assert result.returncode == 1 and "xsc: error:" in result.stderr.decode()
+    assert run_xsc("ledger", "--help").returncode == 0

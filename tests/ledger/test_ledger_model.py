@@ -1,0 +1,96 @@
+"""Canonical encoding of ledger records and the pricing functions."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xsc.errors import InvalidArgument, InvalidEntry
+from xsc.identity import Identity
+from xsc.ledger import byte_hours, decode_entry, format_credits, price_compute, price_storage
+from xsc.ledger.model import Payment, Receipt, authorize, make_payment, make_receipt, ZERO_HASH
+
+PAYER, PAYEE = Identity.generate(), Identity.generate()
+u63 = st.integers(0, 2**63 - 1)
+meters = st.dictionaries(st.from_regex(r"[a-z][a-z0-9_]{0,31}", fullmatch=True), u63, max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cap=u63, amount=u63, seq=st.integers(1, 2**63 - 1), at=u63, expires=u63, usage=meters,
+       job=st.text(max_size=60), nonce=st.binary(min_size=16, max_size=16), prev=st.binary(min_size=32, max_size=32))
+def test_encoding_round_trips_and_is_unique(cap, amount, seq, at, expires, usage, job, nonce, prev):
+    auth = authorize(PAYER, PAYEE.public_key, cap, job, expires, nonce)
+    receipt = make_receipt(PAYEE, seq, prev, auth, amount, usage, at)
+    payment = make_payment(PAYER, seq, prev, receipt)
+    for entry in (receipt, payment):
+        data = entry.encode()
+        back = decode_entry(data)
+        assert back == entry and back.encode() == data and back.id == entry.id
+        assert back.signature == entry.signature and back.authorization.signature == auth.signature
+    assert dict(payment.receipt.usage) == usage
+    # ids cover the body only, never the signatures (so groups can be laid out before signing)
+    assert Receipt(PAYEE.public_key, seq, prev, amount, at, tuple(sorted(usage.items())), auth).id == receipt.id
+
+
+def _entry() -> Payment:
+    auth = authorize(PAYER, PAYEE.public_key, 10, "job", 100, bytes(16))
+    return make_payment(PAYER, 1, ZERO_HASH, make_receipt(PAYEE, 1, ZERO_HASH, auth, 5, {"fuel": 7}, 50))
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda b: b[:-1],  # truncated signature
+    lambda b: b + b"\x00",  # trailing byte
+    lambda b: b"xsc/ledger/paymenT/1\n" + b[21:],  # unknown tag
+    lambda b: b[:10],
+    lambda b: b"",
+])
+def test_malformed_encodings_are_refused(mutate):
+    with pytest.raises(InvalidEntry):
+        decode_entry(mutate(_entry().encode()))
+
+
+def test_bad_fields_are_refused():
+    with pytest.raises(InvalidEntry):
+        authorize(PAYER, PAYEE.public_key, -1, "job", 100, bytes(16))
+    with pytest.raises(InvalidEntry):
+        authorize(PAYER, PAYEE.public_key, 1, "x" * 257, 100, bytes(16))
+    auth = authorize(PAYER, PAYEE.public_key, 10, "job", 100, bytes(16))
+    with pytest.raises(InvalidEntry):
+        make_receipt(PAYEE, 1, ZERO_HASH, auth, 1, {"Fuel": 1}, 5)
+    with pytest.raises(InvalidEntry):
+        make_receipt(PAYEE, 1, ZERO_HASH, auth, 1, {"fuel": 1.5}, 5)
+
+
+def test_format_credits_is_exact():
+    assert format_credits(0) == "0.000000"
+    assert format_credits(1) == "0.000001"
+    assert format_credits(-100_000_000) == "-100.000000"
+    assert format_credits(123_456_789) == "123.456789"
+
+
+@settings(max_examples=200, deadline=None)
+@given(size=st.integers(0, 2**40), duration=st.integers(0, 10**9), price=st.integers(0, 10**6))
+def test_price_storage_rounds_up_exactly(size, duration, price):
+    amount = price_storage(size, duration, price)
+    exact_times_3600 = size * duration * price
+    assert amount * 3600 >= exact_times_3600 > (amount - 1) * 3600 or amount == exact_times_3600 == 0
+    assert byte_hours(size, duration) * 3600 >= size * duration
+
+
+@settings(max_examples=200, deadline=None)
+@given(fuel=st.integers(0, 2**62), price=st.integers(0, 10**9))
+def test_price_compute_rounds_up_exactly(fuel, price):
+    amount = price_compute(fuel, price)
+    assert amount * 1_000_000 >= fuel * price > (amount - 1) * 1_000_000 or amount == fuel * price == 0
+
+
+def test_prices_of_known_values():
+    assert price_storage(3600, 1, 1) == 1
+    assert price_storage(1, 1, 1) == 1  # a fraction of a micro-credit rounds up
+    assert price_storage(1_000_000, 30 * 86400, 0) == 0
+    assert price_compute(1_000_000, 3) == 3
+    assert price_compute(1, 3) == 1
+    assert price_compute(0, 3) == 0
+    with pytest.raises(InvalidArgument):
+        price_compute(-1, 3)

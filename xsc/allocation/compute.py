@@ -1,0 +1,228 @@
+"""`compute_allocation`: how one provider divides its capacity slots among the network's needs."""
+
+from __future__ import annotations
+
+from decimal import Decimal, localcontext
+from fractions import Fraction
+from typing import Iterable, Mapping
+
+from ..errors import InvalidCommitment
+from .convergence import CONVERGENCE_EPSILON, HISTORY_LENGTH, denominator_delta
+from .divide import water_fill
+from .matching import NeedIndex
+from .models import (
+    AllocationState,
+    Commitment,
+    ConvergenceSample,
+    NeedKey,
+    SlotAllocation,
+    SlotDenominator,
+)
+from .recognition import normalized_weights
+
+SCALE = 10**18
+"""Priority weights are fixed-point integers with 18 decimals (rounded up, so > 0 stays > 0)."""
+
+
+_ZERO = Fraction(0)
+
+
+def _slot_order(s) -> tuple:
+    return (s.kind, s.start, s.end, s.id)
+
+
+def _slot_window_order(n) -> tuple:
+    return (n.start, n.end, n.id)
+
+
+def _fixed(x: Fraction) -> int:
+    return -((-x.numerator * SCALE) // x.denominator)
+
+
+def as_network(network: Mapping[str, Commitment] | Iterable[Commitment]) -> dict[str, Commitment]:
+    """participant -> commitment; a list with two commitments of one participant is an error."""
+    if isinstance(network, Mapping):
+        for pid, c in network.items():
+            if pid != c.participant:
+                raise InvalidCommitment(f"the network lists {c.participant!r}'s commitment under {pid!r}")
+        return dict(network)
+    out: dict[str, Commitment] = {}
+    for c in network:
+        if c.participant in out:
+            raise InvalidCommitment(f"two commitments of {c.participant!r} in one network snapshot",
+                                    hint="keep only the newest (see xsc.allocation.receive)")
+        out[c.participant] = c
+    return out
+
+
+_REPORTED = Decimal("1e-9")
+
+
+def _to_decimal(num: int, den: int) -> Decimal:
+    # Reported to 9 decimals: enough for the 0.001 convergence test, and the 18-decimal
+    # fixed-point weights do not show through as noise in the last digits.
+    if den == 0:
+        return Decimal(0).quantize(_REPORTED)
+    with localcontext() as ctx:
+        ctx.prec = 60
+        return (Decimal(num) / Decimal(den)).quantize(_REPORTED)
+
+
+def compute_allocation(
+    provider: Commitment,
+    network: Mapping[str, Commitment] | Iterable[Commitment],
+    *,
+    received: Mapping[NeedKey, int] | None = None,
+    previous: AllocationState | None = None,
+    now_ms: int | None = None,
+) -> AllocationState:
+    """Divide each of `provider`'s capacity slots among the compatible need slots of `network`.
+
+    Pure and deterministic: the result depends only on the arguments, never on their order, on
+    the clock or on randomness.  `network` maps participants to their latest commitments (the
+    provider's own entry, if any, is ignored); `received` gives, per need slot (owner, id), the
+    units other providers currently allocate to it (see `ReceivedIndex`); `previous` is this
+    provider's last state (for convergence); `now_ms` stamps the result (default: the
+    commitment's timestamp).
+
+    Notation: p the provider, w(p, r) p's normalised recognition of r (`normalized_weights`),
+    MR(p, r) = min(w(p, r), w(r, p)), d_r the damping factor of r's commitment.
+
+    Residual need of a need slot n of r: max(0, n.quantity - received[n]).  It shrinks as p
+    serves n, so over all of p's slots p never gives n more than its residual need.
+    Capacity slots are divided one at a time in the order (kind, start, end, id).  For a
+    capacity slot c with Q units, let C be its compatible need slots (see `compatible`) with
+    residual need > 0, and for each recipient r, need_r = sum of the residual needs of r's slots
+    in C.
+
+    Tier 1, recipients with MR(p, r) > 0:
+        share_r = MR(p, r) / sum of MR(p, s) over the tier-1 recipients s
+        active_r = need_r * d_r
+        D1 = sum of share_s * active_s
+        alloc_r = Q * share_r * active_r / D1, capped at need_r; what capped recipients do not
+        take is divided again among the others in the same proportions (water-filling,
+        see `water_fill`), until all of Q is given or every recipient is capped.
+    Tier 2, recipients with MR(p, r) = 0 and w(p, r) > 0, over what tier 1 left (Q2):
+        share_r = w(p, r) / sum of w(p, s) over the tier-2 recipients s, D2 likewise,
+        alloc_r = Q2 * share_r * active_r / D2, same capping and water-filling.
+    Whatever is still left is `unallocated[c]`: the open tier, for the market.
+    Recipients p does not recognise (w = 0) get nothing from tiers 1 and 2.
+
+    A recipient's units are spread over its compatible need slots in the order (start, end, id),
+    filling each before the next.  All units are integers: ideal shares are rounded by the
+    largest-remainder rule, so no slot gives more than Q and no need slot gets more than its
+    residual need.  MR * d and w * d enter as fixed-point integers with 18 decimals, rounded up.
+
+    Convergence: delta = the largest relative move |D - D_prev| / max(|D|, |D_prev|) of any
+    denominator of any slot since `previous` (1 for a slot that appeared or disappeared);
+    the provider has converged when delta <= 0.001.  The stamp is an ITC event after both the
+    commitment's stamp and the previous state's.
+    """
+    net = as_network(network)
+    me = provider.participant
+    if previous is not None and previous.provider != me:
+        raise InvalidCommitment(f"the previous state is {previous.provider!r}'s, not {me!r}'s")
+    now = provider.timestamp if now_ms is None else now_ms
+    received = received if received is not None else {}
+
+    weights = normalized_weights(provider)
+    # r -> (tier, fixed MR * d or w * d, fixed MR or w): tier 1 by MR, tier 2 by p's weight
+    ranks: dict[str, tuple[int, int, int]] = {}
+    needs = []
+    for r, w in weights.items():
+        other = net.get(r)
+        if other is None or r == me or not other.need_slots:
+            continue
+        mr = min(w, normalized_weights(other).get(me, _ZERO))
+        tier, weight = (1, mr) if mr > 0 else (2, w)
+        damping = other.damping_factor
+        ranks[r] = (tier, _fixed(weight if damping == 1 else weight * Fraction(damping)), _fixed(weight))
+        needs.extend(other.need_slots)
+
+    index = NeedIndex(needs)
+    # id(need slot) -> its residual need, filled in when a capacity slot first meets the slot.
+    remaining: dict[int, int] = {}
+
+    allocations: list[SlotAllocation] = []
+    record = allocations.append
+    denominators: dict[str, SlotDenominator] = {}
+    unallocated: dict[str, int] = {}
+    by_kind: dict[str, dict[str, int]] = {}  # kind -> recipient -> units
+    for c in sorted(provider.capacity_slots, key=_slot_order):
+        by_recipient: dict[str, list] = {}
+        needs_of: dict[str, int] = {}
+        for n in index.candidates(c):
+            left = remaining.get(id(n))
+            if left is None:
+                left = n.quantity - received.get((n.owner, n.id), 0) if received else n.quantity
+                remaining[id(n)] = left
+            if left <= 0:
+                continue
+            owner = n.owner
+            group = by_recipient.get(owner)
+            if group is None:
+                by_recipient[owner] = [n]
+                needs_of[owner] = left
+            else:
+                group.append(n)
+                needs_of[owner] += left
+        claims: tuple[list, list] = ([], [])
+        share_sums = [0, 0]
+        for r, need in needs_of.items():
+            tier, k, share = ranks[r]
+            claims[tier - 1].append((r, k, need))
+            share_sums[tier - 1] += share
+        left = c.quantity
+        cid = c.id
+        kind_totals = by_kind.setdefault(c.kind, {})
+        dens = []
+        for tier in (1, 2):
+            given, d = water_fill(left, claims[tier - 1])
+            dens.append(_to_decimal(d, share_sums[tier - 1]))
+            for r in sorted(given):
+                units = given[r]
+                left -= units
+                kind_totals[r] = kind_totals.get(r, 0) + units
+                slots = by_recipient[r]
+                if len(slots) == 1:
+                    # The common case: one need slot takes it all (water_fill never exceeds it).
+                    n = slots[0]
+                    remaining[id(n)] -= units
+                    record(SlotAllocation(cid, n.id, r, units, tier))
+                    continue
+                slots.sort(key=_slot_window_order)
+                for n in slots:
+                    open_need = remaining[id(n)]
+                    take = units if units < open_need else open_need
+                    if take:
+                        remaining[id(n)] = open_need - take
+                        units -= take
+                        record(SlotAllocation(cid, n.id, r, take, tier))
+                    if not units:
+                        break
+        denominators[cid] = SlotDenominator.model_construct(mutual=dens[0], non_mutual=dens[1])
+        unallocated[cid] = left
+    totals: dict[str, dict[str, int]] = {}
+    for kind in sorted(by_kind):
+        for r, units in by_kind[kind].items():
+            totals.setdefault(r, {})[kind] = units
+
+    history = previous.convergence_history if previous is not None else ()
+    if previous is None:
+        converged = False
+    else:
+        delta = denominator_delta(previous.slot_denominators, denominators)
+        converged = delta <= CONVERGENCE_EPSILON
+        history = (history + (ConvergenceSample.model_construct(delta=delta, timestamp=now),))[-HISTORY_LENGTH:]
+    stamp = provider.stamp if previous is None else provider.stamp.join(previous.stamp.peek())
+    return AllocationState.model_construct(
+        provider=me,
+        slot_denominators=denominators,
+        slot_allocations=tuple(allocations),
+        unallocated=unallocated,
+        recipient_totals=totals,
+        converged=converged,
+        convergence_history=history,
+        stamp=stamp.event(),
+        timestamp=now,
+    )

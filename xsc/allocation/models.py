@@ -1,0 +1,179 @@
+"""The allocator's data: slots, commitments and the allocation state a provider publishes.
+
+All quantities are integers in the slot's unit (bytes for storage, fuel units for compute, ...),
+so every sum can be checked to the unit.  Recognition weights and damping factors are Decimals
+(exact); time windows are integer seconds, timestamps integer milliseconds.  Every model is
+frozen: the allocator is a pure function from these values to an `AllocationState`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from .itc import Stamp
+
+Id = Annotated[str, Field(min_length=1, max_length=200)]
+Kind = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
+Quantity = Annotated[int, Field(ge=0, strict=True)]
+
+ANY = "any"
+"""The location that matches every location."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SlotFilter(_Frozen):
+    """Which counterparts a slot accepts.  The empty filter accepts every counterpart.
+
+    A counterpart slot passes when its owner is in `allow` (if `allow` is given), its owner is
+    not in `deny`, and it carries every tag of `require_tags`."""
+
+    allow: tuple[Id, ...] | None = None
+    deny: tuple[Id, ...] = ()
+    require_tags: tuple[str, ...] = ()
+
+    def is_empty(self) -> bool:
+        return self.allow is None and not self.deny and not self.require_tags
+
+
+class _Slot(_Frozen):
+    id: Id
+    owner: Id
+    kind: Kind
+    quantity: Quantity
+    start: Annotated[int, Field(strict=True)]
+    end: Annotated[int, Field(strict=True)]
+    location: str | tuple[str, ...] = ANY
+    tags: tuple[str, ...] = ()
+    filters: SlotFilter = SlotFilter()
+
+    @model_validator(mode="after")
+    def _window(self) -> "_Slot":
+        if self.end <= self.start:
+            raise ValueError(f"slot {self.id!r}: the window must end after it starts ({self.start} >= {self.end})")
+        return self
+
+    @field_validator("location")
+    @classmethod
+    def _location(cls, v: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        if isinstance(v, tuple):
+            if not v or any(not t for t in v):
+                raise ValueError("a location list must hold at least one non-empty tag")
+            if ANY in v:
+                return ANY
+        elif not v:
+            raise ValueError("a location is a non-empty tag, 'any', or a list of tags")
+        return v
+
+    def locations(self) -> frozenset[str] | None:
+        """The set of acceptable location tags, None for any."""
+        if self.location == ANY:
+            return None
+        return frozenset((self.location,) if isinstance(self.location, str) else self.location)
+
+
+class CapacitySlot(_Slot):
+    """Capacity a provider offers: `quantity` units of `kind` during [start, end) at `location`.
+
+    `filters` restrict which need slots it may serve (their owners and tags)."""
+
+
+class NeedSlot(_Slot):
+    """Capacity a recipient needs: `quantity` units of `kind` during [start, end), at `location`
+    (a tag, 'any', or a list of acceptable tags); `filters` restrict which capacity slots may serve it."""
+
+
+class DampingSample(_Frozen):
+    """One computation of a recipient's over-allocation: units received beyond its stated need."""
+
+    over_allocation: Quantity
+    timestamp: int
+
+
+NeedKey = tuple[str, str]
+"""(owner, need slot id): need slot ids are unique per owner."""
+
+
+class Commitment(_Frozen):
+    """What a participant declares and publishes: its slots, whom it recognises, its damping state.
+
+    `recognition` holds raw non-negative weights; the allocator normalises them to sum to 1
+    (an entry for the participant itself is ignored)."""
+
+    participant: Id
+    capacity_slots: tuple[CapacitySlot, ...] = ()
+    need_slots: tuple[NeedSlot, ...] = ()
+    recognition: dict[Id, Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]] = {}
+    damping_factor: Annotated[Decimal, Field(gt=0, le=1, allow_inf_nan=False)] = Decimal(1)
+    damping_history: tuple[DampingSample, ...] = ()
+    stamp: Stamp
+    timestamp: int
+
+    @model_validator(mode="after")
+    def _slots_are_mine(self) -> "Commitment":
+        for group, slots in (("capacity", self.capacity_slots), ("need", self.need_slots)):
+            seen: set[str] = set()
+            for s in slots:
+                if s.owner != self.participant:
+                    raise ValueError(f"{group} slot {s.id!r} is owned by {s.owner!r}, not by {self.participant!r}")
+                if s.id in seen:
+                    raise ValueError(f"two {group} slots share the id {s.id!r}")
+                seen.add(s.id)
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class SlotAllocation:
+    """`quantity` units of capacity slot `capacity_slot` given to need slot `need_slot` of `recipient`.
+
+    A plain frozen dataclass rather than a model: a provider may record ten thousand of them in
+    one computation, and pydantic still validates them whenever an AllocationState is parsed."""
+
+    capacity_slot: Id
+    need_slot: Id
+    recipient: Id
+    quantity: Quantity
+    tier: Literal[1, 2]
+
+
+class SlotDenominator(_Frozen):
+    """D of each tier for one capacity slot (see `compute_allocation`)."""
+
+    mutual: Decimal
+    non_mutual: Decimal
+
+
+class ConvergenceSample(_Frozen):
+    """The largest relative move of a slot denominator in one computation."""
+
+    delta: Decimal
+    timestamp: int
+
+
+class AllocationState(_Frozen):
+    """What a provider publishes after dividing its capacity slots.
+
+    `unallocated` is, per capacity slot, what neither tier took: the open tier for the market.
+    `recipient_totals` is recipient -> kind -> units, so that units of different kinds never add."""
+
+    provider: Id
+    slot_denominators: dict[Id, SlotDenominator]
+    slot_allocations: tuple[SlotAllocation, ...]
+    unallocated: dict[Id, Quantity]
+    recipient_totals: dict[Id, dict[str, Quantity]]
+    converged: bool
+    convergence_history: tuple[ConvergenceSample, ...]
+    stamp: Stamp
+    timestamp: int

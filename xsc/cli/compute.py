@@ -1,0 +1,208 @@
+"""`xsc compute deploy|invoke|modules|module|provenance`."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import InvalidArgument, ModuleNotFound, Trap
+from .output import emit_json, json_option, key_values, table
+
+_MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
+
+
+@click.group()
+def compute() -> None:
+    """Deploy wasm modules and invoke their functions."""
+
+
+def _read_module(file: str) -> bytes:
+    try:
+        return Path(file).read_bytes()
+    except FileNotFoundError:
+        raise InvalidArgument(f"no such file: {file}", hint="give the path of a .wasm file") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise InvalidArgument(f"cannot read {file}: {exc.strerror}") from None
+
+
+def _deploy(client, wasm: bytes, wasi: bool) -> dict[str, Any]:
+    return client.request("POST", "/v1/modules", body=wasm, content_type="application/wasm",
+                          query={"wasi": "true"} if wasi else None)
+
+
+def _signatures(info: dict[str, Any]) -> str:
+    return ", ".join(e.get("signature", f"{e['name']} ({e['kind']})") for e in info["exports"])
+
+
+@compute.command()
+@click.argument("file", metavar="FILE.wasm")
+@click.option("--wasi", is_flag=True, help="Allow WASI imports (the module runs with the WASI profile).")
+@json_option
+@click.pass_obj
+def deploy(obj, file: str, wasi: bool, as_json: bool) -> None:
+    """Validate, compile and cache a module on the node; prints its id (SHA-256)."""
+    info = _deploy(obj.client(), _read_module(file), wasi)
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(info["id"])
+
+
+@compute.command(context_settings={"ignore_unknown_options": True})
+@click.argument("module", metavar="MODULE.wasm|ID")
+@click.argument("function")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--fuel", type=int, metavar="N", help="Fuel budget (default and maximum: the node's compute.fuel).")
+@click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 16MiB (default and maximum: compute.memory).")
+@click.option("--timeout", type=float, metavar="SECS", help="Wall-clock limit (default and maximum: compute.timeout).")
+@click.option("--wasi", is_flag=True,
+              help="Run with the WASI profile: captured stdout/stderr, no files, env or network; "
+                   "for an export without parameters, ARGS become the program's argv.")
+@json_option
+@click.pass_obj
+def invoke(obj, module: str, function: str, args: tuple[str, ...], fuel: int | None, memory: str | None,
+           timeout: float | None, wasi: bool, as_json: bool) -> None:
+    """Call FUNCTION of a module with ARGS; prints the results separated by spaces.
+
+    MODULE is a .wasm file (deployed first if the node does not have it) or a module id.
+    Arguments are parsed by the function's parameter types: integers in decimal or 0x-hex,
+    floats also as nan, inf, -inf.  Negative numbers are arguments (sub -5 3); so is
+    everything after --.
+    """
+    client = obj.client()
+    wasm = None
+    if Path(module).is_file():
+        wasm = _read_module(module)
+        module_id = hashlib.sha256(wasm).hexdigest()
+    elif _MODULE_ID.fullmatch(module):
+        module_id = module.lower()
+    else:
+        raise InvalidArgument(f"no such file, and not a module id: {module}",
+                              hint="give a .wasm file or the 64-hex-digit id that deploy printed")
+    body = {"module": module_id, "function": function, "args": list(args), "fuel": fuel, "memory": memory,
+            "timeout": timeout, "wasi": wasi}
+    body = {k: v for k, v in body.items() if v is not None}
+    try:
+        try:
+            run = client.request("POST", "/v1/compute/invoke", json_body=body)
+        except ModuleNotFound:
+            if wasm is None:
+                raise
+            _deploy(client, wasm, wasi)
+            run = client.request("POST", "/v1/compute/invoke", json_body=body)
+    except Trap as trap:
+        if not as_json:
+            _program_output(trap.details)  # what a WASI program wrote before it failed
+        raise
+    if as_json:
+        emit_json(run)
+        return
+    _program_output(run)
+    if run["results"]:
+        click.echo(" ".join(str(r["value"]) for r in run["results"]))
+
+
+def _program_output(facts: dict[str, Any]) -> None:
+    if facts.get("stdout"):
+        sys.stdout.write(facts["stdout"])
+        sys.stdout.flush()
+    if facts.get("stderr"):
+        sys.stderr.write(facts["stderr"])
+    for stream in ("stdout", "stderr"):
+        dropped = facts.get(f"{stream}_truncated")
+        if dropped:
+            click.echo(f"xsc: warning: the program's {stream} was cut at 64 KiB; {dropped} more bytes were dropped",
+                       err=True)
+
+
+@compute.command()
+@json_option
+@click.pass_obj
+def modules(obj, as_json: bool) -> None:
+    """List deployed modules: id, size, exports with signatures, first deployed, invocations."""
+    found = obj.client().request("GET", "/v1/modules")["modules"]
+    if as_json:
+        emit_json(found)
+        return
+    if not found:
+        click.echo("no modules deployed (deploy one with: xsc compute deploy FILE.wasm)")
+        return
+    table(["id", "size", "exports", "first deployed", "invocations"],
+          [(m["id"], m["size"], _signatures(m) + (" [wasi]" if m["wasi"] else ""), m["first_deployed"],
+            m["invocations"]) for m in found])
+
+
+@compute.command()
+@click.argument("module_id", metavar="ID")
+@json_option
+@click.pass_obj
+def module(obj, module_id: str, as_json: bool) -> None:
+    """Show one deployed module."""
+    info = obj.client().request("GET", f"/v1/modules/{module_id}")
+    if as_json:
+        emit_json(info)
+        return
+    key_values([("id", info["id"]), ("size", f"{info['size']} bytes"), ("first deployed", info["first_deployed"]),
+                ("invocations", info["invocations"]), ("imports", ", ".join(info["imports"]) or "none")])
+    for export in info["exports"]:
+        click.echo(f"  {export.get('signature') or export['name'] + ' (' + export['kind'] + ')'}")
+
+
+@compute.command()
+@click.argument("provenance_id", metavar="[ID]", required=False)
+@click.option("--list", "list_recent", is_flag=True, help="List recent records, newest first.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many to list.")
+@json_option
+@click.pass_obj
+def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, as_json: bool) -> None:
+    """Show a run's signed provenance record and check its signature (or --list recent ones)."""
+    from ..compute import check_provenance, provenance_is_valid
+
+    client = obj.client()
+    if list_recent or provenance_id is None:
+        records = client.request("GET", "/v1/compute/provenance", query={"limit": limit})["records"]
+        if as_json:
+            emit_json([{**r, "signature_valid": provenance_is_valid(r)} for r in records])
+            return
+        rows = []
+        for signed in records:
+            r = signed["record"]
+            rows.append((r["id"], r["timestamp"], r["module"][:16] + "…", r["function"],
+                         r.get("trap", {}).get("kind", "ok"), r["fuel_consumed"], f"{r['wall_time_us'] / 1000:.3f} ms",
+                         "valid" if provenance_is_valid(signed) else "INVALID"))
+        table(["id", "time", "module", "function", "outcome", "fuel", "wall time", "signature"], rows)
+        return
+    signed = client.request("GET", f"/v1/compute/provenance/{provenance_id}")
+    valid = provenance_is_valid(signed)
+    if as_json:
+        emit_json({**signed, "signature_valid": valid})
+    else:
+        _show_record(signed["record"], valid)
+    check_provenance(signed)  # an invalid signature is an error (exit 1), after showing what was received
+
+
+def _show_record(r: dict[str, Any], valid: bool) -> None:
+    def values(items: list[dict[str, Any]]) -> str:
+        return " ".join(f"{v['value']}:{v['type']}" for v in items) or "(none)"
+
+    pairs = [("id", r["id"]), ("time", r["timestamp"]), ("module", r["module"]), ("function", r["function"]),
+             ("args", values(r["args"]))]
+    if "trap" in r:
+        pairs.append(("trap", f"{r['trap']['kind']}: {r['trap']['message']}"))
+    else:
+        pairs.append(("results", values(r["results"])))
+    if "wasi" in r:
+        pairs.append(("wasi", f"argv {r['wasi']['argv']}, exit code {r['wasi']['exit_code']}, "
+                              f"stdout {r['wasi']['stdout_bytes']} bytes, stderr {r['wasi']['stderr_bytes']} bytes"))
+    metering = "" if r["metering"] == "exact" else " (trapped: metered at the whole budget)"
+    pairs += [("fuel", f"{r['fuel_consumed']} of {r['fuel_limit']}{metering}"),
+              ("wall time", f"{r['wall_time_us'] / 1000:.3f} ms"),
+              ("limits", f"memory {r['memory_limit']} bytes, timeout {r['timeout_us'] / 1e6:g} s"),
+              ("price", f"{r['price']} micro-credits"), ("node", r["node"]), ("requester", r["requester"]),
+              ("signature", "valid (signed by the node above)" if valid else "INVALID")]
+    key_values(pairs)

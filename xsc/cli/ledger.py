@@ -1,0 +1,189 @@
+"""`xsc ledger balance|history|show|verify|export|accounts`."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from urllib.parse import quote
+
+import click
+
+from .output import emit_json, json_option, key_values
+
+
+def _credits(micro: int) -> str:
+    # Same exact decimal rendering as xsc.ledger.format_credits, without importing the ledger package.
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), 1_000_000)
+    return f"{sign}{whole}.{frac:06d}"
+
+
+def _signed(micro: int) -> str:
+    return ("+" if micro > 0 else "") + _credits(micro)
+
+
+def _time(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(columns: list[str], rows: list[tuple], title: str) -> None:
+    """A rich table that never wraps its cells: ids and amounts must stay whole (wide rows scroll instead)."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(*columns, title=title)
+    for column in t.columns:
+        column.no_wrap = True
+    for row in rows:
+        t.add_row(*(str(v) for v in row))
+    console = Console() if sys.stdout.isatty() else Console(width=240)
+    console.print(t)
+
+
+def _usage(usage: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(usage.items())) or "-"
+
+
+@click.group()
+def ledger() -> None:
+    """Balances, history and verification of the signed ledger.
+
+    Amounts are credits with six decimals (1 credit = 1,000,000 micro-credits; --json shows
+    micro-credits).  ACCOUNT is an account id, or `client` (your account, the default) or `node`
+    (this node's account, paid for the work it does)."""
+
+
+@ledger.command()
+@click.argument("account", default="client")
+@json_option
+@click.pass_obj
+def balance(obj, account: str, as_json: bool) -> None:
+    """Show an account's balance and how much more it can spend."""
+    info = obj.client().request("GET", f"/v1/ledger/accounts/{quote(account, safe='')}")
+    if as_json:
+        emit_json(info)
+        return
+    key_values([
+        ("account", info["account"] + (f" ({info['role']})" if info.get("role") else "")),
+        ("balance", f"{_credits(info['balance'])} credits"),
+        ("credit limit", f"{_credits(info['credit_limit'])} credits"),
+        ("available", f"{_credits(info['available'])} credits"),
+        ("entries", info["seq"]),
+        ("forked", "YES: this account equivocated" if info["forked"] else "no"),
+    ])
+
+
+@ledger.command()
+@click.option("--limit", "-n", type=click.IntRange(1, 10_000), default=20, show_default=True,
+              help="How many entries, newest first.")
+@click.option("--account", default="client", show_default=True, help="Whose chain to list.")
+@json_option
+@click.pass_obj
+def history(obj, limit: int, account: str, as_json: bool) -> None:
+    """List an account's newest entries (payments it made, receipts for work it did)."""
+    info = obj.client().request("GET", f"/v1/ledger/accounts/{quote(account, safe='')}/history",
+                                query={"limit": limit})
+    entries = info["entries"]
+    if as_json:
+        emit_json(entries)
+        return
+    if not entries:
+        click.echo(f"no entries yet for account {info['account']['account']}")
+        return
+    rows = []
+    for e in entries:
+        other = e["payee"] if e["kind"] == "payment" else e["payer"]
+        rows.append((e["seq"], _time(e["settled_at"]), e["kind"], other[:12] + "…", _signed(e["delta"]),
+                     _usage(e["usage"]), e["job"], e["id"][:16]))
+    _table(["seq", "settled (UTC)", "kind", "counterparty", "credits", "usage", "job", "entry"], rows,
+           title=f"account {info['account']['account']} — balance {_credits(info['account']['balance'])}")
+
+
+@ledger.command()
+@click.argument("entry")
+@json_option
+@click.pass_obj
+def show(obj, entry: str, as_json: bool) -> None:
+    """Show one entry: ENTRY is its id, or a unique prefix of at least 8 hex digits."""
+    e = obj.client().request("GET", f"/v1/ledger/entries/{quote(entry, safe='')}")
+    if as_json:
+        emit_json(e)
+        return
+    key_values([
+        ("entry", e["id"]),
+        ("kind", e["kind"]),
+        ("account", f"{e['account']} seq {e['seq']}"),
+        ("prev", e["prev"]),
+        ("payer", e["payer"]),
+        ("payee", e["payee"]),
+        ("amount", f"{_credits(e['amount'])} credits (cap {_credits(e['cap'])})"),
+        ("usage", _usage(e["usage"])),
+        ("job", e["job"]),
+        ("settled", f"{_time(e['settled_at'])} UTC (authorization expires {_time(e['expires_at'])} UTC)"),
+        ("authorization", e["authorization"]),
+        ("receipt", f"{e['receipt']} (payee seq {e['receipt_seq']})"),
+    ])
+
+
+@ledger.command()
+@json_option
+@click.pass_obj
+def verify(obj, as_json: bool) -> None:
+    """Check every chain: signatures, links, sequence, replays, caps, expiry, credit limits, balances, forks.
+
+    Exits non-zero, naming each violation, if anything is wrong."""
+    from ..errors import VerificationFailed
+
+    report = obj.client().request("GET", "/v1/ledger/verify")
+    if as_json:
+        emit_json(report)
+    else:
+        rate = report["entries"] / report["seconds"] if report["seconds"] else 0
+        click.echo(f"checked {report['entries']} entries in {report['accounts']} chains, "
+                   f"{report['signatures']} signatures, in {report['seconds']:.2f} s ({rate:,.0f} entries/s); "
+                   f"balances sum to {_credits(report['balance_sum'])}, {report['open_transfers']} transfer(s) "
+                   f"with the other half held elsewhere")
+        for violation in report["violations"]:
+            click.echo(f"violation: {violation['text']}")
+    if not report["ok"]:
+        n = len(report["violations"])
+        raise VerificationFailed(f"ledger verification failed: {n} violation{'s' if n != 1 else ''}",
+                                 hint="the entries named above are corrupt, forged or forked")
+    if not as_json:
+        click.echo("ledger ok")
+
+
+@ledger.command()
+@json_option
+@click.pass_obj
+def export(obj, as_json: bool) -> None:
+    """Write every stored entry as JSON lines (chain by chain, in seq order); --json: one JSON array."""
+    import json
+    import sys
+
+    download = obj.client().download("/v1/ledger/export")
+    out = sys.stdout.buffer
+    if as_json:
+        data = b"".join(download)
+        emit_json([json.loads(line) for line in data.splitlines() if line])
+        return
+    for chunk in download:
+        out.write(chunk)
+    out.flush()
+
+
+@ledger.command()
+@json_option
+@click.pass_obj
+def accounts(obj, as_json: bool) -> None:
+    """List the accounts this node holds chains or keys of."""
+    info = obj.client().request("GET", "/v1/ledger/accounts")
+    if as_json:
+        emit_json(info["accounts"])
+        return
+    # Plain lines, not a table: account ids must stay whole to be copied.
+    click.echo(f"{'role':<7} {'account':<52} {'balance':>18} {'entries':>8}  forked")
+    for a in info["accounts"]:
+        click.echo(f"{a['role'] or '-':<7} {a['account']:<52} {_credits(a['balance']):>18} {a['seq']:>8}  "
+                   f"{'YES' if a['forked'] else 'no'}")

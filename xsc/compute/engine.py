@@ -1,0 +1,76 @@
+"""The node's one wasmtime Engine, its settings fingerprint, and the epoch ticker that enforces wall-clock limits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+from importlib.metadata import version
+
+import wasmtime
+
+WASMTIME_VERSION = version("wasmtime")
+
+# Everything that changes the machine code wasmtime emits goes here: the fingerprint
+# of these settings (with the wasmtime version) keys the compiled-artifact cache.
+SETTINGS = {
+    "consume_fuel": True,
+    "epoch_interruption": True,
+    "cranelift_nan_canonicalization": True,  # the same NaN bits on every node
+    "max_wasm_stack": 1024 * 1024,  # well under the 8 MiB native stack of a pool thread
+    "cranelift_opt_level": "speed",
+    "wasm_threads": False,  # no shared memory: a Store stays single-threaded
+    "wasm_relaxed_simd_deterministic": True,
+}
+
+# The ticker's period: wall-clock limits are enforced to within one tick.
+TICK = 0.01
+
+
+def make_engine() -> wasmtime.Engine:
+    config = wasmtime.Config()
+    for name, value in SETTINGS.items():
+        setattr(config, name, value)
+    return wasmtime.Engine(config)
+
+
+def fingerprint() -> bytes:
+    """32 bytes naming the wasmtime version and engine settings that compiled an artifact."""
+    text = json.dumps({"wasmtime": WASMTIME_VERSION, **SETTINGS}, sort_keys=True)
+    return hashlib.sha256(text.encode()).digest()
+
+
+def deadline_ticks(timeout: float) -> int:
+    """Epoch ticks to allow a call: one more than the timeout rounds up to, so a call
+    is never cut short, and stops at most one tick late."""
+    return max(1, math.ceil(timeout / TICK)) + 1
+
+
+class EpochTicker:
+    """One thread per engine that advances its epoch every TICK.
+
+    Each Store's deadline is a number of ticks after the epoch at its start, so a
+    module spinning in a loop with plenty of fuel still traps once its time is up."""
+
+    def __init__(self, engine: wasmtime.Engine, tick: float = TICK) -> None:
+        self._engine = engine
+        self._tick = tick
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="xsc-epoch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._tick):
+            self._engine.increment_epoch()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()

@@ -1,0 +1,142 @@
+"""Instantiate-and-call through wasmtime's C API, with the export's signature known in advance.
+
+wasmtime-py's `Instance(...)`, `instance.exports(store)[name]` and `Func.__call__`
+rediscover on every call what deploy already knows: they list every export, build
+Python objects for each, and fetch and compare the function's type for every
+argument.  For a tiny export that is most of the cost of a call.  Here the
+signature is checked once (at deploy), and a call is: set up the Store, make the
+instance, look up one export by name, call it with a prebuilt argument array.
+
+The Store is made, configured and dropped through functions bound without
+releasing the GIL (ctypes.PyDLL): they only do bookkeeping, so releasing the GIL
+costs more than the call, and under load every release hands the GIL to another
+thread and waits to get it back.  Only instantiation (which may run a start
+function) and the call itself release the GIL, so wasm runs in parallel.
+
+Errors are wasmtime-py's own exception types (`wasmtime.Trap`, `WasmtimeError`,
+`ExitTrap`), so callers handle them exactly as with the high-level API.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from ctypes import POINTER, byref
+
+import wasmtime
+from wasmtime import _ffi as ffi
+
+from .values import Signature
+
+_KINDS = {"i32": ffi.WASMTIME_I32.value, "i64": ffi.WASMTIME_I64.value,
+          "f32": ffi.WASMTIME_F32.value, "f64": ffi.WASMTIME_F64.value}
+_FUNC = ffi.WASMTIME_EXTERN_FUNC.value
+_GIL_HELD = ctypes.PyDLL(str(ffi.filename))  # the library wasmtime-py already loaded
+
+
+def _held(name: str):
+    """The C function `name`, called with the GIL held (same signature as wasmtime-py's binding)."""
+    function, binding = getattr(_GIL_HELD, name), getattr(ffi.dll, name)
+    function.argtypes, function.restype = binding.argtypes, binding.restype
+    return function
+
+
+_store_new = _held("wasmtime_store_new")
+_store_context = _held("wasmtime_store_context")
+_store_delete = _held("wasmtime_store_delete")
+_store_limiter = _held("wasmtime_store_limiter")
+_set_fuel = _held("wasmtime_context_set_fuel")
+_get_fuel = _held("wasmtime_context_get_fuel")
+_set_epoch_deadline = _held("wasmtime_context_set_epoch_deadline")
+_export_get = _held("wasmtime_instance_export_get")
+_NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
+
+
+class Store:
+    """A Store for one call.  wasmtime-py helpers accept it where they want a Store (they only call
+    `_context()`).  `close()` frees it (and its instance and memory) at once."""
+
+    __slots__ = ("_ptr", "_context_ptr")
+
+    def __init__(self, engine: wasmtime.Engine, *, fuel: int, memory: int, table_elements: int, instances: int,
+                 tables: int, memories: int, deadline_ticks: int) -> None:
+        self._ptr = _store_new(engine.ptr(), None, _NO_FINALIZER)
+        self._context_ptr = _store_context(self._ptr)
+        _raise(_set_fuel(self._context_ptr, fuel), None)
+        _store_limiter(self._ptr, memory, table_elements, instances, tables, memories)
+        _set_epoch_deadline(self._context_ptr, deadline_ticks)
+
+    def _context(self):
+        if self._ptr is None:
+            raise ValueError("the store is closed")
+        return self._context_ptr
+
+    def fuel(self) -> int:
+        remaining = ctypes.c_uint64(0)
+        _raise(_get_fuel(self._context(), byref(remaining)), None)
+        return remaining.value
+
+    def set_wasi(self, config: wasmtime.WasiConfig) -> None:
+        _raise(ffi.wasmtime_context_set_wasi(self._context(), config._consume()), None)
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            ptr, self._ptr = self._ptr, None
+            _store_delete(ptr)
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class Callable:
+    """One export of one module, ready to call in any Store of the module's engine."""
+
+    def __init__(self, module: wasmtime.Module, name: str, signature: Signature,
+                 pre: wasmtime.InstancePre | None = None) -> None:
+        self._module = module
+        self._pre = pre  # WASI modules: imports already resolved
+        self._name = name.encode()
+        self._params = [(_KINDS[t], t) for t in signature.params]
+        self._results = list(signature.results)
+        self._array_params = ffi.wasmtime_val_t * len(self._params)
+        self._array_results = ffi.wasmtime_val_t * len(self._results)
+
+    def instantiate(self, store: Store) -> ffi.wasmtime_instance_t:
+        instance = ffi.wasmtime_instance_t()
+        trap = POINTER(ffi.wasm_trap_t)()
+        if self._pre is not None:
+            error = ffi.wasmtime_instance_pre_instantiate(self._pre.ptr(), store._context(), byref(instance),
+                                                          byref(trap))
+        else:
+            error = ffi.wasmtime_instance_new(store._context(), self._module.ptr(), None, 0, byref(instance),
+                                              byref(trap))
+        _raise(error, trap)
+        return instance
+
+    def call(self, store: Store, instance: ffi.wasmtime_instance_t, args: list[int | float]) -> list:
+        context = store._context()
+        item = ffi.wasmtime_extern_t()
+        if not _export_get(context, byref(instance), self._name, len(self._name), byref(item)) \
+                or item.kind != _FUNC:
+            raise wasmtime.WasmtimeError(f"export {self._name.decode()!r} is not a function of this instance")
+        params = self._array_params()
+        for slot, (kind, vtype), value in zip(params, self._params, args):
+            slot.kind = kind
+            setattr(slot.of, vtype, value)
+        results = self._array_results()
+        trap = POINTER(ffi.wasm_trap_t)()
+        error = ffi.wasmtime_func_call(context, byref(item.of.func), params, len(self._params),
+                                       results, len(self._results), byref(trap))
+        _raise(error, trap)
+        return [getattr(slot.of, vtype) for slot, vtype in zip(results, self._results)]
+
+
+def _raise(error: ctypes._Pointer, trap: ctypes._Pointer) -> None:
+    if error:
+        raise wasmtime.WasmtimeError._from_ptr(error)
+    if trap:
+        raise wasmtime.Trap._from_ptr(trap)
+
+
+def instance_object(instance: ffi.wasmtime_instance_t) -> wasmtime.Instance:
+    """The high-level Instance for a raw one (to look at its memories after a trap)."""
+    return wasmtime.Instance._from_raw(instance)

@@ -1,0 +1,70 @@
+"""Per-call limits: the node's config sets the defaults and the ceilings; a request may ask for less."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidArgument, LimitTooHigh
+from ..units import format_size, parse_size
+
+
+@dataclass(frozen=True)
+class Limits:
+    fuel: int  # units of wasmtime fuel (about one per wasm instruction)
+    memory: int  # bytes of linear memory (all memories of the instance together)
+    timeout: float  # wall-clock seconds
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fuel": self.fuel, "memory": self.memory, "timeout": self.timeout}
+
+
+# Tables are small in real modules; a cap keeps a hostile module from allocating gigabytes of them.
+TABLE_ELEMENTS = 100_000
+INSTANCES = 1  # one module, no linking
+TABLES = 4
+MEMORIES = 1
+
+
+def resolve(ceiling: Limits, fuel: Any = None, memory: Any = None, timeout: Any = None) -> Limits:
+    """The limits of one call: each one asked for (and no more than the ceiling), else the ceiling."""
+    return Limits(
+        fuel=ceiling.fuel if fuel is None else _fuel(fuel, ceiling.fuel),
+        memory=ceiling.memory if memory is None else _memory(memory, ceiling.memory),
+        timeout=ceiling.timeout if timeout is None else _timeout(timeout, ceiling.timeout),
+    )
+
+
+def _fuel(value: Any, most: int) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgument(f"fuel must be a positive whole number, not {value!r}", hint="e.g. --fuel 1000000")
+    if value > most:
+        raise LimitTooHigh(f"fuel {value} is more than this node allows per call ({most})",
+                           hint=f"ask for at most {most}, or raise compute.fuel in the node's config")
+    return value
+
+
+def _memory(value: Any, most: int) -> int:
+    if isinstance(value, bool):
+        raise InvalidArgument(f"not a memory size: {value!r}", hint="e.g. --memory 16MiB")
+    size = parse_size(value)
+    if size > most:
+        raise LimitTooHigh(f"memory {format_size(size)} is more than this node allows per call ({format_size(most)})",
+                           hint=f"ask for at most {most} bytes, or raise compute.memory in the node's config")
+    return size
+
+
+def _timeout(value: Any, most: float) -> float:
+    try:
+        seconds = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InvalidArgument(f"timeout must be a positive number of seconds, not {value!r}", hint="e.g. --timeout 0.5")
+    if seconds > most:
+        raise LimitTooHigh(f"timeout {seconds:g} s is more than this node allows per call ({most:g} s)",
+                           hint=f"ask for at most {most:g} s, or raise compute.timeout in the node's config")
+    return seconds

@@ -1,0 +1,173 @@
+"""What a module is: its id, exports with their signatures, imports; and the rules a module must meet."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import wasmtime
+
+from ..errors import ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleTooLarge
+from ..units import format_size
+from .values import Signature
+
+WASM_MAGIC = b"\0asm"
+WASI_MODULE = "wasi_snapshot_preview1"
+PAGE = 65536
+_ID_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def module_id(wasm: bytes) -> str:
+    return hashlib.sha256(wasm).hexdigest()
+
+
+def parse_module_id(text: str) -> bytes:
+    text = text.strip().lower()
+    if not _ID_RE.fullmatch(text):
+        raise InvalidArgument(f"not a module id: {text!r}",
+                              hint="a module id is the 64-hex-digit SHA-256 deploy printed (see: xsc compute modules)")
+    return bytes.fromhex(text)
+
+
+@dataclass(frozen=True)
+class Export:
+    name: str
+    kind: str  # func, memory, global, table
+    signature: Signature | None = None  # functions only
+    detail: str = ""  # what a non-function export is, e.g. "1 page, no maximum"
+
+    def describe(self) -> str:
+        if self.signature is not None:
+            return f"{self.name}{self.signature}"
+        return f"{self.name} ({self.kind}{': ' + self.detail if self.detail else ''})"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        if self.signature is not None:
+            out["params"] = list(self.signature.params)
+            out["results"] = list(self.signature.results)
+            out["signature"] = f"{self.name}{self.signature}"
+        if self.detail:
+            out["detail"] = self.detail
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Export:
+        sig = Signature(tuple(data["params"]), tuple(data["results"])) if data["kind"] == "func" else None
+        return cls(data["name"], data["kind"], sig, data.get("detail", ""))
+
+
+@dataclass
+class ModuleInfo:
+    id: str
+    size: int
+    exports: list[Export]
+    imports: list[str]  # "module.name (kind)"
+    first_deployed: str
+    invocations: int = 0
+    _functions: dict[str, Export] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._functions = {e.name: e for e in self.exports}
+
+    def export(self, name: str) -> Export | None:
+        return self._functions.get(name)
+
+    @property
+    def wasi(self) -> bool:
+        return bool(self.imports)  # the import check lets nothing but WASI imports through
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "size": self.size, "exports": [e.to_json() for e in self.exports],
+            "imports": self.imports, "wasi": self.wasi, "first_deployed": self.first_deployed,
+            "invocations": self.invocations,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModuleInfo:
+        return cls(data["id"], data["size"], [Export.from_json(e) for e in data["exports"]], list(data["imports"]),
+                   data["first_deployed"], data.get("invocations", 0))
+
+
+def check_bytes(wasm: bytes, max_size: int) -> None:
+    """Refuse what is obviously not a module before compiling anything."""
+    if len(wasm) > max_size:
+        raise too_large(len(wasm), max_size)
+    if not wasm:
+        raise InvalidModule("the module is empty", hint="deploy a .wasm file")
+    if not wasm.startswith(WASM_MAGIC):
+        text = wasm.lstrip()[:1] == b"("
+        looks_like = " (it looks like WebAssembly text: build it with wat2wasm first)" if text else ""
+        raise InvalidModule(f"not a WebAssembly module: it does not start with the wasm magic bytes \\0asm{looks_like}",
+                            hint="deploy a binary .wasm file")
+
+
+def too_large(size: int | None, max_size: int) -> ModuleTooLarge:
+    what = f"the module is {format_size(size)}" if size is not None else "the module is too large"
+    return ModuleTooLarge(f"{what}, over this node's limit of {format_size(max_size)}",
+                          hint="shrink the module (wasm-opt -Oz, no debug info) or raise compute.max_module_size",
+                          limit=max_size)
+
+
+def compile_module(engine: wasmtime.Engine, wasm: bytes) -> wasmtime.Module:
+    try:
+        return wasmtime.Module(engine, wasm)
+    except wasmtime.WasmtimeError as exc:
+        raise InvalidModule(f"not a valid WebAssembly module: {_first_line(exc)}",
+                            hint="check the module with wasm-validate or rebuild it") from None
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    # wasmtime puts the cause last ("Caused by: ..."); the first line is often just context
+    return lines[-1] if lines else type(exc).__name__
+
+
+def describe_imports(module: wasmtime.Module) -> list[str]:
+    return [f"{imp.module}.{imp.name} ({_kind(imp.type)})" for imp in module.imports]
+
+
+def check_imports(imports: list[str], wasi: bool) -> None:
+    """No host imports, except WASI functions when the WASI profile is asked for."""
+    if not imports:
+        return
+    listed = ", ".join(imports)
+    if not wasi:
+        raise ImportsNotAllowed(
+            f"the module imports {len(imports)} item{'s' if len(imports) != 1 else ''} from the host: {listed}; "
+            "this node gives modules no host imports",
+            hint="remove the imports, or, for a WASI program, pass --wasi (wasi=true)", imports=imports)
+    other = [i for i in imports if not (i.startswith(WASI_MODULE + ".") and i.endswith("(func)"))]
+    if other:
+        raise ImportsNotAllowed(
+            f"the module imports items the WASI profile does not provide: {', '.join(other)}",
+            hint=f"only {WASI_MODULE} functions are available with --wasi", imports=other)
+
+
+def describe_exports(module: wasmtime.Module) -> list[Export]:
+    out = []
+    for exp in module.exports:
+        ty = exp.type
+        if isinstance(ty, wasmtime.FuncType):
+            sig = Signature(tuple(str(t) for t in ty.params), tuple(str(t) for t in ty.results))
+            out.append(Export(exp.name, "func", sig))
+        elif isinstance(ty, wasmtime.MemoryType):
+            limits = ty.limits
+            most = f"at most {limits.max} pages" if limits.max is not None else "no maximum"
+            size = format_size(limits.min * PAGE)
+            out.append(Export(exp.name, "memory", None, f"{limits.min} pages ({size}), {most}"))
+        elif isinstance(ty, wasmtime.GlobalType):
+            out.append(Export(exp.name, "global", None, f"{'mutable ' if ty.mutable else ''}{ty.content}"))
+        elif isinstance(ty, wasmtime.TableType):
+            out.append(Export(exp.name, "table", None, f"{ty.limits.min} {ty.element} elements"))
+        else:
+            out.append(Export(exp.name, _kind(ty)))
+    return out
+
+
+def _kind(ty: Any) -> str:
+    return {wasmtime.FuncType: "func", wasmtime.MemoryType: "memory", wasmtime.GlobalType: "global",
+            wasmtime.TableType: "table"}.get(type(ty), type(ty).__name__.removesuffix("Type").lower())

@@ -1,0 +1,214 @@
+"""One call of one export in a fresh Store: fuel, memory, table and instance limits, a wall-clock deadline.
+
+Everything the hot path needs and can know in advance (the compiled module, the
+export's signature, the WASI linking) is in a `Prepared` made once per module;
+a call then costs a Store, an instantiation and the call itself.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+import wasmtime
+from wasmtime import TrapCode
+
+from ..units import format_size
+from . import engine as eng
+from . import limits as lim
+from .fastcall import Callable, Store, instance_object
+from .limits import Limits
+from .modules import PAGE, ModuleInfo
+from .provenance import METERING_EXACT, METERING_WHOLE_BUDGET
+from .values import Signature
+
+OUTPUT_CAP = 64 * 1024  # bytes of stdout and of stderr kept from a WASI call
+
+_TRAP_KINDS = {
+    TrapCode.OUT_OF_FUEL: "out-of-fuel",
+    TrapCode.INTERRUPT: "deadline",
+    TrapCode.STACK_OVERFLOW: "stack-overflow",
+    TrapCode.UNREACHABLE: "unreachable",
+    TrapCode.INTEGER_DIVISION_BY_ZERO: "divide-by-zero",
+    TrapCode.INTEGER_OVERFLOW: "integer-overflow",
+    TrapCode.MEMORY_OUT_OF_BOUNDS: "memory-out-of-bounds",
+    TrapCode.TABLE_OUT_OF_BOUNDS: "table-out-of-bounds",
+    TrapCode.INDIRECT_CALL_TO_NULL: "indirect-call-to-null",
+    TrapCode.BAD_SIGNATURE: "bad-signature",
+    TrapCode.BAD_CONVERSION_TO_INTEGER: "bad-conversion-to-integer",
+    TrapCode.HEAP_MISALIGNED: "heap-misaligned",
+}
+
+
+@dataclass
+class Prepared:
+    """A module ready to run: compiled (or loaded from the cache) once, then shared by every call."""
+
+    module_hash: bytes
+    module: wasmtime.Module
+    info: ModuleInfo
+    wasi_pre: wasmtime.InstancePre | None  # imports resolved against WASI, if the module has any
+    callables: dict[str, Callable] = field(default_factory=dict)  # per export, made on its first call
+
+    def callable(self, function: str, signature: Signature) -> Callable:
+        found = self.callables.get(function)
+        if found is None:
+            found = self.callables[function] = Callable(self.module, function, signature, self.wasi_pre)
+        return found
+
+
+@dataclass
+class Outcome:
+    results: list[int | float] | None  # None when the call did not return
+    trap_kind: str | None = None
+    message: str = ""  # for a trap: what happened, in words
+    hint: str | None = None
+    fuel_consumed: int = 0
+    metering: str = METERING_EXACT
+    duration_ns: int = 0
+    exit_code: int | None = None  # WASI proc_exit
+    stdout: bytes = b""
+    stderr: bytes = b""
+    stdout_dropped: int = 0  # bytes written past the capture cap
+    stderr_dropped: int = 0
+
+
+class _Capture:
+    """A WASI output stream kept in memory up to OUTPUT_CAP; the rest is counted, not kept."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.dropped = 0
+
+    def __call__(self, chunk: bytes) -> int:
+        room = OUTPUT_CAP - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+        self.dropped += max(0, len(chunk) - max(room, 0))
+        return len(chunk)  # the program sees its write succeed either way
+
+
+def new_store(engine: wasmtime.Engine, limits: Limits) -> Store:
+    return Store(engine, fuel=limits.fuel, memory=limits.memory, table_elements=lim.TABLE_ELEMENTS,
+                 instances=lim.INSTANCES, tables=lim.TABLES, memories=lim.MEMORIES,
+                 deadline_ticks=eng.deadline_ticks(limits.timeout))
+
+
+def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: Signature,
+        args: list[int | float], limits: Limits, wasi_argv: list[str] | None = None) -> Outcome:
+    """Instantiate in a fresh Store and call `function`; a trap is an Outcome, never an exception."""
+    store = new_store(engine, limits)
+    try:
+        return _run_in(store, prepared, function, signature, args, limits, wasi_argv)
+    finally:
+        store.close()  # frees the instance and its memory now, not whenever the garbage collector gets to it
+
+
+def _run_in(store: Store, prepared: Prepared, function: str, signature: Signature, args: list[int | float],
+            limits: Limits, wasi_argv: list[str] | None) -> Outcome:
+    out = err = None
+    if wasi_argv is not None:
+        out, err = _Capture(), _Capture()
+        config = wasmtime.WasiConfig()  # no preopens, no env, no network, no stdin
+        config.argv = wasi_argv
+        config.stdout_custom = out
+        config.stderr_custom = err
+        store.set_wasi(config)
+    target = prepared.callable(function, signature)
+    start = time.perf_counter_ns()
+    instance = None
+    try:
+        instance = target.instantiate(store)
+        results = target.call(store, instance, args)
+        duration = time.perf_counter_ns() - start
+        outcome = Outcome(results, fuel_consumed=limits.fuel - store.fuel(), duration_ns=duration)
+    except wasmtime.ExitTrap as exc:
+        # proc_exit is a host call, and the fuel count is up to date at host calls: metering is exact.
+        duration = time.perf_counter_ns() - start
+        code = exc.code
+        outcome = Outcome([] if code == 0 else None, fuel_consumed=limits.fuel - store.fuel(),
+                          duration_ns=duration, exit_code=code)
+        if code != 0:
+            outcome.trap_kind, outcome.message = "exit", f"the program exited with status {code}"
+    except wasmtime.Trap as exc:
+        duration = time.perf_counter_ns() - start
+        outcome = _trapped(exc, store, instance, limits, duration)
+    except wasmtime.WasmtimeError as exc:  # instantiation refused: a limit, before any code ran
+        duration = time.perf_counter_ns() - start
+        outcome = _refused(exc, limits, duration)
+    if out is not None and err is not None:
+        outcome.stdout, outcome.stdout_dropped = bytes(out.data), out.dropped
+        outcome.stderr, outcome.stderr_dropped = bytes(err.data), err.dropped
+    return outcome
+
+
+def _trapped(exc: wasmtime.Trap, store: Store, instance, limits: Limits,
+             duration_ns: int) -> Outcome:
+    # wasmtime under-reports fuel after some traps (an interrupt in a call-free loop, a fault,
+    # a divide by zero): a trapped call is metered at its whole budget.
+    outcome = Outcome(None, fuel_consumed=limits.fuel, metering=METERING_WHOLE_BUDGET, duration_ns=duration_ns)
+    code = exc.trap_code
+    kind = _TRAP_KINDS.get(code, code.name.lower().replace("_", "-") if code is not None else "trap")
+    if kind == "out-of-fuel":
+        outcome.message = f"out of fuel: the call used all {limits.fuel} units of its fuel limit ({limits.fuel})"
+        outcome.hint = "ask for more with --fuel, up to the node's compute.fuel"
+    elif kind == "deadline":
+        outcome.message = (f"deadline exceeded: the call ran for {duration_ns / 1e9:.2f} s, "
+                           f"past its wall-clock limit of {limits.timeout:g} s")
+        outcome.hint = "ask for more time with --timeout, up to the node's compute.timeout; or look for an endless loop"
+    elif kind == "stack-overflow":
+        outcome.message = (f"stack overflow: the calls nested deeper than the "
+                           f"{format_size(eng.SETTINGS['max_wasm_stack'])} wasm stack allows")
+        outcome.hint = "look for unbounded recursion"
+    else:
+        used = _memory_in_use(store, instance)
+        if used is not None and used + PAGE > limits.memory:
+            # The module hit the memory ceiling (memory.grow returned -1) and then gave up with a trap.
+            kind = "memory-limit"
+            outcome.message = (f"memory limit reached: the module grew its memory to {format_size(used)} of its "
+                               f"{format_size(limits.memory)} limit, was refused more, "
+                               f"then trapped ({wasmtime_cause(exc)})")
+            outcome.hint = "ask for more with --memory, up to the node's compute.memory"
+        elif kind == "unreachable":
+            outcome.message = "the module trapped: it reached an `unreachable` instruction (wasm's abort)"
+        elif kind == "divide-by-zero":
+            outcome.message = "the module trapped: integer divide by zero"
+        else:
+            outcome.message = f"the module trapped: {wasmtime_cause(exc)}"
+    outcome.trap_kind = kind
+    return outcome
+
+
+def _refused(exc: wasmtime.WasmtimeError, limits: Limits, duration_ns: int) -> Outcome:
+    cause = wasmtime_cause(exc)
+    outcome = Outcome(None, fuel_consumed=limits.fuel, metering=METERING_WHOLE_BUDGET, duration_ns=duration_ns)
+    if "memory" in cause and "exceeds" in cause:
+        pages = next((int(w) for w in cause.split() if w.isdigit()), None)
+        need = f"{format_size(pages * PAGE)} ({pages} pages)" if pages is not None else "more"
+        outcome.trap_kind = "memory-limit"
+        outcome.message = (f"memory limit: the module needs {need} of initial memory, "
+                           f"over its limit of {format_size(limits.memory)}")
+        outcome.hint = "ask for more with --memory, up to the node's compute.memory"
+    elif "table" in cause and "exceeds" in cause:
+        outcome.trap_kind = "table-limit"
+        outcome.message = f"table limit: {cause} (at most {lim.TABLE_ELEMENTS} elements per call)"
+    else:
+        outcome.trap_kind = "instantiation"
+        outcome.message = f"the module could not be instantiated: {cause}"
+    return outcome
+
+
+def _memory_in_use(store: Store, instance) -> int | None:
+    if instance is None:
+        return None
+    exports = instance_object(instance).exports(store)
+    sizes = [item.data_len(store) for item in exports.values() if isinstance(item, wasmtime.Memory)]
+    return sum(sizes) if sizes else None
+
+
+def wasmtime_cause(exc: Exception) -> str:
+    """wasmtime's own words for what went wrong: the last line of its message, without the backtrace."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    cause = lines[-1] if lines else type(exc).__name__
+    return re.sub(r"^\d+:\s*", "", cause).removeprefix("wasm trap: ")

@@ -1,0 +1,349 @@
+"""The node's compute service: one engine, one epoch ticker, one thread pool, the module registry and cache.
+
+Deploy validates, compiles and caches a module (in memory, and sealed in LevelDB);
+invoke runs one export in a fresh Store on the pool and leaves a signed provenance
+record.  Both run off the event loop: wasmtime releases the GIL while wasm runs,
+so calls on different threads run in parallel and the node keeps answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import plyvel
+import wasmtime
+
+from .. import keys
+from ..config import ComputeSection
+from ..errors import ExportNotFound, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleNotFound, NotAFunction, \
+    ProvenanceNotFound, Trap, UnsupportedSignature
+from ..identity import Identity
+from . import artifacts, provenance
+from . import engine as eng
+from . import modules as mods
+from . import sandbox
+from .limits import Limits, resolve
+from .modules import ModuleInfo
+from .store import ComputeStore
+from .values import Signature, parse_args, typed
+
+log = logging.getLogger(__name__)
+
+MODULE_CACHE_SIZE = 64  # compiled modules kept in memory (each holds its native code)
+
+
+@dataclass(frozen=True)
+class InvokeCall:
+    module: str  # module id (hex SHA-256)
+    function: str
+    args: list[Any] = field(default_factory=list)  # text or JSON numbers, parsed by the export's signature
+    fuel: Any = None
+    memory: Any = None
+    timeout: Any = None
+    wasi: bool = False
+
+
+def parse_invoke(body: Any) -> InvokeCall:
+    """The JSON body of POST /v1/compute/invoke, checked."""
+    if not isinstance(body, dict):
+        raise InvalidArgument("the request body must be a JSON object",
+                              hint='send {"module": ID, "function": NAME, "args": [...]}')
+    unknown = set(body) - {"module", "function", "args", "fuel", "memory", "timeout", "wasi"}
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        raise InvalidArgument(f"unknown field{plural} in the request: {', '.join(sorted(unknown))}",
+                              hint="fields: module, function, args, fuel, memory, timeout, wasi")
+    module, function, args = body.get("module"), body.get("function"), body.get("args", [])
+    if not isinstance(module, str):
+        raise InvalidArgument("the request needs a module id (field 'module')",
+                              hint="deploy the module first: POST /v1/modules")
+    mods.parse_module_id(module)
+    if not isinstance(function, str) or not function:
+        raise InvalidArgument("the request needs a function name (field 'function')")
+    if not isinstance(args, list):
+        raise InvalidArgument("args must be a list of numbers or strings")
+    wasi = body.get("wasi", False)
+    if not isinstance(wasi, bool):
+        raise InvalidArgument("wasi must be true or false")
+    return InvokeCall(module.strip().lower(), function, args, body.get("fuel"), body.get("memory"),
+                      body.get("timeout"), wasi)
+
+
+@dataclass
+class Run:
+    """A finished run (returned or trapped): its outcome, cost and signed record."""
+
+    provenance_id: str
+    module: str
+    function: str
+    result_types: tuple[str, ...]
+    outcome: sandbox.Outcome
+    limits: Limits
+    price: int
+    requester: str
+    wasi: bool
+
+    @property
+    def fuel_consumed(self) -> int:
+        return self.outcome.fuel_consumed
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome.trap_kind is None
+
+    @property
+    def label(self) -> str:
+        return self.outcome.trap_kind or "ok"
+
+    def _facts(self) -> dict[str, Any]:
+        o = self.outcome
+        facts: dict[str, Any] = {
+            "provenance": self.provenance_id, "module": self.module, "function": self.function,
+            "fuel_consumed": o.fuel_consumed, "fuel_limit": self.limits.fuel, "metering": o.metering,
+            "duration_ms": round(o.duration_ns / 1e6, 3), "price": self.price, "requester": self.requester,
+        }
+        if self.wasi:
+            facts.update(stdout=o.stdout.decode("utf-8", "replace"), stderr=o.stderr.decode("utf-8", "replace"),
+                         stdout_truncated=o.stdout_dropped, stderr_truncated=o.stderr_dropped, exit_code=o.exit_code)
+        return facts
+
+    def to_json(self) -> dict[str, Any]:
+        return {"results": typed(self.result_types, self.outcome.results or []), **self._facts()}
+
+    def error(self) -> Trap | None:
+        if self.ok:
+            return None
+        return Trap(self.outcome.message, kind=self.outcome.trap_kind, hint=self.outcome.hint, **self._facts())
+
+
+class ComputeService:
+    def __init__(self, *, db: plyvel.DB, identity: Identity, data_dir: Path, config: ComputeSection,
+                 price_per_fuel_million: int = 0) -> None:
+        self.ceiling = Limits(config.fuel, config.memory, config.timeout)
+        self.max_module_size = config.max_module_size
+        self.threads = max(2, config.threads)  # two at least: one spinning call must not block the next
+        self.price_per_fuel_million = price_per_fuel_million
+        self.engine = eng.make_engine()
+        self.fingerprint = eng.fingerprint()
+        self.ticker = eng.EpochTicker(self.engine)
+        self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="xsc-wasm")
+        self.store = ComputeStore(db)
+        self.identity = identity
+        self._secret = artifacts.load_or_create_secret(data_dir)
+        self._cache: OrderedDict[bytes, sandbox.Prepared] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._load_lock = threading.Lock()  # one load (deserialize or compile) per module at a time
+        self._deploy_lock = threading.Lock()
+        self._counts: dict[bytes, int] = {}
+        self._count_lock = threading.Lock()  # an invocation count and its write go together
+        self.stats = {"compiled": 0, "loaded": 0, "rejected_artifacts": 0}
+        self.running = 0  # calls executing right now
+        self._running_lock = threading.Lock()
+
+    def start(self) -> None:
+        self.ticker.start()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.ticker.stop()
+
+    def status(self) -> dict[str, Any]:
+        return {"wasmtime": eng.WASMTIME_VERSION, "threads": self.threads, "limits": self.ceiling.to_json(),
+                "max_module_size": self.max_module_size, "modules_in_memory": len(self._cache),
+                "running": self.running, **self.stats}
+
+    # --- modules -----------------------------------------------------------------------
+    async def deploy(self, wasm: bytes, *, wasi: bool = False) -> tuple[ModuleInfo, bool]:
+        """Validate, compile and cache a module; returns its info and whether it is new here."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self._deploy, wasm, wasi)
+
+    def _deploy(self, wasm: bytes, wasi: bool) -> tuple[ModuleInfo, bool]:
+        mods.check_bytes(wasm, self.max_module_size)
+        module_id = mods.module_id(wasm)
+        module_hash = bytes.fromhex(module_id)
+        with self._deploy_lock:
+            existing = self.store.module(module_hash)
+            if existing is not None:
+                mods.check_imports(existing.imports, wasi)
+                return existing, False
+            module = mods.compile_module(self.engine, wasm)
+            self.stats["compiled"] += 1
+            imports = mods.describe_imports(module)
+            mods.check_imports(imports, wasi)
+            wasi_pre = self._link_wasi(module) if imports else None
+            info = ModuleInfo(module_id, len(wasm), mods.describe_exports(module), imports,
+                              provenance.timestamp(time.time_ns()))
+            key = keys.artifact(module_hash, self.fingerprint)
+            self.store.save_module(module_hash, info, wasm, key,
+                                   artifacts.seal(self._secret, key, bytes(module.serialize())))
+            self._remember(sandbox.Prepared(module_hash, module, info, wasi_pre))
+            log.info("deployed module %s (%d bytes)", module_id, len(wasm))
+            return info, True
+
+    def _link_wasi(self, module: wasmtime.Module) -> wasmtime.InstancePre:
+        linker = wasmtime.Linker(self.engine)
+        linker.define_wasi()
+        try:
+            return linker.instantiate_pre(module)
+        except wasmtime.WasmtimeError as exc:
+            cause = sandbox.wasmtime_cause(exc)
+            raise ImportsNotAllowed(f"the module imports something WASI does not provide: {cause}",
+                                    hint="only wasi_snapshot_preview1 functions are available with --wasi") from None
+
+    def modules(self) -> list[ModuleInfo]:
+        return self.store.modules()
+
+    def module(self, module_id: str) -> ModuleInfo:
+        info = self.store.module(mods.parse_module_id(module_id))
+        if info is None:
+            raise _not_deployed(module_id)
+        return info
+
+    def _remember(self, prepared: sandbox.Prepared) -> None:
+        with self._cache_lock:
+            self._cache[prepared.module_hash] = prepared
+            self._cache.move_to_end(prepared.module_hash)
+            while len(self._cache) > MODULE_CACHE_SIZE:
+                self._cache.popitem(last=False)
+
+    def _prepared(self, module_hash: bytes) -> sandbox.Prepared:
+        """The module ready to run: from memory, else deserialized from its sealed artifact, else compiled."""
+        with self._cache_lock:
+            prepared = self._cache.get(module_hash)
+            if prepared is not None:
+                self._cache.move_to_end(module_hash)
+                return prepared
+        with self._load_lock:
+            with self._cache_lock:
+                if module_hash in self._cache:
+                    return self._cache[module_hash]
+            info = self.store.module(module_hash)
+            if info is None:
+                raise _not_deployed(module_hash.hex())
+            module = self._load_compiled(module_hash)
+            prepared = sandbox.Prepared(module_hash, module, info, self._link_wasi(module) if info.imports else None)
+            self._remember(prepared)
+            return prepared
+
+    def _load_compiled(self, module_hash: bytes) -> wasmtime.Module:
+        key = keys.artifact(module_hash, self.fingerprint)
+        sealed = self.store.artifact(key)
+        if sealed is not None:
+            artifact = artifacts.unseal(self._secret, key, sealed)
+            if artifact is None:
+                self.stats["rejected_artifacts"] += 1
+                log.warning("compiled artifact of module %s fails its HMAC check; not loading it, recompiling",
+                            module_hash.hex())
+            else:
+                try:
+                    module = wasmtime.Module.deserialize(self.engine, artifact)
+                    self.stats["loaded"] += 1
+                    return module
+                except wasmtime.WasmtimeError as exc:
+                    log.warning("compiled artifact of module %s does not load (%s); recompiling",
+                                module_hash.hex(), exc)
+        wasm = self.store.wasm(module_hash)
+        if wasm is None:
+            raise InvalidModule(f"module {module_hash.hex()} is registered but its wasm is missing",
+                                hint="deploy the module again")
+        module = mods.compile_module(self.engine, wasm)
+        self.stats["compiled"] += 1
+        self.store.save_artifact(key, artifacts.seal(self._secret, key, bytes(module.serialize())))
+        return module
+
+    # --- invocation ----------------------------------------------------------------------
+    async def invoke(self, call: InvokeCall, *, requester: str) -> Run:
+        """Run one call on the pool; a trap is a Run too (it is metered and recorded), bad input raises."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self._invoke, call, requester)
+
+    def _invoke(self, call: InvokeCall, requester: str) -> Run:
+        prepared = self._prepared(bytes.fromhex(call.module))
+        signature = self._signature(prepared.info, call.function)
+        if prepared.info.imports and not call.wasi:
+            mods.check_imports(prepared.info.imports, wasi=False)
+        limits = resolve(self.ceiling, call.fuel, call.memory, call.timeout)
+        if call.wasi and not signature.params:
+            # A WASI program's arguments are its argv (argv[0] is the module id).
+            values, argv = [], [call.module, *(str(a) for a in call.args)]
+        else:
+            values, argv = parse_args(call.function, signature, call.args), [call.module] if call.wasi else None
+        started = time.time_ns()
+        with self._running_lock:
+            self.running += 1
+        try:
+            outcome = sandbox.run(self.engine, prepared, call.function, signature, values, limits, argv)
+        finally:
+            with self._running_lock:
+                self.running -= 1
+        run = Run(provenance.new_id().hex(), call.module, call.function, signature.results, outcome, limits,
+                  self._price(outcome.fuel_consumed), requester, call.wasi)
+        self._record(run, prepared.module_hash, signature, values, argv, started)
+        return run
+
+    def _signature(self, info: ModuleInfo, function: str) -> Signature:
+        export = info.export(function)
+        functions = ", ".join(e.name for e in info.exports if e.kind == "func") or "none"
+        if export is None:
+            raise ExportNotFound(f"module {info.id[:16]}… has no export named {function!r}",
+                                 hint=f"its functions: {functions}", functions=functions.split(", "))
+        if export.signature is None:
+            raise NotAFunction(f"export {function!r} is a {export.kind}, not a function",
+                               hint=f"call one of its functions: {functions}")
+        problem = export.signature.callable_problem()
+        if problem:
+            raise UnsupportedSignature(f"{function}{export.signature} cannot be invoked: {problem}")
+        return export.signature
+
+    def _price(self, fuel: int) -> int:
+        # Integer micro-credits, rounded up: a run never costs less than its fuel at the node's rate.
+        return -(-fuel * self.price_per_fuel_million // 1_000_000)
+
+    def _record(self, run: Run, module_hash: bytes, signature: Signature, values: list, argv: list[str] | None,
+                started_ns: int) -> None:
+        o = run.outcome
+        record: dict[str, Any] = {
+            "version": provenance.VERSION, "id": run.provenance_id, "module": run.module, "function": run.function,
+            "args": typed(signature.params, values), "outcome": "ok" if run.ok else "trap",
+            "fuel_limit": run.limits.fuel, "fuel_consumed": o.fuel_consumed, "metering": o.metering,
+            "memory_limit": run.limits.memory, "timeout_us": round(run.limits.timeout * 1e6),
+            "wall_time_us": o.duration_ns // 1000, "node": self.identity.id, "requester": run.requester,
+            "timestamp": provenance.timestamp(started_ns), "price": run.price,
+        }
+        if run.ok:
+            record["results"] = typed(signature.results, o.results or [])
+        else:
+            record["trap"] = {"kind": o.trap_kind, "message": o.message}
+        if argv is not None:
+            record["wasi"] = {"argv": argv, "exit_code": o.exit_code, "stdout_bytes": len(o.stdout) + o.stdout_dropped,
+                              "stderr_bytes": len(o.stderr) + o.stderr_dropped}
+        signed = provenance.sign(self.identity, record)
+        with self._count_lock:
+            count = self._counts.get(module_hash)
+            if count is None:
+                count = self.store.invocations(module_hash)
+            self._counts[module_hash] = count + 1
+            self.store.record_run(bytes.fromhex(run.provenance_id), signed, module_hash, count + 1)
+
+    # --- provenance ------------------------------------------------------------------------
+    def provenance(self, provenance_id: str) -> dict[str, Any]:
+        data = self.store.provenance(provenance.parse_id(provenance_id))
+        if data is None:
+            raise ProvenanceNotFound(f"no provenance record {provenance_id} on this node",
+                                     hint="list recent ones with: xsc compute provenance --list")
+        return provenance.decode(data)
+
+    def recent_provenance(self, limit: int = 20) -> list[dict[str, Any]]:
+        return [provenance.decode(d) for d in self.store.recent_provenance(limit)]
+
+
+def _not_deployed(module_id: str) -> ModuleNotFound:
+    return ModuleNotFound(f"module {module_id} is not deployed on this node",
+                          hint="deploy it first: xsc compute deploy FILE.wasm (or invoke the .wasm file directly)")

@@ -1,0 +1,76 @@
+"""Compute's records in the node's LevelDB: modules, their wasm and compiled artifacts, counters, provenance."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import plyvel
+
+from .. import keys
+from .modules import ModuleInfo
+
+
+class ComputeStore:
+    def __init__(self, db: plyvel.DB) -> None:
+        self._db = db
+
+    # --- modules ---------------------------------------------------------------
+    def module(self, module_hash: bytes) -> ModuleInfo | None:
+        data = self._db.get(keys.module(module_hash))
+        if data is None:
+            return None
+        info = ModuleInfo.from_json(json.loads(data))
+        info.invocations = self.invocations(module_hash)
+        return info
+
+    def modules(self) -> list[ModuleInfo]:
+        out = []
+        for key, data in self._db.iterator(prefix=keys.MODULES):
+            info = ModuleInfo.from_json(json.loads(data))
+            info.invocations = self.invocations(key[len(keys.MODULES):])
+            out.append(info)
+        return out
+
+    def wasm(self, module_hash: bytes) -> bytes | None:
+        return self._db.get(keys.wasm(module_hash))
+
+    def save_module(self, module_hash: bytes, info: ModuleInfo, wasm: bytes,
+                    artifact_key: bytes, sealed_artifact: bytes) -> None:
+        """Record, wasm and artifact together, durably: a deployed module is never half there."""
+        record = info.to_json()
+        record.pop("invocations")  # kept in its own counter
+        with self._db.write_batch(transaction=True, sync=True) as batch:
+            batch.put(keys.wasm(module_hash), wasm)
+            batch.put(artifact_key, sealed_artifact)
+            batch.put(keys.module(module_hash), json.dumps(record).encode())
+
+    # --- compiled artifacts --------------------------------------------------------
+    def artifact(self, key: bytes) -> bytes | None:
+        return self._db.get(key)
+
+    def save_artifact(self, key: bytes, sealed_artifact: bytes) -> None:
+        self._db.put(key, sealed_artifact, sync=True)
+
+    # --- invocation counts and provenance ---------------------------------------------
+    def invocations(self, module_hash: bytes) -> int:
+        data = self._db.get(keys.invocations(module_hash))
+        return struct.unpack(">Q", data)[0] if data else 0
+
+    def record_run(self, provenance_id: bytes, signed: bytes, module_hash: bytes, invocations: int) -> None:
+        # Not synced: a kill -9 keeps it (it is in the OS's buffers); only a machine crash may lose the last runs.
+        with self._db.write_batch() as batch:
+            batch.put(keys.provenance(provenance_id), signed)
+            batch.put(keys.invocations(module_hash), struct.pack(">Q", invocations))
+
+    def provenance(self, provenance_id: bytes) -> bytes | None:
+        return self._db.get(keys.provenance(provenance_id))
+
+    def recent_provenance(self, limit: int) -> list[bytes]:
+        out = []
+        with self._db.iterator(prefix=keys.PROVENANCE, reverse=True, include_key=False) as it:
+            for data in it:
+                out.append(data)
+                if len(out) >= limit:
+                    break
+        return out

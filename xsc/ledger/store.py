@@ -1,0 +1,350 @@
+"""The ledger on LevelDB: chains, account records, settled-authorization marks, fork proofs.
+
+Synchronous and single-writer: `LedgerService` runs every write method in one thread,
+so the in-memory account records never race.  Every write is one LevelDB write batch
+with sync=True: entries, their index, the account records they change and the
+settled-authorization marks land together or not at all.  Signature work goes
+through `parallel_map`, which spreads it over threads (Ed25519 releases the GIL).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from concurrent.futures import Executor, Future
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
+
+import plyvel
+
+from .. import keys
+from ..errors import EntryNotFound, ForkDetected, InvalidArgument, InvalidEntry, LedgerError, XscError
+from ..identity import Identity, public_id
+from . import rules
+from .model import Authorization, Entry, Payment, Receipt, decode_entry, normalize_usage
+from .rules import AccountState
+
+AUTHORIZATION_TTL = 600  # seconds a locally issued authorization stays valid
+MIN_CHUNK = 16  # below this many signature operations per thread, threading costs more than it saves
+
+ParallelMap = Callable[[Callable, Sequence], list]
+
+
+def serial_map(fn: Callable, items: Sequence) -> list:
+    return [fn(item) for item in items]
+
+
+class ThreadedMap:
+    """Map a pure function over items in chunks: one chunk in the calling thread, the rest in the pool."""
+
+    def __init__(self, executor: Executor, helpers: int) -> None:
+        self.executor, self.helpers = executor, helpers
+
+    def __call__(self, fn: Callable, items: Sequence) -> list:
+        n = len(items)
+        parts = min(self.helpers + 1, n // MIN_CHUNK)
+        if parts < 2:
+            return [fn(item) for item in items]
+        bounds = [n * i // parts for i in range(parts + 1)]
+        futures = [self.executor.submit(serial_map, fn, items[bounds[i]:bounds[i + 1]]) for i in range(1, parts)]
+        out = [fn(item) for item in items[:bounds[1]]]
+        for future in futures:
+            out.extend(future.result())
+        return out
+
+
+@dataclass
+class Settlement:
+    """One transfer to settle: the payer's authorization (signed here if unsigned) and the metered amount."""
+
+    payer: Identity
+    payee: Identity
+    authorization: Authorization
+    amount: int
+    usage: tuple[tuple[str, int], ...]
+
+
+def _sign(job: tuple[Identity, bytes]) -> bytes:
+    identity, body = job
+    return identity.sign(body)
+
+
+def new_settlement(payer: Identity, payee: Identity, amount: int, usage: dict, job_ref: str, now: int) -> Settlement:
+    """A settlement of work the payee already did, under a fresh authorization capped at the amount."""
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
+        raise InvalidArgument(f"amount must be a non-negative integer of micro-credits, not {amount!r}")
+    auth = Authorization(payer.public_key, payee.public_key, amount, os.urandom(16), now + AUTHORIZATION_TTL, job_ref)
+    return Settlement(payer, payee, auth, amount, normalize_usage(usage))
+
+
+class LedgerStore:
+    def __init__(self, db: plyvel.DB, credit_limit: int, parallel_map: ParallelMap = serial_map,
+                 executor: Executor | None = None) -> None:
+        self.db = db
+        self.credit_limit = credit_limit
+        self.map = parallel_map
+        self.executor = executor  # verification's signature checks run here (None: in the calling thread)
+        self.accounts: dict[bytes, AccountState] = {
+            key[len(keys.LEDGER_ACCOUNTS):]: AccountState.decode(value)
+            for key, value in db.iterator(prefix=keys.LEDGER_ACCOUNTS)
+        }
+
+    # --- reads ---------------------------------------------------------------------
+    def state(self, account: bytes) -> AccountState:
+        return self.accounts.get(account, AccountState())
+
+    def settled_by(self, authorization_id: bytes) -> bytes | None:
+        return self.db.get(keys.ledger_settled(authorization_id))
+
+    def chain(self, account: bytes, from_seq: int = 1, limit: int | None = None) -> list[bytes]:
+        it = self.db.iterator(start=keys.ledger_entry(account, max(from_seq, 0)), stop=keys.ledger_entry(account, 2**64 - 1),
+                              include_key=False)
+        with it:
+            return list(itertools.islice(it, limit))
+
+    def history(self, account: bytes, limit: int) -> list[Entry]:
+        """An account's newest entries first."""
+        it = self.db.iterator(prefix=keys.ledger_chain(account), reverse=True, include_key=False)
+        with it:
+            return [decode_entry(data) for data in itertools.islice(it, limit)]
+
+    def entry(self, ref: str) -> Entry:
+        """An entry by its id in hex, or an unambiguous prefix of at least 8 hex digits."""
+        ref = ref.strip().lower()
+        if len(ref) < 8 or len(ref) > 64 or any(c not in "0123456789abcdef" for c in ref):
+            raise InvalidArgument(f"not an entry id: {ref!r}", hint="give the entry's id in hex (at least 8 digits)")
+        prefix = keys.ledger_id(bytes.fromhex(ref[: len(ref) // 2 * 2]))
+        with self.db.iterator(prefix=prefix) as it:
+            found = [v for k, v in itertools.islice(it, 1000) if k[len(keys.LEDGER_IDS):].hex().startswith(ref)]
+        if not found:
+            raise EntryNotFound(f"no ledger entry {ref}", hint="list entries with: xsc ledger history")
+        if len(found) > 1:
+            raise InvalidArgument(f"entry id prefix {ref} is ambiguous ({len(found)} entries)",
+                                  hint="give more digits")
+        account, seq = found[0][:32], int.from_bytes(found[0][32:40], "big")
+        data = self.db.get(keys.ledger_entry(account, seq))
+        if data is None:
+            raise LedgerError(f"ledger index names entry {ref} but it is not stored", hint="run: xsc ledger verify")
+        return decode_entry(data)
+
+    def entries(self) -> Iterator[tuple[bytes, int, bytes]]:
+        """Every stored entry: (account, seq, encoded), chain by chain."""
+        with self.db.iterator(prefix=keys.LEDGER_ENTRIES) as it:
+            for key, value in it:
+                account, seq = keys.split_ledger_entry(key)
+                yield account, seq, value
+
+    def forks(self) -> list[tuple[bytes, int, bytes]]:
+        with self.db.iterator(prefix=keys.LEDGER_FORKS) as it:
+            return [(*keys.split_ledger_fork(key)[:2], value) for key, value in it]
+
+    # --- settlement ------------------------------------------------------------------
+    def settle(self, requests: Sequence[Settlement], now: int) -> list[Payment | XscError]:
+        """Settle a group of transfers in one synced write batch; each gets its payment entry or its error.
+
+        Each settlement is judged against the state left by the ones before it in the group, so the
+        group is exactly as if they had been settled one by one."""
+        results: list[Payment | XscError | None] = [None] * len(requests)
+        unsigned = [i for i, r in enumerate(requests) if not r.authorization.signature]
+        for i, sig in zip(unsigned, self.map(_sign, [(requests[i].payer, requests[i].authorization.body)
+                                                      for i in unsigned])):
+            requests[i].authorization = requests[i].authorization.signed(sig)
+        auth_ok = self.map(rules.signature_ok, [(r.authorization.payer, r.authorization.signature,
+                                                  r.authorization.body, "authorization") for r in requests])
+        work: dict[bytes, AccountState] = {}
+        settled: dict[bytes, bytes] = {}
+        planned: list[tuple[int, Receipt, Payment]] = []
+        for i, req in enumerate(requests):
+            try:
+                receipt, payment = self._plan(req, auth_ok[i], work, settled, now)
+            except XscError as exc:
+                results[i] = exc
+                continue
+            planned.append((i, receipt, payment))
+        jobs = [job for i, r, p in planned for job in ((requests[i].payee, r.body), (requests[i].payer, p.body))]
+        sigs = self.map(_sign, jobs)
+        entries: list[Entry] = []
+        for n, (i, receipt, payment) in enumerate(planned):
+            receipt = receipt.signed(sigs[2 * n])
+            payment = Payment(payment.account, payment.seq, payment.prev, receipt, sigs[2 * n + 1], payment.body)
+            entries += [receipt, payment]
+            results[i] = payment
+        # Verify what was just signed: a signing fault must never reach the chains.
+        checks = [entries[k].signatures()[0] for k in range(len(entries))]
+        if not all(self.map(rules.signature_ok, checks)):
+            raise LedgerError("a freshly made ledger signature does not verify; nothing was stored",
+                              hint="the node's crypto library or keys are broken; check its log")
+        self._write(entries, work, settled)
+        return results  # type: ignore[return-value]
+
+    def _plan(self, req: Settlement, auth_ok: bool, work: dict[bytes, AccountState], settled: dict[bytes, bytes],
+              now: int) -> tuple[Receipt, Payment]:
+        auth = req.authorization
+        if not auth_ok:
+            raise InvalidEntry("the authorization's signature is invalid")
+        if auth.payer != req.payer.public_key or auth.payee != req.payee.public_key:
+            raise InvalidEntry("the authorization names other accounts than payer and payee")
+        payee_state = work.get(auth.payee) or self.state(auth.payee)
+        receipt = Receipt(auth.payee, payee_state.seq + 1, payee_state.head, req.amount, now, req.usage, auth)
+        rules.check_transfer(receipt)
+        rules.check_fresh(receipt, now)
+        settled_by = settled.get(auth.id) or self.settled_by(auth.id)
+        new_payee = rules.check_append(payee_state, receipt, settled_by=settled_by, credit_limit=self.credit_limit)
+        payer_state = work.get(auth.payer) or self.state(auth.payer)
+        payment = Payment(auth.payer, payer_state.seq + 1, payer_state.head, receipt)
+        new_payer = rules.check_append(payer_state, payment, settled_by=receipt.id, credit_limit=self.credit_limit)
+        work[auth.payee], work[auth.payer] = new_payee, new_payer
+        settled[auth.id] = receipt.id
+        return receipt, payment
+
+    def _write(self, entries: Iterable[Entry], work: dict[bytes, AccountState], settled: dict[bytes, bytes],
+               forks: Iterable[Entry] = ()) -> None:
+        with self.db.write_batch(sync=True) as batch:
+            for entry in entries:
+                batch.put(keys.ledger_entry(entry.account, entry.seq), entry.encode())
+                batch.put(keys.ledger_id(entry.id), entry.account + entry.seq.to_bytes(8, "big"))
+            for auth_id, receipt_id in settled.items():
+                batch.put(keys.ledger_settled(auth_id), receipt_id)
+            for entry in forks:
+                batch.put(keys.ledger_fork(entry.account, entry.seq, entry.id), entry.encode())
+            for account, state in work.items():
+                batch.put(keys.ledger_account(account), state.encode())
+        self.accounts.update(work)
+
+    # --- entries from counterparties ----------------------------------------------------
+    def accept(self, entries: Sequence[Entry], now: int) -> list[dict]:
+        """Store entries other nodes made, in order, after full validation: all of them or none.
+
+        An entry already stored is skipped.  A validly signed entry that conflicts with a stored one
+        (same account and seq, other content) is a fork: its proof is stored, the account marked, and
+        the request refused with ForkDetected."""
+        checks = [c for e in entries for c in e.signatures()]
+        for check, ok in zip(checks, self.map(rules.signature_ok, checks)):
+            if not ok:
+                entry = next(e for e in entries if check in e.signatures())
+                raise InvalidEntry(f"{rules.describe(entry)}: invalid {check[3]} signature")
+        work: dict[bytes, AccountState] = {}
+        settled: dict[bytes, bytes] = {}
+        stored: list[Entry] = []
+        outcome = []
+        for entry in entries:
+            try:
+                if self._stored_id(entry.account, entry.seq) == entry.id:
+                    outcome.append({"id": entry.id.hex(), "account": public_id(entry.account), "seq": entry.seq,
+                                    "status": "duplicate"})
+                    continue
+                fork = self._conflict(entry)
+                if fork is not None:
+                    self._record_fork(fork)
+                    raise ForkDetected(
+                        f"account {public_id(fork.account)} equivocated: two signed entries claim seq {fork.seq}; "
+                        f"the proof is kept and the account marked", account=public_id(fork.account), seq=fork.seq)
+                if entry.receipt.settled_at > now + rules.CLOCK_SKEW:
+                    raise InvalidEntry(f"{rules.describe(entry)} is dated in the future", hint="check the sender's clock")
+                state = work.get(entry.account) or self.state(entry.account)
+                auth_id = entry.authorization.id
+                settled_by = settled.get(auth_id) or self.settled_by(auth_id)
+                work[entry.account] = rules.check_append(state, entry, settled_by=settled_by,
+                                                         credit_limit=self.credit_limit)
+                settled[auth_id] = entry.receipt.id
+                stored.append(entry)
+                outcome.append({"id": entry.id.hex(), "account": public_id(entry.account), "seq": entry.seq,
+                                "status": "stored"})
+            except XscError as exc:
+                if not isinstance(exc, ForkDetected):
+                    exc.message = f"{rules.describe(entry)}: {exc.message}"
+                exc.details.setdefault("entry", entry.id.hex())
+                raise
+        if stored:
+            self._write(stored, work, settled)
+        return outcome
+
+    def _stored_id(self, account: bytes, seq: int) -> bytes | None:
+        data = self.db.get(keys.ledger_entry(account, seq))
+        return None if data is None else decode_entry(data).id
+
+    def _conflict(self, entry: Entry) -> Entry | None:
+        """A validly signed entry that contradicts a stored one (same account and seq), if `entry` is or holds one."""
+        candidates: list[Entry] = [entry]
+        if isinstance(entry, Payment):
+            candidates.append(entry.receipt)  # the payee signed it: it binds the payee's chain too
+        for candidate in candidates:
+            stored = self._stored_id(candidate.account, candidate.seq)
+            if stored is not None and stored != candidate.id:
+                return candidate
+        return None
+
+    def _record_fork(self, entry: Entry) -> None:
+        state = self.state(entry.account)
+        marked = AccountState(state.seq, state.head, state.balance, True)
+        with self.db.write_batch(sync=True) as batch:
+            batch.put(keys.ledger_fork(entry.account, entry.seq, entry.id), entry.encode())
+            batch.put(keys.ledger_account(entry.account), marked.encode())
+        self.accounts[entry.account] = marked
+
+    # --- verification --------------------------------------------------------------------
+    def verify(self) -> dict:
+        """Audit every chain (and the tables that go with them) from one consistent snapshot.
+
+        Signature checks go to the pool in chunks while the walk goes on, so decoding and
+        Ed25519 verification overlap."""
+        audit = rules.Audit(self.credit_limit)
+        pending: list[Future] = []
+
+        def flush(force: bool = False) -> None:
+            if force or len(audit._new_checks) >= VERIFY_CHUNK:
+                checks = audit.take_signature_checks()
+                if checks:
+                    pending.append(self.executor.submit(_failed_checks, checks) if self.executor
+                                   else _done(_failed_checks(checks)))
+
+        snapshot = self.db.snapshot()
+        try:
+            stored = {key[len(keys.LEDGER_ACCOUNTS):]: AccountState.decode(value)
+                      for key, value in snapshot.iterator(prefix=keys.LEDGER_ACCOUNTS)}
+            with snapshot.iterator(prefix=keys.LEDGER_ENTRIES) as it:
+                records = ((*keys.split_ledger_entry(key), value) for key, value in it)
+                for account, group in itertools.groupby(records, key=lambda r: r[0]):
+                    chain = ((seq, value) for _, seq, value in group)
+                    audit.chain(account, _flushing(chain, flush), stored.pop(account, None))
+            for account, state in stored.items():
+                audit.orphan_account(account, state)
+            with snapshot.iterator(prefix=keys.LEDGER_FORKS) as it:
+                for key, value in it:
+                    account, seq, _ = keys.split_ledger_fork(key)
+                    audit.fork(account, seq, value)
+            flush(force=True)
+            deferred = audit.deferred_checks()
+            if deferred:
+                pending.append(self.executor.submit(_failed_checks, deferred) if self.executor
+                               else _done(_failed_checks(deferred)))
+            with snapshot.iterator(prefix=keys.LEDGER_IDS) as it:
+                for key, value in it:
+                    audit.index(key[len(keys.LEDGER_IDS):], value[:32], int.from_bytes(value[32:40], "big"))
+            with snapshot.iterator(prefix=keys.LEDGER_SETTLED) as it:
+                for key, value in it:
+                    audit.used(key[len(keys.LEDGER_SETTLED):], value)
+        finally:
+            snapshot.close()
+        failed = [check for future in pending for check in future.result()]
+        return audit.finish(failed)
+
+
+VERIFY_CHUNK = 256
+
+
+def _failed_checks(checks: list) -> list:
+    return [check for check in checks if not rules.signature_ok(check)]
+
+
+def _done(value) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+def _flushing(records: Iterable, flush: Callable[[], None]) -> Iterator:
+    for n, record in enumerate(records):
+        if n % 64 == 0:
+            flush()
+        yield record

@@ -1,0 +1,111 @@
+"""HTTP API of sandboxed compute: deploy and list modules, invoke functions, read provenance records."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from aiohttp import web
+
+from ..compute import ComputeService, parse_invoke
+from ..errors import InvalidArgument
+from .context import CLIENT_IDENTITY, CONFIG, DB, IDENTITY, METRICS
+from .status import HEALTH_CHECKS, STATUS_PARTS
+
+COMPUTE = web.AppKey("compute", ComputeService)
+routes = web.RouteTableDef()
+
+
+def setup(app: web.Application) -> None:
+    app.add_routes(routes)
+    app.cleanup_ctx.append(_compute_service)
+    app[STATUS_PARTS]["compute"] = lambda app: app[COMPUTE].status()
+    app[HEALTH_CHECKS]["compute:epoch-ticker"] = _check_ticker
+
+
+async def _compute_service(app: web.Application):
+    config = app[CONFIG]
+    service = ComputeService(db=app[DB], identity=app[IDENTITY], data_dir=config.data_dir, config=config.compute,
+                             price_per_fuel_million=config.ledger.price_per_fuel_million)
+    service.start()
+    app[COMPUTE] = service
+    try:
+        yield
+    finally:
+        service.close()
+
+
+async def _check_ticker(app: web.Application) -> dict:
+    # Without the ticker no wall-clock limit holds: a spinning module would keep its thread until it ran out of fuel.
+    alive = COMPUTE in app and app[COMPUTE].ticker.alive
+    return {"componentType": "component", "status": "pass" if alive else "fail",
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "false").lower()
+    if value not in ("1", "true", "yes", "0", "false", "no"):
+        raise InvalidArgument(f"{name} must be true or false, not {value!r}")
+    return value in ("1", "true", "yes")
+
+
+async def _read_module(request: web.Request, limit: int) -> bytes:
+    """The raw body, refused as soon as it is known to be over the limit (without reading the rest)."""
+    from ..compute.modules import too_large
+
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(request.content_length, limit)
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(256 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise too_large(None, limit)
+    return bytes(body)
+
+
+@routes.post("/v1/modules")
+async def deploy(request: web.Request) -> web.Response:
+    service = request.app[COMPUTE]
+    wasm = await _read_module(request, service.max_module_size)
+    info, created = await service.deploy(wasm, wasi=_flag(request, "wasi"))
+    return web.json_response({**info.to_json(), "created": created}, status=201 if created else 200)
+
+
+@routes.get("/v1/modules")
+async def list_modules(request: web.Request) -> web.Response:
+    return web.json_response({"modules": [m.to_json() for m in request.app[COMPUTE].modules()]})
+
+
+@routes.get("/v1/modules/{id}")
+async def get_module(request: web.Request) -> web.Response:
+    return web.json_response(request.app[COMPUTE].module(request.match_info["id"]).to_json())
+
+
+@routes.post("/v1/compute/invoke")
+async def invoke(request: web.Request) -> web.Response:
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        raise InvalidArgument("the request body is not JSON",
+                              hint='send {"module": ID, "function": NAME, "args": [...]}') from None
+    app = request.app
+    run = await app[COMPUTE].invoke(parse_invoke(body), requester=app[CLIENT_IDENTITY].id)
+    # The run is over (returned or trapped): run.fuel_consumed, run.price and run.provenance_id are final here.
+    app[METRICS].invocations.labels(run.label).inc()
+    error = run.error()
+    if error is not None:
+        raise error
+    return web.json_response(run.to_json())
+
+
+@routes.get("/v1/compute/provenance")
+async def recent_provenance(request: web.Request) -> web.Response:
+    text = request.query.get("limit", "20")
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise InvalidArgument(f"limit must be a whole number from 1 to 1000, not {text!r}")
+    return web.json_response({"records": request.app[COMPUTE].recent_provenance(int(text))})
+
+
+@routes.get("/v1/compute/provenance/{id}")
+async def get_provenance(request: web.Request) -> web.Response:
+    return web.json_response(request.app[COMPUTE].provenance(request.match_info["id"]))

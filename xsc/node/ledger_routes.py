@@ -1,0 +1,161 @@
+"""HTTP routes of the signed ledger, and the ledger service's place in the app (`app[LEDGER]`).
+
+    GET  /v1/ledger/accounts                     every account this node holds a chain or key of
+    GET  /v1/ledger/accounts/{id}                balance, head, credit (id: public id, `client` or `node`)
+    GET  /v1/ledger/accounts/{id}/chain?from=SEQ&limit=N   the chain, oldest first (peers sync from here)
+    GET  /v1/ledger/accounts/{id}/history?limit=N          the newest entries first
+    GET  /v1/ledger/entries/{id}                 one entry (id or a unique prefix of >= 8 hex digits)
+    POST /v1/ledger/entries                      {"entries": ["<hex>", ...]}: countersigned entries from
+                                                 a counterparty, stored only after full validation
+    GET  /v1/ledger/verify                       audit of every chain
+    GET  /v1/ledger/export                       every entry as JSON lines
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from ..errors import InvalidArgument
+from ..ledger import LedgerService
+from .context import CLIENT_IDENTITY, CONFIG, DB, IDENTITY
+from .status import STATUS_PARTS
+
+LEDGER = web.AppKey("ledger", LedgerService)
+routes = web.RouteTableDef()
+
+MAX_CHAIN_PAGE = 1000
+MAX_HISTORY = 10_000
+MAX_POST_ENTRIES = 1000
+EXPORT_BATCH = 500
+
+
+def setup(app: web.Application) -> None:
+    app.add_routes(routes)
+    app.cleanup_ctx.append(_ledger_service)
+    app[STATUS_PARTS]["ledger"] = _status
+
+
+async def _ledger_service(app: web.Application):
+    config = app[CONFIG]
+    service = LedgerService(app[DB], config.ledger.credit_limit, node=app[IDENTITY], client=app[CLIENT_IDENTITY],
+                            threads=config.compute.threads)
+    app[LEDGER] = service
+    try:
+        yield
+    finally:
+        await service.close()
+
+
+def _status(app: web.Application) -> dict:
+    service = app[LEDGER]
+    client = service.account_view(app[CLIENT_IDENTITY].public_key)
+    node = service.account_view(app[IDENTITY].public_key)
+    return {"client_account": client["account"], "client_balance": client["balance"],
+            "node_balance": node["balance"], "credit_limit": service.credit_limit}
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidArgument(f"{name} must be an integer, not {text!r}") from None
+    if not low <= value <= high:
+        raise InvalidArgument(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+@routes.get("/v1/ledger/accounts")
+async def list_accounts(request: web.Request) -> web.Response:
+    return web.json_response({"accounts": request.app[LEDGER].accounts()})
+
+
+@routes.get("/v1/ledger/accounts/{account}")
+async def account(request: web.Request) -> web.Response:
+    service = request.app[LEDGER]
+    return web.json_response(service.account_view(service.account_key(request.match_info["account"])))
+
+
+@routes.get("/v1/ledger/accounts/{account}/chain")
+async def chain(request: web.Request) -> web.Response:
+    service = request.app[LEDGER]
+    key = service.account_key(request.match_info["account"])
+    start = _int_param(request, "from", 1, 1, 2**63 - 1)
+    limit = _int_param(request, "limit", MAX_CHAIN_PAGE, 1, MAX_CHAIN_PAGE)
+    view = service.account_view(key)
+    entries = await service.chain(key, start, limit)
+    last = entries[-1]["seq"] if entries else start - 1
+    return web.json_response({
+        "account": view["account"], "head": view["seq"], "from": start, "entries": entries,
+        "next": last + 1 if last < view["seq"] else None,
+    })
+
+
+@routes.get("/v1/ledger/accounts/{account}/history")
+async def history(request: web.Request) -> web.Response:
+    service = request.app[LEDGER]
+    key = service.account_key(request.match_info["account"])
+    limit = _int_param(request, "limit", 20, 1, MAX_HISTORY)
+    return web.json_response({"account": service.account_view(key), "entries": await service.history(key, limit)})
+
+
+@routes.get("/v1/ledger/entries/{entry}")
+async def show(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[LEDGER].entry(request.match_info["entry"]))
+
+
+@routes.post("/v1/ledger/entries")
+async def post_entries(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("the body is not JSON", hint='send {"entries": ["<hex>", ...]}') from None
+    items = body.get("entries") if isinstance(body, dict) else None
+    if isinstance(body, dict) and "entry" in body and items is None:
+        items = [body["entry"]]
+    if not isinstance(items, list) or not items:
+        raise InvalidArgument("no entries given", hint='send {"entries": ["<hex>", ...]} in chain order')
+    if len(items) > MAX_POST_ENTRIES:
+        raise InvalidArgument(f"at most {MAX_POST_ENTRIES} entries per request", hint="send the chain in pages")
+    encoded = []
+    for n, item in enumerate(items):
+        text = item.get("encoded") if isinstance(item, dict) else item
+        try:
+            encoded.append(bytes.fromhex(text))
+        except (TypeError, ValueError):
+            raise InvalidArgument(f"entry #{n + 1} is not hex", hint="send each entry's `encoded` field") from None
+    results = await request.app[LEDGER].accept(encoded)
+    status = 201 if any(r["status"] == "stored" for r in results) else 200
+    return web.json_response({"results": results}, status=status)
+
+
+@routes.get("/v1/ledger/verify")
+async def verify(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[LEDGER].verify())
+
+
+@routes.get("/v1/ledger/export")
+async def export(request: web.Request) -> web.StreamResponse:
+    service = request.app[LEDGER]
+    response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await response.prepare(request)
+    lines = service.export_lines()
+    loop = asyncio.get_running_loop()
+
+    def next_batch() -> list[bytes]:
+        return [line for _, line in zip(range(EXPORT_BATCH), lines)]
+
+    try:
+        while batch := await loop.run_in_executor(None, next_batch):
+            await response.write(b"".join(batch))
+    finally:
+        await loop.run_in_executor(None, lines.close)
+    await response.write_eof()
+    return response
+
+
+__all__ = ["LEDGER", "setup"]
