@@ -21,7 +21,9 @@ import struct
 SCHEMA_VERSION = b"n/schema"
 
 # --- storage (s/) ----------------------------------------------------------------
-_BLOCK = b"s/b/"  # + storage index (32) + share (1) + segment (4, big endian) -> block bytes
+# Blocks sort by segment, then share: an upload then writes ascending keys, so LevelDB
+# compactions of a large file move whole tables down instead of rewriting them.
+_BLOCK = b"s/b/"  # + storage index (32) + segment (4, big endian) + share (1) -> block bytes
 _SHARE = b"s/h/"  # + storage index + share -> share metadata (published: visible)
 _MANIFEST = b"s/m/"  # + storage index -> manifest bytes
 _UPLOAD = b"s/u/"  # + upload id -> staging record of an upload in progress
@@ -31,12 +33,16 @@ STORAGE_USED = b"s/c/used"  # exact count of block bytes held in published share
 
 
 def block(storage_index: bytes, share: int, segment: int) -> bytes:
-    return _BLOCK + storage_index + struct.pack(">BI", share, segment)
+    return _BLOCK + storage_index + struct.pack(">IB", segment, share)
 
 
-def blocks_of_share(storage_index: bytes, share: int) -> bytes:
-    """Prefix of every block of one share, in segment order."""
-    return _BLOCK + storage_index + struct.pack(">B", share)
+def blocks_of(storage_index: bytes) -> bytes:
+    """Prefix of every block of every share of one file."""
+    return _BLOCK + storage_index
+
+
+def block_share(key: bytes) -> int:
+    return key[-1]
 
 
 def share(storage_index: bytes, share_number: int) -> bytes:

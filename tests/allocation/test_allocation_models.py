@@ -60,8 +60,8 @@ def test_network_snapshots_are_checked():
     a = commitment("a", needs=[need("a", "n", 4)])
     with pytest.raises(InvalidCommitment, match="two commitments"):
         compute_allocation(p, [a, a])
-    with pytest.raises(InvalidCommitment, match="under 'b'"):
-        compute_allocation(p, {"b": a})
+    with pytest.raises(InvalidCommitment, match="'b'.s commitment under 'a'"):
+        compute_allocation(p, {"a": commitment("b", needs=[need("b", "n", 4)])})
     other = compute_allocation(commitment("q"), [])
     with pytest.raises(InvalidCommitment, match="previous state"):
         compute_allocation(p, [a], previous=other)

@@ -17,7 +17,7 @@ from xsc.allocation import (
     water_fill,
 )
 
-PROPS = settings(max_examples=120, deadline=None)
+PROPS = settings(max_examples=80, deadline=None)
 
 
 def used_per_slot(state):

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from compute_helpers import WASM, call, deploy, invoke, values
+from compute_helpers import WASM, call, deploy, invoke, values, wasm
+from xsc.compute.modules import has_start_function
 
 
 async def test_add_and_negative_numbers(node):
@@ -151,3 +152,17 @@ def test_committed_wasm_fixtures_match_their_sources():
     result = subprocess.run([sys.executable, "-m", "fixtures.wasm.build", "--check"], cwd=WASM.parents[1],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_start_function_runs_and_is_bounded_by_the_deadline(node):
+    assert values(await call(node, "start", "get")) == [7]
+    module = await deploy(node, "start_loop")
+    status, body = await invoke(node, module, "f", timeout=0.3)
+    assert (status, body["kind"]) == (422, "deadline")
+    info = await (await node.get(f"/v1/modules/{module}")).json()
+    assert info["start"] is True
+
+
+def test_start_section_detection():
+    assert has_start_function(wasm("start")) and has_start_function(wasm("start_loop"))
+    assert not any(has_start_function(wasm(name)) for name in ("add", "wasi_hello", "memory_hog", "big_memory"))

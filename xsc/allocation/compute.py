@@ -31,8 +31,8 @@ def _slot_order(s) -> tuple:
     return (s.kind, s.start, s.end, s.id)
 
 
-def _slot_window_order(n) -> tuple:
-    return (n.start, n.end, n.id)
+def _item_window_order(item) -> tuple:
+    return (item[0], item[1], item[4].id)
 
 
 def _fixed(x: Fraction) -> int:
@@ -118,7 +118,9 @@ def compute_allocation(
     the provider has converged when delta <= 0.001.  The stamp is an ITC event after both the
     commitment's stamp and the previous state's.
     """
-    net = as_network(network)
+    # A mapping is used as it is (checking it all on every call would cost a network-wide pass);
+    # the entries actually read are checked below.
+    net = network if isinstance(network, Mapping) else as_network(network)
     me = provider.participant
     if previous is not None and previous.provider != me:
         raise InvalidCommitment(f"the previous state is {previous.provider!r}'s, not {me!r}'s")
@@ -131,7 +133,11 @@ def compute_allocation(
     needs = []
     for r, w in weights.items():
         other = net.get(r)
-        if other is None or r == me or not other.need_slots:
+        if other is None or r == me:
+            continue
+        if other.participant != r:
+            raise InvalidCommitment(f"the network lists {other.participant!r}'s commitment under {r!r}")
+        if not other.need_slots:
             continue
         mr = min(w, normalized_weights(other).get(me, _ZERO))
         tier, weight = (1, mr) if mr > 0 else (2, w)
@@ -140,8 +146,8 @@ def compute_allocation(
         needs.extend(other.need_slots)
 
     index = NeedIndex(needs)
-    # id(need slot) -> its residual need, filled in when a capacity slot first meets the slot.
-    remaining: dict[int, int] = {}
+    # By position in `needs`: the residual need, filled in when a capacity slot first meets it.
+    remaining: list[int | None] = [None] * len(needs)
 
     allocations: list[SlotAllocation] = []
     record = allocations.append
@@ -151,20 +157,20 @@ def compute_allocation(
     for c in sorted(provider.capacity_slots, key=_slot_order):
         by_recipient: dict[str, list] = {}
         needs_of: dict[str, int] = {}
-        for n in index.candidates(c):
-            left = remaining.get(id(n))
+        for item in index.matches(c):
+            n, i = item[4], item[5]
+            left = remaining[i]
             if left is None:
-                left = n.quantity - received.get((n.owner, n.id), 0) if received else n.quantity
-                remaining[id(n)] = left
+                left = remaining[i] = n.quantity - received.get((n.owner, n.id), 0) if received else n.quantity
             if left <= 0:
                 continue
             owner = n.owner
             group = by_recipient.get(owner)
             if group is None:
-                by_recipient[owner] = [n]
+                by_recipient[owner] = [item]
                 needs_of[owner] = left
             else:
-                group.append(n)
+                group.append(item)
                 needs_of[owner] += left
         claims: tuple[list, list] = ([], [])
         share_sums = [0, 0]
@@ -183,21 +189,21 @@ def compute_allocation(
                 units = given[r]
                 left -= units
                 kind_totals[r] = kind_totals.get(r, 0) + units
-                slots = by_recipient[r]
-                if len(slots) == 1:
+                items = by_recipient[r]
+                if len(items) == 1:
                     # The common case: one need slot takes it all (water_fill never exceeds it).
-                    n = slots[0]
-                    remaining[id(n)] -= units
-                    record(SlotAllocation(cid, n.id, r, units, tier))
+                    item = items[0]
+                    remaining[item[5]] -= units
+                    record(SlotAllocation(cid, item[4].id, r, units, tier))
                     continue
-                slots.sort(key=_slot_window_order)
-                for n in slots:
-                    open_need = remaining[id(n)]
+                items.sort(key=_item_window_order)
+                for item in items:
+                    open_need = remaining[item[5]]
                     take = units if units < open_need else open_need
                     if take:
-                        remaining[id(n)] = open_need - take
+                        remaining[item[5]] = open_need - take
                         units -= take
-                        record(SlotAllocation(cid, n.id, r, take, tier))
+                        record(SlotAllocation(cid, item[4].id, r, take, tier))
                     if not units:
                         break
         denominators[cid] = SlotDenominator.model_construct(mutual=dens[0], non_mutual=dens[1])

@@ -56,18 +56,20 @@ class NeedIndex:
 
     Per kind the bucket width W is the median window length of that kind's need slots, so a need
     slot sits in about two buckets and a capacity slot visits (its length / W) + 1 buckets.
-    Each slot is kept as a tuple (start, end, location set or None, has filters, slot)."""
+    Each slot is kept as a tuple (start, end, location set or None, has filters, slot, position),
+    position being its place in `slots`, the order the slots were given in."""
 
     def __init__(self, slots: Iterable[NeedSlot]) -> None:
         by_kind: dict[str, list[tuple]] = {}
         locations: dict = {}
-        for s in slots:
+        self.slots: list[NeedSlot] = list(slots)
+        for i, s in enumerate(self.slots):
             loc = s.location
             tags = locations.get(loc, locations)
             if tags is locations:
                 tags = locations[loc] = (None if loc == ANY else frozenset((loc,) if isinstance(loc, str) else loc))
             f = s.filters
-            item = (s.start, s.end, tags, f.allow is not None or bool(f.deny) or bool(f.require_tags), s)
+            item = (s.start, s.end, tags, f.allow is not None or bool(f.deny) or bool(f.require_tags), s, i)
             group = by_kind.get(s.kind)
             if group is None:
                 by_kind[s.kind] = [item]
@@ -100,6 +102,10 @@ class NeedIndex:
 
         The order follows the buckets; callers that need an order independent of the input
         sort what they use."""
+        return [item[4] for item in self.matches(c)]
+
+    def matches(self, c: CapacitySlot) -> list[tuple]:
+        """`candidates` as the index's tuples, whose last field is the slot's position."""
         found = self._kinds.get(c.kind)
         if found is None:
             return []
@@ -113,10 +119,11 @@ class NeedIndex:
         else:  # a capacity window wider than the whole index: walk the buckets that exist
             visit = sorted((b, items) for b, items in buckets.items() if first <= b <= last)
         visit.append((None, long))
-        out: list[NeedSlot] = []
+        out: list[tuple] = []
         for b, items in visit:
             dedupe = b is not None and b != first
-            for n_start, n_end, tags, filtered, n in items:
+            for item in items:
+                n_start, n_end, tags, filtered, n, _ = item
                 if n_start >= end or start >= n_end:
                     continue
                 # A slot spanning several buckets is looked at only in the first one both share.
@@ -128,5 +135,5 @@ class NeedIndex:
                     continue
                 if cfilter is not None and not _accepts(cfilter, n):
                     continue
-                out.append(n)
+                out.append(item)
         return out

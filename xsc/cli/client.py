@@ -167,12 +167,14 @@ class Download:
         self._conn, self.response = conn, response
         self.headers = response.headers
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[memoryview]:
+        """Chunks of up to 4 MiB; each is only valid until the next one is read."""
+        buffer = memoryview(bytearray(4 * CHUNK))
         try:
             while True:
-                chunk = self.response.read1(CHUNK) if hasattr(self.response, "read1") else self.response.read(CHUNK)
-                if not chunk:
+                n = self.response.readinto(buffer)
+                if not n:
                     return
-                yield chunk
+                yield buffer[:n]
         finally:
             self._conn.close()

@@ -7,11 +7,13 @@ argument.  For a tiny export that is most of the cost of a call.  Here the
 signature is checked once (at deploy), and a call is: set up the Store, make the
 instance, look up one export by name, call it with a prebuilt argument array.
 
-The Store is made, configured and dropped through functions bound without
-releasing the GIL (ctypes.PyDLL): they only do bookkeeping, so releasing the GIL
-costs more than the call, and under load every release hands the GIL to another
-thread and waits to get it back.  Only instantiation (which may run a start
-function) and the call itself release the GIL, so wasm runs in parallel.
+The Store is made and configured through functions bound without releasing the
+GIL (ctypes.PyDLL): they only do bookkeeping, so releasing the GIL costs more
+than the call, and under load every release hands the GIL to another thread and
+waits to get it back.  Instantiation (unless the module is small and has no start
+function, so that no wasm runs), the call, and dropping the Store (which unmaps up
+to the whole memory limit: milliseconds for 64 MiB of touched pages) release it,
+so that wasm runs in parallel and a big memory never stalls the event loop.
 
 Errors are wasmtime-py's own exception types (`wasmtime.Trap`, `WasmtimeError`,
 `ExitTrap`), so callers handle them exactly as with the high-level API.
@@ -42,12 +44,12 @@ def _held(name: str):
 
 _store_new = _held("wasmtime_store_new")
 _store_context = _held("wasmtime_store_context")
-_store_delete = _held("wasmtime_store_delete")
 _store_limiter = _held("wasmtime_store_limiter")
 _set_fuel = _held("wasmtime_context_set_fuel")
 _get_fuel = _held("wasmtime_context_get_fuel")
 _set_epoch_deadline = _held("wasmtime_context_set_epoch_deadline")
 _export_get = _held("wasmtime_instance_export_get")
+_instance_new_held = _held("wasmtime_instance_new")
 _NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
 
 
@@ -81,7 +83,7 @@ class Store:
     def close(self) -> None:
         if self._ptr is not None:
             ptr, self._ptr = self._ptr, None
-            _store_delete(ptr)
+            ffi.wasmtime_store_delete(ptr)
 
     def __del__(self) -> None:
         self.close()
@@ -91,9 +93,11 @@ class Callable:
     """One export of one module, ready to call in any Store of the module's engine."""
 
     def __init__(self, module: wasmtime.Module, name: str, signature: Signature,
-                 pre: wasmtime.InstancePre | None = None) -> None:
+                 pre: wasmtime.InstancePre | None = None, *, quick_instantiate: bool = False) -> None:
         self._module = module
         self._pre = pre  # WASI modules: imports already resolved
+        # Keep the GIL while instantiating: only for modules that run no code doing so (no start function).
+        self._instance_new = _instance_new_held if quick_instantiate else ffi.wasmtime_instance_new
         self._name = name.encode()
         self._params = [(_KINDS[t], t) for t in signature.params]
         self._results = list(signature.results)
@@ -107,8 +111,7 @@ class Callable:
             error = ffi.wasmtime_instance_pre_instantiate(self._pre.ptr(), store._context(), byref(instance),
                                                           byref(trap))
         else:
-            error = ffi.wasmtime_instance_new(store._context(), self._module.ptr(), None, 0, byref(instance),
-                                              byref(trap))
+            error = self._instance_new(store._context(), self._module.ptr(), None, 0, byref(instance), byref(trap))
         _raise(error, trap)
         return instance
 

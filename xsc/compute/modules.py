@@ -16,6 +16,7 @@ from .values import Signature
 WASM_MAGIC = b"\0asm"
 WASI_MODULE = "wasi_snapshot_preview1"
 PAGE = 65536
+_START_SECTION = 8
 _ID_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -67,6 +68,7 @@ class ModuleInfo:
     imports: list[str]  # "module.name (kind)"
     first_deployed: str
     invocations: int = 0
+    start: bool = True  # has a start function (runs at instantiation); unknown counts as yes
     _functions: dict[str, Export] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -83,13 +85,13 @@ class ModuleInfo:
         return {
             "id": self.id, "size": self.size, "exports": [e.to_json() for e in self.exports],
             "imports": self.imports, "wasi": self.wasi, "first_deployed": self.first_deployed,
-            "invocations": self.invocations,
+            "invocations": self.invocations, "start": self.start,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModuleInfo:
         return cls(data["id"], data["size"], [Export.from_json(e) for e in data["exports"]], list(data["imports"]),
-                   data["first_deployed"], data.get("invocations", 0))
+                   data["first_deployed"], data.get("invocations", 0), data.get("start", True))
 
 
 def check_bytes(wasm: bytes, max_size: int) -> None:
@@ -103,6 +105,24 @@ def check_bytes(wasm: bytes, max_size: int) -> None:
         looks_like = " (it looks like WebAssembly text: build it with wat2wasm first)" if text else ""
         raise InvalidModule(f"not a WebAssembly module: it does not start with the wasm magic bytes \\0asm{looks_like}",
                             hint="deploy a binary .wasm file")
+
+
+def has_start_function(wasm: bytes) -> bool:
+    """Whether a (valid) module has a start section: then instantiating it runs wasm code."""
+    pos = len(WASM_MAGIC) + 4  # magic, version
+    while pos < len(wasm):
+        section = wasm[pos]
+        size, shift, pos = 0, 0, pos + 1
+        while True:  # section size: unsigned LEB128
+            byte = wasm[pos]
+            size |= (byte & 0x7F) << shift
+            shift, pos = shift + 7, pos + 1
+            if not byte & 0x80:
+                break
+        if section == _START_SECTION:
+            return True
+        pos += size
+    return False
 
 
 def too_large(size: int | None, max_size: int) -> ModuleTooLarge:

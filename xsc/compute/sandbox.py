@@ -24,6 +24,7 @@ from .provenance import METERING_EXACT, METERING_WHOLE_BUDGET
 from .values import Signature
 
 OUTPUT_CAP = 64 * 1024  # bytes of stdout and of stderr kept from a WASI call
+QUICK_INSTANTIATE_SIZE = 1024 * 1024
 
 _TRAP_KINDS = {
     TrapCode.OUT_OF_FUEL: "out-of-fuel",
@@ -54,7 +55,11 @@ class Prepared:
     def callable(self, function: str, signature: Signature) -> Callable:
         found = self.callables.get(function)
         if found is None:
-            found = self.callables[function] = Callable(self.module, function, signature, self.wasi_pre)
+            # Instantiating a small module without a start function runs no wasm: only bookkeeping
+            # and copying its data segments, quick enough to do without releasing the GIL.
+            quick = not self.info.start and self.info.size <= QUICK_INSTANTIATE_SIZE and self.wasi_pre is None
+            found = self.callables[function] = Callable(self.module, function, signature, self.wasi_pre,
+                                                        quick_instantiate=quick)
         return found
 
 

@@ -180,7 +180,7 @@ class ComputeService:
             mods.check_imports(imports, wasi)
             wasi_pre = self._link_wasi(module) if imports else None
             info = ModuleInfo(module_id, len(wasm), mods.describe_exports(module), imports,
-                              provenance.timestamp(time.time_ns()))
+                              provenance.timestamp(time.time_ns()), start=mods.has_start_function(wasm))
             key = keys.artifact(module_hash, self.fingerprint)
             self.store.save_module(module_hash, info, wasm, key,
                                    artifacts.seal(self._secret, key, bytes(module.serialize())))

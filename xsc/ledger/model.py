@@ -39,6 +39,7 @@ MAX_U63 = 2**63 - 1  # amounts, times and seqs stay in signed 64-bit range for e
 MAX_JOB_BYTES = 256
 MAX_USAGE_ITEMS = 8
 USAGE_KEY = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_METER_NAMES: dict[bytes, str] = {}  # encoded meter names already found valid
 
 _U64 = struct.Struct(">Q")
 _U16 = struct.Struct(">H")
@@ -69,8 +70,9 @@ class _Reader:
         return out
 
     def tag(self, tag: bytes) -> None:
-        if self.take(len(tag)) != tag:
+        if not self.data.startswith(tag, self.pos):
             raise self.fail("unknown record type")
+        self.pos += len(tag)
 
     def u64(self) -> int:
         value = _U64.unpack(self.take(8))[0]
@@ -239,13 +241,18 @@ class Receipt:
         r.tag(TAG_RECEIPT)
         account, seq, prev, amount, settled_at, count = r.fixed(_RECEIPT_FIXED)
         r.check_range(seq, amount, settled_at)
+        if count > MAX_USAGE_ITEMS:
+            raise r.fail("too many usage meters")
         usage = []
         for _ in range(count):
-            usage.append((r.text(r.take(1)[0]), r.u64()))
-        if count > MAX_USAGE_ITEMS or (count > 1 and [k for k, _ in usage] != sorted({k for k, _ in usage})):
-            raise r.fail("usage meters not sorted, duplicated or too many")
-        if any(not USAGE_KEY.fullmatch(k) for k, _ in usage):
-            raise r.fail("bad usage meter name")
+            name = r.take(r.take(1)[0])
+            if name not in _METER_NAMES:  # names repeat across entries: validate each one once
+                if not USAGE_KEY.fullmatch(name.decode("ascii", "replace")):
+                    raise r.fail("bad usage meter name")
+                _METER_NAMES[name] = name.decode("ascii")
+            usage.append((_METER_NAMES[name], r.u64()))
+        if count > 1 and [k for k, _ in usage] != sorted({k for k, _ in usage}):
+            raise r.fail("usage meters not sorted or duplicated")
         length = r.u16()
         end = r.pos + length
         auth = Authorization.read(r, b"")

@@ -164,8 +164,10 @@ class Audit:
     _new_checks: list[SigCheck] = field(default_factory=list)
     _auth_checks: dict[bytes, tuple[SigCheck, bytes, int, bytes]] = field(default_factory=dict)
     _ids: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
-    _receipts: dict[bytes, Receipt] = field(default_factory=dict)  # receipt id -> receipt on a payee chain
-    _paid: dict[bytes, Payment] = field(default_factory=dict)  # receipt id -> payment countersigning it
+    # Plain tuples, not entry objects: a walk over 100,000s of entries keeps the GC's work small.
+    _receipts: dict[bytes, int] = field(default_factory=dict)  # receipt id on a payee chain -> amount
+    # receipt id -> (payee, receipt seq, amount, payer, payment seq, payment id) of the payment countersigning it
+    _paid: dict[bytes, tuple[bytes, int, int, bytes, int, bytes]] = field(default_factory=dict)
     _settled: dict[bytes, bytes] = field(default_factory=dict)  # authorization id -> receipt id
     _heads: dict[bytes, int] = field(default_factory=dict)
     _balances: dict[bytes, int] = field(default_factory=dict)
@@ -192,13 +194,12 @@ class Audit:
                 self._add(f"unreadable entry: {exc.message}", account, key_seq)
                 state, head_known = AccountState(key_seq, ZERO_HASH, state.balance), False
                 continue
-            here = dict(account=account, seq=key_seq, entry=entry)
             if entry.account != account or entry.seq != key_seq:
-                self._add("entry is stored under another account or seq than it names", **here)
+                self._add("entry is stored under another account or seq than it names", account, key_seq, entry)
             if key_seq != state.seq + 1:
-                self._add(f"gap in the chain: seq {state.seq + 1} to {key_seq - 1} missing", **here)
+                self._add(f"gap in the chain: seq {state.seq + 1} to {key_seq - 1} missing", account, key_seq, entry)
             if head_known and entry.prev != state.head:
-                self._add("broken link: prev is not the hash of the previous entry", **here)
+                self._add("broken link: prev is not the hash of the previous entry", account, key_seq, entry)
             checks = entry.signatures()
             # The entry's own signature, and for a payment the receipt's.  The authorization's signature is
             # inside the receipt body (covered by the payee's and the payer's signatures); it is checked
@@ -210,23 +211,24 @@ class Audit:
             try:
                 check_transfer(entry)
             except InvalidEntry as exc:
-                self._add(exc.message, **here)
+                self._add(exc.message, account, key_seq, entry)
             auth_id, receipt_id = entry.authorization.id, entry.receipt.id
             if auth_id in seen_auth:
                 self._add(f"replay: authorization {auth_id.hex()[:16]} already settled at seq {seen_auth[auth_id]}",
-                          **here)
+                          account, key_seq, entry)
             seen_auth[auth_id] = key_seq
             other = self._settled.setdefault(auth_id, receipt_id)
             if other != receipt_id:
-                self._add(f"replay: authorization {auth_id.hex()[:16]} settled by two different receipts", **here)
+                self._add(f"replay: authorization {auth_id.hex()[:16]} settled by two different receipts", account, key_seq, entry)
             if isinstance(entry, Receipt):
-                self._receipts[receipt_id] = entry
+                self._receipts[receipt_id] = entry.amount
             else:
-                self._paid[receipt_id] = entry
+                r = entry.receipt
+                self._paid[receipt_id] = (r.account, r.seq, r.amount, account, key_seq, entry.id)
             balance = state.balance + entry.delta
             if balance < -self.credit_limit:
                 self._add(f"balance {format_credits(balance)} is below the credit limit "
-                          f"-{format_credits(self.credit_limit)}", **here)
+                          f"-{format_credits(self.credit_limit)}", account, key_seq, entry)
             self._ids[entry.id] = (account, key_seq)
             state, head_known = AccountState(key_seq, entry.id, balance), True
         self._heads[account] = state.seq
@@ -301,20 +303,19 @@ class Audit:
         for account in self._forked - self._marked:
             self._add("a fork proof is stored but the account is not marked", account)
         open_sum, open_transfers = 0, 0
-        for receipt_id, payment in self._paid.items():
-            receipt = payment.receipt
-            held = self._heads.get(receipt.account, 0)
+        for receipt_id, (payee, receipt_seq, amount, payer, payment_seq, payment_id) in self._paid.items():
             if receipt_id in self._receipts:
                 continue
-            if held >= receipt.seq:
-                self._add(f"payment countersigns receipt {receipt_id.hex()[:16]} but the payee's chain holds "
-                          f"another entry at seq {receipt.seq}", payment.account, payment.seq, payment)
+            if self._heads.get(payee, 0) >= receipt_seq:
+                self.violations.append(Violation(
+                    f"payment countersigns receipt {receipt_id.hex()[:16]} but the payee's chain holds another "
+                    f"entry at seq {receipt_seq}", public_id(payer), payment_seq, payment_id.hex()))
             open_transfers += 1
-            open_sum -= receipt.amount
-        for receipt_id, receipt in self._receipts.items():
+            open_sum -= amount
+        for receipt_id, amount in self._receipts.items():
             if receipt_id not in self._paid:
                 open_transfers += 1
-                open_sum += receipt.amount
+                open_sum += amount
         total = sum(self._balances.values())
         if total != open_sum:
             self._add(f"balances sum to {format_credits(total)}, expected {format_credits(open_sum)} "

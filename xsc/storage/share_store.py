@@ -163,10 +163,12 @@ class ShareStore:
             self._uploads.pop(upload.id, None)
 
     def _delete_staged(self, si: bytes, shares: tuple[int, ...] | list[int], upload_id: bytes) -> None:
+        # Never delete a published share's blocks.
+        staged = {s for s in shares if self.db.get(keys.share(si, s)) is None}
         with self.db.write_batch(sync=True) as batch:
-            for share in shares:
-                if self.db.get(keys.share(si, share)) is None:  # never delete a published share's blocks
-                    for key in self.db.iterator(prefix=keys.blocks_of_share(si, share), include_value=False):
+            if staged:
+                for key in self.db.iterator(prefix=keys.blocks_of(si), include_value=False, fill_cache=False):
+                    if keys.block_share(key) in staged:
                         batch.delete(key)
             batch.delete(keys.upload(upload_id))
 
@@ -186,7 +188,8 @@ class ShareStore:
         return ShareMeta.decode(raw) if raw else None
 
     def get_block(self, si: bytes, share: int, segment: int) -> bytes | None:
-        return self.db.get(keys.block(si, share, segment))
+        # Blocks are read once per get: caching them would only evict the index and metadata.
+        return self.db.get(keys.block(si, share, segment), fill_cache=False)
 
     def file_record(self, si: bytes) -> dict | None:
         raw = self.db.get(keys.file(si))
@@ -229,8 +232,8 @@ class ShareStore:
             freed = sum(m.stored_bytes for m in metas)
             with self.db.write_batch(sync=True) as batch:
                 for meta in metas:
-                    for key in self.db.iterator(prefix=keys.blocks_of_share(si, meta.share), include_value=False):
-                        batch.delete(key)
+                    for segment in range(meta.segment_count):
+                        batch.delete(keys.block(si, meta.share, segment))
                     batch.delete(keys.share(si, meta.share))
                 if forget_file:
                     batch.delete(keys.manifest(si))
