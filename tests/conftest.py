@@ -36,20 +36,32 @@ def make_config(tmp_path: Path):
 
 
 @pytest.fixture
-async def node(make_config):
-    """An in-process node on a free port; yields an aiohttp TestClient that sends the node's token.
+async def node_factory(make_config):
+    """await node_factory(name="node", storage={...}) -> an in-process node on a free port.
 
-    `node.app` is the running app (its services, database and config), `node.server` the server."""
-    config = make_config()
-    app = create_app(config)
-    server = TestServer(app, host="127.0.0.1", port=int(config.node.listen.rsplit(":", 1)[1]))
-    client = TestClient(server)
-    await client.start_server()
-    client.session.headers["Authorization"] = f"Bearer {app[TOKEN]}"
-    try:
-        yield client
-    finally:
+    It is an aiohttp TestClient that sends the node's token; `.app` is the running
+    app (its services, database and config).  All are closed at teardown."""
+    clients: list[TestClient] = []
+
+    async def start(name: str = "node", **sections) -> TestClient:
+        config = make_config(name, **sections)
+        app = create_app(config)
+        server = TestServer(app, host="127.0.0.1", port=int(config.node.listen.rsplit(":", 1)[1]))
+        client = TestClient(server)
+        await client.start_server()
+        client.session.headers["Authorization"] = f"Bearer {app[TOKEN]}"
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
         await client.close()
+
+
+@pytest.fixture
+async def node(node_factory):
+    """An in-process node with the default configuration (see node_factory)."""
+    return await node_factory()
 
 
 class NodeProcess:

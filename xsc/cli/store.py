@@ -42,7 +42,7 @@ def store() -> None:
 
 
 @store.command()
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("file", type=click.Path(allow_dash=True))
 @click.option("--name", help="Name to list the file under (default: the file's name).")
 @json_option
 @click.pass_obj

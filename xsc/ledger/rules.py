@@ -13,7 +13,7 @@ from typing import Iterable
 
 from ..errors import AuthorizationExpired, AuthorizationReplayed, ChainConflict, InsufficientCredit, InvalidEntry
 from ..identity import public_id, verify
-from .model import ZERO_HASH, Entry, Payment, Receipt, decode_entry, format_credits
+from .model import ZERO_HASH, Entry, Payment, Receipt, decode_entry, digest, format_credits
 
 CLOCK_SKEW = 300  # seconds a receipt's settlement time may lie in the future of the checking node
 
@@ -160,7 +160,8 @@ class Audit:
     entries: int = 0
     accounts: int = 0
     # (signed body, signature) -> the check and where it was first seen; one check per distinct signature
-    _sigs: dict[tuple[bytes, bytes], tuple[SigCheck, bytes, int, bytes]] = field(default_factory=dict)
+    # (id of the signed body, signature) -> where it was first seen: (account, seq, entry id)
+    _sigs: dict[tuple[bytes, bytes], tuple[bytes, int, bytes]] = field(default_factory=dict)
     _new_checks: list[SigCheck] = field(default_factory=list)
     _auth_checks: dict[bytes, tuple[SigCheck, bytes, int, bytes]] = field(default_factory=dict)
     _ids: dict[bytes, tuple[bytes, int]] = field(default_factory=dict)
@@ -204,10 +205,11 @@ class Audit:
             # The entry's own signature, and for a payment the receipt's.  The authorization's signature is
             # inside the receipt body (covered by the payee's and the payer's signatures); it is checked
             # on its own only where the payer has not signed a payment for it (see deferred_checks).
-            for check in checks[:-1]:
-                self._need(check, account, key_seq, entry.id)
+            self._need(checks[0], entry.id, account, key_seq, entry.id)
             if isinstance(entry, Receipt):
-                self._auth_checks.setdefault(entry.id, (checks[-1], account, key_seq, entry.id))
+                self._auth_checks.setdefault(entry.id, (checks[-1], entry.authorization.id, account, key_seq))
+            else:
+                self._need(checks[1], entry.receipt.id, account, key_seq, entry.id)
             try:
                 check_transfer(entry)
             except InvalidEntry as exc:
@@ -258,7 +260,7 @@ class Audit:
             return
         self._add(f"fork: account equivocated, a second entry {entry.id.hex()[:16]} claims seq {seq}",
                   account, seq, entry)
-        self._need(entry.signatures()[0], account, seq, entry.id)
+        self._need(entry.signatures()[0], entry.id, account, seq, entry.id)
 
     def index(self, entry_id: bytes, account: bytes, seq: int) -> None:
         if self._ids.get(entry_id) != (account, seq):
@@ -271,17 +273,18 @@ class Audit:
             self._add(f"settled-authorization mark {auth_id.hex()[:16]} matches no stored entry")
         self._settled.pop(auth_id, None)
 
-    def _need(self, check: SigCheck, account: bytes, seq: int, entry_id: bytes) -> None:
-        key = (check[2], check[1])
+    def _need(self, check: SigCheck, body_id: bytes, account: bytes, seq: int, entry_id: bytes) -> None:
+        key = (body_id, check[1])
         if key not in self._sigs:
-            self._sigs[key] = (check, account, seq, entry_id)
+            self._sigs[key] = (account, seq, entry_id)
             self._new_checks.append(check)
 
     def deferred_checks(self) -> list[SigCheck]:
         """After every chain is walked: authorization signatures of receipts no stored payment countersigns."""
-        for receipt_id, (check, account, seq, entry_id) in self._auth_checks.items():
+        for receipt_id, (check, auth_id, account, seq) in self._auth_checks.items():
             if receipt_id not in self._paid:
-                self._need(check, account, seq, entry_id)
+                self._need(check, auth_id, account, seq, receipt_id)
+        self._auth_checks.clear()
         return self.take_signature_checks()
 
     def take_signature_checks(self) -> list[SigCheck]:
@@ -291,7 +294,7 @@ class Audit:
 
     def finish(self, failed: Iterable[SigCheck]) -> dict:
         for _, signature, body, what in failed:
-            _, account, seq, entry_id = self._sigs[(body, signature)]
+            account, seq, entry_id = self._sigs[(digest(body), signature)]
             self.violations.append(Violation(f"invalid {what} signature", public_id(account), seq, entry_id.hex()))
         for entry_id, (account, seq) in self._ids.items():
             if seq >= 0:

@@ -35,7 +35,7 @@ class LedgerService:
         self._crypto = ThreadPoolExecutor(max_workers=cores, thread_name_prefix="xsc-ledger-crypto")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xsc-ledger-writer")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xsc-ledger-reader")
-        self.store = LedgerStore(db, credit_limit, ThreadedMap(self._crypto, cores - 1), executor=self._crypto)
+        self.store = LedgerStore(db, credit_limit, ThreadedMap(self._crypto, cores - 1))
         self.credit_limit = credit_limit
         self.roles = {k.public_key: role for k, role in ((node, "node"), (client, "client")) if k is not None}
         self._lock = asyncio.Lock()

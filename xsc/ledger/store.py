@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -78,12 +78,10 @@ def new_settlement(payer: Identity, payee: Identity, amount: int, usage: dict, j
 
 
 class LedgerStore:
-    def __init__(self, db: plyvel.DB, credit_limit: int, parallel_map: ParallelMap = serial_map,
-                 executor: Executor | None = None) -> None:
+    def __init__(self, db: plyvel.DB, credit_limit: int, parallel_map: ParallelMap = serial_map) -> None:
         self.db = db
         self.credit_limit = credit_limit
         self.map = parallel_map
-        self.executor = executor  # verification's signature checks run here (None: in the calling thread)
         self.accounts: dict[bytes, AccountState] = {
             key[len(keys.LEDGER_ACCOUNTS):]: AccountState.decode(value)
             for key, value in db.iterator(prefix=keys.LEDGER_ACCOUNTS)
@@ -286,17 +284,18 @@ class LedgerStore:
     def verify(self) -> dict:
         """Audit every chain (and the tables that go with them) from one consistent snapshot.
 
-        Signature checks go to the pool in chunks while the walk goes on, so decoding and
-        Ed25519 verification overlap."""
+        The walk collects signature checks; every VERIFY_BATCH of them is verified on all cores
+        while the walk waits.  (Overlapping the walk with verification is slower: the walk holds
+        the GIL and starves the threads coming back from Ed25519.)"""
         audit = rules.Audit(self.credit_limit)
-        pending: list[Future] = []
+        failed: list = []
 
-        def flush(force: bool = False) -> None:
-            if force or len(audit._new_checks) >= VERIFY_CHUNK:
-                checks = audit.take_signature_checks()
-                if checks:
-                    pending.append(self.executor.submit(_failed_checks, checks) if self.executor
-                                   else _done(_failed_checks(checks)))
+        def check(checks: list) -> None:
+            failed.extend(c for c, ok in zip(checks, self.map(rules.signature_ok, checks)) if not ok)
+
+        def flush() -> None:
+            if len(audit._new_checks) >= VERIFY_BATCH:
+                check(audit.take_signature_checks())
 
         snapshot = self.db.snapshot()
         try:
@@ -313,11 +312,8 @@ class LedgerStore:
                 for key, value in it:
                     account, seq, _ = keys.split_ledger_fork(key)
                     audit.fork(account, seq, value)
-            flush(force=True)
-            deferred = audit.deferred_checks()
-            if deferred:
-                pending.append(self.executor.submit(_failed_checks, deferred) if self.executor
-                               else _done(_failed_checks(deferred)))
+            check(audit.take_signature_checks())
+            check(audit.deferred_checks())
             with snapshot.iterator(prefix=keys.LEDGER_IDS) as it:
                 for key, value in it:
                     audit.index(key[len(keys.LEDGER_IDS):], value[:32], int.from_bytes(value[32:40], "big"))
@@ -326,21 +322,10 @@ class LedgerStore:
                     audit.used(key[len(keys.LEDGER_SETTLED):], value)
         finally:
             snapshot.close()
-        failed = [check for future in pending for check in future.result()]
         return audit.finish(failed)
 
 
-VERIFY_CHUNK = 256
-
-
-def _failed_checks(checks: list) -> list:
-    return [check for check in checks if not rules.signature_ok(check)]
-
-
-def _done(value) -> Future:
-    future: Future = Future()
-    future.set_result(value)
-    return future
+VERIFY_BATCH = 4096  # signature checks verified together (bounds the memory the walk holds)
 
 
 def _flushing(records: Iterable, flush: Callable[[], None]) -> Iterator:

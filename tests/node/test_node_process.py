@@ -1,0 +1,71 @@
+"""A node as users run it: first start, a second node on one data dir, signals, status, node not running."""
+
+from __future__ import annotations
+
+import json
+import signal
+import stat
+import tomllib
+from pathlib import Path
+
+from ..conftest import NodeProcess, free_port, run_xsc
+
+
+def test_first_start_creates_the_data_dir(node_process) -> None:
+    node = node_process()
+    for name in ("node.key", "client.key", "api-token"):
+        assert stat.S_IMODE((node.data_dir / name).stat().st_mode) == 0o600
+    config = tomllib.loads((node.data_dir / "config.toml").read_text())
+    assert config["node"]["listen"] == f"127.0.0.1:{node.port}"
+    assert (node.data_dir / "db").is_dir()
+    status = json.loads(node.xsc("node", "status", "--json").stdout)
+    assert status["listen"] == f"127.0.0.1:{node.port}" and status["version"] == "0.1.0"
+    assert status["storage"]["free"] == status["storage"]["capacity"]
+    text = node.xsc("node", "status").stdout.decode()
+    assert status["id"] in text and "capacity:" in text
+
+
+def test_a_second_node_on_the_same_data_dir_is_refused(node_process) -> None:
+    node = node_process()
+    result = run_xsc("--data-dir", str(node.data_dir), "node", "start", "--listen", f"127.0.0.1:{free_port()}",
+                     timeout=30)
+    assert result.returncode == 1
+    assert b"another node is already running on data dir" in result.stderr
+
+
+def test_sigterm_and_sigint_shut_down_gracefully_and_keep_identity(node_process, tmp_path: Path) -> None:
+    node = node_process()
+    node_id = json.loads(node.xsc("node", "status", "--json").stdout)["id"]
+    cap = node.xsc("store", "put", "-", input=b"kept").stdout.decode().strip()
+    assert node.stop(signal.SIGTERM) == 0
+    node.start()
+    assert json.loads(node.xsc("node", "status", "--json").stdout)["id"] == node_id
+    assert node.xsc("store", "get", cap).stdout == b"kept"
+    assert node.stop(signal.SIGINT) == 0
+
+
+def test_node_not_running_says_how_to_start_it(tmp_path: Path) -> None:
+    data_dir = tmp_path / "never"
+    result = run_xsc("--data-dir", str(data_dir), "node", "status")
+    assert result.returncode == 1
+    assert result.stderr.decode().count("\n") == 1 and b"xsc node start" in result.stderr
+
+    node = NodeProcess(tmp_path / "stopped", free_port()).start()
+    node.stop()
+    result = node.xsc("store", "ls")
+    assert result.returncode == 1 and b"no node is running at" in result.stderr and b"xsc node start" in result.stderr
+
+
+def test_listen_address_in_use_is_a_clear_error(node_process) -> None:
+    node = node_process()
+    other = NodeProcess(node.data_dir.parent / "other", node.port)
+    result = run_xsc("--data-dir", str(other.data_dir), "node", "start", "--listen", f"127.0.0.1:{node.port}",
+                     timeout=30)
+    assert result.returncode == 1 and b"cannot listen on" in result.stderr
+
+
+def test_help_everywhere() -> None:
+    for args in (["--help"], ["node", "--help"], ["node", "start", "--help"], ["store", "--help"],
+                 ["store", "put", "--help"], ["store", "get", "--help"]):
+        result = run_xsc(*args)
+        assert result.returncode == 0 and b"Usage:" in result.stdout, args

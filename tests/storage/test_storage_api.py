@@ -1,0 +1,194 @@
+"""The storage API of a real node on a free port, with a real LevelDB in a temp dir."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from xsc.node import DB
+from xsc.node.storage_routes import GATEWAY
+from xsc.storage import Capability, layout
+
+SEG = 4096  # small segments keep many-segment cases fast
+
+
+@pytest.fixture
+async def store_node(node_factory):
+    return await node_factory(storage={"segment_size": SEG, "capacity": 4 * 1024 * 1024})
+
+
+async def put(client, data: bytes, name: str = "f") -> dict:
+    resp = await client.post("/v1/store/files", data=data, params={"name": name},
+                             headers={"Content-Type": "application/octet-stream"})
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def get(client, cap: str):
+    return await client.get(f"/v1/store/files/{cap}")
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, SEG - 17, SEG - 16, SEG - 1, SEG, SEG + 1, 2 * SEG, 3 * SEG + 7])
+async def test_put_get_round_trip_at_and_around_boundaries(store_node, size: int) -> None:
+    data = os.urandom(size)
+    result = await put(store_node, data)
+    assert result["size"] == size
+    assert result["segments"] == layout.segment_count(size, SEG)
+    resp = await get(store_node, result["capability"])
+    assert resp.status == 200
+    assert await resp.read() == data
+
+
+async def test_capacity_accounting_is_exact(store_node) -> None:
+    store = store_node.app[GATEWAY].store
+    before = store.used
+    data = os.urandom(10_000)
+    result = await put(store_node, data)
+    assert store.used - before == layout.stored_bytes(10_000, SEG) == result["stored_bytes"]
+    assert store.shares_held == 6
+    resp = await store_node.delete(f"/v1/store/files/{result['capability']}")
+    assert resp.status == 200
+    assert store.used == before and store.shares_held == 0
+    assert (await get(store_node, result["capability"])).status == 404
+
+
+async def test_a_put_that_does_not_fit_is_refused_before_anything_is_written(store_node) -> None:
+    store = store_node.app[GATEWAY].store
+    await put(store_node, os.urandom(1000))
+    used = store.used
+    keys_before = sum(1 for _ in store_node.app[DB].iterator(include_value=False))
+    resp = await store_node.post("/v1/store/files", data=os.urandom(3 * 1024 * 1024))
+    assert resp.status == 507
+    body = await resp.json()
+    assert body["code"] == "storage-full" and "free" in body["detail"]
+    assert store.used == used and store.reserved == 0
+    assert sum(1 for _ in store_node.app[DB].iterator(include_value=False)) == keys_before
+
+
+async def test_a_chunked_put_that_outgrows_the_store_is_rolled_back(store_node) -> None:
+    store = store_node.app[GATEWAY].store
+
+    async def body():
+        for _ in range(800):
+            yield os.urandom(SEG)
+
+    resp = await store_node.post("/v1/store/files", data=body())
+    assert resp.status == 507
+    assert store.used == 0 and store.reserved == 0
+    assert list(store_node.app[DB].iterator(include_value=False)) == []
+
+
+async def test_token_is_required(store_node) -> None:
+    url = "/v1/store/files"
+    resp = await store_node.session.get(store_node.make_url(url), headers={"Authorization": ""})
+    assert resp.status == 401 and (await resp.json())["code"] == "unauthorized"
+    resp = await store_node.session.get(store_node.make_url(url), headers={"Authorization": "Bearer nope"})
+    assert resp.status == 401 and "wrong API token" in (await resp.json())["detail"]
+    assert resp.headers["Content-Type"].startswith("application/problem+json")
+
+
+async def test_malformed_and_unknown_capabilities(store_node) -> None:
+    resp = await get(store_node, "xsc:chk:abc")
+    assert resp.status == 400 and (await resp.json())["code"] == "invalid-capability"
+    unknown = Capability(key=os.urandom(32), manifest_hash=os.urandom(32), size=10)
+    resp = await get(store_node, str(unknown))
+    assert resp.status == 404 and (await resp.json())["code"] == "not-found"
+    good = (await put(store_node, b"hello"))["capability"]
+    wrong_hash = str(Capability(key=Capability.parse(good).key, manifest_hash=os.urandom(32), size=5))
+    resp = await get(store_node, wrong_hash)
+    assert resp.status == 500 and (await resp.json())["code"] == "integrity-error"
+
+
+async def _drop_shares(client, cap: str, shares: list[int]) -> None:
+    store = client.app[GATEWAY].store
+    for share in shares:
+        assert store.delete_share(Capability.parse(cap).storage_index, share)
+
+
+async def test_two_shares_lost_get_returns_exact_bytes(store_node) -> None:
+    data = os.urandom(5 * SEG + 123)
+    cap = (await put(store_node, data))["capability"]
+    await _drop_shares(store_node, cap, [0, 3])
+    resp = await get(store_node, cap)
+    assert resp.status == 200 and await resp.read() == data
+    check = await (await store_node.get(f"/v1/store/files/{cap}/check")).json()
+    assert [s["status"] for s in check["shares"]] == ["missing", "ok", "ok", "missing", "ok", "ok"]
+    assert check["recoverable"] and not check["healthy"]
+
+
+async def test_three_shares_lost_is_a_clear_error_before_any_byte(store_node) -> None:
+    cap = (await put(store_node, os.urandom(3 * SEG)))["capability"]
+    await _drop_shares(store_node, cap, [1, 4, 5])
+    resp = await get(store_node, cap)
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["code"] == "not-enough-shares"
+    assert body["missing_shares"] == [1, 4, 5]
+    assert "share 1 missing" in body["detail"]
+
+
+async def test_flipped_bit_is_survived_verified_and_repaired(store_node) -> None:
+    data = os.urandom(4 * SEG)
+    cap = (await put(store_node, data))["capability"]
+    si = Capability.parse(cap).storage_index
+    store = store_node.app[GATEWAY].store
+    block = bytearray(store.get_block(si, 2, 1))
+    block[17] ^= 0x04
+    store.put_repaired_blocks(si, 1, {2: bytes(block)})  # write the damaged block back
+
+    resp = await get(store_node, cap)
+    assert resp.status == 200 and await resp.read() == data
+
+    verify = await (await store_node.post(f"/v1/store/files/{cap}/verify")).json()
+    bad = [s for s in verify["shares"] if s["status"] != "ok"]
+    assert bad == [{"share": 2, "status": "corrupt", "detail": "1 bad block(s)", "bad_blocks": [1]}]
+
+    repair = await (await store_node.post(f"/v1/store/files/{cap}/repair")).json()
+    assert repair["repaired"] == [2]
+    verify = await (await store_node.post(f"/v1/store/files/{cap}/verify")).json()
+    assert verify["healthy"]
+    assert (await (await store_node.get(f"/v1/store/files/{cap}/check")).json())["healthy"]
+
+
+async def test_repair_rebuilds_missing_shares_with_exact_accounting(store_node) -> None:
+    data = os.urandom(3 * SEG + 5)
+    cap = (await put(store_node, data))["capability"]
+    store = store_node.app[GATEWAY].store
+    used = store.used
+    await _drop_shares(store_node, cap, [0, 5])
+    assert store.used == used - 2 * layout.share_bytes(len(data), SEG)
+    repair = await (await store_node.post(f"/v1/store/files/{cap}/repair")).json()
+    assert repair["repaired"] == [0, 5]
+    assert store.used == used and store.shares_held == 6
+    await _drop_shares(store_node, cap, [1, 2])  # the rebuilt shares 0 and 5 now carry the file
+    assert await (await get(store_node, cap)).read() == data
+
+
+async def test_ls_lists_uploaded_files(store_node) -> None:
+    a = await put(store_node, b"a", name="a.txt")
+    b = await put(store_node, b"bb", name="b.txt")
+    files = (await (await store_node.get("/v1/store/files")).json())["files"]
+    assert {(f["name"], f["size"], f["capability"]) for f in files} == {
+        ("a.txt", 1, a["capability"]), ("b.txt", 2, b["capability"])}
+
+
+async def test_health_and_metrics_need_no_token(store_node) -> None:
+    await put(store_node, b"x" * 100)
+    await get(store_node, (await put(store_node, b"y" * 10))["capability"])
+    session = store_node.session
+    resp = await session.get(store_node.make_url("/health"), headers={"Authorization": ""})
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("application/health+json")
+    health = await resp.json(content_type=None)
+    assert health["status"] == "pass" and set(health["checks"]) >= {"database:responsive", "disk:free"}
+    text = await (await session.get(store_node.make_url("/metrics"), headers={"Authorization": ""})).text()
+    for name in ("xsc_http_requests_total", "xsc_http_errors_total", "xsc_storage_bytes_stored",
+                 "xsc_storage_bytes_served_total", "xsc_storage_shares_held", "xsc_storage_bytes_received_total"):
+        assert name in text
+    assert "xsc_storage_shares_held 12.0" in text
+    assert "xsc_storage_bytes_served_total 10.0" in text
+
+
+async def test_unknown_route_is_a_problem(store_node) -> None:
+    resp = await store_node.get("/v1/nothing-here")
+    assert resp.status == 404 and (await resp.json())["status"] == 404

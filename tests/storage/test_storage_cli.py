@@ -1,0 +1,139 @@
+"""The real `xsc` CLI against real node processes: put/get, errors, and a kill -9 in the middle of a put."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import plyvel
+
+from xsc import keys
+from xsc.storage import Capability, ShareStore, layout
+
+from ..conftest import run_xsc
+
+
+def _cap(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode().strip().splitlines()[-1]
+
+
+def test_put_get_file_and_stdin_stdout(node_process, tmp_path: Path) -> None:
+    node = node_process()
+    src = tmp_path / "photo.jpg"
+    data = os.urandom(3 * 1024 * 1024 + 11)
+    src.write_bytes(data)
+    put = node.xsc("store", "put", str(src))
+    cap = _cap(put)
+    assert cap.startswith("xsc:chk:")
+    assert b"survives the loss of any 2 shares, but not the loss of the node" in put.stderr
+    out = tmp_path / "out.jpg"
+    assert node.xsc("store", "get", cap, "-o", str(out)).returncode == 0
+    assert out.read_bytes() == data
+
+    cap2 = _cap(node.xsc("store", "put", "-", input=b"from stdin"))
+    got = node.xsc("store", "get", cap2)
+    assert got.returncode == 0 and got.stdout == b"from stdin"
+
+    listing = json.loads(node.xsc("store", "ls", "--json").stdout)
+    assert {f["name"] for f in listing} == {"photo.jpg", "stdin"}
+    check = json.loads(node.xsc("store", "check", cap, "--json").stdout)
+    assert check["healthy"] and check["intact"] == 6
+    assert node.xsc("store", "verify", cap).returncode == 0
+    assert node.xsc("store", "rm", cap).returncode == 0
+    missing = node.xsc("store", "get", cap)
+    assert missing.returncode == 1 and b"holds no file" in missing.stderr
+
+
+def test_bad_input_gives_one_line_and_exit_1(node_process, tmp_path: Path) -> None:
+    node = node_process()
+    for args, words in [
+        (("store", "put", str(tmp_path / "nope.bin")), b"no such file"),
+        (("store", "put", str(tmp_path)), b"not a regular file"),
+        (("store", "get", "xsc:chk:abc"), b"capability"),
+        (("store", "check", "not-a-cap"), b"not an xsc capability"),
+    ]:
+        result = node.xsc(*args)
+        assert result.returncode == 1, args
+        lines = result.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("xsc: error:") and words in result.stderr, result.stderr
+
+
+def test_wrong_token_is_refused(node_process) -> None:
+    node = node_process()
+    result = run_xsc("--data-dir", str(node.data_dir), "store", "ls", env={"XSC_TOKEN": "wrong"})
+    assert result.returncode == 1 and b"wrong API token" in result.stderr
+
+
+def test_three_shares_lost_writes_nothing_to_the_output(node_process, tmp_path: Path) -> None:
+    node = node_process()
+    data = os.urandom(2 * 1024 * 1024)
+    src = tmp_path / "f.bin"
+    src.write_bytes(data)
+    cap = _cap(node.xsc("store", "put", str(src)))
+    node.stop()
+    db = plyvel.DB(str(node.data_dir / "db"))
+    store = ShareStore(db, 1 << 30)
+    si = Capability.parse(cap).storage_index
+    for share in (0, 2):
+        store.delete_share(si, share)
+    db.close()
+    node.start()
+    out = tmp_path / "two-lost.bin"
+    assert node.xsc("store", "get", cap, "-o", str(out)).returncode == 0
+    assert out.read_bytes() == data
+
+    node.stop()
+    db = plyvel.DB(str(node.data_dir / "db"))
+    ShareStore(db, 1 << 30).delete_share(si, 5)
+    db.close()
+    node.start()
+    out = tmp_path / "three-lost.bin"
+    result = node.xsc("store", "get", cap, "-o", str(out))
+    assert result.returncode == 1
+    assert b"only 3 of 6 shares are intact" in result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".three-lost*"))
+
+
+def test_kill_9_during_a_large_put_leaves_the_store_consistent(node_process, tmp_path: Path) -> None:
+    node = node_process()
+    early = os.urandom(1024 * 1024 + 3)
+    (tmp_path / "early.bin").write_bytes(early)
+    early_cap = _cap(node.xsc("store", "put", str(tmp_path / "early.bin")))
+    used_before = json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["used"]
+
+    big = tmp_path / "big.bin"
+    with big.open("wb") as f:
+        for _ in range(300):
+            f.write(os.urandom(1024 * 1024))
+    put = subprocess.Popen([sys.executable, "-m", "xsc", "--data-dir", str(node.data_dir), "store", "put",
+                            str(big)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until the put has written blocks
+        status = json.loads(node.xsc("node", "status", "--json").stdout)["storage"]
+        if status["reserved"] > 0:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    node.kill()
+    put.wait(60)
+    assert put.returncode == 1
+
+    node.start()
+    status = json.loads(node.xsc("node", "status", "--json").stdout)["storage"]
+    assert status["used"] == used_before and status["reserved"] == 0 and status["shares"] == 6
+    listing = json.loads(node.xsc("store", "ls", "--json").stdout)
+    assert [f["capability"] for f in listing] == [early_cap]
+    assert node.xsc("store", "get", early_cap).stdout == early
+    node.stop()
+    db = plyvel.DB(str(node.data_dir / "db"))
+    try:
+        assert list(db.iterator(prefix=keys.UPLOADS)) == []
+        blocks = sum(1 for _ in db.iterator(prefix=b"s/b/", include_value=False))
+        assert blocks == 6 * layout.segment_count(len(early), 1024 * 1024)
+    finally:
+        db.close()

@@ -1,0 +1,115 @@
+"""Property tests of the pure storage core: erasure coding, sizes, Merkle proofs, capabilities."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xsc.errors import InvalidCapability
+from xsc.storage import Capability, erasure, layout
+from xsc.storage.crypto import SegmentCipher, TAG_BYTES, storage_index
+from xsc.storage.manifest import Manifest, decode_manifest
+from xsc.errors import IntegrityError
+from xsc.storage.merkle import block_hash, proof, root, verify_proof
+
+SUBSETS = list(itertools.combinations(range(erasure.N), erasure.K))
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.binary(min_size=0, max_size=5000), subset=st.sampled_from(SUBSETS))
+def test_any_four_of_six_blocks_rebuild_the_segment(data: bytes, subset: tuple[int, ...]) -> None:
+    blocks = erasure.encode(data)
+    assert len(blocks) == 6 and len({len(b) for b in blocks}) == 1
+    chosen = {i: blocks[i] for i in subset}
+    assert erasure.decode(chosen, len(data)) == data
+
+
+def test_every_pair_of_lost_blocks_is_survivable_on_a_full_segment() -> None:
+    data = os.urandom(1024 * 1024 + 16)
+    blocks = erasure.encode(data)
+    for lost in itertools.combinations(range(6), 2):
+        kept = {i: b for i, b in enumerate(blocks) if i not in lost}
+        assert erasure.decode(kept, len(data)) == data
+
+
+def test_three_lost_blocks_cannot_be_decoded() -> None:
+    blocks = erasure.encode(b"x" * 100)
+    with pytest.raises(ValueError):
+        erasure.decode({0: blocks[0], 4: blocks[4], 5: blocks[5]}, 100)
+
+
+@settings(max_examples=200, deadline=None)
+@given(size=st.integers(0, 50_000), segment_size=st.sampled_from([4096, 4099, 8192]))
+def test_layout_predicts_the_exact_block_bytes(size: int, segment_size: int) -> None:
+    data = bytes(size)
+    total = 0
+    for i in range(layout.segment_count(size, segment_size)):
+        plain = data[i * segment_size:(i + 1) * segment_size]
+        assert len(plain) == layout.plaintext_length(size, segment_size, i)
+        total += sum(len(b) for b in erasure.encode(bytes(len(plain) + TAG_BYTES)))
+    assert total == layout.stored_bytes(size, segment_size)
+
+
+@settings(max_examples=100, deadline=None)
+@given(count=st.integers(1, 40), data=st.data())
+def test_merkle_proofs_verify_and_detect_changes(count: int, data) -> None:
+    hashes = [block_hash(i.to_bytes(4, "big")) for i in range(count)]
+    top = root(hashes)
+    index = data.draw(st.integers(0, count - 1))
+    path = proof(hashes, index)
+    assert verify_proof(hashes[index], path, top)
+    assert not verify_proof(block_hash(b"other"), path, top)
+
+
+def test_segment_encryption_binds_position() -> None:
+    cipher = SegmentCipher(os.urandom(32))
+    ct = cipher.encrypt(3, b"hello")
+    assert cipher.decrypt(3, ct) == b"hello"
+    with pytest.raises(IntegrityError):
+        cipher.decrypt(4, ct)
+
+
+def test_storage_index_hides_the_key() -> None:
+    key = os.urandom(32)
+    assert storage_index(key) != key and len(storage_index(key)) == 32
+
+
+def test_manifest_hash_detects_any_change() -> None:
+    m = Manifest(size=10, segment_size=4096, k=4, m=2, segment_count=1, share_roots=("00" * 32,) * 6,
+                 ciphertext_hash="11" * 32)
+    raw = m.encode()
+    assert decode_manifest(raw, m.digest()) == m
+    with pytest.raises(IntegrityError):
+        decode_manifest(raw.replace(b'"size":10', b'"size":11'), m.digest())
+
+
+@settings(max_examples=100, deadline=None)
+@given(key=st.binary(min_size=32, max_size=32), digest=st.binary(min_size=32, max_size=32),
+       size=st.integers(0, 2**50))
+def test_capability_round_trips(key: bytes, digest: bytes, size: int) -> None:
+    cap = Capability(key=key, manifest_hash=digest, size=size)
+    assert Capability.parse(str(cap)) == cap
+
+
+@pytest.mark.parametrize("text", [
+    "", "hello", "xsc:chk:", "xsc:chk:abc", "xsc:chk:a:b:4:2:10",
+    "xsc:lit:" + "a" * 52 + ":" + "b" * 52 + ":4:2:10",
+])
+def test_malformed_capabilities_are_refused(text: str) -> None:
+    with pytest.raises(InvalidCapability):
+        Capability.parse(text)
+
+
+def test_truncated_and_altered_capabilities_are_refused() -> None:
+    good = str(Capability(key=os.urandom(32), manifest_hash=os.urandom(32), size=5))
+    for cut in (10, 30, len(good) - 12):
+        with pytest.raises(InvalidCapability):
+            Capability.parse(good[:cut])
+    with pytest.raises(InvalidCapability):
+        Capability.parse(good.replace(":4:2:", ":3:2:"))
+    with pytest.raises(InvalidCapability):
+        Capability.parse(good.rsplit(":", 1)[0] + ":-5")
