@@ -55,10 +55,11 @@ def raw_fresh_store_call(seconds: float) -> tuple[float, float]:
     from xsc.compute import sandbox
     from xsc.compute.engine import deadline_ticks, make_engine
     from xsc.compute.limits import Limits
-    from xsc.compute.modules import describe_exports
+    from xsc.compute.modules import ModuleInfo, describe_exports, has_start_function
 
     engine = make_engine()
-    module = wasmtime.Module(engine, (WASM / "add.wasm").read_bytes())
+    wasm = (WASM / "add.wasm").read_bytes()
+    module = wasmtime.Module(engine, wasm)
     limits = Limits(10_000_000_000, 64 * 1024 * 1024, 5.0)
 
     def raw() -> int:
@@ -69,7 +70,8 @@ def raw_fresh_store_call(seconds: float) -> tuple[float, float]:
         return wasmtime.Instance(store, module, []).exports(store)["add"](store, 1, 2)
 
     exports = {e.name: e for e in describe_exports(module)}
-    prepared = sandbox.Prepared(b"", module, None, None)  # type: ignore[arg-type]
+    info = ModuleInfo("", len(wasm), list(exports.values()), [], "", start=has_start_function(wasm))
+    prepared = sandbox.Prepared(b"", module, info, None)
 
     def sandboxed() -> list:
         return sandbox.run(engine, prepared, "add", exports["add"].signature, [1, 2], limits).results

@@ -95,12 +95,79 @@ class LedgerSection(_Section):
     price_per_fuel_million: int = 0  # micro-credits per million units of fuel
 
 
+def normalize_peer_url(text: str) -> str:
+    """A peer URL, normalized: http://HOST:PORT without a trailing slash."""
+    from urllib.parse import urlsplit
+
+    url = text.strip().rstrip("/")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        port = None
+        parts = None
+    if parts is None or parts.scheme != "http" or not parts.hostname or port is None or parts.path or parts.query:
+        raise ValueError(f"not a node URL: {text!r} (use http://HOST:PORT)")
+    return url
+
+
+class PeersSection(_Section):
+    urls: list[str] = []  # nodes to join on start (XSC_PEERS_URLS: comma-separated)
+    public_url: str = ""  # the URL peers reach this node at (empty: http://<node.listen>)
+    gossip_interval: float = 30.0  # seconds between descriptor exchanges with a random peer
+    request_timeout: float = 10.0  # seconds a node-to-node request may take
+
+    @field_validator("urls", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return [u for u in v.split(",") if u.strip()] if isinstance(v, str) else v
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(normalize_peer_url(u) for u in v))
+
+    @field_validator("public_url")
+    @classmethod
+    def _public(cls, v: str) -> str:
+        return normalize_peer_url(v) if v else ""
+
+    @field_validator("gossip_interval", "request_timeout")
+    @classmethod
+    def _seconds(cls, v: float) -> float:
+        if not 0.05 <= v <= 86400:
+            raise ValueError("must be between 0.05 and 86400 seconds")
+        return v
+
+
+class HealthSection(_Section):
+    probe_interval: float = 10.0  # seconds between probe rounds (each varied by +-probe_jitter of itself)
+    probe_jitter: float = 0.2
+    probe_timeout: float = 5.0  # seconds a peer may take to answer a challenge
+
+    @field_validator("probe_interval", "probe_timeout")
+    @classmethod
+    def _seconds(cls, v: float) -> float:
+        if not 0.05 <= v <= 86400:
+            raise ValueError("must be between 0.05 and 86400 seconds")
+        return v
+
+    @field_validator("probe_jitter")
+    @classmethod
+    def _jitter(cls, v: float) -> float:
+        if not 0 <= v <= 0.9:
+            raise ValueError("must be between 0 and 0.9 (a fraction of the interval)")
+        return v
+
+
 class NodeConfig(_Section):
     data_dir: Path
     node: NodeSection = Field(default_factory=NodeSection)
     storage: StorageSection = Field(default_factory=StorageSection)
     compute: ComputeSection = Field(default_factory=ComputeSection)
     ledger: LedgerSection = Field(default_factory=LedgerSection)
+    peers: PeersSection = Field(default_factory=PeersSection)
+    health: HealthSection = Field(default_factory=HealthSection)
 
     @property
     def url(self) -> str:
@@ -108,7 +175,7 @@ class NodeConfig(_Section):
         return f"http://{host}:{port}"
 
     def to_toml(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude={"data_dir"})
+        return self.model_dump(mode="json", exclude={"data_dir"}, exclude_none=True)  # TOML has no null
 
 
 def parse_listen(text: str) -> tuple[str, int]:

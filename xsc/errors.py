@@ -207,7 +207,59 @@ class VerificationFailed(LedgerError):
 
 # --- peers --------------------------------------------------------------------
 class PeerError(XscError):
+    """A peer could not be reached or did not do what was asked (the fault is not the caller's)."""
+
     code = "peer-error"
+
+
+class PeerUnreachable(PeerError):
+    code = "peer-unreachable"
+
+
+class PeerRefused(PeerError):
+    """A peer answered a signed request with an error status."""
+
+    code = "peer-refused"
+
+
+class PeerNotFound(NotFound):
+    code = "peer-not-found"
+
+
+class InvalidDescriptor(BadRequest):
+    """A node descriptor that is malformed or not signed by the key its id names."""
+
+    code = "invalid-descriptor"
+
+
+class UnsignedRequest(Unauthorized):
+    code = "unsigned-request"
+
+
+class BadRequestSignature(Unauthorized):
+    """A signature that does not verify, or a body that does not match its signed digest."""
+
+    code = "bad-signature"
+
+
+class StaleRequest(Unauthorized):
+    code = "stale-request"
+
+
+class ReplayedRequest(Unauthorized):
+    code = "replayed-request"
+
+
+class MisaddressedRequest(Unauthorized):
+    """A signed request addressed to another node (replayed from one node to another)."""
+
+    code = "misaddressed-request"
+
+
+class ReplayCacheFull(XscError):
+    """More fresh signed requests than the replay cache may remember: refuse rather than forget nonces."""
+
+    code = "replay-cache-full"
 
 
 # --- allocation ---------------------------------------------------------------

@@ -166,9 +166,25 @@ def split_ledger_fork(key: bytes) -> tuple[bytes, int, bytes]:
 
 # --- health (h/) -----------------------------------------------------------------
 HEALTH = b"h/"
+HEALTH_PEERS = b"h/p/"  # + node public key (32) -> that peer's probe history and audit result (JSON)
+
+
+def health_peer(node_key: bytes) -> bytes:
+    return HEALTH_PEERS + node_key
+
 
 # --- peers (p/) ------------------------------------------------------------------
 PEERS = b"p/"
+PEER_DESCRIPTORS = b"p/d/"  # + node public key (32) -> its newest signed descriptor (JSON)
+PEER_REMOVED = b"p/x/"  # + node public key -> when the user removed it (ms, 8 big endian): its descriptors are ignored
+
+
+def peer_descriptor(node_key: bytes) -> bytes:
+    return PEER_DESCRIPTORS + node_key
+
+
+def peer_removed(node_key: bytes) -> bytes:
+    return PEER_REMOVED + node_key
 
 # --- market (m/) -----------------------------------------------------------------
 MARKET = b"m/"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compute_helpers import deploy, invoke, wasm
+from compute_helpers import deploy, invoke, module_id, wasm
 
 
 @pytest.fixture
@@ -198,3 +198,16 @@ async def test_malformed_invoke_requests(client):
     assert "unknown field in the request: colour" in (await problem(response))["detail"]
     response = await client.post("/v1/compute/invoke", json={"module": "0" * 64, "function": "f", "args": "1 2"})
     assert (await problem(response))["detail"] == "args must be a list of numbers or strings"
+
+
+async def test_streamed_module_over_the_size_limit(compute_node):
+    node = await compute_node(max_module_size="1KiB")
+
+    async def chunks():
+        for _ in range(4):
+            yield wasm("add") + bytes(1000)
+
+    body = await problem(await node.post("/v1/modules", data=chunks()))  # chunked: no Content-Length
+    assert (body["http"], body["code"]) == (413, "module-too-large")
+    assert "over this node's limit of 1.0 KiB" in body["detail"]
+    assert (await deploy(node, "add")) == module_id("add")

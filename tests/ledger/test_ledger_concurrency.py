@@ -13,7 +13,7 @@ from pathlib import Path
 import plyvel
 import pytest
 
-from ledger_testkit import open_store
+from .ledger_testkit import open_store
 from xsc.errors import InsufficientCredit
 from xsc.identity import Identity
 from xsc.ledger import LedgerService, decode_entry

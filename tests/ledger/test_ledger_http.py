@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from ledger_testkit import now, transfer
+from .ledger_testkit import now, transfer
 from xsc.identity import Identity
 from xsc.ledger.rules import AccountState
 from xsc.node import CLIENT_IDENTITY, IDENTITY
@@ -115,3 +115,24 @@ async def test_bad_requests_get_clear_problems(node):
         assert problem["detail"] and problem["status"] == status, (path, problem)
     unauthenticated = await node.session.get(node.make_url("/v1/ledger/accounts"), headers={"Authorization": ""})
     assert unauthenticated.status == 401
+
+
+async def test_insufficient_credit_is_refused_before_work_with_a_402(node):
+    import pytest
+
+    from xsc.errors import InsufficientCredit
+    from xsc.node.problems import problem_from_error
+
+    app = node.app
+    ledger, client, me = app[LEDGER], app[CLIENT_IDENTITY], app[IDENTITY]
+    await ledger.settle(client, me, 99_000_000, {"byte_hours": 5}, "store:x")
+    await ledger.ensure_credit(client, 1_000_000)  # exactly down to the limit is fine
+    with pytest.raises(InsufficientCredit) as err:
+        await ledger.ensure_credit(client, 3_500_000)
+    response = problem_from_error(err.value)
+    body = json.loads(response.text)
+    assert response.status == 402 and body["code"] == "insufficient-credit" and body["short"] == 2_500_000
+    assert "short by 2.500000" in body["detail"] and body["hint"]
+    with pytest.raises(InsufficientCredit):
+        await ledger.settle(client, me, 3_500_000, {"byte_hours": 5}, "store:y")
+    assert ledger.store.state(client.public_key).balance == -99_000_000

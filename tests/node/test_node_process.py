@@ -69,3 +69,29 @@ def test_help_everywhere() -> None:
                  ["store", "put", "--help"], ["store", "get", "--help"]):
         result = run_xsc(*args)
         assert result.returncode == 0 and b"Usage:" in result.stdout, args
+
+
+def test_sigterm_lets_an_in_flight_put_finish(node_process, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    node = node_process()
+    src = tmp_path / "inflight.bin"
+    data = os.urandom(40 * 1024 * 1024)
+    src.write_bytes(data)
+    put = subprocess.Popen([sys.executable, "-m", "xsc", "--data-dir", str(node.data_dir), "store", "put", str(src)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["reserved"] > 0:
+            break
+        time.sleep(0.02)
+    node.proc.send_signal(signal.SIGTERM)
+    out, err = put.communicate(timeout=60)
+    assert put.returncode == 0, err
+    assert node.proc.wait(60) == 0
+    cap = out.decode().strip().splitlines()[-1]
+    node.start()
+    assert node.xsc("store", "get", cap).stdout == data

@@ -5,7 +5,7 @@ The public API, loaded lazily so that light callers (the CLI checking a provenan
 signature) do not pay for importing wasmtime:
 
 - `ComputeService`, `InvokeCall`, `parse_invoke`, `Run`: the node side (xsc.compute.service)
-- `ModuleInfo`, `parse_module_id`, `module_id`: modules (xsc.compute.modules)
+- `ModuleInfo`, `parse_module_id`, `module_id`, `module_too_large`: modules (xsc.compute.modules)
 - `Limits`: per-call limits (xsc.compute.limits)
 - `check_provenance`, `provenance_is_valid`: signed records (xsc.compute.provenance)
 - `parse_value`, `format_value`, `Signature`: values (xsc.compute.values)
@@ -24,6 +24,7 @@ _EXPORTS = {
     "ModuleInfo": ("modules", "ModuleInfo"),
     "parse_module_id": ("modules", "parse_module_id"),
     "module_id": ("modules", "module_id"),
+    "module_too_large": ("modules", "too_large"),
     "Limits": ("limits", "Limits"),
     "check_provenance": ("provenance", "check"),
     "provenance_is_valid": ("provenance", "is_valid"),

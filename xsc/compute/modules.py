@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import wasmtime
@@ -38,6 +39,11 @@ class Export:
     kind: str  # func, memory, global, table
     signature: Signature | None = None  # functions only
     detail: str = ""  # what a non-function export is, e.g. "1 page, no maximum"
+
+    @cached_property
+    def callable(self) -> bool:
+        """A function whose parameters and results are all numbers."""
+        return self.signature is not None and self.signature.callable_problem() is None
 
     def describe(self) -> str:
         if self.signature is not None:

@@ -290,6 +290,8 @@ class ComputeService:
 
     def _signature(self, info: ModuleInfo, function: str) -> Signature:
         export = info.export(function)
+        if export is not None and export.callable:
+            return export.signature
         functions = ", ".join(e.name for e in info.exports if e.kind == "func") or "none"
         if export is None:
             raise ExportNotFound(f"module {info.id[:16]}… has no export named {function!r}",

@@ -172,7 +172,8 @@ class LedgerStore:
         if not all(self.map(rules.signature_ok, checks)):
             raise LedgerError("a freshly made ledger signature does not verify; nothing was stored",
                               hint="the node's crypto library or keys are broken; check its log")
-        self._write(entries, work, settled)
+        if entries:
+            self._write(entries, work, settled)
         return results  # type: ignore[return-value]
 
     def _plan(self, req: Settlement, auth_ok: bool, work: dict[bytes, AccountState], settled: dict[bytes, bytes],
@@ -195,16 +196,13 @@ class LedgerStore:
         settled[auth.id] = receipt.id
         return receipt, payment
 
-    def _write(self, entries: Iterable[Entry], work: dict[bytes, AccountState], settled: dict[bytes, bytes],
-               forks: Iterable[Entry] = ()) -> None:
+    def _write(self, entries: Iterable[Entry], work: dict[bytes, AccountState], settled: dict[bytes, bytes]) -> None:
         with self.db.write_batch(sync=True) as batch:
             for entry in entries:
                 batch.put(keys.ledger_entry(entry.account, entry.seq), entry.encode())
                 batch.put(keys.ledger_id(entry.id), entry.account + entry.seq.to_bytes(8, "big"))
             for auth_id, receipt_id in settled.items():
                 batch.put(keys.ledger_settled(auth_id), receipt_id)
-            for entry in forks:
-                batch.put(keys.ledger_fork(entry.account, entry.seq, entry.id), entry.encode())
             for account, state in work.items():
                 batch.put(keys.ledger_account(account), state.encode())
         self.accounts.update(work)

@@ -19,6 +19,30 @@ from .metrics import Metrics
 log = logging.getLogger(__name__)
 
 
+class InFlight:
+    """Counts requests being handled, so shutdown can wait for them to finish."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler):
+        self.count += 1
+        self.idle.clear()
+        try:
+            return await handler(request)
+        finally:
+            self.count -= 1
+            if self.count == 0:
+                self.idle.set()
+
+
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
+SHUTDOWN_TIMEOUT = 30.0
+
+
 @web.middleware
 async def _count_requests(request: web.Request, handler):
     response = await handler(request)
@@ -55,10 +79,12 @@ def create_app(config: NodeConfig) -> web.Application:
     """Build a node's aiohttp app; its resources open on startup and close on cleanup."""
     from . import compute_routes, ledger_routes, storage_routes
 
+    in_flight = InFlight()
     app = web.Application(
-        middlewares=[_count_requests, problems.problem_middleware, auth.token_middleware],
+        middlewares=[in_flight.middleware, _count_requests, problems.problem_middleware, auth.token_middleware],
         client_max_size=1024**2,
     )
+    app[IN_FLIGHT] = in_flight
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app[status.STATUS_PARTS] = {}
@@ -76,8 +102,7 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
     """Run a node until SIGINT or SIGTERM, then shut down gracefully."""
     host, port = parse_listen(config.node.listen)
     app = create_app(config)
-    # In-flight requests get up to 30 s to finish after a signal; then cleanup closes the database.
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=30.0, access_log=None)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -97,6 +122,14 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
         if ready:
             ready.set()
         await stop.wait()
-        log.info("shutting down")
+        # Stop listening, then give requests in flight (an upload, say) time to finish before
+        # aiohttp's own shutdown, which stops reading request bodies, and before the database closes.
+        await site.stop()
+        log.info("shutting down: waiting for %d request(s) in flight", app[IN_FLIGHT].count)
+        try:
+            await asyncio.wait_for(app[IN_FLIGHT].idle.wait(), SHUTDOWN_TIMEOUT)
+        except asyncio.TimeoutError:
+            log.warning("requests still in flight after %.0f s: cancelling them", SHUTDOWN_TIMEOUT)
     finally:
         await runner.cleanup()
+        log.info("stopped")

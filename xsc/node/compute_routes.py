@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
-from ..compute import ComputeService, parse_invoke
+from ..compute import ComputeService, module_too_large, parse_invoke
 from ..errors import InvalidArgument
 from .context import CLIENT_IDENTITY, CONFIG, DB, IDENTITY, METRICS
 from .status import HEALTH_CHECKS, STATUS_PARTS
@@ -51,15 +51,13 @@ def _flag(request: web.Request, name: str) -> bool:
 
 async def _read_module(request: web.Request, limit: int) -> bytes:
     """The raw body, refused as soon as it is known to be over the limit (without reading the rest)."""
-    from ..compute.modules import too_large
-
     if request.content_length is not None and request.content_length > limit:
-        raise too_large(request.content_length, limit)
+        raise module_too_large(request.content_length, limit)
     body = bytearray()
     async for chunk in request.content.iter_chunked(256 * 1024):
         body += chunk
         if len(body) > limit:
-            raise too_large(None, limit)
+            raise module_too_large(None, limit)
     return bytes(body)
 
 

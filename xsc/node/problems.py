@@ -34,6 +34,8 @@ STATUS = {
     e.LedgerError: 400,
     e.ComputeError: 422,
     e.PeerError: 502,
+    e.InvalidDescriptor: 422,
+    e.ReplayCacheFull: 503,
     e.NotEnoughShares: 503,
     e.IntegrityError: 500,
     e.StorageFull: 507,
