@@ -91,8 +91,10 @@ class ComputeSection(_Section):
 
 class LedgerSection(_Section):
     credit_limit: int = 100_000_000  # micro-credits an account may go below zero (100 credits)
-    price_per_byte_hour: int = 0  # micro-credits, until the market sets prices
-    price_per_fuel_million: int = 0  # micro-credits per million units of fuel
+    # Until the market sets prices.  Storage is priced on the block bytes a node holds (1.5x the file):
+    # 1 GiB stored for 30 days costs 1.5 x 720 x 1,000 micro-credits = 1.08 credits.
+    price_per_gib_hour: int = 1_000  # micro-credits per GiB-hour of block bytes held
+    price_per_fuel_million: int = 10  # micro-credits per million units of fuel
 
 
 def normalize_peer_url(text: str) -> str:

@@ -222,6 +222,12 @@ class PeerRefused(PeerError):
     code = "peer-refused"
 
 
+class ChallengeFailed(PeerError):
+    """A peer's answer to a challenge was not signed by the key the peer claims."""
+
+    code = "challenge-failed"
+
+
 class PeerNotFound(NotFound):
     code = "peer-not-found"
 
@@ -254,6 +260,12 @@ class MisaddressedRequest(Unauthorized):
     """A signed request addressed to another node (replayed from one node to another)."""
 
     code = "misaddressed-request"
+
+
+class DevnetError(XscError):
+    """A local devnet node that would not start or answer."""
+
+    code = "devnet-error"
 
 
 class ReplayCacheFull(XscError):

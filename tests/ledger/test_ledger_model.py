@@ -73,8 +73,9 @@ def test_format_credits_is_exact():
 @given(size=st.integers(0, 2**40), duration=st.integers(0, 10**9), price=st.integers(0, 10**6))
 def test_price_storage_rounds_up_exactly(size, duration, price):
     amount = price_storage(size, duration, price)
-    exact_times_3600 = size * duration * price
-    assert amount * 3600 >= exact_times_3600 > (amount - 1) * 3600 or amount == exact_times_3600 == 0
+    exact_times_unit = size * duration * price
+    unit = 3600 * 2**30
+    assert amount * unit >= exact_times_unit > (amount - 1) * unit or amount == exact_times_unit == 0
     assert byte_hours(size, duration) * 3600 >= size * duration
 
 
@@ -86,7 +87,8 @@ def test_price_compute_rounds_up_exactly(fuel, price):
 
 
 def test_prices_of_known_values():
-    assert price_storage(3600, 1, 1) == 1
+    assert price_storage(2**30, 3600, 1) == 1  # one GiB-hour
+    assert price_storage(3 * 2**30, 7200, 5) == 30
     assert price_storage(1, 1, 1) == 1  # a fraction of a micro-credit rounds up
     assert price_storage(1_000_000, 30 * 86400, 0) == 0
     assert price_compute(1_000_000, 3) == 3

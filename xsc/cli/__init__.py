@@ -14,6 +14,9 @@ SUBCOMMANDS = {
     "compute": ("xsc.cli.compute", "compute", "Deploy wasm modules and invoke their functions."),
     "ledger": ("xsc.cli.ledger", "ledger", "Balances, history and verification of the signed ledger."),
     "allocation": ("xsc.cli.allocation", "allocation", "The mutual-recognition allocator and its simulator."),
+    "peers": ("xsc.cli.peers", "peers", "The nodes this node knows: list, join, forget."),
+    "health": ("xsc.cli.health", "health", "How reachable this node's peers are."),
+    "devnet": ("xsc.cli.devnet", "devnet", "Run a local network of nodes for trying things out."),
 }
 
 

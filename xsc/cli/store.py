@@ -67,8 +67,10 @@ def put(obj, file: str, name: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(result)
         return
-    click.echo(f"stored {result['size']} bytes in {result['segments']} segment(s); {result['placement_note']}",
-               err=True)
+    from ..ledger import format_credits
+
+    click.echo(f"stored {result['size']} bytes in {result['segments']} segment(s); {result['placement_note']}; "
+               f"paid {format_credits(result['price'])} credits for the lease", err=True)
     click.echo(result["capability"])
 
 

@@ -15,7 +15,7 @@ Identities are `xsc.identity.Identity` (the payer is `app[CLIENT_IDENTITY]`, the
 `app[IDENTITY]` for work this node did).  Amounts are int micro-credits (1 credit =
 1,000,000).  Prices (pure, integer math, rounded up once)::
 
-    price_storage(size_bytes, duration_seconds, price_per_byte_hour) -> micro-credits
+    price_storage(size_bytes, duration_seconds, price_per_gib_hour) -> micro-credits
     price_compute(fuel, price_per_fuel_million) -> micro-credits
     byte_hours(size_bytes, duration_seconds) -> the metered usage for a storage receipt
 

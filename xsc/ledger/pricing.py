@@ -10,7 +10,8 @@ from __future__ import annotations
 from ..errors import InvalidArgument
 
 SECONDS_PER_HOUR = 3600
-FUEL_UNIT = 1_000_000  # prices are per million units of fuel
+GIB = 1024**3  # storage prices are per GiB-hour: a micro-credit per byte-hour would be far too coarse
+FUEL_UNIT = 1_000_000  # compute prices are per million units of fuel
 
 
 def _non_negative(value: int, name: str) -> int:
@@ -29,10 +30,10 @@ def byte_hours(size_bytes: int, duration_seconds: int) -> int:
                      SECONDS_PER_HOUR)
 
 
-def price_storage(size_bytes: int, duration_seconds: int, price_per_byte_hour: int) -> int:
-    """ceil(size_bytes * duration_seconds * price_per_byte_hour / 3600) micro-credits."""
+def price_storage(size_bytes: int, duration_seconds: int, price_per_gib_hour: int) -> int:
+    """ceil(size_bytes * duration_seconds * price_per_gib_hour / (3600 * 2**30)) micro-credits."""
     return _ceil_div(_non_negative(size_bytes, "size") * _non_negative(duration_seconds, "duration")
-                     * _non_negative(price_per_byte_hour, "price_per_byte_hour"), SECONDS_PER_HOUR)
+                     * _non_negative(price_per_gib_hour, "price_per_gib_hour"), SECONDS_PER_HOUR * GIB)
 
 
 def price_compute(fuel: int, price_per_fuel_million: int) -> int:

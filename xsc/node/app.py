@@ -77,11 +77,12 @@ async def _node_resources(app: web.Application):
 
 def create_app(config: NodeConfig) -> web.Application:
     """Build a node's aiohttp app; its resources open on startup and close on cleanup."""
-    from . import compute_routes, ledger_routes, storage_routes
+    from . import compute_routes, health_routes, ledger_routes, peer_auth, peers, storage_routes
 
     in_flight = InFlight()
     app = web.Application(
-        middlewares=[in_flight.middleware, _count_requests, problems.problem_middleware, auth.token_middleware],
+        middlewares=[in_flight.middleware, _count_requests, problems.problem_middleware, auth.token_middleware,
+                     peer_auth.signature_middleware],
         client_max_size=1024**2,
     )
     app[IN_FLIGHT] = in_flight
@@ -93,7 +94,8 @@ def create_app(config: NodeConfig) -> web.Application:
     app.add_routes(status.routes)
     # Each feature adds its routes and its own cleanup context (opened after the node's resources).
     # The ledger comes first: it opens before and closes after the features that settle through it.
-    for feature in (ledger_routes, storage_routes, compute_routes):
+    # Peers and their health probes come last: they read the storage status for the node's descriptor.
+    for feature in (ledger_routes, storage_routes, compute_routes, peers, health_routes):
         feature.setup(app)
     return app
 

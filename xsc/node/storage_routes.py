@@ -9,9 +9,11 @@ from dataclasses import asdict
 from aiohttp import web
 
 from ..errors import BadRequest, NotFound, XscError
+from ..ledger import byte_hours, price_storage
 from ..storage import Capability, Gateway, ShareStore, layout
 from .auth import check_token
-from .context import CONFIG, CPU_POOL, DB, IDENTITY, METRICS
+from .context import CLIENT_IDENTITY, CONFIG, CPU_POOL, DB, IDENTITY, METRICS
+from .ledger_routes import LEDGER
 from .problems import problem_from_error
 from .status import STATUS_PARTS
 
@@ -63,14 +65,32 @@ async def _expect_put(request: web.Request) -> web.StreamResponse | None:
             raise BadRequest(f"unsupported Expect header: {request.headers['Expect']!r}")
         check_token(request)
         if request.content_length is not None:
-            request.app[GATEWAY].store.check_fits(layout.stored_bytes(request.content_length,
-                                                                      request.app[CONFIG].storage.segment_size))
+            stored = layout.stored_bytes(request.content_length, request.app[CONFIG].storage.segment_size)
+            request.app[GATEWAY].store.check_fits(stored)
+            await request.app[LEDGER].ensure_credit(request.app[CLIENT_IDENTITY], _price(request.app, stored))
     except XscError as err:
         response = problem_from_error(err)
         response.force_close()
         return response
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     return None
+
+
+def _price(app: web.Application, stored_bytes: int) -> int:
+    config = app[CONFIG]
+    return price_storage(stored_bytes, config.storage.lease_duration, config.ledger.price_per_gib_hour)
+
+
+async def _settle_put(app: web.Application, result) -> str:
+    """The local user pays this node for holding the file's blocks for the lease; unpaid, it is not kept."""
+    lease = app[CONFIG].storage.lease_duration
+    si = Capability.parse(result.capability).storage_index
+    try:
+        return await app[LEDGER].settle(app[CLIENT_IDENTITY], app[IDENTITY], _price(app, result.stored_bytes),
+                                        {"byte_hours": byte_hours(result.stored_bytes, lease)}, f"store:{si.hex()}")
+    except XscError:
+        await asyncio.get_running_loop().run_in_executor(app[CPU_POOL], app[GATEWAY].store.delete_file, si)
+        raise
 
 
 @routes.post("/v1/store/files", expect_handler=_expect_put)
@@ -80,6 +100,7 @@ async def put_file(request: web.Request) -> web.Response:
     if size is None and request.headers.get("Transfer-Encoding", "").lower() != "chunked":
         raise BadRequest("a put needs a body with Content-Length or chunked transfer encoding")
     metrics = request.app[METRICS]
+    stored = layout.stored_bytes(size, request.app[CONFIG].storage.segment_size) if size is not None else 0
 
     async def read(n: int) -> bytes:
         chunk = await request.content.read(n)
@@ -87,13 +108,16 @@ async def put_file(request: web.Request) -> web.Response:
         return chunk
 
     try:
+        await request.app[LEDGER].ensure_credit(request.app[CLIENT_IDENTITY], _price(request.app, stored))
         result = await gateway.put(read, size, request.query.get("name"))
     except XscError as err:
         # The client may still be sending: answer, then close, rather than leave it blocked.
         response = problem_from_error(err)
         response.force_close()
         return response
-    return web.json_response(asdict(result), status=201)
+    entry = await _settle_put(request.app, result)
+    return web.json_response({**asdict(result), "price": _price(request.app, result.stored_bytes),
+                              "ledger_entry": entry}, status=201)
 
 
 @routes.get("/v1/store/files")

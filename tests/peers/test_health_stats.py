@@ -1,0 +1,83 @@
+"""Availability statistics of peers (xsc.health.stats): properties over random probe histories."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xsc.health import PeerHistory, availability, reachable_status, record_audit, record_probe, success_ratio
+from xsc.health.stats import BUCKET_MS, DAY_MS, HOUR_MS, ewma
+
+T0 = 1_700_000_000_000
+# A probe: (ms since the previous one, answered?, latency ms)
+probes = st.lists(st.tuples(st.integers(0, 4 * HOUR_MS), st.booleans(), st.floats(0.1, 5000)), max_size=60)
+
+
+def _replay(steps) -> tuple[PeerHistory, list[tuple[int, bool, float]]]:
+    history, at, done = PeerHistory(), T0, []
+    for gap, ok, latency in steps:
+        at += gap
+        history = record_probe(history, at, ok, latency if ok else None, None if ok else "refused")
+        done.append((at, ok, latency))
+    return history, done
+
+
+@settings(max_examples=150, deadline=None)
+@given(probes)
+def test_ratios_count_exactly_the_probes_of_the_window_buckets(steps) -> None:
+    history, done = _replay(steps)
+    now = done[-1][0] if done else T0
+    for window in (HOUR_MS, DAY_MS):
+        first = now - now % BUCKET_MS - window + BUCKET_MS
+        inside = [ok for at, ok, _ in done if at >= first]
+        ratio, count = success_ratio(history, now, window)
+        assert count == len(inside)
+        assert ratio == (sum(inside) / len(inside) if inside else None)
+        assert ratio is None or 0 <= ratio <= 1
+    # A day of history whatever the probe rate: buckets stay few, in order, none older than a day.
+    starts = [b.start for b in history.buckets]
+    assert starts == sorted(set(starts)) and len(starts) <= DAY_MS // BUCKET_MS
+    assert all(s > now - now % BUCKET_MS - DAY_MS for s in starts)
+
+
+@settings(max_examples=150, deadline=None)
+@given(probes)
+def test_failures_latency_and_state(steps) -> None:
+    history, done = _replay(steps)
+    trailing = 0
+    for _, ok, _ in reversed(done):
+        if ok:
+            break
+        trailing += 1
+    now = done[-1][0] if done else T0
+    stats = availability(history, now)
+    assert stats.consecutive_failures == trailing
+    assert stats.up == (None if not done else trailing == 0)
+    latencies = [latency for _, ok, latency in done if ok]
+    if latencies:
+        assert min(latencies) - 1e-6 <= stats.latency_ms <= max(latencies) + 1e-6
+        assert stats.last_ok == max(at for at, ok, _ in done if ok)
+    else:
+        assert stats.latency_ms is None and stats.last_ok is None
+    assert PeerHistory.from_json(history.to_json()) == history
+
+
+def test_ewma_weights_the_newest_sample_by_alpha() -> None:
+    assert ewma(None, 10.0) == 10.0
+    assert ewma(10.0, 20.0, alpha=0.2) == 12.0
+
+
+def test_an_audit_result_is_kept_with_the_history() -> None:
+    history = record_probe(PeerHistory(), T0, True, 3.0)
+    history = record_audit(history, T0 + 5, False, "block 3 of share 2 does not match its root")
+    stats = availability(history, T0 + 10)
+    assert stats.last_audit == {"time": T0 + 5, "ok": False, "detail": "block 3 of share 2 does not match its root"}
+    assert stats.up is True and PeerHistory.from_json(history.to_json()) == history
+
+
+@given(st.lists(st.sampled_from([True, False, None]), max_size=20))
+def test_reachable_warns_when_fewer_than_half_of_the_probed_peers_are_up(ups) -> None:
+    probed = [u for u in ups if u is not None]
+    expected = "warn" if probed and sum(probed) * 2 < len(probed) else "pass"
+    assert reachable_status(ups) == expected
+    assert reachable_status([]) == "pass"

@@ -1,0 +1,88 @@
+"""`xsc health status|probe`."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from .output import emit_json, json_option
+from .peers import wide_table
+
+
+def _ratio(value: float | None, probes: int) -> str:
+    return "-" if value is None else f"{100 * value:.1f}% of {probes}"
+
+
+def _ago(ms: int | None) -> str:
+    return "never" if ms is None else f"{max(0.0, time.time() - ms / 1000):.0f} s ago"
+
+
+def _state(peer: dict) -> str:
+    if peer["up"] is None:
+        return "not probed yet"
+    if peer["up"]:
+        return "up"
+    return f"DOWN ({peer['consecutive_failures']} failed)"
+
+
+def _audit(audit: dict | None) -> str:
+    if not audit:
+        return "-"
+    return ("ok" if audit["ok"] else "FAILED") + f" {_ago(audit['time'])}"
+
+
+def _rows(peers: list[dict]) -> list[tuple]:
+    return [(p["id"], p["url"], _state(p), _ratio(p["ratio_1h"], p["probes_1h"]),
+             _ratio(p["ratio_24h"], p["probes_24h"]),
+             "-" if p["latency_ms"] is None else f"{p['latency_ms']:.1f} ms", _ago(p["last_probe"]),
+             _audit(p["last_audit"])) for p in peers]
+
+
+COLUMNS = ["id", "url", "state", "1 h", "24 h", "latency", "last probe", "last audit"]
+
+
+@click.group()
+def health() -> None:
+    """How reachable this node's peers are.
+
+    Every peer is probed on a schedule (health.probe_interval, default 10 s) with a signed
+    challenge; its availability is the share of probes it answered over 1 h and 24 h, and
+    its latency an exponentially weighted moving average."""
+
+
+@health.command()
+@json_option
+@click.pass_obj
+def status(obj, as_json: bool) -> None:
+    """Show each peer's availability, latency, consecutive failures and last audit."""
+    info = obj.client().request("GET", "/v1/health/peers")
+    if as_json:
+        emit_json(info)
+        return
+    if not info["peers"]:
+        click.echo("no peers known (join a network with: xsc peers add URL)")
+        return
+    wide_table(COLUMNS, _rows(info["peers"]))
+    last = info.get("last_round")
+    if last:
+        click.echo(f"last probe round: {last['ok']} of {last['peers']} answered in {1000 * last['seconds']:.1f} ms, "
+                   f"{_ago(last['time'])}; every {info['probe_interval']:g} s")
+
+
+@health.command()
+@json_option
+@click.pass_obj
+def probe(obj, as_json: bool) -> None:
+    """Probe every peer now and show the results."""
+    info = obj.client().request("POST", "/v1/health/probe")
+    if as_json:
+        emit_json(info)
+        return
+    if not info["results"]:
+        click.echo("no peers known (join a network with: xsc peers add URL)")
+        return
+    wide_table(["id", "url", "answer", "latency"],
+          [(r["id"], r["url"], "ok" if r["ok"] else r["error"],
+            "-" if r["latency_ms"] is None else f"{r['latency_ms']:.1f} ms") for r in info["results"]])
+    click.echo(f"{info['ok']} of {info['peers']} answered in {1000 * info['seconds']:.1f} ms")

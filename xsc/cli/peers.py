@@ -1,0 +1,94 @@
+"""`xsc peers ls|add|rm`."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+import click
+
+from .output import emit_json, json_option
+
+
+def wide_table(columns: list[str], rows: list[tuple]) -> None:
+    """A table whose cells never wrap: node ids and URLs stay whole and copyable (wide rows scroll instead)."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(*columns)
+    for column in t.columns:
+        column.no_wrap = True
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    (Console() if sys.stdout.isatty() else Console(width=300)).print(t)
+
+
+def _age(ms: int) -> str:
+    seconds = max(0, time.time() - ms / 1000)
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.0f} h ago"
+
+
+def _up(value: bool | None) -> str:
+    return "not probed yet" if value is None else "up" if value else "DOWN"
+
+
+@click.group()
+def peers() -> None:
+    """The nodes this node knows: list, join, forget.
+
+    Nodes learn of each other by passing signed descriptors on: join one node of a network
+    (`xsc peers add URL`, or `xsc node start --peer URL`) and this node soon knows them all."""
+
+
+@peers.command("ls")
+@json_option
+@click.pass_obj
+def list_peers(obj, as_json: bool) -> None:
+    """List the known nodes: id, URL, version, free space, when they last signed their descriptor."""
+    from ..units import format_size
+
+    info = obj.client().request("GET", "/v1/peers")
+    if as_json:
+        emit_json(info)
+        return
+    me = info["self"]
+    click.echo(f"this node: {me['id']} at {me['url']}")
+    if not info["peers"]:
+        click.echo("no peers known (join a network with: xsc peers add URL)")
+        return
+    wide_table(["id", "url", "state", "version", "free / capacity", "descriptor signed"],
+          [(p["id"], p["url"], _up(p["up"]), p["version"], f"{format_size(p['free'])} / {format_size(p['capacity'])}",
+            _age(p["timestamp"])) for p in info["peers"]])
+
+
+@peers.command("add")
+@click.argument("url")
+@json_option
+@click.pass_obj
+def add_peer(obj, url: str, as_json: bool) -> None:
+    """Join the node at URL (e.g. http://127.0.0.1:7071) and, through it, the nodes it knows."""
+    info = obj.client().request("POST", "/v1/peers", json_body={"url": url})
+    if as_json:
+        emit_json(info)
+        return
+    peer = info["peer"]
+    click.echo(f"added {peer['id']} at {peer['url']} ({info['known']} peers known)")
+
+
+@peers.command("rm")
+@click.argument("node_id", metavar="ID")
+@json_option
+@click.pass_obj
+def remove_peer(obj, node_id: str, as_json: bool) -> None:
+    """Forget the node ID; its descriptors are ignored until it is added again with `xsc peers add`."""
+    info = obj.client().request("DELETE", f"/v1/peers/{quote(node_id, safe='')}")
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"removed {info['removed']}")

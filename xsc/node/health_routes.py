@@ -1,0 +1,167 @@
+"""Health probes of peers: the schedule, the history in LevelDB (`h/`), and their routes.
+
+    GET  /v1/health/peers   every known peer's availability (and the last probe round)
+    POST /v1/health/probe   probe every peer now; the round's results
+
+Every `health.probe_interval` seconds (varied by +-probe_jitter of itself, so that nodes started
+together do not probe in lockstep) this node challenges every known peer at once; each answer
+must be signed by the peer's key (xsc.health.challenge).  The statistics are xsc.health.stats."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from datetime import datetime, timezone
+
+import plyvel
+from aiohttp import web
+
+from .. import keys
+from ..config import HealthSection
+from ..errors import PeerError
+from ..health import Availability, PeerHistory, availability, reachable_status, record_audit, record_probe
+from ..health.stats import MAX_ERROR
+from ..identity import parse_public_id, public_id
+from .context import CONFIG, DB
+from .descriptors import NodeDescriptor
+from .peers import PEERS, PeerService, now_ms
+from .status import HEALTH_CHECKS
+
+log = logging.getLogger(__name__)
+
+
+class HealthService:
+    def __init__(self, *, db: plyvel.DB, peers: PeerService, config: HealthSection) -> None:
+        self._db = db
+        self.peers = peers
+        self.config = config
+        self._histories: dict[str, PeerHistory] = {}
+        for key, value in db.iterator(prefix=keys.HEALTH_PEERS):
+            try:
+                self._histories[public_id(key[len(keys.HEALTH_PEERS):])] = PeerHistory.from_json(json.loads(value))
+            except (ValueError, KeyError, TypeError):
+                log.warning("skipping unreadable probe history under %r", key)
+        self.last_round: dict | None = None
+        self._round_lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+
+    # --- what the rest of the node uses ---------------------------------------------
+    def availability(self, node_id: str) -> Availability:
+        return availability(self._histories.get(node_id, PeerHistory()), now_ms())
+
+    def record_audit(self, node_id: str, ok: bool, detail: str = "") -> None:
+        """Keep the result of a storage audit of that peer with its probe history."""
+        history = record_audit(self._histories.get(node_id, PeerHistory()), now_ms(), ok, detail)
+        self._histories[node_id] = history
+        self._db.put(keys.health_peer(parse_public_id(node_id)), json.dumps(history.to_json()).encode())
+
+    def forget(self, node_id: str) -> None:
+        self._histories.pop(node_id, None)
+        self._db.delete(keys.health_peer(parse_public_id(node_id)))
+
+    def table(self) -> list[dict]:
+        return [{"id": d.id, "url": d.url, **self.availability(d.id).to_json()} for d in self.peers.peers()]
+
+    # --- probes -----------------------------------------------------------------------------
+    async def probe(self, peer: NodeDescriptor) -> tuple[bool, float | None, str | None]:
+        """(ok, latency in ms, error) of one signed challenge to the peer."""
+        start = time.perf_counter()
+        try:
+            reply = await self.peers.challenge(peer.url, peer.id, timeout=self.config.probe_timeout)
+        except PeerError as err:
+            return False, None, str(err)[:MAX_ERROR]
+        latency = (time.perf_counter() - start) * 1000
+        if isinstance(reply.get("descriptor"), dict):
+            try:  # the answer carries the peer's fresh descriptor: its free space, without waiting for gossip
+                self.peers.accept([reply["descriptor"]])
+            except Exception as err:  # a bad descriptor does not undo a good answer
+                log.info("peer %s sent a bad descriptor with its answer: %s", peer.id[:12], err)
+        return True, latency, None
+
+    async def probe_round(self) -> dict:
+        """Probe every known peer at once; record and persist the results."""
+        async with self._round_lock:
+            peers = self.peers.peers()
+            start = time.perf_counter()
+            results = await asyncio.gather(*(self.probe(p) for p in peers))
+            seconds = time.perf_counter() - start
+            at = now_ms()
+            with self._db.write_batch() as batch:
+                for peer, (ok, latency, error) in zip(peers, results):
+                    if self.peers.directory.get(peer.id) is None:
+                        continue  # removed while we probed it
+                    history = record_probe(self._histories.get(peer.id, PeerHistory()), at, ok, latency, error)
+                    self._histories[peer.id] = history
+                    batch.put(keys.health_peer(peer.key), json.dumps(history.to_json()).encode())
+            self.last_round = {"time": at, "seconds": seconds, "peers": len(peers), "ok": sum(r[0] for r in results)}
+            return {**self.last_round, "results": [{"id": p.id, "url": p.url, "ok": ok, "latency_ms": latency,
+                                                    "error": error} for p, (ok, latency, error) in zip(peers, results)]}
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._schedule(), name="xsc-probes")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _schedule(self) -> None:
+        interval, jitter = self.config.probe_interval, self.config.probe_jitter
+        while True:
+            await asyncio.sleep(interval * random.uniform(1 - jitter, 1 + jitter))
+            try:
+                await self.probe_round()
+            except Exception:  # a round must never end the schedule
+                log.exception("probe round failed")
+
+
+HEALTH = web.AppKey("health", HealthService)
+routes = web.RouteTableDef()
+
+
+async def _health_service(app: web.Application):
+    service = HealthService(db=app[DB], peers=app[PEERS], config=app[CONFIG].health)
+    app[PEERS].health = service
+    app[HEALTH] = service
+    service.start()
+    try:
+        yield
+    finally:
+        await service.close()
+        app[PEERS].health = None
+
+
+async def _check_peers(app: web.Application) -> dict:
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if HEALTH not in app:
+        return {"componentType": "component", "status": "warn", "output": "probes not running", "time": now}
+    service = app[HEALTH]
+    ups = [service.availability(d.id).up for d in service.peers.peers()]
+    up, probed = sum(u is True for u in ups), sum(u is not None for u in ups)
+    return {"componentType": "component", "observedValue": up, "observedUnit": "peers up",
+            "status": reachable_status(ups), "output": f"{up} of {probed} probed peers up ({len(ups)} known)",
+            "time": now}
+
+
+def setup(app: web.Application) -> None:
+    app.add_routes(routes)
+    app.cleanup_ctx.append(_health_service)
+    app[HEALTH_CHECKS]["peers:reachable"] = _check_peers
+
+
+@routes.get("/v1/health/peers")
+async def peer_health(request: web.Request) -> web.Response:
+    service = request.app[HEALTH]
+    return web.json_response({"peers": service.table(), "last_round": service.last_round,
+                              "probe_interval": service.config.probe_interval})
+
+
+@routes.post("/v1/health/probe")
+async def probe_now(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[HEALTH].probe_round())
+
+
+__all__ = ["HEALTH", "HealthService", "setup"]

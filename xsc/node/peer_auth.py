@@ -1,0 +1,58 @@
+"""Signed requests from peers: every path under /v1/peer/ must carry a fresh, unreplayed signature.
+
+The verified sender's id is put on the request (`peer_id(request)`); which sender may do what is
+each handler's business.  A handler that streams a large body marks itself with `@streams_body`
+and checks the body against `signed(request).digest` as it reads; any other handler gets a body
+already checked against the signed digest."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from aiohttp import web
+
+from ..errors import BadRequestSignature
+from ..identity import ReplayGuard, SignedRequest, body_digest, verify_request
+from .auth import PEER_PREFIX
+from .context import IDENTITY
+
+SIGNED = web.RequestKey("xsc_signed_request", SignedRequest)
+REPLAY_GUARD = web.AppKey("replay_guard", ReplayGuard)
+
+
+def install(app: web.Application) -> None:
+    app[REPLAY_GUARD] = ReplayGuard()
+
+
+def streams_body(handler):
+    """Mark a peer handler that reads its (large) body itself and checks it against the signed digest."""
+    handler.streams_peer_body = True
+    return handler
+
+
+def signed(request: web.Request) -> SignedRequest:
+    return request[SIGNED]
+
+
+def peer_id(request: web.Request) -> str:
+    """The id of the node that signed this request."""
+    return request[SIGNED].sender
+
+
+@web.middleware
+async def signature_middleware(request: web.Request, handler):
+    if not request.path.startswith(PEER_PREFIX):
+        return await handler(request)
+    now = int(time.time() * 1000)
+    me = request.app[IDENTITY].id
+    verified = verify_request(request.headers, request.method, request.raw_path, receiver=me, now_ms=now)
+    if not getattr(request.match_info.handler, "streams_peer_body", False):
+        body = await request.read()  # cached on the request: the handler reads the same bytes
+        if not hmac.compare_digest(body_digest(body), verified.digest):
+            raise BadRequestSignature("the request body does not match its signed digest",
+                                      hint="sign the exact bytes sent")
+    # Only after the signature and body check out: nobody can use up another node's nonces.
+    request.app[REPLAY_GUARD].check(verified.sender, verified.nonce, verified.timestamp, now)
+    request[SIGNED] = verified
+    return await handler(request)

@@ -1,0 +1,383 @@
+"""Peers: the directory of known nodes (signed descriptors in LevelDB), joining, gossip, and their routes.
+
+User API (token):
+    GET    /v1/peers              this node's descriptor and every known peer's, with its health
+    POST   /v1/peers {"url"}      join the node at URL (and, through it, every node it knows)
+    DELETE /v1/peers/{id}         forget a node; its descriptors are ignored until it is added again
+Peer API (signed, see peer_auth):
+    POST   /v1/peer/descriptors   {"descriptors": [...]} -> {"self": ..., "descriptors": [...]}
+    POST   /v1/peer/challenge     {"nonce"} -> the nonce signed with (prober, responder), and "descriptor"
+
+The rest of the node uses `app[PEERS]`: `peers()`, `availability(node_id)` and `request(...)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from typing import Any, Callable
+
+import aiohttp
+import plyvel
+from aiohttp import web
+
+from .. import __version__, keys
+from ..config import NodeConfig, normalize_peer_url
+from ..errors import InvalidArgument, InvalidDescriptor, PeerError, PeerNotFound, PeerRefused
+from ..health import Availability, PeerHistory, availability, check_answer, check_nonce, new_nonce
+from ..health import answer as challenge_answer
+from ..identity import Identity, parse_public_id, public_id
+from . import peer_auth
+from .context import CONFIG, DB, IDENTITY
+from .descriptors import NodeDescriptor, make_descriptor, newer, newsworthy, parse_descriptor
+from .peer_client import PeerClient, PeerResponse
+from .status import STATUS_PARTS
+
+log = logging.getLogger(__name__)
+
+MAX_PEERS = 1000  # descriptors of new nodes beyond this are ignored (bounds what anyone can make us store)
+MAX_PER_MESSAGE = MAX_PEERS + 1
+PASS_ON_MS = 24 * 3_600_000  # descriptors not re-signed for a day are kept but no longer passed on
+REFRESH_MS = 5_000  # our own descriptor is re-signed at most this often (capacity and free change)
+GOSSIP_FANOUT = 3  # peers told at once when we learn of a new node
+GOSSIP_JITTER = 0.2
+JOIN_RETRY_MAX = 30.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class PeerDirectory:
+    """Known descriptors, in memory and in LevelDB (`p/d/`), and the nodes the user removed (`p/x/`)."""
+
+    def __init__(self, db: plyvel.DB) -> None:
+        self._db = db
+        self._known: dict[str, NodeDescriptor] = {}
+        self._removed: set[str] = set()
+        for key, value in db.iterator(prefix=keys.PEER_DESCRIPTORS):
+            try:
+                descriptor = NodeDescriptor(**json.loads(value))
+            except (ValueError, TypeError):
+                log.warning("skipping an unreadable peer descriptor under %r", key)
+                continue
+            self._known[descriptor.id] = descriptor
+        for key in db.iterator(prefix=keys.PEER_REMOVED, include_value=False):
+            self._removed.add(public_id(key[len(keys.PEER_REMOVED):]))
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def all(self) -> list[NodeDescriptor]:
+        return sorted(self._known.values(), key=lambda d: d.id)
+
+    def get(self, node_id: str) -> NodeDescriptor | None:
+        return self._known.get(node_id)
+
+    def at_url(self, url: str) -> list[NodeDescriptor]:
+        return [d for d in self._known.values() if d.url == url]
+
+    def is_removed(self, node_id: str) -> bool:
+        return node_id in self._removed
+
+    def merge(self, descriptors: list[NodeDescriptor], *, me: str, my_url: str) -> list[NodeDescriptor]:
+        """Keep each descriptor newer than ours of its node; return those worth passing on at once."""
+        news: list[NodeDescriptor] = []
+        with self._db.write_batch() as batch:
+            for d in descriptors:
+                known = self._known.get(d.id)
+                # Our own URL under another id is a node that was here before us (an old data dir): not a peer.
+                if d.id == me or d.id in self._removed or d.url == my_url or not newer(d, known):
+                    continue
+                if known is None and len(self._known) >= MAX_PEERS:
+                    log.warning("ignoring node %s: already %d peers known", d.id, MAX_PEERS)
+                    continue
+                if newsworthy(d, known):
+                    news.append(d)
+                self._known[d.id] = d
+                batch.put(keys.peer_descriptor(d.key), d.encode())
+        return news
+
+    def remove(self, node_id: str, at: int) -> None:
+        key = parse_public_id(node_id)
+        with self._db.write_batch() as batch:
+            batch.delete(keys.peer_descriptor(key))
+            batch.put(keys.peer_removed(key), at.to_bytes(8, "big"))
+        self._known.pop(node_id, None)
+        self._removed.add(node_id)
+
+    def unblock(self, node_id: str) -> None:
+        if node_id in self._removed:
+            self._db.delete(keys.peer_removed(parse_public_id(node_id)))
+            self._removed.discard(node_id)
+
+
+class PeerService:
+    def __init__(self, *, identity: Identity, db: plyvel.DB, config: NodeConfig, client: PeerClient,
+                 storage: Callable[[], dict | None]) -> None:
+        self.identity = identity
+        self.config = config
+        self.client = client
+        self.url = config.peers.public_url or config.url
+        self.directory = PeerDirectory(db)
+        self.health: Any = None  # the health service attaches itself here: availability() asks it
+        self._storage = storage
+        self._own: NodeDescriptor | None = None
+        self._news = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self.joined: set[str] = set()  # seed URLs an exchange has succeeded with since start
+
+    # --- what the rest of the node uses ---------------------------------------------
+    def peers(self) -> list[NodeDescriptor]:
+        """Every known node but this one (whether up or not: ask availability())."""
+        return self.directory.all()
+
+    def peer(self, node_id: str) -> NodeDescriptor:
+        descriptor = self.directory.get(node_id)
+        if descriptor is None:
+            raise PeerNotFound(f"no known peer has id {node_id}", hint="`xsc peers ls` lists the known peers")
+        return descriptor
+
+    def availability(self, node_id: str) -> Availability:
+        if self.health is None:
+            return availability(PeerHistory(), now_ms())
+        return self.health.availability(node_id)
+
+    async def request(self, peer_url: str, method: str, path: str, *, json: Any = None, data: bytes | None = None,
+                      timeout: float | None = None, to: str | None = None, **kwargs: Any) -> PeerResponse:
+        """A signed request to a peer; addressed to the node known at that URL (so it cannot be replayed to another)."""
+        if to is None:
+            at_url = self.directory.at_url(peer_url.rstrip("/"))
+            to = at_url[0].id if len(at_url) == 1 else None
+        return await self.client.request(peer_url, method, path, json=json, data=data, timeout=timeout, to=to,
+                                         **kwargs)
+
+    # --- descriptors ------------------------------------------------------------------
+    def descriptor(self) -> NodeDescriptor:
+        """This node's own descriptor, re-signed when it is a few seconds old or its free space changed."""
+        storage = self._storage() or {}
+        capacity = int(storage.get("capacity", self.config.storage.capacity))
+        free = min(capacity, max(0, int(storage.get("free", capacity))))
+        own, now = self._own, now_ms()
+        if own is None or now - own.timestamp >= REFRESH_MS or (own.capacity, own.free) != (capacity, free) \
+                or own.url != self.url:
+            own = self._own = make_descriptor(self.identity, url=self.url, capacity=capacity, free=free,
+                                              version=__version__, timestamp=max(now, own.timestamp + 1 if own else 0))
+        return own
+
+    def accept(self, items: Any) -> list[NodeDescriptor]:
+        """Validate every descriptor of a message, then merge them all (one bad one refuses the message)."""
+        if not isinstance(items, list):
+            raise InvalidArgument("descriptors must be a list", hint='send {"descriptors": [...]}')
+        if len(items) > MAX_PER_MESSAGE:
+            raise InvalidArgument(f"at most {MAX_PER_MESSAGE} descriptors per message")
+        now = now_ms()
+        parsed = [parse_descriptor(item, now_ms=now) for item in items]
+        news = self.directory.merge(parsed, me=self.identity.id, my_url=self.url)
+        if news:
+            log.info("learned of %s", ", ".join(f"{d.id[:12]} at {d.url}" for d in news))
+            self._news.set()
+        return news
+
+    def gossip_payload(self) -> list[dict]:
+        cutoff = now_ms() - PASS_ON_MS
+        return [self.descriptor().to_json()] + [d.to_json() for d in self.peers() if d.timestamp >= cutoff]
+
+    async def exchange(self, url: str, *, to: str | None = None, unblock: bool = False) -> NodeDescriptor:
+        """Send what we know to the node at url, take what it knows; return its own descriptor."""
+        response = await self.client.request(url, "POST", "/v1/peer/descriptors",
+                                             json={"descriptors": self.gossip_payload()}, to=to)
+        body = response.json()
+        if not isinstance(body, dict):
+            raise PeerRefused(f"peer {url} answered the descriptor exchange with something else", url=url)
+        try:
+            responder = parse_descriptor(body.get("self"), now_ms=now_ms())
+            if unblock:
+                self.directory.unblock(responder.id)
+            self.accept([body["self"], *body.get("descriptors", [])])
+        except (InvalidDescriptor, InvalidArgument) as err:
+            raise PeerRefused(f"peer {url} sent bad descriptors: {err}", url=url) from None
+        return responder
+
+    async def challenge(self, url: str, node_id: str, *, timeout: float | None = None) -> dict:
+        """Ask the node at url to prove it is node_id, now; return its answer (with its fresh descriptor)."""
+        nonce = new_nonce()
+        response = await self.client.request(url, "POST", "/v1/peer/challenge", json={"nonce": nonce}, to=node_id,
+                                             timeout=timeout)
+        reply = response.json()
+        check_answer(reply, nonce=nonce, prober=self.identity.id, responder=node_id)
+        return reply
+
+    async def add(self, url: str) -> NodeDescriptor:
+        """Join the node at url (the user asked: a node removed before is welcome again)."""
+        try:
+            url = normalize_peer_url(url)
+        except ValueError as err:
+            raise InvalidArgument(str(err)) from None
+        if url == self.url:
+            raise InvalidArgument(f"{url} is this node's own URL", hint="give the URL of another node")
+        responder = await self.exchange(url, unblock=True)
+        reply = await self.challenge(url, responder.id)
+        if isinstance(reply.get("descriptor"), dict):
+            self.accept([reply["descriptor"]])
+        if responder.id == self.identity.id:
+            raise InvalidArgument(f"{url} is this node itself", hint="give the URL of another node")
+        return self.directory.get(responder.id) or responder
+
+    def remove(self, node_id: str) -> None:
+        parse_public_id(node_id)
+        if self.directory.get(node_id) is None and not self.directory.is_removed(node_id):
+            raise PeerNotFound(f"no known peer has id {node_id}", hint="`xsc peers ls` lists the known peers")
+        self.directory.remove(node_id, now_ms())
+        if self.health is not None:
+            self.health.forget(node_id)
+
+    # --- join and gossip ------------------------------------------------------------------
+    def start(self) -> None:
+        seeds = [u for u in self.config.peers.urls if u != self.url]
+        self._tasks = [asyncio.create_task(self._join(seeds), name="xsc-join"),
+                       asyncio.create_task(self._gossip(), name="xsc-gossip")]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _join(self, seeds: list[str]) -> None:
+        """Exchange descriptors with every configured node, retrying (backing off) those not up yet."""
+        delay = 0.25
+        pending = list(seeds)
+        while pending:
+            for url in list(pending):
+                try:
+                    responder = await self.exchange(url)
+                except PeerError as err:
+                    log.info("could not join %s yet: %s", url, err)
+                    continue
+                pending.remove(url)
+                self.joined.add(url)
+                log.info("joined %s (node %s); %d peers known", url, responder.id[:12], len(self.directory))
+            if pending:
+                await asyncio.sleep(delay * random.uniform(1 - GOSSIP_JITTER, 1 + GOSSIP_JITTER))
+                delay = min(JOIN_RETRY_MAX, delay * 2)
+
+    async def _gossip(self) -> None:
+        """Every interval, swap descriptors with one random peer; on news, with a few at once."""
+        interval = self.config.peers.gossip_interval
+        while True:
+            try:
+                await asyncio.wait_for(self._news.wait(),
+                                       interval * random.uniform(1 - GOSSIP_JITTER, 1 + GOSSIP_JITTER))
+                fanout = GOSSIP_FANOUT
+            except asyncio.TimeoutError:
+                fanout = 1
+            self._news.clear()
+            peers = self.peers()
+            targets = random.sample(peers, min(fanout, len(peers)))
+            results = await asyncio.gather(*(self.exchange(d.url, to=d.id) for d in targets), return_exceptions=True)
+            for d, result in zip(targets, results):
+                if isinstance(result, PeerError):
+                    log.debug("gossip with %s at %s failed: %s", d.id[:12], d.url, result)
+                elif isinstance(result, BaseException):
+                    log.error("gossip with %s failed", d.url, exc_info=result)
+            # News seldom comes alone (a node joining brings its peers): let it gather before the next push.
+            await asyncio.sleep(min(1.0, interval))
+
+
+PEERS = web.AppKey("peers", PeerService)
+routes = web.RouteTableDef()
+
+
+async def _peer_service(app: web.Application):
+    config = app[CONFIG]
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=32))
+    parts = app[STATUS_PARTS]
+
+    def storage() -> dict | None:
+        return parts["storage"](app) if "storage" in parts else None
+
+    service = PeerService(identity=app[IDENTITY], db=app[DB], config=config,
+                          client=PeerClient(app[IDENTITY], session, config.peers.request_timeout), storage=storage)
+    if service.url.startswith(("http://0.0.0.0:", "http://[::]:")):
+        log.warning("peers cannot reach %s: set peers.public_url (XSC_PEERS_PUBLIC_URL)", service.url)
+    app[PEERS] = service
+    service.start()
+    try:
+        yield
+    finally:
+        await service.close()
+        await session.close()
+
+
+def _status(app: web.Application) -> dict:
+    service = app[PEERS]
+    ups = [service.availability(d.id).up for d in service.peers()]
+    return {"url": service.url, "known": len(ups), "up": sum(u is True for u in ups)}
+
+
+def setup(app: web.Application) -> None:
+    peer_auth.install(app)
+    app.add_routes(routes)
+    app.cleanup_ctx.append(_peer_service)
+    app[STATUS_PARTS]["peers"] = _status
+
+
+async def _json_body(request: web.Request, hint: str) -> dict:
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        raise InvalidArgument("the request body is not JSON", hint=hint) from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("the request body must be a JSON object", hint=hint)
+    return body
+
+
+def _view(service: PeerService, d: NodeDescriptor) -> dict:
+    health = service.availability(d.id)
+    return {**d.to_json(), "up": health.up, "latency_ms": health.latency_ms, "ratio_1h": health.ratio_1h}
+
+
+@routes.get("/v1/peers")
+async def list_peers(request: web.Request) -> web.Response:
+    service = request.app[PEERS]
+    return web.json_response({"self": service.descriptor().to_json(),
+                              "peers": [_view(service, d) for d in service.peers()]})
+
+
+@routes.post("/v1/peers")
+async def add_peer(request: web.Request) -> web.Response:
+    body = await _json_body(request, 'send {"url": "http://HOST:PORT"}')
+    if not isinstance(body.get("url"), str):
+        raise InvalidArgument("url is missing", hint='send {"url": "http://HOST:PORT"}')
+    service = request.app[PEERS]
+    peer = await service.add(body["url"])
+    return web.json_response({"peer": _view(service, peer), "known": len(service.peers())}, status=201)
+
+
+@routes.delete("/v1/peers/{id}")
+async def remove_peer(request: web.Request) -> web.Response:
+    node_id = request.match_info["id"]
+    request.app[PEERS].remove(node_id)
+    return web.json_response({"removed": node_id})
+
+
+@routes.post("/v1/peer/descriptors")
+async def exchange_descriptors(request: web.Request) -> web.Response:
+    body = await _json_body(request, 'send {"descriptors": [...]}')
+    service = request.app[PEERS]
+    service.accept(body.get("descriptors"))
+    return web.json_response({"self": service.descriptor().to_json(), "descriptors": service.gossip_payload()})
+
+
+@routes.post("/v1/peer/challenge")
+async def answer_challenge(request: web.Request) -> web.Response:
+    body = await _json_body(request, 'send {"nonce": "<32 hex digits>"}')
+    service = request.app[PEERS]
+    reply = challenge_answer(service.identity, check_nonce(body.get("nonce")), peer_auth.peer_id(request))
+    return web.json_response({**reply, "descriptor": service.descriptor().to_json()})
+
+
+__all__ = ["PEERS", "PeerService", "PeerDirectory", "setup"]
