@@ -54,21 +54,21 @@ class NodeClient:
     def _connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
 
-    def _send(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
-              query: dict[str, Any] | None = None, encode_chunked: bool = False
-              ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    def _exchange(self, path: str, query: dict[str, Any] | None,
+                  send: Callable[[http.client.HTTPConnection, str], None]
+                  ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Connect, let `send` write the request, read the answer; map connection and HTTP errors."""
         if query:
             path = f"{path}?{urlencode({k: v for k, v in query.items() if v is not None})}"
         conn = self._connect()
-        all_headers = {"Authorization": f"Bearer {self._token}", **(headers or {})}
         try:
-            conn.request(method, path, body=body, headers=all_headers, encode_chunked=encode_chunked)
+            send(conn, path)
             response = conn.getresponse()
         except (ConnectionRefusedError, FileNotFoundError):
             conn.close()
             raise errors.NodeNotRunning(f"no node is running at {self.url}", hint=self._start_hint) from None
         except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected) as exc:
-            # The node may have refused the upload early (e.g. storage full) and closed the connection.
+            # The node may have answered (storage full, say) and closed while we were still sending.
             try:
                 response = conn.getresponse()
             except Exception:
@@ -81,37 +81,30 @@ class NodeClient:
             raise error_from_problem(response.status, data)
         return conn, response
 
+    def _send(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None,
+              query: dict[str, Any] | None = None, encode_chunked: bool = False
+              ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        all_headers = {"Authorization": f"Bearer {self._token}", **(headers or {})}
+        return self._exchange(path, query, lambda conn, target: conn.request(
+            method, target, body=body, headers=all_headers, encode_chunked=encode_chunked))
+
     def _send_expecting(self, path: str, body: Iterator[bytes], headers: dict[str, str],
                         query: dict[str, Any] | None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """POST with `Expect: 100-continue`: the node can refuse (token, space) before the body is sent."""
-        if query:
-            path = f"{path}?{urlencode({k: v for k, v in query.items() if v is not None})}"
-        conn = self._connect()
-        try:
-            conn.putrequest("POST", path)
+        """POST with `Expect: 100-continue`: the node can refuse (token, space, credit) before the body is sent."""
+
+        def send(conn: http.client.HTTPConnection, target: str) -> None:
+            conn.putrequest("POST", target)
             for name, value in {"Authorization": f"Bearer {self._token}", "Expect": "100-continue",
                                 **headers}.items():
                 conn.putheader(name, value)
             conn.endheaders()
             interim = b"HTTP/1.1 100 Continue\r\n\r\n"
-            peeked = conn.sock.recv(len(interim), socket.MSG_PEEK)
-            if peeked == interim:
+            if conn.sock.recv(len(interim), socket.MSG_PEEK) == interim:
                 conn.sock.recv(len(interim))
                 for chunk in body:
                     conn.send(chunk)
-            response = conn.getresponse()
-        except (ConnectionRefusedError, FileNotFoundError):
-            conn.close()
-            raise errors.NodeNotRunning(f"no node is running at {self.url}", hint=self._start_hint) from None
-        except (ConnectionResetError, BrokenPipeError) as exc:
-            conn.close()
-            raise errors.NodeNotRunning(f"the node at {self.url} closed the connection: {exc}",
-                                        hint="check the node's log") from None
-        if response.status >= 400:
-            data = response.read()
-            conn.close()
-            raise error_from_problem(response.status, data)
-        return conn, response
+
+        return self._exchange(path, query, send)
 
     def request(self, method: str, path: str, *, json_body: Any = None, query: dict[str, Any] | None = None,
                 body: bytes | None = None, content_type: str | None = None) -> Any:

@@ -1,0 +1,66 @@
+"""Helpers of the peers tests: raw HTTP to a node process, waiting for a condition."""
+
+from __future__ import annotations
+
+import http.client as httplib
+import json
+import time
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+# Short gossip and probe intervals, so that tests see joins, probes and failures within a second or two.
+FAST = {"XSC_PEERS_GOSSIP_INTERVAL": "0.3", "XSC_HEALTH_PROBE_INTERVAL": "0.2", "XSC_HEALTH_PROBE_TIMEOUT": "2"}
+
+
+def http(url: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+         ) -> tuple[int, Any]:
+    parts = urlsplit(url)
+    conn = httplib.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        data = response.read()
+    finally:
+        conn.close()
+    try:
+        return response.status, json.loads(data)
+    except ValueError:
+        return response.status, data
+
+
+def api(node, method: str, path: str, payload: Any = None) -> tuple[int, Any]:
+    """The user API of a NodeProcess, with its token."""
+    headers = {"Authorization": f"Bearer {node.token}"}
+    body = b""
+    if payload is not None:
+        body = json.dumps(payload).encode()
+        headers["Content-Type"] = "application/json"
+    return http(node.url, method, path, body, headers)
+
+
+def node_id(node) -> str:
+    return http(node.url, "GET", "/health")[1]["serviceId"]
+
+
+def known_ids(node) -> set[str]:
+    status, body = api(node, "GET", "/v1/peers")
+    assert status == 200, body
+    return {p["id"] for p in body["peers"]}
+
+
+def peer_health(node, peer: str) -> dict | None:
+    status, body = api(node, "GET", "/v1/health/peers")
+    assert status == 200, body
+    return next((p for p in body["peers"] if p["id"] == peer), None)
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    """Poll until check() is truthy (a deadline against hangs, not a timing assertion)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
