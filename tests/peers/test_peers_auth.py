@@ -77,6 +77,9 @@ def test_unsigned_stale_and_wrongly_signed_requests_are_refused(target) -> None:
     # None of the refused requests used up a nonce: the properly signed one still passes.
     body, headers, _ = _challenge(prober)
     assert http(node.url, "POST", PATH, body, headers)[0] == 200
+    # The signature covers the query string as sent.
+    body, headers, _ = _challenge(prober, path=PATH + "?probe=1&x=%2F")
+    assert http(node.url, "POST", PATH + "?probe=1&x=%2F", body, headers)[0] == 200
 
 
 def test_a_descriptor_whose_id_is_not_its_signing_key_is_refused(target) -> None:

@@ -52,6 +52,9 @@ def test_devnet_up_status_down(tmp_path: Path) -> None:
         assert not any(_running(node["pid"]) for node in listed)
         gone = run_xsc("devnet", "status", *dev)
         assert gone.returncode == 1 and b"no devnet in" in gone.stderr
-        assert all((root / f"node-{i}" / "node.key").exists() for i in range(3))  # data dirs stay
+        # The data dirs stay: the next `up` brings back the same nodes (on new ports), peered again.
+        again = run_xsc("devnet", "up", "-n", "3", *dev, "--json", env=FAST, timeout=120)
+        assert again.returncode == 0 and b"warning" not in again.stderr, again.stderr
+        assert [n["id"] for n in json.loads(again.stdout)] == [n["id"] for n in nodes]
     finally:
         run_xsc("devnet", "down", *dev, "--timeout", "5")

@@ -111,8 +111,27 @@ def _ports(count: int, base: int | None) -> list[int]:
     return list(range(base, base + count))
 
 
+def _forget_seeds(data_dir: Path) -> None:
+    """Clear the seeds an earlier `up` saved in the node's config: its first node had another port then."""
+    import tomllib
+
+    import tomli_w
+
+    path = data_dir / "config.toml"
+    try:
+        config = tomllib.loads(path.read_text())
+    except (FileNotFoundError, tomllib.TOMLDecodeError):
+        return
+    if config.get("peers", {}).get("urls"):
+        config["peers"]["urls"] = []
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(tomli_w.dumps(config))
+        os.replace(tmp, path)
+
+
 def _spawn(root: Path, index: int, port: int, first_url: str | None) -> dict:
     data_dir = (root / f"node-{index}").resolve()
+    _forget_seeds(data_dir)
     log = root / f"node-{index}.log"
     cmd = [sys.executable, "-m", "xsc", "--data-dir", str(data_dir), "node", "start", "--listen", f"127.0.0.1:{port}"]
     if first_url:

@@ -30,6 +30,7 @@ from . import artifacts, provenance
 from . import engine as eng
 from . import modules as mods
 from . import sandbox
+from ..ledger import price_compute
 from .limits import Limits, resolve
 from .modules import ModuleInfo
 from .store import ComputeStore
@@ -269,7 +270,7 @@ class ComputeService:
         signature = self._signature(prepared.info, call.function)
         if prepared.info.imports and not call.wasi:
             mods.check_imports(prepared.info.imports, wasi=False)
-        limits = resolve(self.ceiling, call.fuel, call.memory, call.timeout)
+        limits = self.limits(call)
         if call.wasi and not signature.params:
             # A WASI program's arguments are its argv (argv[0] is the module id).
             values, argv = [], [call.module, *(str(a) for a in call.args)]
@@ -305,8 +306,11 @@ class ComputeService:
         return export.signature
 
     def _price(self, fuel: int) -> int:
-        # Integer micro-credits, rounded up: a run never costs less than its fuel at the node's rate.
-        return -(-fuel * self.price_per_fuel_million // 1_000_000)
+        return price_compute(fuel, self.price_per_fuel_million)
+
+    def limits(self, call: InvokeCall) -> Limits:
+        """The limits a call runs under: what it asks for, never more than the node's ceiling."""
+        return resolve(self.ceiling, call.fuel, call.memory, call.timeout)
 
     def _record(self, run: Run, module_hash: bytes, signature: Signature, values: list, argv: list[str] | None,
                 started_ns: int) -> None:

@@ -9,7 +9,9 @@ from aiohttp import web
 
 from ..compute import ComputeService, module_too_large, parse_invoke
 from ..errors import InvalidArgument
+from ..ledger import price_compute
 from .context import CLIENT_IDENTITY, CONFIG, DB, IDENTITY, METRICS
+from .ledger_routes import LEDGER
 from .status import HEALTH_CHECKS, STATUS_PARTS
 
 COMPUTE = web.AppKey("compute", ComputeService)
@@ -87,13 +89,20 @@ async def invoke(request: web.Request) -> web.Response:
         raise InvalidArgument("the request body is not JSON",
                               hint='send {"module": ID, "function": NAME, "args": [...]}') from None
     app = request.app
-    run = await app[COMPUTE].invoke(parse_invoke(body), requester=app[CLIENT_IDENTITY].id)
-    # The run is over (returned or trapped): run.fuel_consumed, run.price and run.provenance_id are final here.
+    service, ledger, payer = app[COMPUTE], app[LEDGER], app[CLIENT_IDENTITY]
+    call = parse_invoke(body)
+    # Refused before any work if the whole fuel budget (what a trapped call is charged) cannot be paid.
+    await ledger.ensure_credit(payer, price_compute(service.limits(call).fuel, app[CONFIG].ledger.price_per_fuel_million))
+    run = await service.invoke(call, requester=payer.id)
     app[METRICS].invocations.labels(run.label).inc()
+    # Returned or trapped, the run used fuel: it is paid for either way.
+    entry = await ledger.settle(payer, app[IDENTITY], run.price, {"fuel": run.fuel_consumed},
+                                f"compute:{run.provenance_id}")
     error = run.error()
     if error is not None:
+        error.details["ledger_entry"] = entry
         raise error
-    return web.json_response(run.to_json())
+    return web.json_response({**run.to_json(), "ledger_entry": entry})
 
 
 @routes.get("/v1/compute/provenance")

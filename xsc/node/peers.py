@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 MAX_PEERS = 1000  # descriptors of new nodes beyond this are ignored (bounds what anyone can make us store)
 MAX_PER_MESSAGE = MAX_PEERS + 1
 PASS_ON_MS = 24 * 3_600_000  # descriptors not re-signed for a day are kept but no longer passed on
-REFRESH_MS = 5_000  # our own descriptor is re-signed at most this often (capacity and free change)
+REFRESH_MS = 60_000  # our own descriptor is re-signed this often, and at once when its capacity or free space change
 GOSSIP_FANOUT = 3  # peers told at once when we learn of a new node
 GOSSIP_JITTER = 0.2
 JOIN_RETRY_MAX = 30.0
@@ -175,12 +175,23 @@ class PeerService:
         if len(items) > MAX_PER_MESSAGE:
             raise InvalidArgument(f"at most {MAX_PER_MESSAGE} descriptors per message")
         now = now_ms()
-        parsed = [parse_descriptor(item, now_ms=now) for item in items]
+        # What we hold already (or is us) needs no signature check: most of a gossip message is old news.
+        parsed = [parse_descriptor(item, now_ms=now) for item in items if not self._known_already(item)]
         news = self.directory.merge(parsed, me=self.identity.id, my_url=self.url)
         if news:
             log.info("learned of %s", ", ".join(f"{d.id[:12]} at {d.url}" for d in news))
             self._news.set()
         return news
+
+    def _known_already(self, item: Any) -> bool:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            return False
+        if item["id"] == self.identity.id:
+            return True
+        known = self.directory.get(item["id"])
+        stamp, signature = item.get("timestamp"), item.get("signature")
+        return known is not None and type(stamp) is int and isinstance(signature, str) \
+            and (stamp, signature) <= (known.timestamp, known.signature)
 
     def gossip_payload(self) -> list[dict]:
         cutoff = now_ms() - PASS_ON_MS
@@ -220,11 +231,11 @@ class PeerService:
         if url == self.url:
             raise InvalidArgument(f"{url} is this node's own URL", hint="give the URL of another node")
         responder = await self.exchange(url, unblock=True)
+        if responder.id == self.identity.id:
+            raise InvalidArgument(f"{url} is this node itself", hint="give the URL of another node")
         reply = await self.challenge(url, responder.id)
         if isinstance(reply.get("descriptor"), dict):
             self.accept([reply["descriptor"]])
-        if responder.id == self.identity.id:
-            raise InvalidArgument(f"{url} is this node itself", hint="give the URL of another node")
         return self.directory.get(responder.id) or responder
 
     def remove(self, node_id: str) -> None:
@@ -238,6 +249,8 @@ class PeerService:
     # --- join and gossip ------------------------------------------------------------------
     def start(self) -> None:
         seeds = [u for u in self.config.peers.urls if u != self.url]
+        if len(self.directory):
+            self._news.set()  # tell known peers at once that we are back (perhaps at a new URL)
         self._tasks = [asyncio.create_task(self._join(seeds), name="xsc-join"),
                        asyncio.create_task(self._gossip(), name="xsc-gossip")]
 
@@ -255,7 +268,8 @@ class PeerService:
                 try:
                     responder = await self.exchange(url)
                 except PeerError as err:
-                    log.info("could not join %s yet: %s", url, err)
+                    # Said once; the retries (at most every 30 s, forever) stay quiet.
+                    log.log(logging.INFO if delay == 0.25 else logging.DEBUG, "could not join %s yet: %s", url, err)
                     continue
                 pending.remove(url)
                 self.joined.add(url)
@@ -263,6 +277,16 @@ class PeerService:
             if pending:
                 await asyncio.sleep(delay * random.uniform(1 - GOSSIP_JITTER, 1 + GOSSIP_JITTER))
                 delay = min(JOIN_RETRY_MAX, delay * 2)
+
+    async def _gossip_round(self, fanout: int) -> None:
+        peers = self.peers()
+        targets = random.sample(peers, min(fanout, len(peers)))
+        results = await asyncio.gather(*(self.exchange(d.url, to=d.id) for d in targets), return_exceptions=True)
+        for d, result in zip(targets, results):
+            if isinstance(result, PeerError):
+                log.debug("gossip with %s at %s failed: %s", d.id[:12], d.url, result)
+            elif isinstance(result, Exception):
+                log.error("gossip with %s failed", d.url, exc_info=result)
 
     async def _gossip(self) -> None:
         """Every interval, swap descriptors with one random peer; on news, with a few at once."""
@@ -275,14 +299,10 @@ class PeerService:
             except asyncio.TimeoutError:
                 fanout = 1
             self._news.clear()
-            peers = self.peers()
-            targets = random.sample(peers, min(fanout, len(peers)))
-            results = await asyncio.gather(*(self.exchange(d.url, to=d.id) for d in targets), return_exceptions=True)
-            for d, result in zip(targets, results):
-                if isinstance(result, PeerError):
-                    log.debug("gossip with %s at %s failed: %s", d.id[:12], d.url, result)
-                elif isinstance(result, BaseException):
-                    log.error("gossip with %s failed", d.url, exc_info=result)
+            try:
+                await self._gossip_round(fanout)
+            except Exception:  # a round must never end gossip
+                log.exception("gossip round failed")
             # News seldom comes alone (a node joining brings its peers): let it gather before the next push.
             await asyncio.sleep(min(1.0, interval))
 
