@@ -50,11 +50,61 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def run_measured(cmd: list[str], **kwargs) -> tuple[float, float, int]:
-    """Run a command; return (seconds, its peak RSS in MiB, exit code)."""
+# Runs the xsc CLI and, at exit, reports its own VmHWM on the fd named by XSC_BENCH_FD.  (getrusage of a child would also
+# count the pages it inherited from this process before exec.)
+_XSC_WITH_PEAK = (
+    "import atexit, os, sys\n"
+    "def report():\n"
+    "    hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+    "    os.write(int(os.environ['XSC_BENCH_FD']), hwm.encode())\n"
+    "atexit.register(report)\n"
+    "sys.argv = ['xsc', *sys.argv[1:]]\n"
+    "from xsc.cli import main\n"
+    "main()\n"
+)
+
+
+def run_xsc_measured(args: list[str], **kwargs) -> tuple[float, float, int]:
+    """Run `xsc ARGS`; return (seconds, its peak RSS in MiB, exit code)."""
+    read_fd, write_fd = os.pipe()
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, **kwargs)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.Popen([sys.executable, "-c", _XSC_WITH_PEAK, *args], pass_fds=(write_fd,),
+                            env={**os.environ, "XSC_BENCH_FD": str(write_fd)}, **kwargs)
+    os.close(write_fd)
+    proc.wait()
     elapsed = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return elapsed, usage.ru_maxrss / 1024, proc.returncode
+    with os.fdopen(read_fd, "rb") as f:
+        peak_kib = f.read().decode() or "nan"
+    return elapsed, float(peak_kib) / 1024, proc.returncode
+
+
+class AnonSampler:
+    """Samples a process's anonymous RSS (heap, not file-backed mappings) in a thread; keeps the peak."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        import threading
+
+        self.pid, self.interval, self.peak_kib = pid, interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                    if line.startswith("RssAnon:"):
+                        self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+            except OSError:
+                return
+
+    def __enter__(self) -> "AnonSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def peak_mib(self) -> float:
+        return self.peak_kib / 1024

@@ -46,3 +46,36 @@ async def test_the_peer_service_signs_requests_and_reports_availability(node_fac
     assert health["checks"]["peers:reachable"][0]["status"] == "pass"
     status = await (await a.get("/v1/node/status")).json()
     assert status["peers"] == {"url": peers_a.url, "known": 1, "up": 1}
+
+
+async def test_a_streaming_peer_handler_gets_the_signed_digest_and_an_unread_body(make_config) -> None:
+    import hashlib
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from xsc.identity import Identity, sign_request
+    from xsc.node import create_app
+    from xsc.node.peer_auth import signed, streams_body
+
+    @streams_body
+    async def upload(request: web.Request) -> web.Response:
+        digest = hashlib.sha256()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            digest.update(chunk)
+        return web.json_response({"matches": digest.hexdigest() == signed(request).digest})
+
+    config = make_config("streamer", **FAST)
+    app = create_app(config)
+    app.router.add_put("/v1/peer/test-upload", upload)
+    client = TestClient(TestServer(app, host="127.0.0.1", port=int(config.node.listen.rsplit(":", 1)[1])))
+    await client.start_server()
+    try:
+        sender = Identity.generate()
+        body = b"x" * (3 * 1024 * 1024)  # more than a buffered peer request may carry
+        for sent, matches in ((body, True), (body[:-1] + b"y", False)):
+            headers = sign_request(sender, "PUT", "/v1/peer/test-upload", body)
+            answer = await client.put("/v1/peer/test-upload", data=sent, headers=headers)
+            assert answer.status == 200 and (await answer.json())["matches"] is matches
+    finally:
+        await client.close()

@@ -107,10 +107,8 @@ def get(obj, cap: str, output: str) -> None:
         raise BadRequest(f"the download stopped after {got} of {size} bytes ({exc.__class__.__name__})",
                          hint="run `xsc store check` on the capability; the node's log says why") from None
     if tmp is not None:
-        sink.flush()
-        os.fsync(sink.fileno())
         sink.close()
-        os.replace(tmp, output)
+        os.replace(tmp, output)  # the output file appears only once it is complete
     else:
         sink.flush()
 

@@ -74,7 +74,8 @@ def ewma(previous: float | None, sample: float, alpha: float = EWMA_ALPHA) -> fl
 
 def record_probe(history: PeerHistory, at: int, ok: bool, latency_ms: float | None = None,
                  error: str | None = None) -> PeerHistory:
-    """The history with one more probe result.  Probes are recorded in time order."""
+    """The history with one more probe result."""
+    at = max(at, history.last_probe or 0)  # a clock stepped back must not reorder the buckets
     start = bucket_start(at)
     buckets = [b for b in history.buckets if b.start > start - DAY_MS]
     if buckets and buckets[-1].start == start:

@@ -128,7 +128,6 @@ class PeerService:
         self._own: NodeDescriptor | None = None
         self._news = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self.joined: set[str] = set()  # seed URLs an exchange has succeeded with since start
 
     # --- what the rest of the node uses ---------------------------------------------
     def peers(self) -> list[NodeDescriptor]:
@@ -157,7 +156,7 @@ class PeerService:
 
     # --- descriptors ------------------------------------------------------------------
     def descriptor(self) -> NodeDescriptor:
-        """This node's own descriptor, re-signed when it is a few seconds old or its free space changed."""
+        """This node's own descriptor, re-signed when it is a minute old or its capacity or free space changed."""
         storage = self._storage() or {}
         capacity = int(storage.get("capacity", self.config.storage.capacity))
         free = min(capacity, max(0, int(storage.get("free", capacity))))
@@ -272,7 +271,6 @@ class PeerService:
                     log.log(logging.INFO if delay == 0.25 else logging.DEBUG, "could not join %s yet: %s", url, err)
                     continue
                 pending.remove(url)
-                self.joined.add(url)
                 log.info("joined %s (node %s); %d peers known", url, responder.id[:12], len(self.directory))
             if pending:
                 await asyncio.sleep(delay * random.uniform(1 - GOSSIP_JITTER, 1 + GOSSIP_JITTER))
