@@ -10,8 +10,12 @@ from xsc.node.compute_routes import COMPUTE
 from xsc.node.ledger_routes import LEDGER
 
 
-def _balances(node) -> tuple[int, int]:
-    store = node.app[LEDGER].store
+async def _balances(node) -> tuple[int, int]:
+    """Balances once every queued settlement is written (invokes settle after they answer)."""
+    ledger = node.app[LEDGER]
+    while ledger._drainer is not None and not ledger._drainer.done():
+        await ledger._drainer
+    store = ledger.store
     return (store.state(node.app[CLIENT_IDENTITY].public_key).balance,
             store.state(node.app[IDENTITY].public_key).balance)
 
@@ -22,9 +26,9 @@ async def test_an_invoke_pays_for_the_fuel_it_used(node_factory) -> None:
     status, body = await invoke(node, module, "fib", 20, fuel=5_000_000)
     assert status == 200, body
     assert body["price"] == price_compute(body["fuel_consumed"], 1_000_000) > 0
-    assert _balances(node) == (-body["price"], body["price"])
-    entry = await (await node.get(f"/v1/ledger/entries/{body['ledger_entry']}")).json()
-    assert str(body["fuel_consumed"]) in str(entry) and body["provenance"] in str(entry)
+    assert await _balances(node) == (-body["price"], body["price"])
+    history = await (await node.get("/v1/ledger/accounts/client/history")).json()
+    assert f"compute:{body['provenance']}" in str(history) and str(body["fuel_consumed"]) in str(history)
 
 
 async def test_a_trapped_invoke_is_paid_for_its_whole_budget(node_factory) -> None:
@@ -32,8 +36,7 @@ async def test_a_trapped_invoke_is_paid_for_its_whole_budget(node_factory) -> No
     module = await deploy(node, "loop")
     status, body = await invoke(node, module, "spin", fuel=2_000_000)
     assert status == 422 and body["kind"] == "out-of-fuel", body
-    assert "ledger_entry" in body
-    assert _balances(node) == (-2_000, 2_000)
+    assert await _balances(node) == (-2_000, 2_000)
 
 
 async def test_an_underfunded_invoke_is_refused_before_it_runs(node_factory) -> None:
@@ -42,4 +45,27 @@ async def test_an_underfunded_invoke_is_refused_before_it_runs(node_factory) -> 
     status, body = await invoke(node, module, "add", 1, 2, fuel=1_000_000)
     assert status == 402 and body["code"] == "insufficient-credit", body
     assert node.app[COMPUTE].recent_provenance(10) == []
-    assert _balances(node) == (0, 0)
+    assert await _balances(node) == (0, 0)
+
+
+async def test_held_credit_stops_invokes_from_overspending(node_factory) -> None:
+    # Each call holds its whole budget (1 credit) until its settlement is written.
+    import asyncio
+
+    node = await node_factory(ledger={"credit_limit": 3_000_000, "price_per_fuel_million": 1_000_000})
+    module = await deploy(node, "add")
+    ledger, payer = node.app[LEDGER], node.app[CLIENT_IDENTITY]
+    for _ in range(3):  # three settlements in flight hold all the credit there is
+        await ledger.hold(payer, 1_000_000)
+    status, body = await invoke(node, module, "add", 1, 2, fuel=1_000_000)
+    assert status == 402 and body["code"] == "insufficient-credit"
+    status, body = await invoke(node, module, "add", "x", 2, fuel=1_000_000)
+    assert status == 402  # the credit check comes before anything else is done
+    ledger.release(payer, 3_000_000)
+    status, _ = await invoke(node, module, "add", "x", 2, fuel=1_000_000)
+    assert status == 400  # refused before it ran: its hold is given back
+    results = await asyncio.gather(*(invoke(node, module, "add", 1, 2, fuel=1_000_000) for _ in range(3)))
+    assert [s for s, _ in results] == [200, 200, 200]
+    client, provider = await _balances(node)
+    assert client == -provider and provider == sum(b["price"] for _, b in results)
+    assert ledger._held == {}

@@ -7,6 +7,10 @@ Service API for the rest of the node (the app holds one `LedgerService` under th
     await ledger.ensure_credit(payer_identity, amount)
         # raises InsufficientCredit (HTTP 402) saying how much is missing; call it BEFORE any work
         # (a pre-check: settle checks the credit limit again, atomically with its write)
+    await ledger.hold(payer_identity, amount)       # ensure_credit, then set the amount aside
+    ledger.settle_later(payer_identity, payee_identity, amount, usage, job_ref, held=amount)
+        # queue the settlement without waiting for its fsync; the hold is released once it is written
+    ledger.release(payer_identity, amount)         # give back a hold for work that was refused
     entry_id = await ledger.settle(payer_identity, payee_identity, amount, usage, job_ref)
         # usage e.g. {"fuel": 1234} or {"byte_hours": 5678}; job_ref a short text (<= 256 bytes);
         # returns the id (hex) of the payer's new entry; both chains are written in one synced batch

@@ -11,6 +11,7 @@ concurrent settlements share one fsync and the signature work spread over the co
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from .model import decode_entry, entry_json, format_credits
 from .store import LedgerStore, Settlement, ThreadedMap, new_settlement
 
 MAX_GROUP = 512  # settlements per write batch
+log = logging.getLogger(__name__)
 
 
 class LedgerService:
@@ -41,6 +43,7 @@ class LedgerService:
         self._lock = asyncio.Lock()
         self._pending: list[tuple[Settlement, asyncio.Future]] = []
         self._drainer: asyncio.Task | None = None
+        self._held: dict[bytes, int] = {}  # credit set aside for settlements not yet written
 
     # --- the API the rest of the node uses ------------------------------------------------
     async def ensure_credit(self, payer: Identity, amount: int) -> None:
@@ -49,17 +52,54 @@ class LedgerService:
         A pre-check before work: `settle` checks the limit again, atomically with the write."""
         if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
             raise InvalidArgument(f"amount must be a non-negative integer of micro-credits, not {amount!r}")
-        state = self.store.state(payer.public_key)
-        if state.balance - amount < -self.credit_limit:
-            raise rules.credit_error(payer.public_key, state.balance, amount, self.credit_limit)
+        spendable = self.store.state(payer.public_key).balance - self._held.get(payer.public_key, 0)
+        if spendable - amount < -self.credit_limit:
+            raise rules.credit_error(payer.public_key, spendable, amount, self.credit_limit)
+
+    async def hold(self, payer: Identity, amount: int) -> None:
+        """Set `amount` aside for a settlement that will follow (`settle_later`), or raise InsufficientCredit.
+
+        Held credit counts as spent for every later `ensure_credit` and `hold`, so work paid by
+        settlements that are not yet written can never add up to more than the payer may spend."""
+        await self.ensure_credit(payer, amount)
+        self._held[payer.public_key] = self._held.get(payer.public_key, 0) + amount
+
+    def settle_later(self, payer: Identity, payee: Identity, amount: int, usage: dict[str, int], job_ref: str,
+                     *, held: int) -> None:
+        """Queue a settlement and return at once; the `held` credit is released when it is written.
+
+        For work whose caller should not wait for an fsync (an invoke): the settlement is written by the
+        next group commit, and `close()` writes every queued one before the node stops.  A crash in
+        between loses the provider's payment for that work, never the payer's credit."""
+        request = new_settlement(payer, payee, amount, usage, job_ref, int(time.time()))
+        future = asyncio.get_running_loop().create_future()
+
+        def written(f: asyncio.Future) -> None:
+            self.release(payer, held)
+            if not f.cancelled() and f.exception() is not None:
+                log.error("settlement %s was not written: %s", job_ref, f.exception())
+
+        future.add_done_callback(written)
+        self._enqueue(request, future)
+
+    def release(self, payer: Identity, amount: int) -> None:
+        """Give back credit held for work that will not be settled (it was refused before it ran)."""
+        left = self._held.get(payer.public_key, 0) - amount
+        if left > 0:
+            self._held[payer.public_key] = left
+        else:
+            self._held.pop(payer.public_key, None)
+
+    def _enqueue(self, request: Settlement, future: asyncio.Future) -> None:
+        self._pending.append((request, future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
 
     async def settle(self, payer: Identity, payee: Identity, amount: int, usage: dict[str, int], job_ref: str) -> str:
         """Settle a transfer for work `payee` did for `payer`; returns the id (hex) of the payer's entry."""
         request = new_settlement(payer, payee, amount, usage, job_ref, int(time.time()))
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((request, future))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.create_task(self._drain())
+        self._enqueue(request, future)
         payment = await asyncio.shield(future)
         return payment.id.hex()
 

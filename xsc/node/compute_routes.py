@@ -91,18 +91,23 @@ async def invoke(request: web.Request) -> web.Response:
     app = request.app
     service, ledger, payer = app[COMPUTE], app[LEDGER], app[CLIENT_IDENTITY]
     call = parse_invoke(body)
-    # Refused before any work if the whole fuel budget (what a trapped call is charged) cannot be paid.
-    await ledger.ensure_credit(payer, price_compute(service.limits(call).fuel, app[CONFIG].ledger.price_per_fuel_million))
-    run = await service.invoke(call, requester=payer.id)
+    # The whole fuel budget (what a trapped call is charged) is held before any work, or the call is refused.
+    budget = price_compute(service.limits(call).fuel, app[CONFIG].ledger.price_per_fuel_million)
+    await ledger.hold(payer, budget)
+    try:
+        run = await service.invoke(call, requester=payer.id)
+    except BaseException:  # refused before it ran (bad arguments, no such export): nothing to pay
+        ledger.release(payer, budget)
+        raise
     app[METRICS].invocations.labels(run.label).inc()
-    # Returned or trapped, the run used fuel: it is paid for either way.
-    entry = await ledger.settle(payer, app[IDENTITY], run.price, {"fuel": run.fuel_consumed},
-                                f"compute:{run.provenance_id}")
+    # Returned or trapped, the run used fuel: it is paid for either way, by the next group commit
+    # (the caller does not wait for its fsync; the job reference names the provenance record).
+    ledger.settle_later(payer, app[IDENTITY], run.price, {"fuel": run.fuel_consumed},
+                        f"compute:{run.provenance_id}", held=budget)
     error = run.error()
     if error is not None:
-        error.details["ledger_entry"] = entry
         raise error
-    return web.json_response({**run.to_json(), "ledger_entry": entry})
+    return web.json_response(run.to_json())
 
 
 @routes.get("/v1/compute/provenance")
