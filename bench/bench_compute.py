@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,15 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from .common import start_node
+
 ROOT = Path(__file__).resolve().parent.parent
 WASM = ROOT / "fixtures" / "wasm"
 TARGETS = {"invokes_per_s_c8": 2000, "p50_ms_c1": 1.0, "help_ms": 200}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _per_call(once, seconds: float) -> float:
@@ -172,21 +167,11 @@ def main() -> None:
     print(f"the sandbox's run() of the same call, in process: {sandboxed * 1e6:.1f} us ({sandboxed / raw:.2f}x raw)")
 
     data_dir = Path(tempfile.mkdtemp(prefix="xsc-bench-"))
-    port = _free_port()
     env = {**os.environ, "XSC_HOME": str(data_dir)}
     xsc = [sys.executable, "-m", "xsc"]
-    node = subprocess.Popen([*xsc, "node", "start", "--listen", f"127.0.0.1:{port}", "--log-level", "WARNING"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node, url = start_node(data_dir, "--log-level", "WARNING")
+    port = int(url.rsplit(":", 1)[1])
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or node.poll() is not None:
-                    raise SystemExit("the node did not start")
-                time.sleep(0.05)
         token = (data_dir / "api-token").read_text().strip()
         add = WASM / "add.wasm"
         subprocess.run([*xsc, "compute", "deploy", str(add)], env=env, check=True, capture_output=True)

@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 import plyvel
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from .common import start_node
 from xsc.identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity
 from xsc.ledger import LedgerService
 
@@ -78,27 +78,10 @@ async def settle_many(db_path: Path, payer: Identity, payee: Identity, total: in
         db.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def verify_with_cli(data_dir: Path) -> tuple[float, dict]:
-    port = free_port()
     xsc = [sys.executable, "-m", "xsc", "--data-dir", str(data_dir)]
-    node = subprocess.Popen([*xsc, "node", "start", "--listen", f"127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node, _ = start_node(data_dir)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or node.poll() is not None:
-                    raise RuntimeError("the node did not start")
-                time.sleep(0.1)
         start = time.perf_counter()
         result = subprocess.run([*xsc, "ledger", "verify", "--json"], capture_output=True, timeout=600)
         elapsed = time.perf_counter() - start

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import click
 
 from ..errors import BadRequest, InvalidArgument
-from .output import emit_json, json_option, key_values, table
+from .output import emit_json, json_option, table
 
 
 def _cap_path(cap: str, suffix: str = "") -> str:

@@ -10,7 +10,6 @@ complete and publishes the shares once all are written.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import deque
