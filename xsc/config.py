@@ -68,13 +68,14 @@ class ComputeSection(_Section):
     timeout: float = 5.0  # default and maximum wall-clock seconds per call
     threads: int = Field(default_factory=lambda: os.cpu_count() or 2)
     max_module_size: int = 16 * MiB
+    max_queued: int = 256  # calls admitted (running or waiting for a thread); more are refused with 503
 
     @field_validator("memory", "max_module_size", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)
 
-    @field_validator("fuel", "threads", "max_module_size")
+    @field_validator("fuel", "threads", "max_module_size", "max_queued")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:

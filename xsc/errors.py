@@ -92,6 +92,12 @@ class ComputeError(XscError):
     code = "compute-error"
 
 
+class ComputeBusy(ComputeError):
+    """Too many calls are running or waiting: refused at once rather than queued without bound."""
+
+    code = "compute-busy"
+
+
 class InvalidModule(ComputeError):
     code = "invalid-module"
 

@@ -10,6 +10,8 @@ import time
 
 from compute_helpers import deploy, invoke
 
+from xsc.node.compute_routes import COMPUTE
+
 
 async def running_calls(client) -> int:
     status = await (await client.get("/v1/node/status")).json()
@@ -68,3 +70,20 @@ async def test_many_concurrent_invokes_all_answer(node):
     assert len(provenance_ids) == 64
     modules = await (await node.get("/v1/modules")).json()
     assert {m["id"]: m["invocations"] for m in modules["modules"]}[add] == 64
+
+
+async def test_calls_past_the_queue_bound_are_refused_at_once(node_factory) -> None:
+    import asyncio
+
+    node = await node_factory(compute={"threads": 2, "max_queued": 2, "timeout": 1.0})
+    module = await deploy(node, "loop")
+    spinning = [asyncio.create_task(invoke(node, module, "spin")) for _ in range(2)]
+    service = node.app[COMPUTE]
+    for _ in range(200):
+        if service.admitted == 2:
+            break
+        await asyncio.sleep(0.01)
+    status, body = await invoke(node, module, "spin")
+    assert status == 503 and body["code"] == "compute-busy", body
+    assert [s for s, _ in await asyncio.gather(*spinning)] == [422, 422]  # both hit their deadline
+    assert (await node.get("/health")).status == 200

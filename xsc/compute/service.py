@@ -23,7 +23,7 @@ import wasmtime
 
 from .. import keys
 from ..config import ComputeSection
-from ..errors import ExportNotFound, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleNotFound, NotAFunction, \
+from ..errors import ComputeBusy, ExportNotFound, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleNotFound, NotAFunction, \
     ProvenanceNotFound, Trap, UnsupportedSignature
 from ..identity import Identity
 from . import artifacts, provenance
@@ -148,6 +148,8 @@ class ComputeService:
         self.stats = {"compiled": 0, "loaded": 0, "rejected_artifacts": 0}
         self.running = 0  # calls executing right now
         self._running_lock = threading.Lock()
+        self.max_queued = config.max_queued
+        self.admitted = 0  # calls running or waiting for a thread (changed on the event loop only)
 
     def start(self) -> None:
         self.ticker.start()
@@ -159,7 +161,7 @@ class ComputeService:
     def status(self) -> dict[str, Any]:
         return {"wasmtime": eng.WASMTIME_VERSION, "threads": self.threads, "limits": self.ceiling.to_json(),
                 "max_module_size": self.max_module_size, "modules_in_memory": len(self._cache),
-                "running": self.running, **self.stats}
+                "running": self.running, "admitted": self.admitted, "max_queued": self.max_queued, **self.stats}
 
     # --- modules -----------------------------------------------------------------------
     async def deploy(self, wasm: bytes, *, wasi: bool = False) -> tuple[ModuleInfo, bool]:
@@ -263,7 +265,15 @@ class ComputeService:
     # --- invocation ----------------------------------------------------------------------
     async def invoke(self, call: InvokeCall, *, requester: str) -> Run:
         """Run one call on the pool; a trap is a Run too (it is metered and recorded), bad input raises."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self._invoke, call, requester)
+        if self.admitted >= self.max_queued:
+            raise ComputeBusy(f"the node is busy: {self.admitted} calls are running or waiting "
+                              f"for one of its {self.threads} threads", hint="retry in a moment",
+                              admitted=self.admitted)
+        self.admitted += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, self._invoke, call, requester)
+        finally:
+            self.admitted -= 1
 
     def _invoke(self, call: InvokeCall, requester: str) -> Run:
         prepared = self._prepared(bytes.fromhex(call.module))

@@ -27,6 +27,7 @@ STATUS = {
     e.InvalidModule: 422,
     e.ImportsNotAllowed: 422,
     e.Trap: 422,
+    e.ComputeBusy: 503,
     e.InvalidEntry: 422,
     e.AuthorizationReplayed: 409,
     e.ChainConflict: 409,
