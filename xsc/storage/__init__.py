@@ -6,11 +6,12 @@ Public API:
   ShareStore          blocks, share metadata and manifests in LevelDB, exact capacity accounting
   ShareMeta, PutResult, ShareReport
   erasure, layout     the pure RS(4,2) codec and the exact size arithmetic
+  placement           weighted rendezvous placement of shares on nodes, failures survived
 """
 
-from . import erasure, layout
+from . import erasure, layout, placement
 from .capability import Capability
 from .gateway import Gateway, PutResult, ShareReport
 from .share_store import ShareMeta, ShareStore
 
-__all__ = ["Capability", "Gateway", "PutResult", "ShareReport", "ShareMeta", "ShareStore", "erasure", "layout"]
+__all__ = ["Capability", "Gateway", "PutResult", "ShareReport", "ShareMeta", "ShareStore", "erasure", "layout", "placement"]

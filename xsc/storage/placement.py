@@ -1,0 +1,64 @@
+"""Where a file's shares go: weighted rendezvous hashing of (storage index, node id).
+
+Every node ranks candidates the same way from the same facts, without coordination:
+node j's score for a file is  -w_j / ln(u_j),  where u_j in (0, 1) is taken from
+SHA-256("xsc:placement:v1:" || storage index || node id) and w_j > 0 is the node's weight
+(availability x free capacity, as the caller computes it).  The highest scores win.  This is
+the weighted form of highest-random-weight hashing: node j comes first with probability
+w_j / sum(w), and removing a node only moves the shares it held.
+
+With at least N eligible nodes the N shares go to N distinct nodes; with fewer they are
+dealt round the ranked nodes, so the counts differ by at most one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from .erasure import K, N
+
+_TAG = b"xsc:placement:v1:"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    node_id: str
+    weight: float  # > 0: availability x free capacity; a node with no room is left out by the caller
+    free: int  # bytes of block space it reported free
+
+
+def score(storage_index: bytes, candidate: Candidate) -> float:
+    digest = hashlib.sha256(_TAG + storage_index + candidate.node_id.encode()).digest()
+    u = (int.from_bytes(digest[:8], "big") + 0.5) / 2**64  # strictly inside (0, 1)
+    return -candidate.weight / math.log(u)
+
+
+def rank(storage_index: bytes, candidates: list[Candidate], share_bytes: int) -> list[Candidate]:
+    """Candidates with room for a share, best first (ties broken by node id, so the order is total)."""
+    eligible = [c for c in candidates if c.weight > 0 and c.free >= share_bytes]
+    return sorted(eligible, key=lambda c: (-score(storage_index, c), c.node_id))
+
+
+def place_shares(storage_index: bytes, candidates: list[Candidate], share_bytes: int,
+                 shares: int = N) -> list[str]:
+    """The node id holding each share (index = share number)."""
+    ranked = rank(storage_index, candidates, share_bytes)
+    if not ranked:
+        raise ValueError("no candidate node has room for a share")
+    return [ranked[i % len(ranked)].node_id for i in range(shares)]
+
+
+def node_failures_survived(placement: list[str], needed: int = K) -> int:
+    """How many node failures the file survives whichever nodes fail: the most f such that
+    losing the f nodes holding the most shares still leaves `needed` shares."""
+    counts = sorted(Counter(placement).values(), reverse=True)
+    lost, survived = 0, 0
+    for count in counts:
+        lost += count
+        if len(placement) - lost < needed:
+            break
+        survived += 1
+    return survived
