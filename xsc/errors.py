@@ -87,6 +87,40 @@ class IntegrityError(XscError):
     code = "integrity-error"
 
 
+class ShareNotFound(NotFound):
+    code = "share-not-found"
+
+
+class UploadNotFound(NotFound):
+    """No upload in progress with that id (never begun, committed, aborted, expired, or lost in a restart)."""
+
+    code = "upload-not-found"
+
+
+class ShareExists(Conflict):
+    """A holder already holds (or is receiving) that share, or shares of that storage index from another node."""
+
+    code = "share-exists"
+
+
+class SegmentOutOfOrder(Conflict):
+    code = "segment-out-of-order"
+
+
+class UploadIncomplete(Conflict):
+    code = "upload-incomplete"
+
+
+class ShareMismatch(Conflict):
+    """A committed share whose block hashes or root are not what the holder received and computed."""
+
+    code = "share-mismatch"
+
+
+class RangeNotSatisfiable(BadRequest):
+    code = "range-not-satisfiable"
+
+
 # --- compute ------------------------------------------------------------------
 class ComputeError(XscError):
     code = "compute-error"

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, localcontext
-from fractions import Fraction
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+from itertools import repeat
 from typing import Iterable, Mapping
 
 from ..errors import InvalidCommitment
 from .convergence import CONVERGENCE_EPSILON, HISTORY_LENGTH, denominator_delta
-from .divide import water_fill
-from .matching import NeedIndex
+from .divide import divide
+from .matching import CapacityIndex
 from .models import (
     AllocationState,
     Commitment,
     ConvergenceSample,
     NeedKey,
-    SlotAllocation,
     SlotDenominator,
+    slot_allocations,
 )
 from .recognition import normalized_weights
 
@@ -24,19 +24,12 @@ SCALE = 10**18
 """Priority weights are fixed-point integers with 18 decimals (rounded up, so > 0 stays > 0)."""
 
 
-_ZERO = Fraction(0)
-
-
 def _slot_order(s) -> tuple:
     return (s.kind, s.start, s.end, s.id)
 
 
-def _item_window_order(item) -> tuple:
-    return (item[0], item[1], item[4].id)
-
-
-def _fixed(x: Fraction) -> int:
-    return -((-x.numerator * SCALE) // x.denominator)
+def _window_order(n) -> tuple:
+    return (n.start, n.end, n.id)
 
 
 def as_network(network: Mapping[str, Commitment] | Iterable[Commitment]) -> dict[str, Commitment]:
@@ -56,16 +49,17 @@ def as_network(network: Mapping[str, Commitment] | Iterable[Commitment]) -> dict
 
 
 _REPORTED = Decimal("1e-9")
+_ZERO_REPORTED = Decimal(0).quantize(_REPORTED)
+# One fixed context rather than the caller's: the result must not depend on the thread's settings.
+_DIVISION = Context(prec=60, rounding=ROUND_HALF_EVEN)
 
 
 def _to_decimal(num: int, den: int) -> Decimal:
     # Reported to 9 decimals: enough for the 0.001 convergence test, and the 18-decimal
     # fixed-point weights do not show through as noise in the last digits.
     if den == 0:
-        return Decimal(0).quantize(_REPORTED)
-    with localcontext() as ctx:
-        ctx.prec = 60
-        return (Decimal(num) / Decimal(den)).quantize(_REPORTED)
+        return _ZERO_REPORTED
+    return _DIVISION.divide(Decimal(num), Decimal(den)).quantize(_REPORTED, context=_DIVISION)
 
 
 def compute_allocation(
@@ -128,9 +122,10 @@ def compute_allocation(
     received = received if received is not None else {}
 
     weights = normalized_weights(provider)
-    # r -> (tier, fixed MR * d or w * d, fixed MR or w): tier 1 by MR, tier 2 by p's weight
-    ranks: dict[str, tuple[int, int, int]] = {}
-    needs = []
+    # r -> (fixed MR * d or w * d, fixed MR or w): tier 1 by MR, tier 2 by p's weight.  Weights
+    # are exact fractions; the integers below are the same rationals times 10^18, rounded up.
+    rank_of: dict[str, tuple[int, int]] = {}
+    tiers: tuple[list, list] = ([], [])  # (r, r's need slots) per tier
     for r, w in weights.items():
         other = net.get(r)
         if other is None or r == me:
@@ -139,71 +134,106 @@ def compute_allocation(
             raise InvalidCommitment(f"the network lists {other.participant!r}'s commitment under {r!r}")
         if not other.need_slots:
             continue
-        mr = min(w, normalized_weights(other).get(me, _ZERO))
-        tier, weight = (1, mr) if mr > 0 else (2, w)
+        num, den = w.numerator, w.denominator
+        back = normalized_weights(other).get(me)
+        if back is not None and back.numerator * den < num * back.denominator:
+            num, den = back.numerator, back.denominator  # MR = min(w(p, r), w(r, p))
+        share = -((-num * SCALE) // den)
         damping = other.damping_factor
-        ranks[r] = (tier, _fixed(weight if damping == 1 else weight * Fraction(damping)), _fixed(weight))
-        needs.extend(other.need_slots)
+        if damping == 1:
+            rank_of[r] = (share, share)
+        else:
+            d_num, d_den = damping.as_integer_ratio()
+            rank_of[r] = (-((-num * d_num * SCALE) // (den * d_den)), share)
+        tiers[0 if back is not None else 1].append((r, other.need_slots))
 
-    index = NeedIndex(needs)
+    # All need slots in (tier, recipient id) order: what each slot's claims must be listed in.
+    needs: list = []
+    owner_at: list[str] = []  # by position in `needs`
+    for group in tiers:
+        group.sort()
+        for r, slots in group:
+            needs.extend(slots)
+            owner_at.extend(repeat(r, len(slots)))
+    tier1_end = sum(len(slots) for _, slots in tiers[0])
+
+    caps = sorted(provider.capacity_slots, key=_slot_order)
+    compatible_needs = CapacityIndex(caps).match(needs)
     # By position in `needs`: the residual need, filled in when a capacity slot first meets it.
     remaining: list[int | None] = [None] * len(needs)
 
-    allocations: list[SlotAllocation] = []
-    record = allocations.append
+    def window(i: int) -> tuple:
+        n = needs[i]
+        return (n.start, n.end, n.id)
+
+    fields: list = []  # capacity slot, need slot, recipient, units, tier; record after record
     denominators: dict[str, SlotDenominator] = {}
     unallocated: dict[str, int] = {}
     by_kind: dict[str, dict[str, int]] = {}  # kind -> recipient -> units
-    for c in sorted(provider.capacity_slots, key=_slot_order):
-        by_recipient: dict[str, list] = {}
-        needs_of: dict[str, int] = {}
-        for item in index.matches(c):
-            n, i = item[4], item[5]
+    for c, matched in zip(caps, compatible_needs):
+        # The recipients with residual need in c, in (tier, id) order, as parallel lists.  Since
+        # `matched` follows the order of `needs`, each recipient's slots form one run of it,
+        # starting at run[x].
+        rs: list[str] = []
+        ks: list[int] = []
+        ms: list[int] = []
+        share_of: list[int] = []
+        run: list[int] = []
+        split = None  # where tier 2 starts in rs
+        r = None
+        for j, i in enumerate(matched):
             left = remaining[i]
             if left is None:
-                left = remaining[i] = n.quantity - received.get((n.owner, n.id), 0) if received else n.quantity
-            if left <= 0:
+                n = needs[i]
+                left = n.quantity - received.get((n.owner, n.id), 0) if received else n.quantity
+                left = remaining[i] = left if left > 0 else 0
+            if not left:
                 continue
-            owner = n.owner
-            group = by_recipient.get(owner)
-            if group is None:
-                by_recipient[owner] = [item]
-                needs_of[owner] = left
-            else:
-                group.append(item)
-                needs_of[owner] += left
-        claims: tuple[list, list] = ([], [])
-        share_sums = [0, 0]
-        for r, need in needs_of.items():
-            tier, k, share = ranks[r]
-            claims[tier - 1].append((r, k, need))
-            share_sums[tier - 1] += share
+            if owner_at[i] is r:  # owner_at holds one string object per recipient
+                ms[-1] += left
+                continue
+            r = owner_at[i]
+            if split is None and i >= tier1_end:
+                split = len(rs)
+            k, share = rank_of[r]
+            rs.append(r)
+            ks.append(k)
+            ms.append(left)
+            share_of.append(share)
+            run.append(j)
+        if split is None:
+            split = len(rs)
         left = c.quantity
         cid = c.id
         kind_totals = by_kind.setdefault(c.kind, {})
         dens = []
-        for tier in (1, 2):
-            given, d = water_fill(left, claims[tier - 1])
-            dens.append(_to_decimal(d, share_sums[tier - 1]))
-            for r in sorted(given):
-                units = given[r]
+        for tier, lo, hi in ((1, 0, split), (2, split, len(rs))):
+            units_of, d = divide(left, ks[lo:hi], ms[lo:hi])
+            dens.append(_to_decimal(d, sum(share_of[lo:hi])))
+            for x, units in enumerate(units_of, lo):
+                if not units:
+                    continue
+                r = rs[x]
                 left -= units
                 kind_totals[r] = kind_totals.get(r, 0) + units
-                items = by_recipient[r]
-                if len(items) == 1:
-                    # The common case: one need slot takes it all (water_fill never exceeds it).
-                    item = items[0]
-                    remaining[item[5]] -= units
-                    record(SlotAllocation(cid, item[4].id, r, units, tier))
+                j = run[x]
+                end = j + 1
+                while end < len(matched) and owner_at[matched[end]] is r:
+                    end += 1
+                if end == j + 1:
+                    # The common case: one need slot takes it all (divide never exceeds it).
+                    i = matched[j]
+                    remaining[i] -= units
+                    fields.extend((cid, needs[i].id, r, units, tier))
                     continue
-                items.sort(key=_item_window_order)
-                for item in items:
-                    open_need = remaining[item[5]]
+                for i in sorted(matched[j:end], key=window):
+                    open_need = remaining[i]
+                    if not open_need:
+                        continue
                     take = units if units < open_need else open_need
-                    if take:
-                        remaining[item[5]] = open_need - take
-                        units -= take
-                        record(SlotAllocation(cid, item[4].id, r, take, tier))
+                    remaining[i] = open_need - take
+                    units -= take
+                    fields.extend((cid, needs[i].id, r, take, tier))
                     if not units:
                         break
         denominators[cid] = SlotDenominator.model_construct(mutual=dens[0], non_mutual=dens[1])
@@ -224,7 +254,7 @@ def compute_allocation(
     return AllocationState.model_construct(
         provider=me,
         slot_denominators=denominators,
-        slot_allocations=tuple(allocations),
+        slot_allocations=slot_allocations(fields),
         unallocated=unallocated,
         recipient_totals=totals,
         converged=converged,

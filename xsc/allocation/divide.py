@@ -18,48 +18,63 @@ the total given is exactly min(T, sum of m_r).
 
 from __future__ import annotations
 
+from operator import mul
 from typing import Sequence
 
 
-def water_fill(total: int, claims: Sequence[tuple[str, int, int]]) -> tuple[dict[str, int], int]:
-    """Divide `total` among claims (recipient, k, m); returns ({recipient: units > 0}, D).
+def divide(total: int, ks: Sequence[int], ms: Sequence[int]) -> tuple[list[int], int]:
+    """Water-fill `total` over claims given as parallel lists of weights k and needs m.
 
-    D is sum(k * m) over all claims before any capping: the tier's denominator."""
-    if total < 0:
-        raise ValueError("cannot divide a negative total")
-    denominator = sum(k * m for _, k, m in claims)
-    given: dict[str, int] = {}
-    if total == 0 or not claims:
-        return given, denominator
+    Returns (units per claim, in the same order; D).  Ties (equal k among the capped, equal
+    remainders among the rest) go to the earlier claim, so callers list claims by recipient id.
+    The allocator's inner step: plain lists of ints, no per-claim tuples or dicts."""
+    n = len(ks)
+    denominator = sum(map(mul, ks, ms))
+    units = [0] * n
+    if total == 0 or not n:
+        return units, denominator
     t, d = total, denominator
-    rest: Sequence[tuple[str, int, int]] = claims
-    if t * max(k for _, k, _ in claims) >= d:
+    rest: Sequence[int] = range(n)
+    if t * max(ks) >= d:
         # Someone is capped: take them out, highest weight first, until nobody else is.
-        order = sorted(claims, key=lambda c: (-c[1], c[0]))
-        i = 0
-        while i < len(order) and t > 0:
-            r, k, m = order[i]
+        # (A stable sort on k, descending, keeps equal weights in claim order.)
+        order = sorted(range(n), key=ks.__getitem__, reverse=True)
+        x = 0
+        while x < n and t > 0:
+            j = order[x]
+            k = ks[j]
             if t * k < d:
                 break
-            given[r] = m
+            m = ms[j]
+            units[j] = m
             t -= m
             d -= k * m
-            i += 1
-        rest = order[i:]
+            x += 1
+        rest = sorted(order[x:])
     if t > 0 and rest:
-        shares = []
         handed = 0
-        for r, k, m in rest:
-            q, rem = divmod(t * k * m, d)
-            shares.append((-rem, r, q))
+        remainders = {}
+        for j in rest:
+            q, remainders[j] = divmod(t * ks[j] * ms[j], d)
+            units[j] = q
             handed += q
         leftover = t - handed
         if leftover:
-            # Largest remainder first; ids break ties so the result does not depend on input order.
-            shares.sort()
-        for j, (_, r, q) in enumerate(shares):
-            if j < leftover:
-                q += 1
-            if q:
-                given[r] = q
-    return given, denominator
+            # Largest remainder first; a stable sort keeps ties in claim order.
+            for j in sorted(rest, key=remainders.__getitem__, reverse=True)[:leftover]:
+                units[j] += 1
+    return units, denominator
+
+
+def water_fill(total: int, claims: Sequence[tuple[str, int, int]]) -> tuple[dict[str, int], int]:
+    """Divide `total` among claims (recipient, k > 0, m > 0); returns ({recipient: units > 0}, D).
+
+    D is sum(k * m) over all claims before any capping: the tier's denominator.  Ties go to the
+    smaller recipient id, so the result does not depend on the order of `claims`."""
+    if total < 0:
+        raise ValueError("cannot divide a negative total")
+    if any(k <= 0 or m <= 0 for _, k, m in claims):
+        raise ValueError("every claim needs a weight k > 0 and a need m > 0")
+    ordered = sorted(claims, key=lambda c: c[0])
+    units, denominator = divide(total, [k for _, k, _ in ordered], [m for _, _, m in ordered])
+    return {r: u for (r, _, _), u in zip(ordered, units) if u}, denominator

@@ -9,13 +9,15 @@ A capacity slot c and a need slot n are compatible when all of these hold:
     and c's filters accept n (the same the other way round).
 
 `NeedIndex` buckets need slots by kind, then by fixed-width time buckets, so a capacity slot only
-looks at need slots of its kind in the buckets its window touches.
+looks at need slots of its kind in the buckets its window touches.  `CapacityIndex` does the same
+the other way round, over one provider's (few) capacity slots, so that the network's (many) need
+slots are each read once: what `compute_allocation` uses.
 """
 
 from __future__ import annotations
 
 from statistics import median_low
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from .models import ANY, CapacitySlot, NeedSlot, SlotFilter, _Slot
 
@@ -136,4 +138,94 @@ class NeedIndex:
                 if cfilter is not None and not _accepts(cfilter, n):
                     continue
                 out.append(item)
+        return out
+
+
+_NO_FILTER = _Slot.model_fields["filters"].default
+"""The default (empty) filter: slots built without filters share this very object, so an identity
+test settles most slots before the filter's fields are read."""
+
+
+def _location_tags(loc: str | tuple[str, ...]) -> frozenset[str] | None:
+    return None if loc == ANY else frozenset((loc,) if isinstance(loc, str) else loc)
+
+
+class CapacityIndex:
+    """A provider's capacity slots bucketed by kind and time, to stream need slots through.
+
+    Per kind the bucket width W is the median window length of that kind's capacity slots; a
+    capacity slot is listed in every bucket its window touches (or, spanning more than 64 buckets,
+    in a short list looked at by every need slot of its kind).  A need slot [s, e) looks at the
+    buckets s // W .. (e - 1) // W; the capacity slots found there are kept per bucket range, so
+    need slots with similar windows share one lookup.  Capacity slots are known by their position
+    in `slots`."""
+
+    def __init__(self, slots: Sequence[CapacitySlot]) -> None:
+        self.slots = list(slots)
+        by_kind: dict[str, list[tuple]] = {}
+        for pos, c in enumerate(self.slots):
+            f = c.filters
+            entry = (pos, c.start, c.end, c.locations(), None if f is _NO_FILTER or f.is_empty() else f, c)
+            by_kind.setdefault(c.kind, []).append(entry)
+        self._kinds: dict[str, tuple[int, dict[int, list[tuple]], list[tuple]]] = {}
+        for kind, group in by_kind.items():
+            width = max(1, median_low([e[2] - e[1] for e in group]))
+            buckets: dict[int, list[tuple]] = {}
+            long: list[tuple] = []
+            for e in group:
+                first, last = e[1] // width, (e[2] - 1) // width
+                if last - first >= _MAX_SPAN:
+                    long.append(e)
+                else:
+                    for b in range(first, last + 1):
+                        buckets.setdefault(b, []).append(e)
+            self._kinds[kind] = (width, buckets, long)
+
+    def _gather(self, kind: str, first: int, last: int) -> list[tuple]:
+        """The capacity slots of `kind` listed in buckets first..last, each once, by position."""
+        width, buckets, long = self._kinds[kind]
+        if last - first < len(buckets):
+            lists = [buckets[b] for b in range(first, last + 1) if b in buckets]
+        else:  # a need window wider than all the buckets: walk the buckets that exist
+            lists = [items for b, items in buckets.items() if first <= b <= last]
+        found = {e[0]: e for items in (*lists, long) for e in items}
+        return [found[pos] for pos in sorted(found)]
+
+    def match(self, needs: Sequence[NeedSlot]) -> list[list[int]]:
+        """For each capacity slot (by position), the positions in `needs` of the need slots it is
+        compatible with (see `compatible`), in the order of `needs`."""
+        out: list[list[int]] = [[] for _ in self.slots]
+        kinds = self._kinds
+        ranges: dict[tuple, list[tuple]] = {}
+        tags_of: dict = {}
+        no_filter = _NO_FILTER
+        for i, n in enumerate(needs):
+            kind = n.kind
+            found = kinds.get(kind)
+            if found is None:
+                continue
+            width = found[0]
+            start, end = n.start, n.end
+            key = (kind, start // width, (end - 1) // width)
+            candidates = ranges.get(key)
+            if candidates is None:
+                candidates = ranges[key] = self._gather(*key)
+            if not candidates:
+                continue
+            loc = n.location
+            tags = tags_of.get(loc, tags_of)
+            if tags is tags_of:
+                tags = tags_of[loc] = _location_tags(loc)
+            f = n.filters
+            filtered = f is not no_filter and not f.is_empty()
+            for pos, c_start, c_end, c_tags, c_filter, c in candidates:
+                if c_start >= end or start >= c_end:
+                    continue
+                if tags is not None and c_tags is not None and c_tags.isdisjoint(tags):
+                    continue
+                if filtered and not _accepts(f, c):
+                    continue
+                if c_filter is not None and not _accepts(c_filter, n):
+                    continue
+                out[pos].append(i)
         return out

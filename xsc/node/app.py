@@ -77,7 +77,7 @@ async def _node_resources(app: web.Application):
 
 def create_app(config: NodeConfig) -> web.Application:
     """Build a node's aiohttp app; its resources open on startup and close on cleanup."""
-    from . import compute_routes, health_routes, ledger_routes, peer_auth, peers, storage_routes
+    from . import compute_routes, health_routes, ledger_routes, peer_auth, peers, share_routes, storage_routes
 
     in_flight = InFlight()
     app = web.Application(
@@ -95,7 +95,7 @@ def create_app(config: NodeConfig) -> web.Application:
     # Each feature adds its routes and its own cleanup context (opened after the node's resources).
     # The ledger comes first: it opens before and closes after the features that settle through it.
     # Peers and their health probes come last: they read the storage status for the node's descriptor.
-    for feature in (ledger_routes, storage_routes, compute_routes, peers, health_routes):
+    for feature in (ledger_routes, storage_routes, compute_routes, peers, share_routes, health_routes):
         feature.setup(app)
     return app
 

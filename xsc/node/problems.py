@@ -17,6 +17,7 @@ PROBLEM_TYPE = "application/problem+json"
 # First match along the exception's MRO wins.
 STATUS = {
     e.PayloadTooLarge: 413,
+    e.RangeNotSatisfiable: 416,
     e.BadRequest: 400,
     e.Unauthorized: 401,
     e.InsufficientCredit: 402,

@@ -187,6 +187,10 @@ class ShareStore:
         raw = self.db.get(keys.share(si, share))
         return ShareMeta.decode(raw) if raw else None
 
+    def share_metas(self, si: bytes) -> list[ShareMeta]:
+        """Every published share of a storage index this node holds."""
+        return [ShareMeta.decode(raw) for _, raw in self.db.iterator(prefix=keys.shares_of(si))]
+
     def get_block(self, si: bytes, share: int, segment: int) -> bytes | None:
         # Blocks are read once per get: caching them would only evict the index and metadata.
         return self.db.get(keys.block(si, share, segment), fill_cache=False)
@@ -220,6 +224,15 @@ class ShareStore:
     def delete_share(self, si: bytes, share: int) -> bool:
         """Remove one share (blocks and metadata) and give its space back."""
         return self._delete(si, (share,), forget_file=False) > 0
+
+    def forget_manifest_if_unused(self, si: bytes) -> bool:
+        """Drop the manifest of a storage index once no share of it nor any file record needs it."""
+        with self._lock, self.db.iterator(prefix=keys.shares_of(si), include_value=False) as shares:
+            if next(shares, None) is not None or self.db.get(keys.file(si)) is not None \
+                    or self.db.get(keys.manifest(si)) is None:
+                return False
+            self.db.delete(keys.manifest(si), sync=True)
+            return True
 
     def delete_file(self, si: bytes) -> None:
         if self.manifest(si) is None and self.file_record(si) is None:

@@ -1,0 +1,353 @@
+"""Placing a share on another node and reading, auditing and deleting it there (signed peer requests)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xsc import keys
+from xsc.errors import BadRequest, PeerRefused
+from xsc.identity import sign_request
+from xsc.node import remote_holder, share_routes
+from xsc.node.context import IDENTITY
+from xsc.node.datadir import open_db
+from xsc.node.peers import PEERS
+from xsc.node.remote_holder import RemoteHolder, check_audit, proof_sides
+from xsc.node.share_routes import IDLE_TIMEOUT, SHARE_HOLDER, block_lengths, split_blocks
+from xsc.node.storage_routes import GATEWAY
+from xsc.storage import erasure, layout
+from xsc.storage.crypto import SegmentCipher, new_key, storage_index
+from xsc.storage.manifest import Manifest, ciphertext_hash, decode_manifest
+from xsc.storage.merkle import block_hash, proof, root
+
+from .peer_helpers import api, node_id
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+SEGMENT = 4096
+SHARE = 2
+
+
+class EncodedFile:
+    """A file encrypted and erasure-coded exactly as a gateway does it: its blocks, hashes and manifest."""
+
+    def __init__(self, size: int, segment_size: int = SEGMENT) -> None:
+        key = new_key()
+        self.si = storage_index(key)
+        self.size, self.segment_size = size, segment_size
+        data = os.urandom(size)
+        cipher = SegmentCipher(key)
+        self.count = layout.segment_count(size, segment_size)
+        self.blocks: list[list[bytes]] = [[] for _ in range(erasure.N)]  # per share, per segment
+        for i in range(self.count):
+            for s, block in enumerate(erasure.encode(cipher.encrypt(i, data[i * segment_size:(i + 1) * segment_size]))):
+                self.blocks[s].append(block)
+        self.hashes = [[block_hash(b) for b in blocks] for blocks in self.blocks]
+        self.manifest = Manifest(
+            size=size, segment_size=segment_size, k=erasure.K, m=erasure.M, segment_count=self.count,
+            share_roots=tuple(root(h).hex() for h in self.hashes),
+            ciphertext_hash=ciphertext_hash([self.hashes[s][i] for i in range(self.count) for s in range(erasure.K)]))
+        self.share_bytes = layout.share_bytes(size, segment_size)
+
+    def lengths(self, first: int, count: int) -> list[int]:
+        return block_lengths(self.size, self.segment_size, first, count)
+
+
+def lease() -> int:
+    return int(time.time()) + 86400
+
+
+def nothing_staged(store, si: bytes) -> bool:
+    with store.db.iterator(prefix=keys.blocks_of(si), include_value=False) as blocks, \
+            store.db.iterator(prefix=keys.UPLOADS, include_value=False) as uploads:
+        return store.reserved == 0 and next(blocks, None) is None and next(uploads, None) is None
+
+
+def refused(err: pytest.ExceptionInfo | PeerRefused, status: int, code: str) -> None:
+    exc = err.value if isinstance(err, pytest.ExceptionInfo) else err
+    assert (exc.details["peer_status"], exc.details["peer_code"]) == (status, code), exc
+
+
+@pytest.fixture
+async def net(node_factory):
+    """Three in-process nodes: a (the uploader) and c have peered with b (the holder)."""
+    a, b, c = [await node_factory(name, **QUIET) for name in ("a", "b", "c")]
+    b_url, b_id = b.app[PEERS].url, b.app[PEERS].identity.id
+    for node in (a, c):
+        assert (await node.app[PEERS].add(b_url)).id == b_id
+    return {"a": a, "b": b, "c": c, "store": b.app[GATEWAY].store,
+            "from_a": RemoteHolder(a.app[PEERS], b_id, b_url), "from_c": RemoteHolder(c.app[PEERS], b_id, b_url)}
+
+
+async def place(holder: RemoteHolder, f: EncodedFile, share: int = SHARE) -> None:
+    upload = await holder.begin(f.si, share, f.size, f.segment_size, lease())
+    await holder.put_segments(upload, 0, f.blocks[share][:1])
+    await holder.put_segments(upload, 1, f.blocks[share][1:])
+    await holder.commit(upload, f.hashes[share], f.manifest.encode())
+
+
+async def test_a_share_is_placed_read_audited_and_deleted_by_its_uploader_only(net) -> None:
+    store, from_a, from_c = net["store"], net["from_a"], net["from_c"]
+    f = EncodedFile(3 * SEGMENT + 1000)  # 4 segments, the last one short
+    upload = await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
+    assert store.reserved == f.share_bytes and store.used == 0  # reserved whole before any block arrives
+    await from_a.put_segments(upload, 0, f.blocks[SHARE][:2])
+    await from_a.put_segments(upload, 2, f.blocks[SHARE][2:])
+    await from_a.commit(upload, f.hashes[SHARE], f.manifest.encode())
+    assert (store.used, store.reserved, store.shares_held) == (f.share_bytes, 0, 1)
+
+    # Any node may read and audit the share: the reader checks everything against the capability.
+    meta = await from_c.meta(f.si, SHARE)
+    assert meta["uploader"] == net["a"].app[PEERS].identity.id
+    assert (meta["segment_count"], meta["stored_bytes"]) == (4, f.share_bytes)
+    assert meta["block_hashes"] == f.hashes[SHARE]
+    assert decode_manifest(meta["manifest"], f.manifest.digest()) == f.manifest
+    assert await from_c.blocks(f.si, SHARE, 1, 3, f.lengths(1, 3)) == f.blocks[SHARE][1:]
+    assert await from_c.blocks(f.si, SHARE, 0, 4, f.lengths(0, 4)) == f.blocks[SHARE]
+    for segment in range(4):
+        block, path = await from_c.audit(f.si, SHARE, segment)
+        assert block == f.blocks[SHARE][segment]
+        assert check_audit(block, path, f.manifest.share_root(SHARE), segment, 4)
+    # An answer for another block than the one asked, or against another share's root, fails.
+    block, path = await from_c.audit(f.si, SHARE, 0)
+    assert not check_audit(block, path, f.manifest.share_root(SHARE), 1, 4)
+    assert not check_audit(block, path, f.manifest.share_root(SHARE + 1), 0, 4)
+
+    # The uploader may place more shares of its file here; nobody else may, nor the same share twice.
+    await place(from_a, f, SHARE + 1)
+    assert store.used == 2 * f.share_bytes
+    with pytest.raises(PeerRefused) as err:
+        await from_c.begin(f.si, 4, f.size, f.segment_size, lease())
+    refused(err, 409, "share-exists")
+    with pytest.raises(PeerRefused) as err:
+        await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
+    refused(err, 409, "share-exists")
+
+    # Only the uploader may delete; deleting frees exactly the share's bytes.
+    with pytest.raises(PeerRefused) as err:
+        await from_c.delete(f.si, SHARE)
+    refused(err, 403, "forbidden")
+    assert store.used == 2 * f.share_bytes
+    await from_a.delete(f.si, SHARE)
+    assert (store.used, store.shares_held) == (f.share_bytes, 1)
+    with pytest.raises(PeerRefused) as err:
+        await from_c.meta(f.si, SHARE)
+    refused(err, 404, "share-not-found")
+    assert store.manifest(f.si) is not None  # share 3 still needs it
+    await from_a.delete(f.si, SHARE + 1)
+    assert (store.used, store.shares_held, store.manifest(f.si)) == (0, 0, None)
+    assert nothing_staged(store, f.si)
+
+
+async def test_commits_that_do_not_check_out_are_refused_and_leave_nothing_staged(net) -> None:
+    store, from_a, from_c = net["store"], net["from_a"], net["from_c"]
+    f = EncodedFile(4 * SEGMENT)  # 4 full segments
+    blocks, hashes, manifest = f.blocks[SHARE], f.hashes[SHARE], f.manifest.encode()
+    wrong_hash = [*hashes[:2], block_hash(b"other"), hashes[3]]
+    other_root = list(f.manifest.share_roots)
+    other_root[SHARE] = f.manifest.share_roots[SHARE + 1]
+    wrong_root = replace(f.manifest, share_roots=tuple(other_root)).encode()
+    damaged = [*blocks[:3], bytes([blocks[3][0] ^ 1]) + blocks[3][1:]]
+
+    async def send(batches, commit_hashes=hashes, commit_manifest=manifest) -> tuple[str, PeerRefused]:
+        upload = await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
+        for first, part in batches:
+            await from_a.put_segments(upload, first, part)
+        with pytest.raises(PeerRefused) as err:
+            await from_a.commit(upload, commit_hashes, commit_manifest)
+        assert nothing_staged(store, f.si) and store.used == 0
+        with pytest.raises(PeerRefused) as gone:  # aborted: the upload is no more
+            await from_a.put_segments(upload, 0, blocks[:1])
+        refused(gone, 404, "upload-not-found")
+        return upload, err
+
+    whole = [(0, blocks)]
+    refused((await send(whole, commit_hashes=wrong_hash))[1], 409, "share-mismatch")
+    refused((await send([(0, damaged)]))[1], 409, "share-mismatch")
+    _, err = await send(whole, commit_manifest=wrong_root)
+    refused(err, 409, "share-mismatch")
+    assert "root" in str(err.value)
+    refused((await send(whole, commit_manifest=b"{}"))[1], 400, "invalid-argument")
+    _, err = await send([(0, blocks[:2])])
+    refused(err, 409, "upload-incomplete")
+    assert "2 of 4" in str(err.value)
+    # Out of order: refused (the uploader may go on from the segment expected), then the commit fails.
+    upload = await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
+    await from_a.put_segments(upload, 0, blocks[:1])
+    for first in (2, 0):
+        with pytest.raises(PeerRefused) as err:
+            await from_a.put_segments(upload, first, blocks[first:first + 1])
+        refused(err, 409, "segment-out-of-order")
+        assert err.value.details["peer_status"] == 409 and "segment 1 is next" in str(err.value)
+    with pytest.raises(PeerRefused) as err:
+        await from_a.commit(upload, hashes, manifest)
+    refused(err, 409, "upload-incomplete")
+    assert nothing_staged(store, f.si)
+
+    # A body that does not split into whole blocks is refused (400) and stages nothing.
+    upload = await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
+    for body in ([blocks[0][:-1]], [blocks[0] + b"x"], [*blocks, blocks[3]]):  # short, long, a block too many
+        with pytest.raises(PeerRefused) as err:
+            await from_a.put_segments(upload, 0, body)
+        refused(err, 400, "bad-request")
+    # Only the uploader may send to, commit or abort its upload.
+    for attempt in (from_c.put_segments(upload, 0, blocks[:1]), from_c.commit(upload, hashes, manifest),
+                    from_c.abort(upload)):
+        with pytest.raises(PeerRefused) as err:
+            await attempt
+        refused(err, 403, "forbidden")
+    await from_a.put_segments(upload, 0, blocks[:2])
+    assert store.reserved == f.share_bytes
+    await from_a.abort(upload)
+    assert nothing_staged(store, f.si)
+
+    # An upload left idle is aborted by the holder.
+    holder = net["b"].app[SHARE_HOLDER]
+    upload = await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
+    await from_a.put_segments(upload, 0, blocks[:3])
+    assert await holder.reap() == 0
+    assert await holder.reap(holder.clock() + IDLE_TIMEOUT + 1) == 1
+    assert nothing_staged(store, f.si) and len(holder) == 0
+
+    # After all that, the share still goes through, and the capacity is exact.
+    await place(from_a, f)
+    assert (store.used, store.reserved) == (f.share_bytes, 0)
+
+
+async def test_bad_requests_are_refused_with_problems(net) -> None:
+    a, b, store, from_a = net["a"], net["b"], net["store"], net["from_a"]
+    f = EncodedFile(2 * SEGMENT + 5)
+    await place(from_a, f)
+    si = f.si.hex()
+    b_url, b_id = b.app[PEERS].url, b.app[PEERS].identity.id
+
+    async def ask(method: str, path: str, status: int, code: str, **kwargs) -> None:
+        with pytest.raises(PeerRefused) as err:
+            await a.app[PEERS].request(b_url, method, path, to=b_id, **kwargs)
+        refused(err, status, code)
+
+    begin = {"size": 10, "segment_size": SEGMENT, "lease_expiry": lease()}
+    other = os.urandom(32).hex()
+    await ask("POST", f"/v1/peer/shares/{si[:-1]}/0/uploads", 400, "invalid-argument", json=begin)
+    await ask("POST", f"/v1/peer/shares/{si.upper()}/0/uploads", 400, "invalid-argument", json=begin)
+    for share in ("6", "-1", "x", "01a"):
+        await ask("GET", f"/v1/peer/shares/{si}/{share}", 400, "invalid-argument")
+    for bad in ({**begin, "size": "10"}, {**begin, "size": -1}, {**begin, "segment_size": 100},
+                {**begin, "lease_expiry": int(time.time()) - 1}, {**begin, "size": True}, {}):
+        await ask("POST", f"/v1/peer/shares/{other}/0/uploads", 400, "invalid-argument", json=bad)
+    await ask("POST", f"/v1/peer/shares/{other}/0/uploads", 400, "invalid-argument", data=b"not json")
+    await ask("POST", f"/v1/peer/shares/{other}/0/uploads", 507, "storage-full", json={**begin, "size": 2**45})
+    await ask("GET", f"/v1/peer/shares/{other}/0", 404, "share-not-found")
+    await ask("GET", f"/v1/peer/shares/{si}/{SHARE + 1}/blocks?from=0&count=1", 404, "share-not-found")
+    for query, status, code in (("from=x&count=1", 400, "invalid-argument"), ("count=1", 400, "invalid-argument"),
+                                ("from=0&count=0", 400, "invalid-argument"), ("from=0&count=65", 400,
+                                                                               "invalid-argument"),
+                                ("from=0&count=1.5", 400, "invalid-argument"),
+                                ("from=2&count=2", 416, "range-not-satisfiable"),
+                                ("from=3&count=1", 416, "range-not-satisfiable")):
+        await ask("GET", f"/v1/peer/shares/{si}/{SHARE}/blocks?{query}", status, code)
+    for body, status, code in (({"segment": 3}, 416, "range-not-satisfiable"), ({"segment": "1"}, 400,
+                                                                                  "invalid-argument"),
+                               ({}, 400, "invalid-argument")):
+        await ask("POST", f"/v1/peer/shares/{si}/{SHARE}/audit", status, code, json=body)
+    await ask("PUT", "/v1/peer/uploads/00ff/segments/0", 404, "upload-not-found", data=b"x")
+    await ask("POST", "/v1/peer/uploads/00ff/commit", 404, "upload-not-found", json={})
+    await ask("DELETE", "/v1/peer/uploads/00ff", 404, "upload-not-found")
+    upload = await from_a.begin(bytes.fromhex(other), 0, 10, SEGMENT, lease())
+    await ask("PUT", f"/v1/peer/uploads/{upload}/segments/x", 400, "invalid-argument", data=b"x")
+    # A body other than the one signed is not the uploader's: refused, and the upload goes on untouched.
+    path = f"/v1/peer/uploads/{upload}/segments/0"
+    length = block_lengths(10, SEGMENT, 0, 1)[0]
+    response = await b.put(path, data=b"b" * length,
+                           headers=sign_request(a.app[IDENTITY], "PUT", path, b"a" * length, receiver=b_id))
+    assert response.status == 401 and (await response.json())["code"] == "bad-signature"
+    with store.db.iterator(prefix=keys.blocks_of(bytes.fromhex(other))) as staged:
+        assert list(staged) == []
+    await from_a.put_segments(upload, 0, [b"a" * length])
+    await from_a.abort(upload)
+
+    # Requests without a signature never reach the handlers (b's test client sends its API token only).
+    for method, path in (("GET", f"/v1/peer/shares/{si}/{SHARE}"), ("DELETE", f"/v1/peer/shares/{si}/{SHARE}"),
+                         ("POST", f"/v1/peer/shares/{other}/0/uploads"),
+                         ("PUT", f"/v1/peer/uploads/{upload}/segments/0")):
+        response = await b.request(method, path, data=b"{}")
+        assert response.status == 401 and (await response.json())["code"] == "unsigned-request"
+    assert (store.shares_held, store.used) == (1, f.share_bytes) and nothing_staged(store, bytes.fromhex(other))
+
+
+async def test_a_holder_killed_mid_upload_keeps_nothing_staged(node_factory, node_process) -> None:
+    a = await node_factory("a", **QUIET)
+    proc = node_process("holder")
+    holder = RemoteHolder(a.app[PEERS], node_id(proc), proc.url)
+    f = EncodedFile(5 * SEGMENT)
+    upload = await holder.begin(f.si, SHARE, f.size, f.segment_size, lease())
+    await holder.put_segments(upload, 0, f.blocks[SHARE][:3])
+    assert api(proc, "GET", "/v1/node/status")[1]["storage"]["reserved"] == f.share_bytes
+    proc.kill()
+    proc.start()
+    storage = api(proc, "GET", "/v1/node/status")[1]["storage"]
+    assert (storage["used"], storage["reserved"], storage["shares"]) == (0, 0, 0)
+    with pytest.raises(PeerRefused) as err:
+        await holder.put_segments(upload, 3, f.blocks[SHARE][3:])
+    refused(err, 404, "upload-not-found")
+    # The restarted holder (same id) takes the share afresh.
+    await place(holder, f)
+    assert (await holder.meta(f.si, SHARE))["block_hashes"] == f.hashes[SHARE]
+    await holder.delete(f.si, SHARE)
+    proc.stop()
+    db = open_db(proc.data_dir)
+    try:
+        assert list(db.iterator(prefix=keys.blocks_of(f.si))) == []
+        assert list(db.iterator(prefix=keys.UPLOADS)) == []
+        assert db.get(keys.STORAGE_USED) == bytes(8)
+    finally:
+        db.close()
+
+
+async def test_blocks_bigger_than_a_buffered_request_stream_both_ways(net, monkeypatch) -> None:
+    store, from_a, from_c = net["store"], net["from_a"], net["from_c"]
+    f = EncodedFile(5 * 1024**2 + 123, segment_size=1024**2)  # 6 blocks of 256 KiB per share
+    upload = await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
+    await from_a.put_segments(upload, 0, f.blocks[SHARE])  # one body of 1.5 MiB, more than a buffered request
+    await from_a.commit(upload, f.hashes[SHARE], f.manifest.encode())
+    assert await from_c.blocks(f.si, SHARE, 0, 6, f.lengths(0, 6)) == f.blocks[SHARE]
+    block, path = await from_c.audit(f.si, SHARE, 5)
+    assert check_audit(block, path, f.manifest.share_root(SHARE), 5, 6)
+
+    # A holder takes a bounded body per request (always room for one block); the client sends batches under it.
+    monkeypatch.setattr(share_routes, "MAX_PUT_BYTES", 300 * 1024)
+    upload = await from_a.begin(f.si, SHARE + 1, f.size, f.segment_size, lease())
+    with pytest.raises(PeerRefused) as err:
+        await from_a.put_segments(upload, 0, f.blocks[SHARE + 1][:2])
+    refused(err, 413, "payload-too-large")
+    monkeypatch.setattr(remote_holder, "MAX_PUT_BYTES", 300 * 1024)
+    await from_a.put_segments(upload, 0, f.blocks[SHARE + 1])
+    await from_a.commit(upload, f.hashes[SHARE + 1], f.manifest.encode())
+    assert (store.used, store.reserved) == (2 * f.share_bytes, 0)
+
+
+# --- pure parts --------------------------------------------------------------------------
+@given(size=st.integers(0, 40_000), segment_size=st.integers(4096, 9000), data=st.data())
+def test_a_run_of_blocks_splits_back_exactly(size: int, segment_size: int, data) -> None:
+    count = layout.segment_count(size, segment_size)
+    first = data.draw(st.integers(0, count - 1))
+    n = data.draw(st.integers(1, count - first))
+    lengths = block_lengths(size, segment_size, first, n)
+    assert sum(block_lengths(size, segment_size, 0, count)) == layout.share_bytes(size, segment_size)
+    blocks = [bytes([i % 256]) * length for i, length in enumerate(lengths)]
+    assert split_blocks(b"".join(blocks), size, segment_size, first) == blocks
+    cut = data.draw(st.integers(1, sum(lengths) - 1)) if sum(lengths) > 1 else None
+    if cut is not None and cut not in {sum(lengths[:i]) for i in range(1, n)}:
+        with pytest.raises(BadRequest, match="split"):
+            split_blocks(b"".join(blocks)[:cut], size, segment_size, first)
+
+
+@given(count=st.integers(1, 300), data=st.data())
+def test_proof_sides_are_the_sides_of_the_merkle_path(count: int, data) -> None:
+    index = data.draw(st.integers(0, count - 1))
+    hashes = [block_hash(i.to_bytes(4, "big")) for i in range(count)]
+    assert [left for left, _ in proof(hashes, index)] == proof_sides(index, count)

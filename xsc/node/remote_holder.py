@@ -1,0 +1,161 @@
+"""Share transfer, client side: one share holder as the uploading (or reading, or auditing) node sees it.
+
+Every call is a signed request addressed to the holder's node id (see share_routes for the holder's
+side).  Errors are the peer service's: PeerUnreachable (no answer, a cut answer) and PeerRefused (the
+holder said no; `details["peer_status"]` and `details["peer_code"]` carry its status and problem code),
+including answers that are not what the protocol says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ..errors import PeerRefused
+from ..storage.merkle import block_hash, verify_proof
+from .peers import PeerService
+from .share_routes import MAX_BLOCKS_PER_GET, MAX_PUT_BYTES
+
+AUDIT_MAX_RESPONSE = 80 * 1024**2  # an audit answer carries one block in hex: up to 2 x 16 MiB
+
+
+def proof_sides(index: int, count: int) -> list[bool]:
+    """The sides (sibling on the left?) of the Merkle path of leaf `index` among `count` leaves.
+
+    A path's sides encode the leaf's position: checking them keeps a holder from answering an
+    audit of one block with another block it still has."""
+    sides: list[bool] = []
+    while count > 1:
+        sibling = index ^ 1
+        if sibling < count:
+            sides.append(sibling < index)
+        count, index = (count + 1) // 2, index // 2
+    return sides
+
+
+def check_audit(block: bytes, path: list[tuple[bool, bytes]], share_root: bytes, segment: int,
+                segment_count: int) -> bool:
+    """Whether an audit answer proves the holder has block `segment` of the share with that root."""
+    if not 0 <= segment < segment_count:
+        return False
+    if [left for left, _ in path] != proof_sides(segment, segment_count):
+        return False
+    return verify_proof(block_hash(block), path, share_root)
+
+
+def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes:
+    try:
+        raw = bytes.fromhex(value)
+    except (TypeError, ValueError):
+        raise PeerRefused(f"peer {url} sent {what} that is not hex", url=url) from None
+    if length is not None and len(raw) != length:
+        raise PeerRefused(f"peer {url} sent {what} of {len(raw)} bytes, not {length}", url=url)
+    return raw
+
+
+class RemoteHolder:
+    def __init__(self, peers: PeerService, node_id: str, url: str) -> None:
+        self.peers = peers
+        self.node_id = node_id
+        self.url = url.rstrip("/")
+
+    def __repr__(self) -> str:
+        return f"RemoteHolder({self.node_id[:12]} at {self.url})"
+
+    async def _call(self, method: str, path: str, **kwargs: Any):
+        return await self.peers.request(self.url, method, path, to=self.node_id, **kwargs)
+
+    def _object(self, response, what: str, fields: tuple[str, ...]) -> dict:
+        body = response.json()
+        if not isinstance(body, dict) or any(f not in body for f in fields):
+            raise PeerRefused(f"peer {self.url} answered {what} without {', '.join(fields)}", url=self.url)
+        return body
+
+    @staticmethod
+    def _share_path(si: bytes, share: int) -> str:
+        return f"/v1/peer/shares/{si.hex()}/{share}"
+
+    # --- uploading -----------------------------------------------------------------------
+    async def begin(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int) -> str:
+        """Reserve room for one share of a file of `size` bytes; returns the upload id."""
+        response = await self._call("POST", self._share_path(si, share) + "/uploads",
+                                    json={"size": size, "segment_size": segment_size, "lease_expiry": lease_expiry})
+        upload = self._object(response, "an upload", ("upload",))["upload"]
+        if not isinstance(upload, str) or not upload.isalnum():
+            raise PeerRefused(f"peer {self.url} answered with a malformed upload id", url=self.url)
+        return upload
+
+    async def put_segments(self, upload: str, first: int, blocks: list[bytes], *,
+                           timeout: float | None = None) -> None:
+        """Send this share's blocks of segments first, first+1, ... (several requests if they are many)."""
+        index = 0
+        while index < len(blocks):
+            # As many blocks as fit in one request, and always at least one.
+            end, size = index + 1, len(blocks[index])
+            while end < len(blocks) and size + len(blocks[end]) <= MAX_PUT_BYTES:
+                size += len(blocks[end])
+                end += 1
+            await self._call("PUT", f"/v1/peer/uploads/{upload}/segments/{first + index}",
+                             data=b"".join(blocks[index:end]), timeout=timeout)
+            index = end
+
+    async def commit(self, upload: str, block_hashes: list[bytes], manifest: bytes) -> None:
+        """Publish the share: the holder checks the hashes and their root against the manifest."""
+        await self._call("POST", f"/v1/peer/uploads/{upload}/commit",
+                         json={"block_hashes": [h.hex() for h in block_hashes], "manifest": manifest.hex()})
+
+    async def abort(self, upload: str) -> None:
+        await self._call("DELETE", f"/v1/peer/uploads/{upload}")
+
+    # --- reading, auditing, deleting -----------------------------------------------------
+    async def meta(self, si: bytes, share: int) -> dict:
+        """The holder's record of a share; hashes and manifest as bytes (the manifest is None if it has none)."""
+        response = await self._call("GET", self._share_path(si, share))
+        body = self._object(response, "a share's metadata",
+                            ("segment_count", "stored_bytes", "lease_expiry", "uploader", "block_hashes", "manifest"))
+        hashes = body["block_hashes"]
+        if not isinstance(hashes, list) or len(hashes) != body["segment_count"]:
+            raise PeerRefused(f"peer {self.url} sent a share's metadata whose hashes are not one per segment",
+                              url=self.url)
+        manifest = body["manifest"]
+        return {**body, "block_hashes": [_hex(h, "a block hash", self.url, length=32) for h in hashes],
+                "manifest": None if manifest is None else _hex(manifest, "a manifest", self.url)}
+
+    async def blocks(self, si: bytes, share: int, first: int, count: int, lengths: list[int], *,
+                     timeout: float | None = None) -> list[bytes]:
+        """Blocks first..first+count-1 of a share, each of the length given (the caller knows them from the
+        manifest); not checked against their hashes: that is the caller's job."""
+        if len(lengths) != count:
+            raise ValueError(f"{count} blocks asked but {len(lengths)} lengths given")
+        blocks: list[bytes] = []
+        for start in range(0, count, MAX_BLOCKS_PER_GET):
+            n = min(MAX_BLOCKS_PER_GET, count - start)
+            path = f"{self._share_path(si, share)}/blocks?from={first + start}&count={n}"
+            async with self.peers.client.open(self.url, "GET", path, to=self.node_id, timeout=timeout) as response:
+                try:
+                    for length in lengths[start:start + n]:
+                        blocks.append(await response.content.readexactly(length))
+                except asyncio.IncompleteReadError as err:
+                    raise PeerRefused(f"peer {self.url} sent {len(err.partial)} bytes of a {length}-byte block "
+                                      f"of share {share}", url=self.url) from None
+                if await response.content.read(1):
+                    raise PeerRefused(f"peer {self.url} sent more than the blocks asked", url=self.url)
+        return blocks
+
+    async def delete(self, si: bytes, share: int) -> None:
+        await self._call("DELETE", self._share_path(si, share))
+
+    async def audit(self, si: bytes, share: int, segment: int) -> tuple[bytes, list[tuple[bool, bytes]]]:
+        """One block and its Merkle path; check them with `check_audit` against the manifest's share root."""
+        response = await self._call("POST", self._share_path(si, share) + "/audit", json={"segment": segment},
+                                    max_size=AUDIT_MAX_RESPONSE)
+        body = self._object(response, "an audit", ("block", "proof"))
+        steps = body["proof"]
+        if not isinstance(steps, list) or not all(isinstance(s, list) and len(s) == 2 and isinstance(s[0], bool)
+                                                  for s in steps):
+            raise PeerRefused(f"peer {self.url} sent a malformed Merkle path", url=self.url)
+        path = [(left, _hex(h, "a Merkle path hash", self.url, length=32)) for left, h in steps]
+        return _hex(body["block"], "a block", self.url), path
+
+
+__all__ = ["RemoteHolder", "check_audit", "proof_sides"]
