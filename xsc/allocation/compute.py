@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import defaultdict
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from itertools import repeat
 from typing import Iterable, Mapping
@@ -28,8 +30,8 @@ def _slot_order(s) -> tuple:
     return (s.kind, s.start, s.end, s.id)
 
 
-def _window_order(n) -> tuple:
-    return (n.start, n.end, n.id)
+def _first(item: tuple):
+    return item[0]
 
 
 def as_network(network: Mapping[str, Commitment] | Iterable[Commitment]) -> dict[str, Commitment]:
@@ -50,15 +52,26 @@ def as_network(network: Mapping[str, Commitment] | Iterable[Commitment]) -> dict
 
 _REPORTED = Decimal("1e-9")
 _ZERO_REPORTED = Decimal(0).quantize(_REPORTED)
-# One fixed context rather than the caller's: the result must not depend on the thread's settings.
 _DIVISION = Context(prec=60, rounding=ROUND_HALF_EVEN)
+_EXACT_BELOW = 10**50
 
 
 def _to_decimal(num: int, den: int) -> Decimal:
-    # Reported to 9 decimals: enough for the 0.001 convergence test, and the 18-decimal
-    # fixed-point weights do not show through as noise in the last digits.
+    """num / den (both >= 0) divided to 60 significant digits, then rounded half-even to 9 decimals.
+
+    Reported to 9 decimals: enough for the 0.001 convergence test, and the 18-decimal fixed-point
+    weights do not show through as noise in the last digits.  For num < 10^50 the two roundings
+    give the same result as rounding num / den once (a value within half a 60-digit unit of a
+    9-decimal half-way point would need a denominator beyond 10^50 / num), which integers do
+    exactly; larger values take the Decimal path (a fixed context, not the caller's)."""
     if den == 0:
         return _ZERO_REPORTED
+    if num < _EXACT_BELOW:
+        q, rem = divmod(num * 10**9, den)
+        twice = 2 * rem
+        if twice > den or (twice == den and q & 1):
+            q += 1
+        return Decimal(f"{q}E-9")
     return _DIVISION.divide(Decimal(num), Decimal(den)).quantize(_REPORTED, context=_DIVISION)
 
 
@@ -121,12 +134,10 @@ def compute_allocation(
     now = provider.timestamp if now_ms is None else now_ms
     received = received if received is not None else {}
 
-    weights = normalized_weights(provider)
-    # r -> (fixed MR * d or w * d, fixed MR or w): tier 1 by MR, tier 2 by p's weight.  Weights
-    # are exact fractions; the integers below are the same rationals times 10^18, rounded up.
-    rank_of: dict[str, tuple[int, int]] = {}
-    tiers: tuple[list, list] = ([], [])  # (r, r's need slots) per tier
-    for r, w in weights.items():
+    # Tier 1 ranks r by MR(p, r), tier 2 by w(p, r).  The weights are exact fractions; a rank is
+    # the pair (k = fixed(weight * d_r), fixed(weight)), fixed(x) = ceil(x * 10^18).
+    tiers: tuple[list, list] = ([], [])  # (r, r's need slots, k, fixed weight) per tier
+    for r, w in normalized_weights(provider).items():
         other = net.get(r)
         if other is None or r == me:
             continue
@@ -134,28 +145,35 @@ def compute_allocation(
             raise InvalidCommitment(f"the network lists {other.participant!r}'s commitment under {r!r}")
         if not other.need_slots:
             continue
-        num, den = w.numerator, w.denominator
+        num, den = w.as_integer_ratio()
         back = normalized_weights(other).get(me)
-        if back is not None and back.numerator * den < num * back.denominator:
-            num, den = back.numerator, back.denominator  # MR = min(w(p, r), w(r, p))
+        if back is not None:
+            b_num, b_den = back.as_integer_ratio()
+            if b_num * den < num * b_den:  # MR = min(w(p, r), w(r, p))
+                num, den = b_num, b_den
         share = -((-num * SCALE) // den)
         damping = other.damping_factor
         if damping == 1:
-            rank_of[r] = (share, share)
+            k = share
         else:
             d_num, d_den = damping.as_integer_ratio()
-            rank_of[r] = (-((-num * d_num * SCALE) // (den * d_den)), share)
-        tiers[0 if back is not None else 1].append((r, other.need_slots))
+            k = -((-num * d_num * SCALE) // (den * d_den))
+        tiers[0 if back is not None else 1].append((r, other.need_slots, k, share))
 
-    # All need slots in (tier, recipient id) order: what each slot's claims must be listed in.
+    # All need slots in (tier, recipient id) order, the order every slot's claims are listed in;
+    # by position: the owner and its rank.
     needs: list = []
-    owner_at: list[str] = []  # by position in `needs`
+    owner_at: list[str] = []
+    k_at: list[int] = []
+    share_at: list[int] = []
     for group in tiers:
-        group.sort()
-        for r, slots in group:
+        group.sort(key=_first)
+        for r, slots, k, share in group:
             needs.extend(slots)
             owner_at.extend(repeat(r, len(slots)))
-    tier1_end = sum(len(slots) for _, slots in tiers[0])
+            k_at.extend(repeat(k, len(slots)))
+            share_at.extend(repeat(share, len(slots)))
+    tier1_end = sum(len(g[1]) for g in tiers[0])
 
     caps = sorted(provider.capacity_slots, key=_slot_order)
     compatible_needs = CapacityIndex(caps).match(needs)
@@ -171,17 +189,16 @@ def compute_allocation(
     unallocated: dict[str, int] = {}
     by_kind: dict[str, dict[str, int]] = {}  # kind -> recipient -> units
     for c, matched in zip(caps, compatible_needs):
-        # The recipients with residual need in c, in (tier, id) order, as parallel lists.  Since
-        # `matched` follows the order of `needs`, each recipient's slots form one run of it,
-        # starting at run[x].
-        rs: list[str] = []
-        ks: list[int] = []
+        # The recipients with residual need in c, in (tier, id) order: `matched` follows the
+        # order of `needs`, so each recipient's slots come together.  Per recipient x: the
+        # position of its first slot with residual need, need_x, and (only for a recipient with
+        # several such slots) all their positions.
+        firsts: list[int] = []
         ms: list[int] = []
-        share_of: list[int] = []
-        run: list[int] = []
-        split = None  # where tier 2 starts in rs
+        several: dict[int, list[int]] = {}
+        first, need = firsts.append, ms.append
         r = None
-        for j, i in enumerate(matched):
+        for i in matched:
             left = remaining[i]
             if left is None:
                 n = needs[i]
@@ -189,47 +206,42 @@ def compute_allocation(
                 left = remaining[i] = left if left > 0 else 0
             if not left:
                 continue
-            if owner_at[i] is r:  # owner_at holds one string object per recipient
-                ms[-1] += left
+            if owner_at[i] is not r:  # owner_at holds one string object per recipient
+                r = owner_at[i]
+                first(i)
+                need(left)
                 continue
-            r = owner_at[i]
-            if split is None and i >= tier1_end:
-                split = len(rs)
-            k, share = rank_of[r]
-            rs.append(r)
-            ks.append(k)
-            ms.append(left)
-            share_of.append(share)
-            run.append(j)
-        if split is None:
-            split = len(rs)
+            x = len(firsts) - 1
+            ms[x] += left
+            if x in several:
+                several[x].append(i)
+            else:
+                several[x] = [firsts[x], i]
+        split = bisect_left(firsts, tier1_end)  # where tier 2 starts
+        ks = list(map(k_at.__getitem__, firsts))
         left = c.quantity
         cid = c.id
-        kind_totals = by_kind.setdefault(c.kind, {})
+        kind_totals = by_kind.get(c.kind)
+        if kind_totals is None:
+            kind_totals = by_kind[c.kind] = defaultdict(int)
         dens = []
-        for tier, lo, hi in ((1, 0, split), (2, split, len(rs))):
+        for tier, lo, hi in ((1, 0, split), (2, split, len(firsts))):
             units_of, d = divide(left, ks[lo:hi], ms[lo:hi])
-            dens.append(_to_decimal(d, sum(share_of[lo:hi])))
+            dens.append(_to_decimal(d, sum(map(share_at.__getitem__, firsts[lo:hi]))))
+            left -= sum(units_of)
             for x, units in enumerate(units_of, lo):
                 if not units:
                     continue
-                r = rs[x]
-                left -= units
-                kind_totals[r] = kind_totals.get(r, 0) + units
-                j = run[x]
-                end = j + 1
-                while end < len(matched) and owner_at[matched[end]] is r:
-                    end += 1
-                if end == j + 1:
+                i = firsts[x]
+                r = owner_at[i]
+                kind_totals[r] += units
+                if not several or x not in several:
                     # The common case: one need slot takes it all (divide never exceeds it).
-                    i = matched[j]
                     remaining[i] -= units
                     fields.extend((cid, needs[i].id, r, units, tier))
                     continue
-                for i in sorted(matched[j:end], key=window):
+                for i in sorted(several[x], key=window):
                     open_need = remaining[i]
-                    if not open_need:
-                        continue
                     take = units if units < open_need else open_need
                     remaining[i] = open_need - take
                     units -= take

@@ -18,6 +18,7 @@ the total given is exactly min(T, sum of m_r).
 
 from __future__ import annotations
 
+from itertools import repeat
 from operator import mul
 from typing import Sequence
 
@@ -27,42 +28,47 @@ def divide(total: int, ks: Sequence[int], ms: Sequence[int]) -> tuple[list[int],
 
     Returns (units per claim, in the same order; D).  Ties (equal k among the capped, equal
     remainders among the rest) go to the earlier claim, so callers list claims by recipient id.
-    The allocator's inner step: plain lists of ints, no per-claim tuples or dicts."""
+    The allocator's inner step, on plain lists of ints: the per-claim products and divisions run
+    in map() rather than in a Python loop."""
     n = len(ks)
-    denominator = sum(map(mul, ks, ms))
-    units = [0] * n
+    weighted = list(map(mul, ks, ms))
+    denominator = sum(weighted)
     if total == 0 or not n:
-        return units, denominator
+        return [0] * n, denominator
     t, d = total, denominator
-    rest: Sequence[int] = range(n)
+    units: list[int] | None = None
+    rest: list[int] | None = None  # None: every claim
     if t * max(ks) >= d:
         # Someone is capped: take them out, highest weight first, until nobody else is.
         # (A stable sort on k, descending, keeps equal weights in claim order.)
         order = sorted(range(n), key=ks.__getitem__, reverse=True)
+        units = [0] * n
         x = 0
-        while x < n and t > 0:
-            j = order[x]
+        for j in order:
             k = ks[j]
-            if t * k < d:
+            if t <= 0 or t * k < d:
                 break
-            m = ms[j]
-            units[j] = m
-            t -= m
-            d -= k * m
+            units[j] = ms[j]
+            t -= ms[j]
+            d -= weighted[j]
             x += 1
         rest = sorted(order[x:])
-    if t > 0 and rest:
-        handed = 0
-        remainders = {}
-        for j in rest:
-            q, remainders[j] = divmod(t * ks[j] * ms[j], d)
-            units[j] = q
-            handed += q
-        leftover = t - handed
-        if leftover:
-            # Largest remainder first; a stable sort keeps ties in claim order.
-            for j in sorted(rest, key=remainders.__getitem__, reverse=True)[:leftover]:
-                units[j] += 1
+        if t <= 0 or not rest:
+            return units, denominator
+        weighted = [weighted[j] for j in rest]
+    # floor(t * k * m / d) each, then the largest-remainder rule.
+    shares = list(map(divmod, map(mul, repeat(t), weighted), repeat(d)))
+    qs = [q for q, _ in shares]
+    leftover = t - sum(qs)
+    if leftover:
+        # Largest remainder first; a stable sort keeps ties in claim order.
+        remainders = [rem for _, rem in shares]
+        for y in sorted(range(len(qs)), key=remainders.__getitem__, reverse=True)[:leftover]:
+            qs[y] += 1
+    if rest is None:
+        return qs, denominator
+    for j, q in zip(rest, qs):
+        units[j] = q
     return units, denominator
 
 

@@ -156,60 +156,59 @@ class CapacityIndex:
     Per kind the bucket width W is the median window length of that kind's capacity slots; a
     capacity slot is listed in every bucket its window touches (or, spanning more than 64 buckets,
     in a short list looked at by every need slot of its kind).  A need slot [s, e) looks at the
-    buckets s // W .. (e - 1) // W; the capacity slots found there are kept per bucket range, so
-    need slots with similar windows share one lookup.  Capacity slots are known by their position
-    in `slots`."""
+    buckets s // W .. (e - 1) // W; the capacity slots found there are gathered once per bucket
+    range, so need slots with similar windows share one lookup.  Capacity slots are known by
+    their position in `slots`."""
 
     def __init__(self, slots: Sequence[CapacitySlot]) -> None:
         self.slots = list(slots)
         by_kind: dict[str, list[tuple]] = {}
         for pos, c in enumerate(self.slots):
             f = c.filters
-            entry = (pos, c.start, c.end, c.locations(), None if f is _NO_FILTER or f.is_empty() else f, c)
+            entry = (c.start, c.end, pos, c.locations(), None if f is _NO_FILTER or f.is_empty() else f, c)
             by_kind.setdefault(c.kind, []).append(entry)
-        self._kinds: dict[str, tuple[int, dict[int, list[tuple]], list[tuple]]] = {}
+        # kind -> (W, bucket -> entries, entries too long for buckets, (first, last) -> candidates)
+        self._kinds: dict[str, tuple[int, dict[int, list[tuple]], list[tuple], dict]] = {}
         for kind, group in by_kind.items():
-            width = max(1, median_low([e[2] - e[1] for e in group]))
+            width = max(1, median_low([e[1] - e[0] for e in group]))
             buckets: dict[int, list[tuple]] = {}
             long: list[tuple] = []
             for e in group:
-                first, last = e[1] // width, (e[2] - 1) // width
+                first, last = e[0] // width, (e[1] - 1) // width
                 if last - first >= _MAX_SPAN:
                     long.append(e)
                 else:
                     for b in range(first, last + 1):
                         buckets.setdefault(b, []).append(e)
-            self._kinds[kind] = (width, buckets, long)
+            self._kinds[kind] = (width, buckets, long, {})
 
     def _gather(self, kind: str, first: int, last: int) -> list[tuple]:
-        """The capacity slots of `kind` listed in buckets first..last, each once, by position."""
-        width, buckets, long = self._kinds[kind]
+        """The capacity slots of `kind` listed in buckets first..last, each once, by start."""
+        width, buckets, long, _ = self._kinds[kind]
         if last - first < len(buckets):
             lists = [buckets[b] for b in range(first, last + 1) if b in buckets]
         else:  # a need window wider than all the buckets: walk the buckets that exist
             lists = [items for b, items in buckets.items() if first <= b <= last]
-        found = {e[0]: e for items in (*lists, long) for e in items}
-        return [found[pos] for pos in sorted(found)]
+        return sorted({e[2]: e for items in (*lists, long) for e in items}.values())
 
     def match(self, needs: Sequence[NeedSlot]) -> list[list[int]]:
         """For each capacity slot (by position), the positions in `needs` of the need slots it is
         compatible with (see `compatible`), in the order of `needs`."""
         out: list[list[int]] = [[] for _ in self.slots]
         kinds = self._kinds
-        ranges: dict[tuple, list[tuple]] = {}
         tags_of: dict = {}
         no_filter = _NO_FILTER
         for i, n in enumerate(needs):
-            kind = n.kind
-            found = kinds.get(kind)
+            found = kinds.get(n.kind)
             if found is None:
                 continue
-            width = found[0]
+            width, _, _, ranges = found
             start, end = n.start, n.end
-            key = (kind, start // width, (end - 1) // width)
+            first, last = start // width, (end - 1) // width
+            key = first if first == last else (first, last)
             candidates = ranges.get(key)
             if candidates is None:
-                candidates = ranges[key] = self._gather(*key)
+                candidates = ranges[key] = self._gather(n.kind, first, last)
             if not candidates:
                 continue
             loc = n.location
@@ -218,8 +217,10 @@ class CapacityIndex:
                 tags = tags_of[loc] = _location_tags(loc)
             f = n.filters
             filtered = f is not no_filter and not f.is_empty()
-            for pos, c_start, c_end, c_tags, c_filter, c in candidates:
-                if c_start >= end or start >= c_end:
+            for c_start, c_end, pos, c_tags, c_filter, c in candidates:
+                if c_start >= end:
+                    break  # candidates are in order of start: none further overlaps
+                if start >= c_end:
                     continue
                 if tags is not None and c_tags is not None and c_tags.isdisjoint(tags):
                     continue

@@ -36,10 +36,8 @@ from ..errors import (BadRequest, BadRequestSignature, Forbidden, InvalidArgumen
                       RangeNotSatisfiable, SegmentOutOfOrder, ShareExists, ShareMismatch, ShareNotFound,
                       UploadIncomplete, UploadNotFound, XscError)
 from ..identity import public_id
-from ..storage import ShareMeta, ShareStore, erasure, layout
-from ..storage.manifest import MANIFEST_VERSION, Manifest
+from ..storage import MANIFEST_VERSION, Manifest, ShareMeta, ShareStore, Upload, erasure, layout
 from ..storage.merkle import HASH_BYTES, block_hash, proof, root
-from ..storage.share_store import Upload
 from . import peer_auth
 from .context import CPU_POOL
 from .status import STATUS_PARTS

@@ -8,9 +8,9 @@ from dataclasses import asdict
 
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound, XscError
+from ..errors import BadRequest, NotFound, StorageFull, XscError
 from ..ledger import byte_hours, price_storage
-from ..storage import Capability, Gateway, ShareStore, layout
+from ..storage import Capability, Gateway, ShareStore, layout, placement
 from .auth import check_token
 from .context import CLIENT_IDENTITY, CONFIG, CPU_POOL, DB, IDENTITY, METRICS
 from .ledger_routes import LEDGER
@@ -76,6 +76,52 @@ async def _expect_put(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
+def _holder(app: web.Application, node_id: str):
+    """The share holder on another node, as the gateway uses it."""
+    from .peers import PEERS
+    from .remote_holder import RemoteHolder
+
+    peers = app[PEERS]
+    return RemoteHolder(peers, node_id, peers.peer(node_id).url)
+
+
+def _placer(app: web.Application):
+    """Where a put's shares go: this node and every peer that is up and has room, ranked by
+    weighted rendezvous hashing (weight: the peer's availability over the last hour x its free share)."""
+    from .peers import PEERS
+
+    me = app[IDENTITY].id
+    store = app[GATEWAY].store
+    peers = app[PEERS] if PEERS in app else None
+
+    def place(si: bytes, share_bytes: int) -> tuple[list[str], dict]:
+        candidates = [placement.Candidate(me, max(store.free, 1) / max(store.capacity, 1), store.free)]
+        for descriptor in peers.peers() if peers else []:
+            availability = peers.availability(descriptor.id)
+            if availability.up is False:
+                continue
+            ratio = availability.ratio_1h if availability.ratio_1h is not None else 1.0
+            share_of_free = max(descriptor.free, 1) / max(descriptor.capacity, 1)
+            candidates.append(placement.Candidate(descriptor.id, ratio * share_of_free, descriptor.free))
+        try:
+            nodes = placement.place_shares(si, candidates, share_bytes)
+        except ValueError:
+            raise StorageFull("no node has room for a share of this file",
+                              hint="free space or add nodes with `xsc peers add`") from None
+        return nodes, {s: _holder(app, node) for s, node in enumerate(nodes) if node != me}
+
+    return place
+
+
+def _holders_of(app: web.Application, record: dict | None) -> tuple[dict, list[str] | None]:
+    """The holders of a file's shares on other nodes, from the gateway's record of where it put them."""
+    nodes = (record or {}).get("placement")
+    if not nodes:
+        return {}, None
+    me = app[IDENTITY].id
+    return {s: _holder(app, node) for s, node in enumerate(nodes) if node not in (me, "this node")}, nodes
+
+
 def _price(app: web.Application, stored_bytes: int) -> int:
     config = app[CONFIG]
     return price_storage(stored_bytes, config.storage.lease_duration, config.ledger.price_per_gib_hour)
@@ -109,14 +155,14 @@ async def put_file(request: web.Request) -> web.Response:
 
     try:
         await request.app[LEDGER].ensure_credit(request.app[CLIENT_IDENTITY], _price(request.app, stored))
-        result = await gateway.put(read, size, request.query.get("name"))
+        result = await gateway.put(read, size, request.query.get("name"), place=_placer(request.app))
     except XscError as err:
         # The client may still be sending: answer, then close, rather than leave it blocked.
         response = problem_from_error(err)
         response.force_close()
         return response
     entry = await _settle_put(request.app, result)
-    return web.json_response({**asdict(result), "price": _price(request.app, result.stored_bytes),
+    return web.json_response({**result.to_json(), "price": _price(request.app, result.stored_bytes),
                               "ledger_entry": entry}, status=201)
 
 
@@ -128,7 +174,10 @@ async def list_files(request: web.Request) -> web.Response:
 
 @routes.get("/v1/store/files/{cap}")
 async def get_file(request: web.Request) -> web.StreamResponse:
-    size, chunks = await request.app[GATEWAY].open(_cap(request))
+    cap = _cap(request)
+    gateway = request.app[GATEWAY]
+    holders, names = _holders_of(request.app, await _in_pool(request, gateway.store.file_record, cap.storage_index))
+    size, chunks = await gateway.open(cap, holders, names, _latency_rank(request.app, names))
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     response.content_length = size
     await response.prepare(request)
@@ -160,8 +209,36 @@ async def remove_file(request: web.Request) -> web.Response:
 
 @routes.get("/v1/store/files/{cap}/check")
 async def check_file(request: web.Request) -> web.Response:
-    reports = await _in_pool(request, request.app[GATEWAY].check, _cap(request))
-    return web.json_response(_summary(reports))
+    cap = _cap(request)
+    gateway = request.app[GATEWAY]
+    holders, names = _holders_of(request.app, await _in_pool(request, gateway.store.file_record, cap.storage_index))
+    if holders:
+        reports = await gateway.check_placed(cap, holders, names)
+    else:
+        reports = await _in_pool(request, gateway.check, cap)
+    summary = _summary(reports)
+    if names:
+        from .peers import PEERS
+
+        me = request.app[IDENTITY].id
+        for share in summary["shares"]:
+            node = names[share["share"]]
+            share["node"] = node
+            if node != me and PEERS in request.app:
+                availability = request.app[PEERS].availability(node)
+                share["node_up"], share["node_ratio_1h"] = availability.up, availability.ratio_1h
+    return web.json_response(summary)
+
+
+def _latency_rank(app: web.Application, names: list[str] | None) -> dict[int, float]:
+    """Lower is better: this node 0, peers by their latency average (unknown: a second)."""
+    from .peers import PEERS
+
+    if not names or PEERS not in app:
+        return {}
+    me = app[IDENTITY].id
+    return {s: 0.0 if node == me else (app[PEERS].availability(node).latency_ms or 1000.0)
+            for s, node in enumerate(names)}
 
 
 @routes.post("/v1/store/files/{cap}/verify")

@@ -5,13 +5,17 @@ Public API:
   Gateway             streaming put/get, check, verify, repair over a ShareStore
   ShareStore          blocks, share metadata and manifests in LevelDB, exact capacity accounting
   ShareMeta, PutResult, ShareReport
+  Manifest, MANIFEST_VERSION, Upload
   erasure, layout     the pure RS(4,2) codec and the exact size arithmetic
+  merkle              block hashes, share roots, proofs
   placement           weighted rendezvous placement of shares on nodes, failures survived
 """
 
-from . import erasure, layout, placement
+from . import erasure, layout, merkle, placement
 from .capability import Capability
-from .gateway import Gateway, PutResult, ShareReport
-from .share_store import ShareMeta, ShareStore
+from .gateway import Gateway, Holder, PutResult, ShareReport
+from .manifest import MANIFEST_VERSION, Manifest
+from .share_store import ShareMeta, ShareStore, Upload
 
-__all__ = ["Capability", "Gateway", "PutResult", "ShareReport", "ShareMeta", "ShareStore", "erasure", "layout", "placement"]
+__all__ = ["Capability", "Gateway", "Holder", "MANIFEST_VERSION", "Manifest", "PutResult", "ShareReport", "ShareMeta",
+           "ShareStore", "Upload", "erasure", "layout", "merkle", "placement"]

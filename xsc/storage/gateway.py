@@ -13,22 +13,39 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any, Protocol
 
-from ..errors import BadRequest, IntegrityError, NotEnoughShares, NotFound
+from ..errors import BadRequest, IntegrityError, NotEnoughShares, NotFound, PeerError
 from . import erasure, layout
 from .capability import Capability
 from .crypto import SegmentCipher, new_key, storage_index
 from .manifest import Manifest, ciphertext_hash, decode_manifest
 from .merkle import block_hash, root
+from .placement import node_failures_survived
 from .share_store import ShareMeta, ShareStore
 
 log = logging.getLogger(__name__)
 
 ReadFn = Callable[[int], Awaitable[bytes]]
+Placer = Callable[[bytes, int], "tuple[list[str], dict[int, Holder]]"]
+SEND_BATCH = 4 * 1024 * 1024  # bytes of one share's blocks sent to its holder per request
+READ_BATCH = 16  # segments of one share fetched from its holder per request
+
+
+class Holder(Protocol):
+    """A share holder on another node, as the gateway uses it (xsc.node.remote_holder.RemoteHolder)."""
+
+    async def begin(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int) -> str: ...
+    async def put_segments(self, upload: str, first: int, blocks: list[bytes]) -> None: ...
+    async def commit(self, upload: str, block_hashes: list[bytes], manifest: bytes) -> None: ...
+    async def abort(self, upload: str) -> None: ...
+    async def meta(self, si: bytes, share: int) -> dict: ...
+    async def blocks(self, si: bytes, share: int, first: int, count: int, lengths: list[int]) -> list[bytes]: ...
+    async def delete(self, si: bytes, share: int) -> None: ...
 
 
 @dataclass
@@ -37,12 +54,80 @@ class PutResult:
     size: int
     segments: int
     stored_bytes: int
+    placement: list[str]  # the node holding each share
     shares: int = erasure.N
-    nodes: int = 1
-    placement_note: str = (
-        "all 6 shares are on this one node: the file survives the loss of any 2 shares, "
-        "but not the loss of the node"
-    )
+
+    @property
+    def nodes(self) -> int:
+        return len(set(self.placement))
+
+    @property
+    def node_failures_survived(self) -> int:
+        return node_failures_survived(self.placement)
+
+    @property
+    def placement_note(self) -> str:
+        if self.nodes == 1:
+            return ("all 6 shares are on this one node: the file survives the loss of any 2 shares, "
+                    "but not the loss of the node")
+        return (f"the 6 shares are on {self.nodes} nodes: the file survives the loss of any "
+                f"{self.node_failures_survived} of them")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"capability": self.capability, "size": self.size, "segments": self.segments,
+                "stored_bytes": self.stored_bytes, "shares": self.shares, "placement": self.placement,
+                "nodes": self.nodes, "node_failures_survived": self.node_failures_survived,
+                "placement_note": self.placement_note}
+
+
+class _RemoteShare:
+    """One share being written to a holder on another node: begun, fed in ordered batches, committed."""
+
+    def __init__(self, holder: Holder, node: str, si: bytes, share: int) -> None:
+        self.holder, self.node, self.si, self.share = holder, node, si, share
+        self.upload: str | None = None
+        self.committed = False
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._next = 0  # the first segment of the pending batch
+        self._sending: asyncio.Task | None = None  # one batch in flight: keeps order and bounds memory
+
+    async def begin(self, size: int, segment_size: int, lease_expiry: int) -> None:
+        self.upload = await self.holder.begin(self.si, self.share, size, segment_size, lease_expiry)
+
+    async def add(self, block: bytes) -> None:
+        self._pending.append(block)
+        self._pending_bytes += len(block)
+        if self._pending_bytes >= SEND_BATCH:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._sending is not None:
+            await self._sending
+            self._sending = None
+        if self._pending:
+            batch, first = self._pending, self._next
+            self._pending, self._pending_bytes, self._next = [], 0, first + len(batch)
+            self._sending = asyncio.ensure_future(self.holder.put_segments(self.upload, first, batch))
+
+    async def commit(self, block_hashes: list[bytes], manifest: bytes) -> None:
+        await self._flush()  # send the last batch
+        if self._sending is not None:
+            await self._sending
+        await self.holder.commit(self.upload, block_hashes, manifest)
+        self.committed = True
+
+    async def undo(self) -> None:
+        """Leave nothing behind on the holder, whatever state the share is in (best effort)."""
+        if self._sending is not None:
+            self._sending.cancel()
+        try:
+            if self.committed:
+                await self.holder.delete(self.si, self.share)
+            elif self.upload is not None:
+                await self.holder.abort(self.upload)
+        except Exception as exc:  # the holder is gone: it drops staged uploads when it restarts
+            log.warning("could not undo share %d on node %s: %s", self.share, self.node, exc)
 
 
 @dataclass
@@ -51,6 +136,58 @@ class ShareReport:
     status: str  # ok | missing | corrupt
     detail: str = ""
     bad_blocks: list[int] = field(default_factory=list)
+
+
+class _RemoteReader:
+    """Blocks of one share on another node, fetched READ_BATCH segments at a time, one batch ahead.
+
+    Once the holder fails (unreachable, refused, a cut answer) the reader answers None for every
+    block, so the get moves on to other shares instead of waiting on it again."""
+
+    def __init__(self, holder: Holder, si: bytes, share: int, manifest: Manifest) -> None:
+        self.holder, self.si, self.share, self.manifest = holder, si, share, manifest
+        self.failed: BaseException | None = None
+        self._batches: dict[int, asyncio.Future] = {}
+
+    def _fetch(self, batch: int) -> asyncio.Future | None:
+        first = batch * READ_BATCH
+        if batch not in self._batches and first < self.manifest.segment_count:
+            count = min(READ_BATCH, self.manifest.segment_count - first)
+            m = self.manifest
+            lengths = [layout.segment_block_length(layout.plaintext_length(m.size, m.segment_size, i))
+                       for i in range(first, first + count)]
+            self._batches[batch] = asyncio.ensure_future(self.holder.blocks(self.si, self.share, first, count,
+                                                                            lengths))
+        return self._batches.get(batch)
+
+    async def get(self, index: int) -> bytes | None:
+        if self.failed is not None:
+            return None
+        batch = index // READ_BATCH
+        task = self._fetch(batch)
+        self._fetch(batch + 1)  # read ahead
+        for old in [b for b in self._batches if b < batch - 1]:
+            self._batches.pop(old)
+        try:
+            blocks = await asyncio.shield(task)
+        except Exception as exc:
+            self.failed = exc
+            return None
+        return blocks[index - batch * READ_BATCH]
+
+    async def close(self) -> None:
+        for task in self._batches.values():
+            task.cancel()
+        await asyncio.gather(*self._batches.values(), return_exceptions=True)
+
+
+async def _gather_or_raise(calls: list[Awaitable], nodes: list[str], what: str) -> None:
+    """Run calls to several holders at once; if any fails, raise one PeerError naming every node that failed."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    failed = [(node, r) for node, r in zip(nodes, results) if isinstance(r, BaseException)]
+    if failed:
+        raise PeerError(f"{what} " + "; ".join(f"node {node[:12]}…: {err}" for node, err in failed),
+                        hint="`xsc health status` shows which peers are up", nodes=[n for n, _ in failed])
 
 
 async def _read_full(read: ReadFn, n: int) -> bytes:
@@ -79,25 +216,44 @@ class Gateway:
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     # --- put -------------------------------------------------------------------------
-    async def put(self, read: ReadFn, size: int | None, name: str | None = None) -> PutResult:
-        """Store a stream; `size` (if known) is checked against free space before anything is written."""
+    async def put(self, read: ReadFn, size: int | None, name: str | None = None,
+                  place: Placer | None = None) -> PutResult:
+        """Store a stream; `size` (if known) is checked against free space before anything is written.
+
+        `place(storage index, share bytes)` says where the shares go: the node of each share and the
+        holder of each share on another node (only for a known size); by default all stay here."""
         key = new_key()
         si = storage_index(key)
         cipher = SegmentCipher(key)
         seg_size = self.segment_size
-        expected = layout.stored_bytes(size, seg_size) if size is not None else None
-        upload = await self._run(self.store.begin_upload, si, tuple(range(erasure.N)), expected)
+        placement, holders = ["this node"] * erasure.N, {}
+        if place is not None and size is not None:
+            placement, holders = place(si, layout.share_bytes(size, seg_size))
+        local = tuple(s for s in range(erasure.N) if s not in holders)
+        expected = layout.share_bytes(size, seg_size) * len(local) if size is not None else None
+        lease = int(time.time()) + self.lease_duration
+        upload = await self._run(self.store.begin_upload, si, local, expected)
+        remote = {s: _RemoteShare(h, placement[s], si, s) for s, h in holders.items()}
 
-        def encode_segment(index: int, plaintext: bytes) -> list[bytes]:
+        def encode_segment(index: int, plaintext: bytes) -> tuple[list[bytes], dict[int, bytes]]:
             blocks = erasure.encode(cipher.encrypt(index, plaintext))
-            upload.put_blocks(index, dict(enumerate(blocks)))
-            return [block_hash(b) for b in blocks]
+            if local:
+                upload.put_blocks(index, {s: blocks[s] for s in local})
+            return [block_hash(b) for b in blocks], {s: blocks[s] for s in remote}
+
+        async def collect(result: asyncio.Future) -> None:
+            segment_hashes, outgoing = await result
+            hashes.append(segment_hashes)
+            for s, block in outgoing.items():
+                await remote[s].add(block)
 
         loop = asyncio.get_running_loop()
         in_flight: deque[asyncio.Future] = deque()
         hashes: list[list[bytes]] = []  # per segment, the N block hashes
         total = 0
         try:
+            await _gather_or_raise([r.begin(size, seg_size, lease) for r in remote.values()],
+                                   [r.node for r in remote.values()], "could not place a share on")
             index = 0
             while True:
                 want = seg_size if size is None else layout.plaintext_length(size, seg_size, index)
@@ -110,44 +266,54 @@ class Gateway:
                 in_flight.append(loop.run_in_executor(self.pool, encode_segment, index, plaintext))
                 index += 1
                 if len(in_flight) >= self.depth:
-                    hashes.append(await in_flight.popleft())
+                    await collect(in_flight.popleft())
                 if size is not None and index == layout.segment_count(size, seg_size):
                     break
                 if size is None and len(plaintext) < seg_size:
                     break
             while in_flight:
-                hashes.append(await in_flight.popleft())
+                await collect(in_flight.popleft())
             if size is not None and await _read_full(read, 1):
                 raise BadRequest(f"the upload is longer than the {size} bytes announced")
+            count = len(hashes)
+            share_hashes = [[seg[s] for seg in hashes] for s in range(erasure.N)]
+            manifest = Manifest(
+                size=total, segment_size=seg_size, k=erasure.K, m=erasure.M, segment_count=count,
+                share_roots=tuple(root(h).hex() for h in share_hashes),
+                # Commits to the whole ciphertext: the k data blocks of a segment are its padded ciphertext.
+                ciphertext_hash=ciphertext_hash([h for seg in hashes for h in seg[:erasure.K]]),
+            )
+            encoded = manifest.encode()
+            await _gather_or_raise([r.commit(share_hashes[s], encoded) for s, r in remote.items()],
+                                   [r.node for r in remote.values()], "could not place a share on")
         except BaseException:
             for fut in in_flight:
                 fut.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
+            await asyncio.gather(*(r.undo() for r in remote.values()))
             await self._run(self.store.abort, upload)
             raise
 
-        count = len(hashes)
-        share_hashes = [[seg[s] for seg in hashes] for s in range(erasure.N)]
+
         share_bytes = layout.share_bytes(total, seg_size)
-        manifest = Manifest(
-            size=total, segment_size=seg_size, k=erasure.K, m=erasure.M, segment_count=count,
-            share_roots=tuple(root(h).hex() for h in share_hashes),
-            # Commits to the whole ciphertext: the k data blocks of a segment are its padded ciphertext.
-            ciphertext_hash=ciphertext_hash([h for seg in hashes for h in seg[:erasure.K]]),
-        )
-        encoded = manifest.encode()
         cap = Capability(key=key, manifest_hash=manifest.digest(), size=total)
-        lease = int(time.time()) + self.lease_duration
-        metas = [ShareMeta(s, count, share_bytes, lease, self.node_key, tuple(share_hashes[s]))
-                 for s in range(erasure.N)]
+        metas = [ShareMeta(s, count, share_bytes, lease, self.node_key, tuple(share_hashes[s])) for s in local]
         record = {"name": name or "", "size": total, "capability": str(cap), "storage_index": si.hex(),
-                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        await self._run(self.store.publish, upload, metas, encoded, record)
-        return PutResult(capability=str(cap), size=total, segments=count, stored_bytes=share_bytes * erasure.N)
+                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "placement": placement}
+        try:
+            await self._run(self.store.publish, upload, metas, encoded, record)
+        except BaseException:
+            await asyncio.gather(*(r.undo() for r in remote.values()))
+            await self._run(self.store.abort, upload)
+            raise
+        return PutResult(capability=str(cap), size=total, segments=count, stored_bytes=share_bytes * erasure.N,
+                         placement=placement)
 
     # --- reading helpers -------------------------------------------------------------
-    def _load(self, cap: Capability) -> tuple[Manifest, dict[int, ShareMeta], dict[int, str]]:
-        """The verified manifest, the shares whose metadata matches it, and why the others do not."""
+    def _load(self, cap: Capability, remote: frozenset[int] = frozenset()
+              ) -> tuple[Manifest, dict[int, ShareMeta], dict[int, str]]:
+        """The verified manifest, the local shares whose metadata matches it, and why the others do not
+        (shares in `remote` are on other nodes: see `_remote_metas`)."""
         si = cap.storage_index
         raw = self.store.manifest(si)
         if raw is None:
@@ -160,6 +326,8 @@ class Gateway:
         bad: dict[int, str] = {}
         damaged = self.store.damaged(si)
         for s in range(erasure.N):
+            if s in remote:
+                continue
             meta = self.store.share_meta(si, s)
             if meta is None:
                 bad[s] = "missing"
@@ -172,11 +340,14 @@ class Gateway:
         return manifest, good, bad
 
     def _fetch_segment(self, si: bytes, manifest: Manifest, metas: dict[int, ShareMeta], order: list[int],
-                       index: int, bad: list[tuple[int, int]]) -> bytes:
-        """K verified blocks of one segment, decoded: the padded ciphertext cut to its length."""
+                       index: int, bad: list[tuple[int, int]], fetched: Mapping[int, bytes | None] | None = None
+                       ) -> bytes:
+        """K verified blocks of one segment, decoded: the padded ciphertext cut to its length.
+
+        Blocks of shares in `fetched` came from other nodes; the others are read here."""
         blocks: dict[int, bytes] = {}
         for s in order:
-            block = self.store.get_block(si, s, index)
+            block = fetched[s] if fetched and s in fetched else self.store.get_block(si, s, index)
             if block is None or block_hash(block) != metas[s].block_hashes[index]:
                 bad.append((s, index))
                 continue
@@ -192,43 +363,108 @@ class Gateway:
         plain_len = layout.plaintext_length(manifest.size, manifest.segment_size, index)
         return erasure.decode(blocks, layout.ciphertext_length(plain_len))
 
-    def _usable(self, cap: Capability) -> tuple[Manifest, dict[int, ShareMeta], list[int], dict[int, str]]:
-        manifest, metas, bad = self._load(cap)
-        # Data shares first (decoding is then a copy); known-damaged shares last.
-        order = sorted(metas, key=lambda s: (s in bad, s >= erasure.K, s))
+    async def _remote_metas(self, cap: Capability, manifest: Manifest, holders: Mapping[int, Holder],
+                            names: list[str]) -> tuple[dict[int, ShareMeta], dict[int, str]]:
+        """Metadata of the shares on other nodes, each checked against the manifest's share root."""
+        si = cap.storage_index
+
+        async def one(share: int, holder: Holder) -> ShareMeta:
+            m = await holder.meta(si, share)
+            if root(list(m["block_hashes"])) != manifest.share_root(share):
+                raise IntegrityError("its block hashes do not match the manifest")
+            return ShareMeta(share, m["segment_count"], m["stored_bytes"], m["lease_expiry"], b"",
+                             tuple(m["block_hashes"]))
+
+        results = await asyncio.gather(*(one(s, h) for s, h in holders.items()), return_exceptions=True)
+        metas: dict[int, ShareMeta] = {}
+        bad: dict[int, str] = {}
+        for share, result in zip(holders, results):
+            if isinstance(result, BaseException):
+                bad[share] = f"unreadable on node {names[share][:12]}…: {result}"
+            else:
+                metas[share] = result
+        return metas, bad
+
+    async def _usable(self, cap: Capability, holders: Mapping[int, Holder], names: list[str],
+                      rank: Mapping[int, float]
+                      ) -> tuple[Manifest, dict[int, ShareMeta], list[int], dict[int, str]]:
+        manifest, metas, bad = await self._run(self._load, cap, frozenset(holders))
+        if holders:
+            remote_metas, remote_bad = await self._remote_metas(cap, manifest, holders, names)
+            metas.update(remote_metas)
+            bad.update(remote_bad)
+        # Data shares first (decoding is then a copy), then the fastest holders; known-damaged shares last.
+        order = sorted(metas, key=lambda s: (s in bad, s >= erasure.K, rank.get(s, 0.0), s))
         if len(metas) < erasure.K:
             missing = sorted(bad)
             raise NotEnoughShares(
                 f"only {len(metas)} of {erasure.N} shares are intact ({erasure.K} are needed): "
                 + ", ".join(f"share {s} {bad[s]}" for s in missing),
-                hint="the file cannot be rebuilt on this node", missing_shares=missing)
+                hint="the file cannot be rebuilt now; if nodes are down, retry when they are back",
+                missing_shares=missing)
         return manifest, metas, order, bad
 
     # --- get -------------------------------------------------------------------------
-    async def open(self, cap: Capability) -> tuple[int, AsyncIterator[bytes]]:
-        """Check the file can be read, then return its size and an iterator over its plaintext."""
-        manifest, metas, order, _ = await self._run(self._usable, cap)
+    async def open(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
+                   names: list[str] | None = None, rank: Mapping[int, float] | None = None
+                   ) -> tuple[int, AsyncIterator[bytes]]:
+        """Check the file can be read, then return its size and an iterator over its plaintext.
+
+        `holders` gives the holder of each share on another node (`names` their node ids, `rank`
+        lower-is-faster hints); the other shares are read here."""
+        holders = dict(holders or {})
+        names = names or ["this node"] * erasure.N
+        manifest, metas, order, _ = await self._usable(cap, holders, names, rank or {})
         cipher = SegmentCipher(cap.key)
         si = cap.storage_index
         bad: list[tuple[int, int]] = []
+        readers = {s: _RemoteReader(h, si, s, manifest) for s, h in holders.items() if s in metas}
+        loop = asyncio.get_running_loop()
 
-        def read_segment(index: int) -> bytes:
-            return cipher.decrypt(index, self._fetch_segment(si, manifest, metas, order, index, bad))
+        def read_segment(index: int, usable: list[int], fetched: dict[int, bytes | None]) -> bytes:
+            return cipher.decrypt(index, self._fetch_segment(si, manifest, metas, usable, index, bad, fetched))
+
+        async def segment(index: int) -> bytes:
+            """One segment's plaintext.  Remote blocks are fetched first, local ones read in the pool;
+            when a holder fails or a block is bad, the next share in order is tried as well."""
+            want = erasure.K
+            while True:
+                alive = [s for s in order if s not in readers or readers[s].failed is None]
+                chosen = alive[:want]
+                remote = [s for s in chosen if s in readers]
+                fetched = dict(zip(remote, await asyncio.gather(*(readers[s].get(index) for s in remote))))
+                usable = [s for s in chosen if fetched.get(s, b"") is not None]
+                try:
+                    return await loop.run_in_executor(self.pool, read_segment, index, usable, fetched)
+                except NotEnoughShares:
+                    if want < len(alive):
+                        want += 1
+                        continue
+                    down = {s: r.failed for s, r in readers.items() if r.failed is not None}
+                    if not down:
+                        raise
+                    raise NotEnoughShares(
+                        f"segment {index} cannot be rebuilt: "
+                        + ", ".join(f"share {s} on node {names[s][:12]}… is unreachable ({err})"
+                                    for s, err in sorted(down.items()))
+                        + f"; {erasure.K} intact shares are needed",
+                        hint="retry when the nodes are back", segment=index,
+                        unreachable_nodes=sorted({names[s] for s in down})) from None
 
         async def stream() -> AsyncIterator[bytes]:
-            loop = asyncio.get_running_loop()
             in_flight: deque[asyncio.Future] = deque()
             next_index = 0
             try:
                 while next_index < manifest.segment_count or in_flight:
                     while next_index < manifest.segment_count and len(in_flight) < self.depth:
-                        in_flight.append(loop.run_in_executor(self.pool, read_segment, next_index))
+                        in_flight.append(asyncio.ensure_future(segment(next_index)))
                         next_index += 1
                     yield await in_flight.popleft()
             finally:
                 for fut in in_flight:
                     fut.cancel()
                 await asyncio.gather(*in_flight, return_exceptions=True)
+                await asyncio.gather(*(r.close() for r in readers.values()))
                 if bad:
                     await self._run(self._record_damage, si, bad)
 
@@ -248,6 +484,16 @@ class Gateway:
         _, metas, bad = self._load(cap)
         return [ShareReport(s, "missing" if bad.get(s) == "missing" else "corrupt" if s in bad else "ok",
                             bad.get(s, "")) for s in range(erasure.N)]
+
+    async def check_placed(self, cap: Capability, holders: Mapping[int, Holder], names: list[str]
+                           ) -> list[ShareReport]:
+        """`check` for a file whose shares are spread over nodes: local metadata, and each remote
+        holder's metadata checked against the manifest (unreachable holders count as missing)."""
+        manifest, metas, bad = await self._run(self._load, cap, frozenset(holders))
+        _, remote_bad = await self._remote_metas(cap, manifest, holders, names)
+        bad.update(remote_bad)
+        return [ShareReport(s, "ok" if s not in bad else "corrupt" if bad[s].startswith("corrupt")
+                            or "do not match" in bad[s] else "missing", bad.get(s, "")) for s in range(erasure.N)]
 
     def verify(self, cap: Capability) -> list[ShareReport]:
         """Read and hash every block of every share; record what is bad."""
