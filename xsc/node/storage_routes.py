@@ -203,8 +203,13 @@ async def remove_file(request: web.Request) -> web.Response:
     if record is None or record["capability"] != str(cap):
         raise NotFound("this node holds no file with that capability",
                        hint="`xsc store ls` lists the files this node uploaded")
+    holders, names = _holders_of(request.app, record)
+    results = await asyncio.gather(*(h.delete(cap.storage_index, s) for s, h in holders.items()),
+                                   return_exceptions=True)
+    # A holder that is down keeps its share until its lease runs out (it cannot be reached to delete it).
+    left = {names[s]: str(r) for s, r in zip(holders, results) if isinstance(r, BaseException)}
     await _in_pool(request, store.delete_file, cap.storage_index)
-    return web.json_response({"removed": str(cap)})
+    return web.json_response({"removed": str(cap), "not_deleted_on": left})
 
 
 @routes.get("/v1/store/files/{cap}/check")

@@ -1,0 +1,74 @@
+"""A file on six real nodes: one share each, readable with any two down, a clear error with three down."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .peer_helpers import FAST, known_ids, node_id, wait_until
+
+
+def _six_nodes(node_process):
+    first = node_process("n0", env=FAST)
+    others = [node_process(f"n{i}", extra_args=["--peer", first.url], env=FAST) for i in range(1, 6)]
+    nodes = [first, *others]
+    ids = [node_id(n) for n in nodes]
+    wait_until(lambda: known_ids(first) >= set(ids[1:]), "the gateway to know the other five nodes")
+    return nodes, ids
+
+
+def test_shares_on_six_nodes_survive_two_losses_and_name_the_third(node_process, tmp_path: Path) -> None:
+    nodes, ids = _six_nodes(node_process)
+    gateway = nodes[0]
+    data = os.urandom(3 * 1024 * 1024 + 77)
+    src = tmp_path / "spread.bin"
+    src.write_bytes(data)
+
+    put = gateway.xsc("store", "put", str(src), "--json")
+    assert put.returncode == 0, put.stderr
+    result = json.loads(put.stdout)
+    assert sorted(result["placement"]) == sorted(ids)  # one share on each node
+    assert result["node_failures_survived"] == 2
+    cap = result["capability"]
+    assert gateway.xsc("store", "get", cap).stdout == data
+
+    check = json.loads(gateway.xsc("store", "check", cap, "--json").stdout)
+    assert check["healthy"] and [s["node"] for s in check["shares"]] == result["placement"]
+
+    holders = {node_id: n for node_id, n in zip(ids, nodes)}
+    victims = [holders[result["placement"][s]] for s in (1, 4)]
+    victims = [v for v in victims if v is not gateway][:2]
+    if len(victims) < 2:  # the gateway held one of those shares: take another holder
+        victims.append(next(holders[n] for n in result["placement"] if holders[n] not in victims
+                            and holders[n] is not gateway))
+    for victim in victims:
+        victim.kill()
+    out = tmp_path / "two-down.bin"
+    got = gateway.xsc("store", "get", cap, "-o", str(out))
+    assert got.returncode == 0, got.stderr
+    assert out.read_bytes() == data
+
+    third = next(holders[n] for n in result["placement"] if holders[n] is not gateway and holders[n] not in victims)
+    third.kill()
+    out = tmp_path / "three-down.bin"
+    failed = gateway.xsc("store", "get", cap, "-o", str(out))
+    assert failed.returncode == 1
+    message = failed.stderr.decode()
+    assert "only 3 of 6 shares are intact" in message and "unreadable on node" in message, message
+    id_of = {n: i for i, n in zip(ids, nodes)}
+    for dead in (*victims, third):
+        assert id_of[dead][:12] in message
+    assert not out.exists()
+
+    for dead in (*victims, third):
+        dead.start()
+    out = tmp_path / "back.bin"
+    back = gateway.xsc("store", "get", cap, "-o", str(out))
+    assert back.returncode == 0, back.stderr
+    assert out.read_bytes() == data
+
+    removed = json.loads(gateway.xsc("store", "rm", cap, "--json").stdout)
+    assert removed["not_deleted_on"] == {}
+    for node in nodes:
+        assert json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["shares"] == 0
