@@ -163,6 +163,49 @@ class HealthSection(_Section):
         return v
 
 
+class AuditSection(_Section):
+    """Storage audits of the shares this node placed, the scrubber of those it holds, automatic repair."""
+
+    interval: float = 60.0  # seconds between audit rounds (each varied by +-jitter) and between scrub passes
+    jitter: float = 0.2
+    blocks_per_round: int = 4  # random remote blocks audited per round (0: no audits)
+    scrub_rate: int = 20 * 1000**2  # bytes/s the scrubber re-hashes (0: no scrubbing)
+    repair_after_failures: int = 3  # consecutive failed probes of a holder before its shares are rebuilt elsewhere
+
+    @field_validator("scrub_rate", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> int:
+        return parse_size(v)
+
+    @field_validator("interval")
+    @classmethod
+    def _seconds(cls, v: float) -> float:
+        if not 0.05 <= v <= 7 * 86400:
+            raise ValueError("must be between 0.05 seconds and 7 days")
+        return v
+
+    @field_validator("jitter")
+    @classmethod
+    def _jitter(cls, v: float) -> float:
+        if not 0 <= v <= 0.9:
+            raise ValueError("must be between 0 and 0.9 (a fraction of the interval)")
+        return v
+
+    @field_validator("blocks_per_round", "scrub_rate")
+    @classmethod
+    def _not_negative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be at least 0 (0 turns it off)")
+        return v
+
+    @field_validator("repair_after_failures")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
+
 class NodeConfig(_Section):
     data_dir: Path
     node: NodeSection = Field(default_factory=NodeSection)
@@ -171,6 +214,7 @@ class NodeConfig(_Section):
     ledger: LedgerSection = Field(default_factory=LedgerSection)
     peers: PeersSection = Field(default_factory=PeersSection)
     health: HealthSection = Field(default_factory=HealthSection)
+    audit: AuditSection = Field(default_factory=AuditSection)
 
     @property
     def url(self) -> str:

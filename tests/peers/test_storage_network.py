@@ -72,3 +72,41 @@ def test_shares_on_six_nodes_survive_two_losses_and_name_the_third(node_process,
     assert removed["not_deleted_on"] == {}
     for node in nodes:
         assert json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["shares"] == 0
+
+
+def test_repair_moves_a_lost_share_to_a_spare_node(node_process, tmp_path: Path) -> None:
+    first = node_process("n0", env=FAST)
+    nodes = [first, *(node_process(f"n{i}", extra_args=["--peer", first.url], env=FAST) for i in range(1, 7))]
+    ids = [node_id(n) for n in nodes]
+    by_id = dict(zip(ids, nodes))
+    wait_until(lambda: known_ids(first) >= set(ids[1:]), "the gateway to know the other six nodes")
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    src = tmp_path / "repair.bin"
+    src.write_bytes(data)
+    result = json.loads(first.xsc("store", "put", str(src), "--json").stdout)
+    placement, cap = result["placement"], result["capability"]
+    spare = next(i for i in ids if i not in placement)
+    lost = next(i for i in placement if i != ids[0])
+    by_id[lost].kill()
+    wait_until(lambda: not _peer_up(first, lost), "the gateway to see the holder down")
+
+    repaired = first.xsc("store", "repair", cap, "--json")
+    assert repaired.returncode == 0, repaired.stderr
+    report = json.loads(repaired.stdout)
+    share = placement.index(lost)
+    assert report["repaired"] == [share]
+    assert report["placement"][share] == spare and report["healthy"]
+    check = json.loads(first.xsc("store", "check", cap, "--json").stdout)
+    assert check["healthy"] and check["shares"][share]["node"] == spare
+
+    # Repaired, the file again survives two more losses.
+    for victim in [i for i in report["placement"] if i not in (ids[0], spare)][:2]:
+        by_id[victim].kill()
+    assert first.xsc("store", "get", cap).stdout == data
+
+
+def _peer_up(node, peer: str):
+    from .peer_helpers import peer_health
+
+    health = peer_health(node, peer)
+    return health is None or health.get("up") is not False

@@ -248,14 +248,58 @@ def _latency_rank(app: web.Application, names: list[str] | None) -> dict[int, fl
 
 @routes.post("/v1/store/files/{cap}/verify")
 async def verify_file(request: web.Request) -> web.Response:
-    reports = await _in_pool(request, request.app[GATEWAY].verify, _cap(request))
+    cap = _cap(request)
+    gateway = request.app[GATEWAY]
+    holders, names = _holders_of(request.app, await _in_pool(request, gateway.store.file_record, cap.storage_index))
+    if holders:
+        reports = await gateway.verify_placed(cap, holders, names)
+    else:
+        reports = await _in_pool(request, gateway.verify, cap)
     return web.json_response(_summary(reports))
 
 
 @routes.post("/v1/store/files/{cap}/repair")
-async def repair_file(request: web.Request) -> web.Response:
-    result = await _in_pool(request, request.app[GATEWAY].repair, _cap(request))
-    return web.json_response(result)
+async def repair_route(request: web.Request) -> web.Response:
+    return web.json_response(await repair_file(request.app, _cap(request)))
+
+
+async def repair_file(app: web.Application, cap: Capability) -> dict:
+    """Rebuild a file's missing or corrupt shares: local ones here, remote ones on another healthy node."""
+    gateway = app[GATEWAY]
+    loop = asyncio.get_running_loop()
+    record = await loop.run_in_executor(app[CPU_POOL], gateway.store.file_record, cap.storage_index)
+    holders, names = _holders_of(app, record)
+    result = await gateway.repair(cap, holders, names, relocate=_relocator(app, cap), me=app[IDENTITY].id)
+    record = await loop.run_in_executor(app[CPU_POOL], gateway.store.file_record, cap.storage_index)
+    holders, names = _holders_of(app, record)
+    if holders:
+        reports = await gateway.check_placed(cap, holders, names)
+    else:
+        reports = await loop.run_in_executor(app[CPU_POOL], gateway.check, cap)
+    return {**result, **_summary(reports)}
+
+
+def _relocator(app: web.Application, cap: Capability):
+    """Where a repaired share goes: the best-ranked peer that is up, has room and holds no share of the file."""
+    from .peers import PEERS
+
+    async def relocate(share: int, used: set[str]):
+        if PEERS not in app:
+            return None
+        peers = app[PEERS]
+        share_bytes = await asyncio.get_running_loop().run_in_executor(
+            app[CPU_POOL], _share_bytes, app[GATEWAY], cap)
+        candidates = [placement.Candidate(d.id, 1.0, d.free) for d in peers.peers()
+                      if d.id not in used and peers.availability(d.id).up]
+        ranked = placement.rank(cap.storage_index, candidates, share_bytes)
+        return (ranked[0].node_id, _holder(app, ranked[0].node_id)) if ranked else None
+
+    return relocate
+
+
+def _share_bytes(gateway: Gateway, cap: Capability) -> int:
+    manifest = gateway.manifest(cap)
+    return layout.share_bytes(manifest.size, manifest.segment_size)
 
 
 def _summary(reports) -> dict:

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 ReadFn = Callable[[int], Awaitable[bytes]]
 Placer = Callable[[bytes, int], "tuple[list[str], dict[int, Holder]]"]
+Relocator = Callable[[int, set], "Awaitable[tuple[str, Holder] | None]"]
 SEND_BATCH = 4 * 1024 * 1024  # bytes of one share's blocks sent to its holder per request
 READ_BATCH = 16  # segments of one share fetched from its holder per request
 
@@ -310,6 +311,10 @@ class Gateway:
                          placement=placement)
 
     # --- reading helpers -------------------------------------------------------------
+    def manifest(self, cap: Capability) -> Manifest:
+        """The file's manifest, checked against the capability."""
+        return self._load(cap, frozenset(range(erasure.N)))[0]
+
     def _load(self, cap: Capability, remote: frozenset[int] = frozenset()
               ) -> tuple[Manifest, dict[int, ShareMeta], dict[int, str]]:
         """The verified manifest, the local shares whose metadata matches it, and why the others do not
@@ -419,37 +424,7 @@ class Gateway:
         si = cap.storage_index
         bad: list[tuple[int, int]] = []
         readers = {s: _RemoteReader(h, si, s, manifest) for s, h in holders.items() if s in metas}
-        loop = asyncio.get_running_loop()
-
-        def read_segment(index: int, usable: list[int], fetched: dict[int, bytes | None]) -> bytes:
-            return cipher.decrypt(index, self._fetch_segment(si, manifest, metas, usable, index, bad, fetched))
-
-        async def segment(index: int) -> bytes:
-            """One segment's plaintext.  Remote blocks are fetched first, local ones read in the pool;
-            when a holder fails or a block is bad, the next share in order is tried as well."""
-            want = erasure.K
-            while True:
-                alive = [s for s in order if s not in readers or readers[s].failed is None]
-                chosen = alive[:want]
-                remote = [s for s in chosen if s in readers]
-                fetched = dict(zip(remote, await asyncio.gather(*(readers[s].get(index) for s in remote))))
-                usable = [s for s in chosen if fetched.get(s, b"") is not None]
-                try:
-                    return await loop.run_in_executor(self.pool, read_segment, index, usable, fetched)
-                except NotEnoughShares:
-                    if want < len(alive):
-                        want += 1
-                        continue
-                    down = {s: r.failed for s, r in readers.items() if r.failed is not None}
-                    if not down:
-                        raise
-                    raise NotEnoughShares(
-                        f"segment {index} cannot be rebuilt: "
-                        + ", ".join(f"share {s} on node {names[s][:12]}… is unreachable ({err})"
-                                    for s, err in sorted(down.items()))
-                        + f"; {erasure.K} intact shares are needed",
-                        hint="retry when the nodes are back", segment=index,
-                        unreachable_nodes=sorted({names[s] for s in down})) from None
+        segment = self._segment_source(si, manifest, metas, order, readers, names, bad, cipher.decrypt)
 
         async def stream() -> AsyncIterator[bytes]:
             in_flight: deque[asyncio.Future] = deque()
@@ -469,6 +444,46 @@ class Gateway:
                     await self._run(self._record_damage, si, bad)
 
         return manifest.size, stream()
+
+    def _segment_source(self, si: bytes, manifest: Manifest, metas: dict[int, ShareMeta], order: list[int],
+                        readers: dict[int, "_RemoteReader"], names: list[str], bad: list[tuple[int, int]],
+                        finish: Callable[[int, bytes], bytes] | None = None) -> Callable[[int], Awaitable[bytes]]:
+        """An async function giving one segment's ciphertext (or `finish(index, ciphertext)`, run in the pool).
+
+        Remote blocks are fetched first, local ones read in the pool; when a holder fails or a block is
+        bad, the next share in `order` is tried as well."""
+        loop = asyncio.get_running_loop()
+
+        def work(index: int, usable: list[int], fetched: dict[int, bytes | None]) -> bytes:
+            data = self._fetch_segment(si, manifest, metas, usable, index, bad, fetched)
+            return finish(index, data) if finish else data
+
+        async def segment(index: int) -> bytes:
+            want = erasure.K
+            while True:
+                alive = [s for s in order if s not in readers or readers[s].failed is None]
+                chosen = alive[:want]
+                remote = [s for s in chosen if s in readers]
+                fetched = dict(zip(remote, await asyncio.gather(*(readers[s].get(index) for s in remote))))
+                usable = [s for s in chosen if fetched.get(s, b"") is not None]
+                try:
+                    return await loop.run_in_executor(self.pool, work, index, usable, fetched)
+                except NotEnoughShares:
+                    if want < len(alive):
+                        want += 1
+                        continue
+                    down = {s: r.failed for s, r in readers.items() if r.failed is not None}
+                    if not down:
+                        raise
+                    raise NotEnoughShares(
+                        f"segment {index} cannot be rebuilt: "
+                        + ", ".join(f"share {s} on node {names[s][:12]}… is unreachable ({err})"
+                                    for s, err in sorted(down.items()))
+                        + f"; {erasure.K} intact shares are needed",
+                        hint="retry when the nodes are back", segment=index,
+                        unreachable_nodes=sorted({names[s] for s in down})) from None
+
+        return segment
 
     def _record_damage(self, si: bytes, bad: list[tuple[int, int]]) -> None:
         by_share: dict[int, list[int]] = {}
@@ -495,12 +510,14 @@ class Gateway:
         return [ShareReport(s, "ok" if s not in bad else "corrupt" if bad[s].startswith("corrupt")
                             or "do not match" in bad[s] else "missing", bad.get(s, "")) for s in range(erasure.N)]
 
-    def verify(self, cap: Capability) -> list[ShareReport]:
-        """Read and hash every block of every share; record what is bad."""
-        manifest, metas, bad = self._load(cap)
+    def verify(self, cap: Capability, remote: frozenset[int] = frozenset()) -> list[ShareReport]:
+        """Read and hash every block of every share here (not those in `remote`); record what is bad."""
+        manifest, metas, bad = self._load(cap, remote)
         si = cap.storage_index
         reports = []
         for s in range(erasure.N):
+            if s in remote:
+                continue
             if s not in metas:
                 reports.append(ShareReport(s, "missing" if bad[s] == "missing" else "corrupt", bad[s]))
                 continue
@@ -513,51 +530,122 @@ class Gateway:
                 reports.append(ShareReport(s, "ok"))
         return reports
 
-    def repair(self, cap: Capability) -> dict:
-        """Rebuild missing and corrupt shares from any K good ones; never makes things worse."""
-        reports = self.verify(cap)
-        broken = {r.share: r for r in reports if r.status != "ok"}
-        if not broken:
-            return {"repaired": [], "shares": [r.__dict__ for r in reports]}
-        manifest, metas, _ = self._load(cap)
-        good = {s: m for s, m in metas.items() if s not in broken}
+    async def verify_placed(self, cap: Capability, holders: Mapping[int, Holder], names: list[str]
+                            ) -> list[ShareReport]:
+        """`verify` for a file spread over nodes: remote shares are downloaded and every block hashed."""
         si = cap.storage_index
-        order = sorted(good, key=lambda s: (s >= erasure.K, s))
-        missing = tuple(s for s in broken if s not in metas)
-        damaged = {s: r.bad_blocks for s, r in broken.items() if s in metas}
-        upload = self.store.begin_upload(si, missing, layout.share_bytes(manifest.size, manifest.segment_size)
-                                         * len(missing)) if missing else None
-        rebuilt: dict[int, list[bytes]] = {s: [] for s in missing}
+        reports = {r.share: r for r in await self._run(self.verify, cap, frozenset(holders))}
+        manifest, _, _ = await self._run(self._load, cap, frozenset(holders))
+        metas, bad = await self._remote_metas(cap, manifest, holders, names)
+        for s in holders:
+            if s in bad:
+                reports[s] = ShareReport(s, "corrupt" if "do not match" in bad[s] else "missing", bad[s])
+                continue
+            reader = _RemoteReader(holders[s], si, s, manifest)
+            try:
+                wrong = [i for i in range(manifest.segment_count)
+                         if (b := await reader.get(i)) is None or block_hash(b) != metas[s].block_hashes[i]]
+            finally:
+                await reader.close()
+            if reader.failed is not None:
+                reports[s] = ShareReport(s, "missing", f"unreadable on node {names[s][:12]}…: {reader.failed}")
+            elif wrong:
+                await self._run(self.store.mark_damaged, si, s, f"bad blocks in segments {wrong[:20]}")
+                reports[s] = ShareReport(s, "corrupt", f"{len(wrong)} bad block(s) on node {names[s][:12]}…", wrong)
+            else:
+                reports[s] = ShareReport(s, "ok")
+        return [reports[s] for s in range(erasure.N)]
+
+    async def repair(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
+                     names: list[str] | None = None, relocate: Relocator | None = None,
+                     me: str = "this node") -> dict:
+        """Rebuild missing and corrupt shares from any K good ones; never makes things worse.
+
+        Local shares are rebuilt here (corrupt blocks rewritten in place).  A broken share on another
+        node goes to the node `relocate(share, nodes already used)` names, or here if it names none;
+        the file's placement record follows.  Returns the repaired shares and the new placement."""
+        holders = dict(holders or {})
+        names = list(names or [me] * erasure.N)
+        si = cap.storage_index
+        local_reports = await self._run(self.verify, cap, frozenset(holders))
+        manifest, local_metas, _ = await self._run(self._load, cap, frozenset(holders))
+        remote_metas, remote_bad = await self._remote_metas(cap, manifest, holders, names)
+        damaged = await self._run(self.store.damaged, si)
+        for s in holders:
+            if s in damaged and s not in remote_bad:
+                remote_bad[s] = f"corrupt: {damaged[s]}"
+        broken_local = {r.share: r for r in local_reports if r.status != "ok"}
+        if not broken_local and not remote_bad:
+            return {"repaired": [], "placement": names}
+        good = {**{s: m for s, m in local_metas.items() if s not in broken_local},
+                **{s: m for s, m in remote_metas.items() if s not in remote_bad}}
+        if len(good) < erasure.K:
+            raise NotEnoughShares(f"only {len(good)} of {erasure.N} shares are intact: the file cannot be repaired",
+                                  hint="retry when the nodes holding its shares are back",
+                                  missing_shares=sorted(set(broken_local) | set(remote_bad)))
+        rewrite_here = {s: r.bad_blocks for s, r in broken_local.items() if s in local_metas}
+        rebuild_here = [s for s in broken_local if s not in local_metas]
+        new_names = list(names)
+        moved: dict[int, _RemoteShare] = {}
+        for s in sorted(remote_bad):
+            destination = await relocate(s, set(new_names)) if relocate else None
+            if destination is None:
+                rebuild_here.append(s)
+                new_names[s] = me
+            else:
+                new_names[s] = destination[0]
+                moved[s] = _RemoteShare(destination[1], destination[0], si, s)
+        share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
+        lease = max(m.lease_expiry for m in good.values())
+        readers = {s: _RemoteReader(holders[s], si, s, manifest) for s in good if s in holders}
+        order = sorted(good, key=lambda s: (s >= erasure.K, s in readers, s))
+        read = self._segment_source(si, manifest, good, order, readers, names, [])
+        rebuilt: dict[int, list[bytes]] = {s: [] for s in (*rebuild_here, *moved)}
+        upload = None
         try:
+            if rebuild_here:
+                upload = await self._run(self.store.begin_upload, si, tuple(rebuild_here),
+                                         share_bytes * len(rebuild_here))
+            await _gather_or_raise([r.begin(manifest.size, manifest.segment_size, lease) for r in moved.values()],
+                                   [r.node for r in moved.values()], "could not place a repaired share on")
             for index in range(manifest.segment_count):
-                need_fix = [s for s, segs in damaged.items() if index in segs]
-                if not missing and not need_fix:
+                fix = [s for s, segments in rewrite_here.items() if index in segments]
+                if not rebuilt and not fix:
                     continue
-                ciphertext = self._fetch_segment(si, manifest, good, order, index, [])
-                blocks = erasure.encode(ciphertext)
+                blocks = await self._run(erasure.encode, await read(index))
+                for s in rebuilt:
+                    rebuilt[s].append(block_hash(blocks[s]))
                 if upload is not None:
-                    upload.put_blocks(index, {s: blocks[s] for s in missing})
-                    for s in missing:
-                        rebuilt[s].append(block_hash(blocks[s]))
-                if need_fix:
-                    self._rewrite_blocks(si, index, {s: blocks[s] for s in need_fix}, metas)
+                    await self._run(upload.put_blocks, index, {s: blocks[s] for s in rebuild_here})
+                if fix:
+                    await self._run(self._rewrite_blocks, si, index, {s: blocks[s] for s in fix}, local_metas)
+                for s, share in moved.items():
+                    await share.add(blocks[s])
+            for s, hashes in rebuilt.items():
+                if root(hashes) != manifest.share_root(s):
+                    raise IntegrityError(f"rebuilt share {s} does not match the manifest")
+            encoded = manifest.encode()
+            await _gather_or_raise([r.commit(rebuilt[s], encoded) for s, r in moved.items()],
+                                   [r.node for r in moved.values()], "could not place a repaired share on")
             if upload is not None:
-                share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
-                lease = max(m.lease_expiry for m in good.values())
-                new_metas = []
-                for s in missing:
-                    if root(rebuilt[s]) != manifest.share_root(s):
-                        raise IntegrityError(f"rebuilt share {s} does not match the manifest")
-                    new_metas.append(ShareMeta(s, manifest.segment_count, share_bytes, lease, self.node_key,
-                                               tuple(rebuilt[s])))
-                self.store.publish(upload, new_metas)
+                metas = [ShareMeta(s, manifest.segment_count, share_bytes, lease, self.node_key, tuple(rebuilt[s]))
+                         for s in rebuild_here]
+                await self._run(self.store.publish, upload, metas)
         except BaseException:
+            await asyncio.gather(*(r.undo() for r in moved.values()))
             if upload is not None:
-                self.store.abort(upload)
+                await self._run(self.store.abort, upload)
             raise
-        for s in damaged:
-            self.store.clear_damage(si, s)
-        return {"repaired": sorted(broken), "shares": [r.__dict__ for r in self.verify(cap)]}
+        finally:
+            await asyncio.gather(*(r.close() for r in readers.values()))
+        for s in (*rewrite_here, *remote_bad):
+            await self._run(self.store.clear_damage, si, s)
+        if new_names != names:
+            await self._run(self.store.set_placement, si, new_names)
+        # A corrupt share on a holder that still answers is dropped there (best effort: a lease ends it too).
+        stale = [holders[s].delete(si, s) for s in remote_bad if s in remote_metas and new_names[s] != names[s]]
+        await asyncio.gather(*stale, return_exceptions=True)
+        return {"repaired": sorted(set(broken_local) | set(remote_bad)), "placement": new_names}
 
     def _rewrite_blocks(self, si: bytes, index: int, blocks: dict[int, bytes], metas: dict[int, ShareMeta]) -> None:
         for s, block in blocks.items():

@@ -199,6 +199,13 @@ class ShareStore:
         raw = self.db.get(keys.file(si))
         return json.loads(raw) if raw else None
 
+    def set_placement(self, si: bytes, placement: list[str]) -> None:
+        """Record where a file's shares are now (after a repair moved some)."""
+        record = self.file_record(si)
+        if record is not None:
+            record["placement"] = placement
+            self.db.put(keys.file(si), json.dumps(record).encode(), sync=True)
+
     def files(self) -> Iterator[dict]:
         for _, raw in self.db.iterator(prefix=keys.FILES):
             yield json.loads(raw)
