@@ -43,6 +43,7 @@ class StorageSection(_Section):
     capacity: int = 10 * 1024**3  # bytes of block data this node will hold
     segment_size: int = MiB
     lease_duration: int = 30 * 86400  # seconds
+    remote_timeout: float = 5.0  # seconds a share holder may take to answer a read before a get uses other shares
 
     @field_validator("capacity", "segment_size", mode="before")
     @classmethod

@@ -110,3 +110,27 @@ def _peer_up(node, peer: str):
 
     health = peer_health(node, peer)
     return health is None or health.get("up") is not False
+
+
+def test_a_frozen_holder_does_not_stall_a_get(node_process, tmp_path: Path) -> None:
+    import signal
+
+    env = {**FAST, "XSC_STORAGE_REMOTE_TIMEOUT": "1"}
+    first = node_process("n0", env=env)
+    nodes = [first, *(node_process(f"n{i}", extra_args=["--peer", first.url], env=env) for i in range(1, 6))]
+    ids = [node_id(n) for n in nodes]
+    by_id = dict(zip(ids, nodes))
+    wait_until(lambda: known_ids(first) >= set(ids[1:]), "the gateway to know the other five nodes")
+    data = os.urandom(5 * 1024 * 1024)
+    src = tmp_path / "slow.bin"
+    src.write_bytes(data)
+    result = json.loads(first.xsc("store", "put", str(src), "--json").stdout)
+    # Freeze the holder of a data share: it accepts connections but never answers.
+    frozen = by_id[next(n for n in result["placement"][:4] if n != ids[0])]
+    frozen.proc.send_signal(signal.SIGSTOP)
+    try:
+        got = first.xsc("store", "get", result["capability"], timeout=60)
+        assert got.returncode == 0, got.stderr
+        assert got.stdout == data
+    finally:
+        frozen.proc.send_signal(signal.SIGCONT)

@@ -11,15 +11,15 @@ A capacity slot c and a need slot n are compatible when all of these hold:
 `NeedIndex` buckets need slots by kind, then by fixed-width time buckets, so a capacity slot only
 looks at need slots of its kind in the buckets its window touches.  `CapacityIndex` does the same
 the other way round, over one provider's (few) capacity slots, so that the network's (many) need
-slots are each read once: what `compute_allocation` uses.
+slots are each read once, as `NeedRow`s: what `compute_allocation` uses.
 """
 
 from __future__ import annotations
 
 from statistics import median_low
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
-from .models import ANY, CapacitySlot, NeedSlot, SlotFilter, _Slot
+from .models import ANY, CapacitySlot, NeedKey, NeedSlot, SlotFilter, _Slot
 
 
 def _accepts(f: SlotFilter, other: _Slot) -> bool:
@@ -150,6 +150,49 @@ def _location_tags(loc: str | tuple[str, ...]) -> frozenset[str] | None:
     return None if loc == ANY else frozenset((loc,) if isinstance(loc, str) else loc)
 
 
+class NeedRow(NamedTuple):
+    """What the allocator reads of a need slot, as a plain tuple.
+
+    Reading a field of a pydantic model costs about ten tuple reads (BaseModel defines
+    __getattr__, which keeps the interpreter from specialising attribute access), and a provider
+    reads every need slot of the network on every computation; see `need_rows`."""
+
+    start: int
+    end: int
+    kind: str
+    tags: frozenset[str] | None  # the location's tags, None for 'any'
+    filters: SlotFilter | None  # None when empty
+    id: str
+    quantity: int
+    key: NeedKey  # (owner, id)
+    slot: NeedSlot
+
+
+def need_rows(slots: tuple[NeedSlot, ...]) -> tuple[NeedRow, ...]:
+    """The rows of a commitment's `need_slots`, kept while that tuple is in use.
+
+    Commitments are frozen, and a commitment copied with a new damping factor shares its
+    `need_slots` tuple, so the rows are made once per set of need slots, not per computation."""
+    cached = _ROWS.get(id(slots))
+    if cached is not None and cached[0] is slots:
+        return cached[1]
+    rows = tuple(
+        NeedRow(n.start, n.end, n.kind, _location_tags(n.location),
+                None if n.filters is _NO_FILTER or n.filters.is_empty() else n.filters,
+                n.id, n.quantity, (n.owner, n.id), n)
+        for n in slots
+    )
+    if len(_ROWS) >= _ROWS_KEPT:
+        _ROWS.clear()
+    # The entry holds the tuple itself, which keeps its id from being reused for another one.
+    _ROWS[id(slots)] = (slots, rows)
+    return rows
+
+
+_ROWS: dict[int, tuple[tuple[NeedSlot, ...], tuple[NeedRow, ...]]] = {}
+_ROWS_KEPT = 1 << 14
+
+
 class CapacityIndex:
     """A provider's capacity slots bucketed by kind and time, to stream need slots through.
 
@@ -191,32 +234,21 @@ class CapacityIndex:
             lists = [items for b, items in buckets.items() if first <= b <= last]
         return sorted({e[2]: e for items in (*lists, long) for e in items}.values())
 
-    def match(self, needs: Sequence[NeedSlot]) -> list[list[int]]:
+    def match(self, needs: Sequence[NeedRow]) -> list[list[int]]:
         """For each capacity slot (by position), the positions in `needs` of the need slots it is
         compatible with (see `compatible`), in the order of `needs`."""
         out: list[list[int]] = [[] for _ in self.slots]
         kinds = self._kinds
-        tags_of: dict = {}
-        no_filter = _NO_FILTER
-        for i, n in enumerate(needs):
-            found = kinds.get(n.kind)
+        for i, (start, end, kind, tags, n_filter, _, _, _, n) in enumerate(needs):
+            found = kinds.get(kind)
             if found is None:
                 continue
             width, _, _, ranges = found
-            start, end = n.start, n.end
             first, last = start // width, (end - 1) // width
             key = first if first == last else (first, last)
             candidates = ranges.get(key)
             if candidates is None:
-                candidates = ranges[key] = self._gather(n.kind, first, last)
-            if not candidates:
-                continue
-            loc = n.location
-            tags = tags_of.get(loc, tags_of)
-            if tags is tags_of:
-                tags = tags_of[loc] = _location_tags(loc)
-            f = n.filters
-            filtered = f is not no_filter and not f.is_empty()
+                candidates = ranges[key] = self._gather(kind, first, last)
             for c_start, c_end, pos, c_tags, c_filter, c in candidates:
                 if c_start >= end:
                     break  # candidates are in order of start: none further overlaps
@@ -224,7 +256,7 @@ class CapacityIndex:
                     continue
                 if tags is not None and c_tags is not None and c_tags.isdisjoint(tags):
                     continue
-                if filtered and not _accepts(f, c):
+                if n_filter is not None and not _accepts(n_filter, c):
                     continue
                 if c_filter is not None and not _accepts(c_filter, n):
                     continue

@@ -77,7 +77,8 @@ async def _node_resources(app: web.Application):
 
 def create_app(config: NodeConfig) -> web.Application:
     """Build a node's aiohttp app; its resources open on startup and close on cleanup."""
-    from . import compute_routes, health_routes, ledger_routes, peer_auth, peers, share_routes, storage_routes
+    from . import (audit, compute_routes, health_routes, ledger_routes, peer_auth, peers, scrubber, share_routes,
+                   storage_routes)
 
     in_flight = InFlight()
     app = web.Application(
@@ -95,7 +96,8 @@ def create_app(config: NodeConfig) -> web.Application:
     # Each feature adds its routes and its own cleanup context (opened after the node's resources).
     # The ledger comes first: it opens before and closes after the features that settle through it.
     # Peers and their health probes come last: they read the storage status for the node's descriptor.
-    for feature in (ledger_routes, storage_routes, compute_routes, peers, share_routes, health_routes):
+    # Audits, repair and the scrubber come after health: they read probe results and record audits there.
+    for feature in (ledger_routes, storage_routes, compute_routes, peers, share_routes, health_routes, audit, scrubber):
         feature.setup(app)
     return app
 

@@ -31,7 +31,8 @@ async def _storage_service(app: web.Application):
         log.warning("removed what %d interrupted upload(s) had staged", interrupted)
     app[GATEWAY] = Gateway(store, app[CPU_POOL], segment_size=config.storage.segment_size,
                            lease_duration=config.storage.lease_duration, node_key=app[IDENTITY].public_key,
-                           depth=2 * max(2, config.compute.threads) + 2)
+                           depth=2 * max(2, config.compute.threads) + 2,
+                           remote_timeout=config.storage.remote_timeout)
     metrics = app[METRICS]
     metrics.bytes_stored.set_function(lambda: store.used)
     metrics.shares_held.set_function(lambda: store.shares_held)

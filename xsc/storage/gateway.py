@@ -45,7 +45,8 @@ class Holder(Protocol):
     async def commit(self, upload: str, block_hashes: list[bytes], manifest: bytes) -> None: ...
     async def abort(self, upload: str) -> None: ...
     async def meta(self, si: bytes, share: int) -> dict: ...
-    async def blocks(self, si: bytes, share: int, first: int, count: int, lengths: list[int]) -> list[bytes]: ...
+    async def blocks(self, si: bytes, share: int, first: int, count: int, lengths: list[int],
+                     *, timeout: float | None = None) -> list[bytes]: ...
     async def delete(self, si: bytes, share: int) -> None: ...
 
 
@@ -145,8 +146,9 @@ class _RemoteReader:
     Once the holder fails (unreachable, refused, a cut answer) the reader answers None for every
     block, so the get moves on to other shares instead of waiting on it again."""
 
-    def __init__(self, holder: Holder, si: bytes, share: int, manifest: Manifest) -> None:
+    def __init__(self, holder: Holder, si: bytes, share: int, manifest: Manifest, timeout: float) -> None:
         self.holder, self.si, self.share, self.manifest = holder, si, share, manifest
+        self.timeout = timeout  # a holder slower than this is left for the other shares
         self.failed: BaseException | None = None
         self._batches: dict[int, asyncio.Future] = {}
 
@@ -158,7 +160,7 @@ class _RemoteReader:
             lengths = [layout.segment_block_length(layout.plaintext_length(m.size, m.segment_size, i))
                        for i in range(first, first + count)]
             self._batches[batch] = asyncio.ensure_future(self.holder.blocks(self.si, self.share, first, count,
-                                                                            lengths))
+                                                                            lengths, timeout=self.timeout))
         return self._batches.get(batch)
 
     async def get(self, index: int) -> bytes | None:
@@ -170,7 +172,10 @@ class _RemoteReader:
         for old in [b for b in self._batches if b < batch - 1]:
             self._batches.pop(old)
         try:
-            blocks = await asyncio.shield(task)
+            blocks = await asyncio.wait_for(asyncio.shield(task), self.timeout)
+        except asyncio.TimeoutError:
+            self.failed = TimeoutError(f"no answer within {self.timeout:g} s")
+            return None
         except Exception as exc:
             self.failed = exc
             return None
@@ -205,13 +210,14 @@ async def _read_full(read: ReadFn, n: int) -> bytes:
 
 class Gateway:
     def __init__(self, store: ShareStore, pool: Executor, *, segment_size: int, lease_duration: int,
-                 node_key: bytes, depth: int = 6) -> None:
+                 node_key: bytes, depth: int = 6, remote_timeout: float = 5.0) -> None:
         self.store = store
         self.pool = pool
         self.segment_size = segment_size
         self.lease_duration = lease_duration
         self.node_key = node_key
         self.depth = depth
+        self.remote_timeout = remote_timeout
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -374,7 +380,10 @@ class Gateway:
         si = cap.storage_index
 
         async def one(share: int, holder: Holder) -> ShareMeta:
-            m = await holder.meta(si, share)
+            try:
+                m = await asyncio.wait_for(holder.meta(si, share), self.remote_timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"no answer within {self.remote_timeout:g} s") from None
             if root(list(m["block_hashes"])) != manifest.share_root(share):
                 raise IntegrityError("its block hashes do not match the manifest")
             return ShareMeta(share, m["segment_count"], m["stored_bytes"], m["lease_expiry"], b"",
@@ -423,7 +432,8 @@ class Gateway:
         cipher = SegmentCipher(cap.key)
         si = cap.storage_index
         bad: list[tuple[int, int]] = []
-        readers = {s: _RemoteReader(h, si, s, manifest) for s, h in holders.items() if s in metas}
+        readers = {s: _RemoteReader(h, si, s, manifest, self.remote_timeout)
+                   for s, h in holders.items() if s in metas}
         segment = self._segment_source(si, manifest, metas, order, readers, names, bad, cipher.decrypt)
 
         async def stream() -> AsyncIterator[bytes]:
@@ -541,7 +551,7 @@ class Gateway:
             if s in bad:
                 reports[s] = ShareReport(s, "corrupt" if "do not match" in bad[s] else "missing", bad[s])
                 continue
-            reader = _RemoteReader(holders[s], si, s, manifest)
+            reader = _RemoteReader(holders[s], si, s, manifest, self.remote_timeout)
             try:
                 wrong = [i for i in range(manifest.segment_count)
                          if (b := await reader.get(i)) is None or block_hash(b) != metas[s].block_hashes[i]]
@@ -597,7 +607,7 @@ class Gateway:
                 moved[s] = _RemoteShare(destination[1], destination[0], si, s)
         share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
         lease = max(m.lease_expiry for m in good.values())
-        readers = {s: _RemoteReader(holders[s], si, s, manifest) for s in good if s in holders}
+        readers = {s: _RemoteReader(holders[s], si, s, manifest, self.remote_timeout) for s in good if s in holders}
         order = sorted(good, key=lambda s: (s >= erasure.K, s in readers, s))
         read = self._segment_source(si, manifest, good, order, readers, names, [])
         rebuilt: dict[int, list[bytes]] = {s: [] for s in (*rebuild_here, *moved)}

@@ -1,0 +1,377 @@
+"""Storage audits of the shares this node placed on other nodes, damage reports, automatic repair.
+
+Gateway side.  Every `audit.interval` seconds (varied by +-audit.jitter of itself) the node picks
+`audit.blocks_per_round` random shares it placed on other nodes, asks each holder for a random block
+with its Merkle path (`RemoteHolder.audit`) and checks it against the share root of the file's
+manifest (`check_audit`).  A verdict is kept with the holder's probe history
+(`HealthService.record_audit`, shown by `xsc health status`); a failed one also marks the share
+damaged in this node's records, so a repair rebuilds it elsewhere.
+
+Automatic repair: when a holder has failed its last audit, or has missed `audit.repair_after_failures`
+probes in a row, every file with a share on it is queued for `storage_routes.repair_file`; so is a
+file whose holder reported a damaged share (POST /v1/peer/damage, sent by holders' scrubbers).
+One repair runs at a time; a failed one is retried later, backing off.
+
+Peer API (signed):
+    POST /v1/peer/damage {"si": hex, "share": n, "segments": [i, ...]}   only from the share's holder
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import (Forbidden, InvalidArgument, NotFound, PeerError, PeerNotFound, PeerRefused, PeerUnreachable,
+                      XscError)
+from ..storage import Capability, erasure
+from . import peer_auth
+from .context import CONFIG, CPU_POOL, IDENTITY
+from .status import STATUS_PARTS
+
+log = logging.getLogger(__name__)
+
+LOCAL = "this node"  # how a file record put without peers names this node
+MAX_REPORTED_SEGMENTS = 1024  # a damage report names at most this many segments (the whole share is rebuilt anyway)
+RETRY_MAX = 3600.0  # seconds: the longest wait before a failed repair is tried again
+RECENT = 20  # repairs kept for the status
+# Answers that say nothing about the share: the holder could not or would not check the request.
+_NO_VERDICT_STATUSES = frozenset({401, 403, 429})
+
+
+# --- pure parts ----------------------------------------------------------------------
+def remote_shares(records: Iterable[dict], me: str) -> list[tuple[dict, int, str]]:
+    """(file record, share, node) of every share placed on another node."""
+    return [(record, share, node) for record in records
+            for share, node in enumerate(record.get("placement") or []) if node not in (me, LOCAL)]
+
+
+def files_on(records: Iterable[dict], node: str) -> list[bytes]:
+    """Storage indexes of the files with a share on that node."""
+    return [bytes.fromhex(r["storage_index"]) for r in records if node in (r.get("placement") or [])]
+
+
+def is_verdict(err: PeerError) -> bool:
+    """Whether a failed audit request proves the share is not intact (rather than that nobody answered).
+
+    A holder that answers "no such share/block" (404, 416) or with something that is not an audit
+    answer has failed; no answer, a refused signature or a server error prove nothing about the share."""
+    if isinstance(err, PeerUnreachable):
+        return False
+    status = err.details.get("peer_status")
+    if status is None:
+        return isinstance(err, PeerRefused)  # the holder answered, with a malformed audit
+    return status < 500 and status not in _NO_VERDICT_STATUSES
+
+
+def parse_report(body: Any) -> tuple[bytes, int, list[int]]:
+    """A damage report's storage index, share and (sorted, distinct) segments."""
+    from .share_routes import parse_storage_index
+
+    hint = 'send {"si": <64 hex digits>, "share": <0-5>, "segments": [<block index>, ...]}'
+    if not isinstance(body, dict):
+        raise InvalidArgument("a damage report must be a JSON object", hint=hint)
+    if not isinstance(body.get("si"), str):
+        raise InvalidArgument("si must be a storage index in hex", hint=hint)
+    si = parse_storage_index(body["si"])
+    share = body.get("share")
+    if type(share) is not int or not 0 <= share < erasure.N:
+        raise InvalidArgument(f"share must be an integer from 0 to {erasure.N - 1}", hint=hint)
+    segments = body.get("segments")
+    if not isinstance(segments, list) or not segments or len(segments) > MAX_REPORTED_SEGMENTS \
+            or not all(type(i) is int and i >= 0 for i in segments):
+        raise InvalidArgument(f"segments must list 1 to {MAX_REPORTED_SEGMENTS} block indexes (integers >= 0)",
+                              hint=hint)
+    return si, share, sorted(set(segments))
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --- the service -----------------------------------------------------------------------
+class AuditService:
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.config = app[CONFIG].audit
+        self.me = app[IDENTITY].id
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._queued: set[bytes] = set()
+        self._retry: dict[bytes, tuple[float, int]] = {}  # si -> (not before, failed attempts)
+        self._seen_audit: dict[str, int] = {}  # node -> time of the failed audit already acted on
+        self._seen_outage: dict[str, int | None] = {}  # node -> its last_ok when its outage was acted on
+        self._tasks: list[asyncio.Task] = []
+        self.counts = {"audits_ok": 0, "audits_failed": 0, "audits_unanswered": 0, "damage_reports": 0,
+                       "repairs": 0, "repairs_failed": 0}
+        self.last_round: dict | None = None
+        self.repairing: str | None = None
+        self.recent: deque[dict] = deque(maxlen=RECENT)
+
+    # --- the node's other parts ---------------------------------------------------------
+    @property
+    def gateway(self):
+        from .storage_routes import GATEWAY
+
+        return self.app[GATEWAY]
+
+    @property
+    def peers(self):
+        from .peers import PEERS
+
+        return self.app[PEERS] if PEERS in self.app else None
+
+    def _record_audit(self, node: str, ok: bool, detail: str) -> None:
+        from .health_routes import HEALTH
+
+        if HEALTH in self.app:
+            self.app[HEALTH].record_audit(node, ok, detail)
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.app[CPU_POOL], fn, *args)
+
+    async def _records(self) -> list[dict]:
+        return await self._run(lambda: list(self.gateway.store.files()))
+
+    # --- audits -------------------------------------------------------------------------
+    async def audit_round(self) -> dict:
+        """Audit up to blocks_per_round random shares placed on other nodes that are not known down."""
+        peers = self.peers
+        start = time.perf_counter()
+        candidates = [] if peers is None else [
+            (record, share, node) for record, share, node in remote_shares(await self._records(), self.me)
+            if peers.directory.get(node) is not None and peers.availability(node).up is not False]
+        picked = random.sample(candidates, min(self.config.blocks_per_round, len(candidates)))
+        verdicts = await asyncio.gather(*(self.audit_share(*target) for target in picked))
+        self.last_round = {"time": _now_iso(), "seconds": round(time.perf_counter() - start, 3),
+                           "audited": len(picked), "ok": sum(v is True for v in verdicts),
+                           "failed": sum(v is False for v in verdicts)}
+        return self.last_round
+
+    async def audit_share(self, record: dict, share: int, node: str) -> bool | None:
+        """Audit one random block of one share on another node: True (intact), False (not), None (no verdict)."""
+        from .remote_holder import RemoteHolder, check_audit
+
+        si = bytes.fromhex(record["storage_index"])
+        try:
+            cap = Capability.parse(record["capability"])
+            manifest = await self._run(self.gateway.manifest, cap)
+        except XscError as err:
+            log.error("cannot audit %s: its manifest here is unusable: %s", si.hex()[:16], err)
+            return None
+        segment = random.randrange(manifest.segment_count)
+        what = f"block {segment} of share {share} of {si.hex()[:16]}"
+        try:
+            holder = RemoteHolder(self.peers, node, self.peers.peer(node).url)
+            block, path = await holder.audit(si, share, segment)
+        except PeerNotFound:
+            return None  # forgotten meanwhile (`xsc peers rm`)
+        except PeerError as err:
+            if not is_verdict(err):
+                self.counts["audits_unanswered"] += 1
+                log.info("audit of %s on node %s got no verdict: %s", what, node[:12], err)
+                return None
+            return await self._failed(si, share, node, f"{what}: {err}")
+        ok = await self._run(check_audit, block, path, manifest.share_root(share), segment, manifest.segment_count)
+        if not ok:
+            return await self._failed(si, share, node, f"{what} does not match the share root")
+        self.counts["audits_ok"] += 1
+        self._record_audit(node, True, what)
+        return True
+
+    async def _failed(self, si: bytes, share: int, node: str, detail: str) -> bool | None:
+        if not await self._still_there(si, share, node):
+            return None  # a repair moved the share away while it was audited
+        self.counts["audits_failed"] += 1
+        log.warning("node %s failed an audit: %s", node[:12], detail)
+        self._record_audit(node, False, detail)
+        await self._run(self.gateway.store.mark_damaged, si, share, f"failed an audit on node {node}: {detail}")
+        self.queue(si, f"share {share} failed an audit")
+        return False
+
+    async def _still_there(self, si: bytes, share: int, node: str) -> bool:
+        """Whether the file still has that share on that node (a repair may have moved it meanwhile)."""
+        record = await self._run(self.gateway.store.file_record, si)
+        placement = (record or {}).get("placement") or []
+        return share < len(placement) and placement[share] == node
+
+    # --- damage reports -------------------------------------------------------------------
+    async def damage_reported(self, si: bytes, share: int, segments: list[int], node: str) -> None:
+        """A holder found bad blocks in a share this node placed on it: mark the share, repair the file."""
+        record = await self._run(self.gateway.store.file_record, si)
+        if record is None:
+            raise NotFound(f"this node placed no file with storage index {si.hex()}",
+                           hint="report damage to the node that placed the share (its uploader)")
+        placement = record.get("placement") or []
+        holder = placement[share] if share < len(placement) else None
+        if holder == LOCAL:
+            holder = self.me
+        if holder != node:
+            raise Forbidden(f"node {node} does not hold share {share} of {si.hex()[:16]} for this node",
+                            hint="only a share's holder may report it damaged")
+        manifest = await self._run(self.gateway.manifest, Capability.parse(record["capability"]))
+        if segments[-1] >= manifest.segment_count:
+            raise InvalidArgument(f"share {share} has {manifest.segment_count} blocks: no block {segments[-1]}",
+                                  segment_count=manifest.segment_count)
+        self.counts["damage_reports"] += 1
+        shown = segments[:20]
+        more = f" and {len(segments) - len(shown)} more" if len(segments) > len(shown) else ""
+        reason = f"its holder {node} reports bad or missing blocks in segments {shown}{more}"
+        log.warning("share %d of %s: %s", share, si.hex()[:16], reason)
+        await self._run(self.gateway.store.mark_damaged, si, share, reason)
+        self.queue(si, f"share {share} reported damaged by its holder")
+
+    # --- automatic repair -------------------------------------------------------------------
+    def queue(self, si: bytes, why: str) -> None:
+        if si in self._queued or self.repairing == si.hex():
+            return
+        log.info("repair of %s queued: %s", si.hex()[:16], why)
+        self._queued.add(si)
+        self._queue.put_nowait(si)
+
+    async def watch(self) -> None:
+        """Queue the files of holders that failed their last audit or missed too many probes in a row,
+        and failed repairs whose retry is due."""
+        peers = self.peers
+        failing: list[tuple[str, str]] = []
+        for descriptor in peers.peers() if peers else []:
+            node = descriptor.id
+            availability = peers.availability(node)
+            audit = availability.last_audit
+            if audit and not audit["ok"] and self._seen_audit.get(node) != audit["time"]:
+                self._seen_audit[node] = audit["time"]
+                failing.append((node, f"it failed its last audit ({audit['detail']})"))
+            if availability.consecutive_failures >= self.config.repair_after_failures:
+                # One outage is acted on once: it is known by the last probe that succeeded before it.
+                if node not in self._seen_outage or self._seen_outage[node] != availability.last_ok:
+                    self._seen_outage[node] = availability.last_ok
+                    failing.append((node, f"it missed its last {availability.consecutive_failures} probes"))
+        if failing:
+            records = await self._records()
+            for node, why in failing:
+                files = files_on(records, node)
+                if files:
+                    log.warning("node %s: %s; repairing the %d file(s) with a share on it", node[:12], why,
+                                len(files))
+                for si in files:
+                    self.queue(si, f"node {node[:12]}: {why}")
+        now = time.monotonic()
+        for si, (due, _) in list(self._retry.items()):
+            if due <= now:
+                self.queue(si, "retrying a failed repair")
+
+    async def repair_one(self, si: bytes) -> dict | None:
+        from .storage_routes import repair_file
+
+        record = await self._run(self.gateway.store.file_record, si)
+        if record is None:
+            self._retry.pop(si, None)
+            return None  # removed meanwhile
+        entry: dict[str, Any] = {"time": _now_iso(), "storage_index": si.hex(), "name": record.get("name", "")}
+        self.repairing = si.hex()
+        try:
+            result = await repair_file(self.app, Capability.parse(record["capability"]))
+        except Exception as err:
+            attempts = self._retry.get(si, (0.0, 0))[1] + 1
+            wait = min(RETRY_MAX, self.config.interval * 2 ** (attempts - 1))
+            self._retry[si] = (time.monotonic() + wait, attempts)
+            self.counts["repairs_failed"] += 1
+            if isinstance(err, XscError):
+                log.warning("repair of %s failed (attempt %d, next in %.0f s): %s", si.hex()[:16], attempts, wait, err)
+            else:
+                log.exception("repair of %s failed (attempt %d, next in %.0f s)", si.hex()[:16], attempts, wait)
+            self.recent.append({**entry, "ok": False, "error": str(err)[:300]})
+            return None
+        finally:
+            self.repairing = None
+        self._retry.pop(si, None)
+        repaired = result.get("repaired") or []
+        before, after = record.get("placement") or [], result.get("placement") or []
+        moved = {s: [before[s], after[s]] for s in range(min(len(before), len(after))) if before[s] != after[s]}
+        if repaired:
+            self.counts["repairs"] += 1
+            moves = "".join(f"; share {s} moved from node {a[:12]} to node {b[:12]}" for s, (a, b) in moved.items())
+            log.warning("repaired shares %s of %s (%s)%s", repaired, si.hex()[:16], record.get("name") or "unnamed",
+                        moves)
+        else:
+            log.info("repair of %s: nothing to do", si.hex()[:16])
+        self.recent.append({**entry, "ok": True, "repaired": repaired, "moved": moved,
+                            "healthy": result.get("healthy")})
+        return result
+
+    # --- schedules ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._repairs(), name="xsc-repairs"),
+                       asyncio.create_task(self._every(self._watch_period, self.watch), name="xsc-repair-watch")]
+        if self.config.blocks_per_round:
+            self._tasks.append(asyncio.create_task(self._every(lambda: self.config.interval, self.audit_round),
+                                                   name="xsc-audits"))
+
+    def _watch_period(self) -> float:
+        # Probe results change at the probe rate: looking more often finds nothing new.
+        return min(self.config.interval, self.app[CONFIG].health.probe_interval)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _every(self, period, step) -> None:
+        jitter = self.config.jitter
+        while True:
+            await asyncio.sleep(period() * random.uniform(1 - jitter, 1 + jitter))
+            try:
+                await step()
+            except Exception:  # a failed round must never end the schedule
+                log.exception("%s failed", step.__name__)
+
+    async def _repairs(self) -> None:
+        while True:
+            si = await self._queue.get()
+            self._queued.discard(si)
+            await self.repair_one(si)
+
+    def status(self) -> dict:
+        return {**self.counts, "interval": self.config.interval, "blocks_per_round": self.config.blocks_per_round,
+                "last_round": self.last_round, "repair_queue": len(self._queued), "repairing": self.repairing,
+                "retrying": len(self._retry), "recent_repairs": list(self.recent)}
+
+
+AUDITS = web.AppKey("audits", AuditService)
+routes = web.RouteTableDef()
+
+
+async def _audit_service(app: web.Application):
+    service = AuditService(app)
+    app[AUDITS] = service
+    service.start()
+    try:
+        yield
+    finally:
+        await service.close()
+
+
+def setup(app: web.Application) -> None:
+    app.cleanup_ctx.append(_audit_service)
+    app[STATUS_PARTS]["audits"] = lambda a: a[AUDITS].status()
+    app.add_routes(routes)
+
+
+@routes.post("/v1/peer/damage")
+async def report_damage(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidArgument("the request body is not JSON") from None
+    si, share, segments = parse_report(body)
+    await request.app[AUDITS].damage_reported(si, share, segments, peer_auth.peer_id(request))
+    return web.json_response({"marked": True, "repair": "queued"}, status=202)
+
+
+__all__ = ["AUDITS", "AuditService", "files_on", "is_verdict", "parse_report", "remote_shares", "setup"]

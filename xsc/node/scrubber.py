@@ -1,0 +1,204 @@
+"""The scrubber: re-hashes every block of every share this node holds, at a bounded rate.
+
+Holder side.  A pass reads each published share's blocks in order and compares each with the hash
+in the share's metadata; bitrot is thus found without anyone reading the file.  A share with a
+missing or corrupt block is marked damaged here (`ShareStore.mark_damaged`) and reported to its
+uploader, the node that placed it (POST /v1/peer/damage, see xsc.node.audit), whose automatic repair
+rebuilds it elsewhere; a share this node placed itself goes straight to its own repair queue.
+
+Reads are paced to `audit.scrub_rate` bytes/s (token bucket, bursts of at most a second's worth or
+one batch), so a pass over a full node never crowds out gets and puts; passes are `audit.interval`
+apart (+-jitter).  `audit.scrub_rate = 0` turns the scrubber off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Callable
+
+from aiohttp import web
+
+from .. import keys
+from ..errors import PeerError, XscError
+from ..identity import public_id
+from ..storage import ShareMeta, ShareStore
+from ..storage.merkle import block_hash
+from .context import CONFIG, CPU_POOL, IDENTITY
+from .status import STATUS_PARTS
+
+log = logging.getLogger(__name__)
+
+BATCH_BYTES = 1024**2  # read and hashed per thread-pool call (at least one block)
+BATCH_BLOCKS = 64
+REPORT_SEGMENTS = 1024  # = audit.MAX_REPORTED_SEGMENTS: the uploader rebuilds the whole share anyway
+
+
+class Pacer:
+    """A token bucket: over any stretch of time, at most `burst + rate x elapsed` bytes, if the caller
+    sleeps as `take` says.  Pure: the caller passes the clock."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst <= 0:
+            raise ValueError("rate and burst must be positive")
+        self.rate, self.burst = rate, burst
+        self.tokens, self.last = burst, now
+
+    def take(self, n: int, now: float) -> float:
+        """Count n bytes used at `now`; returns how long to wait before using more."""
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.last) * self.rate) - n
+        self.last = now
+        return max(0.0, -self.tokens / self.rate)
+
+
+def bad_blocks(store: ShareStore, si: bytes, meta: ShareMeta, first: int) -> tuple[int, int, list[int]]:
+    """Hash blocks first.. of a share, a batch's worth: (next segment, bytes read, bad or missing segments)."""
+    index, size, bad = first, 0, []
+    while index < meta.segment_count and size < BATCH_BYTES and index - first < BATCH_BLOCKS:
+        block = store.get_block(si, meta.share, index)
+        if block is None or block_hash(block) != meta.block_hashes[index]:
+            bad.append(index)
+        size += len(block or b"")
+        index += 1
+    return index, size, bad
+
+
+def held_shares(store: ShareStore) -> list[tuple[bytes, int]]:
+    """(storage index, share) of every published share, in key order."""
+    with store.db.iterator(prefix=keys.SHARES, include_value=False) as it:
+        return [keys.split_share(key) for key in it]
+
+
+class Scrubber:
+    def __init__(self, app: web.Application, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.app = app
+        self.config = app[CONFIG].audit
+        self.me = app[IDENTITY].id
+        self.clock = clock
+        rate = self.config.scrub_rate
+        self.pacer = Pacer(rate, max(rate, BATCH_BYTES), clock()) if rate else None
+        self._reported: set[tuple[bytes, int, tuple[int, ...]]] = set()
+        self._task: asyncio.Task | None = None
+        self.counts = {"passes": 0, "bytes": 0, "shares": 0, "damaged": 0, "reports": 0, "reports_failed": 0}
+        self.last_pass: dict | None = None
+
+    @property
+    def store(self) -> ShareStore:
+        from .storage_routes import GATEWAY
+
+        return self.app[GATEWAY].store
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.app[CPU_POOL], fn, *args)
+
+    async def scrub_pass(self) -> dict:
+        """Re-hash every block of every share held here, at the configured rate."""
+        start, found, read = time.perf_counter(), 0, 0
+        shares = await self._run(held_shares, self.store)
+        for si, share in shares:
+            size, damaged = await self.scrub_share(si, share)
+            read += size
+            found += damaged
+        self.counts["passes"] += 1
+        self.last_pass = {"seconds": round(time.perf_counter() - start, 3), "shares": len(shares), "bytes": read,
+                          "damaged": found}
+        return self.last_pass
+
+    async def scrub_share(self, si: bytes, share: int) -> tuple[int, bool]:
+        """(bytes read, whether damage was found) for one share."""
+        store = self.store
+        meta = await self._run(store.share_meta, si, share)
+        if meta is None:
+            return 0, False  # deleted since the pass listed it
+        index, read, bad = 0, 0, []
+        while index < meta.segment_count:
+            index, size, wrong = await self._run(bad_blocks, store, si, meta, index)
+            read += size
+            bad += wrong
+            self.counts["bytes"] += size
+            if self.pacer is not None:
+                await asyncio.sleep(self.pacer.take(size, self.clock()))
+        self.counts["shares"] += 1
+        if not bad:
+            return read, False
+        if await self._run(store.share_meta, si, share) != meta:
+            return read, False  # deleted or replaced while it was read: the blocks read were not its own
+        self.counts["damaged"] += 1
+        shown = bad[:20]
+        more = f" and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
+        log.warning("scrub: share %d of %s has bad or missing blocks in segments %s%s", share, si.hex()[:16],
+                    shown, more)
+        await self._run(store.mark_damaged, si, share, f"scrub: bad or missing blocks in segments {shown}{more}")
+        await self.report(si, meta, bad)
+        return read, True
+
+    async def report(self, si: bytes, meta: ShareMeta, bad: list[int]) -> None:
+        """Tell the share's uploader (once per damage found; again on the next pass if it was not told)."""
+        from .audit import AUDITS
+        from .peers import PEERS
+
+        segments = bad[:REPORT_SEGMENTS]
+        key = (si, meta.share, tuple(segments))
+        if key in self._reported:
+            return
+        uploader = public_id(meta.uploader)
+        try:
+            if uploader == self.me:
+                await self.app[AUDITS].damage_reported(si, meta.share, segments, self.me)
+            else:
+                peers = self.app[PEERS]
+                await peers.request(peers.peer(uploader).url, "POST", "/v1/peer/damage",
+                                    json={"si": si.hex(), "share": meta.share, "segments": segments}, to=uploader)
+        except (PeerError, XscError) as err:
+            self.counts["reports_failed"] += 1
+            log.warning("could not report damaged share %d of %s to its uploader %s (will retry next pass): %s",
+                        meta.share, si.hex()[:16], uploader[:12], err)
+            return
+        self._reported.add(key)
+        self.counts["reports"] += 1
+        log.info("reported damaged share %d of %s to its uploader %s", meta.share, si.hex()[:16], uploader[:12])
+
+    def start(self) -> None:
+        if self.pacer is not None:
+            self._task = asyncio.create_task(self._schedule(), name="xsc-scrubber")
+
+    async def close(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _schedule(self) -> None:
+        jitter = self.config.jitter
+        while True:
+            await asyncio.sleep(self.config.interval * random.uniform(1 - jitter, 1 + jitter))
+            try:
+                await self.scrub_pass()
+            except Exception:  # a failed pass must never end scrubbing
+                log.exception("scrub pass failed")
+
+    def status(self) -> dict:
+        return {**self.counts, "rate": self.config.scrub_rate, "running": self._task is not None,
+                "last_pass": self.last_pass}
+
+
+SCRUBBER = web.AppKey("scrubber", Scrubber)
+
+
+async def _scrubber_service(app: web.Application):
+    scrubber = Scrubber(app)
+    app[SCRUBBER] = scrubber
+    scrubber.start()
+    try:
+        yield
+    finally:
+        await scrubber.close()
+
+
+def setup(app: web.Application) -> None:
+    app.cleanup_ctx.append(_scrubber_service)
+    app[STATUS_PARTS]["scrubber"] = lambda a: a[SCRUBBER].status()
+
+
+__all__ = ["Pacer", "SCRUBBER", "Scrubber", "bad_blocks", "held_shares", "setup"]
