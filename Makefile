@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench wasm clean
+.PHONY: run test bench demo wasm clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# A scripted tour on a local devnet of 6 nodes: placement, two nodes killed, get, restart, repair.
+demo: $(STAMP)
+	bash scripts/demo.sh
 
 # Rebuild fixtures/wasm/*.wasm from their .wat sources (the .wasm files are committed).
 wasm: $(STAMP)

@@ -11,7 +11,7 @@ from typing import Iterable, Mapping
 from ..errors import InvalidCommitment
 from .convergence import CONVERGENCE_EPSILON, HISTORY_LENGTH, denominator_delta
 from .divide import divide
-from .matching import CapacityIndex
+from .matching import CapacityIndex, NeedRow, need_rows
 from .models import (
     AllocationState,
     Commitment,
@@ -28,6 +28,9 @@ SCALE = 10**18
 
 def _slot_order(s) -> tuple:
     return (s.kind, s.start, s.end, s.id)
+
+
+_ID = NeedRow._fields.index("id")
 
 
 def _first(item: tuple):
@@ -158,10 +161,10 @@ def compute_allocation(
         else:
             d_num, d_den = damping.as_integer_ratio()
             k = -((-num * d_num * SCALE) // (den * d_den))
-        tiers[0 if back is not None else 1].append((r, other.need_slots, k, share))
+        tiers[0 if back is not None else 1].append((r, need_rows(other.need_slots), k, share))
 
-    # All need slots in (tier, recipient id) order, the order every slot's claims are listed in;
-    # by position: the owner and its rank.
+    # All need slots (as NeedRows) in (tier, recipient id) order, the order every slot's claims
+    # are listed in; by position: the owner and its rank.
     needs: list = []
     owner_at: list[str] = []
     k_at: list[int] = []
@@ -182,7 +185,7 @@ def compute_allocation(
 
     def window(i: int) -> tuple:
         n = needs[i]
-        return (n.start, n.end, n.id)
+        return (n.start, n.end, n.id)  # NeedRow fields
 
     fields: list = []  # capacity slot, need slot, recipient, units, tier; record after record
     denominators: dict[str, SlotDenominator] = {}
@@ -202,7 +205,7 @@ def compute_allocation(
             left = remaining[i]
             if left is None:
                 n = needs[i]
-                left = n.quantity - received.get((n.owner, n.id), 0) if received else n.quantity
+                left = n.quantity - received.get(n.key, 0) if received else n.quantity
                 left = remaining[i] = left if left > 0 else 0
             if not left:
                 continue
@@ -238,14 +241,14 @@ def compute_allocation(
                 if not several or x not in several:
                     # The common case: one need slot takes it all (divide never exceeds it).
                     remaining[i] -= units
-                    fields.extend((cid, needs[i].id, r, units, tier))
+                    fields.extend((cid, needs[i][_ID], r, units, tier))
                     continue
                 for i in sorted(several[x], key=window):
                     open_need = remaining[i]
                     take = units if units < open_need else open_need
                     remaining[i] = open_need - take
                     units -= take
-                    fields.extend((cid, needs[i].id, r, take, tier))
+                    fields.extend((cid, needs[i][_ID], r, take, tier))
                     if not units:
                         break
         denominators[cid] = SlotDenominator.model_construct(mutual=dens[0], non_mutual=dens[1])

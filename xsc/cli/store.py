@@ -139,7 +139,16 @@ def remove(obj, cap: str, as_json: bool) -> None:
 
 
 def _shares_table(report: dict) -> None:
-    table(["share", "status", "detail"], [(s["share"], s["status"], s["detail"]) for s in report["shares"]])
+    shares = report["shares"]
+    if any("node" in s for s in shares):  # a file spread over nodes: where each share is, and how that node is
+        def state(s: dict) -> str:
+            up = s.get("node_up")
+            return "this node" if "node_up" not in s else "up" if up else "DOWN" if up is False else "not probed yet"
+
+        table(["share", "status", "node", "node state", "detail"],
+              [(s["share"], s["status"], s["node"][:16] + "…", state(s), s["detail"]) for s in shares])
+    else:
+        table(["share", "status", "detail"], [(s["share"], s["status"], s["detail"]) for s in shares])
 
 
 @store.command()

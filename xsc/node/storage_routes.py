@@ -222,18 +222,7 @@ async def check_file(request: web.Request) -> web.Response:
         reports = await gateway.check_placed(cap, holders, names)
     else:
         reports = await _in_pool(request, gateway.check, cap)
-    summary = _summary(reports)
-    if names:
-        from .peers import PEERS
-
-        me = request.app[IDENTITY].id
-        for share in summary["shares"]:
-            node = names[share["share"]]
-            share["node"] = node
-            if node != me and PEERS in request.app:
-                availability = request.app[PEERS].availability(node)
-                share["node_up"], share["node_ratio_1h"] = availability.up, availability.ratio_1h
-    return web.json_response(summary)
+    return web.json_response(_summary(reports, request.app, names))
 
 
 def _latency_rank(app: web.Application, names: list[str] | None) -> dict[int, float]:
@@ -256,7 +245,7 @@ async def verify_file(request: web.Request) -> web.Response:
         reports = await gateway.verify_placed(cap, holders, names)
     else:
         reports = await _in_pool(request, gateway.verify, cap)
-    return web.json_response(_summary(reports))
+    return web.json_response(_summary(reports, request.app, names))
 
 
 @routes.post("/v1/store/files/{cap}/repair")
@@ -277,7 +266,7 @@ async def repair_file(app: web.Application, cap: Capability) -> dict:
         reports = await gateway.check_placed(cap, holders, names)
     else:
         reports = await loop.run_in_executor(app[CPU_POOL], gateway.check, cap)
-    return {**result, **_summary(reports)}
+    return {**result, **_summary(reports, app, names)}
 
 
 def _relocator(app: web.Application, cap: Capability):
@@ -303,7 +292,17 @@ def _share_bytes(gateway: Gateway, cap: Capability) -> int:
     return layout.share_bytes(manifest.size, manifest.segment_size)
 
 
-def _summary(reports) -> dict:
+def _summary(reports, app: web.Application | None = None, names: list[str] | None = None) -> dict:
+    """Share reports; for a file spread over nodes, with each share's node and that node's health."""
     shares = [asdict(r) for r in reports]
+    if app is not None and names:
+        from .peers import PEERS
+
+        me = app[IDENTITY].id
+        for share in shares:
+            share["node"] = names[share["share"]]
+            if share["node"] != me and PEERS in app:
+                availability = app[PEERS].availability(share["node"])
+                share["node_up"], share["node_ratio_1h"] = availability.up, availability.ratio_1h
     intact = sum(r.status == "ok" for r in reports)
     return {"shares": shares, "intact": intact, "recoverable": intact >= 4, "healthy": intact == len(reports)}

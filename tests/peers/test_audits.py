@@ -1,0 +1,241 @@
+"""Audits, the scrubber and automatic repair on real node processes (seven: six shares and a spare node).
+
+Each test corrupts or kills one holder of a file and waits for the gateway to rebuild that share on
+another node; schedules are made fast with environment overrides (the waits are deadlines against
+hangs, not timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import plyvel
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xsc import keys
+from xsc.errors import InvalidArgument, PeerRefused, PeerUnreachable
+from xsc.identity import NODE_KEY_FILE, Identity, sign_request
+from xsc.node.audit import files_on, is_verdict, parse_report, remote_shares
+from xsc.node.datadir import DB_DIR
+from xsc.node.scrubber import Pacer
+from xsc.storage import Capability
+
+from ..conftest import NodeProcess, free_port
+from .peer_helpers import FAST, api, http, known_ids, node_id, peer_health, wait_until
+
+NO_SCRUB = {"XSC_AUDIT_SCRUB_RATE": "0"}
+FAST_AUDITS = {"XSC_AUDIT_INTERVAL": "0.3", "XSC_AUDIT_BLOCKS_PER_ROUND": "6"}
+NO_AUDITS = {"XSC_AUDIT_BLOCKS_PER_ROUND": "0"}
+PATIENT = {"XSC_AUDIT_REPAIR_AFTER_FAILURES": "100000"}  # a holder stopped for a moment is not repaired away
+SMALL_SEGMENTS = {"XSC_STORAGE_SEGMENT_SIZE": "65536"}
+
+
+# --- pure parts ----------------------------------------------------------------------------
+@settings(max_examples=200, deadline=None)
+@given(rate=st.integers(1, 10**9), burst=st.integers(1, 10**9),
+       steps=st.lists(st.tuples(st.integers(0, 10**9), st.floats(0, 5)), max_size=50))
+def test_pacer_never_lets_more_than_burst_plus_rate_through(rate: int, burst: int, steps) -> None:
+    now = 0.0
+    pacer = Pacer(rate, burst, now)
+    used = 0
+    for n, pause in steps:
+        now += pacer.take(n, now)  # the caller sleeps as told ...
+        used += n
+        # ... so whatever it has used by then was allowed: the burst plus the rate over the time gone by.
+        assert used <= (burst + rate * now) * (1 + 1e-9) + 1
+        now += pause
+
+
+def test_remote_shares_and_files_on_a_node() -> None:
+    records = [{"storage_index": "aa" * 32, "placement": ["me", "b", "c", "b", "me", "d"]},
+               {"storage_index": "bb" * 32, "placement": ["this node"] * 6},
+               {"storage_index": "cc" * 32}]
+    assert [(r["storage_index"][:2], s, n) for r, s, n in remote_shares(records, "me")] == [
+        ("aa", 1, "b"), ("aa", 2, "c"), ("aa", 3, "b"), ("aa", 5, "d")]
+    assert files_on(records, "b") == [bytes.fromhex("aa" * 32)]
+    assert files_on(records, "z") == []
+
+
+def test_only_answers_about_the_share_are_verdicts() -> None:
+    assert not is_verdict(PeerUnreachable("down"))
+    assert is_verdict(PeerRefused("gone", peer_status=404, peer_code="share-not-found"))
+    assert is_verdict(PeerRefused("out of range", peer_status=416))
+    assert is_verdict(PeerRefused("a malformed Merkle path"))
+    for status in (401, 403, 429, 500, 503):
+        assert not is_verdict(PeerRefused("no", peer_status=status))
+
+
+def test_damage_reports_are_checked() -> None:
+    si = "ab" * 32
+    assert parse_report({"si": si, "share": 5, "segments": [3, 1, 3]}) == (bytes.fromhex(si), 5, [1, 3])
+    for bad in ({"si": si, "share": 6, "segments": [0]}, {"si": si, "share": 0, "segments": []},
+                {"si": si[:-2], "share": 0, "segments": [0]}, {"si": si, "share": True, "segments": [0]},
+                {"si": si, "share": 0, "segments": [-1]}, {"si": si, "share": 0, "segments": "0"}, [si]):
+        with pytest.raises(InvalidArgument):
+            parse_report(bad)
+
+
+# --- seven node processes ---------------------------------------------------------------------
+@pytest.fixture
+def network(tmp_path: Path):
+    """network(gateway_env, holder_env) -> (nodes, ids): a gateway and six nodes that joined it, all probed up."""
+    started: list[NodeProcess] = []
+
+    def start(gateway_env: dict, holder_env: dict) -> tuple[list[NodeProcess], list[str]]:
+        gateway = NodeProcess(tmp_path / "n0", free_port(), env={**FAST, **gateway_env})
+        holders = [NodeProcess(tmp_path / f"n{i}", free_port(), ["--peer", gateway.url], {**FAST, **holder_env})
+                   for i in range(1, 7)]
+        nodes = [gateway, *holders]
+        started.extend(nodes)
+        with ThreadPoolExecutor(len(nodes)) as pool:
+            list(pool.map(NodeProcess.start, nodes))
+        ids = [node_id(n) for n in nodes]
+        wait_until(lambda: known_ids(gateway) >= set(ids[1:])
+                   and all((peer_health(gateway, i) or {}).get("up") for i in ids[1:]),
+                   "the gateway to know the six other nodes and see them up")
+        return nodes, ids
+
+    yield start
+    for node in started:
+        if node.proc and node.proc.poll() is None:
+            node.proc.kill()
+            node.proc.wait()
+
+
+def _put(gateway: NodeProcess, tmp_path: Path, size: int) -> tuple[bytes, dict]:
+    data = os.urandom(size)
+    src = tmp_path / "file.bin"
+    src.write_bytes(data)
+    put = gateway.xsc("store", "put", str(src), "--json")
+    assert put.returncode == 0, put.stderr
+    return data, json.loads(put.stdout)
+
+
+def _check(gateway: NodeProcess, cap: str) -> dict:
+    status, body = api(gateway, "GET", f"/v1/store/files/{cap}/check")  # what `xsc store check` shows
+    assert status == 200, body
+    return body
+
+
+def _victim(nodes: list[NodeProcess], ids: list[str], placement: list[str]) -> tuple[int, NodeProcess, str]:
+    """A share on a node other than the gateway, that node and its id."""
+    share = next(s for s, node in enumerate(placement) if node != ids[0])
+    return share, nodes[ids.index(placement[share])], placement[share]
+
+
+def _corrupt_block(holder: NodeProcess, si: bytes, share: int, segment: int) -> None:
+    """Flip one byte of a stored block, the node stopped (LevelDB has one owner)."""
+    assert holder.stop() == 0
+    db = plyvel.DB(str(holder.data_dir / DB_DIR))
+    try:
+        key = keys.block(si, share, segment)
+        block = bytearray(db.get(key))
+        block[len(block) // 2] ^= 0x01
+        db.put(key, bytes(block), sync=True)
+    finally:
+        db.close()
+    holder.start()
+
+
+def _repaired_elsewhere(gateway: NodeProcess, cap: str, share: int, victim_id: str):
+    def done() -> dict | None:
+        check = _check(gateway, cap)
+        return check if check["healthy"] and check["shares"][share]["node"] != victim_id else None
+
+    return done
+
+
+def _status(node: NodeProcess) -> dict:
+    status, body = api(node, "GET", "/v1/node/status")
+    assert status == 200, body
+    return body
+
+
+def test_a_corrupt_block_fails_its_audit_and_the_share_is_rebuilt_on_another_node(network, tmp_path: Path) -> None:
+    nodes, ids = network({**FAST_AUDITS, **PATIENT, **NO_SCRUB, **SMALL_SEGMENTS}, NO_SCRUB)
+    gateway = nodes[0]
+    data, put = _put(gateway, tmp_path, 200_000)  # 4 segments of 64 KiB
+    cap, placement = put["capability"], put["placement"]
+    si = Capability.parse(cap).storage_index
+    share, victim, victim_id = _victim(nodes, ids, placement)
+
+    _corrupt_block(victim, si, share, segment=2)
+
+    check = wait_until(_repaired_elsewhere(gateway, cap, share, victim_id), "the share to be rebuilt elsewhere",
+                       timeout=60)
+    new_node = check["shares"][share]["node"]
+    assert new_node in ids and new_node != victim_id
+    assert [s["node"] for i, s in enumerate(check["shares"]) if i != share] == \
+        [n for i, n in enumerate(placement) if i != share]  # the other shares did not move
+    audit = peer_health(gateway, victim_id)["last_audit"]
+    assert audit["ok"] is False and f"block 2 of share {share}" in audit["detail"], audit
+    assert gateway.xsc("store", "get", cap).stdout == data
+
+    audits = _status(gateway)["audits"]
+    assert audits["audits_failed"] >= 1 and audits["repairs"] >= 1
+    moved = [r for r in audits["recent_repairs"] if r["ok"] and str(share) in r["moved"]]
+    assert moved and moved[0]["moved"][str(share)] == [victim_id, new_node]
+    health = json.loads(gateway.xsc("health", "status", "--json").stdout)
+    assert next(p for p in health["peers"] if p["id"] == victim_id)["last_audit"]["ok"] is False
+
+
+def test_the_scrubber_reports_a_corrupt_block_to_its_uploader_which_repairs_it(network, tmp_path: Path) -> None:
+    nodes, ids = network({**NO_AUDITS, **PATIENT, **SMALL_SEGMENTS}, {"XSC_AUDIT_INTERVAL": "0.3"})
+    gateway = nodes[0]
+    data, put = _put(gateway, tmp_path, 200_000)
+    cap, placement = put["capability"], put["placement"]
+    si = Capability.parse(cap).storage_index.hex()
+    share, victim, victim_id = _victim(nodes, ids, placement)
+
+    # Only a share's holder may report it damaged; a report about a block the share lacks is refused.
+    other = next(s for s, node in enumerate(placement) if node not in (ids[0], victim_id))
+    liar = Identity.load_or_create(nodes[ids.index(placement[other])].data_dir / NODE_KEY_FILE)
+
+    def report(identity: Identity, body: dict) -> tuple[int, dict]:
+        raw = json.dumps(body).encode()
+        headers = sign_request(identity, "POST", "/v1/peer/damage", raw, receiver=ids[0])
+        return http(gateway.url, "POST", "/v1/peer/damage", raw, {**headers, "Content-Type": "application/json"})
+
+    status, body = report(liar, {"si": si, "share": share, "segments": [0]})
+    assert (status, body["code"]) == (403, "forbidden"), body
+    status, body = report(Identity.generate(), {"si": si, "share": share, "segments": [0]})
+    assert status == 403, body
+    status, body = report(liar, {"si": si, "share": other, "segments": [4]})
+    assert (status, body["code"]) == (400, "invalid-argument"), body
+    status, body = report(liar, {"si": "00" * 32, "share": other, "segments": [0]})
+    assert status == 404, body
+    status, body = http(gateway.url, "POST", "/v1/peer/damage", json.dumps({"si": si, "share": share,
+                                                                            "segments": [0]}).encode())
+    assert status == 401, body
+    assert _check(gateway, cap)["healthy"]  # nothing was marked by the refused reports
+
+    _corrupt_block(victim, bytes.fromhex(si), share, segment=1)
+
+    check = wait_until(_repaired_elsewhere(gateway, cap, share, victim_id), "the share to be rebuilt elsewhere",
+                       timeout=60)
+    assert check["shares"][share]["node"] != victim_id
+    assert gateway.xsc("store", "get", cap).stdout == data
+    scrubber = _status(victim)["scrubber"]
+    assert scrubber["damaged"] >= 1 and scrubber["reports"] >= 1, scrubber
+    audits = _status(gateway)["audits"]
+    assert audits["damage_reports"] >= 1 and audits["audits_ok"] == audits["audits_failed"] == 0
+
+
+def test_a_holder_killed_past_the_threshold_has_its_share_rebuilt_on_another_node(network, tmp_path: Path) -> None:
+    nodes, ids = network({"XSC_AUDIT_REPAIR_AFTER_FAILURES": "3"}, {})
+    gateway = nodes[0]
+    data, put = _put(gateway, tmp_path, 300_000)
+    cap, placement = put["capability"], put["placement"]
+    share, victim, victim_id = _victim(nodes, ids, placement)
+
+    victim.kill()
+
+    check = wait_until(_repaired_elsewhere(gateway, cap, share, victim_id), "the share to be rebuilt elsewhere",
+                       timeout=60)
+    assert check["shares"][share]["node_up"] is True
+    assert peer_health(gateway, victim_id)["consecutive_failures"] >= 3
+    assert gateway.xsc("store", "get", cap).stdout == data
