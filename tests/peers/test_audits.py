@@ -79,6 +79,40 @@ def test_damage_reports_are_checked() -> None:
             parse_report(bad)
 
 
+# --- one in-process node: its own shares -----------------------------------------------------
+async def test_the_scrubber_finds_a_bad_block_of_a_local_share_and_the_node_repairs_it(node_factory) -> None:
+    import asyncio
+
+    from xsc.node import DB
+    from xsc.node.audit import AUDITS
+    from xsc.node.scrubber import SCRUBBER
+
+    client = await node_factory(storage={"segment_size": 4096}, audit={"scrub_rate": 100_000})
+    app = client.server.app
+    data = os.urandom(20_000)  # 5 segments
+    resp = await client.post("/v1/store/files", data=data, headers={"Content-Type": "application/octet-stream"})
+    assert resp.status == 201, await resp.text()
+    cap = (await resp.json())["capability"]
+    si = Capability.parse(cap).storage_index
+    key = keys.block(si, 4, 3)
+    block = bytearray(app[DB].get(key))
+    block[0] ^= 0x80
+    app[DB].put(key, bytes(block))
+    app[DB].delete(keys.block(si, 1, 0))
+
+    found = await app[SCRUBBER].scrub_pass()  # paced at 100 kB/s: the 6 x 5 blocks take a few tenths of a second
+    assert (found["shares"], found["damaged"]) == (6, 2)
+    for _ in range(600):
+        if app[AUDITS].counts["repairs"] and not app[AUDITS].status()["repair_queue"] \
+                and app[AUDITS].repairing is None:
+            break
+        await asyncio.sleep(0.05)
+    check = await (await client.get(f"/v1/store/files/{cap}/check")).json()
+    assert check["healthy"], check
+    assert await (await client.get(f"/v1/store/files/{cap}")).read() == data
+    assert (await app[SCRUBBER].scrub_pass())["damaged"] == 0  # the blocks were rewritten in place
+
+
 # --- seven node processes ---------------------------------------------------------------------
 @pytest.fixture
 def network(tmp_path: Path):

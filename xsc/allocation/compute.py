@@ -11,7 +11,7 @@ from typing import Iterable, Mapping
 from ..errors import InvalidCommitment
 from .convergence import CONVERGENCE_EPSILON, HISTORY_LENGTH, denominator_delta
 from .divide import divide
-from .matching import CapacityIndex, NeedRow, need_rows
+from .matching import ROW_ID, ROW_KEY, ROW_QUANTITY, CapacityIndex, need_rows
 from .models import (
     AllocationState,
     Commitment,
@@ -28,9 +28,6 @@ SCALE = 10**18
 
 def _slot_order(s) -> tuple:
     return (s.kind, s.start, s.end, s.id)
-
-
-_ID = NeedRow._fields.index("id")
 
 
 def _first(item: tuple):
@@ -185,7 +182,7 @@ def compute_allocation(
 
     def window(i: int) -> tuple:
         n = needs[i]
-        return (n.start, n.end, n.id)  # NeedRow fields
+        return (n[0], n[1], n[ROW_ID])  # (start, end, id)
 
     fields: list = []  # capacity slot, need slot, recipient, units, tier; record after record
     denominators: dict[str, SlotDenominator] = {}
@@ -205,7 +202,7 @@ def compute_allocation(
             left = remaining[i]
             if left is None:
                 n = needs[i]
-                left = n.quantity - received.get(n.key, 0) if received else n.quantity
+                left = n[ROW_QUANTITY] - received.get(n[ROW_KEY], 0) if received else n[ROW_QUANTITY]
                 left = remaining[i] = left if left > 0 else 0
             if not left:
                 continue
@@ -241,14 +238,14 @@ def compute_allocation(
                 if not several or x not in several:
                     # The common case: one need slot takes it all (divide never exceeds it).
                     remaining[i] -= units
-                    fields.extend((cid, needs[i][_ID], r, units, tier))
+                    fields.extend((cid, needs[i][ROW_ID], r, units, tier))
                     continue
                 for i in sorted(several[x], key=window):
                     open_need = remaining[i]
                     take = units if units < open_need else open_need
                     remaining[i] = open_need - take
                     units -= take
-                    fields.extend((cid, needs[i][_ID], r, take, tier))
+                    fields.extend((cid, needs[i][ROW_ID], r, take, tier))
                     if not units:
                         break
         denominators[cid] = SlotDenominator.model_construct(mutual=dens[0], non_mutual=dens[1])

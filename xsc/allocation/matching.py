@@ -17,7 +17,7 @@ slots are each read once, as `NeedRow`s: what `compute_allocation` uses.
 from __future__ import annotations
 
 from statistics import median_low
-from typing import Iterable, NamedTuple, Sequence
+from typing import Iterable, Sequence
 
 from .models import ANY, CapacitySlot, NeedKey, NeedSlot, SlotFilter, _Slot
 
@@ -150,22 +150,15 @@ def _location_tags(loc: str | tuple[str, ...]) -> frozenset[str] | None:
     return None if loc == ANY else frozenset((loc,) if isinstance(loc, str) else loc)
 
 
-class NeedRow(NamedTuple):
-    """What the allocator reads of a need slot, as a plain tuple.
+NeedRow = tuple
+"""What the allocator reads of a need slot, as a plain tuple (a NamedTuple would be slower to
+unpack): (start, end, kind, location tags or None for 'any', filters or None when empty, id,
+quantity, (owner, id), the NeedSlot itself).  See `need_rows`.
 
-    Reading a field of a pydantic model costs about ten tuple reads (BaseModel defines
-    __getattr__, which keeps the interpreter from specialising attribute access), and a provider
-    reads every need slot of the network on every computation; see `need_rows`."""
-
-    start: int
-    end: int
-    kind: str
-    tags: frozenset[str] | None  # the location's tags, None for 'any'
-    filters: SlotFilter | None  # None when empty
-    id: str
-    quantity: int
-    key: NeedKey  # (owner, id)
-    slot: NeedSlot
+Reading a field of a pydantic model costs about ten tuple reads (BaseModel defines __getattr__,
+which keeps the interpreter from specialising attribute access), and a provider reads every need
+slot of the network on every computation."""
+ROW_ID, ROW_QUANTITY, ROW_KEY = 5, 6, 7
 
 
 def need_rows(slots: tuple[NeedSlot, ...]) -> tuple[NeedRow, ...]:
@@ -177,9 +170,9 @@ def need_rows(slots: tuple[NeedSlot, ...]) -> tuple[NeedRow, ...]:
     if cached is not None and cached[0] is slots:
         return cached[1]
     rows = tuple(
-        NeedRow(n.start, n.end, n.kind, _location_tags(n.location),
-                None if n.filters is _NO_FILTER or n.filters.is_empty() else n.filters,
-                n.id, n.quantity, (n.owner, n.id), n)
+        (n.start, n.end, n.kind, _location_tags(n.location),
+         None if n.filters is _NO_FILTER or n.filters.is_empty() else n.filters,
+         n.id, n.quantity, (n.owner, n.id), n)
         for n in slots
     )
     if len(_ROWS) >= _ROWS_KEPT:

@@ -108,6 +108,7 @@ class AuditService:
         self._seen_audit: dict[str, int] = {}  # node -> time of the failed audit already acted on
         self._seen_outage: dict[str, int | None] = {}  # node -> its last_ok when its outage was acted on
         self._tasks: list[asyncio.Task] = []
+        self._started_ms = int(time.time() * 1000)
         self.counts = {"audits_ok": 0, "audits_failed": 0, "audits_unanswered": 0, "damage_reports": 0,
                        "repairs": 0, "repairs_failed": 0}
         self.last_round: dict | None = None
@@ -229,7 +230,8 @@ class AuditService:
 
     # --- automatic repair -------------------------------------------------------------------
     def queue(self, si: bytes, why: str) -> None:
-        if si in self._queued or self.repairing == si.hex():
+        # A file being repaired is queued again: the damage may have been found after that repair looked.
+        if si in self._queued:
             return
         log.info("repair of %s queued: %s", si.hex()[:16], why)
         self._queued.add(si)
@@ -247,7 +249,9 @@ class AuditService:
             if audit and not audit["ok"] and self._seen_audit.get(node) != audit["time"]:
                 self._seen_audit[node] = audit["time"]
                 failing.append((node, f"it failed its last audit ({audit['detail']})"))
-            if availability.consecutive_failures >= self.config.repair_after_failures:
+            # Probe counts kept from before this node started are stale until the peer is probed again.
+            if availability.consecutive_failures >= self.config.repair_after_failures \
+                    and (availability.last_probe or 0) >= self._started_ms:
                 # One outage is acted on once: it is known by the last probe that succeeded before it.
                 if node not in self._seen_outage or self._seen_outage[node] != availability.last_ok:
                     self._seen_outage[node] = availability.last_ok

@@ -295,10 +295,10 @@ def _share_bytes(gateway: Gateway, cap: Capability) -> int:
 def _summary(reports, app: web.Application | None = None, names: list[str] | None = None) -> dict:
     """Share reports; for a file spread over nodes, with each share's node and that node's health."""
     shares = [asdict(r) for r in reports]
-    if app is not None and names:
+    me = app[IDENTITY].id if app is not None else None
+    if app is not None and names and any(node != me for node in names):
         from .peers import PEERS
 
-        me = app[IDENTITY].id
         for share in shares:
             share["node"] = names[share["share"]]
             if share["node"] != me and PEERS in app:
