@@ -194,6 +194,11 @@ class AuditService:
         self._record_audit(node, False, detail)
         await self._run(self.gateway.store.mark_damaged, si, share, f"failed an audit on node {node}: {detail}")
         self.queue(si, f"share {share} failed an audit")
+        # Acted on here, not when the watch sees it: an audit passed meanwhile would hide it from the watch.
+        audit = self.peers.availability(node).last_audit if self.peers else None
+        if audit:
+            self._seen_audit[node] = audit["time"]
+        await self._queue_files_on([(node, f"it failed an audit ({detail})")])
         return False
 
     async def _still_there(self, si: bytes, share: int, node: str) -> bool:
@@ -257,18 +262,20 @@ class AuditService:
                     self._seen_outage[node] = availability.last_ok
                     failing.append((node, f"it missed its last {availability.consecutive_failures} probes"))
         if failing:
-            records = await self._records()
-            for node, why in failing:
-                files = files_on(records, node)
-                if files:
-                    log.warning("node %s: %s; repairing the %d file(s) with a share on it", node[:12], why,
-                                len(files))
-                for si in files:
-                    self.queue(si, f"node {node[:12]}: {why}")
+            await self._queue_files_on(failing)
         now = time.monotonic()
         for si, (due, _) in list(self._retry.items()):
             if due <= now:
                 self.queue(si, "retrying a failed repair")
+
+    async def _queue_files_on(self, failing: list[tuple[str, str]]) -> None:
+        records = await self._records()
+        for node, why in failing:
+            files = files_on(records, node)
+            if files:
+                log.warning("node %s: %s; repairing the %d file(s) with a share on it", node[:12], why, len(files))
+            for si in files:
+                self.queue(si, f"node {node[:12]}: {why}")
 
     async def repair_one(self, si: bytes) -> dict | None:
         from .storage_routes import repair_file

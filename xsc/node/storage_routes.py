@@ -20,6 +20,7 @@ from .status import STATUS_PARTS
 log = logging.getLogger(__name__)
 
 GATEWAY = web.AppKey("gateway", Gateway)
+REPAIR_LOCKS = web.AppKey("repair_locks", dict)  # storage index -> asyncio.Lock of the repair running
 routes = web.RouteTableDef()
 
 
@@ -47,6 +48,7 @@ def _storage_status(app: web.Application) -> dict:
 
 def setup(app: web.Application) -> None:
     app.cleanup_ctx.append(_storage_service)
+    app[REPAIR_LOCKS] = {}
     app[STATUS_PARTS]["storage"] = _storage_status
     app.add_routes(routes)
 
@@ -66,8 +68,12 @@ async def _expect_put(request: web.Request) -> web.StreamResponse | None:
             raise BadRequest(f"unsupported Expect header: {request.headers['Expect']!r}")
         check_token(request)
         if request.content_length is not None:
-            stored = layout.stored_bytes(request.content_length, request.app[CONFIG].storage.segment_size)
-            request.app[GATEWAY].store.check_fits(stored)
+            segment_size = request.app[CONFIG].storage.segment_size
+            stored = layout.stored_bytes(request.content_length, segment_size)
+            # With peers the shares spread out: this node needs room for one of them at least (the put
+            # reserves exactly what it keeps here, and each holder checks its own).
+            here = layout.share_bytes(request.content_length, segment_size) if _has_peers(request.app) else stored
+            request.app[GATEWAY].store.check_fits(here)
             await request.app[LEDGER].ensure_credit(request.app[CLIENT_IDENTITY], _price(request.app, stored))
     except XscError as err:
         response = problem_from_error(err)
@@ -75,6 +81,12 @@ async def _expect_put(request: web.Request) -> web.StreamResponse | None:
         return response
     await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     return None
+
+
+def _has_peers(app: web.Application) -> bool:
+    from .peers import PEERS
+
+    return PEERS in app and bool(app[PEERS].peers())
 
 
 def _holder(app: web.Application, node_id: str):
@@ -254,12 +266,19 @@ async def repair_route(request: web.Request) -> web.Response:
 
 
 async def repair_file(app: web.Application, cap: Capability) -> dict:
-    """Rebuild a file's missing or corrupt shares: local ones here, remote ones on another healthy node."""
+    """Rebuild a file's missing or corrupt shares: local ones here, remote ones on another healthy node.
+
+    One repair of a file at a time (an on-demand one and an automatic one must not both move a share):
+    a second waits for the first, then finds what is left to do."""
     gateway = app[GATEWAY]
     loop = asyncio.get_running_loop()
-    record = await loop.run_in_executor(app[CPU_POOL], gateway.store.file_record, cap.storage_index)
-    holders, names = _holders_of(app, record)
-    result = await gateway.repair(cap, holders, names, relocate=_relocator(app, cap), me=app[IDENTITY].id)
+    lock = app[REPAIR_LOCKS].setdefault(cap.storage_index, asyncio.Lock())
+    async with lock:
+        record = await loop.run_in_executor(app[CPU_POOL], gateway.store.file_record, cap.storage_index)
+        holders, names = _holders_of(app, record)
+        result = await gateway.repair(cap, holders, names, relocate=_relocator(app, cap), me=app[IDENTITY].id)
+    if not lock.locked():
+        app[REPAIR_LOCKS].pop(cap.storage_index, None)
     record = await loop.run_in_executor(app[CPU_POOL], gateway.store.file_record, cap.storage_index)
     holders, names = _holders_of(app, record)
     if holders:
