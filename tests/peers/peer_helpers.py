@@ -9,7 +9,10 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 # Short gossip and probe intervals, so that tests see joins, probes and failures within a second or two.
-FAST = {"XSC_PEERS_GOSSIP_INTERVAL": "0.3", "XSC_HEALTH_PROBE_INTERVAL": "0.2", "XSC_HEALTH_PROBE_TIMEOUT": "2"}
+# Fast schedules for tests; automatic repair off (tests that want it set the threshold themselves),
+# or it would move shares off nodes that a test kills and restarts on purpose.
+FAST = {"XSC_PEERS_GOSSIP_INTERVAL": "0.3", "XSC_HEALTH_PROBE_INTERVAL": "0.2", "XSC_HEALTH_PROBE_TIMEOUT": "2",
+        "XSC_AUDIT_REPAIR_AFTER_FAILURES": "1000000"}
 
 
 def http(url: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None

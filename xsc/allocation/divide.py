@@ -18,9 +18,8 @@ the total given is exactly min(T, sum of m_r).
 
 from __future__ import annotations
 
-from collections import deque
 from itertools import repeat
-from operator import add, mul, setitem
+from operator import mul
 from typing import Sequence
 
 
@@ -58,17 +57,16 @@ def divide(total: int, ks: Sequence[int], ms: Sequence[int]) -> tuple[list[int],
             return units, denominator
         weighted = [weighted[j] for j in rest]
     # floor(t * k * m / d) each, then the largest-remainder rule.
-    qs, remainders = zip(*map(divmod, map(mul, repeat(t), weighted), repeat(d)))
+    shares = list(map(divmod, map(mul, repeat(t), weighted), repeat(d)))
+    qs = [q for q, _ in shares]
     leftover = t - sum(qs)
     if leftover:
-        # One more unit each to the `leftover` largest remainders; a stable sort keeps ties in
-        # claim order.
-        extra = [0] * len(qs)
-        top = sorted(range(len(qs)), key=remainders.__getitem__, reverse=True)[:leftover]
-        deque(map(setitem, repeat(extra), top, repeat(1)), maxlen=0)
-        qs = map(add, qs, extra)
+        # Largest remainder first; a stable sort keeps ties in claim order.
+        remainders = [rem for _, rem in shares]
+        for y in sorted(range(len(qs)), key=remainders.__getitem__, reverse=True)[:leftover]:
+            qs[y] += 1
     if rest is None:
-        return list(qs), denominator
+        return qs, denominator
     for j, q in zip(rest, qs):
         units[j] = q
     return units, denominator

@@ -151,58 +151,77 @@ def _join_ev(a: EventTree, b: EventTree, d: int) -> EventTree:
     """join(a, lift(b, d)) for d >= 0: the pointwise maximum, in normal form.
 
     Lifts travel as the offset d instead of new tuples, so subtrees shared by both sides stay the
-    same objects and are skipped by identity; integer children and norm are inlined because this
-    runs once per node of both trees.
+    same objects and are skipped by identity.  The work is split by the kinds of the two trees
+    (`_join_nodes`, `_join_leaf`), so that each node pays for the type tests once.
     """
-    if a.__class__ is int:
-        if b.__class__ is int:
+    if type(a) is int:
+        if type(b) is int:
             b += d
             return a if a >= b else b
-        n = b[0] + d
-        if a <= n:  # a leaf at or below b's minimum is covered by b ...
-            return (n, b[1], b[2]) if d else b
-        if a >= _height(b) + d:  # ... and one at or above b's maximum covers b
-            return a
-        a -= n
-        l = _join_ev(b[1], a, 0)
-        r = _join_ev(b[2], a, 0)
-    elif b.__class__ is int:
-        n, al, ar = a
-        b += d
-        if b <= n:
-            return a
-        if b >= _height(a):
-            return b
-        b -= n
-        l = _join_ev(al, b, 0)
-        r = _join_ev(ar, b, 0)
-    else:
-        if a is b and not d:
-            return a
-        n, al, ar = a
-        bn, bl, br = b
+        return _join_leaf(b, d, a)
+    if type(b) is int:
+        return _join_leaf(a, 0, b + d)
+    return _join_nodes(a, b, d)
+
+
+def _join_leaf(e: tuple, d: int, x: int) -> EventTree:
+    """join(lift(e, d), x) for a node e and a leaf x."""
+    n, l, r = e
+    n += d
+    if x <= n:  # a leaf at or below e's minimum is covered by e ...
+        return (n, l, r) if d else e
+    if x >= _height(e) + d:  # ... and one at or above e's maximum covers e
+        return x
+    x -= n
+    l = (l if l >= x else x) if type(l) is int else _join_leaf(l, 0, x)
+    r = (r if r >= x else x) if type(r) is int else _join_leaf(r, 0, x)
+    return _norm_ev(n, l, r)
+
+
+def _join_nodes(a: tuple, b: tuple, d: int) -> EventTree:
+    """join(a, lift(b, d)) for two nodes: the hot path of join, one call per pair of nodes.
+
+    norm is inlined, and the kinds of the children found while joining them are reused for it."""
+    n, al, ar = a
+    bn, bl, br = b
+    if d:
         bn += d
-        if n <= bn:
-            k = bn - n
-        else:  # the side with the lower base is the frame of the result
-            k = n - bn
-            n = bn
-            al, ar, bl, br = bl, br, al, ar
-        if al.__class__ is int and bl.__class__ is int:
+    elif a is b:
+        return a
+    if bn < n:  # the side with the lower base is the frame of the result
+        n, bn, al, ar, bl, br = bn, n, bl, br, al, ar
+    k = bn - n
+    if type(al) is int:
+        if type(bl) is int:
             bl += k
-            l = al if al >= bl else bl
+            l = ml = al if al >= bl else bl
         else:
-            l = _join_ev(al, bl, k)
-        if ar.__class__ is int and br.__class__ is int:
+            l = _join_leaf(bl, k, al)
+            ml = l if type(l) is int else None
+    elif type(bl) is int:
+        l = _join_leaf(al, 0, bl + k)
+        ml = l if type(l) is int else None
+    else:
+        l = _join_nodes(al, bl, k)
+        ml = l if type(l) is int else None
+    if type(ar) is int:
+        if type(br) is int:
             br += k
-            r = ar if ar >= br else br
+            r = mr = ar if ar >= br else br
         else:
-            r = _join_ev(ar, br, k)
-        if not k and l is al and r is ar:
-            return a
-    # norm((n, l, r)), inlined
-    if l.__class__ is int:
-        if r.__class__ is int:
+            r = _join_leaf(br, k, ar)
+            mr = r if type(r) is int else None
+    elif type(br) is int:
+        r = _join_leaf(ar, 0, br + k)
+        mr = r if type(r) is int else None
+    else:
+        r = _join_nodes(ar, br, k)
+        mr = r if type(r) is int else None
+    if not k and l is al and r is ar:
+        return a
+    # norm((n, l, r)); ml / mr is the child itself when it is a leaf, None when a node
+    if ml is not None:
+        if mr is not None:
             if l == r:
                 return n + l
             if l < r:
@@ -215,7 +234,7 @@ def _join_ev(a: EventTree, b: EventTree, d: int) -> EventTree:
             return (n + l, 0, (m - l, r[1], r[2]))
         return (n + m, l - m, (0, r[1], r[2]))
     ml = l[0]
-    if r.__class__ is int:
+    if mr is not None:
         if not r or not ml:
             return (n, l, r)
         if r <= ml:

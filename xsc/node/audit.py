@@ -107,6 +107,7 @@ class AuditService:
         self._retry: dict[bytes, tuple[float, int]] = {}  # si -> (not before, failed attempts)
         self._seen_audit: dict[str, int] = {}  # node -> time of the failed audit already acted on
         self._seen_outage: dict[str, int | None] = {}  # node -> its last_ok when its outage was acted on
+        self._up: dict[str, bool | None] = {}  # node -> up at the last watch
         self._tasks: list[asyncio.Task] = []
         self._started_ms = int(time.time() * 1000)
         self.counts = {"audits_ok": 0, "audits_failed": 0, "audits_unanswered": 0, "damage_reports": 0,
@@ -247,9 +248,12 @@ class AuditService:
         and failed repairs whose retry is due."""
         peers = self.peers
         failing: list[tuple[str, str]] = []
+        back = False
         for descriptor in peers.peers() if peers else []:
             node = descriptor.id
             availability = peers.availability(node)
+            back |= self._up.get(node) is False and availability.up is True
+            self._up[node] = availability.up
             audit = availability.last_audit
             if audit and not audit["ok"] and self._seen_audit.get(node) != audit["time"]:
                 self._seen_audit[node] = audit["time"]
@@ -265,8 +269,9 @@ class AuditService:
             await self._queue_files_on(failing)
         now = time.monotonic()
         for si, (due, _) in list(self._retry.items()):
-            if due <= now:
-                self.queue(si, "retrying a failed repair")
+            # A node back up may hold the shares a failed repair lacked: retry at once rather than at the due time.
+            if due <= now or back:
+                self.queue(si, "retrying a failed repair" + (" (a node is back up)" if back and due > now else ""))
 
     async def _queue_files_on(self, failing: list[tuple[str, str]]) -> None:
         records = await self._records()

@@ -516,6 +516,8 @@ class Gateway:
         holder's metadata checked against the manifest (unreachable holders count as missing)."""
         manifest, metas, bad = await self._run(self._load, cap, frozenset(holders))
         _, remote_bad = await self._remote_metas(cap, manifest, holders, names)
+        damaged = await self._run(self.store.damaged, cap.storage_index)  # reported by audits and scrubbers
+        bad.update({s: f"corrupt: {damaged[s]}" for s in holders if s in damaged})
         bad.update(remote_bad)
         return [ShareReport(s, "ok" if s not in bad else "corrupt" if bad[s].startswith("corrupt")
                             or "do not match" in bad[s] else "missing", bad.get(s, "")) for s in range(erasure.N)]
