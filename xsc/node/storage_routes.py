@@ -188,9 +188,8 @@ async def list_files(request: web.Request) -> web.Response:
 @routes.get("/v1/store/files/{cap}")
 async def get_file(request: web.Request) -> web.StreamResponse:
     cap = _cap(request)
-    gateway = request.app[GATEWAY]
-    holders, names = _holders_of(request.app, await _in_pool(request, gateway.store.file_record, cap.storage_index))
-    size, chunks = await gateway.open(cap, holders, names, _latency_rank(request.app, names))
+    holders, names = await _placed(request.app, cap)
+    size, chunks = await request.app[GATEWAY].open(cap, holders, names, _latency_rank(request.app, names))
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     response.content_length = size
     await response.prepare(request)
@@ -225,15 +224,18 @@ async def remove_file(request: web.Request) -> web.Response:
     return web.json_response({"removed": str(cap), "not_deleted_on": left})
 
 
+async def _placed(app: web.Application, cap: Capability) -> tuple[dict, list[str] | None]:
+    """The holders (on other nodes) and node names of a file's shares, from this gateway's record of it."""
+    store = app[GATEWAY].store
+    record = await asyncio.get_running_loop().run_in_executor(app[CPU_POOL], store.file_record, cap.storage_index)
+    return _holders_of(app, record)
+
+
 @routes.get("/v1/store/files/{cap}/check")
 async def check_file(request: web.Request) -> web.Response:
     cap = _cap(request)
-    gateway = request.app[GATEWAY]
-    holders, names = _holders_of(request.app, await _in_pool(request, gateway.store.file_record, cap.storage_index))
-    if holders:
-        reports = await gateway.check_placed(cap, holders, names)
-    else:
-        reports = await _in_pool(request, gateway.check, cap)
+    holders, names = await _placed(request.app, cap)
+    reports = await request.app[GATEWAY].check(cap, holders, names)
     return web.json_response(_summary(reports, request.app, names))
 
 
@@ -251,12 +253,8 @@ def _latency_rank(app: web.Application, names: list[str] | None) -> dict[int, fl
 @routes.post("/v1/store/files/{cap}/verify")
 async def verify_file(request: web.Request) -> web.Response:
     cap = _cap(request)
-    gateway = request.app[GATEWAY]
-    holders, names = _holders_of(request.app, await _in_pool(request, gateway.store.file_record, cap.storage_index))
-    if holders:
-        reports = await gateway.verify_placed(cap, holders, names)
-    else:
-        reports = await _in_pool(request, gateway.verify, cap)
+    holders, names = await _placed(request.app, cap)
+    reports = await request.app[GATEWAY].verify(cap, holders, names)
     return web.json_response(_summary(reports, request.app, names))
 
 
@@ -271,21 +269,14 @@ async def repair_file(app: web.Application, cap: Capability) -> dict:
     One repair of a file at a time (an on-demand one and an automatic one must not both move a share):
     a second waits for the first, then finds what is left to do."""
     gateway = app[GATEWAY]
-    loop = asyncio.get_running_loop()
     lock = app[REPAIR_LOCKS].setdefault(cap.storage_index, asyncio.Lock())
     async with lock:
-        record = await loop.run_in_executor(app[CPU_POOL], gateway.store.file_record, cap.storage_index)
-        holders, names = _holders_of(app, record)
+        holders, names = await _placed(app, cap)
         result = await gateway.repair(cap, holders, names, relocate=_relocator(app, cap), me=app[IDENTITY].id)
     if not lock.locked():
         app[REPAIR_LOCKS].pop(cap.storage_index, None)
-    record = await loop.run_in_executor(app[CPU_POOL], gateway.store.file_record, cap.storage_index)
-    holders, names = _holders_of(app, record)
-    if holders:
-        reports = await gateway.check_placed(cap, holders, names)
-    else:
-        reports = await loop.run_in_executor(app[CPU_POOL], gateway.check, cap)
-    return {**result, **_summary(reports, app, names)}
+    holders, names = await _placed(app, cap)
+    return {**result, **_summary(await gateway.check(cap, holders, names), app, names)}
 
 
 def _relocator(app: web.Application, cap: Capability):

@@ -504,16 +504,13 @@ class Gateway:
             self.store.mark_damaged(si, s, f"bad or missing blocks in segments {sorted(segments)[:20]}")
 
     # --- check, verify, repair ------------------------------------------------------
-    def check(self, cap: Capability) -> list[ShareReport]:
-        """Which shares are present and not known to be damaged (reads metadata only)."""
-        _, metas, bad = self._load(cap)
-        return [ShareReport(s, "missing" if bad.get(s) == "missing" else "corrupt" if s in bad else "ok",
-                            bad.get(s, "")) for s in range(erasure.N)]
-
-    async def check_placed(self, cap: Capability, holders: Mapping[int, Holder], names: list[str]
-                           ) -> list[ShareReport]:
-        """`check` for a file whose shares are spread over nodes: local metadata, and each remote
-        holder's metadata checked against the manifest (unreachable holders count as missing)."""
+    async def check(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
+                    names: list[str] | None = None) -> list[ShareReport]:
+        """Which shares are present and not known to be damaged: metadata only (see verify).  Shares in
+        `holders` are on other nodes: their metadata is checked against the manifest (an unreachable
+        holder counts as missing)."""
+        holders = dict(holders or {})
+        names = list(names or ["this node"] * erasure.N)
         manifest, metas, bad = await self._run(self._load, cap, frozenset(holders))
         _, remote_bad = await self._remote_metas(cap, manifest, holders, names)
         damaged = await self._run(self.store.damaged, cap.storage_index)  # reported by audits and scrubbers
@@ -522,7 +519,7 @@ class Gateway:
         return [ShareReport(s, "ok" if s not in bad else "corrupt" if bad[s].startswith("corrupt")
                             or "do not match" in bad[s] else "missing", bad.get(s, "")) for s in range(erasure.N)]
 
-    def verify(self, cap: Capability, remote: frozenset[int] = frozenset()) -> list[ShareReport]:
+    def _verify_here(self, cap: Capability, remote: frozenset[int] = frozenset()) -> list[ShareReport]:
         """Read and hash every block of every share here (not those in `remote`); record what is bad."""
         manifest, metas, bad = self._load(cap, remote)
         si = cap.storage_index
@@ -542,11 +539,14 @@ class Gateway:
                 reports.append(ShareReport(s, "ok"))
         return reports
 
-    async def verify_placed(self, cap: Capability, holders: Mapping[int, Holder], names: list[str]
-                            ) -> list[ShareReport]:
-        """`verify` for a file spread over nodes: remote shares are downloaded and every block hashed."""
+    async def verify(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
+                     names: list[str] | None = None) -> list[ShareReport]:
+        """Read and hash every block of every share, those on other nodes (`holders`) downloaded; record
+        what is bad."""
+        holders = dict(holders or {})
+        names = list(names or ["this node"] * erasure.N)
         si = cap.storage_index
-        reports = {r.share: r for r in await self._run(self.verify, cap, frozenset(holders))}
+        reports = {r.share: r for r in await self._run(self._verify_here, cap, frozenset(holders))}
         manifest, _, _ = await self._run(self._load, cap, frozenset(holders))
         metas, bad = await self._remote_metas(cap, manifest, holders, names)
         for s in holders:
@@ -579,7 +579,7 @@ class Gateway:
         holders = dict(holders or {})
         names = list(names or [me] * erasure.N)
         si = cap.storage_index
-        local_reports = await self._run(self.verify, cap, frozenset(holders))
+        local_reports = await self._run(self._verify_here, cap, frozenset(holders))
         manifest, local_metas, _ = await self._run(self._load, cap, frozenset(holders))
         remote_metas, remote_bad = await self._remote_metas(cap, manifest, holders, names)
         damaged = await self._run(self.store.damaged, si)
