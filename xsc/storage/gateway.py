@@ -17,15 +17,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
-from ..errors import BadRequest, IntegrityError, NotEnoughShares, NotFound, PeerError
+from ..errors import BadRequest, IntegrityError, NotEnoughShares, NotFound
 from . import erasure, layout
 from .capability import Capability
 from .crypto import SegmentCipher, new_key, storage_index
 from .manifest import Manifest, ciphertext_hash, decode_manifest
 from .merkle import block_hash, root
 from .placement import node_failures_survived
+from .remote import Holder, RemoteShareReader, RemoteShareWriter, gather_or_raise
 from .share_store import ShareMeta, ShareStore
 
 log = logging.getLogger(__name__)
@@ -33,21 +34,6 @@ log = logging.getLogger(__name__)
 ReadFn = Callable[[int], Awaitable[bytes]]
 Placer = Callable[[bytes, int], "tuple[list[str], dict[int, Holder]]"]
 Relocator = Callable[[int, set], "Awaitable[tuple[str, Holder] | None]"]
-SEND_BATCH = 4 * 1024 * 1024  # bytes of one share's blocks sent to its holder per request
-READ_BATCH = 16  # segments of one share fetched from its holder per request
-
-
-class Holder(Protocol):
-    """A share holder on another node, as the gateway uses it (xsc.node.remote_holder.RemoteHolder)."""
-
-    async def begin(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int) -> str: ...
-    async def put_segments(self, upload: str, first: int, blocks: list[bytes]) -> None: ...
-    async def commit(self, upload: str, block_hashes: list[bytes], manifest: bytes) -> None: ...
-    async def abort(self, upload: str) -> None: ...
-    async def meta(self, si: bytes, share: int) -> dict: ...
-    async def blocks(self, si: bytes, share: int, first: int, count: int, lengths: list[int],
-                     *, timeout: float | None = None) -> list[bytes]: ...
-    async def delete(self, si: bytes, share: int) -> None: ...
 
 
 @dataclass
@@ -82,118 +68,12 @@ class PutResult:
                 "placement_note": self.placement_note}
 
 
-class _RemoteShare:
-    """One share being written to a holder on another node: begun, fed in ordered batches, committed."""
-
-    def __init__(self, holder: Holder, node: str, si: bytes, share: int) -> None:
-        self.holder, self.node, self.si, self.share = holder, node, si, share
-        self.upload: str | None = None
-        self.committed = False
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
-        self._next = 0  # the first segment of the pending batch
-        self._sending: asyncio.Task | None = None  # one batch in flight: keeps order and bounds memory
-
-    async def begin(self, size: int, segment_size: int, lease_expiry: int) -> None:
-        self.upload = await self.holder.begin(self.si, self.share, size, segment_size, lease_expiry)
-
-    async def add(self, block: bytes) -> None:
-        self._pending.append(block)
-        self._pending_bytes += len(block)
-        if self._pending_bytes >= SEND_BATCH:
-            await self._flush()
-
-    async def _flush(self) -> None:
-        if self._sending is not None:
-            await self._sending
-            self._sending = None
-        if self._pending:
-            batch, first = self._pending, self._next
-            self._pending, self._pending_bytes, self._next = [], 0, first + len(batch)
-            self._sending = asyncio.ensure_future(self.holder.put_segments(self.upload, first, batch))
-
-    async def commit(self, block_hashes: list[bytes], manifest: bytes) -> None:
-        await self._flush()  # send the last batch
-        if self._sending is not None:
-            await self._sending
-        await self.holder.commit(self.upload, block_hashes, manifest)
-        self.committed = True
-
-    async def undo(self) -> None:
-        """Leave nothing behind on the holder, whatever state the share is in (best effort)."""
-        if self._sending is not None:
-            self._sending.cancel()
-        try:
-            if self.committed:
-                await self.holder.delete(self.si, self.share)
-            elif self.upload is not None:
-                await self.holder.abort(self.upload)
-        except Exception as exc:  # the holder is gone: it drops staged uploads when it restarts
-            log.warning("could not undo share %d on node %s: %s", self.share, self.node, exc)
-
-
 @dataclass
 class ShareReport:
     share: int
     status: str  # ok | missing | corrupt
     detail: str = ""
     bad_blocks: list[int] = field(default_factory=list)
-
-
-class _RemoteReader:
-    """Blocks of one share on another node, fetched READ_BATCH segments at a time, one batch ahead.
-
-    Once the holder fails (unreachable, refused, a cut answer) the reader answers None for every
-    block, so the get moves on to other shares instead of waiting on it again."""
-
-    def __init__(self, holder: Holder, si: bytes, share: int, manifest: Manifest, timeout: float) -> None:
-        self.holder, self.si, self.share, self.manifest = holder, si, share, manifest
-        self.timeout = timeout  # a holder slower than this is left for the other shares
-        self.failed: BaseException | None = None
-        self._batches: dict[int, asyncio.Future] = {}
-
-    def _fetch(self, batch: int) -> asyncio.Future | None:
-        first = batch * READ_BATCH
-        if batch not in self._batches and first < self.manifest.segment_count:
-            count = min(READ_BATCH, self.manifest.segment_count - first)
-            m = self.manifest
-            lengths = [layout.segment_block_length(layout.plaintext_length(m.size, m.segment_size, i))
-                       for i in range(first, first + count)]
-            self._batches[batch] = asyncio.ensure_future(self.holder.blocks(self.si, self.share, first, count,
-                                                                            lengths, timeout=self.timeout))
-        return self._batches.get(batch)
-
-    async def get(self, index: int) -> bytes | None:
-        if self.failed is not None:
-            return None
-        batch = index // READ_BATCH
-        task = self._fetch(batch)
-        self._fetch(batch + 1)  # read ahead
-        for old in [b for b in self._batches if b < batch - 1]:
-            self._batches.pop(old)
-        try:
-            blocks = await asyncio.wait_for(asyncio.shield(task), self.timeout)
-        except asyncio.TimeoutError:
-            self.failed = TimeoutError(f"no answer within {self.timeout:g} s")
-            return None
-        except Exception as exc:
-            self.failed = exc
-            return None
-        return blocks[index - batch * READ_BATCH]
-
-    async def close(self) -> None:
-        for task in self._batches.values():
-            task.cancel()
-        await asyncio.gather(*self._batches.values(), return_exceptions=True)
-
-
-async def _gather_or_raise(calls: list[Awaitable], nodes: list[str], what: str) -> None:
-    """Run calls to several holders at once; if any fails, raise one PeerError naming every node that failed."""
-    results = await asyncio.gather(*calls, return_exceptions=True)
-    failed = [(node, r) for node, r in zip(nodes, results) if isinstance(r, BaseException)]
-    if failed:
-        raise PeerError(f"{what} " + "; ".join(f"node {node[:12]}…: {err}" for node, err in failed),
-                        hint="`xsc health status` shows which peers are up", nodes=[n for n, _ in failed])
 
 
 async def _read_full(read: ReadFn, n: int) -> bytes:
@@ -240,7 +120,7 @@ class Gateway:
         expected = layout.share_bytes(size, seg_size) * len(local) if size is not None else None
         lease = int(time.time()) + self.lease_duration
         upload = await self._run(self.store.begin_upload, si, local, expected)
-        remote = {s: _RemoteShare(h, placement[s], si, s) for s, h in holders.items()}
+        remote = {s: RemoteShareWriter(h, placement[s], si, s) for s, h in holders.items()}
 
         def encode_segment(index: int, plaintext: bytes) -> tuple[list[bytes], dict[int, bytes]]:
             blocks = erasure.encode(cipher.encrypt(index, plaintext))
@@ -259,7 +139,7 @@ class Gateway:
         hashes: list[list[bytes]] = []  # per segment, the N block hashes
         total = 0
         try:
-            await _gather_or_raise([r.begin(size, seg_size, lease) for r in remote.values()],
+            await gather_or_raise([r.begin(size, seg_size, lease) for r in remote.values()],
                                    [r.node for r in remote.values()], "could not place a share on")
             index = 0
             while True:
@@ -291,7 +171,7 @@ class Gateway:
                 ciphertext_hash=ciphertext_hash([h for seg in hashes for h in seg[:erasure.K]]),
             )
             encoded = manifest.encode()
-            await _gather_or_raise([r.commit(share_hashes[s], encoded) for s, r in remote.items()],
+            await gather_or_raise([r.commit(share_hashes[s], encoded) for s, r in remote.items()],
                                    [r.node for r in remote.values()], "could not place a share on")
         except BaseException:
             for fut in in_flight:
@@ -432,7 +312,7 @@ class Gateway:
         cipher = SegmentCipher(cap.key)
         si = cap.storage_index
         bad: list[tuple[int, int]] = []
-        readers = {s: _RemoteReader(h, si, s, manifest, self.remote_timeout)
+        readers = {s: RemoteShareReader(h, si, s, manifest, self.remote_timeout)
                    for s, h in holders.items() if s in metas}
         segment = self._segment_source(si, manifest, metas, order, readers, names, bad, cipher.decrypt)
 
@@ -456,7 +336,7 @@ class Gateway:
         return manifest.size, stream()
 
     def _segment_source(self, si: bytes, manifest: Manifest, metas: dict[int, ShareMeta], order: list[int],
-                        readers: dict[int, "_RemoteReader"], names: list[str], bad: list[tuple[int, int]],
+                        readers: dict[int, "RemoteShareReader"], names: list[str], bad: list[tuple[int, int]],
                         finish: Callable[[int, bytes], bytes] | None = None) -> Callable[[int], Awaitable[bytes]]:
         """An async function giving one segment's ciphertext (or `finish(index, ciphertext)`, run in the pool).
 
@@ -553,7 +433,7 @@ class Gateway:
             if s in bad:
                 reports[s] = ShareReport(s, "corrupt" if "do not match" in bad[s] else "missing", bad[s])
                 continue
-            reader = _RemoteReader(holders[s], si, s, manifest, self.remote_timeout)
+            reader = RemoteShareReader(holders[s], si, s, manifest, self.remote_timeout)
             try:
                 wrong = [i for i in range(manifest.segment_count)
                          if (b := await reader.get(i)) is None or block_hash(b) != metas[s].block_hashes[i]]
@@ -598,7 +478,7 @@ class Gateway:
         rewrite_here = {s: r.bad_blocks for s, r in broken_local.items() if s in local_metas}
         rebuild_here = [s for s in broken_local if s not in local_metas]
         new_names = list(names)
-        moved: dict[int, _RemoteShare] = {}
+        moved: dict[int, RemoteShareWriter] = {}
         for s in sorted(remote_bad):
             destination = await relocate(s, set(new_names)) if relocate else None
             if destination is None:
@@ -606,10 +486,10 @@ class Gateway:
                 new_names[s] = me
             else:
                 new_names[s] = destination[0]
-                moved[s] = _RemoteShare(destination[1], destination[0], si, s)
+                moved[s] = RemoteShareWriter(destination[1], destination[0], si, s)
         share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
         lease = max(m.lease_expiry for m in good.values())
-        readers = {s: _RemoteReader(holders[s], si, s, manifest, self.remote_timeout) for s in good if s in holders}
+        readers = {s: RemoteShareReader(holders[s], si, s, manifest, self.remote_timeout) for s in good if s in holders}
         order = sorted(good, key=lambda s: (s >= erasure.K, s in readers, s))
         read = self._segment_source(si, manifest, good, order, readers, names, [])
         rebuilt: dict[int, list[bytes]] = {s: [] for s in (*rebuild_here, *moved)}
@@ -618,7 +498,7 @@ class Gateway:
             if rebuild_here:
                 upload = await self._run(self.store.begin_upload, si, tuple(rebuild_here),
                                          share_bytes * len(rebuild_here))
-            await _gather_or_raise([r.begin(manifest.size, manifest.segment_size, lease) for r in moved.values()],
+            await gather_or_raise([r.begin(manifest.size, manifest.segment_size, lease) for r in moved.values()],
                                    [r.node for r in moved.values()], "could not place a repaired share on")
             for index in range(manifest.segment_count):
                 fix = [s for s, segments in rewrite_here.items() if index in segments]
@@ -637,7 +517,7 @@ class Gateway:
                 if root(hashes) != manifest.share_root(s):
                     raise IntegrityError(f"rebuilt share {s} does not match the manifest")
             encoded = manifest.encode()
-            await _gather_or_raise([r.commit(rebuilt[s], encoded) for s, r in moved.items()],
+            await gather_or_raise([r.commit(rebuilt[s], encoded) for s, r in moved.items()],
                                    [r.node for r in moved.values()], "could not place a repaired share on")
             if upload is not None:
                 metas = [ShareMeta(s, manifest.segment_count, share_bytes, lease, self.node_key, tuple(rebuilt[s]))

@@ -1,0 +1,139 @@
+"""Shares on other nodes, as the gateway sees them: the holder interface, ordered batched writes, and
+batched reads with read-ahead and a deadline.
+
+The gateway never speaks HTTP itself: it is given `Holder` objects (the node's RemoteHolder)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import Protocol
+
+from ..errors import PeerError
+from . import layout
+from .manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+SEND_BATCH = 4 * 1024 * 1024  # bytes of one share's blocks sent to its holder per request
+READ_BATCH = 16  # segments of one share fetched from its holder per request
+
+
+class Holder(Protocol):
+    """A share holder on another node, as the gateway uses it (xsc.node.remote_holder.RemoteHolder)."""
+
+    async def begin(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int) -> str: ...
+    async def put_segments(self, upload: str, first: int, blocks: list[bytes]) -> None: ...
+    async def commit(self, upload: str, block_hashes: list[bytes], manifest: bytes) -> None: ...
+    async def abort(self, upload: str) -> None: ...
+    async def meta(self, si: bytes, share: int) -> dict: ...
+    async def blocks(self, si: bytes, share: int, first: int, count: int, lengths: list[int],
+                     *, timeout: float | None = None) -> list[bytes]: ...
+    async def delete(self, si: bytes, share: int) -> None: ...
+
+
+class RemoteShareWriter:
+    """One share being written to a holder on another node: begun, fed in ordered batches, committed."""
+
+    def __init__(self, holder: Holder, node: str, si: bytes, share: int) -> None:
+        self.holder, self.node, self.si, self.share = holder, node, si, share
+        self.upload: str | None = None
+        self.committed = False
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._next = 0  # the first segment of the pending batch
+        self._sending: asyncio.Task | None = None  # one batch in flight: keeps order and bounds memory
+
+    async def begin(self, size: int, segment_size: int, lease_expiry: int) -> None:
+        self.upload = await self.holder.begin(self.si, self.share, size, segment_size, lease_expiry)
+
+    async def add(self, block: bytes) -> None:
+        self._pending.append(block)
+        self._pending_bytes += len(block)
+        if self._pending_bytes >= SEND_BATCH:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._sending is not None:
+            await self._sending
+            self._sending = None
+        if self._pending:
+            batch, first = self._pending, self._next
+            self._pending, self._pending_bytes, self._next = [], 0, first + len(batch)
+            self._sending = asyncio.ensure_future(self.holder.put_segments(self.upload, first, batch))
+
+    async def commit(self, block_hashes: list[bytes], manifest: bytes) -> None:
+        await self._flush()  # send the last batch
+        if self._sending is not None:
+            await self._sending
+        await self.holder.commit(self.upload, block_hashes, manifest)
+        self.committed = True
+
+    async def undo(self) -> None:
+        """Leave nothing behind on the holder, whatever state the share is in (best effort)."""
+        if self._sending is not None:
+            self._sending.cancel()
+        try:
+            if self.committed:
+                await self.holder.delete(self.si, self.share)
+            elif self.upload is not None:
+                await self.holder.abort(self.upload)
+        except Exception as exc:  # the holder is gone: it drops staged uploads when it restarts
+            log.warning("could not undo share %d on node %s: %s", self.share, self.node, exc)
+
+
+class RemoteShareReader:
+    """Blocks of one share on another node, fetched READ_BATCH segments at a time, one batch ahead.
+
+    Once the holder fails (unreachable, refused, a cut answer) the reader answers None for every
+    block, so the get moves on to other shares instead of waiting on it again."""
+
+    def __init__(self, holder: Holder, si: bytes, share: int, manifest: Manifest, timeout: float) -> None:
+        self.holder, self.si, self.share, self.manifest = holder, si, share, manifest
+        self.timeout = timeout  # a holder slower than this is left for the other shares
+        self.failed: BaseException | None = None
+        self._batches: dict[int, asyncio.Future] = {}
+
+    def _fetch(self, batch: int) -> asyncio.Future | None:
+        first = batch * READ_BATCH
+        if batch not in self._batches and first < self.manifest.segment_count:
+            count = min(READ_BATCH, self.manifest.segment_count - first)
+            m = self.manifest
+            lengths = [layout.segment_block_length(layout.plaintext_length(m.size, m.segment_size, i))
+                       for i in range(first, first + count)]
+            self._batches[batch] = asyncio.ensure_future(self.holder.blocks(self.si, self.share, first, count,
+                                                                            lengths, timeout=self.timeout))
+        return self._batches.get(batch)
+
+    async def get(self, index: int) -> bytes | None:
+        if self.failed is not None:
+            return None
+        batch = index // READ_BATCH
+        task = self._fetch(batch)
+        self._fetch(batch + 1)  # read ahead
+        for old in [b for b in self._batches if b < batch - 1]:
+            self._batches.pop(old)
+        try:
+            blocks = await asyncio.wait_for(asyncio.shield(task), self.timeout)
+        except asyncio.TimeoutError:
+            self.failed = TimeoutError(f"no answer within {self.timeout:g} s")
+            return None
+        except Exception as exc:
+            self.failed = exc
+            return None
+        return blocks[index - batch * READ_BATCH]
+
+    async def close(self) -> None:
+        for task in self._batches.values():
+            task.cancel()
+        await asyncio.gather(*self._batches.values(), return_exceptions=True)
+
+
+async def gather_or_raise(calls: list[Awaitable], nodes: list[str], what: str) -> None:
+    """Run calls to several holders at once; if any fails, raise one PeerError naming every node that failed."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    failed = [(node, r) for node, r in zip(nodes, results) if isinstance(r, BaseException)]
+    if failed:
+        raise PeerError(f"{what} " + "; ".join(f"node {node[:12]}…: {err}" for node, err in failed),
+                        hint="`xsc health status` shows which peers are up", nodes=[n for n, _ in failed])
