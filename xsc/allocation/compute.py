@@ -75,6 +75,89 @@ def _to_decimal(num: int, den: int) -> Decimal:
     return _DIVISION.divide(Decimal(num), Decimal(den)).quantize(_REPORTED, context=_DIVISION)
 
 
+def _ranked_needs(provider: Commitment, net: Mapping[str, Commitment]) -> tuple[list, list, list, list, int]:
+    """The need slots of the recipients p recognises, as NeedRows in (tier, recipient id) order,
+    the order every capacity slot lists its claims in; by position, the owner and its rank;
+    and where tier 2 starts.
+
+    Tier 1 ranks r by MR(p, r), tier 2 by w(p, r).  The weights are exact fractions; a rank is the
+    pair (k = fixed(weight * d_r), fixed(weight)), fixed(x) = ceil(x * 10^18), both computed on
+    the fractions' integer numerators and denominators."""
+    me = provider.participant
+    tiers: tuple[list, list] = ([], [])  # (r, r's need rows, k, fixed weight) per tier
+    for r, w in normalized_weights(provider).items():
+        other = net.get(r)
+        if other is None or r == me:
+            continue
+        if other.participant != r:
+            raise InvalidCommitment(f"the network lists {other.participant!r}'s commitment under {r!r}")
+        if not other.need_slots:
+            continue
+        num, den = w.as_integer_ratio()
+        back = normalized_weights(other).get(me)  # only positive weights are listed
+        if back is not None:
+            b_num, b_den = back.as_integer_ratio()
+            if b_num * den < num * b_den:  # MR = min(w(p, r), w(r, p))
+                num, den = b_num, b_den
+        share = -((-num * SCALE) // den)
+        damping = other.damping_factor
+        if damping == 1:
+            k = share
+        else:
+            d_num, d_den = damping.as_integer_ratio()
+            k = -((-num * d_num * SCALE) // (den * d_den))
+        tiers[0 if back is not None else 1].append((r, need_rows(other.need_slots), k, share))
+
+    needs: list = []
+    owner_at: list[str] = []
+    k_at: list[int] = []
+    share_at: list[int] = []
+    for group in tiers:
+        group.sort(key=_first)
+        for r, rows, k, share in group:
+            needs.extend(rows)
+            owner_at.extend(repeat(r, len(rows)))
+            k_at.extend(repeat(k, len(rows)))
+            share_at.extend(repeat(share, len(rows)))
+    return needs, owner_at, k_at, share_at, sum(len(g[1]) for g in tiers[0])
+
+
+def _claims(matched: list[int], needs: list, owner_at: list[str], remaining: list,
+            received: Mapping[NeedKey, int] | None) -> tuple:
+    """The recipients with residual need among the need slots `matched` (positions in `needs`),
+    in (tier, id) order: per recipient x, the position of its first slot with residual need
+    (firsts), need_x (ms) and, only for a recipient with several such slots, all their positions
+    (several[x]).
+
+    `matched` follows the order of `needs`, so each recipient's slots come together.  A slot's
+    residual need is filled in `remaining` the first time a capacity slot meets it."""
+    firsts: list[int] = []
+    ms: list[int] = []
+    several: dict[int, list[int]] = {}
+    first, need = firsts.append, ms.append
+    r = None
+    for i in matched:
+        left = remaining[i]
+        if left is None:
+            n = needs[i]
+            left = n[ROW_QUANTITY] if received is None else n[ROW_QUANTITY] - received.get(n[ROW_KEY], 0)
+            left = remaining[i] = left if left > 0 else 0
+        if not left:
+            continue
+        if owner_at[i] is not r:  # owner_at holds one string object per recipient
+            r = owner_at[i]
+            first(i)
+            need(left)
+            continue
+        x = len(firsts) - 1
+        ms[x] += left
+        if x in several:
+            several[x].append(i)
+        else:
+            several[x] = [firsts[x], i]
+    return firsts, ms, several
+
+
 def compute_allocation(
     provider: Commitment,
     network: Mapping[str, Commitment] | Iterable[Commitment],
@@ -108,7 +191,7 @@ def compute_allocation(
         D1 = sum of share_s * active_s
         alloc_r = Q * share_r * active_r / D1, capped at need_r; what capped recipients do not
         take is divided again among the others in the same proportions (water-filling,
-        see `water_fill`), until all of Q is given or every recipient is capped.
+        see `divide`), until all of Q is given or every recipient is capped.
     Tier 2, recipients with MR(p, r) = 0 and w(p, r) > 0, over what tier 1 left (Q2):
         share_r = w(p, r) / sum of w(p, s) over the tier-2 recipients s, D2 likewise,
         alloc_r = Q2 * share_r * active_r / D2, same capping and water-filling.
@@ -132,49 +215,9 @@ def compute_allocation(
     if previous is not None and previous.provider != me:
         raise InvalidCommitment(f"the previous state is {previous.provider!r}'s, not {me!r}'s")
     now = provider.timestamp if now_ms is None else now_ms
-    received = received if received is not None else {}
+    received = received or None  # (an empty mapping changes nothing)
 
-    # Tier 1 ranks r by MR(p, r), tier 2 by w(p, r).  The weights are exact fractions; a rank is
-    # the pair (k = fixed(weight * d_r), fixed(weight)), fixed(x) = ceil(x * 10^18).
-    tiers: tuple[list, list] = ([], [])  # (r, r's need slots, k, fixed weight) per tier
-    for r, w in normalized_weights(provider).items():
-        other = net.get(r)
-        if other is None or r == me:
-            continue
-        if other.participant != r:
-            raise InvalidCommitment(f"the network lists {other.participant!r}'s commitment under {r!r}")
-        if not other.need_slots:
-            continue
-        num, den = w.as_integer_ratio()
-        back = normalized_weights(other).get(me)
-        if back is not None:
-            b_num, b_den = back.as_integer_ratio()
-            if b_num * den < num * b_den:  # MR = min(w(p, r), w(r, p))
-                num, den = b_num, b_den
-        share = -((-num * SCALE) // den)
-        damping = other.damping_factor
-        if damping == 1:
-            k = share
-        else:
-            d_num, d_den = damping.as_integer_ratio()
-            k = -((-num * d_num * SCALE) // (den * d_den))
-        tiers[0 if back is not None else 1].append((r, need_rows(other.need_slots), k, share))
-
-    # All need slots (as NeedRows) in (tier, recipient id) order, the order every slot's claims
-    # are listed in; by position: the owner and its rank.
-    needs: list = []
-    owner_at: list[str] = []
-    k_at: list[int] = []
-    share_at: list[int] = []
-    for group in tiers:
-        group.sort(key=_first)
-        for r, slots, k, share in group:
-            needs.extend(slots)
-            owner_at.extend(repeat(r, len(slots)))
-            k_at.extend(repeat(k, len(slots)))
-            share_at.extend(repeat(share, len(slots)))
-    tier1_end = sum(len(g[1]) for g in tiers[0])
-
+    needs, owner_at, k_at, share_at, tier1_end = _ranked_needs(provider, net)
     caps = sorted(provider.capacity_slots, key=_slot_order)
     compatible_needs = CapacityIndex(caps).match(needs)
     # By position in `needs`: the residual need, filled in when a capacity slot first meets it.
@@ -189,34 +232,7 @@ def compute_allocation(
     unallocated: dict[str, int] = {}
     by_kind: dict[str, dict[str, int]] = {}  # kind -> recipient -> units
     for c, matched in zip(caps, compatible_needs):
-        # The recipients with residual need in c, in (tier, id) order: `matched` follows the
-        # order of `needs`, so each recipient's slots come together.  Per recipient x: the
-        # position of its first slot with residual need, need_x, and (only for a recipient with
-        # several such slots) all their positions.
-        firsts: list[int] = []
-        ms: list[int] = []
-        several: dict[int, list[int]] = {}
-        first, need = firsts.append, ms.append
-        r = None
-        for i in matched:
-            left = remaining[i]
-            if left is None:
-                n = needs[i]
-                left = n[ROW_QUANTITY] - received.get(n[ROW_KEY], 0) if received else n[ROW_QUANTITY]
-                left = remaining[i] = left if left > 0 else 0
-            if not left:
-                continue
-            if owner_at[i] is not r:  # owner_at holds one string object per recipient
-                r = owner_at[i]
-                first(i)
-                need(left)
-                continue
-            x = len(firsts) - 1
-            ms[x] += left
-            if x in several:
-                several[x].append(i)
-            else:
-                several[x] = [firsts[x], i]
+        firsts, ms, several = _claims(matched, needs, owner_at, remaining, received)
         split = bisect_left(firsts, tier1_end)  # where tier 2 starts
         ks = list(map(k_at.__getitem__, firsts))
         left = c.quantity

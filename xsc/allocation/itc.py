@@ -154,12 +154,12 @@ def _join_ev(a: EventTree, b: EventTree, d: int) -> EventTree:
     same objects and are skipped by identity.  The work is split by the kinds of the two trees
     (`_join_nodes`, `_join_leaf`), so that each node pays for the type tests once.
     """
-    if type(a) is int:
-        if type(b) is int:
+    if a.__class__ is int:
+        if b.__class__ is int:
             b += d
             return a if a >= b else b
         return _join_leaf(b, d, a)
-    if type(b) is int:
+    if b.__class__ is int:
         return _join_leaf(a, 0, b + d)
     return _join_nodes(a, b, d)
 
@@ -173,15 +173,16 @@ def _join_leaf(e: tuple, d: int, x: int) -> EventTree:
     if x >= _height(e) + d:  # ... and one at or above e's maximum covers e
         return x
     x -= n
-    l = (l if l >= x else x) if type(l) is int else _join_leaf(l, 0, x)
-    r = (r if r >= x else x) if type(r) is int else _join_leaf(r, 0, x)
+    l = (l if l >= x else x) if l.__class__ is int else _join_leaf(l, 0, x)
+    r = (r if r >= x else x) if r.__class__ is int else _join_leaf(r, 0, x)
     return _norm_ev(n, l, r)
 
 
 def _join_nodes(a: tuple, b: tuple, d: int) -> EventTree:
     """join(a, lift(b, d)) for two nodes: the hot path of join, one call per pair of nodes.
 
-    norm is inlined, and the kinds of the children found while joining them are reused for it."""
+    norm is inlined, and what joining the children found out about them is reused for it: ml / mr
+    is the child itself when it is a leaf, None when it is a node."""
     n, al, ar = a
     bn, bl, br = b
     if d:
@@ -191,32 +192,32 @@ def _join_nodes(a: tuple, b: tuple, d: int) -> EventTree:
     if bn < n:  # the side with the lower base is the frame of the result
         n, bn, al, ar, bl, br = bn, n, bl, br, al, ar
     k = bn - n
-    if type(al) is int:
-        if type(bl) is int:
+    if al.__class__ is int:
+        if bl.__class__ is int:
             bl += k
             l = ml = al if al >= bl else bl
         else:
             l = _join_leaf(bl, k, al)
-            ml = l if type(l) is int else None
-    elif type(bl) is int:
+            ml = l if l.__class__ is int else None
+    elif bl.__class__ is int:
         l = _join_leaf(al, 0, bl + k)
-        ml = l if type(l) is int else None
+        ml = l if l.__class__ is int else None
     else:
         l = _join_nodes(al, bl, k)
-        ml = l if type(l) is int else None
-    if type(ar) is int:
-        if type(br) is int:
+        ml = l if l.__class__ is int else None
+    if ar.__class__ is int:
+        if br.__class__ is int:
             br += k
             r = mr = ar if ar >= br else br
         else:
             r = _join_leaf(br, k, ar)
-            mr = r if type(r) is int else None
-    elif type(br) is int:
+            mr = r if r.__class__ is int else None
+    elif br.__class__ is int:
         r = _join_leaf(ar, 0, br + k)
-        mr = r if type(r) is int else None
+        mr = r if r.__class__ is int else None
     else:
         r = _join_nodes(ar, br, k)
-        mr = r if type(r) is int else None
+        mr = r if r.__class__ is int else None
     if not k and l is al and r is ar:
         return a
     # norm((n, l, r)); ml / mr is the child itself when it is a leaf, None when a node
@@ -379,27 +380,19 @@ def _enc_n_bits(n: int, b: int = 2) -> str:
     return "".join(prefix) + "0" + format(n, f"0{b}b")
 
 
-class _Bits(dict):
-    """n -> the bit string of a token with base/leaf n: precomputed for small n, computed beyond."""
-
-    def __init__(self, make) -> None:
-        super().__init__((n, make(n)) for n in range(1024))
-        self._make = make
-
-    def __missing__(self, n: int) -> str:
-        return self._make(n)
-
-
 def _leaf(n: int) -> str:
     return "1" + _enc_n_bits(n)
 
 
-# The leaf form, and the three node headers by which child is the leaf 0 (a nonzero base n is
-# written after the header in the leaf form).
-_LB = _Bits(_leaf)
-_HEAD_L0 = _Bits(lambda n: "01100" + _leaf(n) if n else "000")  # (n, 0, r)
-_HEAD_R0 = _Bits(lambda n: "01101" + _leaf(n) if n else "001")  # (n, l, 0)
-_HEAD_LR = _Bits(lambda n: "0111" + _leaf(n) if n else "010")  # (n, l, r)
+# Bit strings by value, as lists for the values small enough to be common (indexing a list is the
+# cheapest lookup there is): the leaf form, and the three node headers by which child is the
+# leaf 0 (a nonzero base n is written after the header in the leaf form).  Larger values are
+# rare enough to be formatted each time (see `_encode_bits`).
+_TABLE_SIZE = 1024
+_LB = [_leaf(n) for n in range(_TABLE_SIZE)]
+_HEAD_L0 = ["000"] + ["01100" + _leaf(n) for n in range(1, _TABLE_SIZE)]  # (n, 0, r)
+_HEAD_R0 = ["001"] + ["01101" + _leaf(n) for n in range(1, _TABLE_SIZE)]  # (n, l, 0)
+_HEAD_LR = ["010"] + ["0111" + _leaf(n) for n in range(1, _TABLE_SIZE)]  # (n, l, r)
 
 
 def _enc_id(i: IdTree, out: list) -> None:
@@ -407,10 +400,10 @@ def _enc_id(i: IdTree, out: list) -> None:
         out.append("001" if i else "000")
         return
     l, r = i
-    if l.__class__ is int and not l:
+    if not l:  # (0, r): a node is never falsy, so this is the leaf 0
         out.append("01")
         _enc_id(r, out)
-    elif r.__class__ is int and not r:
+    elif not r:
         out.append("10")
         _enc_id(l, out)
     else:
@@ -420,42 +413,69 @@ def _enc_id(i: IdTree, out: list) -> None:
 
 
 def _enc_ev(e: tuple, out: list) -> None:
-    """Preorder over inner nodes; integer children are written inline (one call per inner node)."""
+    """Preorder over inner nodes; integer children are written inline (one call per inner node).
+
+    Values index the bit tables directly: one beyond them raises IndexError, and `_encode_bits`
+    then formats the stamp on the general path."""
     n, l, r = e
-    if l.__class__ is int:
-        if not l:  # (n, 0, r)
-            if r.__class__ is int:
-                out.append(_HEAD_L0[n] + _LB[r])
-            else:
-                out.append(_HEAD_L0[n])
-                _enc_ev(r, out)
-        elif r.__class__ is int:
-            out.append(_HEAD_R0[n] + _LB[l] if not r else _HEAD_LR[n] + _LB[l] + _LB[r])
+    if not l:  # (n, 0, r): nodes are never falsy, so this is the leaf 0
+        if r.__class__ is int:
+            out.append(_HEAD_L0[n] + _LB[r])
+        else:
+            out.append(_HEAD_L0[n])
+            _enc_ev(r, out)
+    elif not r:  # (n, l, 0)
+        if l.__class__ is int:
+            out.append(_HEAD_R0[n] + _LB[l])
+        else:
+            out.append(_HEAD_R0[n])
+            _enc_ev(l, out)
+    elif l.__class__ is int:
+        if r.__class__ is int:
+            out.append(_HEAD_LR[n] + _LB[l] + _LB[r])
         else:
             out.append(_HEAD_LR[n] + _LB[l])
             _enc_ev(r, out)
-    elif r.__class__ is int:
-        if not r:  # (n, l, 0)
-            out.append(_HEAD_R0[n])
-            _enc_ev(l, out)
-        else:
-            out.append(_HEAD_LR[n])
-            _enc_ev(l, out)
-            out.append(_LB[r])
     else:
         out.append(_HEAD_LR[n])
         _enc_ev(l, out)
-        _enc_ev(r, out)
+        if r.__class__ is int:
+            out.append(_LB[r])
+        else:
+            _enc_ev(r, out)
+
+
+def _enc_ev_any(e: EventTree, out: list) -> None:
+    """`_enc_ev` for values of any size (and for a leaf alone)."""
+    if e.__class__ is int:
+        out.append(_leaf(e))
+        return
+    n, l, r = e
+    if not l:
+        out.append("01100" + _leaf(n) if n else "000")
+    elif not r:
+        out.append("01101" + _leaf(n) if n else "001")
+    else:
+        out.append("0111" + _leaf(n) if n else "010")
+    if l:
+        _enc_ev_any(l, out)
+    if r:
+        _enc_ev_any(r, out)
 
 
 def _encode_bits(i: IdTree, e: EventTree) -> str:
     """The stamp's bit string, unpadded ('0'/'1' characters)."""
     out: list[str] = []
     _enc_id(i, out)
-    if e.__class__ is int:
-        out.append(_LB[e])
-    else:
-        _enc_ev(e, out)
+    start = len(out)
+    try:
+        if e.__class__ is int:
+            out.append(_LB[e])
+        else:
+            _enc_ev(e, out)
+    except IndexError:  # a value beyond the tables
+        del out[start:]
+        _enc_ev_any(e, out)
     return "".join(out)
 
 

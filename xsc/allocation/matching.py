@@ -19,7 +19,7 @@ from __future__ import annotations
 from statistics import median_low
 from typing import Iterable, Sequence
 
-from .models import ANY, CapacitySlot, NeedKey, NeedSlot, SlotFilter, _Slot
+from .models import ANY, CapacitySlot, NeedSlot, SlotFilter, _Slot
 
 
 def _accepts(f: SlotFilter, other: _Slot) -> bool:
@@ -169,12 +169,17 @@ def need_rows(slots: tuple[NeedSlot, ...]) -> tuple[NeedRow, ...]:
     cached = _ROWS.get(id(slots))
     if cached is not None and cached[0] is slots:
         return cached[1]
-    rows = tuple(
-        (n.start, n.end, n.kind, _location_tags(n.location),
-         None if n.filters is _NO_FILTER or n.filters.is_empty() else n.filters,
-         n.id, n.quantity, (n.owner, n.id), n)
-        for n in slots
-    )
+    rows = []
+    for n in slots:
+        loc, f, nid = n.location, n.filters, n.id
+        tags = _TAGS.get(loc, _TAGS)
+        if tags is _TAGS:
+            tags = _location_tags(loc)
+            if len(_TAGS) < _ROWS_KEPT:
+                _TAGS[loc] = tags
+        rows.append((n.start, n.end, n.kind, tags, None if f is _NO_FILTER or f.is_empty() else f,
+                     nid, n.quantity, (n.owner, nid), n))
+    rows = tuple(rows)
     if len(_ROWS) >= _ROWS_KEPT:
         _ROWS.clear()
     # The entry holds the tuple itself, which keeps its id from being reused for another one.
@@ -184,17 +189,21 @@ def need_rows(slots: tuple[NeedSlot, ...]) -> tuple[NeedRow, ...]:
 
 _ROWS: dict[int, tuple[tuple[NeedSlot, ...], tuple[NeedRow, ...]]] = {}
 _ROWS_KEPT = 1 << 14
+_TAGS: dict = {}  # location -> its tags (locations repeat a lot)
 
 
 class CapacityIndex:
-    """A provider's capacity slots bucketed by kind and time, to stream need slots through.
+    """A provider's capacity slots by kind and time, to stream need slots through.
 
-    Per kind the bucket width W is the median window length of that kind's capacity slots; a
-    capacity slot is listed in every bucket its window touches (or, spanning more than 64 buckets,
-    in a short list looked at by every need slot of its kind).  A need slot [s, e) looks at the
-    buckets s // W .. (e - 1) // W; the capacity slots found there are gathered once per bucket
-    range, so need slots with similar windows share one lookup.  Capacity slots are known by
-    their position in `slots`."""
+    A kind with at most 8 capacity slots is just a list in order of start, which a need slot
+    scans until the slots start after it ends.  With more, per kind the bucket width W is the
+    median window length of that kind's capacity slots; a capacity slot is listed in every bucket
+    its window touches (or, spanning more than 64 buckets, in a short list looked at by every need
+    slot of its kind).  A need slot [s, e) looks at the buckets s // W .. (e - 1) // W; the
+    capacity slots found there are gathered once per bucket range, so need slots with similar
+    windows share one lookup.  Capacity slots are known by their position in `slots`."""
+
+    _FEW = 8
 
     def __init__(self, slots: Sequence[CapacitySlot]) -> None:
         self.slots = list(slots)
@@ -203,9 +212,14 @@ class CapacityIndex:
             f = c.filters
             entry = (c.start, c.end, pos, c.locations(), None if f is _NO_FILTER or f.is_empty() else f, c)
             by_kind.setdefault(c.kind, []).append(entry)
-        # kind -> (W, bucket -> entries, entries too long for buckets, (first, last) -> candidates)
-        self._kinds: dict[str, tuple[int, dict[int, list[tuple]], list[tuple], dict]] = {}
+        # kind -> (W or 0 for no buckets, (first, last) -> candidates, all its capacity slots by start)
+        self._kinds: dict[str, tuple[int, dict, list[tuple]]] = {}
+        self._buckets: dict[str, tuple[dict[int, list[tuple]], list[tuple]]] = {}
         for kind, group in by_kind.items():
+            group.sort()
+            if len(group) <= self._FEW:
+                self._kinds[kind] = (0, {}, group)
+                continue
             width = max(1, median_low([e[1] - e[0] for e in group]))
             buckets: dict[int, list[tuple]] = {}
             long: list[tuple] = []
@@ -216,11 +230,12 @@ class CapacityIndex:
                 else:
                     for b in range(first, last + 1):
                         buckets.setdefault(b, []).append(e)
-            self._kinds[kind] = (width, buckets, long, {})
+            self._kinds[kind] = (width, {}, group)
+            self._buckets[kind] = (buckets, long)
 
     def _gather(self, kind: str, first: int, last: int) -> list[tuple]:
         """The capacity slots of `kind` listed in buckets first..last, each once, by start."""
-        width, buckets, long, _ = self._kinds[kind]
+        buckets, long = self._buckets[kind]
         if last - first < len(buckets):
             lists = [buckets[b] for b in range(first, last + 1) if b in buckets]
         else:  # a need window wider than all the buckets: walk the buckets that exist
@@ -236,12 +251,13 @@ class CapacityIndex:
             found = kinds.get(kind)
             if found is None:
                 continue
-            width, _, _, ranges = found
-            first, last = start // width, (end - 1) // width
-            key = first if first == last else (first, last)
-            candidates = ranges.get(key)
-            if candidates is None:
-                candidates = ranges[key] = self._gather(kind, first, last)
+            width, ranges, candidates = found
+            if width:
+                first, last = start // width, (end - 1) // width
+                key = first if first == last else (first, last)
+                candidates = ranges.get(key)
+                if candidates is None:
+                    candidates = ranges[key] = self._gather(kind, first, last)
             for c_start, c_end, pos, c_tags, c_filter, c in candidates:
                 if c_start >= end:
                     break  # candidates are in order of start: none further overlaps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from math import lcm
 from typing import Mapping
 
 from .models import Commitment
@@ -15,9 +16,17 @@ def normalized_weights(commitment: Commitment) -> dict[str, Fraction]:
     cached = _CACHE.get(id(commitment))
     if cached is not None and cached[0] is commitment:
         return cached[1]
-    raw = {r: Fraction(w) for r, w in commitment.recognition.items() if r != commitment.participant and w > 0}
-    total = sum(raw.values(), Fraction(0))
-    weights = {r: w / total for r, w in raw.items()} if total else {}
+    # On integers: raw weights are Decimals, so their ratios share a power-of-ten denominator
+    # (Fraction arithmetic would normalise every partial sum).
+    raw = {r: w.as_integer_ratio() for r, w in commitment.recognition.items()
+           if r != commitment.participant and w > 0}
+    if raw:
+        scale = lcm(*(den for _, den in raw.values()))
+        scaled = {r: num * (scale // den) for r, (num, den) in raw.items()}
+        total = sum(scaled.values())
+        weights = {r: Fraction(x, total) for r, x in scaled.items()}
+    else:
+        weights = {}
     if len(_CACHE) > 4096:
         _CACHE.clear()
     _CACHE[id(commitment)] = (commitment, weights)
