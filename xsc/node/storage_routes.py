@@ -148,8 +148,19 @@ async def _settle_put(app: web.Application, result) -> str:
         return await app[LEDGER].settle(app[CLIENT_IDENTITY], app[IDENTITY], _price(app, result.stored_bytes),
                                         {"byte_hours": byte_hours(result.stored_bytes, lease)}, f"store:{si.hex()}")
     except XscError:
-        await asyncio.get_running_loop().run_in_executor(app[CPU_POOL], app[GATEWAY].store.delete_file, si)
+        await _delete_everywhere(app, Capability.parse(result.capability))
         raise
+
+
+async def _delete_everywhere(app: web.Application, cap: Capability) -> dict[str, str]:
+    """Delete a file's shares on every holder that answers, then here; returns the nodes that did not."""
+    holders, names = await _placed(app, cap)
+    results = await asyncio.gather(*(h.delete(cap.storage_index, s) for s, h in holders.items()),
+                                   return_exceptions=True)
+    await asyncio.get_running_loop().run_in_executor(app[CPU_POOL], app[GATEWAY].store.delete_file,
+                                                     cap.storage_index)
+    # A holder that is down keeps its share until its lease runs out (it cannot be reached to delete it).
+    return {names[s]: str(r) for s, r in zip(holders, results) if isinstance(r, BaseException)}
 
 
 @routes.post("/v1/store/files", expect_handler=_expect_put)
@@ -215,12 +226,7 @@ async def remove_file(request: web.Request) -> web.Response:
     if record is None or record["capability"] != str(cap):
         raise NotFound("this node holds no file with that capability",
                        hint="`xsc store ls` lists the files this node uploaded")
-    holders, names = _holders_of(request.app, record)
-    results = await asyncio.gather(*(h.delete(cap.storage_index, s) for s, h in holders.items()),
-                                   return_exceptions=True)
-    # A holder that is down keeps its share until its lease runs out (it cannot be reached to delete it).
-    left = {names[s]: str(r) for s, r in zip(holders, results) if isinstance(r, BaseException)}
-    await _in_pool(request, store.delete_file, cap.storage_index)
+    left = await _delete_everywhere(request.app, cap)
     return web.json_response({"removed": str(cap), "not_deleted_on": left})
 
 
