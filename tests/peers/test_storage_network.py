@@ -68,6 +68,13 @@ def test_shares_on_six_nodes_survive_two_losses_and_name_the_third(node_process,
     assert back.returncode == 0, back.stderr
     assert out.read_bytes() == data
 
+    # A holder dropped from the peer table is one unreadable share, not a failed get.
+    assert gateway.xsc("peers", "rm", id_of[victims[0]]).returncode == 0
+    assert gateway.xsc("store", "get", cap).stdout == data
+    check = json.loads(gateway.xsc("store", "check", cap, "--json").stdout)
+    assert check["intact"] == 5 and "not a known peer" in str(check["shares"])
+    assert gateway.xsc("peers", "add", victims[0].url).returncode == 0
+
     removed = json.loads(gateway.xsc("store", "rm", cap, "--json").stdout)
     assert removed["not_deleted_on"] == {}
     for node in nodes:

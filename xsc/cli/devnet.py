@@ -155,21 +155,21 @@ def _tail(path: str, lines: int = 5) -> str:
 def _stop(nodes: list[dict], timeout: float) -> tuple[int, int]:
     """SIGTERM every live node, SIGKILL those still running after timeout; (stopped, killed)."""
     live = [n for n in nodes if _alive(n)]
-    for node in live:
-        try:
-            os.kill(node["pid"], signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+    _signal(live, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(_alive(n) for n in live):
         time.sleep(0.1)
     stubborn = [n for n in live if _alive(n)]
-    for node in stubborn:
-        try:
-            os.kill(node["pid"], signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    _signal(stubborn, signal.SIGKILL)
     return len(live), len(stubborn)
+
+
+def _signal(nodes: list[dict], sig: int) -> None:
+    for node in nodes:
+        try:
+            os.kill(node["pid"], sig)
+        except ProcessLookupError:
+            pass  # already gone
 
 
 def _known_peers(node: dict) -> int | None:

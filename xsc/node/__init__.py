@@ -2,6 +2,5 @@
 
 from .app import create_app, serve
 from .context import CLIENT_IDENTITY, CONFIG, CPU_POOL, DB, IDENTITY, METRICS, TOKEN
-from .datadir import read_token
 
-__all__ = ["create_app", "serve", "read_token", "CLIENT_IDENTITY", "CONFIG", "CPU_POOL", "DB", "IDENTITY", "METRICS", "TOKEN"]
+__all__ = ["create_app", "serve", "CLIENT_IDENTITY", "CONFIG", "CPU_POOL", "DB", "IDENTITY", "METRICS", "TOKEN"]

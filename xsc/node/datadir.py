@@ -70,13 +70,6 @@ def load_or_create_token(root: Path) -> str:
     return token
 
 
-def read_token(root: Path) -> str | None:
-    try:
-        return (root / TOKEN_FILE).read_text().strip()
-    except FileNotFoundError:
-        return None
-
-
 def open_db(root: Path) -> plyvel.DB:
     # Blocks are ciphertext: compression only costs time.  Big write buffers and
     # files keep compaction (write amplification) down for 256 KiB values.

@@ -21,7 +21,6 @@ from typing import Callable
 
 from aiohttp import web
 
-from .. import keys
 from ..errors import PeerError, XscError
 from ..identity import public_id
 from ..storage import ShareMeta, ShareStore
@@ -65,12 +64,6 @@ def bad_blocks(store: ShareStore, si: bytes, meta: ShareMeta, first: int) -> tup
     return index, size, bad
 
 
-def held_shares(store: ShareStore) -> list[tuple[bytes, int]]:
-    """(storage index, share) of every published share, in key order."""
-    with store.db.iterator(prefix=keys.SHARES, include_value=False) as it:
-        return [keys.split_share(key) for key in it]
-
-
 class Scrubber:
     def __init__(self, app: web.Application, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.app = app
@@ -96,7 +89,7 @@ class Scrubber:
     async def scrub_pass(self) -> dict:
         """Re-hash every block of every share held here, at the configured rate."""
         start, found, read = time.perf_counter(), 0, 0
-        shares = await self._run(held_shares, self.store)
+        shares = await self._run(self.store.held_shares)
         for si, share in shares:
             size, damaged = await self.scrub_share(si, share)
             read += size
@@ -201,4 +194,4 @@ def setup(app: web.Application) -> None:
     app[STATUS_PARTS]["scrubber"] = lambda a: a[SCRUBBER].status()
 
 
-__all__ = ["Pacer", "SCRUBBER", "Scrubber", "bad_blocks", "held_shares", "setup"]
+__all__ = ["Pacer", "SCRUBBER", "Scrubber", "bad_blocks", "setup"]

@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound, StorageFull, XscError
+from ..errors import BadRequest, NotFound, PeerNotFound, PeerUnreachable, StorageFull, XscError
 from ..ledger import byte_hours, price_storage
 from ..storage import Capability, Gateway, ShareStore, layout, placement
 from .auth import check_token
@@ -89,13 +89,30 @@ def _has_peers(app: web.Application) -> bool:
     return PEERS in app and bool(app[PEERS].peers())
 
 
+class _UnknownNode:
+    """A holder this node no longer knows (removed with `xsc peers rm`): its share is unreadable,
+    and the file is read or repaired from the others."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+
+    def __getattr__(self, name: str):
+        async def refuse(*args, **kwargs):
+            raise PeerUnreachable(f"node {self.node_id[:12]}… is not a known peer any more",
+                                  hint="add it back with `xsc peers add URL`, or repair the file")
+        return refuse
+
+
 def _holder(app: web.Application, node_id: str):
     """The share holder on another node, as the gateway uses it."""
     from .peers import PEERS
     from .remote_holder import RemoteHolder
 
     peers = app[PEERS]
-    return RemoteHolder(peers, node_id, peers.peer(node_id).url)
+    try:
+        return RemoteHolder(peers, node_id, peers.peer(node_id).url)
+    except PeerNotFound:
+        return _UnknownNode(node_id)
 
 
 def _placer(app: web.Application):

@@ -81,7 +81,7 @@ class ShareStore:
         self._uploads: dict[bytes, Upload] = {}
         raw = db.get(keys.STORAGE_USED)
         self.used = int.from_bytes(raw, "big") if raw else 0
-        self.shares_held = sum(1 for _ in db.iterator(prefix=keys.SHARES, include_value=False))
+        self.shares_held = len(self.held_shares())
 
     # --- accounting ----------------------------------------------------------------
     @property
@@ -186,6 +186,11 @@ class ShareStore:
     def share_meta(self, si: bytes, share: int) -> ShareMeta | None:
         raw = self.db.get(keys.share(si, share))
         return ShareMeta.decode(raw) if raw else None
+
+    def held_shares(self) -> list[tuple[bytes, int]]:
+        """(storage index, share) of every published share, in key order."""
+        with self.db.iterator(prefix=keys.SHARES, include_value=False) as it:
+            return [keys.split_share(key) for key in it]
 
     def share_metas(self, si: bytes) -> list[ShareMeta]:
         """Every published share of a storage index this node holds."""
