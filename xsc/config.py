@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .paths import resolve_data_dir
@@ -44,16 +44,47 @@ class StorageSection(_Section):
     segment_size: int = MiB
     lease_duration: int = 30 * 86400  # seconds
     remote_timeout: float = 5.0  # seconds a share holder may take to answer a read before a get uses other shares
+    gc_interval: float = 600.0  # seconds between garbage collections of shares whose lease ended
+    gc_grace: int = 86400  # seconds a share is kept after its lease ended (a late renewal still finds it)
+    gc_rate: int = 10_000  # blocks deleted per second at most by the garbage collection
 
     @field_validator("capacity", "segment_size", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)
 
-    @field_validator("lease_duration", mode="before")
+    @field_validator("lease_duration", "gc_grace", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> int:
         return parse_duration(v)
+
+    @field_validator("lease_duration")
+    @classmethod
+    def _lease(cls, v: int) -> int:
+        if not 60 <= v <= 3650 * 86400:  # = xsc.storage.leases bounds (not imported: the CLI starts faster)
+            raise ValueError("lease_duration must be from 60 s to 3650 days")
+        return v
+
+    @field_validator("gc_interval")
+    @classmethod
+    def _gc_interval(cls, v: float) -> float:
+        if not 0.05 <= v <= 7 * 86400:
+            raise ValueError("must be between 0.05 seconds and 7 days")
+        return v
+
+    @field_validator("gc_grace")
+    @classmethod
+    def _gc_grace(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be at least 0 seconds")
+        return v
+
+    @field_validator("gc_rate")
+    @classmethod
+    def _gc_rate(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1 block per second")
+        return v
 
     @field_validator("segment_size")
     @classmethod
@@ -93,10 +124,8 @@ class ComputeSection(_Section):
 
 class LedgerSection(_Section):
     credit_limit: int = 100_000_000  # micro-credits an account may go below zero (100 credits)
-    # Until the market sets prices.  Storage is priced on the block bytes a node holds (1.5x the file):
-    # 1 GiB stored for 30 days costs 1.5 x 720 x 1,000 micro-credits = 1.08 credits.
-    price_per_gib_hour: int = 1_000  # micro-credits per GiB-hour of block bytes held
-    price_per_fuel_million: int = 10  # micro-credits per million units of fuel
+    low_balance: int = Field(default=10, ge=0, le=100)  # warn when less than this % of the credit limit is available
+    settle_retry_interval: float = Field(default=30.0, gt=0)  # seconds between retries of unfinished remote payments
 
 
 def normalize_peer_url(text: str) -> str:
@@ -207,6 +236,67 @@ class AuditSection(_Section):
         return v
 
 
+class MarketSection(_Section):
+    """The market: this node's offer and pricing policy, and what its user bids by default.
+
+    Storage prices are micro-credits per GiB-hour of block bytes held, compute prices micro-credits
+    per million fuel.  A provider's ask rises with its utilization from the floor to the ceiling:
+    ask = floor + (ceiling - floor) x utilization^ask_exponent (docs/market.md)."""
+
+    offer_storage: bool = True  # publish capacity slots for the free storage
+    offer_compute: bool = True  # publish capacity slots for compute (off: invokes run on other providers)
+    storage_ask_floor: int = 1_000
+    storage_ask_ceiling: int = 4_000
+    compute_ask_floor: int = 10
+    compute_ask_ceiling: int = 40
+    ask_exponent: int = 2
+    # What the user bids by default: the providers' default ceiling, so a put or invoke is served
+    # whenever a provider with the default policy has room (the price is set by the clearing).
+    storage_bid: int = 4_000  # the default maximum price of a put (xsc store put --max-price)
+    compute_bid: int = 40  # the default maximum price of an invoke (xsc compute invoke --max-price)
+    bucket_seconds: int = 3600  # the time buckets the call market clears
+    fuel_per_second: int = 1_000_000_000  # fuel one compute thread offers per second of a bucket
+    payment_interval: float = 3600.0  # seconds between the storage payment runs (each pays what was held since)
+    publish_delay: float = 0.2  # seconds changes to this node's offer are gathered before it is re-published
+
+    @field_validator("storage_ask_ceiling", "compute_ask_ceiling", "storage_ask_floor", "compute_ask_floor",
+                     "storage_bid", "compute_bid", "fuel_per_second")
+    @classmethod
+    def _not_negative(cls, v: int) -> int:
+        if v < 0:
+            raise ValueError("must be at least 0")
+        return v
+
+    @field_validator("ask_exponent")
+    @classmethod
+    def _exponent(cls, v: int) -> int:
+        if not 1 <= v <= 8:
+            raise ValueError("must be between 1 and 8")
+        return v
+
+    @field_validator("bucket_seconds", mode="before")
+    @classmethod
+    def _bucket(cls, v: Any) -> int:
+        v = parse_duration(v)
+        if not 60 <= v <= 7 * 86400:
+            raise ValueError("must be between 60 seconds and 7 days")
+        return v
+
+    @field_validator("payment_interval", "publish_delay")
+    @classmethod
+    def _seconds(cls, v: float) -> float:
+        if not 0 <= v <= 7 * 86400:
+            raise ValueError("must be between 0 and 7 days (in seconds)")
+        return v
+
+    @model_validator(mode="after")
+    def _ceilings(self) -> "MarketSection":
+        for kind in ("storage", "compute"):
+            if getattr(self, f"{kind}_ask_ceiling") < getattr(self, f"{kind}_ask_floor"):
+                raise ValueError(f"{kind}_ask_ceiling must not be below {kind}_ask_floor")
+        return self
+
+
 class NodeConfig(_Section):
     data_dir: Path
     node: NodeSection = Field(default_factory=NodeSection)
@@ -216,6 +306,7 @@ class NodeConfig(_Section):
     peers: PeersSection = Field(default_factory=PeersSection)
     health: HealthSection = Field(default_factory=HealthSection)
     audit: AuditSection = Field(default_factory=AuditSection)
+    market: MarketSection = Field(default_factory=MarketSection)
 
     @property
     def url(self) -> str:

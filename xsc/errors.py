@@ -245,6 +245,30 @@ class VerificationFailed(LedgerError):
     code = "ledger-verification-failed"
 
 
+class WrongPayee(InvalidEntry):
+    """An authorization sent to a node whose account is not its payee."""
+
+    code = "wrong-payee"
+
+
+class ReceiptMismatch(AuthorizationReplayed):
+    """An authorization already countersigned, asked again with another amount or usage."""
+
+    code = "receipt-mismatch"
+
+
+class AuthorizationNotPending(LedgerError):
+    """A receipt for an authorization this node did not issue, or abandoned."""
+
+    code = "authorization-not-pending"
+
+
+class ClaimRefused(Forbidden):
+    """A payee's check says the claim is not for work it did (or the job kind is unknown)."""
+
+    code = "claim-refused"
+
+
 # --- peers --------------------------------------------------------------------
 class PeerError(XscError):
     """A peer could not be reached or did not do what was asked (the fault is not the caller's)."""
@@ -327,3 +351,39 @@ class InvalidCommitment(AllocationError):
 
 class PlotUnavailable(AllocationError):
     code = "plot-unavailable"
+
+
+# --- market -------------------------------------------------------------------
+class MarketError(BadRequest):
+    """Bad input to the market's pure core (an unknown kind, a bad policy, conflicting slot ids)."""
+
+    code = "market-error"
+
+
+class InvalidMarketCommitment(InvalidCommitment):
+    """A market commitment that is malformed, breaks a rule of the book, or is not signed by its participant."""
+
+    code = "invalid-market-commitment"
+
+
+class NeedNotFound(NotFound):
+    code = "need-not-found"
+
+
+class AmbiguousNeed(MarketError):
+    """A bare need id that several recipients use: name it as OWNER/ID."""
+
+    code = "ambiguous-need"
+
+
+# --- market, node side ----------------------------------------------------------
+class MarketNoDeal(Conflict):
+    """The market matched no provider to a need (`needs` maps each unmatched need to the reason code)."""
+
+    code = "no-deal"
+
+
+class DealRefused(Forbidden):
+    """A provider refused a deal it was offered: the price is under its ask, or it no longer has room."""
+
+    code = "deal-refused"

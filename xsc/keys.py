@@ -128,6 +128,10 @@ LEDGER_IDS = b"l/i/"  # + entry id (32) -> account (32) + seq (8)
 LEDGER_ACCOUNTS = b"l/a/"  # + account -> account state (seq, head id, balance, forked flag)
 LEDGER_SETTLED = b"l/u/"  # + authorization id (32) -> id of the receipt that settled it
 LEDGER_FORKS = b"l/f/"  # + account + seq (8) + entry id -> a conflicting entry (proof of equivocation)
+# Cross-node settlement, payer side: an authorization sent to a payee on another node, not yet completed.
+LEDGER_PENDING = b"l/p/"  # + authorization id -> encoded signed authorization (its cap is held)
+LEDGER_CLAIMS = b"l/q/"  # + authorization id -> what to ask the payee to countersign (JSON: amount, usage)
+LEDGER_COMPLETED = b"l/c/"  # + authorization id -> id of the payment that completed it (idempotent complete)
 
 
 def ledger_entry(account: bytes, seq: int) -> bytes:
@@ -164,6 +168,18 @@ def split_ledger_fork(key: bytes) -> tuple[bytes, int, bytes]:
     rest = key[len(LEDGER_FORKS):]
     return rest[:32], struct.unpack(">Q", rest[32:40])[0], rest[40:]
 
+
+def ledger_pending(authorization_id: bytes) -> bytes:
+    return LEDGER_PENDING + authorization_id
+
+
+def ledger_claim(authorization_id: bytes) -> bytes:
+    return LEDGER_CLAIMS + authorization_id
+
+
+def ledger_completed(authorization_id: bytes) -> bytes:
+    return LEDGER_COMPLETED + authorization_id
+
 # --- health (h/) -----------------------------------------------------------------
 HEALTH = b"h/"
 HEALTH_PEERS = b"h/p/"  # + node public key (32) -> that peer's probe history and audit result (JSON)
@@ -188,3 +204,54 @@ def peer_removed(node_key: bytes) -> bytes:
 
 # --- market (m/) -----------------------------------------------------------------
 MARKET = b"m/"
+MARKET_COMMITMENTS = b"m/c/"  # + participant public key (32) -> its newest signed market commitment (JSON)
+MARKET_SELF = b"m/s"  # this node's own market state: its ITC stamp (JSON), so stamps only grow across restarts
+MARKET_RECOGNITION = b"m/r/"  # + peer public key -> the recognition weight the user set (decimal text)
+MARKET_PRICES = b"m/p/"  # + kind + b"/" + bucket (8) + time ms (8) -> a clearing price and its volume (JSON)
+MARKET_DEALS = b"m/d/"  # + storage index (32) + share (1) -> the storage deal of that share (JSON)
+MARKET_AUDITS = b"m/a/"  # + node public key -> when that holder last passed and last failed an audit (JSON)
+
+
+def market_commitment(participant: bytes) -> bytes:
+    return MARKET_COMMITMENTS + participant
+
+
+def market_recognition(peer: bytes) -> bytes:
+    return MARKET_RECOGNITION + peer
+
+
+def market_price(kind: str, bucket: int, at_ms: int) -> bytes:
+    return MARKET_PRICES + kind.encode() + b"/" + bucket.to_bytes(8, "big") + at_ms.to_bytes(8, "big")
+
+
+def market_prices_of(kind: str) -> bytes:
+    return MARKET_PRICES + kind.encode() + b"/"
+
+
+def split_market_price(key: bytes) -> tuple[str, int, int]:
+    kind, _, rest = key[len(MARKET_PRICES):].partition(b"/")
+    return kind.decode(), int.from_bytes(rest[:8], "big"), int.from_bytes(rest[8:16], "big")
+
+
+def market_deal(storage_index: bytes, share: int) -> bytes:
+    return MARKET_DEALS + storage_index + bytes([share])
+
+
+def market_deals_of(storage_index: bytes) -> bytes:
+    return MARKET_DEALS + storage_index
+
+
+def split_market_deal(key: bytes) -> tuple[bytes, int]:
+    rest = key[len(MARKET_DEALS):]
+    return rest[:32], rest[32]
+
+
+def market_audit(node_key: bytes) -> bytes:
+    return MARKET_AUDITS + node_key
+
+
+MARKET_HELD = b"m/h/"  # + storage index (32) + share (1) -> the deal a gateway placed that share here under (JSON)
+
+
+def market_held(storage_index: bytes, share: int) -> bytes:
+    return MARKET_HELD + storage_index + bytes([share])

@@ -30,7 +30,7 @@ async def test_record_of_a_returned_call(node):
     assert r["fuel_limit"] == 10_000_000_000 and r["memory_limit"] == 64 * 1024 * 1024
     assert r["timeout_us"] == 5_000_000 and r["wall_time_us"] >= 0
     assert r["timestamp"].endswith("Z")
-    rate = app[CONFIG].ledger.price_per_fuel_million
+    rate = body["deal"]["price"]  # the market's price for the call
     assert r["price"] == body["price"] == -(-r["fuel_consumed"] * rate // 1_000_000)  # rounded up
 
 
@@ -45,7 +45,7 @@ async def test_record_of_a_trapped_call_meters_the_whole_budget(node):
     assert "results" not in r
     assert r["metering"] == "whole-budget"
     assert r["fuel_consumed"] == r["fuel_limit"] == body["fuel_consumed"] == 5_000_000_000
-    assert r["price"] == -(-5_000_000_000 * node.server.app[CONFIG].ledger.price_per_fuel_million // 1_000_000)
+    assert r["price"] == -(-5_000_000_000 * r["deal"]["price"] // 1_000_000)
 
 
 async def test_floats_are_recorded_as_exact_text(node):

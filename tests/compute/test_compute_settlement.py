@@ -21,7 +21,7 @@ async def _balances(node) -> tuple[int, int]:
 
 
 async def test_an_invoke_pays_for_the_fuel_it_used(node_factory) -> None:
-    node = await node_factory(ledger={"price_per_fuel_million": 1_000_000})
+    node = await node_factory(market={"compute_ask_floor": 1_000_000, "compute_ask_ceiling": 1_000_000, "compute_bid": 1_000_000})
     module = await deploy(node, "fibonacci")
     status, body = await invoke(node, module, "fib", 20, fuel=5_000_000)
     assert status == 200, body
@@ -32,7 +32,7 @@ async def test_an_invoke_pays_for_the_fuel_it_used(node_factory) -> None:
 
 
 async def test_a_trapped_invoke_is_paid_for_its_whole_budget(node_factory) -> None:
-    node = await node_factory(ledger={"price_per_fuel_million": 1_000})
+    node = await node_factory(market={"compute_ask_floor": 1_000, "compute_ask_ceiling": 1_000, "compute_bid": 1_000})
     module = await deploy(node, "loop")
     status, body = await invoke(node, module, "spin", fuel=2_000_000)
     assert status == 422 and body["kind"] == "out-of-fuel", body
@@ -40,7 +40,7 @@ async def test_a_trapped_invoke_is_paid_for_its_whole_budget(node_factory) -> No
 
 
 async def test_an_underfunded_invoke_is_refused_before_it_runs(node_factory) -> None:
-    node = await node_factory(ledger={"credit_limit": 10, "price_per_fuel_million": 1_000_000})
+    node = await node_factory(ledger={"credit_limit": 10}, market={"compute_ask_floor": 1_000_000, "compute_ask_ceiling": 1_000_000, "compute_bid": 1_000_000})
     module = await deploy(node, "add")
     status, body = await invoke(node, module, "add", 1, 2, fuel=1_000_000)
     assert status == 402 and body["code"] == "insufficient-credit", body
@@ -52,7 +52,7 @@ async def test_held_credit_stops_invokes_from_overspending(node_factory) -> None
     # Each call holds its whole budget (1 credit) until its settlement is written.
     import asyncio
 
-    node = await node_factory(ledger={"credit_limit": 3_000_000, "price_per_fuel_million": 1_000_000})
+    node = await node_factory(ledger={"credit_limit": 3_000_000}, market={"compute_ask_floor": 1_000_000, "compute_ask_ceiling": 1_000_000, "compute_bid": 1_000_000})
     module = await deploy(node, "add")
     ledger, payer = node.app[LEDGER], node.app[CLIENT_IDENTITY]
     for _ in range(3):  # three settlements in flight hold all the credit there is

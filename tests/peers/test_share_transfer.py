@@ -31,6 +31,8 @@ QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 SEGMENT = 4096
 SHARE = 2
 
+DEAL_PRICE = 4_000  # micro-credits per GiB-hour: at or above every ask of the default pricing policy
+
 
 class EncodedFile:
     """A file encrypted and erasure-coded exactly as a gateway does it: its blocks, hashes and manifest."""
@@ -80,7 +82,8 @@ async def net(node_factory):
     for node in (a, c):
         assert (await node.app[PEERS].add(b_url)).id == b_id
     return {"a": a, "b": b, "c": c, "store": b.app[GATEWAY].store,
-            "from_a": RemoteHolder(a.app[PEERS], b_id, b_url), "from_c": RemoteHolder(c.app[PEERS], b_id, b_url)}
+            "from_a": RemoteHolder(a.app[PEERS], b_id, b_url, DEAL_PRICE),
+            "from_c": RemoteHolder(c.app[PEERS], b_id, b_url, DEAL_PRICE)}
 
 
 async def place(holder: RemoteHolder, f: EncodedFile, share: int = SHARE) -> None:
@@ -230,7 +233,7 @@ async def test_bad_requests_are_refused_with_problems(net) -> None:
             await a.app[PEERS].request(b_url, method, path, to=b_id, **kwargs)
         refused(err, status, code)
 
-    begin = {"size": 10, "segment_size": SEGMENT, "lease_expiry": lease()}
+    begin = {"size": 10, "segment_size": SEGMENT, "lease_expiry": lease(), "price": DEAL_PRICE}
     other = os.urandom(32).hex()
     await ask("POST", f"/v1/peer/shares/{si[:-1]}/0/uploads", 400, "invalid-argument", json=begin)
     await ask("POST", f"/v1/peer/shares/{si.upper()}/0/uploads", 400, "invalid-argument", json=begin)
@@ -241,6 +244,9 @@ async def test_bad_requests_are_refused_with_problems(net) -> None:
         await ask("POST", f"/v1/peer/shares/{other}/0/uploads", 400, "invalid-argument", json=bad)
     await ask("POST", f"/v1/peer/shares/{other}/0/uploads", 400, "invalid-argument", data=b"not json")
     await ask("POST", f"/v1/peer/shares/{other}/0/uploads", 507, "storage-full", json={**begin, "size": 2**45})
+    # Nothing is stored for another node without a priced deal at or above the holder's ask.
+    await ask("POST", f"/v1/peer/shares/{other}/0/uploads", 403, "deal-refused", json={**begin, "price": None})
+    await ask("POST", f"/v1/peer/shares/{other}/0/uploads", 403, "deal-refused", json={**begin, "price": 1})
     await ask("GET", f"/v1/peer/shares/{other}/0", 404, "share-not-found")
     await ask("GET", f"/v1/peer/shares/{si}/{SHARE + 1}/blocks?from=0&count=1", 404, "share-not-found")
     for query, status, code in (("from=x&count=1", 400, "invalid-argument"), ("count=1", 400, "invalid-argument"),
@@ -282,7 +288,7 @@ async def test_bad_requests_are_refused_with_problems(net) -> None:
 async def test_a_holder_killed_mid_upload_keeps_nothing_staged(node_factory, node_process) -> None:
     a = await node_factory("a", **QUIET)
     proc = node_process("holder")
-    holder = RemoteHolder(a.app[PEERS], node_id(proc), proc.url)
+    holder = RemoteHolder(a.app[PEERS], node_id(proc), proc.url, DEAL_PRICE)
     f = EncodedFile(5 * SEGMENT)
     upload = await holder.begin(f.si, SHARE, f.size, f.segment_size, lease())
     await holder.put_segments(upload, 0, f.blocks[SHARE][:3])

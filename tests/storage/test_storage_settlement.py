@@ -1,34 +1,51 @@
-"""Every put is paid: the local user's account pays this node for the lease, before or not at all."""
+"""Every put is a priced deal: credit for the whole lease is checked before anything is stored, and the
+holders are paid in arrears for the byte-hours they held."""
 
 from __future__ import annotations
 
 import os
+import time
 
 from xsc import keys
 from xsc.ledger import byte_hours, price_storage
 from xsc.node import CLIENT_IDENTITY, DB, IDENTITY
 from xsc.node.ledger_routes import LEDGER
+from xsc.node.market_routes import DEALS
 from xsc.node.storage_routes import GATEWAY
 
 
-async def test_a_put_settles_its_lease_with_the_node(node_factory) -> None:
+async def test_a_put_is_matched_and_its_holder_paid_for_what_it_held(node_factory) -> None:
     node = await node_factory(storage={"segment_size": 4096})
-    resp = await node.post("/v1/store/files", data=os.urandom(10_000))
+    resp = await node.post("/v1/store/files", data=os.urandom(10_000), params={"duration": "3600"})
     assert resp.status == 201
     result = await resp.json()
-    expected = price_storage(result["stored_bytes"], 30 * 86400, 1_000)
-    assert result["price"] == expected > 0
+    share_bytes = result["stored_bytes"] // 6
+    # One node offering storage at its floor (1,000), bids at the default 4,000: every share is placed there
+    # at the midpoint of the clearing range.
+    assert result["prices"] == [2_500] * 6
+    assert result["cost"] == 6 * price_storage(share_bytes, 3600, 2_500)
+    assert [d["node"] for d in result["deals"]] == [node.app[IDENTITY].id] * 6
     ledger = node.app[LEDGER]
-    assert ledger.store.state(node.app[CLIENT_IDENTITY].public_key).balance == -expected
-    assert ledger.store.state(node.app[IDENTITY].public_key).balance == expected
-    entry = (await (await node.get(f"/v1/ledger/entries/{result['ledger_entry']}")).json())
-    assert str(byte_hours(result["stored_bytes"], 30 * 86400)) in str(entry)
+    client = node.app[CLIENT_IDENTITY].public_key
+    assert ledger.store.state(client).balance == 0  # nothing held yet, nothing paid
+    # Ten minutes later the holder is paid for ten minutes of each share.
+    paid = await node.app[DEALS].pay_due(int(time.time()) + 600)
+    assert paid["payments"] == 6
+    one = price_storage(share_bytes, 600, 2_500)
+    assert ledger.store.state(client).balance <= -6 * one + 6  # each period rounds up at most once
+    assert ledger.store.state(node.app[IDENTITY].public_key).balance == -ledger.store.state(client).balance
+    history = await ledger.history(client, 10)
+    assert str(byte_hours(share_bytes, 600)) in str(history[0])
+    # Nothing is paid twice for the same time.
+    again = await node.app[DEALS].pay_due(int(time.time()) + 600)
+    assert again["payments"] == 0
     assert node.app[GATEWAY].store.used == result["stored_bytes"]
 
 
 async def test_an_underfunded_put_is_refused_before_anything_is_stored(node_factory) -> None:
-    node = await node_factory(storage={"segment_size": 4096},
-                              ledger={"credit_limit": 1000, "price_per_gib_hour": 10**9})
+    node = await node_factory(storage={"segment_size": 4096}, ledger={"credit_limit": 1000},
+                              market={"storage_ask_floor": 10**9, "storage_ask_ceiling": 10**9,
+                                      "storage_bid": 10**9})
     resp = await node.post("/v1/store/files", data=os.urandom(10_000))
     assert resp.status == 402
     body = await resp.json()
@@ -36,14 +53,28 @@ async def test_an_underfunded_put_is_refused_before_anything_is_stored(node_fact
     store = node.app[GATEWAY].store
     assert store.used == 0 and store.reserved == 0
     assert list(node.app[DB].iterator(prefix=b"s/", include_value=False)) == []
+    assert list(node.app[DB].iterator(prefix=keys.MARKET_DEALS, include_value=False)) == []
     ledger = node.app[LEDGER]
     assert ledger.store.state(node.app[CLIENT_IDENTITY].public_key).balance == 0
 
 
+async def test_a_bid_under_every_ask_stores_nothing_and_says_why(node_factory) -> None:
+    node = await node_factory(storage={"segment_size": 4096})
+    resp = await node.post("/v1/store/files", data=os.urandom(10_000), params={"max_price": "10"})
+    assert resp.status == 409
+    body = await resp.json()
+    assert body["code"] == "no-deal" and set(body["needs"]) and "explain" in body["hint"]
+    need = sorted(body["needs"])[0]
+    explained = await (await node.get(f"/v1/market/explain/{need}")).json()
+    assert explained["code"] in ("no_compatible_slot", "below_clearing_price", "no_trade")
+    assert node.app[GATEWAY].store.used == 0
+
+
 async def test_an_underfunded_chunked_put_is_rolled_back(node_factory) -> None:
-    # A chunked put has no size up front: the credit check fails at settlement and nothing is kept.
-    node = await node_factory(storage={"segment_size": 4096},
-                              ledger={"credit_limit": 1000, "price_per_gib_hour": 10**9})
+    # A chunked put has no size up front: its cost is checked once it is stored, and unpaid it is not kept.
+    node = await node_factory(storage={"segment_size": 4096}, ledger={"credit_limit": 1000},
+                              market={"storage_ask_floor": 10**9, "storage_ask_ceiling": 10**9,
+                                      "storage_bid": 10**9})
 
     async def body():
         for _ in range(3):

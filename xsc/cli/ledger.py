@@ -61,6 +61,10 @@ def ledger() -> None:
 def balance(obj, account: str, as_json: bool) -> None:
     """Show an account's balance and how much more it can spend."""
     info = obj.client().request("GET", f"/v1/ledger/accounts/{quote(account, safe='')}")
+    if info.get("low"):
+        click.echo(f"xsc: warning: low balance: {_credits(info['available'])} credits left to spend, below "
+                   f"{info.get('low_balance_percent', '?')}% of the {_credits(info['credit_limit'])} credit limit "
+                   "(earn credit by providing storage or compute)", err=True)
     if as_json:
         emit_json(info)
         return
@@ -68,6 +72,7 @@ def balance(obj, account: str, as_json: bool) -> None:
         ("account", info["account"] + (f" ({info['role']})" if info.get("role") else "")),
         ("balance", f"{_credits(info['balance'])} credits"),
         ("credit limit", f"{_credits(info['credit_limit'])} credits"),
+        *([("held", f"{_credits(info['held'])} credits (for work not settled yet)")] if info.get("held") else []),
         ("available", f"{_credits(info['available'])} credits"),
         ("entries", info["seq"]),
         ("forked", "YES: this account equivocated" if info["forked"] else "no"),

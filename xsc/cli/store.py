@@ -41,13 +41,37 @@ def store() -> None:
     """Put, get, check, verify and repair files."""
 
 
+def _duration(text: str | None) -> int | None:
+    """--duration (30d, 12h, 3600) in seconds, within the lease bounds; None: the node's default."""
+    if text is None:
+        return None
+    from ..storage.leases import DURATION_HINT, check_duration
+    from ..units import parse_duration
+
+    try:
+        return check_duration(parse_duration(text))
+    except InvalidArgument as err:
+        raise InvalidArgument(f"--duration: {err.message}", hint=DURATION_HINT) from None
+
+
+def _expiry(lease: int | None) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(lease, timezone.utc).isoformat(timespec="seconds") if lease else ""
+
+
 @store.command()
 @click.argument("file", type=click.Path(allow_dash=True))
 @click.option("--name", help="Name to list the file under (default: the file's name).")
+@click.option("--duration", metavar="D", help="How long the shares are held: 30d, 12h, 3600 (seconds); "
+              "60s to 3650d (default: the node's storage.lease_duration).")
+@click.option("--max-price", type=click.IntRange(min=0), metavar="N",
+              help="The most to pay, in micro-credits per GiB-hour of block bytes held.")
 @json_option
 @click.pass_obj
-def put(obj, file: str, name: str | None, as_json: bool) -> None:
+def put(obj, file: str, name: str | None, duration: str | None, max_price: int | None, as_json: bool) -> None:
     """Store FILE (or - for stdin); prints its capability as the last line."""
+    seconds = _duration(duration)
     if file == "-":
         stream, size, name = sys.stdin.buffer, None, name or "stdin"
     else:
@@ -63,14 +87,17 @@ def put(obj, file: str, name: str | None, as_json: bool) -> None:
         size, name = path.stat().st_size, name or path.name
     client = obj.client()
     with _progress(size, f"put {name}", sys.stderr.isatty() and not as_json) as advance:
-        result = client.upload("/v1/store/files", stream, size=size, query={"name": name}, on_progress=advance)
+        result = client.upload("/v1/store/files", stream, size=size, on_progress=advance,
+                               query={"name": name, "duration": seconds, "max_price": max_price})
     if as_json:
         emit_json(result)
         return
     from ..ledger import format_credits
 
     click.echo(f"stored {result['size']} bytes in {result['segments']} segment(s); {result['placement_note']}; "
-               f"paid {format_credits(result['price'])} credits for the lease", err=True)
+               f"the lease costs {format_credits(result['cost'])} credits at "
+               f"{'/'.join(sorted({str(p) for p in result['prices']}))} micro-credits per GiB-hour, "
+               f"paid to the holders as they hold it", err=True)
     click.echo(result["capability"])
 
 
@@ -124,8 +151,9 @@ def list_files(obj, as_json: bool) -> None:
         return
     from ..units import format_size
 
-    table(["name", "size", "created", "capability"],
-          [(f["name"], format_size(f["size"]), f["created"], f["capability"]) for f in files])
+    table(["name", "size", "created", "expires", "capability"],
+          [(f["name"], format_size(f["size"]), f["created"], _expiry(f.get("lease_expiry")), f["capability"])
+           for f in files])
 
 
 @store.command("rm")
@@ -194,3 +222,31 @@ def repair(obj, cap: str, as_json: bool) -> None:
         return
     _shares_table(result)
     click.echo(f"repaired shares {result['repaired']}" if result["repaired"] else "nothing to repair")
+
+
+@store.command()
+@click.argument("cap")
+@click.option("--duration", metavar="D", help="Hold the shares this long from now: 30d, 12h, 3600 (seconds); "
+              "60s to 3650d (default: the node's storage.lease_duration).  A lease is never shortened.")
+@json_option
+@click.pass_obj
+def renew(obj, cap: str, duration: str | None, as_json: bool) -> None:
+    """Extend the lease of every share of the file CAP, on every node holding one."""
+    from ..errors import PeerError
+
+    seconds = _duration(duration)
+    result = obj.client().request("POST", _cap_path(cap, "/renew"),
+                                  json_body={} if seconds is None else {"duration": seconds})
+    failed = result["not_renewed"]
+    if as_json:
+        emit_json(result)
+        if failed:
+            sys.exit(1)
+        return
+    table(["share", "node", "expires"], [(r["share"], r["node"][:16] + ("…" if len(r["node"]) > 16 else ""),
+                                          _expiry(r["lease_expiry"])) for r in result["renewed"]])
+    if failed:
+        raise PeerError(f"{len(result['renewed'])} of 6 shares renewed; not renewed: "
+                        + "; ".join(f"node {node[:12]}…: {why}" for node, why in failed.items()),
+                        hint="retry when those nodes are back, or `xsc store repair` the file first")
+    click.echo(f"every share's lease ends at {_expiry(result['lease_expiry'])} or later")

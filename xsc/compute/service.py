@@ -126,12 +126,10 @@ class Run:
 
 
 class ComputeService:
-    def __init__(self, *, db: plyvel.DB, identity: Identity, data_dir: Path, config: ComputeSection,
-                 price_per_fuel_million: int = 0) -> None:
+    def __init__(self, *, db: plyvel.DB, identity: Identity, data_dir: Path, config: ComputeSection) -> None:
         self.ceiling = Limits(config.fuel, config.memory, config.timeout)
         self.max_module_size = config.max_module_size
         self.threads = max(2, config.threads)  # two at least: one spinning call must not block the next
-        self.price_per_fuel_million = price_per_fuel_million
         self.engine = eng.make_engine()
         self.fingerprint = eng.fingerprint()
         self.ticker = eng.EpochTicker(self.engine)
@@ -263,29 +261,41 @@ class ComputeService:
         return module
 
     # --- invocation ----------------------------------------------------------------------
-    async def invoke(self, call: InvokeCall, *, requester: str) -> Run:
-        """Run one call on the pool; a trap is a Run too (it is metered and recorded), bad input raises."""
+    async def invoke(self, call: InvokeCall, *, requester: str, rate: int,
+                     deal: dict[str, Any] | None = None) -> Run:
+        """Run one call on the pool; a trap is a Run too (it is metered and recorded), bad input raises.
+
+        `rate` is the deal's price (micro-credits per million fuel), and `deal` what the provenance
+        record says of the deal the call runs under."""
         if self.admitted >= self.max_queued:
             raise ComputeBusy(f"the node is busy: {self.admitted} calls are running or waiting "
                               f"for one of its {self.threads} threads", hint="retry in a moment",
                               admitted=self.admitted)
         self.admitted += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.pool, self._invoke, call, requester)
+            return await asyncio.get_running_loop().run_in_executor(self.pool, self._invoke, call, requester, rate,
+                                                                    deal)
         finally:
             self.admitted -= 1
 
-    def _invoke(self, call: InvokeCall, requester: str) -> Run:
+    def check(self, call: InvokeCall) -> None:
+        """Refuse a call that could not run here (no such module or export, bad arguments) without running it."""
+        self._arguments(call)
+
+    def _arguments(self, call: InvokeCall) -> tuple[sandbox.Prepared, Signature, list, list[str] | None]:
         prepared = self._prepared(bytes.fromhex(call.module))
         signature = self._signature(prepared.info, call.function)
         if prepared.info.imports and not call.wasi:
             mods.check_imports(prepared.info.imports, wasi=False)
-        limits = self.limits(call)
         if call.wasi and not signature.params:
             # A WASI program's arguments are its argv (argv[0] is the module id).
-            values, argv = [], [call.module, *(str(a) for a in call.args)]
-        else:
-            values, argv = parse_args(call.function, signature, call.args), [call.module] if call.wasi else None
+            return prepared, signature, [], [call.module, *(str(a) for a in call.args)]
+        return prepared, signature, parse_args(call.function, signature, call.args), \
+            [call.module] if call.wasi else None
+
+    def _invoke(self, call: InvokeCall, requester: str, rate: int, deal: dict[str, Any] | None) -> Run:
+        prepared, signature, values, argv = self._arguments(call)
+        limits = self.limits(call)
         started = time.time_ns()
         with self._running_lock:
             self.running += 1
@@ -294,9 +304,10 @@ class ComputeService:
         finally:
             with self._running_lock:
                 self.running -= 1
+        price = price_compute(outcome.fuel_consumed, rate)
         run = Run(provenance.new_id().hex(), call.module, call.function, signature.results, outcome, limits,
-                  self._price(outcome.fuel_consumed), requester, call.wasi)
-        self._record(run, prepared.module_hash, signature, values, argv, started)
+                  price, requester, call.wasi)
+        self._record(run, prepared.module_hash, signature, values, argv, started, deal)
         return run
 
     def _signature(self, info: ModuleInfo, function: str) -> Signature:
@@ -315,15 +326,12 @@ class ComputeService:
             raise UnsupportedSignature(f"{function}{export.signature} cannot be invoked: {problem}")
         return export.signature
 
-    def _price(self, fuel: int) -> int:
-        return price_compute(fuel, self.price_per_fuel_million)
-
     def limits(self, call: InvokeCall) -> Limits:
         """The limits a call runs under: what it asks for, never more than the node's ceiling."""
         return resolve(self.ceiling, call.fuel, call.memory, call.timeout)
 
     def _record(self, run: Run, module_hash: bytes, signature: Signature, values: list, argv: list[str] | None,
-                started_ns: int) -> None:
+                started_ns: int, deal: dict[str, Any] | None) -> None:
         o = run.outcome
         record: dict[str, Any] = {
             "version": provenance.VERSION, "id": run.provenance_id, "module": run.module, "function": run.function,
@@ -333,6 +341,8 @@ class ComputeService:
             "wall_time_us": o.duration_ns // 1000, "node": self.identity.id, "requester": run.requester,
             "timestamp": provenance.timestamp(started_ns), "price": run.price,
         }
+        if deal is not None:
+            record["deal"] = deal
         if run.ok:
             record["results"] = typed(signature.results, o.results or [])
         else:

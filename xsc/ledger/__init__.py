@@ -23,10 +23,21 @@ Identities are `xsc.identity.Identity` (the payer is `app[CLIENT_IDENTITY]`, the
     price_compute(fuel, price_per_fuel_million) -> micro-credits
     byte_hours(size_bytes, duration_seconds) -> the metered usage for a storage receipt
 
+Settlement across nodes (a payer here, a payee on another node; docs/ledger.md "Settlement across
+nodes", and xsc.node.payments for the node-level flow)::
+
+    auth = await ledger.authorize(payer_identity, payee_key, cap, job_ref)   # holds cap, durable, pending
+    wire = encode_authorization(auth)   # -> the payee's node; decode_authorization(wire) there
+    receipt = await ledger.countersign(payee_identity, auth, amount, usage)  # payee's node; idempotent
+    wire = receipt.encode()             # -> back to the payer's node; decode_entry(wire) there
+    payment = await ledger.complete(payer_identity, receipt)   # payer's node; idempotent, releases the hold
+    ledger.pending(); await ledger.abandon(auth.id)            # expired without a receipt
+
 docs/ledger.md describes the records, their canonical encoding and the rules.
 """
 
-from .model import Authorization, Entry, Payment, Receipt, decode_entry, entry_json, format_credits
+from .model import (Authorization, Entry, Payment, Receipt, decode_authorization, decode_entry, encode_authorization,
+                    entry_json, format_credits)
 from .pricing import byte_hours, price_compute, price_storage
 from .rules import AccountState, Audit, Violation
 from .service import LedgerService
@@ -34,6 +45,7 @@ from .store import LedgerStore, Settlement, new_settlement
 
 __all__ = [
     "Authorization", "Entry", "Payment", "Receipt", "decode_entry", "entry_json", "format_credits",
+    "encode_authorization", "decode_authorization",
     "byte_hours", "price_compute", "price_storage",
     "AccountState", "Audit", "Violation",
     "LedgerService", "LedgerStore", "Settlement", "new_settlement",

@@ -325,6 +325,24 @@ class Payment:
 Entry = Union[Receipt, Payment]
 
 
+def encode_authorization(authorization: Authorization) -> bytes:
+    """The transmitted form of a signed authorization: body, then the payer's signature."""
+    if len(authorization.signature) != SIG_LEN:
+        raise InvalidEntry("only a signed authorization can be sent")
+    return authorization.body + authorization.signature
+
+
+def decode_authorization(data: bytes) -> Authorization:
+    """Parse a signed authorization (body | signature 64), strictly; the signature is not verified here."""
+    data = bytes(data)
+    if not data.startswith(TAG_AUTHORIZATION) or len(data) <= SIG_LEN:
+        raise InvalidEntry("malformed authorization: unknown record type or truncated")
+    r = _Reader(data[:-SIG_LEN], "authorization")
+    auth = Authorization.read(r, data[-SIG_LEN:])
+    r.end()
+    return auth
+
+
 def decode_entry(data: bytes) -> Entry:
     """Parse one encoded chain entry (body, then its signatures outermost first), strictly."""
     data = bytes(data)

@@ -11,6 +11,7 @@ concurrent settlements share one fsync and the signature work spread over the co
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -19,10 +20,10 @@ from typing import Any, Iterator
 
 import plyvel
 
-from ..errors import InvalidArgument, InvalidEntry, XscError
+from ..errors import AuthorizationNotPending, InvalidArgument, InvalidEntry, XscError
 from ..identity import Identity, parse_public_id, public_id
 from . import rules
-from .model import decode_entry, entry_json, format_credits
+from .model import Authorization, Payment, Receipt, authorize, decode_entry, entry_json, format_credits, normalize_usage
 from .store import LedgerStore, Settlement, ThreadedMap, new_settlement
 
 MAX_GROUP = 512  # settlements per write batch
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 class LedgerService:
     def __init__(self, db: plyvel.DB, credit_limit: int, *, node: Identity | None = None,
-                 client: Identity | None = None, threads: int | None = None) -> None:
+                 client: Identity | None = None, threads: int | None = None, low_balance: int = 10) -> None:
         cores = max(1, threads or os.cpu_count() or 2)
         # Ed25519 releases the GIL: settlement groups and verification spread signatures over every core.
         self._crypto = ThreadPoolExecutor(max_workers=cores, thread_name_prefix="xsc-ledger-crypto")
@@ -44,6 +45,12 @@ class LedgerService:
         self._pending: list[tuple[Settlement, asyncio.Future]] = []
         self._drainer: asyncio.Task | None = None
         self._held: dict[bytes, int] = {}  # credit set aside for settlements not yet written
+        self.low_balance = low_balance  # percent of the credit limit still available below which we warn
+        # Authorizations sent to payees on other nodes, awaiting their receipts: their caps stay held,
+        # across restarts too (the records are durable).
+        self._pending_auths: dict[bytes, Authorization] = self.store.load_pending()
+        for auth in self._pending_auths.values():
+            self._held[auth.payer] = self._held.get(auth.payer, 0) + auth.cap
 
     # --- the API the rest of the node uses ------------------------------------------------
     async def ensure_credit(self, payer: Identity, amount: int) -> None:
@@ -84,11 +91,14 @@ class LedgerService:
 
     def release(self, payer: Identity, amount: int) -> None:
         """Give back credit held for work that will not be settled (it was refused before it ran)."""
-        left = self._held.get(payer.public_key, 0) - amount
+        self._release(payer.public_key, amount)
+
+    def _release(self, account: bytes, amount: int) -> None:
+        left = self._held.get(account, 0) - amount
         if left > 0:
-            self._held[payer.public_key] = left
+            self._held[account] = left
         else:
-            self._held.pop(payer.public_key, None)
+            self._held.pop(account, None)
 
     def _enqueue(self, request: Settlement, future: asyncio.Future) -> None:
         self._pending.append((request, future))
@@ -122,6 +132,99 @@ class LedgerService:
                 else:
                     future.set_result(result)
 
+    # --- settlement across nodes ------------------------------------------------------
+    async def authorize(self, payer: Identity, payee: bytes, cap: int, job_ref: str, *, ttl: int = 3600,
+                        claim: tuple[int, dict[str, int]] | None = None) -> Authorization:
+        """Payer side, before the work: hold `cap`, sign an authorization for `payee`, and record it pending.
+
+        The pending record (and the `claim`, the amount and usage to ask the payee to countersign, if
+        the payer already knows them) is on disk before this returns, so a crash never loses track of
+        a promise the payee may act on; the hold is re-established from it on restart."""
+        if not isinstance(payee, bytes) or len(payee) != 32:
+            raise InvalidArgument("payee must be a 32-byte account key")
+        if payee == payer.public_key:
+            raise InvalidArgument("payer and payee must differ", hint="settle the node's own work with settle()")
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 1 <= ttl <= 30 * 86400:
+            raise InvalidArgument(f"ttl must be 1 to {30 * 86400} seconds, not {ttl!r}")
+        claim_bytes = None
+        if claim is not None:
+            amount, usage = claim
+            _check_amount(amount)
+            if amount > cap:
+                raise InvalidArgument(f"the claimed amount {amount} exceeds the cap {cap}")
+            claim_bytes = json.dumps({"amount": amount, "usage": dict(normalize_usage(usage))}).encode()
+        await self.hold(payer, cap)
+        try:
+            auth = authorize(payer, payee, cap, job_ref, int(time.time()) + ttl, os.urandom(16))
+            await asyncio.get_running_loop().run_in_executor(self._writer, self.store.add_pending, auth, claim_bytes)
+        except BaseException:
+            self.release(payer, cap)
+            raise
+        self._pending_auths[auth.id] = auth
+        return auth
+
+    def pending(self) -> list[Authorization]:
+        """Authorizations sent to payees elsewhere and not completed yet, soonest to expire first."""
+        return sorted(self._pending_auths.values(), key=lambda a: (a.expires_at, a.id))
+
+    def claim(self, authorization_id: bytes) -> tuple[int, dict[str, int]] | None:
+        """The amount and usage recorded with a pending authorization (None if it has none)."""
+        data = self.store.claim(authorization_id)
+        if data is None:
+            return None
+        record = json.loads(data)
+        return record["amount"], record["usage"]
+
+    async def countersign(self, payee: Identity, authorization: Authorization, amount: int,
+                          usage: dict[str, int]) -> Receipt:
+        """Payee side: append the receipt for `amount` and `usage` under the payer's authorization.
+
+        Idempotent: an authorization already countersigned here with the same amount and usage gets its
+        stored receipt back (another amount or usage is refused: ReceiptMismatch)."""
+        _check_amount(amount)
+        if not isinstance(authorization, Authorization):
+            raise InvalidEntry("not an authorization")
+        usage_pairs = normalize_usage(usage)
+        async with self._lock:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._writer, self.store.countersign, payee, authorization, amount, usage_pairs, int(time.time()))
+
+    async def complete(self, payer: Identity, receipt: Receipt) -> Payment:
+        """Payer side: append the payment countersigning the payee's receipt; drop the pending record, release
+        the hold.  Idempotent: a receipt already completed gets its stored payment back."""
+        if not isinstance(receipt, Receipt):
+            raise InvalidEntry("not a receipt: the payee must return its receipt entry")
+        async with self._lock:
+            payment = await asyncio.get_running_loop().run_in_executor(
+                self._writer, self.store.complete, payer, receipt, int(time.time()))
+        auth = self._pending_auths.pop(receipt.authorization.id, None)
+        if auth is not None:
+            self._release(auth.payer, auth.cap)
+        return payment
+
+    async def abandon(self, authorization_id: bytes, *, force: bool = False) -> None:
+        """Drop a pending authorization that expired without a receipt, and release its hold.
+
+        Unless `force`, refused until it expired by more than the allowed clock skew: until then the
+        payee may still countersign it (and a receipt would then have no payment)."""
+        auth = self._pending_auths.get(authorization_id)
+        if auth is None:
+            raise AuthorizationNotPending(f"authorization {authorization_id.hex()[:16]} is not pending here")
+        if not force and time.time() <= auth.expires_at + rules.CLOCK_SKEW:
+            raise InvalidArgument(f"authorization {authorization_id.hex()[:16]} may still be countersigned until "
+                                  f"{auth.expires_at + rules.CLOCK_SKEW}", hint="ask the payee for its receipt first")
+        async with self._lock:
+            await asyncio.get_running_loop().run_in_executor(self._writer, self.store.drop_pending, authorization_id)
+        if self._pending_auths.pop(authorization_id, None) is not None:
+            self._release(auth.payer, auth.cap)
+
+    async def receipt_for(self, authorization_id: bytes) -> Receipt | None:
+        """The receipt on a chain here that settled this authorization (payee side), if any."""
+        return await self._read(self.store.receipt_for, authorization_id)
+
+    async def payment_for(self, authorization_id: bytes) -> Payment | None:
+        return await self._read(self.store.payment_for, authorization_id)
+
     # --- entries from counterparties ----------------------------------------------------
     async def accept(self, encoded: list[bytes]) -> list[dict]:
         entries = []
@@ -151,17 +254,26 @@ class LedgerService:
 
     def account_view(self, account: bytes) -> dict[str, Any]:
         state = self.store.state(account)
+        held = self._held.get(account, 0)
+        available = max(0, state.balance + self.credit_limit - held)
         return {
             "account": public_id(account),
             "role": self.roles.get(account),
             "balance": state.balance,
             "balance_credits": format_credits(state.balance),
             "credit_limit": self.credit_limit,
-            "available": max(0, state.balance + self.credit_limit),
+            "held": held,  # set aside for work not settled yet (pending authorizations, running calls)
+            "available": available,
+            "low": self.is_low(available),
+            "low_balance_percent": self.low_balance,
             "seq": state.seq,
             "head": state.head.hex() if state.seq else None,
             "forked": state.forked,
         }
+
+    def is_low(self, available: int) -> bool:
+        """Whether `available` credit is below `low_balance` percent of the credit limit (integer math)."""
+        return available * 100 < self.low_balance * self.credit_limit
 
     def accounts(self) -> list[dict[str, Any]]:
         keys = set(self.store.accounts) | set(self.roles)
@@ -203,6 +315,11 @@ class LedgerService:
         async with self._lock:
             for pool in (self._writer, self._reader, self._crypto):
                 pool.shutdown(wait=True)
+
+
+def _check_amount(amount: int) -> None:
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
+        raise InvalidArgument(f"amount must be a non-negative integer of micro-credits, not {amount!r}")
 
 
 __all__ = ["LedgerService"]

@@ -18,10 +18,12 @@ from typing import Callable, Iterable, Iterator, Sequence
 import plyvel
 
 from .. import keys
-from ..errors import EntryNotFound, ForkDetected, InvalidArgument, InvalidEntry, LedgerError, XscError
+from ..errors import (AuthorizationNotPending, AuthorizationReplayed, EntryNotFound, ForkDetected, InvalidArgument,
+                      InvalidEntry, LedgerError, ReceiptMismatch, WrongPayee, XscError)
 from ..identity import Identity, public_id
 from . import rules
-from .model import Authorization, Entry, Payment, Receipt, decode_entry, normalize_usage
+from .model import (Authorization, Entry, Payment, Receipt, decode_authorization, decode_entry, encode_authorization,
+                    format_credits, normalize_usage)
 from .rules import AccountState
 
 AUTHORIZATION_TTL = 600  # seconds a locally issued authorization stays valid
@@ -196,7 +198,8 @@ class LedgerStore:
         settled[auth.id] = receipt.id
         return receipt, payment
 
-    def _write(self, entries: Iterable[Entry], work: dict[bytes, AccountState], settled: dict[bytes, bytes]) -> None:
+    def _write(self, entries: Iterable[Entry], work: dict[bytes, AccountState], settled: dict[bytes, bytes],
+               puts: dict[bytes, bytes] | None = None, deletes: Iterable[bytes] = ()) -> None:
         with self.db.write_batch(sync=True) as batch:
             for entry in entries:
                 batch.put(keys.ledger_entry(entry.account, entry.seq), entry.encode())
@@ -205,7 +208,135 @@ class LedgerStore:
                 batch.put(keys.ledger_settled(auth_id), receipt_id)
             for account, state in work.items():
                 batch.put(keys.ledger_account(account), state.encode())
+            for key, value in (puts or {}).items():
+                batch.put(key, value)
+            for key in deletes:
+                batch.delete(key)
         self.accounts.update(work)
+
+    # --- settlement across nodes ------------------------------------------------------
+    # The payer's node keeps each authorization it sent to a payee elsewhere as *pending* (`l/p/`) until
+    # the payee's receipt comes back; the payee's node appends that receipt to its own chain (countersign),
+    # the payer's node then appends the payment embedding it and drops the pending record in the same batch
+    # (complete).  Each half is one synced batch, so a crash leaves either half whole or absent.
+    def load_pending(self) -> dict[bytes, Authorization]:
+        with self.db.iterator(prefix=keys.LEDGER_PENDING) as it:
+            return {key[len(keys.LEDGER_PENDING):]: decode_authorization(value) for key, value in it}
+
+    def add_pending(self, authorization: Authorization, claim: bytes | None) -> None:
+        with self.db.write_batch(sync=True) as batch:
+            batch.put(keys.ledger_pending(authorization.id), encode_authorization(authorization))
+            if claim is not None:
+                batch.put(keys.ledger_claim(authorization.id), claim)
+
+    def claim(self, authorization_id: bytes) -> bytes | None:
+        return self.db.get(keys.ledger_claim(authorization_id))
+
+    def drop_pending(self, authorization_id: bytes) -> bool:
+        if self.db.get(keys.ledger_pending(authorization_id)) is None:
+            return False
+        with self.db.write_batch(sync=True) as batch:
+            batch.delete(keys.ledger_pending(authorization_id))
+            batch.delete(keys.ledger_claim(authorization_id))
+        return True
+
+    def _stored(self, entry_id: bytes) -> Entry | None:
+        where = self.db.get(keys.ledger_id(entry_id))
+        if where is None:
+            return None
+        data = self.db.get(keys.ledger_entry(where[:32], int.from_bytes(where[32:40], "big")))
+        return None if data is None else decode_entry(data)
+
+    def receipt_for(self, authorization_id: bytes) -> Receipt | None:
+        """The receipt stored on a chain here that settled this authorization, if any."""
+        receipt_id = self.settled_by(authorization_id)
+        entry = None if receipt_id is None else self._stored(receipt_id)
+        return entry if isinstance(entry, Receipt) else None
+
+    def payment_for(self, authorization_id: bytes) -> Payment | None:
+        """The payment with which this node completed the authorization, if it did."""
+        payment_id = self.db.get(keys.ledger_completed(authorization_id))
+        entry = None if payment_id is None else self._stored(payment_id)
+        return entry if isinstance(entry, Payment) and entry.authorization.id == authorization_id else None
+
+    def countersign(self, payee: Identity, auth: Authorization, amount: int, usage: tuple[tuple[str, int], ...],
+                    now: int) -> Receipt:
+        """The payee's half: append its signed receipt for `amount` under `auth` (or return the one it made)."""
+        if auth.payee != payee.public_key:
+            raise WrongPayee(f"authorization {auth.id.hex()[:16]} pays account {public_id(auth.payee)}, "
+                             f"not this node's account {public_id(payee.public_key)}",
+                             hint="send the authorization to the node whose account it names as payee")
+        if not rules.signature_ok((auth.payer, auth.signature, auth.body, "authorization")):
+            raise InvalidEntry(f"authorization {auth.id.hex()[:16]}: the payer's signature is invalid",
+                               hint="the payer must sign the authorization's canonical body")
+        if self.settled_by(auth.id) is not None:
+            receipt = self.receipt_for(auth.id)
+            if receipt is None:
+                raise AuthorizationReplayed(f"authorization {auth.id.hex()[:16]} was already settled elsewhere; "
+                                            "an authorization settles at most once")
+            if (receipt.amount, receipt.usage) != (amount, usage):
+                raise ReceiptMismatch(
+                    f"authorization {auth.id.hex()[:16]} was already countersigned for "
+                    f"{format_credits(receipt.amount)} credits and usage {dict(receipt.usage)}, not "
+                    f"{format_credits(amount)} and {dict(usage)}", hint="an authorization settles at most once",
+                    receipt=receipt.id.hex())
+            return receipt
+        state = self.state(payee.public_key)
+        receipt = Receipt(payee.public_key, state.seq + 1, state.head, amount, now, usage, auth)
+        rules.check_transfer(receipt)
+        rules.check_fresh(receipt, now)
+        new_state = rules.check_append(state, receipt, settled_by=None, credit_limit=self.credit_limit)
+        receipt = receipt.signed(payee.sign(receipt.body))
+        if not rules.signature_ok(receipt.signatures()[0]):
+            raise LedgerError("a freshly made ledger signature does not verify; nothing was stored",
+                              hint="the node's crypto library or keys are broken; check its log")
+        self._write([receipt], {payee.public_key: new_state}, {auth.id: receipt.id})
+        return receipt
+
+    def complete(self, payer: Identity, receipt: Receipt, now: int) -> Payment:
+        """The payer's half: append the payment countersigning the payee's receipt (or return the one made)."""
+        auth = receipt.authorization
+        if auth.payer != payer.public_key:
+            raise InvalidEntry(f"receipt {receipt.id.hex()[:16]} is for an authorization of account "
+                               f"{public_id(auth.payer)}, not {public_id(payer.public_key)}")
+        done = self.payment_for(auth.id)
+        if done is not None:
+            if done.receipt.id != receipt.id:
+                raise ReceiptMismatch(f"authorization {auth.id.hex()[:16]} was already completed with receipt "
+                                      f"{done.receipt.id.hex()[:16]}, not {receipt.id.hex()[:16]}",
+                                      payment=done.id.hex())
+            return done
+        pending = self.db.get(keys.ledger_pending(auth.id))
+        if pending is None:
+            raise AuthorizationNotPending(f"authorization {auth.id.hex()[:16]} is not pending on this node "
+                                          "(never issued here, or abandoned after it expired)",
+                                          hint="only a receipt for a pending authorization can be completed")
+        if pending != encode_authorization(auth):
+            raise InvalidEntry(f"receipt {receipt.id.hex()[:16]} embeds another authorization than the one issued")
+        if not rules.signature_ok(receipt.signatures()[0]):
+            raise InvalidEntry(f"receipt {receipt.id.hex()[:16]}: the payee's signature is invalid")
+        rules.check_transfer(receipt)
+        if receipt.settled_at > now + rules.CLOCK_SKEW:
+            raise InvalidEntry(f"receipt {receipt.id.hex()[:16]} is dated in the future",
+                               hint="check the payee's clock")
+        fork = self._conflict(receipt)  # this node may hold the payee's chain too
+        if fork is not None:
+            self._record_fork(fork)
+            raise ForkDetected(f"account {public_id(fork.account)} equivocated: two signed entries claim seq "
+                               f"{fork.seq}; the proof is kept and the account marked",
+                               account=public_id(fork.account), seq=fork.seq)
+        rules.check_replay(receipt, self.settled_by(auth.id))
+        state = self.state(payer.public_key)
+        payment = Payment(payer.public_key, state.seq + 1, state.head, receipt)
+        new_state = rules.check_append(state, payment, settled_by=receipt.id, credit_limit=self.credit_limit)
+        payment = payment.signed(payer.sign(payment.body))
+        if not rules.signature_ok(payment.signatures()[0]):
+            raise LedgerError("a freshly made ledger signature does not verify; nothing was stored",
+                              hint="the node's crypto library or keys are broken; check its log")
+        self._write([payment], {payer.public_key: new_state}, {auth.id: receipt.id},
+                    puts={keys.ledger_completed(auth.id): payment.id},
+                    deletes=(keys.ledger_pending(auth.id), keys.ledger_claim(auth.id)))
+        return payment
 
     # --- entries from counterparties ----------------------------------------------------
     def accept(self, entries: Sequence[Entry], now: int) -> list[dict]:

@@ -77,8 +77,8 @@ async def _node_resources(app: web.Application):
 
 def create_app(config: NodeConfig) -> web.Application:
     """Build a node's aiohttp app; its resources open on startup and close on cleanup."""
-    from . import (audit, compute_routes, health_routes, ledger_routes, peer_auth, peers, scrubber, share_routes,
-                   storage_routes)
+    from . import (audit, compute_routes, health_routes, lease_gc, ledger_routes, market_routes, peer_auth, peers,
+                   receipt_routes, remote_compute, scrubber, share_routes, storage_routes)
 
     in_flight = InFlight()
     app = web.Application(
@@ -97,7 +97,10 @@ def create_app(config: NodeConfig) -> web.Application:
     # The ledger comes first: it opens before and closes after the features that settle through it.
     # Peers and their health probes come last: they read the storage status for the node's descriptor.
     # Audits, repair and the scrubber come after health: they read probe results and record audits there.
-    for feature in (ledger_routes, storage_routes, compute_routes, peers, share_routes, health_routes, audit, scrubber):
+    # Receipts (payments between nodes) come right after peers: they send signed requests through them;
+    # the market after both: it gossips through peers and pays storage deals by receipt.
+    for feature in (ledger_routes, storage_routes, compute_routes, peers, receipt_routes, market_routes,
+                    remote_compute, share_routes, health_routes, audit, scrubber, lease_gc):
         feature.setup(app)
     return app
 

@@ -12,6 +12,7 @@ from ..errors import InvalidArgument
 from ..ledger import price_compute
 from .context import CLIENT_IDENTITY, CONFIG, DB, IDENTITY, METRICS
 from .ledger_routes import LEDGER
+from .market_routes import MARKET
 from .status import HEALTH_CHECKS, STATUS_PARTS
 
 COMPUTE = web.AppKey("compute", ComputeService)
@@ -27,8 +28,7 @@ def setup(app: web.Application) -> None:
 
 async def _compute_service(app: web.Application):
     config = app[CONFIG]
-    service = ComputeService(db=app[DB], identity=app[IDENTITY], data_dir=config.data_dir, config=config.compute,
-                             price_per_fuel_million=config.ledger.price_per_fuel_million)
+    service = ComputeService(db=app[DB], identity=app[IDENTITY], data_dir=config.data_dir, config=config.compute)
     service.start()
     app[COMPUTE] = service
     try:
@@ -90,16 +90,30 @@ async def invoke(request: web.Request) -> web.Response:
                               hint='send {"module": ID, "function": NAME, "args": [...]}') from None
     app = request.app
     service, ledger, payer = app[COMPUTE], app[LEDGER], app[CLIENT_IDENTITY]
+    bid = app[CONFIG].market.compute_bid
+    if isinstance(body, dict):
+        body = dict(body)
+        bid = _max_price(body.pop("max_price", None), bid)
     call = parse_invoke(body)
+    # The market says who runs it and at what price (remote when this node offers no compute).
+    assignment = app[MARKET].compute_deal(service.limits(call).fuel, bid)
+    deal = {"need": assignment.need_id, "provider": assignment.provider, "price": assignment.price}
+    if assignment.provider != app[IDENTITY].id:
+        from .remote_compute import invoke_remote
+
+        result = await invoke_remote(app, assignment.provider, assignment.price, call, deal)
+        app[METRICS].invocations.labels("remote").inc()
+        return web.json_response(result)
     # The whole fuel budget (what a trapped call is charged) is held before any work, or the call is refused.
-    budget = price_compute(service.limits(call).fuel, app[CONFIG].ledger.price_per_fuel_million)
+    budget = price_compute(service.limits(call).fuel, assignment.price)
     await ledger.hold(payer, budget)
     try:
-        run = await service.invoke(call, requester=payer.id)
+        run = await service.invoke(call, requester=payer.id, rate=assignment.price, deal=deal)
     except BaseException:  # refused before it ran (bad arguments, no such export): nothing to pay
         ledger.release(payer, budget)
         raise
     app[METRICS].invocations.labels(run.label).inc()
+    app[MARKET].note_fuel(run.fuel_consumed)
     # Returned or trapped, the run used fuel: it is paid for either way, by the next group commit
     # (the caller does not wait for its fsync; the job reference names the provenance record).
     ledger.settle_later(payer, app[IDENTITY], run.price, {"fuel": run.fuel_consumed},
@@ -107,7 +121,16 @@ async def invoke(request: web.Request) -> web.Response:
     error = run.error()
     if error is not None:
         raise error
-    return web.json_response(run.to_json())
+    return web.json_response({**run.to_json(), "provider": app[IDENTITY].id, "deal": deal})
+
+
+def _max_price(value, default: int) -> int:
+    if value is None:
+        return default
+    if type(value) is not int or not 0 <= value <= 10**12:
+        raise InvalidArgument(f"max_price must be a whole number of micro-credits per million fuel, not {value!r}",
+                              hint="e.g. --max-price 50")
+    return value
 
 
 @routes.get("/v1/compute/provenance")

@@ -40,7 +40,7 @@ def setup(app: web.Application) -> None:
 async def _ledger_service(app: web.Application):
     config = app[CONFIG]
     service = LedgerService(app[DB], config.ledger.credit_limit, node=app[IDENTITY], client=app[CLIENT_IDENTITY],
-                            threads=config.compute.threads)
+                            threads=config.compute.threads, low_balance=config.ledger.low_balance)
     app[LEDGER] = service
     try:
         yield

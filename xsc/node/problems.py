@@ -31,6 +31,7 @@ STATUS = {
     e.ComputeBusy: 503,
     e.InvalidEntry: 422,
     e.AuthorizationReplayed: 409,
+    e.AuthorizationNotPending: 409,
     e.ChainConflict: 409,
     e.VerificationFailed: 409,
     e.LedgerError: 400,

@@ -54,10 +54,11 @@ def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes
 
 
 class RemoteHolder:
-    def __init__(self, peers: PeerService, node_id: str, url: str) -> None:
+    def __init__(self, peers: PeerService, node_id: str, url: str, price: int | None = None) -> None:
         self.peers = peers
         self.node_id = node_id
         self.url = url.rstrip("/")
+        self.price = price  # the deal price (micro-credits per GiB-hour) a new share is placed at
 
     def __repr__(self) -> str:
         return f"RemoteHolder({self.node_id[:12]} at {self.url})"
@@ -79,7 +80,8 @@ class RemoteHolder:
     async def begin(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int) -> str:
         """Reserve room for one share of a file of `size` bytes; returns the upload id."""
         response = await self._call("POST", self._share_path(si, share) + "/uploads",
-                                    json={"size": size, "segment_size": segment_size, "lease_expiry": lease_expiry})
+                                    json={"size": size, "segment_size": segment_size, "lease_expiry": lease_expiry,
+                                          "price": self.price})
         upload = self._object(response, "an upload", ("upload",))["upload"]
         if not isinstance(upload, str) or not upload.isalnum():
             raise PeerRefused(f"peer {self.url} answered with a malformed upload id", url=self.url)
@@ -144,6 +146,17 @@ class RemoteHolder:
 
     async def delete(self, si: bytes, share: int) -> None:
         await self._call("DELETE", self._share_path(si, share))
+
+    async def renew(self, si: bytes, share: int, lease_expiry: int) -> dict:
+        """Extend the share's lease to `lease_expiry` (the holder never shortens one; uploader only).
+        Returns {"lease_expiry": the lease now, "previous": the lease before}."""
+        response = await self._call("POST", self._share_path(si, share) + "/renew",
+                                    json={"lease_expiry": lease_expiry})
+        body = self._object(response, "a renewal", ("lease_expiry", "previous"))
+        if any(type(body[f]) is not int or body[f] < 0 for f in ("lease_expiry", "previous")):
+            raise PeerRefused(f"peer {self.url} answered a renewal with leases that are not unix seconds",
+                              url=self.url)
+        return {"lease_expiry": body["lease_expiry"], "previous": body["previous"]}
 
     async def audit(self, si: bytes, share: int, segment: int) -> tuple[bytes, list[tuple[bool, bytes]]]:
         """One block and its Merkle path; check them with `check_audit` against the manifest's share root."""

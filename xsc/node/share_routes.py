@@ -1,13 +1,14 @@
 """Share transfer, holder side: a gateway places one share of a file on this node, then reads, audits, deletes it.
 
 Peer API (signed by the sending node, see peer_auth; the sender that begins an upload is the share's uploader):
-    POST   /v1/peer/shares/{si}/{share}/uploads      {size, segment_size, lease_expiry} -> 201 {"upload"}
+    POST   /v1/peer/shares/{si}/{share}/uploads      {size, segment_size, lease_expiry, price} -> 201 {"upload"}
     PUT    /v1/peer/uploads/{upload}/segments/{first} the share's blocks of segments first.., concatenated
     POST   /v1/peer/uploads/{upload}/commit           {"block_hashes": [hex], "manifest": hex}
     DELETE /v1/peer/uploads/{upload}                  abort
     GET    /v1/peer/shares/{si}/{share}               metadata, block hashes, manifest
     GET    /v1/peer/shares/{si}/{share}/blocks?from=I&count=N   the blocks, concatenated (streamed)
     DELETE /v1/peer/shares/{si}/{share}               the uploader only
+    POST   /v1/peer/shares/{si}/{share}/renew         {"lease_expiry"} the uploader only; never shortens a lease
     POST   /v1/peer/shares/{si}/{share}/audit         {"segment"} -> the block and its Merkle path
 
 An upload stages blocks with the share store (invisible, and deleted on restart, until published) and
@@ -37,9 +38,11 @@ from ..errors import (BadRequest, BadRequestSignature, Forbidden, InvalidArgumen
                       UploadIncomplete, UploadNotFound, XscError)
 from ..identity import public_id
 from ..storage import MANIFEST_VERSION, Manifest, ShareMeta, ShareStore, Upload, erasure, layout
+from ..storage import leases
 from ..storage.merkle import HASH_BYTES, block_hash, proof, root
 from . import peer_auth
 from .context import CPU_POOL
+from .deals import accept_deal
 from .status import STATUS_PARTS
 from .storage_routes import GATEWAY
 
@@ -423,10 +426,13 @@ async def _held(request: web.Request) -> tuple[bytes, int, ShareMeta]:
 @routes.post("/v1/peer/shares/{si}/{share}/uploads")
 async def begin_upload(request: web.Request) -> web.Response:
     si, share = _target(request)
-    body = _json_object(await request.read(), 'send {"size", "segment_size", "lease_expiry"}')
+    body = _json_object(await request.read(), 'send {"size", "segment_size", "lease_expiry", "price"}')
     size = _json_int(body, "size")
     segment_size = _json_int(body, "segment_size", minimum=MIN_SEGMENT_SIZE, maximum=MAX_SEGMENT_SIZE)
     lease_expiry = _json_int(body, "lease_expiry", minimum=int(time.time()) + 1, maximum=2**64 - 1)
+    # Nothing is stored for another node without a priced deal at or above this node's ask.
+    await _in_pool(request, accept_deal, request.app, si, share, peer_auth.peer_id(request), body.get("price"),
+                   layout.share_bytes(size, segment_size))
     incoming = await request.app[SHARE_HOLDER].begin(_sender(request), si, share, size, segment_size, lease_expiry)
     return web.json_response({"upload": incoming.id, "segment_count": incoming.segment_count,
                               "share_bytes": incoming.share_bytes, "max_put_bytes": _put_limit(incoming)},
@@ -529,6 +535,24 @@ async def delete_share(request: web.Request) -> web.Response:
 
     await _in_pool(request, delete)
     return web.Response(status=204)
+
+
+@routes.post("/v1/peer/shares/{si}/{share}/renew")
+async def renew_share(request: web.Request) -> web.Response:
+    si, share, meta = await _held(request)
+    if meta.uploader != _sender(request):
+        raise Forbidden(f"only the node that placed share {share} may renew its lease",
+                        uploader=public_id(meta.uploader))
+    body = _json_object(await request.read(), 'send {"lease_expiry": <unix seconds>}')
+    # Up to the longest lease from now, with a day for the clocks of two nodes to differ.
+    lease_expiry = _json_int(body, "lease_expiry", maximum=int(time.time()) + leases.MAX_DURATION + 86400)
+    done = await _in_pool(request, request.app[SHARE_HOLDER].store.renew, si, lease_expiry, (share,))
+    if share not in done:  # collected or deleted since it was looked up
+        raise ShareNotFound(f"this node holds no share {share} of {si.hex()[:16]}")
+    previous, new = done[share]
+    if new != previous:
+        log.info("lease of share %d of %s renewed to %d (was %d)", share, si.hex()[:16], new, previous)
+    return web.json_response({"share": share, "lease_expiry": new, "previous": previous})
 
 
 @routes.post("/v1/peer/shares/{si}/{share}/audit")

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import asdict
 
 from aiohttp import web
 
-from ..errors import BadRequest, NotFound, PeerNotFound, PeerUnreachable, StorageFull, XscError
-from ..ledger import byte_hours, price_storage
-from ..storage import Capability, Gateway, ShareStore, layout, placement
+from ..errors import BadRequest, MarketNoDeal, NotFound, PeerNotFound, PeerUnreachable, XscError
+from ..storage import Capability, Gateway, ShareStore, layout
 from .auth import check_token
+from . import storage_market
 from .context import CLIENT_IDENTITY, CONFIG, CPU_POOL, DB, IDENTITY, METRICS
 from .ledger_routes import LEDGER
+from .market_routes import DEALS
 from .problems import problem_from_error
 from .status import STATUS_PARTS
 
@@ -67,6 +69,7 @@ async def _expect_put(request: web.Request) -> web.StreamResponse | None:
         if request.headers.get("Expect", "").lower() != "100-continue":
             raise BadRequest(f"unsupported Expect header: {request.headers['Expect']!r}")
         check_token(request)
+        _lease_duration(request)  # a bad duration is refused before the body is sent
         if request.content_length is not None:
             segment_size = request.app[CONFIG].storage.segment_size
             stored = layout.stored_bytes(request.content_length, segment_size)
@@ -74,7 +77,10 @@ async def _expect_put(request: web.Request) -> web.StreamResponse | None:
             # reserves exactly what it keeps here, and each holder checks its own).
             here = layout.share_bytes(request.content_length, segment_size) if _has_peers(request.app) else stored
             request.app[GATEWAY].store.check_fits(here)
-            await request.app[LEDGER].ensure_credit(request.app[CLIENT_IDENTITY], _price(request.app, stored))
+            # The market's answer and the credit check, before the body is sent (the put asks again).
+            result = await storage_market.quote_and_check_credit(
+                request.app, request.content_length, _lease_duration(request), storage_market.max_price(request))
+            storage_market.withdraw_needs(request.app, result.needs)
     except XscError as err:
         response = problem_from_error(err)
         response.force_close()
@@ -103,42 +109,25 @@ class _UnknownNode:
         return refuse
 
 
-def _holder(app: web.Application, node_id: str):
-    """The share holder on another node, as the gateway uses it."""
+def _holder(app: web.Application, node_id: str, price: int | None = None):
+    """The share holder on another node, as the gateway uses it (`price`: the deal a new share is placed at)."""
     from .peers import PEERS
     from .remote_holder import RemoteHolder
 
     peers = app[PEERS]
     try:
-        return RemoteHolder(peers, node_id, peers.peer(node_id).url)
+        return RemoteHolder(peers, node_id, peers.peer(node_id).url, price)
     except PeerNotFound:
         return _UnknownNode(node_id)
 
 
-def _placer(app: web.Application):
-    """Where a put's shares go: this node and every peer that is up and has room, ranked by
-    weighted rendezvous hashing (weight: the peer's availability over the last hour x its free share)."""
-    from .peers import PEERS
-
+def _placer(app: web.Application, quote: storage_market.PutQuote):
+    """Where a put's shares go: the providers the market matched to its needs, each told its deal price."""
     me = app[IDENTITY].id
-    store = app[GATEWAY].store
-    peers = app[PEERS] if PEERS in app else None
 
     def place(si: bytes, share_bytes: int) -> tuple[list[str], dict]:
-        candidates = [placement.Candidate(me, max(store.free, 1) / max(store.capacity, 1), store.free)]
-        for descriptor in peers.peers() if peers else []:
-            availability = peers.availability(descriptor.id)
-            if availability.up is False:
-                continue
-            ratio = availability.ratio_1h if availability.ratio_1h is not None else 1.0
-            share_of_free = max(descriptor.free, 1) / max(descriptor.capacity, 1)
-            candidates.append(placement.Candidate(descriptor.id, ratio * share_of_free, descriptor.free))
-        try:
-            nodes = placement.place_shares(si, candidates, share_bytes)
-        except ValueError:
-            raise StorageFull("no node has room for a share of this file",
-                              hint="free space or add nodes with `xsc peers add`") from None
-        return nodes, {s: _holder(app, node) for s, node in enumerate(nodes) if node != me}
+        nodes = list(quote.nodes)
+        return nodes, {s: _holder(app, node, quote.prices[s]) for s, node in enumerate(nodes) if node != me}
 
     return place
 
@@ -150,23 +139,6 @@ def _holders_of(app: web.Application, record: dict | None) -> tuple[dict, list[s
         return {}, None
     me = app[IDENTITY].id
     return {s: _holder(app, node) for s, node in enumerate(nodes) if node not in (me, "this node")}, nodes
-
-
-def _price(app: web.Application, stored_bytes: int) -> int:
-    config = app[CONFIG]
-    return price_storage(stored_bytes, config.storage.lease_duration, config.ledger.price_per_gib_hour)
-
-
-async def _settle_put(app: web.Application, result) -> str:
-    """The local user pays this node for holding the file's blocks for the lease; unpaid, it is not kept."""
-    lease = app[CONFIG].storage.lease_duration
-    si = Capability.parse(result.capability).storage_index
-    try:
-        return await app[LEDGER].settle(app[CLIENT_IDENTITY], app[IDENTITY], _price(app, result.stored_bytes),
-                                        {"byte_hours": byte_hours(result.stored_bytes, lease)}, f"store:{si.hex()}")
-    except XscError:
-        await _delete_everywhere(app, Capability.parse(result.capability))
-        raise
 
 
 async def _delete_everywhere(app: web.Application, cap: Capability) -> dict[str, str]:
@@ -187,24 +159,40 @@ async def put_file(request: web.Request) -> web.Response:
     if size is None and request.headers.get("Transfer-Encoding", "").lower() != "chunked":
         raise BadRequest("a put needs a body with Content-Length or chunked transfer encoding")
     metrics = request.app[METRICS]
-    stored = layout.stored_bytes(size, request.app[CONFIG].storage.segment_size) if size is not None else 0
 
     async def read(n: int) -> bytes:
         chunk = await request.content.read(n)
         metrics.bytes_received.inc(len(chunk))
         return chunk
 
+    app = request.app
+    quote = None
     try:
-        await request.app[LEDGER].ensure_credit(request.app[CLIENT_IDENTITY], _price(request.app, stored))
-        result = await gateway.put(read, size, request.query.get("name"), place=_placer(request.app))
+        seconds = _lease_duration(request)
+        quote = await storage_market.quote_and_check_credit(app, size, seconds, storage_market.max_price(request))
+        result = await gateway.put(read, size, request.query.get("name"), place=_placer(app, quote),
+                                   lease_duration=seconds)
     except XscError as err:
         # The client may still be sending: answer, then close, rather than leave it blocked.
         response = problem_from_error(err)
         response.force_close()
         return response
-    entry = await _settle_put(request.app, result)
-    return web.json_response({**result.to_json(), "price": _price(request.app, result.stored_bytes),
-                              "ledger_entry": entry}, status=201)
+    finally:
+        if quote is not None:
+            storage_market.withdraw_needs(app, quote.needs)
+    si = Capability.parse(result.capability).storage_index
+    share_bytes = result.stored_bytes // len(result.placement)
+    quote.share_bytes = share_bytes
+    if size is None:  # a stream's cost is known only now: unpaid, it is not kept
+        try:
+            await app[LEDGER].ensure_credit(app[CLIENT_IDENTITY], quote.cost)
+        except XscError:
+            await _delete_everywhere(app, Capability.parse(result.capability))
+            raise
+    deals = await _in_pool(request, app[DEALS].record, si, result.placement, share_bytes, quote.prices,
+                           result.lease_expiry - seconds, result.lease_expiry)
+    return web.json_response({**result.to_json(), **quote.to_json(), "deals": [d.to_json() for d in deals]},
+                             status=201)
 
 
 @routes.get("/v1/store/files")
@@ -244,6 +232,7 @@ async def remove_file(request: web.Request) -> web.Response:
         raise NotFound("this node holds no file with that capability",
                        hint="`xsc store ls` lists the files this node uploaded")
     left = await _delete_everywhere(request.app, cap)
+    await _in_pool(request, request.app[DEALS].removed, cap.storage_index, int(time.time()))
     return web.json_response({"removed": str(cap), "not_deleted_on": left})
 
 
@@ -295,15 +284,23 @@ async def repair_file(app: web.Application, cap: Capability) -> dict:
     lock = app[REPAIR_LOCKS].setdefault(cap.storage_index, asyncio.Lock())
     async with lock:
         holders, names = await _placed(app, cap)
-        result = await gateway.repair(cap, holders, names, relocate=_relocator(app, cap), me=app[IDENTITY].id)
+        moved: dict[int, tuple[str, int]] = {}
+        result = await gateway.repair(cap, holders, names, relocate=_relocator(app, cap, moved),
+                                      me=app[IDENTITY].id)
+        _, after = await _placed(app, cap)
+        now = int(time.time())
+        for share, (node, price) in moved.items():
+            if after and after[share] == node:
+                app[DEALS].moved(cap.storage_index, share, node, now, price)
     if not lock.locked():
         app[REPAIR_LOCKS].pop(cap.storage_index, None)
     holders, names = await _placed(app, cap)
     return {**result, **_summary(await gateway.check(cap, holders, names), app, names)}
 
 
-def _relocator(app: web.Application, cap: Capability):
-    """Where a repaired share goes: the best-ranked peer that is up, has room and holds no share of the file."""
+def _relocator(app: web.Application, cap: Capability, moved: dict[int, tuple[str, int]]):
+    """Where a repaired share goes: a peer that is up and holds no share of the file, matched on the market
+    for the rest of the share's lease (the new deal is noted in `moved`: share -> (node, price))."""
     from .peers import PEERS
 
     async def relocate(share: int, used: set[str]):
@@ -312,10 +309,17 @@ def _relocator(app: web.Application, cap: Capability):
         peers = app[PEERS]
         share_bytes = await asyncio.get_running_loop().run_in_executor(
             app[CPU_POOL], _share_bytes, app[GATEWAY], cap)
-        candidates = [placement.Candidate(d.id, 1.0, d.free) for d in peers.peers()
-                      if d.id not in used and peers.availability(d.id).up]
-        ranked = placement.rank(cap.storage_index, candidates, share_bytes)
-        return (ranked[0].node_id, _holder(app, ranked[0].node_id)) if ranked else None
+        not_up = {d.id for d in peers.peers() if not peers.availability(d.id).up}
+        placed = {d.share: d for d in app[DEALS].of_file(cap.storage_index)}
+        deal = placed.get(share)
+        seconds = max(60, deal.end - int(time.time())) if deal else app[CONFIG].storage.lease_duration
+        try:
+            node, price = storage_market.relocation(app, share_bytes, seconds, avoid=used | not_up | {app[IDENTITY].id})
+        except MarketNoDeal as err:
+            log.warning("no provider for share %d of %s: %s", share, cap.storage_index.hex()[:16], err)
+            return None
+        moved[share] = (node, price)
+        return node, _holder(app, node, price)
 
     return relocate
 
@@ -339,3 +343,32 @@ def _summary(reports, app: web.Application | None = None, names: list[str] | Non
                 share["node_up"], share["node_ratio_1h"] = availability.up, availability.ratio_1h
     intact = sum(r.status == "ok" for r in reports)
     return {"shares": shares, "intact": intact, "recoverable": intact >= 4, "healthy": intact == len(reports)}
+
+
+def _lease_duration(request: web.Request) -> int:
+    """`?duration=SECONDS` of a put or a renewal (default: storage.lease_duration), within the lease bounds."""
+    from ..storage import leases
+
+    return leases.parse_duration_param(request.query.get("duration"), request.app[CONFIG].storage.lease_duration)
+
+
+@routes.post("/v1/store/files/{cap}/renew")
+async def renew_file(request: web.Request) -> web.Response:
+    """Extend every share's lease to now + duration, here and on each holder (body {"duration": seconds}).
+
+    `extended` lists, per share renewed, the bytes held and the seconds added: what the renewal is paid
+    for (the payment settles these entries)."""
+    from ..storage import leases
+
+    cap = _cap(request)
+    try:
+        body = await request.json() if request.can_read_body else {}
+    except ValueError:
+        raise BadRequest("the request body is not JSON", hint='send {"duration": <seconds>}') from None
+    if not isinstance(body, dict) or type(body.get("duration", 0)) is not int:
+        raise BadRequest('send {"duration": <seconds>} (or {} for the node\'s storage.lease_duration)',
+                         hint=leases.DURATION_HINT)
+    duration = leases.check_duration(body.get("duration", request.app[CONFIG].storage.lease_duration))
+    holders, names = await _placed(request.app, cap)
+    result = await request.app[GATEWAY].renew(cap, duration, holders, names, me=request.app[IDENTITY].id)
+    return web.json_response(result)

@@ -9,13 +9,14 @@ Public API:
   erasure, layout     the pure RS(4,2) codec and the exact size arithmetic
   merkle              block hashes, share roots, proofs
   placement           weighted rendezvous placement of shares on nodes, failures survived
+  leases              lease bounds, renewal (never shortens), what a renewal adds, when a file expired
 """
 
-from . import erasure, layout, merkle, placement
+from . import erasure, layout, leases, merkle, placement
 from .capability import Capability
 from .gateway import Gateway, Holder, PutResult, ShareReport
 from .manifest import MANIFEST_VERSION, Manifest
 from .share_store import ShareMeta, ShareStore, Upload
 
 __all__ = ["Capability", "Gateway", "Holder", "MANIFEST_VERSION", "Manifest", "PutResult", "ShareReport", "ShareMeta",
-           "ShareStore", "Upload", "erasure", "layout", "merkle", "placement"]
+           "ShareStore", "Upload", "erasure", "layout", "leases", "merkle", "placement"]

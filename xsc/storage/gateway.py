@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import BadRequest, IntegrityError, NotEnoughShares, NotFound
-from . import erasure, layout
+from . import erasure, layout, leases
 from .capability import Capability
 from .crypto import SegmentCipher, new_key, storage_index
 from .manifest import Manifest, ciphertext_hash, decode_manifest
@@ -44,6 +44,7 @@ class PutResult:
     stored_bytes: int
     placement: list[str]  # the node holding each share
     shares: int = erasure.N
+    lease_expiry: int = 0  # unix seconds: every share's lease ends then
 
     @property
     def nodes(self) -> int:
@@ -65,7 +66,7 @@ class PutResult:
         return {"capability": self.capability, "size": self.size, "segments": self.segments,
                 "stored_bytes": self.stored_bytes, "shares": self.shares, "placement": self.placement,
                 "nodes": self.nodes, "node_failures_survived": self.node_failures_survived,
-                "placement_note": self.placement_note}
+                "placement_note": self.placement_note, "lease_expiry": self.lease_expiry}
 
 
 @dataclass
@@ -104,11 +105,12 @@ class Gateway:
 
     # --- put -------------------------------------------------------------------------
     async def put(self, read: ReadFn, size: int | None, name: str | None = None,
-                  place: Placer | None = None) -> PutResult:
+                  place: Placer | None = None, lease_duration: int | None = None) -> PutResult:
         """Store a stream; `size` (if known) is checked against free space before anything is written.
 
         `place(storage index, share bytes)` says where the shares go: the node of each share and the
-        holder of each share on another node (only for a known size); by default all stay here."""
+        holder of each share on another node (only for a known size); by default all stay here.
+        Every share's lease ends `lease_duration` seconds from now (default: the node's)."""
         key = new_key()
         si = storage_index(key)
         cipher = SegmentCipher(key)
@@ -118,7 +120,7 @@ class Gateway:
             placement, holders = place(si, layout.share_bytes(size, seg_size))
         local = tuple(s for s in range(erasure.N) if s not in holders)
         expected = layout.share_bytes(size, seg_size) * len(local) if size is not None else None
-        lease = int(time.time()) + self.lease_duration
+        lease = int(time.time()) + leases.check_duration(lease_duration or self.lease_duration)
         upload = await self._run(self.store.begin_upload, si, local, expected)
         remote = {s: RemoteShareWriter(h, placement[s], si, s) for s, h in holders.items()}
 
@@ -186,7 +188,8 @@ class Gateway:
         cap = Capability(key=key, manifest_hash=manifest.digest(), size=total)
         metas = [ShareMeta(s, count, share_bytes, lease, self.node_key, tuple(share_hashes[s])) for s in local]
         record = {"name": name or "", "size": total, "capability": str(cap), "storage_index": si.hex(),
-                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "placement": placement}
+                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "placement": placement,
+                  "lease_expiry": lease, "leases": [lease] * erasure.N}
         try:
             await self._run(self.store.publish, upload, metas, encoded, record)
         except BaseException:
@@ -194,7 +197,58 @@ class Gateway:
             await self._run(self.store.abort, upload)
             raise
         return PutResult(capability=str(cap), size=total, segments=count, stored_bytes=share_bytes * erasure.N,
-                         placement=placement)
+                         placement=placement, lease_expiry=lease)
+
+    # --- leases ----------------------------------------------------------------------
+    async def renew(self, cap: Capability, duration: int, holders: Mapping[int, Holder] | None = None,
+                    names: list[str] | None = None, me: str = "this node") -> dict[str, Any]:
+        """Extend every share's lease to now + `duration` (never shortening one): here, and on each holder in
+        `holders` (the shares on other nodes; `names` their node ids).  A holder that does not answer, or
+        answers wrong, keeps its share's lease as it was and is named in `not_renewed`.  `extended` says,
+        per share renewed, how many bytes are held how many seconds longer (what a renewal is paid for)."""
+        si = cap.storage_index
+        record = await self._run(self.store.file_record, si)
+        if record is None or record.get("capability") != str(cap):
+            raise NotFound("this node uploaded no file with that capability",
+                           hint="renew a file from the node that stored it; `xsc store ls` lists them")
+        manifest = await self._run(self.manifest, cap)
+        share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
+        holders = dict(holders or {})
+        names = list(names or [me] * erasure.N)
+        now = int(time.time())
+        target = now + leases.check_duration(duration)
+
+        async def one(share: int, holder: Holder) -> dict:
+            try:
+                answer = await asyncio.wait_for(holder.renew(si, share, target), self.remote_timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"no answer within {self.remote_timeout:g} s") from None
+            if answer["lease_expiry"] < target:
+                raise IntegrityError(f"it answered a lease ending at {answer['lease_expiry']}, before {target}")
+            return answer
+
+        results = await asyncio.gather(*(one(s, h) for s, h in holders.items()), return_exceptions=True)
+        answers = {s: r for s, r in zip(holders, results) if not isinstance(r, BaseException)}
+        failures = {s: f"share {s}: {r}" for s, r in zip(holders, results) if isinstance(r, BaseException)}
+        local = tuple(s for s in range(erasure.N) if s not in holders)
+        done = await self._run(self.store.renew, si, target, local,
+                               {s: a["lease_expiry"] for s, a in answers.items()})
+        failures.update({s: f"share {s}: not held here any more (repair the file)" for s in local if s not in done})
+        changes = {**{s: (a["previous"], a["lease_expiry"]) for s, a in answers.items()}, **done}
+        for s, why in failures.items():
+            log.warning("lease of share %d of %s not renewed on node %s: %s", s, si.hex()[:16], names[s][:12], why)
+        not_renewed: dict[str, str] = {}
+        for s in sorted(failures):
+            not_renewed[names[s]] = "; ".join(filter(None, (not_renewed.get(names[s]), failures[s])))
+        record = await self._run(self.store.file_record, si) or record
+        return {
+            "capability": str(cap), "requested": target, "lease_expiry": record.get("lease_expiry"),
+            "renewed": [{"share": s, "node": names[s], "lease_expiry": changes[s][1]} for s in sorted(changes)],
+            "not_renewed": not_renewed,
+            "extended": [{"share": s, "node": names[s], "bytes": share_bytes, "seconds": seconds}
+                         for s in sorted(changes)
+                         if (seconds := leases.extension_seconds(changes[s][0], changes[s][1], now)) > 0],
+        }
 
     # --- reading helpers -------------------------------------------------------------
     def manifest(self, cap: Capability) -> Manifest:

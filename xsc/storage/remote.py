@@ -31,6 +31,9 @@ class Holder(Protocol):
     async def blocks(self, si: bytes, share: int, first: int, count: int, lengths: list[int],
                      *, timeout: float | None = None) -> list[bytes]: ...
     async def delete(self, si: bytes, share: int) -> None: ...
+    async def renew(self, si: bytes, share: int, lease_expiry: int) -> dict:
+        """Extend the share's lease to `lease_expiry` (never shortened): {"lease_expiry", "previous"}."""
+        ...
 
 
 class RemoteShareWriter:

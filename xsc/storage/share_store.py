@@ -20,13 +20,14 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import plyvel
 
 from .. import keys
 from ..errors import NotFound, StorageFull
 from ..units import format_size
+from . import leases
 from .merkle import HASH_BYTES
 
 _META_HEADER = struct.Struct(">BBIQQ32s")  # version, share, segments, stored bytes, lease expiry, uploader
@@ -231,6 +232,95 @@ class ShareStore:
     def damaged(self, si: bytes) -> dict[int, str]:
         prefix = keys.damage_of(si)
         return {k[len(prefix)]: v.decode() for k, v in self.db.iterator(prefix=prefix)}
+
+    # --- leases --------------------------------------------------------------------
+    def renew(self, si: bytes, lease_expiry: int, shares: tuple[int, ...] | None = None,
+              remote_leases: dict[int, int] | None = None) -> dict[int, tuple[int, int]]:
+        """Extend the leases of the shares of `si` held here (all, or those in `shares`) to `lease_expiry`,
+        never shortening one; with `remote_leases` (share -> lease its holder reported) the file record's
+        leases follow too.  One synced batch.  Returns {share: (previous lease, new lease)} of the shares
+        held here."""
+        with self._lock:
+            metas = [m for m in self.share_metas(si) if shares is None or m.share in shares]
+            done = {m.share: (m.lease_expiry, leases.renewed(m.lease_expiry, lease_expiry)) for m in metas}
+            with self.db.write_batch(sync=True) as batch:
+                for meta in metas:
+                    if done[meta.share][1] != meta.lease_expiry:
+                        batch.put(keys.share(si, meta.share),
+                                  replace(meta, lease_expiry=done[meta.share][1]).encode())
+                record = self.file_record(si)
+                if record is not None and remote_leases is not None:
+                    count = len(record.get("placement") or ()) or len(done) + len(remote_leases)
+                    known = {s: new for s, (_, new) in done.items() if s < count}
+                    record["leases"] = leases.file_leases(record.get("leases"), {**remote_leases, **known}, count)
+                    record["lease_expiry"] = min(record["leases"])
+                    batch.put(keys.file(si), json.dumps(record).encode())
+            return done
+
+    def expired_shares(self, before: int) -> list[tuple[bytes, int]]:
+        """(storage index, share) of every share held here whose lease ended before `before`, in key order."""
+        found = []
+        with self.db.iterator(prefix=keys.SHARES) as it:
+            for key, raw in it:
+                if _META_HEADER.unpack_from(raw)[4] < before:  # the header alone: no need for the hashes
+                    found.append(keys.split_share(key))
+        return found
+
+    def collect_share(self, si: bytes, share: int, before: int) -> ShareMeta | None:
+        """Delete a share whose lease ended before `before` (checked again here: a renewal may have come
+        since it was listed) with its blocks, damage mark, and the manifest if nothing needs it any more;
+        one synced batch that also sets the used counter.  Returns the share deleted, if it was."""
+        with self._lock:
+            meta = self.share_meta(si, share)
+            if meta is None or meta.lease_expiry >= before:
+                return None
+            with self.db.write_batch(sync=True) as batch:
+                self._delete_share_keys(batch, si, meta)
+                batch.delete(keys.damage(si, share))
+                if self.db.get(keys.file(si)) is None and not any(
+                        s != share for s in self._shares_here(si)):
+                    batch.delete(keys.manifest(si))
+                batch.put(keys.STORAGE_USED, (self.used - meta.stored_bytes).to_bytes(8, "big"))
+            self.used -= meta.stored_bytes
+            self.shares_held -= 1
+            return meta
+
+    def expired_files(self, before: int) -> list[bytes]:
+        """Storage indexes of the files this node uploaded whose every share's lease ended before `before`."""
+        return [bytes.fromhex(r["storage_index"]) for r in self.files() if leases.file_expired(r, before)]
+
+    def collect_file(self, si: bytes, before: int) -> dict | None:
+        """Forget a file this node uploaded once every share's lease ended before `before`: its record,
+        manifest, damage marks and any share of it still here (only if that share's lease ended too).
+        One synced batch.  Returns the record forgotten, if it was."""
+        with self._lock:
+            record = self.file_record(si)
+            metas = self.share_metas(si)
+            if record is None or not leases.file_expired(record, before) \
+                    or any(m.lease_expiry >= before for m in metas):
+                return None
+            freed = sum(m.stored_bytes for m in metas)
+            with self.db.write_batch(sync=True) as batch:
+                for meta in metas:
+                    self._delete_share_keys(batch, si, meta)
+                for key in self.db.iterator(prefix=keys.damage_of(si), include_value=False):
+                    batch.delete(key)
+                batch.delete(keys.manifest(si))
+                batch.delete(keys.file(si))
+                batch.put(keys.STORAGE_USED, (self.used - freed).to_bytes(8, "big"))
+            self.used -= freed
+            self.shares_held -= len(metas)
+            return record
+
+    def _shares_here(self, si: bytes) -> list[int]:
+        with self.db.iterator(prefix=keys.shares_of(si), include_value=False) as it:
+            return [keys.split_share(key)[1] for key in it]
+
+    @staticmethod
+    def _delete_share_keys(batch, si: bytes, meta: ShareMeta) -> None:
+        for segment in range(meta.segment_count):
+            batch.delete(keys.block(si, meta.share, segment))
+        batch.delete(keys.share(si, meta.share))
 
     # --- deleting ------------------------------------------------------------------
     def delete_share(self, si: bytes, share: int) -> bool:

@@ -1,0 +1,44 @@
+"""`python tests/ledger/ledger_remote_node.py <xsc arguments>`: the real `xsc` CLI, whose nodes settle a
+"test" job kind (a receipt check that accepts every claim) and have a test-only user route
+`POST /v1/test/pay {"node", "amount", "usage", "job"}` calling `payments.pay_node`, so the crash tests can
+drive cross-node payments inside real node processes they SIGKILL."""
+
+from __future__ import annotations
+
+import sys
+
+from aiohttp import web
+
+import xsc.node.app as node_app
+from xsc.cli import main
+from xsc.errors import InvalidArgument
+from xsc.node.payments import pay_node
+from xsc.node.receipt_routes import RECEIPT_CHECKS
+
+_create_app = node_app.create_app
+
+
+async def _accept(app, sender, authorization, amount, usage) -> None:
+    return None
+
+
+async def _pay(request: web.Request) -> web.Response:
+    body = await request.json()
+    if not isinstance(body, dict):
+        raise InvalidArgument("send a JSON object")
+    entry = await pay_node(request.app, body["node"], body["amount"], body["usage"], body["job"])
+    return web.json_response({"entry": entry})
+
+
+def create_app(config):
+    app = _create_app(config)
+    app[RECEIPT_CHECKS]["test"] = _accept
+    app.router.add_post("/v1/test/pay", _pay)
+    return app
+
+
+node_app.create_app = create_app
+
+if __name__ == "__main__":
+    sys.argv[0] = "xsc"
+    main()

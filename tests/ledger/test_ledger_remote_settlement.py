@@ -1,0 +1,302 @@
+"""Settlement across nodes on two in-process nodes: a payer on one, its payee on the other."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import pytest
+
+from xsc.errors import (AuthorizationExpired, AuthorizationNotPending, InsufficientCredit, InvalidArgument,
+                        InvalidEntry, PeerRefused, PeerUnreachable, ReceiptMismatch, WrongPayee)
+from xsc.identity import Identity
+from xsc.ledger import decode_authorization, decode_entry, encode_authorization
+from xsc.ledger.model import Receipt, authorize
+from xsc.node import CLIENT_IDENTITY, IDENTITY
+from xsc.node.ledger_routes import LEDGER
+from xsc.node.payments import PAYMENTS, RECEIPTS_PATH, ask_receipt, pay_node
+from xsc.node.peers import PEERS
+from xsc.node.receipt_routes import RECEIPT_CHECKS
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+
+
+class Checks:
+    """A "test" job kind on the payee: records each claim it is asked about; refuses those it is told to."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, int, dict]] = []
+        self.refuse: Exception | None = None
+
+    async def __call__(self, app, sender, authorization, amount, usage) -> None:
+        self.calls.append((sender, authorization.job, amount, usage))
+        if self.refuse is not None:
+            raise self.refuse
+
+
+async def _json(response, status):
+    body = await response.json(content_type=None)
+    assert response.status == status, body
+    return body
+
+
+async def _peered(node_factory, *, ledger: dict | None = None, b_port: int | None = None):
+    a = await node_factory("a", **QUIET, **({"ledger": ledger} if ledger else {}))
+    b = await node_factory("b", **QUIET, **({"node": {"listen": f"127.0.0.1:{b_port}"}} if b_port else {}))
+    checks = Checks()
+    b.app[RECEIPT_CHECKS]["test"] = checks
+    await a.app[PEERS].add(b.app[PEERS].url)
+    return a, b, checks
+
+
+async def _verified(node) -> dict:
+    report = await _json(await node.get("/v1/ledger/verify"), 200)
+    assert report["ok"], report["violations"]
+    return report
+
+
+async def test_a_payment_to_another_node_lands_in_both_chains(node_factory) -> None:
+    a, b, checks = await _peered(node_factory)
+    b_id, a_id = b.app[IDENTITY].id, a.app[IDENTITY].id
+    entry = await pay_node(a.app, b_id, 7_000, {"byte_hours": 12}, "test:file-1")
+
+    payment = await _json(await a.get(f"/v1/ledger/entries/{entry}"), 200)
+    assert (payment["kind"], payment["amount"], payment["payee"], payment["usage"]) == \
+        ("payment", 7_000, b_id, {"byte_hours": 12})
+    receipts = await _json(await b.get(f"/v1/ledger/accounts/{b_id}/history"), 200)
+    assert [(e["kind"], e["id"], e["payer"]) for e in receipts["entries"]] == \
+        [("receipt", payment["receipt"], a.app[CLIENT_IDENTITY].id)]
+    assert checks.calls == [(a_id, "test:file-1", 7_000, {"byte_hours": 12})]
+    payer = await _json(await a.get("/v1/ledger/accounts/client"), 200)
+    assert (payer["balance"], payer["held"], payer["available"]) == (-7_000, 0, 100_000_000 - 7_000)
+    assert (await _json(await b.get("/v1/ledger/accounts/node"), 200))["balance"] == 7_000
+    assert a.app[LEDGER].pending() == []
+    for node, total in ((a, -7_000), (b, 7_000)):  # each holds one half: an open transfer
+        report = await _verified(node)
+        assert (report["open_transfers"], report["balance_sum"]) == (1, total)
+
+    # Paying this node itself is a local settlement: both halves here.
+    local = await pay_node(a.app, a_id, 500, {"fuel": 3}, "test:local")
+    assert (await _json(await a.get(f"/v1/ledger/entries/{local}"), 200))["payee"] == a_id
+    assert (await _verified(a))["open_transfers"] == 1
+    assert (await _json(await a.get("/v1/node/status"), 200))["payments"] == {"pending": 0, "pending_amount": 0}
+
+
+async def test_countersign_and_complete_are_idempotent(node_factory) -> None:
+    a, b, checks = await _peered(node_factory)
+    payer, ledger_a, ledger_b = a.app[CLIENT_IDENTITY], a.app[LEDGER], b.app[LEDGER]
+    b_node = b.app[IDENTITY]
+    auth = await ledger_a.authorize(payer, b_node.public_key, 900, "test:twice")
+    wire = decode_authorization(encode_authorization(auth))
+    assert wire == auth and wire.signature == auth.signature and wire.id == auth.id
+
+    first = await ask_receipt(a.app, b_node.id, auth, 800, {"fuel": 5})
+    again = await ask_receipt(a.app, b_node.id, auth, 800, {"fuel": 5})  # a retried POST: the same receipt
+    direct = await ledger_b.countersign(b_node, wire, 800, {"fuel": 5})
+    assert first.encode() == again.encode() == direct.encode()
+    assert len(checks.calls) == 1  # the check is asked once, not on the repeats
+    with pytest.raises(ReceiptMismatch):
+        await ledger_b.countersign(b_node, wire, 801, {"fuel": 5})
+    with pytest.raises(PeerRefused) as refused:
+        await ask_receipt(a.app, b_node.id, auth, 800, {"fuel": 6})
+    assert refused.value.details["peer_code"] == "receipt-mismatch"
+    got = await _json(await b.get("/v1/ledger/verify"), 200)
+    assert got["entries"] == 1
+
+    received = decode_entry(first.encode())
+    assert isinstance(received, Receipt)
+    p1 = await ledger_a.complete(payer, received)
+    p2 = await ledger_a.complete(payer, received)
+    assert p1.encode() == p2.encode() and ledger_a.store.state(payer.public_key).seq == 1
+    assert ledger_a.pending() == [] and ledger_a.account_view(payer.public_key)["held"] == 0
+    await _verified(a)
+    await _verified(b)
+
+
+async def test_bad_claims_are_refused_with_clear_problems(node_factory) -> None:
+    a, b, checks = await _peered(node_factory)
+    peers, b_url, b_node = a.app[PEERS], b.app[PEERS].url, b.app[IDENTITY]
+    payer = a.app[CLIENT_IDENTITY]
+    now = int(time.time())
+
+    async def post(body, status: int, code: str) -> None:
+        with pytest.raises(PeerRefused) as refused:
+            await peers.request(b_url, "POST", RECEIPTS_PATH, json=body, to=b_node.id)
+        assert (refused.value.details["peer_status"], refused.value.details["peer_code"]) == (status, code), \
+            refused.value
+
+    def signed(payee: bytes = b_node.public_key, cap: int = 1000, job: str = "test:x", expires: int = now + 600,
+               by: Identity = payer):
+        auth = authorize(by, payee, cap, job, expires, os.urandom(16))
+        return encode_authorization(auth).hex()
+
+    good = {"amount": 10, "usage": {"fuel": 1}}
+    forged = bytearray(bytes.fromhex(signed()))
+    forged[-1] ^= 1
+    await post({**good, "authorization": forged.hex()}, 422, "invalid-entry")
+    impostor = Identity.generate()  # signs, but names the client as payer
+    auth = authorize(impostor, b_node.public_key, 1000, "test:x", now + 600, os.urandom(16))
+    fake = type(auth)(payer.public_key, auth.payee, auth.cap, auth.nonce, auth.expires_at, auth.job)
+    await post({**good, "authorization": fake.signed(auth.signature).body.hex() + auth.signature.hex()},
+               422, "invalid-entry")
+    await post({**good, "authorization": signed(payee=Identity.generate().public_key)}, 422, "wrong-payee")
+    await post({"amount": 1001, "usage": {"fuel": 1}, "authorization": signed()}, 422, "invalid-entry")
+    await post({**good, "authorization": signed(expires=now - 5)}, 422, "authorization-expired")
+    await post({**good, "authorization": signed(job="mystery:1")}, 403, "claim-refused")
+    await post({**good, "authorization": signed(job="nokind")}, 403, "claim-refused")
+    await post({**good, "authorization": "zz" + signed()}, 400, "invalid-argument")
+    await post({**good, "authorization": signed()[:-2]}, 422, "invalid-entry")  # truncated
+    await post({**good, "authorization": signed() + "00"}, 422, "invalid-entry")  # trailing byte
+    await post({"amount": -1, "usage": {}, "authorization": signed()}, 400, "invalid-argument")
+    await post({"amount": 1, "usage": {f"m{i}": 1 for i in range(9)}, "authorization": signed()}, 422, "invalid-entry")
+    await post({"amount": 1, "usage": {"Fuel!": 1}, "authorization": signed()}, 422, "invalid-entry")
+    await post({**good, "authorization": signed(), "job": "test:other"}, 422, "invalid-entry")
+    await post([1, 2], 400, "invalid-argument")
+    checks.refuse = WrongPayee("not mine")  # any XscError from the check is the answer
+    await post({**good, "authorization": signed()}, 422, "wrong-payee")
+    from xsc.errors import Forbidden
+
+    checks.refuse = Forbidden("node a never stored this file here")
+    await post({**good, "authorization": signed()}, 403, "forbidden")
+    assert (await _json(await b.get("/v1/ledger/verify"), 200))["entries"] == 0  # nothing was countersigned
+
+    for path, status in ((f"{RECEIPTS_PATH}/xyz", 400), (f"{RECEIPTS_PATH}/{'ab' * 32}", 404)):
+        with pytest.raises(PeerRefused) as refused:
+            await peers.request(b_url, "GET", path, to=b_node.id)
+        assert refused.value.details["peer_status"] == status
+    unsigned = await b.post(RECEIPTS_PATH, json={**good, "authorization": signed()})
+    assert unsigned.status == 401
+
+    # pay_node with a claim the payee refuses: the refusal comes through, nothing stays pending or held.
+    with pytest.raises(PeerRefused) as refused:
+        await pay_node(a.app, b_node.id, 10, {"fuel": 1}, "test:refused")
+    assert refused.value.details["peer_status"] == 403
+    assert a.app[LEDGER].pending() == [] and a.app[LEDGER].account_view(payer.public_key)["held"] == 0
+
+    # The payer side refuses receipts that do not answer one of its pending authorizations.
+    ledger_a, ledger_b = a.app[LEDGER], b.app[LEDGER]
+    checks.refuse = None
+    stray = authorize(payer, b_node.public_key, 50, "test:stray", now + 600, os.urandom(16))
+    receipt = await ledger_b.countersign(b_node, stray, 50, {})
+    with pytest.raises(AuthorizationNotPending):
+        await ledger_a.complete(payer, receipt)
+    auth = await ledger_a.authorize(payer, b_node.public_key, 50, "test:sig")
+    receipt = await ledger_b.countersign(b_node, auth, 40, {})
+    bad = bytearray(receipt.encode())
+    bad[-1] ^= 1
+    with pytest.raises(InvalidEntry):
+        await ledger_a.complete(payer, decode_entry(bytes(bad)))
+    with pytest.raises(InvalidEntry):  # signed for another payer
+        await ledger_a.complete(a.app[IDENTITY], receipt)
+    with pytest.raises(AuthorizationExpired):
+        await ledger_b.countersign(b_node, authorize(payer, b_node.public_key, 5, "t", now - 1, os.urandom(16)), 5, {})
+    await ledger_a.complete(payer, receipt)
+    await _verified(a)
+    await _verified(b)
+
+
+async def test_an_authorization_beyond_the_available_credit_is_refused(node_factory) -> None:
+    a, b, _ = await _peered(node_factory, ledger={"credit_limit": 1_000, "low_balance": 50})
+    ledger, payer, b_id = a.app[LEDGER], a.app[CLIENT_IDENTITY], b.app[IDENTITY].id
+    first = await ledger.authorize(payer, b.app[IDENTITY].public_key, 600, "test:big")
+    with pytest.raises(InsufficientCredit) as short:
+        await ledger.authorize(payer, b.app[IDENTITY].public_key, 500, "test:bigger")
+    assert short.value.details["short"] == 100 and "short by 0.000100" in short.value.message
+    with pytest.raises(InsufficientCredit):
+        await pay_node(a.app, b_id, 401, {}, "test:too-much")
+    assert [p.id for p in ledger.pending()] == [first.id]
+
+    view = await _json(await a.get("/v1/ledger/accounts/client"), 200)
+    assert (view["held"], view["available"], view["low"]) == (600, 400, True)
+    health = await _json(await a.get("/health"), 200)
+    check = health["checks"]["ledger:balance"][0]
+    assert health["status"] == "warn" and check["status"] == "warn" and check["observedValue"] == 400
+    assert "0.000400 credits left" in check["output"]
+
+    await ledger.abandon(first.id, force=True)
+    assert ledger.pending() == [] and ledger.account_view(payer.public_key)["available"] == 1_000
+    health = await _json(await a.get("/health"), 200)
+    assert health["checks"]["ledger:balance"][0]["status"] == "pass"
+    with pytest.raises(AuthorizationNotPending):
+        await ledger.abandon(first.id)
+    await pay_node(a.app, b_id, 1_000, {}, "test:all-of-it")  # exactly the limit: allowed
+    assert ledger.account_view(payer.public_key)["available"] == 0
+
+
+async def test_an_unreachable_payee_is_paid_by_the_retry_after_a_restart(node_factory) -> None:
+    from ..conftest import free_port
+
+    b_port = free_port()
+    a, b, checks = await _peered(node_factory, b_port=b_port)
+    b_id, payer = b.app[IDENTITY].id, a.app[CLIENT_IDENTITY]
+    await b.close()  # the payee is down
+    with pytest.raises(PeerUnreachable) as pending:
+        await pay_node(a.app, b_id, 3_000, {"fuel": 30}, "test:later")
+    auth_id = pending.value.details["authorization"]
+    assert [p.id.hex() for p in a.app[LEDGER].pending()] == [auth_id]
+    assert a.app[LEDGER].account_view(payer.public_key)["held"] == 3_000
+    assert await a.app[PAYMENTS].retry_all() == {"pending": 1}
+    assert a.app[LEDGER].account_view(payer.public_key)["balance"] == 0
+    a_port = a.server.port
+    await a.close()  # the payer restarts too: the pending record and its hold survive
+
+    b = await node_factory("b", **QUIET, node={"listen": f"127.0.0.1:{b_port}"})
+    b.app[RECEIPT_CHECKS]["test"] = checks
+    a = await node_factory("a", **QUIET, node={"listen": f"127.0.0.1:{a_port}"})
+    ledger = a.app[LEDGER]
+    assert [p.id.hex() for p in ledger.pending()] in ([auth_id], [])  # the start-up pass may be done already
+    outcomes = []
+    for _ in range(200):  # the retry's first pass runs at start; wait for it (a deadline, not a timing assert)
+        if not ledger.pending():
+            break
+        outcomes.append(await a.app[PAYMENTS].retry_all())
+        await asyncio.sleep(0.05)
+    assert ledger.pending() == [], outcomes
+    assert ledger.pending() == [] and ledger.account_view(payer.public_key)["balance"] == -3_000
+    assert ledger.account_view(payer.public_key)["held"] == 0
+    assert (await _json(await b.get("/v1/ledger/accounts/node"), 200))["balance"] == 3_000
+    await _verified(a)
+    await _verified(b)
+
+
+async def test_an_expired_authorization_without_a_receipt_is_abandoned(node_factory, monkeypatch) -> None:
+    a, b, _ = await _peered(node_factory)
+    ledger, payer = a.app[LEDGER], a.app[CLIENT_IDENTITY]
+    auth = await ledger.authorize(payer, b.app[IDENTITY].public_key, 70, "test:never", ttl=1)
+    with pytest.raises(InvalidArgument):  # not expired yet: the payee may still countersign
+        await ledger.abandon(auth.id)
+    assert await a.app[PAYMENTS].retry_all() == {"pending": 1}  # no claim recorded, no receipt yet
+    later = time.time() + 1_000  # past expiry and the clock skew allowance
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert await a.app[PAYMENTS].retry_all() == {"abandoned": 1}
+    assert ledger.pending() == [] and ledger.account_view(payer.public_key)["held"] == 0
+
+
+async def test_pending_authorizations_and_their_holds_survive_a_restart(tmp_path) -> None:
+    import plyvel
+
+    from xsc.ledger import LedgerService
+
+    payer, payee = Identity.generate(), Identity.generate()
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    ledger = LedgerService(db, 10_000, client=payer, threads=1)
+    kept = await ledger.authorize(payer, payee.public_key, 4_000, "test:a", claim=(3_500, {"fuel": 7}))
+    dropped = await ledger.authorize(payer, payee.public_key, 1_000, "test:b")
+    await ledger.abandon(dropped.id, force=True)
+    await ledger.close()
+    db.close()
+
+    db = plyvel.DB(str(tmp_path / "db"))
+    ledger = LedgerService(db, 10_000, client=payer, threads=1)
+    try:
+        assert [a.id for a in ledger.pending()] == [kept.id]
+        assert ledger.pending()[0].signature == kept.signature
+        assert ledger.claim(kept.id) == (3_500, {"fuel": 7}) and ledger.claim(dropped.id) is None
+        view = ledger.account_view(payer.public_key)
+        assert (view["held"], view["available"]) == (4_000, 6_000)
+        with pytest.raises(InsufficientCredit):
+            await ledger.authorize(payer, payee.public_key, 6_001, "test:c")
+    finally:
+        await ledger.close()
+        db.close()

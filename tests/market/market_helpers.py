@@ -1,0 +1,33 @@
+"""Builders shared by the market tests."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from xsc.allocation import CapacitySlot, NeedSlot, SlotFilter
+from xsc.market import Ask, Bid
+from xsc.market.auction import Order
+
+HOUR = 3600
+
+
+def order(side: str, price: int, quantity: int = 1, oid: str | None = None, owner: str = "x", kind: str = "storage",
+          bucket: int = 0) -> Order:
+    oid = oid or f"{side}-{price}-{quantity}"
+    return Order(oid, owner, side, kind, bucket, quantity, price, oid.encode())
+
+
+def ask(owner: str, sid: str, quantity: int, price: int, start: int = 0, end: int = 10 * HOUR, kind: str = "storage",
+        location="any", **kw) -> Ask:
+    return Ask(slot=CapacitySlot(id=sid, owner=owner, kind=kind, quantity=quantity, start=start, end=end,
+                                 location=location, **kw), price=price)
+
+
+def bid(owner: str, sid: str, quantity: int, price: int, start: int = 0, end: int = 10 * HOUR, kind: str = "storage",
+        location="any", deny: tuple[str, ...] = (), group: str | None = None, min_availability: str | None = None,
+        prefer: tuple[str, ...] = (), **kw) -> Bid:
+    filters = SlotFilter(deny=deny) if deny else SlotFilter()
+    return Bid(slot=NeedSlot(id=sid, owner=owner, kind=kind, quantity=quantity, start=start, end=end,
+                             location=location, filters=filters, **kw),
+               price=price, group=group, prefer=prefer,
+               min_availability=None if min_availability is None else Decimal(min_availability))

@@ -1,0 +1,127 @@
+"""The call market: the facts of the issue, and its properties against a unit-by-unit reference."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from market_helpers import order
+
+from xsc.errors import MarketError
+from xsc.market import bucket_of, clear_auction, clear_book
+
+
+def _clear(bid_prices, ask_prices):
+    return clear_auction([order("bid", p, oid=f"b{i}") for i, p in enumerate(bid_prices)],
+                         [order("ask", p, oid=f"a{i}") for i, p in enumerate(ask_prices)])
+
+
+def test_two_trades_at_six():
+    c = _clear([9, 8], [3, 4])
+    assert (c.traded, c.price, c.low, c.high) == (2, 6, 4, 8)
+    assert sorted(f.order_id for f in c.fills) == ["a0", "a1", "b0", "b1"]
+
+
+def test_one_trade_at_six():
+    c = _clear([9, 4], [3, 8])
+    assert (c.traded, c.price, c.low, c.high) == (1, 6, 4, 8)
+    assert [(f.order_id, f.quantity) for f in c.fills] == [("b0", 1), ("a0", 1)]
+
+
+@pytest.mark.parametrize("bids, asks", [([], []), ([9, 8], []), ([], [3, 4]), ([2, 1], [3, 4])])
+def test_empty_one_sided_or_uncrossed_book_trades_nothing(bids, asks):
+    c = _clear(bids, asks)
+    assert (c.traded, c.price, c.low, c.high, c.fills) == (0, None, None, None, ())
+
+
+def test_quantities_split_at_the_margin():
+    # 10 units wanted at 9, 5 offered at 3 and 10 at 7: all 10 trade; the 11th unit offered (at 7)
+    # bounds the range from above, so the price is 7 and the ask at 7 fills 5 of its 10.
+    c = clear_auction([order("bid", 9, 10, "b")], [order("ask", 3, 5, "a1"), order("ask", 7, 10, "a2")])
+    assert (c.traded, c.low, c.high, c.price) == (10, 7, 7, 7)
+    assert [(f.order_id, f.quantity) for f in c.fills] == [("b", 10), ("a1", 5), ("a2", 5)]
+
+
+def test_ties_at_the_margin_go_by_digest():
+    bids = [order("bid", 5, 1, oid) for oid in ("zz", "aa", "mm")]
+    c = clear_auction(bids, [order("ask", 5, 2, "a")])
+    assert [f.order_id for f in c.fills_of("bid")] == ["aa", "mm"]
+    assert c.price == 5
+
+
+def test_sides_are_checked():
+    with pytest.raises(MarketError, match="listed among the bids"):
+        clear_auction([order("ask", 1)], [order("ask", 1)])
+    with pytest.raises(MarketError, match="positive number of seconds"):
+        bucket_of(10, 0)
+    assert bucket_of(7199, 3600) == 1 and bucket_of(-1, 3600) == -1
+
+
+def test_clear_book_groups_by_kind_and_bucket():
+    orders = [order("bid", 9, oid="b1"), order("ask", 3, oid="a1"),
+              order("bid", 9, oid="b2", kind="compute"), order("ask", 1, oid="a2", bucket=5)]
+    out = clear_book(orders)
+    assert list(out) == [("compute", 0), ("storage", 0), ("storage", 5)]
+    assert out[("storage", 0)].price == 6 and out[("compute", 0)].price is None and out[("storage", 5)].traded == 0
+
+
+def _reference(bids, asks):
+    """Unit by unit, materialised: (Q, low, high) by the textbook definition."""
+    b_units = sorted((p for p, q, _ in bids for _ in range(q)), reverse=True)
+    a_units = sorted(p for p, q, _ in asks for _ in range(q))
+    q = 0
+    while q < min(len(b_units), len(a_units)) and b_units[q] >= a_units[q]:
+        q += 1
+    if q == 0:
+        return 0, None, None
+    low = max([a_units[q - 1]] + ([b_units[q]] if q < len(b_units) else []))
+    high = min([b_units[q - 1]] + ([a_units[q]] if q < len(a_units) else []))
+    return q, low, high
+
+
+sides = st.lists(st.tuples(st.integers(0, 20), st.integers(0, 6), st.binary(min_size=1, max_size=2)), max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(sides, sides, st.randoms(use_true_random=False))
+def test_clearing_properties(bid_specs, ask_specs, rnd):
+    bids = [order("bid", p, q, f"b{i}", owner=f"o{i % 3}") for i, (p, q, _) in enumerate(bid_specs)]
+    asks = [order("ask", p, q, f"a{i}", owner=f"o{i % 4}") for i, (p, q, _) in enumerate(ask_specs)]
+    c = clear_auction(bids, asks)
+    q, low, high = _reference(bid_specs, ask_specs)
+    assert (c.traded, c.low, c.high) == (q, low, high)
+    by_id = {o.id: o for o in bids + asks}
+    bid_fills, ask_fills = c.fills_of("bid"), c.fills_of("ask")
+    assert sum(f.quantity for f in bid_fills) == sum(f.quantity for f in ask_fills) == q
+    if q == 0:
+        assert c.price is None and c.fills == ()
+        return
+    assert low <= c.price <= high and c.price == (low + high) // 2
+    for f in bid_fills:  # no buyer pays above its bid
+        assert by_id[f.order_id].price >= c.price and 0 < f.quantity <= by_id[f.order_id].quantity
+    for f in ask_fills:  # no seller receives below its ask
+        assert by_id[f.order_id].price <= c.price and 0 < f.quantity <= by_id[f.order_id].quantity
+    # budget balance: buyers pay exactly what sellers receive
+    assert sum(f.quantity * c.price for f in bid_fills) == sum(f.quantity * c.price for f in ask_fills)
+    filled = {f.order_id: f.quantity for f in c.fills}
+    for o in bids:  # strictly better prices trade in full
+        if o.price > c.price:
+            assert filled.get(o.id, 0) == o.quantity
+    for o in asks:
+        if o.price < c.price:
+            assert filled.get(o.id, 0) == o.quantity
+    # deterministic, whatever the order of the input
+    rnd.shuffle(bids)
+    rnd.shuffle(asks)
+    assert clear_auction(bids, asks) == c
+
+
+def test_large_book_matches_the_reference_totals():
+    rng = random.Random(7)
+    bids = [order("bid", rng.randint(1, 1000), rng.randint(1, 10**9), f"b{i}") for i in range(2000)]
+    asks = [order("ask", rng.randint(1, 1000), rng.randint(1, 10**10), f"a{i}") for i in range(200)]
+    c = clear_auction(bids, asks)
+    assert c.traded > 0 and c.low <= c.price <= c.high
+    assert sum(f.quantity for f in c.fills_of("bid")) == sum(f.quantity for f in c.fills_of("ask")) == c.traded

@@ -1,0 +1,475 @@
+"""The market on a node: its own offer, the replicated book, clearing and matching (the shell
+around the pure core in xsc/market).
+
+- **Offer.** The node publishes capacity slots for what it really has -- free storage bytes and
+  compute fuel -- for the current time bucket and the next, each with an ask from its pricing
+  policy (the ask rises with utilization).  Need slots of puts and invokes in progress are
+  published with it.  The commitment is signed and stamped with an Interval Tree Clock; the stamp
+  is kept in LevelDB so it only grows across restarts.
+- **Book.** Commitments travel between peers (`POST /v1/peer/market`): pushed on every change
+  (debounced by `market.publish_delay`) and swapped with a random peer every gossip interval.
+  Stale ones are ignored, concurrent ones merged (xsc.market.Book), so every node converges on
+  the same book; `digest` says which book a node holds.
+- **Clearing.** The call market is cleared per kind and bucket whenever the book changed (lazily, on
+  the next read), and each new clearing price is kept in LevelDB for `xsc market prices`.
+- **Recognition.** The weights this node publishes: what the user set (`xsc market recognize`),
+  else derived from health (availability over 24 h, last audit) and from the ledger (what the peer
+  paid us, what we paid it for work it delivered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from decimal import Decimal
+from typing import Any
+
+import plyvel
+from aiohttp import web
+
+from .. import keys
+from ..allocation import CapacitySlot, NeedSlot, SlotFilter, Stamp
+from ..errors import InvalidArgument, MarketNoDeal, PeerError, XscError
+from ..identity import parse_public_id, public_id
+from ..market import (Ask, Bid, Book, PricingPolicy, ask_price, cap_supply, clear_book, match_needs, need_key,
+                      parse_commitment, sign_commitment, spread_groups)
+from .context import CONFIG, DB, IDENTITY
+
+log = logging.getLogger(__name__)
+
+MAX_RECOGNITION = Decimal(1000)
+PRICE_HISTORY = 1000  # clearing prices kept per kind
+GOSSIP_FANOUT = 3
+DERIVED_NO_PROBES = Decimal("0.5")  # a peer not probed yet: half the weight of one that is always up
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class MarketService:
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.config = app[CONFIG].market
+        self.identity = app[IDENTITY]
+        self.me = self.identity.id
+        self.db: plyvel.DB = app[DB]
+        self.book = Book(bucket_seconds=self.config.bucket_seconds)
+        for key, value in self.db.iterator(prefix=keys.MARKET_COMMITMENTS):
+            try:
+                self.book.receive(parse_commitment(json.loads(value)))
+            except (XscError, ValueError) as err:
+                log.warning("dropping a stored market commitment that no longer parses: %s", err)
+        raw = self.db.get(keys.MARKET_SELF)
+        state = json.loads(raw) if raw else {}
+        self.stamp = Stamp.decode(bytes.fromhex(state["stamp"])) if "stamp" in state else Stamp.seed()
+        self.paid_by: dict[str, int] = state.get("paid_by", {})  # peer -> micro-credits its user paid us
+        self.delivered_by: dict[str, int] = state.get("delivered_by", {})  # peer -> what we paid it
+        self.user_weights: dict[str, Decimal] = {
+            public_id(k[len(keys.MARKET_RECOGNITION):]): Decimal(v.decode())
+            for k, v in self.db.iterator(prefix=keys.MARKET_RECOGNITION)}
+        self.needs: dict[str, Bid] = {}  # open needs of puts and invokes in progress
+        self.fuel_used: dict[int, int] = {}  # bucket -> fuel this node ran in it
+        self._published: tuple | None = None
+        self.last_results = None  # the newest MarketResult of a match this node ran
+        self.version = 0  # grows whenever the book changes
+        self._compute_deals: dict[tuple, Any] = {}  # (version, fuel bucket, max price) -> assignment
+        self._clearings: dict | None = None
+        self._changed = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    # --- what this node offers ------------------------------------------------------------
+    def policy(self, kind: str) -> PricingPolicy:
+        c = self.config
+        return PricingPolicy(floor=getattr(c, f"{kind}_ask_floor"), ceiling=getattr(c, f"{kind}_ask_ceiling"),
+                             exponent=c.ask_exponent)
+
+    def bucket(self, at_s: int | None = None) -> int:
+        return (int(time.time()) if at_s is None else at_s) // self.config.bucket_seconds
+
+    def storage_usage(self) -> tuple[int, int]:
+        from .storage_routes import GATEWAY
+
+        store = self.app[GATEWAY].store if GATEWAY in self.app else None
+        return (store.capacity - store.free, store.capacity) if store is not None else (0, 0)
+
+    def compute_capacity(self) -> int:
+        return self.app[CONFIG].compute.threads * self.config.fuel_per_second * self.config.bucket_seconds
+
+    def own_asks(self) -> list[Ask]:
+        """Capacity slots for the current bucket and the next, priced by the pricing policy."""
+        seconds = self.config.bucket_seconds
+        now_bucket = self.bucket()
+        asks = []
+        used, capacity = self.storage_usage()
+        for b in (now_bucket, now_bucket + 1):
+            start, end = b * seconds, (b + 1) * seconds
+            if self.config.offer_storage and capacity > used:
+                asks.append(Ask(slot=CapacitySlot(id=f"storage-{b}", owner=self.me, kind="storage",
+                                                  quantity=capacity - used, start=start, end=end),
+                                price=ask_price(self.policy("storage"), used, capacity)))
+            fuel = self.compute_capacity()
+            fuel_used = min(self.fuel_used.get(b, 0), fuel)
+            if self.config.offer_compute and fuel > fuel_used:
+                asks.append(Ask(slot=CapacitySlot(id=f"compute-{b}", owner=self.me, kind="compute",
+                                                  quantity=fuel - fuel_used, start=start, end=end),
+                                price=ask_price(self.policy("compute"), fuel_used, fuel)))
+        return asks
+
+    def ask(self, kind: str) -> int | None:
+        """This node's ask now for `kind`, None if it does not offer it."""
+        b = self.bucket()
+        return next((a.price for a in self.own_asks() if a.slot.kind == kind and a.slot.id.endswith(f"-{b}")), None)
+
+    def note_fuel(self, fuel: int) -> None:
+        b = self.bucket()
+        self.fuel_used[b] = self.fuel_used.get(b, 0) + fuel
+        for old in [k for k in self.fuel_used if k < b]:
+            del self.fuel_used[old]
+        self.touch()
+
+    def note_paid(self, peer: str, amount: int, *, by_them: bool) -> None:
+        """A peer's user paid us (`by_them`), or we paid a peer for work it delivered: both raise recognition."""
+        table = self.paid_by if by_them else self.delivered_by
+        table[peer] = table.get(peer, 0) + amount
+        self._save_self()
+
+    # --- recognition ----------------------------------------------------------------------
+    def set_recognition(self, peer: str, weight: Decimal | None) -> None:
+        key = parse_public_id(peer)
+        if weight is None:
+            self.db.delete(keys.market_recognition(key), sync=True)
+            self.user_weights.pop(peer, None)
+        else:
+            if not weight.is_finite() or not 0 <= weight <= MAX_RECOGNITION:
+                raise InvalidArgument(f"a recognition weight must be between 0 and {MAX_RECOGNITION}, not {weight}")
+            self.db.put(keys.market_recognition(key), str(weight).encode(), sync=True)
+            self.user_weights[peer] = weight
+        self.touch()
+
+    def derived_weight(self, peer: str) -> Decimal:
+        """From health and the ledger: availability over 24 h, cut to a tenth after a failed audit,
+        plus a bonus for the share of money exchanged with that peer (both directions)."""
+        from .peers import PEERS
+
+        availability = self.app[PEERS].availability(peer) if PEERS in self.app else None
+        if availability is None or availability.ratio_24h is None:
+            weight = DERIVED_NO_PROBES
+        else:
+            weight = Decimal(str(round(availability.ratio_24h, 4)))
+        if availability is not None and availability.last_audit and not availability.last_audit.get("ok", True):
+            weight /= 10
+        total = sum(self.paid_by.values()) + sum(self.delivered_by.values())
+        if total:
+            exchanged = self.paid_by.get(peer, 0) + self.delivered_by.get(peer, 0)
+            weight += Decimal(exchanged) / Decimal(total)
+        return weight.quantize(Decimal("0.0001"))
+
+    def recognition(self) -> dict[str, Decimal]:
+        from .peers import PEERS
+
+        peers = [d.id for d in self.app[PEERS].peers()] if PEERS in self.app else []
+        weights = {p: self.derived_weight(p) for p in peers}
+        weights.update(self.user_weights)
+        return {p: w for p, w in sorted(weights.items()) if w > 0 and p != self.me}
+
+    def recognition_view(self) -> list[dict]:
+        from .peers import PEERS
+
+        peers = {d.id for d in self.app[PEERS].peers()} if PEERS in self.app else set()
+        rows = []
+        for peer in sorted(peers | set(self.user_weights)):
+            theirs = self.book.get(peer)
+            rows.append({"peer": peer, "weight": str(self.user_weights.get(peer, self.derived_weight(peer))),
+                         "set_by_user": peer in self.user_weights, "derived": str(self.derived_weight(peer)),
+                         "theirs": str(theirs.recognition.get(self.me, 0)) if theirs else None})
+        return rows
+
+    # --- publishing ------------------------------------------------------------------------
+    def touch(self) -> None:
+        """Something this node offers or needs changed: re-publish soon (debounced)."""
+        self._changed.set()
+
+    def publish(self, *, force: bool = False) -> bool:
+        """Sign and publish this node's commitment if it changed (or `force`); returns whether it did."""
+        asks, bids, recognition = self.own_asks(), tuple(self.needs.values()), self.recognition()
+        content = (tuple(asks), bids, tuple(recognition.items()))
+        if content == self._published and not force:
+            return False
+        self.stamp = self.stamp.event()
+        commitment = sign_commitment(self.identity, asks=tuple(asks), bids=bids, recognition=recognition,
+                                     stamp=self.stamp, timestamp=now_ms())
+        self.book.receive(commitment)
+        self._published = content
+        self._changed_book()
+        with self.db.write_batch(sync=True) as batch:
+            batch.put(keys.market_commitment(self.identity.public_key), json.dumps(commitment.to_json()).encode())
+            batch.put(keys.MARKET_SELF, self._self_state())
+        return True
+
+    def _self_state(self) -> bytes:
+        return json.dumps({"stamp": self.stamp.encode().hex(), "paid_by": self.paid_by,
+                           "delivered_by": self.delivered_by}).encode()
+
+    def _save_self(self) -> None:
+        self.db.put(keys.MARKET_SELF, self._self_state(), sync=True)
+
+    def receive(self, items: Any) -> int:
+        """Peers' commitments; returns how many changed the book.  Invalid ones are skipped (logged)."""
+        if not isinstance(items, list):
+            raise InvalidArgument("commitments must be a list", hint='send {"commitments": [...]}')
+        changed = 0
+        with self.db.write_batch() as batch:
+            for item in items:
+                try:
+                    commitment = parse_commitment(item)
+                except XscError as err:
+                    log.info("ignoring a market commitment: %s", err)
+                    continue
+                if commitment.participant == self.me:
+                    continue  # our own, echoed back: ours is always the newest
+                outcome = self.book.receive(commitment)
+                if outcome.value != "stale":
+                    changed += 1
+                    held = self.book.get(commitment.participant)
+                    batch.put(keys.market_commitment(parse_public_id(held.participant)),
+                              json.dumps(held.to_json()).encode())
+        if changed:
+            self._changed_book()
+        return changed
+
+    def _changed_book(self) -> None:
+        self._clearings = None
+        self._compute_deals.clear()
+        self.version += 1
+
+    def payload(self) -> list[dict]:
+        return [c.to_json() for c in self.book.commitments()]
+
+    async def exchange(self, url: str, to: str | None = None) -> int:
+        from .peers import PEERS
+
+        response = await self.app[PEERS].request(url, "POST", "/v1/peer/market",
+                                                 json={"commitments": self.payload()}, to=to)
+        body = response.json()
+        return self.receive(body.get("commitments", []) if isinstance(body, dict) else [])
+
+    async def _push(self, fanout: int | None) -> None:
+        from .peers import PEERS
+
+        if PEERS not in self.app:
+            return
+        peers = [d for d in self.app[PEERS].peers() if self.app[PEERS].availability(d.id).up is not False]
+        targets = peers if fanout is None else random.sample(peers, min(fanout, len(peers)))
+        results = await asyncio.gather(*(self.exchange(d.url, d.id) for d in targets), return_exceptions=True)
+        for d, result in zip(targets, results):
+            if isinstance(result, PeerError):
+                log.debug("market exchange with %s failed: %s", d.id[:12], result)
+            elif isinstance(result, BaseException):
+                log.error("market exchange with %s failed", d.id[:12], exc_info=result)
+
+    def _missing(self) -> list:
+        """Peers that are not known to be down and whose commitment this node has not got."""
+        from .peers import PEERS
+
+        if PEERS not in self.app:
+            return []
+        peers = self.app[PEERS]
+        return [d for d in peers.peers() if self.book.get(d.id) is None and peers.availability(d.id).up is not False]
+
+    async def fill_book(self, timeout: float = 2.0) -> None:
+        """Swap books at once with the peers not in the book yet (a node that just joined), before matching."""
+        missing = self._missing()
+        if missing:
+            await asyncio.wait({asyncio.ensure_future(self._exchange_quietly(d)) for d in missing}, timeout=timeout)
+
+    async def _exchange_quietly(self, d) -> None:
+        try:
+            await self.exchange(d.url, d.id)
+        except PeerError as err:
+            log.debug("market exchange with %s failed: %s", d.id[:12], err)
+
+    async def _run(self) -> None:
+        """Re-publish on change (debounced) and at every bucket boundary; swap books with new peers at
+        once and with a random peer every gossip interval."""
+        interval = self.app[CONFIG].peers.gossip_interval
+        next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
+        while True:
+            seconds = self.config.bucket_seconds
+            to_boundary = seconds - time.time() % seconds + 0.05
+            try:
+                await asyncio.wait_for(self._changed.wait(), min(1.0, to_boundary))
+                await asyncio.sleep(self.config.publish_delay)
+            except asyncio.TimeoutError:
+                pass
+            self._changed.clear()
+            try:
+                if self.publish():
+                    await self._push(None)  # our own offer changed: every peer should know at once
+                elif time.monotonic() >= next_gossip:
+                    next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
+                    await self._push(1)  # anti-entropy with one random peer
+                else:
+                    await self.fill_book()
+            except Exception:  # a round must never end the market
+                log.exception("market round failed")
+
+    def start(self) -> None:
+        self.publish(force=self._published is None and self.book.get(self.me) is None)
+        self._tasks = [asyncio.create_task(self._run(), name="xsc-market")]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- clearing and matching -------------------------------------------------------------
+    def clearings(self) -> dict:
+        if self._clearings is None:
+            self._clearings = clear_book(self.book.orders())
+            self._record_prices(self._clearings)
+        return self._clearings
+
+    def _record_prices(self, clearings: dict) -> None:
+        at = now_ms()
+        with self.db.write_batch() as batch:
+            for (kind, bucket), c in clearings.items():
+                if c.price is None:
+                    continue
+                last = self.last_price(kind, bucket)
+                if last is not None and last["price"] == c.price and last["traded"] == c.traded:
+                    continue
+                batch.put(keys.market_price(kind, bucket, at),
+                          json.dumps({"price": c.price, "low": c.low, "high": c.high, "traded": c.traded}).encode())
+
+    def last_price(self, kind: str, bucket: int) -> dict | None:
+        prefix = keys.market_prices_of(kind) + bucket.to_bytes(8, "big")
+        with self.db.iterator(prefix=prefix, reverse=True) as it:
+            for _, value in it:
+                return json.loads(value)
+        return None
+
+    def price_history(self, kind: str | None, limit: int) -> list[dict]:
+        rows = []
+        with self.db.iterator(prefix=keys.MARKET_PRICES if kind is None else keys.market_prices_of(kind),
+                              reverse=True) as it:
+            for key, value in it:
+                k, bucket, at = keys.split_market_price(key)
+                rows.append({"kind": k, "bucket": bucket, "bucket_start": bucket * self.config.bucket_seconds,
+                             "time_ms": at, **json.loads(value)})
+                if len(rows) >= limit:
+                    break
+        return rows
+
+    def availability_map(self) -> dict[str, Decimal]:
+        from .peers import PEERS
+
+        out = {self.me: Decimal(1)}
+        if PEERS in self.app:
+            for d in self.app[PEERS].peers():
+                a = self.app[PEERS].availability(d.id)
+                if a.up is False:
+                    out[d.id] = Decimal(0)
+                else:
+                    out[d.id] = Decimal(str(round(a.ratio_1h, 4))) if a.ratio_1h is not None else Decimal(1)
+        return out
+
+    def recognition_map(self) -> dict[str, dict[str, Decimal]]:
+        out = {c.participant: dict(c.recognition) for c in self.book.commitments()}
+        out[self.me] = self.recognition()
+        return out
+
+    def match(self, bids: list[Bid]):
+        """Match `bids` (this node's new needs) against the book: the MarketResult of the pure core.
+
+        Providers that are down are left out; other nodes' open needs compete for the same slots."""
+        down = {p for p, a in self.availability_map().items() if a == 0}
+        asks = [a for a in self.book.asks() if a.slot.owner not in down]
+        mine = {b.slot.id for b in bids}
+        others = [b for b in self.book.bids() if not (b.slot.owner == self.me and b.slot.id in mine)]
+        needs = spread_groups(asks, others + bids)
+        return match_needs(cap_supply(asks, needs), needs, recognition=self.recognition_map(),
+                           availability=self.availability_map(), bucket_seconds=self.config.bucket_seconds,
+                           now_ms=now_ms())
+
+    def need(self, need_id: str, kind: str, quantity: int, seconds: int, max_price: int, *,
+             group: str | None = None, avoid: tuple[str, ...] = (), prefer: tuple[str, ...] = (),
+             min_availability: Decimal | None = None) -> Bid:
+        start = int(time.time())
+        slot = NeedSlot(id=need_id, owner=self.me, kind=kind, quantity=quantity, start=start,
+                        end=start + max(seconds, 1), filters=SlotFilter(deny=tuple(avoid)))
+        return Bid(slot=slot, price=max_price, group=group, prefer=tuple(prefer), min_availability=min_availability)
+
+    def deal(self, bids: list[Bid]) -> dict[str, Any]:
+        """Assignments for every bid, or MarketNoDeal explaining each need that got nothing."""
+        result = self.match(bids)
+        self.last_results = result
+        named = {b.slot.id: need_key(self.me, b.slot.id) for b in bids}
+        missing = [n for n, key in named.items() if key not in result.assignments]
+        if missing:
+            reasons = [result.explanations[named[n]].message for n in missing if named[n] in result.explanations]
+            raise MarketNoDeal(f"the market found no provider for {len(missing)} of {len(bids)} need(s): "
+                               + "; ".join(sorted(set(reasons))[:3]),
+                               hint="see why with `xsc market explain NEED`; raise --max-price, or wait for "
+                                    "providers (xsc market book)",
+                               needs={n: result.explanations[named[n]].code for n in missing
+                                      if named[n] in result.explanations})
+        return {n: result.assignments[key] for n, key in named.items()}
+
+    def compute_deal(self, fuel: int, max_price: int):
+        """The provider and price of an invoke of at most `fuel`: matched on the market, the answer kept
+        until the book changes (an invoke must not pay a matching of the whole book each time)."""
+        key = (self.version, fuel.bit_length(), max_price)
+        found = self._compute_deals.get(key)
+        if found is None:
+            need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(),
+                             60, max_price)
+            found = self.deal([need])[need.slot.id]
+            if len(self._compute_deals) > 64:
+                self._compute_deals.clear()
+            self._compute_deals[key] = found
+        return found
+
+    # --- views -----------------------------------------------------------------------------
+    def book_view(self, kind: str | None = None) -> dict[str, Any]:
+        rows: dict[tuple[str, int], dict] = {}
+        for order in self.book.orders():
+            if kind and order.kind != kind:
+                continue
+            row = rows.setdefault((order.kind, order.bucket), {"kind": order.kind, "bucket": order.bucket,
+                                                               "asks": [], "bids": []})
+            row["asks" if order.side == "ask" else "bids"].append(
+                {"owner": order.owner, "id": order.id, "quantity": order.quantity, "price": order.price})
+        clearings = self.clearings()
+        for key, row in rows.items():
+            row["asks"].sort(key=lambda o: (o["price"], o["owner"]))
+            row["bids"].sort(key=lambda o: (-o["price"], o["owner"]))
+            c = clearings.get(key)
+            row["clearing"] = None if c is None else {"price": c.price, "low": c.low, "high": c.high,
+                                                      "traded": c.traded}
+            row["bucket_start"] = key[1] * self.config.bucket_seconds
+        return {"digest": self.book.digest(), "participants": len(self.book.commitments()),
+                "books": sorted(rows.values(), key=lambda r: (r["kind"], r["bucket"]))}
+
+    def status(self) -> dict[str, Any]:
+        from .peers import PEERS
+
+        mine = self.book.get(self.me)
+        peers = [d.id for d in self.app[PEERS].peers()] if PEERS in self.app else []
+        known = [p for p in peers if self.book.get(p) is not None]
+        return {
+            "node": self.me,
+            "stamp": self.stamp.encode().hex(),
+            "digest": self.book.digest(),
+            "participants": len(self.book.commitments()),
+            "peers_in_book": len(known),
+            "peers": len(peers),
+            "converged": len(known) == len(peers),
+            "asks": [{"id": a.slot.id, "kind": a.slot.kind, "quantity": a.slot.quantity, "price": a.price,
+                      "start": a.slot.start, "end": a.slot.end} for a in (mine.asks if mine else ())],
+            "needs": [{"id": b.slot.id, "kind": b.slot.kind, "quantity": b.slot.quantity, "price": b.price}
+                      for b in self.needs.values()],
+        }

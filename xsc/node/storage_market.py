@@ -1,0 +1,127 @@
+"""Where a put's shares go and what they cost: one need slot per share, matched on the market.
+
+A put of known size publishes six need slots (share bytes x lease duration, one group, so distinct
+providers while there are enough), bid at the user's maximum price (`--max-price`, default
+`market.storage_bid`, micro-credits per GiB-hour).  The market clears them with the book and
+assigns each to a provider at the clearing price; the user's credit must cover the whole lease
+before a byte is stored.  Each holder is told the deal price when the upload begins and refuses it
+under its own ask.  A stream of unknown size cannot be matched (its share size is unknown): it is
+kept whole on this node at this node's ask.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from ..errors import InvalidArgument, MarketNoDeal, StorageFull
+from ..storage import erasure, layout
+from .context import CLIENT_IDENTITY, CONFIG, IDENTITY
+from .deals import lease_cost
+from .ledger_routes import LEDGER
+from .market_routes import MARKET, remember
+
+MAX_PRICE = 10**12  # micro-credits per GiB-hour: a million credits, far above any real bid
+
+
+@dataclass
+class PutQuote:
+    share_bytes: int
+    seconds: int
+    nodes: list[str]  # the provider of each share
+    prices: dict[int, int]  # share -> micro-credits per GiB-hour
+    needs: list[str] = field(default_factory=list)
+
+    @property
+    def cost(self) -> int:
+        return sum(lease_cost(self.share_bytes, self.seconds, p) for p in self.prices.values())
+
+    def to_json(self) -> dict:
+        return {"needs": self.needs, "prices": [self.prices[s] for s in sorted(self.prices)], "cost": self.cost,
+                "lease_seconds": self.seconds}
+
+
+def max_price(request: web.Request) -> int:
+    text = request.query.get("max_price")
+    if text is None:
+        return request.app[CONFIG].market.storage_bid
+    if not text.isdigit() or int(text) > MAX_PRICE:
+        raise InvalidArgument(f"max_price must be a whole number of micro-credits per GiB-hour, not {text!r}",
+                              hint="e.g. --max-price 5000")
+    return int(text)
+
+
+def quote(app: web.Application, size: int | None, seconds: int, bid: int) -> PutQuote:
+    """Match the put's needs on the market (or, for an unknown size, price it here at our own ask)."""
+    market = app[MARKET]
+    me = app[IDENTITY].id
+    if size is None:
+        ask = market.ask("storage")
+        if ask is None:
+            raise StorageFull("this node offers no storage for a stream of unknown size",
+                              hint="send the size (Content-Length), or turn market.offer_storage on")
+        if ask > bid:
+            raise InvalidArgument(f"this node's ask of {ask} per GiB-hour is above your maximum price {bid}",
+                                  hint=f"raise --max-price to at least {ask}")
+        return PutQuote(0, seconds, [me] * erasure.N, {s: ask for s in range(erasure.N)})
+    share_bytes = layout.share_bytes(size, app[CONFIG].storage.segment_size)
+    room = max((a.slot.quantity for a in market.book.asks() if a.slot.kind == "storage"), default=0)
+    if room < share_bytes:
+        raise StorageFull(f"no node offers room for a share of this file ({share_bytes} bytes; the most any "
+                          f"offers is {room})", hint="free space, or add nodes with `xsc peers add`")
+    group = f"put-{os.urandom(6).hex()}"
+    bids = [market.need(f"{group}-{s}", "storage", share_bytes, seconds, bid, group=group) for s in range(erasure.N)]
+    market.needs.update({b.slot.id: b for b in bids})  # published while the put runs
+    market.touch()
+    try:
+        assignments = market.deal(bids)
+    except MarketNoDeal as err:
+        withdraw_needs(app, [b.slot.id for b in bids])
+        affordable = any(a.slot.kind == "storage" and a.price <= bid for a in market.book.asks())
+        if affordable and set(err.details.get("needs", {}).values()) <= {"capacity_taken", "no_compatible_slot"}:
+            raise StorageFull(f"the providers have no room for all {erasure.N} shares of this file "
+                              f"({share_bytes} bytes each; the most free on one provider is {room} bytes)", hint="free space, or add nodes with `xsc peers add`",
+                              needs=err.details.get("needs")) from None
+        raise
+    except BaseException:
+        withdraw_needs(app, [b.slot.id for b in bids])
+        raise
+    finally:
+        remember(app, market.last_results)
+    return PutQuote(share_bytes, seconds, [assignments[b.slot.id].provider for b in bids],
+                    {s: assignments[b.slot.id].price for s, b in enumerate(bids)}, [b.slot.id for b in bids])
+
+
+async def quote_and_check_credit(app: web.Application, size: int | None, seconds: int, bid: int) -> PutQuote:
+    """The quote, once the user's credit is known to cover the whole lease (else InsufficientCredit)."""
+    await app[MARKET].fill_book()
+    result = quote(app, size, seconds, bid)
+    try:
+        # A stream of unknown size is paid in arrears for what it turns out to hold.
+        await app[LEDGER].ensure_credit(app[CLIENT_IDENTITY], result.cost)
+    except BaseException:
+        withdraw_needs(app, result.needs)
+        raise
+    return result
+
+
+def withdraw_needs(app: web.Application, needs: list[str]) -> None:
+    """The put is over (stored or not): its needs leave the book."""
+    market = app[MARKET]
+    for need in needs:
+        market.needs.pop(need, None)
+    market.touch()
+
+
+def relocation(app: web.Application, share_bytes: int, seconds: int, *, avoid: set[str]) -> tuple[str, int]:
+    """A provider (not in `avoid`) and its price for one repaired share, at the node's default bid."""
+    market = app[MARKET]
+    need = market.need(f"repair-{os.urandom(6).hex()}", "storage", share_bytes, seconds,
+                       app[CONFIG].market.storage_bid, avoid=tuple(sorted(avoid)))
+    try:
+        assignment = market.deal([need])[need.slot.id]
+    finally:
+        remember(app, market.last_results)
+    return assignment.provider, assignment.price
