@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "allocation": ("xsc.cli.allocation", "allocation", "The mutual-recognition allocator and its simulator."),
     "peers": ("xsc.cli.peers", "peers", "The nodes this node knows: list, join, forget."),
     "health": ("xsc.cli.health", "health", "How reachable this node's peers are."),
+    "market": ("xsc.cli.market", "market", "Asks, bids, clearing prices, this node's offer, deals, recognition."),
     "devnet": ("xsc.cli.devnet", "devnet", "Run a local network of nodes for trying things out."),
 }
 

@@ -131,9 +131,12 @@ class AuditService:
 
     def _record_audit(self, node: str, ok: bool, detail: str) -> None:
         from .health_routes import HEALTH
+        from .market_routes import DEALS
 
         if HEALTH in self.app:
             self.app[HEALTH].record_audit(node, ok, detail)
+        if DEALS in self.app:
+            self.app[DEALS].note_audit(node, ok)  # a holder is paid only for periods it passed its audits
 
     async def _run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.app[CPU_POOL], fn, *args)

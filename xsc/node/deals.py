@@ -230,7 +230,7 @@ def accept_deal(app: web.Application, si: bytes, share: int, uploader: str, pric
     if type(price) is not int or price < 0:
         raise DealRefused("a share upload must name its deal price (micro-credits per GiB-hour, an integer)",
                           hint="place shares through the market (xsc store put)")
-    ask = app[MARKET].ask("storage") if MARKET in app else None
+    ask = app[MARKET].honoured_ask("storage") if MARKET in app else None
     if ask is None:
         raise DealRefused("this node does not offer storage now", hint="choose another provider (xsc market book)")
     if price < ask:

@@ -24,6 +24,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from decimal import Decimal
 from typing import Any
 
@@ -43,7 +44,8 @@ log = logging.getLogger(__name__)
 MAX_RECOGNITION = Decimal(1000)
 PRICE_HISTORY = 1000  # clearing prices kept per kind
 GOSSIP_FANOUT = 3
-DERIVED_NO_PROBES = Decimal("0.5")  # a peer not probed yet: half the weight of one that is always up
+DERIVED_NO_PROBES = Decimal("0.5")
+HONOUR_SECONDS = 60  # a published ask is honoured this long after a newer, higher one replaced it  # a peer not probed yet: half the weight of one that is always up
 
 
 def now_ms() -> int:
@@ -74,6 +76,7 @@ class MarketService:
         self.needs: dict[str, Bid] = {}  # open needs of puts and invokes in progress
         self.fuel_used: dict[int, int] = {}  # bucket -> fuel this node ran in it
         self._published: tuple | None = None
+        self._asks_published: deque[tuple[int, str, int]] = deque(maxlen=256)  # (ms, kind, ask) as published
         self.last_results = None  # the newest MarketResult of a match this node ran
         self.version = 0  # grows whenever the book changes
         self._compute_deals: dict[tuple, Any] = {}  # (version, fuel bucket, max price) -> assignment
@@ -123,6 +126,16 @@ class MarketService:
         """This node's ask now for `kind`, None if it does not offer it."""
         b = self.bucket()
         return next((a.price for a in self.own_asks() if a.slot.kind == kind and a.slot.id.endswith(f"-{b}")), None)
+
+    def honoured_ask(self, kind: str) -> int | None:
+        """The lowest price this node takes a deal at: its ask now, or a lower one it published within the
+        last HONOUR_SECONDS (a gateway matched on that offer before our newer one reached it)."""
+        now = self.ask(kind)
+        if now is None:
+            return None
+        horizon = now_ms() - HONOUR_SECONDS * 1000
+        recent = [price for at, k, price in self._asks_published if k == kind and at >= horizon]
+        return min([now, *recent])
 
     def note_fuel(self, fuel: int) -> None:
         b = self.bucket()
@@ -204,6 +217,8 @@ class MarketService:
                                      stamp=self.stamp, timestamp=now_ms())
         self.book.receive(commitment)
         self._published = content
+        self._asks_published.extend((commitment.timestamp, a.slot.kind, a.price) for a in asks
+                                    if a.slot.id.endswith(f"-{self.bucket()}"))
         self._changed_book()
         with self.db.write_batch(sync=True) as batch:
             batch.put(keys.market_commitment(self.identity.public_key), json.dumps(commitment.to_json()).encode())
@@ -411,10 +426,11 @@ class MarketService:
         missing = [n for n, key in named.items() if key not in result.assignments]
         if missing:
             reasons = [result.explanations[named[n]].message for n in missing if named[n] in result.explanations]
-            raise MarketNoDeal(f"the market found no provider for {len(missing)} of {len(bids)} need(s): "
-                               + "; ".join(sorted(set(reasons))[:3]),
-                               hint="see why with `xsc market explain NEED`; raise --max-price, or wait for "
-                                    "providers (xsc market book)",
+            # The need ids go in the message: the CLI prints only the message and hint of a problem.
+            raise MarketNoDeal(f"the market found no provider for {len(missing)} of {len(bids)} need(s) "
+                               f"({', '.join(sorted(missing))}): " + "; ".join(sorted(set(reasons))[:3]),
+                               hint=f"see why with `xsc market explain {sorted(missing)[0]}`; raise --max-price, "
+                                    "or wait for providers (xsc market book)",
                                needs={n: result.explanations[named[n]].code for n in missing
                                       if named[n] in result.explanations})
         return {n: result.assignments[key] for n, key in named.items()}

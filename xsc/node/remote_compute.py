@@ -91,7 +91,8 @@ async def invoke_remote(app: web.Application, provider: str, price: int, call: I
     run.update(provider=provider, deal={**deal, "authorization": auth.id.hex()}, ledger_entry=payment.id.hex())
     if "trap" in answer:
         trap = answer["trap"]
-        raise Trap(trap.get("message", "the call trapped"), kind=trap.get("kind"), hint=trap.get("hint"), **run)
+        facts = {k: v for k, v in run.items() if k not in ("kind", "hint", "message")}
+        raise Trap(trap.get("message", "the call trapped"), kind=trap.get("kind"), hint=trap.get("hint"), **facts)
     return run
 
 
@@ -151,7 +152,7 @@ async def run_for_peer(request: web.Request) -> web.Response:
     identity, service = app[IDENTITY], app[COMPUTE]
     if auth.payee != identity.public_key or not verify(auth.payer, auth.signature, auth.body):
         raise Forbidden("the authorization does not pay this node, or its payer did not sign it")
-    ask = app[MARKET].ask("compute")
+    ask = app[MARKET].honoured_ask("compute")
     if ask is None:
         raise DealRefused("this node offers no compute now", hint="match the invoke again")
     if price < ask:

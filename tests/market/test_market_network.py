@@ -1,0 +1,178 @@
+"""The market on real node processes: puts paid to their holders, a failing holder unpaid and replaced,
+invokes run on another provider, underfunded puts refused; every ledger verifies afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import plyvel
+import pytest
+
+from xsc import keys
+from xsc.ledger import price_storage
+from xsc.node.datadir import DB_DIR
+from xsc.storage import Capability
+
+from ..conftest import NodeProcess, free_port
+from ..peers.peer_helpers import FAST, api, known_ids, node_id, peer_health, wait_until
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "wasm"
+PAY_OFTEN = {"XSC_MARKET_PAYMENT_INTERVAL": "0.5", "XSC_AUDIT_INTERVAL": "0.3", "XSC_AUDIT_BLOCKS_PER_ROUND": "6",
+             "XSC_AUDIT_SCRUB_RATE": "0", "XSC_STORAGE_SEGMENT_SIZE": "65536"}
+
+
+@pytest.fixture
+def network(tmp_path: Path):
+    """network(n, gateway_env, others_env) -> (nodes, ids): a gateway and n-1 nodes that joined it, probed up,
+    and every market book holding every node's offer."""
+    started: list[NodeProcess] = []
+
+    def start(n: int, gateway_env: dict | None = None, others_env: dict | None = None):
+        gateway = NodeProcess(tmp_path / "n0", free_port(), env={**FAST, **(gateway_env or {})})
+        others = [NodeProcess(tmp_path / f"n{i}", free_port(), ["--peer", gateway.url], {**FAST, **(others_env or {})})
+                  for i in range(1, n)]
+        nodes = [gateway, *others]
+        started.extend(nodes)
+        with ThreadPoolExecutor(len(nodes)) as pool:
+            list(pool.map(NodeProcess.start, nodes))
+        ids = [node_id(n) for n in nodes]
+        wait_until(lambda: known_ids(gateway) >= set(ids[1:])
+                   and all((peer_health(gateway, i) or {}).get("up") for i in ids[1:]),
+                   "the gateway to know the other nodes and see them up")
+        wait_until(lambda: len({_market(node)["digest"] for node in nodes}) == 1
+                   and _market(gateway)["participants"] == n, "every node to hold the same book", timeout=60)
+        return nodes, ids
+
+    yield start
+    for node in started:
+        if node.proc and node.proc.poll() is None:
+            node.proc.kill()
+            node.proc.wait()
+
+
+def _market(node: NodeProcess) -> dict:
+    status, body = api(node, "GET", "/v1/market/status")
+    assert status == 200, body
+    return body
+
+
+def _put(gateway: NodeProcess, tmp_path: Path, size: int, *args: str) -> dict:
+    src = tmp_path / f"file-{size}.bin"
+    src.write_bytes(os.urandom(size))
+    put = gateway.xsc("store", "put", str(src), "--json", *args)
+    assert put.returncode == 0, put.stderr
+    return json.loads(put.stdout)
+
+
+def _account(node: NodeProcess, who: str) -> dict:
+    status, body = api(node, "GET", f"/v1/ledger/accounts/{who}")
+    assert status == 200, body
+    return body
+
+
+def _received(node: NodeProcess) -> int:
+    return _account(node, "node")["balance"]
+
+
+def _verify_all(nodes: list[NodeProcess]) -> None:
+    for node in nodes:
+        if node.proc and node.proc.poll() is None:
+            result = node.xsc("ledger", "verify", "--json")
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert json.loads(result.stdout)["ok"] is True
+
+
+def _corrupt_block(holder: NodeProcess, si: bytes, share: int, segment: int) -> None:
+    assert holder.stop() == 0
+    db = plyvel.DB(str(holder.data_dir / DB_DIR))
+    try:
+        key = keys.block(si, share, segment)
+        block = bytearray(db.get(key))
+        block[len(block) // 2] ^= 0x01
+        db.put(key, bytes(block), sync=True)
+    finally:
+        db.close()
+    holder.start()
+
+
+def test_puts_are_paid_to_their_holders_for_what_they_hold_and_a_failing_holder_is_not(network, tmp_path) -> None:
+    nodes, ids = network(7, {**PAY_OFTEN, "XSC_AUDIT_REPAIR_AFTER_FAILURES": "100000"}, {"XSC_AUDIT_SCRUB_RATE": "0"})
+    gateway = nodes[0]
+    small, large = _put(gateway, tmp_path, 100_000), _put(gateway, tmp_path, 400_000)
+    for put in (small, large):
+        assert len(set(put["placement"])) == 6  # six distinct providers, chosen by the market
+        assert len(set(put["prices"])) == 1  # one uniform price
+    # Each remote holder is paid, and exactly what its deals say: its share's bytes x the time held x price.
+    by_node: dict[str, list[dict]] = {}
+
+    def all_paid() -> bool:
+        deals = _market(gateway)["deals"]
+        by_node.clear()
+        for d in deals:
+            by_node.setdefault(d["node"], []).append(d)
+        return len(deals) == 12 and all(d["paid"] > 0 for d in deals)
+
+    wait_until(all_paid, "every deal to be paid at least once", timeout=60)
+    for node, deals in by_node.items():
+        for d in deals:
+            held = d["paid_until"] - d["start"]
+            exact = price_storage(d["bytes"], held, d["price"])
+            assert exact <= d["paid"] <= exact + 60, d  # rounded up once per payment run at most
+        if node != ids[0]:
+            holder = nodes[ids.index(node)]
+            assert _received(holder) >= sum(d["paid"] for d in deals) > 0
+    sizes = {d["bytes"] for d in _market(gateway)["deals"]}
+    assert len(sizes) == 2  # the larger file's holders are paid on more bytes
+
+    # A holder whose block is corrupt fails its audit: it is not paid from then on, and its share moves.
+    cap = large["capability"]
+    si = Capability.parse(cap).storage_index
+    share = next(s for s, node in enumerate(large["placement"]) if node != ids[0])
+    victim_id = large["placement"][share]
+    victim = nodes[ids.index(victim_id)]
+    _corrupt_block(victim, si, share, segment=2)
+    repaired = wait_until(lambda: (lambda c: c if c["healthy"] and c["shares"][share]["node"] != victim_id else None)(
+        api(gateway, "GET", f"/v1/store/files/{cap}/check")[1]), "the share to be rebuilt elsewhere", timeout=60)
+    new_node = repaired["shares"][share]["node"]
+    deal = next(d for d in _market(gateway)["deals"] if d["si"] == si.hex() and d["share"] == share)
+    assert deal["node"] == new_node and deal["price"] > 0
+    wait_until(lambda: any(d["si"] == si.hex() and d["share"] == share and d["paid"] > 0
+                           for d in _market(gateway)["deals"]), "the new holder to be paid", timeout=60)
+    assert peer_health(gateway, victim_id)["last_audit"]["ok"] is False
+    _verify_all(nodes)
+
+
+def test_an_invoke_runs_on_another_provider_when_this_node_offers_no_compute(network, tmp_path) -> None:
+    nodes, ids = network(2, {"XSC_MARKET_OFFER_COMPUTE": "false"})
+    gateway, provider = nodes
+    result = gateway.xsc("compute", "invoke", str(FIXTURES / "add.wasm"), "add", "1", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    assert run["results"][0]["value"] == 3 and run["provider"] == ids[1]
+    # The provider's signed record names the deal; it was paid for the metered fuel, by receipt.
+    status, record = api(provider, "GET", f"/v1/compute/provenance/{run['provenance']}")
+    assert status == 200, record
+    assert record["record"]["deal"]["gateway"] == ids[0] and record["record"]["deal"]["authorization"]
+    assert _received(provider) == run["price"] > 0
+    assert _account(gateway, "client")["balance"] == -run["price"]
+    # A trap is paid too, and reported as the trap it is.
+    trapped = gateway.xsc("compute", "invoke", str(FIXTURES / "loop.wasm"), "spin", "--fuel", "1000000")
+    assert trapped.returncode != 0 and b"fuel" in trapped.stderr
+    assert _received(provider) > run["price"]
+    _verify_all(nodes)
+
+
+def test_an_underfunded_put_is_refused_and_nothing_is_stored_anywhere(network, tmp_path) -> None:
+    nodes, ids = network(3, {"XSC_LEDGER_CREDIT_LIMIT": "1"})
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(300_000))
+    put = nodes[0].xsc("store", "put", str(src), "--duration", "30d")
+    assert put.returncode != 0 and b"credit" in put.stderr
+    for node in nodes:
+        status, body = api(node, "GET", "/v1/node/status")
+        assert body["storage"]["used"] == 0 and body["storage"]["shares"] == 0
+    assert _market(nodes[0])["deals"] == []
+    _verify_all(nodes)

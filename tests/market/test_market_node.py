@@ -1,0 +1,74 @@
+"""The market on one node (in process): its offer follows what it really has, its routes refuse bad input."""
+
+from __future__ import annotations
+
+import os
+
+from xsc.identity import Identity
+from xsc.node.market_routes import MARKET
+
+
+async def _offer(node) -> dict:
+    response = await node.get("/v1/market/offer")
+    assert response.status == 200
+    return await response.json()
+
+
+async def test_the_storage_ask_rises_as_the_provider_fills_up(node_factory) -> None:
+    node = await node_factory(storage={"segment_size": 4096, "capacity": 2_000_000})
+    before = await _offer(node)
+    assert before["storage"]["ask"] == 1_000 and before["storage"]["used"] == 0
+    for _ in range(3):
+        response = await node.post("/v1/store/files", data=os.urandom(150_000))
+        assert response.status == 201, await response.text()
+    after = await _offer(node)
+    assert after["storage"]["used"] > 0
+    assert after["storage"]["ask"] > before["storage"]["ask"]
+    # What it publishes says the same: its own slots in the book carry the new ask and the free bytes left.
+    node.app[MARKET].publish()
+    book = await (await node.get("/v1/market/book", params={"kind": "storage"})).json()
+    asks = [a for row in book["books"] for a in row["asks"]]
+    assert asks and {a["price"] for a in asks} == {after["storage"]["ask"]}
+    assert {a["quantity"] for a in asks} == {after["storage"]["capacity"] - after["storage"]["used"]}
+
+
+async def test_the_compute_ask_rises_with_the_fuel_used_in_the_bucket(node_factory) -> None:
+    node = await node_factory(compute={"threads": 2}, market={"fuel_per_second": 1000})
+    market = node.app[MARKET]
+    first = market.ask("compute")
+    market.note_fuel(market.compute_capacity() // 2)
+    assert market.ask("compute") > first
+
+
+async def test_market_routes_refuse_bad_input(node) -> None:
+    for path, params in (("/v1/market/book", {"kind": "disk"}), ("/v1/market/prices", {"limit": "0"})):
+        response = await node.get(path, params=params)
+        assert response.status == 400 and (await response.json())["code"] == "invalid-argument"
+    response = await node.get("/v1/market/explain/no-such-need")
+    assert response.status == 404 and (await response.json())["code"] == "need-not-found"
+    peer = node.app[MARKET].me
+    for body in ({"peer": peer}, {"peer": peer, "weight": "lots"}, {"peer": peer, "weight": -1},
+                 {"peer": "not-a-node", "weight": 1}):
+        response = await node.post("/v1/market/recognize", json=body)
+        assert response.status == 400, body
+
+
+async def test_recognition_set_by_the_user_is_published_and_kept(node_factory) -> None:
+    node = await node_factory()
+    peer = Identity.generate().id
+    response = await node.post("/v1/market/recognize", json={"peer": peer, "weight": "0.75"})
+    assert response.status == 200 and (await response.json())["weight"] == "0.75"
+    market = node.app[MARKET]
+    market.publish()
+    assert market.book.get(market.me).recognition[peer] == market.recognition()[peer]
+    response = await node.post("/v1/market/recognize", json={"peer": peer, "weight": None})
+    assert response.status == 200 and peer not in market.user_weights
+
+
+async def test_a_forged_commitment_from_a_peer_is_ignored(node) -> None:
+    market = node.app[MARKET]
+    mine = market.book.get(market.me).to_json()
+    forged = {**mine, "participant": Identity.generate().id}
+    before = market.book.digest()
+    assert market.receive([forged, {"junk": 1}]) == 0
+    assert market.book.digest() == before

@@ -1,0 +1,290 @@
+"""`xsc market book|prices|offer|status|explain|recognize|recognition`."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+import click
+
+from .output import emit_json, json_option, key_values
+from .peers import wide_table
+
+UNITS = {"storage": "GiB-hour", "compute": "million fuel"}
+
+
+# Bad values are InvalidArgument (one `xsc: error:` line), not click's usage block.
+def _kind(ctx, param, value: str | None) -> str | None:
+    from ..errors import InvalidArgument
+
+    if value is not None and value not in UNITS:
+        raise InvalidArgument(f"unknown kind {value!r}", hint="use --kind storage or --kind compute")
+    return value
+
+
+def _limit(ctx, param, value: str) -> int:
+    from ..errors import InvalidArgument
+
+    if not value.isdigit() or not 1 <= int(value) <= 1000:
+        raise InvalidArgument(f"--limit must be a whole number from 1 to 1000, not {value!r}")
+    return int(value)
+
+
+kind_option = click.option("--kind", metavar="storage|compute", callback=_kind, help="Only this kind.")
+SHORT = 12  # characters of a node id shown in tables (enough to tell nodes apart; --json has them whole)
+
+
+def _price(price: int | None, kind: str) -> str:
+    return "-" if price is None else f"{price} micro-credits per {UNITS[kind]}"
+
+
+def _quantity(n: int, kind: str) -> str:
+    if kind == "storage":
+        from ..units import format_size
+
+        return format_size(n)
+    return f"{n:,} fuel"
+
+
+def _utc(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(seconds))
+
+
+def _short(node: str, me: str | None = None) -> str:
+    return "this node" if node == me else node[:SHORT]
+
+
+def _clearing(c: dict | None, kind: str) -> str:
+    if c is None or c["price"] is None:
+        return "no trade"
+    return (f"{_price(c['price'], kind)} (range {c['low']}-{c['high']}), "
+            f"{_quantity(c['traded'], kind)} traded")
+
+
+@click.group()
+def market() -> None:
+    """The market: asks, bids, clearing prices, this node's offer, its deals and recognition.
+
+    Every node offers its free storage and compute as capacity slots for the current hour and the
+    next, at an ask that rises as it fills up; puts and invokes bid for them.  One uniform-price
+    call market clears per kind and hour (docs/market.md).  Prices are integer micro-credits per
+    GiB-hour of storage and per million fuel of compute."""
+
+
+@market.command()
+@kind_option
+@json_option
+@click.pass_obj
+def book(obj, kind: str | None, as_json: bool) -> None:
+    """Show the asks (low to high) and bids (high to low) of each kind and time bucket, and their clearing."""
+    client = obj.client()
+    info = client.request("GET", "/v1/market/book", query={"kind": kind})
+    if as_json:
+        emit_json(info)
+        return
+    me = client.request("GET", "/v1/market/status")["node"]
+    click.echo(f"book {info['digest']} ({info['participants']} participant(s))")
+    if not info["books"]:
+        click.echo("the book is empty (no node offers or needs anything yet)")
+        return
+    for b in info["books"]:
+        k = b["kind"]
+        click.echo(f"\n{k}, bucket {b['bucket']} (from {_utc(b['bucket_start'])}): "
+                   f"clearing {_clearing(b['clearing'], k)}")
+        rows = [("ask", _short(o["owner"], me), _quantity(o["quantity"], k), o["price"]) for o in b["asks"]]
+        rows += [("bid", _short(o["owner"], me), _quantity(o["quantity"], k), o["price"]) for o in b["bids"]]
+        wide_table(["side", "owner", "quantity", f"price (micro-credits per {UNITS[k]})"], rows)
+
+
+@market.command()
+@kind_option
+@click.option("--limit", default="50", show_default=True, metavar="N", callback=_limit,
+              help="How many prices to show (1 to 1000).")
+@json_option
+@click.pass_obj
+def prices(obj, kind: str | None, limit: int, as_json: bool) -> None:
+    """Show the clearing prices this node has seen, newest first.
+
+    The node clears its book when it is read (`xsc market book`, `xsc market prices`) and records
+    each clearing price that changed since: a trade that came and went between two reads (a put's
+    bids live only while the put runs) may be missing."""
+    info = obj.client().request("GET", "/v1/market/prices", query={"kind": kind, "limit": limit})
+    if as_json:
+        emit_json(info)
+        return
+    if not info["prices"]:
+        click.echo("no clearing price yet (nothing has traded while this node watched the book)")
+        return
+    wide_table(["time", "kind", "bucket start", "price", "low-high", "traded"],
+               [(_utc(p["time_ms"] / 1000), p["kind"], _utc(p["bucket_start"]), _price(p["price"], p["kind"]),
+                 f"{p['low']}-{p['high']}", _quantity(p["traded"], p["kind"])) for p in info["prices"]])
+
+
+@market.command()
+@json_option
+@click.pass_obj
+def offer(obj, as_json: bool) -> None:
+    """Show what this node offers: capacity, pricing policy, current ask, and its slots."""
+    from ..units import format_size
+
+    info = obj.client().request("GET", "/v1/market/offer")
+    if as_json:
+        emit_json(info)
+        return
+    s, c = info["storage"], info["compute"]
+    pct = lambda used, cap: f" ({100 * used / cap:.1f}%)" if cap else ""  # noqa: E731
+    key_values([
+        ("storage", "offered" if s["offered"] else "not offered (market.offer_storage = false)"),
+        ("  used / capacity", f"{format_size(s['used'])} / {format_size(s['capacity'])}"
+                              f"{pct(s['used'], s['capacity'])}"),
+        ("  ask now", _price(s["ask"], "storage")),
+        ("  floor - ceiling", f"{s['floor']} - {s['ceiling']} micro-credits per GiB-hour"),
+        ("compute", "offered" if c["offered"] else "not offered (market.offer_compute = false)"),
+        ("  used / per bucket", f"{c['used']:,} / {c['fuel_per_bucket']:,} fuel{pct(c['used'], c['fuel_per_bucket'])}"),
+        ("  ask now", _price(c["ask"], "compute")),
+        ("  floor - ceiling", f"{c['floor']} - {c['ceiling']} micro-credits per million fuel"),
+        ("ask policy", f"floor + (ceiling - floor) x utilization^{info['exponent']}"),
+        ("bucket", f"{info['bucket_seconds']} s"),
+    ])
+    _slots(info["slots"])
+
+
+def _slots(slots: list[dict]) -> None:
+    if not slots:
+        click.echo("no capacity slots (nothing offered, or nothing free)")
+        return
+    wide_table(["slot", "kind", "quantity", "ask", "from", "to"],
+               [(a["id"], a["kind"], _quantity(a["quantity"], a["kind"]), _price(a["price"], a["kind"]),
+                 _utc(a["start"]), _utc(a["end"])) for a in slots])
+
+
+@market.command()
+@json_option
+@click.pass_obj
+def status(obj, as_json: bool) -> None:
+    """Show the book's convergence, this node's slots and open needs, its storage deals and payments."""
+    info = obj.client().request("GET", "/v1/market/status")
+    if as_json:
+        emit_json(info)
+        return
+    key_values([
+        ("node", info["node"]),
+        ("book digest", info["digest"]),
+        ("participants", info["participants"]),
+        ("peers in book", f"{info['peers_in_book']} / {info['peers']}"),
+        ("converged", "yes" if info["converged"] else "no (some peers' offers have not arrived yet)"),
+        ("my slots", len(info["asks"])),
+        ("my open needs", len(info["needs"]) or "none"),
+    ])
+    _slots(info["asks"])
+    if info["needs"]:
+        wide_table(["need", "kind", "quantity", "bid"],
+                   [(n["id"], n["kind"], _quantity(n["quantity"], n["kind"]), _price(n["price"], n["kind"]))
+                    for n in info["needs"]])
+    deals = info["deals"]
+    if not deals:
+        click.echo("no storage deals (files this node puts have their shares' holders paid here)")
+    else:
+        wide_table(["file", "share", "holder", "bytes", "price (micro-credits per GiB-hour)", "paid (micro-credits)",
+                    "paid until", "forfeited", "ended"],
+                   [(d["si"][:SHORT], d["share"], _short(d["node"], info["node"]), f"{d['bytes']:,}", d["price"],
+                     f"{d['paid']} of {d['total']}", _utc(d["paid_until"]), f"{d['forfeited']} s",
+                     "yes" if d["ended"] else "no") for d in deals])
+    run = info["payments"]
+    if run is None:
+        click.echo("last payment run: none since the node started (market.payment_interval)")
+    else:
+        click.echo(f"last payment run: {_utc(run['at'])}: paid {run['paid']} micro-credits in {run['payments']} "
+                   f"payment(s); {run['forfeited']} forfeited (failed audit), {run['waiting']} waiting for an "
+                   f"audit, {run['failed']} failed (retried)")
+
+
+def _need_kind(found: dict) -> str:
+    # The explanation does not carry the kind; the node names compute needs `invoke-...` and the
+    # capacity slots `storage-<bucket>` / `compute-<bucket>`.
+    a = found.get("assignment")
+    if a and a["capacity_slot"].split("-", 1)[0] in UNITS:
+        return a["capacity_slot"].split("-", 1)[0]
+    return "compute" if found["need"].startswith("invoke-") else "storage"
+
+
+@market.command()
+@click.argument("need_id", metavar="NEED_ID")
+@json_option
+@click.pass_obj
+def explain(obj, need_id: str, as_json: bool) -> None:
+    """Explain why a recent need (NEED_ID, as printed by a refused put or invoke) got what it got."""
+    found = obj.client().request("GET", f"/v1/market/explain/{quote(need_id, safe='')}")
+    if as_json:
+        emit_json(found)
+        return
+    kind = _need_kind(found)
+    text = f"need {found['need']}: {found['code']}: {found['message']}."
+    text += (f" Clearing price: {_price(found['clearing_price'], kind)}." if found["clearing_price"] is not None
+             else " Nothing traded in its market.")
+    a = found["assignment"]
+    if a is not None:
+        text += (f" Assigned to {a['provider']} (slot {a['capacity_slot']}), {_quantity(a['quantity'], kind)} at "
+                 f"{_price(a['price'], kind)}, {a['tier']} tier.")
+    else:
+        text += " Not assigned to any provider."
+    click.echo(text)
+
+
+def _resolve_peer(client, peer: str) -> str:
+    """A node id, or a unique prefix of a known peer's id (as `xsc market` tables show them)."""
+    if len(peer) >= 52:
+        return peer
+    ids = [p["id"] for p in client.request("GET", "/v1/peers")["peers"]]
+    found = [i for i in ids if i.startswith(peer.lower())]
+    if len(found) == 1:
+        return found[0]
+    from ..errors import InvalidArgument
+
+    if not found:
+        raise InvalidArgument(f"no known peer's id starts with {peer!r}", hint="see the ids with: xsc peers ls")
+    raise InvalidArgument(f"{len(found)} peers' ids start with {peer!r}", hint="give more of the id")
+
+
+@market.command(context_settings={"ignore_unknown_options": True})  # so `recognize PEER -1` gets a clear error
+@click.argument("peer")
+@click.argument("weight")
+@json_option
+@click.pass_obj
+def recognize(obj, peer: str, weight: str, as_json: bool) -> None:
+    """Set the recognition weight this node publishes for PEER (a node id or a unique prefix).
+
+    WEIGHT is a decimal from 0 to 1000 (0: no recognition), or `auto` to go back to the weight derived
+    from the peer's availability, audits and the credits exchanged with it.  Recognized peers'
+    needs are served first (docs/market.md)."""
+    if weight.startswith("--"):  # a negative number is left to the node, which states the rule
+        from ..errors import InvalidArgument
+
+        raise InvalidArgument(f"no such option: {weight}", hint="see: xsc market recognize --help")
+    client = obj.client()
+    body = {"peer": _resolve_peer(client, peer), "weight": None if weight.lower() == "auto" else weight}
+    row = client.request("POST", "/v1/market/recognize", json_body=body)
+    if as_json:
+        emit_json(row)
+        return
+    if body["weight"] is None:
+        click.echo(f"{row['peer']}: weight back to the derived one ({row['weight']})")
+    else:
+        click.echo(f"{row['peer']}: weight {row['weight']}")
+
+
+@market.command()
+@json_option
+@click.pass_obj
+def recognition(obj, as_json: bool) -> None:
+    """Show the weight this node publishes for each peer, and the weight each peer publishes for it."""
+    info = obj.client().request("GET", "/v1/market/recognition")
+    if as_json:
+        emit_json(info)
+        return
+    if not info["recognition"]:
+        click.echo("no peers known (join a network with: xsc peers add URL)")
+        return
+    wide_table(["peer", "weight", "set by", "derived", "theirs for this node"],
+               [(r["peer"], r["weight"], "user" if r["set_by_user"] else "derived", r["derived"],
+                 "-" if r["theirs"] is None else r["theirs"]) for r in info["recognition"]])
