@@ -255,3 +255,14 @@ MARKET_HELD = b"m/h/"  # + storage index (32) + share (1) -> the deal a gateway 
 
 def market_held(storage_index: bytes, share: int) -> bytes:
     return MARKET_HELD + storage_index + bytes([share])
+
+
+MARKET_ENDED = b"m/e/"  # + storage index (32) + share (1) + when (8) -> a deal that ended when its share moved (JSON)
+
+
+def market_ended_deal(storage_index: bytes, share: int, at: int) -> bytes:
+    return MARKET_ENDED + storage_index + bytes([share]) + at.to_bytes(8, "big")
+
+
+def market_ended_deals_of(storage_index: bytes) -> bytes:
+    return MARKET_ENDED + storage_index

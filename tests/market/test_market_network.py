@@ -41,7 +41,7 @@ def network(tmp_path: Path):
         ids = [node_id(n) for n in nodes]
         wait_until(lambda: known_ids(gateway) >= set(ids[1:])
                    and all((peer_health(gateway, i) or {}).get("up") for i in ids[1:]),
-                   "the gateway to know the other nodes and see them up")
+                   "the gateway to know the other nodes and see them up", timeout=90)
         wait_until(lambda: len({_market(node)["digest"] for node in nodes}) == 1
                    and _market(gateway)["participants"] == n, "every node to hold the same book", timeout=60)
         return nodes, ids
@@ -137,11 +137,19 @@ def test_puts_are_paid_to_their_holders_for_what_they_hold_and_a_failing_holder_
     repaired = wait_until(lambda: (lambda c: c if c["healthy"] and c["shares"][share]["node"] != victim_id else None)(
         api(gateway, "GET", f"/v1/store/files/{cap}/check")[1]), "the share to be rebuilt elsewhere", timeout=60)
     new_node = repaired["shares"][share]["node"]
-    deal = next(d for d in _market(gateway)["deals"] if d["si"] == si.hex() and d["share"] == share)
-    assert deal["node"] == new_node and deal["price"] > 0
+    deal = wait_until(lambda: next((d for d in _market(gateway)["deals"] if d["si"] == si.hex()
+                                    and d["share"] == share and d["node"] == new_node), None),
+                      "the share's deal to move to its new holder")
+    assert deal["price"] > 0
     wait_until(lambda: any(d["si"] == si.hex() and d["share"] == share and d["paid"] > 0
                            for d in _market(gateway)["deals"]), "the new holder to be paid", timeout=60)
-    assert peer_health(gateway, victim_id)["last_audit"]["ok"] is False
+    status, history = api(gateway, "GET", f"/v1/market/status?file={si.hex()}")
+    ended = [d for d in history["ended"] if d["share"] == share]
+    assert ended and ended[0]["node"] == victim_id and ended[0]["ended"]
+    # Paid only for the time up to its last passed audit (what it was paid covers its paid period, no more).
+    assert ended[0]["paid"] <= price_storage(ended[0]["bytes"], ended[0]["paid_until"] - ended[0]["start"],
+                                             ended[0]["price"]) + 60
+    assert api(gateway, "GET", "/v1/node/status")[1]["audits"]["audits_failed"] >= 1
     _verify_all(nodes)
 
 

@@ -10,8 +10,10 @@ import time
 import pytest
 
 from xsc.errors import PeerRefused
+from xsc.ledger import price_storage
 from xsc.node.context import CONFIG
 from xsc.node.lease_gc import LEASE_GC
+from xsc.node.market_routes import DEALS
 from xsc.node.peers import PEERS
 from xsc.node.remote_holder import RemoteHolder
 from xsc.node.storage_routes import GATEWAY
@@ -81,11 +83,18 @@ async def test_renew_extends_every_lease_here_and_on_each_holder(trio) -> None:
     assert sorted((e["share"], e["node"], e["bytes"]) for e in renewal["extended"]) == \
         [(s, put["placement"][s], share_bytes) for s in range(6)]
     assert all(new - first - 5 <= e["seconds"] <= new - first for e in renewal["extended"])
+    # The deals run (and are paid) until the new lease end; the renewal cost what the extension costs.
+    deals = a.app[DEALS].of_file(si)
+    assert {d.end for d in deals} == {new}
+    # (priced on the lease end asked for a moment before the gateway asked the holders: a second apart at most)
+    assert renewal["cost"] in {sum(price_storage(d.bytes, new - first - lag, d.price) for d in deals) for lag in (0, 1)}
+    assert renewal["cost"] > 0
 
     # A shorter renewal shortens nothing and adds nothing to pay for.
     response = await a.post(f"/v1/store/files/{cap}/renew", json={"duration": 60})
     shorter = await response.json()
     assert shorter["lease_expiry"] == new and shorter["extended"] == [] and shorter["not_renewed"] == {}
+    assert shorter["cost"] == 0
     assert stores[_id(b)].share_metas(si)[0].lease_expiry == new
 
     # Only the uploader may renew: c, which knows b, is refused.

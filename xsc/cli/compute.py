@@ -63,13 +63,17 @@ def deploy(obj, file: str, wasi: bool, as_json: bool) -> None:
 @click.option("--wasi", is_flag=True,
               help="Run with the WASI profile: captured stdout/stderr, no files, env or network; "
                    "for an export without parameters, ARGS become the program's argv.")
+@click.option("--max-price", type=click.IntRange(min=0), metavar="N",
+              help="The most you pay, in micro-credits per million fuel (default: the node's market.compute_bid).")
 @json_option
 @click.pass_obj
 def invoke(obj, module: str, function: str, args: tuple[str, ...], fuel: int | None, memory: str | None,
-           timeout: float | None, wasi: bool, as_json: bool) -> None:
+           timeout: float | None, wasi: bool, max_price: int | None, as_json: bool) -> None:
     """Call FUNCTION of a module with ARGS; prints the results separated by spaces.
 
     MODULE is a .wasm file (deployed first if the node does not have it) or a module id.
+    The market chooses who runs it (this node, or another provider when this node offers no
+    compute) and at what price.
     Arguments are parsed by the function's parameter types: integers in decimal or 0x-hex,
     floats also as nan, inf, -inf.  Negative numbers are arguments (sub -5 3); so is
     everything after --.
@@ -85,7 +89,7 @@ def invoke(obj, module: str, function: str, args: tuple[str, ...], fuel: int | N
         raise InvalidArgument(f"no such file, and not a module id: {module}",
                               hint="give a .wasm file or the 64-hex-digit id that deploy printed")
     body = {"module": module_id, "function": function, "args": list(args), "fuel": fuel, "memory": memory,
-            "timeout": timeout, "wasi": wasi}
+            "timeout": timeout, "wasi": wasi, "max_price": max_price}
     body = {k: v for k, v in body.items() if v is not None}
     try:
         try:

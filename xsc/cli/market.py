@@ -190,6 +190,8 @@ def status(obj, as_json: bool) -> None:
                    [(d["si"][:SHORT], d["share"], _short(d["node"], info["node"]), f"{d['bytes']:,}", d["price"],
                      f"{d['paid']} of {d['total']}", _utc(d["paid_until"]), f"{d['forfeited']} s",
                      "yes" if d["ended"] else "no") for d in deals])
+    if info.get("deals_settled"):
+        click.echo(f"{info['deals_settled']} settled deal(s) not shown (paid or forfeited to their end)")
     run = info["payments"]
     if run is None:
         click.echo("last payment run: none since the node started (market.payment_interval)")

@@ -12,7 +12,8 @@ needs that must go to six nodes.  So, before clearing:
   providers (so with fewer providers than needs, the needs spread as evenly as possible);
 - a slot's quantity is capped at its *effective supply*: for each group it can serve,
   ceil(n_g / P_g) x the group's largest need, plus every ungrouped need it can serve
-  (`cap_supply`); a slot that can serve none of the needs present does not take part.  The cap
+  (`cap_supply`); a slot that can serve none of the needs present does not take part, unless it
+  asks more than every bid (then it stays, trades nothing, and the explanation is about price).  The cap
   changes no slot's room for any single need, only what the auction counts.
 """
 
@@ -69,7 +70,9 @@ def cap_supply(asks: Sequence[Ask], bids: Sequence[Bid]) -> list[Ask]:
                 n, providers = sizes[key]
                 supply += -(-n // max(providers, 1)) * max(served)
         if supply == 0:
-            continue  # nothing it could sell here: it does not take part
+            if bids and all(a.price > b.price for b in bids):
+                out.append(a)  # too dear for every bid: it takes part, trades nothing, and explains why
+            continue  # otherwise it could sell nothing here: it does not take part
         if supply < a.slot.quantity:
             a = a.model_copy(update={"slot": a.slot.model_copy(update={"quantity": supply})})
         out.append(a)

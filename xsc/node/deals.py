@@ -101,18 +101,25 @@ class DealService:
             for d in deals:
                 batch.put(keys.market_deal(bytes.fromhex(d.si), d.share), d.encode())
 
-    def moved(self, si: bytes, share: int, node: str, at: int, price: int) -> None:
+    def moved(self, si: bytes, share: int, node: str, at: int, price: int | None) -> None:
         """A repair put the share on `node`: the old holder's deal ends now (unpaid since its last audit
-        pass: the share left because it failed), the new holder's runs to the lease end at `price`."""
+        pass: the share left because it failed), the new holder's runs to the lease end at `price` (None:
+        the old deal's price)."""
         old = next((d for d in self.of_file(si) if d.share == share), None)
         if old is None or old.node == node:
             return
-        new = Deal(old.si, share, node, old.bytes, price, at, old.end, at)
+        new = Deal(old.si, share, node, old.bytes, old.price if price is None else price, at, old.end, at)
         old.forfeited += max(0, min(at, old.end) - old.paid_until)
         old.paid_until, old.end, old.ended = at, at, True
         log.info("share %d of %s moved from %s to %s: %s was paid %d, forfeited %d s", share, old.si[:16],
                  old.node[:12], node[:12], old.node[:12], old.paid, old.forfeited)
-        self._save([new])
+        with self.db.write_batch(sync=True) as batch:
+            batch.put(keys.market_ended_deal(si, share, at), old.encode())
+            batch.put(keys.market_deal(si, share), new.encode())
+
+    def ended_deals(self, si: bytes) -> list[Deal]:
+        """The deals of a file's shares that ended when a repair moved the share, oldest first."""
+        return [Deal(**json.loads(v)) for _, v in self.db.iterator(prefix=keys.market_ended_deals_of(si))]
 
     def removed(self, si: bytes, at: int) -> None:
         """The file was removed: its deals end now (what was held until now is still paid)."""
@@ -121,8 +128,9 @@ class DealService:
             d.end = min(d.end, at)
         self._save(deals)
 
-    def extended(self, si: bytes, lease_end: int) -> list[Deal]:
-        deals = [d for d in self.of_file(si) if not d.ended and d.end < lease_end]
+    def extended(self, si: bytes, lease_end: int, shares: set[int]) -> list[Deal]:
+        """The leases of `shares` were renewed to `lease_end`: their deals run (and are paid) until then."""
+        deals = [d for d in self.of_file(si) if not d.ended and d.end < lease_end and d.share in shares]
         for d in deals:
             d.end = lease_end
         self._save(deals)
@@ -221,6 +229,10 @@ class DealService:
 def held_deal(db, si: bytes, share: int) -> dict | None:
     raw = db.get(keys.market_held(si, share))
     return json.loads(raw) if raw else None
+
+
+def forget_held_deal(app: web.Application, si: bytes, share: int) -> None:
+    app[DB].delete(keys.market_held(si, share), sync=True)
 
 
 def accept_deal(app: web.Application, si: bytes, share: int, uploader: str, price: Any, share_bytes: int) -> None:

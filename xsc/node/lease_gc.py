@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from ..identity import public_id
 from ..storage import ShareStore
 from .context import CONFIG, CPU_POOL, METRICS
+from .deals import forget_held_deal
 from .scrubber import Pacer
 from .status import STATUS_PARTS
 
@@ -68,6 +69,7 @@ class LeaseCollector:
             meta = await self._run(store.collect_share, si, share, before)
             if meta is None:
                 continue  # renewed or deleted since it was listed
+            await self._run(forget_held_deal, self.app, si, share)  # its last period was paid within the grace
             shares += 1
             freed += meta.stored_bytes
             self.counts["shares"] += 1  # counted as it goes: a long round shows its progress

@@ -4,7 +4,8 @@ User API (token):
     GET  /v1/market/book[?kind=K]          asks and bids per kind and time bucket, with their clearing
     GET  /v1/market/prices[?kind=K&limit=N] clearing prices, newest first
     GET  /v1/market/offer                  this node's capacity slots and pricing policy
-    GET  /v1/market/status                 its slots, needs, storage deals and payments, convergence
+    GET  /v1/market/status[?file=SI]       its slots, needs, storage deals and payments, convergence
+                                           (file: one file's deals, and those that ended when a share moved)
     GET  /v1/market/explain/{need}         why a need got what it got
     GET  /v1/market/recognition            the weights this node publishes, and the peers' of it
     POST /v1/market/recognize {"peer", "weight"}   set a weight (null: back to the derived one)
@@ -60,6 +61,7 @@ async def _market_service(app: web.Application):
     market, deals = MarketService(app), DealService(app)
     app[MARKET], app[DEALS] = market, deals
     app[EXPLANATIONS].me = market.me
+    market.remember = lambda result: remember(app, result)
     market.start()
     deals.start()
     try:
@@ -132,8 +134,25 @@ async def offer(request: web.Request) -> web.Response:
 @routes.get("/v1/market/status")
 async def status(request: web.Request) -> web.Response:
     deals = request.app[DEALS]
-    rows = [d.to_json() for d in deals.all()]
-    return web.json_response({**request.app[MARKET].status(), "deals": rows, "payments": deals.last_run})
+    every = deals.all()
+    rows = [d.to_json() for d in every if d.paid_until < d.end]  # the deals still running
+    if "file" in request.query:  # one file's deals, with those that ended when a repair moved a share
+        si = _storage_index(request.query["file"])
+        return web.json_response({"deals": [d.to_json() for d in deals.of_file(si)],
+                                  "ended": [d.to_json() for d in deals.ended_deals(si)]})
+    return web.json_response({**request.app[MARKET].status(), "deals": rows, "deals_settled": len(every) - len(rows),
+                              "payments": deals.last_run})
+
+
+def _storage_index(text: str) -> bytes:
+    try:
+        si = bytes.fromhex(text)
+    except ValueError:
+        si = b""
+    if len(si) != 32:
+        raise InvalidArgument(f"file must be a storage index (64 hex digits), not {text[:80]!r}",
+                              hint="`xsc store check CAP` shows it")
+    return si
 
 
 @routes.get("/v1/market/explain/{need}")

@@ -78,7 +78,9 @@ class MarketService:
         self._published: tuple | None = None
         self._asks_published: deque[tuple[int, str, int]] = deque(maxlen=256)  # (ms, kind, ask) as published
         self.last_results = None  # the newest MarketResult of a match this node ran
+        self.remember = lambda result: None  # keeps explanations for `xsc market explain` (set by the routes)
         self.version = 0  # grows whenever the book changes
+        self._prices_written = 0
         self._compute_deals: dict[tuple, Any] = {}  # (version, fuel bucket, max price) -> assignment
         self._clearings: dict | None = None
         self._changed = asyncio.Event()
@@ -230,7 +232,8 @@ class MarketService:
                            "delivered_by": self.delivered_by}).encode()
 
     def _save_self(self) -> None:
-        self.db.put(keys.MARKET_SELF, self._self_state(), sync=True)
+        # Not synced: recognition counters a crash may lose a few increments of (the next publish syncs them).
+        self.db.put(keys.MARKET_SELF, self._self_state())
 
     def receive(self, items: Any) -> int:
         """Peers' commitments; returns how many changed the book.  Invalid ones are skipped (logged)."""
@@ -349,7 +352,9 @@ class MarketService:
         return self._clearings
 
     def _record_prices(self, clearings: dict) -> None:
+        """Keep each new clearing price (a price or volume that changed) for `xsc market prices`."""
         at = now_ms()
+        written = 0
         with self.db.write_batch() as batch:
             for (kind, bucket), c in clearings.items():
                 if c.price is None:
@@ -359,6 +364,21 @@ class MarketService:
                     continue
                 batch.put(keys.market_price(kind, bucket, at),
                           json.dumps({"price": c.price, "low": c.low, "high": c.high, "traded": c.traded}).encode())
+                written += 1
+        self._prices_written += written
+        if self._prices_written > PRICE_HISTORY // 10:
+            self._prices_written = 0
+            self._prune_prices()
+
+    def _prune_prices(self) -> None:
+        """Keep the newest PRICE_HISTORY clearing prices of each kind."""
+        for kind in ("storage", "compute"):
+            with self.db.iterator(prefix=keys.market_prices_of(kind), reverse=True, include_value=False) as it:
+                old = [key for n, key in enumerate(it) if n >= PRICE_HISTORY]
+            if old:
+                with self.db.write_batch() as batch:
+                    for key in old:
+                        batch.delete(key)
 
     def last_price(self, kind: str, bucket: int) -> dict | None:
         prefix = keys.market_prices_of(kind) + bucket.to_bytes(8, "big")
@@ -422,6 +442,7 @@ class MarketService:
         """Assignments for every bid, or MarketNoDeal explaining each need that got nothing."""
         result = self.match(bids)
         self.last_results = result
+        self._record_prices(result.clearings)
         named = {b.slot.id: need_key(self.me, b.slot.id) for b in bids}
         missing = [n for n, key in named.items() if key not in result.assignments]
         if missing:
@@ -443,7 +464,10 @@ class MarketService:
         if found is None:
             need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(),
                              60, max_price)
-            found = self.deal([need])[need.slot.id]
+            try:
+                found = self.deal([need])[need.slot.id]
+            finally:
+                self.remember(self.last_results)
             if len(self._compute_deals) > 64:
                 self._compute_deals.clear()
             self._compute_deals[key] = found

@@ -289,9 +289,10 @@ async def repair_file(app: web.Application, cap: Capability) -> dict:
                                       me=app[IDENTITY].id)
         _, after = await _placed(app, cap)
         now = int(time.time())
-        for share, (node, price) in moved.items():
-            if after and after[share] == node:
-                app[DEALS].moved(cap.storage_index, share, node, now, price)
+        for share, node in enumerate(after or []):
+            if names and names[share] != node:  # the share has a new holder: so has its deal
+                chosen, price = moved.get(share, (node, None))
+                app[DEALS].moved(cap.storage_index, share, node, now, price if chosen == node else None)
     if not lock.locked():
         app[REPAIR_LOCKS].pop(cap.storage_index, None)
     holders, names = await _placed(app, cap)
@@ -314,11 +315,13 @@ def _relocator(app: web.Application, cap: Capability, moved: dict[int, tuple[str
         deal = placed.get(share)
         seconds = max(60, deal.end - int(time.time())) if deal else app[CONFIG].storage.lease_duration
         try:
-            node, price = storage_market.relocation(app, share_bytes, seconds, avoid=used | not_up | {app[IDENTITY].id})
+            node, price = storage_market.relocation(app, share_bytes, seconds, avoid=used | not_up)
         except MarketNoDeal as err:
             log.warning("no provider for share %d of %s: %s", share, cap.storage_index.hex()[:16], err)
             return None
         moved[share] = (node, price)
+        if node == app[IDENTITY].id:
+            return None  # the market chose this node: the share is rebuilt here
         return node, _holder(app, node, price)
 
     return relocate
@@ -369,6 +372,15 @@ async def renew_file(request: web.Request) -> web.Response:
         raise BadRequest('send {"duration": <seconds>} (or {} for the node\'s storage.lease_duration)',
                          hint=leases.DURATION_HINT)
     duration = leases.check_duration(body.get("duration", request.app[CONFIG].storage.lease_duration))
-    holders, names = await _placed(request.app, cap)
-    result = await request.app[GATEWAY].renew(cap, duration, holders, names, me=request.app[IDENTITY].id)
-    return web.json_response(result)
+    app = request.app
+    # The extension is paid like the lease: at each share's deal price, in arrears, for what is held;
+    # the user's credit must cover all of it before any lease is extended.
+    deals = [d for d in await _in_pool(request, app[DEALS].of_file, cap.storage_index) if not d.ended]
+    target = int(time.time()) + duration
+    cost = sum(d.cost(target - d.end) for d in deals if d.end < target)
+    await app[LEDGER].ensure_credit(app[CLIENT_IDENTITY], cost)
+    holders, names = await _placed(app, cap)
+    result = await app[GATEWAY].renew(cap, duration, holders, names, me=app[IDENTITY].id)
+    renewed = {e["share"] for e in result.get("renewed", [])}
+    await _in_pool(request, app[DEALS].extended, cap.storage_index, result["requested"], renewed)
+    return web.json_response({**result, "cost": cost})
