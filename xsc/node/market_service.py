@@ -81,6 +81,7 @@ class MarketService:
         self.remember = lambda result: None  # keeps explanations for `xsc market explain` (set by the routes)
         self.version = 0  # grows whenever the book changes
         self._prices_written = 0
+        self.peer_digests: dict[str, str] = {}  # peer -> the digest of its book at our last exchange
         self._compute_deals: dict[tuple, Any] = {}  # (version, fuel bucket, max price) -> assignment
         self._clearings: dict | None = None
         self._changed = asyncio.Event()
@@ -273,7 +274,12 @@ class MarketService:
         response = await self.app[PEERS].request(url, "POST", "/v1/peer/market",
                                                  json={"commitments": self.payload()}, to=to)
         body = response.json()
-        return self.receive(body.get("commitments", []) if isinstance(body, dict) else [])
+        if not isinstance(body, dict):
+            return 0
+        changed = self.receive(body.get("commitments", []))
+        if to is not None and isinstance(body.get("digest"), str):
+            self.peer_digests[to] = body["digest"]  # the book it held after taking ours
+        return changed
 
     async def _push(self, fanout: int | None) -> None:
         from .peers import PEERS
@@ -507,7 +513,10 @@ class MarketService:
             "participants": len(self.book.commitments()),
             "peers_in_book": len(known),
             "peers": len(peers),
-            "converged": len(known) == len(peers),
+            # Every peer's offer is here, and every peer held this very book at our last exchange with it.
+            "peers_agreeing": sum(self.peer_digests.get(p) == self.book.digest() for p in peers),
+            "converged": len(known) == len(peers) and all(self.peer_digests.get(p) == self.book.digest()
+                                                          for p in peers),
             "asks": [{"id": a.slot.id, "kind": a.slot.kind, "quantity": a.slot.quantity, "price": a.price,
                       "start": a.slot.start, "end": a.slot.end} for a in (mine.asks if mine else ())],
             "needs": [{"id": b.slot.id, "kind": b.slot.kind, "quantity": b.slot.quantity, "price": b.price}
