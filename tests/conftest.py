@@ -77,9 +77,12 @@ class NodeProcess:
         self.proc: subprocess.Popen | None = None
         self.log = data_dir.parent / f"{data_dir.name}.log"
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "xsc", "--data-dir", str(self.data_dir), "node", "start",
+                "--listen", f"127.0.0.1:{self.port}", *self.extra_args]
+
     def start(self, timeout: float = 20.0) -> "NodeProcess":
-        cmd = [sys.executable, "-m", "xsc", "--data-dir", str(self.data_dir), "node", "start",
-               "--listen", f"127.0.0.1:{self.port}", *self.extra_args]
+        cmd = self.command()
         self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

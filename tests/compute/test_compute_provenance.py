@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from compute_helpers import deploy, invoke
 from xsc.compute import provenance
-from xsc.node import CLIENT_IDENTITY, CONFIG, IDENTITY
+from xsc.node import CLIENT_IDENTITY, IDENTITY
 
 
 async def record(node, provenance_id: str) -> dict:

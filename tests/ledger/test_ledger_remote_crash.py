@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from xsc.node import CLIENT_IDENTITY, IDENTITY
@@ -26,20 +23,9 @@ class TestNode(NodeProcess):
 
     __test__ = False
 
-    def start(self, timeout: float = 20.0) -> "TestNode":
-        cmd = [sys.executable, str(LAUNCHER), "--data-dir", str(self.data_dir), "node", "start", "--listen",
-               f"127.0.0.1:{self.port}", *self.extra_args]
-        self.proc = subprocess.Popen(cmd, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=self.env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"node exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return self
-            except OSError:
-                time.sleep(0.05)
-        raise TimeoutError(f"node did not start: {self.log.read_text()[-2000:]}")
+    def command(self) -> list[str]:
+        return [sys.executable, str(LAUNCHER), "--data-dir", str(self.data_dir), "node", "start", "--listen",
+                f"127.0.0.1:{self.port}", *self.extra_args]
 
 
 def _ok(result) -> str:

@@ -8,16 +8,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import plyvel
 import pytest
 
-from xsc import keys
 from xsc.ledger import price_storage
-from xsc.node.datadir import DB_DIR
 from xsc.storage import Capability
 
 from ..conftest import NodeProcess, free_port
 from ..peers.peer_helpers import FAST, api, known_ids, node_id, peer_health, wait_until
+from ..peers.test_audits import _corrupt_block
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "wasm"
 PAY_OFTEN = {"XSC_MARKET_PAYMENT_INTERVAL": "0.5", "XSC_AUDIT_INTERVAL": "0.3", "XSC_AUDIT_BLOCKS_PER_ROUND": "6",
@@ -83,19 +81,6 @@ def _verify_all(nodes: list[NodeProcess]) -> None:
             result = node.xsc("ledger", "verify", "--json")
             assert result.returncode == 0, result.stdout + result.stderr
             assert json.loads(result.stdout)["ok"] is True
-
-
-def _corrupt_block(holder: NodeProcess, si: bytes, share: int, segment: int) -> None:
-    assert holder.stop() == 0
-    db = plyvel.DB(str(holder.data_dir / DB_DIR))
-    try:
-        key = keys.block(si, share, segment)
-        block = bytearray(db.get(key))
-        block[len(block) // 2] ^= 0x01
-        db.put(key, bytes(block), sync=True)
-    finally:
-        db.close()
-    holder.start()
 
 
 def test_puts_are_paid_to_their_holders_for_what_they_hold_and_a_failing_holder_is_not(network, tmp_path) -> None:

@@ -15,13 +15,13 @@ Peer API (signed):
 
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from decimal import Decimal, InvalidOperation
 
 from aiohttp import web
 
 from ..errors import InvalidArgument, NeedNotFound
+from .bodies import json_body
 from .deals import DealService, check_storage_receipt
 from .market_service import MarketService
 from .status import STATUS_PARTS
@@ -172,11 +172,8 @@ async def recognition(request: web.Request) -> web.Response:
 
 @routes.post("/v1/market/recognize")
 async def recognize(request: web.Request) -> web.Response:
-    try:
-        body = json.loads(await request.read())
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or not isinstance(body.get("peer"), str) or "weight" not in body:
+    body = await json_body(request, 'send {"peer": NODE_ID, "weight": "0.5"}')
+    if not isinstance(body.get("peer"), str) or "weight" not in body:
         raise InvalidArgument("send {\"peer\": NODE_ID, \"weight\": \"0.5\"} (weight null: back to the derived one)")
     weight = body["weight"]
     if weight is not None:
@@ -192,11 +189,8 @@ async def recognize(request: web.Request) -> web.Response:
 
 @routes.post("/v1/peer/market")
 async def exchange(request: web.Request) -> web.Response:
-    try:
-        body = json.loads(await request.read())
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or "commitments" not in body:
+    body = await json_body(request, 'send {"commitments": [...]}')
+    if "commitments" not in body:
         raise InvalidArgument('send {"commitments": [...]}')
     market = request.app[MARKET]
     market.receive(body["commitments"])

@@ -31,6 +31,7 @@ from ..health import Availability, PeerHistory, availability, check_answer, chec
 from ..health import answer as challenge_answer
 from ..identity import Identity, parse_public_id, public_id
 from . import peer_auth
+from .bodies import json_body
 from .context import CONFIG, DB, IDENTITY
 from .descriptors import NodeDescriptor, make_descriptor, newer, newsworthy, parse_descriptor
 from .peer_client import PeerClient, PeerResponse
@@ -343,16 +344,6 @@ def setup(app: web.Application) -> None:
     app[STATUS_PARTS]["peers"] = _status
 
 
-async def _json_body(request: web.Request, hint: str) -> dict:
-    try:
-        body = json.loads(await request.read())
-    except ValueError:
-        raise InvalidArgument("the request body is not JSON", hint=hint) from None
-    if not isinstance(body, dict):
-        raise InvalidArgument("the request body must be a JSON object", hint=hint)
-    return body
-
-
 def _view(service: PeerService, d: NodeDescriptor) -> dict:
     health = service.availability(d.id)
     return {**d.to_json(), "up": health.up, "latency_ms": health.latency_ms, "ratio_1h": health.ratio_1h}
@@ -367,7 +358,7 @@ async def list_peers(request: web.Request) -> web.Response:
 
 @routes.post("/v1/peers")
 async def add_peer(request: web.Request) -> web.Response:
-    body = await _json_body(request, 'send {"url": "http://HOST:PORT"}')
+    body = await json_body(request, 'send {"url": "http://HOST:PORT"}')
     if not isinstance(body.get("url"), str):
         raise InvalidArgument("url is missing", hint='send {"url": "http://HOST:PORT"}')
     service = request.app[PEERS]
@@ -384,7 +375,7 @@ async def remove_peer(request: web.Request) -> web.Response:
 
 @routes.post("/v1/peer/descriptors")
 async def exchange_descriptors(request: web.Request) -> web.Response:
-    body = await _json_body(request, 'send {"descriptors": [...]}')
+    body = await json_body(request, 'send {"descriptors": [...]}')
     service = request.app[PEERS]
     service.accept(body.get("descriptors"))
     return web.json_response({"self": service.descriptor().to_json(), "descriptors": service.gossip_payload()})
@@ -392,7 +383,7 @@ async def exchange_descriptors(request: web.Request) -> web.Response:
 
 @routes.post("/v1/peer/challenge")
 async def answer_challenge(request: web.Request) -> web.Response:
-    body = await _json_body(request, 'send {"nonce": "<32 hex digits>"}')
+    body = await json_body(request, 'send {"nonce": "<32 hex digits>"}')
     service = request.app[PEERS]
     reply = challenge_answer(service.identity, check_nonce(body.get("nonce")), peer_auth.peer_id(request))
     return web.json_response({**reply, "descriptor": service.descriptor().to_json()})

@@ -14,7 +14,6 @@ already countersigned gets the stored receipt (same amount and usage) without as
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable
 
@@ -24,6 +23,7 @@ from ..errors import ClaimRefused, EntryNotFound, InvalidArgument, InvalidEntry,
 from ..identity import public_id, verify
 from ..ledger import Authorization, decode_authorization, format_credits
 from . import payments, peer_auth
+from .bodies import json_object
 from .context import CLIENT_IDENTITY, IDENTITY
 from .ledger_routes import LEDGER
 from .status import HEALTH_CHECKS
@@ -50,13 +50,7 @@ def job_kind(job: str) -> str:
 def _body(raw: bytes) -> dict[str, Any]:
     if len(raw) > MAX_BODY:
         raise InvalidArgument(f"a receipt request is at most {MAX_BODY} bytes", hint=HINT)
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise InvalidArgument("the request body is not JSON", hint=HINT) from None
-    if not isinstance(body, dict):
-        raise InvalidArgument("the request body must be a JSON object", hint=HINT)
-    return body
+    return json_object(raw, HINT)
 
 
 def _authorization(text: Any) -> Authorization:

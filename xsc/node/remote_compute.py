@@ -27,8 +27,9 @@ from ..errors import DealRefused, Forbidden, InvalidArgument, PeerError, PeerRef
 from ..identity import public_id, verify
 from ..ledger import decode_authorization, decode_entry, encode_authorization, price_compute
 from . import peer_auth
+from .bodies import json_body
 from .compute_routes import COMPUTE
-from .context import CLIENT_IDENTITY, CONFIG, IDENTITY
+from .context import CLIENT_IDENTITY, IDENTITY
 from .ledger_routes import LEDGER
 from .market_routes import MARKET
 from .peers import PEERS
@@ -135,11 +136,8 @@ async def receive_module(request: web.Request) -> web.Response:
 @routes.post(INVOKE_PATH)
 async def run_for_peer(request: web.Request) -> web.Response:
     app = request.app
-    try:
-        body = json.loads(await request.read())
-    except ValueError:
-        body = None
-    if not isinstance(body, dict) or not {"call", "price", "authorization", "deal"} <= set(body):
+    body = await json_body(request, 'send {"call", "price", "authorization", "deal"}')
+    if not {"call", "price", "authorization", "deal"} <= set(body):
         raise InvalidArgument('send {"call", "price", "authorization", "deal"}')
     call = parse_invoke(body["call"])
     price, deal = body["price"], body["deal"]

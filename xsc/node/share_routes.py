@@ -41,6 +41,7 @@ from ..storage import MANIFEST_VERSION, Manifest, ShareMeta, ShareStore, Upload,
 from ..storage import leases
 from ..storage.merkle import HASH_BYTES, block_hash, proof, root
 from . import peer_auth
+from .bodies import json_object
 from .context import CPU_POOL
 from .deals import accept_deal
 from .status import STATUS_PARTS
@@ -401,16 +402,6 @@ async def _read_signed_body(request: web.Request, limit: int) -> bytes:
     return bytes(body)
 
 
-def _json_object(raw: bytes, hint: str) -> dict:
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise InvalidArgument("the request body is not JSON", hint=hint) from None
-    if not isinstance(body, dict):
-        raise InvalidArgument("the request body must be a JSON object", hint=hint)
-    return body
-
-
 async def _in_pool(request: web.Request, fn, *args):
     return await asyncio.get_running_loop().run_in_executor(request.app[CPU_POOL], fn, *args)
 
@@ -426,7 +417,7 @@ async def _held(request: web.Request) -> tuple[bytes, int, ShareMeta]:
 @routes.post("/v1/peer/shares/{si}/{share}/uploads")
 async def begin_upload(request: web.Request) -> web.Response:
     si, share = _target(request)
-    body = _json_object(await request.read(), 'send {"size", "segment_size", "lease_expiry", "price"}')
+    body = json_object(await request.read(), 'send {"size", "segment_size", "lease_expiry", "price"}')
     size = _json_int(body, "size")
     segment_size = _json_int(body, "segment_size", minimum=MIN_SEGMENT_SIZE, maximum=MAX_SEGMENT_SIZE)
     lease_expiry = _json_int(body, "lease_expiry", minimum=int(time.time()) + 1, maximum=2**64 - 1)
@@ -462,7 +453,7 @@ async def commit_upload(request: web.Request) -> web.Response:
     incoming = holder.get(request.match_info["upload"], _sender(request))
     try:
         limit = _COMMIT_OVERHEAD + _COMMIT_BYTES_PER_SEGMENT * incoming.segment_count
-        body = _json_object(await _read_signed_body(request, limit), 'send {"block_hashes": [...], "manifest": hex}')
+        body = json_object(await _read_signed_body(request, limit), 'send {"block_hashes": [...], "manifest": hex}')
     except BadRequestSignature:
         raise  # not provably from the uploader: its upload stays as it was
     except XscError:
@@ -543,7 +534,7 @@ async def renew_share(request: web.Request) -> web.Response:
     if meta.uploader != _sender(request):
         raise Forbidden(f"only the node that placed share {share} may renew its lease",
                         uploader=public_id(meta.uploader))
-    body = _json_object(await request.read(), 'send {"lease_expiry": <unix seconds>}')
+    body = json_object(await request.read(), 'send {"lease_expiry": <unix seconds>}')
     # Up to the longest lease from now, with a day for the clocks of two nodes to differ.
     lease_expiry = _json_int(body, "lease_expiry", maximum=int(time.time()) + leases.MAX_DURATION + 86400)
     done = await _in_pool(request, request.app[SHARE_HOLDER].store.renew, si, lease_expiry, (share,))
@@ -558,7 +549,7 @@ async def renew_share(request: web.Request) -> web.Response:
 @routes.post("/v1/peer/shares/{si}/{share}/audit")
 async def audit_share(request: web.Request) -> web.Response:
     si, share, meta = await _held(request)
-    body = _json_object(await request.read(), 'send {"segment": <block index>}')
+    body = json_object(await request.read(), 'send {"segment": <block index>}')
     segment = _json_int(body, "segment")
     if segment >= meta.segment_count:
         raise RangeNotSatisfiable(f"share {share} has {meta.segment_count} blocks, not a block {segment}",
