@@ -338,6 +338,7 @@ class MarketService:
                     await self._push(1)  # anti-entropy with one random peer
                 else:
                     await self.fill_book()
+                self.clearings()  # the call market clears again once the book has changed (and keeps its price)
             except Exception:  # a round must never end the market
                 log.exception("market round failed")
 

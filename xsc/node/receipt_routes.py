@@ -89,6 +89,10 @@ async def countersign(request: web.Request) -> web.Response:
                                hint=f"job kinds it settles: {known}")
         await check(app, sender, auth, amount, usage)
     receipt = await ledger.countersign(identity, auth, amount, usage)
+    from .market_routes import MARKET
+
+    if MARKET in app:
+        app[MARKET].note_paid(sender, amount, by_them=True)  # who pays us is recognised by the market
     return web.json_response({"receipt": receipt.encode().hex()})
 
 
