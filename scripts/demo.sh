@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A scripted tour of XSC on six local nodes: placement, two nodes lost, get, restart, repair.
+# A scripted tour of XSC on six local nodes: the market, placement, two nodes lost, get, restart, repair.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 XSC=.venv/bin/xsc
@@ -13,10 +13,15 @@ $XSC devnet up -n 6 --dir "$DIR"
 GATEWAY="$XSC --data-dir $DIR/node-0"
 pid_of() { $XSC devnet status --dir "$DIR" --json | python3 -c "import json,sys; print(next(n['pid'] for n in json.load(sys.stdin) if n['name'] == '$1'))"; }
 
-step "put a 20 MB file through node-0: one share on each node"
+step "the market: every node offers storage and compute at an ask from its pricing policy"
+sleep 2  # let the offers reach node-0
+$GATEWAY market book --kind storage
+
+step "put a 20 MB file through node-0: six needs matched to six providers at one price"
 head -c 20000000 /dev/urandom > "$DIR/demo.bin"
 CAP=$($GATEWAY store put "$DIR/demo.bin")
 $GATEWAY store check "$CAP"
+$GATEWAY market status
 
 step "kill -9 node-1 and node-2"
 kill -9 "$(pid_of node-1)" "$(pid_of node-2)"
