@@ -118,7 +118,9 @@ class MarketService:
                                                   quantity=capacity - used, start=start, end=end),
                                 price=ask_price(self.policy("storage"), used, capacity)))
             fuel = self.compute_capacity()
-            fuel_used = min(self.fuel_used.get(b, 0), fuel)
+            # Offered in steps of a thousandth of the bucket: every invoke must not re-sign and re-send the offer.
+            step = max(1, fuel // 1000)
+            fuel_used = min(-(-self.fuel_used.get(b, 0) // step) * step, fuel)
             if self.config.offer_compute and fuel > fuel_used:
                 asks.append(Ask(slot=CapacitySlot(id=f"compute-{b}", owner=self.me, kind="compute",
                                                   quantity=fuel - fuel_used, start=start, end=end),

@@ -21,7 +21,7 @@ from ..storage import erasure, layout
 from .context import CLIENT_IDENTITY, CONFIG, IDENTITY
 from .deals import lease_cost
 from .ledger_routes import LEDGER
-from .market_routes import MARKET, remember
+from .market_routes import MARKET
 
 MAX_PRICE = 10**12  # micro-credits per GiB-hour: a million credits, far above any real bid
 
@@ -77,19 +77,17 @@ def quote(app: web.Application, size: int | None, seconds: int, bid: int) -> Put
     market.touch()
     try:
         assignments = market.deal(bids)
-    except MarketNoDeal as err:
+    except BaseException as err:
         withdraw_needs(app, [b.slot.id for b in bids])
         affordable = any(a.slot.kind == "storage" and a.price <= bid for a in market.book.asks())
-        if affordable and set(err.details.get("needs", {}).values()) <= {"capacity_taken", "no_compatible_slot"}:
-            raise StorageFull(f"the providers have no room for all {erasure.N} shares of this file "
-                              f"({share_bytes} bytes each; the most free on one provider is {room} bytes)", hint="free space, or add nodes with `xsc peers add`",
-                              needs=err.details.get("needs")) from None
-        raise
-    except BaseException:
-        withdraw_needs(app, [b.slot.id for b in bids])
+        if isinstance(err, MarketNoDeal) and affordable and \
+                set(err.details.get("needs", {}).values()) <= {"capacity_taken", "no_compatible_slot"}:
+            raise StorageFull(f"the providers have no room for all {erasure.N} shares of this file ({share_bytes} "
+                              f"bytes each; the most free on one provider is {room} bytes)",
+                              hint="free space, or add nodes with `xsc peers add`", needs=err.details["needs"]) from None
         raise
     finally:
-        remember(app, market.last_results)
+        market.remember(market.last_results)
     return PutQuote(share_bytes, seconds, [assignments[b.slot.id].provider for b in bids],
                     {s: assignments[b.slot.id].price for s, b in enumerate(bids)}, [b.slot.id for b in bids])
 
@@ -123,5 +121,5 @@ def relocation(app: web.Application, share_bytes: int, seconds: int, *, avoid: s
     try:
         assignment = market.deal([need])[need.slot.id]
     finally:
-        remember(app, market.last_results)
+        market.remember(market.last_results)
     return assignment.provider, assignment.price
