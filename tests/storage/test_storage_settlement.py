@@ -86,3 +86,21 @@ async def test_an_underfunded_chunked_put_is_rolled_back(node_factory) -> None:
     assert store.used == 0 and store.shares_held == 0
     kept = [k for k in node.app[DB].iterator(prefix=b"s/", include_value=False) if k != keys.STORAGE_USED]
     assert kept == []
+
+
+async def test_a_put_can_avoid_providers_and_ask_for_availability(node_factory) -> None:
+    node = await node_factory(storage={"segment_size": 4096})
+    me = node.app[IDENTITY].id
+    # The only provider avoided: nothing is stored, and the need says it was filtered out.
+    resp = await node.post("/v1/store/files", data=os.urandom(10_000), params={"avoid": me})
+    assert resp.status == 409
+    need = sorted((await resp.json())["needs"])[0]
+    explained = await (await node.get(f"/v1/market/explain/{need}")).json()
+    assert explained["code"] == "filtered_out", explained
+    # This node counts as always up: a put asking for 0.99 availability lands, preferring it.
+    resp = await node.post("/v1/store/files", data=os.urandom(10_000),
+                           params={"min_availability": "0.99", "prefer": me})
+    assert resp.status == 201, await resp.text()
+    for params in ({"avoid": "not-a-node"}, {"min_availability": "1.5"}, {"min_availability": "x"}):
+        resp = await node.post("/v1/store/files", data=b"x" * 10, params=params)
+        assert resp.status == 400, params

@@ -67,9 +67,13 @@ def _expiry(lease: int | None) -> str:
               "60s to 3650d (default: the node's storage.lease_duration).")
 @click.option("--max-price", type=click.IntRange(min=0), metavar="N",
               help="The most to pay, in micro-credits per GiB-hour of block bytes held.")
+@click.option("--avoid", multiple=True, metavar="NODE", help="A provider not to place shares on (repeatable).")
+@click.option("--prefer", multiple=True, metavar="NODE", help="A provider to choose first among equals (repeatable).")
+@click.option("--min-availability", metavar="R", help="Only providers up at least this ratio of the last hour (0-1).")
 @json_option
 @click.pass_obj
-def put(obj, file: str, name: str | None, duration: str | None, max_price: int | None, as_json: bool) -> None:
+def put(obj, file: str, name: str | None, duration: str | None, max_price: int | None, avoid: tuple[str, ...],
+        prefer: tuple[str, ...], min_availability: str | None, as_json: bool) -> None:
     """Store FILE (or - for stdin); prints its capability as the last line."""
     seconds = _duration(duration)
     if file == "-":
@@ -88,7 +92,9 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
     client = obj.client()
     with _progress(size, f"put {name}", sys.stderr.isatty() and not as_json) as advance:
         result = client.upload("/v1/store/files", stream, size=size, on_progress=advance,
-                               query={"name": name, "duration": seconds, "max_price": max_price})
+                               query={"name": name, "duration": seconds, "max_price": max_price,
+                                      "avoid": ",".join(avoid) or None, "prefer": ",".join(prefer) or None,
+                                      "min_availability": min_availability})
     if as_json:
         emit_json(result)
         return

@@ -13,8 +13,9 @@ needs that must go to six nodes.  So, before clearing:
 - a slot's quantity is capped at its *effective supply*: for each group it can serve,
   ceil(n_g / P_g) x the group's largest need, plus every ungrouped need it can serve
   (`cap_supply`); a slot that can serve none of the needs present does not take part, unless it
-  asks more than every bid (then it stays, trades nothing, and the explanation is about price).  The cap
-  changes no slot's room for any single need, only what the auction counts.
+  asks more than every bid (then it stays, trades nothing, and the explanation is about price) or
+  only the needs' own filters keep it out (it stays, and the explanation says they filtered it out).
+  The cap changes no slot's room for any single need, only what the auction counts.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Sequence
 
-from ..allocation import compatible
+from ..allocation import SlotFilter, compatible
 from .models import Ask, Bid
 
 
@@ -60,15 +61,13 @@ def cap_supply(asks: Sequence[Ask], bids: Sequence[Bid]) -> list[Ask]:
     """`asks` with each slot's quantity capped at what it can sell to `bids` (see the module docstring)."""
     groups = _groups(bids)
     sizes = {key: (len(m), _providers(asks, m)) for key, m in groups.items()}
-    loose = [b for b in bids if b.group is None]
+    # The same needs without their own filters: a slot a need's filters exclude still takes part, so that
+    # the need is explained as filtered out rather than as finding no slot.
+    unfiltered = [b.model_copy(update={"slot": b.slot.model_copy(update={"filters": SlotFilter()})})
+                  if not b.slot.filters.is_empty() else b for b in bids]
     out = []
     for a in asks:
-        supply = sum(b.slot.quantity for b in loose if _servable(a, b))
-        for key, members in groups.items():
-            served = [b.slot.quantity for b in members if _servable(a, b)]
-            if served:
-                n, providers = sizes[key]
-                supply += -(-n // max(providers, 1)) * max(served)
+        supply = _supply(a, bids, groups, sizes) or _supply(a, unfiltered, _groups(unfiltered), sizes)
         if supply == 0:
             if bids and all(a.price > b.price for b in bids):
                 out.append(a)  # too dear for every bid: it takes part, trades nothing, and explains why
@@ -77,3 +76,13 @@ def cap_supply(asks: Sequence[Ask], bids: Sequence[Bid]) -> list[Ask]:
             a = a.model_copy(update={"slot": a.slot.model_copy(update={"quantity": supply})})
         out.append(a)
     return out
+
+
+def _supply(a: Ask, bids: Sequence[Bid], groups: dict, sizes: dict) -> int:
+    supply = sum(b.slot.quantity for b in bids if b.group is None and _servable(a, b))
+    for key, members in groups.items():
+        served = [b.slot.quantity for b in members if _servable(a, b)]
+        if served:
+            n, providers = sizes[key]
+            supply += -(-n // max(providers, 1)) * max(served)
+    return supply

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 
 from aiohttp import web
 
 from ..errors import InvalidArgument, MarketNoDeal, StorageFull
+from ..identity import parse_public_id
 from ..storage import erasure, layout
 from .context import CLIENT_IDENTITY, CONFIG, IDENTITY
 from .deals import lease_cost
@@ -53,7 +55,29 @@ def max_price(request: web.Request) -> int:
     return int(text)
 
 
-def quote(app: web.Application, size: int | None, seconds: int, bid: int) -> PutQuote:
+def filters(request: web.Request) -> dict:
+    """The put's own filters: `avoid` and `prefer` (comma-separated node ids), `min_availability` (0 to 1)."""
+    out: dict = {}
+    for name in ("avoid", "prefer"):
+        text = request.query.get(name, "")
+        ids = tuple(i for i in text.split(",") if i)
+        for node in ids:
+            parse_public_id(node)  # a clear 400 for anything that is not a node id
+        out[name] = ids
+    text = request.query.get("min_availability")
+    if text is not None:
+        try:
+            ratio = Decimal(text)
+        except InvalidOperation:
+            ratio = Decimal(-1)
+        if not ratio.is_finite() or not 0 <= ratio <= 1:
+            raise InvalidArgument(f"min_availability must be a ratio from 0 to 1, not {text!r}",
+                                  hint="e.g. --min-availability 0.99")
+        out["min_availability"] = ratio
+    return out
+
+
+def quote(app: web.Application, size: int | None, seconds: int, bid: int, **wanted) -> PutQuote:
     """Match the put's needs on the market (or, for an unknown size, price it here at our own ask)."""
     market = app[MARKET]
     me = app[IDENTITY].id
@@ -72,7 +96,8 @@ def quote(app: web.Application, size: int | None, seconds: int, bid: int) -> Put
         raise StorageFull(f"no node offers room for a share of this file ({share_bytes} bytes; the most any "
                           f"offers is {room})", hint="free space, or add nodes with `xsc peers add`")
     group = f"put-{os.urandom(6).hex()}"
-    bids = [market.need(f"{group}-{s}", "storage", share_bytes, seconds, bid, group=group) for s in range(erasure.N)]
+    bids = [market.need(f"{group}-{s}", "storage", share_bytes, seconds, bid, group=group, **wanted)
+            for s in range(erasure.N)]
     market.needs.update({b.slot.id: b for b in bids})  # published while the put runs
     market.touch()
     try:
@@ -92,10 +117,11 @@ def quote(app: web.Application, size: int | None, seconds: int, bid: int) -> Put
                     {s: assignments[b.slot.id].price for s, b in enumerate(bids)}, [b.slot.id for b in bids])
 
 
-async def quote_and_check_credit(app: web.Application, size: int | None, seconds: int, bid: int) -> PutQuote:
+async def quote_and_check_credit(app: web.Application, size: int | None, seconds: int, bid: int,
+                                 **wanted) -> PutQuote:
     """The quote, once the user's credit is known to cover the whole lease (else InsufficientCredit)."""
     await app[MARKET].fill_book()
-    result = quote(app, size, seconds, bid)
+    result = quote(app, size, seconds, bid, **wanted)
     try:
         # A stream of unknown size is paid in arrears for what it turns out to hold.
         await app[LEDGER].ensure_credit(app[CLIENT_IDENTITY], result.cost)

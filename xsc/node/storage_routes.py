@@ -79,7 +79,8 @@ async def _expect_put(request: web.Request) -> web.StreamResponse | None:
             request.app[GATEWAY].store.check_fits(here)
             # The market's answer and the credit check, before the body is sent (the put asks again).
             result = await storage_market.quote_and_check_credit(
-                request.app, request.content_length, _lease_duration(request), storage_market.max_price(request))
+                request.app, request.content_length, _lease_duration(request), storage_market.max_price(request),
+                **storage_market.filters(request))
             storage_market.withdraw_needs(request.app, result.needs)
     except XscError as err:
         response = problem_from_error(err)
@@ -169,7 +170,8 @@ async def put_file(request: web.Request) -> web.Response:
     quote = None
     try:
         seconds = _lease_duration(request)
-        quote = await storage_market.quote_and_check_credit(app, size, seconds, storage_market.max_price(request))
+        quote = await storage_market.quote_and_check_credit(app, size, seconds, storage_market.max_price(request),
+                                                            **storage_market.filters(request))
         result = await gateway.put(read, size, request.query.get("name"), place=_placer(app, quote),
                                    lease_duration=seconds)
     except XscError as err:
