@@ -1,0 +1,60 @@
+"""What a slot may sell to the needs present (xsc.market.supply): properties over random books."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xsc.market import cap_supply, spread_groups
+
+from .market_helpers import ask, bid
+
+providers = st.lists(st.tuples(st.integers(1, 10_000), st.integers(1, 5_000)), min_size=1, max_size=8)
+needs = st.lists(st.tuples(st.integers(1, 3_000), st.integers(1, 5_000), st.sampled_from([None, "g1", "g2"])),
+                 min_size=1, max_size=12)
+
+
+def _book(offers, wanted):
+    asks = [ask(f"p{i}", f"s{i}", quantity, price) for i, (quantity, price) in enumerate(offers)]
+    bids = [bid("me", f"n{i}", quantity, price, group=group) for i, (quantity, price, group) in enumerate(wanted)]
+    return asks, bids
+
+
+@settings(max_examples=200, deadline=None)
+@given(offers=providers, wanted=needs)
+def test_spread_groups_keeps_every_need_and_never_asks_more_distinct_providers_than_exist(offers, wanted) -> None:
+    asks, bids = _book(offers, wanted)
+    spread = spread_groups(asks, bids)
+    assert sorted(b.slot.id for b in spread) == sorted(b.slot.id for b in bids)
+    for group, size in Counter(b.group for b in spread if b.group is not None).items():
+        members = [b for b in bids if b.group == group.split("#")[0]]
+        able = {a.slot.owner for a in asks for b in members if a.price <= b.price and a.slot.quantity >= b.slot.quantity}
+        if "#" in group:  # split: no sub-group needs more distinct providers than can serve it
+            assert size <= len(able)
+
+
+@settings(max_examples=200, deadline=None)
+@given(offers=providers, wanted=needs)
+def test_cap_supply_only_lowers_quantities_and_keeps_every_slot_that_can_serve_a_need(offers, wanted) -> None:
+    asks, bids = _book(offers, wanted)
+    capped = {a.slot.id: a for a in cap_supply(asks, spread_groups(asks, bids))}
+    for a in asks:
+        useful = any(a.price <= b.price and a.slot.quantity >= b.slot.quantity for b in bids)
+        if useful:
+            assert a.slot.id in capped
+            assert 0 < capped[a.slot.id].slot.quantity <= a.slot.quantity
+            # Room for every single need it can serve is left.
+            assert all(capped[a.slot.id].slot.quantity >= b.slot.quantity for b in bids
+                       if a.price <= b.price and a.slot.quantity >= b.slot.quantity)
+        elif a.slot.id in capped:
+            assert all(a.price > b.price for b in bids)  # kept only to explain a price refusal
+
+
+def test_six_shares_on_three_providers_go_two_by_two() -> None:
+    asks = [ask(f"p{i}", f"s{i}", 10**9, 1000 + i) for i in range(3)]
+    bids = [bid("me", f"n{i}", 100, 4000, group="put") for i in range(6)]
+    spread = spread_groups(asks, bids)
+    assert Counter(b.group for b in spread) == {"put#0": 3, "put#1": 3}
+    assert {a.slot.quantity for a in cap_supply(asks, spread)} == {200}  # two shares each, for the clearing
