@@ -149,9 +149,15 @@ class AuditService:
         """Audit up to blocks_per_round random shares placed on other nodes that are not known down."""
         peers = self.peers
         start = time.perf_counter()
+        records = await self._records()
+        # A share already known damaged waits for its repair: auditing it again would tell nothing new (and a
+        # passing block of it must not hide the failure from the holder's health).
+        damaged = await self._run(lambda: {(r["storage_index"], s) for r in records
+                                           for s in self.gateway.store.damaged(bytes.fromhex(r["storage_index"]))})
         candidates = [] if peers is None else [
-            (record, share, node) for record, share, node in remote_shares(await self._records(), self.me)
-            if peers.directory.get(node) is not None and peers.availability(node).up is not False]
+            (record, share, node) for record, share, node in remote_shares(records, self.me)
+            if peers.directory.get(node) is not None and peers.availability(node).up is not False
+            and (record["storage_index"], share) not in damaged]
         picked = random.sample(candidates, min(self.config.blocks_per_round, len(candidates)))
         verdicts = await asyncio.gather(*(self.audit_share(*target) for target in picked))
         self.last_round = {"time": _now_iso(), "seconds": round(time.perf_counter() - start, 3),
@@ -186,6 +192,8 @@ class AuditService:
         ok = await self._run(check_audit, block, path, manifest.share_root(share), segment, manifest.segment_count)
         if not ok:
             return await self._failed(si, share, node, f"{what} does not match the share root")
+        if not await self._still_there(si, share, node):
+            return None  # a repair moved the share away meanwhile: this pass says nothing of the node now
         self.counts["audits_ok"] += 1
         self._record_audit(node, True, what)
         return True
