@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import start_node
+from .common import cpu_seconds, start_node
 
 ROOT = Path(__file__).resolve().parent.parent
 WASM = ROOT / "fixtures" / "wasm"
@@ -124,22 +124,13 @@ async def _http_load(port: int, token: str, body: bytes, concurrency: int, secon
     return latencies
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), or NaN elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def http_invoke(port: int, token: str, module_id: str, concurrency: int, seconds: float,
                 node_pid: int) -> dict[str, float]:
     body = json.dumps({"module": module_id, "function": "add", "args": ["1", "2"]}).encode()
     asyncio.run(_http_load(port, token, body, concurrency, 0.5))  # warm up
-    cpu, t = _cpu_seconds(node_pid), time.perf_counter()
+    cpu, t = cpu_seconds(node_pid), time.perf_counter()
     latencies = asyncio.run(_http_load(port, token, body, concurrency, seconds))
-    elapsed, cpu = time.perf_counter() - t, _cpu_seconds(node_pid) - cpu
+    elapsed, cpu = time.perf_counter() - t, cpu_seconds(node_pid) - cpu
     latencies.sort()
     return {"rate": len(latencies) / elapsed, "p50": latencies[len(latencies) // 2],
             "p99": latencies[int(len(latencies) * 0.99)], "n": len(latencies), "node_cpu": cpu / len(latencies)}

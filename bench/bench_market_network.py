@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import free_port
+from .common import cpu_seconds, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ADD = ROOT / "fixtures" / "wasm" / "add.wasm"
@@ -282,8 +282,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
             per_call = statistics.median(remote if name == "remote" else direct)
             calls8 = max(80, int(args.seconds / per_call * 2))
             c8[name] = await _invokes(node, calls8, 8)
-        b_cpu = _cpu_seconds(b.proc.pid)
-        a_cpu = _cpu_seconds(a.proc.pid)
+        b_cpu = cpu_seconds(b.proc.pid)
+        a_cpu = cpu_seconds(a.proc.pid)
     finally:
         for node in nodes:
             node.stop()
@@ -323,14 +323,6 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     print(f"node CPU over the whole run: A {a_cpu:.1f} s, B {b_cpu:.1f} s")
     met = added * ms < TARGET_ADDED_MS
     print(f"target added latency < {TARGET_ADDED_MS:g} ms: {added * ms:.2f} ms -> {'met' if met else 'NOT met'}")
-
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,8 +12,8 @@ import pytest
 from xsc.ledger import price_storage
 from xsc.storage import Capability
 
-from ..conftest import NodeProcess, free_port
-from ..peers.peer_helpers import FAST, api, known_ids, node_id, peer_health, wait_until
+from ..conftest import NodeProcess
+from ..peers.peer_helpers import api, start_star, wait_until
 from ..peers.test_audits import _corrupt_block
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "wasm"
@@ -29,19 +28,9 @@ def network(tmp_path: Path):
     started: list[NodeProcess] = []
 
     def start(n: int, gateway_env: dict | None = None, others_env: dict | None = None):
-        gateway = NodeProcess(tmp_path / "n0", free_port(), env={**FAST, **(gateway_env or {})})
-        others = [NodeProcess(tmp_path / f"n{i}", free_port(), ["--peer", gateway.url], {**FAST, **(others_env or {})})
-                  for i in range(1, n)]
-        nodes = [gateway, *others]
-        started.extend(nodes)
-        with ThreadPoolExecutor(len(nodes)) as pool:
-            list(pool.map(NodeProcess.start, nodes))
-        ids = [node_id(n) for n in nodes]
-        wait_until(lambda: known_ids(gateway) >= set(ids[1:])
-                   and all((peer_health(gateway, i) or {}).get("up") for i in ids[1:]),
-                   "the gateway to know the other nodes and see them up", timeout=90)
+        nodes, ids = start_star(tmp_path, n, gateway_env or {}, others_env or {}, started)
         wait_until(lambda: len({_market(node)["digest"] for node in nodes}) == 1
-                   and _market(gateway)["participants"] == n, "every node to hold the same book", timeout=60)
+                   and _market(nodes[0])["participants"] == n, "every node to hold the same book", timeout=60)
         return nodes, ids
 
     yield start

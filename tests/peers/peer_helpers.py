@@ -6,7 +6,11 @@ import http.client as httplib
 import json
 import time
 from typing import Any, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import urlsplit
+
+from ..conftest import NodeProcess, free_port
 
 # Short gossip and probe intervals, so that tests see joins, probes and failures within a second or two.
 # Fast schedules for tests; automatic repair off (tests that want it set the threshold themselves),
@@ -67,3 +71,20 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> An
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def start_star(tmp_path: Path, n: int, gateway_env: dict, others_env: dict, started: list) -> tuple[list, list[str]]:
+    """A gateway and n-1 nodes that joined it, started at once (appended to `started` for the teardown),
+    once the gateway knows them all and has probed them up: (nodes, ids), the gateway first."""
+    gateway = NodeProcess(tmp_path / "n0", free_port(), env={**FAST, **gateway_env})
+    others = [NodeProcess(tmp_path / f"n{i}", free_port(), ["--peer", gateway.url], {**FAST, **others_env})
+              for i in range(1, n)]
+    nodes = [gateway, *others]
+    started.extend(nodes)
+    with ThreadPoolExecutor(len(nodes)) as pool:
+        list(pool.map(NodeProcess.start, nodes))
+    ids = [node_id(node) for node in nodes]
+    wait_until(lambda: known_ids(gateway) >= set(ids[1:])
+               and all((peer_health(gateway, i) or {}).get("up") for i in ids[1:]),
+               "the gateway to know the other nodes and see them up", timeout=90)
+    return nodes, ids

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import plyvel
@@ -24,8 +23,8 @@ from xsc.node.datadir import DB_DIR
 from xsc.node.scrubber import Pacer
 from xsc.storage import Capability
 
-from ..conftest import NodeProcess, free_port
-from .peer_helpers import FAST, api, http, known_ids, node_id, peer_health, wait_until
+from ..conftest import NodeProcess
+from .peer_helpers import api, http, peer_health, start_star, wait_until
 
 NO_SCRUB = {"XSC_AUDIT_SCRUB_RATE": "0"}
 FAST_AUDITS = {"XSC_AUDIT_INTERVAL": "0.3", "XSC_AUDIT_BLOCKS_PER_ROUND": "6"}
@@ -119,18 +118,7 @@ def network(tmp_path: Path):
     started: list[NodeProcess] = []
 
     def start(gateway_env: dict, holder_env: dict) -> tuple[list[NodeProcess], list[str]]:
-        gateway = NodeProcess(tmp_path / "n0", free_port(), env={**FAST, **gateway_env})
-        holders = [NodeProcess(tmp_path / f"n{i}", free_port(), ["--peer", gateway.url], {**FAST, **holder_env})
-                   for i in range(1, 7)]
-        nodes = [gateway, *holders]
-        started.extend(nodes)
-        with ThreadPoolExecutor(len(nodes)) as pool:
-            list(pool.map(NodeProcess.start, nodes))
-        ids = [node_id(n) for n in nodes]
-        wait_until(lambda: known_ids(gateway) >= set(ids[1:])
-                   and all((peer_health(gateway, i) or {}).get("up") for i in ids[1:]),
-                   "the gateway to know the six other nodes and see them up")
-        return nodes, ids
+        return start_star(tmp_path, 7, gateway_env, holder_env, started)
 
     yield start
     for node in started:

@@ -512,12 +512,17 @@ async def share_blocks(request: web.Request) -> web.StreamResponse:
     return response
 
 
-@routes.delete("/v1/peer/shares/{si}/{share}")
-async def delete_share(request: web.Request) -> web.Response:
+async def _held_by_uploader(request: web.Request, action: str) -> tuple[bytes, int, ShareMeta]:
+    """A share held here, for a request that only the node that placed it may make."""
     si, share, meta = await _held(request)
     if meta.uploader != _sender(request):
-        raise Forbidden(f"only the node that placed share {share} may delete it",
-                        uploader=public_id(meta.uploader))
+        raise Forbidden(f"only the node that placed share {share} may {action}", uploader=public_id(meta.uploader))
+    return si, share, meta
+
+
+@routes.delete("/v1/peer/shares/{si}/{share}")
+async def delete_share(request: web.Request) -> web.Response:
+    si, share, _ = await _held_by_uploader(request, "delete it")
     store = request.app[SHARE_HOLDER].store
 
     def delete() -> None:
@@ -530,10 +535,7 @@ async def delete_share(request: web.Request) -> web.Response:
 
 @routes.post("/v1/peer/shares/{si}/{share}/renew")
 async def renew_share(request: web.Request) -> web.Response:
-    si, share, meta = await _held(request)
-    if meta.uploader != _sender(request):
-        raise Forbidden(f"only the node that placed share {share} may renew its lease",
-                        uploader=public_id(meta.uploader))
+    si, share, _ = await _held_by_uploader(request, "renew its lease")
     body = json_object(await request.read(), 'send {"lease_expiry": <unix seconds>}')
     # Up to the longest lease from now, with a day for the clocks of two nodes to differ.
     lease_expiry = _json_int(body, "lease_expiry", maximum=int(time.time()) + leases.MAX_DURATION + 86400)
