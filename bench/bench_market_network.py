@@ -219,7 +219,7 @@ async def raw_round_trips(b: Node, repeat: int = 200) -> tuple[float, float]:
     import aiohttp
 
     from xsc.identity import Identity
-    from xsc.node.peer_client import PeerClient
+    from xsc.net import PeerClient
 
     conn = await Conn.open(b.port, "")
     plain = []

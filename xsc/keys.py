@@ -5,12 +5,12 @@ its keys.  Keys are bytes: a namespace prefix, then fixed-width binary fields
 so that range scans come out in a useful order.
 
 Namespaces:
-  s/  storage: blocks, share metadata, manifests, uploads in progress, files, counters
+  s/  storage: blocks, share metadata, manifests, uploads in progress, files, counters, storage deals
   c/  compute: modules, compiled artifacts, provenance records
   l/  ledger:  entries, chain heads, balances, settled authorizations, forks
   h/  health:  peer availability history
   p/  peers:   known node descriptors
-  m/  market:  slots, orders, recognition
+  m/  market:  commitments, own state, recognition, clearing prices
   n/  node:    node-wide metadata (schema version)
 """
 
@@ -30,6 +30,10 @@ _UPLOAD = b"s/u/"  # + upload id -> staging record of an upload in progress
 _FILE = b"s/f/"  # + storage index -> record of a file this node uploaded (gateway side)
 _DAMAGE = b"s/d/"  # + storage index + share -> why a share is known damaged
 STORAGE_USED = b"s/c/used"  # exact count of block bytes held in published shares
+STORAGE_DEALS = b"s/deals/"  # + storage index (32) + share (1) -> the storage deal of a share this node placed (JSON)
+STORAGE_ENDED = b"s/ended/"  # + storage index + share + when (8) -> a deal that ended when its share moved (JSON)
+HOLDER_AUDITS = b"s/audits/"  # + node public key -> when that holder last passed and last failed an audit (JSON)
+HOLDER_TERMS = b"s/terms/"  # + storage index + share -> the terms a gateway placed that share here under (JSON)
 
 
 def block(storage_index: bytes, share: int, segment: int) -> bytes:
@@ -81,6 +85,30 @@ FILES = _FILE
 
 def damage(storage_index: bytes, share_number: int) -> bytes:
     return _DAMAGE + storage_index + struct.pack(">B", share_number)
+
+
+def storage_deal(storage_index: bytes, share: int) -> bytes:
+    return STORAGE_DEALS + storage_index + bytes([share])
+
+
+def storage_deals_of(storage_index: bytes) -> bytes:
+    return STORAGE_DEALS + storage_index
+
+
+def storage_ended(storage_index: bytes, share: int, at: int) -> bytes:
+    return STORAGE_ENDED + storage_index + bytes([share]) + at.to_bytes(8, "big")
+
+
+def storage_ended_of(storage_index: bytes) -> bytes:
+    return STORAGE_ENDED + storage_index
+
+
+def holder_audit(node_key: bytes) -> bytes:
+    return HOLDER_AUDITS + node_key
+
+
+def holder_terms(storage_index: bytes, share: int) -> bytes:
+    return HOLDER_TERMS + storage_index + bytes([share])
 
 
 def damage_of(storage_index: bytes) -> bytes:
@@ -208,8 +236,6 @@ MARKET_COMMITMENTS = b"m/c/"  # + participant public key (32) -> its newest sign
 MARKET_SELF = b"m/s"  # this node's own market state: its ITC stamp (JSON), so stamps only grow across restarts
 MARKET_RECOGNITION = b"m/r/"  # + peer public key -> the recognition weight the user set (decimal text)
 MARKET_PRICES = b"m/p/"  # + kind + b"/" + bucket (8) + time ms (8) -> a clearing price and its volume (JSON)
-MARKET_DEALS = b"m/d/"  # + storage index (32) + share (1) -> the storage deal of that share (JSON)
-MARKET_AUDITS = b"m/a/"  # + node public key -> when that holder last passed and last failed an audit (JSON)
 
 
 def market_commitment(participant: bytes) -> bytes:
@@ -231,38 +257,3 @@ def market_prices_of(kind: str) -> bytes:
 def split_market_price(key: bytes) -> tuple[str, int, int]:
     kind, _, rest = key[len(MARKET_PRICES):].partition(b"/")
     return kind.decode(), int.from_bytes(rest[:8], "big"), int.from_bytes(rest[8:16], "big")
-
-
-def market_deal(storage_index: bytes, share: int) -> bytes:
-    return MARKET_DEALS + storage_index + bytes([share])
-
-
-def market_deals_of(storage_index: bytes) -> bytes:
-    return MARKET_DEALS + storage_index
-
-
-def split_market_deal(key: bytes) -> tuple[bytes, int]:
-    rest = key[len(MARKET_DEALS):]
-    return rest[:32], rest[32]
-
-
-def market_audit(node_key: bytes) -> bytes:
-    return MARKET_AUDITS + node_key
-
-
-MARKET_HELD = b"m/h/"  # + storage index (32) + share (1) -> the deal a gateway placed that share here under (JSON)
-
-
-def market_held(storage_index: bytes, share: int) -> bytes:
-    return MARKET_HELD + storage_index + bytes([share])
-
-
-MARKET_ENDED = b"m/e/"  # + storage index (32) + share (1) + when (8) -> a deal that ended when its share moved (JSON)
-
-
-def market_ended_deal(storage_index: bytes, share: int, at: int) -> bytes:
-    return MARKET_ENDED + storage_index + bytes([share]) + at.to_bytes(8, "big")
-
-
-def market_ended_deals_of(storage_index: bytes) -> bytes:
-    return MARKET_ENDED + storage_index

@@ -11,7 +11,7 @@ from xsc import keys
 from xsc.compute import artifacts
 from xsc.compute import engine as eng
 from xsc.node import CONFIG
-from xsc.node.compute_routes import COMPUTE
+from xsc.node.appkeys import COMPUTE
 from xsc.node.datadir import DB_DIR
 
 

@@ -10,7 +10,7 @@ import time
 
 from compute_helpers import deploy, invoke
 
-from xsc.node.compute_routes import COMPUTE
+from xsc.node.appkeys import COMPUTE
 
 
 async def running_calls(client) -> int:

@@ -6,8 +6,8 @@ from compute_helpers import deploy, invoke
 
 from xsc.ledger import price_compute
 from xsc.node import CLIENT_IDENTITY, IDENTITY
-from xsc.node.compute_routes import COMPUTE
-from xsc.node.ledger_routes import LEDGER
+from xsc.node.appkeys import COMPUTE
+from xsc.node.appkeys import LEDGER
 
 
 async def _balances(node) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """`python tests/ledger/ledger_remote_node.py <xsc arguments>`: the real `xsc` CLI, whose nodes settle a
 "test" job kind (a receipt check that accepts every claim) and have a test-only user route
-`POST /v1/test/pay {"node", "amount", "usage", "job"}` calling `payments.pay_node`, so the crash tests can
+`POST /v1/test/pay {"node", "amount", "usage", "job"}` calling `Payments.pay`, so the crash tests can
 drive cross-node payments inside real node processes they SIGKILL."""
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from aiohttp import web
 import xsc.node.app as node_app
 from xsc.cli import main
 from xsc.errors import InvalidArgument
-from xsc.node.payments import pay_node
-from xsc.node.receipt_routes import RECEIPT_CHECKS
+from xsc.node.appkeys import PAYMENTS
 
 _create_app = node_app.create_app
 
 
-async def _accept(app, sender, authorization, amount, usage) -> None:
+async def _accept(sender, authorization, amount, usage) -> None:
     return None
 
 
@@ -26,13 +25,18 @@ async def _pay(request: web.Request) -> web.Response:
     body = await request.json()
     if not isinstance(body, dict):
         raise InvalidArgument("send a JSON object")
-    entry = await pay_node(request.app, body["node"], body["amount"], body["usage"], body["job"])
+    entry = await request.app[PAYMENTS].pay(body["node"], body["amount"], body["usage"], body["job"])
     return web.json_response({"entry": entry})
+
+
+async def _settles_tests(app: web.Application):
+    app[PAYMENTS].add_check("test", _accept)
+    yield
 
 
 def create_app(config):
     app = _create_app(config)
-    app[RECEIPT_CHECKS]["test"] = _accept
+    app.cleanup_ctx.append(_settles_tests)  # after the node's own: its services exist by then
     app.router.add_post("/v1/test/pay", _pay)
     return app
 

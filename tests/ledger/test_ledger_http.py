@@ -9,7 +9,7 @@ from .ledger_testkit import now, transfer
 from xsc.identity import Identity
 from xsc.ledger.rules import AccountState
 from xsc.node import CLIENT_IDENTITY, IDENTITY
-from xsc.node.ledger_routes import LEDGER
+from xsc.node.appkeys import LEDGER
 
 
 async def _json(response, status):

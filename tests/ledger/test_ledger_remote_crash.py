@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from xsc.node import CLIENT_IDENTITY, IDENTITY
-from xsc.node.ledger_routes import LEDGER
-from xsc.node.payments import PAYMENTS, ask_receipt
-from xsc.node.peers import PEERS
+from xsc.node.appkeys import LEDGER
+from xsc.net import ask_receipt
+from xsc.node.appkeys import PAYMENTS
+from xsc.node.appkeys import PEERS
 
 from ..conftest import NodeProcess, free_port
 from ..peers.peer_helpers import FAST, api, node_id, wait_until
@@ -87,7 +88,7 @@ async def test_a_payee_killed_after_countersigning_is_paid_from_its_stored_recei
         b_id = node_id(b)
         ledger, payer = a.app[LEDGER], a.app[CLIENT_IDENTITY]
         auth = await ledger.authorize(payer, b_id_key(b_id), 2_500, "test:killed", claim=(2_500, {"fuel": 25}))
-        receipt = await ask_receipt(a.app, b_id, auth, 2_500, {"fuel": 25})  # countersigned and on b's disk...
+        receipt = await ask_receipt(a.app[PEERS].client, a.app[PEERS].peer(b_id).url, b_id, auth, 2_500, {"fuel": 25})  # countersigned and on b's disk...
         b.kill()  # ...then b dies before the payer completed: its answer counts as lost
         assert await a.app[PAYMENTS].retry_all() == {"pending": 1}
         assert ledger.account_view(payer.public_key)["balance"] == 0

@@ -14,10 +14,10 @@ from xsc.identity import Identity
 from xsc.ledger import decode_authorization, decode_entry, encode_authorization
 from xsc.ledger.model import Receipt, authorize
 from xsc.node import CLIENT_IDENTITY, IDENTITY
-from xsc.node.ledger_routes import LEDGER
-from xsc.node.payments import PAYMENTS, RECEIPTS_PATH, ask_receipt, pay_node
-from xsc.node.peers import PEERS
-from xsc.node.receipt_routes import RECEIPT_CHECKS
+from xsc.node.appkeys import LEDGER
+from xsc.net import RECEIPTS_PATH, ask_receipt
+from xsc.node.appkeys import PAYMENTS
+from xsc.node.appkeys import PEERS
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -29,7 +29,7 @@ class Checks:
         self.calls: list[tuple[str, str, int, dict]] = []
         self.refuse: Exception | None = None
 
-    async def __call__(self, app, sender, authorization, amount, usage) -> None:
+    async def __call__(self, sender, authorization, amount, usage) -> None:
         self.calls.append((sender, authorization.job, amount, usage))
         if self.refuse is not None:
             raise self.refuse
@@ -45,7 +45,7 @@ async def _peered(node_factory, *, ledger: dict | None = None, b_port: int | Non
     a = await node_factory("a", **QUIET, **({"ledger": ledger} if ledger else {}))
     b = await node_factory("b", **QUIET, **({"node": {"listen": f"127.0.0.1:{b_port}"}} if b_port else {}))
     checks = Checks()
-    b.app[RECEIPT_CHECKS]["test"] = checks
+    b.app[PAYMENTS].add_check("test", checks)
     await a.app[PEERS].add(b.app[PEERS].url)
     return a, b, checks
 
@@ -59,7 +59,7 @@ async def _verified(node) -> dict:
 async def test_a_payment_to_another_node_lands_in_both_chains(node_factory) -> None:
     a, b, checks = await _peered(node_factory)
     b_id, a_id = b.app[IDENTITY].id, a.app[IDENTITY].id
-    entry = await pay_node(a.app, b_id, 7_000, {"byte_hours": 12}, "test:file-1")
+    entry = await a.app[PAYMENTS].pay(b_id, 7_000, {"byte_hours": 12}, "test:file-1")
 
     payment = await _json(await a.get(f"/v1/ledger/entries/{entry}"), 200)
     assert (payment["kind"], payment["amount"], payment["payee"], payment["usage"]) == \
@@ -77,7 +77,7 @@ async def test_a_payment_to_another_node_lands_in_both_chains(node_factory) -> N
         assert (report["open_transfers"], report["balance_sum"]) == (1, total)
 
     # Paying this node itself is a local settlement: both halves here.
-    local = await pay_node(a.app, a_id, 500, {"fuel": 3}, "test:local")
+    local = await a.app[PAYMENTS].pay(a_id, 500, {"fuel": 3}, "test:local")
     assert (await _json(await a.get(f"/v1/ledger/entries/{local}"), 200))["payee"] == a_id
     assert (await _verified(a))["open_transfers"] == 1
     assert (await _json(await a.get("/v1/node/status"), 200))["payments"] == {"pending": 0, "pending_amount": 0}
@@ -91,15 +91,15 @@ async def test_countersign_and_complete_are_idempotent(node_factory) -> None:
     wire = decode_authorization(encode_authorization(auth))
     assert wire == auth and wire.signature == auth.signature and wire.id == auth.id
 
-    first = await ask_receipt(a.app, b_node.id, auth, 800, {"fuel": 5})
-    again = await ask_receipt(a.app, b_node.id, auth, 800, {"fuel": 5})  # a retried POST: the same receipt
+    first = await ask_receipt(a.app[PEERS].client, a.app[PEERS].peer(b_node.id).url, b_node.id, auth, 800, {"fuel": 5})
+    again = await ask_receipt(a.app[PEERS].client, a.app[PEERS].peer(b_node.id).url, b_node.id, auth, 800, {"fuel": 5})  # a retried POST: the same receipt
     direct = await ledger_b.countersign(b_node, wire, 800, {"fuel": 5})
     assert first.encode() == again.encode() == direct.encode()
     assert len(checks.calls) == 1  # the check is asked once, not on the repeats
     with pytest.raises(ReceiptMismatch):
         await ledger_b.countersign(b_node, wire, 801, {"fuel": 5})
     with pytest.raises(PeerRefused) as refused:
-        await ask_receipt(a.app, b_node.id, auth, 800, {"fuel": 6})
+        await ask_receipt(a.app[PEERS].client, a.app[PEERS].peer(b_node.id).url, b_node.id, auth, 800, {"fuel": 6})
     assert refused.value.details["peer_code"] == "receipt-mismatch"
     got = await _json(await b.get("/v1/ledger/verify"), 200)
     assert got["entries"] == 1
@@ -170,7 +170,7 @@ async def test_bad_claims_are_refused_with_clear_problems(node_factory) -> None:
 
     # pay_node with a claim the payee refuses: the refusal comes through, nothing stays pending or held.
     with pytest.raises(PeerRefused) as refused:
-        await pay_node(a.app, b_node.id, 10, {"fuel": 1}, "test:refused")
+        await a.app[PAYMENTS].pay(b_node.id, 10, {"fuel": 1}, "test:refused")
     assert refused.value.details["peer_status"] == 403
     assert a.app[LEDGER].pending() == [] and a.app[LEDGER].account_view(payer.public_key)["held"] == 0
 
@@ -204,7 +204,7 @@ async def test_an_authorization_beyond_the_available_credit_is_refused(node_fact
         await ledger.authorize(payer, b.app[IDENTITY].public_key, 500, "test:bigger")
     assert short.value.details["short"] == 100 and "short by 0.000100" in short.value.message
     with pytest.raises(InsufficientCredit):
-        await pay_node(a.app, b_id, 401, {}, "test:too-much")
+        await a.app[PAYMENTS].pay(b_id, 401, {}, "test:too-much")
     assert [p.id for p in ledger.pending()] == [first.id]
 
     view = await _json(await a.get("/v1/ledger/accounts/client"), 200)
@@ -220,7 +220,7 @@ async def test_an_authorization_beyond_the_available_credit_is_refused(node_fact
     assert health["checks"]["ledger:balance"][0]["status"] == "pass"
     with pytest.raises(AuthorizationNotPending):
         await ledger.abandon(first.id)
-    await pay_node(a.app, b_id, 1_000, {}, "test:all-of-it")  # exactly the limit: allowed
+    await a.app[PAYMENTS].pay(b_id, 1_000, {}, "test:all-of-it")  # exactly the limit: allowed
     assert ledger.account_view(payer.public_key)["available"] == 0
 
 
@@ -232,7 +232,7 @@ async def test_an_unreachable_payee_is_paid_by_the_retry_after_a_restart(node_fa
     b_id, payer = b.app[IDENTITY].id, a.app[CLIENT_IDENTITY]
     await b.close()  # the payee is down
     with pytest.raises(PeerUnreachable) as pending:
-        await pay_node(a.app, b_id, 3_000, {"fuel": 30}, "test:later")
+        await a.app[PAYMENTS].pay(b_id, 3_000, {"fuel": 30}, "test:later")
     auth_id = pending.value.details["authorization"]
     assert [p.id.hex() for p in a.app[LEDGER].pending()] == [auth_id]
     assert a.app[LEDGER].account_view(payer.public_key)["held"] == 3_000
@@ -242,7 +242,7 @@ async def test_an_unreachable_payee_is_paid_by_the_retry_after_a_restart(node_fa
     await a.close()  # the payer restarts too: the pending record and its hold survive
 
     b = await node_factory("b", **QUIET, node={"listen": f"127.0.0.1:{b_port}"})
-    b.app[RECEIPT_CHECKS]["test"] = checks
+    b.app[PAYMENTS].add_check("test", checks)
     a = await node_factory("a", **QUIET, node={"listen": f"127.0.0.1:{a_port}"})
     ledger = a.app[LEDGER]
     assert [p.id.hex() for p in ledger.pending()] in ([auth_id], [])  # the start-up pass may be done already

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from xsc.identity import Identity
-from xsc.node.market_routes import MARKET
+from xsc.node.appkeys import MARKET
 
 
 async def _offer(node) -> dict:

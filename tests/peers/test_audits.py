@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 from xsc import keys
 from xsc.errors import InvalidArgument, PeerRefused, PeerUnreachable
 from xsc.identity import NODE_KEY_FILE, Identity, sign_request
-from xsc.node.audit import files_on, is_verdict, parse_report, remote_shares
+from xsc.storage.audits import files_on, is_verdict, remote_shares
+from xsc.storage.wire import parse_damage_report as parse_report
 from xsc.node.datadir import DB_DIR
-from xsc.node.scrubber import Pacer
+from xsc.storage.scrubber import Pacer
 from xsc.storage import Capability
 
 from ..conftest import NodeProcess
@@ -83,8 +84,8 @@ async def test_the_scrubber_finds_a_bad_block_of_a_local_share_and_the_node_repa
     import asyncio
 
     from xsc.node import DB
-    from xsc.node.audit import AUDITS
-    from xsc.node.scrubber import SCRUBBER
+    from xsc.node.appkeys import AUDITS
+    from xsc.node.appkeys import SCRUBBER
 
     client = await node_factory(storage={"segment_size": 4096}, audit={"scrub_rate": 100_000})
     app = client.server.app

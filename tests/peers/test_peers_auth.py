@@ -9,7 +9,7 @@ import pytest
 
 from xsc.health import check_answer, new_nonce
 from xsc.identity import HEADER_NODE, HEADER_SIGNATURE, Identity, sign_request
-from xsc.node.descriptors import make_descriptor
+from xsc.peers.descriptors import make_descriptor
 
 from .peer_helpers import api, http, known_ids, node_id
 

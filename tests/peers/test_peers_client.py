@@ -6,8 +6,8 @@ import pytest
 
 from xsc.errors import PeerRefused, PeerUnreachable
 from xsc.health import check_answer, new_nonce
-from xsc.node.health_routes import HEALTH
-from xsc.node.peers import PEERS
+from xsc.node.appkeys import HEALTH
+from xsc.node.appkeys import PEERS
 
 from ..conftest import free_port
 

@@ -13,13 +13,17 @@ from hypothesis import strategies as st
 from xsc import keys
 from xsc.errors import BadRequest, PeerRefused
 from xsc.identity import sign_request
-from xsc.node import remote_holder, share_routes
-from xsc.node.context import IDENTITY
+from xsc.net import holders as remote_holder
+from xsc.storage import wire
+from xsc.node.appkeys import IDENTITY
 from xsc.node.datadir import open_db
-from xsc.node.peers import PEERS
-from xsc.node.remote_holder import RemoteHolder, check_audit, proof_sides
-from xsc.node.share_routes import IDLE_TIMEOUT, SHARE_HOLDER, block_lengths, split_blocks
-from xsc.node.storage_routes import GATEWAY
+from xsc.node.appkeys import PEERS
+from xsc.net import RemoteHolder
+from xsc.storage.wire import check_audit, proof_sides
+from xsc.node.appkeys import SHARE_HOLDER
+from xsc.storage.holder import IDLE_TIMEOUT
+from xsc.storage.wire import block_lengths, split_blocks
+from xsc.node.appkeys import GATEWAY
 from xsc.storage import erasure, layout
 from xsc.storage.crypto import SegmentCipher, new_key, storage_index
 from xsc.storage.manifest import Manifest, ciphertext_hash, decode_manifest
@@ -82,8 +86,8 @@ async def net(node_factory):
     for node in (a, c):
         assert (await node.app[PEERS].add(b_url)).id == b_id
     return {"a": a, "b": b, "c": c, "store": b.app[GATEWAY].store,
-            "from_a": RemoteHolder(a.app[PEERS], b_id, b_url, DEAL_PRICE),
-            "from_c": RemoteHolder(c.app[PEERS], b_id, b_url, DEAL_PRICE)}
+            "from_a": RemoteHolder(a.app[PEERS].client, b_id, b_url, DEAL_PRICE),
+            "from_c": RemoteHolder(c.app[PEERS].client, b_id, b_url, DEAL_PRICE)}
 
 
 async def place(holder: RemoteHolder, f: EncodedFile, share: int = SHARE) -> None:
@@ -288,7 +292,7 @@ async def test_bad_requests_are_refused_with_problems(net) -> None:
 async def test_a_holder_killed_mid_upload_keeps_nothing_staged(node_factory, node_process) -> None:
     a = await node_factory("a", **QUIET)
     proc = node_process("holder")
-    holder = RemoteHolder(a.app[PEERS], node_id(proc), proc.url, DEAL_PRICE)
+    holder = RemoteHolder(a.app[PEERS].client, node_id(proc), proc.url, DEAL_PRICE)
     f = EncodedFile(5 * SEGMENT)
     upload = await holder.begin(f.si, SHARE, f.size, f.segment_size, lease())
     await holder.put_segments(upload, 0, f.blocks[SHARE][:3])
@@ -325,7 +329,7 @@ async def test_blocks_bigger_than_a_buffered_request_stream_both_ways(net, monke
     assert check_audit(block, path, f.manifest.share_root(SHARE), 5, 6)
 
     # A holder takes a bounded body per request (always room for one block); the client sends batches under it.
-    monkeypatch.setattr(share_routes, "MAX_PUT_BYTES", 300 * 1024)
+    monkeypatch.setattr(wire, "MAX_PUT_BYTES", 300 * 1024)
     upload = await from_a.begin(f.si, SHARE + 1, f.size, f.segment_size, lease())
     with pytest.raises(PeerRefused) as err:
         await from_a.put_segments(upload, 0, f.blocks[SHARE + 1][:2])

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from xsc import keys
 from xsc.node.datadir import open_db
-from xsc.node.peers import PEERS
-from xsc.node.remote_holder import RemoteHolder
+from xsc.node.appkeys import PEERS
+from xsc.net import RemoteHolder
 from xsc.storage import ShareMeta
 
 from ..peers.peer_helpers import api, node_id, wait_until
@@ -82,7 +82,7 @@ async def test_a_kill_9_during_garbage_collection_leaves_the_store_exact(node_pr
     holder = await asyncio.to_thread(node_process, "holder", None, env)
     uploader = await node_factory("uploader", health={"probe_interval": 3600}, peers={"gossip_interval": 3600})
     await uploader.app[PEERS].add(holder.url)
-    to_holder = RemoteHolder(uploader.app[PEERS], await asyncio.to_thread(node_id, holder), holder.url, PRICE)
+    to_holder = RemoteHolder(uploader.app[PEERS].client, await asyncio.to_thread(node_id, holder), holder.url, PRICE)
     files = [EncodedFile(8 * 4096) for _ in range(12)]
     lease = int(time.time()) + 3
     for f in files:

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from xsc import keys
 from xsc.errors import InvalidArgument
-from xsc.node.lease_gc import LEASE_GC
-from xsc.node.storage_routes import GATEWAY
+from xsc.node.appkeys import LEASE_GC
+from xsc.node.appkeys import GATEWAY
 from xsc.storage import Capability, layout, leases
 
 STORAGE = {"segment_size": 4096}

@@ -11,12 +11,12 @@ import pytest
 
 from xsc.errors import PeerRefused
 from xsc.ledger import price_storage
-from xsc.node.context import CONFIG
-from xsc.node.lease_gc import LEASE_GC
-from xsc.node.market_routes import DEALS
-from xsc.node.peers import PEERS
-from xsc.node.remote_holder import RemoteHolder
-from xsc.node.storage_routes import GATEWAY
+from xsc.node.appkeys import CONFIG
+from xsc.node.appkeys import LEASE_GC
+from xsc.node.appkeys import DEALS
+from xsc.node.appkeys import PEERS
+from xsc.net import RemoteHolder
+from xsc.node.appkeys import GATEWAY
 from xsc.storage import Capability
 
 from ..conftest import run_xsc
@@ -98,7 +98,7 @@ async def test_renew_extends_every_lease_here_and_on_each_holder(trio) -> None:
     assert stores[_id(b)].share_metas(si)[0].lease_expiry == new
 
     # Only the uploader may renew: c, which knows b, is refused.
-    from_c = RemoteHolder(c.app[PEERS], _id(b), b.app[PEERS].url, PRICE)
+    from_c = RemoteHolder(c.app[PEERS].client, _id(b), b.app[PEERS].url, PRICE)
     held_on_b = put["placement"].index(_id(b))
     with pytest.raises(PeerRefused) as err:
         await from_c.renew(si, held_on_b, asked + 10**6)
@@ -138,7 +138,7 @@ def _xsc(node, *args: str):
 async def test_a_holder_collects_an_expired_share_and_keeps_a_live_one(trio) -> None:
     a, b, _ = trio
     store = b.app[GATEWAY].store
-    to_b = RemoteHolder(a.app[PEERS], _id(b), b.app[PEERS].url, PRICE)
+    to_b = RemoteHolder(a.app[PEERS].client, _id(b), b.app[PEERS].url, PRICE)
     short, live = EncodedFile(20_000), EncodedFile(20_000)
     for f, lease in ((short, int(time.time()) + 2), (live, int(time.time()) + 3600)):
         upload = await to_b.begin(f.si, 1, f.size, f.segment_size, lease)

@@ -8,7 +8,7 @@ import pytest
 
 from xsc import keys
 from xsc.node import DB
-from xsc.node.storage_routes import GATEWAY
+from xsc.node.appkeys import GATEWAY
 from xsc.storage import Capability, layout
 
 SEG = 4096  # small segments keep many-segment cases fast
@@ -59,7 +59,7 @@ async def test_a_put_that_does_not_fit_is_refused_before_anything_is_written(sto
     await put(store_node, os.urandom(1000))
     used = store.used
     keys_before = sum(1 for _ in store_node.app[DB].iterator(prefix=b"s/", include_value=False))
-    deals_before = sum(1 for _ in store_node.app[DB].iterator(prefix=keys.MARKET_DEALS, include_value=False))
+    deals_before = sum(1 for _ in store_node.app[DB].iterator(prefix=keys.STORAGE_DEALS, include_value=False))
     resp = await store_node.post("/v1/store/files", data=os.urandom(3 * 1024 * 1024))
     assert resp.status == 507
     body = await resp.json()
@@ -67,7 +67,7 @@ async def test_a_put_that_does_not_fit_is_refused_before_anything_is_written(sto
     assert store.used == used and store.reserved == 0
     # Nothing stored (the market keeps the clearing it computed: that is history, not storage).
     assert sum(1 for _ in store_node.app[DB].iterator(prefix=b"s/", include_value=False)) == keys_before
-    assert sum(1 for _ in store_node.app[DB].iterator(prefix=keys.MARKET_DEALS, include_value=False)) == deals_before
+    assert sum(1 for _ in store_node.app[DB].iterator(prefix=keys.STORAGE_DEALS, include_value=False)) == deals_before
 
 
 async def test_a_chunked_put_that_outgrows_the_store_is_rolled_back(store_node) -> None:

@@ -9,9 +9,9 @@ import time
 from xsc import keys
 from xsc.ledger import byte_hours, price_storage
 from xsc.node import CLIENT_IDENTITY, DB, IDENTITY
-from xsc.node.ledger_routes import LEDGER
-from xsc.node.market_routes import DEALS
-from xsc.node.storage_routes import GATEWAY
+from xsc.node.appkeys import LEDGER
+from xsc.node.appkeys import DEALS
+from xsc.node.appkeys import GATEWAY
 
 
 async def test_a_put_is_matched_and_its_holder_paid_for_what_it_held(node_factory) -> None:
@@ -53,7 +53,7 @@ async def test_an_underfunded_put_is_refused_before_anything_is_stored(node_fact
     store = node.app[GATEWAY].store
     assert store.used == 0 and store.reserved == 0
     assert list(node.app[DB].iterator(prefix=b"s/", include_value=False)) == []
-    assert list(node.app[DB].iterator(prefix=keys.MARKET_DEALS, include_value=False)) == []
+    assert list(node.app[DB].iterator(prefix=keys.STORAGE_DEALS, include_value=False)) == []
     ledger = node.app[LEDGER]
     assert ledger.store.state(node.app[CLIENT_IDENTITY].public_key).balance == 0
 

@@ -5,6 +5,7 @@ The public API, loaded lazily so that light callers (the CLI checking a provenan
 signature) do not pay for importing wasmtime:
 
 - `ComputeService`, `InvokeCall`, `parse_invoke`, `Run`: the node side (xsc.compute.service)
+- `PaidCompute`: invokes matched on the market and paid, here or on another node (xsc.compute.paid)
 - `ModuleInfo`, `parse_module_id`, `module_id`, `module_too_large`: modules (xsc.compute.modules)
 - `Limits`: per-call limits (xsc.compute.limits)
 - `check_provenance`, `provenance_is_valid`: signed records (xsc.compute.provenance)
@@ -21,6 +22,7 @@ _EXPORTS = {
     "InvokeCall": ("service", "InvokeCall"),
     "parse_invoke": ("service", "parse_invoke"),
     "Run": ("service", "Run"),
+    "PaidCompute": ("paid", "PaidCompute"),
     "ModuleInfo": ("modules", "ModuleInfo"),
     "parse_module_id": ("modules", "parse_module_id"),
     "module_id": ("modules", "module_id"),

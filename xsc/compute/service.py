@@ -15,6 +15,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +152,12 @@ class ComputeService:
 
     def start(self) -> None:
         self.ticker.start()
+
+    async def check_ticker(self) -> dict:
+        """The `compute:epoch-ticker` check of /health.  Without the ticker no wall-clock limit holds: a
+        spinning module would keep its thread until it ran out of fuel."""
+        return {"componentType": "component", "status": "pass" if self.ticker.alive else "fail",
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)

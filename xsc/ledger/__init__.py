@@ -1,9 +1,8 @@
 """The signed ledger: per-account hash chains of Ed25519-signed entries, mutual credit.
 
-Service API for the rest of the node (the app holds one `LedgerService` under the key
-`xsc.node.ledger_routes.LEDGER`)::
+Service API for the rest of the node (node/app.py builds one `LedgerService` and hands it to the
+services that pay or are paid)::
 
-    ledger = request.app[LEDGER]
     await ledger.ensure_credit(payer_identity, amount)
         # raises InsufficientCredit (HTTP 402) saying how much is missing; call it BEFORE any work
         # (a pre-check: settle checks the credit limit again, atomically with its write)
@@ -15,8 +14,8 @@ Service API for the rest of the node (the app holds one `LedgerService` under th
         # usage e.g. {"fuel": 1234} or {"byte_hours": 5678}; job_ref a short text (<= 256 bytes);
         # returns the id (hex) of the payer's new entry; both chains are written in one synced batch
 
-Identities are `xsc.identity.Identity` (the payer is `app[CLIENT_IDENTITY]`, the payee
-`app[IDENTITY]` for work this node did).  Amounts are int micro-credits (1 credit =
+Identities are `xsc.identity.Identity` (the payer is the local user's client key, the payee the
+node's key for work this node did).  Amounts are int micro-credits (1 credit =
 1,000,000).  Prices (pure, integer math, rounded up once)::
 
     price_storage(size_bytes, duration_seconds, price_per_gib_hour) -> micro-credits
@@ -24,7 +23,7 @@ Identities are `xsc.identity.Identity` (the payer is `app[CLIENT_IDENTITY]`, the
     byte_hours(size_bytes, duration_seconds) -> the metered usage for a storage receipt
 
 Settlement across nodes (a payer here, a payee on another node; docs/ledger.md "Settlement across
-nodes", and xsc.node.payments for the node-level flow)::
+nodes"; `settlement.Payments` is the one pay-by-receipt path the node uses, with its retry)::
 
     auth = await ledger.authorize(payer_identity, payee_key, cap, job_ref)   # holds cap, durable, pending
     wire = encode_authorization(auth)   # -> the payee's node; decode_authorization(wire) there

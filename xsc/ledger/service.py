@@ -271,6 +271,12 @@ class LedgerService:
             "forked": state.forked,
         }
 
+    def status(self, client: bytes, node: bytes) -> dict[str, Any]:
+        """The ledger's part of the node status: the local user's and the node's balances."""
+        client_view, node_view = self.account_view(client), self.account_view(node)
+        return {"client_account": client_view["account"], "client_balance": client_view["balance"],
+                "node_balance": node_view["balance"], "credit_limit": self.credit_limit}
+
     def is_low(self, available: int) -> bool:
         """Whether `available` credit is below `low_balance` percent of the credit limit (integer math)."""
         return available * 100 < self.low_balance * self.credit_limit

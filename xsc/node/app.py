@@ -1,4 +1,8 @@
-"""The aiohttp application factory and the node's lifecycle."""
+"""The composition root: the aiohttp app, every service built with its collaborators, the node's lifecycle.
+
+`_services` below is the one place where the node is put together: read it top to bottom to see what
+depends on what.  Services are started in that order and closed in the reverse order.
+"""
 
 from __future__ import annotations
 
@@ -8,49 +12,40 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import aiohttp
 from aiohttp import web
 
+from ..compute.paid import PaidCompute
+from ..compute.service import ComputeService
 from ..config import NodeConfig, parse_listen
 from ..errors import ConfigError
-from . import auth, datadir, problems, status
-from .context import CLIENT_IDENTITY, CONFIG, CPU_POOL, DB, IDENTITY, METRICS, STARTED, TOKEN
+from ..identity import ReplayGuard
+from ..ledger.service import LedgerService
+from ..ledger.settlement import Payments
+from ..market.service import MarketService
+from ..net import PeerClient, RemoteHolder
+from ..peers import HealthService, PeerService
+from ..storage import Gateway, ShareStore
+from ..storage.audits import AuditService
+from ..storage.deals import HolderTerms, StorageDeals
+from ..storage.files import StorageService
+from ..storage.holder import ShareHolder
+from ..storage.lease_gc import LeaseCollector
+from ..storage.scrubber import Scrubber
+from ..storage.wire import DAMAGE_PATH
+from ..tasks import in_pool
+from . import auth, datadir, peer_auth, problems
+from .appkeys import (AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_POOL, DB, DEALS, GATEWAY, HEALTH, HEALTH_CHECKS,
+                      IDENTITY, IN_FLIGHT, LEASE_GC, LEDGER, MARKET, METRICS, PAID_COMPUTE, PAYMENTS, PEERS,
+                      REPLAY_GUARD, SCRUBBER, SHARE_HOLDER, STARTED, STATUS_PARTS, STORAGE, TERMS, TOKEN)
+from .http import ROUTES
+from .http.node import node_checks
 from .metrics import Metrics
+from .middlewares import InFlight, request_counter
 
 log = logging.getLogger(__name__)
 
-
-class InFlight:
-    """Counts requests being handled, so shutdown can wait for them to finish."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.idle = asyncio.Event()
-        self.idle.set()
-
-    @web.middleware
-    async def middleware(self, request: web.Request, handler):
-        self.count += 1
-        self.idle.clear()
-        try:
-            return await handler(request)
-        finally:
-            self.count -= 1
-            if self.count == 0:
-                self.idle.set()
-
-
-IN_FLIGHT = web.AppKey("in_flight", InFlight)
 SHUTDOWN_TIMEOUT = 30.0
-
-
-@web.middleware
-async def _count_requests(request: web.Request, handler):
-    response = await handler(request)
-    metrics = request.app[METRICS]
-    metrics.requests.labels(request.method, str(response.status)).inc()
-    if response.status >= 400:
-        metrics.errors.labels(str(response.status)).inc()
-    return response
 
 
 async def _node_resources(app: web.Application):
@@ -75,33 +70,134 @@ async def _node_resources(app: web.Application):
         lock.release()
 
 
-def create_app(config: NodeConfig) -> web.Application:
-    """Build a node's aiohttp app; its resources open on startup and close on cleanup."""
-    from . import (audit, compute_routes, health_routes, lease_gc, ledger_routes, market_routes, peer_auth, peers,
-                   receipt_routes, remote_compute, scrubber, share_routes, storage_routes)
+async def _services(app: web.Application):
+    """Build every service with explicit collaborators, in dependency order; start them; close in reverse."""
+    config, db, pool, metrics = app[CONFIG], app[DB], app[CPU_POOL], app[METRICS]
+    identity, payer = app[IDENTITY], app[CLIENT_IDENTITY]
+    me = identity.id
 
-    in_flight = InFlight()
+    ledger = LedgerService(db, config.ledger.credit_limit, node=identity, client=payer,
+                           threads=config.compute.threads, low_balance=config.ledger.low_balance)
+
+    store = ShareStore(db, config.storage.capacity)
+    interrupted = await in_pool(pool, store.recover)
+    if interrupted:
+        log.warning("removed what %d interrupted upload(s) had staged", interrupted)
+    gateway = Gateway(store, pool, segment_size=config.storage.segment_size,
+                      lease_duration=config.storage.lease_duration, node_key=identity.public_key,
+                      depth=2 * max(2, config.compute.threads) + 2, remote_timeout=config.storage.remote_timeout)
+    metrics.bytes_stored.set_function(lambda: store.used)
+    metrics.shares_held.set_function(lambda: store.shares_held)
+
+    compute = ComputeService(db=db, identity=identity, data_dir=config.data_dir, config=config.compute)
+
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=32))
+    client = PeerClient(identity, session, config.peers.request_timeout)
+    peers = PeerService(identity=identity, db=db, config=config, client=client,
+                        storage=lambda: {"capacity": store.capacity, "free": store.free})
+    if peers.url.startswith(("http://0.0.0.0:", "http://[::]:")):
+        log.warning("peers cannot reach %s: set peers.public_url (XSC_PEERS_PUBLIC_URL)", peers.url)
+    health = HealthService(db=db, peers=peers, config=config.health)
+    peers.health = health  # availability() asks the probes
+
+    market = MarketService(config=config.market, identity=identity, db=db, peers=peers,
+                           storage_usage=lambda: (store.capacity - store.free, store.capacity),
+                           compute_threads=config.compute.threads, gossip_interval=config.peers.gossip_interval)
+    payments = Payments(ledger=ledger, payer=payer, node=identity, peers=peers, client=client,
+                        retry_interval=config.ledger.settle_retry_interval,
+                        on_paid=lambda peer, amount, by_them: market.note_paid(peer, amount, by_them=by_them))
+
+    terms = HolderTerms(db=db, store=store, ask=lambda: market.honoured_ask("storage"))
+    payments.add_check("store", terms.check_receipt)
+    deals = StorageDeals(db=db, me=me, store=store, pool=pool, pay=payments.pay,
+                         audits_on=config.audit.blocks_per_round > 0, payment_interval=config.market.payment_interval)
+
+    def holder_for(node: str, url: str, price: int | None = None) -> RemoteHolder:
+        return RemoteHolder(client, node, url, price)
+
+    storage = StorageService(gateway=gateway, deals=deals, market=market, ledger=ledger, payer=payer, me=me,
+                             peers=peers, holder_for=holder_for, pool=pool,
+                             segment_size=config.storage.segment_size, lease_duration=config.storage.lease_duration)
+    share_holder = ShareHolder(store, pool, terms)
+
+    def on_audit(node: str, ok: bool, detail: str) -> None:
+        health.record_audit(node, ok, detail)
+        deals.note_audit(node, ok)  # a holder is paid only for periods it passed its audits
+
+    audits = AuditService(config=config.audit, probe_interval=config.health.probe_interval, me=me, gateway=gateway,
+                          pool=pool, peers=peers, holder_for=holder_for, on_audit=on_audit, repair=storage.repair)
+
+    async def report_damage(uploader: str, si: bytes, share: int, segments: list[int]) -> None:
+        if uploader == me:
+            await audits.damage_reported(si, share, segments, me)
+        else:
+            await peers.request(peers.peer(uploader).url, "POST", DAMAGE_PATH,
+                                json={"si": si.hex(), "share": share, "segments": segments}, to=uploader)
+
+    scrubber = Scrubber(config=config.audit, store=store, pool=pool, report_damage=report_damage)
+    lease_gc = LeaseCollector(config=config.storage, store=store, pool=pool, terms=terms,
+                              repairing=storage.repairing, registry=metrics.registry)
+    paid = PaidCompute(compute=compute, market=market, ledger=ledger, payments=payments, payer=payer, node=identity,
+                       peers=peers, client=client, default_bid=config.market.compute_bid,
+                       on_invoked=lambda label: metrics.invocations.labels(label).inc())
+
+    app[LEDGER], app[GATEWAY], app[COMPUTE], app[PEERS], app[HEALTH] = ledger, gateway, compute, peers, health
+    app[MARKET], app[PAYMENTS], app[TERMS], app[DEALS], app[STORAGE] = market, payments, terms, deals, storage
+    app[SHARE_HOLDER], app[AUDITS], app[SCRUBBER], app[LEASE_GC] = share_holder, audits, scrubber, lease_gc
+    app[PAID_COMPUTE] = paid
+
+    app[STATUS_PARTS].update({
+        "ledger": lambda: ledger.status(payer.public_key, identity.public_key),
+        "storage": storage.status,
+        "compute": compute.status,
+        "peers": peers.status,
+        "payments": payments.status,
+        "market": lambda: {k: v for k, v in market.status().items() if k in ("digest", "participants", "converged")},
+        "share_uploads": lambda: {"in_progress": len(share_holder)},
+        "audits": audits.status,
+        "scrubber": scrubber.status,
+        "lease_gc": lease_gc.status,
+    })
+    app[HEALTH_CHECKS].update({
+        "compute:epoch-ticker": compute.check_ticker,
+        "ledger:balance": payments.check_balance,
+        "peers:reachable": health.check_reachable,
+    })
+
+    started = []
+    try:
+        for service in (compute, peers, health, market, payments, deals, share_holder, audits, scrubber, lease_gc):
+            service.start()
+            started.append(service)
+        yield
+    finally:
+        for service in reversed(started):
+            result = service.close()
+            if asyncio.iscoroutine(result):
+                await result
+        peers.health = None
+        await session.close()
+        await ledger.close()
+
+
+def create_app(config: NodeConfig) -> web.Application:
+    """Build a node's aiohttp app; its resources and services open on startup and close on cleanup."""
+    in_flight, metrics = InFlight(), Metrics()
     app = web.Application(
-        middlewares=[in_flight.middleware, _count_requests, problems.problem_middleware, auth.token_middleware,
-                     peer_auth.signature_middleware],
+        middlewares=[in_flight.middleware, request_counter(metrics), problems.problem_middleware,
+                     auth.token_middleware, peer_auth.signature_middleware],
         client_max_size=1024**2,
     )
     app[IN_FLIGHT] = in_flight
     app[CONFIG] = config
-    app[METRICS] = Metrics()
-    app[status.STATUS_PARTS] = {}
-    status.install_health_checks(app)
+    app[METRICS] = metrics
+    app[REPLAY_GUARD] = ReplayGuard()
+    app[STATUS_PARTS] = {}
+    app[HEALTH_CHECKS] = node_checks(app)
     app.cleanup_ctx.append(_node_resources)
-    app.add_routes(status.routes)
-    # Each feature adds its routes and its own cleanup context (opened after the node's resources).
-    # The ledger comes first: it opens before and closes after the features that settle through it.
-    # Peers and their health probes come last: they read the storage status for the node's descriptor.
-    # Audits, repair and the scrubber come after health: they read probe results and record audits there.
-    # Receipts (payments between nodes) come right after peers: they send signed requests through them;
-    # the market after both: it gossips through peers and pays storage deals by receipt.
-    for feature in (ledger_routes, storage_routes, compute_routes, peers, receipt_routes, market_routes,
-                    remote_compute, share_routes, health_routes, audit, scrubber, lease_gc):
-        feature.setup(app)
+    app.cleanup_ctx.append(_services)
+    for routes in ROUTES:
+        app.add_routes(routes)
     return app
 
 

@@ -7,7 +7,7 @@ import hmac
 from aiohttp import web
 
 from ..errors import Unauthorized
-from .context import TOKEN
+from .appkeys import TOKEN
 
 PUBLIC_PATHS = frozenset({"/health", "/metrics"})
 PEER_PREFIX = "/v1/peer/"  # authenticated by request signatures, not the token

@@ -13,16 +13,11 @@ import time
 from aiohttp import web
 
 from ..errors import BadRequestSignature
-from ..identity import ReplayGuard, SignedRequest, body_digest, verify_request
+from ..identity import SignedRequest, body_digest, verify_request
+from .appkeys import IDENTITY, REPLAY_GUARD
 from .auth import PEER_PREFIX
-from .context import IDENTITY
 
 SIGNED = web.RequestKey("xsc_signed_request", SignedRequest)
-REPLAY_GUARD = web.AppKey("replay_guard", ReplayGuard)
-
-
-def install(app: web.Application) -> None:
-    app[REPLAY_GUARD] = ReplayGuard()
 
 
 def streams_body(handler):

@@ -1,7 +1,7 @@
 """Shares on other nodes, as the gateway sees them: the holder interface, ordered batched writes, and
 batched reads with read-ahead and a deadline.
 
-The gateway never speaks HTTP itself: it is given `Holder` objects (the node's RemoteHolder)."""
+The gateway never speaks HTTP itself: it is given `Holder` objects (xsc.net.RemoteHolder)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ READ_BATCH = 16  # segments of one share fetched from its holder per request
 
 
 class Holder(Protocol):
-    """A share holder on another node, as the gateway uses it (xsc.node.remote_holder.RemoteHolder)."""
+    """A share holder on another node, as the gateway uses it (xsc.net.RemoteHolder)."""
 
     async def begin(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int) -> str: ...
     async def put_segments(self, upload: str, first: int, blocks: list[bytes]) -> None: ...

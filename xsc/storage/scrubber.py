@@ -3,7 +3,7 @@
 Holder side.  A pass reads each published share's blocks in order and compares each with the hash
 in the share's metadata; bitrot is thus found without anyone reading the file.  A share with a
 missing or corrupt block is marked damaged here (`ShareStore.mark_damaged`) and reported to its
-uploader, the node that placed it (POST /v1/peer/damage, see xsc.node.audit), whose automatic repair
+uploader, the node that placed it (POST /v1/peer/damage, see storage/audits.py), whose automatic repair
 rebuilds it elsewhere; a share this node placed itself goes straight to its own repair queue.
 
 Reads are paced to `audit.scrub_rate` bytes/s (token bucket, bursts of at most a second's worth or
@@ -15,24 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
-from typing import Callable
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 
-from aiohttp import web
-
+from ..config import AuditSection
 from ..errors import PeerError, XscError
 from ..identity import public_id
-from ..storage import ShareMeta, ShareStore
-from ..storage.merkle import block_hash
-from .context import CONFIG, CPU_POOL, IDENTITY
-from .status import STATUS_PARTS
+from ..tasks import every, in_pool, stop
+from .merkle import block_hash
+from .share_store import ShareMeta, ShareStore
+from .wire import MAX_REPORTED_SEGMENTS
 
 log = logging.getLogger(__name__)
 
 BATCH_BYTES = 1024**2  # read and hashed per thread-pool call (at least one block)
 BATCH_BLOCKS = 64
-REPORT_SEGMENTS = 1024  # = audit.MAX_REPORTED_SEGMENTS: the uploader rebuilds the whole share anyway
 
 
 class Pacer:
@@ -64,11 +62,16 @@ def bad_blocks(store: ShareStore, si: bytes, meta: ShareMeta, first: int) -> tup
     return index, size, bad
 
 
+ReportDamage = Callable[[str, bytes, int, list[int]], Awaitable[None]]  # (uploader, si, share, segments)
+
+
 class Scrubber:
-    def __init__(self, app: web.Application, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.app = app
-        self.config = app[CONFIG].audit
-        self.me = app[IDENTITY].id
+    def __init__(self, *, config: AuditSection, store: ShareStore, pool: Executor, report_damage: ReportDamage,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.store = store
+        self.pool = pool
+        self.report_damage = report_damage  # tells the share's uploader (this node's own audits, or its node)
         self.clock = clock
         rate = self.config.scrub_rate
         self.pacer = Pacer(rate, max(rate, BATCH_BYTES), clock()) if rate else None
@@ -77,14 +80,8 @@ class Scrubber:
         self.counts = {"passes": 0, "bytes": 0, "shares": 0, "damaged": 0, "reports": 0, "reports_failed": 0}
         self.last_pass: dict | None = None
 
-    @property
-    def store(self) -> ShareStore:
-        from .storage_routes import GATEWAY
-
-        return self.app[GATEWAY].store
-
     async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.app[CPU_POOL], fn, *args)
+        return await in_pool(self.pool, fn, *args)
 
     async def scrub_pass(self) -> dict:
         """Re-hash every block of every share held here, at the configured rate."""
@@ -129,21 +126,13 @@ class Scrubber:
 
     async def report(self, si: bytes, meta: ShareMeta, bad: list[int]) -> None:
         """Tell the share's uploader (once per damage found; again on the next pass if it was not told)."""
-        from .audit import AUDITS
-        from .peers import PEERS
-
-        segments = bad[:REPORT_SEGMENTS]
+        segments = bad[:MAX_REPORTED_SEGMENTS]
         key = (si, meta.share, tuple(segments))
         if key in self._reported:
             return
         uploader = public_id(meta.uploader)
         try:
-            if uploader == self.me:
-                await self.app[AUDITS].damage_reported(si, meta.share, segments, self.me)
-            else:
-                peers = self.app[PEERS]
-                await peers.request(peers.peer(uploader).url, "POST", "/v1/peer/damage",
-                                    json={"si": si.hex(), "share": meta.share, "segments": segments}, to=uploader)
+            await self.report_damage(uploader, si, meta.share, segments)
         except (PeerError, XscError) as err:
             self.counts["reports_failed"] += 1
             log.warning("could not report damaged share %d of %s to its uploader %s (will retry next pass): %s",
@@ -155,43 +144,14 @@ class Scrubber:
 
     def start(self) -> None:
         if self.pacer is not None:
-            self._task = asyncio.create_task(self._schedule(), name="xsc-scrubber")
+            self._task = every("scrubber", self.config.interval, self.scrub_pass, jitter=self.config.jitter)
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _schedule(self) -> None:
-        jitter = self.config.jitter
-        while True:
-            await asyncio.sleep(self.config.interval * random.uniform(1 - jitter, 1 + jitter))
-            try:
-                await self.scrub_pass()
-            except Exception:  # a failed pass must never end scrubbing
-                log.exception("scrub pass failed")
+        await stop(self._task)
 
     def status(self) -> dict:
         return {**self.counts, "rate": self.config.scrub_rate, "running": self._task is not None,
                 "last_pass": self.last_pass}
 
 
-SCRUBBER = web.AppKey("scrubber", Scrubber)
-
-
-async def _scrubber_service(app: web.Application):
-    scrubber = Scrubber(app)
-    app[SCRUBBER] = scrubber
-    scrubber.start()
-    try:
-        yield
-    finally:
-        await scrubber.close()
-
-
-def setup(app: web.Application) -> None:
-    app.cleanup_ctx.append(_scrubber_service)
-    app[STATUS_PARTS]["scrubber"] = lambda a: a[SCRUBBER].status()
-
-
-__all__ = ["Pacer", "SCRUBBER", "Scrubber", "bad_blocks", "setup"]
+__all__ = ["Pacer", "Scrubber", "bad_blocks"]

@@ -1,4 +1,4 @@
-"""Routes about the node itself: /health, /metrics, /v1/node/status."""
+"""Routes about the node itself: /health, /metrics, /v1/node/status (the services add their parts in app.py)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,22 @@ from datetime import datetime, timezone
 
 from aiohttp import web
 
-from .. import __version__, keys
-from .context import CONFIG, DB, IDENTITY, METRICS, STARTED
+from ... import __version__, keys
+from ..appkeys import CONFIG, DB, HEALTH_CHECKS, IDENTITY, METRICS, STARTED, STATUS_PARTS
 
 routes = web.RouteTableDef()
 
 DISK_WARN_BYTES = 1024**3
 DISK_FAIL_BYTES = 100 * 1024**2
-# Other features add checks here: name -> async callable(app) -> dict with at least "status".
-HEALTH_CHECKS = web.AppKey("health_checks", dict)
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def node_checks(app: web.Application) -> dict:
+    """The node's own /health checks (services add theirs in app.py): name -> async () -> check."""
+    return {"database:responsive": lambda: _check_db(app), "disk:free": lambda: _check_disk(app)}
 
 
 async def _check_db(app: web.Application) -> dict:
@@ -39,16 +42,12 @@ async def _check_disk(app: web.Application) -> dict:
             "time": _now()}
 
 
-def install_health_checks(app: web.Application) -> None:
-    app[HEALTH_CHECKS] = {"database:responsive": _check_db, "disk:free": _check_disk}
-
-
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
     app = request.app
     checks = {}
     for name, check in app[HEALTH_CHECKS].items():
-        checks[name] = [await check(app)]
+        checks[name] = [await check()]
     statuses = {c[0]["status"] for c in checks.values()}
     status = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
     body = {
@@ -66,10 +65,6 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
-# Other features add fields to the status: name -> callable(app) -> JSON-able value.
-STATUS_PARTS = web.AppKey("status_parts", dict)
-
-
 @routes.get("/v1/node/status")
 async def node_status(request: web.Request) -> web.Response:
     app = request.app
@@ -82,5 +77,5 @@ async def node_status(request: web.Request) -> web.Response:
         "data_dir": str(config.data_dir),
     }
     for name, part in app[STATUS_PARTS].items():
-        body[name] = part(app)
+        body[name] = part()
     return web.json_response(body)

@@ -1,7 +1,7 @@
 """Share transfer, client side: one share holder as the uploading (or reading, or auditing) node sees it.
 
-Every call is a signed request addressed to the holder's node id (see share_routes for the holder's
-side).  Errors are the peer service's: PeerUnreachable (no answer, a cut answer) and PeerRefused (the
+Every call is a signed request addressed to the holder's node id (the protocol: storage/wire.py; the
+holder's side: storage/holder.py behind node/http/shares.py).  Errors are the peer service's: PeerUnreachable (no answer, a cut answer) and PeerRefused (the
 holder said no; `details["peer_status"]` and `details["peer_code"]` carry its status and problem code),
 including answers that are not what the protocol says.
 """
@@ -12,36 +12,8 @@ import asyncio
 from typing import Any
 
 from ..errors import PeerRefused
-from ..storage.merkle import block_hash, verify_proof
-from .peers import PeerService
-from .share_routes import MAX_BLOCKS_PER_GET, MAX_PUT_BYTES
-
-AUDIT_MAX_RESPONSE = 80 * 1024**2  # an audit answer carries one block in hex: up to 2 x 16 MiB
-
-
-def proof_sides(index: int, count: int) -> list[bool]:
-    """The sides (sibling on the left?) of the Merkle path of leaf `index` among `count` leaves.
-
-    A path's sides encode the leaf's position: checking them keeps a holder from answering an
-    audit of one block with another block it still has."""
-    sides: list[bool] = []
-    while count > 1:
-        sibling = index ^ 1
-        if sibling < count:
-            sides.append(sibling < index)
-        count, index = (count + 1) // 2, index // 2
-    return sides
-
-
-def check_audit(block: bytes, path: list[tuple[bool, bytes]], share_root: bytes, segment: int,
-                segment_count: int) -> bool:
-    """Whether an audit answer proves the holder has block `segment` of the share with that root."""
-    if not 0 <= segment < segment_count:
-        return False
-    if [left for left, _ in path] != proof_sides(segment, segment_count):
-        return False
-    return verify_proof(block_hash(block), path, share_root)
-
+from ..storage.wire import AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_PUT_BYTES, share_path
+from .peer_client import PeerClient
 
 def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes:
     try:
@@ -54,8 +26,8 @@ def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes
 
 
 class RemoteHolder:
-    def __init__(self, peers: PeerService, node_id: str, url: str, price: int | None = None) -> None:
-        self.peers = peers
+    def __init__(self, client: PeerClient, node_id: str, url: str, price: int | None = None) -> None:
+        self.client = client
         self.node_id = node_id
         self.url = url.rstrip("/")
         self.price = price  # the deal price (micro-credits per GiB-hour) a new share is placed at
@@ -64,7 +36,7 @@ class RemoteHolder:
         return f"RemoteHolder({self.node_id[:12]} at {self.url})"
 
     async def _call(self, method: str, path: str, **kwargs: Any):
-        return await self.peers.request(self.url, method, path, to=self.node_id, **kwargs)
+        return await self.client.request(self.url, method, path, to=self.node_id, **kwargs)
 
     def _object(self, response, what: str, fields: tuple[str, ...]) -> dict:
         body = response.json()
@@ -72,14 +44,10 @@ class RemoteHolder:
             raise PeerRefused(f"peer {self.url} answered {what} without {', '.join(fields)}", url=self.url)
         return body
 
-    @staticmethod
-    def _share_path(si: bytes, share: int) -> str:
-        return f"/v1/peer/shares/{si.hex()}/{share}"
-
     # --- uploading -----------------------------------------------------------------------
     async def begin(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int) -> str:
         """Reserve room for one share of a file of `size` bytes; returns the upload id."""
-        response = await self._call("POST", self._share_path(si, share) + "/uploads",
+        response = await self._call("POST", share_path(si, share) + "/uploads",
                                     json={"size": size, "segment_size": segment_size, "lease_expiry": lease_expiry,
                                           "price": self.price})
         upload = self._object(response, "an upload", ("upload",))["upload"]
@@ -112,7 +80,7 @@ class RemoteHolder:
     # --- reading, auditing, deleting -----------------------------------------------------
     async def meta(self, si: bytes, share: int) -> dict:
         """The holder's record of a share; hashes and manifest as bytes (the manifest is None if it has none)."""
-        response = await self._call("GET", self._share_path(si, share))
+        response = await self._call("GET", share_path(si, share))
         body = self._object(response, "a share's metadata",
                             ("segment_count", "stored_bytes", "lease_expiry", "uploader", "block_hashes", "manifest"))
         hashes = body["block_hashes"]
@@ -132,8 +100,8 @@ class RemoteHolder:
         blocks: list[bytes] = []
         for start in range(0, count, MAX_BLOCKS_PER_GET):
             n = min(MAX_BLOCKS_PER_GET, count - start)
-            path = f"{self._share_path(si, share)}/blocks?from={first + start}&count={n}"
-            async with self.peers.client.open(self.url, "GET", path, to=self.node_id, timeout=timeout) as response:
+            path = f"{share_path(si, share)}/blocks?from={first + start}&count={n}"
+            async with self.client.open(self.url, "GET", path, to=self.node_id, timeout=timeout) as response:
                 try:
                     for length in lengths[start:start + n]:
                         blocks.append(await response.content.readexactly(length))
@@ -145,12 +113,12 @@ class RemoteHolder:
         return blocks
 
     async def delete(self, si: bytes, share: int) -> None:
-        await self._call("DELETE", self._share_path(si, share))
+        await self._call("DELETE", share_path(si, share))
 
     async def renew(self, si: bytes, share: int, lease_expiry: int) -> dict:
         """Extend the share's lease to `lease_expiry` (the holder never shortens one; uploader only).
         Returns {"lease_expiry": the lease now, "previous": the lease before}."""
-        response = await self._call("POST", self._share_path(si, share) + "/renew",
+        response = await self._call("POST", share_path(si, share) + "/renew",
                                     json={"lease_expiry": lease_expiry})
         body = self._object(response, "a renewal", ("lease_expiry", "previous"))
         if any(type(body[f]) is not int or body[f] < 0 for f in ("lease_expiry", "previous")):
@@ -160,7 +128,7 @@ class RemoteHolder:
 
     async def audit(self, si: bytes, share: int, segment: int) -> tuple[bytes, list[tuple[bool, bytes]]]:
         """One block and its Merkle path; check them with `check_audit` against the manifest's share root."""
-        response = await self._call("POST", self._share_path(si, share) + "/audit", json={"segment": segment},
+        response = await self._call("POST", share_path(si, share) + "/audit", json={"segment": segment},
                                     max_size=AUDIT_MAX_RESPONSE)
         body = self._object(response, "an audit", ("block", "proof"))
         steps = body["proof"]
@@ -171,4 +139,4 @@ class RemoteHolder:
         return _hex(body["block"], "a block", self.url), path
 
 
-__all__ = ["RemoteHolder", "check_audit", "proof_sides"]
+__all__ = ["RemoteHolder"]

@@ -15,29 +15,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable
+from collections.abc import Callable
+from concurrent.futures import Executor
 
-from aiohttp import web
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
+from ..config import StorageSection
 from ..identity import public_id
-from ..storage import ShareStore
-from .context import CONFIG, CPU_POOL, METRICS
-from .deals import forget_held_deal
+from ..tasks import every, in_pool, stop
+from .deals import HolderTerms
 from .scrubber import Pacer
-from .status import STATUS_PARTS
+from .share_store import ShareStore
 
 log = logging.getLogger(__name__)
 
 
 class LeaseCollector:
-    def __init__(self, app: web.Application, *, clock: Callable[[], float] = time.time) -> None:
-        self.app = app
-        self.config = app[CONFIG].storage
+    def __init__(self, *, config: StorageSection, store: ShareStore, pool: Executor, terms: HolderTerms,
+                 repairing: Callable[[bytes], bool], registry: CollectorRegistry,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.store = store
+        self.pool = pool
+        self.terms = terms
+        self.repairing = repairing  # whether a file is being repaired now (it is not collected meanwhile)
         self.clock = clock
         rate = self.config.gc_rate
         self.pacer = Pacer(rate, rate, time.monotonic())
-        registry = app[METRICS].registry
         self.shares_counter = Counter("xsc_storage_gc_shares", "Shares deleted because their lease ended",
                                       registry=registry)
         self.bytes_counter = Counter("xsc_storage_gc_bytes", "Block bytes freed by deleting shares whose lease ended",
@@ -48,19 +52,11 @@ class LeaseCollector:
         self.last_round: dict | None = None
         self._task: asyncio.Task | None = None
 
-    @property
-    def store(self) -> ShareStore:
-        from .storage_routes import GATEWAY
-
-        return self.app[GATEWAY].store
-
     async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.app[CPU_POOL], fn, *args)
+        return await in_pool(self.pool, fn, *args)
 
     async def collect(self, now: float | None = None) -> dict:
         """One round: delete what expired more than the grace before `now` (default: the clock)."""
-        from .storage_routes import REPAIR_LOCKS
-
         started = time.perf_counter()
         before = int(self.clock() if now is None else now) - self.config.gc_grace
         store = self.store
@@ -69,7 +65,7 @@ class LeaseCollector:
             meta = await self._run(store.collect_share, si, share, before)
             if meta is None:
                 continue  # renewed or deleted since it was listed
-            await self._run(forget_held_deal, self.app, si, share)  # its last period was paid within the grace
+            await self._run(self.terms.forget, si, share)  # its last period was paid within the grace
             shares += 1
             freed += meta.stored_bytes
             self.counts["shares"] += 1  # counted as it goes: a long round shows its progress
@@ -80,8 +76,7 @@ class LeaseCollector:
                      si.hex()[:16], meta.stored_bytes, meta.lease_expiry, public_id(meta.uploader)[:12])
             await asyncio.sleep(self.pacer.take(meta.segment_count + 1, time.monotonic()))
         for si in await self._run(store.expired_files, before):
-            lock = self.app[REPAIR_LOCKS].get(si)
-            if lock is not None and lock.locked():
+            if self.repairing(si):
                 continue  # being repaired: the next round looks again
             record = await self._run(store.collect_file, si, before)
             if record is None:
@@ -96,42 +91,14 @@ class LeaseCollector:
         return self.last_round
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._schedule(), name="xsc-lease-gc")
+        self._task = every("lease-gc", self.config.gc_interval, self.collect)
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _schedule(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.gc_interval)
-            try:
-                await self.collect()
-            except Exception:  # a failed round must never end collection
-                log.exception("lease garbage collection failed")
+        await stop(self._task)
 
     def status(self) -> dict:
         return {**self.counts, "interval": self.config.gc_interval, "grace": self.config.gc_grace,
                 "rate": self.config.gc_rate, "last_round": self.last_round}
 
 
-LEASE_GC = web.AppKey("lease_gc", LeaseCollector)
-
-
-async def _lease_gc_service(app: web.Application):
-    collector = LeaseCollector(app)
-    app[LEASE_GC] = collector
-    collector.start()
-    try:
-        yield
-    finally:
-        await collector.close()
-
-
-def setup(app: web.Application) -> None:
-    app.cleanup_ctx.append(_lease_gc_service)
-    app[STATUS_PARTS]["lease_gc"] = lambda a: a[LEASE_GC].status()
-
-
-__all__ = ["LEASE_GC", "LeaseCollector", "setup"]
+__all__ = ["LeaseCollector"]

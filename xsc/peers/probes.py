@@ -1,7 +1,4 @@
-"""Health probes of peers: the schedule, the history in LevelDB (`h/`), and their routes.
-
-    GET  /v1/health/peers   every known peer's availability (and the last probe round)
-    POST /v1/health/probe   probe every peer now; the round's results
+"""Health probes of peers: the schedule and the history in LevelDB (`h/`).  Routes: node/http/health.py.
 
 Every `health.probe_interval` seconds (varied by +-probe_jitter of itself, so that nodes started
 together do not probe in lockstep) this node challenges every known peer at once; each answer
@@ -12,12 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from datetime import datetime, timezone
 
 import plyvel
-from aiohttp import web
 
 from .. import keys
 from ..config import HealthSection
@@ -25,10 +20,9 @@ from ..errors import PeerError
 from ..health import Availability, PeerHistory, availability, reachable_status, record_audit, record_probe
 from ..health.stats import MAX_ERROR
 from ..identity import parse_public_id, public_id
-from .context import CONFIG, DB
+from ..tasks import every, stop
 from .descriptors import NodeDescriptor
-from .peers import PEERS, PeerService, now_ms
-from .status import HEALTH_CHECKS
+from .service import PeerService, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -101,67 +95,21 @@ class HealthService:
                                                     "error": error} for p, (ok, latency, error) in zip(peers, results)]}
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._schedule(), name="xsc-probes")
+        self._task = every("probes", self.config.probe_interval, self.probe_round, jitter=self.config.probe_jitter)
 
     async def close(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop(self._task)
 
-    async def _schedule(self) -> None:
-        interval, jitter = self.config.probe_interval, self.config.probe_jitter
-        while True:
-            await asyncio.sleep(interval * random.uniform(1 - jitter, 1 + jitter))
-            try:
-                await self.probe_round()
-            except Exception:  # a round must never end the schedule
-                log.exception("probe round failed")
+    def view(self) -> dict:
+        return {"peers": self.table(), "last_round": self.last_round, "probe_interval": self.config.probe_interval}
 
-
-HEALTH = web.AppKey("health", HealthService)
-routes = web.RouteTableDef()
+    async def check_reachable(self) -> dict:
+        """The `peers:reachable` check of /health."""
+        ups = [self.availability(d.id).up for d in self.peers.peers()]
+        up, probed = sum(u is True for u in ups), sum(u is not None for u in ups)
+        return {"componentType": "component", "observedValue": up, "observedUnit": "peers up",
+                "status": reachable_status(ups), "output": f"{up} of {probed} probed peers up ({len(ups)} known)",
+                "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-async def _health_service(app: web.Application):
-    service = HealthService(db=app[DB], peers=app[PEERS], config=app[CONFIG].health)
-    app[PEERS].health = service
-    app[HEALTH] = service
-    service.start()
-    try:
-        yield
-    finally:
-        await service.close()
-        app[PEERS].health = None
-
-
-async def _check_peers(app: web.Application) -> dict:
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    if HEALTH not in app:
-        return {"componentType": "component", "status": "warn", "output": "probes not running", "time": now}
-    service = app[HEALTH]
-    ups = [service.availability(d.id).up for d in service.peers.peers()]
-    up, probed = sum(u is True for u in ups), sum(u is not None for u in ups)
-    return {"componentType": "component", "observedValue": up, "observedUnit": "peers up",
-            "status": reachable_status(ups), "output": f"{up} of {probed} probed peers up ({len(ups)} known)",
-            "time": now}
-
-
-def setup(app: web.Application) -> None:
-    app.add_routes(routes)
-    app.cleanup_ctx.append(_health_service)
-    app[HEALTH_CHECKS]["peers:reachable"] = _check_peers
-
-
-@routes.get("/v1/health/peers")
-async def peer_health(request: web.Request) -> web.Response:
-    service = request.app[HEALTH]
-    return web.json_response({"peers": service.table(), "last_round": service.last_round,
-                              "probe_interval": service.config.probe_interval})
-
-
-@routes.post("/v1/health/probe")
-async def probe_now(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[HEALTH].probe_round())
-
-
-__all__ = ["HEALTH", "HealthService", "setup"]
+__all__ = ["HealthService"]

@@ -8,12 +8,9 @@ manifest (`check_audit`).  A verdict is kept with the holder's probe history
 damaged in this node's records, so a repair rebuilds it elsewhere.
 
 Automatic repair: when a holder has failed its last audit, or has missed `audit.repair_after_failures`
-probes in a row, every file with a share on it is queued for `storage_routes.repair_file`; so is a
+probes in a row, every file with a share on it is queued for repair (StorageService.repair); so is a
 file whose holder reported a damaged share (POST /v1/peer/damage, sent by holders' scrubbers).
 One repair runs at a time; a failed one is retried later, backing off.
-
-Peer API (signed):
-    POST /v1/peer/damage {"si": hex, "share": n, "segments": [i, ...]}   only from the share's holder
 """
 
 from __future__ import annotations
@@ -25,21 +22,20 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
 from typing import Any
 
-from aiohttp import web
-
-from ..errors import (Forbidden, InvalidArgument, NotFound, PeerError, PeerNotFound, PeerRefused, PeerUnreachable,
-                      XscError)
-from ..storage import Capability, erasure
-from . import peer_auth
-from .context import CONFIG, CPU_POOL, IDENTITY
-from .status import STATUS_PARTS
+from ..config import AuditSection
+from ..errors import Forbidden, InvalidArgument, NotFound, PeerError, PeerNotFound, PeerRefused, PeerUnreachable, XscError
+from ..tasks import every, in_pool, stop
+from .capability import Capability
+from .files import LOCAL
+from .gateway import Gateway
+from .wire import check_audit
 
 log = logging.getLogger(__name__)
 
-LOCAL = "this node"  # how a file record put without peers names this node
-MAX_REPORTED_SEGMENTS = 1024  # a damage report names at most this many segments (the whole share is rebuilt anyway)
 RETRY_MAX = 3600.0  # seconds: the longest wait before a failed repair is tried again
 RECENT = 20  # repairs kept for the status
 # Answers that say nothing about the share: the holder could not or would not check the request.
@@ -71,37 +67,24 @@ def is_verdict(err: PeerError) -> bool:
     return status < 500 and status not in _NO_VERDICT_STATUSES
 
 
-def parse_report(body: Any) -> tuple[bytes, int, list[int]]:
-    """A damage report's storage index, share and (sorted, distinct) segments."""
-    from .share_routes import parse_storage_index
-
-    hint = 'send {"si": <64 hex digits>, "share": <0-5>, "segments": [<block index>, ...]}'
-    if not isinstance(body, dict):
-        raise InvalidArgument("a damage report must be a JSON object", hint=hint)
-    if not isinstance(body.get("si"), str):
-        raise InvalidArgument("si must be a storage index in hex", hint=hint)
-    si = parse_storage_index(body["si"])
-    share = body.get("share")
-    if type(share) is not int or not 0 <= share < erasure.N:
-        raise InvalidArgument(f"share must be an integer from 0 to {erasure.N - 1}", hint=hint)
-    segments = body.get("segments")
-    if not isinstance(segments, list) or not segments or len(segments) > MAX_REPORTED_SEGMENTS \
-            or not all(type(i) is int and i >= 0 for i in segments):
-        raise InvalidArgument(f"segments must list 1 to {MAX_REPORTED_SEGMENTS} block indexes (integers >= 0)",
-                              hint=hint)
-    return si, share, sorted(set(segments))
-
-
 def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 # --- the service -----------------------------------------------------------------------
 class AuditService:
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.config = app[CONFIG].audit
-        self.me = app[IDENTITY].id
+    def __init__(self, *, config: AuditSection, probe_interval: float, me: str, gateway: Gateway, pool: Executor,
+                 peers: Any | None, holder_for: Callable[[str, str], Any],
+                 on_audit: Callable[[str, bool, str], None], repair: Callable[[Capability], Awaitable[dict]]) -> None:
+        self.config = config
+        self.probe_interval = probe_interval
+        self.me = me
+        self.gateway = gateway
+        self.pool = pool
+        self.peers = peers  # xsc.peers.PeerService (None: a node on its own has nothing to audit)
+        self.holder_for = holder_for  # (node id, url) -> the RemoteHolder there
+        self.on_audit = on_audit  # (node, ok, detail): kept with its health, and deciding its storage payments
+        self.repair = repair
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
         self._queued: set[bytes] = set()
         self._retry: dict[bytes, tuple[float, int]] = {}  # si -> (not before, failed attempts)
@@ -116,30 +99,11 @@ class AuditService:
         self.repairing: str | None = None
         self.recent: deque[dict] = deque(maxlen=RECENT)
 
-    # --- the node's other parts ---------------------------------------------------------
-    @property
-    def gateway(self):
-        from .storage_routes import GATEWAY
-
-        return self.app[GATEWAY]
-
-    @property
-    def peers(self):
-        from .peers import PEERS
-
-        return self.app[PEERS] if PEERS in self.app else None
-
     def _record_audit(self, node: str, ok: bool, detail: str) -> None:
-        from .health_routes import HEALTH
-        from .market_routes import DEALS
-
-        if HEALTH in self.app:
-            self.app[HEALTH].record_audit(node, ok, detail)
-        if DEALS in self.app:
-            self.app[DEALS].note_audit(node, ok)  # a holder is paid only for periods it passed its audits
+        self.on_audit(node, ok, detail)
 
     async def _run(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.app[CPU_POOL], fn, *args)
+        return await in_pool(self.pool, fn, *args)
 
     async def _records(self) -> list[dict]:
         return await self._run(lambda: list(self.gateway.store.files()))
@@ -167,8 +131,6 @@ class AuditService:
 
     async def audit_share(self, record: dict, share: int, node: str) -> bool | None:
         """Audit one random block of one share on another node: True (intact), False (not), None (no verdict)."""
-        from .remote_holder import RemoteHolder, check_audit
-
         si = bytes.fromhex(record["storage_index"])
         try:
             cap = Capability.parse(record["capability"])
@@ -179,7 +141,7 @@ class AuditService:
         segment = random.randrange(manifest.segment_count)
         what = f"block {segment} of share {share} of {si.hex()[:16]}"
         try:
-            holder = RemoteHolder(self.peers, node, self.peers.peer(node).url)
+            holder = self.holder_for(node, self.peers.peer(node).url)
             block, path = await holder.audit(si, share, segment)
         except PeerNotFound:
             return None  # forgotten meanwhile (`xsc peers rm`)
@@ -294,8 +256,6 @@ class AuditService:
                 self.queue(si, f"node {node[:12]}: {why}")
 
     async def repair_one(self, si: bytes) -> dict | None:
-        from .storage_routes import repair_file
-
         record = await self._run(self.gateway.store.file_record, si)
         if record is None:
             self._retry.pop(si, None)
@@ -303,7 +263,7 @@ class AuditService:
         entry: dict[str, Any] = {"time": _now_iso(), "storage_index": si.hex(), "name": record.get("name", "")}
         self.repairing = si.hex()
         try:
-            result = await repair_file(self.app, Capability.parse(record["capability"]))
+            result = await self.repair(Capability.parse(record["capability"]))
         except Exception as err:
             attempts = self._retry.get(si, (0.0, 0))[1] + 1
             wait = min(RETRY_MAX, self.config.interval * 2 ** (attempts - 1))
@@ -334,29 +294,15 @@ class AuditService:
 
     # --- schedules ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._repairs(), name="xsc-repairs"),
-                       asyncio.create_task(self._every(self._watch_period, self.watch), name="xsc-repair-watch")]
-        if self.config.blocks_per_round:
-            self._tasks.append(asyncio.create_task(self._every(lambda: self.config.interval, self.audit_round),
-                                                   name="xsc-audits"))
-
-    def _watch_period(self) -> float:
+        jitter = self.config.jitter
         # Probe results change at the probe rate: looking more often finds nothing new.
-        return min(self.config.interval, self.app[CONFIG].health.probe_interval)
+        self._tasks = [asyncio.create_task(self._repairs(), name="xsc-repairs"),
+                       every("repair-watch", min(self.config.interval, self.probe_interval), self.watch, jitter=jitter)]
+        if self.config.blocks_per_round:
+            self._tasks.append(every("audits", self.config.interval, self.audit_round, jitter=jitter))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _every(self, period, step) -> None:
-        jitter = self.config.jitter
-        while True:
-            await asyncio.sleep(period() * random.uniform(1 - jitter, 1 + jitter))
-            try:
-                await step()
-            except Exception:  # a failed round must never end the schedule
-                log.exception("%s failed", step.__name__)
+        await stop(*self._tasks)
 
     async def _repairs(self) -> None:
         while True:
@@ -370,35 +316,4 @@ class AuditService:
                 "retrying": len(self._retry), "recent_repairs": list(self.recent)}
 
 
-AUDITS = web.AppKey("audits", AuditService)
-routes = web.RouteTableDef()
-
-
-async def _audit_service(app: web.Application):
-    service = AuditService(app)
-    app[AUDITS] = service
-    service.start()
-    try:
-        yield
-    finally:
-        await service.close()
-
-
-def setup(app: web.Application) -> None:
-    app.cleanup_ctx.append(_audit_service)
-    app[STATUS_PARTS]["audits"] = lambda a: a[AUDITS].status()
-    app.add_routes(routes)
-
-
-@routes.post("/v1/peer/damage")
-async def report_damage(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidArgument("the request body is not JSON") from None
-    si, share, segments = parse_report(body)
-    await request.app[AUDITS].damage_reported(si, share, segments, peer_auth.peer_id(request))
-    return web.json_response({"marked": True, "repair": "queued"}, status=202)
-
-
-__all__ = ["AUDITS", "AuditService", "files_on", "is_verdict", "parse_report", "remote_shares", "setup"]
+__all__ = ["AuditService", "files_on", "is_verdict", "remote_shares"]

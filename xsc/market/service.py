@@ -1,5 +1,5 @@
-"""The market on a node: its own offer, the replicated book, clearing and matching (the shell
-around the pure core in xsc/market).
+"""The market on a node: its own offer, the replicated book, clearing and matching (the asyncio and
+LevelDB shell around the pure core of this package).  Routes: node/http/market.py.
 
 - **Offer.** The node publishes capacity slots for what it really has -- free storage bytes and
   compute fuel -- for the current time bucket and the next, each with an ask from its pricing
@@ -24,20 +24,24 @@ import json
 import logging
 import random
 import time
-from collections import deque
-from decimal import Decimal
-from typing import Any
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
 
 import plyvel
-from aiohttp import web
 
 from .. import keys
 from ..allocation import CapacitySlot, NeedSlot, SlotFilter, Stamp
-from ..errors import InvalidArgument, MarketNoDeal, PeerError, XscError
-from ..identity import parse_public_id, public_id
-from ..market import (Ask, Bid, Book, PricingPolicy, ask_price, cap_supply, clear_book, match_needs, need_key,
-                      parse_commitment, sign_commitment, spread_groups)
-from .context import CONFIG, DB, IDENTITY
+from ..errors import InvalidArgument, MarketNoDeal, NeedNotFound, PeerError, XscError
+from ..config import MarketSection
+from ..identity import Identity, parse_public_id, public_id
+from .auction import clear_book
+from .book import Book, parse_commitment, sign_commitment
+from .matching import match_needs
+from .models import Ask, Bid, need_key
+from .pricing import PricingPolicy, ask_price
+from .supply import cap_supply, spread_groups
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +52,67 @@ DERIVED_NO_PROBES = Decimal("0.5")
 HONOUR_SECONDS = 60  # a published ask is honoured this long after a newer, higher one replaced it  # a peer not probed yet: half the weight of one that is always up
 
 
+EXPLAINED = 1000  # needs whose explanation is kept (in memory) for `xsc market explain`
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class PeerView(Protocol):
+    """The peers as the market sees them (xsc.peers.PeerService)."""
+
+    def peers(self) -> list: ...
+    def availability(self, node_id: str) -> Any: ...
+    async def request(self, peer_url: str, method: str, path: str, **kwargs: Any) -> Any: ...
+
+
+class Explanations(OrderedDict):
+    """The newest EXPLAINED explanations of matchings this node ran, by need."""
+
+    def __init__(self, me: str) -> None:
+        super().__init__()
+        self.me = me
+
+    def keep(self, result) -> None:
+        if result is None:
+            return
+        for key, explanation in result.explanations.items():
+            # This node's needs by their bare id (as a put or invoke prints them); others' as OWNER/ID.
+            name = explanation.need_id if explanation.recipient == self.me else key
+            self[name] = {"need": explanation.need_id, "recipient": explanation.recipient, "code": explanation.code,
+                          "message": explanation.message, "clearing_price": explanation.clearing_price,
+                          "assignment": _assignment(result.assignments.get(key))}
+            self.move_to_end(name)
+        while len(self) > EXPLAINED:
+            self.popitem(last=False)
+
+    def explain(self, need: str) -> dict:
+        found = self.get(need)
+        if found is None:
+            raise NeedNotFound(f"no recent need {need!r} on this node",
+                               hint="need ids are printed by a put or invoke the market refused, and by xsc market status")
+        return found
+
+
+def _assignment(a) -> dict | None:
+    if a is None:
+        return None
+    return {"provider": a.provider, "capacity_slot": a.capacity_slot, "quantity": a.quantity, "price": a.price,
+            "tier": a.tier}
+
+
 class MarketService:
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.config = app[CONFIG].market
-        self.identity = app[IDENTITY]
+    def __init__(self, *, config: MarketSection, identity: Identity, db: plyvel.DB, peers: PeerView | None,
+                 storage_usage: Callable[[], tuple[int, int]], compute_threads: int, gossip_interval: float) -> None:
+        self.config = config
+        self.identity = identity
         self.me = self.identity.id
-        self.db: plyvel.DB = app[DB]
+        self.db = db
+        self.peers = peers  # None: a node on its own (tests)
+        self.storage_usage = storage_usage  # () -> (bytes used, capacity) of this node's share store
+        self.compute_threads = compute_threads
+        self.gossip_interval = gossip_interval
         self.book = Book(bucket_seconds=self.config.bucket_seconds)
         for key, value in self.db.iterator(prefix=keys.MARKET_COMMITMENTS):
             try:
@@ -78,7 +132,7 @@ class MarketService:
         self._published: tuple | None = None
         self._asks_published: deque[tuple[int, str, int]] = deque(maxlen=256)  # (ms, kind, ask) as published
         self.last_results = None  # the newest MarketResult of a match this node ran
-        self.remember = lambda result: None  # keeps explanations for `xsc market explain` (set by the routes)
+        self.explanations = Explanations(self.me)  # for `xsc market explain`
         self.version = 0  # grows whenever the book changes
         self._prices_written = 0
         self.peer_digests: dict[str, str] = {}  # peer -> the digest of its book at our last exchange
@@ -96,14 +150,8 @@ class MarketService:
     def bucket(self, at_s: int | None = None) -> int:
         return (int(time.time()) if at_s is None else at_s) // self.config.bucket_seconds
 
-    def storage_usage(self) -> tuple[int, int]:
-        from .storage_routes import GATEWAY
-
-        store = self.app[GATEWAY].store if GATEWAY in self.app else None
-        return (store.capacity - store.free, store.capacity) if store is not None else (0, 0)
-
     def compute_capacity(self) -> int:
-        return self.app[CONFIG].compute.threads * self.config.fuel_per_second * self.config.bucket_seconds
+        return self.compute_threads * self.config.fuel_per_second * self.config.bucket_seconds
 
     def own_asks(self) -> list[Ask]:
         """Capacity slots for the current bucket and the next, priced by the pricing policy."""
@@ -171,9 +219,7 @@ class MarketService:
     def derived_weight(self, peer: str) -> Decimal:
         """From health and the ledger: availability over 24 h, cut to a tenth after a failed audit,
         plus a bonus for the share of money exchanged with that peer (both directions)."""
-        from .peers import PEERS
-
-        availability = self.app[PEERS].availability(peer) if PEERS in self.app else None
+        availability = self.peers.availability(peer) if self.peers is not None else None
         if availability is None or availability.ratio_24h is None:
             weight = DERIVED_NO_PROBES
         else:
@@ -187,17 +233,13 @@ class MarketService:
         return weight.quantize(Decimal("0.0001"))
 
     def recognition(self) -> dict[str, Decimal]:
-        from .peers import PEERS
-
-        peers = [d.id for d in self.app[PEERS].peers()] if PEERS in self.app else []
+        peers = self._peer_ids()
         weights = {p: self.derived_weight(p) for p in peers}
         weights.update(self.user_weights)
         return {p: w for p, w in sorted(weights.items()) if w > 0 and p != self.me}
 
     def recognition_view(self) -> list[dict]:
-        from .peers import PEERS
-
-        peers = {d.id for d in self.app[PEERS].peers()} if PEERS in self.app else set()
+        peers = set(self._peer_ids())
         rows = []
         for peer in sorted(peers | set(self.user_weights)):
             theirs = self.book.get(peer)
@@ -271,9 +313,7 @@ class MarketService:
         return [c.to_json() for c in self.book.commitments()]
 
     async def exchange(self, url: str, to: str | None = None) -> int:
-        from .peers import PEERS
-
-        response = await self.app[PEERS].request(url, "POST", "/v1/peer/market",
+        response = await self.peers.request(url, "POST", "/v1/peer/market",
                                                  json={"commitments": self.payload()}, to=to)
         body = response.json()
         if not isinstance(body, dict):
@@ -284,11 +324,9 @@ class MarketService:
         return changed
 
     async def _push(self, fanout: int | None) -> None:
-        from .peers import PEERS
-
-        if PEERS not in self.app:
+        if self.peers is None:
             return
-        peers = [d for d in self.app[PEERS].peers() if self.app[PEERS].availability(d.id).up is not False]
+        peers = [d for d in self.peers.peers() if self.peers.availability(d.id).up is not False]
         targets = peers if fanout is None else random.sample(peers, min(fanout, len(peers)))
         results = await asyncio.gather(*(self.exchange(d.url, d.id) for d in targets), return_exceptions=True)
         for d, result in zip(targets, results):
@@ -299,11 +337,9 @@ class MarketService:
 
     def _missing(self) -> list:
         """Peers that are not known to be down and whose commitment this node has not got."""
-        from .peers import PEERS
-
-        if PEERS not in self.app:
+        peers = self.peers
+        if peers is None:
             return []
-        peers = self.app[PEERS]
         return [d for d in peers.peers() if self.book.get(d.id) is None and peers.availability(d.id).up is not False]
 
     async def fill_book(self, timeout: float = 2.0) -> None:
@@ -321,7 +357,7 @@ class MarketService:
     async def _run(self) -> None:
         """Re-publish on change (debounced) and at every bucket boundary; swap books with new peers at
         once and with a random peer every gossip interval."""
-        interval = self.app[CONFIG].peers.gossip_interval
+        interval = self.gossip_interval
         next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
         while True:
             seconds = self.config.bucket_seconds
@@ -409,12 +445,10 @@ class MarketService:
         return rows
 
     def availability_map(self) -> dict[str, Decimal]:
-        from .peers import PEERS
-
         out = {self.me: Decimal(1)}
-        if PEERS in self.app:
-            for d in self.app[PEERS].peers():
-                a = self.app[PEERS].availability(d.id)
+        if self.peers is not None:
+            for d in self.peers.peers():
+                a = self.peers.availability(d.id)
                 if a.up is False:
                     out[d.id] = Decimal(0)
                 else:
@@ -476,7 +510,7 @@ class MarketService:
             try:
                 found = self.deal([need])[need.slot.id]
             finally:
-                self.remember(self.last_results)
+                self.explanations.keep(self.last_results)
             if len(self._compute_deals) > 64:
                 self._compute_deals.clear()
             self._compute_deals[key] = found
@@ -503,11 +537,47 @@ class MarketService:
         return {"digest": self.book.digest(), "participants": len(self.book.commitments()),
                 "books": sorted(rows.values(), key=lambda r: (r["kind"], r["bucket"]))}
 
-    def status(self) -> dict[str, Any]:
-        from .peers import PEERS
+    def _peer_ids(self) -> list[str]:
+        return [d.id for d in self.peers.peers()] if self.peers is not None else []
 
+    def offer_view(self) -> dict[str, Any]:
+        c = self.config
+        used, capacity = self.storage_usage()
+        return {
+            "storage": {"offered": c.offer_storage, "capacity": capacity, "used": used, "ask": self.ask("storage"),
+                        "floor": c.storage_ask_floor, "ceiling": c.storage_ask_ceiling, "unit": "GiB-hour"},
+            "compute": {"offered": c.offer_compute, "fuel_per_bucket": self.compute_capacity(),
+                        "used": self.fuel_used.get(self.bucket(), 0), "ask": self.ask("compute"),
+                        "floor": c.compute_ask_floor, "ceiling": c.compute_ask_ceiling, "unit": "million fuel"},
+            "exponent": c.ask_exponent, "bucket_seconds": c.bucket_seconds,
+            "slots": self.status()["asks"],
+        }
+
+    def price_view(self, kind: str | None, limit: int) -> list[dict]:
+        self.clearings()  # records a new clearing price, if the book changed since
+        return self.price_history(kind, limit)
+
+    def exchange_answer(self, items: Any) -> dict[str, Any]:
+        """A peer's side of a book swap: take its commitments, answer with ours and the digest after."""
+        self.receive(items)
+        return {"commitments": self.payload(), "digest": self.book.digest()}
+
+    def recognize(self, peer: Any, weight: Any) -> dict:
+        """Set a user weight from the API (a decimal text or number; None: back to the derived one)."""
+        if not isinstance(peer, str):
+            raise InvalidArgument("send {\"peer\": NODE_ID, \"weight\": \"0.5\"} (weight null: back to the derived one)")
+        if weight is not None:
+            try:
+                weight = Decimal(str(weight))
+            except InvalidOperation:
+                raise InvalidArgument(f"not a number: {weight!r}", hint="a weight is a decimal from 0 to 1000") from None
+        self.set_recognition(peer, weight)
+        row = next((r for r in self.recognition_view() if r["peer"] == peer), None)
+        return row or {"peer": peer, "weight": None}
+
+    def status(self) -> dict[str, Any]:
         mine = self.book.get(self.me)
-        peers = [d.id for d in self.app[PEERS].peers()] if PEERS in self.app else []
+        peers = self._peer_ids()
         known = [p for p in peers if self.book.get(p) is not None]
         return {
             "node": self.me,

@@ -1,14 +1,7 @@
-"""Peers: the directory of known nodes (signed descriptors in LevelDB), joining, gossip, and their routes.
+"""Peers: the directory of known nodes (signed descriptors in LevelDB), joining and gossip.
 
-User API (token):
-    GET    /v1/peers              this node's descriptor and every known peer's, with its health
-    POST   /v1/peers {"url"}      join the node at URL (and, through it, every node it knows)
-    DELETE /v1/peers/{id}         forget a node; its descriptors are ignored until it is added again
-Peer API (signed, see peer_auth):
-    POST   /v1/peer/descriptors   {"descriptors": [...]} -> {"self": ..., "descriptors": [...]}
-    POST   /v1/peer/challenge     {"nonce"} -> the nonce signed with (prober, responder), and "descriptor"
-
-The rest of the node uses `app[PEERS]`: `peers()`, `availability(node_id)` and `request(...)`.
+The rest of the node is given the PeerService: `peers()`, `peer(id)`, `availability(node_id)` and
+`request(...)` (a signed request through the node's one PeerClient).  Its routes: node/http/peers.py.
 """
 
 from __future__ import annotations
@@ -20,9 +13,7 @@ import random
 import time
 from typing import Any, Callable
 
-import aiohttp
 import plyvel
-from aiohttp import web
 
 from .. import __version__, keys
 from ..config import NodeConfig, normalize_peer_url
@@ -30,12 +21,8 @@ from ..errors import InvalidArgument, InvalidDescriptor, PeerError, PeerNotFound
 from ..health import Availability, PeerHistory, availability, check_answer, check_nonce, new_nonce
 from ..health import answer as challenge_answer
 from ..identity import Identity, parse_public_id, public_id
-from . import peer_auth
-from .bodies import json_body
-from .context import CONFIG, DB, IDENTITY
+from ..net.peer_client import PeerClient, PeerResponse
 from .descriptors import NodeDescriptor, make_descriptor, newer, newsworthy, parse_descriptor
-from .peer_client import PeerClient, PeerResponse
-from .status import STATUS_PARTS
 
 log = logging.getLogger(__name__)
 
@@ -238,6 +225,32 @@ class PeerService:
             self.accept([reply["descriptor"]])
         return self.directory.get(responder.id) or responder
 
+    def answer_challenge(self, nonce: object, prober: str) -> dict:
+        """Prove this node's identity to `prober`: the nonce signed with both ids, and our fresh descriptor."""
+        return {**challenge_answer(self.identity, check_nonce(nonce), prober), "descriptor": self.descriptor().to_json()}
+
+    def view(self, d: NodeDescriptor) -> dict:
+        """A peer's descriptor with its health, as the API shows it."""
+        health = self.availability(d.id)
+        return {**d.to_json(), "up": health.up, "latency_ms": health.latency_ms, "ratio_1h": health.ratio_1h}
+
+    def table(self) -> dict:
+        return {"self": self.descriptor().to_json(), "peers": [self.view(d) for d in self.peers()]}
+
+    async def join(self, url: object) -> dict:
+        if not isinstance(url, str):
+            raise InvalidArgument("url is missing", hint='send {"url": "http://HOST:PORT"}')
+        peer = await self.add(url)
+        return {"peer": self.view(peer), "known": len(self.peers())}
+
+    def gossip_answer(self, items: object) -> dict:
+        self.accept(items)
+        return {"self": self.descriptor().to_json(), "descriptors": self.gossip_payload()}
+
+    def status(self) -> dict:
+        ups = [self.availability(d.id).up for d in self.peers()]
+        return {"url": self.url, "known": len(ups), "up": sum(u is True for u in ups)}
+
     def remove(self, node_id: str) -> None:
         parse_public_id(node_id)
         if self.directory.get(node_id) is None and not self.directory.is_removed(node_id):
@@ -306,87 +319,4 @@ class PeerService:
             await asyncio.sleep(min(1.0, interval))
 
 
-PEERS = web.AppKey("peers", PeerService)
-routes = web.RouteTableDef()
-
-
-async def _peer_service(app: web.Application):
-    config = app[CONFIG]
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=32))
-    parts = app[STATUS_PARTS]
-
-    def storage() -> dict | None:
-        return parts["storage"](app) if "storage" in parts else None
-
-    service = PeerService(identity=app[IDENTITY], db=app[DB], config=config,
-                          client=PeerClient(app[IDENTITY], session, config.peers.request_timeout), storage=storage)
-    if service.url.startswith(("http://0.0.0.0:", "http://[::]:")):
-        log.warning("peers cannot reach %s: set peers.public_url (XSC_PEERS_PUBLIC_URL)", service.url)
-    app[PEERS] = service
-    service.start()
-    try:
-        yield
-    finally:
-        await service.close()
-        await session.close()
-
-
-def _status(app: web.Application) -> dict:
-    service = app[PEERS]
-    ups = [service.availability(d.id).up for d in service.peers()]
-    return {"url": service.url, "known": len(ups), "up": sum(u is True for u in ups)}
-
-
-def setup(app: web.Application) -> None:
-    peer_auth.install(app)
-    app.add_routes(routes)
-    app.cleanup_ctx.append(_peer_service)
-    app[STATUS_PARTS]["peers"] = _status
-
-
-def _view(service: PeerService, d: NodeDescriptor) -> dict:
-    health = service.availability(d.id)
-    return {**d.to_json(), "up": health.up, "latency_ms": health.latency_ms, "ratio_1h": health.ratio_1h}
-
-
-@routes.get("/v1/peers")
-async def list_peers(request: web.Request) -> web.Response:
-    service = request.app[PEERS]
-    return web.json_response({"self": service.descriptor().to_json(),
-                              "peers": [_view(service, d) for d in service.peers()]})
-
-
-@routes.post("/v1/peers")
-async def add_peer(request: web.Request) -> web.Response:
-    body = await json_body(request, 'send {"url": "http://HOST:PORT"}')
-    if not isinstance(body.get("url"), str):
-        raise InvalidArgument("url is missing", hint='send {"url": "http://HOST:PORT"}')
-    service = request.app[PEERS]
-    peer = await service.add(body["url"])
-    return web.json_response({"peer": _view(service, peer), "known": len(service.peers())}, status=201)
-
-
-@routes.delete("/v1/peers/{id}")
-async def remove_peer(request: web.Request) -> web.Response:
-    node_id = request.match_info["id"]
-    request.app[PEERS].remove(node_id)
-    return web.json_response({"removed": node_id})
-
-
-@routes.post("/v1/peer/descriptors")
-async def exchange_descriptors(request: web.Request) -> web.Response:
-    body = await json_body(request, 'send {"descriptors": [...]}')
-    service = request.app[PEERS]
-    service.accept(body.get("descriptors"))
-    return web.json_response({"self": service.descriptor().to_json(), "descriptors": service.gossip_payload()})
-
-
-@routes.post("/v1/peer/challenge")
-async def answer_challenge(request: web.Request) -> web.Response:
-    body = await json_body(request, 'send {"nonce": "<32 hex digits>"}')
-    service = request.app[PEERS]
-    reply = challenge_answer(service.identity, check_nonce(body.get("nonce")), peer_auth.peer_id(request))
-    return web.json_response({**reply, "descriptor": service.descriptor().to_json()})
-
-
-__all__ = ["PEERS", "PeerService", "PeerDirectory", "setup"]
+__all__ = ["PeerDirectory", "PeerService", "now_ms"]

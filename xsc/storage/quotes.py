@@ -12,18 +12,15 @@ kept whole on this node at this node's ask.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from aiohttp import web
-
 from ..errors import InvalidArgument, MarketNoDeal, StorageFull
 from ..identity import parse_public_id
-from ..storage import erasure, layout
-from .context import CLIENT_IDENTITY, CONFIG, IDENTITY
-from .deals import lease_cost
-from .ledger_routes import LEDGER
-from .market_routes import MARKET
+from ..ledger.pricing import price_storage
+from ..market.service import MarketService
+from . import erasure, layout
 
 MAX_PRICE = 10**12  # micro-credits per GiB-hour: a million credits, far above any real bid
 
@@ -38,33 +35,33 @@ class PutQuote:
 
     @property
     def cost(self) -> int:
-        return sum(lease_cost(self.share_bytes, self.seconds, p) for p in self.prices.values())
+        return sum(price_storage(self.share_bytes, self.seconds, p) for p in self.prices.values())
 
     def to_json(self) -> dict:
         return {"needs": self.needs, "prices": [self.prices[s] for s in sorted(self.prices)], "cost": self.cost,
                 "lease_seconds": self.seconds}
 
 
-def max_price(request: web.Request) -> int:
-    text = request.query.get("max_price")
+def parse_max_price(text: str | None, default: int) -> int:
+    """`?max_price=` of a put (micro-credits per GiB-hour), else the node's default bid."""
     if text is None:
-        return request.app[CONFIG].market.storage_bid
+        return default
     if not text.isdigit() or int(text) > MAX_PRICE:
         raise InvalidArgument(f"max_price must be a whole number of micro-credits per GiB-hour, not {text!r}",
                               hint="e.g. --max-price 5000")
     return int(text)
 
 
-def filters(request: web.Request) -> dict:
+def parse_filters(query: Mapping[str, str]) -> dict:
     """The put's own filters: `avoid` and `prefer` (comma-separated node ids), `min_availability` (0 to 1)."""
     out: dict = {}
     for name in ("avoid", "prefer"):
-        text = request.query.get(name, "")
+        text = query.get(name, "")
         ids = tuple(i for i in text.split(",") if i)
         for node in ids:
             parse_public_id(node)  # a clear 400 for anything that is not a node id
         out[name] = ids
-    text = request.query.get("min_availability")
+    text = query.get("min_availability")
     if text is not None:
         try:
             ratio = Decimal(text)
@@ -77,10 +74,9 @@ def filters(request: web.Request) -> dict:
     return out
 
 
-def quote(app: web.Application, size: int | None, seconds: int, bid: int, **wanted) -> PutQuote:
+def quote(market: MarketService, segment_size: int, size: int | None, seconds: int, bid: int, **wanted) -> PutQuote:
     """Match the put's needs on the market (or, for an unknown size, price it here at our own ask)."""
-    market = app[MARKET]
-    me = app[IDENTITY].id
+    me = market.me
     if size is None:
         ask = market.ask("storage")
         if ask is None:
@@ -90,7 +86,7 @@ def quote(app: web.Application, size: int | None, seconds: int, bid: int, **want
             raise InvalidArgument(f"this node's ask of {ask} per GiB-hour is above your maximum price {bid}",
                                   hint=f"raise --max-price to at least {ask}")
         return PutQuote(0, seconds, [me] * erasure.N, {s: ask for s in range(erasure.N)})
-    share_bytes = layout.share_bytes(size, app[CONFIG].storage.segment_size)
+    share_bytes = layout.share_bytes(size, segment_size)
     room = max((a.slot.quantity for a in market.book.asks() if a.slot.kind == "storage"), default=0)
     if room < share_bytes:
         raise StorageFull(f"no node offers room for a share of this file ({share_bytes} bytes; the most any "
@@ -103,7 +99,7 @@ def quote(app: web.Application, size: int | None, seconds: int, bid: int, **want
     try:
         assignments = market.deal(bids)
     except BaseException as err:
-        withdraw_needs(app, [b.slot.id for b in bids])
+        withdraw_needs(market, [b.slot.id for b in bids])
         affordable = any(a.slot.kind == "storage" and a.price <= bid for a in market.book.asks())
         if isinstance(err, MarketNoDeal) and affordable and \
                 set(err.details.get("needs", {}).values()) <= {"capacity_taken", "no_compatible_slot"}:
@@ -112,40 +108,24 @@ def quote(app: web.Application, size: int | None, seconds: int, bid: int, **want
                               hint="free space, or add nodes with `xsc peers add`", needs=err.details["needs"]) from None
         raise
     finally:
-        market.remember(market.last_results)
+        market.explanations.keep(market.last_results)
     return PutQuote(share_bytes, seconds, [assignments[b.slot.id].provider for b in bids],
                     {s: assignments[b.slot.id].price for s, b in enumerate(bids)}, [b.slot.id for b in bids])
 
 
-async def quote_and_check_credit(app: web.Application, size: int | None, seconds: int, bid: int,
-                                 **wanted) -> PutQuote:
-    """The quote, once the user's credit is known to cover the whole lease (else InsufficientCredit)."""
-    await app[MARKET].fill_book()
-    result = quote(app, size, seconds, bid, **wanted)
-    try:
-        # A stream of unknown size is paid in arrears for what it turns out to hold.
-        await app[LEDGER].ensure_credit(app[CLIENT_IDENTITY], result.cost)
-    except BaseException:
-        withdraw_needs(app, result.needs)
-        raise
-    return result
-
-
-def withdraw_needs(app: web.Application, needs: list[str]) -> None:
+def withdraw_needs(market: MarketService, needs: list[str]) -> None:
     """The put is over (stored or not): its needs leave the book."""
-    market = app[MARKET]
     for need in needs:
         market.needs.pop(need, None)
     market.touch()
 
 
-def relocation(app: web.Application, share_bytes: int, seconds: int, *, avoid: set[str]) -> tuple[str, int]:
+def relocation(market: MarketService, share_bytes: int, seconds: int, *, avoid: set[str]) -> tuple[str, int]:
     """A provider (not in `avoid`) and its price for one repaired share, at the node's default bid."""
-    market = app[MARKET]
     need = market.need(f"repair-{os.urandom(6).hex()}", "storage", share_bytes, seconds,
-                       app[CONFIG].market.storage_bid, avoid=tuple(sorted(avoid)))
+                       market.config.storage_bid, avoid=tuple(sorted(avoid)))
     try:
         assignment = market.deal([need])[need.slot.id]
     finally:
-        market.remember(market.last_results)
+        market.explanations.keep(market.last_results)
     return assignment.provider, assignment.price

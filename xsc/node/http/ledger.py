@@ -1,4 +1,4 @@
-"""HTTP routes of the signed ledger, and the ledger service's place in the app (`app[LEDGER]`).
+"""HTTP routes of the signed ledger (xsc.ledger.LedgerService).
 
     GET  /v1/ledger/accounts                     every account this node holds a chain or key of
     GET  /v1/ledger/accounts/{id}                balance, head, credit (id: public id, `client` or `node`)
@@ -17,56 +17,16 @@ import asyncio
 
 from aiohttp import web
 
-from ..errors import InvalidArgument
-from ..ledger import LedgerService
-from .context import CLIENT_IDENTITY, CONFIG, DB, IDENTITY
-from .status import STATUS_PARTS
+from ...errors import InvalidArgument
+from ..appkeys import LEDGER
+from .common import json_body, query_int
 
-LEDGER = web.AppKey("ledger", LedgerService)
 routes = web.RouteTableDef()
 
 MAX_CHAIN_PAGE = 1000
 MAX_HISTORY = 10_000
 MAX_POST_ENTRIES = 500  # ~1.3 KB of hex each: stays under the 1 MiB request body limit
 EXPORT_BATCH = 500
-
-
-def setup(app: web.Application) -> None:
-    app.add_routes(routes)
-    app.cleanup_ctx.append(_ledger_service)
-    app[STATUS_PARTS]["ledger"] = _status
-
-
-async def _ledger_service(app: web.Application):
-    config = app[CONFIG]
-    service = LedgerService(app[DB], config.ledger.credit_limit, node=app[IDENTITY], client=app[CLIENT_IDENTITY],
-                            threads=config.compute.threads, low_balance=config.ledger.low_balance)
-    app[LEDGER] = service
-    try:
-        yield
-    finally:
-        await service.close()
-
-
-def _status(app: web.Application) -> dict:
-    service = app[LEDGER]
-    client = service.account_view(app[CLIENT_IDENTITY].public_key)
-    node = service.account_view(app[IDENTITY].public_key)
-    return {"client_account": client["account"], "client_balance": client["balance"],
-            "node_balance": node["balance"], "credit_limit": service.credit_limit}
-
-
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    text = request.query.get(name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidArgument(f"{name} must be an integer, not {text!r}") from None
-    if not low <= value <= high:
-        raise InvalidArgument(f"{name} must be between {low} and {high}, not {value}")
-    return value
 
 
 @routes.get("/v1/ledger/accounts")
@@ -84,8 +44,8 @@ async def account(request: web.Request) -> web.Response:
 async def chain(request: web.Request) -> web.Response:
     service = request.app[LEDGER]
     key = service.account_key(request.match_info["account"])
-    start = _int_param(request, "from", 1, 1, 2**63 - 1)
-    limit = _int_param(request, "limit", MAX_CHAIN_PAGE, 1, MAX_CHAIN_PAGE)
+    start = query_int(request.query, "from", 1, 1, 2**63 - 1)
+    limit = query_int(request.query, "limit", MAX_CHAIN_PAGE, 1, MAX_CHAIN_PAGE)
     view = service.account_view(key)
     entries = await service.chain(key, start, limit)
     last = entries[-1]["seq"] if entries else start - 1
@@ -99,7 +59,7 @@ async def chain(request: web.Request) -> web.Response:
 async def history(request: web.Request) -> web.Response:
     service = request.app[LEDGER]
     key = service.account_key(request.match_info["account"])
-    limit = _int_param(request, "limit", 20, 1, MAX_HISTORY)
+    limit = query_int(request.query, "limit", 20, 1, MAX_HISTORY)
     return web.json_response({"account": service.account_view(key), "entries": await service.history(key, limit)})
 
 
@@ -110,12 +70,9 @@ async def show(request: web.Request) -> web.Response:
 
 @routes.post("/v1/ledger/entries")
 async def post_entries(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("the body is not JSON", hint='send {"entries": ["<hex>", ...]}') from None
-    items = body.get("entries") if isinstance(body, dict) else None
-    if isinstance(body, dict) and "entry" in body and items is None:
+    body = await json_body(request, 'send {"entries": ["<hex>", ...]}')
+    items = body.get("entries")
+    if "entry" in body and items is None:
         items = [body["entry"]]
     if not isinstance(items, list) or not items:
         raise InvalidArgument("no entries given", hint='send {"entries": ["<hex>", ...]} in chain order')
@@ -158,4 +115,3 @@ async def export(request: web.Request) -> web.StreamResponse:
     return response
 
 
-__all__ = ["LEDGER", "setup"]

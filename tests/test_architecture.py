@@ -1,0 +1,158 @@
+"""The house rules, checked on the code itself (docs/architecture.md draws them).
+
+- No import cycle anywhere in xsc/ (imports inside functions count).
+- Layers only import downwards: cli and tools -> node -> services -> net -> pure cores -> ground.
+- Pure cores do no I/O: they import no asyncio, aiohttp or plyvel.
+- No domain package imports xsc.node or aiohttp.web; services never take the aiohttp app.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent / "xsc"
+GROUND = {"xsc", "xsc.errors", "xsc.keys", "xsc.units", "xsc.paths", "xsc.identity", "xsc.config", "xsc.tasks"}
+PURE = {
+    "xsc.storage." + m for m in ("capability", "crypto", "erasure", "layout", "manifest", "merkle", "placement",
+                                 "leases", "wire")
+} | {
+    "xsc.market." + m for m in ("models", "orders", "book", "auction", "pricing", "matching", "supply")
+} | {
+    "xsc.allocation." + m for m in ("causality", "compute", "convergence", "damping", "divide", "itc", "matching",
+                                    "models", "received", "recognition", "simulate")
+} | {"xsc.allocation", "xsc.health", "xsc.market",  # packages whose face re-exports only their pure core
+     "xsc.ledger.model", "xsc.ledger.rules", "xsc.ledger.pricing", "xsc.health.challenge", "xsc.health.stats",
+     "xsc.peers.descriptors"}
+DOMAINS = ("storage", "market", "ledger", "compute", "allocation", "health", "peers", "net")
+IO_MODULES = ("asyncio", "aiohttp", "plyvel")
+TOOLS = {"xsc.__main__", "xsc.devnet"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in ROOT.rglob("*.py")}
+
+
+def is_package(name: str) -> bool:
+    return MODULES[name].name == "__init__.py"
+
+
+def imports(name: str) -> set[str]:
+    """Every module `name` imports, anywhere in its body: xsc modules by their full name, others by their top."""
+    tree = ast.parse(MODULES[name].read_text())
+    package = name if is_package(name) else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.add(alias.name if alias.name.startswith("xsc") else alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("xsc"):
+                for alias in node.names:  # `from pkg import module` names a module, not just the package
+                    sub = f"{target}.{alias.name}"
+                    found.add(sub if sub in MODULES else target)
+            else:
+                found.add(target)
+    return {m for m in found if m}
+
+
+GRAPH = {name: {m for m in imports(name) if m in MODULES and m != name} for name in MODULES}
+
+
+def layer(name: str) -> int:
+    if name in GROUND:
+        return 0
+    if name in PURE:
+        return 1
+    if name == "xsc.net" or name.startswith("xsc.net."):
+        return 2
+    if name.split(".")[1] in DOMAINS:
+        return 3
+    if name.startswith("xsc.node"):
+        return 4
+    return 5  # xsc.cli and the tools
+
+
+def test_the_module_graph_was_read() -> None:
+    assert {"xsc.node.app", "xsc.storage.gateway", "xsc.ledger.settlement"} <= set(GRAPH)
+    assert "xsc.storage.files" in GRAPH["xsc.node.app"]
+
+
+def test_no_import_cycles() -> None:
+    # Tarjan's strongly connected components: any component of more than one module is a cycle.
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(GRAPH[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in sorted(GRAPH):
+        if v not in index:
+            visit(v)
+    assert cycles == []
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_imports_go_down(name: str) -> None:
+    upward = sorted(m for m in GRAPH[name] if layer(m) > layer(name))
+    assert upward == [], f"{name} (layer {layer(name)}) imports higher layers: {upward}"
+
+
+@pytest.mark.parametrize("name", sorted(PURE))
+def test_pure_cores_do_no_io(name: str) -> None:
+    used = imports(name)
+    assert not [m for m in used if m.split(".")[0] in IO_MODULES], f"{name} imports {sorted(used)}"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if layer(n) <= 3))
+def test_domains_know_nothing_of_the_http_server(name: str) -> None:
+    text = MODULES[name].read_text()
+    assert "aiohttp.web" not in imports(name) and "from aiohttp import web" not in text, name
+    assert not any(m.startswith("xsc.node") for m in GRAPH[name]), name
+    assert "web.Application" not in text, f"{name} takes the aiohttp app"
+
+
+def test_route_modules_do_not_import_each_other() -> None:
+    routes = {n for n in MODULES if n.startswith("xsc.node.http.") and n != "xsc.node.http.common"}
+    for name in routes:
+        assert not GRAPH[name] & routes, f"{name} imports {sorted(GRAPH[name] & routes)}"
+
+
+def test_the_node_package_stays_the_composition_root_and_http() -> None:
+    lines = {n: len(p.read_text().splitlines()) for n, p in MODULES.items() if n.startswith("xsc.node")}
+    assert sum(lines.values()) < 2500, lines
+    too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
+    assert too_long == {}

@@ -1,0 +1,264 @@
+"""Payment by receipt across nodes: the one path every payment to another node takes, and its retry.
+
+Payer side (the local user pays a node for work it did; storage deals and remote invokes alike)::
+
+    entry_id = await payments.pay(payee_node_id, amount, usage, job_ref)      # work already done
+    auth = await payments.authorize(payee_node_id, cap, job_ref, ttl=...)     # work about to be done
+    payment = await payments.complete(auth, answer, meters={"fuel"})          # the receipt it sent back
+
+For this node `pay` is a local `settle`.  For another node the payer's node signs an authorization
+(capped, its cap held, recorded pending on disk), asks the payee's node to countersign a receipt into
+its chain and appends the payment embedding that receipt to the payer's chain (`complete`).  Every
+receipt that comes back is checked whole (net/receipts.check_receipt) before the ledger verifies its
+signature and writes it.  If the payee cannot be reached, or its answer is lost, the authorization
+stays pending and the retry task finishes it later: it asks the payee whether it countersigned,
+completes with that receipt, else asks again until the authorization expires, then abandons it.  Both
+halves are idempotent, so a retry after any crash of either node ends with both halves stored once.
+
+Payee side::
+
+    payments.add_check("store", check)            # check(sender, authorization, amount, usage) raises if wrong
+    receipt = await payments.countersign(sender, authorization, amount, usage, job)
+
+A job kind (the job reference up to its first ':') with no check is refused.  A repeated request for an
+authorization already countersigned gets the stored receipt without asking the check again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Iterator, Protocol
+
+from ..errors import (ClaimRefused, InvalidEntry, PeerError, PeerNotFound, PeerRefused, PeerUnreachable, WrongPayee,
+                      XscError)
+from ..identity import Identity, parse_public_id, public_id, verify
+from ..net.peer_client import PeerClient
+from ..net.receipts import ask_receipt, check_receipt, fetch_receipt
+from .model import Authorization, Payment, Receipt, format_credits
+from .rules import CLOCK_SKEW
+from .service import LedgerService
+
+log = logging.getLogger(__name__)
+
+PAY_TTL = 86_400  # seconds a payment for work already done may take to reach a payee that is down
+# A payee unreachable this long after the authorization expired is given up on: its hold is released.  (If it
+# did countersign, it holds a receipt this node never pays: its chain and ours both still verify.)
+GIVE_UP_AFTER = 86_400
+# Statuses with which a payee says it will not countersign this claim, whatever the retries.
+DEFINITIVE_REFUSALS = frozenset({400, 402, 403, 404, 409, 422})
+
+ReceiptCheck = Callable[[str, Authorization, int, dict[str, int]], Awaitable[None]]
+
+
+class PeerView(Protocol):
+    """Where a node is: its descriptor (url, key), or PeerNotFound."""
+
+    def peer(self, node_id: str) -> Any: ...
+
+
+def job_kind(job: str) -> str:
+    return job.partition(":")[0]
+
+
+class Payments:
+    def __init__(self, *, ledger: LedgerService, payer: Identity, node: Identity, peers: PeerView,
+                 client: PeerClient, retry_interval: float,
+                 on_paid: Callable[[str, int, bool], None] = lambda peer, amount, by_them: None) -> None:
+        self.ledger = ledger
+        self.payer = payer  # the local user's account
+        self.node = node  # this node's account: the payee of work done here
+        self.peers = peers
+        self.client = client
+        self.retry_interval = retry_interval
+        self.on_paid = on_paid  # (peer, amount, by_them): who pays whom is recognised by the market
+        self.checks: dict[str, ReceiptCheck] = {}
+        self._busy: set[bytes] = set()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    # --- payer side ----------------------------------------------------------------------
+    async def pay(self, payee_node_id: str, amount: int, usage: dict[str, int], job_ref: str) -> str:
+        """The local user pays node `payee_node_id` for work it already did; returns the payer's entry id (hex).
+
+        Raises InsufficientCredit before anything is sent; PeerUnreachable if the payee cannot be reached now
+        (the payment stays pending and is retried in the background); PeerRefused if it refused the claim."""
+        if payee_node_id == self.node.id:
+            return await self.ledger.settle(self.payer, self.node, amount, usage, job_ref)
+        url = self.peers.peer(payee_node_id).url  # an unknown node: refused before anything is held
+        auth = await self.ledger.authorize(self.payer, parse_public_id(payee_node_id), amount, job_ref, ttl=PAY_TTL,
+                                           claim=(amount, usage))
+        with self.working(auth.id):
+            try:
+                receipt = await ask_receipt(self.client, url, payee_node_id, auth, amount, usage)
+            except PeerUnreachable as exc:
+                raise PeerUnreachable(
+                    f"payment of {format_credits(amount)} credits to node {payee_node_id} is pending: {exc.message}",
+                    hint="it is retried in the background until the payee answers", authorization=auth.id.hex(),
+                    **exc.details) from None
+            except PeerRefused as exc:
+                if exc.details.get("peer_status") in DEFINITIVE_REFUSALS:  # else (busy, a clock problem...): retried
+                    await self._settle_refusal(payee_node_id, url, auth)
+                raise exc
+            payment = await self.ledger.complete(self.payer, receipt)
+        self.on_paid(payee_node_id, amount, False)
+        return payment.id.hex()
+
+    async def authorize(self, payee_node_id: str, cap: int, job_ref: str, *, ttl: int) -> Authorization:
+        """Hold `cap` for work `payee_node_id` is about to do (its receipt then comes back with the work)."""
+        return await self.ledger.authorize(self.payer, self.peers.peer(payee_node_id).key, cap, job_ref, ttl=ttl)
+
+    async def complete(self, payee_node_id: str, auth: Authorization, answer: Any, *,
+                       meters: frozenset[str]) -> Payment:
+        """Pay by the receipt the payee sent back with its work (checked whole first)."""
+        with self.working(auth.id):
+            receipt = check_receipt(payee_node_id, answer, auth, meters=meters)
+            payment = await self.ledger.complete(self.payer, receipt)
+        self.on_paid(payee_node_id, receipt.amount, False)
+        return payment
+
+    async def refused(self, auth: Authorization) -> None:
+        """The payee refused before doing any work: nothing will ever be countersigned."""
+        await self.ledger.abandon(auth.id, force=True)
+
+    async def _settle_refusal(self, payee_node_id: str, url: str, auth: Authorization) -> None:
+        """The payee refused to countersign: unless it holds a receipt anyway, drop the authorization."""
+        try:
+            receipt = await fetch_receipt(self.client, url, payee_node_id, auth)
+        except XscError:
+            return  # unknown: the retry task finds out
+        if receipt is not None:
+            await self.ledger.complete(self.payer, receipt)
+        else:
+            await self.ledger.abandon(auth.id, force=True)
+
+    # --- payee side ----------------------------------------------------------------------
+    def add_check(self, kind: str, check: ReceiptCheck) -> None:
+        self.checks[kind] = check
+
+    async def countersign(self, sender: str, auth: Authorization, amount: int, usage: dict[str, int],
+                          job: str | None = None) -> Receipt:
+        """This node's receipt for work it did for `sender`, once the claim is checked; idempotent."""
+        if job is not None and job != auth.job:
+            raise InvalidEntry("job does not match the authorization's job reference")
+        if auth.payee != self.node.public_key:
+            raise WrongPayee(f"the authorization pays account {public_id(auth.payee)}, not this node "
+                             f"({self.node.id})", hint="send it to the node whose account it names as payee")
+        if not verify(auth.payer, auth.signature, auth.body):
+            raise InvalidEntry("the authorization's payer signature is invalid")
+        if await self.ledger.receipt_for(auth.id) is None:  # already countersigned: the check passed then
+            check = self.checks.get(job_kind(auth.job))
+            if check is None:
+                known = ", ".join(sorted(self.checks)) or "none"
+                raise ClaimRefused(f"this node settles no work of kind {job_kind(auth.job)!r} (job {auth.job!r})",
+                                   hint=f"job kinds it settles: {known}")
+            await check(sender, auth, amount, usage)
+        receipt = await self.ledger.countersign(self.node, auth, amount, usage)
+        self.on_paid(sender, amount, True)
+        return receipt
+
+    # --- the retry of pending payments ----------------------------------------------------
+    @contextmanager
+    def working(self, authorization_id: bytes) -> Iterator[None]:
+        """Keep the retry task off an authorization a caller is finishing itself."""
+        self._busy.add(authorization_id)
+        try:
+            yield
+        finally:
+            self._busy.discard(authorization_id)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="xsc-payments-retry")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        # Its first pass runs at once (payments left pending by the last run), then on wake or every interval.
+        while True:
+            try:
+                await self.retry_all()
+            except Exception:  # one bad round must never end the retries
+                log.exception("retrying pending payments failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.retry_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+
+    async def retry_all(self) -> dict[str, int]:
+        """One pass over every pending authorization; returns how many ended in each outcome."""
+        outcome: dict[str, int] = {}
+        for auth in self.ledger.pending():
+            if auth.id in self._busy:
+                continue
+            with self.working(auth.id):
+                result = await self.retry(auth)
+            outcome[result] = outcome.get(result, 0) + 1
+        return outcome
+
+    async def retry(self, auth: Authorization) -> str:
+        """Finish one pending authorization if its payee can be reached: completed, pending or abandoned."""
+        node_id = public_id(auth.payee)
+        payer = next((i for i in (self.payer, self.node) if i.public_key == auth.payer), None)
+        now = time.time()
+        try:
+            url = self.peers.peer(node_id).url
+            receipt = await fetch_receipt(self.client, url, node_id, auth)
+            if receipt is None and now <= auth.expires_at:
+                claim = self.ledger.claim(auth.id)
+                if claim is not None:
+                    receipt = await ask_receipt(self.client, url, node_id, auth, *claim)
+        except (PeerUnreachable, PeerNotFound) as exc:
+            if now > auth.expires_at + CLOCK_SKEW + GIVE_UP_AFTER:
+                log.warning("giving up on authorization %s: payee %s unreachable since it expired (%s)",
+                            auth.id.hex()[:16], node_id[:12], exc)
+                await self.ledger.abandon(auth.id)
+                return "abandoned"
+            log.info("payment %s to %s still pending: %s", auth.id.hex()[:16], node_id[:12], exc)
+            return "pending"
+        except PeerError as exc:  # the payee refused, or answered nonsense: try again later
+            log.warning("payment %s to %s still pending: %s", auth.id.hex()[:16], node_id[:12], exc)
+            return "pending"
+        if receipt is not None:
+            if payer is None:
+                return "pending"
+            await self.ledger.complete(payer, receipt)
+            log.info("completed payment %s to %s (%s credits)", auth.id.hex()[:16], node_id[:12],
+                     format_credits(receipt.amount))
+            return "completed"
+        if now > auth.expires_at + CLOCK_SKEW:
+            # The payee has no receipt and can no longer make one: nothing is owed.
+            await self.ledger.abandon(auth.id)
+            log.info("abandoned authorization %s to %s: it expired without a receipt", auth.id.hex()[:16],
+                     node_id[:12])
+            return "abandoned"
+        return "pending"
+
+    async def check_balance(self) -> dict:
+        """The `ledger:balance` check of /health: warn when the local user's available credit is below
+        `[ledger] low_balance` % of the credit limit."""
+        view = self.ledger.account_view(self.payer.public_key)
+        out = {"componentType": "component", "observedValue": view["available"], "observedUnit": "micro-credits",
+               "status": "warn" if view["low"] else "pass",
+               "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if view["low"]:
+            out["output"] = (f"low balance: {format_credits(view['available'])} credits left to spend, below "
+                             f"{self.ledger.low_balance}% of the {format_credits(view['credit_limit'])} credit limit")
+        return out
+
+    def status(self) -> dict:
+        pending = self.ledger.pending()
+        return {"pending": len(pending), "pending_amount": sum(a.cap for a in pending)}
+
+
+__all__ = ["DEFINITIVE_REFUSALS", "PAY_TTL", "Payments", "PeerView", "ReceiptCheck", "job_kind"]

@@ -1,0 +1,69 @@
+"""Settlement across nodes, client side: ask a payee's node for its receipt, or fetch the one it made.
+
+    POST /v1/peer/ledger/receipts  {"authorization": hex, "amount": int, "usage": {...}, "job": str}
+                                   -> {"receipt": hex}
+    GET  /v1/peer/ledger/receipts/{authorization id hex} -> {"receipt": hex}, or 404 if it made none
+
+Every receipt that comes back goes through `check_receipt` (ledger/settlement.py is the only caller):
+it must be the payee's receipt for exactly this authorization and, when asked, exactly this amount and
+usage.  Its signature is checked by the ledger when the payment completes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InvalidEntry, PeerRefused
+from ..ledger.model import Authorization, Receipt, decode_entry, encode_authorization, format_credits
+from .peer_client import PeerClient
+
+RECEIPTS_PATH = "/v1/peer/ledger/receipts"
+
+
+def check_receipt(node_id: str, data: Any, auth: Authorization, amount: int | None = None,
+                  usage: dict[str, int] | None = None, *, meters: frozenset[str] | None = None) -> Receipt:
+    """The receipt a payee sent back, checked to be for exactly what was asked: its authorization, its
+    payee, at most the cap, and the amount and usage asked (or, for metered work, only `meters`)."""
+    try:
+        receipt = decode_entry(bytes.fromhex(data["receipt"]))  # type: ignore[index]
+    except (TypeError, KeyError, ValueError, InvalidEntry) as exc:
+        raise PeerRefused(f"node {node_id} answered with no readable receipt: {exc}") from None
+    if not isinstance(receipt, Receipt) or receipt.account != auth.payee:
+        raise PeerRefused(f"node {node_id} answered with an entry that is not its receipt")
+    if receipt.authorization.body != auth.body or receipt.authorization.signature != auth.signature:
+        raise PeerRefused(f"node {node_id} answered with a receipt for another authorization")
+    if receipt.amount > auth.cap:
+        raise PeerRefused(f"node {node_id} countersigned {format_credits(receipt.amount)} credits, over the "
+                          f"{format_credits(auth.cap)} authorized")
+    if amount is not None and (receipt.amount, dict(receipt.usage)) != (amount, dict(sorted((usage or {}).items()))):
+        raise PeerRefused(f"node {node_id} countersigned {format_credits(receipt.amount)} credits for "
+                          f"{dict(receipt.usage)}, not the {format_credits(amount)} for {usage} asked")
+    if meters is not None and set(dict(receipt.usage)) != meters:
+        raise PeerRefused(f"node {node_id} countersigned usage {dict(receipt.usage)}, not of {sorted(meters)}")
+    return receipt
+
+
+async def ask_receipt(client: PeerClient, url: str, payee_node_id: str, authorization: Authorization, amount: int,
+                      usage: dict[str, int]) -> Receipt:
+    """Ask the payee's node to countersign `amount` and `usage` under `authorization`; its receipt, checked.
+
+    Raises PeerUnreachable (no answer: it may or may not have countersigned), PeerRefused (it refused)."""
+    body = {"authorization": encode_authorization(authorization).hex(), "amount": amount, "usage": dict(usage),
+            "job": authorization.job}
+    response = await client.request(url, "POST", RECEIPTS_PATH, json=body, to=payee_node_id)
+    return check_receipt(payee_node_id, response.json(), authorization, amount, usage)
+
+
+async def fetch_receipt(client: PeerClient, url: str, payee_node_id: str,
+                        authorization: Authorization) -> Receipt | None:
+    """The receipt the payee's node made for `authorization`, or None if it has made none."""
+    try:
+        response = await client.request(url, "GET", f"{RECEIPTS_PATH}/{authorization.id.hex()}", to=payee_node_id)
+    except PeerRefused as exc:
+        if exc.details.get("peer_status") == 404:
+            return None
+        raise
+    return check_receipt(payee_node_id, response.json(), authorization)
+
+
+__all__ = ["RECEIPTS_PATH", "ask_receipt", "check_receipt", "fetch_receipt"]

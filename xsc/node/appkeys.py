@@ -1,0 +1,60 @@
+"""Every typed key of what the app holds: the node's resources and its services (built in app.py).
+
+Route modules read these; services never do (they get their collaborators in their constructors)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import plyvel
+from aiohttp import web
+
+from ..compute.paid import PaidCompute
+from ..compute.service import ComputeService
+from ..config import NodeConfig
+from ..identity import Identity, ReplayGuard
+from ..ledger.service import LedgerService
+from ..ledger.settlement import Payments
+from ..market.service import MarketService
+from ..peers import HealthService, PeerService
+from ..storage.audits import AuditService
+from ..storage.deals import HolderTerms, StorageDeals
+from ..storage.files import StorageService
+from ..storage.gateway import Gateway
+from ..storage.holder import ShareHolder
+from ..storage.lease_gc import LeaseCollector
+from ..storage.scrubber import Scrubber
+from .metrics import Metrics
+from .middlewares import InFlight
+
+# --- resources (opened first, closed last) ----------------------------------------------------
+CONFIG = web.AppKey("config", NodeConfig)
+DB = web.AppKey("db", plyvel.DB)
+IDENTITY = web.AppKey("identity", Identity)  # the node's key: provider account, signs provenance and peer requests
+CLIENT_IDENTITY = web.AppKey("client_identity", Identity)  # the local user's key: payer account
+TOKEN = web.AppKey("token", str)
+METRICS = web.AppKey("metrics", Metrics)
+CPU_POOL = web.AppKey("cpu_pool", ThreadPoolExecutor)  # hashing, crypto, erasure coding, LevelDB I/O
+STARTED = web.AppKey("started", float)
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
+REPLAY_GUARD = web.AppKey("replay_guard", ReplayGuard)
+# name -> async () -> a /health check dict;  name -> () -> a JSON-able part of /v1/node/status
+HEALTH_CHECKS = web.AppKey("health_checks", dict)
+STATUS_PARTS = web.AppKey("status_parts", dict)
+
+# --- services, in the order app.py builds them ---------------------------------------------------
+LEDGER = web.AppKey("ledger", LedgerService)
+GATEWAY = web.AppKey("gateway", Gateway)
+COMPUTE = web.AppKey("compute", ComputeService)
+PEERS = web.AppKey("peers", PeerService)
+HEALTH = web.AppKey("health", HealthService)
+MARKET = web.AppKey("market", MarketService)
+PAYMENTS = web.AppKey("payments", Payments)
+TERMS = web.AppKey("holder_terms", HolderTerms)
+DEALS = web.AppKey("deals", StorageDeals)
+STORAGE = web.AppKey("storage", StorageService)
+SHARE_HOLDER = web.AppKey("share_holder", ShareHolder)
+AUDITS = web.AppKey("audits", AuditService)
+SCRUBBER = web.AppKey("scrubber", Scrubber)
+LEASE_GC = web.AppKey("lease_gc", LeaseCollector)
+PAID_COMPUTE = web.AppKey("paid_compute", PaidCompute)

@@ -1,0 +1,96 @@
+"""What every route module shares: the one JSON body reader and the one query-parameter parsers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from ...errors import InvalidArgument
+
+MAX_JSON_DEPTH = 32  # nesting deeper than any XSC body: refused before it costs the parser anything
+
+
+def json_object(raw: bytes, hint: str) -> dict[str, Any]:
+    """A request body that must be one JSON object (else a 400 with `hint`)."""
+    if _too_deep(raw):
+        raise InvalidArgument(f"the request body nests deeper than {MAX_JSON_DEPTH} levels", hint=hint)
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidArgument("the request body is not JSON", hint=hint) from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("the request body must be a JSON object", hint=hint)
+    return body
+
+
+def _too_deep(raw: bytes) -> bool:
+    depth = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+async def json_body(request: web.Request, hint: str) -> dict[str, Any]:
+    return json_object(await request.read(), hint)
+
+
+async def optional_json_body(request: web.Request, hint: str) -> dict[str, Any]:
+    """A JSON object body, or {} when the request has none."""
+    raw = await request.read() if request.can_read_body else b""
+    return json_object(raw, hint) if raw.strip() else {}
+
+
+def query_int(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """`?name=N`, a whole number from low to high (default when absent)."""
+    text = query.get(name)
+    if text is None:
+        return default
+    if not text.isascii() or not text.lstrip("-").isdigit() or len(text) > 20:
+        raise InvalidArgument(f"{name} must be a whole number from {low} to {high}, not {text[:20]!r}")
+    value = int(text)
+    if not low <= value <= high:
+        raise InvalidArgument(f"{name} must be a whole number from {low} to {high}, not {text!r}")
+    return value
+
+
+def query_flag(query: Mapping[str, str], name: str) -> bool:
+    value = query.get(name, "false").lower()
+    if value not in ("1", "true", "yes", "0", "false", "no"):
+        raise InvalidArgument(f"{name} must be true or false, not {value[:20]!r}")
+    return value in ("1", "true", "yes")
+
+
+def query_kind(query: Mapping[str, str]) -> str | None:
+    kind = query.get("kind")
+    if kind not in (None, "storage", "compute"):
+        raise InvalidArgument(f"unknown kind {kind!r}", hint="use storage or compute")
+    return kind
+
+
+def storage_index(text: str, name: str = "file") -> bytes:
+    try:
+        si = bytes.fromhex(text)
+    except ValueError:
+        si = b""
+    if len(si) != 32:
+        raise InvalidArgument(f"{name} must be a storage index (64 hex digits), not {text[:80]!r}",
+                              hint="`xsc store check CAP` shows it")
+    return si

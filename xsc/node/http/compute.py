@@ -1,0 +1,82 @@
+"""HTTP API of sandboxed compute: deploy and list modules, invoke functions (paid, here or on another node),
+read provenance records; and the peer API a provider runs paid calls by (compute/paid.py)."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from ...compute import module_too_large
+from ...errors import InvalidArgument
+from ...net.compute import INVOKE_PATH, MODULES_PATH
+from .. import peer_auth
+from ..appkeys import COMPUTE, PAID_COMPUTE
+from .common import json_body, query_flag, query_int
+
+routes = web.RouteTableDef()
+
+
+async def _read_module(request: web.Request, limit: int) -> bytes:
+    """The raw body, refused as soon as it is known to be over the limit (without reading the rest)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise module_too_large(request.content_length, limit)
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(256 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise module_too_large(None, limit)
+    return bytes(body)
+
+
+@routes.post("/v1/modules")
+async def deploy(request: web.Request) -> web.Response:
+    service = request.app[COMPUTE]
+    wasm = await _read_module(request, service.max_module_size)
+    info, created = await service.deploy(wasm, wasi=query_flag(request.query, "wasi"))
+    return web.json_response({**info.to_json(), "created": created}, status=201 if created else 200)
+
+
+@routes.get("/v1/modules")
+async def list_modules(request: web.Request) -> web.Response:
+    return web.json_response({"modules": [m.to_json() for m in request.app[COMPUTE].modules()]})
+
+
+@routes.get("/v1/modules/{id}")
+async def get_module(request: web.Request) -> web.Response:
+    return web.json_response(request.app[COMPUTE].module(request.match_info["id"]).to_json())
+
+
+@routes.post("/v1/compute/invoke")
+async def invoke(request: web.Request) -> web.Response:
+    try:
+        body = json.loads(await request.read())
+    except ValueError:
+        raise InvalidArgument("the request body is not JSON",
+                              hint='send {"module": ID, "function": NAME, "args": [...]}') from None
+    return web.json_response(await request.app[PAID_COMPUTE].invoke(body))
+
+
+@routes.get("/v1/compute/provenance")
+async def recent_provenance(request: web.Request) -> web.Response:
+    limit = query_int(request.query, "limit", 20, 1, 1000)
+    return web.json_response({"records": request.app[COMPUTE].recent_provenance(limit)})
+
+
+@routes.get("/v1/compute/provenance/{id}")
+async def get_provenance(request: web.Request) -> web.Response:
+    return web.json_response(request.app[COMPUTE].provenance(request.match_info["id"]))
+
+
+# --- peer API: a provider runs a call a gateway matched here ------------------------------------
+@routes.put(MODULES_PATH)
+async def receive_module(request: web.Request) -> web.Response:
+    answer, created = await request.app[PAID_COMPUTE].receive_module(await request.read(),
+                                                                      wasi=request.query.get("wasi") == "true")
+    return web.json_response(answer, status=201 if created else 200)
+
+
+@routes.post(INVOKE_PATH)
+async def run_for_peer(request: web.Request) -> web.Response:
+    body = await json_body(request, 'send {"call", "price", "authorization", "deal"}')
+    return web.json_response(await request.app[PAID_COMPUTE].run_for_peer(peer_auth.peer_id(request), body))

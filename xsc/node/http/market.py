@@ -1,0 +1,74 @@
+"""Market routes (xsc.market.service.MarketService; storage deals: xsc.storage.deals.StorageDeals).
+
+User API (token):
+    GET  /v1/market/book[?kind=K]          asks and bids per kind and time bucket, with their clearing
+    GET  /v1/market/prices[?kind=K&limit=N] clearing prices, newest first
+    GET  /v1/market/offer                  this node's capacity slots and pricing policy
+    GET  /v1/market/status[?file=SI]       its slots, needs, storage deals and payments, convergence
+                                           (file: one file's deals, and those that ended when a share moved)
+    GET  /v1/market/explain/{need}         why a need got what it got
+    GET  /v1/market/recognition            the weights this node publishes, and the peers' of it
+    POST /v1/market/recognize {"peer", "weight"}   set a weight (null: back to the derived one)
+Peer API (signed):
+    POST /v1/peer/market {"commitments": [...]} -> {"commitments": [...], "digest"}
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ...errors import InvalidArgument
+from ..appkeys import DEALS, MARKET
+from .common import json_body, query_int, query_kind, storage_index
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/market/book")
+async def book(request: web.Request) -> web.Response:
+    return web.json_response(request.app[MARKET].book_view(query_kind(request.query)))
+
+
+@routes.get("/v1/market/prices")
+async def prices(request: web.Request) -> web.Response:
+    limit = query_int(request.query, "limit", 50, 1, 1000)
+    return web.json_response({"prices": request.app[MARKET].price_view(query_kind(request.query), limit)})
+
+
+@routes.get("/v1/market/offer")
+async def offer(request: web.Request) -> web.Response:
+    return web.json_response(request.app[MARKET].offer_view())
+
+
+@routes.get("/v1/market/status")
+async def status(request: web.Request) -> web.Response:
+    deals = request.app[DEALS]
+    if "file" in request.query:  # one file's deals, with those that ended when a repair moved a share
+        return web.json_response(deals.of_file_view(storage_index(request.query["file"])))
+    return web.json_response({**request.app[MARKET].status(), **deals.summary()})
+
+
+@routes.get("/v1/market/explain/{need}")
+async def explain(request: web.Request) -> web.Response:
+    return web.json_response(request.app[MARKET].explanations.explain(request.match_info["need"]))
+
+
+@routes.get("/v1/market/recognition")
+async def recognition(request: web.Request) -> web.Response:
+    return web.json_response({"recognition": request.app[MARKET].recognition_view()})
+
+
+@routes.post("/v1/market/recognize")
+async def recognize(request: web.Request) -> web.Response:
+    body = await json_body(request, 'send {"peer": NODE_ID, "weight": "0.5"}')
+    if "weight" not in body:
+        raise InvalidArgument("send {\"peer\": NODE_ID, \"weight\": \"0.5\"} (weight null: back to the derived one)")
+    return web.json_response(request.app[MARKET].recognize(body.get("peer"), body["weight"]))
+
+
+@routes.post("/v1/peer/market")
+async def exchange(request: web.Request) -> web.Response:
+    body = await json_body(request, 'send {"commitments": [...]}')
+    if "commitments" not in body:
+        raise InvalidArgument('send {"commitments": [...]}')
+    return web.json_response(request.app[MARKET].exchange_answer(body["commitments"]))

@@ -1,0 +1,50 @@
+"""Peer routes (xsc.peers.PeerService).
+
+User API (token):
+    GET    /v1/peers              this node's descriptor and every known peer's, with its health
+    POST   /v1/peers {"url"}      join the node at URL (and, through it, every node it knows)
+    DELETE /v1/peers/{id}         forget a node; its descriptors are ignored until it is added again
+Peer API (signed, see node/peer_auth.py):
+    POST   /v1/peer/descriptors   {"descriptors": [...]} -> {"self": ..., "descriptors": [...]}
+    POST   /v1/peer/challenge     {"nonce"} -> the nonce signed with (prober, responder), and "descriptor"
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .. import peer_auth
+from ..appkeys import PEERS
+from .common import json_body
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/peers")
+async def list_peers(request: web.Request) -> web.Response:
+    return web.json_response(request.app[PEERS].table())
+
+
+@routes.post("/v1/peers")
+async def add_peer(request: web.Request) -> web.Response:
+    body = await json_body(request, 'send {"url": "http://HOST:PORT"}')
+    return web.json_response(await request.app[PEERS].join(body.get("url")), status=201)
+
+
+@routes.delete("/v1/peers/{id}")
+async def remove_peer(request: web.Request) -> web.Response:
+    node_id = request.match_info["id"]
+    request.app[PEERS].remove(node_id)
+    return web.json_response({"removed": node_id})
+
+
+@routes.post("/v1/peer/descriptors")
+async def exchange_descriptors(request: web.Request) -> web.Response:
+    body = await json_body(request, 'send {"descriptors": [...]}')
+    return web.json_response(request.app[PEERS].gossip_answer(body.get("descriptors")))
+
+
+@routes.post("/v1/peer/challenge")
+async def answer_challenge(request: web.Request) -> web.Response:
+    body = await json_body(request, 'send {"nonce": "<32 hex digits>"}')
+    return web.json_response(request.app[PEERS].answer_challenge(body.get("nonce"), peer_auth.peer_id(request)))

@@ -1,0 +1,149 @@
+"""The peer API of share holders (storage/wire.py is the protocol, storage/holder.py the holder), and the
+damage reports holders send to the node that placed a share (storage/audits.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+
+from aiohttp import web
+
+from ...errors import BadRequestSignature, PayloadTooLarge, XscError
+from ...storage.wire import DAMAGE_PATH, parse_count, parse_damage_report, parse_share, parse_storage_index
+from ...tasks import in_pool
+from .. import peer_auth
+from ..appkeys import AUDITS, CPU_POOL, SHARE_HOLDER
+from .common import json_body, json_object
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+
+def _sender(request: web.Request) -> bytes:
+    return peer_auth.signed(request).sender_key
+
+
+def _target(request: web.Request) -> tuple[bytes, int]:
+    return parse_storage_index(request.match_info["si"]), parse_share(request.match_info["share"])
+
+
+async def _read_signed_body(request: web.Request, limit: int) -> bytes:
+    """The body of a @streams_body handler, at most limit bytes, checked against its signed digest."""
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the body is {request.content_length} bytes; at most {limit} are accepted here",
+                              limit=limit)
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body is longer than the {limit} bytes accepted here", limit=limit)
+    digest = await in_pool(request.app[CPU_POOL], lambda: hashlib.sha256(body).hexdigest())
+    if not hmac.compare_digest(digest, peer_auth.signed(request).digest):
+        raise BadRequestSignature("the request body does not match its signed digest",
+                                  hint="sign the exact bytes sent")
+    return bytes(body)
+
+
+@routes.post("/v1/peer/shares/{si}/{share}/uploads")
+async def begin_upload(request: web.Request) -> web.Response:
+    si, share = _target(request)
+    body = await json_body(request, 'send {"size", "segment_size", "lease_expiry", "price"}')
+    answer = await request.app[SHARE_HOLDER].begin_upload(_sender(request), peer_auth.peer_id(request), si, share,
+                                                          body)
+    return web.json_response(answer, status=201)
+
+
+@routes.put("/v1/peer/uploads/{upload}/segments/{first}")
+@peer_auth.streams_body
+async def put_segments(request: web.Request) -> web.Response:
+    holder = request.app[SHARE_HOLDER]
+    incoming = holder.get(request.match_info["upload"], _sender(request))
+    first = parse_count(request.match_info["first"], "the first segment")
+    holder.check_order(incoming, first)  # refused before its body is read; checked again under the lock
+    body = await _read_signed_body(request, holder.put_limit(incoming))
+    following = await holder.put(incoming, first, body)
+    return web.json_response({"next_segment": following, "segment_count": incoming.segment_count})
+
+
+@routes.post("/v1/peer/uploads/{upload}/commit")
+@peer_auth.streams_body
+async def commit_upload(request: web.Request) -> web.Response:
+    holder = request.app[SHARE_HOLDER]
+    incoming = holder.get(request.match_info["upload"], _sender(request))
+    try:
+        raw = await _read_signed_body(request, holder.commit_limit(incoming))
+        body = json_object(raw, 'send {"block_hashes": [...], "manifest": hex}')
+    except BadRequestSignature:
+        raise  # not provably from the uploader: its upload stays as it was
+    except XscError:
+        await holder.abort(incoming)
+        raise
+    meta = await holder.commit(incoming, body.get("block_hashes"), body.get("manifest"))
+    return web.json_response({"share": meta.share, "segment_count": meta.segment_count,
+                              "stored_bytes": meta.stored_bytes, "lease_expiry": meta.lease_expiry})
+
+
+@routes.delete("/v1/peer/uploads/{upload}")
+async def abort_upload(request: web.Request) -> web.Response:
+    holder = request.app[SHARE_HOLDER]
+    await holder.abort(holder.get(request.match_info["upload"], _sender(request)))
+    return web.json_response({"aborted": request.match_info["upload"]})
+
+
+@routes.get("/v1/peer/shares/{si}/{share}")
+async def share_meta(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[SHARE_HOLDER].describe(*_target(request)))
+
+
+@routes.get("/v1/peer/shares/{si}/{share}/blocks")
+async def share_blocks(request: web.Request) -> web.StreamResponse:
+    si, share = _target(request)
+    first = parse_count(request.query.get("from"), "from")
+    count = parse_count(request.query.get("count"), "count", minimum=1)
+    holder = request.app[SHARE_HOLDER]
+    block: bytes | None = await holder.first_block(si, share, first, count)
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    await response.prepare(request)
+    for segment in range(first, first + count):
+        if segment > first:
+            block = await holder.block(si, share, segment)
+        if block is None:
+            # Headers are gone: cut the connection, so the reader sees a short answer and asks another holder.
+            log.error("block %d of share %d of %s is missing: answer cut", segment, share, si.hex()[:16])
+            request.transport.close()
+            return response
+        await response.write(block)
+    await response.write_eof()
+    return response
+
+
+@routes.delete("/v1/peer/shares/{si}/{share}")
+async def delete_share(request: web.Request) -> web.Response:
+    await request.app[SHARE_HOLDER].delete(*_target(request), _sender(request))
+    return web.Response(status=204)
+
+
+@routes.post("/v1/peer/shares/{si}/{share}/renew")
+async def renew_share(request: web.Request) -> web.Response:
+    si, share = _target(request)
+    body = await json_body(request, 'send {"lease_expiry": <unix seconds>}')
+    return web.json_response(await request.app[SHARE_HOLDER].renew(si, share, _sender(request), body))
+
+
+@routes.post("/v1/peer/shares/{si}/{share}/audit")
+async def audit_share(request: web.Request) -> web.Response:
+    si, share = _target(request)
+    body = await json_body(request, 'send {"segment": <block index>}')
+    return web.json_response(await request.app[SHARE_HOLDER].audit(si, share, body))
+
+
+@routes.post(DAMAGE_PATH)
+async def report_damage(request: web.Request) -> web.Response:
+    body = await json_body(request, 'send {"si": <64 hex digits>, "share": <0-5>, "segments": [...]}')
+    si, share, segments = parse_damage_report(body)
+    await request.app[AUDITS].damage_reported(si, share, segments, peer_auth.peer_id(request))
+    return web.json_response({"marked": True, "repair": "queued"}, status=202)
+
+

@@ -1,0 +1,122 @@
+"""Storage routes of the user API: put, get, list, remove, check, verify, repair, renew (StorageService)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from ...errors import BadRequest, XscError
+from ...storage import Capability, leases, quotes
+from ..appkeys import CONFIG, METRICS, STORAGE
+from ..auth import check_token
+from ..problems import problem_from_error
+from .common import optional_json_body
+
+log = logging.getLogger(__name__)
+
+routes = web.RouteTableDef()
+
+
+def _cap(request: web.Request) -> Capability:
+    return Capability.parse(request.match_info["cap"])
+
+
+def _put_terms(request: web.Request) -> tuple[int, int, dict]:
+    """(lease seconds, bid, filters) of a put, from its query."""
+    query = request.query
+    return (request.app[STORAGE].lease_seconds(query.get("duration")),
+            quotes.parse_max_price(query.get("max_price"), request.app[CONFIG].market.storage_bid),
+            quotes.parse_filters(query))
+
+
+async def _expect_put(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue`: refuse a put that will fail before its body is sent."""
+    try:
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            raise BadRequest(f"unsupported Expect header: {request.headers['Expect']!r}")
+        check_token(request)
+        seconds, bid, wanted = _put_terms(request)
+        await request.app[STORAGE].precheck(request.content_length, seconds, bid, **wanted)
+    except XscError as err:
+        response = problem_from_error(err)
+        response.force_close()
+        return response
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None
+
+
+@routes.post("/v1/store/files", expect_handler=_expect_put)
+async def put_file(request: web.Request) -> web.Response:
+    size = request.content_length
+    if size is None and request.headers.get("Transfer-Encoding", "").lower() != "chunked":
+        raise BadRequest("a put needs a body with Content-Length or chunked transfer encoding")
+    metrics = request.app[METRICS]
+
+    async def read(n: int) -> bytes:
+        chunk = await request.content.read(n)
+        metrics.bytes_received.inc(len(chunk))
+        return chunk
+
+    try:
+        seconds, bid, wanted = _put_terms(request)
+        answer = await request.app[STORAGE].put(read, size, request.query.get("name"), seconds, bid, **wanted)
+    except XscError as err:
+        # The client may still be sending: answer, then close, rather than leave it blocked.
+        response = problem_from_error(err)
+        response.force_close()
+        return response
+    return web.json_response(answer, status=201)
+
+
+@routes.get("/v1/store/files")
+async def list_files(request: web.Request) -> web.Response:
+    return web.json_response({"files": await request.app[STORAGE].files()})
+
+
+@routes.get("/v1/store/files/{cap}")
+async def get_file(request: web.Request) -> web.StreamResponse:
+    size, chunks = await request.app[STORAGE].open(_cap(request))
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    response.content_length = size
+    await response.prepare(request)
+    metrics = request.app[METRICS]
+    try:
+        async for chunk in chunks:
+            await response.write(chunk)
+            metrics.bytes_served.inc(len(chunk))
+    except XscError as err:
+        # Headers are gone: cut the connection so the client sees a short body, never wrong bytes.
+        log.error("get of %s stopped: %s", request.match_info["cap"][:24], err)
+        request.transport.close()
+        return response
+    await response.write_eof()
+    return response
+
+
+@routes.delete("/v1/store/files/{cap}")
+async def remove_file(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[STORAGE].remove(_cap(request)))
+
+
+@routes.get("/v1/store/files/{cap}/check")
+async def check_file(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[STORAGE].check(_cap(request)))
+
+
+@routes.post("/v1/store/files/{cap}/verify")
+async def verify_file(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[STORAGE].verify(_cap(request)))
+
+
+@routes.post("/v1/store/files/{cap}/repair")
+async def repair_file(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[STORAGE].repair(_cap(request)))
+
+
+@routes.post("/v1/store/files/{cap}/renew")
+async def renew_file(request: web.Request) -> web.Response:
+    """Extend every share's lease to now + duration (body {"duration": seconds}), paid like the lease."""
+    cap = _cap(request)
+    body = await optional_json_body(request, leases.DURATION_HINT)
+    return web.json_response(await request.app[STORAGE].renew(cap, body))

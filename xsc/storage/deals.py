@@ -1,0 +1,279 @@
+"""Storage deals: which node holds each share of a file this node placed, at what price, until when,
+and the payments for it.
+
+A put matches one need slot per share on the market; each share's deal is (holder, bytes, price
+per GiB-hour, start, end).  Holding is paid in arrears, per period, for the byte-hours actually
+held, and only for periods in which the holder passed its audits:
+
+- a holder with a failed audit since the deal was last paid forfeits that period (it is not paid,
+  and the audit has already queued its share for repair);
+- a holder with a passed audit since then (and no failure) is paid for everything held since;
+- no audit since then: the period waits for the next audit (nothing is lost, nothing is paid blind).
+  With audits turned off (`audit.blocks_per_round = 0`) there is nothing to wait for: periods are paid.
+This node's own shares are checked by its scrubber: they are paid unless marked damaged.
+
+Every payment is one ledger transfer by receipt (ledger/settlement.py, `Payments.pay`): the local
+user pays the holder, with the job reference `store:<storage index>:<share>:<from>:<to>` the holder
+checks before it signs the receipt (`HolderTerms.check_receipt`, on the holder's node).
+
+    StorageDeals   the gateway's side: a deal per share placed (LevelDB `s/deals/`), moved by repairs,
+                   ended by rm, extended by renewals, paid per period by `pay_due`
+    HolderTerms    the holder's side: the terms each share was placed here under (`s/terms/`), refused
+                   under this node's ask, and the check of the receipts it is asked to sign
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import plyvel
+
+from .. import keys
+from ..errors import DealRefused, Forbidden, XscError
+from ..identity import parse_public_id, public_id
+from ..ledger.pricing import byte_hours, price_storage
+from ..tasks import every, in_pool, stop
+from .share_store import ShareStore
+
+log = logging.getLogger(__name__)
+
+RECEIPT_SLACK = 300  # seconds a payment period may run past the lease (clock skew between nodes)
+
+
+@dataclass
+class StorageDeal:
+    si: str  # storage index, hex
+    share: int
+    node: str  # the holder
+    bytes: int  # block bytes of the share
+    price: int  # micro-credits per GiB-hour
+    start: int  # unix seconds
+    end: int  # the lease end
+    paid_until: int  # everything before this is settled (paid or forfeited)
+    paid: int = 0  # micro-credits paid so far
+    forfeited: int = 0  # seconds not paid because an audit failed
+    ended: bool = False  # the share left that node (repair moved it, or the file was removed)
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode()
+
+    def cost(self, seconds: int) -> int:
+        return price_storage(self.bytes, seconds, self.price)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "total": self.cost(self.end - self.start)}
+
+
+Pay = Callable[[str, int, dict[str, int], str], Awaitable[str]]  # (payee node, amount, usage, job) -> entry id
+
+
+class StorageDeals:
+    def __init__(self, *, db: plyvel.DB, me: str, store: ShareStore, pool: Executor, pay: Pay, audits_on: bool,
+                 payment_interval: float) -> None:
+        self.db = db
+        self.me = me
+        self.store = store
+        self.pool = pool
+        self.pay = pay
+        self.audits_on = audits_on  # off (audit.blocks_per_round = 0): there is no audit to wait for
+        self.payment_interval = payment_interval
+        self.audits: dict[str, dict[str, int]] = {}
+        for key, value in self.db.iterator(prefix=keys.HOLDER_AUDITS):
+            self.audits[public_id(key[len(keys.HOLDER_AUDITS):])] = json.loads(value)
+        self._task: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+        self.last_run: dict[str, Any] | None = None
+
+    # --- records -------------------------------------------------------------------------
+    def record(self, si: bytes, placement: list[str], share_bytes: int, prices: dict[int, int], start: int,
+               end: int) -> list[StorageDeal]:
+        deals = [StorageDeal(si.hex(), s, node, share_bytes, prices[s], start, end, start) for s, node in enumerate(placement)]
+        with self.db.write_batch(sync=True) as batch:
+            for d in deals:
+                batch.put(keys.storage_deal(si, d.share), d.encode())
+        return deals
+
+    def of_file(self, si: bytes) -> list[StorageDeal]:
+        return [StorageDeal(**json.loads(v)) for _, v in self.db.iterator(prefix=keys.storage_deals_of(si))]
+
+    def all(self) -> list[StorageDeal]:
+        return [StorageDeal(**json.loads(v)) for _, v in self.db.iterator(prefix=keys.STORAGE_DEALS)]
+
+    def _save(self, deals: list[StorageDeal]) -> None:
+        with self.db.write_batch(sync=True) as batch:
+            for d in deals:
+                batch.put(keys.storage_deal(bytes.fromhex(d.si), d.share), d.encode())
+
+    def moved(self, si: bytes, share: int, node: str, at: int, price: int | None) -> None:
+        """A repair put the share on `node`: the old holder's deal ends now (unpaid since its last audit
+        pass: the share left because it failed), the new holder's runs to the lease end at `price` (None:
+        the old deal's price)."""
+        old = next((d for d in self.of_file(si) if d.share == share), None)
+        if old is None or old.node == node:
+            return
+        new = StorageDeal(old.si, share, node, old.bytes, old.price if price is None else price, at, old.end, at)
+        old.forfeited += max(0, min(at, old.end) - old.paid_until)
+        old.paid_until, old.end, old.ended = at, at, True
+        log.info("share %d of %s moved from %s to %s: %s was paid %d, forfeited %d s", share, old.si[:16],
+                 old.node[:12], node[:12], old.node[:12], old.paid, old.forfeited)
+        with self.db.write_batch(sync=True) as batch:
+            batch.put(keys.storage_ended(si, share, at), old.encode())
+            batch.put(keys.storage_deal(si, share), new.encode())
+
+    def ended_deals(self, si: bytes) -> list[StorageDeal]:
+        """The deals of a file's shares that ended when a repair moved the share, oldest first."""
+        return [StorageDeal(**json.loads(v)) for _, v in self.db.iterator(prefix=keys.storage_ended_of(si))]
+
+    def removed(self, si: bytes, at: int) -> None:
+        """The file was removed: its deals end now (what was held until now is still paid)."""
+        deals = [d for d in self.of_file(si) if not d.ended]
+        for d in deals:
+            d.end = min(d.end, at)
+        self._save(deals)
+
+    def extended(self, si: bytes, lease_end: int, shares: set[int]) -> list[StorageDeal]:
+        """The leases of `shares` were renewed to `lease_end`: their deals run (and are paid) until then."""
+        deals = [d for d in self.of_file(si) if not d.ended and d.end < lease_end and d.share in shares]
+        for d in deals:
+            d.end = lease_end
+        self._save(deals)
+        return deals
+
+    # --- audits ------------------------------------------------------------------------------
+    def note_audit(self, node: str, ok: bool, at: int | None = None) -> None:
+        at = int(time.time()) if at is None else at
+        marks = self.audits.setdefault(node, {})
+        marks["ok" if ok else "failed"] = at
+        self.db.put(keys.holder_audit(parse_public_id(node)), json.dumps(marks).encode())
+
+    def verdict(self, deal: StorageDeal) -> bool | None:
+        """Has the holder earned the period since `paid_until`?  True pay, False forfeit, None wait."""
+        if deal.node == self.me:
+            return deal.share not in self.store.damaged(bytes.fromhex(deal.si))
+        if not self.audits_on:
+            return True
+        marks = self.audits.get(deal.node, {})
+        if marks.get("failed", -1) >= deal.paid_until:
+            return False
+        if marks.get("ok", -1) >= deal.paid_until:
+            return True
+        return None
+
+    # --- payments ----------------------------------------------------------------------------
+    async def pay_due(self, now: int | None = None) -> dict[str, Any]:
+        """Pay every deal what it earned since it was last paid; returns what was paid and skipped."""
+        now = int(time.time()) if now is None else now
+        summary = {"paid": 0, "payments": 0, "forfeited": 0, "waiting": 0, "failed": 0}
+        async with self._lock:
+            deals = await in_pool(self.pool, self.all)
+            for deal in deals:
+                until = min(now, deal.end)
+                if until <= deal.paid_until:
+                    continue
+                verdict = self.verdict(deal)
+                if verdict is None:
+                    summary["waiting"] += 1
+                    continue
+                if verdict is False:
+                    deal.forfeited += until - deal.paid_until
+                    summary["forfeited"] += 1
+                    log.warning("not paying %s for share %d of %s: it failed an audit", deal.node[:12], deal.share,
+                                deal.si[:16])
+                else:
+                    seconds = until - deal.paid_until
+                    amount = deal.cost(seconds)
+                    job = f"store:{deal.si}:{deal.share}:{deal.paid_until}:{until}"
+                    try:
+                        await self.pay(deal.node, amount, {"byte_hours": byte_hours(deal.bytes, seconds)}, job)
+                    except XscError as err:
+                        summary["failed"] += 1
+                        log.warning("payment for share %d of %s to %s failed (retried next run): %s", deal.share,
+                                    deal.si[:16], deal.node[:12], err)
+                        continue
+                    deal.paid += amount
+                    summary["paid"] += amount
+                    summary["payments"] += 1
+                deal.paid_until = until
+                self._save([deal])
+        self.last_run = {"at": now, **summary}
+        return summary
+
+    def start(self) -> None:
+        self._task = every("storage-payments", self.payment_interval, self.pay_due)
+
+    async def close(self) -> None:
+        await stop(self._task)
+
+    def summary(self) -> dict[str, Any]:
+        """The deals still running, how many are settled, and the last payment run (for `market status`)."""
+        every_deal = self.all()
+        running = [d.to_json() for d in every_deal if d.paid_until < d.end]
+        return {"deals": running, "deals_settled": len(every_deal) - len(running), "payments": self.last_run}
+
+    def of_file_view(self, si: bytes) -> dict[str, Any]:
+        """One file's deals, with those that ended when a repair moved a share."""
+        return {"deals": [d.to_json() for d in self.of_file(si)], "ended": [d.to_json() for d in self.ended_deals(si)]}
+
+
+# --- the holder's side ----------------------------------------------------------------------
+class HolderTerms:
+    """The terms each share held here was placed under, and the receipts this node signs for holding them."""
+
+    def __init__(self, *, db: plyvel.DB, store: ShareStore, ask: Callable[[], int | None]) -> None:
+        self.db = db
+        self.store = store
+        self.ask = ask  # the lowest storage price this node takes now (None: it offers no storage)
+
+    def get(self, si: bytes, share: int) -> dict | None:
+        raw = self.db.get(keys.holder_terms(si, share))
+        return json.loads(raw) if raw else None
+
+    def forget(self, si: bytes, share: int) -> None:
+        self.db.delete(keys.holder_terms(si, share), sync=True)
+
+    def accept(self, si: bytes, share: int, uploader: str, price: Any, share_bytes: int) -> None:
+        """A gateway offers this node a share at `price` per GiB-hour: refuse it under our ask, else keep its terms."""
+        if type(price) is not int or price < 0:
+            raise DealRefused("a share upload must name its deal price (micro-credits per GiB-hour, an integer)",
+                              hint="place shares through the market (xsc store put)")
+        ask = self.ask()
+        if ask is None:
+            raise DealRefused("this node does not offer storage now", hint="choose another provider (xsc market book)")
+        if price < ask:
+            raise DealRefused(f"the deal price {price} is under this node's ask of {ask} per GiB-hour",
+                              hint="the market moved: match the need again", ask=ask, price=price)
+        self.db.put(keys.holder_terms(si, share),
+                    json.dumps({"uploader": uploader, "price": price, "bytes": share_bytes}).encode(), sync=True)
+
+    async def check_receipt(self, sender: str, authorization, amount: int, usage: dict[str, int]) -> None:
+        """Sign a storage receipt only for a share we hold (or held) for `sender`, for at most the byte-hours of
+        the period it names, and at no less than the deal price."""
+        parts = authorization.job.split(":")
+        if len(parts) != 5 or not all(p.isdigit() for p in parts[2:]) or len(parts[1]) != 64:
+            raise Forbidden(f"not a storage job reference: {authorization.job[:80]!r}",
+                            hint="store:<storage index>:<share>:<from>:<to>")
+        si, share, start, end = bytes.fromhex(parts[1]), int(parts[2]), int(parts[3]), int(parts[4])
+        terms = self.get(si, share)
+        meta = self.store.share_meta(si, share)
+        if terms is None or terms["uploader"] != sender:
+            raise Forbidden("this node holds no share of that file for the sender", hint="pay the share's holder")
+        if end <= start or end > int(time.time()) + RECEIPT_SLACK:
+            raise Forbidden("the payment period is not a past period", hint="pay for time already held")
+        if meta is not None and end > meta.lease_expiry + RECEIPT_SLACK:
+            raise Forbidden("the payment period runs past the share's lease", hint="renew the lease first")
+        stored = terms["bytes"]
+        expected = byte_hours(stored, end - start)
+        if set(usage) != {"byte_hours"} or usage["byte_hours"] != expected:
+            raise Forbidden(f"the usage claimed does not match the share held: expected byte_hours={expected}")
+        if amount < price_storage(stored, end - start, terms["price"]):
+            raise Forbidden("the amount is under the deal price", hint=f"the deal is {terms['price']} per GiB-hour")
+
+
+__all__ = ["HolderTerms", "RECEIPT_SLACK", "StorageDeal", "StorageDeals"]

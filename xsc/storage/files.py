@@ -1,0 +1,287 @@
+"""The files this node's user stores: put, get, remove, check, verify, repair, renew, across nodes.
+
+This is the user's side of storage (the gateway node, Tahoe's model): the Gateway does the bytes
+(segments, encryption, erasure coding, verification) against Holder objects; this service decides
+where shares go and what they cost.  A put is matched on the market (storage/quotes.py), its cost
+checked against the user's credit before a byte is stored, its shares placed on the providers the
+market chose, and a storage deal recorded per share (storage/deals.py).  Repairs rebuild lost shares
+on a provider matched for the rest of the lease; the deal follows the share.  Routes:
+node/http/storage.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import asdict
+from typing import Any
+
+from ..errors import BadRequest, MarketNoDeal, NotFound, PeerNotFound, PeerUnreachable, XscError
+from ..identity import Identity
+from ..ledger.service import LedgerService
+from ..market.service import MarketService
+from ..tasks import in_pool
+from . import layout, leases, quotes
+from .capability import Capability
+from .deals import StorageDeal, StorageDeals
+from .gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+LOCAL = "this node"  # how a file record put without peers names this node
+ReadFn = Callable[[int], Awaitable[bytes]]
+
+
+class UnknownNode:
+    """A holder this node no longer knows (removed with `xsc peers rm`): its share is unreadable,
+    and the file is read or repaired from the others."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+
+    def __getattr__(self, name: str):
+        async def refuse(*args, **kwargs):
+            raise PeerUnreachable(f"node {self.node_id[:12]}… is not a known peer any more",
+                                  hint="add it back with `xsc peers add URL`, or repair the file")
+        return refuse
+
+
+class StorageService:
+    def __init__(self, *, gateway: Gateway, deals: StorageDeals, market: MarketService, ledger: LedgerService,
+                 payer: Identity, me: str, peers: Any | None, holder_for: Callable[..., Any], pool: Executor,
+                 segment_size: int, lease_duration: int) -> None:
+        self.gateway = gateway
+        self.store = gateway.store
+        self.deals = deals
+        self.market = market
+        self.ledger = ledger
+        self.payer = payer  # the local user's account
+        self.me = me
+        self.peers = peers  # xsc.peers.PeerService, or None for a node on its own
+        self._holder_for = holder_for  # (node id, url, price) -> a Holder on that node (net.RemoteHolder)
+        self.pool = pool
+        self.segment_size = segment_size
+        self.lease_duration = lease_duration
+        self.repair_locks: dict[bytes, asyncio.Lock] = {}  # storage index -> the lock of the repair running
+
+    # --- where shares are --------------------------------------------------------------------
+    def holder(self, node_id: str, price: int | None = None):
+        """The share holder on another node, as the gateway uses it (`price`: the deal a new share is placed at)."""
+        if self.peers is None:
+            return UnknownNode(node_id)
+        try:
+            return self._holder_for(node_id, self.peers.peer(node_id).url, price)
+        except PeerNotFound:
+            return UnknownNode(node_id)
+
+    def holders_of(self, record: dict | None) -> tuple[dict, list[str] | None]:
+        """The holders of a file's shares on other nodes, from the gateway's record of where it put them."""
+        nodes = (record or {}).get("placement")
+        if not nodes:
+            return {}, None
+        return {s: self.holder(node) for s, node in enumerate(nodes) if node not in (self.me, LOCAL)}, nodes
+
+    async def placed(self, cap: Capability) -> tuple[dict, list[str] | None]:
+        """The holders (on other nodes) and node names of a file's shares, from this gateway's record of it."""
+        return self.holders_of(await in_pool(self.pool, self.store.file_record, cap.storage_index))
+
+    def has_peers(self) -> bool:
+        return self.peers is not None and bool(self.peers.peers())
+
+    def latency_rank(self, names: list[str] | None) -> dict[int, float]:
+        """Lower is better: this node 0, peers by their latency average (unknown: a second)."""
+        if not names or self.peers is None:
+            return {}
+        return {s: 0.0 if node == self.me else (self.peers.availability(node).latency_ms or 1000.0)
+                for s, node in enumerate(names)}
+
+    def summary(self, reports, names: list[str] | None = None) -> dict:
+        """Share reports; for a file spread over nodes, with each share's node and that node's health."""
+        shares = [asdict(r) for r in reports]
+        if names and any(node != self.me for node in names):
+            for share in shares:
+                share["node"] = names[share["share"]]
+                if share["node"] != self.me and self.peers is not None:
+                    availability = self.peers.availability(share["node"])
+                    share["node_up"], share["node_ratio_1h"] = availability.up, availability.ratio_1h
+        intact = sum(r.status == "ok" for r in reports)
+        return {"shares": shares, "intact": intact, "recoverable": intact >= 4, "healthy": intact == len(reports)}
+
+    def lease_seconds(self, text: str | None) -> int:
+        """`?duration=SECONDS` of a put (default: storage.lease_duration), within the lease bounds."""
+        return leases.parse_duration_param(text, self.lease_duration)
+
+    # --- put -----------------------------------------------------------------------------------
+    async def quote(self, size: int | None, seconds: int, bid: int, **wanted) -> quotes.PutQuote:
+        """The put's market quote, once the user's credit is known to cover the whole lease (else
+        InsufficientCredit).  Its needs stay published until `withdraw`."""
+        await self.market.fill_book()
+        result = quotes.quote(self.market, self.segment_size, size, seconds, bid, **wanted)
+        try:
+            # A stream of unknown size is paid in arrears for what it turns out to hold.
+            await self.ledger.ensure_credit(self.payer, result.cost)
+        except BaseException:
+            self.withdraw(result)
+            raise
+        return result
+
+    def withdraw(self, quote: quotes.PutQuote) -> None:
+        quotes.withdraw_needs(self.market, quote.needs)
+
+    async def precheck(self, size: int | None, seconds: int, bid: int, **wanted) -> None:
+        """`Expect: 100-continue`: refuse a put that will fail before its body is sent."""
+        if size is None:
+            return
+        stored = layout.stored_bytes(size, self.segment_size)
+        # With peers the shares spread out: this node needs room for one of them at least (the put
+        # reserves exactly what it keeps here, and each holder checks its own).
+        self.store.check_fits(layout.share_bytes(size, self.segment_size) if self.has_peers() else stored)
+        # The market's answer and the credit check, before the body is sent (the put asks again).
+        self.withdraw(await self.quote(size, seconds, bid, **wanted))
+
+    async def put(self, read: ReadFn, size: int | None, name: str | None, seconds: int, bid: int,
+                  **wanted) -> dict[str, Any]:
+        """Store a file: matched, credit-checked, placed, its deals recorded; the put's answer."""
+        if size is not None and size < 0:
+            raise BadRequest("a put's size cannot be negative")
+        quote = await self.quote(size, seconds, bid, **wanted)
+        try:
+            result = await self.gateway.put(read, size, name, place=self._placer(quote), lease_duration=seconds)
+        finally:
+            self.withdraw(quote)
+        cap = Capability.parse(result.capability)
+        quote.share_bytes = result.stored_bytes // len(result.placement)
+        if size is None:  # a stream's cost is known only now: unpaid, it is not kept
+            try:
+                await self.ledger.ensure_credit(self.payer, quote.cost)
+            except XscError:
+                await self.delete_everywhere(cap)
+                raise
+        deals = await in_pool(self.pool, self.deals.record, cap.storage_index, result.placement, quote.share_bytes,
+                              quote.prices, result.lease_expiry - seconds, result.lease_expiry)
+        return {**result.to_json(), **quote.to_json(), "deals": [d.to_json() for d in deals]}
+
+    def _placer(self, quote: quotes.PutQuote):
+        """Where a put's shares go: the providers the market matched to its needs, each told its deal price."""
+
+        def place(si: bytes, share_bytes: int) -> tuple[list[str], dict]:
+            nodes = list(quote.nodes)
+            return nodes, {s: self.holder(node, quote.prices[s]) for s, node in enumerate(nodes) if node != self.me}
+
+        return place
+
+    # --- get, list, remove ---------------------------------------------------------------------
+    async def open(self, cap: Capability) -> tuple[int, AsyncIterator[bytes]]:
+        holders, names = await self.placed(cap)
+        return await self.gateway.open(cap, holders, names, self.latency_rank(names))
+
+    async def files(self) -> list[dict]:
+        return await in_pool(self.pool, lambda: sorted(self.store.files(), key=lambda f: f["created"]))
+
+    async def remove(self, cap: Capability) -> dict:
+        record = await in_pool(self.pool, self.store.file_record, cap.storage_index)
+        if record is None or record["capability"] != str(cap):
+            raise NotFound("this node holds no file with that capability",
+                           hint="`xsc store ls` lists the files this node uploaded")
+        left = await self.delete_everywhere(cap)
+        await in_pool(self.pool, self.deals.removed, cap.storage_index, int(time.time()))
+        return {"removed": str(cap), "not_deleted_on": left}
+
+    async def delete_everywhere(self, cap: Capability) -> dict[str, str]:
+        """Delete a file's shares on every holder that answers, then here; returns the nodes that did not."""
+        holders, names = await self.placed(cap)
+        results = await asyncio.gather(*(h.delete(cap.storage_index, s) for s, h in holders.items()),
+                                       return_exceptions=True)
+        await in_pool(self.pool, self.store.delete_file, cap.storage_index)
+        # A holder that is down keeps its share until its lease runs out (it cannot be reached to delete it).
+        return {names[s]: str(r) for s, r in zip(holders, results) if isinstance(r, BaseException)}
+
+    # --- check, verify, repair, renew ------------------------------------------------------------
+    async def check(self, cap: Capability) -> dict:
+        holders, names = await self.placed(cap)
+        return self.summary(await self.gateway.check(cap, holders, names), names)
+
+    async def verify(self, cap: Capability) -> dict:
+        holders, names = await self.placed(cap)
+        return self.summary(await self.gateway.verify(cap, holders, names), names)
+
+    def repairing(self, si: bytes) -> bool:
+        lock = self.repair_locks.get(si)
+        return lock is not None and lock.locked()
+
+    async def repair(self, cap: Capability) -> dict:
+        """Rebuild a file's missing or corrupt shares: local ones here, remote ones on another healthy node.
+
+        One repair of a file at a time (an on-demand one and an automatic one must not both move a share):
+        a second waits for the first, then finds what is left to do."""
+        lock = self.repair_locks.setdefault(cap.storage_index, asyncio.Lock())
+        async with lock:
+            holders, names = await self.placed(cap)
+            moved: dict[int, tuple[str, int]] = {}
+            result = await self.gateway.repair(cap, holders, names, relocate=self._relocator(cap, moved), me=self.me)
+            _, after = await self.placed(cap)
+            now = int(time.time())
+            for share, node in enumerate(after or []):
+                if names and names[share] != node:  # the share has a new holder: so has its deal
+                    chosen, price = moved.get(share, (node, None))
+                    self.deals.moved(cap.storage_index, share, node, now, price if chosen == node else None)
+        if not lock.locked():
+            self.repair_locks.pop(cap.storage_index, None)
+        return {**result, **await self.check(cap)}
+
+    def _relocator(self, cap: Capability, moved: dict[int, tuple[str, int]]):
+        """Where a repaired share goes: a peer that is up and holds no share of the file, matched on the market
+        for the rest of the share's lease (the new deal is noted in `moved`: share -> (node, price))."""
+
+        async def relocate(share: int, used: set[str]):
+            if self.peers is None:
+                return None
+            manifest = await in_pool(self.pool, self.gateway.manifest, cap)
+            share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
+            not_up = {d.id for d in self.peers.peers() if not self.peers.availability(d.id).up}
+            placed: dict[int, StorageDeal] = {d.share: d for d in self.deals.of_file(cap.storage_index)}
+            deal = placed.get(share)
+            seconds = max(60, deal.end - int(time.time())) if deal else self.lease_duration
+            try:
+                node, price = quotes.relocation(self.market, share_bytes, seconds, avoid=used | not_up)
+            except MarketNoDeal as err:
+                log.warning("no provider for share %d of %s: %s", share, cap.storage_index.hex()[:16], err)
+                return None
+            moved[share] = (node, price)
+            if node == self.me:
+                return None  # the market chose this node: the share is rebuilt here
+            return node, self.holder(node, price)
+
+        return relocate
+
+    async def renew(self, cap: Capability, body: Mapping[str, Any]) -> dict:
+        """Extend every share's lease to now + duration, here and on each holder (body {"duration": seconds}).
+
+        `extended` lists, per share renewed, the bytes held and the seconds added: what the renewal is paid
+        for (the payment settles these entries)."""
+        if type(body.get("duration", 0)) is not int:
+            raise BadRequest('send {"duration": <seconds>} (or {} for the node\'s storage.lease_duration)',
+                             hint=leases.DURATION_HINT)
+        duration = leases.check_duration(body.get("duration", self.lease_duration))
+        # The extension is paid like the lease: at each share's deal price, in arrears, for what is held;
+        # the user's credit must cover all of it before any lease is extended.
+        deals = [d for d in await in_pool(self.pool, self.deals.of_file, cap.storage_index) if not d.ended]
+        target = int(time.time()) + duration
+        cost = sum(d.cost(target - d.end) for d in deals if d.end < target)
+        await self.ledger.ensure_credit(self.payer, cost)
+        holders, names = await self.placed(cap)
+        result = await self.gateway.renew(cap, duration, holders, names, me=self.me)
+        renewed = {e["share"] for e in result.get("renewed", [])}
+        await in_pool(self.pool, self.deals.extended, cap.storage_index, result["requested"], renewed)
+        return {**result, "cost": cost}
+
+    def status(self) -> dict:
+        store = self.store
+        return {"capacity": store.capacity, "used": store.used, "reserved": store.reserved, "free": store.free,
+                "shares": store.shares_held}
+
+
+__all__ = ["LOCAL", "StorageService", "UnknownNode"]

@@ -1,0 +1,339 @@
+"""The holder's side of share transfer: a gateway places one share of a file on this node.
+
+An upload stages blocks with the share store (invisible, and deleted on restart, until published) and
+publishes the share only once every block has arrived in order, its hashes are the ones the holder
+computed and their root is the manifest's root for that share.  Whatever fails, the upload is aborted:
+nothing stays staged.  The holder cannot check the manifest against the capability (it never sees
+the capability); readers do.  The protocol is storage/wire.py; the routes node/http/shares.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import (Forbidden, InvalidArgument, RangeNotSatisfiable, SegmentOutOfOrder, ShareExists, ShareMismatch,
+                      ShareNotFound, UploadIncomplete, UploadNotFound)
+from ..identity import public_id
+from ..tasks import every, in_pool, stop
+from . import erasure, layout, leases
+from .deals import HolderTerms
+from .merkle import block_hash, proof, root
+from .share_store import ShareMeta, ShareStore, Upload
+from .wire import (HEX_HASH, MAX_BLOCKS_PER_GET, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, commit_limit, json_int,
+                   parse_manifest, put_limit, split_blocks)
+
+log = logging.getLogger(__name__)
+
+IDLE_TIMEOUT = 600.0  # seconds without a request before an upload in progress is aborted
+REAP_INTERVAL = 30.0
+
+
+@dataclass(eq=False)
+class Incoming:
+    """An upload of one share to this node, in progress."""
+
+    upload: Upload
+    share: int
+    size: int
+    segment_size: int
+    segment_count: int
+    share_bytes: int
+    lease_expiry: int
+    uploader: bytes
+    last_activity: float
+    hashes: list[bytes] = field(default_factory=list)  # computed here, one per segment received
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    closed: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.upload.id.hex()
+
+    @property
+    def next_segment(self) -> int:
+        return len(self.hashes)
+
+
+class ShareHolder:
+    """The uploads in progress on this node and what a holder does with them."""
+
+    def __init__(self, store: ShareStore, pool: Executor, terms: HolderTerms, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.store = store
+        self.pool = pool
+        self.terms = terms
+        self.clock = clock
+        self._incoming: dict[str, Incoming] = {}
+        self._receiving: set[tuple[bytes, int]] = set()  # (si, share) being uploaded: one upload per share
+        self._reaper: asyncio.Task | None = None
+
+    def __len__(self) -> int:
+        return len(self._incoming)
+
+    async def _run(self, fn, *args):
+        return await in_pool(self.pool, fn, *args)
+
+    async def begin(self, uploader: bytes, si: bytes, share: int, size: int, segment_size: int,
+                    lease_expiry: int) -> Incoming:
+        if (si, share) in self._receiving:
+            raise ShareExists(f"share {share} of {si.hex()[:16]} is already being uploaded to this node",
+                              hint="finish or abort that upload first")
+        # Claimed before looking: an upload that publishes meanwhile is seen, and none starts alongside.
+        self._receiving.add((si, share))
+        try:
+            held = await self._run(self.store.share_metas, si)
+            for meta in held:
+                if meta.share == share or meta.uploader != uploader:
+                    whose = "yours" if meta.uploader == uploader else f"placed by {public_id(meta.uploader)}"
+                    raise ShareExists(
+                        f"this node already holds share {meta.share} of {si.hex()[:16]} ({whose})",
+                        hint="delete it first to replace it" if meta.uploader == uploader else
+                        "only the node that placed a file's shares may place more of them here")
+            count = layout.segment_count(size, segment_size)
+            share_bytes = layout.share_bytes(size, segment_size)
+            upload = await self._run(self.store.begin_upload, si, (share,), share_bytes)
+        except BaseException:
+            self._receiving.discard((si, share))
+            raise
+        incoming = Incoming(upload, share, size, segment_size, count, share_bytes, lease_expiry, uploader,
+                            self.clock())
+        self._incoming[incoming.id] = incoming
+        return incoming
+
+    def get(self, upload_id: str, sender: bytes) -> Incoming:
+        incoming = self._incoming.get(upload_id)
+        if incoming is None or incoming.closed:
+            raise UploadNotFound(f"no upload {upload_id[:40]} in progress on this node",
+                                 hint="it was committed, aborted, idle for too long, or lost in a restart: "
+                                      "begin a new one")
+        if incoming.uploader != sender:
+            raise Forbidden("only the node that began an upload may send to, commit or abort it")
+        incoming.last_activity = self.clock()  # a request arrived: a slow body is not idleness
+        return incoming
+
+    async def put(self, incoming: Incoming, first: int, body: bytes | bytearray) -> int:
+        """Stage the blocks of segments first.. (in order); returns the next segment expected."""
+        async with incoming.lock:
+            self._check_open(incoming)
+            self.check_order(incoming, first)
+            blocks = split_blocks(body, incoming.size, incoming.segment_size, first)
+            upload, share = incoming.upload, incoming.share
+
+            def stage() -> None:
+                # Counted as each block is written, so the state says what is staged even if the
+                # request is cancelled while this thread runs on.
+                for i, block in enumerate(blocks):
+                    digest = block_hash(block)
+                    upload.put_blocks(first + i, {share: block})
+                    incoming.hashes.append(digest)
+
+            try:
+                await self._run(stage)
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                await self._abort_locked(incoming)  # a block half-staged: the upload cannot go on
+                raise
+            incoming.last_activity = self.clock()
+            return incoming.next_segment
+
+    def _check_open(self, incoming: Incoming) -> None:
+        if incoming.closed:
+            raise UploadNotFound(f"upload {incoming.id} was aborted")
+
+    def check_order(self, incoming: Incoming, first: int) -> None:
+        if first != incoming.next_segment:
+            raise SegmentOutOfOrder(
+                f"segments must arrive in order: segment {incoming.next_segment} is next, not {first}",
+                hint="send the next segment", expected=incoming.next_segment)
+
+    async def commit(self, incoming: Incoming, block_hashes: Any, manifest_hex: Any) -> ShareMeta:
+        """Check everything, then publish the share; on any failure the upload is aborted."""
+        async with incoming.lock:
+            self._check_open(incoming)
+            try:
+                meta, manifest = await self._run(self._checked, incoming, block_hashes, manifest_hex)
+                held = await self._run(self.store.manifest, incoming.upload.storage_index)
+                if held is not None and held != manifest:
+                    raise ShareExists("this node holds another manifest for that storage index",
+                                      hint="a storage index has one manifest: send the same one for every share")
+                await self._run(lambda: self.store.publish(incoming.upload, [meta], manifest=manifest))
+            except BaseException:
+                await self._abort_locked(incoming)
+                raise
+            self._forget(incoming)
+            return meta
+
+    def _checked(self, incoming: Incoming, block_hashes: Any, manifest_hex: Any) -> tuple[ShareMeta, bytes]:
+        if incoming.next_segment != incoming.segment_count:
+            raise UploadIncomplete(f"only {incoming.next_segment} of {incoming.segment_count} segments arrived",
+                                   hint="send every segment before committing", received=incoming.next_segment,
+                                   segment_count=incoming.segment_count)
+        if not isinstance(block_hashes, list) or not all(isinstance(h, str) and HEX_HASH.fullmatch(h)
+                                                         for h in block_hashes):
+            raise InvalidArgument("block_hashes must be a list of SHA-256 hashes in lower-case hex")
+        if len(block_hashes) != incoming.segment_count:
+            raise ShareMismatch(f"{len(block_hashes)} block hashes given for {incoming.segment_count} segments")
+        for i, (given, computed) in enumerate(zip(block_hashes, incoming.hashes)):
+            if bytes.fromhex(given) != computed:
+                raise ShareMismatch(f"the block of segment {i} does not match its given hash", segment=i,
+                                    hint="the block was damaged on its way here, or the hash is wrong")
+        if not isinstance(manifest_hex, str) or len(manifest_hex) % 2 or not re.fullmatch(r"[0-9a-f]*",
+                                                                                           manifest_hex):
+            raise InvalidArgument("manifest must be the manifest's canonical encoding in lower-case hex")
+        raw = bytes.fromhex(manifest_hex)
+        manifest = parse_manifest(raw)
+        expected = {"size": incoming.size, "segment_size": incoming.segment_size, "k": erasure.K, "m": erasure.M,
+                    "segment_count": incoming.segment_count}
+        wrong = [f"{k} {getattr(manifest, k)} (expected {v})" for k, v in expected.items() if getattr(manifest, k) != v]
+        if wrong:
+            raise ShareMismatch("the manifest does not describe this upload: " + ", ".join(wrong))
+        if root(incoming.hashes) != manifest.share_root(incoming.share):
+            raise ShareMismatch(f"the Merkle root of the blocks is not the manifest's root of share {incoming.share}")
+        meta = ShareMeta(incoming.share, incoming.segment_count, incoming.share_bytes, incoming.lease_expiry,
+                         incoming.uploader, tuple(incoming.hashes))
+        return meta, raw
+
+    async def abort(self, incoming: Incoming) -> None:
+        async with incoming.lock:
+            await self._abort_locked(incoming)
+
+    async def _abort_locked(self, incoming: Incoming) -> None:
+        if incoming.closed:
+            return
+        incoming.closed = True
+        try:
+            # The share stays claimed until its staged blocks are gone: a new upload would write the same keys.
+            await self._run(self.store.abort, incoming.upload)
+        finally:
+            self._forget(incoming)
+
+    def _forget(self, incoming: Incoming) -> None:
+        incoming.closed = True
+        self._incoming.pop(incoming.id, None)
+        self._receiving.discard((incoming.upload.storage_index, incoming.share))
+
+    async def reap(self, now: float | None = None) -> int:
+        """Abort uploads idle for IDLE_TIMEOUT (not those with a request being handled); returns how many."""
+        now = self.clock() if now is None else now
+        idle = [i for i in list(self._incoming.values())
+                if now - i.last_activity >= IDLE_TIMEOUT and not i.lock.locked()]
+        for incoming in idle:
+            log.info("aborting upload %s of share %d: idle for %.0f s", incoming.id, incoming.share,
+                     now - incoming.last_activity)
+            await self.abort(incoming)
+        return len(idle)
+
+    # --- the operations of the peer API (node/http/shares.py), checked here ---------------------
+    async def begin_upload(self, sender: bytes, sender_id: str, si: bytes, share: int, body: dict) -> dict:
+        """Reserve room for a share under the deal the gateway names (refused under this node's ask)."""
+        size = json_int(body, "size")
+        segment_size = json_int(body, "segment_size", minimum=MIN_SEGMENT_SIZE, maximum=MAX_SEGMENT_SIZE)
+        lease_expiry = json_int(body, "lease_expiry", minimum=int(time.time()) + 1, maximum=2**64 - 1)
+        # Nothing is stored for another node without a priced deal at or above this node's ask.
+        await self._run(self.terms.accept, si, share, sender_id, body.get("price"),
+                        layout.share_bytes(size, segment_size))
+        incoming = await self.begin(sender, si, share, size, segment_size, lease_expiry)
+        return {"upload": incoming.id, "segment_count": incoming.segment_count, "share_bytes": incoming.share_bytes,
+                "max_put_bytes": put_limit(incoming.size, incoming.segment_size)}
+
+    @staticmethod
+    def put_limit(incoming: Incoming) -> int:
+        return put_limit(incoming.size, incoming.segment_size)
+
+    @staticmethod
+    def commit_limit(incoming: Incoming) -> int:
+        return commit_limit(incoming.segment_count)
+
+    async def held(self, si: bytes, share: int) -> ShareMeta:
+        meta = await self._run(self.store.share_meta, si, share)
+        if meta is None:
+            raise ShareNotFound(f"this node holds no share {share} of {si.hex()[:16]}")
+        return meta
+
+    async def held_for(self, si: bytes, share: int, sender: bytes, action: str) -> ShareMeta:
+        """A share held here, for a request that only the node that placed it may make."""
+        meta = await self.held(si, share)
+        if meta.uploader != sender:
+            raise Forbidden(f"only the node that placed share {share} may {action}", uploader=public_id(meta.uploader))
+        return meta
+
+    async def describe(self, si: bytes, share: int) -> dict:
+        meta = await self.held(si, share)
+        manifest = await self._run(self.store.manifest, si)
+        return {"segment_count": meta.segment_count, "stored_bytes": meta.stored_bytes,
+                "lease_expiry": meta.lease_expiry, "uploader": public_id(meta.uploader),
+                "block_hashes": [h.hex() for h in meta.block_hashes],
+                "manifest": manifest.hex() if manifest is not None else None}
+
+    async def first_block(self, si: bytes, share: int, first: int, count: int) -> bytes:
+        """Check a read of blocks first..first+count-1; returns the first (the answer then streams the rest)."""
+        meta = await self.held(si, share)
+        if count > MAX_BLOCKS_PER_GET:
+            raise InvalidArgument(f"count must be at most {MAX_BLOCKS_PER_GET}", hint="ask for the blocks in several ranges")
+        if first + count > meta.segment_count:
+            raise RangeNotSatisfiable(f"blocks {first} to {first + count - 1} asked, share {share} has "
+                                      f"{meta.segment_count} (0 to {meta.segment_count - 1})",
+                                      segment_count=meta.segment_count)
+        block = await self._run(self.store.get_block, si, share, first)
+        if block is None:
+            raise ShareNotFound(f"block {first} of share {share} is missing on this node", segment=first)
+        return block
+
+    async def block(self, si: bytes, share: int, segment: int) -> bytes | None:
+        return await self._run(self.store.get_block, si, share, segment)
+
+    async def delete(self, si: bytes, share: int, sender: bytes) -> None:
+        await self.held_for(si, share, sender, "delete it")
+
+        def delete() -> None:
+            self.store.delete_share(si, share)
+            self.store.forget_manifest_if_unused(si)
+
+        await self._run(delete)
+
+    async def renew(self, si: bytes, share: int, sender: bytes, body: dict) -> dict:
+        await self.held_for(si, share, sender, "renew its lease")
+        # Up to the longest lease from now, with a day for the clocks of two nodes to differ.
+        lease_expiry = json_int(body, "lease_expiry", maximum=int(time.time()) + leases.MAX_DURATION + 86400)
+        done = await self._run(self.store.renew, si, lease_expiry, (share,))
+        if share not in done:  # collected or deleted since it was looked up
+            raise ShareNotFound(f"this node holds no share {share} of {si.hex()[:16]}")
+        previous, new = done[share]
+        if new != previous:
+            log.info("lease of share %d of %s renewed to %d (was %d)", share, si.hex()[:16], new, previous)
+        return {"share": share, "lease_expiry": new, "previous": previous}
+
+    async def audit(self, si: bytes, share: int, body: dict) -> dict:
+        """A random block the uploader asks for, with its Merkle path: proof that the share is still here."""
+        meta = await self.held(si, share)
+        segment = json_int(body, "segment")
+        if segment >= meta.segment_count:
+            raise RangeNotSatisfiable(f"share {share} has {meta.segment_count} blocks, not a block {segment}",
+                                      segment_count=meta.segment_count)
+        block = await self._run(self.store.get_block, si, share, segment)
+        if block is None:
+            raise ShareNotFound(f"block {segment} of share {share} is missing on this node", segment=segment)
+        path = proof(list(meta.block_hashes), segment)
+        return {"block": block.hex(), "proof": [[left, h.hex()] for left, h in path]}
+
+    def start(self) -> None:
+        self._reaper = every("upload-reaper", REAP_INTERVAL, self.reap)
+
+    async def close(self) -> None:
+        await stop(self._reaper)
+        for incoming in list(self._incoming.values()):
+            try:
+                await self.abort(incoming)
+            except Exception:
+                log.exception("could not abort upload %s at shutdown (it is cleaned up on the next start)",
+                              incoming.id)
+
+
+__all__ = ["IDLE_TIMEOUT", "Incoming", "ShareHolder"]
