@@ -47,13 +47,14 @@ class StorageSection(_Section):
     gc_interval: float = 600.0  # seconds between garbage collections of shares whose lease ended
     gc_grace: int = 86400  # seconds a share is kept after its lease ended (a late renewal still finds it)
     gc_rate: int = 10_000  # blocks deleted per second at most by the garbage collection
+    unpaid_grace: int = 3 * 86400  # seconds a share another node placed here may go unpaid before it is deleted
 
     @field_validator("capacity", "segment_size", mode="before")
     @classmethod
     def _size(cls, v: Any) -> int:
         return parse_size(v)
 
-    @field_validator("lease_duration", "gc_grace", mode="before")
+    @field_validator("lease_duration", "gc_grace", "unpaid_grace", mode="before")
     @classmethod
     def _duration(cls, v: Any) -> int:
         return parse_duration(v)
@@ -72,7 +73,7 @@ class StorageSection(_Section):
             raise ValueError("must be between 0.05 seconds and 7 days")
         return v
 
-    @field_validator("gc_grace")
+    @field_validator("gc_grace", "unpaid_grace")
     @classmethod
     def _gc_grace(cls, v: int) -> int:
         if v < 0:

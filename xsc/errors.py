@@ -47,6 +47,12 @@ class PayloadTooLarge(BadRequest):
 
 
 # --- access -------------------------------------------------------------------
+class BodyTimeout(BadRequest):
+    """A request body that did not arrive within its deadline."""
+
+    code = "body-timeout"
+
+
 class Unauthorized(XscError):
     code = "unauthorized"
 
@@ -338,8 +344,16 @@ class ReplayCacheFull(XscError):
     code = "replay-cache-full"
 
 
+class QuotaExceeded(XscError):
+    """A peer (or the user) is past its share of something this node spends: open uploads, reserved
+    bytes, requests in flight.  `retry_after` (seconds) says when to try again."""
+
+    code = "quota-exceeded"
+
+
 # --- allocation ---------------------------------------------------------------
-class AllocationError(BadRequest):
+# Errors of the pure cores are named for what went wrong, not for HTTP: node/problems.py maps them.
+class AllocationError(XscError):
     code = "allocation-error"
 
 
@@ -354,7 +368,7 @@ class PlotUnavailable(AllocationError):
 
 
 # --- market -------------------------------------------------------------------
-class MarketError(BadRequest):
+class MarketError(XscError):
     """Bad input to the market's pure core (an unknown kind, a bad policy, conflicting slot ids)."""
 
     code = "market-error"

@@ -111,6 +111,11 @@ def holder_terms(storage_index: bytes, share: int) -> bytes:
     return HOLDER_TERMS + storage_index + bytes([share])
 
 
+def split_holder_terms(key: bytes) -> tuple[bytes, int]:
+    rest = key[len(HOLDER_TERMS):]
+    return rest[:32], rest[32]
+
+
 def damage_of(storage_index: bytes) -> bytes:
     return _DAMAGE + storage_index
 

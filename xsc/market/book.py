@@ -192,6 +192,11 @@ class Book:
         self._seen[p] = seen.peek().join(mc.stamp.peek())
         return Outcome.MERGED
 
+    def forget(self, participant: str) -> bool:
+        """Drop a participant (a removed node): its commitments leave the book; returns whether it was there."""
+        self._seen.pop(participant, None)
+        return self._held.pop(participant, None) is not None
+
     def seen(self, participant: str) -> Stamp | None:
         """The join of every stamp accepted for `participant` (what newer commitments must exceed)."""
         return self._seen.get(participant)

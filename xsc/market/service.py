@@ -63,6 +63,7 @@ class PeerView(Protocol):
     """The peers as the market sees them (xsc.peers.PeerService)."""
 
     def peers(self) -> list: ...
+    def known(self, node_id: str) -> bool: ...
     def availability(self, node_id: str) -> Any: ...
     async def request(self, peer_url: str, method: str, path: str, **kwargs: Any) -> Any: ...
 
@@ -116,9 +117,14 @@ class MarketService:
         self.book = Book(bucket_seconds=self.config.bucket_seconds)
         for key, value in self.db.iterator(prefix=keys.MARKET_COMMITMENTS):
             try:
-                self.book.receive(parse_commitment(json.loads(value)))
+                commitment = parse_commitment(json.loads(value))
             except (XscError, ValueError) as err:
                 log.warning("dropping a stored market commitment that no longer parses: %s", err)
+                continue
+            if peers is not None and commitment.participant != identity.id and not peers.known(commitment.participant):
+                self.db.delete(key)  # compacted on restart: a node no longer known is not kept
+                continue
+            self.book.receive(commitment)
         raw = self.db.get(keys.MARKET_SELF)
         state = json.loads(raw) if raw else {}
         self.stamp = Stamp.decode(bytes.fromhex(state["stamp"])) if "stamp" in state else Stamp.seed()
@@ -294,6 +300,8 @@ class MarketService:
                     continue
                 if commitment.participant == self.me:
                     continue  # our own, echoed back: ours is always the newest
+                if self.peers is not None and not self.peers.known(commitment.participant):
+                    continue  # only peers take part: a stranger's key (or a removed node) is never in the book
                 outcome = self.book.receive(commitment)
                 if outcome.value != "stale":
                     changed += 1
@@ -465,13 +473,27 @@ class MarketService:
 
         Providers that are down are left out; other nodes' open needs compete for the same slots."""
         down = {p for p, a in self.availability_map().items() if a == 0}
-        asks = [a for a in self.book.asks() if a.slot.owner not in down]
+        asks = [a for a in self.book.asks() if a.slot.owner not in down and self.active(a.slot.owner)]
         mine = {b.slot.id for b in bids}
         others = [b for b in self.book.bids() if not (b.slot.owner == self.me and b.slot.id in mine)]
         needs = spread_groups(asks, others + bids)
         return match_needs(cap_supply(asks, needs), needs, recognition=self.recognition_map(),
                            availability=self.availability_map(), bucket_seconds=self.config.bucket_seconds,
                            now_ms=now_ms())
+
+    def active(self, participant: str) -> bool:
+        """May `participant` be matched: this node, or a peer still known and not known to be down."""
+        if participant == self.me or self.peers is None:
+            return True
+        return self.peers.known(participant) and self.peers.availability(participant).up is not False
+
+    def forget(self, participant: str) -> None:
+        """A node was removed: its commitment leaves the book (and LevelDB) and it is never matched again."""
+        if self.book.forget(participant):
+            self.db.delete(keys.market_commitment(parse_public_id(participant)))
+            self.peer_digests.pop(participant, None)
+            self._changed_book()
+            self.touch()
 
     def need(self, need_id: str, kind: str, quantity: int, seconds: int, max_price: int, *,
              group: str | None = None, avoid: tuple[str, ...] = (), prefer: tuple[str, ...] = (),

@@ -103,6 +103,7 @@ async def _services(app: web.Application):
     market = MarketService(config=config.market, identity=identity, db=db, peers=peers,
                            storage_usage=lambda: (store.capacity - store.free, store.capacity),
                            compute_threads=config.compute.threads, gossip_interval=config.peers.gossip_interval)
+    peers.on_removed.append(market.forget)
     payments = Payments(ledger=ledger, payer=payer, node=identity, peers=peers, client=client,
                         retry_interval=config.ledger.settle_retry_interval,
                         on_paid=lambda peer, amount, by_them: market.note_paid(peer, amount, by_them=by_them))

@@ -17,6 +17,7 @@ PROBLEM_TYPE = "application/problem+json"
 # First match along the exception's MRO wins.
 STATUS = {
     e.PayloadTooLarge: 413,
+    e.BodyTimeout: 408,
     e.RangeNotSatisfiable: 416,
     e.BadRequest: 400,
     e.Unauthorized: 401,
@@ -39,6 +40,9 @@ STATUS = {
     e.PeerError: 502,
     e.InvalidDescriptor: 422,
     e.ReplayCacheFull: 503,
+    e.QuotaExceeded: 429,
+    e.AllocationError: 400,
+    e.MarketError: 400,
     e.NotEnoughShares: 503,
     e.IntegrityError: 500,
     e.StorageFull: 507,
@@ -62,7 +66,10 @@ def problem(status: int, code: str, detail: str, *, hint: str | None = None, **e
 
 
 def problem_from_error(error: e.XscError) -> web.Response:
-    return problem(status_of(error), error.code, error.message, hint=error.hint, **error.details)
+    response = problem(status_of(error), error.code, error.message, hint=error.hint, **error.details)
+    if "retry_after" in error.details:
+        response.headers["Retry-After"] = str(max(1, int(error.details["retry_after"])))
+    return response
 
 
 @web.middleware

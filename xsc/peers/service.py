@@ -112,6 +112,7 @@ class PeerService:
         self.url = config.peers.public_url or config.url
         self.directory = PeerDirectory(db)
         self.health: Any = None  # the health service attaches itself here: availability() asks it
+        self.on_removed: list[Callable[[str], None]] = []  # told of every node the user removes (the market)
         self._storage = storage
         self._own: NodeDescriptor | None = None
         self._news = asyncio.Event()
@@ -121,6 +122,9 @@ class PeerService:
     def peers(self) -> list[NodeDescriptor]:
         """Every known node but this one (whether up or not: ask availability())."""
         return self.directory.all()
+
+    def known(self, node_id: str) -> bool:
+        return self.directory.get(node_id) is not None
 
     def peer(self, node_id: str) -> NodeDescriptor:
         descriptor = self.directory.get(node_id)
@@ -258,6 +262,8 @@ class PeerService:
         self.directory.remove(node_id, now_ms())
         if self.health is not None:
             self.health.forget(node_id)
+        for hook in self.on_removed:
+            hook(node_id)
 
     # --- join and gossip ------------------------------------------------------------------
     def start(self) -> None:

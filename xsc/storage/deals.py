@@ -45,6 +45,8 @@ from .share_store import ShareStore
 log = logging.getLogger(__name__)
 
 RECEIPT_SLACK = 300  # seconds a payment period may run past the lease (clock skew between nodes)
+MAX_PRICE = 10**12  # micro-credits per GiB-hour: a million credits, far above any real bid
+OVERPAY = 4  # a receipt is signed for at most this many times the deal's cost (never for an absurd amount)
 
 
 @dataclass
@@ -105,6 +107,12 @@ class StorageDeals:
 
     def all(self) -> list[StorageDeal]:
         return [StorageDeal(**json.loads(v)) for _, v in self.db.iterator(prefix=keys.STORAGE_DEALS)]
+
+    def outstanding(self, now: int | None = None) -> int:
+        """What the running deals will still cost until their ends (micro-credits): credit already promised."""
+        now = int(time.time()) if now is None else now
+        return sum(d.cost(d.end - max(d.paid_until, now)) for d in self.all()
+                   if not d.ended and d.end > max(d.paid_until, now))
 
     def _save(self, deals: list[StorageDeal]) -> None:
         with self.db.write_batch(sync=True) as batch:
@@ -238,9 +246,9 @@ class HolderTerms:
     def forget(self, si: bytes, share: int) -> None:
         self.db.delete(keys.holder_terms(si, share), sync=True)
 
-    def accept(self, si: bytes, share: int, uploader: str, price: Any, share_bytes: int) -> None:
-        """A gateway offers this node a share at `price` per GiB-hour: refuse it under our ask, else keep its terms."""
-        if type(price) is not int or price < 0:
+    def check_price(self, price: Any) -> int:
+        """A gateway offers this node a share at `price` per GiB-hour: refused under our ask."""
+        if type(price) is not int or not 0 <= price <= MAX_PRICE:
             raise DealRefused("a share upload must name its deal price (micro-credits per GiB-hour, an integer)",
                               hint="place shares through the market (xsc store put)")
         ask = self.ask()
@@ -249,8 +257,30 @@ class HolderTerms:
         if price < ask:
             raise DealRefused(f"the deal price {price} is under this node's ask of {ask} per GiB-hour",
                               hint="the market moved: match the need again", ask=ask, price=price)
-        self.db.put(keys.holder_terms(si, share),
-                    json.dumps({"uploader": uploader, "price": price, "bytes": share_bytes}).encode(), sync=True)
+        return price
+
+    @staticmethod
+    def new(uploader: str, price: int, share_bytes: int, placed: int) -> dict:
+        return {"uploader": uploader, "price": price, "bytes": share_bytes, "placed": placed, "paid_until": placed}
+
+    @staticmethod
+    def entry(si: bytes, share: int, terms: dict) -> dict[bytes, bytes]:
+        """The record to publish with the share (ShareStore.publish `also`)."""
+        return {keys.holder_terms(si, share): json.dumps(terms).encode()}
+
+    def _paid(self, si: bytes, share: int, terms: dict, until: int) -> None:
+        if until > terms.get("paid_until", 0):
+            self.db.put(keys.holder_terms(si, share), json.dumps({**terms, "paid_until": until}).encode())
+
+    def unpaid(self, before: int) -> list[tuple[bytes, int, dict]]:
+        """The shares held for other nodes that nobody has paid for since `before` (nor were placed since)."""
+        out = []
+        for key, value in self.db.iterator(prefix=keys.HOLDER_TERMS):
+            terms = json.loads(value)
+            if max(terms.get("placed", 0), terms.get("paid_until", 0)) < before:
+                si, share = keys.split_holder_terms(key)
+                out.append((si, share, terms))
+        return out
 
     async def check_receipt(self, sender: str, authorization, amount: int, usage: dict[str, int]) -> None:
         """Sign a storage receipt only for a share we hold (or held) for `sender`, for at most the byte-hours of
@@ -274,6 +304,9 @@ class HolderTerms:
             raise Forbidden(f"the usage claimed does not match the share held: expected byte_hours={expected}")
         if amount < price_storage(stored, end - start, terms["price"]):
             raise Forbidden("the amount is under the deal price", hint=f"the deal is {terms['price']} per GiB-hour")
+        if amount > OVERPAY * price_storage(stored, end - start, terms["price"]) + 1:
+            raise Forbidden("the amount is far over the deal price", hint=f"the deal is {terms['price']} per GiB-hour")
+        self._paid(si, share, terms, end)  # its receipt is signed next: the holder counts the period as paid
 
 
 __all__ = ["HolderTerms", "RECEIPT_SLACK", "StorageDeal", "StorageDeals"]

@@ -121,8 +121,9 @@ class StorageService:
         await self.market.fill_book()
         result = quotes.quote(self.market, self.segment_size, size, seconds, bid, **wanted)
         try:
-            # A stream of unknown size is paid in arrears for what it turns out to hold.
-            await self.ledger.ensure_credit(self.payer, result.cost)
+            # A stream of unknown size is paid in arrears for what it turns out to hold.  The leases of earlier
+            # puts are promised credit too: a put is refused if the credit cannot cover them all.
+            await self.ledger.ensure_credit(self.payer, result.cost + await in_pool(self.pool, self.deals.outstanding))
         except BaseException:
             self.withdraw(result)
             raise
@@ -271,7 +272,7 @@ class StorageService:
         deals = [d for d in await in_pool(self.pool, self.deals.of_file, cap.storage_index) if not d.ended]
         target = int(time.time()) + duration
         cost = sum(d.cost(target - d.end) for d in deals if d.end < target)
-        await self.ledger.ensure_credit(self.payer, cost)
+        await self.ledger.ensure_credit(self.payer, cost + await in_pool(self.pool, self.deals.outstanding))
         holders, names = await self.placed(cap)
         result = await self.gateway.renew(cap, duration, holders, names, me=self.me)
         renewed = {e["share"] for e in result.get("renewed", [])}

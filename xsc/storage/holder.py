@@ -10,6 +10,7 @@ the capability); readers do.  The protocol is storage/wire.py; the routes node/h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -17,8 +18,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import (Forbidden, InvalidArgument, RangeNotSatisfiable, SegmentOutOfOrder, ShareExists, ShareMismatch,
-                      ShareNotFound, UploadIncomplete, UploadNotFound)
+from ..errors import (Forbidden, InvalidArgument, QuotaExceeded, RangeNotSatisfiable, SegmentOutOfOrder, ShareExists,
+                      ShareMismatch, ShareNotFound, UploadIncomplete, UploadNotFound)
 from ..identity import public_id
 from ..tasks import every, in_pool, stop
 from . import erasure, layout, leases
@@ -30,8 +31,15 @@ from .wire import (HEX_HASH, MAX_BLOCKS_PER_GET, MAX_SEGMENT_SIZE, MIN_SEGMENT_S
 
 log = logging.getLogger(__name__)
 
-IDLE_TIMEOUT = 600.0  # seconds without a request before an upload in progress is aborted
+IDLE_TIMEOUT = 600.0  # seconds without a block staged before an upload in progress is aborted
 REAP_INTERVAL = 30.0
+# What one sender may make this node spend on uploads it has not finished (peers are strangers):
+MAX_UPLOADS_PER_SENDER = 16
+MAX_RESERVED_FRACTION = 0.5  # of the capacity, reserved by one sender's uploads in progress
+MAX_SEGMENTS_PER_SHARE = 65_536  # bounds the metadata one share makes every read of it load
+MIN_UPLOAD_RATE = 64 * 1024  # bytes/s: an upload slower than this on the whole is aborted
+MAX_BUFFERED = 128 * 1024**2  # bytes of segment bodies held in memory at once, all senders together
+MAX_BODIES_PER_SENDER = 4  # segment bodies one sender may have in flight at once
 
 
 @dataclass(eq=False)
@@ -50,6 +58,14 @@ class Incoming:
     hashes: list[bytes] = field(default_factory=list)  # computed here, one per segment received
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
+    terms: dict | None = None  # the deal it is placed under (kept with the share when it publishes)
+    started: float = 0.0
+    receiving: int = 0  # segment bodies being read for it now
+
+    @property
+    def deadline(self) -> float:
+        """When it is aborted, finished or not: an upload may not hold its reservation at a trickle."""
+        return self.started + IDLE_TIMEOUT + self.share_bytes / MIN_UPLOAD_RATE
 
     @property
     def id(self) -> str:
@@ -72,6 +88,9 @@ class ShareHolder:
         self._incoming: dict[str, Incoming] = {}
         self._receiving: set[tuple[bytes, int]] = set()  # (si, share) being uploaded: one upload per share
         self._reaper: asyncio.Task | None = None
+        self._buffered = 0  # bytes of segment bodies being read, all uploads together
+        self._room = asyncio.Condition()
+        self._bodies: dict[bytes, int] = {}  # sender -> segment bodies being read for it
 
     def __len__(self) -> int:
         return len(self._incoming)
@@ -80,7 +99,14 @@ class ShareHolder:
         return await in_pool(self.pool, fn, *args)
 
     async def begin(self, uploader: bytes, si: bytes, share: int, size: int, segment_size: int,
-                    lease_expiry: int) -> Incoming:
+                    lease_expiry: int, terms: dict | None = None) -> Incoming:
+        count = layout.segment_count(size, segment_size)
+        share_bytes = layout.share_bytes(size, segment_size)
+        self.store.check_fits(share_bytes)
+        if count > MAX_SEGMENTS_PER_SHARE:
+            raise InvalidArgument(f"a share of {count} segments is more than the {MAX_SEGMENTS_PER_SHARE} this node "
+                                  "holds", hint="use a larger segment size")
+        self._check_quota(uploader, share_bytes)
         if (si, share) in self._receiving:
             raise ShareExists(f"share {share} of {si.hex()[:16]} is already being uploaded to this node",
                               hint="finish or abort that upload first")
@@ -95,16 +121,52 @@ class ShareHolder:
                         f"this node already holds share {meta.share} of {si.hex()[:16]} ({whose})",
                         hint="delete it first to replace it" if meta.uploader == uploader else
                         "only the node that placed a file's shares may place more of them here")
-            count = layout.segment_count(size, segment_size)
-            share_bytes = layout.share_bytes(size, segment_size)
             upload = await self._run(self.store.begin_upload, si, (share,), share_bytes)
         except BaseException:
             self._receiving.discard((si, share))
             raise
-        incoming = Incoming(upload, share, size, segment_size, count, share_bytes, lease_expiry, uploader,
-                            self.clock())
+        now = self.clock()
+        incoming = Incoming(upload, share, size, segment_size, count, share_bytes, lease_expiry, uploader, now,
+                            terms=terms, started=now)
         self._incoming[incoming.id] = incoming
         return incoming
+
+    def _check_quota(self, sender: bytes, share_bytes: int) -> None:
+        mine = [i for i in self._incoming.values() if i.uploader == sender and not i.closed]
+        if len(mine) >= MAX_UPLOADS_PER_SENDER:
+            raise QuotaExceeded(f"already {len(mine)} uploads of yours in progress on this node (at most "
+                                f"{MAX_UPLOADS_PER_SENDER})", hint="finish or abort some first", retry_after=30)
+        reserved = sum(i.share_bytes for i in mine) + share_bytes
+        if reserved > MAX_RESERVED_FRACTION * self.store.capacity:
+            raise QuotaExceeded(f"your uploads in progress would reserve {reserved} bytes, more than "
+                                f"{MAX_RESERVED_FRACTION:.0%} of this node's capacity",
+                                hint="finish the uploads in progress first", retry_after=60)
+
+    @contextlib.asynccontextmanager
+    async def body_room(self, incoming: Incoming, size: int):
+        """Room to hold one segment body of `size` bytes in memory: waits while the node holds MAX_BUFFERED
+        bytes of bodies, refuses a sender with MAX_BODIES_PER_SENDER in flight already."""
+        sender = incoming.uploader
+        if self._bodies.get(sender, 0) >= MAX_BODIES_PER_SENDER:
+            raise QuotaExceeded(f"already {MAX_BODIES_PER_SENDER} segment bodies of yours in flight",
+                                hint="send one batch after the other", retry_after=1)
+        self._bodies[sender] = self._bodies.get(sender, 0) + 1
+        incoming.receiving += 1
+        try:
+            async with self._room:
+                await self._room.wait_for(lambda: self._buffered == 0 or self._buffered + size <= MAX_BUFFERED)
+                self._buffered += size
+            try:
+                yield
+            finally:
+                async with self._room:
+                    self._buffered -= size
+                    self._room.notify_all()
+        finally:
+            incoming.receiving -= 1
+            self._bodies[sender] -= 1
+            if not self._bodies[sender]:
+                del self._bodies[sender]
 
     def get(self, upload_id: str, sender: bytes) -> Incoming:
         incoming = self._incoming.get(upload_id)
@@ -114,7 +176,6 @@ class ShareHolder:
                                       "begin a new one")
         if incoming.uploader != sender:
             raise Forbidden("only the node that began an upload may send to, commit or abort it")
-        incoming.last_activity = self.clock()  # a request arrived: a slow body is not idleness
         return incoming
 
     async def put(self, incoming: Incoming, first: int, body: bytes | bytearray) -> int:
@@ -163,7 +224,9 @@ class ShareHolder:
                 if held is not None and held != manifest:
                     raise ShareExists("this node holds another manifest for that storage index",
                                       hint="a storage index has one manifest: send the same one for every share")
-                await self._run(lambda: self.store.publish(incoming.upload, [meta], manifest=manifest))
+                also = {} if incoming.terms is None else self.terms.entry(incoming.upload.storage_index,
+                                                                          incoming.share, incoming.terms)
+                await self._run(lambda: self.store.publish(incoming.upload, [meta], manifest=manifest, also=also))
             except BaseException:
                 await self._abort_locked(incoming)
                 raise
@@ -222,8 +285,11 @@ class ShareHolder:
     async def reap(self, now: float | None = None) -> int:
         """Abort uploads idle for IDLE_TIMEOUT (not those with a request being handled); returns how many."""
         now = self.clock() if now is None else now
+        # Idle: no block staged for IDLE_TIMEOUT (a refused request is no activity), or past its deadline;
+        # never while a body is being read for it (reads have their own timeout) or a request holds it.
         idle = [i for i in list(self._incoming.values())
-                if now - i.last_activity >= IDLE_TIMEOUT and not i.lock.locked()]
+                if (now - i.last_activity >= IDLE_TIMEOUT or now >= i.deadline)
+                and not i.receiving and not i.lock.locked()]
         for incoming in idle:
             log.info("aborting upload %s of share %d: idle for %.0f s", incoming.id, incoming.share,
                      now - incoming.last_activity)
@@ -235,11 +301,14 @@ class ShareHolder:
         """Reserve room for a share under the deal the gateway names (refused under this node's ask)."""
         size = json_int(body, "size")
         segment_size = json_int(body, "segment_size", minimum=MIN_SEGMENT_SIZE, maximum=MAX_SEGMENT_SIZE)
-        lease_expiry = json_int(body, "lease_expiry", minimum=int(time.time()) + 1, maximum=2**64 - 1)
-        # Nothing is stored for another node without a priced deal at or above this node's ask.
-        await self._run(self.terms.accept, si, share, sender_id, body.get("price"),
-                        layout.share_bytes(size, segment_size))
-        incoming = await self.begin(sender, si, share, size, segment_size, lease_expiry)
+        # As renewals: up to the longest lease from now, with a day for the clocks of two nodes to differ.
+        now = int(time.time())
+        lease_expiry = json_int(body, "lease_expiry", minimum=now + 1, maximum=now + leases.MAX_DURATION + 86400)
+        # Nothing is stored for another node without a priced deal at or above this node's ask.  The terms are
+        # written with the share when it publishes: a refused or abandoned upload leaves nothing behind.
+        price = self.terms.check_price(body.get("price"))
+        terms = self.terms.new(sender_id, price, layout.share_bytes(size, segment_size), now)
+        incoming = await self.begin(sender, si, share, size, segment_size, lease_expiry, terms=terms)
         return {"upload": incoming.id, "segment_count": incoming.segment_count, "share_bytes": incoming.share_bytes,
                 "max_put_bytes": put_limit(incoming.size, incoming.segment_size)}
 

@@ -4,6 +4,7 @@ Every `storage.gc_interval` seconds the node deletes the shares it holds whose l
 `storage.gc_grace` seconds ago (the grace lets a late renewal still find them), paced to
 `storage.gc_rate` blocks per second so a mass expiry never crowds out gets and puts.  Then it forgets
 the files it uploaded whose every share's lease ended that long ago (record, manifest, damage marks).
+Shares other nodes placed here and never paid for within `storage.unpaid_grace` go too.
 
 Each deletion is one synced write batch that also sets the used-bytes counter, and the lease is
 checked again inside it (under the store's lock), so a `kill -9` at any moment leaves the store
@@ -48,7 +49,7 @@ class LeaseCollector:
                                      registry=registry)
         self.files_counter = Counter("xsc_storage_gc_files", "Uploaded files forgotten because every lease ended",
                                      registry=registry)
-        self.counts = {"rounds": 0, "shares": 0, "bytes": 0, "files": 0}
+        self.counts = {"rounds": 0, "shares": 0, "unpaid": 0, "bytes": 0, "files": 0}
         self.last_round: dict | None = None
         self._task: asyncio.Task | None = None
 
@@ -75,6 +76,24 @@ class LeaseCollector:
             log.info("lease ended: deleted share %d of %s (%d bytes, lease ended at %d, placed by %s)", share,
                      si.hex()[:16], meta.stored_bytes, meta.lease_expiry, public_id(meta.uploader)[:12])
             await asyncio.sleep(self.pacer.take(meta.segment_count + 1, time.monotonic()))
+        # A share placed here by another node that nobody paid for in `unpaid_grace` is not kept for free: its
+        # lease is treated as ended now (a stranger cannot store forever by setting a long lease and never paying).
+        unpaid_before = int(self.clock() if now is None else now) - self.config.unpaid_grace
+        for si, share, terms in await self._run(self.terms.unpaid, unpaid_before):
+            meta = await self._run(store.collect_share, si, share, 2**63)
+            await self._run(self.terms.forget, si, share)
+            if meta is None:
+                continue  # deleted by its uploader already: only its record was left
+            shares += 1
+            freed += meta.stored_bytes
+            self.counts["shares"] += 1
+            self.counts["unpaid"] += 1
+            self.counts["bytes"] += meta.stored_bytes
+            self.shares_counter.inc()
+            self.bytes_counter.inc(meta.stored_bytes)
+            log.warning("unpaid since %d: deleted share %d of %s (%d bytes, placed by %s)",
+                        max(terms.get("placed", 0), terms.get("paid_until", 0)), share, si.hex()[:16],
+                        meta.stored_bytes, terms.get("uploader", "?")[:12])
         for si in await self._run(store.expired_files, before):
             if self.repairing(si):
                 continue  # being repaired: the next round looks again
@@ -98,7 +117,7 @@ class LeaseCollector:
 
     def status(self) -> dict:
         return {**self.counts, "interval": self.config.gc_interval, "grace": self.config.gc_grace,
-                "rate": self.config.gc_rate, "last_round": self.last_round}
+                "rate": self.config.gc_rate, "unpaid_grace": self.config.unpaid_grace, "last_round": self.last_round}
 
 
 __all__ = ["LeaseCollector"]

@@ -21,8 +21,8 @@ from ..identity import parse_public_id
 from ..ledger.pricing import price_storage
 from ..market.service import MarketService
 from . import erasure, layout
+from .deals import MAX_PRICE
 
-MAX_PRICE = 10**12  # micro-credits per GiB-hour: a million credits, far above any real bid
 
 
 @dataclass

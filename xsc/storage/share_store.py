@@ -136,8 +136,9 @@ class ShareStore:
         return upload
 
     def publish(self, upload: Upload, metas: list[ShareMeta], manifest: bytes | None = None,
-                file_record: dict | None = None) -> None:
-        """Make the upload's shares visible, all at once, durably."""
+                file_record: dict | None = None, also: dict[bytes, bytes] | None = None) -> None:
+        """Make the upload's shares visible, all at once, durably (with `also`, records that must appear
+        with them: the terms a holder keeps a share under)."""
         si = upload.storage_index
         added = sum(m.stored_bytes for m in metas)
         with self._lock:
@@ -151,6 +152,8 @@ class ShareStore:
                     batch.put(keys.manifest(si), manifest)
                 if file_record is not None:
                     batch.put(keys.file(si), json.dumps(file_record).encode())
+                for key, value in (also or {}).items():
+                    batch.put(key, value)
                 batch.put(keys.STORAGE_USED, (self.used + added - freed).to_bytes(8, "big"))
                 batch.delete(keys.upload(upload.id))
             self.used += added - freed

@@ -3,13 +3,15 @@ damage reports holders send to the node that placed a share (storage/audits.py).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 
 from aiohttp import web
 
-from ...errors import BadRequestSignature, PayloadTooLarge, XscError
+from ...errors import BadRequestSignature, BodyTimeout, PayloadTooLarge, XscError
+from ...storage.holder import MIN_UPLOAD_RATE
 from ...storage.wire import DAMAGE_PATH, parse_count, parse_damage_report, parse_share, parse_storage_index
 from ...tasks import in_pool
 from .. import peer_auth
@@ -17,6 +19,8 @@ from ..appkeys import AUDITS, CPU_POOL, SHARE_HOLDER
 from .common import json_body, json_object
 
 log = logging.getLogger(__name__)
+
+BODY_SECONDS = 30.0  # a body's deadline: this, plus its length at the slowest upload rate a holder takes
 
 routes = web.RouteTableDef()
 
@@ -30,15 +34,22 @@ def _target(request: web.Request) -> tuple[bytes, int]:
 
 
 async def _read_signed_body(request: web.Request, limit: int) -> bytes:
-    """The body of a @streams_body handler, at most limit bytes, checked against its signed digest."""
+    """The body of a @streams_body handler, at most limit bytes, checked against its signed digest, read
+    within a deadline (a body that trickles in is cut off, not waited for)."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body is {request.content_length} bytes; at most {limit} are accepted here",
                               limit=limit)
     body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the body is longer than the {limit} bytes accepted here", limit=limit)
+    seconds = BODY_SECONDS + limit / MIN_UPLOAD_RATE
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.content.iter_any():
+                body += chunk
+                if len(body) > limit:
+                    raise PayloadTooLarge(f"the body is longer than the {limit} bytes accepted here", limit=limit)
+    except TimeoutError:
+        raise BodyTimeout(f"the body did not arrive within {seconds:.0f} s", hint="send faster, or less at once",
+                          received=len(body)) from None
     digest = await in_pool(request.app[CPU_POOL], lambda: hashlib.sha256(body).hexdigest())
     if not hmac.compare_digest(digest, peer_auth.signed(request).digest):
         raise BadRequestSignature("the request body does not match its signed digest",
@@ -62,8 +73,10 @@ async def put_segments(request: web.Request) -> web.Response:
     incoming = holder.get(request.match_info["upload"], _sender(request))
     first = parse_count(request.match_info["first"], "the first segment")
     holder.check_order(incoming, first)  # refused before its body is read; checked again under the lock
-    body = await _read_signed_body(request, holder.put_limit(incoming))
-    following = await holder.put(incoming, first, body)
+    limit = holder.put_limit(incoming)
+    async with holder.body_room(incoming, min(limit, request.content_length or limit)):
+        body = await _read_signed_body(request, limit)
+        following = await holder.put(incoming, first, body)
     return web.json_response({"next_segment": following, "segment_count": incoming.segment_count})
 
 

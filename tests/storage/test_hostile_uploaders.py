@@ -1,0 +1,164 @@
+"""A stranger with a fresh key attacks a holder through the share protocol (issue 12's storage rows).
+
+Each test performs the attack on a real in-process node on a free port, with signed requests from a
+freshly generated key, and checks the attack fails and the node keeps its accounting exact."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import aiohttp
+import pytest
+
+from xsc import keys
+from xsc.errors import PeerRefused
+from xsc.identity import Identity, public_id
+from xsc.net import PeerClient, RemoteHolder
+from xsc.node.appkeys import GATEWAY, LEASE_GC, PEERS, SHARE_HOLDER, TERMS
+from xsc.storage import holder as holder_module
+from xsc.storage.leases import MAX_DURATION
+
+from ..peers.test_share_transfer import DEAL_PRICE, EncodedFile, lease, place, refused
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+
+
+@pytest.fixture
+async def holder_node(node_factory):
+    return await node_factory("holder", **QUIET, storage={"capacity": 8 * 1024**2, "unpaid_grace": 3600})
+
+
+@pytest.fixture
+async def stranger(holder_node):
+    """A RemoteHolder view of the holder node, used by a brand-new key nobody knows."""
+    session = aiohttp.ClientSession()
+    client = PeerClient(Identity.generate(), session, 10.0)
+    peers = holder_node.app[PEERS]
+    yield RemoteHolder(client, peers.identity.id, peers.url, DEAL_PRICE)
+    await session.close()
+
+
+async def test_a_lease_cannot_outlive_the_longest_lease(holder_node, stranger) -> None:
+    f = EncodedFile(5000)
+    for forever in (2**64 - 1, int(time.time()) + MAX_DURATION + 2 * 86400):
+        with pytest.raises(PeerRefused) as err:
+            await stranger.begin(f.si, 0, f.size, f.segment_size, forever)
+        refused(err, 400, "invalid-argument")
+    assert holder_node.app[GATEWAY].store.reserved == 0
+
+
+async def test_a_refused_begin_leaves_no_record_and_no_terms_of_another_uploader(holder_node, stranger,
+                                                                                   node_factory) -> None:
+    store, terms = holder_node.app[GATEWAY].store, holder_node.app[TERMS]
+    honest = await node_factory("honest", **QUIET)
+    await honest.app[PEERS].add(holder_node.app[PEERS].url)
+    peers = holder_node.app[PEERS]
+    from_honest = RemoteHolder(honest.app[PEERS].client, peers.identity.id, peers.url, DEAL_PRICE)
+    f = EncodedFile(9000)
+    await place(from_honest, f, 1)
+    placed = terms.get(f.si, 1)
+    assert placed["uploader"] == honest.app[PEERS].identity.id and placed["price"] == DEAL_PRICE
+
+    # A co-holder's (a stranger's) begin of the same share is refused, and leaves the honest terms as they were.
+    with pytest.raises(PeerRefused) as err:
+        await stranger.begin(f.si, 1, f.size, f.segment_size, lease())
+    refused(err, 409, "share-exists")
+    assert terms.get(f.si, 1) == placed
+    # A begin refused for its price writes nothing at all.
+    cheap = RemoteHolder(stranger.client, stranger.node_id, stranger.url, 0)
+    with pytest.raises(PeerRefused) as err:
+        await cheap.begin(f.si, 2, f.size, f.segment_size, lease())
+    refused(err, 403, "deal-refused")
+    assert terms.get(f.si, 2) is None and list(store.db.iterator(prefix=keys.UPLOADS)) == []
+
+
+async def test_one_sender_cannot_reserve_the_whole_node(holder_node, stranger) -> None:
+    store = holder_node.app[GATEWAY].store
+    # Half the capacity at most, in uploads in progress.
+    big = EncodedFile(1)
+    size = 20 * 1024**2  # a share of 5 MiB: it fits, but is more than half the 8 MiB capacity
+    with pytest.raises(PeerRefused) as err:
+        await stranger.begin(big.si, 0, size, 1024**2, lease())
+    refused(err, 429, "quota-exceeded")
+    # And at most MAX_UPLOADS_PER_SENDER uploads in progress, whatever their size.
+    files = [EncodedFile(100) for _ in range(holder_module.MAX_UPLOADS_PER_SENDER + 1)]
+    for f in files[:-1]:
+        await stranger.begin(f.si, 0, f.size, f.segment_size, lease())
+    with pytest.raises(PeerRefused) as err:
+        await stranger.begin(files[-1].si, 0, files[-1].size, files[-1].segment_size, lease())
+    refused(err, 429, "quota-exceeded")
+    assert store.reserved <= store.capacity // 2
+
+
+async def test_refused_puts_do_not_keep_an_upload_alive(holder_node, stranger) -> None:
+    shares = holder_node.app[SHARE_HOLDER]
+    f = EncodedFile(3 * 4096)
+    upload = await stranger.begin(f.si, 0, f.size, f.segment_size, lease())
+    incoming = shares.get(upload, stranger.client.identity.public_key)
+    start = incoming.last_activity
+    for _ in range(3):  # out of order: refused, and no activity
+        with pytest.raises(PeerRefused) as err:
+            await stranger.put_segments(upload, 2, f.blocks[0][2:])
+        refused(err, 409, "segment-out-of-order")
+    assert incoming.last_activity == start
+    assert await shares.reap(start + holder_module.IDLE_TIMEOUT) == 1
+    assert holder_node.app[GATEWAY].store.reserved == 0
+
+
+async def test_an_upload_that_trickles_past_its_deadline_is_aborted(holder_node, stranger) -> None:
+    shares = holder_node.app[SHARE_HOLDER]
+    f = EncodedFile(3 * 4096)
+    upload = await stranger.begin(f.si, 0, f.size, f.segment_size, lease())
+    incoming = shares.get(upload, stranger.client.identity.public_key)
+    await stranger.put_segments(upload, 0, f.blocks[0][:1])  # activity now, but the deadline stands
+    assert await shares.reap(incoming.deadline + 1) == 1
+
+
+async def test_a_slow_body_is_cut_off_and_memory_stays_bounded(holder_node, stranger, monkeypatch) -> None:
+    from xsc.node.http import shares as share_routes
+
+    monkeypatch.setattr(share_routes, "BODY_SECONDS", 0.5)
+    monkeypatch.setattr(share_routes, "MIN_UPLOAD_RATE", 10**12)
+    shares = holder_node.app[SHARE_HOLDER]
+    f = EncodedFile(3 * 4096)
+    upload = await stranger.begin(f.si, 0, f.size, f.segment_size, lease())
+    peers = holder_node.app[PEERS]
+    body = f.blocks[0][0]
+
+    async def trickle():
+        for i in range(len(body)):
+            yield body[i:i + 1]
+            await asyncio.sleep(0.01)
+
+    from xsc.identity import sign_request
+
+    path = f"/v1/peer/uploads/{upload}/segments/0"
+    headers = sign_request(stranger.client.identity, "PUT", path, body, receiver=peers.identity.id)
+    async with stranger.client.session.put(peers.url + path, data=trickle(), headers=headers) as response:
+        answer = await response.json(content_type=None)
+    assert response.status == 408 and answer["code"] == "body-timeout"
+    assert shares._buffered == 0 and not shares._bodies
+
+
+async def test_a_share_nobody_pays_for_is_not_kept_for_free(holder_node, stranger) -> None:
+    store, terms, gc = holder_node.app[GATEWAY].store, holder_node.app[TERMS], holder_node.app[LEASE_GC]
+    f = EncodedFile(5000)
+    long_lease = int(time.time()) + MAX_DURATION
+    upload = await stranger.begin(f.si, 0, f.size, f.segment_size, long_lease)
+    await stranger.put_segments(upload, 0, f.blocks[0])
+    await stranger.commit(upload, f.hashes[0], f.manifest.encode())
+    assert store.shares_held == 1 and terms.get(f.si, 0)["uploader"] == public_id(stranger.client.identity.public_key)
+    await gc.collect(now=time.time() + 1800)  # within the grace: kept
+    assert store.shares_held == 1
+    await gc.collect(now=time.time() + 3700)  # a payment interval's grace later, never paid: gone
+    assert (store.shares_held, store.used, terms.get(f.si, 0)) == (0, 0, None)
+    assert gc.counts["unpaid"] == 1
+
+
+async def test_terms_are_kept_with_the_share_exactly(holder_node, stranger) -> None:
+    f = EncodedFile(5000)
+    await place(stranger, f, 3)
+    raw = holder_node.app[GATEWAY].store.db.get(keys.holder_terms(f.si, 3))
+    assert json.loads(raw)["price"] == DEAL_PRICE
