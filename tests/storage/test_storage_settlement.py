@@ -29,7 +29,8 @@ async def test_a_put_is_matched_and_its_holder_paid_for_what_it_held(node_factor
     client = node.app[CLIENT_IDENTITY].public_key
     assert ledger.store.state(client).balance == 0  # nothing held yet, nothing paid
     # Ten minutes later the holder is paid for ten minutes of each share.
-    paid = await node.app[DEALS].pay_due(int(time.time()) + 600)
+    later = int(time.time()) + 600
+    paid = await node.app[DEALS].pay_due(later)
     assert paid["payments"] == 6
     one = price_storage(share_bytes, 600, 2_500)
     assert ledger.store.state(client).balance <= -6 * one + 6  # each period rounds up at most once
@@ -37,7 +38,7 @@ async def test_a_put_is_matched_and_its_holder_paid_for_what_it_held(node_factor
     history = await ledger.history(client, 10)
     assert str(byte_hours(share_bytes, 600)) in str(history[0])
     # Nothing is paid twice for the same time.
-    again = await node.app[DEALS].pay_due(int(time.time()) + 600)
+    again = await node.app[DEALS].pay_due(later)
     assert again["payments"] == 0
     assert node.app[GATEWAY].store.used == result["stored_bytes"]
 

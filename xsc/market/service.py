@@ -468,11 +468,12 @@ class MarketService:
         out[self.me] = self.recognition()
         return out
 
-    def match(self, bids: list[Bid]):
+    def match(self, bids: list[Bid], exclude: frozenset[str] = frozenset()):
         """Match `bids` (this node's new needs) against the book: the MarketResult of the pure core.
 
-        Providers that are down are left out; other nodes' open needs compete for the same slots."""
-        down = {p for p, a in self.availability_map().items() if a == 0}
+        Providers that are down (or in `exclude`: they just failed this node) are left out of the clearing
+        itself; other nodes' open needs compete for the same slots."""
+        down = {p for p, a in self.availability_map().items() if a == 0} | exclude
         asks = [a for a in self.book.asks() if a.slot.owner not in down and self.active(a.slot.owner)]
         mine = {b.slot.id for b in bids}
         others = [b for b in self.book.bids() if not (b.slot.owner == self.me and b.slot.id in mine)]
@@ -503,9 +504,9 @@ class MarketService:
                         end=start + max(seconds, 1), filters=SlotFilter(deny=tuple(avoid)))
         return Bid(slot=slot, price=max_price, group=group, prefer=tuple(prefer), min_availability=min_availability)
 
-    def deal(self, bids: list[Bid]) -> dict[str, Any]:
+    def deal(self, bids: list[Bid], exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
         """Assignments for every bid, or MarketNoDeal explaining each need that got nothing."""
-        result = self.match(bids)
+        result = self.match(bids, exclude)
         self.last_results = result
         self._record_prices(result.clearings)
         named = {b.slot.id: need_key(self.me, b.slot.id) for b in bids}

@@ -150,7 +150,8 @@ class StorageService:
             raise BadRequest("a put's size cannot be negative")
         quote = await self.quote(size, seconds, bid, **wanted)
         try:
-            result = await self.gateway.put(read, size, name, place=self._placer(quote), lease_duration=seconds)
+            result = await self.gateway.put(read, size, name, place=self._placer(quote), lease_duration=seconds,
+                                            replace=self._replacer(quote, bid))
         finally:
             self.withdraw(quote)
         cap = Capability.parse(result.capability)
@@ -173,6 +174,26 @@ class StorageService:
             return nodes, {s: self.holder(node, quote.prices[s]) for s, node in enumerate(nodes) if node != self.me}
 
         return place
+
+    def _replacer(self, quote: quotes.PutQuote, bid: int):
+        """Another provider for a share whose matched holder cannot take it (down, or refusing): the next one
+        the market offers at the put's bid, one the file does not use yet if there is one."""
+
+        async def replace(share: int, failed: set[str]):
+            for avoid in (set(quote.nodes) | failed, failed | {self.me}):
+                try:
+                    node, price = quotes.relocation(self.market, quote.share_bytes, quote.seconds, avoid=avoid,
+                                                    bid=bid, failed=frozenset(failed))
+                except MarketNoDeal as err:
+                    log.info("share %d: no provider avoiding %s: %s", share, sorted(n[:12] for n in avoid), err)
+                    continue
+                if node != self.me:  # this node's room was counted when the put began: it takes no more now
+                    quote.nodes[share], quote.prices[share] = node, price
+                    return node, self.holder(node, price)
+            log.warning("no other provider for share %d of this put", share)
+            return None
+
+        return replace
 
     # --- get, list, remove ---------------------------------------------------------------------
     async def open(self, cap: Capability) -> tuple[int, AsyncIterator[bytes]]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import BadRequest, IntegrityError, NotEnoughShares, NotFound
+from ..errors import BadRequest, IntegrityError, NotEnoughShares, NotFound, PeerError
 from . import erasure, layout, leases
 from .capability import Capability
 from .crypto import SegmentCipher, new_key, storage_index
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 ReadFn = Callable[[int], Awaitable[bytes]]
 Placer = Callable[[bytes, int], "tuple[list[str], dict[int, Holder]]"]
 Relocator = Callable[[int, set], "Awaitable[tuple[str, Holder] | None]"]
+REPLACEMENTS = 3  # other holders tried for a share whose chosen holder cannot take it
 
 
 @dataclass
@@ -105,12 +106,15 @@ class Gateway:
 
     # --- put -------------------------------------------------------------------------
     async def put(self, read: ReadFn, size: int | None, name: str | None = None,
-                  place: Placer | None = None, lease_duration: int | None = None) -> PutResult:
+                  place: Placer | None = None, lease_duration: int | None = None,
+                  replace: Relocator | None = None) -> PutResult:
         """Store a stream; `size` (if known) is checked against free space before anything is written.
 
         `place(storage index, share bytes)` says where the shares go: the node of each share and the
-        holder of each share on another node (only for a known size); by default all stay here.
-        Every share's lease ends `lease_duration` seconds from now (default: the node's)."""
+        holder of each share on another node (only for a known size); by default all stay here.  A holder
+        that cannot begin its share (down, or refusing) is swapped for `replace(share, nodes that failed it)`,
+        if given, before any byte is sent.  Every share's lease ends `lease_duration` seconds from now
+        (default: the node's)."""
         key = new_key()
         si = storage_index(key)
         cipher = SegmentCipher(key)
@@ -141,8 +145,7 @@ class Gateway:
         hashes: list[list[bytes]] = []  # per segment, the N block hashes
         total = 0
         try:
-            await gather_or_raise([r.begin(size, seg_size, lease) for r in remote.values()],
-                                   [r.node for r in remote.values()], "could not place a share on")
+            await self._begin_remote(remote, placement, si, size, seg_size, lease, replace)
             index = 0
             while True:
                 want = seg_size if size is None else layout.plaintext_length(size, seg_size, index)
@@ -198,6 +201,41 @@ class Gateway:
             raise
         return PutResult(capability=str(cap), size=total, segments=count, stored_bytes=share_bytes * erasure.N,
                          placement=placement, lease_expiry=lease)
+
+    async def _begin_remote(self, remote: dict[int, RemoteShareWriter], placement: list[str], si: bytes,
+                            size: int | None, seg_size: int, lease: int, replace: Relocator | None) -> None:
+        """Begin every remote share; a holder that fails is replaced (at most REPLACEMENTS tries per share)."""
+        shares = list(remote)
+        results = await asyncio.gather(*(remote[s].begin(size, seg_size, lease) for s in shares),
+                                       return_exceptions=True)
+        failed = {s: r for s, r in zip(shares, results) if isinstance(r, BaseException)}
+        given_up: list[tuple[str, BaseException]] = []
+        for share, err in failed.items():
+            tried = {placement[share]}
+            while isinstance(err, PeerError) and replace is not None and len(tried) <= REPLACEMENTS:
+                log.warning("share %d: node %s could not take it (%s); choosing another", share,
+                            placement[share][:12], err)
+                alternative = await replace(share, tried)
+                if alternative is None:
+                    break
+                node, holder = alternative
+                tried.add(node)
+                writer = RemoteShareWriter(holder, node, si, share)
+                try:
+                    await writer.begin(size, seg_size, lease)
+                except PeerError as again:
+                    err = again
+                    continue
+                remote[share], placement[share], err = writer, node, None
+                break
+            if err is not None:
+                given_up.append((placement[share], err))
+        if given_up:
+            if any(not isinstance(err, PeerError) for _, err in given_up):
+                raise next(err for _, err in given_up if not isinstance(err, PeerError))
+            raise PeerError("could not place a share on " + "; ".join(f"node {node[:12]}…: {err}"
+                                                                      for node, err in given_up),
+                            hint="`xsc health status` shows which peers are up", nodes=[n for n, _ in given_up])
 
     # --- leases ----------------------------------------------------------------------
     async def renew(self, cap: Capability, duration: int, holders: Mapping[int, Holder] | None = None,

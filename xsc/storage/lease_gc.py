@@ -66,7 +66,6 @@ class LeaseCollector:
             meta = await self._run(store.collect_share, si, share, before)
             if meta is None:
                 continue  # renewed or deleted since it was listed
-            await self._run(self.terms.forget, si, share)  # its last period was paid within the grace
             shares += 1
             freed += meta.stored_bytes
             self.counts["shares"] += 1  # counted as it goes: a long round shows its progress
@@ -75,14 +74,15 @@ class LeaseCollector:
             self.bytes_counter.inc(meta.stored_bytes)
             log.info("lease ended: deleted share %d of %s (%d bytes, lease ended at %d, placed by %s)", share,
                      si.hex()[:16], meta.stored_bytes, meta.lease_expiry, public_id(meta.uploader)[:12])
+            await self._run(self.terms.forget, si, share)  # its last period was paid within the grace
             await asyncio.sleep(self.pacer.take(meta.segment_count + 1, time.monotonic()))
         # A share placed here by another node that nobody paid for in `unpaid_grace` is not kept for free: its
         # lease is treated as ended now (a stranger cannot store forever by setting a long lease and never paying).
         unpaid_before = int(self.clock() if now is None else now) - self.config.unpaid_grace
         for si, share, terms in await self._run(self.terms.unpaid, unpaid_before):
             meta = await self._run(store.collect_share, si, share, 2**63)
-            await self._run(self.terms.forget, si, share)
             if meta is None:
+                await self._run(self.terms.forget, si, share)
                 continue  # deleted by its uploader already: only its record was left
             shares += 1
             freed += meta.stored_bytes
@@ -94,6 +94,7 @@ class LeaseCollector:
             log.warning("unpaid since %d: deleted share %d of %s (%d bytes, placed by %s)",
                         max(terms.get("placed", 0), terms.get("paid_until", 0)), share, si.hex()[:16],
                         meta.stored_bytes, terms.get("uploader", "?")[:12])
+            await self._run(self.terms.forget, si, share)
         for si in await self._run(store.expired_files, before):
             if self.repairing(si):
                 continue  # being repaired: the next round looks again

@@ -120,12 +120,15 @@ def withdraw_needs(market: MarketService, needs: list[str]) -> None:
     market.touch()
 
 
-def relocation(market: MarketService, share_bytes: int, seconds: int, *, avoid: set[str]) -> tuple[str, int]:
-    """A provider (not in `avoid`) and its price for one repaired share, at the node's default bid."""
+def relocation(market: MarketService, share_bytes: int, seconds: int, *, avoid: set[str],
+               bid: int | None = None, failed: frozenset[str] = frozenset()) -> tuple[str, int]:
+    """A provider (not in `avoid`) and its price for one share placed again (a repair, or a holder that could
+    not take its share), at `bid` (default: the node's default bid); `failed` providers do not even take part in
+    the clearing (a dead provider's ask must not set the price the others are measured against)."""
     need = market.need(f"repair-{os.urandom(6).hex()}", "storage", share_bytes, seconds,
-                       market.config.storage_bid, avoid=tuple(sorted(avoid)))
+                       market.config.storage_bid if bid is None else bid, avoid=tuple(sorted(avoid)))
     try:
-        assignment = market.deal([need])[need.slot.id]
+        assignment = market.deal([need], failed)[need.slot.id]
     finally:
         market.explanations.keep(market.last_results)
     return assignment.provider, assignment.price

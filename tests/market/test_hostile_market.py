@@ -1,0 +1,81 @@
+"""A stranger's market commitments, and a removed node's: neither is ever matched (issue 12 and 15 rows)."""
+
+from __future__ import annotations
+
+import time
+
+from xsc.allocation import Stamp
+from xsc.identity import Identity, sign_request
+from xsc.market import sign_commitment
+from xsc.node.appkeys import MARKET, PEERS
+
+from .market_helpers import ask
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+CHEAP = {"market": {"storage_ask_floor": 10, "storage_ask_ceiling": 20}}
+
+
+def _free_ask(identity: Identity) -> dict:
+    now = int(time.time())
+    commitment = sign_commitment(identity, asks=(ask(identity.id, "storage-free", 10**15, 0, now - 60, now + 7200),),
+                                 bids=(), recognition={}, stamp=Stamp.seed().event(), timestamp=int(time.time() * 1000))
+    return commitment.to_json()
+
+
+async def _put(node, data: bytes) -> tuple[int, dict]:
+    response = await node.post("/v1/store/files", data=data)
+    return response.status, await response.json(content_type=None)
+
+
+async def test_a_stranger_asking_zero_is_never_in_the_book(node_factory) -> None:
+    a = await node_factory("a", **QUIET)
+    stranger = Identity.generate()
+    body = {"commitments": [_free_ask(stranger)]}
+    import json as jsonlib
+
+    raw = jsonlib.dumps(body).encode()
+    path = "/v1/peer/market"
+    headers = {**sign_request(stranger, "POST", path, raw, receiver=a.app[PEERS].identity.id),
+               "Content-Type": "application/json"}
+    response = await a.post(path, data=raw, headers=headers)
+    assert response.status == 200
+    market = a.app[MARKET]
+    assert market.book.get(stranger.id) is None and not market.active(stranger.id)
+    status, answer = await _put(a, b"x" * 5000)
+    assert status == 201, answer
+    assert stranger.id not in answer["placement"]
+
+
+async def test_a_removed_peer_is_never_matched_and_puts_go_on(node_factory) -> None:
+    a = await node_factory("a", **QUIET)
+    b = await node_factory("b", **QUIET, **CHEAP)  # the cheapest provider: every put would go there
+    await a.app[PEERS].add(b.app[PEERS].url)
+    b_id = b.app[PEERS].identity.id
+    await a.app[MARKET].fill_book()
+    assert a.app[MARKET].book.get(b_id) is not None
+    status, answer = await _put(a, b"y" * 5000)
+    assert status == 201 and b_id in answer["placement"], answer
+
+    response = await a.delete(f"/v1/peers/{b_id}")
+    assert response.status == 200
+    assert a.app[MARKET].book.get(b_id) is None and not a.app[MARKET].active(b_id)
+    status, answer = await _put(a, b"z" * 5000)
+    assert status == 201 and b_id not in answer["placement"], answer
+    # b's commitments arriving again (gossip from a node that still knows it) are ignored.
+    assert a.app[MARKET].receive([b.app[MARKET].book.get(b_id).to_json()]) == 0
+
+
+async def test_a_put_goes_on_when_a_matched_provider_is_dead(node_factory) -> None:
+    a = await node_factory("a", **QUIET)
+    b = await node_factory("b", **QUIET, **CHEAP)  # the cheapest: the market sends shares there first
+    c = await node_factory("c", **QUIET)
+    for other in (b, c):
+        await a.app[PEERS].add(other.app[PEERS].url)
+    await a.app[MARKET].fill_book()
+    b_id = b.app[PEERS].identity.id
+    await b.close()  # killed: nobody has probed it since, so the market still offers it
+    status, answer = await _put(a, b"w" * 20_000)
+    assert status == 201, answer
+    assert b_id not in answer["placement"]
+    got = await a.get(f"/v1/store/files/{answer['capability']}")
+    assert got.status == 200 and await got.read() == b"w" * 20_000
