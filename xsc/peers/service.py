@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 MAX_PEERS = 1000  # descriptors of new nodes beyond this are ignored (bounds what anyone can make us store)
 MAX_PER_MESSAGE = MAX_PEERS + 1
+# New nodes one gossip message may introduce: a stranger cannot fill the directory with self-signed fakes at
+# once; the ones it names beyond this are learned later, from other peers, if they are real.
+MAX_NEW_PER_MESSAGE = 16
 PASS_ON_MS = 24 * 3_600_000  # descriptors not re-signed for a day are kept but no longer passed on
 REFRESH_MS = 60_000  # our own descriptor is re-signed this often, and at once when its capacity or free space change
 GOSSIP_FANOUT = 3  # peers told at once when we learn of a new node
@@ -71,23 +74,42 @@ class PeerDirectory:
     def is_removed(self, node_id: str) -> bool:
         return node_id in self._removed
 
-    def merge(self, descriptors: list[NodeDescriptor], *, me: str, my_url: str) -> list[NodeDescriptor]:
-        """Keep each descriptor newer than ours of its node; return those worth passing on at once."""
+    def merge(self, descriptors: list[NodeDescriptor], *, me: str, my_url: str,
+              proven: Callable[[str], bool] = lambda node_id: False) -> list[NodeDescriptor]:
+        """Keep each descriptor newer than ours of its node; return those worth passing on at once.
+
+        At most MAX_NEW_PER_MESSAGE nodes not known before are taken from one message; when the directory
+        is full, a node never proven up (`proven`) makes room for a new one, else the new one is ignored."""
         news: list[NodeDescriptor] = []
+        new_nodes = 0
         with self._db.write_batch() as batch:
             for d in descriptors:
                 known = self._known.get(d.id)
                 # Our own URL under another id is a node that was here before us (an old data dir): not a peer.
                 if d.id == me or d.id in self._removed or d.url == my_url or not newer(d, known):
                     continue
-                if known is None and len(self._known) >= MAX_PEERS:
-                    log.warning("ignoring node %s: already %d peers known", d.id, MAX_PEERS)
-                    continue
+                if known is None:
+                    new_nodes += 1
+                    if new_nodes > MAX_NEW_PER_MESSAGE:
+                        continue
+                    if len(self._known) >= MAX_PEERS and not self._evict_one(batch, proven):
+                        log.warning("ignoring node %s: already %d peers known", d.id, MAX_PEERS)
+                        continue
                 if newsworthy(d, known):
                     news.append(d)
                 self._known[d.id] = d
                 batch.put(keys.peer_descriptor(d.key), d.encode())
         return news
+
+    def _evict_one(self, batch, proven: Callable[[str], bool]) -> bool:
+        """Forget the oldest-signed node never proven up, to make room; whether there was one."""
+        unproven = [d for d in self._known.values() if not proven(d.id)]
+        if not unproven:
+            return False
+        oldest = min(unproven, key=lambda d: d.timestamp)
+        batch.delete(keys.peer_descriptor(oldest.key))
+        del self._known[oldest.id]
+        return True
 
     def remove(self, node_id: str, at: int) -> None:
         key = parse_public_id(node_id)
@@ -166,9 +188,16 @@ class PeerService:
         if len(items) > MAX_PER_MESSAGE:
             raise InvalidArgument(f"at most {MAX_PER_MESSAGE} descriptors per message")
         now = now_ms()
-        # What we hold already (or is us) needs no signature check: most of a gossip message is old news.
-        parsed = [parse_descriptor(item, now_ms=now) for item in items if not self._known_already(item)]
-        news = self.directory.merge(parsed, me=self.identity.id, my_url=self.url)
+        # What we hold already (or is us) needs no signature check: most of a gossip message is old news.  Of the
+        # nodes not known yet only the first MAX_NEW_PER_MESSAGE are even checked (the rest would be dropped).
+        fresh = [item for item in items if not self._known_already(item)]
+        unknown = [item for item in fresh if not (isinstance(item, dict) and isinstance(item.get("id"), str)
+                                                  and self.directory.get(item["id"]) is not None)]
+        skipped = {id(item) for item in unknown[MAX_NEW_PER_MESSAGE:]}
+        parsed = [parse_descriptor(item, now_ms=now) for item in fresh if id(item) not in skipped]
+        news = self.directory.merge(parsed, me=self.identity.id, my_url=self.url,
+                                    proven=lambda node_id: self.availability(node_id).ratio_24h is not None
+                                    and self.availability(node_id).up is True)
         if news:
             log.info("learned of %s", ", ".join(f"{d.id[:12]} at {d.url}" for d in news))
             self._news.set()
@@ -185,8 +214,11 @@ class PeerService:
             and (stamp, signature) <= (known.timestamp, known.signature)
 
     def gossip_payload(self) -> list[dict]:
+        """Our descriptor and the peers' fresh ones, nodes proven up first: never more than one message holds."""
         cutoff = now_ms() - PASS_ON_MS
-        return [self.descriptor().to_json()] + [d.to_json() for d in self.peers() if d.timestamp >= cutoff]
+        fresh = [d for d in self.peers() if d.timestamp >= cutoff]
+        fresh.sort(key=lambda d: (self.availability(d.id).up is not True, -d.timestamp))
+        return [self.descriptor().to_json()] + [d.to_json() for d in fresh[:MAX_PER_MESSAGE - 1]]
 
     async def exchange(self, url: str, *, to: str | None = None, unblock: bool = False) -> NodeDescriptor:
         """Send what we know to the node at url, take what it knows; return its own descriptor."""

@@ -1,0 +1,44 @@
+"""A stranger floods a node's peer directory with self-signed descriptors (issue 12's directory row)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from xsc.identity import Identity, sign_request
+from xsc.node.appkeys import PEERS
+from xsc.peers import make_descriptor
+from xsc.peers.service import MAX_NEW_PER_MESSAGE, MAX_PER_MESSAGE
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+
+
+async def test_a_flood_of_fake_nodes_takes_a_bounded_place_and_the_real_peers_stay(node_factory) -> None:
+    node = await node_factory("victim", **QUIET)
+    honest = await node_factory("honest", **QUIET)
+    await node.app[PEERS].add(honest.app[PEERS].url)
+    peers = node.app[PEERS]
+    now = int(time.time() * 1000)
+    fakes = [make_descriptor(Identity.generate(), url=f"http://127.0.0.{2 + i // 250}:{10000 + i}", capacity=1,
+                             free=1, version="0", timestamp=now).to_json() for i in range(999)]
+    attacker = Identity.generate()
+    raw = json.dumps({"descriptors": fakes}).encode()
+    path = "/v1/peer/descriptors"
+    headers = {**sign_request(attacker, "POST", path, raw, receiver=peers.identity.id),
+               "Content-Type": "application/json"}
+    response = await node.post(path, data=raw, headers=headers)
+    assert response.status == 200
+    answer = await response.json()
+    assert len(peers.peers()) <= 1 + MAX_NEW_PER_MESSAGE
+    assert peers.known(honest.app[PEERS].identity.id)
+    assert len(answer["descriptors"]) <= MAX_PER_MESSAGE
+    # Again and again: the directory never holds more than its bound, and the honest peer is kept.
+    for _ in range(3):
+        more = [make_descriptor(Identity.generate(), url=f"http://127.0.0.9:{20000 + i}", capacity=1, free=1,
+                                version="0", timestamp=now).to_json() for i in range(40)]
+        raw = json.dumps({"descriptors": more}).encode()
+        headers = {**sign_request(attacker, "POST", path, raw, receiver=peers.identity.id),
+                   "Content-Type": "application/json"}
+        assert (await node.post(path, data=raw, headers=headers)).status == 200
+    assert peers.known(honest.app[PEERS].identity.id)
+    assert len(peers.peers()) <= 1 + 4 * MAX_NEW_PER_MESSAGE
