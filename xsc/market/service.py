@@ -53,6 +53,7 @@ HONOUR_SECONDS = 60  # a published ask is honoured this long after a newer, high
 
 
 EXPLAINED = 1000  # needs whose explanation is kept (in memory) for `xsc market explain`
+MAX_COMMITMENTS = 1001  # per exchange: one per peer the directory can hold, and this node's
 
 
 def now_ms() -> int:
@@ -290,9 +291,15 @@ class MarketService:
         """Peers' commitments; returns how many changed the book.  Invalid ones are skipped (logged)."""
         if not isinstance(items, list):
             raise InvalidArgument("commitments must be a list", hint='send {"commitments": [...]}')
+        if len(items) > MAX_COMMITMENTS:
+            raise InvalidArgument(f"at most {MAX_COMMITMENTS} commitments per message")
         changed = 0
         with self.db.write_batch() as batch:
             for item in items:
+                claimed = item.get("participant") if isinstance(item, dict) else None
+                if claimed == self.me or (self.peers is not None and not (isinstance(claimed, str)
+                                                                           and self.peers.known(claimed))):
+                    continue  # ours echoed back, or not a peer's: not worth checking its signature
                 try:
                     commitment = parse_commitment(item)
                 except XscError as err:
