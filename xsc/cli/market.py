@@ -172,7 +172,7 @@ def status(obj, as_json: bool) -> None:
         ("book digest", info["digest"]),
         ("participants", info["participants"]),
         ("peers in book", f"{info['peers_in_book']} / {info['peers']}"),
-        ("converged", "yes" if info["converged"] else "no (some peers' offers have not arrived yet)"),
+        ("converged", "yes" if info["converged"] else f"no ({info.get('converged_reason', 'not every peer agrees')})"),
         ("my slots", len(info["asks"])),
         ("my open needs", len(info["needs"]) or "none"),
     ])
@@ -224,6 +224,12 @@ def explain(obj, need_id: str, as_json: bool) -> None:
     text = f"need {found['need']}: {found['code']}: {found['message']}."
     text += (f" Clearing price: {_price(found['clearing_price'], kind)}." if found["clearing_price"] is not None
              else " Nothing traded in its market.")
+    if found.get("bid") is not None:
+        text += f" Its bid: {_price(found['bid'], kind)} for {_quantity(found['quantity'], kind)}."
+    if found.get("best_ask") is not None:
+        text += f" Lowest ask: {_price(found['best_ask'], kind)}."
+    if found.get("would_match"):
+        text += f" It would have matched with {found['would_match']}."
     a = found["assignment"]
     if a is not None:
         text += (f" Assigned to {a['provider']} (slot {a['capacity_slot']}), {_quantity(a['quantity'], kind)} at "

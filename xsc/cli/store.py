@@ -228,6 +228,8 @@ def repair(obj, cap: str, as_json: bool) -> None:
         return
     _shares_table(result)
     click.echo(f"repaired shares {result['repaired']}" if result["repaired"] else "nothing to repair")
+    if result.get("warning"):
+        click.echo(f"warning: {result['warning']}", err=True)
 
 
 @store.command()

@@ -76,15 +76,22 @@ class Explanations(OrderedDict):
         super().__init__()
         self.me = me
 
-    def keep(self, result) -> None:
+    def keep(self, result, bids: dict[str, Bid] | None = None, best_asks: dict[str, int] | None = None) -> None:
+        """Keep a matching's explanations, with the figures of this node's needs (`bids` by need key) and
+        the lowest ask of each kind (`best_asks`)."""
         if result is None:
             return
         for key, explanation in result.explanations.items():
             # This node's needs by their bare id (as a put or invoke prints them); others' as OWNER/ID.
             name = explanation.need_id if explanation.recipient == self.me else key
+            bid = (bids or {}).get(key)
+            best = (best_asks or {}).get(bid.slot.kind) if bid is not None else None
             self[name] = {"need": explanation.need_id, "recipient": explanation.recipient, "code": explanation.code,
                           "message": explanation.message, "clearing_price": explanation.clearing_price,
-                          "assignment": _assignment(result.assignments.get(key))}
+                          "assignment": _assignment(result.assignments.get(key)),
+                          "kind": bid.slot.kind if bid else None, "bid": bid.price if bid else None,
+                          "quantity": bid.slot.quantity if bid else None, "best_ask": best,
+                          "would_match": _would_match(explanation, bid, best)}
             self.move_to_end(name)
         while len(self) > EXPLAINED:
             self.popitem(last=False)
@@ -95,6 +102,25 @@ class Explanations(OrderedDict):
             raise NeedNotFound(f"no recent need {need!r} on this node",
                                hint="need ids are printed by a put or invoke the market refused, and by xsc market status")
         return found
+
+
+def _would_match(explanation, bid: Bid | None, best_ask: int | None) -> str | None:
+    """What would have made a need match, in the user's words (None: it matched, or nothing is known)."""
+    code, clearing = explanation.code, explanation.clearing_price
+    if code == "matched":
+        return None
+    if code == "below_clearing_price" and clearing is not None:
+        return f"a bid of at least {clearing}"
+    if code == "no_trade" and best_ask is not None:
+        return f"a bid of at least the lowest ask, {best_ask}"
+    if code == "no_compatible_slot" and bid is not None:
+        return f"a provider offering at least {bid.slot.quantity} for the need's whole window"
+    if code == "capacity_taken":
+        return "more free capacity, or a bid above the needs that took it" + (
+            f" (they cleared at {clearing})" if clearing is not None else "")
+    if code == "filtered_out":
+        return "fewer filters (--avoid, --prefer, --min-availability)"
+    return None
 
 
 def _assignment(a) -> dict | None:
@@ -139,6 +165,7 @@ class MarketService:
         self._published: tuple | None = None
         self._asks_published: deque[tuple[int, str, int]] = deque(maxlen=256)  # (ms, kind, ask) as published
         self.last_results = None  # the newest MarketResult of a match this node ran
+        self.last_bids: dict[str, Bid] = {}  # its needs, by need key
         self.explanations = Explanations(self.me)  # for `xsc market explain`
         self.version = 0  # grows whenever the book changes
         self._prices_written = 0
@@ -451,8 +478,12 @@ class MarketService:
         rows = []
         with self.db.iterator(prefix=keys.MARKET_PRICES if kind is None else keys.market_prices_of(kind),
                               reverse=True) as it:
+            shown: set[tuple[str, int, int]] = set()
             for key, value in it:
                 k, bucket, at = keys.split_market_price(key)
+                if (k, bucket, at // 1000) in shown:
+                    continue  # one price per market and second: the newest (a put's own matching may clear twice)
+                shown.add((k, bucket, at // 1000))
                 rows.append({"kind": k, "bucket": bucket, "bucket_start": bucket * self.config.bucket_seconds,
                              "time_ms": at, **json.loads(value)})
                 if len(rows) >= limit:
@@ -489,6 +520,13 @@ class MarketService:
                            availability=self.availability_map(), bucket_seconds=self.config.bucket_seconds,
                            now_ms=now_ms())
 
+    def remember(self) -> None:
+        """Keep the explanations of the newest matching, with their figures, for `xsc market explain`."""
+        best: dict[str, int] = {}
+        for a in self.book.asks():
+            best[a.slot.kind] = min(best.get(a.slot.kind, a.price), a.price)
+        self.explanations.keep(self.last_results, self.last_bids, best)
+
     def active(self, participant: str) -> bool:
         """May `participant` be matched: this node, or a peer still known and not known to be down."""
         if participant == self.me or self.peers is None:
@@ -515,6 +553,7 @@ class MarketService:
         """Assignments for every bid, or MarketNoDeal explaining each need that got nothing."""
         result = self.match(bids, exclude)
         self.last_results = result
+        self.last_bids = {need_key(self.me, b.slot.id): b for b in bids}
         self._record_prices(result.clearings)
         named = {b.slot.id: need_key(self.me, b.slot.id) for b in bids}
         missing = [n for n, key in named.items() if key not in result.assignments]
@@ -540,7 +579,7 @@ class MarketService:
             try:
                 found = self.deal([need])[need.slot.id]
             finally:
-                self.explanations.keep(self.last_results)
+                self.remember()
             if len(self._compute_deals) > 64:
                 self._compute_deals.clear()
             self._compute_deals[key] = found
@@ -566,6 +605,15 @@ class MarketService:
             row["bucket_start"] = key[1] * self.config.bucket_seconds
         return {"digest": self.book.digest(), "participants": len(self.book.commitments()),
                 "books": sorted(rows.values(), key=lambda r: (r["kind"], r["bucket"]))}
+
+    def _convergence_reason(self, peers: list[str], known: list[str]) -> str | None:
+        if len(known) < len(peers):
+            return f"the offers of {len(peers) - len(known)} of {len(peers)} peers have not arrived yet"
+        differ = [p for p in peers if self.peer_digests.get(p) != self.book.digest()]
+        if differ:
+            return (f"{len(differ)} of {len(peers)} peers held another book at the last exchange with them "
+                    f"(they are swapped again within {self.gossip_interval:.0f} s)")
+        return None
 
     def _peer_ids(self) -> list[str]:
         return [d.id for d in self.peers.peers()] if self.peers is not None else []
@@ -620,6 +668,7 @@ class MarketService:
             "peers_agreeing": sum(self.peer_digests.get(p) == self.book.digest() for p in peers),
             "converged": len(known) == len(peers) and all(self.peer_digests.get(p) == self.book.digest()
                                                           for p in peers),
+            "converged_reason": self._convergence_reason(peers, known),
             "asks": [{"id": a.slot.id, "kind": a.slot.kind, "quantity": a.slot.quantity, "price": a.price,
                       "start": a.slot.start, "end": a.slot.end} for a in (mine.asks if mine else ())],
             "needs": [{"id": b.slot.id, "kind": b.slot.kind, "quantity": b.slot.quantity, "price": b.price}

@@ -143,7 +143,7 @@ class StorageDeals:
         """The file was removed: its deals end now (what was held until now is still paid)."""
         deals = [d for d in self.of_file(si) if not d.ended]
         for d in deals:
-            d.end = min(d.end, at)
+            d.end, d.ended = min(d.end, at), True
         self._save(deals)
 
     def extended(self, si: bytes, lease_end: int, shares: set[int]) -> list[StorageDeal]:

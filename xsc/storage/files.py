@@ -28,6 +28,7 @@ from . import layout, leases, quotes
 from .capability import Capability
 from .deals import StorageDeal, StorageDeals
 from .gateway import Gateway
+from .placement import node_failures_survived
 
 log = logging.getLogger(__name__)
 
@@ -252,7 +253,12 @@ class StorageService:
                     self.deals.moved(cap.storage_index, share, node, now, price if chosen == node else None)
         if not lock.locked():
             self.repair_locks.pop(cap.storage_index, None)
-        return {**result, **await self.check(cap)}
+        answer = {**result, **await self.check(cap)}
+        if after and len(set(after)) > 1 and node_failures_survived(after) == 0:
+            most = max(after.count(n) for n in set(after))
+            answer["warning"] = (f"{most} shares are on one node: the loss of any one node may lose the file "
+                                 "(add nodes and repair again)")
+        return answer
 
     def _relocator(self, cap: Capability, moved: dict[int, tuple[str, int]]):
         """Where a repaired share goes: a peer that is up and holds no share of the file, matched on the market

@@ -60,8 +60,12 @@ class PutResult:
         if self.nodes == 1:
             return ("all 6 shares are on this one node: the file survives the loss of any 2 shares, "
                     "but not the loss of the node")
-        return (f"the 6 shares are on {self.nodes} nodes: the file survives the loss of any "
-                f"{self.node_failures_survived} of them")
+        survived = self.node_failures_survived
+        note = f"the 6 shares are on {self.nodes} nodes: the file survives the loss of any {survived} of them"
+        if survived == 0:
+            return (note + " (warning: the loss of any one of them loses the file; add nodes and "
+                    "`xsc store repair` it)")
+        return note
 
     def to_json(self) -> dict[str, Any]:
         return {"capability": self.capability, "size": self.size, "segments": self.segments,

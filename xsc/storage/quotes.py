@@ -108,7 +108,7 @@ def quote(market: MarketService, segment_size: int, size: int | None, seconds: i
                               hint="free space, or add nodes with `xsc peers add`", needs=err.details["needs"]) from None
         raise
     finally:
-        market.explanations.keep(market.last_results)
+        market.remember()
     return PutQuote(share_bytes, seconds, [assignments[b.slot.id].provider for b in bids],
                     {s: assignments[b.slot.id].price for s, b in enumerate(bids)}, [b.slot.id for b in bids])
 
@@ -130,5 +130,5 @@ def relocation(market: MarketService, share_bytes: int, seconds: int, *, avoid: 
     try:
         assignment = market.deal([need], failed)[need.slot.id]
     finally:
-        market.explanations.keep(market.last_results)
+        market.remember()
     return assignment.provider, assignment.price

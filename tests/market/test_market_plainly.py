@@ -1,0 +1,49 @@
+"""The market speaks plainly (issue 15, item 8): explanations with figures, rm ends deals, one price a second."""
+
+from __future__ import annotations
+
+from xsc.node.appkeys import MARKET
+from xsc.storage import Capability
+
+
+async def test_explain_gives_the_figures_and_what_would_have_matched(node) -> None:
+    response = await node.post("/v1/store/files", data=b"q" * 5000, params={"max_price": "1"})
+    assert response.status == 409
+    need = sorted((await response.json())["needs"])[0]
+    found = await (await node.get(f"/v1/market/explain/{need}")).json()
+    assert found["code"] in ("below_clearing_price", "no_trade")
+    assert found["bid"] == 1 and found["kind"] == "storage" and found["quantity"] > 0
+    assert found["best_ask"] == node.app[MARKET].ask("storage")
+    assert "a bid of at least" in found["would_match"]
+
+
+async def test_removing_a_file_ends_its_deals(node) -> None:
+    response = await node.post("/v1/store/files", data=b"r" * 5000)
+    cap = (await response.json())["capability"]
+    si = Capability.parse(cap).storage_index.hex()
+    before = await (await node.get("/v1/market/status", params={"file": si})).json()
+    assert before["deals"] and not any(d["ended"] for d in before["deals"])
+    assert (await node.delete(f"/v1/store/files/{cap}")).status == 200
+    after = await (await node.get("/v1/market/status", params={"file": si})).json()
+    assert after["deals"] and all(d["ended"] for d in after["deals"])
+    status = await (await node.get("/v1/market/status")).json()
+    assert status["converged"] is True and status["converged_reason"] is None  # a node on its own agrees
+
+
+async def test_prices_show_one_clearing_per_market_and_second(node) -> None:
+    for n in range(3):
+        assert (await node.post("/v1/store/files", data=bytes([n]) * 7000)).status == 201
+    rows = (await (await node.get("/v1/market/prices", params={"limit": "100"})).json())["prices"]
+    seconds = [(r["kind"], r["bucket"], r["time_ms"] // 1000) for r in rows]
+    assert rows and len(seconds) == len(set(seconds))
+
+
+async def test_a_put_that_cannot_survive_a_node_loss_says_so(node_factory) -> None:
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+    a, b = await node_factory("a", **quiet), await node_factory("b", **quiet)
+    from xsc.node.appkeys import PEERS
+
+    await a.app[PEERS].add(b.app[PEERS].url)
+    answer = await (await a.post("/v1/store/files", data=b"s" * 9000)).json()
+    assert answer["nodes"] == 2 and answer["node_failures_survived"] == 0
+    assert "warning: the loss of any one of them loses the file" in answer["placement_note"]
