@@ -64,4 +64,12 @@ def status(obj, as_json: bool) -> None:
         ("capacity", format_size(storage.get("capacity", 0))),
         ("used", format_size(storage.get("used", 0))),
         ("free", format_size(storage.get("free", 0))),
+        ("memory", _memory(info.get("memory"), format_size)),
     ])
+
+
+def _memory(memory: dict | None, format_size) -> str:
+    if not memory:
+        return "unknown"
+    return (f"{format_size(memory['anonymous'])} own, {format_size(memory['file'])} mapped files "
+            "(page cache the kernel reclaims)")

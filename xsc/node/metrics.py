@@ -16,8 +16,28 @@ class Metrics:
         self.bytes_stored = Gauge("xsc_storage_bytes_stored", "Bytes of block data held in published shares", registry=r)
         self.shares_held = Gauge("xsc_storage_shares_held", "Published shares held", registry=r)
         self.invocations = Counter("xsc_compute_invocations", "Wasm invocations", ["outcome"], registry=r)
+        memory = Gauge("xsc_process_memory_bytes", "Resident memory of the node process: anonymous (its own "
+                       "heap) and file (mapped LevelDB tables and libraries: page cache the kernel can drop)",
+                       ["kind"], registry=r)
+        memory.labels("anonymous").set_function(lambda: resident_memory()["anonymous"])
+        memory.labels("file").set_function(lambda: resident_memory()["file"])
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+def resident_memory() -> dict[str, int]:
+    """This process's resident memory in bytes: anonymous (heap, buffers) and file-backed (mapped files),
+    from /proc/self/status (zeros where the system has no such file)."""
+    fields = {"RssAnon": 0, "RssFile": 0, "RssShmem": 0}
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                name, _, value = line.partition(":")
+                if name in fields:
+                    fields[name] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return {"anonymous": fields["RssAnon"], "file": fields["RssFile"] + fields["RssShmem"]}

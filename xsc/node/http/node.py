@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ... import __version__, keys
 from ..appkeys import CONFIG, DB, HEALTH_CHECKS, IDENTITY, METRICS, STARTED, STATUS_PARTS
+from ..metrics import resident_memory
 
 routes = web.RouteTableDef()
 
@@ -73,6 +74,7 @@ async def node_status(request: web.Request) -> web.Response:
         "id": app[IDENTITY].id,
         "version": __version__,
         "uptime": round(time.monotonic() - app[STARTED], 3),
+        "memory": resident_memory(),
         "listen": config.node.listen,
         "data_dir": str(config.data_dir),
     }
