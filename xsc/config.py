@@ -259,6 +259,7 @@ class MarketSection(_Section):
     fuel_per_second: int = 1_000_000_000  # fuel one compute thread offers per second of a bucket
     payment_interval: float = 3600.0  # seconds between the storage payment runs (each pays what was held since)
     publish_delay: float = 0.2  # seconds changes to this node's offer are gathered before it is re-published
+    freshness: float = 60.0  # seconds a participant's newest offer counts as current (re-published every third)
 
     @field_validator("storage_ask_ceiling", "compute_ask_ceiling", "storage_ask_floor", "compute_ask_floor",
                      "storage_bid", "compute_bid", "fuel_per_second")
@@ -288,6 +289,13 @@ class MarketSection(_Section):
     def _seconds(cls, v: float) -> float:
         if not 0 <= v <= 7 * 86400:
             raise ValueError("must be between 0 and 7 days (in seconds)")
+        return v
+
+    @field_validator("freshness")
+    @classmethod
+    def _freshness(cls, v: float) -> float:
+        if not 3 <= v <= 86400:
+            raise ValueError("must be between 3 seconds and a day")
         return v
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from xsc.allocation import Stamp
@@ -79,3 +80,31 @@ async def test_a_put_goes_on_when_a_matched_provider_is_dead(node_factory) -> No
     assert b_id not in answer["placement"]
     got = await a.get(f"/v1/store/files/{answer['capability']}")
     assert got.status == 200 and await got.read() == b"w" * 20_000
+
+
+async def test_a_participant_that_stops_re_signing_leaves_the_active_set(node_factory) -> None:
+    fresh = {"market": {"freshness": 3}}
+    a = await node_factory("a", **QUIET, **fresh)
+    b = await node_factory("b", **QUIET, **fresh)
+    await a.app[PEERS].add(b.app[PEERS].url)
+    await a.app[MARKET].fill_book()
+    b_id = b.app[PEERS].identity.id
+    assert a.app[MARKET].active(b_id)
+    for task in b.app[MARKET]._tasks:  # b hangs: it neither re-signs nor says it leaves
+        task.cancel()
+    for _ in range(100):
+        if not a.app[MARKET].active(b_id):
+            break
+        await asyncio.sleep(0.1)
+    assert not a.app[MARKET].active(b_id)
+
+
+async def test_a_node_that_stops_cleanly_says_it_leaves(node_factory) -> None:
+    a = await node_factory("a", **QUIET)
+    b = await node_factory("b", **QUIET)
+    await a.app[PEERS].add(b.app[PEERS].url)
+    await a.app[MARKET].fill_book()
+    b_id = b.app[PEERS].identity.id
+    assert a.app[MARKET].book.get(b_id).asks
+    await b.close()
+    assert not a.app[MARKET].book.get(b_id).asks  # its last word: an offer of nothing

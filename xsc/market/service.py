@@ -167,6 +167,7 @@ class MarketService:
         self.last_results = None  # the newest MarketResult of a match this node ran
         self.last_bids: dict[str, Bid] = {}  # its needs, by need key
         self.explanations = Explanations(self.me)  # for `xsc market explain`
+        self.leaving = False  # shutting down: it offers nothing more
         self.version = 0  # grows whenever the book changes
         self._prices_written = 0
         self.peer_digests: dict[str, str] = {}  # peer -> the digest of its book at our last exchange
@@ -189,6 +190,8 @@ class MarketService:
 
     def own_asks(self) -> list[Ask]:
         """Capacity slots for the current bucket and the next, priced by the pricing policy."""
+        if self.leaving:
+            return []
         seconds = self.config.bucket_seconds
         now_bucket = self.bucket()
         asks = []
@@ -401,6 +404,8 @@ class MarketService:
         once and with a random peer every gossip interval."""
         interval = self.gossip_interval
         next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
+        heartbeat = self.config.freshness / 3
+        next_heartbeat = time.monotonic() + heartbeat
         while True:
             seconds = self.config.bucket_seconds
             to_boundary = seconds - time.time() % seconds + 0.05
@@ -411,8 +416,12 @@ class MarketService:
                 pass
             self._changed.clear()
             try:
-                if self.publish():
-                    await self._push(None)  # our own offer changed: every peer should know at once
+                fresh_again = time.monotonic() >= next_heartbeat
+                if fresh_again:
+                    next_heartbeat = time.monotonic() + heartbeat
+                if self.publish(force=fresh_again):
+                    # Our offer changed, or must be re-signed to stay current: every peer should know at once.
+                    await self._push(None)
                 elif time.monotonic() >= next_gossip:
                     next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
                     await self._push(1)  # anti-entropy with one random peer
@@ -430,6 +439,16 @@ class MarketService:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.leave()
+
+    async def leave(self, timeout: float = 2.0) -> None:
+        """Say we leave: publish an offer of nothing and tell the peers (best effort, briefly)."""
+        self.leaving = True
+        if self.publish():
+            try:
+                await asyncio.wait_for(self._push(None), timeout)
+            except (asyncio.TimeoutError, PeerError):
+                pass
 
     # --- clearing and matching -------------------------------------------------------------
     def clearings(self) -> dict:
@@ -528,10 +547,15 @@ class MarketService:
         self.explanations.keep(self.last_results, self.last_bids, best)
 
     def active(self, participant: str) -> bool:
-        """May `participant` be matched: this node, or a peer still known and not known to be down."""
-        if participant == self.me or self.peers is None:
+        """May `participant` be matched: this node, or a peer still known, not known to be down, whose newest
+        offer is current (signed within `market.freshness`: a node that stopped re-signing has left)."""
+        if participant == self.me:
             return True
-        return self.peers.known(participant) and self.peers.availability(participant).up is not False
+        held = self.book.get(participant)
+        if held is None or held.timestamp < now_ms() - self.config.freshness * 1000:
+            return False
+        return self.peers is None or (self.peers.known(participant)
+                                      and self.peers.availability(participant).up is not False)
 
     def forget(self, participant: str) -> None:
         """A node was removed: its commitment leaves the book (and LevelDB) and it is never matched again."""
