@@ -8,7 +8,7 @@ import time
 from xsc.allocation import Stamp
 from xsc.identity import Identity, sign_request
 from xsc.market import sign_commitment
-from xsc.node.appkeys import MARKET, PEERS
+from xsc.node.appkeys import HEALTH, MARKET, PEERS
 
 from .market_helpers import ask
 
@@ -108,3 +108,39 @@ async def test_a_node_that_stops_cleanly_says_it_leaves(node_factory) -> None:
     assert a.app[MARKET].book.get(b_id).asks
     await b.close()
     assert not a.app[MARKET].book.get(b_id).asks  # its last word: an offer of nothing
+
+
+async def test_a_repair_goes_on_when_the_chosen_spare_is_dead(node_factory) -> None:
+    nodes = [await node_factory(f"n{i}", **QUIET) for i in range(6)]
+    a = nodes[0]
+    spare_dead = await node_factory("dead-spare", **QUIET, **CHEAP)  # the cheapest: chosen first for a repair
+    spare_live = await node_factory("live-spare", **QUIET)
+    holders = nodes[1:]
+    for other in holders:
+        await a.app[PEERS].add(other.app[PEERS].url)
+    await a.app[MARKET].fill_book()
+    status, answer = await _put(a, b"v" * 20_000)
+    assert status == 201, answer
+    lost = holders[0]
+    lost_id = lost.app[PEERS].identity.id
+    assert lost_id in answer["placement"]
+    # Now the spares join: the dead one (nobody has probed it) is where the market sends the repaired share first.
+    for spare in (spare_dead, spare_live):
+        await a.app[PEERS].add(spare.app[PEERS].url)
+    spares = [spare.app[PEERS].identity.id for spare in (spare_dead, spare_live)]
+    for _ in range(50):
+        await a.app[MARKET].fill_book()
+        if all(a.app[MARKET].book.get(s) for s in spares):
+            break
+    dead_id = spares[0]
+    await a.app[HEALTH].probe_round()  # every node is seen up once: repairs go only to nodes proven up
+
+    async def hang() -> None:  # it dies without a word, as a kill -9 would
+        return None
+
+    spare_dead.app[MARKET].leave = hang
+    await spare_dead.close()
+    await lost.close()
+    repaired = await (await a.post(f"/v1/store/files/{answer['capability']}/repair")).json()
+    assert repaired.get("healthy"), repaired
+    assert dead_id not in repaired["placement"] and lost_id not in repaired["placement"]

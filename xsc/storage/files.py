@@ -264,7 +264,7 @@ class StorageService:
         """Where a repaired share goes: a peer that is up and holds no share of the file, matched on the market
         for the rest of the share's lease (the new deal is noted in `moved`: share -> (node, price))."""
 
-        async def relocate(share: int, used: set[str]):
+        async def relocate(share: int, used: set[str], failed: set[str]):
             if self.peers is None:
                 return None
             manifest = await in_pool(self.pool, self.gateway.manifest, cap)
@@ -274,7 +274,8 @@ class StorageService:
             deal = placed.get(share)
             seconds = max(60, deal.end - int(time.time())) if deal else self.lease_duration
             try:
-                node, price = quotes.relocation(self.market, share_bytes, seconds, avoid=used | not_up)
+                node, price = quotes.relocation(self.market, share_bytes, seconds, avoid=used | not_up,
+                                                failed=frozenset(failed))
             except MarketNoDeal as err:
                 log.warning("no provider for share %d of %s: %s", share, cap.storage_index.hex()[:16], err)
                 return None

@@ -33,7 +33,10 @@ log = logging.getLogger(__name__)
 
 ReadFn = Callable[[int], Awaitable[bytes]]
 Placer = Callable[[bytes, int], "tuple[list[str], dict[int, Holder]]"]
-Relocator = Callable[[int, set], "Awaitable[tuple[str, Holder] | None]"]
+# (share, nodes already used, nodes that failed it) -> where a repaired share goes instead (None: here)
+Relocator = Callable[[int, set, set], "Awaitable[tuple[str, Holder] | None]"]
+# (share, nodes that failed it) -> another holder for a share whose holder could not take it (None: give up)
+Replacer = Callable[[int, set], "Awaitable[tuple[str, Holder] | None]"]
 REPLACEMENTS = 3  # other holders tried for a share whose chosen holder cannot take it
 
 
@@ -111,7 +114,7 @@ class Gateway:
     # --- put -------------------------------------------------------------------------
     async def put(self, read: ReadFn, size: int | None, name: str | None = None,
                   place: Placer | None = None, lease_duration: int | None = None,
-                  replace: Relocator | None = None) -> PutResult:
+                  replace: Replacer | None = None) -> PutResult:
         """Store a stream; `size` (if known) is checked against free space before anything is written.
 
         `place(storage index, share bytes)` says where the shares go: the node of each share and the
@@ -207,7 +210,7 @@ class Gateway:
                          placement=placement, lease_expiry=lease)
 
     async def _begin_remote(self, remote: dict[int, RemoteShareWriter], placement: list[str], si: bytes,
-                            size: int | None, seg_size: int, lease: int, replace: Relocator | None) -> None:
+                            size: int | None, seg_size: int, lease: int, replace: Replacer | None) -> None:
         """Begin every remote share; a holder that fails is replaced (at most REPLACEMENTS tries per share)."""
         shares = list(remote)
         results = await asyncio.gather(*(remote[s].begin(size, seg_size, lease) for s in shares),
@@ -550,8 +553,8 @@ class Gateway:
         """Rebuild missing and corrupt shares from any K good ones; never makes things worse.
 
         Local shares are rebuilt here (corrupt blocks rewritten in place).  A broken share on another
-        node goes to the node `relocate(share, nodes already used)` names, or here if it names none;
-        the file's placement record follows.  Returns the repaired shares and the new placement."""
+        node goes to the node `relocate(share, nodes already used, nodes that failed it)` names, or here
+        if it names none; the file's placement record follows.  Returns the repaired shares and the new placement."""
         holders = dict(holders or {})
         names = list(names or [me] * erasure.N)
         si = cap.storage_index
@@ -576,7 +579,7 @@ class Gateway:
         new_names = list(names)
         moved: dict[int, RemoteShareWriter] = {}
         for s in sorted(remote_bad):
-            destination = await relocate(s, set(new_names)) if relocate else None
+            destination = await relocate(s, set(new_names), set()) if relocate else None
             if destination is None:
                 rebuild_here.append(s)
                 new_names[s] = me
@@ -594,8 +597,9 @@ class Gateway:
             if rebuild_here:
                 upload = await self._run(self.store.begin_upload, si, tuple(rebuild_here),
                                          share_bytes * len(rebuild_here))
-            await gather_or_raise([r.begin(manifest.size, manifest.segment_size, lease) for r in moved.values()],
-                                   [r.node for r in moved.values()], "could not place a repaired share on")
+            # A destination that cannot take its share (down, or refusing) is swapped for another one.
+            replace = (lambda share, failed: relocate(share, set(new_names) | failed, failed)) if relocate else None
+            await self._begin_remote(moved, new_names, si, manifest.size, manifest.segment_size, lease, replace)
             for index in range(manifest.segment_count):
                 fix = [s for s, segments in rewrite_here.items() if index in segments]
                 if not rebuilt and not fix:
