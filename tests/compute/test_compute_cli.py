@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from compute_helpers import WASM, module_id
+from tests.support.compute import WASM, module_id
 
 ADD = str(WASM / "add.wasm")
 

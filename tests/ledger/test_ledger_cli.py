@@ -6,8 +6,8 @@ import json
 
 import plyvel
 
-from ..conftest import run_xsc
-from .ledger_testkit import transfer
+from tests.support.nodes import run_xsc
+from tests.support.ledger import transfer
 from xsc import keys
 from xsc.cli.client import NodeClient
 from xsc.identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from tests.peers.peer_helpers import FAST, wait_until
+from tests.support.peers import FAST, wait_until
 
 
 def ok(node, *args: str) -> str:

@@ -8,7 +8,7 @@ import stat
 import tomllib
 from pathlib import Path
 
-from ..conftest import NodeProcess, free_port, run_xsc
+from tests.support.nodes import NodeProcess, free_port, run_xsc
 
 
 def test_first_start_creates_the_data_dir(node_process) -> None:

@@ -7,8 +7,8 @@ import os
 import signal
 from pathlib import Path
 
-from ..conftest import run_xsc
-from .peer_helpers import FAST, http
+from tests.support.nodes import run_xsc
+from tests.support.peers import FAST, http
 
 
 def _running(pid: int) -> bool:

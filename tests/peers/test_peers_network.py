@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import signal
 
-from ..conftest import free_port
-from .peer_helpers import FAST, http, known_ids, node_id, peer_health, wait_until
+from tests.support.nodes import free_port
+from tests.support.peers import FAST, http, known_ids, node_id, peer_health, wait_until
 
 
 def test_three_nodes_joined_through_one_learn_each_other_and_probe_each_other(node_process) -> None:

@@ -24,43 +24,17 @@ from xsc.node.appkeys import SHARE_HOLDER
 from xsc.storage.holder import IDLE_TIMEOUT
 from xsc.storage.wire import block_lengths, split_blocks
 from xsc.node.appkeys import GATEWAY
-from xsc.storage import erasure, layout
-from xsc.storage.crypto import SegmentCipher, new_key, storage_index
-from xsc.storage.manifest import Manifest, ciphertext_hash, decode_manifest
-from xsc.storage.merkle import block_hash, proof, root
+from xsc.storage import layout
+from xsc.storage.manifest import decode_manifest
+from xsc.storage.merkle import block_hash, proof
 
-from .peer_helpers import api, node_id
+from tests.support.peers import api, node_id
+from tests.support.shares import SEGMENT, EncodedFile
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
-SEGMENT = 4096
 SHARE = 2
 
 DEAL_PRICE = 4_000  # micro-credits per GiB-hour: at or above every ask of the default pricing policy
-
-
-class EncodedFile:
-    """A file encrypted and erasure-coded exactly as a gateway does it: its blocks, hashes and manifest."""
-
-    def __init__(self, size: int, segment_size: int = SEGMENT) -> None:
-        key = new_key()
-        self.si = storage_index(key)
-        self.size, self.segment_size = size, segment_size
-        data = os.urandom(size)
-        cipher = SegmentCipher(key)
-        self.count = layout.segment_count(size, segment_size)
-        self.blocks: list[list[bytes]] = [[] for _ in range(erasure.N)]  # per share, per segment
-        for i in range(self.count):
-            for s, block in enumerate(erasure.encode(cipher.encrypt(i, data[i * segment_size:(i + 1) * segment_size]))):
-                self.blocks[s].append(block)
-        self.hashes = [[block_hash(b) for b in blocks] for blocks in self.blocks]
-        self.manifest = Manifest(
-            size=size, segment_size=segment_size, k=erasure.K, m=erasure.M, segment_count=self.count,
-            share_roots=tuple(root(h).hex() for h in self.hashes),
-            ciphertext_hash=ciphertext_hash([self.hashes[s][i] for i in range(self.count) for s in range(erasure.K)]))
-        self.share_bytes = layout.share_bytes(size, segment_size)
-
-    def lengths(self, first: int, count: int) -> list[int]:
-        return block_lengths(self.size, self.segment_size, first, count)
 
 
 def lease() -> int:

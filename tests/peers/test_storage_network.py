@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from .peer_helpers import FAST, known_ids, node_id, wait_until
+from tests.support.peers import FAST, known_ids, node_id, wait_until
 
 
 def _six_nodes(node_process):
@@ -113,7 +113,7 @@ def test_repair_moves_a_lost_share_to_a_spare_node(node_process, tmp_path: Path)
 
 
 def _peer_up(node, peer: str):
-    from .peer_helpers import peer_health
+    from tests.support.peers import peer_health
 
     health = peer_health(node, peer)
     return health is None or health.get("up") is not False

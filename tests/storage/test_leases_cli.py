@@ -14,8 +14,8 @@ from xsc.node.appkeys import PEERS
 from xsc.net import RemoteHolder
 from xsc.storage import ShareMeta
 
-from ..peers.peer_helpers import api, node_id, wait_until
-from ..peers.test_share_transfer import EncodedFile
+from tests.support.peers import api, node_id, wait_until
+from tests.support.shares import EncodedFile
 
 
 PRICE = 1_000_000  # a deal price above any ask: shares placed directly, as a gateway would after matching

@@ -14,7 +14,7 @@ import plyvel
 from xsc import keys
 from xsc.storage import Capability, ShareStore, layout
 
-from ..conftest import run_xsc
+from tests.support.nodes import run_xsc
 
 
 def _cap(result: subprocess.CompletedProcess) -> str:
