@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
+from tests.support.cli import ThreadedNode
 from tests.support.nodes import NodeProcess, free_port, kill_all, node_config, serve
 
 
@@ -59,3 +60,20 @@ def node_process(tmp_path: Path):
 
     yield start
     kill_all(started)
+
+
+@pytest.fixture
+def cli_node(tmp_path: Path):
+    """cli_node(name="node", **sections) -> a started ThreadedNode: a node in this process, on a loop of its own
+    thread, that `.xsc(...)` runs the click app against (like a NodeProcess, without a process); stopped at
+    teardown."""
+    started: list[ThreadedNode] = []
+
+    def start(name: str = "node", **sections) -> ThreadedNode:
+        node = ThreadedNode(node_config(tmp_path, name, **sections))
+        started.append(node)
+        return node.start()
+
+    yield start
+    for node in started:
+        node.stop()

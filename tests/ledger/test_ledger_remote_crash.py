@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import LEDGER
 from xsc.net import ask_receipt
@@ -35,6 +37,7 @@ def _balance(node, account: str = "client") -> dict:
     return body
 
 
+@pytest.mark.slow
 def test_a_payer_killed_with_a_payment_pending_completes_it_after_restart(tmp_path) -> None:
     env = {**FAST, **RETRY, "XSC_LEDGER_CREDIT_LIMIT": "10000", "XSC_LEDGER_LOW_BALANCE": "60"}
     nodes = []
@@ -71,6 +74,7 @@ def test_a_payer_killed_with_a_payment_pending_completes_it_after_restart(tmp_pa
         kill_all(nodes)
 
 
+@pytest.mark.slow
 async def test_a_payee_killed_after_countersigning_is_paid_from_its_stored_receipt(node_factory, tmp_path) -> None:
     quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
              "ledger": {"settle_retry_interval": 3600}}

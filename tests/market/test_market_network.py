@@ -69,6 +69,7 @@ def _verify_all(nodes: list[NodeProcess]) -> None:
             assert json.loads(result.stdout)["ok"] is True
 
 
+@pytest.mark.slow
 def test_puts_are_paid_to_their_holders_for_what_they_hold_and_a_failing_holder_is_not(network, tmp_path) -> None:
     nodes, ids = network(7, {**PAY_OFTEN, "XSC_AUDIT_REPAIR_AFTER_FAILURES": "100000"}, {"XSC_AUDIT_SCRUB_RATE": "0"})
     gateway = nodes[0]
@@ -124,6 +125,7 @@ def test_puts_are_paid_to_their_holders_for_what_they_hold_and_a_failing_holder_
     _verify_all(nodes)
 
 
+@pytest.mark.slow
 def test_an_invoke_runs_on_another_provider_when_this_node_offers_no_compute(network, tmp_path) -> None:
     nodes, ids = network(2, {"XSC_MARKET_OFFER_COMPUTE": "false"})
     gateway, provider = nodes
@@ -144,6 +146,7 @@ def test_an_invoke_runs_on_another_provider_when_this_node_offers_no_compute(net
     _verify_all(nodes)
 
 
+@pytest.mark.slow
 def test_an_underfunded_put_is_refused_and_nothing_is_stored_anywhere(network, tmp_path) -> None:
     nodes, ids = network(3, {"XSC_LEDGER_CREDIT_LIMIT": "1"})
     src = tmp_path / "big.bin"

@@ -159,6 +159,7 @@ def _status(node: NodeProcess) -> dict:
     return body
 
 
+@pytest.mark.slow
 def test_a_corrupt_block_fails_its_audit_and_the_share_is_rebuilt_on_another_node(network, tmp_path: Path) -> None:
     nodes, ids = network({**FAST_AUDITS, **PATIENT, **NO_SCRUB, **SMALL_SEGMENTS}, NO_SCRUB)
     gateway = nodes[0]
@@ -187,6 +188,7 @@ def test_a_corrupt_block_fails_its_audit_and_the_share_is_rebuilt_on_another_nod
     assert next(p for p in health["peers"] if p["id"] == victim_id)["last_audit"]["ok"] is False
 
 
+@pytest.mark.slow
 def test_the_scrubber_reports_a_corrupt_block_to_its_uploader_which_repairs_it(network, tmp_path: Path) -> None:
     nodes, ids = network({**NO_AUDITS, **PATIENT, **SMALL_SEGMENTS}, {"XSC_AUDIT_INTERVAL": "0.3"})
     gateway = nodes[0]
@@ -229,6 +231,7 @@ def test_the_scrubber_reports_a_corrupt_block_to_its_uploader_which_repairs_it(n
     assert audits["damage_reports"] >= 1 and audits["audits_ok"] == audits["audits_failed"] == 0
 
 
+@pytest.mark.slow
 def test_a_holder_killed_past_the_threshold_has_its_share_rebuilt_on_another_node(network, tmp_path: Path) -> None:
     nodes, ids = network({"XSC_AUDIT_REPAIR_AFTER_FAILURES": "3"}, {})
     gateway = nodes[0]

@@ -263,6 +263,7 @@ async def test_bad_requests_are_refused_with_problems(net) -> None:
     assert (store.shares_held, store.used) == (1, f.share_bytes) and nothing_staged(store, bytes.fromhex(other))
 
 
+@pytest.mark.slow
 async def test_a_holder_killed_mid_upload_keeps_nothing_staged(node_factory, node_process) -> None:
     a = await node_factory("a", **QUIET)
     proc = node_process("holder")
