@@ -171,7 +171,7 @@ class NodeProcess:
         self._pid = None
         return self
 
-    def start(self, timeout: float = 30.0) -> "NodeProcess":
+    def start(self, timeout: float = 60.0) -> "NodeProcess":
         """Start the process and wait until it accepts connections."""
         return self.spawn().wait_listening(timeout)
 
@@ -197,7 +197,7 @@ class NodeProcess:
         except OSError:
             return False
 
-    def wait_listening(self, timeout: float = 30.0) -> "NodeProcess":
+    def wait_listening(self, timeout: float = 60.0) -> "NodeProcess":
         deadline = time.monotonic() + timeout
         while not self.listening():
             if not self.alive():
