@@ -29,27 +29,14 @@ from xsc.storage.manifest import decode_manifest
 from xsc.storage.merkle import block_hash, proof
 
 from tests.support.peers import api, node_id
-from tests.support.shares import SEGMENT, EncodedFile
+from tests.support.shares import DEAL_PRICE, SEGMENT, SHARE, EncodedFile, lease, place, refused
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
-SHARE = 2
-
-DEAL_PRICE = 4_000  # micro-credits per GiB-hour: at or above every ask of the default pricing policy
-
-
-def lease() -> int:
-    return int(time.time()) + 86400
-
 
 def nothing_staged(store, si: bytes) -> bool:
     with store.db.iterator(prefix=keys.blocks_of(si), include_value=False) as blocks, \
             store.db.iterator(prefix=keys.UPLOADS, include_value=False) as uploads:
         return store.reserved == 0 and next(blocks, None) is None and next(uploads, None) is None
-
-
-def refused(err: pytest.ExceptionInfo | PeerRefused, status: int, code: str) -> None:
-    exc = err.value if isinstance(err, pytest.ExceptionInfo) else err
-    assert (exc.details["peer_status"], exc.details["peer_code"]) == (status, code), exc
 
 
 @pytest.fixture
@@ -62,13 +49,6 @@ async def net(node_factory):
     return {"a": a, "b": b, "c": c, "store": b.app[GATEWAY].store,
             "from_a": RemoteHolder(a.app[PEERS].client, b_id, b_url, DEAL_PRICE),
             "from_c": RemoteHolder(c.app[PEERS].client, b_id, b_url, DEAL_PRICE)}
-
-
-async def place(holder: RemoteHolder, f: EncodedFile, share: int = SHARE) -> None:
-    upload = await holder.begin(f.si, share, f.size, f.segment_size, lease())
-    await holder.put_segments(upload, 0, f.blocks[share][:1])
-    await holder.put_segments(upload, 1, f.blocks[share][1:])
-    await holder.commit(upload, f.hashes[share], f.manifest.encode())
 
 
 async def test_a_share_is_placed_read_audited_and_deleted_by_its_uploader_only(net) -> None:

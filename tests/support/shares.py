@@ -1,16 +1,23 @@
-"""A file encrypted and erasure-coded exactly as a gateway does it, to place its shares by hand."""
+"""A file encrypted and erasure-coded exactly as a gateway does it, to place its shares on a holder by hand."""
 
 from __future__ import annotations
 
 import os
+import time
 
-from xsc.storage.wire import block_lengths
+import pytest
+
+from xsc.errors import PeerRefused
+from xsc.net import RemoteHolder
 from xsc.storage import erasure, layout
 from xsc.storage.crypto import SegmentCipher, new_key, storage_index
 from xsc.storage.manifest import Manifest, ciphertext_hash
 from xsc.storage.merkle import block_hash, root
+from xsc.storage.wire import block_lengths
 
 SEGMENT = 4096
+SHARE = 2
+DEAL_PRICE = 4_000  # micro-credits per GiB-hour: at or above every ask of the default pricing policy
 
 
 class EncodedFile:
@@ -36,3 +43,22 @@ class EncodedFile:
 
     def lengths(self, first: int, count: int) -> list[int]:
         return block_lengths(self.size, self.segment_size, first, count)
+
+
+def lease() -> int:
+    """A lease expiry a day from now."""
+    return int(time.time()) + 86400
+
+
+async def place(holder: RemoteHolder, f: EncodedFile, share: int = SHARE) -> None:
+    """Upload one share of `f` to a holder (in two batches of blocks) and commit it."""
+    upload = await holder.begin(f.si, share, f.size, f.segment_size, lease())
+    await holder.put_segments(upload, 0, f.blocks[share][:1])
+    await holder.put_segments(upload, 1, f.blocks[share][1:])
+    await holder.commit(upload, f.hashes[share], f.manifest.encode())
+
+
+def refused(err: pytest.ExceptionInfo | PeerRefused, status: int, code: str) -> None:
+    """The holder refused with this HTTP status and problem code."""
+    exc = err.value if isinstance(err, pytest.ExceptionInfo) else err
+    assert (exc.details["peer_status"], exc.details["peer_code"]) == (status, code), exc
