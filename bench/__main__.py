@@ -24,8 +24,11 @@ def main() -> int:
             sys.argv = [info.name]
             try:
                 importlib.import_module(f"bench.{info.name}").main()
-            except Exception:  # one broken bench does not hide the others' figures
-                traceback.print_exc()
+            except (Exception, SystemExit) as err:  # one broken bench does not hide the others' figures
+                if isinstance(err, SystemExit):
+                    print(f"{info.name}: {err}", file=sys.stderr)
+                else:
+                    traceback.print_exc()
                 failed.append(info.name)
             finally:
                 sys.argv = saved
