@@ -20,6 +20,7 @@ import time
 from decimal import Decimal
 from statistics import median
 
+from .report import Report
 from xsc.allocation import (
     CapacitySlot,
     Commitment,
@@ -138,6 +139,9 @@ def visited_pairs(provider: Commitment, needs) -> list[list]:
     return [index.candidates(c) for c in provider.capacity_slots]
 
 
+REPORT = Report("allocation")
+
+
 def fmt(seconds: float) -> str:
     return f"{seconds * 1e3:9.2f} ms"
 
@@ -171,6 +175,9 @@ def bench_one_provider(n_caps: int, n_recipients: int, needs_each: int, repeat: 
     print(f"  raw: sort {len(needs)} need slots {fmt(raw_sort)}   allocator = {t / raw_sort:6.1f} x")
     raw_records = best_of(lambda: [SlotAllocation(*a) for a in rows], 3)
     print(f"  raw: {len(rows)} SlotAllocation() {fmt(raw_records)}   allocator = {t / raw_records:6.1f} x")
+    name = f"one provider, {n_caps} caps vs {len(needs)} needs"
+    REPORT.add(name, t * 1e3, "ms", target=50, op="<")
+    REPORT.add(f"{name}: x raw pair loop (visited)", t / raw_pairs, "x")
 
 
 def bench_network(n: int, slots: int, peers: int) -> None:
@@ -214,6 +221,10 @@ def bench_network(n: int, slots: int, peers: int) -> None:
     print(f"  raw: pair loop, visited   {fmt(raw_pairs)}   ({pairs} pairs) recompute = "
           f"{t_second / raw_pairs:6.1f} x")
     print(f"  raw: sort all {len(all_slots)} slots {fmt(raw_sort)}   recompute = {t_second / raw_sort:6.1f} x")
+    name = f"network {n} x {slots} slots"
+    REPORT.add(f"{name}: full recompute, first", t_first, "s", target=2, op="<")
+    REPORT.add(f"{name}: full recompute, again", t_second, "s")
+    REPORT.add(f"{name}: recompute x raw pair loop (visited)", t_second / raw_pairs, "x")
 
 
 def main() -> None:
@@ -226,6 +237,7 @@ def main() -> None:
     else:
         bench_one_provider(100, 1_000, 10, repeat=7)
         bench_network(1_000, 10, 10)
+    REPORT.write()
 
 
 if __name__ == "__main__":

@@ -24,7 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from xsc.devnet import xsc_command
+
 from .common import cpu_seconds, start_node
+from .report import Report
 
 ROOT = Path(__file__).resolve().parent.parent
 WASM = ROOT / "fixtures" / "wasm"
@@ -159,9 +162,11 @@ def main() -> None:
 
     data_dir = Path(tempfile.mkdtemp(prefix="xsc-bench-"))
     env = {**os.environ, "XSC_HOME": str(data_dir)}
-    xsc = [sys.executable, "-m", "xsc"]
-    node, url = start_node(data_dir, "--log-level", "WARNING")
-    port = int(url.rsplit(":", 1)[1])
+    xsc = xsc_command()
+    node = start_node(data_dir, "--log-level", "WARNING")
+    port = node.port
+    report = Report("compute")
+    report.add("raw: fresh Store + instantiate + call, in process", raw * 1e6, "us")
     try:
         token = (data_dir / "api-token").read_text().strip()
         add = WASM / "add.wasm"
@@ -177,6 +182,11 @@ def main() -> None:
                   f"p50 {r['p50'] * 1e3:.3f} ms ({r['p50'] / raw:.1f}x raw), "
                   f"p99 {r['p99'] * 1e3:.3f} ms ({r['p99'] / raw:.1f}x raw), {r['n']} calls; "
                   f"node CPU {r['node_cpu'] * 1e6:.0f} us per invoke ({r['node_cpu'] / raw:.1f}x raw)")
+            report.add(f"HTTP invokes/s at c={concurrency}", r["rate"], "/s",
+                       **({"target": TARGETS["invokes_per_s_c8"], "op": ">="} if concurrency == 8 else {}))
+            report.add(f"HTTP invoke p50 at c={concurrency}", r["p50"] * 1e3, "ms",
+                       **({"target": TARGETS["p50_ms_c1"], "op": "<"} if concurrency == 1 else {}))
+            report.add(f"node CPU per invoke at c={concurrency}", r["node_cpu"] * 1e6, "us")
 
         compile_s, load_s = compile_vs_load()
         print(f"fibonacci module: compile {compile_s * 1e3:.3f} ms, cached load (HMAC check + deserialize) "
@@ -188,6 +198,11 @@ def main() -> None:
         print(f"bare python start: {python_s * 1e3:.0f} ms; `xsc compute invoke add.wasm add 1 2`: "
               f"{invoke_s * 1e3:.0f} ms ({invoke_s / python_s:.1f}x); `xsc --help`: {help_s * 1e3:.0f} ms "
               f"({help_s / python_s:.1f}x)")
+        report.add("compile fibonacci", compile_s * 1e3, "ms")
+        report.add("cached load of fibonacci", load_s * 1e3, "ms")
+        report.add("bare python start", python_s * 1e3, "ms")
+        report.add("xsc compute invoke add.wasm add 1 2", invoke_s * 1e3, "ms")
+        report.add("xsc --help", help_s * 1e3, "ms", target=TARGETS["help_ms"], op="<")
 
         checks = [
             ("invokes/s at concurrency 8", results[8]["rate"], ">=", TARGETS["invokes_per_s_c8"]),
@@ -197,9 +212,9 @@ def main() -> None:
         for name, value, op, target in checks:
             met = value >= target if op == ">=" else value < target
             print(f"target {name} {op} {target}: {value:,.2f} -> {'met' if met else 'NOT met'}")
+        report.write()
     finally:
-        node.terminate()
-        node.wait(30)
+        node.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +24,10 @@ from pathlib import Path
 import plyvel
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from xsc.devnet import xsc_command
+
 from .common import start_node
+from .report import Report
 from xsc.identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity
 from xsc.ledger import LedgerService
 
@@ -79,8 +81,8 @@ async def settle_many(db_path: Path, payer: Identity, payee: Identity, total: in
 
 
 def verify_with_cli(data_dir: Path) -> tuple[float, dict]:
-    xsc = [sys.executable, "-m", "xsc", "--data-dir", str(data_dir)]
-    node, _ = start_node(data_dir)
+    xsc = [*xsc_command(), "--data-dir", str(data_dir)]
+    node = start_node(data_dir)
     try:
         start = time.perf_counter()
         result = subprocess.run([*xsc, "ledger", "verify", "--json"], capture_output=True, timeout=600)
@@ -90,8 +92,7 @@ def verify_with_cli(data_dir: Path) -> tuple[float, dict]:
             raise RuntimeError(f"verify failed: {result.stderr.decode()} {report['violations'][:5]}")
         return elapsed, report
     finally:
-        node.terminate()
-        node.wait(30)
+        node.stop()
 
 
 def main() -> None:
@@ -103,6 +104,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="xsc-bench-ledger-"))
     try:
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+        figures = Report("ledger")
         raw = raw_ed25519()
         print(f"raw Ed25519 sign+verify: {raw['pairs_1']:,.0f} pairs/s on 1 thread, "
               f"{raw['pairs_all']:,.0f} pairs/s on {THREADS} threads; verify alone {raw['verify_1']:,.0f}/s")
@@ -114,6 +116,9 @@ def main() -> None:
               f"target >= 2,000/s)")
         print(f"  = {rate / raw['pairs_all']:.3f} x raw sign+verify pairs/s ({THREADS} threads); crypto floor is "
               f"3 pairs per settlement = {floor:,.0f}/s, so crypto share {rate / floor:.0%}")
+        figures.add("raw: Ed25519 sign+verify pairs, all threads", raw["pairs_all"], "/s")
+        figures.add("settlements", rate, "/s", target=2000, op=">=")
+        figures.add("settlements x raw sign+verify pairs", rate / raw["pairs_all"], "x")
 
         data_dir = work / "node"
         data_dir.mkdir()
@@ -132,6 +137,8 @@ def main() -> None:
         print(f"  = {report['signatures'] / elapsed / (raw['verify_1'] * THREADS):.2f} x raw verify/s on {THREADS} "
               f"threads; crypto floor at {report['signatures'] / report['entries']:.1f} signatures per entry "
               f"= {sig_floor:,.0f} entries/s")
+        figures.add(f"verify, {report['entries']:,} entries", per_s, "entries/s", target=5000, op=">=")
+        figures.write()
         print(f"load average at the end {os.getloadavg()[0]:.2f} (other work on the machine skews every figure)")
     finally:
         shutil.rmtree(work, ignore_errors=True)

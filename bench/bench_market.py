@@ -22,6 +22,8 @@ from xsc.allocation import CapacitySlot, NeedSlot
 from xsc.market import Ask, Bid, clear_auction, match_needs
 from xsc.market.auction import Order
 
+from .report import Report
+
 HOUR = 3600
 GIB = 2**30
 
@@ -73,6 +75,10 @@ def main() -> None:
     print(f"  clear_auction                {t * 1e3:8.2f} ms   (target < 50 ms); price {c.price}, "
           f"{c.traded / GIB:.1f} GiB traded, {len(c.fills)} fills")
     print(f"  raw: sorted() 11,000 orders  {raw * 1e3:8.2f} ms   clear_auction = {t / raw:6.2f} x")
+    report = Report("market")
+    report.add("raw: sorted() 11,000 orders", raw * 1e3, "ms")
+    report.add("clear 10,000 bids / 1,000 asks", t * 1e3, "ms", target=50, op="<")
+    report.add("clearing x raw sorted()", t / raw, "x")
 
     providers = _providers(rng, 50)
     put = _put("user", "put-1", 256 * 2**20, 10_000)
@@ -87,6 +93,7 @@ def main() -> None:
     print(f"  match_needs                  {t_put * 1e3:8.2f} ms   ({len(r.assignments)} placed on "
           f"{len({a.provider for a in r.assignments.values()})} providers at {r.clearings[('storage', 0)].price})")
     print(f"  raw: sorted() 11,000 orders  {raw * 1e3:8.2f} ms   match_needs = {t_put / raw:6.2f} x")
+    report.add("match_needs, one put vs 50 providers", t_put * 1e3, "ms")
 
     providers = _providers(rng, 100)
     needs: list[Bid] = []
@@ -122,6 +129,8 @@ def main() -> None:
     print(f"  match_needs                  {t_many * 1e3:8.2f} ms   outcomes {dict(sorted(codes.items()))}, "
           f"tiers {dict(sorted(tiers.items()))}")
     print(f"  raw: sorted() 11,000 orders  {raw * 1e3:8.2f} ms   match_needs = {t_many / raw:6.2f} x")
+    report.add("match_needs, 1,000 needs vs 100 providers", t_many * 1e3, "ms")
+    report.write()
 
 
 if __name__ == "__main__":

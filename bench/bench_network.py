@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from xsc.devnet import Devnet, run_xsc
+
 from .common import run_xsc_measured, start_node
+from .report import Report
 
 MiB = 1024 * 1024
 
@@ -44,8 +45,8 @@ def _put_get(data_dir: Path, src: Path) -> tuple[float, float, dict]:
     return put_s, get_s, result
 
 
-def _xsc(*args: str) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "xsc", *args], capture_output=True)
+def _xsc(*args: str):
+    result = run_xsc(*args, timeout=3600)
     if result.returncode != 0:
         raise SystemExit(f"xsc {args[2:4]} failed: {result.stderr.decode().strip()}")
     return result
@@ -59,31 +60,24 @@ def main() -> None:
         _file(src, size)
 
         single_dir = tmp / "single"
-        node, _ = start_node(single_dir, "--storage-capacity", f"{2 * size + 64 * MiB}")
+        node = start_node(single_dir, "--storage-capacity", f"{2 * size + 64 * MiB}")
         try:
             put1, get1, _ = _put_get(single_dir, src)
         finally:
-            node.terminate()
-            node.wait(60)
+            node.stop(timeout=60)
 
-        devnet = tmp / "devnet"
-        env = {**os.environ, "XSC_STORAGE_CAPACITY": str(size + 64 * MiB), "XSC_HEALTH_PROBE_INTERVAL": "0.5"}
-        subprocess.run([sys.executable, "-m", "xsc", "devnet", "up", "-n", "7", "--dir", str(devnet)],
-                       env=env, check=True, capture_output=True)
-        try:
-            gateway = devnet / "node-0"
+        env = {"XSC_STORAGE_CAPACITY": str(size + 64 * MiB), "XSC_HEALTH_PROBE_INTERVAL": "0.5"}
+        with Devnet(tmp / "devnet", 7, env=env).start() as net:
+            net.wait_peered(60)
+            gateway = net.first.data_dir
             put6, get6, result = _put_get(gateway, src)
-            nodes = json.loads(_xsc("devnet", "status", "--dir", str(devnet), "--json").stdout)
-            by_id = {n["id"]: n for n in nodes}
-            victim = next(by_id[i] for i in result["placement"] if by_id[i]["name"] != "node-0")
-            os.kill(victim["pid"], signal.SIGKILL)
+            by_id = {node.health()["serviceId"]: node for node in net}
+            victim = next(by_id[i] for i in result["placement"] if by_id[i] is not net.first)
+            victim.kill()
             time.sleep(2)  # let the probes see it down, so repair does not pick it
             t = time.perf_counter()
             _xsc("--data-dir", str(gateway), "store", "repair", result["capability"])
             repair_s = time.perf_counter() - t
-        finally:
-            subprocess.run([sys.executable, "-m", "xsc", "devnet", "down", "--dir", str(devnet)],
-                           capture_output=True)
 
     mb = 1e6
     print(f"file: {size // MiB} MiB; six-node placement over {len(set(result['placement']))} of 7 nodes "
@@ -93,6 +87,15 @@ def main() -> None:
           f"get {size / get6 / mb:6.0f} MB/s = {get1 / get6:4.2f} x single (target >= 0.70)")
     print(f"repair of one lost share ({size // 4 // MiB} MiB of blocks) onto a spare node: {repair_s:.1f} s "
           f"(target < 30 s for a 1 GiB file)")
+    report = Report("network")
+    report.add(f"single node put, {size // MiB} MiB", size / put1 / mb, "MB/s")
+    report.add(f"single node get, {size // MiB} MiB", size / get1 / mb, "MB/s")
+    report.add("6-node put x single node", put1 / put6, "x", target=0.5, op=">=")
+    report.add("6-node get x single node", get1 / get6, "x", target=0.7, op=">=")
+    # The 30 s target is for a 1 GiB file (the default size); a smaller run's time has no target.
+    report.add(f"repair of one share, {size // MiB} MiB file", repair_s, "s",
+               **({"target": 30, "op": "<"} if size == 1024 * MiB else {}))
+    report.write()
 
 
 if __name__ == "__main__":

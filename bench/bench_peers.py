@@ -21,12 +21,14 @@ import sys
 import tempfile
 import time
 import urllib.request
-from pathlib import Path
 
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .common import free_port, start_node
+from xsc.devnet import Devnet
+
+from .common import free_port
+from .report import Report
 
 TRIVIAL_SERVER = """
 import sys
@@ -79,17 +81,12 @@ def main() -> None:
     pair = raw_sign_verify()
     port = free_port()
     server = subprocess.Popen([sys.executable, "-c", TRIVIAL_SERVER, str(port)])
-    procs: list[subprocess.Popen] = [server]
     # No background rounds or gossip to disturb the measured ones.
-    os.environ.update({"XSC_HEALTH_PROBE_INTERVAL": "86400", "XSC_PEERS_GOSSIP_INTERVAL": "86400"})
+    quiet = {"XSC_HEALTH_PROBE_INTERVAL": "86400", "XSC_PEERS_GOSSIP_INTERVAL": "86400"}
     try:
-        with tempfile.TemporaryDirectory(prefix="xsc-bench-peers-") as tmp:
-            prober, prober_url = start_node(Path(tmp) / "prober")
-            procs.append(prober)
-            for i in range(args.peers):
-                proc, _ = start_node(Path(tmp) / f"peer-{i}", "--peer", prober_url)
-                procs.append(proc)
-            token = (Path(tmp) / "prober" / "api-token").read_text().strip()
+        with tempfile.TemporaryDirectory(prefix="xsc-bench-peers-") as tmp, \
+                Devnet(tmp, 1 + args.peers, env=quiet).start(60) as net:  # the first node probes the others
+            prober_url, token = net.first.url, net.first.token
             deadline = time.monotonic() + 60
             while len(_api(prober_url, token, "GET", "/v1/peers")["peers"]) < args.peers:
                 if time.monotonic() > deadline:
@@ -108,13 +105,8 @@ def main() -> None:
                 rounds.append(result["seconds"])
             rtt_after = asyncio.run(raw_round_trip(f"http://127.0.0.1:{port}/", 300))
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        server.terminate()
+        server.wait(30)
 
     rtt = min(rtt, rtt_after)
     round_s = statistics.median(rounds)
@@ -127,6 +119,13 @@ def main() -> None:
           f"{round_s / args.peers * 1e6:.1f} µs per peer")
     print(f"  vs {args.peers} round trips one after another: {round_s / (args.peers * rtt):.2f}x")
     print(f"POST /v1/health/probe end to end:  {statistics.median(calls) * 1e6:8.1f} µs (median)")
+    report = Report("peers")
+    report.add("raw: Ed25519 sign+verify pair", pair * 1e6, "us")
+    report.add("raw: loopback HTTP round trip", rtt * 1e6, "us")
+    report.add(f"probe round over {args.peers} peers, median", round_s * 1e6, "us")
+    report.add("probe round x raw round trip", round_s / rtt, "x")
+    report.add("POST /v1/health/probe end to end", statistics.median(calls) * 1e6, "us")
+    report.write()
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import zfec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .common import AnonSampler, best_of, peak_rss_mib, run_xsc_measured, start_node
+from .report import Report
 
 MiB = 1024 * 1024
 
@@ -74,7 +75,7 @@ def main() -> None:
                 f.write(chunk)
             f.write(chunk[: size % len(chunk)])
         data_dir = tmp / "node"
-        node, url = start_node(data_dir, "--storage-capacity", f"{3 * size + 64 * MiB}")
+        node = start_node(data_dir, "--storage-capacity", f"{3 * size + 64 * MiB}")
         xsc = ["--data-dir", str(data_dir)]
         try:
             with AnonSampler(node.pid) as anon, open(tmp / "cap.txt", "wb") as out:
@@ -89,8 +90,7 @@ def main() -> None:
                 assert rc == 0, "get to stdout failed"
             node_rss = peak_rss_mib(node.pid)
         finally:
-            node.terminate()
-            node.wait(30)
+            node.stop()
         same = _digest(src) == _digest(tmp / "out.bin")
 
     mb = 1e6
@@ -113,6 +113,20 @@ def main() -> None:
     print(f"peak RSS: node {node_rss:.0f} MiB (of which anonymous at most {anon.peak_mib:.0f} MiB; the rest is "
           f"LevelDB's read-only mmap of its table files, i.e. page cache), CLI put {put_rss:.0f} MiB, "
           f"CLI get {get_rss:.0f} MiB (target < 300 MB each)")
+    report = Report("storage")
+    report.add("raw put pipeline, one thread", put_raw / mb, "MB/s")
+    report.add("raw get pipeline, one thread", get_raw / mb, "MB/s")
+    report.add(f"put {size_mib} MiB", put_rate / mb, "MB/s", target=150, op=">=")
+    report.add("put x raw put pipeline", put_rate / put_raw, "x")
+    report.add(f"get {size_mib} MiB to stdout", stream_rate / mb, "MB/s", target=300, op=">=")
+    report.add("get x raw get pipeline", stream_rate / get_raw, "x")
+    report.add(f"get {size_mib} MiB -o FILE", get_rate / mb, "MB/s")
+    report.add("node peak RSS", node_rss * MiB / mb, "MB", target=300, op="<")
+    report.add("node peak anonymous RSS (issue 15)", anon.peak_mib * MiB / mb, "MB", target=200, op="<")
+    report.add("CLI put peak RSS", put_rss * MiB / mb, "MB", target=300, op="<")
+    report.add("CLI get peak RSS", get_rss * MiB / mb, "MB", target=300, op="<")
+    report.add("output identical", float(same), "", target=1, op=">=")
+    report.write()
 
 
 def _digest(path: Path) -> str:

@@ -1,13 +1,17 @@
-"""Helpers shared by the benchmarks: timing, a node process, peak RSS."""
+"""Helpers shared by the benchmarks: timing, a node process (from xsc.devnet), peak RSS, CPU time."""
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from xsc.devnet import NodeProcess, free_port
+
+__all__ = ["NodeProcess", "free_port", "best_of", "start_node", "peak_rss_mib", "run_xsc_measured", "AnonSampler",
+           "cpu_seconds"]
 
 
 def best_of(fn, repeat: int = 3) -> float:
@@ -20,26 +24,9 @@ def best_of(fn, repeat: int = 3) -> float:
     return min(times)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_node(data_dir: Path, *args: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "xsc", "--data-dir", str(data_dir), "node", "start",
-                             "--listen", f"127.0.0.1:{port}", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("the node did not start")
+def start_node(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> NodeProcess:
+    """A started node process on a free port (its log is `<data dir>.log`); stop it with `.stop()`."""
+    return NodeProcess(data_dir, args=args, env=env).start(60)
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -68,7 +55,7 @@ def run_xsc_measured(args: list[str], **kwargs) -> tuple[float, float, int]:
     """Run `xsc ARGS`; return (seconds, its peak RSS in MiB, exit code)."""
     read_fd, write_fd = os.pipe()
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", _XSC_WITH_PEAK, *args], pass_fds=(write_fd,),
+    proc = subprocess.Popen([sys.executable, "-P", "-c", _XSC_WITH_PEAK, *args], pass_fds=(write_fd,),
                             env={**os.environ, "XSC_BENCH_FD": str(write_fd)}, **kwargs)
     os.close(write_fd)
     proc.wait()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from alloc_strategies import cap, commitment
+from tests.support.allocation import cap, commitment
 
 from xsc.allocation import Commitment, Outcome, Stamp, compute_allocation, receive
 from xsc.errors import InvalidCommitment

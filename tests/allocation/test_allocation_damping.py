@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
-from alloc_strategies import commitment, need
+from tests.support.allocation import commitment, need
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -10,7 +10,7 @@ import dataclasses
 from decimal import Context, Decimal
 
 import pytest
-from alloc_strategies import commitment, networks
+from tests.support.allocation import commitment, networks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -91,7 +91,7 @@ def test_bulk_records_are_the_dataclass_records():
 
 
 def test_need_rows_are_kept_per_need_slot_tuple_and_never_stale():
-    from alloc_strategies import need
+    from tests.support.allocation import need
 
     a = commitment("a", needs=[need("a", "n1", 4), need("a", "n2", 6, location=("eu", "us"))])
     rows = need_rows(a.need_slots)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from alloc_strategies import cap, commitment, need
+from tests.support.allocation import cap, commitment, need
 from pydantic import ValidationError
 
 from xsc.allocation import (

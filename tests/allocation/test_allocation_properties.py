@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from decimal import Decimal
 
-from alloc_strategies import PEERS, cap, commitment, need, networks, weights
+from tests.support.allocation import PEERS, cap, commitment, need, networks, weights
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -10,10 +10,7 @@ from hypothesis import strategies as st
 
 from xsc.allocation.simulate import SimConfig, Simulation, simulate
 
-try:  # tests/ is a package (tests.conftest) in this tree; a plain conftest module otherwise
-    from tests.conftest import run_xsc
-except ImportError:
-    from conftest import run_xsc
+from tests.support.nodes import run_xsc
 
 
 @settings(max_examples=25, deadline=None)

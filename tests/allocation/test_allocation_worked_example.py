@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from alloc_strategies import cap, need
+from tests.support.allocation import cap, need
 
 from xsc.allocation import Commitment, Stamp, compute_allocation
 

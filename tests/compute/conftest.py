@@ -1,4 +1,4 @@
-"""Fixtures of compute tests (helpers are in compute_helpers.py)."""
+"""Fixtures of compute tests (helpers are in tests/support/compute.py)."""
 
 from __future__ import annotations
 

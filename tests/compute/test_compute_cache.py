@@ -6,7 +6,7 @@ import stat
 
 import plyvel
 
-from compute_helpers import deploy, invoke, module_id, wasm
+from tests.support.compute import deploy, invoke, module_id, wasm
 from xsc import keys
 from xsc.compute import artifacts
 from xsc.compute import engine as eng

@@ -1,4 +1,4 @@
-"""The real `xsc compute` CLI against a real node process."""
+"""The `xsc compute` CLI against a node (run in this process), and a real node process for kill -9."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from compute_helpers import WASM, module_id
+from tests.support.compute import WASM, module_id
 
 ADD = str(WASM / "add.wasm")
 
 
 @pytest.fixture
-def xsc_node(node_process):
-    return node_process()
+def xsc_node(cli_node):
+    return cli_node()
 
 
 def ok(result) -> str:
@@ -90,6 +90,7 @@ def test_wasi_program(xsc_node):
     assert "exited with status 3" in error_line(result)
 
 
+@pytest.mark.slow
 def test_modules_survive_kill_9(node_process):
     node = node_process("k")
     ok(node.xsc("compute", "deploy", ADD))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from compute_helpers import deploy, invoke
+from tests.support.compute import deploy, invoke
 
 from xsc.node.appkeys import COMPUTE
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compute_helpers import deploy, invoke, module_id, wasm
+from tests.support.compute import deploy, invoke, module_id, wasm
 
 
 @pytest.fixture

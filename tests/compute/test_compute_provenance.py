@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compute_helpers import deploy, invoke
+from tests.support.compute import deploy, invoke
 from xsc.compute import provenance
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from compute_helpers import WASM, call, deploy, invoke, values, wasm
+from tests.support.compute import WASM, call, deploy, invoke, values, wasm
 from xsc.compute.modules import has_start_function
 
 

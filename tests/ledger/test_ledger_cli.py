@@ -1,4 +1,4 @@
-"""`xsc ledger ...` against a real node process."""
+"""`xsc ledger ...` against a node (the click app run in this process), and without one."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import plyvel
 
-from ..conftest import run_xsc
-from .ledger_testkit import transfer
+from tests.support.nodes import run_xsc
+from tests.support.ledger import transfer
 from xsc import keys
 from xsc.cli.client import NodeClient
 from xsc.identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity
@@ -34,8 +34,8 @@ def _ok(result):
     return result.stdout.decode()
 
 
-def test_ledger_commands(node_process):
-    proc = node_process()
+def test_ledger_commands(cli_node):
+    proc = cli_node()
     assert "0.000000 credits" in _ok(proc.xsc("ledger", "balance"))
     client, me, ids = _settle_through_the_api(proc, [1_250_000, 2_000_000, 5])
 
@@ -71,7 +71,7 @@ def test_ledger_commands(node_process):
     assert bad.returncode == 1 and "not an account" in bad.stderr.decode()
 
     # tamper with one stored byte while the node is down: verify names the entry and exits non-zero
-    proc.kill()
+    proc.stop()
     db = plyvel.DB(str(proc.data_dir / "db"))
     key = keys.ledger_entry(client.public_key, 2)
     data = bytearray(db.get(key))

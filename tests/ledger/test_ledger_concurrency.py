@@ -13,7 +13,7 @@ from pathlib import Path
 import plyvel
 import pytest
 
-from .ledger_testkit import open_store
+from tests.support.ledger import open_store
 from xsc.errors import InsufficientCredit
 from xsc.identity import Identity
 from xsc.ledger import LedgerService, decode_entry
@@ -73,7 +73,7 @@ async def test_concurrent_settlements_against_the_credit_limit_lose_nothing(serv
 @pytest.mark.slow
 def test_kill_9_during_a_burst_leaves_a_verifiable_ledger(tmp_path):
     path = tmp_path / "db"
-    script = Path(__file__).with_name("ledger_burst.py")
+    script = Path(__file__).parents[1] / "support" / "ledger_burst.py"
     stored_before = 0
     for attempt, wait_for in enumerate((256, 1024)):
         proc = subprocess.Popen([sys.executable, str(script), str(path)], stdout=subprocess.PIPE, text=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from .ledger_testkit import now, transfer
+from tests.support.ledger import now, transfer
 from xsc.identity import Identity
 from xsc.ledger.rules import AccountState
 from xsc.node import CLIENT_IDENTITY, IDENTITY

@@ -14,7 +14,7 @@ from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from .ledger_testkit import open_store
+from tests.support.ledger import open_store
 from xsc.errors import AuthorizationExpired, AuthorizationReplayed, InsufficientCredit, InvalidEntry
 from xsc.identity import Identity
 from xsc.ledger import Settlement

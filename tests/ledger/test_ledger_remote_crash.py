@@ -6,27 +6,24 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import LEDGER
 from xsc.net import ask_receipt
 from xsc.node.appkeys import PAYMENTS
 from xsc.node.appkeys import PEERS
 
-from ..conftest import NodeProcess, free_port
-from ..peers.peer_helpers import FAST, api, node_id, wait_until
+from tests.support.nodes import NodeProcess, free_port, kill_all
+from tests.support.peers import FAST, api, node_id, wait_until
 
-LAUNCHER = Path(__file__).with_name("ledger_remote_node.py")
+LAUNCHER = [sys.executable, str(Path(__file__).parents[1] / "support" / "ledger_node.py")]
 RETRY = {"XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3"}
 
 
-class TestNode(NodeProcess):
+def launched_node(data_dir: Path, port: int, args=(), env=None) -> NodeProcess:
     """A node process started through the launcher: it settles the "test" job kind and has /v1/test/pay."""
-
-    __test__ = False
-
-    def command(self) -> list[str]:
-        return [sys.executable, str(LAUNCHER), "--data-dir", str(self.data_dir), "node", "start", "--listen",
-                f"127.0.0.1:{self.port}", *self.extra_args]
+    return NodeProcess(data_dir, port, args, env, launcher=LAUNCHER)
 
 
 def _ok(result) -> str:
@@ -40,12 +37,13 @@ def _balance(node, account: str = "client") -> dict:
     return body
 
 
+@pytest.mark.slow
 def test_a_payer_killed_with_a_payment_pending_completes_it_after_restart(tmp_path) -> None:
     env = {**FAST, **RETRY, "XSC_LEDGER_CREDIT_LIMIT": "10000", "XSC_LEDGER_LOW_BALANCE": "60"}
     nodes = []
     try:
-        a = TestNode(tmp_path / "a", free_port(), env=env).start()
-        b = TestNode(tmp_path / "b", free_port(), env=env).start()
+        a = launched_node(tmp_path / "a", free_port(), env=env).start()
+        b = launched_node(tmp_path / "b", free_port(), env=env).start()
         nodes += [a, b]
         _ok(a.xsc("peers", "add", b.url))
         b_id = node_id(b)
@@ -73,16 +71,15 @@ def test_a_payer_killed_with_a_payment_pending_completes_it_after_restart(tmp_pa
             report = json.loads(_ok(node.xsc("ledger", "verify", "--json")))
             assert report["ok"] and report["open_transfers"] == 1
     finally:
-        for node in nodes:
-            if node.proc and node.proc.poll() is None:
-                node.kill()
+        kill_all(nodes)
 
 
+@pytest.mark.slow
 async def test_a_payee_killed_after_countersigning_is_paid_from_its_stored_receipt(node_factory, tmp_path) -> None:
     quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
              "ledger": {"settle_retry_interval": 3600}}
     a = await node_factory("a", **quiet)
-    b = TestNode(tmp_path / "b", free_port(), env=FAST).start()
+    b = launched_node(tmp_path / "b", free_port(), env=FAST).start()
     try:
         await a.app[PEERS].add(b.url)
         b_id = node_id(b)
@@ -104,8 +101,7 @@ async def test_a_payee_killed_after_countersigning_is_paid_from_its_stored_recei
         assert report["ok"], report["violations"]
         assert a.app[IDENTITY].id != b_id
     finally:
-        if b.proc and b.proc.poll() is None:
-            b.kill()
+        kill_all([b])
 
 
 def b_id_key(node: str) -> bytes:

@@ -19,6 +19,8 @@ from xsc.net import RECEIPTS_PATH, ask_receipt
 from xsc.node.appkeys import PAYMENTS
 from xsc.node.appkeys import PEERS
 
+from tests.support.nodes import free_port
+
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
 
@@ -225,8 +227,6 @@ async def test_an_authorization_beyond_the_available_credit_is_refused(node_fact
 
 
 async def test_an_unreachable_payee_is_paid_by_the_retry_after_a_restart(node_factory) -> None:
-    from ..conftest import free_port
-
     b_port = free_port()
     a, b, checks = await _peered(node_factory, b_port=b_port)
     b_id, payer = b.app[IDENTITY].id, a.app[CLIENT_IDENTITY]

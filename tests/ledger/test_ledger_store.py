@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from .ledger_testkit import now, open_store, transfer
+from tests.support.ledger import now, open_store, transfer
 from xsc import keys
 from xsc.errors import (AuthorizationExpired, AuthorizationReplayed, ChainConflict, ForkDetected,
                         InsufficientCredit, InvalidEntry)

@@ -10,7 +10,7 @@ from xsc.identity import Identity, sign_request
 from xsc.market import sign_commitment
 from xsc.node.appkeys import HEALTH, MARKET, PEERS
 
-from .market_helpers import ask
+from tests.support.market import ask
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 CHEAP = {"market": {"storage_ask_floor": 10, "storage_ask_ceiling": 20}}

@@ -7,7 +7,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from .market_helpers import order
+from tests.support.market import order
 
 from xsc.errors import MarketError
 from xsc.market import bucket_of, clear_auction, clear_book

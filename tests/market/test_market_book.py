@@ -9,7 +9,7 @@ from itertools import permutations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from .market_helpers import ask, bid
+from tests.support.market import ask, bid
 
 from xsc.allocation import Outcome, Stamp
 from xsc.errors import InvalidCommitment, InvalidMarketCommitment

@@ -1,12 +1,14 @@
-"""`xsc market ...` against real node processes: the book, the offer, deals of a put, a refused put
-explained, recognition, and bad inputs as one-line errors."""
+"""`xsc market ...`: the book, the offer, deals of a put, a refused put explained, recognition, and bad inputs
+as one-line errors; on one node (the click app in this process) and on two peered node processes."""
 
 from __future__ import annotations
 
 import json
 import re
 
-from tests.peers.peer_helpers import FAST, wait_until
+import pytest
+
+from tests.support.peers import FAST, wait_until
 
 
 def ok(node, *args: str) -> str:
@@ -28,8 +30,8 @@ def fails(node, *args: str) -> str:
     return err
 
 
-def test_market_cli_on_one_node(node_process, tmp_path):
-    node = node_process()
+def test_market_cli_on_one_node(cli_node, tmp_path):
+    node = cli_node()
     me = ok_json(node, "market", "status")["node"]
 
     # The book holds this node's asks, storage and compute, for this bucket and the next.
@@ -87,6 +89,7 @@ def test_market_cli_on_one_node(node_process, tmp_path):
         assert "--json" in ok(node, "market", command, "--help"), command
 
 
+@pytest.mark.slow
 def test_market_cli_two_peered_nodes(node_process, tmp_path):
     a = node_process("a", env=FAST)
     b = node_process("b", ["--peer", a.url], env=FAST)

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from .market_helpers import HOUR, ask, bid
+from tests.support.market import HOUR, ask, bid
 
 from xsc.allocation import compatible
 from xsc.errors import AmbiguousNeed, MarketError, NeedNotFound

@@ -12,9 +12,9 @@ import pytest
 from xsc.ledger import price_storage
 from xsc.storage import Capability
 
-from ..conftest import NodeProcess
-from ..peers.peer_helpers import api, start_star, wait_until
-from ..peers.test_audits import _corrupt_block
+from tests.support.nodes import NodeProcess, kill_all
+from tests.support.peers import api, start_star, wait_until
+from tests.support.blocks import corrupt_block
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "wasm"
 PAY_OFTEN = {"XSC_MARKET_PAYMENT_INTERVAL": "0.5", "XSC_AUDIT_INTERVAL": "0.3", "XSC_AUDIT_BLOCKS_PER_ROUND": "6",
@@ -34,10 +34,7 @@ def network(tmp_path: Path):
         return nodes, ids
 
     yield start
-    for node in started:
-        if node.proc and node.proc.poll() is None:
-            node.proc.kill()
-            node.proc.wait()
+    kill_all(started)
 
 
 def _market(node: NodeProcess) -> dict:
@@ -66,12 +63,13 @@ def _received(node: NodeProcess) -> int:
 
 def _verify_all(nodes: list[NodeProcess]) -> None:
     for node in nodes:
-        if node.proc and node.proc.poll() is None:
+        if node.alive():
             result = node.xsc("ledger", "verify", "--json")
             assert result.returncode == 0, result.stdout + result.stderr
             assert json.loads(result.stdout)["ok"] is True
 
 
+@pytest.mark.slow
 def test_puts_are_paid_to_their_holders_for_what_they_hold_and_a_failing_holder_is_not(network, tmp_path) -> None:
     nodes, ids = network(7, {**PAY_OFTEN, "XSC_AUDIT_REPAIR_AFTER_FAILURES": "100000"}, {"XSC_AUDIT_SCRUB_RATE": "0"})
     gateway = nodes[0]
@@ -107,7 +105,7 @@ def test_puts_are_paid_to_their_holders_for_what_they_hold_and_a_failing_holder_
     share = next(s for s, node in enumerate(large["placement"]) if node != ids[0])
     victim_id = large["placement"][share]
     victim = nodes[ids.index(victim_id)]
-    _corrupt_block(victim, si, share, segment=2)
+    corrupt_block(victim, si, share, segment=2)
     repaired = wait_until(lambda: (lambda c: c if c["healthy"] and c["shares"][share]["node"] != victim_id else None)(
         api(gateway, "GET", f"/v1/store/files/{cap}/check")[1]), "the share to be rebuilt elsewhere", timeout=60)
     new_node = repaired["shares"][share]["node"]
@@ -127,6 +125,7 @@ def test_puts_are_paid_to_their_holders_for_what_they_hold_and_a_failing_holder_
     _verify_all(nodes)
 
 
+@pytest.mark.slow
 def test_an_invoke_runs_on_another_provider_when_this_node_offers_no_compute(network, tmp_path) -> None:
     nodes, ids = network(2, {"XSC_MARKET_OFFER_COMPUTE": "false"})
     gateway, provider = nodes
@@ -147,6 +146,7 @@ def test_an_invoke_runs_on_another_provider_when_this_node_offers_no_compute(net
     _verify_all(nodes)
 
 
+@pytest.mark.slow
 def test_an_underfunded_put_is_refused_and_nothing_is_stored_anywhere(network, tmp_path) -> None:
     nodes, ids = network(3, {"XSC_LEDGER_CREDIT_LIMIT": "1"})
     src = tmp_path / "big.bin"

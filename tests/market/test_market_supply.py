@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from xsc.market import cap_supply, spread_groups
 
-from .market_helpers import ask, bid
+from tests.support.market import ask, bid
 
 providers = st.lists(st.tuples(st.integers(1, 10_000), st.integers(1, 5_000)), min_size=1, max_size=8)
 needs = st.lists(st.tuples(st.integers(1, 3_000), st.integers(1, 5_000), st.sampled_from([None, "g1", "g2"])),

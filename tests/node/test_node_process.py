@@ -8,7 +8,9 @@ import stat
 import tomllib
 from pathlib import Path
 
-from ..conftest import NodeProcess, free_port, run_xsc
+import pytest
+
+from tests.support.nodes import NodeProcess, free_port, run_xsc, xsc_command
 
 
 def test_first_start_creates_the_data_dir(node_process) -> None:
@@ -33,6 +35,7 @@ def test_a_second_node_on_the_same_data_dir_is_refused(node_process) -> None:
     assert b"another node is already running on data dir" in result.stderr
 
 
+@pytest.mark.slow
 def test_sigterm_and_sigint_shut_down_gracefully_and_keep_identity(node_process, tmp_path: Path) -> None:
     node = node_process()
     node_id = json.loads(node.xsc("node", "status", "--json").stdout)["id"]
@@ -71,17 +74,17 @@ def test_help_everywhere() -> None:
         assert result.returncode == 0 and b"Usage:" in result.stdout, args
 
 
+@pytest.mark.slow
 def test_sigterm_lets_an_in_flight_put_finish(node_process, tmp_path: Path) -> None:
     import os
     import subprocess
-    import sys
     import time
 
     node = node_process()
     src = tmp_path / "inflight.bin"
     data = os.urandom(40 * 1024 * 1024)
     src.write_bytes(data)
-    put = subprocess.Popen([sys.executable, "-m", "xsc", "--data-dir", str(node.data_dir), "store", "put", str(src)],
+    put = subprocess.Popen([*xsc_command(), "--data-dir", str(node.data_dir), "store", "put", str(src)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -10,7 +10,6 @@ import json
 import os
 from pathlib import Path
 
-import plyvel
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,12 +19,12 @@ from xsc.errors import InvalidArgument, PeerRefused, PeerUnreachable
 from xsc.identity import NODE_KEY_FILE, Identity, sign_request
 from xsc.storage.audits import files_on, is_verdict, remote_shares
 from xsc.storage.wire import parse_damage_report as parse_report
-from xsc.node.datadir import DB_DIR
 from xsc.storage.scrubber import Pacer
 from xsc.storage import Capability
 
-from ..conftest import NodeProcess
-from .peer_helpers import api, http, peer_health, start_star, wait_until
+from tests.support.blocks import corrupt_block
+from tests.support.nodes import NodeProcess, kill_all
+from tests.support.peers import api, http, peer_health, start_star, wait_until
 
 NO_SCRUB = {"XSC_AUDIT_SCRUB_RATE": "0"}
 FAST_AUDITS = {"XSC_AUDIT_INTERVAL": "0.3", "XSC_AUDIT_BLOCKS_PER_ROUND": "6"}
@@ -122,10 +121,7 @@ def network(tmp_path: Path):
         return start_star(tmp_path, 7, gateway_env, holder_env, started)
 
     yield start
-    for node in started:
-        if node.proc and node.proc.poll() is None:
-            node.proc.kill()
-            node.proc.wait()
+    kill_all(started)
 
 
 def _put(gateway: NodeProcess, tmp_path: Path, size: int) -> tuple[bytes, dict]:
@@ -149,20 +145,6 @@ def _victim(nodes: list[NodeProcess], ids: list[str], placement: list[str]) -> t
     return share, nodes[ids.index(placement[share])], placement[share]
 
 
-def _corrupt_block(holder: NodeProcess, si: bytes, share: int, segment: int) -> None:
-    """Flip one byte of a stored block, the node stopped (LevelDB has one owner)."""
-    assert holder.stop() == 0
-    db = plyvel.DB(str(holder.data_dir / DB_DIR))
-    try:
-        key = keys.block(si, share, segment)
-        block = bytearray(db.get(key))
-        block[len(block) // 2] ^= 0x01
-        db.put(key, bytes(block), sync=True)
-    finally:
-        db.close()
-    holder.start()
-
-
 def _repaired_elsewhere(gateway: NodeProcess, cap: str, share: int, victim_id: str):
     def done() -> dict | None:
         check = _check(gateway, cap)
@@ -177,6 +159,7 @@ def _status(node: NodeProcess) -> dict:
     return body
 
 
+@pytest.mark.slow
 def test_a_corrupt_block_fails_its_audit_and_the_share_is_rebuilt_on_another_node(network, tmp_path: Path) -> None:
     nodes, ids = network({**FAST_AUDITS, **PATIENT, **NO_SCRUB, **SMALL_SEGMENTS}, NO_SCRUB)
     gateway = nodes[0]
@@ -185,7 +168,7 @@ def test_a_corrupt_block_fails_its_audit_and_the_share_is_rebuilt_on_another_nod
     si = Capability.parse(cap).storage_index
     share, victim, victim_id = _victim(nodes, ids, placement)
 
-    _corrupt_block(victim, si, share, segment=2)
+    corrupt_block(victim, si, share, segment=2)
 
     check = wait_until(_repaired_elsewhere(gateway, cap, share, victim_id), "the share to be rebuilt elsewhere",
                        timeout=60)
@@ -205,6 +188,7 @@ def test_a_corrupt_block_fails_its_audit_and_the_share_is_rebuilt_on_another_nod
     assert next(p for p in health["peers"] if p["id"] == victim_id)["last_audit"]["ok"] is False
 
 
+@pytest.mark.slow
 def test_the_scrubber_reports_a_corrupt_block_to_its_uploader_which_repairs_it(network, tmp_path: Path) -> None:
     nodes, ids = network({**NO_AUDITS, **PATIENT, **SMALL_SEGMENTS}, {"XSC_AUDIT_INTERVAL": "0.3"})
     gateway = nodes[0]
@@ -235,7 +219,7 @@ def test_the_scrubber_reports_a_corrupt_block_to_its_uploader_which_repairs_it(n
     assert status == 401, body
     assert _check(gateway, cap)["healthy"]  # nothing was marked by the refused reports
 
-    _corrupt_block(victim, bytes.fromhex(si), share, segment=1)
+    corrupt_block(victim, bytes.fromhex(si), share, segment=1)
 
     check = wait_until(_repaired_elsewhere(gateway, cap, share, victim_id), "the share to be rebuilt elsewhere",
                        timeout=60)
@@ -247,6 +231,7 @@ def test_the_scrubber_reports_a_corrupt_block_to_its_uploader_which_repairs_it(n
     assert audits["damage_reports"] >= 1 and audits["audits_ok"] == audits["audits_failed"] == 0
 
 
+@pytest.mark.slow
 def test_a_holder_killed_past_the_threshold_has_its_share_rebuilt_on_another_node(network, tmp_path: Path) -> None:
     nodes, ids = network({"XSC_AUDIT_REPAIR_AFTER_FAILURES": "3"}, {})
     gateway = nodes[0]

@@ -11,7 +11,7 @@ from xsc.health import check_answer, new_nonce
 from xsc.identity import HEADER_NODE, HEADER_SIGNATURE, Identity, sign_request
 from xsc.peers.descriptors import make_descriptor
 
-from .peer_helpers import api, http, known_ids, node_id
+from tests.support.peers import api, http, known_ids, node_id
 
 PATH = "/v1/peer/challenge"
 

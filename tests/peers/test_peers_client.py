@@ -9,7 +9,7 @@ from xsc.health import check_answer, new_nonce
 from xsc.node.appkeys import HEALTH
 from xsc.node.appkeys import PEERS
 
-from ..conftest import free_port
+from tests.support.nodes import free_port
 
 FAST = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 

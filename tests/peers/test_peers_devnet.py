@@ -7,8 +7,10 @@ import os
 import signal
 from pathlib import Path
 
-from ..conftest import run_xsc
-from .peer_helpers import FAST, http
+import pytest
+
+from tests.support.nodes import run_xsc
+from tests.support.peers import FAST, http
 
 
 def _running(pid: int) -> bool:
@@ -19,6 +21,7 @@ def _running(pid: int) -> bool:
     return state.split()[1] != "Z"  # a zombie has exited; only its parent has not collected it yet
 
 
+@pytest.mark.slow
 def test_devnet_up_status_down(tmp_path: Path) -> None:
     root = tmp_path / "devnet"
     dev = ["--dir", str(root)]

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import signal
 
-from ..conftest import free_port
-from .peer_helpers import FAST, http, known_ids, node_id, peer_health, wait_until
+import pytest
+
+from tests.support.nodes import free_port
+from tests.support.peers import FAST, http, known_ids, node_id, peer_health, wait_until
 
 
+@pytest.mark.slow
 def test_three_nodes_joined_through_one_learn_each_other_and_probe_each_other(node_process) -> None:
     a = node_process("a", env=FAST)
     b = node_process("b", ["--peer", a.url], env=FAST)
@@ -51,6 +54,7 @@ def test_three_nodes_joined_through_one_learn_each_other_and_probe_each_other(no
     assert status == 200 and body["status"] == "warn"
 
 
+@pytest.mark.slow
 def test_restart_keeps_identity_peer_table_and_probe_history(node_process) -> None:
     a = node_process("a", env=FAST)
     b = node_process("b", ["--peer", a.url], env=FAST)
@@ -69,6 +73,7 @@ def test_restart_keeps_identity_peer_table_and_probe_history(node_process) -> No
     assert node_id(b) == b_id and known_ids(b) == {a_id}
 
 
+@pytest.mark.slow
 def test_peers_add_and_rm(node_process) -> None:
     a, b = node_process("a"), node_process("b")
     b_id = node_id(b)

@@ -24,58 +24,19 @@ from xsc.node.appkeys import SHARE_HOLDER
 from xsc.storage.holder import IDLE_TIMEOUT
 from xsc.storage.wire import block_lengths, split_blocks
 from xsc.node.appkeys import GATEWAY
-from xsc.storage import erasure, layout
-from xsc.storage.crypto import SegmentCipher, new_key, storage_index
-from xsc.storage.manifest import Manifest, ciphertext_hash, decode_manifest
-from xsc.storage.merkle import block_hash, proof, root
+from xsc.storage import layout
+from xsc.storage.manifest import decode_manifest
+from xsc.storage.merkle import block_hash, proof
 
-from .peer_helpers import api, node_id
+from tests.support.peers import api, node_id
+from tests.support.shares import DEAL_PRICE, SEGMENT, SHARE, EncodedFile, lease, place, refused
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
-SEGMENT = 4096
-SHARE = 2
-
-DEAL_PRICE = 4_000  # micro-credits per GiB-hour: at or above every ask of the default pricing policy
-
-
-class EncodedFile:
-    """A file encrypted and erasure-coded exactly as a gateway does it: its blocks, hashes and manifest."""
-
-    def __init__(self, size: int, segment_size: int = SEGMENT) -> None:
-        key = new_key()
-        self.si = storage_index(key)
-        self.size, self.segment_size = size, segment_size
-        data = os.urandom(size)
-        cipher = SegmentCipher(key)
-        self.count = layout.segment_count(size, segment_size)
-        self.blocks: list[list[bytes]] = [[] for _ in range(erasure.N)]  # per share, per segment
-        for i in range(self.count):
-            for s, block in enumerate(erasure.encode(cipher.encrypt(i, data[i * segment_size:(i + 1) * segment_size]))):
-                self.blocks[s].append(block)
-        self.hashes = [[block_hash(b) for b in blocks] for blocks in self.blocks]
-        self.manifest = Manifest(
-            size=size, segment_size=segment_size, k=erasure.K, m=erasure.M, segment_count=self.count,
-            share_roots=tuple(root(h).hex() for h in self.hashes),
-            ciphertext_hash=ciphertext_hash([self.hashes[s][i] for i in range(self.count) for s in range(erasure.K)]))
-        self.share_bytes = layout.share_bytes(size, segment_size)
-
-    def lengths(self, first: int, count: int) -> list[int]:
-        return block_lengths(self.size, self.segment_size, first, count)
-
-
-def lease() -> int:
-    return int(time.time()) + 86400
-
 
 def nothing_staged(store, si: bytes) -> bool:
     with store.db.iterator(prefix=keys.blocks_of(si), include_value=False) as blocks, \
             store.db.iterator(prefix=keys.UPLOADS, include_value=False) as uploads:
         return store.reserved == 0 and next(blocks, None) is None and next(uploads, None) is None
-
-
-def refused(err: pytest.ExceptionInfo | PeerRefused, status: int, code: str) -> None:
-    exc = err.value if isinstance(err, pytest.ExceptionInfo) else err
-    assert (exc.details["peer_status"], exc.details["peer_code"]) == (status, code), exc
 
 
 @pytest.fixture
@@ -88,13 +49,6 @@ async def net(node_factory):
     return {"a": a, "b": b, "c": c, "store": b.app[GATEWAY].store,
             "from_a": RemoteHolder(a.app[PEERS].client, b_id, b_url, DEAL_PRICE),
             "from_c": RemoteHolder(c.app[PEERS].client, b_id, b_url, DEAL_PRICE)}
-
-
-async def place(holder: RemoteHolder, f: EncodedFile, share: int = SHARE) -> None:
-    upload = await holder.begin(f.si, share, f.size, f.segment_size, lease())
-    await holder.put_segments(upload, 0, f.blocks[share][:1])
-    await holder.put_segments(upload, 1, f.blocks[share][1:])
-    await holder.commit(upload, f.hashes[share], f.manifest.encode())
 
 
 async def test_a_share_is_placed_read_audited_and_deleted_by_its_uploader_only(net) -> None:
@@ -289,6 +243,7 @@ async def test_bad_requests_are_refused_with_problems(net) -> None:
     assert (store.shares_held, store.used) == (1, f.share_bytes) and nothing_staged(store, bytes.fromhex(other))
 
 
+@pytest.mark.slow
 async def test_a_holder_killed_mid_upload_keeps_nothing_staged(node_factory, node_process) -> None:
     a = await node_factory("a", **QUIET)
     proc = node_process("holder")

@@ -6,7 +6,9 @@ import json
 import os
 from pathlib import Path
 
-from .peer_helpers import FAST, known_ids, node_id, wait_until
+import pytest
+
+from tests.support.peers import FAST, known_ids, node_id, wait_until
 
 
 def _six_nodes(node_process):
@@ -18,6 +20,7 @@ def _six_nodes(node_process):
     return nodes, ids
 
 
+@pytest.mark.slow
 def test_shares_on_six_nodes_survive_two_losses_and_name_the_third(node_process, tmp_path: Path) -> None:
     nodes, ids = _six_nodes(node_process)
     gateway = nodes[0]
@@ -81,6 +84,7 @@ def test_shares_on_six_nodes_survive_two_losses_and_name_the_third(node_process,
         assert json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["shares"] == 0
 
 
+@pytest.mark.slow
 def test_repair_moves_a_lost_share_to_a_spare_node(node_process, tmp_path: Path) -> None:
     first = node_process("n0", env=FAST)
     nodes = [first, *(node_process(f"n{i}", extra_args=["--peer", first.url], env=FAST) for i in range(1, 7))]
@@ -113,12 +117,13 @@ def test_repair_moves_a_lost_share_to_a_spare_node(node_process, tmp_path: Path)
 
 
 def _peer_up(node, peer: str):
-    from .peer_helpers import peer_health
+    from tests.support.peers import peer_health
 
     health = peer_health(node, peer)
     return health is None or health.get("up") is not False
 
 
+@pytest.mark.slow
 def test_a_frozen_holder_does_not_stall_a_get(node_process, tmp_path: Path) -> None:
     import signal
 

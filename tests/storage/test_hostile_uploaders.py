@@ -20,7 +20,7 @@ from xsc.node.appkeys import GATEWAY, LEASE_GC, PEERS, SHARE_HOLDER, TERMS
 from xsc.storage import holder as holder_module
 from xsc.storage.leases import MAX_DURATION
 
-from ..peers.test_share_transfer import DEAL_PRICE, EncodedFile, lease, place, refused
+from tests.support.shares import DEAL_PRICE, EncodedFile, lease, place, refused
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 

@@ -1,5 +1,5 @@
-"""Leases through the real CLI and real node processes: put --duration, renew, ls, bad durations, and a
-kill -9 in the middle of a garbage collection."""
+"""Leases through the CLI: put --duration, renew, ls, bad durations (the click app in this process against a
+node), and a kill -9 of a real node process in the middle of a garbage collection."""
 
 from __future__ import annotations
 
@@ -8,21 +8,23 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from xsc import keys
 from xsc.node.datadir import open_db
 from xsc.node.appkeys import PEERS
 from xsc.net import RemoteHolder
 from xsc.storage import ShareMeta
 
-from ..peers.peer_helpers import api, node_id, wait_until
-from ..peers.test_share_transfer import EncodedFile
+from tests.support.peers import api, node_id, wait_until
+from tests.support.shares import EncodedFile
 
 
 PRICE = 1_000_000  # a deal price above any ask: shares placed directly, as a gateway would after matching
 
 
-def test_put_with_a_duration_renew_and_ls_through_the_cli(node_process, tmp_path: Path) -> None:
-    node = node_process()
+def test_put_with_a_duration_renew_and_ls_through_the_cli(cli_node, tmp_path: Path) -> None:
+    node = cli_node()
     src = tmp_path / "f.bin"
     src.write_bytes(b"lease me" * 1000)
     start = int(time.time())
@@ -75,6 +77,7 @@ def _consistent(data_dir: Path, storage_indexes: list[bytes]) -> tuple[int, int]
         db.close()
 
 
+@pytest.mark.slow
 async def test_a_kill_9_during_garbage_collection_leaves_the_store_exact(node_process, node_factory) -> None:
     # A slow collection (20 blocks/s, about two shares a second) so the kill lands in the middle of it.
     env = {"XSC_STORAGE_GC_INTERVAL": "0.1", "XSC_STORAGE_GC_GRACE": "0", "XSC_STORAGE_GC_RATE": "20",

@@ -19,8 +19,8 @@ from xsc.net import RemoteHolder
 from xsc.node.appkeys import GATEWAY
 from xsc.storage import Capability
 
-from ..conftest import run_xsc
-from ..peers.test_share_transfer import EncodedFile
+from tests.support.nodes import run_xsc
+from tests.support.shares import EncodedFile
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 FAST_GC = {"segment_size": 4096, "gc_interval": 0.1, "gc_grace": 0}

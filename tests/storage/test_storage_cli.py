@@ -1,20 +1,22 @@
-"""The real `xsc` CLI against real node processes: put/get, errors, and a kill -9 in the middle of a put."""
+"""The `xsc store` CLI: put/get and shares lost on a real node process, errors against a node in this process,
+and a kill -9 in the middle of a put."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import plyvel
 
+import pytest
+
 from xsc import keys
 from xsc.storage import Capability, ShareStore, layout
 
-from ..conftest import run_xsc
+from tests.support.nodes import xsc_command
 
 
 def _cap(result: subprocess.CompletedProcess) -> str:
@@ -49,8 +51,8 @@ def test_put_get_file_and_stdin_stdout(node_process, tmp_path: Path) -> None:
     assert missing.returncode == 1 and b"holds no file" in missing.stderr
 
 
-def test_bad_input_gives_one_line_and_exit_1(node_process, tmp_path: Path) -> None:
-    node = node_process()
+def test_bad_input_gives_one_line_and_exit_1(cli_node, tmp_path: Path) -> None:
+    node = cli_node()
     for args, words in [
         (("store", "put", str(tmp_path / "nope.bin")), b"no such file"),
         (("store", "put", str(tmp_path)), b"not a regular file"),
@@ -63,9 +65,9 @@ def test_bad_input_gives_one_line_and_exit_1(node_process, tmp_path: Path) -> No
         assert len(lines) == 1 and lines[0].startswith("xsc: error:") and words in result.stderr, result.stderr
 
 
-def test_wrong_token_is_refused(node_process) -> None:
-    node = node_process()
-    result = run_xsc("--data-dir", str(node.data_dir), "store", "ls", env={"XSC_TOKEN": "wrong"})
+def test_wrong_token_is_refused(cli_node) -> None:
+    node = cli_node()
+    result = node.xsc("store", "ls", env={"XSC_TOKEN": "wrong"})
     assert result.returncode == 1 and b"wrong API token" in result.stderr
 
 
@@ -99,6 +101,7 @@ def test_three_shares_lost_writes_nothing_to_the_output(node_process, tmp_path: 
     assert not out.exists() and not list(tmp_path.glob(".three-lost*"))
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_large_put_leaves_the_store_consistent(node_process, tmp_path: Path) -> None:
     node = node_process()
     early = os.urandom(1024 * 1024 + 3)
@@ -110,7 +113,7 @@ def test_kill_9_during_a_large_put_leaves_the_store_consistent(node_process, tmp
     with big.open("wb") as f:
         for _ in range(300):
             f.write(os.urandom(1024 * 1024))
-    put = subprocess.Popen([sys.executable, "-m", "xsc", "--data-dir", str(node.data_dir), "store", "put",
+    put = subprocess.Popen([*xsc_command(), "--data-dir", str(node.data_dir), "store", "put",
                             str(big)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # wait until the put has written blocks

@@ -7,178 +7,20 @@ the data dirs stay after `down`, so the next `up` brings back the same nodes."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import click
 
-from ..errors import Conflict, DevnetError, InvalidArgument, NodeNotRunning
+from ..devnet import STATE_FILE, Devnet, ports_from
+from ..errors import Conflict
 from .output import emit_json, json_option
 from .peers import wide_table
 
-STATE_FILE = "devnet.json"
 DEFAULT_DIR = ".xsc-devnet"
-# Variables that would point a node at another data dir or node.
-_NODE_ENV = ("XSC_HOME", "XSC_NODE", "XSC_TOKEN", "XSC_NODE_LISTEN", "XSC_PEERS_URLS")
 
 dir_option = click.option("--dir", "devnet_dir", envvar="XSC_DEVNET_DIR", default=DEFAULT_DIR, show_default=True,
                           type=click.Path(file_okay=False), help="Where the nodes' data dirs and logs live.")
-
-
-def _state_path(root: Path) -> Path:
-    return root / STATE_FILE
-
-
-def _load(root: Path) -> list[dict]:
-    try:
-        return json.loads(_state_path(root).read_text())["nodes"]
-    except FileNotFoundError:
-        raise NodeNotRunning(f"no devnet in {root}", hint="start one with: xsc devnet up -n 6") from None
-    except (ValueError, KeyError) as err:
-        raise DevnetError(f"{_state_path(root)} is not a devnet state file: {err}",
-                          hint="stop the nodes by hand and delete the file") from None
-
-
-def _save(root: Path, nodes: list[dict]) -> None:
-    path = _state_path(root)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"nodes": nodes}, indent=2))
-    os.replace(tmp, path)
-
-
-def _alive(node: dict) -> bool:
-    """Is the node's process still running (and still ours: a reused pid runs something else)?"""
-    proc = Path(f"/proc/{node['pid']}")
-    try:
-        cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-        state = next((line for line in (proc / "status").read_text().splitlines() if line.startswith("State:")), "")
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return "Z" not in state.split()[1:2] and node["data_dir"].encode() in cmdline
-
-
-def _get(url: str, token: str | None = None, timeout: float = 2.0) -> tuple[int, dict] | None:
-    """(status, JSON body) of a GET, or None when nothing answers."""
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as err:
-        try:
-            return err.code, json.loads(err.read())
-        except ValueError:
-            return err.code, {}
-    except (OSError, ValueError):
-        return None
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _ports(count: int, base: int | None) -> list[int]:
-    if base is None:
-        ports: list[int] = []
-        sockets = []
-        try:  # hold each port until all are chosen, so no two nodes get the same one
-            for _ in range(count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", 0))
-                sockets.append(s)
-                ports.append(s.getsockname()[1])
-        finally:
-            for s in sockets:
-                s.close()
-        return ports
-    if not 1024 <= base <= 65535 - count + 1:
-        raise InvalidArgument(f"--base-port {base} leaves no room for {count} nodes", hint="use 1024 to 65000")
-    taken = [p for p in range(base, base + count) if not _port_free(p)]
-    if taken:
-        raise InvalidArgument(f"ports in use: {', '.join(map(str, taken))}", hint="pick another --base-port")
-    return list(range(base, base + count))
-
-
-def _forget_seeds(data_dir: Path) -> None:
-    """Clear the seeds an earlier `up` saved in the node's config: its first node had another port then."""
-    import tomllib
-
-    import tomli_w
-
-    path = data_dir / "config.toml"
-    try:
-        config = tomllib.loads(path.read_text())
-    except (FileNotFoundError, tomllib.TOMLDecodeError):
-        return
-    if config.get("peers", {}).get("urls"):
-        config["peers"]["urls"] = []
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(tomli_w.dumps(config))
-        os.replace(tmp, path)
-
-
-def _spawn(root: Path, index: int, port: int, first_url: str | None) -> dict:
-    data_dir = (root / f"node-{index}").resolve()
-    _forget_seeds(data_dir)
-    log = root / f"node-{index}.log"
-    cmd = [sys.executable, "-m", "xsc", "--data-dir", str(data_dir), "node", "start", "--listen", f"127.0.0.1:{port}"]
-    if first_url:
-        cmd += ["--peer", first_url]
-    env = {k: v for k, v in os.environ.items() if k not in _NODE_ENV}
-    with open(log, "ab") as out:
-        # A session of its own: the node outlives this command and ignores the terminal's Ctrl-C.
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-    return {"name": f"node-{index}", "id": None, "url": f"http://127.0.0.1:{port}", "pid": proc.pid,
-            "data_dir": str(data_dir), "log": str(log.resolve())}
-
-
-def _tail(path: str, lines: int = 5) -> str:
-    try:
-        return " | ".join(Path(path).read_text(errors="replace").strip().splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
-def _stop(nodes: list[dict], timeout: float) -> tuple[int, int]:
-    """SIGTERM every live node, SIGKILL those still running after timeout; (stopped, killed)."""
-    live = [n for n in nodes if _alive(n)]
-    _signal(live, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(_alive(n) for n in live):
-        time.sleep(0.1)
-    stubborn = [n for n in live if _alive(n)]
-    _signal(stubborn, signal.SIGKILL)
-    return len(live), len(stubborn)
-
-
-def _signal(nodes: list[dict], sig: int) -> None:
-    for node in nodes:
-        try:
-            os.kill(node["pid"], sig)
-        except ProcessLookupError:
-            pass  # already gone
-
-
-def _known_peers(node: dict) -> int | None:
-    try:
-        token = (Path(node["data_dir"]) / "api-token").read_text().strip()
-    except FileNotFoundError:
-        return None
-    answer = _get(node["url"] + "/v1/peers", token)
-    return len(answer[1].get("peers", [])) if answer and answer[0] == 200 else None
 
 
 @click.group()
@@ -204,34 +46,29 @@ def up(count: int, base_port: int | None, timeout: float, devnet_dir: str, as_js
     """Start N nodes on loopback as background processes, peered together."""
     root = Path(devnet_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    if _state_path(root).exists():
-        running = [n for n in _load(root) if _alive(n)]
+    if (root / STATE_FILE).exists():
+        running = [n for n in Devnet.load(root)[0] if n.alive()]
         if running:
             raise Conflict(f"a devnet of {len(running)} running node(s) is already in {root}",
                            hint=f"stop it first: xsc devnet down --dir {devnet_dir}")
-    ports = _ports(count, base_port)
+    net = Devnet(root, count, ports=ports_from(base_port, count), detach=True)
     nodes: list[dict] = []
     try:
-        for i, port in enumerate(ports):
-            nodes.append(_spawn(root, i, port, nodes[0]["url"] if nodes else None))
-            _save(root, nodes)  # at once: `down` can stop what was started even if this command dies
+        def started(node) -> None:  # saved at once: `down` can stop what was started even if this command dies
+            nodes.append({"name": node.name, "id": None, **node.record()})
+            net.save(nodes)
+
+        net.spawn(on_spawn=started)
         deadline = time.monotonic() + timeout
-        for node in nodes:
-            while (answer := _get(node["url"] + "/health", timeout=1.0)) is None:
-                if not _alive(node):
-                    raise DevnetError(f"{node['name']} exited: {_tail(node['log'])}", hint=f"see {node['log']}")
-                if time.monotonic() > deadline:
-                    raise DevnetError(f"{node['name']} did not answer within {timeout:g} s", hint=f"see {node['log']}")
-                time.sleep(0.1)
-            node["id"] = answer[1].get("serviceId")
-            _save(root, nodes)
+        for record, node in zip(nodes, net):
+            node.wait_listening(max(0.1, deadline - time.monotonic()))
+            record["id"] = (node.health() or {}).get("serviceId")
+            net.save(nodes)
     except BaseException:
-        _stop(nodes, 10.0)
-        _state_path(root).unlink(missing_ok=True)
+        net.stop(10.0)
+        net.forget()
         raise
-    while time.monotonic() < deadline and any(_known_peers(n) != count - 1 for n in nodes):
-        time.sleep(0.2)
-    lagging = [n["name"] for n in nodes if _known_peers(n) != count - 1]
+    lagging = [n.name for n in net.wait_peered(max(0.0, deadline - time.monotonic()))]
     if lagging:
         click.echo(f"xsc: warning: {', '.join(lagging)} do not know every other node yet (gossip continues)", err=True)
     if as_json:
@@ -247,9 +84,9 @@ def up(count: int, base_port: int | None, timeout: float, devnet_dir: str, as_js
 @json_option
 def status(devnet_dir: str, as_json: bool) -> None:
     """Show each node's id, URL, pid, data dir and whether it answers."""
-    nodes = _load(Path(devnet_dir).resolve())
-    for node in nodes:
-        node["up"] = _alive(node) and _get(node["url"] + "/health", timeout=2.0) is not None
+    net, nodes = Devnet.load(devnet_dir)
+    for record, node in zip(nodes, net):
+        record["up"] = node.alive() and node.health() is not None
     if as_json:
         emit_json(nodes)
         return
@@ -265,10 +102,10 @@ def status(devnet_dir: str, as_json: bool) -> None:
 @json_option
 def down(timeout: float, devnet_dir: str, as_json: bool) -> None:
     """Stop every node (SIGTERM, then SIGKILL after --timeout); their data dirs stay."""
-    root = Path(devnet_dir).resolve()
-    nodes = _load(root)
-    stopped, killed = _stop(nodes, timeout)
-    _state_path(root).unlink(missing_ok=True)
+    net, _ = Devnet.load(devnet_dir)
+    root = net.root
+    stopped, killed = net.stop(timeout)
+    net.forget()
     if as_json:
         emit_json({"stopped": stopped, "killed": killed, "dir": str(root)})
         return

@@ -1,4 +1,4 @@
-"""`python tests/ledger/ledger_remote_node.py <xsc arguments>`: the real `xsc` CLI, whose nodes settle a
+"""`python tests/support/ledger_node.py <xsc arguments>`: the real `xsc` CLI, whose nodes settle a
 "test" job kind (a receipt check that accepts every claim) and have a test-only user route
 `POST /v1/test/pay {"node", "amount", "usage", "job"}` calling `Payments.pay`, so the crash tests can
 drive cross-node payments inside real node processes they SIGKILL."""

@@ -1,16 +1,15 @@
-"""Helpers of the peers tests: raw HTTP to a node process, waiting for a condition."""
+"""Node processes talking to each other: raw HTTP to a node, waiting for a condition, a gateway with peers."""
 
 from __future__ import annotations
 
 import http.client as httplib
 import json
 import time
-from typing import Any, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from ..conftest import NodeProcess, free_port
+from .nodes import Devnet
 
 # Short gossip and probe intervals, so that tests see joins, probes and failures within a second or two.
 # Fast schedules for tests; automatic repair off (tests that want it set the threshold themselves),
@@ -74,15 +73,12 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> An
 
 
 def start_star(tmp_path: Path, n: int, gateway_env: dict, others_env: dict, started: list) -> tuple[list, list[str]]:
-    """A gateway and n-1 nodes that joined it, started at once (appended to `started` for the teardown),
-    once the gateway knows them all and has probed them up: (nodes, ids), the gateway first."""
-    gateway = NodeProcess(tmp_path / "n0", free_port(), env={**FAST, **gateway_env})
-    others = [NodeProcess(tmp_path / f"n{i}", free_port(), ["--peer", gateway.url], {**FAST, **others_env})
-              for i in range(1, n)]
-    nodes = [gateway, *others]
-    started.extend(nodes)
-    with ThreadPoolExecutor(len(nodes)) as pool:
-        list(pool.map(NodeProcess.start, nodes))
+    """A gateway and n-1 nodes that joined it (data dirs n0, n1, ...), started at once (appended to `started`
+    for the teardown), once the gateway knows them all and has probed them up: (nodes, ids), the gateway first."""
+    net = Devnet(tmp_path, n, env=FAST, envs=[gateway_env, *[others_env] * (n - 1)], name="n{}")
+    started.extend(net)
+    net.spawn().wait_listening(90)
+    gateway, nodes = net.first, list(net)
     ids = [node_id(node) for node in nodes]
     wait_until(lambda: known_ids(gateway) >= set(ids[1:])
                and all((peer_health(gateway, i) or {}).get("up") for i in ids[1:]),

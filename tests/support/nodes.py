@@ -1,0 +1,39 @@
+"""Nodes for tests: in-process (a config in a temp dir, served on a free port) and as processes (xsc.devnet)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from xsc.config import NodeConfig, load_config
+from xsc.devnet import Devnet, NodeProcess, free_port, run_xsc, xsc_command
+from xsc.node import TOKEN, create_app
+
+__all__ = ["Devnet", "NodeProcess", "free_port", "run_xsc", "xsc_command", "node_config", "serve", "kill_all"]
+
+
+def node_config(root: Path, name: str = "node", **sections) -> NodeConfig:
+    """A NodeConfig with its data dir `root/name`, listening on a free loopback port, not read from the
+    environment; `sections` override the config file's sections ({"storage": {"capacity": ...}})."""
+    overrides = {"node": {"listen": f"127.0.0.1:{free_port()}"}, **sections}
+    return load_config(root / name, overrides=overrides, environ={})
+
+
+async def serve(config: NodeConfig) -> TestClient:
+    """Run a node's app in this process on its configured port: a started TestClient that sends the node's
+    token; `.app` is the running app (its services, database and config).  Close it to stop the node."""
+    app = create_app(config)
+    server = TestServer(app, host="127.0.0.1", port=int(config.node.listen.rsplit(":", 1)[1]))
+    client = TestClient(server)
+    await client.start_server()
+    client.session.headers["Authorization"] = f"Bearer {app[TOKEN]}"
+    return client
+
+
+def kill_all(nodes: Iterable[NodeProcess]) -> None:
+    """kill -9 every node process still running (a test's teardown: nothing of theirs is kept)."""
+    for node in nodes:
+        if node.alive():
+            node.kill()

@@ -1,0 +1,64 @@
+"""A file encrypted and erasure-coded exactly as a gateway does it, to place its shares on a holder by hand."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from xsc.errors import PeerRefused
+from xsc.net import RemoteHolder
+from xsc.storage import erasure, layout
+from xsc.storage.crypto import SegmentCipher, new_key, storage_index
+from xsc.storage.manifest import Manifest, ciphertext_hash
+from xsc.storage.merkle import block_hash, root
+from xsc.storage.wire import block_lengths
+
+SEGMENT = 4096
+SHARE = 2
+DEAL_PRICE = 4_000  # micro-credits per GiB-hour: at or above every ask of the default pricing policy
+
+
+class EncodedFile:
+    """A file encrypted and erasure-coded exactly as a gateway does it: its blocks, hashes and manifest."""
+
+    def __init__(self, size: int, segment_size: int = SEGMENT) -> None:
+        key = new_key()
+        self.si = storage_index(key)
+        self.size, self.segment_size = size, segment_size
+        data = os.urandom(size)
+        cipher = SegmentCipher(key)
+        self.count = layout.segment_count(size, segment_size)
+        self.blocks: list[list[bytes]] = [[] for _ in range(erasure.N)]  # per share, per segment
+        for i in range(self.count):
+            for s, block in enumerate(erasure.encode(cipher.encrypt(i, data[i * segment_size:(i + 1) * segment_size]))):
+                self.blocks[s].append(block)
+        self.hashes = [[block_hash(b) for b in blocks] for blocks in self.blocks]
+        self.manifest = Manifest(
+            size=size, segment_size=segment_size, k=erasure.K, m=erasure.M, segment_count=self.count,
+            share_roots=tuple(root(h).hex() for h in self.hashes),
+            ciphertext_hash=ciphertext_hash([self.hashes[s][i] for i in range(self.count) for s in range(erasure.K)]))
+        self.share_bytes = layout.share_bytes(size, segment_size)
+
+    def lengths(self, first: int, count: int) -> list[int]:
+        return block_lengths(self.size, self.segment_size, first, count)
+
+
+def lease() -> int:
+    """A lease expiry a day from now."""
+    return int(time.time()) + 86400
+
+
+async def place(holder: RemoteHolder, f: EncodedFile, share: int = SHARE) -> None:
+    """Upload one share of `f` to a holder (in two batches of blocks) and commit it."""
+    upload = await holder.begin(f.si, share, f.size, f.segment_size, lease())
+    await holder.put_segments(upload, 0, f.blocks[share][:1])
+    await holder.put_segments(upload, 1, f.blocks[share][1:])
+    await holder.commit(upload, f.hashes[share], f.manifest.encode())
+
+
+def refused(err: pytest.ExceptionInfo | PeerRefused, status: int, code: str) -> None:
+    """The holder refused with this HTTP status and problem code."""
+    exc = err.value if isinstance(err, pytest.ExceptionInfo) else err
+    assert (exc.details["peer_status"], exc.details["peer_code"]) == (status, code), exc

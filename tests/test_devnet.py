@@ -1,0 +1,115 @@
+"""xsc/devnet.py, the one library that starts node processes (for `xsc devnet`, the tests and the benches)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from xsc.devnet import Devnet, NodeProcess, free_ports, port_free, ports_from, xsc_command
+from xsc.errors import DevnetError, InvalidArgument, NodeNotRunning
+
+from tests.support.nodes import run_xsc
+from tests.support.peers import FAST
+
+
+def test_free_ports_are_distinct_and_free() -> None:
+    ports = free_ports(8)
+    assert len(set(ports)) == 8 and all(port_free(p) for p in ports)
+    assert len(ports_from(None, 3)) == 3
+
+
+def test_a_base_port_must_leave_room_and_be_free() -> None:
+    with pytest.raises(InvalidArgument, match="leaves no room"):
+        ports_from(65535, 2)
+    with pytest.raises(InvalidArgument, match="leaves no room"):
+        ports_from(80, 1)
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        if port > 65000:
+            pytest.skip("the kernel gave a port too high for a run of two")
+        with pytest.raises(InvalidArgument, match=f"ports in use: {port}"):
+            ports_from(port, 2)
+
+
+def test_nodes_start_through_the_installed_console_script() -> None:
+    command = xsc_command()
+    assert command == [str(Path(sys.executable).with_name("xsc"))]
+    node = NodeProcess("/nowhere/n0", 7000, ["--peer", "http://127.0.0.1:7001"])
+    assert node.command() == [*command, "--data-dir", "/nowhere/n0", "node", "start", "--listen", "127.0.0.1:7000",
+                              "--peer", "http://127.0.0.1:7001"]
+    assert "-m" not in node.command()
+
+
+def test_variables_that_would_redirect_a_node_are_not_passed_on(monkeypatch) -> None:
+    monkeypatch.setenv("XSC_HOME", "/elsewhere")
+    monkeypatch.setenv("XSC_TOKEN", "someone-else's")
+    node = NodeProcess("/nowhere/n0", 7000, env={"XSC_PEERS_GOSSIP_INTERVAL": "0.3"})
+    assert "XSC_HOME" not in node.env and "XSC_TOKEN" not in node.env
+    assert node.env["XSC_PEERS_GOSSIP_INTERVAL"] == "0.3"
+
+
+def test_a_devnet_peers_every_node_with_the_first_and_gives_each_its_environment(tmp_path: Path) -> None:
+    net = Devnet(tmp_path, 3, env={"A": "1"}, envs=[{"B": "first"}, {}, {"B": "last"}], args=["--log-level", "info"])
+    first = net.first
+    assert [n.data_dir for n in net] == [tmp_path.resolve() / f"node-{i}" for i in range(3)]
+    assert "--peer" not in first.args and all(n.args[-2:] == ["--peer", first.url] for n in net.nodes[1:])
+    assert [n.env.get("B") for n in net] == ["first", None, "last"] and all(n.env["A"] == "1" for n in net)
+    with pytest.raises(InvalidArgument):
+        Devnet(tmp_path, 2, ports=[7000])
+
+
+def test_an_attached_pid_is_only_alive_while_it_runs_that_data_dir(tmp_path: Path) -> None:
+    # This very process runs, but not as a node of that data dir: a reused pid is not our node.
+    assert not NodeProcess.attach(tmp_path / "n0", 7000, os.getpid()).alive()
+    assert not NodeProcess.attach(tmp_path / "n0", 7000, 2**22 + 1).alive()
+
+
+def test_a_state_file_that_is_missing_or_broken_says_so(tmp_path: Path) -> None:
+    with pytest.raises(NodeNotRunning, match="no devnet in"):
+        Devnet.load(tmp_path)
+    (tmp_path / "devnet.json").write_text(json.dumps({"nodes": [{"name": "node-0"}]}))
+    with pytest.raises(DevnetError, match="not a devnet state file"):
+        Devnet.load(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_node_that_exits_at_start_is_reported_with_its_log(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "n0", args=["--log-level", "shouting"])
+    with pytest.raises(DevnetError, match="n0 exited with 2") as err:
+        node.start()
+    assert err.value.hint == f"see {node.log}" and "shouting" in node.log.read_text()
+
+
+@pytest.mark.slow
+def test_stop_sends_sigkill_to_a_node_that_does_not_stop(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "n0").start()
+    assert node.token and node.health()["serviceId"]
+    node.send(signal.SIGSTOP)  # a stopped process cannot act on SIGTERM
+    assert node.stop(timeout=0.5) == -signal.SIGKILL and node.killed and not node.alive()
+
+
+@pytest.mark.slow
+def test_devnet_up_works_from_a_folder_that_holds_an_xsc_directory(tmp_path: Path) -> None:
+    """Issue 15 item 12: nodes started as `python -m xsc` imported the folder's xsc/ and died."""
+    (tmp_path / "xsc").mkdir()
+    (tmp_path / "xsc" / "__init__.py").write_text("raise ImportError('not the installed xsc')\n")
+    try:
+        up = run_xsc("devnet", "up", "-n", "2", "--dir", "net", "--json", env=FAST, cwd=tmp_path, timeout=120)
+        assert up.returncode == 0, up.stderr
+        nodes = json.loads(up.stdout)
+        assert all(n["id"] for n in nodes) and {n["data_dir"] for n in nodes} == {
+            str(tmp_path / "net" / "node-0"), str(tmp_path / "net" / "node-1")}
+        status = run_xsc("devnet", "status", "--dir", "net", "--json", cwd=tmp_path)
+        assert [n["up"] for n in json.loads(status.stdout)] == [True, True]
+    finally:
+        down = run_xsc("devnet", "down", "--dir", "net", "--json", cwd=tmp_path)
+    assert down.returncode == 0 and json.loads(down.stdout)["stopped"] == 2

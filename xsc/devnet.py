@@ -1,0 +1,411 @@
+"""Node processes on this machine: the one library that starts them, for `xsc devnet`, the tests and the benches.
+
+- `free_port()` / `free_ports(n)`: loopback ports nothing listens on (n distinct ones held until all are chosen).
+- `NodeProcess(data_dir, port, args, env)`: one `xsc node start` process for a data dir.  `start()` spawns it
+  and waits until it accepts connections (or says why it died, with the tail of its log); `stop()` sends
+  SIGTERM and SIGKILL after a timeout; `kill()` is kill -9; `token` reads the data dir's API token.  A process
+  started by another command (the CLI's `devnet down`) is attached from its pid with `NodeProcess.attach`.
+- `Devnet(root, count)`: N nodes with data dirs `root/node-0`, `root/node-1`, ... where every node but the
+  first joins the first (gossip does the rest); `start()`, `wait_peered()`, `stop()`, and a state file
+  (`save`/`load`) so that a later command finds the nodes again.
+
+Nodes are started through the installed `xsc` console script next to the running interpreter, never as
+`python -m xsc`: that would import whatever `xsc/` directory the current folder holds.  Variables that
+would point a node at another data dir or node (XSC_HOME, XSC_NODE, ...) are not passed on.  Nothing here
+imports the node: it is a client of processes and of their HTTP `/health` and `/v1/peers`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from .errors import DevnetError, InvalidArgument, NodeNotRunning
+
+HOST = "127.0.0.1"
+STATE_FILE = "devnet.json"
+# Variables that would point a node at another data dir or node.
+NODE_ENV = ("XSC_HOME", "XSC_NODE", "XSC_TOKEN", "XSC_NODE_LISTEN", "XSC_PEERS_URLS")
+
+
+# --- ports ------------------------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports (each held until all are chosen)."""
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind((HOST, 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def ports_from(base: int | None, count: int) -> list[int]:
+    """`count` ports: any free ones, or `base`, `base + 1`, ... which must all be free."""
+    if base is None:
+        return free_ports(count)
+    if not 1024 <= base <= 65535 - count + 1:
+        raise InvalidArgument(f"--base-port {base} leaves no room for {count} nodes", hint="use 1024 to 65000")
+    taken = [p for p in range(base, base + count) if not port_free(p)]
+    if taken:
+        raise InvalidArgument(f"ports in use: {', '.join(map(str, taken))}", hint="pick another --base-port")
+    return list(range(base, base + count))
+
+
+# --- the command ------------------------------------------------------------------------------------------------
+
+def xsc_command() -> list[str]:
+    """The installed `xsc` console script: next to the running interpreter (a venv), else on PATH."""
+    beside = Path(sys.executable).with_name("xsc")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    found = shutil.which("xsc")
+    if found:
+        return [found]
+    raise DevnetError(f"no `xsc` command next to {sys.executable} or on PATH",
+                      hint="install xsc into this Python: pip install -e .")
+
+
+def node_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without the variables that would redirect a node, plus `extra`."""
+    return {**{k: v for k, v in os.environ.items() if k not in NODE_ENV}, **(extra or {})}
+
+
+def run_xsc(*args: str, input: bytes | None = None, timeout: float = 120.0, env: Mapping[str, str] | None = None,
+            cwd: str | Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `xsc` command once (output captured, as bytes)."""
+    return subprocess.run([*xsc_command(), *args], input=input, capture_output=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+def get_json(url: str, token: str | None = None, timeout: float = 2.0) -> tuple[int, dict] | None:
+    """(status, JSON body) of a GET, or None when nothing answers."""
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        try:
+            return err.code, json.loads(err.read())
+        except ValueError:
+            return err.code, {}
+    except (OSError, ValueError):
+        return None
+
+
+# --- one node ---------------------------------------------------------------------------------------------------
+
+class NodeProcess:
+    """A real `xsc node start` process for one data dir, listening on 127.0.0.1:port.
+
+    Its output goes to `<data dir>.log` beside the data dir.  `launcher` replaces the `xsc` command (for a
+    script that runs the CLI with test-only additions); `detach` starts it in a session of its own, so it
+    outlives the command that started it and ignores the terminal's Ctrl-C."""
+
+    def __init__(self, data_dir: Path | str, port: int | None = None, args: Iterable[str] = (),
+                 env: Mapping[str, str] | None = None, *, launcher: list[str] | None = None,
+                 log: Path | str | None = None, detach: bool = False, name: str | None = None) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.name = name or self.data_dir.name
+        self.port = port if port is not None else free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        self.args = list(args)
+        self.env = node_environ(env)
+        self.launcher = launcher
+        self.log = Path(log) if log is not None else self.data_dir.parent / f"{self.data_dir.name}.log"
+        self.detach = detach
+        self.proc: subprocess.Popen | None = None
+        self.killed = False  # did the last stop() have to SIGKILL it?
+        self._pid: int | None = None
+
+    @classmethod
+    def attach(cls, data_dir: Path | str, port: int, pid: int, *, log: Path | str | None = None,
+               name: str | None = None) -> "NodeProcess":
+        """A node another command started: known by its pid (signals and /proc only, no exit status)."""
+        node = cls(data_dir, port, log=log, name=name)
+        node._pid = pid
+        return node
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else self._pid
+
+    def command(self) -> list[str]:
+        return [*(self.launcher or xsc_command()), "--data-dir", str(self.data_dir), "node", "start",
+                "--listen", f"{HOST}:{self.port}", *self.args]
+
+    def spawn(self) -> "NodeProcess":
+        """Start the process without waiting for it."""
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, env=self.env, start_new_session=self.detach)
+        self._pid = None
+        return self
+
+    def start(self, timeout: float = 60.0) -> "NodeProcess":
+        """Start the process and wait until it accepts connections."""
+        return self.spawn().wait_listening(timeout)
+
+    def alive(self) -> bool:
+        """Is the process still running (and, for an attached pid, still this node: pids are reused)?"""
+        if self.proc is not None:
+            return self.proc.poll() is None
+        if self._pid is None:
+            return False
+        proc = Path(f"/proc/{self._pid}")
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            status = (proc / "status").read_text().splitlines()
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        state = next((line for line in status if line.startswith("State:")), "")
+        return "Z" not in state.split()[1:2] and str(self.data_dir).encode() in cmdline
+
+    def listening(self) -> bool:
+        try:
+            with socket.create_connection((HOST, self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def wait_listening(self, timeout: float = 60.0) -> "NodeProcess":
+        deadline = time.monotonic() + timeout
+        while not self.listening():
+            if not self.alive():
+                code = f" with {self.proc.returncode}" if self.proc is not None else ""
+                raise DevnetError(f"{self.name} exited{code}: {self.tail()}", hint=f"see {self.log}")
+            if time.monotonic() > deadline:
+                raise DevnetError(f"{self.name} did not listen within {timeout:g} s: {self.tail()}",
+                                  hint=f"see {self.log}")
+            time.sleep(0.05)
+        return self
+
+    def tail(self, lines: int = 5) -> str:
+        try:
+            return " | ".join(self.log.read_text(errors="replace").strip().splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def send(self, sig: int) -> None:
+        if not self.alive():
+            return
+        try:
+            os.kill(self.pid, sig)  # type: ignore[arg-type]
+        except ProcessLookupError:
+            pass  # already gone
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        """Send `sig` (SIGTERM), then SIGKILL if the process still runs after `timeout` s; its exit status
+        (None for an attached pid)."""
+        self.killed = False
+        self.send(sig)
+        if self.proc is not None:
+            try:
+                return self.proc.wait(max(0.0, timeout))
+            except subprocess.TimeoutExpired:
+                self.killed = True
+                self.proc.kill()
+                return self.proc.wait()
+        deadline = time.monotonic() + timeout
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.alive():
+            self.killed = True
+            self.send(signal.SIGKILL)
+        return None
+
+    def kill(self) -> int | None:
+        """kill -9."""
+        return self.stop(signal.SIGKILL)
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "api-token").read_text().strip()
+
+    def health(self, timeout: float = 2.0) -> dict | None:
+        """The node's public /health body, or None when it does not answer."""
+        answer = get_json(self.url + "/health", timeout=timeout)
+        return answer[1] if answer is not None else None
+
+    def known_peers(self) -> int | None:
+        """How many peers the node knows, or None when it cannot say."""
+        try:
+            token = self.token
+        except FileNotFoundError:
+            return None
+        answer = get_json(self.url + "/v1/peers", token)
+        return len(answer[1].get("peers", [])) if answer and answer[0] == 200 else None
+
+    def xsc(self, *args: str, input: bytes | None = None, timeout: float = 120.0,
+            env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run the `xsc` CLI against this node."""
+        return run_xsc("--data-dir", str(self.data_dir), *args, input=input, timeout=timeout, env=env)
+
+    def record(self) -> dict:
+        return {"name": self.name, "url": self.url, "pid": self.pid, "data_dir": str(self.data_dir),
+                "log": str(self.log.resolve())}
+
+    def __repr__(self) -> str:
+        return f"NodeProcess({self.name}, {self.url}, pid={self.pid})"
+
+
+def forget_seeds(data_dir: Path) -> None:
+    """Clear the peer URLs saved in a data dir's config: the node they named may have another port now."""
+    import tomllib
+
+    import tomli_w
+
+    path = data_dir / "config.toml"
+    try:
+        config = tomllib.loads(path.read_text())
+    except (FileNotFoundError, tomllib.TOMLDecodeError):
+        return
+    if config.get("peers", {}).get("urls"):
+        config["peers"]["urls"] = []
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(tomli_w.dumps(config))
+        os.replace(tmp, path)
+
+
+# --- a network of nodes -----------------------------------------------------------------------------------------
+
+class Devnet:
+    """`count` nodes with data dirs `root/<name>` (names "node-0", "node-1", ... by default); every node but the
+    first starts with `--peer <first node's URL>`.  `env` goes to every node, `envs[i]` on top of it to node i
+    only; `args` are extra `node start` arguments for every node."""
+
+    def __init__(self, root: Path | str, count: int, *, ports: list[int] | None = None,
+                 env: Mapping[str, str] | None = None, envs: list[Mapping[str, str]] | None = None,
+                 args: Iterable[str] = (), name: str = "node-{}", detach: bool = False,
+                 launcher: list[str] | None = None) -> None:
+        self.root = Path(root).resolve()
+        ports = ports or free_ports(count)
+        if len(ports) != count or (envs is not None and len(envs) != count):
+            raise InvalidArgument(f"{len(ports)} ports and {len(envs or ())} environments for {count} nodes")
+        args = list(args)
+        first_url = f"http://{HOST}:{ports[0]}"
+        self.nodes = [NodeProcess(self.root / name.format(i), port,
+                                  [*args, *(["--peer", first_url] if i else [])],
+                                  {**(env or {}), **(envs[i] if envs else {})}, detach=detach, launcher=launcher)
+                      for i, port in enumerate(ports)]
+
+    @property
+    def first(self) -> NodeProcess:
+        return self.nodes[0]
+
+    def __iter__(self):
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __getitem__(self, index: int) -> NodeProcess:
+        return self.nodes[index]
+
+    def spawn(self, on_spawn=None) -> "Devnet":
+        """Start every process without waiting (seeds an earlier run saved in the data dirs are forgotten);
+        `on_spawn(node)` after each, e.g. to save the state at once."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for node in self.nodes:
+            forget_seeds(node.data_dir)
+            node.spawn()
+            if on_spawn is not None:
+                on_spawn(node)
+        return self
+
+    def wait_listening(self, timeout: float = 60.0) -> "Devnet":
+        deadline = time.monotonic() + timeout
+        for node in self.nodes:
+            node.wait_listening(max(0.1, deadline - time.monotonic()))
+        return self
+
+    def start(self, timeout: float = 60.0) -> "Devnet":
+        """Start every node and wait until each listens; on failure, stop those started and raise."""
+        try:
+            self.spawn().wait_listening(timeout)
+        except BaseException:
+            self.stop(10.0)
+            raise
+        return self
+
+    def lagging(self) -> list[NodeProcess]:
+        """The nodes that do not know every other node (yet)."""
+        return [n for n in self.nodes if n.known_peers() != len(self.nodes) - 1]
+
+    def wait_peered(self, timeout: float = 60.0) -> list[NodeProcess]:
+        """Wait until every node knows every other node; those that still do not at the deadline."""
+        deadline = time.monotonic() + timeout
+        while (lagging := self.lagging()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return lagging
+
+    def stop(self, timeout: float = 30.0) -> tuple[int, int]:
+        """SIGTERM every live node, SIGKILL those still running after `timeout` s: (stopped, killed)."""
+        live = [n for n in self.nodes if n.alive()]
+        with ThreadPoolExecutor(max(1, len(live))) as pool:
+            list(pool.map(lambda n: n.stop(signal.SIGTERM, timeout), live))
+        return len(live), sum(n.killed for n in live)
+
+    def __enter__(self) -> "Devnet":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # The state file remembers the nodes for a later command (`xsc devnet status`/`down`).
+    def save(self, records: list[dict] | None = None) -> None:
+        path = self.root / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"nodes": records if records is not None else
+                                   [n.record() for n in self.nodes if n.pid is not None]}, indent=2))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, root: Path | str) -> tuple["Devnet", list[dict]]:
+        """The devnet a state file in `root` describes: (devnet of attached nodes, the saved records)."""
+        root = Path(root).resolve()
+        path = root / STATE_FILE
+        try:
+            records = json.loads(path.read_text())["nodes"]
+            nodes = [NodeProcess.attach(r["data_dir"], int(r["url"].rsplit(":", 1)[1]), r["pid"], log=r["log"],
+                                        name=r["name"]) for r in records]
+        except FileNotFoundError:
+            raise NodeNotRunning(f"no devnet in {root}", hint="start one with: xsc devnet up -n 6") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise DevnetError(f"{path} is not a devnet state file: {err}",
+                              hint="stop the nodes by hand and delete the file") from None
+        devnet = cls.__new__(cls)
+        devnet.root, devnet.nodes = root, nodes
+        return devnet, records
+
+    def forget(self) -> None:
+        (self.root / STATE_FILE).unlink(missing_ok=True)
