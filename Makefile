@@ -4,7 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench demo wasm clean
+.PHONY: run test bench demo wasm trials clean
+N ?= 100
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +27,10 @@ bench: $(STAMP)
 # A scripted tour on a local devnet of 6 nodes: placement, two nodes killed, get, restart, repair.
 demo: $(STAMP)
 	bash scripts/demo.sh
+
+# Crash trials on a 6-node devnet: N times a random workload, kill -9 of one or two nodes, restart, invariants.
+trials: $(STAMP)
+	$(BIN)/python -m bench.trials --trials $(N)
 
 # Rebuild fixtures/wasm/*.wasm from their .wat sources (the .wasm files are committed).
 wasm: $(STAMP)

@@ -121,6 +121,18 @@ class Payments:
         self.on_paid(payee_node_id, receipt.amount, False)
         return payment
 
+    def paid_for(self, job_ref: str, recent: int = 2000) -> tuple[str, int] | None:
+        """Whether the local user already paid for `job_ref`: ("paid", amount) if one of its `recent` newest
+        entries settles it, ("pending", cap) if an authorization for it waits for its receipt, else None.
+        (What a payer asks after a crash between paying and noting that it paid.)"""
+        for auth in self.ledger.pending():
+            if auth.job == job_ref and auth.payer == self.payer.public_key:
+                return "pending", auth.cap
+        for entry in self.ledger.store.history(self.payer.public_key, recent):
+            if entry.authorization.job == job_ref and entry.delta < 0:
+                return "paid", entry.receipt.amount
+        return None
+
     async def refused(self, auth: Authorization) -> None:
         """The payee refused before doing any work: nothing will ever be countersigned."""
         await self.ledger.abandon(auth.id, force=True)

@@ -110,7 +110,7 @@ async def _services(app: web.Application):
 
     terms = HolderTerms(db=db, store=store, ask=lambda: market.honoured_ask("storage"))
     payments.add_check("store", terms.check_receipt)
-    deals = StorageDeals(db=db, me=me, store=store, pool=pool, pay=payments.pay,
+    deals = StorageDeals(db=db, me=me, store=store, pool=pool, pay=payments.pay, paid_for=payments.paid_for,
                          audits_on=config.audit.blocks_per_round > 0, payment_interval=config.market.payment_interval)
 
     def holder_for(node: str, url: str, price: int | None = None) -> RemoteHolder:

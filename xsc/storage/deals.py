@@ -62,6 +62,7 @@ class StorageDeal:
     paid: int = 0  # micro-credits paid so far
     forfeited: int = 0  # seconds not paid because an audit failed
     ended: bool = False  # the share left that node (repair moved it, or the file was removed)
+    paying: dict | None = None  # the period being paid now ({"to", "job"}), noted before the payment is sent
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode()
@@ -70,20 +71,22 @@ class StorageDeal:
         return price_storage(self.bytes, seconds, self.price)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "total": self.cost(self.end - self.start)}
+        return {**{k: v for k, v in asdict(self).items() if k != "paying"}, "total": self.cost(self.end - self.start)}
 
 
 Pay = Callable[[str, int, dict[str, int], str], Awaitable[str]]  # (payee node, amount, usage, job) -> entry id
+PaidFor = Callable[[str], "tuple[str, int] | None"]  # job -> ("paid", amount) | ("pending", cap) | None
 
 
 class StorageDeals:
-    def __init__(self, *, db: plyvel.DB, me: str, store: ShareStore, pool: Executor, pay: Pay, audits_on: bool,
-                 payment_interval: float) -> None:
+    def __init__(self, *, db: plyvel.DB, me: str, store: ShareStore, pool: Executor, pay: Pay, paid_for: PaidFor,
+                 audits_on: bool, payment_interval: float) -> None:
         self.db = db
         self.me = me
         self.store = store
         self.pool = pool
         self.pay = pay
+        self.paid_for = paid_for  # asked when a period was being paid as the node stopped
         self.audits_on = audits_on  # off (audit.blocks_per_round = 0): there is no audit to wait for
         self.payment_interval = payment_interval
         self.audits: dict[str, dict[str, int]] = {}
@@ -182,6 +185,8 @@ class StorageDeals:
         async with self._lock:
             deals = await in_pool(self.pool, self.all)
             for deal in deals:
+                if deal.paying is not None and not await self._settle_interrupted(deal, summary):
+                    continue
                 until = min(now, deal.end)
                 if until <= deal.paid_until:
                     continue
@@ -198,6 +203,9 @@ class StorageDeals:
                     seconds = until - deal.paid_until
                     amount = deal.cost(seconds)
                     job = f"store:{deal.si}:{deal.share}:{deal.paid_until}:{until}"
+                    # Noted (synced) before it is sent: a crash in between must not pay the period twice.
+                    deal.paying = {"to": until, "job": job}
+                    await in_pool(self.pool, self._save, [deal])
                     try:
                         await self.pay(deal.node, amount, {"byte_hours": byte_hours(deal.bytes, seconds)}, job)
                     except XscError as err:
@@ -208,10 +216,23 @@ class StorageDeals:
                     deal.paid += amount
                     summary["paid"] += amount
                     summary["payments"] += 1
-                deal.paid_until = until
+                deal.paid_until, deal.paying = until, None
                 self._save([deal])
         self.last_run = {"at": now, **summary}
         return summary
+
+    async def _settle_interrupted(self, deal: StorageDeal, summary: dict) -> bool:
+        """A period was being paid when the node stopped: find out whether it was; whether to go on paying."""
+        found = await in_pool(self.pool, self.paid_for, deal.paying["job"])
+        if found is not None and found[0] == "pending":
+            summary["waiting"] += 1  # the payment retry finishes (or abandons) it first
+            return False
+        if found is not None:
+            deal.paid += found[1]
+            deal.paid_until = deal.paying["to"]
+        deal.paying = None
+        await in_pool(self.pool, self._save, [deal])
+        return True
 
     def start(self) -> None:
         self._task = every("storage-payments", self.payment_interval, self.pay_due)

@@ -1,0 +1,335 @@
+"""Crash trials: a random workload on a devnet, kill -9 of one or two random nodes at a random moment,
+restart, then every invariant XSC claims is checked.
+
+    python -m bench.trials [--trials N] [--nodes 6] [--seed S] [--json FILE]     (make trials N=100)
+
+One devnet serves all the trials (as Jepsen runs many histories against one cluster).  A trial:
+1. a random workload through node-0 (the gateway): puts of random sizes (0, small, several segments),
+   gets, removals, renewals, repairs, invokes; payments by receipt and audits run on their own (short
+   intervals), lease GC too;
+2. meanwhile, after a random delay, kill -9 of one or two random nodes (the gateway among them at times);
+3. the dead nodes' databases are checked as the crash left them (the used-bytes counter equals the bytes
+   of the shares they hold), then the nodes restart;
+4. checks: every acknowledged put reads back byte-exact; no file is listed that was not acknowledged (or
+   in flight at the crash, and then it reads back exact); removed files stay removed; `ledger verify`
+   passes on every node; once no payment is pending, the balances of all nodes sum to zero; no share's
+   holding period is paid twice (the payer's storage job periods never overlap).
+Every trial has its own seed, printed with any violation: `--seed S --trials 1` replays its workload and
+faults (on a fresh devnet, so without the files of the trials before it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import plyvel
+
+from xsc import keys
+from xsc.devnet import Devnet, NodeProcess
+from xsc.storage.share_store import ShareMeta
+
+ROOT = Path(__file__).resolve().parent.parent
+ADD_WASM = ROOT / "fixtures" / "wasm" / "add.wasm"
+SEGMENT = 16 * 1024
+ENV = {"XSC_STORAGE_SEGMENT_SIZE": str(SEGMENT), "XSC_HEALTH_PROBE_INTERVAL": "1", "XSC_PEERS_GOSSIP_INTERVAL": "2",
+       "XSC_AUDIT_INTERVAL": "2", "XSC_MARKET_PAYMENT_INTERVAL": "2", "XSC_STORAGE_GC_INTERVAL": "2",
+       "XSC_LEDGER_SETTLE_RETRY_INTERVAL": "1", "XSC_MARKET_FRESHNESS": "30", "XSC_STORAGE_CAPACITY": "256MiB"}
+
+
+class Http:
+    """The user API of one node (plain urllib: the harness must not share the node's code paths)."""
+
+    def __init__(self, node: NodeProcess) -> None:
+        self.node = node
+
+    def call(self, method: str, path: str, body: bytes | None = None, timeout: float = 30.0,
+             content_type: str = "application/octet-stream") -> tuple[int, bytes]:
+        request = urllib.request.Request(self.node.url + path, data=body, method=method,
+                                         headers={"Authorization": f"Bearer {self.node.token}",
+                                                  "Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def json(self, method: str, path: str, payload: dict | None = None, timeout: float = 30.0) -> tuple[int, dict]:
+        body = None if payload is None else json.dumps(payload).encode()
+        status, raw = self.call(method, path, body, timeout, "application/json")
+        try:
+            return status, json.loads(raw or b"{}")
+        except ValueError:
+            return status, {"raw": raw[:200].decode(errors="replace")}
+
+
+@dataclass
+class History:
+    """What the workload was told: acknowledged files, removals, and the operations whose answer was lost."""
+
+    files: dict[str, bytes] = field(default_factory=dict)  # capability -> content, acknowledged
+    removed: set[str] = field(default_factory=set)
+    in_flight: dict[str, bytes] = field(default_factory=dict)  # operation id (a put's name) -> its content
+    acked: int = 0
+    violations: list[str] = field(default_factory=list)  # wrong answers seen by the workload itself
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _sizes(rng: random.Random) -> int:
+    return rng.choice([0, 1, rng.randrange(2, SEGMENT), rng.randrange(SEGMENT, 6 * SEGMENT),
+                       rng.randrange(6 * SEGMENT, 20 * SEGMENT)])
+
+
+def workload(http: Http, rng: random.Random, history: History, ops: int, module: str | None) -> None:
+    """`ops` random operations through the gateway; every answer is recorded (a lost one as in flight)."""
+    for n in range(ops):
+        kind = rng.choices(["put", "get", "rm", "renew", "repair", "invoke"], [5, 3, 1, 1, 1, 2])[0]
+        with history.lock:
+            known = sorted(history.files)
+        try:
+            if kind == "put" or not known:
+                data = rng.randbytes(_sizes(rng))
+                op = f"put-{rng.getrandbits(32):08x}"
+                with history.lock:
+                    history.in_flight[op] = data
+                status, answer = http.call("POST", "/v1/store/files?name=" + op, data)
+                if status == 201:
+                    cap = json.loads(answer)["capability"]
+                    with history.lock:
+                        history.files[cap] = data
+                        history.in_flight.pop(op, None)
+                        history.acked += 1
+                elif status < 500 and status != 502:
+                    with history.lock:
+                        history.in_flight.pop(op, None)  # refused outright: nothing was stored
+            elif kind == "get":
+                cap = rng.choice(known)
+                status, body = http.call("GET", f"/v1/store/files/{cap}")
+                if status == 200:
+                    with history.lock:
+                        expected = history.files.get(cap)
+                    if expected is not None and body != expected:
+                        history.violations.append(f"get of {cap[:48]}… returned other bytes")
+                    history.acked += 1
+            elif kind == "rm":
+                cap = rng.choice(known)
+                with history.lock:
+                    data = history.files.pop(cap)
+                    history.in_flight[f"rm-{cap}"] = data
+                status, _ = http.json("DELETE", f"/v1/store/files/{cap}")
+                with history.lock:
+                    if status == 200:
+                        history.removed.add(cap)
+                        history.in_flight.pop(f"rm-{cap}", None)
+                        history.acked += 1
+            elif kind == "renew":
+                status, _ = http.json("POST", f"/v1/store/files/{rng.choice(known)}/renew", {"duration": 7200})
+                history.acked += status == 200
+            elif kind == "repair":
+                status, _ = http.json("POST", f"/v1/store/files/{rng.choice(known)}/repair")
+                history.acked += status == 200
+            elif kind == "invoke" and module:
+                a, b = rng.randrange(1000), rng.randrange(1000)
+                status, answer = http.json("POST", "/v1/compute/invoke",
+                                           {"module": module, "function": "add", "args": [a, b]})
+                got = [r.get("value") for r in answer.get("results", [])] if status == 200 else None
+                if status == 200 and got != [a + b]:
+                    history.violations.append(f"add {a} {b} returned {got}")
+                history.acked += status == 200
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass  # the gateway died: the operation's outcome is unknown (kept in flight)
+
+
+def check_store(data_dir: Path) -> list[str]:
+    """A dead node's database as the crash left it: its used-bytes counter equals its shares' bytes."""
+    db = plyvel.DB(str(data_dir / "db"))
+    try:
+        raw = db.get(keys.STORAGE_USED)
+        counted = int.from_bytes(raw, "big") if raw else 0
+        held = sum(ShareMeta.decode(v).stored_bytes for _, v in db.iterator(prefix=keys.SHARES))
+    finally:
+        db.close()
+    return [] if counted == held else [f"{data_dir.name}: used counter {counted} != {held} bytes of shares held"]
+
+
+def _answers(node: NodeProcess) -> bool:
+    health = node.health()
+    return bool(health) and health.get("status") in ("pass", "warn")
+
+
+def wait_for(what: str, test, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if test():
+            return True
+        time.sleep(0.25)
+    return False
+
+
+def invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
+    """(invariants checked, violations) once every node is back."""
+    gateway = Http(net.first)
+    violations: list[str] = []
+    checked = 0
+    with history.lock:
+        files, removed, in_flight = dict(history.files), set(history.removed), dict(history.in_flight)
+    for cap, data in files.items():
+        checked += 1
+        ok = False
+        for _ in range(20):  # shares on nodes still starting answer a moment later
+            status, body = gateway.call("GET", f"/v1/store/files/{cap}")
+            if status == 200 and body == data:
+                ok = True
+                break
+            time.sleep(0.5)
+        if not ok:
+            violations.append(f"acknowledged file {cap[:48]}… does not read back ({status})")
+    status, listing = gateway.json("GET", "/v1/store/files")
+    for record in listing.get("files", []) if status == 200 else []:
+        checked += 1
+        cap = record["capability"]
+        if cap in removed:
+            violations.append(f"removed file {cap[:48]}… is listed")
+        elif cap not in files:
+            lost = in_flight.get(record.get("name", ""))
+            if lost is None:
+                violations.append(f"file {cap[:48]}… is listed but was never acknowledged nor in flight")
+            else:
+                got_status, body = gateway.call("GET", f"/v1/store/files/{cap}")
+                if got_status != 200 or body != lost:
+                    violations.append(f"file {cap[:48]}… put while a node died is listed but unreadable")
+    https = [Http(node) for node in net]
+    for http in https:
+        checked += 1
+        status, report = http.json("GET", "/v1/ledger/verify")
+        if status != 200 or not report.get("ok"):
+            violations.append(f"{http.node.name}: ledger verify: {report.get('violations', report)}")
+    # Balances sum to zero once every payment has both halves (pending ones are retried by their payers).
+    settled = wait_for("payments", lambda: all(h.json("GET", "/v1/node/status")[1].get("payments", {})
+                                                .get("pending", 1) == 0 for h in https), 60)
+    checked += 1
+    if settled:
+        total = 0
+        for http in https:
+            for account in ("client", "node"):
+                total += http.json("GET", f"/v1/ledger/accounts/{account}")[1].get("balance", 0)
+        if total != 0:
+            violations.append(f"the balances of all nodes sum to {total}, not 0")
+    else:
+        violations.append("payments still pending after 60 s")
+    checked += 1
+    status, history_json = gateway.json("GET", "/v1/ledger/accounts/client/history?limit=10000")
+    periods: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for entry in history_json.get("entries", []):
+        parts = entry.get("job", "").split(":")
+        if parts[0] == "store" and len(parts) == 5:
+            periods.setdefault((parts[1], parts[2]), []).append((int(parts[3]), int(parts[4])))
+    for (si, share), spans in periods.items():
+        spans.sort()
+        for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
+            if b0 < a1:
+                violations.append(f"share {share} of {si[:16]} paid twice for {b0}..{min(a1, b1)}")
+    return checked, violations
+
+
+@dataclass
+class TrialResult:
+    seed: int
+    acked: int
+    faults: int
+    checked: int
+    violations: list[str]
+    seconds: float
+
+
+def trial(net: Devnet, history: History, seed: int, module: str | None, ops: int = 12) -> TrialResult:
+    """One trial; `history` is the whole run's (the devnet keeps every earlier trial's files)."""
+    rng = random.Random(seed)
+    started = time.monotonic()
+    acked_before = history.acked
+    history.violations.clear()
+    victims = rng.sample(list(net), rng.choice([1, 1, 2]))
+    delay = rng.uniform(0.0, 2.0)
+    gateway = Http(net.first)
+
+    def inject() -> None:
+        time.sleep(delay)
+        for node in victims:
+            node.kill()
+
+    with ThreadPoolExecutor(2) as pool:
+        faults = pool.submit(inject)
+        pool.submit(workload, gateway, rng, history, ops, module).result()
+        faults.result()
+    violations = list(history.violations)
+    for node in victims:
+        violations += check_store(node.data_dir)
+    for node in victims:
+        node.spawn()
+    for node in victims:
+        node.wait_listening(120)
+    wait_for("nodes up", lambda: all(_answers(node) for node in net), 60)
+    checked, found = invariants(net, history)
+    violations += found
+    return TrialResult(seed, history.acked - acked_before, len(victims), checked + len(victims), violations,
+                       time.monotonic() - started)
+
+
+def run(trials: int, nodes: int = 6, seed: int | None = None, root: Path | None = None,
+        out=print) -> list[TrialResult]:
+    seed = random.randrange(2**32) if seed is None else seed
+    own_root = root is None
+    root = Path(tempfile.mkdtemp(prefix="xsc-trials-")) if root is None else root
+    net = Devnet(root, nodes, env=ENV)
+    results: list[TrialResult] = []
+    try:
+        net.start(timeout=120)
+        net.wait_peered(timeout=120)
+        status, answer = Http(net.first).call("POST", "/v1/modules", ADD_WASM.read_bytes())
+        module = json.loads(answer)["id"] if status in (200, 201) else None
+        out(f"{'trial':>5} {'seed':>10} {'acked':>6} {'faults':>6} {'checked':>8} {'violations':>10} {'s':>6}")
+        history = History()
+        for n in range(trials):
+            result = trial(net, history, seed + n, module)
+            results.append(result)
+            out(f"{n + 1:>5} {result.seed:>10} {result.acked:>6} {result.faults:>6} {result.checked:>8} "
+                f"{len(result.violations):>10} {result.seconds:>6.1f}")
+            for violation in result.violations:
+                out(f"      seed {result.seed}: {violation}  (replay: python -m bench.trials --trials 1 "
+                    f"--seed {result.seed})")
+        total = sum(len(r.violations) for r in results)
+        out(f"{len(results)} trials, {sum(r.acked for r in results)} operations acknowledged, "
+            f"{sum(r.faults for r in results)} faults injected, {sum(r.checked for r in results)} invariants "
+            f"checked, {total} violations")
+    finally:
+        net.stop()
+        if own_root:
+            shutil.rmtree(root, ignore_errors=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--nodes", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    args = parser.parse_args()
+    results = run(args.trials, args.nodes, args.seed)
+    if args.json:
+        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
+    raise SystemExit(1 if any(r.violations for r in results) else 0)
+
+
+if __name__ == "__main__":
+    main()

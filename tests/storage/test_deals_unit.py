@@ -1,0 +1,89 @@
+"""StorageDeals alone, with fakes through its constructor: a period is never paid twice, even across a crash
+between the payment and the note that it was paid (found by the crash trials, bench/trials.py)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import plyvel
+import pytest
+
+from xsc.errors import PeerUnreachable
+from xsc.storage.deals import StorageDeals
+from xsc.storage.share_store import ShareStore
+
+SI = bytes(range(32))
+HOLDER = "b" * 52
+
+
+class Ledger:
+    """The payer's side as StorageDeals sees it: pay, and what was paid for which job."""
+
+    def __init__(self) -> None:
+        self.paid: dict[str, int] = {}
+        self.pending: set[str] = set()
+        self.fail_with: Exception | None = None
+
+    async def pay(self, node: str, amount: int, usage: dict, job: str) -> str:
+        if self.fail_with is not None:
+            self.pending.add(job)
+            raise self.fail_with
+        assert job not in self.paid, f"{job} paid twice"
+        self.paid[job] = amount
+        return "entry"
+
+    def paid_for(self, job: str):
+        if job in self.pending:
+            return "pending", 1
+        return ("paid", self.paid[job]) if job in self.paid else None
+
+
+@pytest.fixture
+def deals(tmp_path):
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    pool = ThreadPoolExecutor(2)
+    ledger = Ledger()
+    made = []
+
+    def make() -> StorageDeals:
+        service = StorageDeals(db=db, me="a" * 52, store=ShareStore(db, 10**9), pool=pool, pay=ledger.pay,
+                               paid_for=ledger.paid_for, audits_on=False, payment_interval=3600)
+        made.append(service)
+        return service
+
+    yield make, ledger
+    pool.shutdown()
+    db.close()
+
+
+async def test_a_payment_interrupted_after_it_was_made_is_not_made_again(deals) -> None:
+    make, ledger = deals
+    first = make()
+    first.record(SI, [HOLDER] * 6, 1024**3, {s: 1000 for s in range(6)}, 0, 7200)
+
+    async def crash(node, amount, usage, job):  # the payment lands, the node dies before noting it
+        ledger.paid[job] = amount
+        raise SystemExit("killed")
+
+    first.pay = crash
+    with pytest.raises(SystemExit):
+        await first.pay_due(3600)
+    restarted = make()
+    summary = await restarted.pay_due(3600)
+    assert summary["payments"] == 5  # the five shares not paid before the crash; share 0 is not paid again
+    deals_now = restarted.of_file(SI)
+    assert all(d.paid_until == 3600 and d.paying is None and d.paid > 0 for d in deals_now)
+    assert len(ledger.paid) == 6
+
+
+async def test_a_payment_left_pending_waits_for_its_retry(deals) -> None:
+    make, ledger = deals
+    service = make()
+    service.record(SI, [HOLDER], 1024**3, {0: 1000}, 0, 7200)
+    ledger.fail_with = PeerUnreachable("down")
+    assert (await service.pay_due(3600))["failed"] == 1
+    ledger.fail_with = None
+    assert (await service.pay_due(3600))["waiting"] == 1  # its authorization is still pending: not paid anew
+    ledger.pending.clear()  # the retry abandoned it (expired unpaid): now it is paid again, once
+    assert (await service.pay_due(3600))["payments"] == 1
+    assert len(ledger.paid) == 1
