@@ -36,10 +36,11 @@ from ..storage.wire import DAMAGE_PATH
 from ..tasks import in_pool
 from . import auth, datadir, peer_auth, problems
 from .appkeys import (AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_POOL, DB, DEALS, GATEWAY, HEALTH, HEALTH_CHECKS,
-                      IDENTITY, IN_FLIGHT, LEASE_GC, LEDGER, MARKET, METRICS, PAID_COMPUTE, PAYMENTS, PEERS,
-                      REPLAY_GUARD, SCRUBBER, SHARE_HOLDER, STARTED, STATUS_PARTS, STORAGE, TERMS, TOKEN)
+                      IDENTITY, IN_FLIGHT, LEASE_GC, LEDGER, MARKET, METRICS, PAID_COMPUTE, PAYMENTS, PEER_LIMITS,
+                      PEERS, REPLAY_GUARD, SCRUBBER, SHARE_HOLDER, STARTED, STATUS_PARTS, STORAGE, TERMS, TOKEN)
 from .http import ROUTES
 from .http.node import node_checks
+from .limits import RateLimiter
 from .metrics import Metrics
 from .middlewares import InFlight, request_counter
 
@@ -193,6 +194,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = metrics
     app[REPLAY_GUARD] = ReplayGuard()
+    app[PEER_LIMITS] = RateLimiter(config.peers.rate_limit, 2 * config.peers.rate_limit)
     app[STATUS_PARTS] = {}
     app[HEALTH_CHECKS] = node_checks(app)
     app.cleanup_ctx.append(_node_resources)

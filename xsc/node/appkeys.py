@@ -24,6 +24,7 @@ from ..storage.gateway import Gateway
 from ..storage.holder import ShareHolder
 from ..storage.lease_gc import LeaseCollector
 from ..storage.scrubber import Scrubber
+from .limits import RateLimiter
 from .metrics import Metrics
 from .middlewares import InFlight
 
@@ -38,6 +39,7 @@ CPU_POOL = web.AppKey("cpu_pool", ThreadPoolExecutor)  # hashing, crypto, erasur
 STARTED = web.AppKey("started", float)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 REPLAY_GUARD = web.AppKey("replay_guard", ReplayGuard)
+PEER_LIMITS = web.AppKey("peer_limits", RateLimiter)  # signed requests per peer key
 # name -> async () -> a /health check dict;  name -> () -> a JSON-able part of /v1/node/status
 HEALTH_CHECKS = web.AppKey("health_checks", dict)
 STATUS_PARTS = web.AppKey("status_parts", dict)

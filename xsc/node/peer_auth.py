@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ..errors import BadRequestSignature
 from ..identity import SignedRequest, body_digest, verify_request
-from .appkeys import IDENTITY, REPLAY_GUARD
+from .appkeys import IDENTITY, PEER_LIMITS, REPLAY_GUARD
 from .auth import PEER_PREFIX
 
 SIGNED = web.RequestKey("xsc_signed_request", SignedRequest)
@@ -47,7 +47,8 @@ async def signature_middleware(request: web.Request, handler):
         if not hmac.compare_digest(body_digest(body), verified.digest):
             raise BadRequestSignature("the request body does not match its signed digest",
                                       hint="sign the exact bytes sent")
-    # Only after the signature and body check out: nobody can use up another node's nonces.
+    # Only after the signature and body check out: nobody can use up another node's nonces or its rate.
+    request.app[PEER_LIMITS].check(verified.sender, time.monotonic(), f"peer {verified.sender[:12]}…")
     request.app[REPLAY_GUARD].check(verified.sender, verified.nonce, verified.timestamp, now)
     request[SIGNED] = verified
     return await handler(request)

@@ -1,0 +1,50 @@
+"""One peer key floods a node with signed requests: past its rate it gets 429 with Retry-After, while
+other peers and /health go on being answered (issue 18's floods, issue 12's per-peer quota)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from xsc.errors import PeerRefused, QuotaExceeded
+from xsc.identity import Identity
+from xsc.net import PeerClient
+from xsc.node.appkeys import PEERS
+from xsc.node.limits import RateLimiter
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600, "rate_limit": 20}}
+
+
+async def test_a_flooding_peer_is_slowed_and_the_others_are_not(node_factory) -> None:
+    node = await node_factory("target", **QUIET)
+    peers = node.app[PEERS]
+    async with aiohttp.ClientSession() as session:
+        flooder = PeerClient(Identity.generate(), session, 10.0)
+        honest = PeerClient(Identity.generate(), session, 10.0)
+
+        async def challenge(client: PeerClient):
+            try:
+                await client.request(peers.url, "POST", "/v1/peer/challenge", json={"nonce": "ab" * 16},
+                                     to=peers.identity.id)
+                return 200
+            except PeerRefused as err:
+                return err.details["peer_status"]
+
+        statuses = await asyncio.gather(*(challenge(flooder) for _ in range(120)))
+        assert statuses.count(429) > 0 and statuses.count(200) >= 20
+        assert await challenge(honest) == 200  # another peer is not slowed by the flood
+        health = await node.get("/health")
+        assert health.status == 200
+
+
+def test_the_limiter_refills_and_forgets_the_least_recent_keys() -> None:
+    limiter = RateLimiter(rate=2, burst=2)
+    limiter.check("a", 0.0, "a")
+    limiter.check("a", 0.0, "a")
+    with pytest.raises(QuotaExceeded) as err:  # a third in the same instant
+        limiter.check("a", 0.0, "a")
+    assert err.value.details["retry_after"] == 0.5
+    limiter.check("a", 0.5, "a")  # half a second later, one token is back
+    limiter.check("b", 0.5, "b")  # another key has its own bucket

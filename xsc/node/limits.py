@@ -1,0 +1,33 @@
+"""Per-caller rate limits of the node's HTTP API (429 with Retry-After past them).
+
+Token buckets by key (a peer's id, a remote address), at most MAX_KEYS of them: the least recently
+seen key is forgotten first, so a flood of fresh keys costs a bounded table, and a forgotten key
+starts again with a full bucket (never worse than a new caller)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from ..errors import QuotaExceeded
+
+MAX_KEYS = 10_000
+
+
+class RateLimiter:
+    """`rate` requests per second per key, in bursts of at most `burst`.  Pure: the caller passes the clock."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, last time)
+
+    def check(self, key: str, now: float, what: str) -> None:
+        """Take one token for `key`, or raise QuotaExceeded saying when to come back."""
+        tokens, last = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            raise QuotaExceeded(f"too many requests from {what}: at most {self.rate:g} a second",
+                                hint="slow down and retry", retry_after=(1 - tokens) / self.rate)
+        self._buckets[key] = (tokens - 1, now)
+        while len(self._buckets) > MAX_KEYS:
+            self._buckets.popitem(last=False)
