@@ -150,7 +150,7 @@ class PeersSection(_Section):
     public_url: str = ""  # the URL peers reach this node at (empty: http://<node.listen>)
     gossip_interval: float = 30.0  # seconds between descriptor exchanges with a random peer
     request_timeout: float = 10.0  # seconds a node-to-node request may take
-    rate_limit: float = 300.0  # signed requests per second one peer key may send (bursts of twice that); 429 past it
+    rate_limit: float = 5000.0  # signed requests per second one peer key may send (bursts of twice that); 429 past it
 
     @field_validator("rate_limit")
     @classmethod
