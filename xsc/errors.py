@@ -83,6 +83,12 @@ class StorageFull(XscError):
     code = "storage-full"
 
 
+class DiskFull(StorageFull):
+    """The data dir's disk is full: nothing was published; reads go on."""
+
+    code = "disk-full"
+
+
 class NotEnoughShares(XscError):
     """Fewer than k intact shares: the file cannot be rebuilt (nothing wrong is ever returned)."""
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from typing import Any
 
+import plyvel
 from aiohttp import web
 
 from .. import errors as e
@@ -72,6 +74,10 @@ def problem_from_error(error: e.XscError) -> web.Response:
     return response
 
 
+def _disk_full(exc: BaseException) -> bool:
+    return "No space left" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler):
     try:
@@ -83,6 +89,12 @@ async def problem_middleware(request: web.Request, handler):
             raise
         code = exc.reason.lower().replace(" ", "-")
         return problem(exc.status, code, f"{exc.reason}: {request.method} {request.path}")
+    except plyvel.Error as exc:  # the database: a full disk (OSError too), or one LevelDB will not write to
+        log.error("database error in %s %s: %s", request.method, request.path, exc)
+        if _disk_full(exc):
+            return problem_from_error(e.DiskFull(
+                "the data dir's disk is full: nothing was stored", hint="free disk space, then restart the node"))
+        return problem(500, "database-error", "the node's database failed; see its log")
     except (ConnectionResetError, OSError) as exc:
         # The client went away mid-stream; nothing to answer.
         log.info("connection lost during %s %s: %s", request.method, request.path, exc)

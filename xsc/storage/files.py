@@ -19,7 +19,9 @@ from concurrent.futures import Executor
 from dataclasses import asdict
 from typing import Any
 
-from ..errors import BadRequest, MarketNoDeal, NotFound, PeerNotFound, PeerUnreachable, XscError
+import plyvel
+
+from ..errors import BadRequest, DiskFull, MarketNoDeal, NotFound, PeerNotFound, PeerUnreachable, XscError
 from ..identity import Identity
 from ..ledger.service import LedgerService
 from ..market.service import MarketService
@@ -151,10 +153,24 @@ class StorageService:
             raise BadRequest("a put's size cannot be negative")
         quote = await self.quote(size, seconds, bid, **wanted)
         try:
-            result = await self.gateway.put(read, size, name, place=self._placer(quote), lease_duration=seconds,
-                                            replace=self._replacer(quote, bid))
+            result = await self._put(read, size, name, seconds, bid, quote)
         finally:
             self.withdraw(quote)
+        return await self._after_put(result, size, seconds, quote)
+
+    async def _put(self, read: ReadFn, size: int | None, name: str | None, seconds: int, bid: int,
+                   quote: quotes.PutQuote):
+        try:
+            return await self.gateway.put(read, size, name, place=self._placer(quote), lease_duration=seconds,
+                                          replace=self._replacer(quote, bid))
+        except plyvel.Error as err:
+            if "No space left" not in str(err):
+                raise
+            # LevelDB will not write again until it is reopened: the node goes on serving reads.
+            raise DiskFull("the data dir's disk is full: nothing of this file was stored",
+                           hint="free disk space, then restart the node") from err
+
+    async def _after_put(self, result, size: int | None, seconds: int, quote: quotes.PutQuote) -> dict[str, Any]:
         cap = Capability.parse(result.capability)
         quote.share_bytes = result.stored_bytes // len(result.placement)
         if size is None:  # a stream's cost is known only now: unpaid, it is not kept

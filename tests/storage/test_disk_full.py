@@ -1,0 +1,60 @@
+"""The data dir's disk fills up during a put (a small tmpfs as the data dir's disk): the put fails with a
+clear error, nothing is published, reads go on; after more space and a restart, everything works."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from xsc.devnet import NodeProcess
+
+
+def _mount(path, size: str, remount: bool = False) -> bool:
+    options = f"remount,size={size}" if remount else f"size={size}"
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    return result.returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or not _mount(disk, "40m"):
+        pytest.skip("mounting a tmpfs needs root (and a kernel that allows it here)")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_a_put_cleanly_and_reads_go_on(small_disk, tmp_path) -> None:
+    node = NodeProcess(small_disk / "node", args=["--storage-capacity", "1GiB"]).start()
+    try:
+        small = os.urandom(200_000)
+        (tmp_path / "a.bin").write_bytes(small)
+        put = node.xsc("store", "put", str(tmp_path / "a.bin"))
+        assert put.returncode == 0, put.stderr
+        cap = put.stdout.decode().strip().splitlines()[-1]
+        (tmp_path / "b.bin").write_bytes(os.urandom(60 * 1024**2))  # more than the disk holds
+        full = node.xsc("store", "put", str(tmp_path / "b.bin"))
+        assert full.returncode != 0 and b"disk is full" in full.stderr, full.stderr
+        got = node.xsc("store", "get", cap, "-o", str(tmp_path / "a.out"))
+        assert got.returncode == 0 and (tmp_path / "a.out").read_bytes() == small
+        listed = node.xsc("store", "ls", "--json")
+        assert listed.stdout.count(b"xsc:chk:") == 1  # nothing of the failed put is listed
+    finally:
+        node.stop()
+    # More room, a restart: what the failed put staged is cleaned up, the old file reads, a new put works.
+    assert _mount(small_disk, "200m", remount=True)
+    node.start()
+    try:
+        (tmp_path / "a.out").unlink()
+        assert node.xsc("store", "get", cap, "-o", str(tmp_path / "a.out")).returncode == 0
+        assert (tmp_path / "a.out").read_bytes() == small
+        again = node.xsc("store", "put", str(tmp_path / "b.bin"), timeout=300)
+        assert again.returncode == 0, again.stderr
+        status = node.xsc("node", "status", "--json")
+        assert b'"used"' in status.stdout
+    finally:
+        node.stop()
