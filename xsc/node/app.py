@@ -114,7 +114,7 @@ async def _services(app: web.Application):
                          audits_on=config.audit.blocks_per_round > 0, payment_interval=config.market.payment_interval)
 
     def holder_for(node: str, url: str, price: int | None = None) -> RemoteHolder:
-        return RemoteHolder(client, node, url, price)
+        return RemoteHolder(client, node, url, price, payer.id)  # holders check receipts by the payer named
 
     storage = StorageService(gateway=gateway, deals=deals, market=market, ledger=ledger, payer=payer, me=me,
                              peers=peers, holder_for=holder_for, pool=pool,
