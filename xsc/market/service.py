@@ -328,7 +328,7 @@ class MarketService:
                                                                            and self.peers.known(claimed))):
                     continue  # ours echoed back, or not a peer's: not worth checking its signature
                 try:
-                    commitment = parse_commitment(item)
+                    commitment = parse_commitment(item, now_ms=now_ms())  # future-dated ones refused too
                 except XscError as err:
                     log.info("ignoring a market commitment: %s", err)
                     continue

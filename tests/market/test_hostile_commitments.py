@@ -1,0 +1,131 @@
+"""Signed market commitments from strangers with numbers meant to freeze or skew a node: huge or
+long-winded weights, prices, quantities, windows and timestamps.  Every one is refused at parse time,
+and a node that received them keeps its book clean and its puts quick."""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xsc.allocation import Stamp
+from xsc.allocation.models import MAX_DECIMAL_DIGITS, MAX_DECIMAL_PLACES, MAX_WEIGHT, Commitment
+from xsc.errors import InvalidMarketCommitment
+from xsc.identity import Identity, sign_request
+from xsc.market import parse_commitment, sign_commitment, signed_bytes
+from tests.peers.peer_helpers import api, http, node_id
+
+from .market_helpers import ask, bid
+
+VICTIM = Identity.generate()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _honest(identity: Identity, recognise: str) -> dict:
+    me = identity.id
+    mc = sign_commitment(identity, asks=[ask(me, "c1", 10**9, 10)], bids=[bid(me, "n1", 10**6, 50)],
+                         recognition={recognise: Decimal("2.5")}, stamp=Stamp.seed().event(), timestamp=_now_ms())
+    return mc.to_json()
+
+
+def _resigned(identity: Identity, fields: dict) -> dict:
+    """The commitment with its fields changed, and signed again by its participant: a valid signature."""
+    body = {k: v for k, v in fields.items() if k != "signature"}
+    return {**body, "signature": identity.sign(signed_bytes(body)).hex()}
+
+
+def _hostile(identity: Identity, where: str, value, recognise: str = VICTIM.id) -> dict:
+    fields = _honest(identity, recognise)
+    if where == "weight":
+        fields["recognition"] = {recognise: value}
+    elif where == "timestamp":
+        fields["timestamp"] = value
+    else:
+        side, name = where.split(".", 1)
+        order = fields[side][0]
+        if name in order:
+            order[name] = value
+        else:
+            order["slot"][name] = value
+    return _resigned(identity, fields)
+
+
+HOSTILE = [
+    ("weight", "1E+20000000"),  # the one from the issue: as_integer_ratio takes 25-50 s
+    ("weight", "1E-20000000"),
+    ("weight", "0." + "0" * 60 + "1"),
+    ("weight", "1" + "0" * 12),  # past MAX_WEIGHT
+    ("weight", "3." + "1" * 200),
+    ("asks.price", 2**70),
+    ("bids.price", 10**13),
+    ("asks.quantity", 2**64),
+    ("bids.end", 2**50),
+    ("asks.start", -5),
+    ("bids.min_availability", "0." + "9" * 100),
+    ("timestamp", 2**60),
+]
+
+
+@pytest.mark.parametrize("where,value", HOSTILE)
+def test_every_number_of_a_commitment_is_bounded_at_parse_time(where, value) -> None:
+    stranger = Identity.generate()
+    with pytest.raises(InvalidMarketCommitment) as err:
+        parse_commitment(_hostile(stranger, where, value), now_ms=_now_ms())
+    assert ("recognition" if where == "weight" else where.rsplit(".", 1)[-1]) in err.value.message
+
+
+def test_future_dated_commitments_are_refused() -> None:
+    stranger = Identity.generate()
+    ahead = _hostile(stranger, "timestamp", _now_ms() + 3_600_000)
+    with pytest.raises(InvalidMarketCommitment, match="in the future"):
+        parse_commitment(ahead, now_ms=_now_ms())
+    assert parse_commitment(_hostile(stranger, "timestamp", _now_ms()), now_ms=_now_ms())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.decimals(min_value=0, max_value=MAX_WEIGHT, allow_nan=False, allow_infinity=False,
+                   places=None))
+def test_an_accepted_weight_is_a_small_fraction(weight: Decimal) -> None:
+    """What matching does with a weight (as_integer_ratio, lcm of denominators) stays small for any accepted one."""
+    try:
+        c = Commitment(participant="p", recognition={"r": weight}, stamp=Stamp.seed(), timestamp=0)
+    except ValueError:
+        _, digits, exponent = weight.as_tuple()
+        assert len(digits) > MAX_DECIMAL_DIGITS or exponent < -MAX_DECIMAL_PLACES
+        return
+    num, den = c.recognition["r"].as_integer_ratio()
+    assert den <= 10**MAX_DECIMAL_PLACES and num <= 10**(MAX_DECIMAL_DIGITS + MAX_DECIMAL_PLACES)
+
+
+@pytest.mark.slow
+def test_a_node_that_receives_hostile_commitments_keeps_a_clean_book_and_quick_puts(node_process) -> None:
+    node = node_process("victim")
+    victim = node_id(node)
+    status, before = api(node, "GET", "/v1/market/book")
+    assert status == 200, before
+    strangers = [Identity.generate() for _ in HOSTILE]
+    commitments = [_hostile(s, where, value, victim) for s, (where, value) in zip(strangers, HOSTILE)]
+    commitments.append(_hostile(Identity.generate(), "timestamp", _now_ms() + 3_600_000, victim))
+    body = json.dumps({"commitments": commitments}).encode()
+    sender = strangers[0]
+    headers = sign_request(sender, "POST", "/v1/peer/market", body, receiver=victim)
+    status, answer = http(node.url, "POST", "/v1/peer/market", body, {**headers, "Content-Type": "application/json"})
+    assert status == 200, answer
+    held = {c["participant"] for c in answer["commitments"]}
+    assert not held & {s.id for s in strangers}, "a hostile commitment entered the book"
+    status, after = api(node, "GET", "/v1/market/book")
+    assert status == 200 and after["participants"] == before["participants"], after
+
+    # The operator's put matches on the market as usual (it froze for 25-50 s per put before).
+    put = node.xsc("store", "put", "-", input=b"still quick", timeout=60)
+    assert put.returncode == 0, put.stderr
+    assert node.xsc("store", "get", put.stdout.decode().strip()).stdout == b"still quick"
+    status, health = http(node.url, "GET", "/health")
+    assert status == 200, health
