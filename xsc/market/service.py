@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import plyvel
 
 from .. import keys
+from ..allocation.models import bounded_decimal
 from ..allocation import CapacitySlot, NeedSlot, SlotFilter, Stamp
 from ..errors import InvalidArgument, MarketNoDeal, NeedNotFound, PeerError, XscError
 from ..config import MarketSection
@@ -246,6 +247,10 @@ class MarketService:
         else:
             if not weight.is_finite() or not 0 <= weight <= MAX_RECOGNITION:
                 raise InvalidArgument(f"a recognition weight must be between 0 and {MAX_RECOGNITION}, not {weight}")
+            try:
+                bounded_decimal(weight)  # what a commitment may carry (it could not be published otherwise)
+            except ValueError as exc:
+                raise InvalidArgument(f"a recognition weight: {exc}") from None
             self.db.put(keys.market_recognition(key), str(weight).encode(), sync=True)
             self.user_weights[peer] = weight
         self.touch()

@@ -192,7 +192,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app[IN_FLIGHT] = in_flight
     app[CONFIG] = config
     app[METRICS] = metrics
-    app[REPLAY_GUARD] = ReplayGuard()
+    app[REPLAY_GUARD] = ReplayGuard(capacity=config.peers.replay_capacity, per_sender=config.peers.replay_per_sender)
     app[STATUS_PARTS] = {}
     app[HEALTH_CHECKS] = node_checks(app)
     app.cleanup_ctx.append(_node_resources)
