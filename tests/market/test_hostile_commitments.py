@@ -129,3 +129,14 @@ def test_a_node_that_receives_hostile_commitments_keeps_a_clean_book_and_quick_p
     assert node.xsc("store", "get", put.stdout.decode().strip()).stdout == b"still quick"
     status, health = http(node.url, "GET", "/health")
     assert status == 200, health
+
+
+async def test_a_weight_the_user_sets_is_held_to_what_a_commitment_may_carry(node) -> None:
+    """Else the node could not sign its own commitment any more (every publish would fail)."""
+    peer = Identity.generate().id
+    for weight in ("0." + "0" * 60 + "1", "1." + "3" * 50):
+        resp = await node.post("/v1/market/recognize", json={"peer": peer, "weight": weight})
+        assert resp.status == 400, await resp.text()
+        assert "at most 40 digits" in (await resp.json())["detail"]
+    resp = await node.post("/v1/market/recognize", json={"peer": peer, "weight": "0.125"})
+    assert resp.status == 200, await resp.text()

@@ -32,8 +32,8 @@ from typing import Any, Protocol
 import plyvel
 
 from .. import keys
-from ..allocation.models import bounded_decimal
 from ..allocation import CapacitySlot, NeedSlot, SlotFilter, Stamp
+from ..allocation.models import bounded_decimal
 from ..errors import InvalidArgument, MarketNoDeal, NeedNotFound, PeerError, XscError
 from ..config import MarketSection
 from ..identity import Identity, parse_public_id, public_id
