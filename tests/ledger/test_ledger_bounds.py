@@ -129,6 +129,16 @@ def test_a_strangers_storage_receipt_is_signed_only_for_what_the_deal_owes(node_
     status, answer = _receipt(node, attacker, victim, payer, si, start, end, due)
     assert status == 200 and answer["receipt"], answer
 
+    # An upload that names no payer: the first account that pays it is its payer from then on.
+    unnamed = os.urandom(32).hex()
+    status, body = _peer(node, attacker, victim, f"/v1/peer/shares/{unnamed}/0/uploads",
+                         {"size": SIZE, "segment_size": SEGMENT, "lease_expiry": now() + 3600, "price": price})
+    assert status == 201, body
+    status, answer = _receipt(node, attacker, victim, other, unnamed, start, end, due)
+    assert status == 200, answer
+    status, problem = _receipt(node, attacker, victim, payer, unnamed, start, end, due)
+    assert status == 403 and f"paid by account {other.id}" in problem["detail"], problem
+
     _verify(node)
     node.stop()
     node.start()
