@@ -166,3 +166,21 @@ def test_the_section_reader_refuses_what_it_cannot_read(wasm: bytes) -> None:
     with pytest.raises(InvalidModule):
         read_shape(wasm)
 
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_damage_to_a_module_is_an_invalid_module_or_a_description(data) -> None:
+    """The reader never crashes on bytes it was not meant to see: each error is an InvalidModule."""
+    wasm = bytearray(wasmtime.wat2wasm(
+        '(module (import "a" "b" (func (param i64))) (type (func (param v128) (result f32)))'
+        ' (global (export "g") (mut f64) (f64.const 1)) (table (export "t") 2 funcref) (memory (export "m") 1 3)'
+        ' (func (export "f") (param v128) (result f32) f32.const 0) (func $s) (start $s))'))
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(8, len(wasm) - 1))
+        wasm[at] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(8, len(wasm)))
+    try:
+        read_shape(bytes(wasm[:cut]))
+    except InvalidModule:
+        pass

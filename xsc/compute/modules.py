@@ -140,7 +140,7 @@ def _first_line(exc: Exception) -> str:
 
 def describe_imports(wasm: bytes) -> list[str]:
     """"module.name (kind)" per import, read from the bytes (see shape.py: never from wasmtime's types)."""
-    return [f"{imp.module}.{imp.name} ({imp.kind})" for imp in read_shape(wasm).imports]
+    return describe(wasm)[1]
 
 
 def check_imports(imports: list[str], wasi: bool) -> None:
@@ -160,9 +160,16 @@ def check_imports(imports: list[str], wasi: bool) -> None:
             hint=f"only {WASI_MODULE} functions are available with --wasi", imports=other)
 
 
+def describe(wasm: bytes) -> tuple[list[Export], list[str], bool]:
+    """(exports, imports, has a start function) of a module wasmtime has validated, from one read of its bytes."""
+    shape = read_shape(wasm)
+    return ([_export(item) for item in shape.exports], [f"{i.module}.{i.name} ({i.kind})" for i in shape.imports],
+            shape.start)
+
+
 def describe_exports(wasm: bytes) -> list[Export]:
     """The exports of a module wasmtime has validated, read from its bytes (see shape.py)."""
-    return [_export(item) for item in read_shape(wasm).exports]
+    return describe(wasm)[0]
 
 
 def _export(item: Item) -> Export:
