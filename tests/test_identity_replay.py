@@ -70,8 +70,9 @@ def test_no_request_is_ever_accepted_twice_and_memory_stays_bounded(events, capa
             # another signature).  It is never accepted again while it would pass the freshness check.
             assert (sender, nonce, timestamp) not in accepted, "a replay was accepted"
             accepted.add((sender, nonce, timestamp))
-        assert len(guard) <= capacity
+        assert len(guard) == sum(len(r.nonces) for r in guard._senders.values()) <= capacity
         assert all(len(r.nonces) <= per_sender for r in guard._senders.values())
+        assert len(guard._senders) <= 2 * capacity  # senders holding nonces, and at most as many floors
         now += step
 
 
@@ -127,3 +128,15 @@ def test_a_flooding_sender_gets_429_and_honest_peers_are_still_served(node_proce
     status, _, body = _challenge(node, honest, receiver, **{HEADER_TIMESTAMP: "²"})
     assert status == 401 and body["code"] == "bad-signature", body
     assert node.proc.poll() is None
+
+
+def test_a_sender_that_only_had_a_floor_is_remembered_again() -> None:
+    """Found by the property above: making room must not drop the record of the sender being served."""
+    guard = ReplayGuard(capacity=1, per_sender=1)
+    guard.check(SENDERS[0], "0" * 32, NOW, NOW)
+    guard.check(SENDERS[1], "0" * 32, NOW + 1, NOW + 1)  # SENDERS[0] forgets, keeps a floor
+    guard.check(SENDERS[0], "0" * 32, NOW + 1, NOW + 1)  # SENDERS[1] forgets; SENDERS[0] is back
+    with pytest.raises(ReplayedRequest):
+        guard.check(SENDERS[0], "0" * 32, NOW + 1, NOW + 2)
+    guard.check(SENDERS[2], "0" * 32, NOW + 2, NOW + 2)  # room is made from SENDERS[0] again
+    assert len(guard) == 1

@@ -252,11 +252,13 @@ class ReplayGuard:
             raise QuotaExceeded(f"node {sender} sent {len(record.nonces)} signed requests within the last "
                                   f"{self.window_ms // 1000} s, its quota here", retry_after=retry,
                                   hint=f"slow down; retry in {retry} s")
+        self._floor_only.pop(sender, None)  # about to hold a nonce again: its floor is not folded away
         while self._size >= self.capacity:
-            self._forget_one()
+            self._forget_one()  # (which may be this sender's own oldest nonce)
+        self._floor_only.pop(sender, None)
+        record = self._senders.get(sender)
         if record is None:
             record = self._senders[sender] = _Sender()
-        self._floor_only.pop(sender, None)
         self._recount(sender, len(record.nonces), len(record.nonces) + 1)
         record.nonces[nonce] = timestamp
         heapq.heappush(record.oldest, (timestamp, nonce))
@@ -293,11 +295,16 @@ class ReplayGuard:
         record.floor = max(record.floor, timestamp)
         self._remove(sender, record, nonce)
         if not record.nonces:
-            self._floor_only[sender] = None
-            if len(self._floor_only) > self.capacity:
-                folded = next(iter(self._floor_only))
-                del self._floor_only[folded]
-                self._floor = max(self._floor, self._senders.pop(folded).floor)
+            self._keep_floor(sender)
+
+    def _keep_floor(self, sender: str) -> None:
+        """`sender` holds no nonce any more, only its floor; past `capacity` of those, the oldest folds
+        into the floor of every sender."""
+        self._floor_only[sender] = None
+        if len(self._floor_only) > self.capacity:
+            folded = next(iter(self._floor_only))
+            del self._floor_only[folded]
+            self._floor = max(self._floor, self._senders.pop(folded).floor)
 
     def _evict(self, now_ms: int) -> None:
         while self._expiry and self._expiry[0][0] < now_ms:
@@ -307,11 +314,14 @@ class ReplayGuard:
                 continue
             if record.nonces.get(nonce) == timestamp:
                 self._remove(sender, record, nonce)
-            if not record.nonces and record.floor + self.window_ms < now_ms:
+            if record.nonces:
+                continue
+            if record.floor + self.window_ms < now_ms:
                 del self._senders[sender]  # its floor is older than the window: the stale check covers it
                 self._floor_only.pop(sender, None)
-            elif not record.nonces:
+            elif sender not in self._floor_only:
                 record.oldest.clear()
+                self._keep_floor(sender)
 
     def _compact(self) -> None:
         self._expiry = [(t + self.window_ms, s, n, t) for s, r in self._senders.items() for n, t in r.nonces.items()]
