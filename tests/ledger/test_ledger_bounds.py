@@ -3,18 +3,21 @@ nothing, and a storage receipt is signed only for exactly what the deal owes, to
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 
+import aiohttp
 import pytest
 
-from xsc.errors import BalanceOutOfRange
+from xsc.errors import BalanceOutOfRange, PeerRefused
 from xsc.identity import Identity, parse_public_id, sign_request
 from xsc.ledger import byte_hours, price_storage
 from xsc.ledger.model import MAX_U63, authorize, encode_authorization
 from xsc.ledger.rules import MAX_BALANCE, AccountState
-from xsc.storage import layout
+from xsc.net import PeerClient, RemoteHolder
 from tests.peers.peer_helpers import http, node_id
+from tests.peers.test_share_transfer import EncodedFile, lease, place
 
 from .ledger_testkit import now, open_store, transfer
 
@@ -74,7 +77,7 @@ def test_a_record_that_cannot_be_encoded_writes_nothing(tmp_path) -> None:
 
 
 # --- the attack on a real node: a stranger's storage receipt ------------------------------------
-SIZE, SEGMENT = 4096, 4096
+PRICE = 4_000  # micro-credits per GiB-hour: at or above every ask of the default pricing policy
 
 
 def _peer(node, signer: Identity, receiver: str, path: str, payload: dict) -> tuple[int, dict]:
@@ -83,14 +86,13 @@ def _peer(node, signer: Identity, receiver: str, path: str, payload: dict) -> tu
     return http(node.url, "POST", path, body, {**headers, "Content-Type": "application/json"})
 
 
-def _receipt(node, attacker: Identity, victim: str, payer: Identity, si: str, start: int, end: int,
+def _receipt(node, attacker: Identity, victim: str, payer: Identity, f: EncodedFile, start: int, end: int,
              amount: int) -> tuple[int, dict]:
-    share_bytes = layout.share_bytes(SIZE, SEGMENT)
-    job = f"store:{si}:0:{start}:{end}"
+    job = f"store:{f.si.hex()}:0:{start}:{end}"
     auth = authorize(payer, parse_public_id(victim), amount, job, now() + 600, os.urandom(16))
     return _peer(node, attacker, victim, "/v1/peer/ledger/receipts",
                  {"authorization": encode_authorization(auth).hex(), "amount": amount,
-                  "usage": {"byte_hours": byte_hours(share_bytes, end - start)}})
+                  "usage": {"byte_hours": byte_hours(f.share_bytes, end - start)}})
 
 
 def _verify(node) -> None:
@@ -100,51 +102,49 @@ def _verify(node) -> None:
 
 
 @pytest.mark.slow
-def test_a_strangers_storage_receipt_is_signed_only_for_what_the_deal_owes(node_process) -> None:
-    node = node_process("victim")
-    victim = node_id(node)
+async def test_a_strangers_storage_receipt_is_signed_only_for_what_the_deal_owes(node_process) -> None:
+    node = await asyncio.to_thread(node_process, "victim")
+    victim = await asyncio.to_thread(node_id, node)
     attacker, payer, other = Identity.generate(), Identity.generate(), Identity.generate()
-    si = os.urandom(32).hex()
-    price = 4_000
-    # A deal at the victim's ask, paid by `payer`: the begin alone records the deal's terms.
-    status, body = _peer(node, attacker, victim, f"/v1/peer/shares/{si}/0/uploads",
-                         {"size": SIZE, "segment_size": SEGMENT, "lease_expiry": now() + 3600, "price": price,
-                          "payer": payer.id})
-    assert status == 201, body
-    # A deal price no market would clear is refused outright.
-    status, problem = _peer(node, attacker, victim, f"/v1/peer/shares/{os.urandom(32).hex()}/0/uploads",
-                            {"size": SIZE, "segment_size": SEGMENT, "lease_expiry": now() + 3600, "price": 2**62})
-    assert status == 403 and problem["code"] == "deal-refused", problem
+    named, unnamed = EncodedFile(5000), EncodedFile(5000)
+    async with aiohttp.ClientSession() as session:
+        client = PeerClient(attacker, session, 30.0)
+        # Two shares placed by the stranger at the victim's ask: one names its payer, one does not.
+        await place(RemoteHolder(client, victim, node.url, PRICE, payer.id), named, 0)
+        await place(RemoteHolder(client, victim, node.url, PRICE), unnamed, 0)
+        # A deal price no market would clear is refused outright.
+        with pytest.raises(PeerRefused) as err:
+            await RemoteHolder(client, victim, node.url, 2**62).begin(EncodedFile(100).si, 0, 100, 4096, lease())
+        assert err.value.details["peer_code"] == "deal-refused"
 
-    end = now()
-    start = end - 1
-    due = price_storage(layout.share_bytes(SIZE, SEGMENT), end - start, price)
-    for amount in (MAX_U63, due + 1):  # bounded from above now, not only from below
-        status, problem = _receipt(node, attacker, victim, payer, si, start, end, amount)
-        assert status == 403 and "not the deal price" in problem["detail"], problem
-    status, problem = _receipt(node, attacker, victim, other, si, start, end, due)  # another payer
-    assert status == 403 and f"paid by account {payer.id}" in problem["detail"], problem
-    status, problem = _receipt(node, attacker, victim, payer, si, 1, end, price_storage(4096, end - 1, price))
-    assert status == 403 and "before the deal began" in problem["detail"], problem
-    status, answer = _receipt(node, attacker, victim, payer, si, start, end, due)
-    assert status == 200 and answer["receipt"], answer
+    def attack() -> None:
+        end = now()
+        start = end - 1
+        due = price_storage(named.share_bytes, end - start, PRICE)
+        for amount in (MAX_U63, due + 1):  # bounded from above now, not only from below
+            status, problem = _receipt(node, attacker, victim, payer, named, start, end, amount)
+            assert status == 403 and "not the deal price" in problem["detail"], problem
+        status, problem = _receipt(node, attacker, victim, other, named, start, end, due)  # another payer
+        assert status == 403 and f"paid by account {payer.id}" in problem["detail"], problem
+        early = price_storage(named.share_bytes, end - 1, PRICE)
+        status, problem = _receipt(node, attacker, victim, payer, named, 1, end, early)
+        assert status == 403 and "before the deal began" in problem["detail"], problem
+        status, answer = _receipt(node, attacker, victim, payer, named, start, end, due)
+        assert status == 200 and answer["receipt"], answer
+        # The upload that named no payer: the first account that pays it is its payer from then on.
+        status, answer = _receipt(node, attacker, victim, other, unnamed, start, end, due)
+        assert status == 200, answer
+        status, problem = _receipt(node, attacker, victim, payer, unnamed, start + 1, end + 1, due)
+        assert status == 403 and f"paid by account {other.id}" in problem["detail"], problem
 
-    # An upload that names no payer: the first account that pays it is its payer from then on.
-    unnamed = os.urandom(32).hex()
-    status, body = _peer(node, attacker, victim, f"/v1/peer/shares/{unnamed}/0/uploads",
-                         {"size": SIZE, "segment_size": SEGMENT, "lease_expiry": now() + 3600, "price": price})
-    assert status == 201, body
-    status, answer = _receipt(node, attacker, victim, other, unnamed, start, end, due)
-    assert status == 200, answer
-    status, problem = _receipt(node, attacker, victim, payer, unnamed, start, end, due)
-    assert status == 403 and f"paid by account {other.id}" in problem["detail"], problem
+        _verify(node)
+        node.stop()
+        node.start()
+        _verify(node)
+        status, health = http(node.url, "GET", "/health")
+        assert status == 200 and health["status"] in ("pass", "warn"), health
 
-    _verify(node)
-    node.stop()
-    node.start()
-    _verify(node)
-    status, health = http(node.url, "GET", "/health")
-    assert status == 200 and health["status"] in ("pass", "warn"), health
+    await asyncio.to_thread(attack)
 
 
 def test_the_account_record_bounds_are_those_of_its_encoding() -> None:

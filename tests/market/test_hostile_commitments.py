@@ -17,6 +17,7 @@ from xsc.allocation.models import MAX_DECIMAL_DIGITS, MAX_DECIMAL_PLACES, MAX_WE
 from xsc.errors import InvalidMarketCommitment
 from xsc.identity import Identity, sign_request
 from xsc.market import parse_commitment, sign_commitment, signed_bytes
+from xsc.peers.descriptors import make_descriptor
 from tests.peers.peer_helpers import api, http, node_id
 
 from .market_helpers import ask, bid
@@ -104,24 +105,38 @@ def test_an_accepted_weight_is_a_small_fraction(weight: Decimal) -> None:
     assert den <= 10**MAX_DECIMAL_PLACES and num <= 10**(MAX_DECIMAL_DIGITS + MAX_DECIMAL_PLACES)
 
 
+def _signed(node, signer: Identity, receiver: str, path: str, payload: dict) -> tuple[int, dict]:
+    body = json.dumps(payload).encode()
+    headers = sign_request(signer, "POST", path, body, receiver=receiver)
+    return http(node.url, "POST", path, body, {**headers, "Content-Type": "application/json"})
+
+
 @pytest.mark.slow
 def test_a_node_that_receives_hostile_commitments_keeps_a_clean_book_and_quick_puts(node_process) -> None:
     node = node_process("victim")
     victim = node_id(node)
     status, before = api(node, "GET", "/v1/market/book")
     assert status == 200, before
-    strangers = [Identity.generate() for _ in HOSTILE]
+    strangers = [Identity.generate() for _ in range(len(HOSTILE) + 2)]
+    # Each key first makes itself a peer (a self-signed descriptor, as any node can): only peers' commitments
+    # are even parsed, so the hostile numbers reach the parser.
+    descriptors = [make_descriptor(s, url=f"http://127.0.0.1:{1 + n}", capacity=1, free=1, version="0.1.0",
+                                   timestamp=_now_ms()).to_json() for n, s in enumerate(strangers)]
+    status, answer = _signed(node, strangers[0], victim, "/v1/peer/descriptors", {"descriptors": descriptors})
+    assert status == 200, answer
+    status, peers = api(node, "GET", "/v1/peers")
+    assert {s.id for s in strangers} <= {p["id"] for p in peers["peers"]}, peers
+
     commitments = [_hostile(s, where, value, victim) for s, (where, value) in zip(strangers, HOSTILE)]
-    commitments.append(_hostile(Identity.generate(), "timestamp", _now_ms() + 3_600_000, victim))
-    body = json.dumps({"commitments": commitments}).encode()
-    sender = strangers[0]
-    headers = sign_request(sender, "POST", "/v1/peer/market", body, receiver=victim)
-    status, answer = http(node.url, "POST", "/v1/peer/market", body, {**headers, "Content-Type": "application/json"})
+    commitments.append(_hostile(strangers[-2], "timestamp", _now_ms() + 3_600_000, victim))
+    commitments.append(_honest(strangers[-1], victim))  # the one control: an honest commitment is taken
+    status, answer = _signed(node, strangers[0], victim, "/v1/peer/market", {"commitments": commitments})
     assert status == 200, answer
     held = {c["participant"] for c in answer["commitments"]}
-    assert not held & {s.id for s in strangers}, "a hostile commitment entered the book"
+    assert strangers[-1].id in held, "the honest commitment of a peer was not taken"
+    assert not held & {s.id for s in strangers[:-1]}, "a hostile commitment entered the book"
     status, after = api(node, "GET", "/v1/market/book")
-    assert status == 200 and after["participants"] == before["participants"], after
+    assert status == 200 and after["participants"] == before["participants"] + 1, after
 
     # The operator's put matches on the market as usual (it froze for 25-50 s per put before).
     put = node.xsc("store", "put", "-", input=b"still quick", timeout=60)
