@@ -67,7 +67,7 @@ def raw_fresh_store_call(seconds: float) -> tuple[float, float]:
         store.set_epoch_deadline(deadline_ticks(limits.timeout))
         return wasmtime.Instance(store, module, []).exports(store)["add"](store, 1, 2)
 
-    exports = {e.name: e for e in describe_exports(module)}
+    exports = {e.name: e for e in describe_exports(wasm)}
     info = ModuleInfo("", len(wasm), list(exports.values()), [], "", start=has_start_function(wasm))
     prepared = sandbox.Prepared(b"", module, info, None)
 

@@ -150,6 +150,8 @@ class PeersSection(_Section):
     public_url: str = ""  # the URL peers reach this node at (empty: http://<node.listen>)
     gossip_interval: float = 30.0  # seconds between descriptor exchanges with a random peer
     request_timeout: float = 10.0  # seconds a node-to-node request may take
+    replay_capacity: int = 200_000  # signed-request nonces remembered in all (see identity.ReplayGuard)
+    replay_per_sender: int = 20_000  # ... and per sender: past it, a sender gets 429 with Retry-After
     rate_limit: float = 5000.0  # signed requests per second one peer key may send (bursts of twice that); 429 past it
 
     @field_validator("rate_limit")
@@ -179,6 +181,13 @@ class PeersSection(_Section):
     def _seconds(cls, v: float) -> float:
         if not 0.05 <= v <= 86400:
             raise ValueError("must be between 0.05 and 86400 seconds")
+        return v
+
+    @field_validator("replay_capacity", "replay_per_sender")
+    @classmethod
+    def _nonces(cls, v: int) -> int:
+        if not 1 <= v <= 10_000_000:
+            raise ValueError("must be between 1 and 10,000,000 nonces")
         return v
 
 

@@ -227,6 +227,12 @@ class InvalidEntry(LedgerError):
     code = "invalid-entry"
 
 
+class BalanceOutOfRange(InvalidEntry):
+    """An entry would take a balance past what its account record can hold (signed 64-bit)."""
+
+    code = "balance-out-of-range"
+
+
 class AuthorizationExpired(InvalidEntry):
     code = "authorization-expired"
 

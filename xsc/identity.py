@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .errors import (BadRequest, BadRequestSignature, MisaddressedRequest, ReplayCacheFull, ReplayedRequest,
+from .errors import (BadRequest, BadRequestSignature, MisaddressedRequest, QuotaExceeded, ReplayedRequest,
                      StaleRequest, UnsignedRequest)
 
 NODE_KEY_FILE = "node.key"
@@ -149,7 +149,7 @@ def verify_request(headers: Mapping[str, str], method: str, target: str, *, rece
         sender_key = parse_public_id(sender)
     except BadRequest:
         raise BadRequestSignature(f"{HEADER_NODE} is not a node id: {sender[:80]!r}") from None
-    if not stamp.isdigit() or len(stamp) > 16:
+    if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 16:  # "²".isdigit() is True
         raise BadRequestSignature(f"{HEADER_TIMESTAMP} must be milliseconds since the epoch, not {stamp[:40]!r}")
     if not 16 <= len(nonce) <= 64 or not set(nonce) <= _NONCE_CHARS:
         raise BadRequestSignature(f"{HEADER_NONCE} must be 16 to 64 lower-case hex digits")
@@ -174,38 +174,158 @@ def verify_request(headers: Mapping[str, str], method: str, target: str, *, rece
     return SignedRequest(sender, sender_key, to, timestamp, nonce, digest)
 
 
+REPLAY_CAPACITY = 200_000  # nonces remembered in all
+REPLAY_PER_SENDER = 20_000  # nonces one sender may have remembered at once (~330 requests/s over the window)
+
+
+class _Sender:
+    """What the guard remembers of one sender: its fresh nonces, the oldest first, and its floor."""
+
+    __slots__ = ("nonces", "oldest", "floor")
+
+    def __init__(self) -> None:
+        self.nonces: dict[str, int] = {}  # nonce -> timestamp
+        self.oldest: list[tuple[int, str]] = []  # a heap of (timestamp, nonce); may hold forgotten ones
+        self.floor = -1  # requests stamped at or before it are refused: their nonces may have been forgotten
+
+    def pop_oldest(self) -> tuple[int, str] | None:
+        while self.oldest:
+            timestamp, nonce = heapq.heappop(self.oldest)
+            if self.nonces.get(nonce) == timestamp:
+                return timestamp, nonce
+        return None
+
+    def peek_oldest(self) -> int | None:
+        while self.oldest and self.nonces.get(self.oldest[0][1]) != self.oldest[0][0]:
+            heapq.heappop(self.oldest)
+        return self.oldest[0][0] if self.oldest else None
+
+
 class ReplayGuard:
-    """The nonces of fresh requests, each kept until its timestamp leaves the window.
+    """The nonces of fresh requests, per sender, each kept until its timestamp leaves the window.
 
     A request is accepted at most once: its nonce is remembered for as long as its timestamp
-    would pass the freshness check, so afterwards the stale check refuses it instead.  Memory
-    is bounded by the request rate over two windows, and by `capacity` in any case."""
+    would pass the freshness check, so afterwards the stale check refuses it instead.
 
-    def __init__(self, window_ms: int = SIGNATURE_WINDOW_MS, capacity: int = 200_000) -> None:
+    Memory is bounded, and no sender can lock others out:
+    - one sender has at most `per_sender` nonces remembered; past that it gets QuotaExceeded
+      (429, with the seconds until its oldest nonce is forgotten) and the others go on;
+    - all senders together have at most `capacity`; when it is full, the sender holding the most
+      gives up its oldest nonce, and its *floor* rises to that nonce's timestamp: its requests
+      stamped at or before the floor are refused, so forgetting a nonce never lets it be replayed.
+      Senders whose last nonce was forgotten keep only their floor; past `capacity` of those, their
+      floors fold into one floor for every sender (the oldest first)."""
+
+    def __init__(self, window_ms: int = SIGNATURE_WINDOW_MS, capacity: int = REPLAY_CAPACITY,
+                 per_sender: int = REPLAY_PER_SENDER) -> None:
+        if capacity < 1 or per_sender < 1:
+            raise ValueError("the replay guard needs room for at least one nonce per sender")
         self.window_ms = window_ms
         self.capacity = capacity
-        self._expiry: dict[tuple[str, str], int] = {}
-        self._queue: list[tuple[int, tuple[str, str]]] = []  # a heap of (expiry, key)
+        self.per_sender = per_sender
+        self._senders: dict[str, _Sender] = {}
+        self._size = 0
+        self._expiry: list[tuple[int, str, str, int]] = []  # a heap of (expiry, sender, nonce, timestamp)
+        self._by_count: dict[int, set[str]] = {}  # how many nonces -> the senders holding that many
+        self._most = 0
+        self._floor_only: dict[str, None] = {}  # senders that hold only a floor, the oldest first
+        self._floor = -1  # the floor of every sender
 
     def __len__(self) -> int:
-        return len(self._expiry)
+        return self._size
 
     def check(self, sender: str, nonce: str, timestamp: int, now_ms: int) -> None:
-        """Remember (sender, nonce); raise ReplayedRequest if it is already remembered."""
+        """Remember (sender, nonce); raise ReplayedRequest if it is already remembered (or may have been),
+        QuotaExceeded if the sender has its quota of nonces remembered."""
         self._evict(now_ms)
-        key = (sender, nonce)
-        if key in self._expiry:
+        record = self._senders.get(sender)
+        if timestamp <= self._floor or (record is not None and timestamp <= record.floor):
+            raise ReplayedRequest("this request is older than requests this node had to forget under load, "
+                                  "so it may be a replay", hint="sign the request afresh and send it again")
+        if record is not None and nonce in record.nonces:
             raise ReplayedRequest("this request was already received (its nonce was seen within the window)",
                                   hint="sign every request afresh, with a new random nonce")
-        if len(self._expiry) >= self.capacity:
-            raise ReplayCacheFull("too many signed requests within the replay window",
-                                  hint=f"retry in a few seconds; at most {self.capacity} per "
-                                       f"{self.window_ms // 1000} s are remembered")
-        expiry = timestamp + self.window_ms
-        self._expiry[key] = expiry
-        heapq.heappush(self._queue, (expiry, key))
+        if record is not None and len(record.nonces) >= self.per_sender:
+            oldest = record.peek_oldest()
+            wait_ms = (oldest if oldest is not None else timestamp) + self.window_ms - now_ms
+            retry = max(1, -(-wait_ms // 1000))
+            raise QuotaExceeded(f"node {sender} sent {len(record.nonces)} signed requests within the last "
+                                  f"{self.window_ms // 1000} s, its quota here", retry_after=retry,
+                                  hint=f"slow down; retry in {retry} s")
+        self._floor_only.pop(sender, None)  # about to hold a nonce again: its floor is not folded away
+        while self._size >= self.capacity:
+            self._forget_one()  # (which may be this sender's own oldest nonce)
+        self._floor_only.pop(sender, None)
+        record = self._senders.get(sender)
+        if record is None:
+            record = self._senders[sender] = _Sender()
+        self._recount(sender, len(record.nonces), len(record.nonces) + 1)
+        record.nonces[nonce] = timestamp
+        heapq.heappush(record.oldest, (timestamp, nonce))
+        heapq.heappush(self._expiry, (timestamp + self.window_ms, sender, nonce, timestamp))
+        self._size += 1
+        if len(self._expiry) > 2 * self.capacity + 1024:
+            self._compact()
+
+    def _recount(self, sender: str, before: int, after: int) -> None:
+        if before:
+            group = self._by_count[before]
+            group.discard(sender)
+            if not group:
+                del self._by_count[before]
+        if after:
+            self._by_count.setdefault(after, set()).add(sender)
+            self._most = max(self._most, after)
+
+    def _remove(self, sender: str, record: _Sender, nonce: str) -> None:
+        count = len(record.nonces)
+        del record.nonces[nonce]
+        self._recount(sender, count, count - 1)
+        self._size -= 1
+
+    def _forget_one(self) -> None:
+        """Make room: the sender holding the most nonces forgets its oldest, and its floor rises to it."""
+        while self._most and self._most not in self._by_count:
+            self._most -= 1
+        sender = next(iter(self._by_count[self._most]))
+        record = self._senders[sender]
+        oldest = record.pop_oldest()
+        assert oldest is not None
+        timestamp, nonce = oldest
+        record.floor = max(record.floor, timestamp)
+        self._remove(sender, record, nonce)
+        if not record.nonces:
+            self._keep_floor(sender)
+
+    def _keep_floor(self, sender: str) -> None:
+        """`sender` holds no nonce any more, only its floor; past `capacity` of those, the oldest folds
+        into the floor of every sender."""
+        self._floor_only[sender] = None
+        if len(self._floor_only) > self.capacity:
+            folded = next(iter(self._floor_only))
+            del self._floor_only[folded]
+            self._floor = max(self._floor, self._senders.pop(folded).floor)
 
     def _evict(self, now_ms: int) -> None:
-        while self._queue and self._queue[0][0] < now_ms:
-            _, key = heapq.heappop(self._queue)
-            self._expiry.pop(key, None)
+        while self._expiry and self._expiry[0][0] < now_ms:
+            _, sender, nonce, timestamp = heapq.heappop(self._expiry)
+            record = self._senders.get(sender)
+            if record is None:
+                continue
+            if record.nonces.get(nonce) == timestamp:
+                self._remove(sender, record, nonce)
+            if record.nonces:
+                continue
+            if record.floor + self.window_ms < now_ms:
+                del self._senders[sender]  # its floor is older than the window: the stale check covers it
+                self._floor_only.pop(sender, None)
+            elif sender not in self._floor_only:
+                record.oldest.clear()
+                self._keep_floor(sender)
+
+    def _compact(self) -> None:
+        self._expiry = [(t + self.window_ms, s, n, t) for s, r in self._senders.items() for n, t in r.nonces.items()]
+        heapq.heapify(self._expiry)
+        for record in self._senders.values():
+            record.oldest = [(t, n) for n, t in record.nonces.items()]
+            heapq.heapify(record.oldest)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xsc.errors import (BadRequestSignature, ChallengeFailed, InvalidDescriptor, MisaddressedRequest,
-                        ReplayCacheFull, ReplayedRequest, StaleRequest, UnsignedRequest)
+                        ReplayedRequest, StaleRequest, UnsignedRequest)
 from xsc.health import answer, check_answer, new_nonce
 from xsc.identity import (HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, SIGNATURE_WINDOW_MS, Identity,
                           ReplayGuard, body_digest, sign_request, verify_request)
@@ -93,13 +93,16 @@ def test_the_replay_guard_accepts_each_nonce_once_while_fresh_and_forgets_it_aft
     assert len(guard) == sum(e >= now for e in expiry.values())
 
 
-def test_the_replay_guard_refuses_rather_than_forgets_when_full() -> None:
+def test_the_replay_guard_never_forgets_a_nonce_it_could_be_replayed_with_when_full() -> None:
     guard = ReplayGuard(capacity=2)
     guard.check(ALICE.id, "a" * 32, NOW, NOW)
     guard.check(BOB.id, "a" * 32, NOW, NOW)  # nonces are per sender
-    with pytest.raises(ReplayCacheFull):
-        guard.check(ALICE.id, "b" * 32, NOW, NOW)
-    guard.check(ALICE.id, "b" * 32, NOW + 1, NOW + SIGNATURE_WINDOW_MS + 1)  # the first two expired
+    guard.check(ALICE.id, "b" * 32, NOW + 1, NOW + 1)  # full: one sender forgets its oldest, its floor rises
+    assert len(guard) == 2
+    for sender in (ALICE, BOB):  # whichever forgot, neither first request can be replayed
+        with pytest.raises(ReplayedRequest):
+            guard.check(sender.id, "a" * 32, NOW, NOW + 2)
+    guard.check(ALICE.id, "c" * 32, NOW + 1, NOW + SIGNATURE_WINDOW_MS + 2)  # the first two expired
 
 
 def _descriptor(identity: Identity, **changes):

@@ -15,6 +15,7 @@ from itertools import repeat
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,9 +25,35 @@ from pydantic import (
 
 from .itc import Stamp
 
+# Bounds of every number a commitment may carry.  Commitments come from strangers: a weight such as
+# 1E+20000000 is a valid Decimal that takes seconds to turn into a fraction, and an integer has no
+# size at all, so each number is bounded (value and written digits) when it is parsed.
+MAX_QUANTITY = 2**63 - 1  # units of a slot: they are summed and stored as 64-bit integers downstream
+MAX_TIME = 2**40  # seconds since the epoch of a slot's window (year ~36,800): anything beyond is no window
+MAX_TIMESTAMP_MS = 2**53  # a commitment's or a sample's timestamp, in milliseconds
+MAX_WEIGHT = Decimal(10**6)  # a raw recognition weight (weights are normalised: only their ratios matter)
+MAX_DECIMAL_DIGITS = 40  # digits a decimal may be written with ...
+MAX_DECIMAL_PLACES = 40  # ... and how many of them after the point (Decimal division keeps 28)
+
+
+def bounded_decimal(value: Decimal) -> Decimal:
+    """A decimal written with at most MAX_DECIMAL_DIGITS digits, MAX_DECIMAL_PLACES after the point.
+
+    The value is kept as written (its text is signed), only refused when its form is too long."""
+    _, digits, exponent = value.as_tuple()
+    if len(digits) > MAX_DECIMAL_DIGITS or not isinstance(exponent, int) or exponent < -MAX_DECIMAL_PLACES:
+        raise ValueError(f"a decimal may have at most {MAX_DECIMAL_DIGITS} digits, {MAX_DECIMAL_PLACES} after the "
+                         f"point, not {str(value)[:40]}")
+    return value
+
+
 Id = Annotated[str, Field(min_length=1, max_length=200)]
 Kind = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
-Quantity = Annotated[int, Field(ge=0, strict=True)]
+Quantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY, strict=True)]
+Time = Annotated[int, Field(ge=0, le=MAX_TIME, strict=True)]
+TimestampMs = Annotated[int, Field(ge=0, le=MAX_TIMESTAMP_MS, strict=True)]
+Weight = Annotated[Decimal, Field(ge=0, le=MAX_WEIGHT, allow_inf_nan=False), AfterValidator(bounded_decimal)]
+Fraction01 = Annotated[Decimal, Field(ge=0, le=1, allow_inf_nan=False), AfterValidator(bounded_decimal)]
 
 ANY = "any"
 """The location that matches every location."""
@@ -42,9 +69,9 @@ class SlotFilter(_Frozen):
     A counterpart slot passes when its owner is in `allow` (if `allow` is given), its owner is
     not in `deny`, and it carries every tag of `require_tags`."""
 
-    allow: tuple[Id, ...] | None = None
-    deny: tuple[Id, ...] = ()
-    require_tags: tuple[str, ...] = ()
+    allow: Annotated[tuple[Id, ...], Field(max_length=1000)] | None = None
+    deny: Annotated[tuple[Id, ...], Field(max_length=1000)] = ()
+    require_tags: Annotated[tuple[Annotated[str, Field(max_length=200)], ...], Field(max_length=64)] = ()
 
     def is_empty(self) -> bool:
         return self.allow is None and not self.deny and not self.require_tags
@@ -55,10 +82,11 @@ class _Slot(_Frozen):
     owner: Id
     kind: Kind
     quantity: Quantity
-    start: Annotated[int, Field(strict=True)]
-    end: Annotated[int, Field(strict=True)]
-    location: str | tuple[str, ...] = ANY
-    tags: tuple[str, ...] = ()
+    start: Time
+    end: Time
+    location: Annotated[str, Field(max_length=200)] | Annotated[tuple[Annotated[str, Field(max_length=200)], ...],
+                                                                Field(max_length=64)] = ANY
+    tags: Annotated[tuple[Annotated[str, Field(max_length=200)], ...], Field(max_length=64)] = ()
     filters: SlotFilter = SlotFilter()
 
     @model_validator(mode="after")
@@ -101,7 +129,7 @@ class DampingSample(_Frozen):
     """One computation of a recipient's over-allocation: units received beyond its stated need."""
 
     over_allocation: Quantity
-    timestamp: int
+    timestamp: TimestampMs
 
 
 NeedKey = tuple[str, str]
@@ -117,11 +145,12 @@ class Commitment(_Frozen):
     participant: Id
     capacity_slots: tuple[CapacitySlot, ...] = ()
     need_slots: tuple[NeedSlot, ...] = ()
-    recognition: dict[Id, Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]] = {}
-    damping_factor: Annotated[Decimal, Field(gt=0, le=1, allow_inf_nan=False)] = Decimal(1)
+    recognition: dict[Id, Weight] = {}
+    damping_factor: Annotated[Decimal, Field(gt=0, le=1, allow_inf_nan=False), AfterValidator(bounded_decimal)] = \
+        Decimal(1)
     damping_history: tuple[DampingSample, ...] = ()
     stamp: Stamp
-    timestamp: int
+    timestamp: TimestampMs
 
     @model_validator(mode="after")
     def _slots_are_mine(self) -> "Commitment":
@@ -192,7 +221,7 @@ class AllocationState(_Frozen):
     slot_denominators: dict[Id, SlotDenominator]
     slot_allocations: tuple[SlotAllocation, ...]
     unallocated: dict[Id, Quantity]
-    recipient_totals: dict[Id, dict[str, Quantity]]
+    recipient_totals: dict[Id, dict[str, Annotated[int, Field(ge=0, strict=True)]]]  # sums: past MAX_QUANTITY
     converged: bool
     convergence_history: tuple[ConvergenceSample, ...]
     stamp: Stamp

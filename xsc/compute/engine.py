@@ -22,6 +22,17 @@ SETTINGS = {
     "cranelift_opt_level": "speed",
     "wasm_threads": False,  # no shared memory: a Store stays single-threaded
     "wasm_relaxed_simd_deterministic": True,
+    # Only what the sandbox meters: no GC heap (its objects live outside the per-call memory limit;
+    # without it externref is refused too, and no host ever hands a module a reference), no GC types,
+    # typed function references, exceptions, stack switching or custom page sizes.  v128 (SIMD) stays:
+    # modules may compute with it inside, and shape.py describes exports that use it without wasmtime.
+    "gc_support": False,
+    "wasm_gc": False,
+    "wasm_function_references": False,
+    "wasm_exceptions": False,
+    "wasm_stack_switching": False,
+    "wasm_custom_page_sizes": False,
+    "wasm_simd": True,
 }
 
 # The ticker's period: wall-clock limits are enforced to within one tick.

@@ -12,12 +12,11 @@ import wasmtime
 
 from ..errors import ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleTooLarge
 from ..units import format_size
+from .shape import WASM_MAGIC, Item, read_shape
 from .values import Signature
 
-WASM_MAGIC = b"\0asm"
 WASI_MODULE = "wasi_snapshot_preview1"
 PAGE = 65536
-_START_SECTION = 8
 _ID_RE = re.compile(r"[0-9a-f]{64}")
 
 
@@ -115,20 +114,7 @@ def check_bytes(wasm: bytes, max_size: int) -> None:
 
 def has_start_function(wasm: bytes) -> bool:
     """Whether a (valid) module has a start section: then instantiating it runs wasm code."""
-    pos = len(WASM_MAGIC) + 4  # magic, version
-    while pos < len(wasm):
-        section = wasm[pos]
-        size, shift, pos = 0, 0, pos + 1
-        while True:  # section size: unsigned LEB128
-            byte = wasm[pos]
-            size |= (byte & 0x7F) << shift
-            shift, pos = shift + 7, pos + 1
-            if not byte & 0x80:
-                break
-        if section == _START_SECTION:
-            return True
-        pos += size
-    return False
+    return read_shape(wasm).start
 
 
 def too_large(size: int | None, max_size: int) -> ModuleTooLarge:
@@ -152,8 +138,9 @@ def _first_line(exc: Exception) -> str:
     return lines[-1] if lines else type(exc).__name__
 
 
-def describe_imports(module: wasmtime.Module) -> list[str]:
-    return [f"{imp.module}.{imp.name} ({_kind(imp.type)})" for imp in module.imports]
+def describe_imports(wasm: bytes) -> list[str]:
+    """"module.name (kind)" per import, read from the bytes (see shape.py: never from wasmtime's types)."""
+    return describe(wasm)[1]
 
 
 def check_imports(imports: list[str], wasi: bool) -> None:
@@ -173,27 +160,29 @@ def check_imports(imports: list[str], wasi: bool) -> None:
             hint=f"only {WASI_MODULE} functions are available with --wasi", imports=other)
 
 
-def describe_exports(module: wasmtime.Module) -> list[Export]:
-    out = []
-    for exp in module.exports:
-        ty = exp.type
-        if isinstance(ty, wasmtime.FuncType):
-            sig = Signature(tuple(str(t) for t in ty.params), tuple(str(t) for t in ty.results))
-            out.append(Export(exp.name, "func", sig))
-        elif isinstance(ty, wasmtime.MemoryType):
-            limits = ty.limits
-            most = f"at most {limits.max} pages" if limits.max is not None else "no maximum"
-            size = format_size(limits.min * PAGE)
-            out.append(Export(exp.name, "memory", None, f"{limits.min} pages ({size}), {most}"))
-        elif isinstance(ty, wasmtime.GlobalType):
-            out.append(Export(exp.name, "global", None, f"{'mutable ' if ty.mutable else ''}{ty.content}"))
-        elif isinstance(ty, wasmtime.TableType):
-            out.append(Export(exp.name, "table", None, f"{ty.limits.min} {ty.element} elements"))
-        else:
-            out.append(Export(exp.name, _kind(ty)))
-    return out
+def describe(wasm: bytes) -> tuple[list[Export], list[str], bool]:
+    """(exports, imports, has a start function) of a module wasmtime has validated, from one read of its bytes."""
+    shape = read_shape(wasm)
+    return ([_export(item) for item in shape.exports], [f"{i.module}.{i.name} ({i.kind})" for i in shape.imports],
+            shape.start)
 
 
-def _kind(ty: Any) -> str:
-    return {wasmtime.FuncType: "func", wasmtime.MemoryType: "memory", wasmtime.GlobalType: "global",
-            wasmtime.TableType: "table"}.get(type(ty), type(ty).__name__.removesuffix("Type").lower())
+def describe_exports(wasm: bytes) -> list[Export]:
+    """The exports of a module wasmtime has validated, read from its bytes (see shape.py)."""
+    return describe(wasm)[0]
+
+
+def _export(item: Item) -> Export:
+    if item.func_type is not None:
+        return Export(item.name, "func", Signature(item.func_type.params, item.func_type.results))
+    if item.memory is not None:
+        minimum, maximum = item.memory
+        most = f"at most {maximum} pages" if maximum is not None else "no maximum"
+        return Export(item.name, "memory", None, f"{minimum} pages ({format_size(minimum * PAGE)}), {most}")
+    if item.global_type is not None:
+        vtype, mutable = item.global_type
+        return Export(item.name, "global", None, f"{'mutable ' if mutable else ''}{vtype}")
+    if item.table is not None:
+        element, minimum = item.table
+        return Export(item.name, "table", None, f"{minimum} {element} elements")
+    return Export(item.name, item.kind)

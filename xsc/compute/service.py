@@ -184,11 +184,12 @@ class ComputeService:
                 return existing, False
             module = mods.compile_module(self.engine, wasm)
             self.stats["compiled"] += 1
-            imports = mods.describe_imports(module)
+            # Described from the bytes, never through wasmtime's type API (it aborts the process on v128).
+            exports, imports, start = mods.describe(wasm)
             mods.check_imports(imports, wasi)
             wasi_pre = self._link_wasi(module) if imports else None
-            info = ModuleInfo(module_id, len(wasm), mods.describe_exports(module), imports,
-                              provenance.timestamp(time.time_ns()), start=mods.has_start_function(wasm))
+            info = ModuleInfo(module_id, len(wasm), exports, imports, provenance.timestamp(time.time_ns()),
+                              start=start)
             key = keys.artifact(module_hash, self.fingerprint)
             self.store.save_module(module_hash, info, wasm, key,
                                    artifacts.seal(self._secret, key, bytes(module.serialize())))

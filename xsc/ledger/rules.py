@@ -11,11 +11,16 @@ import struct
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ..errors import AuthorizationExpired, AuthorizationReplayed, ChainConflict, InsufficientCredit, InvalidEntry
+from ..errors import (AuthorizationExpired, AuthorizationReplayed, BalanceOutOfRange, ChainConflict, InsufficientCredit,
+                      InvalidEntry)
 from ..identity import public_id, verify
 from .model import ZERO_HASH, Entry, Payment, Receipt, decode_entry, digest, format_credits
 
 CLOCK_SKEW = 300  # seconds a receipt's settlement time may lie in the future of the checking node
+# An account record holds its balance as a signed 64-bit integer: an entry that would take a balance past
+# this is refused before anything is written (an amount alone is at most 2**63-1, two of them are not).
+MAX_BALANCE = 2**63 - 1
+MIN_BALANCE = -2**63
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,8 @@ class AccountState:
     _FORMAT = struct.Struct(">Q32sqB")
 
     def encode(self) -> bytes:
+        if not MIN_BALANCE <= self.balance <= MAX_BALANCE or not 0 <= self.seq < 2**64:
+            raise balance_error(self.balance)
         return self._FORMAT.pack(self.seq, self.head, self.balance, int(self.forked))
 
     @classmethod
@@ -117,12 +124,27 @@ def credit_error(account: bytes, balance: int, amount: int, credit_limit: int) -
         account=public_id(account), needed=amount, available=available, short=short)
 
 
+def check_balance(state: AccountState, entry: Entry) -> None:
+    balance = state.balance + entry.delta
+    if not MIN_BALANCE <= balance <= MAX_BALANCE:
+        raise balance_error(balance, entry.account)
+
+
+def balance_error(balance: int, account: bytes | None = None) -> BalanceOutOfRange:
+    whose = f"account {public_id(account)}" if account else "an account"
+    return BalanceOutOfRange(
+        f"this entry would take the balance of {whose} to {format_credits(balance)} credits, past the ledger's "
+        f"range of ±{format_credits(MAX_BALANCE)}", hint="no real transfer is this large: the amount is refused",
+        balance=str(balance))
+
+
 def check_append(state: AccountState, entry: Entry, *, settled_by: bytes | None, credit_limit: int) -> AccountState:
     """All stateful rules for appending one entry to its account's chain; returns the account's new state."""
     check_transfer(entry)
     check_link(state, entry)
     check_replay(entry, settled_by)
     check_credit(state, entry, credit_limit)
+    check_balance(state, entry)
     return state.after(entry)
 
 
@@ -228,6 +250,8 @@ class Audit:
                 r = entry.receipt
                 self._paid[receipt_id] = (r.account, r.seq, r.amount, account, key_seq, entry.id)
             balance = state.balance + entry.delta
+            if not MIN_BALANCE <= balance <= MAX_BALANCE:
+                self._add(f"balance {format_credits(balance)} is past the ledger's range", account, key_seq, entry)
             if balance < -self.credit_limit:
                 self._add(f"balance {format_credits(balance)} is below the credit limit "
                           f"-{format_credits(self.credit_limit)}", account, key_seq, entry)

@@ -200,17 +200,20 @@ class LedgerStore:
 
     def _write(self, entries: Iterable[Entry], work: dict[bytes, AccountState], settled: dict[bytes, bytes],
                puts: dict[bytes, bytes] | None = None, deletes: Iterable[bytes] = ()) -> None:
-        with self.db.write_batch(sync=True) as batch:
-            for entry in entries:
-                batch.put(keys.ledger_entry(entry.account, entry.seq), entry.encode())
-                batch.put(keys.ledger_id(entry.id), entry.account + entry.seq.to_bytes(8, "big"))
-            for auth_id, receipt_id in settled.items():
-                batch.put(keys.ledger_settled(auth_id), receipt_id)
-            for account, state in work.items():
-                batch.put(keys.ledger_account(account), state.encode())
-            for key, value in (puts or {}).items():
+        """All or nothing: every record is encoded first (an encoding error raises before the batch exists),
+        and the batch is transactional (plyvel writes a plain batch even when its `with` block raises)."""
+        records: list[tuple[bytes, bytes]] = []
+        for entry in entries:
+            records.append((keys.ledger_entry(entry.account, entry.seq), entry.encode()))
+            records.append((keys.ledger_id(entry.id), entry.account + entry.seq.to_bytes(8, "big")))
+        records += [(keys.ledger_settled(auth_id), receipt_id) for auth_id, receipt_id in settled.items()]
+        records += [(keys.ledger_account(account), state.encode()) for account, state in work.items()]
+        records += list((puts or {}).items())
+        deleted = list(deletes)
+        with self.db.write_batch(transaction=True, sync=True) as batch:
+            for key, value in records:
                 batch.put(key, value)
-            for key in deletes:
+            for key in deleted:
                 batch.delete(key)
         self.accounts.update(work)
 
@@ -224,8 +227,9 @@ class LedgerStore:
             return {key[len(keys.LEDGER_PENDING):]: decode_authorization(value) for key, value in it}
 
     def add_pending(self, authorization: Authorization, claim: bytes | None) -> None:
-        with self.db.write_batch(sync=True) as batch:
-            batch.put(keys.ledger_pending(authorization.id), encode_authorization(authorization))
+        encoded = encode_authorization(authorization)
+        with self.db.write_batch(transaction=True, sync=True) as batch:
+            batch.put(keys.ledger_pending(authorization.id), encoded)
             if claim is not None:
                 batch.put(keys.ledger_claim(authorization.id), claim)
 
@@ -235,7 +239,7 @@ class LedgerStore:
     def drop_pending(self, authorization_id: bytes) -> bool:
         if self.db.get(keys.ledger_pending(authorization_id)) is None:
             return False
-        with self.db.write_batch(sync=True) as batch:
+        with self.db.write_batch(transaction=True, sync=True) as batch:
             batch.delete(keys.ledger_pending(authorization_id))
             batch.delete(keys.ledger_claim(authorization_id))
         return True
@@ -404,9 +408,10 @@ class LedgerStore:
     def _record_fork(self, entry: Entry) -> None:
         state = self.state(entry.account)
         marked = AccountState(state.seq, state.head, state.balance, True)
-        with self.db.write_batch(sync=True) as batch:
-            batch.put(keys.ledger_fork(entry.account, entry.seq, entry.id), entry.encode())
-            batch.put(keys.ledger_account(entry.account), marked.encode())
+        proof, record = entry.encode(), marked.encode()
+        with self.db.write_batch(transaction=True, sync=True) as batch:
+            batch.put(keys.ledger_fork(entry.account, entry.seq, entry.id), proof)
+            batch.put(keys.ledger_account(entry.account), record)
         self.accounts[entry.account] = marked
 
     # --- verification --------------------------------------------------------------------

@@ -29,6 +29,7 @@ from typing import Annotated, Any, Iterable, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..allocation import Outcome, Stamp
+from ..allocation.models import TimestampMs, Weight
 from ..errors import BadRequest, InvalidMarketCommitment
 from ..identity import Identity, parse_public_id, verify
 from .auction import Order
@@ -53,10 +54,9 @@ class _Fields(BaseModel):
     participant: Annotated[str, Field(min_length=1, max_length=200)]
     asks: tuple[Ask, ...] = ()
     bids: tuple[Bid, ...] = ()
-    recognition: dict[Annotated[str, Field(min_length=1, max_length=200)],
-                      Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]] = {}
+    recognition: dict[Annotated[str, Field(min_length=1, max_length=200)], Weight] = {}
     stamp: Stamp
-    timestamp: Annotated[int, Field(ge=0, strict=True)]
+    timestamp: TimestampMs
 
     @field_validator("participant")
     @classmethod

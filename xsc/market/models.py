@@ -20,6 +20,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..allocation import CapacitySlot, NeedSlot
+from ..allocation.models import Fraction01
 from ..errors import MarketError
 from ..ledger.pricing import price_compute, price_storage
 
@@ -32,7 +33,10 @@ PRICE_UNITS: dict[str, str] = {
 MAX_PREFER = 64
 """Providers a bid may list in `prefer` (a longer list adds nothing but cost)."""
 
-Price = Annotated[int, Field(ge=0, strict=True)]
+MAX_PRICE = 10**12
+"""Micro-credits per price unit (a million credits per GiB-hour or per million fuel): no market clears above."""
+
+Price = Annotated[int, Field(ge=0, le=MAX_PRICE, strict=True)]
 
 
 def _known_kind(kind: str) -> str:
@@ -69,7 +73,7 @@ class Bid(_Frozen):
     slot: NeedSlot
     price: Price
     group: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-    min_availability: Annotated[Decimal, Field(ge=0, le=1, allow_inf_nan=False)] | None = None
+    min_availability: Fraction01 | None = None
     prefer: Annotated[tuple[Annotated[str, Field(min_length=1, max_length=200)], ...],
                       Field(max_length=MAX_PREFER)] = ()
 

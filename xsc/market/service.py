@@ -33,6 +33,7 @@ import plyvel
 
 from .. import keys
 from ..allocation import CapacitySlot, NeedSlot, SlotFilter, Stamp
+from ..allocation.models import bounded_decimal
 from ..errors import InvalidArgument, MarketNoDeal, NeedNotFound, PeerError, XscError
 from ..config import MarketSection
 from ..identity import Identity, parse_public_id, public_id
@@ -249,6 +250,10 @@ class MarketService:
         else:
             if not weight.is_finite() or not 0 <= weight <= MAX_RECOGNITION:
                 raise InvalidArgument(f"a recognition weight must be between 0 and {MAX_RECOGNITION}, not {weight}")
+            try:
+                bounded_decimal(weight)  # what a commitment may carry (it could not be published otherwise)
+            except ValueError as exc:
+                raise InvalidArgument(f"a recognition weight: {exc}") from None
             self.db.put(keys.market_recognition(key), str(weight).encode(), sync=True)
             self.user_weights[peer] = weight
         self.touch()
@@ -331,7 +336,7 @@ class MarketService:
                                                                            and self.peers.known(claimed))):
                     continue  # ours echoed back, or not a peer's: not worth checking its signature
                 try:
-                    commitment = parse_commitment(item)
+                    commitment = parse_commitment(item, now_ms=now_ms())  # future-dated ones refused too
                 except XscError as err:
                     log.info("ignoring a market commitment: %s", err)
                     continue

@@ -26,8 +26,10 @@ def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes
 
 
 class RemoteHolder:
-    def __init__(self, client: PeerClient, node_id: str, url: str, price: int | None = None) -> None:
+    def __init__(self, client: PeerClient, node_id: str, url: str, price: int | None = None,
+                 payer: str | None = None) -> None:
         self.client = client
+        self.payer = payer  # the account that pays for the shares placed here (the holder checks receipts by it)
         self.node_id = node_id
         self.url = url.rstrip("/")
         self.price = price  # the deal price (micro-credits per GiB-hour) a new share is placed at
@@ -47,9 +49,10 @@ class RemoteHolder:
     # --- uploading -----------------------------------------------------------------------
     async def begin(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int) -> str:
         """Reserve room for one share of a file of `size` bytes; returns the upload id."""
-        response = await self._call("POST", share_path(si, share) + "/uploads",
-                                    json={"size": size, "segment_size": segment_size, "lease_expiry": lease_expiry,
-                                          "price": self.price})
+        terms = {"size": size, "segment_size": segment_size, "lease_expiry": lease_expiry, "price": self.price}
+        if self.payer is not None:
+            terms["payer"] = self.payer
+        response = await self._call("POST", share_path(si, share) + "/uploads", json=terms)
         upload = self._object(response, "an upload", ("upload",))["upload"]
         if not isinstance(upload, str) or not upload.isalnum():
             raise PeerRefused(f"peer {self.url} answered with a malformed upload id", url=self.url)

@@ -115,7 +115,7 @@ async def _services(app: web.Application):
                          audits_on=config.audit.blocks_per_round > 0, payment_interval=config.market.payment_interval)
 
     def holder_for(node: str, url: str, price: int | None = None) -> RemoteHolder:
-        return RemoteHolder(client, node, url, price)
+        return RemoteHolder(client, node, url, price, payer.id)  # holders check receipts by the payer named
 
     storage = StorageService(gateway=gateway, deals=deals, market=market, ledger=ledger, payer=payer, me=me,
                              peers=peers, holder_for=holder_for, pool=pool,
@@ -193,7 +193,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app[IN_FLIGHT] = in_flight
     app[CONFIG] = config
     app[METRICS] = metrics
-    app[REPLAY_GUARD] = ReplayGuard()
+    app[REPLAY_GUARD] = ReplayGuard(capacity=config.peers.replay_capacity, per_sender=config.peers.replay_per_sender)
     app[PEER_LIMITS] = RateLimiter(config.peers.rate_limit, 2 * config.peers.rate_limit)
     app[STATUS_PARTS] = {}
     app[HEALTH_CHECKS] = node_checks(app)

@@ -46,7 +46,6 @@ log = logging.getLogger(__name__)
 
 RECEIPT_SLACK = 300  # seconds a payment period may run past the lease (clock skew between nodes)
 MAX_PRICE = 10**12  # micro-credits per GiB-hour: a million credits, far above any real bid
-OVERPAY = 4  # a receipt is signed for at most this many times the deal's cost (never for an absurd amount)
 
 
 @dataclass
@@ -281,17 +280,31 @@ class HolderTerms:
         return price
 
     @staticmethod
-    def new(uploader: str, price: int, share_bytes: int, placed: int) -> dict:
-        return {"uploader": uploader, "price": price, "bytes": share_bytes, "placed": placed, "paid_until": placed}
+    def check_payer(payer: Any) -> str | None:
+        """The account a gateway names as the payer of a share (None: the first account that pays it)."""
+        if payer is None:
+            return None
+        if not isinstance(payer, str) or len(payer) > 64:
+            raise DealRefused("the payer of a share upload must be an account id", hint="see: xsc ledger balance")
+        parse_public_id(payer)
+        return payer
+
+    @staticmethod
+    def new(uploader: str, price: int, share_bytes: int, placed: int, payer: str | None = None) -> dict:
+        terms = {"uploader": uploader, "price": price, "bytes": share_bytes, "placed": placed, "paid_until": placed}
+        if payer is not None:
+            terms["payer"] = payer
+        return terms
 
     @staticmethod
     def entry(si: bytes, share: int, terms: dict) -> dict[bytes, bytes]:
         """The record to publish with the share (ShareStore.publish `also`)."""
         return {keys.holder_terms(si, share): json.dumps(terms).encode()}
 
-    def _paid(self, si: bytes, share: int, terms: dict, until: int) -> None:
-        if until > terms.get("paid_until", 0):
-            self.db.put(keys.holder_terms(si, share), json.dumps({**terms, "paid_until": until}).encode())
+    def _paid(self, si: bytes, share: int, terms: dict, until: int, payer: str) -> None:
+        paid = {**terms, "paid_until": max(until, terms.get("paid_until", 0)), "payer": terms.get("payer", payer)}
+        if paid != terms:
+            self.db.put(keys.holder_terms(si, share), json.dumps(paid).encode())
 
     def unpaid(self, before: int) -> list[tuple[bytes, int, dict]]:
         """The shares held for other nodes that nobody has paid for since `before` (nor were placed since)."""
@@ -304,8 +317,10 @@ class HolderTerms:
         return out
 
     async def check_receipt(self, sender: str, authorization, amount: int, usage: dict[str, int]) -> None:
-        """Sign a storage receipt only for a share we hold (or held) for `sender`, for at most the byte-hours of
-        the period it names, and at no less than the deal price."""
+        """Sign a storage receipt only for a share we hold (or held) for `sender`, paid by the account the deal
+        names, for the byte-hours of a past period since the deal began, at exactly the deal price (an amount
+        above it would credit this node with what nobody owes: a stranger's throwaway key could push its
+        balance anywhere)."""
         parts = authorization.job.split(":")
         if len(parts) != 5 or not all(p.isdigit() for p in parts[2:]) or len(parts[1]) != 64:
             raise Forbidden(f"not a storage job reference: {authorization.job[:80]!r}",
@@ -323,11 +338,18 @@ class HolderTerms:
         expected = byte_hours(stored, end - start)
         if set(usage) != {"byte_hours"} or usage["byte_hours"] != expected:
             raise Forbidden(f"the usage claimed does not match the share held: expected byte_hours={expected}")
-        if amount < price_storage(stored, end - start, terms["price"]):
-            raise Forbidden("the amount is under the deal price", hint=f"the deal is {terms['price']} per GiB-hour")
-        if amount > OVERPAY * price_storage(stored, end - start, terms["price"]) + 1:
-            raise Forbidden("the amount is far over the deal price", hint=f"the deal is {terms['price']} per GiB-hour")
-        self._paid(si, share, terms, end)  # its receipt is signed next: the holder counts the period as paid
+        payer = public_id(authorization.payer)
+        if "payer" in terms and payer != terms["payer"]:
+            raise Forbidden(f"the deal for that share is paid by account {terms['payer']}, not {payer}",
+                            hint="pay from the account the upload named (or that paid it first)")
+        if start < terms.get("placed", 0) - RECEIPT_SLACK:
+            raise Forbidden("the payment period starts before the deal began", hint="pay for time already held")
+        due = price_storage(stored, end - start, terms["price"])
+        if amount != due:
+            raise Forbidden(f"the amount {amount} is not the deal price for that period ({due} micro-credits: "
+                            f"{terms['price']} per GiB-hour for {expected} byte-hours)", hint="pay exactly what is due")
+        # Its receipt is signed next: the holder counts the period as paid, and the deal's payer is now fixed.
+        self._paid(si, share, terms, end, payer)
 
 
 __all__ = ["HolderTerms", "RECEIPT_SLACK", "StorageDeal", "StorageDeals"]

@@ -307,7 +307,8 @@ class ShareHolder:
         # Nothing is stored for another node without a priced deal at or above this node's ask.  The terms are
         # written with the share when it publishes: a refused or abandoned upload leaves nothing behind.
         price = self.terms.check_price(body.get("price"))
-        terms = self.terms.new(sender_id, price, layout.share_bytes(size, segment_size), now)
+        payer = self.terms.check_payer(body.get("payer"))
+        terms = self.terms.new(sender_id, price, layout.share_bytes(size, segment_size), now, payer)
         incoming = await self.begin(sender, si, share, size, segment_size, lease_expiry, terms=terms)
         return {"upload": incoming.id, "segment_count": incoming.segment_count, "share_bytes": incoming.share_bytes,
                 "max_put_bytes": put_limit(incoming.size, incoming.segment_size)}

@@ -10,7 +10,9 @@ from datetime import datetime, timezone
 from aiohttp import web
 
 from ... import __version__, keys
+from ...errors import Unauthorized
 from ..appkeys import CONFIG, DB, HEALTH_CHECKS, IDENTITY, METRICS, STARTED, STATUS_PARTS
+from ..auth import check_token
 from ..metrics import resident_memory
 
 routes = web.RouteTableDef()
@@ -43,12 +45,27 @@ async def _check_disk(app: web.Application) -> dict:
             "time": _now()}
 
 
+# What anyone may read of a check without the token: whether it passes, not the figures behind it
+# (available credit, free disk, peer counts say what the user has and does).
+PUBLIC_CHECK_FIELDS = frozenset({"componentType", "status", "time"})
+
+
+def _token_holder(request: web.Request) -> bool:
+    try:
+        check_token(request)
+    except Unauthorized:
+        return False
+    return True
+
+
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
     app = request.app
+    full = _token_holder(request)
     checks = {}
     for name, check in app[HEALTH_CHECKS].items():
-        checks[name] = [await check()]
+        result = await check()
+        checks[name] = [result if full else {k: v for k, v in result.items() if k in PUBLIC_CHECK_FIELDS}]
     statuses = {c[0]["status"] for c in checks.values()}
     status = "fail" if "fail" in statuses else "warn" if "warn" in statuses else "pass"
     body = {
