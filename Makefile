@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench demo wasm clean
+.PHONY: run test bench demo wasm fuzz fuzz-wasm fuzz-api clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ bench: $(STAMP)
 # A scripted tour on a local devnet of 6 nodes: placement, two nodes killed, get, restart, repair.
 demo: $(STAMP)
 	bash scripts/demo.sh
+
+# Fuzzing against real node processes (seeded: a failing case prints the seed that replays it).
+N ?= 5000
+fuzz-wasm: $(STAMP)
+	$(BIN)/python -m bench.wasm_fuzz --n $(N)
+
+fuzz: fuzz-wasm fuzz-api
 
 # Rebuild fixtures/wasm/*.wasm from their .wat sources (the .wasm files are committed).
 wasm: $(STAMP)
