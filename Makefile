@@ -32,6 +32,10 @@ N ?= 5000
 fuzz-wasm: $(STAMP)
 	$(BIN)/python -m bench.wasm_fuzz --n $(N)
 
+EXAMPLES ?= 100
+fuzz-api: $(STAMP)
+	$(BIN)/python -m bench.api_fuzz --examples $(EXAMPLES)
+
 fuzz: fuzz-wasm fuzz-api
 
 # Rebuild fixtures/wasm/*.wasm from their .wat sources (the .wasm files are committed).
