@@ -7,8 +7,6 @@ ledger verifies and the storage accounting holds.  A failure names the seed: pyt
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 pytest.importorskip("schemathesis", reason="the API fuzz needs schemathesis (pip install -e '.[test]')")
@@ -22,7 +20,7 @@ EXAMPLES = 2  # positive and negative, per operation: ~220 requests, well under 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_every_operation_answers_bad_input_with_a_problem_and_never_a_server_error(tmp_path):
-    seed = random.randrange(2**31)
+    seed = 20261122  # fixed: the long runs (make fuzz-api) explore; this one replays the same requests
     stats = api_fuzz.fuzz(EXAMPLES, seed, data_dir=tmp_path, progress=False)
     summary = api_fuzz.report(stats, seed, EXAMPLES)
     operation_ids = {op["operationId"] for item in load()["paths"].values() for op in item.values()
