@@ -5,7 +5,7 @@
 
 Each case has its own seed (derived from the run's seed and the case number) and is one module:
 - most are *generated*: a random valid module from a small typed generator over the instruction set
-  (numeric ops of the four types, conversions that trap, locals and globals, bounded and unbounded
+  (numeric ops of the four types, SIMD inside function bodies, conversions that trap, locals and globals, bounded and unbounded
   loops, loads and stores in and out of bounds, memory.grow past the limit, bulk memory, direct,
   recursive and indirect calls through a table, unreachable, start functions, data and element
   segments that may not fit);
@@ -178,6 +178,8 @@ class Generator:
             if sig.results == (t,):
                 return (f"(call_indirect (type $t{sig.index}) {' '.join(self.expr(p, d + 1) for p in sig.params)} "
                         f"{self.table_index(d)})")
+        if choice < 0.83:  # SIMD inside a function (never in a signature or a global: see the module doc)
+            return self.lane(t, d)
         if choice < 0.86:
             return f"(select {self.expr(t, d + 1)} {self.expr(t, d + 1)} {self.expr('i32', d + 1)})"
         if choice < 0.92:
@@ -188,6 +190,44 @@ class Generator:
             return (f"(block {label} (result {t}) (br_if {label} {self.expr(t, d + 1)} {self.expr('i32', d + 1)}) "
                     f"(drop) {self.expr(t, d + 1)})")
         return self.leaf(t)
+
+    _LANES = {"i32": ("i32x4", 4), "i64": ("i64x2", 2), "f32": ("f32x4", 4), "f64": ("f64x2", 2)}
+
+    def lane(self, t: str, d: int) -> str:
+        """A scalar of type t out of a v128 computation."""
+        r = self.r
+        shape, lanes = self._LANES[t]
+        if t == "i32" and r.random() < 0.3:
+            op = r.choice(["v128.any_true", "i32x4.all_true", "i8x16.bitmask", "i16x8.all_true"])
+            return f"({op} {self.vexpr(d + 1)})"
+        return f"({shape}.extract_lane {r.randrange(lanes)} {self.vexpr(d + 1)})"
+
+    def vexpr(self, d: int) -> str:
+        r = self.r
+        self.depth_budget -= 1
+        x = r.random()
+        if d > 4 or self.depth_budget <= 0 or x < 0.25:
+            if r.random() < 0.5:
+                return f"(v128.const i32x4 {' '.join(str(r.choice(_INT_VALUES['i32'])) for _ in range(4))})"
+            t = r.choice(TYPES)
+            return f"({self._LANES[t][0]}.splat {self.leaf(t)})"
+        if x < 0.45:
+            t = r.choice(TYPES)
+            return f"({self._LANES[t][0]}.splat {self.expr(t, d + 1)})"
+        if x < 0.75:
+            op = r.choice(["i32x4.add", "i32x4.sub", "i32x4.mul", "i64x2.add", "i64x2.mul", "f32x4.add", "f32x4.mul",
+                           "f32x4.div", "f32x4.min", "f32x4.max", "f64x2.add", "f64x2.div", "v128.and", "v128.or",
+                           "v128.xor", "i8x16.swizzle", "i16x8.add_sat_s", "i8x16.sub_sat_u", "i32x4.max_s",
+                           "f32x4.pmin", "i16x8.q15mulr_sat_s", "i32x4.dot_i16x8_s"])
+            return f"({op} {self.vexpr(d + 1)} {self.vexpr(d + 1)})"
+        if x < 0.85:
+            op = r.choice(["f32x4.sqrt", "f64x2.neg", "i32x4.abs", "v128.not", "f32x4.nearest",
+                           "i32x4.trunc_sat_f32x4_s", "f32x4.convert_i32x4_u", "f64x2.promote_low_f32x4",
+                           "i8x16.popcnt", "i64x2.neg"])
+            return f"({op} {self.vexpr(d + 1)})"
+        if x < 0.93:
+            return f"(v128.load {self.addr(d)})"
+        return f"(v128.bitselect {self.vexpr(d + 1)} {self.vexpr(d + 1)} {self.vexpr(d + 1)})"
 
     def table_index(self, d: int) -> str:
         r = self.r
@@ -314,8 +354,10 @@ class Generator:
             if t in ("i32", "i64") and r.random() < 0.4:
                 op = r.choice(["store8", "store16"] + (["store32"] if t == "i64" else []))
             return f"({t}.{op} {self.addr(d)} {self.expr(t, d + 1)})"
-        if x < 0.44:
+        if x < 0.40:
             return f"(drop {self.expr(r.choice(TYPES), d + 1)})"
+        if x < 0.44:
+            return f"(v128.store {self.addr(d)} {self.vexpr(d + 1)})"
         if x < 0.52:
             return (f"(if {self.expr('i32', d + 1)} (then {' '.join(self.stmts(d + 1))}) "
                     f"(else {' '.join(self.stmts(d + 1))}))")
