@@ -4,9 +4,11 @@
 
 For every operation the document lists, schemathesis generates requests from its schema (path and query
 parameters, headers, bodies): positive ones (valid by the schema) and negative ones (invalid by it).
-User API requests carry the node's token; peer API requests (/v1/peer/...) are signed, each one, by a
-peer identity of the fuzzer's (X-Xsc-* headers over method, path with query, body digest, timestamp and
-nonce, as xsc.identity.sign_request makes them).  So that requests reach past the parsers, a quarter of
+User API requests carry the node's token (5% a missing, malformed or wrong one); peer API requests
+(/v1/peer/...) are signed, each one, by a peer identity of the fuzzer's (X-Xsc-* headers over method, path
+with query, body digest, timestamp and nonce, as xsc.identity.sign_request makes them), and 10% of them
+have their signature spoiled (a header missing or garbled, a stale timestamp, another request's signature,
+another receiver).  So that requests reach past the parsers, a quarter of
 the path parameters are replaced by ids of real objects on the node (a stored file's capability and storage
 index, a deployed module, a provenance record, the ledger's accounts and entries, uploads begun), and half
 of the generated JSON bodies have some fields replaced by real values (module ids, argument lists, limits,
@@ -236,6 +238,22 @@ class Fixtures:
         return []
 
 
+def spoil_signature(headers, signed: dict[str, str], previous: dict[str, str], rng: random.Random) -> None:
+    """One of the ways a peer request's signature headers can be wrong (each must be a 401 problem)."""
+    name = rng.choice(sorted(signed))
+    how = rng.random()
+    if how < 0.25:
+        del headers[name]
+    elif how < 0.5:
+        headers[name] = rng.choice(["", "x", "0" * 200, "zz" * 32, "-1", "\u00e9".encode().decode("latin-1")])
+    elif how < 0.65:
+        headers["X-Xsc-Timestamp"] = str(int(time.time() * 1000) - rng.choice([61_000, 10**9]))
+    elif how < 0.8 and previous:
+        headers.update(previous)  # another request's signature: a replay, or a mismatch
+    else:
+        headers["X-Xsc-To"] = rng.choice(["*", "a" * 52, "node"])
+
+
 def _problem_ok(response, status: int) -> bool:
     if not response.headers.get("Content-Type", "").startswith("application/problem+json"):
         return False
@@ -309,8 +327,15 @@ def fuzz(examples: int, seed: int, *, data_dir: Path | None = None, operations: 
                 body = prepared.body or b""
                 body = body.encode() if isinstance(body, str) else body
                 receiver = node_id if rng.random() < 0.7 else "*"
-                prepared.headers.update(sign_request(peer, prepared.method, prepared.path_url, body,
-                                                     receiver=receiver))
+                signed = sign_request(peer, prepared.method, prepared.path_url, body, receiver=receiver)
+                prepared.headers.update(signed)
+                if rng.random() < 0.1:
+                    spoil_signature(prepared.headers, signed, last_signed, rng)
+                last_signed.clear()
+                last_signed.update(signed)
+            elif rng.random() < 0.05:  # a missing, malformed or wrong token
+                prepared.headers["Authorization"] = rng.choice(["", "Bearer", "Bearer x", "Basic Zm9vOmJhcg==",
+                                                                f"bearer  {node.token}x"])
             stats.requests[name] += 1
             try:
                 response = session.send(prepared, timeout=REQUEST_TIMEOUT)
@@ -348,6 +373,8 @@ def fuzz(examples: int, seed: int, *, data_dir: Path | None = None, operations: 
                 fixtures.values["upload"].append(response.json()["upload"])
             if name == "removeFile" and status == 200:
                 fixtures.put_file()
+
+        last_signed: dict[str, str] = {}
 
         def runner(op, strategy, case_seed):
             @hypothesis_seed(case_seed)
