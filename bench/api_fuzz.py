@@ -176,7 +176,7 @@ class Fixtures:
 
     def descriptor(self) -> dict:
         from xsc import __version__
-        from xsc.node.descriptors import make_descriptor
+        from xsc.peers.descriptors import make_descriptor
 
         return make_descriptor(self.peer, url=self.peer_url, capacity=10**9, free=10**9, version=__version__,
                                timestamp=int(time.time() * 1000)).to_json()
@@ -275,7 +275,7 @@ def fuzz(examples: int, seed: int, *, data_dir: Path | None = None, operations: 
     from schemathesis import GenerationMode
 
     from xsc.identity import Identity, sign_request
-    from xsc.node.openapi_routes import load
+    from xsc.node.http.openapi import load
 
     from hypothesis.errors import Unsatisfiable
 

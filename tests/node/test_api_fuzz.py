@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("schemathesis", reason="the API fuzz needs schemathesis (pip install -e '.[test]')")
 
 from bench import api_fuzz  # noqa: E402
-from xsc.node.openapi_routes import load  # noqa: E402
+from xsc.node.http.openapi import load  # noqa: E402
 
 EXAMPLES = 2  # positive and negative, per operation: ~220 requests, well under a minute
 
