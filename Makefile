@@ -4,8 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench demo wasm trials clean
-N ?= 100
+.PHONY: run test bench demo wasm trials fuzz fuzz-wasm fuzz-api clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +28,20 @@ demo: $(STAMP)
 	bash scripts/demo.sh
 
 # Crash trials on a 6-node devnet: N times a random workload, kill -9 of one or two nodes, restart, invariants.
+trials: N ?= 100
 trials: $(STAMP)
 	$(BIN)/python -m bench.trials --trials $(N)
+
+# Fuzzing against real node processes (seeded: a failing case prints the seed that replays it).
+fuzz-wasm: N ?= 5000
+fuzz-wasm: $(STAMP)
+	$(BIN)/python -m bench.wasm_fuzz --n $(N)
+
+EXAMPLES ?= 100
+fuzz-api: $(STAMP)
+	$(BIN)/python -m bench.api_fuzz --examples $(EXAMPLES)
+
+fuzz: fuzz-wasm fuzz-api
 
 # Rebuild fixtures/wasm/*.wasm from their .wat sources (the .wasm files are committed).
 wasm: $(STAMP)

@@ -21,6 +21,8 @@ def parse_size(text: str | int) -> int:
         if text < 0:
             raise InvalidArgument(f"size must not be negative: {text}")
         return text
+    if not isinstance(text, str):  # a JSON float, list, object...: not a size, and no crash
+        raise InvalidArgument(f"not a size: {text!r}", hint="write a whole number of bytes or a size, e.g. 16MiB")
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
     if not m or m.group(2).lower() not in _SIZE_UNITS:
         raise InvalidArgument(
@@ -36,6 +38,8 @@ def parse_duration(text: str | int) -> int:
     """'30d', '12h', '90s', '3600' -> seconds."""
     if isinstance(text, int):
         return text
+    if not isinstance(text, str):
+        raise InvalidArgument(f"not a duration: {text!r}", hint="write a number with a unit s, m, h, d or w, e.g. 30d")
     m = re.fullmatch(r"\s*(\d+)\s*([smhdw]?)\s*", text)
     if not m:
         raise InvalidArgument(f"not a duration: {text!r}", hint="write a number with a unit s, m, h, d or w, e.g. 30d")

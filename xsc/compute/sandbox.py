@@ -167,9 +167,10 @@ def _trapped(exc: wasmtime.Trap, store: Store, instance, limits: Limits,
                            f"{format_size(eng.SETTINGS['max_wasm_stack'])} wasm stack allows")
         outcome.hint = "look for unbounded recursion"
     else:
-        used = _memory_in_use(store, instance)
-        if used is not None and used + PAGE > limits.memory:
-            # The module hit the memory ceiling (memory.grow returned -1) and then gave up with a trap.
+        used, initial = _memory_in_use(store, instance)
+        at_limit = used is not None and used + PAGE > limits.memory
+        if at_limit and initial is not None and used > initial:
+            # The module grew its memory up to the ceiling (memory.grow then returned -1) and gave up with a trap.
             kind = "memory-limit"
             outcome.message = (f"memory limit reached: the module grew its memory to {format_size(used)} of its "
                                f"{format_size(limits.memory)} limit, was refused more, "
@@ -181,6 +182,10 @@ def _trapped(exc: wasmtime.Trap, store: Store, instance, limits: Limits,
             outcome.message = "the module trapped: integer divide by zero"
         else:
             outcome.message = f"the module trapped: {wasmtime_cause(exc)}"
+        if at_limit and kind != "memory-limit":
+            # It never grew its memory, which is all its limit allows: if it tried to, it was refused.
+            outcome.hint = (f"its memory ({format_size(used)}) is all its {format_size(limits.memory)} limit allows: "
+                            f"if it grows memory, ask for more with --memory")
     outcome.trap_kind = kind
     return outcome
 
@@ -204,12 +209,15 @@ def _refused(exc: wasmtime.WasmtimeError, limits: Limits, duration_ns: int) -> O
     return outcome
 
 
-def _memory_in_use(store: Store, instance) -> int | None:
+def _memory_in_use(store: Store, instance) -> tuple[int | None, int | None]:
+    """Bytes of the instance's exported memories now, and at instantiation (their declared minimum)."""
     if instance is None:
-        return None
+        return None, None
     exports = instance_object(instance).exports(store)
-    sizes = [item.data_len(store) for item in exports.values() if isinstance(item, wasmtime.Memory)]
-    return sum(sizes) if sizes else None
+    memories = [item for item in exports.values() if isinstance(item, wasmtime.Memory)]
+    if not memories:
+        return None, None
+    return sum(m.data_len(store) for m in memories), sum(m.type(store).limits.min * PAGE for m in memories)
 
 
 def wasmtime_cause(exc: Exception) -> str:

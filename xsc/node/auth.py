@@ -1,4 +1,4 @@
-"""Who may call what: the user API needs the token, peers sign, anyone gets /health and /metrics."""
+"""Who may call what: the user API needs the token, peers sign, anyone gets /health, /metrics and /openapi.json."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from aiohttp import web
 from ..errors import Unauthorized
 from .appkeys import TOKEN
 
-PUBLIC_PATHS = frozenset({"/health", "/metrics"})
+PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
 PEER_PREFIX = "/v1/peer/"  # authenticated by request signatures, not the token
 
 

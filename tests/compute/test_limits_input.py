@@ -1,0 +1,35 @@
+"""Per-call limits from JSON: any value a caller can send is either a limit or a clear InvalidArgument."""
+
+from __future__ import annotations
+
+from hypothesis import given, strategies as st
+
+from xsc.compute.limits import Limits, resolve
+from xsc.errors import InvalidArgument
+
+CEILING = Limits(fuel=10**8, memory=64 * 1024**2, timeout=5.0)
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+                    max_leaves=6)
+
+
+@given(fuel=JSON, memory=JSON, timeout=JSON)
+def test_any_json_value_is_a_limit_or_a_clear_refusal(fuel, memory, timeout):
+    try:
+        limits = resolve(CEILING, fuel, memory, timeout)
+    except InvalidArgument as err:  # LimitTooHigh is one too
+        assert err.message
+        return
+    assert 1 <= limits.fuel <= CEILING.fuel
+    assert 0 <= limits.memory <= CEILING.memory
+    assert 0 < limits.timeout <= CEILING.timeout
+
+
+def test_a_float_memory_is_refused_not_crashed():
+    # Found by the API fuzzer (bench/api_fuzz.py): {"memory": 188009589593.0} was a 500.
+    try:
+        resolve(CEILING, None, 188009589593.0, None)
+    except InvalidArgument as err:
+        assert "not a size" in err.message
+    else:
+        raise AssertionError("a float memory size was accepted")
