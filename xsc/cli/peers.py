@@ -7,22 +7,13 @@ from urllib.parse import quote
 
 import click
 
-from .output import emit_json, json_option
+from .output import Col, emit_json, json_option, table
 
 
-def wide_table(columns: list[str], rows: list[tuple]) -> None:
-    """A table whose cells never wrap: node ids and URLs stay whole and copyable (wide rows scroll instead)."""
-    import sys
-
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(*columns)
-    for column in t.columns:
-        column.no_wrap = True
-    for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
-    (Console() if sys.stdout.isatty() else Console(width=300)).print(t)
+def wide_table(columns: list, rows: list[tuple], **kw) -> None:
+    """A table whose cells are never cut or folded (node ids and URLs stay whole and copyable);
+    columns given as `Col`s may be shortened or dropped to fit the terminal."""
+    table([c if isinstance(c, Col) else Col(c, keep=True) for c in columns], rows, **kw)
 
 
 def _age(ms: int) -> str:
