@@ -51,6 +51,7 @@ class ThreadNode:
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = load_config(data_dir, overrides={"node": {"listen": f"127.0.0.1:{self.port}"}, **sections},
                                   environ={})
+        self.app = None  # the running aiohttp app (its services and database)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -78,7 +79,8 @@ class ThreadNode:
         from xsc.node import datadir
 
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
-        runner = web.AppRunner(create_app(self.config), access_log=None)
+        self.app = create_app(self.config)
+        runner = web.AppRunner(self.app, access_log=None)
         await runner.setup()
         try:
             await web.TCPSite(runner, "127.0.0.1", self.port).start()

@@ -83,10 +83,12 @@ async def problem_middleware(request: web.Request, handler):
             raise
         code = exc.reason.lower().replace(" ", "-")
         return problem(exc.status, code, f"{exc.reason}: {request.method} {request.path}")
-    except (ConnectionResetError, OSError) as exc:
-        # The client went away mid-stream; nothing to answer.
-        log.info("connection lost during %s %s: %s", request.method, request.path, exc)
-        raise
+    except ConnectionError as exc:
+        # The client went away mid-stream: said once here.  Re-raising would make aiohttp log it
+        # again as an ERROR with a traceback; the answer below is dropped quietly on the closed connection.
+        log.info("client disconnected during %s %s (%s)", request.method, request.path,
+                 e.connection_reason(exc))
+        return problem(499, "client-closed-request", "the client closed the connection")
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return problem(500, "internal-error", "the node hit an unexpected error; see its log")
