@@ -14,7 +14,7 @@ from .output import run_cli
 
 SUBCOMMANDS = {
     "node": ("xsc.cli.node", "node", "Run a node and see how it is doing."),
-    "config": ("xsc.cli.config", "config", "Show the node's effective configuration; set a key in config.toml."),
+    "config": ("xsc.cli.config", "config", "Show or set the node's configuration."),
     "store": ("xsc.cli.store", "store", "Put, get, check, verify and repair files."),
     "compute": ("xsc.cli.compute", "compute", "Deploy wasm modules and invoke their functions."),
     "ledger": ("xsc.cli.ledger", "ledger", "Balances, history and verification of the signed ledger."),
