@@ -289,7 +289,7 @@ def _report(report: dict, as_json: bool, presence_only: bool = False) -> None:
         total = len(report["shares"])
         if presence_only:
             click.echo(f"{report['intact']} of {total} shares present: {state} "
-                       f"(blocks not read: `xsc store verify CAP` reads and hashes every block)")
+                       f"(blocks not read: `xsc store verify` reads them)")
         else:
             bad = [f"share {s['share']} segment {b}" for s in report["shares"] for b in s.get("bad_blocks") or []]
             click.echo(f"{report['intact']} of {total} shares intact: {state}"
