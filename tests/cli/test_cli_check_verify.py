@@ -7,7 +7,7 @@ import json
 import os
 
 from xsc import keys
-from xsc.node.context import DB
+from xsc.node.appkeys import DB
 from xsc.storage import Capability
 
 

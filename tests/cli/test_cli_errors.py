@@ -13,7 +13,7 @@ import pytest
 
 from xsc.errors import PeerUnreachable
 from xsc.identity import Identity
-from xsc.node.peer_client import PeerClient
+from xsc.net.peer_client import PeerClient
 
 from ..conftest import free_port
 from .conftest import xsc
