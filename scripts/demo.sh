@@ -2,10 +2,12 @@
 # A scripted tour of XSC on six local nodes: the market, placement, two nodes lost, get, restart, repair.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-XSC=.venv/bin/xsc
-DIR=$(mktemp -d)/devnet
+XSC=${XSC:-.venv/bin/xsc}
+TMP=$(mktemp -d)
+DIR=$TMP/devnet
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-cleanup() { $XSC devnet down --dir "$DIR" >/dev/null 2>&1 || true; }
+# Stop the nodes and remove every file of the run (data dirs, logs, the test file), however it ends.
+cleanup() { $XSC devnet down --dir "$DIR" >/dev/null 2>&1 || true; rm -rf "$TMP"; }
 trap cleanup EXIT
 
 step "six nodes on loopback, peered together"

@@ -352,14 +352,17 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 def _env_overrides(environ: dict[str, str]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
-    for section, model in NodeConfig.model_fields.items():
-        if section == "data_dir":
-            continue
-        for key in model.annotation.model_fields:  # type: ignore[union-attr]
-            name = f"XSC_{section}_{key}".upper()
-            if name in environ:
-                out.setdefault(section, {})[key] = environ[name]
+    for section, key in config_keys():
+        name = f"XSC_{section}_{key}".upper()
+        if name in environ:
+            out.setdefault(section, {})[key] = environ[name]
     return out
+
+
+def config_keys() -> list[tuple[str, str]]:
+    """Every (section, key) of the configuration, in the order the file lists them."""
+    return [(section, key) for section, model in NodeConfig.model_fields.items() if section != "data_dir"
+            for key in model.annotation.model_fields]  # type: ignore[union-attr]
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -369,37 +372,124 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}", hint="fix or delete the file") from e
+
+
+def _validate(root: Path, raw: dict[str, Any], where: str) -> NodeConfig:
+    try:
+        return NodeConfig(data_dir=root, **raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        msg = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"bad configuration value {loc}: {msg}", hint=where) from e
+
+
+def load_config_with_sources(
+    data_dir: str | os.PathLike | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    environ: dict[str, str] | None = None,
+) -> tuple[NodeConfig, dict[str, str]]:
+    """The effective config, and where each `section.key` came from: default, file, env or flag."""
+    root = resolve_data_dir(data_dir)
+    path = root / CONFIG_FILE
+    layers = [
+        ("file", _read_file(path)),
+        ("env", _env_overrides(dict(os.environ if environ is None else environ))),
+        ("flag", {s: {k: v for k, v in vals.items() if v is not None} for s, vals in (overrides or {}).items()}),
+    ]
+    raw: dict[str, Any] = {}
+    sources = {f"{s}.{k}": "default" for s, k in config_keys()}
+    for source, layer in layers:
+        raw = _merge(raw, layer)
+        for section, values in layer.items():
+            for key in values if isinstance(values, dict) else ():
+                sources[f"{section}.{key}"] = source
+    config = _validate(root, raw, f"check {path}, XSC_* environment variables and the command's flags")
+    return config, sources
+
+
 def load_config(
     data_dir: str | os.PathLike | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     environ: dict[str, str] | None = None,
 ) -> NodeConfig:
     """Read the config of a data dir (which need not exist yet)."""
-    root = resolve_data_dir(data_dir)
-    raw: dict[str, Any] = {}
-    path = root / CONFIG_FILE
-    if path.exists():
-        try:
-            raw = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path} is not valid TOML: {e}", hint="fix or delete the file") from e
-    raw = _merge(raw, _env_overrides(dict(os.environ if environ is None else environ)))
-    raw = _merge(raw, {s: {k: v for k, v in vals.items() if v is not None} for s, vals in (overrides or {}).items()})
-    try:
-        return NodeConfig(data_dir=root, **raw)
-    except ValidationError as e:
-        first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(
-            f"bad configuration value {where}: {first['msg']}", hint=f"check {path} and XSC_* environment variables"
-        ) from e
+    return load_config_with_sources(data_dir, overrides, environ)[0]
 
 
-def save_config(config: NodeConfig) -> None:
+_HEADER = """\
+# XSC node configuration.  Keys left commented out take the default shown.
+# Change one with: xsc config set SECTION.KEY VALUE (or uncomment it here); see them all with: xsc config show
+# XSC_<SECTION>_<KEY> environment variables and `xsc node start` flags override this file for one run only.
+"""
+
+
+def render_config_file(raw: dict[str, Any]) -> str:
+    """config.toml: the keys set in `raw`, and every other key commented out with its default."""
     import tomli_w
 
-    path = config.data_dir / CONFIG_FILE
+    defaults = NodeConfig(data_dir=Path(".")).to_toml()
+    parts = [_HEADER]
+    for section, model in NodeConfig.model_fields.items():
+        if section == "data_dir":
+            continue
+        given = raw.get(section, {})
+        lines = [f"\n[{section}]"]
+        for key in model.annotation.model_fields:  # type: ignore[union-attr]
+            if key in given:
+                lines.append(tomli_w.dumps({key: given[key]}).strip())
+            elif section == "compute" and key == "threads":
+                lines.append("# threads = <the number of cores>")
+            else:
+                lines.append("# " + tomli_w.dumps({key: defaults[section][key]}).strip())
+        extra = {k: v for k, v in given.items() if k not in model.annotation.model_fields}  # type: ignore
+        lines += [tomli_w.dumps({k: v}).strip() for k, v in extra.items()]
+        parts.append("\n".join(lines) + "\n")
+    for section, values in raw.items():  # unknown sections stay, so validation can name them
+        if section not in NodeConfig.model_fields:
+            parts.append("\n" + tomli_w.dumps({section: values}))
+    return "".join(parts)
+
+
+def _write(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("# XSC node configuration; XSC_<SECTION>_<KEY> environment variables override it.\n"
-                   + tomli_w.dumps(config.to_toml()))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_default_config(data_dir: str | os.PathLike) -> None:
+    """The config.toml of a first start: every key commented out with its default."""
+    _write(Path(data_dir) / CONFIG_FILE, render_config_file({}))
+
+
+def parse_value(text: str) -> Any:
+    """A value as typed on the command line: a TOML value if it is one (true, 5, 1.5, [..]), else the text."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def set_config_value(data_dir: str | os.PathLike | None, dotted: str, text: str) -> tuple[NodeConfig, Any]:
+    """Set SECTION.KEY in the data dir's config.toml, after checking the file stays valid."""
+    root = resolve_data_dir(data_dir)
+    section, _, key = dotted.partition(".")
+    if (section, key) not in config_keys():
+        close = [f"{s}.{k}" for s, k in config_keys() if k == key or s == section][:6]
+        raise ConfigError(f"no configuration key {dotted!r}",
+                          hint="keys in that section: " + ", ".join(close) if close else "list them with: xsc config show")
+    path = root / CONFIG_FILE
+    raw = _read_file(path)
+    value = parse_value(text)
+    raw.setdefault(section, {})[key] = value
+    config = _validate(root, raw, f"not written to {path}")
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _write(path, render_config_file(raw))
+    return config, value

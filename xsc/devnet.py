@@ -101,9 +101,13 @@ def node_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def run_xsc(*args: str, input: bytes | None = None, timeout: float = 120.0, env: Mapping[str, str] | None = None,
             cwd: str | Path | None = None) -> subprocess.CompletedProcess:
-    """Run the installed `xsc` command once (output captured, as bytes)."""
+    """Run the installed `xsc` command once (output captured, as bytes).
+
+    Its output is a pipe, so its tables are whole: an inherited COLUMNS (pytest-xdist workers export
+    COLUMNS=80) is not passed on unless `env` gives one."""
+    base = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     return subprocess.run([*xsc_command(), *args], input=input, capture_output=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, cwd=cwd)
+                          env={**base, **(env or {})}, cwd=cwd)
 
 
 def get_json(url: str, token: str | None = None, timeout: float = 2.0) -> tuple[int, dict] | None:

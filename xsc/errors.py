@@ -413,3 +413,39 @@ class DealRefused(Forbidden):
     """A provider refused a deal it was offered: the price is under its ask, or it no longer has room."""
 
     code = "deal-refused"
+
+
+# --- connection failures, in the user's words ------------------------------------
+def connection_reason(exc: BaseException) -> str:
+    """Why a connection failed, in a few plain words ("connection refused", "timed out"), whatever
+    library raised it (aiohttp's connector errors wrap the OSError as `os_error`)."""
+    import errno
+    import socket
+
+    inner = getattr(exc, "os_error", None) or exc
+    if isinstance(inner, (TimeoutError, socket.timeout)) or type(inner).__name__ in ("TimeoutError",
+                                                                                      "ServerTimeoutError"):
+        return "timed out"
+    if isinstance(inner, socket.gaierror):
+        return "unknown host"
+    words = {
+        errno.ECONNREFUSED: "connection refused",
+        errno.ECONNRESET: "connection reset",
+        errno.EPIPE: "connection closed",
+        errno.EHOSTUNREACH: "host unreachable",
+        errno.ENETUNREACH: "network unreachable",
+        errno.ETIMEDOUT: "timed out",
+        errno.ECONNABORTED: "connection aborted",
+    }
+    if isinstance(inner, OSError) and inner.errno in words:
+        return words[inner.errno]
+    if isinstance(inner, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(inner, (ConnectionResetError, BrokenPipeError)):
+        return "connection closed"
+    name = type(inner).__name__
+    if name in ("ServerDisconnectedError", "RemoteDisconnected", "ClientPayloadError", "IncompleteRead"):
+        return "the connection closed before the answer was complete"
+    if isinstance(inner, OSError) and inner.strerror:
+        return inner.strerror.lower()
+    return name

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+URL_FILE = "node.url"  # the URL the data dir's node last listened on (written at each start)
+
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     """`--data-dir`, else `$XSC_HOME`, else `~/.xsc`."""

@@ -21,6 +21,15 @@ def ok_json(node, *args: str):
     return json.loads(ok(node, *args, "--json"))
 
 
+def usage_error(node, *args: str) -> str:
+    """The first line of a usage error (exit 2)."""
+    result = node.xsc(*args)
+    err = result.stderr.decode()
+    assert result.returncode == 2 and result.stdout == b"", (args, result.stdout, err)
+    assert err.startswith("xsc: usage error: ") and err.count("\n") <= 2, (args, err)
+    return err.splitlines()[0]
+
+
 def fails(node, *args: str) -> str:
     """The one `xsc: error:` line of a refused command."""
     result = node.xsc(*args)
@@ -77,9 +86,11 @@ def test_market_cli_on_one_node(cli_node, tmp_path):
     assert isinstance(prices["prices"], list) and len(prices["prices"]) <= 5
 
     # Bad inputs: one line, exit 1, nothing changed.
-    assert "unknown kind 'cpu'" in fails(node, "market", "book", "--kind", "cpu")
-    assert "unknown kind 'gpu'" in fails(node, "market", "prices", "--kind", "gpu")
-    assert "--limit must be a whole number from 1 to 1000, not '0'" in fails(node, "market", "prices", "--limit", "0")
+    # Bad option values are usage errors: exit 2, the reason on the first line.
+    assert "unknown kind 'cpu'" in usage_error(node, "market", "book", "--kind", "cpu")
+    assert "unknown kind 'gpu'" in usage_error(node, "market", "prices", "--kind", "gpu")
+    assert "--limit must be a whole number from 1 to 1000, not '0'" in usage_error(node, "market", "prices",
+                                                                                   "--limit", "0")
     assert "between 0 and 1000, not -1" in fails(node, "market", "recognize", me, "-1")
     assert "not a number: 'lots'" in fails(node, "market", "recognize", me, "lots")
     assert "no known peer's id starts with 'zz'" in fails(node, "market", "recognize", "zz", "1")

@@ -18,7 +18,8 @@ def test_first_start_creates_the_data_dir(node_process) -> None:
     for name in ("node.key", "client.key", "api-token"):
         assert stat.S_IMODE((node.data_dir / name).stat().st_mode) == 0o600
     config = tomllib.loads((node.data_dir / "config.toml").read_text())
-    assert config["node"]["listen"] == f"127.0.0.1:{node.port}"
+    assert config["node"] == {}  # the defaults, commented out: --listen holds for this run only
+    assert (node.data_dir / "node.url").read_text().strip() == f"http://127.0.0.1:{node.port}"
     assert (node.data_dir / "db").is_dir()
     status = json.loads(node.xsc("node", "status", "--json").stdout)
     assert status["listen"] == f"127.0.0.1:{node.port}" and status["version"] == "0.1.0"
@@ -56,7 +57,7 @@ def test_node_not_running_says_how_to_start_it(tmp_path: Path) -> None:
     node = NodeProcess(tmp_path / "stopped", free_port()).start()
     node.stop()
     result = node.xsc("store", "ls")
-    assert result.returncode == 1 and b"no node is running at" in result.stderr and b"xsc node start" in result.stderr
+    assert result.returncode == 1 and b"cannot reach the node at" in result.stderr and b"xsc node start" in result.stderr
 
 
 def test_listen_address_in_use_is_a_clear_error(node_process) -> None:

@@ -21,14 +21,15 @@ from click.testing import CliRunner
 from xsc.cli import cli
 from xsc.cli.output import run_cli
 from xsc.config import NodeConfig
-from xsc.node import create_app
+from xsc.node import create_app, datadir
 
 
 def xsc_in_process(*args: str, input: bytes | None = None,
                    env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run `xsc ARGS` in this process; its outcome as a CompletedProcess (stdout and stderr are bytes)."""
     saved = sys.argv
-    with CliRunner().isolation(input=input, env=dict(env or {})) as (out, err, _):
+    # Output to a pipe: tables whole, whatever COLUMNS this process has (pytest-xdist workers export 80).
+    with CliRunner().isolation(input=input, env={"COLUMNS": None, **(env or {})}) as (out, err, _):
         sys.argv = ["xsc", *args]
         try:
             run_cli(cli)
@@ -71,6 +72,7 @@ class ThreadedNode:
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        datadir.record_url(self.data_dir, self.url)  # as `xsc node start` does: the CLI finds it by its data dir
 
     def _call(self, coroutine, timeout: float):
         assert self._loop is not None

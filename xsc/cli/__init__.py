@@ -1,4 +1,8 @@
-"""The `xsc` command line.  Subcommands are imported lazily so `xsc --help` stays fast."""
+"""The `xsc` command line.  Subcommands are imported lazily so `xsc --help` stays fast.
+
+The global options `--data-dir`, `--node` and `--json` are accepted before the subcommand
+(`xsc --data-dir X store ls`) and after it (`xsc store ls --data-dir X`): every command that
+talks to a node gets them added when its group is first loaded."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from .output import run_cli
 
 SUBCOMMANDS = {
     "node": ("xsc.cli.node", "node", "Run a node and see how it is doing."),
+    "config": ("xsc.cli.config", "config", "Show or set the node's configuration."),
     "store": ("xsc.cli.store", "store", "Put, get, check, verify and repair files."),
     "compute": ("xsc.cli.compute", "compute", "Deploy wasm modules and invoke their functions."),
     "ledger": ("xsc.cli.ledger", "ledger", "Balances, history and verification of the signed ledger."),
@@ -19,6 +24,66 @@ SUBCOMMANDS = {
     "market": ("xsc.cli.market", "market", "Asks, bids, clearing prices, this node's offer, deals, recognition."),
     "devnet": ("xsc.cli.devnet", "devnet", "Run a local network of nodes for trying things out."),
 }
+# Groups whose commands do not use a node's data dir (devnet has its own --dir).
+_NO_NODE_OPTIONS = {"devnet", "allocation"}
+_GLOBALS_ADDED = "_xsc_globals_added"
+
+
+def _set_global(name: str):
+    def callback(ctx: click.Context, param: click.Parameter, value):
+        if value is not None:
+            root = ctx.find_root()
+            if root.obj is not None:
+                setattr(root.obj, name, value)
+        return value
+    return callback
+
+
+def _no_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    root = ctx.find_root()
+    if value or getattr(root.obj, "json", False):
+        raise click.UsageError(f"`{ctx.command_path}` has no --json output", ctx)
+    return value
+
+
+def _add_global_options(command: click.Command, uses_node: bool) -> None:
+    """Let the global options be given after the subcommand too (they win over those before it)."""
+    if getattr(command, _GLOBALS_ADDED, False):
+        return
+    setattr(command, _GLOBALS_ADDED, True)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _add_global_options(sub, uses_node)
+        return
+    names = {opt for p in command.params for opt in getattr(p, "opts", [])}
+    if uses_node:
+        if "--data-dir" not in names:
+            command.params.append(click.Option(
+                ["--data-dir"], type=click.Path(file_okay=False), expose_value=False, is_eager=True,
+                callback=_set_global("_data_dir"), help="The node's data dir (also before the command)."))
+        if "--node" not in names:
+            command.params.append(click.Option(
+                ["--node"], metavar="URL", expose_value=False, is_eager=True,
+                callback=_set_global("_node_url"), help="The node's URL (also before the command)."))
+    if "--json" not in names:
+        command.params.append(click.Option(["--json"], is_flag=True, expose_value=False, hidden=True,
+                                           callback=_no_json))
+    _usage_errors_from_parsing(command)
+
+
+def _usage_errors_from_parsing(command: click.Command) -> None:
+    """A bad value found while the command line is parsed (an option's check) is a usage error: exit 2."""
+    from ..errors import XscError
+
+    parse_args = command.parse_args
+
+    def parse(ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return parse_args(ctx, args)
+        except XscError as err:
+            raise click.UsageError(err.message + (f" ({err.hint})" if err.hint else ""), ctx) from None
+
+    command.parse_args = parse  # type: ignore[method-assign]
 
 
 class LazyGroup(click.Group):
@@ -29,7 +94,9 @@ class LazyGroup(click.Group):
         if name not in SUBCOMMANDS:
             return None
         module, attr, _ = SUBCOMMANDS[name]
-        return getattr(importlib.import_module(module), attr)
+        command = getattr(importlib.import_module(module), attr)
+        _add_global_options(command, name not in _NO_NODE_OPTIONS)
+        return command
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Help text without importing every subcommand module.
@@ -39,16 +106,17 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--data-dir", envvar="XSC_HOME", type=click.Path(file_okay=False),
-              help="The node's data dir (default: $XSC_HOME, else ~/.xsc).")
+              help="The node's data dir (default: $XSC_HOME, else ~/.xsc); also accepted after the command.")
 @click.option("--node", "node_url", envvar="XSC_NODE", metavar="URL",
-              help="The node's URL (default: the listen address in the data dir's config).")
+              help="The node's URL (default: where the node in the data dir listens); also after the command.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (commands that have --json).")
 @click.version_option(package_name="xsc", prog_name="xsc")
 @click.pass_context
-def cli(ctx: click.Context, data_dir: str | None, node_url: str | None) -> None:
+def cli(ctx: click.Context, data_dir: str | None, node_url: str | None, as_json: bool) -> None:
     """XSC: a peer-to-peer storage-and-compute node."""
     from .context import CliContext
 
-    ctx.obj = CliContext(data_dir, node_url)
+    ctx.obj = CliContext(data_dir, node_url, as_json=as_json)
 
 
 def main() -> None:

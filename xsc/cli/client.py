@@ -64,17 +64,18 @@ class NodeClient:
         try:
             send(conn, path)
             response = conn.getresponse()
-        except (ConnectionRefusedError, FileNotFoundError):
-            conn.close()
-            raise errors.NodeNotRunning(f"no node is running at {self.url}", hint=self._start_hint) from None
         except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected) as exc:
             # The node may have answered (storage full, say) and closed while we were still sending.
             try:
                 response = conn.getresponse()
             except Exception:
                 conn.close()
-                raise errors.NodeNotRunning(f"the node at {self.url} closed the connection: {exc}",
-                                            hint="check the node's log") from None
+                raise errors.NodeNotRunning(f"the node at {self.url} closed the connection "
+                                            f"({errors.connection_reason(exc)})", hint="check the node's log") from None
+        except OSError as exc:  # refused, unknown host, timed out: said once, in plain words
+            conn.close()
+            raise errors.NodeNotRunning(f"cannot reach the node at {self.url}: {errors.connection_reason(exc)}",
+                                        hint=f"is it running? {self._start_hint.replace('start one', 'start it')}") from None
         if response.status >= 400:
             data = response.read()
             conn.close()
@@ -171,3 +172,6 @@ class Download:
                 yield buffer[:n]
         finally:
             self._conn.close()
+
+    def close(self) -> None:
+        self._conn.close()

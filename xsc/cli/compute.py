@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from ..errors import InvalidArgument, ModuleNotFound, Trap
-from .output import emit_json, json_option, key_values, table
+from .output import Col, emit_json, json_option, key_values, table
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -35,8 +35,18 @@ def _deploy(client, wasm: bytes, wasi: bool) -> dict[str, Any]:
                           query={"wasi": "true"} if wasi else None)
 
 
+def _exports(info: dict[str, Any]) -> list[str]:
+    return [e.get("signature", f"{e['name']} ({e['kind']})") for e in info["exports"]]
+
+
+def _export_items(info: dict[str, Any]) -> list[str]:
+    items = _exports(info) or ["none"]
+    items[0] = "exports: " + items[0]
+    return items + (["[wasi]"] if info["wasi"] else [])
+
+
 def _signatures(info: dict[str, Any]) -> str:
-    return ", ".join(e.get("signature", f"{e['name']} ({e['kind']})") for e in info["exports"])
+    return ", ".join(_exports(info))
 
 
 @compute.command()
@@ -136,9 +146,11 @@ def modules(obj, as_json: bool) -> None:
     if not found:
         click.echo("no modules deployed (deploy one with: xsc compute deploy FILE.wasm)")
         return
-    table(["id", "size", "exports", "first deployed", "invocations"],
-          [(m["id"], m["size"], _signatures(m) + (" [wasi]" if m["wasi"] else ""), m["first_deployed"],
-            m["invocations"]) for m in found])
+    # The id is whole on its line; the exports go under it, wrapped between words, never inside one.
+    table([Col("id", keep=True), Col("size", right=True), Col("calls", right=True, drop=1),
+           Col("first deployed", drop=2)],
+          [(m["id"], m["size"], m["invocations"], m["first_deployed"]) for m in found],
+          details=[_export_items(m) for m in found])
 
 
 @compute.command()

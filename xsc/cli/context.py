@@ -1,4 +1,4 @@
-"""How the CLI finds its node: the data dir's config for the URL, its api-token for the token.
+"""How the CLI finds its node: where the node in the data dir listens, and its api-token.
 
 Kept light (no pydantic, no aiohttp) so that short commands start fast."""
 
@@ -9,13 +9,14 @@ import tomllib
 from pathlib import Path
 
 from ..errors import ConfigError, NodeNotRunning
-from ..paths import resolve_data_dir
+from ..paths import URL_FILE, resolve_data_dir
 
 
 class CliContext:
-    def __init__(self, data_dir: str | None, node_url: str | None) -> None:
+    def __init__(self, data_dir: str | None, node_url: str | None, *, as_json: bool = False) -> None:
         self._data_dir = data_dir
         self._node_url = node_url
+        self.json = as_json
         self._client = None
 
     @property
@@ -23,17 +24,26 @@ class CliContext:
         return resolve_data_dir(self._data_dir)
 
     def node_url(self) -> str:
+        """--node, else $XSC_NODE_LISTEN, else where the data dir's node last listened, else its config."""
         if self._node_url:
             return self._node_url.rstrip("/")
         listen = os.environ.get("XSC_NODE_LISTEN")
-        if not listen:
-            path = self.data_dir / "config.toml"
-            try:
-                listen = tomllib.loads(path.read_text()).get("node", {}).get("listen")
-            except FileNotFoundError:
-                listen = None
-            except tomllib.TOMLDecodeError as e:
-                raise ConfigError(f"{path} is not valid TOML: {e}", hint="fix or delete the file") from e
+        if listen:
+            host, _, port = listen.rpartition(":")
+            return f"http://{host}:{port}"
+        try:  # written by the node when it starts listening (its --listen may be a one-off)
+            url = (self.data_dir / URL_FILE).read_text().strip()
+            if url.startswith("http://"):
+                return url
+        except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+            pass
+        path = self.data_dir / "config.toml"
+        try:
+            listen = tomllib.loads(path.read_text()).get("node", {}).get("listen")
+        except (FileNotFoundError, NotADirectoryError):
+            listen = None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}", hint="fix or delete the file") from e
         host, _, port = (listen or "127.0.0.1:7070").rpartition(":")
         return f"http://{host}:{port}"
 
@@ -43,10 +53,10 @@ class CliContext:
             return token
         try:
             return (self.data_dir / "api-token").read_text().strip()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise NodeNotRunning(
                 f"no API token in {self.data_dir}: no node has been started on this data dir",
-                hint="start one with: xsc node start" + (f" --data-dir {self._data_dir}" if self._data_dir else ""),
+                hint=self.start_hint(),
             ) from None
 
     def client(self):

@@ -14,10 +14,14 @@ import click
 
 from ..devnet import STATE_FILE, Devnet, ports_from
 from ..errors import Conflict
-from .output import emit_json, json_option
+from .output import Col, emit_json, json_option
 from .peers import wide_table
 
 DEFAULT_DIR = ".xsc-devnet"
+
+# Name, state and pid always show; on a narrow terminal the data dir, then the id, then the URL are left out.
+_COLUMNS = [Col("name", keep=True), Col("state", keep=True), Col("pid", keep=True, right=True),
+            Col("url", keep=True, drop=1), Col("id", keep=True, drop=2), Col("data dir", keep=True, drop=3)]
 
 dir_option = click.option("--dir", "devnet_dir", envvar="XSC_DEVNET_DIR", default=DEFAULT_DIR, show_default=True,
                           type=click.Path(file_okay=False), help="Where the nodes' data dirs and logs live.")
@@ -74,8 +78,7 @@ def up(count: int, base_port: int | None, timeout: float, devnet_dir: str, as_js
     if as_json:
         emit_json([{**n, "up": True} for n in nodes])
         return
-    wide_table(["name", "id", "url", "pid", "data dir"], [(n["name"], n["id"], n["url"], n["pid"], n["data_dir"])
-                                                          for n in nodes])
+    wide_table(_COLUMNS, [(n["name"], "up", n["pid"], n["url"], n["id"], n["data_dir"]) for n in nodes])
     click.echo(f"{count} nodes up; use one with: xsc --data-dir {nodes[0]['data_dir']} ...")
 
 
@@ -90,8 +93,8 @@ def status(devnet_dir: str, as_json: bool) -> None:
     if as_json:
         emit_json(nodes)
         return
-    wide_table(["name", "id", "url", "pid", "state", "data dir"],
-               [(n["name"], n["id"], n["url"], n["pid"], "up" if n["up"] else "DOWN", n["data_dir"]) for n in nodes])
+    wide_table(_COLUMNS, [(n["name"], "up" if n["up"] else "DOWN", n["pid"], n["url"], n["id"], n["data_dir"])
+                          for n in nodes])
     click.echo(f"{sum(n['up'] for n in nodes)} of {len(nodes)} nodes up")
 
 

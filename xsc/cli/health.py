@@ -6,7 +6,7 @@ import time
 
 import click
 
-from .output import emit_json, json_option
+from .output import Col, emit_json, json_option, wide_option
 from .peers import wide_table
 
 
@@ -33,13 +33,15 @@ def _audit(audit: dict | None) -> str:
 
 
 def _rows(peers: list[dict]) -> list[tuple]:
-    return [(p["id"], p["url"], _state(p), _ratio(p["ratio_1h"], p["probes_1h"]),
+    return [(p["id"], _state(p), p["url"], _ratio(p["ratio_1h"], p["probes_1h"]),
              _ratio(p["ratio_24h"], p["probes_24h"]),
              "-" if p["latency_ms"] is None else f"{p['latency_ms']:.1f} ms", _ago(p["last_probe"]),
              _audit(p["last_audit"])) for p in peers]
 
 
-COLUMNS = ["id", "url", "state", "1 h", "24 h", "latency", "last probe", "last audit"]
+# The id and state always show; on a narrow terminal the other columns are left out, least needed first.
+COLUMNS = [Col("id", keep=True), Col("state", keep=True), Col("url", keep=True, drop=2), Col("1 h", drop=3),
+           Col("24 h", drop=5), Col("latency", drop=4), Col("last probe", drop=6), Col("last audit", drop=1)]
 
 
 @click.group()
@@ -52,9 +54,10 @@ def health() -> None:
 
 
 @health.command()
+@wide_option
 @json_option
 @click.pass_obj
-def status(obj, as_json: bool) -> None:
+def status(obj, wide: bool, as_json: bool) -> None:
     """Show each peer's availability, latency, consecutive failures and last audit."""
     info = obj.client().request("GET", "/v1/health/peers")
     if as_json:
@@ -63,7 +66,7 @@ def status(obj, as_json: bool) -> None:
     if not info["peers"]:
         click.echo("no peers known (join a network with: xsc peers add URL)")
         return
-    wide_table(COLUMNS, _rows(info["peers"]))
+    wide_table(COLUMNS, _rows(info["peers"]), wide=wide)
     last = info.get("last_round")
     if last:
         click.echo(f"last probe round: {last['ok']} of {last['peers']} answered in {1000 * last['seconds']:.1f} ms, "

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import click
 
-from .output import emit_json, json_option, key_values
+from .output import emit_json, json_option, key_values, wide_option
 
 
 def _credits(micro: int) -> str:
@@ -25,20 +25,11 @@ def _time(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _table(columns: list[str], rows: list[tuple], title: str) -> None:
-    """A rich table that never wraps its cells: ids and amounts must stay whole (wide rows scroll instead)."""
-    import sys
+def _table(columns: list, rows: list[tuple], title: str, wide: bool = False) -> None:
+    """Ids and amounts stay whole; on a narrow terminal the less needed columns are left out."""
+    from .output import table
 
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(*columns, title=title)
-    for column in t.columns:
-        column.no_wrap = True
-    for row in rows:
-        t.add_row(*(str(v) for v in row))
-    console = Console() if sys.stdout.isatty() else Console(width=240)
-    console.print(t)
+    table(columns, rows, title=title, wide=wide)
 
 
 def _usage(usage: dict) -> str:
@@ -83,9 +74,10 @@ def balance(obj, account: str, as_json: bool) -> None:
 @click.option("--limit", "-n", type=click.IntRange(1, 10_000), default=20, show_default=True,
               help="How many entries, newest first.")
 @click.option("--account", default="client", show_default=True, help="Whose chain to list.")
+@wide_option
 @json_option
 @click.pass_obj
-def history(obj, limit: int, account: str, as_json: bool) -> None:
+def history(obj, limit: int, account: str, wide: bool, as_json: bool) -> None:
     """List an account's newest entries (payments it made, receipts for work it did)."""
     info = obj.client().request("GET", f"/v1/ledger/accounts/{quote(account, safe='')}/history",
                                 query={"limit": limit})
@@ -96,13 +88,20 @@ def history(obj, limit: int, account: str, as_json: bool) -> None:
     if not entries:
         click.echo(f"no entries yet for account {info['account']['account']}")
         return
+    from .output import Col
+
     rows = []
     for e in entries:
         other = e["payee"] if e["kind"] == "payment" else e["payer"]
         rows.append((e["seq"], _time(e["settled_at"]), e["kind"], other[:12] + "…", _signed(e["delta"]),
                      _usage(e["usage"]), e["job"], e["id"][:16]))
-    _table(["seq", "settled (UTC)", "kind", "counterparty", "credits", "usage", "job", "entry"], rows,
-           title=f"account {info['account']['account']} — balance {_credits(info['account']['balance'])}")
+    _table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"), Col("counterparty", keep=True),
+            Col("credits", right=True, keep=True), Col("usage", wrap=12, drop=1), Col("job", keep=True, drop=3),
+            Col("entry", keep=True)], rows,
+           title=f"account {info['account']['account']} — balance {_credits(info['account']['balance'])}", wide=wide)
+    hidden = max(0, info["account"]["seq"] - len(entries)) if info["account"].get("seq") else 0
+    if hidden:
+        click.echo(f"{hidden} older entr{'y' if hidden == 1 else 'ies'} not shown (show more with --limit N)")
 
 
 @ledger.command()

@@ -7,10 +7,11 @@ from urllib.parse import quote
 
 import click
 
-from .output import emit_json, json_option, key_values
+from .output import Col, emit_json, json_option, key_values, table, wide_option
 from .peers import wide_table
 
 UNITS = {"storage": "GiB-hour", "compute": "million fuel"}
+SHORT_UNITS = {"storage": "GiB-h", "compute": "M fuel"}
 
 
 # Bad values are InvalidArgument (one `xsc: error:` line), not click's usage block.
@@ -149,20 +150,32 @@ def offer(obj, as_json: bool) -> None:
     _slots(info["slots"])
 
 
-def _slots(slots: list[dict]) -> None:
+def _slots(slots: list[dict], wide: bool = False) -> None:
     if not slots:
         click.echo("no capacity slots (nothing offered, or nothing free)")
         return
-    wide_table(["slot", "kind", "quantity", "ask", "from", "to"],
-               [(a["id"], a["kind"], _quantity(a["quantity"], a["kind"]), _price(a["price"], a["kind"]),
-                 _utc(a["start"]), _utc(a["end"])) for a in slots])
+    table([Col("slot", keep=True), Col("quantity", right=True), Col("ask", right=True), Col("hour (UTC)", drop=1)],
+          [(a["id"], _quantity(a["quantity"], a["kind"]), _short_price(a["price"], a["kind"]),
+            _hours(a["start"], a["end"])) for a in slots], wide=wide)
+
+
+def _short_price(price: int | None, kind: str) -> str:
+    return "-" if price is None else f"{price} per {SHORT_UNITS[kind]}"
+
+
+def _hours(start: float, end: float) -> str:
+    return time.strftime("%m-%d %H:%M", time.gmtime(start)) + time.strftime("-%H:%M", time.gmtime(end))
 
 
 @market.command()
+@wide_option
 @json_option
 @click.pass_obj
-def status(obj, as_json: bool) -> None:
-    """Show the book's convergence, this node's slots and open needs, its storage deals and payments."""
+def status(obj, wide: bool, as_json: bool) -> None:
+    """Show the book's convergence, this node's slots and open needs, its storage deals and payments.
+
+    Prices are micro-credits per GiB-hour (storage) or per million fuel (compute); amounts paid
+    are micro-credits.  On a narrow terminal some columns are left out (--wide: all of them)."""
     info = obj.client().request("GET", "/v1/market/status")
     if as_json:
         emit_json(info)
@@ -176,20 +189,24 @@ def status(obj, as_json: bool) -> None:
         ("my slots", len(info["asks"])),
         ("my open needs", len(info["needs"]) or "none"),
     ])
-    _slots(info["asks"])
+    _slots(info["asks"], wide)
     if info["needs"]:
-        wide_table(["need", "kind", "quantity", "bid"],
-                   [(n["id"], n["kind"], _quantity(n["quantity"], n["kind"]), _price(n["price"], n["kind"]))
-                    for n in info["needs"]])
+        table([Col("need", keep=True), Col("quantity", right=True), Col("bid", right=True)],
+              [(n["id"], _quantity(n["quantity"], n["kind"]), _short_price(n["price"], n["kind"]))
+               for n in info["needs"]], wide=wide)
     deals = info["deals"]
     if not deals:
         click.echo("no storage deals (files this node puts have their shares' holders paid here)")
     else:
-        wide_table(["file", "share", "holder", "bytes", "price (micro-credits per GiB-hour)", "paid (micro-credits)",
-                    "paid until", "forfeited", "ended"],
-                   [(d["si"][:SHORT], d["share"], _short(d["node"], info["node"]), f"{d['bytes']:,}", d["price"],
-                     f"{d['paid']} of {d['total']}", _utc(d["paid_until"]), f"{d['forfeited']} s",
-                     "yes" if d["ended"] else "no") for d in deals])
+        from ..units import format_size
+
+        table([Col("file", keep=True), Col("share", right=True), Col("holder", keep=True),
+               Col("bytes", right=True), Col("price", right=True), Col("paid", right=True),
+               Col("paid until", drop=1), Col("forfeited", drop=2, right=True), Col("ended")],
+              [(d["si"][:SHORT], d["share"], _short(d["node"], info["node"]), format_size(d["bytes"]), d["price"],
+                f"{d['paid']} of {d['total']}", _utc(d["paid_until"])[5:-7], f"{d['forfeited']} s",
+                "yes" if d["ended"] else "no") for d in deals], wide=wide,
+              title="storage deals (price: micro-credits per GiB-hour; paid: micro-credits)")
     if info.get("deals_settled"):
         click.echo(f"{info['deals_settled']} settled deal(s) not shown (paid or forfeited to their end)")
     run = info["payments"]

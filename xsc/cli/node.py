@@ -12,32 +12,52 @@ def node() -> None:
     """Run a node and see how it is doing."""
 
 
+def start_options(f):
+    """The one-off settings of `node start` (also taken by `xsc config show`, to show their effect)."""
+    for option in reversed([
+        click.option("--listen", metavar="HOST:PORT", help="Address to serve on (default: the config's node.listen)."),
+        click.option("--storage-capacity", metavar="SIZE", help="Block bytes this node will hold, e.g. 10GiB."),
+        click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)),
+        click.option("--peer", "peer_urls", multiple=True, metavar="URL",
+                     help="A node to join, e.g. http://127.0.0.1:7071 (repeatable; added to the config's peers.urls)."),
+    ]):
+        f = option(f)
+    return f
+
+
+def effective_config(data_dir, listen: str | None, storage_capacity: str | None, log_level: str | None,
+                     peer_urls: tuple[str, ...]):
+    """The config a `node start` with these flags runs with, and where each value came from."""
+    from ..config import load_config_with_sources, normalize_peer_url
+    from ..errors import InvalidArgument
+
+    overrides = {"node": {"listen": listen, "log_level": log_level}, "storage": {"capacity": storage_capacity}}
+    config, sources = load_config_with_sources(data_dir, overrides=overrides)
+    if peer_urls:
+        try:
+            added = [normalize_peer_url(url) for url in peer_urls]
+        except ValueError as err:
+            raise InvalidArgument(f"--peer: {err}", hint="give a node's URL, e.g. --peer http://127.0.0.1:7071") from None
+        config.peers.urls = list(dict.fromkeys([*config.peers.urls, *added]))
+        sources["peers.urls"] = "flag"
+    return config, sources
+
+
 @node.command()
-@click.option("--listen", metavar="HOST:PORT", help="Address to serve on (default 127.0.0.1:7070, or the config's).")
-@click.option("--storage-capacity", metavar="SIZE", help="Block bytes this node will hold, e.g. 10GiB.")
-@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
-@click.option("--peer", "peer_urls", multiple=True, metavar="URL",
-              help="A node to join, e.g. http://127.0.0.1:7071 (repeatable; added to the config's peers.urls).")
+@start_options
 @click.pass_obj
 def start(obj, listen: str | None, storage_capacity: str | None, log_level: str | None,
           peer_urls: tuple[str, ...]) -> None:
-    """Start a node in the foreground (Ctrl-C or SIGTERM stops it gracefully)."""
+    """Start a node in the foreground (Ctrl-C or SIGTERM stops it gracefully).
+
+    The flags (and XSC_* environment variables) hold for this run only; the first start writes
+    config.toml with the defaults, and `xsc config set` changes it."""
     import asyncio
     import logging
 
-    from ..config import load_config, normalize_peer_url
-    from ..errors import InvalidArgument
     from ..node import serve
 
-    config = load_config(
-        obj.data_dir,
-        overrides={"node": {"listen": listen, "log_level": log_level}, "storage": {"capacity": storage_capacity}},
-    )
-    try:
-        added = [normalize_peer_url(url) for url in peer_urls]
-    except ValueError as err:
-        raise InvalidArgument(f"--peer: {err}", hint="give a node's URL, e.g. --peer http://127.0.0.1:7071") from None
-    config.peers.urls = list(dict.fromkeys([*config.peers.urls, *added]))
+    config, _ = effective_config(obj.data_dir, listen, storage_capacity, log_level, peer_urls)
     logging.basicConfig(level=config.node.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(serve(config))

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
-from typing import Any, Iterable
+import textwrap
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
 import click
 
@@ -14,14 +18,28 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
-def run_cli(group: click.Group) -> None:
+def usage_message(exc: click.UsageError) -> str:
+    """A usage error in one or two short lines: what is wrong, then the usage and where help is."""
+    message = exc.format_message()
+    message = message[:1].lower() + message[1:]
+    lines = [f"xsc: usage error: {message.rstrip('.')}"]
+    if exc.ctx is not None:
+        usage = exc.ctx.get_usage().replace("Usage: ", "usage: ", 1)
+        lines.append(f"{usage} (more: {exc.ctx.command_path} --help)")
+    return "\n".join(lines)
+
+
+def run_cli(group: click.Group, args: Sequence[str] | None = None) -> None:
     try:
-        group.main(standalone_mode=False, prog_name="xsc")
+        group.main(args=args, standalone_mode=False, prog_name="xsc")
     except click.exceptions.Abort:
         click.echo("xsc: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        click.echo(usage_message(exc), err=True)
+        sys.exit(EXIT_USAGE)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"xsc: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except XscError as exc:
         hint = f" ({exc.hint})" if exc.hint else ""
@@ -39,16 +57,122 @@ def emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
-def table(columns: list[str], rows: Iterable[Iterable[Any]], title: str | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
+# --- tables ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Col:
+    """A table column.
 
-    t = Table(title=title, show_lines=False)
-    for column in columns:
-        t.add_column(column, overflow="fold")  # long ids and capabilities stay whole and copyable
-    for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
-    Console().print(t)
+    keep:   never shortened or broken (ids, capabilities, URLs): copy-paste must work.
+    drop:   dropped when the table does not fit; the highest number goes first (None: never dropped).
+    shrink: the narrowest this column may be cut to, with an ellipsis (None: not cut).
+    wrap:   the narrowest this column may be wrapped to, at spaces only (None: not wrapped)."""
+
+    name: str
+    keep: bool = False
+    drop: int | None = None
+    shrink: int | None = None
+    wrap: int | None = None
+    right: bool = False
+
+
+GAP = "  "
+
+
+def terminal_width() -> int | None:
+    """The width tables must fit: $COLUMNS, else the terminal's; None when stdout is not a terminal."""
+    if os.environ.get("COLUMNS", "").isdigit():
+        return int(os.environ["COLUMNS"])
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    return None
+
+
+def _narrowest(col: Col, natural: int) -> int:
+    if col.keep or (col.shrink is None and col.wrap is None):
+        return natural
+    return min(natural, max(len(col.name), col.shrink or col.wrap or 1))
+
+
+def _fit(cols: list[Col], natural: list[int], width: int) -> list[int] | None:
+    """Widths that make the table fit `width`, cutting or wrapping the columns that allow it; None if none do."""
+    widths = list(natural)
+    floor = [_narrowest(c, n) for c, n in zip(cols, natural)]
+    total = sum(widths) + len(GAP) * (len(widths) - 1)
+    while total > width:  # narrow the widest flexible column, one character at a time (few columns: cheap)
+        flexible = [i for i in range(len(cols)) if widths[i] > floor[i]]
+        if not flexible:
+            return None
+        i = max(flexible, key=lambda j: widths[j])
+        widths[i] -= 1
+        total -= 1
+    return widths
+
+
+def _cell_lines(text: str, width: int, col: Col) -> list[str]:
+    if len(text) <= width or col.keep:
+        return [text]
+    if col.wrap:
+        return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) or [""]
+    return [text[: max(1, width - 1)] + "…"]
+
+
+def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: str | None = None, *,
+          wide: bool = False, details: Sequence[str | Sequence[str] | None] | None = None) -> None:
+    """Print a table that fits the terminal: flexible columns are cut or wrapped, then the
+    droppable ones are dropped (`wide` shows every column whole); `keep` columns are never broken,
+    so an id or a capability is always on one line.  `details` are lines printed under each row."""
+    cols = [c if isinstance(c, Col) else Col(c) for c in columns]
+    data = [["" if v is None else str(v) for v in row] for row in rows]
+    width = None if wide else terminal_width()
+    shown = list(range(len(cols)))
+    natural = [max([len(c.name)] + [len(r[i]) for r in data]) for i, c in enumerate(cols)]
+    widths = natural
+    if width is not None:
+        droppable = sorted((i for i, c in enumerate(cols) if c.drop is not None), key=lambda i: -cols[i].drop)
+        while True:
+            fitted = _fit([cols[i] for i in shown], [natural[i] for i in shown], width)
+            if fitted is not None or not droppable:
+                break
+            shown.remove(droppable.pop(0))
+        if fitted is None:  # it cannot fit: flexible columns at their narrowest, the rest overflows the line
+            fitted = [_narrowest(cols[i], natural[i]) for i in shown]
+        widths = [0] * len(cols)
+        for i, w in zip(shown, fitted):
+            widths[i] = w
+    out = []
+    if title:
+        out.append(title)
+
+    def line(cells: list[str]) -> str:
+        parts = []
+        for n, i in enumerate(shown):
+            text = cells[i]
+            last = n == len(shown) - 1
+            parts.append(text.rjust(widths[i]) if cols[i].right else text if last else text.ljust(widths[i]))
+        return GAP.join(parts).rstrip()
+
+    out.append(line([c.name for c in cols]))
+    for k, row in enumerate(data):
+        cells = [_cell_lines(row[i], widths[i], cols[i]) if i in shown else [""] for i in range(len(cols))]
+        for n in range(max(len(c) for c in cells)):
+            out.append(line([c[n] if n < len(c) else "" for c in cells]))
+        if details and details[k]:
+            out += ["    " + text for text in _pack(details[k], (width or 10_000) - 4)]
+    click.echo("\n".join(out))
+
+
+def _pack(detail: str | Sequence[str], width: int) -> list[str]:
+    """A detail line wrapped to `width`: a string between words, a list of items between items only."""
+    if isinstance(detail, str):
+        return textwrap.wrap(detail, width, break_long_words=False, break_on_hyphens=False)
+    lines: list[str] = []
+    for n, item in enumerate(detail):
+        piece = item + ("," if n < len(detail) - 1 else "")
+        if lines and len(lines[-1]) + 1 + len(piece) <= width:
+            lines[-1] += " " + piece
+        else:
+            lines.append(piece)
+    return lines
 
 
 def key_values(pairs: Iterable[tuple[str, Any]]) -> None:
@@ -58,4 +182,10 @@ def key_values(pairs: Iterable[tuple[str, Any]]) -> None:
         click.echo(f"{k + ':':<{width + 1}} {v}")
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def _json_flag(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """`--json` given here or before the command (`xsc --json store ls`)."""
+    return bool(value or getattr(ctx.find_root().obj, "json", False))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, callback=_json_flag, help="Print JSON for scripts.")
+wide_option = click.option("--wide", is_flag=True, help="Show every column whole, however wide the table.")

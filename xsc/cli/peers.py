@@ -7,22 +7,13 @@ from urllib.parse import quote
 
 import click
 
-from .output import emit_json, json_option
+from .output import Col, emit_json, json_option, table, wide_option
 
 
-def wide_table(columns: list[str], rows: list[tuple]) -> None:
-    """A table whose cells never wrap: node ids and URLs stay whole and copyable (wide rows scroll instead)."""
-    import sys
-
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(*columns)
-    for column in t.columns:
-        column.no_wrap = True
-    for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
-    (Console() if sys.stdout.isatty() else Console(width=300)).print(t)
+def wide_table(columns: list, rows: list[tuple], **kw) -> None:
+    """A table whose cells are never cut or folded (node ids and URLs stay whole and copyable);
+    columns given as `Col`s may be shortened or dropped to fit the terminal."""
+    table([c if isinstance(c, Col) else Col(c, keep=True) for c in columns], rows, **kw)
 
 
 def _age(ms: int) -> str:
@@ -47,9 +38,10 @@ def peers() -> None:
 
 
 @peers.command("ls")
+@wide_option
 @json_option
 @click.pass_obj
-def list_peers(obj, as_json: bool) -> None:
+def list_peers(obj, wide: bool, as_json: bool) -> None:
     """List the known nodes: id, URL, version, free space, when they last signed their descriptor."""
     from ..units import format_size
 
@@ -62,9 +54,10 @@ def list_peers(obj, as_json: bool) -> None:
     if not info["peers"]:
         click.echo("no peers known (join a network with: xsc peers add URL)")
         return
-    wide_table(["id", "url", "state", "version", "free / capacity", "descriptor signed"],
-          [(p["id"], p["url"], _up(p["up"]), p["version"], f"{format_size(p['free'])} / {format_size(p['capacity'])}",
-            _age(p["timestamp"])) for p in info["peers"]])
+    wide_table([Col("id", keep=True), Col("state", keep=True), Col("url", keep=True, drop=1),
+                Col("version", drop=4), Col("free / capacity", drop=2), Col("descriptor signed", drop=3)],
+          [(p["id"], _up(p["up"]), p["url"], p["version"], f"{format_size(p['free'])} / {format_size(p['capacity'])}",
+            _age(p["timestamp"])) for p in info["peers"]], wide=wide)
 
 
 @peers.command("add")

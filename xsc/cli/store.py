@@ -11,7 +11,7 @@ from urllib.parse import quote
 import click
 
 from ..errors import BadRequest, InvalidArgument
-from .output import emit_json, json_option, table
+from .output import Col, emit_json, json_option, table, terminal_width, wide_option
 
 
 def _cap_path(cap: str, suffix: str = "") -> str:
@@ -107,59 +107,119 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
     click.echo(result["capability"])
 
 
+def _output_file(output: str, force: bool) -> Path:
+    """The -o file, checked before anything is fetched: its folder exists, and it does not (unless --force)."""
+    target = Path(output)
+    folder = target.parent
+    if not folder.is_dir():
+        raise InvalidArgument(f"cannot write {output}: there is no folder {folder}",
+                              hint="create it first, or give -o a path in an existing folder")
+    if target.is_dir():
+        raise InvalidArgument(f"cannot write {output}: it is a folder", hint="give -o a file name")
+    if target.exists() and not force:
+        raise InvalidArgument(f"{output} already exists", hint="add --force to overwrite it, or pick another -o")
+    if not os.access(folder, os.W_OK):
+        raise InvalidArgument(f"cannot write {output}: permission denied in {folder}")
+    return target
+
+
+def _looks_binary(chunk: bytes) -> bool:
+    """As curl decides: a NUL byte in the first chunk (text files have none)."""
+    return b"\0" in chunk[:65536]
+
+
 @store.command()
 @click.argument("cap")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
-              help="Write to this file (default: stdout).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), metavar="FILE",
+              help="Write to FILE, which appears only once complete (default: stdout; - forces stdout "
+                   "even for binary data on a terminal).")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
 @click.pass_obj
-def get(obj, cap: str, output: str) -> None:
-    """Fetch, verify, decode and decrypt the file CAP."""
-    import http.client
+def get(obj, cap: str, output: str | None, force: bool) -> None:
+    """Fetch, verify, decode and decrypt the file CAP.
 
+    With -o FILE, nothing is left behind if the get fails or is interrupted."""
+    import http.client
+    import signal
+
+    target = _output_file(output, force) if output not in (None, "-") else None
     download = obj.client().download(_cap_path(cap))
     size = int(download.headers.get("Content-Length", 0))
-    if output == "-":
-        sink, tmp = sys.stdout.buffer, None
-    else:
-        target = Path(output)
-        tmp = target.with_name(f".{target.name}.xsc-partial")
-        sink = tmp.open("wb")
+    tmp = target.with_name(f".{target.name}.xsc-partial") if target is not None else None
     got = 0
+    chunks = iter(download)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up as Ctrl-C does
     try:
-        with _progress(size, "get", tmp is not None and sys.stderr.isatty()) as advance:
-            for chunk in download:
+        if tmp is None:
+            sink = sys.stdout.buffer
+            first = bytes(next(chunks, b""))
+            if output is None and first and sys.stdout.isatty() and _looks_binary(first):
+                raise InvalidArgument("not writing binary data to the terminal",
+                                      hint="write it to a file with -o FILE, or give -o - to print it anyway")
+            sink.write(first)
+            got += len(first)
+        else:
+            sink = tmp.open("wb")
+        with sink if tmp is not None else _nothing(), \
+                _progress(size, "get", tmp is not None and sys.stderr.isatty()) as advance:
+            for chunk in chunks:
                 sink.write(chunk)
                 got += len(chunk)
                 advance(len(chunk))
-        if got != size:
-            raise http.client.IncompleteRead(b"", size - got)
-    except (http.client.IncompleteRead, ConnectionError) as exc:
+            if got != size:
+                raise http.client.IncompleteRead(b"", size - got)
+            if tmp is None:
+                sink.flush()
         if tmp is not None:
-            sink.close()
-            tmp.unlink(missing_ok=True)
-        raise BadRequest(f"the download stopped after {got} of {size} bytes ({exc.__class__.__name__})",
-                         hint="run `xsc store check` on the capability; the node's log says why") from None
-    if tmp is not None:
-        sink.close()
-        os.replace(tmp, output)  # the output file appears only once it is complete
-    else:
-        sink.flush()
+            os.replace(tmp, target)  # the output file appears only once it is complete
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): not the download's fault
+        raise
+    except (http.client.IncompleteRead, ConnectionError) as exc:
+        from ..errors import connection_reason
+
+        raise BadRequest(f"the download stopped after {got} of {size} bytes ({connection_reason(exc)})",
+                         hint="run `xsc store verify` on the capability; the node's log says why") from None
+    except OSError as exc:  # the disk is full, the folder went away...
+        raise BadRequest(f"cannot write {output or 'to stdout'}: {exc.strerror or exc}") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        download.close()
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)  # gone already when complete; else nothing partial stays behind
+
+
+@contextmanager
+def _nothing():
+    yield
 
 
 @store.command("ls")
+@wide_option
 @json_option
 @click.pass_obj
-def list_files(obj, as_json: bool) -> None:
-    """List the files this node uploaded."""
+def list_files(obj, wide: bool, as_json: bool) -> None:
+    """List the files this node uploaded.
+
+    Capabilities are never cut or folded; on a narrow terminal the other columns are shortened
+    or dropped first, and a capability too long for the line gets a line of its own (--wide:
+    every column, one line per file)."""
     files = obj.client().request("GET", "/v1/store/files")["files"]
     if as_json:
         emit_json(files)
         return
+    if not files:
+        click.echo("no files yet (store one with: xsc store put FILE)")
+        return
     from ..units import format_size
 
-    table(["name", "size", "created", "expires", "capability"],
-          [(f["name"], format_size(f["size"]), f["created"], _expiry(f.get("lease_expiry")), f["capability"])
-           for f in files])
+    rows = [(f["name"], format_size(f["size"]), f["created"], _expiry(f.get("lease_expiry")), f["capability"])
+            for f in files]
+    columns = [Col("name", shrink=12), Col("size", right=True), Col("created", drop=2), Col("expires", drop=1)]
+    width = terminal_width()
+    if wide or width is None or max(len(r[4]) for r in rows) + 2 + 12 + 2 + 10 <= width:
+        table([*columns, Col("capability", keep=True)], rows, wide=wide)
+    else:  # each capability on its own line, whole, under its file
+        table(columns, [r[:4] for r in rows], details=[r[4] for r in rows])
 
 
 @store.command("rm")
@@ -172,17 +232,32 @@ def remove(obj, cap: str, as_json: bool) -> None:
     emit_json(result) if as_json else click.echo(f"removed {cap}")
 
 
-def _shares_table(report: dict) -> None:
+def _status(s: dict, presence_only: bool) -> str:
+    return "present" if presence_only and s["status"] == "ok" else s["status"]
+
+
+def _detail(s: dict) -> str:
+    bad = s.get("bad_blocks") or []
+    if not bad:
+        return s["detail"]
+    where = s["detail"].partition(" on node ")[2]
+    return (f"bad block{'s' if len(bad) > 1 else ''} in segment{'s' if len(bad) > 1 else ''} "
+            f"{', '.join(map(str, bad[:20]))}{' …' if len(bad) > 20 else ''}" + (f" on node {where}" if where else ""))
+
+
+def _shares_table(report: dict, presence_only: bool = False) -> None:
     shares = report["shares"]
     if any("node" in s for s in shares):  # a file spread over nodes: where each share is, and how that node is
         def state(s: dict) -> str:
             up = s.get("node_up")
             return "this node" if "node_up" not in s else "up" if up else "DOWN" if up is False else "not probed yet"
 
-        table(["share", "status", "node", "node state", "detail"],
-              [(s["share"], s["status"], s["node"][:16] + "…", state(s), s["detail"]) for s in shares])
+        table([Col("share", right=True), Col("status"), Col("node", keep=True), Col("node state"),
+               Col("detail", wrap=20)],
+              [(s["share"], _status(s, presence_only), s["node"][:12] + "…", state(s), _detail(s)) for s in shares])
     else:
-        table(["share", "status", "detail"], [(s["share"], s["status"], s["detail"]) for s in shares])
+        table([Col("share", right=True), Col("status"), Col("detail", wrap=20)],
+              [(s["share"], _status(s, presence_only), _detail(s)) for s in shares])
 
 
 @store.command()
@@ -190,9 +265,9 @@ def _shares_table(report: dict) -> None:
 @json_option
 @click.pass_obj
 def check(obj, cap: str, as_json: bool) -> None:
-    """Which of the 6 shares are present and intact (metadata only; see verify)."""
+    """Which of the 6 shares are present (a quick look at metadata: blocks are not read; see verify)."""
     report = obj.client().request("GET", _cap_path(cap, "/check"))
-    _report(report, as_json)
+    _report(report, as_json, presence_only=True)
 
 
 @store.command()
@@ -200,18 +275,25 @@ def check(obj, cap: str, as_json: bool) -> None:
 @json_option
 @click.pass_obj
 def verify(obj, cap: str, as_json: bool) -> None:
-    """Read and hash every block of every share."""
+    """Read and hash every block of every share; names the bad blocks (share and segment)."""
     report = obj.client().request("POST", _cap_path(cap, "/verify"))
     _report(report, as_json)
 
 
-def _report(report: dict, as_json: bool) -> None:
+def _report(report: dict, as_json: bool, presence_only: bool = False) -> None:
     if as_json:
         emit_json(report)
     else:
-        _shares_table(report)
+        _shares_table(report, presence_only)
         state = "healthy" if report["healthy"] else "recoverable" if report["recoverable"] else "NOT recoverable"
-        click.echo(f"{report['intact']} of {len(report['shares'])} shares intact: {state}")
+        total = len(report["shares"])
+        if presence_only:
+            click.echo(f"{report['intact']} of {total} shares present: {state} "
+                       f"(blocks not read: `xsc store verify` reads them)")
+        else:
+            bad = [f"share {s['share']} segment {b}" for s in report["shares"] for b in s.get("bad_blocks") or []]
+            click.echo(f"{report['intact']} of {total} shares intact: {state}"
+                       + (f"; bad blocks: {', '.join(bad[:12])}{' …' if len(bad) > 12 else ''}" if bad else ""))
     if not report["healthy"]:
         sys.exit(1)
 

@@ -15,7 +15,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from ..errors import InvalidArgument, PeerRefused, PeerUnreachable
+from ..errors import InvalidArgument, PeerRefused, PeerUnreachable, connection_reason
 from ..identity import Identity, sign_request
 
 MAX_RESPONSE = 16 * 1024 * 1024  # bytes request() buffers; stream bigger answers with open()
@@ -84,8 +84,8 @@ class PeerClient:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             if in_caller and not isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
                 raise
-            reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc) or type(exc).__name__
-            raise PeerUnreachable(f"peer {peer_url} is unreachable: {reason}", url=peer_url,
+            reason = connection_reason(exc)  # aiohttp's own text names the address three times
+            raise PeerUnreachable(f"peer {peer_url} is unreachable: {reason}", url=peer_url, reason=reason,
                                   hint="check that the node runs and its URL is right") from None
 
     async def request(self, peer_url: str, method: str, path: str, *, json: Any = None, data: bytes | None = None,

@@ -223,7 +223,7 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        log.info("listening on http://%s:%d", host, port)
+        datadir.record_url(config.data_dir, f"http://{host}:{port}")
         print(f"xsc node {app[IDENTITY].id} listening on http://{host}:{port} (data dir {config.data_dir})", flush=True)
         if ready:
             ready.set()

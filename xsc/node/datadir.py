@@ -9,9 +9,10 @@ from pathlib import Path
 
 import plyvel
 
-from ..config import NodeConfig, save_config
+from ..config import CONFIG_FILE, NodeConfig, write_default_config
 from ..errors import NodeAlreadyRunning
 from ..identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity, write_secret
+from ..paths import URL_FILE
 
 TOKEN_FILE = "api-token"
 LOCK_FILE = "node.lock"
@@ -57,8 +58,16 @@ def prepare(config: NodeConfig) -> tuple[Identity, Identity, str]:
     identity = Identity.load_or_create(root / NODE_KEY_FILE)
     client = Identity.load_or_create(root / CLIENT_KEY_FILE)
     token = load_or_create_token(root)
-    save_config(config)
+    if not (root / CONFIG_FILE).exists():  # the first start writes the defaults; flags and env stay one-off
+        write_default_config(root)
     return identity, client, token
+
+
+def record_url(root: Path, url: str) -> None:
+    """Note where this node listens, for the CLI (its --listen may be a one-off)."""
+    tmp = root / (URL_FILE + ".tmp")
+    tmp.write_text(url + "\n")
+    os.replace(tmp, root / URL_FILE)
 
 
 def load_or_create_token(root: Path) -> str:

@@ -95,10 +95,12 @@ async def problem_middleware(request: web.Request, handler):
             return problem_from_error(e.DiskFull(
                 "the data dir's disk is full: nothing was stored", hint="free disk space, then restart the node"))
         return problem(500, "database-error", "the node's database failed; see its log")
-    except (ConnectionResetError, OSError) as exc:
-        # The client went away mid-stream; nothing to answer.
-        log.info("connection lost during %s %s: %s", request.method, request.path, exc)
-        raise
+    except ConnectionError as exc:
+        # The client went away mid-stream: said once here.  Re-raising would make aiohttp log it
+        # again as an ERROR with a traceback; the answer below is dropped quietly on the closed connection.
+        log.info("client disconnected during %s %s (%s)", request.method, request.path,
+                 e.connection_reason(exc))
+        return problem(499, "client-closed-request", "the client closed the connection")
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         return problem(500, "internal-error", "the node hit an unexpected error; see its log")

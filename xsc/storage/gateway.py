@@ -465,9 +465,7 @@ class Gateway:
                     if not down:
                         raise
                     raise NotEnoughShares(
-                        f"segment {index} cannot be rebuilt: "
-                        + ", ".join(f"share {s} on node {names[s][:12]}… is unreachable ({err})"
-                                    for s, err in sorted(down.items()))
+                        f"segment {index} cannot be rebuilt: " + _unreachable(down, names)
                         + f"; {erasure.K} intact shares are needed",
                         hint="retry when the nodes are back", segment=index,
                         unreachable_nodes=sorted({names[s] for s in down})) from None
@@ -644,3 +642,14 @@ class Gateway:
             if block_hash(block) != metas[s].block_hashes[index]:
                 raise IntegrityError(f"rebuilt block {index} of share {s} does not match its hash")
         self.store.put_repaired_blocks(si, index, blocks)
+
+
+def _unreachable(down: dict[int, BaseException], names: dict[int, str]) -> str:
+    """Unreachable shares grouped by node, each reason said once: "shares 1, 2 on node ab12… (connection refused)"."""
+    by_node: dict[tuple[str, str], list[int]] = {}
+    for s, err in sorted(down.items()):
+        reason = getattr(err, "details", {}).get("reason") or str(err)
+        by_node.setdefault((names[s], reason), []).append(s)
+    return "unreachable: " + "; ".join(
+        f"{'shares' if len(shares) > 1 else 'share'} {', '.join(map(str, shares))} on node {node[:12]}… ({reason})"
+        for (node, reason), shares in by_node.items())

@@ -1,0 +1,72 @@
+"""One-off flags stay one-off; `xsc config set` and the first start write config.toml; `xsc config
+show` says where each value came from (issue 15, item 3)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+from .conftest import xsc
+
+
+def _file(data_dir: Path) -> dict:
+    return tomllib.loads((data_dir / "config.toml").read_text())
+
+
+def test_flags_and_environment_hold_for_one_run_only(node_process) -> None:
+    node = node_process(extra_args=["--log-level", "debug"], env={"XSC_STORAGE_CAPACITY": "5MiB"})
+    status = json.loads(node.xsc("node", "status", "--json").stdout)
+    assert status["storage"]["capacity"] == 5 * 1024 * 1024
+    written = _file(node.data_dir)
+    assert "capacity" not in written.get("storage", {}) and "log_level" not in written.get("node", {})
+    assert "listen" not in written.get("node", {})  # --listen too: the CLI finds the node through node.url
+    node.stop()
+
+    node.env.pop("XSC_STORAGE_CAPACITY")
+    node.extra_args = []
+    node.start()
+    status = json.loads(node.xsc("node", "status", "--json").stdout)
+    assert status["storage"]["capacity"] == 10 * 1024**3  # the default again
+    assert _file(node.data_dir) == written  # a later start writes nothing
+
+
+def test_config_set_writes_and_show_says_where_each_value_came_from(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "n")
+    fresh = json.loads(xsc("config", "show", "--json", "--data-dir", data_dir).stdout)
+    assert set(fresh["sources"].values()) == {"default"}
+    assert not (tmp_path / "n" / "config.toml").exists()  # showing writes nothing
+
+    done = xsc("config", "set", "storage.capacity", "5MiB", "--data-dir", data_dir)
+    assert done.exit_code == 0 and "storage.capacity = 5MiB" in done.stdout, done.output
+    assert _file(tmp_path / "n")["storage"]["capacity"] == "5MiB"
+
+    shown = xsc("config", "show", "--json", "--data-dir", data_dir, "--log-level", "debug",
+                env={"XSC_COMPUTE_TIMEOUT": "2.5"})
+    info = json.loads(shown.stdout)
+    assert info["config"]["storage"]["capacity"] == 5 * 1024 * 1024
+    assert info["config"]["compute"]["timeout"] == 2.5 and info["config"]["node"]["log_level"].lower() == "debug"
+    assert info["sources"]["storage.capacity"] == "file"
+    assert info["sources"]["compute.timeout"] == "env"
+    assert info["sources"]["node.log_level"] == "flag"
+    assert info["sources"]["storage.segment_size"] == "default"
+
+    table = xsc("config", "show", "--data-dir", data_dir, env={"COLUMNS": "80"}).stdout
+    line = next(line for line in table.splitlines() if line.startswith("storage.capacity "))
+    assert line.split()[1:] == ["5242880", "file"]
+
+
+def test_config_set_refuses_bad_keys_and_values_and_leaves_the_file(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "n")
+    assert xsc("config", "set", "node.listen", "127.0.0.1:7171", "--data-dir", data_dir).exit_code == 0
+    before = (tmp_path / "n" / "config.toml").read_text()
+    for key, value, words in [("storage.nope", "1", "no configuration key 'storage.nope'"),
+                              ("market.ask_exponent", "9", "bad configuration value market.ask_exponent"),
+                              ("node.listen", "nowhere", "not a listen address")]:
+        result = xsc("config", "set", key, value, "--data-dir", data_dir)
+        assert result.exit_code == 1 and words in result.stderr, result.output
+        assert len(result.stderr.splitlines()) == 1
+    assert (tmp_path / "n" / "config.toml").read_text() == before
+    # and the CLI reads the address from there while no node has run on the data dir
+    assert "http://127.0.0.1:7171" in xsc("node", "status", "--data-dir", data_dir,
+                                          env={"XSC_TOKEN": "t"}).stderr

@@ -1,0 +1,95 @@
+"""Errors are one line, in the user's words, said once (issue 15, item 7)."""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import socket
+import time
+
+import aiohttp
+import pytest
+
+from xsc.errors import PeerUnreachable
+from xsc.identity import Identity
+from xsc.net.peer_client import PeerClient
+
+from ..conftest import free_port
+from .conftest import xsc
+
+
+def test_a_node_that_is_not_running_is_one_line_said_once(tmp_path) -> None:
+    port = free_port()
+    result = xsc("node", "status", "--node", f"http://127.0.0.1:{port}", env={"XSC_TOKEN": "t"})
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"xsc: error: cannot reach the node at http://127.0.0.1:{port}: connection refused "
+        "(is it running? start it with: xsc node start)"]
+
+
+@pytest.mark.parametrize("args", [
+    ["store", "get"],                              # a missing argument
+    ["store", "put", "--bogus", "x"],              # an unknown option
+    ["nosuch"],                                    # an unknown command
+    ["market", "book", "--kind", "foo"],           # a bad value, found by the option's own check
+    ["store", "ls", "--data-dir"],                 # an option without its value
+])
+def test_usage_errors_exit_2_in_two_short_lines(args) -> None:
+    result = xsc(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert 1 <= len(lines) <= 2 and lines[0].startswith("xsc: usage error: "), result.stderr
+    assert all(len(line) <= 100 for line in lines), lines
+    assert result.stdout == ""
+
+
+async def test_an_unreachable_peer_is_named_once_in_plain_words() -> None:
+    port = free_port()
+    async with aiohttp.ClientSession() as session:
+        client = PeerClient(Identity.generate(), session, timeout=5.0)
+        with pytest.raises(PeerUnreachable) as caught:
+            await client.request(f"http://127.0.0.1:{port}", "GET", "/v1/peer/descriptor")
+    message = caught.value.message
+    assert message == f"peer http://127.0.0.1:{port} is unreachable: connection refused"
+    assert caught.value.details["reason"] == "connection refused"
+
+
+def test_shares_on_unreachable_nodes_are_grouped_by_node() -> None:
+    from xsc.storage.gateway import _unreachable
+
+    refused = PeerUnreachable("peer http://a is unreachable: connection refused", reason="connection refused")
+    text = _unreachable({1: refused, 2: refused, 4: TimeoutError("no answer within 5 s")},
+                        {1: "a" * 52, 2: "a" * 52, 4: "b" * 52})
+    assert text == ("unreachable: shares 1, 2 on node aaaaaaaaaaaa… (connection refused); "
+                    "share 4 on node bbbbbbbbbbbb… (no answer within 5 s)")
+
+
+def _wait_for(records, predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not any(predicate(r) for r in records):
+        time.sleep(0.05)
+
+
+def test_a_client_hanging_up_is_one_info_line_on_the_node(thread_node, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    node = thread_node()
+    cap = node.xsc("store", "put", "-", input=os.urandom(16 * 1024 * 1024)).stdout.strip()
+    token = (node.data_dir / "api-token").read_text().strip()
+
+    conn = http.client.HTTPConnection("127.0.0.1", node.port)  # a get, hung up after the first bytes
+    conn.request("GET", f"/v1/store/files/{cap}", headers={"Authorization": f"Bearer {token}"})
+    conn.getresponse().read(1000)
+    conn.sock.close()
+    conn.close()
+    _wait_for(caplog.records, lambda r: "client disconnected during GET" in r.getMessage())
+
+    with socket.create_connection(("127.0.0.1", node.port)) as s:  # a put, hung up in the middle of its body
+        s.sendall(f"POST /v1/store/files?name=x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                  f"Content-Length: 50000000\r\n\r\n".encode() + os.urandom(3_000_000))
+    _wait_for(caplog.records, lambda r: "client disconnected during POST" in r.getMessage())
+
+    said = [r for r in caplog.records if "disconnect" in r.getMessage() or r.levelno >= logging.ERROR]
+    assert [(r.levelname, r.getMessage().split(" /")[0]) for r in said] == [
+        ("INFO", "client disconnected during GET"), ("INFO", "client disconnected during POST")]
+    assert not any(r.exc_info for r in said)

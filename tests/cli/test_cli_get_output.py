@@ -1,0 +1,104 @@
+"""`store get -o`: failures leave nothing and explain themselves; no silent overwrite; no binary
+on a terminal (issue 15, item 2)."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xsc.cli import client as cli_client
+from .conftest import xsc
+
+
+@pytest.fixture
+def stored(thread_node):
+    node = thread_node()
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    cap = node.xsc("store", "put", "-", input=data).stdout.strip()
+    assert cap.startswith("xsc:chk:")
+    return node, cap, data
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, ConnectionResetError])
+def test_an_interrupted_or_failed_get_leaves_no_file(stored, tmp_path: Path, monkeypatch, failure) -> None:
+    node, cap, _ = stored
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    real_iter = cli_client.Download.__iter__
+
+    def one_chunk_then_fail(self):
+        for chunk in real_iter(self):
+            yield chunk
+            raise failure()
+
+    monkeypatch.setattr(cli_client.Download, "__iter__", one_chunk_then_fail)
+    result = node.xsc("store", "get", cap, "-o", str(out_dir / "copy.bin"))
+    assert result.exit_code == (130 if failure is KeyboardInterrupt else 1), result.output
+    assert len(result.stderr.split()) and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert _leftovers(out_dir) == []
+
+
+def test_a_missing_folder_is_one_clear_line(stored, tmp_path: Path) -> None:
+    node, cap, _ = stored
+    result = node.xsc("store", "get", cap, "-o", str(tmp_path / "missing" / "dir" / "x"))
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        f"xsc: error: cannot write {tmp_path / 'missing' / 'dir' / 'x'}: there is no folder "
+        f"{tmp_path / 'missing' / 'dir'} (create it first, or give -o a path in an existing folder)"]
+
+
+def test_an_existing_file_is_refused_unless_force(stored, tmp_path: Path) -> None:
+    node, cap, data = stored
+    target = tmp_path / "there.bin"
+    target.write_bytes(b"keep me")
+    refused = node.xsc("store", "get", cap, "-o", str(target))
+    assert refused.exit_code == 1 and "already exists" in refused.stderr and "--force" in refused.stderr
+    assert target.read_bytes() == b"keep me"
+    forced = node.xsc("store", "get", cap, "-o", str(target), "--force")
+    assert forced.exit_code == 0, forced.output
+    assert target.read_bytes() == data and _leftovers(tmp_path) == ["node", "there.bin"]
+
+
+def _get_to_a_terminal(node, cap: str, *extra: str) -> tuple[int, bytes, bytes]:
+    """Run the real CLI with its stdout on a pseudo-terminal."""
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "xsc", "--data-dir", str(node.data_dir), "store", "get", cap,
+                                 *extra], stdout=follower, stderr=subprocess.PIPE)
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the terminal's other end is closed
+                break
+            if not chunk:
+                break
+            seen += chunk
+        _, err = proc.communicate(timeout=60)
+        return proc.returncode, seen, err
+    finally:
+        os.close(leader)
+
+
+def test_binary_to_a_terminal_is_refused_with_a_hint(stored) -> None:
+    node, cap, _ = stored
+    code, seen, err = _get_to_a_terminal(node, cap)
+    assert code == 1 and seen == b""
+    assert err.decode().splitlines() == ["xsc: error: not writing binary data to the terminal "
+                                         "(write it to a file with -o FILE, or give -o - to print it anyway)"]
+    text_cap = node.xsc("store", "put", "-", input=b"plain text\n").stdout.strip()
+    code, seen, err = _get_to_a_terminal(node, text_cap)
+    assert code == 0 and b"plain text" in seen, err
+    code, seen, err = _get_to_a_terminal(node, cap, "-o", "-")
+    assert code == 0 and len(seen) > 1024 * 1024, err

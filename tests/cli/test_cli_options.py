@@ -1,0 +1,72 @@
+"""Global options where users put them: before or after the subcommand (issue 15, item 1)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from ..conftest import free_port
+from .conftest import xsc
+
+
+def test_data_dir_node_and_json_work_after_the_subcommand(thread_node, tmp_path: Path) -> None:
+    node = thread_node()
+    cap = node.xsc("store", "put", "-", input=b"where users put options").stdout.strip()
+    before = xsc("--data-dir", str(node.data_dir), "store", "ls", "--json")
+    after = xsc("store", "ls", "--data-dir", str(node.data_dir), "--json")
+    assert before.exit_code == after.exit_code == 0, after.output
+    assert json.loads(before.stdout) == json.loads(after.stdout)
+    assert json.loads(after.stdout)[0]["capability"] == cap
+
+    root_json = xsc("--json", "store", "ls", "--data-dir", str(node.data_dir))
+    assert root_json.exit_code == 0 and json.loads(root_json.stdout) == json.loads(after.stdout)
+
+    # --node after the command, with the token of that node (no data dir of its own)
+    other = tmp_path / "empty"
+    by_url = xsc("store", "get", cap, "--node", node.url, "--data-dir", str(other),
+                 env={"XSC_TOKEN": (node.data_dir / "api-token").read_text().strip()})
+    assert by_url.exit_code == 0 and by_url.stdout == "where users put options", by_url.output
+
+    # the one after the command wins over the one before it
+    wrong = xsc("--data-dir", str(other), "store", "ls", "--data-dir", str(node.data_dir))
+    assert wrong.exit_code == 0, wrong.output
+
+
+def test_json_on_a_command_without_json_is_a_usage_error() -> None:
+    result = xsc("--json", "store", "get", "xsc:chk:x")
+    assert result.exit_code == 2
+    assert "has no --json output" in result.stderr and len(result.stderr.splitlines()) <= 2
+
+
+def test_the_hints_the_cli_prints_are_commands_that_parse(tmp_path: Path) -> None:
+    data_dir = tmp_path / "never-started"
+    result = xsc("store", "ls", "--data-dir", str(data_dir))
+    assert result.exit_code == 1
+    hint = re.search(r"start one with: (xsc node start[^)]*)\)", result.stderr).group(1)
+    assert f"--data-dir {data_dir}" in hint
+    parsed = xsc(*hint.split()[1:], "--help")
+    assert parsed.exit_code == 0 and "--data-dir" in parsed.stdout, parsed.output
+
+
+def test_node_start_takes_data_dir_after_the_subcommand_and_says_listening_once(tmp_path: Path) -> None:
+    """As printed by the CLI's own hints and docs/peers.md: `xsc node start --data-dir X` (items 1 and 11)."""
+    data_dir, port = tmp_path / "n", free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "xsc", "node", "start", "--data-dir", str(data_dir),
+                             "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    seen: list[str] = []
+    try:
+        while not any("listening on" in line for line in seen):
+            line = proc.stdout.readline().decode()
+            assert line, "".join(seen)
+            seen.append(line)
+        assert str(data_dir) in seen[-1]
+        status = xsc("node", "status", "--json", "--data-dir", str(data_dir))
+        assert status.exit_code == 0 and json.loads(status.stdout)["listen"] == f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        rest = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 0
+    assert ("".join(seen) + rest).count("listening on") == 1, "".join(seen) + rest

@@ -1,0 +1,101 @@
+"""Tables fit an 80-column terminal; ids and capabilities are never cut or folded (issue 15, item 5)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from .conftest import xsc
+
+WASM = Path(__file__).resolve().parents[2] / "fixtures" / "wasm"
+NARROW = {"COLUMNS": "80"}
+
+
+def _fits(text: str, *whole: str) -> None:
+    """Every line is at most 80 columns, except a line that is exactly one of `whole` (a capability)."""
+    for line in text.splitlines():
+        assert len(line) <= 80 or line.strip() in whole, line
+
+
+def test_store_ls_keeps_capabilities_whole_and_fits(thread_node) -> None:
+    node = thread_node()
+    caps = [node.xsc("store", "put", "-", "--name", f"a-rather-long-file-name-number-{i}.tar.gz",
+                     input=os.urandom(1000 + i)).stdout.strip() for i in range(2)]
+    narrow = node.xsc("store", "ls", env=NARROW)
+    assert narrow.exit_code == 0, narrow.output
+    _fits(narrow.stdout, *caps)
+    lines = [line.strip() for line in narrow.stdout.splitlines()]
+    for cap in caps:
+        assert cap in lines  # on a line of its own, whole: copy-paste works
+    assert "expires" in lines[0]
+    wide = node.xsc("store", "ls", "--wide", env=NARROW).stdout.splitlines()
+    assert wide[0].split() == ["name", "size", "created", "expires", "capability"]
+    assert any(line.startswith("a-rather-long-file-name-number-0.tar.gz") and line.endswith(caps[0])
+               for line in wide)
+
+
+def test_compute_modules_never_splits_a_word(thread_node) -> None:
+    node = thread_node()
+    assert node.xsc("compute", "deploy", str(WASM / "arith.wasm")).exit_code == 0
+    out = node.xsc("compute", "modules", env=NARROW).stdout
+    _fits(out)
+    listed = json.loads(node.xsc("compute", "modules", "--json").stdout)[0]
+    assert listed["id"] in out
+    for export in listed["exports"]:
+        assert any(export["signature"] in line for line in out.splitlines()), export["signature"]
+
+
+def test_market_status_fits(thread_node) -> None:
+    node = thread_node()
+    node.xsc("store", "put", "-", input=b"x" * 5000)
+    out = node.xsc("market", "status", env=NARROW)
+    assert out.exit_code == 0, out.output
+    _fits(out.stdout)
+    assert "storage-" in out.stdout and "this node" in out.stdout
+    wide = node.xsc("market", "status", "--wide", env=NARROW).stdout
+    assert "forfeited" in wide and "paid until" in wide
+
+
+def test_ledger_history_says_how_many_entries_it_left_out(thread_node) -> None:
+    node = thread_node()
+    for _ in range(3):
+        assert node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2").exit_code == 0
+    deadline = time.monotonic() + 60  # payments settle in the background
+    while len(json.loads(node.xsc("ledger", "history", "--json").stdout)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    out = node.xsc("ledger", "history", "-n", "2", env=NARROW)
+    assert out.exit_code == 0, out.output
+    _fits(out.stdout)
+    assert "1 older entry not shown" in out.stdout
+    assert "not shown" not in node.xsc("ledger", "history", "-n", "3").stdout
+
+
+def test_devnet_status_shows_name_pid_and_state(tmp_path: Path) -> None:
+    nodes = [{"name": f"node-{i}", "id": "x" * 52, "url": f"http://127.0.0.1:{7100 + i}", "pid": 999_990 + i,
+              "data_dir": str(tmp_path / "a-long-folder-name" / "for-the-devnet" / f"node-{i}"),
+              "log": str(tmp_path / f"node-{i}.log")} for i in range(3)]
+    (tmp_path / "devnet.json").write_text(json.dumps({"nodes": nodes}))
+    out = xsc("devnet", "status", "--dir", str(tmp_path), env=NARROW)
+    assert out.exit_code == 0, out.output
+    _fits(out.stdout)
+    rows = [line.split() for line in out.stdout.splitlines()[1:4]]
+    assert [r[:3] for r in rows] == [[f"node-{i}", "DOWN", str(999_990 + i)] for i in range(3)]
+    assert "0 of 3 nodes up" in out.stdout
+
+
+def test_the_table_renderer_cuts_and_drops_but_never_breaks_a_kept_column(monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from xsc.cli.output import Col, table
+
+    long_id = "i" * 70
+    runner = CliRunner()
+    with runner.isolation(env={"COLUMNS": "80"}) as (out, _, _):
+        table([Col("id", keep=True), Col("name", shrink=6), Col("note", wrap=10), Col("extra", drop=1)],
+              [(long_id, "a-very-long-name", "some words to wrap here", "dropped first")])
+        text = out.getvalue().decode()
+    lines = text.splitlines()
+    assert "extra" not in lines[0] and long_id in lines[1]
+    assert all(word in text.split() for word in "some words to wrap here".split())

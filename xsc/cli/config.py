@@ -1,0 +1,67 @@
+"""`xsc config show|set`: the node's effective configuration, and changes to its config.toml."""
+
+from __future__ import annotations
+
+import click
+
+from .node import effective_config, start_options
+from .output import Col, emit_json, json_option, table
+
+
+@click.group()
+def config() -> None:
+    """Show the node's effective configuration; set a key in config.toml.
+
+    A value comes from the defaults, then config.toml, then XSC_<SECTION>_<KEY> environment
+    variables, then `xsc node start` flags (each overrides the one before, the last two for
+    one run only)."""
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ", ".join(value) or "[]"
+    return str(value)
+
+
+@config.command()
+@start_options
+@json_option
+@click.pass_obj
+def show(obj, listen: str | None, storage_capacity: str | None, log_level: str | None, peer_urls: tuple[str, ...],
+         as_json: bool) -> None:
+    """Print the effective configuration and where each value came from (default, file, env, flag).
+
+    Give `xsc node start`'s flags to see the configuration a start with them would run with."""
+    from ..config import CONFIG_FILE
+
+    cfg, sources = effective_config(obj.data_dir, listen, storage_capacity, log_level, peer_urls)
+    values = cfg.to_toml()
+    path = cfg.data_dir / CONFIG_FILE
+    if as_json:
+        emit_json({"file": str(path), "config": values, "sources": sources})
+        return
+    rows = [(key, _shown(values[key.split(".")[0]][key.split(".")[1]]), source) for key, source in sources.items()]
+    table([Col("key", keep=True), Col("value", wrap=20), Col("source", keep=True)], rows,
+          title=f"configuration of {cfg.data_dir} (file: {path}{'' if path.exists() else ', not written yet'})")
+
+
+@config.command("set")
+@click.argument("key", metavar="SECTION.KEY")
+@click.argument("value")
+@json_option
+@click.pass_obj
+def set_value(obj, key: str, value: str, as_json: bool) -> None:
+    """Set SECTION.KEY to VALUE in config.toml (checked first; a running node reads it at its next start)."""
+    from ..config import CONFIG_FILE, set_config_value
+
+    cfg, stored = set_config_value(obj.data_dir, key, value)
+    section, _, name = key.partition(".")
+    effective = cfg.to_toml()[section][name]
+    if as_json:
+        emit_json({"key": key, "value": stored, "effective": effective, "file": str(cfg.data_dir / CONFIG_FILE)})
+        return
+    click.echo(f"{key} = {_shown(stored)} in {cfg.data_dir / CONFIG_FILE}"
+               + (f" (that is {_shown(effective)})" if effective != stored else "")
+               + "; a running node uses it from its next start")
