@@ -7,7 +7,8 @@ Round t (simulated time t s):
      named last time, to withdraw), and every recipient whose inbox changed runs
      `recipient_round`: it totals, updates its damping, and publishes its receipt (to the
      providers it names) if it changed, and its commitment if its damping factor changed.
-The run stops when a round changes nothing (quiet) or after `max_rounds`.
+The run stops when a round changes nothing and every provider has converged (quiet: nothing
+would compute again), or after `max_rounds`.
 
 A recipient whose inbox did not change keeps its receipt and skips its damping sample: the sample
 would repeat the last one, and runs of equal samples are merged anyway.
@@ -47,12 +48,19 @@ class RoundSample:
     """Share of the providers whose denominators moved by <= 0.001 (relative) this round."""
     delta: float
     """The largest relative denominator change of any provider this round (1 for a first computation)."""
+    delta_mean: float
+    """The mean of that change over all providers (0 for one that had nothing new to compute)."""
     over_allocation: int
     """Units beyond need, over all need slots, by the recipients' totals this round."""
     changed: int
     """Providers whose allocations or requests changed this round."""
     bytes_per_node: float | None
     seconds: float
+    """Wall time of the round."""
+    cpu_seconds: float
+    """CPU time on the round's critical path: this process's (sending, the recipients' side)
+    plus the busiest worker's (all of it with one worker).  What the round takes on idle cores,
+    whatever else the machine runs."""
 
 
 @dataclass
@@ -81,6 +89,7 @@ class RoundResult:
 
     def summary(self) -> dict:
         seconds = [s.seconds for s in self.timeline]
+        cpu = [s.cpu_seconds for s in self.timeline]
         traffic = [s.bytes_per_node for s in self.timeline if s.bytes_per_node is not None]
         return {
             "mode": "rounds",
@@ -103,6 +112,8 @@ class RoundResult:
             "unmet_need": self.unmet_need,
             "seconds_per_round_mean": round(sum(seconds) / len(seconds), 4) if seconds else None,
             "seconds_per_round_max": round(max(seconds), 4) if seconds else None,
+            "cpu_seconds_per_round_mean": round(sum(cpu) / len(cpu), 4) if cpu else None,
+            "cpu_seconds_per_round_max": round(max(cpu), 4) if cpu else None,
             "bytes_per_node_per_round": round(sum(traffic) / len(traffic), 1) if traffic else None,
             "peak_rss_mib": round(self.peak_rss_bytes / 2**20, 1),
         }
@@ -129,14 +140,34 @@ class _Providers:
         self.sent: dict[str, dict[str, tuple]] = {}  # provider -> recipient -> what it last sent
         self.traffic = traffic
         self.beyond: dict[str, int] = {}  # provider -> units its slots give beyond their quantity
+        self.readers: dict[str, list[str]] | None = None  # participant -> my providers recognising it
 
     def round(self, now: int, receipts: dict[str, Receipt], commitments: dict[str, Commitment]) -> list[tuple]:
         """[(provider, {recipient: ({need: units}, [asked need ids])} or None if unchanged,
-        converged, delta, bytes sent)]"""
+        converged, delta, bytes sent, units beyond capacity)] for the providers that computed.
+
+        A provider computes when something it reads changed (the commitment or receipt of a
+        participant it recognises, or its own commitment) or its last state had not converged;
+        otherwise its answer would be the same, and it stays as it is (a node recomputes on
+        change, not on a clock)."""
         self.receipts.update(receipts)
         self.network.update(commitments)
+        if self.readers is None:
+            self.readers = {}
+            for pid in self.ids:
+                for r in self.network[pid].recognition:
+                    self.readers.setdefault(r, []).append(pid)
+            dirty = set(self.ids)
+        else:
+            dirty = {pid for pid, s in self.states.items() if not s.converged}
+            for changed in (receipts, commitments):
+                for r in changed:
+                    dirty.update(self.readers.get(r, ()))
+            dirty.update(p for p in commitments if p in self.states)
         out = []
         for pid in self.ids:
+            if pid not in dirty:
+                continue
             prev = self.states.get(pid)
             state = provider_round(self.network[pid], self.network, self.receipts, previous=prev, now_ms=now)
             self.states[pid] = state
@@ -175,7 +206,9 @@ def _worker(conn, part: _Providers) -> None:
         job = conn.recv()
         if job is None:
             break
-        conn.send(part.round(*job))
+        t0 = time.process_time()
+        results = part.round(*job)
+        conn.send((results, time.process_time() - t0))
     conn.close()
 
 
@@ -197,15 +230,19 @@ class _Pool:
             child.close()
             self.procs.append((proc, parent))
 
-    def round(self, now: int, receipts: dict, commitments: dict) -> Iterable[tuple]:
+    def round(self, now: int, receipts: dict, commitments: dict) -> tuple[Iterable[tuple], float]:
+        """(the providers' results, the largest CPU time a worker spent on them; 0 when local)."""
         if self.local is not None:
-            return self.local.round(now, receipts, commitments)
+            return self.local.round(now, receipts, commitments), 0.0
         for _, conn in self.procs:
             conn.send((now, receipts, commitments))
         out: list = []
+        slowest = 0.0
         for _, conn in self.procs:
-            out.extend(conn.recv())
-        return out
+            results, cpu = conn.recv()
+            out.extend(results)
+            slowest = max(slowest, cpu)
+        return out, slowest
 
     def close(self) -> None:
         for proc, conn in self.procs:
@@ -253,17 +290,19 @@ class RoundSimulation:
                 t += 1
                 now = t * ROUND_MS
                 started = time.perf_counter()
-                results = pool.round(now, changed_receipts, changed_commitments)
+                cpu_started = time.process_time()
+                results, worker_cpu = pool.round(now, changed_receipts, changed_commitments)
                 changed_receipts, changed_commitments = {}, {}
                 nbytes = 0
                 touched: set[str] = set()
                 moved = 0
-                delta = 0.0
+                delta = delta_sum = 0.0
                 for pid, per, done, d, sent, over_capacity in results:
                     computations += 1
                     beyond[pid] = over_capacity
                     converged[pid] = done
                     delta = max(delta, d)
+                    delta_sum += d
                     nbytes += sent
                     if per is None:
                         continue
@@ -302,12 +341,14 @@ class RoundSimulation:
                             nbytes += _dumps(_receipt_json(receipt)) * len(audience | named.get(r, set()))
                     named[r] = audience
                 n_providers = max(1, len(providers))
-                fraction = sum(converged.values()) / n_providers
+                fraction = sum(converged.values()) / len(providers) if providers else 1.0
                 timeline.append(RoundSample(
-                    round=t, converged_fraction=fraction, delta=delta, over_allocation=sum(over.values()),
+                    round=t, converged_fraction=fraction, delta=delta, delta_mean=delta_sum / n_providers,
+                    over_allocation=sum(over.values()),
                     changed=moved, bytes_per_node=nbytes / len(published) if config.traffic else None,
-                    seconds=time.perf_counter() - started))
-                if not moved and not changed_receipts and not changed_commitments:
+                    seconds=time.perf_counter() - started,
+                    cpu_seconds=time.process_time() - cpu_started + worker_cpu))
+                if not moved and not changed_receipts and not changed_commitments and all(converged.values()):
                     quiet = True
                     break
         finally:
@@ -363,3 +404,44 @@ class RoundSimulation:
 def simulate_rounds(participants: int, slots: int, seed: int, **options) -> RoundResult:
     """Run one synchronous-rounds simulation (see the module docstring); deterministic for a seed."""
     return RoundSimulation(SimConfig(participants, slots, seed, **options)).run()
+
+
+def plot_rounds(result: RoundResult, path: str) -> None:
+    """Convergence per round as a PNG: the largest and the mean denominator change (log scale,
+    with the 0.001 line) and the share of converged providers (with the 80% line) above, the over-allocation
+    below."""
+    from .simulate import _pyplot
+
+    plt = _pyplot()
+    rounds = [s.round for s in result.timeline]
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 6))
+    top.step(rounds, [max(s.delta, 1e-6) for s in result.timeline], where="post", label="largest")
+    top.step(rounds, [max(s.delta_mean, 1e-6) for s in result.timeline], where="post", label="mean")
+    top.legend(loc="lower left", fontsize="small")
+    top.axhline(0.001, linestyle="--", color="grey", linewidth=1)
+    top.set_yscale("log")
+    top.set_ylabel("denominator change")
+    share = top.twinx()
+    share.step(rounds, [s.converged_fraction for s in result.timeline], where="post", color="tab:green",
+               label="providers converged")
+    share.axhline(0.8, linestyle=":", color="tab:green", linewidth=1)
+    share.set_ylim(-0.02, 1.02)
+    share.set_ylabel("providers converged")
+    bottom.step(rounds, [s.over_allocation for s in result.timeline], where="post", color="tab:red")
+    bottom.set_ylabel("over-allocation (units)")
+    bottom.set_xlabel("round")
+    c = result.config
+    fig.suptitle(f"xsc allocation simulate: {c.participants} participants, {c.slots} slots, seed {c.seed}, rounds")
+    fig.tight_layout()
+    _save(fig, plt, path)
+
+
+def _save(fig, plt, path: str) -> None:
+    from ..errors import InvalidArgument
+
+    try:
+        fig.savefig(path, format="png")
+    except OSError as e:
+        raise InvalidArgument(f"cannot write the plot to {path}: {e.strerror}", hint="pick a writable path") from None
+    finally:
+        plt.close(fig)

@@ -413,9 +413,8 @@ def simulate(participants: int, slots: int, seed: int, **options) -> SimResult:
     return Simulation(SimConfig(participants, slots, seed, **options)).run()
 
 
-def plot(result: SimResult, path: str) -> None:
-    """Convergence over simulated time as a PNG: the share of converged participants (with the
-    80% line) and the total over-allocation."""
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend, or PlotUnavailable."""
     try:
         import matplotlib
 
@@ -426,6 +425,15 @@ def plot(result: SimResult, path: str) -> None:
 
         raise PlotUnavailable("--plot needs matplotlib, which is not installed",
                               hint="pip install 'xsc[plot]', or leave out --plot") from None
+    return plt
+
+
+def plot(result: SimResult, path: str) -> None:
+    """Convergence over simulated time as a PNG: the share of converged participants (with the
+    80% line) and the total over-allocation."""
+    from .roundsim import _save
+
+    plt = _pyplot()
     times = [t / 1000 for t, _, _ in result.timeline]
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 6))
     top.step(times, [f for _, f, _ in result.timeline], where="post")
@@ -436,11 +444,6 @@ def plot(result: SimResult, path: str) -> None:
     bottom.set_ylabel("over-allocation (units)")
     bottom.set_xlabel("simulated time (s)")
     c = result.config
-    fig.suptitle(f"xsc allocation simulate: {c.participants} participants, {c.slots} slots, seed {c.seed}")
+    fig.suptitle(f"xsc allocation simulate: {c.participants} participants, {c.slots} slots, seed {c.seed}, events")
     fig.tight_layout()
-    try:
-        fig.savefig(path, format="png")
-    except OSError as e:
-        raise InvalidArgument(f"cannot write the plot to {path}: {e.strerror}", hint="pick a writable path") from None
-    finally:
-        plt.close(fig)
+    _save(fig, plt, path)
