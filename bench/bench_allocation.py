@@ -388,7 +388,9 @@ def main() -> None:
         bench_events(30 if args.quick else 100, 5, 5, out)
     target = Path(__file__).parent / "out" / "allocation.json"
     target.parent.mkdir(exist_ok=True)
-    target.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    # Sections run separately add up in one file (each figure says its own size and time).
+    kept = json.loads(target.read_text()) if target.exists() else {}
+    target.write_text(json.dumps({**kept, **out}, indent=2, default=str) + "\n")
     print(f"written: {target}")
 
 

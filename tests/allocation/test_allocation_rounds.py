@@ -212,7 +212,7 @@ def test_a_process_pool_gives_the_same_run_as_one_process():
 
 def test_traffic_follows_recognised_peers_not_network_size():
     def bytes_first_round(n, peers):
-        r = simulate_rounds(n, 4, 3, peers=peers, traffic=True)
+        r = simulate_rounds(n, 4, 3, peers=peers, traffic=True, max_rounds=1)
         return r.timeline[0].bytes_per_node
 
     few, many = bytes_first_round(120, 2), bytes_first_round(120, 12)
