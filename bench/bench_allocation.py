@@ -280,6 +280,9 @@ def bench_rounds(n: int, slots: int, seed: int, workers: int, target_rounds: int
           f"capacity {result.total_capacity}")
     print(f"  time per round, mean      {mean * 1e3:9.1f} ms   (target < {target_seconds or '-'} s); "
           f"max {worst * 1e3:.1f} ms  (CPU on the critical path: this process + the busiest worker)")
+    busiest = max(result.timeline, key=lambda x: x.cpu_seconds)
+    print(f"  slowest round ({busiest.round}): busiest worker {busiest.worker_cpu_seconds * 1e3:.1f} ms + this process "
+          f"{(busiest.cpu_seconds - busiest.worker_cpu_seconds) * 1e3:.1f} ms (recipients' side, messages)")
     print(f"  wall time per round, mean {wall_mean * 1e3:9.1f} ms   max {wall_worst * 1e3:.1f} ms; whole run "
           f"{wall:.1f} s (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     print(f"  raw: one pass over views  {raw * 1e3:9.2f} ms   round = {mean / raw:7.1f} x (mean), "

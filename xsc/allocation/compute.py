@@ -77,6 +77,31 @@ def _to_decimal(num: int, den: int) -> Decimal:
 
 
 def _ranked_needs(provider: Commitment, net: Mapping[str, Commitment]) -> tuple[list, list, list, list, int]:
+    """`_build_ranked_needs`, kept per provider commitment while the commitments it read are the
+    same objects (commitments are frozen): a provider recomputing round after round on the same
+    commitments (only the receipts changed) does not rank its recipients again."""
+    weights = normalized_weights(provider)
+    cached = _RANKED.get(id(provider))
+    if cached is not None and cached[0] is provider:
+        seen = cached[1]
+        if len(seen) == len(weights) and all(map(_is, map(net.get, weights), seen)):
+            return cached[2]
+    result = _build_ranked_needs(provider, net)
+    if len(_RANKED) >= _RANKED_KEPT:
+        _RANKED.clear()
+    _RANKED[id(provider)] = (provider, tuple(map(net.get, weights)), result)
+    return result
+
+
+def _is(a, b) -> bool:
+    return a is b
+
+
+_RANKED: dict[int, tuple] = {}
+_RANKED_KEPT = 1 << 15
+
+
+def _build_ranked_needs(provider: Commitment, net: Mapping[str, Commitment]) -> tuple[list, list, list, list, int]:
     """The need slots of the recipients p recognises, as NeedRows in (tier, recipient id) order,
     the order every capacity slot lists its claims in; by position, the owner and its rank;
     and where tier 2 starts.

@@ -70,16 +70,35 @@ def grant(provider: str, entry: ReceiptEntry | None) -> tuple[int, int]:
     The rule of the module docstring; no receipt (None) means nothing given, nothing granted."""
     if entry is None:
         return 0, 0
-    mine = entry.by_provider.get(provider, 0)
-    total, need = entry.total, entry.quantity
+    return _grant(provider, entry.quantity, entry.total, entry.by_provider, entry.wanting)
+
+
+def _grant(provider: str, need: int, total: int, by_provider: Mapping[str, int],
+           wanting: tuple[str, ...]) -> tuple[int, int]:
+    mine = by_provider.get(provider, 0)
     if total > need:
         return total - mine, mine * need // total
-    wanting = entry.wanting
     if provider not in wanting:
         return total - mine, mine
     gap, k = need - total, len(wanting)
     i = wanting.index(provider)
     return total - mine, mine + gap // k + (1 if i < gap % k else 0)
+
+
+def _entries(receipt: Receipt) -> dict[str, tuple]:
+    """need slot id -> (quantity, total, by_provider, wanting), kept while the receipt lives
+    (receipts are frozen; plain tuples read faster than model fields)."""
+    cached = _ENTRIES.get(id(receipt))
+    if cached is not None and cached[0] is receipt:
+        return cached[1]
+    entries = {nid: (e.quantity, e.total, e.by_provider, e.wanting) for nid, e in receipt.needs.items()}
+    if len(_ENTRIES) >= 1 << 15:
+        _ENTRIES.clear()
+    _ENTRIES[id(receipt)] = (receipt, entries)
+    return entries
+
+
+_ENTRIES: dict[int, tuple[Receipt, dict[str, tuple]]] = {}
 
 
 def provider_view(provider: Commitment, network: Mapping[str, Commitment],
@@ -90,13 +109,18 @@ def provider_view(provider: Commitment, network: Mapping[str, Commitment],
     received: dict[NeedKey, int] = {}
     caps: dict[NeedKey, int] = {}
     for r in normalized_weights(provider):
-        other = network.get(r)
-        if other is None or not other.need_slots or r == me:
-            continue
         receipt = receipts.get(r)
-        entries = receipt.needs if receipt is not None else {}
+        if receipt is None or r == me:
+            continue  # nothing given, nothing granted yet
+        other = network.get(r)
+        if other is None or not other.need_slots:
+            continue
+        entries = _entries(receipt)
         for n in other.need_slots:
-            others, cap = grant(me, entries.get(n.id))
+            entry = entries.get(n.id)
+            if entry is None:
+                continue
+            others, cap = _grant(me, *entry)
             key = (r, n.id)
             if others:
                 received[key] = others

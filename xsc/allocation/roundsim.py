@@ -61,6 +61,8 @@ class RoundSample:
     """CPU time on the round's critical path: this process's (sending, the recipients' side)
     plus the busiest worker's (all of it with one worker).  What the round takes on idle cores,
     whatever else the machine runs."""
+    worker_cpu_seconds: float = 0.0
+    """The busiest worker's part of it (0 with one worker: all of it is this process's)."""
 
 
 @dataclass
@@ -347,7 +349,8 @@ class RoundSimulation:
                     over_allocation=sum(over.values()),
                     changed=moved, bytes_per_node=nbytes / len(published) if config.traffic else None,
                     seconds=time.perf_counter() - started,
-                    cpu_seconds=time.process_time() - cpu_started + worker_cpu))
+                    cpu_seconds=time.process_time() - cpu_started + worker_cpu,
+                    worker_cpu_seconds=worker_cpu))
                 if not moved and not changed_receipts and not changed_commitments and all(converged.values()):
                     quiet = True
                     break
