@@ -246,8 +246,10 @@ def compute_allocation(
 
     Caps (the round protocol, `xsc.allocation.rounds`): with `caps`, need slot n may get at most
     caps[n] units from p in this computation (0 for a slot not in `caps`), on top of the cap
-    by residual need.  The proportions stay those above (by residual need); only the cap is
-    lower.  A need slot where the cap, not the residual need, stopped p (p would have given more)
+    by residual need.  In the proportions, need_r is then the sum of the *quantities* of r's
+    slots in C (less what p gave them from earlier capacity slots), not of their residual
+    needs (see `xsc.allocation.rounds` for why); D1 and D2 are still reported over residual
+    needs.  A need slot where the cap, not the residual need, stopped p (p would have given more)
     is listed in the state's `wanted`: p's request for a larger grant next time.  Without
     `caps`, the rule is the seed's: capped by residual need only, and `wanted` is empty.
 

@@ -22,9 +22,13 @@ that asked for more (sorted by id, p the i-th):
 So when every provider computes from the same receipts, no need slot is ever over-allocated,
 and a gap is shared out in one round instead of being fought over.  A provider asks for more by
 listing the need slot in its state's `wanted` (its cap, not the need, stopped it); a newcomer
-asks first and is granted on the next receipt.  Inside a provider the seed's rule is unchanged:
-tier 1 before tier 2, proportions by recognition x residual need x damping, water-filling,
-capping by residual need.  The grant only lowers the cap.
+asks first and is granted on the next receipt.  Inside a provider the seed's rule holds: tier 1
+before tier 2, proportions by recognition x need x damping, water-filling, capping by residual
+need; the grant only lowers the cap.  One difference: the proportions use each need slot's
+quantity, not its residual need (with grants, a recipient whose need is met has, at each of its
+providers, a residual need equal to what that provider gives it, and weighing it by that drains
+it round after round wherever capacity is scarce); the reported denominators stay over residual
+needs.
 
 Pure: no I/O, no clock, no randomness.
 """
