@@ -117,6 +117,9 @@ def divide_capped(total: int, ks: Sequence[int], ms: Sequence[int],
         d -= weighted[j]
         x += 1
     rest = sorted(order[x:])
+    if not rest and t > 0:
+        # Everybody capped and units left over: every claim its cap stopped wants more.
+        cut = [c < m for c, m in zip(caps, ms)]
     if t <= 0 or not rest or d <= 0:
         return units, denominator, cut
     shares = [divmod(t * weighted[j], d) for j in rest]

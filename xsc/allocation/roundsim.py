@@ -356,6 +356,10 @@ class RoundSimulation:
                     break
         finally:
             pool.close()
+        # For inspection (tests): the last receipts, and the providers' last states when they
+        # ran in this process.
+        self.receipts = receipts
+        self.states = pool.local.states if pool.local is not None else None
         return self._result(providers, timeline, quiet, computations, inbox, sent_to, sum(beyond.values()))
 
     def _result(self, providers, timeline, quiet, computations, inbox, sent_to, beyond) -> RoundResult:
