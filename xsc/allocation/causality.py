@@ -16,8 +16,9 @@ from typing import TypeVar
 
 from ..errors import InvalidCommitment
 from .models import AllocationState, Commitment
+from .rounds import Receipt
 
-T = TypeVar("T", Commitment, AllocationState)
+T = TypeVar("T", Commitment, AllocationState, Receipt)
 
 
 class Outcome(str, Enum):
@@ -26,8 +27,10 @@ class Outcome(str, Enum):
     MERGED = "merged"
 
 
-def _owner(value: Commitment | AllocationState) -> str:
-    return value.participant if isinstance(value, Commitment) else value.provider
+def _owner(value: Commitment | AllocationState | Receipt) -> str:
+    if isinstance(value, Commitment):
+        return value.participant
+    return value.recipient if isinstance(value, Receipt) else value.provider
 
 
 def receive(held: T | None, incoming: T) -> tuple[T, Outcome]:

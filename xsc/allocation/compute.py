@@ -6,11 +6,12 @@ from bisect import bisect_left
 from collections import defaultdict
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from itertools import repeat
+from operator import mul
 from typing import Iterable, Mapping
 
 from ..errors import InvalidCommitment
 from .convergence import CONVERGENCE_EPSILON, HISTORY_LENGTH, denominator_delta
-from .divide import divide
+from .divide import divide, divide_capped
 from .matching import ROW_ID, ROW_KEY, ROW_QUANTITY, CapacityIndex, need_rows
 from .models import (
     AllocationState,
@@ -76,6 +77,31 @@ def _to_decimal(num: int, den: int) -> Decimal:
 
 
 def _ranked_needs(provider: Commitment, net: Mapping[str, Commitment]) -> tuple[list, list, list, list, int]:
+    """`_build_ranked_needs`, kept per provider commitment while the commitments it read are the
+    same objects (commitments are frozen): a provider recomputing round after round on the same
+    commitments (only the receipts changed) does not rank its recipients again."""
+    weights = normalized_weights(provider)
+    cached = _RANKED.get(id(provider))
+    if cached is not None and cached[0] is provider:
+        seen = cached[1]
+        if len(seen) == len(weights) and all(map(_is, map(net.get, weights), seen)):
+            return cached[2]
+    result = _build_ranked_needs(provider, net)
+    if len(_RANKED) >= _RANKED_KEPT:
+        _RANKED.clear()
+    _RANKED[id(provider)] = (provider, tuple(map(net.get, weights)), result)
+    return result
+
+
+def _is(a, b) -> bool:
+    return a is b
+
+
+_RANKED: dict[int, tuple] = {}
+_RANKED_KEPT = 1 << 15
+
+
+def _build_ranked_needs(provider: Commitment, net: Mapping[str, Commitment]) -> tuple[list, list, list, list, int]:
     """The need slots of the recipients p recognises, as NeedRows in (tier, recipient id) order,
     the order every capacity slot lists its claims in; by position, the owner and its rank;
     and where tier 2 starts.
@@ -123,16 +149,21 @@ def _ranked_needs(provider: Commitment, net: Mapping[str, Commitment]) -> tuple[
 
 
 def _claims(matched: list[int], needs: list, owner_at: list[str], remaining: list,
-            received: Mapping[NeedKey, int] | None) -> tuple:
+            received: Mapping[NeedKey, int] | None, granted: list | None = None,
+            caps: Mapping[NeedKey, int] | None = None, unserved: list | None = None) -> tuple:
     """The recipients with residual need among the need slots `matched` (positions in `needs`),
     in (tier, id) order: per recipient x, the position of its first slot with residual need
     (firsts), need_x (ms) and, only for a recipient with several such slots, all their positions
-    (several[x]).
+    (several[x]).  With `caps`, also per recipient the sum of its slots' caps left (cs, each at
+    most the slot's residual need, kept in `granted`) and of their weights (ws: each slot's
+    quantity less what p gave it in earlier slots of this computation, kept in `unserved`).
 
     `matched` follows the order of `needs`, so each recipient's slots come together.  A slot's
     residual need is filled in `remaining` the first time a capacity slot meets it."""
     firsts: list[int] = []
     ms: list[int] = []
+    cs: list[int] = []
+    ws: list[int] = []
     several: dict[int, list[int]] = {}
     first, need = firsts.append, ms.append
     r = None
@@ -142,20 +173,29 @@ def _claims(matched: list[int], needs: list, owner_at: list[str], remaining: lis
             n = needs[i]
             left = n[ROW_QUANTITY] if received is None else n[ROW_QUANTITY] - received.get(n[ROW_KEY], 0)
             left = remaining[i] = left if left > 0 else 0
+            if caps is not None:
+                g = caps.get(n[ROW_KEY], 0)
+                granted[i] = left if g > left else g if g > 0 else 0
         if not left:
             continue
         if owner_at[i] is not r:  # owner_at holds one string object per recipient
             r = owner_at[i]
             first(i)
             need(left)
+            if caps is not None:
+                cs.append(granted[i])
+                ws.append(unserved[i])
             continue
         x = len(firsts) - 1
         ms[x] += left
+        if caps is not None:
+            cs[x] += granted[i]
+            ws[x] += unserved[i]
         if x in several:
             several[x].append(i)
         else:
             several[x] = [firsts[x], i]
-    return firsts, ms, several
+    return firsts, ms, several, cs, ws
 
 
 def compute_allocation(
@@ -165,6 +205,7 @@ def compute_allocation(
     received: Mapping[NeedKey, int] | None = None,
     previous: AllocationState | None = None,
     now_ms: int | None = None,
+    caps: Mapping[NeedKey, int] | None = None,
 ) -> AllocationState:
     """Divide each of `provider`'s capacity slots among the compatible need slots of `network`.
 
@@ -203,6 +244,15 @@ def compute_allocation(
     largest-remainder rule, so no slot gives more than Q and no need slot gets more than its
     residual need.  MR * d and w * d enter as fixed-point integers with 18 decimals, rounded up.
 
+    Caps (the round protocol, `xsc.allocation.rounds`): with `caps`, need slot n may get at most
+    caps[n] units from p in this computation (0 for a slot not in `caps`), on top of the cap
+    by residual need.  In the proportions, need_r is then the sum of the *quantities* of r's
+    slots in C (less what p gave them from earlier capacity slots), not of their residual
+    needs (see `xsc.allocation.rounds` for why); D1 and D2 are still reported over residual
+    needs.  A need slot where the cap, not the residual need, stopped p (p would have given more)
+    is listed in the state's `wanted`: p's request for a larger grant next time.  Without
+    `caps`, the rule is the seed's: capped by residual need only, and `wanted` is empty.
+
     Convergence: delta = the largest relative move |D - D_prev| / max(|D|, |D_prev|) of any
     denominator of any slot since `previous` (1 for a slot that appeared or disappeared);
     the provider has converged when delta <= 0.001.  The stamp is an ITC event after both the
@@ -218,10 +268,14 @@ def compute_allocation(
     received = received or None  # (an empty mapping changes nothing)
 
     needs, owner_at, k_at, share_at, tier1_end = _ranked_needs(provider, net)
-    caps = sorted(provider.capacity_slots, key=_slot_order)
-    compatible_needs = CapacityIndex(caps).match(needs)
+    slots = sorted(provider.capacity_slots, key=_slot_order)
+    compatible_needs = CapacityIndex(slots).match(needs)
     # By position in `needs`: the residual need, filled in when a capacity slot first meets it.
     remaining: list[int | None] = [None] * len(needs)
+    # With caps: by position, the cap left (<= remaining), and the slots p wants to give more.
+    granted: list[int] | None = [0] * len(needs) if caps is not None else None
+    unserved: list[int] | None = [n[ROW_QUANTITY] for n in needs] if caps is not None else None
+    wanted: set[int] = set()
 
     def window(i: int) -> tuple:
         n = needs[i]
@@ -231,8 +285,9 @@ def compute_allocation(
     denominators: dict[str, SlotDenominator] = {}
     unallocated: dict[str, int] = {}
     by_kind: dict[str, dict[str, int]] = {}  # kind -> recipient -> units
-    for c, matched in zip(caps, compatible_needs):
-        firsts, ms, several = _claims(matched, needs, owner_at, remaining, received)
+    for c, matched in zip(slots, compatible_needs):
+        firsts, ms, several, cs, ws = _claims(matched, needs, owner_at, remaining, received, granted, caps,
+                                              unserved)
         split = bisect_left(firsts, tier1_end)  # where tier 2 starts
         ks = list(map(k_at.__getitem__, firsts))
         left = c.quantity
@@ -242,7 +297,14 @@ def compute_allocation(
             kind_totals = by_kind[c.kind] = defaultdict(int)
         dens = []
         for tier, lo, hi in ((1, 0, split), (2, split, len(firsts))):
-            units_of, d = divide(left, ks[lo:hi], ms[lo:hi])
+            if caps is None:
+                units_of, d = divide(left, ks[lo:hi], ms[lo:hi])
+            else:
+                units_of, _, cut = divide_capped(left, ks[lo:hi], ws[lo:hi], cs[lo:hi])
+                d = sum(map(mul, ks[lo:hi], ms[lo:hi]))
+                for x, is_cut in enumerate(cut, lo):
+                    if is_cut:
+                        wanted.update(several[x] if x in several else (firsts[x],))
             dens.append(_to_decimal(d, sum(map(share_at.__getitem__, firsts[lo:hi]))))
             left -= sum(units_of)
             for x, units in enumerate(units_of, lo):
@@ -254,12 +316,18 @@ def compute_allocation(
                 if not several or x not in several:
                     # The common case: one need slot takes it all (divide never exceeds it).
                     remaining[i] -= units
+                    if granted is not None:
+                        granted[i] -= units
+                        unserved[i] -= units
                     fields.extend((cid, needs[i][ROW_ID], r, units, tier))
                     continue
                 for i in sorted(several[x], key=window):
-                    open_need = remaining[i]
+                    open_need = remaining[i] if granted is None else granted[i]
                     take = units if units < open_need else open_need
-                    remaining[i] = open_need - take
+                    if granted is not None:
+                        granted[i] -= take
+                        unserved[i] -= take
+                    remaining[i] -= take
                     units -= take
                     fields.extend((cid, needs[i][ROW_ID], r, take, tier))
                     if not units:
@@ -287,6 +355,7 @@ def compute_allocation(
         recipient_totals=totals,
         converged=converged,
         convergence_history=history,
+        wanted=tuple(sorted(needs[i][ROW_KEY] for i in wanted if granted[i] == 0 and remaining[i] > 0)),
         stamp=stamp.event(),
         timestamp=now,
     )

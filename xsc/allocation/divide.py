@@ -18,6 +18,7 @@ the total given is exactly min(T, sum of m_r).
 
 from __future__ import annotations
 
+from functools import cmp_to_key
 from itertools import repeat
 from operator import mul
 from typing import Sequence
@@ -70,6 +71,67 @@ def divide(total: int, ks: Sequence[int], ms: Sequence[int]) -> tuple[list[int],
     for j, q in zip(rest, qs):
         units[j] = q
     return units, denominator
+
+
+def divide_capped(total: int, ks: Sequence[int], ms: Sequence[int],
+                  caps: Sequence[int]) -> tuple[list[int], int, list[bool]]:
+    """`divide` with a cap per claim below its need: proportions by k * m, each claim capped at c <= m.
+
+    Returns (units per claim, D = sum of k * m, cut per claim).  A claim is *cut* when the cap,
+    not its need, stopped it: its proportional share would have been more than c (c < m) -- the
+    provider wants to give it at least one unit more than it is granted (see
+    `xsc.allocation.rounds`).
+
+    Water-filling as in `divide`, where claim j is capped when t * k_j * m_j >= c_j * d: the
+    capped claims are those of highest k_j * m_j / c_j (a claim with c_j = 0 first), so one pass
+    in that order finds them.  The others get floor(t * k_j * m_j / d), then the largest-remainder
+    rule; an uncapped share is below c_j, so nobody gets more than its cap."""
+    n = len(ks)
+    weighted = list(map(mul, ks, ms))
+    denominator = sum(weighted)
+    cut = [False] * n
+    if not n:
+        return [], denominator, cut
+    if total == 0:
+        # Nothing to give, nothing to ask for.
+        return [0] * n, denominator, cut
+
+    def by_ratio(i: int, j: int) -> int:
+        # Decreasing weighted / cap (cap 0 first), ties in claim order.
+        a, b = weighted[i] * caps[j], weighted[j] * caps[i]
+        return -1 if a > b else 1 if a < b else (i > j) - (i < j)
+
+    order = sorted(range(n), key=cmp_to_key(by_ratio))
+    units = [0] * n
+    t, d = total, denominator
+    x = 0
+    for j in order:
+        c = caps[j]
+        if t <= 0 or t * weighted[j] < c * d:
+            break
+        units[j] = c
+        # Cut only when the share's whole part is beyond the cap (t * k * m / d >= c + 1): a share
+        # the rounding alone takes past the cap is not a request (or the flag would flip).
+        cut[j] = c < ms[j] and t * weighted[j] >= (c + 1) * d
+        t -= c
+        d -= weighted[j]
+        x += 1
+    rest = sorted(order[x:])
+    if not rest and t > 0:
+        # Everybody capped and units left over: every claim its cap stopped wants more.
+        cut = [c < m for c, m in zip(caps, ms)]
+    if t <= 0 or not rest or d <= 0:
+        return units, denominator, cut
+    shares = [divmod(t * weighted[j], d) for j in rest]
+    qs = [q for q, _ in shares]
+    leftover = t - sum(qs)
+    if leftover:
+        remainders = [rem for _, rem in shares]
+        for y in sorted(range(len(qs)), key=remainders.__getitem__, reverse=True)[:leftover]:
+            qs[y] += 1
+    for j, q in zip(rest, qs):
+        units[j] = q
+    return units, denominator, cut
 
 
 def water_fill(total: int, claims: Sequence[tuple[str, int, int]]) -> tuple[dict[str, int], int]:

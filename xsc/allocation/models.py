@@ -226,3 +226,5 @@ class AllocationState(_Frozen):
     convergence_history: tuple[ConvergenceSample, ...]
     stamp: Stamp
     timestamp: int
+    wanted: tuple[tuple[Id, Id], ...] = ()
+    """Need slots (owner, id) p would give more if its grant were larger (see `xsc.allocation.rounds`)."""

@@ -28,14 +28,13 @@ from statistics import median
 
 from ..errors import InvalidArgument
 from .causality import Outcome, receive
-from .compute import compute_allocation
 from .convergence import network_converged
-from .damping import update_damping
 from .itc import Stamp
 from .matching import NeedIndex
 from .models import AllocationState, CapacitySlot, Commitment, NeedSlot, SlotFilter
 from .received import ReceivedIndex
 from .recognition import mutual_recognition
+from .rounds import Receipt, addressed_to, provider_round, recipient_round
 
 KINDS = ("storage", "compute")
 LOCATIONS = ("eu", "us", "asia")
@@ -51,13 +50,32 @@ class SimConfig:
     debounce_ms: int = 100
     recheck_ms: int = 1_000
     max_time_ms: int = 600_000
+    peers: int | None = None
+    """Recognised peers per participant; None: 1 to max(5, min(50, (N - 1) / 3)) at random."""
+    max_rounds: int = 1_000
+    """Rounds mode: stop after this many rounds if the network has not gone quiet."""
+    workers: int = 1
+    """Rounds mode: processes computing the providers' side (the recipients' side stays here)."""
+    traffic: bool = False
+    """Rounds mode: measure the bytes each node sends per round (costs an encoding per message)."""
 
-    def check(self) -> None:
-        if not 2 <= self.participants <= 500:
-            raise InvalidArgument(f"--participants must be between 2 and 500, got {self.participants}",
-                                  hint="the simulator runs every participant in this process")
+    def check(self, mode: str = "events") -> None:
+        most = EVENTS_MAX if mode == "events" else ROUNDS_MAX
+        if not 2 <= self.participants <= most:
+            raise InvalidArgument(f"--participants must be between 2 and {most} in {mode} mode, got {self.participants}",
+                                  hint="events mode sends every message to every participant in this process; "
+                                       "rounds mode goes further" if mode == "events" else None)
         if not 1 <= self.slots <= 50:
             raise InvalidArgument(f"--slots must be between 1 and 50, got {self.slots}")
+        if self.peers is not None and self.peers < 1:
+            raise InvalidArgument(f"--peers must be at least 1, got {self.peers}")
+        if not 1 <= self.workers <= 64:
+            raise InvalidArgument(f"--workers must be between 1 and 64, got {self.workers}")
+
+
+EVENTS_MAX = 500
+ROUNDS_MAX = 20_000
+MAX_PEERS = 50
 
 
 @dataclass
@@ -67,7 +85,9 @@ class _Participant:
     commitment: Commitment
     commitments: dict[str, Commitment] = field(default_factory=dict)
     states: dict[str, AllocationState] = field(default_factory=dict)
+    receipts: dict[str, Receipt] = field(default_factory=dict)
     state: AllocationState | None = None
+    receipt: Receipt | None = None
     computations: int = 0
     due: bool = False
 
@@ -77,10 +97,11 @@ def random_commitments(config: SimConfig) -> list[Commitment]:
     windows of 2 to 8 hours starting on the hour within 12 hours, 1 to max(5, (N - 1) / 3)
     recognised peers with weights 1 to 10."""
     rng = random.Random(config.seed)
-    ids = [f"p{i:03d}" for i in range(config.participants)]
+    width = max(3, len(str(config.participants - 1)))
+    ids = [f"p{i:0{width}d}" for i in range(config.participants)]
     stamps = _fork(Stamp.seed(), len(ids))
     out = []
-    for pid, stamp in zip(ids, stamps):
+    for i, (pid, stamp) in enumerate(zip(ids, stamps)):
         caps, needs = [], []
         for j in range(config.slots):
             kind = rng.choice(KINDS)
@@ -102,8 +123,12 @@ def random_commitments(config: SimConfig) -> list[Commitment]:
                 )
                 needs.append(NeedSlot(id=f"n{j}", owner=pid, kind=kind, quantity=quantity, start=start,
                                       end=end, location=location, filters=filters))
-        others = [q for q in ids if q != pid]
-        chosen = rng.sample(others, rng.randint(1, min(len(others), max(5, len(others) // 3))))
+        # The others are ids without pid: position j is ids[j] below pid's index, ids[j + 1] from it
+        # (the same draws as sampling the list of the others, without building it).
+        others = len(ids) - 1
+        most = min(others, max(5, min(MAX_PEERS, others // 3))) if config.peers is None else min(others, config.peers)
+        count = rng.randint(1, most) if config.peers is None else most
+        chosen = [ids[j + (j >= i)] for j in rng.sample(range(others), count)]
         recognition = {q: Decimal(rng.randint(1, 10)) for q in chosen}
         out.append(Commitment(participant=pid, capacity_slots=caps, need_slots=needs,
                               recognition=recognition, stamp=stamp.event(), timestamp=0))
@@ -211,6 +236,8 @@ class Simulation:
     def _deliver(self, p: _Participant, payload: Commitment | AllocationState) -> None:
         if isinstance(payload, Commitment):
             held, store, owner = p.commitments.get(payload.participant), p.commitments, payload.participant
+        elif isinstance(payload, Receipt):
+            held, store, owner = p.receipts.get(payload.recipient), p.receipts, payload.recipient
         else:
             held, store, owner = p.states.get(payload.provider), p.states, payload.provider
         value, outcome = receive(held, payload)
@@ -225,20 +252,27 @@ class Simulation:
         p.due = False
         p.computations += 1
         self.computations += 1
-        received = ReceivedIndex(p.states.values())
-        mine = received.of_recipient(p.id)
-        damped = update_damping(p.commitment, mine, self.now)
+        # The recipient's side: total what the providers' latest states give me, damp, publish.
+        received, wanted = addressed_to(p.id, p.states.values())
+        damped, receipt = recipient_round(p.commitment, received, wanted, self.now, previous=p.receipt)
         if damped.damping_factor != p.commitment.damping_factor:
             self._publish_commitment(p, damped)
         else:
             # The history is kept locally until the factor it yields changes.
             p.commitment = damped
             p.commitments[p.id] = damped
-        state = compute_allocation(p.commitment, p.commitments, received=received.excluding(p.id),
-                                   previous=p.state, now_ms=self.now)
-        # Peers need the allocations, not the flag: publishing a flag change alone would only
-        # make every peer recompute the same thing.
-        changed = p.state is None or state.slot_allocations != p.state.slot_allocations
+        if p.receipt is None or receipt.needs != p.receipt.needs:
+            p.receipt = receipt
+            p.receipts[p.id] = receipt
+            p.stamp = p.stamp.join(receipt.stamp.peek())
+            if p.commitment.need_slots:
+                self._broadcast(p, receipt)
+        # The provider's side: divide my capacity by the receipts I hold.
+        state = provider_round(p.commitment, p.commitments, p.receipts, previous=p.state, now_ms=self.now)
+        # Peers need the allocations and requests, not the flag: publishing a flag change alone
+        # would only make every peer recompute the same thing.
+        changed = (p.state is None or state.slot_allocations != p.state.slot_allocations
+                   or state.wanted != p.state.wanted)
         p.state = state
         p.stamp = p.stamp.join(state.stamp.peek())
         if changed:
@@ -379,9 +413,8 @@ def simulate(participants: int, slots: int, seed: int, **options) -> SimResult:
     return Simulation(SimConfig(participants, slots, seed, **options)).run()
 
 
-def plot(result: SimResult, path: str) -> None:
-    """Convergence over simulated time as a PNG: the share of converged participants (with the
-    80% line) and the total over-allocation."""
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend, or PlotUnavailable."""
     try:
         import matplotlib
 
@@ -392,6 +425,15 @@ def plot(result: SimResult, path: str) -> None:
 
         raise PlotUnavailable("--plot needs matplotlib, which is not installed",
                               hint="pip install 'xsc[plot]', or leave out --plot") from None
+    return plt
+
+
+def plot(result: SimResult, path: str) -> None:
+    """Convergence over simulated time as a PNG: the share of converged participants (with the
+    80% line) and the total over-allocation."""
+    from .roundsim import _save
+
+    plt = _pyplot()
     times = [t / 1000 for t, _, _ in result.timeline]
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 6))
     top.step(times, [f for _, f, _ in result.timeline], where="post")
@@ -402,11 +444,6 @@ def plot(result: SimResult, path: str) -> None:
     bottom.set_ylabel("over-allocation (units)")
     bottom.set_xlabel("simulated time (s)")
     c = result.config
-    fig.suptitle(f"xsc allocation simulate: {c.participants} participants, {c.slots} slots, seed {c.seed}")
+    fig.suptitle(f"xsc allocation simulate: {c.participants} participants, {c.slots} slots, seed {c.seed}, events")
     fig.tight_layout()
-    try:
-        fig.savefig(path, format="png")
-    except OSError as e:
-        raise InvalidArgument(f"cannot write the plot to {path}: {e.strerror}", hint="pick a writable path") from None
-    finally:
-        plt.close(fig)
+    _save(fig, plt, path)

@@ -1,0 +1,202 @@
+"""One round of the allocator, as a node runs it: the provider's side and the recipient's side.
+
+The seed lets every provider answer each recipient's *whole* residual need (need minus what the
+other providers give).  Two providers that compute on the same view both answer the same gap, so
+the recipient is over-allocated; on the next view each sees the other's answer and withdraws, and
+so on: x_A = N - x_B and x_B = N - x_A, updated together, flip between (N, N) and (0, 0) for
+ever (with k providers the error is multiplied by -(k - 1) each round).  Damping cannot stop
+it: it scales a recipient's weight against the *other* recipients of a slot, while the cap stays
+the full residual need.  See docs/allocation.md, "Convergence at density".
+
+The fix is a grant, computed the same way by every provider from the recipient's published
+`Receipt`: what each need slot received from each provider and which providers asked for more.
+For a need slot with quantity N, total received T, provider p's part x_p, and the k providers
+that asked for more (sorted by id, p the i-th):
+
+  - T > N (over-allocated, e.g. the need shrank): p may keep floor(x_p * N / T);
+    the kept parts add up to at most N;
+  - T <= N and p asked: p may give x_p + floor((N - T) / k), plus 1 if i < (N - T) mod k;
+    the grants add up to exactly the gap N - T;
+  - T <= N and p did not ask (or there is no receipt yet): p may give at most x_p.
+
+So when every provider computes from the same receipts, no need slot is ever over-allocated,
+and a gap is shared out in one round instead of being fought over.  A provider asks for more by
+listing the need slot in its state's `wanted` (its cap, not the need, stopped it); a newcomer
+asks first and is granted on the next receipt.  Inside a provider the seed's rule holds: tier 1
+before tier 2, proportions by recognition x need x damping, water-filling, capping by residual
+need; the grant only lowers the cap.  One difference: the proportions use each need slot's
+quantity, not its residual need (with grants, a recipient whose need is met has, at each of its
+providers, a residual need equal to what that provider gives it, and weighing it by that drains
+it round after round wherever capacity is scarce); the reported denominators stay over residual
+needs.
+
+Pure: no I/O, no clock, no randomness.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Iterable, Mapping
+
+from pydantic import Field
+
+from .compute import compute_allocation
+from .damping import over_allocation, update_damping
+from .itc import Stamp
+from .models import AllocationState, Commitment, Id, NeedKey, Quantity, _Frozen
+from .recognition import normalized_weights
+
+
+class ReceiptEntry(_Frozen):
+    """What one need slot received in the round: its quantity, the total, each provider's part
+    (providers giving > 0 only) and the providers that asked for more (sorted)."""
+
+    quantity: Quantity
+    total: Quantity
+    by_provider: dict[Id, Annotated[int, Field(gt=0, strict=True)]] = {}
+    wanting: tuple[Id, ...] = ()
+
+
+class Receipt(_Frozen):
+    """What a recipient publishes after totalling what its providers allocate to it."""
+
+    recipient: Id
+    needs: dict[Id, ReceiptEntry]
+    over_allocation: Quantity
+    damping_factor: Decimal
+    stamp: Stamp
+    timestamp: int
+
+
+def grant(provider: str, entry: ReceiptEntry | None) -> tuple[int, int]:
+    """(units the other providers give, the most `provider` may give) for one need slot.
+
+    The rule of the module docstring; no receipt (None) means nothing given, nothing granted."""
+    if entry is None:
+        return 0, 0
+    return _grant(provider, entry.quantity, entry.total, entry.by_provider, entry.wanting)
+
+
+def _grant(provider: str, need: int, total: int, by_provider: Mapping[str, int],
+           wanting: tuple[str, ...]) -> tuple[int, int]:
+    mine = by_provider.get(provider, 0)
+    if total > need:
+        return total - mine, mine * need // total
+    if provider not in wanting:
+        return total - mine, mine
+    gap, k = need - total, len(wanting)
+    i = wanting.index(provider)
+    return total - mine, mine + gap // k + (1 if i < gap % k else 0)
+
+
+def _entries(receipt: Receipt) -> dict[str, tuple]:
+    """need slot id -> (quantity, total, by_provider, wanting), kept while the receipt lives
+    (receipts are frozen; plain tuples read faster than model fields)."""
+    cached = _ENTRIES.get(id(receipt))
+    if cached is not None and cached[0] is receipt:
+        return cached[1]
+    entries = {nid: (e.quantity, e.total, e.by_provider, e.wanting) for nid, e in receipt.needs.items()}
+    if len(_ENTRIES) >= 1 << 15:
+        _ENTRIES.clear()
+    _ENTRIES[id(receipt)] = (receipt, entries)
+    return entries
+
+
+_ENTRIES: dict[int, tuple[Receipt, dict[str, tuple]]] = {}
+
+
+def provider_view(provider: Commitment, network: Mapping[str, Commitment],
+                  receipts: Mapping[str, Receipt]) -> tuple[dict[NeedKey, int], dict[NeedKey, int]]:
+    """(received from others, cap) per need slot of every recipient `provider` recognises:
+    the `received` and `caps` arguments of `compute_allocation`."""
+    me = provider.participant
+    received: dict[NeedKey, int] = {}
+    caps: dict[NeedKey, int] = {}
+    for r in normalized_weights(provider):
+        receipt = receipts.get(r)
+        if receipt is None or r == me:
+            continue  # nothing given, nothing granted yet
+        other = network.get(r)
+        if other is None or not other.need_slots:
+            continue
+        entries = _entries(receipt)
+        for n in other.need_slots:
+            entry = entries.get(n.id)
+            if entry is None:
+                continue
+            others, cap = _grant(me, *entry)
+            key = (r, n.id)
+            if others:
+                received[key] = others
+            if cap:
+                caps[key] = cap
+    return received, caps
+
+
+def provider_round(provider: Commitment, network: Mapping[str, Commitment], receipts: Mapping[str, Receipt],
+                   previous: AllocationState | None = None, now_ms: int | None = None) -> AllocationState:
+    """The provider's side of a round: divide `provider`'s capacity slots among the needs of
+    `network` (participant -> latest commitment, with its damping factor), each need slot's
+    residual need and cap taken from its recipient's latest receipt in `receipts`
+    (recipient -> Receipt; a recipient without one gets nothing yet, only a request).
+
+    Publish the result (its `slot_allocations` and `wanted`) to the recipients."""
+    received, caps = provider_view(provider, network, receipts)
+    return compute_allocation(provider, network, received=received, previous=previous, now_ms=now_ms, caps=caps)
+
+
+def addressed_to(recipient: str, states: Iterable[AllocationState]) -> tuple[dict[str, dict[str, int]],
+                                                                          dict[str, list[str]]]:
+    """From providers' states: (provider -> need slot id -> units, provider -> need slot ids it
+    asks more for), the parts that concern `recipient`: what `recipient_round` takes."""
+    received: dict[str, dict[str, int]] = {}
+    wanted: dict[str, list[str]] = {}
+    for s in states:
+        mine = {}
+        for a in s.slot_allocations:
+            if a.recipient == recipient:
+                mine[a.need_slot] = mine.get(a.need_slot, 0) + a.quantity
+        if mine:
+            received[s.provider] = mine
+        asks = [nid for owner, nid in s.wanted if owner == recipient]
+        if asks:
+            wanted[s.provider] = asks
+    return received, wanted
+
+
+def recipient_round(commitment: Commitment, received: Mapping[str, Mapping[str, int]],
+                    wanted: Mapping[str, Iterable[str]], now_ms: int,
+                    previous: Receipt | None = None) -> tuple[Commitment, Receipt]:
+    """The recipient's side of a round: total what each provider allocates to each of its need
+    slots (`received`: provider -> need slot id -> units, from the providers' latest states)
+    and who asks for more (`wanted`: provider -> need slot ids), then record the
+    over-allocation in the damping history (`update_damping`).
+
+    Returns (the commitment with its new damping history and factor, the receipt to publish to
+    its providers).  The caller republishes the commitment when the damping factor changed."""
+    ids = {n.id for n in commitment.need_slots}
+    by_slot: dict[str, dict[str, int]] = {}
+    for p, parts in received.items():
+        for nid, units in parts.items():
+            if units > 0 and nid in ids:
+                by_slot.setdefault(nid, {})[p] = units
+    asking: dict[str, list[str]] = {}
+    for p, nids in wanted.items():
+        for nid in nids:
+            if nid in ids:
+                asking.setdefault(nid, []).append(p)
+    entries = {}
+    totals = {}
+    for n in commitment.need_slots:
+        parts = by_slot.get(n.id, {})
+        total = totals[n.id] = sum(parts.values())
+        entries[n.id] = ReceiptEntry.model_construct(
+            quantity=n.quantity, total=total, by_provider=dict(sorted(parts.items())),
+            wanting=tuple(sorted(set(asking.get(n.id, ())))))
+    damped = update_damping(commitment, totals, now_ms)
+    stamp = commitment.stamp if previous is None else commitment.stamp.join(previous.stamp.peek())
+    receipt = Receipt.model_construct(
+        recipient=commitment.participant, needs=entries,
+        over_allocation=over_allocation(commitment, totals),
+        damping_factor=damped.damping_factor, stamp=stamp.event(), timestamp=now_ms)
+    return damped, receipt
