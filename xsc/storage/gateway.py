@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import BadRequest, IntegrityError, NotEnoughShares, NotFound, PeerError
+from ..errors import BadRequest, IntegrityError, NotEnoughShares, NotFound, PeerError, RangeNotSatisfiable
 from . import erasure, layout, leases
 from .capability import Capability
 from .crypto import SegmentCipher, new_key, storage_index
@@ -399,31 +399,47 @@ class Gateway:
 
     # --- get -------------------------------------------------------------------------
     async def open(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
-                   names: list[str] | None = None, rank: Mapping[int, float] | None = None
-                   ) -> tuple[int, AsyncIterator[bytes]]:
+                   names: list[str] | None = None, rank: Mapping[int, float] | None = None,
+                   byte_range: tuple[int, int] | None = None) -> tuple[int, AsyncIterator[bytes]]:
         """Check the file can be read, then return its size and an iterator over its plaintext.
 
         `holders` gives the holder of each share on another node (`names` their node ids, `rank`
-        lower-is-faster hints); the other shares are read here."""
+        lower-is-faster hints); the other shares are read here.  With `byte_range` (first and last
+        byte, inclusive, within the file: see ranges.parse_range) only the segments covering it are
+        fetched, decoded and decrypted, and the iterator yields just those bytes."""
         holders = dict(holders or {})
         names = names or ["this node"] * erasure.N
         manifest, metas, order, _ = await self._usable(cap, holders, names, rank or {})
         cipher = SegmentCipher(cap.key)
         si = cap.storage_index
         bad: list[tuple[int, int]] = []
-        readers = {s: RemoteShareReader(h, si, s, manifest, self.remote_timeout)
+        if byte_range is None:
+            segments, skip, length = range(manifest.segment_count), 0, manifest.size
+        else:
+            first, last = byte_range
+            if not 0 <= first <= last < manifest.size:
+                raise RangeNotSatisfiable(f"bytes {first}-{last} are not within the file's {manifest.size} bytes")
+            seg = manifest.segment_size
+            segments, skip, length = range(first // seg, last // seg + 1), first % seg, last - first + 1
+        readers = {s: RemoteShareReader(h, si, s, manifest, self.remote_timeout, segments)
                    for s, h in holders.items() if s in metas}
         segment = self._segment_source(si, manifest, metas, order, readers, names, bad, cipher.decrypt)
 
         async def stream() -> AsyncIterator[bytes]:
             in_flight: deque[asyncio.Future] = deque()
-            next_index = 0
+            next_index, end = segments.start, segments.stop
+            cut, left = skip, length
             try:
-                while next_index < manifest.segment_count or in_flight:
-                    while next_index < manifest.segment_count and len(in_flight) < self.depth:
+                while next_index < end or in_flight:
+                    while next_index < end and len(in_flight) < self.depth:
                         in_flight.append(asyncio.ensure_future(segment(next_index)))
                         next_index += 1
-                    yield await in_flight.popleft()
+                    data = await in_flight.popleft()
+                    if cut or len(data) > left:
+                        data = data[cut:cut + left]
+                        cut = 0
+                    left -= len(data)
+                    yield data
             finally:
                 for fut in in_flight:
                     fut.cancel()
