@@ -64,7 +64,7 @@ def boto3_client(url: str, key: dict, **config):
 
     return boto3.client("s3", endpoint_url=url, aws_access_key_id=key["access_key"],
                         aws_secret_access_key=key["secret_key"], region_name="us-east-1",
-                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config))
+                        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config))
 
 
 class Gateway:

@@ -67,14 +67,32 @@ class NodeApi:
         headers = {"Content-Type": "application/octet-stream"}
         if size is not None:
             headers["Content-Length"] = str(size)
+        source_error: list[BaseException] = []
+
+        async def body() -> AsyncIterator[bytes]:
+            # The source's own refusal (a body not matching its signature, say) cuts the upload short, so
+            # the node aborts it; it is that refusal, not the cut connection, that the caller must see.
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            except BaseException as exc:
+                source_error.append(exc)
+                raise
+
         try:
-            async with self.session.post(self.url + "/v1/store/files", params={"name": name}, data=chunks,
+            async with self.session.post(self.url + "/v1/store/files", params={"name": name}, data=body(),
                                          headers=headers, expect100=size is not None) as response:
                 await self._raise_for(response)
+                if source_error:
+                    raise source_error[0]
                 return await response.json(content_type=None)
         except XscError:
+            if source_error:
+                raise source_error[0] from None
             raise
         except (aiohttp.ClientError, OSError) as exc:
+            if source_error:
+                raise source_error[0] from None
             raise self._down(exc) from None
 
     async def read_file(self, cap: str, first: int | None = None, last: int | None = None
