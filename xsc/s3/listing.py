@@ -37,7 +37,7 @@ def encode_token(position: bytes) -> str:
 
 def decode_token(token: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(token.encode())
+        return base64.b64decode(token.encode(), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise S3Error("the continuation token is not one this server gave", s3_code="InvalidArgument",
                       status=400) from None

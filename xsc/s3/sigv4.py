@@ -16,7 +16,7 @@ import hmac
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Mapping
-from urllib.parse import quote, unquote
+from urllib.parse import quote, unquote, unquote_plus
 
 from ..errors import S3Error
 
@@ -79,13 +79,13 @@ def uri_encode(text: str, *, keep_slash: bool = False) -> str:
 
 
 def parse_query(raw_query: str) -> list[tuple[str, str]]:
-    """The query string's (name, value) pairs, percent-decoded ('+' stays '+', as S3 clients encode space %20)."""
+    """The query string's (name, value) pairs, percent-decoded ('+' is a space, as S3 reads it; a plus is %2B)."""
     pairs = []
     for part in raw_query.split("&") if raw_query else []:
         if not part:
             continue
         name, _, value = part.partition("=")
-        pairs.append((unquote(name), unquote(value)))
+        pairs.append((unquote_plus(name), unquote_plus(value)))
     return pairs
 
 
