@@ -29,6 +29,7 @@ class FrontProcess:
         self.log = data_dir.parent / f"{data_dir.name}-s3.log"
 
     def start(self, timeout: float = 30.0) -> "FrontProcess":
+        offset = self.log.stat().st_size if self.log.exists() else 0
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "xsc", "--data-dir", str(self.data_dir), "s3", "serve", "--listen",
              f"127.0.0.1:{self.port}", *self.extra], stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
@@ -36,7 +37,7 @@ class FrontProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"xsc s3 serve exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            if b"xsc s3 serving" in self.log.read_bytes():
+            if b"xsc s3 serving" in self.log.read_bytes()[offset:]:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return self
             time.sleep(0.05)
@@ -105,3 +106,34 @@ def export_index(node: NodeProcess) -> dict:
 
 def env_without_proxy() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+def sign_headers(method: str, url: str, key: dict, headers: dict[str, str],
+                 payload_hash: str = "UNSIGNED-PAYLOAD") -> dict[str, str]:
+    """Headers of a request signed with SigV4 (by this gateway's own signer: for raw streaming requests)."""
+    from datetime import datetime, timezone
+    from urllib.parse import urlsplit
+
+    from xsc.s3 import sigv4
+
+    parts = urlsplit(url)
+    now = datetime.now(timezone.utc)
+    amz_date, date = now.strftime(sigv4.AMZ_DATE), now.strftime("%Y%m%d")
+    all_headers = {**headers, "Host": parts.netloc, "x-amz-date": amz_date, "x-amz-content-sha256": payload_hash}
+    signed = sorted(h.lower() for h in all_headers)
+    request = sigv4.SignedRequest(method, parts.path, parts.query, all_headers)
+    scope = f"{date}/us-east-1/s3/aws4_request"
+    signature = sigv4.sign(sigv4.signing_key(key["secret_key"], date, "us-east-1"),
+                           sigv4.string_to_sign(amz_date, scope, sigv4.canonical_request(request, signed, payload_hash)))
+    all_headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={key['access_key']}/{scope}, "
+                                    f"SignedHeaders={';'.join(signed)}, Signature={signature}")
+    return all_headers
+
+
+def index_and_files(node: NodeProcess) -> tuple[set[str], set[str], dict]:
+    """The capabilities the bucket index refers to, those of the store's S3 files, and the export itself."""
+    index = export_index(node)
+    referenced = {p["cap"] for b in index["buckets"] for o in b["objects"].values() for p in o["parts"]}
+    referenced |= {p["cap"] for u in index["uploads"] for p in u["parts"]}
+    files = {f["capability"] for f in store_files(node) if f["name"].startswith("s3:")}
+    return referenced, files, index
