@@ -110,24 +110,14 @@ def env_without_proxy() -> dict[str, str]:
 
 def sign_headers(method: str, url: str, key: dict, headers: dict[str, str],
                  payload_hash: str = "UNSIGNED-PAYLOAD") -> dict[str, str]:
-    """Headers of a request signed with SigV4 (by this gateway's own signer: for raw streaming requests)."""
-    from datetime import datetime, timezone
+    """Headers of a request signed with SigV4 (by the gateway's own client-side signer: for raw requests)."""
     from urllib.parse import urlsplit
 
     from xsc.s3 import sigv4
 
     parts = urlsplit(url)
-    now = datetime.now(timezone.utc)
-    amz_date, date = now.strftime(sigv4.AMZ_DATE), now.strftime("%Y%m%d")
-    all_headers = {**headers, "Host": parts.netloc, "x-amz-date": amz_date, "x-amz-content-sha256": payload_hash}
-    signed = sorted(h.lower() for h in all_headers)
-    request = sigv4.SignedRequest(method, parts.path, parts.query, all_headers)
-    scope = f"{date}/us-east-1/s3/aws4_request"
-    signature = sigv4.sign(sigv4.signing_key(key["secret_key"], date, "us-east-1"),
-                           sigv4.string_to_sign(amz_date, scope, sigv4.canonical_request(request, signed, payload_hash)))
-    all_headers["Authorization"] = (f"AWS4-HMAC-SHA256 Credential={key['access_key']}/{scope}, "
-                                    f"SignedHeaders={';'.join(signed)}, Signature={signature}")
-    return all_headers
+    return sigv4.sign_headers(method, parts.path, parts.query, parts.netloc, headers, key["access_key"],
+                              key["secret_key"], time.time(), payload_hash=payload_hash)
 
 
 def index_and_files(node: NodeProcess) -> tuple[set[str], set[str], dict]:

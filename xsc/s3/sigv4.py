@@ -330,3 +330,20 @@ class ChunkDecoder:
         if not hmac.compare_digest(expected, self._signature):
             raise S3Error("a chunk's signature does not match", s3_code="SignatureDoesNotMatch")
         self.previous = self._signature
+
+
+def sign_headers(method: str, raw_path: str, raw_query: str, host: str, headers: Mapping[str, str],
+                 access_key: str, secret: str, now: float, *, region: str = "us-east-1",
+                 payload_hash: str = UNSIGNED_PAYLOAD) -> dict[str, str]:
+    """The client side: `headers` plus Host, X-Amz-Date, x-amz-content-sha256 and an Authorization that
+    signs them all (for tools and tests that speak raw HTTP, e.g. a streaming upload)."""
+    when = datetime.fromtimestamp(now, timezone.utc)
+    amz_date, date = when.strftime(AMZ_DATE), when.strftime("%Y%m%d")
+    signed_headers = {**headers, "Host": host, "x-amz-date": amz_date, "x-amz-content-sha256": payload_hash}
+    names = sorted({h.lower() for h in signed_headers})
+    scope = f"{date}/{region}/s3/aws4_request"
+    canonical = canonical_request(SignedRequest(method, raw_path, raw_query, signed_headers), names, payload_hash)
+    signature = sign(signing_key(secret, date, region), string_to_sign(amz_date, scope, canonical))
+    signed_headers["Authorization"] = (f"{ALGORITHM} Credential={access_key}/{scope}, "
+                                       f"SignedHeaders={';'.join(names)}, Signature={signature}")
+    return signed_headers
