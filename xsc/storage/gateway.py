@@ -10,9 +10,11 @@ complete and publishes the shares once all are written.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -83,6 +85,29 @@ class ShareReport:
     status: str  # ok | missing | corrupt
     detail: str = ""
     bad_blocks: list[int] = field(default_factory=list)
+
+
+_VERIFIED_ROOTS: "OrderedDict[bytes, None]" = OrderedDict()  # digests of (block hashes, root) pairs that matched
+_VERIFIED_MAX = 4096
+_VERIFIED_LOCK = threading.Lock()
+
+
+def _roots_to(block_hashes: tuple[bytes, ...], expected: bytes) -> bool:
+    """Whether these block hashes have the Merkle root `expected`.  Every read of a file checks each share's
+    metadata against its manifest: remembered by a digest of both (content-addressed, so never stale),
+    a ranged read of a large file does not recompute thousands of tree hashes each time."""
+    digest = hashlib.sha256(expected + b"".join(block_hashes)).digest()
+    with _VERIFIED_LOCK:
+        if digest in _VERIFIED_ROOTS:
+            _VERIFIED_ROOTS.move_to_end(digest)
+            return True
+    if root(list(block_hashes)) != expected:
+        return False
+    with _VERIFIED_LOCK:
+        _VERIFIED_ROOTS[digest] = None
+        if len(_VERIFIED_ROOTS) > _VERIFIED_MAX:
+            _VERIFIED_ROOTS.popitem(last=False)
+    return True
 
 
 async def _read_full(read: ReadFn, n: int) -> bytes:
@@ -321,7 +346,7 @@ class Gateway:
             meta = self.store.share_meta(si, s)
             if meta is None:
                 bad[s] = "missing"
-            elif root(list(meta.block_hashes)) != manifest.share_root(s):
+            elif not _roots_to(meta.block_hashes, manifest.share_root(s)):
                 bad[s] = "corrupt: its block hashes do not match the manifest"
             else:
                 good[s] = meta
