@@ -276,12 +276,17 @@ class S3Front:
         if not garbage:
             return
         done = []
-        for cap in garbage:
-            try:
-                await self.node.delete_file(cap)
-                done.append(cap)
-            except XscError as err:
-                log.warning("could not remove %s… from the store yet: %s", cap[:24], err)
+        limit = asyncio.Semaphore(8)
+
+        async def remove(cap: str) -> None:
+            async with limit:
+                try:
+                    await self.node.delete_file(cap)
+                    done.append(cap)
+                except XscError as err:
+                    log.warning("could not remove %s… from the store yet: %s", cap[:24], err)
+
+        await asyncio.gather(*(remove(cap) for cap in garbage))
         if done:
             await self.node.call("POST", "/v1/s3/garbage/forget", body={"caps": done})
 
@@ -572,10 +577,9 @@ class S3Front:
         id_marker = call.query.get("upload-id-marker", "")
         uploads = (await self.node.call("GET", f"/v1/s3/buckets/{call.bucket}/uploads",
                                         params={"prefix": prefix}))["uploads"]
-        if key_marker:
-            uploads = [u for u in uploads if (u["key"], u["id"] if id_marker else "\uffff") > (key_marker, id_marker
-                                                                                              or "\uffff")
-                       or u["key"] > key_marker]
+        if key_marker:  # after the marker: later keys, or the marker's key with a later upload id
+            uploads = [u for u in uploads
+                       if u["key"] > key_marker or (u["key"] == key_marker and id_marker and u["id"] > id_marker)]
         return _xml(xml.list_uploads(call.bucket, uploads[:max_uploads], prefix=prefix, max_uploads=max_uploads,
                                      truncated=len(uploads) > max_uploads, owner=self.owner))
 
