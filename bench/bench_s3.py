@@ -28,7 +28,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .common import free_port, start_node
+from .common import free_port, peak_rss_mib, start_node
 
 MiB = 1024 * 1024
 
@@ -111,6 +111,7 @@ def main() -> None:
             get_s = _timed(s3_get)
             s3.delete_object(Bucket="bench", Key="object.bin")
             size = put_mib * MiB
+            results["front_peak_rss_mib"] = peak_rss_mib(front.pid)  # after a PUT_MIB put and get: bounded?
             results["put"] = {"native_MBps": size / native_put / 1e6, "s3_MBps": size / put_s / 1e6,
                               "ratio": native_put / put_s, "target_ratio": 0.8}
             results["get"] = {"native_MBps": size / native_get / 1e6, "s3_MBps": size / get_s / 1e6,
@@ -202,6 +203,8 @@ def main() -> None:
         r = results[op]
         print(f"S3 {op:<3} {put_mib} MiB: {r['s3_MBps']:6.0f} MB/s vs native store {op} {r['native_MBps']:6.0f} MB/s"
               f" = {r['ratio']:.2f}x (target >= 0.8x)")
+    print(f"peak RSS of xsc s3 serve after the {put_mib} MiB put and get: {results['front_peak_rss_mib']:.0f} MiB "
+          f"(streaming: independent of the object's size)")
     r = results["range_4k"]
     print(f"S3 4 KiB ranged get of a {range_mib} MiB object: p50 {r['s3_p50_ms']:.1f} ms, p90 {r['s3_p90_ms']:.1f} ms "
           f"(target p50 < 20 ms); the node's own ranged read p50 {r['node_p50_ms']:.1f} ms; one 1 MiB segment's "
