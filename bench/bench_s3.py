@@ -76,7 +76,8 @@ def main() -> None:
         tmp = Path(tmp_name)
         data_dir = tmp / "node"
         capacity = 2 * (3 * put_mib + range_mib) * MiB + 256 * MiB
-        node, node_url = start_node(data_dir, "--storage-capacity", str(capacity))
+        node = start_node(data_dir, "--storage-capacity", str(capacity))
+        node_url = node.url
         front = None
         try:
             key = json.loads(_xsc(data_dir, "s3", "keys", "create", "--json", capture_output=True).stdout)
@@ -194,8 +195,7 @@ def main() -> None:
             if front is not None:
                 front.terminate()
                 front.wait(30)
-            node.terminate()
-            node.wait(60)
+            node.stop(timeout=60)
 
     load = os.getloadavg()[0]
     print(f"machine load average (1 min): {load:.1f} on {os.cpu_count()} cores")

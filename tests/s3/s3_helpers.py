@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..conftest import NodeProcess, free_port, run_xsc
+from tests.support.nodes import NodeProcess, free_port, run_xsc
 
 SEGMENT = 64 * 1024  # small segments: ranged reads at segment edges stay fast
 NODE_ENV = {"XSC_STORAGE_SEGMENT_SIZE": str(SEGMENT), "XSC_STORAGE_CAPACITY": "4GiB"}

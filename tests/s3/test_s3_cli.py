@@ -6,7 +6,7 @@ import json
 import socket
 import stat
 
-from ..conftest import run_xsc
+from tests.support.nodes import run_xsc
 
 
 def test_keys_create_ls_rm(tmp_path) -> None:

@@ -85,3 +85,30 @@ def test_parse_range_selects_what_python_slicing_selects(size: int, a: int, b: i
 def test_malformed_or_multiple_ranges_are_ignored() -> None:
     for header in (None, "", "items=0-1", "bytes=0-1,5-6", "bytes=-", "bytes=x-3"):
         assert parse_range(header, 100) is None
+
+
+async def test_a_remote_share_reader_asks_its_holder_only_for_the_range() -> None:
+    from xsc.storage import layout
+    from xsc.storage.manifest import Manifest
+    from xsc.storage.remote import READ_BATCH, RemoteShareReader
+
+    size = 100 * SEG + 5
+    manifest = Manifest(size=size, segment_size=SEG, k=4, m=2, segment_count=layout.segment_count(size, SEG),
+                        share_roots=tuple("00" * 32 for _ in range(6)), ciphertext_hash="00" * 32)
+    asked: list[tuple[int, int]] = []
+
+    class Holder:
+        async def blocks(self, si, share, first, count, lengths, timeout=None):
+            asked.append((first, count))
+            return [bytes([i % 256]) for i in range(first, first + count)]
+
+    wanted = range(40, 43)
+    reader = RemoteShareReader(Holder(), b"\0" * 32, 1, manifest, 5.0, wanted)
+    assert [await reader.get(i) for i in wanted] == [bytes([i]) for i in wanted]
+    await reader.close()
+    assert asked == [(40, 3)]  # one batch, from the range's first segment, no read-ahead past its last
+    whole = RemoteShareReader(Holder(), b"\0" * 32, 1, manifest, 5.0)
+    asked.clear()
+    assert await whole.get(0) == b"\0"
+    await whole.close()
+    assert asked[0] == (0, READ_BATCH)
