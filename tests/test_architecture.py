@@ -17,7 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent / "xsc"
 GROUND = {"xsc", "xsc.errors", "xsc.keys", "xsc.units", "xsc.paths", "xsc.identity", "xsc.config", "xsc.tasks"}
 PURE = {
     "xsc.storage." + m for m in ("capability", "crypto", "erasure", "layout", "manifest", "merkle", "placement",
-                                 "leases", "wire")
+                                 "leases", "wire", "ranges")
+} | {
+    "xsc.s3." + m for m in ("sigv4", "xml", "listing", "etag", "names")
 } | {
     "xsc.market." + m for m in ("models", "orders", "book", "auction", "pricing", "matching", "supply")
 } | {
@@ -26,9 +28,10 @@ PURE = {
 } | {"xsc.allocation", "xsc.health", "xsc.market",  # packages whose face re-exports only their pure core
      "xsc.ledger.model", "xsc.ledger.rules", "xsc.ledger.pricing", "xsc.health.challenge", "xsc.health.stats",
      "xsc.peers.descriptors"}
-DOMAINS = ("storage", "market", "ledger", "compute", "allocation", "health", "peers", "net")
+DOMAINS = ("storage", "market", "ledger", "compute", "allocation", "health", "peers", "net", "s3")
 IO_MODULES = ("asyncio", "aiohttp", "plyvel")
-TOOLS = {"xsc.__main__", "xsc.devnet"}
+# The S3 front (`xsc s3 serve`) is a client of the node's user API, like the CLI: the tools layer.
+TOOLS = {"xsc.__main__", "xsc.devnet", "xsc.s3.server", "xsc.s3.node_client"}
 
 
 def module_name(path: Path) -> str:
@@ -72,6 +75,8 @@ GRAPH = {name: {m for m in imports(name) if m in MODULES and m != name} for name
 
 
 def layer(name: str) -> int:
+    if name in TOOLS:
+        return 5
     if name in GROUND:
         return 0
     if name in PURE:

@@ -449,3 +449,55 @@ def connection_reason(exc: BaseException) -> str:
     if isinstance(inner, OSError) and inner.strerror:
         return inner.strerror.lower()
     return name
+
+
+# --- S3 gateway (xsc/s3) ----------------------------------------------------------
+# The bucket index of the node (xsc/s3/index.py) raises these; the S3 front answers each with the
+# S3 error code of the same meaning (xsc/s3/xml.py: S3_CODES).
+class NoSuchBucket(NotFound):
+    code = "no-such-bucket"
+
+
+class NoSuchKey(NotFound):
+    code = "no-such-key"
+
+
+class NoSuchUpload(NotFound):
+    code = "no-such-upload"
+
+
+class BucketNotEmpty(Conflict):
+    code = "bucket-not-empty"
+
+
+class BucketExists(Conflict):
+    code = "bucket-exists"
+
+
+class InvalidBucketName(BadRequest):
+    code = "invalid-bucket-name"
+
+
+class InvalidPart(BadRequest):
+    code = "invalid-part"
+
+
+class InvalidPartOrder(BadRequest):
+    code = "invalid-part-order"
+
+
+class EntityTooSmall(BadRequest):
+    code = "entity-too-small"
+
+
+class S3Error(XscError):
+    """A refusal of the S3 front itself, with the S3 error code and HTTP status S3 answers it with
+    (AccessDenied 403, SignatureDoesNotMatch 403, InvalidRange 416, NotImplemented 501, ...)."""
+
+    code = "s3-error"
+
+    def __init__(self, message: str, *, s3_code: str, status: int = 403, hint: str | None = None,
+                 **details) -> None:
+        super().__init__(message, hint=hint, **details)
+        self.s3_code = s3_code
+        self.status = status

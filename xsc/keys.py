@@ -12,6 +12,7 @@ Namespaces:
   p/  peers:   known node descriptors
   m/  market:  commitments, own state, recognition, clearing prices
   n/  node:    node-wide metadata (schema version)
+  o/  objects: the S3 gateway's bucket index (buckets, keys -> capabilities, multipart uploads)
 """
 
 from __future__ import annotations
@@ -262,3 +263,41 @@ def market_prices_of(kind: str) -> bytes:
 def split_market_price(key: bytes) -> tuple[str, int, int]:
     kind, _, rest = key[len(MARKET_PRICES):].partition(b"/")
     return kind.decode(), int.from_bytes(rest[:8], "big"), int.from_bytes(rest[8:16], "big")
+
+
+# --- objects: the S3 bucket index (o/) ----------------------------------------------
+OBJECTS = b"o/"
+OBJECT_BUCKETS = b"o/b/"  # + bucket name (UTF-8) -> bucket record (JSON: created)
+OBJECT_KEYS = b"o/o/"  # + bucket + 0x00 + key (UTF-8) -> object record (JSON: parts' capabilities, size, ETag, ...)
+OBJECT_UPLOADS = b"o/u/"  # + upload id (ASCII) -> multipart upload in progress (JSON: bucket, key, created, ...)
+OBJECT_PARTS = b"o/p/"  # + upload id + 0x00 + part number (4, big endian) -> an uploaded part (JSON: capability, ...)
+OBJECT_GARBAGE = b"o/g/"  # + capability (ASCII) -> a file no object refers to any more, to remove from the store
+
+
+def object_bucket(bucket: str) -> bytes:
+    return OBJECT_BUCKETS + bucket.encode()
+
+
+def object_key(bucket: str, key: str | bytes) -> bytes:
+    """An object's key; `key` may be raw bytes (a listing position, not necessarily UTF-8)."""
+    return OBJECT_KEYS + bucket.encode() + b"\x00" + (key if isinstance(key, bytes) else key.encode())
+
+
+def objects_of(bucket: str) -> bytes:
+    return OBJECT_KEYS + bucket.encode() + b"\x00"
+
+
+def object_upload(upload_id: str) -> bytes:
+    return OBJECT_UPLOADS + upload_id.encode()
+
+
+def object_part(upload_id: str, number: int) -> bytes:
+    return OBJECT_PARTS + upload_id.encode() + b"\x00" + struct.pack(">I", number)
+
+
+def object_parts_of(upload_id: str) -> bytes:
+    return OBJECT_PARTS + upload_id.encode() + b"\x00"
+
+
+def object_garbage(capability: str) -> bytes:
+    return OBJECT_GARBAGE + capability.encode()

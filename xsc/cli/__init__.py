@@ -23,6 +23,7 @@ SUBCOMMANDS = {
     "health": ("xsc.cli.health", "health", "How reachable this node's peers are."),
     "market": ("xsc.cli.market", "market", "Asks, bids, clearing prices, this node's offer, deals, recognition."),
     "devnet": ("xsc.cli.devnet", "devnet", "Run a local network of nodes for trying things out."),
+    "s3": ("xsc.cli.s3", "s3", "Serve S3 (boto3, rclone, AWS CLI, s3cmd) over this node's storage; access keys."),
 }
 # Groups whose commands do not use a node's data dir (devnet has its own --dir).
 _NO_NODE_OPTIONS = {"devnet", "allocation"}

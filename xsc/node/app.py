@@ -25,6 +25,7 @@ from ..ledger.settlement import Payments
 from ..market.service import MarketService
 from ..net import PeerClient, RemoteHolder
 from ..peers import HealthService, PeerService
+from ..s3.index import S3Index
 from ..storage import Gateway, ShareStore
 from ..storage.audits import AuditService
 from ..storage.deals import HolderTerms, StorageDeals
@@ -37,7 +38,8 @@ from ..tasks import in_pool
 from . import auth, datadir, peer_auth, problems
 from .appkeys import (AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_POOL, DB, DEALS, GATEWAY, HEALTH, HEALTH_CHECKS,
                       IDENTITY, IN_FLIGHT, LEASE_GC, LEDGER, MARKET, METRICS, PAID_COMPUTE, PAYMENTS, PEER_LIMITS,
-                      PEERS, REPLAY_GUARD, SCRUBBER, SHARE_HOLDER, STARTED, STATUS_PARTS, STORAGE, TERMS, TOKEN)
+                      PEERS, REPLAY_GUARD, S3_INDEX, SCRUBBER, SHARE_HOLDER, STARTED, STATUS_PARTS, STORAGE, TERMS,
+                      TOKEN)
 from .http import ROUTES
 from .http.node import node_checks
 from .limits import RateLimiter
@@ -147,6 +149,7 @@ async def _services(app: web.Application):
     app[MARKET], app[PAYMENTS], app[TERMS], app[DEALS], app[STORAGE] = market, payments, terms, deals, storage
     app[SHARE_HOLDER], app[AUDITS], app[SCRUBBER], app[LEASE_GC] = share_holder, audits, scrubber, lease_gc
     app[PAID_COMPUTE] = paid
+    app[S3_INDEX] = S3Index(db)  # the user's bucket index: the S3 front (its own process) records objects there
 
     app[STATUS_PARTS].update({
         "ledger": lambda: ledger.status(payer.public_key, identity.public_key),

@@ -17,6 +17,7 @@ from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
 from ..market.service import MarketService
 from ..peers import HealthService, PeerService
+from ..s3.index import S3Index
 from ..storage.audits import AuditService
 from ..storage.deals import HolderTerms, StorageDeals
 from ..storage.files import StorageService
@@ -60,3 +61,4 @@ AUDITS = web.AppKey("audits", AuditService)
 SCRUBBER = web.AppKey("scrubber", Scrubber)
 LEASE_GC = web.AppKey("lease_gc", LeaseCollector)
 PAID_COMPUTE = web.AppKey("paid_compute", PaidCompute)
+S3_INDEX = web.AppKey("s3_index", S3Index)  # the S3 gateway's bucket index (xsc s3 serve records objects there)

@@ -213,9 +213,12 @@ class StorageService:
         return replace
 
     # --- get, list, remove ---------------------------------------------------------------------
-    async def open(self, cap: Capability) -> tuple[int, AsyncIterator[bytes]]:
+    async def open(self, cap: Capability, byte_range: tuple[int, int] | None = None
+                   ) -> tuple[int, AsyncIterator[bytes]]:
+        """The file's size and its plaintext (only bytes first..last of `byte_range`: only the segments
+        covering them are read)."""
         holders, names = await self.placed(cap)
-        return await self.gateway.open(cap, holders, names, self.latency_rank(names))
+        return await self.gateway.open(cap, holders, names, self.latency_rank(names), byte_range=byte_range)
 
     async def files(self) -> list[dict]:
         return await in_pool(self.pool, lambda: sorted(self.store.files(), key=lambda f: f["created"]))

@@ -10,16 +10,18 @@ complete and publishes the shares once all are written.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import BadRequest, IntegrityError, NotEnoughShares, NotFound, PeerError
+from ..errors import BadRequest, IntegrityError, NotEnoughShares, NotFound, PeerError, RangeNotSatisfiable
 from . import erasure, layout, leases
 from .capability import Capability
 from .crypto import SegmentCipher, new_key, storage_index
@@ -83,6 +85,29 @@ class ShareReport:
     status: str  # ok | missing | corrupt
     detail: str = ""
     bad_blocks: list[int] = field(default_factory=list)
+
+
+_VERIFIED_ROOTS: "OrderedDict[bytes, None]" = OrderedDict()  # digests of (block hashes, root) pairs that matched
+_VERIFIED_MAX = 4096
+_VERIFIED_LOCK = threading.Lock()
+
+
+def _roots_to(block_hashes: tuple[bytes, ...], expected: bytes) -> bool:
+    """Whether these block hashes have the Merkle root `expected`.  Every read of a file checks each share's
+    metadata against its manifest: remembered by a digest of both (content-addressed, so never stale),
+    a ranged read of a large file does not recompute thousands of tree hashes each time."""
+    digest = hashlib.sha256(expected + b"".join(block_hashes)).digest()
+    with _VERIFIED_LOCK:
+        if digest in _VERIFIED_ROOTS:
+            _VERIFIED_ROOTS.move_to_end(digest)
+            return True
+    if root(list(block_hashes)) != expected:
+        return False
+    with _VERIFIED_LOCK:
+        _VERIFIED_ROOTS[digest] = None
+        if len(_VERIFIED_ROOTS) > _VERIFIED_MAX:
+            _VERIFIED_ROOTS.popitem(last=False)
+    return True
 
 
 async def _read_full(read: ReadFn, n: int) -> bytes:
@@ -321,7 +346,7 @@ class Gateway:
             meta = self.store.share_meta(si, s)
             if meta is None:
                 bad[s] = "missing"
-            elif root(list(meta.block_hashes)) != manifest.share_root(s):
+            elif not _roots_to(meta.block_hashes, manifest.share_root(s)):
                 bad[s] = "corrupt: its block hashes do not match the manifest"
             else:
                 good[s] = meta
@@ -399,31 +424,47 @@ class Gateway:
 
     # --- get -------------------------------------------------------------------------
     async def open(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
-                   names: list[str] | None = None, rank: Mapping[int, float] | None = None
-                   ) -> tuple[int, AsyncIterator[bytes]]:
+                   names: list[str] | None = None, rank: Mapping[int, float] | None = None,
+                   byte_range: tuple[int, int] | None = None) -> tuple[int, AsyncIterator[bytes]]:
         """Check the file can be read, then return its size and an iterator over its plaintext.
 
         `holders` gives the holder of each share on another node (`names` their node ids, `rank`
-        lower-is-faster hints); the other shares are read here."""
+        lower-is-faster hints); the other shares are read here.  With `byte_range` (first and last
+        byte, inclusive, within the file: see ranges.parse_range) only the segments covering it are
+        fetched, decoded and decrypted, and the iterator yields just those bytes."""
         holders = dict(holders or {})
         names = names or ["this node"] * erasure.N
         manifest, metas, order, _ = await self._usable(cap, holders, names, rank or {})
         cipher = SegmentCipher(cap.key)
         si = cap.storage_index
         bad: list[tuple[int, int]] = []
-        readers = {s: RemoteShareReader(h, si, s, manifest, self.remote_timeout)
+        if byte_range is None:
+            segments, skip, length = range(manifest.segment_count), 0, manifest.size
+        else:
+            first, last = byte_range
+            if not 0 <= first <= last < manifest.size:
+                raise RangeNotSatisfiable(f"bytes {first}-{last} are not within the file's {manifest.size} bytes")
+            seg = manifest.segment_size
+            segments, skip, length = range(first // seg, last // seg + 1), first % seg, last - first + 1
+        readers = {s: RemoteShareReader(h, si, s, manifest, self.remote_timeout, segments)
                    for s, h in holders.items() if s in metas}
         segment = self._segment_source(si, manifest, metas, order, readers, names, bad, cipher.decrypt)
 
         async def stream() -> AsyncIterator[bytes]:
             in_flight: deque[asyncio.Future] = deque()
-            next_index = 0
+            next_index, end = segments.start, segments.stop
+            cut, left = skip, length
             try:
-                while next_index < manifest.segment_count or in_flight:
-                    while next_index < manifest.segment_count and len(in_flight) < self.depth:
+                while next_index < end or in_flight:
+                    while next_index < end and len(in_flight) < self.depth:
                         in_flight.append(asyncio.ensure_future(segment(next_index)))
                         next_index += 1
-                    yield await in_flight.popleft()
+                    data = await in_flight.popleft()
+                    if cut or len(data) > left:
+                        data = data[cut:cut + left]
+                        cut = 0
+                    left -= len(data)
+                    yield data
             finally:
                 for fut in in_flight:
                     fut.cancel()

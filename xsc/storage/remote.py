@@ -92,16 +92,20 @@ class RemoteShareReader:
     Once the holder fails (unreachable, refused, a cut answer) the reader answers None for every
     block, so the get moves on to other shares instead of waiting on it again."""
 
-    def __init__(self, holder: Holder, si: bytes, share: int, manifest: Manifest, timeout: float) -> None:
+    def __init__(self, holder: Holder, si: bytes, share: int, manifest: Manifest, timeout: float,
+                 segments: range | None = None) -> None:
         self.holder, self.si, self.share, self.manifest = holder, si, share, manifest
         self.timeout = timeout  # a holder slower than this is left for the other shares
         self.failed: BaseException | None = None
         self._batches: dict[int, asyncio.Future] = {}
+        # Only these segments are ever fetched (a ranged read): batches start at the first.
+        segments = segments if segments is not None else range(manifest.segment_count)
+        self._base, self._end = segments.start, segments.stop
 
     def _fetch(self, batch: int) -> asyncio.Future | None:
-        first = batch * READ_BATCH
-        if batch not in self._batches and first < self.manifest.segment_count:
-            count = min(READ_BATCH, self.manifest.segment_count - first)
+        first = self._base + batch * READ_BATCH
+        if batch not in self._batches and first < self._end:
+            count = min(READ_BATCH, self._end - first)
             m = self.manifest
             lengths = [layout.segment_block_length(layout.plaintext_length(m.size, m.segment_size, i))
                        for i in range(first, first + count)]
@@ -112,7 +116,7 @@ class RemoteShareReader:
     async def get(self, index: int) -> bytes | None:
         if self.failed is not None:
             return None
-        batch = index // READ_BATCH
+        batch = (index - self._base) // READ_BATCH
         task = self._fetch(batch)
         self._fetch(batch + 1)  # read ahead
         for old in [b for b in self._batches if b < batch - 1]:
@@ -125,7 +129,7 @@ class RemoteShareReader:
         except Exception as exc:
             self.failed = exc
             return None
-        return blocks[index - batch * READ_BATCH]
+        return blocks[index - self._base - batch * READ_BATCH]
 
     async def close(self) -> None:
         for task in self._batches.values():

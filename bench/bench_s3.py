@@ -1,0 +1,245 @@
+"""The S3 gateway against the native path, measured in the same run.
+
+    python -m bench.bench_s3 [PUT_MIB] [RANGE_MIB] [KEYS]      (defaults 256, 1024, 10000)
+
+- PutObject and GetObject of a PUT_MIB object through boto3 and `xsc s3 serve`, as ratios to the native
+  `xsc store put` / `xsc store get` of the same file on the same node (target >= 0.8x);
+- 4 KiB ranged GetObject of a RANGE_MIB object: p50 and p90 latency (target p50 < 20 ms), next to the
+  same ranged read asked of the node's API directly and to one segment's AES-GCM decryption;
+- ListObjectsV2 of KEYS keys, all pages (target < 1 s), next to the node's own index listing.
+
+The KEYS objects are recorded in the bucket index directly (the listing never reads their files; storing
+10,000 files through the market would measure puts, not listing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .common import free_port, peak_rss_mib, start_node
+
+MiB = 1024 * 1024
+
+
+def _start_front(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    log = data_dir.parent / "s3.log"
+    proc = subprocess.Popen([sys.executable, "-m", "xsc", "--data-dir", str(data_dir), "s3", "serve", "--listen",
+                             f"127.0.0.1:{port}"], stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if b"xsc s3 serving" in log.read_bytes():
+            return proc, f"http://127.0.0.1:{port}"
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("xsc s3 serve did not start")
+
+
+def _xsc(data_dir: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "xsc", "--data-dir", str(data_dir), *args], check=True, **kwargs)
+
+
+def _file(path: Path, size: int) -> None:
+    chunk = os.urandom(16 * MiB)
+    with path.open("wb") as f:
+        for _ in range(size // len(chunk)):
+            f.write(chunk)
+        f.write(chunk[: size % len(chunk)])
+
+
+def _timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    import boto3
+    from botocore.config import Config
+
+    put_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 256
+    range_mib = int(sys.argv[2]) if len(sys.argv) > 2 else 1024
+    n_keys = int(sys.argv[3]) if len(sys.argv) > 3 else 10000
+    with tempfile.TemporaryDirectory(prefix="xsc-bench-s3-") as tmp_name:
+        tmp = Path(tmp_name)
+        data_dir = tmp / "node"
+        capacity = 2 * (3 * put_mib + range_mib) * MiB + 256 * MiB
+        node = start_node(data_dir, "--storage-capacity", str(capacity))
+        node_url = node.url
+        front = None
+        try:
+            key = json.loads(_xsc(data_dir, "s3", "keys", "create", "--json", capture_output=True).stdout)
+            front, url = _start_front(data_dir)
+            s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id=key["access_key"],
+                              aws_secret_access_key=key["secret_key"], region_name="us-east-1",
+                              config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
+            s3.create_bucket(Bucket="bench")
+            token = (data_dir / "api-token").read_text().strip()
+            results = {}
+
+            # --- put and get: native vs S3 --------------------------------------------------
+            src = tmp / "object.bin"
+            _file(src, put_mib * MiB)
+            cap_out = tmp / "cap.txt"
+            native_put = _timed(lambda: _xsc(data_dir, "store", "put", str(src), stdout=cap_out.open("wb"),
+                                             stderr=subprocess.DEVNULL))
+            cap = cap_out.read_text().split()[-1]
+            native_get = _timed(lambda: _xsc(data_dir, "store", "get", cap, "-o", os.devnull))
+            _xsc(data_dir, "store", "rm", cap, stdout=subprocess.DEVNULL)
+
+            def s3_put() -> None:
+                with src.open("rb") as f:
+                    s3.put_object(Bucket="bench", Key="object.bin", Body=f)
+
+            def s3_get() -> None:
+                body = s3.get_object(Bucket="bench", Key="object.bin")["Body"]
+                while body.read(4 * MiB):
+                    pass
+
+            put_s = _timed(s3_put)
+            get_s = _timed(s3_get)
+            s3.delete_object(Bucket="bench", Key="object.bin")
+            size = put_mib * MiB
+            results["front_peak_rss_mib"] = peak_rss_mib(front.pid)  # after a PUT_MIB put and get: bounded?
+            results["put"] = {"native_MBps": size / native_put / 1e6, "s3_MBps": size / put_s / 1e6,
+                              "ratio": native_put / put_s, "target_ratio": 0.8}
+            results["get"] = {"native_MBps": size / native_get / 1e6, "s3_MBps": size / get_s / 1e6,
+                              "ratio": native_get / get_s, "target_ratio": 0.8}
+            src.unlink()
+
+            # --- 4 KiB ranged gets of a large object ----------------------------------------
+            big = tmp / "big.bin"
+            _file(big, range_mib * MiB)
+            with big.open("rb") as f:
+                s3.put_object(Bucket="bench", Key="big.bin", Body=f)
+            big.unlink()
+            record = _node_json(node_url, token, "/v1/s3/buckets/bench/object?key=big.bin")
+            big_cap = record["parts"][0]["cap"]
+            rng = random.Random(7)
+            offsets = [rng.randrange(0, range_mib * MiB - 4096) for _ in range(200)]
+            s3_lat, node_lat = [], []
+            for offset in offsets:
+                header = f"bytes={offset}-{offset + 4095}"
+                t = time.perf_counter()
+                body = s3.get_object(Bucket="bench", Key="big.bin", Range=header)["Body"].read()
+                s3_lat.append(time.perf_counter() - t)
+                assert len(body) == 4096
+                t = time.perf_counter()
+                request = urllib.request.Request(f"{node_url}/v1/store/files/{big_cap}",
+                                                 headers={"Authorization": f"Bearer {token}", "Range": header})
+                with urllib.request.urlopen(request) as response:
+                    assert len(response.read()) == 4096
+                node_lat.append(time.perf_counter() - t)
+            aead, segment = AESGCM(os.urandom(32)), os.urandom(MiB)
+            sealed = aead.encrypt(b"\0" * 12, segment, None)
+            decrypt = min(_timed(lambda: aead.decrypt(b"\0" * 12, sealed, None)) for _ in range(20))
+            results["range_4k"] = {"s3_p50_ms": _pct(s3_lat, 50), "s3_p90_ms": _pct(s3_lat, 90),
+                                   "node_p50_ms": _pct(node_lat, 50), "segment_decrypt_ms": decrypt * 1000,
+                                   "target_p50_ms": 20}
+
+            # --- listing ------------------------------------------------------------------
+            s3.create_bucket(Bucket="listing")
+            record = {"parts": [{"cap": "xsc:chk:listing-bench", "size": 1}], "etag": "0" * 32,
+                      "content_type": "text/plain"}
+            keys = [f"dir{i % 10}/sub{i % 100}/file{i:06d}" for i in range(n_keys)]
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda k: _node_json(node_url, token, f"/v1/s3/buckets/listing/object?key={k}",
+                                                   method="PUT", body=record), keys))
+
+            def list_all(**kwargs) -> int:
+                count = 0
+                for page in s3.get_paginator("list_objects_v2").paginate(Bucket="listing", **kwargs):
+                    count += len(page.get("Contents", [])) + len(page.get("CommonPrefixes", []))
+                return count
+
+            def list_http() -> int:
+                """Every page as raw signed HTTP: the gateway's work, without boto3's XML parsing."""
+                from urllib.parse import quote, urlsplit
+
+                from xsc.s3 import sigv4
+
+                count, token_ = 0, ""
+                host = urlsplit(url).netloc
+                while True:
+                    query = "list-type=2" + (f"&continuation-token={quote(token_, safe='')}" if token_ else "")
+                    headers = sigv4.sign_headers("GET", "/listing", query, host, {}, key["access_key"],
+                                                 key["secret_key"], time.time(), payload_hash=sigv4.EMPTY_SHA256)
+                    with urllib.request.urlopen(urllib.request.Request(f"{url}/listing?{query}",
+                                                                       headers=headers)) as response:
+                        body = response.read()
+                    count += body.count(b"<Contents>")
+                    if b"<NextContinuationToken>" not in body:
+                        return count
+                    token_ = body.split(b"<NextContinuationToken>")[1].split(b"<")[0].decode()
+
+            assert list_all() == n_keys and list_http() == n_keys
+            list_s = min(_timed(list_all) for _ in range(3))
+            http_s = min(_timed(list_http) for _ in range(3))
+            index_s = min(_timed(lambda: _list_index(node_url, token)) for _ in range(3))
+            results["list"] = {"keys": n_keys, "s3_http_seconds": http_s, "boto3_seconds": list_s,
+                               "node_index_seconds": index_s, "ratio_to_index": http_s / index_s,
+                               "target_seconds": 1.0}
+        finally:
+            if front is not None:
+                front.terminate()
+                front.wait(30)
+            node.stop(timeout=60)
+
+    load = os.getloadavg()[0]
+    print(f"machine load average (1 min): {load:.1f} on {os.cpu_count()} cores")
+    for op in ("put", "get"):
+        r = results[op]
+        print(f"S3 {op:<3} {put_mib} MiB: {r['s3_MBps']:6.0f} MB/s vs native store {op} {r['native_MBps']:6.0f} MB/s"
+              f" = {r['ratio']:.2f}x (target >= 0.8x)")
+    print(f"peak RSS of xsc s3 serve after the {put_mib} MiB put and get: {results['front_peak_rss_mib']:.0f} MiB "
+          f"(streaming: independent of the object's size)")
+    r = results["range_4k"]
+    print(f"S3 4 KiB ranged get of a {range_mib} MiB object: p50 {r['s3_p50_ms']:.1f} ms, p90 {r['s3_p90_ms']:.1f} ms "
+          f"(target p50 < 20 ms); the node's own ranged read p50 {r['node_p50_ms']:.1f} ms; one 1 MiB segment's "
+          f"AES-GCM decryption {r['segment_decrypt_ms']:.2f} ms")
+    r = results["list"]
+    print(f"S3 ListObjectsV2 of {r['keys']} keys (all pages, signed HTTP): {r['s3_http_seconds'] * 1000:.0f} ms "
+          f"(target < 1 s) = {r['ratio_to_index']:.2f}x the node's own index listing "
+          f"({r['node_index_seconds'] * 1000:.0f} ms); through boto3 (its XML parsing included) "
+          f"{r['boto3_seconds'] * 1000:.0f} ms")
+    print(json.dumps({"bench": "s3", "load": load, **results}))
+
+
+def _pct(values: list[float], p: int) -> float:
+    return statistics.quantiles(values, n=100)[p - 1] * 1000
+
+
+def _node_json(url: str, token: str, path: str, method: str = "GET", body: dict | None = None) -> dict:
+    from urllib.parse import quote
+
+    request = urllib.request.Request(url + quote(path, safe="/?=&"), method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request) as response:
+        return json.loads(response.read())
+
+
+def _list_index(url: str, token: str) -> int:
+    count, start = 0, ""
+    while True:
+        page = _node_json(url, token, f"/v1/s3/buckets/listing/objects?max_keys=1000&start={start}")
+        count += len(page["contents"])
+        if not page["truncated"]:
+            return count
+        start = page["next"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""A real node process and a real `xsc s3 serve` process in front of it, and boto3 clients for them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support.nodes import NodeProcess, free_port, run_xsc
+
+SEGMENT = 64 * 1024  # small segments: ranged reads at segment edges stay fast
+NODE_ENV = {"XSC_STORAGE_SEGMENT_SIZE": str(SEGMENT), "XSC_STORAGE_CAPACITY": "4GiB"}
+
+
+class FrontProcess:
+    """A real `xsc s3 serve` process for the node of a data dir."""
+
+    def __init__(self, data_dir: Path, port: int | None = None, extra: list[str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra = extra or []
+        self.proc: subprocess.Popen | None = None
+        self.log = data_dir.parent / f"{data_dir.name}-s3.log"
+
+    def start(self, timeout: float = 30.0) -> "FrontProcess":
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "xsc", "--data-dir", str(self.data_dir), "s3", "serve", "--listen",
+             f"127.0.0.1:{self.port}", *self.extra], stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"xsc s3 serve exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+            if b"xsc s3 serving" in self.log.read_bytes()[offset:]:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self
+            time.sleep(0.05)
+        raise TimeoutError(f"xsc s3 serve did not start: {self.log.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def create_key(data_dir: Path) -> dict:
+    result = run_xsc("--data-dir", str(data_dir), "s3", "keys", "create", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def boto3_client(url: str, key: dict, **config):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=url, aws_access_key_id=key["access_key"],
+                        aws_secret_access_key=key["secret_key"], region_name="us-east-1",
+                        config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config))
+
+
+class Gateway:
+    """A node and its S3 front, started in `root`."""
+
+    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
+        self.node = NodeProcess(root / "node", free_port(), env={**NODE_ENV, **(env or {})})
+        self.front: FrontProcess | None = None
+        self.key: dict = {}
+
+    def start(self) -> "Gateway":
+        self.node.start()
+        self.key = create_key(self.node.data_dir)
+        self.front = FrontProcess(self.node.data_dir).start()
+        return self
+
+    def client(self, **config):
+        return boto3_client(self.front.url, self.key, **config)
+
+    def stop(self) -> None:
+        if self.front:
+            self.front.stop()
+        if self.node.proc and self.node.proc.poll() is None:
+            self.node.stop()
+
+
+def store_files(node: NodeProcess) -> list[dict]:
+    result = node.xsc("store", "ls", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def export_index(node: NodeProcess) -> dict:
+    result = node.xsc("s3", "export-index")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def env_without_proxy() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+def sign_headers(method: str, url: str, key: dict, headers: dict[str, str],
+                 payload_hash: str = "UNSIGNED-PAYLOAD") -> dict[str, str]:
+    """Headers of a request signed with SigV4 (by the gateway's own client-side signer: for raw requests)."""
+    from urllib.parse import urlsplit
+
+    from xsc.s3 import sigv4
+
+    parts = urlsplit(url)
+    return sigv4.sign_headers(method, parts.path, parts.query, parts.netloc, headers, key["access_key"],
+                              key["secret_key"], time.time(), payload_hash=payload_hash)
+
+
+def index_and_files(node: NodeProcess) -> tuple[set[str], set[str], dict]:
+    """The capabilities the bucket index refers to, those of the store's S3 files, and the export itself."""
+    index = export_index(node)
+    referenced = {p["cap"] for b in index["buckets"] for o in b["objects"].values() for p in o["parts"]}
+    referenced |= {p["cap"] for u in index["uploads"] for p in u["parts"]}
+    files = {f["capability"] for f in store_files(node) if f["name"].startswith("s3:")}
+    return referenced, files, index

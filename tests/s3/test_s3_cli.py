@@ -1,0 +1,45 @@
+"""`xsc s3 keys create|ls|rm`, `xsc s3 export-index` and `xsc s3 serve`'s refusals, as users run them."""
+
+from __future__ import annotations
+
+import json
+import socket
+import stat
+
+from tests.support.nodes import run_xsc
+
+
+def test_keys_create_ls_rm(tmp_path) -> None:
+    data_dir = str(tmp_path / "node")
+    created = json.loads(run_xsc("--data-dir", data_dir, "s3", "keys", "create", "--json").stdout)
+    assert set(created) == {"access_key", "secret_key"} and len(created["access_key"]) == 20
+    assert len(created["secret_key"]) == 40
+    assert stat.S_IMODE((tmp_path / "node" / "s3-keys.json").stat().st_mode) == 0o600
+    text = run_xsc("--data-dir", data_dir, "s3", "keys", "create").stdout.decode()
+    assert "access key:" in text and "secret key:" in text
+    listed = json.loads(run_xsc("--data-dir", data_dir, "s3", "keys", "ls", "--json").stdout)
+    assert created["access_key"] in [k["access_key"] for k in listed] and len(listed) == 2
+    assert "secret" not in json.dumps(listed)
+    assert run_xsc("--data-dir", data_dir, "s3", "keys", "rm", created["access_key"]).returncode == 0
+    result = run_xsc("--data-dir", data_dir, "s3", "keys", "rm", created["access_key"])
+    assert result.returncode == 1 and result.stderr.count(b"\n") == 1 and b"no access key" in result.stderr
+
+
+def test_export_index_writes_a_private_file(node_process, tmp_path) -> None:
+    node = node_process()
+    out = tmp_path / "index.json"
+    result = node.xsc("s3", "export-index", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert json.loads(out.read_text())["buckets"] == []
+
+
+def test_serve_refuses_a_taken_port_and_a_missing_node(node_process, tmp_path) -> None:
+    node = node_process()
+    result = node.xsc("s3", "serve", "--listen", f"127.0.0.1:{node.port}", timeout=60)
+    assert result.returncode == 1 and b"cannot listen on" in result.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_xsc("--data-dir", str(tmp_path / "never"), "s3", "serve", "--listen", f"127.0.0.1:{port}")
+    assert result.returncode == 1 and b"xsc node start" in result.stderr

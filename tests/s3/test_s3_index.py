@@ -1,0 +1,107 @@
+"""The bucket index on a real LevelDB: overwrites, garbage, multipart rules, reconciliation, export, reopen."""
+
+from __future__ import annotations
+
+import plyvel
+import pytest
+
+from xsc.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, InvalidBucketName, InvalidPart,
+                        InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload)
+from xsc.s3.index import S3Index
+
+
+@pytest.fixture
+def db(tmp_path):
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def index(db):
+    index = S3Index(db, min_part_size=100)
+    index.create_bucket("bkt")
+    return index
+
+
+def obj(*caps: str, size: int = 10) -> dict:
+    return {"parts": [{"cap": c, "size": size} for c in caps], "etag": "e", "content_type": "text/plain"}
+
+
+def test_overwrite_swaps_the_record_and_marks_the_old_files(index) -> None:
+    assert index.put("bkt", "k", obj("cap-1")) == []
+    assert index.put("bkt", "k", obj("cap-2")) == ["cap-1"]
+    assert index.get("bkt", "k")["parts"][0]["cap"] == "cap-2"
+    assert index.garbage() == ["cap-1"]
+    index.forget_garbage(["cap-1", "cap-2"])  # a file still referenced is never forgotten as garbage
+    assert index.garbage() == []
+    assert index.delete("bkt", "k") == ["cap-2"] and index.garbage() == ["cap-2"]
+    with pytest.raises(NoSuchKey):
+        index.get("bkt", "k")
+    with pytest.raises(NoSuchBucket):
+        index.get("nope", "k")
+    with pytest.raises(NoSuchBucket):
+        index.put("nope", "k", obj("cap-3"))
+    assert "cap-3" in index.garbage()  # the file stored for a bucket that is gone is garbage
+
+
+def test_buckets(index) -> None:
+    with pytest.raises(BucketExists):
+        index.create_bucket("bkt")
+    with pytest.raises(InvalidBucketName):
+        index.create_bucket("A")
+    index.put("bkt", "k", obj("c"))
+    with pytest.raises(BucketNotEmpty):
+        index.delete_bucket("bkt")
+    index.delete("bkt", "k")
+    upload = index.create_upload("bkt", "m")
+    with pytest.raises(BucketNotEmpty):
+        index.delete_bucket("bkt")
+    index.abort(upload)
+    index.delete_bucket("bkt")
+    assert index.buckets() == []
+
+
+def test_multipart_rules(index) -> None:
+    upload = index.create_upload("bkt", "big", "video/mp4", {"a": "b"})
+    index.put_part(upload, 1, "p1", 50, "aa")
+    index.put_part(upload, 2, "p2", 150, "bb")
+    assert index.put_part(upload, 3, "p3-old", 10, "cc") == []
+    assert index.put_part(upload, 3, "p3", 10, "dd") == ["p3-old"]
+    with pytest.raises(EntityTooSmall):
+        index.complete(upload, [(1, "aa"), (3, "dd")])
+    with pytest.raises(InvalidPart):
+        index.complete(upload, [(2, "bb"), (3, "cc")])
+    with pytest.raises(InvalidPartOrder):
+        index.complete(upload, [(3, "dd"), (2, "bb")])
+    record, garbage = index.complete(upload, [(2, "bb"), (3, "dd")])
+    assert [p["cap"] for p in record["parts"]] == ["p2", "p3"] and record["size"] == 160
+    assert record["etag"].endswith("-2") and record["content_type"] == "video/mp4"
+    assert garbage == ["p1"]
+    with pytest.raises(NoSuchUpload):
+        index.upload(upload)
+    with pytest.raises(NoSuchUpload):
+        index.put_part(upload, 4, "late", 1, "ee")
+    assert "late" in index.garbage()
+
+
+def test_reconcile_finds_files_no_record_refers_to(index) -> None:
+    index.put("bkt", "k", obj("a", "b"))
+    upload = index.create_upload("bkt", "m")
+    index.put_part(upload, 1, "c", 1, "x")
+    assert index.reconcile(["a", "b", "c", "orphan"]) == ["orphan"]
+    assert "orphan" in index.garbage()
+
+
+def test_export_and_reopen(db, tmp_path) -> None:
+    index = S3Index(db)
+    index.create_bucket("bkt")
+    index.put("bkt", "dir/k", obj("cap-x"))
+    upload = index.create_upload("bkt", "m")
+    exported = index.export()
+    assert exported["buckets"][0]["objects"]["dir/k"]["parts"][0]["cap"] == "cap-x"
+    assert exported["uploads"][0]["id"] == upload
+    db.close()
+    again = S3Index(plyvel.DB(str(tmp_path / "db")))
+    assert again.get("bkt", "dir/k")["parts"][0]["cap"] == "cap-x"
+    again.db.close()

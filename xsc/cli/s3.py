@@ -1,0 +1,121 @@
+"""`xsc s3 serve|keys|export-index`: the S3-compatible gateway and its access keys."""
+
+from __future__ import annotations
+
+import click
+
+from .output import emit_json, json_option, table
+
+
+@click.group()
+def s3() -> None:
+    """Serve S3 (boto3, rclone, the AWS CLI, s3cmd) over this node's storage."""
+
+
+@s3.command()
+@click.option("--listen", default="127.0.0.1:9000", show_default=True, metavar="HOST:PORT",
+              help="Address the S3 endpoint listens on.")
+@click.option("--region", default="us-east-1", show_default=True, help="The region clients sign for.")
+@click.option("--reconcile-interval", type=click.FloatRange(min=1), default=300.0, show_default=True,
+              metavar="SECONDS", help="How often, when idle, to remove files no object refers to.")
+@click.pass_obj
+def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
+    """Serve S3 for the node of the data dir, in this process, until Ctrl-C or SIGTERM."""
+    import asyncio
+    import logging
+    import signal
+
+    from ..config import parse_listen
+    from ..errors import ConfigError
+    from ..s3.access import KeyRing, key_file
+    from ..s3.node_client import NodeApi
+    from ..s3.server import S3Front, serve as run
+
+    host, port = parse_listen(listen)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keyring = KeyRing(key_file(obj.data_dir))
+    if not keyring.list():
+        click.echo("xsc s3: no access keys yet: create one with `xsc s3 keys create`", err=True)
+    front = S3Front(NodeApi(obj.node_url(), obj.token()), keyring, region=region)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await run(front, host, port, stop=stop, reconcile_interval=reconcile_interval,
+                      ready=lambda url: click.echo(f"xsc s3 serving {url} for the node at {obj.node_url()}"))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                              hint="pick another address with --listen HOST:PORT") from exc
+
+    asyncio.run(main())
+
+
+@s3.group()
+def keys() -> None:
+    """Access keys S3 clients sign with (stored mode 0600 in the data dir)."""
+
+
+@keys.command("create")
+@json_option
+@click.pass_obj
+def keys_create(obj, as_json: bool) -> None:
+    """Create an access key; its secret is shown this once."""
+    from ..s3.access import KeyRing, key_file
+
+    created = KeyRing(key_file(obj.data_dir)).create()
+    if as_json:
+        emit_json(created)
+        return
+    click.echo(f"access key: {created['access_key']}\nsecret key: {created['secret_key']}")
+
+
+@keys.command("ls")
+@json_option
+@click.pass_obj
+def keys_ls(obj, as_json: bool) -> None:
+    """List the access keys (not their secrets)."""
+    from datetime import datetime, timezone
+
+    from ..s3.access import KeyRing, key_file
+
+    found = KeyRing(key_file(obj.data_dir)).list()
+    if as_json:
+        emit_json(found)
+        return
+    table(["access key", "created"], [(k["access_key"], datetime.fromtimestamp(k["created"], timezone.utc)
+                                        .isoformat(timespec="seconds")) for k in found])
+
+
+@keys.command("rm")
+@click.argument("access_key")
+@click.pass_obj
+def keys_rm(obj, access_key: str) -> None:
+    """Remove an access key: requests signed with it are refused from now on."""
+    from ..s3.access import KeyRing, key_file
+
+    KeyRing(key_file(obj.data_dir)).remove(access_key)
+    click.echo(f"removed {access_key}", err=True)
+
+
+@s3.command("export-index")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+              help="Write to this file (default: stdout).")
+@click.pass_obj
+def export_index(obj, output: str) -> None:
+    """Write the bucket index (every object's capabilities) as JSON: back it up, it is the way back to the data."""
+    import json
+    import os
+
+    index = obj.client().request("GET", "/v1/s3/export")
+    text = json.dumps(index, indent=1, sort_keys=True) + "\n"
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # capabilities are secrets
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    n = sum(len(b["objects"]) for b in index["buckets"])
+    click.echo(f"wrote {len(index['buckets'])} bucket(s), {n} object(s) to {output}", err=True)

@@ -1,0 +1,182 @@
+"""The bucket index on the user API (/v1/s3/...): what the S3 front (`xsc s3 serve`) records and looks up.
+
+Routes parse, call one method of xsc.s3.index.S3Index in the CPU pool, and encode.  Object data never
+passes here: the front stores and reads files through /v1/store/files like `xsc store put/get`.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ...errors import BadRequest
+from ...s3 import listing
+from ...s3.index import S3Index
+from ...tasks import in_pool
+from ..appkeys import CPU_POOL, S3_INDEX
+from .common import json_body, query_int
+
+routes = web.RouteTableDef()
+
+
+async def _call(request: web.Request, fn, *args, **kwargs):
+    return await in_pool(request.app[CPU_POOL], lambda: fn(*args, **kwargs))
+
+
+def _index(request: web.Request) -> S3Index:
+    return request.app[S3_INDEX]
+
+
+async def _json(request: web.Request) -> dict:
+    return await json_body(request, "send a JSON object (this API is the S3 gateway's: `xsc s3 serve` calls it)")
+
+
+def _key(request: web.Request) -> str:
+    key = request.query.get("key")
+    if not key:
+        raise BadRequest("name the object with ?key=KEY")
+    return key
+
+
+
+
+def _strings(body: dict, name: str) -> list[str]:
+    values = body.get(name)
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values) or len(values) > 10000:
+        raise BadRequest(f'send {{"{name}": [up to 10000 strings]}}')
+    return values
+
+
+@routes.get("/v1/s3/buckets")
+async def buckets(request: web.Request) -> web.Response:
+    return web.json_response({"buckets": await _call(request, _index(request).buckets)})
+
+
+@routes.put("/v1/s3/buckets/{bucket}")
+async def create_bucket(request: web.Request) -> web.Response:
+    record = await _call(request, _index(request).create_bucket, request.match_info["bucket"])
+    return web.json_response(record, status=201)
+
+
+@routes.get("/v1/s3/buckets/{bucket}")
+async def bucket(request: web.Request) -> web.Response:
+    return web.json_response(await _call(request, _index(request).bucket, request.match_info["bucket"]))
+
+
+@routes.delete("/v1/s3/buckets/{bucket}")
+async def delete_bucket(request: web.Request) -> web.Response:
+    await _call(request, _index(request).delete_bucket, request.match_info["bucket"])
+    return web.json_response({"deleted": request.match_info["bucket"]})
+
+
+@routes.get("/v1/s3/buckets/{bucket}/objects")
+async def list_objects(request: web.Request) -> web.Response:
+    q = request.query
+    page = await _call(request, _index(request).list, request.match_info["bucket"], prefix=q.get("prefix", ""),
+                       delimiter=q.get("delimiter", ""), max_keys=query_int(q, "max_keys", 1000, 0, 1000),
+                       start=listing.decode_token(q.get("start", "")))
+    return web.json_response(page)
+
+
+@routes.get("/v1/s3/buckets/{bucket}/object")
+async def get_object(request: web.Request) -> web.Response:
+    return web.json_response(await _call(request, _index(request).get, request.match_info["bucket"], _key(request)))
+
+
+@routes.put("/v1/s3/buckets/{bucket}/object")
+async def put_object(request: web.Request) -> web.Response:
+    record = await _json(request)
+    garbage = await _call(request, _index(request).put, request.match_info["bucket"], _key(request), record)
+    return web.json_response({"garbage": garbage})
+
+
+@routes.delete("/v1/s3/buckets/{bucket}/object")
+async def delete_object(request: web.Request) -> web.Response:
+    garbage = await _call(request, _index(request).delete, request.match_info["bucket"], _key(request))
+    return web.json_response({"garbage": garbage})
+
+
+@routes.post("/v1/s3/buckets/{bucket}/delete")
+async def delete_objects(request: web.Request) -> web.Response:
+    keys = _strings(await _json(request), "keys")
+    garbage = await _call(request, _index(request).delete_many, request.match_info["bucket"], keys)
+    return web.json_response({"garbage": garbage})
+
+
+@routes.post("/v1/s3/buckets/{bucket}/uploads")
+async def create_upload(request: web.Request) -> web.Response:
+    body = await _json(request)
+    metadata = body.get("metadata") or {}
+    if not isinstance(body.get("key"), str) or not isinstance(metadata, dict):
+        raise BadRequest('send {"key": KEY, "content_type": TYPE, "metadata": {...}}')
+    upload_id = await _call(request, _index(request).create_upload, request.match_info["bucket"], body["key"],
+                            str(body.get("content_type") or ""), {str(k): str(v) for k, v in metadata.items()})
+    return web.json_response({"upload_id": upload_id}, status=201)
+
+
+@routes.get("/v1/s3/buckets/{bucket}/uploads")
+async def list_uploads(request: web.Request) -> web.Response:
+    uploads = await _call(request, _index(request).uploads, request.match_info["bucket"],
+                          request.query.get("prefix", ""))
+    return web.json_response({"uploads": uploads})
+
+
+@routes.get("/v1/s3/uploads/{upload}")
+async def upload(request: web.Request) -> web.Response:
+    index, upload_id = _index(request), request.match_info["upload"]
+    record = await _call(request, index.upload, upload_id)
+    return web.json_response({**record, "parts": await _call(request, index.parts, upload_id)})
+
+
+@routes.put("/v1/s3/uploads/{upload}/parts/{number}")
+async def put_part(request: web.Request) -> web.Response:
+    body = await _json(request)
+    try:
+        number = int(request.match_info["number"])
+    except ValueError:
+        raise BadRequest("the part number must be an integer") from None
+    if not isinstance(body.get("cap"), str) or type(body.get("size")) is not int or not isinstance(body.get("etag"), str):
+        raise BadRequest('send {"cap": CAPABILITY, "size": BYTES, "etag": MD5}')
+    garbage = await _call(request, _index(request).put_part, request.match_info["upload"], number, body["cap"],
+                          body["size"], body["etag"])
+    return web.json_response({"garbage": garbage})
+
+
+@routes.post("/v1/s3/uploads/{upload}/complete")
+async def complete(request: web.Request) -> web.Response:
+    body = await _json(request)
+    parts = body.get("parts")
+    if (not isinstance(parts, list) or not parts or len(parts) > 10000
+            or not all(isinstance(p, list) and len(p) == 2 and type(p[0]) is int and isinstance(p[1], str)
+                       for p in parts)):
+        raise BadRequest('send {"parts": [[PART_NUMBER, ETAG], ...]} (1 to 10000 parts)')
+    record, garbage = await _call(request, _index(request).complete, request.match_info["upload"],
+                                  [(n, e) for n, e in parts])
+    return web.json_response({"object": record, "garbage": garbage})
+
+
+@routes.delete("/v1/s3/uploads/{upload}")
+async def abort(request: web.Request) -> web.Response:
+    return web.json_response({"garbage": await _call(request, _index(request).abort, request.match_info["upload"])})
+
+
+@routes.get("/v1/s3/garbage")
+async def garbage(request: web.Request) -> web.Response:
+    return web.json_response({"garbage": await _call(request, _index(request).garbage)})
+
+
+@routes.post("/v1/s3/garbage/forget")
+async def forget_garbage(request: web.Request) -> web.Response:
+    caps = _strings(await _json(request), "caps")
+    await _call(request, _index(request).forget_garbage, caps)
+    return web.json_response({"forgotten": len(caps)})
+
+
+@routes.post("/v1/s3/reconcile")
+async def reconcile(request: web.Request) -> web.Response:
+    caps = _strings(await _json(request), "caps")
+    return web.json_response({"orphans": await _call(request, _index(request).reconcile, caps)})
+
+
+@routes.get("/v1/s3/export")
+async def export(request: web.Request) -> web.Response:
+    return web.json_response(await _call(request, _index(request).export))

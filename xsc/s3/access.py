@@ -1,0 +1,77 @@
+"""Access keys of the S3 front: `<data dir>/s3-keys.json`, mode 0600, written atomically.
+
+The node owner creates them (`xsc s3 keys create`); the front reads the file again whenever it changes,
+so a removed key stops working without a restart.  A key is an access key id (20 characters, like
+AWS's) and a secret (40 characters); the secret never leaves this file except when it is created.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+
+from ..errors import NotFound
+
+FILE_NAME = "s3-keys.json"
+_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+
+def key_file(data_dir: Path) -> Path:
+    return Path(data_dir) / FILE_NAME
+
+
+class KeyRing:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._stamp: tuple[int, int] | None = None
+        self._keys: dict[str, dict] = {}
+
+    def _load(self) -> dict[str, dict]:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._stamp, self._keys = None, {}
+            return self._keys
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            data = json.loads(self.path.read_text() or "{}")
+            self._keys = {k["access_key"]: k for k in data.get("keys", [])}
+            self._stamp = stamp
+        return self._keys
+
+    def secret(self, access_key: str) -> str | None:
+        key = self._load().get(access_key)
+        return key["secret_key"] if key else None
+
+    def list(self) -> list[dict]:
+        return [{"access_key": k["access_key"], "created": k["created"]} for k in self._load().values()]
+
+    def _write(self, keys: dict[str, dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"keys": list(keys.values())}, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
+        self._stamp = None
+
+    def create(self) -> dict:
+        keys = dict(self._load())
+        access_key = "XSC" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(17))
+        secret_key = secrets.token_urlsafe(30)[:40]
+        keys[access_key] = {"access_key": access_key, "secret_key": secret_key, "created": int(time.time())}
+        self._write(keys)
+        return {"access_key": access_key, "secret_key": secret_key}
+
+    def remove(self, access_key: str) -> None:
+        keys = dict(self._load())
+        if access_key not in keys:
+            raise NotFound(f"no access key {access_key!r}", hint="`xsc s3 keys ls` lists them")
+        del keys[access_key]
+        self._write(keys)

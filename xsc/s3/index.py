@@ -1,0 +1,307 @@
+"""The bucket index: the user's map (bucket, key) -> the XSC files holding an object, in the node's LevelDB.
+
+An object record is JSON: `parts` (the ordered capabilities and sizes of the files whose concatenation
+is the object: one for a PutObject, N for a completed multipart upload), `size`, `etag`,
+`content_type`, `metadata` (x-amz-meta-*), `modified` (unix seconds).  Every change is one synced write
+batch, so a crash leaves either the old state or the new, never a mix:
+
+- an overwrite writes the new record and, in the same batch, marks the old record's files as garbage;
+  the S3 front then removes those files from the store (their deals end) and clears the marks.  A crash
+  in between leaves marks that the next front start clears (`garbage`, `forget_garbage`).
+- a part is recorded when its file is complete; Complete turns the upload's parts into one object record
+  and marks the parts it did not use as garbage; Abort marks them all.
+- a file the front stored but could not record (the node died in between) is found by `reconcile`: the
+  front names its files `s3:...` and asks which of them no record refers to.
+
+Synchronous (plyvel); the node's routes run it in the CPU pool.  One lock serialises the
+read-modify-write changes.  Nothing here speaks HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from typing import Any, Iterable, Iterator
+
+import plyvel
+
+from .. import keys
+from ..errors import (BucketExists, BucketNotEmpty, EntityTooSmall, InvalidArgument, InvalidPart, InvalidPartOrder,
+                      NoSuchBucket, NoSuchKey, NoSuchUpload)
+from . import etag, listing, names
+
+FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
+
+
+def _dump(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+class S3Index:
+    def __init__(self, db: plyvel.DB, *, min_part_size: int = names.MIN_PART_SIZE,
+                 clock=time.time) -> None:
+        self.db = db
+        self.min_part_size = min_part_size
+        self.clock = clock
+        self._lock = threading.Lock()
+
+    # --- buckets -----------------------------------------------------------------
+    def buckets(self) -> list[dict]:
+        return [{"name": k[len(keys.OBJECT_BUCKETS):].decode(), **json.loads(v)}
+                for k, v in self.db.iterator(prefix=keys.OBJECT_BUCKETS)]
+
+    def bucket(self, name: str) -> dict:
+        raw = self.db.get(keys.object_bucket(name))
+        if raw is None:
+            raise NoSuchBucket(f"no bucket named {name!r}", hint="create it first (CreateBucket)", bucket=name)
+        return {"name": name, **json.loads(raw)}
+
+    def create_bucket(self, name: str) -> dict:
+        names.check_bucket(name)
+        with self._lock:
+            if self.db.get(keys.object_bucket(name)) is not None:
+                raise BucketExists(f"the bucket {name!r} already exists and is yours", bucket=name)
+            record = {"created": self.clock()}
+            self.db.put(keys.object_bucket(name), _dump(record), sync=True)
+        return {"name": name, **record}
+
+    def delete_bucket(self, name: str) -> None:
+        with self._lock:
+            self.bucket(name)
+            for _ in self.db.iterator(prefix=keys.objects_of(name), include_value=False):
+                raise BucketNotEmpty(f"the bucket {name!r} is not empty", hint="delete its objects first",
+                                     bucket=name)
+            if any(json.loads(v)["bucket"] == name for _, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)):
+                raise BucketNotEmpty(f"the bucket {name!r} has multipart uploads in progress",
+                                     hint="complete or abort them first", bucket=name)
+            self.db.delete(keys.object_bucket(name), sync=True)
+
+    # --- objects -----------------------------------------------------------------
+    def get(self, bucket: str, key: str) -> dict:
+        raw = self.db.get(keys.object_key(bucket, key))
+        if raw is None:
+            self.bucket(bucket)
+            raise NoSuchKey(f"no object {key!r} in bucket {bucket!r}", bucket=bucket, key=key)
+        return json.loads(raw)
+
+    def put(self, bucket: str, key: str, record: dict) -> list[str]:
+        """Make `record` the object at (bucket, key); returns the capabilities now garbage (the old object's).
+
+        If the bucket is gone, the new record's own files are garbage instead and NoSuchBucket is raised."""
+        names.check_key(key)
+        record = self._clean(record)
+        with self._lock:
+            if self.db.get(keys.object_bucket(bucket)) is None:
+                self._mark_garbage([p["cap"] for p in record["parts"]])
+                raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
+            old = self.db.get(keys.object_key(bucket, key))
+            garbage = [p["cap"] for p in json.loads(old)["parts"]] if old else []
+            garbage = [c for c in garbage if c not in {p["cap"] for p in record["parts"]}]
+            with self.db.write_batch(sync=True) as batch:
+                batch.put(keys.object_key(bucket, key), _dump(record))
+                for cap in garbage:
+                    batch.put(keys.object_garbage(cap), b"")
+        return garbage
+
+    @staticmethod
+    def _clean(record: dict) -> dict:
+        parts = record.get("parts")
+        if not isinstance(parts, list) or not parts:
+            raise InvalidArgument("an object record needs its parts: [{cap, size}]")
+        clean_parts = []
+        for p in parts:
+            if not isinstance(p, dict) or not isinstance(p.get("cap"), str) or type(p.get("size")) is not int:
+                raise InvalidArgument("each part of an object record is {cap, size}")
+            clean_parts.append({"cap": p["cap"], "size": p["size"], **({"etag": p["etag"]} if "etag" in p else {})})
+        metadata = record.get("metadata") or {}
+        if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                     for k, v in metadata.items()):
+            raise InvalidArgument("metadata is a map of strings")
+        names.check_metadata(metadata)
+        return {"parts": clean_parts, "size": sum(p["size"] for p in clean_parts), "etag": str(record["etag"]),
+                "content_type": str(record.get("content_type") or "binary/octet-stream"), "metadata": metadata,
+                "modified": float(record.get("modified") or 0) or time.time()}
+
+    def delete(self, bucket: str, key: str) -> list[str]:
+        """Remove the object if there is one (S3 deletes are idempotent); returns the capabilities now garbage."""
+        return self.delete_many(bucket, [key])
+
+    def delete_many(self, bucket: str, keys_: Iterable[str]) -> list[str]:
+        with self._lock:
+            self.bucket(bucket)
+            garbage: list[str] = []
+            with self.db.write_batch(sync=True) as batch:
+                for key in keys_:
+                    old = self.db.get(keys.object_key(bucket, key))
+                    if old is None:
+                        continue
+                    batch.delete(keys.object_key(bucket, key))
+                    for p in json.loads(old)["parts"]:
+                        batch.put(keys.object_garbage(p["cap"]), b"")
+                        garbage.append(p["cap"])
+        return garbage
+
+    def list(self, bucket: str, *, prefix: str = "", delimiter: str = "", max_keys: int = listing.MAX_KEYS,
+             start: bytes = b"") -> dict:
+        self.bucket(bucket)
+        base = keys.objects_of(bucket)
+
+        def scan(position: bytes) -> Iterator[tuple[str, dict]]:
+            # Values are decoded lazily: a rolled-up common prefix never parses the records under it.
+            with self.db.iterator(start=base + position, stop=base[:-1] + b"\x01") as it:
+                for k, v in it:
+                    yield k[len(base):].decode(), v
+
+        page = listing.list_page(scan, prefix=prefix, delimiter=delimiter, max_keys=max_keys, start=start)
+        page["contents"] = [(k, _summary(json.loads(v))) for k, v in page["contents"]]
+        return page
+
+    # --- multipart ---------------------------------------------------------------
+    def create_upload(self, bucket: str, key: str, content_type: str = "", metadata: dict | None = None) -> str:
+        names.check_key(key)
+        names.check_metadata(metadata or {})
+        self.bucket(bucket)
+        upload_id = secrets.token_hex(16)
+        record = {"bucket": bucket, "key": key, "created": self.clock(),
+                  "content_type": content_type or "binary/octet-stream", "metadata": metadata or {}}
+        self.db.put(keys.object_upload(upload_id), _dump(record), sync=True)
+        return upload_id
+
+    def upload(self, upload_id: str) -> dict:
+        raw = self.db.get(keys.object_upload(upload_id)) if upload_id.isalnum() else None
+        if raw is None:
+            raise NoSuchUpload("no multipart upload with that id: it was completed, aborted, or never begun",
+                               upload_id=upload_id)
+        return {"id": upload_id, **json.loads(raw)}
+
+    def parts(self, upload_id: str) -> list[dict]:
+        prefix = keys.object_parts_of(upload_id)
+        return [{"number": int.from_bytes(k[-4:], "big"), **json.loads(v)} for k, v in self.db.iterator(prefix=prefix)]
+
+    def put_part(self, upload_id: str, number: int, cap: str, size: int, part_etag: str) -> list[str]:
+        """Record an uploaded part (replacing one of that number); returns the capabilities now garbage.
+        A part of an upload that is gone (aborted meanwhile) is garbage itself: NoSuchUpload."""
+        names.check_part_number(number)
+        with self._lock:
+            if self.db.get(keys.object_upload(upload_id)) is None:
+                self._mark_garbage([cap])
+                raise NoSuchUpload("no multipart upload with that id: it was completed or aborted",
+                                   upload_id=upload_id)
+            old = self.db.get(keys.object_part(upload_id, number))
+            garbage = [json.loads(old)["cap"]] if old else []
+            with self.db.write_batch(sync=True) as batch:
+                batch.put(keys.object_part(upload_id, number),
+                          _dump({"cap": cap, "size": size, "etag": part_etag, "modified": self.clock()}))
+                for c in garbage:
+                    batch.put(keys.object_garbage(c), b"")
+        return garbage
+
+    def complete(self, upload_id: str, chosen: list[tuple[int, str]]) -> tuple[dict, list[str]]:
+        """Make the upload's chosen parts, in order, the object; returns (its record, capabilities now garbage)."""
+        with self._lock:
+            upload = self.upload(upload_id)
+            have = {p["number"]: p for p in self.parts(upload_id)}
+            numbers = [n for n, _ in chosen]
+            if numbers != sorted(set(numbers)):
+                raise InvalidPartOrder("the parts must be listed in ascending order of part number, each once")
+            used = []
+            for number, given_etag in chosen:
+                part = have.get(number)
+                if part is None or part["etag"] != given_etag:
+                    raise InvalidPart(f"part {number} was not uploaded, or its ETag is not {given_etag!r}",
+                                      hint="list the parts with ListParts", part=number)
+                used.append(part)
+            for part in used[:-1]:
+                if part["size"] < self.min_part_size:
+                    raise EntityTooSmall(f"part {part['number']} is {part['size']} bytes: every part but the last "
+                                         f"must be at least {self.min_part_size} bytes", part=part["number"])
+            bucket, key = upload["bucket"], upload["key"]
+            if self.db.get(keys.object_bucket(bucket)) is None:
+                raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
+            record = {"parts": [{"cap": p["cap"], "size": p["size"], "etag": p["etag"]} for p in used],
+                      "size": sum(p["size"] for p in used), "etag": etag.multipart([p["etag"] for p in used]),
+                      "content_type": upload["content_type"], "metadata": upload["metadata"],
+                      "modified": self.clock()}
+            unused = [p["cap"] for n, p in have.items() if n not in set(numbers)]
+            old = self.db.get(keys.object_key(bucket, key))
+            replaced = [p["cap"] for p in json.loads(old)["parts"]] if old else []
+            garbage = unused + replaced
+            with self.db.write_batch(sync=True) as batch:
+                batch.put(keys.object_key(bucket, key), _dump(record))
+                batch.delete(keys.object_upload(upload_id))
+                for n in have:
+                    batch.delete(keys.object_part(upload_id, n))
+                for c in garbage:
+                    batch.put(keys.object_garbage(c), b"")
+        return record, garbage
+
+    def abort(self, upload_id: str) -> list[str]:
+        with self._lock:
+            self.upload(upload_id)
+            parts = self.parts(upload_id)
+            with self.db.write_batch(sync=True) as batch:
+                batch.delete(keys.object_upload(upload_id))
+                for p in parts:
+                    batch.delete(keys.object_part(upload_id, p["number"]))
+                    batch.put(keys.object_garbage(p["cap"]), b"")
+        return [p["cap"] for p in parts]
+
+    def uploads(self, bucket: str, prefix: str = "") -> list[dict]:
+        self.bucket(bucket)
+        found = [{"id": k[len(keys.OBJECT_UPLOADS):].decode(), **json.loads(v)}
+                 for k, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)]
+        return sorted((u for u in found if u["bucket"] == bucket and u["key"].startswith(prefix)),
+                      key=lambda u: (u["key"], u["created"], u["id"]))
+
+    # --- garbage and reconciliation ----------------------------------------------
+    def _mark_garbage(self, caps: Iterable[str]) -> None:
+        with self.db.write_batch(sync=True) as batch:
+            for cap in caps:
+                batch.put(keys.object_garbage(cap), b"")
+
+    def garbage(self) -> list[str]:
+        return [k[len(keys.OBJECT_GARBAGE):].decode()
+                for k in self.db.iterator(prefix=keys.OBJECT_GARBAGE, include_value=False)]
+
+    def forget_garbage(self, caps: Iterable[str]) -> None:
+        """The files were removed from the store: drop their marks (one still referenced is kept safe)."""
+        with self._lock:
+            referenced = self.referenced()
+            with self.db.write_batch(sync=True) as batch:
+                for cap in caps:
+                    if cap not in referenced:
+                        batch.delete(keys.object_garbage(cap))
+
+    def referenced(self) -> set[str]:
+        """Every capability an object or an uploaded part refers to."""
+        caps = {p["cap"] for _, v in self.db.iterator(prefix=keys.OBJECT_KEYS) for p in json.loads(v)["parts"]}
+        caps.update(json.loads(v)["cap"] for _, v in self.db.iterator(prefix=keys.OBJECT_PARTS))
+        return caps
+
+    def reconcile(self, stored: Iterable[str]) -> list[str]:
+        """Of the capabilities of files the front stored (`stored`), those no record refers to: they are
+        marked garbage (and returned) so the front removes them."""
+        with self._lock:
+            referenced = self.referenced()
+            orphans = sorted(set(stored) - referenced)
+            self._mark_garbage(orphans)
+        return orphans
+
+    def export(self) -> dict:
+        """Everything in the index, as JSON: the backup of `xsc s3 export-index`."""
+        buckets = []
+        for b in self.buckets():
+            base = keys.objects_of(b["name"])
+            objects = {k[len(base):].decode(): json.loads(v) for k, v in self.db.iterator(prefix=base)}
+            buckets.append({**b, "objects": objects})
+        uploads = [{"id": k[len(keys.OBJECT_UPLOADS):].decode(), **json.loads(v),
+                    "parts": self.parts(k[len(keys.OBJECT_UPLOADS):].decode())}
+                   for k, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)]
+        return {"version": 1, "exported": self.clock(), "buckets": buckets, "uploads": uploads,
+                "garbage": self.garbage()}
+
+
+def _summary(record: dict) -> dict:
+    return {"size": record["size"], "etag": record["etag"], "modified": record["modified"]}

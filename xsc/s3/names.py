@@ -1,0 +1,43 @@
+"""What S3 accepts as bucket names, keys, part numbers and user metadata.  Pure."""
+
+from __future__ import annotations
+
+import re
+
+from ..errors import InvalidArgument, InvalidBucketName
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IP = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+MAX_KEY_BYTES = 1024
+MAX_PARTS = 10000
+MIN_PART_SIZE = 5 * 1024 * 1024  # every part but the last of a multipart object (S3's rule)
+MAX_METADATA_BYTES = 2048
+
+
+def check_bucket(name: str) -> str:
+    if not _BUCKET.match(name) or ".." in name or _IP.match(name) or ".-" in name or "-." in name:
+        raise InvalidBucketName(f"{name!r} is not a valid bucket name",
+                                hint="3 to 63 characters: lower-case letters, digits, '-' and '.'")
+    return name
+
+
+def check_key(key: str) -> str:
+    if not key:
+        raise InvalidArgument("an object key cannot be empty")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidArgument(f"an object key is at most {MAX_KEY_BYTES} bytes of UTF-8", s3_code="KeyTooLongError")
+    return key
+
+
+def check_part_number(number: int) -> int:
+    if not 1 <= number <= MAX_PARTS:
+        raise InvalidArgument(f"part numbers go from 1 to {MAX_PARTS}, not {number}")
+    return number
+
+
+def check_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+    if size > MAX_METADATA_BYTES:
+        raise InvalidArgument(f"user metadata is at most {MAX_METADATA_BYTES} bytes, got {size}",
+                              s3_code="MetadataTooLarge")
+    return metadata

@@ -1,0 +1,127 @@
+"""The S3 front's client of its node's user API (the same API, token and paths the CLI uses).
+
+Asynchronous (aiohttp) and streaming both ways: a put sends the body as it arrives, a get yields the
+file as the node sends it.  The node's problem bodies become XscErrors (as in the CLI); a node that
+does not answer is NodeNotRunning, which the front answers with 503 ServiceUnavailable.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, AsyncIterator
+from urllib.parse import quote
+
+import aiohttp
+
+from ..cli.client import error_from_problem
+from ..errors import NodeNotRunning, NotFound, XscError
+
+CHUNK = 1024 * 1024
+
+
+class NodeApi:
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            headers=self._headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            connector=aiohttp.TCPConnector(limit=64))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "NodeApi.start() first"
+        return self._session
+
+    async def _raise_for(self, response: aiohttp.ClientResponse) -> None:
+        if response.status >= 400:
+            body = await response.read()
+            response.release()
+            raise error_from_problem(response.status, body)
+
+    def _down(self, exc: Exception) -> NodeNotRunning:
+        return NodeNotRunning(f"the node at {self.url} is not answering: {exc}", hint="start it: xsc node start")
+
+    async def call(self, method: str, path: str, *, params: dict | None = None, body: Any = None) -> Any:
+        """A JSON request to the node's API; its JSON answer."""
+        try:
+            async with self.session.request(method, self.url + path, params=params,
+                                            data=None if body is None else json.dumps(body),
+                                            headers={"Content-Type": "application/json"} if body is not None
+                                            else None) as response:
+                await self._raise_for(response)
+                return await response.json(content_type=None)
+        except XscError:
+            raise
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._down(exc) from None
+
+    async def put_file(self, chunks: AsyncIterator[bytes], size: int | None, name: str) -> dict:
+        """Store a stream as one XSC file (a `store put`: market, payment, placement); its put result."""
+        headers = {"Content-Type": "application/octet-stream"}
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        source_error: list[BaseException] = []
+
+        async def body() -> AsyncIterator[bytes]:
+            # The source's own refusal (a body not matching its signature, say) cuts the upload short, so
+            # the node aborts it; it is that refusal, not the cut connection, that the caller must see.
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            except BaseException as exc:
+                source_error.append(exc)
+                raise
+
+        try:
+            async with self.session.post(self.url + "/v1/store/files", params={"name": name}, data=body(),
+                                         headers=headers, expect100=size is not None) as response:
+                await self._raise_for(response)
+                if source_error:
+                    raise source_error[0]
+                return await response.json(content_type=None)
+        except XscError:
+            if source_error:
+                raise source_error[0] from None
+            raise
+        except (aiohttp.ClientError, OSError) as exc:
+            if source_error:
+                raise source_error[0] from None
+            raise self._down(exc) from None
+
+    async def read_file(self, cap: str, first: int | None = None, last: int | None = None
+                        ) -> AsyncIterator[bytes]:
+        """The bytes of a file (or of bytes first..last, inclusive), as the node streams them.
+        The node is asked before the first chunk is yielded; a cut stream raises NodeNotRunning."""
+        headers = {"Range": f"bytes={first}-{last}"} if first is not None else {}
+        try:
+            response = await self.session.get(f"{self.url}/v1/store/files/{quote(cap, safe=':')}", headers=headers)
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._down(exc) from None
+        await self._raise_for(response)
+        return self._stream(response)
+
+    async def _stream(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.content.iter_chunked(CHUNK):
+                yield chunk
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._down(exc) from None
+        finally:
+            response.release()
+
+    async def delete_file(self, cap: str) -> None:
+        """Remove a file from the store (its deals end); one already gone is fine."""
+        try:
+            await self.call("DELETE", f"/v1/store/files/{quote(cap, safe=':')}")
+        except NotFound:
+            pass
+
+    async def files(self) -> list[dict]:
+        return (await self.call("GET", "/v1/store/files"))["files"]

@@ -1,0 +1,638 @@
+"""The S3 front: an aiohttp server speaking the S3 REST API (path-style) over a node's user API.
+
+`xsc s3 serve` runs it in its own process.  Every request is authenticated (AWS Signature V4, header or
+presigned), then turned into calls on the node: object bytes go through /v1/store/files (each object or
+part is one XSC file, put through the market like `xsc store put`), names through the bucket index at
+/v1/s3/...  Bodies stream both ways; memory per request is bounded by a few chunks.  Every refusal is an
+S3 XML error; nothing unexpected becomes anything but an InternalError body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Awaitable, Callable
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from ..errors import S3Error, XscError
+from ..storage.ranges import content_range, parse_range
+from . import listing, names, sigv4, xml
+from .access import KeyRing
+from .index import FILE_PREFIX
+from .node_client import NodeApi
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+META_PREFIX = "x-amz-meta-"
+NOT_IMPLEMENTED = frozenset({
+    "acl", "policy", "policyStatus", "cors", "lifecycle", "tagging", "website", "logging", "notification",
+    "replication", "encryption", "object-lock", "retention", "legal-hold", "torrent", "restore", "select",
+    "versions", "versionId", "accelerate", "requestPayment", "analytics", "inventory", "metrics",
+    "ownershipControls", "publicAccessBlock", "intelligent-tiering", "attributes", "website",
+})
+RESPONSE_OVERRIDES = {"response-content-type": "Content-Type", "response-content-language": "Content-Language",
+                      "response-expires": "Expires", "response-cache-control": "Cache-Control",
+                      "response-content-disposition": "Content-Disposition",
+                      "response-content-encoding": "Content-Encoding"}
+
+
+@dataclass
+class Call:
+    """One S3 request, authenticated: its bucket and key, decoded query and verified signature."""
+
+    request: web.Request
+    bucket: str
+    key: str
+    query: dict[str, str]
+    auth: sigv4.Verified
+    request_id: str
+
+
+class WriteGate:
+    """Writes (puts, parts, copies) run side by side; reconciliation runs only when none is in flight,
+    and holds new writes back while it runs (a file stored but not yet recorded is never taken for an orphan)."""
+
+    def __init__(self) -> None:
+        self.writers = 0
+        self.exclusive = False
+        self._cond = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def write(self):
+        async with self._cond:
+            await self._cond.wait_for(lambda: not self.exclusive)
+            self.writers += 1
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self.writers -= 1
+                self._cond.notify_all()
+
+    @contextlib.asynccontextmanager
+    async def alone(self):
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.writers == 0 and not self.exclusive)
+            self.exclusive = True
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self.exclusive = False
+                self._cond.notify_all()
+
+
+class S3Front:
+    def __init__(self, node: NodeApi, keyring: KeyRing, *, region: str = "us-east-1", owner: str = "xsc",
+                 clock: Callable[[], float] = time.time) -> None:
+        self.node = node
+        self.keyring = keyring
+        self.region = region
+        self.owner = owner
+        self.clock = clock
+        self.gate = WriteGate()
+
+    # --- the app -----------------------------------------------------------------
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=xml.MAX_BODY)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        request_id = secrets.token_hex(8).upper()
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        try:
+            try:
+                auth = sigv4.verify(sigv4.SignedRequest(request.method, raw_path, raw_query, request.headers),
+                                    self.keyring.secret, self.clock())
+                path = unquote(raw_path)
+                bucket, _, key = path.lstrip("/").partition("/")
+                call = Call(request, bucket, key, dict(sigv4.parse_query(raw_query)), auth, request_id)
+                response = await self.dispatch(call)
+            except XscError as err:
+                return self._error(request, err, request_id)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            return self._error(request, S3Error("the gateway hit an unexpected error; see its log",
+                                                s3_code="InternalError", status=500), request_id)
+        response.headers.setdefault("x-amz-request-id", request_id)
+        return response
+
+    def _error(self, request: web.Request, err: XscError, request_id: str) -> web.Response:
+        code, status = xml.s3_code_of(err)
+        if status >= 500:
+            log.warning("%s %s: %s %s", request.method, request.path, code, err)
+        body = b"" if request.method == "HEAD" else xml.error(code, err.message, request.path, request_id)
+        response = web.Response(status=status, body=body, content_type="application/xml",
+                                headers={"x-amz-request-id": request_id})
+        if request.can_read_body and not request.content.at_eof():
+            response.force_close()  # the client may still be sending a body we will not read
+        return response
+
+    # --- routing -----------------------------------------------------------------
+    async def dispatch(self, call: Call) -> web.StreamResponse:
+        method, q = call.request.method, call.query
+        unsupported = NOT_IMPLEMENTED.intersection(q)
+        if unsupported:
+            raise S3Error(f"{method} with ?{sorted(unsupported)[0]} is not implemented by this gateway",
+                          s3_code="NotImplemented", status=501)
+        if not call.bucket:
+            if method == "GET":
+                return await self.list_buckets(call)
+            raise self._unknown(call)
+        if not call.key:
+            handler = self._bucket_handler(method, q)
+        else:
+            handler = self._object_handler(method, q, call.request.headers)
+        if handler is None:
+            raise self._unknown(call)
+        return await handler(call)
+
+    def _unknown(self, call: Call) -> S3Error:
+        return S3Error(f"{call.request.method} {'object' if call.key else 'bucket' if call.bucket else 'service'}"
+                       f" with ?{'&'.join(sorted(call.query)) or ''} is not an operation this gateway implements",
+                       s3_code="NotImplemented", status=501)
+
+    def _bucket_handler(self, method: str, q: dict) -> Callable[[Call], Awaitable[web.StreamResponse]] | None:
+        if method == "GET":
+            if "uploads" in q:
+                return self.list_uploads
+            if "location" in q:
+                return self.get_location
+            if "versioning" in q:
+                return self.get_versioning
+            return self.list_objects
+        return {("PUT", False): self.create_bucket, ("DELETE", False): self.delete_bucket,
+                ("HEAD", False): self.head_bucket, ("POST", True): self.delete_objects}.get((method, "delete" in q))
+
+    def _object_handler(self, method: str, q: dict, headers) -> Callable[[Call], Awaitable[web.StreamResponse]] | None:
+        if method == "PUT":
+            if "uploadId" in q or "partNumber" in q:
+                if "x-amz-copy-source" in headers:
+                    return None  # UploadPartCopy
+                return self.upload_part
+            return self.copy_object if "x-amz-copy-source" in headers else self.put_object
+        if method in ("GET", "HEAD"):
+            if "uploadId" in q and method == "GET":
+                return self.list_parts
+            return self.get_object
+        if method == "DELETE":
+            return self.abort_upload if "uploadId" in q else self.delete_object
+        if method == "POST":
+            if "uploads" in q:
+                return self.create_upload
+            if "uploadId" in q:
+                return self.complete_upload
+        return None
+
+    # --- bodies ------------------------------------------------------------------
+    async def _payload(self, call: Call, *, md5: "hashlib._Hash | None" = None) -> AsyncIterator[bytes]:
+        """The request body as it arrives, checked before its last chunk is let through: the signed
+        SHA-256 (x-amz-content-sha256), Content-MD5, and aws-chunked signatures.  A body that fails a
+        check never reaches the store whole (the put is cut short and aborted by the node)."""
+        request, auth = call.request, call.auth
+        chunked = auth.payload_hash.startswith("STREAMING-") or "aws-chunked" in request.headers.get(
+            "Content-Encoding", "")
+        decoder = sigv4.ChunkDecoder(auth) if chunked else None
+        want_sha = auth.payload_hash if len(auth.payload_hash) == 64 else None
+        sha = hashlib.sha256() if want_sha else None
+        md5 = md5 if md5 is not None else hashlib.md5()
+        content_md5 = request.headers.get("Content-MD5")
+        held = b""
+        while True:
+            try:  # whole 1 MiB chunks: a few large writes to the node rather than many socket-sized ones
+                chunk = await request.content.readexactly(CHUNK)
+            except asyncio.IncompleteReadError as end:
+                chunk = end.partial
+            if not chunk:
+                break
+            if decoder is not None:
+                if sha is not None:
+                    sha.update(chunk)
+                chunk = decoder.feed(chunk)
+            elif sha is not None:
+                sha.update(chunk)
+            if chunk:
+                md5.update(chunk)
+                if held:
+                    yield held
+                held = chunk
+        if decoder is not None and not decoder.done:
+            raise S3Error("the aws-chunked body ended early", s3_code="IncompleteBody", status=400)
+        if sha is not None and sha.hexdigest() != want_sha:
+            raise S3Error("the body's SHA-256 does not match x-amz-content-sha256",
+                          s3_code="XAmzContentSHA256Mismatch", status=400)
+        if content_md5:
+            import base64
+
+            if base64.b64encode(md5.digest()).decode() != content_md5.strip():
+                raise S3Error("the body's MD5 does not match Content-MD5", s3_code="BadDigest", status=400)
+        if held:
+            yield held
+
+    async def _small_body(self, call: Call) -> bytes:
+        parts = []
+        size = 0
+        async for chunk in self._payload(call):
+            size += len(chunk)
+            if size > xml.MAX_BODY:
+                raise S3Error("the request body is too large", s3_code="MaxMessageLengthExceeded", status=400)
+            parts.append(chunk)
+        return b"".join(parts)
+
+    def _declared_size(self, call: Call) -> int | None:
+        headers = call.request.headers
+        if "x-amz-decoded-content-length" in headers:
+            try:
+                return int(headers["x-amz-decoded-content-length"])
+            except ValueError:
+                raise S3Error("bad x-amz-decoded-content-length", s3_code="InvalidArgument", status=400) from None
+        if call.auth.payload_hash.startswith("STREAMING-"):
+            return None
+        return call.request.content_length
+
+    @staticmethod
+    def _metadata(headers) -> dict[str, str]:
+        return {k.lower()[len(META_PREFIX):]: v for k, v in headers.items() if k.lower().startswith(META_PREFIX)}
+
+    async def _store(self, call: Call, chunks: AsyncIterator[bytes], size: int | None, name: str) -> str:
+        """Store a stream as one XSC file; its capability."""
+        result = await self.node.put_file(chunks, size, FILE_PREFIX + name)
+        return result["capability"]
+
+    async def _collect(self, garbage: list[str]) -> None:
+        """Remove files no object refers to any more from the store (their deals end), then drop their marks."""
+        if not garbage:
+            return
+        done = []
+        limit = asyncio.Semaphore(8)
+
+        async def remove(cap: str) -> None:
+            async with limit:
+                try:
+                    await self.node.delete_file(cap)
+                    done.append(cap)
+                except XscError as err:
+                    log.warning("could not remove %s… from the store yet: %s", cap[:24], err)
+
+        await asyncio.gather(*(remove(cap) for cap in garbage))
+        if done:
+            await self.node.call("POST", "/v1/s3/garbage/forget", body={"caps": done})
+
+    async def collect_all(self) -> int:
+        garbage = (await self.node.call("GET", "/v1/s3/garbage"))["garbage"]
+        await self._collect(garbage)
+        return len(garbage)
+
+    async def reconcile(self) -> list[str]:
+        """Remove the files this gateway stored that no object or part refers to (left by a crash between
+        a file's put and its record), and the files marked garbage.  Runs when no write is in flight."""
+        async with self.gate.alone():
+            stored = [f["capability"] for f in await self.node.files() if f.get("name", "").startswith(FILE_PREFIX)]
+            orphans: list[str] = []
+            for i in range(0, len(stored), 2000):
+                orphans += (await self.node.call("POST", "/v1/s3/reconcile",
+                                                 body={"caps": stored[i:i + 2000]}))["orphans"]
+            await self.collect_all()
+        if orphans:
+            log.info("removed %d file(s) no object referred to", len(orphans))
+        return orphans
+
+    # --- service and buckets -----------------------------------------------------
+    async def list_buckets(self, call: Call) -> web.Response:
+        buckets = (await self.node.call("GET", "/v1/s3/buckets"))["buckets"]
+        return _xml(xml.list_buckets(buckets, self.owner))
+
+    async def create_bucket(self, call: Call) -> web.Response:
+        names.check_bucket(call.bucket)
+        await self._small_body(call)  # a CreateBucketConfiguration: every bucket is in this node's region
+        await self.node.call("PUT", f"/v1/s3/buckets/{call.bucket}")
+        return web.Response(status=200, headers={"Location": f"/{call.bucket}"})
+
+    async def delete_bucket(self, call: Call) -> web.Response:
+        await self.node.call("DELETE", f"/v1/s3/buckets/{call.bucket}")
+        return web.Response(status=204)
+
+    async def head_bucket(self, call: Call) -> web.Response:
+        await self.node.call("GET", f"/v1/s3/buckets/{call.bucket}")
+        return web.Response(status=200, headers={"x-amz-bucket-region": self.region})
+
+    async def get_location(self, call: Call) -> web.Response:
+        await self.node.call("GET", f"/v1/s3/buckets/{call.bucket}")
+        return _xml(xml.location(self.region))
+
+    async def get_versioning(self, call: Call) -> web.Response:
+        await self.node.call("GET", f"/v1/s3/buckets/{call.bucket}")
+        return _xml(xml.versioning())
+
+    async def list_objects(self, call: Call) -> web.Response:
+        q = call.query
+        max_keys = _int(q.get("max-keys"), listing.MAX_KEYS, "max-keys")
+        prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
+        encoding = q.get("encoding-type") or None
+        v2 = q.get("list-type") == "2"
+        if v2:
+            token, start_after = q.get("continuation-token", ""), q.get("start-after", "")
+            start = listing.decode_token(token) if token else listing.after(start_after) if start_after else b""
+        else:
+            marker = q.get("marker", "")
+            start = listing.v1_start(marker, delimiter)
+        page = await self.node.call("GET", f"/v1/s3/buckets/{call.bucket}/objects", params={
+            "prefix": prefix, "delimiter": delimiter, "max_keys": str(min(max_keys, listing.MAX_KEYS)),
+            "start": listing.encode_token(start)})
+        if v2:
+            body = xml.list_objects_v2(call.bucket, page, prefix=prefix, delimiter=delimiter, max_keys=max_keys,
+                                       start_after=q.get("start-after", ""), continuation=q.get("continuation-token", ""),
+                                       encoding=encoding, fetch_owner=q.get("fetch-owner") == "true", owner=self.owner)
+        else:
+            body = xml.list_objects_v1(call.bucket, page, prefix=prefix, delimiter=delimiter, max_keys=max_keys,
+                                       marker=q.get("marker", ""), encoding=encoding, owner=self.owner)
+        return _xml(body)
+
+    async def delete_objects(self, call: Call) -> web.Response:
+        keys, quiet = xml.parse_delete(await self._small_body(call))
+        result = await self.node.call("POST", f"/v1/s3/buckets/{call.bucket}/delete", body={"keys": keys})
+        await self._collect(result["garbage"])
+        return _xml(xml.delete_result(keys, [], quiet))
+
+    # --- objects -----------------------------------------------------------------
+    async def _bucket_exists(self, bucket: str) -> None:
+        await self.node.call("GET", f"/v1/s3/buckets/{bucket}")
+
+    async def put_object(self, call: Call) -> web.Response:
+        names.check_key(call.key)
+        metadata = names.check_metadata(self._metadata(call.request.headers))
+        await self._bucket_exists(call.bucket)
+        md5 = hashlib.md5()
+        async with self.gate.write():
+            cap = await self._store(call, self._payload(call, md5=md5), self._declared_size(call),
+                                    f"{call.bucket}/{call.key}")
+            size = int(cap.rsplit(":", 1)[1])
+            record = {"parts": [{"cap": cap, "size": size}], "etag": md5.hexdigest(),
+                      "content_type": call.request.headers.get("Content-Type", ""), "metadata": metadata,
+                      "modified": self.clock()}
+            result = await self.node.call("PUT", f"/v1/s3/buckets/{call.bucket}/object", params={"key": call.key},
+                                          body=record)
+        await self._collect(result["garbage"])
+        return web.Response(status=200, headers={"ETag": xml.quoted(record["etag"])})
+
+    async def _object(self, bucket: str, key: str) -> dict:
+        return await self.node.call("GET", f"/v1/s3/buckets/{bucket}/object", params={"key": key})
+
+    async def _read(self, record: dict, first: int, last: int) -> AsyncIterator[bytes]:
+        """Bytes first..last (inclusive) of an object: from each part file that holds some of them, only those."""
+        offset = 0
+        for part in record["parts"]:
+            end = offset + part["size"]
+            if part["size"] and end > first and offset <= last:
+                a, b = max(first, offset) - offset, min(last, end - 1) - offset
+                whole = a == 0 and b == part["size"] - 1
+                stream = await self.node.read_file(part["cap"], None if whole else a, None if whole else b)
+                async for chunk in stream:
+                    yield chunk
+            offset = end
+            if offset > last:
+                return
+
+    async def get_object(self, call: Call) -> web.StreamResponse:
+        request = call.request
+        record = await self._object(call.bucket, call.key)
+        size = record["size"]
+        headers = {"ETag": xml.quoted(record["etag"]), "Last-Modified": xml.http_date(record["modified"]),
+                   "Content-Type": record.get("content_type") or "binary/octet-stream", "Accept-Ranges": "bytes",
+                   **{META_PREFIX + k: v for k, v in record.get("metadata", {}).items()}}
+        if len(record["parts"]) > 1:
+            headers["x-amz-mp-parts-count"] = str(len(record["parts"]))
+        for param, header in RESPONSE_OVERRIDES.items():
+            if param in call.query:
+                headers[header] = call.query[param]
+        not_modified = self._preconditions(request, record)
+        if not_modified is not None:
+            return web.Response(status=not_modified, headers={k: v for k, v in headers.items()
+                                                              if k in ("ETag", "Last-Modified")})
+        byte_range = None
+        if "partNumber" in call.query:
+            byte_range = self._part_range(record, call.query["partNumber"])
+            headers["x-amz-mp-parts-count"] = str(len(record["parts"]))
+        else:
+            try:
+                byte_range = parse_range(request.headers.get("Range"), size)
+            except XscError:
+                raise S3Error(f"the requested range is not satisfiable (the object has {size} bytes)",
+                              s3_code="InvalidRange", status=416, ActualObjectSize=str(size)) from None
+        response = web.StreamResponse(status=200, headers=headers)
+        first, last = 0, size - 1
+        if byte_range is not None:
+            first, last = byte_range
+            response.set_status(206)
+            response.headers["Content-Range"] = content_range(first, last, size)
+        response.content_length = last - first + 1 if size else 0
+        if request.method == "HEAD" or size == 0:
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        chunks = self._read(record, first, last)
+        # The first chunk before the headers: a file the node cannot read is still an S3 error here.
+        try:
+            head = await chunks.__anext__()
+        except StopAsyncIteration:
+            head = b""
+        await response.prepare(request)
+        try:
+            await response.write(head)
+            async for chunk in chunks:
+                await response.write(chunk)
+        except XscError as err:
+            log.error("get of %s/%s stopped: %s", call.bucket, call.key, err)
+            request.transport.close()  # the client sees a short body, never wrong bytes
+            return response
+        await response.write_eof()
+        return response
+
+    @staticmethod
+    def _part_range(record: dict, text: str) -> tuple[int, int]:
+        number = _int(text, 1, "partNumber")
+        if not 1 <= number <= len(record["parts"]):
+            raise S3Error(f"the object has {len(record['parts'])} part(s), not a part {number}",
+                          s3_code="InvalidPartNumber", status=416)
+        first = sum(p["size"] for p in record["parts"][:number - 1])
+        return first, first + record["parts"][number - 1]["size"] - 1
+
+    @staticmethod
+    def _preconditions(request: web.Request, record: dict) -> int | None:
+        """304 or 412 for If-None-Match / If-Match (the conditions rclone and browsers send), else None."""
+        current = record["etag"]
+        if_match = request.headers.get("If-Match")
+        if if_match and if_match.strip() != "*" and current not in [t.strip().strip('"') for t in if_match.split(",")]:
+            raise S3Error("the object's ETag does not match If-Match", s3_code="PreconditionFailed", status=412)
+        none_match = request.headers.get("If-None-Match")
+        if none_match and (none_match.strip() == "*" or current in [t.strip().strip('"') for t in none_match.split(",")]):
+            return 304
+        return None
+
+    async def delete_object(self, call: Call) -> web.Response:
+        result = await self.node.call("DELETE", f"/v1/s3/buckets/{call.bucket}/object", params={"key": call.key})
+        await self._collect(result["garbage"])
+        return web.Response(status=204)
+
+    async def copy_object(self, call: Call) -> web.Response:
+        names.check_key(call.key)
+        headers = call.request.headers
+        source = unquote(headers["x-amz-copy-source"]).partition("?")[0].lstrip("/")
+        src_bucket, _, src_key = source.partition("/")
+        if not src_bucket or not src_key:
+            raise S3Error("x-amz-copy-source must be BUCKET/KEY", s3_code="InvalidArgument", status=400)
+        record = await self._object(src_bucket, src_key)
+        await self._bucket_exists(call.bucket)
+        await self._small_body(call)
+        directive = headers.get("x-amz-metadata-directive", "COPY").upper()
+        if directive == "REPLACE":
+            metadata = names.check_metadata(self._metadata(headers))
+            content_type = headers.get("Content-Type", "")
+        else:
+            metadata, content_type = record.get("metadata", {}), record.get("content_type", "")
+        md5 = hashlib.md5()
+
+        async def data() -> AsyncIterator[bytes]:
+            if record["size"]:
+                async for chunk in self._read(record, 0, record["size"] - 1):
+                    md5.update(chunk)
+                    yield chunk
+
+        async with self.gate.write():
+            cap = await self._store(call, data(), record["size"], f"{call.bucket}/{call.key}")
+            new = {"parts": [{"cap": cap, "size": record["size"]}], "etag": md5.hexdigest(),
+                   "content_type": content_type, "metadata": metadata, "modified": self.clock()}
+            result = await self.node.call("PUT", f"/v1/s3/buckets/{call.bucket}/object", params={"key": call.key},
+                                          body=new)
+        await self._collect(result["garbage"])
+        return _xml(xml.copy_object(new["etag"], new["modified"]))
+
+    # --- multipart ---------------------------------------------------------------
+    async def create_upload(self, call: Call) -> web.Response:
+        names.check_key(call.key)
+        metadata = names.check_metadata(self._metadata(call.request.headers))
+        result = await self.node.call("POST", f"/v1/s3/buckets/{call.bucket}/uploads", body={
+            "key": call.key, "content_type": call.request.headers.get("Content-Type", ""), "metadata": metadata})
+        return _xml(xml.initiate_multipart(call.bucket, call.key, result["upload_id"]))
+
+    async def _upload(self, call: Call) -> dict:
+        upload = await self.node.call("GET", f"/v1/s3/uploads/{_upload_id(call)}")
+        if upload["bucket"] != call.bucket or upload["key"] != call.key:
+            raise S3Error("that upload id is for another object", s3_code="NoSuchUpload", status=404)
+        return upload
+
+    async def upload_part(self, call: Call) -> web.Response:
+        number = names.check_part_number(_int(call.query.get("partNumber"), 0, "partNumber"))
+        upload_id = _upload_id(call)
+        await self._upload(call)
+        md5 = hashlib.md5()
+        async with self.gate.write():
+            cap = await self._store(call, self._payload(call, md5=md5), self._declared_size(call),
+                                    f"{call.bucket}/{call.key}#{upload_id}.{number}")
+            size = int(cap.rsplit(":", 1)[1])
+            result = await self.node.call("PUT", f"/v1/s3/uploads/{upload_id}/parts/{number}",
+                                          body={"cap": cap, "size": size, "etag": md5.hexdigest()})
+        await self._collect(result["garbage"])
+        return web.Response(status=200, headers={"ETag": xml.quoted(md5.hexdigest())})
+
+    async def complete_upload(self, call: Call) -> web.Response:
+        await self._upload(call)
+        parts = xml.parse_complete(await self._small_body(call))
+        result = await self.node.call("POST", f"/v1/s3/uploads/{_upload_id(call)}/complete",
+                                      body={"parts": [[n, e] for n, e in parts]})
+        await self._collect(result["garbage"])
+        return _xml(xml.complete_multipart(f"/{call.bucket}/{call.key}", call.bucket, call.key,
+                                           result["object"]["etag"]))
+
+    async def abort_upload(self, call: Call) -> web.Response:
+        await self._upload(call)
+        result = await self.node.call("DELETE", f"/v1/s3/uploads/{_upload_id(call)}")
+        await self._collect(result["garbage"])
+        return web.Response(status=204)
+
+    async def list_parts(self, call: Call) -> web.Response:
+        upload = await self._upload(call)
+        marker = _int(call.query.get("part-number-marker"), 0, "part-number-marker")
+        max_parts = min(_int(call.query.get("max-parts"), 1000, "max-parts"), 1000)
+        parts = [p for p in upload["parts"] if p["number"] > marker]
+        return _xml(xml.list_parts(call.bucket, call.key, upload["id"], parts[:max_parts], marker=marker,
+                                   max_parts=max_parts, truncated=len(parts) > max_parts, owner=self.owner))
+
+    async def list_uploads(self, call: Call) -> web.Response:
+        prefix = call.query.get("prefix", "")
+        max_uploads = min(_int(call.query.get("max-uploads"), 1000, "max-uploads"), 1000)
+        key_marker = call.query.get("key-marker", "")
+        id_marker = call.query.get("upload-id-marker", "")
+        uploads = (await self.node.call("GET", f"/v1/s3/buckets/{call.bucket}/uploads",
+                                        params={"prefix": prefix}))["uploads"]
+        if key_marker:  # after the marker: later keys, or the marker's key with a later upload id
+            uploads = [u for u in uploads
+                       if u["key"] > key_marker or (u["key"] == key_marker and id_marker and u["id"] > id_marker)]
+        return _xml(xml.list_uploads(call.bucket, uploads[:max_uploads], prefix=prefix, max_uploads=max_uploads,
+                                     truncated=len(uploads) > max_uploads, owner=self.owner))
+
+
+def _upload_id(call: Call) -> str:
+    upload_id = call.query.get("uploadId", "")
+    if not upload_id.isalnum():
+        raise S3Error("no multipart upload with that id", s3_code="NoSuchUpload", status=404)
+    return upload_id
+
+
+def _int(text: str | None, default: int, name: str) -> int:
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise S3Error(f"{name} must be an integer, got {text!r}", s3_code="InvalidArgument", status=400) from None
+    if value < 0:
+        raise S3Error(f"{name} must not be negative", s3_code="InvalidArgument", status=400)
+    return value
+
+
+def _xml(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=body, content_type="application/xml")
+
+
+async def serve(front: S3Front, host: str, port: int, *, ready: Callable[[str], None] | None = None,
+                reconcile_interval: float = 300.0, stop: asyncio.Event | None = None) -> None:
+    """Run the front until `stop` is set (or forever): reconcile first, then listen, then reconcile when idle."""
+    await front.node.start()
+    runner = web.AppRunner(front.app(), access_log=None, handle_signals=False)
+    try:
+        try:
+            orphans = await front.reconcile()
+            if orphans:
+                print(f"removed {len(orphans)} file(s) left by an interrupted write", flush=True)
+        except XscError as err:
+            log.warning("could not reconcile with the node yet: %s", err)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        if ready:
+            ready(f"http://{host}:{port}")
+        stop = stop or asyncio.Event()
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), reconcile_interval)
+            except asyncio.TimeoutError:
+                if front.gate.writers == 0:
+                    try:
+                        await front.reconcile()
+                    except XscError as err:
+                        log.warning("reconciliation skipped: %s", err)
+    finally:
+        await runner.cleanup()
+        await front.node.close()
