@@ -1,7 +1,7 @@
 """The house rules, checked on the code itself (docs/architecture.md draws them).
 
 - No import cycle anywhere in xsc/ (imports inside functions count).
-- Layers only import downwards: cli and tools -> node -> services -> net -> pure cores -> ground.
+- Layers only import downwards: cli and tools (the S3 front) -> node -> services -> net -> pure cores -> ground.
 - Pure cores do no I/O: they import no asyncio, aiohttp or plyvel.
 - No domain package imports xsc.node or aiohttp.web; services never take the aiohttp app.
 """
@@ -24,7 +24,9 @@ PURE = {
     "xsc.market." + m for m in ("models", "orders", "book", "auction", "pricing", "matching", "supply")
 } | {
     "xsc.allocation." + m for m in ("causality", "compute", "convergence", "damping", "divide", "itc", "matching",
-                                    "models", "received", "recognition", "simulate")
+                                    "models", "received", "recognition", "rounds", "simulate")
+} | {
+    "xsc.s3." + m for m in ("etag", "listing", "names", "sigv4", "xml")
 } | {"xsc.allocation", "xsc.health", "xsc.market",  # packages whose face re-exports only their pure core
      "xsc.ledger.model", "xsc.ledger.rules", "xsc.ledger.pricing", "xsc.health.challenge", "xsc.health.stats",
      "xsc.peers.descriptors"}

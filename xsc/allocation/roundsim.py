@@ -417,7 +417,7 @@ def plot_rounds(result: RoundResult, path: str) -> None:
     """Convergence per round as a PNG: the largest and the mean denominator change (log scale,
     with the 0.001 line) and the share of converged providers (with the 80% line) above, the over-allocation
     below."""
-    from .simulate import _pyplot
+    from .simulate import _pyplot, _save
 
     plt = _pyplot()
     rounds = [s.round for s in result.timeline]
@@ -441,14 +441,3 @@ def plot_rounds(result: RoundResult, path: str) -> None:
     fig.suptitle(f"xsc allocation simulate: {c.participants} participants, {c.slots} slots, seed {c.seed}, rounds")
     fig.tight_layout()
     _save(fig, plt, path)
-
-
-def _save(fig, plt, path: str) -> None:
-    from ..errors import InvalidArgument
-
-    try:
-        fig.savefig(path, format="png")
-    except OSError as e:
-        raise InvalidArgument(f"cannot write the plot to {path}: {e.strerror}", hint="pick a writable path") from None
-    finally:
-        plt.close(fig)

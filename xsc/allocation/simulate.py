@@ -428,11 +428,20 @@ def _pyplot():
     return plt
 
 
+def _save(fig, plt, path: str) -> None:
+    from ..errors import InvalidArgument
+
+    try:
+        fig.savefig(path, format="png")
+    except OSError as e:
+        raise InvalidArgument(f"cannot write the plot to {path}: {e.strerror}", hint="pick a writable path") from None
+    finally:
+        plt.close(fig)
+
+
 def plot(result: SimResult, path: str) -> None:
     """Convergence over simulated time as a PNG: the share of converged participants (with the
     80% line) and the total over-allocation."""
-    from .roundsim import _save
-
     plt = _pyplot()
     times = [t / 1000 for t, _, _ in result.timeline]
     fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(8, 6))
