@@ -73,16 +73,22 @@ class LedgerService:
 
     def settle_later(self, payer: Identity, payee: Identity, amount: int, usage: dict[str, int], job_ref: str,
                      *, held: int) -> None:
-        """Queue a settlement and return at once; the `held` credit is released when it is written.
+        """Queue a settlement and return at once.  The `held` budget is released now and replaced by the
+        metered `amount`, which stays held until the settlement is written: so held credit never exceeds
+        the budgets of the work still running plus what finished work owes (issue 14's load bug).
 
         For work whose caller should not wait for an fsync (an invoke): the settlement is written by the
-        next group commit, and `close()` writes every queued one before the node stops.  A crash in
-        between loses the provider's payment for that work, never the payer's credit."""
+        next group commit, and `close()` writes every queued one before the node stops."""
+        if amount > held:
+            raise InvalidArgument(f"the metered amount {amount} exceeds the {held} held for it")
         request = new_settlement(payer, payee, amount, usage, job_ref, int(time.time()))
         future = asyncio.get_running_loop().create_future()
+        account = payer.public_key
+        self._held[account] = self._held.get(account, 0) - held + amount
+        self._release(account, 0)  # drop an account whose hold is now zero
 
         def written(f: asyncio.Future) -> None:
-            self.release(payer, held)
+            self._release(account, amount)
             if not f.cancelled() and f.exception() is not None:
                 log.error("settlement %s was not written: %s", job_ref, f.exception())
 
