@@ -8,7 +8,7 @@ import asyncio
 from compute_helpers import deploy, invoke
 
 from xsc.node import CLIENT_IDENTITY
-from xsc.node.appkeys import LEDGER
+from xsc.node.appkeys import LEDGER, TABS
 
 PRICE = 1_000_000  # micro-credits per million fuel: a budget of 250,000 fuel holds 0.25 credits
 FUEL = 250_000
@@ -48,6 +48,5 @@ async def test_a_burst_far_below_the_credit_limit_gets_no_402_and_holds_only_wha
     assert metered < BUDGET  # far below the limit: nothing but the holds could have refused a call
     worst = max(held - flying * BUDGET for held, flying in samples)
     assert worst <= metered, f"held credit exceeded in-flight budgets by {worst} (all metered: {metered})"
-    while ledger._drainer is not None and not ledger._drainer.done():
-        await ledger._drainer
+    await node.app[TABS].flush()
     assert ledger._held.get(payer, 0) == 0

@@ -83,12 +83,16 @@ def balance(obj, account: str, as_json: bool) -> None:
 @click.option("--limit", "-n", type=click.IntRange(1, 10_000), default=20, show_default=True,
               help="How many entries, newest first.")
 @click.option("--account", default="client", show_default=True, help="Whose chain to list.")
+@click.option("--expand", is_flag=True, help="List the provenance ids each aggregated transfer covers.")
 @json_option
 @click.pass_obj
-def history(obj, limit: int, account: str, as_json: bool) -> None:
-    """List an account's newest entries (payments it made, receipts for work it did)."""
-    info = obj.client().request("GET", f"/v1/ledger/accounts/{quote(account, safe='')}/history",
-                                query={"limit": limit})
+def history(obj, limit: int, account: str, expand: bool, as_json: bool) -> None:
+    """List an account's newest entries (payments it made, receipts for work it did).
+
+    Paid invokes are settled in aggregate: one transfer per interval covers many invokes (its job says how
+    many, and the Merkle root of their provenance ids); --expand lists the ids."""
+    query = {"limit": limit, **({"expand": "true"} if expand else {})}
+    info = obj.client().request("GET", f"/v1/ledger/accounts/{quote(account, safe='')}/history", query=query)
     entries = info["entries"]
     if as_json:
         emit_json(entries)
@@ -99,10 +103,16 @@ def history(obj, limit: int, account: str, as_json: bool) -> None:
     rows = []
     for e in entries:
         other = e["payee"] if e["kind"] == "payment" else e["payer"]
+        job = f"{e['invokes']} invokes (root {e['covers'][:12]}…)" if "covers" in e else e["job"]
         rows.append((e["seq"], _time(e["settled_at"]), e["kind"], other[:12] + "…", _signed(e["delta"]),
-                     _usage(e["usage"]), e["job"], e["id"][:16]))
+                     _usage(e["usage"]), job, e["id"][:16]))
     _table(["seq", "settled (UTC)", "kind", "counterparty", "credits", "usage", "job", "entry"], rows,
            title=f"account {info['account']['account']} — balance {_credits(info['account']['balance'])}")
+    for e in entries:
+        if e.get("covered"):
+            click.echo(f"entry {e['id'][:16]} covers {len(e['covered'])} invokes (provenance ids):")
+            for ref in e["covered"]:
+                click.echo(f"  {ref}")
 
 
 @ledger.command()

@@ -1,7 +1,8 @@
 """Paid invokes: the market says who runs a call and at what price; the run is paid through the ledger.
 
-On this node: the whole fuel budget is held before any work, the run settles what it metered by the
-next group commit (the job reference names its provenance record).  On another node::
+On this node: the whole fuel budget is held before any work; once the run is metered, what it owes is written
+with its provenance record (one synced group commit) before the answer, only that amount stays held, and the
+payer's tab with this node is settled as one ledger transfer per interval (ledger/tabs.py).  On another node::
 
     gateway                                   provider
     authorize(cap = fuel budget at the deal price; held, pending on disk)
@@ -24,12 +25,14 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from .. import keys
 from ..errors import DealRefused, Forbidden, InvalidArgument, PeerError, PeerRefused, Trap, XscError
 from ..identity import Identity, public_id, verify
 from ..ledger.model import decode_authorization, encode_authorization
 from ..ledger.pricing import price_compute
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
+from ..ledger.tabs import Tabs, owed_record
 from ..market.service import MarketService
 from ..net.compute import post_invoke
 from ..net.peer_client import PeerClient
@@ -59,12 +62,13 @@ def parse_max_price(value: Any, default: int) -> int:
 
 class PaidCompute:
     def __init__(self, *, compute: ComputeService, market: MarketService, ledger: LedgerService, payments: Payments,
-                 payer: Identity, node: Identity, peers: Any, client: PeerClient, default_bid: int,
+                 tabs: Tabs, payer: Identity, node: Identity, peers: Any, client: PeerClient, default_bid: int,
                  on_invoked: Callable[[str], None] = lambda label: None) -> None:
         self.compute = compute
         self.market = market
         self.ledger = ledger
         self.payments = payments
+        self.tabs = tabs
         self.payer = payer  # the local user's account
         self.node = node  # this node's account and identity
         self.peers = peers  # xsc.peers.PeerService: where a provider is
@@ -95,17 +99,23 @@ class PaidCompute:
         # The whole fuel budget (what a trapped call is charged) is held before any work, or the call is refused.
         budget = price_compute(self.compute.limits(call).fuel, assignment.price)
         await self.ledger.hold(self.payer, budget)
+
+        def owed(run) -> tuple[tuple[bytes, bytes], ...]:  # on disk with the run's record, before the answer
+            return ((keys.ledger_owed(bytes.fromhex(run.provenance_id)),
+                     owed_record(self.payer.public_key, self.node.public_key, run.price, run.fuel_consumed)),)
+
         try:
-            run = await self.compute.invoke(call, requester=self.payer.id, rate=assignment.price, deal=deal)
-        except BaseException:  # refused before it ran (bad arguments, no such export): nothing to pay
+            run = await self.compute.invoke(call, requester=self.payer.id, rate=assignment.price, deal=deal,
+                                            owed=owed)
+        except BaseException:  # refused before it ran (bad arguments, no such export), or not recorded: unpaid
             self.ledger.release(self.payer, budget)
             raise
         self.on_invoked(run.label)
         self.market.note_fuel(run.fuel_consumed)
-        # Returned or trapped, the run used fuel: it is paid for either way, by the next group commit
-        # (the caller does not wait for its fsync; the job reference names the provenance record).
-        self.ledger.settle_later(self.payer, self.node, run.price, {"fuel": run.fuel_consumed},
-                                 f"compute:{run.provenance_id}", held=budget)
+        # Returned or trapped, the run used fuel: it is paid for either way, on the payer's tab with this node
+        # (one ledger transfer per interval covers every run on it; ledger/tabs.py).
+        self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.price, run.fuel_consumed,
+                      held=budget)
         error = run.error()
         if error is not None:
             raise error
@@ -174,7 +184,8 @@ class PaidCompute:
                                         deal={**deal, "gateway": gateway, "price": price,
                                               "authorization": auth.id.hex()})
         self.market.note_fuel(run.fuel_consumed)
-        receipt = await self.ledger.countersign(self.node, auth, run.price, {"fuel": run.fuel_consumed})
+        receipt = await self.ledger.countersign(self.node, auth, run.price, {"fuel": run.fuel_consumed},
+                                                verified=True)  # checked above, before the call ran
         self.market.note_paid(gateway, run.price, by_them=True)
         answer: dict[str, Any] = {"run": run.to_json(), "receipt": receipt.encode().hex()}
         error = run.error()

@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import plyvel
 import wasmtime
@@ -32,6 +32,7 @@ from . import engine as eng
 from . import modules as mods
 from . import sandbox
 from ..ledger import price_compute
+from .journal import Journal
 from .limits import Limits, resolve
 from .modules import ModuleInfo
 from .store import ComputeStore
@@ -133,6 +134,9 @@ class ComputeService:
         self.threads = max(2, config.threads)  # two at least: one spinning call must not block the next
         self.engine = eng.make_engine()
         self.fingerprint = eng.fingerprint()
+        # What a replay needs to reproduce a run bit for bit: named in every provenance record.
+        self._engine_facts = {"wasmtime": eng.WASMTIME_VERSION, "fingerprint": self.fingerprint.hex(),
+                              "nan_canonicalization": eng.SETTINGS["cranelift_nan_canonicalization"]}
         self.ticker = eng.EpochTicker(self.engine)
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="xsc-wasm")
         self.store = ComputeStore(db)
@@ -142,8 +146,7 @@ class ComputeService:
         self._cache_lock = threading.Lock()
         self._load_lock = threading.Lock()  # one load (deserialize or compile) per module at a time
         self._deploy_lock = threading.Lock()
-        self._counts: dict[bytes, int] = {}
-        self._count_lock = threading.Lock()  # an invocation count and its write go together
+        self.journal = Journal(db, identity)
         self.stats = {"compiled": 0, "loaded": 0, "rejected_artifacts": 0}
         self.running = 0  # calls executing right now
         self._running_lock = threading.Lock()
@@ -159,7 +162,8 @@ class ComputeService:
         return {"componentType": "component", "status": "pass" if self.ticker.alive else "fail",
                 "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        await self.journal.close()
         self.pool.shutdown(wait=True)
         self.ticker.stop()
 
@@ -268,20 +272,24 @@ class ComputeService:
         return module
 
     # --- invocation ----------------------------------------------------------------------
-    async def invoke(self, call: InvokeCall, *, requester: str, rate: int,
-                     deal: dict[str, Any] | None = None) -> Run:
+    async def invoke(self, call: InvokeCall, *, requester: str, rate: int, deal: dict[str, Any] | None = None,
+                     owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None = None) -> Run:
         """Run one call on the pool; a trap is a Run too (it is metered and recorded), bad input raises.
 
         `rate` is the deal's price (micro-credits per million fuel), and `deal` what the provenance
-        record says of the deal the call runs under."""
+        record says of the deal the call runs under; `owed(run)` gives records written durably with the
+        run's provenance record (what the run owes: ledger/tabs.py)."""
         if self.admitted >= self.max_queued:
             raise ComputeBusy(f"the node is busy: {self.admitted} calls are running or waiting "
                               f"for one of its {self.threads} threads", hint="retry in a moment",
                               admitted=self.admitted)
         self.admitted += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.pool, self._invoke, call, requester, rate,
-                                                                    deal)
+            run, record, module_hash = await asyncio.get_running_loop().run_in_executor(
+                self.pool, self._invoke, call, requester, rate, deal)
+            # Answered only once its record is on disk (one synced write and one signature per group).
+            await self.journal.append(record, module_hash, owed(run) if owed is not None else ())
+            return run
         finally:
             self.admitted -= 1
 
@@ -300,7 +308,8 @@ class ComputeService:
         return prepared, signature, parse_args(call.function, signature, call.args), \
             [call.module] if call.wasi else None
 
-    def _invoke(self, call: InvokeCall, requester: str, rate: int, deal: dict[str, Any] | None) -> Run:
+    def _invoke(self, call: InvokeCall, requester: str, rate: int,
+                deal: dict[str, Any] | None) -> tuple[Run, dict[str, Any], bytes]:
         prepared, signature, values, argv = self._arguments(call)
         limits = self.limits(call)
         started = time.time_ns()
@@ -314,8 +323,7 @@ class ComputeService:
         price = price_compute(outcome.fuel_consumed, rate)
         run = Run(provenance.new_id().hex(), call.module, call.function, signature.results, outcome, limits,
                   price, requester, call.wasi)
-        self._record(run, prepared.module_hash, signature, values, argv, started, deal)
-        return run
+        return run, self._record(run, signature, values, argv, started, deal), prepared.module_hash
 
     def _signature(self, info: ModuleInfo, function: str) -> Signature:
         export = info.export(function)
@@ -337,10 +345,11 @@ class ComputeService:
         """The limits a call runs under: what it asks for, never more than the node's ceiling."""
         return resolve(self.ceiling, call.fuel, call.memory, call.timeout)
 
-    def _record(self, run: Run, module_hash: bytes, signature: Signature, values: list, argv: list[str] | None,
-                started_ns: int, deal: dict[str, Any] | None) -> None:
+    def _record(self, run: Run, signature: Signature, values: list, argv: list[str] | None,
+                started_ns: int, deal: dict[str, Any] | None) -> dict[str, Any]:
+        """The run's provenance record (signed and linked to the module's previous one by the journal)."""
         o = run.outcome
-        record: dict[str, Any] = {
+        record: dict[str, Any] = {"engine": self._engine_facts,
             "version": provenance.VERSION, "id": run.provenance_id, "module": run.module, "function": run.function,
             "args": typed(signature.params, values), "outcome": "ok" if run.ok else "trap",
             "fuel_limit": run.limits.fuel, "fuel_consumed": o.fuel_consumed, "metering": o.metering,
@@ -357,13 +366,7 @@ class ComputeService:
         if argv is not None:
             record["wasi"] = {"argv": argv, "exit_code": o.exit_code, "stdout_bytes": len(o.stdout) + o.stdout_dropped,
                               "stderr_bytes": len(o.stderr) + o.stderr_dropped}
-        signed = provenance.sign(self.identity, record)
-        with self._count_lock:
-            count = self._counts.get(module_hash)
-            if count is None:
-                count = self.store.invocations(module_hash)
-            self._counts[module_hash] = count + 1
-            self.store.record_run(bytes.fromhex(run.provenance_id), signed, module_hash, count + 1)
+        return record
 
     # --- provenance ------------------------------------------------------------------------
     def provenance(self, provenance_id: str) -> dict[str, Any]:

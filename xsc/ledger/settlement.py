@@ -169,7 +169,7 @@ class Payments:
                 raise ClaimRefused(f"this node settles no work of kind {job_kind(auth.job)!r} (job {auth.job!r})",
                                    hint=f"job kinds it settles: {known}")
             await check(sender, auth, amount, usage)
-        receipt = await self.ledger.countersign(self.node, auth, amount, usage)
+        receipt = await self.ledger.countersign(self.node, auth, amount, usage, verified=True)
         self.on_paid(sender, amount, True)
         return receipt
 

@@ -22,6 +22,7 @@ from ..errors import ConfigError
 from ..identity import ReplayGuard
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
+from ..ledger.tabs import Tabs
 from ..market.service import MarketService
 from ..net import PeerClient, RemoteHolder
 from ..peers import HealthService, PeerService
@@ -37,7 +38,7 @@ from ..tasks import in_pool
 from . import auth, datadir, peer_auth, problems
 from .appkeys import (AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_POOL, DB, DEALS, GATEWAY, HEALTH, HEALTH_CHECKS,
                       IDENTITY, IN_FLIGHT, LEASE_GC, LEDGER, MARKET, METRICS, PAID_COMPUTE, PAYMENTS, PEERS,
-                      REPLAY_GUARD, SCRUBBER, SHARE_HOLDER, STARTED, STATUS_PARTS, STORAGE, TERMS, TOKEN)
+                      REPLAY_GUARD, SCRUBBER, SHARE_HOLDER, STARTED, STATUS_PARTS, STORAGE, TABS, TERMS, TOKEN)
 from .http import ROUTES
 from .http.node import node_checks
 from .metrics import Metrics
@@ -138,14 +139,16 @@ async def _services(app: web.Application):
     scrubber = Scrubber(config=config.audit, store=store, pool=pool, report_damage=report_damage)
     lease_gc = LeaseCollector(config=config.storage, store=store, pool=pool, terms=terms,
                               repairing=storage.repairing, registry=metrics.registry)
-    paid = PaidCompute(compute=compute, market=market, ledger=ledger, payments=payments, payer=payer, node=identity,
+    tabs = Tabs(ledger=ledger, identities=[payer, identity])
+    paid = PaidCompute(compute=compute, market=market, ledger=ledger, payments=payments, tabs=tabs, payer=payer,
+                       node=identity,
                        peers=peers, client=client, default_bid=config.market.compute_bid,
                        on_invoked=lambda label: metrics.invocations.labels(label).inc())
 
     app[LEDGER], app[GATEWAY], app[COMPUTE], app[PEERS], app[HEALTH] = ledger, gateway, compute, peers, health
     app[MARKET], app[PAYMENTS], app[TERMS], app[DEALS], app[STORAGE] = market, payments, terms, deals, storage
     app[SHARE_HOLDER], app[AUDITS], app[SCRUBBER], app[LEASE_GC] = share_holder, audits, scrubber, lease_gc
-    app[PAID_COMPUTE] = paid
+    app[PAID_COMPUTE], app[TABS] = paid, tabs
 
     app[STATUS_PARTS].update({
         "ledger": lambda: ledger.status(payer.public_key, identity.public_key),
@@ -153,6 +156,7 @@ async def _services(app: web.Application):
         "compute": compute.status,
         "peers": peers.status,
         "payments": payments.status,
+        "tabs": tabs.open,
         "market": lambda: {k: v for k, v in market.status().items() if k in ("digest", "participants", "converged")},
         "share_uploads": lambda: {"in_progress": len(share_holder)},
         "audits": audits.status,
@@ -167,7 +171,7 @@ async def _services(app: web.Application):
 
     started = []
     try:
-        for service in (compute, peers, health, market, payments, deals, share_holder, audits, scrubber, lease_gc):
+        for service in (tabs, compute, peers, health, market, payments, deals, share_holder, audits, scrubber, lease_gc):
             service.start()
             started.append(service)
         yield

@@ -15,6 +15,7 @@ from ..config import NodeConfig
 from ..identity import Identity, ReplayGuard
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
+from ..ledger.tabs import Tabs
 from ..market.service import MarketService
 from ..peers import HealthService, PeerService
 from ..storage.audits import AuditService
@@ -58,3 +59,4 @@ AUDITS = web.AppKey("audits", AuditService)
 SCRUBBER = web.AppKey("scrubber", Scrubber)
 LEASE_GC = web.AppKey("lease_gc", LeaseCollector)
 PAID_COMPUTE = web.AppKey("paid_compute", PaidCompute)
+TABS = web.AppKey("tabs", Tabs)  # aggregated settlement of paid invokes (ledger/tabs.py)
