@@ -20,13 +20,17 @@ the receipt the provider signed, so the run is paid exactly once.  Routes: node/
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 from .. import keys
-from ..errors import DealRefused, Forbidden, InvalidArgument, PeerError, PeerRefused, Trap, XscError
+from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, Forbidden, InvalidArgument,
+                      ModuleNotFound, PeerError, PeerRefused, Trap, XscError)
 from ..identity import Identity, public_id, verify
 from ..ledger.model import decode_authorization, encode_authorization
 from ..ledger.pricing import price_compute
@@ -40,6 +44,9 @@ from .service import ComputeService, InvokeCall, parse_invoke
 
 log = logging.getLogger(__name__)
 
+PUSH_WINDOW = 60.0  # seconds a gateway may push the module a funded call of its lacked
+SWEEP_INTERVAL = 300.0
+PUSHED_TTL = 3600  # seconds a module pushed by a peer is kept unused before it is removed
 MAX_PRICE = 10**12  # micro-credits per million fuel: far above any real bid
 FUEL_METER = frozenset({"fuel"})
 
@@ -76,6 +83,27 @@ class PaidCompute:
         self.default_bid = default_bid
         self.on_invoked = on_invoked  # (outcome label): the node's metrics
         payments.add_check("compute", self._refuse_separate_receipt)
+        self._sweeper: asyncio.Task | None = None
+        self._running: set[bytes] = set()  # authorizations whose run is under way here (provider side)
+        self._awaited: dict[tuple[str, str], float] = {}  # (gateway, module id) -> until when it may push it
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="xsc-pushed-modules-sweep")
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                removed = await self.sweep_pushed()
+                if removed:
+                    log.info("removed %d module(s) peers pushed that no call used for %d s", len(removed), PUSHED_TTL)
+            except Exception:
+                log.exception("sweeping pushed modules failed")
 
     async def _refuse_separate_receipt(self, sender, authorization, amount, usage) -> None:
         raise Forbidden("a compute receipt is signed with the run it pays for, never on its own",
@@ -99,14 +127,9 @@ class PaidCompute:
         # The whole fuel budget (what a trapped call is charged) is held before any work, or the call is refused.
         budget = price_compute(self.compute.limits(call).fuel, assignment.price)
         await self.ledger.hold(self.payer, budget)
-
-        def owed(run) -> tuple[tuple[bytes, bytes], ...]:  # on disk with the run's record, before the answer
-            return ((keys.ledger_owed(bytes.fromhex(run.provenance_id)),
-                     owed_record(self.payer.public_key, self.node.public_key, run.price, run.fuel_consumed)),)
-
         try:
             run = await self.compute.invoke(call, requester=self.payer.id, rate=assignment.price, deal=deal,
-                                            owed=owed)
+                                            owed=self._owed)
         except BaseException:  # refused before it ran (bad arguments, no such export), or not recorded: unpaid
             self.ledger.release(self.payer, budget)
             raise
@@ -120,6 +143,41 @@ class PaidCompute:
         if error is not None:
             raise error
         return {**run.to_json(), "provider": self.node.id, "deal": deal}
+
+    async def replay(self, provenance_id: str) -> dict[str, Any]:
+        """Re-run a call recorded here, from its provenance record, as a paid invoke on this node; compare.
+
+        Identical means the same outcome, the same results bit for bit (floats by their exact text, NaN
+        payloads included) and the same fuel, on an engine with the same fingerprint."""
+        record = self.compute.provenance(provenance_id)["record"]
+        wasi = record.get("wasi")
+        args = wasi["argv"][1:] if wasi and not record["args"] else [a["value"] for a in record["args"]]
+        call = InvokeCall(record["module"], record["function"], args, record["fuel_limit"], record["memory_limit"],
+                          record["timeout_us"] / 1e6, bool(wasi))
+        deal = {"replay_of": record["id"]}
+        budget = price_compute(self.compute.limits(call).fuel, self.default_bid)
+        await self.ledger.hold(self.payer, budget)
+        try:
+            run = await self.compute.invoke(call, requester=self.payer.id, rate=self.default_bid, deal=deal,
+                                            owed=self._owed)
+        except BaseException:
+            self.ledger.release(self.payer, budget)
+            raise
+        self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.price, run.fuel_consumed,
+                      held=budget)
+        again = self.compute.provenance(run.provenance_id)["record"]
+        differences = [name for name in ("outcome", "results", "trap", "fuel_consumed")
+                       if _comparable(record.get(name)) != _comparable(again.get(name))]
+        same_engine = record.get("engine") == again.get("engine")
+        return {"original": record["id"], "replay": run.provenance_id, "identical": not differences,
+                "differences": differences, "same_engine": same_engine, "engine": again["engine"],
+                "outcome": again["outcome"], "results": again.get("results"), "fuel_consumed": again["fuel_consumed"],
+                "price": run.price}
+
+    def _owed(self, run) -> tuple[tuple[bytes, bytes], ...]:
+        """What a run here owes this node: on disk with the run's record, before the answer."""
+        return ((keys.ledger_owed(bytes.fromhex(run.provenance_id)),
+                 owed_record(self.payer.public_key, self.node.public_key, run.price, run.fuel_consumed)),)
 
     async def invoke_remote(self, provider: str, price: int, call: InvokeCall, deal: dict[str, Any]) -> dict[str, Any]:
         """Run `call` on `provider` at `price` (micro-credits per million fuel); returns the run's JSON
@@ -152,10 +210,28 @@ class PaidCompute:
         return run
 
     # --- the provider's side -------------------------------------------------------------------
-    async def receive_module(self, wasm: bytes, *, wasi: bool) -> tuple[dict, bool]:
-        """A gateway sends the module of a call it matched here (content-addressed: the id is the hash)."""
-        info, created = await self.compute.deploy(wasm, wasi=wasi)
+    async def receive_module(self, gateway: str, wasm: bytes, *, wasi: bool) -> tuple[dict, bool]:
+        """A gateway sends the module of a call it matched here (content-addressed: the id is the hash).
+
+        Only a module this node asked that gateway for (it answered `module-not-found` to a funded call from
+        it within the last PUSH_WINDOW seconds) is taken: anonymous pushes cannot fill the node (issue 12).
+        A pushed module is removed once unused for PUSHED_TTL seconds (`sweep_pushed`)."""
+        self._expire_awaited()
+        module = hashlib.sha256(wasm).hexdigest()
+        if self._awaited.pop((gateway, module), None) is None:
+            raise Forbidden("this node takes a module only for a funded call that needs it",
+                            hint="send the invoke first; a module-not-found answer lets you push its module")
+        info, created = await self.compute.deploy(wasm, wasi=wasi, pushed_by=gateway)
         return {"module": info.id, "created": created}, created
+
+    def _expire_awaited(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, until in self._awaited.items() if until < now]:
+            del self._awaited[key]
+
+    async def sweep_pushed(self, now: float | None = None) -> list[str]:
+        """Remove modules peers pushed that no call used for PUSHED_TTL seconds; their ids."""
+        return await self.compute.remove_unused_pushed(PUSHED_TTL, time.time() if now is None else now)
 
     async def run_for_peer(self, gateway: str, body: dict) -> dict[str, Any]:
         """Run a call a gateway matched here, paid by the authorization it sent: the run and our receipt."""
@@ -171,6 +247,15 @@ class PaidCompute:
             raise InvalidArgument("authorization must be the hex of a signed authorization") from None
         if auth.payee != self.node.public_key or not verify(auth.payer, auth.signature, auth.body):
             raise Forbidden("the authorization does not pay this node, or its payer did not sign it")
+        # One authorization pays for one run: checked BEFORE anything runs (issue 12: a replayed or expired
+        # authorization got a run each time, and was refused only at countersigning).
+        if time.time() > auth.expires_at:
+            raise AuthorizationExpired(f"authorization {auth.id.hex()[:16]} expired at {auth.expires_at}",
+                                       hint="match the invoke again (a fresh authorization)")
+        if auth.id in self._running or await self.ledger.receipt_for(auth.id) is not None:
+            raise AuthorizationReplayed(f"authorization {auth.id.hex()[:16]} already paid for a run here; "
+                                        "an authorization pays for one run",
+                                        hint="fetch its receipt: GET /v1/peer/ledger/receipts/{authorization id}")
         ask = self.market.honoured_ask("compute")
         if ask is None:
             raise DealRefused("this node offers no compute now", hint="match the invoke again")
@@ -180,12 +265,20 @@ class PaidCompute:
         budget = price_compute(self.compute.limits(call).fuel, price)
         if auth.cap < budget:
             raise DealRefused(f"the authorization's cap {auth.cap} does not cover the fuel budget {budget}")
-        run = await self.compute.invoke(call, requester=public_id(auth.payer), rate=price,
-                                        deal={**deal, "gateway": gateway, "price": price,
-                                              "authorization": auth.id.hex()})
-        self.market.note_fuel(run.fuel_consumed)
-        receipt = await self.ledger.countersign(self.node, auth, run.price, {"fuel": run.fuel_consumed},
-                                                verified=True)  # checked above, before the call ran
+        if not self.compute.has_module(call.module):
+            # A funded call for a module this node lacks: this gateway may now push that module (once).
+            self._awaited[(gateway, call.module)] = time.monotonic() + PUSH_WINDOW
+            raise _not_here(call.module)
+        self._running.add(auth.id)
+        try:
+            run = await self.compute.invoke(call, requester=public_id(auth.payer), rate=price,
+                                            deal={**deal, "gateway": gateway, "price": price,
+                                                  "authorization": auth.id.hex()})
+            self.market.note_fuel(run.fuel_consumed)
+            receipt = await self.ledger.countersign(self.node, auth, run.price, {"fuel": run.fuel_consumed},
+                                                    verified=True)  # checked above, before the call ran
+        finally:
+            self._running.discard(auth.id)
         self.market.note_paid(gateway, run.price, by_them=True)
         answer: dict[str, Any] = {"run": run.to_json(), "receipt": receipt.encode().hex()}
         error = run.error()
@@ -193,6 +286,15 @@ class PaidCompute:
             answer["run"] = dict(error.details)
             answer["trap"] = {"kind": run.outcome.trap_kind, "message": run.outcome.message, "hint": run.outcome.hint}
         return answer
+
+
+def _comparable(value: Any) -> Any:
+    """A trap compares by its kind (its message may name the run)."""
+    return value.get("kind") if isinstance(value, dict) and "kind" in value else value
+
+
+def _not_here(module: str) -> ModuleNotFound:
+    return ModuleNotFound(f"module {module} is not deployed on this node", hint="push it: PUT /v1/peer/modules")
 
 
 def _relayed(provider: str, err: PeerRefused) -> XscError:

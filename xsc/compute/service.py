@@ -24,7 +24,7 @@ import wasmtime
 
 from .. import keys
 from ..config import ComputeSection
-from ..errors import ComputeBusy, ExportNotFound, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleNotFound, NotAFunction, \
+from ..errors import ComputeBusy, ModuleDisabled, ExportNotFound, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleNotFound, NotAFunction, \
     ProvenanceNotFound, Trap, UnsupportedSignature
 from ..identity import Identity
 from . import artifacts, provenance
@@ -173,11 +173,16 @@ class ComputeService:
                 "running": self.running, "admitted": self.admitted, "max_queued": self.max_queued, **self.stats}
 
     # --- modules -----------------------------------------------------------------------
-    async def deploy(self, wasm: bytes, *, wasi: bool = False) -> tuple[ModuleInfo, bool]:
-        """Validate, compile and cache a module; returns its info and whether it is new here."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self._deploy, wasm, wasi)
+    async def deploy(self, wasm: bytes, *, wasi: bool = False, pushed_by: str | None = None,
+                     facts: dict[str, str] | None = None) -> tuple[ModuleInfo, bool]:
+        """Validate, compile and cache a module; returns its info and whether it is new here.
 
-    def _deploy(self, wasm: bytes, wasi: bool) -> tuple[ModuleInfo, bool]:
+        `facts`: the registry's name, version, description; `pushed_by`: the peer that pushed it for a call."""
+        facts = check_facts(facts or {})
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self._deploy, wasm, wasi, pushed_by, facts)
+
+    def _deploy(self, wasm: bytes, wasi: bool, pushed_by: str | None = None,
+                facts: dict[str, str] | None = None) -> tuple[ModuleInfo, bool]:
         mods.check_bytes(wasm, self.max_module_size)
         module_id = mods.module_id(wasm)
         module_hash = bytes.fromhex(module_id)
@@ -185,6 +190,12 @@ class ComputeService:
             existing = self.store.module(module_hash)
             if existing is not None:
                 mods.check_imports(existing.imports, wasi)
+                if pushed_by is None and (existing.pushed_by or facts):  # the operator deploys it: theirs now
+                    existing.pushed_by = None
+                    for name, value in (facts or {}).items():
+                        setattr(existing, name, value)
+                    self.store.update_module(module_hash, existing)
+                    self._forget(module_hash)
                 return existing, False
             module = mods.compile_module(self.engine, wasm)
             self.stats["compiled"] += 1
@@ -192,7 +203,8 @@ class ComputeService:
             mods.check_imports(imports, wasi)
             wasi_pre = self._link_wasi(module) if imports else None
             info = ModuleInfo(module_id, len(wasm), mods.describe_exports(module), imports,
-                              provenance.timestamp(time.time_ns()), start=mods.has_start_function(wasm))
+                              provenance.timestamp(time.time_ns()), start=mods.has_start_function(wasm),
+                              pushed_by=pushed_by, **(facts or {}))
             key = keys.artifact(module_hash, self.fingerprint)
             self.store.save_module(module_hash, info, wasm, key,
                                    artifacts.seal(self._secret, key, bytes(module.serialize())))
@@ -218,6 +230,50 @@ class ComputeService:
         if info is None:
             raise _not_deployed(module_id)
         return info
+
+    def has_module(self, module_id: str) -> bool:
+        module_hash = bytes.fromhex(module_id)
+        with self._cache_lock:
+            if module_hash in self._cache:
+                return True
+        return self.store.module(module_hash) is not None
+
+    def set_status(self, module_id: str, status: str) -> ModuleInfo:
+        """Enable or disable a module: a disabled one is refused (module-disabled); its records are kept."""
+        if status not in ("active", "disabled"):
+            raise InvalidArgument(f"status must be active or disabled, not {status!r}")
+        info = self.module(module_id)
+        info.status = status
+        self.store.update_module(bytes.fromhex(info.id), info)
+        self._forget(bytes.fromhex(info.id))
+        return info
+
+    def remove(self, module_id: str) -> ModuleInfo:
+        """Remove a module (its wasm and compiled code); the provenance records of its runs are kept."""
+        info = self.module(module_id)
+        module_hash = bytes.fromhex(info.id)
+        with self._deploy_lock:
+            self.store.remove_module(module_hash)
+            self._forget(module_hash)
+        log.info("removed module %s", info.id)
+        return info
+
+    async def remove_unused_pushed(self, ttl: float, now: float) -> list[str]:
+        """Remove modules peers pushed whose last run (or push) is older than `ttl` seconds; their ids."""
+        removed = []
+        for info in self.store.modules():
+            if info.pushed_by is None:
+                continue
+            used_ns = self.store.last_used_ns(bytes.fromhex(info.id))
+            used = used_ns / 1e9 if used_ns else _parse_time(info.first_deployed)
+            if now - used > ttl:
+                self.remove(info.id)
+                removed.append(info.id)
+        return removed
+
+    def _forget(self, module_hash: bytes) -> None:
+        with self._cache_lock:
+            self._cache.pop(module_hash, None)
 
     def _remember(self, prepared: sandbox.Prepared) -> None:
         with self._cache_lock:
@@ -299,6 +355,9 @@ class ComputeService:
 
     def _arguments(self, call: InvokeCall) -> tuple[sandbox.Prepared, Signature, list, list[str] | None]:
         prepared = self._prepared(bytes.fromhex(call.module))
+        if prepared.info.status != "active":
+            raise ModuleDisabled(f"module {call.module[:16]}… is disabled on this node",
+                                 hint=f"enable it: xsc compute enable {call.module[:16]}")
         signature = self._signature(prepared.info, call.function)
         if prepared.info.imports and not call.wasi:
             mods.check_imports(prepared.info.imports, wasi=False)
@@ -378,6 +437,25 @@ class ComputeService:
 
     def recent_provenance(self, limit: int = 20) -> list[dict[str, Any]]:
         return [provenance.decode(d) for d in self.store.recent_provenance(limit)]
+
+
+FACT_LIMITS = {"name": 64, "version": 32, "description": 512}
+
+
+def check_facts(facts: dict[str, Any]) -> dict[str, str]:
+    """The registry facts given at deploy (name, version, description): short text, nothing else."""
+    unknown = set(facts) - set(FACT_LIMITS)
+    if unknown:
+        raise InvalidArgument(f"unknown module fact(s): {', '.join(sorted(unknown))}",
+                              hint="give name, version, description")
+    for key, value in facts.items():
+        if not isinstance(value, str) or not 0 < len(value) <= FACT_LIMITS[key] or not value.isprintable():
+            raise InvalidArgument(f"{key} must be printable text of 1 to {FACT_LIMITS[key]} characters")
+    return dict(facts)
+
+
+def _parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def _not_deployed(module_id: str) -> ModuleNotFound:

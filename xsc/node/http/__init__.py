@@ -1,9 +1,9 @@
 """The node's HTTP routes, one module per feature.  Each only parses the request, calls one service
 method (the services are in app[...] under node/appkeys.py) and encodes the answer; none imports another."""
 
-from . import compute, health, ledger, market, node, peers, receipts, shares, storage
+from . import compute, health, ledger, market, modules, node, peers, receipts, shares, storage
 
 ROUTES = [node.routes, ledger.routes, storage.routes, shares.routes, compute.routes, peers.routes, health.routes,
-          receipts.routes, market.routes]
+          receipts.routes, market.routes, modules.routes]
 
 __all__ = ["ROUTES"]

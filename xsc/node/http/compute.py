@@ -33,7 +33,8 @@ async def _read_module(request: web.Request, limit: int) -> bytes:
 async def deploy(request: web.Request) -> web.Response:
     service = request.app[COMPUTE]
     wasm = await _read_module(request, service.max_module_size)
-    info, created = await service.deploy(wasm, wasi=query_flag(request.query, "wasi"))
+    facts = {k: request.query[k] for k in ("name", "version", "description") if k in request.query}
+    info, created = await service.deploy(wasm, wasi=query_flag(request.query, "wasi"), facts=facts)
     return web.json_response({**info.to_json(), "created": created}, status=201 if created else 200)
 
 
@@ -71,7 +72,7 @@ async def get_provenance(request: web.Request) -> web.Response:
 # --- peer API: a provider runs a call a gateway matched here ------------------------------------
 @routes.put(MODULES_PATH)
 async def receive_module(request: web.Request) -> web.Response:
-    answer, created = await request.app[PAID_COMPUTE].receive_module(await request.read(),
+    answer, created = await request.app[PAID_COMPUTE].receive_module(peer_auth.peer_id(request), await request.read(),
                                                                       wasi=request.query.get("wasi") == "true")
     return web.json_response(answer, status=201 if created else 200)
 
