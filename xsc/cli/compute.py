@@ -212,7 +212,8 @@ def _show_record(r: dict[str, Any], valid: bool) -> None:
     if "wasi" in r:
         pairs.append(("wasi", f"argv {r['wasi']['argv']}, exit code {r['wasi']['exit_code']}, "
                               f"stdout {r['wasi']['stdout_bytes']} bytes, stderr {r['wasi']['stderr_bytes']} bytes"))
-    metering = "" if r["metering"] == "exact" else " (trapped: metered at the whole budget)"
+    metering = {"exact": "", "whole-budget": " (trapped: metered at the whole budget)"}.get(
+        r["metering"], " (trapped: what it could have used in the time it ran)")
     pairs += [("fuel", f"{r['fuel_consumed']} of {r['fuel_limit']}{metering}"),
               ("wall time", f"{r['wall_time_us'] / 1000:.3f} ms"),
               ("limits", f"memory {r['memory_limit']} bytes, timeout {r['timeout_us'] / 1e6:g} s"),

@@ -284,7 +284,7 @@ class PaidCompute:
         error = run.error()
         if error is not None:
             answer["run"] = dict(error.details)
-            answer["trap"] = {"kind": run.outcome.trap_kind, "message": run.outcome.message, "hint": run.outcome.hint}
+            answer["trap"] = {"kind": run.outcome.trap_kind, "message": error.message, "hint": run.outcome.hint}
         return answer
 
 

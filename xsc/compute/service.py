@@ -32,6 +32,7 @@ from . import engine as eng
 from . import modules as mods
 from . import sandbox
 from ..ledger import price_compute
+from ..ledger.model import format_credits
 from .journal import Journal
 from .limits import Limits, resolve
 from .modules import ModuleInfo
@@ -124,7 +125,10 @@ class Run:
     def error(self) -> Trap | None:
         if self.ok:
             return None
-        return Trap(self.outcome.message, kind=self.outcome.trap_kind, hint=self.outcome.hint, **self._facts())
+        o = self.outcome
+        charged = (f"; charged {format_credits(self.price)} credits for {o.fuel_consumed:,} fuel "
+                   f"({'metered' if o.metering == provenance.METERING_EXACT else 'bounded by the time it ran'})")
+        return Trap(o.message + charged, kind=o.trap_kind, hint=o.hint, **self._facts())
 
 
 class ComputeService:

@@ -143,7 +143,7 @@ async def _services(app: web.Application):
     paid = PaidCompute(compute=compute, market=market, ledger=ledger, payments=payments, tabs=tabs, payer=payer,
                        node=identity,
                        peers=peers, client=client, default_bid=config.market.compute_bid,
-                       on_invoked=lambda label: metrics.invocations.labels(label).inc())
+                       on_invoked=lambda label: metrics.child(metrics.invocations, label).inc())
 
     app[LEDGER], app[GATEWAY], app[COMPUTE], app[PEERS], app[HEALTH] = ledger, gateway, compute, peers, health
     app[MARKET], app[PAYMENTS], app[TERMS], app[DEALS], app[STORAGE] = market, payments, terms, deals, storage

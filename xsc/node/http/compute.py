@@ -3,7 +3,7 @@ read provenance records; and the peer API a provider runs paid calls by (compute
 
 from __future__ import annotations
 
-import json
+import orjson
 
 from aiohttp import web
 
@@ -51,11 +51,11 @@ async def get_module(request: web.Request) -> web.Response:
 @routes.post("/v1/compute/invoke")
 async def invoke(request: web.Request) -> web.Response:
     try:
-        body = json.loads(await request.read())
+        body = orjson.loads(await request.read())
     except ValueError:
         raise InvalidArgument("the request body is not JSON",
                               hint='send {"module": ID, "function": NAME, "args": [...]}') from None
-    return web.json_response(await request.app[PAID_COMPUTE].invoke(body))
+    return web.Response(body=orjson.dumps(await request.app[PAID_COMPUTE].invoke(body)), content_type="application/json")
 
 
 @routes.get("/v1/compute/provenance")
