@@ -127,6 +127,7 @@ _WASM = b"c/w/"  # + module hash -> the module's wasm bytes (to recompile after 
 _ARTIFACT = b"c/a/"  # + module hash + engine fingerprint (32) -> HMAC (32) + compiled artifact
 _INVOCATIONS = b"c/n/"  # + module hash -> invocation count (8, big endian)
 _PROVENANCE = b"c/p/"  # + provenance id (16: time ns (8, big endian) + random (8)) -> signed record
+_TAB_RUNS = b"c/t/"  # + authorization id (32) + provenance id (16) -> amount (8) + fuel (8): a run on a peer's tab
 _PROVENANCE_HEAD = b"c/h/"  # + module hash -> id (16) of the module's newest provenance record on this node
 
 
@@ -155,6 +156,15 @@ def provenance(provenance_id: bytes) -> bytes:
 
 def provenance_head(module_hash: bytes) -> bytes:
     return _PROVENANCE_HEAD + module_hash
+
+
+def tab_runs(authorization_id: bytes) -> bytes:
+    """Prefix of the runs this node did for a peer under one tab authorization."""
+    return _TAB_RUNS + authorization_id
+
+
+def tab_run(authorization_id: bytes, provenance_id: bytes) -> bytes:
+    return _TAB_RUNS + authorization_id + provenance_id
 
 
 PROVENANCE = _PROVENANCE  # in id order, which is time order

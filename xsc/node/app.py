@@ -16,6 +16,7 @@ import aiohttp
 from aiohttp import web
 
 from ..compute.paid import PaidCompute
+from ..compute.remote_tabs import GatewayTabs, ProviderTabs
 from ..compute.service import ComputeService
 from ..config import NodeConfig, parse_listen
 from ..errors import ConfigError
@@ -140,8 +141,10 @@ async def _services(app: web.Application):
     lease_gc = LeaseCollector(config=config.storage, store=store, pool=pool, terms=terms,
                               repairing=storage.repairing, registry=metrics.registry)
     tabs = Tabs(ledger=ledger, identities=[payer, identity])
-    paid = PaidCompute(compute=compute, market=market, ledger=ledger, payments=payments, tabs=tabs, payer=payer,
-                       node=identity,
+    gateway_tabs = GatewayTabs(payments=payments, client=client, peers=peers)
+    provider_tabs = ProviderTabs(db=db, ledger=ledger, node=identity)
+    paid = PaidCompute(compute=compute, market=market, ledger=ledger, payments=payments, tabs=tabs,
+                       gateway_tabs=gateway_tabs, provider_tabs=provider_tabs, payer=payer, node=identity,
                        peers=peers, client=client, default_bid=config.market.compute_bid,
                        on_invoked=lambda label: metrics.child(metrics.invocations, label).inc())
 
