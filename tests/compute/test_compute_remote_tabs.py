@@ -14,16 +14,21 @@ ENV = {"XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3"}
 ADD = module_id("add")
 
 
-def _burst(gateway, acked: dict, calls: int) -> list[threading.Thread]:
+def _invoke(gateway) -> tuple[int, dict]:
+    try:
+        return api(gateway, "POST", "/v1/compute/invoke", {"module": ADD, "function": "add", "args": [1, 2]})
+    except OSError:  # the node died under the request: not acknowledged
+        return 0, {}
+
+
+def _burst(gateway, acked: dict, stop: threading.Event) -> list[threading.Thread]:
     lock = threading.Lock()
 
     def client() -> None:
-        for _ in range(calls):
-            try:
-                status, body = api(gateway, "POST", "/v1/compute/invoke",
-                                   {"module": ADD, "function": "add", "args": [1, 2]})
-            except OSError:  # the node died under the request: not acknowledged
-                continue
+        for _ in range(500):  # bounded; ends when the victim is down
+            if stop.is_set():
+                return
+            status, body = _invoke(gateway)
             if status == 200:
                 with lock:
                     acked[body["provenance"]] = body["price"]
@@ -56,10 +61,14 @@ def test_kill_9_of_gateway_or_provider_loses_no_acknowledged_remote_payment(tmp_
         assert status in (200, 201), body
         acked: dict[str, int] = {}
         for victim in (gateway, provider):
-            before = len(acked)
-            threads = _burst(gateway, acked, 10)
+            # The market matches the gateway's invokes to the provider (again, after a restart) first.
+            wait_until(lambda: (answer := _invoke(gateway))[0] == 200 and acked.update(
+                {answer[1]["provenance"]: answer[1]["price"]}) is None, "a remote invoke to succeed", timeout=90)
+            before, stop = len(acked), threading.Event()
+            threads = _burst(gateway, acked, stop)
             wait_until(lambda: len(acked) >= before + 3, "some acknowledged remote invokes", timeout=60)
             victim.kill()
+            stop.set()
             for t in threads:
                 t.join()
             victim.start()
