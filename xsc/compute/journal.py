@@ -1,8 +1,10 @@
 """The provenance journal: records of finished runs written in groups, each group one signed batch and one
 synced write (group commit, as the ledger writes its settlements).
 
-A run's caller awaits `append` and answers only once the record is on disk (fsynced): what it acknowledged
-survives a power loss.  Records that arrive while a group is being written form the next group.  Per group:
+A run's caller answers only once the record is on disk (fsynced): what it acknowledged survives a power
+loss.  A lone call's worker writes its record itself (`write_now`: parse, run and record in one worker,
+no second thread hop); records that arrive while a write is under way are `append`ed and form the next
+group, written by the journal's thread.  Per group:
 each record gets its link to the previous record of the same module on this node (`previous`: a per-module
 chain, so a module's lineage can be walked), the Merkle root of the group's canonical records is signed
 once, and the stored records, the modules' invocation counts and chain heads, and whatever the callers add
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,10 +33,11 @@ class Journal:
         self._db = db
         self.identity = identity
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xsc-provenance-writer")
+        self._lock = threading.Lock()  # one write at a time (the chain heads and counts are in its order)
         self._pending: list[tuple[tuple, asyncio.Future]] = []
         self._drainer: asyncio.Task | None = None
-        self._counts: dict[bytes, int] = {}  # module hash -> invocations (touched by the writer thread only)
-        self._heads: dict[bytes, str | None] = {}  # module hash -> id of its newest record (writer thread only)
+        self._counts: dict[bytes, int] = {}  # module hash -> invocations (touched under _lock only)
+        self._heads: dict[bytes, str | None] = {}  # module hash -> id of its newest record (under _lock only)
         self.groups = 0
 
     async def append(self, record: dict[str, Any], module_hash: bytes,
@@ -44,6 +48,17 @@ class Journal:
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
         await asyncio.shield(future)
+
+    def write_now(self, record: dict[str, Any], module_hash: bytes, puts: tuple[tuple[bytes, bytes], ...] = ()) -> bool:
+        """From the worker that ran the call: write its record at once if no other write is under way (no
+        second thread hop for a lone call); False if one is, and the caller then `append`s it to the group."""
+        if self._pending or not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._write_locked([(record, module_hash, puts)])
+        finally:
+            self._lock.release()
+        return True
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -59,6 +74,10 @@ class Journal:
                     future.set_exception(error) if error is not None else future.set_result(None)
 
     def _write(self, items: list[tuple[dict, bytes, tuple]]) -> None:
+        with self._lock:
+            self._write_locked(items)
+
+    def _write_locked(self, items: list[tuple[dict, bytes, tuple]]) -> None:
         counts: dict[bytes, int] = {}
         heads: dict[bytes, str] = {}
         for record, module_hash, _ in items:

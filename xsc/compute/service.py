@@ -345,10 +345,10 @@ class ComputeService:
                               admitted=self.admitted)
         self.admitted += 1
         try:
-            run, record, module_hash = await asyncio.get_running_loop().run_in_executor(
-                self.pool, self._invoke, call, requester, rate, deal)
-            # Answered only once its record is on disk (one synced write and one signature per group).
-            await self.journal.append(record, module_hash, owed(run) if owed is not None else ())
+            run, record, module_hash, puts, written = await asyncio.get_running_loop().run_in_executor(
+                self.pool, self._invoke, call, requester, rate, deal, owed)
+            if not written:  # answered only once its record is on disk (one synced write and signature per group)
+                await self.journal.append(record, module_hash, puts)
             return run
         finally:
             self.admitted -= 1
@@ -371,8 +371,9 @@ class ComputeService:
         return prepared, signature, parse_args(call.function, signature, call.args), \
             [call.module] if call.wasi else None
 
-    def _invoke(self, call: InvokeCall, requester: str, rate: int,
-                deal: dict[str, Any] | None) -> tuple[Run, dict[str, Any], bytes]:
+    def _invoke(self, call: InvokeCall, requester: str, rate: int, deal: dict[str, Any] | None,
+                owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None = None
+                ) -> tuple[Run, dict[str, Any], bytes, tuple, bool]:
         prepared, signature, values, argv = self._arguments(call)
         limits = self.limits(call)
         started = time.time_ns()
@@ -386,7 +387,9 @@ class ComputeService:
         price = price_compute(outcome.fuel_consumed, rate)
         run = Run(provenance.new_id().hex(), call.module, call.function, signature.results, outcome, limits,
                   price, requester, call.wasi)
-        return run, self._record(run, signature, values, argv, started, deal), prepared.module_hash
+        record = self._record(run, signature, values, argv, started, deal)
+        puts = owed(run) if owed is not None else ()
+        return run, record, prepared.module_hash, puts, self.journal.write_now(record, prepared.module_hash, puts)
 
     def _signature(self, info: ModuleInfo, function: str) -> Signature:
         export = info.export(function)
