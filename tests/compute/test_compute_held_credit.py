@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from compute_helpers import deploy, invoke
+from tests.support.compute import deploy, invoke
 
 from xsc.node import CLIENT_IDENTITY
 from xsc.node.appkeys import LEDGER, TABS

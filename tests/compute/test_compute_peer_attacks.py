@@ -7,7 +7,7 @@ import json
 import os
 import time
 
-from compute_helpers import deploy, module_id, wasm
+from tests.support.compute import deploy, module_id, wasm
 
 from xsc.identity import Identity, sign_request
 from xsc.ledger.model import authorize, encode_authorization

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 
-from compute_helpers import deploy, invoke, wasm
+from tests.support.compute import deploy, invoke, wasm
 
 from xsc.compute import provenance
 from xsc.node.appkeys import COMPUTE, TABS

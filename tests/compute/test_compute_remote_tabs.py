@@ -6,9 +6,9 @@ from __future__ import annotations
 import threading
 
 import pytest
-from compute_helpers import module_id, wasm
+from tests.support.compute import module_id, wasm
 
-from tests.peers.peer_helpers import api, http, start_star, wait_until
+from tests.support.peers import api, http, start_star, wait_until
 
 ENV = {"XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3"}
 ADD = module_id("add")

@@ -7,9 +7,9 @@ import json
 import threading
 
 import pytest
-from compute_helpers import WASM
+from tests.support.compute import WASM
 
-from tests.peers.peer_helpers import api, http, wait_until
+from tests.support.peers import api, http, wait_until
 
 PRICE = 1_000_000  # micro-credits per million fuel
 FUEL = 100_000  # each call spins out of its fuel: it owes 0.1 credit

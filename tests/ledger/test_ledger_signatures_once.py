@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from .ledger_testkit import now, open_store
+from tests.support.ledger import now, open_store
 from xsc.errors import InvalidEntry, LedgerError
 from xsc.identity import Identity
 from xsc.ledger import new_settlement, rules
