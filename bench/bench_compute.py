@@ -3,8 +3,10 @@
 Run: .venv/bin/python -m bench.bench_compute [--seconds 3]
 
 Every figure is printed next to the raw step it builds on, measured in the same run:
-- hot invoke of `add` through a real node's HTTP API at concurrency 1 and 8
-  (invokes/s, p50, p99) against an in-process fresh Store + instantiate + call;
+- hot invoke of `add` through a real node's HTTP API at concurrency 1 and 8 (invokes/s, p50, p99, node
+  CPU per invoke; every invoke paid and its provenance record fsynced before the answer) against an
+  in-process fresh Store + instantiate + call, a synced LevelDB write, and a minimal aiohttp JSON handler
+  (its own process, the same client) at the same concurrency;
 - compiling the fibonacci module against deserializing its cached artifact (with the HMAC check);
 - the wall time of `xsc compute invoke` and `xsc --help` against a bare `python -c pass`.
 """
@@ -26,7 +28,7 @@ from pathlib import Path
 
 from xsc.devnet import xsc_command
 
-from .common import cpu_seconds, start_node
+from .common import cpu_seconds, free_port, start_node
 from .report import Report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,6 +141,54 @@ def http_invoke(port: int, token: str, module_id: str, concurrency: int, seconds
             "p99": latencies[int(len(latencies) * 0.99)], "n": len(latencies), "node_cpu": cpu / len(latencies)}
 
 
+# The floor any HTTP API on this machine stands on: aiohttp parsing a JSON body and answering JSON, nothing else.
+MINIMAL_SERVER = """
+import sys
+from aiohttp import web
+async def handler(request):
+    body = await request.json()
+    return web.json_response({"results": [{"type": "i32", "value": 3}], "echo": body["function"]})
+app = web.Application()
+app.router.add_post("/v1/compute/invoke", handler)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def minimal_json_handler(concurrency: int, seconds: float) -> dict[str, float]:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", MINIMAL_SERVER, str(port)])
+    try:
+        for _ in range(200):
+            try:
+                with __import__("socket").create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        return http_invoke(port, "-", "0" * 64, concurrency, seconds, server.pid)
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def synced_write(seconds: float) -> float:
+    """Seconds per synced LevelDB write batch of one small record: the durability every acknowledged invoke
+    waits for (shared by a group of invokes under load)."""
+    import plyvel
+
+    path = tempfile.mkdtemp(prefix="xsc-bench-fsync-")
+    db = plyvel.DB(path, create_if_missing=True)
+    try:
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            with db.write_batch(sync=True) as batch:
+                batch.put(n.to_bytes(8, "big"), b"x" * 600)
+            n += 1
+        return (time.perf_counter() - start) / n
+    finally:
+        db.close()
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def wall(cmd: list[str], repeat: int = 5, env: dict[str, str] | None = None) -> float:
     times = []
     for _ in range(repeat):
@@ -160,6 +210,14 @@ def main() -> None:
           f"({1 / raw:,.0f} calls/s on one thread)")
     print(f"the sandbox's run() of the same call, in process: {sandboxed * 1e6:.1f} us ({sandboxed / raw:.2f}x raw)")
 
+    fsync = synced_write(min(args.seconds, 2.0))
+    print(f"raw step: one synced LevelDB write batch (the durability an acknowledged invoke waits for): "
+          f"{fsync * 1e6:.0f} us")
+    minimal = {c: minimal_json_handler(c, args.seconds) for c in (1, 8)}
+    for c, m in minimal.items():
+        print(f"minimal aiohttp JSON handler, concurrency {c}: {m['rate']:,.0f} requests/s, p50 {m['p50'] * 1e3:.3f} ms, "
+              f"server CPU {m['node_cpu'] * 1e6:.0f} us per request")
+
     data_dir = Path(tempfile.mkdtemp(prefix="xsc-bench-"))
     env = {**os.environ, "XSC_HOME": str(data_dir)}
     xsc = xsc_command()
@@ -167,6 +225,9 @@ def main() -> None:
     port = node.port
     report = Report("compute")
     report.add("raw: fresh Store + instantiate + call, in process", raw * 1e6, "us")
+    report.add("raw: one synced LevelDB write batch", fsync * 1e6, "us")
+    for c, m in minimal.items():
+        report.add(f"minimal aiohttp JSON handler requests/s at c={c}", m["rate"], "/s")
     try:
         token = (data_dir / "api-token").read_text().strip()
         add = WASM / "add.wasm"
@@ -181,12 +242,17 @@ def main() -> None:
                   f"({r['rate'] * raw:.2f}x the raw step's single-thread rate), "
                   f"p50 {r['p50'] * 1e3:.3f} ms ({r['p50'] / raw:.1f}x raw), "
                   f"p99 {r['p99'] * 1e3:.3f} ms ({r['p99'] / raw:.1f}x raw), {r['n']} calls; "
-                  f"node CPU {r['node_cpu'] * 1e6:.0f} us per invoke ({r['node_cpu'] / raw:.1f}x raw)")
+                  f"node CPU {r['node_cpu'] * 1e6:.0f} us per invoke ({r['node_cpu'] / raw:.1f}x raw); "
+                  f"{r['rate'] / minimal[concurrency]['rate']:.2f}x the minimal JSON handler's rate, "
+                  f"p50 {r['p50'] / minimal[concurrency]['p50']:.1f}x its p50, "
+                  f"CPU {r['node_cpu'] / minimal[concurrency]['node_cpu']:.1f}x its CPU per request")
             report.add(f"HTTP invokes/s at c={concurrency}", r["rate"], "/s",
                        **({"target": TARGETS["invokes_per_s_c8"], "op": ">="} if concurrency == 8 else {}))
             report.add(f"HTTP invoke p50 at c={concurrency}", r["p50"] * 1e3, "ms",
                        **({"target": TARGETS["p50_ms_c1"], "op": "<"} if concurrency == 1 else {}))
             report.add(f"node CPU per invoke at c={concurrency}", r["node_cpu"] * 1e6, "us")
+            report.add(f"invoke rate / minimal JSON handler rate at c={concurrency}",
+                       r["rate"] / minimal[concurrency]["rate"], "x", **({"target": 0.3, "op": ">="} if concurrency == 1 else {}))
 
         compile_s, load_s = compile_vs_load()
         print(f"fibonacci module: compile {compile_s * 1e3:.3f} ms, cached load (HMAC check + deserialize) "
@@ -208,6 +274,8 @@ def main() -> None:
             ("invokes/s at concurrency 8", results[8]["rate"], ">=", TARGETS["invokes_per_s_c8"]),
             ("p50 ms at concurrency 1", results[1]["p50"] * 1e3, "<", TARGETS["p50_ms_c1"]),
             ("xsc --help ms", help_s * 1e3, "<", TARGETS["help_ms"]),
+            ("invoke rate / minimal JSON handler rate at concurrency 1", results[1]["rate"] / minimal[1]["rate"],
+             ">=", 0.3),
         ]
         for name, value, op, target in checks:
             met = value >= target if op == ">=" else value < target

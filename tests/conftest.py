@@ -4,6 +4,7 @@ The building blocks are in tests/support (nodes.py); node processes come from xs
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ from aiohttp.test_utils import TestClient
 
 from tests.support.cli import ThreadedNode
 from tests.support.nodes import NodeProcess, free_port, kill_all, node_config, serve
+from xsc.ledger.store import SELF_CHECK_ENV
+
+os.environ.setdefault(SELF_CHECK_ENV, "1")  # the ledger verifies the signatures it makes (node processes too)
 
 
 @pytest.fixture

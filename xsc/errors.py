@@ -170,6 +170,10 @@ class ModuleNotFound(NotFound):
     code = "module-not-found"
 
 
+class ModuleDisabled(Conflict):
+    code = "module-disabled"
+
+
 class ModuleTooLarge(PayloadTooLarge):
     code = "module-too-large"
 

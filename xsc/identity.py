@@ -61,10 +61,24 @@ class Identity:
         return self._key.sign(message)
 
 
+_PUBLIC_KEYS: dict[bytes, Ed25519PublicKey] = {}  # parsed key objects: a node meets few keys, verifies often
+_MAX_PUBLIC_KEYS = 4096
+
+
+def _public_key(public_key: bytes) -> Ed25519PublicKey:
+    key = _PUBLIC_KEYS.get(public_key)
+    if key is None:
+        key = Ed25519PublicKey.from_public_bytes(public_key)
+        if len(_PUBLIC_KEYS) >= _MAX_PUBLIC_KEYS:
+            _PUBLIC_KEYS.clear()
+        _PUBLIC_KEYS[bytes(public_key)] = key
+    return key
+
+
 def verify(public_key: bytes, signature: bytes, message: bytes) -> bool:
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError):
+        _public_key(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError, TypeError):
         return False
     return True
 

@@ -128,6 +128,8 @@ _WASM = b"c/w/"  # + module hash -> the module's wasm bytes (to recompile after 
 _ARTIFACT = b"c/a/"  # + module hash + engine fingerprint (32) -> HMAC (32) + compiled artifact
 _INVOCATIONS = b"c/n/"  # + module hash -> invocation count (8, big endian)
 _PROVENANCE = b"c/p/"  # + provenance id (16: time ns (8, big endian) + random (8)) -> signed record
+_TAB_RUNS = b"c/t/"  # + authorization id (32) + provenance id (16) -> amount (8) + fuel (8): a run on a peer's tab
+_PROVENANCE_HEAD = b"c/h/"  # + module hash -> id (16) of the module's newest provenance record on this node
 
 
 def module(module_hash: bytes) -> bytes:
@@ -153,6 +155,19 @@ def provenance(provenance_id: bytes) -> bytes:
     return _PROVENANCE + provenance_id
 
 
+def provenance_head(module_hash: bytes) -> bytes:
+    return _PROVENANCE_HEAD + module_hash
+
+
+def tab_runs(authorization_id: bytes) -> bytes:
+    """Prefix of the runs this node did for a peer under one tab authorization."""
+    return _TAB_RUNS + authorization_id
+
+
+def tab_run(authorization_id: bytes, provenance_id: bytes) -> bytes:
+    return _TAB_RUNS + authorization_id + provenance_id
+
+
 PROVENANCE = _PROVENANCE  # in id order, which is time order
 
 # --- ledger (l/) -----------------------------------------------------------------
@@ -166,6 +181,10 @@ LEDGER_FORKS = b"l/f/"  # + account + seq (8) + entry id -> a conflicting entry 
 LEDGER_PENDING = b"l/p/"  # + authorization id -> encoded signed authorization (its cap is held)
 LEDGER_CLAIMS = b"l/q/"  # + authorization id -> what to ask the payee to countersign (JSON: amount, usage)
 LEDGER_COMPLETED = b"l/c/"  # + authorization id -> id of the payment that completed it (idempotent complete)
+# Aggregated settlement (ledger/tabs.py): what a payer owes a payee for acknowledged work not settled yet, and
+# the refs (provenance ids) each aggregated transfer covers, under the Merkle root its job reference names.
+LEDGER_OWED = b"l/o/"  # + ref (16: a provenance id) -> payer (32) + payee (32) + amount (8) + fuel (8)
+LEDGER_COVERS = b"l/b/"  # + Merkle root (32) -> the refs it covers, 16 bytes each, in order
 
 
 def ledger_entry(account: bytes, seq: int) -> bytes:
@@ -213,6 +232,14 @@ def ledger_claim(authorization_id: bytes) -> bytes:
 
 def ledger_completed(authorization_id: bytes) -> bytes:
     return LEDGER_COMPLETED + authorization_id
+
+
+def ledger_owed(ref: bytes) -> bytes:
+    return LEDGER_OWED + ref
+
+
+def ledger_covers(merkle_root: bytes) -> bytes:
+    return LEDGER_COVERS + merkle_root
 
 # --- health (h/) -----------------------------------------------------------------
 HEALTH = b"h/"

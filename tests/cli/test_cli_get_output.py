@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from xsc.cli import client as cli_client
-from .conftest import xsc
 
 
 @pytest.fixture

@@ -7,12 +7,13 @@ from tests.support.compute import deploy, invoke
 from xsc.ledger import price_compute
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import COMPUTE
-from xsc.node.appkeys import LEDGER
+from xsc.node.appkeys import LEDGER, TABS
 
 
 async def _balances(node) -> tuple[int, int]:
     """Balances once every queued settlement is written (invokes settle after they answer)."""
     ledger = node.app[LEDGER]
+    await node.app[TABS].flush()
     while ledger._drainer is not None and not ledger._drainer.done():
         await ledger._drainer
     store = ledger.store
@@ -28,7 +29,8 @@ async def test_an_invoke_pays_for_the_fuel_it_used(node_factory) -> None:
     assert body["price"] == price_compute(body["fuel_consumed"], 1_000_000) > 0
     assert await _balances(node) == (-body["price"], body["price"])
     history = await (await node.get("/v1/ledger/accounts/client/history")).json()
-    assert f"compute:{body['provenance']}" in str(history) and str(body["fuel_consumed"]) in str(history)
+    [entry] = history["entries"] if "entries" in history else history
+    assert entry["job"].startswith("compute:tab:1:") and entry["usage"] == {"fuel": body["fuel_consumed"], "invokes": 1}
 
 
 async def test_a_trapped_invoke_is_paid_for_its_whole_budget(node_factory) -> None:

@@ -30,9 +30,9 @@ def _read_module(file: str) -> bytes:
         raise InvalidArgument(f"cannot read {file}: {exc.strerror}") from None
 
 
-def _deploy(client, wasm: bytes, wasi: bool) -> dict[str, Any]:
-    return client.request("POST", "/v1/modules", body=wasm, content_type="application/wasm",
-                          query={"wasi": "true"} if wasi else None)
+def _deploy(client, wasm: bytes, wasi: bool, facts: dict[str, str] | None = None) -> dict[str, Any]:
+    query = {**({"wasi": "true"} if wasi else {}), **(facts or {})}
+    return client.request("POST", "/v1/modules", body=wasm, content_type="application/wasm", query=query or None)
 
 
 def _exports(info: dict[str, Any]) -> list[str]:
@@ -52,11 +52,16 @@ def _signatures(info: dict[str, Any]) -> str:
 @compute.command()
 @click.argument("file", metavar="FILE.wasm")
 @click.option("--wasi", is_flag=True, help="Allow WASI imports (the module runs with the WASI profile).")
+@click.option("--name", help="What to call it in the registry (up to 64 characters).")
+@click.option("--version", "version_", metavar="TEXT", help="Its version (up to 32 characters).")
+@click.option("--description", help="What it does (up to 512 characters).")
 @json_option
 @click.pass_obj
-def deploy(obj, file: str, wasi: bool, as_json: bool) -> None:
+def deploy(obj, file: str, wasi: bool, name: str | None, version_: str | None, description: str | None,
+           as_json: bool) -> None:
     """Validate, compile and cache a module on the node; prints its id (SHA-256)."""
-    info = _deploy(obj.client(), _read_module(file), wasi)
+    facts = {k: v for k, v in (("name", name), ("version", version_), ("description", description)) if v is not None}
+    info = _deploy(obj.client(), _read_module(file), wasi, facts)
     if as_json:
         emit_json(info)
     else:
@@ -147,9 +152,11 @@ def modules(obj, as_json: bool) -> None:
         click.echo("no modules deployed (deploy one with: xsc compute deploy FILE.wasm)")
         return
     # The id is whole on its line; the exports go under it, wrapped between words, never inside one.
-    table([Col("id", keep=True), Col("size", right=True), Col("calls", right=True, drop=1),
-           Col("first deployed", drop=2)],
-          [(m["id"], m["size"], m["invocations"], m["first_deployed"]) for m in found],
+    table([Col("id", keep=True), Col("name", drop=3), Col("status", drop=2), Col("size", right=True),
+           Col("calls", right=True, drop=1), Col("first deployed", drop=2)],
+          [(m["id"], " ".join(filter(None, (m.get("name"), m.get("version")))) or "-",
+            m.get("status", "active") + (" (pushed)" if m.get("pushed_by") else ""), m["size"], m["invocations"],
+            m["first_deployed"]) for m in found],
           details=[_export_items(m) for m in found])
 
 
@@ -163,7 +170,9 @@ def module(obj, module_id: str, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    key_values([("id", info["id"]), ("size", f"{info['size']} bytes"), ("first deployed", info["first_deployed"]),
+    facts = [(k, info[k]) for k in ("name", "version", "description") if info.get(k)]
+    key_values([("id", info["id"]), *facts, ("status", info.get("status", "active")), ("size", f"{info['size']} bytes"),
+                ("first deployed", info["first_deployed"]),
                 ("invocations", info["invocations"]), ("imports", ", ".join(info["imports"]) or "none")])
     for export in info["exports"]:
         click.echo(f"  {export.get('signature') or export['name'] + ' (' + export['kind'] + ')'}")
@@ -215,10 +224,67 @@ def _show_record(r: dict[str, Any], valid: bool) -> None:
     if "wasi" in r:
         pairs.append(("wasi", f"argv {r['wasi']['argv']}, exit code {r['wasi']['exit_code']}, "
                               f"stdout {r['wasi']['stdout_bytes']} bytes, stderr {r['wasi']['stderr_bytes']} bytes"))
-    metering = "" if r["metering"] == "exact" else " (trapped: metered at the whole budget)"
+    metering = {"exact": "", "whole-budget": " (trapped: metered at the whole budget)"}.get(
+        r["metering"], " (trapped: what it could have used in the time it ran)")
     pairs += [("fuel", f"{r['fuel_consumed']} of {r['fuel_limit']}{metering}"),
               ("wall time", f"{r['wall_time_us'] / 1000:.3f} ms"),
               ("limits", f"memory {r['memory_limit']} bytes, timeout {r['timeout_us'] / 1e6:g} s"),
               ("price", f"{r['price']} micro-credits"), ("node", r["node"]), ("requester", r["requester"]),
               ("signature", "valid (signed by the node above)" if valid else "INVALID")]
     key_values(pairs)
+
+
+def _lifecycle(obj, module_id: str, method: str, path: str, body: dict | None, as_json: bool, done: str) -> None:
+    info = obj.client().request(method, path.format(id=module_id), json_body=body)
+    if as_json:
+        emit_json(info)
+    else:
+        click.echo(f"module {info['id']} {done}")
+
+
+@compute.command()
+@click.argument("module_id", metavar="ID")
+@json_option
+@click.pass_obj
+def disable(obj, module_id: str, as_json: bool) -> None:
+    """Refuse every call of a module (module-disabled) until it is enabled; its records are kept."""
+    _lifecycle(obj, module_id, "PUT", "/v1/modules/{id}/status", {"status": "disabled"}, as_json, "disabled")
+
+
+@compute.command()
+@click.argument("module_id", metavar="ID")
+@json_option
+@click.pass_obj
+def enable(obj, module_id: str, as_json: bool) -> None:
+    """Let a disabled module run again."""
+    _lifecycle(obj, module_id, "PUT", "/v1/modules/{id}/status", {"status": "active"}, as_json, "enabled")
+
+
+@compute.command()
+@click.argument("module_id", metavar="ID")
+@json_option
+@click.pass_obj
+def rm(obj, module_id: str, as_json: bool) -> None:
+    """Remove a module from this node (its wasm and compiled code); the provenance of its runs is kept."""
+    _lifecycle(obj, module_id, "DELETE", "/v1/modules/{id}", None, as_json, "removed (its provenance records are kept)")
+
+
+@compute.command()
+@click.argument("provenance_id", metavar="ID")
+@json_option
+@click.pass_obj
+def replay(obj, provenance_id: str, as_json: bool) -> None:
+    """Re-run a recorded call from its provenance record (a paid invoke) and check the results are identical.
+
+    Exits 1 when the replay differs (outcome, results bit for bit, or fuel)."""
+    answer = obj.client().request("POST", f"/v1/compute/provenance/{provenance_id}/replay")
+    if as_json:
+        emit_json(answer)
+    else:
+        results = " ".join(str(r["value"]) for r in answer.get("results") or []) or "-"
+        key_values([("original", answer["original"]), ("replay", answer["replay"]),
+                    ("outcome", answer["outcome"]), ("results", results), ("fuel", answer["fuel_consumed"]),
+                    ("engine", "the same" if answer["same_engine"] else f"another ({answer['engine']['wasmtime']})"),
+                    ("identical", "yes" if answer["identical"] else "NO: " + ", ".join(answer["differences"]))])
+    if not answer["identical"]:
+        raise SystemExit(1)

@@ -74,13 +74,17 @@ def balance(obj, account: str, as_json: bool) -> None:
 @click.option("--limit", "-n", type=click.IntRange(1, 10_000), default=20, show_default=True,
               help="How many entries, newest first.")
 @click.option("--account", default="client", show_default=True, help="Whose chain to list.")
+@click.option("--expand", is_flag=True, help="List the provenance ids each aggregated transfer covers.")
 @wide_option
 @json_option
 @click.pass_obj
-def history(obj, limit: int, account: str, wide: bool, as_json: bool) -> None:
-    """List an account's newest entries (payments it made, receipts for work it did)."""
-    info = obj.client().request("GET", f"/v1/ledger/accounts/{quote(account, safe='')}/history",
-                                query={"limit": limit})
+def history(obj, limit: int, account: str, expand: bool, wide: bool, as_json: bool) -> None:
+    """List an account's newest entries (payments it made, receipts for work it did).
+
+    Paid invokes are settled in aggregate: one transfer per interval covers many invokes (its job says how
+    many, and the Merkle root of their provenance ids); --expand lists the ids."""
+    query = {"limit": limit, **({"expand": "true"} if expand else {})}
+    info = obj.client().request("GET", f"/v1/ledger/accounts/{quote(account, safe='')}/history", query=query)
     entries = info["entries"]
     if as_json:
         emit_json(entries)
@@ -93,8 +97,9 @@ def history(obj, limit: int, account: str, wide: bool, as_json: bool) -> None:
     rows = []
     for e in entries:
         other = e["payee"] if e["kind"] == "payment" else e["payer"]
+        job = f"{e['invokes']} invokes (root {e['covers'][:12]}…)" if "covers" in e else e["job"]
         rows.append((e["seq"], _time(e["settled_at"]), e["kind"], other[:12] + "…", _signed(e["delta"]),
-                     _usage(e["usage"]), e["job"], e["id"][:16]))
+                     _usage(e["usage"]), job, e["id"][:16]))
     _table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"), Col("counterparty", keep=True),
             Col("credits", right=True, keep=True), Col("usage", wrap=12, drop=1), Col("job", keep=True, drop=3),
             Col("entry", keep=True)], rows,
@@ -102,6 +107,11 @@ def history(obj, limit: int, account: str, wide: bool, as_json: bool) -> None:
     hidden = max(0, info["account"]["seq"] - len(entries)) if info["account"].get("seq") else 0
     if hidden:
         click.echo(f"{hidden} older entr{'y' if hidden == 1 else 'ies'} not shown (show more with --limit N)")
+    for e in entries:
+        if e.get("covered"):
+            click.echo(f"entry {e['id'][:16]} covers {len(e['covered'])} invokes (provenance ids):")
+            for ref in e["covered"]:
+                click.echo(f"  {ref}")
 
 
 @ledger.command()

@@ -25,6 +25,14 @@ TABLE_ELEMENTS = 100_000
 INSTANCES = 1  # one module, no linking
 TABLES = 4
 MEMORIES = 1
+# More fuel than one thread can burn in a second (about one unit per wasm instruction): what a trapped call
+# whose fuel count wasmtime under-reports is charged for the time it ran, at most (issue 15 item 9).
+MAX_FUEL_PER_SECOND = 4_000_000_000
+
+
+def fuel_bound(duration_ns: int, limit: int) -> int:
+    """The most fuel a call could have used in `duration_ns`: ceil(duration * MAX_FUEL_PER_SECOND), at most `limit`."""
+    return min(limit, -(-duration_ns * MAX_FUEL_PER_SECOND // 1_000_000_000))
 
 
 def resolve(ceiling: Limits, fuel: Any = None, memory: Any = None, timeout: Any = None) -> Limits:

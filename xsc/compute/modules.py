@@ -74,6 +74,12 @@ class ModuleInfo:
     first_deployed: str
     invocations: int = 0
     start: bool = True  # has a start function (runs at instantiation); unknown counts as yes
+    # The registry's facts (seed 000's program registry): what the operator calls it, and whether it may run.
+    name: str | None = None
+    version: str | None = None
+    description: str | None = None
+    status: str = "active"  # or "disabled": refused with module-disabled, its records kept
+    pushed_by: str | None = None  # the peer that pushed it for a call (removed when unused); None: deployed here
     _functions: dict[str, Export] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -90,13 +96,15 @@ class ModuleInfo:
         return {
             "id": self.id, "size": self.size, "exports": [e.to_json() for e in self.exports],
             "imports": self.imports, "wasi": self.wasi, "first_deployed": self.first_deployed,
-            "invocations": self.invocations, "start": self.start,
+            "invocations": self.invocations, "start": self.start, "name": self.name, "version": self.version,
+            "description": self.description, "status": self.status, "pushed_by": self.pushed_by,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModuleInfo:
         return cls(data["id"], data["size"], [Export.from_json(e) for e in data["exports"]], list(data["imports"]),
-                   data["first_deployed"], data.get("invocations", 0), data.get("start", True))
+                   data["first_deployed"], data.get("invocations", 0), data.get("start", True), data.get("name"),
+                   data.get("version"), data.get("description"), data.get("status", "active"), data.get("pushed_by"))
 
 
 def check_bytes(wasm: bytes, max_size: int) -> None:

@@ -1,44 +1,46 @@
 """Paid invokes: the market says who runs a call and at what price; the run is paid through the ledger.
 
-On this node: the whole fuel budget is held before any work, the run settles what it metered by the
-next group commit (the job reference names its provenance record).  On another node::
-
-    gateway                                   provider
-    authorize(cap = fuel budget at the deal price; held, pending on disk)
-    POST /v1/peer/compute/invoke  ------->    checks the authorization (payer's signature, payee = me,
-      {call, price, authorization, deal}       cap covers the budget) and the price (>= its ask);
-                                               runs the call; countersigns a receipt for the metered
-                                               fuel into its chain
-    complete(receipt) (the payment) <------   {run, receipt}
-
-The receipt that comes back goes through the one pay-by-receipt path (ledger/settlement.py), which
-checks it whole.  A provider that lacks the module answers 404 `module-not-found`; the gateway sends it
-and asks once more.  If the answer is lost, the authorization stays pending and the payment retry fetches
-the receipt the provider signed, so the run is paid exactly once.  Routes: node/http/compute.py.
+On this node: the whole fuel budget is held before any work; once the run is metered, what it owes is written
+with its provenance record (one synced group commit) before the answer, only that amount stays held, and the
+payer's tab with this node is settled as one ledger transfer per interval (ledger/tabs.py).  On another node the calls are paid through a tab (remote_tabs.py): one authorization per (gateway,
+provider) per interval, each call run against it, one receipt and one payment when it is closed.  A
+provider that lacks the module answers 404 `module-not-found`; the gateway sends it and asks once more.
+The older one-authorization-per-call form ({"call", "price", "authorization", "deal"} without "tab") is
+still served: one run per authorization, checked before it runs.  Routes: node/http/compute.py and
+node/http/modules.py.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import DealRefused, Forbidden, InvalidArgument, PeerError, PeerRefused, Trap, XscError
+from .. import keys
+from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, Forbidden, InvalidArgument,
+                      ModuleNotFound, PeerRefused, Trap, XscError)
 from ..identity import Identity, public_id, verify
-from ..ledger.model import decode_authorization, encode_authorization
+from ..ledger.model import decode_authorization
 from ..ledger.pricing import price_compute
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
+from ..ledger.tabs import Tabs, owed_record
 from ..market.service import MarketService
 from ..net.compute import post_invoke
 from ..net.peer_client import PeerClient
+from .remote_tabs import GatewayTabs, ProviderTabs
 from .service import ComputeService, InvokeCall, parse_invoke
 
 log = logging.getLogger(__name__)
 
+PUSH_WINDOW = 60.0  # seconds a gateway may push the module a funded call of its lacked
+SWEEP_INTERVAL = 300.0
+PUSHED_TTL = 3600  # seconds a module pushed by a peer is kept unused before it is removed
 MAX_PRICE = 10**12  # micro-credits per million fuel: far above any real bid
-FUEL_METER = frozenset({"fuel"})
 
 
 def _call_json(call: InvokeCall) -> dict[str, Any]:
@@ -59,12 +61,15 @@ def parse_max_price(value: Any, default: int) -> int:
 
 class PaidCompute:
     def __init__(self, *, compute: ComputeService, market: MarketService, ledger: LedgerService, payments: Payments,
-                 payer: Identity, node: Identity, peers: Any, client: PeerClient, default_bid: int,
+                 tabs: Tabs, gateway_tabs: GatewayTabs, provider_tabs: ProviderTabs, payer: Identity, node: Identity, peers: Any, client: PeerClient, default_bid: int,
                  on_invoked: Callable[[str], None] = lambda label: None) -> None:
         self.compute = compute
         self.market = market
         self.ledger = ledger
         self.payments = payments
+        self.tabs = tabs
+        self.gateway_tabs = gateway_tabs  # this node's tabs with providers elsewhere (it pays)
+        self.provider_tabs = provider_tabs  # gateways' tabs with this node (it is paid)
         self.payer = payer  # the local user's account
         self.node = node  # this node's account and identity
         self.peers = peers  # xsc.peers.PeerService: where a provider is
@@ -72,6 +77,29 @@ class PaidCompute:
         self.default_bid = default_bid
         self.on_invoked = on_invoked  # (outcome label): the node's metrics
         payments.add_check("compute", self._refuse_separate_receipt)
+        self._sweeper: asyncio.Task | None = None
+        self._running: set[bytes] = set()  # authorizations whose run is under way here (provider side)
+        self._awaited: dict[tuple[str, str], float] = {}  # (gateway, module id) -> until when it may push it
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="xsc-pushed-modules-sweep")
+        self.gateway_tabs.start()
+
+    async def close(self) -> None:
+        await self.gateway_tabs.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            try:
+                removed = await self.sweep_pushed()
+                if removed:
+                    log.info("removed %d module(s) peers pushed that no call used for %d s", len(removed), PUSHED_TTL)
+            except Exception:
+                log.exception("sweeping pushed modules failed")
 
     async def _refuse_separate_receipt(self, sender, authorization, amount, usage) -> None:
         raise Forbidden("a compute receipt is signed with the run it pays for, never on its own",
@@ -96,44 +124,85 @@ class PaidCompute:
         budget = price_compute(self.compute.limits(call).fuel, assignment.price)
         await self.ledger.hold(self.payer, budget)
         try:
-            run = await self.compute.invoke(call, requester=self.payer.id, rate=assignment.price, deal=deal)
-        except BaseException:  # refused before it ran (bad arguments, no such export): nothing to pay
+            run = await self.compute.invoke(call, requester=self.payer.id, rate=assignment.price, deal=deal,
+                                            owed=self._owed)
+        except BaseException:  # refused before it ran (bad arguments, no such export), or not recorded: unpaid
             self.ledger.release(self.payer, budget)
             raise
         self.on_invoked(run.label)
         self.market.note_fuel(run.fuel_consumed)
-        # Returned or trapped, the run used fuel: it is paid for either way, by the next group commit
-        # (the caller does not wait for its fsync; the job reference names the provenance record).
-        self.ledger.settle_later(self.payer, self.node, run.price, {"fuel": run.fuel_consumed},
-                                 f"compute:{run.provenance_id}", held=budget)
+        # Returned or trapped, the run used fuel: it is paid for either way, on the payer's tab with this node
+        # (one ledger transfer per interval covers every run on it; ledger/tabs.py).
+        self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.price, run.fuel_consumed,
+                      held=budget)
         error = run.error()
         if error is not None:
             raise error
         return {**run.to_json(), "provider": self.node.id, "deal": deal}
 
+    async def replay(self, provenance_id: str) -> dict[str, Any]:
+        """Re-run a call recorded here, from its provenance record, as a paid invoke on this node; compare.
+
+        Identical means the same outcome, the same results bit for bit (floats by their exact text, NaN
+        payloads included) and the same fuel, on an engine with the same fingerprint."""
+        record = self.compute.provenance(provenance_id)["record"]
+        wasi = record.get("wasi")
+        args = wasi["argv"][1:] if wasi and not record["args"] else [a["value"] for a in record["args"]]
+        call = InvokeCall(record["module"], record["function"], args, record["fuel_limit"], record["memory_limit"],
+                          record["timeout_us"] / 1e6, bool(wasi))
+        deal = {"replay_of": record["id"]}
+        budget = price_compute(self.compute.limits(call).fuel, self.default_bid)
+        await self.ledger.hold(self.payer, budget)
+        try:
+            run = await self.compute.invoke(call, requester=self.payer.id, rate=self.default_bid, deal=deal,
+                                            owed=self._owed)
+        except BaseException:
+            self.ledger.release(self.payer, budget)
+            raise
+        self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.price, run.fuel_consumed,
+                      held=budget)
+        again = self.compute.provenance(run.provenance_id)["record"]
+        differences = [name for name in ("outcome", "results", "trap", "fuel_consumed")
+                       if _comparable(record.get(name)) != _comparable(again.get(name))]
+        same_engine = record.get("engine") == again.get("engine")
+        return {"original": record["id"], "replay": run.provenance_id, "identical": not differences,
+                "differences": differences, "same_engine": same_engine, "engine": again["engine"],
+                "outcome": again["outcome"], "results": again.get("results"), "fuel_consumed": again["fuel_consumed"],
+                "price": run.price}
+
+    def _owed(self, run) -> tuple[tuple[bytes, bytes], ...]:
+        """What a run here owes this node: on disk with the run's record, before the answer."""
+        return ((keys.ledger_owed(bytes.fromhex(run.provenance_id)),
+                 owed_record(self.payer.public_key, self.node.public_key, run.price, run.fuel_consumed)),)
+
     async def invoke_remote(self, provider: str, price: int, call: InvokeCall, deal: dict[str, Any]) -> dict[str, Any]:
-        """Run `call` on `provider` at `price` (micro-credits per million fuel); returns the run's JSON
-        with the deal and the payer's ledger entry.  A trap is raised after the payment is written."""
+        """Run `call` on `provider` at `price` (micro-credits per million fuel), paid on this node's open tab with
+        it (remote_tabs.py: one authorization and one ledger transfer per interval); returns the run's JSON with
+        the deal and the tab's authorization.  A trap is raised after it is accounted."""
         self.compute.check(call)  # bad arguments are refused here, before anything is authorized or sent
         limits = self.compute.limits(call)
         url = self.peers.peer(provider).url
-        auth = await self.payments.authorize(provider, price_compute(limits.fuel, price), f"compute:{deal['need']}",
-                                             ttl=max(600, int(limits.timeout) + 600))
-        body = {"call": _call_json(call), "price": price, "authorization": encode_authorization(auth).hex(),
-                "deal": deal}
+        budget = price_compute(limits.fuel, price)
+        tab = await self.gateway_tabs.reserve(provider, price, budget)
+        body = {"call": _call_json(call), "price": price, "authorization": tab.hex, "deal": deal, "tab": True}
         try:
             answer = await post_invoke(self.client, url, provider, body,
                                        lambda: self.compute.store.wasm(bytes.fromhex(call.module)), call.wasi)
-        except PeerRefused as err:
-            # The provider refused before running anything: nothing will ever be countersigned.
-            await self.payments.refused(auth)
+        except PeerRefused as err:  # refused before it ran: nothing is owed for it
+            self.gateway_tabs.answered(tab, budget, None)
             raise _relayed(provider, err) from None
-        except PeerError:
-            log.warning("invoke on %s: no answer; its payment (if it ran) is fetched later", provider[:12])
+        except BaseException:
+            self.gateway_tabs.lost(tab, budget)
+            log.warning("invoke on %s: no answer; if it ran, the tab's receipt covers it", provider[:12])
             raise
-        payment = await self.payments.complete(provider, auth, answer, meters=FUEL_METER)
         run = answer["run"]
-        run.update(provider=provider, deal={**deal, "authorization": auth.id.hex()}, ledger_entry=payment.id.hex())
+        amount = run.get("price")
+        if type(amount) is not int or not 0 <= amount <= budget:
+            self.gateway_tabs.lost(tab, budget)
+            raise PeerRefused(f"provider {provider[:12]}… answered a run priced {amount!r}, not 0 to {budget}")
+        self.gateway_tabs.answered(tab, budget, amount)
+        self.market.note_paid(provider, amount, by_them=False)
+        run.update(provider=provider, deal={**deal, "authorization": tab.auth.id.hex()}, tab=tab.auth.id.hex())
         if "trap" in answer:
             trap = answer["trap"] if isinstance(answer["trap"], dict) else {}
             facts = {k: v for k, v in run.items() if k not in ("kind", "hint", "message")}
@@ -142,10 +211,66 @@ class PaidCompute:
         return run
 
     # --- the provider's side -------------------------------------------------------------------
-    async def receive_module(self, wasm: bytes, *, wasi: bool) -> tuple[dict, bool]:
-        """A gateway sends the module of a call it matched here (content-addressed: the id is the hash)."""
-        info, created = await self.compute.deploy(wasm, wasi=wasi)
+    async def _run_on_tab(self, gateway: str, call: InvokeCall, price: int, deal: dict, auth) -> dict[str, Any]:
+        """A call on a gateway's tab: runs while the tab's cap covers it; paid when the tab is closed."""
+        budget = price_compute(self.compute.limits(call).fuel, price)
+        if not self.compute.has_module(call.module):
+            self._awaited[(gateway, call.module)] = time.monotonic() + PUSH_WINDOW
+            raise _not_here(call.module)
+        tab = await self.provider_tabs.reserve(auth, budget)
+        run = None
+        try:
+            run = await self.compute.invoke(call, requester=public_id(auth.payer), rate=price,
+                                            deal={**deal, "gateway": gateway, "price": price,
+                                                  "authorization": auth.id.hex()},
+                                            owed=lambda r: self.provider_tabs.owed(auth, r))
+        finally:
+            self.provider_tabs.ran(tab, budget, run)
+        self.market.note_fuel(run.fuel_consumed)
+        answer: dict[str, Any] = {"run": run.to_json(), "tab": {"authorization": auth.id.hex(), "total": tab.total,
+                                                                "count": tab.count}}
+        error = run.error()
+        if error is not None:
+            answer["run"] = dict(error.details)
+            answer["trap"] = {"kind": run.outcome.trap_kind, "message": error.message, "hint": run.outcome.hint}
+        return answer
+
+    async def close_tab(self, gateway: str, body: Any) -> dict[str, Any]:
+        """A gateway closes its tab here: this node's receipt for everything it ran under it."""
+        if not isinstance(body, dict) or not isinstance(body.get("authorization"), str):
+            raise InvalidArgument('send {"authorization": HEX}')
+        try:
+            auth = decode_authorization(bytes.fromhex(body["authorization"]))
+        except (ValueError, TypeError, XscError):
+            raise InvalidArgument("authorization must be the hex of a signed authorization") from None
+        if auth.payee != self.node.public_key or not verify(auth.payer, auth.signature, auth.body):
+            raise Forbidden("the authorization does not pay this node, or its payer did not sign it")
+        receipt = await self.provider_tabs.close(auth)
+        self.market.note_paid(gateway, receipt.amount, by_them=True)
+        return {"receipt": receipt.encode().hex()}
+
+    async def receive_module(self, gateway: str, wasm: bytes, *, wasi: bool) -> tuple[dict, bool]:
+        """A gateway sends the module of a call it matched here (content-addressed: the id is the hash).
+
+        Only a module this node asked that gateway for (it answered `module-not-found` to a funded call from
+        it within the last PUSH_WINDOW seconds) is taken: anonymous pushes cannot fill the node (issue 12).
+        A pushed module is removed once unused for PUSHED_TTL seconds (`sweep_pushed`)."""
+        self._expire_awaited()
+        module = hashlib.sha256(wasm).hexdigest()
+        if self._awaited.pop((gateway, module), None) is None:
+            raise Forbidden("this node takes a module only for a funded call that needs it",
+                            hint="send the invoke first; a module-not-found answer lets you push its module")
+        info, created = await self.compute.deploy(wasm, wasi=wasi, pushed_by=gateway)
         return {"module": info.id, "created": created}, created
+
+    def _expire_awaited(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, until in self._awaited.items() if until < now]:
+            del self._awaited[key]
+
+    async def sweep_pushed(self, now: float | None = None) -> list[str]:
+        """Remove modules peers pushed that no call used for PUSHED_TTL seconds; their ids."""
+        return await self.compute.remove_unused_pushed(PUSHED_TTL, time.time() if now is None else now)
 
     async def run_for_peer(self, gateway: str, body: dict) -> dict[str, Any]:
         """Run a call a gateway matched here, paid by the authorization it sent: the run and our receipt."""
@@ -161,6 +286,17 @@ class PaidCompute:
             raise InvalidArgument("authorization must be the hex of a signed authorization") from None
         if auth.payee != self.node.public_key or not verify(auth.payer, auth.signature, auth.body):
             raise Forbidden("the authorization does not pay this node, or its payer did not sign it")
+        # One authorization pays for one run: checked BEFORE anything runs (issue 12: a replayed or expired
+        # authorization got a run each time, and was refused only at countersigning).
+        if time.time() > auth.expires_at:
+            raise AuthorizationExpired(f"authorization {auth.id.hex()[:16]} expired at {auth.expires_at}",
+                                       hint="match the invoke again (a fresh authorization)")
+        if body.get("tab") is True:
+            return await self._run_on_tab(gateway, call, price, deal, auth)
+        if auth.id in self._running or await self.ledger.receipt_for(auth.id) is not None:
+            raise AuthorizationReplayed(f"authorization {auth.id.hex()[:16]} already paid for a run here; "
+                                        "an authorization pays for one run",
+                                        hint="fetch its receipt: GET /v1/peer/ledger/receipts/{authorization id}")
         ask = self.market.honoured_ask("compute")
         if ask is None:
             raise DealRefused("this node offers no compute now", hint="match the invoke again")
@@ -170,18 +306,36 @@ class PaidCompute:
         budget = price_compute(self.compute.limits(call).fuel, price)
         if auth.cap < budget:
             raise DealRefused(f"the authorization's cap {auth.cap} does not cover the fuel budget {budget}")
-        run = await self.compute.invoke(call, requester=public_id(auth.payer), rate=price,
-                                        deal={**deal, "gateway": gateway, "price": price,
-                                              "authorization": auth.id.hex()})
-        self.market.note_fuel(run.fuel_consumed)
-        receipt = await self.ledger.countersign(self.node, auth, run.price, {"fuel": run.fuel_consumed})
+        if not self.compute.has_module(call.module):
+            # A funded call for a module this node lacks: this gateway may now push that module (once).
+            self._awaited[(gateway, call.module)] = time.monotonic() + PUSH_WINDOW
+            raise _not_here(call.module)
+        self._running.add(auth.id)
+        try:
+            run = await self.compute.invoke(call, requester=public_id(auth.payer), rate=price,
+                                            deal={**deal, "gateway": gateway, "price": price,
+                                                  "authorization": auth.id.hex()})
+            self.market.note_fuel(run.fuel_consumed)
+            receipt = await self.ledger.countersign(self.node, auth, run.price, {"fuel": run.fuel_consumed},
+                                                    verified=True)  # checked above, before the call ran
+        finally:
+            self._running.discard(auth.id)
         self.market.note_paid(gateway, run.price, by_them=True)
         answer: dict[str, Any] = {"run": run.to_json(), "receipt": receipt.encode().hex()}
         error = run.error()
         if error is not None:
             answer["run"] = dict(error.details)
-            answer["trap"] = {"kind": run.outcome.trap_kind, "message": run.outcome.message, "hint": run.outcome.hint}
+            answer["trap"] = {"kind": run.outcome.trap_kind, "message": error.message, "hint": run.outcome.hint}
         return answer
+
+
+def _comparable(value: Any) -> Any:
+    """A trap compares by its kind (its message may name the run)."""
+    return value.get("kind") if isinstance(value, dict) and "kind" in value else value
+
+
+def _not_here(module: str) -> ModuleNotFound:
+    return ModuleNotFound(f"module {module} is not deployed on this node", hint="push it: PUT /v1/peer/modules")
 
 
 def _relayed(provider: str, err: PeerRefused) -> XscError:

@@ -1,9 +1,15 @@
 """Provenance records: what ran, on what, with what outcome and cost, signed by the node that ran it.
 
 A record is a JSON object with no floats (float results are their exact text,
-durations are integer microseconds), signed with Ed25519 over its canonical
-form: keys sorted, no whitespace, ASCII only.  Anyone holding a record can check
-it against the node id inside it, which is the node's public key.
+durations are integer microseconds); its canonical form has keys sorted, no
+whitespace, ASCII only.  Records are signed in batches (journal.py): the node signs
+the Merkle root of a batch's canonical records once, and each stored record carries
+the root, that signature, its place in the batch and its inclusion proof::
+
+    {"batch": {"count": N, "index": I, "proof": [hex, ...], "root": hex, "signature": hex}, "record": {...}}
+
+so anyone holding one record can check it alone against the node id inside it (the
+node's public key).  Version 1 records, signed one by one ({"record", "signature"}), still verify.
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ from typing import Any
 
 from ..errors import BadProvenanceSignature, InvalidArgument, XscError
 from ..identity import Identity, parse_public_id, verify
+from ..ledger import merkle
 
-VERSION = 1
+VERSION = 2  # 2: batch-signed, with the engine fingerprint and the link to the module's previous record
+BATCH_TAG = b"xsc/provenance/batch/1\n"  # what a batch signature covers: this tag, then the Merkle root
 # How trapped calls are metered: see docs/compute.md ("Metering").
 METERING_EXACT = "exact"
-METERING_WHOLE_BUDGET = "whole-budget"
+METERING_WHOLE_BUDGET = "whole-budget"  # records from before time-bounded metering
+METERING_TIME_BOUNDED = "time-bounded"  # a trap whose count wasmtime may under-report: see docs/compute.md
 _ID_RE = re.compile(r"[0-9a-f]{32}")
 
 
@@ -57,16 +66,33 @@ def sign(identity: Identity, record: dict[str, Any]) -> bytes:
     return b'{"record":' + body + b',"signature":"' + identity.sign(body).hex().encode() + b'"}'
 
 
+def sign_batch(identity: Identity, bodies: list[bytes]) -> list[bytes]:
+    """Canonical records signed as one batch: each one's stored form (see the module docstring)."""
+    root, proofs = merkle.tree(bodies)
+    head = (b'{"batch":{"count":' + str(len(bodies)).encode() + b',"index":')
+    tail = b',"root":"' + root.hex().encode() + b'","signature":"' + identity.sign(BATCH_TAG + root).hex().encode()
+    return [head + str(i).encode() + b',"proof":[' + b",".join(b'"' + p.hex().encode() + b'"' for p in proof)
+            + b"]" + tail + b'"},"record":' + body + b"}" for i, (body, proof) in enumerate(zip(bodies, proofs))]
+
+
 def decode(data: bytes) -> dict[str, Any]:
     return json.loads(data)
 
 
 def is_valid(signed: dict[str, Any]) -> bool:
     try:
-        record, signature = signed["record"], bytes.fromhex(signed["signature"])
+        record = signed["record"]
         node = parse_public_id(record["node"])
-        return verify(node, signature, canonical(record))
-    except (KeyError, TypeError, ValueError, XscError):  # a malformed record or node id
+        if "batch" in signed:
+            batch = signed["batch"]
+            root = bytes.fromhex(batch["root"])
+            proof = [bytes.fromhex(p) for p in batch["proof"]]
+            if not isinstance(batch["index"], int) or not isinstance(batch["count"], int):
+                return False
+            return merkle.verify(canonical(record), batch["index"], batch["count"], proof, root) and \
+                verify(node, bytes.fromhex(batch["signature"]), BATCH_TAG + root)
+        return verify(node, bytes.fromhex(signed["signature"]), canonical(record))
+    except (KeyError, TypeError, ValueError, AttributeError, XscError):  # a malformed record or node id
         return False
 
 

@@ -20,7 +20,7 @@ from . import limits as lim
 from .fastcall import Callable, Store, instance_object
 from .limits import Limits
 from .modules import PAGE, ModuleInfo
-from .provenance import METERING_EXACT, METERING_WHOLE_BUDGET
+from .provenance import METERING_EXACT, METERING_TIME_BOUNDED
 from .values import Signature
 
 OUTPUT_CAP = 64 * 1024  # bytes of stdout and of stderr kept from a WASI call
@@ -150,11 +150,20 @@ def _run_in(store: Store, prepared: Prepared, function: str, signature: Signatur
 
 def _trapped(exc: wasmtime.Trap, store: Store, instance, limits: Limits,
              duration_ns: int) -> Outcome:
-    # wasmtime under-reports fuel after some traps (an interrupt in a call-free loop, a fault,
-    # a divide by zero): a trapped call is metered at its whole budget.
-    outcome = Outcome(None, fuel_consumed=limits.fuel, metering=METERING_WHOLE_BUDGET, duration_ns=duration_ns)
+    # wasmtime under-reports fuel after some traps (an interrupt in a call-free loop, a fault, a divide by
+    # zero): such a call is charged what it could have used in the time it ran (at most its budget), or what
+    # was metered if that is more.  Out of fuel is exact: the whole budget was used.
     code = exc.trap_code
     kind = _TRAP_KINDS.get(code, code.name.lower().replace("_", "-") if code is not None else "trap")
+    try:
+        metered = limits.fuel - store.fuel()
+    except Exception:  # noqa: BLE001 - a store the trap left unreadable: the time bound alone
+        metered = 0
+    if kind == "out-of-fuel":
+        outcome = Outcome(None, fuel_consumed=limits.fuel, duration_ns=duration_ns)
+    else:
+        outcome = Outcome(None, fuel_consumed=max(metered, lim.fuel_bound(duration_ns, limits.fuel)),
+                          metering=METERING_TIME_BOUNDED, duration_ns=duration_ns)
     if kind == "out-of-fuel":
         outcome.message = f"out of fuel: the call used all {limits.fuel} units of its fuel limit ({limits.fuel})"
         outcome.hint = "ask for more with --fuel, up to the node's compute.fuel"
@@ -192,7 +201,9 @@ def _trapped(exc: wasmtime.Trap, store: Store, instance, limits: Limits,
 
 def _refused(exc: wasmtime.WasmtimeError, limits: Limits, duration_ns: int) -> Outcome:
     cause = wasmtime_cause(exc)
-    outcome = Outcome(None, fuel_consumed=limits.fuel, metering=METERING_WHOLE_BUDGET, duration_ns=duration_ns)
+    # Refused at instantiation, before any of the module's code ran: it is charged the time it took, bounded.
+    outcome = Outcome(None, fuel_consumed=lim.fuel_bound(duration_ns, limits.fuel), metering=METERING_TIME_BOUNDED,
+                      duration_ns=duration_ns)
     if "memory" in cause and "exceeds" in cause:
         pages = next((int(w) for w in cause.split() if w.isdigit()), None)
         need = f"{format_size(pages * PAGE)} ({pages} pages)" if pages is not None else "more"

@@ -17,14 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import plyvel
 import wasmtime
 
 from .. import keys
 from ..config import ComputeSection
-from ..errors import ComputeBusy, ExportNotFound, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleNotFound, NotAFunction, \
+from ..errors import ComputeBusy, ModuleDisabled, ExportNotFound, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleNotFound, NotAFunction, \
     ProvenanceNotFound, Trap, UnsupportedSignature
 from ..identity import Identity
 from . import artifacts, provenance
@@ -32,6 +32,8 @@ from . import engine as eng
 from . import modules as mods
 from . import sandbox
 from ..ledger import price_compute
+from ..ledger.model import format_credits
+from .journal import Journal
 from .limits import Limits, resolve
 from .modules import ModuleInfo
 from .store import ComputeStore
@@ -123,7 +125,10 @@ class Run:
     def error(self) -> Trap | None:
         if self.ok:
             return None
-        return Trap(self.outcome.message, kind=self.outcome.trap_kind, hint=self.outcome.hint, **self._facts())
+        o = self.outcome
+        charged = (f"; charged {format_credits(self.price)} credits for {o.fuel_consumed:,} fuel "
+                   f"({'metered' if o.metering == provenance.METERING_EXACT else 'bounded by the time it ran'})")
+        return Trap(o.message + charged, kind=o.trap_kind, hint=o.hint, **self._facts())
 
 
 class ComputeService:
@@ -133,6 +138,9 @@ class ComputeService:
         self.threads = max(2, config.threads)  # two at least: one spinning call must not block the next
         self.engine = eng.make_engine()
         self.fingerprint = eng.fingerprint()
+        # What a replay needs to reproduce a run bit for bit: named in every provenance record.
+        self._engine_facts = {"wasmtime": eng.WASMTIME_VERSION, "fingerprint": self.fingerprint.hex(),
+                              "nan_canonicalization": eng.SETTINGS["cranelift_nan_canonicalization"]}
         self.ticker = eng.EpochTicker(self.engine)
         self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="xsc-wasm")
         self.store = ComputeStore(db)
@@ -142,8 +150,7 @@ class ComputeService:
         self._cache_lock = threading.Lock()
         self._load_lock = threading.Lock()  # one load (deserialize or compile) per module at a time
         self._deploy_lock = threading.Lock()
-        self._counts: dict[bytes, int] = {}
-        self._count_lock = threading.Lock()  # an invocation count and its write go together
+        self.journal = Journal(db, identity)
         self.stats = {"compiled": 0, "loaded": 0, "rejected_artifacts": 0}
         self.running = 0  # calls executing right now
         self._running_lock = threading.Lock()
@@ -159,7 +166,8 @@ class ComputeService:
         return {"componentType": "component", "status": "pass" if self.ticker.alive else "fail",
                 "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        await self.journal.close()
         self.pool.shutdown(wait=True)
         self.ticker.stop()
 
@@ -169,11 +177,16 @@ class ComputeService:
                 "running": self.running, "admitted": self.admitted, "max_queued": self.max_queued, **self.stats}
 
     # --- modules -----------------------------------------------------------------------
-    async def deploy(self, wasm: bytes, *, wasi: bool = False) -> tuple[ModuleInfo, bool]:
-        """Validate, compile and cache a module; returns its info and whether it is new here."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self._deploy, wasm, wasi)
+    async def deploy(self, wasm: bytes, *, wasi: bool = False, pushed_by: str | None = None,
+                     facts: dict[str, str] | None = None) -> tuple[ModuleInfo, bool]:
+        """Validate, compile and cache a module; returns its info and whether it is new here.
 
-    def _deploy(self, wasm: bytes, wasi: bool) -> tuple[ModuleInfo, bool]:
+        `facts`: the registry's name, version, description; `pushed_by`: the peer that pushed it for a call."""
+        facts = check_facts(facts or {})
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self._deploy, wasm, wasi, pushed_by, facts)
+
+    def _deploy(self, wasm: bytes, wasi: bool, pushed_by: str | None = None,
+                facts: dict[str, str] | None = None) -> tuple[ModuleInfo, bool]:
         mods.check_bytes(wasm, self.max_module_size)
         module_id = mods.module_id(wasm)
         module_hash = bytes.fromhex(module_id)
@@ -181,6 +194,12 @@ class ComputeService:
             existing = self.store.module(module_hash)
             if existing is not None:
                 mods.check_imports(existing.imports, wasi)
+                if pushed_by is None and (existing.pushed_by or facts):  # the operator deploys it: theirs now
+                    existing.pushed_by = None
+                    for name, value in (facts or {}).items():
+                        setattr(existing, name, value)
+                    self.store.update_module(module_hash, existing)
+                    self._forget(module_hash)
                 return existing, False
             module = mods.compile_module(self.engine, wasm)
             self.stats["compiled"] += 1
@@ -189,7 +208,7 @@ class ComputeService:
             mods.check_imports(imports, wasi)
             wasi_pre = self._link_wasi(module) if imports else None
             info = ModuleInfo(module_id, len(wasm), exports, imports, provenance.timestamp(time.time_ns()),
-                              start=start)
+                              start=start, pushed_by=pushed_by, **(facts or {}))
             key = keys.artifact(module_hash, self.fingerprint)
             self.store.save_module(module_hash, info, wasm, key,
                                    artifacts.seal(self._secret, key, bytes(module.serialize())))
@@ -215,6 +234,50 @@ class ComputeService:
         if info is None:
             raise _not_deployed(module_id)
         return info
+
+    def has_module(self, module_id: str) -> bool:
+        module_hash = bytes.fromhex(module_id)
+        with self._cache_lock:
+            if module_hash in self._cache:
+                return True
+        return self.store.module(module_hash) is not None
+
+    def set_status(self, module_id: str, status: str) -> ModuleInfo:
+        """Enable or disable a module: a disabled one is refused (module-disabled); its records are kept."""
+        if status not in ("active", "disabled"):
+            raise InvalidArgument(f"status must be active or disabled, not {status!r}")
+        info = self.module(module_id)
+        info.status = status
+        self.store.update_module(bytes.fromhex(info.id), info)
+        self._forget(bytes.fromhex(info.id))
+        return info
+
+    def remove(self, module_id: str) -> ModuleInfo:
+        """Remove a module (its wasm and compiled code); the provenance records of its runs are kept."""
+        info = self.module(module_id)
+        module_hash = bytes.fromhex(info.id)
+        with self._deploy_lock:
+            self.store.remove_module(module_hash)
+            self._forget(module_hash)
+        log.info("removed module %s", info.id)
+        return info
+
+    async def remove_unused_pushed(self, ttl: float, now: float) -> list[str]:
+        """Remove modules peers pushed whose last run (or push) is older than `ttl` seconds; their ids."""
+        removed = []
+        for info in self.store.modules():
+            if info.pushed_by is None:
+                continue
+            used_ns = self.store.last_used_ns(bytes.fromhex(info.id))
+            used = used_ns / 1e9 if used_ns else _parse_time(info.first_deployed)
+            if now - used > ttl:
+                self.remove(info.id)
+                removed.append(info.id)
+        return removed
+
+    def _forget(self, module_hash: bytes) -> None:
+        with self._cache_lock:
+            self._cache.pop(module_hash, None)
 
     def _remember(self, prepared: sandbox.Prepared) -> None:
         with self._cache_lock:
@@ -269,20 +332,24 @@ class ComputeService:
         return module
 
     # --- invocation ----------------------------------------------------------------------
-    async def invoke(self, call: InvokeCall, *, requester: str, rate: int,
-                     deal: dict[str, Any] | None = None) -> Run:
+    async def invoke(self, call: InvokeCall, *, requester: str, rate: int, deal: dict[str, Any] | None = None,
+                     owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None = None) -> Run:
         """Run one call on the pool; a trap is a Run too (it is metered and recorded), bad input raises.
 
         `rate` is the deal's price (micro-credits per million fuel), and `deal` what the provenance
-        record says of the deal the call runs under."""
+        record says of the deal the call runs under; `owed(run)` gives records written durably with the
+        run's provenance record (what the run owes: ledger/tabs.py)."""
         if self.admitted >= self.max_queued:
             raise ComputeBusy(f"the node is busy: {self.admitted} calls are running or waiting "
                               f"for one of its {self.threads} threads", hint="retry in a moment",
                               admitted=self.admitted)
         self.admitted += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.pool, self._invoke, call, requester, rate,
-                                                                    deal)
+            run, record, module_hash, puts, written = await asyncio.get_running_loop().run_in_executor(
+                self.pool, self._invoke, call, requester, rate, deal, owed)
+            if not written:  # answered only once its record is on disk (one synced write and signature per group)
+                await self.journal.append(record, module_hash, puts)
+            return run
         finally:
             self.admitted -= 1
 
@@ -292,6 +359,9 @@ class ComputeService:
 
     def _arguments(self, call: InvokeCall) -> tuple[sandbox.Prepared, Signature, list, list[str] | None]:
         prepared = self._prepared(bytes.fromhex(call.module))
+        if prepared.info.status != "active":
+            raise ModuleDisabled(f"module {call.module[:16]}… is disabled on this node",
+                                 hint=f"enable it: xsc compute enable {call.module[:16]}")
         signature = self._signature(prepared.info, call.function)
         if prepared.info.imports and not call.wasi:
             mods.check_imports(prepared.info.imports, wasi=False)
@@ -301,7 +371,9 @@ class ComputeService:
         return prepared, signature, parse_args(call.function, signature, call.args), \
             [call.module] if call.wasi else None
 
-    def _invoke(self, call: InvokeCall, requester: str, rate: int, deal: dict[str, Any] | None) -> Run:
+    def _invoke(self, call: InvokeCall, requester: str, rate: int, deal: dict[str, Any] | None,
+                owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None = None
+                ) -> tuple[Run, dict[str, Any], bytes, tuple, bool]:
         prepared, signature, values, argv = self._arguments(call)
         limits = self.limits(call)
         started = time.time_ns()
@@ -315,8 +387,9 @@ class ComputeService:
         price = price_compute(outcome.fuel_consumed, rate)
         run = Run(provenance.new_id().hex(), call.module, call.function, signature.results, outcome, limits,
                   price, requester, call.wasi)
-        self._record(run, prepared.module_hash, signature, values, argv, started, deal)
-        return run
+        record = self._record(run, signature, values, argv, started, deal)
+        puts = owed(run) if owed is not None else ()
+        return run, record, prepared.module_hash, puts, self.journal.write_now(record, prepared.module_hash, puts)
 
     def _signature(self, info: ModuleInfo, function: str) -> Signature:
         export = info.export(function)
@@ -338,10 +411,11 @@ class ComputeService:
         """The limits a call runs under: what it asks for, never more than the node's ceiling."""
         return resolve(self.ceiling, call.fuel, call.memory, call.timeout)
 
-    def _record(self, run: Run, module_hash: bytes, signature: Signature, values: list, argv: list[str] | None,
-                started_ns: int, deal: dict[str, Any] | None) -> None:
+    def _record(self, run: Run, signature: Signature, values: list, argv: list[str] | None,
+                started_ns: int, deal: dict[str, Any] | None) -> dict[str, Any]:
+        """The run's provenance record (signed and linked to the module's previous one by the journal)."""
         o = run.outcome
-        record: dict[str, Any] = {
+        record: dict[str, Any] = {"engine": self._engine_facts,
             "version": provenance.VERSION, "id": run.provenance_id, "module": run.module, "function": run.function,
             "args": typed(signature.params, values), "outcome": "ok" if run.ok else "trap",
             "fuel_limit": run.limits.fuel, "fuel_consumed": o.fuel_consumed, "metering": o.metering,
@@ -358,13 +432,7 @@ class ComputeService:
         if argv is not None:
             record["wasi"] = {"argv": argv, "exit_code": o.exit_code, "stdout_bytes": len(o.stdout) + o.stdout_dropped,
                               "stderr_bytes": len(o.stderr) + o.stderr_dropped}
-        signed = provenance.sign(self.identity, record)
-        with self._count_lock:
-            count = self._counts.get(module_hash)
-            if count is None:
-                count = self.store.invocations(module_hash)
-            self._counts[module_hash] = count + 1
-            self.store.record_run(bytes.fromhex(run.provenance_id), signed, module_hash, count + 1)
+        return record
 
     # --- provenance ------------------------------------------------------------------------
     def provenance(self, provenance_id: str) -> dict[str, Any]:
@@ -376,6 +444,25 @@ class ComputeService:
 
     def recent_provenance(self, limit: int = 20) -> list[dict[str, Any]]:
         return [provenance.decode(d) for d in self.store.recent_provenance(limit)]
+
+
+FACT_LIMITS = {"name": 64, "version": 32, "description": 512}
+
+
+def check_facts(facts: dict[str, Any]) -> dict[str, str]:
+    """The registry facts given at deploy (name, version, description): short text, nothing else."""
+    unknown = set(facts) - set(FACT_LIMITS)
+    if unknown:
+        raise InvalidArgument(f"unknown module fact(s): {', '.join(sorted(unknown))}",
+                              hint="give name, version, description")
+    for key, value in facts.items():
+        if not isinstance(value, str) or not 0 < len(value) <= FACT_LIMITS[key] or not value.isprintable():
+            raise InvalidArgument(f"{key} must be printable text of 1 to {FACT_LIMITS[key]} characters")
+    return dict(facts)
+
+
+def _parse_time(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 def _not_deployed(module_id: str) -> ModuleNotFound:

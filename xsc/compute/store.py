@@ -45,6 +45,25 @@ class ComputeStore:
             batch.put(artifact_key, sealed_artifact)
             batch.put(keys.module(module_hash), json.dumps(record).encode())
 
+    def update_module(self, module_hash: bytes, info: ModuleInfo) -> None:
+        record = info.to_json()
+        record.pop("invocations")
+        self._db.put(keys.module(module_hash), json.dumps(record).encode(), sync=True)
+
+    def remove_module(self, module_hash: bytes) -> None:
+        """The module, its wasm, compiled artifacts, count and chain head go; its provenance records stay."""
+        with self._db.write_batch(transaction=True, sync=True) as batch:
+            for key in (keys.module(module_hash), keys.wasm(module_hash), keys.invocations(module_hash),
+                        keys.provenance_head(module_hash)):
+                batch.delete(key)
+            for key in self._db.iterator(prefix=keys.artifact(module_hash, b""), include_value=False):
+                batch.delete(key)
+
+    def last_used_ns(self, module_hash: bytes) -> int | None:
+        """When the module's newest recorded run started (a provenance id begins with its time), if any."""
+        head = self._db.get(keys.provenance_head(module_hash))
+        return struct.unpack(">Q", head[:8])[0] if head else None
+
     # --- compiled artifacts --------------------------------------------------------
     def artifact(self, key: bytes) -> bytes | None:
         return self._db.get(key)

@@ -7,8 +7,12 @@ services that pay or are paid)::
         # raises InsufficientCredit (HTTP 402) saying how much is missing; call it BEFORE any work
         # (a pre-check: settle checks the credit limit again, atomically with its write)
     await ledger.hold(payer_identity, amount)       # ensure_credit, then set the amount aside
-    ledger.settle_later(payer_identity, payee_identity, amount, usage, job_ref, held=amount)
-        # queue the settlement without waiting for its fsync; the hold is released once it is written
+    ledger.settle_later(payer_identity, payee_identity, amount, usage, job_ref, held=budget)
+        # queue the settlement without waiting for its fsync; the held budget is replaced by the amount
+        # at once, and that is released once it is written
+    tabs.owe(payer_identity, payee_identity, ref, amount, fuel, held=budget)    # tabs.Tabs
+        # many small payments, one transfer per interval (aggregated settlement): the caller has written
+        # tabs.owed_record(...) under keys.ledger_owed(ref) durably first; see tabs.py
     ledger.release(payer_identity, amount)         # give back a hold for work that was refused
     entry_id = await ledger.settle(payer_identity, payee_identity, amount, usage, job_ref)
         # usage e.g. {"fuel": 1234} or {"byte_hours": 5678}; job_ref a short text (<= 256 bytes);

@@ -382,7 +382,23 @@ def entry_json(entry: Entry) -> dict:
         "receipt_seq": receipt.seq,
         "encoded": entry.encode().hex(),
     }
+    tab = parse_tab_job(auth.job)
+    if tab is not None:
+        out["invokes"], out["covers"] = tab
     return out
+
+
+# An aggregated transfer (ledger/tabs.py) pays for many invokes: its job reference names how many and the
+# Merkle root of their provenance ids (the ids are stored under the root).
+TAB_JOB_PREFIX = "compute:tab:"
+
+
+def parse_tab_job(job: str) -> tuple[int, str] | None:
+    """(count, Merkle root hex) of an aggregated transfer's job reference, else None."""
+    if not job.startswith(TAB_JOB_PREFIX):
+        return None
+    count, _, root = job[len(TAB_JOB_PREFIX):].partition(":")
+    return (int(count), root) if count.isdigit() and len(root) == 64 else None
 
 
 def format_credits(micro: int) -> str:

@@ -11,6 +11,7 @@ concurrent settlements share one fsync and the signature work spread over the co
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import Any, Iterator
 
 import plyvel
 
-from ..errors import AuthorizationNotPending, InvalidArgument, InvalidEntry, XscError
+from ..errors import AuthorizationNotPending, EntryNotFound, InvalidArgument, InvalidEntry, XscError
 from ..identity import Identity, parse_public_id, public_id
 from . import rules
 from .model import Authorization, Payment, Receipt, authorize, decode_entry, entry_json, format_credits, normalize_usage
@@ -73,21 +74,38 @@ class LedgerService:
 
     def settle_later(self, payer: Identity, payee: Identity, amount: int, usage: dict[str, int], job_ref: str,
                      *, held: int) -> None:
-        """Queue a settlement and return at once; the `held` credit is released when it is written.
+        """Queue a settlement and return at once.  The `held` budget is released now and replaced by the
+        metered `amount`, which stays held until the settlement is written: so held credit never exceeds
+        the budgets of the work still running plus what finished work owes (issue 14's load bug).
 
         For work whose caller should not wait for an fsync (an invoke): the settlement is written by the
-        next group commit, and `close()` writes every queued one before the node stops.  A crash in
-        between loses the provider's payment for that work, never the payer's credit."""
+        next group commit, and `close()` writes every queued one before the node stops."""
+        if amount > held:
+            raise InvalidArgument(f"the metered amount {amount} exceeds the {held} held for it")
         request = new_settlement(payer, payee, amount, usage, job_ref, int(time.time()))
         future = asyncio.get_running_loop().create_future()
+        account = payer.public_key
+        self._held[account] = self._held.get(account, 0) - held + amount
+        self._release(account, 0)  # drop an account whose hold is now zero
 
         def written(f: asyncio.Future) -> None:
-            self.release(payer, held)
+            self._release(account, amount)
             if not f.cancelled() and f.exception() is not None:
                 log.error("settlement %s was not written: %s", job_ref, f.exception())
 
         future.add_done_callback(written)
         self._enqueue(request, future)
+
+    def replace_hold(self, payer: Identity, held: int, amount: int) -> None:
+        """Work held `held` finished and owes `amount` (<= held): only the amount stays held until it is settled."""
+        if amount > held:
+            raise InvalidArgument(f"the metered amount {amount} exceeds the {held} held for it")
+        self._held[payer.public_key] = self._held.get(payer.public_key, 0) - held + amount
+        self._release(payer.public_key, 0)
+
+    def add_hold(self, account: bytes, amount: int) -> None:
+        """Hold `amount` owed for work already acknowledged (re-established from disk on start): never refused."""
+        self._held[account] = self._held.get(account, 0) + amount
 
     def release(self, payer: Identity, amount: int) -> None:
         """Give back credit held for work that will not be settled (it was refused before it ran)."""
@@ -105,9 +123,13 @@ class LedgerService:
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
 
-    async def settle(self, payer: Identity, payee: Identity, amount: int, usage: dict[str, int], job_ref: str) -> str:
-        """Settle a transfer for work `payee` did for `payer`; returns the id (hex) of the payer's entry."""
+    async def settle(self, payer: Identity, payee: Identity, amount: int, usage: dict[str, int], job_ref: str, *,
+                     puts: tuple[tuple[bytes, bytes], ...] = (), deletes: tuple[bytes, ...] = ()) -> str:
+        """Settle a transfer for work `payee` did for `payer`; returns the id (hex) of the payer's entry.
+
+        `puts` and `deletes` are written in the same synced batch, only if the transfer is settled."""
         request = new_settlement(payer, payee, amount, usage, job_ref, int(time.time()))
+        request.puts, request.deletes = puts, deletes
         future = asyncio.get_running_loop().create_future()
         self._enqueue(request, future)
         payment = await asyncio.shield(future)
@@ -176,7 +198,7 @@ class LedgerService:
         return record["amount"], record["usage"]
 
     async def countersign(self, payee: Identity, authorization: Authorization, amount: int,
-                          usage: dict[str, int]) -> Receipt:
+                          usage: dict[str, int], *, verified: bool = False) -> Receipt:
         """Payee side: append the receipt for `amount` and `usage` under the payer's authorization.
 
         Idempotent: an authorization already countersigned here with the same amount and usage gets its
@@ -187,7 +209,8 @@ class LedgerService:
         usage_pairs = normalize_usage(usage)
         async with self._lock:
             return await asyncio.get_running_loop().run_in_executor(
-                self._writer, self.store.countersign, payee, authorization, amount, usage_pairs, int(time.time()))
+                self._writer, functools.partial(self.store.countersign, verified=verified), payee, authorization,
+                amount, usage_pairs, int(time.time()))
 
     async def complete(self, payer: Identity, receipt: Receipt) -> Payment:
         """Payer side: append the payment countersigning the payee's receipt; drop the pending record, release
@@ -293,8 +316,26 @@ class LedgerService:
         records = await self._read(self.store.chain, account, from_seq, limit)
         return [entry_json(decode_entry(data)) for data in records]
 
-    async def history(self, account: bytes, limit: int) -> list[dict]:
-        return [entry_json(e) for e in await self._read(self.store.history, account, limit)]
+    async def history(self, account: bytes, limit: int, *, expand: bool = False) -> list[dict]:
+        """The newest entries first; with `expand`, each aggregated transfer lists the provenance ids it covers."""
+        entries = [entry_json(e) for e in await self._read(self.store.history, account, limit)]
+        if expand:
+            for entry in entries:
+                if "covers" in entry:
+                    entry["covered"] = await self.covered(entry["covers"])
+        return entries
+
+    async def covered(self, root_hex: str) -> list[str]:
+        """The refs (provenance ids, hex) an aggregated transfer covers, by the Merkle root its job names."""
+        try:
+            root = bytes.fromhex(root_hex)
+        except ValueError:
+            root = b""
+        data = await self._read(self.store.covers, root) if len(root) == 32 else None
+        if data is None:
+            raise EntryNotFound(f"no aggregated transfer covers Merkle root {root_hex!r}",
+                                hint="list them with: xsc ledger history --expand")
+        return [data[i:i + 16].hex() for i in range(0, len(data), 16)]
 
     async def entry(self, ref: str) -> dict:
         return entry_json(await self._read(self.store.entry, ref))

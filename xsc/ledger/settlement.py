@@ -77,6 +77,9 @@ class Payments:
         self.retry_interval = retry_interval
         self.on_paid = on_paid  # (peer, amount, by_them): who pays whom is recognised by the market
         self.checks: dict[str, ReceiptCheck] = {}
+        # job prefix -> how to get the receipt of a pending authorization that has no claim: the payee states
+        # the amount (a tab of remote invokes: the provider's total, bounded by the cap).
+        self.closers: dict[str, Callable[[str, str, Authorization], Awaitable[Receipt]]] = {}
         self._busy: set[bytes] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -152,6 +155,10 @@ class Payments:
     def add_check(self, kind: str, check: ReceiptCheck) -> None:
         self.checks[kind] = check
 
+    def add_closer(self, job_prefix: str, closer: Callable[[str, str, Authorization], Awaitable[Receipt]]) -> None:
+        """How the retry gets the receipt of a pending authorization of this job prefix that has no claim."""
+        self.closers[job_prefix] = closer
+
     async def countersign(self, sender: str, auth: Authorization, amount: int, usage: dict[str, int],
                           job: str | None = None) -> Receipt:
         """This node's receipt for work it did for `sender`, once the claim is checked; idempotent."""
@@ -169,7 +176,7 @@ class Payments:
                 raise ClaimRefused(f"this node settles no work of kind {job_kind(auth.job)!r} (job {auth.job!r})",
                                    hint=f"job kinds it settles: {known}")
             await check(sender, auth, amount, usage)
-        receipt = await self.ledger.countersign(self.node, auth, amount, usage)
+        receipt = await self.ledger.countersign(self.node, auth, amount, usage, verified=True)
         self.on_paid(sender, amount, True)
         return receipt
 
@@ -228,8 +235,11 @@ class Payments:
             receipt = await fetch_receipt(self.client, url, node_id, auth)
             if receipt is None and now <= auth.expires_at:
                 claim = self.ledger.claim(auth.id)
+                closer = next((c for prefix, c in self.closers.items() if auth.job.startswith(prefix)), None)
                 if claim is not None:
                     receipt = await ask_receipt(self.client, url, node_id, auth, *claim)
+                elif closer is not None:
+                    receipt = await closer(node_id, url, auth)
         except (PeerUnreachable, PeerNotFound) as exc:
             if now > auth.expires_at + CLOCK_SKEW + GIVE_UP_AFTER:
                 log.warning("giving up on authorization %s: payee %s unreachable since it expired (%s)",

@@ -16,12 +16,14 @@ import aiohttp
 from aiohttp import web
 
 from ..compute.paid import PaidCompute
+from ..compute.remote_tabs import GatewayTabs, ProviderTabs
 from ..compute.service import ComputeService
 from ..config import NodeConfig, parse_listen
 from ..errors import ConfigError
 from ..identity import ReplayGuard
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
+from ..ledger.tabs import Tabs
 from ..market.service import MarketService
 from ..net import PeerClient, RemoteHolder
 from ..peers import HealthService, PeerService
@@ -38,8 +40,8 @@ from ..tasks import in_pool
 from . import auth, datadir, peer_auth, problems
 from .appkeys import (AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_POOL, DB, DEALS, GATEWAY, HEALTH, HEALTH_CHECKS,
                       IDENTITY, IN_FLIGHT, LEASE_GC, LEDGER, MARKET, METRICS, PAID_COMPUTE, PAYMENTS, PEER_LIMITS,
-                      PEERS, REPLAY_GUARD, S3_INDEX, SCRUBBER, SHARE_HOLDER, STARTED, STATUS_PARTS, STORAGE, TERMS,
-                      TOKEN)
+                      PEERS, REPLAY_GUARD, S3_INDEX, SCRUBBER, SHARE_HOLDER, STARTED, STATUS_PARTS, STORAGE, TABS,
+                      TERMS, TOKEN)
 from .http import ROUTES
 from .http.node import node_checks
 from .limits import RateLimiter
@@ -141,14 +143,18 @@ async def _services(app: web.Application):
     scrubber = Scrubber(config=config.audit, store=store, pool=pool, report_damage=report_damage)
     lease_gc = LeaseCollector(config=config.storage, store=store, pool=pool, terms=terms,
                               repairing=storage.repairing, registry=metrics.registry)
-    paid = PaidCompute(compute=compute, market=market, ledger=ledger, payments=payments, payer=payer, node=identity,
+    tabs = Tabs(ledger=ledger, identities=[payer, identity])
+    gateway_tabs = GatewayTabs(payments=payments, client=client, peers=peers)
+    provider_tabs = ProviderTabs(db=db, ledger=ledger, node=identity)
+    paid = PaidCompute(compute=compute, market=market, ledger=ledger, payments=payments, tabs=tabs,
+                       gateway_tabs=gateway_tabs, provider_tabs=provider_tabs, payer=payer, node=identity,
                        peers=peers, client=client, default_bid=config.market.compute_bid,
-                       on_invoked=lambda label: metrics.invocations.labels(label).inc())
+                       on_invoked=lambda label: metrics.child(metrics.invocations, label).inc())
 
     app[LEDGER], app[GATEWAY], app[COMPUTE], app[PEERS], app[HEALTH] = ledger, gateway, compute, peers, health
     app[MARKET], app[PAYMENTS], app[TERMS], app[DEALS], app[STORAGE] = market, payments, terms, deals, storage
     app[SHARE_HOLDER], app[AUDITS], app[SCRUBBER], app[LEASE_GC] = share_holder, audits, scrubber, lease_gc
-    app[PAID_COMPUTE] = paid
+    app[PAID_COMPUTE], app[TABS] = paid, tabs
     app[S3_INDEX] = S3Index(db)  # the user's bucket index: the S3 front (its own process) records objects there
 
     app[STATUS_PARTS].update({
@@ -157,6 +163,7 @@ async def _services(app: web.Application):
         "compute": compute.status,
         "peers": peers.status,
         "payments": payments.status,
+        "tabs": tabs.open,
         "market": lambda: {k: v for k, v in market.status().items() if k in ("digest", "participants", "converged")},
         "share_uploads": lambda: {"in_progress": len(share_holder)},
         "audits": audits.status,
@@ -171,7 +178,8 @@ async def _services(app: web.Application):
 
     started = []
     try:
-        for service in (compute, peers, health, market, payments, deals, share_holder, audits, scrubber, lease_gc):
+        for service in (tabs, compute, paid, peers, health, market, payments, deals, share_holder, audits, scrubber,
+                        lease_gc):
             service.start()
             started.append(service)
         yield

@@ -15,6 +15,7 @@ from ..config import NodeConfig
 from ..identity import Identity, ReplayGuard
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
+from ..ledger.tabs import Tabs
 from ..market.service import MarketService
 from ..peers import HealthService, PeerService
 from ..s3.index import S3Index
@@ -62,3 +63,4 @@ SCRUBBER = web.AppKey("scrubber", Scrubber)
 LEASE_GC = web.AppKey("lease_gc", LeaseCollector)
 PAID_COMPUTE = web.AppKey("paid_compute", PaidCompute)
 S3_INDEX = web.AppKey("s3_index", S3Index)  # the S3 gateway's bucket index (xsc s3 serve records objects there)
+TABS = web.AppKey("tabs", Tabs)  # aggregated settlement of paid invokes (ledger/tabs.py)

@@ -21,6 +21,15 @@ class Metrics:
                        ["kind"], registry=r)
         memory.labels("anonymous").set_function(lambda: resident_memory()["anonymous"])
         memory.labels("file").set_function(lambda: resident_memory()["file"])
+        self._children: dict[tuple, object] = {}  # label children, looked up once each (labels() costs a lock)
+
+    def child(self, metric, *labels: str):
+        """`metric.labels(*labels)`, cached: on the hot path of every request and invoke."""
+        key = (metric._name, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest

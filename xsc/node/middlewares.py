@@ -36,9 +36,10 @@ def request_counter(metrics: Metrics):
     @web.middleware
     async def count_requests(request: web.Request, handler):
         response = await handler(request)
-        metrics.requests.labels(request.method, str(response.status)).inc()
+        status = str(response.status)
+        metrics.child(metrics.requests, request.method, status).inc()
         if response.status >= 400:
-            metrics.errors.labels(str(response.status)).inc()
+            metrics.child(metrics.errors, status).inc()
         return response
 
     return count_requests

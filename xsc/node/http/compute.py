@@ -3,7 +3,7 @@ read provenance records; and the peer API a provider runs paid calls by (compute
 
 from __future__ import annotations
 
-import json
+import orjson
 
 from aiohttp import web
 
@@ -33,7 +33,8 @@ async def _read_module(request: web.Request, limit: int) -> bytes:
 async def deploy(request: web.Request) -> web.Response:
     service = request.app[COMPUTE]
     wasm = await _read_module(request, service.max_module_size)
-    info, created = await service.deploy(wasm, wasi=query_flag(request.query, "wasi"))
+    facts = {k: request.query[k] for k in ("name", "version", "description") if k in request.query}
+    info, created = await service.deploy(wasm, wasi=query_flag(request.query, "wasi"), facts=facts)
     return web.json_response({**info.to_json(), "created": created}, status=201 if created else 200)
 
 
@@ -50,11 +51,11 @@ async def get_module(request: web.Request) -> web.Response:
 @routes.post("/v1/compute/invoke")
 async def invoke(request: web.Request) -> web.Response:
     try:
-        body = json.loads(await request.read())
+        body = orjson.loads(await request.read())
     except ValueError:
         raise InvalidArgument("the request body is not JSON",
                               hint='send {"module": ID, "function": NAME, "args": [...]}') from None
-    return web.json_response(await request.app[PAID_COMPUTE].invoke(body))
+    return web.Response(body=orjson.dumps(await request.app[PAID_COMPUTE].invoke(body)), content_type="application/json")
 
 
 @routes.get("/v1/compute/provenance")
@@ -71,7 +72,7 @@ async def get_provenance(request: web.Request) -> web.Response:
 # --- peer API: a provider runs a call a gateway matched here ------------------------------------
 @routes.put(MODULES_PATH)
 async def receive_module(request: web.Request) -> web.Response:
-    answer, created = await request.app[PAID_COMPUTE].receive_module(await request.read(),
+    answer, created = await request.app[PAID_COMPUTE].receive_module(peer_auth.peer_id(request), await request.read(),
                                                                       wasi=request.query.get("wasi") == "true")
     return web.json_response(answer, status=201 if created else 200)
 

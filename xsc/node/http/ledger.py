@@ -3,7 +3,8 @@
     GET  /v1/ledger/accounts                     every account this node holds a chain or key of
     GET  /v1/ledger/accounts/{id}                balance, head, credit (id: public id, `client` or `node`)
     GET  /v1/ledger/accounts/{id}/chain?from=SEQ&limit=N   the chain, oldest first (peers sync from here)
-    GET  /v1/ledger/accounts/{id}/history?limit=N          the newest entries first
+    GET  /v1/ledger/accounts/{id}/history?limit=N&expand=1 the newest entries first (expand: the provenance
+                                                 ids each aggregated transfer covers)
     GET  /v1/ledger/entries/{id}                 one entry (id or a unique prefix of >= 8 hex digits)
     POST /v1/ledger/entries                      {"entries": ["<hex>", ...]}: countersigned entries from
                                                  a counterparty, stored only after full validation
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from ...errors import InvalidArgument
 from ..appkeys import LEDGER
-from .common import json_body, query_int
+from .common import json_body, query_flag, query_int
 
 routes = web.RouteTableDef()
 
@@ -60,7 +61,9 @@ async def history(request: web.Request) -> web.Response:
     service = request.app[LEDGER]
     key = service.account_key(request.match_info["account"])
     limit = query_int(request.query, "limit", 20, 1, MAX_HISTORY)
-    return web.json_response({"account": service.account_view(key), "entries": await service.history(key, limit)})
+    expand = query_flag(request.query, "expand")
+    return web.json_response({"account": service.account_view(key),
+                              "entries": await service.history(key, limit, expand=expand)})
 
 
 @routes.get("/v1/ledger/entries/{entry}")

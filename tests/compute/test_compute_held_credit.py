@@ -1,0 +1,52 @@
+"""Held credit under load: a call's budget is held only while it runs; once metered, only what it used is
+held until its settlement is written (issue 14's load bug: a backlog of whole budgets made 402s)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.support.compute import deploy, invoke
+
+from xsc.node import CLIENT_IDENTITY
+from xsc.node.appkeys import LEDGER, TABS
+
+PRICE = 1_000_000  # micro-credits per million fuel: a budget of 250,000 fuel holds 0.25 credits
+FUEL = 250_000
+BUDGET = 250_000
+
+
+async def test_a_burst_far_below_the_credit_limit_gets_no_402_and_holds_only_what_is_in_flight(node_factory) -> None:
+    # Ten budgets of credit; eight calls in flight at a time; the whole burst costs a few hundred micro-credits.
+    node = await node_factory(ledger={"credit_limit": 10 * BUDGET},
+                              market={"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE, "compute_bid": PRICE})
+    module = await deploy(node, "add")
+    ledger, payer = node.app[LEDGER], node.app[CLIENT_IDENTITY].public_key
+    in_flight, samples, statuses, prices = 0, [], [], []
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not done.is_set():
+            samples.append((ledger._held.get(payer, 0), in_flight))
+            await asyncio.sleep(0)
+
+    async def worker() -> None:
+        nonlocal in_flight
+        for _ in range(60):
+            in_flight += 1
+            status, body = await invoke(node, module, "add", 1, 2, fuel=FUEL)
+            in_flight -= 1
+            statuses.append(status)
+            prices.append(body.get("price", 0))
+            samples.append((ledger._held.get(payer, 0), in_flight))
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.gather(*(worker() for _ in range(8)))
+    done.set()
+    await watcher
+    assert statuses.count(402) == 0 and set(statuses) == {200}, sorted(set(statuses))
+    metered = sum(prices)
+    assert metered < BUDGET  # far below the limit: nothing but the holds could have refused a call
+    worst = max(held - flying * BUDGET for held, flying in samples)
+    assert worst <= metered, f"held credit exceeded in-flight budgets by {worst} (all metered: {metered})"
+    await node.app[TABS].flush()
+    assert ledger._held.get(payer, 0) == 0

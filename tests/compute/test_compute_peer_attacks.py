@@ -1,0 +1,85 @@
+"""Attacks on a provider's peer API (issue 12), performed on a real node: one authorization buys one run, an
+expired one none, and no stranger can push modules into the node."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from tests.support.compute import deploy, module_id, wasm
+
+from xsc.identity import Identity, sign_request
+from xsc.ledger.model import authorize, encode_authorization
+from xsc.net.compute import INVOKE_PATH, MODULES_PATH
+from xsc.node import IDENTITY
+from xsc.node.appkeys import COMPUTE, PAID_COMPUTE
+
+PRICE = 10**9  # above any ask
+
+
+async def _peer(node, attacker: Identity, method: str, path: str, body: bytes) -> tuple[int, dict]:
+    headers = sign_request(attacker, method, path, body, receiver=node.app[IDENTITY].id)
+    response = await node.request(method, path, data=body, headers={**headers, "Authorization": ""})
+    return response.status, await response.json()
+
+
+def _invoke_body(node, attacker: Identity, module: str, *, expires_in: int = 600) -> bytes:
+    auth = authorize(attacker, node.app[IDENTITY].public_key, 10**12, "compute:attack", int(time.time()) + expires_in,
+                     os.urandom(16))
+    return json.dumps({"call": {"module": module, "function": "add", "args": [1, 2], "fuel": 1_000_000},
+                       "price": PRICE, "authorization": encode_authorization(auth).hex(), "deal": {}}).encode()
+
+
+async def test_one_authorization_buys_one_run(node_factory) -> None:
+    node = await node_factory()
+    module = await deploy(node, "add")
+    attacker = Identity.generate()
+    body = _invoke_body(node, attacker, module)
+    status, answer = await _peer(node, attacker, "POST", INVOKE_PATH, body)
+    assert status == 200, answer
+    for _ in range(3):  # the same authorization again: refused before anything runs
+        status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body)
+        assert problem["code"] == "authorization-replayed" and status >= 400, problem
+    assert len(node.app[COMPUTE].recent_provenance(10)) == 1
+
+
+async def test_an_expired_authorization_buys_no_run(node_factory) -> None:
+    node = await node_factory()
+    module = await deploy(node, "add")
+    attacker = Identity.generate()
+    status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, _invoke_body(node, attacker, module,
+                                                                                      expires_in=-10))
+    assert problem["code"] == "authorization-expired" and status >= 400, problem
+    assert node.app[COMPUTE].recent_provenance(10) == []
+
+
+async def test_no_stranger_can_push_modules(node_factory) -> None:
+    node = await node_factory()
+    attacker = Identity.generate()
+    status, problem = await _peer(node, attacker, "PUT", MODULES_PATH, wasm("fibonacci"))
+    assert status == 403 and problem["code"] == "forbidden", problem
+    assert node.app[COMPUTE].modules() == []
+
+
+async def test_a_module_is_taken_for_a_funded_call_and_removed_when_unused(node_factory) -> None:
+    node = await node_factory()
+    gateway = Identity.generate()
+    module = module_id("add")
+    status, problem = await _peer(node, gateway, "POST", INVOKE_PATH, _invoke_body(node, gateway, module))
+    assert status == 404 and problem["code"] == "module-not-found", problem
+    # Another peer may not push it on the strength of that call.
+    status, _ = await _peer(node, Identity.generate(), "PUT", MODULES_PATH, wasm("add"))
+    assert status == 403
+    status, answer = await _peer(node, gateway, "PUT", MODULES_PATH, wasm("add"))
+    assert status == 201 and answer["module"] == module, answer
+    status, _ = await _peer(node, gateway, "PUT", MODULES_PATH, wasm("add"))
+    assert status == 403  # once per call that needed it
+    status, answer = await _peer(node, gateway, "POST", INVOKE_PATH, _invoke_body(node, gateway, module))
+    assert status == 200, answer
+    [info] = node.app[COMPUTE].modules()
+    assert info.pushed_by == gateway.id
+    paid = node.app[PAID_COMPUTE]
+    assert await paid.sweep_pushed(time.time()) == []  # just used
+    assert await paid.sweep_pushed(time.time() + 2 * 3600) == [module]
+    assert node.app[COMPUTE].modules() == [] and len(node.app[COMPUTE].recent_provenance(10)) == 1

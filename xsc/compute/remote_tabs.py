@@ -1,0 +1,243 @@
+"""Remote invokes paid through tabs: one authorization and one ledger transfer per (gateway, provider) per
+interval, not per call (issue 14).  The same idea as ledger/tabs.py, across two nodes::
+
+    gateway (payer)                                   provider
+    open: authorize(cap = TAB_CALLS budgets)          (held, pending on disk: one synced write per tab)
+    each call: POST invoke {..., "tab": true} ----->  checks the authorization (not expired, not closed, its
+                                                      cap covers what ran plus what runs plus this budget);
+                                                      runs; the run's amount is written with its provenance
+                                                      record (one group commit) under c/t/<auth><run>
+                <-----------------------------------  {run, tab: {total, count}}
+    close (after INTERVAL, or when full, once no call is in flight):
+    POST tabs/close {authorization} --------------->  countersigns ONE receipt for its total of the tab
+    complete(receipt): the payment  <---------------  {receipt}
+
+The receipt goes through the one pay-by-receipt path (ledger/settlement.py).  A kill -9 of the gateway
+leaves the authorization pending on disk (its cap held: the payer cannot overspend); the payment retry then
+asks the provider to close the tab (`Payments.add_closer`).  A kill -9 of the provider loses nothing it
+acknowledged: each run's amount is on its disk before the answer, and its total is summed from there.
+The provider's receipt is bounded by the cap the payer signed; the gateway logs a receipt above its own
+tally of the answers it got (a call whose answer was lost may have run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import plyvel
+
+from .. import keys
+from ..errors import AuthorizationReplayed, Conflict, DealRefused, XscError
+from ..identity import Identity
+from ..ledger.model import Authorization, Receipt, encode_authorization, format_credits
+from ..ledger.settlement import Payments
+from ..ledger.service import LedgerService
+from ..net.compute import close_tab
+from ..net.peer_client import PeerClient
+from ..net.receipts import check_receipt
+
+log = logging.getLogger(__name__)
+
+JOB = "compute:rtab"  # the job reference of a tab's authorization
+TAB_CALLS = 16  # budgets one tab's cap covers (its cap is held while it is open)
+INTERVAL = 1.0  # seconds a tab stays open at most
+TAB_TTL = 3600  # seconds a tab's authorization stays valid (the retry has this long to close it)
+TAB_METERS = frozenset({"fuel", "invokes"})
+_RUN = struct.Struct(">QQ")  # amount, fuel
+
+
+# --- gateway side --------------------------------------------------------------------------------------
+@dataclass
+class OpenTab:
+    provider: str
+    auth: Authorization
+    price: int
+    opened: float = field(default_factory=time.monotonic)
+    reserved: int = 0  # budgets of calls in flight
+    metered: int = 0  # what answered calls owe
+    count: int = 0
+    unknown: int = 0  # calls whose answer was lost (they may have run)
+    in_flight: int = 0
+    closing: bool = False
+
+    @property
+    def hex(self) -> str:
+        return encode_authorization(self.auth).hex()
+
+
+class GatewayTabs:
+    def __init__(self, *, payments: Payments, client: PeerClient, peers: Any, interval: float = INTERVAL) -> None:
+        self.payments, self.client, self.peers, self.interval = payments, client, peers, interval
+        self._open: dict[str, OpenTab] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._closing: set[asyncio.Task] = set()
+        self._task: asyncio.Task | None = None
+        payments.add_closer(JOB, self._close_for_retry)
+
+    async def reserve(self, provider: str, price: int, budget: int) -> OpenTab:
+        """The open tab with `provider` at `price` that covers `budget` more (opening one if needed)."""
+        tab = self._usable(provider, price, budget)
+        if tab is None:
+            async with self._locks.setdefault(provider, asyncio.Lock()):
+                tab = self._usable(provider, price, budget)
+                if tab is None:
+                    old = self._open.pop(provider, None)
+                    if old is not None:
+                        self._retire(old)
+                    auth = await self.payments.authorize(provider, budget * TAB_CALLS, JOB, ttl=TAB_TTL)
+                    tab = self._open[provider] = OpenTab(provider, auth, price)
+        tab.reserved += budget
+        tab.in_flight += 1
+        return tab
+
+    def _usable(self, provider: str, price: int, budget: int) -> OpenTab | None:
+        tab = self._open.get(provider)
+        if tab is None or tab.price != price or tab.metered + tab.reserved + budget > tab.auth.cap \
+                or time.time() > tab.auth.expires_at - TAB_TTL / 2:
+            return None
+        return tab
+
+    def answered(self, tab: OpenTab, budget: int, amount: int | None) -> None:
+        """A call on `tab` ended: it owes `amount` (None: refused before it ran, or its answer was lost)."""
+        tab.reserved -= budget
+        tab.in_flight -= 1
+        if amount is not None:
+            tab.metered += amount
+            tab.count += 1
+        if tab.closing and tab.in_flight == 0:
+            self._spawn_close(tab)
+
+    def lost(self, tab: OpenTab, budget: int) -> None:
+        tab.unknown += 1
+        self.answered(tab, budget, None)
+
+    def _retire(self, tab: OpenTab) -> None:
+        tab.closing = True
+        if tab.in_flight == 0:
+            self._spawn_close(tab)
+
+    def _spawn_close(self, tab: OpenTab) -> None:
+        task = asyncio.create_task(self._close(tab))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def _close(self, tab: OpenTab) -> None:
+        if tab.count == 0 and tab.unknown == 0:  # nothing ran under it: nothing will ever be countersigned
+            await self.payments.refused(tab.auth)
+            return
+        try:
+            with self.payments.working(tab.auth.id):
+                url = self.peers.peer(tab.provider).url
+                answer = await close_tab(self.client, url, tab.provider, tab.hex)
+                payment = await self.payments.complete(tab.provider, tab.auth, answer, meters=TAB_METERS)
+            if payment.amount > tab.metered and tab.unknown == 0:
+                log.warning("provider %s countersigned %s credits for a tab whose answers owed %s",
+                            tab.provider[:12], format_credits(payment.amount), format_credits(tab.metered))
+        except (XscError, OSError) as exc:  # the payment retry closes it later
+            log.info("closing a tab with %s failed (%s); the payment retry closes it", tab.provider[:12], exc)
+            self.payments.wake()
+
+    async def _close_for_retry(self, provider: str, url: str, auth: Authorization) -> Receipt:
+        answer = await close_tab(self.client, url, provider, encode_authorization(auth).hex())
+        return check_receipt(provider, answer, auth, meters=TAB_METERS)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="xsc-remote-tabs")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            now = time.monotonic()
+            for provider, tab in list(self._open.items()):
+                if now - tab.opened >= self.interval:
+                    del self._open[provider]
+                    self._retire(tab)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        for provider in list(self._open):
+            self._retire(self._open.pop(provider))
+        await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+# --- provider side -------------------------------------------------------------------------------------
+@dataclass
+class PeerTab:
+    total: int = 0
+    fuel: int = 0
+    count: int = 0
+    reserved: int = 0
+    in_flight: int = 0
+    closed: bool = False
+
+
+class ProviderTabs:
+    def __init__(self, *, db: plyvel.DB, ledger: LedgerService, node: Identity) -> None:
+        self.db, self.ledger, self.node = db, ledger, node
+        self._tabs: dict[bytes, PeerTab] = {}
+
+    async def _tab(self, auth: Authorization) -> PeerTab:
+        tab = self._tabs.get(auth.id)
+        if tab is None:
+            tab = PeerTab()
+            with self.db.iterator(prefix=keys.tab_runs(auth.id), include_key=False) as it:
+                for value in it:  # what was acknowledged before a restart
+                    amount, fuel = _RUN.unpack(value)
+                    tab.total, tab.fuel, tab.count = tab.total + amount, tab.fuel + fuel, tab.count + 1
+            tab.closed = await self.ledger.receipt_for(auth.id) is not None
+            self._tabs.setdefault(auth.id, tab)
+            tab = self._tabs[auth.id]
+        return tab
+
+    async def reserve(self, auth: Authorization, budget: int) -> PeerTab:
+        """Room on the tab for a call of `budget`, or refused (closed, or its cap used up)."""
+        if not auth.job.startswith(JOB):
+            raise DealRefused("a tab call needs a tab authorization", hint=f"its job must be {JOB}")
+        tab = await self._tab(auth)
+        if tab.closed:
+            raise AuthorizationReplayed(f"the tab of authorization {auth.id.hex()[:16]} is closed",
+                                        hint="open a new tab (a fresh authorization)")
+        if tab.total + tab.reserved + budget > auth.cap:
+            raise DealRefused(f"the tab's cap {auth.cap} does not cover this call's budget {budget} after "
+                              f"{tab.total + tab.reserved} used or reserved", hint="open a new tab")
+        tab.reserved += budget
+        tab.in_flight += 1
+        return tab
+
+    @staticmethod
+    def owed(auth: Authorization, run) -> tuple[tuple[bytes, bytes], ...]:
+        return ((keys.tab_run(auth.id, bytes.fromhex(run.provenance_id)), _RUN.pack(run.price, run.fuel_consumed)),)
+
+    def ran(self, tab: PeerTab, budget: int, run) -> None:
+        tab.reserved -= budget
+        tab.in_flight -= 1
+        if run is not None:
+            tab.total += run.price
+            tab.fuel += run.fuel_consumed
+            tab.count += 1
+
+    async def close(self, auth: Authorization) -> Receipt:
+        """This node's receipt for everything it ran under the tab (idempotent once closed)."""
+        if not auth.job.startswith(JOB):
+            raise DealRefused("not a tab authorization", hint=f"its job must be {JOB}")
+        existing = await self.ledger.receipt_for(auth.id)
+        if existing is not None:
+            return existing
+        tab = await self._tab(auth)
+        if tab.in_flight:
+            raise Conflict(f"{tab.in_flight} calls are still running under this tab", hint="close it in a moment")
+        tab.closed = True  # no call starts under it any more
+        receipt = await self.ledger.countersign(self.node, auth, tab.total, {"fuel": tab.fuel, "invokes": tab.count},
+                                                verified=True)
+        self._tabs.pop(auth.id, None)  # a closed tab is known by its receipt from now on
+        return receipt
+
+
+__all__ = ["GatewayTabs", "JOB", "OpenTab", "ProviderTabs", "TAB_CALLS"]
