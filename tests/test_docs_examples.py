@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import free_port
+from tests.support.nodes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]

@@ -7,7 +7,7 @@ import importlib
 from decimal import Decimal
 
 import pytest
-from alloc_strategies import cap, commitment, need, networks
+from tests.support.allocation import cap, commitment, need, networks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -7,7 +7,7 @@ import json
 import tomllib
 from pathlib import Path
 
-from .conftest import xsc
+from tests.support.cli import xsc
 
 
 def _file(data_dir: Path) -> dict:

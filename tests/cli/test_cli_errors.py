@@ -15,8 +15,8 @@ from xsc.errors import PeerUnreachable
 from xsc.identity import Identity
 from xsc.net.peer_client import PeerClient
 
-from ..conftest import free_port
-from .conftest import xsc
+from tests.support.nodes import free_port
+from tests.support.cli import xsc
 
 
 def test_a_node_that_is_not_running_is_one_line_said_once(tmp_path) -> None:

@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..conftest import free_port
-from .conftest import xsc
+from tests.support.nodes import free_port
+from tests.support.cli import xsc
 
 
 def test_data_dir_node_and_json_work_after_the_subcommand(thread_node, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from .conftest import xsc
+from tests.support.cli import xsc
 
 WASM = Path(__file__).resolve().parents[2] / "fixtures" / "wasm"
 NARROW = {"COLUMNS": "80"}

@@ -16,7 +16,7 @@ from xsc.compute.shape import read_shape
 from xsc.errors import InvalidModule
 from xsc.identity import Identity, sign_request
 
-from tests.peers.peer_helpers import api, http, node_id
+from tests.support.peers import api, http, node_id
 
 PEER_MODULES = "/v1/peer/modules"
 V128_PARAM = '(module (func (export "f") (param v128)) (func (export "add") (param i32 i32) (result i32) ' \

@@ -3,7 +3,7 @@ not a memory-limit trap, even when its memory is all its limit allows (found by 
 
 from __future__ import annotations
 
-from compute_helpers import deploy, invoke
+from tests.support.compute import deploy, invoke
 
 
 async def test_out_of_bounds_at_the_limit_without_growth_is_out_of_bounds(compute_node):

@@ -18,7 +18,7 @@ from botocore.auth import S3SigV4Auth  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
-from .s3_helpers import SEGMENT, Gateway, boto3_client, create_key, store_files  # noqa: E402
+from tests.support.s3 import SEGMENT, Gateway, boto3_client, create_key, store_files  # noqa: E402
 
 pytestmark = pytest.mark.slow
 MiB = 1024 * 1024

@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
 
-from .s3_helpers import FrontProcess, Gateway, index_and_files, sign_headers  # noqa: E402
+from tests.support.s3 import FrontProcess, Gateway, index_and_files, sign_headers  # noqa: E402
 
 pytestmark = pytest.mark.slow
 MiB = 1024 * 1024

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .s3_helpers import Gateway
+from tests.support.s3 import Gateway
 from .test_s3_tools import clean_env, tool
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .s3_helpers import Gateway
+from tests.support.s3 import Gateway
 
 pytestmark = pytest.mark.slow
 MiB = 1024 * 1024

@@ -13,6 +13,7 @@ import asyncio
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from typing import Mapping
 
 from aiohttp import web
@@ -104,3 +105,34 @@ class ThreadedNode:
             timeout: float | None = None) -> subprocess.CompletedProcess:
         """Run the `xsc` CLI (in this process) against this node."""
         return xsc_in_process("--data-dir", str(self.data_dir), "--node", self.url, *args, input=input, env=env)
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def xsc(*args: str, input: bytes | None = None, env: Mapping[str, str] | None = None) -> Result:
+    """Run `xsc ARGS...` in this process, as `main()` does (exit codes and error lines as users see them)."""
+    done = xsc_in_process(*args, input=input, env=env)
+    return Result(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+class TextNode:
+    """A ThreadedNode whose `xsc` names only its data dir (the CLI finds the node through node.url)
+    and answers in text."""
+
+    def __init__(self, node: ThreadedNode) -> None:
+        self.node = node
+
+    def __getattr__(self, name: str):
+        return getattr(self.node, name)
+
+    def xsc(self, *args: str, **kw) -> Result:
+        return xsc("--data-dir", str(self.node.data_dir), *args, **kw)
