@@ -107,7 +107,7 @@ def _challenge(node, signer: Identity, receiver: str, **header_changes) -> tuple
 
 @pytest.mark.slow
 def test_a_flooding_sender_gets_429_and_honest_peers_are_still_served(node_process) -> None:
-    from tests.peers.peer_helpers import node_id
+    from tests.support.peers import node_id
 
     node = node_process("target", env={"XSC_PEERS_REPLAY_PER_SENDER": "20", "XSC_PEERS_REPLAY_CAPACITY": "60"})
     receiver = node_id(node)
