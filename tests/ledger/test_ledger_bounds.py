@@ -16,10 +16,9 @@ from xsc.ledger import byte_hours, price_storage
 from xsc.ledger.model import MAX_U63, authorize, encode_authorization
 from xsc.ledger.rules import MAX_BALANCE, AccountState
 from xsc.net import PeerClient, RemoteHolder
+from tests.support.ledger import now, open_store, transfer
 from tests.support.peers import http, node_id
 from tests.support.shares import EncodedFile, lease, place
-
-from tests.support.ledger import now, open_store, transfer
 
 
 def _reopened_ok(tmp_path, db) -> None:

@@ -18,9 +18,8 @@ from xsc.errors import InvalidMarketCommitment
 from xsc.identity import Identity, sign_request
 from xsc.market import parse_commitment, sign_commitment, signed_bytes
 from xsc.peers.descriptors import make_descriptor
-from tests.support.peers import api, http, node_id
-
 from tests.support.market import ask, bid
+from tests.support.peers import api, http, node_id
 
 VICTIM = Identity.generate()
 
