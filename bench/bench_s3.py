@@ -28,6 +28,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from xsc.devnet import xsc_command
+
 from .common import free_port, peak_rss_mib, start_node
 
 MiB = 1024 * 1024
@@ -36,7 +38,7 @@ MiB = 1024 * 1024
 def _start_front(data_dir: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     log = data_dir.parent / "s3.log"
-    proc = subprocess.Popen([sys.executable, "-m", "xsc", "--data-dir", str(data_dir), "s3", "serve", "--listen",
+    proc = subprocess.Popen([*xsc_command(), "--data-dir", str(data_dir), "s3", "serve", "--listen",
                              f"127.0.0.1:{port}"], stdout=open(log, "wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -48,7 +50,7 @@ def _start_front(data_dir: Path) -> tuple[subprocess.Popen, str]:
 
 
 def _xsc(data_dir: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xsc", "--data-dir", str(data_dir), *args], check=True, **kwargs)
+    return subprocess.run([*xsc_command(), "--data-dir", str(data_dir), *args], check=True, **kwargs)
 
 
 def _file(path: Path, size: int) -> None:

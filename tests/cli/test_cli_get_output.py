@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import pty
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from xsc.cli import client as cli_client
+from xsc.devnet import xsc_command
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def _get_to_a_terminal(node, cap: str, *extra: str) -> tuple[int, bytes, bytes]:
     """Run the real CLI with its stdout on a pseudo-terminal."""
     leader, follower = pty.openpty()
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "xsc", "--data-dir", str(node.data_dir), "store", "get", cap,
+        proc = subprocess.Popen([*xsc_command(), "--data-dir", str(node.data_dir), "store", "get", cap,
                                  *extra], stdout=follower, stderr=subprocess.PIPE)
         os.close(follower)
         seen = b""

@@ -7,11 +7,10 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.support.nodes import NodeProcess, free_port, run_xsc
+from tests.support.nodes import NodeProcess, free_port, run_xsc, xsc_command
 
 SEGMENT = 64 * 1024  # small segments: ranged reads at segment edges stay fast
 NODE_ENV = {"XSC_STORAGE_SEGMENT_SIZE": str(SEGMENT), "XSC_STORAGE_CAPACITY": "4GiB"}
@@ -31,7 +30,7 @@ class FrontProcess:
     def start(self, timeout: float = 30.0) -> "FrontProcess":
         offset = self.log.stat().st_size if self.log.exists() else 0
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "xsc", "--data-dir", str(self.data_dir), "s3", "serve", "--listen",
+            [*xsc_command(), "--data-dir", str(self.data_dir), "s3", "serve", "--listen",
              f"127.0.0.1:{self.port}", *self.extra], stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
