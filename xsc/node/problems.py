@@ -53,6 +53,8 @@ STATUS = {
 
 
 def status_of(error: e.XscError) -> int:
+    if isinstance(error, e.S3Error):  # carries the status S3 answers it with (a bad continuation token: 400)
+        return error.status
     for cls in type(error).__mro__:
         if cls in STATUS:
             return STATUS[cls]
