@@ -29,8 +29,8 @@ PURE = {
     "xsc.s3." + m for m in ("etag", "listing", "names", "sigv4", "xml")
 } | {"xsc.allocation", "xsc.health", "xsc.market",  # packages whose face re-exports only their pure core
      "xsc.ledger.model", "xsc.ledger.rules", "xsc.ledger.pricing", "xsc.health.challenge", "xsc.health.stats",
-     "xsc.peers.descriptors"}
-DOMAINS = ("storage", "market", "ledger", "compute", "allocation", "health", "peers", "net", "s3")
+     "xsc.peers.descriptors", "xsc.ui.session"}
+DOMAINS = ("storage", "market", "ledger", "compute", "allocation", "health", "peers", "net", "s3", "ui")
 IO_MODULES = ("asyncio", "aiohttp", "plyvel")
 # The S3 front (`xsc s3 serve`) is a client of the node's user API, like the CLI: the tools layer.
 TOOLS = {"xsc.__main__", "xsc.devnet", "xsc.s3.server", "xsc.s3.node_client"}

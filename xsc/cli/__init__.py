@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "peers": ("xsc.cli.peers", "peers", "The nodes this node knows: list, join, forget."),
     "health": ("xsc.cli.health", "health", "How reachable this node's peers are."),
     "market": ("xsc.cli.market", "market", "Asks, bids, clearing prices, this node's offer, deals, recognition."),
+    "ui": ("xsc.cli.ui", "ui", "Open the node's dashboard in a browser (a one-time login link)."),
     "devnet": ("xsc.cli.devnet", "devnet", "Run a local network of nodes for trying things out."),
     "s3": ("xsc.cli.s3", "s3", "Serve S3 (boto3, rclone, AWS CLI, s3cmd) over this node's storage; access keys."),
 }

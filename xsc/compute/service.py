@@ -443,7 +443,9 @@ class ComputeService:
         return provenance.decode(data)
 
     def recent_provenance(self, limit: int = 20) -> list[dict[str, Any]]:
-        return [provenance.decode(d) for d in self.store.recent_provenance(limit)]
+        """The newest signed records, each with whether its signature is the node's (the dashboard shows it)."""
+        records = [provenance.decode(d) for d in self.store.recent_provenance(limit)]
+        return [{**r, "signature_valid": provenance.is_valid(r)} for r in records]
 
 
 FACT_LIMITS = {"name": 64, "version": 32, "description": 512}

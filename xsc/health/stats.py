@@ -118,6 +118,21 @@ def availability(history: PeerHistory, now: int) -> Availability:
                         last_error=history.last_error, last_audit=history.last_audit)
 
 
+def sparkline(history: PeerHistory, now: int, window_ms: int, points: int) -> list[float | None]:
+    """Availability over the `window_ms` before now's bucket ends, in `points` equal slices (oldest first): each
+    slice's successful probes / probes, None for a slice without probes.  For the dashboard's sparklines:
+    the last hour in 12 slices of 5 minutes, the last day in 24 of an hour."""
+    per = max(1, window_ms // BUCKET_MS // points)  # buckets per slice
+    first = bucket_start(now) - (points * per - 1) * BUCKET_MS
+    ok, total = [0] * points, [0] * points
+    for b in history.buckets:
+        i = (b.start - first) // BUCKET_MS // per
+        if 0 <= i < points and b.start <= now:
+            ok[i] += b.ok
+            total[i] += b.total
+    return [round(o / t, 4) if t else None for o, t in zip(ok, total)]
+
+
 def reachable_status(ups: list[bool | None]) -> str:
     """The `peers:reachable` health check: warn when fewer than half the probed peers answered their last probe.
 

@@ -337,6 +337,20 @@ class LedgerService:
                                 hint="list them with: xsc ledger history --expand")
         return [data[i:i + 16].hex() for i in range(0, len(data), 16)]
 
+    async def history_view(self, account: bytes, limit: int, *, expand: bool = False,
+                           encoded: bool = True) -> dict[str, Any]:
+        """The account and its newest entries (see history), each with its `balance_after` (the dashboard's
+        balance chart); without the signed bytes unless `encoded`."""
+        view = self.account_view(account)
+        entries = await self.history(account, limit, expand=expand)
+        balance = view["balance"]
+        for entry in entries:  # newest first, from the head
+            entry["balance_after"] = balance
+            balance -= entry.get("delta") or 0
+            if not encoded:
+                entry.pop("encoded", None)
+        return {"account": view, "entries": entries}
+
     async def entry(self, ref: str) -> dict:
         return entry_json(await self._read(self.store.entry, ref))
 

@@ -97,6 +97,10 @@ class Explanations(OrderedDict):
         while len(self) > EXPLAINED:
             self.popitem(last=False)
 
+    def recent(self, count: int = 20) -> list[str]:
+        """This node's needs most recently matched, newest first: what `market explain` can be asked about."""
+        return [name for name in reversed(self) if "/" not in name][:count]
+
     def explain(self, need: str) -> dict:
         found = self.get(need)
         if found is None:

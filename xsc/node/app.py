@@ -36,12 +36,13 @@ from ..storage.holder import ShareHolder
 from ..storage.lease_gc import LeaseCollector
 from ..storage.scrubber import Scrubber
 from ..storage.wire import DAMAGE_PATH
+from ..ui.session import Sessions
 from ..tasks import in_pool
 from . import auth, datadir, peer_auth, problems
 from .appkeys import (AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_POOL, DB, DEALS, GATEWAY, HEALTH, HEALTH_CHECKS,
                       IDENTITY, IN_FLIGHT, LEASE_GC, LEDGER, MARKET, METRICS, PAID_COMPUTE, PAYMENTS, PEER_LIMITS,
                       PEERS, REPLAY_GUARD, S3_INDEX, SCRUBBER, SHARE_HOLDER, STARTED, STATUS_PARTS, STORAGE, TABS,
-                      TERMS, TOKEN)
+                      TERMS, TOKEN, UI_SESSIONS)
 from .http import ROUTES
 from .http.node import node_checks
 from .limits import RateLimiter
@@ -62,6 +63,7 @@ async def _node_resources(app: web.Application):
     try:
         identity, client, token = datadir.prepare(config)
         app[IDENTITY], app[CLIENT_IDENTITY], app[TOKEN] = identity, client, token
+        app[UI_SESSIONS] = Sessions(token, port=parse_listen(config.node.listen)[1])  # the dashboard's logins
         app[DB] = datadir.open_db(config.data_dir)
         app[CPU_POOL] = ThreadPoolExecutor(max_workers=max(2, config.compute.threads), thread_name_prefix="xsc-cpu")
         app[STARTED] = time.monotonic()

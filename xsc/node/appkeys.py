@@ -26,6 +26,7 @@ from ..storage.gateway import Gateway
 from ..storage.holder import ShareHolder
 from ..storage.lease_gc import LeaseCollector
 from ..storage.scrubber import Scrubber
+from ..ui.session import Sessions
 from .limits import RateLimiter
 from .metrics import Metrics
 from .middlewares import InFlight
@@ -45,6 +46,7 @@ PEER_LIMITS = web.AppKey("peer_limits", RateLimiter)  # signed requests per peer
 # name -> async () -> a /health check dict;  name -> () -> a JSON-able part of /v1/node/status
 HEALTH_CHECKS = web.AppKey("health_checks", dict)
 STATUS_PARTS = web.AppKey("status_parts", dict)
+UI_SESSIONS = web.AppKey("ui_sessions", Sessions)  # the dashboard's logins (xsc.ui.session, node/http/ui.py)
 
 # --- services, in the order app.py builds them ---------------------------------------------------
 LEDGER = web.AppKey("ledger", LedgerService)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hmac
+import time
 
 from aiohttp import web
 
-from ..errors import Unauthorized
-from .appkeys import TOKEN
+from ..errors import Forbidden, Unauthorized
+from ..ui.session import CSRF_HEADER, origin_ok
+from .appkeys import TOKEN, UI_SESSIONS
 
 PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
 PEER_PREFIX = "/v1/peer/"  # authenticated by request signatures, not the token
@@ -23,8 +25,10 @@ async def token_middleware(request: web.Request, handler):
 
 
 def check_token(request: web.Request) -> None:
-    """Raise Unauthorized unless the request carries the node's API token."""
+    """Raise Unauthorized unless the request carries the node's API token (or a dashboard session)."""
     header = request.headers.get("Authorization", "")
+    if not header and check_session(request):
+        return
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given:
         raise Unauthorized(
@@ -33,3 +37,29 @@ def check_token(request: web.Request) -> None:
         )
     if not hmac.compare_digest(given.strip().encode(), request.app[TOKEN].encode()):
         raise Unauthorized("wrong API token", hint="use the token from the node's <data dir>/api-token")
+
+
+def session_cookie(request: web.Request) -> str | None:
+    """The dashboard's session cookie of this node, if the request carries one."""
+    sessions = request.app.get(UI_SESSIONS)
+    return None if sessions is None else request.cookies.get(sessions.cookie)
+
+
+def check_session(request: web.Request) -> bool:
+    """Is the request from a logged-in dashboard? (False without a session cookie.)
+
+    A request that changes state must also carry the session's CSRF token and come from this node's page."""
+    session = session_cookie(request)
+    if session is None:
+        return False
+    sessions = request.app[UI_SESSIONS]
+    if not sessions.valid(session, time.time()):
+        raise Unauthorized("the dashboard session has expired or is not this node's",
+                           hint="log in again with `xsc ui`")
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        if not origin_ok(request.headers.get("Origin"), request.scheme, request.host):
+            raise Forbidden("a request from another site's page", hint="use the dashboard served by this node")
+        if not sessions.csrf_ok(session, request.headers.get(CSRF_HEADER)):
+            raise Forbidden(f"this request needs the {CSRF_HEADER} header of the session",
+                            hint="reload the dashboard")
+    return True

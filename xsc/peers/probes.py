@@ -18,7 +18,7 @@ from .. import keys
 from ..config import HealthSection
 from ..errors import PeerError
 from ..health import Availability, PeerHistory, availability, reachable_status, record_audit, record_probe
-from ..health.stats import MAX_ERROR
+from ..health.stats import DAY_MS, HOUR_MS, MAX_ERROR, sparkline
 from ..identity import parse_public_id, public_id
 from ..tasks import every, stop
 from .descriptors import NodeDescriptor
@@ -57,7 +57,16 @@ class HealthService:
         self._db.delete(keys.health_peer(parse_public_id(node_id)))
 
     def table(self) -> list[dict]:
-        return [{"id": d.id, "url": d.url, **self.availability(d.id).to_json()} for d in self.peers.peers()]
+        """Every peer's availability, with the last hour's and the last day's as sparkline points (oldest first:
+        12 five-minute and 24 one-hour success ratios, None where no probe was made) for the dashboard."""
+        now = now_ms()
+        rows = []
+        for d in self.peers.peers():
+            history = self._histories.get(d.id, PeerHistory())
+            rows.append({"id": d.id, "url": d.url, **self.availability(d.id).to_json(),
+                         "sparkline_1h": sparkline(history, now, HOUR_MS, 12),
+                         "sparkline_24h": sparkline(history, now, DAY_MS, 24)})
+        return rows
 
     # --- probes -----------------------------------------------------------------------------
     async def probe(self, peer: NodeDescriptor) -> tuple[bool, float | None, str | None]:

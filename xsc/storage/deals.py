@@ -239,11 +239,16 @@ class StorageDeals:
     async def close(self) -> None:
         await stop(self._task)
 
-    def summary(self) -> dict[str, Any]:
-        """The deals still running, how many are settled, and the last payment run (for `market status`)."""
+    def summary(self, shown: int | None = None) -> dict[str, Any]:
+        """The deals still running, how many are settled, and the last payment run (for `market status`);
+        with the newest ended deals too (at most 50).  `shown`: at most that many deals of each list."""
         every_deal = self.all()
-        running = [d.to_json() for d in every_deal if d.paid_until < d.end]
-        return {"deals": running, "deals_settled": len(every_deal) - len(running), "payments": self.last_run}
+        running = [d for d in every_deal if d.paid_until < d.end]
+        ended = [d for d in every_deal if d.paid_until >= d.end]
+        shown = len(every_deal) if shown is None else shown
+        return {"deals": [d.to_json() for d in running[:shown]], "deals_live": len(running),
+                "deals_settled": len(every_deal) - len(running), "payments": self.last_run,
+                "ended_deals": [d.to_json() for d in ended[max(0, len(ended) - min(50, shown)):]]}
 
     def of_file_view(self, si: bytes) -> dict[str, Any]:
         """One file's deals, with those that ended when a repair moved a share."""

@@ -223,6 +223,17 @@ class StorageService:
     async def files(self) -> list[dict]:
         return await in_pool(self.pool, lambda: sorted(self.store.files(), key=lambda f: f["created"]))
 
+    async def files_view(self, limit: int | None = None) -> dict[str, Any]:
+        """The files, oldest first (`limit`: the newest that many only), how many there are, and the shares of
+        all of them counted by the node that holds them (the dashboard's map of who holds what)."""
+        files = await self.files()
+        held: dict[str, int] = {}
+        for f in files:
+            for node in f.get("placement") or [self.me] * 6:
+                node = self.me if node == LOCAL else node
+                held[node] = held.get(node, 0) + 1
+        return {"files": files[-limit:] if limit else files, "count": len(files), "shares_per_node": held}
+
     async def remove(self, cap: Capability) -> dict:
         record = await in_pool(self.pool, self.store.file_record, cap.storage_index)
         if record is None or record["capability"] != str(cap):

@@ -3,8 +3,9 @@
     GET  /v1/ledger/accounts                     every account this node holds a chain or key of
     GET  /v1/ledger/accounts/{id}                balance, head, credit (id: public id, `client` or `node`)
     GET  /v1/ledger/accounts/{id}/chain?from=SEQ&limit=N   the chain, oldest first (peers sync from here)
-    GET  /v1/ledger/accounts/{id}/history?limit=N&expand=1 the newest entries first (expand: the provenance
-                                                 ids each aggregated transfer covers)
+    GET  /v1/ledger/accounts/{id}/history?limit=N&expand=1 the newest entries first, each with its balance_after
+                                                 (expand: the provenance ids each aggregated transfer covers;
+                                                 encoded=false: without the signed bytes)
     GET  /v1/ledger/entries/{id}                 one entry (id or a unique prefix of >= 8 hex digits)
     POST /v1/ledger/entries                      {"entries": ["<hex>", ...]}: countersigned entries from
                                                  a counterparty, stored only after full validation
@@ -62,8 +63,8 @@ async def history(request: web.Request) -> web.Response:
     key = service.account_key(request.match_info["account"])
     limit = query_int(request.query, "limit", 20, 1, MAX_HISTORY)
     expand = query_flag(request.query, "expand")
-    return web.json_response({"account": service.account_view(key),
-                              "entries": await service.history(key, limit, expand=expand)})
+    encoded = request.query.get("encoded", "true") != "false"  # the dashboard leaves out the signed bytes
+    return web.json_response(await service.history_view(key, limit, expand=expand, encoded=encoded))
 
 
 @routes.get("/v1/ledger/entries/{entry}")

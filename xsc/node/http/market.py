@@ -4,7 +4,8 @@ User API (token):
     GET  /v1/market/book[?kind=K]          asks and bids per kind and time bucket, with their clearing
     GET  /v1/market/prices[?kind=K&limit=N] clearing prices, newest first
     GET  /v1/market/offer                  this node's capacity slots and pricing policy
-    GET  /v1/market/status[?file=SI]       its slots, needs, storage deals and payments, convergence
+    GET  /v1/market/status[?file=SI|deals=N]  its slots, needs, storage deals and payments, convergence, the needs
+                                           explain knows (deals: at most N of them)
                                            (file: one file's deals, and those that ended when a share moved)
     GET  /v1/market/explain/{need}         why a need got what it got
     GET  /v1/market/recognition            the weights this node publishes, and the peers' of it
@@ -45,7 +46,9 @@ async def status(request: web.Request) -> web.Response:
     deals = request.app[DEALS]
     if "file" in request.query:  # one file's deals, with those that ended when a repair moved a share
         return web.json_response(deals.of_file_view(storage_index(request.query["file"])))
-    return web.json_response({**request.app[MARKET].status(), **deals.summary()})
+    shown = query_int(request.query, "deals", 10**9, 0, 10**9)  # ?deals=N: at most N rows (the dashboard's table)
+    market = request.app[MARKET]
+    return web.json_response({**market.status(), **deals.summary(shown), "recent_needs": market.explanations.recent()})
 
 
 @routes.get("/v1/market/explain/{need}")

@@ -12,7 +12,7 @@ from ...storage.ranges import content_range, parse_range
 from ..appkeys import CONFIG, METRICS, STORAGE
 from ..auth import check_token
 from ..problems import problem_from_error
-from .common import optional_json_body
+from .common import optional_json_body, query_int
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ async def put_file(request: web.Request) -> web.Response:
 
 @routes.get("/v1/store/files")
 async def list_files(request: web.Request) -> web.Response:
-    return web.json_response({"files": await request.app[STORAGE].files()})
+    limit = query_int(request.query, "limit", 0, 1, 10**9) or None  # ?limit=N: the newest N files only
+    return web.json_response(await request.app[STORAGE].files_view(limit))
 
 
 @routes.get("/v1/store/files/{cap}")

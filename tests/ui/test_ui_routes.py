@@ -1,0 +1,174 @@
+"""The dashboard's routes on an in-process node: login links, the session cookie on the user API, CSRF,
+and the static pages (xsc/node/ui_routes.py, xsc/node/auth.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from aiohttp import ClientSession, CookieJar
+
+from xsc.node.appkeys import UI_SESSIONS
+from xsc.ui.session import CSRF_HEADER
+
+ADD_WASM = Path(__file__).resolve().parents[2] / "fixtures" / "wasm" / "add.wasm"
+
+
+async def _login(node) -> tuple[ClientSession, str, str]:
+    """A browser-like session (no token) logged in through a fresh link: (session, cookie, base URL)."""
+    answer = await node.post("/v1/ui/login-link")
+    assert answer.status == 200, await answer.text()
+    link = await answer.json()
+    base = str(node.make_url("")).rstrip("/")
+    browser = ClientSession(cookie_jar=CookieJar(unsafe=True))  # unsafe: keeps cookies of an IP address
+    response = await browser.get(base + link["path"], allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/ui/"
+    name = node.app[UI_SESSIONS].cookie
+    morsel = response.cookies[name]
+    assert morsel["httponly"] and morsel["samesite"] == "Strict" and morsel["path"] == "/"
+    return browser, morsel.value, base
+
+
+async def test_a_login_link_works_once(node) -> None:
+    link = await (await node.post("/v1/ui/login-link")).json()
+    assert link["path"].startswith("/ui/login?link=") and link["url"].endswith(link["path"])
+    base = str(node.make_url("")).rstrip("/")
+    async with ClientSession() as browser:
+        assert (await browser.head(base + link["path"], allow_redirects=False)).status == 200  # a preview
+        first = await browser.get(base + link["path"], allow_redirects=False)
+        assert first.status == 303
+    async with ClientSession() as other:
+        again = await other.get(base + link["path"], allow_redirects=False)
+        assert again.status == 401
+        assert "does not work" in await again.text()
+        assert not other.cookie_jar.filter_cookies(base)
+
+
+async def test_the_session_cookie_opens_the_user_api_and_nothing_else_does(node) -> None:
+    browser, _, base = await _login(node)
+    try:
+        ok = await browser.get(base + "/v1/node/status")
+        assert ok.status == 200 and (await ok.json())["id"]
+        session = await (await browser.get(base + "/v1/ui/session")).json()
+        assert session["csrf"] and session["csrf_header"] == CSRF_HEADER
+        async with ClientSession() as stranger:
+            refused = await stranger.get(base + "/v1/node/status")
+            assert refused.status == 401 and (await refused.json())["code"] == "unauthorized"
+            forged = await stranger.get(base + "/v1/node/status",
+                                        cookies={node.app[UI_SESSIONS].cookie: "abc.99999999999.def"})
+            assert forged.status == 401
+    finally:
+        await browser.close()
+
+
+async def test_changes_need_the_csrf_token_and_this_nodes_origin(node) -> None:
+    browser, _, base = await _login(node)
+    try:
+        csrf = (await (await browser.get(base + "/v1/ui/session")).json())["csrf"]
+        without = await browser.post(base + "/v1/health/probe")
+        assert without.status == 403 and CSRF_HEADER in (await without.json())["detail"]
+        other = ("y" if csrf[0] == "x" else "x") + csrf[1:]
+        wrong = await browser.post(base + "/v1/health/probe", headers={CSRF_HEADER: other})
+        assert wrong.status == 403
+        elsewhere = await browser.post(base + "/v1/health/probe",
+                                       headers={CSRF_HEADER: csrf, "Origin": "http://evil.example"})
+        assert elsewhere.status == 403
+        good = await browser.post(base + "/v1/health/probe", headers={CSRF_HEADER: csrf, "Origin": base})
+        assert good.status == 200, await good.text()
+    finally:
+        await browser.close()
+
+
+async def test_a_session_cannot_mint_login_links_and_logout_ends_it(node) -> None:
+    browser, _, base = await _login(node)
+    try:
+        csrf = (await (await browser.get(base + "/v1/ui/session")).json())["csrf"]
+        refused = await browser.post(base + "/v1/ui/login-link", headers={CSRF_HEADER: csrf})
+        assert refused.status == 403
+        out = await browser.post(base + "/v1/ui/logout", headers={CSRF_HEADER: csrf})
+        assert out.status == 200
+        assert (await browser.get(base + "/v1/node/status")).status == 401
+    finally:
+        await browser.close()
+
+
+async def test_the_token_still_works_and_a_bad_token_is_not_rescued_by_a_cookie(node) -> None:
+    browser, cookie, base = await _login(node)
+    await browser.close()
+    assert (await node.get("/v1/node/status")).status == 200
+    async with ClientSession() as other:
+        bad = await other.get(base + "/v1/node/status", headers={"Authorization": "Bearer nope"},
+                              cookies={node.app[UI_SESSIONS].cookie: cookie})
+        assert bad.status == 401
+
+
+async def test_pages_are_served_with_a_strict_content_security_policy(node) -> None:
+    base = str(node.make_url("")).rstrip("/")
+    async with ClientSession() as browser:
+        index = await browser.get(base + "/ui/")
+        assert index.status == 200 and index.content_type == "text/html"
+        assert "script-src 'self'" in index.headers["Content-Security-Policy"]
+        assert "/ui/app.js" in await index.text()
+        script = await browser.get(base + "/ui/app.js")
+        assert script.status == 200 and "javascript" in script.content_type
+        cached = await browser.get(base + "/ui/app.js", headers={"If-None-Match": script.headers["ETag"]})
+        assert cached.status == 304
+        assert (await browser.get(base + "/ui/../api-token")).status == 404
+        assert (await browser.get(base + "/ui/nothing.js")).status == 404
+        redirect = await browser.get(base + "/ui", allow_redirects=False)
+        assert redirect.status == 302 and redirect.headers["Location"] == "/ui/"
+
+
+async def test_api_answers_carry_what_the_pages_show(node) -> None:
+    """Balance after each entry (the ledger chart), recent needs (market explain), signature status."""
+    status = await (await node.get("/v1/market/status")).json()
+    assert status["recent_needs"] == [] and status["ended_deals"] == []
+    module = (await (await node.post("/v1/modules", data=ADD_WASM.read_bytes())).json())["id"]
+    for a in (1, 2, 3):
+        run = await node.post("/v1/compute/invoke", json={"module": module, "function": "add", "args": [str(a), "2"]})
+        assert run.status == 200, await run.text()
+    history: dict = {}
+    for _ in range(200):  # invokes are settled by the ledger's next group commit
+        history = await (await node.get("/v1/ledger/accounts/client/history")).json()
+        if len(history["entries"]) == 3:
+            break
+        await asyncio.sleep(0.05)
+    entries = history["entries"]
+    assert [e["seq"] for e in entries] == [3, 2, 1]
+    assert entries[0]["balance_after"] == history["account"]["balance"]
+    assert all(a["balance_after"] - a["delta"] == b["balance_after"] for a, b in zip(entries, entries[1:]))
+    assert entries[-1]["balance_after"] == entries[-1]["delta"]  # the first entry started from zero
+    records = (await (await node.get("/v1/compute/provenance")).json())["records"]
+    assert len(records) == 3 and all(r["signature_valid"] for r in records)
+    status = await (await node.get("/v1/market/status")).json()
+    assert status["recent_needs"] and all(n.startswith("invoke-") for n in status["recent_needs"])
+    explained = await node.get(f"/v1/market/explain/{status['recent_needs'][0]}")
+    assert explained.status == 200
+
+
+async def test_each_peer_in_the_health_table_has_its_sparklines(node_factory) -> None:
+    gateway = await node_factory("gateway", health={"probe_interval": 3600})
+    other = await node_factory("other")
+    added = await gateway.post("/v1/peers", json={"url": str(other.make_url("")).rstrip("/")})
+    assert added.status in (200, 201), await added.text()
+    assert (await gateway.post("/v1/health/probe")).status == 200
+    peers = (await (await gateway.get("/v1/health/peers")).json())["peers"]
+    assert len(peers) == 1
+    assert peers[0]["sparkline_1h"] == [None] * 11 + [1.0]
+    assert peers[0]["sparkline_24h"] == [None] * 23 + [1.0]
+
+
+async def test_the_file_list_counts_shares_per_node_and_can_be_cut_to_the_newest(node) -> None:
+    caps = []
+    for i in range(3):
+        put = await node.post(f"/v1/store/files?name=f{i}", data=b"x" * (100 + i))
+        assert put.status == 201, await put.text()
+        caps.append((await put.json())["capability"])
+    every = await (await node.get("/v1/store/files")).json()
+    me = (await (await node.get("/v1/node/status")).json())["id"]
+    assert every["count"] == 3 and sorted(f["capability"] for f in every["files"]) == sorted(caps)
+    assert every["shares_per_node"] == {me: 18}
+    newest = await (await node.get("/v1/store/files?limit=2")).json()
+    assert newest["count"] == 3 and [f["capability"] for f in newest["files"]] == [
+        f["capability"] for f in every["files"]][1:]
+    assert (await node.get("/v1/store/files?limit=0")).status == 400

@@ -1,0 +1,568 @@
+// The operator's dashboard. Every figure comes from the node's /v1/ user API (the session cookie logs in);
+// this file only fetches, lays out and draws. Pages: #overview #files #peers #market #ledger #compute.
+'use strict';
+
+const S = {csrf: null, node: null, session: null, page: null, timer: null, gen: 0, state: {}};
+
+// --- small helpers -------------------------------------------------------------------------------
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === 'class') el.className = v;
+    else if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    el.appendChild(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+const $ = (sel, root) => (root || document).querySelector(sel);
+const short = id => id ? (id.length > 14 ? id.slice(0, 12) + '…' : id) : '';
+function fmtSize(n) {
+  let v = Number(n || 0);
+  for (const u of ['B', 'KiB', 'MiB', 'GiB', 'TiB']) {
+    if (Math.abs(v) < 1024 || u === 'TiB') return u === 'B' ? `${Math.trunc(v)} B` : `${v.toFixed(1)} ${u}`;
+    v /= 1024;
+  }
+}
+function fmtCredits(micro) {  // exact, as the CLI prints them: no float touches money
+  const m = BigInt(micro || 0), neg = m < 0n, a = neg ? -m : m;
+  return `${neg ? '-' : ''}${a / 1000000n}.${String(a % 1000000n).padStart(6, '0')}`;
+}
+function ago(ms) {
+  if (!ms) return 'never';
+  const s = Math.max(0, (Date.now() - ms) / 1000);
+  if (s < 60) return `${Math.round(s)} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} d ago`;
+}
+function duration(secs) {
+  const d = Math.floor(secs / 86400), hh = Math.floor(secs % 86400 / 3600), m = Math.floor(secs % 3600 / 60);
+  return d ? `${d} d ${hh} h` : hh ? `${hh} h ${m} min` : m ? `${m} min` : `${Math.round(secs)} s`;
+}
+const pct = r => r === null || r === undefined ? '–' : `${(r * 100).toFixed(1)}%`;
+const dateOf = secs => new Date(secs * 1000).toISOString().replace('T', ' ').slice(0, 16);
+const timeOf = ms => new Date(ms).toISOString().slice(11, 19);
+function pill(status, textValue) { return h('span', {class: `pill ${status}`}, textValue || status); }
+function dot(up) { return h('span', {class: `dot ${up === true ? 'up' : up === false ? 'down' : 'unknown'}`,
+                                     title: up === true ? 'up' : up === false ? 'down' : 'not probed yet'}); }
+function card(title, ...body) { return h('section', {class: 'card'}, h('h2', {}, title), ...body); }
+function wide(el) { el.classList.add('wide'); return el; }
+function kv(pairs) {
+  return h('dl', {class: 'kv'}, pairs.map(([k, v, key]) => [h('dt', {}, k), h('dd', key ? {'data-k': key} : {}, v)]));
+}
+function table(columns, rows, attrs) {
+  return h('div', {class: 'scroll'}, h('table', attrs || {},
+    // A column named '~name' is left out on a phone's width.
+    h('thead', {}, h('tr', {}, columns.map(c => typeof c === 'string' && c[0] === '~' ? h('th', {class: 'hide-narrow'}, c.slice(1)) : h('th', {}, c)))),
+    h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', {colspan: columns.length, class: 'muted'}, 'none')))));
+}
+
+// --- the API ---------------------------------------------------------------------------------------
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body && body.detail ? body.detail + (body.hint ? ` (${body.hint})` : '') : `HTTP ${status}`);
+    this.status = status; this.body = body;
+  }
+}
+async function api(path, method) {
+  const init = {method: method || 'GET', credentials: 'same-origin', headers: {Accept: 'application/json'}};
+  if (init.method !== 'GET') init.headers['X-XSC-CSRF'] = S.csrf || '';
+  const response = await fetch(path, init);
+  const body = await response.json().catch(() => null);
+  if (response.status === 401) { loggedOut(body); throw new ApiError(401, body); }
+  if (!response.ok) throw new ApiError(response.status, body);
+  return body;
+}
+function loggedOut(body) {
+  stop();
+  document.body.dataset.state = 'logged-out';
+  $('#main').replaceChildren(h('section', {class: 'card message'}, h('h2', {}, 'Not logged in'),
+    h('p', {}, body && body.detail ? body.detail + '.' : 'This page needs a session.'),
+    h('p', {}, 'Run ', h('code', {}, 'xsc ui'), ' on the node (or ', h('code', {}, 'xsc ui --print-url'),
+      ') for a one-time login link.')));
+}
+
+// --- pages -----------------------------------------------------------------------------------------
+// A page: load() fetches what it shows (every poll), render(data, main) draws it; mount(main) builds
+// controls that must survive polls (filters, inputs), once.
+const PAGES = {};
+
+PAGES.overview = {
+  title: 'Overview', poll: 5000,
+  async load() {
+    const [status, health, client] = await Promise.all([api('/v1/node/status'), api('/health'),
+                                                        api('/v1/ledger/accounts/client')]);
+    return {status, health, client};
+  },
+  render({status, health, client}, main) {
+    const st = status.storage || {}, peers = status.peers || {}, audits = status.audits || {};
+    const alerts = [];
+    if (client.low) alerts.push(['warn', `low balance: ${fmtCredits(client.available)} credits available of the ${fmtCredits(client.credit_limit)} credit limit`]);
+    if (audits.audits_failed) alerts.push(['fail', `${audits.audits_failed} failed audit(s) of shares placed on peers`]);
+    if ((peers.known || 0) > (peers.up || 0)) alerts.push(['warn', `${peers.known - peers.up} of ${peers.known} peer(s) down`]);
+    const disk = (health.checks['disk:free'] || [{}])[0];
+    if (disk.status && disk.status !== 'pass') alerts.push([disk.status, `disk almost full: ${fmtSize(disk.observedValue)} free`]);
+    if (st.capacity && st.free / st.capacity < 0.1) alerts.push(['warn', `storage almost full: ${fmtSize(st.free)} of ${fmtSize(st.capacity)} free`]);
+    const used = st.capacity ? st.used / st.capacity : 0, reserved = st.capacity ? st.reserved / st.capacity : 0;
+    const bar = h('div', {class: 'bar', title: `${fmtSize(st.used)} used of ${fmtSize(st.capacity)}`},
+      h('span', {class: 'used'}), h('span', {class: 'reserved'}));
+    bar.children[0].style.width = `${Math.min(100, used * 100).toFixed(2)}%`;
+    bar.children[1].style.width = `${Math.min(100, reserved * 100).toFixed(2)}%`;
+    main.replaceChildren(h('div', {class: 'grid'},
+      card('Alerts', alerts.length ? h('ul', {class: 'alerts', 'data-k': 'alerts'}, alerts.map(([s, t]) => h('li', {class: s}, pill(s), ' ', t)))
+                                   : h('p', {class: 'ok', 'data-k': 'alerts'}, 'No alerts: all is well.')),
+      card('Node', kv([['id', h('code', {}, status.id), 'id'], ['version', status.version, 'version'],
+                       ['uptime', `${Math.round(status.uptime)} s (${duration(status.uptime)})`, 'uptime'], ['listen', status.listen],
+                       ['data dir', status.data_dir]])),
+      card('Storage', bar, kv([['capacity', fmtSize(st.capacity), 'capacity'], ['used', fmtSize(st.used), 'used'],
+                               ['reserved', fmtSize(st.reserved)], ['free', fmtSize(st.free), 'free'],
+                               ['shares held', String(st.shares), 'shares']])),
+      card('Balance', kv([['balance', `${client.balance_credits} credits`, 'balance'],
+                          ['available', `${fmtCredits(client.available)} credits`],
+                          ['credit limit', `${fmtCredits(client.credit_limit)} credits`, 'credit_limit'],
+                          ['node earned', `${fmtCredits((status.ledger || {}).node_balance)} credits`, 'node_balance'],
+                          ['account', h('code', {}, short(client.account))]])),
+      wide(card('Health', h('p', {}, 'overall ', pill(health.status), ' ', h('span', {'data-k': 'health'}, health.status)),
+        table(['check', 'status', 'value'], Object.entries(health.checks).map(([name, [c]]) =>
+          h('tr', {}, h('td', {}, name), h('td', {}, pill(c.status)),
+            h('td', {}, c.output || (c.observedValue !== undefined ? (c.observedUnit === 'bytes' ? fmtSize(c.observedValue) : `${c.observedValue} ${c.observedUnit || ''}`) : ''))))))),
+      card('Peers and audits', kv([['peers', `${peers.up || 0} up of ${peers.known || 0}`, 'peers'],
+        ['audits', `${audits.audits_ok || 0} ok, ${audits.audits_failed || 0} failed, ${audits.audits_unanswered || 0} unanswered`],
+        ['repairs', `${audits.repairs || 0} done, ${audits.repairs_failed || 0} failed, ${audits.repair_queue || 0} queued`],
+        ['market', (status.market || {}).converged ? 'converged' : 'converging'],
+        ['payments pending', String((status.payments || {}).pending || 0)]]))));
+  },
+};
+
+PAGES.files = {
+  title: 'Files', poll: 10000,
+  async load() {
+    const [files, peers] = await Promise.all([api('/v1/store/files'), api('/v1/health/peers')]);
+    return {files: files.files, peers: peers.peers};
+  },
+  mount(main) {
+    const st = S.state.files = S.state.files || {open: {}, filter: '', shown: 50, results: {}, health: {}, batch: null};
+    main.replaceChildren(
+      h('div', {class: 'toolbar'}, h('input', {type: 'search', placeholder: 'filter by name or capability',
+        value: st.filter, 'aria-label': 'filter files', oninput: e => { st.filter = e.target.value; rerender(); }}),
+        h('button', {id: 'check-all', onclick: () => batchFiles('check')}, 'Check all'),
+        h('button', {id: 'repair-damaged', onclick: () => batchFiles('repair')}, 'Repair damaged')),
+      h('div', {id: 'batch'}), h('div', {id: 'files-body'}));
+    renderBatch();
+  },
+  render({files, peers}, main) {
+    const st = S.state.files, me = S.node;
+    const up = Object.fromEntries(peers.map(p => [p.id, p.up]));
+    const wanted = files.filter(f => !st.filter || (f.name || '').includes(st.filter) || f.capability.includes(st.filter));
+    const rows = [];
+    for (const f of wanted.slice(-st.shown).reverse()) {
+      const cap = f.capability;
+      rows.push(h('tr', {'data-cap': cap},
+        h('td', {}, h('button', {class: 'link', onclick: () => toggleFile(cap)}, st.open[cap] ? '▾ ' : '▸ ', f.name || '(unnamed)'),
+          st.health[cap] ? [' ', pill(st.health[cap] === 'healthy' ? 'pass' : st.health[cap] === 'damaged' ? 'warn' : 'fail', st.health[cap])] : null),
+        h('td', {class: 'num'}, fmtSize(f.size)),
+        h('td', {class: 'hide-narrow'}, f.created.replace('T', ' ').slice(0, 16)),
+        h('td', {}, dateOf(f.lease_expiry)),
+        h('td', {}, h('span', {class: 'chips'}, (f.placement || []).map((node, i) =>
+          h('span', {class: `chip ${node === me || node === 'this node' ? 'me' : up[node] === false ? 'down' : up[node] ? 'up' : 'unknown'}`,
+                     title: `share ${i} on ${node === me ? 'this node' : node}`}, String(i))))),
+        h('td', {class: 'actions'},
+          h('button', {onclick: () => runFile(cap, 'verify'), disabled: st.results[cap] && st.results[cap].running}, 'Verify'),
+          h('button', {onclick: () => runFile(cap, 'repair'), disabled: st.results[cap] && st.results[cap].running}, 'Repair'))));
+      if (st.open[cap] || st.results[cap]) rows.push(h('tr', {class: 'detail'}, h('td', {colspan: 6}, fileDetail(cap))));
+    }
+    $('#files-body', main).replaceChildren(
+      h('p', {class: 'muted'}, h('span', {'data-k': 'file-count'}, String(files.length)), ` file(s) uploaded by this node`,
+        wanted.length > st.shown ? `; the newest ${st.shown} of ${wanted.length} shown` : ''),
+      table(['name', 'size', '~created', 'lease expires', 'shares (node)', ''], rows, {class: 'files'}),
+      wanted.length > st.shown ? h('button', {onclick: () => { st.shown += 200; refresh(); }}, 'show more') : null);
+  },
+};
+
+// Check every file, or repair every file a check found damaged, with a progress bar (n of N done).
+async function batchFiles(action) {
+  const st = S.state.files;
+  if (!lastData || !lastData.files || (st.batch && st.batch.running)) return;
+  const targets = action === 'check' ? lastData.files.map(f => f.capability)
+    : Object.keys(st.health).filter(cap => st.health[cap] !== 'healthy');
+  const b = st.batch = {action, done: 0, total: targets.length, running: true, healthy: 0, damaged: 0, lost: 0, failed: 0};
+  renderBatch();
+  let next = 0;
+  const worker = async () => {
+    while (next < targets.length) {
+      const cap = targets[next++];
+      try {
+        const path = `/v1/store/files/${encodeURIComponent(cap)}/${action}`;
+        const r = await api(path, action === 'check' ? 'GET' : 'POST');
+        const state = st.health[cap] = r.healthy ? 'healthy' : r.recoverable ? 'damaged' : 'lost';
+        b[state] += 1;
+      } catch (err) {
+        if (err.status === 401) return;
+        b.failed += 1;
+      }
+      b.done += 1;
+      renderBatch();
+    }
+  };
+  // Checks four at a time; repairs one by one (each moves shares between nodes).
+  await Promise.all(Array.from({length: action === 'check' ? 4 : 1}, worker));
+  b.running = false;
+  renderBatch();
+  rerender();
+}
+
+function renderBatch() {
+  const el = $('#batch'), st = S.state.files;
+  if (!el || !st) return;
+  const b = st.batch, damaged = Object.values(st.health).filter(x => x !== 'healthy').length;
+  const button = $('#repair-damaged');
+  if (button) { button.disabled = !damaged || (b && b.running); button.textContent = `Repair damaged (${damaged})`; }
+  if ($('#check-all')) $('#check-all').disabled = !!(b && b.running);
+  if (!b) return el.replaceChildren();
+  const bar = h('progress', {max: Math.max(1, b.total), value: b.done});
+  el.replaceChildren(h('div', {class: 'card batch'}, bar, h('p', {'data-k': 'batch', class: b.running ? 'running' : b.lost || b.failed ? 'error' : b.damaged ? 'warn' : 'ok'},
+    `${b.action === 'check' ? 'checked' : 'repaired'} ${b.done} of ${b.total}${b.running ? '…' : ''}: `,
+    `${b.healthy} healthy, ${b.damaged} damaged, ${b.lost} not recoverable`, b.failed ? `, ${b.failed} failed` : '')));
+}
+
+function fileDetail(cap) {
+  const r = S.state.files.results[cap];
+  if (!r) return h('p', {class: 'muted'}, 'checking…');
+  const parts = [];
+  if (r.running) {
+    const bar = h('div', {class: 'progress indeterminate', role: 'progressbar'}, h('span'));
+    parts.push(h('p', {class: 'running', 'data-k': 'progress'}, `${r.action} running… ${((Date.now() - r.started) / 1000).toFixed(1)} s`), bar);
+  }
+  if (r.error) parts.push(h('p', {class: 'error', 'data-k': 'action-error'}, `${r.action} failed: ${r.error}`));
+  const report = r.report;
+  if (report) {
+    const headline = report.repaired !== undefined
+      ? `${r.action}: repaired shares [${(report.repaired || []).join(', ')}]; `
+      : r.action && !r.running ? `${r.action}: ` : '';
+    parts.push(h('p', {'data-k': 'result', class: report.healthy ? 'ok' : report.recoverable ? 'warn' : 'error'},
+      `${headline}${report.intact} of ${report.shares.length} shares intact: ${report.healthy ? 'healthy' : report.recoverable ? 'recoverable' : 'NOT recoverable'}`));
+    parts.push(table(['share', 'status', 'node', 'node state', 'detail'], report.shares.map(s =>
+      h('tr', {}, h('td', {}, String(s.share)), h('td', {}, pill(s.status === 'ok' ? 'pass' : 'fail', s.status)),
+        h('td', {}, h('code', {}, s.node ? short(s.node) : 'this node')),
+        h('td', {}, !s.node || s.node === S.node ? 'this node' : s.node_up === false ? pill('fail', 'DOWN') : s.node_up ? 'up' : 'unknown'),
+        h('td', {class: 'detail-text'}, s.detail || '')))));
+  }
+  return h('div', {class: 'file-detail'}, parts);
+}
+
+async function toggleFile(cap) {
+  const st = S.state.files;
+  st.open[cap] = !st.open[cap];
+  if (!st.open[cap]) { delete st.results[cap]; return refresh(); }
+  await runFile(cap, 'check');
+}
+
+async function runFile(cap, action) {
+  const st = S.state.files;
+  st.open[cap] = true;
+  const r = st.results[cap] = {action, running: true, started: Date.now(), report: (st.results[cap] || {}).report};
+  const tick = setInterval(() => rerender(), 250);
+  rerender();
+  try {
+    const path = `/v1/store/files/${encodeURIComponent(cap)}/${action}`;
+    r.report = await api(path, action === 'check' ? 'GET' : 'POST');
+    st.health[cap] = r.report.healthy ? 'healthy' : r.report.recoverable ? 'damaged' : 'lost';
+    renderBatch();
+  } catch (err) {
+    r.error = err.message;
+  } finally {
+    r.running = false;
+    clearInterval(tick);
+    rerender();
+  }
+}
+
+PAGES.peers = {
+  title: 'Peers', poll: 2000,
+  async load() {
+    const [health, recog, files] = await Promise.all([api('/v1/health/peers'), api('/v1/market/recognition'),
+      api('/v1/store/files?limit=12')]);
+    // Poll at half the probe interval, so that a peer that stops answering turns red within one interval.
+    PAGES.peers.poll = Math.max(250, Math.min(5000, health.probe_interval * 500));
+    return {health, recog: recog.recognition, files: files.files, count: files.count, held: files.shares_per_node};
+  },
+  render({health, recog, files, count, held}, main) {
+    const weight = Object.fromEntries(recog.map(r => [r.peer, r]));
+    const rows = health.peers.map(p => {
+      const r = weight[p.id] || {};
+      const audit = p.last_audit;
+      return h('tr', {'data-peer': p.id, class: p.up === false ? 'down' : ''},
+        h('td', {}, dot(p.up), ' ', h('span', {'data-k': 'state'}, p.up === true ? 'up' : p.up === false ? `DOWN (${p.consecutive_failures} failed)` : 'not probed')),
+        h('td', {}, h('code', {title: p.id}, short(p.id)), h('div', {class: 'muted small'}, p.url)),
+        h('td', {}, Charts.sparkline(p.sparkline_1h || [], '1 h availability'), h('div', {class: 'small'}, `${pct(p.ratio_1h)} of ${p.probes_1h}`)),
+        h('td', {}, Charts.sparkline(p.sparkline_24h || [], '24 h availability'), h('div', {class: 'small'}, `${pct(p.ratio_24h)} of ${p.probes_24h}`)),
+        h('td', {class: 'num'}, p.latency_ms === null ? '–' : `${p.latency_ms.toFixed(1)} ms`),
+        h('td', {}, audit ? [pill(audit.ok ? 'pass' : 'fail', audit.ok ? 'ok' : 'failed'), ' ', ago(audit.time)] : 'none'),
+        h('td', {class: 'num', 'data-k': 'weight'}, r.weight || '–', r.set_by_user ? ' (set)' : ''));
+    });
+    // Which node holds which shares of this node's files.
+    const nodes = [S.node, ...health.peers.map(p => p.id)];
+    const shown = files.slice(-12).reverse();
+    const up = Object.fromEntries(health.peers.map(p => [p.id, p.up]));
+    const map = table(['node', 'shares held', ...shown.map((f, i) => h('span', {title: f.name || f.capability}, String(i + 1)))],
+      nodes.map(n => h('tr', {}, h('td', {}, n === S.node ? dot(true) : dot(up[n]), ' ', h('code', {title: n}, n === S.node ? 'this node' : short(n))),
+        h('td', {class: 'num'}, String(held[n] || 0)),
+        shown.map(f => { const c = (f.placement || []).filter(x => x === n || (n === S.node && x === 'this node')).length;
+                         return h('td', {class: `cell ${c ? (n === S.node ? 'me' : up[n] === false ? 'down' : 'up') : ''}`, title: `${c} share(s) of ${f.name || 'file'}`}, c ? String(c) : ''); }))),
+      {class: 'map'});
+    const lr = health.last_round;
+    main.replaceChildren(
+      card('Peers', h('p', {class: 'muted'}, `${health.peers.filter(p => p.up).length} of ${health.peers.length} up; probed every ${health.probe_interval} s`,
+          lr ? `; last round ${ago(lr.time)}: ${lr.ok} of ${lr.peers} answered` : ''),
+        table(['state', 'node', '1 h', '24 h', 'latency', 'last audit', 'recognition'], rows, {class: 'peers'})),
+      card('Who holds which shares', h('p', {class: 'muted'}, `shares of this node's ${count} file(s) per node` + (count > 12 ? '; the newest 12 files as columns' : '')), map));
+  },
+};
+
+PAGES.market = {
+  title: 'Market', poll: 10000,
+  async load() {
+    const [book, prices, offer, status] = await Promise.all([api('/v1/market/book'), api('/v1/market/prices?limit=200'),
+      api('/v1/market/offer'), api('/v1/market/status?deals=50')]);
+    return {book, prices: prices.prices, offer, status};
+  },
+  mount(main) {
+    const st = S.state.market = S.state.market || {kind: 'storage', explained: null, need: ''};
+    main.replaceChildren(h('div', {id: 'market-body'}),
+      card('Explain a need', h('form', {class: 'toolbar', onsubmit: e => { e.preventDefault(); explain(); }},
+        h('input', {id: 'need', list: 'needs', placeholder: 'need id, e.g. put-3f9c0e1a2b4d-0', value: st.need, 'aria-label': 'need id',
+                    oninput: e => { st.need = e.target.value; }}),
+        h('datalist', {id: 'needs'}), h('button', {type: 'submit'}, 'Explain')), h('div', {id: 'explain-out'})));
+  },
+  render({book, prices, offer, status}, main) {
+    const st = S.state.market;
+    const books = book.books.filter(b => b.kind === st.kind);
+    const current = books[0];
+    const kinds = h('div', {class: 'tabs'}, ['storage', 'compute'].map(k =>
+      h('button', {class: k === st.kind ? 'on' : '', onclick: () => { st.kind = k; rerender(); }}, k)));
+    const unit = st.kind === 'storage' ? 'micro-credits per GiB-hour' : 'micro-credits per million fuel';
+    const qfmt = q => st.kind === 'storage' ? fmtSize(q) : `${(q / 1e6).toExponential(1)} Mfuel`;
+    const series = [{name: `${st.kind} price`, cls: st.kind === 'storage' ? 'c0' : 'c1',
+      points: prices.filter(p => p.kind === st.kind && p.price !== null).map(p => [p.time_ms, p.price]).sort((a, b) => a[0] - b[0])}];
+    const so = offer.storage, co = offer.compute;
+    const dealRow = d => h('tr', {}, h('td', {}, h('code', {title: d.si}, d.si.slice(0, 12) + '…')), h('td', {}, String(d.share)),
+      h('td', {}, h('code', {title: d.node}, d.node === S.node ? 'this node' : short(d.node))), h('td', {class: 'num'}, fmtSize(d.bytes)),
+      h('td', {class: 'num'}, String(d.price)), h('td', {class: 'num'}, fmtCredits(d.paid)), h('td', {class: 'num'}, fmtCredits(d.total)),
+      h('td', {}, d.ended ? 'ended' : 'live'), h('td', {}, dateOf(d.end)));
+    const needs = $('#needs', main);
+    if (needs) needs.replaceChildren(...(status.recent_needs || []).map(n => h('option', {value: n})));
+    $('#market-body', main).replaceChildren(h('div', {class: 'grid'},
+      card('Book', kinds, current
+        ? [h('p', {class: 'muted'}, `${st.kind}, bucket from ${dateOf(current.bucket_start)}: ${current.asks.length} ask(s), ${current.bids.length} bid(s); `,
+             current.clearing.price !== null ? `clears at ${current.clearing.price} ${unit}` : 'no trade in the open book'),
+           Charts.depthChart(current.asks, current.bids, current.clearing.price, {label: 'depth', qfmt})]
+        : h('p', {class: 'muted'}, 'no book yet'),
+        h('p', {class: 'muted small'}, `${book.participants} participants; digest ${(book.digest || '').slice(0, 12)}`)),
+      card('Clearing prices', Charts.lineChart(series, {label: 'clearing prices', step: true, xfmt: timeOf, yfmt: v => Math.round(v)}),
+        h('p', {class: 'muted small'}, `${series[0].points.length} ${st.kind} clearing(s) seen, in ${unit}`)),
+      card('This node\'s offer', kv([
+        ['storage ask', `${so.ask} per GiB-hour (${so.floor}–${so.ceiling})`, 'storage-ask'],
+        ['storage used', `${fmtSize(so.used)} of ${fmtSize(so.capacity)}`],
+        ['compute ask', `${co.ask} per million fuel (${co.floor}–${co.ceiling})`, 'compute-ask'],
+        ['fuel per bucket', String(co.fuel_per_bucket)], ['buckets', `${offer.bucket_seconds} s`],
+        ['market', status.converged ? `converged (${status.peers_agreeing} of ${status.peers} peers agree)` : 'converging']]))),
+      card('Deals', h('p', {class: 'muted'}, h('span', {'data-k': 'live-deals'}, String(status.deals_live)), ' live, ',
+          String(status.deals_settled), ' settled',
+          status.payments ? `; last payment run ${JSON.stringify(status.payments).slice(0, 80)}` : ''),
+        table(['file', 'share', 'holder', 'bytes', 'price', 'paid', 'total', 'state', 'ends'],
+          [...status.deals, ...(status.ended_deals || [])].slice(0, 50).map(dealRow), {class: 'deals'})));
+  },
+};
+
+async function explain() {
+  const st = S.state.market, out = $('#explain-out');
+  if (!st.need) return;
+  out.replaceChildren(h('p', {class: 'muted'}, 'asking…'));
+  try {
+    const e = await api(`/v1/market/explain/${encodeURIComponent(st.need)}`);
+    const a = e.assignment;
+    const pairs = [['need', h('code', {}, e.need), 'need'], ['outcome', e.code, 'explain-code'], ['why', e.message],
+      ['clearing price', e.clearing_price === null || e.clearing_price === undefined ? '–' : String(e.clearing_price)],
+      ['assigned', a ? `${a.quantity} from ${short(a.provider)} at ${a.price} (tier ${a.tier})` : 'nothing']];
+    if (e.kind) pairs.push(['bid', `${e.bid} for ${e.quantity} (${e.kind})`]);
+    if (e.best_ask !== undefined && e.best_ask !== null) pairs.push(['lowest ask', String(e.best_ask)]);
+    if (e.would_match) pairs.push(['would match', e.would_match, 'would-match']);
+    out.replaceChildren(kv(pairs));
+  } catch (err) {
+    out.replaceChildren(h('p', {class: 'error'}, err.message));
+  }
+}
+
+PAGES.ledger = {
+  title: 'Ledger', poll: 10000,
+  async load() {
+    const st = S.state.ledger;
+    const hist = await api(`/v1/ledger/accounts/${st.account}/history?limit=${st.limit}&encoded=false`);
+    return {hist};
+  },
+  mount(main) {
+    const st = S.state.ledger = S.state.ledger || {account: 'client', kind: '', dir: '', q: '', limit: 500, rows: 50, verify: null};
+    const sel = (name, options) => h('select', {'aria-label': name, onchange: e => { st[name] = e.target.value; name === 'account' ? refresh() : rerender(); }},
+      options.map(([v, t]) => h('option', {value: v, selected: st[name] === v}, t)));
+    main.replaceChildren(h('div', {id: 'ledger-top'}),
+      card('History',
+        h('div', {class: 'toolbar'}, sel('account', [['client', 'the user (pays)'], ['node', 'this node (earns)']]),
+          sel('dir', [['', 'in and out'], ['in', 'in'], ['out', 'out']]), h('select', {id: 'kind', 'aria-label': 'kind',
+            onchange: e => { st.kind = e.target.value; rerender(); }}),
+          h('input', {type: 'search', placeholder: 'counterparty or job', value: st.q, 'aria-label': 'search history',
+                      oninput: e => { st.q = e.target.value; rerender(); }})),
+        h('div', {id: 'ledger-history'})),
+      card('Verify', h('p', {}, 'Check every signature, chain, balance and limit of the ledger this node holds. ',
+        h('button', {id: 'verify', onclick: verifyLedger}, 'Verify')), h('div', {id: 'verify-out'})));
+  },
+  render({hist}, main) {
+    const st = S.state.ledger, acct = hist.account, entries = hist.entries;
+    const kinds = [...new Set(entries.map(e => e.kind))].sort();
+    const kindSel = $('#kind', main);
+    if (kindSel.options.length !== kinds.length + 1)
+      kindSel.replaceChildren(h('option', {value: ''}, 'every kind'), ...kinds.map(k => h('option', {value: k, selected: st.kind === k}, k)));
+    const points = entries.filter(e => e.settled_at).map(e => [e.settled_at * 1000, e.balance_after / 1e6]).reverse();
+    if (points.length) points.push([Math.max(Date.now(), points[points.length - 1][0]), acct.balance / 1e6]);
+    const wanted = entries.filter(e => (!st.kind || e.kind === st.kind) && (!st.dir || (st.dir === 'in' ? e.delta > 0 : e.delta < 0))
+      && (!st.q || [e.payer, e.payee, e.job, e.id].some(x => (x || '').includes(st.q))));
+    $('#ledger-top', main).replaceChildren(h('div', {class: 'grid'},
+      card('Account', kv([['account', h('code', {}, acct.account), 'account'], ['role', acct.role || ''],
+        ['balance', `${acct.balance_credits} credits`, 'balance'], ['available', `${fmtCredits(acct.available)} credits`],
+        ['held', `${fmtCredits(acct.held)} credits`], ['credit limit', `${fmtCredits(acct.credit_limit)} credits`],
+        ['entries', String(acct.seq), 'entries'], ['low', acct.low ? pill('warn', 'low') : 'no']])),
+      card('Balance over time', Charts.lineChart([{name: 'balance (credits)', cls: 'c0', points}],
+        {label: 'balance', step: true, xfmt: timeOf, yfmt: v => v.toFixed(Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 1 ? 2 : 6), empty: 'no entries yet'}))));
+    $('#ledger-history', main).replaceChildren(
+      h('p', {class: 'muted'}, `${Math.min(st.rows, wanted.length)} of ${wanted.length} shown; ${entries.length} newest entries read`,
+        entries.length < acct.seq ? ` (of ${acct.seq})` : ''),
+      table(['seq', 'time', 'kind', 'amount', 'balance after', 'counterparty', 'job', 'usage'], wanted.slice(0, st.rows).map(e => {
+        const other = e.payer === acct.account ? e.payee : e.payer;
+        return h('tr', {}, h('td', {class: 'num'}, String(e.seq)), h('td', {}, e.settled_at ? dateOf(e.settled_at) : ''),
+          h('td', {}, e.kind), h('td', {class: `num ${e.delta < 0 ? 'neg' : 'pos'}`}, fmtCredits(e.delta)),
+          h('td', {class: 'num'}, fmtCredits(e.balance_after)), h('td', {}, h('code', {title: other || ''}, short(other))),
+          h('td', {}, e.job || ''), h('td', {}, e.usage ? Object.entries(e.usage).map(([k, v]) => `${k} ${v}`).join(', ') : ''));
+      }), {class: 'history'}),
+      wanted.length > st.rows ? h('button', {onclick: () => { st.rows += 200; rerender(); }}, 'show more') : null);
+  },
+};
+
+async function verifyLedger() {
+  const out = $('#verify-out'), button = $('#verify');
+  button.disabled = true;
+  out.replaceChildren(h('p', {class: 'running'}, 'verifying…'));
+  try {
+    const v = await api('/v1/ledger/verify');
+    out.replaceChildren(h('p', {class: v.ok ? 'ok' : 'error', 'data-k': 'verify'}, v.ok ? 'ok: the ledger verifies' : 'FAILED'),
+      kv([['accounts', String(v.accounts)], ['entries', String(v.entries), 'verify-entries'], ['signatures', String(v.signatures)],
+          ['open transfers', String(v.open_transfers)], ['balance sum', fmtCredits(v.balance_sum)], ['took', `${v.seconds} s`]]),
+      v.violations.length ? h('ul', {class: 'alerts'}, v.violations.map(x => h('li', {class: 'fail'}, typeof x === 'string' ? x : JSON.stringify(x)))) : null);
+  } catch (err) {
+    out.replaceChildren(h('p', {class: 'error'}, err.message));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+PAGES.compute = {
+  title: 'Compute', poll: 5000,
+  async load() {
+    const [modules, prov, status] = await Promise.all([api('/v1/modules'), api('/v1/compute/provenance?limit=200'), api('/v1/node/status')]);
+    return {modules: modules.modules, records: prov.records, compute: status.compute || {}};
+  },
+  render({modules, records, compute}, main) {
+    const MIN = 60000, now = Date.now(), last = now - now % MIN;
+    const perMinute = Array.from({length: 30}, (_, i) => ({label: timeOf(last - (29 - i) * MIN).slice(0, 5), value: 0}));
+    let fuel = 0;
+    for (const r of records) {
+      const t = Date.parse(r.record.timestamp), i = 29 - Math.floor((last - (t - t % MIN)) / MIN);
+      if (i >= 0 && i < 30) perMinute[i].value += 1;
+      fuel += r.record.fuel_consumed || 0;
+    }
+    const limits = compute.limits || {};
+    main.replaceChildren(h('div', {class: 'grid'},
+      card('Engine', kv([['wasmtime', compute.wasmtime || ''], ['threads', String(compute.threads), 'threads'],
+        ['running', String(compute.running), 'running'], ['queued', `${compute.admitted || 0} of ${compute.max_queued}`],
+        ['limits', `fuel ${limits.fuel}, memory ${fmtSize(limits.memory)}, ${limits.timeout} s`],
+        ['compiled', String(compute.compiled || 0)]])),
+      card('Invocations per minute', Charts.barChart(perMinute, {label: 'invocations per minute'}),
+        h('p', {class: 'muted small'}, `runs on this node in the last 30 minutes (of its ${records.length} newest records); fuel used by them: `,
+          h('span', {'data-k': 'fuel'}, String(fuel))))),
+      card('Modules', h('p', {class: 'muted'}, h('span', {'data-k': 'module-count'}, String(modules.length)), ' deployed'),
+        table(['id', 'size', 'exports', 'first deployed', 'invocations'], modules.map(m => h('tr', {'data-module': m.id},
+          h('td', {}, h('code', {title: m.id}, short(m.id))), h('td', {class: 'num'}, fmtSize(m.size)),
+          h('td', {}, m.exports.map(e => e.signature || e.name).join(', '), m.wasi ? ' [wasi]' : ''),
+          h('td', {}, (m.first_deployed || '').replace('T', ' ').slice(0, 19)), h('td', {class: 'num', 'data-k': 'invocations'}, String(m.invocations)))))),
+      card('Recent provenance', table(['time', 'module', 'function', 'outcome', 'fuel', 'wall time', 'requester', 'signature'],
+        records.slice(0, 50).map(r => { const x = r.record; return h('tr', {'data-record': x.id},
+          h('td', {}, x.timestamp.replace('T', ' ').slice(0, 19)), h('td', {}, h('code', {title: x.module}, short(x.module))),
+          h('td', {}, x.function), h('td', {}, pill(x.outcome === 'ok' ? 'pass' : 'fail', x.outcome)),
+          h('td', {class: 'num'}, String(x.fuel_consumed)), h('td', {class: 'num'}, `${(x.wall_time_us / 1000).toFixed(2)} ms`),
+          h('td', {}, h('code', {title: x.requester}, short(x.requester))),
+          h('td', {'data-k': 'signature'}, r.signature_valid ? pill('pass', 'valid') : pill('fail', 'INVALID'))); }))));
+  },
+};
+
+// --- routing, polling ------------------------------------------------------------------------------
+function stop() { if (S.timer) clearTimeout(S.timer); S.timer = null; S.gen++; }
+
+let lastData = null;
+async function refresh() {
+  const name = S.page, page = PAGES[name], gen = S.gen;
+  if (S.timer) clearTimeout(S.timer);
+  try {
+    const [data] = await Promise.all([page.load(), S.session]);
+    if (gen !== S.gen || name !== S.page) return;
+    lastData = data;
+    page.render(data, $('#main'));
+    $('#live').textContent = `updated ${new Date().toISOString().slice(11, 19)}`;
+    $('#live').className = 'live ok';
+    if (document.body.dataset.ready !== name) {
+      document.body.dataset.ready = name;
+      performance.mark(`xsc-ready-${name}`);
+    }
+  } catch (err) {
+    if (gen !== S.gen) return;
+    if (err.status === 401) return;
+    $('#live').textContent = `update failed: ${err.message}`;
+    $('#live').className = 'live error';
+  }
+  if (gen === S.gen && name === S.page) S.timer = setTimeout(refresh, page.poll);
+}
+function rerender() { if (lastData && S.page) PAGES[S.page].render(lastData, $('#main')); }
+
+function route() {
+  const name = (location.hash || '#overview').slice(1);
+  if (!PAGES[name]) { location.hash = '#overview'; return; }
+  stop();
+  S.page = name; lastData = null;
+  delete document.body.dataset.ready;
+  document.title = `${PAGES[name].title} · XSC ${short(S.node)}`;
+  for (const a of document.querySelectorAll('#nav a')) a.classList.toggle('on', a.getAttribute('href') === '#' + name);
+  const main = $('#main');
+  main.replaceChildren(h('p', {class: 'muted'}, 'loading…'));
+  if (PAGES[name].mount) PAGES[name].mount(main);
+  refresh();
+}
+
+async function start() {
+  // The session (CSRF token, node id) and the first page's data are fetched at once: one round trip, not two.
+  S.session = api('/v1/ui/session').then(session => {
+    S.csrf = session.csrf; S.node = session.node;
+    document.title = `${PAGES[S.page] ? PAGES[S.page].title : 'XSC'} · XSC ${short(S.node)}`;
+    $('#node-id').textContent = short(S.node);
+    $('#node-id').title = S.node;
+  });
+  S.session.catch(err => {
+    if (err.status !== 401) $('#main').replaceChildren(h('p', {class: 'error'}, `cannot reach the node: ${err.message}`));
+  });
+  $('#logout').addEventListener('click', async () => { await api('/v1/ui/logout', 'POST'); loggedOut({detail: 'Logged out'}); });
+  window.addEventListener('hashchange', route);
+  route();
+}
+
+document.addEventListener('DOMContentLoaded', start);
