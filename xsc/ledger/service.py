@@ -341,8 +341,11 @@ class LedgerService:
                            encoded: bool = True) -> dict[str, Any]:
         """The account and its newest entries (see history), each with its `balance_after` (the dashboard's
         balance chart); without the signed bytes unless `encoded`."""
-        view = self.account_view(account)
-        entries = await self.history(account, limit, expand=expand)
+        for _ in range(10):  # the view and the entries of one state: a settlement may land between the two reads
+            view = self.account_view(account)
+            entries = await self.history(account, limit, expand=expand)
+            if not entries or entries[0]["seq"] == view["seq"]:
+                break
         balance = view["balance"]
         for entry in entries:  # newest first, from the head
             entry["balance_after"] = balance
