@@ -12,9 +12,10 @@ page has fetched its API answers and drawn them): the time a person waits.  Targ
 Raw steps measured in the same run, to which the figures are ratios:
   floor  the browser's first load of a static file of the node (/ui/app.css) in a fresh context
   api    the page's API requests, fetched one after the other by Python (urllib, keep-alive off)
-On a shared, loaded machine the wall times mostly measure waiting for a core; the CPU the load cost is printed
-too ("cpu page+node": the page's main-thread busy time from Chromium's Performance metrics, and the node
-process's user + system time during the load), as what the same load needs of an idle machine.
+On a shared, loaded machine the wall times mostly measure waiting for a core, so two more figures are printed
+("busy+node"): the page's main-thread busy time (the summed duration of its tasks, from Chromium's Performance
+metrics, less this bench's own DevTools commands; a task preempted by another process still counts) and the
+node process's CPU time (user + system) during the load.
 
     python -m bench.bench_ui [--files 1000 --invokes 1000 --peers 50] [--screenshots docs/dashboard] [--keep DIR]
 """
@@ -195,7 +196,7 @@ def measure(url: str, token: str, node_pid: int, args, launch, sync_playwright) 
                 return {response: n.responseEnd, dom: n.domContentLoadedEventEnd, load: n.loadEventEnd,
                         ready: m ? m.startTime : null};
             }""", ready)
-            # CPU the load cost: the page's main thread (busy time) and the node (user + system), in ms.
+            # What the load cost: the page's main thread (busy time) and the node (CPU, user + system), in ms.
             # (less the time the main thread spent answering this bench's own DevTools commands)
             timing["page_cpu"] = (metrics.get("TaskDuration", 0.0) - metrics.get("DevToolsCommandDuration", 0.0)) * 1000
             timing["node_cpu"] = node_cpu * 1000
@@ -208,7 +209,7 @@ def measure(url: str, token: str, node_pid: int, args, launch, sync_playwright) 
         results["floor_ms"] = floor
         print(f"\nfloor: first load of a static file {floor:.1f} ms", flush=True)
         print(f"{'page':<9} {'response':>9} {'DOM':>7} {'load':>7} {'ready':>7} {'api(raw)':>9} "
-              f"{'ready/floor':>11} {'ready/api':>9} {'cpu page+node':>14}  target")
+              f"{'ready/floor':>11} {'ready/api':>9} {'busy+node':>14}  target")
         for name, paths in PAGES.items():
             runs = [first_load(f"/ui/#{name}", name) for _ in range(args.repeat)]
             median = {k: statistics.median(r[k] for r in runs)
