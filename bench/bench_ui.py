@@ -128,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT))
-    from tests.ui.browser import launch, missing
+    from tests.support.browser import launch, missing
 
     why = missing()
     if why:

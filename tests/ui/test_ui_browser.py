@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .browser import Console, launch, missing
+from tests.support.browser import Console, launch, missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(missing() is not None, reason=missing() or "")]
 
@@ -34,7 +34,7 @@ def login_url(node) -> str:
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    from tests.peers.peer_helpers import api, http, start_star
+    from tests.support.peers import api, http, start_star
 
     tmp = tmp_path_factory.mktemp("ui")
     started: list = []

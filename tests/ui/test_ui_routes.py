@@ -128,14 +128,14 @@ async def test_api_answers_carry_what_the_pages_show(node) -> None:
         run = await node.post("/v1/compute/invoke", json={"module": module, "function": "add", "args": [str(a), "2"]})
         assert run.status == 200, await run.text()
     history: dict = {}
-    for _ in range(200):  # invokes are settled by the ledger's next group commit
+    for _ in range(400):  # invokes are paid by a later settlement (aggregated per payee and interval)
         history = await (await node.get("/v1/ledger/accounts/client/history")).json()
-        if len(history["entries"]) == 3:
+        if history["entries"]:
             break
         await asyncio.sleep(0.05)
     entries = history["entries"]
-    assert [e["seq"] for e in entries] == [3, 2, 1]
-    assert entries[0]["balance_after"] == history["account"]["balance"]
+    assert entries and [e["seq"] for e in entries] == list(range(len(entries), 0, -1))
+    assert entries[0]["balance_after"] == history["account"]["balance"] < 0
     assert all(a["balance_after"] - a["delta"] == b["balance_after"] for a, b in zip(entries, entries[1:]))
     assert entries[-1]["balance_after"] == entries[-1]["delta"]  # the first entry started from zero
     records = (await (await node.get("/v1/compute/provenance")).json())["records"]
