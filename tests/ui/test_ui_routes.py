@@ -38,10 +38,12 @@ async def test_a_login_link_works_once(node) -> None:
         first = await browser.get(base + link["path"], allow_redirects=False)
         assert first.status == 303
     async with ClientSession() as other:
-        again = await other.get(base + link["path"], allow_redirects=False)
-        assert again.status == 401
+        again = await other.get(base + link["path"], allow_redirects=False, headers={"Accept": "text/html"})
+        assert again.status == 401 and again.content_type == "text/html"
         assert "does not work" in await again.text()
         assert not other.cookie_jar.filter_cookies(base)
+        script = await other.get(base + link["path"], allow_redirects=False)  # not a browser: a problem body
+        assert script.status == 401 and (await script.json())["code"] == "unauthorized"
 
 
 async def test_the_session_cookie_opens_the_user_api_and_nothing_else_does(node) -> None:

@@ -18,7 +18,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from ...errors import Forbidden
+from ...errors import Forbidden, Unauthorized
 from ...ui.session import CSRF_HEADER, SESSION_SECONDS
 from ..appkeys import IDENTITY, UI_SESSIONS
 from ..auth import session_cookie
@@ -72,9 +72,12 @@ async def login(request: web.Request) -> web.Response:
     sessions = request.app[UI_SESSIONS]
     session = sessions.login(request.query.get("link", ""), time.time())
     if session is None:
+        why = "It has expired, was used already, or is not from this node."
+        if "text/html" not in request.headers.get("Accept", ""):  # a script: the API's problem body
+            raise Unauthorized(f"this login link does not work: {why[0].lower()}{why[1:-1]}",
+                               hint="run `xsc ui --print-url` for a new one")
         return _page(401, "This login link does not work",
-                     "It has expired, was used already, or is not from this node. "
-                     "Run `xsc ui` (or `xsc ui --print-url`) for a new one.")
+                     f"{why} Run `xsc ui` (or `xsc ui --print-url`) for a new one.")
     response = web.HTTPSeeOther("/ui/", headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
     response.set_cookie(sessions.cookie, session, max_age=SESSION_SECONDS, path="/", httponly=True,
                         samesite="Strict", secure=request.secure)
