@@ -145,7 +145,8 @@ def main() -> None:
         t = time.perf_counter()
         if not seeded:
             seed_peers(data_dir, args.peers)
-        proc, url = start_node(data_dir)
+        node = start_node(data_dir)
+        url = node.url
         try:
             token = (data_dir / "api-token").read_text().strip()
             if not seeded:
@@ -156,10 +157,9 @@ def main() -> None:
             print(f"{'reused' if seeded else 'seeded'} in {time.perf_counter() - t:.1f} s: "
                   f"{len(_api(url, token, 'GET', '/v1/store/files')['files'])} files, {history['seq']} ledger entries "
                   f"of the user's account, {len(_api(url, token, 'GET', '/v1/peers')['peers'])} peers", flush=True)
-            results = measure(url, token, proc.pid, args, launch, sync_playwright)
+            results = measure(url, token, node.proc.pid, args, launch, sync_playwright)
         finally:
-            proc.terminate()
-            proc.wait(30)
+            node.stop()
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
