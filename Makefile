@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/xsc node start
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -q
+	$(BIN)/python -m pytest -n 2 -q -rs
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
