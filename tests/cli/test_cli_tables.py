@@ -60,11 +60,11 @@ def test_market_status_fits(thread_node) -> None:
 
 def test_ledger_history_says_how_many_entries_it_left_out(thread_node) -> None:
     node = thread_node()
-    for _ in range(3):
+    for n in range(1, 4):  # calls are paid by a tab, one transfer per interval: wait for each to settle
         assert node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2").exit_code == 0
-    deadline = time.monotonic() + 60  # payments settle in the background
-    while len(json.loads(node.xsc("ledger", "history", "--json").stdout)) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
+        deadline = time.monotonic() + 60
+        while len(json.loads(node.xsc("ledger", "history", "--json").stdout)) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
     out = node.xsc("ledger", "history", "-n", "2", env=NARROW)
     assert out.exit_code == 0, out.output
     _fits(out.stdout)
