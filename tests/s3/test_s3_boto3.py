@@ -20,7 +20,7 @@ from botocore.exceptions import ClientError  # noqa: E402
 
 from tests.support.s3 import SEGMENT, Gateway, boto3_client, create_key, store_files  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
 MiB = 1024 * 1024
 
 

@@ -16,7 +16,7 @@ pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e 
 
 from tests.support.s3 import FrontProcess, Gateway, index_and_files, sign_headers  # noqa: E402
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
 MiB = 1024 * 1024
 
 
@@ -24,7 +24,7 @@ def _reserved(node) -> int:
     return json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["reserved"]
 
 
-def _wait_for(condition, what: str, timeout: float = 30.0) -> None:
+def _wait_for(condition, what: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -135,7 +135,7 @@ def test_kill_9_as_an_overwrite_commits(gateway) -> None:
     before = _s3_files(gateway.node)
     writer = threading.Thread(target=lambda: _ignore(lambda: s3.put_object(Bucket="crash", Key="k", Body=new)))
     writer.start()
-    _wait_for(lambda: _s3_files(gateway.node) != before, "the new version to be stored", timeout=60)
+    _wait_for(lambda: _s3_files(gateway.node) != before, "the new version to be stored")
     gateway.node.kill()
     writer.join()
     _restart(gateway)

@@ -13,7 +13,7 @@ import pytest
 from tests.support.s3 import Gateway
 from .test_s3_tools import clean_env, tool
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
 DOC = Path(__file__).resolve().parents[2] / "docs" / "s3.md"
 MARKED = re.compile(r"<!-- s3-docs-test: (\w+) -->\n```(\w+)\n(.*?)\n```", re.S)
 TOOLS = {"rclone": ("rclone", "rclone"), "awscli": ("aws", "awscli"), "s3cmd": ("s3cmd", "s3cmd")}

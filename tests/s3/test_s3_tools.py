@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.s3 import Gateway
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
 MiB = 1024 * 1024
 
 

@@ -27,7 +27,7 @@ class FrontProcess:
         self.proc: subprocess.Popen | None = None
         self.log = data_dir.parent / f"{data_dir.name}-s3.log"
 
-    def start(self, timeout: float = 30.0) -> "FrontProcess":
+    def start(self, timeout: float = 120.0) -> "FrontProcess":
         offset = self.log.stat().st_size if self.log.exists() else 0
         self.proc = subprocess.Popen(
             [*xsc_command(), "--data-dir", str(self.data_dir), "s3", "serve", "--listen",
