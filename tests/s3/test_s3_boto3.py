@@ -18,17 +18,11 @@ from botocore.auth import S3SigV4Auth  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
-from tests.support.s3 import SEGMENT, Gateway, boto3_client, create_key, store_files  # noqa: E402
+from tests.support.s3 import SEGMENT, boto3_client, create_key, store_files  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
 MiB = 1024 * 1024
 
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    g = Gateway(tmp_path_factory.mktemp("s3")).start()
-    yield g
-    g.stop()
 
 
 @pytest.fixture(scope="module")
@@ -199,35 +193,40 @@ def _model(keys: list[str], prefix: str, delimiter: str) -> tuple[list[str], lis
     return contents, prefixes
 
 
-@pytest.fixture(scope="module")
-def many(s3):
+def _many(s3) -> list[str]:
+    """331 keys in a bucket of their own (made once per worker)."""
     keys = [f"photos/{y}/{m:02d}/img{i}.jpg" for y in (2023, 2024) for m in range(1, 13) for i in range(12)]
     keys += [f"docs/{i:03d}.txt" for i in range(40)] + ["top.txt", "photos/readme", "zz/é"]
     s3.create_bucket(Bucket="many")
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda k: s3.put_object(Bucket="many", Key=k, Body=k.encode()), keys))
     return keys
 
 
-@pytest.mark.parametrize("prefix,delimiter,page", [("", "", 1000), ("", "/", 1000), ("photos/", "/", 1000),
-                                                   ("photos/2024/", "/", 7), ("photos/", "", 50),
-                                                   ("docs/0", "", 13), ("", "/", 1), ("photos/20", "/", 1),
-                                                   ("nothing", "/", 10), ("photos/2023/01/", "img1", 2)])
-def test_list_objects_v2_with_delimiters_and_pages(s3, many, prefix: str, delimiter: str, page: int) -> None:
-    contents, prefixes = [], []
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket="many", Prefix=prefix, Delimiter=delimiter,
-                                                         PaginationConfig={"PageSize": page})
-    for result in pages:
-        assert result["KeyCount"] <= page
-        contents += [o["Key"] for o in result.get("Contents", [])]
-        prefixes += [p["Prefix"] for p in result.get("CommonPrefixes", [])]
-    assert (contents, prefixes) == _model(many, prefix, delimiter)
+LISTINGS = [("", "", 1000), ("", "/", 1000), ("photos/", "/", 1000), ("photos/2024/", "/", 7), ("photos/", "", 50),
+            ("docs/0", "", 13), ("", "/", 1), ("photos/20", "/", 1), ("nothing", "/", 10), ("photos/2023/01/", "img1", 2)]
+
+
+def test_listing_a_few_hundred_keys(s3) -> None:
+    """ListObjectsV2 (every prefix, delimiter and page size above, all pages by continuation token),
+    ListObjects V1 by markers, StartAfter: each equals the plain definition over the same keys."""
+    many = _many(s3)
     assert len(many) > 300
+    for prefix, delimiter, page in LISTINGS:
+        contents, prefixes = [], []
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket="many", Prefix=prefix, Delimiter=delimiter,
+                                                             PaginationConfig={"PageSize": page})
+        for result in pages:
+            assert result["KeyCount"] <= page
+            contents += [o["Key"] for o in result.get("Contents", [])]
+            prefixes += [p["Prefix"] for p in result.get("CommonPrefixes", [])]
+        assert (contents, prefixes) == _model(many, prefix, delimiter), (prefix, delimiter, page)
+    _list_objects_v1_and_start_after(s3, many)
 
 
-def test_list_objects_v1_and_start_after(s3, many) -> None:
+def _list_objects_v1_and_start_after(s3, many: list[str]) -> None:
     contents, prefixes = [], []
     for result in s3.get_paginator("list_objects").paginate(Bucket="many", Delimiter="/", Prefix="photos/2024/",
                                                             PaginationConfig={"PageSize": 5}):

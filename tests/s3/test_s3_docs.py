@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.s3 import Gateway
 from .test_s3_tools import clean_env, tool
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
@@ -26,12 +25,6 @@ def snippets() -> dict[str, tuple[str, str]]:
 def test_every_tool_has_a_marked_snippet() -> None:
     assert set(snippets()) == {"rclone", "awscli", "s3cmd", "boto3"}
 
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    g = Gateway(tmp_path_factory.mktemp("s3docs")).start()
-    yield g
-    g.stop()
 
 
 @pytest.mark.parametrize("name", ["rclone", "awscli", "s3cmd", "boto3"])

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.s3 import Gateway
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
 MiB = 1024 * 1024
@@ -30,12 +29,6 @@ def tool(name: str, package: str) -> str:
                 continue
     pytest.skip(f"{name} is not installed: install the Debian package {package!r} (scripts/ci-deps.sh does)")
 
-
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory):
-    g = Gateway(tmp_path_factory.mktemp("s3tools")).start()
-    yield g
-    g.stop()
 
 
 @pytest.fixture(scope="module")
