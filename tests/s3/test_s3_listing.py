@@ -6,7 +6,7 @@ import bisect
 import hashlib
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from xsc.errors import S3Error
 from xsc.s3 import etag, listing, xml
@@ -39,6 +39,7 @@ def model(keys: list[str], prefix: str, delimiter: str) -> tuple[list[str], list
     return contents, prefixes
 
 
+@settings(deadline=None)  # pure, but the machine may be loaded
 @given(keys=KEYS, prefix=st.text(st.sampled_from("ab/é"), max_size=2), delimiter=st.sampled_from(["", "/", "é", "b/"]),
        max_keys=st.integers(1, 5))
 def test_paging_with_tokens_lists_exactly_the_model(keys, prefix, delimiter, max_keys) -> None:
@@ -55,6 +56,7 @@ def test_paging_with_tokens_lists_exactly_the_model(keys, prefix, delimiter, max
     assert (contents, prefixes) == model(keys, prefix, delimiter)
 
 
+@settings(deadline=None)  # pure, but the machine may be loaded
 @given(keys=KEYS, delimiter=st.sampled_from(["", "/"]), max_keys=st.integers(1, 5))
 def test_v1_markers_resume_where_the_page_ended(keys, delimiter, max_keys) -> None:
     scan, _ = scanner(keys)
