@@ -98,7 +98,8 @@ def main() -> None:
             native_put = _timed(lambda: _xsc(data_dir, "store", "put", str(src), stdout=cap_out.open("wb"),
                                              stderr=subprocess.DEVNULL))
             cap = cap_out.read_text().split()[-1]
-            native_get = _timed(lambda: _xsc(data_dir, "store", "get", cap, "-o", os.devnull))
+            with open(os.devnull, "wb") as devnull:  # to stdout: `-o FILE` renames a finished file into place
+                native_get = _timed(lambda: _xsc(data_dir, "store", "get", cap, stdout=devnull))
             _xsc(data_dir, "store", "rm", cap, stdout=subprocess.DEVNULL)
 
             def s3_put() -> None:
