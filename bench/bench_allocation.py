@@ -4,7 +4,7 @@ round protocol converging at scale.
 Run: .venv/bin/python -m bench.bench_allocation [--quick] [--only compute,rounds,traffic,events]
 
 Figures are printed with their ratio to raw steps measured in the same run, and written with
-their targets to bench/out/allocation.json:
+their targets to bench/out/allocation.json (bench/report.py):
   - compute (CPU time of this process, best of a few runs): one provider with 100 capacity slots
     vs 10,000 need slots (target < 50 ms); a full recompute of 1,000 participants x 10 slots
     (target < 2 s).  Raw steps: a plain loop doing one comparison per (capacity, need) pair, a
@@ -30,7 +30,6 @@ import os
 import random
 import time
 from decimal import Decimal
-from pathlib import Path
 from statistics import median
 
 from .report import Report
@@ -272,7 +271,7 @@ def wall_best_of(fn, repeat: int) -> float:
 
 
 def bench_rounds(n: int, slots: int, seed: int, workers: int, target_rounds: int | None,
-                 target_seconds: float | None, out: dict) -> None:
+                 target_seconds: float | None) -> None:
     config = SimConfig(n, slots, seed, workers=workers, max_rounds=1_000)
     sim = RoundSimulation(config)
     raw = raw_view_pass(list(sim.published.values()))
@@ -299,31 +298,30 @@ def bench_rounds(n: int, slots: int, seed: int, workers: int, target_rounds: int
     print(f"  raw: one pass over views  {raw * 1e3:9.2f} ms   round = {mean / raw:7.1f} x (mean), "
           f"{worst / raw:7.1f} x (max)")
     print(f"  peak memory               {s['peak_rss_mib']:9.1f} MiB (largest of this process and a worker)")
-    out[f"rounds_{n}x{slots}"] = {
-        "participants": n, "slots": slots, "seed": seed, "workers": workers,
-        "providers": result.providers, "recognised_peers_mean": s["recognised_peers_mean"],
-        "rounds_to_convergence": {"value": result.rounds, "target": f"<= {target_rounds}" if target_rounds else None},
-        "converged": {"value": result.converged, "target": True},
-        "quiet": result.quiet, "rounds_run": result.rounds_run,
-        "max_over_allocation_in_any_round": {"value": result.max_over_allocation, "target": 0},
-        "capacity_allocated_beyond_quantity": {"value": result.capacity_over_quantity, "target": 0},
-        "allocated": result.allocated, "total_need": result.total_need, "total_capacity": result.total_capacity,
-        "seconds_per_round_mean": {"value": mean, "target": f"< {target_seconds}" if target_seconds else None},
-        "seconds_per_round_max": worst,
-        "wall_seconds_per_round_mean": wall_mean, "wall_seconds_per_round_max": wall_worst,
-        "load_average": os.getloadavg()[0],
-        "raw_view_pass_seconds": raw,
-        "round_over_raw_mean": mean / raw, "round_over_raw_max": worst / raw,
-        "peak_rss_mib": s["peak_rss_mib"],
-    }
+    name = f"rounds {n} x {slots}, seed {seed}"
+    if target_rounds:
+        REPORT.add(f"{name}: rounds to convergence", result.rounds, "rounds", target=target_rounds, op="<=")
+    else:
+        REPORT.add(f"{name}: rounds to convergence", result.rounds, "rounds")
+    REPORT.add(f"{name}: converged", float(result.converged), "", target=1, op=">=")
+    REPORT.add(f"{name}: over-allocation in any round", result.max_over_allocation, "units", target=0, op="<=")
+    REPORT.add(f"{name}: capacity beyond quantity", result.capacity_over_quantity, "units", target=0, op="<=")
+    if target_seconds:
+        REPORT.add(f"{name}: CPU per round, max", worst, "s", target=target_seconds, op="<")
+    else:
+        REPORT.add(f"{name}: CPU per round, max", worst, "s")
+    REPORT.add(f"{name}: CPU per round, mean", mean, "s")
+    REPORT.add(f"{name}: wall per round, mean (load {os.getloadavg()[0]:.0f})", wall_mean, "s")
+    REPORT.add(f"{name}: raw view pass", raw * 1e3, "ms")
+    REPORT.add(f"{name}: round mean x raw view pass", mean / raw, "x")
+    REPORT.add(f"{name}: peak memory", s["peak_rss_mib"], "MiB")
 
 
 TRAFFIC_ROUNDS = 12
 """Traffic is averaged over the first rounds (or until quiet): most of it is there."""
 
 
-def bench_traffic(n: int, peer_counts: list[int], sizes: list[int], peers_at_size: int, workers: int,
-                  out: dict) -> None:
+def bench_traffic(n: int, peer_counts: list[int], sizes: list[int], peers_at_size: int, workers: int) -> None:
     empty = len(json.dumps({"provider": "p0000", "stamp": "", "timestamp": 0, "allocations": [], "wanted": []},
                            separators=(",", ":")))
     rows = []
@@ -350,11 +348,13 @@ def bench_traffic(n: int, peer_counts: list[int], sizes: list[int], peers_at_siz
         print(f"  {row['participants']:6d} {row['recognised_peers']:10d} {row['rounds']:6d} "
               f"{row['bytes_per_node_per_round']:16.1f} {row['bytes_per_node_first_round']:11.1f} "
               f"{row['over_raw']:6.1f} {row['recipients_named_per_provider']:16.2f}")
-    out["traffic"] = {"raw_empty_message_bytes": empty, "rows": rows,
-                      "target": "grows with recognised peers, flat in network size"}
+    REPORT.add("traffic: raw empty allocation message", empty, "B")
+    for row in rows:
+        REPORT.add(f"traffic {row['participants']} nodes, {row['recognised_peers']} recognised: bytes/node/round",
+                   row["bytes_per_node_per_round"], "B")
 
 
-def bench_events(n: int, slots: int, seed: int, out: dict) -> None:
+def bench_events(n: int, slots: int, seed: int) -> None:
     t0 = time.perf_counter()
     r = simulate(n, slots, seed)
     wall = time.perf_counter() - t0
@@ -366,13 +366,11 @@ def bench_events(n: int, slots: int, seed: int, out: dict) -> None:
           f"max over-allocation {max(o for _, _, o in r.timeline)}, final {r.over_allocation}")
     print(f"  whole run                 {wall:9.1f} s    (177 s before); raw view pass {raw * 1e3:.2f} ms, "
           f"run = {wall / raw:.0f} x")
-    out[f"events_{n}x{slots}"] = {
-        "rounds_to_convergence": {"value": r.rounds, "target": "<= 50", "before": 925},
-        "converged": r.converged, "quiescent": r.quiescent, "computations": r.computations,
-        "messages": r.messages, "max_over_allocation": max(o for _, _, o in r.timeline),
-        "final_over_allocation": {"value": r.over_allocation, "target": 0},
-        "wall_seconds": wall, "raw_view_pass_seconds": raw, "run_over_raw": wall / raw,
-    }
+    name = f"events {n} x {slots}, seed {seed}"
+    REPORT.add(f"{name}: rounds to convergence (925 before)", r.rounds, "rounds", target=50, op="<=")
+    REPORT.add(f"{name}: final over-allocation", r.over_allocation, "units", target=0, op="<=")
+    REPORT.add(f"{name}: largest transient over-allocation", max(o for _, _, o in r.timeline), "units")
+    REPORT.add(f"{name}: run x raw view pass", wall / raw, "x")
 
 
 def main() -> None:
@@ -383,7 +381,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes for the rounds simulator")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    out: dict = {"machine_cores": os.cpu_count(), "quick": args.quick}
     if "compute" in only:
         if args.quick:
             bench_one_provider(20, 200, 10, repeat=3)
@@ -392,25 +389,19 @@ def main() -> None:
             bench_one_provider(100, 1_000, 10, repeat=7)
             bench_network(1_000, 10, 10)
     if "rounds" in only:
-        bench_rounds(100, 5, 5, 1, 50, None, out)
+        bench_rounds(100, 5, 5, 1, 50, None)
         if args.quick:
-            bench_rounds(300, 5, 1, args.workers, 100, 2.0, out)
+            bench_rounds(300, 5, 1, args.workers, 100, 2.0)
         else:
-            bench_rounds(1_000, 5, 1, args.workers, 100, None, out)
-            bench_rounds(10_000, 3, 1, args.workers, None, 2.0, out)
+            bench_rounds(1_000, 5, 1, args.workers, 100, None)
+            bench_rounds(10_000, 3, 1, args.workers, None, 2.0)
     if "traffic" in only:
         if args.quick:
-            bench_traffic(200, [2, 5, 10], [100, 200], 5, args.workers, out)
+            bench_traffic(200, [2, 5, 10], [100, 200], 5, args.workers)
         else:
-            bench_traffic(1_000, [2, 5, 10, 20], [250, 500, 1_000], 10, args.workers, out)
+            bench_traffic(1_000, [2, 5, 10, 20], [250, 500, 1_000], 10, args.workers)
     if "events" in only:
-        bench_events(30 if args.quick else 100, 5, 5, out)
-    target = Path(__file__).parent / "out" / "allocation.json"
-    target.parent.mkdir(exist_ok=True)
-    # Sections run separately add up in one file (each figure says its own size and time).
-    kept = json.loads(target.read_text()) if target.exists() else {}
-    target.write_text(json.dumps({**kept, **out}, indent=2, default=str) + "\n")
-    print(f"written: {target}")
+        bench_events(30 if args.quick else 100, 5, 5)
     REPORT.write()
 
 

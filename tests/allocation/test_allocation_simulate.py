@@ -69,6 +69,8 @@ def test_cli_simulate_rounds_json_and_text():
     assert b"rounds to convergence:" in r.stdout and b"peak rss mib:" in r.stdout
     r = run_xsc("allocation", "simulate", "-n", "600", "--mode", "events")
     assert r.returncode != 0 and b"--participants must be between 2 and 500 in events mode" in r.stderr
+    r = run_xsc("allocation", "simulate", "-n", "6", "--fairness")
+    assert r.returncode != 0 and b"--fairness is measured in events mode only" in r.stderr
 
 
 def test_cli_simulate_bad_input():

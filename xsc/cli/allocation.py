@@ -59,6 +59,10 @@ def simulate(participants: int, slots: int, seed: int, mode: str, peers: int | N
 
             raise PlotUnavailable("--plot needs matplotlib, which is not installed",
                                   hint="pip install 'xsc[plot]', or leave out --plot") from None
+    if show_fairness and mode != "events":
+        from ..errors import InvalidArgument
+
+        raise InvalidArgument("--fairness is measured in events mode only", hint="add --mode events")
     config = SimConfig(participants, slots, seed, max_time_ms=max_time_s * 1000, peers=peers,
                        max_rounds=max_rounds, workers=workers, traffic=traffic)
     if mode == "rounds":
