@@ -144,3 +144,30 @@ async def test_a_repair_goes_on_when_the_chosen_spare_is_dead(node_factory) -> N
     repaired = await (await a.post(f"/v1/store/files/{answer['capability']}/repair")).json()
     assert repaired.get("healthy"), repaired
     assert dead_id not in repaired["placement"] and lost_id not in repaired["placement"]
+
+
+async def test_an_invoke_goes_on_when_the_matched_provider_is_dead(node_factory) -> None:
+    from tests.support.compute import wasm
+
+    a = await node_factory("a", **QUIET, market={"offer_compute": False})  # every call runs elsewhere
+    cheap = await node_factory("cheap", **QUIET, market={"compute_ask_floor": 1, "compute_ask_ceiling": 2})
+    other = await node_factory("other", **QUIET)
+    for provider in (cheap, other):
+        await a.app[PEERS].add(provider.app[PEERS].url)
+    for _ in range(50):
+        await a.app[MARKET].fill_book()
+        if all(a.app[MARKET].book.get(p.app[PEERS].identity.id) for p in (cheap, other)):
+            break
+    deployed = await (await a.post("/v1/modules", data=wasm("add"))).json()
+
+    async def hang() -> None:
+        return None
+
+    cheap.app[MARKET].leave = hang  # it dies without a word: the market still offers it
+    cheap_id = cheap.app[PEERS].identity.id
+    await cheap.close()
+    response = await a.post("/v1/compute/invoke", json={"module": deployed["id"], "function": "add", "args": [2, 3]})
+    answer = await response.json()
+    assert response.status == 200, answer
+    assert [r["value"] for r in answer["results"]] == [5]
+    assert answer["provider"] == other.app[PEERS].identity.id != cheap_id

@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import keys
 from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, Forbidden, InvalidArgument,
-                      ModuleNotFound, PeerRefused, Trap, XscError)
+                      ModuleNotFound, PeerRefused, PeerUnreachable, Trap, XscError)
 from ..identity import Identity, public_id, verify
 from ..ledger.model import decode_authorization
 from ..ledger.pricing import price_compute
@@ -41,6 +41,7 @@ PUSH_WINDOW = 60.0  # seconds a gateway may push the module a funded call of its
 SWEEP_INTERVAL = 300.0
 PUSHED_TTL = 3600  # seconds a module pushed by a peer is kept unused before it is removed
 MAX_PRICE = 10**12  # micro-credits per million fuel: far above any real bid
+MAX_FAILOVERS = 3  # providers left out, one after the other, when they cannot be reached at all
 
 
 def _call_json(call: InvokeCall) -> dict[str, Any]:
@@ -113,11 +114,23 @@ class PaidCompute:
             body = dict(body)
             bid = parse_max_price(body.pop("max_price", None), bid)
         call = parse_invoke(body)
-        # The market says who runs it and at what price (remote when this node offers no compute).
-        assignment = self.market.compute_deal(self.compute.limits(call).fuel, bid)
-        deal = {"need": assignment.need_id, "provider": assignment.provider, "price": assignment.price}
-        if assignment.provider != self.node.id:
-            result = await self.invoke_remote(assignment.provider, assignment.price, call, deal)
+        # The market says who runs it and at what price (remote when this node offers no compute).  A provider
+        # that cannot be reached at all (nothing was sent) is left out and the next one is asked.
+        failed: set[str] = set()
+        while True:
+            assignment = self.market.compute_deal(self.compute.limits(call).fuel, bid, frozenset(failed))
+            deal = {"need": assignment.need_id, "provider": assignment.provider, "price": assignment.price}
+            if assignment.provider == self.node.id:
+                break
+            try:
+                result = await self.invoke_remote(assignment.provider, assignment.price, call, deal)
+            except PeerUnreachable as err:
+                if err.details.get("sent") is not False or len(failed) >= MAX_FAILOVERS:
+                    raise
+                log.warning("provider %s unreachable before the call was sent: trying another",
+                            assignment.provider[:12])
+                failed.add(assignment.provider)
+                continue
             self.on_invoked("remote")
             return result
         # The whole fuel budget (what a trapped call is charged) is held before any work, or the call is refused.
@@ -191,6 +204,13 @@ class PaidCompute:
         except PeerRefused as err:  # refused before it ran: nothing is owed for it
             self.gateway_tabs.answered(tab, budget, None)
             raise _relayed(provider, err) from None
+        except PeerUnreachable as err:
+            if err.details.get("sent") is False:  # no connection was made: it cannot have run
+                self.gateway_tabs.answered(tab, budget, None)
+            else:
+                self.gateway_tabs.lost(tab, budget)
+                log.warning("invoke on %s: no answer; if it ran, the tab's receipt covers it", provider[:12])
+            raise
         except BaseException:
             self.gateway_tabs.lost(tab, budget)
             log.warning("invoke on %s: no answer; if it ran, the tab's receipt covers it", provider[:12])

@@ -601,9 +601,17 @@ class MarketService:
                                       if named[n] in result.explanations})
         return {n: result.assignments[key] for n, key in named.items()}
 
-    def compute_deal(self, fuel: int, max_price: int):
+    def compute_deal(self, fuel: int, max_price: int, exclude: frozenset[str] = frozenset()):
         """The provider and price of an invoke of at most `fuel`: matched on the market, the answer kept
-        until the book changes (an invoke must not pay a matching of the whole book each time)."""
+        until the book changes (an invoke must not pay a matching of the whole book each time).  `exclude`:
+        providers that just failed this call (left out of the clearing too; such an answer is not kept)."""
+        if exclude:
+            need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(), 60,
+                             max_price)
+            try:
+                return self.deal([need], exclude)[need.slot.id]
+            finally:
+                self.remember()
         key = (self.version, fuel.bit_length(), max_price)
         found = self._compute_deals.get(key)
         if found is None:

@@ -85,8 +85,10 @@ class PeerClient:
             if in_caller and not isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
                 raise
             reason = connection_reason(exc)  # aiohttp's own text names the address three times
+            # A connection never made means nothing was sent: the peer did no work for this request.
+            sent = not isinstance(exc, aiohttp.ClientConnectorError)
             raise PeerUnreachable(f"peer {peer_url} is unreachable: {reason}", url=peer_url, reason=reason,
-                                  hint="check that the node runs and its URL is right") from None
+                                  sent=sent, hint="check that the node runs and its URL is right") from None
 
     async def request(self, peer_url: str, method: str, path: str, *, json: Any = None, data: bytes | None = None,
                       to: str | None = None, timeout: float | None = None,
