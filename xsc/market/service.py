@@ -649,11 +649,10 @@ class MarketService:
 
     def _convergence_reason(self, peers: list[str], known: list[str]) -> str | None:
         if len(known) < len(peers):
-            return f"the offers of {len(peers) - len(known)} of {len(peers)} peers have not arrived yet"
+            return f"{len(peers) - len(known)} of {len(peers)} peers' offers not here yet"
         differ = [p for p in peers if self.peer_digests.get(p) != self.book.digest()]
         if differ:
-            return (f"{len(differ)} of {len(peers)} peers held another book at the last exchange with them "
-                    f"(they are swapped again within {self.gossip_interval:.0f} s)")
+            return f"{len(differ)} of {len(peers)} peers held another book at the last swap"
         return None
 
     def _peer_ids(self) -> list[str]:
