@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import Iterable
 
@@ -21,15 +22,28 @@ def node_config(root: Path, name: str = "node", **sections) -> NodeConfig:
     return load_config(root / name, overrides=overrides, environ={})
 
 
-async def serve(config: NodeConfig) -> TestClient:
+async def serve(config: NodeConfig, attempts: int = 4) -> TestClient:
     """Run a node's app in this process on its configured port: a started TestClient that sends the node's
-    token; `.app` is the running app (its services, database and config).  Close it to stop the node."""
-    app = create_app(config)
-    server = TestServer(app, host="127.0.0.1", port=int(config.node.listen.rsplit(":", 1)[1]))
-    client = TestClient(server)
-    await client.start_server()
-    client.session.headers["Authorization"] = f"Bearer {app[TOKEN]}"
-    return client
+    token; `.app` is the running app (its services, database and config).  Close it to stop the node.
+
+    A free port can be taken by another test process between the moment it was chosen and the bind: then
+    the node starts again on another free port (its data dir and database are released in between)."""
+    for attempt in range(attempts):
+        app = create_app(config)
+        server = TestServer(app, host="127.0.0.1", port=int(config.node.listen.rsplit(":", 1)[1]))
+        client = TestClient(server)
+        try:
+            await client.start_server()
+        except OSError as err:
+            await client.close()
+            if err.errno != errno.EADDRINUSE or attempt == attempts - 1:
+                raise
+            config = config.model_copy(update={"node": config.node.model_copy(
+                update={"listen": f"127.0.0.1:{free_port()}"})})
+            continue
+        client.session.headers["Authorization"] = f"Bearer {app[TOKEN]}"
+        return client
+    raise AssertionError("unreachable")
 
 
 def kill_all(nodes: Iterable[NodeProcess]) -> None:
