@@ -32,7 +32,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,15 +40,11 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xsc.devnet import NodeProcess, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 ALLOWED_5XX = {("addPeer", 502, "peer-unreachable")}
 REQUEST_TIMEOUT = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Node:
@@ -59,25 +54,13 @@ class Node:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "XSC_PEERS_GOSSIP_INTERVAL": "3600", "XSC_HEALTH_PROBE_INTERVAL": "3600",
+        env = {"XSC_PEERS_GOSSIP_INTERVAL": "3600", "XSC_HEALTH_PROBE_INTERVAL": "3600",
                "XSC_AUDIT_BLOCKS_PER_ROUND": "0", "XSC_AUDIT_SCRUB_RATE": "0", "XSC_STORAGE_CAPACITY": "256MiB",
                "XSC_COMPUTE_FUEL": "100000000", "XSC_COMPUTE_TIMEOUT": "1.0", "XSC_STORAGE_SEGMENT_SIZE": "64KiB"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "xsc", "--data-dir", str(self.data_dir), "node", "start",
-                                      "--listen", f"127.0.0.1:{self.port}"], env=env,
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the node exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("the node did not start")
+        # One way to start a node (xsc/devnet.py): the installed `xsc` script, waited for until it listens.
+        self.proc = NodeProcess(self.data_dir, self.port, env=env, log=self.log).start(timeout=60).proc
         self.token = (self.data_dir / "api-token").read_text().strip()
 
     def alive(self) -> bool:
@@ -284,7 +267,7 @@ def fuzz(examples: int, seed: int, *, data_dir: Path | None = None, operations: 
     work = Path(tempfile.mkdtemp(prefix="xsc-api-fuzz-")) if data_dir is None else data_dir
     node = Node(work / "node")
     node.start()
-    closed_port = _free_port()  # nothing listens here: addPeer's URLs all point at it
+    closed_port = free_port()  # nothing listens here: addPeer's URLs all point at it
     peer = Identity.generate()
     session = requests.Session()
     started = time.monotonic()

@@ -40,7 +40,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from xsc.devnet import NodeProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures" / "wasm"
@@ -612,10 +613,6 @@ def _types_use_v128(payload: bytes) -> bool:
 
 
 # --- the node ----------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Node:
@@ -629,24 +626,12 @@ class Node:
         self.log = data_dir.parent / "node.log"
 
     def start(self) -> None:
-        self.port = _free_port()
-        env = {**os.environ, "XSC_COMPUTE_FUEL": str(CEILING["fuel"]), "XSC_COMPUTE_MEMORY": str(CEILING["memory"]),
+        self.port = free_port()
+        env = {"XSC_COMPUTE_FUEL": str(CEILING["fuel"]), "XSC_COMPUTE_MEMORY": str(CEILING["memory"]),
                "XSC_COMPUTE_TIMEOUT": str(CEILING["timeout"]), "XSC_COMPUTE_THREADS": "2",
                "XSC_AUDIT_BLOCKS_PER_ROUND": "0", "XSC_AUDIT_SCRUB_RATE": "0"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "xsc", "--data-dir", str(self.data_dir), "node", "start",
-                                      "--listen", f"127.0.0.1:{self.port}"], env=env,
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the node exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("the node did not start")
+        # One way to start a node (xsc/devnet.py): the installed `xsc` script, waited for until it listens.
+        self.proc = NodeProcess(self.data_dir, self.port, env=env, log=self.log).start(timeout=60).proc
         self.token = (self.data_dir / "api-token").read_text().strip()
         self.conn = None
 
