@@ -31,6 +31,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from http.client import HTTPException
 from pathlib import Path
 
 import plyvel
@@ -90,7 +91,8 @@ def _sizes(rng: random.Random) -> int:
                        rng.randrange(6 * SEGMENT, 20 * SEGMENT)])
 
 
-def workload(http: Http, rng: random.Random, history: History, ops: int, module: str | None) -> None:
+def workload(http: Http, rng: random.Random, history: History, ops: int, module: str | None,
+             gateway_down: threading.Event) -> None:
     """`ops` random operations through the gateway; every answer is recorded (a lost one as in flight)."""
     for n in range(ops):
         kind = rng.choices(["put", "get", "rm", "renew", "repair", "invoke"], [5, 3, 1, 1, 1, 2])[0]
@@ -150,6 +152,9 @@ def workload(http: Http, rng: random.Random, history: History, ops: int, module:
                 history.acked += status == 200
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass  # the gateway died: the operation's outcome is unknown (kept in flight)
+        except HTTPException as err:  # an answer cut short after its headers
+            if not gateway_down.is_set():  # a live gateway must finish what it started (2 nodes may be down)
+                history.violations.append(f"{kind}: the live gateway cut its answer short ({err!r:.120})")
 
 
 def check_store(data_dir: Path) -> list[str]:
@@ -270,14 +275,18 @@ def trial(net: Devnet, history: History, seed: int, module: str | None, ops: int
     delay = rng.uniform(0.0, 2.0)
     gateway = Http(net.first)
 
+    gateway_down = threading.Event()
+
     def inject() -> None:
         time.sleep(delay)
         for node in victims:
+            if node is net.first:
+                gateway_down.set()  # before the kill, so the workload never sees the cut before the mark
             node.kill()
 
     with ThreadPoolExecutor(2) as pool:
         faults = pool.submit(inject)
-        pool.submit(workload, gateway, rng, history, ops, module).result()
+        pool.submit(workload, gateway, rng, history, ops, module, gateway_down).result()
         faults.result()
     violations = list(history.violations)
     for node in victims:
