@@ -1,12 +1,11 @@
 """Calls run on a thread pool off the event loop: a spinning module blocks neither the node nor other calls.
 
-These tests assert ordering and concurrency facts (what was still running when
-something else answered), with only generous sanity bounds on time."""
+These tests assert ordering and concurrency facts (what was still running when something else
+answered), never wall-clock bounds (the machine may be loaded)."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 
 from tests.support.compute import deploy, invoke
 
@@ -46,20 +45,16 @@ async def test_health_and_other_invokes_answer_while_one_spins(node):
     assert (status, body["kind"]) == (422, "deadline")
 
 
-async def test_two_infinite_loops_end_in_about_one_deadline(node):
+async def test_two_infinite_loops_run_at_once_and_each_ends_at_its_deadline(node):
     spin = await deploy(node, "loop")
     deadline = 1.0
-    started = time.monotonic()
     first = asyncio.create_task(invoke(node, spin, "spin", timeout=deadline))
     second = asyncio.create_task(invoke(node, spin, "spin_calls", timeout=deadline))
-    await wait_until_running(node, 2)  # both spin at the same time, on two threads
+    await wait_until_running(node, 2)  # both spin at the same time, on two threads (not one after the other)
     results = await asyncio.gather(first, second)
-    elapsed = time.monotonic() - started
     assert [(s, b["kind"]) for s, b in results] == [(422, "deadline"), (422, "deadline")]
     for _, body in results:
         assert body["duration_ms"] >= deadline * 1000  # never cut short
-    # Run one after the other they would need two deadlines; in parallel, about one.
-    assert elapsed < 2 * deadline
 
 
 async def test_many_concurrent_invokes_all_answer(node):

@@ -36,7 +36,7 @@ async def test_a_burst_far_below_the_credit_limit_gets_no_402_and_holds_only_wha
             status, body = await invoke(node, module, "add", 1, 2, fuel=FUEL)
             in_flight -= 1
             statuses.append(status)
-            prices.append(body.get("price", 0))
+            prices.append(body.get("charge", 0))
             samples.append((ledger._held.get(payer, 0), in_flight))
 
     watcher = asyncio.create_task(watch())

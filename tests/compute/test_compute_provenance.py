@@ -31,7 +31,7 @@ async def test_record_of_a_returned_call(node):
     assert r["timeout_us"] == 5_000_000 and r["wall_time_us"] >= 0
     assert r["timestamp"].endswith("Z")
     rate = body["deal"]["price"]  # the market's price for the call
-    assert r["price"] == body["price"] == -(-r["fuel_consumed"] * rate // 1_000_000)  # rounded up
+    assert r["charge"] == body["charge"] == -(-r["fuel_consumed"] * rate // 1_000_000)  # rounded up
 
 
 async def test_record_of_a_trapped_call_is_charged_what_it_could_use_in_its_time(node):
@@ -49,8 +49,8 @@ async def test_record_of_a_trapped_call_is_charged_what_it_could_use_in_its_time
     assert r["fuel_consumed"] == body["fuel_consumed"]
     assert r["wall_time_us"] * 4_000 <= r["fuel_consumed"] <= (r["wall_time_us"] + 1) * 4_000
     assert r["fuel_consumed"] < r["fuel_limit"] or r["wall_time_us"] >= 1_250_000
-    assert r["price"] == -(-r["fuel_consumed"] * r["deal"]["price"] // 1_000_000)
-    assert f"charged {body['price'] // 1_000_000}." in body["detail"] and "bounded by the time it ran" in body["detail"]
+    assert r["charge"] == -(-r["fuel_consumed"] * r["deal"]["price"] // 1_000_000)
+    assert f"charged {body['charge'] // 1_000_000}." in body["detail"] and "bounded by the time it ran" in body["detail"]
 
 
 async def test_floats_are_recorded_as_exact_text(node):

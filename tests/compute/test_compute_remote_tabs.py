@@ -31,7 +31,7 @@ def _burst(gateway, acked: dict, stop: threading.Event) -> list[threading.Thread
             status, body = _invoke(gateway)
             if status == 200:
                 with lock:
-                    acked[body["provenance"]] = body["price"]
+                    acked[body["provenance"]] = body["charge"]
 
     threads = [threading.Thread(target=client) for _ in range(4)]
     for t in threads:
@@ -63,7 +63,7 @@ def test_kill_9_of_gateway_or_provider_loses_no_acknowledged_remote_payment(tmp_
         for victim in (gateway, provider):
             # The market matches the gateway's invokes to the provider (again, after a restart) first.
             wait_until(lambda: (answer := _invoke(gateway))[0] == 200 and acked.update(
-                {answer[1]["provenance"]: answer[1]["price"]}) is None, "a remote invoke to succeed", timeout=90)
+                {answer[1]["provenance"]: answer[1]["charge"]}) is None, "a remote invoke to succeed", timeout=90)
             before, stop = len(acked), threading.Event()
             threads = _burst(gateway, acked, stop)
             wait_until(lambda: len(acked) >= before + 3, "some acknowledged remote invokes", timeout=60)
@@ -77,7 +77,7 @@ def test_kill_9_of_gateway_or_provider_loses_no_acknowledged_remote_payment(tmp_
             assert received >= sum(acked.values())  # every acknowledged invoke is paid (a lost answer may be too)
             records = api(provider, "GET", "/v1/compute/provenance?limit=1000")[1]["records"]
             assert set(acked) <= {r["record"]["id"] for r in records}
-            assert received == sum(r["record"]["price"] for r in records)  # and nothing twice
+            assert received == sum(r["record"]["charge"] for r in records)  # and nothing twice
         for node in (gateway, provider):
             _verified(node)
         payer = api(gateway, "GET", "/v1/ledger/accounts/client")[1]

@@ -26,8 +26,8 @@ async def test_an_invoke_pays_for_the_fuel_it_used(node_factory) -> None:
     module = await deploy(node, "fibonacci")
     status, body = await invoke(node, module, "fib", 20, fuel=5_000_000)
     assert status == 200, body
-    assert body["price"] == price_compute(body["fuel_consumed"], 1_000_000) > 0
-    assert await _balances(node) == (-body["price"], body["price"])
+    assert body["charge"] == price_compute(body["fuel_consumed"], 1_000_000) > 0
+    assert await _balances(node) == (-body["charge"], body["charge"])
     history = await (await node.get("/v1/ledger/accounts/client/history")).json()
     [entry] = history["entries"] if "entries" in history else history
     assert entry["job"].startswith("compute:tab:1:") and entry["usage"] == {"fuel": body["fuel_consumed"], "invokes": 1}
@@ -69,5 +69,5 @@ async def test_held_credit_stops_invokes_from_overspending(node_factory) -> None
     results = await asyncio.gather(*(invoke(node, module, "add", 1, 2, fuel=1_000_000) for _ in range(3)))
     assert [s for s, _ in results] == [200, 200, 200]
     client, provider = await _balances(node)
-    assert client == -provider and provider == sum(b["price"] for _, b in results)
+    assert client == -provider and provider == sum(b["charge"] for _, b in results)
     assert ledger._held == {}

@@ -43,7 +43,7 @@ def test_kill_9_loses_no_acknowledged_payment_and_never_passes_the_credit_limit(
                 status, body = _spin(node, module)
                 if status == 422 and body.get("provenance"):
                     with lock:
-                        acked[body["provenance"]] = body["price"]
+                        acked[body["provenance"]] = body["charge"]
 
         threads = [threading.Thread(target=client) for _ in range(6)]
         for t in threads:
@@ -69,7 +69,7 @@ def test_kill_9_loses_no_acknowledged_payment_and_never_passes_the_credit_limit(
         status, client = api(node, "GET", "/v1/ledger/accounts/client")
         assert client["balance"] >= -LIMIT and client["held"] == 0
         status, records = api(node, "GET", "/v1/compute/provenance?limit=1000")
-        prices = {r["record"]["id"]: r["record"]["price"] for r in records["records"]}
+        prices = {r["record"]["id"]: r["record"]["charge"] for r in records["records"]}
         assert set(covered) == set(prices)  # every recorded run is paid, each once
         assert client["balance"] == -sum(prices.values())
         status, report = api(node, "GET", "/v1/ledger/verify")

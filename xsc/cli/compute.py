@@ -229,7 +229,9 @@ def _show_record(r: dict[str, Any], valid: bool) -> None:
     pairs += [("fuel", f"{r['fuel_consumed']} of {r['fuel_limit']}{metering}"),
               ("wall time", f"{r['wall_time_us'] / 1000:.3f} ms"),
               ("limits", f"memory {r['memory_limit']} bytes, timeout {r['timeout_us'] / 1e6:g} s"),
-              ("price", f"{r['price']} micro-credits"), ("node", r["node"]), ("requester", r["requester"]),
+              # records before version 3 call the charge "price"
+              ("charge", f"{r.get('charge', r.get('price'))} micro-credits"),
+              ("node", r["node"]), ("requester", r["requester"]),
               ("signature", "valid (signed by the node above)" if valid else "INVALID")]
     key_values(pairs)
 

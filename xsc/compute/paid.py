@@ -146,7 +146,7 @@ class PaidCompute:
         self.market.note_fuel(run.fuel_consumed)
         # Returned or trapped, the run used fuel: it is paid for either way, on the payer's tab with this node
         # (one ledger transfer per interval covers every run on it; ledger/tabs.py).
-        self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.price, run.fuel_consumed,
+        self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.charge, run.fuel_consumed,
                       held=budget)
         error = run.error()
         if error is not None:
@@ -172,7 +172,7 @@ class PaidCompute:
         except BaseException:
             self.ledger.release(self.payer, budget)
             raise
-        self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.price, run.fuel_consumed,
+        self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.charge, run.fuel_consumed,
                       held=budget)
         again = self.compute.provenance(run.provenance_id)["record"]
         differences = [name for name in ("outcome", "results", "trap", "fuel_consumed")
@@ -181,12 +181,12 @@ class PaidCompute:
         return {"original": record["id"], "replay": run.provenance_id, "identical": not differences,
                 "differences": differences, "same_engine": same_engine, "engine": again["engine"],
                 "outcome": again["outcome"], "results": again.get("results"), "fuel_consumed": again["fuel_consumed"],
-                "price": run.price}
+                "charge": run.charge}
 
     def _owed(self, run) -> tuple[tuple[bytes, bytes], ...]:
         """What a run here owes this node: on disk with the run's record, before the answer."""
         return ((keys.ledger_owed(bytes.fromhex(run.provenance_id)),
-                 owed_record(self.payer.public_key, self.node.public_key, run.price, run.fuel_consumed)),)
+                 owed_record(self.payer.public_key, self.node.public_key, run.charge, run.fuel_consumed)),)
 
     async def invoke_remote(self, provider: str, price: int, call: InvokeCall, deal: dict[str, Any]) -> dict[str, Any]:
         """Run `call` on `provider` at `price` (micro-credits per million fuel), paid on this node's open tab with
@@ -216,10 +216,10 @@ class PaidCompute:
             log.warning("invoke on %s: no answer; if it ran, the tab's receipt covers it", provider[:12])
             raise
         run = answer["run"]
-        amount = run.get("price")
+        amount = run.get("charge")
         if type(amount) is not int or not 0 <= amount <= budget:
             self.gateway_tabs.lost(tab, budget)
-            raise PeerRefused(f"provider {provider[:12]}… answered a run priced {amount!r}, not 0 to {budget}")
+            raise PeerRefused(f"provider {provider[:12]}… answered a run charging {amount!r}, not 0 to {budget}")
         self.gateway_tabs.answered(tab, budget, amount)
         self.market.note_paid(provider, amount, by_them=False)
         run.update(provider=provider, deal={**deal, "authorization": tab.auth.id.hex()}, tab=tab.auth.id.hex())
@@ -336,11 +336,11 @@ class PaidCompute:
                                             deal={**deal, "gateway": gateway, "price": price,
                                                   "authorization": auth.id.hex()})
             self.market.note_fuel(run.fuel_consumed)
-            receipt = await self.ledger.countersign(self.node, auth, run.price, {"fuel": run.fuel_consumed},
+            receipt = await self.ledger.countersign(self.node, auth, run.charge, {"fuel": run.fuel_consumed},
                                                     verified=True)  # checked above, before the call ran
         finally:
             self._running.discard(auth.id)
-        self.market.note_paid(gateway, run.price, by_them=True)
+        self.market.note_paid(gateway, run.charge, by_them=True)
         answer: dict[str, Any] = {"run": run.to_json(), "receipt": receipt.encode().hex()}
         error = run.error()
         if error is not None:

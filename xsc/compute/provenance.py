@@ -27,7 +27,7 @@ from ..errors import BadProvenanceSignature, InvalidArgument, XscError
 from ..identity import Identity, parse_public_id, verify
 from ..ledger import merkle
 
-VERSION = 2  # 2: batch-signed, with the engine fingerprint and the link to the module's previous record
+VERSION = 3  # 2: batch-signed, with the engine fingerprint and the module link; 3: "price" renamed "charge"
 BATCH_TAG = b"xsc/provenance/batch/1\n"  # what a batch signature covers: this tag, then the Merkle root
 # How trapped calls are metered: see docs/compute.md ("Metering").
 METERING_EXACT = "exact"

@@ -213,13 +213,13 @@ class ProviderTabs:
 
     @staticmethod
     def owed(auth: Authorization, run) -> tuple[tuple[bytes, bytes], ...]:
-        return ((keys.tab_run(auth.id, bytes.fromhex(run.provenance_id)), _RUN.pack(run.price, run.fuel_consumed)),)
+        return ((keys.tab_run(auth.id, bytes.fromhex(run.provenance_id)), _RUN.pack(run.charge, run.fuel_consumed)),)
 
     def ran(self, tab: PeerTab, budget: int, run) -> None:
         tab.reserved -= budget
         tab.in_flight -= 1
         if run is not None:
-            tab.total += run.price
+            tab.total += run.charge
             tab.fuel += run.fuel_consumed
             tab.count += 1
 

@@ -91,7 +91,7 @@ class Run:
     result_types: tuple[str, ...]
     outcome: sandbox.Outcome
     limits: Limits
-    price: int
+    charge: int  # micro-credits this run costs (the deal's price is a rate per million fuel)
     requester: str
     wasi: bool
 
@@ -112,7 +112,7 @@ class Run:
         facts: dict[str, Any] = {
             "provenance": self.provenance_id, "module": self.module, "function": self.function,
             "fuel_consumed": o.fuel_consumed, "fuel_limit": self.limits.fuel, "metering": o.metering,
-            "duration_ms": round(o.duration_ns / 1e6, 3), "price": self.price, "requester": self.requester,
+            "duration_ms": round(o.duration_ns / 1e6, 3), "charge": self.charge, "requester": self.requester,
         }
         if self.wasi:
             facts.update(stdout=o.stdout.decode("utf-8", "replace"), stderr=o.stderr.decode("utf-8", "replace"),
@@ -126,7 +126,7 @@ class Run:
         if self.ok:
             return None
         o = self.outcome
-        charged = (f"; charged {format_credits(self.price)} credits for {o.fuel_consumed:,} fuel "
+        charged = (f"; charged {format_credits(self.charge)} credits for {o.fuel_consumed:,} fuel "
                    f"({'metered' if o.metering == provenance.METERING_EXACT else 'bounded by the time it ran'})")
         return Trap(o.message + charged, kind=o.trap_kind, hint=o.hint, **self._facts())
 
@@ -384,9 +384,9 @@ class ComputeService:
         finally:
             with self._running_lock:
                 self.running -= 1
-        price = price_compute(outcome.fuel_consumed, rate)
+        charge = price_compute(outcome.fuel_consumed, rate)
         run = Run(provenance.new_id().hex(), call.module, call.function, signature.results, outcome, limits,
-                  price, requester, call.wasi)
+                  charge, requester, call.wasi)
         record = self._record(run, signature, values, argv, started, deal)
         puts = owed(run) if owed is not None else ()
         return run, record, prepared.module_hash, puts, self.journal.write_now(record, prepared.module_hash, puts)
@@ -421,7 +421,7 @@ class ComputeService:
             "fuel_limit": run.limits.fuel, "fuel_consumed": o.fuel_consumed, "metering": o.metering,
             "memory_limit": run.limits.memory, "timeout_us": round(run.limits.timeout * 1e6),
             "wall_time_us": o.duration_ns // 1000, "node": self.identity.id, "requester": run.requester,
-            "timestamp": provenance.timestamp(started_ns), "price": run.price,
+            "timestamp": provenance.timestamp(started_ns), "charge": run.charge,
         }
         if deal is not None:
             record["deal"] = deal
