@@ -15,11 +15,11 @@ $XSC devnet up -n 6 --dir "$DIR"
 GATEWAY="$XSC --data-dir $DIR/node-0"
 pid_of() { $XSC devnet status --dir "$DIR" --json | python3 -c "import json,sys; print(next(n['pid'] for n in json.load(sys.stdin) if n['name'] == '$1'))"; }
 
-step "the market: every node offers storage and compute at an ask from its pricing policy"
+step "the market: every node offers storage and compute at its asking price"
 sleep 2  # let the offers reach node-0
 $GATEWAY market book --kind storage
 
-step "put a 20 MB file through node-0: six needs matched to six providers at one price"
+step "put 20 MB through node-0: six needs matched to six providers at one price"
 head -c 20000000 /dev/urandom > "$DIR/demo.bin"
 CAP=$($GATEWAY store put "$DIR/demo.bin")
 $GATEWAY store check "$CAP"

@@ -84,7 +84,8 @@ def book(obj, kind: str | None, as_json: bool) -> None:
         emit_json(info)
         return
     me = client.request("GET", "/v1/market/status")["node"]
-    click.echo(f"book {info['digest']} ({info['participants']} participant(s))")
+    # a prefix tells books apart at a glance; `market status` and --json give the whole digest
+    click.echo(f"book {info['digest'][:16]}… ({info['participants']} participant(s))")
     if not info["books"]:
         click.echo("the book is empty (no node offers or needs anything yet)")
         return

@@ -78,13 +78,21 @@ class Col:
 GAP = "  "
 
 
-def terminal_width() -> int | None:
-    """The width tables must fit: $COLUMNS, else the terminal's; None when stdout is not a terminal."""
+def terminal_width(err: bool = False) -> int | None:
+    """The width output must fit: $COLUMNS, else the terminal's; None when stdout (stderr with `err`) is not
+    a terminal."""
     if os.environ.get("COLUMNS", "").isdigit():
         return int(os.environ["COLUMNS"])
-    if sys.stdout.isatty():
+    if (sys.stderr if err else sys.stdout).isatty():
         return shutil.get_terminal_size().columns
     return None
+
+
+def prose(text: str, *, err: bool = False) -> None:
+    """Print a sentence wrapped between words to the terminal's width (whole when not on a terminal)."""
+    width = terminal_width(err)
+    lines = textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) if width else [text]
+    click.echo("\n".join(lines), err=err)
 
 
 def _narrowest(col: Col, natural: int) -> int:

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import click
 
 from ..errors import BadRequest, InvalidArgument
-from .output import Col, emit_json, json_option, table, terminal_width, wide_option
+from .output import Col, emit_json, json_option, prose, table, terminal_width, wide_option
 
 
 def _cap_path(cap: str, suffix: str = "") -> str:
@@ -100,10 +100,10 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
         return
     from ..ledger import format_credits
 
-    click.echo(f"stored {result['size']} bytes in {result['segments']} segment(s); {result['placement_note']}; "
-               f"the lease costs {format_credits(result['cost'])} credits at "
-               f"{'/'.join(sorted({str(p) for p in result['prices']}))} micro-credits per GiB-hour, "
-               f"paid to the holders as they hold it", err=True)
+    prose(f"stored {result['size']} bytes in {result['segments']} segment(s); {result['placement_note']}; "
+          f"the lease costs {format_credits(result['cost'])} credits at "
+          f"{'/'.join(sorted({str(p) for p in result['prices']}))} micro-credits per GiB-hour, "
+          f"paid to the holders as they hold it", err=True)
     click.echo(result["capability"])
 
 
