@@ -101,12 +101,14 @@ def test_the_table_renderer_cuts_and_drops_but_never_breaks_a_kept_column(monkey
     assert all(word in text.split() for word in "some words to wrap here".split())
 
 
-def test_the_put_summary_and_the_book_line_fit_80_columns(thread_node) -> None:
+def test_the_tours_sentences_and_lines_fit_80_columns(thread_node) -> None:
     node = thread_node()
     put = node.xsc("store", "put", "-", input=os.urandom(70_000), env=NARROW)
     assert put.exit_code == 0, put.output
     _fits(put.stderr)
     assert "survives the loss" in " ".join(put.stderr.split())  # wrapped between words, nothing lost
-    book = node.xsc("market", "book", env=NARROW)
-    assert book.exit_code == 0, book.output
-    _fits(book.stdout)
+    cap = put.stdout.strip()
+    for args in (["market", "book"], ["market", "prices"], ["peers", "ls"], ["store", "renew", cap, "--duration", "9d"]):
+        shown = node.xsc(*args, env=NARROW)
+        assert shown.exit_code == 0, shown.output
+        _fits(shown.stdout + shown.stderr)

@@ -117,8 +117,8 @@ def prices(obj, kind: str | None, limit: int, as_json: bool) -> None:
     if not info["prices"]:
         click.echo("no clearing price yet (nothing has traded while this node watched the book)")
         return
-    wide_table(["time", "kind", "bucket start", "price", "low-high", "traded"],
-               [(_utc(p["time_ms"] / 1000), p["kind"], _utc(p["bucket_start"]), _price(p["price"], p["kind"]),
+    wide_table(["time", "kind", Col("bucket start", drop=2), "price", Col("low-high", drop=1), "traded"],
+               [(_utc(p["time_ms"] / 1000), p["kind"], _utc(p["bucket_start"]), _short_price(p["price"], p["kind"]),
                  f"{p['low']}-{p['high']}", _quantity(p["traded"], p["kind"])) for p in info["prices"]])
 
 

@@ -50,7 +50,7 @@ def list_peers(obj, wide: bool, as_json: bool) -> None:
         emit_json(info)
         return
     me = info["self"]
-    click.echo(f"this node: {me['id']} at {me['url']}")
+    click.echo(f"this node: {me['id']}\n       at: {me['url']}")
     if not info["peers"]:
         click.echo("no peers known (join a network with: xsc peers add URL)")
         return

@@ -341,5 +341,5 @@ def renew(obj, cap: str, duration: str | None, as_json: bool) -> None:
                         hint="retry when those nodes are back, or `xsc store repair` the file first")
     from ..ledger import format_credits
 
-    click.echo(f"every share's lease ends at {_expiry(result['lease_expiry'])} or later; the extension costs "
-               f"{format_credits(result.get('cost', 0))} credits, paid to the holders as they hold it")
+    prose(f"every share's lease ends at {_expiry(result['lease_expiry'])} or later; the extension costs "
+          f"{format_credits(result.get('cost', 0))} credits, paid to the holders as they hold it")
