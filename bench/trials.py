@@ -46,26 +46,29 @@ SEGMENT = 16 * 1024
 ENV = {"XSC_STORAGE_SEGMENT_SIZE": str(SEGMENT), "XSC_HEALTH_PROBE_INTERVAL": "1", "XSC_PEERS_GOSSIP_INTERVAL": "2",
        "XSC_AUDIT_INTERVAL": "2", "XSC_MARKET_PAYMENT_INTERVAL": "2", "XSC_STORAGE_GC_INTERVAL": "2",
        "XSC_LEDGER_SETTLE_RETRY_INTERVAL": "1", "XSC_MARKET_FRESHNESS": "30", "XSC_STORAGE_CAPACITY": "256MiB"}
+CHECK_TIMEOUT = 180.0  # seconds an invariant check waits for an answer
 
 
 class Http:
     """The user API of one node (plain urllib: the harness must not share the node's code paths)."""
 
-    def __init__(self, node: NodeProcess) -> None:
+    def __init__(self, node: NodeProcess, timeout: float = 30.0) -> None:
         self.node = node
+        self.timeout = timeout
 
-    def call(self, method: str, path: str, body: bytes | None = None, timeout: float = 30.0,
+    def call(self, method: str, path: str, body: bytes | None = None, timeout: float | None = None,
              content_type: str = "application/octet-stream") -> tuple[int, bytes]:
         request = urllib.request.Request(self.node.url + path, data=body, method=method,
                                          headers={"Authorization": f"Bearer {self.node.token}",
                                                   "Content-Type": content_type})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as err:
             return err.code, err.read()
 
-    def json(self, method: str, path: str, payload: dict | None = None, timeout: float = 30.0) -> tuple[int, dict]:
+    def json(self, method: str, path: str, payload: dict | None = None,
+             timeout: float | None = None) -> tuple[int, dict]:
         body = None if payload is None else json.dumps(payload).encode()
         status, raw = self.call(method, path, body, timeout, "application/json")
         try:
@@ -184,8 +187,9 @@ def wait_for(what: str, test, timeout: float) -> bool:
 
 
 def invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
-    """(invariants checked, violations) once every node is back."""
-    gateway = Http(net.first)
+    """(invariants checked, violations) once every node is back (a loaded machine answers slowly, not wrongly:
+    the checks wait long before they call silence a violation)."""
+    gateway = Http(net.first, CHECK_TIMEOUT)
     violations: list[str] = []
     checked = 0
     with history.lock:
@@ -216,7 +220,7 @@ def invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
                 got_status, body = gateway.call("GET", f"/v1/store/files/{cap}")
                 if got_status != 200 or body != lost:
                     violations.append(f"file {cap[:48]}… put while a node died is listed but unreadable")
-    https = [Http(node) for node in net]
+    https = [Http(node, CHECK_TIMEOUT) for node in net]
     for http in https:
         checked += 1
         status, report = http.json("GET", "/v1/ledger/verify")
@@ -224,7 +228,7 @@ def invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
             violations.append(f"{http.node.name}: ledger verify: {report.get('violations', report)}")
     # Balances sum to zero once every payment has both halves (pending ones are retried by their payers).
     settled = wait_for("payments", lambda: all(h.json("GET", "/v1/node/status")[1].get("payments", {})
-                                                .get("pending", 1) == 0 for h in https), 60)
+                                                .get("pending", 1) == 0 for h in https), CHECK_TIMEOUT)
     checked += 1
     if settled:
         # Storage payments go on in the background: a payment may complete between two reads.  A sum that is
@@ -239,7 +243,7 @@ def invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
         if sums[-1] != 0:
             violations.append(f"the balances of all nodes sum to {sums} (never 0), not 0")
     else:
-        violations.append("payments still pending after 60 s")
+        violations.append(f"payments still pending after {CHECK_TIMEOUT:.0f} s")
     checked += 1
     status, history_json = gateway.json("GET", "/v1/ledger/accounts/client/history?limit=10000")
     periods: dict[tuple[str, str], list[tuple[int, int]]] = {}
@@ -294,8 +298,8 @@ def trial(net: Devnet, history: History, seed: int, module: str | None, ops: int
     for node in victims:
         node.spawn()
     for node in victims:
-        node.wait_listening(120)
-    wait_for("nodes up", lambda: all(_answers(node) for node in net), 60)
+        node.wait_listening(CHECK_TIMEOUT)
+    wait_for("nodes up", lambda: all(_answers(node) for node in net), CHECK_TIMEOUT)
     checked, found = invariants(net, history)
     violations += found
     return TrialResult(seed, history.acked - acked_before, len(victims), checked + len(victims), violations,
