@@ -226,31 +226,32 @@ def invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
         status, report = http.json("GET", "/v1/ledger/verify")
         if status != 200 or not report.get("ok"):
             violations.append(f"{http.node.name}: ledger verify: {report.get('violations', report)}")
-    # Balances sum to zero once every payment has both halves (pending ones are retried by their payers).
-    settled = wait_for("payments", lambda: all(h.json("GET", "/v1/node/status")[1].get("payments", {})
-                                                .get("pending", 1) == 0 for h in https), CHECK_TIMEOUT)
+    # Balances sum to zero whenever no payment is half done (a payee has credited, its payer not yet debited).
+    # Storage payments go on in the background, so the harness reads every node's pending payments and both
+    # balances at once (one thread per read, as close to a snapshot as HTTP allows) until it catches a moment
+    # with nothing pending anywhere: there the sum must be 0.
     checked += 1
-    if settled:
-        # Storage payments go on in the background: a payment may complete between two reads.  The accounts are
-        # read all at once (one thread each) to come as close to a snapshot as HTTP allows; a sum that is not
-        # zero in any of many reads is a violation, one that settles to zero is not.
-        accounts = [(http, account) for http in https for account in ("client", "node")]
+    reads = [(http, path) for http in https
+             for path in ("/v1/node/status", "/v1/ledger/accounts/client", "/v1/ledger/accounts/node")]
 
-        def balance(pair: tuple[Http, str]) -> int:
-            http, account = pair
-            return http.json("GET", f"/v1/ledger/accounts/{account}")[1].get("balance", 0)
+    def read(pair: tuple[Http, str]) -> dict:
+        return pair[0].json("GET", pair[1])[1]
 
-        sums = []
-        with ThreadPoolExecutor(len(accounts)) as readers:
-            for _ in range(30):
-                sums.append(sum(readers.map(balance, accounts)))
-                if sums[-1] == 0:
-                    break
-                time.sleep(0.5)
-        if sums[-1] != 0:
-            violations.append(f"the balances of all nodes sum to {sums} (never 0 in {len(sums)} reads), not 0")
-    else:
-        violations.append(f"payments still pending after {CHECK_TIMEOUT:.0f} s")
+    quiet_sums: list[int] = []
+    balanced = False
+    deadline = time.monotonic() + CHECK_TIMEOUT
+    with ThreadPoolExecutor(len(reads)) as readers:
+        while time.monotonic() < deadline and not balanced and len(quiet_sums) < 20:
+            answers = list(readers.map(read, reads))
+            pending = sum(a.get("payments", {}).get("pending", 1) for a in answers[0::3])
+            total = sum(a.get("balance", 0) for n, a in enumerate(answers) if n % 3)
+            if pending == 0:
+                balanced = total == 0
+                quiet_sums.append(total)
+            time.sleep(0.2)
+    if not balanced:
+        violations.append(f"the balances of all nodes sum to {quiet_sums} while no payment was pending, not 0"
+                          if quiet_sums else f"payments still pending after {CHECK_TIMEOUT:.0f} s")
     checked += 1
     status, history_json = gateway.json("GET", "/v1/ledger/accounts/client/history?limit=10000")
     periods: dict[tuple[str, str], list[tuple[int, int]]] = {}
