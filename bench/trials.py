@@ -1,9 +1,11 @@
 """Crash trials: a random workload on a devnet, kill -9 of one or two random nodes at a random moment,
 restart, then every invariant XSC claims is checked.
 
-    python -m bench.trials [--trials N] [--nodes 6] [--seed S] [--json FILE]     (make trials N=100)
+    python -m bench.trials [--trials N] [--nodes 6] [--seed S] [--per-devnet 25] [--json FILE]
+    (make trials N=100)
 
-One devnet serves all the trials (as Jepsen runs many histories against one cluster).  A trial:
+One devnet serves 25 trials in a row (as Jepsen runs many histories against one cluster), then a fresh
+one takes over: each trial re-reads every file its devnet holds, so a longer history only slows it.  A trial:
 1. a random workload through node-0 (the gateway): puts of random sizes (0, small, several segments),
    gets, removals, renewals, repairs, invokes; payments by receipt and audits run on their own (short
    intervals), lease GC too;
@@ -12,7 +14,7 @@ One devnet serves all the trials (as Jepsen runs many histories against one clus
    of the shares they hold), then the nodes restart;
 4. checks: every acknowledged put reads back byte-exact; no file is listed that was not acknowledged (or
    in flight at the crash, and then it reads back exact); removed files stay removed; `ledger verify`
-   passes on every node; once no payment is pending, the balances of all nodes sum to zero; no share's
+   passes on every node; at a moment when no payment is pending, the balances of all nodes sum to zero; no share's
    holding period is paid twice (the payer's storage job periods never overlap).
 Every trial has its own seed, printed with any violation: `--seed S --trials 1` replays its workload and
 faults (on a fresh devnet, so without the files of the trials before it).
@@ -314,21 +316,40 @@ def trial(net: Devnet, history: History, seed: int, module: str | None, ops: int
                        time.monotonic() - started)
 
 
+PER_DEVNET = 25  # trials on one devnet: each trial re-reads every file of its devnet, so keep the history short
+
+
 def run(trials: int, nodes: int = 6, seed: int | None = None, root: Path | None = None,
-        out=print) -> list[TrialResult]:
+        out=print, per_devnet: int = PER_DEVNET) -> list[TrialResult]:
+    """`trials` trials, `per_devnet` at a time on a fresh devnet; trial n has seed `seed + n`."""
     seed = random.randrange(2**32) if seed is None else seed
     own_root = root is None
     root = Path(tempfile.mkdtemp(prefix="xsc-trials-")) if root is None else root
-    net = Devnet(root, nodes, env=ENV)
     results: list[TrialResult] = []
+    out(f"{'trial':>5} {'seed':>10} {'acked':>6} {'faults':>6} {'checked':>8} {'violations':>10} {'s':>6}")
+    try:
+        for first in range(0, trials, per_devnet):
+            numbers = range(first, min(trials, first + per_devnet))
+            _on_one_devnet(root / f"devnet-{first // per_devnet}", nodes, numbers, seed, results, out)
+    finally:
+        if own_root:
+            shutil.rmtree(root, ignore_errors=True)
+    total = sum(len(r.violations) for r in results)
+    out(f"{len(results)} trials, {sum(r.acked for r in results)} operations acknowledged, "
+        f"{sum(r.faults for r in results)} faults injected, {sum(r.checked for r in results)} invariants "
+        f"checked, {total} violations")
+    return results
+
+
+def _on_one_devnet(root: Path, nodes: int, numbers: range, seed: int, results: list[TrialResult], out) -> None:
+    net = Devnet(root, nodes, env=ENV)
     try:
         net.start(timeout=120)
         net.wait_peered(timeout=120)
         status, answer = Http(net.first).call("POST", "/v1/modules", ADD_WASM.read_bytes())
         module = json.loads(answer)["id"] if status in (200, 201) else None
-        out(f"{'trial':>5} {'seed':>10} {'acked':>6} {'faults':>6} {'checked':>8} {'violations':>10} {'s':>6}")
         history = History()
-        for n in range(trials):
+        for n in numbers:
             result = trial(net, history, seed + n, module)
             results.append(result)
             out(f"{n + 1:>5} {result.seed:>10} {result.acked:>6} {result.faults:>6} {result.checked:>8} "
@@ -336,15 +357,8 @@ def run(trials: int, nodes: int = 6, seed: int | None = None, root: Path | None 
             for violation in result.violations:
                 out(f"      seed {result.seed}: {violation}  (replay: python -m bench.trials --trials 1 "
                     f"--seed {result.seed})")
-        total = sum(len(r.violations) for r in results)
-        out(f"{len(results)} trials, {sum(r.acked for r in results)} operations acknowledged, "
-            f"{sum(r.faults for r in results)} faults injected, {sum(r.checked for r in results)} invariants "
-            f"checked, {total} violations")
     finally:
         net.stop()
-        if own_root:
-            shutil.rmtree(root, ignore_errors=True)
-    return results
 
 
 def main() -> None:
@@ -352,9 +366,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--nodes", type=int, default=6)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--per-devnet", type=int, default=PER_DEVNET, help="trials on one devnet before a fresh one")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
-    results = run(args.trials, args.nodes, args.seed)
+    results = run(args.trials, args.nodes, args.seed, per_devnet=args.per_devnet)
     if args.json:
         args.json.write_text(json.dumps([r.__dict__ for r in results], indent=1))
     raise SystemExit(1 if any(r.violations for r in results) else 0)
