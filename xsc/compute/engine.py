@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import threading
+import time
 from importlib.metadata import version
 
 import wasmtime
@@ -59,14 +60,20 @@ def deadline_ticks(timeout: float) -> int:
 
 
 class EpochTicker:
-    """One thread per engine that advances its epoch every TICK.
+    """One thread per engine that keeps its epoch at the number of TICKs elapsed since it started.
 
     Each Store's deadline is a number of ticks after the epoch at its start, so a
-    module spinning in a loop with plenty of fuel still traps once its time is up."""
+    module spinning in a loop with plenty of fuel still traps once its time is up.
+    The epoch follows the clock, not the ticker's wake-ups: on a loaded machine a wake-up
+    comes late (each 10 ms wait may take 30), and a ticker that added one per wake-up let a
+    0.5 s call run 1.5 s; a late wake-up now adds every tick that has passed."""
 
-    def __init__(self, engine: wasmtime.Engine, tick: float = TICK) -> None:
+    MAX_CATCH_UP = 100_000  # ticks added in one wake-up at most (17 minutes of a stopped process)
+
+    def __init__(self, engine: wasmtime.Engine, tick: float = TICK, clock=time.monotonic) -> None:
         self._engine = engine
         self._tick = tick
+        self._clock = clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="xsc-epoch", daemon=True)
 
@@ -74,8 +81,12 @@ class EpochTicker:
         self._thread.start()
 
     def _run(self) -> None:
+        start, epoch = self._clock(), 0
         while not self._stop.wait(self._tick):
-            self._engine.increment_epoch()
+            due = int((self._clock() - start) / self._tick)
+            for _ in range(min(due - epoch, self.MAX_CATCH_UP)):
+                self._engine.increment_epoch()
+            epoch = max(epoch, due)
 
     @property
     def alive(self) -> bool:

@@ -71,7 +71,8 @@ class Outcome:
     hint: str | None = None
     fuel_consumed: int = 0
     metering: str = METERING_EXACT
-    duration_ns: int = 0
+    duration_ns: int = 0  # wall clock, from instantiation to the call's end
+    cpu_ns: int = 0  # CPU time of the thread that ran it, over the same span (a loaded machine's wait excluded)
     exit_code: int | None = None  # WASI proc_exit
     stdout: bytes = b""
     stderr: bytes = b""
@@ -121,7 +122,7 @@ def _run_in(store: Store, prepared: Prepared, function: str, signature: Signatur
         config.stderr_custom = err
         store.set_wasi(config)
     target = prepared.callable(function, signature)
-    start = time.perf_counter_ns()
+    start, cpu_start = time.perf_counter_ns(), time.thread_time_ns()
     instance = None
     try:
         instance = target.instantiate(store)
@@ -142,6 +143,7 @@ def _run_in(store: Store, prepared: Prepared, function: str, signature: Signatur
     except wasmtime.WasmtimeError as exc:  # instantiation refused: a limit, before any code ran
         duration = time.perf_counter_ns() - start
         outcome = _refused(exc, limits, duration)
+    outcome.cpu_ns = time.thread_time_ns() - cpu_start
     if out is not None and err is not None:
         outcome.stdout, outcome.stdout_dropped = bytes(out.data), out.dropped
         outcome.stderr, outcome.stderr_dropped = bytes(err.data), err.dropped

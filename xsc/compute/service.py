@@ -112,7 +112,8 @@ class Run:
         facts: dict[str, Any] = {
             "provenance": self.provenance_id, "module": self.module, "function": self.function,
             "fuel_consumed": o.fuel_consumed, "fuel_limit": self.limits.fuel, "metering": o.metering,
-            "duration_ms": round(o.duration_ns / 1e6, 3), "charge": self.charge, "requester": self.requester,
+            "duration_ms": round(o.duration_ns / 1e6, 3), "cpu_ms": round(o.cpu_ns / 1e6, 3), "charge": self.charge,
+            "requester": self.requester,
         }
         if self.wasi:
             facts.update(stdout=o.stdout.decode("utf-8", "replace"), stderr=o.stderr.decode("utf-8", "replace"),

@@ -1,0 +1,46 @@
+"""The epoch ticker keeps the engine's epoch at the ticks elapsed on the clock, however late it wakes."""
+
+from __future__ import annotations
+
+import threading
+
+from xsc.compute.engine import EpochTicker
+
+
+class CountingEngine:
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.changed = threading.Condition()
+
+    def increment_epoch(self) -> None:
+        with self.changed:
+            self.epoch += 1
+            self.changed.notify_all()
+
+
+def test_a_late_wake_up_adds_every_tick_that_passed():
+    """A ticker starved for 1.5 s (the clock jumps) catches up at its next wake-up, instead of adding one tick
+    per wake-up and so letting a call run for as many late wake-ups as its deadline has ticks."""
+    now = [100.0]
+    engine = CountingEngine()
+    ticker = EpochTicker(engine, tick=0.01, clock=lambda: now[0])
+    ticker.start()
+    try:
+        now[0] += 1.5  # 150 ticks pass while the ticker is not running
+        with engine.changed:
+            assert engine.changed.wait_for(lambda: engine.epoch >= 150, timeout=30)
+        now[0] += 0.5
+        with engine.changed:
+            assert engine.changed.wait_for(lambda: engine.epoch >= 200, timeout=30)
+    finally:
+        ticker.stop()
+    assert engine.epoch == 200  # never ahead of the clock: a call is never cut short
+
+
+def test_the_clock_standing_still_adds_nothing():
+    engine = CountingEngine()
+    ticker = EpochTicker(engine, tick=0.001, clock=lambda: 5.0)
+    ticker.start()
+    threading.Event().wait(0.05)  # some wake-ups, no time on the clock
+    ticker.stop()
+    assert engine.epoch == 0
