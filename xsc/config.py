@@ -31,6 +31,31 @@ class _Section(BaseModel):
 class NodeSection(_Section):
     listen: str = DEFAULT_LISTEN
     log_level: str = "INFO"
+    max_connections: int = 2048  # open connections in all (kept under the open-files limit); idle ones make room
+    max_connections_per_ip: int = 256  # ... and from one client address
+    idle_timeout: float = 20.0  # seconds a connection may stay open without a request in progress
+    user_rate_limit: float = 2000.0  # user API requests per second with the token (bursts of twice that); 429 past it
+
+    @field_validator("max_connections", "max_connections_per_ip")
+    @classmethod
+    def _connections(cls, v: int) -> int:
+        if not 16 <= v <= 1_000_000:
+            raise ValueError("must be from 16 to 1000000 connections")
+        return v
+
+    @field_validator("idle_timeout")
+    @classmethod
+    def _idle(cls, v: float) -> float:
+        if not 1 <= v <= 3600:
+            raise ValueError("must be from 1 to 3600 seconds")
+        return v
+
+    @field_validator("user_rate_limit")
+    @classmethod
+    def _user_rate(cls, v: float) -> float:
+        if not 1 <= v <= 1_000_000:
+            raise ValueError("must be between 1 and 1000000 requests per second")
+        return v
 
     @field_validator("listen")
     @classmethod

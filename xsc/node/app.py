@@ -38,11 +38,11 @@ from ..storage.scrubber import Scrubber
 from ..storage.wire import DAMAGE_PATH
 from ..ui.session import Sessions
 from ..tasks import in_pool
-from . import auth, datadir, peer_auth, problems
+from . import auth, connections, datadir, peer_auth, problems
 from .appkeys import (AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_POOL, DB, DEALS, GATEWAY, HEALTH, HEALTH_CHECKS,
                       IDENTITY, IN_FLIGHT, LEASE_GC, LEDGER, MARKET, METRICS, PAID_COMPUTE, PAYMENTS, PEER_LIMITS,
                       PEERS, REPLAY_GUARD, S3_INDEX, SCRUBBER, SHARE_HOLDER, STARTED, STATUS_PARTS, STORAGE, TABS,
-                      TERMS, TOKEN, UI_SESSIONS)
+                      TERMS, TOKEN, UI_SESSIONS, USER_LIMITS)
 from .http import ROUTES
 from .http.node import node_checks
 from .limits import RateLimiter
@@ -208,6 +208,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app[METRICS] = metrics
     app[REPLAY_GUARD] = ReplayGuard(capacity=config.peers.replay_capacity, per_sender=config.peers.replay_per_sender)
     app[PEER_LIMITS] = RateLimiter(config.peers.rate_limit, 2 * config.peers.rate_limit)
+    app[USER_LIMITS] = RateLimiter(config.node.user_rate_limit, 2 * config.node.user_rate_limit)
     app[STATUS_PARTS] = {}
     app[HEALTH_CHECKS] = node_checks(app)
     app.cleanup_ctx.append(_node_resources)
@@ -221,7 +222,15 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
     """Run a node until SIGINT or SIGTERM, then shut down gracefully."""
     host, port = parse_listen(config.node.listen)
     app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
+    fd_limit = connections.raise_fd_limit()
+    cap = connections.connection_cap(config.node.max_connections, fd_limit)
+    if cap < config.node.max_connections:
+        log.warning("at most %d open connections, not %d: the open-files limit is %d (raise it with ulimit -n)",
+                    cap, config.node.max_connections, fd_limit)
+    runner = connections.GuardedRunner(app, max_connections=cap,
+                                       max_per_ip=min(cap, config.node.max_connections_per_ip),
+                                       keepalive_timeout=config.node.idle_timeout,
+                                       handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_address=True)

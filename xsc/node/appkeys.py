@@ -43,6 +43,7 @@ STARTED = web.AppKey("started", float)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 REPLAY_GUARD = web.AppKey("replay_guard", ReplayGuard)
 PEER_LIMITS = web.AppKey("peer_limits", RateLimiter)  # signed requests per peer key
+USER_LIMITS = web.AppKey("user_limits", RateLimiter)  # user API requests with the token (or a dashboard session)
 # name -> async () -> a /health check dict;  name -> () -> a JSON-able part of /v1/node/status
 HEALTH_CHECKS = web.AppKey("health_checks", dict)
 STATUS_PARTS = web.AppKey("status_parts", dict)

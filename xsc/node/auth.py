@@ -1,4 +1,7 @@
-"""Who may call what: the user API needs the token, peers sign, anyone gets /health, /metrics and /openapi.json."""
+"""Who may call what: the user API needs the token, peers sign, anyone gets /health, /metrics and /openapi.json.
+
+Requests with the token (or a dashboard session) share one rate limit, `node.user_rate_limit` (429 with
+Retry-After past it): a leaked token or a runaway script cannot starve the node's peers."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from aiohttp import web
 
 from ..errors import Forbidden, Unauthorized
 from ..ui.session import CSRF_HEADER, origin_ok
-from .appkeys import TOKEN, UI_SESSIONS
+from .appkeys import TOKEN, UI_SESSIONS, USER_LIMITS
 
 PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})
 PEER_PREFIX = "/v1/peer/"  # authenticated by request signatures, not the token
@@ -21,6 +24,8 @@ async def token_middleware(request: web.Request, handler):
     if path in PUBLIC_PATHS or path.startswith(PEER_PREFIX) or not path.startswith("/v1/"):
         return await handler(request)
     check_token(request)
+    # Only once the token checked out: nobody without it can use up the user's rate.
+    request.app[USER_LIMITS].check("user", time.monotonic(), "the user's token")
     return await handler(request)
 
 

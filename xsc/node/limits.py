@@ -1,4 +1,5 @@
-"""Per-caller rate limits of the node's HTTP API (429 with Retry-After past them).
+"""Per-caller rate limits of the node's HTTP API (429 with Retry-After past them), and the deadline of a
+small request body (408 past it).
 
 Token buckets by key (a peer's id, a remote address), at most MAX_KEYS of them: the least recently
 seen key is forgotten first, so a flood of fresh keys costs a bounded table, and a forgotten key
@@ -6,9 +7,14 @@ starts again with a full bucket (never worse than a new caller)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 
-from ..errors import QuotaExceeded
+from aiohttp import web
+
+from ..errors import BodyTimeout, QuotaExceeded
+
+BODY_SECONDS = 30.0  # a small body (at most the app's client_max_size, 1 MiB) must arrive within this
 
 MAX_KEYS = 10_000
 
@@ -31,3 +37,14 @@ class RateLimiter:
         self._buckets[key] = (tokens - 1, now)
         while len(self._buckets) > MAX_KEYS:
             self._buckets.popitem(last=False)
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The whole body (bounded by the app's client_max_size), or 408 when it has not all arrived within
+    BODY_SECONDS: a client that stops mid-body, or declares more than it sends, does not hold the request."""
+    try:
+        async with asyncio.timeout(BODY_SECONDS):
+            return await request.read()
+    except TimeoutError:
+        raise BodyTimeout(f"the body did not arrive within {BODY_SECONDS:.0f} s", hint="send the whole body at once",
+                          declared=request.content_length) from None

@@ -16,6 +16,7 @@ from ..errors import BadRequestSignature
 from ..identity import SignedRequest, body_digest, verify_request
 from .appkeys import IDENTITY, PEER_LIMITS, REPLAY_GUARD
 from .auth import PEER_PREFIX
+from .limits import read_body
 
 SIGNED = web.RequestKey("xsc_signed_request", SignedRequest)
 
@@ -43,7 +44,7 @@ async def signature_middleware(request: web.Request, handler):
     me = request.app[IDENTITY].id
     verified = verify_request(request.headers, request.method, request.raw_path, receiver=me, now_ms=now)
     if not getattr(request.match_info.handler, "streams_peer_body", False):
-        body = await request.read()  # cached on the request: the handler reads the same bytes
+        body = await read_body(request)  # cached on the request: the handler reads the same bytes
         if not hmac.compare_digest(body_digest(body), verified.digest):
             raise BadRequestSignature("the request body does not match its signed digest",
                                       hint="sign the exact bytes sent")

@@ -1,4 +1,4 @@
-"""What every route module shares: the one JSON body reader and the one query-parameter parsers."""
+"""What every route module shares: the one body reader (JSON or raw), and the one query-parameter parsers."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from ...errors import InvalidArgument
+from ..limits import BODY_SECONDS, read_body  # noqa: F401 - the one body reader, for route modules
 
 MAX_JSON_DEPTH = 32  # nesting deeper than any XSC body: refused before it costs the parser anything
 
@@ -49,12 +50,12 @@ def _too_deep(raw: bytes) -> bool:
 
 
 async def json_body(request: web.Request, hint: str) -> dict[str, Any]:
-    return json_object(await request.read(), hint)
+    return json_object(await read_body(request), hint)
 
 
 async def optional_json_body(request: web.Request, hint: str) -> dict[str, Any]:
     """A JSON object body, or {} when the request has none."""
-    raw = await request.read() if request.can_read_body else b""
+    raw = await read_body(request) if request.can_read_body else b""
     return json_object(raw, hint) if raw.strip() else {}
 
 

@@ -3,16 +3,19 @@ read provenance records; and the peer API a provider runs paid calls by (compute
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 
 from aiohttp import web
 
 from ...compute import module_too_large
-from ...errors import InvalidArgument
+from ...errors import BodyTimeout, InvalidArgument
 from ...net.compute import INVOKE_PATH, MODULES_PATH
+from ...storage.holder import MIN_UPLOAD_RATE
 from .. import peer_auth
 from ..appkeys import COMPUTE, PAID_COMPUTE
-from .common import json_body, query_flag, query_int
+from .common import BODY_SECONDS, json_body, query_flag, query_int, read_body
 
 routes = web.RouteTableDef()
 
@@ -22,10 +25,16 @@ async def _read_module(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise module_too_large(request.content_length, limit)
     body = bytearray()
-    async for chunk in request.content.iter_chunked(256 * 1024):
-        body += chunk
-        if len(body) > limit:
-            raise module_too_large(None, limit)
+    seconds = BODY_SECONDS + limit / MIN_UPLOAD_RATE
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.content.iter_chunked(256 * 1024):
+                body += chunk
+                if len(body) > limit:
+                    raise module_too_large(None, limit)
+    except TimeoutError:
+        raise BodyTimeout(f"the module did not arrive within {seconds:.0f} s", hint="send faster",
+                          received=len(body)) from None
     return bytes(body)
 
 
@@ -51,7 +60,7 @@ async def get_module(request: web.Request) -> web.Response:
 @routes.post("/v1/compute/invoke")
 async def invoke(request: web.Request) -> web.Response:
     try:
-        body = orjson.loads(await request.read())
+        body = orjson.loads(await read_body(request))
     except ValueError:
         raise InvalidArgument("the request body is not JSON",
                               hint='send {"module": ID, "function": NAME, "args": [...]}') from None
@@ -72,7 +81,7 @@ async def get_provenance(request: web.Request) -> web.Response:
 # --- peer API: a provider runs a call a gateway matched here ------------------------------------
 @routes.put(MODULES_PATH)
 async def receive_module(request: web.Request) -> web.Response:
-    answer, created = await request.app[PAID_COMPUTE].receive_module(peer_auth.peer_id(request), await request.read(),
+    answer, created = await request.app[PAID_COMPUTE].receive_module(peer_auth.peer_id(request), await read_body(request),
                                                                       wasi=request.query.get("wasi") == "true")
     return web.json_response(answer, status=201 if created else 200)
 

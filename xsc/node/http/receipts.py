@@ -17,7 +17,7 @@ from ...ledger import Authorization, decode_authorization
 from ...net.receipts import RECEIPTS_PATH
 from .. import peer_auth
 from ..appkeys import LEDGER, PAYMENTS
-from .common import json_object
+from .common import json_object, read_body
 
 MAX_BODY = 8 * 1024  # an authorization is < 500 bytes and usage at most 8 meters
 HINT = 'send {"authorization": "<hex>", "amount": <micro-credits>, "usage": {"fuel": <n>}}'
@@ -43,7 +43,7 @@ def _authorization(text: Any) -> Authorization:
 
 @routes.post(RECEIPTS_PATH)
 async def countersign(request: web.Request) -> web.Response:
-    body = _body(await request.read())
+    body = _body(await read_body(request))
     auth = _authorization(body.get("authorization"))
     amount, usage = body.get("amount"), body.get("usage")
     if type(amount) is not int or amount < 0:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
 
-from ...errors import BadRequest, XscError
+from ...errors import BadRequest, BodyTimeout, XscError
 from ...storage import Capability, leases, quotes
 from ...storage.ranges import content_range, parse_range
 from ..appkeys import CONFIG, METRICS, STORAGE
@@ -54,8 +55,15 @@ async def put_file(request: web.Request) -> web.Response:
         raise BadRequest("a put needs a body with Content-Length or chunked transfer encoding")
     metrics = request.app[METRICS]
 
+    stall = request.app[CONFIG].node.idle_timeout
+
     async def read(n: int) -> bytes:
-        chunk = await request.content.read(n)
+        try:  # an upload that stops mid-body fails after the idle timeout instead of holding its put open
+            async with asyncio.timeout(stall):
+                chunk = await request.content.read(n)
+        except TimeoutError:
+            raise BodyTimeout(f"the upload stalled: no bytes for {stall:g} s", hint="check the connection and "
+                              "put the file again") from None
         metrics.bytes_received.inc(len(chunk))
         return chunk
 

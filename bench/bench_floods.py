@@ -1,0 +1,307 @@
+"""Floods and slow clients against a real node process: its memory, its connections and /health meanwhile.
+
+    python -m bench.bench_floods [--idle 2000] [--slow 200] [--requests 3000] [--seconds 8] [--json out.json]
+
+One node (xsc/devnet.py) with its defaults but smaller rates.  Phases, each held for --seconds:
+- baseline: nothing but the sampler;
+- idle: --idle sockets opened and held without a request, and 50 slowloris sockets trickling one byte of a
+  request head every half second;
+- slow bodies: --slow requests that stop mid-body (an invoke and a put that declare more bytes than they send);
+- user flood: --requests requests with the user's token from 8 threads, as fast as they go;
+- peer flood: --requests signed requests from one peer key from 8 threads.
+Throughout, a sampler reads the node's resident memory (anonymous and file, from /proc/PID/status, as
+xsc/node/metrics.py does), its open descriptors, and times GET /health on a fresh connection every 50 ms.
+Figures per phase: RSS, descriptors, /health latency p50/p99/max and its ratio to the baseline phase's.
+tests/node/test_floods.py runs it with small numbers and checks the bounds that are not timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import statistics
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xsc.devnet import HOST, NodeProcess
+from xsc.identity import Identity, sign_request
+from xsc.node.connections import raise_fd_limit
+
+
+@dataclass
+class Sample:
+    phase: str
+    anonymous: int
+    file: int
+    fds: int
+    health_status: int | None  # None: no answer
+    health_seconds: float
+
+
+@dataclass
+class Figures:
+    samples: list[Sample] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)  # per phase: answers by status, sockets closed by the node...
+    config: dict = field(default_factory=dict)
+
+    def phase(self, name: str) -> list[Sample]:
+        return [s for s in self.samples if s.phase == name]
+
+    def summary(self) -> dict:
+        out = {}
+        base = self.phase("baseline")
+        base_p50 = statistics.median([s.health_seconds for s in base]) if base else None
+        for name in dict.fromkeys(s.phase for s in self.samples):
+            samples = self.phase(name)
+            latency = sorted(s.health_seconds for s in samples)
+            p50 = statistics.median(latency)
+            out[name] = {
+                "samples": len(samples),
+                "rss_anon_max_mib": round(max(s.anonymous for s in samples) / 2**20, 1),
+                "rss_file_max_mib": round(max(s.file for s in samples) / 2**20, 1),
+                "fds_max": max(s.fds for s in samples),
+                "health_not_200": sum(1 for s in samples if s.health_status != 200),
+                "health_p50_ms": round(p50 * 1000, 2),
+                "health_p99_ms": round(latency[min(len(latency) - 1, int(len(latency) * 0.99))] * 1000, 2),
+                "health_max_ms": round(latency[-1] * 1000, 2),
+                "health_p50_x_baseline": round(p50 / base_p50, 2) if base_p50 else None,
+                **self.counts.get(name, {}),
+            }
+        return out
+
+
+def _memory(pid: int) -> tuple[int, int]:
+    fields = {"RssAnon": 0, "RssFile": 0, "RssShmem": 0}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in fields:
+                fields[name] = int(value.split()[0]) * 1024
+    except OSError:
+        pass
+    return fields["RssAnon"], fields["RssFile"] + fields["RssShmem"]
+
+
+def _fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return -1
+
+
+class Sampler:
+    def __init__(self, node: NodeProcess, figures: Figures, interval: float = 0.05) -> None:
+        self.node, self.figures, self.interval = node, figures, interval
+        self.phase = "baseline"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _health(self) -> tuple[int | None, float]:
+        started = time.perf_counter()
+        try:
+            conn = http.client.HTTPConnection(HOST, self.node.port, timeout=5)
+            conn.request("GET", "/health")
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            return response.status, time.perf_counter() - started
+        except (OSError, http.client.HTTPException):
+            return None, time.perf_counter() - started
+
+    def _run(self) -> None:
+        pid = self.node.pid
+        while not self.stop.wait(self.interval):
+            anonymous, file = _memory(pid)
+            status, seconds = self._health()
+            self.figures.samples.append(Sample(self.phase, anonymous, file, _fds(pid), status, seconds))
+
+    def __enter__(self) -> Sampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Has the node closed this socket (or answered on it and closed it)?"""
+    sock.setblocking(False)
+    try:
+        data = sock.recv(65536)
+        return data == b"" or data.startswith(b"HTTP/1.1 503") or data.startswith(b"HTTP/1.1 408")
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.setblocking(True)
+
+
+ATTACKER = "127.0.0.2"  # the idle and slow sockets come from their own loopback address (its per-address cap)
+
+
+def _connect(node: NodeProcess) -> socket.socket:
+    return socket.create_connection((HOST, node.port), timeout=5, source_address=(ATTACKER, 0))
+
+
+def hold_idle(node: NodeProcess, n: int, trickle: int, seconds: float) -> dict:
+    """Open n idle sockets and `trickle` slowloris ones, hold them `seconds`; count what the node closed."""
+    idle, slow, failed = [], [], 0
+    for i in range(n + trickle):
+        try:
+            sock = _connect(node)
+        except OSError:
+            failed += 1
+            continue
+        (slow if i < trickle else idle).append(sock)
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10_000
+    deadline, sent = time.monotonic() + seconds, 0
+    while time.monotonic() < deadline:
+        for sock in slow:
+            try:
+                sock.send(head[sent % len(head):sent % len(head) + 1])
+            except OSError:
+                pass
+        sent += 1
+        time.sleep(0.5)
+    counts = {"opened": len(idle) + len(slow), "connect_failed": failed,
+              "idle_closed_by_node": sum(_closed_by_peer(s) for s in idle),
+              "slowloris_closed_by_node": sum(_closed_by_peer(s) for s in slow)}
+    for sock in idle + slow:
+        sock.close()
+    return counts
+
+
+def slow_bodies(node: NodeProcess, token: str, n: int, seconds: float) -> dict:
+    """n requests that declare a body and stop sending it part way (half invokes, half puts)."""
+    socks = []
+    for i in range(n):
+        try:
+            sock = _connect(node)
+        except OSError:
+            continue
+        path = "/v1/compute/invoke" if i % 2 else "/v1/store/files?name=slow"
+        kind = "application/json" if i % 2 else "application/octet-stream"
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: {kind}\r\n"
+                     f"Content-Length: 200000\r\n\r\n".encode() + b"{" + b" " * 1000)
+        socks.append(sock)
+    time.sleep(seconds)
+    closed = sum(_closed_by_peer(s) for s in socks)
+    for sock in socks:
+        sock.close()
+    return {"sent": len(socks), "closed_by_node": closed}
+
+
+def flood(node: NodeProcess, n: int, headers_for, path: str, body: bytes, threads: int = 8) -> dict:
+    """n requests over `threads` keep-alive connections; answers counted by status."""
+    statuses: dict[int, int] = {}
+    retry_after_ok, problem_ok = [True], [True]
+    lock = threading.Lock()
+
+    def worker(count: int) -> None:
+        conn = http.client.HTTPConnection(HOST, node.port, timeout=30)
+        for _ in range(count):
+            try:
+                conn.request("POST" if body else "GET", path, body=body or None, headers=headers_for(path, body))
+                response = conn.getresponse()
+                data = response.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(HOST, node.port, timeout=30)
+                status = 0
+            else:
+                status = response.status
+                if status == 429:
+                    ok = int(response.getheader("Retry-After", "0")) >= 1
+                    problem = response.getheader("Content-Type", "").startswith("application/problem+json") and \
+                        json.loads(data).get("code") == "quota-exceeded"
+                    if not ok or not problem:
+                        retry_after_ok[0] = retry_after_ok[0] and ok
+                        problem_ok[0] = problem_ok[0] and problem
+            with lock:
+                statuses[status] = statuses.get(status, 0) + 1
+        conn.close()
+
+    workers = [threading.Thread(target=worker, args=(n // threads + (i < n % threads),)) for i in range(threads)]
+    started = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    seconds = time.perf_counter() - started
+    return {"answers": {str(k): v for k, v in sorted(statuses.items())}, "per_second": round(n / seconds),
+            "429_has_retry_after": retry_after_ok[0], "429_has_problem_body": problem_ok[0]}
+
+
+def run(work: Path, *, idle: int, slow: int, requests: int, seconds: float, env: dict | None = None) -> Figures:
+    """Start a node in `work`, run every phase against it, stop it; the figures."""
+    raise_fd_limit()  # this process holds the idle sockets
+    config = {"XSC_AUDIT_BLOCKS_PER_ROUND": "0", "XSC_AUDIT_SCRUB_RATE": "0", "XSC_HEALTH_PROBE_INTERVAL": "3600",
+              "XSC_PEERS_RATE_LIMIT": "200", "XSC_NODE_USER_RATE_LIMIT": "200", **(env or {})}
+    figures = Figures(config=config)
+    node = NodeProcess(work / "node", env=config, log=work / "node.log").start(timeout=60)
+    token = (work / "node" / "api-token").read_text().strip()
+    peer = Identity.generate()
+    try:
+        with Sampler(node, figures) as sampler:
+            time.sleep(seconds)
+            sampler.phase = "idle"
+            figures.counts["idle"] = hold_idle(node, idle, 50, seconds)
+            sampler.phase = "slow_bodies"
+            figures.counts["slow_bodies"] = slow_bodies(node, token, slow, seconds)
+            sampler.phase = "user_flood"
+            figures.counts["user_flood"] = flood(
+                node, requests, lambda p, b: {"Authorization": f"Bearer {token}"}, "/v1/node/status", b"")
+            sampler.phase = "peer_flood"
+            challenge = json.dumps({"nonce": "ab" * 16}).encode()
+            figures.counts["peer_flood"] = flood(
+                node, requests, lambda p, b: {**sign_request(peer, "POST", p, b), "Content-Type": "application/json"},
+                "/v1/peer/challenge", challenge)
+            sampler.phase = "after"
+            time.sleep(min(seconds, 2))
+        figures.counts.setdefault("after", {})["node_alive"] = node.alive()
+    finally:
+        node.stop()
+    return figures
+
+
+def report(figures: Figures) -> str:
+    lines = [f"floods against one node process ({', '.join(f'{k}={v}' for k, v in figures.config.items())})",
+             f"{'phase':<12} {'RSS anon':>9} {'RSS file':>9} {'fds':>6} {'health p50':>11} {'p99':>8} {'max':>8} "
+             f"{'p50/base':>8} {'not 200':>7}"]
+    summary = figures.summary()
+    for name, s in summary.items():
+        lines.append(f"{name:<12} {s['rss_anon_max_mib']:>7} M {s['rss_file_max_mib']:>7} M {s['fds_max']:>6} "
+                     f"{s['health_p50_ms']:>8} ms {s['health_p99_ms']:>5} ms {s['health_max_ms']:>5} ms "
+                     f"{s['health_p50_x_baseline']:>8} {s['health_not_200']:>7}")
+    for name, counts in figures.counts.items():
+        lines.append(f"  {name}: {counts}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--idle", type=int, default=2000, help="idle sockets held")
+    parser.add_argument("--slow", type=int, default=200, help="requests that stop mid-body")
+    parser.add_argument("--requests", type=int, default=3000, help="requests per flood")
+    parser.add_argument("--seconds", type=float, default=8.0, help="how long each phase is held")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="xsc-floods-") as tmp:
+        figures = run(Path(tmp), idle=args.idle, slow=args.slow, requests=args.requests, seconds=args.seconds)
+    print(report(figures))
+    if args.json:
+        args.json.write_text(json.dumps({"summary": figures.summary(), "counts": figures.counts,
+                                         "config": figures.config}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,75 @@
+"""Idle sockets, slowloris heads, bodies that stop, and floods with the user's token and one peer key, against
+a real node process (bench/bench_floods.py with small numbers): the bounds that are not timings hold."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from bench import bench_floods
+from xsc.devnet import HOST, NodeProcess
+from xsc.node.connections import RESERVED_FDS, connection_cap
+
+CAP, PER_IP = 64, 48
+ENV = {"XSC_NODE_MAX_CONNECTIONS": str(CAP), "XSC_NODE_MAX_CONNECTIONS_PER_IP": str(PER_IP),
+       "XSC_NODE_IDLE_TIMEOUT": "2", "XSC_NODE_USER_RATE_LIMIT": "50", "XSC_PEERS_RATE_LIMIT": "50"}
+RSS_BOUND = 200 * 2**20  # anonymous memory of the node at any moment (about 45 MiB idle)
+
+
+@pytest.mark.slow
+def test_idle_sockets_slow_bodies_and_floods_leave_the_node_bounded_and_answering(tmp_path):
+    figures = bench_floods.run(tmp_path, idle=300, slow=20, requests=300, seconds=3, env=ENV)
+    summary = figures.summary()
+    text = bench_floods.report(figures)
+    assert figures.counts["after"]["node_alive"], text
+    assert all(s.health_status == 200 for s in figures.samples), text  # /health answered throughout
+    assert max(s.anonymous for s in figures.samples) < RSS_BOUND, text
+    # The node's descriptors: its own handful (LevelDB, logs, the listening socket) plus at most CAP connections.
+    assert summary["idle"]["fds_max"] <= CAP + 40, text
+    idle = figures.counts["idle"]
+    assert idle["opened"] == 350 and idle["connect_failed"] == 0, text
+    # Every idle and slowloris socket was closed by the node: evicted to make room, or after the idle timeout.
+    assert idle["idle_closed_by_node"] == 300 and idle["slowloris_closed_by_node"] == 50, text
+    for flood in ("user_flood", "peer_flood"):
+        counts = figures.counts[flood]
+        assert counts["answers"].get("429", 0) > 0 and counts["answers"].get("200", 0) >= 50, text
+        assert counts["429_has_retry_after"] and counts["429_has_problem_body"], text
+        assert set(counts["answers"]) <= {"200", "429"}, text
+
+
+@pytest.mark.slow
+def test_past_the_cap_with_every_connection_busy_a_new_one_gets_503_and_a_problem(tmp_path):
+    node = NodeProcess(tmp_path / "node", env={**ENV, "XSC_NODE_IDLE_TIMEOUT": "30"},
+                       log=tmp_path / "node.log").start(timeout=60)
+    token = (tmp_path / "node" / "api-token").read_text().strip()
+    busy = []
+    try:
+        for _ in range(PER_IP):  # requests in progress: their bodies never finish
+            sock = socket.create_connection((HOST, node.port), timeout=10, source_address=(bench_floods.ATTACKER, 0))
+            sock.sendall(f"POST /v1/compute/invoke HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+                         f"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{".encode())
+            busy.append(sock)
+        extra = socket.create_connection((HOST, node.port), timeout=10, source_address=(bench_floods.ATTACKER, 0))
+        answer = b""
+        while chunk := extra.recv(65536):
+            answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in head, answer
+        problem = json.loads(body)
+        assert problem["code"] == "too-many-connections" and f"at most {PER_IP}" in problem["detail"], problem
+        assert node.alive()
+        limits = next(line for line in open(f"/proc/{node.pid}/limits") if line.startswith("Max open files"))
+        soft, hard = limits.split()[3:5]
+        assert soft == hard, limits  # raised to the hard limit at start
+    finally:
+        for sock in busy:
+            sock.close()
+        node.stop()
+
+
+def test_the_connection_cap_stays_under_the_open_files_limit():
+    assert connection_cap(2048, 1024) == 1024 - RESERVED_FDS  # past it the node would meet EMFILE
+    assert connection_cap(2048, 1 << 20) == 2048
+    assert connection_cap(2048, 100) == 16  # a floor, so that a tiny limit still serves someone

@@ -1,0 +1,152 @@
+"""Open connections, bounded: per client address and in all, and idle ones closed after a timeout.
+
+A node holds a file descriptor and some memory for every open connection, whether or not a request
+ever comes on it, so thousands of idle sockets (or a slowloris trickle of header bytes) must neither
+exhaust the node's descriptors nor lock out real callers:
+
+- a connection without a request in progress is closed `idle_timeout` seconds after it opened or after
+  its last answer, however many bytes of an unfinished request head it trickles (aiohttp's keep-alive
+  timer, which starts at the connection and is not reset by incoming bytes);
+- past `max_connections` in all, or `max_per_ip` from one address, a new connection makes room by
+  closing the longest-idle connection (of that address, for the per-address cap) that has been idle for
+  EVICTABLE_AFTER at least: idle sockets cannot keep a caller out for long, and a burst of new sockets
+  cannot push out a caller whose request is on its way but not read yet.  When no connection can be
+  closed, the new one is answered 503 with Retry-After and a problem body, and closed;
+- the node raises its soft RLIMIT_NOFILE to the hard limit at start, and keeps its cap under what the
+  limit leaves after the descriptors it needs for itself (LevelDB tables, peers, logs): past the cap it
+  refuses, it never meets EMFILE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import defaultdict
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_server import Server
+
+log = logging.getLogger(__name__)
+
+EVICTABLE_AFTER = 1.0  # seconds idle before a connection may be closed to make room for a new one
+RESERVED_FDS = 512  # descriptors kept for the node's own files (LevelDB tables, logs) and its peer connections
+
+
+def raise_fd_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit; return the soft limit now in force."""
+    try:
+        import resource
+    except ImportError:  # not on a POSIX system
+        return 1 << 16
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return want if soft == resource.RLIM_INFINITY else soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        return want
+    except (ValueError, OSError):
+        return soft
+
+
+def connection_cap(configured: int, fd_limit: int) -> int:
+    """The cap on open connections: as configured, but never past what the descriptor limit leaves."""
+    return max(16, min(configured, fd_limit - RESERVED_FDS))
+
+
+def _refusal(detail: str) -> bytes:
+    body = json.dumps({"type": "about:blank", "title": "Service Unavailable", "status": 503,
+                       "code": "too-many-connections", "detail": detail,
+                       "hint": "close idle connections, or retry in a second"}).encode()
+    return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
+            b"Retry-After: 1\r\nConnection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def _idle_since(handler: RequestHandler) -> float | None:
+    """When the connection was opened or last answered, if it is waiting for its next request now (else None).
+    aiohttp's own state: its request loop waits on `_waiter` between requests, `_request_in_progress` covers
+    a handler, and its keep-alive deadline is that moment plus the timeout."""
+    waiter = getattr(handler, "_waiter", None)
+    if waiter is None or waiter.done() or getattr(handler, "_request_in_progress", False):
+        return None
+    return getattr(handler, "_next_keepalive_close_time", 0.0) - getattr(handler, "_keepalive_timeout", 0.0)
+
+
+class GuardedServer(Server):
+    """aiohttp's Server (the protocol factory of the listening socket) with the caps above."""
+
+    def __init__(self, *args: Any, max_connections: int, max_per_ip: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.max_connections, self.max_per_ip = max_connections, max_per_ip
+        self._by_ip: dict[str, set[RequestHandler]] = defaultdict(set)
+        self._ip_of: dict[RequestHandler, str] = {}
+        self.refused = 0  # connections answered 503 (every connection busy)
+        self.evicted = 0  # idle connections closed to make room
+
+    @property
+    def open(self) -> int:
+        return len(self._ip_of)
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        peer = transport.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) and peer else "?"
+        mine = self._by_ip[ip]
+        if len(mine) >= self.max_per_ip and not self._evict(mine):
+            self._refuse(handler, transport, f"{len(mine)} connections from {ip} are all busy "
+                                             f"(at most {self.max_per_ip} from one address)")
+            return
+        if len(self._ip_of) >= self.max_connections and not self._evict(self._ip_of):
+            self._refuse(handler, transport, f"this node's {len(self._ip_of)} connections are all busy "
+                                             f"(at most {self.max_connections})")
+            return
+        mine.add(handler)
+        self._ip_of[handler] = ip
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        ip = self._ip_of.pop(handler, None)
+        if ip is not None:
+            mine = self._by_ip[ip]
+            mine.discard(handler)
+            if not mine:
+                del self._by_ip[ip]
+        super().connection_lost(handler, exc)
+
+    def _evict(self, among) -> bool:
+        """Close the longest-idle connection among `among`; False when none has been idle long enough."""
+        latest = self._loop.time() - EVICTABLE_AFTER
+        idle = [(since, h) for h in among if (since := _idle_since(h)) is not None and since <= latest]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda pair: pair[0])[1]
+        self.evicted += 1
+        self.connection_lost(oldest)  # forget it now: its transport closes on the next loop turn
+        oldest.force_close()
+        return True
+
+    def _refuse(self, handler: RequestHandler, transport: asyncio.Transport, detail: str) -> None:
+        self.refused += 1
+        if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+            log.warning("refused a connection (%d so far): %s", self.refused, detail)
+        try:
+            transport.write(_refusal(detail))
+        finally:
+            handler.force_close()
+
+
+class GuardedRunner(web.AppRunner):
+    """An AppRunner whose server is a GuardedServer."""
+
+    def __init__(self, app: web.Application, *, max_connections: int, max_per_ip: int, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._caps = {"max_connections": max_connections, "max_per_ip": max_per_ip}
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        guarded = GuardedServer(server.request_handler, request_factory=server.request_factory,
+                                handler_cancellation=server.handler_cancellation, loop=server._loop,
+                                **server._kwargs, **self._caps)
+        return guarded
