@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "xsc"
-GROUND = {"xsc", "xsc.errors", "xsc.keys", "xsc.units", "xsc.paths", "xsc.identity", "xsc.config", "xsc.tasks"}
+GROUND = {"xsc", "xsc.errors", "xsc.keys", "xsc.units", "xsc.paths", "xsc.identity", "xsc.config", "xsc.tasks", "xsc.db"}
 PURE = {
     "xsc.storage." + m for m in ("capability", "crypto", "erasure", "layout", "manifest", "merkle", "placement",
                                  "leases", "wire", "ranges")

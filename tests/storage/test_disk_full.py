@@ -1,5 +1,6 @@
 """The data dir's disk fills up during a put (a small tmpfs as the data dir's disk): the put fails with a
-clear error, nothing is published, reads go on; after more space and a restart, everything works."""
+clear error, nothing is published, reads go on; when space returns, the next put works (with or without a
+restart).  Garbage collection on a full disk: tests/test_db.py."""
 
 from __future__ import annotations
 
@@ -56,5 +57,38 @@ def test_a_full_disk_fails_a_put_cleanly_and_reads_go_on(small_disk, tmp_path) -
         assert again.returncode == 0, again.stderr
         status = node.xsc("node", "status", "--json")
         assert b'"used"' in status.stdout
+    finally:
+        node.stop()
+
+
+@pytest.mark.slow
+def test_when_space_returns_the_next_put_works_without_a_restart(small_disk, tmp_path) -> None:
+    """LevelDB refuses every write after a failed background write until it is reopened: the node's database
+    reopens itself (xsc/db.py) once there is room, so freeing space is enough."""
+    node = NodeProcess(small_disk / "node", args=["--storage-capacity", "1GiB"]).start()
+    try:
+        small = os.urandom(200_000)
+        (tmp_path / "a.bin").write_bytes(small)
+        put = node.xsc("store", "put", str(tmp_path / "a.bin"))
+        assert put.returncode == 0, put.stderr
+        cap = put.stdout.decode().strip().splitlines()[-1]
+        (tmp_path / "b.bin").write_bytes(os.urandom(60 * 1024**2))
+        full = node.xsc("store", "put", str(tmp_path / "b.bin"))
+        assert full.returncode != 0 and b"disk is full" in full.stderr, full.stderr
+        again = node.xsc("store", "put", str(tmp_path / "a.bin"))  # still full: a clean refusal, not a crash
+        assert again.returncode != 0 or again.stdout.strip(), again.stderr
+        got = node.xsc("store", "get", cap, "-o", str(tmp_path / "a.out"))
+        assert got.returncode == 0 and (tmp_path / "a.out").read_bytes() == small  # reads go on
+        assert _mount(small_disk, "200m", remount=True)  # space returns; the node is not restarted
+        after = node.xsc("store", "put", str(tmp_path / "b.bin"), timeout=300)
+        assert after.returncode == 0, after.stderr
+        cap_b = after.stdout.decode().strip().splitlines()[-1]
+        (tmp_path / "b.out").unlink(missing_ok=True)
+        assert node.xsc("store", "get", cap_b, "-o", str(tmp_path / "b.out"), timeout=300).returncode == 0
+        assert (tmp_path / "b.out").read_bytes() == (tmp_path / "b.bin").read_bytes()
+        (tmp_path / "a.out").unlink()
+        assert node.xsc("store", "get", cap, "-o", str(tmp_path / "a.out")).returncode == 0
+        assert (tmp_path / "a.out").read_bytes() == small
+        assert node.alive() and "reopened the database" in node.log.read_text()
     finally:
         node.stop()

@@ -10,6 +10,7 @@ from pathlib import Path
 import plyvel
 
 from ..config import CONFIG_FILE, NodeConfig, write_default_config
+from ..db import Database
 from ..errors import NodeAlreadyRunning
 from ..identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity, write_secret
 from ..paths import URL_FILE
@@ -79,11 +80,11 @@ def load_or_create_token(root: Path) -> str:
     return token
 
 
-def open_db(root: Path) -> plyvel.DB:
+def open_db(root: Path) -> Database:
     # Blocks are ciphertext: compression only costs time.  Big files keep compaction (write
     # amplification) down for 256 KiB values; the write buffer is held twice in memory while one
     # flushes, so 32 MiB keeps the node's own memory under 200 MB through a 1 GiB put.
-    return plyvel.DB(
+    return Database(root / DB_DIR, lambda: plyvel.DB(
         str(root / DB_DIR),
         create_if_missing=True,
         compression=None,
@@ -92,4 +93,4 @@ def open_db(root: Path) -> plyvel.DB:
         block_size=64 * 1024,
         lru_cache_size=32 * 1024 * 1024,
         max_open_files=500,
-    )
+    ), reserve_dir=root)

@@ -95,7 +95,7 @@ async def problem_middleware(request: web.Request, handler):
         log.error("database error in %s %s: %s", request.method, request.path, exc)
         if _disk_full(exc):
             return problem_from_error(e.DiskFull(
-                "the data dir's disk is full: nothing was stored", hint="free disk space, then restart the node"))
+                "the data dir's disk is full: nothing was stored", hint="free disk space, then try again: the node writes again once there is room"))
         return problem(500, "database-error", "the node's database failed; see its log")
     except ConnectionError as exc:
         # The client went away mid-stream: said once here.  Re-raising would make aiohttp log it

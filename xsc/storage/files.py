@@ -166,9 +166,9 @@ class StorageService:
         except plyvel.Error as err:
             if "No space left" not in str(err):
                 raise
-            # LevelDB will not write again until it is reopened: the node goes on serving reads.
+            # The node goes on serving reads; its database reopens itself once there is room (xsc/db.py).
             raise DiskFull("the data dir's disk is full: nothing of this file was stored",
-                           hint="free disk space, then restart the node") from err
+                           hint="free disk space, then put it again (no restart needed)") from err
 
     async def _after_put(self, result, size: int | None, seconds: int, quote: quotes.PutQuote) -> dict[str, Any]:
         cap = Capability.parse(result.capability)

@@ -62,10 +62,12 @@ class LeaseCollector:
         before = int(self.clock() if now is None else now) - self.config.gc_grace
         store = self.store
         shares = files = freed = 0
+        collected: list[bytes] = []
         for si, share in await self._run(store.expired_shares, before):
             meta = await self._run(store.collect_share, si, share, before)
             if meta is None:
                 continue  # renewed or deleted since it was listed
+            collected.append(si)
             shares += 1
             freed += meta.stored_bytes
             self.counts["shares"] += 1  # counted as it goes: a long round shows its progress
@@ -84,6 +86,7 @@ class LeaseCollector:
             if meta is None:
                 await self._run(self.terms.forget, si, share)
                 continue  # deleted by its uploader already: only its record was left
+            collected.append(si)
             shares += 1
             freed += meta.stored_bytes
             self.counts["shares"] += 1
@@ -105,6 +108,8 @@ class LeaseCollector:
             self.counts["files"] += 1
             self.files_counter.inc()
             log.info("every lease of %s (%s) ended: the file is forgotten", si.hex()[:16], record.get("name") or "")
+        if await self._run(store.reclaim, collected):  # a full disk: give the space back now
+            log.warning("the disk is nearly full: compacted the blocks of %d collected share(s)", len(collected))
         self.counts["rounds"] += 1
         self.last_round = {"seconds": round(time.perf_counter() - started, 3), "before": before,
                            "shares": shares, "bytes": freed, "files": files}

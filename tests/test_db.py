@@ -1,0 +1,120 @@
+"""The node's database (xsc/db.py): plyvel's interface, and a full disk that it recovers from in place.
+
+The disk tests fill a small real tmpfs (they skip where mounting one needs a root this machine does not give)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+
+import plyvel
+import pytest
+
+from xsc.db import RESERVE_NAME, Database, disk_full
+
+MiB = 1024**2
+
+
+def _open(root, reserve_bytes=None):
+    path = root / "db"
+    return Database(path, lambda: plyvel.DB(str(path), create_if_missing=True, compression=None,
+                                            write_buffer_size=32 * MiB), reserve_dir=root, reserve_bytes=reserve_bytes)
+
+
+def test_it_behaves_as_plyvel_for_what_the_node_uses(tmp_path):
+    db = _open(tmp_path, reserve_bytes=MiB)
+    db.put(b"a", b"1", sync=True)
+    with db.write_batch(sync=True) as batch:
+        batch.put(b"b", b"2")
+        batch.put(b"c", b"3")
+        batch.delete(b"a")
+    with pytest.raises(KeyError):
+        with db.write_batch(transaction=True) as batch:
+            batch.put(b"d", b"4")
+            raise KeyError("a transaction that fails writes nothing")
+    assert db.get(b"a") is None and db.get(b"d") is None and db.get(b"x", b"default") == b"default"
+    with db.iterator(prefix=b"", include_value=False) as it:
+        assert list(it) == [b"b", b"c"]
+    snapshot = db.snapshot()
+    db.delete(b"b")
+    assert snapshot.get(b"b") == b"2" and [k for k, _ in snapshot.iterator()] == [b"b", b"c"]
+    snapshot.release()
+    assert [k for k, _ in db.iterator()] == [b"c"]  # an abandoned-by-exhaustion iterator closes itself
+    assert db._active == 0  # every iterator and snapshot let go of the database
+    assert (tmp_path / RESERVE_NAME).stat().st_size == MiB
+    db.close()
+
+
+def test_a_reopen_waits_for_an_iterator_in_use(tmp_path):
+    db = _open(tmp_path, reserve_bytes=0)
+    for i in range(100):
+        db.put(b"k%03d" % i, b"v")
+    db._failed = plyvel.IOError("as if a write had failed")
+    it = db.iterator()
+    next(it)
+    done = threading.Event()
+
+    def write():
+        db.put(b"late", b"1")  # reopens first: must wait until the iterator is closed
+        done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert not done.wait(0.3)
+    rest = list(it)  # the iterator still works while the reopen waits
+    assert len(rest) == 99
+    writer.join(10)
+    assert done.is_set() and db.reopens == 1 and db.get(b"late") == b"1"
+    db.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120m", "tmpfs", str(disk)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs needs root (and a kernel that allows it here)")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _free(path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_writes_lets_deletes_free_space_and_writes_resume_when_room_returns(small_disk):
+    root = small_disk / "node"
+    root.mkdir()
+    db = _open(root, reserve_bytes=40 * MiB)  # the replay of a 32 MiB log fits in it
+    db.put(b"a", b"kept", sync=True)
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * 30 * MiB)
+    written = 0
+    with pytest.raises(plyvel.Error) as err:
+        while True:
+            db.put(b"k%06d" % written, os.urandom(256 * 1024))
+            written += 1
+    assert disk_full(err.value) and written > 10
+    with pytest.raises(plyvel.Error):
+        db.put(b"more", b"x" * 1000, sync=True)  # still full: adding data fails
+    assert db.get(b"a") == b"kept"  # reads go on throughout
+    # Garbage collection on the full disk: a batch of deletes goes through (the reserve is given up for it).
+    with db.write_batch(sync=True) as batch:
+        for i in range(written // 2):
+            batch.delete(b"k%06d" % i)
+        batch.put(b"used", (123).to_bytes(8, "big"))
+    assert not (root / RESERVE_NAME).exists() and db.reopens == 1
+    before = _free(small_disk)
+    db.compact_range(start=b"k", stop=b"l")  # as lease GC does on a nearly full disk (ShareStore.reclaim)
+    assert _free(small_disk) > before + 10 * MiB  # the deleted blocks' space is back
+    # Space returns (the filler goes): the next put works, without a restart.
+    filler.unlink()
+    db.put(b"after", b"1", sync=True)
+    assert db.get(b"a") == b"kept" and db.get(b"k%06d" % (written - 1)) is not None
+    assert db.get(b"k000000") is None and db.get(b"used") == (123).to_bytes(8, "big")
+    assert sum(1 for _ in db.iterator(prefix=b"k")) == written - written // 2
+    db.close()
