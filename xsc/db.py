@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 QUIET_SECONDS = 2.0  # how long a reopen waits for the database's users to finish
 RESERVE_NAME = "disk-reserve"
-RESERVE_BYTES = 64 * 1024**2  # at most (and at most 1/20 of the disk): room to replay LevelDB's log (its write buffer)
+RESERVE_BYTES = 64 * 1024**2  # at most: room to replay LevelDB's log (its write buffer, 32 MiB) and compact
+RESERVE_FRACTION = 20  # ... and at most 1/20 of the disk
 FREEING_PUT_BYTES = 4096  # a batch of deletes may also put this much (counters) and still count as freeing space
 
 
@@ -202,7 +203,7 @@ class Database:
             return 0
         if self._reserve_bytes is not None:
             return self._reserve_bytes
-        return min(RESERVE_BYTES, st.f_blocks * st.f_frsize // 20)
+        return min(RESERVE_BYTES, st.f_blocks * st.f_frsize // RESERVE_FRACTION)
 
     def _keep_reserve(self) -> None:
         """Make the reserve file if it is missing and the disk has room for it (twice over)."""

@@ -233,7 +233,7 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
                                        handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True, backlog=1024)  # a burst of connects waits, not dropped
+        site = web.TCPSite(runner, host, port, reuse_address=True, backlog=256)  # a burst of connects waits, within RESERVED_FDS
         try:
             await site.start()
         except OSError as exc:
