@@ -297,6 +297,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="xsc-floods-") as tmp:
         figures = run(Path(tmp), idle=args.idle, slow=args.slow, requests=args.requests, seconds=args.seconds)
     print(report(figures))
+    from .report import Report
+
+    out = Report("floods")
+    for name, phase in figures.summary().items():
+        out.add(f"{name}: /health p50", phase["health_p50_ms"], "ms")
+        out.add(f"{name}: /health max", phase["health_max_ms"], "ms", target=100, op="<")
+        out.add(f"{name}: /health p50 x baseline", phase["health_p50_x_baseline"] or 0, "x")
+        out.add(f"{name}: RSS anonymous max", phase["rss_anon_max_mib"], "MiB", target=200, op="<")
+        out.add(f"{name}: open descriptors max", phase["fds_max"], "")
+    out.write()
     if args.json:
         args.json.write_text(json.dumps({"summary": figures.summary(), "counts": figures.counts,
                                          "config": figures.config}, indent=2))

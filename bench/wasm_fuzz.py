@@ -842,6 +842,9 @@ class Fuzzer:
             if body.get("kind") == "deadline":
                 s.max_deadline_overshoot = max(s.max_deadline_overshoot, duration - timeout)
                 s.max_cpu_overshoot = max(s.max_cpu_overshoot, cpu - timeout)
+                if duration < timeout:  # the deadline is a floor too: a call is never cut short
+                    s.limit_escapes.append((seed, f"deadline cut short: stopped after {duration:.3f} s of its "
+                                                  f"{timeout} s"))
             if cpu > timeout + DEADLINE_SLACK:
                 s.limit_escapes.append((seed, f"deadline: ran {cpu:.3f} s of CPU ({duration:.3f} s wall), "
                                               f"timeout {timeout} s"))

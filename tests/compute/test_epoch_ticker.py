@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from xsc.compute.engine import EpochTicker
+from xsc.compute.engine import EpochTicker, owed_ticks
 
 
 class CountingEngine:
@@ -44,3 +44,20 @@ def test_the_clock_standing_still_adds_nothing():
     threading.Event().wait(0.05)  # some wake-ups, no time on the clock
     ticker.stop()
     assert engine.epoch == 0
+
+
+def test_a_call_starting_while_the_ticker_is_late_gets_what_it_owes_on_top_of_its_deadline():
+    """Else its deadline would count from an epoch behind the clock, and the catch-up would cut it short."""
+    now = [0.0]
+    engine = CountingEngine()
+    ticker = EpochTicker(engine, tick=3600, clock=lambda: now[0])  # it will not wake during the test
+    ticker.start()
+    try:
+        assert owed_ticks(engine) == 0
+        now[0] += 0.5 * 3600
+        assert owed_ticks(engine) == 0
+        now[0] += 10 * 3600
+        assert owed_ticks(engine) == 10 and engine.epoch == 0
+    finally:
+        ticker.stop()
+    assert owed_ticks(engine) == 0  # a stopped ticker is forgotten

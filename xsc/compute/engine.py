@@ -59,6 +59,15 @@ def deadline_ticks(timeout: float) -> int:
     return max(1, math.ceil(timeout / TICK)) + 1
 
 
+_TICKERS: dict[int, "EpochTicker"] = {}  # by id(engine): the running ticker of each engine
+
+
+def owed_ticks(engine: wasmtime.Engine) -> int:
+    """What the engine's ticker owes the clock now (see EpochTicker)."""
+    ticker = _TICKERS.get(id(engine))
+    return ticker.owed() if ticker is not None else 0
+
+
 class EpochTicker:
     """One thread per engine that keeps its epoch at the number of TICKs elapsed since it started.
 
@@ -66,7 +75,11 @@ class EpochTicker:
     module spinning in a loop with plenty of fuel still traps once its time is up.
     The epoch follows the clock, not the ticker's wake-ups: on a loaded machine a wake-up
     comes late (each 10 ms wait may take 30), and a ticker that added one per wake-up let a
-    0.5 s call run 1.5 s; a late wake-up now adds every tick that has passed."""
+    0.5 s call run 1.5 s; a late wake-up now adds every tick that has passed.
+
+    A late ticker owes ticks until it wakes: a call that starts then would have its deadline counted from
+    an epoch behind the clock and be cut short when the ticker catches up, so `new_store` adds what the
+    ticker owes (`owed_ticks`) to every deadline."""
 
     MAX_CATCH_UP = 100_000  # ticks added in one wake-up at most (17 minutes of a stopped process)
 
@@ -74,25 +87,36 @@ class EpochTicker:
         self._engine = engine
         self._tick = tick
         self._clock = clock
+        self._start = clock()
+        self.epoch = 0  # ticks added so far (behind the engine's own count while a catch-up runs: never ahead)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="xsc-epoch", daemon=True)
 
     def start(self) -> None:
+        _TICKERS[id(self._engine)] = self
         self._thread.start()
 
     def _run(self) -> None:
-        start, epoch = self._clock(), 0
         while not self._stop.wait(self._tick):
-            due = int((self._clock() - start) / self._tick)
-            for _ in range(min(due - epoch, self.MAX_CATCH_UP)):
+            added = max(0, min(self._due() - self.epoch, self.MAX_CATCH_UP))
+            for _ in range(added):
                 self._engine.increment_epoch()
-            epoch = max(epoch, due)
+            self.epoch += added
+
+    def _due(self) -> int:
+        return int((self._clock() - self._start) / self._tick)
+
+    def owed(self) -> int:
+        """Ticks the clock has passed that the ticker has not added yet (0 when it is on time)."""
+        return max(0, self._due() - self.epoch)
 
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 
     def stop(self) -> None:
+        if _TICKERS.get(id(self._engine)) is self:
+            del _TICKERS[id(self._engine)]
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()

@@ -98,7 +98,7 @@ class _Capture:
 def new_store(engine: wasmtime.Engine, limits: Limits) -> Store:
     return Store(engine, fuel=limits.fuel, memory=limits.memory, table_elements=lim.TABLE_ELEMENTS,
                  instances=lim.INSTANCES, tables=lim.TABLES, memories=lim.MEMORIES,
-                 deadline_ticks=eng.deadline_ticks(limits.timeout))
+                 deadline_ticks=eng.deadline_ticks(limits.timeout) + eng.owed_ticks(engine))
 
 
 def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: Signature,
