@@ -3,13 +3,17 @@ a real node process (bench/bench_floods.py with small numbers): the bounds that 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import socket
 
 import pytest
 
 from bench import bench_floods
-from xsc.devnet import HOST, NodeProcess
+from xsc.devnet import HOST, NodeProcess, free_port
+from xsc.node import limits
+from xsc.node.appkeys import TOKEN
 from xsc.node.connections import RESERVED_FDS, connection_cap
 
 CAP, PER_IP = 64, 48
@@ -73,3 +77,33 @@ def test_the_connection_cap_stays_under_the_open_files_limit():
     assert connection_cap(2048, 1024) == 1024 - RESERVED_FDS  # past it the node would meet EMFILE
     assert connection_cap(2048, 1 << 20) == 2048
     assert connection_cap(2048, 100) == 16  # a floor, so that a tiny limit still serves someone
+
+
+async def _raw(port: int, head: str, body: bytes) -> bytes:
+    """Send a request head and part of its body, then wait (sending nothing more) for the node's answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head.encode() + body)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(65536), 30)
+    finally:
+        writer.close()
+
+
+async def test_a_small_body_that_stops_midway_is_answered_408(node, monkeypatch):
+    monkeypatch.setattr(limits, "BODY_SECONDS", 0.3)
+    answer = await _raw(node.port, f"POST /v1/compute/invoke HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                                   f"{node.app[TOKEN]}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n",
+                        b'{"module": ')
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert json.loads(body)["code"] == "body-timeout"
+
+
+async def test_a_put_whose_body_stalls_fails_after_the_idle_timeout(node_factory):
+    node = await node_factory(node={"listen": f"127.0.0.1:{free_port()}", "idle_timeout": 1})
+    answer = await _raw(node.port, f"POST /v1/store/files?name=stalled HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                                   f"{node.app[TOKEN]}\r\nContent-Length: 5000000\r\n\r\n", os.urandom(100_000))
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert json.loads(body)["code"] == "body-timeout" and not (await (await node.get("/v1/store/files")).json())["files"]
