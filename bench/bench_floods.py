@@ -130,13 +130,13 @@ class Sampler:
         self.thread.join()
 
 
-def _closed_by_peer(sock: socket.socket) -> bool:
-    """Has the node closed this socket (or answered on it and closed it)?"""
-    sock.setblocking(False)
+def _closed_by_peer(sock: socket.socket, until: float = 0.0) -> bool:
+    """Has the node closed this socket (or answered on it and closed it), by the monotonic time `until`?"""
+    sock.settimeout(max(0.0, until - time.monotonic()))
     try:
         data = sock.recv(65536)
         return data == b"" or data.startswith(b"HTTP/1.1 503") or data.startswith(b"HTTP/1.1 408")
-    except BlockingIOError:
+    except (BlockingIOError, TimeoutError):
         return False
     except OSError:
         return True
@@ -151,8 +151,9 @@ def _connect(node: NodeProcess) -> socket.socket:
     return socket.create_connection((HOST, node.port), timeout=5, source_address=(ATTACKER, 0))
 
 
-def hold_idle(node: NodeProcess, n: int, trickle: int, seconds: float) -> dict:
-    """Open n idle sockets and `trickle` slowloris ones, hold them `seconds`; count what the node closed."""
+def hold_idle(node: NodeProcess, n: int, trickle: int, seconds: float, grace: float = 0.0) -> dict:
+    """Open n idle sockets and `trickle` slowloris ones, hold them `seconds`; count what the node closed
+    (by then, or within `grace` seconds more)."""
     idle, slow, failed = [], [], 0
     for i in range(n + trickle):
         try:
@@ -171,9 +172,10 @@ def hold_idle(node: NodeProcess, n: int, trickle: int, seconds: float) -> dict:
                 pass
         sent += 1
         time.sleep(0.5)
+    until = time.monotonic() + grace
     counts = {"opened": len(idle) + len(slow), "connect_failed": failed,
-              "idle_closed_by_node": sum(_closed_by_peer(s) for s in idle),
-              "slowloris_closed_by_node": sum(_closed_by_peer(s) for s in slow)}
+              "idle_closed_by_node": sum(_closed_by_peer(s, until) for s in idle),
+              "slowloris_closed_by_node": sum(_closed_by_peer(s, until) for s in slow)}
     for sock in idle + slow:
         sock.close()
     return counts
@@ -240,8 +242,10 @@ def flood(node: NodeProcess, n: int, headers_for, path: str, body: bytes, thread
             "429_has_retry_after": retry_after_ok[0], "429_has_problem_body": problem_ok[0]}
 
 
-def run(work: Path, *, idle: int, slow: int, requests: int, seconds: float, env: dict | None = None) -> Figures:
-    """Start a node in `work`, run every phase against it, stop it; the figures."""
+def run(work: Path, *, idle: int, slow: int, requests: int, seconds: float, env: dict | None = None,
+        grace: float = 0.0) -> Figures:
+    """Start a node in `work`, run every phase against it, stop it; the figures.  `grace`: how much longer
+    than the idle phase to wait for the node to close the idle sockets it kept."""
     raise_fd_limit()  # this process holds the idle sockets
     config = {"XSC_AUDIT_BLOCKS_PER_ROUND": "0", "XSC_AUDIT_SCRUB_RATE": "0", "XSC_HEALTH_PROBE_INTERVAL": "3600",
               "XSC_PEERS_RATE_LIMIT": "200", "XSC_NODE_USER_RATE_LIMIT": "200", **(env or {})}
@@ -253,7 +257,7 @@ def run(work: Path, *, idle: int, slow: int, requests: int, seconds: float, env:
         with Sampler(node, figures) as sampler:
             time.sleep(seconds)
             sampler.phase = "idle"
-            figures.counts["idle"] = hold_idle(node, idle, 50, seconds)
+            figures.counts["idle"] = hold_idle(node, idle, 50, seconds, grace)
             sampler.phase = "slow_bodies"
             figures.counts["slow_bodies"] = slow_bodies(node, token, slow, seconds)
             sampler.phase = "user_flood"
