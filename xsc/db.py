@@ -10,7 +10,7 @@ A reopen waits for the calls, iterators and snapshots in use to finish (new ones
 thread is inside LevelDB while it closes; one that cannot get a quiet moment within QUIET_SECONDS leaves
 the database as it is, and the next write tries again.
 
-The data dir keeps a reserve file (RESERVE_NAME, up to RESERVE_BYTES): when a write that frees space (a
+Once its disk is getting full, the data dir keeps a reserve file (RESERVE_NAME, up to RESERVE_BYTES): when a write that frees space (a
 batch of deletes, as garbage collection and rm write) meets a full disk, the reserve is given up so that
 LevelDB can reopen (replaying its log into a table needs about its write buffer), log the deletes and
 compact; it is made again once the disk has room.  On a disk so small that 1/20 of it is less than the
@@ -58,7 +58,7 @@ class Database:
         self._failed: BaseException | None = None  # the last write error, until a reopen
         self.reopens = 0
         self._reserve = (reserve_dir or self.path.parent) / RESERVE_NAME
-        self._reserve_checked = 0.0
+        self._reserve_held = self._reserve.exists()
         self._keep_reserve()
 
     # --- the gate: every use of the plyvel object is counted --------------------------------------------
@@ -206,17 +206,24 @@ class Database:
         return min(RESERVE_BYTES, st.f_blocks * st.f_frsize // RESERVE_FRACTION)
 
     def _keep_reserve(self) -> None:
-        """Make the reserve file if it is missing and the disk has room for it (twice over)."""
+        """Make the reserve file once the disk is getting full (an eighth of it free, or four reserves), if it
+        still has room for it twice over.  A mostly empty disk (every test's) keeps no reserve."""
         size = self._reserve_size()
+        if size == 0:
+            self._reserve_held = True  # nothing to keep
+            return
         try:
-            if size == 0 or (self._reserve.exists() and self._reserve.stat().st_size >= size):
-                return
-            if self._free() < 2 * size:
+            st = os.statvfs(self.path)
+            free, disk = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+            if free >= max(disk // 8, 4 * size) or free < 2 * size:
                 return
             with open(self._reserve, "wb") as f:
-                f.write(b"\0" * size)  # written, not sparse: its blocks are really held
-                f.flush()
+                try:
+                    os.posix_fallocate(f.fileno(), 0, size)  # blocks allocated, nothing written
+                except OSError:
+                    f.write(b"\0" * size)  # a file system without fallocate: written, not sparse
                 os.fsync(f.fileno())
+            self._reserve_held = True
         except OSError as exc:
             log.warning("cannot keep the disk reserve %s: %s", self._reserve, exc)
             try:
@@ -225,17 +232,15 @@ class Database:
                 pass
 
     def _maybe_keep_reserve(self) -> None:
-        now = time.monotonic()
-        if now - self._reserve_checked > 10:
-            self._reserve_checked = now
-            if not self._reserve.exists():
-                self._keep_reserve()
+        if not self._reserve_held:  # one statvfs per write until it is made: a few microseconds
+            self._keep_reserve()
 
     def _release_reserve(self) -> bool:
         try:
             self._reserve.unlink()
         except OSError:
             return False
+        self._reserve_held = False
         log.warning("the disk is full: gave up the reserve %s so that deletes can free space", self._reserve)
         return True
 
