@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from .errors import DevnetError, InvalidArgument, NodeNotRunning
+from .paths import URL_FILE
 
 HOST = "127.0.0.1"
 STATE_FILE = "devnet.json"
@@ -201,9 +202,16 @@ class NodeProcess:
         except OSError:
             return False
 
+    def _url_recorded(self) -> bool:
+        try:
+            return (self.data_dir / URL_FILE).read_text().strip() == self.url
+        except OSError:
+            return False
+
     def wait_listening(self, timeout: float = 60.0) -> "NodeProcess":
+        """Wait until the node accepts connections and has recorded its URL (the CLI finds it there)."""
         deadline = time.monotonic() + timeout
-        while not self.listening():
+        while not (self.listening() and self._url_recorded()):
             if not self.alive():
                 code = f" with {self.proc.returncode}" if self.proc is not None else ""
                 raise DevnetError(f"{self.name} exited{code}: {self.tail()}", hint=f"see {self.log}")
