@@ -50,7 +50,14 @@ class Prepared:
     module: wasmtime.Module
     info: ModuleInfo
     wasi_pre: wasmtime.InstancePre | None  # imports resolved against WASI, if the module has any
+    # A memory the module has but does not export cannot be measured after a call: it is priced at the
+    # call's memory limit (its worst case).  Exported, it is priced at its peak size.
+    hidden_memory: bool = False
     callables: dict[str, Callable] = field(default_factory=dict)  # per export, made on its first call
+
+    @property
+    def memory_export(self) -> str | None:
+        return next((e.name for e in self.info.exports if e.kind == "memory"), None)
 
     def callable(self, function: str, signature: Signature) -> Callable:
         found = self.callables.get(function)
@@ -59,7 +66,7 @@ class Prepared:
             # and copying its data segments, quick enough to do without releasing the GIL.
             quick = not self.info.start and self.info.size <= QUICK_INSTANTIATE_SIZE and self.wasi_pre is None
             found = self.callables[function] = Callable(self.module, function, signature, self.wasi_pre,
-                                                        quick_instantiate=quick)
+                                                        quick_instantiate=quick, memory=self.memory_export)
         return found
 
 
@@ -72,6 +79,7 @@ class Outcome:
     fuel_consumed: int = 0
     metering: str = METERING_EXACT
     duration_ns: int = 0
+    memory_pages: int = 0  # peak linear memory of the call, in 64 KiB pages (what it is priced by, with its time)
     exit_code: int | None = None  # WASI proc_exit
     stdout: bytes = b""
     stderr: bytes = b""
@@ -142,6 +150,13 @@ def _run_in(store: Store, prepared: Prepared, function: str, signature: Signatur
     except wasmtime.WasmtimeError as exc:  # instantiation refused: a limit, before any code ran
         duration = time.perf_counter_ns() - start
         outcome = _refused(exc, limits, duration)
+    if prepared.hidden_memory:
+        outcome.memory_pages = limits.memory // PAGE
+    elif instance is not None:
+        try:
+            outcome.memory_pages = target.memory_pages(store, instance)
+        except Exception:  # noqa: BLE001 - a store the trap left unreadable: its limit, the worst case
+            outcome.memory_pages = limits.memory // PAGE
     if out is not None and err is not None:
         outcome.stdout, outcome.stdout_dropped = bytes(out.data), out.dropped
         outcome.stderr, outcome.stderr_dropped = bytes(err.data), err.dropped

@@ -31,7 +31,7 @@ from . import artifacts, provenance
 from . import engine as eng
 from . import modules as mods
 from . import sandbox
-from ..ledger import price_compute
+from ..ledger import price_budget, price_compute
 from ..ledger.model import format_credits
 from .journal import Journal
 from .limits import Limits, resolve
@@ -94,6 +94,23 @@ class Run:
     charge: int  # micro-credits this run costs (the deal's price is a rate per million fuel)
     requester: str
     wasi: bool
+    rate: int = 0  # the deal's price: micro-credits per million fuel
+    memory_price: int = 0  # micro-credits per 64 KiB page-second
+
+    @property
+    def billed_us(self) -> int:
+        """The time the call's memory is priced for: its wall time, at most its timeout (a deadline stops a
+        call up to one epoch tick late: that tick is not the caller's)."""
+        return min(self.outcome.duration_ns // 1000, round(self.limits.timeout * 1e6))
+
+    @property
+    def cost(self) -> dict[str, int]:
+        """How the price was made (ledger/pricing.price_compute): its inputs, and the two terms rounded up."""
+        o = self.outcome
+        return {"fuel": o.fuel_consumed, "fuel_price": self.rate, "memory_pages": o.memory_pages,
+                "memory_us": self.billed_us, "memory_price": self.memory_price,
+                "fuel_charge": price_compute(o.fuel_consumed, self.rate),
+                "memory_charge": price_compute(0, 0, o.memory_pages, self.billed_us, self.memory_price)}
 
     @property
     def fuel_consumed(self) -> int:
@@ -113,6 +130,7 @@ class Run:
             "provenance": self.provenance_id, "module": self.module, "function": self.function,
             "fuel_consumed": o.fuel_consumed, "fuel_limit": self.limits.fuel, "metering": o.metering,
             "duration_ms": round(o.duration_ns / 1e6, 3), "charge": self.charge, "requester": self.requester,
+            "memory_pages": o.memory_pages, "cost": self.cost,
         }
         if self.wasi:
             facts.update(stdout=o.stdout.decode("utf-8", "replace"), stderr=o.stderr.decode("utf-8", "replace"),
@@ -127,13 +145,15 @@ class Run:
             return None
         o = self.outcome
         charged = (f"; charged {format_credits(self.charge)} credits for {o.fuel_consumed:,} fuel "
-                   f"({'metered' if o.metering == provenance.METERING_EXACT else 'bounded by the time it ran'})")
+                   f"({'metered' if o.metering == provenance.METERING_EXACT else 'bounded by the time it ran'})"
+                   + (f" and {o.memory_pages} pages of memory for {self.billed_us / 1e6:g} s" if o.memory_pages else ""))
         return Trap(o.message + charged, kind=o.trap_kind, hint=o.hint, **self._facts())
 
 
 class ComputeService:
     def __init__(self, *, db: plyvel.DB, identity: Identity, data_dir: Path, config: ComputeSection) -> None:
         self.ceiling = Limits(config.fuel, config.memory, config.timeout)
+        self.memory_price = config.memory_price  # micro-credits per 64 KiB page-second (ledger/pricing.py)
         self.max_module_size = config.max_module_size
         self.threads = max(2, config.threads)  # two at least: one spinning call must not block the next
         self.engine = eng.make_engine()
@@ -212,7 +232,7 @@ class ComputeService:
             key = keys.artifact(module_hash, self.fingerprint)
             self.store.save_module(module_hash, info, wasm, key,
                                    artifacts.seal(self._secret, key, bytes(module.serialize())))
-            self._remember(sandbox.Prepared(module_hash, module, info, wasi_pre))
+            self._remember(sandbox.Prepared(module_hash, module, info, wasi_pre, mods.has_hidden_memory(wasm)))
             log.info("deployed module %s (%d bytes)", module_id, len(wasm))
             return info, True
 
@@ -301,7 +321,9 @@ class ComputeService:
             if info is None:
                 raise _not_deployed(module_hash.hex())
             module = self._load_compiled(module_hash)
-            prepared = sandbox.Prepared(module_hash, module, info, self._link_wasi(module) if info.imports else None)
+            wasm = self.store.wasm(module_hash)
+            prepared = sandbox.Prepared(module_hash, module, info, self._link_wasi(module) if info.imports else None,
+                                        wasm is None or mods.has_hidden_memory(wasm))
             self._remember(prepared)
             return prepared
 
@@ -384,9 +406,9 @@ class ComputeService:
         finally:
             with self._running_lock:
                 self.running -= 1
-        charge = price_compute(outcome.fuel_consumed, rate)
         run = Run(provenance.new_id().hex(), call.module, call.function, signature.results, outcome, limits,
-                  charge, requester, call.wasi)
+                  0, requester, call.wasi, rate, self.memory_price)
+        run.charge = price_compute(outcome.fuel_consumed, rate, outcome.memory_pages, run.billed_us, self.memory_price)
         record = self._record(run, signature, values, argv, started, deal)
         puts = owed(run) if owed is not None else ()
         return run, record, prepared.module_hash, puts, self.journal.write_now(record, prepared.module_hash, puts)
@@ -407,6 +429,12 @@ class ComputeService:
             raise UnsupportedSignature(f"{function}{export.signature} cannot be invoked: {problem}")
         return export.signature
 
+    def budget(self, call: InvokeCall, rate: int) -> int:
+        """The most `call` may cost at `rate` (its whole fuel, its memory limit for its whole timeout): what is
+        held before it runs."""
+        limits = self.limits(call)
+        return price_budget(limits.fuel, rate, limits.memory, round(limits.timeout * 1e6), self.memory_price)
+
     def limits(self, call: InvokeCall) -> Limits:
         """The limits a call runs under: what it asks for, never more than the node's ceiling."""
         return resolve(self.ceiling, call.fuel, call.memory, call.timeout)
@@ -422,6 +450,7 @@ class ComputeService:
             "memory_limit": run.limits.memory, "timeout_us": round(run.limits.timeout * 1e6),
             "wall_time_us": o.duration_ns // 1000, "node": self.identity.id, "requester": run.requester,
             "timestamp": provenance.timestamp(started_ns), "charge": run.charge,
+            "memory_pages": o.memory_pages, "fuel_price": run.rate, "memory_price": run.memory_price,
         }
         if deal is not None:
             record["deal"] = deal
