@@ -132,3 +132,36 @@ async def test_an_honest_provider_total_is_paid_exactly(node_factory) -> None:
     metered = sum(body["price"] for _, body in answers)
     assert await _paid(gateway, provider, before) == (-metered, metered)
     assert gateway.app[PAID_COMPUTE].gateway_tabs.refused_receipts == 0
+
+
+async def test_the_provider_prunes_the_run_records_of_every_settled_tab(node_factory) -> None:
+    gateway, provider, module, _ = await _pair(node_factory, 100)
+    tabs = provider.app[PAID_COMPUTE].provider_tabs
+    assert tabs.records() == 0  # the first call's tab is settled already
+    for _ in range(3):
+        for _ in range(5):
+            status, body = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
+            assert status == 200, body
+        assert tabs.records() == 5  # the open tab's runs: what its total is summed from after a restart
+        await _settle(gateway)
+        assert tabs.records() == 0  # they do not pile up: each settled tab's records are gone
+    assert tabs.pruned == 16
+
+
+async def test_a_stop_between_the_receipt_and_the_prune_loses_nothing_and_the_next_start_prunes(
+        node_factory) -> None:
+    gateway, provider, module, _ = await _pair(node_factory, 100)
+    before = _balances(gateway, provider)
+    tabs = provider.app[PAID_COMPUTE].provider_tabs
+    tabs.prune = lambda authorization_id: 0  # as if killed right after the receipt's synced write
+    answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(4)]
+    metered = sum(body["price"] for _, body in answers)
+    assert await _paid(gateway, provider, before) == (-metered, metered)
+    assert tabs.records() == 4
+    provider_balance = _balances(gateway, provider)[1]
+    await provider.close()
+    again = await node_factory("provider", **QUIET, market=MARKET_TERMS)  # same data dir
+    assert again.app[PAID_COMPUTE].provider_tabs.records() == 0
+    assert again.app[LEDGER].store.state(again.app[IDENTITY].public_key).balance == provider_balance
+    report = await (await again.get("/v1/ledger/verify")).json()
+    assert report["ok"], report

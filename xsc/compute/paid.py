@@ -83,6 +83,7 @@ class PaidCompute:
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="xsc-pushed-modules-sweep")
+        self.provider_tabs.sweep()  # run records of tabs settled just before a crash
         self.gateway_tabs.start()
 
     async def close(self) -> None:

@@ -59,6 +59,7 @@ INTERVAL = 1.0  # seconds a tab stays open at most
 TAB_TTL = 3600  # seconds a tab's authorization stays valid (the retry has this long to close it)
 TAB_METERS = frozenset({"fuel", "invokes"})
 _RUN = struct.Struct(">QQ")  # amount, fuel
+AUTH_ID_LEN = 32  # an authorization id: keys.tab_run(authorization id, provenance id)
 
 
 # --- gateway side --------------------------------------------------------------------------------------
@@ -209,9 +210,46 @@ class PeerTab:
 
 
 class ProviderTabs:
+    """Gateways' tabs with this node.  Each run's amount is on disk (`c/t/<auth><run>`) from before its answer
+    until the tab's receipt is countersigned: the receipt then states the total for good, and the run records
+    are deleted (`prune`; a kill -9 in between leaves them to `sweep` on the next start), so they never pile
+    up beyond the tabs still open."""
+
     def __init__(self, *, db: plyvel.DB, ledger: LedgerService, node: Identity) -> None:
         self.db, self.ledger, self.node = db, ledger, node
         self._tabs: dict[bytes, PeerTab] = {}
+        self.pruned = 0  # run records deleted since start (metrics, tests)
+
+    def prune(self, authorization_id: bytes) -> int:
+        """Delete the run records of a tab whose receipt is countersigned; how many there were."""
+        with self.db.iterator(prefix=keys.tab_runs(authorization_id), include_value=False) as it:
+            found = list(it)
+        if found:
+            with self.db.write_batch() as batch:
+                for key in found:
+                    batch.delete(key)
+            self.pruned += len(found)
+        return len(found)
+
+    def sweep(self) -> int:
+        """On start: prune every tab whose receipt was countersigned before the last stop; how many records."""
+        settled, seen = [], set()
+        with self.db.iterator(prefix=keys.TAB_RUNS, include_value=False) as it:
+            for key in it:
+                auth_id = key[len(keys.TAB_RUNS):len(keys.TAB_RUNS) + AUTH_ID_LEN]
+                if auth_id not in seen:
+                    seen.add(auth_id)
+                    if self.ledger.store.receipt_for(auth_id) is not None:
+                        settled.append(auth_id)
+        pruned = sum(self.prune(a) for a in settled)
+        if pruned:
+            log.info("pruned %d run records of %d tabs settled before the last stop", pruned, len(settled))
+        return pruned
+
+    def records(self) -> int:
+        """Run records on disk now (tests, status)."""
+        with self.db.iterator(prefix=keys.TAB_RUNS, include_value=False) as it:
+            return sum(1 for _ in it)
 
     async def _tab(self, auth: Authorization) -> PeerTab:
         tab = self._tabs.get(auth.id)
@@ -267,6 +305,7 @@ class ProviderTabs:
         receipt = await self.ledger.countersign(self.node, auth, tab.total, {"fuel": tab.fuel, "invokes": tab.count},
                                                 verified=True)
         self._tabs.pop(auth.id, None)  # a closed tab is known by its receipt from now on
+        self.prune(auth.id)  # its total is in the receipt: the run records have done their work
         return receipt
 
 
