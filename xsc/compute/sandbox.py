@@ -59,6 +59,12 @@ class Prepared:
     def memory_export(self) -> str | None:
         return next((e.name for e in self.info.exports if e.kind == "memory"), None)
 
+    def inline_ok(self) -> bool:
+        """Whether a call of this module may be tried on the event loop (compute/service.py, `_try_inline`):
+        small, no start function, no WASI (nothing runs before the export is called)."""
+        return not self.info.start and self.info.size <= QUICK_INSTANTIATE_SIZE and self.wasi_pre is None \
+            and self.info.status == "active"
+
     def callable(self, function: str, signature: Signature) -> Callable:
         found = self.callables.get(function)
         if found is None:
@@ -102,16 +108,18 @@ class _Capture:
         return len(chunk)  # the program sees its write succeed either way
 
 
-def new_store(engine: wasmtime.Engine, limits: Limits) -> Store:
+def new_store(engine: wasmtime.Engine, limits: Limits, deadline_ticks: int | None = None) -> Store:
     return Store(engine, fuel=limits.fuel, memory=limits.memory, table_elements=lim.TABLE_ELEMENTS,
                  instances=lim.INSTANCES, tables=lim.TABLES, memories=lim.MEMORIES,
-                 deadline_ticks=eng.deadline_ticks(limits.timeout))
+                 deadline_ticks=eng.deadline_ticks(limits.timeout) if deadline_ticks is None else deadline_ticks)
 
 
 def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: Signature,
-        args: list[int | float], limits: Limits, wasi_argv: list[str] | None = None) -> Outcome:
-    """Instantiate in a fresh Store and call `function`; a trap is an Outcome, never an exception."""
-    store = new_store(engine, limits)
+        args: list[int | float], limits: Limits, wasi_argv: list[str] | None = None, *,
+        deadline_ticks: int | None = None) -> Outcome:
+    """Instantiate in a fresh Store and call `function`; a trap is an Outcome, never an exception.
+    `deadline_ticks`: epoch ticks allowed (default: what `limits.timeout` allows)."""
+    store = new_store(engine, limits, deadline_ticks)
     try:
         return _run_in(store, prepared, function, signature, args, limits, wasi_argv)
     finally:

@@ -42,6 +42,10 @@ from .values import Signature, parse_args, typed
 log = logging.getLogger(__name__)
 
 MODULE_CACHE_SIZE = 64  # compiled modules kept in memory (each holds its native code)
+# A small call is tried on the event loop itself, without a thread-pool round trip, within this much fuel and
+# these epoch ticks (about 50 us of wasm, and 10-20 ms at the very most, e.g. a memory.fill of 64 MiB).
+INLINE_FUEL = 100_000
+INLINE_TICKS = 2
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,7 @@ class ComputeService:
         self._load_lock = threading.Lock()  # one load (deserialize or compile) per module at a time
         self._deploy_lock = threading.Lock()
         self.journal = Journal(db, identity)
-        self.stats = {"compiled": 0, "loaded": 0, "rejected_artifacts": 0}
+        self.stats = {"compiled": 0, "loaded": 0, "rejected_artifacts": 0, "inline": 0, "inline_retried": 0}
         self.running = 0  # calls executing right now
         self._running_lock = threading.Lock()
         self.max_queued = config.max_queued
@@ -367,6 +371,11 @@ class ComputeService:
                               admitted=self.admitted)
         self.admitted += 1
         try:
+            inline = self._try_inline(call, requester, rate, deal, owed)
+            if inline is not None:  # one hop: the record's group commit
+                run, record, module_hash, puts = inline
+                await self.journal.append(record, module_hash, puts)
+                return run
             run, record, module_hash, puts, written = await asyncio.get_running_loop().run_in_executor(
                 self.pool, self._invoke, call, requester, rate, deal, owed)
             if not written:  # answered only once its record is on disk (one synced write and signature per group)
@@ -393,6 +402,49 @@ class ComputeService:
         return prepared, signature, parse_args(call.function, signature, call.args), \
             [call.module] if call.wasi else None
 
+    def _try_inline(self, call: InvokeCall, requester: str, rate: int, deal: dict[str, Any] | None,
+                    owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None
+                    ) -> tuple[Run, dict[str, Any], bytes, tuple] | None:
+        """Run a small call on the event loop, without a thread-pool round trip; None if it must go to the pool.
+
+        Only a module in memory, small, without a start function or WASI, and an export not known to be slow,
+        is tried, within INLINE_FUEL and INLINE_TICKS (so the loop is never held long: a spinning call is stopped
+        by its fuel or the epoch deadline, and `/health` goes on answering).  A call that returns within them
+        gave the result and the fuel it would have given under its own limits (a fresh Store, no host
+        imports: nothing else can differ).  A call that traps is run again on the pool under its own limits,
+        from scratch (the try left nothing behind), and if it ran out of the try's fuel or time, its export is
+        marked slow and never tried on the loop again."""
+        if call.wasi:
+            return None
+        with self._cache_lock:
+            cached = self._cache.get(bytes.fromhex(call.module))
+        if cached is None or not cached.inline_ok():
+            return None
+        prepared, signature, values, argv = self._arguments(call)  # bad input is refused here, as on the pool
+        target = prepared.callable(call.function, signature)
+        if target.slow:
+            return None
+        limits = self.limits(call)
+        trial = Limits(min(limits.fuel, INLINE_FUEL), limits.memory, limits.timeout)
+        started = time.time_ns()
+        with self._running_lock:
+            self.running += 1
+        try:
+            outcome = sandbox.run(self.engine, prepared, call.function, signature, values, trial,
+                                  deadline_ticks=min(eng.deadline_ticks(limits.timeout), INLINE_TICKS))
+        finally:
+            with self._running_lock:
+                self.running -= 1
+        if outcome.trap_kind is not None:
+            self.stats["inline_retried"] += 1
+            if outcome.trap_kind in ("out-of-fuel", "deadline"):
+                target.slow = True
+            return None
+        self.stats["inline"] += 1
+        run, record, puts = self._finish(call, prepared, signature, values, argv, limits, outcome, started,
+                                         requester, rate, deal, owed)
+        return run, record, prepared.module_hash, puts
+
     def _invoke(self, call: InvokeCall, requester: str, rate: int, deal: dict[str, Any] | None,
                 owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None = None
                 ) -> tuple[Run, dict[str, Any], bytes, tuple, bool]:
@@ -406,12 +458,19 @@ class ComputeService:
         finally:
             with self._running_lock:
                 self.running -= 1
+        run, record, puts = self._finish(call, prepared, signature, values, argv, limits, outcome, started,
+                                         requester, rate, deal, owed)
+        return run, record, prepared.module_hash, puts, self.journal.write_now(record, prepared.module_hash, puts)
+
+    def _finish(self, call: InvokeCall, prepared: sandbox.Prepared, signature: Signature, values: list,
+                argv: list[str] | None, limits: Limits, outcome: sandbox.Outcome, started: int, requester: str,
+                rate: int, deal: dict[str, Any] | None,
+                owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None) -> tuple[Run, dict[str, Any], tuple]:
         run = Run(provenance.new_id().hex(), call.module, call.function, signature.results, outcome, limits,
                   0, requester, call.wasi, rate, self.memory_price)
         run.charge = price_compute(outcome.fuel_consumed, rate, outcome.memory_pages, run.billed_us, self.memory_price)
         record = self._record(run, signature, values, argv, started, deal)
-        puts = owed(run) if owed is not None else ()
-        return run, record, prepared.module_hash, puts, self.journal.write_now(record, prepared.module_hash, puts)
+        return run, record, owed(run) if owed is not None else ()
 
     def _signature(self, info: ModuleInfo, function: str) -> Signature:
         export = info.export(function)
