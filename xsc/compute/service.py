@@ -371,7 +371,9 @@ class ComputeService:
                               admitted=self.admitted)
         self.admitted += 1
         try:
-            inline = self._try_inline(call, requester, rate, deal, owed)
+            # A lone call goes to the pool, which runs it AND writes its record (one hop); among concurrent calls
+            # (whose records share a group commit anyway) a small one runs here and waits only for its group.
+            inline = self._try_inline(call, requester, rate, deal, owed) if self.admitted > 1 else None
             if inline is not None:  # one hop: the record's group commit
                 run, record, module_hash, puts = inline
                 await self.journal.append(record, module_hash, puts)
