@@ -192,18 +192,3 @@ def test_verify_checks_the_authorization_where_no_payment_covers_it(store):
     assert [v["message"] for v in report["violations"]] == ["invalid authorization signature"]
     assert report["violations"][0]["entry"] == receipt.id.hex() and report["open_transfers"] == 1
 
-
-def test_verify_in_worker_processes_finds_what_the_threads_find(store):
-    # Big ledgers are verified by a pool of worker processes while the walk goes on: same verdicts.
-    for amount in range(1, 40):
-        settle(store, A, B, amount)
-    assert store.verify(processes=2)["ok"]
-    key = keys.ledger_entry(A.public_key, 7)
-    original = store.db.get(key)
-    tampered = bytearray(original)
-    tampered[-1] ^= 0x01  # the last byte of its signature
-    store.db.put(key, bytes(tampered))
-    by_processes, by_threads = store.verify(processes=2), store.verify()
-    assert not by_processes["ok"] and by_processes["violations"] == by_threads["violations"]
-    assert any(v["seq"] == 7 for v in by_processes["violations"])
-    store.db.put(key, original)

@@ -10,9 +10,8 @@ through `parallel_map`, which spreads it over threads (Ed25519 releases the GIL)
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -442,39 +441,26 @@ class LedgerStore:
         self.accounts[entry.account] = marked
 
     # --- verification --------------------------------------------------------------------
-    def verify(self, processes: int | None = None) -> dict:
+    def verify(self) -> dict:
         """Audit every chain (and the tables that go with them) from one consistent snapshot.
 
-        The walk collects signature checks.  Small ledgers: every VERIFY_BATCH of them is verified on
-        all cores while the walk waits (overlapping the walk with verification THREADS is slower: the
-        walk holds the GIL and starves the threads coming back from Ed25519).  Ledgers of
-        PROCESS_VERIFY_MIN entries or more (or with `processes` given): batches go to a pool of worker
-        processes, one per core, and are verified there while the walk goes on (no GIL shared)."""
+        The walk collects signature checks; every VERIFY_BATCH of them is verified on all cores
+        while the walk waits.  (Overlapping the walk with verification is slower: the walk holds
+        the GIL and starves the threads coming back from Ed25519.)"""
         audit = rules.Audit(self.credit_limit)
         failed: list = []
-        pool: ProcessPoolExecutor | None = None
-        sent: list[tuple[list, Future]] = []
-        batch = VERIFY_BATCH
 
         def check(checks: list) -> None:
-            if pool is not None and checks:
-                sent.append((checks, pool.submit(_signatures_ok, checks)))
-            else:
-                failed.extend(c for c, ok in zip(checks, self.map(rules.signature_ok, checks)) if not ok)
+            failed.extend(c for c, ok in zip(checks, self.map(rules.signature_ok, checks)) if not ok)
 
         def flush() -> None:
-            if len(audit._new_checks) >= batch:
+            if len(audit._new_checks) >= VERIFY_BATCH:
                 check(audit.take_signature_checks())
 
         snapshot = self.db.snapshot()
         try:
             stored = {key[len(keys.LEDGER_ACCOUNTS):]: AccountState.decode(value)
                       for key, value in snapshot.iterator(prefix=keys.LEDGER_ACCOUNTS)}
-            if processes is None and sum(state.seq for state in stored.values()) >= PROCESS_VERIFY_MIN:
-                processes = os.cpu_count() or 2
-            if processes:
-                pool = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"))
-                batch = PROCESS_BATCH
             with snapshot.iterator(prefix=keys.LEDGER_ENTRIES) as it:
                 records = ((*keys.split_ledger_entry(key), value) for key, value in it)
                 for account, group in itertools.groupby(records, key=lambda r: r[0]):
@@ -494,23 +480,12 @@ class LedgerStore:
             with snapshot.iterator(prefix=keys.LEDGER_SETTLED) as it:
                 for key, value in it:
                     audit.used(key[len(keys.LEDGER_SETTLED):], value)
-            for checks, future in sent:
-                failed.extend(c for c, ok in zip(checks, future.result()) if not ok)
         finally:
             snapshot.close()
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
         return audit.finish(failed)
 
 
 VERIFY_BATCH = 4096  # signature checks verified together (bounds the memory the walk holds)
-PROCESS_VERIFY_MIN = 20_000  # entries from which verify uses worker processes (starting them costs ~0.3 s)
-PROCESS_BATCH = 1024  # signature checks per task sent to a worker process
-
-
-def _signatures_ok(checks: list) -> list[bool]:
-    """In a worker process: whether each signature check holds."""
-    return [rules.signature_ok(check) for check in checks]
 
 
 def _flushing(records: Iterable, flush: Callable[[], None]) -> Iterator:
