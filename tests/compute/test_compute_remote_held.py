@@ -83,7 +83,7 @@ async def test_remote_calls_hold_only_what_is_in_flight_and_unpaid_never_the_tab
             status, body = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
             in_flight -= 1
             statuses.append(status)
-            prices.append(body.get("price", 0))
+            prices.append(body.get("charge", 0))
             samples.append((ledger._held.get(payer, 0), in_flight))
 
     watcher = asyncio.create_task(watch())
@@ -113,7 +113,7 @@ async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(nod
     tabs.ran = inflating
     answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
     assert all(status == 200 for status, _ in answers), answers
-    metered = sum(body["price"] for _, body in answers)
+    metered = sum(body["charge"] for _, body in answers)
     assert metered + 3_000 <= TAB_CALLS * budget  # within the cap the payer signed: only the tally catches it
     # Nothing of the inflated tab is paid: the provider's receipt stays on its own chain, with no payment.
     assert await _paid(gateway, provider, before) == (0, metered + 3_000)
@@ -129,7 +129,7 @@ async def test_an_honest_provider_total_is_paid_exactly(node_factory) -> None:
     gateway, provider, module, _ = await _pair(node_factory, 100)
     before = _balances(gateway, provider)
     answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
-    metered = sum(body["price"] for _, body in answers)
+    metered = sum(body["charge"] for _, body in answers)
     assert await _paid(gateway, provider, before) == (-metered, metered)
     assert gateway.app[PAID_COMPUTE].gateway_tabs.refused_receipts == 0
 
@@ -155,7 +155,7 @@ async def test_a_stop_between_the_receipt_and_the_prune_loses_nothing_and_the_ne
     tabs = provider.app[PAID_COMPUTE].provider_tabs
     tabs.prune = lambda authorization_id: 0  # as if killed right after the receipt's synced write
     answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(4)]
-    metered = sum(body["price"] for _, body in answers)
+    metered = sum(body["charge"] for _, body in answers)
     assert await _paid(gateway, provider, before) == (-metered, metered)
     assert tabs.records() == 4
     provider_balance = _balances(gateway, provider)[1]
