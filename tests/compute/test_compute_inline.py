@@ -35,10 +35,10 @@ async def test_a_small_call_runs_inline_and_answers_as_the_pool_would(node) -> N
     compute = node.app[COMPUTE]
     module = await deploy(node, "fibonacci")
     status, body = await invoke(node, module, "fib", 12, fuel=10_000_000)  # alone: on the pool
-    assert status == 200 and compute.stats["inline"] == 0, body
+    assert status == 200 and compute.inline["inline"] == 0, body
     status, body = await _concurrently(node, module, "fib", 12, fuel=10_000_000)
     assert status == 200, body
-    assert compute.stats["inline"] == 1 and compute.stats["inline_retried"] == 0
+    assert compute.inline["inline"] == 1 and compute.inline["inline_retried"] == 0
     pool = _pool_run(compute, module, "fib", [12], 10_000_000)
     assert [r["value"] for r in body["results"]] == pool.results == [144]
     assert body["fuel_consumed"] == pool.fuel_consumed and body["fuel_limit"] == 10_000_000
@@ -51,12 +51,12 @@ async def test_a_call_past_the_inline_fuel_runs_on_the_pool_and_its_export_stays
     module = await deploy(node, "fibonacci")
     status, body = await _concurrently(node, module, "fib", 22, fuel=10_000_000)  # about a million fuel
     assert status == 200, body
-    assert compute.stats["inline_retried"] == 1 and compute.stats["inline"] == 0
+    assert compute.inline["inline_retried"] == 1 and compute.inline["inline"] == 0
     assert body["fuel_consumed"] == _pool_run(compute, module, "fib", [22], 10_000_000).fuel_consumed > 100_000
     status, body = await _concurrently(node, module, "fib", 2, fuel=10_000_000)  # small, but `fib` is known slow
-    assert status == 200 and compute.stats["inline"] == 0 and compute.stats["inline_retried"] == 1
+    assert status == 200 and compute.inline["inline"] == 0 and compute.inline["inline_retried"] == 1
     status, body = await _concurrently(node, module, "fib_iter", 10, fuel=10_000_000)  # another export: inline
-    assert status == 200 and compute.stats["inline"] == 1
+    assert status == 200 and compute.inline["inline"] == 1
 
 
 async def test_a_spinning_call_is_stopped_by_its_own_deadline_and_health_answers_meanwhile(node) -> None:
@@ -71,4 +71,4 @@ async def test_a_spinning_call_is_stopped_by_its_own_deadline_and_health_answers
     status, body = await spin
     assert status == 422 and body["kind"] == "deadline", body
     assert body["duration_ms"] >= 1000  # its own timeout, not the inline try's
-    assert compute.stats["inline_retried"] == 1 and compute.stats["inline"] == 0
+    assert compute.inline["inline_retried"] == 1 and compute.inline["inline"] == 0

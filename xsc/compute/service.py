@@ -175,7 +175,8 @@ class ComputeService:
         self._load_lock = threading.Lock()  # one load (deserialize or compile) per module at a time
         self._deploy_lock = threading.Lock()
         self.journal = Journal(db, identity)
-        self.stats = {"compiled": 0, "loaded": 0, "rejected_artifacts": 0, "inline": 0, "inline_retried": 0}
+        self.stats = {"compiled": 0, "loaded": 0, "rejected_artifacts": 0}
+        self.inline = {"inline": 0, "inline_retried": 0}  # calls run on the event loop; tries run again on the pool
         self.running = 0  # calls executing right now
         self._running_lock = threading.Lock()
         self.max_queued = config.max_queued
@@ -198,7 +199,8 @@ class ComputeService:
     def status(self) -> dict[str, Any]:
         return {"wasmtime": eng.WASMTIME_VERSION, "threads": self.threads, "limits": self.ceiling.to_json(),
                 "max_module_size": self.max_module_size, "modules_in_memory": len(self._cache),
-                "running": self.running, "admitted": self.admitted, "max_queued": self.max_queued, **self.stats}
+                "running": self.running, "admitted": self.admitted, "max_queued": self.max_queued, **self.stats,
+                **self.inline}
 
     # --- modules -----------------------------------------------------------------------
     async def deploy(self, wasm: bytes, *, wasi: bool = False, pushed_by: str | None = None,
@@ -438,11 +440,11 @@ class ComputeService:
             with self._running_lock:
                 self.running -= 1
         if outcome.trap_kind is not None:
-            self.stats["inline_retried"] += 1
+            self.inline["inline_retried"] += 1
             if outcome.trap_kind in ("out-of-fuel", "deadline"):
                 target.slow = True
             return None
-        self.stats["inline"] += 1
+        self.inline["inline"] += 1
         run, record, puts = self._finish(call, prepared, signature, values, argv, limits, outcome, started,
                                          requester, rate, deal, owed)
         return run, record, prepared.module_hash, puts
