@@ -127,6 +127,8 @@ class ComputeSection(_Section):
     threads: int = Field(default_factory=lambda: os.cpu_count() or 2)
     max_module_size: int = 16 * MiB
     max_queued: int = 256  # calls admitted (running or waiting for a thread); more are refused with 503
+    # micro-credits per 64 KiB page of peak linear memory per second of a call (docs/compute.md, Metering)
+    memory_price: int = Field(default=10, ge=0, le=10**9)
 
     @field_validator("memory", "max_module_size", mode="before")
     @classmethod

@@ -169,6 +169,7 @@ def tab_run(authorization_id: bytes, provenance_id: bytes) -> bytes:
 
 
 PROVENANCE = _PROVENANCE  # in id order, which is time order
+TAB_RUNS = _TAB_RUNS  # every run on a peer's tab, by authorization id
 
 # --- ledger (l/) -----------------------------------------------------------------
 LEDGER = b"l/"

@@ -44,6 +44,18 @@ def test_invoke_json(xsc_node):
     assert run["fuel_consumed"] > 0 and run["duration_ms"] >= 0 and len(run["provenance"]) == 32
 
 
+def test_invoke_shows_what_it_was_charged_for_fuel_and_memory(xsc_node):
+    grow = str(WASM / "grow_work.wasm")
+    run = json.loads(ok(xsc_node.xsc("compute", "invoke", grow, "work", "8", "100", "--json")))
+    assert run["memory_pages"] == 8 and run["cost"]["memory_pages"] == 8 and run["cost"]["fuel"] == run["fuel_consumed"]
+    result = xsc_node.xsc("compute", "invoke", grow, "work", "8", "100", "--cost")
+    assert ok(result) == "8\n"
+    line = result.stderr.decode().strip()
+    assert line.startswith("charge: ") and "8 pages of memory" in line and "fuel at" in line, line
+    shown = ok(xsc_node.xsc("compute", "provenance", run["provenance"]))
+    assert "8 pages at most" in shown, shown
+
+
 def test_deploy_modules_and_provenance(xsc_node):
     loop = str(WASM / "loop.wasm")
     assert ok(xsc_node.xsc("compute", "deploy", loop)) == module_id("loop") + "\n"

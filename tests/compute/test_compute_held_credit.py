@@ -7,12 +7,14 @@ import asyncio
 
 from tests.support.compute import deploy, invoke
 
+from xsc.ledger import price_budget
 from xsc.node import CLIENT_IDENTITY
 from xsc.node.appkeys import LEDGER, TABS
 
 PRICE = 1_000_000  # micro-credits per million fuel: a budget of 250,000 fuel holds 0.25 credits
 FUEL = 250_000
-BUDGET = 250_000
+# ... plus the default memory limit (64 MiB) for the default timeout (5 s) at the default memory price
+BUDGET = price_budget(FUEL, PRICE, 64 * 2**20, 5_000_000, 10)
 
 
 async def test_a_burst_far_below_the_credit_limit_gets_no_402_and_holds_only_what_is_in_flight(node_factory) -> None:

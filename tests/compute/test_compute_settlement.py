@@ -51,10 +51,10 @@ async def test_an_underfunded_invoke_is_refused_before_it_runs(node_factory) -> 
 
 
 async def test_held_credit_stops_invokes_from_overspending(node_factory) -> None:
-    # Each call holds its whole budget (1 credit) until its settlement is written.
+    # Each call holds its whole budget (1 credit; memory is free here) until its settlement is written.
     import asyncio
 
-    node = await node_factory(ledger={"credit_limit": 3_000_000}, market={"compute_ask_floor": 1_000_000, "compute_ask_ceiling": 1_000_000, "compute_bid": 1_000_000})
+    node = await node_factory(ledger={"credit_limit": 3_000_000}, compute={"memory_price": 0}, market={"compute_ask_floor": 1_000_000, "compute_ask_ceiling": 1_000_000, "compute_bid": 1_000_000})
     module = await deploy(node, "add")
     ledger, payer = node.app[LEDGER], node.app[CLIENT_IDENTITY]
     for _ in range(3):  # three settlements in flight hold all the credit there is

@@ -191,3 +191,4 @@ def test_verify_checks_the_authorization_where_no_payment_covers_it(store):
     report = store.verify()
     assert [v["message"] for v in report["violations"]] == ["invalid authorization signature"]
     assert report["violations"][0]["entry"] == receipt.id.hex() and report["open_transfers"] == 1
+

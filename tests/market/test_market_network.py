@@ -138,13 +138,13 @@ def test_an_invoke_runs_on_another_provider_when_this_node_offers_no_compute(net
     status, record = api(provider, "GET", f"/v1/compute/provenance/{run['provenance']}")
     assert status == 200, record
     assert record["record"]["deal"]["gateway"] == ids[0] and record["record"]["deal"]["authorization"] == run["tab"]
-    assert run["price"] > 0
-    wait_until(lambda: _received(provider) == run["price"], "the tab to be paid")
-    assert _account(gateway, "client")["balance"] == -run["price"]
+    assert run["charge"] > 0
+    wait_until(lambda: _received(provider) == run["charge"], "the tab to be paid")
+    assert _account(gateway, "client")["balance"] == -run["charge"]
     # A trap is paid too, and reported as the trap it is.
     trapped = gateway.xsc("compute", "invoke", str(FIXTURES / "loop.wasm"), "spin", "--fuel", "1000000")
     assert trapped.returncode != 0 and b"fuel" in trapped.stderr
-    wait_until(lambda: _received(provider) > run["price"], "the second tab to be paid")
+    wait_until(lambda: _received(provider) > run["charge"], "the second tab to be paid")
     wait_until(lambda: _account(gateway, "client")["held"] == 0, "the gateway's holds to be released")
     _verify_all(nodes)
 

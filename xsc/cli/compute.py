@@ -80,10 +80,12 @@ def deploy(obj, file: str, wasi: bool, name: str | None, version_: str | None, d
                    "for an export without parameters, ARGS become the program's argv.")
 @click.option("--max-price", type=click.IntRange(min=0), metavar="N",
               help="The most you pay, in micro-credits per million fuel (default: the node's market.compute_bid).")
+@click.option("--cost", "show_cost", is_flag=True,
+              help="Also print (on stderr) what the call was charged: fuel, and peak memory pages times time.")
 @json_option
 @click.pass_obj
 def invoke(obj, module: str, function: str, args: tuple[str, ...], fuel: int | None, memory: str | None,
-           timeout: float | None, wasi: bool, max_price: int | None, as_json: bool) -> None:
+           timeout: float | None, wasi: bool, max_price: int | None, show_cost: bool, as_json: bool) -> None:
     """Call FUNCTION of a module with ARGS; prints the results separated by spaces.
 
     MODULE is a .wasm file (deployed first if the node does not have it) or a module id.
@@ -117,6 +119,8 @@ def invoke(obj, module: str, function: str, args: tuple[str, ...], fuel: int | N
     except Trap as trap:
         if not as_json:
             _program_output(trap.details)  # what a WASI program wrote before it failed
+            if show_cost:
+                _cost(trap.details)
         raise
     if as_json:
         emit_json(run)
@@ -124,6 +128,22 @@ def invoke(obj, module: str, function: str, args: tuple[str, ...], fuel: int | N
     _program_output(run)
     if run["results"]:
         click.echo(" ".join(str(r["value"]) for r in run["results"]))
+    if show_cost:
+        _cost(run)
+
+
+def cost_line(facts: dict[str, Any]) -> str:
+    """What a run was charged, in one line (ledger/pricing.price_compute: rounded up once)."""
+    c, charge = facts.get("cost"), facts.get("charge", facts.get("price"))
+    if not isinstance(c, dict):
+        return f"charge: {charge} micro-credits"
+    return (f"charge: {charge} micro-credits = {c['fuel']:,} fuel at {c['fuel_price']} per million "
+            f"+ {c['memory_pages']} pages of memory for {c['memory_us'] / 1e6:g} s at {c['memory_price']} "
+            f"per page-second (rounded up)")
+
+
+def _cost(facts: dict[str, Any]) -> None:
+    click.echo(cost_line(facts), err=True)
 
 
 def _program_output(facts: dict[str, Any]) -> None:
@@ -231,6 +251,8 @@ def _show_record(r: dict[str, Any], valid: bool) -> None:
               ("limits", f"memory {r['memory_limit']} bytes, timeout {r['timeout_us'] / 1e6:g} s"),
               # records before version 3 call the charge "price"
               ("charge", f"{r.get('charge', r.get('price'))} micro-credits"),
+              ("memory", f"{r['memory_pages']} pages at most (priced {r['memory_price']} per page-second)"
+               if "memory_pages" in r else "not priced (a record from before memory was)"),
               ("node", r["node"]), ("requester", r["requester"]),
               ("signature", "valid (signed by the node above)" if valid else "INVALID")]
     key_values(pairs)

@@ -50,6 +50,8 @@ _get_fuel = _held("wasmtime_context_get_fuel")
 _set_epoch_deadline = _held("wasmtime_context_set_epoch_deadline")
 _export_get = _held("wasmtime_instance_export_get")
 _instance_new_held = _held("wasmtime_instance_new")
+_memory_size = _held("wasmtime_memory_size")
+_MEMORY = ffi.WASMTIME_EXTERN_MEMORY.value
 _NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
 
 
@@ -93,8 +95,11 @@ class Callable:
     """One export of one module, ready to call in any Store of the module's engine."""
 
     def __init__(self, module: wasmtime.Module, name: str, signature: Signature,
-                 pre: wasmtime.InstancePre | None = None, *, quick_instantiate: bool = False) -> None:
+                 pre: wasmtime.InstancePre | None = None, *, quick_instantiate: bool = False,
+                 memory: str | None = None) -> None:
         self._module = module
+        self._memory = memory.encode() if memory is not None else None  # the module's exported memory
+        self.slow = False  # a call of it once needed more than an inline try allows: it runs on the pool
         self._pre = pre  # WASI modules: imports already resolved
         # Keep the GIL while instantiating: only for modules that run no code doing so (no start function).
         self._instance_new = _instance_new_held if quick_instantiate else ffi.wasmtime_instance_new
@@ -131,6 +136,18 @@ class Callable:
                                        results, len(self._results), byref(trap))
         _raise(error, trap)
         return [getattr(slot.of, vtype) for slot, vtype in zip(results, self._results)]
+
+
+    def memory_pages(self, store: Store, instance: ffi.wasmtime_instance_t | None) -> int:
+        """The size of the instance's exported memory now, in 64 KiB pages: its peak (wasm memory never
+        shrinks).  0 without an instance or an exported memory."""
+        if instance is None or self._memory is None:
+            return 0
+        item = ffi.wasmtime_extern_t()
+        if not _export_get(store._context(), byref(instance), self._memory, len(self._memory), byref(item)) \
+                or item.kind != _MEMORY:
+            return 0
+        return _memory_size(store._context(), byref(item.of.memory))
 
 
 def _raise(error: ctypes._Pointer, trap: ctypes._Pointer) -> None:

@@ -175,6 +175,12 @@ def describe(wasm: bytes) -> tuple[list[Export], list[str], bool]:
             shape.start)
 
 
+def has_hidden_memory(wasm: bytes) -> bool:
+    """Whether the module has a linear memory it does not export (its size cannot be read after a call)."""
+    shape = read_shape(wasm)
+    return shape.memories > 0 and not any(item.kind == "memory" for item in shape.exports)
+
+
 def describe_exports(wasm: bytes) -> list[Export]:
     """The exports of a module wasmtime has validated, read from its bytes (see shape.py)."""
     return describe(wasm)[0]

@@ -25,7 +25,6 @@ from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, 
                       ModuleNotFound, PeerRefused, PeerUnreachable, Trap, XscError)
 from ..identity import Identity, public_id, verify
 from ..ledger.model import decode_authorization
-from ..ledger.pricing import price_compute
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
 from ..ledger.tabs import Tabs, owed_record
@@ -84,6 +83,7 @@ class PaidCompute:
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="xsc-pushed-modules-sweep")
+        self.provider_tabs.sweep()  # run records of tabs settled just before a crash
         self.gateway_tabs.start()
 
     async def close(self) -> None:
@@ -133,8 +133,9 @@ class PaidCompute:
                 continue
             self.on_invoked("remote")
             return result
-        # The whole fuel budget (what a trapped call is charged) is held before any work, or the call is refused.
-        budget = price_compute(self.compute.limits(call).fuel, assignment.price)
+        # The most the call may cost (its whole fuel budget, its memory limit for its whole timeout: what a
+        # trapped call may be charged) is held before any work, or the call is refused.
+        budget = self.compute.budget(call, assignment.price)
         await self.ledger.hold(self.payer, budget)
         try:
             run = await self.compute.invoke(call, requester=self.payer.id, rate=assignment.price, deal=deal,
@@ -164,7 +165,7 @@ class PaidCompute:
         call = InvokeCall(record["module"], record["function"], args, record["fuel_limit"], record["memory_limit"],
                           record["timeout_us"] / 1e6, bool(wasi))
         deal = {"replay_of": record["id"]}
-        budget = price_compute(self.compute.limits(call).fuel, self.default_bid)
+        budget = self.compute.budget(call, self.default_bid)
         await self.ledger.hold(self.payer, budget)
         try:
             run = await self.compute.invoke(call, requester=self.payer.id, rate=self.default_bid, deal=deal,
@@ -193,11 +194,11 @@ class PaidCompute:
         it (remote_tabs.py: one authorization and one ledger transfer per interval); returns the run's JSON with
         the deal and the tab's authorization.  A trap is raised after it is accounted."""
         self.compute.check(call)  # bad arguments are refused here, before anything is authorized or sent
-        limits = self.compute.limits(call)
         url = self.peers.peer(provider).url
-        budget = price_compute(limits.fuel, price)
+        budget = self.compute.budget(call, price)  # at this node's memory price: the provider may charge less
         tab = await self.gateway_tabs.reserve(provider, price, budget)
-        body = {"call": _call_json(call), "price": price, "authorization": tab.hex, "deal": deal, "tab": True}
+        body = {"call": _call_json(call), "price": price, "authorization": tab.hex, "deal": deal, "tab": True,
+                "memory_price": self.compute.memory_price}
         try:
             answer = await post_invoke(self.client, url, provider, body,
                                        lambda: self.compute.store.wasm(bytes.fromhex(call.module)), call.wasi)
@@ -233,7 +234,7 @@ class PaidCompute:
     # --- the provider's side -------------------------------------------------------------------
     async def _run_on_tab(self, gateway: str, call: InvokeCall, price: int, deal: dict, auth) -> dict[str, Any]:
         """A call on a gateway's tab: runs while the tab's cap covers it; paid when the tab is closed."""
-        budget = price_compute(self.compute.limits(call).fuel, price)
+        budget = self.compute.budget(call, price)
         if not self.compute.has_module(call.module):
             self._awaited[(gateway, call.module)] = time.monotonic() + PUSH_WINDOW
             raise _not_here(call.module)
@@ -308,6 +309,11 @@ class PaidCompute:
             raise Forbidden("the authorization does not pay this node, or its payer did not sign it")
         # One authorization pays for one run: checked BEFORE anything runs (issue 12: a replayed or expired
         # authorization got a run each time, and was refused only at countersigning).
+        offered = body.get("memory_price", self.compute.memory_price)
+        if type(offered) is not int or offered < self.compute.memory_price:
+            raise DealRefused(f"memory is priced {self.compute.memory_price} micro-credits per page-second here, "
+                              f"not {offered!r}", hint="raise compute.memory_price, or match another provider",
+                              memory_price=self.compute.memory_price)
         if time.time() > auth.expires_at:
             raise AuthorizationExpired(f"authorization {auth.id.hex()[:16]} expired at {auth.expires_at}",
                                        hint="match the invoke again (a fresh authorization)")
@@ -323,9 +329,9 @@ class PaidCompute:
         if price < ask:
             raise DealRefused(f"the deal price {price} is under this node's ask of {ask} per million fuel",
                               hint="match the invoke again", ask=ask)
-        budget = price_compute(self.compute.limits(call).fuel, price)
+        budget = self.compute.budget(call, price)
         if auth.cap < budget:
-            raise DealRefused(f"the authorization's cap {auth.cap} does not cover the fuel budget {budget}")
+            raise DealRefused(f"the authorization's cap {auth.cap} does not cover the call's budget {budget}")
         if not self.compute.has_module(call.module):
             # A funded call for a module this node lacks: this gateway may now push that module (once).
             self._awaited[(gateway, call.module)] = time.monotonic() + PUSH_WINDOW

@@ -2,22 +2,32 @@
 interval, not per call (issue 14).  The same idea as ledger/tabs.py, across two nodes::
 
     gateway (payer)                                   provider
-    open: authorize(cap = TAB_CALLS budgets)          (held, pending on disk: one synced write per tab)
-    each call: POST invoke {..., "tab": true} ----->  checks the authorization (not expired, not closed, its
+    open: authorize(cap = TAB_CALLS budgets)          (pending on disk: one synced write per tab; nothing held)
+    each call: hold its budget under the tab
+               POST invoke {..., "tab": true} ----->  checks the authorization (not expired, not closed, its
                                                       cap covers what ran plus what runs plus this budget);
                                                       runs; the run's amount is written with its provenance
                                                       record (one group commit) under c/t/<auth><run>
                 <-----------------------------------  {run, tab: {total, count}}
+               only its metered amount stays held
     close (after INTERVAL, or when full, once no call is in flight):
     POST tabs/close {authorization} --------------->  countersigns ONE receipt for its total of the tab
     complete(receipt): the payment  <---------------  {receipt}
 
+Held credit follows the work, not the cap: the tab's authorization holds nothing when it is signed; each call
+holds its budget under it (`LedgerService.hold_for`: 402 `insufficient-credit` if the payer cannot), and once
+answered only what it owes stays held until the tab is paid.  So what a gateway holds for remote invokes is
+the budgets of the calls in flight, plus what answered calls owe and is not paid yet (at most one interval's
+worth), plus the budgets of calls whose answer was lost (they may have run).
+
 The receipt goes through the one pay-by-receipt path (ledger/settlement.py).  A kill -9 of the gateway
-leaves the authorization pending on disk (its cap held: the payer cannot overspend); the payment retry then
-asks the provider to close the tab (`Payments.add_closer`).  A kill -9 of the provider loses nothing it
-acknowledged: each run's amount is on its disk before the answer, and its total is summed from there.
-The provider's receipt is bounded by the cap the payer signed; the gateway logs a receipt above its own
-tally of the answers it got (a call whose answer was lost may have run).
+leaves the authorization pending on disk (its whole cap held again on restart: the payer cannot overspend);
+the payment retry then asks the provider to close the tab (`Payments.add_closer`).  A kill -9 of the
+provider loses nothing it acknowledged: each run's amount is on its disk before the answer, and its total is
+summed from there.  The gateway pays a receipt only up to its own tally (what the provider's answers said
+each call cost, plus the budgets of calls whose answer was lost): a provider that inflates its total is
+not paid at all (the authorization is dropped; its receipt stays unpaid on its chain, both chains verify).
+After a gateway restart the tally is gone and a receipt is paid up to the cap the payer signed.
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ INTERVAL = 1.0  # seconds a tab stays open at most
 TAB_TTL = 3600  # seconds a tab's authorization stays valid (the retry has this long to close it)
 TAB_METERS = frozenset({"fuel", "invokes"})
 _RUN = struct.Struct(">QQ")  # amount, fuel
+AUTH_ID_LEN = 32  # an authorization id: keys.tab_run(authorization id, provenance id)
 
 
 # --- gateway side --------------------------------------------------------------------------------------
@@ -62,6 +73,7 @@ class OpenTab:
     metered: int = 0  # what answered calls owe
     count: int = 0
     unknown: int = 0  # calls whose answer was lost (they may have run)
+    lost_budget: int = 0  # their budgets: what they may have cost, held until the tab is paid
     in_flight: int = 0
     closing: bool = False
 
@@ -73,6 +85,8 @@ class OpenTab:
 class GatewayTabs:
     def __init__(self, *, payments: Payments, client: PeerClient, peers: Any, interval: float = INTERVAL) -> None:
         self.payments, self.client, self.peers, self.interval = payments, client, peers, interval
+        self.ledger = payments.ledger
+        self.refused_receipts = 0  # receipts above this node's tally, not paid (metrics, tests)
         self._open: dict[str, OpenTab] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._closing: set[asyncio.Task] = set()
@@ -89,21 +103,32 @@ class GatewayTabs:
                     old = self._open.pop(provider, None)
                     if old is not None:
                         self._retire(old)
-                    auth = await self.payments.authorize(provider, budget * TAB_CALLS, JOB, ttl=TAB_TTL)
+                    auth = await self.payments.authorize(provider, budget * TAB_CALLS, JOB, ttl=TAB_TTL, hold=0)
                     tab = self._open[provider] = OpenTab(provider, auth, price)
+        self.ledger.hold_for(tab.auth, budget)  # or InsufficientCredit: nothing reserved
         tab.reserved += budget
         tab.in_flight += 1
         return tab
 
     def _usable(self, provider: str, price: int, budget: int) -> OpenTab | None:
         tab = self._open.get(provider)
-        if tab is None or tab.price != price or tab.metered + tab.reserved + budget > tab.auth.cap \
+        if tab is None or tab.price != price or tab.metered + tab.reserved + tab.lost_budget + budget > tab.auth.cap \
                 or time.time() > tab.auth.expires_at - TAB_TTL / 2:
             return None
         return tab
 
     def answered(self, tab: OpenTab, budget: int, amount: int | None) -> None:
         """A call on `tab` ended: it owes `amount` (None: refused before it ran, or its answer was lost)."""
+        self._ended(tab, budget, amount)
+        self.ledger.unhold_for(tab.auth, budget - (amount or 0))  # only what it owes stays held
+
+    def lost(self, tab: OpenTab, budget: int) -> None:
+        """A call on `tab` whose answer was lost: it may have run, so its budget stays held until the tab is paid."""
+        tab.unknown += 1
+        tab.lost_budget += budget
+        self._ended(tab, budget, None)
+
+    def _ended(self, tab: OpenTab, budget: int, amount: int | None) -> None:
         tab.reserved -= budget
         tab.in_flight -= 1
         if amount is not None:
@@ -111,10 +136,6 @@ class GatewayTabs:
             tab.count += 1
         if tab.closing and tab.in_flight == 0:
             self._spawn_close(tab)
-
-    def lost(self, tab: OpenTab, budget: int) -> None:
-        tab.unknown += 1
-        self.answered(tab, budget, None)
 
     def _retire(self, tab: OpenTab) -> None:
         tab.closing = True
@@ -134,13 +155,23 @@ class GatewayTabs:
             with self.payments.working(tab.auth.id):
                 url = self.peers.peer(tab.provider).url
                 answer = await close_tab(self.client, url, tab.provider, tab.hex)
-                payment = await self.payments.complete(tab.provider, tab.auth, answer, meters=TAB_METERS)
-            if payment.amount > tab.metered and tab.unknown == 0:
-                log.warning("provider %s countersigned %s credits for a tab whose answers owed %s",
-                            tab.provider[:12], format_credits(payment.amount), format_credits(tab.metered))
+                receipt = check_receipt(tab.provider, answer, tab.auth, meters=TAB_METERS)
+                tally = tab.metered + tab.lost_budget  # what its answers said, and what lost calls may have cost
+                if receipt.amount > tally:
+                    await self._refuse(tab, receipt, tally)
+                    return
+                await self.payments.complete(tab.provider, tab.auth, answer, meters=TAB_METERS)
         except (XscError, OSError) as exc:  # the payment retry closes it later
             log.info("closing a tab with %s failed (%s); the payment retry closes it", tab.provider[:12], exc)
             self.payments.wake()
+
+    async def _refuse(self, tab: OpenTab, receipt: Receipt, tally: int) -> None:
+        """The provider's total is above what its own signed answers said: nothing of the tab is paid."""
+        self.refused_receipts += 1
+        log.error("provider %s countersigned %s credits for a tab of %d calls whose answers owed %s (%d answers "
+                  "lost): refusing to pay it", tab.provider[:12], format_credits(receipt.amount), tab.count,
+                  format_credits(tab.metered), tab.unknown)
+        await self.payments.refused(tab.auth)
 
     async def _close_for_retry(self, provider: str, url: str, auth: Authorization) -> Receipt:
         answer = await close_tab(self.client, url, provider, encode_authorization(auth).hex())
@@ -179,9 +210,46 @@ class PeerTab:
 
 
 class ProviderTabs:
+    """Gateways' tabs with this node.  Each run's amount is on disk (`c/t/<auth><run>`) from before its answer
+    until the tab's receipt is countersigned: the receipt then states the total for good, and the run records
+    are deleted (`prune`; a kill -9 in between leaves them to `sweep` on the next start), so they never pile
+    up beyond the tabs still open."""
+
     def __init__(self, *, db: plyvel.DB, ledger: LedgerService, node: Identity) -> None:
         self.db, self.ledger, self.node = db, ledger, node
         self._tabs: dict[bytes, PeerTab] = {}
+        self.pruned = 0  # run records deleted since start (metrics, tests)
+
+    def prune(self, authorization_id: bytes) -> int:
+        """Delete the run records of a tab whose receipt is countersigned; how many there were."""
+        with self.db.iterator(prefix=keys.tab_runs(authorization_id), include_value=False) as it:
+            found = list(it)
+        if found:
+            with self.db.write_batch() as batch:
+                for key in found:
+                    batch.delete(key)
+            self.pruned += len(found)
+        return len(found)
+
+    def sweep(self) -> int:
+        """On start: prune every tab whose receipt was countersigned before the last stop; how many records."""
+        settled, seen = [], set()
+        with self.db.iterator(prefix=keys.TAB_RUNS, include_value=False) as it:
+            for key in it:
+                auth_id = key[len(keys.TAB_RUNS):len(keys.TAB_RUNS) + AUTH_ID_LEN]
+                if auth_id not in seen:
+                    seen.add(auth_id)
+                    if self.ledger.store.receipt_for(auth_id) is not None:
+                        settled.append(auth_id)
+        pruned = sum(self.prune(a) for a in settled)
+        if pruned:
+            log.info("pruned %d run records of %d tabs settled before the last stop", pruned, len(settled))
+        return pruned
+
+    def records(self) -> int:
+        """Run records on disk now (tests, status)."""
+        with self.db.iterator(prefix=keys.TAB_RUNS, include_value=False) as it:
+            return sum(1 for _ in it)
 
     async def _tab(self, auth: Authorization) -> PeerTab:
         tab = self._tabs.get(auth.id)
@@ -237,6 +305,7 @@ class ProviderTabs:
         receipt = await self.ledger.countersign(self.node, auth, tab.total, {"fuel": tab.fuel, "invokes": tab.count},
                                                 verified=True)
         self._tabs.pop(auth.id, None)  # a closed tab is known by its receipt from now on
+        self.prune(auth.id)  # its total is in the receipt: the run records have done their work
         return receipt
 
 

@@ -50,7 +50,20 @@ class Prepared:
     module: wasmtime.Module
     info: ModuleInfo
     wasi_pre: wasmtime.InstancePre | None  # imports resolved against WASI, if the module has any
+    # A memory the module has but does not export cannot be measured after a call: it is priced at the
+    # call's memory limit (its worst case).  Exported, it is priced at its peak size.
+    hidden_memory: bool = False
     callables: dict[str, Callable] = field(default_factory=dict)  # per export, made on its first call
+
+    @property
+    def memory_export(self) -> str | None:
+        return next((e.name for e in self.info.exports if e.kind == "memory"), None)
+
+    def inline_ok(self) -> bool:
+        """Whether a call of this module may be tried on the event loop (compute/service.py, `_try_inline`):
+        small, no start function, no WASI (nothing runs before the export is called)."""
+        return not self.info.start and self.info.size <= QUICK_INSTANTIATE_SIZE and self.wasi_pre is None \
+            and self.info.status == "active"
 
     def callable(self, function: str, signature: Signature) -> Callable:
         found = self.callables.get(function)
@@ -59,7 +72,7 @@ class Prepared:
             # and copying its data segments, quick enough to do without releasing the GIL.
             quick = not self.info.start and self.info.size <= QUICK_INSTANTIATE_SIZE and self.wasi_pre is None
             found = self.callables[function] = Callable(self.module, function, signature, self.wasi_pre,
-                                                        quick_instantiate=quick)
+                                                        quick_instantiate=quick, memory=self.memory_export)
         return found
 
 
@@ -73,6 +86,7 @@ class Outcome:
     metering: str = METERING_EXACT
     duration_ns: int = 0  # wall clock, from instantiation to the call's end
     cpu_ns: int = 0  # CPU time of the thread that ran it, over the same span (a loaded machine's wait excluded)
+    memory_pages: int = 0  # peak linear memory of the call, in 64 KiB pages (what it is priced by, with its time)
     exit_code: int | None = None  # WASI proc_exit
     stdout: bytes = b""
     stderr: bytes = b""
@@ -95,16 +109,19 @@ class _Capture:
         return len(chunk)  # the program sees its write succeed either way
 
 
-def new_store(engine: wasmtime.Engine, limits: Limits) -> Store:
+def new_store(engine: wasmtime.Engine, limits: Limits, deadline_ticks: int | None = None) -> Store:
     return Store(engine, fuel=limits.fuel, memory=limits.memory, table_elements=lim.TABLE_ELEMENTS,
                  instances=lim.INSTANCES, tables=lim.TABLES, memories=lim.MEMORIES,
-                 deadline_ticks=eng.deadline_ticks(limits.timeout) + eng.owed_ticks(engine))
+                 deadline_ticks=(eng.deadline_ticks(limits.timeout) if deadline_ticks is None else deadline_ticks)
+                 + eng.owed_ticks(engine))
 
 
 def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: Signature,
-        args: list[int | float], limits: Limits, wasi_argv: list[str] | None = None) -> Outcome:
-    """Instantiate in a fresh Store and call `function`; a trap is an Outcome, never an exception."""
-    store = new_store(engine, limits)
+        args: list[int | float], limits: Limits, wasi_argv: list[str] | None = None, *,
+        deadline_ticks: int | None = None) -> Outcome:
+    """Instantiate in a fresh Store and call `function`; a trap is an Outcome, never an exception.
+    `deadline_ticks`: epoch ticks allowed (default: what `limits.timeout` allows)."""
+    store = new_store(engine, limits, deadline_ticks)
     try:
         return _run_in(store, prepared, function, signature, args, limits, wasi_argv)
     finally:
@@ -144,6 +161,13 @@ def _run_in(store: Store, prepared: Prepared, function: str, signature: Signatur
         duration = time.perf_counter_ns() - start
         outcome = _refused(exc, limits, duration)
     outcome.cpu_ns = time.thread_time_ns() - cpu_start
+    if prepared.hidden_memory:
+        outcome.memory_pages = limits.memory // PAGE
+    elif instance is not None:
+        try:
+            outcome.memory_pages = target.memory_pages(store, instance)
+        except Exception:  # noqa: BLE001 - a store the trap left unreadable: its limit, the worst case
+            outcome.memory_pages = limits.memory // PAGE
     if out is not None and err is not None:
         outcome.stdout, outcome.stdout_dropped = bytes(out.data), out.dropped
         outcome.stderr, outcome.stderr_dropped = bytes(err.data), err.dropped

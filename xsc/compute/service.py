@@ -31,7 +31,7 @@ from . import artifacts, provenance
 from . import engine as eng
 from . import modules as mods
 from . import sandbox
-from ..ledger import price_compute
+from ..ledger import price_budget, price_compute
 from ..ledger.model import format_credits
 from .journal import Journal
 from .limits import Limits, resolve
@@ -42,6 +42,10 @@ from .values import Signature, parse_args, typed
 log = logging.getLogger(__name__)
 
 MODULE_CACHE_SIZE = 64  # compiled modules kept in memory (each holds its native code)
+# A small call is tried on the event loop itself, without a thread-pool round trip, within this much fuel and
+# these epoch ticks (about 50 us of wasm, and 10-20 ms at the very most, e.g. a memory.fill of 64 MiB).
+INLINE_FUEL = 100_000
+INLINE_TICKS = 2
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,23 @@ class Run:
     charge: int  # micro-credits this run costs (the deal's price is a rate per million fuel)
     requester: str
     wasi: bool
+    rate: int = 0  # the deal's price: micro-credits per million fuel
+    memory_price: int = 0  # micro-credits per 64 KiB page-second
+
+    @property
+    def billed_us(self) -> int:
+        """The time the call's memory is priced for: its wall time, at most its timeout (a deadline stops a
+        call up to one epoch tick late: that tick is not the caller's)."""
+        return min(self.outcome.duration_ns // 1000, round(self.limits.timeout * 1e6))
+
+    @property
+    def cost(self) -> dict[str, int]:
+        """How the price was made (ledger/pricing.price_compute): its inputs, and the two terms rounded up."""
+        o = self.outcome
+        return {"fuel": o.fuel_consumed, "fuel_price": self.rate, "memory_pages": o.memory_pages,
+                "memory_us": self.billed_us, "memory_price": self.memory_price,
+                "fuel_charge": price_compute(o.fuel_consumed, self.rate),
+                "memory_charge": price_compute(0, 0, o.memory_pages, self.billed_us, self.memory_price)}
 
     @property
     def fuel_consumed(self) -> int:
@@ -113,7 +134,7 @@ class Run:
             "provenance": self.provenance_id, "module": self.module, "function": self.function,
             "fuel_consumed": o.fuel_consumed, "fuel_limit": self.limits.fuel, "metering": o.metering,
             "duration_ms": round(o.duration_ns / 1e6, 3), "cpu_ms": round(o.cpu_ns / 1e6, 3), "charge": self.charge,
-            "requester": self.requester,
+            "requester": self.requester, "memory_pages": o.memory_pages, "cost": self.cost,
         }
         if self.wasi:
             facts.update(stdout=o.stdout.decode("utf-8", "replace"), stderr=o.stderr.decode("utf-8", "replace"),
@@ -128,13 +149,15 @@ class Run:
             return None
         o = self.outcome
         charged = (f"; charged {format_credits(self.charge)} credits for {o.fuel_consumed:,} fuel "
-                   f"({'metered' if o.metering == provenance.METERING_EXACT else 'bounded by the time it ran'})")
+                   f"({'metered' if o.metering == provenance.METERING_EXACT else 'bounded by the time it ran'})"
+                   + (f" and {o.memory_pages} pages of memory for {self.billed_us / 1e6:g} s" if o.memory_pages else ""))
         return Trap(o.message + charged, kind=o.trap_kind, hint=o.hint, **self._facts())
 
 
 class ComputeService:
     def __init__(self, *, db: plyvel.DB, identity: Identity, data_dir: Path, config: ComputeSection) -> None:
         self.ceiling = Limits(config.fuel, config.memory, config.timeout)
+        self.memory_price = config.memory_price  # micro-credits per 64 KiB page-second (ledger/pricing.py)
         self.max_module_size = config.max_module_size
         self.threads = max(2, config.threads)  # two at least: one spinning call must not block the next
         self.engine = eng.make_engine()
@@ -153,6 +176,7 @@ class ComputeService:
         self._deploy_lock = threading.Lock()
         self.journal = Journal(db, identity)
         self.stats = {"compiled": 0, "loaded": 0, "rejected_artifacts": 0}
+        self.inline = {"inline": 0, "inline_retried": 0}  # calls run on the event loop; tries run again on the pool
         self.running = 0  # calls executing right now
         self._running_lock = threading.Lock()
         self.max_queued = config.max_queued
@@ -175,7 +199,8 @@ class ComputeService:
     def status(self) -> dict[str, Any]:
         return {"wasmtime": eng.WASMTIME_VERSION, "threads": self.threads, "limits": self.ceiling.to_json(),
                 "max_module_size": self.max_module_size, "modules_in_memory": len(self._cache),
-                "running": self.running, "admitted": self.admitted, "max_queued": self.max_queued, **self.stats}
+                "running": self.running, "admitted": self.admitted, "max_queued": self.max_queued, **self.stats,
+                **self.inline}
 
     # --- modules -----------------------------------------------------------------------
     async def deploy(self, wasm: bytes, *, wasi: bool = False, pushed_by: str | None = None,
@@ -213,7 +238,7 @@ class ComputeService:
             key = keys.artifact(module_hash, self.fingerprint)
             self.store.save_module(module_hash, info, wasm, key,
                                    artifacts.seal(self._secret, key, bytes(module.serialize())))
-            self._remember(sandbox.Prepared(module_hash, module, info, wasi_pre))
+            self._remember(sandbox.Prepared(module_hash, module, info, wasi_pre, mods.has_hidden_memory(wasm)))
             log.info("deployed module %s (%d bytes)", module_id, len(wasm))
             return info, True
 
@@ -302,7 +327,9 @@ class ComputeService:
             if info is None:
                 raise _not_deployed(module_hash.hex())
             module = self._load_compiled(module_hash)
-            prepared = sandbox.Prepared(module_hash, module, info, self._link_wasi(module) if info.imports else None)
+            wasm = self.store.wasm(module_hash)
+            prepared = sandbox.Prepared(module_hash, module, info, self._link_wasi(module) if info.imports else None,
+                                        wasm is None or mods.has_hidden_memory(wasm))
             self._remember(prepared)
             return prepared
 
@@ -346,6 +373,13 @@ class ComputeService:
                               admitted=self.admitted)
         self.admitted += 1
         try:
+            # A lone call goes to the pool, which runs it AND writes its record (one hop); among concurrent calls
+            # (whose records share a group commit anyway) a small one runs here and waits only for its group.
+            inline = self._try_inline(call, requester, rate, deal, owed) if self.admitted > 1 else None
+            if inline is not None:  # one hop: the record's group commit
+                run, record, module_hash, puts = inline
+                await self.journal.append(record, module_hash, puts)
+                return run
             run, record, module_hash, puts, written = await asyncio.get_running_loop().run_in_executor(
                 self.pool, self._invoke, call, requester, rate, deal, owed)
             if not written:  # answered only once its record is on disk (one synced write and signature per group)
@@ -372,6 +406,49 @@ class ComputeService:
         return prepared, signature, parse_args(call.function, signature, call.args), \
             [call.module] if call.wasi else None
 
+    def _try_inline(self, call: InvokeCall, requester: str, rate: int, deal: dict[str, Any] | None,
+                    owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None
+                    ) -> tuple[Run, dict[str, Any], bytes, tuple] | None:
+        """Run a small call on the event loop, without a thread-pool round trip; None if it must go to the pool.
+
+        Only a module in memory, small, without a start function or WASI, and an export not known to be slow,
+        is tried, within INLINE_FUEL and INLINE_TICKS (so the loop is never held long: a spinning call is stopped
+        by its fuel or the epoch deadline, and `/health` goes on answering).  A call that returns within them
+        gave the result and the fuel it would have given under its own limits (a fresh Store, no host
+        imports: nothing else can differ).  A call that traps is run again on the pool under its own limits,
+        from scratch (the try left nothing behind), and if it ran out of the try's fuel or time, its export is
+        marked slow and never tried on the loop again."""
+        if call.wasi:
+            return None
+        with self._cache_lock:
+            cached = self._cache.get(bytes.fromhex(call.module))
+        if cached is None or not cached.inline_ok():
+            return None
+        prepared, signature, values, argv = self._arguments(call)  # bad input is refused here, as on the pool
+        target = prepared.callable(call.function, signature)
+        if target.slow:
+            return None
+        limits = self.limits(call)
+        trial = Limits(min(limits.fuel, INLINE_FUEL), limits.memory, limits.timeout)
+        started = time.time_ns()
+        with self._running_lock:
+            self.running += 1
+        try:
+            outcome = sandbox.run(self.engine, prepared, call.function, signature, values, trial,
+                                  deadline_ticks=min(eng.deadline_ticks(limits.timeout), INLINE_TICKS))
+        finally:
+            with self._running_lock:
+                self.running -= 1
+        if outcome.trap_kind is not None:
+            self.inline["inline_retried"] += 1
+            if outcome.trap_kind in ("out-of-fuel", "deadline"):
+                target.slow = True
+            return None
+        self.inline["inline"] += 1
+        run, record, puts = self._finish(call, prepared, signature, values, argv, limits, outcome, started,
+                                         requester, rate, deal, owed)
+        return run, record, prepared.module_hash, puts
+
     def _invoke(self, call: InvokeCall, requester: str, rate: int, deal: dict[str, Any] | None,
                 owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None = None
                 ) -> tuple[Run, dict[str, Any], bytes, tuple, bool]:
@@ -385,12 +462,19 @@ class ComputeService:
         finally:
             with self._running_lock:
                 self.running -= 1
-        charge = price_compute(outcome.fuel_consumed, rate)
-        run = Run(provenance.new_id().hex(), call.module, call.function, signature.results, outcome, limits,
-                  charge, requester, call.wasi)
-        record = self._record(run, signature, values, argv, started, deal)
-        puts = owed(run) if owed is not None else ()
+        run, record, puts = self._finish(call, prepared, signature, values, argv, limits, outcome, started,
+                                         requester, rate, deal, owed)
         return run, record, prepared.module_hash, puts, self.journal.write_now(record, prepared.module_hash, puts)
+
+    def _finish(self, call: InvokeCall, prepared: sandbox.Prepared, signature: Signature, values: list,
+                argv: list[str] | None, limits: Limits, outcome: sandbox.Outcome, started: int, requester: str,
+                rate: int, deal: dict[str, Any] | None,
+                owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None) -> tuple[Run, dict[str, Any], tuple]:
+        run = Run(provenance.new_id().hex(), call.module, call.function, signature.results, outcome, limits,
+                  0, requester, call.wasi, rate, self.memory_price)
+        run.charge = price_compute(outcome.fuel_consumed, rate, outcome.memory_pages, run.billed_us, self.memory_price)
+        record = self._record(run, signature, values, argv, started, deal)
+        return run, record, owed(run) if owed is not None else ()
 
     def _signature(self, info: ModuleInfo, function: str) -> Signature:
         export = info.export(function)
@@ -408,6 +492,12 @@ class ComputeService:
             raise UnsupportedSignature(f"{function}{export.signature} cannot be invoked: {problem}")
         return export.signature
 
+    def budget(self, call: InvokeCall, rate: int) -> int:
+        """The most `call` may cost at `rate` (its whole fuel, its memory limit for its whole timeout): what is
+        held before it runs."""
+        limits = self.limits(call)
+        return price_budget(limits.fuel, rate, limits.memory, round(limits.timeout * 1e6), self.memory_price)
+
     def limits(self, call: InvokeCall) -> Limits:
         """The limits a call runs under: what it asks for, never more than the node's ceiling."""
         return resolve(self.ceiling, call.fuel, call.memory, call.timeout)
@@ -423,6 +513,7 @@ class ComputeService:
             "memory_limit": run.limits.memory, "timeout_us": round(run.limits.timeout * 1e6),
             "wall_time_us": o.duration_ns // 1000, "node": self.identity.id, "requester": run.requester,
             "timestamp": provenance.timestamp(started_ns), "charge": run.charge,
+            "memory_pages": o.memory_pages, "fuel_price": run.rate, "memory_price": run.memory_price,
         }
         if deal is not None:
             record["deal"] = deal

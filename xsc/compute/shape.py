@@ -58,6 +58,7 @@ class Shape:
     imports: tuple[Item, ...]
     exports: tuple[Item, ...]
     start: bool
+    memories: int = 0  # memories the module has (imported or defined)
 
 
 class _Reader:
@@ -237,7 +238,7 @@ def read_shape(wasm: bytes) -> Shape:
                     exports.append(Item(name, _KINDS.get(kind, f"kind 0x{kind:02x}")))
         elif section == _START:
             start = True
-    return Shape(tuple(imports), tuple(exports), start)
+    return Shape(tuple(imports), tuple(exports), start, len(memories))
 
 
 def _type_at(types: list[FuncType], index: int) -> FuncType:

@@ -41,7 +41,7 @@ docs/ledger.md describes the records, their canonical encoding and the rules.
 
 from .model import (Authorization, Entry, Payment, Receipt, decode_authorization, decode_entry, encode_authorization,
                     entry_json, format_credits)
-from .pricing import byte_hours, price_compute, price_storage
+from .pricing import byte_hours, price_budget, price_compute, price_storage
 from .rules import AccountState, Audit, Violation
 from .service import LedgerService
 from .store import LedgerStore, Settlement, new_settlement
@@ -49,7 +49,7 @@ from .store import LedgerStore, Settlement, new_settlement
 __all__ = [
     "Authorization", "Entry", "Payment", "Receipt", "decode_entry", "entry_json", "format_credits",
     "encode_authorization", "decode_authorization",
-    "byte_hours", "price_compute", "price_storage",
+    "byte_hours", "price_budget", "price_compute", "price_storage",
     "AccountState", "Audit", "Violation",
     "LedgerService", "LedgerStore", "Settlement", "new_settlement",
 ]

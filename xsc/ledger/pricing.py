@@ -12,6 +12,8 @@ from ..errors import InvalidArgument
 SECONDS_PER_HOUR = 3600
 GIB = 1024**3  # storage prices are per GiB-hour: a micro-credit per byte-hour would be far too coarse
 FUEL_UNIT = 1_000_000  # compute prices are per million units of fuel
+MICROS = 1_000_000  # memory is priced per page-second and timed in microseconds
+PAGE = 65536  # a wasm page: memory is priced per 64 KiB page-second
 
 
 def _non_negative(value: int, name: str) -> int:
@@ -36,7 +38,25 @@ def price_storage(size_bytes: int, duration_seconds: int, price_per_gib_hour: in
                      * _non_negative(price_per_gib_hour, "price_per_gib_hour"), SECONDS_PER_HOUR * GIB)
 
 
-def price_compute(fuel: int, price_per_fuel_million: int) -> int:
-    """ceil(fuel * price_per_fuel_million / 1,000,000) micro-credits."""
-    return _ceil_div(_non_negative(fuel, "fuel") * _non_negative(price_per_fuel_million, "price_per_fuel_million"),
-                     FUEL_UNIT)
+def price_compute(fuel: int, price_per_fuel_million: int, pages: int = 0, micros: int = 0,
+                  price_per_page_second: int = 0) -> int:
+    """THE price of a call: its fuel plus its peak memory pages times its time, in micro-credits.
+
+        ceil((fuel * price_per_fuel_million + pages * micros * price_per_page_second) / 1,000,000)
+
+    `price_per_fuel_million` is the deal's price (micro-credits per million fuel), `pages` the call's peak
+    linear memory in 64 KiB pages, `micros` how long it ran (microseconds), `price_per_page_second` the node's
+    `compute.memory_price`.  Both terms share the denominator (a million fuel, a million microseconds), so
+    the sum is rounded up once.  The worst case of a call (what is held before it runs) is this price of its
+    whole fuel budget, its memory limit in pages and its timeout (`price_budget`)."""
+    used = _non_negative(fuel, "fuel") * _non_negative(price_per_fuel_million, "price_per_fuel_million")
+    used += _non_negative(pages, "pages") * _non_negative(micros, "micros") \
+        * _non_negative(price_per_page_second, "price_per_page_second")
+    return _ceil_div(used, FUEL_UNIT)
+
+
+def price_budget(fuel_limit: int, price_per_fuel_million: int, memory_limit: int, timeout_micros: int,
+                 price_per_page_second: int) -> int:
+    """The most a call may cost: its whole fuel budget, and its memory limit held for its whole timeout."""
+    return price_compute(fuel_limit, price_per_fuel_million, _non_negative(memory_limit, "memory") // PAGE,
+                         timeout_micros, price_per_page_second)

@@ -50,19 +50,26 @@ class LedgerService:
         # Authorizations sent to payees on other nodes, awaiting their receipts: their caps stay held,
         # across restarts too (the records are durable).
         self._pending_auths: dict[bytes, Authorization] = self.store.load_pending()
+        # What each pending authorization holds: its cap, unless the caller holds in steps (a tab of remote
+        # invokes holds what is in flight and what is metered: `hold_for`).  After a restart, its cap.
+        self._auth_held: dict[bytes, int] = {}
         for auth in self._pending_auths.values():
             self._held[auth.payer] = self._held.get(auth.payer, 0) + auth.cap
+            self._auth_held[auth.id] = auth.cap
 
     # --- the API the rest of the node uses ------------------------------------------------
     async def ensure_credit(self, payer: Identity, amount: int) -> None:
         """Raise InsufficientCredit (saying how much is missing) unless `payer` can pay `amount` now.
 
         A pre-check before work: `settle` checks the limit again, atomically with the write."""
+        self._ensure_credit(payer.public_key, amount)
+
+    def _ensure_credit(self, account: bytes, amount: int) -> None:
         if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
             raise InvalidArgument(f"amount must be a non-negative integer of micro-credits, not {amount!r}")
-        spendable = self.store.state(payer.public_key).balance - self._held.get(payer.public_key, 0)
+        spendable = self.store.state(account).balance - self._held.get(account, 0)
         if spendable - amount < -self.credit_limit:
-            raise rules.credit_error(payer.public_key, spendable, amount, self.credit_limit)
+            raise rules.credit_error(account, spendable, amount, self.credit_limit)
 
     async def hold(self, payer: Identity, amount: int) -> None:
         """Set `amount` aside for a settlement that will follow (`settle_later`), or raise InsufficientCredit.
@@ -156,8 +163,12 @@ class LedgerService:
 
     # --- settlement across nodes ------------------------------------------------------
     async def authorize(self, payer: Identity, payee: bytes, cap: int, job_ref: str, *, ttl: int = 3600,
-                        claim: tuple[int, dict[str, int]] | None = None) -> Authorization:
+                        claim: tuple[int, dict[str, int]] | None = None, hold: int | None = None) -> Authorization:
         """Payer side, before the work: hold `cap`, sign an authorization for `payee`, and record it pending.
+
+        With `hold`, only that much is held now: the caller holds the rest in steps, as the work it authorizes
+        starts (`hold_for`, `unhold_for`), so held credit follows the work in flight, not the cap.  (After a
+        restart a pending authorization holds its whole cap: what the payee may claim.)
 
         The pending record (and the `claim`, the amount and usage to ask the payee to countersign, if
         the payer already knows them) is on disk before this returns, so a crash never loses track of
@@ -175,15 +186,42 @@ class LedgerService:
             if amount > cap:
                 raise InvalidArgument(f"the claimed amount {amount} exceeds the cap {cap}")
             claim_bytes = json.dumps({"amount": amount, "usage": dict(normalize_usage(usage))}).encode()
-        await self.hold(payer, cap)
+        held = cap if hold is None else hold
+        if not 0 <= held <= cap:
+            raise InvalidArgument(f"the amount held {held} must be 0 to the cap {cap}")
+        await self.hold(payer, held)
         try:
             auth = authorize(payer, payee, cap, job_ref, int(time.time()) + ttl, os.urandom(16))
             await asyncio.get_running_loop().run_in_executor(self._writer, self.store.add_pending, auth, claim_bytes)
         except BaseException:
-            self.release(payer, cap)
+            self.release(payer, held)
             raise
         self._pending_auths[auth.id] = auth
+        self._auth_held[auth.id] = held
         return auth
+
+    def hold_for(self, auth: Authorization, amount: int) -> None:
+        """Hold `amount` more under pending authorization `auth` (work it pays is starting), or raise
+        InsufficientCredit.  Never above its cap: the most the payee may claim is held already."""
+        held = self._auth_held.get(auth.id)
+        if held is None:
+            raise AuthorizationNotPending(f"authorization {auth.id.hex()[:16]} is not pending here")
+        more = min(amount, auth.cap - held)
+        self._ensure_credit(auth.payer, more)
+        self._held[auth.payer] = self._held.get(auth.payer, 0) + more
+        self._auth_held[auth.id] = held + more
+
+    def unhold_for(self, auth: Authorization, amount: int) -> None:
+        """Give back `amount` held under `auth` (work it paid ended owing less than its budget)."""
+        held = self._auth_held.get(auth.id)
+        if held is None:
+            return
+        less = min(amount, held)
+        self._auth_held[auth.id] = held - less
+        self._release(auth.payer, less)
+
+    def held_for(self, authorization_id: bytes) -> int:
+        return self._auth_held.get(authorization_id, 0)
 
     def pending(self) -> list[Authorization]:
         """Authorizations sent to payees elsewhere and not completed yet, soonest to expire first."""
@@ -222,7 +260,7 @@ class LedgerService:
                 self._writer, self.store.complete, payer, receipt, int(time.time()))
         auth = self._pending_auths.pop(receipt.authorization.id, None)
         if auth is not None:
-            self._release(auth.payer, auth.cap)
+            self._release(auth.payer, self._auth_held.pop(auth.id, auth.cap))
         return payment
 
     async def abandon(self, authorization_id: bytes, *, force: bool = False) -> None:
@@ -239,7 +277,7 @@ class LedgerService:
         async with self._lock:
             await asyncio.get_running_loop().run_in_executor(self._writer, self.store.drop_pending, authorization_id)
         if self._pending_auths.pop(authorization_id, None) is not None:
-            self._release(auth.payer, auth.cap)
+            self._release(auth.payer, self._auth_held.pop(authorization_id, auth.cap))
 
     async def receipt_for(self, authorization_id: bytes) -> Receipt | None:
         """The receipt on a chain here that settled this authorization (payee side), if any."""

@@ -111,9 +111,12 @@ class Payments:
         self.on_paid(payee_node_id, amount, False)
         return payment.id.hex()
 
-    async def authorize(self, payee_node_id: str, cap: int, job_ref: str, *, ttl: int) -> Authorization:
-        """Hold `cap` for work `payee_node_id` is about to do (its receipt then comes back with the work)."""
-        return await self.ledger.authorize(self.payer, self.peers.peer(payee_node_id).key, cap, job_ref, ttl=ttl)
+    async def authorize(self, payee_node_id: str, cap: int, job_ref: str, *, ttl: int,
+                        hold: int | None = None) -> Authorization:
+        """Hold `cap` (or only `hold`: the caller holds the rest in steps, LedgerService.hold_for) for work
+        `payee_node_id` is about to do (its receipt then comes back with the work)."""
+        return await self.ledger.authorize(self.payer, self.peers.peer(payee_node_id).key, cap, job_ref, ttl=ttl,
+                                           hold=hold)
 
     async def complete(self, payee_node_id: str, auth: Authorization, answer: Any, *,
                        meters: frozenset[str]) -> Payment:

@@ -1,0 +1,74 @@
+"""One hop per call (issue 14): a small call runs on the event loop, without a thread-pool round trip, and
+answers exactly what it would have on the pool; a call too big for an inline try runs on the pool under its
+own limits, and its export is not tried inline again."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.support.compute import deploy, invoke
+
+from xsc.compute import sandbox
+from xsc.compute.limits import Limits
+from xsc.node.appkeys import COMPUTE
+
+
+async def _concurrently(node, module: str, function: str, *args, **options) -> tuple[int, dict]:
+    """The call as if another one were in flight (a lone call goes to the pool, which also writes its record):
+    one more call counted as admitted while it runs."""
+    compute = node.app[COMPUTE]
+    compute.admitted += 1
+    try:
+        return await invoke(node, module, function, *args, **options)
+    finally:
+        compute.admitted -= 1
+
+
+def _pool_run(compute, module: str, function: str, args: list, fuel: int) -> sandbox.Outcome:
+    """The call as the pool runs it: under its own limits, whatever an inline try would have allowed."""
+    prepared = compute._prepared(bytes.fromhex(module))
+    signature = prepared.info.export(function).signature
+    return sandbox.run(compute.engine, prepared, function, signature, args, Limits(fuel, 2**20, 1.0))
+
+
+async def test_a_small_call_runs_inline_and_answers_as_the_pool_would(node) -> None:
+    compute = node.app[COMPUTE]
+    module = await deploy(node, "fibonacci")
+    status, body = await invoke(node, module, "fib", 12, fuel=10_000_000)  # alone: on the pool
+    assert status == 200 and compute.inline["inline"] == 0, body
+    status, body = await _concurrently(node, module, "fib", 12, fuel=10_000_000)
+    assert status == 200, body
+    assert compute.inline["inline"] == 1 and compute.inline["inline_retried"] == 0
+    pool = _pool_run(compute, module, "fib", [12], 10_000_000)
+    assert [r["value"] for r in body["results"]] == pool.results == [144]
+    assert body["fuel_consumed"] == pool.fuel_consumed and body["fuel_limit"] == 10_000_000
+    record = (await (await node.get(f"/v1/compute/provenance/{body['provenance']}")).json())["record"]
+    assert record["fuel_limit"] == 10_000_000 and record["fuel_consumed"] == pool.fuel_consumed
+
+
+async def test_a_call_past_the_inline_fuel_runs_on_the_pool_and_its_export_stays_there(node) -> None:
+    compute = node.app[COMPUTE]
+    module = await deploy(node, "fibonacci")
+    status, body = await _concurrently(node, module, "fib", 22, fuel=10_000_000)  # about a million fuel
+    assert status == 200, body
+    assert compute.inline["inline_retried"] == 1 and compute.inline["inline"] == 0
+    assert body["fuel_consumed"] == _pool_run(compute, module, "fib", [22], 10_000_000).fuel_consumed > 100_000
+    status, body = await _concurrently(node, module, "fib", 2, fuel=10_000_000)  # small, but `fib` is known slow
+    assert status == 200 and compute.inline["inline"] == 0 and compute.inline["inline_retried"] == 1
+    status, body = await _concurrently(node, module, "fib_iter", 10, fuel=10_000_000)  # another export: inline
+    assert status == 200 and compute.inline["inline"] == 1
+
+
+async def test_a_spinning_call_is_stopped_by_its_own_deadline_and_health_answers_meanwhile(node) -> None:
+    compute = node.app[COMPUTE]
+    module = await deploy(node, "loop")
+    spin = asyncio.create_task(_concurrently(node, module, "spin", timeout=1.0))
+    for _ in range(200):  # the inline try gave up within a few ticks: the call spins on the pool
+        if compute.running:
+            break
+        await asyncio.sleep(0.01)
+    assert (await node.get("/health")).status == 200
+    status, body = await spin
+    assert status == 422 and body["kind"] == "deadline", body
+    assert body["duration_ms"] >= 1000  # its own timeout, not the inline try's
+    assert compute.inline["inline_retried"] == 1 and compute.inline["inline"] == 0

@@ -1,0 +1,167 @@
+"""Remote invokes paid through tabs hold what is in flight, not the tab's cap (issue 14), and a gateway pays a
+provider's tab no more than its own tally of the provider's signed answers (two nodes, real HTTP between them)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.support.compute import deploy, invoke
+
+from xsc.compute.remote_tabs import TAB_CALLS
+from xsc.compute.service import InvokeCall
+from xsc.node import CLIENT_IDENTITY, IDENTITY
+from xsc.node.appkeys import COMPUTE, LEDGER, MARKET, PAID_COMPUTE, PEERS
+
+PRICE = 1_000_000  # micro-credits per million fuel
+FUEL = 250_000
+MARKET_TERMS = {"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE, "compute_bid": PRICE}
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+
+
+async def _pair(node_factory, credit_limit_budgets: int):
+    """A gateway that offers no compute (every call runs on the provider), with a credit limit of that many
+    call budgets, and the provider; the module is deployed on the gateway (pushed to the provider)."""
+    provider = await node_factory("provider", **QUIET, market=MARKET_TERMS)
+    probe = await node_factory("probe", **QUIET)
+    module = await deploy(probe, "add")
+    budget = probe.app[COMPUTE].budget(InvokeCall(module, "add", [1, 2], FUEL), PRICE)
+    await probe.close()
+    gateway = await node_factory("gateway", **QUIET, market={**MARKET_TERMS, "offer_compute": False},
+                                 ledger={"credit_limit": credit_limit_budgets * budget})
+    await gateway.app[PEERS].add(provider.app[PEERS].url)
+    for _ in range(100):
+        await gateway.app[MARKET].fill_book()
+        if gateway.app[MARKET].book.get(provider.app[PEERS].identity.id):
+            break
+        await asyncio.sleep(0.05)
+    assert await deploy(gateway, "add") == module
+    status, body = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)  # the provider gets the module
+    assert status == 200 and body["provider"] == provider.app[PEERS].identity.id, body
+    await _settle(gateway)
+    return gateway, provider, module, budget
+
+
+async def _settle(gateway) -> None:
+    """Close every open tab now (and open new ones from then on)."""
+    tabs = gateway.app[PAID_COMPUTE].gateway_tabs
+    await tabs.close()
+    await gateway.app[PAID_COMPUTE].payments.retry_all()
+    tabs.start()
+
+
+def _balances(gateway, provider) -> tuple[int, int]:
+    return (gateway.app[LEDGER].store.state(gateway.app[CLIENT_IDENTITY].public_key).balance,
+            provider.app[LEDGER].store.state(provider.app[IDENTITY].public_key).balance)
+
+
+async def _paid(gateway, provider, before: tuple[int, int]) -> tuple[int, int]:
+    """Close every open tab; what the gateway's client and the provider's node were paid since `before`."""
+    await _settle(gateway)
+    after = _balances(gateway, provider)
+    return after[0] - before[0], after[1] - before[1]
+
+
+async def test_remote_calls_hold_only_what_is_in_flight_and_unpaid_never_the_tab_cap(node_factory) -> None:
+    # Ten budgets of credit: a tab's cap (TAB_CALLS budgets) is more than the payer may spend, so a tab
+    # that held its cap would refuse the very first call.
+    assert TAB_CALLS > 10
+    gateway, provider, module, budget = await _pair(node_factory, 10)
+    ledger, payer = gateway.app[LEDGER], gateway.app[CLIENT_IDENTITY].public_key
+    before = _balances(gateway, provider)
+    in_flight, samples, statuses, prices = 0, [], [], []
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not done.is_set():
+            samples.append((ledger._held.get(payer, 0), in_flight))
+            await asyncio.sleep(0)
+
+    async def worker() -> None:
+        nonlocal in_flight
+        for _ in range(25):
+            in_flight += 1
+            status, body = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
+            in_flight -= 1
+            statuses.append(status)
+            prices.append(body.get("charge", 0))
+            samples.append((ledger._held.get(payer, 0), in_flight))
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.gather(*(worker() for _ in range(8)))
+    done.set()
+    await watcher
+    assert statuses.count(402) == 0 and set(statuses) == {200}, sorted(set(statuses))
+    metered = sum(prices)
+    assert 0 < metered < budget
+    worst = max(held - flying * budget for held, flying in samples)
+    assert worst <= metered, f"held credit exceeded the in-flight budgets by {worst} (all metered: {metered})"
+    assert await _paid(gateway, provider, before) == (-metered, metered)
+    assert ledger._held.get(payer, 0) == 0
+
+
+async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(node_factory) -> None:
+    gateway, provider, module, budget = await _pair(node_factory, 100)
+    tabs = provider.app[PAID_COMPUTE].provider_tabs
+    before = _balances(gateway, provider)
+    honest = tabs.ran
+
+    def inflating(tab, call_budget, run) -> None:  # answers say the true price, the tab's total says more
+        honest(tab, call_budget, run)
+        if run is not None:
+            tab.total += 1_000
+
+    tabs.ran = inflating
+    answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
+    assert all(status == 200 for status, _ in answers), answers
+    metered = sum(body["charge"] for _, body in answers)
+    assert metered + 3_000 <= TAB_CALLS * budget  # within the cap the payer signed: only the tally catches it
+    # Nothing of the inflated tab is paid: the provider's receipt stays on its own chain, with no payment.
+    assert await _paid(gateway, provider, before) == (0, metered + 3_000)
+    gateway_tabs = gateway.app[PAID_COMPUTE].gateway_tabs
+    assert gateway_tabs.refused_receipts == 1
+    assert gateway.app[LEDGER].pending() == [] and gateway.app[LEDGER]._held == {}
+    for node in (gateway, provider):
+        report = await (await node.get("/v1/ledger/verify")).json()
+        assert report["ok"], report
+
+
+async def test_an_honest_provider_total_is_paid_exactly(node_factory) -> None:
+    gateway, provider, module, _ = await _pair(node_factory, 100)
+    before = _balances(gateway, provider)
+    answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
+    metered = sum(body["charge"] for _, body in answers)
+    assert await _paid(gateway, provider, before) == (-metered, metered)
+    assert gateway.app[PAID_COMPUTE].gateway_tabs.refused_receipts == 0
+
+
+async def test_the_provider_prunes_the_run_records_of_every_settled_tab(node_factory) -> None:
+    gateway, provider, module, _ = await _pair(node_factory, 100)
+    tabs = provider.app[PAID_COMPUTE].provider_tabs
+    assert tabs.records() == 0  # the first call's tab is settled already
+    for _ in range(3):
+        for _ in range(5):
+            status, body = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
+            assert status == 200, body
+        assert tabs.records() == 5  # the open tab's runs: what its total is summed from after a restart
+        await _settle(gateway)
+        assert tabs.records() == 0  # they do not pile up: each settled tab's records are gone
+    assert tabs.pruned == 16
+
+
+async def test_a_stop_between_the_receipt_and_the_prune_loses_nothing_and_the_next_start_prunes(
+        node_factory) -> None:
+    gateway, provider, module, _ = await _pair(node_factory, 100)
+    before = _balances(gateway, provider)
+    tabs = provider.app[PAID_COMPUTE].provider_tabs
+    tabs.prune = lambda authorization_id: 0  # as if killed right after the receipt's synced write
+    answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(4)]
+    metered = sum(body["charge"] for _, body in answers)
+    assert await _paid(gateway, provider, before) == (-metered, metered)
+    assert tabs.records() == 4
+    provider_balance = _balances(gateway, provider)[1]
+    await provider.close()
+    again = await node_factory("provider", **QUIET, market=MARKET_TERMS)  # same data dir
+    assert again.app[PAID_COMPUTE].provider_tabs.records() == 0
+    assert again.app[LEDGER].store.state(again.app[IDENTITY].public_key).balance == provider_balance
+    report = await (await again.get("/v1/ledger/verify")).json()
+    assert report["ok"], report
