@@ -13,8 +13,11 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import secrets
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
 from urllib.parse import unquote
@@ -23,14 +26,16 @@ from aiohttp import web
 
 from ..errors import S3Error, XscError
 from ..storage.ranges import content_range, parse_range
+from ..tasks import in_pool
 from . import listing, names, sigv4, xml
 from .access import KeyRing
 from .index import FILE_PREFIX
-from .node_client import NodeApi
+from .node_client import SPLICE, NodeApi
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
+RELAY_MIN = 4 * CHUNK  # GetObject bodies from this size are relayed by splice(2) where the system has it
 META_PREFIX = "x-amz-meta-"
 NOT_IMPLEMENTED = frozenset({
     "acl", "policy", "policyStatus", "cors", "lifecycle", "tagging", "website", "logging", "notification",
@@ -99,6 +104,7 @@ class S3Front:
         self.owner = owner
         self.clock = clock
         self.gate = WriteGate()
+        self.relays = ThreadPoolExecutor(64, thread_name_prefix="xsc-s3-relay")  # blocking, not CPU: many
 
     # --- the app -----------------------------------------------------------------
     def app(self) -> web.Application:
@@ -389,20 +395,65 @@ class S3Front:
     async def _object(self, bucket: str, key: str) -> dict:
         return await self.node.call("GET", f"/v1/s3/buckets/{bucket}/object", params={"key": key})
 
-    async def _read(self, record: dict, first: int, last: int) -> AsyncIterator[bytes]:
-        """Bytes first..last (inclusive) of an object: from each part file that holds some of them, only those."""
-        offset = 0
+    @staticmethod
+    def _pieces(record: dict, first: int, last: int) -> list[tuple[str, int | None, int | None]]:
+        """Which part files hold bytes first..last (inclusive) of an object, and which of their bytes
+        (None, None: all of them)."""
+        pieces, offset = [], 0
         for part in record["parts"]:
             end = offset + part["size"]
             if part["size"] and end > first and offset <= last:
                 a, b = max(first, offset) - offset, min(last, end - 1) - offset
                 whole = a == 0 and b == part["size"] - 1
-                stream = await self.node.read_file(part["cap"], None if whole else a, None if whole else b)
-                async for chunk in stream:
-                    yield chunk
+                pieces.append((part["cap"], None if whole else a, None if whole else b))
             offset = end
             if offset > last:
-                return
+                break
+        return pieces
+
+    async def _read(self, record: dict, first: int, last: int) -> AsyncIterator[bytes]:
+        """Bytes first..last (inclusive) of an object: from each part file that holds some of them, only those."""
+        for cap, a, b in self._pieces(record, first, last):
+            async for chunk in await self.node.read_file(cap, a, b):
+                yield chunk
+
+    async def _relay(self, call: Call, response: web.StreamResponse, record: dict, first: int, last: int
+                     ) -> web.StreamResponse:
+        """A large GetObject body, relayed from the node's socket to the client's by splice(2) (see
+        node_client.NodeBody).  The first part is asked for before the headers go out, so a file the node
+        cannot read is still an S3 error; a later failure cuts the connection (a short body, never wrong bytes)."""
+        request = call.request
+        pieces = self._pieces(record, first, last)
+        body = await in_pool(self.relays, self.node.open_body, *pieces[0])
+        stop = threading.Event()
+        transport = request.transport
+        await response.prepare(request)
+        transport.pause_reading()  # as asyncio's own sendfile does: the socket is ours until the body is out
+        try:
+            for i, piece in enumerate(pieces):
+                if i:
+                    body = await in_pool(self.relays, self.node.open_body, *piece)
+                try:
+                    await response.write(body.head)  # the headers too, the first time
+                    while transport.get_write_buffer_size():  # what aiohttp holds goes out before the spliced bytes
+                        if transport.is_closing():
+                            raise ConnectionResetError("the client went away")
+                        await asyncio.sleep(0.001)
+                    out = os.dup(transport.get_extra_info("socket").fileno())
+                except BaseException:
+                    body.close()
+                    raise
+                await in_pool(self.relays, body.splice_to, out, stop)  # it closes `out` and the node's connection
+        except (XscError, OSError) as err:
+            log.error("get of %s/%s stopped: %s", call.bucket, call.key, err)
+            transport.close()
+            return response
+        finally:
+            stop.set()  # a relay whose request was cancelled ends within its poll interval
+            if not transport.is_closing():
+                transport.resume_reading()
+        await response.write_eof()
+        return response
 
     async def get_object(self, call: Call) -> web.StreamResponse:
         request = call.request
@@ -441,6 +492,8 @@ class S3Front:
             await response.prepare(request)
             await response.write_eof()
             return response
+        if last - first + 1 >= RELAY_MIN and SPLICE and request.transport is not None:
+            return await self._relay(call, response, record, first, last)
         chunks = self._read(record, first, last)
         # The first chunk before the headers: a file the node cannot read is still an S3 error here.
         try:
@@ -636,3 +689,4 @@ async def serve(front: S3Front, host: str, port: int, *, ready: Callable[[str], 
     finally:
         await runner.cleanup()
         await front.node.close()
+        front.relays.shutdown(wait=False, cancel_futures=True)
