@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WASM = ROOT / "fixtures" / "wasm" / "add.wasm"
 PAGES = {
     "overview": ["/v1/node/status", "/health", "/v1/ledger/accounts/client"],
-    "files": ["/v1/store/files", "/v1/health/peers"],
+    "files": ["/v1/store/files?limit=50", "/v1/health/peers"],
     "peers": ["/v1/health/peers", "/v1/market/recognition", "/v1/store/files?limit=12"],
     "market": ["/v1/market/book", "/v1/market/prices?limit=200", "/v1/market/offer", "/v1/market/status?deals=50"],
     "ledger": ["/v1/ledger/accounts/client/history?limit=500&encoded=false"],

@@ -18,7 +18,7 @@ from .. import keys
 from ..config import HealthSection
 from ..errors import PeerError
 from ..health import Availability, PeerHistory, availability, reachable_status, record_audit, record_probe
-from ..health.stats import DAY_MS, HOUR_MS, MAX_ERROR, sparkline
+from ..health.stats import DAY_MS, HOUR_MS, MAX_ERROR, bucket_start, sparkline
 from ..identity import parse_public_id, public_id
 from ..tasks import every, stop
 from .descriptors import NodeDescriptor
@@ -39,6 +39,9 @@ class HealthService:
             except (ValueError, KeyError, TypeError):
                 log.warning("skipping unreadable probe history under %r", key)
         self.last_round: dict | None = None
+        # table()'s figures of a peer, kept while its history and now's 5-minute bucket are the same (they
+        # depend on nothing else): id -> (history, bucket start, figures).  The dashboard polls the table.
+        self._figures: dict[str, tuple[PeerHistory, int, dict]] = {}
         self._round_lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
 
@@ -60,12 +63,20 @@ class HealthService:
         """Every peer's availability, with the last hour's and the last day's as sparkline points (oldest first:
         12 five-minute and 24 one-hour success ratios, None where no probe was made) for the dashboard."""
         now = now_ms()
-        rows = []
+        bucket = bucket_start(now)
+        rows, figures = [], {}
         for d in self.peers.peers():
             history = self._histories.get(d.id, PeerHistory())
-            rows.append({"id": d.id, "url": d.url, **self.availability(d.id).to_json(),
-                         "sparkline_1h": sparkline(history, now, HOUR_MS, 12),
-                         "sparkline_24h": sparkline(history, now, DAY_MS, 24)})
+            kept = self._figures.get(d.id)
+            if kept is not None and kept[0] is history and kept[1] == bucket:
+                shown = kept[2]
+            else:
+                shown = {**availability(history, now).to_json(), "sparkline_1h": sparkline(history, now, HOUR_MS, 12),
+                         "sparkline_24h": sparkline(history, now, DAY_MS, 24)}
+            if not history.buckets or history.buckets[-1].start <= bucket:  # else (a clock set back) now counts
+                figures[d.id] = (history, bucket, shown)
+            rows.append({"id": d.id, "url": d.url, **shown})
+        self._figures = figures
         return rows
 
     # --- probes -----------------------------------------------------------------------------

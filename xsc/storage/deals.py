@@ -94,6 +94,10 @@ class StorageDeals:
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         self.last_run: dict[str, Any] | None = None
+        # summary()'s reading of every deal, kept until a deal is written (`_writes` counts the writes; a
+        # reading begun before a write is never kept as current).  The dashboard polls it.
+        self._writes = 0
+        self._summary: tuple[int, list[StorageDeal], list[StorageDeal], int] | None = None
 
     # --- records -------------------------------------------------------------------------
     def record(self, si: bytes, placement: list[str], share_bytes: int, prices: dict[int, int], start: int,
@@ -102,6 +106,7 @@ class StorageDeals:
         with self.db.write_batch(sync=True) as batch:
             for d in deals:
                 batch.put(keys.storage_deal(si, d.share), d.encode())
+        self._writes += 1
         return deals
 
     def of_file(self, si: bytes) -> list[StorageDeal]:
@@ -120,6 +125,7 @@ class StorageDeals:
         with self.db.write_batch(sync=True) as batch:
             for d in deals:
                 batch.put(keys.storage_deal(bytes.fromhex(d.si), d.share), d.encode())
+        self._writes += 1
 
     def moved(self, si: bytes, share: int, node: str, at: int, price: int | None) -> None:
         """A repair put the share on `node`: the old holder's deal ends now (unpaid since its last audit
@@ -136,6 +142,7 @@ class StorageDeals:
         with self.db.write_batch(sync=True) as batch:
             batch.put(keys.storage_ended(si, share, at), old.encode())
             batch.put(keys.storage_deal(si, share), new.encode())
+        self._writes += 1
 
     def ended_deals(self, si: bytes) -> list[StorageDeal]:
         """The deals of a file's shares that ended when a repair moved the share, oldest first."""
@@ -242,12 +249,18 @@ class StorageDeals:
     def summary(self, shown: int | None = None) -> dict[str, Any]:
         """The deals still running, how many are settled, and the last payment run (for `market status`);
         with the newest ended deals too (at most 50).  `shown`: at most that many deals of each list."""
-        every_deal = self.all()
-        running = [d for d in every_deal if d.paid_until < d.end]
-        ended = [d for d in every_deal if d.paid_until >= d.end]
-        shown = len(every_deal) if shown is None else shown
+        writes, cached = self._writes, self._summary
+        if cached is not None and cached[0] == writes:
+            _, running, ended, count = cached
+        else:
+            every_deal = self.all()
+            running = [d for d in every_deal if d.paid_until < d.end]
+            ended = [d for d in every_deal if d.paid_until >= d.end]
+            count = len(every_deal)
+            self._summary = (writes, running, ended, count)
+        shown = count if shown is None else shown
         return {"deals": [d.to_json() for d in running[:shown]], "deals_live": len(running),
-                "deals_settled": len(every_deal) - len(running), "payments": self.last_run,
+                "deals_settled": count - len(running), "payments": self.last_run,
                 "ended_deals": [d.to_json() for d in ended[max(0, len(ended) - min(50, shown)):]]}
 
     def of_file_view(self, si: bytes) -> dict[str, Any]:

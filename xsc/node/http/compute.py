@@ -70,7 +70,8 @@ async def invoke(request: web.Request) -> web.Response:
 @routes.get("/v1/compute/provenance")
 async def recent_provenance(request: web.Request) -> web.Response:
     limit = query_int(request.query, "limit", 20, 1, 1000)
-    return web.json_response({"records": request.app[COMPUTE].recent_provenance(limit)})
+    records = request.app[COMPUTE].recent_provenance(limit)
+    return web.Response(body=orjson.dumps({"records": records}), content_type="application/json")
 
 
 @routes.get("/v1/compute/provenance/{id}")

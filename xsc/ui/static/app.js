@@ -142,23 +142,28 @@ PAGES.overview = {
 PAGES.files = {
   title: 'Files', poll: 10000,
   async load() {
-    const [files, peers] = await Promise.all([api('/v1/store/files'), api('/v1/health/peers')]);
-    return {files: files.files, peers: peers.peers};
+    // The newest `shown` files only (the answer counts them all); every file only while a filter is typed.
+    const st = S.state.files;
+    const [files, peers] = await Promise.all([api(st.filter ? '/v1/store/files' : `/v1/store/files?limit=${st.shown}`),
+                                              api('/v1/health/peers')]);
+    return {files: files.files, count: files.count, peers: peers.peers};
   },
   mount(main) {
     const st = S.state.files = S.state.files || {open: {}, filter: '', shown: 50, results: {}, health: {}, batch: null};
     main.replaceChildren(
       h('div', {class: 'toolbar'}, h('input', {type: 'search', placeholder: 'filter by name or capability',
-        value: st.filter, 'aria-label': 'filter files', oninput: e => { st.filter = e.target.value; rerender(); }}),
+        value: st.filter, 'aria-label': 'filter files', oninput: e => {
+          st.filter = e.target.value; clearTimeout(st.typing); st.typing = setTimeout(refresh, 150); }}),
         h('button', {id: 'check-all', onclick: () => batchFiles('check')}, 'Check all'),
         h('button', {id: 'repair-damaged', onclick: () => batchFiles('repair')}, 'Repair damaged')),
       h('div', {id: 'batch'}), h('div', {id: 'files-body'}));
     renderBatch();
   },
-  render({files, peers}, main) {
+  render({files, count, peers}, main) {
     const st = S.state.files, me = S.node;
     const up = Object.fromEntries(peers.map(p => [p.id, p.up]));
     const wanted = files.filter(f => !st.filter || (f.name || '').includes(st.filter) || f.capability.includes(st.filter));
+    const matching = st.filter ? wanted.length : count;  // without a filter, only the newest `shown` were fetched
     const rows = [];
     for (const f of wanted.slice(-st.shown).reverse()) {
       const cap = f.capability;
@@ -177,10 +182,10 @@ PAGES.files = {
       if (st.open[cap] || st.results[cap]) rows.push(h('tr', {class: 'detail'}, h('td', {colspan: 6}, fileDetail(cap))));
     }
     $('#files-body', main).replaceChildren(
-      h('p', {class: 'muted'}, h('span', {'data-k': 'file-count'}, String(files.length)), ` file(s) uploaded by this node`,
-        wanted.length > st.shown ? `; the newest ${st.shown} of ${wanted.length} shown` : ''),
+      h('p', {class: 'muted'}, h('span', {'data-k': 'file-count'}, String(count)), ` file(s) uploaded by this node`,
+        matching > st.shown ? `; the newest ${st.shown} of ${matching} shown` : ''),
       table(['name', 'size', '~created', 'lease expires', 'shares (node)', ''], rows, {class: 'files'}),
-      wanted.length > st.shown ? h('button', {onclick: () => { st.shown += 200; refresh(); }}, 'show more') : null);
+      matching > st.shown ? h('button', {onclick: () => { st.shown += 200; refresh(); }}, 'show more') : null);
   },
 };
 
@@ -188,9 +193,14 @@ PAGES.files = {
 async function batchFiles(action) {
   const st = S.state.files;
   if (!lastData || !lastData.files || (st.batch && st.batch.running)) return;
-  const targets = action === 'check' ? lastData.files.map(f => f.capability)
-    : Object.keys(st.health).filter(cap => st.health[cap] !== 'healthy');
-  const b = st.batch = {action, done: 0, total: targets.length, running: true, healthy: 0, damaged: 0, lost: 0, failed: 0};
+  const b = st.batch = {action, done: 0, total: 0, running: true, healthy: 0, damaged: 0, lost: 0, failed: 0};
+  renderBatch();
+  let targets = Object.keys(st.health).filter(cap => st.health[cap] !== 'healthy');
+  if (action === 'check') {  // every file, not only the shown ones
+    try { targets = (await api('/v1/store/files')).files.map(f => f.capability); }
+    catch (err) { targets = []; b.failed = 1; }
+  }
+  b.total = targets.length;
   renderBatch();
   let next = 0;
   const worker = async () => {
