@@ -69,6 +69,7 @@ class StorageService:
         self.segment_size = segment_size
         self.lease_duration = lease_duration
         self.repair_locks: dict[bytes, asyncio.Lock] = {}  # storage index -> the lock of the repair running
+        self._view: tuple[int, list[dict], dict[str, int]] | None = None  # files_view's reading, see there
 
     # --- where shares are --------------------------------------------------------------------
     def holder(self, node_id: str, price: int | None = None):
@@ -226,13 +227,18 @@ class StorageService:
     async def files_view(self, limit: int | None = None) -> dict[str, Any]:
         """The files, oldest first (`limit`: the newest that many only), how many there are, and the shares of
         all of them counted by the node that holds them (the dashboard's map of who holds what)."""
-        files = await self.files()
-        held: dict[str, int] = {}
-        for f in files:
-            for node in f.get("placement") or [self.me] * 6:
-                node = self.me if node == LOCAL else node
-                held[node] = held.get(node, 0) + 1
-        return {"files": files[-limit:] if limit else files, "count": len(files), "shares_per_node": held}
+        writes = self.store.file_writes  # the reading is kept while no file record is written (the dashboard polls)
+        if self._view is None or self._view[0] != writes:
+            files = await self.files()
+            held: dict[str, int] = {}
+            for f in files:
+                for node in f.get("placement") or [self.me] * 6:
+                    node = self.me if node == LOCAL else node
+                    held[node] = held.get(node, 0) + 1
+            self._view = (writes, files, held)
+        _, files, held = self._view
+        shown = files[-limit:] if limit else files
+        return {"files": [dict(f) for f in shown], "count": len(files), "shares_per_node": dict(held)}
 
     async def remove(self, cap: Capability) -> dict:
         record = await in_pool(self.pool, self.store.file_record, cap.storage_index)

@@ -83,6 +83,7 @@ class ShareStore:
         raw = db.get(keys.STORAGE_USED)
         self.used = int.from_bytes(raw, "big") if raw else 0
         self.shares_held = len(self.held_shares())
+        self.file_writes = 0  # counts writes of file records: a reading of them is current while it is unchanged
 
     # --- accounting ----------------------------------------------------------------
     @property
@@ -157,6 +158,7 @@ class ShareStore:
                 batch.put(keys.STORAGE_USED, (self.used + added - freed).to_bytes(8, "big"))
                 batch.delete(keys.upload(upload.id))
             self.used += added - freed
+            self.file_writes += file_record is not None
             self.shares_held += len(metas) - len(replaced)
             del self._uploads[upload.id]
 
@@ -214,6 +216,7 @@ class ShareStore:
         if record is not None:
             record["placement"] = placement
             self.db.put(keys.file(si), json.dumps(record).encode(), sync=True)
+            self.file_writes += 1
 
     def files(self) -> Iterator[dict]:
         for _, raw in self.db.iterator(prefix=keys.FILES):
@@ -258,6 +261,7 @@ class ShareStore:
                     record["leases"] = leases.file_leases(record.get("leases"), {**remote_leases, **known}, count)
                     record["lease_expiry"] = min(record["leases"])
                     batch.put(keys.file(si), json.dumps(record).encode())
+            self.file_writes += 1
             return done
 
     def expired_shares(self, before: int) -> list[tuple[bytes, int]]:
@@ -313,6 +317,7 @@ class ShareStore:
                 batch.put(keys.STORAGE_USED, (self.used - freed).to_bytes(8, "big"))
             self.used -= freed
             self.shares_held -= len(metas)
+            self.file_writes += 1
             return record
 
     def _shares_here(self, si: bytes) -> list[int]:
@@ -372,4 +377,5 @@ class ShareStore:
                 batch.put(keys.STORAGE_USED, (self.used - freed).to_bytes(8, "big"))
             self.used -= freed
             self.shares_held -= len(metas)
+            self.file_writes += forget_file
             return len(metas)

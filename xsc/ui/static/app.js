@@ -315,8 +315,9 @@ PAGES.peers = {
         h('td', {}, audit ? [pill(audit.ok ? 'pass' : 'fail', audit.ok ? 'ok' : 'failed'), ' ', ago(audit.time)] : 'none'),
         h('td', {class: 'num', 'data-k': 'weight'}, r.weight || '–', r.set_by_user ? ' (set)' : ''));
     });
-    // Which node holds which shares of this node's files.
-    const nodes = [S.node, ...health.peers.map(p => p.id)];
+    // Which node holds which shares of this node's files (the nodes that hold none are counted, not drawn).
+    const nodes = [S.node, ...health.peers.map(p => p.id).filter(n => held[n])];
+    const idle = health.peers.length - (nodes.length - 1);
     const shown = files.slice(-12).reverse();
     const up = Object.fromEntries(health.peers.map(p => [p.id, p.up]));
     const map = table(['node', 'shares held', ...shown.map((f, i) => h('span', {title: f.name || f.capability}, String(i + 1)))],
@@ -330,7 +331,8 @@ PAGES.peers = {
       card('Peers', h('p', {class: 'muted'}, `${health.peers.filter(p => p.up).length} of ${health.peers.length} up; probed every ${health.probe_interval} s`,
           lr ? `; last round ${ago(lr.time)}: ${lr.ok} of ${lr.peers} answered` : ''),
         table(['state', 'node', '1 h', '24 h', 'latency', 'last audit', 'recognition'], rows, {class: 'peers'})),
-      card('Who holds which shares', h('p', {class: 'muted'}, `shares of this node's ${count} file(s) per node` + (count > 12 ? '; the newest 12 files as columns' : '')), map));
+      card('Who holds which shares', h('p', {class: 'muted'}, `shares of this node's ${count} file(s) per node` + (count > 12 ? '; the newest 12 files as columns' : '')
+          + (idle ? `; ${idle} peer(s) hold none` : '')), map));
   },
 };
 
