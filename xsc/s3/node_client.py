@@ -29,6 +29,7 @@ from ..errors import NodeNotRunning, NotFound, XscError
 
 CHUNK = 1024 * 1024
 SPLICE = hasattr(os, "splice")  # Linux: large reads are relayed by splice(2)
+ANSWER_TIMEOUT = 300.0  # seconds a relayed read waits for the node's answer to begin
 _PIPE_SIZE = 1024 * 1024  # asked of the kernel for a relay's pipe (it may give less: fs.pipe-max-size)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
@@ -136,10 +137,11 @@ class NodeApi:
         with `NodeBody.splice_to`.  Blocking (run it in a thread); the node's refusal raises its XscError."""
         where = urlsplit(self.url)
         try:
-            sock = socket.create_connection((where.hostname, where.port or 80), timeout=30)
+            sock = socket.create_connection((where.hostname, where.port or 80), timeout=10)
         except OSError as exc:
             raise self._down(exc) from None
         try:
+            sock.settimeout(ANSWER_TIMEOUT)  # a loaded node may take long to open a file, not forever
             ranged = f"Range: bytes={first}-{last}\r\n" if first is not None else ""
             sock.sendall((f"GET /v1/store/files/{quote(cap, safe=':')} HTTP/1.1\r\nHost: {where.netloc}\r\n"
                           f"Authorization: {self._headers['Authorization']}\r\n{ranged}Connection: close\r\n\r\n"
@@ -210,6 +212,8 @@ class NodeBody:
             flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
             last_progress = time.monotonic()
             while left or queued:
+                if stop.is_set():
+                    raise ConnectionError("the relay was stopped")
                 moved = False
                 if left and queued < room:
                     try:
@@ -229,8 +233,6 @@ class NodeBody:
                 if moved:
                     last_progress = time.monotonic()
                     continue
-                if stop.is_set():
-                    raise ConnectionError("the relay was stopped")
                 if time.monotonic() - last_progress > idle:
                     raise TimeoutError(f"no progress in {idle:.0f} s")
                 poller = select.poll()
