@@ -427,7 +427,11 @@ class S3Front:
         body = await in_pool(self.relays, self.node.open_body, *pieces[0])
         stop = threading.Event()
         transport = request.transport
-        await response.prepare(request)
+        try:
+            await response.prepare(request)
+        except BaseException:
+            body.close()
+            raise
         transport.pause_reading()  # as asyncio's own sendfile does: the socket is ours until the body is out
         try:
             for i, piece in enumerate(pieces):
@@ -439,7 +443,10 @@ class S3Front:
                         if transport.is_closing():
                             raise ConnectionResetError("the client went away")
                         await asyncio.sleep(0.001)
-                    out = os.dup(transport.get_extra_info("socket").fileno())
+                    sock = transport.get_extra_info("socket")
+                    if sock is None:
+                        raise ConnectionResetError("the client went away")
+                    out = os.dup(sock.fileno())
                 except BaseException:
                     body.close()
                     raise
