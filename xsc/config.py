@@ -304,6 +304,7 @@ class MarketSection(_Section):
     payment_interval: float = 3600.0  # seconds between the storage payment runs (each pays what was held since)
     publish_delay: float = 0.2  # seconds changes to this node's offer are gathered before it is re-published
     freshness: float = 60.0  # seconds a participant's newest offer counts as current (re-published every third)
+    allocation_delay: float = 0.5  # seconds an allocation round waits after a change, gathering others (debounce)
 
     @field_validator("storage_ask_ceiling", "compute_ask_ceiling", "storage_ask_floor", "compute_ask_floor",
                      "storage_bid", "compute_bid", "fuel_per_second")
@@ -328,7 +329,7 @@ class MarketSection(_Section):
             raise ValueError("must be between 60 seconds and 7 days")
         return v
 
-    @field_validator("payment_interval", "publish_delay")
+    @field_validator("payment_interval", "publish_delay", "allocation_delay")
     @classmethod
     def _seconds(cls, v: float) -> float:
         if not 0 <= v <= 7 * 86400:

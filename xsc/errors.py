@@ -379,6 +379,12 @@ class InvalidCommitment(AllocationError):
     code = "invalid-commitment"
 
 
+class InvalidAllocationRecord(InvalidCommitment):
+    """An allocation state or receipt from a peer that is malformed, out of bounds, or not signed by its publisher."""
+
+    code = "invalid-allocation-record"
+
+
 class PlotUnavailable(AllocationError):
     code = "plot-unavailable"
 

@@ -180,6 +180,9 @@ class MarketService:
         self._clearings: dict | None = None
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self.on_change: list[Callable[[], None]] = []  # called whenever the book changed (allocation rounds)
+        # kind -> provider -> units the converged allocation gives this node's needs (set by app.py)
+        self.allocated: Callable[[str], dict[str, int]] | None = None
 
     # --- what this node offers ------------------------------------------------------------
     def policy(self, kind: str) -> PricingPolicy:
@@ -362,6 +365,8 @@ class MarketService:
         self._clearings = None
         self._compute_deals.clear()
         self.version += 1
+        for hook in self.on_change:
+            hook()
 
     def payload(self) -> list[dict]:
         return [c.to_json() for c in self.book.commitments()]

@@ -24,6 +24,7 @@ from ..identity import ReplayGuard
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
 from ..ledger.tabs import Tabs
+from ..allocation.service import AllocationService
 from ..market.service import MarketService
 from ..net import PeerClient, RemoteHolder
 from ..peers import HealthService, PeerService
@@ -39,7 +40,8 @@ from ..storage.wire import DAMAGE_PATH
 from ..ui.session import Sessions
 from ..tasks import in_pool
 from . import auth, connections, datadir, peer_auth, problems
-from .appkeys import (AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_POOL, DB, DEALS, GATEWAY, HEALTH, HEALTH_CHECKS,
+from .appkeys import (ALLOCATION, AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_POOL, DB, DEALS, GATEWAY, HEALTH,
+                      HEALTH_CHECKS,
                       IDENTITY, IN_FLIGHT, LEASE_GC, LEDGER, MARKET, METRICS, PAID_COMPUTE, PAYMENTS, PEER_LIMITS,
                       PEERS, REPLAY_GUARD, S3_INDEX, SCRUBBER, SHARE_HOLDER, STARTED, STATUS_PARTS, STORAGE, TABS,
                       TERMS, TOKEN, UI_SESSIONS, USER_LIMITS)
@@ -111,6 +113,11 @@ async def _services(app: web.Application):
                            storage_usage=lambda: (store.capacity - store.free, store.capacity),
                            compute_threads=config.compute.threads, gossip_interval=config.peers.gossip_interval)
     peers.on_removed.append(market.forget)
+    allocation = AllocationService(config=config.market, identity=identity, db=db, market=market, peers=peers,
+                                   gossip_interval=config.peers.gossip_interval)
+    peers.on_removed.append(allocation.forget)
+    market.on_change.append(allocation.touch)
+    market.allocated = allocation.allocated
     payments = Payments(ledger=ledger, payer=payer, node=identity, peers=peers, client=client,
                         retry_interval=config.ledger.settle_retry_interval,
                         on_paid=lambda peer, amount, by_them: market.note_paid(peer, amount, by_them=by_them))
@@ -157,6 +164,7 @@ async def _services(app: web.Application):
     app[MARKET], app[PAYMENTS], app[TERMS], app[DEALS], app[STORAGE] = market, payments, terms, deals, storage
     app[SHARE_HOLDER], app[AUDITS], app[SCRUBBER], app[LEASE_GC] = share_holder, audits, scrubber, lease_gc
     app[PAID_COMPUTE], app[TABS] = paid, tabs
+    app[ALLOCATION] = allocation
     app[S3_INDEX] = S3Index(db)  # the user's bucket index: the S3 front (its own process) records objects there
 
     app[STATUS_PARTS].update({
@@ -180,7 +188,7 @@ async def _services(app: web.Application):
 
     started = []
     try:
-        for service in (tabs, compute, paid, peers, health, market, payments, deals, share_holder, audits, scrubber,
+        for service in (tabs, compute, paid, peers, health, market, allocation, payments, deals, share_holder, audits, scrubber,
                         lease_gc):
             service.start()
             started.append(service)

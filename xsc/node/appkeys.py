@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import plyvel
 from aiohttp import web
 
+from ..allocation.service import AllocationService
 from ..compute.paid import PaidCompute
 from ..compute.service import ComputeService
 from ..config import NodeConfig
@@ -56,6 +57,7 @@ COMPUTE = web.AppKey("compute", ComputeService)
 PEERS = web.AppKey("peers", PeerService)
 HEALTH = web.AppKey("health", HealthService)
 MARKET = web.AppKey("market", MarketService)
+ALLOCATION = web.AppKey("allocation", AllocationService)  # live allocation rounds (xsc.allocation.service)
 PAYMENTS = web.AppKey("payments", Payments)
 TERMS = web.AppKey("holder_terms", HolderTerms)
 DEALS = web.AppKey("deals", StorageDeals)

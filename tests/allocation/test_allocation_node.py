@@ -1,0 +1,142 @@
+"""Live allocation rounds on in-process nodes: records published and received, and every hostile record refused
+(bad signature, unknown peer, oversize, out-of-range numbers, stale stamp, beyond the offer)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from xsc.allocation import AllocationState, SlotAllocation, Stamp
+from xsc.allocation.records import MAX_ALLOCATIONS, parse_receipt, parse_state, sign_receipt, sign_state
+from xsc.allocation.rounds import Receipt, ReceiptEntry
+from xsc.errors import InvalidAllocationRecord
+from xsc.identity import Identity, sign_request
+from xsc.node.appkeys import ALLOCATION, MARKET, PEERS
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
+         "market": {"allocation_delay": 0.05}}
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _state(identity: Identity, allocations=(), stamp: Stamp | None = None, **kw) -> dict:
+    state = AllocationState.model_construct(
+        provider=identity.id, slot_allocations=tuple(SlotAllocation(*a) for a in allocations), wanted=kw.get("wanted", ()),
+        converged=True, convergence_history=())
+    return sign_state(identity, state, stamp=stamp or Stamp.seed().event(), timestamp=kw.get("timestamp", _now())).to_json()
+
+
+def _receipt(identity: Identity, stamp: Stamp | None = None) -> dict:
+    receipt = Receipt.model_construct(recipient=identity.id, over_allocation=0, damping_factor=1, stamp=Stamp.seed(),
+                                      timestamp=0, needs={"need-1": ReceiptEntry(quantity=10, total=0)})
+    return sign_receipt(identity, receipt, stamp=stamp or Stamp.seed().event(), timestamp=_now()).to_json()
+
+
+async def _pair(node_factory):
+    a = await node_factory("a", **QUIET)
+    b = await node_factory("b", **QUIET)
+    await a.app[PEERS].add(b.app[PEERS].url)
+    await a.app[MARKET].fill_book()
+    await b.app[MARKET].fill_book()
+    return a, b
+
+
+async def _post(node, sender: Identity, body: dict) -> tuple[int, dict]:
+    raw = json.dumps(body).encode()
+    path = "/v1/peer/allocation"
+    headers = {**sign_request(sender, "POST", path, raw, receiver=node.app[PEERS].identity.id),
+               "Content-Type": "application/json"}
+    response = await node.post(path, data=raw, headers=headers)
+    return response.status, await response.json(content_type=None)
+
+
+def test_records_round_trip_signed_and_every_change_breaks_the_signature() -> None:
+    me = Identity.generate()
+    state = _state(me)
+    assert parse_state(state).provider == me.id
+    receipt = _receipt(me)
+    assert parse_receipt(receipt).needs["need-1"].quantity == 10
+    for field, value in (("converged", False), ("timestamp", state["timestamp"] + 1), ("delta", "0.5")):
+        with pytest.raises(InvalidAllocationRecord, match="not signed"):
+            parse_state({**state, field: value})
+    with pytest.raises(InvalidAllocationRecord, match="not signed"):
+        parse_receipt({**receipt, "over_allocation": 1})
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda s: {**s, "allocations": [["storage-1", s["provider"], "n", 1, 1]] * 2}, "two allocations"),
+    (lambda s: {**s, "allocations": [["storage-1", s["provider"], "n", 2**63, 1]]}, "less than or equal"),
+    (lambda s: {**s, "allocations": [["storage-1", s["provider"], "n", -1, 1]]}, "greater than or equal"),
+    (lambda s: {**s, "allocations": [["storage-1", s["provider"], "n", 1, 3]]}, "Input should be 1 or 2"),
+    (lambda s: {**s, "delta": "1E+20000000"}, "less than or equal"),
+    (lambda s: {**s, "timestamp": 2**60}, "less than or equal"),
+    (lambda s: {**s, "stamp": "00" * 5000}, "hex digits"),
+    (lambda s: {**s, "allocations": [["c", "x", "n", 1, 1]] * (MAX_ALLOCATIONS + 1)}, "10001 items .at most 10000."),
+    (lambda s: {**s, "provider": "not-a-node"}, "node id"),
+])
+def test_a_state_out_of_bounds_is_refused_before_its_signature_is_checked(change, why) -> None:
+    state = _state(Identity.generate())
+    with pytest.raises(InvalidAllocationRecord, match=why):
+        parse_state(change(state))
+
+
+def test_a_receipt_whose_total_is_not_its_parts_or_whose_damping_is_out_of_range_is_refused() -> None:
+    me, other = Identity.generate(), Identity.generate()
+    receipt = _receipt(me)
+    with pytest.raises(InvalidAllocationRecord, match="not the sum"):
+        parse_receipt({**receipt, "needs": {"n": {"quantity": 5, "total": 9, "by_provider": {other.id: 1}}}})
+    with pytest.raises(InvalidAllocationRecord, match="damping_factor"):
+        parse_receipt({**receipt, "damping_factor": "1.5"})
+    with pytest.raises(InvalidAllocationRecord, match="future"):
+        parse_receipt(_receipt(me) | {}, now_ms=_now() - 3_600_000)
+
+
+async def test_each_hostile_record_is_refused_and_counted(node_factory) -> None:
+    a, b = await _pair(node_factory)
+    service = a.app[ALLOCATION]
+    b_identity = b.app[PEERS].identity
+    stranger = Identity.generate()
+    # unknown peer: dropped before its signature is checked
+    status, answer = await _post(a, stranger, {"states": [_state(stranger)]})
+    assert status == 200 and answer["refused"] == 1 and service.states.get(stranger.id) is None
+    # bad signature: b's id, signed by someone else
+    forged = {**_state(b_identity), "signature": _state(stranger)["signature"]}
+    status, answer = await _post(a, b_identity, {"states": [forged]})
+    assert answer["refused"] == 1 and service.states.get(b_identity.id) is None
+    # out-of-range numbers
+    status, answer = await _post(a, b_identity, {"receipts": [{**_receipt(b_identity), "damping_factor": "2"}]})
+    assert answer["refused"] == 1 and service.receipts.get(b_identity.id) is None
+    # beyond its offer: more units than b's capacity slot holds, or a slot b does not offer
+    slot = next(x for x in a.app[MARKET].book.get(b_identity.id).asks if x.slot.kind == "storage").slot
+    too_much = _state(b_identity, [(slot.id, "need-1", a.app[PEERS].identity.id, slot.quantity + 1, 1)])
+    not_offered = _state(b_identity, [("storage-0", "need-1", a.app[PEERS].identity.id, 1, 1)])
+    status, answer = await _post(a, b_identity, {"states": [too_much, not_offered]})
+    assert answer["refused"] == 2 and service.states.get(b_identity.id) is None
+    # oversize: more records than a message may carry
+    status, answer = await _post(a, b_identity, {"states": [_state(b_identity)] * 1002})
+    assert status == 400 and "at most" in answer["detail"]
+    # a good one is taken; the same again, and an older one, are stale
+    newer = Stamp.seed().event().event()
+    status, answer = await _post(a, b_identity, {"states": [_state(b_identity, stamp=newer)]})
+    assert answer == {"changed": 1, "refused": 0}
+    held = service.states.get(b_identity.id)
+    status, answer = await _post(a, b_identity, {"states": [_state(b_identity, stamp=Stamp.seed().event())]})
+    assert answer == {"changed": 0, "refused": 0} and service.states.get(b_identity.id) is held
+    assert service.refused == {"unknown peer": 1, "bad signature": 1, "invalid": 1, "beyond its offer": 2,
+                               "stale": 1}
+
+
+async def test_a_joining_node_forks_its_itc_id_from_a_peer(node_factory) -> None:
+    a, b = await _pair(node_factory)
+    ids = [n.app[ALLOCATION] for n in (a, b)]
+    deadline = time.monotonic() + 30
+    while any(s.stamp is None for s in ids) and time.monotonic() < deadline:
+        await __import__("asyncio").sleep(0.05)
+    first, second = sorted(ids, key=lambda s: s.forked_from is not None)
+    assert first.forked_from is None and second.forked_from == first.me
+    # the two ids are disjoint halves: their events never collide
+    assert first.stamp.id != 1 and second.stamp.id != 1

@@ -1,0 +1,497 @@
+"""Live allocation rounds on a node: the asyncio shell around `provider_round` and `recipient_round`.
+
+- **The network** is read from the market's book (`MarketService.book`): every *active* participant
+  (known, up, offer fresher than `market.freshness`) becomes an allocator `Commitment` of its asks'
+  capacity slots, its bids' need slots (standing needs and the needs of puts and invokes in
+  progress) and its recognition weights, with the damping factor of its latest receipt.
+- **A round** (debounced by `market.allocation_delay` after anything it reads changed: the book, a
+  record received, a standing need) runs exactly the functions the simulators run: as a provider
+  `provider_round` over the network and the receipts held, as a recipient `addressed_to` over the
+  active providers' states and `recipient_round`.  It publishes what changed -- a signed
+  `StateRecord` and/or `ReceiptRecord` (`xsc.allocation.records`), each an ITC event of this node's
+  stamp after joining every stamp it received -- by pushing it to every peer that is up
+  (`POST /v1/peer/allocation`).  A provider whose state did not converge computes again after the
+  delay; a quiet network sends nothing.
+- **Receiving** (`receive`): only records whose publisher is a known peer, parsed with every bound
+  of `xsc.allocation.records`, signature checked, states checked against the publisher's offer,
+  future-dated ones refused; then stale ignored, newer replace, concurrent merged (`Held`).
+- **Causality**: a node without an ITC id asks a peer to fork its own (`POST
+  /v1/peer/allocation/fork`): the peer keeps one half, answers the other, and stores its half before
+  answering.  A node that got no fork after `FORK_WAIT` seconds seeds the whole id when it knows no
+  peer (the first node of a network) or has the smallest node id of the peers it knows (none of
+  which has an id yet: they all started at once); the others fork from it on their next try.  The id is stored (`keys.MARKET_ALLOCATION`) so a restarted node keeps it.
+- **Anti-entropy**: every gossip interval one random peer gets our records with `ask`, and answers
+  with its own; a peer we hold nothing of is asked on the next push.
+
+Serving: `allocated(kind)` says, per provider, the units the active providers' states give this
+node's need slots of `kind`; `MarketService.deal` places needs there first (docs/allocation.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from decimal import Decimal
+from typing import Any, Callable
+
+import plyvel
+
+from .. import keys
+from ..config import MarketSection
+from ..errors import InvalidArgument, PeerError, XscError
+from ..identity import Identity
+from ..market.models import Bid
+from .convergence import NETWORK_QUORUM
+from .itc import ItcError, Stamp
+from .models import AllocationState, Commitment, DampingSample
+from .records import (
+    Held,
+    ReceiptRecord,
+    StateRecord,
+    check_state,
+    parse_receipt,
+    parse_state,
+    sign_receipt,
+    sign_state,
+)
+from .rounds import Receipt, addressed_to, provider_round, recipient_round
+
+log = logging.getLogger(__name__)
+
+PEER_PATH = "/v1/peer/allocation"
+FORK_PATH = "/v1/peer/allocation/fork"
+MAX_RECORDS = 1_001  # states and receipts per message each: one per peer the directory can hold, and this node's
+FORK_WAIT = 3.0  # seconds a node without an ITC id waits for a peer to fork one from before it seeds one
+TRAFFIC_ROUNDS = 256  # rounds whose bytes are kept for the status
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class AllocationService:
+    def __init__(self, *, config: MarketSection, identity: Identity, db: plyvel.DB, market: Any, peers: Any,
+                 gossip_interval: float) -> None:
+        self.config = config
+        self.identity = identity
+        self.me = identity.id
+        self.db = db
+        self.market = market  # xsc.market.service.MarketService: the book, freshness, the needs it publishes
+        self.peers = peers  # a PeerView (None: a node on its own)
+        self.gossip_interval = gossip_interval
+        raw = db.get(keys.MARKET_ALLOCATION)
+        self.stamp: Stamp | None = Stamp.decode(bytes.fromhex(raw.decode())) if raw else None
+        self.forked_from: str | None = None
+        self.states = Held()  # provider -> its newest StateRecord (this node's too)
+        self.receipts = Held()  # recipient -> its newest ReceiptRecord (this node's too)
+        self.previous: AllocationState | None = None  # this node's last state, for convergence
+        self.my_receipt: Receipt | None = None
+        self.history: tuple[DampingSample, ...] = ()
+        self.damping = Decimal(1)
+        self.rounds = 0
+        self.refused: dict[str, int] = {}  # why records were refused -> how many
+        self.traffic: list[tuple[int, int]] = []  # (round, bytes this node sent for it)
+        self.bytes_sent = 0
+        self._dirty = True
+        self._changed = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._started = time.monotonic()
+        self._load_standing()
+
+    # --- standing needs -------------------------------------------------------------------------
+    def _load_standing(self) -> None:
+        for key, value in self.db.iterator(prefix=keys.MARKET_STANDING):
+            try:
+                bid = Bid.model_validate(json.loads(value))
+            except ValueError:
+                self.db.delete(key)
+                continue
+            if bid.slot.end > time.time():
+                self.market.needs[bid.slot.id] = bid
+            else:
+                self.db.delete(key)
+
+    def add_need(self, kind: Any, quantity: Any, seconds: Any = 3600, max_price: Any = None) -> dict:
+        """A standing need slot of this node: published with its offer and allocated in rounds until
+        its window ends (or `remove_need`)."""
+        if kind not in ("storage", "compute"):
+            raise InvalidArgument(f"a need is of kind storage or compute, not {kind!r}")
+        for name, value, top in (("quantity", quantity, 2**62), ("seconds", seconds, 10 * 365 * 86400)):
+            if type(value) is not int or not 1 <= value <= top:
+                raise InvalidArgument(f"{name} must be an integer from 1 to {top}, not {value!r}")
+        if max_price is None:
+            max_price = getattr(self.config, f"{kind}_bid")
+        if type(max_price) is not int or not 0 <= max_price <= 10**12:
+            raise InvalidArgument(f"max_price must be an integer from 0 to 10^12, not {max_price!r}")
+        standing = [b for b in self.market.needs.values() if b.slot.id.startswith("need-")]
+        if len(standing) >= 64:
+            raise InvalidArgument("at most 64 standing needs per node", hint="remove one (DELETE /v1/allocation/needs/ID)")
+        bid = self.market.need(f"need-{random.getrandbits(48):012x}", kind, quantity, seconds, max_price)
+        self.db.put(keys.market_standing(bid.slot.id), json.dumps(bid.model_dump(mode="json")).encode(), sync=True)
+        self.market.needs[bid.slot.id] = bid
+        self.market.touch()
+        self.touch()
+        return _need_view(bid)
+
+    def remove_need(self, need_id: str) -> bool:
+        if not need_id.startswith("need-") or self.market.needs.pop(need_id, None) is None:
+            return False
+        self.db.delete(keys.market_standing(need_id), sync=True)
+        self.market.touch()
+        self.touch()
+        return True
+
+    def _expire_needs(self) -> None:
+        now = time.time()
+        for nid in [n for n, b in self.market.needs.items() if n.startswith("need-") and b.slot.end <= now]:
+            self.remove_need(nid)
+
+    # --- the network ------------------------------------------------------------------------------
+    def network(self) -> dict[str, Commitment]:
+        """participant -> allocator commitment, for every active participant of the book."""
+        out: dict[str, Commitment] = {}
+        for mc in self.market.book.commitments():
+            p = mc.participant
+            if not self.market.active(p):
+                continue
+            receipt = self.receipts.get(p)
+            factor = self.damping if p == self.me else (receipt.damping_factor if receipt is not None else Decimal(1))
+            out[p] = Commitment.model_construct(
+                participant=p, capacity_slots=tuple(a.slot for a in mc.asks), need_slots=tuple(b.slot for b in mc.bids),
+                recognition=dict(mc.recognition), damping_factor=factor,
+                damping_history=self.history if p == self.me else (), stamp=mc.stamp, timestamp=mc.timestamp)
+        return out
+
+    def _active_states(self, network: dict[str, Commitment]) -> list[AllocationState]:
+        return [r.to_state() for p, r in self.states.items() if p in network]
+
+    # --- a round ----------------------------------------------------------------------------------
+    def touch(self) -> None:
+        """Something a round reads changed: compute again (debounced)."""
+        self._dirty = True
+        self._changed.set()
+
+    def _event(self) -> Stamp:
+        """This node's next ITC event, after every stamp it received."""
+        stamp = self.stamp
+        for held in (self.states, self.receipts):
+            for owner in held.owners():
+                seen = held.seen(owner)
+                if owner != self.me and seen is not None:
+                    stamp = stamp.join(seen.peek())
+        self.stamp = stamp.event()
+        self.db.put(keys.MARKET_ALLOCATION, self.stamp.encode().hex().encode())
+        return self.stamp
+
+    def round(self, now: int | None = None) -> list:
+        """One round (see the module docstring); returns the records it published."""
+        now = now_ms() if now is None else now
+        if self.stamp is None:
+            return []  # no ITC id yet: nothing may be published (see `ensure_id`)
+        self._dirty = False
+        self.rounds += 1
+        network = self.network()
+        me = network.get(self.me)
+        out: list = []
+        receipts = {r: rec.to_receipt() for r, rec in self.receipts.items() if r in network and r != self.me}
+        mine = self.states.get(self.me)
+        if me is not None and me.capacity_slots:
+            state = provider_round(me, network, receipts, previous=self.previous, now_ms=now)
+            self.previous = state
+            content = (tuple((a.capacity_slot, a.recipient, a.need_slot, a.quantity, a.tier)
+                             for a in state.slot_allocations), tuple(state.wanted), state.converged)
+            if mine is None or content != (mine.allocations, mine.wanted, mine.converged):
+                record = sign_state(self.identity, state, stamp=self._event(), timestamp=now)
+                self.states.receive(record)
+                out.append(record)
+        elif mine is not None and mine.allocations:
+            # No capacity any more (full, or leaving): withdraw every allocation.
+            empty = AllocationState.model_construct(provider=self.me, slot_allocations=(), wanted=(), converged=True,
+                                                    convergence_history=())
+            record = sign_state(self.identity, empty, stamp=self._event(), timestamp=now)
+            self.states.receive(record)
+            self.previous = None
+            out.append(record)
+        if me is not None and me.need_slots:
+            received, wanted = addressed_to(self.me, [s for s in self._active_states(network) if s.provider != self.me])
+            damped, receipt = recipient_round(me, received, wanted, now, previous=self.my_receipt)
+            self.history, self.damping = damped.damping_history, damped.damping_factor
+            self.my_receipt = receipt
+            held = self.receipts.get(self.me)
+            if held is None or receipt.needs != held.to_receipt().needs \
+                    or receipt.damping_factor != held.damping_factor:
+                record = sign_receipt(self.identity, receipt, stamp=self._event(), timestamp=now)
+                self.receipts.receive(record)
+                out.append(record)
+        if self.previous is not None and not self.previous.converged:
+            self._dirty = True  # not converged: compute again after the delay, as the simulator does
+        return out
+
+    # --- receiving ----------------------------------------------------------------------------------
+    def _refuse(self, why: str) -> None:
+        self.refused[why] = self.refused.get(why, 0) + 1
+
+    def receive(self, body: Any) -> dict[str, int]:
+        """A peer's message {"states": [...], "receipts": [...]}: how many records changed what is held,
+        and how many were refused.  Invalid records are skipped (counted in `refused`)."""
+        if not isinstance(body, dict):
+            raise InvalidArgument('send {"states": [...], "receipts": [...]}')
+        states, receipts = body.get("states", []), body.get("receipts", [])
+        if not isinstance(states, list) or not isinstance(receipts, list):
+            raise InvalidArgument("states and receipts must be lists")
+        if len(states) > MAX_RECORDS or len(receipts) > MAX_RECORDS:
+            raise InvalidArgument(f"at most {MAX_RECORDS} states and {MAX_RECORDS} receipts per message")
+        changed = refused = 0
+        now = now_ms()
+        for items, parse, held in ((states, parse_state, self.states), (receipts, parse_receipt, self.receipts)):
+            for item in items:
+                owner = item.get("provider" if held is self.states else "recipient") if isinstance(item, dict) else None
+                if owner == self.me:
+                    continue  # ours echoed back: ours is always the newest
+                if self.peers is not None and not (isinstance(owner, str) and self.peers.known(owner)):
+                    refused += 1
+                    self._refuse("unknown peer")
+                    continue  # not a peer's: not worth checking its signature
+                try:
+                    record = parse(item, now_ms=now)
+                    if held is self.states:
+                        mc = self.market.book.get(record.provider)
+                        check_state(record, None if mc is None else Commitment.model_construct(
+                            participant=mc.participant, capacity_slots=tuple(a.slot for a in mc.asks)))
+                except XscError as err:
+                    refused += 1
+                    self._refuse(_reason(err))
+                    log.info("ignoring an allocation record: %s", err)
+                    continue
+                outcome = held.receive(record)
+                if outcome.value == "stale":
+                    self._refuse("stale")
+                    continue
+                changed += 1
+        if changed:
+            self.touch()
+        return {"changed": changed, "refused": refused}
+
+    def answer(self, body: Any) -> dict:
+        """A peer's side of a push: take its records; with `ask`, answer with this node's own."""
+        result = self.receive(body)
+        if isinstance(body, dict) and body.get("ask") is True:
+            own = self._own()
+            self.bytes_sent += len(json.dumps(own, separators=(",", ":")))
+            return {**result, **own}
+        return result
+
+    def fork(self, peer: str) -> dict:
+        """Give a joining peer half of this node's ITC id (stored before it is answered)."""
+        if self.stamp is None:
+            raise InvalidArgument("this node has no ITC id yet to fork", hint="ask another peer")
+        try:
+            keep, give = self.stamp.fork()
+        except ItcError as err:
+            raise InvalidArgument(f"cannot fork this node's ITC id: {err}", hint="ask another peer") from None
+        self.stamp = keep
+        self.db.put(keys.MARKET_ALLOCATION, keep.encode().hex().encode(), sync=True)
+        log.info("forked half of the allocation ITC id for %s", peer[:12])
+        return {"stamp": give.encode().hex()}
+
+    # --- sending ------------------------------------------------------------------------------------
+    def _own(self) -> dict:
+        state, receipt = self.states.get(self.me), self.receipts.get(self.me)
+        return {"states": [state.to_json()] if state else [], "receipts": [receipt.to_json()] if receipt else []}
+
+    def _targets(self) -> list:
+        if self.peers is None:
+            return []
+        return [d for d in self.peers.peers() if self.peers.availability(d.id).up is not False]
+
+    async def push(self, records: list, *, everyone_asks: bool = False, only: list | None = None) -> int:
+        """Send `records` to every peer that is up (or `only`); returns the bytes sent."""
+        body = {"states": [r.to_json() for r in records if isinstance(r, StateRecord)],
+                "receipts": [r.to_json() for r in records if isinstance(r, ReceiptRecord)]}
+        targets = only if only is not None else self._targets()
+        sent = 0
+        calls = []
+        for d in targets:
+            ask = everyone_asks or (self.states.get(d.id) is None and self.receipts.get(d.id) is None)
+            message = {**body, "ask": True} if ask else body
+            sent += len(json.dumps(message, separators=(",", ":")))
+            calls.append(self._send(d, message))
+        await asyncio.gather(*calls)
+        self.bytes_sent += sent
+        return sent
+
+    async def _send(self, d, message: dict) -> None:
+        try:
+            response = await self.peers.request(d.url, "POST", PEER_PATH, json=message, to=d.id)
+            answer = response.json()
+            if isinstance(answer, dict) and ("states" in answer or "receipts" in answer):
+                self.receive({"states": answer.get("states", []), "receipts": answer.get("receipts", [])})
+        except PeerError as err:
+            log.debug("allocation push to %s failed: %s", d.id[:12], err)
+        except Exception:  # noqa: BLE001 -- one peer's bad answer must not end the round
+            log.exception("allocation push to %s failed", d.id[:12])
+
+    async def ensure_id(self) -> bool:
+        """Fork an ITC id from a peer (or seed one when no peer was known for FORK_WAIT s)."""
+        if self.stamp is not None:
+            return True
+        for d in self._targets():
+            try:
+                response = await self.peers.request(d.url, "POST", FORK_PATH, json={}, to=d.id)
+                stamp = Stamp.decode(bytes.fromhex(response.json()["stamp"]))
+            except (PeerError, XscError, ValueError, KeyError, TypeError) as err:
+                log.debug("no ITC fork from %s: %s", d.id[:12], err)
+                continue
+            if stamp.is_anonymous:
+                continue
+            self.stamp, self.forked_from = stamp, d.id
+            self.db.put(keys.MARKET_ALLOCATION, stamp.encode().hex().encode(), sync=True)
+            return True
+        # Nobody gave one: the first node of a network (no peer), or every peer is as new as this one
+        # (then the smallest node id seeds and the others fork from it).
+        targets = self._targets()
+        if time.monotonic() - self._started >= FORK_WAIT and (not targets or self.me < min(d.id for d in targets)):
+            self.stamp = Stamp.seed()
+            self.db.put(keys.MARKET_ALLOCATION, self.stamp.encode().hex().encode(), sync=True)
+            return True
+        return False
+
+    async def _run(self) -> None:
+        next_gossip = time.monotonic() + self.gossip_interval * random.uniform(0.8, 1.2)
+        seen_version = -1
+        while True:
+            try:
+                await asyncio.wait_for(self._changed.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
+            self._changed.clear()
+            try:
+                if not await self.ensure_id():
+                    continue
+                if self.market.version != seen_version:
+                    seen_version = self.market.version
+                    self._dirty = True
+                self._expire_needs()
+                if self._dirty:
+                    await asyncio.sleep(self.config.allocation_delay)  # debounce: gather what else changes
+                    seen_version = self.market.version
+                    records = self.round()
+                    if records:
+                        sent = await self.push(records)
+                        self.traffic.append((self.rounds, sent))
+                        del self.traffic[:-TRAFFIC_ROUNDS]
+                    if self._dirty:
+                        self._changed.set()
+                if time.monotonic() >= next_gossip:
+                    next_gossip = time.monotonic() + self.gossip_interval * random.uniform(0.8, 1.2)
+                    targets = self._targets()
+                    own = [r for r in (self.states.get(self.me), self.receipts.get(self.me)) if r is not None]
+                    if targets:
+                        await self.push(own, everyone_asks=True, only=[random.choice(targets)])
+            except Exception:  # a round must never end the allocation
+                log.exception("allocation round failed")
+
+    def forget(self, participant: str) -> None:
+        """A node was removed: its records are dropped."""
+        if self.states.forget(participant) | self.receipts.forget(participant):
+            self.touch()
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._run(), name="xsc-allocation")]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # --- serving --------------------------------------------------------------------------------------
+    def allocated(self, kind: str) -> dict[str, int]:
+        """provider -> units its current state gives this node's need slots of `kind` (active providers)."""
+        ids = {nid for nid, b in self.market.needs.items() if b.slot.kind == kind}
+        out: dict[str, int] = {}
+        for p, record in self.states.items():
+            if p == self.me or not self.market.active(p):
+                continue
+            units = sum(q for _, r, n, q, _ in record.allocations if r == self.me and n in ids)
+            if units:
+                out[p] = units
+        return out
+
+    # --- views ------------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """The stamp, the peers in causal order, and whether the allocation converged."""
+        network = self.network()
+        providers = {p: r for p, r in self.states.items() if p in network and network[p].capacity_slots}
+        converged = [p for p, r in providers.items() if r.converged]
+        share = len(converged) / len(providers) if providers else 1.0
+        mine = self.states.get(self.me)
+        delta = None
+        if self.previous is not None and self.previous.convergence_history:
+            delta = str(self.previous.convergence_history[-1].delta)
+        elif mine is not None:
+            delta = str(mine.delta)
+        peers = []
+        for p in _causal_order({p: self._latest_stamp(p) for p in set(self.states.owners()) | set(self.receipts.owners())
+                                if p != self.me}):
+            s = self.states.get(p)
+            peers.append({"id": p, "stamp": self._latest_stamp(p).encode().hex(), "active": p in network,
+                          "converged": None if s is None else s.converged,
+                          "delta": None if s is None else str(s.delta)})
+        rounds_sent = [b for _, b in self.traffic]
+        allocated_total = sum(q for r in providers.values() for _, _, _, q, _ in r.allocations)
+        received = self.receipts.get(self.me)
+        return {
+            "stamp": None if self.stamp is None else self.stamp.encode().hex(),
+            "forked_from": self.forked_from,
+            "rounds": self.rounds,
+            "converged": (mine is None or mine.converged) and share >= float(NETWORK_QUORUM),
+            "provider_converged": None if mine is None else mine.converged,
+            "delta": delta,
+            "converged_share": round(share, 4),
+            "providers": len(providers),
+            "peers": peers,
+            "allocated": allocated_total,
+            "mine": None if mine is None else [list(a) for a in mine.allocations],
+            "received": None if received is None else {
+                nid: {"quantity": e.quantity, "total": e.total, "by_provider": e.by_provider}
+                for nid, e in received.needs.items()},
+            "needs": [_need_view(b) for n, b in sorted(self.market.needs.items()) if n.startswith("need-")],
+            "refused": dict(self.refused),
+            "bytes_sent": self.bytes_sent,
+            "bytes_per_round": round(sum(rounds_sent) / len(rounds_sent), 1) if rounds_sent else None,
+        }
+
+    def _latest_stamp(self, p: str) -> Stamp:
+        stamps = [s for s in (self.states.seen(p), self.receipts.seen(p)) if s is not None]
+        out = stamps[0].peek()
+        for s in stamps[1:]:
+            out = out.join(s.peek())
+        return out
+
+
+def _need_view(bid) -> dict:
+    s = bid.slot
+    return {"id": s.id, "kind": s.kind, "quantity": s.quantity, "start": s.start, "end": s.end, "max_price": bid.price}
+
+
+def _reason(err: XscError) -> str:
+    text = str(err)
+    if "not signed" in text:
+        return "bad signature"
+    if "future" in text:
+        return "future-dated"
+    if "gives" in text or "allocates to itself" in text or "no commitment" in text:
+        return "beyond its offer"
+    return "invalid"
+
+
+def _causal_order(stamps: dict[str, Stamp]) -> list[str]:
+    """Participants ordered by their stamps: one whose stamp is <= another's comes first (concurrent
+    ones by how many stamps they follow, then by id)."""
+    ids = sorted(stamps)
+    before = {p: sum(1 for q in ids if q != p and stamps[q].leq(stamps[p]) and not stamps[p].leq(stamps[q]))
+              for p in ids}
+    return sorted(ids, key=lambda p: (before[p], p))

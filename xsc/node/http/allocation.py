@@ -1,0 +1,53 @@
+"""Allocation routes (xsc.allocation.service.AllocationService: live allocation rounds).
+
+User API (token):
+    GET    /v1/allocation                   the stamp, the peers in causal order, convergence, traffic
+    POST   /v1/allocation/needs {"kind", "quantity", "seconds", "max_price"}   a standing need slot
+    DELETE /v1/allocation/needs/{need}      remove a standing need
+Peer API (signed; `peer_auth.peer_id(request)` is the sending node):
+    POST /v1/peer/allocation {"states": [...], "receipts": [...], "ask"?} -> {"changed", "refused"[, own records]}
+    POST /v1/peer/allocation/fork {}        -> {"stamp"}: half of this node's ITC id, for a joining node
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ...errors import NeedNotFound
+from .. import peer_auth
+from ..appkeys import ALLOCATION
+from .common import json_body
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/allocation")
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[ALLOCATION].status())
+
+
+@routes.post("/v1/allocation/needs")
+async def add_need(request: web.Request) -> web.Response:
+    body = await json_body(request, 'send {"kind": "storage", "quantity": 1000000, "seconds": 3600}')
+    return web.json_response(request.app[ALLOCATION].add_need(body.get("kind"), body.get("quantity"),
+                                                              body.get("seconds", 3600), body.get("max_price")),
+                             status=201)
+
+
+@routes.delete("/v1/allocation/needs/{need}")
+async def remove_need(request: web.Request) -> web.Response:
+    need = request.match_info["need"]
+    if not request.app[ALLOCATION].remove_need(need):
+        raise NeedNotFound(f"no standing need {need!r} on this node", hint="xsc market status lists them")
+    return web.json_response({"removed": need})
+
+
+@routes.post("/v1/peer/allocation")
+async def exchange(request: web.Request) -> web.Response:
+    body = await json_body(request, 'send {"states": [...], "receipts": [...]}')
+    return web.json_response(request.app[ALLOCATION].answer(body))
+
+
+@routes.post("/v1/peer/allocation/fork")
+async def fork(request: web.Request) -> web.Response:
+    return web.json_response(request.app[ALLOCATION].fork(peer_auth.peer_id(request)))
