@@ -189,6 +189,7 @@ def status(obj, wide: bool, as_json: bool) -> None:
         ("converged", "yes" if info["converged"] else f"no ({info.get('converged_reason', 'not every peer agrees')})"),
         ("my slots", len(info["asks"])),
         ("my open needs", len(info["needs"]) or "none"),
+        *_allocation_rows(info.get("allocation")),
     ])
     _slots(info["asks"], wide)
     if info["needs"]:
@@ -217,6 +218,20 @@ def status(obj, wide: bool, as_json: bool) -> None:
         click.echo(f"last payment run: {_utc(run['at'])}: paid {run['paid']} micro-credits in {run['payments']} "
                    f"payment(s); {run['forfeited']} forfeited (failed audit), {run['waiting']} waiting for an "
                    f"audit, {run['failed']} failed (retried)")
+
+
+def _allocation_rows(a: dict | None) -> list[tuple[str, object]]:
+    """The allocation rounds' lines of `market status`: stamp, peers in causal order, convergence."""
+    if a is None:
+        return []
+    share = f"{a['converged_share']:.0%} of {a['providers']} providers converged"
+    delta = f"denominator change {a['delta']}" if a["delta"] is not None else "no state yet"
+    order = " < ".join(p["id"][:8] for p in a["peers"]) or "none yet"
+    return [
+        ("allocation stamp", a["stamp"] or "none yet (forking an id from a peer)"),
+        ("allocation peers", order),
+        ("allocation converged", f"{'yes' if a['converged'] else 'no'} ({delta}; {share})"),
+    ]
 
 
 def _need_kind(found: dict) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...errors import InvalidArgument
-from ..appkeys import DEALS, MARKET
+from ..appkeys import ALLOCATION, DEALS, MARKET
 from .common import json_body, query_int, query_kind, storage_index
 
 routes = web.RouteTableDef()
@@ -48,7 +48,8 @@ async def status(request: web.Request) -> web.Response:
         return web.json_response(deals.of_file_view(storage_index(request.query["file"])))
     shown = query_int(request.query, "deals", 10**9, 0, 10**9)  # ?deals=N: at most N rows (the dashboard's table)
     market = request.app[MARKET]
-    return web.json_response({**market.status(), **deals.summary(shown), "recent_needs": market.explanations.recent()})
+    return web.json_response({**market.status(), **deals.summary(shown), "recent_needs": market.explanations.recent(),
+                              "allocation": request.app[ALLOCATION].status()})
 
 
 @routes.get("/v1/market/explain/{need}")

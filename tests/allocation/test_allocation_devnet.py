@@ -1,0 +1,137 @@
+"""Live allocation rounds on a devnet of real node processes, with mutual recognition set by `xsc market recognize`:
+the published states converge, no capacity slot gives more than it holds, each recipient's receipt totals what its
+providers' states give it, a put is placed on the providers that allocated to it; a killed provider is dropped and
+rejoins when it is back."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.nodes import Devnet, kill_all
+from tests.support.peers import FAST, api, node_id, wait_until
+
+N = 5
+RECIPIENTS = 3
+CAPACITY = 40_000_000
+NEED = 30_000_000
+ENV = {**FAST, "XSC_MARKET_ALLOCATION_DELAY": "0.1", "XSC_MARKET_FRESHNESS": "3", "XSC_STORAGE_CAPACITY": str(CAPACITY),
+       "XSC_MARKET_OFFER_COMPUTE": "false"}
+
+
+def _status(node) -> dict:
+    status, body = api(node, "GET", "/v1/allocation")
+    assert status == 200, body
+    return body
+
+
+def _own_slots(node) -> dict[str, int]:
+    status, body = api(node, "GET", "/v1/market/status")
+    assert status == 200, body
+    return {a["id"]: a["quantity"] for a in body["asks"]}
+
+
+def _recognize_all(nodes, ids) -> None:
+    """Every node recognises every other (weight 1) through `xsc market recognize`, the commands run in parallel."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(node, other) for node, me in zip(nodes, ids) for other in ids if other != me]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda job: job[0].xsc("market", "recognize", job[1], "1"), jobs))
+    for result in results:
+        assert result.returncode == 0, result.stderr
+
+
+def _converged(nodes) -> bool:
+    """Every node has an ITC id, every standing need a receipt, and >= 80% of the nodes moved their denominators
+    by <= 0.001 in their last round (and each says the network converged)."""
+    statuses = [_status(n) for n in nodes]
+    if any(s["stamp"] is None for s in statuses):
+        return False
+    if any(s["needs"] and set(s["received"] or {}) < {n["id"] for n in s["needs"]} for s in statuses):
+        return False
+    small = [s for s in statuses if s["delta"] is not None and float(s["delta"]) <= 0.001]
+    return len(small) >= 0.8 * len(nodes) and all(s["converged"] for s in statuses)
+
+
+def _given(nodes, ids) -> dict[str, dict[str, int]]:
+    """recipient -> provider -> units, from every provider's own state; no capacity slot gives more than it holds."""
+    given: dict[str, dict[str, int]] = {}
+    for node, me in zip(nodes, ids):
+        slots = _own_slots(node)
+        used: dict[str, int] = {}
+        for capacity_slot, recipient, _need, units, _tier in _status(node)["mine"] or ():
+            used[capacity_slot] = used.get(capacity_slot, 0) + units
+            given.setdefault(recipient, {})[me] = given.get(recipient, {}).get(me, 0) + units
+        for slot, units in used.items():
+            assert units <= slots.get(slot, 0), (me[:8], slot, units, slots)
+    return given
+
+
+def _receipts_match(nodes, ids, recipients) -> bool:
+    """Each recipient's receipt totals, per provider, what that provider's own state gives it (within one unit)."""
+    given = _given(nodes, ids)
+    for node, me in zip(nodes, ids):
+        if me not in recipients:
+            continue
+        received = _status(node)["received"] or {}
+        parts: dict[str, int] = {}
+        for e in received.values():
+            assert e["total"] <= e["quantity"], e
+            for p, units in e["by_provider"].items():
+                parts[p] = parts.get(p, 0) + units
+        mine = given.get(me, {})
+        if any(abs(parts.get(p, 0) - mine.get(p, 0)) > 1 for p in parts.keys() | mine.keys()):
+            return False
+    return True
+
+
+def _settled(nodes, ids, recipients) -> bool:
+    return _converged(nodes) and _receipts_match(nodes, ids, recipients)
+
+
+@pytest.mark.slow
+def test_a_devnet_converges_without_over_allocation_and_a_killed_provider_is_dropped_and_rejoins(tmp_path) -> None:
+    net = Devnet(tmp_path, N, env=ENV, name="n{}")
+    try:
+        net.spawn().wait_listening(90)
+        nodes = list(net)
+        ids = [node_id(n) for n in nodes]
+        assert not net.wait_peered(60), "every node to know every other"
+        _recognize_all(nodes, ids)
+        recipients = ids[:RECIPIENTS]
+        for node in nodes[:RECIPIENTS]:
+            status, body = api(node, "POST", "/v1/allocation/needs", {"kind": "storage", "quantity": NEED,
+                                                                      "seconds": 1800})
+            assert status == 201, body
+        wait_until(lambda: _settled(nodes, ids, recipients), "the allocation to converge", timeout=60)
+        given = _given(nodes, ids)
+        assert all(sum(given.get(r, {}).values()) > 0 for r in recipients), given
+
+        # ITC: every node but the first forked its id from a peer; stamps are distinct
+        statuses = [_status(n) for n in nodes]
+        assert sum(s["forked_from"] is None for s in statuses) == 1
+        assert len({s["stamp"] for s in statuses}) == N
+
+        # A provider that is not a recipient is killed: within 2 freshness windows nobody uses it any more.
+        victim, victim_id = nodes[-1], ids[-1]
+        victim.kill()
+        others = nodes[:-1]
+
+        def dropped() -> bool:
+            for node in others:
+                s = _status(node)
+                if any(p["id"] == victim_id and p["active"] for p in s["peers"]):
+                    return False
+                if any(victim_id in e["by_provider"] for e in (s["received"] or {}).values()):
+                    return False
+            return _settled(others, ids[:-1], recipients)
+
+        wait_until(dropped, "the killed provider to be dropped and the others to converge", timeout=2 * 3 + 20)
+
+        # It comes back: it rejoins (its id was kept) and the allocation converges with it again.
+        victim.start(60)
+        wait_until(lambda: all(any(p["id"] == victim_id and p["active"] for p in _status(n)["peers"])
+                               for n in others) and _settled(nodes, ids, recipients),
+                   "the provider to rejoin and the allocation to converge", timeout=40)
+    finally:
+        kill_all(net)
