@@ -144,6 +144,24 @@ class AllocationService:
         self.touch()
         return True
 
+    def spend(self, kind: str, units: int) -> None:
+        """`units` of `kind` were served from the allocation: the standing needs of that kind shrink by as
+        much (the largest first), so that what is allocated and what is served stay equal."""
+        for bid in sorted((b for n, b in self.market.needs.items() if n.startswith("need-") and b.slot.kind == kind),
+                          key=lambda b: (-b.slot.quantity, b.slot.id)):
+            if units <= 0:
+                break
+            take = min(units, bid.slot.quantity)
+            units -= take
+            if take == bid.slot.quantity:
+                self.remove_need(bid.slot.id)
+                continue
+            smaller = bid.model_copy(update={"slot": bid.slot.model_copy(update={"quantity": bid.slot.quantity - take})})
+            self.market.needs[bid.slot.id] = smaller
+            self.db.put(keys.market_standing(bid.slot.id), json.dumps(smaller.model_dump(mode="json")).encode())
+        self.market.touch()
+        self.touch()
+
     def _expire_needs(self) -> None:
         now = time.time()
         for nid in [n for n, b in self.market.needs.items() if n.startswith("need-") and b.slot.end <= now]:

@@ -220,17 +220,22 @@ def status(obj, wide: bool, as_json: bool) -> None:
                    f"audit, {run['failed']} failed (retried)")
 
 
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
 def _allocation_rows(a: dict | None) -> list[tuple[str, object]]:
-    """The allocation rounds' lines of `market status`: stamp, peers in causal order, convergence."""
+    """The allocation rounds' lines of `market status`: ITC stamp, peers in causal order, convergence
+    (labels no longer than the others', so the block keeps its alignment)."""
     if a is None:
         return []
-    share = f"{a['converged_share']:.0%} of {a['providers']} providers converged"
-    delta = f"denominator change {a['delta']}" if a["delta"] is not None else "no state yet"
-    order = " < ".join(p["id"][:8] for p in a["peers"]) or "none yet"
+    change = f"change {a['delta']}" if a["delta"] is not None else "no state yet"
+    share = f"{a['converged_share']:.0%} of {a['providers']} converged"
+    order = " < ".join(p["id"][:8] for p in a["peers"]) or "no peer's records yet"
     return [
-        ("allocation stamp", a["stamp"] or "none yet (forking an id from a peer)"),
-        ("allocation peers", order),
-        ("allocation converged", f"{'yes' if a['converged'] else 'no'} ({delta}; {share})"),
+        ("ITC stamp", _clip(a["stamp"], 48) if a["stamp"] else "none yet (forking an id from a peer)"),
+        ("causal order", order),
+        ("allocation", f"converged: {'yes' if a['converged'] else 'no'} ({change}; {share})"),
     ]
 
 

@@ -73,6 +73,7 @@ class Assignment:
     cost: int = 0
     kind: str = ""
     bucket: int = 0
+    allocated: bool = False  # placed on a provider whose allocation state gives this need's owner the units
 
 
 @dataclass(frozen=True)

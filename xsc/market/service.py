@@ -25,6 +25,7 @@ import logging
 import random
 import time
 from collections import OrderedDict, deque
+from dataclasses import replace
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -39,8 +40,8 @@ from ..config import MarketSection
 from ..identity import Identity, parse_public_id, public_id
 from .auction import clear_book
 from .book import Book, parse_commitment, sign_commitment
-from .matching import match_needs
-from .models import Ask, Bid, need_key
+from .matching import Assignment, match_needs
+from .models import Ask, Bid, need_key, units_cost
 from .pricing import PricingPolicy, ask_price
 from .supply import cap_supply, spread_groups
 
@@ -128,6 +129,13 @@ def _would_match(explanation, bid: Bid | None, best_ask: int | None) -> str | No
     return None
 
 
+def _repriced(a: Assignment, clearing, bid: Bid | None) -> Assignment:
+    price = None if clearing is None else clearing.price
+    if bid is None or price is None or not a.price <= price <= bid.price:
+        return a
+    return replace(a, price=price, cost=units_cost(a.kind, a.quantity, bid.slot.end - bid.slot.start, price))
+
+
 def _assignment(a) -> dict | None:
     if a is None:
         return None
@@ -183,6 +191,10 @@ class MarketService:
         self.on_change: list[Callable[[], None]] = []  # called whenever the book changed (allocation rounds)
         # kind -> provider -> units the converged allocation gives this node's needs (set by app.py)
         self.allocated: Callable[[str], dict[str, int]] | None = None
+        self.spend: Callable[[str, int], None] | None = None  # units of a kind served from it (shrinks standing needs)
+        self._allocation_seen: dict[str, dict[str, int]] = {}
+        self._allocation_spent: dict[str, dict[str, int]] = {}  # kind -> provider -> units served since it changed
+        self.allocation_served = {"needs": 0, "units": 0}
 
     # --- what this node offers ------------------------------------------------------------
     def policy(self, kind: str) -> PricingPolicy:
@@ -587,9 +599,72 @@ class MarketService:
                         end=start + max(seconds, 1), filters=SlotFilter(deny=tuple(avoid)))
         return Bid(slot=slot, price=max_price, group=group, prefer=tuple(prefer), min_availability=min_availability)
 
+    def _from_allocation(self, bids: list[Bid], exclude: frozenset[str], clearings: dict) -> dict[str, Assignment]:
+        """Needs placed on the providers whose allocation states give this node's standing needs of their kind
+        units (each provider's slots capped at what it still gives), priced at the call market's clearing
+        price of their (kind, bucket): need id -> assignment.  Needs it cannot place are left to the market."""
+        if self.allocated is None:
+            return {}
+        down = {p for p, a in self.availability_map().items() if a == 0} | exclude
+        out: dict[str, Assignment] = {}
+        for kind in sorted({b.slot.kind for b in bids}):
+            given = self.allocated(kind)
+            if given != self._allocation_seen.get(kind):
+                self._allocation_seen[kind] = dict(given)  # a new allocation: nothing of it is spent yet
+                self._allocation_spent[kind] = {}
+            spent = self._allocation_spent[kind]
+            room = {p: u - spent.get(p, 0) for p, u in given.items() if p not in down and self.active(p)}
+            asks = [a.model_copy(update={"slot": a.slot.model_copy(update={"quantity": min(a.slot.quantity,
+                                                                                           room[a.slot.owner])})})
+                    for a in self.book.asks() if a.slot.kind == kind and room.get(a.slot.owner, 0) > 0]
+            wanted = [b for b in bids if b.slot.kind == kind]
+            if not asks or not wanted:
+                continue
+            result = match_needs(asks, wanted, recognition=self.recognition_map(),
+                                 availability=self.availability_map(), bucket_seconds=self.config.bucket_seconds,
+                                 now_ms=now_ms(), allow_self=False)
+            for b in wanted:
+                a = result.assignments.get(need_key(self.me, b.slot.id))
+                if a is None or room.get(a.provider, 0) < b.slot.quantity:
+                    continue
+                clearing = clearings.get((kind, a.bucket))
+                price = None if clearing is None else clearing.price
+                ask = next((x.price for x in asks if x.slot.owner == a.provider and x.slot.id == a.capacity_slot), None)
+                if price is None or b.price < price or ask is None or ask > price:
+                    continue
+                room[a.provider] -= b.slot.quantity
+                out[b.slot.id] = replace(a, price=price, allocated=True,
+                                         cost=units_cost(kind, b.slot.quantity, b.slot.end - b.slot.start, price))
+        return out
+
     def deal(self, bids: list[Bid], exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
-        """Assignments for every bid, or MarketNoDeal explaining each need that got nothing."""
+        """Assignments for every bid, or MarketNoDeal explaining each need that got nothing.
+
+        The call market is cleared first (price discovery); needs the converged allocation covers are placed
+        on the providers that allocated to this node (`_from_allocation`), the rest by the call market,
+        away from the providers the placed needs of their group took."""
         result = self.match(bids, exclude)
+        served = self._from_allocation(bids, exclude, result.clearings)
+        if served:
+            taken: dict[str | None, set[str]] = {}
+            for b in bids:
+                if b.slot.id in served and b.group is not None:
+                    taken.setdefault(b.group, set()).add(served[b.slot.id].provider)
+            rest = [b if not taken.get(b.group) else b.model_copy(update={"slot": b.slot.model_copy(update={
+                        "filters": b.slot.filters.model_copy(update={
+                            "deny": tuple(sorted(set(b.slot.filters.deny) | taken[b.group]))})})})
+                    for b in bids if b.slot.id not in served]
+            if not rest:
+                return served
+            discovered = result.clearings
+            result = self.match(rest, exclude)
+            # One price for the whole deal: the rest is matched without the needs already placed, so its own
+            # clearing may be lower; each of its assignments costs the first clearing's price when that is at
+            # least what the rest cleared at (so still at least the provider's ask and at most the bid).
+            result = replace(result, assignments={
+                key: _repriced(a, discovered.get((a.kind, a.bucket)), bid_of.get(a.need_id))
+                for key, a in result.assignments.items()}) if (bid_of := {b.slot.id: b for b in rest}) else result
+            bids = rest
         self.last_results = result
         self.last_bids = {need_key(self.me, b.slot.id): b for b in bids}
         self._record_prices(result.clearings)
@@ -604,7 +679,21 @@ class MarketService:
                                     "or wait for providers (xsc market book)",
                                needs={n: result.explanations[named[n]].code for n in missing
                                       if named[n] in result.explanations})
-        return {n: result.assignments[key] for n, key in named.items()}
+        return {**served, **{n: result.assignments[key] for n, key in named.items()}}
+
+    def spent(self, kind: str, assignments: list[Assignment]) -> None:
+        """Deals of `assignments` placed from the allocation were carried out (a put stored its shares): count
+        them against what each provider gives, and shrink this node's standing needs by as much."""
+        used = [a for a in assignments if a.allocated]
+        if not used:
+            return
+        spent = self._allocation_spent.setdefault(kind, {})
+        for a in used:
+            spent[a.provider] = spent.get(a.provider, 0) + a.quantity
+        self.allocation_served["needs"] += len(used)
+        self.allocation_served["units"] += sum(a.quantity for a in used)
+        if self.spend is not None:
+            self.spend(kind, sum(a.quantity for a in used))
 
     def compute_deal(self, fuel: int, max_price: int, exclude: frozenset[str] = frozenset()):
         """The provider and price of an invoke of at most `fuel`: matched on the market, the answer kept
@@ -718,4 +807,5 @@ class MarketService:
                       "start": a.slot.start, "end": a.slot.end} for a in (mine.asks if mine else ())],
             "needs": [{"id": b.slot.id, "kind": b.slot.kind, "quantity": b.slot.quantity, "price": b.price}
                       for b in self.needs.values()],
+            "served_from_allocation": dict(self.allocation_served),
         }

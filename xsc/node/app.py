@@ -117,7 +117,7 @@ async def _services(app: web.Application):
                                    gossip_interval=config.peers.gossip_interval)
     peers.on_removed.append(allocation.forget)
     market.on_change.append(allocation.touch)
-    market.allocated = allocation.allocated
+    market.allocated, market.spend = allocation.allocated, allocation.spend
     payments = Payments(ledger=ledger, payer=payer, node=identity, peers=peers, client=client,
                         retry_interval=config.ledger.settle_retry_interval,
                         on_paid=lambda peer, amount, by_them: market.note_paid(peer, amount, by_them=by_them))

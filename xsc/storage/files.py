@@ -157,6 +157,7 @@ class StorageService:
             result = await self._put(read, size, name, seconds, bid, quote)
         finally:
             self.withdraw(quote)
+        self.market.spent("storage", quote.assignments)  # what the allocation gave is now used
         return await self._after_put(result, size, seconds, quote)
 
     async def _put(self, read: ReadFn, size: int | None, name: str | None, seconds: int, bid: int,

@@ -32,6 +32,7 @@ class PutQuote:
     nodes: list[str]  # the provider of each share
     prices: dict[int, int]  # share -> micro-credits per GiB-hour
     needs: list[str] = field(default_factory=list)
+    assignments: list = field(default_factory=list)  # the market's, when it matched the needs (market.spent)
 
     @property
     def cost(self) -> int:
@@ -110,7 +111,8 @@ def quote(market: MarketService, segment_size: int, size: int | None, seconds: i
     finally:
         market.remember()
     return PutQuote(share_bytes, seconds, [assignments[b.slot.id].provider for b in bids],
-                    {s: assignments[b.slot.id].price for s, b in enumerate(bids)}, [b.slot.id for b in bids])
+                    {s: assignments[b.slot.id].price for s, b in enumerate(bids)}, [b.slot.id for b in bids],
+                    [assignments[b.slot.id] for b in bids])
 
 
 def withdraw_needs(market: MarketService, needs: list[str]) -> None:
