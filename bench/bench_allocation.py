@@ -1,7 +1,7 @@
 """Allocator: one provider against many need slots, a whole network recomputing, and the
 round protocol converging at scale.
 
-Run: .venv/bin/python -m bench.bench_allocation [--quick] [--only compute,rounds,traffic,events]
+Run: .venv/bin/python -m bench.bench_allocation [--quick] [--only compute,rounds,traffic,events,devnet] [--nodes N]
 
 Figures are printed with their ratio to raw steps measured in the same run, and written with
 their targets to bench/out/allocation.json (bench/report.py):
@@ -20,6 +20,10 @@ their targets to bench/out/allocation.json (bench/report.py):
     not the size.  Raw step: the bytes of one empty allocation message.
   - events (`Simulation`: latencies, ITC, reactive recompute): 100 x 5, seed 5, which took 925
     rounds and 177 s before the round protocol.
+  - devnet (not in the default run: node processes): live rounds on N nodes (default 6), 3 of them
+    with a standing need, all recognising all: bytes of allocation traffic each node sends per round
+    until converged (pushes and the answers it gives), per publishing round, and per second after
+    (anti-entropy).  Raw step: one message carrying an empty signed state at this network's stamp.
 """
 
 from __future__ import annotations
@@ -373,11 +377,100 @@ def bench_events(n: int, slots: int, seed: int) -> None:
     REPORT.add(f"{name}: run x raw view pass", wall / raw, "x")
 
 
+def _api(node, method: str, path: str, payload=None) -> dict:
+    import urllib.request
+
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(node.url + path, data=data, method=method,
+                                     headers={"Authorization": f"Bearer {node.token}",
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def bench_devnet(n: int, recipients: int, timeout: float = 240.0) -> None:
+    """Live rounds on `n` node processes (xsc.devnet), every node recognising every other: bytes of allocation
+    traffic each node sends per round until the network converged, and after (anti-entropy only).  Raw step:
+    the bytes of a message carrying one signed state with no allocation, at a stamp of this network."""
+    import tempfile
+    from pathlib import Path
+
+    from xsc.devnet import Devnet
+
+    env = {"XSC_PEERS_GOSSIP_INTERVAL": "0.3", "XSC_HEALTH_PROBE_INTERVAL": "0.2", "XSC_HEALTH_PROBE_TIMEOUT": "2",
+           "XSC_MARKET_ALLOCATION_DELAY": "0.1", "XSC_MARKET_FRESHNESS": "10", "XSC_STORAGE_CAPACITY": "40000000",
+           "XSC_MARKET_OFFER_COMPUTE": "false", "XSC_AUDIT_REPAIR_AFTER_FAILURES": "1000000"}
+    with tempfile.TemporaryDirectory(prefix="bench-alloc-") as root:
+        net = Devnet(Path(root), n, env=env, name="n{}")
+        try:
+            net.spawn().wait_listening(120)
+            if net.wait_peered(120):
+                raise SystemExit("devnet: the nodes did not all meet")
+            nodes = list(net)
+            ids = [_api(node, "GET", "/v1/market/status")["node"] for node in nodes]
+            for node, me in zip(nodes, ids):
+                for other in ids:
+                    if other != me:
+                        _api(node, "POST", "/v1/market/recognize", {"peer": other, "weight": "1"})
+            before = [_api(node, "GET", "/v1/allocation") for node in nodes]
+            started = time.monotonic()
+            for node in nodes[:recipients]:
+                _api(node, "POST", "/v1/allocation/needs", {"kind": "storage", "quantity": 30_000_000, "seconds": 1800})
+
+            def settled() -> list[dict] | None:
+                statuses = [_api(node, "GET", "/v1/allocation") for node in nodes]
+                if all(s["converged"] and (not s["needs"] or s["received"]) for s in statuses):
+                    return statuses
+                return None
+
+            while (after := settled()) is None:
+                if time.monotonic() - started > timeout:
+                    raise SystemExit("devnet: the allocation did not converge")
+                time.sleep(0.5)
+            seconds = time.monotonic() - started
+            time.sleep(10)
+            quiet = [_api(node, "GET", "/v1/allocation") for node in nodes]
+            raw = _empty_record_bytes(after[0]["stamp"])
+        finally:
+            net.stop(10)
+    sent = [a["bytes_sent"] - b["bytes_sent"] for a, b in zip(after, before)]
+    rounds = [a["rounds"] - b["rounds"] for a, b in zip(after, before)]
+    published = [a["bytes_per_round"] or 0 for a in after]
+    per_round = sum(s / max(1, r) for s, r in zip(sent, rounds)) / n
+    idle = sum(q["bytes_sent"] - a["bytes_sent"] for q, a in zip(quiet, after)) / n / 10
+    print(f"devnet: {n} nodes, {recipients} with a standing need, all recognising all; converged in {seconds:.1f} s")
+    print(f"  bytes a node sent until converged   {sum(sent) / n:10.0f}   over {sum(rounds) / n:.1f} rounds each")
+    print(f"  bytes per node per round            {per_round:10.1f}   ({per_round / raw:.2f} x one empty signed "
+          f"state message, {raw} B)")
+    print(f"  bytes per publishing round          {sum(published) / n:10.1f}   (a round that changed its records)")
+    print(f"  after convergence (anti-entropy)    {idle:10.1f}   B/s per node")
+    REPORT.add(f"devnet {n} nodes: raw empty signed state message", raw, "B")
+    REPORT.add(f"devnet {n} nodes: allocation bytes per node per round", per_round, "B")
+    REPORT.add(f"devnet {n} nodes: allocation bytes per publishing round", sum(published) / n, "B")
+    REPORT.add(f"devnet {n} nodes: seconds to converge", seconds, "s")
+    REPORT.add(f"devnet {n} nodes: anti-entropy bytes per node per second", idle, "B/s")
+
+
+def _empty_record_bytes(stamp_hex: str) -> int:
+    """Bytes of a signed allocation state with no allocation, at a stamp of this network: the least a
+    node publishes."""
+    from xsc.allocation import AllocationState
+    from xsc.allocation.records import sign_state
+    from xsc.identity import Identity
+
+    empty = AllocationState.model_construct(provider="", slot_allocations=(), wanted=(), converged=True,
+                                            convergence_history=())
+    record = sign_state(Identity.generate(), empty, stamp=Stamp.decode(bytes.fromhex(stamp_hex)),
+                        timestamp=int(time.time() * 1000))
+    return len(json.dumps({"states": [record.to_json()], "receipts": []}, separators=(",", ":")))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--only", default="compute,rounds,traffic,events",
-                        help="comma-separated sections: compute, rounds, traffic, events")
+                        help="comma-separated sections: compute, rounds, traffic, events, devnet (node processes)")
+    parser.add_argument("--nodes", type=int, default=6, help="node processes of the devnet section")
     parser.add_argument("--workers", type=int, default=2, help="processes for the rounds simulator")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -402,6 +495,8 @@ def main() -> None:
             bench_traffic(1_000, [2, 5, 10, 20], [250, 500, 1_000], 10, args.workers)
     if "events" in only:
         bench_events(30 if args.quick else 100, 5, 5)
+    if "devnet" in only:
+        bench_devnet(args.nodes, min(3, args.nodes - 1))
     REPORT.write()
 
 
