@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from decimal import Decimal
 
 import pytest
 
@@ -135,8 +137,50 @@ async def test_a_joining_node_forks_its_itc_id_from_a_peer(node_factory) -> None
     ids = [n.app[ALLOCATION] for n in (a, b)]
     deadline = time.monotonic() + 30
     while any(s.stamp is None for s in ids) and time.monotonic() < deadline:
-        await __import__("asyncio").sleep(0.05)
+        await asyncio.sleep(0.05)
     first, second = sorted(ids, key=lambda s: s.forked_from is not None)
     assert first.forked_from is None and second.forked_from == first.me
     # the two ids are disjoint halves: their events never collide
     assert first.stamp.id != 1 and second.stamp.id != 1
+
+
+async def _until(check, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+    return value
+
+
+async def test_a_put_is_served_from_the_allocation_and_a_removed_provider_leaves_it(node_factory) -> None:
+    a, b = await _pair(node_factory)
+    a_id, b_id = a.app[PEERS].identity.id, b.app[PEERS].identity.id
+    a.app[MARKET].set_recognition(b_id, Decimal(1))
+    b.app[MARKET].set_recognition(a_id, Decimal(1))
+    status = await a.post("/v1/allocation/needs", json={"kind": "storage", "quantity": 1_000_000, "seconds": 600})
+    assert status.status == 201
+    need = (await status.json())["id"]
+    await _until(lambda: a.app[ALLOCATION].allocated("storage").get(b_id), "b to allocate to a's need")
+    await _until(lambda: (a.app[ALLOCATION].status()["received"] or {}).get(need, {}).get("total"), "a's receipt")
+    before = a.app[ALLOCATION].status()["received"][need]
+    assert before["by_provider"] == {b_id: 1_000_000} and before["total"] == 1_000_000
+
+    response = await a.post("/v1/store/files", data=b"s" * 20_000)
+    answer = await response.json()
+    assert response.status == 201, answer
+    served = a.app[MARKET].status()["served_from_allocation"]
+    assert served["needs"] >= 1 and b_id in answer["placement"], (served, answer["placement"])
+    # what the put used of the allocation leaves the standing need (received and served stay equal)
+    left = next(n["quantity"] for n in a.app[ALLOCATION].status()["needs"] if n["id"] == need)
+    assert left == 1_000_000 - served["units"]
+    await _until(lambda: (a.app[ALLOCATION].status()["received"] or {}).get(need, {}).get("total") == left,
+                 "b's allocation to follow the smaller need")
+
+    # b removed: it leaves a's allocation at once and a put goes on without it
+    assert (await a.delete(f"/v1/peers/{b_id}")).status == 200
+    assert a.app[ALLOCATION].allocated("storage") == {}
+    assert a.app[ALLOCATION].states.get(b_id) is None
+    response = await a.post("/v1/store/files", data=b"t" * 20_000)
+    answer = await response.json()
+    assert response.status == 201 and b_id not in answer["placement"], answer
