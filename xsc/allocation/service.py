@@ -20,8 +20,10 @@
   answering.  A node that got no fork after `FORK_WAIT` seconds seeds the whole id when it knows no
   peer (the first node of a network) or has the smallest node id of the peers it knows (none of
   which has an id yet: they all started at once); the others fork from it on their next try.  The id is stored (`keys.MARKET_ALLOCATION`) so a restarted node keeps it.
-- **Anti-entropy**: every gossip interval one random peer gets our records with `ask`, and answers
-  with its own; a peer we hold nothing of is asked on the next push.
+- **Anti-entropy**: every third of `market.freshness` (at least the gossip interval) one random peer
+  gets our records with `ask`, and answers with its own; a peer we hold nothing of is asked on the
+  next push.  A provider with nothing to allocate publishes nothing, so a network without needs
+  sends no allocation traffic at all.
 
 Serving: `allocated(kind)` says, per provider, the units the active providers' states give this
 node's need slots of `kind`; `MarketService.deal` places needs there first (docs/allocation.md).
@@ -221,7 +223,9 @@ class AllocationService:
             self.previous = state
             content = (tuple((a.capacity_slot, a.recipient, a.need_slot, a.quantity, a.tier)
                              for a in state.slot_allocations), tuple(state.wanted), state.converged)
-            if mine is None or content != (mine.allocations, mine.wanted, mine.converged):
+            nothing = not content[0] and not content[1]
+            if (mine is None and not nothing) or (mine is not None and content != (mine.allocations, mine.wanted,
+                                                                                  mine.converged)):
                 record = sign_state(self.identity, state, stamp=self._event(), timestamp=now)
                 self.states.receive(record)
                 out.append(record)
@@ -378,7 +382,8 @@ class AllocationService:
         return False
 
     async def _run(self) -> None:
-        next_gossip = time.monotonic() + self.gossip_interval * random.uniform(0.8, 1.2)
+        interval = max(self.gossip_interval, self.config.freshness / 3)  # anti-entropy: at most as often as offers
+        next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
         seen_version = -1
         while True:
             try:
@@ -404,10 +409,10 @@ class AllocationService:
                     if self._dirty:
                         self._changed.set()
                 if time.monotonic() >= next_gossip:
-                    next_gossip = time.monotonic() + self.gossip_interval * random.uniform(0.8, 1.2)
+                    next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
                     targets = self._targets()
                     own = [r for r in (self.states.get(self.me), self.receipts.get(self.me)) if r is not None]
-                    if targets:
+                    if targets and (own or len(self.states) or len(self.receipts)):  # an idle network says nothing
                         await self.push(own, everyone_asks=True, only=[random.choice(targets)])
             except Exception:  # a round must never end the allocation
                 log.exception("allocation round failed")
