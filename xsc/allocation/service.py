@@ -186,7 +186,19 @@ class AllocationService:
         return out
 
     def _active_states(self, network: dict[str, Commitment]) -> list[AllocationState]:
-        return [r.to_state() for p, r in self.states.items() if p in network]
+        """The states of the active providers, each cut to the capacity slots its commitment still offers (a
+        provider that left cleanly offers nothing, whatever its last state said)."""
+        out = []
+        for p, r in self.states.items():
+            if p not in network:
+                continue
+            offered = {c.id for c in network[p].capacity_slots}
+            state = r.to_state()
+            if any(a.capacity_slot not in offered for a in state.slot_allocations):
+                state = state.model_copy(update={"slot_allocations": tuple(
+                    a for a in state.slot_allocations if a.capacity_slot in offered)})
+            out.append(state)
+        return out
 
     # --- a round ----------------------------------------------------------------------------------
     def touch(self) -> None:
@@ -438,7 +450,9 @@ class AllocationService:
         for p, record in self.states.items():
             if p == self.me or not self.market.active(p):
                 continue
-            units = sum(q for _, r, n, q, _ in record.allocations if r == self.me and n in ids)
+            mc = self.market.book.get(p)
+            offered = {a.slot.id for a in mc.asks} if mc is not None else set()
+            units = sum(q for c, r, n, q, _ in record.allocations if r == self.me and n in ids and c in offered)
             if units:
                 out[p] = units
         return out
