@@ -71,7 +71,8 @@ def _given(nodes, ids) -> dict[str, dict[str, int]]:
 
 
 def _receipts_match(nodes, ids, recipients) -> bool:
-    """Each recipient's receipt totals, per provider, what that provider's own state gives it (within one unit)."""
+    """Each recipient's receipt totals, per provider, what that provider's own state gives it (within one unit),
+    and no need slot has more than its quantity."""
     given = _given(nodes, ids)
     for node, me in zip(nodes, ids):
         if me not in recipients:
@@ -79,7 +80,8 @@ def _receipts_match(nodes, ids, recipients) -> bool:
         received = _status(node)["received"] or {}
         parts: dict[str, int] = {}
         for e in received.values():
-            assert e["total"] <= e["quantity"], e
+            if e["total"] > e["quantity"]:
+                return False  # views that differ over-allocate for a round; the next receipt sheds it
             for p, units in e["by_provider"].items():
                 parts[p] = parts.get(p, 0) + units
         mine = given.get(me, {})

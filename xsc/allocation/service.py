@@ -18,8 +18,10 @@
 - **Causality**: a node without an ITC id asks a peer to fork its own (`POST
   /v1/peer/allocation/fork`): the peer keeps one half, answers the other, and stores its half before
   answering.  A node that got no fork after `FORK_WAIT` seconds seeds the whole id when it knows no
-  peer (the first node of a network) or has the smallest node id of the peers it knows (none of
-  which has an id yet: they all started at once); the others fork from it on their next try.  The id is stored (`keys.MARKET_ALLOCATION`) so a restarted node keeps it.
+  peer and was given none to join (the first node of a network), or has the smallest node id of the
+  peers it knows (none of which has an id yet: they all started at once); the others fork from it
+  on their next try.  A node given peers to join waits for one of them, however long it takes.
+  The id is stored (`keys.MARKET_ALLOCATION`) so a restarted node keeps it.
 - **Anti-entropy**: every third of `market.freshness` (at least the gossip interval) one random peer
   gets our records with `ask`, and answers with its own; a peer we hold nothing of is asked on the
   next push.  A provider with nothing to allocate publishes nothing, so a network without needs
@@ -76,7 +78,7 @@ def now_ms() -> int:
 
 class AllocationService:
     def __init__(self, *, config: MarketSection, identity: Identity, db: plyvel.DB, market: Any, peers: Any,
-                 gossip_interval: float) -> None:
+                 gossip_interval: float, joins: bool = False) -> None:
         self.config = config
         self.identity = identity
         self.me = identity.id
@@ -84,6 +86,7 @@ class AllocationService:
         self.market = market  # xsc.market.service.MarketService: the book, freshness, the needs it publishes
         self.peers = peers  # a PeerView (None: a node on its own)
         self.gossip_interval = gossip_interval
+        self.joins = joins  # started with peers to join (peers.urls): it forks its ITC id, never seeds one alone
         raw = db.get(keys.MARKET_ALLOCATION)
         self.stamp: Stamp | None = Stamp.decode(bytes.fromhex(raw.decode())) if raw else None
         self.forked_from: str | None = None
@@ -387,7 +390,9 @@ class AllocationService:
         # Nobody gave one: the first node of a network (no peer), or every peer is as new as this one
         # (then the smallest node id seeds and the others fork from it).
         targets = self._targets()
-        if time.monotonic() - self._started >= FORK_WAIT and (not targets or self.me < min(d.id for d in targets)):
+        alone = not targets and not self.joins
+        smallest = bool(targets) and self.me < min(d.id for d in targets)
+        if time.monotonic() - self._started >= FORK_WAIT and (alone or smallest):
             self.stamp = Stamp.seed()
             self.db.put(keys.MARKET_ALLOCATION, self.stamp.encode().hex().encode(), sync=True)
             return True

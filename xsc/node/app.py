@@ -114,7 +114,7 @@ async def _services(app: web.Application):
                            compute_threads=config.compute.threads, gossip_interval=config.peers.gossip_interval)
     peers.on_removed.append(market.forget)
     allocation = AllocationService(config=config.market, identity=identity, db=db, market=market, peers=peers,
-                                   gossip_interval=config.peers.gossip_interval)
+                                   gossip_interval=config.peers.gossip_interval, joins=bool(config.peers.urls))
     peers.on_removed.append(allocation.forget)
     market.on_change.append(allocation.touch)
     market.allocated, market.spend = allocation.allocated, allocation.spend
