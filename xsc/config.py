@@ -9,6 +9,7 @@ else `$XSC_HOME`, else `~/.xsc`.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ class _Section(BaseModel):
 
 class NodeSection(_Section):
     listen: str = DEFAULT_LISTEN
+    peer_listen: str = ""  # HOST:PORT of a TLS-only listener for peers (empty: peers use node.listen, over TLS)
     log_level: str = "INFO"
     max_connections: int = 2048  # open connections in all (kept under the open-files limit); idle ones make room
     max_connections_per_ip: int = 256  # ... and from one client address
@@ -61,6 +63,13 @@ class NodeSection(_Section):
     @classmethod
     def _listen(cls, v: str) -> str:
         parse_listen(v)
+        return v
+
+    @field_validator("peer_listen")
+    @classmethod
+    def _peer_listen(cls, v: str) -> str:
+        if v:
+            parse_listen(v)
         return v
 
 
@@ -157,7 +166,17 @@ class LedgerSection(_Section):
 
 
 def normalize_peer_url(text: str) -> str:
-    """A peer URL, normalized: http://HOST:PORT without a trailing slash."""
+    """A peer URL, normalized: http://HOST:PORT or https://HOST:PORT without a trailing slash."""
+    url, node = split_peer_address(text)
+    if node is not None:
+        raise ValueError(f"not a node URL: {text!r} (use https://HOST:PORT, without a node id)")
+    return url
+
+
+def split_peer_address(text: str) -> tuple[str, str | None]:
+    """A node's address as a user gives it: `https://HOST:PORT`, or `https://NODE_ID@HOST:PORT` to pin
+    the node it must be (the id is checked against the node's TLS key before anything is sent).
+    Returns the normalized URL and the id given (or None); http:// is accepted (loopback, or upgraded)."""
     from urllib.parse import urlsplit
 
     url = text.strip().rstrip("/")
@@ -167,14 +186,48 @@ def normalize_peer_url(text: str) -> str:
     except ValueError:
         port = None
         parts = None
-    if parts is None or parts.scheme != "http" or not parts.hostname or port is None or parts.path or parts.query:
-        raise ValueError(f"not a node URL: {text!r} (use http://HOST:PORT)")
-    return url
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or port is None \
+            or parts.path or parts.query or parts.fragment or parts.password is not None \
+            or (parts.username is not None and not _NODE_ID.fullmatch(parts.username)):
+        raise ValueError(f"not a node URL: {text!r} (use https://HOST:PORT or https://NODE_ID@HOST:PORT)")
+    node = parts.username
+    if node is not None:
+        url = f"{parts.scheme}://{url.split('@', 1)[1]}"
+    return url, node
+
+
+def https_url(url: str) -> str:
+    """The TLS form of a node URL (one port serves both: see xsc/node/listener.py)."""
+    return "https://" + url.removeprefix("http://") if url.startswith("http://") else url
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: traffic that never leaves the machine."""
+    import ipaddress
+
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_NODE_ID = re.compile(r"[a-z2-7]{52}")
+
+
+def _seed(text: str) -> str:
+    """A seed as configured, normalized, keeping the node id that pins it (https://NODE_ID@HOST:PORT)."""
+    url, node = split_peer_address(text)
+    return url.replace("://", f"://{node}@", 1) if node else url
 
 
 class PeersSection(_Section):
     urls: list[str] = []  # nodes to join on start (XSC_PEERS_URLS: comma-separated)
-    public_url: str = ""  # the URL peers reach this node at (empty: http://<node.listen>)
+    public_url: str = ""  # the URL peers reach this node at (empty: https://<node.peer_listen or node.listen>)
+    tls: bool = True  # advertise https:// and reach every peer over TLS pinned to its node id (docs/security.md)
+    loopback_plaintext: bool = True  # accept peer requests without TLS from loopback addresses (never from others)
     gossip_interval: float = 30.0  # seconds between descriptor exchanges with a random peer
     request_timeout: float = 10.0  # seconds a node-to-node request may take
     replay_capacity: int = 200_000  # signed-request nonces remembered in all (see identity.ReplayGuard)
@@ -196,7 +249,7 @@ class PeersSection(_Section):
     @field_validator("urls")
     @classmethod
     def _urls(cls, v: list[str]) -> list[str]:
-        return list(dict.fromkeys(normalize_peer_url(u) for u in v))
+        return list(dict.fromkeys(_seed(u) for u in v))
 
     @field_validator("public_url")
     @classmethod

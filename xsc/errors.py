@@ -302,6 +302,18 @@ class PeerUnreachable(PeerError):
     code = "peer-unreachable"
 
 
+class PeerIdentityMismatch(PeerUnreachable):
+    """The node at a URL proved (TLS) that it holds another key than the node id expected there: nothing was sent."""
+
+    code = "peer-identity-mismatch"
+
+
+class TlsRequired(Forbidden):
+    """A peer request without TLS from an address that is not loopback (or with `peers.loopback_plaintext` off)."""
+
+    code = "tls-required"
+
+
 class PeerRefused(PeerError):
     """A peer answered a signed request with an error status."""
 

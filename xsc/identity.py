@@ -60,6 +60,10 @@ class Identity:
     def sign(self, message: bytes) -> bytes:
         return self._key.sign(message)
 
+    def private_key(self) -> Ed25519PrivateKey:
+        """The key itself: for the node's TLS certificate (xsc/net/tls.py) only."""
+        return self._key
+
 
 _PUBLIC_KEYS: dict[bytes, Ed25519PublicKey] = {}  # parsed key objects: a node meets few keys, verifies often
 _MAX_PUBLIC_KEYS = 4096

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from xsc.config import https_url
 from xsc.health import check_answer, new_nonce
 from xsc.identity import HEADER_NODE, HEADER_SIGNATURE, Identity, sign_request
 from xsc.peers.descriptors import make_descriptor
@@ -44,7 +45,7 @@ def test_a_signed_challenge_is_answered_once(target) -> None:
     status, reply = http(node.url, "POST", PATH, body, headers)
     assert status == 200, reply
     check_answer(reply, nonce=nonce, prober=prober.id, responder=node_key)
-    assert reply["descriptor"]["id"] == node_key and reply["descriptor"]["url"] == node.url
+    assert reply["descriptor"]["id"] == node_key and reply["descriptor"]["url"] == https_url(node.url)
     # The very same request again: replayed.
     problem = _refused(node, body, headers, "replayed-request")
     assert "nonce" in problem["detail"]

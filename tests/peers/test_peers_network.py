@@ -7,6 +7,8 @@ import signal
 
 import pytest
 
+from xsc.config import https_url
+
 from tests.support.nodes import free_port
 from tests.support.peers import FAST, api, http, known_ids, node_id, peer_health, wait_until
 
@@ -22,10 +24,11 @@ def test_three_nodes_joined_through_one_learn_each_other_and_probe_each_other(no
         wait_until(lambda: known_ids(node) == set(ids.values()) - {ids[name]}, f"{name} to know the other two")
 
     listing = json.loads(b.xsc("peers", "ls", "--json").stdout)
-    assert listing["self"]["id"] == ids["b"] and listing["self"]["url"] == b.url
-    assert {p["id"]: p["url"] for p in listing["peers"]} == {ids["a"]: a.url, ids["c"]: c.url}
+    # Peers reach each node over TLS on its one port (the http:// seed was upgraded): https:// everywhere.
+    assert listing["self"]["id"] == ids["b"] and listing["self"]["url"] == https_url(b.url)
+    assert {p["id"]: p["url"] for p in listing["peers"]} == {ids["a"]: https_url(a.url), ids["c"]: https_url(c.url)}
     text = b.xsc("peers", "ls").stdout.decode()
-    assert ids["c"] in text and c.url in text
+    assert ids["c"] in text and https_url(c.url) in text
 
     # Every node probes every other with a signed challenge, and keeps the result.
     for peer in ("b", "c"):
@@ -78,7 +81,7 @@ def test_peers_add_and_rm(node_process) -> None:
     a, b = node_process("a"), node_process("b")
     b_id = node_id(b)
     result = a.xsc("peers", "add", b.url + "/")
-    assert result.returncode == 0 and f"added {b_id} at {b.url}" in result.stdout.decode(), result.stderr
+    assert result.returncode == 0 and f"added {b_id} at {https_url(b.url)}" in result.stdout.decode(), result.stderr
     assert known_ids(a) == {b_id}
     assert known_ids(b) == {node_id(a)}  # the exchange told b about a as well
 

@@ -23,6 +23,7 @@ from xsc.cli import cli
 from xsc.cli.output import run_cli
 from xsc.config import NodeConfig
 from xsc.node import create_app, datadir
+from xsc.node.listener import NodeRunner
 
 
 def xsc_in_process(*args: str, input: bytes | None = None,
@@ -70,7 +71,7 @@ class ThreadedNode:
 
     async def _serve(self) -> None:
         self.app = create_app(self.config)
-        self._runner = web.AppRunner(self.app, access_log=None)
+        self._runner = NodeRunner(self.app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
         datadir.record_url(self.data_dir, self.url)  # as `xsc node start` does: the CLI finds it by its data dir

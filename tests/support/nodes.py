@@ -11,8 +11,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from xsc.config import NodeConfig, load_config
 from xsc.devnet import Devnet, NodeProcess, free_port, run_xsc, xsc_command
 from xsc.node import TOKEN, create_app
+from xsc.node.listener import NodeRunner
 
-__all__ = ["Devnet", "NodeProcess", "free_port", "run_xsc", "xsc_command", "node_config", "serve", "kill_all"]
+__all__ = ["Devnet", "NodeProcess", "free_port", "run_xsc", "xsc_command", "node_config", "serve", "kill_all", "NodeServer"]
 
 
 def node_config(root: Path, name: str = "node", **sections) -> NodeConfig:
@@ -20,6 +21,13 @@ def node_config(root: Path, name: str = "node", **sections) -> NodeConfig:
     environment; `sections` override the config file's sections ({"storage": {"capacity": ...}})."""
     overrides = {"node": {"listen": f"127.0.0.1:{free_port()}"}, **sections}
     return load_config(root / name, overrides=overrides, environ={})
+
+
+class NodeServer(TestServer):
+    """aiohttp's TestServer with the node's own runner: its port answers peers over TLS, as `xsc node start`'s does."""
+
+    async def _make_runner(self, **kwargs) -> NodeRunner:
+        return NodeRunner(self.app, **kwargs)
 
 
 async def serve(config: NodeConfig, attempts: int = 4) -> TestClient:
@@ -30,7 +38,7 @@ async def serve(config: NodeConfig, attempts: int = 4) -> TestClient:
     the node starts again on another free port (its data dir and database are released in between)."""
     for attempt in range(attempts):
         app = create_app(config)
-        server = TestServer(app, host="127.0.0.1", port=int(config.node.listen.rsplit(":", 1)[1]))
+        server = NodeServer(app, host="127.0.0.1", port=int(config.node.listen.rsplit(":", 1)[1]))
         client = TestClient(server)
         try:
             await client.start_server()

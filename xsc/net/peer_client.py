@@ -1,7 +1,14 @@
-"""The client nodes talk to each other with: every request signed with this node's key.
+"""The client nodes talk to each other with: every request signed with this node's key, sent over TLS.
 
 One aiohttp ClientSession per app (its connection pool is shared by every feature), opened and
-closed by the peers feature's cleanup context."""
+closed by the peers feature's cleanup context.
+
+With `tls` on (the default, `peers.tls`) every request goes over TLS 1.3, http:// URLs included (a
+node answers TLS on its one port: xsc/node/listener.py).  The TLS handshake must prove the peer holds
+the key of the node the request is addressed to (`to`); else the connection is dropped before a byte
+of the request is sent, and the call fails with PeerIdentityMismatch.  Without `to` (first contact
+by URL) any node key is accepted and the response says which node answered (`PeerResponse.node`).
+Plaintext goes to loopback addresses only."""
 
 from __future__ import annotations
 
@@ -15,8 +22,10 @@ import aiohttp
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from ..errors import InvalidArgument, PeerRefused, PeerUnreachable, connection_reason
+from ..config import https_url, is_loopback_host
+from ..errors import InvalidArgument, PeerIdentityMismatch, PeerRefused, PeerUnreachable, connection_reason
 from ..identity import Identity, sign_request
+from . import tls as peer_tls
 
 MAX_RESPONSE = 16 * 1024 * 1024  # bytes request() buffers; stream bigger answers with open()
 
@@ -26,6 +35,7 @@ class PeerResponse:
     status: int
     headers: CIMultiDictProxy[str]
     body: bytes
+    node: str | None = None  # the node id the TLS handshake proved answered (None: plaintext)
 
     def json(self) -> Any:
         try:
@@ -45,10 +55,38 @@ def _refusal(url: str, method: str, path: str, status: int, body: bytes) -> Peer
 
 
 class PeerClient:
-    def __init__(self, identity: Identity, session: aiohttp.ClientSession, timeout: float) -> None:
+    def __init__(self, identity: Identity, session: aiohttp.ClientSession, timeout: float, *, tls: bool = True) -> None:
         self.identity = identity
         self.session = session
         self.timeout = timeout
+        self.tls = tls
+
+    def target(self, peer_url: str) -> str:
+        """Where a request to peer_url really goes: over TLS (the same host and port) unless TLS is off and the
+        peer is on this machine.  Plaintext never leaves the machine."""
+        url = peer_url.rstrip("/")
+        if url.startswith("http://") and (self.tls or not is_loopback_host(URL(url).raw_host or "")):
+            url = https_url(url)
+        return url
+
+    async def identify(self, peer_url: str, timeout: float | None = None) -> str | None:
+        """The node id whose key the node at peer_url proves in a TLS handshake (trust on first use: what a
+        request without a known receiver is then pinned to); None if it is reached in plaintext."""
+        url = URL(self.target(peer_url))
+        if url.scheme != "https":
+            return None
+        writer = None
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(
+                url.raw_host, url.port, ssl=peer_tls.client_context(None)), timeout or self.timeout)
+            return peer_tls.peer_node(writer.get_extra_info("ssl_object"))
+        except (OSError, asyncio.TimeoutError) as exc:
+            reason = connection_reason(exc)
+            raise PeerUnreachable(f"peer {peer_url} is unreachable: {reason}", url=peer_url, reason=reason, sent=False,
+                                  hint="check that the node runs and its URL is right") from None
+        finally:
+            if writer is not None:
+                writer.close()
 
     def _prepare(self, peer_url: str, method: str, path: str, json: Any, data: bytes | None,
                  to: str | None) -> tuple[URL, dict[str, str], bytes]:
@@ -66,16 +104,18 @@ class PeerClient:
             headers["Content-Type"] = "application/octet-stream"
         # The signature covers the path exactly as the receiver sees it (`request.raw_path`): no re-encoding.
         headers.update(sign_request(self.identity, method, path, body, receiver=to))
-        return URL(peer_url.rstrip("/") + path, encoded=True), headers, body
+        return URL(self.target(peer_url) + path, encoded=True), headers, body
 
     @asynccontextmanager
     async def open(self, peer_url: str, method: str, path: str, *, json: Any = None, data: bytes | None = None,
                    to: str | None = None, timeout: float | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
         """A signed request whose answer is streamed: yields the response once its status is known to be < 400."""
         url, headers, body = self._prepare(peer_url, method, path, json, data, to)
+        # The pin is the node the request is signed for: the handshake checks it before the request is sent.
+        ssl = peer_tls.client_context(to) if url.scheme == "https" else False
         in_caller = False  # errors of the caller's own code pass through unchanged
         try:
-            async with self.session.request(method, url, data=body or None, headers=headers,
+            async with self.session.request(method, url, data=body or None, headers=headers, ssl=ssl,
                                             timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as response:
                 if response.status >= 400:
                     raise _refusal(peer_url, method, path, response.status, await _read(response, 64 * 1024))
@@ -84,6 +124,12 @@ class PeerClient:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             if in_caller and not isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
                 raise
+            mismatch = _mismatch(exc)
+            if mismatch is not None:
+                raise PeerIdentityMismatch(
+                    f"peer {peer_url} refused: {mismatch} (its TLS key is not the node id expected at that URL)",
+                    url=peer_url, sent=False, expected=mismatch.expected, presented=mismatch.presented,
+                    hint="nothing was sent; if the node at that URL changed, remove it and add it again") from None
             reason = connection_reason(exc)  # aiohttp's own text names the address three times
             # A connection never made means nothing was sent: the peer did no work for this request.
             sent = not isinstance(exc, aiohttp.ClientConnectorError)
@@ -97,11 +143,19 @@ class PeerClient:
 
         Raises PeerUnreachable (no connection, timeout, cut answer) or PeerRefused (status >= 400)."""
         async with self.open(peer_url, method, path, json=json, data=data, to=to, timeout=timeout) as response:
+            node = to if response.url.scheme == "https" else None  # the handshake proved it, or failed
             body = await _read(response, max_size + 1)
             if len(body) > max_size:
                 raise PeerRefused(f"peer {peer_url} answered {method} {path} with more than {max_size} bytes",
                                   url=peer_url)
-            return PeerResponse(response.status, response.headers, body)
+            return PeerResponse(response.status, response.headers, body, node=node)
+
+
+def _mismatch(exc: BaseException) -> peer_tls.PeerKeyMismatch | None:
+    for inner in (exc, getattr(exc, "certificate_error", None), getattr(exc, "os_error", None), exc.__cause__):
+        if isinstance(inner, peer_tls.PeerKeyMismatch):
+            return inner
+    return None
 
 
 async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:

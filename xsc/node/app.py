@@ -18,7 +18,7 @@ from aiohttp import web
 from ..compute.paid import PaidCompute
 from ..compute.remote_tabs import GatewayTabs, ProviderTabs
 from ..compute.service import ComputeService
-from ..config import NodeConfig, parse_listen
+from ..config import NodeConfig, https_url, parse_listen
 from ..errors import ConfigError
 from ..identity import ReplayGuard
 from ..ledger.service import LedgerService
@@ -27,6 +27,7 @@ from ..ledger.tabs import Tabs
 from ..allocation.service import AllocationService
 from ..market.service import MarketService
 from ..net import PeerClient, RemoteHolder
+from ..net.tls import server_context
 from ..peers import HealthService, PeerService
 from ..s3.index import S3Index
 from ..storage import Gateway, ShareStore
@@ -44,10 +45,11 @@ from .appkeys import (ALLOCATION, AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_
                       HEALTH_CHECKS,
                       IDENTITY, IN_FLIGHT, LEASE_GC, LEDGER, MARKET, METRICS, PAID_COMPUTE, PAYMENTS, PEER_LIMITS,
                       PEERS, REPLAY_GUARD, S3_INDEX, SCRUBBER, SHARE_HOLDER, STARTED, STATUS_PARTS, STORAGE, TABS,
-                      TERMS, TOKEN, UI_SESSIONS, USER_LIMITS)
+                      TERMS, TLS_CONTEXT, TLS_SERVED, TOKEN, UI_SESSIONS, USER_LIMITS)
 from .http import ROUTES
 from .http.node import node_checks
 from .limits import RateLimiter
+from .listener import GuardedNodeRunner, TlsOnlySite
 from .metrics import Metrics
 from .middlewares import InFlight, request_counter
 
@@ -67,6 +69,7 @@ async def _node_resources(app: web.Application):
         app[IDENTITY], app[CLIENT_IDENTITY], app[TOKEN] = identity, client, token
         app[UI_SESSIONS] = Sessions(token, port=parse_listen(config.node.listen)[1])  # the dashboard's logins
         app[DB] = datadir.open_db(config.data_dir)
+        app[TLS_CONTEXT] = server_context(identity, config.data_dir)  # peers' TLS: the node key is the certificate
         app[CPU_POOL] = ThreadPoolExecutor(max_workers=max(2, config.compute.threads), thread_name_prefix="xsc-cpu")
         app[STARTED] = time.monotonic()
         log.info("node %s serving data dir %s", identity.id, config.data_dir)
@@ -101,10 +104,10 @@ async def _services(app: web.Application):
     compute = ComputeService(db=db, identity=identity, data_dir=config.data_dir, config=config.compute)
 
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=32))
-    client = PeerClient(identity, session, config.peers.request_timeout)
-    peers = PeerService(identity=identity, db=db, config=config, client=client,
+    client = PeerClient(identity, session, config.peers.request_timeout, tls=config.peers.tls)
+    peers = PeerService(identity=identity, db=db, config=config, client=client, url=peer_url(app),
                         storage=lambda: {"capacity": store.capacity, "free": store.free})
-    if peers.url.startswith(("http://0.0.0.0:", "http://[::]:")):
+    if "://0.0.0.0:" in peers.url or "://[::]:" in peers.url:
         log.warning("peers cannot reach %s: set peers.public_url (XSC_PEERS_PUBLIC_URL)", peers.url)
     health = HealthService(db=db, peers=peers, config=config.health)
     peers.health = health  # availability() asks the probes
@@ -203,6 +206,19 @@ async def _services(app: web.Application):
         await ledger.close()
 
 
+def peer_url(app: web.Application) -> str:
+    """The URL this node gives its peers: https:// when its listener answers TLS (NodeRunner) and peers.tls is on."""
+    config = app[CONFIG]
+    if config.peers.public_url:
+        url = config.peers.public_url
+    elif config.node.peer_listen:
+        host, port = parse_listen(config.node.peer_listen)
+        url = f"https://{host}:{port}"
+    else:
+        url = config.url
+    return https_url(url) if config.peers.tls and app.get(TLS_SERVED, False) else url
+
+
 def create_app(config: NodeConfig) -> web.Application:
     """Build a node's aiohttp app; its resources and services open on startup and close on cleanup."""
     in_flight, metrics = InFlight(), Metrics()
@@ -235,32 +251,37 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
     if cap < config.node.max_connections:
         log.warning("at most %d open connections, not %d: the open-files limit is %d (raise it with ulimit -n)",
                     cap, config.node.max_connections, fd_limit)
-    runner = connections.GuardedRunner(app, max_connections=cap,
-                                       max_per_ip=min(cap, config.node.max_connections_per_ip),
-                                       keepalive_timeout=config.node.idle_timeout,
-                                       handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
+    runner = GuardedNodeRunner(app, max_connections=cap, max_per_ip=min(cap, config.node.max_connections_per_ip),
+                               keepalive_timeout=config.node.idle_timeout,
+                               handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port, reuse_address=True, backlog=256)  # a burst of connects waits, within RESERVED_FDS
-        try:
-            await site.start()
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc}",
-                hint="pick another address with --listen HOST:PORT",
-            ) from exc
+        # a burst of connects waits, within RESERVED_FDS
+        sites = [web.TCPSite(runner, host, port, reuse_address=True, backlog=256)]
+        if config.node.peer_listen:
+            sites.append(TlsOnlySite(runner, *parse_listen(config.node.peer_listen)))
+        for site, flag in zip(sites, ("--listen", "node.peer_listen")):
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot listen on {site.name.split('://')[1]}: {exc.strerror or exc}",
+                    hint=f"pick another address with {flag} HOST:PORT",
+                ) from exc
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         datadir.record_url(config.data_dir, f"http://{host}:{port}")
         print(f"xsc node {app[IDENTITY].id} listening on http://{host}:{port} (data dir {config.data_dir})", flush=True)
+        print(f"peers reach it at {app[PEERS].url}", flush=True)
         if ready:
             ready.set()
         await stop.wait()
         # Stop listening, then give requests in flight (an upload, say) time to finish before
         # aiohttp's own shutdown, which stops reading request bodies, and before the database closes.
-        await site.stop()
+        for site in sites:
+            await site.stop()
         log.info("shutting down: waiting for %d request(s) in flight", app[IN_FLIGHT].count)
         try:
             await asyncio.wait_for(app[IN_FLIGHT].idle.wait(), SHUTDOWN_TIMEOUT)

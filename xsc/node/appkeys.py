@@ -4,6 +4,7 @@ Route modules read these; services never do (they get their collaborators in the
 
 from __future__ import annotations
 
+import ssl
 from concurrent.futures import ThreadPoolExecutor
 
 import plyvel
@@ -45,6 +46,8 @@ IN_FLIGHT = web.AppKey("in_flight", InFlight)
 REPLAY_GUARD = web.AppKey("replay_guard", ReplayGuard)
 PEER_LIMITS = web.AppKey("peer_limits", RateLimiter)  # signed requests per peer key
 USER_LIMITS = web.AppKey("user_limits", RateLimiter)  # user API requests with the token (or a dashboard session)
+TLS_CONTEXT = web.AppKey("tls_context", ssl.SSLContext)  # the peer listener's TLS: the node key's certificate
+TLS_SERVED = web.AppKey("tls_served", bool)  # set by listener.NodeRunner: its port answers TLS, so peers get https://
 # name -> async () -> a /health check dict;  name -> () -> a JSON-able part of /v1/node/status
 HEALTH_CHECKS = web.AppKey("health_checks", dict)
 STATUS_PARTS = web.AppKey("status_parts", dict)

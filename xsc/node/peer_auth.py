@@ -12,9 +12,10 @@ import time
 
 from aiohttp import web
 
-from ..errors import BadRequestSignature
+from ..config import is_loopback_host
+from ..errors import BadRequestSignature, TlsRequired
 from ..identity import SignedRequest, body_digest, verify_request
-from .appkeys import IDENTITY, PEER_LIMITS, REPLAY_GUARD
+from .appkeys import CONFIG, IDENTITY, PEER_LIMITS, REPLAY_GUARD
 from .auth import PEER_PREFIX
 from .limits import read_body
 
@@ -36,10 +37,21 @@ def peer_id(request: web.Request) -> str:
     return request[SIGNED].sender
 
 
+def require_tls(request: web.Request) -> None:
+    """Peer requests come over TLS; plaintext only from this machine (loopback), if `peers.loopback_plaintext`."""
+    if request.transport is not None and request.transport.get_extra_info("sslcontext") is not None:
+        return
+    if request.app[CONFIG].peers.loopback_plaintext and is_loopback_host(request.remote or ""):
+        return
+    raise TlsRequired("peer requests must come over TLS",
+                      hint="send them to the node's https:// URL (the same host and port)")
+
+
 @web.middleware
 async def signature_middleware(request: web.Request, handler):
     if not request.path.startswith(PEER_PREFIX):
         return await handler(request)
+    require_tls(request)  # before anything is read or checked: a plaintext request is refused whole
     now = int(time.time() * 1000)
     me = request.app[IDENTITY].id
     verified = verify_request(request.headers, request.method, request.raw_path, receiver=me, now_ms=now)

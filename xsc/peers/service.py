@@ -16,7 +16,7 @@ from typing import Any, Callable
 import plyvel
 
 from .. import __version__, keys
-from ..config import NodeConfig, normalize_peer_url
+from ..config import NodeConfig, split_peer_address
 from ..errors import InvalidArgument, InvalidDescriptor, PeerError, PeerNotFound, PeerRefused
 from ..health import Availability, PeerHistory, availability, check_answer, check_nonce, new_nonce
 from ..health import answer as challenge_answer
@@ -40,6 +40,11 @@ JOIN_RETRY_MAX = 30.0
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def address(url: str) -> str:
+    """HOST:PORT of a node URL: http:// and https:// name the same listener (xsc/node/listener.py)."""
+    return url.rstrip("/").split("://", 1)[-1]
 
 
 class PeerDirectory:
@@ -69,7 +74,7 @@ class PeerDirectory:
         return self._known.get(node_id)
 
     def at_url(self, url: str) -> list[NodeDescriptor]:
-        return [d for d in self._known.values() if d.url == url]
+        return [d for d in self._known.values() if address(d.url) == address(url)]
 
     def is_removed(self, node_id: str) -> bool:
         return node_id in self._removed
@@ -86,7 +91,7 @@ class PeerDirectory:
             for d in descriptors:
                 known = self._known.get(d.id)
                 # Our own URL under another id is a node that was here before us (an old data dir): not a peer.
-                if d.id == me or d.id in self._removed or d.url == my_url or not newer(d, known):
+                if d.id == me or d.id in self._removed or address(d.url) == address(my_url) or not newer(d, known):
                     continue
                 if known is None:
                     new_nodes += 1
@@ -127,11 +132,11 @@ class PeerDirectory:
 
 class PeerService:
     def __init__(self, *, identity: Identity, db: plyvel.DB, config: NodeConfig, client: PeerClient,
-                 storage: Callable[[], dict | None]) -> None:
+                 storage: Callable[[], dict | None], url: str | None = None) -> None:
         self.identity = identity
         self.config = config
         self.client = client
-        self.url = config.peers.public_url or config.url
+        self.url = url or config.peers.public_url or config.url  # what our descriptor says (https://: app.peer_url)
         self.directory = PeerDirectory(db)
         self.health: Any = None  # the health service attaches itself here: availability() asks it
         self.on_removed: list[Callable[[str], None]] = []  # told of every node the user removes (the market)
@@ -221,7 +226,12 @@ class PeerService:
         return [self.descriptor().to_json()] + [d.to_json() for d in fresh[:MAX_PER_MESSAGE - 1]]
 
     async def exchange(self, url: str, *, to: str | None = None, unblock: bool = False) -> NodeDescriptor:
-        """Send what we know to the node at url, take what it knows; return its own descriptor."""
+        """Send what we know to the node at url, take what it knows; return its own descriptor.
+
+        Without `to` (first contact), the node that proves a key in the TLS handshake is the one asked (trust
+        on first use): the request is pinned and signed for it, and its descriptor must be its own."""
+        if to is None:
+            to = await self.client.identify(url)
         response = await self.client.request(url, "POST", "/v1/peer/descriptors",
                                              json={"descriptors": self.gossip_payload()}, to=to)
         body = response.json()
@@ -229,6 +239,9 @@ class PeerService:
             raise PeerRefused(f"peer {url} answered the descriptor exchange with something else", url=url)
         try:
             responder = parse_descriptor(body.get("self"), now_ms=now_ms())
+            if response.node is not None and responder.id != response.node:  # TLS proved who answered
+                raise InvalidDescriptor(f"its own descriptor is node {responder.id}'s, but node {response.node} "
+                                        "answered")
             if unblock:
                 self.directory.unblock(responder.id)
             self.accept([body["self"], *body.get("descriptors", [])])
@@ -246,14 +259,17 @@ class PeerService:
         return reply
 
     async def add(self, url: str) -> NodeDescriptor:
-        """Join the node at url (the user asked: a node removed before is welcome again)."""
+        """Join the node at url (the user asked: a node removed before is welcome again).
+
+        `https://NODE_ID@HOST:PORT` pins the node: its TLS key must be NODE_ID before anything is sent.
+        Without an id the first node to answer there is trusted (and must hold the key its descriptor names)."""
         try:
-            url = normalize_peer_url(url)
+            url, node = split_peer_address(url)
         except ValueError as err:
             raise InvalidArgument(str(err)) from None
-        if url == self.url:
+        if address(url) == address(self.url) or node == self.identity.id:
             raise InvalidArgument(f"{url} is this node's own URL", hint="give the URL of another node")
-        responder = await self.exchange(url, unblock=True)
+        responder = await self.exchange(url, to=node, unblock=True)
         if responder.id == self.identity.id:
             raise InvalidArgument(f"{url} is this node itself", hint="give the URL of another node")
         reply = await self.challenge(url, responder.id)
@@ -275,7 +291,7 @@ class PeerService:
 
     async def join(self, url: object) -> dict:
         if not isinstance(url, str):
-            raise InvalidArgument("url is missing", hint='send {"url": "http://HOST:PORT"}')
+            raise InvalidArgument("url is missing", hint='send {"url": "https://NODE_ID@HOST:PORT"}')
         peer = await self.add(url)
         return {"peer": self.view(peer), "known": len(self.peers())}
 
@@ -299,7 +315,7 @@ class PeerService:
 
     # --- join and gossip ------------------------------------------------------------------
     def start(self) -> None:
-        seeds = [u for u in self.config.peers.urls if u != self.url]
+        seeds = [u for u in self.config.peers.urls if address(split_peer_address(u)[0]) != address(self.url)]
         if len(self.directory):
             self._news.set()  # tell known peers at once that we are back (perhaps at a new URL)
         self._tasks = [asyncio.create_task(self._join(seeds), name="xsc-join"),
@@ -315,14 +331,15 @@ class PeerService:
         delay = 0.25
         pending = list(seeds)
         while pending:
-            for url in list(pending):
+            for seed in list(pending):
+                url, node = split_peer_address(seed)
                 try:
-                    responder = await self.exchange(url)
+                    responder = await self.exchange(url, to=node)
                 except PeerError as err:
                     # Said once; the retries (at most every 30 s, forever) stay quiet.
                     log.log(logging.INFO if delay == 0.25 else logging.DEBUG, "could not join %s yet: %s", url, err)
                     continue
-                pending.remove(url)
+                pending.remove(seed)
                 log.info("joined %s (node %s); %d peers known", url, responder.id[:12], len(self.directory))
             if pending:
                 await asyncio.sleep(delay * random.uniform(1 - GOSSIP_JITTER, 1 + GOSSIP_JITTER))

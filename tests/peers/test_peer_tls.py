@@ -1,0 +1,219 @@
+"""Peer traffic over TLS, pinned to node ids: real nodes on loopback, a wrong node, a tampering proxy, plaintext.
+
+Every node answers TLS on its one port (xsc/node/listener.py) with a certificate made from its node
+key (xsc/net/tls.py); peers reach it at https://HOST:PORT and the handshake must prove the key of the
+node a request is signed for before the request is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from xsc.errors import PeerIdentityMismatch, PeerUnreachable
+from xsc.health import new_nonce
+from xsc.identity import Identity, sign_request
+from xsc.net import tls
+from xsc.node.appkeys import IDENTITY, PEERS, REPLAY_GUARD
+
+FAST = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+STRICT = {**FAST, "peers": {"gossip_interval": 3600, "loopback_plaintext": False}}
+CHALLENGE = "/v1/peer/challenge"
+
+
+def _port(node) -> int:
+    return int(node.app[PEERS].url.rsplit(":", 1)[1])
+
+
+async def _tls_handshake(port: int, node_id: str | None) -> tuple[str | None, str]:
+    """Connect with the pinned client context; the node id the peer proved and the TLS version."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls.client_context(node_id))
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        return tls.peer_node(ssl_object), ssl_object.version()
+    finally:
+        writer.close()
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    """Send bytes on a plain TCP socket and read everything the node answers until it closes or 5 s pass."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (ConnectionResetError, socket.timeout):
+            pass
+        return answer
+
+
+def _signed_plaintext(sender: Identity, receiver: str, port: int) -> bytes:
+    body = json.dumps({"nonce": new_nonce()}).encode()
+    headers = sign_request(sender, "POST", CHALLENGE, body, receiver=receiver)
+    lines = [f"POST {CHALLENGE} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}", "Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def test_two_nodes_talk_over_tls_that_proves_each_node_id(node_factory) -> None:
+    a, b = await node_factory("a", **FAST), await node_factory("b", **FAST)
+    b_id = b.app[IDENTITY].id
+    assert b.app[PEERS].url.startswith("https://127.0.0.1:")  # what b's signed descriptor tells its peers
+    added = await a.app[PEERS].add(b.app[PEERS].url)
+    assert added.id == b_id and added.url.startswith("https://")
+    response = await a.app[PEERS].request(added.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
+    assert response.status == 200 and response.node == b_id  # the TLS handshake proved b's key
+    # b knows a by its https URL too (a sent its descriptor), and reaches it over TLS.
+    back = await b.app[PEERS].request(a.app[PEERS].url, "POST", CHALLENGE, json={"nonce": new_nonce()})
+    assert back.node == a.app[IDENTITY].id
+    # The port itself: TLS 1.3 with a certificate whose key is the node id, the same every start.
+    assert await _tls_handshake(_port(b), b_id) == (b_id, "TLSv1.3")
+    assert (await _tls_handshake(_port(b), None))[0] == b_id
+    # The user API stays plain HTTP on the same port (the CLI, the S3 front, the dashboard).
+    assert (await b.get("/health")).status == 200
+
+
+async def test_the_peer_port_refuses_plaintext_peer_requests(node_factory) -> None:
+    node = await node_factory("strict", **STRICT)
+    me, sender = node.app[IDENTITY].id, Identity.generate()
+    port = _port(node)
+    loop = asyncio.get_running_loop()  # the node serves on this loop: blocking sockets go to a thread
+    answer = await loop.run_in_executor(None, _raw, port, _signed_plaintext(sender, me, port))
+    status, _, rest = answer.partition(b"\r\n")
+    assert status.startswith(b"HTTP/1.1 403"), answer[:200]
+    problem = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert problem["code"] == "tls-required" and "https://" in problem["hint"]
+    assert b"XSC-CHALLENGE" not in answer and me.encode() not in answer  # nothing of the peer API answered
+    assert len(node.app[REPLAY_GUARD]) == 0  # refused before the signature was even looked at
+    # The same request over TLS is answered.
+    port_ok = await loop.run_in_executor(None, _tls_request, port, sender, me)
+    assert port_ok.startswith(b"HTTP/1.1 200")
+
+
+def _tls_request(port: int, sender: Identity, receiver: str) -> bytes:
+    context = tls.client_context(receiver)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with context.wrap_socket(raw) as sock:
+            assert tls.peer_node(sock) == receiver
+            sock.sendall(_signed_plaintext(sender, receiver, port))
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+            return answer
+
+
+async def test_a_node_whose_key_is_not_the_expected_id_gets_nothing(node_factory) -> None:
+    a, b, c = [await node_factory(name, **FAST) for name in "abc"]
+    b_id, c_id = b.app[IDENTITY].id, c.app[IDENTITY].id
+    await a.app[PEERS].add(b.app[PEERS].url)
+    # c answers at the URL where a expects b (a moved address, a DNS or routing attack): refused in the handshake.
+    with pytest.raises(PeerIdentityMismatch) as refused:
+        await a.app[PEERS].request(c.app[PEERS].url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
+    assert refused.value.details["expected"] == b_id and refused.value.details["presented"] == c_id
+    assert refused.value.details["sent"] is False and f"it is node {c_id}, not node {b_id}" in str(refused.value)
+    assert len(c.app[REPLAY_GUARD]) == 0 and c.app[PEERS].peers() == []  # c never saw the request
+    # The user names the node it wants: https://NODE_ID@HOST:PORT.  The wrong node there is refused the same way.
+    pinned = c.app[PEERS].url.replace("https://", f"https://{b_id}@")
+    response = await a.post("/v1/peers", json={"url": pinned})
+    problem = await response.json()
+    assert response.status == 502 and problem["code"] == "peer-identity-mismatch", problem
+    assert c.app[PEERS].peers() == [] and not a.app[PEERS].known(c_id)
+    # ... and the right one is added.
+    right = c.app[PEERS].url.replace("https://", f"https://{c_id}@")
+    response = await a.post("/v1/peers", json={"url": right})
+    assert response.status == 201 and (await response.json())["peer"]["id"] == c_id
+
+
+class TamperingProxy:
+    """Forwards TCP between a client and a node, flipping one byte of one TLS record of one direction.
+
+    `where`: "handshake" (the node's first record, its ServerHello), "request" (the client's first
+    application record after its Finished: the HTTP request) or "response" (the node's first record
+    after the request went through)."""
+
+    def __init__(self, target_port: int, where: str) -> None:
+        self.target_port, self.where = target_port, where
+        self.tampered = 0
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def _serve(self, client_reader, client_writer) -> None:
+        node_reader, node_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        state = {"request_sent": False, "client_app_records": 0}
+        await asyncio.gather(self._pipe(client_reader, node_writer, "up", state),
+                             self._pipe(node_reader, client_writer, "down", state), return_exceptions=True)
+
+    async def _pipe(self, reader, writer, direction: str, state: dict) -> None:
+        records = 0
+        try:
+            while True:
+                header = await reader.readexactly(5)
+                payload = bytearray(await reader.readexactly(int.from_bytes(header[3:5], "big")))
+                records += 1
+                if self._should_tamper(direction, header[0], records, state):
+                    payload[len(payload) // 2] ^= 0x01
+                    self.tampered += 1
+                writer.write(header + payload)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    def _should_tamper(self, direction: str, record_type: int, index: int, state: dict) -> bool:
+        if self.tampered:
+            return False
+        if direction == "up" and record_type == 23:  # the client's Finished, then its request
+            state["client_app_records"] += 1
+            if state["client_app_records"] == 2:
+                state["request_sent"] = True
+                return self.where == "request"
+        if direction == "down":
+            if self.where == "handshake":
+                return index == 1
+            return self.where == "response" and record_type == 23 and state["request_sent"]
+        return False
+
+
+@pytest.mark.parametrize("where", ["handshake", "request", "response"])
+async def test_a_tampering_proxy_makes_the_call_fail_clearly_never_silently(node_factory, where) -> None:
+    a, b = await node_factory("a", **FAST), await node_factory("b", **FAST)
+    b_id = b.app[IDENTITY].id
+    proxy = TamperingProxy(_port(b), where)
+    proxy_port = await proxy.start()
+    try:
+        with pytest.raises(PeerUnreachable) as failed:
+            await a.app[PEERS].request(f"https://127.0.0.1:{proxy_port}", "POST", CHALLENGE,
+                                       json={"nonce": new_nonce()}, to=b_id, timeout=10)
+    finally:
+        await proxy.close()
+    assert proxy.tampered == 1
+    assert str(failed.value).startswith(f"peer https://127.0.0.1:{proxy_port} is unreachable: ")
+    if where != "response":  # a tampered handshake or request never reaches b's handlers
+        assert len(b.app[REPLAY_GUARD]) == 0
+    # Without the proxy the same call works: the failure was the tampering, and it was not silent.
+    response = await a.app[PEERS].request(b.app[PEERS].url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
+    assert response.status == 200 and response.node == b_id
+
+
+def test_the_certificate_is_the_node_key_and_deterministic(tmp_path) -> None:
+    identity = Identity.generate()
+    first, again = tls.certificate(identity), tls.certificate(identity)
+    der = first.public_bytes(Encoding.DER)
+    assert der == again.public_bytes(Encoding.DER)
+    assert tls.node_of_certificate(der) == identity.id
+    assert tls.node_of_certificate(b"not a certificate") is None
+    context = tls.server_context(identity, tmp_path)
+    assert context.minimum_version == ssl.TLSVersion.TLSv1_3 and list(tmp_path.iterdir()) == []  # no key left behind

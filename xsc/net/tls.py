@@ -1,0 +1,137 @@
+"""TLS between nodes, with the node key as identity (self-certifying, as Tahoe-LAFS and libp2p do).
+
+A node's certificate is made from its Ed25519 node key, deterministically (fixed names, serial and
+validity; Ed25519 signatures are deterministic), so the same key always gives the same certificate.
+Nothing in it is trusted but its public key: a client pins that key to the node id it expects
+(the `X-Xsc-To` of the request), checked right after the TLS 1.3 handshake, before a byte of the
+request is sent.  No certificate authority, host name or validity date plays any part.
+
+    server_context(identity, tmp_dir)    the listener's context (TLS 1.3 only, the node's certificate)
+    client_context(node_id | None)       a context whose handshake fails unless the peer's key is node_id
+                                         (None: any node key, trust on first use; read it with peer_node)
+    peer_node(ssl_object)                the node id a TLS peer proved it holds the key of
+    PeerKeyMismatch                      the handshake error of a peer that is not the node expected
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import ssl
+import tempfile
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.x509.oid import NameOID
+
+from ..identity import Identity, public_id
+
+_NOT_BEFORE = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+_NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc)
+MAX_CONTEXTS = 4096  # pinned client contexts kept (one per peer: connections are pooled per context)
+
+
+class PeerKeyMismatch(ssl.SSLCertVerificationError):
+    """The TLS peer holds another key than the node id it was expected to be (or no Ed25519 key)."""
+
+    def __init__(self, expected: str | None, presented: str | None) -> None:
+        self.expected, self.presented = expected, presented
+        what = f"node {presented}" if presented else "a certificate without an Ed25519 node key"
+        self.message = f"it is {what}, not node {expected}" if expected else f"it is {what}"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def certificate(identity: Identity) -> x509.Certificate:
+    """The node's self-signed certificate: subject and issuer are its id, its key is the node key."""
+    key = identity.private_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.id)])
+    serial = int.from_bytes(hashlib.sha256(b"XSC-TLS-1\n" + identity.public_key).digest()[:16], "big") >> 1
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+               .serial_number(serial or 1).not_valid_before(_NOT_BEFORE).not_valid_after(_NOT_AFTER)
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+    return builder.sign(key, None)  # Ed25519: no separate digest
+
+
+def server_context(identity: Identity, tmp_dir: Path) -> ssl.SSLContext:
+    """TLS 1.3 only, presenting the node's certificate.  (ssl loads a key only from a file: a private
+    temporary one in tmp_dir, removed at once.)"""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    pem = identity.private_key().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption())
+    pem += certificate(identity).public_bytes(serialization.Encoding.PEM)
+    fd, name = tempfile.mkstemp(prefix=".tls-", suffix=".pem", dir=tmp_dir)  # mode 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        context.load_cert_chain(name)
+    finally:
+        os.unlink(name)
+    return context
+
+
+def node_of_certificate(der: bytes | None) -> str | None:
+    """The node id whose key a DER certificate carries; None if it carries no Ed25519 key."""
+    if not der:
+        return None
+    try:
+        key = x509.load_der_x509_certificate(der).public_key()
+    except ValueError:
+        return None
+    if not isinstance(key, Ed25519PublicKey):
+        return None
+    return public_id(key.public_bytes_raw())
+
+
+def peer_node(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
+    """The node id the TLS peer of a connection proved it holds the key of (None: not TLS)."""
+    if ssl_object is None:
+        return None
+    return node_of_certificate(ssl_object.getpeercert(binary_form=True))
+
+
+class _PinnedObject(ssl.SSLObject):
+    """An SSLObject whose handshake fails unless the peer's certificate key is the node expected.
+
+    asyncio calls do_handshake() until it completes; the check runs on the completed handshake, before
+    the connection is handed to aiohttp: a wrong peer never gets a byte of the request."""
+
+    def do_handshake(self) -> None:
+        super().do_handshake()
+        expected = getattr(self.context, "xsc_node", None)
+        presented = peer_node(self)
+        if presented is None or (expected is not None and presented != expected):
+            raise PeerKeyMismatch(expected, presented)
+
+
+def _client_context(node_id: str | None) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.check_hostname = False  # the key is the identity: no CA, no host name
+    context.verify_mode = ssl.CERT_NONE
+    context.sslobject_class = _PinnedObject
+    context.xsc_node = node_id  # type: ignore[attr-defined]
+    return context
+
+
+_contexts: dict[str | None, ssl.SSLContext] = {}
+
+
+def client_context(node_id: str | None) -> ssl.SSLContext:
+    """The client context pinned to node_id (one per node: aiohttp pools connections per context)."""
+    context = _contexts.get(node_id)
+    if context is None:
+        if len(_contexts) >= MAX_CONTEXTS:
+            _contexts.clear()
+        context = _contexts[node_id] = _client_context(node_id)
+    return context
+
+
+__all__ = ["PeerKeyMismatch", "certificate", "client_context", "node_of_certificate", "peer_node",
+           "server_context"]

@@ -1,0 +1,187 @@
+"""One port, two protocols: TLS for peers, plain HTTP for the local user (the CLI, the S3 front, the browser).
+
+`NodeRunner` is aiohttp's AppRunner with one change: each accepted connection is first *peeked at*
+(MSG_PEEK: nothing is consumed).  A TLS ClientHello starts with the byte 0x16, which no HTTP request
+does: such a connection gets a TLS 1.3 handshake with the node's certificate (xsc/net/tls.py), any
+other is handed to aiohttp as it is (as Go's cmux and sslh do).  So a node keeps one address,
+`xsc --node http://HOST:PORT` and the dashboard work as before, and peers reach the very same
+address as https://HOST:PORT.  Whether a plaintext connection may carry peer requests is the
+signature middleware's decision (`peer_auth.require_tls`), by path and remote address.
+
+Any site serving this runner's server sniffs (TCPSite, the tests' TestServer); a site that must
+speak TLS only (`node.peer_listen`) uses `tls_only_site`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+from typing import Any
+
+from aiohttp import web
+
+from .appkeys import TLS_CONTEXT, TLS_SERVED
+from .connections import GuardedRunner
+
+log = logging.getLogger(__name__)
+
+TLS_RECORD_HANDSHAKE = 0x16  # the first byte of every TLS ClientHello
+PEEK_TIMEOUT = 30.0  # seconds a connection may stay silent before its first byte (as a slow HTTP client could)
+HANDSHAKE_TIMEOUT = 10.0
+
+
+class _Sniffer(asyncio.Protocol):
+    """Looks at the first byte of a connection, then hands it to aiohttp, through TLS or not."""
+
+    def __init__(self, handler_factory, context: ssl.SSLContext | None, tls_only: bool) -> None:
+        self._factory = handler_factory
+        self._context = context
+        self._tls_only = tls_only
+        self._transport: asyncio.Transport | None = None
+        self._peer: socket.socket | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._early = bytearray()  # application data that arrived with the end of the handshake
+        self._handler: Any = None
+        self._lost = False
+
+    # --- before the first byte --------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.pause_reading()
+        loop = asyncio.get_running_loop()
+        try:
+            self._peer = transport.get_extra_info("socket").dup()  # asyncio owns the fd: watch a duplicate
+            loop.add_reader(self._peer.fileno(), self._readable)
+        except (OSError, AttributeError):
+            transport.abort()
+            return
+        self._timer = loop.call_later(PEEK_TIMEOUT, self._give_up)
+
+    def _unwatch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._peer is not None:
+            asyncio.get_running_loop().remove_reader(self._peer.fileno())
+            self._peer.close()
+            self._peer = None
+
+    def _give_up(self) -> None:
+        self._unwatch()
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _readable(self) -> None:
+        assert self._peer is not None and self._transport is not None
+        try:
+            first = self._peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return  # spurious wake-up: keep watching
+        except OSError:
+            first = b""
+        self._unwatch()
+        if not first:  # closed before saying anything
+            self._transport.abort()
+        elif first[0] == TLS_RECORD_HANDSHAKE and self._context is not None:
+            asyncio.ensure_future(self._start_tls(self._transport, self._context))
+        elif self._tls_only:
+            self._transport.abort()  # a TLS-only port says nothing in plaintext
+        else:
+            self._hand_over(self._transport)
+
+    async def _start_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(transport, self, context, server_side=True,
+                                       ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
+            log.debug("TLS handshake failed: %s", exc)
+            transport.abort()
+            return
+        if tls is None or self._lost:
+            return
+        self._hand_over(tls)
+
+    def _hand_over(self, transport: asyncio.Transport) -> None:
+        handler = self._handler = self._factory()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if self._early:
+            handler.data_received(bytes(self._early))
+            self._early.clear()
+        if not self._lost:
+            transport.resume_reading()
+
+    # --- the TLS transport may deliver data before it is handed over ---------------------
+    def data_received(self, data: bytes) -> None:
+        self._early += data
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._unwatch()
+
+
+class _SniffingServer:
+    """aiohttp's web.Server (the protocol factory every site uses), making sniffers instead of handlers."""
+
+    def __init__(self, server: web.Server, context: ssl.SSLContext | None) -> None:
+        self.inner = server
+        self.context = context
+
+    def __call__(self) -> _Sniffer:
+        return _Sniffer(self.inner, self.context, tls_only=False)
+
+    def tls_only(self) -> _Sniffer:
+        return _Sniffer(self.inner, self.context, tls_only=True)
+
+    def __getattr__(self, name: str) -> Any:  # shutdown, pre_shutdown, connections, ...
+        return getattr(self.inner, name)
+
+
+class _Sniffing:
+    """Makes an AppRunner's sites answer TLS (peers) and plain HTTP (the user) on one port."""
+
+    app: web.Application
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)  # type: ignore[call-arg]
+        app[TLS_SERVED] = True  # before startup: the node advertises https:// to its peers
+
+    async def _make_server(self) -> Any:
+        server = await super()._make_server()  # type: ignore[misc]
+        return _SniffingServer(server, self.app.get(TLS_CONTEXT))
+
+
+class NodeRunner(_Sniffing, web.AppRunner):
+    """aiohttp's AppRunner, TLS and plain HTTP on one port (in-process test nodes)."""
+
+
+class GuardedNodeRunner(_Sniffing, GuardedRunner):
+    """The node's runner (`xsc node start`): connection caps (connections.py), TLS and plain HTTP on one port."""
+
+
+class TlsOnlySite(web.BaseSite):
+    """A listener that speaks TLS only (`node.peer_listen`): a plaintext client is cut off unanswered."""
+
+    def __init__(self, runner: NodeRunner, host: str, port: int) -> None:
+        super().__init__(runner)
+        self._host, self._port = host, port
+
+    @property
+    def name(self) -> str:
+        return f"https://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert isinstance(server, _SniffingServer)
+        self._server = await asyncio.get_running_loop().create_server(server.tls_only, self._host, self._port,
+                                                                      reuse_address=True)
+
+
+__all__ = ["GuardedNodeRunner", "NodeRunner", "TlsOnlySite"]
