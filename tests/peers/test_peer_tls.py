@@ -20,6 +20,10 @@ from xsc.identity import Identity, sign_request
 from xsc.net import tls
 from xsc.node.appkeys import IDENTITY, PEERS, REPLAY_GUARD
 
+from tests.support.nodes import free_port
+from tests.support.peers import FAST as PROCESS_FAST
+from tests.support.peers import api, known_ids, node_id, peer_health, wait_until
+
 FAST = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 STRICT = {**FAST, "peers": {"gossip_interval": 3600, "loopback_plaintext": False}}
 CHALLENGE = "/v1/peer/challenge"
@@ -217,3 +221,24 @@ def test_the_certificate_is_the_node_key_and_deterministic(tmp_path) -> None:
     assert tls.node_of_certificate(b"not a certificate") is None
     context = tls.server_context(identity, tmp_path)
     assert context.minimum_version == ssl.TLSVersion.TLSv1_3 and list(tmp_path.iterdir()) == []  # no key left behind
+
+
+@pytest.mark.slow
+def test_a_tls_only_peer_listener_says_nothing_in_plaintext(node_process) -> None:
+    """`node.peer_listen`: peers on a port of their own that speaks TLS only; the user API stays on node.listen."""
+    peer_port = free_port()
+    b = node_process("b", env={**PROCESS_FAST, "XSC_NODE_PEER_LISTEN": f"127.0.0.1:{peer_port}",
+                               "XSC_PEERS_LOOPBACK_PLAINTEXT": "false"})
+    a = node_process("a", env=PROCESS_FAST)
+    b_id = node_id(b)
+    assert api(b, "GET", "/v1/peers")[1]["self"]["url"] == f"https://127.0.0.1:{peer_port}"
+    # Plain HTTP to the peer port: not a byte of HTTP comes back, whatever is asked.
+    for request in (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", _signed_plaintext(Identity.generate(), b_id, peer_port)):
+        assert _raw(peer_port, request) == b""
+    # TLS there proves b's key; a joins b there, pinned by the id in the URL, and both know each other.
+    assert asyncio.run(_tls_handshake(peer_port, b_id)) == (b_id, "TLSv1.3")
+    result = a.xsc("peers", "add", f"https://{b_id}@127.0.0.1:{peer_port}")
+    assert result.returncode == 0, result.stderr
+    assert known_ids(a) == {b_id} and known_ids(b) == {node_id(a)}
+    wait_until(lambda: (peer_health(a, b_id) or {}).get("probes_1h", 0) >= 2, "a to probe b over its peer port")
+    assert peer_health(a, b_id)["up"] is True
