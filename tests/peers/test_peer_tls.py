@@ -233,7 +233,8 @@ def test_a_tls_only_peer_listener_says_nothing_in_plaintext(node_process) -> Non
     b_id = node_id(b)
     assert api(b, "GET", "/v1/peers")[1]["self"]["url"] == f"https://127.0.0.1:{peer_port}"
     # Plain HTTP to the peer port: not a byte of HTTP comes back, whatever is asked.
-    for request in (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", _signed_plaintext(Identity.generate(), b_id, peer_port)):
+    probes = (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", _signed_plaintext(Identity.generate(), b_id, peer_port))
+    for request in probes:
         assert _raw(peer_port, request) == b""
     # TLS there proves b's key; a joins b there, pinned by the id in the URL, and both know each other.
     assert asyncio.run(_tls_handshake(peer_port, b_id)) == (b_id, "TLSv1.3")
