@@ -243,3 +243,64 @@ def test_a_tls_only_peer_listener_says_nothing_in_plaintext(node_process) -> Non
     assert known_ids(a) == {b_id} and known_ids(b) == {node_id(a)}
     wait_until(lambda: (peer_health(a, b_id) or {}).get("probes_1h", 0) >= 2, "a to probe b over its peer port")
     assert peer_health(a, b_id)["up"] is True
+
+
+async def test_first_contact_by_bare_url_pins_the_key_that_answered(node_factory, tmp_path) -> None:
+    """Trust on first use: a node at a URL that proves key X but hands out node Y's descriptor is refused."""
+    from aiohttp import web
+
+    from xsc.errors import PeerRefused
+
+    a, honest = await node_factory("a", **FAST), await node_factory("honest", **FAST)
+    impostor = Identity.generate()
+    stolen = honest.app[PEERS].descriptor().to_json()  # descriptors are public: anyone may pass one on
+    seen: list[str] = []
+
+    async def exchange(request: web.Request) -> web.Response:
+        seen.append(request.headers["X-Xsc-To"])
+        return web.json_response({"self": stolen, "descriptors": []})
+
+    app = web.Application()
+    app.router.add_post("/v1/peer/descriptors", exchange)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls.server_context(impostor, tmp_path)).start()
+    try:
+        with pytest.raises(PeerRefused) as refused:
+            await a.app[PEERS].add(f"https://127.0.0.1:{port}")
+        assert f"its own descriptor is node {honest.app[IDENTITY].id}'s, but node {impostor.id} answered" \
+            in str(refused.value)
+        assert seen == [impostor.id]  # the exchange itself was pinned to (and signed for) the key that answered
+        assert a.app[PEERS].peers() == []
+    finally:
+        await runner.cleanup()
+
+
+def test_a_node_address_may_carry_the_node_id_that_pins_it() -> None:
+    from xsc.config import https_url, normalize_peer_url, split_peer_address
+
+    node = Identity.generate().id
+    assert split_peer_address("https://127.0.0.1:7070/") == ("https://127.0.0.1:7070", None)
+    assert split_peer_address(f"https://{node}@example.org:7443") == ("https://example.org:7443", node)
+    assert split_peer_address("http://[::1]:7070") == ("http://[::1]:7070", None)
+    assert https_url("http://127.0.0.1:7070") == "https://127.0.0.1:7070"
+    for bad in ("ftp://h:1", "https://h", "https://user@h:1", f"https://{node}:pw@h:1", "https://h:1/x",
+                "https://h:1?q", "https://h:1#f", f"https://{node.upper()}@h:1"):
+        with pytest.raises(ValueError):
+            split_peer_address(bad)
+    with pytest.raises(ValueError):  # a descriptor's url never carries an id
+        normalize_peer_url(f"https://{node}@h:1")
+
+
+async def test_with_tls_off_plaintext_goes_to_loopback_only(node_factory) -> None:
+    plain = {**FAST, "peers": {"gossip_interval": 3600, "tls": False}}
+    a, b = await node_factory("a", **plain), await node_factory("b", **plain)
+    assert b.app[PEERS].url.startswith("http://127.0.0.1:")  # the plaintext baseline of bench/bench_tls.py
+    added = await a.app[PEERS].add(b.app[PEERS].url)
+    response = await a.app[PEERS].request(added.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=added.id)
+    assert response.status == 200 and response.node is None  # plaintext: nothing proved but the signature
+    client = a.app[PEERS].client
+    assert client.target("http://127.0.0.1:7070") == "http://127.0.0.1:7070"
+    assert client.target("http://10.1.2.3:7070") == "https://10.1.2.3:7070"  # never plaintext off this machine
+    assert a.app[PEERS].client.tls is False and b.app[PEERS].client.target("https://[::1]:1") == "https://[::1]:1"

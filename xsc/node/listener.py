@@ -43,6 +43,7 @@ class _Sniffer(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._early = bytearray()  # application data that arrived with the end of the handshake
         self._handler: Any = None
+        self._handshake: asyncio.Task | None = None  # held: the loop keeps only weak references to tasks
         self._lost = False
 
     # --- before the first byte --------------------------------------------------------
@@ -85,7 +86,7 @@ class _Sniffer(asyncio.Protocol):
         if not first:  # closed before saying anything
             self._transport.abort()
         elif first[0] == TLS_RECORD_HANDSHAKE and self._context is not None:
-            asyncio.ensure_future(self._start_tls(self._transport, self._context))
+            self._handshake = asyncio.ensure_future(self._start_tls(self._transport, self._context))
         elif self._tls_only:
             self._transport.abort()  # a TLS-only port says nothing in plaintext
         else:
