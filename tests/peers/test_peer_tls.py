@@ -304,3 +304,14 @@ async def test_with_tls_off_plaintext_goes_to_loopback_only(node_factory) -> Non
     assert client.target("http://127.0.0.1:7070") == "http://127.0.0.1:7070"
     assert client.target("http://10.1.2.3:7070") == "https://10.1.2.3:7070"  # never plaintext off this machine
     assert a.app[PEERS].client.tls is False and b.app[PEERS].client.target("https://[::1]:1") == "https://[::1]:1"
+
+
+async def test_a_stopped_node_takes_no_request_on_a_kept_alive_tls_connection(node_factory) -> None:
+    """Closing a TLS connection only starts a close that waits for the peer: the node cuts them when it stops."""
+    a, b = await node_factory("a", **FAST), await node_factory("b", **FAST)
+    b_id, b_url = b.app[IDENTITY].id, b.app[PEERS].url
+    await a.app[PEERS].add(b_url)
+    assert (await a.app[PEERS].request(b_url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)).status == 200
+    await b.close()
+    with pytest.raises(PeerUnreachable):
+        await a.app[PEERS].request(b_url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import socket
 import ssl
+import weakref
 from typing import Any
 
 from aiohttp import web
@@ -34,8 +35,10 @@ HANDSHAKE_TIMEOUT = 10.0
 class _Sniffer(asyncio.Protocol):
     """Looks at the first byte of a connection, then hands it to aiohttp, through TLS or not."""
 
-    def __init__(self, handler_factory, context: ssl.SSLContext | None, tls_only: bool) -> None:
+    def __init__(self, handler_factory, context: ssl.SSLContext | None, tls_only: bool,
+                 tls_connections: weakref.WeakSet) -> None:
         self._factory = handler_factory
+        self._tls_connections = tls_connections
         self._context = context
         self._tls_only = tls_only
         self._transport: asyncio.Transport | None = None
@@ -103,6 +106,7 @@ class _Sniffer(asyncio.Protocol):
             return
         if tls is None or self._lost:
             return
+        self._tls_connections.add(transport)
         self._hand_over(tls)
 
     def _hand_over(self, transport: asyncio.Transport) -> None:
@@ -133,12 +137,20 @@ class _SniffingServer:
     def __init__(self, server: web.Server, context: ssl.SSLContext | None) -> None:
         self.inner = server
         self.context = context
+        self._tls = weakref.WeakSet()  # the TCP transports under TLS connections
 
     def __call__(self) -> _Sniffer:
-        return _Sniffer(self.inner, self.context, tls_only=False)
+        return _Sniffer(self.inner, self.context, False, self._tls)
 
     def tls_only(self) -> _Sniffer:
-        return _Sniffer(self.inner, self.context, tls_only=True)
+        return _Sniffer(self.inner, self.context, True, self._tls)
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """aiohttp's shutdown (requests in flight finish), then every TLS connection is cut: closing one only
+        starts a TLS close that waits for the peer, and until then it could still carry requests in."""
+        await self.inner.shutdown(timeout)
+        for transport in list(self._tls):
+            transport.abort()
 
     def __getattr__(self, name: str) -> Any:  # shutdown, pre_shutdown, connections, ...
         return getattr(self.inner, name)
