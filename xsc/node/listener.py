@@ -35,11 +35,9 @@ HANDSHAKE_TIMEOUT = 10.0
 class _Sniffer(asyncio.Protocol):
     """Looks at the first byte of a connection, then hands it to aiohttp, through TLS or not."""
 
-    def __init__(self, handler_factory, context: ssl.SSLContext | None, tls_only: bool,
-                 tls_connections: weakref.WeakSet) -> None:
-        self._factory = handler_factory
-        self._tls_connections = tls_connections
-        self._context = context
+    def __init__(self, server: "_SniffingServer", tls_only: bool) -> None:
+        self._server = server
+        self._context = server.context
         self._tls_only = tls_only
         self._transport: asyncio.Transport | None = None
         self._peer: socket.socket | None = None
@@ -53,6 +51,7 @@ class _Sniffer(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._server.sniffing.add(self)
         transport.pause_reading()
         loop = asyncio.get_running_loop()
         try:
@@ -64,6 +63,7 @@ class _Sniffer(asyncio.Protocol):
         self._timer = loop.call_later(PEEK_TIMEOUT, self._give_up)
 
     def _unwatch(self) -> None:
+        self._server.sniffing.discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -106,11 +106,14 @@ class _Sniffer(asyncio.Protocol):
             return
         if tls is None or self._lost:
             return
-        self._tls_connections.add(transport)
+        self._server.tls_connections.add(transport)
         self._hand_over(tls)
 
     def _hand_over(self, transport: asyncio.Transport) -> None:
-        handler = self._handler = self._factory()
+        if self._server.closing:  # accepted before the listener closed, sniffed after: aiohttp's shutdown is past
+            transport.abort()
+            return
+        handler = self._handler = self._server.inner()
         transport.set_protocol(handler)
         handler.connection_made(transport)
         if self._early:
@@ -137,19 +140,29 @@ class _SniffingServer:
     def __init__(self, server: web.Server, context: ssl.SSLContext | None) -> None:
         self.inner = server
         self.context = context
-        self._tls = weakref.WeakSet()  # the TCP transports under TLS connections
+        self.closing = False
+        self.sniffing: set[_Sniffer] = set()  # connections not handed to aiohttp yet
+        self.tls_connections: weakref.WeakSet = weakref.WeakSet()  # the TCP transports under TLS connections
 
     def __call__(self) -> _Sniffer:
-        return _Sniffer(self.inner, self.context, False, self._tls)
+        return _Sniffer(self, tls_only=False)
 
     def tls_only(self) -> _Sniffer:
-        return _Sniffer(self.inner, self.context, True, self._tls)
+        return _Sniffer(self, tls_only=True)
+
+    def pre_shutdown(self) -> None:
+        """The listeners are closed: connections still being sniffed (or in their handshake) are never served."""
+        self.closing = True
+        for sniffer in list(self.sniffing):
+            sniffer._give_up()
+        self.inner.pre_shutdown()
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """aiohttp's shutdown (requests in flight finish), then every TLS connection is cut: closing one only
         starts a TLS close that waits for the peer, and until then it could still carry requests in."""
+        self.closing = True
         await self.inner.shutdown(timeout)
-        for transport in list(self._tls):
+        for transport in list(self.tls_connections):
             transport.abort()
 
     def __getattr__(self, name: str) -> Any:  # shutdown, pre_shutdown, connections, ...
