@@ -315,3 +315,24 @@ async def test_a_stopped_node_takes_no_request_on_a_kept_alive_tls_connection(no
     await b.close()
     with pytest.raises(PeerUnreachable):
         await a.app[PEERS].request(b_url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
+
+
+async def test_silent_connections_before_their_first_byte_are_bounded(node_factory, monkeypatch) -> None:
+    """Connections not handed to aiohttp yet (no byte, or in a TLS handshake) have caps of their own."""
+    from xsc.node import listener
+
+    monkeypatch.setattr(listener, "MAX_PENDING_PER_IP", 3)
+    node = await node_factory("n", **FAST)
+    port = _port(node)
+    silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]
+    await asyncio.sleep(0.2)
+    cut = 0
+    for reader, writer in silent:  # the 4th and 5th were cut at once: EOF without a byte
+        try:
+            data = await asyncio.wait_for(reader.read(1), 0.5)
+            cut += data == b""
+        except asyncio.TimeoutError:
+            pass
+        writer.close()
+    assert cut == 2
+    assert (await node.get("/health")).status == 200  # the silent ones gone, the node serves

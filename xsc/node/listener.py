@@ -28,8 +28,13 @@ from .connections import GuardedRunner
 log = logging.getLogger(__name__)
 
 TLS_RECORD_HANDSHAKE = 0x16  # the first byte of every TLS ClientHello
-PEEK_TIMEOUT = 30.0  # seconds a connection may stay silent before its first byte (as a slow HTTP client could)
+PEEK_TIMEOUT = 10.0  # seconds a connection may stay silent before its first byte
 HANDSHAKE_TIMEOUT = 10.0
+# Connections not handed to aiohttp yet (silent, or in their TLS handshake) are not under aiohttp's caps
+# (xsc/node/connections.py): they have their own.  Past MAX_PENDING the oldest is cut; one address may
+# hold MAX_PENDING_PER_IP, and its further ones are cut at once.
+MAX_PENDING = 256
+MAX_PENDING_PER_IP = 32
 
 
 class _Sniffer(asyncio.Protocol):
@@ -51,8 +56,10 @@ class _Sniffer(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        self._server.sniffing.add(self)
         transport.pause_reading()
+        if not self._server.admit(self, transport):
+            transport.abort()
+            return
         loop = asyncio.get_running_loop()
         try:
             self._peer = transport.get_extra_info("socket").dup()  # asyncio owns the fd: watch a duplicate
@@ -63,7 +70,6 @@ class _Sniffer(asyncio.Protocol):
         self._timer = loop.call_later(PEEK_TIMEOUT, self._give_up)
 
     def _unwatch(self) -> None:
-        self._server.sniffing.discard(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -74,6 +80,7 @@ class _Sniffer(asyncio.Protocol):
 
     def _give_up(self) -> None:
         self._unwatch()
+        self._server.release(self)
         if self._transport is not None:
             self._transport.abort()
 
@@ -102,14 +109,17 @@ class _Sniffer(asyncio.Protocol):
                                        ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
             log.debug("TLS handshake failed: %s", exc)
+            self._server.release(self)
             transport.abort()
             return
         if tls is None or self._lost:
+            self._server.release(self)
             return
         self._server.tls_connections.add(transport)
         self._hand_over(tls)
 
     def _hand_over(self, transport: asyncio.Transport) -> None:
+        self._server.release(self)
         if self._server.closing:  # accepted before the listener closed, sniffed after: aiohttp's shutdown is past
             transport.abort()
             return
@@ -132,6 +142,7 @@ class _Sniffer(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._unwatch()
+        self._server.release(self)
 
 
 class _SniffingServer:
@@ -141,7 +152,8 @@ class _SniffingServer:
         self.inner = server
         self.context = context
         self.closing = False
-        self.sniffing: set[_Sniffer] = set()  # connections not handed to aiohttp yet
+        self.sniffing: dict[_Sniffer, str] = {}  # connections not handed to aiohttp yet, oldest first: their address
+        self._per_ip: dict[str, int] = {}
         self.tls_connections: weakref.WeakSet = weakref.WeakSet()  # the TCP transports under TLS connections
 
     def __call__(self) -> _Sniffer:
@@ -149,6 +161,26 @@ class _SniffingServer:
 
     def tls_only(self) -> _Sniffer:
         return _Sniffer(self, tls_only=True)
+
+    def admit(self, sniffer: _Sniffer, transport: asyncio.Transport) -> bool:
+        """Room for one more connection before its first byte: the oldest waiting one is cut to make it."""
+        peer = transport.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) and peer else "?"
+        if self.closing or self._per_ip.get(ip, 0) >= MAX_PENDING_PER_IP:
+            return False
+        while len(self.sniffing) >= MAX_PENDING:
+            next(iter(self.sniffing))._give_up()
+        self.sniffing[sniffer] = ip
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        return True
+
+    def release(self, sniffer: _Sniffer) -> None:
+        ip = self.sniffing.pop(sniffer, None)
+        if ip is not None:
+            if self._per_ip[ip] > 1:
+                self._per_ip[ip] -= 1
+            else:
+                del self._per_ip[ip]
 
     def pre_shutdown(self) -> None:
         """The listeners are closed: connections still being sniffed (or in their handshake) are never served."""
