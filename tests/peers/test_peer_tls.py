@@ -319,9 +319,9 @@ async def test_a_stopped_node_takes_no_request_on_a_kept_alive_tls_connection(no
 
 async def test_silent_connections_before_their_first_byte_are_bounded(node_factory, monkeypatch) -> None:
     """Connections not handed to aiohttp yet (no byte, or in a TLS handshake) have caps of their own."""
-    from xsc.node import listener
+    from xsc.net import sniff
 
-    monkeypatch.setattr(listener, "MAX_PENDING_PER_IP", 3)
+    monkeypatch.setattr(sniff, "MAX_PENDING_PER_IP", 3)
     node = await node_factory("n", **FAST)
     port = _port(node)
     silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(5)]

@@ -115,6 +115,14 @@ class GuardedServer(Server):
                 del self._by_ip[ip]
         super().connection_lost(handler, exc)
 
+    def full(self, ip: str) -> bool:
+        """Would a new connection from ip be refused now (its caps reached, nothing idle long enough to close)?"""
+        latest = self._loop.time() - EVICTABLE_AFTER
+        idle = lambda among: any((since := _idle_since(h)) is not None and since <= latest for h in among)  # noqa: E731
+        mine = self._by_ip.get(ip, ())
+        return (len(mine) >= self.max_per_ip and not idle(mine)) or \
+            (len(self._ip_of) >= self.max_connections and not idle(self._ip_of))
+
     def _evict(self, among) -> bool:
         """Close the longest-idle connection among `among`; False when none has been idle long enough."""
         latest = self._loop.time() - EVICTABLE_AFTER

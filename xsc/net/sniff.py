@@ -1,0 +1,202 @@
+"""One port, two protocols: TLS for peers, plain HTTP for the local user (the server side of xsc/net/tls.py).
+
+Every accepted connection is first *peeked at* (MSG_PEEK: nothing is consumed).  A TLS ClientHello
+starts with the byte 0x16, which no HTTP request does: such a connection gets a TLS 1.3 handshake with
+the node's certificate, any other is handed on as it is (as Go's cmux and sslh do).  `SniffingServer`
+wraps aiohttp's protocol factory (web.Server); xsc/node/listener.py puts it under the node's runner.
+This module knows nothing of aiohttp.web: it takes the factory and the context it is given."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import weakref
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TLS_RECORD_HANDSHAKE = 0x16  # the first byte of every TLS ClientHello
+PEEK_TIMEOUT = 10.0  # seconds a connection may stay silent before its first byte
+HANDSHAKE_TIMEOUT = 10.0
+# Connections not handed to aiohttp yet (silent, or in their TLS handshake) are not under aiohttp's caps
+# (xsc/node/connections.py): they have their own.  Past MAX_PENDING the oldest is cut; one address may
+# hold MAX_PENDING_PER_IP, and its further ones are cut at once.
+MAX_PENDING = 256
+MAX_PENDING_PER_IP = 32
+
+
+class Sniffer(asyncio.Protocol):
+    """Looks at the first byte of a connection, then hands it to aiohttp, through TLS or not."""
+
+    def __init__(self, server: "SniffingServer", tls_only: bool) -> None:
+        self._server = server
+        self._context = server.context
+        self._tls_only = tls_only
+        self._transport: asyncio.Transport | None = None
+        self._peer: socket.socket | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._early = bytearray()  # application data that arrived with the end of the handshake
+        self._handler: Any = None
+        self._handshake: asyncio.Task | None = None  # held: the loop keeps only weak references to tasks
+        self._lost = False
+
+    # --- before the first byte --------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.pause_reading()
+        if self._server.full(transport):  # the server refuses it anyway: at once, as it would without sniffing
+            self._hand_over(transport)
+            return
+        if not self._server.admit(self, transport):
+            transport.abort()
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            self._peer = transport.get_extra_info("socket").dup()  # asyncio owns the fd: watch a duplicate
+            loop.add_reader(self._peer.fileno(), self._readable)
+        except (OSError, AttributeError):
+            transport.abort()
+            return
+        self._timer = loop.call_later(PEEK_TIMEOUT, self._give_up)
+
+    def _unwatch(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._peer is not None:
+            asyncio.get_running_loop().remove_reader(self._peer.fileno())
+            self._peer.close()
+            self._peer = None
+
+    def _give_up(self) -> None:
+        self._unwatch()
+        self._server.release(self)
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _readable(self) -> None:
+        assert self._peer is not None and self._transport is not None
+        try:
+            first = self._peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return  # spurious wake-up: keep watching
+        except OSError:
+            first = b""
+        self._unwatch()
+        if not first:  # closed before saying anything
+            self._transport.abort()
+        elif first[0] == TLS_RECORD_HANDSHAKE and self._context is not None:
+            self._handshake = asyncio.ensure_future(self._start_tls(self._transport, self._context))
+        elif self._tls_only:
+            self._transport.abort()  # a TLS-only port says nothing in plaintext
+        else:
+            self._hand_over(self._transport)
+
+    async def _start_tls(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(transport, self, context, server_side=True,
+                                       ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+        except (OSError, ssl.SSLError, asyncio.TimeoutError, ConnectionError) as exc:
+            log.debug("TLS handshake failed: %s", exc)
+            self._server.release(self)
+            transport.abort()
+            return
+        if tls is None or self._lost:
+            self._server.release(self)
+            return
+        self._server.tls_connections.add(transport)
+        self._hand_over(tls)
+
+    def _hand_over(self, transport: asyncio.Transport) -> None:
+        self._server.release(self)
+        if self._server.closing:  # accepted before the listener closed, sniffed after: aiohttp's shutdown is past
+            transport.abort()
+            return
+        handler = self._handler = self._server.inner()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        if self._early:
+            handler.data_received(bytes(self._early))
+            self._early.clear()
+        if not self._lost:
+            transport.resume_reading()
+
+    # --- the TLS transport may deliver data before it is handed over ---------------------
+    def data_received(self, data: bytes) -> None:
+        self._early += data
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._unwatch()
+        self._server.release(self)
+
+
+class SniffingServer:
+    """aiohttp's web.Server (the protocol factory every site uses), making sniffers instead of handlers."""
+
+    def __init__(self, server: Any, context: ssl.SSLContext | None) -> None:
+        self.inner = server
+        self.context = context
+        self.closing = False
+        self.sniffing: dict[Sniffer, str] = {}  # connections not handed to aiohttp yet, oldest first: their address
+        self._per_ip: dict[str, int] = {}
+        self.tls_connections: weakref.WeakSet = weakref.WeakSet()  # the TCP transports under TLS connections
+
+    def __call__(self) -> Sniffer:
+        return Sniffer(self, tls_only=False)
+
+    def tls_only(self) -> Sniffer:
+        return Sniffer(self, tls_only=True)
+
+    def full(self, transport: Any) -> bool:
+        peer = transport.get_extra_info("peername")
+        full = getattr(self.inner, "full", None)  # the node's GuardedServer: its connection caps
+        return bool(full and full(peer[0] if isinstance(peer, tuple) and peer else "?"))
+
+    def admit(self, sniffer: Sniffer, transport: asyncio.Transport) -> bool:
+        """Room for one more connection before its first byte: the oldest waiting one is cut to make it."""
+        peer = transport.get_extra_info("peername")
+        ip = peer[0] if isinstance(peer, tuple) and peer else "?"
+        if self.closing or self._per_ip.get(ip, 0) >= MAX_PENDING_PER_IP:
+            return False
+        while len(self.sniffing) >= MAX_PENDING:
+            next(iter(self.sniffing))._give_up()
+        self.sniffing[sniffer] = ip
+        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        return True
+
+    def release(self, sniffer: Sniffer) -> None:
+        ip = self.sniffing.pop(sniffer, None)
+        if ip is not None:
+            if self._per_ip[ip] > 1:
+                self._per_ip[ip] -= 1
+            else:
+                del self._per_ip[ip]
+
+    def pre_shutdown(self) -> None:
+        """The listeners are closed: connections still being sniffed (or in their handshake) are never served."""
+        self.closing = True
+        for sniffer in list(self.sniffing):
+            sniffer._give_up()
+        self.inner.pre_shutdown()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """aiohttp's shutdown (requests in flight finish), then every TLS connection is cut: closing one only
+        starts a TLS close that waits for the peer, and until then it could still carry requests in."""
+        self.closing = True
+        await self.inner.shutdown(timeout)
+        for transport in list(self.tls_connections):
+            transport.abort()
+
+    def __getattr__(self, name: str) -> Any:  # shutdown, pre_shutdown, connections, ...
+        return getattr(self.inner, name)
+
+
+__all__ = ["MAX_PENDING", "MAX_PENDING_PER_IP", "Sniffer", "SniffingServer"]
