@@ -18,13 +18,12 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 TLS_RECORD_HANDSHAKE = 0x16  # the first byte of every TLS ClientHello
-PEEK_TIMEOUT = 10.0  # seconds a connection may stay silent before its first byte
+# A TLS client sends its ClientHello at once: a connection silent this long is plain HTTP, handed to aiohttp
+# (whose idle timeout and connection caps then apply, as without sniffing); on a TLS-only port it is cut.
+PEEK_TIMEOUT = 1.0
 HANDSHAKE_TIMEOUT = 10.0
-# Connections not handed to aiohttp yet (silent, or in their TLS handshake) are not under aiohttp's caps
-# (xsc/node/connections.py): they have their own.  Past MAX_PENDING the oldest is cut; one address may
-# hold MAX_PENDING_PER_IP, and its further ones are cut at once.
-MAX_PENDING = 256
-MAX_PENDING_PER_IP = 32
+MAX_PENDING = 12  # connections waiting for their first byte or in their handshake (2 fds each); past it the
+# oldest is settled, so the node's descriptors stay within its connection caps (node.max_connections)
 
 
 class Sniffer(asyncio.Protocol):
@@ -72,10 +71,15 @@ class Sniffer(asyncio.Protocol):
             self._peer = None
 
     def _give_up(self) -> None:
+        """Silent too long (or too many waiting): plain HTTP on a shared port, cut on a TLS-only one."""
         self._unwatch()
         self._server.release(self)
-        if self._transport is not None:
+        if self._transport is None or self._lost:
+            return
+        if self._tls_only or self._server.closing:
             self._transport.abort()
+        else:
+            self._hand_over(self._transport)
 
     def _readable(self) -> None:
         assert self._peer is not None and self._transport is not None
@@ -145,8 +149,7 @@ class SniffingServer:
         self.inner = server
         self.context = context
         self.closing = False
-        self.sniffing: dict[Sniffer, str] = {}  # connections not handed to aiohttp yet, oldest first: their address
-        self._per_ip: dict[str, int] = {}
+        self.sniffing: dict[Sniffer, None] = {}  # connections not handed to aiohttp yet, oldest first
         self.tls_connections: weakref.WeakSet = weakref.WeakSet()  # the TCP transports under TLS connections
 
     def __call__(self) -> Sniffer:
@@ -161,24 +164,16 @@ class SniffingServer:
         return bool(full and full(peer[0] if isinstance(peer, tuple) and peer else "?"))
 
     def admit(self, sniffer: Sniffer, transport: asyncio.Transport) -> bool:
-        """Room for one more connection before its first byte: the oldest waiting one is cut to make it."""
-        peer = transport.get_extra_info("peername")
-        ip = peer[0] if isinstance(peer, tuple) and peer else "?"
-        if self.closing or self._per_ip.get(ip, 0) >= MAX_PENDING_PER_IP:
+        """Room for one more connection before its first byte: the oldest waiting one is settled to make it."""
+        if self.closing:
             return False
         while len(self.sniffing) >= MAX_PENDING:
             next(iter(self.sniffing))._give_up()
-        self.sniffing[sniffer] = ip
-        self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+        self.sniffing[sniffer] = None
         return True
 
     def release(self, sniffer: Sniffer) -> None:
-        ip = self.sniffing.pop(sniffer, None)
-        if ip is not None:
-            if self._per_ip[ip] > 1:
-                self._per_ip[ip] -= 1
-            else:
-                del self._per_ip[ip]
+        self.sniffing.pop(sniffer, None)
 
     def pre_shutdown(self) -> None:
         """The listeners are closed: connections still being sniffed (or in their handshake) are never served."""
@@ -199,4 +194,4 @@ class SniffingServer:
         return getattr(self.inner, name)
 
 
-__all__ = ["MAX_PENDING", "MAX_PENDING_PER_IP", "Sniffer", "SniffingServer"]
+__all__ = ["MAX_PENDING", "Sniffer", "SniffingServer"]
