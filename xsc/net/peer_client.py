@@ -45,10 +45,12 @@ def _refusal(url: str, method: str, path: str, status: int, body: bytes) -> Peer
 
 
 class PeerClient:
-    def __init__(self, identity: Identity, session: aiohttp.ClientSession, timeout: float) -> None:
+    def __init__(self, identity: Identity, session: aiohttp.ClientSession, timeout: float, *,
+                 grid_secret: str = "") -> None:
         self.identity = identity
         self.session = session
         self.timeout = timeout
+        self.grid_secret = grid_secret  # a closed network's: every request proves this node knows it
 
     def _prepare(self, peer_url: str, method: str, path: str, json: Any, data: bytes | None,
                  to: str | None) -> tuple[URL, dict[str, str], bytes]:
@@ -65,7 +67,7 @@ class PeerClient:
             body = bytes(data)
             headers["Content-Type"] = "application/octet-stream"
         # The signature covers the path exactly as the receiver sees it (`request.raw_path`): no re-encoding.
-        headers.update(sign_request(self.identity, method, path, body, receiver=to))
+        headers.update(sign_request(self.identity, method, path, body, receiver=to, grid_secret=self.grid_secret))
         return URL(peer_url.rstrip("/") + path, encoded=True), headers, body
 
     @asynccontextmanager

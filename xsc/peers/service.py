@@ -22,6 +22,7 @@ from ..health import Availability, PeerHistory, availability, check_answer, chec
 from ..health import answer as challenge_answer
 from ..identity import Identity, parse_public_id, public_id
 from ..net.peer_client import PeerClient, PeerResponse
+from .admission import Admission
 from .descriptors import NodeDescriptor, make_descriptor, newer, newsworthy, parse_descriptor
 
 log = logging.getLogger(__name__)
@@ -127,10 +128,11 @@ class PeerDirectory:
 
 class PeerService:
     def __init__(self, *, identity: Identity, db: plyvel.DB, config: NodeConfig, client: PeerClient,
-                 storage: Callable[[], dict | None]) -> None:
+                 storage: Callable[[], dict | None], admission: Admission | None = None) -> None:
         self.identity = identity
         self.config = config
         self.client = client
+        self.admission = admission or Admission(min_difficulty=0, grid_secret="")
         self.url = config.peers.public_url or config.url
         self.directory = PeerDirectory(db)
         self.health: Any = None  # the health service attaches itself here: availability() asks it
@@ -146,7 +148,9 @@ class PeerService:
         return self.directory.all()
 
     def known(self, node_id: str) -> bool:
-        return self.directory.get(node_id) is not None
+        """A node in the directory and not quarantined: the market takes and matches only these."""
+        quarantine = self.admission.quarantine
+        return self.directory.get(node_id) is not None and (quarantine is None or quarantine.active(node_id) is None)
 
     def peer(self, node_id: str) -> NodeDescriptor:
         descriptor = self.directory.get(node_id)
@@ -178,7 +182,8 @@ class PeerService:
         if own is None or now - own.timestamp >= REFRESH_MS or (own.capacity, own.free) != (capacity, free) \
                 or own.url != self.url:
             own = self._own = make_descriptor(self.identity, url=self.url, capacity=capacity, free=free,
-                                              version=__version__, timestamp=max(now, own.timestamp + 1 if own else 0))
+                                              version=__version__, timestamp=max(now, own.timestamp + 1 if own else 0),
+                                              grid_secret=self.admission.grid_secret)
         return own
 
     def accept(self, items: Any) -> list[NodeDescriptor]:
@@ -194,7 +199,16 @@ class PeerService:
         unknown = [item for item in fresh if not (isinstance(item, dict) and isinstance(item.get("id"), str)
                                                   and self.directory.get(item["id"]) is not None)]
         skipped = {id(item) for item in unknown[MAX_NEW_PER_MESSAGE:]}
-        parsed = [parse_descriptor(item, now_ms=now) for item in fresh if id(item) not in skipped]
+        parsed = []
+        for item in fresh:
+            if id(item) in skipped:
+                continue
+            descriptor = parse_descriptor(item, now_ms=now)
+            refusal = self.admission.refusal(descriptor)
+            if refusal is None:
+                parsed.append(descriptor)
+            else:  # valid, but not admitted here: dropped, not stored (its sender may admit it)
+                log.debug("not taking node %s: %s", descriptor.id[:12], refusal)
         news = self.directory.merge(parsed, me=self.identity.id, my_url=self.url,
                                     proven=lambda node_id: self.availability(node_id).ratio_24h is not None
                                     and self.availability(node_id).up is True)
@@ -229,6 +243,10 @@ class PeerService:
             raise PeerRefused(f"peer {url} answered the descriptor exchange with something else", url=url)
         try:
             responder = parse_descriptor(body.get("self"), now_ms=now_ms())
+            refusal = self.admission.refusal(responder)
+            if refusal is not None:
+                raise PeerRefused(f"node {responder.id} at {url} is not admitted here: {refusal}", url=url,
+                                  hint="see peers.min_difficulty and peers.grid_secret (docs/security.md)")
             if unblock:
                 self.directory.unblock(responder.id)
             self.accept([body["self"], *body.get("descriptors", [])])
