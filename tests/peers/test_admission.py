@@ -7,6 +7,8 @@ import json
 import os
 import time
 
+import pytest
+
 from xsc.errors import PeerRefused
 from xsc.identity import (HEADER_GRID, NODE_KEY_FILE, Identity, id_difficulty, parse_public_id, sign_request,
                           write_secret)
@@ -215,3 +217,15 @@ def test_quarantine_counts_strikes_in_an_hour_ends_and_stays_bounded(tmp_path) -
     assert len(Quarantine(db, strikes=3, duration=600, clock=lambda: clock[0])) == 0  # compacted on start
     assert list(db.iterator()) == []
     db.close()
+
+
+@pytest.mark.slow
+def test_node_start_mints_its_id_with_the_difficulty_configured(node_process) -> None:
+    from tests.support.peers import node_id
+
+    node = node_process("minted", env={"XSC_PEERS_MIN_DIFFICULTY": "10"})
+    minted = node_id(node)
+    assert id_difficulty(parse_public_id(minted)) >= 10
+    node.stop()
+    node.start()  # the key is kept: no new id at a restart
+    assert node_id(node) == minted
