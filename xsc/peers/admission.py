@@ -180,15 +180,15 @@ class Admission:
                                    "start it on a new data dir with peers.min_difficulty at least as high",
                               node=node_id, difficulty=bits, required=self.min_difficulty)
 
-    def refusal(self, descriptor: NodeDescriptor) -> str | None:
-        """Why a (valid) descriptor is not taken here, or None."""
+    def refusal(self, descriptor: NodeDescriptor, *, quarantine: bool = True) -> str | None:
+        """Why a (valid) descriptor is not taken here, or None (`quarantine`: counting quarantines)."""
         bits = id_difficulty(descriptor.key)
         if bits < self.min_difficulty:
             return f"{bits} bits of proof of work in its id, fewer than {self.min_difficulty}"
         if self.grid_secret and not check_grid_proof(self.grid_secret, signed_bytes(descriptor.to_json()),
                                                      descriptor.grid):
             return "no proof that it knows this grid's secret"
-        if self.quarantine is not None and self.quarantine.active(descriptor.id) is not None:
+        if quarantine and self.quarantine is not None and self.quarantine.active(descriptor.id) is not None:
             return "quarantined"
         return None
 

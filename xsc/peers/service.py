@@ -72,6 +72,12 @@ class PeerDirectory:
     def at_url(self, url: str) -> list[NodeDescriptor]:
         return [d for d in self._known.values() if d.url == url]
 
+    def keep_only(self, admitted: Callable[[NodeDescriptor], bool]) -> None:
+        """Forget (in memory: the records stay) the descriptors of nodes not admitted by this node's config."""
+        for node_id in [d.id for d in self._known.values() if not admitted(d)]:
+            log.info("node %s is not admitted under this node's configuration: not a peer", node_id[:12])
+            del self._known[node_id]
+
     def is_removed(self, node_id: str) -> bool:
         return node_id in self._removed
 
@@ -135,6 +141,8 @@ class PeerService:
         self.admission = admission or Admission(min_difficulty=0, grid_secret="")
         self.url = config.peers.public_url or config.url
         self.directory = PeerDirectory(db)
+        # Peers kept from before this node asked for more proof of work (or for a grid secret) are not peers now.
+        self.directory.keep_only(lambda d: self.admission.refusal(d, quarantine=False) is None)
         self.health: Any = None  # the health service attaches itself here: availability() asks it
         self.on_removed: list[Callable[[str], None]] = []  # told of every node the user removes (the market)
         self._storage = storage
