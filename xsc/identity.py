@@ -55,9 +55,9 @@ class Identity:
         about 2**difficulty keys are tried.  `progress(tried)` is called every PROGRESS_EVERY keys."""
         tried = 0
         while True:
-            identity = cls.generate()
-            if id_difficulty(identity.public_key) >= difficulty:
-                return identity
+            key = Ed25519PrivateKey.generate()
+            if id_difficulty(key.public_key().public_bytes_raw()) >= difficulty:
+                return cls(key)
             tried += 1
             if progress is not None and tried % PROGRESS_EVERY == 0:
                 progress(tried)
