@@ -38,8 +38,8 @@ STATE_FILE = "devnet.json"
 # Variables that would point a node at another data dir or node.
 NODE_ENV = ("XSC_HOME", "XSC_NODE", "XSC_TOKEN", "XSC_NODE_LISTEN", "XSC_PEERS_URLS")
 # A devnet is one operator's loopback network: its node ids need no proof of work, and its nodes extend credit to
-# each other without recognition (1,000 credits).  The environment or a node's own `env` override these.
-DEVNET_ENV = {"XSC_PEERS_MIN_DIFFICULTY": "0", "XSC_LEDGER_STRANGER_CREDIT": "1000000000"}
+# each other without recognition (a billion credits: no limit in practice).  The environment or a node's own `env` override these.
+DEVNET_ENV = {"XSC_PEERS_MIN_DIFFICULTY": "0", "XSC_LEDGER_STRANGER_CREDIT": str(10**15)}
 
 
 # --- ports ------------------------------------------------------------------------------------------------------

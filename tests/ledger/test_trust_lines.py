@@ -24,6 +24,7 @@ QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
          "audit": {"blocks_per_round": 0}}
 FUEL = 10_000_000  # `spin` never returns: each call uses its whole fuel, so its price is its budget
 PRICE = 40  # per million fuel: the provider's only ask and the gateway's bid
+NO_MEMORY_PRICE = {"compute": {"memory_price": 0}}  # a call's budget and charge are then its fuel's price alone
 
 
 async def _pair(node_factory, *, stranger: dict, provider: dict):
@@ -65,7 +66,8 @@ async def _verified(*nodes) -> None:
 
 async def test_a_strangers_invokes_need_prepayment_and_stop_when_it_is_used_up(node_factory) -> None:
     a, b, b_id = await _pair(node_factory, stranger={"market": {"offer_compute": False, "compute_bid": PRICE}},
-                             provider={"market": {"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE}})
+                             provider={"market": {"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE},
+                                       **NO_MEMORY_PRICE})
     a.app[PAID_COMPUTE].gateway_tabs.interval = 3600  # its tab stays open: no payment tops the line up meanwhile
     _spin.module = (await (await a.post("/v1/modules", data=wasm("loop"))).json())["id"]
     a_id = a.app[PEERS].identity.id
@@ -133,7 +135,8 @@ async def test_a_strangers_uploads_need_prepayment_and_stop_when_it_is_used_up(n
 
 async def test_a_recognised_peer_gets_its_credit_line(node_factory) -> None:
     a, b, b_id = await _pair(node_factory, stranger={"market": {"offer_compute": False, "compute_bid": PRICE}},
-                             provider={"market": {"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE}})
+                             provider={"market": {"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE},
+                                       **NO_MEMORY_PRICE})
     a.app[PAID_COMPUTE].gateway_tabs.interval = 3600
     _spin.module = (await (await a.post("/v1/modules", data=wasm("loop"))).json())["id"]
     a_id = a.app[PEERS].identity.id

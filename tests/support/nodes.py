@@ -17,7 +17,7 @@ __all__ = ["Devnet", "NodeProcess", "free_port", "run_xsc", "xsc_command", "node
 
 # Test nodes are one operator's loopback network, like a devnet (xsc.devnet.DEVNET_ENV): ids without proof of
 # work, and credit for each other without recognition.  Tests of admission and trust set these themselves.
-TEST_DEFAULTS = {"peers": {"min_difficulty": 0}, "ledger": {"stranger_credit": 1_000_000_000}}
+TEST_DEFAULTS = {"peers": {"min_difficulty": 0}, "ledger": {"stranger_credit": 10**15}}
 
 
 def node_config(root: Path, name: str = "node", **sections) -> NodeConfig:
