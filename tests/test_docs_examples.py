@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from xsc.devnet import DEVNET_ENV
+
 from tests.support.nodes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,6 +85,9 @@ class DocRun:
         self.state = root / "state.sh"
         self.ports = {"7070": str(free_port()), "7071": str(free_port())}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("XSC_")}
+        # The examples' nodes are one user's loopback network, as a devnet's: ids without proof of work (a first
+        # start would mint one for a minute or two) and credit for each other (docs/security.md).
+        self.env.update(DEVNET_ENV)
         self.env.update(HOME=str(self.home), COLUMNS="80",
                         PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
         self.background: list[subprocess.Popen] = []

@@ -163,6 +163,10 @@ class LedgerSection(_Section):
     credit_limit: int = 100_000_000  # micro-credits an account may go below zero (100 credits)
     low_balance: int = Field(default=10, ge=0, le=100)  # warn when less than this % of the credit limit is available
     settle_retry_interval: float = Field(default=30.0, gt=0)  # seconds between retries of unfinished remote payments
+    # Credit only along recognition (docs/security.md): micro-credits of work this node does ahead of payment for
+    # a peer the user recognises (xsc market recognize PEER W --credit C sets one peer's line) and for any other
+    stranger_credit: int = Field(default=0, ge=0, le=2**62)  # 0: strangers prepay (xsc ledger prepay)
+    peer_credit: int = Field(default=10_000_000, ge=0, le=2**62)
 
 
 def normalize_peer_url(text: str) -> str:
@@ -233,6 +237,12 @@ class PeersSection(_Section):
     replay_capacity: int = 200_000  # signed-request nonces remembered in all (see identity.ReplayGuard)
     replay_per_sender: int = 20_000  # ... and per sender: past it, a sender gets 429 with Retry-After
     rate_limit: float = 5000.0  # signed requests per second one peer key may send (bursts of twice that); 429 past it
+    # Admission (docs/security.md): bits of proof of work a peer's node id must have (this node's own id is minted
+    # with as many on its first start: ~2**N keys, about 95 s at 20 on one core here; 0 admits any key)
+    min_difficulty: int = Field(default=20, ge=0, le=40)
+    grid_secret: str = ""  # a closed network's shared secret: peers without it are refused (empty: an open network)
+    quarantine_strikes: int = Field(default=5, ge=1, le=1_000_000)  # misbehaviours within an hour before quarantine
+    quarantine_for: int = 86400  # seconds a quarantined peer stays refused (xsc peers quarantine rm lifts it)
 
     @field_validator("rate_limit")
     @classmethod
@@ -261,6 +271,21 @@ class PeersSection(_Section):
     def _seconds(cls, v: float) -> float:
         if not 0.05 <= v <= 86400:
             raise ValueError("must be between 0.05 and 86400 seconds")
+        return v
+
+    @field_validator("quarantine_for", mode="before")
+    @classmethod
+    def _quarantine_for(cls, v: Any) -> int:
+        v = parse_duration(v)
+        if not 1 <= v <= 3650 * 86400:
+            raise ValueError("must be from 1 second to 3650 days")
+        return v
+
+    @field_validator("grid_secret")
+    @classmethod
+    def _grid_secret(cls, v: str) -> str:
+        if v and not 16 <= len(v) <= 256:
+            raise ValueError("a grid secret must have 16 to 256 characters (make one with: openssl rand -hex 32)")
         return v
 
     @field_validator("replay_capacity", "replay_per_sender")

@@ -37,6 +37,9 @@ HOST = "127.0.0.1"
 STATE_FILE = "devnet.json"
 # Variables that would point a node at another data dir or node.
 NODE_ENV = ("XSC_HOME", "XSC_NODE", "XSC_TOKEN", "XSC_NODE_LISTEN", "XSC_PEERS_URLS")
+# A devnet is one operator's loopback network: its node ids need no proof of work, and its nodes extend credit to
+# each other without recognition (a billion credits: no limit in practice).  The environment or a node's own `env` override these.
+DEVNET_ENV = {"XSC_PEERS_MIN_DIFFICULTY": "0", "XSC_LEDGER_STRANGER_CREDIT": str(10**15)}
 
 
 # --- ports ------------------------------------------------------------------------------------------------------
@@ -97,7 +100,7 @@ def xsc_command() -> list[str]:
 
 def node_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This process's environment without the variables that would redirect a node, plus `extra`."""
-    return {**{k: v for k, v in os.environ.items() if k not in NODE_ENV}, **(extra or {})}
+    return {**DEVNET_ENV, **{k: v for k, v in os.environ.items() if k not in NODE_ENV}, **(extra or {})}
 
 
 def run_xsc(*args: str, input: bytes | None = None, timeout: float = 120.0, env: Mapping[str, str] | None = None,

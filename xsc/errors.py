@@ -30,6 +30,12 @@ class BadRequest(XscError):
     code = "bad-request"
 
 
+class MalformedHeader(BadRequest):
+    """A request header that is not in its format at all (a timestamp in other digits than ASCII)."""
+
+    code = "malformed-header"
+
+
 class ConfigError(XscError):
     code = "config-error"
 
@@ -227,6 +233,12 @@ class InsufficientCredit(LedgerError):
     code = "insufficient-credit"
 
 
+class PrepaymentRequired(InsufficientCredit):
+    """A payer this node extends no (more) credit to asked for work: it must prepay first (402)."""
+
+    code = "prepayment-required"
+
+
 class InvalidEntry(LedgerError):
     code = "invalid-entry"
 
@@ -334,6 +346,19 @@ class InvalidDescriptor(BadRequest):
     """A node descriptor that is malformed or not signed by the key its id names."""
 
     code = "invalid-descriptor"
+
+
+class NotAdmitted(Forbidden):
+    """A peer this node does not admit: its id lacks the proof of work asked here, or it does not prove
+    it knows this network's grid secret (403)."""
+
+    code = "not-admitted"
+
+
+class Quarantined(Forbidden):
+    """A peer that misbehaved here is refused until its quarantine ends or the operator lifts it (403)."""
+
+    code = "quarantined"
 
 
 class UnsignedRequest(Unauthorized):

@@ -5,17 +5,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import heapq
+import hmac
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .errors import (BadRequest, BadRequestSignature, MisaddressedRequest, QuotaExceeded, ReplayedRequest,
-                     StaleRequest, UnsignedRequest)
+from .errors import (BadRequest, BadRequestSignature, MalformedHeader, MisaddressedRequest, QuotaExceeded,
+                     ReplayedRequest, StaleRequest, UnsignedRequest)
 
 NODE_KEY_FILE = "node.key"
 CLIENT_KEY_FILE = "client.key"  # the local user's account key, distinct from the node's
@@ -49,11 +50,26 @@ class Identity:
         return cls(Ed25519PrivateKey.generate())
 
     @classmethod
-    def load_or_create(cls, path: Path) -> Identity:
-        """Load a raw 32-byte private key file, creating it (mode 0600) if missing."""
+    def mint(cls, difficulty: int = 0, progress: Callable[[int], None] | None = None) -> Identity:
+        """A fresh identity whose id has at least `difficulty` bits of proof of work (id_difficulty):
+        about 2**difficulty keys are tried.  `progress(tried)` is called every PROGRESS_EVERY keys."""
+        tried = 0
+        while True:
+            key = Ed25519PrivateKey.generate()
+            if id_difficulty(key.public_key().public_bytes_raw()) >= difficulty:
+                return cls(key)
+            tried += 1
+            if progress is not None and tried % PROGRESS_EVERY == 0:
+                progress(tried)
+
+    @classmethod
+    def load_or_create(cls, path: Path, difficulty: int = 0,
+                       progress: Callable[[int], None] | None = None) -> Identity:
+        """Load a raw 32-byte private key file, creating it (mode 0600) if missing: minted with
+        `difficulty` bits of proof of work (an existing key is kept whatever its difficulty)."""
         if path.exists():
             return cls(Ed25519PrivateKey.from_private_bytes(path.read_bytes()))
-        identity = cls.generate()
+        identity = cls.mint(difficulty, progress)
         write_secret(path, identity._key.private_bytes_raw())
         return identity
 
@@ -63,6 +79,28 @@ class Identity:
     def private_key(self) -> Ed25519PrivateKey:
         """The key itself: for the node's TLS certificate (xsc/net/tls.py) only."""
         return self._key
+
+
+# --- proof-of-work node ids (as Storj's: a node id costs work to make, so strangers cannot mint thousands) ----
+_POW_TAG = b"XSC-NODE-ID-POW-1\n"
+MAX_DIFFICULTY = 40  # bits; 2**40 keys is years of one core's work
+PROGRESS_EVERY = 4096
+
+
+def id_difficulty(public_key: bytes) -> int:
+    """The proof of work of a node id: the leading zero bits of SHA-256(tag || public key)."""
+    digest = int.from_bytes(hashlib.sha256(_POW_TAG + public_key).digest(), "big")
+    return 256 - digest.bit_length()
+
+
+# --- grid secrets (closed networks: a peer proves it knows the secret with an HMAC of what it signs) ----------
+def grid_proof(secret: str, message: bytes) -> str:
+    """HMAC-SHA256 of a signed message under the grid secret, hex."""
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def check_grid_proof(secret: str, message: bytes, proof: object) -> bool:
+    return isinstance(proof, str) and hmac.compare_digest(grid_proof(secret, message), proof)
 
 
 _PUBLIC_KEYS: dict[bytes, Ed25519PublicKey] = {}  # parsed key objects: a node meets few keys, verifies often
@@ -106,6 +144,7 @@ HEADER_TIMESTAMP = "X-Xsc-Timestamp"  # milliseconds since the Unix epoch
 HEADER_NONCE = "X-Xsc-Nonce"  # 16 random bytes, hex
 HEADER_CONTENT_SHA256 = "X-Xsc-Content-Sha256"  # SHA-256 of the body, hex
 HEADER_SIGNATURE = "X-Xsc-Signature"  # Ed25519 over canonical_request(...), hex
+HEADER_GRID = "X-Xsc-Grid"  # on closed networks: grid_proof(grid secret, canonical_request(...))
 SIGNATURE_WINDOW_MS = 60_000  # a request is fresh while |receiver's clock - its timestamp| <= this
 ANY_RECEIVER = "*"
 _REQUEST_TAG = b"XSC-PEER-REQUEST-1"
@@ -126,15 +165,19 @@ def canonical_request(sender: str, receiver: str, method: str, target: str, dige
 
 
 def sign_request(identity: Identity, method: str, target: str, body: bytes = b"", *, receiver: str | None = None,
-                 now_ms: int | None = None, nonce: str | None = None) -> dict[str, str]:
-    """The headers that make a request to a peer verifiable (receiver: its id, when the sender knows it)."""
+                 now_ms: int | None = None, nonce: str | None = None, grid_secret: str = "") -> dict[str, str]:
+    """The headers that make a request to a peer verifiable (receiver: its id, when the sender knows it);
+    with a grid secret, also the proof that the sender knows it (HEADER_GRID)."""
     timestamp = int(time.time() * 1000) if now_ms is None else now_ms
     nonce = nonce or os.urandom(16).hex()
     receiver = receiver or ANY_RECEIVER
     digest = body_digest(body)
     message = canonical_request(identity.id, receiver, method, target, digest, timestamp, nonce)
-    return {HEADER_NODE: identity.id, HEADER_TO: receiver, HEADER_TIMESTAMP: str(timestamp), HEADER_NONCE: nonce,
-            HEADER_CONTENT_SHA256: digest, HEADER_SIGNATURE: identity.sign(message).hex()}
+    headers = {HEADER_NODE: identity.id, HEADER_TO: receiver, HEADER_TIMESTAMP: str(timestamp), HEADER_NONCE: nonce,
+               HEADER_CONTENT_SHA256: digest, HEADER_SIGNATURE: identity.sign(message).hex()}
+    if grid_secret:
+        headers[HEADER_GRID] = grid_proof(grid_secret, message)
+    return headers
 
 
 @dataclass(frozen=True)
@@ -147,6 +190,13 @@ class SignedRequest:
     timestamp: int
     nonce: str
     digest: str
+    method: str = ""
+    target: str = ""
+
+    def message(self) -> bytes:
+        """The canonical bytes its signature covers (what a grid proof covers too)."""
+        return canonical_request(self.sender, self.receiver, self.method, self.target, self.digest, self.timestamp,
+                                 self.nonce)
 
 
 def verify_request(headers: Mapping[str, str], method: str, target: str, *, receiver: str,
@@ -168,7 +218,8 @@ def verify_request(headers: Mapping[str, str], method: str, target: str, *, rece
     except BadRequest:
         raise BadRequestSignature(f"{HEADER_NODE} is not a node id: {sender[:80]!r}") from None
     if not stamp.isascii() or not stamp.isdigit() or len(stamp) > 16:  # "²".isdigit() is True
-        raise BadRequestSignature(f"{HEADER_TIMESTAMP} must be milliseconds since the epoch, not {stamp[:40]!r}")
+        raise MalformedHeader(f"{HEADER_TIMESTAMP} must be milliseconds since the epoch in ASCII digits, "
+                              f"not {stamp[:40]!r}", hint="send int(time.time() * 1000) as decimal ASCII")
     if not 16 <= len(nonce) <= 64 or not set(nonce) <= _NONCE_CHARS:
         raise BadRequestSignature(f"{HEADER_NONCE} must be 16 to 64 lower-case hex digits")
     if len(digest) != 64 or not set(digest) <= _NONCE_CHARS:
@@ -189,7 +240,7 @@ def verify_request(headers: Mapping[str, str], method: str, target: str, *, rece
         raise StaleRequest(f"the request timestamp is {abs(now - timestamp) / 1000:.1f} s away from this node's "
                            f"clock (at most {SIGNATURE_WINDOW_MS // 1000} s allowed)",
                            hint="sign each request when sending it, and keep node clocks in sync (NTP)")
-    return SignedRequest(sender, sender_key, to, timestamp, nonce, digest)
+    return SignedRequest(sender, sender_key, to, timestamp, nonce, digest, method, target)
 
 
 REPLAY_CAPACITY = 200_000  # nonces remembered in all

@@ -264,6 +264,14 @@ def peer_descriptor(node_key: bytes) -> bytes:
 def peer_removed(node_key: bytes) -> bytes:
     return PEER_REMOVED + node_key
 
+
+PEER_QUARANTINE = b"p/q/"  # + node public key -> why and until when it is quarantined (JSON)
+
+
+def peer_quarantine(node_key: bytes) -> bytes:
+    return PEER_QUARANTINE + node_key
+
+
 # --- market (m/) -----------------------------------------------------------------
 MARKET = b"m/"
 MARKET_COMMITMENTS = b"m/c/"  # + participant public key (32) -> its newest signed market commitment (JSON)
@@ -284,6 +292,24 @@ def market_recognition(peer: bytes) -> bytes:
 
 def market_standing(need_id: str) -> bytes:
     return MARKET_STANDING + need_id.encode()
+
+
+# Trust lines (ledger/trust.py): what each peer paid this node and what its work cost, and its credit line.
+TRUST_LINES = b"l/t/"  # + peer node public key -> {"paid": int, "used": int} (JSON)
+TRUST_CREDIT = b"l/tc/"  # + peer node public key -> the credit line the user set for it (decimal micro-credits)
+TRUST_PAID = b"l/tp/"  # + authorization id -> b"" once its receipt was counted on its peer's line
+
+
+def trust_line(peer: bytes) -> bytes:
+    return TRUST_LINES + peer
+
+
+def trust_credit(peer: bytes) -> bytes:
+    return TRUST_CREDIT + peer
+
+
+def trust_paid(authorization_id: bytes) -> bytes:
+    return TRUST_PAID + authorization_id
 
 
 def market_price(kind: str, bucket: int, at_ms: int) -> bytes:

@@ -18,3 +18,41 @@ async def test_a_bad_continuation_token_is_a_400_problem(node):
     assert response.content_type == "application/problem+json"
     body = await response.json()
     assert body["code"] == "s3-error" and "continuation token" in body["detail"]
+
+
+async def test_deeply_nested_json_is_a_400_problem_and_the_node_keeps_serving(node) -> None:
+    """100,000 nested arrays (a 500 before: the parser's recursion) on the user API and on a signed peer route."""
+    from xsc.identity import Identity, sign_request
+    from xsc.node.appkeys import PEERS
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for path in ("/v1/market/recognize", "/v1/peers"):
+        response = await node.post(path, data=deep, headers={"Content-Type": "application/json"})
+        problem = await response.json()
+        assert response.status == 400 and problem["status"] == 400 and "nest" in problem["detail"], problem
+    headers = {**sign_request(Identity.generate(), "POST", "/v1/peer/market", deep,
+                              receiver=node.app[PEERS].identity.id), "Content-Type": "application/json"}
+    response = await node.post("/v1/peer/market", data=deep, headers=headers)
+    problem = await response.json()
+    assert response.status == 400 and "nest" in problem["detail"], problem
+    response = await node.get("/health")
+    assert response.status == 200
+    response = await node.post("/v1/store/files", data=b"still serving" * 100)
+    assert response.status == 201, await response.text()
+
+
+async def test_a_timestamp_header_in_other_digits_is_a_400_problem(node) -> None:
+    """`²` is a digit to str.isdigit() and not to int(): a 500 before, a 401 after issue 12's first fix; 400 now."""
+    from xsc.identity import HEADER_TIMESTAMP, Identity, sign_request
+    from xsc.node.appkeys import PEERS
+
+    body = b'{"nonce": "' + b"ab" * 16 + b'"}'
+    for stamp in ("²", "１２３", "12²"):
+        headers = {**sign_request(Identity.generate(), "POST", "/v1/peer/challenge", body,
+                                  receiver=node.app[PEERS].identity.id), HEADER_TIMESTAMP: stamp,
+                   "Content-Type": "application/json"}
+        response = await node.post("/v1/peer/challenge", data=body, headers=headers)
+        problem = await response.json()
+        assert response.status == 400 and problem["code"] == "malformed-header", problem
+        assert "ASCII digits" in problem["detail"]
+    assert (await node.get("/health")).status == 200

@@ -162,3 +162,24 @@ async def test_terms_are_kept_with_the_share_exactly(holder_node, stranger) -> N
     await place(stranger, f, 3)
     raw = holder_node.app[GATEWAY].store.db.get(keys.holder_terms(f.si, 3))
     assert json.loads(raw)["price"] == DEAL_PRICE
+
+
+async def test_a_share_of_more_than_65536_segments_is_refused(node_factory) -> None:
+    """250k tiny segments made every read of the share load their metadata (RSS 184 -> 888 MiB): a share has at
+    most MAX_SEGMENTS_PER_SHARE segments, refused at begin before anything is reserved."""
+    node = await node_factory("roomy", **QUIET)
+    peers = node.app[PEERS]
+    cap = holder_module.MAX_SEGMENTS_PER_SHARE
+    assert cap == 65_536
+    async with aiohttp.ClientSession() as session:
+        holder = RemoteHolder(PeerClient(Identity.generate(), session, 30.0), peers.identity.id, peers.url, DEAL_PRICE)
+        f = EncodedFile(5000, segment_size=4096)
+        with pytest.raises(PeerRefused) as err:
+            await holder.begin(f.si, 0, (cap + 1) * 4096, 4096, lease())
+        refused(err, 400, "invalid-argument")
+        assert f"{cap + 1} segments" in str(err.value)
+        assert node.app[GATEWAY].store.reserved == 0 and len(node.app[SHARE_HOLDER]) == 0
+        upload = await holder.begin(f.si, 0, cap * 4096, 4096, lease())  # the cap itself is taken
+        assert len(node.app[SHARE_HOLDER]) == 1
+        await holder.abort(upload)
+    assert node.app[GATEWAY].store.reserved == 0

@@ -186,6 +186,10 @@ async def test_health_and_metrics_need_no_token(store_node) -> None:
     health = await resp.json(content_type=None)
     assert health["status"] == "pass" and set(health["checks"]) >= {"database:responsive", "disk:free"}
     text = await (await session.get(store_node.make_url("/metrics"), headers={"Authorization": ""})).text()
+    for name in ("xsc_http_requests_total", "xsc_http_errors_total"):
+        assert name in text
+    assert "xsc_storage" not in text  # what the user stores: only with the token (tests/node/test_health_figures.py)
+    text = await (await store_node.get("/metrics")).text()
     for name in ("xsc_http_requests_total", "xsc_http_errors_total", "xsc_storage_bytes_stored",
                  "xsc_storage_bytes_served_total", "xsc_storage_shares_held", "xsc_storage_bytes_received_total"):
         assert name in text

@@ -16,10 +16,18 @@ from xsc.node.listener import NodeRunner
 __all__ = ["Devnet", "NodeProcess", "free_port", "run_xsc", "xsc_command", "node_config", "serve", "kill_all", "NodeServer"]
 
 
+# Test nodes are one operator's loopback network, like a devnet (xsc.devnet.DEVNET_ENV): ids without proof of
+# work, and credit for each other without recognition.  Tests of admission and trust set these themselves.
+TEST_DEFAULTS = {"peers": {"min_difficulty": 0}, "ledger": {"stranger_credit": 10**15}}
+
+
 def node_config(root: Path, name: str = "node", **sections) -> NodeConfig:
     """A NodeConfig with its data dir `root/name`, listening on a free loopback port, not read from the
-    environment; `sections` override the config file's sections ({"storage": {"capacity": ...}})."""
+    environment; `sections` override the config file's sections ({"storage": {"capacity": ...}}), key by key
+    over TEST_DEFAULTS."""
     overrides = {"node": {"listen": f"127.0.0.1:{free_port()}"}, **sections}
+    for section, values in TEST_DEFAULTS.items():
+        overrides[section] = {**values, **overrides.get(section, {})}
     return load_config(root / name, overrides=overrides, environ={})
 
 

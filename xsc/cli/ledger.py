@@ -1,4 +1,4 @@
-"""`xsc ledger balance|history|show|verify|export|accounts`."""
+"""`xsc ledger balance|history|show|verify|export|accounts|prepay|trust`."""
 
 from __future__ import annotations
 
@@ -201,3 +201,38 @@ def accounts(obj, as_json: bool) -> None:
     for a in info["accounts"]:
         click.echo(f"{a['role'] or '-':<7} {a['account']:<52} {_credits(a['balance']):>18} {a['seq']:>8}  "
                    f"{'YES' if a['forked'] else 'no'}")
+
+
+@ledger.command()
+@click.argument("node_id", metavar="NODE")
+@click.argument("amount", metavar="CREDITS")
+@json_option
+@click.pass_obj
+def prepay(obj, node_id: str, amount: str, as_json: bool) -> None:
+    """Pay node NODE CREDITS ahead of work.  A node that does not recognise this one takes on its uploads and
+    invokes only within what it prepaid (it answers 402 prepayment-required saying how much)."""
+    from .market import _micro_credits
+
+    micro = _micro_credits(amount, "CREDITS")
+    info = obj.client().request("POST", "/v1/ledger/prepay", json_body={"node": node_id, "amount": micro})
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"prepaid {_credits(info['amount'])} credits to {info['node']} (entry {info['entry'][:16]})")
+
+
+@ledger.command()
+@json_option
+@click.pass_obj
+def trust(obj, as_json: bool) -> None:
+    """Each peer's trust line here: what it paid, what its work used, its credit line, what it has left."""
+    info = obj.client().request("GET", "/v1/ledger/trust")
+    if as_json:
+        emit_json(info)
+        return
+    if not info["lines"]:
+        click.echo("no peer has a trust line here yet")
+        return
+    _table(["peer", "paid", "used", "credit", "available"],
+           [(x["peer"], _credits(x["paid"]), _credits(x["used"]), _credits(x["credit"]), _credits(x["available"]))
+            for x in info["lines"]], title="trust lines")

@@ -295,20 +295,25 @@ def _resolve_peer(client, peer: str) -> str:
 @market.command(context_settings={"ignore_unknown_options": True})  # so `recognize PEER -1` gets a clear error
 @click.argument("peer")
 @click.argument("weight")
+@click.option("--credit", metavar="CREDITS", help="The credit line this node gives PEER: work it does for PEER ahead "
+              "of payment, in credits (`default`: ledger.peer_credit).  Peers not recognised get none: they prepay.")
 @json_option
 @click.pass_obj
-def recognize(obj, peer: str, weight: str, as_json: bool) -> None:
+def recognize(obj, peer: str, weight: str, credit: str | None, as_json: bool) -> None:
     """Set the recognition weight this node publishes for PEER (a node id or a unique prefix).
 
     WEIGHT is a decimal from 0 to 1000 (0: no recognition), or `auto` to go back to the weight derived
     from the peer's availability, audits and the credits exchanged with it.  Recognized peers'
-    needs are served first (docs/market.md)."""
+    needs are served first (docs/market.md), and only a peer recognised with a weight above 0 gets
+    credit here (docs/security.md)."""
     if weight.startswith("--"):  # a negative number is left to the node, which states the rule
         from ..errors import InvalidArgument
 
         raise InvalidArgument(f"no such option: {weight}", hint="see: xsc market recognize --help")
     client = obj.client()
     body = {"peer": _resolve_peer(client, peer), "weight": None if weight.lower() == "auto" else weight}
+    if credit is not None:
+        body["credit"] = None if credit.lower() == "default" else _micro_credits(credit, "--credit")
     row = client.request("POST", "/v1/market/recognize", json_body=body)
     if as_json:
         emit_json(row)
@@ -317,6 +322,24 @@ def recognize(obj, peer: str, weight: str, as_json: bool) -> None:
         click.echo(f"{row['peer']}: weight back to the derived one ({row['weight']})")
     else:
         click.echo(f"{row['peer']}: weight {row['weight']}")
+    line = row.get("credit_line")
+    if line is not None:
+        click.echo(f"credit line {line['credit'] / 1e6:.6f} credits, available {line['available'] / 1e6:.6f}")
+
+
+def _micro_credits(text: str, option: str) -> int:
+    """Credits as typed (a decimal with at most 6 places) in micro-credits, or a one-line error."""
+    from decimal import Decimal, InvalidOperation
+
+    from ..errors import InvalidArgument
+
+    try:
+        value = Decimal(text) * 1_000_000
+    except InvalidOperation:
+        value = None
+    if value is None or not value.is_finite() or value < 0 or value != value.to_integral_value() or value > 2**62:
+        raise InvalidArgument(f"{option}: not an amount of credits: {text!r}", hint="e.g. 10 or 0.5 (6 decimals at most)")
+    return int(value)
 
 
 @market.command()

@@ -60,7 +60,30 @@ def start(obj, listen: str | None, storage_capacity: str | None, log_level: str 
     config, _ = effective_config(obj.data_dir, listen, storage_capacity, log_level, peer_urls)
     logging.basicConfig(level=config.node.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _mint_identity(config)
     asyncio.run(serve(config))
+
+
+def _mint_identity(config) -> None:
+    """A first start mints the node id (proof of work, peers.min_difficulty bits): say so while it takes."""
+    from ..identity import NODE_KEY_FILE
+    from ..node.datadir import node_identity
+
+    if (config.data_dir / NODE_KEY_FILE).exists():
+        return
+    bits = config.peers.min_difficulty
+    expected = 2 ** bits
+
+    def progress(tried: int) -> None:
+        if tried == 8192:
+            click.echo(f"minting this node's id: {bits} bits of proof of work, about {expected:,} keys to try "
+                       "(once per data dir)", err=True)
+        if tried % 65536 == 0:
+            click.echo(f"  {tried:,} keys tried ({100 * tried / expected:.0f}% of the expected)", err=True)
+
+    identity = node_identity(config, progress)
+    if bits >= 14:
+        click.echo(f"minted node id {identity.id}", err=True)
 
 
 @node.command()

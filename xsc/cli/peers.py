@@ -1,4 +1,4 @@
-"""`xsc peers ls|add|rm`."""
+"""`xsc peers ls|add|rm`, `xsc peers quarantine ls|rm`."""
 
 from __future__ import annotations
 
@@ -85,3 +85,38 @@ def remove_peer(obj, node_id: str, as_json: bool) -> None:
         emit_json(info)
         return
     click.echo(f"removed {info['removed']}")
+
+
+@peers.group()
+def quarantine() -> None:
+    """Peers quarantined for misbehaving (failed audits, refused or bad receipts, floods): refused until
+    their quarantine ends (peers.quarantine_for) or is lifted here (docs/security.md)."""
+
+
+@quarantine.command("ls")
+@json_option
+@click.pass_obj
+def list_quarantine(obj, as_json: bool) -> None:
+    """List the quarantined peers: id, time left, why."""
+    info = obj.client().request("GET", "/v1/peers/quarantine")
+    if as_json:
+        emit_json(info)
+        return
+    if not info["quarantined"]:
+        click.echo("no peer is quarantined")
+        return
+    wide_table([Col("id", keep=True), Col("left", keep=True), Col("why", drop=1)],
+               [(q["node"], f"{q['left'] // 60} min", q["reason"]) for q in info["quarantined"]])
+
+
+@quarantine.command("rm")
+@click.argument("node_id", metavar="ID")
+@json_option
+@click.pass_obj
+def lift_quarantine(obj, node_id: str, as_json: bool) -> None:
+    """Lift the quarantine of node ID: its requests are taken again."""
+    info = obj.client().request("DELETE", f"/v1/peers/quarantine/{quote(node_id, safe='')}")
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"lifted the quarantine of {info['lifted']}")

@@ -22,7 +22,7 @@ from typing import Any
 
 from .. import keys
 from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, Forbidden, InvalidArgument,
-                      ModuleNotFound, PeerRefused, PeerUnreachable, Trap, XscError)
+                      ModuleNotFound, PeerRefused, PeerUnreachable, PrepaymentRequired, Trap, XscError)
 from ..identity import Identity, public_id, verify
 from ..ledger.model import decode_authorization
 from ..ledger.service import LedgerService
@@ -62,8 +62,9 @@ def parse_max_price(value: Any, default: int) -> int:
 class PaidCompute:
     def __init__(self, *, compute: ComputeService, market: MarketService, ledger: LedgerService, payments: Payments,
                  tabs: Tabs, gateway_tabs: GatewayTabs, provider_tabs: ProviderTabs, payer: Identity, node: Identity, peers: Any, client: PeerClient, default_bid: int,
-                 on_invoked: Callable[[str], None] = lambda label: None) -> None:
+                 on_invoked: Callable[[str], None] = lambda label: None, trust: Any = None) -> None:
         self.compute = compute
+        self.trust = trust  # xsc.ledger.trust.TrustLines: a gateway's runs here stay within its line (None: no limit)
         self.market = market
         self.ledger = ledger
         self.payments = payments
@@ -238,15 +239,19 @@ class PaidCompute:
         if not self.compute.has_module(call.module):
             self._awaited[(gateway, call.module)] = time.monotonic() + PUSH_WINDOW
             raise _not_here(call.module)
-        tab = await self.provider_tabs.reserve(auth, budget)
+        self._reserve(gateway, budget)
         run = None
         try:
-            run = await self.compute.invoke(call, requester=public_id(auth.payer), rate=price,
-                                            deal={**deal, "gateway": gateway, "price": price,
-                                                  "authorization": auth.id.hex()},
-                                            owed=lambda r: self.provider_tabs.owed(auth, r))
+            tab = await self.provider_tabs.reserve(auth, budget)
+            try:
+                run = await self.compute.invoke(call, requester=public_id(auth.payer), rate=price,
+                                                deal={**deal, "gateway": gateway, "price": price,
+                                                      "authorization": auth.id.hex()},
+                                                owed=lambda r: self.provider_tabs.owed(auth, r))
+            finally:
+                self.provider_tabs.ran(tab, budget, run)
         finally:
-            self.provider_tabs.ran(tab, budget, run)
+            self._used(gateway, budget, run)
         self.market.note_fuel(run.fuel_consumed)
         answer: dict[str, Any] = {"run": run.to_json(), "tab": {"authorization": auth.id.hex(), "total": tab.total,
                                                                 "count": tab.count}}
@@ -255,6 +260,19 @@ class PaidCompute:
             answer["run"] = dict(error.details)
             answer["trap"] = {"kind": run.outcome.trap_kind, "message": error.message, "hint": run.outcome.hint}
         return answer
+
+    def _reserve(self, gateway: str, budget: int) -> None:
+        """A gateway's run is taken on only within its trust line here (402 prepayment-required past it)."""
+        if self.trust is not None:
+            self.trust.reserve(gateway, budget, "a call's fuel budget")
+
+    def _used(self, gateway: str, budget: int, run: Any) -> None:
+        if self.trust is None:
+            return
+        if run is None:
+            self.trust.release(gateway, budget)
+        else:
+            self.trust.use(gateway, run.charge, reserved=budget)
 
     async def close_tab(self, gateway: str, body: Any) -> dict[str, Any]:
         """A gateway closes its tab here: this node's receipt for everything it ran under it."""
@@ -267,6 +285,8 @@ class PaidCompute:
         if auth.payee != self.node.public_key or not verify(auth.payer, auth.signature, auth.body):
             raise Forbidden("the authorization does not pay this node, or its payer did not sign it")
         receipt = await self.provider_tabs.close(auth)
+        if self.trust is not None:
+            self.trust.paid(gateway, auth.id, receipt.amount)
         self.market.note_paid(gateway, receipt.amount, by_them=True)
         return {"receipt": receipt.encode().hex()}
 
@@ -336,7 +356,9 @@ class PaidCompute:
             # A funded call for a module this node lacks: this gateway may now push that module (once).
             self._awaited[(gateway, call.module)] = time.monotonic() + PUSH_WINDOW
             raise _not_here(call.module)
+        self._reserve(gateway, budget)
         self._running.add(auth.id)
+        run = None
         try:
             run = await self.compute.invoke(call, requester=public_id(auth.payer), rate=price,
                                             deal={**deal, "gateway": gateway, "price": price,
@@ -344,8 +366,11 @@ class PaidCompute:
             self.market.note_fuel(run.fuel_consumed)
             receipt = await self.ledger.countersign(self.node, auth, run.charge, {"fuel": run.fuel_consumed},
                                                     verified=True)  # checked above, before the call ran
+            if self.trust is not None:
+                self.trust.paid(gateway, auth.id, receipt.amount)
         finally:
             self._running.discard(auth.id)
+            self._used(gateway, budget, run)
         self.market.note_paid(gateway, run.charge, by_them=True)
         answer: dict[str, Any] = {"run": run.to_json(), "receipt": receipt.encode().hex()}
         error = run.error()
@@ -369,6 +394,9 @@ def _relayed(provider: str, err: PeerRefused) -> XscError:
     if err.details.get("peer_code") == "deal-refused":
         return DealRefused(f"provider {provider[:12]}… refused the deal: {detail}",
                            hint="the market moved; invoke again (or raise --max-price)")
+    if err.details.get("peer_code") == "prepayment-required":
+        return PrepaymentRequired(f"provider {provider} does not extend this node credit: {detail}",
+                                  hint=f"prepay it: xsc ledger prepay {provider} CREDITS", provider=provider)
     return err
 
 

@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator, Protocol
 
-from ..errors import (ClaimRefused, InvalidEntry, PeerError, PeerNotFound, PeerRefused, PeerUnreachable, WrongPayee,
-                      XscError)
+from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, PeerError, PeerNotFound, PeerRefused,
+                      PeerUnreachable, WrongPayee, XscError)
 from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
 from ..net.receipts import ask_receipt, check_receipt, fetch_receipt
@@ -51,6 +52,8 @@ PAY_TTL = 86_400  # seconds a payment for work already done may take to reach a 
 GIVE_UP_AFTER = 86_400
 # Statuses with which a payee says it will not countersign this claim, whatever the retries.
 DEFINITIVE_REFUSALS = frozenset({400, 402, 403, 404, 409, 422})
+
+MAX_PREPAY = 10**12  # micro-credits one prepayment may carry (a million credits)
 
 ReceiptCheck = Callable[[str, Authorization, int, dict[str, int]], Awaitable[None]]
 
@@ -68,7 +71,9 @@ def job_kind(job: str) -> str:
 class Payments:
     def __init__(self, *, ledger: LedgerService, payer: Identity, node: Identity, peers: PeerView,
                  client: PeerClient, retry_interval: float,
-                 on_paid: Callable[[str, int, bool], None] = lambda peer, amount, by_them: None) -> None:
+                 on_paid: Callable[[str, int, bool], None] = lambda peer, amount, by_them: None,
+                 on_countersigned: Callable[[str, bytes, int], None] = lambda peer, authorization, amount: None,
+                 on_strike: Callable[[str, str], None] = lambda peer, why: None) -> None:
         self.ledger = ledger
         self.payer = payer  # the local user's account
         self.node = node  # this node's account: the payee of work done here
@@ -76,6 +81,8 @@ class Payments:
         self.client = client
         self.retry_interval = retry_interval
         self.on_paid = on_paid  # (peer, amount, by_them): who pays whom is recognised by the market
+        self.on_countersigned = on_countersigned  # (peer, authorization id, amount): its trust line (once each)
+        self.on_strike = on_strike  # (peer, why): a misbehaviour (a refused claim, a bad receipt): quarantine
         self.checks: dict[str, ReceiptCheck] = {}
         # job prefix -> how to get the receipt of a pending authorization that has no claim: the payee states
         # the amount (a tab of remote invokes: the provider's total, bounded by the cap).
@@ -111,6 +118,19 @@ class Payments:
         self.on_paid(payee_node_id, amount, False)
         return payment.id.hex()
 
+    async def prepay(self, payee_node_id: Any, amount: Any) -> dict[str, Any]:
+        """Pay `amount` to node `payee_node_id` ahead of work (`xsc ledger prepay`): a node that does not
+        recognise this one takes on its work only within what it prepaid (ledger/trust.py)."""
+        if not isinstance(payee_node_id, str):
+            raise InvalidArgument('send {"node": NODE_ID, "amount": MICRO_CREDITS}')
+        parse_public_id(payee_node_id)
+        if payee_node_id == self.node.id:
+            raise InvalidArgument("this is this node's own id: prepay the node that will do the work")
+        if type(amount) is not int or not 1 <= amount <= MAX_PREPAY:
+            raise InvalidArgument(f"a prepayment is 1 to {MAX_PREPAY} micro-credits, not {amount!r}")
+        entry = await self.pay(payee_node_id, amount, {}, f"prepay:{os.urandom(8).hex()}")
+        return {"node": payee_node_id, "amount": amount, "entry": entry}
+
     async def authorize(self, payee_node_id: str, cap: int, job_ref: str, *, ttl: int,
                         hold: int | None = None) -> Authorization:
         """Hold `cap` (or only `hold`: the caller holds the rest in steps, LedgerService.hold_for) for work
@@ -122,8 +142,12 @@ class Payments:
                        meters: frozenset[str]) -> Payment:
         """Pay by the receipt the payee sent back with its work (checked whole first)."""
         with self.working(auth.id):
-            receipt = check_receipt(payee_node_id, answer, auth, meters=meters)
-            payment = await self.ledger.complete(self.payer, receipt)
+            try:
+                receipt = check_receipt(payee_node_id, answer, auth, meters=meters)
+                payment = await self.ledger.complete(self.payer, receipt)
+            except (PeerRefused, InvalidEntry) as exc:
+                self.on_strike(payee_node_id, f"sent a receipt that does not check: {exc.message}")
+                raise
         self.on_paid(payee_node_id, receipt.amount, False)
         return payment
 
@@ -178,10 +202,24 @@ class Payments:
                 known = ", ".join(sorted(self.checks)) or "none"
                 raise ClaimRefused(f"this node settles no work of kind {job_kind(auth.job)!r} (job {auth.job!r})",
                                    hint=f"job kinds it settles: {known}")
-            await check(sender, auth, amount, usage)
+            try:
+                await check(sender, auth, amount, usage)
+            except XscError as exc:
+                self.on_strike(sender, f"asked for a receipt this node refused: {exc.message}")
+                raise
         receipt = await self.ledger.countersign(self.node, auth, amount, usage, verified=True)
+        self.on_countersigned(sender, auth.id, receipt.amount)
         self.on_paid(sender, amount, True)
         return receipt
+
+    @staticmethod
+    async def check_prepayment(sender: str, auth: Authorization, amount: int, usage: dict[str, int]) -> None:
+        """The receipt check of a prepayment (`prepay:<random>`): money received ahead of work, no usage."""
+        tag = auth.job.partition(":")[2]
+        if not (1 <= len(tag) <= 32 and tag.isalnum() and tag.isascii()):
+            raise Forbidden(f"not a prepayment job reference: {auth.job[:80]!r}", hint="prepay:<up to 32 letters>")
+        if usage or not 1 <= amount <= MAX_PREPAY:
+            raise Forbidden(f"a prepayment is 1 to {MAX_PREPAY} micro-credits with no usage")
 
     # --- the retry of pending payments ----------------------------------------------------
     @contextmanager
@@ -286,4 +324,4 @@ class Payments:
         return {"pending": len(pending), "pending_amount": sum(a.cap for a in pending)}
 
 
-__all__ = ["DEFINITIVE_REFUSALS", "PAY_TTL", "Payments", "PeerView", "ReceiptCheck", "job_kind"]
+__all__ = ["DEFINITIVE_REFUSALS", "MAX_PREPAY", "PAY_TTL", "Payments", "PeerView", "ReceiptCheck", "job_kind"]

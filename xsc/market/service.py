@@ -174,6 +174,7 @@ class MarketService:
             public_id(k[len(keys.MARKET_RECOGNITION):]): Decimal(v.decode())
             for k, v in self.db.iterator(prefix=keys.MARKET_RECOGNITION)}
         self.needs: dict[str, Bid] = {}  # open needs of puts and invokes in progress
+        self.credit_lines: Any = None  # xsc.ledger.trust.TrustLines (set by the composition root): set_credit, line
         self.fuel_used: dict[int, int] = {}  # bucket -> fuel this node ran in it
         self._published: tuple | None = None
         self._asks_published: deque[tuple[int, str, int]] = deque(maxlen=256)  # (ms, kind, ask) as published
@@ -774,18 +775,25 @@ class MarketService:
         self.receive(items)
         return {"commitments": self.payload(), "digest": self.book.digest()}
 
-    def recognize(self, peer: Any, weight: Any) -> dict:
-        """Set a user weight from the API (a decimal text or number; None: back to the derived one)."""
+    def recognize(self, peer: Any, weight: Any, credit: Any = False) -> dict:
+        """Set a user weight from the API (a decimal text or number; None: back to the derived one), and with
+        `credit` the credit line this node gives that peer (micro-credits; None: back to ledger.peer_credit)."""
         if not isinstance(peer, str):
             raise InvalidArgument("send {\"peer\": NODE_ID, \"weight\": \"0.5\"} (weight null: back to the derived one)")
+        if credit is not False and credit is not None and (type(credit) is not int or credit < 0):
+            raise InvalidArgument(f"a credit line is a number of micro-credits, not {credit!r}")
         if weight is not None:
             try:
                 weight = Decimal(str(weight))
             except InvalidOperation:
                 raise InvalidArgument(f"not a number: {weight!r}", hint="a weight is a decimal from 0 to 1000") from None
         self.set_recognition(peer, weight)
-        row = next((r for r in self.recognition_view() if r["peer"] == peer), None)
-        return row or {"peer": peer, "weight": None}
+        if credit is not False and self.credit_lines is not None:
+            self.credit_lines.set_credit(peer, credit)
+        row = next((r for r in self.recognition_view() if r["peer"] == peer), None) or {"peer": peer, "weight": None}
+        if self.credit_lines is not None:
+            row["credit_line"] = self.credit_lines.line(peer)
+        return row
 
     def status(self) -> dict[str, Any]:
         mine = self.book.get(self.me)

@@ -55,11 +55,13 @@ def _refusal(url: str, method: str, path: str, status: int, body: bytes) -> Peer
 
 
 class PeerClient:
-    def __init__(self, identity: Identity, session: aiohttp.ClientSession, timeout: float, *, tls: bool = True) -> None:
+    def __init__(self, identity: Identity, session: aiohttp.ClientSession, timeout: float, *, tls: bool = True,
+                 grid_secret: str = "") -> None:
         self.identity = identity
         self.session = session
         self.timeout = timeout
         self.tls = tls
+        self.grid_secret = grid_secret  # a closed network's: every request proves this node knows it
 
     def target(self, peer_url: str) -> str:
         """Where a request to peer_url really goes: over TLS (the same host and port) unless TLS is off and the
@@ -103,7 +105,7 @@ class PeerClient:
             body = bytes(data)
             headers["Content-Type"] = "application/octet-stream"
         # The signature covers the path exactly as the receiver sees it (`request.raw_path`): no re-encoding.
-        headers.update(sign_request(self.identity, method, path, body, receiver=to))
+        headers.update(sign_request(self.identity, method, path, body, receiver=to, grid_secret=self.grid_secret))
         return URL(self.target(peer_url) + path, encoded=True), headers, body
 
     @asynccontextmanager

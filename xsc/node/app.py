@@ -28,7 +28,9 @@ from ..allocation.service import AllocationService
 from ..market.service import MarketService
 from ..net import PeerClient, RemoteHolder
 from ..net.tls import server_context
+from ..ledger.trust import TrustLines
 from ..peers import HealthService, PeerService
+from ..peers.admission import Admission, Quarantine
 from ..s3.index import S3Index
 from ..storage import Gateway, ShareStore
 from ..storage.audits import AuditService
@@ -41,11 +43,11 @@ from ..storage.wire import DAMAGE_PATH
 from ..ui.session import Sessions
 from ..tasks import in_pool
 from . import auth, connections, datadir, peer_auth, problems
-from .appkeys import (ALLOCATION, AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_POOL, DB, DEALS, GATEWAY, HEALTH,
-                      HEALTH_CHECKS,
-                      IDENTITY, IN_FLIGHT, LEASE_GC, LEDGER, MARKET, METRICS, PAID_COMPUTE, PAYMENTS, PEER_LIMITS,
-                      PEERS, REPLAY_GUARD, S3_INDEX, SCRUBBER, SHARE_HOLDER, STARTED, STATUS_PARTS, STORAGE, TABS,
-                      TERMS, TLS_CONTEXT, TLS_SERVED, TOKEN, UI_SESSIONS, USER_LIMITS)
+from .appkeys import (ADMISSION, ALLOCATION, AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_POOL, DB, DEALS, GATEWAY,
+                      HEALTH, HEALTH_CHECKS, IDENTITY, IN_FLIGHT, LEASE_GC, LEDGER, MARKET, METRICS, PAID_COMPUTE,
+                      PAYMENTS, PEER_LIMITS, PEERS, REPLAY_GUARD, S3_INDEX, SCRUBBER, SHARE_HOLDER, STARTED,
+                      STATUS_PARTS, STORAGE, TABS, TERMS, TLS_CONTEXT, TLS_SERVED, TOKEN, TRUST, UI_SESSIONS,
+                      USER_LIMITS)
 from .http import ROUTES
 from .http.node import node_checks
 from .limits import RateLimiter
@@ -104,9 +106,13 @@ async def _services(app: web.Application):
     compute = ComputeService(db=db, identity=identity, data_dir=config.data_dir, config=config.compute)
 
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=32))
-    client = PeerClient(identity, session, config.peers.request_timeout, tls=config.peers.tls)
+    client = PeerClient(identity, session, config.peers.request_timeout, tls=config.peers.tls,
+                        grid_secret=config.peers.grid_secret)
+    quarantine = Quarantine(db, strikes=config.peers.quarantine_strikes, duration=config.peers.quarantine_for)
+    admission = Admission(min_difficulty=config.peers.min_difficulty, grid_secret=config.peers.grid_secret,
+                          quarantine=quarantine)
     peers = PeerService(identity=identity, db=db, config=config, client=client, url=peer_url(app),
-                        storage=lambda: {"capacity": store.capacity, "free": store.free})
+                        storage=lambda: {"capacity": store.capacity, "free": store.free}, admission=admission)
     if "://0.0.0.0:" in peers.url or "://[::]:" in peers.url:
         log.warning("peers cannot reach %s: set peers.public_url (XSC_PEERS_PUBLIC_URL)", peers.url)
     health = HealthService(db=db, peers=peers, config=config.health)
@@ -121,9 +127,22 @@ async def _services(app: web.Application):
     peers.on_removed.append(allocation.forget)
     market.on_change.append(allocation.touch)
     market.allocated, market.spend = allocation.allocated, allocation.spend
+    # A quarantined peer's commitments leave the book and the allocation; peers.known() is False for it.
+    quarantine.on_quarantined.extend((market.forget, allocation.forget))
+    # Credit only along recognition: the peers the user recognises get a credit line, strangers prepay.
+    trust = TrustLines(db, stranger_credit=config.ledger.stranger_credit, peer_credit=config.ledger.peer_credit,
+                       recognised=lambda peer: market.user_weights.get(peer, 0) > 0)
+    market.credit_lines = trust  # `xsc market recognize PEER W --credit C`
+
+    def strike(peer: str, why: str) -> None:
+        if peer != me:
+            quarantine.strike(peer, why)
+
     payments = Payments(ledger=ledger, payer=payer, node=identity, peers=peers, client=client,
                         retry_interval=config.ledger.settle_retry_interval,
-                        on_paid=lambda peer, amount, by_them: market.note_paid(peer, amount, by_them=by_them))
+                        on_paid=lambda peer, amount, by_them: market.note_paid(peer, amount, by_them=by_them),
+                        on_countersigned=trust.paid, on_strike=strike)
+    payments.add_check("prepay", payments.check_prepayment)
 
     terms = HolderTerms(db=db, store=store, ask=lambda: market.honoured_ask("storage"))
     payments.add_check("store", terms.check_receipt)
@@ -136,11 +155,13 @@ async def _services(app: web.Application):
     storage = StorageService(gateway=gateway, deals=deals, market=market, ledger=ledger, payer=payer, me=me,
                              peers=peers, holder_for=holder_for, pool=pool,
                              segment_size=config.storage.segment_size, lease_duration=config.storage.lease_duration)
-    share_holder = ShareHolder(store, pool, terms)
+    share_holder = ShareHolder(store, pool, terms, trust=trust)
 
     def on_audit(node: str, ok: bool, detail: str) -> None:
         health.record_audit(node, ok, detail)
         deals.note_audit(node, ok)  # a holder is paid only for periods it passed its audits
+        if not ok:
+            strike(node, f"failed an audit: {detail}")
 
     audits = AuditService(config=config.audit, probe_interval=config.health.probe_interval, me=me, gateway=gateway,
                           pool=pool, peers=peers, holder_for=holder_for, on_audit=on_audit, repair=storage.repair)
@@ -161,13 +182,14 @@ async def _services(app: web.Application):
     paid = PaidCompute(compute=compute, market=market, ledger=ledger, payments=payments, tabs=tabs,
                        gateway_tabs=gateway_tabs, provider_tabs=provider_tabs, payer=payer, node=identity,
                        peers=peers, client=client, default_bid=config.market.compute_bid,
-                       on_invoked=lambda label: metrics.child(metrics.invocations, label).inc())
+                       on_invoked=lambda label: metrics.child(metrics.invocations, label).inc(), trust=trust)
 
     app[LEDGER], app[GATEWAY], app[COMPUTE], app[PEERS], app[HEALTH] = ledger, gateway, compute, peers, health
     app[MARKET], app[PAYMENTS], app[TERMS], app[DEALS], app[STORAGE] = market, payments, terms, deals, storage
     app[SHARE_HOLDER], app[AUDITS], app[SCRUBBER], app[LEASE_GC] = share_holder, audits, scrubber, lease_gc
     app[PAID_COMPUTE], app[TABS] = paid, tabs
     app[ALLOCATION] = allocation
+    app[ADMISSION], app[TRUST] = admission, trust
     app[S3_INDEX] = S3Index(db)  # the user's bucket index: the S3 front (its own process) records objects there
 
     app[STATUS_PARTS].update({

@@ -19,7 +19,9 @@ from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
 from ..ledger.tabs import Tabs
 from ..market.service import MarketService
+from ..ledger.trust import TrustLines
 from ..peers import HealthService, PeerService
+from ..peers.admission import Admission
 from ..s3.index import S3Index
 from ..storage.audits import AuditService
 from ..storage.deals import HolderTerms, StorageDeals
@@ -48,6 +50,8 @@ PEER_LIMITS = web.AppKey("peer_limits", RateLimiter)  # signed requests per peer
 USER_LIMITS = web.AppKey("user_limits", RateLimiter)  # user API requests with the token (or a dashboard session)
 TLS_CONTEXT = web.AppKey("tls_context", ssl.SSLContext)  # the peer listener's TLS: the node key's certificate
 TLS_SERVED = web.AppKey("tls_served", bool)  # set by listener.NodeRunner: its port answers TLS, so peers get https://
+ADMISSION = web.AppKey("admission", Admission)  # which peers are taken at all (proof of work, grid, quarantine)
+TRUST = web.AppKey("trust", TrustLines)  # credit only along recognition: each peer's trust line
 # name -> async () -> a /health check dict;  name -> () -> a JSON-able part of /v1/node/status
 HEALTH_CHECKS = web.AppKey("health_checks", dict)
 STATUS_PARTS = web.AppKey("status_parts", dict)

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import secrets
 from pathlib import Path
+from typing import Callable
 
 import plyvel
 
 from ..config import CONFIG_FILE, NodeConfig, write_default_config
 from ..db import Database
 from ..errors import NodeAlreadyRunning
-from ..identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity, write_secret
+from ..identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity, id_difficulty, write_secret
 from ..paths import URL_FILE
+
+log = logging.getLogger(__name__)
 
 TOKEN_FILE = "api-token"
 LOCK_FILE = "node.lock"
@@ -52,11 +56,24 @@ class DataDirLock:
             self._fd = None
 
 
+def node_identity(config: NodeConfig, progress: Callable[[int], None] | None = None) -> Identity:
+    """The node's key, minted on a first start with `peers.min_difficulty` bits of proof of work (`progress` is
+    told how many keys were tried, every few thousand).  An older key of lower difficulty is kept: this node
+    works as before, and each peer judges it by its own `peers.min_difficulty`."""
+    config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    identity = Identity.load_or_create(config.data_dir / NODE_KEY_FILE, config.peers.min_difficulty, progress)
+    if id_difficulty(identity.public_key) < config.peers.min_difficulty:
+        log.warning("this node's id has %d bits of proof of work, fewer than the %d peers.min_difficulty asks: "
+                    "peers that ask as much refuse it (a new data dir mints a new id)",
+                    id_difficulty(identity.public_key), config.peers.min_difficulty)
+    return identity
+
+
 def prepare(config: NodeConfig) -> tuple[Identity, Identity, str]:
     """Create what a first start needs; return the node identity, the local user's identity and the API token."""
     root = config.data_dir
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    identity = Identity.load_or_create(root / NODE_KEY_FILE)
+    identity = node_identity(config)
     client = Identity.load_or_create(root / CLIENT_KEY_FILE)
     token = load_or_create_token(root)
     if not (root / CONFIG_FILE).exists():  # the first start writes the defaults; flags and env stay one-off

@@ -31,10 +31,29 @@ class Metrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
-    def render(self) -> bytes:
+    def render(self, *, public: bool = False) -> bytes:
+        """The Prometheus text; `public` (a scrape without the token): only PUBLIC_METRICS, not what the user
+        stores, holds or runs (scrape with `Authorization: Bearer <token>` for everything)."""
         from prometheus_client import generate_latest
 
+        if public:
+            return generate_latest(_Only(self.registry, PUBLIC_METRICS))  # type: ignore[arg-type]
         return generate_latest(self.registry)
+
+
+# What anyone may scrape: how the node serves, never how much the user stores, holds, runs or has.
+PUBLIC_METRICS = frozenset({"xsc_http_requests", "xsc_http_errors", "xsc_process_memory_bytes"})
+
+
+class _Only:
+    """A registry's metric families of the given names (what generate_latest needs: collect())."""
+
+    def __init__(self, registry: CollectorRegistry, names: frozenset[str]) -> None:
+        self._registry = registry
+        self._names = names
+
+    def collect(self):
+        return [family for family in self._registry.collect() if family.name in self._names]
 
 
 def resident_memory() -> dict[str, int]:

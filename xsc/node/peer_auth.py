@@ -13,9 +13,9 @@ import time
 from aiohttp import web
 
 from ..config import is_loopback_host
-from ..errors import BadRequestSignature, TlsRequired
+from ..errors import BadRequestSignature, QuotaExceeded, TlsRequired
 from ..identity import SignedRequest, body_digest, verify_request
-from .appkeys import CONFIG, IDENTITY, PEER_LIMITS, REPLAY_GUARD
+from .appkeys import ADMISSION, CONFIG, IDENTITY, PEER_LIMITS, REPLAY_GUARD
 from .auth import PEER_PREFIX
 from .limits import read_body
 
@@ -55,13 +55,22 @@ async def signature_middleware(request: web.Request, handler):
     now = int(time.time() * 1000)
     me = request.app[IDENTITY].id
     verified = verify_request(request.headers, request.method, request.raw_path, receiver=me, now_ms=now)
+    # Admission (proof of work, grid secret, quarantine) before anything of the sender's is read or remembered.
+    admission = request.app[ADMISSION]
+    admission.check_request(verified, request.headers)
     if not getattr(request.match_info.handler, "streams_peer_body", False):
         body = await read_body(request)  # cached on the request: the handler reads the same bytes
         if not hmac.compare_digest(body_digest(body), verified.digest):
             raise BadRequestSignature("the request body does not match its signed digest",
                                       hint="sign the exact bytes sent")
     # Only after the signature and body check out: nobody can use up another node's nonces or its rate.
-    request.app[PEER_LIMITS].check(verified.sender, time.monotonic(), f"peer {verified.sender[:12]}…")
-    request.app[REPLAY_GUARD].check(verified.sender, verified.nonce, verified.timestamp, now)
+    try:
+        request.app[PEER_LIMITS].check(verified.sender, time.monotonic(), f"peer {verified.sender[:12]}…")
+        request.app[REPLAY_GUARD].check(verified.sender, verified.nonce, verified.timestamp, now)
+    except QuotaExceeded:
+        if admission.quarantine is not None:  # a flood: one strike a minute at most (a burst is not a habit)
+            admission.quarantine.strike(verified.sender, "flooded this node past its quotas", kind="flood",
+                                        every=60.0)
+        raise
     request[SIGNED] = verified
     return await handler(request)

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..config import normalize_peer_url
 from ..errors import BadRequest, InvalidDescriptor
-from ..identity import Identity, parse_public_id, verify
+from ..identity import Identity, grid_proof, parse_public_id, verify
 
 _TAG = b"XSC-NODE-DESCRIPTOR-1\n"
 MAX_FUTURE_MS = 10 * 60_000  # a descriptor dated further ahead is refused: it would win every merge for that long
@@ -29,13 +29,17 @@ class NodeDescriptor:
     version: str  # its software version
     timestamp: int  # when it signed this, ms since the epoch
     signature: str  # Ed25519 over signed_bytes(), hex
+    grid: str = ""  # on a closed network: HMAC-SHA256 of signed_bytes() under the grid secret, hex (else absent)
 
     @property
     def key(self) -> bytes:
         return parse_public_id(self.id)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.grid:
+            del out["grid"]
+        return out
 
     def encode(self) -> bytes:
         return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
@@ -47,10 +51,12 @@ def signed_bytes(fields: dict[str, Any]) -> bytes:
 
 
 def make_descriptor(identity: Identity, *, url: str, capacity: int, free: int, version: str,
-                    timestamp: int) -> NodeDescriptor:
+                    timestamp: int, grid_secret: str = "") -> NodeDescriptor:
     fields = {"id": identity.id, "url": url, "capacity": capacity, "free": free, "version": version,
               "timestamp": timestamp}
-    return NodeDescriptor(**fields, signature=identity.sign(signed_bytes(fields)).hex())
+    message = signed_bytes(fields)
+    return NodeDescriptor(**fields, signature=identity.sign(message).hex(),
+                          grid=grid_proof(grid_secret, message) if grid_secret else "")
 
 
 def _int(value: Any, name: str) -> int:
@@ -70,11 +76,12 @@ def parse_descriptor(obj: Any, *, now_ms: int) -> NodeDescriptor:
     """A valid descriptor from its JSON form, or InvalidDescriptor saying what is wrong."""
     if not isinstance(obj, dict):
         raise InvalidDescriptor("a descriptor must be a JSON object")
-    extra = set(obj) - {*FIELDS, "signature"}
+    extra = set(obj) - {*FIELDS, "signature", "grid"}
     missing = [f for f in (*FIELDS, "signature") if f not in obj]
     if missing or extra:
         raise InvalidDescriptor(f"descriptor fields missing: {missing}, unknown: {sorted(extra)}",
-                                hint=f"a descriptor has exactly {', '.join(FIELDS)} and signature")
+                                hint=f"a descriptor has exactly {', '.join(FIELDS)} and signature (and grid, on "
+                                     "a closed network)")
     node_id = _text(obj["id"], "id")
     try:
         key = parse_public_id(node_id)
@@ -102,8 +109,11 @@ def parse_descriptor(obj: Any, *, now_ms: int) -> NodeDescriptor:
                                 hint="keep node clocks in sync (NTP)", node=node_id)
     if free > capacity:
         raise InvalidDescriptor(f"descriptor of node {node_id} claims more free space than capacity")
+    grid = obj.get("grid", "")
+    if not isinstance(grid, str) or len(grid) > 64:
+        raise InvalidDescriptor(f"descriptor of node {node_id} has a grid proof that is not 64 hex digits")
     return NodeDescriptor(id=node_id, url=url, capacity=capacity, free=free, version=version, timestamp=timestamp,
-                          signature=obj["signature"])
+                          signature=obj["signature"], grid=grid)
 
 
 def newer(a: NodeDescriptor, b: NodeDescriptor | None) -> bool:

@@ -22,6 +22,7 @@ from ..health import Availability, PeerHistory, availability, check_answer, chec
 from ..health import answer as challenge_answer
 from ..identity import Identity, parse_public_id, public_id
 from ..net.peer_client import PeerClient, PeerResponse
+from .admission import Admission
 from .descriptors import NodeDescriptor, make_descriptor, newer, newsworthy, parse_descriptor
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,12 @@ class PeerDirectory:
 
     def at_url(self, url: str) -> list[NodeDescriptor]:
         return [d for d in self._known.values() if address(d.url) == address(url)]
+
+    def keep_only(self, admitted: Callable[[NodeDescriptor], bool]) -> None:
+        """Forget (in memory: the records stay) the descriptors of nodes not admitted by this node's config."""
+        for node_id in [d.id for d in self._known.values() if not admitted(d)]:
+            log.info("node %s is not admitted under this node's configuration: not a peer", node_id[:12])
+            del self._known[node_id]
 
     def is_removed(self, node_id: str) -> bool:
         return node_id in self._removed
@@ -132,12 +139,16 @@ class PeerDirectory:
 
 class PeerService:
     def __init__(self, *, identity: Identity, db: plyvel.DB, config: NodeConfig, client: PeerClient,
-                 storage: Callable[[], dict | None], url: str | None = None) -> None:
+                 storage: Callable[[], dict | None], url: str | None = None,
+                 admission: Admission | None = None) -> None:
         self.identity = identity
         self.config = config
         self.client = client
+        self.admission = admission or Admission(min_difficulty=0, grid_secret="")
         self.url = url or config.peers.public_url or config.url  # what our descriptor says (https://: app.peer_url)
         self.directory = PeerDirectory(db)
+        # Peers kept from before this node asked for more proof of work (or for a grid secret) are not peers now.
+        self.directory.keep_only(lambda d: self.admission.refusal(d, quarantine=False) is None)
         self.health: Any = None  # the health service attaches itself here: availability() asks it
         self.on_removed: list[Callable[[str], None]] = []  # told of every node the user removes (the market)
         self._storage = storage
@@ -151,7 +162,9 @@ class PeerService:
         return self.directory.all()
 
     def known(self, node_id: str) -> bool:
-        return self.directory.get(node_id) is not None
+        """A node in the directory and not quarantined: the market takes and matches only these."""
+        quarantine = self.admission.quarantine
+        return self.directory.get(node_id) is not None and (quarantine is None or quarantine.active(node_id) is None)
 
     def peer(self, node_id: str) -> NodeDescriptor:
         descriptor = self.directory.get(node_id)
@@ -183,7 +196,8 @@ class PeerService:
         if own is None or now - own.timestamp >= REFRESH_MS or (own.capacity, own.free) != (capacity, free) \
                 or own.url != self.url:
             own = self._own = make_descriptor(self.identity, url=self.url, capacity=capacity, free=free,
-                                              version=__version__, timestamp=max(now, own.timestamp + 1 if own else 0))
+                                              version=__version__, timestamp=max(now, own.timestamp + 1 if own else 0),
+                                              grid_secret=self.admission.grid_secret)
         return own
 
     def accept(self, items: Any) -> list[NodeDescriptor]:
@@ -199,7 +213,16 @@ class PeerService:
         unknown = [item for item in fresh if not (isinstance(item, dict) and isinstance(item.get("id"), str)
                                                   and self.directory.get(item["id"]) is not None)]
         skipped = {id(item) for item in unknown[MAX_NEW_PER_MESSAGE:]}
-        parsed = [parse_descriptor(item, now_ms=now) for item in fresh if id(item) not in skipped]
+        parsed = []
+        for item in fresh:
+            if id(item) in skipped:
+                continue
+            descriptor = parse_descriptor(item, now_ms=now)
+            refusal = self.admission.refusal(descriptor)
+            if refusal is None:
+                parsed.append(descriptor)
+            else:  # valid, but not admitted here: dropped, not stored (its sender may admit it)
+                log.debug("not taking node %s: %s", descriptor.id[:12], refusal)
         news = self.directory.merge(parsed, me=self.identity.id, my_url=self.url,
                                     proven=lambda node_id: self.availability(node_id).ratio_24h is not None
                                     and self.availability(node_id).up is True)
@@ -242,6 +265,10 @@ class PeerService:
             if response.node is not None and responder.id != response.node:  # TLS proved who answered
                 raise InvalidDescriptor(f"its own descriptor is node {responder.id}'s, but node {response.node} "
                                         "answered")
+            refusal = self.admission.refusal(responder)
+            if refusal is not None:
+                raise PeerRefused(f"node {responder.id} at {url} is not admitted here: {refusal}", url=url,
+                                  hint="see peers.min_difficulty and peers.grid_secret (docs/security.md)")
             if unblock:
                 self.directory.unblock(responder.id)
             self.accept([body["self"], *body.get("descriptors", [])])

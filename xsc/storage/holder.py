@@ -21,6 +21,7 @@ from typing import Any, Callable
 from ..errors import (Forbidden, InvalidArgument, QuotaExceeded, RangeNotSatisfiable, SegmentOutOfOrder, ShareExists,
                       ShareMismatch, ShareNotFound, UploadIncomplete, UploadNotFound)
 from ..identity import public_id
+from ..ledger.pricing import price_storage
 from ..tasks import every, in_pool, stop
 from . import erasure, layout, leases
 from .deals import HolderTerms
@@ -61,6 +62,8 @@ class Incoming:
     terms: dict | None = None  # the deal it is placed under (kept with the share when it publishes)
     started: float = 0.0
     receiving: int = 0  # segment bodies being read for it now
+    cost: int = 0  # the lease's price, set aside on the uploader's trust line until it publishes or is aborted
+    line: str = ""  # the uploader's node id (whose trust line)
 
     @property
     def deadline(self) -> float:
@@ -80,8 +83,9 @@ class ShareHolder:
     """The uploads in progress on this node and what a holder does with them."""
 
     def __init__(self, store: ShareStore, pool: Executor, terms: HolderTerms, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, trust: Any = None) -> None:
         self.store = store
+        self.trust = trust  # xsc.ledger.trust.TrustLines: uploads from peers stay within their line (None: none)
         self.pool = pool
         self.terms = terms
         self.clock = clock
@@ -230,6 +234,9 @@ class ShareHolder:
             except BaseException:
                 await self._abort_locked(incoming)
                 raise
+            if incoming.cost and self.trust is not None:  # the lease is taken on: used on the uploader's line
+                self.trust.use(incoming.line, incoming.cost, reserved=incoming.cost)
+                incoming.cost = 0
             self._forget(incoming)
             return meta
 
@@ -278,6 +285,9 @@ class ShareHolder:
             self._forget(incoming)
 
     def _forget(self, incoming: Incoming) -> None:
+        if incoming.cost and self.trust is not None:
+            self.trust.release(incoming.line, incoming.cost)
+            incoming.cost = 0
         incoming.closed = True
         self._incoming.pop(incoming.id, None)
         self._receiving.discard((incoming.upload.storage_index, incoming.share))
@@ -309,7 +319,19 @@ class ShareHolder:
         price = self.terms.check_price(body.get("price"))
         payer = self.terms.check_payer(body.get("payer"))
         terms = self.terms.new(sender_id, price, layout.share_bytes(size, segment_size), now, payer)
-        incoming = await self.begin(sender, si, share, size, segment_size, lease_expiry, terms=terms)
+        # Credit only along recognition: the whole lease is set aside on the uploader's trust line first (a
+        # stranger must have prepaid it: 402 prepayment-required), and used when the share publishes.
+        cost = price_storage(terms["bytes"], lease_expiry - now, price) if self.trust is not None else 0
+        if cost:
+            self.trust.reserve(sender_id, cost, f"a share of {terms['bytes']} bytes for "
+                                                f"{(lease_expiry - now) / 86400:.1f} days")
+        try:
+            incoming = await self.begin(sender, si, share, size, segment_size, lease_expiry, terms=terms)
+        except BaseException:
+            if cost:
+                self.trust.release(sender_id, cost)
+            raise
+        incoming.cost, incoming.line = cost, sender_id
         return {"upload": incoming.id, "segment_count": incoming.segment_count, "share_bytes": incoming.share_bytes,
                 "max_put_bytes": put_limit(incoming.size, incoming.segment_size)}
 
@@ -369,13 +391,29 @@ class ShareHolder:
         await self._run(delete)
 
     async def renew(self, si: bytes, share: int, sender: bytes, body: dict) -> dict:
-        await self.held_for(si, share, sender, "renew its lease")
+        meta = await self.held_for(si, share, sender, "renew its lease")
         # Up to the longest lease from now, with a day for the clocks of two nodes to differ.
         lease_expiry = json_int(body, "lease_expiry", maximum=int(time.time()) + leases.MAX_DURATION + 86400)
-        done = await self._run(self.store.renew, si, lease_expiry, (share,))
+        # The extension is taken on like an upload: within the uploader's trust line.
+        terms = self.terms.get(si, share) if self.trust is not None else None
+        cost = price_storage(terms["bytes"], lease_expiry - meta.lease_expiry, terms["price"]) \
+            if terms is not None and lease_expiry > meta.lease_expiry else 0
+        if cost:
+            self.trust.reserve(terms["uploader"], cost, f"a lease extension of {lease_expiry - meta.lease_expiry} s")
+        try:
+            done = await self._run(self.store.renew, si, lease_expiry, (share,))
+        except BaseException:
+            if cost:
+                self.trust.release(terms["uploader"], cost)
+            raise
         if share not in done:  # collected or deleted since it was looked up
+            if cost:
+                self.trust.release(terms["uploader"], cost)
             raise ShareNotFound(f"this node holds no share {share} of {si.hex()[:16]}")
         previous, new = done[share]
+        if cost:
+            used = price_storage(terms["bytes"], max(0, new - previous), terms["price"])
+            self.trust.use(terms["uploader"], min(used, cost), reserved=cost)
         if new != previous:
             log.info("lease of share %d of %s renewed to %d (was %d)", share, si.hex()[:16], new, previous)
         return {"share": share, "lease_expiry": new, "previous": previous}

@@ -11,6 +11,9 @@
                                                  a counterparty, stored only after full validation
     GET  /v1/ledger/verify                       audit of every chain
     GET  /v1/ledger/export                       every entry as JSON lines
+    POST /v1/ledger/prepay                       {"node", "amount"}: pay a node ahead of work (it does not
+                                                 recognise this one: it takes on work only within what was prepaid)
+    GET  /v1/ledger/trust                        each peer's trust line here: paid, used, credit, available
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import asyncio
 from aiohttp import web
 
 from ...errors import InvalidArgument
-from ..appkeys import LEDGER
+from ..appkeys import LEDGER, PAYMENTS, TRUST
 from .common import json_body, query_flag, query_int
 
 routes = web.RouteTableDef()
@@ -29,6 +32,17 @@ MAX_CHAIN_PAGE = 1000
 MAX_HISTORY = 10_000
 MAX_POST_ENTRIES = 500  # ~1.3 KB of hex each: stays under the 1 MiB request body limit
 EXPORT_BATCH = 500
+
+
+@routes.post("/v1/ledger/prepay")
+async def prepay(request: web.Request) -> web.Response:
+    body = await json_body(request, 'send {"node": NODE_ID, "amount": MICRO_CREDITS}')
+    return web.json_response(await request.app[PAYMENTS].prepay(body.get("node"), body.get("amount")), status=201)
+
+
+@routes.get("/v1/ledger/trust")
+async def trust_lines(request: web.Request) -> web.Response:
+    return web.json_response({"lines": request.app[TRUST].lines()})
 
 
 @routes.get("/v1/ledger/accounts")

@@ -67,7 +67,8 @@ async def recognize(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"peer": NODE_ID, "weight": "0.5"}')
     if "weight" not in body:
         raise InvalidArgument("send {\"peer\": NODE_ID, \"weight\": \"0.5\"} (weight null: back to the derived one)")
-    return web.json_response(request.app[MARKET].recognize(body.get("peer"), body["weight"]))
+    return web.json_response(request.app[MARKET].recognize(body.get("peer"), body["weight"],
+                                                           body.get("credit", False)))
 
 
 @routes.post("/v1/peer/market")

@@ -80,7 +80,9 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": "text/plain; version=0.0.4"})
+    # Anyone may scrape how the node serves; what the user stores and runs only with the token.
+    body = request.app[METRICS].render(public=not _token_holder(request))
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
 
 @routes.get("/v1/node/status")

@@ -4,6 +4,8 @@ User API (token):
     GET    /v1/peers              this node's descriptor and every known peer's, with its health
     POST   /v1/peers {"url"}      join the node at URL (and, through it, every node it knows)
     DELETE /v1/peers/{id}         forget a node; its descriptors are ignored until it is added again
+    GET    /v1/peers/quarantine   the peers quarantined for misbehaving, why and until when
+    DELETE /v1/peers/quarantine/{id}   lift a quarantine
 Peer API (signed, see node/peer_auth.py):
     POST   /v1/peer/descriptors   {"descriptors": [...]} -> {"self": ..., "descriptors": [...]}
     POST   /v1/peer/challenge     {"nonce"} -> the nonce signed with (prober, responder), and "descriptor"
@@ -14,7 +16,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .. import peer_auth
-from ..appkeys import PEERS
+from ..appkeys import ADMISSION, PEERS
 from .common import json_body
 
 routes = web.RouteTableDef()
@@ -36,6 +38,16 @@ async def remove_peer(request: web.Request) -> web.Response:
     node_id = request.match_info["id"]
     request.app[PEERS].remove(node_id)
     return web.json_response({"removed": node_id})
+
+
+@routes.get("/v1/peers/quarantine")
+async def list_quarantine(request: web.Request) -> web.Response:
+    return web.json_response({"quarantined": request.app[ADMISSION].quarantine.list()})
+
+
+@routes.delete("/v1/peers/quarantine/{id}")
+async def lift_quarantine(request: web.Request) -> web.Response:
+    return web.json_response(request.app[ADMISSION].quarantine.remove(request.match_info["id"]))
 
 
 @routes.post("/v1/peer/descriptors")

@@ -1,0 +1,153 @@
+"""Credit only along recognition, on real nodes: a node that does not recognise a payer takes on its uploads and
+invokes only within what it prepaid (402 prepayment-required before, accepted after, refused again once the
+prepayment is used up); a recognised peer gets its credit line (docs/security.md)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import aiohttp
+import pytest
+
+from xsc.errors import PeerRefused
+from xsc.identity import Identity, parse_public_id
+from xsc.ledger.model import authorize, encode_authorization
+from xsc.ledger.pricing import price_compute, price_storage
+from xsc.net import PeerClient, RemoteHolder
+from xsc.node.appkeys import GATEWAY, MARKET, PAID_COMPUTE, PEERS, SHARE_HOLDER, TRUST
+
+from tests.support.compute import wasm
+from tests.support.shares import DEAL_PRICE, EncodedFile, place, refused
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
+         "audit": {"blocks_per_round": 0}}
+FUEL = 10_000_000  # `spin` never returns: each call uses its whole fuel, so its price is its budget
+PRICE = 40  # per million fuel: the provider's only ask and the gateway's bid
+NO_MEMORY_PRICE = {"compute": {"memory_price": 0}}  # a call's budget and charge are then its fuel's price alone
+
+
+async def _pair(node_factory, *, stranger: dict, provider: dict):
+    """A stranger's gateway `a` (it offers nothing: its work runs on `b`) and the provider `b`, which extends no
+    credit to peers it does not recognise."""
+    a = await node_factory("a", **QUIET, **stranger)
+    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0}, **provider)
+    await a.app[PEERS].add(b.app[PEERS].url)
+    b_id = b.app[PEERS].identity.id
+    for _ in range(50):
+        await a.app[MARKET].fill_book()
+        await b.app[MARKET].fill_book()
+        if a.app[MARKET].book.get(b_id) is not None and b.app[MARKET].book.get(a.app[PEERS].identity.id):
+            break
+    return a, b, b_id
+
+
+async def _spin(a) -> tuple[int, dict]:
+    response = await a.post("/v1/compute/invoke", json={"module": _spin.module, "function": "spin", "args": [],
+                                                         "fuel": FUEL})
+    return response.status, await response.json()
+
+
+def _refused_for_prepayment(status: int, body: dict) -> None:
+    assert status == 402 and body["code"] == "prepayment-required", (status, body)
+    assert "prepay" in body["detail"] + body.get("hint", ""), body
+
+
+async def _prepay(a, b_id: str, amount: int) -> None:
+    response = await a.post("/v1/ledger/prepay", json={"node": b_id, "amount": amount})
+    assert response.status == 201, await response.text()
+
+
+async def _verified(*nodes) -> None:
+    for node in nodes:
+        report = await (await node.get("/v1/ledger/verify")).json()
+        assert report["ok"], report
+
+
+async def test_a_strangers_invokes_need_prepayment_and_stop_when_it_is_used_up(node_factory) -> None:
+    a, b, b_id = await _pair(node_factory, stranger={"market": {"offer_compute": False, "compute_bid": PRICE}},
+                             provider={"market": {"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE},
+                                       **NO_MEMORY_PRICE})
+    a.app[PAID_COMPUTE].gateway_tabs.interval = 3600  # its tab stays open: no payment tops the line up meanwhile
+    _spin.module = (await (await a.post("/v1/modules", data=wasm("loop"))).json())["id"]
+    a_id = a.app[PEERS].identity.id
+
+    status, body = await _spin(a)
+    _refused_for_prepayment(status, body)
+    line = b.app[TRUST].line(a_id)
+    assert line["used"] == 0 and line["paid"] == 0 and line["available"] == 0
+
+    budget = price_compute(FUEL, PRICE)
+    await _prepay(a, b_id, 2 * budget + budget // 2)  # two calls' worth and a half
+    assert b.app[TRUST].line(a_id)["paid"] == 2 * budget + budget // 2
+    for _ in range(2):
+        status, body = await _spin(a)
+        assert status == 422 and body["code"] == "trap" and body["provider"] == b_id, body  # ran (out of fuel), paid
+    assert b.app[TRUST].line(a_id)["used"] == 2 * budget
+    status, body = await _spin(a)  # half a call left: refused before it runs
+    _refused_for_prepayment(status, body)
+    assert b.app[TRUST].line(a_id)["used"] == 2 * budget
+    # The operator still invokes on its own node, and both ledgers verify.
+    response = await b.post("/v1/modules", data=wasm("add"))
+    module = (await response.json())["id"]
+    response = await b.post("/v1/compute/invoke", json={"module": module, "function": "add", "args": [1, 2]})
+    assert response.status == 200, await response.text()
+    await _verified(a, b)
+
+
+async def test_a_strangers_uploads_need_prepayment_and_stop_when_it_is_used_up(node_factory) -> None:
+    """A throwaway key places shares by hand (as a hostile uploader would): nothing without prepaying, then as
+    many shares as its prepayment pays the leases of, then 402 again; the holder keeps serving its operator."""
+    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0})
+    b_id = b.app[PEERS].identity.id
+    stranger = Identity.generate()
+    files = [EncodedFile(5000) for _ in range(4)]
+    async with aiohttp.ClientSession() as session:
+        client = PeerClient(stranger, session, 30.0)
+        holder = RemoteHolder(client, b_id, b.app[PEERS].url, DEAL_PRICE, stranger.id)
+        with pytest.raises(PeerRefused) as err:
+            await place(holder, files[0])
+        refused(err, 402, "prepayment-required")
+        assert "prepay" in str(err.value)
+        assert b.app[GATEWAY].store.shares_held == 0 and len(b.app[SHARE_HOLDER]) == 0
+
+        share_cost = price_storage(files[0].share_bytes, 86400 + 5, DEAL_PRICE)  # a lease of a day (and clock slack)
+        auth = authorize(stranger, parse_public_id(b_id), 2 * share_cost + share_cost // 2, "prepay:test1",
+                         int(time.time()) + 600, os.urandom(16))
+        response = await client.request(b.app[PEERS].url, "POST", "/v1/peer/ledger/receipts", to=b_id,
+                                        json={"authorization": encode_authorization(auth).hex(),
+                                              "amount": auth.cap, "usage": {}})
+        assert response.status == 200 and response.json()["receipt"]
+        assert b.app[TRUST].line(stranger.id)["paid"] == auth.cap
+        for f in files[:2]:
+            await place(holder, f)
+        used = b.app[TRUST].line(stranger.id)["used"]
+        assert 0 < used <= 2 * share_cost
+        with pytest.raises(PeerRefused) as err:  # half a lease left: refused before anything is reserved
+            await place(holder, files[2])
+        refused(err, 402, "prepayment-required")
+        assert b.app[TRUST].line(stranger.id)["used"] == used and b.app[GATEWAY].store.shares_held == 2
+    # The holder keeps serving its operator, and its ledger verifies.
+    response = await b.post("/v1/store/files", data=b"mine" * 1000)
+    assert response.status == 201, await response.text()
+    await _verified(b)
+
+
+async def test_a_recognised_peer_gets_its_credit_line(node_factory) -> None:
+    a, b, b_id = await _pair(node_factory, stranger={"market": {"offer_compute": False, "compute_bid": PRICE}},
+                             provider={"market": {"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE},
+                                       **NO_MEMORY_PRICE})
+    a.app[PAID_COMPUTE].gateway_tabs.interval = 3600
+    _spin.module = (await (await a.post("/v1/modules", data=wasm("loop"))).json())["id"]
+    a_id = a.app[PEERS].identity.id
+    budget = price_compute(FUEL, PRICE)
+    response = await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "1", "credit": budget})
+    answer = await response.json()
+    assert response.status == 200 and answer["credit_line"]["credit"] == budget, answer
+    status, body = await _spin(a)
+    assert status == 422 and body["provider"] == b_id, body  # on credit, no prepayment
+    status, body = await _spin(a)
+    _refused_for_prepayment(status, body)  # its line is used up until it pays
+    # No longer recognised: no credit at all.
+    await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "0"})
+    assert b.app[TRUST].line(a_id)["credit"] == 0

@@ -1,0 +1,231 @@
+"""Admission on real nodes: proof-of-work node ids (peers.min_difficulty), closed grids (peers.grid_secret) and
+the quarantine of peers that misbehave (docs/security.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from xsc.errors import PeerRefused
+from xsc.identity import (HEADER_GRID, NODE_KEY_FILE, Identity, id_difficulty, parse_public_id, sign_request,
+                          write_secret)
+from xsc.ledger.model import authorize, encode_authorization
+from xsc.node.appkeys import MARKET, PEERS, REPLAY_GUARD
+from xsc.peers import make_descriptor
+from xsc.peers.admission import Quarantine
+
+from tests.support.nodes import serve
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+BITS = 8  # cheap to mint (~256 keys), rare by chance (1 key in 256)
+SECRET = "a-grid-secret-of-the-test-network"
+
+
+def _weak(bits: int = BITS) -> Identity:
+    """A key with fewer than `bits` bits of proof of work in its id (almost any fresh key)."""
+    while True:
+        identity = Identity.generate()
+        if id_difficulty(identity.public_key) < bits:
+            return identity
+
+
+async def _signed(node, signer: Identity, path: str, payload: dict, **extra_headers) -> tuple[int, dict]:
+    body = json.dumps(payload).encode()
+    headers = {**sign_request(signer, "POST", path, body, receiver=node.app[PEERS].identity.id),
+               "Content-Type": "application/json", **extra_headers}
+    response = await node.post(path, data=body, headers=headers)
+    return response.status, await response.json()
+
+
+def _descriptor(identity: Identity, port: int, grid_secret: str = "") -> dict:
+    return make_descriptor(identity, url=f"http://127.0.0.1:{port}", capacity=10, free=10, version="test",
+                           timestamp=int(time.time() * 1000), grid_secret=grid_secret).to_json()
+
+
+def test_a_minted_id_has_the_proof_of_work_asked() -> None:
+    for bits in (0, 4, BITS):
+        assert id_difficulty(Identity.mint(bits).public_key) >= bits
+    # The measure is the leading zero bits of a hash of the key: 0 for about half of all keys.
+    assert sum(id_difficulty(Identity.generate().public_key) == 0 for _ in range(400)) in range(120, 280)
+
+
+async def test_an_id_without_proof_of_work_is_refused_before_anything_is_remembered(node_factory) -> None:
+    node = await node_factory("strict", **{**QUIET, "peers": {**QUIET["peers"], "min_difficulty": BITS}})
+    assert id_difficulty(node.app[PEERS].identity.public_key) >= BITS  # minted on its first start
+    weak, strong = _weak(), Identity.mint(BITS)
+    status, problem = await _signed(node, weak, "/v1/peer/challenge", {"nonce": "ab" * 16})
+    assert status == 403 and problem["code"] == "not-admitted", problem
+    assert f"at least {BITS}" in problem["detail"] and problem["hint"]
+    assert len(node.app[REPLAY_GUARD]) == 0  # not even its nonce was remembered
+    status, answer = await _signed(node, strong, "/v1/peer/challenge", {"nonce": "ab" * 16})
+    assert status == 200, answer
+    # Descriptors are judged the same way, whoever passes them on: the weak one is not stored.
+    other = Identity.mint(BITS)
+    status, answer = await _signed(node, strong, "/v1/peer/descriptors",
+                                   {"descriptors": [_descriptor(weak, 1111), _descriptor(other, 2222)]})
+    assert status == 200, answer
+    assert node.app[PEERS].directory.get(weak.id) is None and node.app[PEERS].directory.get(other.id) is not None
+
+
+async def test_an_old_id_keeps_working_and_each_peer_judges_it_by_its_own_difficulty(make_config) -> None:
+    old_config = make_config("old", **{**QUIET, "peers": {**QUIET["peers"], "min_difficulty": BITS}})
+    old_config.data_dir.mkdir(parents=True, mode=0o700)
+    weak = _weak()
+    write_secret(old_config.data_dir / NODE_KEY_FILE, weak._key.private_bytes_raw())  # a data dir of before
+    nodes = []
+    try:
+        old = await serve(old_config)  # its own peers.min_difficulty is higher than its id's: it starts anyway
+        nodes.append(old)
+        assert old.app[PEERS].identity.id == weak.id
+        response = await old.post("/v1/store/files", data=b"still mine" * 100)
+        assert response.status == 201, await response.text()
+        lax = await serve(make_config("lax", **{**QUIET, "peers": {**QUIET["peers"], "min_difficulty": 0}}))
+        strict = await serve(make_config("strict", **{**QUIET, "peers": {**QUIET["peers"], "min_difficulty": BITS}}))
+        nodes += [lax, strict]
+        # A peer asking as much refuses it, both ways; one asking none takes its requests.
+        response = await strict.post("/v1/peers", json={"url": old.app[PEERS].url})
+        problem = await response.json()
+        assert response.status >= 400 and "not admitted here" in problem["detail"], problem
+        assert strict.app[PEERS].directory.get(weak.id) is None
+        response = await old.post("/v1/peers", json={"url": strict.app[PEERS].url})
+        problem = await response.json()
+        assert response.status >= 400 and "not-admitted" not in problem.get("code", "") and \
+            "proof of work" in problem["detail"], problem
+        status, answer = await _signed(lax, weak, "/v1/peer/challenge", {"nonce": "cd" * 16})
+        assert status == 200, answer  # lax asks no proof of work
+    finally:
+        for node in nodes:
+            await node.close()
+
+
+async def test_a_closed_grid_refuses_nodes_without_its_secret(node_factory) -> None:
+    grid = {**QUIET, "peers": {**QUIET["peers"], "grid_secret": SECRET}}
+    g1 = await node_factory("g1", **grid)
+    g2 = await node_factory("g2", **grid)
+    outsider = await node_factory("outsider", **QUIET)
+    wrong = await node_factory("wrong", **{**QUIET, "peers": {**QUIET["peers"], "grid_secret": "x" * 32}})
+    g1_url, g1_id = g1.app[PEERS].url, g1.app[PEERS].identity.id
+
+    response = await g2.post("/v1/peers", json={"url": g1_url})
+    assert response.status == 201, await response.text()
+    assert g1.app[PEERS].known(g2.app[PEERS].identity.id) and g2.app[PEERS].known(g1_id)
+    for node in (outsider, wrong):
+        response = await node.post("/v1/peers", json={"url": g1_url})
+        assert response.status >= 400, await response.text()
+        assert not g1.app[PEERS].known(node.app[PEERS].identity.id)
+    stranger = Identity.generate()
+    status, problem = await _signed(g1, stranger, "/v1/peer/challenge", {"nonce": "ab" * 16})
+    assert status == 403 and problem["code"] == "not-admitted" and "grid" in problem["detail"], problem
+    status, problem = await _signed(g1, stranger, "/v1/peer/challenge", {"nonce": "ab" * 16},
+                                    **{HEADER_GRID: "00" * 32})
+    assert status == 403 and problem["code"] == "not-admitted", problem
+    # A descriptor without the grid's proof is not stored, even from a member; with it, it is.
+    member = g2.app[PEERS].identity  # a member passes on two descriptors by hand, one without the grid's proof
+    body = {"descriptors": [_descriptor(stranger, 3333), _descriptor(Identity.generate(), 4444, SECRET)]}
+    raw = json.dumps(body).encode()
+    headers = sign_request(member, "POST", "/v1/peer/descriptors", raw, receiver=g1_id, grid_secret=SECRET)
+    response = await g1.post("/v1/peer/descriptors", data=raw, headers={**headers, "Content-Type": "application/json"})
+    assert response.status == 200, await response.text()
+    assert g1.app[PEERS].directory.get(stranger.id) is None
+    assert g1.app[PEERS].directory.get(body["descriptors"][1]["id"]) is not None
+
+
+async def _bogus_receipt(victim, peer) -> int:
+    """`peer` asks `victim` to countersign a storage receipt for a share it never placed there (refused)."""
+    victim_id = victim.app[PEERS].identity.id
+    job = f"store:{os.urandom(32).hex()}:0:{int(time.time()) - 10}:{int(time.time()) - 1}"
+    auth = authorize(peer.app[PEERS].identity, parse_public_id(victim_id), 1000, job, int(time.time()) + 600,
+                     os.urandom(16))
+    try:
+        await peer.app[PEERS].client.request(
+            victim.app[PEERS].url, "POST", "/v1/peer/ledger/receipts", to=victim_id,
+            json={"authorization": encode_authorization(auth).hex(), "amount": 1000, "usage": {"byte_hours": 1}})
+    except PeerRefused as err:
+        return err.details["peer_status"]
+    return 200
+
+
+async def test_a_peer_that_misbehaves_is_quarantined_dropped_from_the_book_and_refused(make_config) -> None:
+    config = make_config("victim", **{**QUIET, "peers": {**QUIET["peers"], "quarantine_strikes": 3}})
+    victim = await serve(config)
+    bad = None
+    try:
+        bad = await serve(make_config("bad", **QUIET))
+        bad_id = bad.app[PEERS].identity.id
+        await victim.app[PEERS].add(bad.app[PEERS].url)
+        for _ in range(50):
+            await victim.app[MARKET].fill_book()
+            if victim.app[MARKET].book.get(bad_id) is not None:
+                break
+        assert victim.app[MARKET].active(bad_id)
+        for _ in range(3):  # three refused claims within the hour
+            assert await _bogus_receipt(victim, bad) == 403
+        assert victim.app[MARKET].book.get(bad_id) is None and not victim.app[MARKET].active(bad_id)
+        assert victim.app[MARKET].receive([bad.app[MARKET].book.get(bad_id).to_json()]) == 0
+        status, problem = await _signed(victim, bad.app[PEERS].identity, "/v1/peer/challenge", {"nonce": "ab" * 16})
+        assert status == 403 and problem["code"] == "quarantined", problem
+        assert "xsc peers quarantine rm" in problem["hint"]
+        listed = (await (await victim.get("/v1/peers/quarantine")).json())["quarantined"]
+        assert [q["node"] for q in listed] == [bad_id] and "refused" in listed[0]["reason"]
+        # The operator is served meanwhile; the quarantine survives a restart; the operator lifts it.
+        response = await victim.post("/v1/store/files", data=b"operator" * 100)
+        assert response.status == 201, await response.text()
+        await victim.close()
+        victim = await serve(config)
+        status, problem = await _signed(victim, bad.app[PEERS].identity, "/v1/peer/challenge", {"nonce": "ab" * 16})
+        assert status == 403 and problem["code"] == "quarantined", problem
+        response = await victim.delete(f"/v1/peers/quarantine/{bad_id}")
+        assert response.status == 200, await response.text()
+        status, answer = await _signed(victim, bad.app[PEERS].identity, "/v1/peer/challenge", {"nonce": "ab" * 16})
+        assert status == 200, answer
+        response = await victim.delete(f"/v1/peers/quarantine/{bad_id}")
+        assert response.status == 404
+    finally:
+        await victim.close()
+        if bad is not None:
+            await bad.close()
+
+
+def test_quarantine_counts_strikes_in_an_hour_ends_and_stays_bounded(tmp_path) -> None:
+    import plyvel
+
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    clock = [1_000_000.0]
+    q = Quarantine(db, strikes=3, duration=600, clock=lambda: clock[0], capacity=4)
+    peer = Identity.generate().id
+    assert not q.strike(peer, "a") and not q.strike(peer, "b")
+    clock[0] += 3601  # strikes older than an hour do not count
+    assert not q.strike(peer, "c") and not q.strike(peer, "d")
+    assert q.strike(peer, "e") and q.active(peer) is not None
+    # One kind counted once a minute at most (a burst of 429s is one strike).
+    flooder = Identity.generate().id
+    assert not any(q.strike(flooder, "flood", kind="flood", every=60) for _ in range(10))
+    clock[0] += 601
+    assert q.active(peer) is None and len(q) == 0  # ended
+    others = [Identity.generate().id for _ in range(6)]
+    for n, other in enumerate(others):
+        clock[0] += 1
+        q.put(other, f"#{n}")
+    assert len(q) == 4 and {e["node"] for e in q.list()} == set(others[2:])  # the soonest to end made room
+    db.close()
+    db = plyvel.DB(str(tmp_path / "db"))
+    assert {e["node"] for e in Quarantine(db, strikes=3, duration=600, clock=lambda: clock[0]).list()} == set(others[2:])
+    clock[0] += 700
+    assert len(Quarantine(db, strikes=3, duration=600, clock=lambda: clock[0])) == 0  # compacted on start
+    assert list(db.iterator()) == []
+    db.close()
+
+
+@pytest.mark.slow
+def test_node_start_mints_its_id_with_the_difficulty_configured(node_process) -> None:
+    from tests.support.peers import node_id
+
+    node = node_process("minted", env={"XSC_PEERS_MIN_DIFFICULTY": "10"})
+    minted = node_id(node)
+    assert id_difficulty(parse_public_id(minted)) >= 10
+    node.stop()
+    node.start()  # the key is kept: no new id at a restart
+    assert node_id(node) == minted

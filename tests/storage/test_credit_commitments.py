@@ -1,0 +1,32 @@
+"""Long leases are promised credit (issue 12 row "commit past the credit limit"): six 10-year puts never
+commit the user past its credit limit; the ones past it are refused 402 before anything is stored."""
+
+from __future__ import annotations
+
+from xsc.node.appkeys import DEALS, LEDGER, PAYMENTS
+
+TEN_YEARS = 3650 * 86400
+LIMIT = 150_000  # micro-credits: a few of these puts (about 30,000 each at the default asks), never six
+
+
+async def test_six_ten_year_puts_past_the_credit_limit_are_refused(node_factory) -> None:
+    a = await node_factory("a", ledger={"credit_limit": LIMIT}, health={"probe_interval": 3600})
+    b = await node_factory("b", ledger={"credit_limit": LIMIT}, health={"probe_interval": 3600})
+    await a.post("/v1/peers", json={"url": f"http://{b.server.host}:{b.server.port}"})
+    statuses, codes = [], []
+    for n in range(6):
+        response = await a.post(f"/v1/store/files?duration={TEN_YEARS}", data=bytes([n]) * 100_000)
+        body = await response.json()
+        statuses.append(response.status)
+        codes.append(body.get("code"))
+        assert response.status in (201, 402), body
+    assert statuses[:2] == [201, 201] and 402 in statuses, statuses
+    assert all(code == "insufficient-credit" for status, code in zip(statuses, codes) if status == 402), codes
+    first_refused = statuses.index(402)
+    assert all(s == 402 for s in statuses[first_refused:])  # nothing frees credit meanwhile: all later ones too
+    # What the accepted puts promise stays within the limit: the user is never committed past it.
+    promised = a.app[DEALS].outstanding()
+    account = a.app[LEDGER].account_view(a.app[PAYMENTS].payer.public_key)
+    assert 0 < promised and promised - account["balance"] <= LIMIT, (promised, account)
+    files = (await (await a.get("/v1/store/files")).json())["files"]
+    assert len(files) == first_refused

@@ -1,0 +1,141 @@
+"""Trust lines: credit only along recognition (docs/security.md, "Credit only along recognition").
+
+A node does work for a peer before that peer pays: it holds a share for the lease it was placed for, it runs
+a call that is settled with its tab.  What a peer may owe this node at once is its *credit line*:
+
+- a peer the user recognises (`xsc market recognize PEER W`, W > 0): `ledger.peer_credit`, or the line the
+  user set for it (`xsc market recognize PEER W --credit C`);
+- any other peer (a stranger, a throwaway key): `ledger.stranger_credit`, 0 by default.
+
+Each peer's line keeps two running totals (LevelDB, `keys.trust_line`): `paid`, every receipt this node
+countersigned for that peer (a prepayment, `job prepay:...`, as well as payments for work), and `used`, the
+price of the work this node took on for it (a share's lease when it is placed here, a call when it runs).
+Work is taken on only while `used + reserved + price <= paid + credit`; else it is refused with 402
+`prepayment-required`, saying how much to prepay (`xsc ledger prepay NODE AMOUNT`).  So a payer with no
+credit pays before the work, the work consumes the prepayment, and later payments for that work top the line
+up again; a throwaway key can never owe this node more than its line.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import plyvel
+
+from .. import keys
+from ..errors import InvalidArgument, PrepaymentRequired
+from ..identity import parse_public_id
+from .model import format_credits
+
+MAX_LINE = 2**62  # micro-credits: any total beyond this is refused (it could not be encoded or summed safely)
+
+
+class TrustLines:
+    def __init__(self, db: plyvel.DB, *, stranger_credit: int, peer_credit: int,
+                 recognised: Callable[[str], bool]) -> None:
+        self._db = db
+        self.stranger_credit = stranger_credit
+        self.peer_credit = peer_credit
+        self.recognised = recognised  # whether the user recognises a peer (the market's user weights)
+        self._reserved: dict[str, int] = {}  # work accepted but not yet taken on (uploads in progress, runs)
+        self._lock = threading.Lock()  # work is taken on from the loop and from pool threads
+
+    # --- reading ----------------------------------------------------------------------------
+    def _totals(self, peer: str) -> dict[str, int]:
+        raw = self._db.get(keys.trust_line(parse_public_id(peer)))
+        if raw is None:
+            return {"paid": 0, "used": 0}
+        value = json.loads(raw)
+        return {"paid": int(value["paid"]), "used": int(value["used"])}
+
+    def credit(self, peer: str) -> int:
+        raw = self._db.get(keys.trust_credit(parse_public_id(peer)))
+        if raw is not None and self.recognised(peer):
+            return int(raw)
+        return self.peer_credit if self.recognised(peer) else self.stranger_credit
+
+    def line(self, peer: str) -> dict[str, Any]:
+        totals = self._totals(peer)
+        credit, reserved = self.credit(peer), self._reserved.get(peer, 0)
+        available = totals["paid"] + credit - totals["used"] - reserved
+        return {"peer": peer, **totals, "reserved": reserved, "credit": credit,
+                "recognised": self.recognised(peer), "available": available}
+
+    def lines(self) -> list[dict[str, Any]]:
+        from ..identity import public_id
+
+        return [self.line(public_id(key[len(keys.TRUST_LINES):]))
+                for key in self._db.iterator(prefix=keys.TRUST_LINES, include_value=False)]
+
+    # --- work ---------------------------------------------------------------------------------
+    def reserve(self, peer: str, price: int, what: str) -> None:
+        """Set `price` aside on `peer`'s line for work about to be done, or raise PrepaymentRequired (402)."""
+        if not 0 <= price <= MAX_LINE:
+            raise InvalidArgument(f"a price of {price} micro-credits is out of range")
+        with self._lock:
+            line = self.line(peer)
+            if price > line["available"]:
+                short = price - max(0, line["available"])
+                how = ("this node extends it no credit: it does not recognise it"
+                       if not line["recognised"] else f"its credit line here is {format_credits(line['credit'])}")
+                raise PrepaymentRequired(
+                    f"node {peer} must prepay: {what} costs {format_credits(price)} credits and "
+                    f"{format_credits(max(0, line['available']))} are available to it here ({how})",
+                    hint=f"on node {peer[:12]}…: xsc ledger prepay {{this node's id}} {format_credits(short)} "
+                         "(or this node's user: xsc market recognize PEER WEIGHT --credit AMOUNT)",
+                    peer=peer, price=price, available=line["available"], missing=short)
+            self._reserved[peer] = self._reserved.get(peer, 0) + price
+
+    def release(self, peer: str, price: int) -> None:
+        """Give back a reservation for work that was not done."""
+        with self._lock:
+            left = self._reserved.get(peer, 0) - price
+            if left > 0:
+                self._reserved[peer] = left
+            else:
+                self._reserved.pop(peer, None)
+
+    def use(self, peer: str, price: int, *, reserved: int = 0, batch: Any = None) -> None:
+        """The work was taken on: `price` is used on the line (a reservation of `reserved` ends with it).
+        With `batch`, written in the caller's write batch (with the work's own record)."""
+        with self._lock:
+            totals = self._totals(peer)
+            totals["used"] = min(MAX_LINE, totals["used"] + price)
+            self._put(peer, totals, batch)
+        if reserved:
+            self.release(peer, reserved)
+
+    def paid(self, peer: str, authorization_id: bytes, amount: int) -> None:
+        """This node countersigned a receipt of `amount` for `peer`: counted on its line once."""
+        marker = keys.trust_paid(authorization_id)
+        with self._lock:
+            if self._db.get(marker) is not None:
+                return
+            totals = self._totals(peer)
+            totals["paid"] = min(MAX_LINE, totals["paid"] + amount)
+            with self._db.write_batch(transaction=True) as batch:
+                self._put(peer, totals, batch)
+                batch.put(marker, b"")
+
+    def _put(self, peer: str, totals: dict[str, int], batch: Any) -> None:
+        key, value = keys.trust_line(parse_public_id(peer)), json.dumps(totals).encode()
+        if batch is None:
+            self._db.put(key, value)
+        else:
+            batch.put(key, value)
+
+    def set_credit(self, peer: str, amount: int | None) -> None:
+        """The credit line the user gives a peer it recognises (None: back to ledger.peer_credit)."""
+        key = keys.trust_credit(parse_public_id(peer))
+        if amount is None:
+            self._db.delete(key, sync=True)
+            return
+        if type(amount) is not int or not 0 <= amount <= MAX_LINE:
+            raise InvalidArgument(f"a credit line is 0 to {MAX_LINE} micro-credits, not {amount!r}")
+        self._db.put(key, str(amount).encode(), sync=True)
+
+
+__all__ = ["MAX_LINE", "TrustLines"]

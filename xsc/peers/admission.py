@@ -1,0 +1,196 @@
+"""Admission and quarantine: which peers this node deals with at all (docs/security.md).
+
+A peer is admitted when
+- its node id carries at least `peers.min_difficulty` bits of proof of work (`identity.id_difficulty`, as
+  Storj's node ids do): a stranger cannot make thousands of ids to flood directories, books and quotas;
+- on a closed network (`peers.grid_secret`), it proves it knows the grid secret: an HMAC of every signed
+  request (`X-Xsc-Grid`) and of every descriptor it signs (`grid`);
+- it is not quarantined.
+
+Both are checked on every signed request (node/peer_auth.py, before its body is read or any nonce or rate is
+counted) and on every descriptor (PeerService.accept, before it is stored).
+
+`Quarantine` (Storj's containment): a peer that misbehaves `strikes` times within an hour (failed audits,
+receipts that fail their signature or were refused, quota floods) is refused (403 `quarantined`) for
+`duration` seconds, its commitments are dropped from the book and it is never matched.  Kept in LevelDB
+(`keys.peer_quarantine`), at most CAPACITY peers (the one whose quarantine ends soonest makes room).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+
+import plyvel
+
+from .. import keys
+from ..errors import NotAdmitted, PeerNotFound, Quarantined
+from ..identity import HEADER_GRID, SignedRequest, check_grid_proof, id_difficulty, parse_public_id, public_id
+from .descriptors import NodeDescriptor, signed_bytes
+
+log = logging.getLogger(__name__)
+
+CAPACITY = 10_000  # quarantined peers remembered at most
+STRIKE_WINDOW = 3600.0  # seconds within which `strikes` misbehaviours quarantine a peer
+STRIKERS = 10_000  # peers whose recent misbehaviours are counted at most (least recently struck forgotten)
+
+
+class Quarantine:
+    def __init__(self, db: plyvel.DB, *, strikes: int, duration: int, clock: Callable[[], float] = time.time,
+                 capacity: int = CAPACITY) -> None:
+        self._db = db
+        self.strikes = strikes
+        self.duration = duration
+        self._clock = clock
+        self.capacity = capacity
+        self.on_quarantined: list[Callable[[str], None]] = []  # told of every peer put in quarantine (the market)
+        self._entries: dict[str, dict] = {}
+        self._struck: OrderedDict[str, deque[float]] = OrderedDict()
+        self._last: OrderedDict[tuple[str, str], float] = OrderedDict()
+        now = clock()
+        with db.write_batch() as batch:  # compacted on start: ended quarantines are dropped
+            for key, value in db.iterator(prefix=keys.PEER_QUARANTINE):
+                try:
+                    entry = json.loads(value)
+                    node = public_id(key[len(keys.PEER_QUARANTINE):])
+                    ends = float(entry["until"])
+                except (ValueError, TypeError, KeyError):
+                    batch.delete(key)
+                    continue
+                if ends <= now:
+                    batch.delete(key)
+                else:
+                    self._entries[node] = entry
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def active(self, node_id: str) -> dict | None:
+        """The quarantine of `node_id` if it is in force, else None (an ended one is forgotten)."""
+        entry = self._entries.get(node_id)
+        if entry is None:
+            return None
+        if entry["until"] <= self._clock():
+            self.lift(node_id)
+            return None
+        return entry
+
+    def check(self, node_id: str) -> None:
+        entry = self.active(node_id)
+        if entry is not None:
+            left = max(1, int(entry["until"] - self._clock()))
+            raise Quarantined(f"node {node_id} is quarantined here for {left} s more: {entry['reason']}",
+                              hint="the operator of this node can lift it: xsc peers quarantine rm NODE_ID",
+                              node=node_id, until=int(entry["until"]))
+
+    def strike(self, node_id: str, reason: str, *, kind: str = "", every: float = 0.0) -> bool:
+        """Note one misbehaviour of `node_id`; quarantine it at the `strikes`-th within an hour (misbehaviours of
+        one `kind` count at most once per `every` seconds).  Whether it is (now) quarantined."""
+        if self.active(node_id) is not None:
+            return True
+        now = self._clock()
+        if every:
+            last = self._last.pop((node_id, kind), None)
+            if last is not None and now - last < every:
+                self._last[(node_id, kind)] = last
+                return False
+            self._last[(node_id, kind)] = now
+            while len(self._last) > STRIKERS:
+                self._last.popitem(last=False)
+        struck = self._struck.pop(node_id, None) or deque()
+        struck.append(now)
+        while struck and struck[0] < now - STRIKE_WINDOW:
+            struck.popleft()
+        if len(struck) < self.strikes:
+            self._struck[node_id] = struck
+            while len(self._struck) > STRIKERS:
+                self._struck.popitem(last=False)
+            return False
+        self.put(node_id, f"{len(struck)} times within an hour: {reason}")
+        return True
+
+    def put(self, node_id: str, reason: str, duration: float | None = None) -> dict:
+        key = parse_public_id(node_id)
+        now = self._clock()
+        entry = {"node": node_id, "reason": reason[:300], "since": now,
+                 "until": now + (self.duration if duration is None else duration)}
+        with self._db.write_batch() as batch:
+            while len(self._entries) >= self.capacity and node_id not in self._entries:
+                soonest = min(self._entries, key=lambda n: self._entries[n]["until"])
+                batch.delete(keys.peer_quarantine(parse_public_id(soonest)))
+                del self._entries[soonest]
+            batch.put(keys.peer_quarantine(key), json.dumps(entry).encode())
+        self._entries[node_id] = entry
+        self._struck.pop(node_id, None)
+        log.warning("quarantined node %s until %s: %s", node_id, time.strftime("%Y-%m-%d %H:%M:%S",
+                    time.gmtime(entry["until"])), entry["reason"])
+        for hook in self.on_quarantined:
+            hook(node_id)
+        return entry
+
+    def lift(self, node_id: str) -> bool:
+        """End the quarantine of `node_id` (the operator's `xsc peers quarantine rm`); whether there was one."""
+        key = parse_public_id(node_id)
+        if self._entries.pop(node_id, None) is None:
+            return False
+        self._db.delete(keys.peer_quarantine(key))
+        self._struck.pop(node_id, None)
+        return True
+
+    def remove(self, node_id: str) -> dict:
+        if not self.lift(node_id):
+            raise PeerNotFound(f"node {node_id} is not quarantined here",
+                               hint="xsc peers quarantine ls lists the quarantined nodes")
+        return {"lifted": node_id}
+
+    def list(self) -> list[dict]:
+        now = self._clock()
+        return [{**e, "left": max(0, int(e["until"] - now))} for e in sorted(self._entries.values(),
+                                                                             key=lambda e: e["until"])
+                if e["until"] > now]
+
+
+class Admission:
+    """Whether a peer's requests and descriptors are taken here (see the module docstring)."""
+
+    def __init__(self, *, min_difficulty: int, grid_secret: str, quarantine: Quarantine | None = None) -> None:
+        self.min_difficulty = min_difficulty
+        self.grid_secret = grid_secret
+        self.quarantine = quarantine
+
+    def check_request(self, signed: SignedRequest, headers: Mapping[str, str]) -> None:
+        """Raise NotAdmitted or Quarantined for a verified request this node does not take from its sender."""
+        self.check_id(signed.sender, signed.sender_key)
+        if self.grid_secret and not check_grid_proof(self.grid_secret, signed.message(), headers.get(HEADER_GRID)):
+            raise NotAdmitted(f"node {signed.sender} did not prove it belongs to this node's grid",
+                              hint=f"closed network: set the same peers.grid_secret on every node (it signs an "
+                                   f"HMAC of each request in {HEADER_GRID})", node=signed.sender)
+        if self.quarantine is not None:
+            self.quarantine.check(signed.sender)
+
+    def check_id(self, node_id: str, key: bytes) -> None:
+        bits = id_difficulty(key)
+        if bits < self.min_difficulty:
+            raise NotAdmitted(f"node {node_id} has {bits} bits of proof of work in its id; this node admits "
+                              f"peers with at least {self.min_difficulty}",
+                              hint="a node mints its id on its first start with its peers.min_difficulty bits: "
+                                   "start it on a new data dir with peers.min_difficulty at least as high",
+                              node=node_id, difficulty=bits, required=self.min_difficulty)
+
+    def refusal(self, descriptor: NodeDescriptor, *, quarantine: bool = True) -> str | None:
+        """Why a (valid) descriptor is not taken here, or None (`quarantine`: counting quarantines)."""
+        bits = id_difficulty(descriptor.key)
+        if bits < self.min_difficulty:
+            return f"{bits} bits of proof of work in its id, fewer than {self.min_difficulty}"
+        if self.grid_secret and not check_grid_proof(self.grid_secret, signed_bytes(descriptor.to_json()),
+                                                     descriptor.grid):
+            return "no proof that it knows this grid's secret"
+        if quarantine and self.quarantine is not None and self.quarantine.active(descriptor.id) is not None:
+            return "quarantined"
+        return None
+
+
+__all__ = ["Admission", "CAPACITY", "Quarantine"]
