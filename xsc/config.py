@@ -239,7 +239,7 @@ class PeersSection(_Section):
     rate_limit: float = 5000.0  # signed requests per second one peer key may send (bursts of twice that); 429 past it
     # Admission (docs/security.md): bits of proof of work a peer's node id must have (this node's own id is minted
     # with as many on its first start: ~2**N keys, about 95 s at 20 on one core here; 0 admits any key)
-    min_difficulty: int = Field(default=20, ge=0, le=40)
+    min_difficulty: int = Field(default=16, ge=0, le=40)
     grid_secret: str = ""  # a closed network's shared secret: peers without it are refused (empty: an open network)
     quarantine_strikes: int = Field(default=5, ge=1, le=1_000_000)  # misbehaviours within an hour before quarantine
     quarantine_for: int = 86400  # seconds a quarantined peer stays refused (xsc peers quarantine rm lifts it)
