@@ -215,7 +215,9 @@ def invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
             violations.append(f"removed file {cap[:48]}… is listed")
         elif cap not in files:
             # A put whose answer was lost, or a file whose removal's answer was lost: either may be listed.
-            lost = in_flight.get(record.get("name", "")) or in_flight.get(f"rm-{cap}")
+            lost = in_flight.get(record.get("name", ""))
+            if lost is None:  # not `or`: an empty file's content is b"", which is falsy
+                lost = in_flight.get(f"rm-{cap}")
             if lost is None:
                 violations.append(f"file {cap[:48]}… is listed but was never acknowledged nor in flight")
             else:
