@@ -20,7 +20,8 @@ QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600, 
 async def test_a_flooding_peer_is_slowed_and_the_others_are_not(node_factory) -> None:
     node = await node_factory("target", **QUIET)
     peers = node.app[PEERS]
-    async with aiohttp.ClientSession() as session:
+    # as many connections at once as a node's own peer session opens to one node (xsc/node/app.py)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit_per_host=32)) as session:
         flooder = PeerClient(Identity.generate(), session, 10.0)
         honest = PeerClient(Identity.generate(), session, 10.0)
 

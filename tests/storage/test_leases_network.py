@@ -132,7 +132,7 @@ async def test_renew_extends_every_lease_here_and_on_each_holder(trio) -> None:
 
 def _xsc(node, *args: str):
     """The real CLI against an in-process node."""
-    return run_xsc("--data-dir", str(node.app[CONFIG].data_dir), "--node", node.app[PEERS].url, *args)
+    return run_xsc("--data-dir", str(node.app[CONFIG].data_dir), "--node", node.app[CONFIG].url, *args)
 
 
 async def test_a_holder_collects_an_expired_share_and_keeps_a_live_one(trio) -> None:
