@@ -22,11 +22,8 @@ TLS_RECORD_HANDSHAKE = 0x16  # the first byte of every TLS ClientHello
 # (whose idle timeout and connection caps then apply, as without sniffing); on a TLS-only port it is cut.
 PEEK_TIMEOUT = 1.0
 HANDSHAKE_TIMEOUT = 10.0
-# Connections waiting for their first byte or in their handshake (2 fds each: 128 of the node's 512 reserved
-# descriptors); past it the oldest is settled, so the descriptors stay within the connection caps.  Honest
-# bursts stay far below it: a peer's client opens at most 32 connections to one node at a time.  (At 12, a
-# flood test's 32 concurrent TLS connections were settled as plain HTTP and failed their handshakes.)
-MAX_PENDING = 64
+MAX_PENDING = 12  # connections waiting for their first byte (2 fds each); past it the oldest is settled (by
+# the byte it has sent by then, else as plain HTTP), so the node's descriptors stay within its connection caps
 
 
 class Sniffer(asyncio.Protocol):
@@ -74,7 +71,21 @@ class Sniffer(asyncio.Protocol):
             self._peer = None
 
     def _give_up(self) -> None:
-        """Silent too long (or too many waiting): plain HTTP on a shared port, cut on a TLS-only one."""
+        """Silent too long (or too many waiting): plain HTTP on a shared port, cut on a TLS-only one.  A connection
+        whose first byte is there already (a burst of connects outran the loop's reads) is settled by it."""
+        if self._handshake is not None:  # TLS already: it no longer waits for a byte, its handshake goes on
+            self._server.release(self)
+            return
+        if self._peer is not None and not self._lost:
+            try:
+                arrived = bool(self._peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+            except BlockingIOError:
+                arrived = False
+            except OSError:
+                arrived = True  # _readable sees the error and cuts it
+            if arrived:
+                self._readable()
+                return
         self._unwatch()
         self._server.release(self)
         if self._transport is None or self._lost:
