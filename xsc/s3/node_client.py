@@ -211,17 +211,18 @@ class NodeBody:
             src, left, queued = self.sock.fileno(), self.length - len(self.head), 0
             flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
             last_progress = time.monotonic()
-            while left or queued:
+            ended = False  # the node closed early: what is in the pipe still goes out, then it is an error
+            while (left and not ended) or queued:
                 if stop.is_set():
                     raise ConnectionError("the relay was stopped")
                 moved = False
-                if left and queued < room:
+                if left and not ended and queued < room:
                     try:
                         n = os.splice(src, write_end, min(left, room - queued), flags=flags)
                     except BlockingIOError:
                         n = -1
                     if n == 0:
-                        raise ConnectionError(f"the node ended the file {left} bytes short")
+                        ended = moved = True
                     if n > 0:
                         left, queued, moved = left - n, queued + n, True
                 if queued:
@@ -236,11 +237,13 @@ class NodeBody:
                 if time.monotonic() - last_progress > idle:
                     raise TimeoutError(f"no progress in {idle:.0f} s")
                 poller = select.poll()
-                if left and queued < room:
+                if left and not ended and queued < room:
                     poller.register(src, select.POLLIN)
                 if queued:
                     poller.register(out, select.POLLOUT)
                 poller.poll(200)
+            if ended:
+                raise ConnectionError(f"the node ended the file {left} bytes short")
         finally:
             os.close(read_end)
             os.close(write_end)
