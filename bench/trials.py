@@ -223,7 +223,8 @@ def invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
             else:
                 got_status, body = gateway.call("GET", f"/v1/store/files/{cap}")
                 if got_status != 200 or body != lost:
-                    violations.append(f"file {cap[:48]}… put while a node died is listed but unreadable")
+                    violations.append(f"file {cap[:48]}… put while a node died is listed but unreadable "
+                                      f"({got_status}: {body[:160]!r})")
     https = [Http(node, CHECK_TIMEOUT) for node in net]
     for http in https:
         checked += 1
@@ -334,8 +335,10 @@ def run(trials: int, nodes: int = 6, seed: int | None = None, root: Path | None 
             numbers = range(first, min(trials, first + per_devnet))
             _on_one_devnet(root / f"devnet-{first // per_devnet}", nodes, numbers, seed, results, out)
     finally:
-        if own_root:
+        if own_root and not any(r.violations for r in results):
             shutil.rmtree(root, ignore_errors=True)
+        elif own_root:
+            out(f"kept the devnets' data dirs and logs for the violations: {root}")
     total = sum(len(r.violations) for r in results)
     out(f"{len(results)} trials, {sum(r.acked for r in results)} operations acknowledged, "
         f"{sum(r.faults for r in results)} faults injected, {sum(r.checked for r in results)} invariants "
