@@ -5,12 +5,12 @@ The disk tests fill a small real tmpfs (they skip where mounting one needs a roo
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 
 import plyvel
 import pytest
 
+from tests.support.disks import tmpfs
 from xsc.db import RESERVE_NAME, Database, disk_full
 
 MiB = 1024**2
@@ -71,13 +71,8 @@ def test_a_reopen_waits_for_an_iterator_in_use(tmp_path):
 
 @pytest.fixture
 def small_disk(tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120m", "tmpfs", str(disk)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("mounting a tmpfs needs root (and a kernel that allows it here)")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+    with tmpfs(tmp_path / "disk", "120m") as disk:
+        yield disk
 
 
 def _free(path) -> int:

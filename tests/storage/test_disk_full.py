@@ -5,27 +5,19 @@ restart).  Garbage collection on a full disk: tests/test_db.py."""
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
+from tests.support.disks import mount_tmpfs, tmpfs
 from xsc.devnet import NodeProcess
 
 
-def _mount(path, size: str, remount: bool = False) -> bool:
-    options = f"remount,size={size}" if remount else f"size={size}"
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
-    return result.returncode == 0
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0 or not _mount(disk, "40m"):
-        pytest.skip("mounting a tmpfs needs root (and a kernel that allows it here)")
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+    with tmpfs(tmp_path / "disk", "40m") as disk:
+        yield disk
 
 
 @pytest.mark.slow
@@ -47,7 +39,7 @@ def test_a_full_disk_fails_a_put_cleanly_and_reads_go_on(small_disk, tmp_path) -
     finally:
         node.stop()
     # More room, a restart: what the failed put staged is cleaned up, the old file reads, a new put works.
-    assert _mount(small_disk, "200m", remount=True)
+    assert mount_tmpfs(small_disk, "200m", remount=True)
     node.start()
     try:
         (tmp_path / "a.out").unlink()
@@ -79,7 +71,7 @@ def test_when_space_returns_the_next_put_works_without_a_restart(small_disk, tmp
         assert again.returncode != 0 or again.stdout.strip(), again.stderr
         got = node.xsc("store", "get", cap, "-o", str(tmp_path / "a.out"))
         assert got.returncode == 0 and (tmp_path / "a.out").read_bytes() == small  # reads go on
-        assert _mount(small_disk, "200m", remount=True)  # space returns; the node is not restarted
+        assert mount_tmpfs(small_disk, "200m", remount=True)  # space returns; the node is not restarted
         after = node.xsc("store", "put", str(tmp_path / "b.bin"), timeout=300)
         assert after.returncode == 0, after.stderr
         cap_b = after.stdout.decode().strip().splitlines()[-1]
@@ -96,17 +88,13 @@ def test_when_space_returns_the_next_put_works_without_a_restart(small_disk, tmp
 
 @pytest.fixture
 def gc_disk(tmp_path, monkeypatch):
-    disk = tmp_path / "gcdisk"
-    disk.mkdir()
-    if os.geteuid() != 0 or not _mount(disk, "150m"):
-        pytest.skip("mounting a tmpfs needs root (and a kernel that allows it here)")
     import xsc.db
 
     # A real disk keeps 1/20 of itself (at most 64 MiB) for deletes; this small one keeps a third, which holds
     # the replay of LevelDB's 32 MiB log as the 64 MiB reserve of a large disk does.
     monkeypatch.setattr(xsc.db, "RESERVE_FRACTION", 3)
-    yield disk
-    subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+    with tmpfs(tmp_path / "gcdisk", "150m") as disk:
+        yield disk
 
 
 @pytest.mark.slow
