@@ -11,7 +11,7 @@ One node (xsc/devnet.py) with its defaults but smaller rates.  Phases, each held
 - peer flood: --requests signed requests from one peer key from 8 threads.
 Throughout, a sampler reads the node's resident memory (anonymous and file, from /proc/PID/status, as
 xsc/node/metrics.py does), its open descriptors, and times GET /health on a fresh connection every 50 ms.
-Figures per phase: RSS, descriptors, /health latency p50/p99/max and its ratio to the baseline phase's.
+Figures per phase: RSS, descriptors, the node's CPU seconds, /health latency p50/p99/max and its ratio to the baseline phase's.
 tests/node/test_floods.py runs it with small numbers and checks the bounds that are not timings.
 """
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import socket
 import statistics
 import tempfile
@@ -33,6 +32,8 @@ from xsc.devnet import HOST, NodeProcess
 from xsc.identity import Identity, sign_request
 from xsc.node.connections import raise_fd_limit
 
+from .common import HealthProbe
+
 
 @dataclass
 class Sample:
@@ -40,8 +41,11 @@ class Sample:
     anonymous: int
     file: int
     fds: int
-    health_status: int | None  # None: no answer
+    cpu: float  # the node's CPU seconds so far (user + system): steadier than /health's wall time on a busy box
+    health_status: int | None  # GET /health on a fresh connection; None: no answer
     health_seconds: float
+    kept_status: int | None  # the same on one kept-alive connection: the node's event loop without its accept queue
+    kept_seconds: float
 
 
 @dataclass
@@ -59,75 +63,28 @@ class Figures:
         base_p50 = statistics.median([s.health_seconds for s in base]) if base else None
         for name in dict.fromkeys(s.phase for s in self.samples):
             samples = self.phase(name)
-            latency = sorted(s.health_seconds for s in samples)
-            p50 = statistics.median(latency)
+            fresh = _latency(s.health_seconds for s in samples)
+            kept = _latency(s.kept_seconds for s in samples)
             out[name] = {
                 "samples": len(samples),
                 "rss_anon_max_mib": round(max(s.anonymous for s in samples) / 2**20, 1),
                 "rss_file_max_mib": round(max(s.file for s in samples) / 2**20, 1),
                 "fds_max": max(s.fds for s in samples),
-                "health_not_200": sum(1 for s in samples if s.health_status != 200),
-                "health_p50_ms": round(p50 * 1000, 2),
-                "health_p99_ms": round(latency[min(len(latency) - 1, int(len(latency) * 0.99))] * 1000, 2),
-                "health_max_ms": round(latency[-1] * 1000, 2),
-                "health_p50_x_baseline": round(p50 / base_p50, 2) if base_p50 else None,
+                "node_cpu_s": round(samples[-1].cpu - samples[0].cpu, 3),
+                "health_not_200": sum(1 for s in samples if s.health_status != 200 or s.kept_status != 200),
+                **{f"health_{k}_ms": v for k, v in fresh.items()},
+                **{f"kept_health_{k}_ms": v for k, v in kept.items()},
+                "health_p50_x_baseline": round(fresh["p50"] / 1000 / base_p50, 2) if base_p50 else None,
                 **self.counts.get(name, {}),
             }
         return out
 
 
-def _memory(pid: int) -> tuple[int, int]:
-    fields = {"RssAnon": 0, "RssFile": 0, "RssShmem": 0}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name in fields:
-                fields[name] = int(value.split()[0]) * 1024
-    except OSError:
-        pass
-    return fields["RssAnon"], fields["RssFile"] + fields["RssShmem"]
-
-
-def _fds(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return -1
-
-
-class Sampler:
-    def __init__(self, node: NodeProcess, figures: Figures, interval: float = 0.05) -> None:
-        self.node, self.figures, self.interval = node, figures, interval
-        self.phase = "baseline"
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _health(self) -> tuple[int | None, float]:
-        started = time.perf_counter()
-        try:
-            conn = http.client.HTTPConnection(HOST, self.node.port, timeout=5)
-            conn.request("GET", "/health")
-            response = conn.getresponse()
-            response.read()
-            conn.close()
-            return response.status, time.perf_counter() - started
-        except (OSError, http.client.HTTPException):
-            return None, time.perf_counter() - started
-
-    def _run(self) -> None:
-        pid = self.node.pid
-        while not self.stop.wait(self.interval):
-            anonymous, file = _memory(pid)
-            status, seconds = self._health()
-            self.figures.samples.append(Sample(self.phase, anonymous, file, _fds(pid), status, seconds))
-
-    def __enter__(self) -> Sampler:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join()
+def _latency(seconds) -> dict:
+    ordered = sorted(seconds)
+    return {"p50": round(statistics.median(ordered) * 1000, 2),
+            "p99": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2),
+            "max": round(ordered[-1] * 1000, 2)}
 
 
 def _closed_by_peer(sock: socket.socket, until: float = 0.0) -> bool:
@@ -254,22 +211,25 @@ def run(work: Path, *, idle: int, slow: int, requests: int, seconds: float, env:
     token = (work / "node" / "api-token").read_text().strip()
     peer = Identity.generate()
     try:
-        with Sampler(node, figures) as sampler:
+        with HealthProbe(HOST, node.port, node.pid) as probe:
+            probe.mark("baseline")
             time.sleep(seconds)
-            sampler.phase = "idle"
+            probe.mark("idle")
             figures.counts["idle"] = hold_idle(node, idle, 50, seconds, grace)
-            sampler.phase = "slow_bodies"
+            probe.mark("slow_bodies")
             figures.counts["slow_bodies"] = slow_bodies(node, token, slow, seconds)
-            sampler.phase = "user_flood"
+            probe.mark("user_flood")
             figures.counts["user_flood"] = flood(
                 node, requests, lambda p, b: {"Authorization": f"Bearer {token}"}, "/v1/node/status", b"")
-            sampler.phase = "peer_flood"
+            probe.mark("peer_flood")
             challenge = json.dumps({"nonce": "ab" * 16}).encode()
             figures.counts["peer_flood"] = flood(
                 node, requests, lambda p, b: {**sign_request(peer, "POST", p, b), "Content-Type": "application/json"},
                 "/v1/peer/challenge", challenge)
-            sampler.phase = "after"
+            probe.mark("after")
             time.sleep(min(seconds, 2))
+        figures.samples = [Sample(d["phase"], d["anonymous"], d["file"], d["fds"], d["cpu"], d["fresh_status"],
+                                  d["fresh_seconds"], d["kept_status"], d["kept_seconds"]) for d in probe.samples()]
         figures.counts.setdefault("after", {})["node_alive"] = node.alive()
     finally:
         node.stop()
@@ -277,14 +237,19 @@ def run(work: Path, *, idle: int, slow: int, requests: int, seconds: float, env:
 
 
 def report(figures: Figures) -> str:
-    lines = [f"floods against one node process ({', '.join(f'{k}={v}' for k, v in figures.config.items())})",
-             f"{'phase':<12} {'RSS anon':>9} {'RSS file':>9} {'fds':>6} {'health p50':>11} {'p99':>8} {'max':>8} "
-             f"{'p50/base':>8} {'not 200':>7}"]
+    """Two tables (80 columns): what the node held, and how /health answered (ms, fresh and kept-alive)."""
     summary = figures.summary()
+    lines = [f"floods against one node process ({', '.join(f'{k}={v}' for k, v in figures.config.items())})",
+             f"{'phase':<12} {'RSS anon':>9} {'RSS file':>9} {'fds':>6} {'node CPU s':>11} {'p50/base':>9}"]
     for name, s in summary.items():
         lines.append(f"{name:<12} {s['rss_anon_max_mib']:>7} M {s['rss_file_max_mib']:>7} M {s['fds_max']:>6} "
-                     f"{s['health_p50_ms']:>8} ms {s['health_p99_ms']:>5} ms {s['health_max_ms']:>5} ms "
-                     f"{s['health_p50_x_baseline']:>8} {s['health_not_200']:>7}")
+                     f"{s['node_cpu_s']:>11} {s['health_p50_x_baseline']:>9}")
+    lines.append(f"{'/health ms':<12} {'fresh p50':>9} {'p99':>7} {'max':>7}  {'kept p50':>8} {'p99':>7} {'max':>7} "
+                 f"{'not 200':>7}")
+    for name, s in summary.items():
+        lines.append(f"{name:<12} {s['health_p50_ms']:>9} {s['health_p99_ms']:>7} {s['health_max_ms']:>7}  "
+                     f"{s['kept_health_p50_ms']:>8} {s['kept_health_p99_ms']:>7} {s['kept_health_max_ms']:>7} "
+                     f"{s['health_not_200']:>7}")
     for name, counts in figures.counts.items():
         lines.append(f"  {name}: {counts}")
     return "\n".join(lines)

@@ -11,7 +11,7 @@ from pathlib import Path
 from xsc.devnet import NodeProcess, free_port
 
 __all__ = ["NodeProcess", "free_port", "best_of", "start_node", "peak_rss_mib", "run_xsc_measured", "AnonSampler",
-           "cpu_seconds"]
+           "cpu_seconds", "HealthProbe"]
 
 
 def best_of(fn, repeat: int = 3) -> float:
@@ -104,3 +104,92 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return float("nan")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _probe_health(host: str, port: int, pid: int, interval: float, stop, out) -> None:
+    """The body of HealthProbe's process: every `interval`, the node's memory, descriptors and CPU, and GET
+    /health twice: on a fresh connection (what a monitor opening one per check sees, accept queue included)
+    and on one kept-alive connection (the node's event loop alone)."""
+    import http.client
+
+    kept: http.client.HTTPConnection | None = None
+
+    def get(conn: http.client.HTTPConnection) -> int:
+        conn.request("GET", "/health")
+        response = conn.getresponse()
+        response.read()
+        return response.status
+
+    while not stop.wait(interval):
+        at = time.monotonic()
+        memory = {"RssAnon": 0, "RssFile": 0, "RssShmem": 0}
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                name, _, value = line.partition(":")
+                if name in memory:
+                    memory[name] = int(value.split()[0]) * 1024
+            fds = len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            fds = -1
+        started = time.perf_counter()
+        try:
+            fresh = http.client.HTTPConnection(host, port, timeout=5)
+            fresh_status: int | None = get(fresh)
+            fresh.close()
+        except (OSError, http.client.HTTPException):
+            fresh_status = None
+        fresh_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        try:
+            kept = kept or http.client.HTTPConnection(host, port, timeout=5)
+            kept_status: int | None = get(kept)
+        except (OSError, http.client.HTTPException):
+            kept_status, kept = None, None
+        out.put({"at": at, "anonymous": memory["RssAnon"], "file": memory["RssFile"] + memory["RssShmem"],
+                 "fds": fds, "cpu": cpu_seconds(pid), "fresh_status": fresh_status, "fresh_seconds": fresh_seconds,
+                 "kept_status": kept_status, "kept_seconds": time.perf_counter() - started})
+
+
+class HealthProbe:
+    """Times a node's /health every `interval` seconds from a process of its own (so a benchmark's flooding
+    threads and their GIL do not delay the probe), with the node's RSS, descriptors and CPU seconds.  Each
+    sample is a dict stamped with time.monotonic() (one clock for every process), so a benchmark marks its
+    phases with `mark(name)` and reads them back with `samples()`."""
+
+    def __init__(self, host: str, port: int, pid: int, interval: float = 0.05) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._stop, self._queue = context.Event(), context.Queue()
+        self._process = context.Process(target=_probe_health, args=(host, port, pid, interval, self._stop,
+                                                                    self._queue), daemon=True)
+        self._marks: list[tuple[float, str]] = []
+        self._samples: list[dict] = []
+
+    def mark(self, phase: str) -> None:
+        """Samples from now on belong to `phase`."""
+        self._marks.append((time.monotonic(), phase))
+
+    def __enter__(self) -> "HealthProbe":
+        self._process.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        import queue
+
+        while self._process.is_alive() or not self._queue.empty():
+            try:
+                self._samples.append(self._queue.get(timeout=0.2))
+            except queue.Empty:
+                pass
+        self._process.join()
+
+    def samples(self) -> list[dict]:
+        """Every sample taken after the first mark, each with its "phase"; after the probe has stopped."""
+        out = []
+        for sample in sorted(self._samples, key=lambda s: s["at"]):
+            phases = [name for at, name in self._marks if at <= sample["at"]]
+            if phases:
+                out.append({**sample, "phase": phases[-1]})
+        return out

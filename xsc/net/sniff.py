@@ -46,8 +46,7 @@ class Sniffer(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         transport.pause_reading()
-        if self._server.full(transport):  # the server refuses it anyway: at once, as it would without sniffing
-            self._hand_over(transport)
+        if self._server.refused(transport):  # past the connection caps: refused at once, unsniffed
             return
         if not self._server.admit(self, transport):
             transport.abort()
@@ -172,10 +171,11 @@ class SniffingServer:
     def tls_only(self) -> Sniffer:
         return Sniffer(self, tls_only=True)
 
-    def full(self, transport: Any) -> bool:
+    def refused(self, transport: Any) -> bool:
+        """Has the inner server refused this connection already (the node's GuardedServer: its caps)?"""
         peer = transport.get_extra_info("peername")
-        full = getattr(self.inner, "full", None)  # the node's GuardedServer: its connection caps
-        return bool(full and full(peer[0] if isinstance(peer, tuple) and peer else "?"))
+        refuse = getattr(self.inner, "refuse_if_full", None)
+        return bool(refuse and refuse(peer[0] if isinstance(peer, tuple) and peer else "?", transport))
 
     def admit(self, sniffer: Sniffer, transport: asyncio.Transport) -> bool:
         """Room for one more connection before its first byte: the oldest waiting one is settled to make it."""
