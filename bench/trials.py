@@ -223,7 +223,8 @@ def invariants(net: Devnet, history: History) -> tuple[int, list[str]]:
             else:
                 got_status, body = gateway.call("GET", f"/v1/store/files/{cap}")
                 if got_status != 200 or body != lost:
-                    violations.append(f"file {cap[:48]}… put while a node died is listed but unreadable "
+                    kind = "rm" if record.get("name", "") not in in_flight else "put"
+                    violations.append(f"file {cap[:48]}… listed after a {kind} whose answer was lost is unreadable "
                                       f"({got_status}: {body[:160]!r})")
     https = [Http(node, CHECK_TIMEOUT) for node in net]
     for http in https:

@@ -29,6 +29,7 @@ _SHARE = b"s/h/"  # + storage index + share -> share metadata (published: visibl
 _MANIFEST = b"s/m/"  # + storage index -> manifest bytes
 _UPLOAD = b"s/u/"  # + upload id -> staging record of an upload in progress
 _FILE = b"s/f/"  # + storage index -> record of a file this node uploaded (gateway side)
+_REMOVING = b"s/r/"  # + storage index -> record of a file being removed: unlisted, its shares not all deleted yet
 _DAMAGE = b"s/d/"  # + storage index + share -> why a share is known damaged
 STORAGE_USED = b"s/c/used"  # exact count of block bytes held in published shares
 STORAGE_DEALS = b"s/deals/"  # + storage index (32) + share (1) -> the storage deal of a share this node placed (JSON)
@@ -82,6 +83,13 @@ def file(storage_index: bytes) -> bytes:
 
 
 FILES = _FILE
+
+
+def removing(storage_index: bytes) -> bytes:
+    return _REMOVING + storage_index
+
+
+REMOVALS = _REMOVING
 
 
 def damage(storage_index: bytes, share_number: int) -> bytes:

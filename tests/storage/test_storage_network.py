@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -146,3 +148,40 @@ def test_a_frozen_holder_does_not_stall_a_get(node_process, tmp_path: Path) -> N
         assert got.stdout == data
     finally:
         frozen.proc.send_signal(signal.SIGCONT)
+
+
+def _shares_held(node) -> int:
+    return json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["shares"]
+
+
+@pytest.mark.slow
+def test_a_removal_cut_short_by_kill_9_is_never_listed_and_finishes_after_the_restart(node_process, tmp_path) -> None:
+    """rm unlists the file durably first: killed while a holder hangs, the gateway never lists a file whose
+    shares are half deleted, and after its restart it deletes the rest."""
+    first = node_process("n0", env=FAST)
+    holders = [node_process(f"n{i}", extra_args=["--peer", first.url], env=FAST) for i in (1, 2)]
+    wait_until(lambda: known_ids(first) >= {node_id(n) for n in holders}, "the gateway to know both holders")
+    src = tmp_path / "doomed.bin"
+    src.write_bytes(os.urandom(200_000))
+    put = first.xsc("store", "put", str(src), "--json")
+    assert put.returncode == 0, put.stderr
+    cap, placement = json.loads(put.stdout)["capability"], json.loads(put.stdout)["placement"]
+    stuck = holders[0]
+    assert node_id(stuck) in placement and _shares_held(stuck) > 0
+    listed = lambda: cap in first.xsc("store", "ls", "--json").stdout.decode()  # noqa: E731
+
+    stuck.send(signal.SIGSTOP)  # its delete hangs: the gateway waits for it inside the removal
+    try:
+        rm = threading.Thread(target=first.xsc, args=("store", "rm", cap), kwargs={"timeout": 60}, daemon=True)
+        rm.start()
+        wait_until(lambda: not listed(), "the removal to unlist the file")
+        first.kill()
+    finally:
+        stuck.send(signal.SIGCONT)
+    first.start()
+    assert not listed()  # never listed again, though one holder still had its shares at the crash
+    wait_until(lambda: _shares_held(stuck) == 0, "the restarted gateway to delete the hung holder's shares")
+    assert _shares_held(holders[1]) == 0
+    assert "finished removing file" in first.tail(200)
+    got = first.xsc("store", "get", cap)
+    assert got.returncode != 0

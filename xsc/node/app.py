@@ -213,8 +213,8 @@ async def _services(app: web.Application):
 
     started = []
     try:
-        for service in (tabs, compute, paid, peers, health, market, allocation, payments, deals, share_holder, audits, scrubber,
-                        lease_gc):
+        for service in (tabs, compute, paid, peers, health, market, allocation, payments, deals, storage, share_holder,
+                        audits, scrubber, lease_gc):
             service.start()
             started.append(service)
         yield

@@ -70,6 +70,7 @@ class StorageService:
         self.lease_duration = lease_duration
         self.repair_locks: dict[bytes, asyncio.Lock] = {}  # storage index -> the lock of the repair running
         self._view: tuple[int, list[dict], dict[str, int]] | None = None  # files_view's reading, see there
+        self._finishing: asyncio.Future | None = None  # start(): removals a crash cut short
 
     # --- where shares are --------------------------------------------------------------------
     def holder(self, node_id: str, price: int | None = None):
@@ -247,17 +248,39 @@ class StorageService:
             raise NotFound("this node holds no file with that capability",
                            hint="`xsc store ls` lists the files this node uploaded")
         left = await self.delete_everywhere(cap)
-        await in_pool(self.pool, self.deals.removed, cap.storage_index, int(time.time()))
         return {"removed": str(cap), "not_deleted_on": left}
 
     async def delete_everywhere(self, cap: Capability) -> dict[str, str]:
-        """Delete a file's shares on every holder that answers, then here; returns the nodes that did not."""
-        holders, names = await self.placed(cap)
-        results = await asyncio.gather(*(h.delete(cap.storage_index, s) for s, h in holders.items()),
-                                       return_exceptions=True)
-        await in_pool(self.pool, self.store.delete_file, cap.storage_index)
+        """Remove a file: unlisted at once (durably), then its shares deleted on every holder that answers and
+        here, and its deals ended; returns the nodes that did not answer."""
+        record = await in_pool(self.pool, self.store.begin_removal, cap.storage_index, int(time.time()))
+        return await self._finish_removal(record)
+
+    async def _finish_removal(self, record: dict) -> dict[str, str]:
+        si = bytes.fromhex(record["storage_index"])
+        holders, names = self.holders_of(record)
+        results = await asyncio.gather(*(h.delete(si, s) for s, h in holders.items()), return_exceptions=True)
+        await in_pool(self.pool, self.deals.removed, si, record["removed_at"])
+        await in_pool(self.pool, self.store.delete_file, si)  # last: until then a restart finishes the removal
         # A holder that is down keeps its share until its lease runs out (it cannot be reached to delete it).
         return {names[s]: str(r) for s, r in zip(holders, results) if isinstance(r, BaseException)}
+
+    def start(self) -> None:
+        """Finish the removals a crash cut short (begin_removal), in the background."""
+        self._finishing = asyncio.ensure_future(self._finish_removals())
+
+    async def _finish_removals(self) -> None:
+        for record in await in_pool(self.pool, self.store.removals):
+            try:
+                left = await self._finish_removal(record)
+                log.info("finished removing file %s… (not deleted on %s)", record["storage_index"][:12], left or "-")
+            except Exception:  # noqa: BLE001 - the next start tries again
+                log.exception("could not finish removing file %s…", record["storage_index"][:12])
+
+    async def close(self) -> None:
+        if self._finishing is not None:
+            self._finishing.cancel()
+            await asyncio.gather(self._finishing, return_exceptions=True)
 
     # --- check, verify, repair, renew ------------------------------------------------------------
     async def check(self, cap: Capability) -> dict:

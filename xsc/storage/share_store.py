@@ -355,8 +355,28 @@ class ShareStore:
             self.db.delete(keys.manifest(si), sync=True)
             return True
 
+    def begin_removal(self, si: bytes, at: int) -> dict:
+        """Take a file out of the listing, durably, keeping its record (and `at`, when it was removed) under
+        `removing` until delete_file: a removal cut short by a crash is finished after the restart
+        (`removals`), so no file is ever listed with its shares half deleted.  Returns the record."""
+        with self._lock:
+            raw = self.db.get(keys.file(si))
+            if raw is None:
+                raise NotFound("this node holds no file with that capability")
+            record = {**json.loads(raw), "removed_at": at}
+            with self.db.write_batch(sync=True) as batch:
+                batch.delete(keys.file(si))
+                batch.put(keys.removing(si), json.dumps(record).encode())
+            self.file_writes += 1
+            return record
+
+    def removals(self) -> list[dict]:
+        """The records of files whose removal began and has not finished (begin_removal)."""
+        return [json.loads(raw) for _, raw in self.db.iterator(prefix=keys.REMOVALS)]
+
     def delete_file(self, si: bytes) -> None:
-        if self.manifest(si) is None and self.file_record(si) is None:
+        """Delete a file's shares held here, its manifest, and its record (listed, or being removed)."""
+        if self.manifest(si) is None and self.file_record(si) is None and self.db.get(keys.removing(si)) is None:
             raise NotFound("this node holds no file with that capability")
         self._delete(si, tuple(range(256)), forget_file=True)
 
@@ -372,6 +392,7 @@ class ShareStore:
                 if forget_file:
                     batch.delete(keys.manifest(si))
                     batch.delete(keys.file(si))
+                    batch.delete(keys.removing(si))
                     for key in self.db.iterator(prefix=keys.damage_of(si), include_value=False):
                         batch.delete(key)
                 batch.put(keys.STORAGE_USED, (self.used - freed).to_bytes(8, "big"))
