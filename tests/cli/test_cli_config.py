@@ -75,3 +75,15 @@ def test_config_set_refuses_bad_keys_and_values_and_leaves_the_file(tmp_path: Pa
     # and the CLI reads the address from there while no node has run on the data dir
     assert "http://127.0.0.1:7171" in xsc("node", "status", "--data-dir", data_dir,
                                           env={"XSC_TOKEN": "t"}).stderr
+
+
+def test_the_grid_secret_is_never_printed(tmp_path: Path) -> None:
+    data_dir = str(tmp_path / "n")
+    secret = "correct-horse-battery-staple-0123456789"
+    done = xsc("config", "set", "peers.grid_secret", secret, "--data-dir", data_dir)
+    assert done.exit_code == 0 and secret not in done.output, done.output
+    assert _file(tmp_path / "n")["peers"]["grid_secret"] == secret  # kept in the file, as given
+    for args in (("--json",), ()):
+        shown = xsc("config", "show", *args, "--data-dir", data_dir, env={"COLUMNS": "200"})
+        assert shown.exit_code == 0 and secret not in shown.output
+        assert f"set: {len(secret)} characters" in shown.output

@@ -17,6 +17,15 @@ def config() -> None:
     one run only)."""
 
 
+SECRETS = {"peers.grid_secret"}  # never printed (a screen share or a pasted `config show` would give them away)
+
+
+def _masked(key: str, value):
+    if key in SECRETS and value:
+        return f"(set: {len(value)} characters; see config.toml)"
+    return value
+
+
 def _shown(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -37,7 +46,8 @@ def show(obj, listen: str | None, storage_capacity: str | None, log_level: str |
     from ..config import CONFIG_FILE
 
     cfg, sources = effective_config(obj.data_dir, listen, storage_capacity, log_level, peer_urls)
-    values = cfg.to_toml()
+    values = {section: {name: _masked(f"{section}.{name}", value) for name, value in keys.items()}
+              for section, keys in cfg.to_toml().items()}
     path = cfg.data_dir / CONFIG_FILE
     if as_json:
         emit_json({"file": str(path), "config": values, "sources": sources})
@@ -58,7 +68,7 @@ def set_value(obj, key: str, value: str, as_json: bool) -> None:
 
     cfg, stored = set_config_value(obj.data_dir, key, value)
     section, _, name = key.partition(".")
-    effective = cfg.to_toml()[section][name]
+    effective, stored = _masked(key, cfg.to_toml()[section][name]), _masked(key, stored)
     if as_json:
         emit_json({"key": key, "value": stored, "effective": effective, "file": str(cfg.data_dir / CONFIG_FILE)})
         return
