@@ -167,6 +167,12 @@ class LedgerSection(_Section):
     # a peer the user recognises (xsc market recognize PEER W --credit C sets one peer's line) and for any other
     stranger_credit: int = Field(default=0, ge=0, le=2**62)  # 0: strangers prepay (xsc ledger prepay)
     peer_credit: int = Field(default=10_000_000, ge=0, le=2**62)
+    # Aggregated settlement of invokes (xsc/ledger/tabs.py): a (payer, payee) tab is settled as one transfer when
+    # it is tab_interval seconds old, owes tab_threshold micro-credits or covers tab_max_refs invokes (1: every
+    # invoke is its own transfer)
+    tab_interval: float = Field(default=1.0, gt=0, le=3600)
+    tab_threshold: int = Field(default=1_000_000, ge=1, le=2**62)
+    tab_max_refs: int = Field(default=4096, ge=1, le=4096)
 
 
 def normalize_peer_url(text: str) -> str:

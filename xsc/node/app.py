@@ -176,7 +176,8 @@ async def _services(app: web.Application):
     scrubber = Scrubber(config=config.audit, store=store, pool=pool, report_damage=report_damage)
     lease_gc = LeaseCollector(config=config.storage, store=store, pool=pool, terms=terms,
                               repairing=storage.repairing, registry=metrics.registry)
-    tabs = Tabs(ledger=ledger, identities=[payer, identity])
+    tabs = Tabs(ledger=ledger, identities=[payer, identity], interval=config.ledger.tab_interval,
+                threshold=config.ledger.tab_threshold, max_refs=config.ledger.tab_max_refs)
     gateway_tabs = GatewayTabs(payments=payments, client=client, peers=peers)
     provider_tabs = ProviderTabs(db=db, ledger=ledger, node=identity)
     paid = PaidCompute(compute=compute, market=market, ledger=ledger, payments=payments, tabs=tabs,
