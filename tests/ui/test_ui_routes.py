@@ -8,7 +8,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession, CookieJar
 
-from xsc.node.appkeys import UI_SESSIONS
+from xsc.node.appkeys import TABS, UI_SESSIONS
 from xsc.ui.session import CSRF_HEADER
 
 ADD_WASM = Path(__file__).resolve().parents[2] / "fixtures" / "wasm" / "add.wasm"
@@ -142,6 +142,11 @@ async def test_api_answers_carry_what_the_pages_show(node) -> None:
     assert entries[-1]["balance_after"] == entries[-1]["delta"]  # the first entry started from zero
     records = (await (await node.get("/v1/compute/provenance")).json())["records"]
     assert len(records) == 3 and all(r["signature_valid"] for r in records)
+    cut = await (await node.get("/v1/compute/provenance?limit=1&minutes=30")).json()
+    assert len(cut["records"]) == 1 and "per_minute" not in records[0]
+    per_minute = cut["per_minute"]  # every run counted, not only the records answered
+    assert len(per_minute["counts"]) == 30 and sum(per_minute["counts"]) == 3 and per_minute["complete"]
+    assert per_minute["since_ms"] % 60_000 == 0
     status = await (await node.get("/v1/market/status")).json()
     assert status["recent_needs"] and all(n.startswith("invoke-") for n in status["recent_needs"])
     explained = await node.get(f"/v1/market/explain/{status['recent_needs'][0]}")
@@ -174,3 +179,28 @@ async def test_the_file_list_counts_shares_per_node_and_can_be_cut_to_the_newest
     assert newest["count"] == 3 and [f["capability"] for f in newest["files"]] == [
         f["capability"] for f in every["files"]][1:]
     assert (await node.get("/v1/store/files?limit=0")).status == 400
+
+
+async def test_the_history_can_be_cut_to_the_fields_a_page_charts(node) -> None:
+    """The ledger page's chart asks for three small fields of hundreds of entries: the same entries, fewer bytes."""
+    module = (await (await node.post("/v1/modules", data=ADD_WASM.read_bytes())).json())["id"]
+    node.app[TABS].max_refs = 1  # each invoke its own entry
+    for a in (1, 2, 3):
+        run = await node.post("/v1/compute/invoke", json={"module": module, "function": "add", "args": [str(a), "2"]})
+        assert run.status == 200, await run.text()
+    full: dict = {}
+    for _ in range(400):
+        full = await (await node.get("/v1/ledger/accounts/client/history?limit=10&encoded=false")).json()
+        if len(full["entries"]) == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert len(full["entries"]) == 3
+    cut = await (await node.get("/v1/ledger/accounts/client/history?limit=10&fields=settled_at,kind")).json()
+    assert cut["account"] == full["account"]
+    assert cut["entries"] == [{"seq": e["seq"], "settled_at": e["settled_at"], "kind": e["kind"],
+                               "balance_after": e["balance_after"]} for e in full["entries"]]
+    again = await (await node.get("/v1/ledger/accounts/client/history?limit=10&encoded=false")).json()
+    assert again == full  # the views kept between answers are copies: cutting one changed none
+    for bad in ("nope", "settled_at,nope", ","):
+        answer = await node.get(f"/v1/ledger/accounts/client/history?fields={bad}")
+        assert answer.status == 400 and "fields=" in (await answer.json())["hint"]

@@ -535,6 +535,15 @@ class ComputeService:
                                      hint="list recent ones with: xsc compute provenance --list")
         return provenance.decode(data)
 
+    def runs_per_minute(self, minutes: int, cap: int = 200_000) -> dict[str, Any]:
+        """Runs on this node (provenance records) in each of the last `minutes` minutes, oldest first (the
+        dashboard's chart); `complete` is false when more than `cap` records were there to count."""
+        minute = 60 * 10**9
+        now = time.time_ns()
+        since = (now // minute - minutes + 1) * minute
+        counts, complete = self.store.provenance_counts(since, minute, minutes, cap)
+        return {"since_ms": since // 10**6, "counts": counts, "complete": complete}
+
     def recent_provenance(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest signed records, each with whether its signature is the node's (the dashboard shows it)."""
         return [{**provenance.decode(d), "signature_valid": _valid(d)} for d in self.store.recent_provenance(limit)]

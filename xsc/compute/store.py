@@ -85,6 +85,24 @@ class ComputeStore:
     def provenance(self, provenance_id: bytes) -> bytes | None:
         return self._db.get(keys.provenance(provenance_id))
 
+    def provenance_counts(self, since_ns: int, bucket_ns: int, buckets: int, cap: int) -> tuple[list[int], bool]:
+        """How many provenance records fall in each of `buckets` intervals of `bucket_ns` from `since_ns` (their ids
+        start with their time), counting keys only and at most `cap` of them; and whether all were counted."""
+        counts = [0] * buckets
+        seen = 0
+        start = keys.provenance(since_ns.to_bytes(8, "big"))
+        stop = keys.PROVENANCE[:-1] + bytes([keys.PROVENANCE[-1] + 1])  # the end of the provenance keys
+        with self._db.iterator(start=start, stop=stop, include_value=False) as it:
+            for key in it:
+                i = (int.from_bytes(key[len(keys.PROVENANCE):][:8], "big") - since_ns) // bucket_ns
+                if i >= buckets:
+                    break
+                counts[i] += 1
+                seen += 1
+                if seen >= cap:
+                    return counts, False
+        return counts, True
+
     def recent_provenance(self, limit: int) -> list[bytes]:
         out = []
         with self._db.iterator(prefix=keys.PROVENANCE, reverse=True, include_key=False) as it:

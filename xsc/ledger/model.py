@@ -358,6 +358,11 @@ def decode_entry(data: bytes) -> Entry:
     return entry
 
 
+# The fields of entry_json, in its order (and "invokes" and "covers" for an aggregated transfer).
+ENTRY_FIELDS = ("id", "kind", "account", "seq", "prev", "delta", "amount", "payer", "payee", "usage", "job", "cap", "nonce",
+                "expires_at", "settled_at", "authorization", "receipt", "receipt_seq", "encoded", "invokes", "covers")
+
+
 def entry_json(entry: Entry) -> dict:
     """A readable view of an entry; `encoded` (hex) is the authoritative form."""
     receipt, auth = entry.receipt, entry.authorization

@@ -113,9 +113,13 @@ class LedgerStore:
 
     def history(self, account: bytes, limit: int) -> list[Entry]:
         """An account's newest entries first."""
+        return [decode_entry(data) for data in self.history_data(account, limit)]
+
+    def history_data(self, account: bytes, limit: int) -> list[bytes]:
+        """An account's newest entries first, as stored (their canonical encoding)."""
         it = self.db.iterator(prefix=keys.ledger_chain(account), reverse=True, include_key=False)
         with it:
-            return [decode_entry(data) for data in itertools.islice(it, limit)]
+            return list(itertools.islice(it, limit))
 
     def entry(self, ref: str) -> Entry:
         """An entry by its id in hex, or an unambiguous prefix of at least 8 hex digits."""

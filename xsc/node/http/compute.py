@@ -71,7 +71,10 @@ async def invoke(request: web.Request) -> web.Response:
 async def recent_provenance(request: web.Request) -> web.Response:
     limit = query_int(request.query, "limit", 20, 1, 1000)
     records = request.app[COMPUTE].recent_provenance(limit)
-    return web.Response(body=orjson.dumps({"records": records}), content_type="application/json")
+    answer: dict = {"records": records}
+    if "minutes" in request.query:  # and how many runs in each of the last N minutes (every record, not only these)
+        answer["per_minute"] = request.app[COMPUTE].runs_per_minute(query_int(request.query, "minutes", 30, 1, 1440))
+    return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
 
 @routes.get("/v1/compute/provenance/{id}")

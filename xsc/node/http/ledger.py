@@ -5,7 +5,8 @@
     GET  /v1/ledger/accounts/{id}/chain?from=SEQ&limit=N   the chain, oldest first (peers sync from here)
     GET  /v1/ledger/accounts/{id}/history?limit=N&expand=1 the newest entries first, each with its balance_after
                                                  (expand: the provenance ids each aggregated transfer covers;
-                                                 encoded=false: without the signed bytes)
+                                                 encoded=false: without the signed bytes; fields=a,b:
+                                                 only those fields of each entry, and seq and balance_after)
     GET  /v1/ledger/entries/{id}                 one entry (id or a unique prefix of >= 8 hex digits)
     POST /v1/ledger/entries                      {"entries": ["<hex>", ...]}: countersigned entries from
                                                  a counterparty, stored only after full validation
@@ -20,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 from aiohttp import web
 
 from ...errors import InvalidArgument
+from ...ledger.model import ENTRY_FIELDS
 from ..appkeys import LEDGER, PAYMENTS, TRUST
 from .common import json_body, query_flag, query_int
 
@@ -78,7 +81,15 @@ async def history(request: web.Request) -> web.Response:
     limit = query_int(request.query, "limit", 20, 1, MAX_HISTORY)
     expand = query_flag(request.query, "expand")
     encoded = request.query.get("encoded", "true") != "false"  # the dashboard leaves out the signed bytes
-    return web.json_response(await service.history_view(key, limit, expand=expand, encoded=encoded))
+    fields = None
+    if "fields" in request.query:
+        fields = frozenset(f for f in request.query["fields"].split(",") if f)
+        unknown = sorted(fields - set(ENTRY_FIELDS))
+        if unknown or not fields:
+            raise InvalidArgument(f"no entry field {unknown[0]!r}" if unknown else "fields names none",
+                                  hint="fields=NAME,NAME,... of: " + ", ".join(ENTRY_FIELDS))
+    view = await service.history_view(key, limit, expand=expand, encoded=encoded, fields=fields)
+    return web.Response(body=orjson.dumps(view), content_type="application/json")  # hundreds of entries: orjson
 
 
 @routes.get("/v1/ledger/entries/{entry}")

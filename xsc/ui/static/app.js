@@ -42,25 +42,45 @@ function ago(ms) {
 }
 function duration(secs) {
   const d = Math.floor(secs / 86400), hh = Math.floor(secs % 86400 / 3600), m = Math.floor(secs % 3600 / 60);
-  return d ? `${d} d ${hh} h` : hh ? `${hh} h ${m} min` : m ? `${m} min` : `${Math.round(secs)} s`;
+  return d ? (hh ? `${d} d ${hh} h` : `${d} d`) : hh ? (m ? `${hh} h ${m} min` : `${hh} h`) : m ? `${m} min` : `${Math.round(secs)} s`;
 }
+const usedPct = (n, of) => !of ? '–' : n && n / of < 0.001 ? 'under 0.1%' : `${(n / of * 100).toFixed(1)}%`;
 const pct = r => r === null || r === undefined ? '–' : `${(r * 100).toFixed(1)}%`;
 const dateOf = secs => new Date(secs * 1000).toISOString().replace('T', ' ').slice(0, 16);
 const timeOf = ms => new Date(ms).toISOString().slice(11, 19);
+const whenOf = (ms, span) => span > 86400000 ? dateOf(ms / 1000) : timeOf(ms);  // with the date past a day
 function pill(status, textValue) { return h('span', {class: `pill ${status}`}, textValue || status); }
 function dot(up) { return h('span', {class: `dot ${up === true ? 'up' : up === false ? 'down' : 'unknown'}`,
                                      title: up === true ? 'up' : up === false ? 'down' : 'not probed yet'}); }
+// A /health check's observed value in its unit, as a person reads it.
+function observed(c) {
+  if (c.observedValue === undefined || c.observedValue === null) return '';
+  if (c.observedUnit === 'bytes') return `${fmtSize(c.observedValue)} free`;
+  if (c.observedUnit === 'micro-credits') return `${fmtCredits(c.observedValue)} credits available`;
+  return `${fmtInt(c.observedValue)} ${c.observedUnit || ''}`;
+}
 function card(title, ...body) { return h('section', {class: 'card'}, h('h2', {}, title), ...body); }
 function wide(el) { el.classList.add('wide'); return el; }
 function kv(pairs) {
   return h('dl', {class: 'kv'}, pairs.map(([k, v, key]) => [h('dt', {}, k), h('dd', key ? {'data-k': key} : {}, v)]));
 }
 function table(columns, rows, attrs) {
+  // A column named '~name' is left out on a phone's width.  A table of class 'stack' lays each row out as a small
+  // card on a phone's width (each cell under its column's name, from its data-label), instead of scrolling sideways.
+  const names = columns.map(c => typeof c === 'string' ? c.replace(/^~/, '') : c.textContent);
+  const stack = attrs && /\bstack\b/.test(attrs.class || '');
+  if (stack) for (const row of rows) {
+    if (row.cells.length !== names.length) continue;  // a detail row (one cell across the table)
+    names.forEach((name, i) => { if (name) row.cells[i].dataset.label = name; });
+  }
+  // A column of numbers (its first row's cell is 'num') has its heading over the numbers: on the right.
+  const first = rows.find(r => r.cells.length === names.length);
+  const num = i => first && first.cells[i].classList.contains('num') ? 'num' : '';
   return h('div', {class: 'scroll'}, h('table', attrs || {},
-    // A column named '~name' is left out on a phone's width.
-    h('thead', {}, h('tr', {}, columns.map(c => typeof c === 'string' && c[0] === '~' ? h('th', {class: 'hide-narrow'}, c.slice(1)) : h('th', {}, c)))),
+    h('thead', {}, h('tr', {}, columns.map((c, i) => typeof c === 'string' && c[0] === '~' ? h('th', {class: `hide-narrow ${num(i)}`}, c.slice(1)) : h('th', {class: num(i) || null}, c)))),
     h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', {colspan: columns.length, class: 'muted'}, 'none')))));
 }
+const fmtInt = n => n === null || n === undefined ? '–' : Number(n).toLocaleString('en-US');  // 10,000,000,000
 
 // --- the API ---------------------------------------------------------------------------------------
 class ApiError extends Error {
@@ -111,7 +131,7 @@ PAGES.overview = {
     const used = st.capacity ? st.used / st.capacity : 0, reserved = st.capacity ? st.reserved / st.capacity : 0;
     const bar = h('div', {class: 'bar', title: `${fmtSize(st.used)} used of ${fmtSize(st.capacity)}`},
       h('span', {class: 'used'}), h('span', {class: 'reserved'}));
-    bar.children[0].style.width = `${Math.min(100, used * 100).toFixed(2)}%`;
+    bar.children[0].style.width = `${Math.min(100, st.used ? Math.max(used * 100, 0.6) : 0).toFixed(2)}%`;  // a sliver, when anything is used
     bar.children[1].style.width = `${Math.min(100, reserved * 100).toFixed(2)}%`;
     main.replaceChildren(h('div', {class: 'grid'},
       card('Alerts', alerts.length ? h('ul', {class: 'alerts', 'data-k': 'alerts'}, alerts.map(([s, t]) => h('li', {class: s}, pill(s), ' ', t)))
@@ -119,7 +139,7 @@ PAGES.overview = {
       card('Node', kv([['id', h('code', {}, status.id), 'id'], ['version', status.version, 'version'],
                        ['uptime', `${Math.round(status.uptime)} s (${duration(status.uptime)})`, 'uptime'], ['listen', status.listen],
                        ['data dir', status.data_dir]])),
-      card('Storage', bar, kv([['capacity', fmtSize(st.capacity), 'capacity'], ['used', fmtSize(st.used), 'used'],
+      card('Storage', bar, kv([['capacity', fmtSize(st.capacity), 'capacity'], ['used', `${fmtSize(st.used)} (${usedPct(st.used, st.capacity)})`, 'used'],
                                ['reserved', fmtSize(st.reserved)], ['free', fmtSize(st.free), 'free'],
                                ['shares held', String(st.shares), 'shares']])),
       card('Balance', kv([['balance', `${client.balance_credits} credits`, 'balance'],
@@ -127,10 +147,10 @@ PAGES.overview = {
                           ['credit limit', `${fmtCredits(client.credit_limit)} credits`, 'credit_limit'],
                           ['node earned', `${fmtCredits((status.ledger || {}).node_balance)} credits`, 'node_balance'],
                           ['account', h('code', {}, short(client.account))]])),
-      wide(card('Health', h('p', {}, 'overall ', pill(health.status), ' ', h('span', {'data-k': 'health'}, health.status)),
+      wide(card('Health', h('p', {}, 'overall ', h('span', {class: `pill ${health.status}`, 'data-k': 'health'}, health.status)),
         table(['check', 'status', 'value'], Object.entries(health.checks).map(([name, [c]]) =>
           h('tr', {}, h('td', {}, name), h('td', {}, pill(c.status)),
-            h('td', {}, c.output || (c.observedValue !== undefined ? (c.observedUnit === 'bytes' ? fmtSize(c.observedValue) : `${c.observedValue} ${c.observedUnit || ''}`) : ''))))))),
+            h('td', {}, c.output || observed(c))))))),
       card('Peers and audits', kv([['peers', `${peers.up || 0} up of ${peers.known || 0}`, 'peers'],
         ['audits', `${audits.audits_ok || 0} ok, ${audits.audits_failed || 0} failed, ${audits.audits_unanswered || 0} unanswered`],
         ['repairs', `${audits.repairs || 0} done, ${audits.repairs_failed || 0} failed, ${audits.repair_queue || 0} queued`],
@@ -184,7 +204,10 @@ PAGES.files = {
     $('#files-body', main).replaceChildren(
       h('p', {class: 'muted'}, h('span', {'data-k': 'file-count'}, String(count)), ` file(s) uploaded by this node`,
         matching > st.shown ? `; the newest ${st.shown} of ${matching} shown` : ''),
-      table(['name', 'size', '~created', 'lease expires', 'shares (node)', ''], rows, {class: 'files'}),
+      table(['name', 'size', '~created', 'lease expires', 'shares (node)', ''], rows, {class: 'files stack'}),
+      h('p', {class: 'muted small legend'}, 'share numbers by where they are: ', h('span', {class: 'chip me'}, '\u00a0'), ' this node ',
+        h('span', {class: 'chip up'}, '\u00a0'), ' a peer that is up ', h('span', {class: 'chip down'}, '\u00a0'), ' a peer that is down ',
+        h('span', {class: 'chip unknown'}, '\u00a0'), ' a peer not probed yet'),
       matching > st.shown ? h('button', {onclick: () => { st.shown += 200; refresh(); }}, 'show more') : null);
   },
 };
@@ -256,11 +279,11 @@ function fileDetail(cap) {
       : r.action && !r.running ? `${r.action}: ` : '';
     parts.push(h('p', {'data-k': 'result', class: report.healthy ? 'ok' : report.recoverable ? 'warn' : 'error'},
       `${headline}${report.intact} of ${report.shares.length} shares intact: ${report.healthy ? 'healthy' : report.recoverable ? 'recoverable' : 'NOT recoverable'}`));
-    parts.push(table(['share', 'status', 'node', 'node state', 'detail'], report.shares.map(s =>
+    parts.push(table(['share', 'status', 'node', 'detail'], report.shares.map(s =>
       h('tr', {}, h('td', {}, String(s.share)), h('td', {}, pill(s.status === 'ok' ? 'pass' : 'fail', s.status)),
-        h('td', {}, h('code', {}, s.node ? short(s.node) : 'this node')),
-        h('td', {}, !s.node || s.node === S.node ? 'this node' : s.node_up === false ? pill('fail', 'DOWN') : s.node_up ? 'up' : 'unknown'),
-        h('td', {class: 'detail-text'}, s.detail || '')))));
+        h('td', {}, !s.node || s.node === S.node ? 'this node'
+          : [h('code', {title: s.node}, short(s.node)), ' ', s.node_up === false ? pill('fail', 'DOWN') : s.node_up ? 'up' : 'not probed']),
+        h('td', {class: 'detail-text'}, s.detail || ''))), {class: 'stack'}));
   }
   return h('div', {class: 'file-detail'}, parts);
 }
@@ -328,9 +351,9 @@ PAGES.peers = {
       {class: 'map'});
     const lr = health.last_round;
     main.replaceChildren(
-      card('Peers', h('p', {class: 'muted'}, `${health.peers.filter(p => p.up).length} of ${health.peers.length} up; probed every ${health.probe_interval} s`,
+      card('Peers', h('p', {class: 'muted'}, `${health.peers.filter(p => p.up).length} of ${health.peers.length} up; probed every ${duration(health.probe_interval)}`,
           lr ? `; last round ${ago(lr.time)}: ${lr.ok} of ${lr.peers} answered` : ''),
-        table(['state', 'node', '1 h', '24 h', 'latency', 'last audit', 'recognition'], rows, {class: 'peers'})),
+        table(['state', 'node', '1 h', '24 h', 'latency', 'last audit', 'recognition'], rows, {class: 'peers stack'})),
       card('Who holds which shares', h('p', {class: 'muted'}, `shares of this node's ${count} file(s) per node` + (count > 12 ? '; the newest 12 files as columns' : '')
           + (idle ? `; ${idle} peer(s) hold none` : '')), map));
   },
@@ -359,8 +382,8 @@ PAGES.market = {
       h('button', {class: k === st.kind ? 'on' : '', onclick: () => { st.kind = k; rerender(); }}, k)));
     const unit = st.kind === 'storage' ? 'micro-credits per GiB-hour' : 'micro-credits per million fuel';
     const qfmt = q => st.kind === 'storage' ? fmtSize(q) : `${(q / 1e6).toExponential(1)} Mfuel`;
-    const series = [{name: `${st.kind} price`, cls: st.kind === 'storage' ? 'c0' : 'c1',
-      points: prices.filter(p => p.kind === st.kind && p.price !== null).map(p => [p.time_ms, p.price]).sort((a, b) => a[0] - b[0])}];
+    const cleared = prices.filter(p => p.kind === st.kind && p.price !== null).sort((a, b) => a.time_ms - b.time_ms);
+    const series = [{name: `${st.kind} price`, cls: st.kind === 'storage' ? 'c0' : 'c1', ...clearingLine(cleared)}];
     const so = offer.storage, co = offer.compute;
     const dealRow = d => h('tr', {}, h('td', {}, h('code', {title: d.si}, d.si.slice(0, 12) + '…')), h('td', {}, String(d.share)),
       h('td', {}, h('code', {title: d.node}, d.node === S.node ? 'this node' : short(d.node))), h('td', {class: 'num'}, fmtSize(d.bytes)),
@@ -374,22 +397,51 @@ PAGES.market = {
              current.clearing.price !== null ? `clears at ${current.clearing.price} ${unit}` : 'no trade in the open book'),
            Charts.depthChart(current.asks, current.bids, current.clearing.price, {label: 'depth', qfmt})]
         : h('p', {class: 'muted'}, 'no book yet'),
-        h('p', {class: 'muted small'}, `${book.participants} participants; digest ${(book.digest || '').slice(0, 12)}`)),
-      card('Clearing prices', Charts.lineChart(series, {label: 'clearing prices', step: true, xfmt: timeOf, yfmt: v => Math.round(v)}),
-        h('p', {class: 'muted small'}, `${series[0].points.length} ${st.kind} clearing(s) seen, in ${unit}`)),
+        h('p', {class: 'muted small'}, `${book.participants} participant(s); digest ${(book.digest || '').slice(0, 12)}`)),
+      card('Clearing prices', Charts.lineChart(series, {label: 'clearing prices', step: !series[0].band,
+        xfmt: t => whenOf(t, cleared.length ? cleared[cleared.length - 1].time_ms - cleared[0].time_ms : 0), yfmt: v => fmtInt(Math.round(v))}),
+        h('p', {class: 'muted small'}, `${cleared.length} ${st.kind} clearing(s) seen, in ${unit}`,
+          series[0].band ? `; the line is their mean (by quantity traded) per ${duration(series[0].binSeconds)}, the band their range` : '')),
       card('This node\'s offer', kv([
-        ['storage ask', `${so.ask} per GiB-hour (${so.floor}–${so.ceiling})`, 'storage-ask'],
+        ['storage ask (µcredits)', `${so.ask} per GiB-hour (${so.floor}–${so.ceiling} as it fills)`, 'storage-ask'],
         ['storage used', `${fmtSize(so.used)} of ${fmtSize(so.capacity)}`],
-        ['compute ask', `${co.ask} per million fuel (${co.floor}–${co.ceiling})`, 'compute-ask'],
-        ['fuel per bucket', String(co.fuel_per_bucket)], ['buckets', `${offer.bucket_seconds} s`],
+        ['compute ask (µcredits)', `${co.ask} per million fuel (${co.floor}–${co.ceiling} as it fills)`, 'compute-ask'],
+        ['fuel per bucket', fmtInt(co.fuel_per_bucket)], ['buckets', duration(offer.bucket_seconds)],
         ['market', status.converged ? `converged (${status.peers_agreeing} of ${status.peers} peers agree)` : 'converging']]))),
       card('Deals', h('p', {class: 'muted'}, h('span', {'data-k': 'live-deals'}, String(status.deals_live)), ' live, ',
-          String(status.deals_settled), ' settled',
-          status.payments ? `; last payment run ${JSON.stringify(status.payments).slice(0, 80)}` : ''),
-        table(['file', 'share', 'holder', 'bytes', 'price', 'paid', 'total', 'state', 'ends'],
-          [...status.deals, ...(status.ended_deals || [])].slice(0, 50).map(dealRow), {class: 'deals'})));
+          String(status.deals_settled), ' settled; ', paymentRun(status.payments),
+          status.deals_live + (status.ended_deals || []).length > 50 ? '; the first 50 shown' : ''),
+        table(['file (storage index)', 'share', 'holder', 'size', 'price (µcredits / GiB-h)', 'paid (credits)', 'total (credits)', 'state', 'ends'],
+          [...status.deals, ...(status.ended_deals || [])].slice(0, 50).map(dealRow), {class: 'deals stack'})));
   },
 };
+
+// The clearings of one kind as a line: each clearing while they are few; with many, their mean (weighted by the
+// quantity traded) per interval, with the band from the lowest to the highest (a line through hundreds of
+// clearings that swing between two prices is a solid block).
+function clearingLine(cleared) {
+  if (cleared.length <= 60) return {points: cleared.map(p => [p.time_ms, p.price])};
+  const t0 = cleared[0].time_ms, span = Math.max(1, cleared[cleared.length - 1].time_ms - t0);
+  const STEPS = [1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200, 21600, 86400];
+  const binSeconds = STEPS.find(s => span / (s * 1000) <= 40) || 86400, width = binSeconds * 1000;
+  const bins = new Map();
+  for (const p of cleared) {
+    const key = Math.floor(p.time_ms / width), b = bins.get(key) || {sum: 0, weight: 0, lo: Infinity, hi: -Infinity};
+    const weight = Math.max(1, p.traded || 0);
+    b.sum += p.price * weight; b.weight += weight; b.lo = Math.min(b.lo, p.price); b.hi = Math.max(b.hi, p.price);
+    bins.set(key, b);
+  }
+  const keys = [...bins.keys()].sort((a, b) => a - b), mid = k => k * width + width / 2;
+  return {binSeconds, points: keys.map(k => [mid(k), bins.get(k).sum / bins.get(k).weight]),
+          band: keys.map(k => [mid(k), bins.get(k).lo, bins.get(k).hi])};
+}
+
+function paymentRun(run) {
+  if (!run) return 'no storage payment run yet';
+  return `last storage payment run ${ago(run.at * 1000)}: ${run.payments} payment(s), ${fmtCredits(run.paid)} credits paid` +
+    (run.waiting ? `, ${run.waiting} waiting for an audit` : '') + (run.forfeited ? `, ${run.forfeited} forfeited` : '') +
+    (run.failed ? `, ${run.failed} failed` : '');
+}
 
 async function explain() {
   const st = S.state.market, out = $('#explain-out');
@@ -413,53 +465,69 @@ async function explain() {
 PAGES.ledger = {
   title: 'Ledger', poll: 10000,
   async load() {
-    const st = S.state.ledger;
-    const hist = await api(`/v1/ledger/accounts/${st.account}/history?limit=${st.limit}&encoded=false`);
-    return {hist};
+    // Two answers at once: the chart's (three small fields of each of the newest `chart` entries) and the table's
+    // (the newest `rows` entries; while a filter is set, the newest `filtering` ones, filtered here).
+    const st = S.state.ledger, base = `/v1/ledger/accounts/${st.account}/history?encoded=false`;
+    const filtering = !!(st.kind || st.dir || st.q);
+    const [chart, hist] = await Promise.all([api(`${base}&limit=${st.chart}&fields=settled_at,kind`),
+      api(`${base}&limit=${filtering ? st.filtering : st.rows}&fields=id,kind,delta,payer,payee,job,usage,settled_at`)]);
+    return {chart, hist, filtering};
   },
   mount(main) {
-    const st = S.state.ledger = S.state.ledger || {account: 'client', kind: '', dir: '', q: '', limit: 500, rows: 50, verify: null};
-    const sel = (name, options) => h('select', {'aria-label': name, onchange: e => { st[name] = e.target.value; name === 'account' ? refresh() : rerender(); }},
+    const st = S.state.ledger = S.state.ledger || {account: 'client', kind: '', dir: '', q: '', chart: 500, filtering: 5000, rows: 50};
+    const sel = (name, options) => h('select', {'aria-label': name, onchange: e => { st[name] = e.target.value; refresh(); }},
       options.map(([v, t]) => h('option', {value: v, selected: st[name] === v}, t)));
     main.replaceChildren(h('div', {id: 'ledger-top'}),
       card('History',
         h('div', {class: 'toolbar'}, sel('account', [['client', 'the user (pays)'], ['node', 'this node (earns)']]),
           sel('dir', [['', 'in and out'], ['in', 'in'], ['out', 'out']]), h('select', {id: 'kind', 'aria-label': 'kind',
-            onchange: e => { st.kind = e.target.value; rerender(); }}),
+            onchange: e => { st.kind = e.target.value; refresh(); }}),
           h('input', {type: 'search', placeholder: 'counterparty or job', value: st.q, 'aria-label': 'search history',
-                      oninput: e => { st.q = e.target.value; rerender(); }})),
+                      oninput: e => { st.q = e.target.value; clearTimeout(st.typing); st.typing = setTimeout(refresh, 150); }})),
         h('div', {id: 'ledger-history'})),
       card('Verify', h('p', {}, 'Check every signature, chain, balance and limit of the ledger this node holds. ',
         h('button', {id: 'verify', onclick: verifyLedger}, 'Verify')), h('div', {id: 'verify-out'})));
   },
-  render({hist}, main) {
+  render({chart, hist, filtering}, main) {
     const st = S.state.ledger, acct = hist.account, entries = hist.entries;
-    const kinds = [...new Set(entries.map(e => e.kind))].sort();
+    const kinds = [...new Set(chart.entries.map(e => e.kind).concat(st.kind ? [st.kind] : []))].sort();
     const kindSel = $('#kind', main);
     if (kindSel.options.length !== kinds.length + 1)
       kindSel.replaceChildren(h('option', {value: ''}, 'every kind'), ...kinds.map(k => h('option', {value: k, selected: st.kind === k}, k)));
-    const points = entries.filter(e => e.settled_at).map(e => [e.settled_at * 1000, e.balance_after / 1e6]).reverse();
-    if (points.length) points.push([Math.max(Date.now(), points[points.length - 1][0]), acct.balance / 1e6]);
+    const points = chart.entries.filter(e => e.settled_at).map(e => [e.settled_at * 1000, e.balance_after / 1e6]).reverse();
+    const drawn = points.length;
+    // The balance holds until now; drawn to now unless that flat stretch would squeeze the entries into a sliver.
+    let unchanged = '';
+    if (points.length) {
+      const first = points[0][0], last = points[points.length - 1][0], now = Date.now();
+      if (now - last > Math.max(last - first, 60000)) unchanged = `; unchanged since ${whenOf(last, now - last)}`;
+      else points.push([Math.max(now, last), chart.account.balance / 1e6]);
+    }
+    const span = points.length ? points[points.length - 1][0] - points[0][0] : 0;
     const wanted = entries.filter(e => (!st.kind || e.kind === st.kind) && (!st.dir || (st.dir === 'in' ? e.delta > 0 : e.delta < 0))
       && (!st.q || [e.payer, e.payee, e.job, e.id].some(x => (x || '').includes(st.q))));
+    const matching = filtering ? wanted.length : acct.seq;  // without a filter, only the newest `rows` were fetched
     $('#ledger-top', main).replaceChildren(h('div', {class: 'grid'},
       card('Account', kv([['account', h('code', {}, acct.account), 'account'], ['role', acct.role || ''],
         ['balance', `${acct.balance_credits} credits`, 'balance'], ['available', `${fmtCredits(acct.available)} credits`],
         ['held', `${fmtCredits(acct.held)} credits`], ['credit limit', `${fmtCredits(acct.credit_limit)} credits`],
         ['entries', String(acct.seq), 'entries'], ['low', acct.low ? pill('warn', 'low') : 'no']])),
       card('Balance over time', Charts.lineChart([{name: 'balance (credits)', cls: 'c0', points}],
-        {label: 'balance', step: true, xfmt: timeOf, yfmt: v => v.toFixed(Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 1 ? 2 : 6), empty: 'no entries yet'}))));
+        {label: 'balance', step: true, xfmt: t => whenOf(t, span), yfmt: v => v.toFixed(Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 1 ? 2 : 6), empty: 'no entries yet'}),
+        h('p', {class: 'muted small'}, 'the balance after each of the ', h('span', {'data-k': 'chart-points'}, String(drawn)),
+          chart.entries.length < chart.account.seq ? ` newest entries (of ${chart.account.seq})` : ' entries', ', in credits', unchanged))));
     $('#ledger-history', main).replaceChildren(
-      h('p', {class: 'muted'}, `${Math.min(st.rows, wanted.length)} of ${wanted.length} shown; ${entries.length} newest entries read`,
-        entries.length < acct.seq ? ` (of ${acct.seq})` : ''),
+      h('p', {class: 'muted'}, `${Math.min(st.rows, wanted.length)} of ${matching} ${filtering ? 'matching ' : ''}shown`,
+        filtering ? ['; ', h('span', {'data-k': 'history-read'}, String(entries.length)), ' newest entries searched'] : ['; ', h('span', {'data-k': 'history-read'}, String(acct.seq)), ' in the history']),
       table(['seq', 'time', 'kind', 'amount', 'balance after', 'counterparty', 'job', 'usage'], wanted.slice(0, st.rows).map(e => {
         const other = e.payer === acct.account ? e.payee : e.payer;
         return h('tr', {}, h('td', {class: 'num'}, String(e.seq)), h('td', {}, e.settled_at ? dateOf(e.settled_at) : ''),
           h('td', {}, e.kind), h('td', {class: `num ${e.delta < 0 ? 'neg' : 'pos'}`}, fmtCredits(e.delta)),
           h('td', {class: 'num'}, fmtCredits(e.balance_after)), h('td', {}, h('code', {title: other || ''}, short(other))),
-          h('td', {}, e.job || ''), h('td', {}, e.usage ? Object.entries(e.usage).map(([k, v]) => `${k} ${v}`).join(', ') : ''));
-      }), {class: 'history'}),
-      wanted.length > st.rows ? h('button', {onclick: () => { st.rows += 200; rerender(); }}, 'show more') : null);
+          h('td', {}, e.job ? h('code', {title: e.job}, e.job.length > 34 ? e.job.slice(0, 32) + '…' : e.job) : ''),
+          h('td', {}, e.usage ? Object.entries(e.usage).map(([k, v]) => `${k.replace('_', ' ')} ${fmtInt(v)}`).join(', ') : ''));
+      }), {class: 'history stack'}),
+      matching > st.rows ? h('button', {onclick: () => { st.rows += 200; refresh(); }}, 'show more') : null);
   },
 };
 
@@ -483,39 +551,36 @@ async function verifyLedger() {
 PAGES.compute = {
   title: 'Compute', poll: 5000,
   async load() {
-    const [modules, prov, status] = await Promise.all([api('/v1/modules'), api('/v1/compute/provenance?limit=200'), api('/v1/node/status')]);
-    return {modules: modules.modules, records: prov.records, compute: status.compute || {}};
+    // The newest 50 records (the table) and the count of every run in each of the last 30 minutes (the chart).
+    const [modules, prov, status] = await Promise.all([api('/v1/modules'), api('/v1/compute/provenance?limit=50&minutes=30'), api('/v1/node/status')]);
+    return {modules: modules.modules, records: prov.records, perMinute: prov.per_minute, compute: status.compute || {}};
   },
-  render({modules, records, compute}, main) {
-    const MIN = 60000, now = Date.now(), last = now - now % MIN;
-    const perMinute = Array.from({length: 30}, (_, i) => ({label: timeOf(last - (29 - i) * MIN).slice(0, 5), value: 0}));
-    let fuel = 0;
-    for (const r of records) {
-      const t = Date.parse(r.record.timestamp), i = 29 - Math.floor((last - (t - t % MIN)) / MIN);
-      if (i >= 0 && i < 30) perMinute[i].value += 1;
-      fuel += r.record.fuel_consumed || 0;
-    }
+  render({modules, records, perMinute: pm, compute}, main) {
+    const MIN = 60000;
+    const perMinute = pm.counts.map((value, i) => ({label: timeOf(pm.since_ms + i * MIN).slice(0, 5), value}));
+    const runs = pm.counts.reduce((a, b) => a + b, 0);
+    const fuel = records.reduce((a, r) => a + (r.record.fuel_consumed || 0), 0);
     const limits = compute.limits || {};
     main.replaceChildren(h('div', {class: 'grid'},
       card('Engine', kv([['wasmtime', compute.wasmtime || ''], ['threads', String(compute.threads), 'threads'],
         ['running', String(compute.running), 'running'], ['queued', `${compute.admitted || 0} of ${compute.max_queued}`],
-        ['limits', `fuel ${limits.fuel}, memory ${fmtSize(limits.memory)}, ${limits.timeout} s`],
+        ['limits', `fuel ${fmtInt(limits.fuel)}, memory ${fmtSize(limits.memory)}, ${limits.timeout} s`],
         ['compiled', String(compute.compiled || 0)]])),
       card('Invocations per minute', Charts.barChart(perMinute, {label: 'invocations per minute'}),
-        h('p', {class: 'muted small'}, `runs on this node in the last 30 minutes (of its ${records.length} newest records); fuel used by them: `,
-          h('span', {'data-k': 'fuel'}, String(fuel))))),
+        h('p', {class: 'muted small'}, h('span', {'data-k': 'runs'}, fmtInt(runs)), pm.complete ? '' : ' or more',
+          ` runs on this node in the last 30 minutes; fuel used by the ${records.length} newest: `, h('span', {'data-k': 'fuel'}, fmtInt(fuel))))),
       card('Modules', h('p', {class: 'muted'}, h('span', {'data-k': 'module-count'}, String(modules.length)), ' deployed'),
         table(['id', 'size', 'exports', 'first deployed', 'invocations'], modules.map(m => h('tr', {'data-module': m.id},
           h('td', {}, h('code', {title: m.id}, short(m.id))), h('td', {class: 'num'}, fmtSize(m.size)),
           h('td', {}, m.exports.map(e => e.signature || e.name).join(', '), m.wasi ? ' [wasi]' : ''),
-          h('td', {}, (m.first_deployed || '').replace('T', ' ').slice(0, 19)), h('td', {class: 'num', 'data-k': 'invocations'}, String(m.invocations)))))),
+          h('td', {}, (m.first_deployed || '').replace('T', ' ').slice(0, 19)), h('td', {class: 'num', 'data-k': 'invocations'}, String(m.invocations)))), {class: 'stack'})),
       card('Recent provenance', table(['time', 'module', 'function', 'outcome', 'fuel', 'wall time', 'requester', 'signature'],
         records.slice(0, 50).map(r => { const x = r.record; return h('tr', {'data-record': x.id},
           h('td', {}, x.timestamp.replace('T', ' ').slice(0, 19)), h('td', {}, h('code', {title: x.module}, short(x.module))),
           h('td', {}, x.function), h('td', {}, pill(x.outcome === 'ok' ? 'pass' : 'fail', x.outcome)),
-          h('td', {class: 'num'}, String(x.fuel_consumed)), h('td', {class: 'num'}, `${(x.wall_time_us / 1000).toFixed(2)} ms`),
+          h('td', {class: 'num'}, fmtInt(x.fuel_consumed)), h('td', {class: 'num'}, `${(x.wall_time_us / 1000).toFixed(2)} ms`),
           h('td', {}, h('code', {title: x.requester}, short(x.requester))),
-          h('td', {'data-k': 'signature'}, r.signature_valid ? pill('pass', 'valid') : pill('fail', 'INVALID'))); }))));
+          h('td', {'data-k': 'signature'}, r.signature_valid ? pill('pass', 'valid') : pill('fail', 'INVALID'))); }), {class: 'stack'})));
   },
 };
 

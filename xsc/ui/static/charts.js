@@ -46,23 +46,35 @@ const Charts = (() => {
     return [lo, hi];
   }
 
-  // series: [{name, cls, points: [[x, y], ...]}]; opts: {xfmt, yfmt, step, height}
+  // Round tick values (1, 2 or 5 times a power of ten apart) that cover [lo, hi].
+  function ticks(lo, hi, count) {
+    const raw = (hi - lo) / Math.max(1, count), mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    const step = [1, 2, 5, 10].map(m => m * mag).find(s => s >= raw) || raw;
+    const out = [];
+    for (let v = Math.floor(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
+    if (out[out.length - 1] < hi - step * 1e-9) out.push(out[out.length - 1] + step);
+    return out;
+  }
+
+  // series: [{name, cls, points: [[x, y], ...], band: [[x, lo, hi], ...] (optional: a shaded range)}];
+  // opts: {xfmt, yfmt, step, height}.  The legend sits above the plot, never on its line.
   function lineChart(series, opts) {
     opts = opts || {};
-    const w = 440, h = opts.height || 200, L = 68, R = 10, T = 10, B = 24;
+    const w = 440, h = opts.height || 200, L = 68, R = 10, T = 24, B = 24;
     const el = frame(w, h, 'chart', opts.label);
     const xs = series.flatMap(s => s.points.map(p => p[0]));
-    const ys = series.flatMap(s => s.points.map(p => p[1]));
+    const ys = series.flatMap(s => s.points.map(p => p[1]).concat((s.band || []).flatMap(b => [b[1], b[2]])));
     if (!xs.length) {
       el.appendChild(text(w / 2, h / 2, opts.empty || 'no data yet', 'empty', 'middle'));
       return el;
     }
     const [x0, x1] = extent(xs, 1);
-    const [y0, y1] = extent(ys, Math.max(1, Math.abs(ys[0] || 1) * 0.1));
+    const [lo, hi] = extent(ys, Math.max(Math.abs(ys[0]) * 0.1, 1e-6));
+    const yt = ticks(lo, hi, 4), y0 = yt[0], y1 = yt[yt.length - 1];
     const X = x => L + (x - x0) / (x1 - x0) * (w - L - R);
     const Y = y => T + (1 - (y - y0) / (y1 - y0)) * (h - T - B);
     el.appendChild(svg('line', {x1: L, y1: h - B, x2: w - R, y2: h - B, class: 'grid'}));
-    for (const v of [y0, (y0 + y1) / 2, y1]) {
+    for (const v of yt) {
       el.appendChild(svg('line', {x1: L, y1: Y(v), x2: w - R, y2: Y(v), class: 'grid'}));
       el.appendChild(text(L - 6, Y(v) + 4, (opts.yfmt || String)(v), 'axis', 'end'));
     }
@@ -70,6 +82,11 @@ const Charts = (() => {
     el.appendChild(text(w - R, h - 8, (opts.xfmt || String)(x1), 'axis', 'end'));
     series.forEach((s, i) => {
       if (!s.points.length) return;
+      if (s.band && s.band.length) {
+        const top = s.band.map(b => `${X(b[0]).toFixed(1)},${Y(b[2]).toFixed(1)}`);
+        const bottom = s.band.map(b => `${X(b[0]).toFixed(1)},${Y(b[1]).toFixed(1)}`).reverse();
+        el.appendChild(svg('path', {d: `M${top.join('L')}L${bottom.join('L')}Z`, class: 'band ' + (s.cls || 'c' + i)}));
+      }
       let d = '';
       s.points.forEach((p, j) => {
         if (j === 0) d += `M${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`;
@@ -79,8 +96,8 @@ const Charts = (() => {
       el.appendChild(svg('path', {d, class: 'line ' + (s.cls || 'c' + i)}));
       if (s.points.length < 60) for (const p of s.points)
         el.appendChild(svg('circle', {cx: X(p[0]).toFixed(1), cy: Y(p[1]).toFixed(1), r: 2.5, class: 'dot ' + (s.cls || 'c' + i)}));
-      el.appendChild(svg('rect', {x: L + 8 + i * 110, y: T, width: 10, height: 10, class: 'fill ' + (s.cls || 'c' + i)}));
-      el.appendChild(text(L + 22 + i * 110, T + 9, s.name, 'legend'));
+      el.appendChild(svg('rect', {x: L + i * 160, y: 4, width: 10, height: 10, class: 'fill ' + (s.cls || 'c' + i)}));
+      el.appendChild(text(L + 14 + i * 160, 13, s.name, 'legend'));
     });
     return el;
   }
