@@ -137,7 +137,7 @@ PAGES.overview = {
       card('Alerts', alerts.length ? h('ul', {class: 'alerts', 'data-k': 'alerts'}, alerts.map(([s, t]) => h('li', {class: s}, pill(s), ' ', t)))
                                    : h('p', {class: 'ok', 'data-k': 'alerts'}, 'No alerts: all is well.')),
       card('Node', kv([['id', h('code', {}, status.id), 'id'], ['version', status.version, 'version'],
-                       ['uptime', `${Math.round(status.uptime)} s (${duration(status.uptime)})`, 'uptime'], ['listen', status.listen],
+                       ['uptime', status.uptime < 60 ? `${Math.round(status.uptime)} s` : `${Math.round(status.uptime)} s (${duration(status.uptime)})`, 'uptime'], ['listen', status.listen],
                        ['data dir', status.data_dir]])),
       card('Storage', bar, kv([['capacity', fmtSize(st.capacity), 'capacity'], ['used', `${fmtSize(st.used)} (${usedPct(st.used, st.capacity)})`, 'used'],
                                ['reserved', fmtSize(st.reserved)], ['free', fmtSize(st.free), 'free'],
@@ -332,8 +332,8 @@ PAGES.peers = {
       return h('tr', {'data-peer': p.id, class: p.up === false ? 'down' : ''},
         h('td', {}, dot(p.up), ' ', h('span', {'data-k': 'state'}, p.up === true ? 'up' : p.up === false ? `DOWN (${p.consecutive_failures} failed)` : 'not probed')),
         h('td', {}, h('code', {title: p.id}, short(p.id)), h('div', {class: 'muted small'}, p.url)),
-        h('td', {}, Charts.sparkline(p.sparkline_1h || [], '1 h availability'), h('div', {class: 'small'}, `${pct(p.ratio_1h)} of ${p.probes_1h}`)),
-        h('td', {}, Charts.sparkline(p.sparkline_24h || [], '24 h availability'), h('div', {class: 'small'}, `${pct(p.ratio_24h)} of ${p.probes_24h}`)),
+        h('td', {}, Charts.sparkline(p.sparkline_1h || [], '1 h availability'), h('div', {class: 'small'}, `${pct(p.ratio_1h)} of ${fmtInt(p.probes_1h)} probes`)),
+        h('td', {}, Charts.sparkline(p.sparkline_24h || [], '24 h availability'), h('div', {class: 'small'}, `${pct(p.ratio_24h)} of ${fmtInt(p.probes_24h)} probes`)),
         h('td', {class: 'num'}, p.latency_ms === null ? '–' : `${p.latency_ms.toFixed(1)} ms`),
         h('td', {}, audit ? [pill(audit.ok ? 'pass' : 'fail', audit.ok ? 'ok' : 'failed'), ' ', ago(audit.time)] : 'none'),
         h('td', {class: 'num', 'data-k': 'weight'}, r.weight || '–', r.set_by_user ? ' (set)' : ''));

@@ -12,6 +12,9 @@ const Charts = (() => {
     return el;
   }
 
+  // A chart's drawing width: on a phone's width, about the width it is shown at, so its text stays legible.
+  const narrowWidth = () => (window.innerWidth < 600 ? 330 : 440);
+
   function text(x, y, s, cls, anchor) {
     const t = svg('text', {x, y, class: cls || 'axis', 'text-anchor': anchor || 'start'});
     t.textContent = s;
@@ -60,7 +63,7 @@ const Charts = (() => {
   // opts: {xfmt, yfmt, step, height}.  The legend sits above the plot, never on its line.
   function lineChart(series, opts) {
     opts = opts || {};
-    const w = 440, h = opts.height || 200, L = 68, R = 10, T = 24, B = 24;
+    const w = opts.width || narrowWidth(), h = opts.height || 200, L = 68, R = 10, T = 24, B = 24;
     const el = frame(w, h, 'chart', opts.label);
     const xs = series.flatMap(s => s.points.map(p => p[0]));
     const ys = series.flatMap(s => s.points.map(p => p[1]).concat((s.band || []).flatMap(b => [b[1], b[2]])));
@@ -105,7 +108,7 @@ const Charts = (() => {
   // asks, bids: [{price, quantity}]; clearing: price or null. Cumulative quantity at each price.
   function depthChart(asks, bids, clearing, opts) {
     opts = opts || {};
-    const w = 440, h = 200, L = 56, R = 10, T = 10, B = 24;
+    const w = opts.width || narrowWidth(), h = 200, L = 56, R = 10, T = 10, B = 24;
     const el = frame(w, h, 'chart', opts.label);
     if (!asks.length && !bids.length) {
       el.appendChild(text(w / 2, h / 2, 'empty book', 'empty', 'middle'));
@@ -149,7 +152,7 @@ const Charts = (() => {
   // bars: [{label, value}]
   function barChart(bars, opts) {
     opts = opts || {};
-    const w = 440, h = 150, L = 32, R = 8, T = 10, B = 22;
+    const w = opts.width || narrowWidth(), h = 150, L = 32, R = 8, T = 10, B = 22;
     const el = frame(w, h, 'chart', opts.label);
     const max = Math.max(1, ...bars.map(b => b.value));
     const step = (w - L - R) / Math.max(1, bars.length);
