@@ -305,8 +305,9 @@ class MarketService:
         rows = []
         for peer in sorted(peers | set(self.user_weights)):
             theirs = self.book.get(peer)
-            rows.append({"peer": peer, "weight": str(self.user_weights.get(peer, self.derived_weight(peer))),
-                         "set_by_user": peer in self.user_weights, "derived": str(self.derived_weight(peer)),
+            derived = self.derived_weight(peer)  # once per peer (it reads the peer's availability)
+            rows.append({"peer": peer, "weight": str(self.user_weights.get(peer, derived)),
+                         "set_by_user": peer in self.user_weights, "derived": str(derived),
                          "theirs": str(theirs.recognition.get(self.me, 0)) if theirs else None})
         return rows
 
@@ -763,7 +764,7 @@ class MarketService:
                         "used": self.fuel_used.get(self.bucket(), 0), "ask": self.ask("compute"),
                         "floor": c.compute_ask_floor, "ceiling": c.compute_ask_ceiling, "unit": "million fuel"},
             "exponent": c.ask_exponent, "bucket_seconds": c.bucket_seconds,
-            "slots": self.status()["asks"],
+            "slots": self._asks_view(),
         }
 
     def price_view(self, kind: str | None, limit: int) -> list[dict]:
@@ -795,24 +796,27 @@ class MarketService:
             row["credit_line"] = self.credit_lines.line(peer)
         return row
 
-    def status(self) -> dict[str, Any]:
+    def _asks_view(self) -> list[dict[str, Any]]:
         mine = self.book.get(self.me)
+        return [{"id": a.slot.id, "kind": a.slot.kind, "quantity": a.slot.quantity, "price": a.price,
+                 "start": a.slot.start, "end": a.slot.end} for a in (mine.asks if mine else ())]
+
+    def status(self) -> dict[str, Any]:
         peers = self._peer_ids()
         known = [p for p in peers if self.book.get(p) is not None]
+        digest = self.book.digest()  # once (a hash over every participant's signature)
         return {
             "node": self.me,
             "stamp": self.stamp.encode().hex(),
-            "digest": self.book.digest(),
+            "digest": digest,
             "participants": len(self.book.commitments()),
             "peers_in_book": len(known),
             "peers": len(peers),
             # Every peer's offer is here, and every peer held this very book at our last exchange with it.
-            "peers_agreeing": sum(self.peer_digests.get(p) == self.book.digest() for p in peers),
-            "converged": len(known) == len(peers) and all(self.peer_digests.get(p) == self.book.digest()
-                                                          for p in peers),
+            "peers_agreeing": sum(self.peer_digests.get(p) == digest for p in peers),
+            "converged": len(known) == len(peers) and all(self.peer_digests.get(p) == digest for p in peers),
             "converged_reason": self._convergence_reason(peers, known),
-            "asks": [{"id": a.slot.id, "kind": a.slot.kind, "quantity": a.slot.quantity, "price": a.price,
-                      "start": a.slot.start, "end": a.slot.end} for a in (mine.asks if mine else ())],
+            "asks": self._asks_view(),
             "needs": [{"id": b.slot.id, "kind": b.slot.kind, "quantity": b.slot.quantity, "price": b.price}
                       for b in self.needs.values()],
             "served_from_allocation": dict(self.allocation_served),
