@@ -566,7 +566,7 @@ PAGES.compute = {
         ['running', String(compute.running), 'running'], ['queued', `${compute.admitted || 0} of ${compute.max_queued}`],
         ['limits', `fuel ${fmtInt(limits.fuel)}, memory ${fmtSize(limits.memory)}, ${limits.timeout} s`],
         ['compiled', String(compute.compiled || 0)]])),
-      card('Invocations per minute', Charts.barChart(perMinute, {label: 'invocations per minute'}),
+      card('Invocations per minute', Charts.barChart(perMinute, {label: 'invocations per minute', empty: 'no runs in the last 30 minutes'}),
         h('p', {class: 'muted small'}, h('span', {'data-k': 'runs'}, fmtInt(runs)), pm.complete ? '' : ' or more',
           ` runs on this node in the last 30 minutes; fuel used by the ${records.length} newest: `, h('span', {'data-k': 'fuel'}, fmtInt(fuel))))),
       card('Modules', h('p', {class: 'muted'}, h('span', {'data-k': 'module-count'}, String(modules.length)), ' deployed'),

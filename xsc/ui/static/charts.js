@@ -156,6 +156,7 @@ const Charts = (() => {
     const el = frame(w, h, 'chart', opts.label);
     const max = Math.max(1, ...bars.map(b => b.value));
     const step = (w - L - R) / Math.max(1, bars.length);
+    if (opts.empty && !bars.some(b => b.value)) el.appendChild(text(w / 2, (h - B) / 2, opts.empty, 'empty', 'middle'));
     el.appendChild(svg('line', {x1: L, y1: h - B, x2: w - R, y2: h - B, class: 'grid'}));
     el.appendChild(text(L - 6, T + 8, String(max), 'axis', 'end'));
     el.appendChild(text(L - 6, h - B, '0', 'axis', 'end'));
