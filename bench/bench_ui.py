@@ -9,7 +9,8 @@ Seeds one node process (through its user API, and signed peer descriptors writte
                  the probe interval is long, so they stay as the history says)
 then opens each page in a fresh browser context (no cache: a first load) and reads the Navigation Timing API
 (responseEnd, domContentLoadedEventEnd, loadEventEnd) and the page's own mark `xsc-ready-<page>` (set when the
-page has fetched its API answers and drawn them): the time a person waits.  Target: ready < 300 ms.
+page has fetched its API answers and drawn them): the time a person waits.  Target: ready < 300 ms (the median of
+--repeat first loads; the fastest, "best", is printed beside it).
 
 Raw steps measured in the same run, to which the figures are ratios:
   floor  the browser's first load of a static file of the node (/ui/app.css) in a fresh context
@@ -276,7 +277,7 @@ def measure(url: str, token: str, node_pid: int, args, launch, sync_playwright) 
         results["floor_ms"], results["static_ms"] = floor, static
         print(f"\nfloor: first load of a static file {floor:.1f} ms; static: first load of the page without running "
               f"its scripts {static:.1f} ms", flush=True)
-        print(f"{'page':<9} {'response':>9} {'DOM':>7} {'load':>7} {'ready':>7} {'api(raw)':>9} "
+        print(f"{'page':<9} {'response':>9} {'DOM':>7} {'load':>7} {'ready':>7} {'best':>7} {'api(raw)':>9} "
               f"{'ready/static':>12} {'ready/api':>9} {'busy+node':>14}  target     drawn")
         for name, paths in PAGES.items():
             if name not in args.pages.split(","):
@@ -287,9 +288,11 @@ def measure(url: str, token: str, node_pid: int, args, launch, sync_playwright) 
             api_ms = raw_api_ms(url, token, paths)
             ok = median["ready"] < TARGET_MS
             shown = runs[-1]["shown"]
-            results["pages"][name] = {**median, "api_ms": api_ms, "runs": runs, "ok": ok, "shown": shown}
+            best = min(r["ready"] for r in runs)  # the load least disturbed by the rest of a busy machine
+            results["pages"][name] = {**median, "best_ready": best, "api_ms": api_ms, "runs": runs, "ok": ok,
+                                      "shown": shown}
             print(f"{name:<9} {median['response']:>7.1f}ms {median['dom']:>5.1f}ms {median['load']:>5.1f}ms "
-                  f"{median['ready']:>5.1f}ms {api_ms:>7.1f}ms {median['ready'] / static:>11.2f}x "
+                  f"{median['ready']:>5.1f}ms {best:>5.1f}ms {api_ms:>7.1f}ms {median['ready'] / static:>11.2f}x "
                   f"{median['ready'] / api_ms:>8.2f}x {median['page_cpu']:>6.0f}+{median['node_cpu']:<4.0f}ms "
                   f" {'ok' if ok else 'OVER'} (< {TARGET_MS:.0f} ms)  {shown}", flush=True)
         if args.screenshots:
