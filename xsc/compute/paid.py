@@ -118,13 +118,18 @@ class PaidCompute:
         # The market says who runs it and at what price (remote when this node offers no compute).  A provider
         # that cannot be reached at all (nothing was sent) is left out and the next one is asked.
         failed: set[str] = set()
+        call_fuel = self.compute.limits(call).fuel
         while True:
-            assignment = self.market.compute_deal(self.compute.limits(call).fuel, bid, frozenset(failed))
-            deal = {"need": assignment.need_id, "provider": assignment.provider, "price": assignment.price}
+            assignment = self.market.compute_deal(call_fuel, bid, frozenset(failed))
+            deal = {"need": assignment.need_id, "provider": assignment.provider, "price": assignment.price,
+                    "allocated": assignment.allocated}
             if assignment.provider == self.node.id:
                 break
             try:
                 result = await self.invoke_remote(assignment.provider, assignment.price, call, deal)
+            except Trap as err:  # it ran: the fuel it used was served (from the allocation, if placed there)
+                self.market.invoked(assignment, _fuel_of(err.details.get("fuel_consumed"), call_fuel))
+                raise
             except PeerUnreachable as err:
                 if err.details.get("sent") is not False or len(failed) >= MAX_FAILOVERS:
                     raise
@@ -132,6 +137,7 @@ class PaidCompute:
                             assignment.provider[:12])
                 failed.add(assignment.provider)
                 continue
+            self.market.invoked(assignment, _fuel_of(result.get("fuel_consumed"), call_fuel))
             self.on_invoked("remote")
             return result
         # The most the call may cost (its whole fuel budget, its memory limit for its whole timeout: what a
@@ -378,6 +384,11 @@ class PaidCompute:
             answer["run"] = dict(error.details)
             answer["trap"] = {"kind": run.outcome.trap_kind, "message": error.message, "hint": run.outcome.hint}
         return answer
+
+
+def _fuel_of(value: Any, limit: int) -> int:
+    """The fuel a provider's answer says a run used, at most the call's limit (0 if it says nothing sensible)."""
+    return min(value, limit) if type(value) is int and value > 0 else 0
 
 
 def _comparable(value: Any) -> Any:

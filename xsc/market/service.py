@@ -697,10 +697,28 @@ class MarketService:
         if self.spend is not None:
             self.spend(kind, sum(a.quantity for a in used))
 
+    def invoked(self, assignment: Assignment, fuel: int) -> None:
+        """An invoke placed by `compute_deal` ran (returned or trapped) and used `fuel`: if it was placed from the
+        allocation, that fuel counts against the provider's part and this node's standing compute needs shrink
+        by exactly as much (the rest of the call's reserved budget was not used: it stays allocated)."""
+        if assignment.allocated and fuel > 0:
+            self.spent("compute", [replace(assignment, quantity=fuel)])
+
+    def _allocation_room(self, kind: str) -> dict[str, int]:
+        """provider -> units its allocation still gives this node's needs of `kind` (given less spent)."""
+        if self.allocated is None:
+            return {}
+        given = self.allocated(kind)
+        spent = self._allocation_spent.get(kind, {}) if given == self._allocation_seen.get(kind) else {}
+        return {p: u - spent.get(p, 0) for p, u in given.items()}
+
     def compute_deal(self, fuel: int, max_price: int, exclude: frozenset[str] = frozenset()):
-        """The provider and price of an invoke of at most `fuel`: matched on the market, the answer kept
-        until the book changes (an invoke must not pay a matching of the whole book each time).  `exclude`:
-        providers that just failed this call (left out of the clearing too; such an answer is not kept)."""
+        """The provider and price of an invoke of at most `fuel`: placed from the allocation where a provider's
+        allocation to this node's standing compute needs still holds the call's reserved fuel (`deal`), else
+        matched on the market; the answer is kept until the book or the allocation changes (an invoke must
+        not pay a matching of the whole book each time), and one placed from the allocation only while the
+        provider's part still holds it.  `exclude`: providers that just failed this call (left out of the
+        clearing too; such an answer is not kept)."""
         if exclude:
             need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(), 60,
                              max_price)
@@ -708,8 +726,12 @@ class MarketService:
                 return self.deal([need], exclude)[need.slot.id]
             finally:
                 self.remember()
-        key = (self.version, fuel.bit_length(), max_price)
+        room = self._allocation_room("compute")
+        key = (self.version, fuel.bit_length(), max_price, tuple(sorted(p for p, u in room.items()
+                                                                      if u >= 1 << fuel.bit_length())))
         found = self._compute_deals.get(key)
+        if found is not None and found.allocated and room.get(found.provider, 0) < found.quantity:
+            found = None  # its part of the allocation was used up since
         if found is None:
             need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(),
                              60, max_price)

@@ -1,0 +1,83 @@
+"""Invokes served from the converged allocation (issue 13), on two in-process nodes with real HTTP between them:
+a gateway that offers no compute and a provider whose allocation gives the gateway's standing compute need units.
+Each invoke runs on the provider that allocated to it, at the clearing price, and the standing need shrinks by
+exactly the fuel the run used; once what is left of the allocation cannot hold a call's fuel budget, the call
+market places the next call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+
+from tests.support.compute import deploy, invoke
+
+from xsc.node.appkeys import ALLOCATION, MARKET, PEERS
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+FUEL = 100_000  # the calls' fuel limit: each reserves 2^17 = 131,072 units of the allocation
+N = 15  # fib(15): a few tens of thousands of fuel, the same every time
+
+
+async def _until(check, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+    return value
+
+
+def _left(node, need: str) -> int | None:
+    return next((n["quantity"] for n in node.app[ALLOCATION].status()["needs"] if n["id"] == need), None)
+
+
+async def test_invokes_are_served_from_the_allocation_and_shrink_the_standing_need(node_factory) -> None:
+    a = await node_factory("a", **QUIET, market={"allocation_delay": 0.05, "offer_compute": False})
+    b = await node_factory("b", **QUIET, market={"allocation_delay": 0.05})
+    await a.app[PEERS].add(b.app[PEERS].url)
+    await a.app[MARKET].fill_book()
+    await b.app[MARKET].fill_book()
+    a_id, b_id = a.app[PEERS].identity.id, b.app[PEERS].identity.id
+    a.app[MARKET].set_recognition(b_id, Decimal(1))
+    b.app[MARKET].set_recognition(a_id, Decimal(1))
+    module = await deploy(a, "fibonacci")
+
+    # No standing need yet: the call market places the call (on b, the only provider); b gets the module.
+    status, first = await invoke(a, module, "fib", N, fuel=FUEL)
+    assert status == 200 and first["provider"] == b_id and first["deal"]["allocated"] is False, first
+    used = first["fuel_consumed"]
+    reserved = 1 << FUEL.bit_length()
+    assert 0 < used < reserved // 2
+
+    # A standing compute need that holds two calls' budgets after one call, not after two.
+    quantity = reserved + used + used // 2
+    response = await a.post("/v1/allocation/needs", json={"kind": "compute", "quantity": quantity, "seconds": 600})
+    assert response.status == 201
+    need = (await response.json())["id"]
+    allocation, market = a.app[ALLOCATION], a.app[MARKET]
+    await _until(lambda: allocation.allocated("compute").get(b_id) == quantity, "b to allocate a's whole need")
+
+    left = quantity
+    for call in range(2):
+        status, body = await invoke(a, module, "fib", N, fuel=FUEL)
+        assert status == 200 and body["results"][0]["value"] == 610, body
+        # It ran on the provider that allocated to a, priced at the call market's clearing price ...
+        assert body["provider"] == b_id and body["deal"]["allocated"] is True, (call, body["deal"])
+        clearing = market.clearings()[("compute", market.bucket())]
+        assert body["deal"]["price"] == clearing.price, (body["deal"], clearing)
+        # ... and the standing need shrank by exactly the fuel the run used.
+        assert body["fuel_consumed"] == used
+        assert _left(a, need) == left - used, (call, left, used, _left(a, need))
+        left -= used
+        # b's allocation follows the smaller need (received and served stay equal).
+        await _until(lambda: allocation.allocated("compute").get(b_id) == left, "b to follow the smaller need")
+    assert market.status()["served_from_allocation"] == {"needs": 2, "units": 2 * used}
+
+    # What is left (less than a call's budget) cannot hold the next call: the call market places it, and the
+    # standing need no longer shrinks.
+    assert left < reserved
+    status, body = await invoke(a, module, "fib", N, fuel=FUEL)
+    assert status == 200 and body["deal"]["allocated"] is False and body["provider"] == b_id, body["deal"]
+    assert _left(a, need) == left
+    assert market.status()["served_from_allocation"] == {"needs": 2, "units": 2 * used}
