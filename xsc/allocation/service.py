@@ -21,7 +21,11 @@
   peer and was given none to join (the first node of a network), or has the smallest node id of the
   peers it knows (none of which has an id yet: they all started at once); the others fork from it
   on their next try.  A node given peers to join waits for one of them, however long it takes.
-  The id is stored (`keys.MARKET_ALLOCATION`) so a restarted node keeps it.
+  The id is stored (`keys.MARKET_ALLOCATION`).  A restarted node *rejoins*: it forks a fresh id from a
+  live peer and gives its stored one back in the same request (`"retire"`: the peer joins it into its
+  own before forking, so the id space does not fragment), and its new stamp is after everything it
+  published before and everything that peer holds of it; with no peer to rejoin through within
+  `FORK_WAIT` seconds it goes on with its stored id (nobody else owns it).
 - **Anti-entropy**: every third of `market.freshness` (at least the gossip interval) one random peer
   gets our records with `ask`, and answers with its own; a peer we hold nothing of is asked on the
   next push.  A provider with nothing to allocate publishes nothing, so a network without needs
@@ -52,6 +56,7 @@ from .convergence import NETWORK_QUORUM
 from .itc import ItcError, Stamp
 from .models import AllocationState, Commitment, DampingSample
 from .records import (
+    MAX_STAMP_HEX,
     Held,
     ReceiptRecord,
     StateRecord,
@@ -88,8 +93,11 @@ class AllocationService:
         self.gossip_interval = gossip_interval
         self.joins = joins  # started with peers to join (peers.urls): it forks its ITC id, never seeds one alone
         raw = db.get(keys.MARKET_ALLOCATION)
-        self.stamp: Stamp | None = Stamp.decode(bytes.fromhex(raw.decode())) if raw else None
+        # A restarted node's id, until it rejoins through a peer (`ensure_id`): it publishes nothing before.
+        self.retiring: Stamp | None = Stamp.decode(bytes.fromhex(raw.decode())) if raw else None
+        self.stamp: Stamp | None = None
         self.forked_from: str | None = None
+        self.rejoined = False  # this run got its id by giving its stored one back to a peer
         self.states = Held()  # provider -> its newest StateRecord (this node's too)
         self.receipts = Held()  # recipient -> its newest ReceiptRecord (this node's too)
         self.previous: AllocationState | None = None  # this node's last state, for convergence
@@ -321,18 +329,33 @@ class AllocationService:
             return {**result, **own}
         return result
 
-    def fork(self, peer: str) -> dict:
-        """Give a joining peer half of this node's ITC id (stored before it is answered)."""
+    def fork(self, peer: str, body: Any = None) -> dict:
+        """Give a joining peer half of this node's ITC id (stored before it is answered).
+
+        A returning peer sends the id it had (`{"retire": HEX}`): it is joined into this node's own first
+        (ITC's retire: the id space stays whole) when it is disjoint from ours and within the id of the
+        newest record we hold of that peer (if any); the half given is after everything we hold of it."""
         if self.stamp is None:
             raise InvalidArgument("this node has no ITC id yet to fork", hint="ask another peer")
+        stamp, retired = self.stamp, False
+        old = _retired_stamp(body)
+        if old is not None and not old.is_anonymous and _disjoint(old.id, stamp.id):
+            latest = [s for s in (self.states.seen(peer), self.receipts.seen(peer))
+                      if s is not None and not s.is_anonymous]  # (a merge of concurrent copies keeps no id)
+            if all(_within(old.id, s.id) for s in latest):
+                stamp, retired = stamp.join(old), True
+        for held in (self.states, self.receipts):
+            seen = held.seen(peer)
+            if seen is not None:
+                stamp = stamp.join(seen.peek())  # its next records must be newer than all we hold of it
         try:
-            keep, give = self.stamp.fork()
+            keep, give = stamp.fork()
         except ItcError as err:
             raise InvalidArgument(f"cannot fork this node's ITC id: {err}", hint="ask another peer") from None
         self.stamp = keep
         self.db.put(keys.MARKET_ALLOCATION, keep.encode().hex().encode(), sync=True)
-        log.info("forked half of the allocation ITC id for %s", peer[:12])
-        return {"stamp": give.encode().hex()}
+        log.info("forked half of the allocation ITC id for %s%s", peer[:12], " (its old id given back)" if retired else "")
+        return {"stamp": give.encode().hex(), "retired": retired}
 
     # --- sending ------------------------------------------------------------------------------------
     def _own(self) -> dict:
@@ -372,20 +395,29 @@ class AllocationService:
             log.exception("allocation push to %s failed", d.id[:12])
 
     async def ensure_id(self) -> bool:
-        """Fork an ITC id from a peer (or seed one when no peer was known for FORK_WAIT s)."""
+        """Fork an ITC id from a peer (or seed one when no peer was known for FORK_WAIT s); a restarted node
+        forks a fresh one and gives its stored id back (or keeps it when no peer answered for FORK_WAIT s)."""
         if self.stamp is not None:
             return True
+        old = self.retiring
+        ask = {} if old is None else {"retire": old.encode().hex()}
         for d in self._targets():
             try:
-                response = await self.peers.request(d.url, "POST", FORK_PATH, json={}, to=d.id)
+                response = await self.peers.request(d.url, "POST", FORK_PATH, json=ask, to=d.id)
                 stamp = Stamp.decode(bytes.fromhex(response.json()["stamp"]))
             except (PeerError, XscError, ValueError, KeyError, TypeError) as err:
                 log.debug("no ITC fork from %s: %s", d.id[:12], err)
                 continue
             if stamp.is_anonymous:
                 continue
+            if old is not None:
+                stamp = stamp.join(old.peek())  # after every event of its own before the restart
+                self.rejoined, self.retiring = True, None
             self.stamp, self.forked_from = stamp, d.id
             self.db.put(keys.MARKET_ALLOCATION, stamp.encode().hex().encode(), sync=True)
+            return True
+        if old is not None and (time.monotonic() - self._started >= FORK_WAIT or not self._targets()):
+            self.stamp, self.retiring = old, None  # no peer to rejoin through: the stored id is still ours alone
             return True
         # Nobody gave one: the first node of a network (no peer), or every peer is as new as this one
         # (then the smallest node id seeds and the others fork from it).
@@ -488,6 +520,7 @@ class AllocationService:
         return {
             "stamp": None if self.stamp is None else self.stamp.encode().hex(),
             "forked_from": self.forked_from,
+            "rejoined": self.rejoined,
             "rounds": self.rounds,
             "converged": (mine is None or mine.converged) and share >= float(NETWORK_QUORUM),
             "provider_converged": None if mine is None else mine.converged,
@@ -517,6 +550,37 @@ class AllocationService:
 def _need_view(bid) -> dict:
     s = bid.slot
     return {"id": s.id, "kind": s.kind, "quantity": s.quantity, "start": s.start, "end": s.end, "max_price": bid.price}
+
+
+def _retired_stamp(body: Any) -> Stamp | None:
+    """The id a returning peer gives back with its fork request ({"retire": HEX}), or None."""
+    text = body.get("retire") if isinstance(body, dict) else None
+    if text is None:
+        return None
+    if not isinstance(text, str) or len(text) > MAX_STAMP_HEX:
+        raise InvalidArgument(f"retire must be the hex of an ITC stamp of at most {MAX_STAMP_HEX} digits")
+    try:
+        return Stamp.decode(bytes.fromhex(text))
+    except ValueError:
+        raise InvalidArgument("retire must be the hex of an ITC stamp") from None
+
+
+def _disjoint(a: Any, b: Any) -> bool:
+    """ITC ids `a` and `b` own no part of the interval in common."""
+    if a == 0 or b == 0:
+        return True
+    if a == 1 or b == 1:
+        return False
+    return _disjoint(a[0], b[0]) and _disjoint(a[1], b[1])
+
+
+def _within(a: Any, b: Any) -> bool:
+    """Every part of the interval id `a` owns, id `b` owns too."""
+    if a == 0 or b == 1:
+        return True
+    if a == 1 or b == 0:
+        return False  # a normal id other than 1 never owns the whole interval
+    return _within(a[0], b[0]) and _within(a[1], b[1])
 
 
 def _reason(err: XscError) -> str:

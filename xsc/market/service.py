@@ -427,9 +427,16 @@ class MarketService:
         except PeerError as err:
             log.debug("market exchange with %s failed: %s", d.id[:12], err)
 
-    async def _run(self) -> None:
+    async def _run(self, announce: bool = False) -> None:
         """Re-publish on change (debounced) and at every bucket boundary; swap books with new peers at
-        once and with a random peer every gossip interval."""
+        once and with a random peer every gossip interval.  `announce`: the offer published at start differs
+        from the one the peers hold (a restarted node: they hold its last one, or the empty one it left with),
+        so every peer gets it at once."""
+        if announce:
+            try:
+                await self._push(None)
+            except Exception:  # noqa: BLE001 -- the peers get it at the next change or heartbeat anyway
+                log.exception("announcing this node's offer failed")
         interval = self.gossip_interval
         next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
         heartbeat = self.config.freshness / 3
@@ -460,8 +467,8 @@ class MarketService:
                 log.exception("market round failed")
 
     def start(self) -> None:
-        self.publish(force=self._published is None and self.book.get(self.me) is None)
-        self._tasks = [asyncio.create_task(self._run(), name="xsc-market")]
+        changed = self.publish(force=self._published is None and self.book.get(self.me) is None)
+        self._tasks = [asyncio.create_task(self._run(announce=changed), name="xsc-market")]
 
     async def close(self) -> None:
         for task in self._tasks:

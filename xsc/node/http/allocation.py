@@ -6,7 +6,8 @@ User API (token):
     DELETE /v1/allocation/needs/{need}      remove a standing need
 Peer API (signed; `peer_auth.peer_id(request)` is the sending node):
     POST /v1/peer/allocation {"states": [...], "receipts": [...], "ask"?} -> {"changed", "refused"[, own records]}
-    POST /v1/peer/allocation/fork {}        -> {"stamp"}: half of this node's ITC id, for a joining node
+    POST /v1/peer/allocation/fork {"retire"?} -> {"stamp", "retired"}: half of this node's ITC id, for a joining
+                                            node (a returning one gives its old id back: joined into ours first)
 """
 
 from __future__ import annotations
@@ -50,4 +51,5 @@ async def exchange(request: web.Request) -> web.Response:
 
 @routes.post("/v1/peer/allocation/fork")
 async def fork(request: web.Request) -> web.Response:
-    return web.json_response(request.app[ALLOCATION].fork(peer_auth.peer_id(request)))
+    body = await json_body(request, 'send {} (or {"retire": HEX}: the id this node had before it restarted)')
+    return web.json_response(request.app[ALLOCATION].fork(peer_auth.peer_id(request), body))

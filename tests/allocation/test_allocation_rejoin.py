@@ -1,0 +1,112 @@
+"""A restarted node rejoins by fork (issue 13): it forks a fresh ITC id from a live peer and gives its stored one
+back, so the network's ids still add up to the whole interval; its new stamp is after everything the peers hold of
+it, so its records are taken at once even when its stored stamp lost events (a write lost in a crash); and the
+allocation converges again.  Three in-process nodes; the restarted one runs again on its data dir and port."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from decimal import Decimal
+from fractions import Fraction
+
+from xsc import keys
+from xsc.allocation import Stamp
+from xsc.node.appkeys import ALLOCATION, MARKET, PEERS
+from xsc.node.datadir import open_db
+
+from tests.support.nodes import serve
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
+         "market": {"allocation_delay": 0.05}}
+NEED = 1_000_000
+
+
+async def _until(check, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+    return value
+
+
+def _received(node) -> dict[str, int]:
+    """provider -> units, over this node's receipt."""
+    out: dict[str, int] = {}
+    for entry in (node.app[ALLOCATION].status()["received"] or {}).values():
+        for p, units in entry["by_provider"].items():
+            out[p] = out.get(p, 0) + units
+    return out
+
+
+def _measure(i) -> Fraction:
+    """The share of the interval an ITC id owns."""
+    return Fraction(i) if i in (0, 1) else (_measure(i[0]) + _measure(i[1])) / 2
+
+
+def _whole(stamps: list[Stamp]) -> bool:
+    """The ids together own the whole interval and no part twice (their shares add up to exactly 1)."""
+    union = Stamp(0, 0)
+    for s in stamps:
+        union = union.join(Stamp(s.id, 0))
+    return union.id == 1 and sum(_measure(s.id) for s in stamps) == 1
+
+
+async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_allocation_converges(make_config) -> None:
+    # b is c's only provider (a offers nothing): what is checked is the rejoin, not how two providers share.
+    configs = {name: make_config(name, **QUIET) for name in "bc"}
+    configs["a"] = make_config("a", **{**QUIET, "market": {**QUIET["market"], "offer_storage": False}})
+    nodes = {name: await serve(configs[name]) for name in "abc"}
+    try:
+        a, b, c = nodes["a"], nodes["b"], nodes["c"]
+        await a.app[PEERS].add(b.app[PEERS].url)
+        await a.app[PEERS].add(c.app[PEERS].url)
+        await b.app[PEERS].add(c.app[PEERS].url)
+        ids = {name: n.app[PEERS].identity.id for name, n in nodes.items()}
+        for name, n in nodes.items():
+            await n.app[MARKET].fill_book()
+            for other, oid in ids.items():
+                if other != name:
+                    n.app[MARKET].set_recognition(oid, Decimal(1))
+        await _until(lambda: all(n.app[ALLOCATION].stamp is not None for n in nodes.values()), "every ITC id")
+        assert _whole([n.app[ALLOCATION].stamp for n in nodes.values()])
+
+        # c needs storage; b allocates to it.
+        response = await c.post("/v1/allocation/needs", json={"kind": "storage", "quantity": NEED, "seconds": 600})
+        assert response.status == 201
+        await _until(lambda: sum(_received(c).values()) == NEED and ids["b"] in _received(c), "c's need to be met")
+        await _until(lambda: all(n.app[ALLOCATION].states.get(ids["b"]) is not None for n in (a, c)),
+                     "b's state at a and c")
+        held_before = {name: nodes[name].app[ALLOCATION].states.seen(ids["b"]) for name in "ac"}
+
+        # b stops; its stored stamp loses its events (a write lost in a crash: same id, nothing counted).
+        old = b.app[ALLOCATION].stamp
+        await b.close()
+        db = open_db(configs["b"].data_dir)
+        db.put(keys.MARKET_ALLOCATION, Stamp(old.id, 0).encode().hex().encode(), sync=True)
+        db.close()
+        assert Stamp(old.id, 0).event().leq(held_before["a"])  # kept, that stamp's next records would be stale
+
+        b = nodes["b"] = await serve(configs["b"])
+        service = b.app[ALLOCATION]
+        assert service.stamp is None and service.retiring == Stamp(old.id, 0)  # publishes nothing before it rejoins
+        await _until(lambda: service.stamp is not None, "b to rejoin")
+        status = service.status()
+        assert status["rejoined"] is True and status["forked_from"] in (ids["a"], ids["c"])
+        # A fresh fork, after everything the peers held of it; the old id was given back first (so when the peer
+        # it forked from holds the other half of a pair, b gets the same half again): the ids still add up to the
+        # whole interval, none twice.
+        assert all(s.leq(service.stamp) for s in held_before.values())
+        assert _whole([n.app[ALLOCATION].stamp for n in nodes.values()])
+
+        # Its records are taken at once (never stale), and the allocation converges again with it.
+        await _until(lambda: service.states.get(ids["b"]) is not None, "b to publish its state")
+        await _until(lambda: all(n.app[ALLOCATION].states.get(ids["b"]) is not None
+                                 and n.app[ALLOCATION].states.get(ids["b"]).stamp == service.states.get(ids["b"]).stamp
+                                 for n in (a, c)), "a and c to take b's new state")
+        await _until(lambda: sum(_received(c).values()) == NEED and c.app[ALLOCATION].status()["converged"]
+                     and service.status()["converged"], "the allocation to converge again")
+    finally:
+        for n in nodes.values():
+            await n.close()
