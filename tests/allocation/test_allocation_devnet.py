@@ -154,10 +154,13 @@ def test_a_devnet_converges_without_over_allocation_and_a_killed_provider_is_dro
         wait_until(dropped, "the killed provider to be dropped", timeout=2 * FRESHNESS)
         wait_until(lambda: _settled(others, ids[:-1], recipients), "the others to converge without it", timeout=40)
 
-        # It comes back: it rejoins (its id was kept) and the allocation converges with it again.
+        # It comes back: it rejoins by fork (a fresh half from a live peer, its old id given back) and the
+        # allocation converges with it again.
         victim.start(60)
         wait_until(lambda: all(any(p["id"] == victim_id and p["active"] for p in _status(n)["peers"])
                                for n in others) and _settled(nodes, ids, recipients),
                    "the provider to rejoin and the allocation to converge", timeout=40)
+        back = _status(victim)
+        assert back["rejoined"] is True and back["forked_from"] in ids[:-1], back
     finally:
         kill_all(net)
