@@ -110,3 +110,20 @@ async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_al
     finally:
         for n in nodes.values():
             await n.close()
+
+
+async def test_a_node_with_no_peer_to_rejoin_through_keeps_its_stored_id(make_config) -> None:
+    config = make_config("alone", **QUIET)
+    node = await serve(config)
+    try:
+        first = await _until(lambda: node.app[ALLOCATION].stamp, "the first node to seed its id")
+        assert first.id == 1
+    finally:
+        await node.close()
+    node = await serve(config)
+    try:
+        service = node.app[ALLOCATION]
+        await _until(lambda: service.stamp is not None, "the id back")
+        assert service.stamp == first and service.status()["rejoined"] is False and service.forked_from is None
+    finally:
+        await node.close()
