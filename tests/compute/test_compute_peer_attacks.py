@@ -3,19 +3,15 @@ expired one none, and no stranger can push modules into the node."""
 
 from __future__ import annotations
 
-import json
-import os
 import time
 
+from tests.support.attacks import invoke_body
 from tests.support.compute import deploy, module_id, wasm
 
 from xsc.identity import Identity, sign_request
-from xsc.ledger.model import authorize, encode_authorization
 from xsc.net.compute import INVOKE_PATH, MODULES_PATH
 from xsc.node import IDENTITY
 from xsc.node.appkeys import COMPUTE, PAID_COMPUTE
-
-PRICE = 10**9  # above any ask
 
 
 async def _peer(node, attacker: Identity, method: str, path: str, body: bytes) -> tuple[int, dict]:
@@ -25,10 +21,7 @@ async def _peer(node, attacker: Identity, method: str, path: str, body: bytes) -
 
 
 def _invoke_body(node, attacker: Identity, module: str, *, expires_in: int = 600) -> bytes:
-    auth = authorize(attacker, node.app[IDENTITY].public_key, 10**12, "compute:attack", int(time.time()) + expires_in,
-                     os.urandom(16))
-    return json.dumps({"call": {"module": module, "function": "add", "args": [1, 2], "fuel": 1_000_000},
-                       "price": PRICE, "authorization": encode_authorization(auth).hex(), "deal": {}}).encode()
+    return invoke_body(attacker, node.app[IDENTITY].public_key, module, expires_in=expires_in)
 
 
 async def test_one_authorization_buys_one_run(node_factory) -> None:

@@ -16,19 +16,11 @@ from xsc.compute.shape import read_shape
 from xsc.errors import InvalidModule
 from xsc.identity import Identity, sign_request
 
+from tests.support.attacks import (ADD, EXCEPTIONS, EXTERNREF, GC_ARRAY, V128_GLOBAL, V128_IMPORT, V128_PARAM,
+                                   V128_RESULT)
 from tests.support.peers import api, http, node_id
 
 PEER_MODULES = "/v1/peer/modules"
-V128_PARAM = '(module (func (export "f") (param v128)) (func (export "add") (param i32 i32) (result i32) ' \
-             'local.get 0 local.get 1 i32.add))'
-V128_GLOBAL = '(module (global (export "g") v128 (v128.const i64x2 1 2)))'
-V128_RESULT = '(module (func (export "f") (result v128) v128.const i64x2 0 0))'
-V128_IMPORT = '(module (import "wasi_snapshot_preview1" "fd_write" (func (param v128))))'
-GC_ARRAY = '(module (type $a (array (mut i8))) (func (export "f") (result i32) ' \
-           '(array.len (array.new_default $a (i32.const 30000000)))))'
-EXTERNREF = '(module (func (export "f") (param externref)))'
-EXCEPTIONS = '(module (tag $e) (func (export "f") throw $e))'
-ADD = '(module (func (export "add") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))'
 
 
 def _deploy(node, wat: str, query: str = "") -> tuple[int, dict]:

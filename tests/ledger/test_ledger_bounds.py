@@ -11,11 +11,12 @@ import aiohttp
 import pytest
 
 from xsc.errors import BalanceOutOfRange, PeerRefused
-from xsc.identity import Identity, parse_public_id, sign_request
-from xsc.ledger import byte_hours, price_storage
-from xsc.ledger.model import MAX_U63, authorize, encode_authorization
+from xsc.identity import Identity
+from xsc.ledger import price_storage
+from xsc.ledger.model import MAX_U63, authorize
 from xsc.ledger.rules import MAX_BALANCE, AccountState
 from xsc.net import PeerClient, RemoteHolder
+from tests.support.attacks import receipt_claim, signed
 from tests.support.ledger import now, open_store, transfer
 from tests.support.peers import http, node_id
 from tests.support.shares import EncodedFile, lease, place
@@ -81,17 +82,12 @@ PRICE = 4_000  # micro-credits per GiB-hour: at or above every ask of the defaul
 
 def _peer(node, signer: Identity, receiver: str, path: str, payload: dict) -> tuple[int, dict]:
     body = json.dumps(payload).encode()
-    headers = sign_request(signer, "POST", path, body, receiver=receiver)
-    return http(node.url, "POST", path, body, {**headers, "Content-Type": "application/json"})
+    return http(node.url, "POST", path, body, signed(signer, "POST", path, body, receiver))
 
 
 def _receipt(node, attacker: Identity, victim: str, payer: Identity, f: EncodedFile, start: int, end: int,
              amount: int) -> tuple[int, dict]:
-    job = f"store:{f.si.hex()}:0:{start}:{end}"
-    auth = authorize(payer, parse_public_id(victim), amount, job, now() + 600, os.urandom(16))
-    return _peer(node, attacker, victim, "/v1/peer/ledger/receipts",
-                 {"authorization": encode_authorization(auth).hex(), "amount": amount,
-                  "usage": {"byte_hours": byte_hours(f.share_bytes, end - start)}})
+    return _peer(node, attacker, victim, "/v1/peer/ledger/receipts", receipt_claim(payer, victim, f, start, end, amount))
 
 
 def _verify(node) -> None:

@@ -5,7 +5,6 @@ and a node that received them keeps its book clean and its puts quick."""
 from __future__ import annotations
 
 import json
-import time
 from decimal import Decimal
 
 import pytest
@@ -15,78 +14,28 @@ from hypothesis import strategies as st
 from xsc.allocation import Stamp
 from xsc.allocation.models import MAX_DECIMAL_DIGITS, MAX_DECIMAL_PLACES, MAX_WEIGHT, Commitment
 from xsc.errors import InvalidMarketCommitment
-from xsc.identity import Identity, sign_request
-from xsc.market import parse_commitment, sign_commitment, signed_bytes
-from xsc.peers.descriptors import make_descriptor
-from tests.support.market import ask, bid
+from xsc.identity import Identity
+from xsc.market import parse_commitment
+from tests.support.attacks import HOSTILE, fake_descriptors, honest_commitment, hostile_commitment, now_ms, signed
 from tests.support.peers import api, http, node_id
 
 VICTIM = Identity.generate()
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _honest(identity: Identity, recognise: str) -> dict:
-    me = identity.id
-    mc = sign_commitment(identity, asks=[ask(me, "c1", 10**9, 10)], bids=[bid(me, "n1", 10**6, 50)],
-                         recognition={recognise: Decimal("2.5")}, stamp=Stamp.seed().event(), timestamp=_now_ms())
-    return mc.to_json()
-
-
-def _resigned(identity: Identity, fields: dict) -> dict:
-    """The commitment with its fields changed, and signed again by its participant: a valid signature."""
-    body = {k: v for k, v in fields.items() if k != "signature"}
-    return {**body, "signature": identity.sign(signed_bytes(body)).hex()}
-
-
-def _hostile(identity: Identity, where: str, value, recognise: str = VICTIM.id) -> dict:
-    fields = _honest(identity, recognise)
-    if where == "weight":
-        fields["recognition"] = {recognise: value}
-    elif where == "timestamp":
-        fields["timestamp"] = value
-    else:
-        side, name = where.split(".", 1)
-        order = fields[side][0]
-        if name in order:
-            order[name] = value
-        else:
-            order["slot"][name] = value
-    return _resigned(identity, fields)
-
-
-HOSTILE = [
-    ("weight", "1E+20000000"),  # the one from the issue: as_integer_ratio takes 25-50 s
-    ("weight", "1E-20000000"),
-    ("weight", "0." + "0" * 60 + "1"),
-    ("weight", "1" + "0" * 12),  # past MAX_WEIGHT
-    ("weight", "3." + "1" * 200),
-    ("asks.price", 2**70),
-    ("bids.price", 10**13),
-    ("asks.quantity", 2**64),
-    ("bids.end", 2**50),
-    ("asks.start", -5),
-    ("bids.min_availability", "0." + "9" * 100),
-    ("timestamp", 2**60),
-]
 
 
 @pytest.mark.parametrize("where,value", HOSTILE)
 def test_every_number_of_a_commitment_is_bounded_at_parse_time(where, value) -> None:
     stranger = Identity.generate()
     with pytest.raises(InvalidMarketCommitment) as err:
-        parse_commitment(_hostile(stranger, where, value), now_ms=_now_ms())
+        parse_commitment(hostile_commitment(stranger, where, value, VICTIM.id), now_ms=now_ms())
     assert ("recognition" if where == "weight" else where.rsplit(".", 1)[-1]) in err.value.message
 
 
 def test_future_dated_commitments_are_refused() -> None:
     stranger = Identity.generate()
-    ahead = _hostile(stranger, "timestamp", _now_ms() + 3_600_000)
+    ahead = hostile_commitment(stranger, "timestamp", now_ms() + 3_600_000, VICTIM.id)
     with pytest.raises(InvalidMarketCommitment, match="in the future"):
-        parse_commitment(ahead, now_ms=_now_ms())
-    assert parse_commitment(_hostile(stranger, "timestamp", _now_ms()), now_ms=_now_ms())
+        parse_commitment(ahead, now_ms=now_ms())
+    assert parse_commitment(hostile_commitment(stranger, "timestamp", now_ms(), VICTIM.id), now_ms=now_ms())
 
 
 @settings(max_examples=200, deadline=None)
@@ -106,8 +55,7 @@ def test_an_accepted_weight_is_a_small_fraction(weight: Decimal) -> None:
 
 def _signed(node, signer: Identity, receiver: str, path: str, payload: dict) -> tuple[int, dict]:
     body = json.dumps(payload).encode()
-    headers = sign_request(signer, "POST", path, body, receiver=receiver)
-    return http(node.url, "POST", path, body, {**headers, "Content-Type": "application/json"})
+    return http(node.url, "POST", path, body, signed(signer, "POST", path, body, receiver))
 
 
 @pytest.mark.slow
@@ -119,16 +67,15 @@ def test_a_node_that_receives_hostile_commitments_keeps_a_clean_book_and_quick_p
     strangers = [Identity.generate() for _ in range(len(HOSTILE) + 2)]
     # Each key first makes itself a peer (a self-signed descriptor, as any node can): only peers' commitments
     # are even parsed, so the hostile numbers reach the parser.
-    descriptors = [make_descriptor(s, url=f"http://127.0.0.1:{1 + n}", capacity=1, free=1, version="0.1.0",
-                                   timestamp=_now_ms()).to_json() for n, s in enumerate(strangers)]
+    descriptors = fake_descriptors(strangers, "127.0.0.1", 1)
     status, answer = _signed(node, strangers[0], victim, "/v1/peer/descriptors", {"descriptors": descriptors})
     assert status == 200, answer
     status, peers = api(node, "GET", "/v1/peers")
     assert {s.id for s in strangers} <= {p["id"] for p in peers["peers"]}, peers
 
-    commitments = [_hostile(s, where, value, victim) for s, (where, value) in zip(strangers, HOSTILE)]
-    commitments.append(_hostile(strangers[-2], "timestamp", _now_ms() + 3_600_000, victim))
-    commitments.append(_honest(strangers[-1], victim))  # the one control: an honest commitment is taken
+    commitments = [hostile_commitment(s, where, value, victim) for s, (where, value) in zip(strangers, HOSTILE)]
+    commitments.append(hostile_commitment(strangers[-2], "timestamp", now_ms() + 3_600_000, victim))
+    commitments.append(honest_commitment(strangers[-1], victim))  # the one control: an honest commitment is taken
     status, answer = _signed(node, strangers[0], victim, "/v1/peer/market", {"commitments": commitments})
     assert status == 200, answer
     held = {c["participant"] for c in answer["commitments"]}

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
-from xsc.allocation import Stamp
 from xsc.identity import Identity, sign_request
-from xsc.market import sign_commitment
 from xsc.node.appkeys import HEALTH, MARKET, PEERS
 
-from tests.support.market import ask
+from tests.support.attacks import free_ask
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 CHEAP = {"market": {"storage_ask_floor": 10, "storage_ask_ceiling": 20}}
-
-
-def _free_ask(identity: Identity) -> dict:
-    now = int(time.time())
-    commitment = sign_commitment(identity, asks=(ask(identity.id, "storage-free", 10**15, 0, now - 60, now + 7200),),
-                                 bids=(), recognition={}, stamp=Stamp.seed().event(), timestamp=int(time.time() * 1000))
-    return commitment.to_json()
 
 
 async def _put(node, data: bytes) -> tuple[int, dict]:
@@ -31,7 +21,7 @@ async def _put(node, data: bytes) -> tuple[int, dict]:
 async def test_a_stranger_asking_zero_is_never_in_the_book(node_factory) -> None:
     a = await node_factory("a", **QUIET)
     stranger = Identity.generate()
-    body = {"commitments": [_free_ask(stranger)]}
+    body = {"commitments": [free_ask(stranger)]}
     import json as jsonlib
 
     raw = jsonlib.dumps(body).encode()

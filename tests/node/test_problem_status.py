@@ -25,7 +25,8 @@ async def test_deeply_nested_json_is_a_400_problem_and_the_node_keeps_serving(no
     from xsc.identity import Identity, sign_request
     from xsc.node.appkeys import PEERS
 
-    deep = b"[" * 100_000 + b"]" * 100_000
+    from tests.support.attacks import DEEP_JSON as deep
+
     for path in ("/v1/market/recognize", "/v1/peers"):
         response = await node.post(path, data=deep, headers={"Content-Type": "application/json"})
         problem = await response.json()

@@ -18,10 +18,12 @@ FAST = {"XSC_PEERS_GOSSIP_INTERVAL": "0.3", "XSC_HEALTH_PROBE_INTERVAL": "0.2", 
         "XSC_AUDIT_REPAIR_AFTER_FAILURES": "1000000"}
 
 
-def http(url: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
-         ) -> tuple[int, Any]:
+def http(url: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None,
+         source: str | None = None) -> tuple[int, Any]:
+    """One request on a fresh connection (from the loopback address `source` if given): (status, JSON or bytes)."""
     parts = urlsplit(url)
-    conn = httplib.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    conn = httplib.HTTPConnection(parts.hostname, parts.port, timeout=30,
+                                  source_address=(source, 0) if source else None)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
