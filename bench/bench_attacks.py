@@ -315,14 +315,22 @@ def descriptors_round(t: Target) -> list[str]:
     return [answer(status, body)]
 
 
+def book_setup(t: Target) -> None:
+    """1,000 fresh keys make themselves peers (16 new ones a message: the directory's bound), and each signs two
+    commitments, so that the rounds can alternate between them (neither is the one held: each is checked)."""
+    strangers = [Identity.generate() for _ in range(1000)]
+    _peers_of_node(t, strangers)
+    t.state["messages"] = [json.dumps({"commitments": [hostile.honest_commitment(s, t.id) for s in strangers]}).encode()
+                           for _ in range(2)]
+    t.state["strangers"] = strangers
+
+
 def book_round(t: Target) -> list[str]:
-    """200 fresh keys make themselves peers and each gossips a commitment (no bound on participants once; each
-    flood request blocked the loop ~1 s)."""
-    strangers = [Identity.generate() for _ in range(200)]
-    _peers_of_node(t, strangers[:32])
-    commitments = [hostile.honest_commitment(s, t.id) for s in strangers]
-    return [answer(*t.peer_request(strangers[0], "POST", "/v1/peer/market",
-                                   json.dumps({"commitments": commitments}).encode()))]
+    """A full book swap from 1,000 peers (no bound on participants once; each flood request blocked the loop ~1 s),
+    every commitment new to the node."""
+    message = t.state["messages"][t.state.setdefault("round", 0) % 2]
+    t.state["round"] += 1
+    return [answer(*t.peer_request(t.state["strangers"][0], "POST", "/v1/peer/market", message))]
 
 
 def nonces_round(t: Target) -> list[str]:
@@ -391,7 +399,7 @@ ATTACKS = [
     Attack("module-push", "anonymous pushes of 250k-function modules", module_push_round, module_push_setup),
     Attack("co-holder-begin", "a co-holder's refused begin overwrites the deal", coholder_round, coholder_setup),
     Attack("descriptor-flood", "999 self-signed descriptors in one message", descriptors_round),
-    Attack("book-flood", "unbounded book participants (gossip break)", book_round),
+    Attack("book-flood", "unbounded book participants (gossip break)", book_round, book_setup),
     Attack("nonce-flood", "one key fills the replay cache", nonces_round),
     Attack("replayed-auth", "unlimited remote runs for one authorization", replay_round),
     Attack("low-row", "/health figures, ² header, nested JSON, 65,537 segments, GC", small_round),
@@ -460,10 +468,23 @@ def figures(samples: list, base_p50: float | None) -> dict:
             "rss_anon_max_mib": round(max(s[3] for s in samples) / 2**20, 1)}
 
 
-def run(work: Path, names: list[str] | None = None, seconds: float = 4.0, log=print) -> dict:
+WATCH = [sys.executable, str(Path(__file__).with_name("loop_watch.py"))]
+
+
+def _watched(log: Path, start: float, end: float) -> list[str]:
+    """The loop-watch reports in a node's log between two monotonic times."""
+    out = []
+    for block in log.read_text(errors="replace").split("loop-watch[")[1:]:
+        at, _, text = block.partition("]: ")
+        if start <= float(at) < end:
+            out.append(text.strip())
+    return out
+
+
+def run(work: Path, names: list[str] | None = None, seconds: float = 4.0, log=print, watch: bool = False) -> dict:
     chosen = [a for a in ATTACKS if names is None or a.name in names]
     bench_floods.raise_fd_limit()
-    net = Devnet(work, 2, env=ENV).start(90)
+    net = Devnet(work, 2, env=ENV, launcher=WATCH if watch else None).start(90)
     loop = asyncio.new_event_loop()
     threading.Thread(target=loop.run_forever, daemon=True).start()
     result = {"config": ENV, "seconds": seconds, "phases": {}}
@@ -519,7 +540,10 @@ def run(work: Path, names: list[str] | None = None, seconds: float = 4.0, log=pr
     base = [s[2] for s in sampler.between(*result["phases"]["quiet"]["window"])]
     base_p50 = statistics.median(base) if base else None
     for phase in result["phases"].values():
-        phase.update(figures(sampler.between(*phase.pop("window")), base_p50))
+        window = phase.pop("window")
+        phase.update(figures(sampler.between(*window), base_p50))
+        if watch:
+            phase["loop_watch"] = _watched(net[0].log, *window)
     return result
 
 
@@ -552,14 +576,19 @@ def main(argv: list[str] | None = None) -> int:
                         ", ".join(a.name for a in ATTACKS))
     parser.add_argument("--seconds", type=float, default=4.0, help="how long each attack is repeated")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--watch", action="store_true", help="run the nodes under bench/loop_watch.py and print "
+                        "what held node-0's event loop past 30 ms of CPU in each phase")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else None
     unknown = set(names or ()) - {a.name for a in ATTACKS}
     if unknown:
         parser.error(f"no attack named {', '.join(sorted(unknown))}")
     with tempfile.TemporaryDirectory(prefix="xsc-attacks-") as tmp:
-        result = run(Path(tmp), names, args.seconds, log=lambda line: print(line, file=sys.stderr))
+        result = run(Path(tmp), names, args.seconds, log=lambda line: print(line, file=sys.stderr), watch=args.watch)
     print(report(result))
+    for name, phase in result["phases"].items():
+        for text in phase.get("loop_watch", []):
+            print(f"--- {name}: {text}")
     from .report import Report
 
     out = Report("attacks")
