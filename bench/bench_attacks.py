@@ -244,16 +244,16 @@ def bodies_setup(t: Target) -> None:
 
 
 def bodies_round(t: Target, seconds: float) -> list[str]:
-    """96 connections each sending a 16 MiB segment body slowly (64 KiB a quarter second): bodies were buffered
+    """96 connections each sending a 4 MiB segment body slowly (64 KiB a quarter second): bodies were buffered
     whole, with no read timeout (96 took a node from 71 MiB to 1.6 GiB)."""
-    body = os.urandom(16 * 1024**2)
+    body = os.urandom(4 * 1024**2)
     socks = []
     for key, upload in t.state["uploads"]:
         path = f"/v1/peer/uploads/{upload}/segments/0"
-        headers = hostile.signed(key, "PUT", path, body, t.id, "application/octet-stream")
-        head = f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n" + \
-            "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-        for _ in range(4):
+        for _ in range(4):  # each signed afresh (a nonce is taken once)
+            headers = hostile.signed(key, "PUT", path, body, t.id, "application/octet-stream")
+            head = f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n" + \
+                "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
             try:
                 sock = socket.create_connection((HOST, t.node.port), timeout=5, source_address=(ATTACKER, 0))
                 sock.sendall(head.encode())
@@ -316,20 +316,21 @@ def descriptors_round(t: Target) -> list[str]:
 
 
 def book_setup(t: Target) -> None:
-    """1,000 fresh keys make themselves peers (16 new ones a message: the directory's bound), and each signs two
-    commitments, so that the rounds can alternate between them (neither is the one held: each is checked)."""
+    """1,000 fresh keys make themselves peers (16 new ones a message: the directory's bound), and each signs six
+    commitments, each superseding the one before: every round's is new to the node (past six, the last two
+    alternate, stale but each still checked)."""
     strangers = [Identity.generate() for _ in range(1000)]
     _peers_of_node(t, strangers)
-    t.state["messages"] = [json.dumps({"commitments": [hostile.honest_commitment(s, t.id) for s in strangers]}).encode()
-                           for _ in range(2)]
+    t.state["messages"] = [json.dumps({"commitments": [hostile.honest_commitment(s, t.id, events) for s in strangers]}
+                                      ).encode() for events in range(2, 8)]
     t.state["strangers"] = strangers
 
 
 def book_round(t: Target) -> list[str]:
-    """A full book swap from 1,000 peers (no bound on participants once; each flood request blocked the loop ~1 s),
-    every commitment new to the node."""
-    message = t.state["messages"][t.state.setdefault("round", 0) % 2]
+    """A full book swap from 1,000 peers (no bound on participants once; each flood request blocked the loop ~1 s)."""
+    messages, n = t.state["messages"], t.state.setdefault("round", 0)
     t.state["round"] += 1
+    message = messages[n] if n < len(messages) else messages[-2 + n % 2]
     return [answer(*t.peer_request(t.state["strangers"][0], "POST", "/v1/peer/market", message))]
 
 
@@ -395,7 +396,7 @@ ATTACKS = [
     Attack("free-ask", "fail every put with a stranger's ask at price 0", free_ask_round),
     Attack("forever-lease", "store for free, forever (lease 2^64-1)", forever_round),
     Attack("reserve-capacity", "reserve all capacity and keep it with refused PUTs", reserve_round, reserve_setup),
-    Attack("slow-bodies", "exhaust memory with 96 slow 16 MiB segment bodies", bodies_round, bodies_setup, True),
+    Attack("slow-bodies", "exhaust memory with 96 slow 4 MiB segment bodies", bodies_round, bodies_setup, True),
     Attack("module-push", "anonymous pushes of 250k-function modules", module_push_round, module_push_setup),
     Attack("co-holder-begin", "a co-holder's refused begin overwrites the deal", coholder_round, coholder_setup),
     Attack("descriptor-flood", "999 self-signed descriptors in one message", descriptors_round),

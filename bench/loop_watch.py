@@ -34,22 +34,42 @@ def _timed(self) -> None:
         started = _state.pop("current", None)
         if started is not None and started[2]:
             cpu = time.clock_gettime(_state["clock"]) - started[0]
+            samples = sorted(_state.get("samples", {}).items(), key=lambda kv: -kv[1])[:8]
             print(f"loop-watch[{time.monotonic():.3f}]: done after {cpu * 1000:.0f} ms cpu, {(time.perf_counter() - started[1]) * 1000:.0f}"
-                  f" ms wall: {self!r:.300}", file=sys.stderr, flush=True)
+                  f" ms wall: {self!r:.200}; samples every 5 ms after the first report: "
+                  + "; ".join(f"{n}x {where}" for where, n in samples), file=sys.stderr, flush=True)
+
+
+def _where(frame) -> str:
+    """The innermost frame of xsc's own code (else the innermost frame) as `file:line function`."""
+    inner = frame
+    while frame is not None:
+        if "/xsc/" in frame.f_code.co_filename:
+            return f"{frame.f_code.co_filename.rsplit('/xsc/', 1)[1]}:{frame.f_lineno} {frame.f_code.co_name}"
+        frame = frame.f_back
+    return f"{inner.f_code.co_filename.rsplit('/', 1)[-1]}:{inner.f_lineno} {inner.f_code.co_name}" if inner else "?"
 
 
 def _watch() -> None:
+    """Past the limit, print the callback's stack once, then sample where it is every 5 ms until it ends (the
+    samples are printed with its end: where its CPU went)."""
     loop_thread = _state["thread"]
     while True:
         time.sleep(0.005)
         current = _state.get("current")
-        if current is None or current[2]:
+        if current is None:
+            continue
+        frame = sys._current_frames().get(loop_thread)
+        if current[2]:
+            if frame is not None:
+                where = _where(frame)
+                _state["samples"][where] = _state["samples"].get(where, 0) + 1
             continue
         cpu = time.clock_gettime(_state["clock"]) - current[0]
         if cpu > LIMIT:
-            frame = sys._current_frames().get(loop_thread)
             stack = "".join(traceback.format_stack(frame, limit=14)) if frame else "(no frame)"
             if _state.get("current") is current:
+                _state["samples"] = {}
                 _state["current"] = (*current[:2], True)
                 print(f"loop-watch[{time.monotonic():.3f}]: a callback has held the loop {cpu * 1000:.0f} ms of cpu, "
                       f"{(time.perf_counter() - current[1]) * 1000:.0f} ms wall, in:\n{stack}", file=sys.stderr,

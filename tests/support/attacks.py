@@ -99,10 +99,14 @@ HOSTILE = [
 ]
 
 
-def honest_commitment(identity: Identity, recognise: str) -> dict:
+def honest_commitment(identity: Identity, recognise: str, events: int = 1) -> dict:
+    """A plain commitment of `identity` (its stamp after `events` events: a higher one supersedes a lower)."""
     me = identity.id
+    stamp = Stamp.seed()
+    for _ in range(events):
+        stamp = stamp.event()
     mc = sign_commitment(identity, asks=[ask(me, "c1", 10**9, 10)], bids=[bid(me, "n1", 10**6, 50)],
-                         recognition={recognise: Decimal("2.5")}, stamp=Stamp.seed().event(), timestamp=now_ms())
+                         recognition={recognise: Decimal("2.5")}, stamp=stamp, timestamp=now_ms())
     return mc.to_json()
 
 

@@ -7,6 +7,7 @@ depends on what.  Services are started in that order and closed in the reverse o
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import time
@@ -295,6 +296,10 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # What start-up made (modules, services, their tables) lives as long as the node: out of the collector's sight,
+        # so that a full collection scans only what came since (~76,000 objects took ~40 ms of CPU, on the loop).
+        gc.collect()
+        gc.freeze()
         datadir.record_url(config.data_dir, f"http://{host}:{port}")
         print(f"xsc node {app[IDENTITY].id} listening on http://{host}:{port} (data dir {config.data_dir})", flush=True)
         print(f"peers reach it at {app[PEERS].url}", flush=True)

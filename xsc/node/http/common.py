@@ -9,6 +9,8 @@ from typing import Any
 from aiohttp import web
 
 from ...errors import InvalidArgument
+from ...tasks import in_pool
+from ..appkeys import CPU_POOL
 from ..limits import BODY_SECONDS, read_body  # noqa: F401 - the one body reader, for route modules
 
 MAX_JSON_DEPTH = 32  # nesting deeper than any XSC body: refused before it costs the parser anything
@@ -49,14 +51,23 @@ def _too_deep(raw: bytes) -> bool:
     return False
 
 
+IN_POOL_BYTES = 64 * 1024  # a JSON body at least this long is checked and parsed in the CPU pool, off the loop
+
+
+async def _parsed(request: web.Request, raw: bytes, hint: str) -> dict[str, Any]:
+    if len(raw) >= IN_POOL_BYTES:  # a full market or directory swap: ~1 MiB, some 60 ms of CPU at load 20
+        return await in_pool(request.app[CPU_POOL], json_object, raw, hint)
+    return json_object(raw, hint)
+
+
 async def json_body(request: web.Request, hint: str) -> dict[str, Any]:
-    return json_object(await read_body(request), hint)
+    return await _parsed(request, await read_body(request), hint)
 
 
 async def optional_json_body(request: web.Request, hint: str) -> dict[str, Any]:
     """A JSON object body, or {} when the request has none."""
     raw = await read_body(request) if request.can_read_body else b""
-    return json_object(raw, hint) if raw.strip() else {}
+    return await _parsed(request, raw, hint) if raw.strip() else {}
 
 
 def query_int(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

@@ -76,4 +76,4 @@ async def exchange(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"commitments": [...]}')
     if "commitments" not in body:
         raise InvalidArgument('send {"commitments": [...]}')
-    return web.json_response(request.app[MARKET].exchange_answer(body["commitments"]))
+    return web.json_response(await request.app[MARKET].exchange_answer(body["commitments"]))
