@@ -39,6 +39,7 @@ RESERVE_NAME = "disk-reserve"
 RESERVE_BYTES = 64 * 1024**2  # at most: room to replay LevelDB's log (its write buffer, 32 MiB) and compact
 RESERVE_FRACTION = 20  # ... and at most 1/20 of the disk
 FREEING_PUT_BYTES = 4096  # a batch of deletes may also put this much (counters) and still count as freeing space
+RESERVE_CHECK_SECONDS = 1.0  # until the reserve is made, the disk is looked at this often (not on every write)
 
 
 def disk_full(exc: BaseException) -> bool:
@@ -59,6 +60,7 @@ class Database:
         self.reopens = 0
         self._reserve = (reserve_dir or self.path.parent) / RESERVE_NAME
         self._reserve_held = self._reserve.exists()
+        self._reserve_checked = 0.0  # time.monotonic() of the last look at the disk for the reserve
         self._keep_reserve()
 
     # --- the gate: every use of the plyvel object is counted --------------------------------------------
@@ -232,7 +234,10 @@ class Database:
                 pass
 
     def _maybe_keep_reserve(self) -> None:
-        if not self._reserve_held:  # one statvfs per write until it is made: a few microseconds
+        # Until it is made, the disk is looked at (two statvfs) once a RESERVE_CHECK_SECONDS, not on every write:
+        # a synced write waits for this too, and a disk does not fill up between two looks a second apart.
+        if not self._reserve_held and (now := time.monotonic()) >= self._reserve_checked + RESERVE_CHECK_SECONDS:
+            self._reserve_checked = now
             self._keep_reserve()
 
     def _release_reserve(self) -> bool:
@@ -241,6 +246,7 @@ class Database:
         except OSError:
             return False
         self._reserve_held = False
+        self._reserve_checked = 0.0  # made again at the first write once there is room
         log.warning("the disk is full: gave up the reserve %s so that deletes can free space", self._reserve)
         return True
 

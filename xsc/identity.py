@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import heapq
 import hmac
@@ -24,10 +25,22 @@ CLIENT_KEY_FILE = "client.key"  # the local user's account key, distinct from th
 
 def public_id(public_key: bytes) -> str:
     """The short, copyable text form of a public key: unpadded base32, lower case."""
-    return base64.b32encode(public_key).decode().rstrip("=").lower()
+    return _public_id(bytes(public_key))
 
 
 def parse_public_id(text: str) -> bytes:
+    return _parse_public_id(text) if type(text) is str else _parse_public_id.__wrapped__(text)
+
+
+# Both memoized (bounded): every signed peer request and paid call names the same few ids over and over, and
+# base32 is slow Python.  A malformed id raises each time (an exception is never cached).
+@functools.lru_cache(maxsize=8192)
+def _public_id(public_key: bytes) -> str:
+    return base64.b32encode(public_key).decode().rstrip("=").lower()
+
+
+@functools.lru_cache(maxsize=8192)
+def _parse_public_id(text: str) -> bytes:
     try:
         raw = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
     except (ValueError, base64.binascii.Error) as e:

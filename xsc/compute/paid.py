@@ -24,7 +24,7 @@ from .. import keys
 from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, Forbidden, InvalidArgument,
                       ModuleNotFound, PeerRefused, PeerUnreachable, PrepaymentRequired, Trap, XscError)
 from ..identity import Identity, public_id, verify
-from ..ledger.model import decode_authorization
+from ..ledger.model import Authorization, decode_authorization
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
 from ..ledger.tabs import Tabs, owed_record
@@ -41,6 +41,7 @@ SWEEP_INTERVAL = 300.0
 PUSHED_TTL = 3600  # seconds a module pushed by a peer is kept unused before it is removed
 MAX_PRICE = 10**12  # micro-credits per million fuel: far above any real bid
 MAX_FAILOVERS = 3  # providers left out, one after the other, when they cannot be reached at all
+VERIFIED_AUTHORIZATIONS = 1024  # checked authorizations kept (a tab's calls carry the same one)
 
 
 def _call_json(call: InvokeCall) -> dict[str, Any]:
@@ -81,6 +82,7 @@ class PaidCompute:
         self._sweeper: asyncio.Task | None = None
         self._running: set[bytes] = set()  # authorizations whose run is under way here (provider side)
         self._awaited: dict[tuple[str, str], float] = {}  # (gateway, module id) -> until when it may push it
+        self._verified: dict[str, Authorization] = {}  # authorizations (their hex) checked to pay this node
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="xsc-pushed-modules-sweep")
@@ -267,6 +269,24 @@ class PaidCompute:
             answer["trap"] = {"kind": run.outcome.trap_kind, "message": error.message, "hint": run.outcome.hint}
         return answer
 
+    def _authorization(self, text: Any) -> Authorization:
+        """The signed authorization a call came with, decoded and checked: it pays this node and its payer
+        signed it.  A tab's calls all carry the same one: its bytes are checked once (the same bytes verify
+        the same way every time), the first time they come."""
+        auth = self._verified.get(text) if type(text) is str else None
+        if auth is not None:
+            return auth
+        try:
+            auth = decode_authorization(bytes.fromhex(text))
+        except (ValueError, TypeError):
+            raise InvalidArgument("authorization must be the hex of a signed authorization") from None
+        if auth.payee != self.node.public_key or not verify(auth.payer, auth.signature, auth.body):
+            raise Forbidden("the authorization does not pay this node, or its payer did not sign it")
+        if len(self._verified) >= VERIFIED_AUTHORIZATIONS:
+            self._verified.clear()
+        self._verified[text] = auth
+        return auth
+
     def _reserve(self, gateway: str, budget: int) -> None:
         """A gateway's run is taken on only within its trust line here (402 prepayment-required past it)."""
         if self.trust is not None:
@@ -327,12 +347,7 @@ class PaidCompute:
         price, deal = body["price"], body["deal"]
         if type(price) is not int or price < 0 or not isinstance(deal, dict) or len(json.dumps(deal)) > 2048:
             raise InvalidArgument("price must be a non-negative integer and deal a small object")
-        try:
-            auth = decode_authorization(bytes.fromhex(body["authorization"]))
-        except (ValueError, TypeError):
-            raise InvalidArgument("authorization must be the hex of a signed authorization") from None
-        if auth.payee != self.node.public_key or not verify(auth.payer, auth.signature, auth.body):
-            raise Forbidden("the authorization does not pay this node, or its payer did not sign it")
+        auth = self._authorization(body["authorization"])
         # One authorization pays for one run: checked BEFORE anything runs (issue 12: a replayed or expired
         # authorization got a run each time, and was refused only at countersigning).
         offered = body.get("memory_price", self.compute.memory_price)

@@ -31,6 +31,7 @@ from ..identity import parse_public_id
 from .model import format_credits
 
 MAX_LINE = 2**62  # micro-credits: any total beyond this is refused (it could not be encoded or summed safely)
+CACHED_PEERS = 4096  # lines (and credits) kept in memory
 
 
 class TrustLines:
@@ -41,21 +42,44 @@ class TrustLines:
         self.peer_credit = peer_credit
         self.recognised = recognised  # whether the user recognises a peer (the market's user weights)
         self._reserved: dict[str, int] = {}  # work accepted but not yet taken on (uploads in progress, runs)
-        self._lock = threading.Lock()  # work is taken on from the loop and from pool threads
+        self._lock = threading.RLock()  # work is taken on from the loop and from pool threads
+        # What is on disk, read once per peer: this object is the only writer of a line (and of a credit), and
+        # every paid call reads its gateway's line twice (reserve, use).  Read through and written under
+        # _lock, so the copy is never older than the disk.  Bounded: a flood of strangers' ids only makes some
+        # of them be read from disk again.
+        self._lines: dict[str, dict[str, int]] = {}
+        self._credits: dict[str, int | None] = {}
 
     # --- reading ----------------------------------------------------------------------------
     def _totals(self, peer: str) -> dict[str, int]:
-        raw = self._db.get(keys.trust_line(parse_public_id(peer)))
-        if raw is None:
-            return {"paid": 0, "used": 0}
-        value = json.loads(raw)
-        return {"paid": int(value["paid"]), "used": int(value["used"])}
+        """A copy of the peer's totals (callers change it, then `_put` it)."""
+        with self._lock:
+            cached = self._lines.get(peer)
+            if cached is None:
+                raw = self._db.get(keys.trust_line(parse_public_id(peer)))
+                value = {"paid": 0, "used": 0} if raw is None else json.loads(raw)
+                cached = {"paid": int(value["paid"]), "used": int(value["used"])}
+                self._remember(self._lines, peer, cached)
+            return dict(cached)
 
     def credit(self, peer: str) -> int:
-        raw = self._db.get(keys.trust_credit(parse_public_id(peer)))
-        if raw is not None and self.recognised(peer):
-            return int(raw)
-        return self.peer_credit if self.recognised(peer) else self.stranger_credit
+        with self._lock:
+            if peer in self._credits:
+                set_by_user = self._credits[peer]
+            else:
+                raw = self._db.get(keys.trust_credit(parse_public_id(peer)))
+                set_by_user = None if raw is None else int(raw)
+                self._remember(self._credits, peer, set_by_user)
+        recognised = self.recognised(peer)
+        if set_by_user is not None and recognised:
+            return set_by_user
+        return self.peer_credit if recognised else self.stranger_credit
+
+    @staticmethod
+    def _remember(cache: dict, peer: str, value: Any) -> None:
+        if len(cache) >= CACHED_PEERS:
+            cache.clear()
+        cache[peer] = value
 
     def line(self, peer: str) -> dict[str, Any]:
         totals = self._totals(peer)
@@ -119,23 +143,28 @@ class TrustLines:
             with self._db.write_batch(transaction=True) as batch:
                 self._put(peer, totals, batch)
                 batch.put(marker, b"")
+            self._lines[peer] = totals  # written
 
     def _put(self, peer: str, totals: dict[str, int], batch: Any) -> None:
         key, value = keys.trust_line(parse_public_id(peer)), json.dumps(totals).encode()
         if batch is None:
             self._db.put(key, value)
-        else:
+            self._lines[peer] = totals
+        else:  # on disk only if the caller's batch is written: read again next time
+            self._lines.pop(peer, None)
             batch.put(key, value)
 
     def set_credit(self, peer: str, amount: int | None) -> None:
         """The credit line the user gives a peer it recognises (None: back to ledger.peer_credit)."""
         key = keys.trust_credit(parse_public_id(peer))
-        if amount is None:
-            self._db.delete(key, sync=True)
-            return
-        if type(amount) is not int or not 0 <= amount <= MAX_LINE:
+        if amount is not None and (type(amount) is not int or not 0 <= amount <= MAX_LINE):
             raise InvalidArgument(f"a credit line is 0 to {MAX_LINE} micro-credits, not {amount!r}")
-        self._db.put(key, str(amount).encode(), sync=True)
+        with self._lock:
+            self._credits.pop(peer, None)
+            if amount is None:
+                self._db.delete(key, sync=True)
+            else:
+                self._db.put(key, str(amount).encode(), sync=True)
 
 
 __all__ = ["MAX_LINE", "TrustLines"]

@@ -170,6 +170,7 @@ class MarketService:
         state = json.loads(raw) if raw else {}
         self.stamp = Stamp.decode(bytes.fromhex(state["stamp"])) if "stamp" in state else Stamp.seed()
         self.paid_by: dict[str, int] = state.get("paid_by", {})  # peer -> micro-credits its user paid us
+        self._self_unsaved = False  # paid_by or delivered_by changed since _self_state was last written
         self.delivered_by: dict[str, int] = state.get("delivered_by", {})  # peer -> what we paid it
         self.user_weights: dict[str, Decimal] = {
             public_id(k[len(keys.MARKET_RECOGNITION):]): Decimal(v.decode())
@@ -262,7 +263,7 @@ class MarketService:
         """A peer's user paid us (`by_them`), or we paid a peer for work it delivered: both raise recognition."""
         table = self.paid_by if by_them else self.delivered_by
         table[peer] = table.get(peer, 0) + amount
-        self._save_self()
+        self._self_unsaved = True  # written by the next market round (within a second), not by every paid call
 
     # --- recognition ----------------------------------------------------------------------
     def set_recognition(self, peer: str, weight: Decimal | None) -> None:
@@ -336,6 +337,7 @@ class MarketService:
         with self.db.write_batch(sync=True) as batch:
             batch.put(keys.market_commitment(self.identity.public_key), json.dumps(commitment.to_json()).encode())
             batch.put(keys.MARKET_SELF, self._self_state())
+        self._self_unsaved = False
         return True
 
     def _self_state(self) -> bytes:
@@ -344,7 +346,14 @@ class MarketService:
 
     def _save_self(self) -> None:
         # Not synced: recognition counters a crash may lose a few increments of (the next publish syncs them).
+        self._self_unsaved = False
         self.db.put(keys.MARKET_SELF, self._self_state())
+
+    def save_counters(self) -> None:
+        """Write the recognition counters if they changed since they were last written (each market round,
+        and at close)."""
+        if self._self_unsaved:
+            self._save_self()
 
     def receive(self, items: Any) -> int:
         """Peers' commitments; returns how many changed the book.  Invalid ones are skipped (logged).  All at once:
@@ -502,6 +511,7 @@ class MarketService:
                 else:
                     await self.fill_book()
                 self.clearings()  # the call market clears again once the book has changed (and keeps its price)
+                self.save_counters()
             except Exception:  # a round must never end the market
                 log.exception("market round failed")
 
@@ -513,6 +523,7 @@ class MarketService:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.save_counters()
         await self.leave()
 
     async def leave(self, timeout: float = 2.0) -> None:

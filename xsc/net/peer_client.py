@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import aiohttp
+import orjson
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -38,6 +39,10 @@ class PeerResponse:
     node: str | None = None  # the node id the TLS handshake proved answered (None: plaintext)
 
     def json(self) -> Any:
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:  # what orjson does not take (NaN, big integers, ...): json.loads decides
+            pass
         try:
             return jsonlib.loads(self.body)
         except ValueError:
@@ -99,7 +104,10 @@ class PeerClient:
         headers: dict[str, str] = {}
         body = b""
         if json is not None:
-            body = jsonlib.dumps(json, separators=(",", ":")).encode()
+            try:
+                body = orjson.dumps(json)
+            except TypeError:  # what orjson cannot encode (integers past 64 bits, ...)
+                body = jsonlib.dumps(json, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
         elif data is not None:
             body = bytes(data)

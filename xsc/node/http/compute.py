@@ -15,7 +15,7 @@ from ...net.compute import INVOKE_PATH, MODULES_PATH
 from ...storage.holder import MIN_UPLOAD_RATE
 from .. import peer_auth
 from ..appkeys import COMPUTE, PAID_COMPUTE
-from .common import BODY_SECONDS, json_body, query_flag, query_int, read_body
+from .common import BODY_SECONDS, json_body, json_response, query_flag, query_int, read_body
 
 routes = web.RouteTableDef()
 
@@ -93,4 +93,4 @@ async def receive_module(request: web.Request) -> web.Response:
 @routes.post(INVOKE_PATH)
 async def run_for_peer(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"call", "price", "authorization", "deal"}')
-    return web.json_response(await request.app[PAID_COMPUTE].run_for_peer(peer_auth.peer_id(request), body))
+    return json_response(await request.app[PAID_COMPUTE].run_for_peer(peer_auth.peer_id(request), body))
