@@ -17,6 +17,8 @@ PAGE = 65536  # a wasm page: memory is priced per 64 KiB page-second
 
 
 def _non_negative(value: int, name: str) -> int:
+    if type(value) is int and value >= 0:  # the common case, first (a bool's type is bool)
+        return value
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise InvalidArgument(f"{name} must be a non-negative integer, not {value!r}")
     return value

@@ -24,12 +24,12 @@ async def post_invoke(client: PeerClient, url: str, provider: str, body: dict, w
     """Ask `provider` to run the call; a provider that lacks the module is sent it (`wasm()`) and asked once more.
     Returns its answer, checked to hold a run and a receipt (the receipt itself: Payments.complete)."""
     try:
-        response = await client.request(url, "POST", INVOKE_PATH, json=body, to=provider)
+        response = await client.request(url, "POST", INVOKE_PATH, json=body, to=provider, kept=True)
     except PeerRefused as err:
         if err.details.get("peer_code") != "module-not-found":
             raise
         await client.request(url, "PUT", MODULES_PATH + ("?wasi=true" if wasi else ""), data=wasm(), to=provider)
-        response = await client.request(url, "POST", INVOKE_PATH, json=body, to=provider)
+        response = await client.request(url, "POST", INVOKE_PATH, json=body, to=provider, kept=True)
     answer = response.json()
     paid_by = "tab" if body.get("tab") else "receipt"
     if not isinstance(answer, dict) or not isinstance(answer.get(paid_by), (str, dict)) or \
@@ -40,7 +40,8 @@ async def post_invoke(client: PeerClient, url: str, provider: str, body: dict, w
 
 async def close_tab(client: PeerClient, url: str, provider: str, authorization_hex: str) -> dict[str, Any]:
     """Ask `provider` for its receipt of everything it ran under a tab's authorization (checked by the caller)."""
-    response = await client.request(url, "POST", TAB_CLOSE_PATH, json={"authorization": authorization_hex}, to=provider)
+    response = await client.request(url, "POST", TAB_CLOSE_PATH, json={"authorization": authorization_hex}, to=provider,
+                                    kept=True)
     answer = response.json()
     if not isinstance(answer, dict) or not isinstance(answer.get("receipt"), str):
         raise PeerRefused(f"provider {url} closed a tab without a receipt", url=url)

@@ -226,6 +226,7 @@ async def _services(app: web.Application):
             if asyncio.iscoroutine(result):
                 await result
         peers.health = None
+        client.close()
         await session.close()
         await ledger.close()
 

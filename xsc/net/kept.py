@@ -1,0 +1,156 @@
+"""Small signed requests to peers over kept-alive HTTP/1.1 connections, without aiohttp's client.
+
+A paid remote invoke is one small POST and one small answer, many times a second to the same provider.
+aiohttp's ClientSession spends about as much CPU on one such request as the provider spends running the
+call; this writes the request in one piece and reads the answer (Content-Length, chunked, or up to the
+close) straight from asyncio streams, on connections kept per (host, port, TLS context).
+
+The TLS context is PeerClient's pinned one (xsc/net/tls.py): the handshake fails unless the peer holds the
+key of the node the request is addressed to, before a byte of the request is sent.  At most PER_PEER
+connections to one peer are open at once (as aiohttp's limit_per_host), at most PER_PEER kept idle; an idle
+one the peer has closed (it closes idle connections after node.idle_timeout) is dropped, not used.
+
+`Kept.request` answers (status, headers, body) or raises:
+- `Unreached(exc)`: no connection could be made (nothing was sent);
+- `Cut(exc)`: the connection failed after the request was (maybe) sent, or the answer was cut or malformed;
+- `TooLarge`: the answer is larger than `max_size` (its connection is dropped).
+PeerClient maps them to PeerUnreachable (sent=False / sent=True) and PeerRefused, as its aiohttp path does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from dataclasses import dataclass, field
+
+from multidict import CIMultiDict
+
+PER_PEER = 32  # connections open to one peer at once, and kept idle (aiohttp's limit_per_host of the session)
+MAX_HEAD = 64 * 1024  # bytes of status line and headers an answer may have
+
+
+class Unreached(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class Cut(Exception):
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class TooLarge(Exception):
+    pass
+
+
+@dataclass
+class _Peer:
+    idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = field(default_factory=list)
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(PER_PEER))
+
+
+class Kept:
+    def __init__(self) -> None:
+        self._peers: dict[tuple[str, int, int], _Peer] = {}
+        self._closed = False
+
+    async def request(self, host: str, port: int, context: ssl.SSLContext | None, head: bytes, body: bytes, *,
+                      timeout: float, max_size: int) -> tuple[int, CIMultiDict[str], bytes]:
+        """Send `head` (request line and headers, ending in an empty line) and `body`; the answer, read whole."""
+        if self._closed:
+            raise Unreached(ConnectionError("the node is shutting down"))
+        peer = self._peers.setdefault((host, port, id(context)), _Peer())
+        sent = False
+        writer = None
+        try:
+            async with asyncio.timeout(timeout):
+                async with peer.slots:
+                    reader, writer = await self._connection(peer, host, port, context)
+                    sent = True  # from here on the peer may have the request, whatever happens next
+                    writer.write(head + body)
+                    status, headers, answer, keep = await _answer(reader, max_size)
+                    if keep and not self._closed and len(peer.idle) < PER_PEER:
+                        peer.idle.append((reader, writer))
+                        writer = None
+            return status, headers, answer
+        except TooLarge:
+            raise
+        except Unreached:
+            raise
+        except (OSError, EOFError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            # (TimeoutError is an OSError: the whole request's time ran out, connecting or waiting.)
+            raise (Cut(exc) if sent else Unreached(exc)) from None
+        finally:
+            if writer is not None:  # not kept: closed (also when cancelled mid-request, its state unknown)
+                writer.close()
+
+    async def _connection(self, peer: _Peer, host: str, port: int, context: ssl.SSLContext | None):
+        while peer.idle:
+            reader, writer = peer.idle.pop()
+            # Nothing may have come on it while it was idle: an end (the peer closed it), or anything else.
+            if not reader.at_eof() and not writer.is_closing() and not getattr(reader, "_buffer", b""):
+                return reader, writer
+            writer.close()
+        try:
+            return await asyncio.open_connection(host, port, ssl=context, limit=MAX_HEAD)
+        except (OSError, ssl.SSLError) as exc:
+            raise Unreached(exc) from None
+
+    def close(self) -> None:
+        """Close every kept connection (the node stops)."""
+        self._closed = True
+        for peer in self._peers.values():
+            for _, writer in peer.idle:
+                writer.close()
+            peer.idle.clear()
+
+
+async def _answer(reader: asyncio.StreamReader, max_size: int) -> tuple[int, CIMultiDict[str], bytes, bool]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head[:-4].decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    code = rest[:3]
+    if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+        raise ValueError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+    headers: CIMultiDict[str] = CIMultiDict()
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip():
+            raise ValueError(f"a malformed header line: {line[:80]!r}")
+        headers.add(name, value.strip())
+    keep = version == "HTTP/1.1" and "close" not in headers.get("Connection", "").lower()
+    if "chunked" in headers.get("Transfer-Encoding", "").lower():
+        body = bytearray()
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line.split(b";", 1)[0].strip(), 16)
+            if size < 0 or len(body) + size > max_size:
+                raise TooLarge()
+            if size == 0:
+                while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers, up to the empty line
+                    pass
+                break
+            body += await reader.readexactly(size)
+            if await reader.readexactly(2) != b"\r\n":
+                raise ValueError("a chunk does not end in CRLF")
+        return int(code), headers, bytes(body), keep
+    length = headers.get("Content-Length")
+    if length is not None:
+        if not length.isdigit():
+            raise ValueError(f"Content-Length is not a number: {length[:40]!r}")
+        if int(length) > max_size:
+            raise TooLarge()
+        return int(code), headers, await reader.readexactly(int(length)), keep
+    if int(code) in (204, 304) or 100 <= int(code) < 200:
+        return int(code), headers, b"", keep
+    body = await reader.read(max_size + 1)  # no length: the answer ends with the connection
+    while len(body) <= max_size and (more := await reader.read(max_size + 1 - len(body))):
+        body += more
+    if len(body) > max_size:
+        raise TooLarge()
+    return int(code), headers, body, False
+
+
+__all__ = ["Cut", "Kept", "TooLarge", "Unreached"]
