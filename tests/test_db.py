@@ -11,7 +11,7 @@ import plyvel
 import pytest
 
 from tests.support.disks import tmpfs
-from xsc.db import RESERVE_NAME, Database, disk_full
+from xsc.db import RESERVE_CHECK_SECONDS, RESERVE_NAME, Database, disk_full
 
 MiB = 1024**2
 
@@ -43,6 +43,21 @@ def test_it_behaves_as_plyvel_for_what_the_node_uses(tmp_path):
     assert [k for k, _ in db.iterator()] == [b"c"]  # an abandoned-by-exhaustion iterator closes itself
     assert db._active == 0  # every iterator and snapshot let go of the database
     assert not (tmp_path / RESERVE_NAME).exists()  # a mostly empty disk keeps no reserve
+    db.close()
+
+
+def test_the_disk_is_looked_at_for_the_reserve_once_a_second_not_on_every_write(tmp_path, monkeypatch):
+    db = _open(tmp_path, reserve_bytes=MiB)  # a mostly empty disk: no reserve made, so writes would look
+    looks = []
+    real = os.statvfs
+    monkeypatch.setattr(os, "statvfs", lambda path: looks.append(path) or real(path))
+    for i in range(100):
+        db.put(b"k%d" % i, b"v", sync=True)
+    assert len(looks) <= 2  # one look (two statvfs) at most within the second, not two per write
+    before = len(looks)
+    db._reserve_checked -= RESERVE_CHECK_SECONDS  # a second later
+    db.put(b"later", b"v")
+    assert len(looks) > before  # looked again
     db.close()
 
 

@@ -76,3 +76,27 @@ async def test_a_module_is_taken_for_a_funded_call_and_removed_when_unused(node_
     assert await paid.sweep_pushed(time.time()) == []  # just used
     assert await paid.sweep_pushed(time.time() + 2 * 3600) == [module]
     assert node.app[COMPUTE].modules() == [] and len(node.app[COMPUTE].recent_provenance(10)) == 1
+
+
+async def test_a_tab_authorization_is_verified_once_and_a_forged_one_is_refused_every_time(node_factory) -> None:
+    node = await node_factory()
+    module = await deploy(node, "add")
+    attacker = Identity.generate()
+
+    def body(authorization: str) -> bytes:
+        return json.dumps({"call": {"module": module, "function": "add", "args": [1, 2], "fuel": 1_000_000},
+                           "price": PRICE, "authorization": authorization, "deal": {}, "tab": True}).encode()
+
+    expires = int(time.time()) + 600
+    genuine = encode_authorization(authorize(attacker, node.app[IDENTITY].public_key, 10**12, "compute:rtab:1",
+                                             expires, os.urandom(16))).hex()
+    forged = genuine[:-2] + ("00" if genuine[-2:] != "00" else "01")  # its signature changed in one byte
+    elsewhere = encode_authorization(authorize(attacker, Identity.generate().public_key, 10**12, "compute:rtab:2",
+                                               expires, os.urandom(16))).hex()  # pays another node
+    for _ in range(2):
+        status, answer = await _peer(node, attacker, "POST", INVOKE_PATH, body(genuine))
+        assert status == 200 and answer["tab"]["count"] >= 1, answer
+        for bad in (forged, elsewhere, forged.upper()):
+            status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body(bad))
+            assert status == 403 and problem["code"] == "forbidden", problem
+    assert len(node.app[COMPUTE].recent_provenance(10)) == 2  # only the genuine calls ran

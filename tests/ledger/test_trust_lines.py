@@ -5,15 +5,18 @@ prepayment is used up); a recognised peer gets its credit line (docs/security.md
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import aiohttp
+import plyvel
 import pytest
 
 from xsc.errors import PeerRefused
 from xsc.identity import Identity, parse_public_id
 from xsc.ledger.model import authorize, encode_authorization
 from xsc.ledger.pricing import price_compute, price_storage
+from xsc.ledger.trust import TrustLines
 from xsc.net import PeerClient, RemoteHolder
 from xsc.node.appkeys import GATEWAY, MARKET, PAID_COMPUTE, PEERS, SHARE_HOLDER, TRUST
 
@@ -151,3 +154,36 @@ async def test_a_recognised_peer_gets_its_credit_line(node_factory) -> None:
     # No longer recognised: no credit at all.
     await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "0"})
     assert b.app[TRUST].line(a_id)["credit"] == 0
+
+
+def test_the_lines_kept_in_memory_are_always_what_is_on_disk(tmp_path) -> None:
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    recognised: set[str] = set()
+    make = lambda: TrustLines(db, stranger_credit=100, peer_credit=1000, recognised=recognised.__contains__)  # noqa: E731
+    lines, peer = make(), Identity.generate().id
+    lines.reserve(peer, 60, "a call")
+    lines.use(peer, 50, reserved=60)
+    lines.paid(peer, b"a" * 32, 30)
+    lines.paid(peer, b"a" * 32, 30)  # the same receipt: counted once
+    assert lines.line(peer) == {"peer": peer, "paid": 30, "used": 50, "reserved": 0, "credit": 100,
+                                "recognised": False, "available": 80}
+    recognised.add(peer)
+    lines.set_credit(peer, 500)
+    assert lines.line(peer)["credit"] == 500
+
+    def use() -> None:
+        for _ in range(200):
+            lines.use(peer, 1)
+
+    threads = [threading.Thread(target=use) for _ in range(4)]  # work is taken on from pool threads too
+    for t in threads:
+        t.start()
+    for _ in range(200):
+        assert lines.line(peer)["used"] >= 50  # reads meanwhile never go back
+    for t in threads:
+        t.join()
+    assert lines.line(peer)["used"] == 850
+    assert make().line(peer) == lines.line(peer)  # read from disk afresh: the same
+    lines.set_credit(peer, None)
+    assert lines.line(peer)["credit"] == 1000 and make().line(peer)["credit"] == 1000
+    db.close()

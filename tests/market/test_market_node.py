@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 
+from xsc import keys
 from xsc.identity import Identity
 from xsc.node.appkeys import MARKET
 
@@ -72,3 +74,20 @@ async def test_a_forged_commitment_from_a_peer_is_ignored(node) -> None:
     before = market.book.digest()
     assert market.receive([forged, {"junk": 1}]) == 0
     assert market.book.digest() == before
+
+
+async def test_recognition_counters_are_written_once_a_round_not_by_every_paid_call(node_factory) -> None:
+    node = await node_factory()
+    market = node.app[MARKET]
+    saved = lambda: json.loads(market.db.get(keys.MARKET_SELF))  # noqa: E731
+    market.save_counters()
+    before = saved()
+    for _ in range(3):
+        market.note_paid("peer-x", 5, by_them=True)
+    market.note_paid("peer-y", 7, by_them=False)
+    assert saved() == before  # nothing written per call
+    market.save_counters()  # what each market round (and close) does
+    assert saved()["paid_by"]["peer-x"] == 15 and saved()["delivered_by"]["peer-y"] == 7
+    market.note_paid("peer-x", 1, by_them=True)
+    await market.close()
+    assert saved()["paid_by"]["peer-x"] == 16  # written at close

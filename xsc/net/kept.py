@@ -55,6 +55,7 @@ class Kept:
     def __init__(self) -> None:
         self._peers: dict[tuple[str, int, int], _Peer] = {}
         self._closed = False
+        self.opened = 0  # connections opened (tests, status)
 
     async def request(self, host: str, port: int, context: ssl.SSLContext | None, head: bytes, body: bytes, *,
                       timeout: float, max_size: int) -> tuple[int, CIMultiDict[str], bytes]:
@@ -94,9 +95,11 @@ class Kept:
                 return reader, writer
             writer.close()
         try:
-            return await asyncio.open_connection(host, port, ssl=context, limit=MAX_HEAD)
+            connection = await asyncio.open_connection(host, port, ssl=context, limit=MAX_HEAD)
         except (OSError, ssl.SSLError) as exc:
             raise Unreached(exc) from None
+        self.opened += 1
+        return connection
 
     def close(self) -> None:
         """Close every kept connection (the node stops)."""

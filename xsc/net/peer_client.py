@@ -31,6 +31,7 @@ from . import tls as peer_tls
 from .kept import Cut, Kept, TooLarge, Unreached
 
 _SPACE = re.compile(r"\s")  # what str.isspace() calls a space
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
 MAX_RESPONSE = 16 * 1024 * 1024  # bytes request() buffers; stream bigger answers with open()
 
 
@@ -42,10 +43,13 @@ class PeerResponse:
     node: str | None = None  # the node id the TLS handshake proved answered (None: plaintext)
 
     def json(self) -> Any:
-        try:
-            return orjson.loads(self.body)
-        except orjson.JSONDecodeError:  # what orjson does not take (NaN, big integers, ...): json.loads decides
-            pass
+        # As node/http/common.loads: orjson, unless it would read an integer past 64 bits as a float (19 digits in
+        # a row) or does not take the text (NaN, a BOM, ...): then json.loads decides.
+        if _LONG_NUMBER.search(self.body) is None:
+            try:
+                return orjson.loads(self.body)
+            except orjson.JSONDecodeError:
+                pass
         try:
             return jsonlib.loads(self.body)
         except ValueError:

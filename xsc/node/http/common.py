@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,14 +31,20 @@ def json_object(raw: bytes, hint: str) -> dict[str, Any]:
     return body
 
 
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
 def loads(raw: bytes) -> Any:
     """JSON text parsed as json.loads parses it (the same texts accepted, the same values), by orjson where it
-    can: orjson refuses what it does not take (NaN, integers past 64 bits, a BOM, lone surrogates, UTF-16),
-    and json.loads then decides."""
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return json.loads(raw)
+    can.  orjson refuses what it does not take (NaN, a BOM, lone surrogates, UTF-16), and json.loads then
+    decides; it would read an integer past 64 bits as a float, so a text with 19 digits in a row goes to
+    json.loads at once."""
+    if _LONG_NUMBER.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
 
 
 def dumps(value: Any) -> bytes:

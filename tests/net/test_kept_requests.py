@@ -1,0 +1,154 @@
+"""Signed requests over the peer client's kept-alive connections (xsc/net/kept.py, `request(..., kept=True)`):
+the same answers and the same errors as through aiohttp, one connection for many requests, and the edges of
+HTTP/1.1 a peer may answer with (chunked, no length, close, cut, too large)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+
+from xsc.errors import PeerIdentityMismatch, PeerRefused, PeerUnreachable
+from xsc.health import check_answer, new_nonce
+from xsc.identity import Identity
+from xsc.net import PeerClient
+from xsc.node.appkeys import PEERS
+
+from tests.support.nodes import free_port
+
+FAST = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+
+
+async def test_kept_requests_answer_as_the_session_does_over_one_tls_connection(node_factory) -> None:
+    a, b = await node_factory("a", **FAST), await node_factory("b", **FAST)
+    client, b_url, b_id = a.app[PEERS].client, b.app[PEERS].url, b.app[PEERS].identity.id
+    for _ in range(5):
+        nonce = new_nonce()
+        response = await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": nonce}, to=b_id, kept=True)
+        assert response.status == 200 and response.node == b_id  # the TLS handshake proved who answered
+        check_answer(response.json(), nonce=nonce, prober=a.app[PEERS].identity.id, responder=b_id)
+    assert client._kept.opened == 1  # one connection, kept alive for all five
+
+    with pytest.raises(PeerRefused) as refused:  # the peer's problem comes through whole
+        await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": "xyz"}, to=b_id, kept=True)
+    assert refused.value.details["peer_status"] == 400 and refused.value.details["peer_code"] == "invalid-argument"
+    with pytest.raises(PeerRefused) as refused:
+        await client.request(b_url, "POST", "/v1/peer/no-such-thing", data=b"\x00", to=b_id, kept=True)
+    assert refused.value.details["peer_status"] == 404
+    assert client._kept.opened == 1  # error answers keep their connection too
+
+    with pytest.raises(PeerIdentityMismatch) as mismatch:  # another node's key at that URL: nothing is sent
+        await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": new_nonce()},
+                             to=Identity.generate().id, kept=True)
+    assert mismatch.value.details["sent"] is False and mismatch.value.details["presented"] == b_id
+    with pytest.raises(PeerUnreachable) as unreachable:
+        await client.request(f"http://127.0.0.1:{free_port()}", "POST", "/v1/peer/challenge", json={}, kept=True)
+    assert unreachable.value.details["sent"] is False and unreachable.value.details["reason"] == "connection refused"
+
+
+class _Peer:
+    """A loopback HTTP/1.1 server that answers each request with the next of `answers` (raw bytes; None: close
+    the connection without answering), counting connections."""
+
+    def __init__(self, answers: list[bytes | None], close_each: bool = False) -> None:
+        self.answers, self.connections, self.requests = list(answers), 0, 0
+        self.close_each = close_each  # end each connection after its first answer (whatever the answer said)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while self.answers:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                self.requests += 1
+                answer = self.answers.pop(0)
+                if answer is None:
+                    break
+                writer.write(answer)
+                await writer.drain()
+                if self.close_each or b"Connection: close" in answer or \
+                        b"Content-Length" not in answer and b"chunked" not in answer:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _serve(answers: list[bytes | None], close_each: bool = False) -> tuple[_Peer, asyncio.AbstractServer, str]:
+    peer = _Peer(answers, close_each)
+    server = await asyncio.start_server(peer.handle, "127.0.0.1", 0)
+    return peer, server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+def _ok(body: bytes, extra: str = "") -> bytes:
+    return (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+            .encode() + body)
+
+
+async def test_kept_requests_read_every_kind_of_answer_and_report_a_cut_one_as_maybe_sent() -> None:
+    chunked = b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{"a"\r\n3\r\n:2}\r\n0\r\n\r\n'
+    unframed = b'HTTP/1.1 200 OK\r\n\r\n{"b": 3}'  # no length: the answer ends with the connection
+    answers = [_ok(b'{"n": 1}'), _ok(b'{"n": 2}'), chunked, _ok(b'{"n": 4}', "Connection: close\r\n"), unframed,
+               _ok(b"x" * 100), None]
+    peer, server, url = await _serve(answers)
+    async with aiohttp.ClientSession() as session:
+        client = PeerClient(Identity.generate(), session, 5.0, tls=False)  # plaintext: loopback only
+        try:
+            ask = lambda **kw: client.request(url, "POST", "/v1/peer/x", json={}, kept=True, **kw)  # noqa: E731
+            assert (await ask()).json() == {"n": 1}
+            assert (await ask()).json() == {"n": 2}
+            assert (await ask()).json() == {"a": 2}
+            assert (await ask()).json() == {"n": 4}
+            assert peer.connections == 1  # kept alive until the peer said close
+            assert (await ask()).json() == {"b": 3}
+            with pytest.raises(PeerRefused, match="more than 10 bytes"):
+                await ask(max_size=10)
+            with pytest.raises(PeerUnreachable) as cut:  # closed without an answer: it may have run
+                await ask()
+            assert cut.value.details["sent"] is True
+            assert peer.connections == 4 and peer.requests == 7  # a too large answer's connection is dropped
+        finally:
+            client.close()
+            server.close()
+            await server.wait_closed()
+
+
+async def test_a_kept_connection_the_peer_closed_while_idle_is_not_used_again() -> None:
+    # The peer ends each connection after its answer, as node.idle_timeout ends an idle one.
+    peer, server, url = await _serve([_ok(b"{}"), _ok(b'{"again": true}')], close_each=True)
+    async with aiohttp.ClientSession() as session:
+        client = PeerClient(Identity.generate(), session, 5.0, tls=False)
+        try:
+            await client.request(url, "POST", "/v1/peer/x", json={}, kept=True)
+            for _ in range(100):
+                if all(reader.at_eof() for kept in client._kept._peers.values() for reader, _ in kept.idle):
+                    break
+                await asyncio.sleep(0.02)
+            assert (await client.request(url, "POST", "/v1/peer/x", json={}, kept=True)).json() == {"again": True}
+            assert peer.connections == 2 and client._kept.opened == 2
+        finally:
+            client.close()
+            server.close()
+            await server.wait_closed()
+
+
+async def test_a_peer_that_never_answers_times_out_as_maybe_sent() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await asyncio.sleep(5)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with aiohttp.ClientSession() as session:
+        client = PeerClient(Identity.generate(), session, 0.3, tls=False)
+        try:
+            with pytest.raises(PeerUnreachable) as timed_out:
+                await client.request(url, "POST", "/v1/peer/x", json={}, kept=True)
+            assert timed_out.value.details["sent"] is True and timed_out.value.details["reason"] == "timed out"
+        finally:
+            client.close()
+            server.close()
