@@ -42,6 +42,8 @@ class RateLimiter:
 async def read_body(request: web.Request) -> bytes:
     """The whole body (bounded by the app's client_max_size), or 408 when it has not all arrived within
     BODY_SECONDS: a client that stops mid-body, or declares more than it sends, does not hold the request."""
+    if request.content.is_eof():  # all of it has arrived (a small body comes with its headers): nothing to wait for
+        return await request.read()
     try:
         async with asyncio.timeout(BODY_SECONDS):
             return await request.read()
