@@ -159,7 +159,9 @@ async def test_a_recognised_peer_gets_its_credit_line(node_factory) -> None:
 def test_the_lines_kept_in_memory_are_always_what_is_on_disk(tmp_path) -> None:
     db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
     recognised: set[str] = set()
-    make = lambda: TrustLines(db, stranger_credit=100, peer_credit=1000, recognised=recognised.__contains__)  # noqa: E731
+    def make() -> TrustLines:
+        return TrustLines(db, stranger_credit=100, peer_credit=1000, recognised=recognised.__contains__)
+
     lines, peer = make(), Identity.generate().id
     lines.reserve(peer, 60, "a call")
     lines.use(peer, 50, reserved=60)

@@ -3,7 +3,7 @@
 A paid remote invoke is one small POST and one small answer, many times a second to the same provider.
 aiohttp's ClientSession spends about as much CPU on one such request as the provider spends running the
 call; this writes the request in one piece and reads the answer (Content-Length, chunked, or up to the
-close) straight from asyncio streams, on connections kept per (host, port, TLS context).
+close) straight from asyncio streams, on connections kept per (host, port, the node the TLS context is pinned to).
 
 The TLS context is PeerClient's pinned one (xsc/net/tls.py): the handshake fails unless the peer holds the
 key of the node the request is addressed to, before a byte of the request is sent.  At most PER_PEER
@@ -53,7 +53,7 @@ class _Peer:
 
 class Kept:
     def __init__(self) -> None:
-        self._peers: dict[tuple[str, int, int], _Peer] = {}
+        self._peers: dict[tuple[str, int, tuple | None], _Peer] = {}
         self._closed = False
         self.opened = 0  # connections opened (tests, status)
 
@@ -62,7 +62,10 @@ class Kept:
         """Send `head` (request line and headers, ending in an empty line) and `body`; the answer, read whole."""
         if self._closed:
             raise Unreached(ConnectionError("the node is shutting down"))
-        peer = self._peers.setdefault((host, port, id(context)), _Peer())
+        # Pooled per peer and per pin (the node a TLS context accepts): a connection made to node X is never
+        # used for a request addressed to node Y, whatever the URL.
+        pin = None if context is None else ("tls", getattr(context, "xsc_node", None))
+        peer = self._peers.setdefault((host, port, pin), _Peer())
         sent = False
         writer = None
         try:
