@@ -214,8 +214,8 @@ async def raw_round_trips(b: Node, repeat: int = 200) -> tuple[float, float]:
             t = time.perf_counter()
             await client.request(b.url, "POST", "/v1/peer/challenge", json={"nonce": os.urandom(16).hex()}, to=b.id,
                                  kept=True)  # as the invokes are sent
-        client.close()
             signed.append(time.perf_counter() - t)
+        client.close()
     return statistics.median(plain), statistics.median(signed)
 
 
