@@ -31,7 +31,7 @@ from . import tls as peer_tls
 from .kept import Cut, Kept, TooLarge, Unreached
 
 _SPACE = re.compile(r"\s")  # what str.isspace() calls a space
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+_LONG_NUMBER = re.compile(rb"(?:^|[:\[,])\s*-?[0-9]{19}")  # a number of 19 digits or more
 MAX_RESPONSE = 16 * 1024 * 1024  # bytes request() buffers; stream bigger answers with open()
 
 
@@ -43,8 +43,8 @@ class PeerResponse:
     node: str | None = None  # the node id the TLS handshake proved answered (None: plaintext)
 
     def json(self) -> Any:
-        # As node/http/common.loads: orjson, unless it would read an integer past 64 bits as a float (19 digits in
-        # a row) or does not take the text (NaN, a BOM, ...): then json.loads decides.
+        # As node/http/common.loads: orjson, unless it would read an integer past 64 bits as a float (a number of
+        # 19 digits or more) or does not take the text (NaN, a BOM, ...): then json.loads decides.
         if _LONG_NUMBER.search(self.body) is None:
             try:
                 return orjson.loads(self.body)
@@ -175,7 +175,6 @@ class PeerClient:
                 raise PeerRefused(f"peer {peer_url} answered {method} {path} with more than {max_size} bytes",
                                   url=peer_url)
             return PeerResponse(response.status, response.headers, body, node=node)
-
 
     async def _kept_request(self, peer_url: str, method: str, path: str, json: Any, data: bytes | None,
                             to: str | None, timeout: float | None, max_size: int) -> PeerResponse:

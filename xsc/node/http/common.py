@@ -31,14 +31,14 @@ def json_object(raw: bytes, hint: str) -> dict[str, Any]:
     return body
 
 
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+_LONG_NUMBER = re.compile(rb"(?:^|[:\[,])\s*-?[0-9]{19}")  # a number of 19 digits or more
 
 
 def loads(raw: bytes) -> Any:
     """JSON text parsed as json.loads parses it (the same texts accepted, the same values), by orjson where it
     can.  orjson refuses what it does not take (NaN, a BOM, lone surrogates, UTF-16), and json.loads then
-    decides; it would read an integer past 64 bits as a float, so a text with 19 digits in a row goes to
-    json.loads at once."""
+    decides; it would read an integer past 64 bits as a float, so a text with a number of 19 digits or more
+    goes to json.loads at once."""
     if _LONG_NUMBER.search(raw) is None:
         try:
             return orjson.loads(raw)
