@@ -54,7 +54,7 @@ class Node(NodeProcess):
         self.spawn()
 
     async def wait_up(self) -> None:
-        await asyncio.to_thread(self.wait_listening, 30)
+        await asyncio.to_thread(self.wait_listening, 120)  # a loaded machine starts a node slowly
         self.id = (self.health() or {})["serviceId"]
 
 
