@@ -92,6 +92,13 @@ async def test_out_of_range_i32(client):
     assert "out of range for an i32" in body["detail"]
 
 
+async def test_an_integer_past_64_bits_in_json_is_out_of_range_not_a_float(client):
+    add = await deploy(client, "add")
+    status, body = await invoke(client, add, "add", 123456789012345678901234, 1)  # a JSON number, not text
+    assert (status, body["code"]) == (400, "argument-out-of-range"), body
+    assert "123456789012345678901234" in body["detail"]
+
+
 async def test_imports_without_wasi(client):
     body = await problem(await client.post("/v1/modules", data=wasm("imports")))
     assert (body["http"], body["code"]) == (422, "imports-not-allowed")

@@ -15,7 +15,7 @@ from ...net.compute import INVOKE_PATH, MODULES_PATH
 from ...storage.holder import MIN_UPLOAD_RATE
 from .. import peer_auth
 from ..appkeys import COMPUTE, PAID_COMPUTE
-from .common import BODY_SECONDS, json_body, json_response, query_flag, query_int, read_body
+from .common import BODY_SECONDS, json_body, json_response, loads, query_flag, query_int, read_body
 
 routes = web.RouteTableDef()
 
@@ -60,7 +60,7 @@ async def get_module(request: web.Request) -> web.Response:
 @routes.post("/v1/compute/invoke")
 async def invoke(request: web.Request) -> web.Response:
     try:
-        body = orjson.loads(await read_body(request))
+        body = loads(await read_body(request))  # orjson, but never an integer past 64 bits read as a float
     except ValueError:
         raise InvalidArgument("the request body is not JSON",
                               hint='send {"module": ID, "function": NAME, "args": [...]}') from None
