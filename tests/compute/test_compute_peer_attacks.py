@@ -3,12 +3,15 @@ expired one none, and no stranger can push modules into the node."""
 
 from __future__ import annotations
 
+import json
+import os
 import time
 
-from tests.support.attacks import invoke_body
+from tests.support.attacks import INVOKE_PRICE, invoke_body
 from tests.support.compute import deploy, module_id, wasm
 
 from xsc.identity import Identity, sign_request
+from xsc.ledger.model import authorize, encode_authorization
 from xsc.net.compute import INVOKE_PATH, MODULES_PATH
 from xsc.node import IDENTITY
 from xsc.node.appkeys import COMPUTE, PAID_COMPUTE
@@ -85,7 +88,7 @@ async def test_a_tab_authorization_is_verified_once_and_a_forged_one_is_refused_
 
     def body(authorization: str) -> bytes:
         return json.dumps({"call": {"module": module, "function": "add", "args": [1, 2], "fuel": 1_000_000},
-                           "price": PRICE, "authorization": authorization, "deal": {}, "tab": True}).encode()
+                           "price": INVOKE_PRICE, "authorization": authorization, "deal": {}, "tab": True}).encode()
 
     expires = int(time.time()) + 600
     genuine = encode_authorization(authorize(attacker, node.app[IDENTITY].public_key, 10**12, "compute:rtab:1",
