@@ -9,9 +9,14 @@
   `provider_round` over the network and the receipts held, as a recipient `addressed_to` over the
   active providers' states and `recipient_round`.  It publishes what changed -- a signed
   `StateRecord` and/or `ReceiptRecord` (`xsc.allocation.records`), each an ITC event of this node's
-  stamp after joining every stamp it received -- by pushing it to every peer that is up
-  (`POST /v1/peer/allocation`).  A provider whose state did not converge computes again after the
-  delay; a quiet network sends nothing.
+  stamp after joining every stamp it received -- by pushing it to the parties it names (now or in the
+  record before) and its subscribers (`POST /v1/peer/allocation`).  A provider whose state did not
+  converge computes again after the delay; a quiet network sends nothing.
+- **Subscriptions** (`xsc.allocation.subscriptions`): at each peer the node subscribes to what its
+  rounds read of it (the seed's derived subgroups: mutual partners everything, one-way beneficiaries
+  their needs and receipts, providers for it their commitments and states), renews every third of
+  SUBSCRIPTION_TTL, and keeps who subscribed to it (bounded, expiring).  The market's commitment
+  goes to the same subscribers (`commitment_audience`, `commitment_interest`: set in app.py).
 - **Receiving** (`receive`): only records whose publisher is a known peer, parsed with every bound
   of `xsc.allocation.records`, signature checked, states checked against the publisher's offer,
   future-dated ones refused; then stale ignored, newer replace, concurrent merged (`Held`).
@@ -26,10 +31,10 @@
   own before forking, so the id space does not fragment), and its new stamp is after everything it
   published before and everything that peer holds of it; with no peer to rejoin through within
   `FORK_WAIT` seconds it goes on with its stored id (nobody else owns it).
-- **Anti-entropy**: every third of `market.freshness` (at least the gossip interval) one random peer
-  gets our records with `ask`, and answers with its own; a peer we hold nothing of is asked on the
-  next push.  A provider with nothing to allocate publishes nothing, so a network without needs
-  sends no allocation traffic at all.
+- **Anti-entropy**: every third of `market.freshness` (at least the gossip interval) one random peer we
+  subscribe at gets a digest of what we hold of the publishers we want (`POST
+  /v1/peer/allocation/digest`) and answers with the records we lack or hold another of.  A provider
+  with nothing to allocate publishes nothing, so a network without needs sends no allocation records.
 
 Serving: `allocated(kind)` says, per provider, the units the active providers' states give this
 node's need slots of `kind`; `MarketService.deal` places needs there first (docs/allocation.md).
@@ -126,6 +131,7 @@ class AllocationService:
         self.subscribers = Subscribers()  # who subscribed to this node's records (and its market commitment)
         self.subscribed: dict[str, tuple[frozenset[str], float]] = {}  # peer -> (topics, when sent) we asked it for
         self._named: dict[str, set[str]] = {"state": set(), "receipt": set()}  # named in our last published record
+        self._greeted: set[str] = set()  # peers that took a subscription of ours since we started
         self._dirty = True
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -397,6 +403,11 @@ class AllocationService:
         self._check_peer(sender)
         now = now_ms()
         taken: set[str] = set()
+        before = self.subscribers.topics(sender, now)
+        if (not before or body.get("fresh") is True) and sender in self.subscribed:
+            # A subscriber new here or that says it just started (so it lost our subscription): subscribe again.
+            self.subscribed[sender] = (frozenset(), 0.0)
+            self._changed.set()
         for item in items:
             if not isinstance(item, dict) or item.get("subscriber") != sender or item.get("publisher") != self.me:
                 self._refuse("not the sender's")
@@ -411,6 +422,7 @@ class AllocationService:
                 raise InvalidArgument(f"this node keeps at most {self.subscribers.max_total} subscribers",
                                       hint="try again later")
             taken |= set(sub.topics)
+        taken -= before  # a renewal is answered with nothing more: the pushes kept it current
         out: dict[str, Any] = {"accepted": len(items)}
         state, receipt = self.states.get(self.me), self.receipts.get(self.me)
         if "state" in taken and state is not None:
@@ -497,7 +509,9 @@ class AllocationService:
             await asyncio.gather(*calls)
 
     async def _send_subscription(self, d, sub) -> None:
-        message = {"subscriptions": [sub.to_json()]}
+        message: dict[str, Any] = {"subscriptions": [sub.to_json()]}
+        if d.id not in self._greeted:
+            message["fresh"] = True  # our first since we started: it re-subscribes here (we hold none of its)
         self._count("subscriptions", message)
         try:
             response = await self.peers.request(d.url, "POST", SUBSCRIBE_PATH, json=message, to=d.id)
@@ -510,6 +524,7 @@ class AllocationService:
             self.subscribed.pop(d.id, None)
             log.exception("subscription at %s failed", d.id[:12])
             return
+        self._greeted.add(d.id)
         if isinstance(answer, dict):
             if isinstance(answer.get("commitments"), list):
                 self.market.receive(answer["commitments"][:1])

@@ -7,9 +7,10 @@ LevelDB shell around the pure core of this package).  Routes: node/http/market.p
   published with it.  The commitment is signed and stamped with an Interval Tree Clock; the stamp
   is kept in LevelDB so it only grows across restarts.
 - **Book.** Commitments travel between peers (`POST /v1/peer/market`): pushed on every change
-  (debounced by `market.publish_delay`) and swapped with a random peer every gossip interval.
-  Stale ones are ignored, concurrent ones merged (xsc.market.Book), so every node converges on
-  the same book; `digest` says which book a node holds.
+  (debounced by `market.publish_delay`) to the subscribers (`audience`, from the allocation service;
+  every peer without it), and pulled by digest (`POST /v1/peer/market/digest`) from a random peer
+  we want every third of the freshness window.  Stale ones are ignored, concurrent ones merged
+  (xsc.market.Book); `digest` says which book a node holds.
 - **Clearing.** The call market is cleared per kind and bucket whenever the book changed (lazily, on
   the next read), and each new clearing price is kept in LevelDB for `xsc market prices`.
 - **Recognition.** The weights this node publishes: what the user set (`xsc market recognize`),
@@ -416,7 +417,7 @@ class MarketService:
             audience = self.audience(kinds, self._kinds_pushed)
             targets = [d for d in targets if d.id in audience]
         self._kinds_pushed = kinds
-        message = {"commitments": [own.to_json()], "push": True}
+        message = {"commitments": [own.to_json()], "push": True, "digest": self.book.digest()}
         self._count(message, len(targets))
         results = await asyncio.gather(*(self._send_own(d, message) for d in targets), return_exceptions=True)
         for d, result in zip(targets, results):
@@ -848,10 +849,14 @@ class MarketService:
         self.clearings()  # records a new clearing price, if the book changed since
         return self.price_history(kind, limit)
 
-    def exchange_answer(self, items: Any, push: bool = False) -> dict[str, Any]:
+    def exchange_answer(self, items: Any, push: bool = False, sender: str | None = None,
+                        digest: Any = None) -> dict[str, Any]:
         """A peer's side of a book swap: take its commitments, answer with ours and the digest after (a `push`:
-        only how many changed the book, and the digest)."""
+        only how many changed the book, and the digest).  `digest`: the sender's book's, as it sent it."""
         changed = self.receive(items)
+        known = sender is not None and (self.peers is None or self.peers.known(sender))
+        if known and isinstance(digest, str) and len(digest) == 64:
+            self.peer_digests[sender] = digest
         out = {"changed": changed, "digest": self.book.digest()} if push else {
             "commitments": self.payload(), "digest": self.book.digest()}
         self._count(out)

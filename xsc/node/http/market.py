@@ -78,7 +78,8 @@ async def exchange(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"commitments": [...]}')
     if "commitments" not in body:
         raise InvalidArgument('send {"commitments": [...]}')
-    return web.json_response(request.app[MARKET].exchange_answer(body["commitments"], body.get("push") is True))
+    return web.json_response(request.app[MARKET].exchange_answer(body["commitments"], body.get("push") is True,
+                                                                 peer_auth.peer_id(request), body.get("digest")))
 
 
 @routes.post("/v1/peer/market/digest")
