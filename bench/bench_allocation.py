@@ -392,7 +392,7 @@ def _api(node, method: str, path: str, payload=None) -> dict:
         return json.loads(response.read())
 
 
-def bench_devnet(n: int, recipients: int, recognised: int | None = None, timeout: float = 240.0) -> dict:
+def bench_devnet(n: int, recipients: int, recognised: int | None = None, timeout: float = 180.0) -> dict:
     """Live rounds on `n` node processes (xsc.devnet): every node recognising every other (`recognised` None), or
     node i recognising only the next `recognised` nodes (weight 1; the others set to 0).  Bytes each node sends
     per round until the network converged -- allocation records, subscriptions and digests (`bytes_sent` of
@@ -434,25 +434,37 @@ def bench_devnet(n: int, recipients: int, recognised: int | None = None, timeout
                     return [(s, _api(node, "GET", "/v1/market/status")) for s, node in zip(statuses, nodes)]
                 return None
 
+            converged = True
             while (after := settled()) is None:
                 if time.monotonic() - started > timeout:
-                    raise SystemExit("devnet: the allocation did not converge")
+                    converged = False  # measured all the same, until now: the row says so
+                    statuses = [_api(node, "GET", "/v1/allocation") for node in nodes]
+                    for i, st in enumerate(statuses):
+                        print(f"  not converged: node {i} converged={st['converged']} own={st['provider_converged']} "
+                              f"share={st['converged_share']} of {st['providers']} delta={st['delta']} "
+                              f"needs={len(st['needs'])} received={bool(st['received'])}")
+                    after = [(st, _api(node, "GET", "/v1/market/status")) for st, node in zip(statuses, nodes)]
+                    break
                 time.sleep(0.5)
             seconds = time.monotonic() - started
             time.sleep(quiet_s)
             quiet = [(_api(node, "GET", "/v1/allocation"), _api(node, "GET", "/v1/market/status")) for node in nodes]
             raw = _empty_record_bytes(after[0][0]["stamp"])
-            subscribed = sum(len(a["subscribed"]) for a, _ in quiet) / n
+            subscribed = sum(len(a.get("subscribed", ())) for a, _ in quiet) / n
             allocated = sum(a["allocated"] for a, _ in after) / max(1, sum(1 for a, _ in after if a["mine"]))
         finally:
             net.stop(10)
     sent = [a["bytes_sent"] - b["bytes_sent"] for (a, _), (b, _) in zip(after, before)]
-    market = [am["bytes_sent"] - bm["bytes_sent"] for (_, am), (_, bm) in zip(after, before)]
+    market = [am.get("bytes_sent", 0) - bm.get("bytes_sent", 0) for (_, am), (_, bm) in zip(after, before)]
     rounds = [a["rounds"] - b["rounds"] for (a, _), (b, _) in zip(after, before)]
     per_round = sum(s / max(1, r) for s, r in zip(sent, rounds)) / n
     market_per_round = sum(s / max(1, r) for s, r in zip(market, rounds)) / n
     idle = sum(q["bytes_sent"] - a["bytes_sent"] for (q, _), (a, _) in zip(quiet, after)) / n / quiet_s
-    idle_market = sum(qm["bytes_sent"] - am["bytes_sent"] for (_, qm), (_, am) in zip(quiet, after)) / n / quiet_s
+    idle_market = sum(qm.get("bytes_sent", 0) - am.get("bytes_sent", 0)
+                      for (_, qm), (_, am) in zip(quiet, after)) / n / quiet_s
+    idle_by = {k: sum(q.get("bytes_by", {}).get(k, 0) - a.get("bytes_by", {}).get(k, 0)
+                      for (q, _), (a, _) in zip(quiet, after)) / n / quiet_s
+               for k in quiet[0][0].get("bytes_by", {})}
     who = "all recognising all" if recognised is None else f"each recognising {recognised}"
     label = f"devnet {n} nodes, {'all' if recognised is None else recognised} recognised"
     print(f"devnet: {n} nodes, {recipients} with a standing need, {who}; converged in {seconds:.1f} s, "
@@ -460,7 +472,8 @@ def bench_devnet(n: int, recipients: int, recognised: int | None = None, timeout
     print(f"  allocation bytes per node per round  {per_round:10.1f}   ({per_round / raw:.2f} x one empty signed "
           f"state message, {raw} B; over {sum(rounds) / n:.1f} rounds each)")
     print(f"  market bytes per node per round      {market_per_round:10.1f}")
-    print(f"  after convergence, per node          {idle:10.1f} B/s allocation, {idle_market:.1f} B/s market")
+    print(f"  after convergence, per node          {idle:10.1f} B/s allocation, {idle_market:.1f} B/s market"
+          + (f" (allocation: {', '.join(f'{k} {v:.1f}' for k, v in idle_by.items())})" if idle_by else ""))
     REPORT.add(f"{label}: raw empty signed state message", raw, "B")
     REPORT.add(f"{label}: allocation bytes per node per round", per_round, "B")
     REPORT.add(f"{label}: market bytes per node per round", market_per_round, "B")
@@ -468,6 +481,7 @@ def bench_devnet(n: int, recipients: int, recognised: int | None = None, timeout
     REPORT.add(f"{label}: anti-entropy allocation bytes per node per second", idle, "B/s")
     REPORT.add(f"{label}: anti-entropy market bytes per node per second", idle_market, "B/s")
     return {"nodes": n, "recognised": "all" if recognised is None else recognised, "seconds": seconds,
+            "converged": converged,
             "subscribed": subscribed, "rounds": sum(rounds) / n, "allocation": per_round, "market": market_per_round,
             "raw": raw, "idle": idle, "idle_market": idle_market}
 
@@ -479,7 +493,7 @@ def devnet_table(rows: list[dict]) -> None:
     for r in rows:
         print(f"  {r['nodes']:>5} {r['recognised']:>10} {r['subscribed']:>10.1f} {r['rounds']:>6.1f} "
               f"{r['allocation']:>13.1f} {r['allocation'] / r['raw']:>6.2f} {r['market']:>14.1f} {r['idle']:>15.1f} "
-              f"{r['idle_market']:>16.1f} {r['seconds']:>8.1f}s")
+              f"{r['idle_market']:>16.1f} {r['seconds']:>8.1f}s" + ("" if r["converged"] else " (did not converge)"))
 
 
 def _empty_record_bytes(stamp_hex: str) -> int:
