@@ -91,6 +91,7 @@ FORK_PATH = "/v1/peer/allocation/fork"
 SUBSCRIBE_PATH = "/v1/peer/allocation/subscribe"
 DIGEST_PATH = "/v1/peer/allocation/digest"
 SUBSCRIPTION_TTL = 60.0  # seconds a subscription lives; renewed every third of it (and when its topics change)
+SUBSCRIBE_RETRY = 5.0  # seconds before a subscription that failed is sent again
 MAX_RECORDS = 1_001  # states and receipts per message each: one per peer the directory can hold, and this node's
 FORK_WAIT = 3.0  # seconds a node without an ITC id waits for a peer to fork one from before it seeds one
 TRAFFIC_ROUNDS = 256  # rounds whose bytes are kept for the status
@@ -132,6 +133,7 @@ class AllocationService:
         self.subscribed: dict[str, tuple[frozenset[str], float]] = {}  # peer -> (topics, when sent) we asked it for
         self._named: dict[str, set[str]] = {"state": set(), "receipt": set()}  # named in our last published record
         self._greeted: set[str] = set()  # peers that took a subscription of ours since we started
+        self._retry_at: dict[str, float] = {}  # peer -> when to try a subscription that failed again
         self._dirty = True
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -497,7 +499,7 @@ class AllocationService:
                 continue
             if held is not None and held[0] == topics and now - held[1] < SUBSCRIPTION_TTL / 3:
                 continue
-            if self.peers.availability(d.id).up is False:
+            if self.peers.availability(d.id).up is False or self._retry_at.get(d.id, 0.0) > now:
                 continue
             sub = sign_subscription(self.identity, d.id, topics, now_ms() + int(SUBSCRIPTION_TTL * 1000))
             if topics:
@@ -517,13 +519,16 @@ class AllocationService:
             response = await self.peers.request(d.url, "POST", SUBSCRIBE_PATH, json=message, to=d.id)
             answer = response.json()
         except PeerError as err:
-            self.subscribed.pop(d.id, None)  # asked again on the next pass
+            self.subscribed.pop(d.id, None)  # asked again after SUBSCRIBE_RETRY (a slow peer must not hold up rounds)
+            self._retry_at[d.id] = time.monotonic() + SUBSCRIBE_RETRY
             log.debug("subscription at %s failed: %s", d.id[:12], err)
             return
         except Exception:  # noqa: BLE001 -- one peer's bad answer must not end the pass
             self.subscribed.pop(d.id, None)
+            self._retry_at[d.id] = time.monotonic() + SUBSCRIBE_RETRY
             log.exception("subscription at %s failed", d.id[:12])
             return
+        self._retry_at.pop(d.id, None)
         self._greeted.add(d.id)
         if isinstance(answer, dict):
             if isinstance(answer.get("commitments"), list):
@@ -690,6 +695,7 @@ class AllocationService:
         """A node was removed: its records are dropped."""
         self.subscribers.forget(participant)
         self.subscribed.pop(participant, None)
+        self._retry_at.pop(participant, None)
         if self.states.forget(participant) | self.receipts.forget(participant):
             self.touch()
 
