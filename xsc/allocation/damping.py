@@ -16,7 +16,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Mapping, Sequence
 
-from .models import Commitment, DampingSample
+from .models import MAX_QUANTITY, MAX_TIMESTAMP_MS, Commitment, DampingSample, built, replaced
 
 HISTORY_WINDOW_MS = 30_000
 HISTORY_MIN_SAMPLES = 3
@@ -60,6 +60,15 @@ def update_damping(commitment: Commitment, received: Mapping[str, int], now_ms: 
     """The commitment with a new sample (what `received`, need slot id -> units from all providers,
     over-allocates), its history cut to the recent window and the damping factor recomputed.
     The stamp and timestamp are left alone: the caller stamps what it publishes."""
-    sample = DampingSample(over_allocation=over_allocation(commitment, received), timestamp=now_ms)
+    return _damped(commitment, over_allocation(commitment, received), now_ms)
+
+
+def _damped(commitment: Commitment, over: int, now_ms: int) -> Commitment:
+    """`update_damping` with the over-allocation already computed."""
+    if over.__class__ is int and 0 <= over <= MAX_QUANTITY and now_ms.__class__ is int and \
+            0 <= now_ms <= MAX_TIMESTAMP_MS:
+        sample = built(DampingSample, {"over_allocation": over, "timestamp": now_ms})
+    else:
+        sample = DampingSample(over_allocation=over, timestamp=now_ms)  # refused as before
     history = recent_history((*commitment.damping_history, sample), now_ms)
-    return commitment.model_copy(update={"damping_history": history, "damping_factor": damping_factor(history)})
+    return replaced(commitment, {"damping_history": history, "damping_factor": damping_factor(history)})

@@ -31,6 +31,7 @@ import os
 import resource
 import time
 from dataclasses import dataclass, field
+from multiprocessing.reduction import ForkingPickler
 from typing import Iterable
 
 from .convergence import NETWORK_QUORUM
@@ -236,8 +237,9 @@ class _Pool:
         """(the providers' results, the largest CPU time a worker spent on them; 0 when local)."""
         if self.local is not None:
             return self.local.round(now, receipts, commitments), 0.0
+        job = bytes(ForkingPickler.dumps((now, receipts, commitments)))  # pickled once for all workers
         for _, conn in self.procs:
-            conn.send((now, receipts, commitments))
+            conn.send_bytes(job)
         out: list = []
         slowest = 0.0
         for _, conn in self.procs:
