@@ -19,6 +19,7 @@ from .models import (
     ConvergenceSample,
     NeedKey,
     SlotDenominator,
+    built,
     slot_allocations,
 )
 from .recognition import weight_ratios
@@ -348,7 +349,7 @@ def compute_allocation(
                     fields.extend((cid, needs[i][ROW_ID], r, take, tier))
                     if not units:
                         break
-        denominators[cid] = SlotDenominator.model_construct(mutual=dens[0], non_mutual=dens[1])
+        denominators[cid] = built(SlotDenominator, {"mutual": dens[0], "non_mutual": dens[1]})
         unallocated[cid] = left
     totals: dict[str, dict[str, int]] = {}
     for kind in sorted(by_kind):
@@ -361,17 +362,17 @@ def compute_allocation(
     else:
         delta = denominator_delta(previous.slot_denominators, denominators)
         converged = delta <= CONVERGENCE_EPSILON
-        history = (history + (ConvergenceSample.model_construct(delta=delta, timestamp=now),))[-HISTORY_LENGTH:]
+        history = (history + (built(ConvergenceSample, {"delta": delta, "timestamp": now}),))[-HISTORY_LENGTH:]
     stamp = provider.stamp if previous is None else provider.stamp.join(previous.stamp.peek())
-    return AllocationState.model_construct(
-        provider=me,
-        slot_denominators=denominators,
-        slot_allocations=slot_allocations(fields),
-        unallocated=unallocated,
-        recipient_totals=totals,
-        converged=converged,
-        convergence_history=history,
-        wanted=tuple(sorted(needs[i][ROW_KEY] for i in wanted if granted[i] == 0 and remaining[i] > 0)),
-        stamp=stamp.event(),
-        timestamp=now,
-    )
+    return built(AllocationState, {
+        "provider": me,
+        "slot_denominators": denominators,
+        "slot_allocations": slot_allocations(fields),
+        "unallocated": unallocated,
+        "recipient_totals": totals,
+        "converged": converged,
+        "convergence_history": history,
+        "stamp": stamp.event(),
+        "timestamp": now,
+        "wanted": tuple(sorted(needs[i][ROW_KEY] for i in wanted if granted[i] == 0 and remaining[i] > 0)),
+    })

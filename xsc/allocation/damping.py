@@ -14,6 +14,7 @@ Providers use it as active need = residual need x damping factor (see `compute_a
 from __future__ import annotations
 
 from decimal import Decimal
+from operator import attrgetter
 from typing import Mapping, Sequence
 
 from .models import MAX_QUANTITY, MAX_TIMESTAMP_MS, Commitment, DampingSample, built, replaced
@@ -25,10 +26,14 @@ STEADY = Decimal("1.0")
 MODERATE = Decimal("0.8")
 
 
+_timestamp = attrgetter("timestamp")
+
+
 def recent_history(history: Sequence[DampingSample], now_ms: int) -> tuple[DampingSample, ...]:
     """The samples of the last 30 s (timestamp > now - 30 s), or the last 3 if that is fewer."""
-    ordered = sorted(history, key=lambda s: s.timestamp)
-    recent = [s for s in ordered if s.timestamp > now_ms - HISTORY_WINDOW_MS]
+    ordered = sorted(history, key=_timestamp)
+    since = now_ms - HISTORY_WINDOW_MS
+    recent = [s for s in ordered if s.timestamp > since]
     if len(recent) < HISTORY_MIN_SAMPLES:
         recent = ordered[-HISTORY_MIN_SAMPLES:]
     return tuple(recent)
@@ -38,7 +43,7 @@ def damping_factor(history: Sequence[DampingSample]) -> Decimal:
     """0.5 when the over-allocations oscillate, 1.0 when they decrease steadily (or are all 0),
     0.8 otherwise; 1.0 for an empty history.  `history` must already be the recent window."""
     values: list[int] = []
-    for s in sorted(history, key=lambda s: s.timestamp):
+    for s in sorted(history, key=_timestamp):
         if not values or values[-1] != s.over_allocation:
             values.append(s.over_allocation)
     if not values or values == [0]:

@@ -181,13 +181,16 @@ _NOTHING = (0, 0)
 class _Side:
     """One side of a `_View` (units from others, or caps) with the `get` compute_allocation uses."""
 
-    __slots__ = ("view", "side")
+    __slots__ = ("view", "pairs", "side")
 
     def __init__(self, view: _View, side: int) -> None:
-        self.view, self.side = view, side
+        self.view, self.pairs, self.side = view, view.pairs, side
 
     def get(self, key: NeedKey, default: int = 0) -> int:
-        return self.view.pair(key)[self.side] or default
+        pair = self.pairs.get(key)
+        if pair is None:
+            pair = self.view.pair(key)
+        return pair[self.side] or default
 
     def __bool__(self) -> bool:
         return True
