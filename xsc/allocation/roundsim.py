@@ -13,9 +13,13 @@ would compute again), or after `max_rounds`.
 A recipient whose inbox did not change keeps its receipt and skips its damping sample: the sample
 would repeat the last one, and runs of equal samples are merged anyway.
 
-With `workers` > 1 the providers are split over that many forked processes, each holding its
-providers' previous states and a copy of the commitments and receipts, to which only what
-changed is sent each round; the recipients' side runs in this process.
+With `workers` > 1 the participants are split over that many forked processes (participant i of
+the sorted list to part i mod W), each running both sides for its own: its providers' previous
+states, its recipients' inboxes, commitments and receipts, and a copy of every published
+commitment and receipt.  A round is two steps: the providers compute, and their messages for
+recipients of other parts go out; then the recipients run, and what they publish goes out.  This
+process only passes the pickled bytes on and adds up the parts' figures, so both sides use all
+the workers.  The run is the same, to the last receipt, with any number of workers.
 
 Traffic (with `traffic=True`): the bytes a node sends in a round, as compact JSON: a provider's
 message to each recipient it allocates to or asks (allocations and requests for that recipient,
@@ -61,11 +65,12 @@ class RoundSample:
     seconds: float
     """Wall time of the round."""
     cpu_seconds: float
-    """CPU time on the round's critical path: this process's (sending, the recipients' side)
-    plus the busiest worker's (all of it with one worker).  What the round takes on idle cores,
-    whatever else the machine runs."""
+    """CPU time on the round's critical path: this process's (passing messages on) plus, for
+    each of the round's two steps (providers, recipients), the busiest worker's (all of it is
+    this process's with one worker).  What the round takes on idle cores, whatever else the
+    machine runs."""
     worker_cpu_seconds: float = 0.0
-    """The busiest worker's part of it (0 with one worker: all of it is this process's)."""
+    """The workers' part of it: the busiest worker of each step, added (0 with one worker)."""
 
 
 @dataclass
