@@ -29,6 +29,7 @@ when it changed; a commitment with a new damping factor to each provider the rec
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import multiprocessing
@@ -362,13 +363,21 @@ class _Pool:
             self.local = _Part(0, 1, ids, dict(network), traffic)
             return
         ctx = multiprocessing.get_context("fork")
-        for w in range(workers):
-            part = _Part(w, workers, ids, network, traffic)
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_worker, args=(child, part), daemon=True)
-            proc.start()
-            child.close()
-            self.procs.append((proc, parent))
+        # The network is read by every round and freed by none: frozen before the fork, the
+        # workers' garbage collector never walks it again, nor touches its pages (one trial at
+        # 10,000 x 3 under load: the largest of 6 rounds went from 5.5 to 4.2 s of CPU).
+        gc.collect()
+        gc.freeze()
+        try:
+            for w in range(workers):
+                part = _Part(w, workers, ids, network, traffic)
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(target=_worker, args=(child, part), daemon=True)
+                proc.start()
+                child.close()
+                self.procs.append((proc, parent))
+        finally:
+            gc.unfreeze()  # (this process keeps collecting as before)
         self.published: list[bytes] = []  # per part: what it published last round, pickled
 
     def _ask(self, jobs: list) -> tuple[list, float]:
