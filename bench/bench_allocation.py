@@ -12,8 +12,9 @@ their targets to bench/out/allocation.json (bench/report.py):
     sort of the same slots, building the records one by one.
   - rounds (`RoundSimulation` with a process pool): 100 x 5 converge in <= 50 rounds, 1,000 x 5
     in <= 100, 10,000 x 3 converge with < 2 s per round on this machine, with peak memory.  Time
-    per round is CPU time on the round's critical path (this process + the busiest worker: what
-    the round takes on idle cores; the machine is shared), wall time printed beside it.  Raw
+    per round is CPU time on the round's critical path (this process + the busiest worker of each
+    of the round's two steps, providers then recipients: what the round takes on idle cores; the
+    machine is shared), wall time printed beside it.  Raw
     step: one pass over every provider's view (each recognised recipient's need slots, one dict
     look-up each; CPU time), the least any round must do.
   - traffic: bytes each node sends per round at 1,000 nodes against the number of recognised
@@ -297,10 +298,11 @@ def bench_rounds(n: int, slots: int, seed: int, workers: int, target_rounds: int
           f"{result.capacity_over_quantity}; allocated {result.allocated} of need {result.total_need}, "
           f"capacity {result.total_capacity}")
     print(f"  time per round, mean      {mean * 1e3:9.1f} ms   (target < {target_seconds or '-'} s); "
-          f"max {worst * 1e3:.1f} ms  (CPU on the critical path: this process + the busiest worker)")
+          f"max {worst * 1e3:.1f} ms  (CPU on the critical path: this process + the busiest worker of each step)")
     busiest = max(result.timeline, key=lambda x: x.cpu_seconds)
-    print(f"  slowest round ({busiest.round}): busiest worker {busiest.worker_cpu_seconds * 1e3:.1f} ms + this process "
-          f"{(busiest.cpu_seconds - busiest.worker_cpu_seconds) * 1e3:.1f} ms (recipients' side, messages)")
+    print(f"  slowest round ({busiest.round}): busiest workers {busiest.worker_cpu_seconds * 1e3:.1f} ms + this process "
+          f"{(busiest.cpu_seconds - busiest.worker_cpu_seconds) * 1e3:.1f} ms (passing messages on; all of it "
+          f"with one worker)")
     print(f"  wall time per round, mean {wall_mean * 1e3:9.1f} ms   max {wall_worst * 1e3:.1f} ms; whole run "
           f"{wall:.1f} s (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     print(f"  raw: one pass over views  {raw * 1e3:9.2f} ms   round = {mean / raw:7.1f} x (mean), "

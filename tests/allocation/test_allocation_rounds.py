@@ -220,13 +220,19 @@ def test_the_simulators_run_exactly_the_round_functions(monkeypatch):
 
 @pytest.mark.slow
 def test_a_process_pool_gives_the_same_run_as_one_process():
-    one = RoundSimulation(SimConfig(60, 4, 11, traffic=True)).run()
-    two = RoundSimulation(SimConfig(60, 4, 11, traffic=True, workers=2)).run()
-    key = [(s.round, s.converged_fraction, s.delta, s.over_allocation, s.changed, s.bytes_per_node)
+    sim_one = RoundSimulation(SimConfig(60, 4, 11, traffic=True))
+    sim_two = RoundSimulation(SimConfig(60, 4, 11, traffic=True, workers=2))
+    one, two = sim_one.run(), sim_two.run()
+    key = [(s.round, s.converged_fraction, s.delta, s.delta_mean, s.over_allocation, s.changed, s.bytes_per_node)
            for s in one.timeline]
-    assert key == [(s.round, s.converged_fraction, s.delta, s.over_allocation, s.changed, s.bytes_per_node)
-                   for s in two.timeline]
-    assert (one.allocated, one.rounds) == (two.allocated, two.rounds)
+    assert key == [(s.round, s.converged_fraction, s.delta, s.delta_mean, s.over_allocation, s.changed,
+                    s.bytes_per_node) for s in two.timeline]
+    assert (one.allocated, one.rounds, one.unmet_need, one.recipients_mean) == \
+        (two.allocated, two.rounds, two.unmet_need, two.recipients_mean)
+    # The workers run the recipients too: the same receipts, stamps included, and commitments.
+    assert {r: (x.needs, x.stamp, x.damping_factor) for r, x in sim_one.receipts.items()} == \
+        {r: (x.needs, x.stamp, x.damping_factor) for r, x in sim_two.receipts.items()}
+    assert sim_one.published == sim_two.published
 
 
 def test_traffic_follows_recognised_peers_not_network_size():

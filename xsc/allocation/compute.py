@@ -19,9 +19,10 @@ from .models import (
     ConvergenceSample,
     NeedKey,
     SlotDenominator,
+    built,
     slot_allocations,
 )
-from .recognition import normalized_weights
+from .recognition import weight_ratios
 
 SCALE = 10**18
 """Priority weights are fixed-point integers with 18 decimals (rounded up, so > 0 stays > 0)."""
@@ -80,7 +81,7 @@ def _ranked_needs(provider: Commitment, net: Mapping[str, Commitment]) -> tuple[
     """`_build_ranked_needs`, kept per provider commitment while the commitments it read are the
     same objects (commitments are frozen): a provider recomputing round after round on the same
     commitments (only the receipts changed) does not rank its recipients again."""
-    weights = normalized_weights(provider)
+    weights = weight_ratios(provider)
     cached = _RANKED.get(id(provider))
     if cached is not None and cached[0] is provider:
         seen = cached[1]
@@ -91,6 +92,24 @@ def _ranked_needs(provider: Commitment, net: Mapping[str, Commitment]) -> tuple[
         _RANKED.clear()
     _RANKED[id(provider)] = (provider, tuple(map(net.get, weights)), result)
     return result
+
+
+def _matched(provider: Commitment, needs: list) -> tuple[list, list[list[int]]]:
+    """(the provider's capacity slots in order, for each the positions in `needs` of the need slots it
+    is compatible with), kept while the provider's commitment and its ranked needs are the same
+    objects (matching reads only those)."""
+    cached = _MATCHED.get(id(provider))
+    if cached is not None and cached[0] is provider and cached[1] is needs:
+        return cached[2], cached[3]
+    slots = sorted(provider.capacity_slots, key=_slot_order)
+    compatible = CapacityIndex(slots).match(needs)
+    if len(_MATCHED) >= _RANKED_KEPT:
+        _MATCHED.clear()
+    _MATCHED[id(provider)] = (provider, needs, slots, compatible)
+    return slots, compatible
+
+
+_MATCHED: dict[int, tuple] = {}
 
 
 def _is(a, b) -> bool:
@@ -111,7 +130,7 @@ def _build_ranked_needs(provider: Commitment, net: Mapping[str, Commitment]) -> 
     the fractions' integer numerators and denominators."""
     me = provider.participant
     tiers: tuple[list, list] = ([], [])  # (r, r's need rows, k, fixed weight) per tier
-    for r, w in normalized_weights(provider).items():
+    for r, (num, den) in weight_ratios(provider).items():  # w(p, r) = num / den (not reduced)
         other = net.get(r)
         if other is None or r == me:
             continue
@@ -119,10 +138,9 @@ def _build_ranked_needs(provider: Commitment, net: Mapping[str, Commitment]) -> 
             raise InvalidCommitment(f"the network lists {other.participant!r}'s commitment under {r!r}")
         if not other.need_slots:
             continue
-        num, den = w.as_integer_ratio()
-        back = normalized_weights(other).get(me)  # only positive weights are listed
+        back = weight_ratios(other).get(me)  # only positive weights are listed
         if back is not None:
-            b_num, b_den = back.as_integer_ratio()
+            b_num, b_den = back
             if b_num * den < num * b_den:  # MR = min(w(p, r), w(r, p))
                 num, den = b_num, b_den
         share = -((-num * SCALE) // den)
@@ -268,8 +286,7 @@ def compute_allocation(
     received = received or None  # (an empty mapping changes nothing)
 
     needs, owner_at, k_at, share_at, tier1_end = _ranked_needs(provider, net)
-    slots = sorted(provider.capacity_slots, key=_slot_order)
-    compatible_needs = CapacityIndex(slots).match(needs)
+    slots, compatible_needs = _matched(provider, needs)
     # By position in `needs`: the residual need, filled in when a capacity slot first meets it.
     remaining: list[int | None] = [None] * len(needs)
     # With caps: by position, the cap left (<= remaining), and the slots p wants to give more.
@@ -332,7 +349,7 @@ def compute_allocation(
                     fields.extend((cid, needs[i][ROW_ID], r, take, tier))
                     if not units:
                         break
-        denominators[cid] = SlotDenominator.model_construct(mutual=dens[0], non_mutual=dens[1])
+        denominators[cid] = built(SlotDenominator, {"mutual": dens[0], "non_mutual": dens[1]})
         unallocated[cid] = left
     totals: dict[str, dict[str, int]] = {}
     for kind in sorted(by_kind):
@@ -345,17 +362,17 @@ def compute_allocation(
     else:
         delta = denominator_delta(previous.slot_denominators, denominators)
         converged = delta <= CONVERGENCE_EPSILON
-        history = (history + (ConvergenceSample.model_construct(delta=delta, timestamp=now),))[-HISTORY_LENGTH:]
+        history = (history + (built(ConvergenceSample, {"delta": delta, "timestamp": now}),))[-HISTORY_LENGTH:]
     stamp = provider.stamp if previous is None else provider.stamp.join(previous.stamp.peek())
-    return AllocationState.model_construct(
-        provider=me,
-        slot_denominators=denominators,
-        slot_allocations=slot_allocations(fields),
-        unallocated=unallocated,
-        recipient_totals=totals,
-        converged=converged,
-        convergence_history=history,
-        wanted=tuple(sorted(needs[i][ROW_KEY] for i in wanted if granted[i] == 0 and remaining[i] > 0)),
-        stamp=stamp.event(),
-        timestamp=now,
-    )
+    return built(AllocationState, {
+        "provider": me,
+        "slot_denominators": denominators,
+        "slot_allocations": slot_allocations(fields),
+        "unallocated": unallocated,
+        "recipient_totals": totals,
+        "converged": converged,
+        "convergence_history": history,
+        "stamp": stamp.event(),
+        "timestamp": now,
+        "wanted": tuple(sorted(needs[i][ROW_KEY] for i in wanted if granted[i] == 0 and remaining[i] > 0)),
+    })

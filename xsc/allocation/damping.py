@@ -14,9 +14,10 @@ Providers use it as active need = residual need x damping factor (see `compute_a
 from __future__ import annotations
 
 from decimal import Decimal
+from operator import attrgetter
 from typing import Mapping, Sequence
 
-from .models import Commitment, DampingSample
+from .models import MAX_QUANTITY, MAX_TIMESTAMP_MS, Commitment, DampingSample, built, replaced
 
 HISTORY_WINDOW_MS = 30_000
 HISTORY_MIN_SAMPLES = 3
@@ -25,10 +26,14 @@ STEADY = Decimal("1.0")
 MODERATE = Decimal("0.8")
 
 
+_timestamp = attrgetter("timestamp")
+
+
 def recent_history(history: Sequence[DampingSample], now_ms: int) -> tuple[DampingSample, ...]:
     """The samples of the last 30 s (timestamp > now - 30 s), or the last 3 if that is fewer."""
-    ordered = sorted(history, key=lambda s: s.timestamp)
-    recent = [s for s in ordered if s.timestamp > now_ms - HISTORY_WINDOW_MS]
+    ordered = sorted(history, key=_timestamp)
+    since = now_ms - HISTORY_WINDOW_MS
+    recent = [s for s in ordered if s.timestamp > since]
     if len(recent) < HISTORY_MIN_SAMPLES:
         recent = ordered[-HISTORY_MIN_SAMPLES:]
     return tuple(recent)
@@ -38,7 +43,7 @@ def damping_factor(history: Sequence[DampingSample]) -> Decimal:
     """0.5 when the over-allocations oscillate, 1.0 when they decrease steadily (or are all 0),
     0.8 otherwise; 1.0 for an empty history.  `history` must already be the recent window."""
     values: list[int] = []
-    for s in sorted(history, key=lambda s: s.timestamp):
+    for s in sorted(history, key=_timestamp):
         if not values or values[-1] != s.over_allocation:
             values.append(s.over_allocation)
     if not values or values == [0]:
@@ -60,6 +65,15 @@ def update_damping(commitment: Commitment, received: Mapping[str, int], now_ms: 
     """The commitment with a new sample (what `received`, need slot id -> units from all providers,
     over-allocates), its history cut to the recent window and the damping factor recomputed.
     The stamp and timestamp are left alone: the caller stamps what it publishes."""
-    sample = DampingSample(over_allocation=over_allocation(commitment, received), timestamp=now_ms)
+    return _damped(commitment, over_allocation(commitment, received), now_ms)
+
+
+def _damped(commitment: Commitment, over: int, now_ms: int) -> Commitment:
+    """`update_damping` with the over-allocation already computed."""
+    if over.__class__ is int and 0 <= over <= MAX_QUANTITY and now_ms.__class__ is int and \
+            0 <= now_ms <= MAX_TIMESTAMP_MS:
+        sample = built(DampingSample, {"over_allocation": over, "timestamp": now_ms})
+    else:
+        sample = DampingSample(over_allocation=over, timestamp=now_ms)  # refused as before
     history = recent_history((*commitment.damping_history, sample), now_ms)
-    return commitment.model_copy(update={"damping_history": history, "damping_factor": damping_factor(history)})
+    return replaced(commitment, {"damping_history": history, "damping_factor": damping_factor(history)})

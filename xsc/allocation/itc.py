@@ -368,6 +368,104 @@ def _grow(i: IdTree, e: EventTree) -> tuple[EventTree, int]:
     return (n, el, er2), cost + cr + 1
 
 
+# --- event on a path id -------------------------------------------------------------
+#
+# Most ids are one interval: a forked id is a path of (0, x) / (x, 0) nodes down to a 1.  Along
+# such an id, fill and grow never branch, so `_event_on_path` runs them as loops over the path (the
+# same cases of `_fill` and `_grow`, in the same order, so the same trees): what every published
+# allocation state and receipt pays for its stamp.
+
+
+def _path_of(i: IdTree) -> tuple[int, ...] | None:
+    """The directions (0 left, 1 right) from the root of id `i` down to its only 1, or None when
+    `i` is not one interval of that shape (0, or several leaves 1).  Kept per id object."""
+    cached = _PATHS.get(id(i))
+    if cached is not None and cached[0] is i:
+        return cached[1]
+    path: list[int] | None = []
+    node = i
+    while node.__class__ is not int:
+        l, r = node
+        if l.__class__ is int and not l:
+            path.append(1)
+            node = r
+        elif r.__class__ is int and not r:
+            path.append(0)
+            node = l
+        else:
+            path = None
+            break
+    result = tuple(path) if path is not None and node else None
+    if len(_PATHS) >= 1 << 16:
+        _PATHS.clear()
+    _PATHS[id(i)] = (i, result)  # the entry holds the id, so its object id is not reused meanwhile
+    return result
+
+
+_PATHS: dict[int, tuple[IdTree, tuple[int, ...] | None]] = {}
+
+
+def _event_on_path(path: tuple[int, ...], e: EventTree) -> EventTree:
+    """event's new event tree for an id given by its path (see `_path_of`): fill, else grow."""
+    if not path:  # id 1
+        if e.__class__ is int:
+            return e + 1  # fill(1, n) = n, then grow
+        return _height(e)
+    # fill: down the path; at the last level the id is (1, 0) or (0, 1).
+    above: list[tuple] = []
+    node = e
+    last = len(path) - 1
+    filled = None
+    for level, d in enumerate(path):
+        if node.__class__ is int:
+            break  # fill(i, n) = n: nothing changes
+        n, l, r = node
+        if level < last:
+            above.append((n, l, r, d))
+            node = r if d else l
+            continue
+        if d == 0:  # (1, 0): raise the left side to max(height(l), base(r))
+            hl = _height(l)
+            br = r if r.__class__ is int else r[0]
+            l2 = hl if hl > br else br
+            if not (l2 == l and l.__class__ is int):
+                filled = _norm_ev(n, l2, r)
+        else:  # (0, 1)
+            hr = _height(r)
+            bl = l if l.__class__ is int else l[0]
+            r2 = hr if hr > bl else bl
+            if not (r2 == r and r.__class__ is int):
+                filled = _norm_ev(n, l, r2)
+        break
+    if filled is not None:
+        for n, l, r, d in reversed(above):
+            filled = _norm_ev(n, l, filled) if d else _norm_ev(n, filled, r)
+        return filled
+    # grow: expand integer leaves on the way down, add 1 at the end.
+    down: list[tuple] = []
+    node = e
+    for d in path:
+        if node.__class__ is int:
+            n, l, r = node, 0, 0
+        else:
+            n, l, r = node
+        down.append((n, l, r, d))
+        node = r if d else l
+    if node.__class__ is not int:  # (not reached: after fill changed nothing, 1 sits over a leaf)
+        return _grow(_id_of_path(path), e)[0]
+    grown: EventTree = node + 1
+    for n, l, r, d in reversed(down):
+        grown = (n, l, grown) if d else (n, grown, r)
+    return grown
+
+
+def _id_of_path(path: tuple[int, ...]) -> IdTree:
+    i: IdTree = 1
+    for d in reversed(path):
+        i = (0, i) if d else (i, 0)
+    return i
+
+
 # --- binary encoding -------------------------------------------------------------
 
 
@@ -694,6 +792,9 @@ class Stamp:
                 hint="register events on a stamp that owns an id (from seed or fork), not on a peek",
             )
         e = self._ev
+        path = _path_of(i)
+        if path is not None:
+            return _make(i, _event_on_path(path, e))
         filled = _fill(i, e)
         if filled is e:
             filled = _grow(i, e)[0]
@@ -746,7 +847,8 @@ class Stamp:
         return f"Stamp({self._id!r}, {self._ev!r})"
 
     def __reduce__(self):
-        return (Stamp, (self._id, self._ev))
+        # The trees are in normal form already: a copy (pickle, a process pool) skips the checks.
+        return (_make, (self._id, self._ev))
 
     def __copy__(self) -> Stamp:
         return self

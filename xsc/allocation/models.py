@@ -197,6 +197,38 @@ def slot_allocations(fields: list) -> tuple[SlotAllocation, ...]:
     return out
 
 
+_set = object.__setattr__
+
+
+def built(cls: type, values: dict):
+    """`cls.model_construct(**values)` for `values` holding every field of `cls` in declaration
+    order (trusted values, no validation): the same object (its `__dict__`, fields set, no extra,
+    no private), without model_construct's per-field loop over aliases and defaults, which costs
+    more than the allocator's own work for the small models it makes by the thousand."""
+    m = cls.__new__(cls)
+    _set(m, "__dict__", values)
+    _set(m, "__pydantic_fields_set__", set(values))
+    _set(m, "__pydantic_extra__", None)
+    _set(m, "__pydantic_private__", None)
+    return m
+
+
+def replaced(model, update: dict):
+    """`model.model_copy(update=update)` (shallow; no validation) without its generic steps."""
+    cls = model.__class__
+    m = cls.__new__(cls)
+    values = model.__dict__.copy()
+    values.update(update)
+    _set(m, "__dict__", values)
+    fields = set(model.__pydantic_fields_set__)
+    fields.update(update)
+    _set(m, "__pydantic_fields_set__", fields)
+    extra = model.__pydantic_extra__
+    _set(m, "__pydantic_extra__", None if extra is None else dict(extra))
+    _set(m, "__pydantic_private__", None)
+    return m
+
+
 class SlotDenominator(_Frozen):
     """D of each tier for one capacity slot (see `compute_allocation`)."""
 

@@ -16,17 +16,7 @@ def normalized_weights(commitment: Commitment) -> dict[str, Fraction]:
     cached = _CACHE.get(id(commitment))
     if cached is not None and cached[0] is commitment:
         return cached[1]
-    # On integers: raw weights are Decimals, so their ratios share a power-of-ten denominator
-    # (Fraction arithmetic would normalise every partial sum).
-    raw = {r: w.as_integer_ratio() for r, w in commitment.recognition.items()
-           if r != commitment.participant and w > 0}
-    if raw:
-        scale = lcm(*(den for _, den in raw.values()))
-        scaled = {r: num * (scale // den) for r, (num, den) in raw.items()}
-        total = sum(scaled.values())
-        weights = {r: Fraction(x, total) for r, x in scaled.items()}
-    else:
-        weights = {}
+    weights = {r: Fraction(x, total) for r, (x, total) in weight_ratios(commitment).items()}
     if len(_CACHE) > 4096:
         _CACHE.clear()
     _CACHE[id(commitment)] = (commitment, weights)
@@ -36,6 +26,38 @@ def normalized_weights(commitment: Commitment) -> dict[str, Fraction]:
 # Commitments are frozen, so their normalised weights can be kept while the object lives; the
 # entry holds the object itself, which keeps its id from being reused for another one.
 _CACHE: dict[int, tuple[Commitment, dict[str, Fraction]]] = {}
+
+
+def weight_ratios(commitment: Commitment) -> dict[str, tuple[int, int]]:
+    """`normalized_weights` as integer pairs (x, total), w(p, r) = x / total, not reduced (every
+    pair of a commitment shares its total): what the allocator computes with, where building
+    and reducing a Fraction per weight would cost more than the rest of a provider's ranking.
+
+    Kept per `recognition` dict while it is in use: a commitment copied with a new damping factor
+    shares it, so a network of any size computes each participant's weights once."""
+    recognition, me = commitment.recognition, commitment.participant
+    cached = _RATIOS.get(id(recognition))
+    if cached is not None and cached[0] is recognition and cached[1] == me:
+        return cached[2]
+    # On integers: raw weights are Decimals, so their ratios share a power-of-ten denominator
+    # (Fraction arithmetic would normalise every partial sum).
+    raw = {r: w.as_integer_ratio() for r, w in recognition.items() if r != me and w > 0}
+    if raw:
+        scale = lcm(*(den for _, den in raw.values()))
+        scaled = {r: num * (scale // den) for r, (num, den) in raw.items()}
+        total = sum(scaled.values())
+        ratios = {r: (x, total) for r, x in scaled.items()}
+    else:
+        ratios = {}
+    if len(_RATIOS) >= _RATIOS_KEPT:
+        _RATIOS.clear()
+    _RATIOS[id(recognition)] = (recognition, me, ratios)
+    return ratios
+
+
+_RATIOS: dict[int, tuple[dict, str, dict[str, tuple[int, int]]]] = {}
+_RATIOS_KEPT = 1 << 16
+"""Participants whose weights are kept (the rounds simulator goes to 20,000)."""
 
 
 def mutual_recognition(a: Commitment, b: Commitment) -> Fraction:

@@ -41,10 +41,11 @@ from typing import Annotated, Iterable, Mapping
 from pydantic import Field
 
 from .compute import compute_allocation
-from .damping import over_allocation, update_damping
+from .damping import _damped
 from .itc import Stamp
-from .models import AllocationState, Commitment, Id, NeedKey, Quantity, _Frozen
-from .recognition import normalized_weights
+from .matching import ROW_ID, ROW_QUANTITY, need_rows
+from .models import AllocationState, Commitment, Id, NeedKey, Quantity, _Frozen, built
+from .recognition import weight_ratios
 
 
 class ReceiptEntry(_Frozen):
@@ -112,7 +113,7 @@ def provider_view(provider: Commitment, network: Mapping[str, Commitment],
     me = provider.participant
     received: dict[NeedKey, int] = {}
     caps: dict[NeedKey, int] = {}
-    for r in normalized_weights(provider):
+    for r in weight_ratios(provider):
         receipt = receipts.get(r)
         if receipt is None or r == me:
             continue  # nothing given, nothing granted yet
@@ -141,8 +142,58 @@ def provider_round(provider: Commitment, network: Mapping[str, Commitment], rece
     (recipient -> Receipt; a recipient without one gets nothing yet, only a request).
 
     Publish the result (its `slot_allocations` and `wanted`) to the recipients."""
-    received, caps = provider_view(provider, network, receipts)
-    return compute_allocation(provider, network, received=received, previous=previous, now_ms=now_ms, caps=caps)
+    view = _View(provider.participant, receipts)
+    return compute_allocation(provider, network, received=view.received, previous=previous, now_ms=now_ms,
+                              caps=view.caps)
+
+
+class _View:
+    """`provider_view`, computed only for the need slots `compute_allocation` looks up (those
+    compatible with one of the provider's capacity slots), and at most once each.
+
+    compute_allocation asks only about need slots of the recipients it ranks (recognised by the
+    provider, in the network, with need slots), which are exactly the keys `provider_view` fills,
+    so the answers are the same: units others give (0 when `provider_view` leaves the key out)
+    and the cap (likewise)."""
+
+    __slots__ = ("me", "receipts", "pairs", "received", "caps")
+
+    def __init__(self, me: str, receipts: Mapping[str, Receipt]) -> None:
+        self.me = me
+        self.receipts = receipts
+        self.pairs: dict[NeedKey, tuple[int, int]] = {}
+        self.received = _Side(self, 0)
+        self.caps = _Side(self, 1)
+
+    def pair(self, key: NeedKey) -> tuple[int, int]:
+        pair = self.pairs.get(key)
+        if pair is None:
+            r, nid = key
+            receipt = self.receipts.get(r) if r != self.me else None
+            entry = None if receipt is None else _entries(receipt).get(nid)
+            pair = self.pairs[key] = _NOTHING if entry is None else _grant(self.me, *entry)
+        return pair
+
+
+_NOTHING = (0, 0)
+
+
+class _Side:
+    """One side of a `_View` (units from others, or caps) with the `get` compute_allocation uses."""
+
+    __slots__ = ("view", "pairs", "side")
+
+    def __init__(self, view: _View, side: int) -> None:
+        self.view, self.pairs, self.side = view, view.pairs, side
+
+    def get(self, key: NeedKey, default: int = 0) -> int:
+        pair = self.pairs.get(key)
+        if pair is None:
+            pair = self.view.pair(key)
+        return pair[self.side] or default
+
+    def __bool__(self) -> bool:
+        return True
 
 
 def addressed_to(recipient: str, states: Iterable[AllocationState]) -> tuple[dict[str, dict[str, int]],
@@ -174,29 +225,36 @@ def recipient_round(commitment: Commitment, received: Mapping[str, Mapping[str, 
 
     Returns (the commitment with its new damping history and factor, the receipt to publish to
     its providers).  The caller republishes the commitment when the damping factor changed."""
-    ids = {n.id for n in commitment.need_slots}
-    by_slot: dict[str, dict[str, int]] = {}
+    rows = need_rows(commitment.need_slots)
+    by_slot: dict[str, dict[str, int]] = {row[ROW_ID]: {} for row in rows}
     for p, parts in received.items():
         for nid, units in parts.items():
-            if units > 0 and nid in ids:
-                by_slot.setdefault(nid, {})[p] = units
+            if units > 0:
+                slot = by_slot.get(nid)
+                if slot is not None:
+                    slot[p] = units
     asking: dict[str, list[str]] = {}
     for p, nids in wanted.items():
         for nid in nids:
-            if nid in ids:
+            if nid in by_slot:
                 asking.setdefault(nid, []).append(p)
     entries = {}
     totals = {}
-    for n in commitment.need_slots:
-        parts = by_slot.get(n.id, {})
-        total = totals[n.id] = sum(parts.values())
-        entries[n.id] = ReceiptEntry.model_construct(
-            quantity=n.quantity, total=total, by_provider=dict(sorted(parts.items())),
-            wanting=tuple(sorted(set(asking.get(n.id, ())))))
-    damped = update_damping(commitment, totals, now_ms)
+    over = 0
+    for row in rows:
+        nid, quantity = row[ROW_ID], row[ROW_QUANTITY]
+        parts = by_slot[nid]
+        total = totals[nid] = sum(parts.values())
+        if total > quantity:
+            over += total - quantity
+        asks = asking.get(nid)
+        entries[nid] = built(ReceiptEntry, {
+            "quantity": quantity, "total": total,
+            "by_provider": dict(sorted(parts.items())) if len(parts) > 1 else parts,
+            "wanting": tuple(sorted(set(asks))) if asks else ()})
+    damped = _damped(commitment, over, now_ms)
     stamp = commitment.stamp if previous is None else commitment.stamp.join(previous.stamp.peek())
-    receipt = Receipt.model_construct(
-        recipient=commitment.participant, needs=entries,
-        over_allocation=over_allocation(commitment, totals),
-        damping_factor=damped.damping_factor, stamp=stamp.event(), timestamp=now_ms)
+    receipt = built(Receipt, {
+        "recipient": commitment.participant, "needs": entries, "over_allocation": over,
+        "damping_factor": damped.damping_factor, "stamp": stamp.event(), "timestamp": now_ms})
     return damped, receipt
