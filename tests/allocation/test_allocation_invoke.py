@@ -6,26 +6,15 @@ market places the next call."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from decimal import Decimal
 
+from tests.support.allocation import until
 from tests.support.compute import deploy, invoke
-
 from xsc.node.appkeys import ALLOCATION, MARKET, PEERS
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 FUEL = 100_000  # the calls' fuel limit: each reserves 2^17 = 131,072 units of the allocation
 N = 15  # fib(15): a few tens of thousands of fuel, the same every time
-
-
-async def _until(check, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-    return value
 
 
 def _left(node, need: str) -> int | None:
@@ -56,7 +45,7 @@ async def test_invokes_are_served_from_the_allocation_and_shrink_the_standing_ne
     assert response.status == 201
     need = (await response.json())["id"]
     allocation, market = a.app[ALLOCATION], a.app[MARKET]
-    await _until(lambda: allocation.allocated("compute").get(b_id) == quantity, "b to allocate a's whole need")
+    await until(lambda: allocation.allocated("compute").get(b_id) == quantity, "b to allocate a's whole need")
 
     left = quantity
     for call in range(2):
@@ -71,7 +60,7 @@ async def test_invokes_are_served_from_the_allocation_and_shrink_the_standing_ne
         assert _left(a, need) == left - used, (call, left, used, _left(a, need))
         left -= used
         # b's allocation follows the smaller need (received and served stay equal).
-        await _until(lambda: allocation.allocated("compute").get(b_id) == left, "b to follow the smaller need")
+        await until(lambda: allocation.allocated("compute").get(b_id) == left, "b to follow the smaller need")
     assert market.status()["served_from_allocation"] == {"needs": 2, "units": 2 * used}
 
     # What is left (less than a call's budget) cannot hold the next call: the call market places it, and the

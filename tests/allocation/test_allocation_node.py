@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 
+from tests.support.allocation import until
 from xsc.allocation import AllocationState, SlotAllocation, Stamp
 from xsc.allocation.records import MAX_ALLOCATIONS, parse_receipt, parse_state, sign_receipt, sign_state
 from xsc.allocation.rounds import Receipt, ReceiptEntry
@@ -144,15 +145,6 @@ async def test_a_joining_node_forks_its_itc_id_from_a_peer(node_factory) -> None
     assert first.stamp.id != 1 and second.stamp.id != 1
 
 
-async def _until(check, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-    return value
-
-
 async def test_a_put_is_served_from_the_allocation_and_a_removed_provider_leaves_it(node_factory) -> None:
     a, b = await _pair(node_factory)
     a_id, b_id = a.app[PEERS].identity.id, b.app[PEERS].identity.id
@@ -161,8 +153,8 @@ async def test_a_put_is_served_from_the_allocation_and_a_removed_provider_leaves
     status = await a.post("/v1/allocation/needs", json={"kind": "storage", "quantity": 1_000_000, "seconds": 600})
     assert status.status == 201
     need = (await status.json())["id"]
-    await _until(lambda: a.app[ALLOCATION].allocated("storage").get(b_id), "b to allocate to a's need")
-    await _until(lambda: (a.app[ALLOCATION].status()["received"] or {}).get(need, {}).get("total"), "a's receipt")
+    await until(lambda: a.app[ALLOCATION].allocated("storage").get(b_id), "b to allocate to a's need")
+    await until(lambda: (a.app[ALLOCATION].status()["received"] or {}).get(need, {}).get("total"), "a's receipt")
     before = a.app[ALLOCATION].status()["received"][need]
     assert before["by_provider"] == {b_id: 1_000_000} and before["total"] == 1_000_000
 
@@ -174,7 +166,7 @@ async def test_a_put_is_served_from_the_allocation_and_a_removed_provider_leaves
     # what the put used of the allocation leaves the standing need (received and served stay equal)
     left = next(n["quantity"] for n in a.app[ALLOCATION].status()["needs"] if n["id"] == need)
     assert left == 1_000_000 - served["units"]
-    await _until(lambda: (a.app[ALLOCATION].status()["received"] or {}).get(need, {}).get("total") == left,
+    await until(lambda: (a.app[ALLOCATION].status()["received"] or {}).get(need, {}).get("total") == left,
                  "b's allocation to follow the smaller need")
 
     # b removed: it leaves a's allocation at once and a put goes on without it

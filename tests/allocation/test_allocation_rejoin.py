@@ -5,30 +5,19 @@ allocation converges again.  Three in-process nodes; the restarted one runs agai
 
 from __future__ import annotations
 
-import asyncio
-import time
 from decimal import Decimal
 from fractions import Fraction
 
+from tests.support.allocation import until
+from tests.support.nodes import serve
 from xsc import keys
 from xsc.allocation import Stamp
 from xsc.node.appkeys import ALLOCATION, MARKET, PEERS
 from xsc.node.datadir import open_db
 
-from tests.support.nodes import serve
-
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
          "market": {"allocation_delay": 0.05}}
 NEED = 1_000_000
-
-
-async def _until(check, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-    return value
 
 
 def _received(node) -> dict[str, int]:
@@ -69,14 +58,14 @@ async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_al
             for other, oid in ids.items():
                 if other != name:
                     n.app[MARKET].set_recognition(oid, Decimal(1))
-        await _until(lambda: all(n.app[ALLOCATION].stamp is not None for n in nodes.values()), "every ITC id")
+        await until(lambda: all(n.app[ALLOCATION].stamp is not None for n in nodes.values()), "every ITC id")
         assert _whole([n.app[ALLOCATION].stamp for n in nodes.values()])
 
         # c needs storage; b allocates to it.
         response = await c.post("/v1/allocation/needs", json={"kind": "storage", "quantity": NEED, "seconds": 600})
         assert response.status == 201
-        await _until(lambda: sum(_received(c).values()) == NEED and ids["b"] in _received(c), "c's need to be met")
-        await _until(lambda: all(n.app[ALLOCATION].states.get(ids["b"]) is not None for n in (a, c)),
+        await until(lambda: sum(_received(c).values()) == NEED and ids["b"] in _received(c), "c's need to be met")
+        await until(lambda: all(n.app[ALLOCATION].states.get(ids["b"]) is not None for n in (a, c)),
                      "b's state at a and c")
         held_before = {name: nodes[name].app[ALLOCATION].states.seen(ids["b"]) for name in "ac"}
 
@@ -91,7 +80,7 @@ async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_al
         b = nodes["b"] = await serve(configs["b"])
         service = b.app[ALLOCATION]
         assert service.stamp is None and service.retiring == Stamp(old.id, 0)  # publishes nothing before it rejoins
-        await _until(lambda: service.stamp is not None, "b to rejoin")
+        await until(lambda: service.stamp is not None, "b to rejoin")
         status = service.status()
         assert status["rejoined"] is True and status["forked_from"] in (ids["a"], ids["c"])
         # A fresh fork, after everything the peers held of it; the old id was given back first (so when the peer
@@ -101,11 +90,11 @@ async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_al
         assert _whole([n.app[ALLOCATION].stamp for n in nodes.values()])
 
         # Its records are taken at once (never stale), and the allocation converges again with it.
-        await _until(lambda: service.states.get(ids["b"]) is not None, "b to publish its state")
-        await _until(lambda: all(n.app[ALLOCATION].states.get(ids["b"]) is not None
+        await until(lambda: service.states.get(ids["b"]) is not None, "b to publish its state")
+        await until(lambda: all(n.app[ALLOCATION].states.get(ids["b"]) is not None
                                  and n.app[ALLOCATION].states.get(ids["b"]).stamp == service.states.get(ids["b"]).stamp
                                  for n in (a, c)), "a and c to take b's new state")
-        await _until(lambda: sum(_received(c).values()) == NEED and c.app[ALLOCATION].status()["converged"]
+        await until(lambda: sum(_received(c).values()) == NEED and c.app[ALLOCATION].status()["converged"]
                      and service.status()["converged"], "the allocation to converge again")
     finally:
         for n in nodes.values():
@@ -116,14 +105,14 @@ async def test_a_node_with_no_peer_to_rejoin_through_keeps_its_stored_id(make_co
     config = make_config("alone", **QUIET)
     node = await serve(config)
     try:
-        first = await _until(lambda: node.app[ALLOCATION].stamp, "the first node to seed its id")
+        first = await until(lambda: node.app[ALLOCATION].stamp, "the first node to seed its id")
         assert first.id == 1
     finally:
         await node.close()
     node = await serve(config)
     try:
         service = node.app[ALLOCATION]
-        await _until(lambda: service.stamp is not None, "the id back")
+        await until(lambda: service.stamp is not None, "the id back")
         assert service.stamp == first and service.status()["rejoined"] is False and service.forked_from is None
     finally:
         await node.close()

@@ -10,12 +10,11 @@ which their requests reach the recipient (docs/allocation.md, "Simulator and nod
 
 from __future__ import annotations
 
-import asyncio
-import time
 from decimal import Decimal
 
 import pytest
 
+from tests.support.allocation import until
 from xsc.allocation import Commitment, Stamp
 from xsc.allocation.roundsim import RoundSimulation
 from xsc.allocation.simulate import SimConfig
@@ -40,15 +39,6 @@ WEIGHTS = {
     "r4": {},
 }
 EXPECTED = {("p1", "r1"): 333_333, ("p1", "r2"): 166_667, ("p2", "r3"): 400_000, ("p2", "r4"): 200_000}
-
-
-async def _until(check, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-    return value
 
 
 def _node_allocation(nodes, ids) -> dict[tuple[str, str, str], int]:
@@ -112,7 +102,7 @@ async def test_the_simulator_and_live_nodes_give_the_same_allocation(make_config
         same, live = now is not None and now == live, now or {}
         return same
 
-    await _until(settled_twice, "the live allocation to converge", timeout=40)
+    await until(settled_twice, "the live allocation to converge", timeout=40)
 
     # The same inputs for the simulator: each provider's capacity slots as its node offers them (ids and windows
     # are the node's; the quantity is the capacity declared above), each recipient's standing need, the weights.

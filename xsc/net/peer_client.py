@@ -25,7 +25,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from ..config import https_url, is_loopback_host
-from ..errors import InvalidArgument, PeerIdentityMismatch, PeerRefused, PeerUnreachable, connection_reason
+from ..errors import InvalidArgument, PeerError, PeerIdentityMismatch, PeerRefused, PeerUnreachable, connection_reason
 from ..identity import Identity, sign_request
 from . import tls as peer_tls
 from .kept import Cut, Kept, TooLarge, Unreached
@@ -146,17 +146,8 @@ class PeerClient:
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             if in_caller and not isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
                 raise
-            mismatch = _mismatch(exc)
-            if mismatch is not None:
-                raise PeerIdentityMismatch(
-                    f"peer {peer_url} refused: {mismatch} (its TLS key is not the node id expected at that URL)",
-                    url=peer_url, sent=False, expected=mismatch.expected, presented=mismatch.presented,
-                    hint="nothing was sent; if the node at that URL changed, remove it and add it again") from None
-            reason = connection_reason(exc)  # aiohttp's own text names the address three times
             # A connection never made means nothing was sent: the peer did no work for this request.
-            sent = not isinstance(exc, aiohttp.ClientConnectorError)
-            raise PeerUnreachable(f"peer {peer_url} is unreachable: {reason}", url=peer_url, reason=reason,
-                                  sent=sent, hint="check that the node runs and its URL is right") from None
+            raise _unreached(peer_url, exc, sent=not isinstance(exc, aiohttp.ClientConnectorError)) from None
 
     async def request(self, peer_url: str, method: str, path: str, *, json: Any = None, data: bytes | None = None,
                       to: str | None = None, timeout: float | None = None,
@@ -191,20 +182,24 @@ class PeerClient:
             raise PeerRefused(f"peer {peer_url} answered {method} {path} with more than {max_size} bytes",
                               url=peer_url) from None
         except (Unreached, Cut) as failed:
-            exc = failed.cause
-            mismatch = _mismatch(exc)
-            if mismatch is not None:
-                raise PeerIdentityMismatch(
-                    f"peer {peer_url} refused: {mismatch} (its TLS key is not the node id expected at that URL)",
-                    url=peer_url, sent=False, expected=mismatch.expected, presented=mismatch.presented,
-                    hint="nothing was sent; if the node at that URL changed, remove it and add it again") from None
-            reason = connection_reason(exc)
-            raise PeerUnreachable(f"peer {peer_url} is unreachable: {reason}", url=peer_url, reason=reason,
-                                  sent=isinstance(failed, Cut),
-                                  hint="check that the node runs and its URL is right") from None
+            raise _unreached(peer_url, failed.cause, sent=isinstance(failed, Cut)) from None
         if status >= 400:
             raise _refusal(peer_url, method, path, status, answer[:64 * 1024])
         return PeerResponse(status, CIMultiDictProxy(answer_headers), answer, node=to if context is not None else None)
+
+
+def _unreached(peer_url: str, exc: BaseException, sent: bool) -> PeerError:
+    """What a failed connection or answer raises: the peer's TLS key was not the node id expected (nothing was
+    sent), or it is unreachable (`sent`: the request may have reached it)."""
+    mismatch = _mismatch(exc)
+    if mismatch is not None:
+        return PeerIdentityMismatch(
+            f"peer {peer_url} refused: {mismatch} (its TLS key is not the node id expected at that URL)",
+            url=peer_url, sent=False, expected=mismatch.expected, presented=mismatch.presented,
+            hint="nothing was sent; if the node at that URL changed, remove it and add it again")
+    reason = connection_reason(exc)  # aiohttp's own text names the address three times
+    return PeerUnreachable(f"peer {peer_url} is unreachable: {reason}", url=peer_url, reason=reason, sent=sent,
+                           hint="check that the node runs and its URL is right")
 
 
 def _mismatch(exc: BaseException) -> peer_tls.PeerKeyMismatch | None:
