@@ -282,7 +282,7 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
     await runner.setup()
     try:
         # a burst of connects waits, within RESERVED_FDS
-        sites = [web.TCPSite(runner, host, port, reuse_address=True, backlog=256)]
+        sites = [web.TCPSite(runner, host, port, reuse_address=True, backlog=connections.LISTEN_BACKLOG)]
         if config.node.peer_listen:
             sites.append(TlsOnlySite(runner, *parse_listen(config.node.peer_listen)))
         for site, flag in zip(sites, ("--listen", "node.peer_listen")):
