@@ -20,18 +20,23 @@ def small_disk(tmp_path):
         yield disk
 
 
+def _fill(node: NodeProcess, tmp_path) -> tuple[str, bytes]:
+    """Put a small file (a.bin), then one larger than the disk (b.bin), which fails cleanly: (capability, bytes)."""
+    small = os.urandom(200_000)
+    (tmp_path / "a.bin").write_bytes(small)
+    put = node.xsc("store", "put", str(tmp_path / "a.bin"))
+    assert put.returncode == 0, put.stderr
+    (tmp_path / "b.bin").write_bytes(os.urandom(60 * 1024**2))  # more than the disk holds
+    full = node.xsc("store", "put", str(tmp_path / "b.bin"))
+    assert full.returncode != 0 and b"disk is full" in full.stderr, full.stderr
+    return put.stdout.decode().strip().splitlines()[-1], small
+
+
 @pytest.mark.slow
 def test_a_full_disk_fails_a_put_cleanly_and_reads_go_on(small_disk, tmp_path) -> None:
     node = NodeProcess(small_disk / "node", args=["--storage-capacity", "1GiB"]).start()
     try:
-        small = os.urandom(200_000)
-        (tmp_path / "a.bin").write_bytes(small)
-        put = node.xsc("store", "put", str(tmp_path / "a.bin"))
-        assert put.returncode == 0, put.stderr
-        cap = put.stdout.decode().strip().splitlines()[-1]
-        (tmp_path / "b.bin").write_bytes(os.urandom(60 * 1024**2))  # more than the disk holds
-        full = node.xsc("store", "put", str(tmp_path / "b.bin"))
-        assert full.returncode != 0 and b"disk is full" in full.stderr, full.stderr
+        cap, small = _fill(node, tmp_path)
         got = node.xsc("store", "get", cap, "-o", str(tmp_path / "a.out"))
         assert got.returncode == 0 and (tmp_path / "a.out").read_bytes() == small
         listed = node.xsc("store", "ls", "--json")
@@ -59,14 +64,7 @@ def test_when_space_returns_the_next_put_works_without_a_restart(small_disk, tmp
     reopens itself (xsc/db.py) once there is room, so freeing space is enough."""
     node = NodeProcess(small_disk / "node", args=["--storage-capacity", "1GiB"]).start()
     try:
-        small = os.urandom(200_000)
-        (tmp_path / "a.bin").write_bytes(small)
-        put = node.xsc("store", "put", str(tmp_path / "a.bin"))
-        assert put.returncode == 0, put.stderr
-        cap = put.stdout.decode().strip().splitlines()[-1]
-        (tmp_path / "b.bin").write_bytes(os.urandom(60 * 1024**2))
-        full = node.xsc("store", "put", str(tmp_path / "b.bin"))
-        assert full.returncode != 0 and b"disk is full" in full.stderr, full.stderr
+        cap, small = _fill(node, tmp_path)
         again = node.xsc("store", "put", str(tmp_path / "a.bin"))  # still full: a clean refusal, not a crash
         assert again.returncode != 0 or again.stdout.strip(), again.stderr
         got = node.xsc("store", "get", cap, "-o", str(tmp_path / "a.out"))
