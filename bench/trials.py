@@ -170,10 +170,15 @@ def workload(http: Http, rng: random.Random, history: History, ops: int, module:
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             pass  # the gateway died: the operation's outcome is unknown (kept in flight)
         except HTTPException as err:  # an answer cut short after its headers
+            if gateway_down.is_set():
+                continue  # killed mid-answer (the mark is set before the kill)
             # A live gateway must finish what it started while at most m = 2 of the file's shares are gone.  A
             # put while a node was down doubles shares up on one node (6 shares, 5 nodes up): killing it and
             # another then takes 3, and the get rightly stops (the node says which shares it lost).
-            lost = _shares_on(http, cap, victims) if kind == "get" and cap else 0
+            try:
+                lost = _shares_on(http, cap, victims) if kind == "get" and cap else 0
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError, HTTPException):
+                lost = 0  # the listing failed too: a violation, unless the gateway was killed meanwhile
             if not gateway_down.is_set() and lost <= erasure.M:
                 history.violations.append(f"{kind}: the live gateway cut its answer short ({err!r:.120})")
 
