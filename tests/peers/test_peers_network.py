@@ -105,3 +105,20 @@ def test_peers_add_and_rm(node_process) -> None:
     assert status == 401 and body["code"] == "unauthorized"  # the user API needs the token
     bad = a.xsc("node", "start", "--peer", "nonsense")
     assert bad.returncode == 1 and b"--peer: not a node URL" in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_peer_counted_as_down_is_probed_again_as_soon_as_it_sends_a_signed_request(node_process) -> None:
+    # a probes once an hour: only b's own requests after its restart can tell a that b is back.
+    a = node_process("a", env={**FAST, "XSC_HEALTH_PROBE_INTERVAL": "3600"})
+    b = node_process("b", ["--peer", a.url], env=FAST)
+    b_id = node_id(b)
+    wait_until(lambda: known_ids(a) == {b_id}, "a to know b")
+    b.kill()
+    status, body = api(a, "POST", "/v1/health/probe")  # one round now, while b is dead
+    assert status == 200 and [r["ok"] for r in body["results"]] == [False]
+    assert peer_health(a, b_id)["up"] is False
+    b.start()  # b gossips to a at once: a probes it on hearing from it
+    wait_until(lambda: peer_health(a, b_id)["up"] is True, "a to count b up again")
+    stats = peer_health(a, b_id)
+    assert stats["consecutive_failures"] == 0 and stats["probes_1h"] == 2

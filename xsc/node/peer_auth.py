@@ -15,7 +15,7 @@ from aiohttp import web
 from ..config import is_loopback_host
 from ..errors import BadRequestSignature, QuotaExceeded, TlsRequired
 from ..identity import SignedRequest, body_digest, verify_request
-from .appkeys import ADMISSION, CONFIG, IDENTITY, PEER_LIMITS, REPLAY_GUARD
+from .appkeys import ADMISSION, CONFIG, HEALTH, IDENTITY, PEER_LIMITS, REPLAY_GUARD
 from .auth import PEER_PREFIX
 from .limits import read_body
 
@@ -73,4 +73,5 @@ async def signature_middleware(request: web.Request, handler):
                                         every=60.0)
         raise
     request[SIGNED] = verified
+    request.app[HEALTH].heard_from(verified.sender)  # a peer counted as down is probed again at once
     return await handler(request)

@@ -26,6 +26,7 @@ from .service import PeerService, now_ms
 
 log = logging.getLogger(__name__)
 RECORD_BATCH = 64  # probe results recorded (a history and its JSON each) before the event loop is let go
+REPROBE_AFTER = 5.0  # seconds: a peer counted as down that keeps sending requests is probed at most this often
 
 
 class HealthService:
@@ -46,6 +47,8 @@ class HealthService:
         self._available: dict[str, tuple[PeerHistory, int, Availability]] = {}  # the same for availability()
         self._round_lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
+        self._reprobed: dict[str, float] = {}  # id -> when a request of that down peer last had it probed
+        self._reprobes: set[asyncio.Task] = set()
 
     # --- what the rest of the node uses ---------------------------------------------
     def availability(self, node_id: str) -> Availability:
@@ -72,7 +75,31 @@ class HealthService:
         self._histories[node_id] = history
         self._db.put(keys.health_peer(parse_public_id(node_id)), json.dumps(history.to_json()).encode())
 
+    def heard_from(self, node_id: str) -> None:
+        """A peer's signed request checked out.  If that peer is counted as down, probe it now rather than
+        at the next round: a node that just restarted is then placed on again at once, where a put meanwhile
+        would double its shares up on the other nodes (6 shares on 5 nodes survive 1 node failure, not 2)."""
+        peer = self.peers.directory.get(node_id)
+        if peer is None or self._task is None or self.availability(node_id).up is not False:
+            return
+        now = time.monotonic()
+        if now - self._reprobed.get(node_id, -REPROBE_AFTER) < REPROBE_AFTER:
+            return
+        self._reprobed[node_id] = now
+        task = asyncio.create_task(self._reprobe(peer), name="xsc-reprobe")
+        self._reprobes.add(task)
+        task.add_done_callback(self._reprobes.discard)
+
+    async def _reprobe(self, peer: NodeDescriptor) -> None:
+        ok, latency, error = await self.probe(peer)
+        if self.peers.directory.get(peer.id) is None:
+            return  # removed while we probed it
+        history = record_probe(self._histories.get(peer.id, PeerHistory()), now_ms(), ok, latency, error)
+        self._histories[peer.id] = history
+        self._db.put(keys.health_peer(peer.key), json.dumps(history.to_json()).encode())
+
     def forget(self, node_id: str) -> None:
+        self._reprobed.pop(node_id, None)
         self._histories.pop(node_id, None)
         self._available.pop(node_id, None)
         self._db.delete(keys.health_peer(parse_public_id(node_id)))
@@ -140,7 +167,7 @@ class HealthService:
         self._task = every("probes", self.config.probe_interval, self.probe_round, jitter=self.config.probe_jitter)
 
     async def close(self) -> None:
-        await stop(self._task)
+        await stop(self._task, *self._reprobes)
 
     def view(self) -> dict:
         return {"peers": self.table(), "last_round": self.last_round, "probe_interval": self.config.probe_interval}
