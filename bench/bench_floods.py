@@ -243,7 +243,7 @@ def report(figures: Figures) -> str:
              f"{'phase':<12} {'RSS anon':>9} {'RSS file':>9} {'fds':>6} {'node CPU s':>11} {'p50/base':>9}"]
     for name, s in summary.items():
         lines.append(f"{name:<12} {s['rss_anon_max_mib']:>7} M {s['rss_file_max_mib']:>7} M {s['fds_max']:>6} "
-                     f"{s['node_cpu_s']:>11} {s['health_p50_x_baseline']:>9}")
+                     f"{s['node_cpu_s']:>11} {s['health_p50_x_baseline'] or '-':>9}")  # '-': no baseline sample
     lines.append(f"{'/health ms':<12} {'fresh p50':>9} {'p99':>7} {'max':>7}  {'kept p50':>8} {'p99':>7} {'max':>7} "
                  f"{'not 200':>7}")
     for name, s in summary.items():

@@ -12,9 +12,10 @@ import pytest
 
 from bench import bench_floods
 from xsc.devnet import HOST, NodeProcess, free_port
+from xsc.net import sniff
+from xsc.net.sniff import MAX_PENDING
 from xsc.node import limits
 from xsc.node.appkeys import TOKEN
-from xsc.net.sniff import MAX_PENDING
 from xsc.node.connections import LISTEN_BACKLOG, RESERVED_FDS, connection_cap
 
 CAP, PER_IP = 64, 48
@@ -111,3 +112,39 @@ async def test_a_put_whose_body_stalls_fails_after_the_idle_timeout(node_factory
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408"), answer
     assert json.loads(body)["code"] == "body-timeout" and not (await (await node.get("/v1/store/files")).json())["files"]
+
+
+async def test_a_connection_that_speaks_at_once_is_sniffed_without_pushing_out_those_still_silent(node, monkeypatch):
+    """A client that has sent its request by the time the node accepts it (any HTTP client, and every connection
+    of a burst) is handed on at once: it never waits among the connections still silent, so a burst of them does
+    not settle those (a TLS peer whose ClientHello is on its way) before their first byte."""
+    monkeypatch.setattr(sniff, "PEEK_TIMEOUT", 60.0)  # the silent ones wait for the whole test, however slow the box
+    sniffing = node.server.runner.server.sniffing
+    silent = [socket.create_connection(("127.0.0.1", node.port)) for _ in range(MAX_PENDING)]
+    speaking = []
+    try:
+        for _ in range(50):
+            if len(sniffing) == MAX_PENDING:
+                break
+            await asyncio.sleep(0.05)
+        waiting = set(sniffing)
+        assert len(waiting) == MAX_PENDING
+        for _ in range(3 * MAX_PENDING):  # connected and sent before the loop runs again: here when accepted
+            sock = socket.create_connection(("127.0.0.1", node.port))
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            speaking.append(sock)
+        answers = await asyncio.gather(*(_read_all(sock) for sock in speaking))
+        assert all(answer.startswith(b"HTTP/1.1 200") for answer in answers), answers
+        assert set(sniffing) == waiting  # the silent ones still wait for their first byte
+    finally:
+        for sock in silent + speaking:
+            sock.close()
+
+
+async def _read_all(sock: socket.socket) -> bytes:
+    """Everything the node sends on `sock` until it closes it (read by this loop: the node runs in it)."""
+    sock.setblocking(False)
+    answer = b""
+    while chunk := await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 65536), 30):
+        answer += chunk
+    return answer

@@ -1,8 +1,9 @@
 """One port, two protocols: TLS for peers, plain HTTP for the local user (the server side of xsc/net/tls.py).
 
-Every accepted connection is first *peeked at* (MSG_PEEK: nothing is consumed).  A TLS ClientHello
-starts with the byte 0x16, which no HTTP request does: such a connection gets a TLS 1.3 handshake with
-the node's certificate, any other is handed on as it is (as Go's cmux and sslh do).  `SniffingServer`
+Every accepted connection is first *peeked at* (MSG_PEEK: nothing is consumed): at once (a client speaks
+first, and in a burst its first byte has arrived by the time it is accepted), else when its first byte comes.
+A TLS ClientHello starts with the byte 0x16, which no HTTP request does: such a connection gets a TLS 1.3
+handshake with the node's certificate, any other is handed on as it is (as Go's cmux and sslh do).  `SniffingServer`
 wraps aiohttp's protocol factory (web.Server); xsc/node/listener.py puts it under the node's runner.
 This module knows nothing of aiohttp.web: it takes the factory and the context it is given."""
 
@@ -48,17 +49,31 @@ class Sniffer(asyncio.Protocol):
         transport.pause_reading()
         if self._server.refused(transport):  # past the connection caps: refused at once, unsniffed
             return
-        if not self._server.admit(self, transport):
-            transport.abort()
-            return
-        loop = asyncio.get_running_loop()
         try:
-            self._peer = transport.get_extra_info("socket").dup()  # asyncio owns the fd: watch a duplicate
-            loop.add_reader(self._peer.fileno(), self._readable)
+            self._peer = transport.get_extra_info("socket").dup()  # asyncio owns the fd: peek through a duplicate
         except (OSError, AttributeError):
             transport.abort()
             return
+        if self._peek() is not None:  # its first byte is here already (a client sends at once and is accepted a
+            self._readable()  # moment later): settled now, without waiting among `sniffing` or a loop turn more
+            return
+        if not self._server.admit(self, transport):
+            self._unwatch()
+            transport.abort()
+            return
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._peer.fileno(), self._readable)
         self._timer = loop.call_later(PEEK_TIMEOUT, self._give_up)
+
+    def _peek(self) -> bytes | None:
+        """The connection's first byte, left in place: b"" if it was closed or failed, None if none came yet."""
+        assert self._peer is not None
+        try:
+            return self._peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
 
     def _unwatch(self) -> None:
         if self._timer is not None:
@@ -75,16 +90,9 @@ class Sniffer(asyncio.Protocol):
         if self._handshake is not None:  # TLS already: it no longer waits for a byte, its handshake goes on
             self._server.release(self)
             return
-        if self._peer is not None and not self._lost:
-            try:
-                arrived = bool(self._peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-            except BlockingIOError:
-                arrived = False
-            except OSError:
-                arrived = True  # _readable sees the error and cuts it
-            if arrived:
-                self._readable()
-                return
+        if self._peer is not None and not self._lost and self._peek() is not None:  # (b"": _readable cuts it)
+            self._readable()
+            return
         self._unwatch()
         self._server.release(self)
         if self._transport is None or self._lost:
@@ -96,12 +104,9 @@ class Sniffer(asyncio.Protocol):
 
     def _readable(self) -> None:
         assert self._peer is not None and self._transport is not None
-        try:
-            first = self._peer.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
+        first = self._peek()
+        if first is None:
             return  # spurious wake-up: keep watching
-        except OSError:
-            first = b""
         self._unwatch()
         if not first:  # closed before saying anything
             self._transport.abort()
