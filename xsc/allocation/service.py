@@ -9,9 +9,14 @@
   `provider_round` over the network and the receipts held, as a recipient `addressed_to` over the
   active providers' states and `recipient_round`.  It publishes what changed -- a signed
   `StateRecord` and/or `ReceiptRecord` (`xsc.allocation.records`), each an ITC event of this node's
-  stamp after joining every stamp it received -- by pushing it to every peer that is up
-  (`POST /v1/peer/allocation`).  A provider whose state did not converge computes again after the
-  delay; a quiet network sends nothing.
+  stamp after joining every stamp it received -- by pushing it to the parties it names (now or in the
+  record before) and its subscribers (`POST /v1/peer/allocation`).  A provider whose state did not
+  converge computes again after the delay; a quiet network sends nothing.
+- **Subscriptions** (`xsc.allocation.subscriptions`): at each peer the node subscribes to what its
+  rounds read of it (the seed's derived subgroups: mutual partners everything, one-way beneficiaries
+  their needs and receipts, providers for it their commitments and states), renews every third of
+  SUBSCRIPTION_TTL, and keeps who subscribed to it (bounded, expiring).  The market's commitment
+  goes to the same subscribers (`commitment_audience`, `commitment_interest`: set in app.py).
 - **Receiving** (`receive`): only records whose publisher is a known peer, parsed with every bound
   of `xsc.allocation.records`, signature checked, states checked against the publisher's offer,
   future-dated ones refused; then stale ignored, newer replace, concurrent merged (`Held`).
@@ -26,10 +31,10 @@
   own before forking, so the id space does not fragment), and its new stamp is after everything it
   published before and everything that peer holds of it; with no peer to rejoin through within
   `FORK_WAIT` seconds it goes on with its stored id (nobody else owns it).
-- **Anti-entropy**: every third of `market.freshness` (at least the gossip interval) one random peer
-  gets our records with `ask`, and answers with its own; a peer we hold nothing of is asked on the
-  next push.  A provider with nothing to allocate publishes nothing, so a network without needs
-  sends no allocation traffic at all.
+- **Anti-entropy**: every third of `market.freshness` (at least the gossip interval) one random peer we
+  subscribe at gets a digest of what we hold of the publishers we want (`POST
+  /v1/peer/allocation/digest`) and answers with the records we lack or hold another of.  A provider
+  with nothing to allocate publishes nothing, so a network without needs sends no allocation records.
 
 Serving: `allocated(kind)` says, per provider, the units the active providers' states give this
 node's need slots of `kind`; `MarketService.deal` places needs there first (docs/allocation.md).
@@ -49,7 +54,7 @@ import plyvel
 
 from .. import keys
 from ..config import MarketSection
-from ..errors import InvalidArgument, PeerError, XscError
+from ..errors import InvalidArgument, PeerError, UnknownPeer, XscError
 from ..identity import Identity
 from ..market.models import Bid
 from .convergence import NETWORK_QUORUM
@@ -67,11 +72,26 @@ from .records import (
     sign_state,
 )
 from .rounds import Receipt, addressed_to, provider_round, recipient_round
+from .subscriptions import (
+    MAX_SUBSCRIPTIONS,
+    Subscribers,
+    commitment_audience,
+    differing,
+    interests,
+    parse_digest,
+    parse_subscription,
+    short_hash,
+    sign_subscription,
+)
 
 log = logging.getLogger(__name__)
 
 PEER_PATH = "/v1/peer/allocation"
 FORK_PATH = "/v1/peer/allocation/fork"
+SUBSCRIBE_PATH = "/v1/peer/allocation/subscribe"
+DIGEST_PATH = "/v1/peer/allocation/digest"
+SUBSCRIPTION_TTL = 60.0  # seconds a subscription lives; renewed every third of it (and when its topics change)
+SUBSCRIBE_RETRY = 5.0  # seconds before a subscription that failed is sent again
 MAX_RECORDS = 1_001  # states and receipts per message each: one per peer the directory can hold, and this node's
 FORK_WAIT = 3.0  # seconds a node without an ITC id waits for a peer to fork one from before it seeds one
 TRAFFIC_ROUNDS = 256  # rounds whose bytes are kept for the status
@@ -108,6 +128,12 @@ class AllocationService:
         self.refused: dict[str, int] = {}  # why records were refused -> how many
         self.traffic: list[tuple[int, int]] = []  # (round, bytes this node sent for it)
         self.bytes_sent = 0
+        self.bytes_by: dict[str, int] = {"records": 0, "subscriptions": 0, "digests": 0}  # what bytes_sent was for
+        self.subscribers = Subscribers()  # who subscribed to this node's records (and its market commitment)
+        self.subscribed: dict[str, tuple[frozenset[str], float]] = {}  # peer -> (topics, when sent) we asked it for
+        self._named: dict[str, set[str]] = {"state": set(), "receipt": set()}  # named in our last published record
+        self._greeted: set[str] = set()  # peers that took a subscription of ours since we started
+        self._retry_at: dict[str, float] = {}  # peer -> when to try a subscription that failed again
         self._dirty = True
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -325,7 +351,7 @@ class AllocationService:
         result = self.receive(body)
         if isinstance(body, dict) and body.get("ask") is True:
             own = self._own()
-            self.bytes_sent += len(json.dumps(own, separators=(",", ":")))
+            self._count("records", own)
             return {**result, **own}
         return result
 
@@ -357,6 +383,187 @@ class AllocationService:
         log.info("forked half of the allocation ITC id for %s%s", peer[:12], " (its old id given back)" if retired else "")
         return {"stamp": give.encode().hex(), "retired": retired}
 
+    # --- subscriptions and digests ------------------------------------------------------------------
+    def _check_peer(self, sender: str) -> None:
+        if self.peers is not None and not self.peers.known(sender):
+            self._refuse("unknown peer")
+            raise UnknownPeer(f"{sender[:16]} is not a known peer of this node",
+                              hint="a node joins first (xsc peers add); only peers subscribe or exchange digests")
+
+    def subscribe(self, sender: str, body: Any) -> dict:
+        """A peer's subscriptions to this node's records: {"subscriptions": [signed Subscription, ...]}.  In this
+        order: at most MAX_SUBSCRIPTIONS (else 400); the sender a known peer (else 403, before any signature is
+        checked); each one the sender's own and addressed to this node; then parsed and its signature checked;
+        then kept (at most `Subscribers.max_total` subscribers).  Answers with this node's current records of
+        the topics it took, so a new subscriber starts full."""
+        if not isinstance(body, dict) or not isinstance(body.get("subscriptions"), list):
+            raise InvalidArgument('send {"subscriptions": [...]}')
+        items = body["subscriptions"]
+        if len(items) > MAX_SUBSCRIPTIONS:
+            self._refuse("oversized")
+            raise InvalidArgument(f"{len(items)} subscriptions in one message (at most {MAX_SUBSCRIPTIONS})")
+        self._check_peer(sender)
+        now = now_ms()
+        taken: set[str] = set()
+        before = self.subscribers.topics(sender, now)
+        if (not before or body.get("fresh") is True) and sender in self.subscribed:
+            # A subscriber new here or that says it just started (so it lost our subscription): subscribe again.
+            self.subscribed[sender] = (frozenset(), 0.0)
+            self._changed.set()
+        for item in items:
+            if not isinstance(item, dict) or item.get("subscriber") != sender or item.get("publisher") != self.me:
+                self._refuse("not the sender's")
+                raise InvalidArgument("a subscription names its sender as subscriber and this node as publisher")
+            try:
+                sub = parse_subscription(item, now_ms=now)
+            except XscError as err:
+                self._refuse(_reason(err))
+                raise
+            if not self.subscribers.add(sub, now):
+                self._refuse("too many subscribers")
+                raise InvalidArgument(f"this node keeps at most {self.subscribers.max_total} subscribers",
+                                      hint="try again later")
+            taken |= set(sub.topics)
+        taken -= before  # a renewal is answered with nothing more: the pushes kept it current
+        out: dict[str, Any] = {"accepted": len(items)}
+        state, receipt = self.states.get(self.me), self.receipts.get(self.me)
+        if "state" in taken and state is not None:
+            out["states"] = [state.to_json()]
+        if "receipt" in taken and receipt is not None:
+            out["receipts"] = [receipt.to_json()]
+        mc = self.market.book.get(self.me)
+        kinds = {b.slot.kind for b in mc.bids} if mc is not None else set()
+        if mc is not None and ("commitment" in taken or any(f"needs:{k}" in taken for k in kinds)):
+            out["commitments"] = [mc.to_json()]
+        self._count("subscriptions", out)
+        return out
+
+    def digest_answer(self, sender: str, body: Any) -> dict:
+        """A peer's digest {"states": {publisher: hash}, "receipts": {...}}: the records held here that it lacks
+        or holds another of.  Bounded before anything is read (MAX_DIGEST per kind), a stranger refused (403)."""
+        if not isinstance(body, dict):
+            raise InvalidArgument('send {"states": {publisher: hash}, "receipts": {publisher: hash}}')
+        try:
+            states, receipts = parse_digest(body.get("states"), "states"), parse_digest(body.get("receipts"), "receipts")
+        except XscError:
+            self._refuse("oversized")
+            raise
+        self._check_peer(sender)
+        out = {"states": [r.to_json() for r in differing(states, dict(self.states.items()))],
+               "receipts": [r.to_json() for r in differing(receipts, dict(self.receipts.items()))]}
+        self._count("digests", out)
+        return out
+
+    def interests(self) -> dict[str, frozenset[str]]:
+        """peer -> the topics this node subscribes to at it (`xsc.allocation.subscriptions.interests`), from the
+        recognition it publishes, the peers' commitments and who subscribed to its receipts or needs."""
+        book = self.market.book
+        mine_mc = book.get(self.me)
+        mine = self.market.recognition()  # what it publishes next (the book's copy may lag a new peer)
+        offered = {a.slot.kind for a in (mine_mc.asks if mine_mc is not None else self.market.own_asks())}
+        theirs = {mc.participant: dict(mc.recognition) for mc in book.commitments() if mc.participant != self.me}
+        now = now_ms()
+        recognisers = {s for s, topics in self.subscribers.view(now).items()
+                       if "receipt" in topics or any(t.startswith("needs:") for t in topics)}
+        out = interests(self.me, mine, theirs, offered, recognisers)
+        if self.peers is not None:
+            out = {p: t for p, t in out.items() if self.peers.known(p)}
+        return out
+
+    def commitment_interest(self) -> set[str]:
+        """The peers whose market commitments this node wants (the market pulls those it lacks)."""
+        return {p for p, t in self.interests().items() if "commitment" in t or any(x.startswith("needs:") for x in t)}
+
+    def commitment_audience(self, kinds_now: set[str], kinds_before: set[str]) -> set[str]:
+        """Who gets this node's market commitment (its subscribers; see `subscriptions.commitment_audience`)."""
+        return commitment_audience(self.subscribers, kinds_now, kinds_before, now_ms())
+
+    def _count(self, what: str, message: dict) -> int:
+        size = len(json.dumps(message, separators=(",", ":")))
+        self.bytes_sent += size
+        self.bytes_by[what] += size
+        return size
+
+    async def maintain_subscriptions(self) -> None:
+        """Subscribe where `interests` changed, renew what is due (every third of SUBSCRIPTION_TTL), and say
+        so where nothing is wanted any more (an empty subscription)."""
+        if self.peers is None:
+            return
+        want = self.interests()
+        now = time.monotonic()
+        calls = []
+        for d in self.peers.peers():
+            topics = want.get(d.id, frozenset())
+            held = self.subscribed.get(d.id)
+            if held is None and not topics:
+                continue
+            if held is not None and held[0] == topics and now - held[1] < SUBSCRIPTION_TTL / 3:
+                continue
+            if self.peers.availability(d.id).up is False or self._retry_at.get(d.id, 0.0) > now:
+                continue
+            sub = sign_subscription(self.identity, d.id, topics, now_ms() + int(SUBSCRIPTION_TTL * 1000))
+            if topics:
+                self.subscribed[d.id] = (topics, now)
+            else:
+                self.subscribed.pop(d.id, None)
+            calls.append(self._send_subscription(d, sub))
+        if calls:
+            await asyncio.gather(*calls)
+
+    async def _send_subscription(self, d, sub) -> None:
+        message: dict[str, Any] = {"subscriptions": [sub.to_json()]}
+        if d.id not in self._greeted:
+            message["fresh"] = True  # our first since we started: it re-subscribes here (we hold none of its)
+        self._count("subscriptions", message)
+        try:
+            response = await self.peers.request(d.url, "POST", SUBSCRIBE_PATH, json=message, to=d.id)
+            answer = response.json()
+        except PeerError as err:
+            self.subscribed.pop(d.id, None)  # asked again after SUBSCRIBE_RETRY (a slow peer must not hold up rounds)
+            self._retry_at[d.id] = time.monotonic() + SUBSCRIBE_RETRY
+            log.debug("subscription at %s failed: %s", d.id[:12], err)
+            return
+        except Exception:  # noqa: BLE001 -- one peer's bad answer must not end the pass
+            self.subscribed.pop(d.id, None)
+            self._retry_at[d.id] = time.monotonic() + SUBSCRIBE_RETRY
+            log.exception("subscription at %s failed", d.id[:12])
+            return
+        self._retry_at.pop(d.id, None)
+        self._greeted.add(d.id)
+        if isinstance(answer, dict):
+            if isinstance(answer.get("commitments"), list):
+                self.market.receive(answer["commitments"][:1])
+            self.receive({"states": answer.get("states", [])[:1] if isinstance(answer.get("states"), list) else [],
+                          "receipts": answer.get("receipts", [])[:1]
+                          if isinstance(answer.get("receipts"), list) else []})
+
+    def _digest(self) -> dict[str, dict[str, str]]:
+        """What this node holds of the publishers it wants (its interests, and whatever it holds): a digest."""
+        want = self.interests()
+        out: dict[str, dict[str, str]] = {}
+        for kind, held in (("state", self.states), ("receipt", self.receipts)):
+            owners = {p for p, t in want.items() if kind in t} | {p for p in held.owners() if p != self.me}
+            out[kind + "s"] = {p: short_hash(held.get(p).signature) if held.get(p) is not None else ""
+                               for p in sorted(owners)}
+        return out
+
+    async def pull(self, d) -> int:
+        """Anti-entropy with one peer: send it our digest, take the records it answers; returns how many
+        changed what is held."""
+        message = self._digest()
+        if not message["states"] and not message["receipts"]:
+            return 0
+        self._count("digests", message)
+        try:
+            response = await self.peers.request(d.url, "POST", DIGEST_PATH, json=message, to=d.id)
+            answer = response.json()
+        except PeerError as err:
+            log.debug("allocation digest exchange with %s failed: %s", d.id[:12], err)
+            return 0
+        if not isinstance(answer, dict):
+            return 0
+        return self.receive({"states": answer.get("states", []), "receipts": answer.get("receipts", [])})["changed"]
+
     # --- sending ------------------------------------------------------------------------------------
     def _own(self) -> dict:
         state, receipt = self.states.get(self.me), self.receipts.get(self.me)
@@ -367,20 +574,37 @@ class AllocationService:
             return []
         return [d for d in self.peers.peers() if self.peers.availability(d.id).up is not False]
 
+    def _audience(self, record) -> set[str]:
+        """Who gets `record`: the parties it names (now, and in the record before it) and its subscribers."""
+        if isinstance(record, StateRecord):
+            kind = "state"
+            named = {r for _, r, _, _, _ in record.allocations} | {r for r, _ in record.wanted}
+        else:
+            kind = "receipt"
+            named = {p for e in record.needs.values() for p in (*e.by_provider, *e.wanting)}
+        out = named | self._named[kind] | self.subscribers.of(kind, now_ms())
+        self._named[kind] = named
+        out.discard(self.me)
+        return out
+
     async def push(self, records: list, *, everyone_asks: bool = False, only: list | None = None) -> int:
-        """Send `records` to every peer that is up (or `only`); returns the bytes sent."""
-        body = {"states": [r.to_json() for r in records if isinstance(r, StateRecord)],
-                "receipts": [r.to_json() for r in records if isinstance(r, ReceiptRecord)]}
+        """Send each of `records` to its audience (`_audience`) among the peers that are up (or to `only`, all
+        of them); returns the bytes sent."""
         targets = only if only is not None else self._targets()
+        audiences = {id(r): self._audience(r) for r in records} if only is None else None
         sent = 0
         calls = []
         for d in targets:
-            ask = everyone_asks or (self.states.get(d.id) is None and self.receipts.get(d.id) is None)
-            message = {**body, "ask": True} if ask else body
-            sent += len(json.dumps(message, separators=(",", ":")))
+            mine = [r for r in records if audiences is None or d.id in audiences[id(r)]]
+            if not mine:
+                continue
+            message: dict[str, Any] = {"states": [r.to_json() for r in mine if isinstance(r, StateRecord)],
+                                       "receipts": [r.to_json() for r in mine if isinstance(r, ReceiptRecord)]}
+            if everyone_asks:
+                message["ask"] = True
+            sent += self._count("records", message)
             calls.append(self._send(d, message))
         await asyncio.gather(*calls)
-        self.bytes_sent += sent
         return sent
 
     async def _send(self, d, message: dict) -> None:
@@ -441,6 +665,7 @@ class AllocationService:
                 pass
             self._changed.clear()
             try:
+                await self.maintain_subscriptions()  # whatever the ITC id: the market's commitments travel by them
                 if not await self.ensure_id():
                     continue
                 if self.market.version != seen_version:
@@ -459,15 +684,18 @@ class AllocationService:
                         self._changed.set()
                 if time.monotonic() >= next_gossip:
                     next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
-                    targets = self._targets()
-                    own = [r for r in (self.states.get(self.me), self.receipts.get(self.me)) if r is not None]
-                    if targets and (own or len(self.states) or len(self.receipts)):  # an idle network says nothing
-                        await self.push(own, everyone_asks=True, only=[random.choice(targets)])
+                    want = self.interests()
+                    targets = [d for d in self._targets() if d.id in want]
+                    if targets and (len(self.states) or len(self.receipts)):  # an idle network says nothing
+                        await self.pull(random.choice(targets))
             except Exception:  # a round must never end the allocation
                 log.exception("allocation round failed")
 
     def forget(self, participant: str) -> None:
         """A node was removed: its records are dropped."""
+        self.subscribers.forget(participant)
+        self.subscribed.pop(participant, None)
+        self._retry_at.pop(participant, None)
         if self.states.forget(participant) | self.receipts.forget(participant):
             self.touch()
 
@@ -536,6 +764,9 @@ class AllocationService:
             "needs": [_need_view(b) for n, b in sorted(self.market.needs.items()) if n.startswith("need-")],
             "refused": dict(self.refused),
             "bytes_sent": self.bytes_sent,
+            "bytes_by": dict(self.bytes_by),
+            "subscribers": self.subscribers.view(now_ms()),
+            "subscribed": {p: sorted(t) for p, (t, _) in sorted(self.subscribed.items())},
             "bytes_per_round": round(sum(rounds_sent) / len(rounds_sent), 1) if rounds_sent else None,
         }
 
