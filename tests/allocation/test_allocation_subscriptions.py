@@ -251,3 +251,56 @@ async def test_a_node_that_missed_records_catches_up_through_a_digest_exchange_a
     a.app[MARKET].book.forget(b_id)
     await a.app[MARKET].pull(b_descriptor, [b_id])  # (a's market loop may pull it first: also a digest exchange)
     assert a.app[MARKET].book.get(b_id) is not None and a.app[MARKET].book.get(b_id).timestamp >= held.timestamp
+
+
+async def test_a_need_published_before_its_provider_subscribes_reaches_it(node_factory) -> None:
+    """The ordering that lost a one-way recipient's need: the recipient publishes it while the provider is not
+    subscribed to its needs (so the push goes to nobody), and the provider subscribes afterwards.  The subscription
+    is answered with the recipient's current commitment, and the provider's next round allocates to the need."""
+    quiet = {k: v for k, v in QUIET.items() if k != "market"}
+    provider = await node_factory("provider", **quiet, storage={"capacity": 1_000_000},
+                                  market={"allocation_delay": 0.05, "offer_compute": False})
+    recipient = await node_factory("recipient", **quiet,
+                                   market={"allocation_delay": 0.05, "offer_compute": False, "offer_storage": False})
+    await provider.app[PEERS].add(recipient.app[PEERS].url)
+    p_id, r_id = provider.app[PEERS].identity.id, recipient.app[PEERS].identity.id
+    p_service, r_service = provider.app[ALLOCATION], recipient.app[ALLOCATION]
+    await p_service.close()  # the provider's loop stopped: it subscribes only when this test says so
+    r_descriptor = next(d for d in provider.app[PEERS].peers() if d.id == r_id)
+    # one-way: the provider recognises the recipient, the recipient nobody
+    provider.app[MARKET].set_recognition(r_id, Decimal(1))
+    recipient.app[MARKET].set_recognition(p_id, Decimal(0))
+    for n in (provider, recipient):
+        n.app[MARKET].publish()
+    await provider.app[MARKET].pull(r_descriptor, [r_id])  # the provider holds the recipient's commitment (no need)
+    assert provider.app[MARKET].book.get(r_id).bids == ()
+    # the provider is subscribed to nothing at the recipient (whatever its loop did before it stopped)
+    r_service.subscribers.forget(p_id)
+    p_service.subscribed.pop(r_id, None)
+    # the recipient publishes a need and pushes its commitment to its audience: the provider is not in it
+    need = r_service.add_need("storage", 300_000, 600)
+    recipient.app[MARKET].publish()  # (or its market loop did)
+    assert [b.slot.id for b in recipient.app[MARKET].book.get(r_id).bids] == [need["id"]]
+    assert p_id not in r_service.commitment_audience({"storage"}, set())
+    await recipient.app[MARKET]._push_own()
+    assert provider.app[MARKET].book.get(r_id).bids == ()  # it did not reach the provider
+    # the provider subscribes now: to the recipient's needs of the kind it offers (and its receipts) ...
+    assert p_service.interests()[r_id] == {"needs:storage", "receipt"}
+    await p_service.maintain_subscriptions()
+    assert r_service.subscribers.topics(p_id, _now()) == {"needs:storage", "receipt"}
+    # ... and the answer carried the recipient's current commitment: the need is there
+    assert [b.slot.id for b in provider.app[MARKET].book.get(r_id).bids] == [need["id"]]
+    # so the provider's round allocates to it
+    deadline = time.monotonic() + 30
+    while not await p_service.ensure_id():  # an ITC id, forked from the recipient (or seeded after FORK_WAIT)
+        assert time.monotonic() < deadline, "no ITC id"
+        await asyncio.sleep(0.1)
+    p_service.round()
+    assert (r_id, need["id"]) in p_service.states.get(p_id).wanted  # it asks the recipient for a grant of it
+    p_service.start()  # and with its loop running again the need is served
+
+    def given() -> int:
+        mine = p_service.states.get(p_id)
+        return sum(q for _, r, n, q, _ in mine.allocations if r == r_id and n == need["id"])
+
+    await _until(lambda: given() == 300_000, "the provider to allocate the whole need")
