@@ -66,10 +66,10 @@ def _needs_reached(nodes, ids) -> bool:
 
 
 def _settled(nodes, ids) -> bool:
-    """Every provider holds its recipients' needs and its state converged, and every recipient's receipt totals
-    exactly what the providers' states give it."""
-    if not _needs_reached(nodes, ids):
-        return False
+    """Every provider holds its recipients' needs, no node has a round due, every provider's state converged, and
+    every recipient's receipt totals exactly what the providers' states give it."""
+    if not _needs_reached(nodes, ids) or not all(n.app[ALLOCATION].idle for n in nodes.values()):
+        return False  # a provider has not got its recipients' needs yet, or a node has a change to compute on
     given = _node_allocation(nodes, ids)
     states = [nodes[p].app[ALLOCATION].states.get(ids[p]) for p in CAPACITY]
     if any(s is None or s.wanted or not s.converged for s in states):
@@ -110,13 +110,20 @@ async def test_the_simulator_and_live_nodes_give_the_same_allocation(make_config
         need_ids[name] = (await response.json())["id"]
     live: dict = {}
 
+    over: list = []
+
     def settled_twice() -> bool:  # the same settled allocation at two checks in a row (nothing in flight changed it)
         nonlocal live
+        for r in NEEDS:  # and no need over-allocated at any check on the way
+            receipt = nodes[r].app[ALLOCATION].receipts.get(ids[r])
+            if receipt is not None and receipt.over_allocation:
+                over.append((r, receipt.needs))
         now = _node_allocation(nodes, ids) if _settled(nodes, ids) else None
         same, live = now is not None and now == live, now or {}
         return same
 
     await until(settled_twice, "the live allocation to converge", timeout=40)
+    assert not over, over[0]
 
     # The same inputs for the simulator: each provider's capacity slots as its node offers them (ids and windows
     # are the node's; the quantity is the capacity declared above), each recipient's standing need, the weights --

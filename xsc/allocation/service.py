@@ -243,6 +243,12 @@ class AllocationService:
         self._dirty = True
         self._changed.set()
 
+    @property
+    def idle(self) -> bool:
+        """No round is due: everything this node read has been computed on (a test waits for it before it
+        compares allocations: a change the node has not computed on yet would make them look settled)."""
+        return not self._dirty
+
     def _event(self) -> Stamp:
         """This node's next ITC event, after every stamp it received."""
         stamp = self.stamp
