@@ -12,6 +12,10 @@
   stamp after joining every stamp it received -- by pushing it to the parties it names (now or in the
   record before) and its subscribers (`POST /v1/peer/allocation`).  A provider whose state did not
   converge computes again after the delay; a quiet network sends nothing.
+- **Rounds in step**, as the simulator's: the provider's side waits until every recipient its latest
+  state names has answered it (`_provider_waits`), the recipient's side until every provider of the
+  round has sent its state (`_recipient_waits`), each at most the bound (`STEP_WAIT` delays, at least
+  `STEP_WAIT_MIN` s); a provider whose state did not change for a new receipt sends it again (`acks`).
 - **Subscriptions** (`xsc.allocation.subscriptions`): at each peer the node subscribes to what its
   rounds read of it (the seed's derived subgroups: mutual partners everything, one-way beneficiaries
   their needs and receipts, providers for it their commitments and states), renews every third of
@@ -71,7 +75,7 @@ from .records import (
     sign_receipt,
     sign_state,
 )
-from .rounds import Receipt, addressed_to, provider_round, recipient_round
+from .rounds import Receipt, addressed_to, answered, provider_round, recipient_round
 from .subscriptions import (
     MAX_SUBSCRIPTIONS,
     Subscribers,
@@ -95,6 +99,8 @@ SUBSCRIBE_RETRY = 5.0  # seconds before a subscription that failed is sent again
 MAX_RECORDS = 1_001  # states and receipts per message each: one per peer the directory can hold, and this node's
 FORK_WAIT = 3.0  # seconds a node without an ITC id waits for a peer to fork one from before it seeds one
 TRAFFIC_ROUNDS = 256  # rounds whose bytes are kept for the status
+STEP_WAIT = 10  # allocation delays a side waits for the other side's answers (rounds in step: `_provider_waits`) ...
+STEP_WAIT_MIN = 2.0  # ... and at least this many seconds
 
 
 def now_ms() -> int:
@@ -135,6 +141,16 @@ class AllocationService:
         self._greeted: set[str] = set()  # peers that took a subscription of ours since we started
         self._retry_at: dict[str, float] = {}  # peer -> when to try a subscription that failed again
         self._dirty = True
+        # Rounds in step (`_provider_waits`, `_recipient_waits`): when this node last computed as a provider
+        # and published a receipt, the receipts its provider side last read (recipient -> signature), when each
+        # provider's state last arrived (even unchanged: an answer), the recipients to answer with our unchanged
+        # state, and the pending wake-up of a side that waits.
+        self._computed_at = 0.0
+        self._receipt_at = 0.0
+        self._read: dict[str, str] = {}
+        self._heard: dict[str, float] = {}
+        self.acks: set[str] = set()
+        self._wake: asyncio.TimerHandle | None = None
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._started = time.monotonic()
@@ -247,7 +263,57 @@ class AllocationService:
     def idle(self) -> bool:
         """No round is due: everything this node read has been computed on (a test waits for it before it
         compares allocations: a change the node has not computed on yet would make them look settled)."""
-        return not self._dirty
+        return not self._dirty and self._wake is None
+
+    def _bound(self) -> float:
+        return max(STEP_WAIT * self.config.allocation_delay, STEP_WAIT_MIN)
+
+    def _wait_until(self, since: float) -> bool:
+        """True (the side waits) while `since` + the bound is ahead; a wake-up is set for then."""
+        left = since + self._bound() - time.monotonic()
+        if left <= 0:
+            return False
+        if self._wake is not None:
+            self._wake.cancel()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        self._wake = loop.call_later(left + 0.01, self._woken)
+        return True
+
+    def _woken(self) -> None:
+        self._wake = None
+        self.touch()
+
+    def _provider_waits(self, mine: StateRecord | None, receipts: dict[str, Receipt]) -> bool:
+        """The provider's side waits until every recipient its latest state names has answered it (the
+        receipt's part of ours and request are the state's), at most the bound after it last computed: it then
+        computes from receipts that all answer the same state of its own, as in the simulator's rounds."""
+        if mine is None or self.previous is None or answered(self.me, mine.allocations, mine.wanted, receipts):
+            return False
+        return self._wait_until(self._computed_at)
+
+    def _recipient_waits(self, network: dict[str, Commitment]) -> bool:
+        """The recipient's side waits, once a provider's state arrived since its last receipt, until every
+        provider that receipt names (or, before its first receipt, every active provider recognising it) has
+        sent a state since, at most the bound after the first of them: its receipt then answers every provider
+        of the round at once, as in the simulator's rounds (a provider whose state is unchanged sends it
+        again, to say so)."""
+        since = self._receipt_at
+        new = [t for t in self._heard.values() if t > since]
+        if not new:
+            return False
+        held = self.receipts.get(self.me)
+        if held is not None:
+            expected = {p for e in held.needs.values() for p in (*e.by_provider, *e.wanting)}
+        else:
+            expected = {p for p, c in network.items() if p != self.me and c.capacity_slots
+                        and c.recognition.get(self.me, 0) > 0}
+        expected = {p for p in expected if p in network}
+        if all(self._heard.get(p, 0.0) > since for p in expected):
+            return False
+        return self._wait_until(min(new))
 
     def _event(self) -> Stamp:
         """This node's next ITC event, after every stamp it received."""
@@ -273,7 +339,13 @@ class AllocationService:
         out: list = []
         receipts = {r: rec.to_receipt() for r, rec in self.receipts.items() if r in network and r != self.me}
         mine = self.states.get(self.me)
-        if me is not None and me.capacity_slots:
+        if me is not None and me.capacity_slots and self._provider_waits(mine, receipts):
+            pass  # a recipient has not answered our latest state yet
+        elif me is not None and me.capacity_slots:
+            self._computed_at = time.monotonic()
+            read = {r: rec.signature for r, rec in self.receipts.items() if r != self.me}
+            fresh = {r for r, sig in read.items() if self._read.get(r) != sig}
+            self._read = read
             state = provider_round(me, network, receipts, previous=self.previous, now_ms=now)
             self.previous = state
             content = (tuple((a.capacity_slot, a.recipient, a.need_slot, a.quantity, a.tier)
@@ -284,6 +356,8 @@ class AllocationService:
                 record = sign_state(self.identity, state, stamp=self._event(), timestamp=now)
                 self.states.receive(record)
                 out.append(record)
+            elif mine is not None:  # unchanged: the recipients whose new receipts it answers are told so
+                self.acks |= fresh & ({r for _, r, _, _, _ in mine.allocations} | {r for r, _ in mine.wanted})
         elif mine is not None and mine.allocations:
             # No capacity any more (full, or leaving): withdraw every allocation.
             empty = AllocationState.model_construct(provider=self.me, slot_allocations=(), wanted=(), converged=True,
@@ -292,7 +366,10 @@ class AllocationService:
             self.states.receive(record)
             self.previous = None
             out.append(record)
-        if me is not None and me.need_slots:
+        if me is not None and me.need_slots and self._recipient_waits(network):
+            pass  # a provider of the round has not answered our last receipt yet
+        elif me is not None and me.need_slots:
+            self._receipt_at = time.monotonic()
             received, wanted = addressed_to(self.me, [s for s in self._active_states(network) if s.provider != self.me])
             damped, receipt = recipient_round(me, received, wanted, now, previous=self.my_receipt)
             self.history, self.damping = damped.damping_history, damped.damping_factor
@@ -303,7 +380,7 @@ class AllocationService:
                 record = sign_receipt(self.identity, receipt, stamp=self._event(), timestamp=now)
                 self.receipts.receive(record)
                 out.append(record)
-        if self.previous is not None and not self.previous.converged:
+        if self.previous is not None and not self.previous.converged and self._wake is None:
             self._dirty = True  # not converged: compute again after the delay, as the simulator does
         return out
 
@@ -322,6 +399,7 @@ class AllocationService:
         if len(states) > MAX_RECORDS or len(receipts) > MAX_RECORDS:
             raise InvalidArgument(f"at most {MAX_RECORDS} states and {MAX_RECORDS} receipts per message")
         changed = refused = 0
+        heard = False
         now = now_ms()
         for items, parse, held in ((states, parse_state, self.states), (receipts, parse_receipt, self.receipts)):
             for item in items:
@@ -343,12 +421,18 @@ class AllocationService:
                     self._refuse(_reason(err))
                     log.info("ignoring an allocation record: %s", err)
                     continue
+                if held is self.states and (_names(record, self.me) or _names(held.get(record.provider), self.me)):
+                    self._heard[record.provider] = time.monotonic()  # an answer to our receipt (`_recipient_waits`)
+                    heard = True
                 outcome = held.receive(record)
+                if outcome.value == "stale" and held.get(record.owner) is not None \
+                        and held.get(record.owner).signature == record.signature:
+                    continue  # the state held, sent again: its provider's answer that nothing changed
                 if outcome.value == "stale":
                     self._refuse("stale")
                     continue
                 changed += 1
-        if changed:
+        if changed or heard:
             self.touch()
         return {"changed": changed, "refused": refused}
 
@@ -682,6 +766,10 @@ class AllocationService:
                     await asyncio.sleep(self.config.allocation_delay)  # debounce: gather what else changes
                     seen_version = self.market.version
                     records = self.round()
+                    acks, self.acks = self.acks, set()
+                    mine = self.states.get(self.me)
+                    if acks and mine is not None and mine not in records:
+                        await self.push([mine], only=[d for d in self._targets() if d.id in acks])
                     if records:
                         sent = await self.push(records)
                         self.traffic.append((self.rounds, sent))
@@ -702,6 +790,8 @@ class AllocationService:
         self.subscribers.forget(participant)
         self.subscribed.pop(participant, None)
         self._retry_at.pop(participant, None)
+        self._heard.pop(participant, None)
+        self._read.pop(participant, None)
         if self.states.forget(participant) | self.receipts.forget(participant):
             self.touch()
 
@@ -782,6 +872,12 @@ class AllocationService:
         for s in stamps[1:]:
             out = out.join(s.peek())
         return out
+
+
+def _names(record: StateRecord | None, recipient: str) -> bool:
+    """Whether a provider's state gives `recipient` units or asks it for more."""
+    return record is not None and (any(r == recipient for _, r, _, _, _ in record.allocations)
+                                   or any(r == recipient for r, _ in record.wanted))
 
 
 def _need_view(bid) -> dict:
