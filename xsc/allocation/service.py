@@ -298,7 +298,7 @@ class AllocationService:
 
     def _recipient_waits(self, network: dict[str, Commitment]) -> bool:
         """The recipient's side waits, once a provider's state arrived since its last receipt, until every
-        provider that receipt names (or, before its first receipt, every active provider recognising it) has
+        provider that receipt names (or, while it names none, every active provider recognising it) has
         sent a state since, at most the bound after the first of them: its receipt then answers every provider
         of the round at once, as in the simulator's rounds (a provider whose state is unchanged sends it
         again, to say so)."""
@@ -307,9 +307,8 @@ class AllocationService:
         if not new:
             return False
         held = self.receipts.get(self.me)
-        if held is not None:
-            expected = {p for e in held.needs.values() for p in (*e.by_provider, *e.wanting)}
-        else:
+        expected = set() if held is None else {p for e in held.needs.values() for p in (*e.by_provider, *e.wanting)}
+        if not expected:  # the first round: every provider that may answer
             expected = {p for p, c in network.items() if p != self.me and c.capacity_slots
                         and c.recognition.get(self.me, 0) > 0}
         expected = {p for p in expected if p in network}
