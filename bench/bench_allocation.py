@@ -2,6 +2,7 @@
 round protocol converging at scale.
 
 Run: .venv/bin/python -m bench.bench_allocation [--quick] [--only compute,rounds,traffic,events,devnet] [--nodes N]
+     [--recognised all|K,K,...] [--large M]
 
 Figures are printed with their ratio to raw steps measured in the same run, and written with
 their targets to bench/out/allocation.json (bench/report.py):
@@ -22,9 +23,12 @@ their targets to bench/out/allocation.json (bench/report.py):
   - events (`Simulation`: latencies, ITC, reactive recompute): 100 x 5, seed 5, which took 925
     rounds and 177 s before the round protocol.
   - devnet (not in the default run: node processes): live rounds on N nodes (default 6), 3 of them
-    with a standing need, all recognising all: bytes of allocation traffic each node sends per round
-    until converged (pushes and the answers it gives), per publishing round, and per second after
-    (anti-entropy).  Raw step: one message carrying an empty signed state at this network's stamp.
+    with a standing need, all recognising all or (--recognised 1,2,5) each node the next K: bytes
+    each node sends per round until converged (allocation records, subscriptions, digests, and the
+    answers it gives; market commitments and digests apart), and per second after (anti-entropy,
+    renewals, the market's re-signed offers); --large M repeats it on M nodes: the traffic follows
+    the recognised peers, not the size.  Raw step: one message carrying an empty signed state at
+    this network's stamp.
 """
 
 from __future__ import annotations
@@ -390,10 +394,13 @@ def _api(node, method: str, path: str, payload=None) -> dict:
         return json.loads(response.read())
 
 
-def bench_devnet(n: int, recipients: int, timeout: float = 240.0) -> None:
-    """Live rounds on `n` node processes (xsc.devnet), every node recognising every other: bytes of allocation
-    traffic each node sends per round until the network converged, and after (anti-entropy only).  Raw step:
-    the bytes of a message carrying one signed state with no allocation, at a stamp of this network."""
+def bench_devnet(n: int, recipients: int, recognised: int | None = None, timeout: float = 180.0) -> dict:
+    """Live rounds on `n` node processes (xsc.devnet): every node recognising every other (`recognised` None), or
+    node i recognising only the next `recognised` nodes (weight 1; the others set to 0).  Bytes each node sends
+    per round until the network converged -- allocation records, subscriptions and digests (`bytes_sent` of
+    /v1/allocation), and market commitments and digests (of /v1/market/status) -- and per second after
+    (anti-entropy and renewals only).  Raw step: the bytes of a message carrying one signed state with no
+    allocation, at a stamp of this network."""
     import tempfile
     from pathlib import Path
 
@@ -402,55 +409,93 @@ def bench_devnet(n: int, recipients: int, timeout: float = 240.0) -> None:
     env = {"XSC_PEERS_GOSSIP_INTERVAL": "0.3", "XSC_HEALTH_PROBE_INTERVAL": "0.2", "XSC_HEALTH_PROBE_TIMEOUT": "2",
            "XSC_MARKET_ALLOCATION_DELAY": "0.1", "XSC_MARKET_FRESHNESS": "10", "XSC_STORAGE_CAPACITY": "40000000",
            "XSC_MARKET_OFFER_COMPUTE": "false", "XSC_AUDIT_REPAIR_AFTER_FAILURES": "1000000"}
+    quiet_s = 10.0
     with tempfile.TemporaryDirectory(prefix="bench-alloc-") as root:
         net = Devnet(Path(root), n, env=env, name="n{}")
         try:
             net.spawn().wait_listening(120)
-            if net.wait_peered(120):
+            if net.wait_peered(180):
                 raise SystemExit("devnet: the nodes did not all meet")
             nodes = list(net)
             ids = [_api(node, "GET", "/v1/market/status")["node"] for node in nodes]
-            for node, me in zip(nodes, ids):
+            for i, (node, me) in enumerate(zip(nodes, ids)):
+                chosen = {ids[(i + j) % n] for j in range(1, n if recognised is None else recognised + 1)}
                 for other in ids:
                     if other != me:
-                        _api(node, "POST", "/v1/market/recognize", {"peer": other, "weight": "1"})
-            before = [_api(node, "GET", "/v1/allocation") for node in nodes]
+                        _api(node, "POST", "/v1/market/recognize", {"peer": other, "weight": "1" if other in chosen
+                                                                    else "0"})
+            time.sleep(3)  # the new weights published and the subscriptions moved before counting starts
+            before = [(_api(node, "GET", "/v1/allocation"), _api(node, "GET", "/v1/market/status")) for node in nodes]
             started = time.monotonic()
             for node in nodes[:recipients]:
                 _api(node, "POST", "/v1/allocation/needs", {"kind": "storage", "quantity": 30_000_000, "seconds": 1800})
 
-            def settled() -> list[dict] | None:
+            def settled() -> list | None:
                 statuses = [_api(node, "GET", "/v1/allocation") for node in nodes]
                 if all(s["converged"] and (not s["needs"] or s["received"]) for s in statuses):
-                    return statuses
+                    return [(s, _api(node, "GET", "/v1/market/status")) for s, node in zip(statuses, nodes)]
                 return None
 
+            converged = True
             while (after := settled()) is None:
                 if time.monotonic() - started > timeout:
-                    raise SystemExit("devnet: the allocation did not converge")
+                    converged = False  # measured all the same, until now: the row says so
+                    statuses = [_api(node, "GET", "/v1/allocation") for node in nodes]
+                    for i, st in enumerate(statuses):
+                        print(f"  not converged: node {i} converged={st['converged']} own={st['provider_converged']} "
+                              f"share={st['converged_share']} of {st['providers']} delta={st['delta']} "
+                              f"needs={len(st['needs'])} received={bool(st['received'])}")
+                    after = [(st, _api(node, "GET", "/v1/market/status")) for st, node in zip(statuses, nodes)]
+                    break
                 time.sleep(0.5)
             seconds = time.monotonic() - started
-            time.sleep(10)
-            quiet = [_api(node, "GET", "/v1/allocation") for node in nodes]
-            raw = _empty_record_bytes(after[0]["stamp"])
+            time.sleep(quiet_s)
+            quiet = [(_api(node, "GET", "/v1/allocation"), _api(node, "GET", "/v1/market/status")) for node in nodes]
+            raw = _empty_record_bytes(after[0][0]["stamp"])
+            subscribed = sum(len(a.get("subscribed", ())) for a, _ in quiet) / n
+            allocated = sum(a["allocated"] for a, _ in after) / max(1, sum(1 for a, _ in after if a["mine"]))
         finally:
             net.stop(10)
-    sent = [a["bytes_sent"] - b["bytes_sent"] for a, b in zip(after, before)]
-    rounds = [a["rounds"] - b["rounds"] for a, b in zip(after, before)]
-    published = [a["bytes_per_round"] or 0 for a in after]
+    sent = [a["bytes_sent"] - b["bytes_sent"] for (a, _), (b, _) in zip(after, before)]
+    market = [am.get("bytes_sent", 0) - bm.get("bytes_sent", 0) for (_, am), (_, bm) in zip(after, before)]
+    rounds = [a["rounds"] - b["rounds"] for (a, _), (b, _) in zip(after, before)]
     per_round = sum(s / max(1, r) for s, r in zip(sent, rounds)) / n
-    idle = sum(q["bytes_sent"] - a["bytes_sent"] for q, a in zip(quiet, after)) / n / 10
-    print(f"devnet: {n} nodes, {recipients} with a standing need, all recognising all; converged in {seconds:.1f} s")
-    print(f"  bytes a node sent until converged   {sum(sent) / n:10.0f}   over {sum(rounds) / n:.1f} rounds each")
-    print(f"  bytes per node per round            {per_round:10.1f}   ({per_round / raw:.2f} x one empty signed "
-          f"state message, {raw} B)")
-    print(f"  bytes per publishing round          {sum(published) / n:10.1f}   (a round that changed its records)")
-    print(f"  after convergence (anti-entropy)    {idle:10.1f}   B/s per node")
-    REPORT.add(f"devnet {n} nodes: raw empty signed state message", raw, "B")
-    REPORT.add(f"devnet {n} nodes: allocation bytes per node per round", per_round, "B")
-    REPORT.add(f"devnet {n} nodes: allocation bytes per publishing round", sum(published) / n, "B")
-    REPORT.add(f"devnet {n} nodes: seconds to converge", seconds, "s")
-    REPORT.add(f"devnet {n} nodes: anti-entropy bytes per node per second", idle, "B/s")
+    market_per_round = sum(s / max(1, r) for s, r in zip(market, rounds)) / n
+    idle = sum(q["bytes_sent"] - a["bytes_sent"] for (q, _), (a, _) in zip(quiet, after)) / n / quiet_s
+    idle_market = sum(qm.get("bytes_sent", 0) - am.get("bytes_sent", 0)
+                      for (_, qm), (_, am) in zip(quiet, after)) / n / quiet_s
+    idle_by = {k: sum(q.get("bytes_by", {}).get(k, 0) - a.get("bytes_by", {}).get(k, 0)
+                      for (q, _), (a, _) in zip(quiet, after)) / n / quiet_s
+               for k in quiet[0][0].get("bytes_by", {})}
+    who = "all recognising all" if recognised is None else f"each recognising {recognised}"
+    label = f"devnet {n} nodes, {'all' if recognised is None else recognised} recognised"
+    print(f"devnet: {n} nodes, {recipients} with a standing need, {who}; converged in {seconds:.1f} s, "
+          f"{subscribed:.1f} peers subscribed to per node")
+    print(f"  allocation bytes per node per round  {per_round:10.1f}   ({per_round / raw:.2f} x one empty signed "
+          f"state message, {raw} B; over {sum(rounds) / n:.1f} rounds each)")
+    print(f"  market bytes per node per round      {market_per_round:10.1f}")
+    print(f"  after convergence, per node          {idle:10.1f} B/s allocation, {idle_market:.1f} B/s market"
+          + (f" (allocation: {', '.join(f'{k} {v:.1f}' for k, v in idle_by.items())})" if idle_by else ""))
+    REPORT.add(f"{label}: raw empty signed state message", raw, "B")
+    REPORT.add(f"{label}: allocation bytes per node per round", per_round, "B")
+    REPORT.add(f"{label}: market bytes per node per round", market_per_round, "B")
+    REPORT.add(f"{label}: seconds to converge", seconds, "s")
+    REPORT.add(f"{label}: anti-entropy allocation bytes per node per second", idle, "B/s")
+    REPORT.add(f"{label}: anti-entropy market bytes per node per second", idle_market, "B/s")
+    return {"nodes": n, "recognised": "all" if recognised is None else recognised, "seconds": seconds,
+            "converged": converged,
+            "subscribed": subscribed, "rounds": sum(rounds) / n, "allocation": per_round, "market": market_per_round,
+            "raw": raw, "idle": idle, "idle_market": idle_market}
+
+
+def devnet_table(rows: list[dict]) -> None:
+    print("devnet traffic: bytes each node sends per allocation round until converged, and per second after")
+    print(f"  {'nodes':>5} {'recognised':>10} {'subscribed':>10} {'rounds':>6} {'alloc B/round':>13} "
+          f"{'x raw':>6} {'market B/round':>14} {'alloc B/s after':>15} {'market B/s after':>16} {'converged':>9}")
+    for r in rows:
+        print(f"  {r['nodes']:>5} {r['recognised']:>10} {r['subscribed']:>10.1f} {r['rounds']:>6.1f} "
+              f"{r['allocation']:>13.1f} {r['allocation'] / r['raw']:>6.2f} {r['market']:>14.1f} {r['idle']:>15.1f} "
+              f"{r['idle_market']:>16.1f} {r['seconds']:>8.1f}s" + ("" if r["converged"] else " (did not converge)"))
 
 
 def _empty_record_bytes(stamp_hex: str) -> int:
@@ -473,6 +518,11 @@ def main() -> None:
     parser.add_argument("--only", default="compute,rounds,traffic,events",
                         help="comma-separated sections: compute, rounds, traffic, events, devnet (node processes)")
     parser.add_argument("--nodes", type=int, default=6, help="node processes of the devnet section")
+    parser.add_argument("--recognised", default="all",
+                        help="devnet: comma-separated counts of peers each node recognises (all: every other), "
+                             "e.g. 1,2,5")
+    parser.add_argument("--large", type=int, default=0,
+                        help="devnet: also run a devnet of this many nodes with the same recognition counts")
     parser.add_argument("--workers", type=int, default=2, help="processes for the rounds simulator")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -498,7 +548,12 @@ def main() -> None:
     if "events" in only:
         bench_events(30 if args.quick else 100, 5, 5)
     if "devnet" in only:
-        bench_devnet(args.nodes, min(3, args.nodes - 1))
+        counts = [None if c == "all" else int(c) for c in args.recognised.split(",")]
+        rows = []
+        for size in [args.nodes] + ([args.large] if args.large else []):
+            for count in counts:
+                rows.append(bench_devnet(size, min(3, size - 1), count))
+        devnet_table(rows)
     REPORT.write()
 
 

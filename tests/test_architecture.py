@@ -24,7 +24,7 @@ PURE = {
     "xsc.market." + m for m in ("models", "orders", "book", "auction", "pricing", "matching", "supply")
 } | {
     "xsc.allocation." + m for m in ("causality", "compute", "convergence", "damping", "divide", "itc", "matching",
-                                    "models", "received", "recognition", "records", "rounds", "simulate")
+                                    "models", "received", "recognition", "records", "rounds", "simulate", "subscriptions")
 } | {
     "xsc.s3." + m for m in ("etag", "listing", "names", "sigv4", "xml")
 } | {"xsc.allocation", "xsc.health", "xsc.market",  # packages whose face re-exports only their pure core

@@ -355,6 +355,13 @@ class NotAdmitted(Forbidden):
     code = "not-admitted"
 
 
+class UnknownPeer(Forbidden):
+    """A peer request (a subscription, a digest) from a node this one does not know (403): refused before
+    anything of it is parsed or its signatures checked."""
+
+    code = "unknown-peer"
+
+
 class Quarantined(Forbidden):
     """A peer that misbehaved here is refused until its quarantine ends or the operator lifts it (403)."""
 

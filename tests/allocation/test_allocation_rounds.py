@@ -29,6 +29,7 @@ from xsc.allocation import (
     update_damping,
 )
 from xsc.allocation.divide import divide_capped
+from xsc.allocation.rounds import answered
 from xsc.allocation.roundsim import RoundSimulation, simulate_rounds
 from xsc.allocation.simulate import SimConfig
 
@@ -305,3 +306,27 @@ def test_receive_follows_the_itc_rules_on_random_schedules(schedule):
         for s1, e1 in replicas:
             for s2, e2 in replicas:
                 assert s1.leq(s2) == (e1 <= e2)
+
+
+def test_a_receipt_answers_the_provider_state_it_was_computed_from() -> None:
+    """`answered`: a provider's state is answered by a receipt whose part and request of that provider are the
+    state's (what a node waits for before its provider side computes again; docs/allocation.md, "Rounds in
+    step")."""
+    r = commitment("r", needs=[need("r", "n1", 50), need("r", "n2", 10)], recognition={"a": 1, "b": 1})
+    state_1 = (("c", "r", "n1", 30, 1),), (("r", "n1"),)  # (allocations, wanted) of a
+    state_2 = (("c", "r", "n1", 40, 1), ("c", "r", "n2", 5, 1)), ()
+
+    def receipt_of(allocations, wanted, others=None):
+        received, asks = {"a": {}}, {}
+        for _c, _r, n, q, _t in allocations:
+            received["a"][n] = received["a"].get(n, 0) + q
+        if wanted:
+            asks["a"] = [n for _r, n in wanted]
+        received.update(others or {})
+        return recipient_round(r, received, asks, 1_000)[1]
+
+    assert answered("a", *state_1, {"r": receipt_of(*state_1)})
+    assert answered("a", *state_2, {"r": receipt_of(*state_2, others={"b": {"n1": 10}})})  # others' parts: any
+    assert not answered("a", *state_2, {"r": receipt_of(*state_1)})  # the receipt answers the state before
+    assert not answered("a", *state_1, {"r": receipt_of(*state_2)})
+    assert answered("a", *state_2, {})  # no receipt yet: nothing to wait for

@@ -258,3 +258,27 @@ def recipient_round(commitment: Commitment, received: Mapping[str, Mapping[str, 
         "recipient": commitment.participant, "needs": entries, "over_allocation": over,
         "damping_factor": damped.damping_factor, "stamp": stamp.event(), "timestamp": now_ms})
     return damped, receipt
+
+
+def answered(provider: str, allocations: Iterable[tuple], wanted: Iterable[tuple[str, str]],
+             receipts: Mapping[str, Receipt]) -> bool:
+    """Whether every recipient that `provider`'s state names (`allocations`: (capacity slot, recipient, need slot,
+    units, tier); `wanted`: (recipient, need slot)) has a receipt answering that state: for each need slot the
+    state names that the receipt lists, the receipt's part of `provider` and whether it asks for more are the
+    state's.  A need slot the receipt no longer lists (its need is gone) needs no answer; nor does a recipient
+    without any receipt yet (it answers when it first computes)."""
+    parts: dict[tuple[str, str], int] = {}
+    for _c, r, n, q, _t in allocations:
+        parts[(r, n)] = parts.get((r, n), 0) + q
+    asks = set(wanted)
+    for r, n in set(parts) | asks:
+        receipt = receipts.get(r)
+        if receipt is None:
+            continue
+        entry = receipt.needs.get(n)
+        if entry is None:
+            continue
+        if entry.by_provider.get(provider, 0) != parts.get((r, n), 0) \
+                or (provider in entry.wanting) != ((r, n) in asks):
+            return False
+    return True

@@ -9,9 +9,18 @@
   `provider_round` over the network and the receipts held, as a recipient `addressed_to` over the
   active providers' states and `recipient_round`.  It publishes what changed -- a signed
   `StateRecord` and/or `ReceiptRecord` (`xsc.allocation.records`), each an ITC event of this node's
-  stamp after joining every stamp it received -- by pushing it to every peer that is up
-  (`POST /v1/peer/allocation`).  A provider whose state did not converge computes again after the
-  delay; a quiet network sends nothing.
+  stamp after joining every stamp it received -- by pushing it to the parties it names (now or in the
+  record before) and its subscribers (`POST /v1/peer/allocation`).  A provider whose state did not
+  converge computes again after the delay; a quiet network sends nothing.
+- **Rounds in step**, as the simulator's: the provider's side waits until every recipient its latest
+  state names has answered it (`_provider_waits`), the recipient's side until every provider of the
+  round has sent its state (`_recipient_waits`), each at most the bound (`STEP_WAIT` delays, at least
+  `STEP_WAIT_MIN` s); a provider whose state did not change for a new receipt sends it again (`acks`).
+- **Subscriptions** (`xsc.allocation.subscriptions`): at each peer the node subscribes to what its
+  rounds read of it (the seed's derived subgroups: mutual partners everything, one-way beneficiaries
+  their needs and receipts, providers for it their commitments and states), renews every third of
+  SUBSCRIPTION_TTL, and keeps who subscribed to it (bounded, expiring).  The market's commitment
+  goes to the same subscribers (`commitment_audience`, `commitment_interest`: set in app.py).
 - **Receiving** (`receive`): only records whose publisher is a known peer, parsed with every bound
   of `xsc.allocation.records`, signature checked, states checked against the publisher's offer,
   future-dated ones refused; then stale ignored, newer replace, concurrent merged (`Held`).
@@ -26,10 +35,10 @@
   own before forking, so the id space does not fragment), and its new stamp is after everything it
   published before and everything that peer holds of it; with no peer to rejoin through within
   `FORK_WAIT` seconds it goes on with its stored id (nobody else owns it).
-- **Anti-entropy**: every third of `market.freshness` (at least the gossip interval) one random peer
-  gets our records with `ask`, and answers with its own; a peer we hold nothing of is asked on the
-  next push.  A provider with nothing to allocate publishes nothing, so a network without needs
-  sends no allocation traffic at all.
+- **Anti-entropy**: every third of `market.freshness` (at least the gossip interval) one random peer we
+  subscribe at gets a digest of what we hold of the publishers we want (`POST
+  /v1/peer/allocation/digest`) and answers with the records we lack or hold another of.  A provider
+  with nothing to allocate publishes nothing, so a network without needs sends no allocation records.
 
 Serving: `allocated(kind)` says, per provider, the units the active providers' states give this
 node's need slots of `kind`; `MarketService.deal` places needs there first (docs/allocation.md).
@@ -49,7 +58,7 @@ import plyvel
 
 from .. import keys
 from ..config import MarketSection
-from ..errors import InvalidArgument, PeerError, XscError
+from ..errors import InvalidArgument, PeerError, UnknownPeer, XscError
 from ..identity import Identity
 from ..market.models import Bid
 from .convergence import NETWORK_QUORUM
@@ -66,15 +75,32 @@ from .records import (
     sign_receipt,
     sign_state,
 )
-from .rounds import Receipt, addressed_to, provider_round, recipient_round
+from .rounds import Receipt, addressed_to, answered, provider_round, recipient_round
+from .subscriptions import (
+    MAX_SUBSCRIPTIONS,
+    Subscribers,
+    commitment_audience,
+    differing,
+    interests,
+    parse_digest,
+    parse_subscription,
+    short_hash,
+    sign_subscription,
+)
 
 log = logging.getLogger(__name__)
 
 PEER_PATH = "/v1/peer/allocation"
 FORK_PATH = "/v1/peer/allocation/fork"
+SUBSCRIBE_PATH = "/v1/peer/allocation/subscribe"
+DIGEST_PATH = "/v1/peer/allocation/digest"
+SUBSCRIPTION_TTL = 60.0  # seconds a subscription lives; renewed every third of it (and when its topics change)
+SUBSCRIBE_RETRY = 5.0  # seconds before a subscription that failed is sent again
 MAX_RECORDS = 1_001  # states and receipts per message each: one per peer the directory can hold, and this node's
 FORK_WAIT = 3.0  # seconds a node without an ITC id waits for a peer to fork one from before it seeds one
 TRAFFIC_ROUNDS = 256  # rounds whose bytes are kept for the status
+STEP_WAIT = 10  # allocation delays a side waits for the other side's answers (rounds in step: `_provider_waits`) ...
+STEP_WAIT_MIN = 5.0  # ... and at least this many seconds
 
 
 def now_ms() -> int:
@@ -108,7 +134,24 @@ class AllocationService:
         self.refused: dict[str, int] = {}  # why records were refused -> how many
         self.traffic: list[tuple[int, int]] = []  # (round, bytes this node sent for it)
         self.bytes_sent = 0
+        self.bytes_by: dict[str, int] = {"records": 0, "subscriptions": 0, "digests": 0}  # what bytes_sent was for
+        self.subscribers = Subscribers()  # who subscribed to this node's records (and its market commitment)
+        self.subscribed: dict[str, tuple[frozenset[str], float]] = {}  # peer -> (topics, when sent) we asked it for
+        self._named: dict[str, set[str]] = {"state": set(), "receipt": set()}  # named in our last published record
+        self._greeted: set[str] = set()  # peers that took a subscription of ours since we started
+        self._retry_at: dict[str, float] = {}  # peer -> when to try a subscription that failed again
         self._dirty = True
+        # Rounds in step (`_provider_waits`, `_recipient_waits`): when this node last computed as a provider
+        # and published a receipt, the receipts its provider side last read (recipient -> signature), when each
+        # provider's state last arrived (even unchanged: an answer), the recipients to answer with our unchanged
+        # state, and the pending wake-up of a side that waits.
+        self._computed_at = 0.0
+        self._receipt_at = 0.0
+        self._read: dict[str, str] = {}
+        self._heard: dict[str, float] = {}
+        self.acks: set[str] = set()
+        self._wake: asyncio.TimerHandle | None = None
+        self.out_of_step = 0  # rounds a side computed after the bound, without every answer (status)
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._started = time.monotonic()
@@ -217,6 +260,62 @@ class AllocationService:
         self._dirty = True
         self._changed.set()
 
+    @property
+    def idle(self) -> bool:
+        """No round is due: everything this node read has been computed on (a test waits for it before it
+        compares allocations: a change the node has not computed on yet would make them look settled)."""
+        return not self._dirty and self._wake is None
+
+    def _bound(self) -> float:
+        return max(STEP_WAIT * self.config.allocation_delay, STEP_WAIT_MIN)
+
+    def _wait_until(self, since: float) -> bool:
+        """True (the side waits) while `since` + the bound is ahead; a wake-up is set for then."""
+        left = since + self._bound() - time.monotonic()
+        if left <= 0:
+            self.out_of_step += 1  # computes without every answer: this round may not be the simulator's
+            return False
+        if self._wake is not None:
+            self._wake.cancel()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        self._wake = loop.call_later(left + 0.01, self._woken)
+        return True
+
+    def _woken(self) -> None:
+        self._wake = None
+        self.touch()
+
+    def _provider_waits(self, mine: StateRecord | None, receipts: dict[str, Receipt]) -> bool:
+        """The provider's side waits until every recipient its latest state names has answered it (the
+        receipt's part of ours and request are the state's), at most the bound after it last computed: it then
+        computes from receipts that all answer the same state of its own, as in the simulator's rounds."""
+        if mine is None or self.previous is None or answered(self.me, mine.allocations, mine.wanted, receipts):
+            return False
+        return self._wait_until(self._computed_at)
+
+    def _recipient_waits(self, network: dict[str, Commitment]) -> bool:
+        """The recipient's side waits, once a provider's state arrived since its last receipt, until every
+        provider that receipt names (or, while it names none, every active provider recognising it) has
+        sent a state since, at most the bound after the first of them: its receipt then answers every provider
+        of the round at once, as in the simulator's rounds (a provider whose state is unchanged sends it
+        again, to say so)."""
+        since = self._receipt_at
+        new = [t for t in self._heard.values() if t > since]
+        if not new:
+            return False
+        held = self.receipts.get(self.me)
+        expected = set() if held is None else {p for e in held.needs.values() for p in (*e.by_provider, *e.wanting)}
+        if not expected:  # the first round: every provider that may answer
+            expected = {p for p, c in network.items() if p != self.me and c.capacity_slots
+                        and c.recognition.get(self.me, 0) > 0}
+        expected = {p for p in expected if p in network}
+        if all(self._heard.get(p, 0.0) > since for p in expected):
+            return False
+        return self._wait_until(min(new))
+
     def _event(self) -> Stamp:
         """This node's next ITC event, after every stamp it received."""
         stamp = self.stamp
@@ -241,7 +340,13 @@ class AllocationService:
         out: list = []
         receipts = {r: rec.to_receipt() for r, rec in self.receipts.items() if r in network and r != self.me}
         mine = self.states.get(self.me)
-        if me is not None and me.capacity_slots:
+        if me is not None and me.capacity_slots and self._provider_waits(mine, receipts):
+            pass  # a recipient has not answered our latest state yet
+        elif me is not None and me.capacity_slots:
+            self._computed_at = time.monotonic()
+            read = {r: rec.signature for r, rec in self.receipts.items() if r != self.me}
+            fresh = {r for r, sig in read.items() if self._read.get(r) != sig}
+            self._read = read
             state = provider_round(me, network, receipts, previous=self.previous, now_ms=now)
             self.previous = state
             content = (tuple((a.capacity_slot, a.recipient, a.need_slot, a.quantity, a.tier)
@@ -252,6 +357,8 @@ class AllocationService:
                 record = sign_state(self.identity, state, stamp=self._event(), timestamp=now)
                 self.states.receive(record)
                 out.append(record)
+            elif mine is not None:  # unchanged: the recipients whose new receipts it answers are told so
+                self.acks |= fresh & ({r for _, r, _, _, _ in mine.allocations} | {r for r, _ in mine.wanted})
         elif mine is not None and mine.allocations:
             # No capacity any more (full, or leaving): withdraw every allocation.
             empty = AllocationState.model_construct(provider=self.me, slot_allocations=(), wanted=(), converged=True,
@@ -260,7 +367,10 @@ class AllocationService:
             self.states.receive(record)
             self.previous = None
             out.append(record)
-        if me is not None and me.need_slots:
+        if me is not None and me.need_slots and self._recipient_waits(network):
+            pass  # a provider of the round has not answered our last receipt yet
+        elif me is not None and me.need_slots:
+            self._receipt_at = time.monotonic()
             received, wanted = addressed_to(self.me, [s for s in self._active_states(network) if s.provider != self.me])
             damped, receipt = recipient_round(me, received, wanted, now, previous=self.my_receipt)
             self.history, self.damping = damped.damping_history, damped.damping_factor
@@ -271,7 +381,7 @@ class AllocationService:
                 record = sign_receipt(self.identity, receipt, stamp=self._event(), timestamp=now)
                 self.receipts.receive(record)
                 out.append(record)
-        if self.previous is not None and not self.previous.converged:
+        if self.previous is not None and not self.previous.converged and self._wake is None:
             self._dirty = True  # not converged: compute again after the delay, as the simulator does
         return out
 
@@ -290,6 +400,7 @@ class AllocationService:
         if len(states) > MAX_RECORDS or len(receipts) > MAX_RECORDS:
             raise InvalidArgument(f"at most {MAX_RECORDS} states and {MAX_RECORDS} receipts per message")
         changed = refused = 0
+        heard = False
         now = now_ms()
         for items, parse, held in ((states, parse_state, self.states), (receipts, parse_receipt, self.receipts)):
             for item in items:
@@ -311,12 +422,18 @@ class AllocationService:
                     self._refuse(_reason(err))
                     log.info("ignoring an allocation record: %s", err)
                     continue
+                if held is self.states and (_names(record, self.me) or _names(held.get(record.provider), self.me)):
+                    self._heard[record.provider] = time.monotonic()  # an answer to our receipt (`_recipient_waits`)
+                    heard = True
                 outcome = held.receive(record)
+                if outcome.value == "stale" and held.get(record.owner) is not None \
+                        and held.get(record.owner).signature == record.signature:
+                    continue  # the state held, sent again: its provider's answer that nothing changed
                 if outcome.value == "stale":
                     self._refuse("stale")
                     continue
                 changed += 1
-        if changed:
+        if changed or heard:
             self.touch()
         return {"changed": changed, "refused": refused}
 
@@ -325,7 +442,7 @@ class AllocationService:
         result = self.receive(body)
         if isinstance(body, dict) and body.get("ask") is True:
             own = self._own()
-            self.bytes_sent += len(json.dumps(own, separators=(",", ":")))
+            self._count("records", own)
             return {**result, **own}
         return result
 
@@ -357,6 +474,187 @@ class AllocationService:
         log.info("forked half of the allocation ITC id for %s%s", peer[:12], " (its old id given back)" if retired else "")
         return {"stamp": give.encode().hex(), "retired": retired}
 
+    # --- subscriptions and digests ------------------------------------------------------------------
+    def _check_peer(self, sender: str) -> None:
+        if self.peers is not None and not self.peers.known(sender):
+            self._refuse("unknown peer")
+            raise UnknownPeer(f"{sender[:16]} is not a known peer of this node",
+                              hint="a node joins first (xsc peers add); only peers subscribe or exchange digests")
+
+    def subscribe(self, sender: str, body: Any) -> dict:
+        """A peer's subscriptions to this node's records: {"subscriptions": [signed Subscription, ...]}.  In this
+        order: at most MAX_SUBSCRIPTIONS (else 400); the sender a known peer (else 403, before any signature is
+        checked); each one the sender's own and addressed to this node; then parsed and its signature checked;
+        then kept (at most `Subscribers.max_total` subscribers).  Answers with this node's current records of
+        the topics it took, so a new subscriber starts full."""
+        if not isinstance(body, dict) or not isinstance(body.get("subscriptions"), list):
+            raise InvalidArgument('send {"subscriptions": [...]}')
+        items = body["subscriptions"]
+        if len(items) > MAX_SUBSCRIPTIONS:
+            self._refuse("oversized")
+            raise InvalidArgument(f"{len(items)} subscriptions in one message (at most {MAX_SUBSCRIPTIONS})")
+        self._check_peer(sender)
+        now = now_ms()
+        taken: set[str] = set()
+        before = self.subscribers.topics(sender, now)
+        if (not before or body.get("fresh") is True) and sender in self.subscribed:
+            # A subscriber new here or that says it just started (so it lost our subscription): subscribe again.
+            self.subscribed[sender] = (frozenset(), 0.0)
+            self._changed.set()
+        for item in items:
+            if not isinstance(item, dict) or item.get("subscriber") != sender or item.get("publisher") != self.me:
+                self._refuse("not the sender's")
+                raise InvalidArgument("a subscription names its sender as subscriber and this node as publisher")
+            try:
+                sub = parse_subscription(item, now_ms=now)
+            except XscError as err:
+                self._refuse(_reason(err))
+                raise
+            if not self.subscribers.add(sub, now):
+                self._refuse("too many subscribers")
+                raise InvalidArgument(f"this node keeps at most {self.subscribers.max_total} subscribers",
+                                      hint="try again later")
+            taken |= set(sub.topics)
+        taken -= before  # a renewal is answered with nothing more: the pushes kept it current
+        out: dict[str, Any] = {"accepted": len(items)}
+        state, receipt = self.states.get(self.me), self.receipts.get(self.me)
+        if "state" in taken and state is not None:
+            out["states"] = [state.to_json()]
+        if "receipt" in taken and receipt is not None:
+            out["receipts"] = [receipt.to_json()]
+        mc = self.market.book.get(self.me)
+        kinds = {b.slot.kind for b in mc.bids} if mc is not None else set()
+        if mc is not None and ("commitment" in taken or any(f"needs:{k}" in taken for k in kinds)):
+            out["commitments"] = [mc.to_json()]
+        self._count("subscriptions", out)
+        return out
+
+    def digest_answer(self, sender: str, body: Any) -> dict:
+        """A peer's digest {"states": {publisher: hash}, "receipts": {...}}: the records held here that it lacks
+        or holds another of.  Bounded before anything is read (MAX_DIGEST per kind), a stranger refused (403)."""
+        if not isinstance(body, dict):
+            raise InvalidArgument('send {"states": {publisher: hash}, "receipts": {publisher: hash}}')
+        try:
+            states, receipts = parse_digest(body.get("states"), "states"), parse_digest(body.get("receipts"), "receipts")
+        except XscError:
+            self._refuse("oversized")
+            raise
+        self._check_peer(sender)
+        out = {"states": [r.to_json() for r in differing(states, dict(self.states.items()))],
+               "receipts": [r.to_json() for r in differing(receipts, dict(self.receipts.items()))]}
+        self._count("digests", out)
+        return out
+
+    def interests(self) -> dict[str, frozenset[str]]:
+        """peer -> the topics this node subscribes to at it (`xsc.allocation.subscriptions.interests`), from the
+        recognition it publishes, the peers' commitments and who subscribed to its receipts or needs."""
+        book = self.market.book
+        mine_mc = book.get(self.me)
+        mine = self.market.recognition()  # what it publishes next (the book's copy may lag a new peer)
+        offered = {a.slot.kind for a in (mine_mc.asks if mine_mc is not None else self.market.own_asks())}
+        theirs = {mc.participant: dict(mc.recognition) for mc in book.commitments() if mc.participant != self.me}
+        now = now_ms()
+        recognisers = {s for s, topics in self.subscribers.view(now).items()
+                       if "receipt" in topics or any(t.startswith("needs:") for t in topics)}
+        out = interests(self.me, mine, theirs, offered, recognisers)
+        if self.peers is not None:
+            out = {p: t for p, t in out.items() if self.peers.known(p)}
+        return out
+
+    def commitment_interest(self) -> set[str]:
+        """The peers whose market commitments this node wants (the market pulls those it lacks)."""
+        return {p for p, t in self.interests().items() if "commitment" in t or any(x.startswith("needs:") for x in t)}
+
+    def commitment_audience(self, kinds_now: set[str], kinds_before: set[str]) -> set[str]:
+        """Who gets this node's market commitment (its subscribers; see `subscriptions.commitment_audience`)."""
+        return commitment_audience(self.subscribers, kinds_now, kinds_before, now_ms())
+
+    def _count(self, what: str, message: dict) -> int:
+        size = len(json.dumps(message, separators=(",", ":")))
+        self.bytes_sent += size
+        self.bytes_by[what] += size
+        return size
+
+    async def maintain_subscriptions(self) -> None:
+        """Subscribe where `interests` changed, renew what is due (every third of SUBSCRIPTION_TTL), and say
+        so where nothing is wanted any more (an empty subscription)."""
+        if self.peers is None:
+            return
+        want = self.interests()
+        now = time.monotonic()
+        calls = []
+        for d in self.peers.peers():
+            topics = want.get(d.id, frozenset())
+            held = self.subscribed.get(d.id)
+            if held is None and not topics:
+                continue
+            if held is not None and held[0] == topics and now - held[1] < SUBSCRIPTION_TTL / 3:
+                continue
+            if self.peers.availability(d.id).up is False or self._retry_at.get(d.id, 0.0) > now:
+                continue
+            sub = sign_subscription(self.identity, d.id, topics, now_ms() + int(SUBSCRIPTION_TTL * 1000))
+            if topics:
+                self.subscribed[d.id] = (topics, now)
+            else:
+                self.subscribed.pop(d.id, None)
+            calls.append(self._send_subscription(d, sub))
+        if calls:
+            await asyncio.gather(*calls)
+
+    async def _send_subscription(self, d, sub) -> None:
+        message: dict[str, Any] = {"subscriptions": [sub.to_json()]}
+        if d.id not in self._greeted:
+            message["fresh"] = True  # our first since we started: it re-subscribes here (we hold none of its)
+        self._count("subscriptions", message)
+        try:
+            response = await self.peers.request(d.url, "POST", SUBSCRIBE_PATH, json=message, to=d.id)
+            answer = response.json()
+        except PeerError as err:
+            self.subscribed.pop(d.id, None)  # asked again after SUBSCRIBE_RETRY (a slow peer must not hold up rounds)
+            self._retry_at[d.id] = time.monotonic() + SUBSCRIBE_RETRY
+            log.debug("subscription at %s failed: %s", d.id[:12], err)
+            return
+        except Exception:  # noqa: BLE001 -- one peer's bad answer must not end the pass
+            self.subscribed.pop(d.id, None)
+            self._retry_at[d.id] = time.monotonic() + SUBSCRIBE_RETRY
+            log.exception("subscription at %s failed", d.id[:12])
+            return
+        self._retry_at.pop(d.id, None)
+        self._greeted.add(d.id)
+        if isinstance(answer, dict):
+            if isinstance(answer.get("commitments"), list):
+                self.market.receive(answer["commitments"][:1])
+            self.receive({"states": answer.get("states", [])[:1] if isinstance(answer.get("states"), list) else [],
+                          "receipts": answer.get("receipts", [])[:1]
+                          if isinstance(answer.get("receipts"), list) else []})
+
+    def _digest(self) -> dict[str, dict[str, str]]:
+        """What this node holds of the publishers it wants (its interests, and whatever it holds): a digest."""
+        want = self.interests()
+        out: dict[str, dict[str, str]] = {}
+        for kind, held in (("state", self.states), ("receipt", self.receipts)):
+            owners = {p for p, t in want.items() if kind in t} | {p for p in held.owners() if p != self.me}
+            out[kind + "s"] = {p: short_hash(held.get(p).signature) if held.get(p) is not None else ""
+                               for p in sorted(owners)}
+        return out
+
+    async def pull(self, d) -> int:
+        """Anti-entropy with one peer: send it our digest, take the records it answers; returns how many
+        changed what is held."""
+        message = self._digest()
+        if not message["states"] and not message["receipts"]:
+            return 0
+        self._count("digests", message)
+        try:
+            response = await self.peers.request(d.url, "POST", DIGEST_PATH, json=message, to=d.id)
+            answer = response.json()
+        except PeerError as err:
+            log.debug("allocation digest exchange with %s failed: %s", d.id[:12], err)
+            return 0
+        if not isinstance(answer, dict):
+            return 0
+        return self.receive({"states": answer.get("states", []), "receipts": answer.get("receipts", [])})["changed"]
+
     # --- sending ------------------------------------------------------------------------------------
     def _own(self) -> dict:
         state, receipt = self.states.get(self.me), self.receipts.get(self.me)
@@ -367,20 +665,37 @@ class AllocationService:
             return []
         return [d for d in self.peers.peers() if self.peers.availability(d.id).up is not False]
 
+    def _audience(self, record) -> set[str]:
+        """Who gets `record`: the parties it names (now, and in the record before it) and its subscribers."""
+        if isinstance(record, StateRecord):
+            kind = "state"
+            named = {r for _, r, _, _, _ in record.allocations} | {r for r, _ in record.wanted}
+        else:
+            kind = "receipt"
+            named = {p for e in record.needs.values() for p in (*e.by_provider, *e.wanting)}
+        out = named | self._named[kind] | self.subscribers.of(kind, now_ms())
+        self._named[kind] = named
+        out.discard(self.me)
+        return out
+
     async def push(self, records: list, *, everyone_asks: bool = False, only: list | None = None) -> int:
-        """Send `records` to every peer that is up (or `only`); returns the bytes sent."""
-        body = {"states": [r.to_json() for r in records if isinstance(r, StateRecord)],
-                "receipts": [r.to_json() for r in records if isinstance(r, ReceiptRecord)]}
+        """Send each of `records` to its audience (`_audience`) among the peers that are up (or to `only`, all
+        of them); returns the bytes sent."""
         targets = only if only is not None else self._targets()
+        audiences = {id(r): self._audience(r) for r in records} if only is None else None
         sent = 0
         calls = []
         for d in targets:
-            ask = everyone_asks or (self.states.get(d.id) is None and self.receipts.get(d.id) is None)
-            message = {**body, "ask": True} if ask else body
-            sent += len(json.dumps(message, separators=(",", ":")))
+            mine = [r for r in records if audiences is None or d.id in audiences[id(r)]]
+            if not mine:
+                continue
+            message: dict[str, Any] = {"states": [r.to_json() for r in mine if isinstance(r, StateRecord)],
+                                       "receipts": [r.to_json() for r in mine if isinstance(r, ReceiptRecord)]}
+            if everyone_asks:
+                message["ask"] = True
+            sent += self._count("records", message)
             calls.append(self._send(d, message))
         await asyncio.gather(*calls)
-        self.bytes_sent += sent
         return sent
 
     async def _send(self, d, message: dict) -> None:
@@ -441,6 +756,7 @@ class AllocationService:
                 pass
             self._changed.clear()
             try:
+                await self.maintain_subscriptions()  # whatever the ITC id: the market's commitments travel by them
                 if not await self.ensure_id():
                     continue
                 if self.market.version != seen_version:
@@ -451,6 +767,10 @@ class AllocationService:
                     await asyncio.sleep(self.config.allocation_delay)  # debounce: gather what else changes
                     seen_version = self.market.version
                     records = self.round()
+                    acks, self.acks = self.acks, set()
+                    mine = self.states.get(self.me)
+                    if acks and mine is not None and mine not in records:
+                        await self.push([mine], only=[d for d in self._targets() if d.id in acks])
                     if records:
                         sent = await self.push(records)
                         self.traffic.append((self.rounds, sent))
@@ -459,15 +779,20 @@ class AllocationService:
                         self._changed.set()
                 if time.monotonic() >= next_gossip:
                     next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
-                    targets = self._targets()
-                    own = [r for r in (self.states.get(self.me), self.receipts.get(self.me)) if r is not None]
-                    if targets and (own or len(self.states) or len(self.receipts)):  # an idle network says nothing
-                        await self.push(own, everyone_asks=True, only=[random.choice(targets)])
+                    want = self.interests()
+                    targets = [d for d in self._targets() if d.id in want]
+                    if targets and (len(self.states) or len(self.receipts)):  # an idle network says nothing
+                        await self.pull(random.choice(targets))
             except Exception:  # a round must never end the allocation
                 log.exception("allocation round failed")
 
     def forget(self, participant: str) -> None:
         """A node was removed: its records are dropped."""
+        self.subscribers.forget(participant)
+        self.subscribed.pop(participant, None)
+        self._retry_at.pop(participant, None)
+        self._heard.pop(participant, None)
+        self._read.pop(participant, None)
         if self.states.forget(participant) | self.receipts.forget(participant):
             self.touch()
 
@@ -535,7 +860,11 @@ class AllocationService:
                 for nid, e in received.needs.items()},
             "needs": [_need_view(b) for n, b in sorted(self.market.needs.items()) if n.startswith("need-")],
             "refused": dict(self.refused),
+            "out_of_step": self.out_of_step,
             "bytes_sent": self.bytes_sent,
+            "bytes_by": dict(self.bytes_by),
+            "subscribers": self.subscribers.view(now_ms()),
+            "subscribed": {p: sorted(t) for p, (t, _) in sorted(self.subscribed.items())},
             "bytes_per_round": round(sum(rounds_sent) / len(rounds_sent), 1) if rounds_sent else None,
         }
 
@@ -545,6 +874,12 @@ class AllocationService:
         for s in stamps[1:]:
             out = out.join(s.peek())
         return out
+
+
+def _names(record: StateRecord | None, recipient: str) -> bool:
+    """Whether a provider's state gives `recipient` units or asks it for more."""
+    return record is not None and (any(r == recipient for _, r, _, _, _ in record.allocations)
+                                   or any(r == recipient for r, _ in record.wanted))
 
 
 def _need_view(bid) -> dict:

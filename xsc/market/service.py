@@ -7,9 +7,10 @@ LevelDB shell around the pure core of this package).  Routes: node/http/market.p
   published with it.  The commitment is signed and stamped with an Interval Tree Clock; the stamp
   is kept in LevelDB so it only grows across restarts.
 - **Book.** Commitments travel between peers (`POST /v1/peer/market`): pushed on every change
-  (debounced by `market.publish_delay`) and swapped with a random peer every gossip interval.
-  Stale ones are ignored, concurrent ones merged (xsc.market.Book), so every node converges on
-  the same book; `digest` says which book a node holds.
+  (debounced by `market.publish_delay`) to the subscribers (`audience`, from the allocation service;
+  every peer without it), and pulled by digest (`POST /v1/peer/market/digest`) from a random peer
+  we want every third of the freshness window.  Stale ones are ignored, concurrent ones merged
+  (xsc.market.Book); `digest` says which book a node holds.
 - **Clearing.** The call market is cleared per kind and bucket whenever the book changed (lazily, on
   the next read), and each new clearing price is kept in LevelDB for `xsc market prices`.
 - **Recognition.** The weights this node publishes: what the user set (`xsc market recognize`),
@@ -35,7 +36,8 @@ import plyvel
 from .. import keys
 from ..allocation import CapacitySlot, NeedSlot, SlotFilter, Stamp
 from ..allocation.models import bounded_decimal
-from ..errors import InvalidArgument, MarketNoDeal, NeedNotFound, PeerError, XscError
+from ..allocation.subscriptions import differing, parse_digest, short_hash
+from ..errors import InvalidArgument, MarketNoDeal, NeedNotFound, PeerError, UnknownPeer, XscError
 from ..config import MarketSection
 from ..identity import Identity, parse_public_id, public_id
 from .auction import clear_book
@@ -194,6 +196,12 @@ class MarketService:
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.on_change: list[Callable[[], None]] = []  # called whenever the book changed (allocation rounds)
+        # Subscriptions (set by app.py from the allocation service): who gets our commitment, given the kinds of
+        # its bids now and before; whose commitments we want.  None: every peer (a market without allocation).
+        self.audience: Callable[[set[str], set[str]], set[str]] | None = None
+        self.interest: Callable[[], set[str]] | None = None
+        self._kinds_pushed: set[str] = set()
+        self.bytes_sent = 0  # bodies of the commitment pushes, digests and answers this node sent
         # kind -> provider -> units the converged allocation gives this node's needs (set by app.py)
         self.allocated: Callable[[str], dict[str, int]] | None = None
         self.spend: Callable[[str, int], None] | None = None  # units of a kind served from it (shrinks standing needs)
@@ -433,59 +441,97 @@ class MarketService:
             made = self._jsons[commitment.participant] = (commitment.signature, commitment.to_json())
         return made[1]
 
-    async def exchange(self, url: str, to: str | None = None) -> int:
-        response = await self.peers.request(url, "POST", "/v1/peer/market",
-                                                 json={"commitments": self.payload()}, to=to)
+    def _count(self, message: dict, times: int = 1) -> None:
+        self.bytes_sent += len(json.dumps(message, separators=(",", ":"))) * times
+
+    def _up(self) -> list:
+        return [d for d in self.peers.peers() if self.peers.availability(d.id).up is not False]
+
+    def interested(self) -> set[str]:
+        """The participants whose commitments this node wants: its subscriptions' (`interest`), else every peer."""
+        if self.interest is not None:
+            return set(self.interest())
+        return set(self._peer_ids())
+
+    async def _push_own(self, everyone: bool = False) -> None:
+        """Send our commitment to its audience (the subscribers; every peer up without subscriptions, or when
+        `everyone`: a node that leaves tells every peer)."""
+        own = self.book.get(self.me)
+        if self.peers is None or own is None:
+            return
+        kinds = {b.slot.kind for b in own.bids}
+        targets = self._up()
+        if self.audience is not None and not everyone:
+            audience = self.audience(kinds, self._kinds_pushed)
+            targets = [d for d in targets if d.id in audience]
+        self._kinds_pushed = kinds
+        message = {"commitments": [own.to_json()], "push": True, "digest": self.book.digest()}
+        self._count(message, len(targets))
+        results = await asyncio.gather(*(self._send_own(d, message) for d in targets), return_exceptions=True)
+        for d, result in zip(targets, results):
+            if isinstance(result, PeerError):
+                log.debug("market push to %s failed: %s", d.id[:12], result)
+            elif isinstance(result, BaseException):
+                log.error("market push to %s failed", d.id[:12], exc_info=result)
+
+    async def _send_own(self, d, message: dict) -> None:
+        response = await self.peers.request(d.url, "POST", "/v1/peer/market", json=message, to=d.id)
+        body = response.json()
+        if isinstance(body, dict) and isinstance(body.get("digest"), str):
+            self.peer_digests[d.id] = body["digest"]
+
+    async def pull(self, d, participants) -> int:
+        """Anti-entropy with one peer: our digest of `participants` ({participant: short hash, "" when we hold
+        none}); it answers with the commitments it holds that we lack or hold another of."""
+        digest = {}
+        for p in sorted(set(participants) - {self.me}):
+            held = self.book.get(p)
+            digest[p] = short_hash(held.signature) if held is not None else ""
+        if not digest:
+            return 0
+        message = {"commitments": digest}
+        self._count(message)
+        response = await self.peers.request(d.url, "POST", "/v1/peer/market/digest", json=message, to=d.id)
         body = response.json()
         if not isinstance(body, dict):
             return 0
         changed = await self.take(body.get("commitments", []))
-        if to is not None and isinstance(body.get("digest"), str):
-            self.peer_digests[to] = body["digest"]  # the book it held after taking ours
+        if isinstance(body.get("digest"), str):
+            self.peer_digests[d.id] = body["digest"]
         return changed
 
-    async def _push(self, fanout: int | None) -> None:
-        if self.peers is None:
-            return
-        peers = [d for d in self.peers.peers() if self.peers.availability(d.id).up is not False]
-        targets = peers if fanout is None else random.sample(peers, min(fanout, len(peers)))
-        results = await asyncio.gather(*(self.exchange(d.url, d.id) for d in targets), return_exceptions=True)
-        for d, result in zip(targets, results):
-            if isinstance(result, PeerError):
-                log.debug("market exchange with %s failed: %s", d.id[:12], result)
-            elif isinstance(result, BaseException):
-                log.error("market exchange with %s failed", d.id[:12], exc_info=result)
-
     def _missing(self) -> list:
-        """Peers that are not known to be down and whose commitment this node has not got."""
+        """Peers we want the commitment of, not known to be down, whose commitment this node has not got."""
         peers = self.peers
         if peers is None:
             return []
-        return [d for d in peers.peers() if self.book.get(d.id) is None and peers.availability(d.id).up is not False]
+        wanted = self.interested()
+        return [d for d in self._up() if d.id in wanted and self.book.get(d.id) is None]
 
     async def fill_book(self, timeout: float = 2.0) -> None:
-        """Swap books at once with the peers not in the book yet (a node that just joined), before matching."""
+        """Ask at once the peers we want but hold no commitment of (a node that just joined), before matching."""
         missing = self._missing()
         if missing:
-            await asyncio.wait({asyncio.ensure_future(self._exchange_quietly(d)) for d in missing}, timeout=timeout)
+            await asyncio.wait({asyncio.ensure_future(self._pull_quietly(d, [d.id])) for d in missing},
+                               timeout=timeout)
 
-    async def _exchange_quietly(self, d) -> None:
+    async def _pull_quietly(self, d, participants) -> None:
         try:
-            await self.exchange(d.url, d.id)
+            await self.pull(d, participants)
         except PeerError as err:
-            log.debug("market exchange with %s failed: %s", d.id[:12], err)
+            log.debug("market digest exchange with %s failed: %s", d.id[:12], err)
 
     async def _run(self, announce: bool = False) -> None:
         """Re-publish on change (debounced) and at every bucket boundary; swap books with new peers at
         once and with a random peer every gossip interval.  `announce`: the offer published at start differs
         from the one the peers hold (a restarted node: they hold its last one, or the empty one it left with),
-        so every peer gets it at once."""
+        so every peer gets it at once (it has no subscribers yet)."""
         if announce:
             try:
-                await self._push(None)
+                await self._push_own(everyone=True)
             except Exception:  # noqa: BLE001 -- the peers get it at the next change or heartbeat anyway
                 log.exception("announcing this node's offer failed")
-        interval = self.gossip_interval
+        interval = max(self.gossip_interval, self.config.freshness / 3)  # digests; changes are pushed at once
         next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
         heartbeat = self.config.freshness / 3
         next_heartbeat = time.monotonic() + heartbeat
@@ -503,11 +549,14 @@ class MarketService:
                 if fresh_again:
                     next_heartbeat = time.monotonic() + heartbeat
                 if self.publish(force=fresh_again):
-                    # Our offer changed, or must be re-signed to stay current: every peer should know at once.
-                    await self._push(None)
+                    # Our offer changed, or must be re-signed to stay current: every subscriber should know at once.
+                    await self._push_own()
                 elif time.monotonic() >= next_gossip:
                     next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
-                    await self._push(1)  # anti-entropy with one random peer
+                    wanted = self.interested()
+                    targets = [d for d in self._up() if d.id in wanted] if self.peers is not None else []
+                    if targets:  # anti-entropy: digests with one random peer we want
+                        await self._pull_quietly(random.choice(targets), wanted)
                 else:
                     await self.fill_book()
                 self.clearings()  # the call market clears again once the book has changed (and keeps its price)
@@ -531,7 +580,7 @@ class MarketService:
         self.leaving = True
         if self.publish():
             try:
-                await asyncio.wait_for(self._push(None), timeout)
+                await asyncio.wait_for(self._push_own(everyone=True), timeout)
             except (asyncio.TimeoutError, PeerError):
                 pass
 
@@ -851,10 +900,32 @@ class MarketService:
         self.clearings()  # records a new clearing price, if the book changed since
         return self.price_history(kind, limit)
 
-    async def exchange_answer(self, items: Any) -> dict[str, Any]:
-        """A peer's side of a book swap: take its commitments, answer with ours and the digest after."""
-        await self.take(items)
-        return {"commitments": self.payload(), "digest": self.book.digest()}
+    async def exchange_answer(self, items: Any, push: bool = False, sender: str | None = None,
+                        digest: Any = None) -> dict[str, Any]:
+        """A peer's side of a book swap: take its commitments, answer with ours and the digest after (a `push`:
+        only how many changed the book, and the digest).  `digest`: the sender's book's, as it sent it."""
+        changed = await self.take(items)
+        known = sender is not None and (self.peers is None or self.peers.known(sender))
+        if known and isinstance(digest, str) and len(digest) == 64:
+            self.peer_digests[sender] = digest
+        out = {"changed": changed, "digest": self.book.digest()} if push else {
+            "commitments": self.payload(), "digest": self.book.digest()}
+        self._count(out)
+        return out
+
+    def digest_answer(self, sender: str, body: Any) -> dict[str, Any]:
+        """A peer's digest {"commitments": {participant: short hash}}: the commitments held here that it lacks or
+        holds another of, and our book's digest.  Bounded before anything is read; a stranger refused (403)."""
+        if not isinstance(body, dict):
+            raise InvalidArgument('send {"commitments": {participant: hash}}')
+        digest = parse_digest(body.get("commitments"), "commitments")
+        if self.peers is not None and not self.peers.known(sender):
+            raise UnknownPeer(f"{sender[:16]} is not a known peer of this node",
+                              hint="a node joins first (xsc peers add); only peers exchange digests")
+        held = {p: self.book.get(p) for p in digest if self.book.get(p) is not None}
+        out = {"commitments": [c.to_json() for c in differing(digest, held)], "digest": self.book.digest()}
+        self._count(out)
+        return out
 
     def recognize(self, peer: Any, weight: Any, credit: Any = False) -> dict:
         """Set a user weight from the API (a decimal text or number; None: back to the derived one), and with
@@ -883,6 +954,9 @@ class MarketService:
 
     def status(self) -> dict[str, Any]:
         peers = self._peer_ids()
+        if self.interest is not None:
+            wanted = self.interested()
+            peers = [p for p in peers if p in wanted]  # with subscriptions: the peers whose commitments we want
         known = [p for p in peers if self.book.get(p) is not None]
         digest = self.book.digest()  # once (a hash over every participant's signature)
         return {
@@ -900,4 +974,5 @@ class MarketService:
             "needs": [{"id": b.slot.id, "kind": b.slot.kind, "quantity": b.slot.quantity, "price": b.price}
                       for b in self.needs.values()],
             "served_from_allocation": dict(self.allocation_served),
+            "bytes_sent": self.bytes_sent,
         }

@@ -128,6 +128,7 @@ async def _services(app: web.Application):
     peers.on_removed.append(allocation.forget)
     market.on_change.append(allocation.touch)
     market.allocated, market.spend = allocation.allocated, allocation.spend
+    market.audience, market.interest = allocation.commitment_audience, allocation.commitment_interest  # subscriptions
     # A quarantined peer's commitments leave the book and the allocation; peers.known() is False for it.
     quarantine.on_quarantined.extend((market.forget, allocation.forget))
     # Credit only along recognition: the peers the user recognises get a credit line, strangers prepay.

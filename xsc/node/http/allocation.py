@@ -8,6 +8,8 @@ Peer API (signed; `peer_auth.peer_id(request)` is the sending node):
     POST /v1/peer/allocation {"states": [...], "receipts": [...], "ask"?} -> {"changed", "refused"[, own records]}
     POST /v1/peer/allocation/fork {"retire"?} -> {"stamp", "retired"}: half of this node's ITC id, for a joining
                                             node (a returning one gives its old id back: joined into ours first)
+    POST /v1/peer/allocation/subscribe {"subscriptions": [...]} -> {"accepted"[, its current records]}
+    POST /v1/peer/allocation/digest {"states": {publisher: hash}, "receipts": {...}} -> {"states", "receipts"}
 """
 
 from __future__ import annotations
@@ -53,3 +55,15 @@ async def exchange(request: web.Request) -> web.Response:
 async def fork(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {} (or {"retire": HEX}: the id this node had before it restarted)')
     return web.json_response(request.app[ALLOCATION].fork(peer_auth.peer_id(request), body))
+
+
+@routes.post("/v1/peer/allocation/subscribe")
+async def subscribe(request: web.Request) -> web.Response:
+    body = await json_body(request, 'send {"subscriptions": [...]}')
+    return web.json_response(request.app[ALLOCATION].subscribe(peer_auth.peer_id(request), body))
+
+
+@routes.post("/v1/peer/allocation/digest")
+async def digest(request: web.Request) -> web.Response:
+    body = await json_body(request, 'send {"states": {publisher: hash}, "receipts": {publisher: hash}}')
+    return web.json_response(request.app[ALLOCATION].digest_answer(peer_auth.peer_id(request), body))

@@ -11,7 +11,8 @@ User API (token):
     GET  /v1/market/recognition            the weights this node publishes, and the peers' of it
     POST /v1/market/recognize {"peer", "weight"}   set a weight (null: back to the derived one)
 Peer API (signed):
-    POST /v1/peer/market {"commitments": [...]} -> {"commitments": [...], "digest"}
+    POST /v1/peer/market {"commitments": [...], "push"?} -> {"commitments": [...], "digest"} (push: {"changed", "digest"})
+    POST /v1/peer/market/digest {"commitments": {participant: hash}} -> {"commitments": [...], "digest"}
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...errors import InvalidArgument
+from .. import peer_auth
 from ..appkeys import ALLOCATION, DEALS, MARKET
 from .common import json_body, query_int, query_kind, storage_index
 
@@ -76,4 +78,12 @@ async def exchange(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"commitments": [...]}')
     if "commitments" not in body:
         raise InvalidArgument('send {"commitments": [...]}')
-    return web.json_response(await request.app[MARKET].exchange_answer(body["commitments"]))
+    answer = await request.app[MARKET].exchange_answer(body["commitments"], body.get("push") is True,
+                                                       peer_auth.peer_id(request), body.get("digest"))
+    return web.json_response(answer)
+
+
+@routes.post("/v1/peer/market/digest")
+async def digest(request: web.Request) -> web.Response:
+    body = await json_body(request, 'send {"commitments": {participant: hash}}')
+    return web.json_response(request.app[MARKET].digest_answer(peer_auth.peer_id(request), body))

@@ -1,0 +1,306 @@
+"""Subscriptions and digest anti-entropy: who subscribes to what (the seed's derived subgroups), hostile
+subscriptions and digests refused (oversized, unknown peer, bad signature), a record reaches only the parties it
+names and its subscribers, and a node that missed records catches up through a digest exchange alone."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from decimal import Decimal
+
+import pytest
+
+from xsc.allocation import AllocationState, Stamp
+from xsc.allocation.records import sign_state
+from xsc.allocation.subscriptions import (
+    MAX_DIGEST,
+    MAX_SUBSCRIPTIONS,
+    MAX_TTL_MS,
+    Subscribers,
+    commitment_audience,
+    interests,
+    parse_digest,
+    parse_subscription,
+    short_hash,
+    sign_subscription,
+)
+from xsc.errors import InvalidArgument
+from xsc.identity import Identity, sign_request
+from xsc.node.appkeys import ALLOCATION, MARKET, PEERS
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
+         "market": {"allocation_delay": 0.05}}
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+# --- the pure rules ------------------------------------------------------------------------------------
+def test_interests_follow_the_seeds_subgroups() -> None:
+    me, mutual, oneway, provider, unknown, stranger = "me", "mu", "ow", "pr", "un", "st"
+    mine = {mutual: Decimal(1), oneway: Decimal(2), unknown: Decimal(1)}
+    theirs = {mutual: {me: Decimal(1)}, oneway: {}, provider: {me: Decimal(3)}, stranger: {"x": Decimal(1)}}
+    got = interests(me, mine, theirs, offered={"storage"})
+    assert got == {
+        mutual: {"commitment", "state", "receipt"},  # mutual partners: everything
+        oneway: {"needs:storage", "receipt"},  # a tier-2 beneficiary: its needs of the kinds I offer, its receipts
+        unknown: {"commitment", "needs:storage", "receipt"},  # no commitment yet: whether it recognises me is unknown
+        provider: {"commitment", "state"},  # a provider for me: its commitment and allocation states
+    }  # the stranger, which neither recognises nor is recognised, is not subscribed to
+    # A node that offers nothing wants no receipts and no needs; a subscriber to my receipts is a provider for me.
+    assert interests(me, mine, theirs, offered=(), recognisers={stranger})[stranger] == {"commitment", "state"}
+    assert interests(me, {oneway: Decimal(1)}, {oneway: {}}, offered=()) == {}
+
+
+def test_subscribers_are_bounded_expire_and_unsubscribe() -> None:
+    now = _now()
+    ids = [Identity.generate() for _ in range(3)]
+    publisher = Identity.generate().id
+    table = Subscribers(max_total=2)
+    assert table.add(sign_subscription(ids[0], publisher, ["state"], now + 1000), now)
+    assert table.add(sign_subscription(ids[1], publisher, ["commitment", "needs:storage"], now + 5000), now)
+    assert not table.add(sign_subscription(ids[2], publisher, ["state"], now + 1000), now)  # full
+    assert table.of("state", now) == {ids[0].id}
+    assert commitment_audience(table, {"storage"}, set(), now) == {ids[1].id}
+    assert commitment_audience(table, set(), {"compute"}, now) == {ids[1].id}
+    # the first one lapses: the third now fits
+    assert table.of("state", now + 1000) == set()
+    assert table.add(sign_subscription(ids[2], publisher, ["state"], now + 9000), now + 2000)
+    assert table.of("state", now + 2000) == {ids[2].id}
+    # an empty subscription unsubscribes
+    assert table.add(sign_subscription(ids[2], publisher, [], now + 9000), now + 2000)
+    assert table.of("state", now + 2000) == set() and len(table) == 1
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda s: {**s, "topics": ["commitment", "state", "receipt", "needs:storage", "needs:compute", "x"]},
+     "6 topics .at most 5."),
+    (lambda s: {**s, "topics": ["everything"]}, "unknown topic"),
+    (lambda s: {**s, "topics": ["state", "commitment"]}, "sorted"),
+    (lambda s: {**s, "expires": s["expires"] + 1}, "not signed"),
+    (lambda s: {**s, "subscriber": "not-a-node"}, "node id"),
+    (lambda s: {**s, "extra": 1}, "Extra inputs"),
+])
+def test_a_bad_subscription_is_refused(change, why) -> None:
+    sub = sign_subscription(Identity.generate(), Identity.generate().id, ["state"], _now() + 60_000).to_json()
+    with pytest.raises(InvalidArgument, match=why):
+        parse_subscription(change(sub), now_ms=_now())
+
+
+def test_a_subscription_expired_or_too_long_is_refused() -> None:
+    me, publisher = Identity.generate(), Identity.generate().id
+    with pytest.raises(InvalidArgument, match="expired"):
+        parse_subscription(sign_subscription(me, publisher, ["state"], _now() - 1).to_json(), now_ms=_now())
+    with pytest.raises(InvalidArgument, match="at most 600 s"):
+        parse_subscription(sign_subscription(me, publisher, ["state"], _now() + MAX_TTL_MS + 60_000).to_json(),
+                           now_ms=_now())
+
+
+def test_a_digest_is_bounded_before_it_is_read() -> None:
+    with pytest.raises(InvalidArgument, match=f"at most {MAX_DIGEST}"):
+        parse_digest({f"p{i}": "" for i in range(MAX_DIGEST + 1)}, "states")
+    with pytest.raises(InvalidArgument, match="hex digits"):
+        parse_digest({"p": "zz"}, "states")
+    with pytest.raises(InvalidArgument, match="an object"):
+        parse_digest(["p"], "states")
+    assert parse_digest({"p": "0" * 16, "q": ""}, "states") == {"p": "0" * 16, "q": ""}
+
+
+# --- on nodes --------------------------------------------------------------------------------------------
+async def _post(node, sender: Identity, path: str, body: dict, *, forge: bool = False) -> tuple[int, dict]:
+    raw = json.dumps(body).encode()
+    headers = sign_request(sender, "POST", path, raw, receiver=node.app[PEERS].identity.id)
+    if forge:  # the signature of other bytes
+        headers = {**headers, **{k: v for k, v in sign_request(sender, "POST", path, raw + b" ",
+                                                                 receiver=node.app[PEERS].identity.id).items()
+                                 if "signature" in k.lower()}}
+    response = await node.post(path, data=raw, headers={**headers, "Content-Type": "application/json"})
+    return response.status, await response.json(content_type=None)
+
+
+async def _until(check, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+    return value
+
+
+async def _pair(node_factory):
+    a = await node_factory("a", **QUIET)
+    b = await node_factory("b", **QUIET)
+    await a.app[PEERS].add(b.app[PEERS].url)
+    await a.app[MARKET].fill_book()
+    await b.app[MARKET].fill_book()
+    return a, b
+
+
+async def test_hostile_subscriptions_and_digests_are_refused(node_factory) -> None:
+    a, b = await _pair(node_factory)
+    a_id, service = a.app[PEERS].identity.id, a.app[ALLOCATION]
+    b_identity = b.app[PEERS].identity
+    stranger = Identity.generate()
+    sub_path, digest_path, market_path = ("/v1/peer/allocation/subscribe", "/v1/peer/allocation/digest",
+                                          "/v1/peer/market/digest")
+
+    def sub(who: Identity, **kw) -> dict:
+        return sign_subscription(who, kw.get("publisher", a_id), kw.get("topics", ["state"]),
+                                 kw.get("expires", _now() + 60_000)).to_json()
+
+    # oversized: counted before anything is read
+    status, answer = await _post(a, b_identity, sub_path, {"subscriptions": [sub(b_identity)] * (MAX_SUBSCRIPTIONS + 1)})
+    assert status == 400 and "at most 16" in answer["detail"], answer
+    for path, key in ((digest_path, "states"), (market_path, "commitments")):
+        status, answer = await _post(a, b_identity, path, {key: {f"p{i}": "" for i in range(MAX_DIGEST + 1)}})
+        assert status == 400 and f"at most {MAX_DIGEST}" in answer["detail"], answer
+    # unknown peer: refused before the subscription's signature is checked (a forged one gets the same answer)
+    forged = {**sub(stranger), "signature": sub(b_identity)["signature"]}
+    for body in ({"subscriptions": [sub(stranger)]}, {"subscriptions": [forged]}):
+        status, answer = await _post(a, stranger, sub_path, body)
+        assert status == 403 and answer["code"] == "unknown-peer", answer
+    for path, key in ((digest_path, "states"), (market_path, "commitments")):
+        status, answer = await _post(a, stranger, path, {key: {b_identity.id: ""}})
+        assert status == 403 and answer["code"] == "unknown-peer", answer
+    # a known peer's subscription with a bad signature, or another's, or for another publisher
+    bad = {**sub(b_identity), "signature": sub(stranger)["signature"]}
+    status, answer = await _post(a, b_identity, sub_path, {"subscriptions": [bad]})
+    assert status == 400 and "not signed" in answer["detail"], answer
+    for other in (sub(stranger), sub(b_identity, publisher=stranger.id)):
+        status, answer = await _post(a, b_identity, sub_path, {"subscriptions": [other]})
+        assert status == 400 and "names its sender" in answer["detail"], answer
+    # a digest request whose peer signature does not cover its body
+    status, answer = await _post(a, b_identity, digest_path, {"states": {}}, forge=True)
+    assert status == 401, answer
+    assert service.subscribers.topics(stranger.id, _now()) == frozenset()
+    assert service.refused["unknown peer"] >= 2 and service.refused["bad signature"] == 1
+    # and the honest one is taken
+    status, answer = await _post(a, b_identity, sub_path, {"subscriptions": [sub(b_identity, topics=["receipt",
+                                                                                                      "state"])]})
+    assert status == 200 and answer["accepted"] == 1, answer
+    assert service.subscribers.topics(b_identity.id, _now()) == {"receipt", "state"}
+
+
+async def test_a_record_reaches_only_the_parties_it_names_and_its_subscribers(node_factory) -> None:
+    a = await node_factory("a", **QUIET)
+    b = await node_factory("b", **QUIET)
+    c = await node_factory("c", **QUIET)
+    for other in (b, c):
+        await a.app[PEERS].add(other.app[PEERS].url)
+    await b.app[PEERS].add(c.app[PEERS].url)
+    a_id, b_id, c_id = (n.app[PEERS].identity.id for n in (a, b, c))
+    # a and b recognise each other; c and a not at all (c and b do, by the derived weights)
+    for x, y in ((a, c_id), (c, a_id)):
+        x.app[MARKET].set_recognition(y, Decimal(0))
+    for x, y in ((a, b_id), (b, a_id)):
+        x.app[MARKET].set_recognition(y, Decimal(1))
+    for n in (a, b, c):
+        n.app[MARKET].publish()
+    service = a.app[ALLOCATION]
+    await _until(lambda: "state" in service.subscribers.topics(b_id, _now()), "b to subscribe to a's states")
+    await _until(lambda: service.interests().get(c_id) is None and c.app[ALLOCATION].interests().get(a_id) is None
+                 and not service.subscribers.topics(c_id, _now()), "a and c to want nothing of each other")
+    # (c's subscription from before the weights were set is gone: it sent an empty one once it wanted nothing)
+    before = (b.app[ALLOCATION].states.get(a_id), c.app[ALLOCATION].states.get(a_id))
+    # a publishes a state naming nobody: it goes to its subscriber b, not to c
+    record = sign_state(a.app[PEERS].identity, AllocationState.model_construct(
+        provider=a_id, slot_allocations=(), wanted=(), converged=True, convergence_history=()),
+        stamp=Stamp.seed().event().event().event(), timestamp=_now())
+    service.states.receive(record)
+    sent = await service.push([record])
+    assert sent > 0
+    assert b.app[ALLOCATION].states.get(a_id) == record
+    assert c.app[ALLOCATION].states.get(a_id) is before[1] is None
+    # a state that names c (a request for its need) reaches c as well (which reads it against a's commitment)
+    c.app[MARKET].receive([a.app[MARKET].book.get(a_id).to_json()])
+    named = sign_state(a.app[PEERS].identity, AllocationState.model_construct(
+        provider=a_id, slot_allocations=(), wanted=((c_id, "need-1"),), converged=True, convergence_history=()),
+        stamp=record.stamp.event(), timestamp=_now())
+    service.states.receive(named)
+    await service.push([named])
+    assert b.app[ALLOCATION].states.get(a_id) == named and c.app[ALLOCATION].states.get(a_id) == named
+
+
+async def test_a_node_that_missed_records_catches_up_through_a_digest_exchange_alone(node_factory) -> None:
+    a, b = await _pair(node_factory)
+    a_id, b_id = a.app[PEERS].identity.id, b.app[PEERS].identity.id
+    a_service, b_service = a.app[ALLOCATION], b.app[ALLOCATION]
+    b_descriptor = next(d for d in a.app[PEERS].peers() if d.id == b_id)
+    for x, y in ((a, b_id), (b, a_id)):  # mutual partners: a wants b's states
+        x.app[MARKET].set_recognition(y, Decimal(1))
+        x.app[MARKET].publish()
+    await a.app[MARKET].pull(b_descriptor, [b_id])
+    assert "state" in a_service.interests()[b_id]
+    # b holds a state of its own that it never sent (a lost push)
+    record = sign_state(b.app[PEERS].identity, AllocationState.model_construct(
+        provider=b_id, slot_allocations=(), wanted=((a_id, "need-1"),), converged=True, convergence_history=()),
+        stamp=Stamp.seed().event().event().event().event(), timestamp=_now())
+    b_service.states.receive(record)
+    assert a_service.states.get(b_id) != record
+    assert await a_service.pull(b_descriptor) >= 1
+    assert a_service.states.get(b_id) == record
+    # the same digest again: nothing differs, nothing is sent back
+    digest = a_service._digest()
+    assert digest["states"][b_id] == short_hash(record.signature)
+    assert b_service.digest_answer(a_id, digest)["states"] == []
+    assert await a_service.pull(b_descriptor) == 0
+    # market commitments the same way: a forgets b's commitment, one digest exchange brings it back
+    held = a.app[MARKET].book.get(b_id)
+    a.app[MARKET].book.forget(b_id)
+    await a.app[MARKET].pull(b_descriptor, [b_id])  # (a's market loop may pull it first: also a digest exchange)
+    assert a.app[MARKET].book.get(b_id) is not None and a.app[MARKET].book.get(b_id).timestamp >= held.timestamp
+
+
+async def test_a_need_published_before_its_provider_subscribes_reaches_it(node_factory) -> None:
+    """The ordering that lost a one-way recipient's need: the recipient publishes it while the provider is not
+    subscribed to its needs (so the push goes to nobody), and the provider subscribes afterwards.  The subscription
+    is answered with the recipient's current commitment, and the provider's next round allocates to the need."""
+    quiet = {k: v for k, v in QUIET.items() if k != "market"}
+    provider = await node_factory("provider", **quiet, storage={"capacity": 1_000_000},
+                                  market={"allocation_delay": 0.05, "offer_compute": False})
+    recipient = await node_factory("recipient", **quiet,
+                                   market={"allocation_delay": 0.05, "offer_compute": False, "offer_storage": False})
+    await provider.app[PEERS].add(recipient.app[PEERS].url)
+    p_id, r_id = provider.app[PEERS].identity.id, recipient.app[PEERS].identity.id
+    p_service, r_service = provider.app[ALLOCATION], recipient.app[ALLOCATION]
+    await p_service.close()  # the provider's loop stopped: it subscribes only when this test says so
+    r_descriptor = next(d for d in provider.app[PEERS].peers() if d.id == r_id)
+    # one-way: the provider recognises the recipient, the recipient nobody
+    provider.app[MARKET].set_recognition(r_id, Decimal(1))
+    recipient.app[MARKET].set_recognition(p_id, Decimal(0))
+    for n in (provider, recipient):
+        n.app[MARKET].publish()
+    await provider.app[MARKET].pull(r_descriptor, [r_id])  # the provider holds the recipient's commitment (no need)
+    assert provider.app[MARKET].book.get(r_id).bids == ()
+    # the provider is subscribed to nothing at the recipient (whatever its loop did before it stopped)
+    r_service.subscribers.forget(p_id)
+    p_service.subscribed.pop(r_id, None)
+    # the recipient publishes a need and pushes its commitment to its audience: the provider is not in it
+    need = r_service.add_need("storage", 300_000, 600)
+    recipient.app[MARKET].publish()  # (or its market loop did)
+    assert [b.slot.id for b in recipient.app[MARKET].book.get(r_id).bids] == [need["id"]]
+    assert p_id not in r_service.commitment_audience({"storage"}, set())
+    await recipient.app[MARKET]._push_own()
+    assert provider.app[MARKET].book.get(r_id).bids == ()  # it did not reach the provider
+    # the provider subscribes now: to the recipient's needs of the kind it offers (and its receipts) ...
+    assert p_service.interests()[r_id] == {"needs:storage", "receipt"}
+    await p_service.maintain_subscriptions()
+    assert r_service.subscribers.topics(p_id, _now()) == {"needs:storage", "receipt"}
+    # ... and the answer carried the recipient's current commitment: the need is there
+    assert [b.slot.id for b in provider.app[MARKET].book.get(r_id).bids] == [need["id"]]
+    # so the provider's round allocates to it
+    deadline = time.monotonic() + 30
+    while not await p_service.ensure_id():  # an ITC id, forked from the recipient (or seeded after FORK_WAIT)
+        assert time.monotonic() < deadline, "no ITC id"
+        await asyncio.sleep(0.1)
+    p_service.round()
+    assert (r_id, need["id"]) in p_service.states.get(p_id).wanted  # it asks the recipient for a grant of it
+    p_service.start()  # and with its loop running again the need is served
+
+    def given() -> int:
+        mine = p_service.states.get(p_id)
+        return sum(q for _, r, n, q, _ in mine.allocations if r == r_id and n == need["id"])
+
+    await _until(lambda: given() == 300_000, "the provider to allocate the whole need")
