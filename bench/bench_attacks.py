@@ -546,7 +546,7 @@ def report(result: dict) -> str:
         over = " over" if max(p["health_p99_ms"], p["health_max_ms"]) > LIMIT_MS else ""
         answers = ", ".join(f"{k}: {v}" for k, v in sorted(p.get("answers", {}).items(), key=lambda kv: -kv[1]))
         lines.append(f"{name:<17} {p['health_p50_ms']:>7} {p['health_p99_ms']:>7} {p['health_max_ms']:>7} {p['kept_max_ms']:>7} "
-                     f"{p['p50_x_quiet']:>6} {p['health_not_200']:>4} {p['rss_anon_max_mib']:>5}M {p['load']:>5} "
+                     f"{p['p50_x_quiet'] if p['p50_x_quiet'] is not None else '-':>6} {p['health_not_200']:>4} {p['rss_anon_max_mib']:>5}M {p['load']:>5} "
                      f"{yn(p.get('put_get')):>7} {yn(p.get('invoke')):>6} {yn(p.get('ledger_verify')):>6}  "
                      f"{answers}{over}")
         if p.get("put_error"):

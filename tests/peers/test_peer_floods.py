@@ -11,8 +11,11 @@ import pytest
 from xsc.errors import PeerRefused, QuotaExceeded
 from xsc.identity import Identity
 from xsc.net import PeerClient
-from xsc.node.appkeys import PEERS
+from xsc.node.appkeys import HEALTH, PEERS
 from xsc.node.limits import RateLimiter
+from xsc.peers.probes import PROBES_AT_ONCE
+
+from tests.support.attacks import fake_descriptors
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600, "rate_limit": 20}}
 
@@ -50,3 +53,28 @@ def test_the_limiter_refills_and_forgets_the_least_recent_keys() -> None:
     assert err.value.details["retry_after"] == 0.5
     limiter.check("a", 0.5, "a")  # half a second later, one token is back
     limiter.check("b", 0.5, "b")  # another key has its own bucket
+
+
+async def test_a_probe_round_of_many_peers_keeps_a_bounded_number_in_flight(node_factory) -> None:
+    """1,000 probes in flight at once kept ~40,000 objects for every full garbage collection to scan (issue 12)."""
+    node = await node_factory("prober", **QUIET)
+    peers, health = node.app[PEERS], node.app[HEALTH]
+    keys = [Identity.generate() for _ in range(PROBES_AT_ONCE + 40)]
+    for at in range(0, len(keys), 16):
+        peers.accept(fake_descriptors(keys[at:at + 16]))
+    in_flight, most, asked = 0, 0, []
+
+    async def probe(peer):
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+        asked.append(peer.id)
+        return False, None, "not there"
+
+    health.probe = probe
+    result = await health.probe_round()
+    assert most == PROBES_AT_ONCE
+    assert sorted(asked) == sorted(k.id for k in keys) and result["peers"] == len(keys) and result["ok"] == 0
+    assert all(health.availability(k.id).up is False for k in keys)

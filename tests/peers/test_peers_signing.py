@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -126,6 +128,15 @@ def test_a_descriptor_is_valid_only_under_the_key_its_id_names() -> None:
         parse_descriptor({k: v for k, v in good.to_json().items() if k != "version"}, now_ms=NOW)
     with pytest.raises(InvalidDescriptor):
         parse_descriptor({**good.to_json(), "capacity": 1.5}, now_ms=NOW)
+
+
+def test_a_descriptor_as_json_is_every_field_and_its_grid_proof_only_when_it_has_one() -> None:
+    for secret in ("", "grid secret"):
+        d = make_descriptor(ALICE, url="http://127.0.0.1:7071", capacity=100, free=60, version="0.1.0", timestamp=NOW,
+                            grid_secret=secret)
+        whole = dataclasses.asdict(d)
+        assert d.to_json() == (whole if secret else {k: v for k, v in whole.items() if k != "grid"})
+        assert list(d.to_json()) == list(whole)[:len(d.to_json())]
 
 
 @given(st.lists(st.integers(NOW, NOW + 10_000), min_size=1, max_size=8))

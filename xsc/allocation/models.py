@@ -77,6 +77,9 @@ class SlotFilter(_Frozen):
         return self.allow is None and not self.deny and not self.require_tags
 
 
+_NO_FILTER = SlotFilter()
+
+
 class _Slot(_Frozen):
     id: Id
     owner: Id
@@ -94,6 +97,13 @@ class _Slot(_Frozen):
         if self.end <= self.start:
             raise ValueError(f"slot {self.id!r}: the window must end after it starts ({self.start} >= {self.end})")
         return self
+
+    @field_validator("filters")
+    @classmethod
+    def _filters(cls, v: SlotFilter) -> SlotFilter:
+        # Filters are frozen: every slot without one shares one empty filter, rather than keeping its own (two
+        # models and a set for the garbage collector to scan, per slot of every commitment in the book).
+        return _NO_FILTER if v.is_empty() else v
 
     @field_validator("location")
     @classmethod

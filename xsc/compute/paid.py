@@ -122,7 +122,7 @@ class PaidCompute:
         failed: set[str] = set()
         call_fuel = self.compute.limits(call).fuel
         while True:
-            assignment = self.market.compute_deal(call_fuel, bid, frozenset(failed))
+            assignment = await self.market.compute_deal(call_fuel, bid, frozenset(failed))
             deal = {"need": assignment.need_id, "provider": assignment.provider, "price": assignment.price,
                     "allocated": assignment.allocated}
             if assignment.provider == self.node.id:

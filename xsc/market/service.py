@@ -27,7 +27,8 @@ import random
 import time
 from collections import OrderedDict, deque
 from dataclasses import replace
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from concurrent.futures import Executor
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
@@ -44,8 +45,10 @@ from .auction import clear_book
 from .book import Book, MarketCommitment, parse_commitment, sign_commitment
 from .matching import Assignment, match_needs
 from .models import Ask, Bid, need_key, units_cost
+from .orders import market_orders
 from .pricing import PricingPolicy, ask_price
 from .supply import cap_supply, spread_groups
+from ..tasks import in_pool
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,24 @@ RECEIVE_BATCH = 16  # commitments checked (an Ed25519 verify each: ~0.4 ms of CP
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+Steps = Generator[tuple[Callable[..., Any], dict], Any, Any]  # see MarketService._deal
+
+
+def _matched(asks: list[Ask], bids: list[Bid], **kwargs: Any):
+    """The pure matching of `MarketService.match`: supply capped and groups spread, then `match_needs`."""
+    needs = spread_groups(asks, bids)
+    return match_needs(cap_supply(asks, needs), needs, **kwargs)
+
+
+def _clear_book(asks: list[Ask], bids: list[Bid], bucket_seconds: int) -> dict:
+    """What `Book.orders` and `clear_book` make of the book's asks and bids (pure)."""
+    return clear_book(market_orders(asks, bids, bucket_seconds))
+
+
+def _call(fn: Callable[..., Any], kwargs: dict) -> Any:
+    return fn(**kwargs)
 
 
 class PeerView(Protocol):
@@ -148,8 +169,11 @@ def _assignment(a) -> dict | None:
 
 class MarketService:
     def __init__(self, *, config: MarketSection, identity: Identity, db: plyvel.DB, peers: PeerView | None,
-                 storage_usage: Callable[[], tuple[int, int]], compute_threads: int, gossip_interval: float) -> None:
+                 storage_usage: Callable[[], tuple[int, int]], compute_threads: int, gossip_interval: float,
+                 pool: Executor | None = None) -> None:
         self.config = config
+        self.pool = pool  # where matchings run (None: asyncio's default executor)
+        self._dealing = asyncio.Lock()
         self.identity = identity
         self.me = self.identity.id
         self.db = db
@@ -559,7 +583,7 @@ class MarketService:
                         await self._pull_quietly(random.choice(targets), wanted)
                 else:
                     await self.fill_book()
-                self.clearings()  # the call market clears again once the book has changed (and keeps its price)
+                await self._clear()  # the call market clears again once the book has changed (and keeps its price)
                 self.save_counters()
             except Exception:  # a round must never end the market
                 log.exception("market round failed")
@@ -590,6 +614,17 @@ class MarketService:
             self._clearings = clear_book(self.book.orders())
             self._record_prices(self._clearings)
         return self._clearings
+
+    async def _clear(self) -> None:
+        """`clearings()`, the call markets cleared in the CPU pool over the book's orders as they are now (over a
+        book of 1,000 participants, 40-60 ms of CPU that held the event loop after every change)."""
+        if self._clearings is not None:
+            return
+        version = self.version
+        clearings = await in_pool(self.pool, _clear_book, self.book.asks(), self.book.bids(), self.book.bucket_seconds)
+        if self._clearings is None and self.version == version:  # else the book changed meanwhile: next round
+            self._clearings = clearings
+            self._record_prices(clearings)
 
     def _record_prices(self, clearings: dict) -> None:
         """Keep each new clearing price (a price or volume that changed) for `xsc market prices`."""
@@ -660,18 +695,21 @@ class MarketService:
         return out
 
     def match(self, bids: list[Bid], exclude: frozenset[str] = frozenset()):
-        """Match `bids` (this node's new needs) against the book: the MarketResult of the pure core.
+        """Match `bids` (this node's new needs) against the book: the MarketResult of the pure core."""
+        return _matched(**self._match_inputs(bids, exclude, self.availability_map()))
+
+    def _match_inputs(self, bids: list[Bid], exclude: frozenset[str], availability: dict[str, Decimal]) -> dict:
+        """What `_matched` takes to match `bids` against the book, as it is now (made on the event loop: the pool
+        matches a copy while the book goes on changing).
 
         Providers that are down (or in `exclude`: they just failed this node) are left out of the clearing
         itself; other nodes' open needs compete for the same slots."""
-        down = {p for p, a in self.availability_map().items() if a == 0} | exclude
+        down = {p for p, a in availability.items() if a == 0} | exclude
         asks = [a for a in self.book.asks() if a.slot.owner not in down and self.active(a.slot.owner)]
         mine = {b.slot.id for b in bids}
         others = [b for b in self.book.bids() if not (b.slot.owner == self.me and b.slot.id in mine)]
-        needs = spread_groups(asks, others + bids)
-        return match_needs(cap_supply(asks, needs), needs, recognition=self.recognition_map(),
-                           availability=self.availability_map(), bucket_seconds=self.config.bucket_seconds,
-                           now_ms=now_ms())
+        return {"asks": asks, "bids": others + bids, "recognition": self.recognition_map(),
+                "availability": availability, "bucket_seconds": self.config.bucket_seconds, "now_ms": now_ms()}
 
     def remember(self) -> None:
         """Keep the explanations of the newest matching, with their figures, for `xsc market explain`."""
@@ -708,13 +746,14 @@ class MarketService:
                         end=start + max(seconds, 1), filters=SlotFilter(deny=tuple(avoid)))
         return Bid(slot=slot, price=max_price, group=group, prefer=tuple(prefer), min_availability=min_availability)
 
-    def _from_allocation(self, bids: list[Bid], exclude: frozenset[str], clearings: dict) -> dict[str, Assignment]:
+    def _from_allocation(self, bids: list[Bid], exclude: frozenset[str], clearings: dict,
+                         availability: dict[str, Decimal]) -> Steps:
         """Needs placed on the providers whose allocation states give this node's standing needs of their kind
         units (each provider's slots capped at what it still gives), priced at the call market's clearing
         price of their (kind, bucket): need id -> assignment.  Needs it cannot place are left to the market."""
         if self.allocated is None:
             return {}
-        down = {p for p, a in self.availability_map().items() if a == 0} | exclude
+        down = {p for p, a in availability.items() if a == 0} | exclude
         out: dict[str, Assignment] = {}
         for kind in sorted({b.slot.kind for b in bids}):
             given = self.allocated(kind)
@@ -729,9 +768,9 @@ class MarketService:
             wanted = [b for b in bids if b.slot.kind == kind]
             if not asks or not wanted:
                 continue
-            result = match_needs(asks, wanted, recognition=self.recognition_map(),
-                                 availability=self.availability_map(), bucket_seconds=self.config.bucket_seconds,
-                                 now_ms=now_ms(), allow_self=False)
+            result = yield match_needs, {"asks": asks, "bids": wanted, "recognition": self.recognition_map(),
+                                         "availability": availability, "bucket_seconds": self.config.bucket_seconds,
+                                         "now_ms": now_ms(), "allow_self": False}
             for b in wanted:
                 a = result.assignments.get(need_key(self.me, b.slot.id))
                 if a is None or room.get(a.provider, 0) < b.slot.quantity:
@@ -746,14 +785,42 @@ class MarketService:
                                          cost=units_cost(kind, b.slot.quantity, b.slot.end - b.slot.start, price))
         return out
 
-    def deal(self, bids: list[Bid], exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    async def deal(self, bids: list[Bid], exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
         """Assignments for every bid, or MarketNoDeal explaining each need that got nothing.
 
         The call market is cleared first (price discovery); needs the converged allocation covers are placed
         on the providers that allocated to this node (`_from_allocation`), the rest by the call market,
-        away from the providers the placed needs of their group took."""
-        result = self.match(bids, exclude)
-        served = self._from_allocation(bids, exclude, result.clearings)
+        away from the providers the placed needs of their group took.
+
+        Each matching runs in the CPU pool on a copy of the book made on the event loop (over a book of 1,000
+        participants one took 60-230 ms of CPU, and held the loop that long); deals run one at a time, as they
+        did when they ran on the loop, so that two never spend one allocation's room."""
+        async with self._dealing:
+            steps = self._deal(bids, exclude)
+            result: Any = None
+            try:
+                while True:
+                    fn, kwargs = steps.send(result)
+                    result = await in_pool(self.pool, _call, fn, kwargs)
+            except StopIteration as done:
+                return done.value
+
+    def deal_here(self, bids: list[Bid], exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """`deal`, every matching run here and now (on the caller's thread): the same answer, for tests."""
+        steps = self._deal(bids, exclude)
+        result: Any = None
+        try:
+            while True:
+                fn, kwargs = steps.send(result)
+                result = fn(**kwargs)
+        except StopIteration as done:
+            return done.value
+
+    def _deal(self, bids: list[Bid], exclude: frozenset[str]) -> Steps:
+        """`deal` as steps: it yields each matching it needs, as (function, arguments), and is sent its result."""
+        availability = self.availability_map()
+        result = yield _matched, self._match_inputs(bids, exclude, availability)
+        served = yield from self._from_allocation(bids, exclude, result.clearings, availability)
         if served:
             taken: dict[str | None, set[str]] = {}
             for b in bids:
@@ -766,7 +833,7 @@ class MarketService:
             if not rest:
                 return served
             discovered = result.clearings
-            result = self.match(rest, exclude)
+            result = yield _matched, self._match_inputs(rest, exclude, self.availability_map())
             # One price for the whole deal: the rest is matched without the needs already placed, so its own
             # clearing may be lower; each of its assignments costs the first clearing's price when that is at
             # least what the rest cleared at (so still at least the provider's ask and at most the bid).
@@ -819,7 +886,7 @@ class MarketService:
         spent = self._allocation_spent.get(kind, {}) if given == self._allocation_seen.get(kind) else {}
         return {p: u - spent.get(p, 0) for p, u in given.items()}
 
-    def compute_deal(self, fuel: int, max_price: int, exclude: frozenset[str] = frozenset()):
+    async def compute_deal(self, fuel: int, max_price: int, exclude: frozenset[str] = frozenset()):
         """The provider and price of an invoke of at most `fuel`: placed from the allocation where a provider's
         allocation to this node's standing compute needs still holds the call's reserved fuel (`deal`), else
         matched on the market; the answer is kept until the book or the allocation changes (an invoke must
@@ -830,7 +897,7 @@ class MarketService:
             need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(), 60,
                              max_price)
             try:
-                return self.deal([need], exclude)[need.slot.id]
+                return (await self.deal([need], exclude))[need.slot.id]
             finally:
                 self.remember()
         room = self._allocation_room("compute")
@@ -843,7 +910,7 @@ class MarketService:
             need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(),
                              60, max_price)
             try:
-                found = self.deal([need])[need.slot.id]
+                found = (await self.deal([need]))[need.slot.id]
             finally:
                 self.remember()
             if len(self._compute_deals) > 64:

@@ -121,7 +121,8 @@ async def _services(app: web.Application):
 
     market = MarketService(config=config.market, identity=identity, db=db, peers=peers,
                            storage_usage=lambda: (store.capacity - store.free, store.capacity),
-                           compute_threads=config.compute.threads, gossip_interval=config.peers.gossip_interval)
+                           compute_threads=config.compute.threads, gossip_interval=config.peers.gossip_interval,
+                           pool=pool)
     peers.on_removed.append(market.forget)
     allocation = AllocationService(config=config.market, identity=identity, db=db, market=market, peers=peers,
                                    gossip_interval=config.peers.gossip_interval, joins=bool(config.peers.urls))

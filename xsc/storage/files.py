@@ -124,7 +124,7 @@ class StorageService:
         """The put's market quote, once the user's credit is known to cover the whole lease (else
         InsufficientCredit).  Its needs stay published until `withdraw`."""
         await self.market.fill_book()
-        result = quotes.quote(self.market, self.segment_size, size, seconds, bid, **wanted)
+        result = await quotes.quote(self.market, self.segment_size, size, seconds, bid, **wanted)
         try:
             # A stream of unknown size is paid in arrears for what it turns out to hold.  The leases of earlier
             # puts are promised credit too: a put is refused if the credit cannot cover them all.
@@ -202,7 +202,7 @@ class StorageService:
         async def replace(share: int, failed: set[str]):
             for avoid in (set(quote.nodes) | failed, failed | {self.me}):
                 try:
-                    node, price = quotes.relocation(self.market, quote.share_bytes, quote.seconds, avoid=avoid,
+                    node, price = await quotes.relocation(self.market, quote.share_bytes, quote.seconds, avoid=avoid,
                                                     bid=bid, failed=frozenset(failed))
                 except MarketNoDeal as err:
                     log.info("share %d: no provider avoiding %s: %s", share, sorted(n[:12] for n in avoid), err)
@@ -334,7 +334,7 @@ class StorageService:
             deal = placed.get(share)
             seconds = max(60, deal.end - int(time.time())) if deal else self.lease_duration
             try:
-                node, price = quotes.relocation(self.market, share_bytes, seconds, avoid=used | not_up,
+                node, price = await quotes.relocation(self.market, share_bytes, seconds, avoid=used | not_up,
                                                 failed=frozenset(failed))
             except MarketNoDeal as err:
                 log.warning("no provider for share %d of %s: %s", share, cap.storage_index.hex()[:16], err)

@@ -75,7 +75,8 @@ def parse_filters(query: Mapping[str, str]) -> dict:
     return out
 
 
-def quote(market: MarketService, segment_size: int, size: int | None, seconds: int, bid: int, **wanted) -> PutQuote:
+async def quote(market: MarketService, segment_size: int, size: int | None, seconds: int, bid: int,
+                **wanted) -> PutQuote:
     """Match the put's needs on the market (or, for an unknown size, price it here at our own ask)."""
     me = market.me
     if size is None:
@@ -98,7 +99,7 @@ def quote(market: MarketService, segment_size: int, size: int | None, seconds: i
     market.needs.update({b.slot.id: b for b in bids})  # published while the put runs
     market.touch()
     try:
-        assignments = market.deal(bids)
+        assignments = await market.deal(bids)
     except BaseException as err:
         withdraw_needs(market, [b.slot.id for b in bids])
         affordable = any(a.slot.kind == "storage" and a.price <= bid for a in market.book.asks())
@@ -122,7 +123,7 @@ def withdraw_needs(market: MarketService, needs: list[str]) -> None:
     market.touch()
 
 
-def relocation(market: MarketService, share_bytes: int, seconds: int, *, avoid: set[str],
+async def relocation(market: MarketService, share_bytes: int, seconds: int, *, avoid: set[str],
                bid: int | None = None, failed: frozenset[str] = frozenset()) -> tuple[str, int]:
     """A provider (not in `avoid`) and its price for one share placed again (a repair, or a holder that could
     not take its share), at `bid` (default: the node's default bid); `failed` providers do not even take part in
@@ -130,7 +131,7 @@ def relocation(market: MarketService, share_bytes: int, seconds: int, *, avoid: 
     need = market.need(f"repair-{os.urandom(6).hex()}", "storage", share_bytes, seconds,
                        market.config.storage_bid if bid is None else bid, avoid=tuple(sorted(avoid)))
     try:
-        assignment = market.deal([need], failed)[need.slot.id]
+        assignment = (await market.deal([need], failed))[need.slot.id]
     finally:
         market.remember()
     return assignment.provider, assignment.price

@@ -1,0 +1,68 @@
+"""A deal's matchings run in the CPU pool on a copy of the book (issue 12: a 1,000-participant book held the event
+loop 60-230 ms per put); they must give exactly what the same matchings give run in place."""
+
+from __future__ import annotations
+
+import random
+from decimal import Decimal
+
+import pytest
+
+from xsc.allocation import Stamp
+from xsc.errors import MarketNoDeal
+from xsc.identity import Identity
+from xsc.market import sign_commitment
+from xsc.node.appkeys import MARKET, PEERS
+
+from tests.support.attacks import fake_descriptors, now_ms
+from tests.support.market import HOUR, ask, bid
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+
+
+def _commitment(rng: random.Random, who: Identity, others: list[str], start: int) -> dict:
+    me = who.id
+    asks = [ask(me, f"c{i}", rng.choice([10**6, 10**8, 10**10]), rng.randint(1, 60), start - 60, start + 10 * HOUR,
+                kind=rng.choice(["storage", "storage", "compute"])) for i in range(rng.randint(0, 2))]
+    bids = [bid(me, f"n{i}", rng.choice([10**5, 10**7]), rng.randint(1, 80), start, start + HOUR,
+                kind=rng.choice(["storage", "compute"]), group=rng.choice([None, "g"])) for i in range(rng.randint(0, 2))]
+    recognition = {p: Decimal(rng.randint(1, 9)) for p in rng.sample(others, min(len(others), rng.randint(0, 3)))}
+    return sign_commitment(who, asks=asks, bids=bids, recognition=recognition, stamp=Stamp.seed().event(),
+                           timestamp=now_ms()).to_json()
+
+
+async def _outcome(market, bids, exclude, *, in_pool: bool) -> tuple[str, object]:
+    try:
+        return "deal", (await market.deal(bids, exclude)) if in_pool else market.deal_here(bids, exclude)
+    except MarketNoDeal as err:
+        return "none", (str(err), err.details)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_a_deal_matched_in_the_pool_equals_the_deal_matched_in_place(node_factory, seed) -> None:
+    node = await node_factory("a", **QUIET)
+    market, peers = node.app[MARKET], node.app[PEERS]
+    rng = random.Random(seed)
+    keys = [Identity.generate() for _ in range(80)]
+    for at in range(0, len(keys), 16):
+        peers.accept(fake_descriptors(keys[at:at + 16]))
+    ids = [k.id for k in keys] + [market.me]
+    start = now_ms() // 1000
+    taken = market.receive([_commitment(rng, k, ids, start) for k in keys])
+    assert taken == len(keys)
+    market.publish(force=True)
+
+    wanted = [
+        [market.need(f"put-{s}", "storage", 50_000, 3600, 100, group="put") for s in range(6)],
+        [market.need("repair", "storage", 10**6, 3600, 40, avoid=tuple(ids[:5]))],
+        [market.need("invoke", "compute", 1 << 20, 60, 100)],
+        [market.need("huge", "storage", 10**12, 3600, 100)],
+        [market.need("cheap", "storage", 1000, 3600, 1)],
+    ]
+    seen = set()
+    for bids in wanted:
+        for exclude in (frozenset(), frozenset(ids[10:20])):
+            outcomes = [await _outcome(market, bids, exclude, in_pool=p) for p in (False, True)]
+            assert outcomes[0] == outcomes[1]
+            seen.add(outcomes[0][0])
+    assert seen == {"deal", "none"}  # both outcomes were compared
