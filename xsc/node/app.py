@@ -52,7 +52,7 @@ from .appkeys import (ADMISSION, ALLOCATION, AUDITS, CLIENT_IDENTITY, COMPUTE, C
 from .http import ROUTES
 from .http.node import node_checks
 from .limits import RateLimiter
-from .listener import GuardedNodeRunner, TlsOnlySite
+from .listener import GuardedNodeRunner, NodeSite, TlsOnlySite
 from .metrics import Metrics
 from .middlewares import InFlight, request_counter
 
@@ -284,7 +284,7 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
     await runner.setup()
     try:
         # a burst of connects waits, within RESERVED_FDS
-        sites = [web.TCPSite(runner, host, port, reuse_address=True, backlog=connections.LISTEN_BACKLOG)]
+        sites = [NodeSite(runner, host, port)]
         if config.node.peer_listen:
             sites.append(TlsOnlySite(runner, *parse_listen(config.node.peer_listen)))
         for site, flag in zip(sites, ("--listen", "node.peer_listen")):

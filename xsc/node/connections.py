@@ -32,7 +32,8 @@ from aiohttp.web_server import Server
 log = logging.getLogger(__name__)
 
 EVICTABLE_AFTER = 1.0  # seconds idle before a connection may be closed to make room for a new one
-LISTEN_BACKLOG = 256  # connections the kernel queues for the node; one loop turn accepts at most this many
+LISTEN_BACKLOG = 256  # connections one loop turn accepts at most (asyncio's `backlog`)
+ACCEPT_QUEUE = 4096  # connections the kernel queues for the node (capped by net.core.somaxconn); no descriptor each
 RESERVED_FDS = 512  # descriptors kept for the node's own files (LevelDB tables, logs) and its peer connections,
 # and for a burst's connections accepted but not yet refused or evicted (at most LISTEN_BACKLOG at once)
 
