@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.support.allocation import until
+from tests.support.allocation import pair, until
 from xsc.allocation import AllocationState, SlotAllocation, Stamp
 from xsc.allocation.records import MAX_ALLOCATIONS, parse_receipt, parse_state, sign_receipt, sign_state
 from xsc.allocation.rounds import Receipt, ReceiptEntry
@@ -37,15 +37,6 @@ def _receipt(identity: Identity, stamp: Stamp | None = None) -> dict:
     receipt = Receipt.model_construct(recipient=identity.id, over_allocation=0, damping_factor=1, stamp=Stamp.seed(),
                                       timestamp=0, needs={"need-1": ReceiptEntry(quantity=10, total=0)})
     return sign_receipt(identity, receipt, stamp=stamp or Stamp.seed().event(), timestamp=_now()).to_json()
-
-
-async def _pair(node_factory):
-    a = await node_factory("a", **QUIET)
-    b = await node_factory("b", **QUIET)
-    await a.app[PEERS].add(b.app[PEERS].url)
-    await a.app[MARKET].fill_book()
-    await b.app[MARKET].fill_book()
-    return a, b
 
 
 async def _post(node, sender: Identity, body: dict) -> tuple[int, dict]:
@@ -99,7 +90,7 @@ def test_a_receipt_whose_total_is_not_its_parts_or_whose_damping_is_out_of_range
 
 
 async def test_each_hostile_record_is_refused_and_counted(node_factory) -> None:
-    a, b = await _pair(node_factory)
+    a, b = await pair(node_factory, **QUIET)
     service = a.app[ALLOCATION]
     b_identity = b.app[PEERS].identity
     stranger = Identity.generate()
@@ -134,7 +125,7 @@ async def test_each_hostile_record_is_refused_and_counted(node_factory) -> None:
 
 
 async def test_a_joining_node_forks_its_itc_id_from_a_peer(node_factory) -> None:
-    a, b = await _pair(node_factory)
+    a, b = await pair(node_factory, **QUIET)
     ids = [n.app[ALLOCATION] for n in (a, b)]
     deadline = time.monotonic() + 30
     while any(s.stamp is None for s in ids) and time.monotonic() < deadline:
@@ -146,7 +137,7 @@ async def test_a_joining_node_forks_its_itc_id_from_a_peer(node_factory) -> None
 
 
 async def test_a_put_is_served_from_the_allocation_and_a_removed_provider_leaves_it(node_factory) -> None:
-    a, b = await _pair(node_factory)
+    a, b = await pair(node_factory, **QUIET)
     a_id, b_id = a.app[PEERS].identity.id, b.app[PEERS].identity.id
     a.app[MARKET].set_recognition(b_id, Decimal(1))
     b.app[MARKET].set_recognition(a_id, Decimal(1))

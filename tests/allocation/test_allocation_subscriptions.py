@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import pytest
 
+from tests.support.allocation import pair, until
 from xsc.allocation import AllocationState, Stamp
 from xsc.allocation.records import sign_state
 from xsc.allocation.subscriptions import (
@@ -120,26 +121,8 @@ async def _post(node, sender: Identity, path: str, body: dict, *, forge: bool = 
     return response.status, await response.json(content_type=None)
 
 
-async def _until(check, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-    return value
-
-
-async def _pair(node_factory):
-    a = await node_factory("a", **QUIET)
-    b = await node_factory("b", **QUIET)
-    await a.app[PEERS].add(b.app[PEERS].url)
-    await a.app[MARKET].fill_book()
-    await b.app[MARKET].fill_book()
-    return a, b
-
-
 async def test_hostile_subscriptions_and_digests_are_refused(node_factory) -> None:
-    a, b = await _pair(node_factory)
+    a, b = await pair(node_factory, **QUIET)
     a_id, service = a.app[PEERS].identity.id, a.app[ALLOCATION]
     b_identity = b.app[PEERS].identity
     stranger = Identity.generate()
@@ -199,8 +182,8 @@ async def test_a_record_reaches_only_the_parties_it_names_and_its_subscribers(no
     for n in (a, b, c):
         n.app[MARKET].publish()
     service = a.app[ALLOCATION]
-    await _until(lambda: "state" in service.subscribers.topics(b_id, _now()), "b to subscribe to a's states")
-    await _until(lambda: service.interests().get(c_id) is None and c.app[ALLOCATION].interests().get(a_id) is None
+    await until(lambda: "state" in service.subscribers.topics(b_id, _now()), "b to subscribe to a's states")
+    await until(lambda: service.interests().get(c_id) is None and c.app[ALLOCATION].interests().get(a_id) is None
                  and not service.subscribers.topics(c_id, _now()), "a and c to want nothing of each other")
     # (c's subscription from before the weights were set is gone: it sent an empty one once it wanted nothing)
     before = (b.app[ALLOCATION].states.get(a_id), c.app[ALLOCATION].states.get(a_id))
@@ -224,7 +207,7 @@ async def test_a_record_reaches_only_the_parties_it_names_and_its_subscribers(no
 
 
 async def test_a_node_that_missed_records_catches_up_through_a_digest_exchange_alone(node_factory) -> None:
-    a, b = await _pair(node_factory)
+    a, b = await pair(node_factory, **QUIET)
     a_id, b_id = a.app[PEERS].identity.id, b.app[PEERS].identity.id
     a_service, b_service = a.app[ALLOCATION], b.app[ALLOCATION]
     b_descriptor = next(d for d in a.app[PEERS].peers() if d.id == b_id)
@@ -303,4 +286,4 @@ async def test_a_need_published_before_its_provider_subscribes_reaches_it(node_f
         mine = p_service.states.get(p_id)
         return sum(q for _, r, n, q, _ in mine.allocations if r == r_id and n == need["id"])
 
-    await _until(lambda: given() == 300_000, "the provider to allocate the whole need")
+    await until(lambda: given() == 300_000, "the provider to allocate the whole need")

@@ -9,6 +9,7 @@ from decimal import Decimal
 from hypothesis import strategies as st
 
 from xsc.allocation import CapacitySlot, Commitment, NeedSlot, SlotFilter, Stamp
+from xsc.node import appkeys
 
 PEERS = ("a", "b", "c", "d", "e")
 KINDS = ("storage", "compute")
@@ -95,3 +96,13 @@ async def until(check, what: str, timeout: float = 30.0):
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
     return value
+
+
+async def pair(node_factory, **settings):
+    """Two in-process nodes that know each other, each holding the other's market commitment."""
+    a = await node_factory("a", **settings)
+    b = await node_factory("b", **settings)
+    await a.app[appkeys.PEERS].add(b.app[appkeys.PEERS].url)
+    await a.app[appkeys.MARKET].fill_book()
+    await b.app[appkeys.MARKET].fill_book()
+    return a, b

@@ -43,9 +43,10 @@ from typing import Annotated, Any, Iterable, Mapping
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from ..errors import BadRequest, InvalidArgument
+from ..errors import InvalidArgument
 from ..identity import Identity, parse_public_id, verify
 from .models import TimestampMs
+from .records import NodeId
 
 TOPICS = ("commitment", "needs:compute", "needs:storage", "receipt", "state")
 MAX_TTL_MS = 600_000
@@ -59,14 +60,6 @@ MAX_DIGEST = 1_001
 HASH_HEX = 16
 
 _TAG = b"XSC-SUBSCRIPTION-1\n"
-
-
-def _node_id(v: str) -> str:
-    try:
-        parse_public_id(v)
-    except BadRequest:
-        raise ValueError(f"must be a node id (its public key), not {v[:60]!r}") from None
-    return v
 
 
 def _few_topics(v: Any) -> Any:
@@ -84,7 +77,6 @@ def _known_topics(v: tuple[str, ...]) -> tuple[str, ...]:
     return v
 
 
-NodeId = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_node_id)]
 
 
 class _Fields(BaseModel):
