@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import socket
 
 import pytest
@@ -16,7 +17,7 @@ from xsc.net import sniff
 from xsc.net.sniff import MAX_PENDING
 from xsc.node import limits
 from xsc.node.appkeys import TOKEN
-from xsc.node.connections import LISTEN_BACKLOG, RESERVED_FDS, connection_cap
+from xsc.node.connections import ACCEPT_QUEUE, LISTEN_BACKLOG, RESERVED_FDS, connection_cap
 
 CAP, PER_IP = 64, 48
 ENV = {"XSC_NODE_MAX_CONNECTIONS": str(CAP), "XSC_NODE_MAX_CONNECTIONS_PER_IP": str(PER_IP),
@@ -75,6 +76,28 @@ def test_past_the_cap_with_every_connection_busy_a_new_one_gets_503_and_a_proble
     finally:
         for sock in busy:
             sock.close()
+        node.stop()
+
+
+@pytest.mark.slow
+def test_a_burst_of_connects_waits_in_the_kernel_queue_while_the_node_is_busy(tmp_path):
+    # With the node's loop held (SIGSTOP), only the kernel completes connects, until its queue is full; past that,
+    # SYNs are dropped and a connect waits for the client's retries (1 s, 3 s, ...).  The queue is ACCEPT_QUEUE
+    # long, not the LISTEN_BACKLOG connections asyncio takes per loop turn: more than that many connect at once.
+    node = NodeProcess(tmp_path / "node", env=ENV, log=tmp_path / "node.log").start(timeout=60)
+    burst = []
+    try:
+        os.kill(node.pid, signal.SIGSTOP)
+        for _ in range(LISTEN_BACKLOG + 150):
+            burst.append(socket.create_connection((HOST, node.port), timeout=5))  # a dropped SYN: timeout
+    finally:
+        os.kill(node.pid, signal.SIGCONT)
+        for sock in burst:
+            sock.close()
+    try:
+        assert len(burst) == LISTEN_BACKLOG + 150 < ACCEPT_QUEUE
+        assert node.health(timeout=30) is not None  # and it serves the queue once it runs again
+    finally:
         node.stop()
 
 
