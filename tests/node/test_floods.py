@@ -88,13 +88,13 @@ def test_a_burst_of_connects_waits_in_the_kernel_queue_while_the_node_is_busy(tm
     burst = []
     try:
         os.kill(node.pid, signal.SIGSTOP)
-        for _ in range(LISTEN_BACKLOG + 150):
-            burst.append(socket.create_connection((HOST, node.port), timeout=5))  # a dropped SYN: timeout
-    finally:
-        os.kill(node.pid, signal.SIGCONT)
-        for sock in burst:
-            sock.close()
-    try:
+        try:
+            for _ in range(LISTEN_BACKLOG + 150):
+                burst.append(socket.create_connection((HOST, node.port), timeout=5))  # a dropped SYN: timeout
+        finally:
+            os.kill(node.pid, signal.SIGCONT)
+            for sock in burst:
+                sock.close()
         assert len(burst) == LISTEN_BACKLOG + 150 < ACCEPT_QUEUE
         assert node.health(timeout=30) is not None  # and it serves the queue once it runs again
     finally:
