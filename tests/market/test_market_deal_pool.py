@@ -33,7 +33,7 @@ def _commitment(rng: random.Random, who: Identity, others: list[str], start: int
 
 async def _outcome(market, bids, exclude, *, in_pool: bool) -> tuple[str, object]:
     try:
-        return "deal", (await market.deal(bids, exclude)) if in_pool else market.deal_here(bids, exclude)
+        return "deal", await market.deal(bids, exclude, here=not in_pool)
     except MarketNoDeal as err:
         return "none", (str(err), err.details)
 

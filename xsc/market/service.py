@@ -785,7 +785,8 @@ class MarketService:
                                          cost=units_cost(kind, b.slot.quantity, b.slot.end - b.slot.start, price))
         return out
 
-    async def deal(self, bids: list[Bid], exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    async def deal(self, bids: list[Bid], exclude: frozenset[str] = frozenset(), *,
+                   here: bool = False) -> dict[str, Any]:
         """Assignments for every bid, or MarketNoDeal explaining each need that got nothing.
 
         The call market is cleared first (price discovery); needs the converged allocation covers are placed
@@ -794,27 +795,17 @@ class MarketService:
 
         Each matching runs in the CPU pool on a copy of the book made on the event loop (over a book of 1,000
         participants one took 60-230 ms of CPU, and held the loop that long); deals run one at a time, as they
-        did when they ran on the loop, so that two never spend one allocation's room."""
+        did when they ran on the loop, so that two never spend one allocation's room.  `here`: every matching run on
+        the loop instead (the same answer; tests compare the two)."""
         async with self._dealing:
             steps = self._deal(bids, exclude)
             result: Any = None
             try:
                 while True:
                     fn, kwargs = steps.send(result)
-                    result = await in_pool(self.pool, _call, fn, kwargs)
+                    result = fn(**kwargs) if here else await in_pool(self.pool, _call, fn, kwargs)
             except StopIteration as done:
                 return done.value
-
-    def deal_here(self, bids: list[Bid], exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
-        """`deal`, every matching run here and now (on the caller's thread): the same answer, for tests."""
-        steps = self._deal(bids, exclude)
-        result: Any = None
-        try:
-            while True:
-                fn, kwargs = steps.send(result)
-                result = fn(**kwargs)
-        except StopIteration as done:
-            return done.value
 
     def _deal(self, bids: list[Bid], exclude: frozenset[str]) -> Steps:
         """`deal` as steps: it yields each matching it needs, as (function, arguments), and is sent its result."""
@@ -990,7 +981,7 @@ class MarketService:
             raise UnknownPeer(f"{sender[:16]} is not a known peer of this node",
                               hint="a node joins first (xsc peers add); only peers exchange digests")
         held = {p: self.book.get(p) for p in digest if self.book.get(p) is not None}
-        out = {"commitments": [c.to_json() for c in differing(digest, held)], "digest": self.book.digest()}
+        out = {"commitments": [self._json_of(c) for c in differing(digest, held)], "digest": self.book.digest()}
         self._count(out)
         return out
 

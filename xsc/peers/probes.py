@@ -96,12 +96,15 @@ class HealthService:
         task.add_done_callback(self._reprobes.discard)
 
     async def _reprobe(self, peer: NodeDescriptor) -> None:
-        ok, latency, error = await self.probe(peer)
+        self._record(self._db, peer, now_ms(), await self.probe(peer))
+
+    def _record(self, db, peer: NodeDescriptor, at: int, result: tuple[bool, float | None, str | None]) -> None:
+        """Add one probe's result to the peer's history, in memory and in `db` (the database or a batch)."""
         if self.peers.directory.get(peer.id) is None:
             return  # removed while we probed it
-        history = record_probe(self._histories.get(peer.id, PeerHistory()), now_ms(), ok, latency, error)
+        history = record_probe(self._histories.get(peer.id, PeerHistory()), at, *result)
         self._histories[peer.id] = history
-        self._db.put(keys.health_peer(peer.key), json.dumps(history.to_json()).encode())
+        db.put(keys.health_peer(peer.key), json.dumps(history.to_json()).encode())
 
     def forget(self, node_id: str) -> None:
         self._reprobed.pop(node_id, None)
@@ -166,12 +169,8 @@ class HealthService:
                 if first:
                     await asyncio.sleep(0)
                 with self._db.write_batch() as batch:
-                    for peer, (ok, latency, error) in done[first:first + RECORD_BATCH]:
-                        if self.peers.directory.get(peer.id) is None:
-                            continue  # removed while we probed it
-                        history = record_probe(self._histories.get(peer.id, PeerHistory()), at, ok, latency, error)
-                        self._histories[peer.id] = history
-                        batch.put(keys.health_peer(peer.key), json.dumps(history.to_json()).encode())
+                    for peer, result in done[first:first + RECORD_BATCH]:
+                        self._record(batch, peer, at, result)
             self.last_round = {"time": at, "seconds": seconds, "peers": len(peers), "ok": sum(r[0] for r in results)}
             return {**self.last_round, "results": [{"id": p.id, "url": p.url, "ok": ok, "latency_ms": latency,
                                                     "error": error} for p, (ok, latency, error) in zip(peers, results)]}
