@@ -136,7 +136,6 @@ class AllocationService:
         self.bytes_sent = 0
         self.bytes_by: dict[str, int] = {"records": 0, "subscriptions": 0, "digests": 0}  # what bytes_sent was for
         self.subscribers = Subscribers()  # who subscribed to this node's records (and its market commitment)
-        self._interests: tuple[tuple, dict[str, frozenset[str]]] | None = None  # interests(): its inputs, its answer
         self.subscribed: dict[str, tuple[frozenset[str], float]] = {}  # peer -> (topics, when sent) we asked it for
         self._named: dict[str, set[str]] = {"state": set(), "receipt": set()}  # named in our last published record
         self._greeted: set[str] = set()  # peers that took a subscription of ours since we started
@@ -553,16 +552,14 @@ class AllocationService:
         mine_mc = book.get(self.me)
         mine = self.market.recognition()  # what it publishes next (the book's copy may lag a new peer)
         offered = {a.slot.kind for a in (mine_mc.asks if mine_mc is not None else self.market.own_asks())}
+        theirs = {mc.participant: dict(mc.recognition) for mc in book.commitments() if mc.participant != self.me}
         now = now_ms()
         recognisers = {s for s, topics in self.subscribers.view(now).items()
                        if "receipt" in topics or any(t.startswith("needs:") for t in topics)}
-        # Made again only when what it depends on changed: it walks every commitment of the book (140 ms of CPU on
-        # the loop over a stranger's 1,000 peers), and every market round and subscription pass asks for it.
-        key = (self.market.version, tuple(sorted(mine.items())), frozenset(offered), frozenset(recognisers))
-        if self._interests is None or self._interests[0] != key:
-            theirs = {mc.participant: dict(mc.recognition) for mc in book.commitments() if mc.participant != self.me}
-            self._interests = (key, interests(self.me, mine, theirs, offered, recognisers))
-        return {p: t for p, t in self._interests[1].items() if self.peers is None or self.peers.known(p)}
+        out = interests(self.me, mine, theirs, offered, recognisers)
+        if self.peers is not None:
+            out = {p: t for p, t in out.items() if self.peers.known(p)}
+        return out
 
     def commitment_interest(self) -> set[str]:
         """The peers whose market commitments this node wants (the market pulls those it lacks)."""
