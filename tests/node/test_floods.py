@@ -10,6 +10,7 @@ import signal
 import socket
 
 import pytest
+from aiohttp import web
 
 from bench import bench_floods
 from xsc.devnet import HOST, NodeProcess, free_port
@@ -17,6 +18,7 @@ from xsc.net import sniff
 from xsc.net.sniff import MAX_PENDING
 from xsc.node import limits
 from xsc.node.appkeys import TOKEN
+from xsc.node.listener import GuardedNodeRunner, NodeSite
 from xsc.node.connections import ACCEPT_QUEUE, LISTEN_BACKLOG, RESERVED_FDS, connection_cap
 
 CAP, PER_IP = 64, 48
@@ -171,3 +173,49 @@ async def _read_all(sock: socket.socket) -> bytes:
     while chunk := await asyncio.wait_for(asyncio.get_running_loop().sock_recv(sock, 65536), 30):
         answer += chunk
     return answer
+
+
+async def test_a_connection_past_the_caps_is_answered_503_on_its_bare_socket(monkeypatch):
+    """The node's own accepting (NodeSite): a connection past the caps gets its 503 without a transport or a
+    protocol being made for it (a burst of refusals costs the loop little); the others are served as before,
+    and the site's stop closes the port."""
+    made = []
+    connection_made = sniff.Sniffer.connection_made
+    monkeypatch.setattr(sniff.Sniffer, "connection_made", lambda self, t: (made.append(t), connection_made(self, t)))
+
+    async def slow(request: web.Request) -> web.Response:
+        return web.Response(text=str(len(await request.read())))
+
+    app = web.Application()
+    app.router.add_post("/slow", slow)
+    runner = GuardedNodeRunner(app, max_connections=64, max_per_ip=3)
+    await runner.setup()
+    port = free_port()
+    site = NodeSite(runner, "127.0.0.1", port)
+    await site.start()
+    loop = asyncio.get_running_loop()
+    busy = []
+    try:
+        for _ in range(3):  # requests in progress: the per-address cap, with nothing idle to make room
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 10\r\n\r\n12345")
+            busy.append((reader, writer))
+        while runner.server.inner.open < 3:
+            await asyncio.sleep(0.01)
+        refused = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        answers = await asyncio.gather(*(_read_all(sock) for sock in refused))
+        for answer in answers:
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in head, answer
+            assert json.loads(body)["code"] == "too-many-connections"
+        assert len(made) == 3 and runner.server.inner.refused == 20
+        for reader, writer in busy:  # the refusals cost the requests in progress nothing
+            writer.write(b"67890")
+            assert (await asyncio.wait_for(reader.read(), 30)).endswith(b"\r\n\r\n10")
+        await site.stop()
+        with pytest.raises(OSError):
+            await loop.sock_connect(socket.socket(), ("127.0.0.1", port))
+    finally:
+        for _, writer in busy:
+            writer.close()
+        await runner.cleanup()

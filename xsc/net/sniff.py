@@ -176,11 +176,20 @@ class SniffingServer:
     def tls_only(self) -> Sniffer:
         return Sniffer(self, tls_only=True)
 
+    def refusal(self, ip: str) -> bytes | None:
+        """The answer that refuses a new connection from ip at once, unsniffed (the node's GuardedServer: its
+        caps); None: it may be served."""
+        refusal = getattr(self.inner, "refusal", None)
+        return refusal(ip) if refusal else None
+
     def refused(self, transport: Any) -> bool:
-        """Has the inner server refused this connection already (the node's GuardedServer: its caps)?"""
+        """Has this connection been refused (`refusal`), its answer written and the transport closed?"""
         peer = transport.get_extra_info("peername")
-        refuse = getattr(self.inner, "refuse_if_full", None)
-        return bool(refuse and refuse(peer[0] if isinstance(peer, tuple) and peer else "?", transport))
+        answer = self.refusal(peer[0] if isinstance(peer, tuple) and peer else "?")
+        if answer is not None:
+            transport.write(answer)
+            transport.close()
+        return answer is not None
 
     def admit(self, sniffer: Sniffer, transport: asyncio.Transport) -> bool:
         """Room for one more connection before its first byte: the oldest waiting one is settled to make it."""

@@ -20,6 +20,7 @@ exhaust the node's descriptors nor lock out real callers:
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections import defaultdict
@@ -60,6 +61,7 @@ def connection_cap(configured: int, fd_limit: int) -> int:
     return max(16, min(configured, fd_limit - RESERVED_FDS))
 
 
+@functools.lru_cache(maxsize=64)  # a burst past a cap is refused with the same few details
 def _refusal(detail: str) -> bytes:
     body = json.dumps({"type": "about:blank", "title": "Service Unavailable", "status": 503,
                        "code": "too-many-connections", "detail": detail,
@@ -99,9 +101,10 @@ class GuardedServer(Server):
         super().connection_made(handler, transport)
         peer = transport.get_extra_info("peername")
         ip = peer[0] if isinstance(peer, tuple) and peer else "?"
-        refusal = self._no_room(ip, make_room=True)
-        if refusal is not None:
-            self._refuse(transport, refusal)
+        detail = self._no_room(ip, make_room=True)
+        if detail is not None:
+            transport.write(self._refusal(detail))
+            transport.close()
             handler.force_close()
             return
         self._by_ip[ip].add(handler)
@@ -118,14 +121,11 @@ class GuardedServer(Server):
                 self._none_until.pop(ip, None)
         super().connection_lost(handler, exc)
 
-    def refuse_if_full(self, ip: str, transport: asyncio.Transport) -> bool:
-        """Refuse a new connection from ip before any handler is made for it, if its caps are reached and
-        nothing idle can be closed to make room: the 503 goes straight to its transport, so a burst of
-        connects past the caps costs the node little.  False: the connection may be served."""
-        refusal = self._no_room(ip, make_room=False)
-        if refusal is not None:
-            self._refuse(transport, refusal)
-        return refusal is not None
+    def refusal(self, ip: str) -> bytes | None:
+        """The 503 answer for a new connection from ip, if its caps are reached and nothing idle can be closed
+        to make room (counted as refused); None: the connection may be served."""
+        detail = self._no_room(ip, make_room=False)
+        return None if detail is None else self._refusal(detail)
 
     def _no_room(self, ip: str, make_room: bool) -> str | None:
         """Why a new connection from ip cannot be served now (None: it can).  With `make_room`, idle
@@ -174,12 +174,11 @@ class GuardedServer(Server):
         self._queues[key] = ready
         return ready[-1][1]
 
-    def _refuse(self, transport: asyncio.Transport, detail: str) -> None:
+    def _refusal(self, detail: str) -> bytes:
         self.refused += 1
         if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
             log.warning("refused a connection (%d so far): %s", self.refused, detail)
-        transport.write(_refusal(detail))
-        transport.close()
+        return _refusal(detail)
 
 
 class GuardedRunner(web.AppRunner):

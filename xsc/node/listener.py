@@ -8,6 +8,11 @@ middleware's decision (`peer_auth.require_tls`), by path and remote address."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import logging
+import os
+import socket
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +20,8 @@ from aiohttp import web
 from ..net.sniff import SniffingServer
 from .appkeys import TLS_CONTEXT, TLS_SERVED
 from .connections import ACCEPT_QUEUE, LISTEN_BACKLOG, GuardedRunner
+
+log = logging.getLogger(__name__)
 
 
 class _Sniffing:
@@ -40,20 +47,78 @@ class GuardedNodeRunner(_Sniffing, GuardedRunner):
 
 
 class NodeSite(web.TCPSite):
-    """The node's port.  asyncio takes at most `backlog` (LISTEN_BACKLOG) connections from the kernel per loop
-    turn, and listens with the same number; the kernel's queue is then widened to ACCEPT_QUEUE, so that a burst
-    of connects waits in it rather than having its SYNs dropped (a client retries a dropped SYN after 1 s: a
-    monitor's fresh connection behind a burst of 2,000 idle connects took 1.1 s)."""
+    """The node's port.  Its kernel queue is ACCEPT_QUEUE long, so that a burst of connects waits in it rather
+    than having its SYNs dropped (a client retries a dropped SYN after 1 s: a monitor's fresh connection behind
+    a burst of 2,000 idle connects took 1.1 s).  The node accepts from it itself, at most LISTEN_BACKLOG per loop
+    turn, in place of asyncio: a connection past the caps (connections.py) is answered 503 and closed on its bare
+    socket, with no transport or protocol made for it (through asyncio, each refusal cost ~100 µs of the loop:
+    a monitor's connection behind 2,000 refused ones waited 200 ms in the queue)."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int) -> None:
         super().__init__(runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG)
+        self._listening: dict[int, socket.socket] = {}  # asyncio's listening sockets' fds -> duplicates to accept on
+        self._opening: set[asyncio.Task] = set()  # held: the loop keeps only weak references to tasks
 
     async def start(self) -> None:
         await super().start()
         assert self._server is not None
+        loop = asyncio.get_running_loop()
         for sock in self._server.sockets:
-            with sock.dup() as listening:  # the same socket: listen() again only sets its queue's length
-                listening.listen(ACCEPT_QUEUE)
+            listening = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
+            listening.listen(ACCEPT_QUEUE)  # the same socket: listen() again only sets its queue's length
+            self._listening[sock.fileno()] = listening
+            loop.remove_reader(sock.fileno())  # asyncio's own accepting; its close of the server removes ours
+            loop.add_reader(sock.fileno(), self._accept, sock.fileno())
+
+    async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        for fd, listening in self._listening.items():
+            loop.remove_reader(fd)
+            listening.close()
+        self._listening.clear()
+        await super().stop()
+
+    def _accept(self, fd: int) -> None:
+        listening = self._listening.get(fd)
+        if listening is None:
+            return
+        server = self._runner.server
+        assert isinstance(server, SniffingServer)
+        loop = asyncio.get_running_loop()
+        for _ in range(LISTEN_BACKLOG):
+            try:
+                conn, address = listening.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    raise
+                # out of descriptors or memory: wait a second, as asyncio does, rather than spin on the queue
+                log.warning("cannot accept connections for now: %s", exc)
+                loop.remove_reader(fd)
+                loop.call_later(1.0, self._resume, fd)
+                return
+            conn.setblocking(False)
+            answer = server.refusal(address[0] if isinstance(address, tuple) else "?")
+            if answer is not None:
+                with contextlib.suppress(OSError):
+                    conn.send(answer)  # a few hundred bytes into an empty send buffer: never blocks
+                conn.close()
+                continue
+            task = loop.create_task(self._open(conn))
+            self._opening.add(task)
+            task.add_done_callback(self._opening.discard)
+
+    def _resume(self, fd: int) -> None:
+        if fd in self._listening:
+            asyncio.get_running_loop().add_reader(fd, self._accept, fd)
+
+    async def _open(self, conn: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(self._runner.server, conn)
+        except OSError as exc:  # reset before it was set up
+            log.debug("accepted connection lost at once: %s", exc)
+            conn.close()
 
 
 class TlsOnlySite(web.BaseSite):
