@@ -19,20 +19,20 @@ from aiohttp import web
 from ...errors import NeedNotFound
 from .. import peer_auth
 from ..appkeys import ALLOCATION
-from .common import json_body
+from .common import json_body, json_response
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/v1/allocation")
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[ALLOCATION].status())
+    return json_response(request.app[ALLOCATION].status())
 
 
 @routes.post("/v1/allocation/needs")
 async def add_need(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"kind": "storage", "quantity": 1000000, "seconds": 3600}')
-    return web.json_response(request.app[ALLOCATION].add_need(body.get("kind"), body.get("quantity"),
+    return json_response(request.app[ALLOCATION].add_need(body.get("kind"), body.get("quantity"),
                                                               body.get("seconds", 3600), body.get("max_price")),
                              status=201)
 
@@ -42,28 +42,28 @@ async def remove_need(request: web.Request) -> web.Response:
     need = request.match_info["need"]
     if not request.app[ALLOCATION].remove_need(need):
         raise NeedNotFound(f"no standing need {need!r} on this node", hint="xsc market status lists them")
-    return web.json_response({"removed": need})
+    return json_response({"removed": need})
 
 
 @routes.post("/v1/peer/allocation")
 async def exchange(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"states": [...], "receipts": [...]}')
-    return web.json_response(request.app[ALLOCATION].answer(body))
+    return json_response(request.app[ALLOCATION].answer(body))
 
 
 @routes.post("/v1/peer/allocation/fork")
 async def fork(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {} (or {"retire": HEX}: the id this node had before it restarted)')
-    return web.json_response(request.app[ALLOCATION].fork(peer_auth.peer_id(request), body))
+    return json_response(request.app[ALLOCATION].fork(peer_auth.peer_id(request), body))
 
 
 @routes.post("/v1/peer/allocation/subscribe")
 async def subscribe(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"subscriptions": [...]}')
-    return web.json_response(request.app[ALLOCATION].subscribe(peer_auth.peer_id(request), body))
+    return json_response(request.app[ALLOCATION].subscribe(peer_auth.peer_id(request), body))
 
 
 @routes.post("/v1/peer/allocation/digest")
 async def digest(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"states": {publisher: hash}, "receipts": {publisher: hash}}')
-    return web.json_response(request.app[ALLOCATION].digest_answer(peer_auth.peer_id(request), body))
+    return json_response(request.app[ALLOCATION].digest_answer(peer_auth.peer_id(request), body))

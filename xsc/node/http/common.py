@@ -55,8 +55,10 @@ def dumps(value: Any) -> bytes:
         return json.dumps(value).encode()
 
 
-def json_response(value: Any, status: int = 200) -> web.Response:
-    return web.Response(body=dumps(value), status=status, content_type="application/json")
+def json_response(value: Any, status: int = 200, content_type: str = "application/json",
+                  headers: dict[str, str] | None = None) -> web.Response:
+    """Every JSON answer of the node's routes (`dumps`)."""
+    return web.Response(body=dumps(value), status=status, content_type=content_type, headers=headers)
 
 
 def _too_deep(raw: bytes) -> bool:

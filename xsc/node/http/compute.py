@@ -44,17 +44,17 @@ async def deploy(request: web.Request) -> web.Response:
     wasm = await _read_module(request, service.max_module_size)
     facts = {k: request.query[k] for k in ("name", "version", "description") if k in request.query}
     info, created = await service.deploy(wasm, wasi=query_flag(request.query, "wasi"), facts=facts)
-    return web.json_response({**info.to_json(), "created": created}, status=201 if created else 200)
+    return json_response({**info.to_json(), "created": created}, status=201 if created else 200)
 
 
 @routes.get("/v1/modules")
 async def list_modules(request: web.Request) -> web.Response:
-    return web.json_response({"modules": [m.to_json() for m in request.app[COMPUTE].modules()]})
+    return json_response({"modules": [m.to_json() for m in request.app[COMPUTE].modules()]})
 
 
 @routes.get("/v1/modules/{id}")
 async def get_module(request: web.Request) -> web.Response:
-    return web.json_response(request.app[COMPUTE].module(request.match_info["id"]).to_json())
+    return json_response(request.app[COMPUTE].module(request.match_info["id"]).to_json())
 
 
 @routes.post("/v1/compute/invoke")
@@ -79,7 +79,7 @@ async def recent_provenance(request: web.Request) -> web.Response:
 
 @routes.get("/v1/compute/provenance/{id}")
 async def get_provenance(request: web.Request) -> web.Response:
-    return web.json_response(request.app[COMPUTE].provenance(request.match_info["id"]))
+    return json_response(request.app[COMPUTE].provenance(request.match_info["id"]))
 
 
 # --- peer API: a provider runs a call a gateway matched here ------------------------------------
@@ -87,7 +87,7 @@ async def get_provenance(request: web.Request) -> web.Response:
 async def receive_module(request: web.Request) -> web.Response:
     answer, created = await request.app[PAID_COMPUTE].receive_module(peer_auth.peer_id(request), await read_body(request),
                                                                       wasi=request.query.get("wasi") == "true")
-    return web.json_response(answer, status=201 if created else 200)
+    return json_response(answer, status=201 if created else 200)
 
 
 @routes.post(INVOKE_PATH)

@@ -27,7 +27,7 @@ from aiohttp import web
 from ...errors import InvalidArgument
 from ...ledger.model import ENTRY_FIELDS
 from ..appkeys import LEDGER, PAYMENTS, TRUST
-from .common import json_body, query_flag, query_int
+from .common import json_body, json_response, query_flag, query_int
 
 routes = web.RouteTableDef()
 
@@ -40,23 +40,23 @@ EXPORT_BATCH = 500
 @routes.post("/v1/ledger/prepay")
 async def prepay(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"node": NODE_ID, "amount": MICRO_CREDITS}')
-    return web.json_response(await request.app[PAYMENTS].prepay(body.get("node"), body.get("amount")), status=201)
+    return json_response(await request.app[PAYMENTS].prepay(body.get("node"), body.get("amount")), status=201)
 
 
 @routes.get("/v1/ledger/trust")
 async def trust_lines(request: web.Request) -> web.Response:
-    return web.json_response({"lines": request.app[TRUST].lines()})
+    return json_response({"lines": request.app[TRUST].lines()})
 
 
 @routes.get("/v1/ledger/accounts")
 async def list_accounts(request: web.Request) -> web.Response:
-    return web.json_response({"accounts": request.app[LEDGER].accounts()})
+    return json_response({"accounts": request.app[LEDGER].accounts()})
 
 
 @routes.get("/v1/ledger/accounts/{account}")
 async def account(request: web.Request) -> web.Response:
     service = request.app[LEDGER]
-    return web.json_response(service.account_view(service.account_key(request.match_info["account"])))
+    return json_response(service.account_view(service.account_key(request.match_info["account"])))
 
 
 @routes.get("/v1/ledger/accounts/{account}/chain")
@@ -68,7 +68,7 @@ async def chain(request: web.Request) -> web.Response:
     view = service.account_view(key)
     entries = await service.chain(key, start, limit)
     last = entries[-1]["seq"] if entries else start - 1
-    return web.json_response({
+    return json_response({
         "account": view["account"], "head": view["seq"], "from": start, "entries": entries,
         "next": last + 1 if last < view["seq"] else None,
     })
@@ -94,7 +94,7 @@ async def history(request: web.Request) -> web.Response:
 
 @routes.get("/v1/ledger/entries/{entry}")
 async def show(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[LEDGER].entry(request.match_info["entry"]))
+    return json_response(await request.app[LEDGER].entry(request.match_info["entry"]))
 
 
 @routes.post("/v1/ledger/entries")
@@ -116,12 +116,12 @@ async def post_entries(request: web.Request) -> web.Response:
             raise InvalidArgument(f"entry #{n + 1} is not hex", hint="send each entry's `encoded` field") from None
     results = await request.app[LEDGER].accept(encoded)
     status = 201 if any(r["status"] == "stored" for r in results) else 200
-    return web.json_response({"results": results}, status=status)
+    return json_response({"results": results}, status=status)
 
 
 @routes.get("/v1/ledger/verify")
 async def verify(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[LEDGER].verify())
+    return json_response(await request.app[LEDGER].verify())
 
 
 @routes.get("/v1/ledger/export")

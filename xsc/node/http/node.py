@@ -14,6 +14,7 @@ from ...errors import Unauthorized
 from ..appkeys import CONFIG, DB, HEALTH_CHECKS, IDENTITY, METRICS, STARTED, STATUS_PARTS
 from ..auth import check_token
 from ..metrics import resident_memory
+from .common import json_response
 
 routes = web.RouteTableDef()
 
@@ -75,7 +76,7 @@ async def health(request: web.Request) -> web.Response:
         "description": "XSC node",
         "checks": checks,
     }
-    return web.json_response(body, status=503 if status == "fail" else 200, content_type="application/health+json")
+    return json_response(body, status=503 if status == "fail" else 200, content_type="application/health+json")
 
 
 @routes.get("/metrics")
@@ -99,4 +100,4 @@ async def node_status(request: web.Request) -> web.Response:
     }
     for name, part in app[STATUS_PARTS].items():
         body[name] = part()
-    return web.json_response(body)
+    return json_response(body)

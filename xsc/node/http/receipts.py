@@ -17,7 +17,7 @@ from ...ledger import Authorization, decode_authorization
 from ...net.receipts import RECEIPTS_PATH
 from .. import peer_auth
 from ..appkeys import LEDGER, PAYMENTS
-from .common import json_object, read_body
+from .common import json_object, json_response, read_body
 
 MAX_BODY = 8 * 1024  # an authorization is < 500 bytes and usage at most 8 meters
 HINT = 'send {"authorization": "<hex>", "amount": <micro-credits>, "usage": {"fuel": <n>}}'
@@ -52,7 +52,7 @@ async def countersign(request: web.Request) -> web.Response:
         raise InvalidArgument("usage must be an object of meters, e.g. {\"fuel\": 1200}", hint=HINT)
     receipt = await request.app[PAYMENTS].countersign(peer_auth.peer_id(request), auth, amount, usage,
                                                       body.get("job"))
-    return web.json_response({"receipt": receipt.encode().hex()})
+    return json_response({"receipt": receipt.encode().hex()})
 
 
 @routes.get(RECEIPTS_PATH + "/{authorization}")
@@ -67,4 +67,4 @@ async def receipt(request: web.Request) -> web.Response:
     found = await request.app[LEDGER].receipt_for(auth_id)
     if found is None:
         raise EntryNotFound(f"this node made no receipt for authorization {text.lower()}")
-    return web.json_response({"receipt": found.encode().hex()})
+    return json_response({"receipt": found.encode().hex()})

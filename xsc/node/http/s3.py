@@ -13,7 +13,7 @@ from ...s3 import listing
 from ...s3.index import S3Index
 from ...tasks import in_pool
 from ..appkeys import CPU_POOL, S3_INDEX
-from .common import json_body, query_int
+from .common import json_body, json_response, query_int
 
 routes = web.RouteTableDef()
 
@@ -48,24 +48,24 @@ def _strings(body: dict, name: str) -> list[str]:
 
 @routes.get("/v1/s3/buckets")
 async def buckets(request: web.Request) -> web.Response:
-    return web.json_response({"buckets": await _call(request, _index(request).buckets)})
+    return json_response({"buckets": await _call(request, _index(request).buckets)})
 
 
 @routes.put("/v1/s3/buckets/{bucket}")
 async def create_bucket(request: web.Request) -> web.Response:
     record = await _call(request, _index(request).create_bucket, request.match_info["bucket"])
-    return web.json_response(record, status=201)
+    return json_response(record, status=201)
 
 
 @routes.get("/v1/s3/buckets/{bucket}")
 async def bucket(request: web.Request) -> web.Response:
-    return web.json_response(await _call(request, _index(request).bucket, request.match_info["bucket"]))
+    return json_response(await _call(request, _index(request).bucket, request.match_info["bucket"]))
 
 
 @routes.delete("/v1/s3/buckets/{bucket}")
 async def delete_bucket(request: web.Request) -> web.Response:
     await _call(request, _index(request).delete_bucket, request.match_info["bucket"])
-    return web.json_response({"deleted": request.match_info["bucket"]})
+    return json_response({"deleted": request.match_info["bucket"]})
 
 
 @routes.get("/v1/s3/buckets/{bucket}/objects")
@@ -74,32 +74,32 @@ async def list_objects(request: web.Request) -> web.Response:
     page = await _call(request, _index(request).list, request.match_info["bucket"], prefix=q.get("prefix", ""),
                        delimiter=q.get("delimiter", ""), max_keys=query_int(q, "max_keys", 1000, 0, 1000),
                        start=listing.decode_token(q.get("start", "")))
-    return web.json_response(page)
+    return json_response(page)
 
 
 @routes.get("/v1/s3/buckets/{bucket}/object")
 async def get_object(request: web.Request) -> web.Response:
-    return web.json_response(await _call(request, _index(request).get, request.match_info["bucket"], _key(request)))
+    return json_response(await _call(request, _index(request).get, request.match_info["bucket"], _key(request)))
 
 
 @routes.put("/v1/s3/buckets/{bucket}/object")
 async def put_object(request: web.Request) -> web.Response:
     record = await _json(request)
     garbage = await _call(request, _index(request).put, request.match_info["bucket"], _key(request), record)
-    return web.json_response({"garbage": garbage})
+    return json_response({"garbage": garbage})
 
 
 @routes.delete("/v1/s3/buckets/{bucket}/object")
 async def delete_object(request: web.Request) -> web.Response:
     garbage = await _call(request, _index(request).delete, request.match_info["bucket"], _key(request))
-    return web.json_response({"garbage": garbage})
+    return json_response({"garbage": garbage})
 
 
 @routes.post("/v1/s3/buckets/{bucket}/delete")
 async def delete_objects(request: web.Request) -> web.Response:
     keys = _strings(await _json(request), "keys")
     garbage = await _call(request, _index(request).delete_many, request.match_info["bucket"], keys)
-    return web.json_response({"garbage": garbage})
+    return json_response({"garbage": garbage})
 
 
 @routes.post("/v1/s3/buckets/{bucket}/uploads")
@@ -110,21 +110,21 @@ async def create_upload(request: web.Request) -> web.Response:
         raise BadRequest('send {"key": KEY, "content_type": TYPE, "metadata": {...}}')
     upload_id = await _call(request, _index(request).create_upload, request.match_info["bucket"], body["key"],
                             str(body.get("content_type") or ""), {str(k): str(v) for k, v in metadata.items()})
-    return web.json_response({"upload_id": upload_id}, status=201)
+    return json_response({"upload_id": upload_id}, status=201)
 
 
 @routes.get("/v1/s3/buckets/{bucket}/uploads")
 async def list_uploads(request: web.Request) -> web.Response:
     uploads = await _call(request, _index(request).uploads, request.match_info["bucket"],
                           request.query.get("prefix", ""))
-    return web.json_response({"uploads": uploads})
+    return json_response({"uploads": uploads})
 
 
 @routes.get("/v1/s3/uploads/{upload}")
 async def upload(request: web.Request) -> web.Response:
     index, upload_id = _index(request), request.match_info["upload"]
     record = await _call(request, index.upload, upload_id)
-    return web.json_response({**record, "parts": await _call(request, index.parts, upload_id)})
+    return json_response({**record, "parts": await _call(request, index.parts, upload_id)})
 
 
 @routes.put("/v1/s3/uploads/{upload}/parts/{number}")
@@ -138,7 +138,7 @@ async def put_part(request: web.Request) -> web.Response:
         raise BadRequest('send {"cap": CAPABILITY, "size": BYTES, "etag": MD5}')
     garbage = await _call(request, _index(request).put_part, request.match_info["upload"], number, body["cap"],
                           body["size"], body["etag"])
-    return web.json_response({"garbage": garbage})
+    return json_response({"garbage": garbage})
 
 
 @routes.post("/v1/s3/uploads/{upload}/complete")
@@ -151,32 +151,32 @@ async def complete(request: web.Request) -> web.Response:
         raise BadRequest('send {"parts": [[PART_NUMBER, ETAG], ...]} (1 to 10000 parts)')
     record, garbage = await _call(request, _index(request).complete, request.match_info["upload"],
                                   [(n, e) for n, e in parts])
-    return web.json_response({"object": record, "garbage": garbage})
+    return json_response({"object": record, "garbage": garbage})
 
 
 @routes.delete("/v1/s3/uploads/{upload}")
 async def abort(request: web.Request) -> web.Response:
-    return web.json_response({"garbage": await _call(request, _index(request).abort, request.match_info["upload"])})
+    return json_response({"garbage": await _call(request, _index(request).abort, request.match_info["upload"])})
 
 
 @routes.get("/v1/s3/garbage")
 async def garbage(request: web.Request) -> web.Response:
-    return web.json_response({"garbage": await _call(request, _index(request).garbage)})
+    return json_response({"garbage": await _call(request, _index(request).garbage)})
 
 
 @routes.post("/v1/s3/garbage/forget")
 async def forget_garbage(request: web.Request) -> web.Response:
     caps = _strings(await _json(request), "caps")
     await _call(request, _index(request).forget_garbage, caps)
-    return web.json_response({"forgotten": len(caps)})
+    return json_response({"forgotten": len(caps)})
 
 
 @routes.post("/v1/s3/reconcile")
 async def reconcile(request: web.Request) -> web.Response:
     caps = _strings(await _json(request), "caps")
-    return web.json_response({"orphans": await _call(request, _index(request).reconcile, caps)})
+    return json_response({"orphans": await _call(request, _index(request).reconcile, caps)})
 
 
 @routes.get("/v1/s3/export")
 async def export(request: web.Request) -> web.Response:
-    return web.json_response(await _call(request, _index(request).export))
+    return json_response(await _call(request, _index(request).export))

@@ -16,7 +16,7 @@ from ...storage.wire import DAMAGE_PATH, parse_count, parse_damage_report, parse
 from ...tasks import in_pool
 from .. import peer_auth
 from ..appkeys import AUDITS, CPU_POOL, SHARE_HOLDER
-from .common import json_body, json_object
+from .common import json_body, json_object, json_response
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ async def begin_upload(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"size", "segment_size", "lease_expiry", "price"}')
     answer = await request.app[SHARE_HOLDER].begin_upload(_sender(request), peer_auth.peer_id(request), si, share,
                                                           body)
-    return web.json_response(answer, status=201)
+    return json_response(answer, status=201)
 
 
 @routes.put("/v1/peer/uploads/{upload}/segments/{first}")
@@ -77,7 +77,7 @@ async def put_segments(request: web.Request) -> web.Response:
     async with holder.body_room(incoming, min(limit, request.content_length or limit)):
         body = await _read_signed_body(request, limit)
         following = await holder.put(incoming, first, body)
-    return web.json_response({"next_segment": following, "segment_count": incoming.segment_count})
+    return json_response({"next_segment": following, "segment_count": incoming.segment_count})
 
 
 @routes.post("/v1/peer/uploads/{upload}/commit")
@@ -94,7 +94,7 @@ async def commit_upload(request: web.Request) -> web.Response:
         await holder.abort(incoming)
         raise
     meta = await holder.commit(incoming, body.get("block_hashes"), body.get("manifest"))
-    return web.json_response({"share": meta.share, "segment_count": meta.segment_count,
+    return json_response({"share": meta.share, "segment_count": meta.segment_count,
                               "stored_bytes": meta.stored_bytes, "lease_expiry": meta.lease_expiry})
 
 
@@ -102,12 +102,12 @@ async def commit_upload(request: web.Request) -> web.Response:
 async def abort_upload(request: web.Request) -> web.Response:
     holder = request.app[SHARE_HOLDER]
     await holder.abort(holder.get(request.match_info["upload"], _sender(request)))
-    return web.json_response({"aborted": request.match_info["upload"]})
+    return json_response({"aborted": request.match_info["upload"]})
 
 
 @routes.get("/v1/peer/shares/{si}/{share}")
 async def share_meta(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[SHARE_HOLDER].describe(*_target(request)))
+    return json_response(await request.app[SHARE_HOLDER].describe(*_target(request)))
 
 
 @routes.get("/v1/peer/shares/{si}/{share}/blocks")
@@ -142,14 +142,14 @@ async def delete_share(request: web.Request) -> web.Response:
 async def renew_share(request: web.Request) -> web.Response:
     si, share = _target(request)
     body = await json_body(request, 'send {"lease_expiry": <unix seconds>}')
-    return web.json_response(await request.app[SHARE_HOLDER].renew(si, share, _sender(request), body))
+    return json_response(await request.app[SHARE_HOLDER].renew(si, share, _sender(request), body))
 
 
 @routes.post("/v1/peer/shares/{si}/{share}/audit")
 async def audit_share(request: web.Request) -> web.Response:
     si, share = _target(request)
     body = await json_body(request, 'send {"segment": <block index>}')
-    return web.json_response(await request.app[SHARE_HOLDER].audit(si, share, body))
+    return json_response(await request.app[SHARE_HOLDER].audit(si, share, body))
 
 
 @routes.post(DAMAGE_PATH)
@@ -157,6 +157,6 @@ async def report_damage(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"si": <64 hex digits>, "share": <0-5>, "segments": [...]}')
     si, share, segments = parse_damage_report(body)
     await request.app[AUDITS].damage_reported(si, share, segments, peer_auth.peer_id(request))
-    return web.json_response({"marked": True, "repair": "queued"}, status=202)
+    return json_response({"marked": True, "repair": "queued"}, status=202)
 
 

@@ -13,7 +13,7 @@ from ...storage.ranges import content_range, parse_range
 from ..appkeys import CONFIG, METRICS, STORAGE
 from ..auth import check_token
 from ..problems import problem_from_error
-from .common import optional_json_body, query_int
+from .common import json_response, optional_json_body, query_int
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,13 @@ async def put_file(request: web.Request) -> web.Response:
         response = problem_from_error(err)
         response.force_close()
         return response
-    return web.json_response(answer, status=201)
+    return json_response(answer, status=201)
 
 
 @routes.get("/v1/store/files")
 async def list_files(request: web.Request) -> web.Response:
     limit = query_int(request.query, "limit", 0, 1, 10**9) or None  # ?limit=N: the newest N files only
-    return web.json_response(await request.app[STORAGE].files_view(limit))
+    return json_response(await request.app[STORAGE].files_view(limit))
 
 
 @routes.get("/v1/store/files/{cap}")
@@ -112,22 +112,22 @@ async def get_file(request: web.Request) -> web.StreamResponse:
 
 @routes.delete("/v1/store/files/{cap}")
 async def remove_file(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[STORAGE].remove(_cap(request)))
+    return json_response(await request.app[STORAGE].remove(_cap(request)))
 
 
 @routes.get("/v1/store/files/{cap}/check")
 async def check_file(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[STORAGE].check(_cap(request)))
+    return json_response(await request.app[STORAGE].check(_cap(request)))
 
 
 @routes.post("/v1/store/files/{cap}/verify")
 async def verify_file(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[STORAGE].verify(_cap(request)))
+    return json_response(await request.app[STORAGE].verify(_cap(request)))
 
 
 @routes.post("/v1/store/files/{cap}/repair")
 async def repair_file(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[STORAGE].repair(_cap(request)))
+    return json_response(await request.app[STORAGE].repair(_cap(request)))
 
 
 @routes.post("/v1/store/files/{cap}/renew")
@@ -135,4 +135,4 @@ async def renew_file(request: web.Request) -> web.Response:
     """Extend every share's lease to now + duration (body {"duration": seconds}), paid like the lease."""
     cap = _cap(request)
     body = await optional_json_body(request, leases.DURATION_HINT)
-    return web.json_response(await request.app[STORAGE].renew(cap, body))
+    return json_response(await request.app[STORAGE].renew(cap, body))

@@ -22,6 +22,7 @@ from ...errors import Forbidden, Unauthorized
 from ...ui.session import CSRF_HEADER, SESSION_SECONDS
 from ..appkeys import IDENTITY, UI_SESSIONS
 from ..auth import session_cookie
+from .common import json_response
 
 routes = web.RouteTableDef()
 
@@ -55,7 +56,7 @@ async def login_link(request: web.Request) -> web.Response:
         raise Forbidden("login links are given for the node's API token only", hint="run `xsc ui`")
     value, expires = request.app[UI_SESSIONS].link(time.time())
     path = f"/ui/login?link={value}"
-    return web.json_response({"path": path, "url": f"{request.scheme}://{request.host}{path}", "expires": expires})
+    return json_response({"path": path, "url": f"{request.scheme}://{request.host}{path}", "expires": expires})
 
 
 def _page(status: int, title: str, text: str) -> web.Response:
@@ -88,13 +89,13 @@ async def login(request: web.Request) -> web.Response:
 async def session_info(request: web.Request) -> web.Response:
     session = session_cookie(request)
     csrf = request.app[UI_SESSIONS].csrf(session) if session else None
-    return web.json_response({"node": request.app[IDENTITY].id, "csrf": csrf, "csrf_header": CSRF_HEADER},
+    return json_response({"node": request.app[IDENTITY].id, "csrf": csrf, "csrf_header": CSRF_HEADER},
                              headers={"Cache-Control": "no-store"})
 
 
 @routes.post("/v1/ui/logout")
 async def logout(request: web.Request) -> web.Response:
-    response = web.json_response({"logged_out": True})
+    response = json_response({"logged_out": True})
     response.del_cookie(request.app[UI_SESSIONS].cookie, path="/")
     return response
 
