@@ -4,6 +4,7 @@
     task = every(name, period, step)        await step() every period() seconds until cancelled;
                                             a failed round is logged and never ends the loop
     await stop(*tasks)                      cancel background tasks and wait for them to end
+    await at_most(n, calls)                 await calls (an iterable of awaitables) n at a time at most
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
@@ -53,3 +54,18 @@ async def stop(*tasks: asyncio.Task | None) -> None:
     for task in running:
         task.cancel()
     await asyncio.gather(*running, return_exceptions=True)
+
+
+async def at_most(limit: int, calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Await `calls` with at most `limit` in flight, taken in the order given (a generator's next call is made
+    only when there is room for it); their results in that order.  A round over every peer of a full directory
+    at once (probes, subscriptions) kept a thousand connections' objects alive together, each collection's work."""
+    pending = enumerate(calls)
+    results: dict[int, T] = {}
+
+    async def worker() -> None:
+        for i, call in pending:
+            results[i] = await call
+
+    await asyncio.gather(*(worker() for _ in range(max(1, limit))))
+    return [results[i] for i in range(len(results))]

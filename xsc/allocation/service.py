@@ -61,6 +61,7 @@ from ..config import MarketSection
 from ..errors import InvalidArgument, PeerError, UnknownPeer, XscError
 from ..identity import Identity
 from ..market.models import Bid
+from ..tasks import at_most
 from .convergence import NETWORK_QUORUM
 from .itc import ItcError, Stamp
 from .models import AllocationState, Commitment, DampingSample
@@ -96,6 +97,7 @@ SUBSCRIBE_PATH = "/v1/peer/allocation/subscribe"
 DIGEST_PATH = "/v1/peer/allocation/digest"
 SUBSCRIPTION_TTL = 60.0  # seconds a subscription lives; renewed every third of it (and when its topics change)
 SUBSCRIBE_RETRY = 5.0  # seconds before a subscription that failed is sent again
+SUBSCRIPTIONS_AT_ONCE = 64  # subscriptions in flight at most (as probes: peers/probes.py)
 MAX_RECORDS = 1_001  # states and receipts per message each: one per peer the directory can hold, and this node's
 FORK_WAIT = 3.0  # seconds a node without an ITC id waits for a peer to fork one from before it seeds one
 TRAFFIC_ROUNDS = 256  # rounds whose bytes are kept for the status
@@ -592,16 +594,16 @@ class AllocationService:
                 continue
             if self.peers.availability(d.id).up is False or self._retry_at.get(d.id, 0.0) > now:
                 continue
-            sub = sign_subscription(self.identity, d.id, topics, now_ms() + int(SUBSCRIPTION_TTL * 1000))
             if topics:
                 self.subscribed[d.id] = (topics, now)
             else:
                 self.subscribed.pop(d.id, None)
-            calls.append(self._send_subscription(d, sub))
-        if calls:
-            await asyncio.gather(*calls)
+            calls.append((d, topics))
+        # signed as they go, a few at a time: a directory of 1,000 peers recognising this node asked for 1,000
+        await at_most(SUBSCRIPTIONS_AT_ONCE, (self._send_subscription(d, topics) for d, topics in calls))
 
-    async def _send_subscription(self, d, sub) -> None:
+    async def _send_subscription(self, d, topics: frozenset[str]) -> None:
+        sub = sign_subscription(self.identity, d.id, topics, now_ms() + int(SUBSCRIPTION_TTL * 1000))
         message: dict[str, Any] = {"subscriptions": [sub.to_json()]}
         if d.id not in self._greeted:
             message["fresh"] = True  # our first since we started: it re-subscribes here (we hold none of its)

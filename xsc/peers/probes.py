@@ -20,7 +20,7 @@ from ..errors import PeerError
 from ..health import Availability, PeerHistory, availability, reachable_status, record_audit, record_probe
 from ..health.stats import DAY_MS, HOUR_MS, MAX_ERROR, bucket_start, sparkline
 from ..identity import parse_public_id, public_id
-from ..tasks import every, stop
+from ..tasks import at_most, every, stop
 from .descriptors import NodeDescriptor
 from .service import PeerService, now_ms
 
@@ -149,19 +149,13 @@ class HealthService:
         return True, latency, None
 
     async def probe_round(self) -> dict:
-        """Probe every known peer at once; record and persist the results."""
+        """Probe every known peer (PROBES_AT_ONCE at a time); record and persist the results."""
         async with self._round_lock:
             peers = self.peers.peers()
             start = time.perf_counter()
-            results: list = [None] * len(peers)
             # The peers last seen up first, so that peers that do not answer never delay them.
-            order = iter(sorted(range(len(peers)), key=lambda i: self.availability(peers[i].id).up is not True))
-
-            async def prober() -> None:
-                for i in order:
-                    results[i] = await self.probe(peers[i])
-
-            await asyncio.gather(*(prober() for _ in range(min(PROBES_AT_ONCE, len(peers)))))
+            peers = sorted(peers, key=lambda p: self.availability(p.id).up is not True)
+            results = await at_most(PROBES_AT_ONCE, (self.probe(p) for p in peers))
             seconds = time.perf_counter() - start
             at = now_ms()
             done = list(zip(peers, results))
