@@ -314,9 +314,10 @@ class MarketService:
             self.user_weights[peer] = weight
         self.touch()
 
-    def derived_weight(self, peer: str) -> Decimal:
+    def derived_weight(self, peer: str, exchanged_total: int | None = None) -> Decimal:
         """From health and the ledger: availability over 24 h, cut to a tenth after a failed audit,
-        plus a bonus for the share of money exchanged with that peer (both directions)."""
+        plus a bonus for the share of money exchanged with that peer (both directions).  `exchanged_total`:
+        `_exchanged_total()`, when the caller weighs every peer (summed once, not once per peer)."""
         availability = self.peers.availability(peer) if self.peers is not None else None
         if availability is None or availability.ratio_24h is None:
             weight = DERIVED_NO_PROBES
@@ -324,24 +325,27 @@ class MarketService:
             weight = Decimal(str(round(availability.ratio_24h, 4)))
         if availability is not None and availability.last_audit and not availability.last_audit.get("ok", True):
             weight /= 10
-        total = sum(self.paid_by.values()) + sum(self.delivered_by.values())
+        total = self._exchanged_total() if exchanged_total is None else exchanged_total
         if total:
             exchanged = self.paid_by.get(peer, 0) + self.delivered_by.get(peer, 0)
             weight += Decimal(exchanged) / Decimal(total)
         return weight.quantize(Decimal("0.0001"))
 
+    def _exchanged_total(self) -> int:
+        return sum(self.paid_by.values()) + sum(self.delivered_by.values())
+
     def recognition(self) -> dict[str, Decimal]:
-        peers = self._peer_ids()
-        weights = {p: self.derived_weight(p) for p in peers}
+        total = self._exchanged_total()
+        weights = {p: self.derived_weight(p, total) for p in self._peer_ids()}
         weights.update(self.user_weights)
         return {p: w for p, w in sorted(weights.items()) if w > 0 and p != self.me}
 
     def recognition_view(self) -> list[dict]:
-        peers = set(self._peer_ids())
+        peers, total = set(self._peer_ids()), self._exchanged_total()
         rows = []
         for peer in sorted(peers | set(self.user_weights)):
             theirs = self.book.get(peer)
-            derived = self.derived_weight(peer)  # once per peer (it reads the peer's availability)
+            derived = self.derived_weight(peer, total)  # once per peer (it reads the peer's availability)
             rows.append({"peer": peer, "weight": str(self.user_weights.get(peer, derived)),
                          "set_by_user": peer in self.user_weights, "derived": str(derived),
                          "theirs": str(theirs.recognition.get(self.me, 0)) if theirs else None})
