@@ -29,7 +29,7 @@ from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
 from ..ledger.tabs import Tabs, owed_record
 from ..market.service import MarketService
-from ..net.compute import post_invoke
+from ..net.compute import MAX_BATCH_CALLS, InvokeBatcher
 from ..net.peer_client import PeerClient
 from .remote_tabs import GatewayTabs, ProviderTabs
 from .service import ComputeService, InvokeCall, parse_invoke
@@ -83,6 +83,7 @@ class PaidCompute:
         self._running: set[bytes] = set()  # authorizations whose run is under way here (provider side)
         self._awaited: dict[tuple[str, str], float] = {}  # (gateway, module id) -> until when it may push it
         self._verified: dict[str, Authorization] = {}  # authorizations (their hex) checked to pay this node
+        self.batcher = InvokeBatcher(client)  # tab calls to one provider go in self-clocked batches
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="xsc-pushed-modules-sweep")
@@ -90,6 +91,7 @@ class PaidCompute:
         self.gateway_tabs.start()
 
     async def close(self) -> None:
+        await self.batcher.close()
         await self.gateway_tabs.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -209,8 +211,8 @@ class PaidCompute:
         body = {"call": _call_json(call), "price": price, "authorization": tab.hex, "deal": deal, "tab": True,
                 "memory_price": self.compute.memory_price}
         try:
-            answer = await post_invoke(self.client, url, provider, body,
-                                       lambda: self.compute.store.wasm(bytes.fromhex(call.module)), call.wasi)
+            answer = await self.batcher.invoke(url, provider, body,
+                                               lambda: self.compute.store.wasm(bytes.fromhex(call.module)), call.wasi)
         except PeerRefused as err:  # refused before it ran: nothing is owed for it
             self.gateway_tabs.answered(tab, budget, None)
             raise _relayed(provider, err) from None
@@ -338,6 +340,31 @@ class PaidCompute:
     async def sweep_pushed(self, now: float | None = None) -> list[str]:
         """Remove modules peers pushed that no call used for PUSHED_TTL seconds; their ids."""
         return await self.compute.remove_unused_pushed(PUSHED_TTL, time.time() if now is None else now)
+
+    async def run_batch_for_peer(self, gateway: str, body: Any) -> list[dict[str, Any] | XscError]:
+        """Run the tab calls of a gateway's batch (net/compute.py: InvokeBatcher): each is checked and run
+        exactly as if it had come alone (its own authorization, tab, trust line, module, limits), concurrently;
+        one answer or refusal per call, in order.  A refused or trapped call fails alone."""
+        calls = body.get("calls") if isinstance(body, dict) else None
+        if not isinstance(calls, list) or set(body) != {"calls"}:
+            raise InvalidArgument('send {"calls": [CALL, ...]}, each CALL a tab call as POST /v1/peer/compute/invoke '
+                                  'takes it')
+        if not 1 <= len(calls) <= MAX_BATCH_CALLS:
+            raise InvalidArgument(f"a batch holds 1 to {MAX_BATCH_CALLS} calls, not {len(calls)}",
+                                  hint="send fewer calls at once", max_calls=MAX_BATCH_CALLS)
+        return list(await asyncio.gather(*(self._batched(gateway, call) for call in calls)))
+
+    async def _batched(self, gateway: str, entry: Any) -> dict[str, Any] | XscError:
+        try:
+            if not isinstance(entry, dict) or entry.get("tab") is not True:
+                raise InvalidArgument('each call of a batch is a tab call: {"call", "price", "authorization", '
+                                      '"deal", "tab": true}')
+            return await self.run_for_peer(gateway, entry)
+        except XscError as err:
+            return err
+        except Exception:  # a fault of this node's (its database, ...): this call fails, the others stand
+            log.exception("a call of %s's batch failed", gateway[:12])
+            return XscError("the call failed on this node; see its log")
 
     async def run_for_peer(self, gateway: str, body: dict) -> dict[str, Any]:
         """Run a call a gateway matched here, paid by the authorization it sent: the run and our receipt."""

@@ -2,21 +2,45 @@
 
     POST /v1/peer/compute/invoke  {"call", "price", "authorization", "deal"} -> {"run", "receipt"[, "trap"]}
     POST /v1/peer/compute/invoke  {..., "tab": true} -> {"run", "tab": {"authorization", "total", "count"}[, "trap"]}
+    POST /v1/peer/compute/invokes {"calls": [{..., "tab": true}, ...]} -> {"results": [{"status": 200, "answer": {...}}
+                                  | {"status": 4xx, "problem": {"code", "detail", ...}}, ...]}: one per call, in order
     POST /v1/peer/compute/tabs/close  {"authorization"} -> {"receipt"}: the provider's receipt for the tab's total
     PUT  /v1/peer/modules[?wasi=true]   the wasm bytes (content-addressed: its id is its hash)
+
+`InvokeBatcher` sends a gateway's tab calls to one provider **self-clocked**: a call to a provider with no
+request in flight goes at once, alone (the single-call route: a lone call waits for nothing, and an older
+peer understands it); calls that come while a request to that provider is in flight queue, and go together
+as ONE signed request (at most MAX_BATCH_CALLS calls, MAX_BATCH_BYTES bytes) as soon as it returns.  No timer:
+the batch is whatever came during one round trip.  Each call in a batch is a whole tab call (its own
+authorization, price and deal): the provider checks each separately and answers each separately.  What a
+provider answers is checked call by call: an answer that is not a well-formed run or refusal counts as lost
+(the call may have run: the gateway keeps its budget held until the tab is paid, as for a cut connection).
 """
 
 from __future__ import annotations
 
+import asyncio
+import copy
+import json
+import logging
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import PeerRefused
-from .peer_client import PeerClient
+import orjson
+
+from ..errors import PeerError, PeerRefused, PeerUnreachable
+from .peer_client import EncodedJson, PeerClient, PeerResponse
+
+log = logging.getLogger(__name__)
 
 INVOKE_PATH = "/v1/peer/compute/invoke"
+INVOKES_PATH = "/v1/peer/compute/invokes"
 MODULES_PATH = "/v1/peer/modules"
 TAB_CLOSE_PATH = "/v1/peer/compute/tabs/close"
+MAX_BATCH_CALLS = 32  # calls in one batch (a provider refuses more: 400)
+MAX_BATCH_BYTES = 256 * 1024  # bytes of one batch's body (a provider refuses more: 413); a larger call goes alone
 
 
 async def post_invoke(client: PeerClient, url: str, provider: str, body: dict, wasm: Callable[[], bytes],
@@ -28,10 +52,16 @@ async def post_invoke(client: PeerClient, url: str, provider: str, body: dict, w
     except PeerRefused as err:
         if err.details.get("peer_code") != "module-not-found":
             raise
-        await client.request(url, "PUT", MODULES_PATH + ("?wasi=true" if wasi else ""), data=wasm(), to=provider)
+        await push_module(client, url, provider, wasm, wasi)
         response = await client.request(url, "POST", INVOKE_PATH, json=body, to=provider, kept=True)
-    answer = response.json()
-    paid_by = "tab" if body.get("tab") else "receipt"
+    return _checked(url, response.json(), "tab" if body.get("tab") else "receipt")
+
+
+async def push_module(client: PeerClient, url: str, provider: str, wasm: Callable[[], bytes], wasi: bool) -> None:
+    await client.request(url, "PUT", MODULES_PATH + ("?wasi=true" if wasi else ""), data=wasm(), to=provider)
+
+
+def _checked(url: str, answer: Any, paid_by: str) -> dict[str, Any]:
     if not isinstance(answer, dict) or not isinstance(answer.get(paid_by), (str, dict)) or \
             not isinstance(answer.get("run"), dict):
         raise PeerRefused(f"provider {url} answered an invoke without a run and a {paid_by}", url=url)
@@ -48,4 +78,197 @@ async def close_tab(client: PeerClient, url: str, provider: str, authorization_h
     return answer
 
 
-__all__ = ["INVOKE_PATH", "MODULES_PATH", "TAB_CLOSE_PATH", "close_tab", "post_invoke"]
+# --- self-clocked batches of tab calls ------------------------------------------------------------
+@dataclass
+class _Queued:
+    entry: bytes  # the call's body, encoded
+    future: asyncio.Future
+
+
+@dataclass
+class _Lane:
+    """The calls to one provider: whether a request is in flight, and what waits for it to return."""
+
+    url: str
+    busy: bool = False
+    single_only: bool = False  # the provider does not know the batch route (an older peer)
+    queue: deque[_Queued] = field(default_factory=deque)
+
+
+def _lost(url: str, why: str) -> PeerUnreachable:
+    """A call whose answer did not come back well formed: it may have run (its budget stays held until paid)."""
+    return PeerUnreachable(f"provider {url}: {why}", url=url, reason=why, sent=True)
+
+
+class InvokeBatcher:
+    """Tab calls to providers, batched per provider while a request to it is in flight (module docstring)."""
+
+    def __init__(self, client: PeerClient, *, max_calls: int = MAX_BATCH_CALLS,
+                 max_bytes: int = MAX_BATCH_BYTES) -> None:
+        self.client, self.max_calls, self.max_bytes = client, max_calls, max_bytes
+        self._lanes: dict[str, _Lane] = {}
+        self._pushes: dict[tuple[str, str], asyncio.Future] = {}
+        self._drains: set[asyncio.Task] = set()
+        self.batches = 0  # batch requests sent (status, tests)
+        self.batched = 0  # calls sent in them
+
+    async def close(self) -> None:
+        """Stop sending: a batch in flight is abandoned (its calls count as lost, the queued ones as never sent)."""
+        for task in list(self._drains):
+            task.cancel()
+        await asyncio.gather(*self._drains, return_exceptions=True)
+
+    async def invoke(self, url: str, provider: str, body: dict, wasm: Callable[[], bytes], wasi: bool) -> dict[str, Any]:
+        """Ask `provider` to run one tab call (`body`, with "tab": true); its answer, checked to hold a run and
+        a tab.  A provider that lacks the module is sent it once (one push per module at a time) and asked again."""
+        try:
+            entry = orjson.dumps(body)
+        except TypeError:  # what orjson cannot encode (integers past 64 bits, ...)
+            entry = json.dumps(body, separators=(",", ":")).encode()
+        try:
+            return await self._send(url, provider, entry)
+        except PeerRefused as err:
+            if err.details.get("peer_code") != "module-not-found":
+                raise
+        await self._push(url, provider, str(body["call"]["module"]), wasm, wasi)
+        return await self._send(url, provider, entry)
+
+    async def _push(self, url: str, provider: str, module: str, wasm: Callable[[], bytes], wasi: bool) -> None:
+        key = (provider, module)
+        pushing = self._pushes.get(key)
+        if pushing is None:  # calls of one batch that all lacked the module push it once
+            pushing = self._pushes[key] = asyncio.ensure_future(push_module(self.client, url, provider, wasm, wasi))
+            pushing.add_done_callback(lambda _: self._pushes.pop(key, None))
+        await asyncio.shield(pushing)
+
+    async def _send(self, url: str, provider: str, entry: bytes) -> dict[str, Any]:
+        lane = self._lanes.get(provider)
+        if lane is None or lane.url != url:
+            lane = self._lanes[provider] = _Lane(url)
+        if lane.single_only or len(entry) > self.max_bytes // 2:
+            return await self._one(url, provider, entry)
+        if lane.busy:  # goes with the next batch, when the request in flight returns
+            future = asyncio.get_running_loop().create_future()
+            lane.queue.append(_Queued(entry, future))
+            return await future
+        lane.busy = True
+        try:
+            return await self._one(url, provider, entry)
+        finally:
+            self._next(provider, lane)
+
+    def _next(self, provider: str, lane: _Lane) -> None:
+        """The request in flight returned: send what queued meanwhile (in a task), or the lane is free."""
+        if not lane.queue:
+            lane.busy = False
+            return
+        task = asyncio.create_task(self._drain(provider, lane))
+        self._drains.add(task)
+        task.add_done_callback(self._drains.discard)
+
+    async def _drain(self, provider: str, lane: _Lane) -> None:
+        taken: list[_Queued] = []
+        try:
+            while lane.queue:
+                taken = self._take(lane)
+                if taken:
+                    await self._batch(lane, provider, taken)
+        except BaseException:  # cancelled (the node stops): what was sent may have run, the rest was not sent
+            for item in taken:
+                if not item.future.done():
+                    item.future.set_exception(_lost(lane.url, "the node stopped before the answer came"))
+            for item in lane.queue:
+                if not item.future.done():
+                    item.future.set_exception(PeerUnreachable(f"provider {lane.url}: the node stopped before the "
+                                                              "call was sent", url=lane.url, sent=False))
+            lane.queue.clear()
+            raise
+        finally:
+            lane.busy = False
+
+    def _take(self, lane: _Lane) -> list[_Queued]:
+        taken: list[_Queued] = []
+        size = len(b'{"calls":[]}')
+        while lane.queue and len(taken) < self.max_calls and size + len(lane.queue[0].entry) + 1 <= self.max_bytes:
+            item = lane.queue.popleft()
+            if item.future.done():  # its caller went away before it was sent: nothing of it is sent
+                continue
+            size += len(item.entry) + 1
+            taken.append(item)
+        return taken
+
+    async def _batch(self, lane: _Lane, provider: str, taken: list[_Queued]) -> None:
+        if len(taken) == 1:
+            results: list[dict[str, Any] | PeerError] = [await self._settled(self._one(lane.url, provider,
+                                                                                       taken[0].entry))]
+        else:
+            results = await self._post_batch(lane, provider, [item.entry for item in taken])
+        for item, result in zip(taken, results):
+            if item.future.done():
+                continue
+            if isinstance(result, BaseException):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
+
+    @staticmethod
+    async def _settled(coroutine) -> dict[str, Any] | PeerError:
+        try:
+            return await coroutine
+        except PeerError as err:
+            return err
+
+    async def _one(self, url: str, provider: str, entry: bytes) -> dict[str, Any]:
+        response = await self.client.request(url, "POST", INVOKE_PATH, json=EncodedJson(entry), to=provider, kept=True)
+        return _checked(url, response.json(), "tab")
+
+    async def _post_batch(self, lane: _Lane, provider: str, entries: list[bytes]) -> list[dict[str, Any] | PeerError]:
+        url = lane.url
+        body = EncodedJson(b'{"calls":[' + b",".join(entries) + b"]}")
+        self.batches += 1
+        self.batched += len(entries)
+        try:
+            response = await self.client.request(url, "POST", INVOKES_PATH, json=body, to=provider, kept=True)
+        except PeerRefused as err:
+            status = err.details.get("peer_status")
+            if status in (404, 405) and err.details.get("peer_code") in ("not-found", "method-not-allowed"):
+                log.info("provider %s does not take batches of calls: sending them one by one", provider[:12])
+                lane.single_only = True  # an older peer: nothing ran
+                return list(await asyncio.gather(*(self._settled(self._one(url, provider, e)) for e in entries)))
+            if isinstance(status, int) and status >= 500:  # refused whole, but after what?
+                return [_lost(url, f"the batch failed ({err.message})") for _ in entries]
+            return [copy.copy(err) for _ in entries]  # refused whole before anything ran
+        except PeerError as err:
+            return [copy.copy(err) for _ in entries]
+        return _results(url, response, len(entries))
+
+
+def _results(url: str, response: PeerResponse, count: int) -> list[dict[str, Any] | PeerError]:
+    """A provider's answer to a batch, call by call: a run, a refusal, or lost (anything else)."""
+    try:
+        answer = response.json()
+    except PeerRefused:
+        answer = None
+    results = answer.get("results") if isinstance(answer, dict) else None
+    if not isinstance(results, list) or len(results) != count:
+        return [_lost(url, f"it answered a batch of {count} calls without {count} results") for _ in range(count)]
+    out: list[dict[str, Any] | PeerError] = []
+    for result in results:
+        status = result.get("status") if isinstance(result, dict) else None
+        if status == 200 and isinstance(result.get("answer"), dict):
+            try:
+                out.append(_checked(url, result["answer"], "tab"))
+            except PeerRefused:
+                out.append(_lost(url, "it answered a call without a run and a tab"))
+        elif type(status) is int and 400 <= status < 500 and isinstance(result.get("problem"), dict):
+            problem = result["problem"]
+            code, detail = str(problem.get("code", "http-error"))[:100], str(problem.get("detail", ""))[:2000]
+            out.append(PeerRefused(f"peer {url} refused POST {INVOKE_PATH}: {detail}", url=url, peer_status=status,
+                                   peer_code=code))
+        else:  # a server error, or nothing sensible: it may have run
+            out.append(_lost(url, f"it answered a call of a batch with status {status!r}"))
+    return out
+
+
+__all__ = ["INVOKES_PATH", "INVOKE_PATH", "InvokeBatcher", "MAX_BATCH_BYTES", "MAX_BATCH_CALLS", "MODULES_PATH",
+           "TAB_CLOSE_PATH", "close_tab", "post_invoke", "push_module"]

@@ -35,6 +35,10 @@ _LONG_NUMBER = re.compile(rb"(?:^|[:\[,])\s*-?[0-9]{19}")  # a number of 19 digi
 MAX_RESPONSE = 16 * 1024 * 1024  # bytes request() buffers; stream bigger answers with open()
 
 
+class EncodedJson(bytes):
+    """JSON text already encoded, sent as it is: `request(..., json=EncodedJson(text))`."""
+
+
 @dataclass
 class PeerResponse:
     status: int
@@ -115,7 +119,10 @@ class PeerClient:
             raise InvalidArgument("send either json or data, not both")
         headers: dict[str, str] = {}
         body = b""
-        if json is not None:
+        if isinstance(json, EncodedJson):
+            body = bytes(json)
+            headers["Content-Type"] = "application/json"
+        elif json is not None:
             try:
                 body = orjson.dumps(json)
             except TypeError:  # what orjson cannot encode (integers past 64 bits, ...)

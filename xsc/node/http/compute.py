@@ -4,18 +4,20 @@ read provenance records; and the peer API a provider runs paid calls by (compute
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 
 from aiohttp import web
 
 from ...compute import module_too_large
-from ...errors import BodyTimeout, InvalidArgument
-from ...net.compute import INVOKE_PATH, MODULES_PATH
+from ...errors import BodyTimeout, InvalidArgument, PayloadTooLarge, XscError
+from ...net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, MODULES_PATH
 from ...storage.holder import MIN_UPLOAD_RATE
 from .. import peer_auth
-from ..appkeys import COMPUTE, PAID_COMPUTE
-from .common import BODY_SECONDS, json_body, json_response, loads, query_flag, query_int, read_body
+from ..appkeys import COMPUTE, PAID_COMPUTE, PEER_LIMITS
+from ..problems import problem_body, status_of
+from .common import BODY_SECONDS, json_body, json_object, json_response, loads, query_flag, query_int, read_body
 
 routes = web.RouteTableDef()
 
@@ -94,3 +96,22 @@ async def receive_module(request: web.Request) -> web.Response:
 async def run_for_peer(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"call", "price", "authorization", "deal"}')
     return json_response(await request.app[PAID_COMPUTE].run_for_peer(peer_auth.peer_id(request), body))
+
+
+@routes.post(INVOKES_PATH)
+async def run_batch_for_peer(request: web.Request) -> web.Response:
+    """A gateway's batch of tab calls (net/compute.py: InvokeBatcher): one answer or problem per call, in order."""
+    raw = await read_body(request)  # bounded before it is parsed: a batch is small
+    if len(raw) > MAX_BATCH_BYTES:
+        raise PayloadTooLarge(f"a batch of calls is at most {MAX_BATCH_BYTES} bytes, not {len(raw)}",
+                              hint="send fewer calls at once", max_bytes=MAX_BATCH_BYTES)
+    body = json_object(raw, 'send {"calls": [CALL, ...]}')
+    calls = body.get("calls")
+    if isinstance(calls, list) and 1 < len(calls) <= MAX_BATCH_CALLS:  # each call counts against the peer's rate
+        gateway, now, limits = peer_auth.peer_id(request), time.monotonic(), request.app[PEER_LIMITS]
+        for _ in range(len(calls) - 1):
+            limits.check(gateway, now, f"peer {gateway[:12]}…")
+    results = await request.app[PAID_COMPUTE].run_batch_for_peer(peer_auth.peer_id(request), body)
+    return web.Response(body=orjson.dumps({"results": [
+        {"status": status_of(r), "problem": problem_body(r)} if isinstance(r, XscError) else {"status": 200, "answer": r}
+        for r in results]}, default=str), content_type="application/json")
