@@ -202,6 +202,7 @@ async def _services(app: web.Application):
         "compute": compute.status,
         "peers": peers.status,
         "payments": payments.status,
+        "remote_compute": lambda: {"batches": paid.batcher.batches, "batched_calls": paid.batcher.batched},
         "tabs": tabs.open,
         "market": lambda: {k: v for k, v in market.status().items() if k in ("digest", "participants", "converged")},
         "share_uploads": lambda: {"in_progress": len(share_holder)},
