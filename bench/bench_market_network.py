@@ -269,12 +269,17 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
             direct += (await _invokes(b, block, 1))[0]
         # Concurrency 8, in alternating blocks too: as many calls as each node serves in about --seconds in all
         # (from its c1 rate); the rate is all calls over all the blocks' wall time.
+        # The nodes' CPU over those blocks too: on a busy machine CPU per call says more than wall time.
         c8: dict[str, tuple[list[float], float]] = {"remote": ([], 0.0), "direct": ([], 0.0)}
+        cpu8 = {("remote", "A"): 0.0, ("remote", "B"): 0.0, ("direct", "A"): 0.0, ("direct", "B"): 0.0}
         batches_before = await _batches(a)
         for _ in range(3):
             for name, node in (("remote", a), ("direct", b)):
                 per_call = statistics.median(remote if name == "remote" else direct)
+                cpu_a, cpu_b = cpu_seconds(a.pid), cpu_seconds(b.pid)
                 lat, wall = await _invokes(node, max(30, int(args.seconds / per_call * 2 / 3)), 8)
+                cpu8[name, "A"] += cpu_seconds(a.pid) - cpu_a
+                cpu8[name, "B"] += cpu_seconds(b.pid) - cpu_b
                 c8[name] = (c8[name][0] + lat, c8[name][1] + wall)
         batches = [after - before for after, before in zip(await _batches(a), batches_before)]
         b_cpu = cpu_seconds(b.pid)
@@ -308,6 +313,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
         print(f"{name} invoke, concurrency 8: {len(lat) / wall_s:,.0f} invokes/s, p50 {_pct(lat, .5) * ms:.2f} ms, "
               f"p90 {_pct(lat, .9) * ms:.2f} ms ({len(lat)} calls)")
     rate_r, rate_d = (len(c8[n][0]) / c8[n][1] for n in ("remote", "direct"))
+    us = {k: v / len(c8[k[0]][0]) * 1e6 for k, v in cpu8.items()}
+    print(f"node CPU per call at concurrency 8: direct B {us['direct', 'B']:.0f} us (A idle {us['direct', 'A']:.0f}); "
+          f"remote A {us['remote', 'A']:.0f} + B {us['remote', 'B']:.0f} = "
+          f"{us['remote', 'A'] + us['remote', 'B']:.0f} us "
+          f"({(us['remote', 'A'] + us['remote', 'B']) / us['direct', 'B']:.2f}x direct)")
     print(f"remote calls at concurrency 8 sent in batches: {batches[1]} of {len(c8['remote'][0])} calls, in "
           f"{batches[0]} batch requests ({batches[1] / max(1, batches[0]):.1f} calls per batch); the rest alone")
     print(f"remote throughput at concurrency 8 = {rate_r / rate_d:.2f}x direct")

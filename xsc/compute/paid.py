@@ -243,8 +243,10 @@ class PaidCompute:
         return run
 
     # --- the provider's side -------------------------------------------------------------------
-    async def _run_on_tab(self, gateway: str, call: InvokeCall, price: int, deal: dict, auth) -> dict[str, Any]:
-        """A call on a gateway's tab: runs while the tab's cap covers it; paid when the tab is closed."""
+    async def _run_on_tab(self, gateway: str, call: InvokeCall, price: int, deal: dict, auth,
+                          batch: _Batch | None = None) -> dict[str, Any]:
+        """A call on a gateway's tab: runs while the tab's cap covers it; paid when the tab is closed.  In a
+        `batch`, it runs among the batch's other calls, and what it used is written on the trust line with theirs."""
         budget = self.compute.budget(call, price)
         if not self.compute.has_module(call.module):
             self._awaited[(gateway, call.module)] = time.monotonic() + PUSH_WINDOW
@@ -257,11 +259,15 @@ class PaidCompute:
                 run = await self.compute.invoke(call, requester=public_id(auth.payer), rate=price,
                                                 deal={**deal, "gateway": gateway, "price": price,
                                                       "authorization": auth.id.hex()},
-                                                owed=lambda r: self.provider_tabs.owed(auth, r))
+                                                owed=lambda r: self.provider_tabs.owed(auth, r),
+                                                together=batch is not None)
             finally:
                 self.provider_tabs.ran(tab, budget, run)
         finally:
-            self._used(gateway, budget, run)
+            if batch is not None and run is not None:
+                batch.used(budget, run.charge)
+            else:
+                self._used(gateway, budget, run)
         self.market.note_fuel(run.fuel_consumed)
         answer: dict[str, Any] = {"run": run.to_json(), "tab": {"authorization": auth.id.hex(), "total": tab.total,
                                                                 "count": tab.count}}
@@ -295,6 +301,7 @@ class PaidCompute:
             self.trust.reserve(gateway, budget, "a call's fuel budget")
 
     def _used(self, gateway: str, budget: int, run: Any) -> None:
+        """A gateway's run ended (None: it did not run): what it cost is used on its trust line, its budget released."""
         if self.trust is None:
             return
         if run is None:
@@ -352,21 +359,26 @@ class PaidCompute:
         if not 1 <= len(calls) <= MAX_BATCH_CALLS:
             raise InvalidArgument(f"a batch holds 1 to {MAX_BATCH_CALLS} calls, not {len(calls)}",
                                   hint="send fewer calls at once", max_calls=MAX_BATCH_CALLS)
-        return list(await asyncio.gather(*(self._batched(gateway, call) for call in calls)))
+        batch = _Batch() if len(calls) > 1 else None
+        try:
+            return list(await asyncio.gather(*(self._batched(gateway, call, batch) for call in calls)))
+        finally:
+            if batch is not None and batch.budgets and self.trust is not None:  # one write for the whole batch
+                self.trust.use(gateway, batch.charges, reserved=batch.budgets)
 
-    async def _batched(self, gateway: str, entry: Any) -> dict[str, Any] | XscError:
+    async def _batched(self, gateway: str, entry: Any, batch: _Batch | None) -> dict[str, Any] | XscError:
         try:
             if not isinstance(entry, dict) or entry.get("tab") is not True:
                 raise InvalidArgument('each call of a batch is a tab call: {"call", "price", "authorization", '
                                       '"deal", "tab": true}')
-            return await self.run_for_peer(gateway, entry)
+            return await self.run_for_peer(gateway, entry, batch)
         except XscError as err:
             return err
         except Exception:  # a fault of this node's (its database, ...): this call fails, the others stand
             log.exception("a call of %s's batch failed", gateway[:12])
             return XscError("the call failed on this node; see its log")
 
-    async def run_for_peer(self, gateway: str, body: dict) -> dict[str, Any]:
+    async def run_for_peer(self, gateway: str, body: dict, batch: _Batch | None = None) -> dict[str, Any]:
         """Run a call a gateway matched here, paid by the authorization it sent: the run and our receipt."""
         if not {"call", "price", "authorization", "deal"} <= set(body):
             raise InvalidArgument('send {"call", "price", "authorization", "deal"}')
@@ -386,7 +398,7 @@ class PaidCompute:
             raise AuthorizationExpired(f"authorization {auth.id.hex()[:16]} expired at {auth.expires_at}",
                                        hint="match the invoke again (a fresh authorization)")
         if body.get("tab") is True:
-            return await self._run_on_tab(gateway, call, price, deal, auth)
+            return await self._run_on_tab(gateway, call, price, deal, auth, batch)
         if auth.id in self._running or await self.ledger.receipt_for(auth.id) is not None:
             raise AuthorizationReplayed(f"authorization {auth.id.hex()[:16]} already paid for a run here; "
                                         "an authorization pays for one run",
@@ -426,6 +438,19 @@ class PaidCompute:
             answer["run"] = dict(error.details)
             answer["trap"] = {"kind": run.outcome.trap_kind, "message": error.message, "hint": run.outcome.hint}
         return answer
+
+
+class _Batch:
+    """The calls of one batch that ran: their budgets (reserved on the gateway's trust line) and what they cost,
+    written on the line once when the batch ends (until then the line counts their whole budgets: stricter)."""
+
+    def __init__(self) -> None:
+        self.budgets = 0
+        self.charges = 0
+
+    def used(self, budget: int, charge: int) -> None:
+        self.budgets += budget
+        self.charges += charge
 
 
 def _fuel_of(value: Any, limit: int) -> int:

@@ -362,12 +362,14 @@ class ComputeService:
 
     # --- invocation ----------------------------------------------------------------------
     async def invoke(self, call: InvokeCall, *, requester: str, rate: int, deal: dict[str, Any] | None = None,
-                     owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None = None) -> Run:
+                     owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None = None,
+                     together: bool = False) -> Run:
         """Run one call on the pool; a trap is a Run too (it is metered and recorded), bad input raises.
 
         `rate` is the deal's price (micro-credits per million fuel), and `deal` what the provenance
         record says of the deal the call runs under; `owed(run)` gives records written durably with the
-        run's provenance record (what the run owes: ledger/tabs.py)."""
+        run's provenance record (what the run owes: ledger/tabs.py).  `together`: it comes with others (a peer's
+        batch), so it is a concurrent call even if it is admitted first."""
         if self.admitted >= self.max_queued:
             raise ComputeBusy(f"the node is busy: {self.admitted} calls are running or waiting "
                               f"for one of its {self.threads} threads", hint="retry in a moment",
@@ -376,7 +378,7 @@ class ComputeService:
         try:
             # A lone call goes to the pool, which runs it AND writes its record (one hop); among concurrent calls
             # (whose records share a group commit anyway) a small one runs here and waits only for its group.
-            inline = self._try_inline(call, requester, rate, deal, owed) if self.admitted > 1 else None
+            inline = self._try_inline(call, requester, rate, deal, owed) if self.admitted > 1 or together else None
             if inline is not None:  # one hop: the record's group commit
                 run, record, module_hash, puts = inline
                 await self.journal.append(record, module_hash, puts)
