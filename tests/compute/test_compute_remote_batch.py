@@ -1,0 +1,307 @@
+"""Batches of remote tab calls (net/compute.py: InvokeBatcher, POST /v1/peer/compute/invokes).
+
+The provider's side on a real node, attacked with signed requests: the batch is bounded before anything is
+parsed or run (too many calls, too many bytes), and each call is checked and run as if it came alone: a
+malformed call, a call on another node's or a forged authorization, on a closed tab or past its tab's cap, or
+one that traps, fails alone while the others run.  The gateway's side against a fake provider (every answer
+is hostile): self-clocked batches, bounded, answers checked call by call, an older peer served one by one.
+And two real nodes: concurrent invokes go in batches and are paid exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import pytest
+from tests.support.attacks import INVOKE_PRICE
+from tests.support.compute import deploy, invoke
+
+from xsc.compute.service import InvokeCall
+from xsc.errors import PeerRefused, PeerUnreachable
+from xsc.identity import Identity, sign_request
+from xsc.ledger.model import authorize, encode_authorization
+from xsc.net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, InvokeBatcher
+from xsc.net.peer_client import PeerResponse
+from xsc.node import CLIENT_IDENTITY, IDENTITY
+from xsc.node.appkeys import COMPUTE, LEDGER, MARKET, PAID_COMPUTE, PEERS
+
+FUEL = 1_000_000
+_json = json  # FakeProvider.request takes a `json` argument, as PeerClient.request does
+
+
+async def _peer(node, sender: Identity, body: bytes, path: str = INVOKES_PATH) -> tuple[int, dict]:
+    headers = sign_request(sender, "POST", path, body, receiver=node.app[IDENTITY].id)
+    response = await node.request("POST", path, data=body, headers={**headers, "Authorization": ""})
+    return response.status, await response.json()
+
+
+def _tab(payer: Identity, payee: bytes, cap: int = 10**12) -> str:
+    auth = authorize(payer, payee, cap, "compute:rtab:test", int(time.time()) + 600, os.urandom(16))
+    return encode_authorization(auth).hex()
+
+
+def _call(module: str, authorization: str, function: str = "add", args: list | None = None) -> dict:
+    return {"call": {"module": module, "function": function, "args": [1, 2] if args is None else args, "fuel": FUEL},
+            "price": INVOKE_PRICE, "authorization": authorization, "deal": {}, "tab": True}
+
+
+def _batch(*calls) -> bytes:
+    return json.dumps({"calls": list(calls)}).encode()
+
+
+def _runs(node) -> int:
+    return len(node.app[COMPUTE].recent_provenance(1000))
+
+
+async def test_a_batch_is_bounded_before_anything_runs(node_factory) -> None:
+    node = await node_factory()
+    module = await deploy(node, "add")
+    gateway = Identity.generate()
+    tab = _tab(gateway, node.app[IDENTITY].public_key)
+    status, problem = await _peer(node, gateway, _batch(*[_call(module, tab)] * (MAX_BATCH_CALLS + 1)))
+    assert status == 400 and problem["code"] == "invalid-argument", problem
+    status, problem = await _peer(node, gateway, _batch())
+    assert status == 400 and problem["code"] == "invalid-argument", problem
+    padded = {**_call(module, tab), "deal": {"pad": "x" * MAX_BATCH_BYTES}}
+    status, problem = await _peer(node, gateway, _batch(padded))
+    assert status == 413 and problem["code"] == "payload-too-large", problem
+    for body in (b"[1, 2]", b"not json", json.dumps({"calls": [_call(module, tab)], "more": 1}).encode(),
+                 json.dumps({"calls": {"0": _call(module, tab)}}).encode()):
+        status, problem = await _peer(node, gateway, body)
+        assert status == 400 and problem["code"] == "invalid-argument", (body, problem)
+    assert _runs(node) == 0
+
+
+async def test_each_call_of_a_batch_counts_against_the_peers_rate(node_factory) -> None:
+    node = await node_factory(peers={"rate_limit": 2})  # bursts of 4 requests
+    module = await deploy(node, "add")
+    gateway = Identity.generate()
+    tab = _tab(gateway, node.app[IDENTITY].public_key)
+    status, answer = await _peer(node, gateway, _batch(*[_call(module, tab)] * 3))
+    assert status == 200 and [r["status"] for r in answer["results"]] == [200] * 3, answer
+    status, problem = await _peer(node, gateway, _batch(*[_call(module, tab)] * 3))  # 6 calls: past the burst
+    assert status == 429 and problem["code"] == "quota-exceeded", problem
+    assert _runs(node) == 3
+
+
+async def test_each_call_of_a_batch_is_checked_alone_and_fails_alone(node_factory) -> None:
+    node = await node_factory()
+    module = await deploy(node, "add")
+    traps = await deploy(node, "traps")
+    gateway = Identity.generate()
+    me = node.app[IDENTITY].public_key
+    tab = _tab(gateway, me)
+    forged = tab[:-2] + ("00" if tab[-2:] != "00" else "01")  # its signature changed in one byte
+    elsewhere = _tab(gateway, Identity.generate().public_key)  # pays another node
+    budget = node.app[COMPUTE].budget(InvokeCall(module, "add", [1, 2], FUEL), INVOKE_PRICE)
+    small = _tab(gateway, me, cap=budget)  # covers one call
+    closed = _tab(Identity.generate(), me)
+    status, answer = await _peer(node, gateway, _batch(_call(module, closed)))
+    assert status == 200 and answer["results"][0]["status"] == 200, answer
+    status, _ = await _peer(node, gateway, json.dumps({"authorization": closed}).encode(), "/v1/peer/compute/tabs/close")
+    assert status == 200
+    runs = _runs(node)
+    calls = [
+        _call(module, tab),                                           # 0 runs
+        "not an object",                                              # 1 malformed
+        {k: v for k, v in _call(module, tab).items() if k != "tab"},  # 2 not a tab call
+        {**_call(module, tab), "price": -1},                          # 3 bad price
+        _call(module, tab, args=[1]),                                 # 4 wrong argument count
+        _call(module, forged),                                        # 5 forged authorization
+        _call(module, elsewhere),                                     # 6 pays another node
+        _call(module, closed),                                        # 7 its tab is closed
+        _call(module, small),                                         # 8 runs: the tab's cap covers one call
+        _call(module, small),                                         # 9 ... and not a second
+        _call(traps, tab, "unreachable", []),                         # 10 runs, traps
+        _call("ab" * 32, tab),                                        # 11 no such module
+        _call(module, tab, args=[3, 4]),                              # 12 runs
+    ]
+    status, answer = await _peer(node, gateway, _batch(*calls))
+    assert status == 200, answer
+    results = answer["results"]
+    assert len(results) == len(calls)
+    codes = {i: r["problem"]["code"] for i, r in enumerate(results) if r["status"] != 200}
+    assert codes == {1: "invalid-argument", 2: "invalid-argument", 3: "invalid-argument",
+                     4: "wrong-argument-count", 5: "forbidden", 6: "forbidden", 7: "authorization-replayed",
+                     9: "deal-refused", 11: "module-not-found"}, codes
+    for i in codes:
+        assert results[i]["status"] == results[i]["problem"]["status"] >= 400
+    ok = {i: r["answer"] for i, r in enumerate(results) if r["status"] == 200}
+    assert ok[0]["run"]["results"] == [{"type": "i32", "value": 3}]
+    assert ok[12]["run"]["results"] == [{"type": "i32", "value": 7}]
+    assert ok[10]["trap"]["kind"] == "unreachable" and "results" not in ok[10]["run"]
+    assert ok[0]["tab"]["authorization"] == ok[12]["tab"]["authorization"]
+    assert _runs(node) == runs + 4  # only the four calls that ran left records
+    # Each call is metered on its own tab as if it had come alone.
+    tabs = node.app[PAID_COMPUTE].provider_tabs
+    assert tabs._tabs[bytes.fromhex(ok[0]["tab"]["authorization"])].count == 3
+    assert tabs._tabs[bytes.fromhex(ok[8]["tab"]["authorization"])].count == 1
+
+
+async def test_a_batch_of_one_call_and_the_single_route_answer_alike(node_factory) -> None:
+    node = await node_factory()
+    module = await deploy(node, "add")
+    gateway = Identity.generate()
+    tab = _tab(gateway, node.app[IDENTITY].public_key)
+    status, single = await _peer(node, gateway, json.dumps(_call(module, tab)).encode(), INVOKE_PATH)
+    assert status == 200, single
+    status, answer = await _peer(node, gateway, _batch(_call(module, tab)))
+    assert status == 200 and answer["results"][0]["status"] == 200, answer
+    batched = answer["results"][0]["answer"]
+    assert set(batched) == set(single) and set(batched["run"]) == set(single["run"])
+    assert batched["tab"]["count"] == 2
+
+
+# --- the gateway's side, against a fake provider ---------------------------------------------------------
+class FakeProvider:
+    """A PeerClient whose provider answers what the test says; every request is recorded."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer  # (path, [entries]) -> (status, body) or raises
+        self.sent: list[tuple[str, int]] = []  # (path, calls in it)
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def request(self, url, method, path, *, json=None, data=None, to=None, kept=False, **_):
+        body = _json.loads(bytes(json))
+        entries = body["calls"] if path == INVOKES_PATH else [body]
+        self.sent.append((path, len(entries)))
+        await self.release.wait()
+        status, answer = self.answer(path, entries)
+        if status >= 400:
+            raise PeerRefused(f"peer {url} refused", url=url, peer_status=status,
+                              peer_code=answer.get("code", "http-error"))
+        return PeerResponse(status, {}, _json.dumps(answer).encode(), node=to)
+
+
+def _ran(entry: dict) -> dict:
+    return {"run": {"charge": 1, "n": entry["call"]["args"][0]}, "tab": {"authorization": "00", "total": 1,
+                                                                           "count": 1}}
+
+
+def _honest(path, entries):
+    if path == INVOKE_PATH:
+        return 200, _ran(entries[0])
+    return 200, {"results": [{"status": 200, "answer": _ran(e)} for e in entries]}
+
+
+def _body(n: int, pad: int = 0) -> dict:
+    return {"call": {"module": "ab" * 32, "function": "add", "args": [n, 0], "pad": "x" * pad}, "tab": True}
+
+
+async def _burst(batcher: InvokeBatcher, provider: FakeProvider, count: int, pad: int = 0) -> list:
+    """One call goes alone and is held in flight while `count - 1` more come; then the provider answers."""
+    provider.release.clear()
+    first = asyncio.create_task(batcher.invoke("http://b", "B", _body(0, pad), lambda: b"", False))
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(batcher.invoke("http://b", "B", _body(i, pad), lambda: b"", False))
+            for i in range(1, count)]
+    await asyncio.sleep(0)
+    provider.release.set()
+    return await asyncio.gather(first, *rest, return_exceptions=True)
+
+
+async def test_calls_that_come_while_one_is_in_flight_go_together_when_it_returns() -> None:
+    provider = FakeProvider(_honest)
+    batcher = InvokeBatcher(provider)
+    assert (await batcher.invoke("http://b", "B", _body(7), lambda: b"", False))["run"]["n"] == 7
+    assert provider.sent == [(INVOKE_PATH, 1)]  # a lone call goes at once, on the single-call route
+    provider.sent.clear()
+    results = await _burst(batcher, provider, 1 + 2 * MAX_BATCH_CALLS + 3)
+    assert [r["run"]["n"] for r in results] == list(range(1 + 2 * MAX_BATCH_CALLS + 3))  # each its own answer
+    assert provider.sent == [(INVOKE_PATH, 1), (INVOKES_PATH, MAX_BATCH_CALLS), (INVOKES_PATH, MAX_BATCH_CALLS),
+                             (INVOKES_PATH, 3)]
+    provider.sent.clear()
+    await _burst(batcher, provider, 9, pad=MAX_BATCH_BYTES // 5)  # bounded in bytes too: 4 calls fit
+    assert provider.sent == [(INVOKE_PATH, 1), (INVOKES_PATH, 4), (INVOKES_PATH, 4)]
+    assert batcher.batches == 5
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ({"results": []}, "lost"),  # too few results
+    ({"results": [{"status": 200, "answer": {"run": {}}}] * 6}, "lost"),  # too many
+    ({"nothing": 1}, "lost"),
+    ([1, 2, 3], "lost"),
+    ({"results": ["x", None, 3, {"status": "200"}, {"status": 200}]}, "lost"),
+    ({"results": [{"status": 200, "answer": {"run": "no"}}] * 5}, "lost"),  # not a run and a tab
+    ({"results": [{"status": 500, "problem": {"code": "x"}}] * 5}, "lost"),  # a server error: it may have run
+    ({"results": [{"status": 422, "problem": {"code": "deal-refused", "detail": "no"}}] * 5}, "refused"),
+])
+async def test_a_hostile_answer_to_a_batch_is_checked_call_by_call(answer, expected) -> None:
+    def hostile(path, entries):
+        return (200, _ran(entries[0])) if path == INVOKE_PATH else (200, answer)
+
+    provider = FakeProvider(hostile)
+    results = await _burst(InvokeBatcher(provider), provider, 6)
+    assert "run" in results[0]  # the lone call, answered on the single route
+    for result in results[1:]:
+        if expected == "lost":  # it may have run: its budget stays held until the tab is paid
+            assert isinstance(result, PeerUnreachable) and result.details["sent"] is True, result
+        else:
+            assert isinstance(result, PeerRefused) and result.details["peer_code"] == "deal-refused", result
+
+
+async def test_a_refused_or_unreachable_batch_fails_its_calls_and_an_older_peer_gets_them_one_by_one() -> None:
+    def older(path, entries):
+        return (404, {"code": "not-found"}) if path == INVOKES_PATH else (200, _ran(entries[0]))
+
+    provider = FakeProvider(older)
+    batcher = InvokeBatcher(provider)
+    results = await _burst(batcher, provider, 4)
+    assert [r["run"]["n"] for r in results] == [0, 1, 2, 3]
+    assert provider.sent == [(INVOKE_PATH, 1), (INVOKES_PATH, 3)] + [(INVOKE_PATH, 1)] * 3
+    provider.sent.clear()
+    await _burst(batcher, provider, 3)  # known now: no batch is tried again
+    assert provider.sent == [(INVOKE_PATH, 1)] * 3
+
+    def refusing(path, entries):
+        return (429, {"code": "quota-exceeded"}) if path == INVOKES_PATH else (200, _ran(entries[0]))
+
+    provider = FakeProvider(refusing)
+    results = await _burst(InvokeBatcher(provider), provider, 3)
+    assert all(isinstance(r, PeerRefused) and r.details["peer_code"] == "quota-exceeded" for r in results[1:])
+
+    def failing(path, entries):
+        if path == INVOKES_PATH:
+            raise PeerUnreachable("cut", url="http://b", sent=True)
+        return 200, _ran(entries[0])
+
+    provider = FakeProvider(failing)
+    results = await _burst(InvokeBatcher(provider), provider, 3)
+    assert all(isinstance(r, PeerUnreachable) and r.details["sent"] is True for r in results[1:])
+
+
+# --- two nodes ----------------------------------------------------------------------------------------------
+PRICE = 1_000_000  # micro-credits per million fuel
+MARKET_TERMS = {"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE, "compute_bid": PRICE}
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+
+
+async def test_concurrent_remote_invokes_go_in_batches_and_are_paid_exactly(node_factory) -> None:
+    provider = await node_factory("provider", **QUIET, market=MARKET_TERMS)
+    gateway = await node_factory("gateway", **QUIET, market={**MARKET_TERMS, "offer_compute": False})
+    await gateway.app[PEERS].add(provider.app[PEERS].url)
+    for _ in range(100):
+        await gateway.app[MARKET].fill_book()
+        if gateway.app[MARKET].book.get(provider.app[PEERS].identity.id):
+            break
+        await asyncio.sleep(0.05)
+    module = await deploy(gateway, "add")
+    payer, paid = gateway.app[CLIENT_IDENTITY].public_key, provider.app[IDENTITY].public_key
+    answers = await asyncio.gather(*(invoke(gateway, module, "add", i, 1, fuel=FUEL) for i in range(24)))
+    assert all(status == 200 for status, _ in answers), answers
+    assert [body["results"][0]["value"] for _, body in answers] == [i + 1 for i in range(24)]
+    assert {body["provider"] for _, body in answers} == {provider.app[PEERS].identity.id}
+    batcher = gateway.app[PAID_COMPUTE].batcher
+    assert batcher.batches >= 1 and batcher.batched >= 2  # the first calls lacked the module: pushed once
+    records = {r["record"]["id"] for r in provider.app[COMPUTE].recent_provenance(1000)}
+    assert {body["provenance"] for _, body in answers} <= records
+    tabs = gateway.app[PAID_COMPUTE].gateway_tabs
+    await tabs.close()
+    await gateway.app[PAID_COMPUTE].payments.retry_all()
+    metered = sum(body["charge"] for _, body in answers)
+    assert gateway.app[LEDGER].store.state(payer).balance == -metered
+    assert provider.app[LEDGER].store.state(paid).balance == metered
+    assert gateway.app[LEDGER]._held.get(payer, 0) == 0
