@@ -22,7 +22,7 @@ from xsc.compute.service import InvokeCall
 from xsc.errors import PeerRefused, PeerUnreachable
 from xsc.identity import Identity, sign_request
 from xsc.ledger.model import authorize, encode_authorization
-from xsc.net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, InvokeBatcher
+from xsc.net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, TAB_CLOSE_PATH, InvokeBatcher
 from xsc.net.peer_client import PeerResponse
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import COMPUTE, LEDGER, MARKET, PAID_COMPUTE, PEERS
@@ -100,7 +100,7 @@ async def test_each_call_of_a_batch_is_checked_alone_and_fails_alone(node_factor
     closed = _tab(Identity.generate(), me)
     status, answer = await _peer(node, gateway, _batch(_call(module, closed)))
     assert status == 200 and answer["results"][0]["status"] == 200, answer
-    status, _ = await _peer(node, gateway, json.dumps({"authorization": closed}).encode(), "/v1/peer/compute/tabs/close")
+    status, _ = await _peer(node, gateway, json.dumps({"authorization": closed}).encode(), TAB_CLOSE_PATH)
     assert status == 200
     runs = _runs(node)
     calls = [

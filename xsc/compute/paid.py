@@ -5,6 +5,8 @@ with its provenance record (one synced group commit) before the answer, only tha
 payer's tab with this node is settled as one ledger transfer per interval (ledger/tabs.py).  On another node the calls are paid through a tab (remote_tabs.py): one authorization per (gateway,
 provider) per interval, each call run against it, one receipt and one payment when it is closed.  A
 provider that lacks the module answers 404 `module-not-found`; the gateway sends it and asks once more.
+Calls to one provider that come while a request to it is in flight go together in one signed batch
+(net/compute.py: InvokeBatcher); the provider runs each as if it had come alone (`run_batch_for_peer`).
 The older one-authorization-per-call form ({"call", "price", "authorization", "deal"} without "tab") is
 still served: one run per authorization, checked before it runs.  Routes: node/http/compute.py and
 node/http/modules.py.

@@ -4,7 +4,7 @@
     RemoteHolder                 one share holder on another node (storage/wire.py is the protocol)
     ask_receipt, fetch_receipt,  settlement across nodes, client side (ledger/settlement.py uses them)
     check_receipt
-    compute: post_invoke, push_module   a paid invoke on another node (compute/paid.py uses them)
+    compute: InvokeBatcher, post_invoke, push_module   paid invokes on another node (compute/paid.py uses them)
 
 Services receive these objects in their constructors; nothing here knows the aiohttp server side.
 """

@@ -118,7 +118,8 @@ class InvokeBatcher:
             task.cancel()
         await asyncio.gather(*self._drains, return_exceptions=True)
 
-    async def invoke(self, url: str, provider: str, body: dict, wasm: Callable[[], bytes], wasi: bool) -> dict[str, Any]:
+    async def invoke(self, url: str, provider: str, body: dict, wasm: Callable[[], bytes],
+                     wasi: bool) -> dict[str, Any]:
         """Ask `provider` to run one tab call (`body`, with "tab": true); its answer, checked to hold a run and
         a tab.  A provider that lacks the module is sent it once (one push per module at a time) and asked again."""
         try:

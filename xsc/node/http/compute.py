@@ -113,5 +113,5 @@ async def run_batch_for_peer(request: web.Request) -> web.Response:
             limits.check(gateway, now, f"peer {gateway[:12]}…")
     results = await request.app[PAID_COMPUTE].run_batch_for_peer(peer_auth.peer_id(request), body)
     return web.Response(body=orjson.dumps({"results": [
-        {"status": status_of(r), "problem": problem_body(r)} if isinstance(r, XscError) else {"status": 200, "answer": r}
-        for r in results]}, default=str), content_type="application/json")
+        {"status": status_of(r), "problem": problem_body(r)} if isinstance(r, XscError) else
+        {"status": 200, "answer": r} for r in results]}, default=str), content_type="application/json")
