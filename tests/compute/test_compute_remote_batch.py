@@ -161,14 +161,17 @@ class FakeProvider:
     def __init__(self, answer) -> None:
         self.answer = answer  # (path, [entries]) -> (status, body) or raises
         self.sent: list[tuple[str, int]] = []  # (path, calls in it)
-        self.release = asyncio.Event()
+        self.release = asyncio.Event()  # requests on the paths in `held` wait for it
         self.release.set()
+        self.held = {INVOKE_PATH, INVOKES_PATH}
 
     async def request(self, url, method, path, *, json=None, data=None, to=None, kept=False, **_):
         body = _json.loads(bytes(json))
         entries = body["calls"] if path == INVOKES_PATH else [body]
         self.sent.append((path, len(entries)))
-        await self.release.wait()
+        await asyncio.sleep(0)  # a real request always waits for its answer
+        if path in self.held:
+            await self.release.wait()
         status, answer = self.answer(path, entries)
         if status >= 400:
             raise PeerRefused(f"peer {url} refused", url=url, peer_status=status,
@@ -205,7 +208,7 @@ async def _burst(batcher: InvokeBatcher, provider: FakeProvider, count: int, pad
 
 async def test_calls_that_come_while_one_is_in_flight_go_together_when_it_returns() -> None:
     provider = FakeProvider(_honest)
-    batcher = InvokeBatcher(provider)
+    batcher = InvokeBatcher(provider, stall=60)
     assert (await batcher.invoke("http://b", "B", _body(7), lambda: b"", False))["run"]["n"] == 7
     assert provider.sent == [(INVOKE_PATH, 1)]  # a lone call goes at once, on the single-call route
     provider.sent.clear()
@@ -217,6 +220,37 @@ async def test_calls_that_come_while_one_is_in_flight_go_together_when_it_return
     await _burst(batcher, provider, 9, pad=MAX_BATCH_BYTES // 5)  # bounded in bytes too: 4 calls fit
     assert provider.sent == [(INVOKE_PATH, 1), (INVOKES_PATH, 4), (INVOKES_PATH, 4)]
     assert batcher.batches == 5
+
+
+async def test_a_long_call_in_flight_holds_up_the_calls_behind_it_for_the_stall_at_most() -> None:
+    provider = FakeProvider(_honest)
+    provider.held = {INVOKE_PATH}  # the lone call runs long; batches are answered at once
+    provider.release.clear()
+    batcher = InvokeBatcher(provider, stall=0.01)
+    long = asyncio.create_task(batcher.invoke("http://b", "B", _body(0), lambda: b"", False))
+    await asyncio.sleep(0)
+    behind = await asyncio.gather(*(batcher.invoke("http://b", "B", _body(i), lambda: b"", False) for i in (1, 2, 3)))
+    assert [r["run"]["n"] for r in behind] == [1, 2, 3] and not long.done()
+    assert provider.sent == [(INVOKE_PATH, 1), (INVOKES_PATH, 3)] and batcher.stalled == 1
+    provider.release.set()
+    assert (await long)["run"]["n"] == 0
+
+
+async def test_closing_fails_queued_calls_as_not_sent_and_a_batch_in_flight_as_lost() -> None:
+    provider = FakeProvider(_honest)
+    provider.held = {INVOKES_PATH}
+    provider.release.clear()
+    batcher = InvokeBatcher(provider, stall=60)
+    calls = [asyncio.create_task(batcher.invoke("http://b", "B", _body(i), lambda: b"", False)) for i in range(3)]
+    while provider.sent != [(INVOKE_PATH, 1), (INVOKES_PATH, 2)]:  # the lone call returned; the batch is held
+        await asyncio.sleep(0)
+    queued = [asyncio.create_task(batcher.invoke("http://b", "B", _body(i), lambda: b"", False)) for i in (3, 4)]
+    await asyncio.sleep(0)
+    await batcher.close()
+    results = await asyncio.gather(*calls, *queued, return_exceptions=True)
+    assert results[0]["run"]["n"] == 0
+    assert all(isinstance(r, PeerUnreachable) and r.details["sent"] is True for r in results[1:3]), results
+    assert all(isinstance(r, PeerUnreachable) and r.details["sent"] is False for r in results[3:]), results
 
 
 @pytest.mark.parametrize("answer, expected", [
@@ -234,7 +268,7 @@ async def test_a_hostile_answer_to_a_batch_is_checked_call_by_call(answer, expec
         return (200, _ran(entries[0])) if path == INVOKE_PATH else (200, answer)
 
     provider = FakeProvider(hostile)
-    results = await _burst(InvokeBatcher(provider), provider, 6)
+    results = await _burst(InvokeBatcher(provider, stall=60), provider, 6)
     assert "run" in results[0]  # the lone call, answered on the single route
     for result in results[1:]:
         if expected == "lost":  # it may have run: its budget stays held until the tab is paid
@@ -248,7 +282,7 @@ async def test_a_refused_or_unreachable_batch_fails_its_calls_and_an_older_peer_
         return (404, {"code": "not-found"}) if path == INVOKES_PATH else (200, _ran(entries[0]))
 
     provider = FakeProvider(older)
-    batcher = InvokeBatcher(provider)
+    batcher = InvokeBatcher(provider, stall=60)
     results = await _burst(batcher, provider, 4)
     assert [r["run"]["n"] for r in results] == [0, 1, 2, 3]
     assert provider.sent == [(INVOKE_PATH, 1), (INVOKES_PATH, 3)] + [(INVOKE_PATH, 1)] * 3
@@ -260,7 +294,7 @@ async def test_a_refused_or_unreachable_batch_fails_its_calls_and_an_older_peer_
         return (429, {"code": "quota-exceeded"}) if path == INVOKES_PATH else (200, _ran(entries[0]))
 
     provider = FakeProvider(refusing)
-    results = await _burst(InvokeBatcher(provider), provider, 3)
+    results = await _burst(InvokeBatcher(provider, stall=60), provider, 3)
     assert all(isinstance(r, PeerRefused) and r.details["peer_code"] == "quota-exceeded" for r in results[1:])
 
     def failing(path, entries):
@@ -269,7 +303,7 @@ async def test_a_refused_or_unreachable_batch_fails_its_calls_and_an_older_peer_
         return 200, _ran(entries[0])
 
     provider = FakeProvider(failing)
-    results = await _burst(InvokeBatcher(provider), provider, 3)
+    results = await _burst(InvokeBatcher(provider, stall=60), provider, 3)
     assert all(isinstance(r, PeerUnreachable) and r.details["sent"] is True for r in results[1:])
 
 

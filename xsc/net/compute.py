@@ -10,8 +10,9 @@
 `InvokeBatcher` sends a gateway's tab calls to one provider **self-clocked**: a call to a provider with no
 request in flight goes at once, alone (the single-call route: a lone call waits for nothing, and an older
 peer understands it); calls that come while a request to that provider is in flight queue, and go together
-as ONE signed request (at most MAX_BATCH_CALLS calls, MAX_BATCH_BYTES bytes) as soon as it returns.  No timer:
-the batch is whatever came during one round trip.  Each call in a batch is a whole tab call (its own
+as ONE signed request (at most MAX_BATCH_CALLS calls, MAX_BATCH_BYTES bytes) as soon as it returns: the batch
+is whatever came during one round trip.  A lone call never waits; queued calls wait STALL at most (a long call
+may be in flight, up to its timeout): then they go anyway, as one more request in flight.  Each call in a batch is a whole tab call (its own
 authorization, price and deal): the provider checks each separately and answers each separately.  What a
 provider answers is checked call by call: an answer that is not a well-formed run or refusal counts as lost
 (the call may have run: the gateway keeps its budget held until the tab is paid, as for a cut connection).
@@ -41,6 +42,7 @@ MODULES_PATH = "/v1/peer/modules"
 TAB_CLOSE_PATH = "/v1/peer/compute/tabs/close"
 MAX_BATCH_CALLS = 32  # calls in one batch (a provider refuses more: 400)
 MAX_BATCH_BYTES = 256 * 1024  # bytes of one batch's body (a provider refuses more: 413); a larger call goes alone
+STALL = 0.025  # seconds queued calls wait for a request in flight to return, at most (a long call is in flight)
 
 
 async def post_invoke(client: PeerClient, url: str, provider: str, body: dict, wasm: Callable[[], bytes],
@@ -87,12 +89,13 @@ class _Queued:
 
 @dataclass
 class _Lane:
-    """The calls to one provider: whether a request is in flight, and what waits for it to return."""
+    """The calls to one provider: the requests in flight, and the calls that wait for one of them to return."""
 
     url: str
-    busy: bool = False
+    flying: int = 0  # requests in flight
     single_only: bool = False  # the provider does not know the batch route (an older peer)
     queue: deque[_Queued] = field(default_factory=deque)
+    stall: asyncio.TimerHandle | None = None  # sends the queue if no request returns in time
 
 
 def _lost(url: str, why: str) -> PeerUnreachable:
@@ -100,23 +103,35 @@ def _lost(url: str, why: str) -> PeerUnreachable:
     return PeerUnreachable(f"provider {url}: {why}", url=url, reason=why, sent=True)
 
 
-class InvokeBatcher:
-    """Tab calls to providers, batched per provider while a request to it is in flight (module docstring)."""
+def _unsent(url: str) -> PeerUnreachable:
+    return PeerUnreachable(f"provider {url}: the node stopped before the call was sent", url=url, sent=False)
 
-    def __init__(self, client: PeerClient, *, max_calls: int = MAX_BATCH_CALLS,
-                 max_bytes: int = MAX_BATCH_BYTES) -> None:
-        self.client, self.max_calls, self.max_bytes = client, max_calls, max_bytes
+
+class InvokeBatcher:
+    """Tab calls to providers, batched per provider while a request to it is in flight (module docstring).
+
+    `stall`: seconds queued calls wait for a request in flight to return, at most; then they go anyway, as one
+    more request in flight (a long call in flight, up to its timeout, must not hold up the calls behind it)."""
+
+    def __init__(self, client: PeerClient, *, max_calls: int = MAX_BATCH_CALLS, max_bytes: int = MAX_BATCH_BYTES,
+                 stall: float = STALL) -> None:
+        self.client, self.max_calls, self.max_bytes, self.stall = client, max_calls, max_bytes, stall
         self._lanes: dict[str, _Lane] = {}
         self._pushes: dict[tuple[str, str], asyncio.Future] = {}
-        self._drains: set[asyncio.Task] = set()
+        self._batches: set[asyncio.Task] = set()
+        self._closed = False
         self.batches = 0  # batch requests sent (status, tests)
         self.batched = 0  # calls sent in them
+        self.stalled = 0  # queues sent before a request in flight returned
 
     async def close(self) -> None:
-        """Stop sending: a batch in flight is abandoned (its calls count as lost, the queued ones as never sent)."""
-        for task in list(self._drains):
+        """Stop sending: batches in flight are abandoned (their calls count as lost, the queued ones as not sent)."""
+        self._closed = True
+        for lane in self._lanes.values():
+            self._fail_queue(lane)
+        for task in list(self._batches):
             task.cancel()
-        await asyncio.gather(*self._drains, return_exceptions=True)
+        await asyncio.gather(*self._batches, return_exceptions=True)
 
     async def invoke(self, url: str, provider: str, body: dict, wasm: Callable[[], bytes],
                      wasi: bool) -> dict[str, Any]:
@@ -148,44 +163,63 @@ class InvokeBatcher:
             lane = self._lanes[provider] = _Lane(url)
         if lane.single_only or len(entry) > self.max_bytes // 2:
             return await self._one(url, provider, entry)
-        if lane.busy:  # goes with the next batch, when the request in flight returns
+        if lane.flying and not self._closed:  # goes with the next batch, when a request in flight returns
             future = asyncio.get_running_loop().create_future()
             lane.queue.append(_Queued(entry, future))
+            if lane.stall is None:
+                lane.stall = asyncio.get_running_loop().call_later(self.stall, self._stalled, provider, lane)
             return await future
-        lane.busy = True
+        lane.flying += 1  # a lone call goes at once
         try:
             return await self._one(url, provider, entry)
         finally:
-            self._next(provider, lane)
+            self._returned(provider, lane)
 
-    def _next(self, provider: str, lane: _Lane) -> None:
-        """The request in flight returned: send what queued meanwhile (in a task), or the lane is free."""
-        if not lane.queue:
-            lane.busy = False
+    def _returned(self, provider: str, lane: _Lane) -> None:
+        """A request in flight returned: what queued meanwhile goes now, as one batch."""
+        lane.flying -= 1
+        if lane.queue:
+            self._flush(provider, lane)
+
+    def _stalled(self, provider: str, lane: _Lane) -> None:
+        lane.stall = None
+        if lane.queue:
+            self.stalled += 1
+            self._flush(provider, lane)
+
+    def _flush(self, provider: str, lane: _Lane) -> None:
+        if lane.stall is not None:
+            lane.stall.cancel()
+            lane.stall = None
+        if self._closed:
+            self._fail_queue(lane)
             return
-        task = asyncio.create_task(self._drain(provider, lane))
-        self._drains.add(task)
-        task.add_done_callback(self._drains.discard)
+        taken = self._take(lane)
+        if lane.queue:  # more than one batch holds: the rest waits for the next return (or the stall)
+            lane.stall = asyncio.get_running_loop().call_later(self.stall, self._stalled, provider, lane)
+        if taken:
+            lane.flying += 1
+            task = asyncio.create_task(self._send_batch(provider, lane, taken))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
 
-    async def _drain(self, provider: str, lane: _Lane) -> None:
-        taken: list[_Queued] = []
+    async def _send_batch(self, provider: str, lane: _Lane, taken: list[_Queued]) -> None:
         try:
-            while lane.queue:
-                taken = self._take(lane)
-                if taken:
-                    await self._batch(lane, provider, taken)
-        except BaseException:  # cancelled (the node stops): what was sent may have run, the rest was not sent
-            for item in taken:
+            await self._batch(lane, provider, taken)
+        finally:
+            for item in taken:  # cancelled (the node stops): what was sent may have run
                 if not item.future.done():
                     item.future.set_exception(_lost(lane.url, "the node stopped before the answer came"))
-            for item in lane.queue:
-                if not item.future.done():
-                    item.future.set_exception(PeerUnreachable(f"provider {lane.url}: the node stopped before the "
-                                                              "call was sent", url=lane.url, sent=False))
-            lane.queue.clear()
-            raise
-        finally:
-            lane.busy = False
+            self._returned(provider, lane)
+
+    def _fail_queue(self, lane: _Lane) -> None:
+        if lane.stall is not None:
+            lane.stall.cancel()
+            lane.stall = None
+        for item in lane.queue:
+            if not item.future.done():
+                item.future.set_exception(_unsent(lane.url))
+        lane.queue.clear()
 
     def _take(self, lane: _Lane) -> list[_Queued]:
         taken: list[_Queued] = []
