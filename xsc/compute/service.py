@@ -419,8 +419,8 @@ class ComputeService:
         by its fuel or the epoch deadline, and `/health` goes on answering).  A call that returns within them
         gave the result and the fuel it would have given under its own limits (a fresh Store, no host
         imports: nothing else can differ).  A call that traps is run again on the pool under its own limits,
-        from scratch (the try left nothing behind), and if it ran out of the try's fuel or time, its export is
-        marked slow and never tried on the loop again."""
+        from scratch (the try left nothing behind), and if it ran out of the try's fuel or of its time while it
+        had the CPU, its export is marked slow and never tried on the loop again."""
         if call.wasi:
             return None
         with self._cache_lock:
@@ -444,7 +444,11 @@ class ComputeService:
                 self.running -= 1
         if outcome.trap_kind is not None:
             self.inline["inline_retried"] += 1
-            if outcome.trap_kind in ("out-of-fuel", "deadline"):
+            # Slow: it ran out of the try's fuel, or of its time while it had the CPU.  A try that met its deadline
+            # having run for less than half a tick was kept from running (a busy machine, another thread holding
+            # the GIL): that says nothing of the export, which is tried inline again next time.
+            if outcome.trap_kind == "out-of-fuel" or (
+                    outcome.trap_kind == "deadline" and outcome.cpu_ns >= eng.TICK * 1e9 / 2):
                 target.slow = True
             return None
         self.inline["inline"] += 1
