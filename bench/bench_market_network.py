@@ -9,7 +9,9 @@ concurrency 1 (p50, p90) and 8 (invokes/s), the latency a remote invoke adds, an
 made of, measured in this run: an fsync of a LevelDB batch, a signed peer request that does no work,
 and the ledger's authorize + countersign + complete of one payment by receipt (in process, two ledgers).
 Target (issue 7): a matched remote invoke adds < 20 ms over a direct one; (issue 14, paid through tabs)
-< 2 ms, and remote throughput at concurrency 8 >= 0.8x direct.
+< 2 ms, and remote throughput at concurrency 8 >= 0.8x direct.  At concurrency 8 it also prints how many of A's
+calls went to B in batches (net/compute.py: InvokeBatcher) and the nodes' CPU per call (on a busy machine the
+wall-clock rates say more about the other load than about the nodes; CPU per call does not).
 
 The remote path waits for synced ledger writes that the direct one does not (the direct invoke's
 settlement is group-committed after the answer): run with TMPDIR=/dev/shm (tmpfs, where an fsync costs
