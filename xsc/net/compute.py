@@ -124,6 +124,9 @@ class InvokeBatcher:
         self.batched = 0  # calls sent in them
         self.stalled = 0  # queues sent before a request in flight returned
 
+    def status(self) -> dict[str, int]:
+        return {"batches": self.batches, "batched_calls": self.batched, "stalled": self.stalled}
+
     async def close(self) -> None:
         """Stop sending: batches in flight are abandoned (their calls count as lost, the queued ones as not sent)."""
         self._closed = True

@@ -61,22 +61,12 @@ def status_of(error: e.XscError) -> int:
     return 500
 
 
-def _body(status: int, code: str, detail: str, hint: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+def problem(status: int, code: str, detail: str, *, hint: str | None = None, **extra: Any) -> web.Response:
     body: dict[str, Any] = {"type": f"urn:xsc:problem:{code}", "code": code, "status": status, "detail": detail}
     if hint:
         body["hint"] = hint
     body.update(extra)
-    return body
-
-
-def problem(status: int, code: str, detail: str, *, hint: str | None = None, **extra: Any) -> web.Response:
-    return web.Response(status=status, text=json.dumps(_body(status, code, detail, hint, extra), default=str),
-                        content_type=PROBLEM_TYPE)
-
-
-def problem_body(error: e.XscError) -> dict[str, Any]:
-    """The problem body of `error`, as a dict (one call's refusal inside a batch's answer)."""
-    return _body(status_of(error), error.code, error.message, error.hint, error.details)
+    return web.Response(status=status, text=json.dumps(body, default=str), content_type=PROBLEM_TYPE)
 
 
 def problem_from_error(error: e.XscError) -> web.Response:

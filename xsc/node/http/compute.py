@@ -16,7 +16,7 @@ from ...net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH
 from ...storage.holder import MIN_UPLOAD_RATE
 from .. import peer_auth
 from ..appkeys import COMPUTE, PAID_COMPUTE, PEER_LIMITS
-from ..problems import problem_body, status_of
+from ..problems import problem_from_error, status_of
 from .common import BODY_SECONDS, json_body, json_object, json_response, loads, query_flag, query_int, read_body
 
 routes = web.RouteTableDef()
@@ -101,17 +101,12 @@ async def run_for_peer(request: web.Request) -> web.Response:
 @routes.post(INVOKES_PATH)
 async def run_batch_for_peer(request: web.Request) -> web.Response:
     """A gateway's batch of tab calls (net/compute.py: InvokeBatcher): one answer or problem per call, in order."""
-    raw = await read_body(request)  # bounded before it is parsed: a batch is small
-    if len(raw) > MAX_BATCH_BYTES:
-        raise PayloadTooLarge(f"a batch of calls is at most {MAX_BATCH_BYTES} bytes, not {len(raw)}",
-                              hint="send fewer calls at once", max_bytes=MAX_BATCH_BYTES)
+    if len(raw := await read_body(request)) > MAX_BATCH_BYTES:  # bounded before it is parsed
+        raise PayloadTooLarge(f"a batch of calls is at most {MAX_BATCH_BYTES} bytes", hint="send fewer calls at once")
     body = json_object(raw, 'send {"calls": [CALL, ...]}')
-    calls = body.get("calls")
-    if isinstance(calls, list) and 1 < len(calls) <= MAX_BATCH_CALLS:  # each call counts against the peer's rate
-        gateway, now, limits = peer_auth.peer_id(request), time.monotonic(), request.app[PEER_LIMITS]
-        for _ in range(len(calls) - 1):
-            limits.check(gateway, now, f"peer {gateway[:12]}…")
-    results = await request.app[PAID_COMPUTE].run_batch_for_peer(peer_auth.peer_id(request), body)
-    return web.Response(body=orjson.dumps({"results": [
-        {"status": status_of(r), "problem": problem_body(r)} if isinstance(r, XscError) else
-        {"status": 200, "answer": r} for r in results]}, default=str), content_type="application/json")
+    calls, gateway = body.get("calls"), peer_auth.peer_id(request)
+    for _ in range(len(calls) - 1 if isinstance(calls, list) and len(calls) <= MAX_BATCH_CALLS else 0):
+        request.app[PEER_LIMITS].check(gateway, time.monotonic(), f"peer {gateway[:12]}…")  # each call counts
+    results = await request.app[PAID_COMPUTE].run_batch_for_peer(gateway, body)
+    return json_response({"results": [{"status": status_of(r), "problem": loads(problem_from_error(r).body)}
+                                      if isinstance(r, XscError) else {"status": 200, "answer": r} for r in results]})
