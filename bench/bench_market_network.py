@@ -136,14 +136,15 @@ async def _invokes(node: Node, calls: int, concurrency: int) -> tuple[list[float
     return latencies, time.perf_counter() - start
 
 
-async def _batches(node: Node) -> tuple[int, int]:
-    """Batch requests node has sent to providers, and the calls in them (/v1/node/status; 0, 0 before they existed)."""
+async def _batches(node: Node) -> tuple[int, int, int]:
+    """Batch requests node has sent to providers, the calls in them, and the batches sent before a request in flight
+    returned (/v1/node/status; 0 before they existed)."""
     conn = await Conn.open(node.port, node.token)
     try:
         part = (await _checked(conn, "GET", "/v1/node/status")).get("remote_compute") or {}
     finally:
         await conn.close()
-    return part.get("batches", 0), part.get("batched_calls", 0)
+    return part.get("batches", 0), part.get("batched_calls", 0), part.get("stalled", 0)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -321,7 +322,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
           f"{us['remote', 'A'] + us['remote', 'B']:.0f} us "
           f"({(us['remote', 'A'] + us['remote', 'B']) / us['direct', 'B']:.2f}x direct)")
     print(f"remote calls at concurrency 8 sent in batches: {batches[1]} of {len(c8['remote'][0])} calls, in "
-          f"{batches[0]} batch requests ({batches[1] / max(1, batches[0]):.1f} calls per batch); the rest alone")
+          f"{batches[0]} batch requests ({batches[1] / max(1, batches[0]):.1f} calls per batch, {batches[2]} sent before "
+          f"the request in flight returned); the rest alone")
     print(f"remote throughput at concurrency 8 = {rate_r / rate_d:.2f}x direct")
     rest = added - trio - signed_rt
     # On tmpfs an fsync costs nothing: a ratio to it would mean nothing.
