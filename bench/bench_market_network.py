@@ -322,8 +322,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
           f"{us['remote', 'A'] + us['remote', 'B']:.0f} us "
           f"({(us['remote', 'A'] + us['remote', 'B']) / us['direct', 'B']:.2f}x direct)")
     print(f"remote calls at concurrency 8 sent in batches: {batches[1]} of {len(c8['remote'][0])} calls, in "
-          f"{batches[0]} batch requests ({batches[1] / max(1, batches[0]):.1f} calls per batch, {batches[2]} sent before "
-          f"the request in flight returned); the rest alone")
+          f"{batches[0]} batch requests ({batches[1] / max(1, batches[0]):.1f} calls per batch, {batches[2]} sent "
+          f"before the request in flight returned); the rest alone")
     print(f"remote throughput at concurrency 8 = {rate_r / rate_d:.2f}x direct")
     rest = added - trio - signed_rt
     # On tmpfs an fsync costs nothing: a ratio to it would mean nothing.

@@ -12,10 +12,11 @@ request in flight goes at once, alone (the single-call route: a lone call waits 
 peer understands it); calls that come while a request to that provider is in flight queue, and go together
 as ONE signed request (at most MAX_BATCH_CALLS calls, MAX_BATCH_BYTES bytes) as soon as it returns: the batch
 is whatever came during one round trip.  A lone call never waits; queued calls wait STALL at most (a long call
-may be in flight, up to its timeout): then they go anyway, as one more request in flight.  Each call in a batch is a whole tab call (its own
-authorization, price and deal): the provider checks each separately and answers each separately.  What a
-provider answers is checked call by call: an answer that is not a well-formed run or refusal counts as lost
-(the call may have run: the gateway keeps its budget held until the tab is paid, as for a cut connection).
+may be in flight, up to its timeout): then they go anyway, as one more request in flight.  Each call in a batch
+is a whole tab call (its own authorization, price and deal): the provider checks each separately and answers
+each separately.  What a provider answers is checked call by call: an answer that is not a well-formed run or
+refusal counts as lost (the call may have run: the gateway keeps its budget held until the tab is paid, as for
+a cut connection).
 """
 
 from __future__ import annotations
