@@ -93,3 +93,9 @@ async def test_a_try_kept_from_running_until_its_deadline_does_not_mark_the_expo
     monkeypatch.setattr(sandbox, "run", real_run)
     status, body = await _concurrently(node, module, "add", 1, 2)
     assert status == 200 and compute.inline == {"inline": 1, "inline_retried": 1}  # tried inline again
+    monkeypatch.setattr(sandbox, "run", preempted)  # but not forever: three such tries in a row make it slow
+    for _ in range(3):
+        assert (await _concurrently(node, module, "add", 1, 2))[0] == 200
+    monkeypatch.setattr(sandbox, "run", real_run)
+    assert (await _concurrently(node, module, "add", 1, 2))[0] == 200
+    assert compute.inline == {"inline": 1, "inline_retried": 4}

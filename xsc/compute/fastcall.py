@@ -100,6 +100,7 @@ class Callable:
         self._module = module
         self._memory = memory.encode() if memory is not None else None  # the module's exported memory
         self.slow = False  # a call of it once needed more than an inline try allows: it runs on the pool
+        self.preempted = 0  # inline tries in a row that met their deadline barely run (service.py)
         self._pre = pre  # WASI modules: imports already resolved
         # Keep the GIL while instantiating: only for modules that run no code doing so (no start function).
         self._instance_new = _instance_new_held if quick_instantiate else ffi.wasmtime_instance_new

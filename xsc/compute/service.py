@@ -47,6 +47,7 @@ MODULE_CACHE_SIZE = 64  # compiled modules kept in memory (each holds its native
 # these epoch ticks (about 50 us of wasm, and 10-20 ms at the very most, e.g. a memory.fill of 64 MiB).
 INLINE_FUEL = 100_000
 INLINE_TICKS = 2
+INLINE_PREEMPTED = 3  # inline tries in a row kept from the CPU until their deadline before an export counts as slow
 
 
 @dataclass(frozen=True)
@@ -446,11 +447,14 @@ class ComputeService:
             self.inline["inline_retried"] += 1
             # Slow: it ran out of the try's fuel, or of its time while it had the CPU.  A try that met its deadline
             # having run for less than half a tick was kept from running (a busy machine, another thread holding
-            # the GIL): that says nothing of the export, which is tried inline again next time.
-            if outcome.trap_kind == "out-of-fuel" or (
-                    outcome.trap_kind == "deadline" and outcome.cpu_ns >= eng.TICK * 1e9 / 2):
+            # the GIL): that says nothing of the export, which is tried inline again next time (up to
+            # INLINE_PREEMPTED such tries in a row: on a machine that busy, a spinning export is not tried forever).
+            preempted = outcome.trap_kind == "deadline" and outcome.cpu_ns < eng.TICK * 1e9 / 2
+            target.preempted = target.preempted + 1 if preempted else 0
+            if outcome.trap_kind in ("out-of-fuel", "deadline") and target.preempted in (0, INLINE_PREEMPTED):
                 target.slow = True
             return None
+        target.preempted = 0
         self.inline["inline"] += 1
         run, record, puts = self._finish(call, prepared, signature, values, argv, limits, outcome, started,
                                          requester, rate, deal, owed)
