@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import struct
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import plyvel
 
 from .. import keys
 from ..identity import Identity
+from ..tasks import Workers
 from . import provenance
 
 MAX_GROUP = 512
@@ -32,7 +32,7 @@ class Journal:
     def __init__(self, db: plyvel.DB, identity: Identity) -> None:
         self._db = db
         self.identity = identity
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xsc-provenance-writer")
+        self._writer = Workers(1, "xsc-provenance-writer")
         self._lock = threading.Lock()  # one write at a time (the chain heads and counts are in its order)
         self._pending: list[tuple[tuple, asyncio.Future]] = []
         self._drainer: asyncio.Task | None = None
@@ -61,11 +61,10 @@ class Journal:
         return True
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._pending:
             group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
             try:
-                await loop.run_in_executor(self._writer, self._write, [item for item, _ in group])
+                await self._writer.run(self._write, [item for item, _ in group])
                 error = None
             except Exception as exc:  # nothing of the group was stored
                 error = exc

@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +27,7 @@ from ..config import ComputeSection
 from ..errors import ComputeBusy, ModuleDisabled, ExportNotFound, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleNotFound, NotAFunction, \
     ProvenanceNotFound, Trap, UnsupportedSignature
 from ..identity import Identity
+from ..tasks import Workers
 from . import artifacts, provenance
 from . import engine as eng
 from . import modules as mods
@@ -167,7 +167,7 @@ class ComputeService:
         self._engine_facts = {"wasmtime": eng.WASMTIME_VERSION, "fingerprint": self.fingerprint.hex(),
                               "nan_canonicalization": eng.SETTINGS["cranelift_nan_canonicalization"]}
         self.ticker = eng.EpochTicker(self.engine)
-        self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="xsc-wasm")
+        self.pool = Workers(self.threads, "xsc-wasm")  # a call is handed to an idle thread directly
         self.store = ComputeStore(db)
         self.identity = identity
         self._secret = artifacts.load_or_create_secret(data_dir)
@@ -210,7 +210,7 @@ class ComputeService:
 
         `facts`: the registry's name, version, description; `pushed_by`: the peer that pushed it for a call."""
         facts = check_facts(facts or {})
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self._deploy, wasm, wasi, pushed_by, facts)
+        return await self.pool.run(self._deploy, wasm, wasi, pushed_by, facts)
 
     def _deploy(self, wasm: bytes, wasi: bool, pushed_by: str | None = None,
                 facts: dict[str, str] | None = None) -> tuple[ModuleInfo, bool]:
@@ -381,8 +381,8 @@ class ComputeService:
                 run, record, module_hash, puts = inline
                 await self.journal.append(record, module_hash, puts)
                 return run
-            run, record, module_hash, puts, written = await asyncio.get_running_loop().run_in_executor(
-                self.pool, self._invoke, call, requester, rate, deal, owed)
+            run, record, module_hash, puts, written = await self.pool.run(self._invoke, call, requester, rate, deal,
+                                                                          owed)
             if not written:  # answered only once its record is on disk (one synced write and signature per group)
                 await self.journal.append(record, module_hash, puts)
             return run
