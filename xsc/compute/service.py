@@ -34,7 +34,7 @@ from . import modules as mods
 from . import sandbox
 from ..ledger import price_budget, price_compute
 from ..ledger.model import format_credits
-from .journal import Journal
+from .journal import Journal, unsigned
 from .limits import Limits, resolve
 from .modules import ModuleInfo
 from .store import ComputeStore
@@ -383,7 +383,9 @@ class ComputeService:
                 return run
             run, record, module_hash, puts, written = await self.pool.run(self._invoke, call, requester, rate, deal,
                                                                           owed)
-            if not written:  # answered only once its record is on disk (one synced write and signature per group)
+            if written:
+                self.journal.sign_soon()
+            else:  # answered only once its record is on disk (one synced write per group)
                 await self.journal.append(record, module_hash, puts)
             return run
         finally:
@@ -529,7 +531,11 @@ class ComputeService:
 
     # --- provenance ------------------------------------------------------------------------
     def provenance(self, provenance_id: str) -> dict[str, Any]:
-        data = self.store.provenance(provenance.parse_id(provenance_id))
+        record_id = provenance.parse_id(provenance_id)
+        data = self.store.provenance(record_id)
+        if data is not None and unsigned(data):  # written moments ago: its batch is signed now
+            self.journal.sign_pending()
+            data = self.store.provenance(record_id)
         if data is None:
             raise ProvenanceNotFound(f"no provenance record {provenance_id} on this node",
                                      hint="list recent ones with: xsc compute provenance --list")
@@ -546,7 +552,12 @@ class ComputeService:
 
     def recent_provenance(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest signed records, each with whether its signature is the node's (the dashboard shows it)."""
-        return [{**provenance.decode(d), "signature_valid": _valid(d)} for d in self.store.recent_provenance(limit)]
+        found = self.store.recent_provenance(limit)
+        if any(unsigned(d) for d in found):  # written moments ago: their batch is signed now
+            self.journal.sign_pending()
+            found = self.store.recent_provenance(limit)
+        # A record still unsigned (its write had not returned yet) is listed from the next read on.
+        return [{**provenance.decode(d), "signature_valid": _valid(d)} for d in found if not unsigned(d)]
 
 
 @functools.lru_cache(maxsize=4096)
