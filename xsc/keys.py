@@ -138,6 +138,7 @@ _INVOCATIONS = b"c/n/"  # + module hash -> invocation count (8, big endian)
 _PROVENANCE = b"c/p/"  # + provenance id (16: time ns (8, big endian) + random (8)) -> signed record
 _TAB_RUNS = b"c/t/"  # + authorization id (32) + provenance id (16) -> amount (8) + fuel (8): a run on a peer's tab
 _PROVENANCE_HEAD = b"c/h/"  # + module hash -> id (16) of the module's newest provenance record on this node
+_UNSIGNED = b"c/q/"  # + provenance id -> b"": its record is durable and awaits its batch signature (compute/journal.py)
 
 
 def module(module_hash: bytes) -> bytes:
@@ -165,6 +166,13 @@ def provenance(provenance_id: bytes) -> bytes:
 
 def provenance_head(module_hash: bytes) -> bytes:
     return _PROVENANCE_HEAD + module_hash
+
+
+UNSIGNED = _UNSIGNED
+
+
+def unsigned(provenance_id: bytes) -> bytes:
+    return _UNSIGNED + provenance_id
 
 
 def tab_runs(authorization_id: bytes) -> bytes:

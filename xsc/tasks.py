@@ -1,6 +1,7 @@
 """The one way to run blocking work off the event loop, and the one way to run a periodic loop.
 
     await in_pool(pool, fn, *args)          fn(*args) in the node's CPU pool (hashing, crypto, LevelDB)
+    await workers.run(fn, *args)            fn(*args) on one of a fixed set of threads, handed it directly
     task = every(name, period, step)        await step() every period() seconds until cancelled;
                                             a failed round is logged and never ends the loop
     await stop(*tasks)                      cancel background tasks and wait for them to end
@@ -11,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import random
+import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -23,6 +27,89 @@ T = TypeVar("T")
 
 async def in_pool(pool: Executor | None, fn: Callable[..., T], *args: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+
+class Workers:
+    """A fixed set of threads running blocking calls for the event loop, each call handed to an idle thread
+    directly (ThreadPoolExecutor's threads all wait on one queue: a call wakes one, which wakes the next to
+    look at the queue again, and the two trade the GIL for nothing), and its result set on the loop without
+    concurrent.futures' Future and callbacks.  Calls that find every thread busy wait in order.  For short
+    calls on a hot path (a wasm call and its provenance record)."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._lock = threading.Lock()  # the idle threads and the backlog
+        self._idle: list[queue.SimpleQueue] = []  # the inboxes of idle threads (one waiter each)
+        self._backlog: deque[tuple] = deque()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, args=(queue.SimpleQueue(),), name=f"{name}_{i}",
+                                          daemon=True) for i in range(count)]
+        for thread in self._threads:
+            thread.start()
+
+    def run(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """fn(*args) on a thread; the future (of the running loop) of its result."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        job = (loop, future, fn, args)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the workers are shut down")
+            inbox = self._idle.pop() if self._idle else None
+            if inbox is None:
+                self._backlog.append(job)
+        if inbox is not None:
+            inbox.put(job)
+        return future
+
+    def _work(self, inbox: queue.SimpleQueue) -> None:
+        while True:
+            with self._lock:
+                if self._backlog:
+                    job = self._backlog.popleft()
+                else:
+                    job = _IDLE
+                    self._idle.append(inbox)
+            if job is _IDLE:
+                job = inbox.get()
+            if job is None:  # shut down
+                return
+            loop, future, fn, args = job
+            del job
+            try:
+                outcome = (True, fn(*args))
+            except BaseException as exc:  # handed to the caller
+                outcome = (False, exc)
+            try:
+                loop.call_soon_threadsafe(_settle, future, outcome)
+            except RuntimeError:  # the loop is closed: nobody waits for it
+                pass
+            del loop, future, fn, args, outcome
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Run the calls already queued, then end the threads; no call is taken after this."""
+        with self._lock:
+            if self._closed:
+                idle = []
+            else:
+                self._closed = True
+                idle, self._idle = self._idle, []
+                # One stop each: idle threads get theirs now, busy ones after the queued calls.
+                self._backlog.extend([None] * (len(self._threads) - len(idle)))
+        for inbox in idle:
+            inbox.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
+_IDLE = object()
+
+
+def _settle(future: asyncio.Future, outcome: tuple[bool, Any]) -> None:
+    if future.cancelled():
+        return
+    ok, value = outcome
+    future.set_result(value) if ok else future.set_exception(value)
 
 
 def jittered(seconds: float, jitter: float) -> float:

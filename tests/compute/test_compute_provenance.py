@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.support.compute import deploy, invoke
 from xsc.compute import provenance
 from xsc.node import CLIENT_IDENTITY, IDENTITY
+from xsc.node.appkeys import COMPUTE
 
 
 async def record(node, provenance_id: str) -> dict:
@@ -112,3 +115,81 @@ async def test_records_survive_a_restart(compute_node):
     node = await compute_node("n")
     signed = await record(node, body["provenance"])
     assert provenance.is_valid(signed) and signed["record"]["results"][0]["value"] == 4
+
+
+def _journal_record(n: int, node_id: str) -> dict:
+    return {"version": provenance.VERSION, "id": provenance.new_id().hex(), "module": "ab" * 32, "function": "f",
+            "args": [{"type": "i32", "value": n}], "outcome": "ok", "results": [], "node": node_id}
+
+
+def test_records_are_durable_before_they_are_signed_and_signed_after_a_crash(tmp_path):
+    """A record is on disk (synced) when its write returns; its batch signature follows.  If the process dies in
+    between (the journal is dropped without closing, the database reopened), the journal signs it on opening."""
+    import plyvel
+
+    from xsc import keys
+    from xsc.compute.journal import Journal, unsigned
+    from xsc.identity import Identity
+
+    identity = Identity.generate()
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    journal = Journal(db, identity)
+    records = [_journal_record(n, identity.id) for n in range(5)]
+    assert all(journal.write_now(r, b"m" * 32) for r in records[:3])
+    journal._write([(r, b"m" * 32, ()) for r in records[3:]])  # a group of two
+    stored = [db.get(keys.provenance(bytes.fromhex(r["id"]))) for r in records]
+    assert all(unsigned(d) for d in stored)  # durable, not signed yet
+    assert [provenance.decode(d)["record"]["previous"] for d in stored] == [None] + [r["id"] for r in records[:4]]
+    db.close()  # the process died: nothing signed them
+
+    db = plyvel.DB(str(tmp_path / "db"))
+    Journal(db, identity)  # opening signs what was left unsigned
+    for r in records:
+        signed = provenance.decode(db.get(keys.provenance(bytes.fromhex(r["id"]))))
+        assert provenance.is_valid(signed) and signed["record"] == r and signed["batch"]["count"] == 5
+    assert list(db.iterator(prefix=keys.UNSIGNED)) == []
+    db.close()
+
+
+async def test_records_written_before_their_signature_are_signed_when_read(node, monkeypatch):
+    from xsc.compute import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "SIGN_DELAY", 3600.0)  # nothing is signed unless a read asks
+    add = await deploy(node, "add")
+    journal = node.server.app[COMPUTE].journal
+    journal.sign_pending()
+    batches = journal.signed_batches
+    ids = [(await invoke(node, add, "add", str(i), "1"))[1]["provenance"] for i in range(6)]
+    assert journal.signed_batches == batches  # answered before any signature
+    signed = [await record(node, i) for i in ids]  # the first read signs them all
+    assert all(provenance.is_valid(s) for s in signed) and journal.signed_batches == batches + 1
+    assert {s["batch"]["count"] for s in signed} == {6} and len({s["batch"]["signature"] for s in signed}) == 1
+    assert [s["record"]["previous"] for s in signed[1:]] == ids[:-1]
+    listed = await (await node.get("/v1/compute/provenance?limit=6")).json()
+    assert [r["record"]["id"] for r in listed["records"]] == ids[::-1] and all(r["signature_valid"] for r in listed["records"])
+
+
+@pytest.mark.slow
+def test_kill_9_right_after_answers_keeps_every_acknowledged_record_and_signs_it(node_process):
+    """Records are answered before their batch is signed: a kill -9 in that window loses none of them, and
+    the restarted node signs them (real node process)."""
+    from tests.support.compute import WASM
+    from tests.support.peers import api, http
+
+    node = node_process("n")
+    status, body = http(node.url, "POST", "/v1/modules", (WASM / "add.wasm").read_bytes(),
+                        {"Authorization": f"Bearer {node.token}"})
+    assert status in (200, 201), body
+    module, acked = body["id"], []
+    for i in range(40):
+        status, body = api(node, "POST", "/v1/compute/invoke", {"module": module, "function": "add", "args": [i, 1]})
+        assert status == 200, body
+        acked.append(body["provenance"])
+    node.kill()  # within the signing delay of the last answers
+    node.start()
+    for provenance_id in acked:
+        status, signed = api(node, "GET", f"/v1/compute/provenance/{provenance_id}")
+        assert status == 200 and provenance.is_valid(signed), signed
+    status, listed = api(node, "GET", "/v1/compute/provenance?limit=100")
+    assert {r["record"]["id"] for r in listed["records"]} == set(acked)
+    assert all(r["signature_valid"] for r in listed["records"])

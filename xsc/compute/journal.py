@@ -1,44 +1,65 @@
-"""The provenance journal: records of finished runs written in groups, each group one signed batch and one
-synced write (group commit, as the ledger writes its settlements).
+"""The provenance journal: records of finished runs written durably in groups (group commit, as the ledger
+writes its settlements), then signed in batches.
 
-A run's caller answers only once the record is on disk (fsynced): what it acknowledged survives a power
+A run's caller answers only once its record is on disk (fsynced): what it acknowledged survives a power
 loss.  A lone call's worker writes its record itself (`write_now`: parse, run and record in one worker,
 no second thread hop); records that arrive while a write is under way are `append`ed and form the next
-group, written by the journal's thread.  Per group:
-each record gets its link to the previous record of the same module on this node (`previous`: a per-module
-chain, so a module's lineage can be walked), the Merkle root of the group's canonical records is signed
-once, and the stored records, the modules' invocation counts and chain heads, and whatever the callers add
-(`puts`: what a paid run owes, ledger/tabs.py) go in one synced LevelDB write batch.
+group, written by the journal's thread.  Per group, in one synced LevelDB write batch: the records in
+their canonical form, each with its link to the previous record of the same module on this node
+(`previous`: a per-module chain, so a module's lineage can be walked), the modules' invocation counts and
+chain heads, whatever the callers add (`puts`: what a paid run owes, ledger/tabs.py), and for each record
+an `unsigned` mark.
+
+Signing waits for no caller: within SIGN_DELAY of a write, the journal's thread signs every record written
+since its last batch at once (one Ed25519 signature over the Merkle root of their canonical records; each
+record gets the root, the signature, its place and its inclusion proof, so it verifies alone) and rewrites
+them, dropping their marks, without a sync of its own.  So a lone caller does not wait for a signature, and
+under load one signature covers every record of SIGN_DELAY.  A record is never read unsigned: a read that
+finds one has the pending batch signed first (`sign_pending`).  After a crash, the records still marked
+(their content was durable; the signature, a function of that content and the node's key, may not have
+been) are signed when the journal opens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import plyvel
 
 from .. import keys
 from ..identity import Identity
+from ..tasks import Workers
 from . import provenance
 
+log = logging.getLogger(__name__)
+
 MAX_GROUP = 512
+SIGN_DELAY = 0.02  # seconds a durable record may wait for its batch signature
+MAX_SIGN_BATCH = 4096  # records one signature covers at most (a proof of 12 hashes)
+UNSIGNED_HEAD = b'{"record":'  # the stored form of a record awaiting its signature: {"record": <canonical>}
 
 
 class Journal:
     def __init__(self, db: plyvel.DB, identity: Identity) -> None:
         self._db = db
         self.identity = identity
-        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="xsc-provenance-writer")
+        self._writer = Workers(1, "xsc-provenance-writer")
         self._lock = threading.Lock()  # one write at a time (the chain heads and counts are in its order)
         self._pending: list[tuple[tuple, asyncio.Future]] = []
         self._drainer: asyncio.Task | None = None
         self._counts: dict[bytes, int] = {}  # module hash -> invocations (touched under _lock only)
         self._heads: dict[bytes, str | None] = {}  # module hash -> id of its newest record (under _lock only)
+        self._sign_lock = threading.Lock()  # one signing at a time; held while a batch is signed and rewritten
+        self._unsigned: list[tuple[bytes, bytes]] = []  # (id, canonical record) durable, awaiting a signature
+        self._signer: asyncio.TimerHandle | None = None
+        self._signing: set[asyncio.Future] = set()
         self.groups = 0
+        self.signed_batches = 0
+        self._recover()
 
     async def append(self, record: dict[str, Any], module_hash: bytes,
                      puts: tuple[tuple[bytes, bytes], ...] = ()) -> None:
@@ -51,7 +72,8 @@ class Journal:
 
     def write_now(self, record: dict[str, Any], module_hash: bytes, puts: tuple[tuple[bytes, bytes], ...] = ()) -> bool:
         """From the worker that ran the call: write its record at once if no other write is under way (no
-        second thread hop for a lone call); False if one is, and the caller then `append`s it to the group."""
+        second thread hop for a lone call); False if one is, and the caller then `append`s it to the group.
+        The caller (on the loop) then calls `sign_soon`."""
         if self._pending or not self._lock.acquire(blocking=False):
             return False
         try:
@@ -61,17 +83,18 @@ class Journal:
         return True
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._pending:
             group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
             try:
-                await loop.run_in_executor(self._writer, self._write, [item for item, _ in group])
+                await self._writer.run(self._write, [item for item, _ in group])
                 error = None
             except Exception as exc:  # nothing of the group was stored
                 error = exc
             for _, future in group:
                 if not future.done():
                     future.set_exception(error) if error is not None else future.set_result(None)
+            if error is None:
+                self.sign_soon()
 
     def _write(self, items: list[tuple[dict, bytes, tuple]]) -> None:
         with self._lock:
@@ -87,10 +110,11 @@ class Journal:
             record["previous"] = heads[module_hash]
             heads[module_hash] = record["id"]
             counts[module_hash] += 1
-        stored = provenance.sign_batch(self.identity, [provenance.canonical(r) for r, _, _ in items])
+        written = [(bytes.fromhex(record["id"]), provenance.canonical(record)) for record, _, _ in items]
         with self._db.write_batch(sync=True) as batch:
-            for (record, _, puts), data in zip(items, stored):
-                batch.put(keys.provenance(bytes.fromhex(record["id"])), data)
+            for (record_id, body), (_, _, puts) in zip(written, items):
+                batch.put(keys.provenance(record_id), UNSIGNED_HEAD + body + b"}")
+                batch.put(keys.unsigned(record_id), b"")
                 for key, value in puts:
                     batch.put(key, value)
             for module_hash, head in heads.items():
@@ -99,6 +123,59 @@ class Journal:
         self._heads.update(heads)
         self._counts.update(counts)
         self.groups += 1
+        with self._sign_lock:
+            self._unsigned.extend(written)
+
+    # --- signatures ------------------------------------------------------------------------------------
+    def sign_soon(self) -> None:
+        """On the loop, after a write: have the records written since the last batch signed within SIGN_DELAY."""
+        if self._signer is None:
+            self._signer = asyncio.get_running_loop().call_later(SIGN_DELAY, self._sign_in_writer)
+
+    def _sign_in_writer(self) -> None:
+        self._signer = None
+        future = self._writer.run(self.sign_pending)
+        self._signing.add(future)
+        future.add_done_callback(self._signed)
+
+    def _signed(self, future: asyncio.Future) -> None:
+        self._signing.discard(future)
+        if not future.cancelled() and future.exception() is not None:  # still marked: signed by a later batch
+            log.error("signing provenance records failed: %s", future.exception())
+
+    def sign_pending(self) -> int:
+        """Sign every record written and not yet signed (in batches of MAX_SIGN_BATCH) and store them signed;
+        returns how many.  Any thread; a caller that finds a record unsigned calls it before reading again."""
+        with self._sign_lock:
+            done = 0
+            while self._unsigned:
+                batch, rest = self._unsigned[:MAX_SIGN_BATCH], self._unsigned[MAX_SIGN_BATCH:]
+                self._store_signed(batch)
+                self._unsigned = rest
+                done += len(batch)
+            return done
+
+    def _store_signed(self, records: list[tuple[bytes, bytes]]) -> None:
+        stored = provenance.sign_batch(self.identity, [body for _, body in records])
+        with self._db.write_batch() as batch:  # no sync: until this is on disk, the marks say what to sign again
+            for (record_id, _), data in zip(records, stored):
+                batch.put(keys.provenance(record_id), data)
+                batch.delete(keys.unsigned(record_id))
+        self.signed_batches += 1
+
+    def _recover(self) -> None:
+        """Sign the records a crash left unsigned (written durably; their signature was not)."""
+        found = []
+        with self._db.iterator(prefix=keys.UNSIGNED, include_value=False) as marks:
+            for key in marks:
+                record_id = key[len(keys.UNSIGNED):]
+                data = self._db.get(keys.provenance(record_id))
+                if data is not None and unsigned(data):
+                    found.append((record_id, data[len(UNSIGNED_HEAD):-1]))
+        if found:
+            with self._sign_lock:
+                self._unsigned.extend(found)
+            log.info("signing %d provenance records written before the last stop", self.sign_pending())
 
     def _head(self, module_hash: bytes) -> str | None:
         if module_hash not in self._heads:
@@ -115,7 +192,18 @@ class Journal:
     async def close(self) -> None:
         while self._drainer is not None and not self._drainer.done():
             await self._drainer
+        if self._signer is not None:
+            self._signer.cancel()
+            self._signer = None
+        if self._signing:
+            await asyncio.gather(*self._signing, return_exceptions=True)
         self._writer.shutdown(wait=True)
+        self.sign_pending()
 
 
-__all__ = ["Journal"]
+def unsigned(data: bytes) -> bool:
+    """Whether a stored record awaits its signature (see Journal.sign_pending)."""
+    return data.startswith(UNSIGNED_HEAD) and data.endswith(b"}}")
+
+
+__all__ = ["Journal", "unsigned"]

@@ -37,6 +37,8 @@ def fuel_bound(duration_ns: int, limit: int) -> int:
 
 def resolve(ceiling: Limits, fuel: Any = None, memory: Any = None, timeout: Any = None) -> Limits:
     """The limits of one call: each one asked for (and no more than the ceiling), else the ceiling."""
+    if fuel is None and memory is None and timeout is None:  # the common call asks for none: the ceiling (frozen)
+        return ceiling
     return Limits(
         fuel=ceiling.fuel if fuel is None else _fuel(fuel, ceiling.fuel),
         memory=ceiling.memory if memory is None else _memory(memory, ceiling.memory),

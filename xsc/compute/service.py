@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,13 +27,14 @@ from ..config import ComputeSection
 from ..errors import ComputeBusy, ModuleDisabled, ExportNotFound, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleNotFound, NotAFunction, \
     ProvenanceNotFound, Trap, UnsupportedSignature
 from ..identity import Identity
+from ..tasks import Workers
 from . import artifacts, provenance
 from . import engine as eng
 from . import modules as mods
 from . import sandbox
 from ..ledger import price_budget, price_compute
 from ..ledger.model import format_credits
-from .journal import Journal
+from .journal import Journal, unsigned
 from .limits import Limits, resolve
 from .modules import ModuleInfo
 from .store import ComputeStore
@@ -168,7 +168,7 @@ class ComputeService:
         self._engine_facts = {"wasmtime": eng.WASMTIME_VERSION, "fingerprint": self.fingerprint.hex(),
                               "nan_canonicalization": eng.SETTINGS["cranelift_nan_canonicalization"]}
         self.ticker = eng.EpochTicker(self.engine)
-        self.pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="xsc-wasm")
+        self.pool = Workers(self.threads, "xsc-wasm")  # a call is handed to an idle thread directly
         self.store = ComputeStore(db)
         self.identity = identity
         self._secret = artifacts.load_or_create_secret(data_dir)
@@ -211,7 +211,7 @@ class ComputeService:
 
         `facts`: the registry's name, version, description; `pushed_by`: the peer that pushed it for a call."""
         facts = check_facts(facts or {})
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self._deploy, wasm, wasi, pushed_by, facts)
+        return await self.pool.run(self._deploy, wasm, wasi, pushed_by, facts)
 
     def _deploy(self, wasm: bytes, wasi: bool, pushed_by: str | None = None,
                 facts: dict[str, str] | None = None) -> tuple[ModuleInfo, bool]:
@@ -384,9 +384,11 @@ class ComputeService:
                 run, record, module_hash, puts = inline
                 await self.journal.append(record, module_hash, puts)
                 return run
-            run, record, module_hash, puts, written = await asyncio.get_running_loop().run_in_executor(
-                self.pool, self._invoke, call, requester, rate, deal, owed)
-            if not written:  # answered only once its record is on disk (one synced write and signature per group)
+            run, record, module_hash, puts, written = await self.pool.run(self._invoke, call, requester, rate, deal,
+                                                                          owed)
+            if written:
+                self.journal.sign_soon()
+            else:  # answered only once its record is on disk (one synced write per group)
                 await self.journal.append(record, module_hash, puts)
             return run
         finally:
@@ -539,7 +541,11 @@ class ComputeService:
 
     # --- provenance ------------------------------------------------------------------------
     def provenance(self, provenance_id: str) -> dict[str, Any]:
-        data = self.store.provenance(provenance.parse_id(provenance_id))
+        record_id = provenance.parse_id(provenance_id)
+        data = self.store.provenance(record_id)
+        if data is not None and unsigned(data):  # written moments ago: its batch is signed now
+            self.journal.sign_pending()
+            data = self.store.provenance(record_id)
         if data is None:
             raise ProvenanceNotFound(f"no provenance record {provenance_id} on this node",
                                      hint="list recent ones with: xsc compute provenance --list")
@@ -556,7 +562,12 @@ class ComputeService:
 
     def recent_provenance(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest signed records, each with whether its signature is the node's (the dashboard shows it)."""
-        return [{**provenance.decode(d), "signature_valid": _valid(d)} for d in self.store.recent_provenance(limit)]
+        found = self.store.recent_provenance(limit)
+        if any(unsigned(d) for d in found):  # written moments ago: their batch is signed now
+            self.journal.sign_pending()
+            found = self.store.recent_provenance(limit)
+        # A record still unsigned (its write had not returned yet) is listed from the next read on.
+        return [{**provenance.decode(d), "signature_valid": _valid(d)} for d in found if not unsigned(d)]
 
 
 @functools.lru_cache(maxsize=4096)

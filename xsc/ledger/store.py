@@ -100,7 +100,8 @@ class LedgerStore:
 
     # --- reads ---------------------------------------------------------------------
     def state(self, account: bytes) -> AccountState:
-        return self.accounts.get(account, AccountState())
+        found = self.accounts.get(account)  # (not .get(account, AccountState()): that makes one on every call)
+        return AccountState() if found is None else found
 
     def settled_by(self, authorization_id: bytes) -> bytes | None:
         return self.db.get(keys.ledger_settled(authorization_id))
