@@ -1,4 +1,5 @@
-"""The one way to run blocking work off the event loop, and the one way to run a periodic loop.
+"""How blocking work runs off the event loop (the CPU pool; `Workers` for a hot path's short calls), how a periodic
+loop runs, and how many calls run at once.
 
     await in_pool(pool, fn, *args)          fn(*args) in the node's CPU pool (hashing, crypto, LevelDB)
     await workers.run(fn, *args)            fn(*args) on one of a fixed set of threads, handed it directly
