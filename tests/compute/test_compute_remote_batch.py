@@ -16,7 +16,7 @@ import time
 
 import pytest
 from tests.support.attacks import INVOKE_PRICE
-from tests.support.compute import deploy, invoke
+from tests.support.compute import deploy, invoke, peer_with_provider
 
 from xsc.compute.service import InvokeCall
 from xsc.errors import PeerRefused, PeerUnreachable
@@ -25,7 +25,7 @@ from xsc.ledger.model import authorize, encode_authorization
 from xsc.net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, TAB_CLOSE_PATH, InvokeBatcher
 from xsc.net.peer_client import PeerResponse
 from xsc.node import CLIENT_IDENTITY, IDENTITY
-from xsc.node.appkeys import COMPUTE, LEDGER, MARKET, PAID_COMPUTE, PEERS
+from xsc.node.appkeys import COMPUTE, LEDGER, PAID_COMPUTE, PEERS
 
 FUEL = 1_000_000
 _json = json  # FakeProvider.request takes a `json` argument, as PeerClient.request does
@@ -316,12 +316,7 @@ QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 async def test_concurrent_remote_invokes_go_in_batches_and_are_paid_exactly(node_factory) -> None:
     provider = await node_factory("provider", **QUIET, market=MARKET_TERMS)
     gateway = await node_factory("gateway", **QUIET, market={**MARKET_TERMS, "offer_compute": False})
-    await gateway.app[PEERS].add(provider.app[PEERS].url)
-    for _ in range(100):
-        await gateway.app[MARKET].fill_book()
-        if gateway.app[MARKET].book.get(provider.app[PEERS].identity.id):
-            break
-        await asyncio.sleep(0.05)
+    await peer_with_provider(gateway, provider)
     module = await deploy(gateway, "add")
     payer, paid = gateway.app[CLIENT_IDENTITY].public_key, provider.app[IDENTITY].public_key
     answers = await asyncio.gather(*(invoke(gateway, module, "add", i, 1, fuel=FUEL) for i in range(24)))

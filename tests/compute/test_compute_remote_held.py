@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.support.compute import deploy, invoke
+from tests.support.compute import deploy, invoke, peer_with_provider
 
 from xsc.compute.remote_tabs import TAB_CALLS
 from xsc.compute.service import InvokeCall
 from xsc.node import CLIENT_IDENTITY, IDENTITY
-from xsc.node.appkeys import COMPUTE, LEDGER, MARKET, PAID_COMPUTE, PEERS
+from xsc.node.appkeys import COMPUTE, LEDGER, PAID_COMPUTE, PEERS
 
 PRICE = 1_000_000  # micro-credits per million fuel
 FUEL = 250_000
@@ -28,12 +28,7 @@ async def _pair(node_factory, credit_limit_budgets: int):
     await probe.close()
     gateway = await node_factory("gateway", **QUIET, market={**MARKET_TERMS, "offer_compute": False},
                                  ledger={"credit_limit": credit_limit_budgets * budget})
-    await gateway.app[PEERS].add(provider.app[PEERS].url)
-    for _ in range(100):
-        await gateway.app[MARKET].fill_book()
-        if gateway.app[MARKET].book.get(provider.app[PEERS].identity.id):
-            break
-        await asyncio.sleep(0.05)
+    await peer_with_provider(gateway, provider)
     assert await deploy(gateway, "add") == module
     status, body = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)  # the provider gets the module
     assert status == 200 and body["provider"] == provider.app[PEERS].identity.id, body

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from pathlib import Path
+
+from xsc.node.appkeys import MARKET, PEERS
 
 
 WASM = Path(__file__).resolve().parents[2] / "fixtures" / "wasm"
@@ -40,3 +43,13 @@ async def call(client, name: str, function: str, *args, **options) -> dict:
 
 def values(body: dict) -> list:
     return [r["value"] for r in body["results"]]
+
+
+async def peer_with_provider(gateway, provider) -> None:
+    """The gateway adds the provider as a peer and waits until its market book holds the provider's offer."""
+    await gateway.app[PEERS].add(provider.app[PEERS].url)
+    for _ in range(100):
+        await gateway.app[MARKET].fill_book()
+        if gateway.app[MARKET].book.get(provider.app[PEERS].identity.id):
+            return
+        await asyncio.sleep(0.05)
