@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import socket
 import statistics
 import sys
@@ -454,7 +455,8 @@ WATCH = [sys.executable, str(Path(__file__).with_name("loop_watch.py"))]
 def _watched(log: Path, start: float, end: float) -> list[str]:
     """The loop-watch reports in a node's log between two monotonic times."""
     out = []
-    for block in log.read_text(errors="replace").split("loop-watch[")[1:]:
+    # a report starts a line; a stack in a report may quote loop_watch.py's own source, "loop-watch[" and all
+    for block in re.split(r"^loop-watch\[", log.read_text(errors="replace"), flags=re.M)[1:]:
         at, _, text = block.partition("]: ")
         if start <= float(at) < end:
             out.append(text.strip())

@@ -103,3 +103,20 @@ async def test_a_tab_authorization_is_verified_once_and_a_forged_one_is_refused_
             status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body(bad))
             assert status == 403 and problem["code"] == "forbidden", problem
     assert len(node.app[COMPUTE].recent_provenance(10)) == 2  # only the genuine calls ran
+
+
+async def test_a_call_on_a_tab_under_the_ask_is_refused_before_it_runs(node_factory) -> None:
+    """A tab call's price is the gateway's word, as a single call's is: under this node's ask (0: compute for
+    nothing) it is refused before anything runs, and with the node offering no compute, at any price."""
+    node = await node_factory()
+    module = await deploy(node, "add")
+    attacker = Identity.generate()
+    expires = int(time.time()) + 600
+    authorization = encode_authorization(authorize(attacker, node.app[IDENTITY].public_key, 10**12,
+                                                   "compute:rtab:1", expires, os.urandom(16))).hex()
+    for price in (0, 1):
+        body = json.dumps({"call": {"module": module, "function": "add", "args": [1, 2], "fuel": 1_000_000},
+                           "price": price, "authorization": authorization, "deal": {}, "tab": True}).encode()
+        status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body)
+        assert status == 403 and problem["code"] == "deal-refused" and "under this node's ask" in problem["detail"]
+    assert node.app[COMPUTE].recent_provenance(10) == []

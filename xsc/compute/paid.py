@@ -399,18 +399,18 @@ class PaidCompute:
         if time.time() > auth.expires_at:
             raise AuthorizationExpired(f"authorization {auth.id.hex()[:16]} expired at {auth.expires_at}",
                                        hint="match the invoke again (a fresh authorization)")
+        ask = self.market.honoured_ask("compute")  # a call on a tab too: its price is the gateway's word
+        if ask is None:
+            raise DealRefused("this node offers no compute now", hint="match the invoke again")
+        if price < ask:
+            raise DealRefused(f"the deal price {price} is under this node's ask of {ask} per million fuel",
+                              hint="match the invoke again", ask=ask)
         if body.get("tab") is True:
             return await self._run_on_tab(gateway, call, price, deal, auth, batch)
         if auth.id in self._running or await self.ledger.receipt_for(auth.id) is not None:
             raise AuthorizationReplayed(f"authorization {auth.id.hex()[:16]} already paid for a run here; "
                                         "an authorization pays for one run",
                                         hint="fetch its receipt: GET /v1/peer/ledger/receipts/{authorization id}")
-        ask = self.market.honoured_ask("compute")
-        if ask is None:
-            raise DealRefused("this node offers no compute now", hint="match the invoke again")
-        if price < ask:
-            raise DealRefused(f"the deal price {price} is under this node's ask of {ask} per million fuel",
-                              hint="match the invoke again", ask=ask)
         budget = self.compute.budget(call, price)
         if auth.cap < budget:
             raise DealRefused(f"the authorization's cap {auth.cap} does not cover the call's budget {budget}")
