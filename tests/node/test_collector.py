@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import gc
+import urllib.request
 import weakref
 
 import pytest
 
+from xsc.devnet import HOST
 from xsc.node.collector import Collector
 
 
@@ -56,3 +58,13 @@ def test_a_cycle_among_frozen_objects_is_freed_after_the_rescan(collector) -> No
     gc.collect()
     assert held() is None
     assert gc.get_freeze_count() > 0  # and frozen again after that full collection
+
+
+def test_a_node_process_reports_its_collections_and_what_it_froze(node_process) -> None:
+    node = node_process()
+    token = (node.data_dir / "api-token").read_text().strip()
+    request = urllib.request.Request(f"http://{HOST}:{node.port}/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        metrics = dict(line.rsplit(" ", 1) for line in answer.read().decode().splitlines() if line.startswith("xsc_"))
+    assert float(metrics["xsc_process_gc_frozen_objects"]) > 10_000  # start-up's objects, frozen once it listens
+    assert {f'xsc_process_gc_collections{{generation="{g}"}}' for g in range(3)} <= set(metrics)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
@@ -21,6 +23,12 @@ class Metrics:
                        ["kind"], registry=r)
         memory.labels("anonymous").set_function(lambda: resident_memory()["anonymous"])
         memory.labels("file").set_function(lambda: resident_memory()["file"])
+        collections = Gauge("xsc_process_gc_collections", "Garbage collections of each generation so far (2: full "
+                            "ones, which pause the node)", ["generation"], registry=r)
+        for generation in range(3):
+            collections.labels(str(generation)).set_function(lambda g=generation: gc.get_stats()[g]["collections"])
+        Gauge("xsc_process_gc_frozen_objects", "Objects out of the collector's sight (node/collector.py: what "
+              "survived the last full collection)", registry=r).set_function(gc.get_freeze_count)
         self._children: dict[tuple, object] = {}  # label children, looked up once each (labels() costs a lock)
 
     def child(self, metric, *labels: str):
