@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from decimal import Context, Decimal
+from functools import cmp_to_key
 
 import pytest
 from tests.support.allocation import commitment, networks
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from xsc.allocation import SlotAllocation, compatible, water_fill
 from xsc.allocation.compute import _to_decimal
-from xsc.allocation.divide import divide
+from xsc.allocation.divide import divide, divide_capped
 from xsc.allocation.matching import CapacityIndex, need_rows
 from xsc.allocation.models import slot_allocations
 
@@ -49,6 +50,62 @@ def test_divide_is_water_fill_on_claims_listed_by_recipient(total, raw):
     given_, d2 = water_fill(total, list(reversed(claims)))
     assert d == d2
     assert {r: u for (r, _, _), u in zip(claims, units) if u} == given_
+
+
+def _divide_capped_sorting_all(total, ks, ms, caps):
+    """divide_capped as it was: every claim sorted by decreasing weighted / cap, then capped in that order."""
+    n = len(ks)
+    weighted = [k * m for k, m in zip(ks, ms)]
+    denominator = sum(weighted)
+    cut = [False] * n
+    if not n:
+        return [], denominator, cut
+    if total == 0:
+        return [0] * n, denominator, cut
+
+    def by_ratio(i, j):
+        a, b = weighted[i] * caps[j], weighted[j] * caps[i]
+        return -1 if a > b else 1 if a < b else (i > j) - (i < j)
+
+    order = sorted(range(n), key=cmp_to_key(by_ratio))
+    units = [0] * n
+    t, d = total, denominator
+    x = 0
+    for j in order:
+        c = caps[j]
+        if t <= 0 or t * weighted[j] < c * d:
+            break
+        units[j] = c
+        cut[j] = c < ms[j] and t * weighted[j] >= (c + 1) * d
+        t -= c
+        d -= weighted[j]
+        x += 1
+    rest = sorted(order[x:])
+    if not rest and t > 0:
+        cut = [c < m for c, m in zip(caps, ms)]
+    if t <= 0 or not rest or d <= 0:
+        return units, denominator, cut
+    shares = [divmod(t * weighted[j], d) for j in rest]
+    qs = [q for q, _ in shares]
+    leftover = t - sum(qs)
+    if leftover:
+        remainders = [rem for _, rem in shares]
+        for y in sorted(range(len(qs)), key=remainders.__getitem__, reverse=True)[:leftover]:
+            qs[y] += 1
+    for j, q in zip(rest, qs):
+        units[j] = q
+    return units, denominator, cut
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.integers(0, 300) | st.integers(0, 10**12),
+       st.lists(st.tuples(st.integers(0, 6) | st.integers(1, 10**20), st.integers(0, 80) | st.integers(1, 10**9),
+                          st.integers(0, 80) | st.sampled_from([0, 1])), max_size=14))
+def test_divide_capped_sorts_only_when_a_claim_is_capped_and_gives_what_sorting_all_gave(total, raw):
+    ks = [k for k, _, _ in raw]
+    ms = [m for _, m, _ in raw]
+    caps = [min(c, m) for _, m, c in raw]
+    assert divide_capped(total, ks, ms, caps) == _divide_capped_sorting_all(total, ks, ms, caps)
 
 
 def test_water_fill_refuses_claims_without_weight_or_need():

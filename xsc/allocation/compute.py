@@ -12,6 +12,7 @@ from typing import Iterable, Mapping
 from ..errors import InvalidCommitment
 from .convergence import CONVERGENCE_EPSILON, HISTORY_LENGTH, denominator_delta
 from .divide import divide, divide_capped
+from .itc import Stamp
 from .matching import ROW_ID, ROW_KEY, ROW_QUANTITY, CapacityIndex, need_rows
 from .models import (
     AllocationState,
@@ -363,8 +364,7 @@ def compute_allocation(
         delta = denominator_delta(previous.slot_denominators, denominators)
         converged = delta <= CONVERGENCE_EPSILON
         history = (history + (built(ConvergenceSample, {"delta": delta, "timestamp": now}),))[-HISTORY_LENGTH:]
-    stamp = provider.stamp if previous is None else provider.stamp.join(previous.stamp.peek())
-    return built(AllocationState, {
+    state = built(AllocationState, {
         "provider": me,
         "slot_denominators": denominators,
         "slot_allocations": slot_allocations(fields),
@@ -372,7 +372,36 @@ def compute_allocation(
         "recipient_totals": totals,
         "converged": converged,
         "convergence_history": history,
-        "stamp": stamp.event(),
+        "stamp": next_stamp(provider.stamp, previous),
         "timestamp": now,
         "wanted": tuple(sorted(needs[i][ROW_KEY] for i in wanted if granted[i] == 0 and remaining[i] > 0)),
     })
+    stamped_after(state, provider.stamp)
+    return state
+
+
+def next_stamp(own: Stamp, previous) -> Stamp:
+    """`own.join(previous.stamp.peek()).event()` (`own` alone without a previous record): the stamp of
+    a record made after `own` and after the `previous` one.
+
+    When `previous` was itself made after this very `own` stamp (`stamped_after`), its events
+    include own's, so the join is (own's id, previous's event tree), exactly (normal forms are
+    unique): round after round on an unchanged commitment, the join's walk down two trees of
+    the id's depth is skipped."""
+    if previous is None:
+        return own.event()
+    held = _AFTER.get(id(previous))
+    if held is not None and held[0] is previous and held[1] is own:
+        return own.joined_under(previous.stamp).event()
+    return own.join(previous.stamp.peek()).event()
+
+
+def stamped_after(record, own: Stamp) -> None:
+    """Note that `record`'s stamp was made by `next_stamp` after `own` (see there)."""
+    if len(_AFTER) >= _AFTER_KEPT:
+        _AFTER.clear()
+    _AFTER[id(record)] = (record, own)  # the entry holds the record, so its id is not reused meanwhile
+
+
+_AFTER: dict[int, tuple] = {}
+_AFTER_KEPT = 1 << 15

@@ -101,9 +101,14 @@ def divide_capped(total: int, ks: Sequence[int], ms: Sequence[int],
         a, b = weighted[i] * caps[j], weighted[j] * caps[i]
         return -1 if a > b else 1 if a < b else (i > j) - (i < j)
 
-    order = sorted(range(n), key=cmp_to_key(by_ratio))
-    units = [0] * n
     t, d = total, denominator
+    if 0 in weighted:
+        # (Not from the allocator, whose weights are positive: the comparison is then no order,
+        # so keep its sort as it is.)
+        order = sorted(range(n), key=cmp_to_key(by_ratio))
+    else:
+        order = _capped_first(t, d, weighted, caps, by_ratio)
+    units = [0] * n
     x = 0
     for j in order:
         c = caps[j]
@@ -116,7 +121,12 @@ def divide_capped(total: int, ks: Sequence[int], ms: Sequence[int],
         t -= c
         d -= weighted[j]
         x += 1
-    rest = sorted(order[x:])
+    if x == 0:
+        rest = list(range(n))
+    elif x == len(order):
+        rest = sorted(set(range(n)).difference(order)) if x < n else []
+    else:
+        rest = sorted(set(range(n)).difference(order[:x]))
     if not rest and t > 0:
         # Everybody capped and units left over: every claim its cap stopped wants more.
         cut = [c < m for c, m in zip(caps, ms)]
@@ -132,6 +142,30 @@ def divide_capped(total: int, ks: Sequence[int], ms: Sequence[int],
     for j, q in zip(rest, qs):
         units[j] = q
     return units, denominator, cut
+
+
+def _capped_first(t: int, d: int, weighted: list[int], caps: Sequence[int], by_ratio) -> list[int]:
+    """The claims in the order `divide_capped` tries to cap them (decreasing weighted / cap, cap 0
+    first, ties in claim order), or the beginning of it that holds every claim it caps: it stops
+    at the first one that is not capped, and every claim after it in that order is not either.
+
+    Weights are positive.  The cap-0 claims come first, in claim order.  The others are sorted
+    only when one of them is capped right after them: the first of them in that order has the
+    largest weighted / cap, so when it is not capped (t * weighted < cap * d with d less the cap-0
+    claims' weights, t unchanged) none of them is, and about half of the allocator's calls
+    sort nothing."""
+    n = len(weighted)
+    if 0 in caps:
+        order = [j for j in range(n) if not caps[j]]
+        d -= sum(weighted[j] for j in order)
+        others = [j for j in range(n) if caps[j]]
+    else:
+        order, others = [], range(n)
+    for j in others:
+        if t * weighted[j] >= caps[j] * d:
+            order.extend(sorted(others, key=cmp_to_key(by_ratio)))
+            break
+    return order
 
 
 def water_fill(total: int, claims: Sequence[tuple[str, int, int]]) -> tuple[dict[str, int], int]:

@@ -803,6 +803,12 @@ class Stamp:
     def join(self, other: Stamp) -> Stamp:
         return _make(_sum(self._id, other._id), _join_ev(self._ev, other._ev, 0))
 
+    def joined_under(self, later: Stamp) -> Stamp:
+        """`self.join(later.peek())` for a `later` known to be after self (`self.leq(later)`, not
+        checked): self's id with later's event tree, without walking the trees (the join of two
+        event trees one of which is above the other is the upper one, in its unique normal form)."""
+        return _make(self._id, later._ev)
+
     # comparison ---------------------------------------------------------------------
     def leq(self, other: Stamp) -> bool:
         """True when every event known to self is known to other (ids are not compared)."""

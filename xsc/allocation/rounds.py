@@ -40,7 +40,7 @@ from typing import Annotated, Iterable, Mapping
 
 from pydantic import Field
 
-from .compute import compute_allocation
+from .compute import compute_allocation, next_stamp, stamped_after
 from .damping import _damped
 from .itc import Stamp
 from .matching import ROW_ID, ROW_QUANTITY, need_rows
@@ -143,8 +143,11 @@ def provider_round(provider: Commitment, network: Mapping[str, Commitment], rece
 
     Publish the result (its `slot_allocations` and `wanted`) to the recipients."""
     view = _View(provider.participant, receipts)
-    return compute_allocation(provider, network, received=view.received, previous=previous, now_ms=now_ms,
-                              caps=view.caps)
+    try:
+        return compute_allocation(provider, network, received=view.received, previous=previous, now_ms=now_ms,
+                                  caps=view.caps)
+    finally:
+        view.close()
 
 
 class _View:
@@ -164,6 +167,11 @@ class _View:
         self.pairs: dict[NeedKey, tuple[int, int]] = {}
         self.received = _Side(self, 0)
         self.caps = _Side(self, 1)
+
+    def close(self) -> None:
+        """Drop the sides, which point back at the view: freed by reference counting, not left as
+        a cycle for the garbage collector (one per computation; at scale, most of what it found)."""
+        self.received = self.caps = None
 
     def pair(self, key: NeedKey) -> tuple[int, int]:
         pair = self.pairs.get(key)
@@ -253,10 +261,11 @@ def recipient_round(commitment: Commitment, received: Mapping[str, Mapping[str, 
             "by_provider": dict(sorted(parts.items())) if len(parts) > 1 else parts,
             "wanting": tuple(sorted(set(asks))) if asks else ()})
     damped = _damped(commitment, over, now_ms)
-    stamp = commitment.stamp if previous is None else commitment.stamp.join(previous.stamp.peek())
     receipt = built(Receipt, {
         "recipient": commitment.participant, "needs": entries, "over_allocation": over,
-        "damping_factor": damped.damping_factor, "stamp": stamp.event(), "timestamp": now_ms})
+        "damping_factor": damped.damping_factor, "stamp": next_stamp(commitment.stamp, previous),
+        "timestamp": now_ms})
+    stamped_after(receipt, commitment.stamp)
     return damped, receipt
 
 
