@@ -390,17 +390,20 @@ def next_stamp(own: Stamp, previous) -> Stamp:
     the id's depth is skipped."""
     if previous is None:
         return own.event()
-    held = _AFTER.get(id(previous))
-    if held is not None and held[0] is previous and held[1] is own:
-        return own.joined_under(previous.stamp).event()
-    return own.join(previous.stamp.peek()).event()
+    stamp = previous.stamp
+    held = _AFTER.get(id(stamp))
+    if held is not None and held[0] is stamp and held[1] is own:
+        return own.joined_under(stamp).event()
+    return own.join(stamp.peek()).event()
 
 
 def stamped_after(record, own: Stamp) -> None:
     """Note that `record`'s stamp was made by `next_stamp` after `own` (see there)."""
     if len(_AFTER) >= _AFTER_KEPT:
         _AFTER.clear()
-    _AFTER[id(record)] = (record, own)  # the entry holds the record, so its id is not reused meanwhile
+    # Kept by the stamp object (small, frozen: whatever carries it is after `own`); the entry holds it, so
+    # its id is not reused meanwhile.
+    _AFTER[id(record.stamp)] = (record.stamp, own)
 
 
 _AFTER: dict[int, tuple] = {}
