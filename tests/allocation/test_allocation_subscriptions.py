@@ -287,3 +287,75 @@ async def test_a_need_published_before_its_provider_subscribes_reaches_it(node_f
         return sum(q for _, r, n, q, _ in mine.allocations if r == r_id and n == need["id"])
 
     await until(lambda: given() == 300_000, "the provider to allocate the whole need")
+
+
+async def test_converged_waits_until_a_need_has_reached_and_been_answered_by_its_providers(node_factory) -> None:
+    """A need reaches its providers through their subscriptions; until it has, no node may report `converged`
+    (before, the recipient of a need that had reached nobody said converged, with nothing given).  The recipient
+    lists the need as unanswered until the provider that should see it (recognises it, offers a compatible
+    slot) names it in a state; a provider holding a need it has not computed on yet is not converged either."""
+    quiet = {k: v for k, v in QUIET.items() if k != "market"}
+    provider = await node_factory("provider", **quiet, storage={"capacity": 1_000_000},
+                                  market={"allocation_delay": 0.05, "offer_compute": False})
+    recipient = await node_factory("recipient", **quiet,
+                                   market={"allocation_delay": 0.05, "offer_compute": False, "offer_storage": False})
+    await provider.app[PEERS].add(recipient.app[PEERS].url)
+    p_id, r_id = provider.app[PEERS].identity.id, recipient.app[PEERS].identity.id
+    p_service, r_service = provider.app[ALLOCATION], recipient.app[ALLOCATION]
+    await p_service.close()  # the provider computes only when this test says so
+    r_descriptor = next(d for d in provider.app[PEERS].peers() if d.id == r_id)
+    p_descriptor = next(d for d in recipient.app[PEERS].peers() if d.id == p_id)
+    provider.app[MARKET].set_recognition(r_id, Decimal(1))  # one-way: the provider recognises the recipient
+    recipient.app[MARKET].set_recognition(p_id, Decimal(0))
+    for n in (provider, recipient):
+        n.app[MARKET].publish()
+    await provider.app[MARKET].pull(r_descriptor, [r_id])
+    await recipient.app[MARKET].pull(p_descriptor, [p_id])  # the recipient knows its provider's offer
+    r_service.subscribers.forget(p_id)
+    p_service.subscribed.pop(r_id, None)
+    # The recipient publishes a need; it reaches nobody (the provider is not subscribed to its needs).
+    need = r_service.add_need("storage", 300_000, 600)
+    recipient.app[MARKET].publish()
+    await recipient.app[MARKET]._push_own()
+    assert provider.app[MARKET].book.get(r_id).bids == ()
+    # The recipient computes on its own need (its receipt lists it, nothing given): not converged, round after round.
+    deadline = time.monotonic() + 30
+    while not (await p_service.ensure_id()) & (await r_service.ensure_id()):  # ITC ids (one seeds, one forks)
+        assert time.monotonic() < deadline, "no ITC id"
+        await asyncio.sleep(0.1)
+    for _ in range(3):
+        r_service.round()
+        assert need["id"] in r_service.receipts.get(r_id).needs
+        status = r_service.status()
+        assert status["converged"] is False
+        assert status["unanswered"] == [need["id"]]
+    # The provider subscribes: the need reaches it, and its round asks for it; once the provider runs again the
+    # need is served and both converge.
+    await p_service.maintain_subscriptions()
+    assert [b.slot.id for b in provider.app[MARKET].book.get(r_id).bids] == [need["id"]]
+    p_service.start()
+
+    def given(nid: str) -> int:
+        mine = p_service.states.get(p_id)
+        return 0 if mine is None else sum(q for _, r, n, q, _ in mine.allocations if r == r_id and n == nid)
+
+    await until(lambda: given(need["id"]) == 300_000, "the provider to allocate the whole need")
+    await until(lambda: r_service.status()["converged"] and p_service.status()["converged"], "both to converge")
+    assert r_service.status()["unanswered"] == []
+
+    # A second need reaches the provider while it does not compute: it holds a need it has not computed on,
+    # so it is not converged, nor is the recipient until the provider names the new need.
+    await p_service.close()
+    second = r_service.add_need("storage", 200_000, 600)
+    recipient.app[MARKET].publish()
+    await recipient.app[MARKET]._push_own()
+    await until(lambda: second["id"] in {b.slot.id for b in provider.app[MARKET].book.get(r_id).bids},
+                "the second need to reach the provider")
+    status = p_service.status()
+    assert status["provider_converged"] is False and status["converged"] is False
+    r_service.round()
+    assert second["id"] in r_service.receipts.get(r_id).needs
+    assert r_service.status()["unanswered"] == [second["id"]] and r_service.status()["converged"] is False
+    p_service.start()
+    await until(lambda: given(second["id"]) == 200_000, "the provider to allocate the second need")
+    await until(lambda: r_service.status()["converged"] and p_service.status()["converged"], "both to converge again")

@@ -64,6 +64,7 @@ from ..market.models import Bid
 from ..tasks import at_most
 from .convergence import NETWORK_QUORUM
 from .itc import ItcError, Stamp
+from .matching import compatible
 from .models import AllocationState, Commitment, DampingSample
 from .records import (
     MAX_STAMP_HEX,
@@ -152,6 +153,12 @@ class AllocationService:
         self._read: dict[str, str] = {}
         self._heard: dict[str, float] = {}
         self.acks: set[str] = set()
+        # Needs reached and answered (`unanswered`, `needs_moved`): when our first receipt listing each of our
+        # need slots was published, when each provider's state last arrived (even unchanged), and the needs
+        # this node's provider side last computed on.
+        self._listed_at: dict[str, float] = {}
+        self._arrived: dict[str, float] = {}
+        self._computed_needs: frozenset = frozenset()
         self._wake: asyncio.TimerHandle | None = None
         self.out_of_step = 0  # rounds a side computed after the bound, without every answer (status)
         self._changed = asyncio.Event()
@@ -351,6 +358,7 @@ class AllocationService:
             self._read = read
             state = provider_round(me, network, receipts, previous=self.previous, now_ms=now)
             self.previous = state
+            self._computed_needs = _followed_needs(me, network)
             content = (tuple((a.capacity_slot, a.recipient, a.need_slot, a.quantity, a.tier)
                              for a in state.slot_allocations), tuple(state.wanted), state.converged)
             nothing = not content[0] and not content[1]
@@ -359,8 +367,10 @@ class AllocationService:
                 record = sign_state(self.identity, state, stamp=self._event(), timestamp=now)
                 self.states.receive(record)
                 out.append(record)
-            elif mine is not None:  # unchanged: the recipients whose new receipts it answers are told so
-                self.acks |= fresh & ({r for _, r, _, _, _ in mine.allocations} | {r for r, _ in mine.wanted})
+            elif mine is not None:  # unchanged: the recipients whose new receipts it answers are told so (every
+                # recipient it recognises: one whose need it computed on but gives nothing to learns it was answered)
+                self.acks |= fresh & ({r for _, r, _, _, _ in mine.allocations} | {r for r, _ in mine.wanted}
+                                      | {r for r, w in me.recognition.items() if w > 0})
         elif mine is not None and mine.allocations:
             # No capacity any more (full, or leaving): withdraw every allocation.
             empty = AllocationState.model_construct(provider=self.me, slot_allocations=(), wanted=(), converged=True,
@@ -383,6 +393,8 @@ class AllocationService:
                 record = sign_receipt(self.identity, receipt, stamp=self._event(), timestamp=now)
                 self.receipts.receive(record)
                 out.append(record)
+                listed = time.monotonic()
+                self._listed_at = {nid: self._listed_at.get(nid, listed) for nid in receipt.needs}
         if self.previous is not None and not self.previous.converged and self._wake is None:
             self._dirty = True  # not converged: compute again after the delay, as the simulator does
         return out
@@ -424,6 +436,8 @@ class AllocationService:
                     self._refuse(_reason(err))
                     log.info("ignoring an allocation record: %s", err)
                     continue
+                if held is self.states:
+                    self._arrived[record.provider] = time.monotonic()  # (an answer to a need: `unanswered`)
                 if held is self.states and (_names(record, self.me) or _names(held.get(record.provider), self.me)):
                     self._heard[record.provider] = time.monotonic()  # an answer to our receipt (`_recipient_waits`)
                     heard = True
@@ -794,6 +808,7 @@ class AllocationService:
         self.subscribed.pop(participant, None)
         self._retry_at.pop(participant, None)
         self._heard.pop(participant, None)
+        self._arrived.pop(participant, None)
         self._read.pop(participant, None)
         if self.states.forget(participant) | self.receipts.forget(participant):
             self.touch()
@@ -821,6 +836,40 @@ class AllocationService:
                 out[p] = units
         return out
 
+    # --- needs reached and answered ------------------------------------------------------------------
+    def needs_moved(self, me: Commitment, network: dict[str, Commitment]) -> bool:
+        """Whether the needs this node's provider side follows (those of the participants it recognises) changed
+        since it last computed: until its next round it has not computed on them, so its state is not converged."""
+        return _followed_needs(me, network) != self._computed_needs
+
+    def unanswered(self, network: dict[str, Commitment]) -> list[str]:
+        """This node's need slots that a provider which should see them has not answered yet: an active provider
+        recognising this node with a capacity slot `compatible` with the need slot, whose latest state neither
+        names it (gives it units or asks for it) nor arrived, converged, after our first receipt listing it.
+        Until every such provider has answered, the network has not converged for this node, whatever the
+        providers' flags say (they may not have the need yet: it reaches them through their subscriptions)."""
+        me = network.get(self.me)
+        if me is None or not me.need_slots:
+            return []
+        providers = [c for p, c in network.items() if p != self.me and c.capacity_slots
+                     and c.recognition.get(self.me, 0) > 0]
+        out = []
+        for n in me.need_slots:
+            listed = self._listed_at.get(n.id)
+            for c in providers:
+                if not any(compatible(cap, n) for cap in c.capacity_slots):
+                    continue
+                record = self.states.get(c.participant)
+                if record is not None and (any(r == self.me and nid == n.id for _, r, nid, _, _ in record.allocations)
+                                           or (self.me, n.id) in record.wanted):
+                    continue  # it gives the need slot units or asks for it
+                if record is not None and record.converged and listed is not None \
+                        and self._arrived.get(c.participant, 0.0) > listed:
+                    continue  # its state since our receipt listed the need: it computed on it, and gives nothing
+                out.append(n.id)
+                break
+        return sorted(out)
+
     # --- views ------------------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """The stamp, the peers in causal order, and whether the allocation converged."""
@@ -829,6 +878,10 @@ class AllocationService:
         converged = [p for p, r in providers.items() if r.converged]
         share = len(converged) / len(providers) if providers else 1.0
         mine = self.states.get(self.me)
+        me = network.get(self.me)
+        moved = me is not None and self.previous is not None and self.needs_moved(me, network)
+        provider_converged = None if mine is None else mine.converged and not moved
+        unanswered = self.unanswered(network)
         delta = None
         if self.previous is not None and self.previous.convergence_history:
             delta = str(self.previous.convergence_history[-1].delta)
@@ -849,8 +902,10 @@ class AllocationService:
             "forked_from": self.forked_from,
             "rejoined": self.rejoined,
             "rounds": self.rounds,
-            "converged": (mine is None or mine.converged) and share >= float(NETWORK_QUORUM),
-            "provider_converged": None if mine is None else mine.converged,
+            "converged": provider_converged is not False and share >= float(NETWORK_QUORUM) and not unanswered
+            and not moved,
+            "provider_converged": provider_converged,
+            "unanswered": unanswered,
             "delta": delta,
             "converged_share": round(share, 4),
             "providers": len(providers),
@@ -876,6 +931,17 @@ class AllocationService:
         for s in stamps[1:]:
             out = out.join(s.peek())
         return out
+
+
+def _followed_needs(me: Commitment, network: dict[str, Commitment]) -> frozenset:
+    """The need slots a provider's round reads: those of the participants it recognises, as (owner, id, kind,
+    quantity, start, end)."""
+    out = set()
+    for r, w in me.recognition.items():
+        other = network.get(r)
+        if w > 0 and other is not None and r != me.participant:
+            out.update((r, n.id, n.kind, n.quantity, n.start, n.end) for n in other.need_slots)
+    return frozenset(out)
 
 
 def _names(record: StateRecord | None, recipient: str) -> bool:
