@@ -7,7 +7,7 @@ from collections import defaultdict
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from itertools import repeat
 from operator import mul
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from ..errors import InvalidCommitment
 from .convergence import CONVERGENCE_EPSILON, HISTORY_LENGTH, denominator_delta
@@ -135,23 +135,23 @@ def _build_ranked_needs(provider: Commitment, net: Mapping[str, Commitment]) -> 
         other = net.get(r)
         if other is None or r == me:
             continue
-        if other.participant != r:
-            raise InvalidCommitment(f"the network lists {other.participant!r}'s commitment under {r!r}")
-        if not other.need_slots:
+        participant, rows, ratios, damping = _peer(other)
+        if participant != r:
+            raise InvalidCommitment(f"the network lists {participant!r}'s commitment under {r!r}")
+        if not rows:
             continue
-        back = weight_ratios(other).get(me)  # only positive weights are listed
+        back = ratios.get(me)  # only positive weights are listed
         if back is not None:
             b_num, b_den = back
             if b_num * den < num * b_den:  # MR = min(w(p, r), w(r, p))
                 num, den = b_num, b_den
         share = -((-num * SCALE) // den)
-        damping = other.damping_factor
-        if damping == 1:
+        if damping is None:
             k = share
         else:
-            d_num, d_den = damping.as_integer_ratio()
+            d_num, d_den = damping
             k = -((-num * d_num * SCALE) // (den * d_den))
-        tiers[0 if back is not None else 1].append((r, need_rows(other.need_slots), k, share))
+        tiers[0 if back is not None else 1].append((r, rows, k, share))
 
     needs: list = []
     owner_at: list[str] = []
@@ -165,6 +165,27 @@ def _build_ranked_needs(provider: Commitment, net: Mapping[str, Commitment]) -> 
             k_at.extend(repeat(k, len(rows)))
             share_at.extend(repeat(share, len(rows)))
     return needs, owner_at, k_at, share_at, sum(len(g[1]) for g in tiers[0])
+
+
+def _peer(other: Commitment) -> tuple:
+    """What a provider's ranking reads of a recognised participant's commitment: (participant, need rows
+    (empty without need slots), weight ratios, damping factor as an integer ratio or None when 1), kept
+    while the commitment lives (it is frozen).  Every provider that recognises it reads the same, and
+    reading pydantic fields and three caches per recognised peer was most of a first ranking."""
+    held = _PEERS.get(id(other))
+    if held is not None and held[0] is other:
+        return held[1]
+    damping = other.damping_factor
+    info = (other.participant, need_rows(other.need_slots) if other.need_slots else (), weight_ratios(other),
+            None if damping == 1 else damping.as_integer_ratio())
+    if len(_PEERS) >= _PEERS_KEPT:
+        _PEERS.clear()
+    _PEERS[id(other)] = (other, info)  # the entry holds the commitment, so its id is not reused meanwhile
+    return info
+
+
+_PEERS: dict[int, tuple] = {}
+_PEERS_KEPT = 1 << 16
 
 
 def _claims(matched: list[int], needs: list, owner_at: list[str], remaining: list,
