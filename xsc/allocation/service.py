@@ -16,6 +16,9 @@
   state names has answered it (`_provider_waits`), the recipient's side until every provider of the
   round has sent its state (`_recipient_waits`), each at most the bound (`STEP_WAIT` delays, at least
   `STEP_WAIT_MIN` s); a provider whose state did not change for a new receipt sends it again (`acks`).
+- **Converged** (`status`): the seed's rule, and no node says so before its needs are answered: a provider
+  has computed on the needs it follows (`needs_moved`), a recipient's need slots have each been answered by
+  every provider that should see them (`unanswered`; docs/allocation.md).
 - **Subscriptions** (`xsc.allocation.subscriptions`): at each peer the node subscribes to what its
   rounds read of it (the seed's derived subgroups: mutual partners everything, one-way beneficiaries
   their needs and receipts, providers for it their commitments and states), renews every third of
