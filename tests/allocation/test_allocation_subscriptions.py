@@ -236,17 +236,22 @@ async def test_a_node_that_missed_records_catches_up_through_a_digest_exchange_a
     assert a.app[MARKET].book.get(b_id) is not None and a.app[MARKET].book.get(b_id).timestamp >= held.timestamp
 
 
-async def test_a_need_published_before_its_provider_subscribes_reaches_it(node_factory) -> None:
-    """The ordering that lost a one-way recipient's need: the recipient publishes it while the provider is not
-    subscribed to its needs (so the push goes to nobody), and the provider subscribes afterwards.  The subscription
-    is answered with the recipient's current commitment, and the provider's next round allocates to the need."""
+async def _storage_provider_and_recipient(node_factory):
+    """A node offering storage and one offering nothing, peered (fast allocation rounds): both, and their ids."""
     quiet = {k: v for k, v in QUIET.items() if k != "market"}
     provider = await node_factory("provider", **quiet, storage={"capacity": 1_000_000},
                                   market={"allocation_delay": 0.05, "offer_compute": False})
     recipient = await node_factory("recipient", **quiet,
                                    market={"allocation_delay": 0.05, "offer_compute": False, "offer_storage": False})
     await provider.app[PEERS].add(recipient.app[PEERS].url)
-    p_id, r_id = provider.app[PEERS].identity.id, recipient.app[PEERS].identity.id
+    return provider, recipient, provider.app[PEERS].identity.id, recipient.app[PEERS].identity.id
+
+
+async def test_a_need_published_before_its_provider_subscribes_reaches_it(node_factory) -> None:
+    """The ordering that lost a one-way recipient's need: the recipient publishes it while the provider is not
+    subscribed to its needs (so the push goes to nobody), and the provider subscribes afterwards.  The subscription
+    is answered with the recipient's current commitment, and the provider's next round allocates to the need."""
+    provider, recipient, p_id, r_id = await _storage_provider_and_recipient(node_factory)
     p_service, r_service = provider.app[ALLOCATION], recipient.app[ALLOCATION]
     await p_service.close()  # the provider's loop stopped: it subscribes only when this test says so
     r_descriptor = next(d for d in provider.app[PEERS].peers() if d.id == r_id)
@@ -294,13 +299,7 @@ async def test_converged_waits_until_a_need_has_reached_and_been_answered_by_its
     (before, the recipient of a need that had reached nobody said converged, with nothing given).  The recipient
     lists the need as unanswered until the provider that should see it (recognises it, offers a compatible
     slot) names it in a state; a provider holding a need it has not computed on yet is not converged either."""
-    quiet = {k: v for k, v in QUIET.items() if k != "market"}
-    provider = await node_factory("provider", **quiet, storage={"capacity": 1_000_000},
-                                  market={"allocation_delay": 0.05, "offer_compute": False})
-    recipient = await node_factory("recipient", **quiet,
-                                   market={"allocation_delay": 0.05, "offer_compute": False, "offer_storage": False})
-    await provider.app[PEERS].add(recipient.app[PEERS].url)
-    p_id, r_id = provider.app[PEERS].identity.id, recipient.app[PEERS].identity.id
+    provider, recipient, p_id, r_id = await _storage_provider_and_recipient(node_factory)
     p_service, r_service = provider.app[ALLOCATION], recipient.app[ALLOCATION]
     await p_service.close()  # the provider computes only when this test says so
     r_descriptor = next(d for d in provider.app[PEERS].peers() if d.id == r_id)
