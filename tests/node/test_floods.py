@@ -18,6 +18,7 @@ from xsc.net import sniff
 from xsc.net.sniff import MAX_PENDING
 from xsc.node import limits
 from xsc.node.appkeys import TOKEN
+from xsc.node import listener
 from xsc.node.listener import GuardedNodeRunner, NodeSite
 from xsc.node.connections import ACCEPT_QUEUE, LISTEN_BACKLOG, RESERVED_FDS, connection_cap
 
@@ -218,4 +219,51 @@ async def test_a_connection_past_the_caps_is_answered_503_on_its_bare_socket(mon
     finally:
         for _, writer in busy:
             writer.close()
+        await runner.cleanup()
+
+
+async def test_a_connection_that_speaks_is_set_up_before_those_still_silent_which_count_against_the_caps(
+        monkeypatch):
+    """In a burst, NodeSite sets up a connection whose request is there when it is accepted at once; silent ones
+    wait (a burst of them set up first made a monitor's request wait for all of them), counted against the caps
+    meanwhile, and the site's stop closes them."""
+    monkeypatch.setattr(listener, "SILENT_DELAY", 60.0)  # the silent ones wait for the whole test,
+    monkeypatch.setattr(listener, "SILENT_BURST", 0)  # as in a burst
+    made = []
+    connection_made = sniff.Sniffer.connection_made
+    monkeypatch.setattr(sniff.Sniffer, "connection_made", lambda self, t: (made.append(t), connection_made(self, t)))
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    app = web.Application()
+    app.router.add_get("/hello", hello)
+    runner = GuardedNodeRunner(app, max_connections=64, max_per_ip=4)
+    await runner.setup()
+    port = free_port()
+    site = NodeSite(runner, "127.0.0.1", port)
+    await site.start()
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    others = []
+    try:
+        await asyncio.sleep(0.3)  # accepted, and waiting
+        speaking = socket.create_connection(("127.0.0.1", port))
+        speaking.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        others.append(speaking)
+        answer = await _read_all(speaking)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello"), answer
+        assert len(made) == 1  # only the one that spoke was set up
+        others.append(socket.create_connection(("127.0.0.1", port)))  # a fourth silent one: within the cap
+        refused = socket.create_connection(("127.0.0.1", port))
+        others.append(refused)
+        head = (await _read_all(refused)).partition(b"\r\n\r\n")[0]
+        assert head.startswith(b"HTTP/1.1 503"), head  # the four waiting count against the cap of 4
+        await site.stop()
+        for sock in silent:
+            sock.settimeout(10)
+            assert sock.recv(1) == b""  # closed by the stop, never set up
+        assert len(made) == 1
+    finally:
+        for sock in silent + others:
+            sock.close()
         await runner.cleanup()

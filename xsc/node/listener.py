@@ -13,6 +13,7 @@ import errno
 import logging
 import os
 import socket
+from collections import Counter, deque
 from typing import Any
 
 from aiohttp import web
@@ -22,6 +23,10 @@ from .appkeys import TLS_CONTEXT, TLS_SERVED
 from .connections import ACCEPT_QUEUE, LISTEN_BACKLOG, GuardedRunner
 
 log = logging.getLogger(__name__)
+
+SILENT_DELAY = 0.02  # seconds a connection silent when accepted waits before it is set up
+SILENT_BATCH = 16  # silent connections set up per loop turn
+SILENT_BURST = 16  # connections accepted in one loop turn, or silent ones waiting, that make a burst
 
 
 class _Sniffing:
@@ -52,12 +57,20 @@ class NodeSite(web.TCPSite):
     a burst of 2,000 idle connects took 1.1 s).  The node accepts from it itself, at most LISTEN_BACKLOG per loop
     turn, in place of asyncio: a connection past the caps (connections.py) is answered 503 and closed on its bare
     socket, with no transport or protocol made for it (through asyncio, each refusal cost ~100 µs of the loop:
-    a monitor's connection behind 2,000 refused ones waited 200 ms in the queue)."""
+    a monitor's connection behind 2,000 refused ones waited 200 ms in the queue).  A connection that has sent
+    its first bytes by the time it is accepted (any HTTP client) is set up at once; in a burst (SILENT_BURST
+    connections in one loop turn), one still silent waits SILENT_DELAY, and then such connections are set up
+    SILENT_BATCH a loop turn (each costs ~250 µs: a burst of silent sockets set up first made a monitor's request
+    accepted behind them wait for all of them).  The silent ones waiting count against the caps as open
+    connections do."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int) -> None:
         super().__init__(runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG)
         self._listening: dict[int, socket.socket] = {}  # asyncio's listening sockets' fds -> duplicates to accept on
         self._opening: set[asyncio.Task] = set()  # held: the loop keeps only weak references to tasks
+        self._silent: deque[tuple[socket.socket, str]] = deque()  # admitted, no byte yet, not set up yet
+        self._waiting: Counter[str] = Counter()  # of them, per client address
+        self._draining = False
 
     async def start(self) -> None:
         await super().start()
@@ -76,6 +89,9 @@ class NodeSite(web.TCPSite):
             loop.remove_reader(fd)
             listening.close()
         self._listening.clear()
+        while self._silent:
+            self._silent.popleft()[0].close()
+        self._waiting.clear()
         await super().stop()
 
     def _accept(self, fd: int) -> None:
@@ -85,29 +101,64 @@ class NodeSite(web.TCPSite):
         server = self._runner.server
         assert isinstance(server, SniffingServer)
         loop = asyncio.get_running_loop()
-        for _ in range(LISTEN_BACKLOG):
-            try:
-                conn, address = listening.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
-                return
-            except OSError as exc:
-                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    raise
-                # out of descriptors or memory: wait a second, as asyncio does, rather than spin on the queue
-                log.warning("cannot accept connections for now: %s", exc)
-                loop.remove_reader(fd)
-                loop.call_later(1.0, self._resume, fd)
-                return
-            conn.setblocking(False)
-            answer = server.refusal(address[0] if isinstance(address, tuple) else "?")
-            if answer is not None:
-                with contextlib.suppress(OSError):
-                    conn.send(answer)  # a few hundred bytes into an empty send buffer: never blocks
-                conn.close()
-                continue
-            task = loop.create_task(self._open(conn))
-            self._opening.add(task)
-            task.add_done_callback(self._opening.discard)
+        accepted = 0
+        try:
+            for accepted in range(LISTEN_BACKLOG):
+                try:
+                    conn, address = listening.accept()
+                except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                    return
+                except OSError as exc:
+                    if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        raise
+                    # out of descriptors or memory: wait a second, as asyncio does, rather than spin on the queue
+                    log.warning("cannot accept connections for now: %s", exc)
+                    loop.remove_reader(fd)
+                    loop.call_later(1.0, self._resume, fd)
+                    return
+                conn.setblocking(False)
+                ip = address[0] if isinstance(address, tuple) else "?"
+                answer = server.refusal(ip, self._waiting[ip], len(self._silent))
+                if answer is not None:
+                    with contextlib.suppress(OSError):
+                        conn.send(answer)  # a few hundred bytes into an empty send buffer: never blocks
+                    conn.close()
+                    continue
+                try:
+                    conn.recv(1, socket.MSG_PEEK)
+                except BlockingIOError:  # silent so far
+                    self._silent.append((conn, ip))
+                    self._waiting[ip] += 1
+                    continue
+                except OSError:  # reset already
+                    conn.close()
+                    continue
+                self._open_soon(conn)
+        finally:
+            if self._silent and not self._draining:
+                self._draining = True
+                if accepted >= SILENT_BURST or len(self._silent) > SILENT_BURST:
+                    loop.call_later(SILENT_DELAY, self._drain)
+                else:
+                    self._drain()  # no burst: a client whose request is on its way waits for nothing
+
+    def _drain(self) -> None:
+        """Set up SILENT_BATCH of the silent connections waiting; the rest on the next loop turn."""
+        for _ in range(min(SILENT_BATCH, len(self._silent))):
+            conn, ip = self._silent.popleft()
+            self._waiting[ip] -= 1
+            if not self._waiting[ip]:
+                del self._waiting[ip]
+            self._open_soon(conn)
+        if self._silent:
+            asyncio.get_running_loop().call_soon(self._drain)
+        else:
+            self._draining = False
+
+    def _open_soon(self, conn: socket.socket) -> None:
+        task = asyncio.get_running_loop().create_task(self._open(conn))
+        self._opening.add(task)
+        task.add_done_callback(self._opening.discard)
 
     def _resume(self, fd: int) -> None:
         if fd in self._listening:
