@@ -4,6 +4,7 @@ a real node process (bench/bench_floods.py with small numbers): the bounds that 
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import signal
@@ -180,20 +181,12 @@ async def test_a_connection_past_the_caps_is_answered_503_on_its_bare_socket(mon
     """The node's own accepting (NodeSite): a connection past the caps gets its 503 without a transport or a
     protocol being made for it (a burst of refusals costs the loop little); the others are served as before,
     and the site's stop closes the port."""
-    made = []
-    connection_made = sniff.Sniffer.connection_made
-    monkeypatch.setattr(sniff.Sniffer, "connection_made", lambda self, t: (made.append(t), connection_made(self, t)))
+    made = _count_protocols(monkeypatch)
 
     async def slow(request: web.Request) -> web.Response:
         return web.Response(text=str(len(await request.read())))
 
-    app = web.Application()
-    app.router.add_post("/slow", slow)
-    runner = GuardedNodeRunner(app, max_connections=64, max_per_ip=3)
-    await runner.setup()
-    port = free_port()
-    site = NodeSite(runner, "127.0.0.1", port)
-    await site.start()
+    runner, site, port = await _site("POST", "/slow", slow, max_per_ip=3)
     loop = asyncio.get_running_loop()
     busy = []
     try:
@@ -229,20 +222,8 @@ async def test_a_connection_that_speaks_is_set_up_before_those_still_silent_whic
     meanwhile, and the site's stop closes them."""
     monkeypatch.setattr(listener, "SILENT_DELAY", 60.0)  # the silent ones wait for the whole test,
     monkeypatch.setattr(listener, "SILENT_BURST", 0)  # as in a burst
-    made = []
-    connection_made = sniff.Sniffer.connection_made
-    monkeypatch.setattr(sniff.Sniffer, "connection_made", lambda self, t: (made.append(t), connection_made(self, t)))
-
-    async def hello(request: web.Request) -> web.Response:
-        return web.Response(text="hello")
-
-    app = web.Application()
-    app.router.add_get("/hello", hello)
-    runner = GuardedNodeRunner(app, max_connections=64, max_per_ip=4)
-    await runner.setup()
-    port = free_port()
-    site = NodeSite(runner, "127.0.0.1", port)
-    await site.start()
+    made = _count_protocols(monkeypatch)
+    runner, site, port = await _site("GET", "/hello", _hello, max_per_ip=4)
     silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
     others = []
     try:
@@ -266,4 +247,62 @@ async def test_a_connection_that_speaks_is_set_up_before_those_still_silent_whic
     finally:
         for sock in silent + others:
             sock.close()
+        await runner.cleanup()
+
+
+def _count_protocols(monkeypatch) -> list:
+    """The transports of every connection the node set up (Sniffer.connection_made), as they come."""
+    made: list = []
+    connection_made = sniff.Sniffer.connection_made
+    monkeypatch.setattr(sniff.Sniffer, "connection_made", lambda self, t: (made.append(t), connection_made(self, t)))
+    return made
+
+
+async def _site(method: str, path: str, handler, max_per_ip: int) -> tuple[web.AppRunner, NodeSite, int]:
+    """A NodeSite on a free port for an app of one route, under the node's connection caps."""
+    app = web.Application()
+    app.router.add_route(method, path, handler)
+    runner = GuardedNodeRunner(app, max_connections=64, max_per_ip=max_per_ip)
+    await runner.setup()
+    port = free_port()
+    site = NodeSite(runner, "127.0.0.1", port)
+    await site.start()
+    return runner, site, port
+
+
+async def _hello(request: web.Request) -> web.Response:
+    return web.Response(text="hello")
+
+
+class _OutOfDescriptorsOnce:
+    """A listening socket whose next accept fails as at the open-files limit (EMFILE), then accepts as before."""
+
+    def __init__(self, listening: socket.socket) -> None:
+        self.listening, self.failed = listening, False
+
+    def accept(self):
+        if not self.failed:
+            self.failed = True
+            raise OSError(errno.EMFILE, "Too many open files")
+        return self.listening.accept()
+
+    def close(self) -> None:
+        self.listening.close()
+
+
+async def test_out_of_descriptors_the_site_pauses_accepting_logs_it_and_serves_the_waiting_connection(caplog):
+    runner, site, port = await _site("GET", "/hello", _hello, max_per_ip=4)
+    try:
+        [fd] = site._listening
+        site._listening[fd] = _OutOfDescriptorsOnce(site._listening[fd])
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = await _read_all(sock)  # waited in the kernel's queue through the pause, then served
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"hello"), answer
+        assert site._listening[fd].failed
+        assert any("cannot accept connections" in r.getMessage() and "open-files limit" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        await site.stop()
         await runner.cleanup()

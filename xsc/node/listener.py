@@ -112,7 +112,9 @@ class NodeSite(web.TCPSite):
                     if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                         raise
                     # out of descriptors or memory: wait a second, as asyncio does, rather than spin on the queue
-                    log.warning("cannot accept connections for now: %s", exc)
+                    log.warning("cannot accept connections (%s): accepting again in 1 s; the connections waiting "
+                                "stay in the kernel's queue (raise the open-files limit, or lower "
+                                "node.max_connections)", exc)
                     loop.remove_reader(fd)
                     loop.call_later(1.0, self._resume, fd)
                     return
