@@ -176,12 +176,11 @@ class SniffingServer:
     def tls_only(self) -> Sniffer:
         return Sniffer(self, tls_only=True)
 
-    def refusal(self, ip: str, waiting_from_ip: int = 0, waiting: int = 0) -> bytes | None:
+    def refusal(self, ip: str, waiting_from_ip: int = 0) -> bytes | None:
         """The answer that refuses a new connection from ip at once, unsniffed (the node's GuardedServer: its
-        caps, counting `waiting` connections accepted but not set up yet, `waiting_from_ip` of them from ip);
-        None: it may be served."""
+        caps, counting `waiting_from_ip` connections from ip accepted but not set up yet); None: it may be served."""
         refusal = getattr(self.inner, "refusal", None)
-        return refusal(ip, waiting_from_ip, waiting) if refusal else None
+        return refusal(ip, waiting_from_ip) if refusal else None
 
     def refused(self, transport: Any) -> bool:
         """Has this connection been refused (`refusal`), its answer written and the transport closed?"""

@@ -121,14 +121,14 @@ class GuardedServer(Server):
                 self._none_until.pop(ip, None)
         super().connection_lost(handler, exc)
 
-    def refusal(self, ip: str, waiting_from_ip: int = 0, waiting: int = 0) -> bytes | None:
+    def refusal(self, ip: str, waiting_from_ip: int = 0) -> bytes | None:
         """The 503 answer for a new connection from ip, if its caps are reached and nothing idle can be closed
-        to make room (counted as refused); None: the connection may be served.  `waiting` connections accepted
-        but not set up yet (`waiting_from_ip` of them from ip) count as open ones."""
-        detail = self._no_room(ip, make_room=False, waiting_from_ip=waiting_from_ip, waiting=waiting)
+        to make room (counted as refused); None: the connection may be served.  `waiting_from_ip` connections
+        from ip accepted but not set up yet count as open ones."""
+        detail = self._no_room(ip, make_room=False, waiting_from_ip=waiting_from_ip)
         return None if detail is None else self._refusal(detail)
 
-    def _no_room(self, ip: str, make_room: bool, waiting_from_ip: int = 0, waiting: int = 0) -> str | None:
+    def _no_room(self, ip: str, make_room: bool, waiting_from_ip: int = 0) -> str | None:
         """Why a new connection from ip cannot be served now (None: it can).  With `make_room`, idle
         connections are closed to bring it under the caps; without, only looked for."""
         def room(among, key: str | None) -> bool:
@@ -138,8 +138,8 @@ class GuardedServer(Server):
         if len(mine) + waiting_from_ip >= self.max_per_ip and not room(mine, ip):
             return f"{len(mine) + waiting_from_ip} connections from {ip} are all busy (at most {self.max_per_ip} " \
                    "from one address)"
-        if len(self._ip_of) + waiting >= self.max_connections and not room(self._ip_of, None):
-            return f"this node's {len(self._ip_of) + waiting} connections are all busy (at most {self.max_connections})"
+        if len(self._ip_of) >= self.max_connections and not room(self._ip_of, None):
+            return f"this node's {len(self._ip_of)} connections are all busy (at most {self.max_connections})"
         return None
 
     def _evict(self, among, key: str | None) -> bool:

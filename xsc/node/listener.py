@@ -61,8 +61,9 @@ class NodeSite(web.TCPSite):
     its first bytes by the time it is accepted (any HTTP client) is set up at once; in a burst (SILENT_BURST
     connections in one loop turn), one still silent waits SILENT_DELAY, and then such connections are set up
     SILENT_BATCH a loop turn (each costs ~250 µs: a burst of silent sockets set up first made a monitor's request
-    accepted behind them wait for all of them).  The silent ones waiting count against the caps as open
-    connections do."""
+    accepted behind them wait for all of them).  The silent ones waiting count against their address's cap as
+    open connections do; against the node's cap they do not (they cannot be closed to make room for another
+    address's connection), and at most LISTEN_BACKLOG wait, within RESERVED_FDS."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int) -> None:
         super().__init__(runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG)
@@ -120,7 +121,7 @@ class NodeSite(web.TCPSite):
                     return
                 conn.setblocking(False)
                 ip = address[0] if isinstance(address, tuple) else "?"
-                answer = server.refusal(ip, self._waiting[ip], len(self._silent))
+                answer = server.refusal(ip, self._waiting[ip])
                 if answer is not None:
                     with contextlib.suppress(OSError):
                         conn.send(answer)  # a few hundred bytes into an empty send buffer: never blocks
@@ -128,7 +129,10 @@ class NodeSite(web.TCPSite):
                     continue
                 try:
                     conn.recv(1, socket.MSG_PEEK)
-                except BlockingIOError:  # silent so far
+                except BlockingIOError:  # silent so far: set up after those that spoke (at most LISTEN_BACKLOG wait)
+                    if len(self._silent) >= LISTEN_BACKLOG:
+                        self._open_soon(conn)
+                        continue
                     self._silent.append((conn, ip))
                     self._waiting[ip] += 1
                     continue
