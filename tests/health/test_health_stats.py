@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xsc.health import PeerHistory, availability, reachable_status, record_audit, record_probe, success_ratio
-from xsc.health.stats import BUCKET_MS, DAY_MS, HOUR_MS, ewma
+from xsc.health.stats import BUCKET_MS, DAY_MS, HOUR_MS, MAX_BACKOFF, ewma, probe_due
 
 T0 = 1_700_000_000_000
 # A probe: (ms since the previous one, answered?, latency ms)
@@ -81,3 +83,24 @@ def test_reachable_warns_when_fewer_than_half_of_the_probed_peers_are_up(ups) ->
     expected = "warn" if probed and sum(probed) * 2 < len(probed) else "pass"
     assert reachable_status(ups) == expected
     assert reachable_status([]) == "pass"
+
+
+@settings(max_examples=150, deadline=None)
+@given(probes, st.integers(1_000, 3_600_000), st.integers(0, 10 * DAY_MS))
+def test_a_failing_peer_is_probed_less_often_and_never_less_than_every_max_backoff_intervals(steps, interval,
+                                                                                          since) -> None:
+    history, done = _replay(steps)
+    now = (done[-1][0] if done else T0) + since
+    due = probe_due(history, now, interval)
+    if history.last_probe is None or history.consecutive_failures <= 1:
+        assert due  # never probed, up, or down once: every round
+    elif since >= MAX_BACKOFF * interval:
+        assert due  # however long it has been down
+    elif since < interval // 2:
+        assert not due  # down twice or more: not again in the next round
+    # The wait grows with the failures in a row: one more failure is never due sooner, one fewer never later.
+    if history.consecutive_failures >= 1:
+        longer = replace(history, consecutive_failures=history.consecutive_failures + 1)
+        shorter = replace(history, consecutive_failures=history.consecutive_failures - 1)
+        assert due or not probe_due(longer, now, interval)
+        assert not due or probe_due(shorter, now, interval)

@@ -78,3 +78,34 @@ async def test_a_probe_round_of_many_peers_keeps_a_bounded_number_in_flight(node
     assert most == PROBES_AT_ONCE
     assert sorted(asked) == sorted(k.id for k in keys) and result["peers"] == len(keys) and result["ok"] == 0
     assert all(health.availability(k.id).up is False for k in keys)
+
+
+async def test_the_node_backs_off_probing_peers_that_never_answer_and_probes_all_on_request(node_factory) -> None:
+    """A stranger's 1,000 fake peers made the node probe 1,000 dead addresses every round (issue 12)."""
+    node = await node_factory("prober", **QUIET)
+    peers, health = node.app[PEERS], node.app[HEALTH]
+    dead = [Identity.generate() for _ in range(32)]
+    alive = Identity.generate()
+    for batch in (dead[:16], dead[16:], [alive]):  # 16 new nodes a message at most
+        peers.accept(fake_descriptors(batch))
+    asked: list[str] = []
+
+    async def probe(peer):
+        asked.append(peer.id)
+        return (True, 1.0, None) if peer.id == alive.id else (False, None, "refused")
+
+    health.probe = probe
+    rounds = []
+    for _ in range(4):  # the node's own rounds, back to back: each well inside the next one's wait
+        asked.clear()
+        await health.probe_round(due_only=True)
+        rounds.append(sorted(asked))
+    everyone = sorted(k.id for k in [*dead, alive])
+    assert rounds[0] == rounds[1] == everyone  # a first failure is probed again the next round
+    assert rounds[2] == rounds[3] == [alive.id]  # two in a row: not before two intervals
+    assert all(health.availability(k.id).up is False for k in dead) and health.availability(alive.id).up is True
+    asked.clear()
+    result = await health.probe_round()  # the user's `xsc health probe`: everyone, now
+    assert sorted(asked) == everyone and result["peers"] == len(everyone)
+    health_answer = await (await node.get("/health")).json()
+    assert health_answer["checks"]["peers:reachable"][0]["observedValue"] == 1

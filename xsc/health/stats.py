@@ -13,6 +13,10 @@ HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 EWMA_ALPHA = 0.2  # weight of the newest latency sample
 MAX_ERROR = 300  # characters of a probe error kept
+# A peer that fails its probes is probed every interval, then every 2, 4, ... intervals, at most every
+# MAX_BACKOFF intervals: a directory full of dead or fake addresses (issue 12) costs a few probes a round,
+# not one per peer.  A peer that comes back and sends a signed request is probed at once (HealthService).
+MAX_BACKOFF = 64
 
 
 @dataclass(frozen=True)
@@ -108,10 +112,24 @@ def success_ratio(history: PeerHistory, now: int, window_ms: int) -> tuple[float
     return (ok / total if total else None), total
 
 
+def probe_due(history: PeerHistory, now: int, interval_ms: int) -> bool:
+    """Is a peer due a probe in a round at `now`?  Every round while its last probes succeed, less often the
+    more of them in a row failed (half an interval of slack: rounds come early by their jitter)."""
+    if history.last_probe is None or history.consecutive_failures <= 1:
+        return True
+    wait = interval_ms * min(2 ** (history.consecutive_failures - 1), MAX_BACKOFF)
+    return now - history.last_probe >= wait - interval_ms // 2
+
+
+def last_probe_ok(history: PeerHistory) -> bool | None:
+    """Did the last probe succeed?  None before the first probe."""
+    return None if history.last_probe is None else history.consecutive_failures == 0
+
+
 def availability(history: PeerHistory, now: int) -> Availability:
     ratio_1h, probes_1h = success_ratio(history, now, HOUR_MS)
     ratio_24h, probes_24h = success_ratio(history, now, DAY_MS)
-    up = None if history.last_probe is None else history.consecutive_failures == 0
+    up = last_probe_ok(history)
     return Availability(ratio_1h=ratio_1h, ratio_24h=ratio_24h, probes_1h=probes_1h, probes_24h=probes_24h,
                         latency_ms=history.latency_ewma_ms, consecutive_failures=history.consecutive_failures,
                         up=up, last_probe=history.last_probe, last_ok=history.last_ok,

@@ -32,6 +32,7 @@ from concurrent.futures import Executor
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
+import orjson
 import plyvel
 
 from .. import keys
@@ -470,7 +471,12 @@ class MarketService:
         return made[1]
 
     def _count(self, message: dict, times: int = 1) -> None:
-        self.bytes_sent += len(json.dumps(message, separators=(",", ":"))) * times
+        # orjson: json.dumps of a 1,000-commitment answer held the loop ~40 ms, for a counter
+        try:
+            size = len(orjson.dumps(message))
+        except TypeError:  # an int past 64 bits, which json encodes
+            size = len(json.dumps(message, separators=(",", ":")))
+        self.bytes_sent += size * times
 
     def _up(self) -> list:
         return [d for d in self.peers.peers() if self.peers.availability(d.id).up is not False]

@@ -18,7 +18,7 @@ from .. import keys
 from ..config import HealthSection
 from ..errors import PeerError
 from ..health import Availability, PeerHistory, availability, reachable_status, record_audit, record_probe
-from ..health.stats import DAY_MS, HOUR_MS, MAX_ERROR, bucket_start, sparkline
+from ..health.stats import DAY_MS, HOUR_MS, MAX_ERROR, bucket_start, last_probe_ok, probe_due, sparkline
 from ..identity import parse_public_id, public_id
 from ..tasks import at_most, every, stop
 from .descriptors import NodeDescriptor
@@ -148,10 +148,14 @@ class HealthService:
                 log.info("peer %s sent a bad descriptor with its answer: %s", peer.id[:12], err)
         return True, latency, None
 
-    async def probe_round(self) -> dict:
-        """Probe every known peer (PROBES_AT_ONCE at a time); record and persist the results."""
+    async def probe_round(self, due_only: bool = False) -> dict:
+        """Probe every known peer (PROBES_AT_ONCE at a time), or only those due (`probe_due`: the rounds the
+        node schedules itself); record and persist the results."""
         async with self._round_lock:
             peers = self.peers.peers()
+            if due_only:
+                now, interval, none = now_ms(), int(self.config.probe_interval * 1000), PeerHistory()
+                peers = [p for p in peers if probe_due(self._histories.get(p.id, none), now, interval)]
             start = time.perf_counter()
             # The peers last seen up first, so that peers that do not answer never delay them.
             peers = sorted(peers, key=lambda p: self.availability(p.id).up is not True)
@@ -170,7 +174,8 @@ class HealthService:
                                                     "error": error} for p, (ok, latency, error) in zip(peers, results)]}
 
     def start(self) -> None:
-        self._task = every("probes", self.config.probe_interval, self.probe_round, jitter=self.config.probe_jitter)
+        self._task = every("probes", self.config.probe_interval, lambda: self.probe_round(due_only=True),
+                           jitter=self.config.probe_jitter)
 
     async def close(self) -> None:
         await stop(self._task, *self._reprobes)
@@ -180,7 +185,9 @@ class HealthService:
 
     async def check_reachable(self) -> dict:
         """The `peers:reachable` check of /health."""
-        ups = [self.availability(d.id).up for d in self.peers.peers()]
+        # From the histories alone: availability() of each of 1,000 peers cost ~8 ms per /health.
+        none = PeerHistory()
+        ups = [last_probe_ok(self._histories.get(d.id, none)) for d in self.peers.peers()]
         up, probed = sum(u is True for u in ups), sum(u is not None for u in ups)
         return {"componentType": "component", "observedValue": up, "observedUnit": "peers up",
                 "status": reachable_status(ups), "output": f"{up} of {probed} probed peers up ({len(ups)} known)",
