@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 
+from xsc.errors import PeerError
 from xsc.identity import Identity, sign_request
+from xsc.market import parse_commitment
 from xsc.node.appkeys import HEALTH, MARKET, PEERS
 
-from tests.support.attacks import free_ask
+from tests.support.attacks import fake_descriptors, free_ask, honest_commitment
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 CHEAP = {"market": {"storage_ask_floor": 10, "storage_ask_ceiling": 20}}
@@ -161,3 +165,77 @@ async def test_an_invoke_goes_on_when_the_matched_provider_is_dead(node_factory)
     assert response.status == 200, answer
     assert [r["value"] for r in answer["results"]] == [5]
     assert answer["provider"] == other.app[PEERS].identity.id != cheap_id
+
+
+async def test_a_peer_flooding_new_commitments_gets_429_past_its_quota_and_nothing_is_checked(node_factory) -> None:
+    """A peer's messages of 1,000 new commitments each kept the loop busy back to back, though its request rate was
+    far inside the peer rate limit (issue 12, the book flood): what it may have checked is a quota of work."""
+    a = await node_factory("a", **QUIET, market={"commitment_rate": 1})  # bursts of 2,002
+    peers, market = a.app[PEERS], a.app[MARKET]
+    flooder, honest = Identity.generate(), Identity.generate()
+    others = [Identity.generate() for _ in range(40)]
+    for at in range(0, len(others), 16):
+        peers.accept(fake_descriptors(others[at:at + 16]))
+    peers.accept(fake_descriptors([flooder, honest]))
+    me = peers.identity.id
+
+    async def send(sender: Identity, commitments: list[dict]):
+        raw = json.dumps({"commitments": commitments, "push": True}).encode()
+        headers = {**sign_request(sender, "POST", "/v1/peer/market", raw, receiver=me),
+                   "Content-Type": "application/json"}
+        response = await a.post("/v1/peer/market", data=raw, headers=headers)
+        return response.status, response.headers.get("Retry-After"), await response.json()
+
+    statuses, accepted, start = [], [], time.monotonic()
+    for events in range(2, 100):  # every message supersedes all 40: each one is 40 commitments to check
+        message = [honest_commitment(o, me, events) for o in others]
+        status, retry_after, body = await send(flooder, message)
+        statuses.append(status)
+        if status == 429:
+            break
+        accepted = message
+    assert statuses[:-1] == [200] * (len(statuses) - 1) and statuses[-1] == 429
+    assert 2002 // 40 <= len(statuses) - 1 <= (2002 + (time.monotonic() - start)) // 40  # the burst, 40 at a time
+    assert body["type"].endswith("quota-exceeded") and float(retry_after) > 0
+    # Refused before any is checked: the book holds the last accepted message's commitments.
+    assert [market.book.get(o.id).signature for o in others] == [c["signature"] for c in accepted]
+    # The very commitments held cost nothing: a whole-book gossip of what it has is not charged.
+    status, _, _ = await send(flooder, [market._json_of(market.book.get(o.id)) for o in others])
+    assert status == 200
+    # Another peer has its own quota.
+    status, _, body = await send(honest, [honest_commitment(honest, me, 1)])
+    assert status == 200 and body["changed"] == 1
+
+
+async def test_a_pulled_peer_answers_only_for_the_participants_asked_and_within_its_quota(node_factory) -> None:
+    a = await node_factory("a", **QUIET, market={"commitment_rate": 1})  # bursts of 2,002
+    peers, market = a.app[PEERS], a.app[MARKET]
+    answerer, asked = Identity.generate(), Identity.generate()
+    others = [Identity.generate() for _ in range(20)]
+    for batch in (others[:16], others[16:], [answerer, asked]):
+        peers.accept(fake_descriptors(batch))
+    me = peers.identity.id
+    answers = []
+
+    class Answer:
+        def __init__(self, body):
+            self.body = body
+
+        def json(self):
+            return self.body
+
+    async def request(url, method, path, **kwargs):
+        if path != "/v1/peer/market/digest" or not answers:  # the node's own pushes meanwhile
+            raise PeerError("not this test's")
+        return Answer({"commitments": answers.pop(0)})
+
+    market.peers.request = request
+    # It adds 20 commitments nobody asked for to the one asked: only the one asked is taken.
+    answers.append([honest_commitment(asked, me), *(honest_commitment(o, me) for o in others)])
+    assert await market.pull(peers.directory.get(answerer.id), [asked.id]) == 1
+    assert market.book.get(asked.id) is not None and all(market.book.get(o.id) is None for o in others)
+    # Past its quota, its answer is left unread (it may be asked again later).
+    market.limiter.check(answerer.id, time.monotonic(), "the test", 2001)  # what the first pull left
+    answers.append([honest_commitment(asked, me, 2)])
+    assert await market.pull(peers.directory.get(answerer.id), [asked.id]) == 0
+    assert market.book.get(asked.id).stamp == parse_commitment(honest_commitment(asked, me)).stamp

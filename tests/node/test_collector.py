@@ -9,7 +9,7 @@ import weakref
 import pytest
 
 from xsc.devnet import HOST
-from xsc.node.collector import Collector
+from xsc.node.collector import FULL_AFTER, Collector
 
 
 class _Cycle:
@@ -43,6 +43,26 @@ def test_what_survives_a_full_collection_leaves_the_collectors_sight(collector) 
     frozen = gc.get_freeze_count()
     del kept
     assert gc.get_freeze_count() <= frozen - 20_000  # frozen objects are still freed with their last reference
+
+
+def test_full_collections_come_often_enough_that_each_scans_a_bounded_number_of_new_objects(collector) -> None:
+    """A flood that makes long-lived objects (a market book filling up) meets full collections that each scan at
+    most a few tens of thousands of them (CPython's default let ~75,000 pile up: 41-72 ms of loop CPU each)."""
+    assert gc.get_threshold()[2] == FULL_AFTER
+    scanned: list[int] = []
+
+    def watch(phase: str, info: dict) -> None:
+        if phase == "start" and info["generation"] == 2:
+            scanned.append(sum(len(gc.get_objects(generation=g)) for g in range(3)))
+
+    gc.callbacks.insert(0, watch)
+    try:
+        book = [[[i], {"n": [i]}] for i in range(150_000)]  # 450,000 tracked objects, made as a flood makes them
+    finally:
+        gc.callbacks.remove(watch)
+    # The first one waits for a quarter of what the install's collection kept (CPython's rule) to pile up.
+    assert len(scanned) >= 10 and max(scanned[1:]) < 40_000, scanned  # at 10: 6 of ~93,000 each
+    assert collector.full_collections == len(scanned) and len(book) == 150_000
 
 
 def test_a_cycle_among_frozen_objects_is_freed_after_the_rescan(collector) -> None:

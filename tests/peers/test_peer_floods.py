@@ -53,6 +53,14 @@ def test_the_limiter_refills_and_forgets_the_least_recent_keys() -> None:
     assert err.value.details["retry_after"] == 0.5
     limiter.check("a", 0.5, "a")  # half a second later, one token is back
     limiter.check("b", 0.5, "b")  # another key has its own bucket
+    work = RateLimiter(rate=10, burst=20, unit="commitments to check")
+    work.check("a", 0.0, "a", cost=15)
+    with pytest.raises(QuotaExceeded) as err:  # 15 more than the 5 left: refused whole, nothing taken
+        work.check("a", 0.0, "a", cost=15)
+    assert err.value.details["retry_after"] == 1.0 and "too many commitments to check" in str(err.value)
+    work.check("a", 0.0, "a", cost=5)
+    with pytest.raises(QuotaExceeded):
+        work.check("b", 0.0, "b", cost=21)  # more than a burst never passes
 
 
 async def test_a_probe_round_of_many_peers_keeps_a_bounded_number_in_flight(node_factory) -> None:

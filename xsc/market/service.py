@@ -39,7 +39,8 @@ from .. import keys
 from ..allocation import CapacitySlot, NeedSlot, SlotFilter, Stamp
 from ..allocation.models import bounded_decimal
 from ..allocation.subscriptions import differing, parse_digest, short_hash
-from ..errors import InvalidArgument, MarketNoDeal, NeedNotFound, PeerError, UnknownPeer, XscError
+from ..errors import (InvalidArgument, MarketNoDeal, NeedNotFound, PeerError, QuotaExceeded, UnknownPeer,
+                      XscError)
 from ..config import MarketSection
 from ..identity import Identity, parse_public_id, public_id
 from .auction import clear_book
@@ -85,6 +86,12 @@ def _clear_book(asks: list[Ask], bids: list[Bid], bucket_seconds: int) -> dict:
 
 def _call(fn: Callable[..., Any], kwargs: dict) -> Any:
     return fn(**kwargs)
+
+
+class Limiter(Protocol):
+    """Per-peer quotas of work (xsc.node.limits.RateLimiter): raises QuotaExceeded past them."""
+
+    def check(self, key: str, now: float, what: str, cost: int = 1) -> None: ...
 
 
 class PeerView(Protocol):
@@ -171,9 +178,10 @@ def _assignment(a) -> dict | None:
 class MarketService:
     def __init__(self, *, config: MarketSection, identity: Identity, db: plyvel.DB, peers: PeerView | None,
                  storage_usage: Callable[[], tuple[int, int]], compute_threads: int, gossip_interval: float,
-                 pool: Executor | None = None) -> None:
+                 pool: Executor | None = None, limiter: Limiter | None = None) -> None:
         self.config = config
         self.pool = pool  # where matchings run (None: asyncio's default executor)
+        self.limiter = limiter  # each peer's quota of commitments to check (None: no quota)
         self._dealing = asyncio.Lock()
         self.identity = identity
         self.me = self.identity.id
@@ -397,10 +405,18 @@ class MarketService:
         a message from the network goes through `take`, which lets the event loop go between batches."""
         return self._take([c for item in self._commitment_list(items) if (c := self._check(item)) is not None])
 
-    async def take(self, items: Any) -> int:
+    async def take(self, items: Any, sender: str | None = None) -> int:
         """`receive`, RECEIVE_BATCH commitments at a time with the event loop let go between batches: a full
-        message (MAX_COMMITMENTS, each an Ed25519 verify) held the loop some 400 ms of CPU at once."""
+        message (MAX_COMMITMENTS, each an Ed25519 verify) held the loop some 400 ms of CPU at once.
+
+        The commitments worth checking are charged to `sender`'s quota (`market.commitment_rate`) before any is
+        checked: past it, QuotaExceeded and nothing is read (a peer's flood of new commitments kept the loop
+        busy back to back, where its request rate was far inside the peer rate limit)."""
         items = self._commitment_list(items)
+        if self.limiter is not None and sender is not None:
+            cost = sum(1 for item in items if self._worth_checking(item))
+            if cost:
+                self.limiter.check(sender, time.monotonic(), f"peer {sender[:12]}…", cost)
         changed = 0
         for at in range(0, len(items), RECEIVE_BATCH):
             changed += self._take([c for item in items[at:at + RECEIVE_BATCH] if (c := self._check(item)) is not None])
@@ -415,15 +431,20 @@ class MarketService:
             raise InvalidArgument(f"at most {MAX_COMMITMENTS} commitments per message")
         return items
 
-    def _check(self, item: Any) -> MarketCommitment | None:
-        """A peer's commitment parsed and its signature checked, or None for one not worth taking."""
+    def _worth_checking(self, item: Any) -> bool:
+        """Cheap tests before a commitment's signature is checked."""
         claimed = item.get("participant") if isinstance(item, dict) else None
         if claimed == self.me or (self.peers is not None and not (isinstance(claimed, str)
                                                                    and self.peers.known(claimed))):
-            return None  # ours echoed back, or not a peer's: not worth checking its signature
+            return False  # ours echoed back, or not a peer's: not worth checking its signature
         held = self.book.get(claimed)
-        if held is not None and item.get("signature") == held.signature:
-            return None  # the very commitment held (gossip sends the whole book each time): nothing to check
+        # the very commitment held (gossip sends the whole book each time): nothing to check
+        return held is None or item.get("signature") != held.signature
+
+    def _check(self, item: Any) -> MarketCommitment | None:
+        """A peer's commitment parsed and its signature checked, or None for one not worth taking."""
+        if not self._worth_checking(item):
+            return None
         try:
             commitment = parse_commitment(item, now_ms=now_ms())  # future-dated ones refused too
         except XscError as err:
@@ -529,7 +550,14 @@ class MarketService:
         body = response.json()
         if not isinstance(body, dict):
             return 0
-        changed = await self.take(body.get("commitments", []))
+        answered = body.get("commitments", [])
+        if isinstance(answered, list):  # only those asked for: a peer cannot fill the book through a pull
+            answered = [c for c in answered if isinstance(c, dict) and c.get("participant") in digest]
+        try:
+            changed = await self.take(answered, d.id)
+        except QuotaExceeded as err:
+            log.info("not taking %s's answer now: %s", d.id[:12], err)
+            return 0
         if isinstance(body.get("digest"), str):
             self.peer_digests[d.id] = body["digest"]
         return changed
@@ -972,7 +1000,7 @@ class MarketService:
                         digest: Any = None) -> dict[str, Any]:
         """A peer's side of a book swap: take its commitments, answer with ours and the digest after (a `push`:
         only how many changed the book, and the digest).  `digest`: the sender's book's, as it sent it."""
-        changed = await self.take(items)
+        changed = await self.take(items, sender)
         known = sender is not None and (self.peers is None or self.peers.known(sender))
         if known and isinstance(digest, str) and len(digest) == 64:
             self.peer_digests[sender] = digest

@@ -25,7 +25,7 @@ from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
 from ..ledger.tabs import Tabs
 from ..allocation.service import AllocationService
-from ..market.service import MarketService
+from ..market.service import MAX_COMMITMENTS, MarketService
 from ..net import PeerClient, RemoteHolder
 from ..net.tls import server_context
 from ..ledger.trust import TrustLines
@@ -122,7 +122,8 @@ async def _services(app: web.Application):
     market = MarketService(config=config.market, identity=identity, db=db, peers=peers,
                            storage_usage=lambda: (store.capacity - store.free, store.capacity),
                            compute_threads=config.compute.threads, gossip_interval=config.peers.gossip_interval,
-                           pool=pool)
+                           pool=pool, limiter=RateLimiter(config.market.commitment_rate, 2 * MAX_COMMITMENTS,
+                                                          "commitments to check"))
     peers.on_removed.append(market.forget)
     allocation = AllocationService(config=config.market, identity=identity, db=db, market=market, peers=peers,
                                    gossip_interval=config.peers.gossip_interval, joins=bool(config.peers.urls))

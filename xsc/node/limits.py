@@ -20,21 +20,23 @@ MAX_KEYS = 10_000
 
 
 class RateLimiter:
-    """`rate` requests per second per key, in bursts of at most `burst`.  Pure: the caller passes the clock."""
+    """`rate` units (requests, unless `unit` says otherwise) per second per key, in bursts of at most `burst`.
+    Pure: the caller passes the clock."""
 
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
+    def __init__(self, rate: float, burst: float, unit: str = "requests") -> None:
+        self.rate, self.burst, self.unit = rate, burst, unit
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, last time)
 
-    def check(self, key: str, now: float, what: str) -> None:
-        """Take one token for `key`, or raise QuotaExceeded saying when to come back."""
+    def check(self, key: str, now: float, what: str, cost: int = 1) -> None:
+        """Take `cost` tokens for `key` (a unit of work each), or raise QuotaExceeded saying when to come back
+        (nothing taken): a cost above the burst never passes."""
         tokens, last = self._buckets.pop(key, (self.burst, now))
         tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
-        if tokens < 1:
+        if tokens < cost:
             self._buckets[key] = (tokens, now)
-            raise QuotaExceeded(f"too many requests from {what}: at most {self.rate:g} a second",
-                                hint="slow down and retry", retry_after=(1 - tokens) / self.rate)
-        self._buckets[key] = (tokens - 1, now)
+            raise QuotaExceeded(f"too many {self.unit} from {what}: at most {self.rate:g} a second",
+                                hint="slow down and retry", retry_after=(cost - tokens) / self.rate)
+        self._buckets[key] = (tokens - cost, now)
         while len(self._buckets) > MAX_KEYS:
             self._buckets.popitem(last=False)
 
