@@ -98,6 +98,7 @@ class PeerView(Protocol):
     """The peers as the market sees them (xsc.peers.PeerService)."""
 
     def peers(self) -> list: ...
+    def state_version(self) -> tuple: ...
     def known(self, node_id: str) -> bool: ...
     def availability(self, node_id: str) -> Any: ...
     async def request(self, peer_url: str, method: str, path: str, **kwargs: Any) -> Any: ...
@@ -207,6 +208,7 @@ class MarketService:
         self.paid_by: dict[str, int] = state.get("paid_by", {})  # peer -> micro-credits its user paid us
         self._self_unsaved = False  # paid_by or delivered_by changed since _self_state was last written
         self.delivered_by: dict[str, int] = state.get("delivered_by", {})  # peer -> what we paid it
+        self._recognition: tuple[Any, dict[str, Decimal]] | None = None  # (peers' state_version, recognition())
         self.user_weights: dict[str, Decimal] = {
             public_id(k[len(keys.MARKET_RECOGNITION):]): Decimal(v.decode())
             for k, v in self.db.iterator(prefix=keys.MARKET_RECOGNITION)}
@@ -305,6 +307,7 @@ class MarketService:
         table = self.paid_by if by_them else self.delivered_by
         table[peer] = table.get(peer, 0) + amount
         self._self_unsaved = True  # written by the next market round (within a second), not by every paid call
+        self._recognition = None
 
     # --- recognition ----------------------------------------------------------------------
     def set_recognition(self, peer: str, weight: Decimal | None) -> None:
@@ -321,6 +324,7 @@ class MarketService:
                 raise InvalidArgument(f"a recognition weight: {exc}") from None
             self.db.put(keys.market_recognition(key), str(weight).encode(), sync=True)
             self.user_weights[peer] = weight
+        self._recognition = None
         self.touch()
 
     def derived_weight(self, peer: str, exchanged_total: int | None = None) -> Decimal:
@@ -344,10 +348,17 @@ class MarketService:
         return sum(self.paid_by.values()) + sum(self.delivered_by.values())
 
     def recognition(self) -> dict[str, Decimal]:
+        """This node's recognition of its peers, made again only when what it is made of changed (peers'
+        availability, money exchanged, user weights): with 1,000 peers it was ~15 ms of loop CPU per put."""
+        state = self.peers.state_version() if self.peers is not None else None
+        if self._recognition is not None and self._recognition[0] == state:
+            return dict(self._recognition[1])
         total = self._exchanged_total()
         weights = {p: self.derived_weight(p, total) for p in self._peer_ids()}
         weights.update(self.user_weights)
-        return {p: w for p, w in sorted(weights.items()) if w > 0 and p != self.me}
+        made = {p: w for p, w in sorted(weights.items()) if w > 0 and p != self.me}
+        self._recognition = (state, made)
+        return dict(made)
 
     def recognition_view(self) -> list[dict]:
         peers, total = set(self._peer_ids()), self._exchanged_total()

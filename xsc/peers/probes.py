@@ -46,6 +46,7 @@ class HealthService:
             except (ValueError, KeyError, TypeError):
                 log.warning("skipping unreadable probe history under %r", key)
         self.last_round: dict | None = None
+        self.version = 0  # grows at every probe or audit recorded, and every history forgotten
         # table()'s figures of a peer, kept while its history and now's 5-minute bucket are the same (they
         # depend on nothing else): id -> (history, bucket start, figures).  The dashboard polls the table.
         self._figures: dict[str, tuple[PeerHistory, int, dict]] = {}
@@ -54,6 +55,7 @@ class HealthService:
         self._task: asyncio.Task | None = None
         self._reprobed: dict[str, float] = {}  # id -> when a request of that down peer last had it probed
         self._reprobes: set[asyncio.Task] = set()
+        self._in_flight = asyncio.Semaphore(PROBES_AT_ONCE)  # probes at once, whatever asked for them
 
     # --- what the rest of the node uses ---------------------------------------------
     def availability(self, node_id: str) -> Availability:
@@ -78,6 +80,7 @@ class HealthService:
         """Keep the result of a storage audit of that peer with its probe history."""
         history = record_audit(self._histories.get(node_id, PeerHistory()), now_ms(), ok, detail)
         self._histories[node_id] = history
+        self.version += 1
         self._db.put(keys.health_peer(parse_public_id(node_id)), json.dumps(history.to_json()).encode())
 
     def heard_from(self, node_id: str) -> None:
@@ -96,7 +99,32 @@ class HealthService:
         task.add_done_callback(self._reprobes.discard)
 
     async def _reprobe(self, peer: NodeDescriptor) -> None:
-        self._record(self._db, peer, now_ms(), await self.probe(peer))
+        self._record(self._db, peer, now_ms(), await self._probe_in_turn(peer))
+
+    async def _probe_in_turn(self, peer: NodeDescriptor) -> tuple[bool, float | None, str | None]:
+        """`probe`, with at most PROBES_AT_ONCE in flight, whatever asked for it (a round, a request, learning)."""
+        async with self._in_flight:
+            return await self.probe(peer)
+
+    def learned(self, peers: list[NodeDescriptor]) -> None:
+        """Nodes just learned of are probed at once, PROBES_AT_ONCE at a time.  Until a probe answers, the market
+        and the allocation count a node as perhaps up, and pulled from and subscribed at each one every round: a
+        stranger's messages of fake descriptors (16 new nodes each) made this node contact dead addresses
+        hundreds of times a second (issue 12)."""
+        if self._task is None:
+            return
+        for peer in peers:
+            if peer.id not in self._histories:
+                task = asyncio.create_task(self._first_probe(peer), name="xsc-first-probe")
+                self._reprobes.add(task)
+                task.add_done_callback(self._reprobes.discard)
+
+    async def _first_probe(self, peer: NodeDescriptor) -> None:
+        async with self._in_flight:
+            if peer.id in self._histories:  # a round probed it while this one waited its turn
+                return
+            result = await self.probe(peer)
+        self._record(self._db, peer, now_ms(), result)
 
     def _record(self, db, peer: NodeDescriptor, at: int, result: tuple[bool, float | None, str | None]) -> None:
         """Add one probe's result to the peer's history, in memory and in `db` (the database or a batch)."""
@@ -104,9 +132,11 @@ class HealthService:
             return  # removed while we probed it
         history = record_probe(self._histories.get(peer.id, PeerHistory()), at, *result)
         self._histories[peer.id] = history
+        self.version += 1
         db.put(keys.health_peer(peer.key), json.dumps(history.to_json()).encode())
 
     def forget(self, node_id: str) -> None:
+        self.version += 1
         self._reprobed.pop(node_id, None)
         self._histories.pop(node_id, None)
         self._available.pop(node_id, None)
@@ -159,7 +189,7 @@ class HealthService:
             start = time.perf_counter()
             # The peers last seen up first, so that peers that do not answer never delay them.
             peers = sorted(peers, key=lambda p: self.availability(p.id).up is not True)
-            results = await at_most(PROBES_AT_ONCE, (self.probe(p) for p in peers))
+            results = await at_most(PROBES_AT_ONCE, (self._probe_in_turn(p) for p in peers))
             seconds = time.perf_counter() - start
             at = now_ms()
             done = list(zip(peers, results))

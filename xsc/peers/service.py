@@ -19,6 +19,7 @@ from .. import __version__, keys
 from ..config import NodeConfig, split_peer_address
 from ..errors import InvalidArgument, InvalidDescriptor, PeerError, PeerNotFound, PeerRefused
 from ..health import Availability, PeerHistory, availability, check_answer, check_nonce, new_nonce
+from ..health.stats import bucket_start
 from ..health import answer as challenge_answer
 from ..identity import Identity, parse_public_id, public_id
 from ..net.peer_client import PeerClient, PeerResponse
@@ -55,6 +56,7 @@ class PeerDirectory:
         self._db = db
         self._known: dict[str, NodeDescriptor] = {}
         self._sorted: list[NodeDescriptor] | None = None  # all()'s answer, made again after a change
+        self.version = 0  # grows at every change
         self._removed: set[str] = set()
         for key, value in db.iterator(prefix=keys.PEER_DESCRIPTORS):
             try:
@@ -68,6 +70,10 @@ class PeerDirectory:
 
     def __len__(self) -> int:
         return len(self._known)
+
+    def _changed(self) -> None:
+        self._sorted = None
+        self.version += 1
 
     def all(self) -> list[NodeDescriptor]:
         # Asked by /health, gossip, probes and matching alike: sorting a full directory each time was most of
@@ -87,7 +93,7 @@ class PeerDirectory:
         for node_id in [d.id for d in self._known.values() if not admitted(d)]:
             log.info("node %s is not admitted under this node's configuration: not a peer", node_id[:12])
             del self._known[node_id]
-            self._sorted = None
+            self._changed()
 
     def is_removed(self, node_id: str) -> bool:
         return node_id in self._removed
@@ -116,7 +122,7 @@ class PeerDirectory:
                 if newsworthy(d, known):
                     news.append(d)
                 self._known[d.id] = d
-                self._sorted = None
+                self._changed()
                 batch.put(keys.peer_descriptor(d.key), d.encode())
         return news
 
@@ -128,7 +134,7 @@ class PeerDirectory:
         oldest = min(unproven, key=lambda d: d.timestamp)
         batch.delete(keys.peer_descriptor(oldest.key))
         del self._known[oldest.id]
-        self._sorted = None
+        self._changed()
         return True
 
     def remove(self, node_id: str, at: int) -> None:
@@ -137,7 +143,7 @@ class PeerDirectory:
             batch.delete(keys.peer_descriptor(key))
             batch.put(keys.peer_removed(key), at.to_bytes(8, "big"))
         self._known.pop(node_id, None)
-        self._sorted = None
+        self._changed()
         self._removed.add(node_id)
 
     def unblock(self, node_id: str) -> None:
@@ -180,6 +186,12 @@ class PeerService:
         if descriptor is None:
             raise PeerNotFound(f"no known peer has id {node_id}", hint="`xsc peers ls` lists the known peers")
         return descriptor
+
+    def state_version(self) -> tuple:
+        """Changes whenever a peer's availability may have: the directory, a probe or audit result, or the
+        5-minute bucket the ratios are counted in (what the market's recognition is made of)."""
+        health = self.health.version if self.health is not None else 0
+        return self.directory.version, health, bucket_start(now_ms())
 
     def availability(self, node_id: str) -> Availability:
         if self.health is None:
@@ -232,9 +244,13 @@ class PeerService:
                 parsed.append(descriptor)
             else:  # valid, but not admitted here: dropped, not stored (its sender may admit it)
                 log.debug("not taking node %s: %s", descriptor.id[:12], refusal)
+        unknown_ids = {d.id for d in parsed if self.directory.get(d.id) is None}
         news = self.directory.merge(parsed, me=self.identity.id, my_url=self.url,
                                     proven=lambda node_id: self.availability(node_id).ratio_24h is not None
                                     and self.availability(node_id).up is True)
+        learned = [d for d in parsed if d.id in unknown_ids and self.directory.get(d.id) is d]
+        if learned and self.health is not None:
+            self.health.learned(learned)
         if news:
             log.info("learned of %s", ", ".join(f"{d.id[:12]} at {d.url}" for d in news))
             self._news.set()
