@@ -196,7 +196,14 @@ class NodeProcess:
         except (FileNotFoundError, ProcessLookupError):
             return False
         state = next((line for line in status if line.startswith("State:")), "")
-        return "Z" not in state.split()[1:2] and str(self.data_dir).encode() in cmdline
+        if state.split()[1:2] in (["Z"], ["X"]):
+            return False
+        # A process that is exiting has no command line any more (its memory is gone) but still runs: it closes
+        # its files before it becomes a zombie.  Counted as alive, so that stop() waits for it to be done.
+        parent = next((line.split()[1] for line in status if line.startswith("PPid:")), "0")
+        if cmdline == [b""]:
+            return parent not in ("0", "2")  # 2 is kthreadd: a kernel thread that got the pid is not our node
+        return str(self.data_dir).encode() in cmdline
 
     def listening(self) -> bool:
         try:
