@@ -32,7 +32,8 @@ from .kept import Cut, Kept, TooLarge, Unreached
 
 _SPACE = re.compile(r"\s")  # what str.isspace() calls a space
 _LONG_NUMBER = re.compile(rb"(?:^|[:\[,])\s*-?[0-9]{19}")  # a number of 19 digits or more
-_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+# Digits read as 0, and what may come before a number's digits (a separator, a space, a minus sign) as ":".
+_NUMBER_SHAPE = bytes.maketrans(b"123456789 \t\n\r[,-", b"000000000" + b":" * 7)
 _NINETEEN_DIGITS = b"0" * 19
 
 
@@ -41,13 +42,18 @@ def loads(raw: bytes) -> Any:
     can.  orjson refuses what it does not take (NaN, a BOM, lone surrogates, UTF-16), and json.loads then
     decides; it would read an integer past 64 bits as a float, so a text with a number of 19 digits or more
     goes to json.loads at once.  (The regex that finds such a number costs ~30 us a KiB: it runs only on a text
-    that holds 19 digits in a row somewhere, found by a byte translation at ~2 us a KiB.)"""
-    if _NINETEEN_DIGITS not in raw.translate(_DIGITS_TO_ZERO) or _LONG_NUMBER.search(raw) is None:
+    where 19 digits follow a separator, a space or a minus sign, or open it, found by a byte translation at ~2 us
+    a KiB; the hex in a string, however long its runs of digits, does not make it run.)"""
+    shape = raw.translate(_NUMBER_SHAPE)
+    if (b":" + _NINETEEN_DIGITS not in shape and not shape.startswith(_NINETEEN_DIGITS)) \
+            or _LONG_NUMBER.search(raw) is None:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
     return jsonlib.loads(raw)
+
+
 MAX_RESPONSE = 16 * 1024 * 1024  # bytes request() buffers; stream bigger answers with open()
 
 
