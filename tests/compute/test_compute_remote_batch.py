@@ -25,7 +25,7 @@ from xsc.ledger.model import authorize, encode_authorization
 from xsc.net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, TAB_CLOSE_PATH, InvokeBatcher
 from xsc.net.peer_client import PeerResponse
 from xsc.node import CLIENT_IDENTITY, IDENTITY
-from xsc.node.appkeys import COMPUTE, LEDGER, PAID_COMPUTE, PEERS
+from xsc.node.appkeys import COMPUTE, LEDGER, MARKET, PAID_COMPUTE, PEERS
 
 FUEL = 1_000_000
 _json = json  # FakeProvider.request takes a `json` argument, as PeerClient.request does
@@ -138,6 +138,30 @@ async def test_each_call_of_a_batch_is_checked_alone_and_fails_alone(node_factor
     tabs = node.app[PAID_COMPUTE].provider_tabs
     assert tabs._tabs[bytes.fromhex(ok[0]["tab"]["authorization"])].count == 3
     assert tabs._tabs[bytes.fromhex(ok[8]["tab"]["authorization"])].count == 1
+
+
+async def test_each_call_of_a_batch_is_held_to_the_nodes_ask_and_none_runs_when_it_offers_none(node_factory) -> None:
+    """The calls of a batch are held to this node's compute ask when the batch came (found once for the batch):
+    those priced under it are refused before they run (0: compute for nothing), the others run; with the node
+    offering no compute (leaving), every call of a batch is refused."""
+    node = await node_factory(market={"compute_ask_floor": 500, "compute_ask_ceiling": 500})
+    module = await deploy(node, "add")
+    gateway = Identity.generate()
+    tab = _tab(gateway, node.app[IDENTITY].public_key)
+    prices = [0, 499, 500, INVOKE_PRICE, 1, 10**6]
+    status, answer = await _peer(node, gateway, _batch(*[{**_call(module, tab), "price": p} for p in prices]))
+    assert status == 200, answer
+    refused = [i for i, r in enumerate(answer["results"]) if r["status"] != 200]
+    assert refused == [0, 1, 4], answer
+    for i in refused:
+        problem = answer["results"][i]["problem"]
+        assert problem["code"] == "deal-refused" and "under this node's ask of 500" in problem["detail"], problem
+    assert _runs(node) == 3
+    node.app[MARKET].leaving = True  # it offers nothing more
+    status, answer = await _peer(node, gateway, _batch(*[_call(module, tab)] * 3))
+    assert status == 200 and {r["problem"]["code"] for r in answer["results"]} == {"deal-refused"}, answer
+    assert all("offers no compute" in r["problem"]["detail"] for r in answer["results"])
+    assert _runs(node) == 3
 
 
 async def test_a_batch_of_one_call_and_the_single_route_answer_alike(node_factory) -> None:

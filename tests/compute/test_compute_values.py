@@ -223,3 +223,21 @@ def test_record_signed_by_another_key_fails():
     assert not provenance.is_valid(signed)
     assert not provenance.is_valid({"record": {"node": "not-an-id"}, "signature": "00"})
     assert not provenance.is_valid({"nothing": 1})
+
+
+# --- parse_args's fast path for decimal digits ------------------------------------------------------------
+DIGIT_TEXT = st.one_of(st.integers(0, 2**70).map(str), st.text("0123456789", min_size=1, max_size=25),
+                       st.text("0123456789٣²¹ +-x", min_size=1, max_size=22))
+
+
+@given(st.sampled_from(["i32", "i64"]), DIGIT_TEXT)
+def test_parse_args_reads_every_text_of_digits_as_parse_value_does(vtype: str, text: str) -> None:
+    signature = Signature((vtype,), ())
+    try:
+        expected = parse_value(text, vtype, where="argument 1 of f")
+    except (BadArgument, ArgumentOutOfRange) as err:
+        with pytest.raises(type(err)) as raised:
+            parse_args("f", signature, [text])
+        assert raised.value.message == err.message
+    else:
+        assert parse_args("f", signature, [text]) == [expected]

@@ -12,7 +12,7 @@ import aiohttp
 import plyvel
 import pytest
 
-from xsc.errors import PeerRefused
+from xsc.errors import PeerRefused, PrepaymentRequired
 from xsc.identity import Identity, parse_public_id
 from xsc.ledger.model import authorize, encode_authorization
 from xsc.ledger.pricing import price_compute, price_storage
@@ -188,4 +188,36 @@ def test_the_lines_kept_in_memory_are_always_what_is_on_disk(tmp_path) -> None:
     assert make().line(peer) == lines.line(peer)  # read from disk afresh: the same
     lines.set_credit(peer, None)
     assert lines.line(peer)["credit"] == 1000 and make().line(peer)["credit"] == 1000
+    db.close()
+
+
+def test_work_is_reserved_exactly_when_the_line_shows_it_available(tmp_path) -> None:
+    """`reserve` takes work on without building the line's view when it fits: the verdict is the view's, for
+    strangers and recognised peers, with and without a credit of their own, before and after use and payment."""
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    recognised: set[str] = set()
+    lines = TrustLines(db, stranger_credit=100, peer_credit=1000, recognised=recognised.__contains__)
+    stranger, friend, own = (Identity.generate().id for _ in range(3))
+    recognised.update((friend, own))
+    lines.set_credit(own, 40)
+    steps = [(0, 0, 0), (0, 50, 0), (30, 70, 0), (0, 0, 25), (500, 900, 100)]  # (paid, used, reserved) added
+    for peer in (stranger, friend, own):
+        for n, (paid, used, reserve) in enumerate(steps):
+            if paid:
+                lines.paid(peer, bytes([n]) * 32, paid)
+            if used:
+                lines.use(peer, used)
+            if reserve and lines.line(peer)["available"] >= reserve:
+                lines.reserve(peer, reserve, "held")
+            available = lines.line(peer)["available"]
+            for price in sorted({0, 1, max(0, available - 1), max(0, available), max(0, available + 1), 10**6}):
+                before = lines.line(peer)["reserved"]
+                try:
+                    lines.reserve(peer, price, "a call")
+                except PrepaymentRequired as err:
+                    assert price > available and err.details["available"] == available
+                    assert lines.line(peer)["reserved"] == before
+                else:
+                    assert price <= available and lines.line(peer)["reserved"] == before + price
+                    lines.release(peer, price)
     db.close()

@@ -91,3 +91,34 @@ async def test_recognition_counters_are_written_once_a_round_not_by_every_paid_c
     market.note_paid("peer-x", 1, by_them=True)
     await market.close()
     assert saved()["paid_by"]["peer-x"] == 16  # written at close
+
+
+async def test_the_compute_ask_is_the_one_in_the_offer_whatever_the_use_the_config_or_the_state(node_factory) -> None:
+    """MarketService.ask("compute") prices the compute offer alone (a provider asks it for every paid call): it is
+    the price of the current bucket's compute slot in own_asks, through fuel used, a changed pricing config,
+    a node that offers no compute, and one that is leaving."""
+    node = await node_factory(compute={"threads": 2}, market={"fuel_per_second": 1000, "compute_ask_floor": 10,
+                                                              "compute_ask_ceiling": 5000})
+    market = node.app[MARKET]
+
+    def offered() -> int | None:
+        b = market.bucket()
+        return next((a.price for a in market.own_asks() if a.slot.id == f"compute-{b}"), None)
+
+    seen = set()
+    for used in (0, 1, market.compute_capacity() // 7, market.compute_capacity() // 2, market.compute_capacity()):
+        market.note_fuel(used)
+        assert market.ask("compute") == offered()
+        seen.add(market.ask("compute"))
+    assert len(seen) >= 3 and None in seen  # it rose with the fuel used, and none is offered once it is all used
+    market.fuel_used.clear()
+    market.config.compute_ask_floor, market.config.compute_ask_ceiling = 700, 900  # the policy is read again
+    assert market.ask("compute") == offered() == 700
+    market.config.ask_exponent = 1
+    market.note_fuel(market.compute_capacity() // 2)
+    assert market.ask("compute") == offered() == 800
+    market.config.offer_compute = False
+    assert market.ask("compute") is None and offered() is None
+    market.config.offer_compute = True
+    market.leaving = True
+    assert market.ask("compute") is None and offered() is None and market.honoured_ask("compute") is None

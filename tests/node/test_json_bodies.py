@@ -24,6 +24,11 @@ ODD_BUT_JSON_LOADS_TAKES_IT = [
     '{"utf16": true}'.encode("utf-16"),
     b'{"dup": 1, "dup": 2}',
     b'  {"spaces": [1, 2.5e300, -0.0, 1e400]}  ',
+    # a long number after a tab, a newline, a minus sign, at the very start; hex with long digit runs beside it
+    b'{"hex": "ab12345678901234567890123cd", "n":\t12345678901234567890123}',
+    b'[\r\n-12345678901234567890123, "0123456789012345678901234567"]',
+    b'12345678901234567890123',
+    b'-12345678901234567890123',
 ]
 NOT_JSON = [b"", b"{", b'{"a": 1,}', b"{'a': 1}", b'{"a": 1} x', b"\xff\xfe\x00", b'{"a": nan}', b"[1, 2", b"\x00"]
 
@@ -62,6 +67,14 @@ def test_loads_and_dumps_agree_with_json_on_any_value(value, ascii_only: bool) -
     text = json.dumps(value, ensure_ascii=ascii_only).encode()
     assert _same(loads(text), json.loads(text))
     assert _same(json.loads(dumps(value)), json.loads(text)) or _has_nan(value)  # orjson writes NaN as null
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON, st.sampled_from([(None, (",", ":")), (None, (", ", ": ")), ("\t", (",", ": ")), (1, (",", ":"))]))
+def test_loads_agrees_with_json_on_any_layout_of_any_value(value, layout) -> None:
+    indent, separators = layout  # compact as peers send it, or with the spaces, tabs and newlines a number may follow
+    text = json.dumps(value, indent=indent, separators=separators).encode()
+    assert _same(loads(text), json.loads(text))
 
 
 def _has_nan(value) -> bool:

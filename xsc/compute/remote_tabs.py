@@ -33,6 +33,7 @@ After a gateway restart the tally is gone and a receipt is paid up to the cap th
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
 import time
@@ -77,8 +78,9 @@ class OpenTab:
     in_flight: int = 0
     closing: bool = False
 
-    @property
+    @functools.cached_property
     def hex(self) -> str:
+        """The authorization's hex, as every call on the tab carries it (encoded once)."""
         return encode_authorization(self.auth).hex()
 
 

@@ -138,8 +138,16 @@ def parse_args(function: str, signature: Signature, raw_args: Sequence[Any]) -> 
         raise WrongArgumentCount(
             f"{function} takes {wanted}{types}, got {len(raw_args)}",
             hint=f"call it as: {function} {usage}", expected=len(params), given=len(raw_args))
-    return [parse_value(raw, vtype, where=f"argument {i + 1} of {function}")
-            for i, (raw, vtype) in enumerate(zip(raw_args, params))]
+    values: list[int | float] = []
+    for i, (raw, vtype) in enumerate(zip(raw_args, params)):
+        bits = _INT_BITS.get(vtype)
+        if bits is not None and type(raw) is str and raw.isascii() and raw.isdigit() and len(raw) < 19:
+            value = int(raw)  # the common case, decimal digits alone: as _parse_int reads them, without its regex
+            if value < 1 << bits:
+                values.append(value - (1 << bits) if value >= 1 << (bits - 1) else value)
+                continue
+        values.append(parse_value(raw, vtype, where=f"argument {i + 1} of {function}"))
+    return values
 
 
 def format_value(vtype: str, value: int | float) -> str:

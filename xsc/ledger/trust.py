@@ -100,6 +100,10 @@ class TrustLines:
         if not 0 <= price <= MAX_LINE:
             raise InvalidArgument(f"a price of {price} micro-credits is out of range")
         with self._lock:
+            totals = self._lines.get(peer) or self._totals(peer)
+            if price <= totals["paid"] + self.credit(peer) - totals["used"] - self._reserved.get(peer, 0):
+                self._reserved[peer] = self._reserved.get(peer, 0) + price  # what `line` says is available covers it
+                return
             line = self.line(peer)
             if price > line["available"]:
                 short = price - max(0, line["available"])

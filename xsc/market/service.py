@@ -189,6 +189,7 @@ class MarketService:
         self.db = db
         self.peers = peers  # None: a node on its own (tests)
         self.storage_usage = storage_usage  # () -> (bytes used, capacity) of this node's share store
+        self._compute_policy: tuple[tuple[int, int, int], PricingPolicy] | None = None  # (its config, it)
         self.compute_threads = compute_threads
         self.gossip_interval = gossip_interval
         self.book = Book(bucket_seconds=self.config.bucket_seconds)
@@ -270,19 +271,33 @@ class MarketService:
                 asks.append(Ask(slot=CapacitySlot(id=f"storage-{b}", owner=self.me, kind="storage",
                                                   quantity=capacity - used, start=start, end=end),
                                 price=ask_price(self.policy("storage"), used, capacity)))
-            fuel = self.compute_capacity()
-            # Offered in steps of a thousandth of the bucket: every invoke must not re-sign and re-send the offer.
-            step = max(1, fuel // 1000)
-            fuel_used = min(-(-self.fuel_used.get(b, 0) // step) * step, fuel)
-            if self.config.offer_compute and fuel > fuel_used:
+            offered = self._compute_offer(b)
+            if offered is not None:
                 asks.append(Ask(slot=CapacitySlot(id=f"compute-{b}", owner=self.me, kind="compute",
-                                                  quantity=fuel - fuel_used, start=start, end=end),
-                                price=ask_price(self.policy("compute"), fuel_used, fuel)))
+                                                  quantity=offered[0], start=start, end=end), price=offered[1]))
         return asks
+
+    def _compute_offer(self, b: int) -> tuple[int, int] | None:
+        """The fuel this node offers in bucket `b` and its ask for it (None: no compute offered)."""
+        fuel = self.compute_capacity()
+        # Offered in steps of a thousandth of the bucket: every invoke must not re-sign and re-send the offer.
+        step = max(1, fuel // 1000)
+        fuel_used = min(-(-self.fuel_used.get(b, 0) // step) * step, fuel)
+        if not self.config.offer_compute or fuel <= fuel_used:
+            return None
+        c = self.config
+        policy = self._compute_policy
+        if policy is None or policy[0] != (c.compute_ask_floor, c.compute_ask_ceiling, c.ask_exponent):
+            policy = self._compute_policy = ((c.compute_ask_floor, c.compute_ask_ceiling, c.ask_exponent),
+                                             self.policy("compute"))
+        return fuel - fuel_used, ask_price(policy[1], fuel_used, fuel)
 
     def ask(self, kind: str) -> int | None:
         """This node's ask now for `kind`, None if it does not offer it."""
         b = self.bucket()
+        if kind == "compute":  # without building every offer (a provider asks it for every paid call)
+            offered = None if self.leaving else self._compute_offer(b)
+            return None if offered is None else offered[1]
         return next((a.price for a in self.own_asks() if a.slot.kind == kind and a.slot.id.endswith(f"-{b}")), None)
 
     def honoured_ask(self, kind: str) -> int | None:

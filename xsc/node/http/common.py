@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +10,7 @@ import orjson
 from aiohttp import web
 
 from ...errors import InvalidArgument
+from ...net.peer_client import loads  # noqa: F401 - the one JSON reader, for route modules
 from ...tasks import in_pool
 from ..appkeys import CPU_POOL
 from ..limits import BODY_SECONDS, read_body  # noqa: F401 - the one body reader, for route modules
@@ -29,22 +29,6 @@ def json_object(raw: bytes, hint: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidArgument("the request body must be a JSON object", hint=hint)
     return body
-
-
-_LONG_NUMBER = re.compile(rb"(?:^|[:\[,])\s*-?[0-9]{19}")  # a number of 19 digits or more
-
-
-def loads(raw: bytes) -> Any:
-    """JSON text parsed as json.loads parses it (the same texts accepted, the same values), by orjson where it
-    can.  orjson refuses what it does not take (NaN, a BOM, lone surrogates, UTF-16), and json.loads then
-    decides; it would read an integer past 64 bits as a float, so a text with a number of 19 digits or more
-    goes to json.loads at once."""
-    if _LONG_NUMBER.search(raw) is None:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(raw)
 
 
 def dumps(value: Any) -> bytes:
