@@ -95,3 +95,44 @@ def test_depth_is_refused_past_the_limit_and_a_flat_body_of_many_brackets_is_not
     assert json_object(at_limit, "hint")
     with pytest.raises(InvalidArgument, match="not JSON"):
         json_object(b'{"a": [' + b"[]," * 40, "hint")
+
+
+def _walked_depth_over(raw: bytes, limit: int) -> bool:
+    """The byte-by-byte walk the depth check used to be: the oracle for the faster one."""
+    depth, in_string, escaped = 0, False, False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='[]{}"\\ab\n\u00e9', max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\a', max_size=4), inner,
+                                                                 max_size=3),
+    max_leaves=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values, st.sampled_from([b"", b"[", b"[[", b"{\"k\": [", b"\"unended [[[", b"\\\"[[", b"]]]"]))
+def test_the_depth_check_agrees_with_a_byte_by_byte_walk(value, noise) -> None:
+    """Valid JSON and broken texts alike (an unended string, stray escapes and brackets)."""
+    from xsc.node.http.common import _too_deep
+
+    for text in (json.dumps(value).encode(), json.dumps(value, ensure_ascii=False).encode()):
+        for raw in (text, noise + text, text + noise, b"[" * 30 + text + b"]" * 30,
+                    b"[" * 30 + text + noise + b"[" * 5, b"[" * 20 + text + b'"[[[' + noise + b"[" * 20 + b"\\"):
+            assert _too_deep(raw) == _walked_depth_over(raw, MAX_JSON_DEPTH), raw
