@@ -164,11 +164,23 @@ def receipt_round(t: Target) -> list[str]:
     return out
 
 
-def _peers_of_node(t: Target, strangers: list[Identity]) -> None:
-    """Make these keys peers of node-0 with self-signed descriptors (as any node can), 16 new ones a message."""
-    for at in range(0, len(strangers), 16):
-        body = json.dumps({"descriptors": hostile.fake_descriptors(strangers[at:at + 16])}).encode()
-        t.peer_request(strangers[0], "POST", "/v1/peer/descriptors", body)
+def _peers_of_node(t: Target, strangers: list[Identity], timeout: float = 120.0) -> None:
+    """Make these keys peers of node-0 with self-signed descriptors (as any node can), 16 new ones a message, sent
+    again until node-0 knows them all: one address adds 256 new nodes at once, then 32 a second."""
+    deadline = time.monotonic() + timeout
+    missing = strangers
+    while missing:
+        for at in range(0, len(missing), 16):
+            body = json.dumps({"descriptors": hostile.fake_descriptors(missing[at:at + 16])}).encode()
+            t.peer_request(strangers[0], "POST", "/v1/peer/descriptors", body)
+        status, known = t.user("GET", "/v1/peers")
+        assert status == 200, known
+        ids = {p["id"] for p in known["peers"]}
+        missing = [s for s in missing if s.id not in ids]
+        if missing and time.monotonic() > deadline:
+            raise SystemExit(f"node-0 took {len(strangers) - len(missing)} of {len(strangers)} fake peers")
+        if missing:
+            time.sleep(1.0)
 
 
 def weight_setup(t: Target) -> None:

@@ -243,6 +243,9 @@ class PeersSection(_Section):
     replay_capacity: int = 200_000  # signed-request nonces remembered in all (see identity.ReplayGuard)
     replay_per_sender: int = 20_000  # ... and per sender: past it, a sender gets 429 with Retry-After
     rate_limit: float = 5000.0  # signed requests per second one peer key may send (bursts of twice that); 429 past it
+    # Nodes not known before this node takes per second from one address's messages of descriptors (bursts of 256:
+    # a node joining a network of 1,000 learns them in ~25 s); past it their descriptors are not even checked.
+    new_node_rate: float = Field(default=32.0, ge=1, le=1_000_000)
     # Admission (docs/security.md): bits of proof of work a peer's node id must have (this node's own id is minted
     # with as many on its first start: ~2**N keys, about 95 s at 20 on one core here; 0 admits any key)
     min_difficulty: int = Field(default=16, ge=0, le=40)

@@ -8,7 +8,9 @@ import time
 from xsc.identity import Identity, sign_request
 from xsc.node.appkeys import PEERS
 from xsc.peers import make_descriptor
-from xsc.peers.service import MAX_NEW_PER_MESSAGE, MAX_PER_MESSAGE
+from xsc.peers.service import MAX_NEW_PER_MESSAGE, MAX_PER_MESSAGE, NEW_NODE_BURST
+
+from tests.support.attacks import fake_descriptors
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -42,3 +44,27 @@ async def test_a_flood_of_fake_nodes_takes_a_bounded_place_and_the_real_peers_st
         assert (await node.post(path, data=raw, headers=headers)).status == 200
     assert peers.known(honest.app[PEERS].identity.id)
     assert len(peers.peers()) <= 1 + 4 * MAX_NEW_PER_MESSAGE
+
+
+async def test_one_address_adds_at_most_its_budget_of_new_nodes_whatever_keys_sign_its_messages(node_factory) -> None:
+    """Messages of fake descriptors from fresh keys, sent as fast as the node answers, made it check and probe 16
+    new nodes a message (issue 12's descriptor flood): one address's messages now add at most a burst of
+    NEW_NODE_BURST and `peers.new_node_rate` a second after it."""
+    node = await node_factory("victim", health={"probe_interval": 3600},
+                              peers={"gossip_interval": 3600, "new_node_rate": 1})
+    peers = node.app[PEERS]
+    path = "/v1/peer/descriptors"
+    start = time.monotonic()
+    for n in range(NEW_NODE_BURST // MAX_NEW_PER_MESSAGE + 4):
+        sender = Identity.generate()  # a fresh key each message: a per-key quota would not bound it
+        raw = json.dumps({"descriptors": fake_descriptors([Identity.generate() for _ in range(20)],
+                                                          first_port=10000 + 100 * n)}).encode()
+        headers = {**sign_request(sender, "POST", path, raw, receiver=peers.identity.id),
+                   "Content-Type": "application/json"}
+        assert (await node.post(path, data=raw, headers=headers)).status == 200
+    added = len(peers.peers())
+    assert NEW_NODE_BURST <= added <= NEW_NODE_BURST + (time.monotonic() - start) * 1
+    # Another address has its own budget (a peer's answer to this node's own exchange draws on its host's).
+    more = fake_descriptors([Identity.generate() for _ in range(16)], first_port=30000)
+    assert len(peers.accept(more, source="192.0.2.7")) == 16
+    assert len(peers.accept(fake_descriptors([Identity.generate()], first_port=31000), source="127.0.0.1")) == 0

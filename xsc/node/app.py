@@ -31,6 +31,7 @@ from ..net.tls import server_context
 from ..ledger.trust import TrustLines
 from ..peers import HealthService, PeerService
 from ..peers.admission import Admission, Quarantine
+from ..peers.service import NEW_NODE_BURST
 from ..s3.index import S3Index
 from ..storage import Gateway, ShareStore
 from ..storage.audits import AuditService
@@ -113,7 +114,8 @@ async def _services(app: web.Application):
     admission = Admission(min_difficulty=config.peers.min_difficulty, grid_secret=config.peers.grid_secret,
                           quarantine=quarantine)
     peers = PeerService(identity=identity, db=db, config=config, client=client, url=peer_url(app),
-                        storage=lambda: {"capacity": store.capacity, "free": store.free}, admission=admission)
+                        storage=lambda: {"capacity": store.capacity, "free": store.free}, admission=admission,
+                        new_nodes=RateLimiter(config.peers.new_node_rate, NEW_NODE_BURST, "new nodes"))
     if "://0.0.0.0:" in peers.url or "://[::]:" in peers.url:
         log.warning("peers cannot reach %s: set peers.public_url (XSC_PEERS_PUBLIC_URL)", peers.url)
     health = HealthService(db=db, peers=peers, config=config.health)

@@ -37,6 +37,18 @@ class RateLimiter:
             raise QuotaExceeded(f"too many {self.unit} from {what}: at most {self.rate:g} a second",
                                 hint="slow down and retry", retry_after=(cost - tokens) / self.rate)
         self._buckets[key] = (tokens - cost, now)
+        self._forget_oldest()
+
+    def take_up_to(self, key: str, now: float, wanted: int) -> int:
+        """Take as many whole tokens for `key` as there are, up to `wanted`: how many were taken (0: none left)."""
+        tokens, last = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
+        taken = max(0, min(wanted, int(tokens)))
+        self._buckets[key] = (tokens - taken, now)
+        self._forget_oldest()
+        return taken
+
+    def _forget_oldest(self) -> None:
         while len(self._buckets) > MAX_KEYS:
             self._buckets.popitem(last=False)
 

@@ -11,7 +11,7 @@ import json
 import logging
 import random
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import plyvel
 
@@ -33,6 +33,7 @@ MAX_PER_MESSAGE = MAX_PEERS + 1
 # New nodes one gossip message may introduce: a stranger cannot fill the directory with self-signed fakes at
 # once; the ones it names beyond this are learned later, from other peers, if they are real.
 MAX_NEW_PER_MESSAGE = 16
+NEW_NODE_BURST = 256  # nodes not known before, from one address at once (peers.new_node_rate refills it)
 PASS_ON_MS = 24 * 3_600_000  # descriptors not re-signed for a day are kept but no longer passed on
 REFRESH_MS = 60_000  # our own descriptor is re-signed this often, and at once when its capacity or free space change
 GOSSIP_FANOUT = 3  # peers told at once when we learn of a new node
@@ -42,6 +43,11 @@ JOIN_RETRY_MAX = 30.0
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def host_of(url: str) -> str:
+    """HOST of a node URL (its IPv6 brackets kept): whose budget of new nodes a peer's answer draws on."""
+    return address(url).rsplit(":", 1)[0]
 
 
 def address(url: str) -> str:
@@ -152,11 +158,18 @@ class PeerDirectory:
             self._removed.discard(node_id)
 
 
+class NewNodeBudget(Protocol):
+    """Per-address quotas (xsc.node.limits.RateLimiter)."""
+
+    def take_up_to(self, key: str, now: float, wanted: int) -> int: ...
+
+
 class PeerService:
     def __init__(self, *, identity: Identity, db: plyvel.DB, config: NodeConfig, client: PeerClient,
                  storage: Callable[[], dict | None], url: str | None = None,
-                 admission: Admission | None = None) -> None:
+                 admission: Admission | None = None, new_nodes: NewNodeBudget | None = None) -> None:
         self.identity = identity
+        self.new_nodes = new_nodes  # per address, how many nodes not known before its messages may add (None: 16 each)
         self.config = config
         self.client = client
         self.admission = admission or Admission(min_difficulty=0, grid_secret="")
@@ -221,8 +234,12 @@ class PeerService:
                                               grid_secret=self.admission.grid_secret)
         return own
 
-    def accept(self, items: Any) -> list[NodeDescriptor]:
-        """Validate every descriptor of a message, then merge them all (one bad one refuses the message)."""
+    def accept(self, items: Any, source: str | None = None) -> list[NodeDescriptor]:
+        """Validate every descriptor of a message, then merge them all (one bad one refuses the message).
+
+        `source`: the address the message came from, whose budget of new nodes (`peers.new_node_rate`) it draws on:
+        a stranger's messages of 999 fake descriptors each, from fresh keys, made this node check and probe 16 new
+        nodes a message, as fast as it sent them."""
         if not isinstance(items, list):
             raise InvalidArgument("descriptors must be a list", hint='send {"descriptors": [...]}')
         if len(items) > MAX_PER_MESSAGE:
@@ -233,7 +250,10 @@ class PeerService:
         fresh = [item for item in items if not self._known_already(item)]
         unknown = [item for item in fresh if not (isinstance(item, dict) and isinstance(item.get("id"), str)
                                                   and self.directory.get(item["id"]) is not None)]
-        skipped = {id(item) for item in unknown[MAX_NEW_PER_MESSAGE:]}
+        allowed = MAX_NEW_PER_MESSAGE
+        if source is not None and self.new_nodes is not None and unknown:
+            allowed = self.new_nodes.take_up_to(source, time.monotonic(), min(len(unknown), MAX_NEW_PER_MESSAGE))
+        skipped = {id(item) for item in unknown[allowed:]}
         parsed = []
         for item in fresh:
             if id(item) in skipped:
@@ -296,7 +316,7 @@ class PeerService:
                                   hint="see peers.min_difficulty and peers.grid_secret (docs/security.md)")
             if unblock:
                 self.directory.unblock(responder.id)
-            self.accept([body["self"], *body.get("descriptors", [])])
+            self.accept([body["self"], *body.get("descriptors", [])], source=host_of(url))
         except (InvalidDescriptor, InvalidArgument) as err:
             raise PeerRefused(f"peer {url} sent bad descriptors: {err}", url=url) from None
         return responder
@@ -347,8 +367,8 @@ class PeerService:
         peer = await self.add(url)
         return {"peer": self.view(peer), "known": len(self.peers())}
 
-    def gossip_answer(self, items: object) -> dict:
-        self.accept(items)
+    def gossip_answer(self, items: object, source: str | None = None) -> dict:
+        self.accept(items, source)
         return {"self": self.descriptor().to_json(), "descriptors": self.gossip_payload()}
 
     def status(self) -> dict:

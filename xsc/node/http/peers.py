@@ -53,7 +53,7 @@ async def lift_quarantine(request: web.Request) -> web.Response:
 @routes.post("/v1/peer/descriptors")
 async def exchange_descriptors(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"descriptors": [...]}')
-    return json_response(request.app[PEERS].gossip_answer(body.get("descriptors")))
+    return json_response(request.app[PEERS].gossip_answer(body.get("descriptors"), request.remote))
 
 
 @routes.post("/v1/peer/challenge")
