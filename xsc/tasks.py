@@ -3,6 +3,7 @@ loop runs, and how many calls run at once.
 
     await in_pool(pool, fn, *args)          fn(*args) in the node's CPU pool (hashing, crypto, LevelDB)
     await workers.run(fn, *args)            fn(*args) on one of a fixed set of threads, handed it directly
+    workers.submit(fn, *args)               the same, nothing handed back (fn delivers its own result)
     task = every(name, period, step)        await step() every period() seconds until cancelled;
                                             a failed round is logged and never ends the loop
     await stop(*tasks)                      cancel background tasks and wait for them to end
@@ -51,7 +52,15 @@ class Workers:
         """fn(*args) on a thread; the future (of the running loop) of its result."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        job = (loop, future, fn, args)
+        self._hand((loop, future, fn, args))
+        return future
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """fn(*args) on a thread, from any thread, and nothing handed back: fn delivers its own outcome (an
+        exception it lets out is logged).  For work whose result another thread hands on (compute/journal.py)."""
+        self._hand((None, None, fn, args))
+
+    def _hand(self, job: tuple) -> None:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the workers are shut down")
@@ -60,7 +69,6 @@ class Workers:
                 self._backlog.append(job)
         if inbox is not None:
             inbox.put(job)
-        return future
 
     def _work(self, inbox: queue.SimpleQueue) -> None:
         while True:
@@ -80,6 +88,11 @@ class Workers:
                 outcome = (True, fn(*args))
             except BaseException as exc:  # handed to the caller
                 outcome = (False, exc)
+            if loop is None:  # submitted: fn handed on its own outcome
+                if not outcome[0]:
+                    log.error("%s failed", getattr(fn, "__qualname__", fn), exc_info=outcome[1])
+                del fn, args, outcome
+                continue
             try:
                 loop.call_soon_threadsafe(_settle, future, outcome)
             except RuntimeError:  # the loop is closed: nobody waits for it

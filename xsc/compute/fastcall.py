@@ -51,6 +51,8 @@ _set_epoch_deadline = _held("wasmtime_context_set_epoch_deadline")
 _export_get = _held("wasmtime_instance_export_get")
 _instance_new_held = _held("wasmtime_instance_new")
 _memory_size = _held("wasmtime_memory_size")
+_func_call_held = _held("wasmtime_func_call")
+_store_delete_held = _held("wasmtime_store_delete")
 _MEMORY = ffi.WASMTIME_EXTERN_MEMORY.value
 _NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
 
@@ -82,10 +84,11 @@ class Store:
     def set_wasi(self, config: wasmtime.WasiConfig) -> None:
         _raise(ffi.wasmtime_context_set_wasi(self._context(), config._consume()), None)
 
-    def close(self) -> None:
+    def close(self, *, hold_gil: bool = False) -> None:
+        """Free the Store; `hold_gil` without releasing the GIL (a small memory: unmapping it is quick)."""
         if self._ptr is not None:
             ptr, self._ptr = self._ptr, None
-            ffi.wasmtime_store_delete(ptr)
+            (_store_delete_held if hold_gil else ffi.wasmtime_store_delete)(ptr)
 
     def __del__(self) -> None:
         self.close()
@@ -121,7 +124,10 @@ class Callable:
         _raise(error, trap)
         return instance
 
-    def call(self, store: Store, instance: ffi.wasmtime_instance_t, args: list[int | float]) -> list:
+    def call(self, store: Store, instance: ffi.wasmtime_instance_t, args: list[int | float], *,
+             hold_gil: bool = False) -> list:
+        """Call the export; `hold_gil`: without releasing the GIL (a call run on the event loop, whose thread
+        holds it anyway: released, it lets another thread take it and the loop waits to get it back)."""
         context = store._context()
         item = ffi.wasmtime_extern_t()
         if not _export_get(context, byref(instance), self._name, len(self._name), byref(item)) \
@@ -133,8 +139,8 @@ class Callable:
             setattr(slot.of, vtype, value)
         results = self._array_results()
         trap = POINTER(ffi.wasm_trap_t)()
-        error = ffi.wasmtime_func_call(context, byref(item.of.func), params, len(self._params),
-                                       results, len(self._results), byref(trap))
+        error = (_func_call_held if hold_gil else ffi.wasmtime_func_call)(
+            context, byref(item.of.func), params, len(self._params), results, len(self._results), byref(trap))
         _raise(error, trap)
         return [getattr(slot.of, vtype) for slot, vtype in zip(results, self._results)]
 

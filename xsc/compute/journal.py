@@ -2,9 +2,12 @@
 writes its settlements), then signed in batches.
 
 A run's caller answers only once its record is on disk (fsynced): what it acknowledged survives a power
-loss.  A lone call's worker writes its record itself (`write_now`: parse, run and record in one worker,
-no second thread hop); records that arrive while a write is under way are `append`ed and form the next
-group, written by the journal's thread.  Per group, in one synced LevelDB write batch: the records in
+loss.  Group commit with a leader: a record comes from the worker that ran its call (`commit`: parse, run,
+record and write in one worker, one hop per call) or from the loop (`append`, a call run inline); if no
+group is being written, the caller leads one at once (a worker writes it itself; for the loop, which never
+writes, the journal's thread does): every record waiting goes in it.  Records that come during a write wait
+for the next group, and their workers are free at once: the leader answers each caller on its loop when
+its group is on disk (or failed), and the journal's thread writes the next group.  Per group, in one synced LevelDB write batch: the records in
 their canonical form, each with its link to the previous record of the same module on this node
 (`previous`: a per-module chain, so a module's lineage can be walked), the modules' invocation counts and
 chain heads, whatever the callers add (`puts`: what a paid run owes, ledger/tabs.py), and for each record
@@ -38,6 +41,8 @@ from . import provenance
 log = logging.getLogger(__name__)
 
 MAX_GROUP = 512
+# A record waiting for its group: (record, module hash, puts, loop, future, result to set once it is durable).
+_Entry = tuple
 SIGN_DELAY = 0.02  # seconds a durable record may wait for its batch signature
 MAX_SIGN_BATCH = 4096  # records one signature covers at most (a proof of 12 hashes)
 UNSIGNED_HEAD = b'{"record":'  # the stored form of a record awaiting its signature: {"record": <canonical>}
@@ -49,8 +54,9 @@ class Journal:
         self.identity = identity
         self._writer = Workers(1, "xsc-provenance-writer")
         self._lock = threading.Lock()  # one write at a time (the chain heads and counts are in its order)
-        self._pending: list[tuple[tuple, asyncio.Future]] = []
-        self._drainer: asyncio.Task | None = None
+        self._queue = threading.Lock()  # the records waiting for a group, and whether a leader writes them
+        self._pending: list[_Entry] = []
+        self._leading = False  # a thread is writing groups (the leader): it takes every record waiting
         self._counts: dict[bytes, int] = {}  # module hash -> invocations (touched under _lock only)
         self._heads: dict[bytes, str | None] = {}  # module hash -> id of its newest record (under _lock only)
         self._sign_lock = threading.Lock()  # one signing at a time; held while a batch is signed and rewritten
@@ -61,40 +67,71 @@ class Journal:
         self.signed_batches = 0
         self._recover()
 
-    async def append(self, record: dict[str, Any], module_hash: bytes,
-                     puts: tuple[tuple[bytes, bytes], ...] = ()) -> None:
-        """Write `record` (its `previous` link is filled in here) durably, with `puts`, in the next group."""
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append(((record, module_hash, puts), future))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = asyncio.create_task(self._drain())
-        await asyncio.shield(future)
+    def append(self, record: dict[str, Any], module_hash: bytes,
+               puts: tuple[tuple[bytes, bytes], ...] = ()) -> asyncio.Future:
+        """On the loop: write `record` (its `previous` link is filled in here) durably, with `puts`, in the next
+        group; the future is done once it is on disk (or failed, if the group's write failed).  The loop never
+        writes: with no group being written, the journal's thread leads the next one."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        if self._enqueue((record, module_hash, puts, loop, future, None)):
+            self._writer.submit(self._lead)
+        return future
 
-    def write_now(self, record: dict[str, Any], module_hash: bytes, puts: tuple[tuple[bytes, bytes], ...] = ()) -> bool:
-        """From the worker that ran the call: write its record at once if no other write is under way (no
-        second thread hop for a lone call); False if one is, and the caller then `append`s it to the group.
-        The caller (on the loop) then calls `sign_soon`."""
-        if self._pending or not self._lock.acquire(blocking=False):
-            return False
-        try:
-            self._write_locked([(record, module_hash, puts)])
-        finally:
-            self._lock.release()
-        return True
+    def commit(self, record: dict[str, Any], module_hash: bytes, puts: tuple[tuple[bytes, bytes], ...],
+               loop: asyncio.AbstractEventLoop, future: asyncio.Future, result: Any) -> None:
+        """From the worker that ran a call (parse, run, record and write in one worker: one hop per call): write
+        its record durably in a group, then set `result` on `future` (of `loop`).  With no group being written,
+        this worker writes one at once (every record waiting, its own among them: it leads the group); else its
+        record joins the next group and the worker is free at once: that group's leader answers it."""
+        if self._enqueue((record, module_hash, puts, loop, future, result)):
+            self._lead()
 
-    async def _drain(self) -> None:
-        while self._pending:
+    def _enqueue(self, entry: _Entry) -> bool:
+        """Queue a record for the next group; True if no group is being written: the caller leads one."""
+        with self._queue:
+            self._pending.append(entry)
+            if self._leading:
+                return False
+            self._leading = True
+            return True
+
+    def _lead(self) -> None:
+        """Write one group: every record waiting (up to MAX_GROUP), in one synced batch; then answer its callers
+        on their loop.  Records that came during the write form the next group, which the journal's thread
+        writes once the loop has answered these (by then more have come: fewer, larger groups)."""
+        with self._queue:
             group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+        try:
+            self._write([entry[:3] for entry in group])
+            error = None
+        except Exception as exc:  # nothing of the group was stored: each of its callers gets the error
+            log.error("writing %d provenance record(s) failed: %s", len(group), exc)
+            error = exc
+        loops: dict[asyncio.AbstractEventLoop, list[_Entry]] = {}
+        for entry in group:
+            loops.setdefault(entry[3], []).append(entry)
+        with self._queue:
+            self._leading = bool(self._pending)  # still leading: the next group is handed on below
+            hand_on = self._leading
+        for loop, entries in loops.items():
             try:
-                await self._writer.run(self._write, [item for item, _ in group])
-                error = None
-            except Exception as exc:  # nothing of the group was stored
-                error = exc
-            for _, future in group:
-                if not future.done():
-                    future.set_exception(error) if error is not None else future.set_result(None)
-            if error is None:
-                self.sign_soon()
+                loop.call_soon_threadsafe(self._answer, entries, error, hand_on)
+                hand_on = False
+            except RuntimeError:  # the loop is closed: nobody waits for these
+                pass
+        if hand_on:  # no loop took the next group on
+            self._writer.submit(self._lead)
+
+    def _answer(self, entries: list[_Entry], error: Exception | None, hand_on: bool) -> None:
+        """On the loop: a group is on disk (or failed): its callers go on, and the next group is written."""
+        for _, _, _, _, future, result in entries:
+            if not future.done():
+                future.set_exception(error) if error is not None else future.set_result(result)
+        if hand_on:
+            self._writer.submit(self._lead)
+        if error is None:
+            self.sign_soon()
 
     def _write(self, items: list[tuple[dict, bytes, tuple]]) -> None:
         with self._lock:
@@ -190,8 +227,8 @@ class Journal:
         return self._counts[module_hash]
 
     async def close(self) -> None:
-        while self._drainer is not None and not self._drainer.done():
-            await self._drainer
+        while self._leading:  # a group is being written: its callers are answered first
+            await asyncio.sleep(0.005)
         if self._signer is not None:
             self._signer.cancel()
             self._signer = None

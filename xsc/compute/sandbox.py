@@ -25,6 +25,7 @@ from .values import Signature
 
 OUTPUT_CAP = 64 * 1024  # bytes of stdout and of stderr kept from a WASI call
 QUICK_INSTANTIATE_SIZE = 1024 * 1024
+HELD_FREE_PAGES = 16  # a Store whose memory is at most this many 64 KiB pages is freed without releasing the GIL
 
 _TRAP_KINDS = {
     TrapCode.OUT_OF_FUEL: "out-of-fuel",
@@ -118,18 +119,26 @@ def new_store(engine: wasmtime.Engine, limits: Limits, deadline_ticks: int | Non
 
 def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: Signature,
         args: list[int | float], limits: Limits, wasi_argv: list[str] | None = None, *,
-        deadline_ticks: int | None = None) -> Outcome:
+        deadline_ticks: int | None = None, on_loop: bool = False) -> Outcome:
     """Instantiate in a fresh Store and call `function`; a trap is an Outcome, never an exception.
-    `deadline_ticks`: epoch ticks allowed (default: what `limits.timeout` allows)."""
+    `deadline_ticks`: epoch ticks allowed (default: what `limits.timeout` allows).  `on_loop`: a small call tried
+    on the event loop (compute/service.py), whose thread holds the GIL anyway: it is called without releasing
+    the GIL (released, another thread takes it and the loop waits to get it back), and a small memory is freed
+    without releasing it either.  Its time is bounded by its small fuel alone then (the epoch ticker, a Python
+    thread, cannot tick while the GIL is held): wasmtime charges a bulk memory or table instruction a unit of
+    fuel per byte or element it touches, so no instruction takes long for its fuel."""
     store = new_store(engine, limits, deadline_ticks)
+    outcome = None
     try:
-        return _run_in(store, prepared, function, signature, args, limits, wasi_argv)
+        outcome = _run_in(store, prepared, function, signature, args, limits, wasi_argv, on_loop)
+        return outcome
     finally:
-        store.close()  # frees the instance and its memory now, not whenever the garbage collector gets to it
+        # Frees the instance and its memory now, not whenever the garbage collector gets to it.
+        store.close(hold_gil=on_loop and outcome is not None and outcome.memory_pages <= HELD_FREE_PAGES)
 
 
 def _run_in(store: Store, prepared: Prepared, function: str, signature: Signature, args: list[int | float],
-            limits: Limits, wasi_argv: list[str] | None) -> Outcome:
+            limits: Limits, wasi_argv: list[str] | None, on_loop: bool = False) -> Outcome:
     out = err = None
     if wasi_argv is not None:
         out, err = _Capture(), _Capture()
@@ -143,7 +152,7 @@ def _run_in(store: Store, prepared: Prepared, function: str, signature: Signatur
     instance = None
     try:
         instance = target.instantiate(store)
-        results = target.call(store, instance, args)
+        results = target.call(store, instance, args, hold_gil=on_loop)
         duration = time.perf_counter_ns() - start
         outcome = Outcome(results, fuel_consumed=limits.fuel - store.fuel(), duration_ns=duration)
     except wasmtime.ExitTrap as exc:

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 MODULE_CACHE_SIZE = 64  # compiled modules kept in memory (each holds its native code)
 # A small call is tried on the event loop itself, without a thread-pool round trip, within this much fuel and
-# these epoch ticks (about 50 us of wasm, and 10-20 ms at the very most, e.g. a memory.fill of 64 MiB).
+# these epoch ticks (about 50 us of wasm; a bulk instruction costs a unit of fuel per byte: at most ~100 KB).
 INLINE_FUEL = 100_000
 INLINE_TICKS = 2
 INLINE_PREEMPTED = 3  # inline tries in a row kept from the CPU until their deadline before an export counts as slow
@@ -384,13 +384,12 @@ class ComputeService:
                 run, record, module_hash, puts = inline
                 await self.journal.append(record, module_hash, puts)
                 return run
-            run, record, module_hash, puts, written = await self.pool.run(self._invoke, call, requester, rate, deal,
-                                                                          owed)
-            if written:
-                self.journal.sign_soon()
-            else:  # answered only once its record is on disk (one synced write per group)
-                await self.journal.append(record, module_hash, puts)
-            return run
+            # One hop: the worker parses, runs, records and writes (or joins the group being written), and the
+            # run comes back once its record is on disk.
+            loop = asyncio.get_running_loop()
+            future = loop.create_future()
+            self.pool.submit(self._invoke, call, requester, rate, deal, owed, loop, future)
+            return await future
         finally:
             self.admitted -= 1
 
@@ -441,7 +440,7 @@ class ComputeService:
             self.running += 1
         try:
             outcome = sandbox.run(self.engine, prepared, call.function, signature, values, trial,
-                                  deadline_ticks=min(eng.deadline_ticks(limits.timeout), INLINE_TICKS))
+                                  deadline_ticks=min(eng.deadline_ticks(limits.timeout), INLINE_TICKS), on_loop=True)
         finally:
             with self._running_lock:
                 self.running -= 1
@@ -463,21 +462,27 @@ class ComputeService:
         return run, record, prepared.module_hash, puts
 
     def _invoke(self, call: InvokeCall, requester: str, rate: int, deal: dict[str, Any] | None,
-                owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None = None
-                ) -> tuple[Run, dict[str, Any], bytes, tuple, bool]:
-        prepared, signature, values, argv = self._arguments(call)
-        limits = self.limits(call)
-        started = time.time_ns()
-        with self._running_lock:
-            self.running += 1
+                owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None, loop: asyncio.AbstractEventLoop,
+                future: asyncio.Future) -> None:
+        """On a worker: parse, run and record a call, and write its record (journal.commit), which answers
+        `future` with the Run once the record is durable; bad input, or any failure, answers it at once."""
         try:
-            outcome = sandbox.run(self.engine, prepared, call.function, signature, values, limits, argv)
-        finally:
+            prepared, signature, values, argv = self._arguments(call)
+            limits = self.limits(call)
+            started = time.time_ns()
             with self._running_lock:
-                self.running -= 1
-        run, record, puts = self._finish(call, prepared, signature, values, argv, limits, outcome, started,
-                                         requester, rate, deal, owed)
-        return run, record, prepared.module_hash, puts, self.journal.write_now(record, prepared.module_hash, puts)
+                self.running += 1
+            try:
+                outcome = sandbox.run(self.engine, prepared, call.function, signature, values, limits, argv)
+            finally:
+                with self._running_lock:
+                    self.running -= 1
+            run, record, puts = self._finish(call, prepared, signature, values, argv, limits, outcome, started,
+                                             requester, rate, deal, owed)
+        except BaseException as exc:  # refused (bad arguments, no such export) or failed: nothing to write
+            _answer_soon(loop, future, exc)
+            return
+        self.journal.commit(record, prepared.module_hash, puts, loop, future, run)
 
     def _finish(self, call: InvokeCall, prepared: sandbox.Prepared, signature: Signature, values: list,
                 argv: list[str] | None, limits: Limits, outcome: sandbox.Outcome, started: int, requester: str,
@@ -568,6 +573,17 @@ class ComputeService:
             found = self.store.recent_provenance(limit)
         # A record still unsigned (its write had not returned yet) is listed from the next read on.
         return [{**provenance.decode(d), "signature_valid": _valid(d)} for d in found if not unsigned(d)]
+
+
+def _answer_soon(loop: asyncio.AbstractEventLoop, future: asyncio.Future, error: BaseException) -> None:
+    """From a worker: fail `future` on its loop."""
+    def fail() -> None:
+        if not future.done():
+            future.set_exception(error)
+    try:
+        loop.call_soon_threadsafe(fail)
+    except RuntimeError:  # the loop is closed: nobody waits for it
+        pass
 
 
 @functools.lru_cache(maxsize=4096)
