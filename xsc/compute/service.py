@@ -103,13 +103,13 @@ class Run:
     rate: int = 0  # the deal's price: micro-credits per million fuel
     memory_price: int = 0  # micro-credits per 64 KiB page-second
 
-    @property
+    @functools.cached_property  # a run's outcome and limits do not change once it ran
     def billed_us(self) -> int:
         """The time the call's memory is priced for: its wall time, at most its timeout (a deadline stops a
         call up to one epoch tick late: that tick is not the caller's)."""
         return min(self.outcome.duration_ns // 1000, round(self.limits.timeout * 1e6))
 
-    @property
+    @functools.cached_property
     def cost(self) -> dict[str, int]:
         """How the price was made (ledger/pricing.price_compute): its inputs, and the two terms rounded up."""
         o = self.outcome
