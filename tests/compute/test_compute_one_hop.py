@@ -195,3 +195,36 @@ async def test_a_call_tried_on_the_loop_is_bounded_by_its_fuel_even_with_bulk_in
     assert [t.trap_kind for t in tries] == ["out-of-fuel"] and tries[0].fuel_consumed == INLINE_FUEL
     assert status == 422 and body["kind"] in ("deadline", "out-of-fuel"), body  # on the pool: its own limits
     assert compute.inline["inline_retried"] == 1
+
+
+def test_a_large_group_is_written_signed_and_a_small_one_signed_after(tmp_path):
+    """A group of SIGN_IN_GROUP records or more is written already signed (one batch signature, no marks, no
+    second write); a smaller one is written unsigned with its marks and signed later (or after a crash)."""
+    import plyvel
+
+    from xsc.compute.journal import SIGN_IN_GROUP, Journal, unsigned
+    from xsc.identity import Identity
+
+    identity = Identity.generate()
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    journal = Journal(db, identity)
+
+    def records(n):
+        return [{"version": provenance.VERSION, "id": provenance.new_id().hex(), "module": "ab" * 32,
+                 "function": "f", "args": [], "outcome": "ok", "results": [], "node": identity.id} for _ in range(n)]
+
+    large, small = records(SIGN_IN_GROUP), records(SIGN_IN_GROUP - 1)
+    journal._write([(r, b"m" * 32, ()) for r in large])
+    journal._write([(r, b"m" * 32, ()) for r in small])
+    stored = {r["id"]: db.get(keys.provenance(bytes.fromhex(r["id"]))) for r in large + small}
+    assert not any(unsigned(stored[r["id"]]) for r in large) and all(unsigned(stored[r["id"]]) for r in small)
+    marks = [key[len(keys.UNSIGNED):].hex() for key, _ in db.iterator(prefix=keys.UNSIGNED)]
+    assert sorted(marks) == sorted(r["id"] for r in small)
+    signed = [provenance.decode(stored[r["id"]]) for r in large]
+    assert all(provenance.is_valid(s) for s in signed) and {s["batch"]["count"] for s in signed} == {len(large)}
+    assert [s["record"]["previous"] for s in signed] == [None] + [r["id"] for r in large[:-1]]
+    assert provenance.decode(db.get(keys.provenance(bytes.fromhex(small[0]["id"]))))["record"]["previous"] == \
+        large[-1]["id"]  # one chain across both
+    assert journal.sign_pending() == len(small)
+    assert list(db.iterator(prefix=keys.UNSIGNED)) == []
+    db.close()
