@@ -73,11 +73,16 @@ class Journal:
                puts: tuple[tuple[bytes, bytes], ...] = ()) -> asyncio.Future:
         """On the loop: write `record` (its `previous` link is filled in here) durably, with `puts`, in the next
         group; the future is done once it is on disk (or failed, if the group's write failed).  The loop never
-        writes: with no group being written, the journal's thread leads the next one."""
+        writes: with no group being written, the journal's thread leads the next one (it takes every record
+        waiting when it starts: those the loop appends meanwhile go in it too)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        if self._enqueue((record, module_hash, puts, loop, future, None)):
-            self._writer.submit(self._lead)
+        with self._queue:
+            self._pending.append((record, module_hash, puts, loop, future, None))
+            if self._leading:
+                return future
+            self._leading = True
+        self._writer.submit(self._lead)
         return future
 
     def commit(self, record: dict[str, Any], module_hash: bytes, puts: tuple[tuple[bytes, bytes], ...],
@@ -86,37 +91,32 @@ class Journal:
         its record durably in a group, then set `result` on `future` (of `loop`).  With no group being written,
         this worker writes one at once (every record waiting, its own among them: it leads the group); else its
         record joins the next group and the worker is free at once: that group's leader answers it."""
-        if self._enqueue((record, module_hash, puts, loop, future, result)):
-            self._lead()
-
-    def _enqueue(self, entry: _Entry) -> bool:
-        """Queue a record for the next group; True if no group is being written: the caller leads one."""
         with self._queue:
-            self._pending.append(entry)
+            self._pending.append((record, module_hash, puts, loop, future, result))
             if self._leading:
-                return False
+                return
             self._leading = True
-            return True
-
-    def _lead(self) -> None:
-        """Write one group: every record waiting (up to MAX_GROUP), in one synced batch; then answer its callers
-        on their loop.  Records that came during the write form the next group, which the journal's thread
-        writes once the loop has answered these (by then more have come: fewer, larger groups)."""
-        with self._queue:
             group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+        self._lead(group)
+
+    def _lead(self, group: list[_Entry] | None = None) -> None:
+        """Write one group (`group`, or every record waiting, up to MAX_GROUP) in one synced batch; then answer
+        its callers on their loop.  Records that came during the write form the next group, which the journal's
+        thread writes once the loop has answered these (by then more have come: fewer, larger groups)."""
+        if group is None:
+            with self._queue:
+                group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
         try:
             self._write([entry[:3] for entry in group])
             error = None
         except Exception as exc:  # nothing of the group was stored: each of its callers gets the error
             log.error("writing %d provenance record(s) failed: %s", len(group), exc)
             error = exc
-        loops: dict[asyncio.AbstractEventLoop, list[_Entry]] = {}
-        for entry in group:
-            loops.setdefault(entry[3], []).append(entry)
         with self._queue:
-            self._leading = bool(self._pending)  # still leading: the next group is handed on below
-            hand_on = self._leading
-        for loop, entries in loops.items():
+            self._leading = hand_on = bool(self._pending)  # still leading: the next group is handed on below
+        loop = group[0][3]
+        parts = [(loop, group)] if all(entry[3] is loop for entry in group) else _by_loop(group)
+        for loop, entries in parts:
             try:
                 loop.call_soon_threadsafe(self._answer, entries, error, hand_on)
                 hand_on = False
@@ -248,6 +248,13 @@ class Journal:
             await asyncio.gather(*self._signing, return_exceptions=True)
         self._writer.shutdown(wait=True)
         self.sign_pending()
+
+
+def _by_loop(group: list[_Entry]) -> list[tuple[asyncio.AbstractEventLoop, list[_Entry]]]:
+    loops: dict[asyncio.AbstractEventLoop, list[_Entry]] = {}
+    for entry in group:
+        loops.setdefault(entry[3], []).append(entry)
+    return list(loops.items())
 
 
 def unsigned(data: bytes) -> bool:
