@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.support.cli import ThreadedNode
-from tests.support.nodes import NodeProcess, free_port, kill_all, node_config, serve
+from tests.support.nodes import NodeProcess, close_node, free_port, kill_all, node_config, serve
 from xsc.devnet import DEVNET_ENV
 from xsc.ledger.store import SELF_CHECK_ENV
 
@@ -45,7 +45,7 @@ async def node_factory(make_config):
 
     yield start
     for client in clients:
-        await client.close()
+        await close_node(client)
 
 
 @pytest.fixture

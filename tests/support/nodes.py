@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
+import io
 from pathlib import Path
 from typing import Iterable
 
@@ -60,6 +62,21 @@ async def serve(config: NodeConfig, attempts: int = 4) -> TestClient:
         client.session.headers["Authorization"] = f"Bearer {app[TOKEN]}"
         return client
     raise AssertionError("unreachable")
+
+
+CLOSE_SECONDS = 45.0
+
+
+async def close_node(client: TestClient) -> None:
+    """Close an in-process node; one that has not closed within CLOSE_SECONDS fails its test with every asyncio
+    task's stack (what it waits for), where a hang would only show threads at the test's timeout."""
+    try:
+        await asyncio.wait_for(asyncio.shield(client.close()), CLOSE_SECONDS)
+    except TimeoutError:
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(file=stacks)
+        raise AssertionError(f"the node did not close within {CLOSE_SECONDS:g} s; its tasks:\n{stacks.getvalue()}")
 
 
 def kill_all(nodes: Iterable[NodeProcess]) -> None:
