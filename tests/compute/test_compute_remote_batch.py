@@ -277,6 +277,66 @@ async def test_closing_fails_queued_calls_as_not_sent_and_a_batch_in_flight_as_l
     assert all(isinstance(r, PeerUnreachable) and r.details["sent"] is False for r in results[3:]), results
 
 
+async def _callers(batcher: InvokeBatcher, count: int, calls: int, first: int = 0) -> list:
+    """`count` callers, each calling again as soon as it is answered (`calls` times; the first one `first` more)."""
+    async def caller(i: int) -> list:
+        return [(await batcher.invoke("http://b", "B", _body(i), lambda: b"", False))["run"]["n"]
+                for _ in range(calls + (first if i == 0 else 0))]
+
+    return await asyncio.wait_for(asyncio.gather(*(caller(i) for i in range(count))), 30)
+
+
+async def test_the_callers_of_a_returned_batch_are_gathered_into_one_batch_and_a_lone_caller_never_waits() -> None:
+    provider = FakeProvider(_honest)
+    batcher = InvokeBatcher(provider, stall=60, gather=60)  # a queue waits for every expected caller
+    await _callers(batcher, 1, 3)  # one caller: each of its calls goes at once, alone (it would wait 60 s else)
+    assert provider.sent == [(INVOKE_PATH, 1)] * 3 and batcher.gathered == 0
+    provider.sent.clear()
+    # Eight callers: the first call goes alone, the seven that come meanwhile wait for its caller to call again;
+    # from then on the eight go together, one batch per round, never split into two groups that alternate.
+    results = await _callers(batcher, 8, 5, first=1)
+    assert results == [[i] * (5 + (i == 0)) for i in range(8)]
+    assert provider.sent == [(INVOKE_PATH, 1)] + [(INVOKES_PATH, 8)] * 5
+    # After a batch of 8 returned, a call on the idle lane waits for the others; the eighth sends them.
+    provider.sent.clear()
+    waiting = [asyncio.create_task(batcher.invoke("http://b", "B", _body(i), lambda: b"", False)) for i in range(7)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert provider.sent == [] and not any(task.done() for task in waiting)
+    last = await batcher.invoke("http://b", "B", _body(7), lambda: b"", False)
+    assert [r["run"]["n"] for r in await asyncio.gather(*waiting)] + [last["run"]["n"]] == list(range(8))
+    assert provider.sent == [(INVOKES_PATH, 8)]
+
+
+async def test_callers_that_do_not_call_again_hold_a_queue_up_for_the_gather_wait_at_most() -> None:
+    provider = FakeProvider(_honest)
+    batcher = InvokeBatcher(provider, stall=60, gather=0.01)
+    results = await _burst(batcher, provider, 3)  # the lone call's caller does not call again
+    assert [r["run"]["n"] for r in results] == [0, 1, 2]
+    assert provider.sent == [(INVOKE_PATH, 1), (INVOKES_PATH, 2)] and batcher.gathered == 1
+    assert (await batcher.invoke("http://b", "B", _body(3), lambda: b"", False))["run"]["n"] == 3  # waited, alone
+    provider.sent.clear()
+    provider.release.clear()  # the last request carried one call: the next goes at once
+    alone = asyncio.create_task(batcher.invoke("http://b", "B", _body(4), lambda: b"", False))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert provider.sent == [(INVOKE_PATH, 1)]
+    provider.release.set()
+    assert (await alone)["run"]["n"] == 4
+
+
+async def test_closing_fails_a_gathered_queue_as_not_sent() -> None:
+    provider = FakeProvider(_honest)
+    batcher = InvokeBatcher(provider, stall=60, gather=60)
+    calls = [asyncio.create_task(batcher.invoke("http://b", "B", _body(i), lambda: b"", False)) for i in range(3)]
+    while len(provider.sent) < 1 or not calls[0].done():  # the lone call returned; the two wait for its caller
+        await asyncio.sleep(0)
+    await batcher.close()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert results[0]["run"]["n"] == 0 and provider.sent == [(INVOKE_PATH, 1)]
+    assert all(isinstance(r, PeerUnreachable) and r.details["sent"] is False for r in results[1:]), results
+
+
 @pytest.mark.parametrize("answer, expected", [
     ({"results": []}, "lost"),  # too few results
     ({"results": [{"status": 200, "answer": {"run": {}}}] * 6}, "lost"),  # too many

@@ -33,7 +33,7 @@ from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
 from ..ledger.tabs import Tabs, owed_record
 from ..market.service import MarketService
-from ..net.compute import MAX_BATCH_CALLS, InvokeBatcher
+from ..net.compute import GATHER, MAX_BATCH_CALLS, InvokeBatcher
 from ..net.peer_client import PeerClient
 from .remote_tabs import GatewayTabs, ProviderTabs
 from .service import ComputeService, InvokeCall, parse_invoke
@@ -87,7 +87,7 @@ class PaidCompute:
         self._running: set[bytes] = set()  # authorizations whose run is under way here (provider side)
         self._awaited: dict[tuple[str, str], float] = {}  # (gateway, module id) -> until when it may push it
         self._verified: dict[str, Authorization] = {}  # authorizations (their hex) checked to pay this node
-        self.batcher = InvokeBatcher(client)  # tab calls to one provider go in self-clocked batches
+        self.batcher = InvokeBatcher(client, gather=GATHER)  # tab calls to one provider go in self-clocked batches
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="xsc-pushed-modules-sweep")

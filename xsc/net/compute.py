@@ -11,12 +11,17 @@
 request in flight goes at once, alone (the single-call route: a lone call waits for nothing, and an older
 peer understands it); calls that come while a request to that provider is in flight queue, and go together
 as ONE signed request (at most MAX_BATCH_CALLS calls, MAX_BATCH_BYTES bytes) as soon as it returns: the batch
-is whatever came during one round trip.  A lone call never waits; queued calls wait STALL at most (a long call
-may be in flight, up to its timeout): then they go anyway, as one more request in flight.  Each call in a batch
-is a whole tab call (its own authorization, price and deal): the provider checks each separately and answers
-each separately.  What a provider answers is checked call by call: an answer that is not a well-formed run or
-refusal counts as lost (the call may have run: the gateway keeps its budget held until the tab is paid, as for
-a cut connection).
+is whatever came during one round trip.  Fewer, bigger batches (each request costs both nodes a signed round
+trip): when a request returns with nothing else in flight, the calls it carried plus those queued then are
+EXPECTED back (answered callers tend to call again), and the queue, or a call on the idle lane within `gather`
+of that return, waits until that many are queued (or a full batch), `gather` at most (the node: GATHER): eight
+callers go as one batch per round, not as two groups that alternate.  A call to a lane idle for longer, or
+whose last request carried one call (one caller), goes at once.  Queued calls wait STALL at most for a request
+in flight (a long call may be in flight, up to its timeout): then they go anyway, as one more request in
+flight.  Each call in a batch is a whole tab call (its own authorization, price and deal): the provider checks
+each separately and answers each separately.  What a provider answers is checked call by call: an answer that
+is not a well-formed run or refusal counts as lost (the call may have run: the gateway keeps its budget held
+until the tab is paid, as for a cut connection).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ TAB_CLOSE_PATH = "/v1/peer/compute/tabs/close"
 MAX_BATCH_CALLS = 32  # calls in one batch (a provider refuses more: 400)
 MAX_BATCH_BYTES = 256 * 1024  # bytes of one batch's body (a provider refuses more: 413); a larger call goes alone
 STALL = 0.025  # seconds queued calls wait for a request in flight to return, at most (a long call is in flight)
+GATHER = 0.002  # seconds a queue waits, at most, for the callers of a returned request to call again (the node's)
 
 
 async def post_invoke(client: PeerClient, url: str, provider: str, body: dict, wasm: Callable[[], bytes],
@@ -97,6 +103,9 @@ class _Lane:
     single_only: bool = False  # the provider does not know the batch route (an older peer)
     queue: deque[_Queued] = field(default_factory=deque)
     stall: asyncio.TimerHandle | None = None  # sends the queue if no request returns in time
+    expect: int = 0  # calls expected: the last request's calls plus those queued when it returned
+    returned: float = float("-inf")  # when it returned (loop time)
+    gather: asyncio.TimerHandle | None = None  # sends the gathered queue when the wait is over
 
 
 def _lost(url: str, why: str) -> PeerUnreachable:
@@ -112,11 +121,14 @@ class InvokeBatcher:
     """Tab calls to providers, batched per provider while a request to it is in flight (module docstring).
 
     `stall`: seconds queued calls wait for a request in flight to return, at most; then they go anyway, as one
-    more request in flight (a long call in flight, up to its timeout, must not hold up the calls behind it)."""
+    more request in flight (a long call in flight, up to its timeout, must not hold up the calls behind it).
+    `gather`: seconds a queue waits, at most, for the callers of a request that returned to call again (0: none
+    waits; a call to a lane with nothing in flight goes at once)."""
 
     def __init__(self, client: PeerClient, *, max_calls: int = MAX_BATCH_CALLS, max_bytes: int = MAX_BATCH_BYTES,
-                 stall: float = STALL) -> None:
+                 stall: float = STALL, gather: float = 0.0) -> None:
         self.client, self.max_calls, self.max_bytes, self.stall = client, max_calls, max_bytes, stall
+        self.gather = gather
         self._lanes: dict[str, _Lane] = {}
         self._pushes: dict[tuple[str, str], asyncio.Future] = {}
         self._batches: set[asyncio.Task] = set()
@@ -124,9 +136,11 @@ class InvokeBatcher:
         self.batches = 0  # batch requests sent (status, tests)
         self.batched = 0  # calls sent in them
         self.stalled = 0  # queues sent before a request in flight returned
+        self.gathered = 0  # queues that waited for the callers of a returned request (status, tests)
 
     def status(self) -> dict[str, int]:
-        return {"batches": self.batches, "batched_calls": self.batched, "stalled": self.stalled}
+        return {"batches": self.batches, "batched_calls": self.batched, "stalled": self.stalled,
+                "gathered": self.gathered}
 
     async def close(self) -> None:
         """Stop sending: batches in flight are abandoned (their calls count as lost, the queued ones as not sent)."""
@@ -167,21 +181,54 @@ class InvokeBatcher:
             lane = self._lanes[provider] = _Lane(url)
         if lane.single_only or len(entry) > self.max_bytes // 2:
             return await self._one(url, provider, entry)
-        if lane.flying and not self._closed:  # goes with the next batch, when a request in flight returns
-            future = asyncio.get_running_loop().create_future()
-            lane.queue.append(_Queued(entry, future))
-            if lane.stall is None:
-                lane.stall = asyncio.get_running_loop().call_later(self.stall, self._stalled, provider, lane)
-            return await future
+        if not self._closed:
+            loop = asyncio.get_running_loop()
+            if lane.gather is not None:  # the queue waits for the expected callers: this is one of them
+                future = self._queued(lane, entry)
+                if len(lane.queue) >= min(lane.expect, self.max_calls):  # all came back, or a full batch
+                    self._flush(provider, lane)
+                return await future
+            if lane.flying:  # goes with the next batch, when a request in flight returns
+                future = self._queued(lane, entry)
+                if lane.stall is None:
+                    lane.stall = loop.call_later(self.stall, self._stalled, provider, lane)
+                return await future
+            waited = loop.time() - lane.returned
+            if lane.expect > 1 and waited < self.gather:  # the callers of the request that returned may follow
+                future = self._queued(lane, entry)
+                self.gathered += 1
+                lane.gather = loop.call_later(self.gather - waited, self._gathered, provider, lane)
+                return await future
         lane.flying += 1  # a lone call goes at once
         try:
             return await self._one(url, provider, entry)
         finally:
-            self._returned(provider, lane)
+            self._returned(provider, lane, 1)
 
-    def _returned(self, provider: str, lane: _Lane) -> None:
-        """A request in flight returned: what queued meanwhile goes now, as one batch."""
+    @staticmethod
+    def _queued(lane: _Lane, entry: bytes) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        lane.queue.append(_Queued(entry, future))
+        return future
+
+    def _returned(self, provider: str, lane: _Lane, carried: int) -> None:
+        """A request in flight carrying `carried` calls returned: what queued meanwhile goes now, as one batch;
+        or, nothing else in flight, once the request's callers called again too (`gather` at most)."""
         lane.flying -= 1
+        lane.expect, lane.returned = carried + len(lane.queue), asyncio.get_running_loop().time()
+        if not lane.queue:
+            return
+        if lane.flying or not self.gather or self._closed or lane.gather is not None:
+            self._flush(provider, lane)
+            return
+        if lane.stall is not None:
+            lane.stall.cancel()
+            lane.stall = None
+        self.gathered += 1
+        lane.gather = asyncio.get_running_loop().call_later(self.gather, self._gathered, provider, lane)
+
+    def _gathered(self, provider: str, lane: _Lane) -> None:
+        lane.gather = None
         if lane.queue:
             self._flush(provider, lane)
 
@@ -192,9 +239,7 @@ class InvokeBatcher:
             self._flush(provider, lane)
 
     def _flush(self, provider: str, lane: _Lane) -> None:
-        if lane.stall is not None:
-            lane.stall.cancel()
-            lane.stall = None
+        self._stop_timers(lane)
         if self._closed:
             self._fail_queue(lane)
             return
@@ -214,12 +259,17 @@ class InvokeBatcher:
             for item in taken:  # cancelled (the node stops): what was sent may have run
                 if not item.future.done():
                     item.future.set_exception(_lost(lane.url, "the node stopped before the answer came"))
-            self._returned(provider, lane)
+            self._returned(provider, lane, len(taken))
+
+    @staticmethod
+    def _stop_timers(lane: _Lane) -> None:
+        for timer in (lane.stall, lane.gather):
+            if timer is not None:
+                timer.cancel()
+        lane.stall = lane.gather = None
 
     def _fail_queue(self, lane: _Lane) -> None:
-        if lane.stall is not None:
-            lane.stall.cancel()
-            lane.stall = None
+        self._stop_timers(lane)
         for item in lane.queue:
             if not item.future.done():
                 item.future.set_exception(_unsent(lane.url))
@@ -309,5 +359,5 @@ def _results(url: str, response: PeerResponse, count: int) -> list[dict[str, Any
     return out
 
 
-__all__ = ["INVOKES_PATH", "INVOKE_PATH", "InvokeBatcher", "MAX_BATCH_BYTES", "MAX_BATCH_CALLS", "MODULES_PATH",
-           "TAB_CLOSE_PATH", "close_tab", "post_invoke", "push_module"]
+__all__ = ["GATHER", "INVOKES_PATH", "INVOKE_PATH", "InvokeBatcher", "MAX_BATCH_BYTES", "MAX_BATCH_CALLS",
+           "MODULES_PATH", "TAB_CLOSE_PATH", "close_tab", "post_invoke", "push_module"]
