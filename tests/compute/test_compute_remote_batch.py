@@ -325,6 +325,14 @@ async def test_callers_that_do_not_call_again_hold_a_queue_up_for_the_gather_wai
     assert (await alone)["run"]["n"] == 4
 
 
+async def test_a_full_batch_waits_for_no_caller() -> None:
+    provider = FakeProvider(_honest)
+    batcher = InvokeBatcher(provider, stall=60, gather=60, max_calls=4)
+    results = await asyncio.wait_for(_burst(batcher, provider, 9), 30)  # 8 queued behind the lone call: 2 full
+    assert [r["run"]["n"] for r in results] == list(range(9))
+    assert provider.sent == [(INVOKE_PATH, 1), (INVOKES_PATH, 4), (INVOKES_PATH, 4)] and batcher.gathered == 0
+
+
 async def test_closing_fails_a_gathered_queue_as_not_sent() -> None:
     provider = FakeProvider(_honest)
     batcher = InvokeBatcher(provider, stall=60, gather=60)

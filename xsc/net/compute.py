@@ -218,7 +218,8 @@ class InvokeBatcher:
         lane.expect, lane.returned = carried + len(lane.queue), asyncio.get_running_loop().time()
         if not lane.queue:
             return
-        if lane.flying or not self.gather or self._closed or lane.gather is not None:
+        if lane.flying or not self.gather or self._closed or lane.gather is not None or \
+                len(lane.queue) >= self.max_calls:  # a full batch waits for nobody
             self._flush(provider, lane)
             return
         if lane.stall is not None:
