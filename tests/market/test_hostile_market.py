@@ -205,6 +205,12 @@ async def test_a_peer_flooding_new_commitments_gets_429_past_its_quota_and_nothi
     # Another peer has its own quota.
     status, _, body = await send(honest, [honest_commitment(honest, me, 1)])
     assert status == 200 and body["changed"] == 1
+    # While nothing is left, a message is refused before it is even parsed.
+    market.limiter.take_up_to(flooder.id, time.monotonic(), 2002)  # what the last 429 left (under 40)
+    headers = {**sign_request(flooder, "POST", "/v1/peer/market", b"{not json", receiver=me),
+               "Content-Type": "application/json"}
+    response = await a.post("/v1/peer/market", data=b"{not json", headers=headers)
+    assert response.status == 429 and "Retry-After" in response.headers
 
 
 async def test_a_pulled_peer_answers_only_for_the_participants_asked_and_within_its_quota(node_factory) -> None:

@@ -29,13 +29,13 @@ class RateLimiter:
 
     def check(self, key: str, now: float, what: str, cost: int = 1) -> None:
         """Take `cost` tokens for `key` (a unit of work each), or raise QuotaExceeded saying when to come back
-        (nothing taken): a cost above the burst never passes."""
+        (nothing taken): a cost above the burst never passes.  A cost of 0 asks whether any whole token is left."""
         tokens, last = self._buckets.pop(key, (self.burst, now))
         tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
-        if tokens < cost:
+        if tokens < max(cost, 1):
             self._buckets[key] = (tokens, now)
             raise QuotaExceeded(f"too many {self.unit} from {what}: at most {self.rate:g} a second",
-                                hint="slow down and retry", retry_after=(cost - tokens) / self.rate)
+                                hint="slow down and retry", retry_after=(max(cost, 1) - tokens) / self.rate)
         self._buckets[key] = (tokens - cost, now)
         self._forget_oldest()
 

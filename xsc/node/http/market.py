@@ -75,6 +75,7 @@ async def recognize(request: web.Request) -> web.Response:
 
 @routes.post("/v1/peer/market")
 async def exchange(request: web.Request) -> web.Response:
+    request.app[MARKET].check_quota(peer_auth.peer_id(request))
     body = await json_body(request, 'send {"commitments": [...]}')
     if "commitments" not in body:
         raise InvalidArgument('send {"commitments": [...]}')
