@@ -227,6 +227,11 @@ class Book:
     def asks(self) -> list[Ask]:
         return list(self._kept("asks", lambda: (a for mc in self.commitments() for a in mc.asks)))
 
+    def most_offered(self, kind: str) -> int:
+        """The largest quantity one ask of `kind` offers (0 when none does)."""
+        return self._kept(f"most:{kind}", lambda: (max((a.slot.quantity for a in self.asks() if a.slot.kind == kind),
+                                                       default=0),))[0]
+
     def bids(self) -> list[Bid]:
         return list(self._kept("bids", lambda: (b for mc in self.commitments() for b in mc.bids)))
 

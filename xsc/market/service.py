@@ -600,8 +600,12 @@ class MarketService:
         peers = self.peers
         if peers is None:
             return []
+        # Cheapest test first: before every put, and the whole book is mostly held.
+        lacking = [d for d in peers.peers() if self.book.get(d.id) is None and peers.availability(d.id).up is not False]
+        if not lacking:
+            return []
         wanted = self.interested()
-        return [d for d in self._up() if d.id in wanted and self.book.get(d.id) is None]
+        return [d for d in lacking if d.id in wanted]
 
     async def fill_book(self, timeout: float = 2.0) -> None:
         """Ask at once the peers we want but hold no commitment of (a node that just joined), before matching."""

@@ -89,7 +89,7 @@ async def quote(market: MarketService, segment_size: int, size: int | None, seco
                                   hint=f"raise --max-price to at least {ask}")
         return PutQuote(0, seconds, [me] * erasure.N, {s: ask for s in range(erasure.N)})
     share_bytes = layout.share_bytes(size, segment_size)
-    room = max((a.slot.quantity for a in market.book.asks() if a.slot.kind == "storage"), default=0)
+    room = market.book.most_offered("storage")
     if room < share_bytes:
         raise StorageFull(f"no node offers room for a share of this file ({share_bytes} bytes; the most any "
                           f"offers is {room})", hint="free space, or add nodes with `xsc peers add`")
