@@ -61,6 +61,11 @@ def test_the_limiter_refills_and_forgets_the_least_recent_keys() -> None:
     work.check("a", 0.0, "a", cost=5)
     with pytest.raises(QuotaExceeded):
         work.check("b", 0.0, "b", cost=21)  # more than a burst never passes
+    work.require("b", 0.0, "b", 20)  # there, and nothing taken
+    work.require("b", 0.0, "b", 500)  # asking for more than a burst asks for the burst
+    with pytest.raises(QuotaExceeded) as err:
+        work.require("a", 0.0, "a", 3)  # nothing left
+    assert err.value.details["retry_after"] == 0.3
 
 
 async def test_a_probe_round_of_many_peers_keeps_a_bounded_number_in_flight(node_factory) -> None:

@@ -63,6 +63,7 @@ HONOUR_SECONDS = 60  # a published ask is honoured this long after a newer, high
 
 EXPLAINED = 1000  # needs whose explanation is kept (in memory) for `xsc market explain`
 MAX_COMMITMENTS = 1001  # per exchange: one per peer the directory can hold, and this node's
+BYTES_PER_CHECK = 2048  # bytes of a message of commitments per commitment to check its sender must have left
 RECEIVE_BATCH = 16  # commitments checked (an Ed25519 verify each: ~0.4 ms of CPU at load 20) before the loop is let go
 
 
@@ -92,6 +93,7 @@ class Limiter(Protocol):
     """Per-peer quotas of work (xsc.node.limits.RateLimiter): raises QuotaExceeded past them."""
 
     def check(self, key: str, now: float, what: str, cost: int = 1) -> None: ...
+    def require(self, key: str, now: float, what: str, amount: float) -> None: ...
 
 
 class PeerView(Protocol):
@@ -432,11 +434,13 @@ class MarketService:
         a message from the network goes through `take`, which lets the event loop go between batches."""
         return self._take([c for item in self._commitment_list(items) if (c := self._check(item)) is not None])
 
-    def check_quota(self, sender: str) -> None:
-        """Before a peer's message of commitments is even parsed: QuotaExceeded when its quota
-        (`market.commitment_rate`) has nothing left (a flood's messages were parsed only to be refused)."""
+    def check_quota(self, sender: str, size: int) -> None:
+        """Before a peer's message of commitments (`size` bytes) is even parsed: QuotaExceeded unless its quota
+        (`market.commitment_rate`) has one commitment to check left per BYTES_PER_CHECK of the message.  A
+        flood's messages of 1,000 new commitments were parsed only to be refused, ~17 a second of ~700 KB; the
+        held commitments a message may carry cost nothing, but are bytes to parse all the same."""
         if self.limiter is not None:
-            self.limiter.check(sender, time.monotonic(), f"peer {sender[:12]}…", 0)
+            self.limiter.require(sender, time.monotonic(), f"peer {sender[:12]}…", size / BYTES_PER_CHECK)
 
     async def take(self, items: Any, sender: str | None = None) -> int:
         """`receive`, RECEIVE_BATCH commitments at a time with the event loop let go between batches: a full

@@ -29,15 +29,25 @@ class RateLimiter:
 
     def check(self, key: str, now: float, what: str, cost: int = 1) -> None:
         """Take `cost` tokens for `key` (a unit of work each), or raise QuotaExceeded saying when to come back
-        (nothing taken): a cost above the burst never passes.  A cost of 0 asks whether any whole token is left."""
+        (nothing taken): a cost above the burst never passes."""
         tokens, last = self._buckets.pop(key, (self.burst, now))
         tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
-        if tokens < max(cost, 1):
+        if tokens < cost:
             self._buckets[key] = (tokens, now)
             raise QuotaExceeded(f"too many {self.unit} from {what}: at most {self.rate:g} a second",
-                                hint="slow down and retry", retry_after=(max(cost, 1) - tokens) / self.rate)
+                                hint="slow down and retry", retry_after=(cost - tokens) / self.rate)
         self._buckets[key] = (tokens - cost, now)
         self._forget_oldest()
+
+    def require(self, key: str, now: float, what: str, amount: float) -> None:
+        """Raise QuotaExceeded (saying when to come back) unless `key` has `amount` tokens (at most the burst)
+        available; none is taken."""
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
+        amount = min(max(amount, 1.0), self.burst)
+        if tokens < amount:
+            raise QuotaExceeded(f"too many {self.unit} from {what}: at most {self.rate:g} a second",
+                                hint="slow down and retry", retry_after=(amount - tokens) / self.rate)
 
     def take_up_to(self, key: str, now: float, wanted: int) -> int:
         """Take as many whole tokens for `key` as there are, up to `wanted`: how many were taken (0: none left)."""
