@@ -54,16 +54,21 @@ async def test_one_address_adds_at_most_its_budget_of_new_nodes_whatever_keys_si
                               peers={"gossip_interval": 3600, "new_node_rate": 1})
     peers = node.app[PEERS]
     path = "/v1/peer/descriptors"
-    start = time.monotonic()
+    start, statuses = time.monotonic(), []
     for n in range(NEW_NODE_BURST // MAX_NEW_PER_MESSAGE + 4):
         sender = Identity.generate()  # a fresh key each message: a per-key quota would not bound it
         raw = json.dumps({"descriptors": fake_descriptors([Identity.generate() for _ in range(20)],
                                                           first_port=10000 + 100 * n)}).encode()
         headers = {**sign_request(sender, "POST", path, raw, receiver=peers.identity.id),
                    "Content-Type": "application/json"}
-        assert (await node.post(path, data=raw, headers=headers)).status == 200
+        response = await node.post(path, data=raw, headers=headers)
+        statuses.append(response.status)
+        if response.status == 429:  # nothing left: refused before the message is even parsed
+            assert float(response.headers["Retry-After"]) > 0
     added = len(peers.peers())
     assert NEW_NODE_BURST <= added <= NEW_NODE_BURST + (time.monotonic() - start) * 1
+    assert statuses[:NEW_NODE_BURST // MAX_NEW_PER_MESSAGE] == [200] * (NEW_NODE_BURST // MAX_NEW_PER_MESSAGE)
+    assert 429 in statuses[NEW_NODE_BURST // MAX_NEW_PER_MESSAGE:]
     # Another address has its own budget (a peer's answer to this node's own exchange draws on its host's).
     more = fake_descriptors([Identity.generate() for _ in range(16)], first_port=30000)
     assert len(peers.accept(more, source="192.0.2.7")) == 16

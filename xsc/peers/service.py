@@ -33,6 +33,7 @@ MAX_PER_MESSAGE = MAX_PEERS + 1
 # New nodes one gossip message may introduce: a stranger cannot fill the directory with self-signed fakes at
 # once; the ones it names beyond this are learned later, from other peers, if they are real.
 MAX_NEW_PER_MESSAGE = 16
+BYTES_PER_NEW_NODE = 16 * 1024  # bytes of a message of descriptors per new node its address must have left
 NEW_NODE_BURST = 256  # nodes not known before, from one address at once (peers.new_node_rate refills it)
 PASS_ON_MS = 24 * 3_600_000  # descriptors not re-signed for a day are kept but no longer passed on
 REFRESH_MS = 60_000  # our own descriptor is re-signed this often, and at once when its capacity or free space change
@@ -162,6 +163,7 @@ class NewNodeBudget(Protocol):
     """Per-address quotas (xsc.node.limits.RateLimiter)."""
 
     def take_up_to(self, key: str, now: float, wanted: int) -> int: ...
+    def require(self, key: str, now: float, what: str, amount: float) -> None: ...
 
 
 class PeerService:
@@ -366,6 +368,13 @@ class PeerService:
             raise InvalidArgument("url is missing", hint='send {"url": "https://NODE_ID@HOST:PORT"}')
         peer = await self.add(url)
         return {"peer": self.view(peer), "known": len(self.peers())}
+
+    def check_budget(self, source: str | None, size: int) -> None:
+        """Before a message of descriptors (`size` bytes) from `source` is even parsed: QuotaExceeded unless that
+        address has one new node left per BYTES_PER_NEW_NODE of it.  A flood's messages of 999 fake descriptors,
+        ~60 a second of ~300 KB, were parsed only to add nothing once the address's budget was spent."""
+        if source is not None and self.new_nodes is not None:
+            self.new_nodes.require(source, time.monotonic(), f"address {source}", size / BYTES_PER_NEW_NODE)
 
     def gossip_answer(self, items: object, source: str | None = None) -> dict:
         self.accept(items, source)

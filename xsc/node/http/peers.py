@@ -17,7 +17,7 @@ from aiohttp import web
 
 from .. import peer_auth
 from ..appkeys import ADMISSION, PEERS
-from .common import json_body, json_response
+from .common import json_body, json_response, read_body
 
 routes = web.RouteTableDef()
 
@@ -52,6 +52,7 @@ async def lift_quarantine(request: web.Request) -> web.Response:
 
 @routes.post("/v1/peer/descriptors")
 async def exchange_descriptors(request: web.Request) -> web.Response:
+    request.app[PEERS].check_budget(request.remote, len(await read_body(request)))
     body = await json_body(request, 'send {"descriptors": [...]}')
     return json_response(request.app[PEERS].gossip_answer(body.get("descriptors"), request.remote))
 
