@@ -249,3 +249,23 @@ async def test_a_pulled_peer_answers_only_for_the_participants_asked_and_within_
     answers.append([honest_commitment(asked, me, 2)])
     assert await market.pull(peers.directory.get(answerer.id), [asked.id]) == 0
     assert market.book.get(asked.id).stamp == parse_commitment(honest_commitment(asked, me)).stamp
+
+
+async def test_the_needs_of_peers_known_down_do_not_compete_with_a_put(node_factory) -> None:
+    """A stranger's 1,000 fake peers each carried a need, and every put matched them all (issue 12's 10-year puts)."""
+    a = await node_factory("a", **QUIET)
+    peers, market, health = a.app[PEERS], a.app[MARKET], a.app[HEALTH]
+    fakes = [Identity.generate() for _ in range(8)]
+
+    async def probe(peer):
+        return False, None, "refused"
+
+    health.probe = probe
+    peers.accept(fake_descriptors(fakes))
+    await health.probe_round()
+    assert market.receive([honest_commitment(f, peers.identity.id) for f in fakes]) == len(fakes)
+    inputs = market._match_inputs([], frozenset(), market.availability_map())
+    assert not {b.slot.owner for b in inputs["bids"]} & {f.id for f in fakes}
+    assert not {a.slot.owner for a in inputs["asks"]} & {f.id for f in fakes}
+    status, answer = await _put(a, b"v" * 5000)
+    assert status == 201, answer

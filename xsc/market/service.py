@@ -788,11 +788,20 @@ class MarketService:
         matches a copy while the book goes on changing).
 
         Providers that are down (or in `exclude`: they just failed this node) are left out of the clearing
-        itself; other nodes' open needs compete for the same slots."""
+        itself; other active nodes' open needs compete for the same slots (an inactive participant is left out of
+        every match, its needs too: a stranger's 1,000 fake peers' needs were matched with every put)."""
         down = {p for p, a in availability.items() if a == 0} | exclude
-        asks = [a for a in self.book.asks() if a.slot.owner not in down and self.active(a.slot.owner)]
+        live: dict[str, bool] = {}
+
+        def active(owner: str) -> bool:
+            if owner not in live:
+                live[owner] = self.active(owner)
+            return live[owner]
+
+        asks = [a for a in self.book.asks() if a.slot.owner not in down and active(a.slot.owner)]
         mine = {b.slot.id for b in bids}
-        others = [b for b in self.book.bids() if not (b.slot.owner == self.me and b.slot.id in mine)]
+        others = [b for b in self.book.bids() if not (b.slot.owner == self.me and b.slot.id in mine)
+                  and active(b.slot.owner)]
         return {"asks": asks, "bids": others + bids, "recognition": self.recognition_map(),
                 "availability": availability, "bucket_seconds": self.config.bucket_seconds, "now_ms": now_ms()}
 
