@@ -215,6 +215,16 @@ async def test_a_peer_flooding_new_commitments_gets_429_past_its_quota_and_nothi
                    "Content-Type": "application/json"}
         response = await a.post("/v1/peer/market", data=junk, headers=headers)
         assert response.status == (400 if len(junk) < 10 * 2048 else 429), junk[:20]
+    # Refused on its headers: a 500 KB body the sender never sends is not waited for.
+    body = b"x" * 500_000
+    headers = sign_request(flooder, "POST", "/v1/peer/market", body, receiver=me)
+    reader, writer = await asyncio.open_connection("127.0.0.1", a.server.port)
+    writer.write((f"POST /v1/peer/market HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  f"Content-Length: {len(body)}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                  + "\r\n").encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 429"), head
 
 
 async def test_a_pulled_peer_answers_only_for_the_participants_asked_and_within_its_quota(node_factory) -> None:

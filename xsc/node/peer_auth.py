@@ -28,6 +28,18 @@ def streams_body(handler):
     return handler
 
 
+def before_body(check):
+    """Mark a peer handler with `check(request, sender, size)`, run once the sender's signature is verified and
+    before its body is read (`size`: the declared length, else the most a body may be): a quota that refuses it
+    then spares the node reading, hashing and parsing a flood's bodies.  It may only read state, never spend."""
+
+    def mark(handler):
+        handler.before_peer_body = check
+        return handler
+
+    return mark
+
+
 def signed(request: web.Request) -> SignedRequest:
     return request[SIGNED]
 
@@ -58,6 +70,10 @@ async def signature_middleware(request: web.Request, handler):
     # Admission (proof of work, grid secret, quarantine) before anything of the sender's is read or remembered.
     admission = request.app[ADMISSION]
     admission.check_request(verified, request.headers)
+    check = getattr(request.match_info.handler, "before_peer_body", None)
+    if check is not None:
+        size = request.content_length if request.content_length is not None else request.client_max_size
+        check(request, verified.sender, size)
     if not getattr(request.match_info.handler, "streams_peer_body", False):
         body = await read_body(request)  # cached on the request: the handler reads the same bytes
         if not hmac.compare_digest(body_digest(body), verified.digest):

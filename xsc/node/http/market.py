@@ -22,7 +22,7 @@ from aiohttp import web
 from ...errors import InvalidArgument
 from .. import peer_auth
 from ..appkeys import ALLOCATION, DEALS, MARKET
-from .common import json_body, json_response, query_int, query_kind, read_body, storage_index
+from .common import json_body, json_response, query_int, query_kind, storage_index
 
 routes = web.RouteTableDef()
 
@@ -74,8 +74,8 @@ async def recognize(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/peer/market")
+@peer_auth.before_body(lambda request, sender, size: request.app[MARKET].check_quota(sender, size))
 async def exchange(request: web.Request) -> web.Response:
-    request.app[MARKET].check_quota(peer_auth.peer_id(request), len(await read_body(request)))
     body = await json_body(request, 'send {"commitments": [...]}')
     if "commitments" not in body:
         raise InvalidArgument('send {"commitments": [...]}')

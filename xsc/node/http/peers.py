@@ -17,7 +17,7 @@ from aiohttp import web
 
 from .. import peer_auth
 from ..appkeys import ADMISSION, PEERS
-from .common import json_body, json_response, read_body
+from .common import json_body, json_response
 
 routes = web.RouteTableDef()
 
@@ -51,8 +51,8 @@ async def lift_quarantine(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/peer/descriptors")
+@peer_auth.before_body(lambda request, sender, size: request.app[PEERS].check_budget(request.remote, size))
 async def exchange_descriptors(request: web.Request) -> web.Response:
-    request.app[PEERS].check_budget(request.remote, len(await read_body(request)))
     body = await json_body(request, 'send {"descriptors": [...]}')
     return json_response(request.app[PEERS].gossip_answer(body.get("descriptors"), request.remote))
 
