@@ -209,7 +209,8 @@ class HealthService:
                            jitter=self.config.probe_jitter)
 
     async def close(self) -> None:
-        await stop(self._task, *self._reprobes)
+        task, self._task = self._task, None  # no probe is started any more (learned, heard_from)
+        await stop(task, *self._reprobes)
 
     def view(self) -> dict:
         return {"peers": self.table(), "last_round": self.last_round, "probe_interval": self.config.probe_interval}
