@@ -395,7 +395,7 @@ class MarketSection(_Section):
     # Commitments one peer may have this node check (parse and verify) per second, in bursts of two full messages
     # (2,002); a message past it gets 429 with Retry-After, unread.  A network of 1,000 nodes re-signing every
     # freshness/3 needs ~50/s from the peers it pulls from.
-    commitment_rate: float = 200.0
+    commitment_rate: float = Field(default=200.0, ge=1, le=1_000_000)
 
     @field_validator("storage_ask_ceiling", "compute_ask_ceiling", "storage_ask_floor", "compute_ask_floor",
                      "storage_bid", "compute_bid", "fuel_per_second")
@@ -425,13 +425,6 @@ class MarketSection(_Section):
     def _seconds(cls, v: float) -> float:
         if not 0 <= v <= 7 * 86400:
             raise ValueError("must be between 0 and 7 days (in seconds)")
-        return v
-
-    @field_validator("commitment_rate")
-    @classmethod
-    def _commitment_rate(cls, v: float) -> float:
-        if not 1 <= v <= 1_000_000:
-            raise ValueError("must be between 1 and 1,000,000 commitments a second")
         return v
 
     @field_validator("freshness")

@@ -200,8 +200,8 @@ class NodeProcess:
             return False
         # A process that is exiting has no command line any more (its memory is gone) but still runs: it closes
         # its files before it becomes a zombie.  Counted as alive, so that stop() waits for it to be done.
-        parent = next((line.split()[1] for line in status if line.startswith("PPid:")), "0")
         if cmdline == [b""]:
+            parent = next((line.split()[1] for line in status if line.startswith("PPid:")), "0")
             return parent not in ("0", "2")  # 2 is kthreadd: a kernel thread that got the pid is not our node
         return str(self.data_dir).encode() in cmdline
 

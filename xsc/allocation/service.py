@@ -64,6 +64,7 @@ from ..config import MarketSection
 from ..errors import InvalidArgument, PeerError, UnknownPeer, XscError
 from ..identity import Identity
 from ..market.models import Bid
+from ..net.peer_client import dumps
 from ..tasks import at_most
 from .convergence import NETWORK_QUORUM
 from .itc import ItcError, Stamp
@@ -589,7 +590,7 @@ class AllocationService:
         return commitment_audience(self.subscribers, kinds_now, kinds_before, now_ms())
 
     def _count(self, what: str, message: dict) -> int:
-        size = len(json.dumps(message, separators=(",", ":")))
+        size = len(dumps(message))
         self.bytes_sent += size
         self.bytes_by[what] += size
         return size

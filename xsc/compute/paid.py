@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 
 from .. import keys
 from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, Forbidden, InvalidArgument,
@@ -34,7 +32,7 @@ from ..ledger.settlement import Payments
 from ..ledger.tabs import Tabs, owed_record
 from ..market.service import MarketService
 from ..net.compute import GATHER, MAX_BATCH_CALLS, InvokeBatcher
-from ..net.peer_client import PeerClient
+from ..net.peer_client import PeerClient, dumps
 from .remote_tabs import GatewayTabs, ProviderTabs
 from .service import ComputeService, InvokeCall, parse_invoke
 
@@ -467,11 +465,8 @@ class _Batch:
 
 
 def _encoded_size(value: Any) -> int:
-    """The length of `value`'s JSON text (orjson; json for what it cannot encode, e.g. integers past 64 bits)."""
-    try:
-        return len(orjson.dumps(value))
-    except TypeError:
-        return len(json.dumps(value))
+    """The length of `value`'s JSON text."""
+    return len(dumps(value))
 
 
 def _fuel_of(value: Any, limit: int) -> int:

@@ -215,25 +215,26 @@ class Book:
         return len(self._held)
 
     def _kept(self, what: str, make):
+        """make(), kept until a held commitment changes (what it returns must not be changed by callers)."""
         made = self._made.get(what)
         if made is None:
-            made = self._made[what] = tuple(make())
+            made = self._made[what] = make()
         return made
 
     def commitments(self) -> list[MarketCommitment]:
         """Every held commitment, by participant."""
-        return list(self._kept("commitments", lambda: (self._held[p] for p in sorted(self._held))))
+        return list(self._kept("commitments", lambda: tuple(self._held[p] for p in sorted(self._held))))
 
     def asks(self) -> list[Ask]:
-        return list(self._kept("asks", lambda: (a for mc in self.commitments() for a in mc.asks)))
+        return list(self._kept("asks", lambda: tuple(a for mc in self.commitments() for a in mc.asks)))
 
     def most_offered(self, kind: str) -> int:
         """The largest quantity one ask of `kind` offers (0 when none does)."""
-        return self._kept(f"most:{kind}", lambda: (max((a.slot.quantity for a in self.asks() if a.slot.kind == kind),
-                                                       default=0),))[0]
+        return self._kept(f"most:{kind}", lambda: max((a.slot.quantity for a in self.asks() if a.slot.kind == kind),
+                                                      default=0))
 
     def bids(self) -> list[Bid]:
-        return list(self._kept("bids", lambda: (b for mc in self.commitments() for b in mc.bids)))
+        return list(self._kept("bids", lambda: tuple(b for mc in self.commitments() for b in mc.bids)))
 
     def recognition(self) -> dict[str, dict[str, Decimal]]:
         """participant -> its recognition weights (what `match_needs` takes)."""
@@ -246,10 +247,10 @@ class Book:
     def digest(self) -> str:
         """Hex SHA-256 over the sorted (participant, signature) pairs: two books with the same
         digest hold the same signed commitments."""
-        made = self._made.get("digest")
-        if made is None:
-            h = hashlib.sha256(b"XSC-MARKET-BOOK-1\n")
-            for p in sorted(self._held):
-                h.update(f"{p} {self._held[p].signature}\n".encode())
-            made = self._made["digest"] = h.hexdigest()
-        return made
+        return self._kept("digest", self._digest)
+
+    def _digest(self) -> str:
+        h = hashlib.sha256(b"XSC-MARKET-BOOK-1\n")
+        for p in sorted(self._held):
+            h.update(f"{p} {self._held[p].signature}\n".encode())
+        return h.hexdigest()

@@ -54,6 +54,15 @@ def loads(raw: bytes) -> Any:
     return jsonlib.loads(raw)
 
 
+def dumps(value: Any) -> bytes:
+    """Compact JSON text of `value`, by orjson where it can (json for what it cannot encode: integers past 64
+    bits, ...): the one JSON writer, as `loads` is the one reader."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return jsonlib.dumps(value, separators=(",", ":")).encode()
+
+
 MAX_RESPONSE = 16 * 1024 * 1024  # bytes request() buffers; stream bigger answers with open()
 
 
@@ -138,10 +147,7 @@ class PeerClient:
             body = bytes(json)
             headers["Content-Type"] = "application/json"
         elif json is not None:
-            try:
-                body = orjson.dumps(json)
-            except TypeError:  # what orjson cannot encode (integers past 64 bits, ...)
-                body = jsonlib.dumps(json, separators=(",", ":")).encode()
+            body = dumps(json)
             headers["Content-Type"] = "application/json"
         elif data is not None:
             body = bytes(data)

@@ -30,8 +30,7 @@ class RateLimiter:
     def check(self, key: str, now: float, what: str, cost: int = 1) -> None:
         """Take `cost` tokens for `key` (a unit of work each), or raise QuotaExceeded saying when to come back
         (nothing taken): a cost above the burst never passes."""
-        tokens, last = self._buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
+        tokens = self._refilled(key, now)
         if tokens < cost:
             self._buckets[key] = (tokens, now)
             raise QuotaExceeded(f"too many {self.unit} from {what}: at most {self.rate:g} a second",
@@ -43,7 +42,7 @@ class RateLimiter:
         """Raise QuotaExceeded (saying when to come back) unless `key` has `amount` tokens (at most the burst)
         available; none is taken."""
         tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
+        tokens = self._refill(tokens, last, now)
         amount = min(max(amount, 1.0), self.burst)
         if tokens < amount:
             raise QuotaExceeded(f"too many {self.unit} from {what}: at most {self.rate:g} a second",
@@ -51,12 +50,18 @@ class RateLimiter:
 
     def take_up_to(self, key: str, now: float, wanted: int) -> int:
         """Take as many whole tokens for `key` as there are, up to `wanted`: how many were taken (0: none left)."""
-        tokens, last = self._buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - last) * self.rate)
+        tokens = self._refilled(key, now)
         taken = max(0, min(wanted, int(tokens)))
         self._buckets[key] = (tokens - taken, now)
         self._forget_oldest()
         return taken
+
+    def _refilled(self, key: str, now: float) -> float:
+        """`key`'s tokens now, its bucket taken out of the table (put back, as the newest, by the caller)."""
+        return self._refill(*self._buckets.pop(key, (self.burst, now)), now)
+
+    def _refill(self, tokens: float, last: float, now: float) -> float:
+        return min(self.burst, tokens + max(0.0, now - last) * self.rate)
 
     def _forget_oldest(self) -> None:
         while len(self._buckets) > MAX_KEYS:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from itertools import accumulate
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from ...errors import InvalidArgument
-from ...net.peer_client import loads  # noqa: F401 - the one JSON reader, for route modules
+from ...net.peer_client import dumps, loads  # noqa: F401 - the one JSON writer and reader, for route modules
 from ...tasks import in_pool
 from ..appkeys import CPU_POOL
 from ..limits import BODY_SECONDS, read_body  # noqa: F401 - the one body reader, for route modules
@@ -32,13 +30,6 @@ def json_object(raw: bytes, hint: str) -> dict[str, Any]:
         raise InvalidArgument("the request body must be a JSON object", hint=hint)
     return body
 
-
-def dumps(value: Any) -> bytes:
-    """JSON text of an answer, by orjson where it can (json.dumps for what it cannot encode)."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        return json.dumps(value).encode()
 
 
 def json_response(value: Any, status: int = 200, content_type: str = "application/json",
