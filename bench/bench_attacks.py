@@ -521,6 +521,7 @@ def run(work: Path, names: list[str] | None = None, seconds: float = 4.0, log=pr
                 if attack.setup:
                     attack.setup(target)
                 answers: Counter = Counter()
+                log(f"  {attack.name}: attacking for {seconds:g} s")
                 probe.mark(attack.name)
                 start = time.monotonic()
                 deadline = start + seconds
@@ -543,6 +544,7 @@ def run(work: Path, names: list[str] | None = None, seconds: float = 4.0, log=pr
         loop.call_soon_threadsafe(loop.stop)
         net.stop()
     samples = probe.samples() if probe is not None else []
+    result["probe_nice"] = samples[0]["nice"] if samples else None
     base = [s["fresh_seconds"] for s in samples if s["phase"] == "quiet"]
     base_p50 = statistics.median(base) if base else None
     for name, phase in result["phases"].items():
@@ -557,7 +559,7 @@ def report(result: dict) -> str:
         return "-" if value is None else ("yes" if value else "NO")
 
     lines = [f"issue 12's attacks on node-0 of a 2-node devnet, {result['seconds']:g} s each "
-             f"(/health every 50 ms from its own process; limit {LIMIT_MS:g} ms)",
+             f"(/health every 50 ms from its own process at nice {result.get('probe_nice')}; limit {LIMIT_MS:g} ms)",
              f"{'attack':<17} {'p50':>7} {'p99':>7} {'max':>7} {'kept':>7} {'p50/q':>6} {'!200':>4} {'RSS':>6} {'load':>5} "
              f"{'put/get':>7} {'invoke':>6} {'verify':>6}  answers"]
     for name, p in result["phases"].items():

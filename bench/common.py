@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -106,12 +107,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+PROBE_NICE = -10  # the health probe's scheduling priority, if it may raise its own (root)
+
+
 def _probe_health(host: str, port: int, pid: int, interval: float, stop, out) -> None:
     """The body of HealthProbe's process: every `interval`, the node's memory, descriptors and CPU, and GET
     /health twice: on a fresh connection (what a monitor opening one per check sees, accept queue included)
     and on one kept-alive connection (the node's event loop alone)."""
     import http.client
 
+    # Ahead of the node's processes and the benchmark's own for a core: on two shared cores a probe left waiting
+    # for one between its connect and its request was timed as the node's slowness (the node idle meanwhile).
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, PROBE_NICE)
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
     kept: http.client.HTTPConnection | None = None
 
     def get(conn: http.client.HTTPConnection) -> int:
@@ -147,7 +156,7 @@ def _probe_health(host: str, port: int, pid: int, interval: float, stop, out) ->
             kept_status, kept = None, None
         out.put({"at": at, "anonymous": memory["RssAnon"], "file": memory["RssFile"] + memory["RssShmem"],
                  "fds": fds, "cpu": cpu_seconds(pid), "fresh_status": fresh_status, "fresh_seconds": fresh_seconds,
-                 "kept_status": kept_status, "kept_seconds": time.perf_counter() - started})
+                 "kept_status": kept_status, "kept_seconds": time.perf_counter() - started, "nice": nice})
 
 
 class HealthProbe:

@@ -215,6 +215,15 @@ async def test_a_peer_flooding_new_commitments_gets_429_past_its_quota_and_nothi
                    "Content-Type": "application/json"}
         response = await a.post("/v1/peer/market", data=junk, headers=headers)
         assert response.status == (400 if len(junk) < 10 * 2048 else 429), junk[:20]
+    # A message parsed and then refused for its commitments leaves its sender owing that many checks before its next
+    # body is read: a flood is not parsed message after message only to be refused each time.
+    market.limiter.take_up_to(flooder.id, time.monotonic(), 2002)
+    market.limiter._buckets[flooder.id] = (30, time.monotonic())  # enough for 40 commitments' bytes, not for 40 checks
+    status, _, body = await send(flooder, [honest_commitment(o, me, 200) for o in others])
+    assert status == 429 and "commitments to check" in body["detail"]
+    market.limiter._buckets[flooder.id] = (35, time.monotonic())
+    status, _, _ = await send(flooder, [honest_commitment(others[0], me, 201)])  # one would do: 40 are asked for
+    assert status == 429
     # Refused on its headers: a 500 KB body the sender never sends is not waited for.
     body = b"x" * 500_000
     headers = sign_request(flooder, "POST", "/v1/peer/market", body, receiver=me)

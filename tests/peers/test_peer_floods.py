@@ -66,6 +66,16 @@ def test_the_limiter_refills_and_forgets_the_least_recent_keys() -> None:
     with pytest.raises(QuotaExceeded) as err:
         work.require("a", 0.0, "a", 3)  # nothing left
     assert err.value.details["retry_after"] == 0.3
+    # A refused cost is asked for before the next body is read: a sender past its quota is not parsed again and again.
+    work.check("c", 0.0, "c", cost=15)  # 5 left
+    with pytest.raises(QuotaExceeded):
+        work.check("c", 0.0, "c", cost=10)
+    with pytest.raises(QuotaExceeded) as err:
+        work.require("c", 0.0, "c", 2)  # 2 are there, but 10 were refused
+    assert err.value.details["retry_after"] == 0.5
+    work.require("c", 0.5, "c", 2)  # half a second later the 10 are there
+    work.check("c", 0.5, "c", cost=9)  # 1 left: a check that passes forgets the refusal
+    work.require("c", 0.5, "c", 1)
 
 
 async def test_a_probe_round_of_many_peers_keeps_a_bounded_number_in_flight(node_factory) -> None:

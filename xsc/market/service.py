@@ -65,6 +65,9 @@ EXPLAINED = 1000  # needs whose explanation is kept (in memory) for `xsc market 
 MAX_COMMITMENTS = 1001  # per exchange: one per peer the directory can hold, and this node's
 BYTES_PER_CHECK = 2048  # bytes of a message of commitments per commitment to check its sender must have left
 RECEIVE_BATCH = 16  # commitments checked (an Ed25519 verify each: ~0.4 ms of CPU at load 20) before the loop is let go
+# ... or fewer: the seconds of checking after which the loop is let go all the same.  A /health request takes some
+# five turns of the loop, and each waited behind a whole batch of 16 (3-8 ms at load 2): 40-80 ms in a flood.
+RECEIVE_SLICE = 0.001
 
 
 def now_ms() -> int:
@@ -443,8 +446,9 @@ class MarketService:
             self.limiter.require(sender, time.monotonic(), f"peer {sender[:12]}…", size / BYTES_PER_CHECK)
 
     async def take(self, items: Any, sender: str | None = None) -> int:
-        """`receive`, RECEIVE_BATCH commitments at a time with the event loop let go between batches: a full
-        message (MAX_COMMITMENTS, each an Ed25519 verify) held the loop some 400 ms of CPU at once.
+        """`receive`, RECEIVE_BATCH commitments (or RECEIVE_SLICE seconds) at a time with the event loop let go
+        between batches: a full message (MAX_COMMITMENTS, each an Ed25519 verify) held the loop some 400 ms of CPU
+        at once.
 
         The commitments worth checking are charged to `sender`'s quota (`market.commitment_rate`) before any is
         checked: past it, QuotaExceeded and nothing is read (a peer's flood of new commitments kept the loop
@@ -452,9 +456,16 @@ class MarketService:
         worth = [item for item in self._commitment_list(items) if self._worth_checking(item)]
         if self.limiter is not None and sender is not None and worth:
             self.limiter.check(sender, time.monotonic(), f"peer {sender[:12]}…", len(worth))
-        changed = 0
-        for at in range(0, len(worth), RECEIVE_BATCH):
-            changed += self._take([c for item in worth[at:at + RECEIVE_BATCH] if (c := self._parsed(item)) is not None])
+        changed, at = 0, 0
+        while at < len(worth):
+            checked, until = [], time.perf_counter() + RECEIVE_SLICE
+            for item in worth[at:at + RECEIVE_BATCH]:
+                at += 1
+                if (commitment := self._parsed(item)) is not None:
+                    checked.append(commitment)
+                if time.perf_counter() >= until:
+                    break
+            changed += self._take(checked)
             await asyncio.sleep(0)
         return changed
 

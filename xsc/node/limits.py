@@ -26,6 +26,9 @@ class RateLimiter:
     def __init__(self, rate: float, burst: float, unit: str = "requests") -> None:
         self.rate, self.burst, self.unit = rate, burst, unit
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, last time)
+        # key -> the cost `check` last refused it: `require` asks for that much before its next body is read, so
+        # a sender past its quota is not parsed again, message after message, only to be refused again
+        self._refused: dict[str, float] = {}
 
     def check(self, key: str, now: float, what: str, cost: int = 1) -> None:
         """Take `cost` tokens for `key` (a unit of work each), or raise QuotaExceeded saying when to come back
@@ -33,17 +36,19 @@ class RateLimiter:
         tokens = self._refilled(key, now)
         if tokens < cost:
             self._buckets[key] = (tokens, now)
+            self._refused[key] = cost
             raise QuotaExceeded(f"too many {self.unit} from {what}: at most {self.rate:g} a second",
                                 hint="slow down and retry", retry_after=(cost - tokens) / self.rate)
         self._buckets[key] = (tokens - cost, now)
+        self._refused.pop(key, None)
         self._forget_oldest()
 
     def require(self, key: str, now: float, what: str, amount: float) -> None:
         """Raise QuotaExceeded (saying when to come back) unless `key` has `amount` tokens (at most the burst)
-        available; none is taken."""
+        available, or as many as the cost `check` last refused it if that is more; none is taken."""
         tokens, last = self._buckets.get(key, (self.burst, now))
         tokens = self._refill(tokens, last, now)
-        amount = min(max(amount, 1.0), self.burst)
+        amount = min(max(amount, self._refused.get(key, 0.0), 1.0), self.burst)
         if tokens < amount:
             raise QuotaExceeded(f"too many {self.unit} from {what}: at most {self.rate:g} a second",
                                 hint="slow down and retry", retry_after=(amount - tokens) / self.rate)
@@ -65,7 +70,7 @@ class RateLimiter:
 
     def _forget_oldest(self) -> None:
         while len(self._buckets) > MAX_KEYS:
-            self._buckets.popitem(last=False)
+            self._refused.pop(self._buckets.popitem(last=False)[0], None)
 
 
 async def read_body(request: web.Request) -> bytes:
