@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import threading
 
 from xsc import keys
 from xsc.identity import Identity
@@ -65,6 +67,42 @@ async def test_recognition_set_by_the_user_is_published_and_kept(node_factory) -
     assert market.book.get(market.me).recognition[peer] == market.recognition()[peer]
     response = await node.post("/v1/market/recognize", json={"peer": peer, "weight": None})
     assert response.status == 200 and peer not in market.user_weights
+
+
+async def test_a_market_round_writes_the_new_commitment_off_the_event_loop_and_shows_it_once_written(node_factory) -> None:
+    """The round's synced write of this node's commitment ran on the event loop: up to 46 ms with puts fsyncing
+    shares (issue 12, the long-leases row).  Now it runs in the CPU pool, and peers see the commitment only after."""
+    node = await node_factory()
+    market = node.app[MARKET]
+    loop_thread, seen = threading.get_ident(), []
+    store = market._store_own
+
+    def recording(commitment, number, self_state):
+        seen.append((threading.get_ident(), market.book.get(market.me).stamp == commitment.stamp))
+        store(commitment, number, self_state)
+
+    market._store_own = recording
+    response = await node.post("/v1/market/recognize", json={"peer": Identity.generate().id, "weight": "0.5"})
+    assert response.status == 200
+    for _ in range(500):  # the round publishes within a second of the change
+        if seen:
+            break
+        await asyncio.sleep(0.02)
+    assert seen and seen[0] == (seen[0][0], False) and seen[0][0] != loop_thread  # in the pool, before the book has it
+    stored = json.loads(market.db.get(keys.market_commitment(market.identity.public_key)))
+    assert stored["signature"] == market.book.get(market.me).signature
+
+
+async def test_an_older_commitment_written_late_never_overwrites_a_newer_one(node_factory) -> None:
+    node = await node_factory()
+    market = node.app[MARKET]
+    market.recognize(Identity.generate().id, "0.5")
+    first = market._sign_own(force=True)
+    second = market._sign_own(force=True)
+    market._store_own(*second)
+    market._store_own(*first)  # a pool thread that lost the race: too late
+    stored = json.loads(market.db.get(keys.market_commitment(market.identity.public_key)))
+    assert stored["signature"] == second[0].signature != first[0].signature
 
 
 async def test_a_forged_commitment_from_a_peer_is_ignored(node) -> None:

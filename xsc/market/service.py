@@ -24,6 +24,7 @@ import asyncio
 import json
 import logging
 import random
+import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import replace
@@ -213,6 +214,8 @@ class MarketService:
         self.stamp = Stamp.decode(bytes.fromhex(state["stamp"])) if "stamp" in state else Stamp.seed()
         self.paid_by: dict[str, int] = state.get("paid_by", {})  # peer -> micro-credits its user paid us
         self._self_unsaved = False  # paid_by or delivered_by changed since _self_state was last written
+        self._own_lock = threading.Lock()  # our commitment's writes (`_store_own`), from the loop or the pool
+        self._own_signed = self._own_stored = 0  # how many of our commitments were signed, and the last written
         self.delivered_by: dict[str, int] = state.get("delivered_by", {})  # peer -> what we paid it
         self._recognition: tuple[Any, dict[str, Decimal]] | None = None  # (peers' state_version, recognition())
         self._availability: tuple[Any, dict[str, Decimal]] | None = None  # the same for availability_map()
@@ -398,24 +401,54 @@ class MarketService:
         self._changed.set()
 
     def publish(self, *, force: bool = False) -> bool:
-        """Sign and publish this node's commitment if it changed (or `force`); returns whether it did."""
+        """Sign and publish this node's commitment if it changed (or `force`); returns whether it did.  Its synced
+        write runs on the calling thread (at start, at leave); the market's rounds use `republish`."""
+        signed = self._sign_own(force)
+        if signed is None:
+            return False
+        self._store_own(*signed)
+        self._show_own(signed[0])
+        return True
+
+    async def republish(self, *, force: bool = False) -> bool:
+        """`publish`, its synced write in the CPU pool: on the event loop, the fsync held it up to 46 ms while the
+        user's puts wrote their shares.  The book (and so every peer) sees the commitment only once it is on disk."""
+        signed = self._sign_own(force)
+        if signed is None:
+            return False
+        await in_pool(self.pool, self._store_own, *signed)
+        self._show_own(signed[0])
+        return True
+
+    def _sign_own(self, force: bool) -> tuple[MarketCommitment, int, bytes] | None:
         asks, bids, recognition = self.own_asks(), tuple(self.needs.values()), self.recognition()
         content = (tuple(asks), bids, tuple(recognition.items()))
         if content == self._published and not force:
-            return False
+            return None
         self.stamp = self.stamp.event()
         commitment = sign_commitment(self.identity, asks=tuple(asks), bids=bids, recognition=recognition,
                                      stamp=self.stamp, timestamp=now_ms())
-        self.book.receive(commitment)
         self._published = content
         self._asks_published.extend((commitment.timestamp, a.slot.kind, a.price) for a in asks
                                     if a.slot.id.endswith(f"-{self.bucket()}"))
-        self._changed_book()
-        with self.db.write_batch(sync=True) as batch:
-            batch.put(keys.market_commitment(self.identity.public_key), json.dumps(commitment.to_json()).encode())
-            batch.put(keys.MARKET_SELF, self._self_state())
+        self._own_signed += 1
         self._self_unsaved = False
-        return True
+        return commitment, self._own_signed, self._self_state()
+
+    def _store_own(self, commitment: MarketCommitment, number: int, self_state: bytes) -> None:
+        """Write our commitment `number` (the how-manieth signed) and the counters, synced, from any thread; one
+        signed after it and already written is never overwritten by it."""
+        with self._own_lock:
+            if number <= self._own_stored:
+                return
+            with self.db.write_batch(sync=True) as batch:
+                batch.put(keys.market_commitment(self.identity.public_key), json.dumps(commitment.to_json()).encode())
+                batch.put(keys.MARKET_SELF, self_state)
+            self._own_stored = number
+
+    def _show_own(self, commitment: MarketCommitment) -> None:
+        self.book.receive(commitment)
+        self._changed_book()
 
     def _self_state(self) -> bytes:
         return json.dumps({"stamp": self.stamp.encode().hex(), "paid_by": self.paid_by,
@@ -658,7 +691,7 @@ class MarketService:
                 fresh_again = time.monotonic() >= next_heartbeat
                 if fresh_again:
                     next_heartbeat = time.monotonic() + heartbeat
-                if self.publish(force=fresh_again):
+                if await self.republish(force=fresh_again):
                     # Our offer changed, or must be re-signed to stay current: every subscriber should know at once.
                     await self._push_own()
                 elif time.monotonic() >= next_gossip:
