@@ -129,6 +129,21 @@ async def test_an_honest_provider_total_is_paid_exactly(node_factory) -> None:
     assert gateway.app[PAID_COMPUTE].gateway_tabs.refused_receipts == 0
 
 
+async def test_the_payment_retry_leaves_an_open_tab_to_its_gateway(node_factory) -> None:
+    # The retry of pending payments finishes authorizations nobody is finishing; a tab still open is its
+    # gateway's (closing it under the gateway's feet refused the next calls: 502 authorization-replayed).
+    gateway, provider, module, _ = await _pair(node_factory, 100)
+    before = _balances(gateway, provider)
+    status, first = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
+    assert status == 200
+    assert await gateway.app[PAID_COMPUTE].payments.retry_all() == {}  # the open tab is not its to close
+    status, second = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
+    assert status == 200 and second["tab"] == first["tab"], second
+    metered = first["charge"] + second["charge"]
+    assert await _paid(gateway, provider, before) == (-metered, metered)
+    assert await gateway.app[PAID_COMPUTE].payments.retry_all() == {}  # closed and paid: nothing left to retry
+
+
 async def test_the_provider_prunes_the_run_records_of_every_settled_tab(node_factory) -> None:
     gateway, provider, module, _ = await _pair(node_factory, 100)
     tabs = provider.app[PAID_COMPUTE].provider_tabs

@@ -106,6 +106,7 @@ class GatewayTabs:
                     if old is not None:
                         self._retire(old)
                     auth = await self.payments.authorize(provider, budget * TAB_CALLS, JOB, ttl=TAB_TTL, hold=0)
+                    self.payments.keep_off(auth.id)  # the retry closes no tab still open (until `_close`)
                     tab = self._open[provider] = OpenTab(provider, auth, price)
         self.ledger.hold_for(tab.auth, budget)  # or InsufficientCredit: nothing reserved
         tab.reserved += budget
@@ -150,19 +151,22 @@ class GatewayTabs:
         task.add_done_callback(self._closing.discard)
 
     async def _close(self, tab: OpenTab) -> None:
+        with self.payments.working(tab.auth.id):  # from its end on, the retry may finish it
+            await self._closed(tab)
+
+    async def _closed(self, tab: OpenTab) -> None:
         if tab.count == 0 and tab.unknown == 0:  # nothing ran under it: nothing will ever be countersigned
             await self.payments.refused(tab.auth)
             return
         try:
-            with self.payments.working(tab.auth.id):
-                url = self.peers.peer(tab.provider).url
-                answer = await close_tab(self.client, url, tab.provider, tab.hex)
-                receipt = check_receipt(tab.provider, answer, tab.auth, meters=TAB_METERS)
-                tally = tab.metered + tab.lost_budget  # what its answers said, and what lost calls may have cost
-                if receipt.amount > tally:
-                    await self._refuse(tab, receipt, tally)
-                    return
-                await self.payments.complete(tab.provider, tab.auth, answer, meters=TAB_METERS)
+            url = self.peers.peer(tab.provider).url
+            answer = await close_tab(self.client, url, tab.provider, tab.hex)
+            receipt = check_receipt(tab.provider, answer, tab.auth, meters=TAB_METERS)
+            tally = tab.metered + tab.lost_budget  # what its answers said, and what lost calls may have cost
+            if receipt.amount > tally:
+                await self._refuse(tab, receipt, tally)
+                return
+            await self.payments.complete(tab.provider, tab.auth, answer, meters=TAB_METERS)
         except (XscError, OSError) as exc:  # the payment retry closes it later
             log.info("closing a tab with %s failed (%s); the payment retry closes it", tab.provider[:12], exc)
             self.payments.wake()

@@ -231,6 +231,11 @@ class Payments:
         finally:
             self._busy.discard(authorization_id)
 
+    def keep_off(self, authorization_id: bytes) -> None:
+        """Keep the retry task off an authorization its owner is still using (a tab still open), until a
+        `working` block on it ends.  Not kept across a restart: the retry then finishes what is left."""
+        self._busy.add(authorization_id)
+
     def wake(self) -> None:
         self._wake.set()
 
