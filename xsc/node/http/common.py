@@ -51,7 +51,11 @@ def _too_deep(raw: bytes) -> bool:
     Python, holding the GIL against the event loop."""
     if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:  # cannot nest deeper than it opens (C speed)
         return False
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    if b"\\" in raw:  # escapes: the regex engine finds where each string ends
+        outside = _STRING.sub(b"", raw)
+    else:  # none: every quote begins or ends a string, and every other piece is outside one (~10x faster)
+        outside = b"".join(raw.split(b'"')[::2])
+    brackets = outside.translate(None, _NOT_BRACKETS)
     return max(accumulate(_DEPTH_STEP[b] for b in brackets), default=0) > MAX_JSON_DEPTH
 
 
