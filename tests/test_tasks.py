@@ -1,5 +1,6 @@
 """xsc.tasks.Workers: calls handed to idle threads directly, results and errors back on the loop, a backlog
-run in order when every thread is busy, and a shutdown that runs what is queued."""
+run in order when every thread is busy, and a shutdown that runs what is queued.  xsc.tasks.Pacer: starts a
+second, in order."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import threading
 
 import pytest
 
-from xsc.tasks import Workers
+from xsc.tasks import Pacer, Workers
 
 
 async def test_results_and_errors_come_back_on_the_loop() -> None:
@@ -77,3 +78,29 @@ async def test_a_cancelled_caller_does_not_break_the_thread() -> None:
         assert await workers.run(lambda: 7) == 7
     finally:
         workers.shutdown()
+
+
+async def test_the_pacer_lets_a_burst_start_then_its_rate_in_the_order_asked() -> None:
+    clock = [0.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # a clock that moves only when someone waits
+        slept.append(seconds)
+        clock[0] += seconds
+        await asyncio.sleep(0)
+
+    pacer = Pacer(100, 3, clock=lambda: clock[0], sleep=sleep)
+    started: list[tuple[int, float]] = []
+
+    async def starter(i: int) -> None:
+        await pacer.start()
+        started.append((i, clock[0]))
+
+    await asyncio.gather(*(starter(i) for i in range(8)))
+    assert [i for i, _ in started] == list(range(8))  # in the order asked
+    assert [at for _, at in started[:3]] == [0.0, 0.0, 0.0]  # the burst, at once
+    assert [round(at, 6) for _, at in started[3:]] == [0.01, 0.02, 0.03, 0.04, 0.05]  # then 100 a second
+    assert len(slept) == 5  # one waiter sleeps at a time: no wake-up of every waiter per start
+    clock[0] += 10.0
+    await asyncio.gather(*(starter(i) for i in range(3)))  # idle long enough: a full burst again, never more
+    assert len(slept) == 5

@@ -8,6 +8,7 @@ loop runs, and how many calls run at once.
                                             a failed round is logged and never ends the loop
     await stop(*tasks)                      cancel background tasks and wait for them to end
     await at_most(n, calls)                 await calls (an iterable of awaitables) n at a time at most
+    await pacer.start()                     wait for a turn to start: at most `rate` starts a second
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 import queue
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
@@ -170,3 +172,28 @@ async def at_most(limit: int, calls: Iterable[Awaitable[T]]) -> list[T]:
 
     await asyncio.gather(*(worker() for _ in range(max(1, limit))))
     return [results[i] for i in range(len(results))]
+
+
+class Pacer:
+    """At most `rate` starts a second, in bursts of at most `burst`, in the order asked.  For work that finishes
+    as soon as it starts (probes of addresses that refuse at once): however many may be in flight, only so many
+    begin per turn of the event loop, so a request arriving meanwhile is not queued behind all of them."""
+
+    def __init__(self, rate: float, burst: int, *, clock: Callable[[], float] | None = None,
+                 sleep: Callable[[float], Awaitable[Any]] | None = None) -> None:
+        self.rate, self.burst = rate, burst
+        self._clock = clock or time.monotonic
+        self._sleep = sleep or asyncio.sleep
+        self._tokens, self._at = float(burst), self._clock()
+        self._turns = asyncio.Lock()  # one waiter sleeps at a time; the others wait their turn in order
+
+    async def start(self) -> None:
+        async with self._turns:
+            while True:
+                now = self._clock()
+                self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+                self._at = now
+                if self._tokens >= 1 - 1e-9:  # (a sleep of exactly the time missing may leave 0.999...)
+                    self._tokens = max(0.0, self._tokens - 1)
+                    return
+                await self._sleep((1 - self._tokens) / self.rate)

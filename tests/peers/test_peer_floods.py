@@ -85,20 +85,32 @@ async def test_a_probe_round_of_many_peers_keeps_a_bounded_number_in_flight(node
     keys = [Identity.generate() for _ in range(PROBES_AT_ONCE + 40)]
     in_flight, most, asked = 0, 0, []
 
+    full = asyncio.Event()  # the probes wait until as many are in flight as may be (no timing)
+
     async def probe(peer):
         nonlocal in_flight, most
         in_flight += 1
         most = max(most, in_flight)
-        await asyncio.sleep(0.01)
+        if most == PROBES_AT_ONCE:
+            full.set()
+        await asyncio.wait_for(full.wait(), 30)
         in_flight -= 1
         asked.append(peer.id)
         return False, None, "not there"
 
     health.probe = probe
+    paced, started = health._starts.start, []
+
+    async def start() -> None:  # every probe, whatever asked for it, begins only when the pacer lets it
+        await paced()
+        started.append(in_flight)
+
+    health._starts.start = start
     for at in range(0, len(keys), 16):  # each node learned of is probed at once: these share the bound
         peers.accept(fake_descriptors(keys[at:at + 16]))
     result = await health.probe_round()
     assert most == PROBES_AT_ONCE
+    assert len(started) == len(asked) >= len(keys)  # first probes on learning and the round's
     assert set(asked) == {k.id for k in keys} and result["peers"] == len(keys) and result["ok"] == 0
     assert all(health.availability(k.id).up is False for k in keys)
 

@@ -20,7 +20,7 @@ from ..errors import PeerError
 from ..health import Availability, PeerHistory, availability, reachable_status, record_audit, record_probe
 from ..health.stats import DAY_MS, HOUR_MS, MAX_ERROR, bucket_start, last_probe_ok, probe_due, sparkline
 from ..identity import parse_public_id, public_id
-from ..tasks import at_most, every, stop
+from ..tasks import Pacer, at_most, every, stop
 from .descriptors import NodeDescriptor
 from .service import PeerService, now_ms
 
@@ -32,6 +32,10 @@ REPROBE_AFTER = 5.0  # seconds: a peer counted as down that keeps sending reques
 # round scanned them (issue 12: a stranger's 1,000 fake peers made those 95-165 ms of CPU).  A round of peers
 # that do not answer takes probe_timeout per PROBES_AT_ONCE of them.
 PROBES_AT_ONCE = 64
+# Probes begun a second.  A probe of an address that refuses at once is ~0.65 ms of the loop's CPU: a round over a
+# stranger's 1,000 fake peers, 64 at a time, kept the loop busy for a second in turns of ~15 ms, and a /health
+# request (some five turns) waited behind them (issue 12).  A round of MAX_PEERS takes 2.5 s of it.
+PROBE_STARTS = 400
 
 
 class HealthService:
@@ -57,6 +61,7 @@ class HealthService:
         self._reprobed: dict[str, float] = {}  # id -> when a request of that down peer last had it probed
         self._reprobes: set[asyncio.Task] = set()
         self._in_flight = asyncio.Semaphore(PROBES_AT_ONCE)  # probes at once, whatever asked for them
+        self._starts = Pacer(PROBE_STARTS, PROBES_AT_ONCE // 4)  # ... and begun a second
 
     # --- what the rest of the node uses ---------------------------------------------
     def availability(self, node_id: str) -> Availability:
@@ -105,6 +110,7 @@ class HealthService:
     async def _probe_in_turn(self, peer: NodeDescriptor) -> tuple[bool, float | None, str | None]:
         """`probe`, with at most PROBES_AT_ONCE in flight, whatever asked for it (a round, a request, learning)."""
         async with self._in_flight:
+            await self._starts.start()
             return await self.probe(peer)
 
     def learned(self, peers: list[NodeDescriptor]) -> None:
@@ -122,6 +128,7 @@ class HealthService:
 
     async def _first_probe(self, peer: NodeDescriptor) -> None:
         async with self._in_flight:
+            await self._starts.start()
             if peer.id in self._histories:  # a round probed it while this one waited its turn
                 return
             result = await self.probe(peer)
