@@ -56,7 +56,17 @@ def parse_id(text: str) -> bytes:
 
 
 def timestamp(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """UTC, to the microsecond (truncated): 2026-01-02T03:04:05.678901Z.  The text of the second is made once
+    per second (every record of a busy node asks for one)."""
+    seconds, micros = divmod(ns // 1000, 1_000_000)
+    second, text = _SECOND[0]
+    if second != seconds:
+        text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+        _SECOND[0] = (seconds, text)  # one tuple: threads that read it meanwhile see the old pair or the new one
+    return f"{text}{micros:06d}Z"
+
+
+_SECOND: list[tuple[int | None, str]] = [(None, "")]  # (whole second since the epoch, its text up to the '.')
 
 
 # A number with a fraction or an exponent right after ':', '[' or ',': in orjson's compact output, a float is
