@@ -437,6 +437,8 @@ class ComputeService:
             return None
         with self._cache_lock:
             cached = self._cache.get(call.module_hash)
+            if cached is not None:
+                self._cache.move_to_end(call.module_hash)  # in use: the last to be dropped (as _prepared does)
         if cached is None or not cached.inline_ok():
             return None
         prepared, signature, values, argv = self._arguments(call, cached)  # bad input is refused here, as on the pool
