@@ -117,3 +117,20 @@ async def test_module_registry(compute_node):
     listed = await (await node.get("/v1/modules")).json()
     assert [m["id"] for m in listed["modules"]] == [first["id"]]
     assert listed["modules"][0]["invocations"] == 2
+
+
+async def test_a_module_called_on_the_loop_is_the_last_dropped_from_memory(compute_node, monkeypatch):
+    """Modules in memory are dropped least recently used first: a call tried on the event loop uses its module too."""
+    from xsc.compute import service as compute_service
+    from xsc.compute.service import InvokeCall
+
+    node = await compute_node()
+    compute = node.app[COMPUTE]
+    monkeypatch.setattr(compute_service, "MODULE_CACHE_SIZE", 2)
+    add, fib = await deploy(node, "add"), await deploy(node, "fibonacci")  # in memory: add, then fib
+    run = await compute.invoke(InvokeCall(add, "add", [1, 2]), requester="r" * 64, rate=0, together=True)
+    assert run.ok and compute.inline["inline"] == 1  # tried on the loop (it comes with others)
+    arith = await deploy(node, "arith")  # one too many: the least recently used goes
+    in_memory = {h.hex() for h in compute._cache}
+    assert in_memory == {add, arith}, in_memory
+    assert fib not in in_memory

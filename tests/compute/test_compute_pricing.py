@@ -78,6 +78,28 @@ async def test_the_hold_covers_the_worst_case_and_the_price_never_exceeds_it(nod
     assert status == 200 and body["charge"] <= compute.budget(call, PRICE)
 
 
+
+async def test_every_call_is_held_the_price_of_its_own_limits(node_factory) -> None:
+    """Budgets are kept per (limits, rate, memory price): each call still gets the price of its own limits at its
+    rate, and a rate that is not a whole number is refused however often the same number was asked for."""
+    import pytest
+
+    from xsc.compute.service import InvokeCall
+    from xsc.errors import InvalidArgument
+
+    node = await node_factory(market=MARKET, compute={"memory_price": MEMORY_PRICE})
+    compute = node.app[COMPUTE]
+    for _ in range(2):  # the second time from what was kept
+        for fuel, memory, timeout in ((1_000_000, "1MiB", 0.5), (2_000_000, "1MiB", 0.5), (None, "2MiB", None),
+                                      (None, None, None)):
+            call = InvokeCall("0" * 64, "f", [], fuel, memory, timeout)
+            limits = compute.limits(call)
+            for rate in (0, 1, 7, PRICE):
+                assert compute.budget(call, rate) == price_budget(limits.fuel, rate, limits.memory,
+                                                                  round(limits.timeout * 1e6), MEMORY_PRICE)
+    with pytest.raises(InvalidArgument):
+        compute.budget(InvokeCall("0" * 64, "f"), True)  # True == 1, but no rate
+
 @given(st.integers(0, 10**12), st.integers(0, 10**6), st.integers(0, 65536), st.integers(0, 86_400_000_000),
        st.integers(0, 10**6))
 def test_the_price_is_the_exact_sum_rounded_up_once(fuel, rate, pages, micros, memory_price) -> None:

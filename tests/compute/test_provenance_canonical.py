@@ -45,3 +45,15 @@ def test_floats_are_seen_wherever_they_stand():
         assert provenance._has_float(orjson.dumps(value))
     for value in ({"a": "1.5"}, {"t": "2026-11-23T02:00:00.000000Z"}, {"a": [1, -2]}, {"a": 10**18}):
         assert not provenance._has_float(orjson.dumps(value))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=0, max_value=2**62), st.integers(min_value=0, max_value=3))
+def test_a_timestamp_is_the_utc_time_to_the_microsecond(ns, later_seconds):
+    """A record's timestamp (made from a cached text of its second): the ISO form of the time, microseconds
+    truncated, whichever second was asked for before."""
+    from datetime import datetime, timedelta, timezone
+
+    for at in (ns, ns + later_seconds * 10**9, ns):
+        expected = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=at // 1000)
+        assert provenance.timestamp(at) == expected.isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -7,7 +7,10 @@ record and write in one worker, one hop per call) or from the loop (`append`, a 
 group is being written, the caller leads one at once (a worker writes it itself; for the loop, which never
 writes, the journal's thread does): every record waiting goes in it.  Records that come during a write wait
 for the next group, and their workers are free at once: the leader answers each caller on its loop when
-its group is on disk (or failed), and the journal's thread writes the next group.  Per group, in one synced LevelDB write batch: the records in
+its group is on disk (or failed), and the journal's thread writes the next group, once as many records wait as
+the group just answered had (the callers it answered send their next calls meanwhile), or GATHER after it was
+answered: under load, fewer and larger groups (each costs a synced write and a signature), and a lone record, or
+one that comes while nothing is written, is never held.  Per group, in one synced LevelDB write batch: the records in
 their canonical form, each with its link to the previous record of the same module on this node
 (`previous`: a per-module chain, so a module's lineage can be walked), the modules' invocation counts and
 chain heads, whatever the callers add (`puts`: what a paid run owes, ledger/tabs.py), and for each record
@@ -42,6 +45,7 @@ from . import provenance
 log = logging.getLogger(__name__)
 
 MAX_GROUP = 512
+GATHER = 0.001  # seconds the next group waits at most for as many records as the group before it had
 # A record waiting for its group: (record, module hash, puts, loop, future, result to set once it is durable).
 _Entry = tuple
 SIGN_DELAY = 0.02  # seconds a durable record may wait for its batch signature
@@ -64,6 +68,8 @@ class Journal:
         self._sign_lock = threading.Lock()  # one signing at a time; held while a batch is signed and rewritten
         self._unsigned: list[tuple[bytes, bytes]] = []  # (id, canonical record) durable, awaiting a signature
         self._signer: asyncio.TimerHandle | None = None
+        self._gathering: asyncio.TimerHandle | None = None  # the next group waits for more records (on the loop)
+        self._gather_for = 0  # ... until this many wait
         self._signing: set[asyncio.Future] = set()
         self.groups = 0
         self.signed_batches = 0
@@ -79,10 +85,12 @@ class Journal:
         future = loop.create_future()
         with self._queue:
             self._pending.append((record, module_hash, puts, loop, future, None))
-            if self._leading:
-                return future
-            self._leading = True
-        self._writer.submit(self._lead)
+            waiting, leading, self._leading = len(self._pending), self._leading, True
+        if not leading:
+            self._writer.submit(self._lead)
+        elif self._gathering is not None and waiting >= self._gather_for:  # the next group has what it waited for
+            self._gathering.cancel()
+            self._gathered()
         return future
 
     def commit(self, record: dict[str, Any], module_hash: bytes, puts: tuple[tuple[bytes, bytes], ...],
@@ -130,10 +138,19 @@ class Journal:
         for _, _, _, _, future, result in entries:
             if not future.done():
                 future.set_exception(error) if error is not None else future.set_result(result)
-        if hand_on:
-            self._writer.submit(self._lead)
+        if hand_on:  # the next group: at once if as many records wait as these were, else once they do (or GATHER)
+            if len(self._pending) >= len(entries):
+                self._writer.submit(self._lead)
+            else:
+                self._gather_for = len(entries)
+                self._gathering = asyncio.get_running_loop().call_later(GATHER, self._gathered)
         if error is None:
             self.sign_soon()
+
+    def _gathered(self) -> None:
+        """On the loop: the records waiting are the next group: the journal's thread writes it."""
+        self._gathering = None
+        self._writer.submit(self._lead)
 
     def _write(self, items: list[tuple[dict, bytes, tuple]]) -> None:
         with self._lock:
@@ -239,6 +256,9 @@ class Journal:
         return self._counts[module_hash]
 
     async def close(self) -> None:
+        if self._gathering is not None:  # the next group waits for more: none will come now
+            self._gathering.cancel()
+            self._gathered()
         while self._leading:  # a group is being written: its callers are answered first
             await asyncio.sleep(0.005)
         if self._signer is not None:

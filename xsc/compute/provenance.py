@@ -56,7 +56,17 @@ def parse_id(text: str) -> bytes:
 
 
 def timestamp(ns: int) -> str:
-    return datetime.fromtimestamp(ns / 1e9, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """UTC, to the microsecond (truncated): 2026-01-02T03:04:05.678901Z.  The text of the second is made once
+    per second (every record of a busy node asks for one)."""
+    seconds, micros = divmod(ns // 1000, 1_000_000)
+    second, text = _SECOND[0]
+    if second != seconds:
+        text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+        _SECOND[0] = (seconds, text)  # one tuple: threads that read it meanwhile see the old pair or the new one
+    return f"{text}{micros:06d}Z"
+
+
+_SECOND: list[tuple[int | None, str]] = [(None, "")]  # (whole second since the epoch, its text up to the '.')
 
 
 # A number with a fraction or an exponent right after ':', '[' or ',': in orjson's compact output, a float is
@@ -73,16 +83,33 @@ def _has_float(body: bytes) -> bool:
     return False
 
 
+def _plain(value: Any) -> bool:
+    """Whether `value` is made of dicts, lists, text, integers, booleans and None alone (no float anywhere, so orjson
+    writes what json writes): a walk of a record's ~40 values, quicker than searching its text for a float."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is not str and kind is not int and kind is not bool and item is not None:
+            return False  # a float, or something else: the text decides
+    return True
+
+
 def canonical(record: dict[str, Any]) -> bytes:
     """The canonical form: json.dumps with keys sorted, no whitespace, ASCII only, no NaN.  orjson writes the
     same bytes ~10x faster when its output is printable ASCII (json escapes everything else: non-ASCII and
     DEL) without floats (the two write some floats differently), and only then is its output taken (records
-    have no floats: float values are their exact text)."""
+    have no floats: float values are their exact text).  A record made of plain values alone is known to have
+    none without searching its text."""
     try:
         body = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
     except TypeError:  # an integer past 64 bits, a key that is not text: json decides
         body = None
-    if body is not None and body.isascii() and b"\x7f" not in body and not _has_float(body):
+    if body is not None and body.isascii() and b"\x7f" not in body and (_plain(record) or not _has_float(body)):
         return body
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
 

@@ -60,14 +60,21 @@ class InvokeCall:
     timeout: Any = None
     wasi: bool = False
 
+    @functools.cached_property
+    def module_hash(self) -> bytes:
+        return bytes.fromhex(self.module)
+
+
+INVOKE_FIELDS = frozenset({"module", "function", "args", "fuel", "memory", "timeout", "wasi"})
+
 
 def parse_invoke(body: Any) -> InvokeCall:
     """The JSON body of POST /v1/compute/invoke, checked."""
     if not isinstance(body, dict):
         raise InvalidArgument("the request body must be a JSON object",
                               hint='send {"module": ID, "function": NAME, "args": [...]}')
-    unknown = set(body) - {"module", "function", "args", "fuel", "memory", "timeout", "wasi"}
-    if unknown:
+    if not INVOKE_FIELDS.issuperset(body):
+        unknown = set(body) - INVOKE_FIELDS
         plural = "s" if len(unknown) > 1 else ""
         raise InvalidArgument(f"unknown field{plural} in the request: {', '.join(sorted(unknown))}",
                               hint="fields: module, function, args, fuel, memory, timeout, wasi")
@@ -183,6 +190,7 @@ class ComputeService:
         self._running_lock = threading.Lock()
         self.max_queued = config.max_queued
         self.admitted = 0  # calls running or waiting for a thread (changed on the event loop only)
+        self._budgets: dict[tuple[Limits, int, int], int] = {}  # (limits, rate, memory price) -> budget (a few)
 
     def start(self) -> None:
         self.ticker.start()
@@ -397,8 +405,10 @@ class ComputeService:
         """Refuse a call that could not run here (no such module or export, bad arguments) without running it."""
         self._arguments(call)
 
-    def _arguments(self, call: InvokeCall) -> tuple[sandbox.Prepared, Signature, list, list[str] | None]:
-        prepared = self._prepared(bytes.fromhex(call.module))
+    def _arguments(self, call: InvokeCall, prepared: sandbox.Prepared | None = None
+                   ) -> tuple[sandbox.Prepared, Signature, list, list[str] | None]:
+        if prepared is None:
+            prepared = self._prepared(call.module_hash)
         if prepared.info.status != "active":
             raise ModuleDisabled(f"module {call.module[:16]}… is disabled on this node",
                                  hint=f"enable it: xsc compute enable {call.module[:16]}")
@@ -426,10 +436,12 @@ class ComputeService:
         if call.wasi:
             return None
         with self._cache_lock:
-            cached = self._cache.get(bytes.fromhex(call.module))
+            cached = self._cache.get(call.module_hash)
+            if cached is not None:
+                self._cache.move_to_end(call.module_hash)  # in use: the last to be dropped (as _prepared does)
         if cached is None or not cached.inline_ok():
             return None
-        prepared, signature, values, argv = self._arguments(call)  # bad input is refused here, as on the pool
+        prepared, signature, values, argv = self._arguments(call, cached)  # bad input is refused here, as on the pool
         target = prepared.callable(call.function, signature)
         if target.slow:
             return None
@@ -514,7 +526,14 @@ class ComputeService:
         """The most `call` may cost at `rate` (its whole fuel, its memory limit for its whole timeout): what is
         held before it runs."""
         limits = self.limits(call)
-        return price_budget(limits.fuel, rate, limits.memory, round(limits.timeout * 1e6), self.memory_price)
+        key = (limits, rate, self.memory_price)
+        found = self._budgets.get(key) if type(rate) is int else None  # (True == 1: only ints share a key)
+        if found is None:
+            found = price_budget(limits.fuel, rate, limits.memory, round(limits.timeout * 1e6), self.memory_price)
+            if len(self._budgets) >= 256:
+                self._budgets.clear()
+            self._budgets[key] = found
+        return found
 
     def limits(self, call: InvokeCall) -> Limits:
         """The limits a call runs under: what it asks for, never more than the node's ceiling."""

@@ -1,0 +1,119 @@
+"""The provenance journal's groups under load: the next group waits for as many records as the group before it had
+(the callers just answered send their next calls meanwhile), at most GATHER; a lone record, or one that comes while
+nothing is written, is never held; and closing the journal writes what waits."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import plyvel
+import pytest
+
+from xsc import keys
+from xsc.compute import journal as journal_module
+from xsc.compute import provenance
+from xsc.compute.journal import Journal
+from xsc.identity import Identity
+
+
+class _GatedWrites:
+    """Each group write waits for a permit (a slow disk the test paces); `sizes` are the groups written."""
+
+    def __init__(self, monkeypatch, journal: Journal) -> None:
+        self.sizes: list[int] = []
+        self._entered = threading.Semaphore(0)
+        self._permits = threading.Semaphore(0)
+        real = journal._write
+
+        def write(items):
+            self.sizes.append(len(items))
+            self._entered.release()
+            assert self._permits.acquire(timeout=10), "the test never let this write through"
+            return real(items)
+
+        monkeypatch.setattr(journal, "_write", write)
+
+    async def started(self) -> None:
+        """Until the next group write has started (and waits for its permit)."""
+        assert await asyncio.to_thread(self._entered.acquire, True, 10), "no group write started"
+
+    def release(self) -> None:
+        self._permits.release()
+
+
+@pytest.fixture
+async def journal(tmp_path):
+    identity = Identity.generate()
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    journal = Journal(db, identity)
+    journal.test_identity = identity
+    yield journal
+    await journal.close()
+    db.close()
+
+
+def _append(journal: Journal) -> tuple[str, asyncio.Future]:
+    record = {"version": provenance.VERSION, "id": provenance.new_id().hex(), "module": "ab" * 32, "function": "f",
+              "args": [], "outcome": "ok", "results": [], "node": journal.test_identity.id}
+    return record["id"], journal.append(record, b"m" * 32)
+
+
+async def test_the_next_group_waits_for_as_many_records_as_the_last_had(journal, monkeypatch):
+    monkeypatch.setattr(journal_module, "GATHER", 60.0)  # the wait ends when they come, not by the clock
+    writes = _GatedWrites(monkeypatch, journal)
+    _, first = _append(journal)  # nothing is written: it goes at once, alone
+    await writes.started()
+    second = [_append(journal)[1] for _ in range(3)]  # they come while it is written
+    writes.release()
+    await first
+    await writes.started()  # three wait, more than the one just answered: they go at once
+    assert writes.sizes == [1, 3]
+
+    _, fifth = _append(journal)  # one comes while the three are written
+    writes.release()
+    await asyncio.gather(*second)
+    await asyncio.sleep(0.05)  # (time enough for a group to start, if it did not wait)
+    assert writes.sizes == [1, 3] and not fifth.done()  # one waits for three (for GATHER at most)
+    more = [_append(journal)[1] for _ in range(2)]  # the answered callers' next calls: now three wait
+    await writes.started()
+    assert writes.sizes == [1, 3, 3]
+    writes.release()
+    await asyncio.gather(fifth, *more)
+    assert journal.groups == 3
+
+
+async def test_a_record_that_waits_for_a_group_that_does_not_fill_goes_alone(journal, monkeypatch):
+    writes = _GatedWrites(monkeypatch, journal)
+    _, first = _append(journal)
+    await writes.started()
+    others = [_append(journal)[1] for _ in range(2)]
+    writes.release()
+    await first
+    await writes.started()
+    _, last = _append(journal)  # one comes while the two are written; no other follows
+    writes.release()
+    await asyncio.gather(*others)
+    await writes.started()  # written once GATHER has passed, alone
+    writes.release()
+    await last
+    assert writes.sizes == [1, 2, 1]
+
+
+async def test_closing_the_journal_writes_the_records_that_wait_for_more(journal, monkeypatch):
+    monkeypatch.setattr(journal_module, "GATHER", 60.0)
+    writes = _GatedWrites(monkeypatch, journal)
+    _, first = _append(journal)
+    await writes.started()
+    others = [_append(journal)[1] for _ in range(2)]
+    writes.release()
+    await first
+    await writes.started()
+    record_id, last = _append(journal)
+    writes.release()
+    await asyncio.gather(*others)
+    writes.release()  # its permit, ahead: the close does not wait for the gathering to end
+    await asyncio.wait_for(journal.close(), 10)
+    assert last.done() and writes.sizes == [1, 2, 1]
+    stored = journal._db.get(keys.provenance(bytes.fromhex(record_id)))
+    assert stored is not None and provenance.is_valid(provenance.decode(stored))  # durable, and signed on close
