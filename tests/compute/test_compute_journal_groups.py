@@ -83,26 +83,8 @@ async def test_the_next_group_waits_for_as_many_records_as_the_last_had(journal,
     assert journal.groups == 3
 
 
-async def test_a_record_that_waits_for_a_group_that_does_not_fill_goes_alone(journal, monkeypatch):
-    writes = _GatedWrites(monkeypatch, journal)
-    _, first = _append(journal)
-    await writes.started()
-    others = [_append(journal)[1] for _ in range(2)]
-    writes.release()
-    await first
-    await writes.started()
-    _, last = _append(journal)  # one comes while the two are written; no other follows
-    writes.release()
-    await asyncio.gather(*others)
-    await writes.started()  # written once GATHER has passed, alone
-    writes.release()
-    await last
-    assert writes.sizes == [1, 2, 1]
-
-
-async def test_closing_the_journal_writes_the_records_that_wait_for_more(journal, monkeypatch):
-    monkeypatch.setattr(journal_module, "GATHER", 60.0)
-    writes = _GatedWrites(monkeypatch, journal)
+async def _one_then_two_then_one(journal, writes) -> tuple[str, asyncio.Future]:
+    """A record alone, two during its write, then one during theirs (no other follows): that one waits for two."""
     _, first = _append(journal)
     await writes.started()
     others = [_append(journal)[1] for _ in range(2)]
@@ -112,6 +94,22 @@ async def test_closing_the_journal_writes_the_records_that_wait_for_more(journal
     record_id, last = _append(journal)
     writes.release()
     await asyncio.gather(*others)
+    return record_id, last
+
+
+async def test_a_record_that_waits_for_a_group_that_does_not_fill_goes_alone(journal, monkeypatch):
+    writes = _GatedWrites(monkeypatch, journal)
+    _, last = await _one_then_two_then_one(journal, writes)
+    await writes.started()  # written once GATHER has passed, alone
+    writes.release()
+    await last
+    assert writes.sizes == [1, 2, 1]
+
+
+async def test_closing_the_journal_writes_the_records_that_wait_for_more(journal, monkeypatch):
+    monkeypatch.setattr(journal_module, "GATHER", 60.0)
+    writes = _GatedWrites(monkeypatch, journal)
+    record_id, last = await _one_then_two_then_one(journal, writes)
     writes.release()  # its permit, ahead: the close does not wait for the gathering to end
     await asyncio.wait_for(journal.close(), 10)
     assert last.done() and writes.sizes == [1, 2, 1]
