@@ -7,6 +7,8 @@ import json
 import os
 import threading
 
+import pytest
+
 from xsc import keys
 from xsc.identity import Identity
 from xsc.node.appkeys import MARKET
@@ -103,6 +105,26 @@ async def test_an_older_commitment_written_late_never_overwrites_a_newer_one(nod
     market._store_own(*first)  # a pool thread that lost the race: too late
     stored = json.loads(market.db.get(keys.market_commitment(market.identity.public_key)))
     assert stored["signature"] == second[0].signature != first[0].signature
+
+
+async def test_a_commitment_whose_write_failed_is_signed_and_written_again_by_the_next_round(node_factory) -> None:
+    node = await node_factory()
+    market = node.app[MARKET]
+    market.recognize(Identity.generate().id, "0.5")
+    store = market._store_own
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    market._store_own = full_disk
+    with pytest.raises(OSError):
+        await market.republish()
+    before = market.book.get(market.me)
+    market._store_own = store
+    assert await market.republish()  # not taken for published: signed again, and written
+    stored = json.loads(market.db.get(keys.market_commitment(market.identity.public_key)))
+    held = market.book.get(market.me)
+    assert stored["signature"] == held.signature != before.signature and held.recognition == market.recognition()
 
 
 async def test_a_forged_commitment_from_a_peer_is_ignored(node) -> None:

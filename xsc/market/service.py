@@ -406,7 +406,11 @@ class MarketService:
         signed = self._sign_own(force)
         if signed is None:
             return False
-        self._store_own(*signed)
+        try:
+            self._store_own(*signed)
+        except BaseException:
+            self._not_stored()
+            raise
         self._show_own(signed[0])
         return True
 
@@ -416,9 +420,20 @@ class MarketService:
         signed = self._sign_own(force)
         if signed is None:
             return False
-        await in_pool(self.pool, self._store_own, *signed)
+        try:
+            await in_pool(self.pool, self._store_own, *signed)
+        except BaseException:
+            self._not_stored()
+            raise
         self._show_own(signed[0])
         return True
+
+    def _not_stored(self) -> None:
+        """A commitment signed but not written (a full disk, a cancelled round): nobody saw it, and the next
+        round signs one again, the counters with it (else the round took the offer for published until the
+        heartbeat forced it)."""
+        self._published = None
+        self._self_unsaved = True
 
     def _sign_own(self, force: bool) -> tuple[MarketCommitment, int, bytes] | None:
         asks, bids, recognition = self.own_asks(), tuple(self.needs.values()), self.recognition()
@@ -472,7 +487,8 @@ class MarketService:
 
     def check_quota(self, sender: str, size: int) -> None:
         """Before a peer's message of commitments (`size` bytes) is even parsed: QuotaExceeded unless its quota
-        (`market.commitment_rate`) has one commitment to check left per BYTES_PER_CHECK of the message.  A
+        (`market.commitment_rate`) has one commitment to check left per BYTES_PER_CHECK of the message, or as many
+        as its last message refused for its commitments wanted (`RateLimiter.require`).  A
         flood's messages of 1,000 new commitments were parsed only to be refused, ~17 a second of ~700 KB; the
         held commitments a message may carry cost nothing, but are bytes to parse all the same."""
         if self.limiter is not None:

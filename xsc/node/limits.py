@@ -37,8 +37,7 @@ class RateLimiter:
         if tokens < cost:
             self._buckets[key] = (tokens, now)
             self._refused[key] = cost
-            raise QuotaExceeded(f"too many {self.unit} from {what}: at most {self.rate:g} a second",
-                                hint="slow down and retry", retry_after=(cost - tokens) / self.rate)
+            raise self._refusal(what, cost, tokens)
         self._buckets[key] = (tokens - cost, now)
         self._refused.pop(key, None)
         self._forget_oldest()
@@ -50,8 +49,11 @@ class RateLimiter:
         tokens = self._refill(tokens, last, now)
         amount = min(max(amount, self._refused.get(key, 0.0), 1.0), self.burst)
         if tokens < amount:
-            raise QuotaExceeded(f"too many {self.unit} from {what}: at most {self.rate:g} a second",
-                                hint="slow down and retry", retry_after=(amount - tokens) / self.rate)
+            raise self._refusal(what, amount, tokens)
+
+    def _refusal(self, what: str, needed: float, tokens: float) -> QuotaExceeded:
+        return QuotaExceeded(f"too many {self.unit} from {what}: at most {self.rate:g} a second",
+                             hint="slow down and retry", retry_after=(needed - tokens) / self.rate)
 
     def take_up_to(self, key: str, now: float, wanted: int) -> int:
         """Take as many whole tokens for `key` as there are, up to `wanted`: how many were taken (0: none left)."""
