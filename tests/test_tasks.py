@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from xsc.tasks import Pacer, Workers
+from xsc.tasks import Pacer, Workers, woken
 
 
 async def test_results_and_errors_come_back_on_the_loop() -> None:
@@ -108,3 +108,48 @@ async def test_the_pacer_lets_a_burst_start_then_its_rate_in_the_order_asked() -
     clock[0] += 10.0
     await asyncio.gather(*(starter(i) for i in range(3)))  # idle long enough: a full burst again, never more
     assert len(slept) == 5
+
+
+async def _sleeper(wait, event: asyncio.Event) -> None:
+    while True:
+        await wait(event, 30)
+        event.clear()
+
+
+async def _cancel_as_it_is_woken(wait) -> asyncio.Task:
+    """A loop that sleeps until woken is cancelled in the same turn as its event is set, after the event's own
+    waiter has ended (the order a node's close met it in): the loop must end."""
+    event = asyncio.Event()
+    task = asyncio.create_task(_sleeper(wait, event))
+    await asyncio.sleep(0)
+    event.set()
+    await asyncio.sleep(0)  # the event's waiter ends; the loop is not yet resumed
+    task.cancel()
+    await asyncio.wait((task,), timeout=1.0)
+    return task
+
+
+async def test_a_loop_woken_and_cancelled_in_the_same_turn_ends() -> None:
+    task = await _cancel_as_it_is_woken(woken)
+    assert task.cancelled()
+
+
+async def test_wait_for_on_this_python_loses_that_cancellation() -> None:
+    # Why `woken` exists: should a Python release keep the cancellation here, `woken` can go.
+    async def wait_for(event: asyncio.Event, seconds: float) -> None:
+        await asyncio.wait_for(event.wait(), seconds)
+
+    task = await _cancel_as_it_is_woken(wait_for)
+    try:
+        assert not task.done()
+    finally:
+        while not task.done():
+            task.cancel()
+            await asyncio.wait((task,), timeout=0.1)
+
+
+async def test_woken_says_whether_the_event_was_set() -> None:
+    event = asyncio.Event()
+    assert await woken(event, 0.01) is False
+    asyncio.get_running_loop().call_later(0.01, event.set)
+    assert await woken(event, 5) is True

@@ -6,6 +6,7 @@ loop runs, and how many calls run at once.
     workers.submit(fn, *args)               the same, nothing handed back (fn delivers its own result)
     task = every(name, period, step)        await step() every period() seconds until cancelled;
                                             a failed round is logged and never ends the loop
+    await woken(event, seconds)             wait until event is set or seconds pass; whether it is set
     await stop(*tasks)                      cancel background tasks and wait for them to end
     await at_most(n, calls)                 await calls (an iterable of awaitables) n at a time at most
     await pacer.start()                     wait for a turn to start: at most `rate` starts a second
@@ -150,6 +151,20 @@ def every(name: str, period: Callable[[], float] | float, step: Callable[[], Awa
                 log.exception("%s failed", name)
 
     return asyncio.create_task(loop(), name=f"xsc-{name}")
+
+
+async def woken(event: asyncio.Event, seconds: float) -> bool:
+    """Wait until `event` is set or `seconds` have passed; whether it is set.  A loop that sleeps until it is woken
+    uses this, never `wait_for(event.wait(), seconds)`: on Python 3.11 a cancellation that arrives just as the event
+    is set is lost there (wait_for returns normally), the loop never ends and the node's close waits for it forever."""
+    if event.is_set():
+        return True
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((waiter,), timeout=seconds)
+    finally:
+        waiter.cancel()
+    return event.is_set()
 
 
 async def stop(*tasks: asyncio.Task | None) -> None:

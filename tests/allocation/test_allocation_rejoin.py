@@ -9,7 +9,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 from tests.support.allocation import until
-from tests.support.nodes import serve
+from tests.support.nodes import close_node, serve
 from xsc import keys
 from xsc.allocation import Stamp
 from xsc.node.appkeys import ALLOCATION, MARKET, PEERS
@@ -71,7 +71,7 @@ async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_al
 
         # b stops; its stored stamp loses its events (a write lost in a crash: same id, nothing counted).
         old = b.app[ALLOCATION].stamp
-        await b.close()
+        await close_node(b)
         db = open_db(configs["b"].data_dir)
         db.put(keys.MARKET_ALLOCATION, Stamp(old.id, 0).encode().hex().encode(), sync=True)
         db.close()
@@ -98,7 +98,7 @@ async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_al
                      and service.status()["converged"], "the allocation to converge again")
     finally:
         for n in nodes.values():
-            await n.close()
+            await close_node(n)
 
 
 async def test_a_node_with_no_peer_to_rejoin_through_keeps_its_stored_id(make_config) -> None:
@@ -108,11 +108,11 @@ async def test_a_node_with_no_peer_to_rejoin_through_keeps_its_stored_id(make_co
         first = await until(lambda: node.app[ALLOCATION].stamp, "the first node to seed its id")
         assert first.id == 1
     finally:
-        await node.close()
+        await close_node(node)
     node = await serve(config)
     try:
         service = node.app[ALLOCATION]
         await until(lambda: service.stamp is not None, "the id back")
         assert service.stamp == first and service.status()["rejoined"] is False and service.forked_from is None
     finally:
-        await node.close()
+        await close_node(node)

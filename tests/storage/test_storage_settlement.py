@@ -4,7 +4,6 @@ holders are paid in arrears for the byte-hours they held."""
 from __future__ import annotations
 
 import os
-import time
 
 from xsc import keys
 from xsc.ledger import byte_hours, price_storage

@@ -39,7 +39,6 @@ import resource
 import time
 from dataclasses import dataclass, field
 from multiprocessing.reduction import ForkingPickler
-from typing import Iterable
 
 from .convergence import NETWORK_QUORUM
 from .models import Commitment

@@ -55,7 +55,7 @@ import logging
 import random
 import time
 from decimal import Decimal
-from typing import Any, Callable
+from typing import Any
 
 import plyvel
 
@@ -65,7 +65,7 @@ from ..errors import InvalidArgument, PeerError, UnknownPeer, XscError
 from ..identity import Identity
 from ..market.models import Bid
 from ..net.peer_client import dumps
-from ..tasks import at_most
+from ..tasks import at_most, woken
 from .convergence import NETWORK_QUORUM
 from .itc import ItcError, Stamp
 from .matching import compatible
@@ -770,10 +770,7 @@ class AllocationService:
         next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
         seen_version = -1
         while True:
-            try:
-                await asyncio.wait_for(self._changed.wait(), 0.5)
-            except asyncio.TimeoutError:
-                pass
+            await woken(self._changed, 0.5)
             self._changed.clear()
             try:
                 await self.maintain_subscriptions()  # whatever the ITC id: the market's commitments travel by them

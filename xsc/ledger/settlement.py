@@ -40,6 +40,7 @@ from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, Pe
 from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
 from ..net.receipts import ask_receipt, check_receipt, fetch_receipt
+from ..tasks import woken
 from .model import Authorization, Payment, Receipt, format_credits
 from .rules import CLOCK_SKEW
 from .service import LedgerService
@@ -254,10 +255,7 @@ class Payments:
                 await self.retry_all()
             except Exception:  # one bad round must never end the retries
                 log.exception("retrying pending payments failed")
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.retry_interval)
-            except asyncio.TimeoutError:
-                pass
+            await woken(self._wake, self.retry_interval)
             self._wake.clear()
 
     async def retry_all(self) -> dict[str, int]:

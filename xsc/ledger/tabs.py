@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from .. import keys
 from ..errors import XscError
 from ..identity import Identity, public_id
+from ..tasks import woken
 from . import merkle
 from .model import TAB_JOB_PREFIX as JOB_PREFIX
 from .service import LedgerService
@@ -137,10 +138,7 @@ class Tabs:
 
     async def _run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.interval)
-            except asyncio.TimeoutError:
-                pass
+            await woken(self._wake, self.interval)
             self._wake.clear()
             try:
                 await self.flush()

@@ -51,7 +51,7 @@ from .models import Ask, Bid, need_key, units_cost
 from .orders import market_orders
 from .pricing import PricingPolicy, ask_price
 from .supply import cap_supply, spread_groups
-from ..tasks import in_pool
+from ..tasks import in_pool, woken
 
 log = logging.getLogger(__name__)
 
@@ -697,11 +697,8 @@ class MarketService:
         while True:
             seconds = self.config.bucket_seconds
             to_boundary = seconds - time.time() % seconds + 0.05
-            try:
-                await asyncio.wait_for(self._changed.wait(), min(1.0, to_boundary))
+            if await woken(self._changed, min(1.0, to_boundary)):
                 await asyncio.sleep(self.config.publish_delay)
-            except asyncio.TimeoutError:
-                pass
             self._changed.clear()
             try:
                 fresh_again = time.monotonic() >= next_heartbeat

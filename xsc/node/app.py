@@ -42,7 +42,7 @@ from ..storage.lease_gc import LeaseCollector
 from ..storage.scrubber import Scrubber
 from ..storage.wire import DAMAGE_PATH
 from ..ui.session import Sessions
-from ..tasks import in_pool
+from ..tasks import in_pool, woken
 from . import auth, connections, datadir, peer_auth, problems
 from .appkeys import (ADMISSION, ALLOCATION, AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_POOL, DB, DEALS, GATEWAY,
                       HEALTH, HEALTH_CHECKS, IDENTITY, IN_FLIGHT, LEASE_GC, LEDGER, MARKET, METRICS, PAID_COMPUTE,
@@ -316,9 +316,7 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
         for site in sites:
             await site.stop()
         log.info("shutting down: waiting for %d request(s) in flight", app[IN_FLIGHT].count)
-        try:
-            await asyncio.wait_for(app[IN_FLIGHT].idle.wait(), SHUTDOWN_TIMEOUT)
-        except asyncio.TimeoutError:
+        if not await woken(app[IN_FLIGHT].idle, SHUTDOWN_TIMEOUT):
             log.warning("requests still in flight after %.0f s: cancelling them", SHUTDOWN_TIMEOUT)
     finally:
         collector.uninstall()

@@ -23,6 +23,7 @@ from ..health.stats import bucket_start
 from ..health import answer as challenge_answer
 from ..identity import Identity, parse_public_id, public_id
 from ..net.peer_client import PeerClient, PeerResponse
+from ..tasks import woken
 from .admission import Admission
 from .descriptors import NodeDescriptor, make_descriptor, newer, newsworthy, parse_descriptor
 
@@ -440,12 +441,8 @@ class PeerService:
         """Every interval, swap descriptors with one random peer; on news, with a few at once."""
         interval = self.config.peers.gossip_interval
         while True:
-            try:
-                await asyncio.wait_for(self._news.wait(),
-                                       interval * random.uniform(1 - GOSSIP_JITTER, 1 + GOSSIP_JITTER))
-                fanout = GOSSIP_FANOUT
-            except asyncio.TimeoutError:
-                fanout = 1
+            news = await woken(self._news, interval * random.uniform(1 - GOSSIP_JITTER, 1 + GOSSIP_JITTER))
+            fanout = GOSSIP_FANOUT if news else 1
             self._news.clear()
             try:
                 await self._gossip_round(fanout)

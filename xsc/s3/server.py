@@ -26,7 +26,7 @@ from aiohttp import web
 
 from ..errors import S3Error, XscError
 from ..storage.ranges import content_range, parse_range
-from ..tasks import in_pool
+from ..tasks import in_pool, woken
 from . import listing, names, sigv4, xml
 from .access import KeyRing
 from .index import FILE_PREFIX
@@ -684,15 +684,12 @@ async def serve(front: S3Front, host: str, port: int, *, ready: Callable[[str], 
         if ready:
             ready(f"http://{host}:{port}")
         stop = stop or asyncio.Event()
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), reconcile_interval)
-            except asyncio.TimeoutError:
-                if front.gate.writers == 0:
-                    try:
-                        await front.reconcile()
-                    except XscError as err:
-                        log.warning("reconciliation skipped: %s", err)
+        while not await woken(stop, reconcile_interval):
+            if front.gate.writers == 0:
+                try:
+                    await front.reconcile()
+                except XscError as err:
+                    log.warning("reconciliation skipped: %s", err)
     finally:
         await runner.cleanup()
         await front.node.close()
