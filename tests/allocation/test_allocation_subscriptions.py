@@ -216,6 +216,9 @@ async def test_a_node_that_missed_records_catches_up_through_a_digest_exchange_a
         x.app[MARKET].publish()
     await a.app[MARKET].pull(b_descriptor, [b_id])
     assert "state" in a_service.interests()[b_id]
+    # a's loop subscribes at b, and a subscription's answer carries b's state: that is over before b's next one
+    await until(lambda: b_service.subscribers.topics(a_id, _now()) == a_service.interests()[b_id],
+                "a to subscribe to what it wants of b")
     # b holds a state of its own that it never sent (a lost push)
     record = sign_state(b.app[PEERS].identity, AllocationState.model_construct(
         provider=b_id, slot_allocations=(), wanted=((a_id, "need-1"),), converged=True, convergence_history=()),
