@@ -28,7 +28,7 @@ from pathlib import Path
 
 from xsc.devnet import xsc_command
 
-from .common import cpu_seconds, free_port, start_node
+from .common import UNLIMITED_USER, cpu_seconds, free_port, start_node
 from .report import Report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,7 +221,7 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="xsc-bench-"))
     env = {**os.environ, "XSC_HOME": str(data_dir)}
     xsc = xsc_command()
-    node = start_node(data_dir, "--log-level", "WARNING")
+    node = start_node(data_dir, "--log-level", "WARNING", env=UNLIMITED_USER)
     port = node.port
     report = Report("compute")
     report.add("raw: fresh Store + instantiate + call, in process", raw * 1e6, "us")

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from xsc.devnet import NodeProcess
 
-from .common import cpu_seconds
+from .common import UNLIMITED_USER, cpu_seconds
 from .report import Report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -239,7 +239,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     fsync_before = raw_fsync(tmp / "before")
     ledger_before = await raw_ledger_trio(tmp / "before")
 
-    quiet = {"XSC_HEALTH_PROBE_INTERVAL": "5"}
+    quiet = {"XSC_HEALTH_PROBE_INTERVAL": "5", **UNLIMITED_USER}
     nodes: list[Node] = []
     try:
         b = Node("B", tmp / "node-b", quiet)
