@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from xsc.tasks import Pacer, Workers, woken
+from xsc.tasks import Pacer, Workers, stop, woken
 
 
 async def test_results_and_errors_come_back_on_the_loop() -> None:
@@ -153,3 +153,32 @@ async def test_woken_says_whether_the_event_was_set() -> None:
     assert await woken(event, 0.01) is False
     asyncio.get_running_loop().call_later(0.01, event.set)
     assert await woken(event, 5) is True
+
+
+async def test_stop_cancels_again_a_task_that_lost_its_cancellation_and_says_so(caplog) -> None:
+    swallowed = []
+
+    async def deaf() -> None:
+        while True:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                if swallowed:
+                    raise
+                swallowed.append(True)  # lost once, as wait_for can lose one
+
+    task = asyncio.create_task(deaf(), name="xsc-deaf")
+    await asyncio.sleep(0)
+    await asyncio.wait_for(stop(task, None, grace=0.05), 5)
+    assert task.cancelled() and swallowed
+    assert "xsc-deaf did not end when cancelled" in caplog.text
+
+
+async def test_stop_takes_the_outcome_of_a_task_that_failed() -> None:
+    async def fails() -> None:
+        raise RuntimeError("boom")
+
+    task = asyncio.create_task(fails())
+    await asyncio.sleep(0)
+    await stop(task)  # no raise, and no "exception was never retrieved" later
+    assert isinstance(task.exception(), RuntimeError)

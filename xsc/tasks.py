@@ -167,11 +167,23 @@ async def woken(event: asyncio.Event, seconds: float) -> bool:
     return event.is_set()
 
 
-async def stop(*tasks: asyncio.Task | None) -> None:
-    running = [t for t in tasks if t is not None]
-    for task in running:
+STOP_GRACE = 5.0  # seconds a cancelled task has to end before it is cancelled again
+
+
+async def stop(*tasks: asyncio.Task | None, grace: float = STOP_GRACE) -> None:
+    """Cancel background tasks and wait for them to end.  One still running `grace` seconds later lost its
+    cancellation (a library that swallows one, as `wait_for` can): it is cancelled again, with a warning naming it,
+    until it ends, so that a node's close never waits forever for one task."""
+    given = [t for t in tasks if t is not None]
+    for task in given:
         task.cancel()
-    await asyncio.gather(*running, return_exceptions=True)
+    running = set(given)
+    while running:
+        _, running = await asyncio.wait(running, timeout=grace)
+        for task in running:
+            log.warning("task %s did not end when cancelled: cancelling it again", task.get_name())
+            task.cancel()
+    await asyncio.gather(*given, return_exceptions=True)  # their outcomes are taken: none is reported as lost
 
 
 async def at_most(limit: int, calls: Iterable[Awaitable[T]]) -> list[T]:

@@ -65,7 +65,7 @@ from ..errors import InvalidArgument, PeerError, UnknownPeer, XscError
 from ..identity import Identity
 from ..market.models import Bid
 from ..net.peer_client import dumps
-from ..tasks import at_most, woken
+from ..tasks import at_most, stop, woken
 from .convergence import NETWORK_QUORUM
 from .itc import ItcError, Stamp
 from .matching import compatible
@@ -818,9 +818,7 @@ class AllocationService:
         self._tasks = [asyncio.create_task(self._run(), name="xsc-allocation")]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop(*self._tasks)
 
     # --- serving --------------------------------------------------------------------------------------
     def allocated(self, kind: str) -> dict[str, int]:

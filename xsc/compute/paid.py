@@ -33,6 +33,7 @@ from ..ledger.tabs import Tabs, owed_record
 from ..market.service import MarketService
 from ..net.compute import GATHER, MAX_BATCH_CALLS, InvokeBatcher
 from ..net.peer_client import PeerClient, dumps
+from ..tasks import stop
 from .remote_tabs import GatewayTabs, ProviderTabs
 from .service import ComputeService, InvokeCall, parse_invoke
 
@@ -95,9 +96,7 @@ class PaidCompute:
     async def close(self) -> None:
         await self.batcher.close()
         await self.gateway_tabs.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await stop(self._sweeper)
 
     async def _sweep_loop(self) -> None:
         while True:

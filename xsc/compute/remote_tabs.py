@@ -51,6 +51,7 @@ from ..ledger.service import LedgerService
 from ..net.compute import close_tab
 from ..net.peer_client import PeerClient
 from ..net.receipts import check_receipt
+from ..tasks import stop
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +197,7 @@ class GatewayTabs:
                     self._retire(tab)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop(self._task)
         for provider in list(self._open):
             self._retire(self._open.pop(provider))
         await asyncio.gather(*self._closing, return_exceptions=True)

@@ -40,7 +40,7 @@ from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, Pe
 from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
 from ..net.receipts import ask_receipt, check_receipt, fetch_receipt
-from ..tasks import woken
+from ..tasks import stop, woken
 from .model import Authorization, Payment, Receipt, format_credits
 from .rules import CLOCK_SKEW
 from .service import LedgerService
@@ -244,9 +244,7 @@ class Payments:
         self._task = asyncio.create_task(self._run(), name="xsc-payments-retry")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop(self._task)
 
     async def _run(self) -> None:
         # Its first pass runs at once (payments left pending by the last run), then on wake or every interval.

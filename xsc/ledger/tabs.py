@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from .. import keys
 from ..errors import XscError
 from ..identity import Identity, public_id
-from ..tasks import woken
+from ..tasks import stop, woken
 from . import merkle
 from .model import TAB_JOB_PREFIX as JOB_PREFIX
 from .service import LedgerService
@@ -88,9 +88,7 @@ class Tabs:
         self._task = asyncio.create_task(self._run(), name="xsc-ledger-tabs")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await stop(self._task)
         await self.flush()
 
     # --- the API ------------------------------------------------------------------------------

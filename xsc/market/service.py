@@ -51,7 +51,7 @@ from .models import Ask, Bid, need_key, units_cost
 from .orders import market_orders
 from .pricing import PricingPolicy, ask_price
 from .supply import cap_supply, spread_groups
-from ..tasks import in_pool, woken
+from ..tasks import in_pool, stop, woken
 
 log = logging.getLogger(__name__)
 
@@ -725,9 +725,7 @@ class MarketService:
         self._tasks = [asyncio.create_task(self._run(announce=changed), name="xsc-market")]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop(*self._tasks)
         self.save_counters()
         await self.leave()
 

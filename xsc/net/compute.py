@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from ..errors import PeerError, PeerRefused, PeerUnreachable
+from ..tasks import stop
 from .peer_client import EncodedJson, PeerClient, PeerResponse
 
 log = logging.getLogger(__name__)
@@ -147,9 +148,7 @@ class InvokeBatcher:
         self._closed = True
         for lane in self._lanes.values():
             self._fail_queue(lane)
-        for task in list(self._batches):
-            task.cancel()
-        await asyncio.gather(*self._batches, return_exceptions=True)
+        await stop(*self._batches)
 
     async def invoke(self, url: str, provider: str, body: dict, wasm: Callable[[], bytes],
                      wasi: bool) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from ..health.stats import bucket_start
 from ..health import answer as challenge_answer
 from ..identity import Identity, parse_public_id, public_id
 from ..net.peer_client import PeerClient, PeerResponse
-from ..tasks import woken
+from ..tasks import stop, woken
 from .admission import Admission
 from .descriptors import NodeDescriptor, make_descriptor, newer, newsworthy, parse_descriptor
 
@@ -404,9 +404,7 @@ class PeerService:
                        asyncio.create_task(self._gossip(), name="xsc-gossip")]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop(*self._tasks)
 
     async def _join(self, seeds: list[str]) -> None:
         """Exchange descriptors with every configured node, retrying (backing off) those not up yet."""

@@ -11,6 +11,7 @@ from collections.abc import Awaitable
 from typing import Protocol
 
 from ..errors import PeerError
+from ..tasks import stop
 from . import layout
 from .manifest import Manifest
 
@@ -132,9 +133,7 @@ class RemoteShareReader:
         return blocks[index - self._base - batch * READ_BATCH]
 
     async def close(self) -> None:
-        for task in self._batches.values():
-            task.cancel()
-        await asyncio.gather(*self._batches.values(), return_exceptions=True)
+        await stop(*self._batches.values())
 
 
 async def gather_or_raise(calls: list[Awaitable], nodes: list[str], what: str) -> None:
