@@ -4,6 +4,7 @@
 - Layers only import downwards: cli and tools (the S3 front) -> node -> services -> net -> pure cores -> ground.
 - Pure cores do no I/O: they import no asyncio, aiohttp or plyvel.
 - No domain package imports xsc.node or aiohttp.web; services never take the aiohttp app.
+- A loop that sleeps until an event is set waits with `tasks.woken`, never `asyncio.wait_for(event.wait(), ...)`.
 """
 
 from __future__ import annotations
@@ -167,3 +168,17 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     assert sum(lines.values()) < 3000, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}
+
+
+def _waits_for_an_event(node: ast.AST) -> bool:
+    """`asyncio.wait_for(x.wait(), ...)`: on Python 3.11 it loses a cancellation that comes as the event is set."""
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "wait_for" \
+        and isinstance(node.func.value, ast.Name) and node.func.value.id == "asyncio" and bool(node.args) \
+        and isinstance(node.args[0], ast.Call) and isinstance(node.args[0].func, ast.Attribute) \
+        and node.args[0].func.attr == "wait"
+
+
+def test_loops_wait_for_events_with_tasks_woken() -> None:
+    found = [f"{name}:{node.lineno}" for name, path in MODULES.items()
+             for node in ast.walk(ast.parse(path.read_text())) if _waits_for_an_event(node)]
+    assert found == [], "wait with xsc.tasks.woken(event, seconds): " + ", ".join(found)
