@@ -457,7 +457,7 @@ class MarketService:
             if number <= self._own_stored:
                 return
             with self.db.write_batch(sync=True) as batch:
-                batch.put(keys.market_commitment(self.identity.public_key), json.dumps(commitment.to_json()).encode())
+                batch.put(keys.market_commitment(self.identity.public_key), dumps(commitment.to_json()))
                 batch.put(keys.MARKET_SELF, self_state)
             self._own_stored = number
 
@@ -561,8 +561,7 @@ class MarketService:
                 if outcome.value != "stale":
                     changed += 1
                     held = self.book.get(commitment.participant)
-                    batch.put(keys.market_commitment(parse_public_id(held.participant)),
-                              json.dumps(self._json_of(held)).encode())
+                    batch.put(keys.market_commitment(parse_public_id(held.participant)), dumps(self._json_of(held)))
         if changed:
             self._changed_book()
         return changed
