@@ -182,3 +182,17 @@ async def test_stop_takes_the_outcome_of_a_task_that_failed() -> None:
     await asyncio.sleep(0)
     await stop(task)  # no raise, and no "exception was never retrieved" later
     assert isinstance(task.exception(), RuntimeError)
+
+
+async def test_woken_lets_other_tasks_run_even_when_the_event_is_already_set() -> None:
+    # A loop whose round sets its own event (more to do) must not keep the event loop to itself.
+    event, ran = asyncio.Event(), []
+    event.set()
+
+    async def other() -> None:
+        ran.append(True)
+
+    task = asyncio.create_task(other())
+    assert await woken(event, 5) is True
+    assert ran
+    await task

@@ -157,9 +157,7 @@ async def woken(event: asyncio.Event, seconds: float) -> bool:
     """Wait until `event` is set or `seconds` have passed; whether it is set.  A loop that sleeps until it is woken
     uses this, never `wait_for(event.wait(), seconds)`: on Python 3.11 a cancellation that arrives just as the event
     is set is lost there (wait_for returns normally), the loop never ends and the node's close waits for it forever."""
-    if event.is_set():
-        return True
-    waiter = asyncio.ensure_future(event.wait())
+    waiter = asyncio.ensure_future(event.wait())  # a task even when the event is set: the caller always yields
     try:
         await asyncio.wait((waiter,), timeout=seconds)
     finally:
