@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from xsc.tasks import Pacer, Workers, stop, woken
+from xsc.tasks import Pacer, Workers, refill, stop, woken
 
 
 async def test_results_and_errors_come_back_on_the_loop() -> None:
@@ -198,3 +198,9 @@ async def test_woken_lets_other_tasks_run_even_when_the_event_is_already_set() -
     assert await woken(event, 5) is True
     assert ran
     await task
+
+
+def test_a_bucket_refills_at_its_rate_up_to_its_burst_and_never_loses_tokens_to_a_clock_going_back() -> None:
+    assert refill(1.0, 10.0, 10.5, rate=4, burst=8) == 3.0
+    assert refill(1.0, 10.0, 20.0, rate=4, burst=8) == 8
+    assert refill(1.0, 10.0, 9.0, rate=4, burst=8) == 1.0

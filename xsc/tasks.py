@@ -10,6 +10,7 @@ loop runs, and how many calls run at once.
     await stop(*tasks)                      cancel background tasks and wait for them to end
     await at_most(n, calls)                 await calls (an iterable of awaitables) n at a time at most
     await pacer.start()                     wait for a turn to start: at most `rate` starts a second
+    refill(tokens, since, now, rate, burst) a token bucket's tokens now (the pacer's, the node's rate limits)
 """
 
 from __future__ import annotations
@@ -199,6 +200,11 @@ async def at_most(limit: int, calls: Iterable[Awaitable[T]]) -> list[T]:
     return [results[i] for i in range(len(results))]
 
 
+def refill(tokens: float, since: float, now: float, rate: float, burst: float) -> float:
+    """A token bucket's tokens at `now`: `tokens` at `since`, `rate` more a second, at most `burst`."""
+    return min(burst, tokens + max(0.0, now - since) * rate)
+
+
 class Pacer:
     """At most `rate` starts a second, in bursts of at most `burst`, in the order asked.  For work that finishes
     as soon as it starts (probes of addresses that refuse at once): however many may be in flight, only so many
@@ -216,8 +222,7 @@ class Pacer:
         async with self._turns:
             while True:
                 now = self._clock()
-                self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
-                self._at = now
+                self._tokens, self._at = refill(self._tokens, self._at, now, self.rate, self.burst), now
                 if self._tokens >= 1 - 1e-9:  # (a sleep of exactly the time missing may leave 0.999...)
                     self._tokens = max(0.0, self._tokens - 1)
                     return

@@ -153,24 +153,21 @@ class GatewayTabs:
 
     async def _close(self, tab: OpenTab) -> None:
         with self.payments.working(tab.auth.id):  # from its end on, the retry may finish it
-            await self._closed(tab)
-
-    async def _closed(self, tab: OpenTab) -> None:
-        if tab.count == 0 and tab.unknown == 0:  # nothing ran under it: nothing will ever be countersigned
-            await self.payments.refused(tab.auth)
-            return
-        try:
-            url = self.peers.peer(tab.provider).url
-            answer = await close_tab(self.client, url, tab.provider, tab.hex)
-            receipt = check_receipt(tab.provider, answer, tab.auth, meters=TAB_METERS)
-            tally = tab.metered + tab.lost_budget  # what its answers said, and what lost calls may have cost
-            if receipt.amount > tally:
-                await self._refuse(tab, receipt, tally)
+            if tab.count == 0 and tab.unknown == 0:  # nothing ran under it: nothing will ever be countersigned
+                await self.payments.refused(tab.auth)
                 return
-            await self.payments.complete(tab.provider, tab.auth, answer, meters=TAB_METERS)
-        except (XscError, OSError) as exc:  # the payment retry closes it later
-            log.info("closing a tab with %s failed (%s); the payment retry closes it", tab.provider[:12], exc)
-            self.payments.wake()
+            try:
+                url = self.peers.peer(tab.provider).url
+                answer = await close_tab(self.client, url, tab.provider, tab.hex)
+                receipt = check_receipt(tab.provider, answer, tab.auth, meters=TAB_METERS)
+                tally = tab.metered + tab.lost_budget  # what its answers said, and what lost calls may have cost
+                if receipt.amount > tally:
+                    await self._refuse(tab, receipt, tally)
+                    return
+                await self.payments.complete(tab.provider, tab.auth, answer, meters=TAB_METERS)
+            except (XscError, OSError) as exc:  # the payment retry closes it later
+                log.info("closing a tab with %s failed (%s); the payment retry closes it", tab.provider[:12], exc)
+                self.payments.wake()
 
     async def _refuse(self, tab: OpenTab, receipt: Receipt, tally: int) -> None:
         """The provider's total is above what its own signed answers said: nothing of the tab is paid."""

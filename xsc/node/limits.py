@@ -13,6 +13,7 @@ from collections import OrderedDict
 from aiohttp import web
 
 from ..errors import BodyTimeout, QuotaExceeded
+from ..tasks import refill
 
 BODY_SECONDS = 30.0  # a small body (at most the app's client_max_size, 1 MiB) must arrive within this
 
@@ -46,7 +47,7 @@ class RateLimiter:
         """Raise QuotaExceeded (saying when to come back) unless `key` has `amount` tokens (at most the burst)
         available, or as many as the cost `check` last refused it if that is more; none is taken."""
         tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = self._refill(tokens, last, now)
+        tokens = refill(tokens, last, now, self.rate, self.burst)
         amount = min(max(amount, self._refused.get(key, 0.0), 1.0), self.burst)
         if tokens < amount:
             raise self._refusal(what, amount, tokens)
@@ -65,10 +66,8 @@ class RateLimiter:
 
     def _refilled(self, key: str, now: float) -> float:
         """`key`'s tokens now, its bucket taken out of the table (put back, as the newest, by the caller)."""
-        return self._refill(*self._buckets.pop(key, (self.burst, now)), now)
-
-    def _refill(self, tokens: float, last: float, now: float) -> float:
-        return min(self.burst, tokens + max(0.0, now - last) * self.rate)
+        tokens, last = self._buckets.pop(key, (self.burst, now))
+        return refill(tokens, last, now, self.rate, self.burst)
 
     def _forget_oldest(self) -> None:
         while len(self._buckets) > MAX_KEYS:
