@@ -1,14 +1,17 @@
-"""The node's garbage collection (xsc/node/collector.py): full collections scan what came since the last one."""
+"""The node's garbage collection (xsc/node/collector.py): full collections scan what came since the last one; and
+the node process's GIL switch interval (node/app.py)."""
 
 from __future__ import annotations
 
 import gc
+import sys
 import urllib.request
 import weakref
 
 import pytest
 
 from xsc.devnet import HOST
+from xsc.node.app import GIL_SWITCH_INTERVAL
 from xsc.node.collector import FULL_AFTER, Collector
 
 
@@ -81,7 +84,7 @@ def test_a_cycle_among_frozen_objects_is_freed_after_the_rescan(collector) -> No
     assert gc.get_freeze_count() > 0  # and frozen again after that full collection
 
 
-def test_a_node_process_reports_its_collections_and_what_it_froze(node_process) -> None:
+def test_a_node_process_reports_its_collections_what_it_froze_and_its_gil_switch_interval(node_process) -> None:
     node = node_process()
     token = (node.data_dir / "api-token").read_text().strip()
     request = urllib.request.Request(f"http://{HOST}:{node.port}/metrics", headers={"Authorization": f"Bearer {token}"})
@@ -89,3 +92,5 @@ def test_a_node_process_reports_its_collections_and_what_it_froze(node_process) 
         metrics = dict(line.rsplit(" ", 1) for line in answer.read().decode().splitlines() if line.startswith("xsc_"))
     assert float(metrics["xsc_process_gc_frozen_objects"]) > 10_000  # start-up's objects, frozen once it listens
     assert {f'xsc_process_gc_collections{{generation="{g}"}}' for g in range(3)} <= set(metrics)
+    # its event loop waits at most GIL_SWITCH_INTERVAL for the GIL, not CPython's 5 ms (a test process keeps the default)
+    assert float(metrics["xsc_process_gil_switch_interval_seconds"]) == GIL_SWITCH_INTERVAL != sys.getswitchinterval()

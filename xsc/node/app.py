@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -60,6 +61,12 @@ from .middlewares import InFlight, request_counter
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT = 30.0
+# How long a thread may keep the GIL once another thread asks for it (CPython's default: 5 ms).  The event loop gives
+# the GIL up at every socket and epoll call; a CPU-pool thread running Python (a deal's matching, a market clearing,
+# a large body's parse) then kept it a whole interval each time, so one request needing a dozen such calls waited
+# that many intervals.  In two runs of the attack bench the loop stood 10-28 ms at a time without the CPU, 33 times a
+# run; in four at 1 ms, 0-7 times (docs/security.md).
+GIL_SWITCH_INTERVAL = 0.001
 
 
 async def _node_resources(app: web.Application):
@@ -287,6 +294,8 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
                                handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
     await runner.setup()
     collector = Collector()  # full collections scan what came since the last one (~76,000 objects at start)
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
         # a burst of connects waits, within RESERVED_FDS
         sites = [NodeSite(runner, host, port)]
@@ -320,5 +329,6 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
             log.warning("requests still in flight after %.0f s: cancelling them", SHUTDOWN_TIMEOUT)
     finally:
         collector.uninstall()
+        sys.setswitchinterval(switch_interval)
         await runner.cleanup()
         log.info("stopped")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -29,6 +30,8 @@ class Metrics:
             collections.labels(str(generation)).set_function(lambda g=generation: gc.get_stats()[g]["collections"])
         Gauge("xsc_process_gc_frozen_objects", "Objects out of the collector's sight (node/collector.py: what "
               "survived the last full collection)", registry=r).set_function(gc.get_freeze_count)
+        Gauge("xsc_process_gil_switch_interval_seconds", "How long a thread may keep the GIL once another asks for it "
+              "(node/app.py: GIL_SWITCH_INTERVAL)", registry=r).set_function(sys.getswitchinterval)
         self._children: dict[tuple, object] = {}  # label children, looked up once each (labels() costs a lock)
 
     def child(self, metric, *labels: str):
