@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import time
 
+import plyvel
+
 from xsc.identity import Identity, sign_request
 from xsc.node.appkeys import PEERS
-from xsc.peers import make_descriptor
+from xsc.peers import PeerDirectory, make_descriptor
+from xsc.peers import service
 from xsc.peers.service import MAX_NEW_PER_MESSAGE, MAX_PER_MESSAGE, NEW_NODE_BURST
 
 from tests.support.attacks import fake_descriptors
@@ -73,3 +76,38 @@ async def test_one_address_adds_at_most_its_budget_of_new_nodes_whatever_keys_si
     more = fake_descriptors([Identity.generate() for _ in range(16)], first_port=30000)
     assert len(peers.accept(more, source="192.0.2.7")) == 16
     assert len(peers.accept(fake_descriptors([Identity.generate()], first_port=31000), source="127.0.0.1")) == 0
+
+
+def test_a_full_directory_makes_room_with_the_oldest_signed_nodes_never_proven_up(tmp_path, monkeypatch) -> None:
+    """A full directory asked whether each of its 1,000 nodes was proven up for every new node of a message (16 x
+    1,000 on the event loop: ~40 ms a message in the attack bench); it asks once a message, and still makes room
+    with the oldest-signed nodes never proven up, and ignores new nodes when every node held was proven."""
+    monkeypatch.setattr(service, "MAX_PEERS", 40)
+    directory = PeerDirectory(plyvel.DB(str(tmp_path / "db"), create_if_missing=True))
+    now = int(time.time() * 1000)
+
+    def descriptors(n: int, port: int, timestamp: int) -> list:
+        return [make_descriptor(Identity.generate(), url=f"http://127.0.0.9:{port + i}", capacity=1, free=1,
+                                version="0", timestamp=timestamp + i) for i in range(n)]
+
+    here = {"me": "me", "my_url": "http://127.0.0.1:1"}
+    held = descriptors(40, 10000, now - 1000)
+    for at in range(0, len(held), MAX_NEW_PER_MESSAGE):  # (at most that many new nodes a message)
+        directory.merge(held[at:at + MAX_NEW_PER_MESSAGE][::-1], **here)  # in any order: the signing time decides
+    assert len(directory) == 40
+    proven_ids = {d.id for d in held[:5]}  # the five oldest-signed were proven up: they stay
+    asked: list[str] = []
+
+    def proven(node_id: str) -> bool:
+        asked.append(node_id)
+        return node_id in proven_ids
+
+    new = descriptors(MAX_NEW_PER_MESSAGE, 20000, now)
+    directory.merge(new, proven=proven, **here)
+    assert len(directory) == 40 and all(directory.get(d.id) is d for d in new)
+    assert [d for d in held if directory.get(d.id) is None] == held[5:5 + MAX_NEW_PER_MESSAGE]
+    assert sorted(asked) == sorted(d.id for d in held)  # once for each node held, not once per new node
+    # Every node held proven up: a new one is ignored.
+    ignored = descriptors(1, 30000, now)
+    directory.merge(ignored, proven=lambda node_id: True, **here)
+    assert directory.get(ignored[0].id) is None and len(directory) == 40
