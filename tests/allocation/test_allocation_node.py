@@ -14,9 +14,11 @@ from tests.support.allocation import pair, until
 from xsc.allocation import AllocationState, SlotAllocation, Stamp
 from xsc.allocation.records import MAX_ALLOCATIONS, parse_receipt, parse_state, sign_receipt, sign_state
 from xsc.allocation.rounds import Receipt, ReceiptEntry
+from xsc.allocation.service import FORK_BURST, FORK_RATE
 from xsc.errors import InvalidAllocationRecord
 from xsc.identity import Identity, sign_request
 from xsc.node.appkeys import ALLOCATION, MARKET, PEERS
+from xsc.node.limits import RateLimiter
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
          "market": {"allocation_delay": 0.05}}
@@ -167,3 +169,34 @@ async def test_a_put_is_served_from_the_allocation_and_a_removed_provider_leaves
     response = await a.post("/v1/store/files", data=b"t" * 20_000)
     answer = await response.json()
     assert response.status == 201 and b_id not in answer["placement"], answer
+
+
+async def _fork(node, sender: Identity) -> tuple[int, dict, dict]:
+    raw = b"{}"
+    path = "/v1/peer/allocation/fork"
+    headers = {**sign_request(sender, "POST", path, raw, receiver=node.app[PEERS].identity.id),
+               "Content-Type": "application/json"}
+    response = await node.post(path, data=raw, headers=headers)
+    return response.status, await response.json(content_type=None), dict(response.headers)
+
+
+async def test_a_stranger_gets_no_itc_fork_and_a_peer_only_its_quota(node_factory) -> None:
+    """Every fork halves the node's share of the ITC id space for good: a stranger's key could take them one after
+    another, each a synced write on the event loop (issue 12).  Only a known peer forks, FORK_BURST at once."""
+    a, b = await pair(node_factory, **QUIET)
+    service = a.app[ALLOCATION]
+    await until(lambda: service.stamp is not None, "a's ITC id")
+    before = service.stamp
+    status, problem, _ = await _fork(a, Identity.generate())
+    assert status == 403 and problem["code"] == "unknown-peer", problem
+    assert service.stamp == before
+    peer = b.app[PEERS].identity  # a known peer: b's own key (its quota afresh: b may have forked from a to join)
+    service.forks = RateLimiter(FORK_RATE, FORK_BURST, "ITC forks")
+    for _ in range(FORK_BURST):
+        status, answer, _ = await _fork(a, peer)
+        assert status == 200 and Stamp.decode(bytes.fromhex(answer["stamp"])).id != 1, answer
+    kept = service.stamp
+    status, problem, headers = await _fork(a, peer)
+    assert status == 429 and problem["code"] == "quota-exceeded", problem
+    assert float(headers["Retry-After"]) > 0
+    assert service.stamp == kept  # nothing given, nothing stored

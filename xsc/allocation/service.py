@@ -55,7 +55,7 @@ import logging
 import random
 import time
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import plyvel
 
@@ -98,6 +98,11 @@ log = logging.getLogger(__name__)
 
 PEER_PATH = "/v1/peer/allocation"
 FORK_PATH = "/v1/peer/allocation/fork"
+# Each fork halves this node's share of the ITC id space for good (and deepens the id every record carries), so a
+# known peer gets FORK_BURST at once and one more every 1 / FORK_RATE s: a joining node needs one, a restarted one
+# gives its old id back with the one it takes.  A stranger gets none.
+FORK_BURST = 2
+FORK_RATE = 1 / 600
 SUBSCRIBE_PATH = "/v1/peer/allocation/subscribe"
 DIGEST_PATH = "/v1/peer/allocation/digest"
 SUBSCRIPTION_TTL = 60.0  # seconds a subscription lives; renewed every third of it (and when its topics change)
@@ -114,10 +119,17 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class Quota(Protocol):
+    """A budget per key (xsc.node.limits.RateLimiter): `check` takes one, or raises QuotaExceeded (429)."""
+
+    def check(self, key: str, now: float, what: str, cost: int = 1) -> None: ...
+
+
 class AllocationService:
     def __init__(self, *, config: MarketSection, identity: Identity, db: plyvel.DB, market: Any, peers: Any,
-                 gossip_interval: float, joins: bool = False) -> None:
+                 gossip_interval: float, joins: bool = False, forks: Quota | None = None) -> None:
         self.config = config
+        self.forks = forks  # per peer, the ITC forks it may take (FORK_BURST, FORK_RATE); None: no bound
         self.identity = identity
         self.me = identity.id
         self.db = db
@@ -467,13 +479,17 @@ class AllocationService:
         return result
 
     def fork(self, peer: str, body: Any = None) -> dict:
-        """Give a joining peer half of this node's ITC id (stored before it is answered).
+        """Give a joining peer half of this node's ITC id (stored before it is answered): a known peer only
+        (UnknownPeer), within its quota of forks (QuotaExceeded).
 
         A returning peer sends the id it had (`{"retire": HEX}`): it is joined into this node's own first
         (ITC's retire: the id space stays whole) when it is disjoint from ours and within the id of the
         newest record we hold of that peer (if any); the half given is after everything we hold of it."""
         if self.stamp is None:
             raise InvalidArgument("this node has no ITC id yet to fork", hint="ask another peer")
+        self._check_peer(peer)
+        if self.forks is not None:
+            self.forks.check(peer, time.monotonic(), "ITC forks")
         stamp, retired = self.stamp, False
         old = _retired_stamp(body)
         if old is not None and not old.is_anonymous and _disjoint(old.id, stamp.id):

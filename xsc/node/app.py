@@ -25,7 +25,7 @@ from ..identity import ReplayGuard
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
 from ..ledger.tabs import Tabs
-from ..allocation.service import AllocationService
+from ..allocation.service import FORK_BURST, FORK_RATE, AllocationService
 from ..market.service import MAX_COMMITMENTS, MarketService
 from ..net import PeerClient, RemoteHolder
 from ..net.tls import server_context
@@ -135,7 +135,8 @@ async def _services(app: web.Application):
                                                           "commitments to check"))
     peers.on_removed.append(market.forget)
     allocation = AllocationService(config=config.market, identity=identity, db=db, market=market, peers=peers,
-                                   gossip_interval=config.peers.gossip_interval, joins=bool(config.peers.urls))
+                                   gossip_interval=config.peers.gossip_interval, joins=bool(config.peers.urls),
+                                   forks=RateLimiter(FORK_RATE, FORK_BURST, "ITC forks"))
     peers.on_removed.append(allocation.forget)
     market.on_change.append(allocation.touch)
     market.allocated, market.spend = allocation.allocated, allocation.spend
