@@ -65,7 +65,7 @@ SHUTDOWN_TIMEOUT = 30.0
 # the GIL up at every socket and epoll call; a CPU-pool thread running Python (a deal's matching, a market clearing,
 # a large body's parse) then kept it a whole interval each time, so one request needing a dozen such calls waited
 # that many intervals.  In two runs of the attack bench the loop stood 10-28 ms at a time without the CPU, 33 times a
-# run; in four at 1 ms, 0-7 times (docs/security.md).
+# run; in twelve at 1 ms, 0-11 times (docs/security.md).
 GIL_SWITCH_INTERVAL = 0.001
 
 
