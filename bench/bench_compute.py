@@ -28,7 +28,7 @@ from pathlib import Path
 
 from xsc.devnet import xsc_command
 
-from .common import UNLIMITED_USER, cpu_seconds, free_port, start_node
+from .common import UNLIMITED_USER, cpu_seconds, serve_script, start_node
 from .report import Report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -155,19 +155,8 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log
 
 
 def minimal_json_handler(concurrency: int, seconds: float) -> dict[str, float]:
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", MINIMAL_SERVER, str(port)])
-    try:
-        for _ in range(200):
-            try:
-                with __import__("socket").create_connection(("127.0.0.1", port), timeout=0.2):
-                    break
-            except OSError:
-                time.sleep(0.05)
-        return http_invoke(port, "-", "0" * 64, concurrency, seconds, server.pid)
-    finally:
-        server.terminate()
-        server.wait(10)
+    with serve_script(MINIMAL_SERVER) as (port, pid):
+        return http_invoke(port, "-", "0" * 64, concurrency, seconds, pid)
 
 
 def synced_write(seconds: float) -> float:

@@ -15,15 +15,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 
 from xsc.node.app import GIL_SWITCH_INTERVAL
 
-from .common import free_port
+from .common import serve_script
 from .report import Report
 
 SERVER = r"""
@@ -52,15 +49,7 @@ def _get(conn: http.client.HTTPConnection) -> None:
 
 def measure(interval: float, threads: int, samples: int) -> dict[str, list[float]]:
     """Seconds per /health on a fresh and on a kept-alive connection, `threads` Python threads beside the loop."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port), str(interval), str(threads)])
-    try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+    with serve_script(SERVER, str(interval), str(threads)) as (port, _):
         kept = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         out: dict[str, list[float]] = {"fresh": [], "kept": []}
         for _ in range(samples):
@@ -75,9 +64,6 @@ def measure(interval: float, threads: int, samples: int) -> dict[str, list[float
             time.sleep(0.02)
         kept.close()
         return out
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from xsc.devnet import NodeProcess, free_port
 
 __all__ = ["NodeProcess", "free_port", "best_of", "start_node", "peak_rss_mib", "run_xsc_measured", "AnonSampler",
-           "cpu_seconds", "HealthProbe"]
+           "cpu_seconds", "HealthProbe", "serve_script"]
 
 
 def best_of(fn, repeat: int = 3) -> float:
@@ -28,6 +28,27 @@ def best_of(fn, repeat: int = 3) -> float:
 # The user token's rate limit (node.user_rate_limit, 2,000 requests/s by default) guards an operator's node; it is not
 # its speed.  A bench that measures how many invokes a node serves lifts it, or it measures the limit.
 UNLIMITED_USER = {"XSC_NODE_USER_RATE_LIMIT": "1000000"}
+
+
+@contextlib.contextmanager
+def serve_script(script: str, *args: str):
+    """A Python server `script` in a process of its own, run with a free port and `args`: yields the port once it
+    accepts connections; the process is stopped on exit."""
+    import socket
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", script, str(port), *args])
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield port, server.pid
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def start_node(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> NodeProcess:

@@ -11,6 +11,7 @@ loop runs, and how many calls run at once.
     await at_most(n, calls)                 await calls (an iterable of awaitables) n at a time at most
     await pacer.start()                     wait for a turn to start: at most `rate` starts a second
     refill(tokens, since, now, rate, burst) a token bucket's tokens now (the pacer's, the node's rate limits)
+    Quota                                   per-key quotas a service is handed (node/limits.py: RateLimiter)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,16 @@ async def at_most(limit: int, calls: Iterable[Awaitable[T]]) -> list[T]:
 def refill(tokens: float, since: float, now: float, rate: float, burst: float) -> float:
     """A token bucket's tokens at `now`: `tokens` at `since`, `rate` more a second, at most `burst`."""
     return min(burst, tokens + max(0.0, now - since) * rate)
+
+
+class Quota(Protocol):
+    """Per-key quotas of work (xsc.node.limits.RateLimiter), as the node hands them to its services: `check` takes
+    `cost`, `require` only asks that `amount` be there, each raising QuotaExceeded (429, saying when to come back);
+    `take_up_to` takes what there is, up to `wanted`, and says how much."""
+
+    def check(self, key: str, now: float, what: str, cost: int = 1) -> None: ...
+    def require(self, key: str, now: float, what: str, amount: float) -> None: ...
+    def take_up_to(self, key: str, now: float, wanted: int) -> int: ...
 
 
 class Pacer:

@@ -55,7 +55,7 @@ import logging
 import random
 import time
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 import plyvel
 
@@ -65,7 +65,7 @@ from ..errors import InvalidArgument, PeerError, UnknownPeer, XscError
 from ..identity import Identity
 from ..market.models import Bid
 from ..net.peer_client import dumps
-from ..tasks import at_most, stop, woken
+from ..tasks import Quota, at_most, stop, woken
 from .convergence import NETWORK_QUORUM
 from .itc import ItcError, Stamp
 from .matching import compatible
@@ -117,12 +117,6 @@ STEP_WAIT_MIN = 5.0  # ... and at least this many seconds
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class Quota(Protocol):
-    """A budget per key (xsc.node.limits.RateLimiter): `check` takes one, or raises QuotaExceeded (429)."""
-
-    def check(self, key: str, now: float, what: str, cost: int = 1) -> None: ...
 
 
 class AllocationService:

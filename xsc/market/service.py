@@ -51,7 +51,7 @@ from .models import Ask, Bid, need_key, units_cost
 from .orders import market_orders
 from .pricing import PricingPolicy, ask_price
 from .supply import cap_supply, spread_groups
-from ..tasks import in_pool, stop, woken
+from ..tasks import Quota, in_pool, stop, woken
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +91,6 @@ def _clear_book(asks: list[Ask], bids: list[Bid], bucket_seconds: int) -> dict:
 
 def _call(fn: Callable[..., Any], kwargs: dict) -> Any:
     return fn(**kwargs)
-
-
-class Limiter(Protocol):
-    """Per-peer quotas of work (xsc.node.limits.RateLimiter): raises QuotaExceeded past them."""
-
-    def check(self, key: str, now: float, what: str, cost: int = 1) -> None: ...
-    def require(self, key: str, now: float, what: str, amount: float) -> None: ...
 
 
 class PeerView(Protocol):
@@ -185,7 +178,7 @@ def _assignment(a) -> dict | None:
 class MarketService:
     def __init__(self, *, config: MarketSection, identity: Identity, db: plyvel.DB, peers: PeerView | None,
                  storage_usage: Callable[[], tuple[int, int]], compute_threads: int, gossip_interval: float,
-                 pool: Executor | None = None, limiter: Limiter | None = None) -> None:
+                 pool: Executor | None = None, limiter: Quota | None = None) -> None:
         self.config = config
         self.pool = pool  # where matchings run (None: asyncio's default executor)
         self.limiter = limiter  # each peer's quota of commitments to check (None: no quota)

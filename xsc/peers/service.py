@@ -11,7 +11,7 @@ import json
 import logging
 import random
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import plyvel
 
@@ -23,7 +23,7 @@ from ..health.stats import bucket_start
 from ..health import answer as challenge_answer
 from ..identity import Identity, parse_public_id, public_id
 from ..net.peer_client import PeerClient, PeerResponse
-from ..tasks import stop, woken
+from ..tasks import Quota, stop, woken
 from .admission import Admission
 from .descriptors import NodeDescriptor, make_descriptor, newer, newsworthy, parse_descriptor
 
@@ -169,17 +169,10 @@ class PeerDirectory:
             self._removed.discard(node_id)
 
 
-class NewNodeBudget(Protocol):
-    """Per-address quotas (xsc.node.limits.RateLimiter)."""
-
-    def take_up_to(self, key: str, now: float, wanted: int) -> int: ...
-    def require(self, key: str, now: float, what: str, amount: float) -> None: ...
-
-
 class PeerService:
     def __init__(self, *, identity: Identity, db: plyvel.DB, config: NodeConfig, client: PeerClient,
                  storage: Callable[[], dict | None], url: str | None = None,
-                 admission: Admission | None = None, new_nodes: NewNodeBudget | None = None) -> None:
+                 admission: Admission | None = None, new_nodes: Quota | None = None) -> None:
         self.identity = identity
         self.new_nodes = new_nodes  # per address, how many nodes not known before its messages may add (None: 16 each)
         self.config = config
