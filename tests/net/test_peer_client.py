@@ -22,9 +22,9 @@ async def test_the_peer_service_signs_requests_and_reports_availability(node_fac
     added = await peers_a.add(b_url)
     b_id = b.app[PEERS].identity.id
     assert added.id == b_id and [d.id for d in peers_a.peers()] == [b_id]
-    while peers_a.availability(b_id).up is None:  # a node learned of is probed at once
+    assert peers_a.availability(b_id).up is True  # its answer to add's challenge counts as a probe
+    while peers_a.availability(b_id).probes_1h < 2:  # ... and a node learned of is probed at once
         await asyncio.sleep(0.01)
-    assert peers_a.availability(b_id).up is True
 
     nonce = new_nonce()
     response = await peers_a.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": nonce})
@@ -43,7 +43,7 @@ async def test_the_peer_service_signs_requests_and_reports_availability(node_fac
     result = await a.app[HEALTH].probe_round()
     assert result["ok"] == 1 and result["results"][0]["id"] == b_id
     stats = peers_a.availability(b_id)
-    assert stats.up is True and stats.probes_1h == 2 and stats.latency_ms > 0  # on learning of it, and the round
+    assert stats.up is True and stats.probes_1h == 3 and stats.latency_ms > 0  # its add, learning of it, the round
     a.app[HEALTH].record_audit(b_id, False, "block 7 of share 3 does not match its root")
     assert peers_a.availability(b_id).last_audit["ok"] is False
     health = await (await a.get("/health")).json()

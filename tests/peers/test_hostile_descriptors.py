@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 import plyvel
 
 from xsc.identity import Identity, sign_request
-from xsc.node.appkeys import PEERS
+from xsc.node.appkeys import ALLOCATION, HEALTH, MARKET, PEERS
 from xsc.peers import PeerDirectory, make_descriptor
 from xsc.peers import service
 from xsc.peers.service import MAX_NEW_PER_MESSAGE, MAX_PER_MESSAGE, NEW_NODE_BURST
 
 from tests.support.attacks import fake_descriptors
+from tests.support.peers import wait_until
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -111,3 +113,69 @@ def test_a_full_directory_makes_room_with_the_oldest_signed_nodes_never_proven_u
     ignored = descriptors(1, 30000, now)
     directory.merge(ignored, proven=lambda node_id: True, **here)
     assert directory.get(ignored[0].id) is None and len(directory) == 40
+
+
+class _Listener:
+    """Where a stranger's fake nodes "are": ports that take every connection, note its request line and never answer
+    (so that each fake node stays unproven for as long as the test runs)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[int, str]] = []  # (port, request line)
+        self._servers: list[asyncio.Server] = []
+        self._held: list[asyncio.StreamWriter] = []
+
+    async def open(self, count: int) -> list[int]:
+        for _ in range(count):
+            server = await asyncio.start_server(self._take, "127.0.0.1", 0)
+            self._servers.append(server)
+        return [s.sockets[0].getsockname()[1] for s in self._servers]
+
+    async def _take(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readline()
+        self.requests.append((writer.get_extra_info("sockname")[1], line.decode(errors="replace").strip()))
+        self._held.append(writer)  # never answered
+
+    async def close(self) -> None:
+        for writer in self._held:
+            writer.close()
+        for server in self._servers:
+            server.close()
+
+
+async def test_nodes_a_stranger_names_are_sent_nothing_but_a_probe_and_recognised_not_at_all(node_factory) -> None:
+    """A node learned of from a stranger's message and never proven up (no answer to a probe yet) was recognised
+    at 0.5: subscribed to, pulled from and named in this node's own commitment, so a flood of fake descriptors
+    made the node spend its loop on contacting them (issue 12: 40-90 ms of /health in the bench's descriptor
+    flood).  Now nothing but the probe goes to it, and it is recognised 0 until it answers one."""
+    node = await node_factory("victim", health={"probe_interval": 3600, "probe_timeout": 60},
+                              peers={"gossip_interval": 3600, "tls": False})
+    peers = node.app[PEERS]
+    listener = _Listener()
+    try:
+        ports = await listener.open(4)
+        now = int(time.time() * 1000)
+        fakes = [Identity.generate() for _ in ports]
+        descriptors = [make_descriptor(key, url=f"http://127.0.0.1:{port}", capacity=1, free=1, version="0",
+                                       timestamp=now).to_json() for key, port in zip(fakes, ports)]
+        raw, path = json.dumps({"descriptors": descriptors}).encode(), "/v1/peer/descriptors"
+        headers = {**sign_request(Identity.generate(), "POST", path, raw, receiver=peers.identity.id),
+                   "Content-Type": "application/json"}
+        assert (await node.post(path, data=raw, headers=headers)).status == 200
+        assert all(peers.known(key.id) for key in fakes)
+        wait = asyncio.to_thread(wait_until, lambda: {p for p, _ in listener.requests} == set(ports),
+                                 "a probe of each fake node")
+        await wait
+        assert all(peers.availability(key.id).up is None for key in fakes)  # probed, not answered
+
+        market, allocation = node.app[MARKET], node.app[ALLOCATION]
+        assert not set(market.recognition()) & {key.id for key in fakes}
+        await market.fill_book()
+        await allocation.maintain_subscriptions()
+        await market.republish(force=True)
+        await asyncio.sleep(0.2)
+        assert sorted(line for _, line in listener.requests) == ["POST /v1/peer/challenge HTTP/1.1"] * len(ports)
+        own = market.book.get(peers.identity.id)
+        assert own is not None and not set(own.recognition) & {key.id for key in fakes}
+        assert not any(market.active(key.id) for key in fakes)
+    finally:
+        await listener.close()

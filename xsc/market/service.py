@@ -58,8 +58,10 @@ log = logging.getLogger(__name__)
 MAX_RECOGNITION = Decimal(1000)
 PRICE_HISTORY = 1000  # clearing prices kept per kind
 GOSSIP_FANOUT = 3
-DERIVED_NO_PROBES = Decimal("0.5")
-HONOUR_SECONDS = 60  # a published ask is honoured this long after a newer, higher one replaced it  # a peer not probed yet: half the weight of one that is always up
+# A node never proven up (no probe answered yet) is not recognised: it was 0.5, so every node a stranger's message
+# named was subscribed to, pulled from and named in this node's commitment at that stranger's word (issue 12).
+DERIVED_NO_PROBES = Decimal("0")
+HONOUR_SECONDS = 60  # a published ask is honoured this long after a newer, higher one replaced it
 
 
 EXPLAINED = 1000  # needs whose explanation is kept (in memory) for `xsc market explain`
@@ -585,7 +587,7 @@ class MarketService:
         self.bytes_sent += len(dumps(message)) * times
 
     def _up(self) -> list:
-        return [d for d in self.peers.peers() if self.peers.availability(d.id).up is not False]
+        return [d for d in self.peers.peers() if self.peers.availability(d.id).up is True]
 
     def interested(self) -> set[str]:
         """The participants whose commitments this node wants: its subscriptions' (`interest`), else every peer."""
@@ -653,7 +655,7 @@ class MarketService:
         if peers is None:
             return []
         # Cheapest test first: before every put, and the whole book is mostly held.
-        lacking = [d for d in peers.peers() if self.book.get(d.id) is None and peers.availability(d.id).up is not False]
+        lacking = [d for d in peers.peers() if self.book.get(d.id) is None and peers.availability(d.id).up is True]
         if not lacking:
             return []
         wanted = self.interested()
@@ -864,7 +866,7 @@ class MarketService:
         if held is None or held.timestamp < now_ms() - self.config.freshness * 1000:
             return False
         return self.peers is None or (self.peers.known(participant)
-                                      and self.peers.availability(participant).up is not False)
+                                      and self.peers.availability(participant).up is True)
 
     def forget(self, participant: str) -> None:
         """A node was removed: its commitment leaves the book (and LevelDB) and it is never matched again."""

@@ -104,6 +104,10 @@ class HealthService:
         self._reprobes.add(task)
         task.add_done_callback(self._reprobes.discard)
 
+    def answered(self, peer: NodeDescriptor, latency_ms: float) -> None:
+        """`peer` answered a signed challenge made outside the probes (the user added it): a probe that succeeded."""
+        self._record(self._db, peer, now_ms(), (True, latency_ms, None))
+
     async def _reprobe(self, peer: NodeDescriptor) -> None:
         self._record(self._db, peer, now_ms(), await self._probe_in_turn(peer))
 
@@ -138,8 +142,11 @@ class HealthService:
         """Add one probe's result to the peer's history, in memory and in `db` (the database or a batch)."""
         if self.peers.directory.get(peer.id) is None:
             return  # removed while we probed it
-        history = record_probe(self._histories.get(peer.id, PeerHistory()), at, *result)
+        before = self._histories.get(peer.id, PeerHistory())
+        history = record_probe(before, at, *result)
         self._histories[peer.id] = history
+        if result[0] and before.last_ok is None:
+            self.peers.proven_up(peer.id)
         self.version += 1
         db.put(keys.health_peer(peer.key), json.dumps(history.to_json()).encode())
 

@@ -349,10 +349,15 @@ class PeerService:
         responder = await self.exchange(url, to=node, unblock=True)
         if responder.id == self.identity.id:
             raise InvalidArgument(f"{url} is this node itself", hint="give the URL of another node")
+        start = time.perf_counter()
         reply = await self.challenge(url, responder.id)
+        latency_ms = (time.perf_counter() - start) * 1000
         if isinstance(reply.get("descriptor"), dict):
             self.accept([reply["descriptor"]])
-        return self.directory.get(responder.id) or responder
+        joined = self.directory.get(responder.id) or responder
+        if self.health is not None:  # its answer to our challenge is a probe that succeeded
+            self.health.answered(joined, latency_ms)
+        return joined
 
     def answer_challenge(self, nonce: object, prober: str) -> dict:
         """Prove this node's identity to `prober`: the nonce signed with both ids, and our fresh descriptor."""
@@ -427,8 +432,14 @@ class PeerService:
                 await asyncio.sleep(delay * random.uniform(1 - GOSSIP_JITTER, 1 + GOSSIP_JITTER))
                 delay = min(JOIN_RETRY_MAX, delay * 2)
 
+    def proven_up(self, node_id: str) -> None:
+        """A node answered its first probe: news (gossip goes only to nodes proven up, so it is gossiped with now)."""
+        self._news.set()
+
     async def _gossip_round(self, fanout: int) -> None:
-        peers = self.peers()
+        # Only nodes proven up: a stranger's fake nodes (never proven) would take most rounds, and each is a
+        # connection this node makes at its word.
+        peers = [d for d in self.peers() if self.availability(d.id).up is True]
         targets = random.sample(peers, min(fanout, len(peers)))
         results = await asyncio.gather(*(self.exchange(d.url, to=d.id) for d in targets), return_exceptions=True)
         for d, result in zip(targets, results):
