@@ -12,7 +12,7 @@ from pathlib import Path
 from xsc.devnet import NodeProcess, free_port
 
 __all__ = ["NodeProcess", "free_port", "best_of", "start_node", "peak_rss_mib", "run_xsc_measured", "AnonSampler",
-           "cpu_seconds", "HealthProbe", "serve_script"]
+           "cpu_seconds", "main_thread_times", "HealthProbe", "serve_script"]
 
 
 def best_of(fn, repeat: int = 3) -> float:
@@ -136,10 +136,22 @@ def cpu_seconds(pid: int) -> float:
 PROBE_NICE = -10  # the health probe's scheduling priority, if it may raise its own (root)
 
 
+def main_thread_times(pid: int) -> tuple[float, float]:
+    """(seconds run on a CPU, seconds runnable but waiting for one) of a process's main thread, the event loop's,
+    so far (Linux schedstat); NaN elsewhere.  Over one /health request they tell a slow answer's two causes apart:
+    the node busy (ran), or the machine's other work ahead of it (waited)."""
+    try:
+        ran, waited, _ = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+    except (OSError, ValueError):
+        return float("nan"), float("nan")
+    return int(ran) / 1e9, int(waited) / 1e9
+
+
 def _probe_health(host: str, port: int, pid: int, interval: float, stop, out) -> None:
     """The body of HealthProbe's process: every `interval`, the node's memory, descriptors and CPU, and GET
     /health twice: on a fresh connection (what a monitor opening one per check sees, accept queue included)
-    and on one kept-alive connection (the node's event loop alone)."""
+    and on one kept-alive connection (the node's event loop alone), each with what the node's main thread did
+    meanwhile (`main_thread_times`: `*_ran`, `*_waited`)."""
     import http.client
 
     # Ahead of the node's processes and the benchmark's own for a core: on two shared cores a probe left waiting
@@ -166,7 +178,7 @@ def _probe_health(host: str, port: int, pid: int, interval: float, stop, out) ->
             fds = len(os.listdir(f"/proc/{pid}/fd"))
         except OSError:
             fds = -1
-        started = time.perf_counter()
+        before, started = main_thread_times(pid), time.perf_counter()
         try:
             fresh = http.client.HTTPConnection(host, port, timeout=5)
             fresh_status: int | None = get(fresh)
@@ -174,15 +186,18 @@ def _probe_health(host: str, port: int, pid: int, interval: float, stop, out) ->
         except (OSError, http.client.HTTPException):
             fresh_status = None
         fresh_seconds = time.perf_counter() - started
-        started = time.perf_counter()
+        between, started = main_thread_times(pid), time.perf_counter()
         try:
             kept = kept or http.client.HTTPConnection(host, port, timeout=5)
             kept_status: int | None = get(kept)
         except (OSError, http.client.HTTPException):
             kept_status, kept = None, None
+        kept_seconds, after = time.perf_counter() - started, main_thread_times(pid)
         out.put({"at": at, "anonymous": memory["RssAnon"], "file": memory["RssFile"] + memory["RssShmem"],
                  "fds": fds, "cpu": cpu_seconds(pid), "fresh_status": fresh_status, "fresh_seconds": fresh_seconds,
-                 "kept_status": kept_status, "kept_seconds": time.perf_counter() - started, "nice": nice})
+                 "fresh_ran": between[0] - before[0], "fresh_waited": between[1] - before[1],
+                 "kept_status": kept_status, "kept_seconds": kept_seconds, "kept_ran": after[0] - between[0],
+                 "kept_waited": after[1] - between[1], "nice": nice})
 
 
 class HealthProbe:
