@@ -1,6 +1,6 @@
 """Compute benchmark: hot invoke over HTTP, compile vs cached load, CLI wall times.
 
-Run: .venv/bin/python -m bench.bench_compute [--seconds 3]
+Run: .venv/bin/python -m bench.bench_compute [--seconds 3] [--held 60]
 
 Every figure is printed next to the raw step it builds on, measured in the same run:
 - hot invoke of `add` through a real node's HTTP API at concurrency 1 and 8 (invokes/s, p50, p99, node
@@ -8,7 +8,10 @@ Every figure is printed next to the raw step it builds on, measured in the same 
   in-process fresh Store + instantiate + call, a synced LevelDB write, and a minimal aiohttp JSON handler
   (its own process, the same client) at the same concurrency;
 - compiling the fibonacci module against deserializing its cached artifact (with the HMAC check);
-- the wall time of `xsc compute invoke` and `xsc --help` against a bare `python -c pass`.
+- the wall time of `xsc compute invoke` and `xsc --help` against a bare `python -c pass`;
+- with --held SECONDS: invokes at concurrency 8 for that long while another connection reads the payer's held
+  credit every 100 ms, its most against (8 in flight x a call's budget) + the most metered in one settlement
+  interval, and every answer that was not 200 (issue 14: none, with no credit spent).
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from xsc.devnet import xsc_command
 
@@ -102,9 +107,11 @@ def compile_vs_load(repeat: int = 20) -> tuple[float, float]:
     return statistics.median(compile_times), statistics.median(load_times)
 
 
-async def _http_load(port: int, token: str, body: bytes, concurrency: int, seconds: float) -> list[float]:
+async def _http_load(port: int, token: str, body: bytes, concurrency: int, seconds: float,
+                     answers: list[tuple[float, int, bytes]] | None = None) -> list[float]:
     """Latencies of invokes sent back to back on `concurrency` keep-alive connections (a minimal client,
-    so the client's own CPU use stays small next to the node's)."""
+    so the client's own CPU use stays small next to the node's).  An answer that is not 200 fails the load, unless
+    `answers` is given: then every answer is kept there as (time.monotonic(), status, body)."""
     request = (f"POST /v1/compute/invoke HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
     latencies: list[float] = []
@@ -120,13 +127,63 @@ async def _http_load(port: int, token: str, body: bytes, concurrency: int, secon
                 length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
                 payload = await reader.readexactly(length)
                 latencies.append(time.perf_counter() - t)
-                if not head.startswith(b"HTTP/1.1 200"):
+                if answers is not None:
+                    answers.append((time.monotonic(), int(head[9:12]), payload))
+                elif not head.startswith(b"HTTP/1.1 200"):
                     raise RuntimeError(f"invoke failed: {head[:40]!r} {payload[:200]!r}")
         finally:
             writer.close()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies
+
+
+async def _held_while_loaded(port: int, token: str, body: bytes, concurrency: int, seconds: float
+                             ) -> tuple[list[tuple[float, int, bytes]], list[int]]:
+    """Invokes at `concurrency` for `seconds` (every answer kept) while the payer's held credit is read every
+    100 ms on a connection of its own (`GET /v1/ledger/accounts/{payer}`): (answers, held credit samples)."""
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.post(f"http://127.0.0.1:{port}/v1/compute/invoke", data=body) as response:
+            payer = (await response.json())["requester"]
+        answers: list[tuple[float, int, bytes]] = []
+        held: list[int] = []
+        load = asyncio.ensure_future(_http_load(port, token, body, concurrency, seconds, answers))
+        while not load.done():
+            async with session.get(f"http://127.0.0.1:{port}/v1/ledger/accounts/{payer}") as response:
+                held.append((await response.json())["held"])
+            await asyncio.sleep(0.1)
+        await load
+    return answers, held
+
+
+def held_credit(port: int, token: str, module_id: str, concurrency: int, seconds: float) -> dict[str, Any]:
+    """Issue 14: under load, held credit never passes (invokes in flight x budget) + one settlement interval's
+    metered amount, and no invoke is refused 402 for credit held by others."""
+    from xsc.config import ComputeSection, LedgerSection
+    from xsc.ledger.pricing import price_budget
+
+    body = json.dumps({"module": module_id, "function": "add", "args": ["1", "2"]}).encode()
+    answers, held = asyncio.run(_held_while_loaded(port, token, body, concurrency, seconds))
+    ok = [json.loads(payload) for _, status, payload in answers if status == 200]
+    statuses = Counter(status for _, status, _ in answers)
+    limits = ComputeSection()  # the bench's node runs with the defaults: each call's limits are these
+    budget = max(price_budget(limits.fuel, a["deal"]["price"], limits.memory, round(limits.timeout * 1e6),
+                              a["cost"]["memory_price"]) for a in ok)
+    interval = LedgerSection().tab_interval
+    charged = [(at, a["charge"]) for (at, _, _), a in zip([x for x in answers if x[1] == 200], ok)]
+    charged.sort()
+    window, total, first = 0, 0, 0
+    for at, charge in charged:  # the most charged in any one settlement interval
+        total += charge
+        while charged[first][0] < at - interval:
+            total -= charged[first][1]
+            first += 1
+        window = max(window, total)
+    return {"invokes": len(answers), "statuses": dict(statuses), "held_max": max(held), "samples": len(held),
+            "budget": budget, "interval_metered": window, "bound": concurrency * budget + window}
 
 
 def http_invoke(port: int, token: str, module_id: str, concurrency: int, seconds: float,
@@ -190,6 +247,9 @@ def wall(cmd: list[str], repeat: int = 5, env: dict[str, str] | None = None) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each load phase")
+    parser.add_argument("--held", type=float, default=0.0, metavar="SECONDS",
+                        help="then invoke at concurrency 8 for SECONDS (issue 14: 60) while reading the payer's held "
+                             "credit every 100 ms, against its bound, and count 402 answers")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
           "(other work on the machine lowers every figure below)")
@@ -259,7 +319,19 @@ def main() -> None:
         report.add("xsc compute invoke add.wasm add 1 2", invoke_s * 1e3, "ms")
         report.add("xsc --help", help_s * 1e3, "ms", target=TARGETS["help_ms"], op="<")
 
-        checks = [
+        checks = []
+        if args.held:
+            h = held_credit(port, token, module_id, 8, args.held)
+            refused = sum(n for status, n in h["statuses"].items() if status != 200)
+            print(f"held credit under {args.held:g} s of invokes at concurrency 8 ({h['invokes']:,} invokes, answers "
+                  f"{h['statuses']}, {h['samples']} reads of the payer's account): at most {h['held_max']:,} "
+                  f"micro-credits held, {h['held_max'] / h['bound']:.2f}x its bound {h['bound']:,} (8 in flight x "
+                  f"budget {h['budget']:,} + the most metered in one settlement interval, {h['interval_metered']:,})")
+            report.add("held credit at c=8, most / bound", h["held_max"] / h["bound"], "x", target=1.0, op="<=")
+            report.add("invokes refused under the held-credit load", refused, "", target=0, op="<=")
+            checks += [("held credit / its bound at concurrency 8", h["held_max"] / h["bound"], "<=", 1.0),
+                       ("invokes refused (402 or other) under that load", refused, "<=", 0)]
+        checks += [
             ("invokes/s at concurrency 8", results[8]["rate"], ">=", TARGETS["invokes_per_s_c8"]),
             ("p50 ms at concurrency 1", results[1]["p50"] * 1e3, "<", TARGETS["p50_ms_c1"]),
             ("xsc --help ms", help_s * 1e3, "<", TARGETS["help_ms"]),
@@ -267,7 +339,7 @@ def main() -> None:
              ">=", 0.3),
         ]
         for name, value, op, target in checks:
-            met = value >= target if op == ">=" else value < target
+            met = value >= target if op == ">=" else value <= target if op == "<=" else value < target
             print(f"target {name} {op} {target}: {value:,.2f} -> {'met' if met else 'NOT met'}")
         report.write()
     finally:
