@@ -136,22 +136,28 @@ def cpu_seconds(pid: int) -> float:
 PROBE_NICE = -10  # the health probe's scheduling priority, if it may raise its own (root)
 
 
-def main_thread_times(pid: int) -> tuple[float, float]:
+def main_thread_times(pid: int) -> tuple[float, float, float]:
     """(seconds run on a CPU, seconds runnable but waiting for one) of a process's main thread, the event loop's,
-    so far (Linux schedstat); NaN elsewhere.  Over one /health request they tell a slow answer's two causes apart:
-    the node busy (ran), or the machine's other work ahead of it (waited)."""
+    so far, and the seconds its other threads waited for a CPU (Linux schedstat); NaN elsewhere.  Over one /health
+    request they tell a slow answer's causes apart: the node busy (ran), the machine's other work ahead of the loop
+    (waited), or ahead of another thread of the node, which may hold the GIL the loop waits for (others waited)."""
     try:
         ran, waited, _ = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+        others = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            if task != str(pid):
+                with contextlib.suppress(OSError, ValueError):  # a thread may end meanwhile
+                    others += int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[1])
     except (OSError, ValueError):
-        return float("nan"), float("nan")
-    return int(ran) / 1e9, int(waited) / 1e9
+        return float("nan"), float("nan"), float("nan")
+    return int(ran) / 1e9, int(waited) / 1e9, others / 1e9
 
 
 def _probe_health(host: str, port: int, pid: int, interval: float, stop, out) -> None:
     """The body of HealthProbe's process: every `interval`, the node's memory, descriptors and CPU, and GET
     /health twice: on a fresh connection (what a monitor opening one per check sees, accept queue included)
     and on one kept-alive connection (the node's event loop alone), each with what the node's main thread did
-    meanwhile (`main_thread_times`: `*_ran`, `*_waited`)."""
+    meanwhile (`main_thread_times`: `*_ran`, `*_waited`, `*_others_waited`)."""
     import http.client
 
     # Ahead of the node's processes and the benchmark's own for a core: on two shared cores a probe left waiting
@@ -196,8 +202,9 @@ def _probe_health(host: str, port: int, pid: int, interval: float, stop, out) ->
         out.put({"at": at, "anonymous": memory["RssAnon"], "file": memory["RssFile"] + memory["RssShmem"],
                  "fds": fds, "cpu": cpu_seconds(pid), "fresh_status": fresh_status, "fresh_seconds": fresh_seconds,
                  "fresh_ran": between[0] - before[0], "fresh_waited": between[1] - before[1],
+                 "fresh_others_waited": between[2] - before[2],
                  "kept_status": kept_status, "kept_seconds": kept_seconds, "kept_ran": after[0] - between[0],
-                 "kept_waited": after[1] - between[1], "nice": nice})
+                 "kept_waited": after[1] - between[1], "kept_others_waited": after[2] - between[2], "nice": nice})
 
 
 class HealthProbe:
