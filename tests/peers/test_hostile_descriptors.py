@@ -9,7 +9,7 @@ import time
 import plyvel
 
 from xsc.identity import Identity, sign_request
-from xsc.node.appkeys import ALLOCATION, HEALTH, MARKET, PEERS
+from xsc.node.appkeys import ALLOCATION, MARKET, PEERS
 from xsc.peers import PeerDirectory, make_descriptor
 from xsc.peers import service
 from xsc.peers.service import MAX_NEW_PER_MESSAGE, MAX_PER_MESSAGE, NEW_NODE_BURST
@@ -144,9 +144,9 @@ class _Listener:
 
 async def test_nodes_a_stranger_names_are_sent_nothing_but_a_probe_and_recognised_not_at_all(node_factory) -> None:
     """A node learned of from a stranger's message and never proven up (no answer to a probe yet) was recognised
-    at 0.5: subscribed to, pulled from and named in this node's own commitment, so a flood of fake descriptors
-    made the node spend its loop on contacting them (issue 12: 40-90 ms of /health in the bench's descriptor
-    flood).  Now nothing but the probe goes to it, and it is recognised 0 until it answers one."""
+    at 0.5: subscribed to, pulled from, gossiped with and named in this node's own commitment, so a flood of fake
+    descriptors made the node spend its loop on contacting them (issue 12: the bench's descriptor flood, /health
+    samples up to 108 ms).  Now nothing but the probe goes to it, and it is recognised 0 until it answers one."""
     node = await node_factory("victim", health={"probe_interval": 3600, "probe_timeout": 60},
                               peers={"gossip_interval": 3600, "tls": False})
     peers = node.app[PEERS]
@@ -162,9 +162,8 @@ async def test_nodes_a_stranger_names_are_sent_nothing_but_a_probe_and_recognise
                    "Content-Type": "application/json"}
         assert (await node.post(path, data=raw, headers=headers)).status == 200
         assert all(peers.known(key.id) for key in fakes)
-        wait = asyncio.to_thread(wait_until, lambda: {p for p, _ in listener.requests} == set(ports),
-                                 "a probe of each fake node")
-        await wait
+        await asyncio.to_thread(wait_until, lambda: {p for p, _ in listener.requests} == set(ports),
+                                "a probe of each fake node")
         assert all(peers.availability(key.id).up is None for key in fakes)  # probed, not answered
 
         market, allocation = node.app[MARKET], node.app[ALLOCATION]

@@ -434,6 +434,7 @@ class PeerService:
 
     def proven_up(self, node_id: str) -> None:
         """A node answered its first probe: news (gossip goes only to nodes proven up, so it is gossiped with now)."""
+        log.debug("node %s answered its first probe", node_id[:12])
         self._news.set()
 
     async def _gossip_round(self, fanout: int) -> None:
