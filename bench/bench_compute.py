@@ -167,14 +167,13 @@ def held_credit(port: int, token: str, module_id: str, concurrency: int, seconds
 
     body = json.dumps({"module": module_id, "function": "add", "args": ["1", "2"]}).encode()
     answers, held = asyncio.run(_held_while_loaded(port, token, body, concurrency, seconds))
-    ok = [json.loads(payload) for _, status, payload in answers if status == 200]
+    ok = [(at, json.loads(payload)) for at, status, payload in answers if status == 200]
     statuses = Counter(status for _, status, _ in answers)
     limits = ComputeSection()  # the bench's node runs with the defaults: each call's limits are these
     budget = max(price_budget(limits.fuel, a["deal"]["price"], limits.memory, round(limits.timeout * 1e6),
-                              a["cost"]["memory_price"]) for a in ok)
+                              a["cost"]["memory_price"]) for _, a in ok)
     interval = LedgerSection().tab_interval
-    charged = [(at, a["charge"]) for (at, _, _), a in zip([x for x in answers if x[1] == 200], ok)]
-    charged.sort()
+    charged = sorted((at, a["charge"]) for at, a in ok)
     window, total, first = 0, 0, 0
     for at, charge in charged:  # the most charged in any one settlement interval
         total += charge

@@ -620,7 +620,7 @@ class AllocationService:
                 continue
             if held is not None and held[0] == topics and now - held[1] < SUBSCRIPTION_TTL / 3:
                 continue
-            if self.peers.availability(d.id).up is not True or self._retry_at.get(d.id, 0.0) > now:
+            if not self.peers.up(d.id) or self._retry_at.get(d.id, 0.0) > now:
                 continue
             if topics:
                 self.subscribed[d.id] = (topics, now)
@@ -693,7 +693,7 @@ class AllocationService:
     def _targets(self) -> list:
         if self.peers is None:
             return []
-        return [d for d in self.peers.peers() if self.peers.availability(d.id).up is True]
+        return self.peers.up_peers()
 
     def _audience(self, record) -> set[str]:
         """Who gets `record`: the parties it names (now, and in the record before it) and its subscribers."""

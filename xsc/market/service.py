@@ -102,6 +102,8 @@ class PeerView(Protocol):
     def state_version(self) -> tuple: ...
     def known(self, node_id: str) -> bool: ...
     def availability(self, node_id: str) -> Any: ...
+    def up(self, node_id: str) -> bool: ...
+    def up_peers(self) -> list: ...
     async def request(self, peer_url: str, method: str, path: str, **kwargs: Any) -> Any: ...
 
 
@@ -587,7 +589,7 @@ class MarketService:
         self.bytes_sent += len(dumps(message)) * times
 
     def _up(self) -> list:
-        return [d for d in self.peers.peers() if self.peers.availability(d.id).up is True]
+        return self.peers.up_peers()
 
     def interested(self) -> set[str]:
         """The participants whose commitments this node wants: its subscriptions' (`interest`), else every peer."""
@@ -655,7 +657,7 @@ class MarketService:
         if peers is None:
             return []
         # Cheapest test first: before every put, and the whole book is mostly held.
-        lacking = [d for d in peers.peers() if self.book.get(d.id) is None and peers.availability(d.id).up is True]
+        lacking = [d for d in peers.peers() if self.book.get(d.id) is None and peers.up(d.id)]
         if not lacking:
             return []
         wanted = self.interested()
@@ -865,8 +867,7 @@ class MarketService:
         held = self.book.get(participant)
         if held is None or held.timestamp < now_ms() - self.config.freshness * 1000:
             return False
-        return self.peers is None or (self.peers.known(participant)
-                                      and self.peers.availability(participant).up is True)
+        return self.peers is None or (self.peers.known(participant) and self.peers.up(participant))
 
     def forget(self, participant: str) -> None:
         """A node was removed: its commitment leaves the book (and LevelDB) and it is never matched again."""

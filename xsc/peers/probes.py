@@ -146,7 +146,7 @@ class HealthService:
         history = record_probe(before, at, *result)
         self._histories[peer.id] = history
         if result[0] and before.last_ok is None:
-            self.peers.proven_up(peer.id)
+            self.peers.first_answered(peer.id)
         self.version += 1
         db.put(keys.health_peer(peer.key), json.dumps(history.to_json()).encode())
 

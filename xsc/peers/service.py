@@ -216,6 +216,15 @@ class PeerService:
             return availability(PeerHistory(), now_ms())
         return self.health.availability(node_id)
 
+    def up(self, node_id: str) -> bool:
+        """Did the node answer its last probe?  Until a node has answered one, nothing but probes is sent to it
+        (docs/security.md): a stranger's message names nodes at addresses of its choosing."""
+        return self.availability(node_id).up is True
+
+    def up_peers(self) -> list[NodeDescriptor]:
+        """The known nodes that answered their last probe: the only ones gossip, the market and the allocation contact."""
+        return [d for d in self.peers() if self.up(d.id)]
+
     async def request(self, peer_url: str, method: str, path: str, *, json: Any = None, data: bytes | None = None,
                       timeout: float | None = None, to: str | None = None, **kwargs: Any) -> PeerResponse:
         """A signed request to a peer; addressed to the node known at that URL (so it cannot be replayed to another)."""
@@ -432,15 +441,14 @@ class PeerService:
                 await asyncio.sleep(delay * random.uniform(1 - GOSSIP_JITTER, 1 + GOSSIP_JITTER))
                 delay = min(JOIN_RETRY_MAX, delay * 2)
 
-    def proven_up(self, node_id: str) -> None:
-        """A node answered its first probe: news (gossip goes only to nodes proven up, so it is gossiped with now)."""
+    def first_answered(self, node_id: str) -> None:
+        """A node answered its first probe: news (gossip goes only to nodes up, so it is gossiped with now)."""
         log.debug("node %s answered its first probe", node_id[:12])
         self._news.set()
 
     async def _gossip_round(self, fanout: int) -> None:
-        # Only nodes proven up: a stranger's fake nodes (never proven) would take most rounds, and each is a
-        # connection this node makes at its word.
-        peers = [d for d in self.peers() if self.availability(d.id).up is True]
+        # Only nodes up: a stranger's fake nodes (never proven) would take most rounds, each a connection at its word.
+        peers = self.up_peers()
         targets = random.sample(peers, min(fanout, len(peers)))
         results = await asyncio.gather(*(self.exchange(d.url, to=d.id) for d in targets), return_exceptions=True)
         for d, result in zip(targets, results):
