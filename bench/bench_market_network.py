@@ -11,7 +11,9 @@ and the ledger's authorize + countersign + complete of one payment by receipt (i
 Target (issue 7): a matched remote invoke adds < 20 ms over a direct one; (issue 14, paid through tabs)
 < 2 ms, and remote throughput at concurrency 8 >= 0.8x direct.  At concurrency 8 it also prints how many of A's
 calls went to B in batches (net/compute.py: InvokeBatcher) and the nodes' CPU per call (on a busy machine the
-wall-clock rates say more about the other load than about the nodes; CPU per call does not).
+wall-clock rates say more about the other load than about the nodes; CPU per call does not).  A run at
+concurrency 2 (smaller batches) against one more at 8 splits each node's CPU per remote call into a part per
+batch request (HTTP, TLS, the signature, B's group commit) and a part per call: what batching can and cannot save.
 
 The remote path waits for synced ledger writes that the direct one does not (the direct invoke's
 settlement is group-committed after the answer): run with TMPDIR=/dev/shm (tmpfs, where an fsync costs
@@ -153,6 +155,28 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
+async def _cpu_at(a: Node, b: Node, calls: int, concurrency: int) -> tuple[float, float, float]:
+    """Remote invokes at `concurrency`: A's and B's CPU per call (us) and the calls per batch request."""
+    before, cpu_a, cpu_b = await _batches(a), cpu_seconds(a.pid), cpu_seconds(b.pid)
+    lat, _ = await _invokes(a, calls, concurrency)
+    used_a, used_b = cpu_seconds(a.pid) - cpu_a, cpu_seconds(b.pid) - cpu_b
+    after = await _batches(a)
+    return used_a / len(lat) * 1e6, used_b / len(lat) * 1e6, (after[1] - before[1]) / max(1, after[0] - before[0])
+
+
+def split_cpu(low: tuple[float, float, float], high: tuple[float, float, float]) -> dict[str, tuple[float, float]]:
+    """Each node's CPU per call as (per batch request, per call), from two runs at different batch sizes:
+    cpu per call = per_batch / calls_per_batch + per_call (least assumptions: two points, two unknowns)."""
+    (a_lo, b_lo, n_lo), (a_hi, b_hi, n_hi) = low, high
+    if n_hi - n_lo < 1:  # the batches came out the same size: nothing to split
+        return {}
+    out = {}
+    for name, lo, hi in (("A", a_lo, a_hi), ("B", b_lo, b_hi)):
+        per_batch = (lo - hi) / (1 / n_lo - 1 / n_hi)
+        out[name] = (per_batch, hi - per_batch / n_hi)
+    return out
+
+
 # --- raw steps, in this process --------------------------------------------------------------------
 def raw_fsync(tmp: Path, repeat: int = 50) -> float:
     """Median time of one synced LevelDB write batch (what every durable ledger step waits for)."""
@@ -205,10 +229,10 @@ async def raw_ledger_trio(tmp: Path, repeat: int = 50) -> tuple[float, float, fl
     return tuple(statistics.median(s[i] for s in steps) for i in range(3))  # type: ignore[return-value]
 
 
-async def raw_round_trips(b: Node, repeat: int = 200) -> tuple[float, float]:
+async def raw_round_trips(b: Node, repeat: int = 200) -> tuple[float, float, float]:
     """Median round trip to B of an unsigned GET /health on a kept-alive connection, and of a signed
     peer request that does no work (POST /v1/peer/challenge) through the nodes' own PeerClient, on the kept-alive
-    connection paid invokes use."""
+    connection paid invokes use; and B's CPU per such signed request (us)."""
     import aiohttp
 
     from xsc.identity import Identity
@@ -224,13 +248,15 @@ async def raw_round_trips(b: Node, repeat: int = 200) -> tuple[float, float]:
     signed = []
     async with aiohttp.ClientSession() as session:
         client = PeerClient(Identity.generate(), session, 10.0)
+        cpu = cpu_seconds(b.pid)
         for _ in range(repeat):
             t = time.perf_counter()
             await client.request(b.url, "POST", "/v1/peer/challenge", json={"nonce": os.urandom(16).hex()}, to=b.id,
                                  kept=True)  # as the invokes are sent
             signed.append(time.perf_counter() - t)
+        cpu = cpu_seconds(b.pid) - cpu
         client.close()
-    return statistics.median(plain), statistics.median(signed)
+    return statistics.median(plain), statistics.median(signed), cpu / repeat * 1e6
 
 
 # --- the run ----------------------------------------------------------------------------------------
@@ -261,7 +287,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
         await conn_a.close()
         await conn_b.close()
 
-        plain_rt, signed_rt = await raw_round_trips(b)
+        plain_rt, signed_rt, signed_cpu = await raw_round_trips(b)
         for node in (a, b):  # warm up both paths
             await _invokes(node, 30, 1)
         # Blocks of each in turn, so a burst of other work on the machine hits both alike.
@@ -286,6 +312,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                 cpu8[name, "B"] += cpu_seconds(b.pid) - cpu_b
                 c8[name] = (c8[name][0] + lat, c8[name][1] + wall)
         batches = [after - before for after, before in zip(await _batches(a), batches_before)]
+        # Smaller batches (concurrency 2) against these: how much of each node's CPU is per batch request.
+        per_call_r = statistics.median(remote)
+        low = await _cpu_at(a, b, max(30, int(args.seconds / per_call_r / 2)), 2)
+        high = await _cpu_at(a, b, max(30, int(args.seconds / per_call_r)), 8)
         b_cpu = cpu_seconds(b.pid)
         a_cpu = cpu_seconds(a.pid)
     finally:
@@ -308,7 +338,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
           f"{trio * ms:.2f} ms (before {sum(ledger_before) * ms:.2f}, "
           f"after {sum(ledger_after) * ms:.2f})")
     print(f"raw round trips to B: GET /health {plain_rt * ms:.3f} ms; signed peer request with no work "
-          f"(POST /v1/peer/challenge, PeerClient) {signed_rt * ms:.3f} ms ({signed_rt / plain_rt:.1f}x)")
+          f"(POST /v1/peer/challenge, PeerClient) {signed_rt * ms:.3f} ms ({signed_rt / plain_rt:.1f}x), B's CPU "
+          f"{signed_cpu:.0f} us a request")
     print(f"direct invoke on B, concurrency 1: p50 {d50 * ms:.2f} ms, p90 {d90 * ms:.2f} ms ({len(direct)} calls)")
     print(f"remote invoke via A (matched to B, paid by receipt), concurrency 1: p50 {r50 * ms:.2f} ms, "
           f"p90 {r90 * ms:.2f} ms ({len(remote)} calls) = {r50 / d50:.1f}x direct p50")
@@ -329,6 +360,15 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
           f"before the request in flight returned, {batches[3]} waited for returned callers); the rest alone: "
           f"{requests_per_call:.3f} signed requests per call")
     print(f"remote throughput at concurrency 8 = {rate_r / rate_d:.2f}x direct")
+    split = split_cpu(low, high)
+    if split:
+        at = high[2]
+        print(f"node CPU per remote call split in two (concurrency 2: {low[2]:.1f} calls per batch, A {low[0]:.0f} + "
+              f"B {low[1]:.0f} us a call; 8: {at:.1f}, A {high[0]:.0f} + B {high[1]:.0f} us): " + "; ".join(
+                  f"{name} {per_batch:.0f} us per batch request + {per_call:.0f} us per call" for name, (per_batch, per_call)
+                  in split.items()) + f"; at {at:.1f} calls a batch the per-batch part is "
+              f"{sum(v[0] for v in split.values()) / at / (high[0] + high[1]):.0%} of the two nodes' CPU per call; "
+              f"B's per batch request = {split['B'][0] / signed_cpu:.1f}x its CPU for a signed request doing no work")
     rest = added - trio - signed_rt
     # On tmpfs an fsync costs nothing: a ratio to it would mean nothing.
     per_fsync = f"{added / fsync:.1f}x an fsync" if fsync > 50e-6 else "no real fsync here"
@@ -349,6 +389,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     report.add("remote invokes/s, c=8", rate_r, "/s")
     report.add("remote/direct rate c=8 (issue 14)", rate_r / rate_d, "x", target=TARGET_REMOTE_RATIO, op=">=")
     report.add("remote signed requests per call, c=8", requests_per_call, "")
+    for name, (per_batch, per_call) in split.items():
+        report.add(f"node {name} CPU per remote batch request", per_batch, "us")
+        report.add(f"node {name} CPU per remote call, batch part aside", per_call, "us")
     report.write()
     met = added * ms < TARGET_ADDED_MS_PAID and rate_r / rate_d >= TARGET_REMOTE_RATIO
     print(f"targets (issue 14, remote invokes paid through tabs): added latency < {TARGET_ADDED_MS_PAID:g} ms "
