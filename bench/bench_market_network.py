@@ -156,7 +156,8 @@ def _pct(values: list[float], q: float) -> float:
 
 
 async def _cpu_at(a: Node, b: Node, calls: int, concurrency: int) -> tuple[float, float, float]:
-    """Remote invokes at `concurrency`: A's and B's CPU per call (us) and the calls per batch request."""
+    """Remote invokes at `concurrency`: A's and B's CPU per call (us) and the calls per batch request (what the
+    concurrency-8 blocks measure too, for split_cpu)."""
     before, cpu_a, cpu_b = await _batches(a), cpu_seconds(a.pid), cpu_seconds(b.pid)
     lat, _ = await _invokes(a, calls, concurrency)
     used_a, used_b = cpu_seconds(a.pid) - cpu_a, cpu_seconds(b.pid) - cpu_b
@@ -313,9 +314,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
                 c8[name] = (c8[name][0] + lat, c8[name][1] + wall)
         batches = [after - before for after, before in zip(await _batches(a), batches_before)]
         # Smaller batches (concurrency 2) against these: how much of each node's CPU is per batch request.
-        per_call_r = statistics.median(remote)
-        low = await _cpu_at(a, b, max(30, int(args.seconds / per_call_r / 2)), 2)
-        high = await _cpu_at(a, b, max(30, int(args.seconds / per_call_r)), 8)
+        low = await _cpu_at(a, b, max(30, int(args.seconds / statistics.median(remote) / 2)), 2)
         b_cpu = cpu_seconds(b.pid)
         a_cpu = cpu_seconds(a.pid)
     finally:
@@ -355,20 +354,22 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
           f"remote A {us['remote', 'A']:.0f} + B {us['remote', 'B']:.0f} = "
           f"{us['remote', 'A'] + us['remote', 'B']:.0f} us "
           f"({(us['remote', 'A'] + us['remote', 'B']) / us['direct', 'B']:.2f}x direct)")
+    at = batches[1] / max(1, batches[0])  # calls per batch at concurrency 8
     print(f"remote calls at concurrency 8 sent in batches: {batches[1]} of {len(c8['remote'][0])} calls, in "
-          f"{batches[0]} batch requests ({batches[1] / max(1, batches[0]):.1f} calls per batch, {batches[2]} sent "
+          f"{batches[0]} batch requests ({at:.1f} calls per batch, {batches[2]} sent "
           f"before the request in flight returned, {batches[3]} waited for returned callers); the rest alone: "
           f"{requests_per_call:.3f} signed requests per call")
     print(f"remote throughput at concurrency 8 = {rate_r / rate_d:.2f}x direct")
+    high = (us["remote", "A"], us["remote", "B"], at)
     split = split_cpu(low, high)
     if split:
-        at = high[2]
         print(f"node CPU per remote call split in two (concurrency 2: {low[2]:.1f} calls per batch, A {low[0]:.0f} + "
               f"B {low[1]:.0f} us a call; 8: {at:.1f}, A {high[0]:.0f} + B {high[1]:.0f} us): " + "; ".join(
                   f"{name} {per_batch:.0f} us per batch request + {per_call:.0f} us per call" for name, (per_batch, per_call)
                   in split.items()) + f"; at {at:.1f} calls a batch the per-batch part is "
               f"{sum(v[0] for v in split.values()) / at / (high[0] + high[1]):.0%} of the two nodes' CPU per call; "
-              f"B's per batch request = {split['B'][0] / signed_cpu:.1f}x its CPU for a signed request doing no work")
+              f"B's per batch request = {split['B'][0] / max(signed_cpu, 1):.1f}x its CPU for a signed request "
+              "doing no work")
     rest = added - trio - signed_rt
     # On tmpfs an fsync costs nothing: a ratio to it would mean nothing.
     per_fsync = f"{added / fsync:.1f}x an fsync" if fsync > 50e-6 else "no real fsync here"
