@@ -5,6 +5,7 @@
 - Pure cores do no I/O: they import no asyncio, aiohttp or plyvel.
 - No domain package imports xsc.node or aiohttp.web; services never take the aiohttp app.
 - A loop that sleeps until an event is set waits with `tasks.woken`, never `asyncio.wait_for(event.wait(), ...)`.
+- JSON is read and written by xsc/codec.py alone (one canonical form for what gets signed).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "xsc"
-GROUND = {"xsc", "xsc.errors", "xsc.keys", "xsc.units", "xsc.paths", "xsc.identity", "xsc.config", "xsc.tasks", "xsc.db"}
+GROUND = {"xsc", "xsc.codec", "xsc.errors", "xsc.keys", "xsc.units", "xsc.paths", "xsc.identity", "xsc.config", "xsc.tasks", "xsc.db"}
 PURE = {
     "xsc.storage." + m for m in ("capability", "crypto", "erasure", "layout", "manifest", "merkle", "placement",
                                  "leases", "wire", "ranges")
@@ -182,3 +183,21 @@ def test_loops_wait_for_events_with_tasks_woken() -> None:
     found = [f"{name}:{node.lineno}" for name, path in MODULES.items()
              for node in ast.walk(ast.parse(path.read_text())) if _waits_for_an_event(node)]
     assert found == [], "wait with xsc.tasks.woken(event, seconds): " + ", ".join(found)
+
+
+# Modules that still spell JSON themselves, each with the calls it makes, while the market and allocation are
+# re-cut: this list only shrinks.
+JSON_ELSEWHERE = {
+    "xsc.market.book": "json.dumps: a commitment's signed bytes",
+    "xsc.market.models": "json.dumps: an order's digest",
+    "xsc.market.service": "json.dumps, json.loads: recognition and price history records",
+    "xsc.allocation.records": "json.dumps: an allocation record's signed bytes",
+    "xsc.allocation.roundsim": "json.dumps: the size of a simulated message",
+    "xsc.allocation.service": "json.dumps, json.loads: standing bids",
+    "xsc.allocation.subscriptions": "json.dumps: a subscription's signed bytes",
+}
+
+
+def test_json_is_read_and_written_by_the_codec_alone() -> None:
+    found = {n for n in MODULES if {"json", "orjson"} & imports(n)} - {"xsc.codec"}
+    assert found <= set(JSON_ELSEWHERE), "read and write JSON with xsc.codec: " + ", ".join(sorted(found - set(JSON_ELSEWHERE)))

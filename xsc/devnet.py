@@ -16,7 +16,6 @@ imports the node: it is a client of processes and of their HTTP `/health` and `/
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -30,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from . import codec
 from .errors import DevnetError, InvalidArgument, NodeNotRunning
 from .paths import URL_FILE
 
@@ -119,10 +119,10 @@ def get_json(url: str, token: str | None = None, timeout: float = 2.0) -> tuple[
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
+            return response.status, codec.loads(response.read())
     except urllib.error.HTTPError as err:
         try:
-            return err.code, json.loads(err.read())
+            return err.code, codec.loads(err.read())
         except ValueError:
             return err.code, {}
     except (OSError, ValueError):
@@ -407,7 +407,7 @@ class Devnet:
     def save(self, records: list[dict] | None = None) -> None:
         path = self.root / STATE_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"nodes": records if records is not None else
+        tmp.write_text(codec.text({"nodes": records if records is not None else
                                    [n.record() for n in self.nodes if n.pid is not None]}, indent=2))
         os.replace(tmp, path)
 
@@ -417,7 +417,7 @@ class Devnet:
         root = Path(root).resolve()
         path = root / STATE_FILE
         try:
-            records = json.loads(path.read_text())["nodes"]
+            records = codec.loads(path.read_text())["nodes"]
             nodes = [NodeProcess.attach(r["data_dir"], int(r["url"].rsplit(":", 1)[1]), r["pid"], log=r["log"],
                                         name=r["name"]) for r in records]
         except FileNotFoundError:

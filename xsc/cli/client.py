@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import http.client
-import json
 import socket
 from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import urlencode, urlsplit
 
+from .. import codec
 from .. import errors
 
 CHUNK = 1024 * 1024
@@ -26,7 +26,7 @@ def _error_classes() -> dict[str, type[errors.XscError]]:
 def error_from_problem(status: int, body: bytes) -> errors.XscError:
     """Rebuild the node's error from its problem body, so the CLI maps it like a local one."""
     try:
-        problem = json.loads(body)
+        problem = codec.loads(body)
         code, detail = problem["code"], problem["detail"]
     except (ValueError, KeyError, TypeError):
         return errors.XscError(f"the node answered HTTP {status}: {body[:200].decode(errors='replace')}")
@@ -111,7 +111,7 @@ class NodeClient:
                 body: bytes | None = None, content_type: str | None = None) -> Any:
         headers = {}
         if json_body is not None:
-            body = json.dumps(json_body).encode()
+            body = codec.dumps(json_body)
             headers["Content-Type"] = "application/json"
         elif content_type:
             headers["Content-Type"] = content_type
@@ -121,7 +121,7 @@ class NodeClient:
         finally:
             conn.close()
         if response.headers.get_content_type().endswith("json"):
-            return json.loads(data) if data else None
+            return codec.loads(data) if data else None
         return data
 
     def upload(self, path: str, stream: BinaryIO, *, size: int | None, query: dict[str, Any] | None = None,
@@ -147,7 +147,7 @@ class NodeClient:
             data = response.read()
         finally:
             conn.close()
-        return json.loads(data)
+        return codec.loads(data)
 
     def download(self, path: str, *, query: dict[str, Any] | None = None) -> "Download":
         conn, response = self._send("GET", path, query=query)

@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 import click
 
+from .. import codec
 from .output import emit_json, json_option, key_values, wide_option
 
 
@@ -173,14 +174,13 @@ def verify(obj, as_json: bool) -> None:
 @click.pass_obj
 def export(obj, as_json: bool) -> None:
     """Write every stored entry as JSON lines (chain by chain, in seq order); --json: one JSON array."""
-    import json
     import sys
 
     download = obj.client().download("/v1/ledger/export")
     out = sys.stdout.buffer
     if as_json:
         data = b"".join(download)
-        emit_json([json.loads(line) for line in data.splitlines() if line])
+        emit_json([codec.loads(line) for line in data.splitlines() if line])
         return
     for chunk in download:
         out.write(chunk)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -12,6 +11,7 @@ from typing import Any, Iterable, Sequence
 
 import click
 
+from .. import codec
 from ..errors import XscError
 
 EXIT_ERROR = 1
@@ -54,7 +54,7 @@ def run_cli(group: click.Group, args: Sequence[str] | None = None) -> None:
 
 
 def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+    click.echo(codec.text(value, indent=2, sort_keys=True))
 
 
 # --- tables ---------------------------------------------------------------------------------

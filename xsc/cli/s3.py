@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .. import codec
 from .output import emit_json, json_option, table
 
 
@@ -106,11 +107,10 @@ def keys_rm(obj, access_key: str) -> None:
 @click.pass_obj
 def export_index(obj, output: str) -> None:
     """Write the bucket index (every object's capabilities) as JSON: back it up, it is the way back to the data."""
-    import json
     import os
 
     index = obj.client().request("GET", "/v1/s3/export")
-    text = json.dumps(index, indent=1, sort_keys=True) + "\n"
+    text = codec.text(index, indent=1, sort_keys=True) + "\n"
     if output == "-":
         click.echo(text, nl=False)
         return

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import threading
 import time
 from importlib.metadata import version
 
 import wasmtime
+
+from .. import codec
 
 WASMTIME_VERSION = version("wasmtime")
 
@@ -49,7 +50,7 @@ def make_engine() -> wasmtime.Engine:
 
 def fingerprint() -> bytes:
     """32 bytes naming the wasmtime version and engine settings that compiled an artifact."""
-    text = json.dumps({"wasmtime": WASMTIME_VERSION, **SETTINGS}, sort_keys=True)
+    text = codec.text({"wasmtime": WASMTIME_VERSION, **SETTINGS}, sort_keys=True)
     return hashlib.sha256(text.encode()).digest()
 
 

@@ -15,7 +15,6 @@ node's public key).  Version 1 records, signed one by one ({"record", "signature
 from __future__ import annotations
 
 import functools
-import json
 import os
 import random
 import re
@@ -24,8 +23,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
-
+from .. import codec
 from ..errors import BadProvenanceSignature, InvalidArgument, XscError
 from ..identity import Identity, parse_public_id, verify
 from ..ledger import merkle
@@ -69,49 +67,7 @@ def timestamp(ns: int) -> str:
 _SECOND: list[tuple[int | None, str]] = [(None, "")]  # (whole second since the epoch, its text up to the '.')
 
 
-# A number with a fraction or an exponent right after ':', '[' or ',': in orjson's compact output, a float is
-# one after '[' or ',', or after a key's closing quote and ':' (the same bytes inside a string count too: a
-# false alarm only costs the slow way; a timestamp's "02:00:00.000000" does not count: no quote before ':').
-_NUMBER = re.compile(rb"[:\[,]-?[0-9]+[.eE]")
-
-
-def _has_float(body: bytes) -> bool:
-    for found in _NUMBER.finditer(body):
-        at = found.start()
-        if body[at] != 0x3A or body[at - 1] == 0x22:  # not ':', or ':' right after '"'
-            return True
-    return False
-
-
-def _plain(value: Any) -> bool:
-    """Whether `value` is made of dicts, lists, text, integers, booleans and None alone (no float anywhere, so orjson
-    writes what json writes): a walk of a record's ~40 values, quicker than searching its text for a float."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is dict:
-            stack.extend(item.values())
-        elif kind is list:
-            stack.extend(item)
-        elif kind is not str and kind is not int and kind is not bool and item is not None:
-            return False  # a float, or something else: the text decides
-    return True
-
-
-def canonical(record: dict[str, Any]) -> bytes:
-    """The canonical form: json.dumps with keys sorted, no whitespace, ASCII only, no NaN.  orjson writes the
-    same bytes ~10x faster when its output is printable ASCII (json escapes everything else: non-ASCII and
-    DEL) without floats (the two write some floats differently), and only then is its output taken (records
-    have no floats: float values are their exact text).  A record made of plain values alone is known to have
-    none without searching its text."""
-    try:
-        body = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # an integer past 64 bits, a key that is not text: json decides
-        body = None
-    if body is not None and body.isascii() and b"\x7f" not in body and (_plain(record) or not _has_float(body)):
-        return body
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+canonical = codec.canonical  # the canonical form of a record: keys sorted, no whitespace, ASCII only
 
 
 def sign(identity: Identity, record: dict[str, Any]) -> bytes:
@@ -130,7 +86,7 @@ def sign_batch(identity: Identity, bodies: list[bytes]) -> list[bytes]:
 
 
 def decode(data: bytes) -> dict[str, Any]:
-    return json.loads(data)
+    return codec.loads(data)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import struct
 
 import plyvel
 
+from .. import codec
 from .. import keys
 from .modules import ModuleInfo
 
@@ -20,14 +20,14 @@ class ComputeStore:
         data = self._db.get(keys.module(module_hash))
         if data is None:
             return None
-        info = ModuleInfo.from_json(json.loads(data))
+        info = ModuleInfo.from_json(codec.loads(data))
         info.invocations = self.invocations(module_hash)
         return info
 
     def modules(self) -> list[ModuleInfo]:
         out = []
         for key, data in self._db.iterator(prefix=keys.MODULES):
-            info = ModuleInfo.from_json(json.loads(data))
+            info = ModuleInfo.from_json(codec.loads(data))
             info.invocations = self.invocations(key[len(keys.MODULES):])
             out.append(info)
         return out
@@ -43,12 +43,12 @@ class ComputeStore:
         with self._db.write_batch(transaction=True, sync=True) as batch:
             batch.put(keys.wasm(module_hash), wasm)
             batch.put(artifact_key, sealed_artifact)
-            batch.put(keys.module(module_hash), json.dumps(record).encode())
+            batch.put(keys.module(module_hash), codec.dumps(record))
 
     def update_module(self, module_hash: bytes, info: ModuleInfo) -> None:
         record = info.to_json()
         record.pop("invocations")
-        self._db.put(keys.module(module_hash), json.dumps(record).encode(), sync=True)
+        self._db.put(keys.module(module_hash), codec.dumps(record), sync=True)
 
     def remove_module(self, module_hash: bytes) -> None:
         """The module, its wasm, compiled artifacts, count and chain head go; its provenance records stay."""

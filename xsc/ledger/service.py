@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import os
 import time
@@ -21,6 +20,7 @@ from typing import Any, Iterator
 
 import plyvel
 
+from .. import codec
 from ..errors import AuthorizationNotPending, EntryNotFound, InvalidArgument, InvalidEntry, XscError
 from ..identity import Identity, parse_public_id, public_id
 from . import rules
@@ -192,7 +192,7 @@ class LedgerService:
             _check_amount(amount)
             if amount > cap:
                 raise InvalidArgument(f"the claimed amount {amount} exceeds the cap {cap}")
-            claim_bytes = json.dumps({"amount": amount, "usage": dict(normalize_usage(usage))}).encode()
+            claim_bytes = codec.dumps({"amount": amount, "usage": dict(normalize_usage(usage))})
         held = cap if hold is None else hold
         if not 0 <= held <= cap:
             raise InvalidArgument(f"the amount held {held} must be 0 to the cap {cap}")
@@ -239,7 +239,7 @@ class LedgerService:
         data = self.store.claim(authorization_id)
         if data is None:
             return None
-        record = json.loads(data)
+        record = codec.loads(data)
         return record["amount"], record["usage"]
 
     async def countersign(self, payee: Identity, authorization: Authorization, amount: int,
@@ -411,10 +411,8 @@ class LedgerService:
 
     def export_lines(self) -> Iterator[bytes]:
         """Every entry as one JSON line (blocking: iterate in a thread)."""
-        import json
-
         for _, _, data in self.store.entries():
-            yield json.dumps(entry_json(decode_entry(data)), sort_keys=True).encode() + b"\n"
+            yield codec.text(entry_json(decode_entry(data)), sort_keys=True).encode() + b"\n"
 
     async def verify(self) -> dict:
         started = time.perf_counter()

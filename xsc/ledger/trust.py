@@ -18,13 +18,13 @@ up again; a throwaway key can never owe this node more than its line.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import plyvel
 
+from .. import codec
 from .. import keys
 from ..errors import InvalidArgument, PrepaymentRequired
 from ..identity import parse_public_id
@@ -57,7 +57,7 @@ class TrustLines:
             cached = self._lines.get(peer)
             if cached is None:
                 raw = self._db.get(keys.trust_line(parse_public_id(peer)))
-                value = {"paid": 0, "used": 0} if raw is None else json.loads(raw)
+                value = {"paid": 0, "used": 0} if raw is None else codec.loads(raw)
                 cached = {"paid": int(value["paid"]), "used": int(value["used"])}
                 self._remember(self._lines, peer, cached)
             return dict(cached)
@@ -150,7 +150,7 @@ class TrustLines:
             self._lines[peer] = totals  # written
 
     def _put(self, peer: str, totals: dict[str, int], batch: Any) -> None:
-        key, value = keys.trust_line(parse_public_id(peer)), json.dumps(totals).encode()
+        key, value = keys.trust_line(parse_public_id(peer)), codec.dumps(totals)
         if batch is None:
             self._db.put(key, value)
             self._lines[peer] = totals

@@ -28,15 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from .. import codec
 from ..errors import PeerError, PeerRefused, PeerUnreachable
 from ..tasks import stop
 from .peer_client import EncodedJson, PeerClient, PeerResponse
@@ -154,10 +152,7 @@ class InvokeBatcher:
                      wasi: bool) -> dict[str, Any]:
         """Ask `provider` to run one tab call (`body`, with "tab": true); its answer, checked to hold a run and
         a tab.  A provider that lacks the module is sent it once (one push per module at a time) and asked again."""
-        try:
-            entry = orjson.dumps(body)
-        except TypeError:  # what orjson cannot encode (integers past 64 bits, ...)
-            entry = json.dumps(body, separators=(",", ":")).encode()
+        entry = codec.dumps(body)
         try:
             return await self._send(url, provider, entry)
         except PeerRefused as err:

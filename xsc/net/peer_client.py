@@ -13,17 +13,16 @@ Plaintext goes to loopback addresses only."""
 from __future__ import annotations
 
 import asyncio
-import json as jsonlib
 import re
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import aiohttp
-import orjson
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from ..codec import dumps, loads  # noqa: F401 - the one JSON reader and writer, for callers that import them here
 from ..config import https_url, is_loopback_host
 from ..errors import InvalidArgument, PeerError, PeerIdentityMismatch, PeerRefused, PeerUnreachable, connection_reason
 from ..identity import Identity, sign_request
@@ -31,36 +30,6 @@ from . import tls as peer_tls
 from .kept import Cut, Kept, TooLarge, Unreached
 
 _SPACE = re.compile(r"\s")  # what str.isspace() calls a space
-_LONG_NUMBER = re.compile(rb"(?:^|[:\[,])\s*-?[0-9]{19}")  # a number of 19 digits or more
-# Digits read as 0, and what may come before a number's digits (a separator, a space, a minus sign) as ":".
-_NUMBER_SHAPE = bytes.maketrans(b"123456789 \t\n\r[,-", b"000000000" + b":" * 7)
-_NINETEEN_DIGITS = b"0" * 19
-
-
-def loads(raw: bytes) -> Any:
-    """JSON text parsed as json.loads parses it (the same texts accepted, the same values), by orjson where it
-    can.  orjson refuses what it does not take (NaN, a BOM, lone surrogates, UTF-16), and json.loads then
-    decides; it would read an integer past 64 bits as a float, so a text with a number of 19 digits or more
-    goes to json.loads at once.  (The regex that finds such a number costs ~30 us a KiB: it runs only on a text
-    where 19 digits follow a separator, a space or a minus sign, or open it, found by a byte translation at ~2 us
-    a KiB; the hex in a string, however long its runs of digits, does not make it run.)"""
-    shape = raw.translate(_NUMBER_SHAPE)
-    if (b":" + _NINETEEN_DIGITS not in shape and not shape.startswith(_NINETEEN_DIGITS)) \
-            or _LONG_NUMBER.search(raw) is None:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    return jsonlib.loads(raw)
-
-
-def dumps(value: Any) -> bytes:
-    """Compact JSON text of `value`, by orjson where it can (json for what it cannot encode: integers past 64
-    bits, ...): the one JSON writer, as `loads` is the one reader."""
-    try:
-        return orjson.dumps(value)
-    except TypeError:
-        return jsonlib.dumps(value, separators=(",", ":")).encode()
 
 
 MAX_RESPONSE = 16 * 1024 * 1024  # bytes request() buffers; stream bigger answers with open()
@@ -87,7 +56,7 @@ class PeerResponse:
 def _refusal(url: str, method: str, path: str, status: int, body: bytes) -> PeerRefused:
     """The peer's problem body, kept whole so callers can tell a 401 from a 404."""
     try:
-        problem = jsonlib.loads(body)
+        problem = loads(body)
         code, detail = str(problem["code"]), str(problem["detail"])
     except (ValueError, KeyError, TypeError):
         code, detail = "http-error", body[:200].decode(errors="replace") or f"HTTP {status}"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 from collections import defaultdict
 from typing import Any
@@ -29,6 +28,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
+
+from .. import codec
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,9 @@ def connection_cap(configured: int, fd_limit: int) -> int:
 
 @functools.lru_cache(maxsize=64)  # a burst past a cap is refused with the same few details
 def _refusal(detail: str) -> bytes:
-    body = json.dumps({"type": "about:blank", "title": "Service Unavailable", "status": 503,
+    body = codec.dumps({"type": "about:blank", "title": "Service Unavailable", "status": 503,
                        "code": "too-many-connections", "detail": detail,
-                       "hint": "close idle connections, or retry in a second"}).encode()
+                       "hint": "close idle connections, or retry in a second"})
     return (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
             b"Retry-After: 1\r\nConnection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import errno
-import json
 import logging
 from typing import Any
 
 import plyvel
 from aiohttp import web
 
+from .. import codec
 from .. import errors as e
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def problem(status: int, code: str, detail: str, *, hint: str | None = None, **e
     if hint:
         body["hint"] = hint
     body.update(extra)
-    return web.Response(status=status, text=json.dumps(body, default=str), content_type=PROBLEM_TYPE)
+    return web.Response(status=status, text=codec.dumps(body, default=str).decode(), content_type=PROBLEM_TYPE)
 
 
 def problem_from_error(error: e.XscError) -> web.Response:

@@ -18,7 +18,6 @@ receipts that fail their signature or were refused, quota floods) is refused (40
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections import OrderedDict, deque
@@ -26,6 +25,7 @@ from collections.abc import Callable, Mapping
 
 import plyvel
 
+from .. import codec
 from .. import keys
 from ..errors import NotAdmitted, PeerNotFound, Quarantined
 from ..identity import HEADER_GRID, SignedRequest, check_grid_proof, id_difficulty, parse_public_id, public_id
@@ -54,7 +54,7 @@ class Quarantine:
         with db.write_batch() as batch:  # compacted on start: ended quarantines are dropped
             for key, value in db.iterator(prefix=keys.PEER_QUARANTINE):
                 try:
-                    entry = json.loads(value)
+                    entry = codec.loads(value)
                     node = public_id(key[len(keys.PEER_QUARANTINE):])
                     ends = float(entry["until"])
                 except (ValueError, TypeError, KeyError):
@@ -122,7 +122,7 @@ class Quarantine:
                 soonest = min(self._entries, key=lambda n: self._entries[n]["until"])
                 batch.delete(keys.peer_quarantine(parse_public_id(soonest)))
                 del self._entries[soonest]
-            batch.put(keys.peer_quarantine(key), json.dumps(entry).encode())
+            batch.put(keys.peer_quarantine(key), codec.dumps(entry))
         self._entries[node_id] = entry
         self._struck.pop(node_id, None)
         log.warning("quarantined node %s until %s: %s", node_id, time.strftime("%Y-%m-%d %H:%M:%S",

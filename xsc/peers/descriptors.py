@@ -6,10 +6,10 @@ When two valid descriptors of one node meet, the newer timestamp wins."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from .. import codec
 from ..config import normalize_peer_url
 from ..errors import BadRequest, InvalidDescriptor
 from ..identity import Identity, grid_proof, parse_public_id, verify
@@ -45,12 +45,12 @@ class NodeDescriptor:
         return out
 
     def encode(self) -> bytes:
-        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":")).encode()
+        return codec.canonical(self.to_json())
 
 
 def signed_bytes(fields: dict[str, Any]) -> bytes:
     """The canonical form a descriptor's signature covers: its fields (not the signature) as sorted, compact JSON."""
-    return _TAG + json.dumps({k: fields[k] for k in FIELDS}, sort_keys=True, separators=(",", ":")).encode()
+    return _TAG + codec.canonical({k: fields[k] for k in FIELDS})
 
 
 def make_descriptor(identity: Identity, *, url: str, capacity: int, free: int, version: str,

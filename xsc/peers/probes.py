@@ -7,13 +7,13 @@ must be signed by the peer's key (xsc.health.challenge).  The statistics are xsc
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from datetime import datetime, timezone
 
 import plyvel
 
+from .. import codec
 from .. import keys
 from ..config import HealthSection
 from ..errors import PeerError
@@ -46,7 +46,7 @@ class HealthService:
         self._histories: dict[str, PeerHistory] = {}
         for key, value in db.iterator(prefix=keys.HEALTH_PEERS):
             try:
-                self._histories[public_id(key[len(keys.HEALTH_PEERS):])] = PeerHistory.from_json(json.loads(value))
+                self._histories[public_id(key[len(keys.HEALTH_PEERS):])] = PeerHistory.from_json(codec.loads(value))
             except (ValueError, KeyError, TypeError):
                 log.warning("skipping unreadable probe history under %r", key)
         self.last_round: dict | None = None
@@ -87,7 +87,7 @@ class HealthService:
         history = record_audit(self._histories.get(node_id, PeerHistory()), now_ms(), ok, detail)
         self._histories[node_id] = history
         self.version += 1
-        self._db.put(keys.health_peer(parse_public_id(node_id)), json.dumps(history.to_json()).encode())
+        self._db.put(keys.health_peer(parse_public_id(node_id)), codec.dumps(history.to_json()))
 
     def heard_from(self, node_id: str) -> None:
         """A peer's signed request checked out.  If that peer is counted as down, probe it now rather than
@@ -148,7 +148,7 @@ class HealthService:
         if result[0] and before.last_ok is None:
             self.peers.first_answered(peer.id)
         self.version += 1
-        db.put(keys.health_peer(peer.key), json.dumps(history.to_json()).encode())
+        db.put(keys.health_peer(peer.key), codec.dumps(history.to_json()))
 
     def forget(self, node_id: str) -> None:
         self.version += 1

@@ -7,7 +7,6 @@ The rest of the node is given the PeerService: `peers()`, `peer(id)`, `availabil
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -15,6 +14,7 @@ from typing import Any, Callable
 
 import plyvel
 
+from .. import codec
 from .. import __version__, keys
 from ..config import NodeConfig, split_peer_address
 from ..errors import InvalidArgument, InvalidDescriptor, PeerError, PeerNotFound, PeerRefused
@@ -68,7 +68,7 @@ class PeerDirectory:
         self._removed: set[str] = set()
         for key, value in db.iterator(prefix=keys.PEER_DESCRIPTORS):
             try:
-                descriptor = NodeDescriptor(**json.loads(value))
+                descriptor = NodeDescriptor(**codec.loads(value))
             except (ValueError, TypeError):
                 log.warning("skipping an unreadable peer descriptor under %r", key)
                 continue

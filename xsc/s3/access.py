@@ -7,12 +7,12 @@ AWS's) and a secret (40 characters); the secret never leaves this file except wh
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import time
 from pathlib import Path
 
+from .. import codec
 from ..errors import NotFound
 
 FILE_NAME = "s3-keys.json"
@@ -37,7 +37,7 @@ class KeyRing:
             return self._keys
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp != self._stamp:
-            data = json.loads(self.path.read_text() or "{}")
+            data = codec.loads(self.path.read_text() or "{}")
             self._keys = {k["access_key"]: k for k in data.get("keys", [])}
             self._stamp = stamp
         return self._keys
@@ -54,7 +54,7 @@ class KeyRing:
         tmp = self.path.with_name(self.path.name + ".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump({"keys": list(keys.values())}, f, indent=1)
+            f.write(codec.text({"keys": list(keys.values())}, indent=1))
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o600)

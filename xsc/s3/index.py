@@ -19,7 +19,6 @@ read-modify-write changes.  Nothing here speaks HTTP.
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import Any, Iterable, Iterator
 
 import plyvel
 
+from .. import codec
 from .. import keys
 from ..errors import (BucketExists, BucketNotEmpty, EntityTooSmall, InvalidArgument, InvalidPart, InvalidPartOrder,
                       NoSuchBucket, NoSuchKey, NoSuchUpload)
@@ -36,7 +36,7 @@ FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reco
 
 
 def _dump(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":")).encode()
+    return codec.dumps(value)
 
 
 class S3Index:
@@ -49,14 +49,14 @@ class S3Index:
 
     # --- buckets -----------------------------------------------------------------
     def buckets(self) -> list[dict]:
-        return [{"name": k[len(keys.OBJECT_BUCKETS):].decode(), **json.loads(v)}
+        return [{"name": k[len(keys.OBJECT_BUCKETS):].decode(), **codec.loads(v)}
                 for k, v in self.db.iterator(prefix=keys.OBJECT_BUCKETS)]
 
     def bucket(self, name: str) -> dict:
         raw = self.db.get(keys.object_bucket(name))
         if raw is None:
             raise NoSuchBucket(f"no bucket named {name!r}", hint="create it first (CreateBucket)", bucket=name)
-        return {"name": name, **json.loads(raw)}
+        return {"name": name, **codec.loads(raw)}
 
     def create_bucket(self, name: str) -> dict:
         names.check_bucket(name)
@@ -73,7 +73,7 @@ class S3Index:
             for _ in self.db.iterator(prefix=keys.objects_of(name), include_value=False):
                 raise BucketNotEmpty(f"the bucket {name!r} is not empty", hint="delete its objects first",
                                      bucket=name)
-            if any(json.loads(v)["bucket"] == name for _, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)):
+            if any(codec.loads(v)["bucket"] == name for _, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)):
                 raise BucketNotEmpty(f"the bucket {name!r} has multipart uploads in progress",
                                      hint="complete or abort them first", bucket=name)
             self.db.delete(keys.object_bucket(name), sync=True)
@@ -84,7 +84,7 @@ class S3Index:
         if raw is None:
             self.bucket(bucket)
             raise NoSuchKey(f"no object {key!r} in bucket {bucket!r}", bucket=bucket, key=key)
-        return json.loads(raw)
+        return codec.loads(raw)
 
     def put(self, bucket: str, key: str, record: dict) -> list[str]:
         """Make `record` the object at (bucket, key); returns the capabilities now garbage (the old object's).
@@ -97,7 +97,7 @@ class S3Index:
                 self._mark_garbage([p["cap"] for p in record["parts"]])
                 raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
             old = self.db.get(keys.object_key(bucket, key))
-            garbage = [p["cap"] for p in json.loads(old)["parts"]] if old else []
+            garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
             garbage = [c for c in garbage if c not in {p["cap"] for p in record["parts"]}]
             with self.db.write_batch(sync=True) as batch:
                 batch.put(keys.object_key(bucket, key), _dump(record))
@@ -138,7 +138,7 @@ class S3Index:
                     if old is None:
                         continue
                     batch.delete(keys.object_key(bucket, key))
-                    for p in json.loads(old)["parts"]:
+                    for p in codec.loads(old)["parts"]:
                         batch.put(keys.object_garbage(p["cap"]), b"")
                         garbage.append(p["cap"])
         return garbage
@@ -155,7 +155,7 @@ class S3Index:
                     yield k[len(base):].decode(), v
 
         page = listing.list_page(scan, prefix=prefix, delimiter=delimiter, max_keys=max_keys, start=start)
-        page["contents"] = [(k, _summary(json.loads(v))) for k, v in page["contents"]]
+        page["contents"] = [(k, _summary(codec.loads(v))) for k, v in page["contents"]]
         return page
 
     # --- multipart ---------------------------------------------------------------
@@ -174,11 +174,11 @@ class S3Index:
         if raw is None:
             raise NoSuchUpload("no multipart upload with that id: it was completed, aborted, or never begun",
                                upload_id=upload_id)
-        return {"id": upload_id, **json.loads(raw)}
+        return {"id": upload_id, **codec.loads(raw)}
 
     def parts(self, upload_id: str) -> list[dict]:
         prefix = keys.object_parts_of(upload_id)
-        return [{"number": int.from_bytes(k[-4:], "big"), **json.loads(v)} for k, v in self.db.iterator(prefix=prefix)]
+        return [{"number": int.from_bytes(k[-4:], "big"), **codec.loads(v)} for k, v in self.db.iterator(prefix=prefix)]
 
     def put_part(self, upload_id: str, number: int, cap: str, size: int, part_etag: str) -> list[str]:
         """Record an uploaded part (replacing one of that number); returns the capabilities now garbage.
@@ -190,7 +190,7 @@ class S3Index:
                 raise NoSuchUpload("no multipart upload with that id: it was completed or aborted",
                                    upload_id=upload_id)
             old = self.db.get(keys.object_part(upload_id, number))
-            garbage = [json.loads(old)["cap"]] if old else []
+            garbage = [codec.loads(old)["cap"]] if old else []
             with self.db.write_batch(sync=True) as batch:
                 batch.put(keys.object_part(upload_id, number),
                           _dump({"cap": cap, "size": size, "etag": part_etag, "modified": self.clock()}))
@@ -226,7 +226,7 @@ class S3Index:
                       "modified": self.clock()}
             unused = [p["cap"] for n, p in have.items() if n not in set(numbers)]
             old = self.db.get(keys.object_key(bucket, key))
-            replaced = [p["cap"] for p in json.loads(old)["parts"]] if old else []
+            replaced = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
             garbage = unused + replaced
             with self.db.write_batch(sync=True) as batch:
                 batch.put(keys.object_key(bucket, key), _dump(record))
@@ -250,7 +250,7 @@ class S3Index:
 
     def uploads(self, bucket: str, prefix: str = "") -> list[dict]:
         self.bucket(bucket)
-        found = [{"id": k[len(keys.OBJECT_UPLOADS):].decode(), **json.loads(v)}
+        found = [{"id": k[len(keys.OBJECT_UPLOADS):].decode(), **codec.loads(v)}
                  for k, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)]
         return sorted((u for u in found if u["bucket"] == bucket and u["key"].startswith(prefix)),
                       key=lambda u: (u["key"], u["created"], u["id"]))
@@ -276,8 +276,8 @@ class S3Index:
 
     def referenced(self) -> set[str]:
         """Every capability an object or an uploaded part refers to."""
-        caps = {p["cap"] for _, v in self.db.iterator(prefix=keys.OBJECT_KEYS) for p in json.loads(v)["parts"]}
-        caps.update(json.loads(v)["cap"] for _, v in self.db.iterator(prefix=keys.OBJECT_PARTS))
+        caps = {p["cap"] for _, v in self.db.iterator(prefix=keys.OBJECT_KEYS) for p in codec.loads(v)["parts"]}
+        caps.update(codec.loads(v)["cap"] for _, v in self.db.iterator(prefix=keys.OBJECT_PARTS))
         return caps
 
     def reconcile(self, stored: Iterable[str]) -> list[str]:
@@ -294,9 +294,9 @@ class S3Index:
         buckets = []
         for b in self.buckets():
             base = keys.objects_of(b["name"])
-            objects = {k[len(base):].decode(): json.loads(v) for k, v in self.db.iterator(prefix=base)}
+            objects = {k[len(base):].decode(): codec.loads(v) for k, v in self.db.iterator(prefix=base)}
             buckets.append({**b, "objects": objects})
-        uploads = [{"id": k[len(keys.OBJECT_UPLOADS):].decode(), **json.loads(v),
+        uploads = [{"id": k[len(keys.OBJECT_UPLOADS):].decode(), **codec.loads(v),
                     "parts": self.parts(k[len(keys.OBJECT_UPLOADS):].decode())}
                    for k, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)]
         return {"version": 1, "exported": self.clock(), "buckets": buckets, "uploads": uploads,

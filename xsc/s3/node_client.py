@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import email.parser
 import fcntl
-import json
 import os
 import select
 import socket
@@ -24,6 +23,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
+from .. import codec
 from ..cli.client import error_from_problem
 from ..errors import NodeNotRunning, NotFound, XscError
 
@@ -68,7 +68,7 @@ class NodeApi:
         """A JSON request to the node's API; its JSON answer."""
         try:
             async with self.session.request(method, self.url + path, params=params,
-                                            data=None if body is None else json.dumps(body),
+                                            data=None if body is None else codec.dumps(body),
                                             headers={"Content-Type": "application/json"} if body is not None
                                             else None) as response:
                 await self._raise_for(response)

@@ -25,7 +25,6 @@ checks before it signs the receipt (`HolderTerms.check_receipt`, on the holder's
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -35,6 +34,7 @@ from typing import Any
 
 import plyvel
 
+from .. import codec
 from .. import keys
 from ..errors import DealRefused, Forbidden, XscError
 from ..identity import parse_public_id, public_id
@@ -64,7 +64,7 @@ class StorageDeal:
     paying: dict | None = None  # the period being paid now ({"to", "job"}), noted before the payment is sent
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
+        return codec.dumps(asdict(self))
 
     def cost(self, seconds: int) -> int:
         return price_storage(self.bytes, seconds, self.price)
@@ -90,7 +90,7 @@ class StorageDeals:
         self.payment_interval = payment_interval
         self.audits: dict[str, dict[str, int]] = {}
         for key, value in self.db.iterator(prefix=keys.HOLDER_AUDITS):
-            self.audits[public_id(key[len(keys.HOLDER_AUDITS):])] = json.loads(value)
+            self.audits[public_id(key[len(keys.HOLDER_AUDITS):])] = codec.loads(value)
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         self.last_run: dict[str, Any] | None = None
@@ -110,10 +110,10 @@ class StorageDeals:
         return deals
 
     def of_file(self, si: bytes) -> list[StorageDeal]:
-        return [StorageDeal(**json.loads(v)) for _, v in self.db.iterator(prefix=keys.storage_deals_of(si))]
+        return [StorageDeal(**codec.loads(v)) for _, v in self.db.iterator(prefix=keys.storage_deals_of(si))]
 
     def all(self) -> list[StorageDeal]:
-        return [StorageDeal(**json.loads(v)) for _, v in self.db.iterator(prefix=keys.STORAGE_DEALS)]
+        return [StorageDeal(**codec.loads(v)) for _, v in self.db.iterator(prefix=keys.STORAGE_DEALS)]
 
     def outstanding(self, now: int | None = None) -> int:
         """What the running deals will still cost until their ends (micro-credits): credit already promised."""
@@ -146,7 +146,7 @@ class StorageDeals:
 
     def ended_deals(self, si: bytes) -> list[StorageDeal]:
         """The deals of a file's shares that ended when a repair moved the share, oldest first."""
-        return [StorageDeal(**json.loads(v)) for _, v in self.db.iterator(prefix=keys.storage_ended_of(si))]
+        return [StorageDeal(**codec.loads(v)) for _, v in self.db.iterator(prefix=keys.storage_ended_of(si))]
 
     def removed(self, si: bytes, at: int) -> None:
         """The file was removed: its deals end now (what was held until now is still paid)."""
@@ -168,7 +168,7 @@ class StorageDeals:
         at = int(time.time()) if at is None else at
         marks = self.audits.setdefault(node, {})
         marks["ok" if ok else "failed"] = at
-        self.db.put(keys.holder_audit(parse_public_id(node)), json.dumps(marks).encode())
+        self.db.put(keys.holder_audit(parse_public_id(node)), codec.dumps(marks))
 
     def verdict(self, deal: StorageDeal) -> bool | None:
         """Has the holder earned the period since `paid_until`?  True pay, False forfeit, None wait."""
@@ -279,7 +279,7 @@ class HolderTerms:
 
     def get(self, si: bytes, share: int) -> dict | None:
         raw = self.db.get(keys.holder_terms(si, share))
-        return json.loads(raw) if raw else None
+        return codec.loads(raw) if raw else None
 
     def forget(self, si: bytes, share: int) -> None:
         self.db.delete(keys.holder_terms(si, share), sync=True)
@@ -317,18 +317,18 @@ class HolderTerms:
     @staticmethod
     def entry(si: bytes, share: int, terms: dict) -> dict[bytes, bytes]:
         """The record to publish with the share (ShareStore.publish `also`)."""
-        return {keys.holder_terms(si, share): json.dumps(terms).encode()}
+        return {keys.holder_terms(si, share): codec.dumps(terms)}
 
     def _paid(self, si: bytes, share: int, terms: dict, until: int, payer: str) -> None:
         paid = {**terms, "paid_until": max(until, terms.get("paid_until", 0)), "payer": terms.get("payer", payer)}
         if paid != terms:
-            self.db.put(keys.holder_terms(si, share), json.dumps(paid).encode())
+            self.db.put(keys.holder_terms(si, share), codec.dumps(paid))
 
     def unpaid(self, before: int) -> list[tuple[bytes, int, dict]]:
         """The shares held for other nodes that nobody has paid for since `before` (nor were placed since)."""
         out = []
         for key, value in self.db.iterator(prefix=keys.HOLDER_TERMS):
-            terms = json.loads(value)
+            terms = codec.loads(value)
             if max(terms.get("placed", 0), terms.get("paid_until", 0)) < before:
                 si, share = keys.split_holder_terms(key)
                 out.append((si, share, terms))

@@ -8,9 +8,9 @@ that encoding, so any change to a stored manifest is detected.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import asdict, dataclass
 
+from .. import codec
 from ..errors import IntegrityError
 
 MANIFEST_VERSION = 1
@@ -31,7 +31,7 @@ class Manifest:
     def encode(self) -> bytes:
         body = asdict(self)
         body["share_roots"] = list(self.share_roots)
-        return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        return codec.canonical(body)
 
     def digest(self) -> bytes:
         return manifest_hash(self.encode())
@@ -48,7 +48,7 @@ def decode_manifest(encoded: bytes, expected_hash: bytes) -> Manifest:
     """Parse a stored manifest, refusing one whose hash is not the capability's."""
     if manifest_hash(encoded) != expected_hash:
         raise IntegrityError("the stored manifest does not match the capability's manifest hash")
-    body = json.loads(encoded)
+    body = codec.loads(encoded)
     if body.get("version") != MANIFEST_VERSION:
         raise IntegrityError(f"unsupported manifest version {body.get('version')}")
     body["share_roots"] = tuple(body["share_roots"])

@@ -14,7 +14,6 @@ or may still write.  An upload whose size is known reserves all of it before wri
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import threading
@@ -24,6 +23,7 @@ from dataclasses import dataclass, replace
 
 import plyvel
 
+from .. import codec
 from .. import keys
 from ..errors import NotFound, StorageFull
 from ..units import format_size
@@ -133,7 +133,7 @@ class ShareStore:
                 raise self._refuse(expected_bytes)
             self._uploads[upload_id] = upload
         record = {"storage_index": storage_index.hex(), "shares": list(shares), "started": int(time.time())}
-        self.db.put(keys.upload(upload_id), json.dumps(record).encode(), sync=True)
+        self.db.put(keys.upload(upload_id), codec.dumps(record), sync=True)
         return upload
 
     def publish(self, upload: Upload, metas: list[ShareMeta], manifest: bytes | None = None,
@@ -152,7 +152,7 @@ class ShareStore:
                 if manifest is not None:
                     batch.put(keys.manifest(si), manifest)
                 if file_record is not None:
-                    batch.put(keys.file(si), json.dumps(file_record).encode())
+                    batch.put(keys.file(si), codec.dumps(file_record))
                 for key, value in (also or {}).items():
                     batch.put(key, value)
                 batch.put(keys.STORAGE_USED, (self.used + added - freed).to_bytes(8, "big"))
@@ -180,7 +180,7 @@ class ShareStore:
 
     def recover(self) -> int:
         """Remove what uploads interrupted by a crash staged; returns how many there were."""
-        stale = [(k, json.loads(v)) for k, v in self.db.iterator(prefix=keys.UPLOADS)]
+        stale = [(k, codec.loads(v)) for k, v in self.db.iterator(prefix=keys.UPLOADS)]
         for key, record in stale:
             self._delete_staged(bytes.fromhex(record["storage_index"]), record["shares"], key[len(keys.UPLOADS):])
         return len(stale)
@@ -208,19 +208,19 @@ class ShareStore:
 
     def file_record(self, si: bytes) -> dict | None:
         raw = self.db.get(keys.file(si))
-        return json.loads(raw) if raw else None
+        return codec.loads(raw) if raw else None
 
     def set_placement(self, si: bytes, placement: list[str]) -> None:
         """Record where a file's shares are now (after a repair moved some)."""
         record = self.file_record(si)
         if record is not None:
             record["placement"] = placement
-            self.db.put(keys.file(si), json.dumps(record).encode(), sync=True)
+            self.db.put(keys.file(si), codec.dumps(record), sync=True)
             self.file_writes += 1
 
     def files(self) -> Iterator[dict]:
         for _, raw in self.db.iterator(prefix=keys.FILES):
-            yield json.loads(raw)
+            yield codec.loads(raw)
 
     # --- damage --------------------------------------------------------------------
     def mark_damaged(self, si: bytes, share: int, reason: str) -> None:
@@ -260,7 +260,7 @@ class ShareStore:
                     known = {s: new for s, (_, new) in done.items() if s < count}
                     record["leases"] = leases.file_leases(record.get("leases"), {**remote_leases, **known}, count)
                     record["lease_expiry"] = min(record["leases"])
-                    batch.put(keys.file(si), json.dumps(record).encode())
+                    batch.put(keys.file(si), codec.dumps(record))
             self.file_writes += 1
             return done
 
@@ -363,16 +363,16 @@ class ShareStore:
             raw = self.db.get(keys.file(si))
             if raw is None:
                 raise NotFound("this node holds no file with that capability")
-            record = {**json.loads(raw), "removed_at": at}
+            record = {**codec.loads(raw), "removed_at": at}
             with self.db.write_batch(sync=True) as batch:
                 batch.delete(keys.file(si))
-                batch.put(keys.removing(si), json.dumps(record).encode())
+                batch.put(keys.removing(si), codec.dumps(record))
             self.file_writes += 1
             return record
 
     def removals(self) -> list[dict]:
         """The records of files whose removal began and has not finished (begin_removal)."""
-        return [json.loads(raw) for _, raw in self.db.iterator(prefix=keys.REMOVALS)]
+        return [codec.loads(raw) for _, raw in self.db.iterator(prefix=keys.REMOVALS)]
 
     def delete_file(self, si: bytes) -> None:
         """Delete a file's shares held here, its manifest, and its record (listed, or being removed)."""

@@ -17,10 +17,10 @@ neither imports the other.  Pure: no I/O.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
+from .. import codec
 from ..errors import BadRequest, InvalidArgument
 from . import erasure, layout
 from .manifest import MANIFEST_VERSION, Manifest
@@ -102,7 +102,7 @@ def split_blocks(body: bytes | bytearray | memoryview, size: int, segment_size: 
 def parse_manifest(raw: bytes) -> Manifest:
     """A manifest in its canonical encoding (refused otherwise: readers hash exactly these bytes)."""
     try:
-        body = json.loads(raw)
+        body = codec.loads(raw)
     except ValueError:
         raise InvalidArgument("the manifest is not JSON") from None
     fields = {"size", "segment_size", "k", "m", "segment_count", "share_roots", "ciphertext_hash", "version"}

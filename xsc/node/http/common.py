@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from ...errors import InvalidArgument
-from ...net.peer_client import dumps, loads  # noqa: F401 - the one JSON writer and reader, for route modules
+from ...codec import dumps, loads  # noqa: F401 - the one JSON writer and reader, for route modules
 from ...tasks import in_pool
 from ..appkeys import CPU_POOL
 from ..limits import BODY_SECONDS, read_body  # noqa: F401 - the one body reader, for route modules

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import orjson
-
 from aiohttp import web
 
 from ...compute import module_too_large
@@ -66,7 +64,7 @@ async def invoke(request: web.Request) -> web.Response:
     except ValueError:
         raise InvalidArgument("the request body is not JSON",
                               hint='send {"module": ID, "function": NAME, "args": [...]}') from None
-    return web.Response(body=orjson.dumps(await request.app[PAID_COMPUTE].invoke(body)), content_type="application/json")
+    return json_response(await request.app[PAID_COMPUTE].invoke(body))
 
 
 @routes.get("/v1/compute/provenance")
@@ -76,7 +74,7 @@ async def recent_provenance(request: web.Request) -> web.Response:
     answer: dict = {"records": records}
     if "minutes" in request.query:  # and how many runs in each of the last N minutes (every record, not only these)
         answer["per_minute"] = request.app[COMPUTE].runs_per_minute(query_int(request.query, "minutes", 30, 1, 1440))
-    return web.Response(body=orjson.dumps(answer), content_type="application/json")
+    return json_response(answer)
 
 
 @routes.get("/v1/compute/provenance/{id}")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
 from aiohttp import web
 
 from ...errors import InvalidArgument
@@ -89,7 +88,7 @@ async def history(request: web.Request) -> web.Response:
             raise InvalidArgument(f"no entry field {unknown[0]!r}" if unknown else "fields names none",
                                   hint="fields=NAME,NAME,... of: " + ", ".join(ENTRY_FIELDS))
     view = await service.history_view(key, limit, expand=expand, encoded=encoded, fields=fields)
-    return web.Response(body=orjson.dumps(view), content_type="application/json")  # hundreds of entries: orjson
+    return json_response(view)
 
 
 @routes.get("/v1/ledger/entries/{entry}")

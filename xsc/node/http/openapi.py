@@ -7,12 +7,12 @@ to the routes the node registers."""
 from __future__ import annotations
 
 import asyncio
-import json
 from functools import lru_cache
 from pathlib import Path
 
 from aiohttp import web
 
+from ... import codec
 from ... import __file__ as _package_file
 from ...errors import NotFound
 
@@ -34,7 +34,7 @@ def load(path: Path = DOCUMENT) -> dict:
 
 @lru_cache(maxsize=1)
 def _body() -> bytes:
-    return json.dumps(load(), separators=(",", ":")).encode()
+    return codec.dumps(load())
 
 
 @routes.get("/openapi.json")

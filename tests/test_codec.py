@@ -1,0 +1,84 @@
+"""The codec's canonical form is every spelling the node signed or hashed with before, byte for byte (json.dumps
+with keys sorted, compact, ASCII only; with and without allow_nan), so every signature made over such bytes and
+every hash of a stored manifest still holds; dumps and loads are json's, by orjson where it can."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xsc import codec
+from xsc.identity import Identity
+from xsc.peers import descriptors
+from xsc.storage.manifest import Manifest
+
+
+def _no_nan(value) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+
+
+def _sorted_compact(value) -> bytes:  # the spelling of descriptors, subscriptions, orders and manifests
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+_text = st.text(alphabet=st.characters(codec="utf-8"), max_size=12) | st.text(
+    alphabet=st.sampled_from('aZ09 "\\/\x00\x1f\x7f\x80é€:,[.e'), max_size=12)
+_scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+            | st.floats(allow_nan=False, allow_infinity=False) | _text)
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+                       max_leaves=20)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_values)
+def test_canonical_is_each_old_spelling_byte_for_byte(value):
+    assert codec.canonical(value) == _no_nan(value) == _sorted_compact(value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_values)
+def test_dumps_and_loads_give_back_what_json_reads(value):
+    assert codec.loads(codec.dumps(value)) == json.loads(json.dumps(value))
+    assert codec.loads(json.dumps(value)) == json.loads(json.dumps(value))
+
+
+def test_a_typical_provenance_record_takes_the_fast_way_and_the_same_bytes():
+    record = {"version": 3, "id": "ab" * 16, "module": "cd" * 32, "function": "add",
+              "args": [{"type": "i32", "value": 1}, {"type": "f64", "value": "1.5"}], "outcome": "ok",
+              "fuel_limit": 10**10, "timestamp": "2026-11-23T02:00:00.000000Z", "deal": {"allocated": False},
+              "previous": None, "results": [{"type": "i32", "value": -3}], "wasi": {"argv": ["x", "a\nb\"c"]}}
+    assert codec.canonical(record) == _no_nan(record)
+    assert not codec._has_float(codec.canonical(record))  # the fast way: no float seen
+
+
+def test_floats_are_seen_wherever_they_stand():
+    import orjson
+
+    for value in ({"a": 1.5}, {"a": [1, -2.0]}, {"a": [1e300]}, [0.5], {"a": {"b": -1e-7}}, 1.5, -2e-9):
+        assert codec._has_float(orjson.dumps(value))
+    for value in ({"a": "1.5"}, {"t": "2026-11-23T02:00:00.000000Z"}, {"a": [1, -2]}, {"a": 10**18}, "1.5", 7):
+        assert not codec._has_float(orjson.dumps(value))
+
+
+def test_nan_and_infinity_have_no_canonical_form():
+    for value in (math.nan, {"a": math.inf}, [-math.inf]):
+        with pytest.raises(ValueError):
+            codec.canonical(value)
+
+
+def test_signed_descriptors_and_stored_manifests_keep_their_bytes():
+    identity = Identity.generate()
+    made = descriptors.make_descriptor(identity, url="http://127.0.0.1:9000", capacity=10, free=5, version="1.0",
+                                       timestamp=1_700_000_000_000)
+    fields = made.to_json()
+    assert descriptors.signed_bytes(fields) == b"XSC-NODE-DESCRIPTOR-1\n" + _sorted_compact(
+        {k: fields[k] for k in descriptors.FIELDS})
+    assert made.encode() == _sorted_compact(fields)
+    assert descriptors.parse_descriptor(json.loads(made.encode()), now_ms=1_700_000_000_000) == made
+    manifest = Manifest(size=1, segment_size=2, k=3, m=6, segment_count=1, share_roots=("ab",) * 6,
+                        ciphertext_hash="cd" * 32)
+    assert manifest.encode() == _sorted_compact({**manifest.__dict__, "share_roots": ["ab"] * 6})
