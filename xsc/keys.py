@@ -311,9 +311,10 @@ def market_standing(need_id: str) -> bytes:
 
 
 # Trust lines (ledger/trust.py): what each peer paid this node and what its work cost, and its credit line.
-TRUST_LINES = b"l/t/"  # + peer node public key -> {"paid": int, "used": int} (JSON)
+TRUST_LINES = b"l/t/"  # + peer node public key -> {"paid": int, "used": int, "owed": int} (JSON)
 TRUST_CREDIT = b"l/tc/"  # + peer node public key -> the credit line the user set for it (decimal micro-credits)
 TRUST_PAID = b"l/tp/"  # + authorization id -> b"" once its receipt was counted on its peer's line
+TRUST_OWED = b"l/to/"  # + authorization id -> b"" once this node's payment under it was counted as owed
 
 
 def trust_line(peer: bytes) -> bytes:
@@ -326,6 +327,10 @@ def trust_credit(peer: bytes) -> bytes:
 
 def trust_paid(authorization_id: bytes) -> bytes:
     return TRUST_PAID + authorization_id
+
+
+def trust_owed(authorization_id: bytes) -> bytes:
+    return TRUST_OWED + authorization_id
 
 
 def market_price(kind: str, bucket: int, at_ms: int) -> bytes:

@@ -1,6 +1,7 @@
 """Credit only along recognition, on real nodes: a node that does not recognise a payer takes on its uploads and
-invokes only within what it prepaid (402 prepayment-required before, accepted after, refused again once the
-prepayment is used up); a recognised peer gets its credit line (docs/security.md)."""
+invokes only within what it collected from it (402 prepayment-required before, accepted after, refused again
+once used up); a prepayment counts only out of what the node owes its payer, so no payer key mints credit;
+a recognised peer gets its credit line (docs/security.md)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,13 @@ async def _prepay(a, b_id: str, amount: int) -> None:
     assert response.status == 201, await response.text()
 
 
+async def _prepay_refused(a, b_id: str, amount: int) -> None:
+    """`b` refuses to countersign a prepayment it cannot collect (relayed to the user of `a` as 502)."""
+    response = await a.post("/v1/ledger/prepay", json={"node": b_id, "amount": amount})
+    answer = await response.json()
+    assert response.status == 502 and answer["peer_code"] == "claim-refused" and "collect" in answer["detail"], answer
+
+
 async def _verified(*nodes) -> None:
     for node in nodes:
         report = await (await node.get("/v1/ledger/verify")).json()
@@ -68,7 +76,12 @@ async def _verified(*nodes) -> None:
 
 
 async def test_a_strangers_invokes_need_prepayment_and_stop_when_it_is_used_up(node_factory) -> None:
-    a, b, b_id = await _pair(node_factory, stranger={"market": {"offer_compute": False, "compute_bid": PRICE}},
+    """A stranger's prepayment out of nothing is refused and its invokes stay 402; once recognised it runs on its
+    credit line, pays that debt (a prepayment the provider can collect: the work it did, not a call ahead),
+    runs on its line again until it is used up; and the provider, now owing it, may prepay it that much and no
+    more."""
+    a, b, b_id = await _pair(node_factory, stranger={"market": {"offer_compute": False, "compute_bid": PRICE},
+                                                     "ledger": {"stranger_credit": 0}},
                              provider={"market": {"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE},
                                        **NO_MEMORY_PRICE})
     a.app[PAID_COMPUTE].gateway_tabs.interval = 3600  # its tab stays open: no payment tops the line up meanwhile
@@ -77,19 +90,27 @@ async def test_a_strangers_invokes_need_prepayment_and_stop_when_it_is_used_up(n
 
     status, body = await _spin(a)
     _refused_for_prepayment(status, body)
+    budget = price_compute(FUEL, PRICE)
+    await _prepay_refused(a, b_id, 2 * budget)
     line = b.app[TRUST].line(a_id)
     assert line["used"] == 0 and line["paid"] == 0 and line["available"] == 0
+    _refused_for_prepayment(*await _spin(a))
 
-    budget = price_compute(FUEL, PRICE)
-    await _prepay(a, b_id, 2 * budget + budget // 2)  # two calls' worth and a half
-    assert b.app[TRUST].line(a_id)["paid"] == 2 * budget + budget // 2
-    for _ in range(2):
-        status, body = await _spin(a)
-        assert status == 422 and body["code"] == "trap" and body["provider"] == b_id, body  # ran (out of fuel), paid
-    assert b.app[TRUST].line(a_id)["used"] == 2 * budget
-    status, body = await _spin(a)  # half a call left: refused before it runs
-    _refused_for_prepayment(status, body)
-    assert b.app[TRUST].line(a_id)["used"] == 2 * budget
+    response = await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "1", "credit": budget})
+    assert response.status == 200, await response.text()
+    status, body = await _spin(a)
+    assert status == 422 and body["code"] == "trap" and body["provider"] == b_id, body  # on credit (out of fuel)
+    _refused_for_prepayment(*await _spin(a))  # its credit line is used up
+    await _prepay_refused(a, b_id, 2 * budget)  # it owes one call
+    await _prepay(a, b_id, budget)  # pays its debt: its line is open again
+    status, body = await _spin(a)
+    assert status == 422 and body["code"] == "trap" and body["provider"] == b_id, body
+    _refused_for_prepayment(*await _spin(a))
+    assert b.app[TRUST].line(a_id)["used"] == 2 * budget and b.app[TRUST].line(a_id)["counted"] == budget
+    # What `b` can collect from `a`: what the user of `a` paid `b`, and no more.
+    await _prepay_refused(b, a_id, budget + 1)
+    await _prepay(b, a_id, budget)
+    assert a.app[TRUST].line(b_id)["counted"] == budget
     # The operator still invokes on its own node, and both ledgers verify.
     response = await b.post("/v1/modules", data=wasm("add"))
     module = (await response.json())["id"]
@@ -98,30 +119,58 @@ async def test_a_strangers_invokes_need_prepayment_and_stop_when_it_is_used_up(n
     await _verified(a, b)
 
 
-async def test_a_strangers_uploads_need_prepayment_and_stop_when_it_is_used_up(node_factory) -> None:
-    """A throwaway key places shares by hand (as a hostile uploader would): nothing without prepaying, then as
-    many shares as its prepayment pays the leases of, then 402 again; the holder keeps serving its operator."""
-    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0})
+async def _claim(client: PeerClient, node, auth, amount: int | None = None) -> tuple[int, str]:
+    """Ask `node` to countersign a prepayment under `auth`: the answer's status and problem code."""
+    try:
+        await client.request(node.app[PEERS].url, "POST", "/v1/peer/ledger/receipts", to=node.app[PEERS].identity.id,
+                             json={"authorization": encode_authorization(auth).hex(),
+                                   "amount": auth.cap if amount is None else amount, "usage": {}})
+    except PeerRefused as exc:
+        return exc.details["peer_status"], exc.details["peer_code"]
+    return 200, ""
+
+
+def _prepayment(payer: Identity, payee, amount: int) -> object:
+    return authorize(payer, parse_public_id(payee.app[PEERS].identity.id), amount,
+                     f"prepay:{os.urandom(8).hex()}", int(time.time()) + 600, os.urandom(16))
+
+
+async def test_no_payer_key_mints_credit_and_a_throwaway_key_uploads_only_on_the_credit_it_is_given(
+        node_factory) -> None:
+    """A throwaway key tries every way to prepay out of nothing: payers holding nothing (one, then many, each
+    under the refusal's bound), amounts past every bound, an authorization made out to another node, and one it
+    was countersigned elsewhere for.  None counts; its uploads stay 402 before anything is reserved.  Given a
+    credit line by the holder's user, it places as many shares as the line pays the leases of, then 402 again;
+    the holder keeps serving its operator and its ledger verifies."""
+    b = await node_factory("b", **{**QUIET, "peers": {**QUIET["peers"], "quarantine_strikes": 1000}},
+                           ledger={"stranger_credit": 0})
+    c = await node_factory("c", **QUIET)
     b_id = b.app[PEERS].identity.id
     stranger = Identity.generate()
     files = [EncodedFile(5000) for _ in range(4)]
+    share_cost = price_storage(files[0].share_bytes, 86400 + 5, DEAL_PRICE)  # a lease of a day (and clock slack)
     async with aiohttp.ClientSession() as session:
         client = PeerClient(stranger, session, 30.0)
         holder = RemoteHolder(client, b_id, b.app[PEERS].url, DEAL_PRICE, stranger.id)
+        attempts = [await _claim(client, b, _prepayment(Identity.generate(), b, 10**12)) for _ in range(3)]
+        attempts += [await _claim(client, b, _prepayment(Identity.generate(), b, share_cost)) for _ in range(20)]
+        attempts.append(await _claim(client, b, _prepayment(stranger, b, 10**12 + 1)))
+        attempts.append(await _claim(client, b, _prepayment(stranger, b, 2**62)))
+        attempts.append(await _claim(client, b, _prepayment(stranger, b, 1), amount=2**63))
+        attempts.append(await _claim(client, b, _prepayment(stranger, c, share_cost)))  # made out to `c`
+        status, _ = await _claim(client, c, elsewhere := _prepayment(stranger, c, share_cost))
+        attempts.append(await _claim(client, b, elsewhere))  # and replayed to `b` after `c` saw it
+        assert all(status in (400, 403, 422) for status, _ in attempts), attempts
+        line = b.app[TRUST].line(stranger.id)
+        assert line["paid"] == 0 and line["counted"] == 0 and line["available"] == 0, line
         with pytest.raises(PeerRefused) as err:
             await place(holder, files[0])
         refused(err, 402, "prepayment-required")
-        assert "prepay" in str(err.value)
         assert b.app[GATEWAY].store.shares_held == 0 and len(b.app[SHARE_HOLDER]) == 0
 
-        share_cost = price_storage(files[0].share_bytes, 86400 + 5, DEAL_PRICE)  # a lease of a day (and clock slack)
-        auth = authorize(stranger, parse_public_id(b_id), 2 * share_cost + share_cost // 2, "prepay:test1",
-                         int(time.time()) + 600, os.urandom(16))
-        response = await client.request(b.app[PEERS].url, "POST", "/v1/peer/ledger/receipts", to=b_id,
-                                        json={"authorization": encode_authorization(auth).hex(),
-                                              "amount": auth.cap, "usage": {}})
-        assert response.status == 200 and response.json()["receipt"]
-        assert b.app[TRUST].line(stranger.id)["paid"] == auth.cap
+        response = await b.post("/v1/market/recognize", json={"peer": stranger.id, "weight": "1",
+                                                              "credit": 2 * share_cost + share_cost // 2})
+        assert response.status == 200, await response.text()
         for f in files[:2]:
             await place(holder, f)
         used = b.app[TRUST].line(stranger.id)["used"]
@@ -130,6 +179,10 @@ async def test_a_strangers_uploads_need_prepayment_and_stop_when_it_is_used_up(n
             await place(holder, files[2])
         refused(err, 402, "prepayment-required")
         assert b.app[TRUST].line(stranger.id)["used"] == used and b.app[GATEWAY].store.shares_held == 2
+        # Whatever its payer, what a recognised peer pays counts up to the work done here: its credit line again.
+        assert (await _claim(client, b, _prepayment(Identity.generate(), b, used + 1)))[0] == 403
+        assert (await _claim(client, b, _prepayment(Identity.generate(), b, used)))[0] == 200
+        assert b.app[TRUST].line(stranger.id)["counted"] == used
     # The holder keeps serving its operator, and its ledger verifies.
     response = await b.post("/v1/store/files", data=b"mine" * 1000)
     assert response.status == 201, await response.text()
@@ -167,8 +220,11 @@ def test_the_lines_kept_in_memory_are_always_what_is_on_disk(tmp_path) -> None:
     lines.use(peer, 50, reserved=60)
     lines.paid(peer, b"a" * 32, 30)
     lines.paid(peer, b"a" * 32, 30)  # the same receipt: counted once
-    assert lines.line(peer) == {"peer": peer, "paid": 30, "used": 50, "reserved": 0, "credit": 100,
-                                "recognised": False, "available": 80}
+    assert lines.line(peer) == {"peer": peer, "paid": 30, "used": 50, "owed": 0, "counted": 0, "reserved": 0,
+                                "credit": 100, "recognised": False, "available": 50}
+    lines.owe(peer, b"b" * 32, 20)
+    lines.owe(peer, b"b" * 32, 20)  # the same payment: counted once
+    assert lines.line(peer)["counted"] == 20 and lines.line(peer)["available"] == 70
     recognised.add(peer)
     lines.set_credit(peer, 500)
     assert lines.line(peer)["credit"] == 500

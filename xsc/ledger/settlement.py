@@ -74,7 +74,9 @@ class Payments:
                  client: PeerClient, retry_interval: float,
                  on_paid: Callable[[str, int, bool], None] = lambda peer, amount, by_them: None,
                  on_countersigned: Callable[[str, bytes, int], None] = lambda peer, authorization, amount: None,
-                 on_strike: Callable[[str, str], None] = lambda peer, why: None) -> None:
+                 on_strike: Callable[[str, str], None] = lambda peer, why: None,
+                 on_owed: Callable[[str, bytes, int], None] = lambda peer, authorization, amount: None,
+                 collectable: Callable[[str], int] = lambda peer: 0) -> None:
         self.ledger = ledger
         self.payer = payer  # the local user's account
         self.node = node  # this node's account: the payee of work done here
@@ -84,6 +86,8 @@ class Payments:
         self.on_paid = on_paid  # (peer, amount, by_them): who pays whom is recognised by the market
         self.on_countersigned = on_countersigned  # (peer, authorization id, amount): its trust line (once each)
         self.on_strike = on_strike  # (peer, why): a misbehaviour (a refused claim, a bad receipt): quarantine
+        self.on_owed = on_owed  # (peer, authorization id, amount): the local user paid a peer (once each)
+        self.collectable = collectable  # peer -> what a prepayment from it may carry (its trust line)
         self.checks: dict[str, ReceiptCheck] = {}
         # job prefix -> how to get the receipt of a pending authorization that has no claim: the payee states
         # the amount (a tab of remote invokes: the provider's total, bounded by the cap).
@@ -116,6 +120,7 @@ class Payments:
                     await self._settle_refusal(payee_node_id, url, auth)
                 raise exc
             payment = await self.ledger.complete(self.payer, receipt)
+        self.on_owed(payee_node_id, auth.id, amount)
         self.on_paid(payee_node_id, amount, False)
         return payment.id.hex()
 
@@ -149,6 +154,7 @@ class Payments:
             except (PeerRefused, InvalidEntry) as exc:
                 self.on_strike(payee_node_id, f"sent a receipt that does not check: {exc.message}")
                 raise
+        self.on_owed(payee_node_id, auth.id, receipt.amount)
         self.on_paid(payee_node_id, receipt.amount, False)
         return payment
 
@@ -176,6 +182,7 @@ class Payments:
             return  # unknown: the retry task finds out
         if receipt is not None:
             await self.ledger.complete(self.payer, receipt)
+            self.on_owed(payee_node_id, auth.id, receipt.amount)
         else:
             await self.ledger.abandon(auth.id, force=True)
 
@@ -213,14 +220,22 @@ class Payments:
         self.on_paid(sender, amount, True)
         return receipt
 
-    @staticmethod
-    async def check_prepayment(sender: str, auth: Authorization, amount: int, usage: dict[str, int]) -> None:
-        """The receipt check of a prepayment (`prepay:<random>`): money received ahead of work, no usage."""
+    async def check_prepayment(self, sender: str, auth: Authorization, amount: int, usage: dict[str, int]) -> None:
+        """The receipt check of a prepayment (`prepay:<random>`): money received ahead of work, no usage, and
+        no more than this node can collect from the sender (`collectable`: a payer's signature alone is worth
+        nothing, so a fresh payer, many payers or a huge amount mint no credit)."""
         tag = auth.job.partition(":")[2]
         if not (1 <= len(tag) <= 32 and tag.isalnum() and tag.isascii()):
             raise Forbidden(f"not a prepayment job reference: {auth.job[:80]!r}", hint="prepay:<up to 32 letters>")
         if usage or not 1 <= amount <= MAX_PREPAY:
             raise Forbidden(f"a prepayment is 1 to {MAX_PREPAY} micro-credits with no usage")
+        room = self.collectable(sender)
+        if amount > room:
+            raise ClaimRefused(
+                f"this node can collect {format_credits(room)} credits from node {sender}, not the "
+                f"{format_credits(amount)} prepaid: a prepayment counts only out of what this node owes its payer",
+                hint="earn credit on this node first (work its user pays you for), or ask its user to recognise "
+                     "you (xsc market recognize PEER WEIGHT --credit AMOUNT)", collectable=room)
 
     # --- the retry of pending payments ----------------------------------------------------
     @contextmanager
@@ -297,6 +312,7 @@ class Payments:
             if payer is None:
                 return "pending"
             await self.ledger.complete(payer, receipt)
+            self.on_owed(node_id, auth.id, receipt.amount)
             log.info("completed payment %s to %s (%s credits)", auth.id.hex()[:16], node_id[:12],
                      format_credits(receipt.amount))
             return "completed"

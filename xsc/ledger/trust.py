@@ -7,13 +7,17 @@ a call that is settled with its tab.  What a peer may owe this node at once is i
   user set for it (`xsc market recognize PEER W --credit C`);
 - any other peer (a stranger, a throwaway key): `ledger.stranger_credit`, 0 by default.
 
-Each peer's line keeps two running totals (LevelDB, `keys.trust_line`): `paid`, every receipt this node
-countersigned for that peer (a prepayment, `job prepay:...`, as well as payments for work), and `used`, the
-price of the work this node took on for it (a share's lease when it is placed here, a call when it runs).
-Work is taken on only while `used + reserved + price <= paid + credit`; else it is refused with 402
-`prepayment-required`, saying how much to prepay (`xsc ledger prepay NODE AMOUNT`).  So a payer with no
-credit pays before the work, the work consumes the prepayment, and later payments for that work top the line
-up again; a throwaway key can never owe this node more than its line.
+Each peer's line keeps three running totals (LevelDB, `keys.trust_line`): `paid`, every receipt this node
+countersigned for that peer (a prepayment, `job prepay:...`, as well as payments for work); `used`, the price of
+the work this node took on for it (a share's lease when it is placed here, a call when it runs); and `owed`,
+every payment this node's user made to that peer (what this node can collect from it: its own debt, on its
+own ledger).  A receipt is a promise signed by a payer this node cannot make pay, so what it paid counts only
+as far as this node can collect: `counted = min(paid, owed)`, and for a peer the user recognises also its
+payments for work done here (`min(paid, owed + used)`).  Work is taken on only while
+`used + reserved + price <= counted + credit`; else it is refused with 402 `prepayment-required`.  A
+prepayment is countersigned only within what is still collectable (`owed - paid`, plus `used` for a peer the
+user recognises): a fresh payer, many payers or a huge amount mint nothing, and a stranger prepays only out of
+what this node owes it.
 """
 
 from __future__ import annotations
@@ -32,6 +36,17 @@ from .model import format_credits
 
 MAX_LINE = 2**62  # micro-credits: any total beyond this is refused (it could not be encoded or summed safely)
 CACHED_PEERS = 4096  # lines (and credits) kept in memory
+TOTALS = ("paid", "used", "owed")
+
+
+def collectable(totals: dict[str, int], recognised: bool) -> int:
+    """The most of what a peer paid that counts: what this node owes it, and for a peer the user recognises
+    also the work done for it here (its payments for that work)."""
+    return totals["owed"] + (totals["used"] if recognised else 0)
+
+
+def counted(totals: dict[str, int], recognised: bool) -> int:
+    return min(totals["paid"], collectable(totals, recognised))
 
 
 class TrustLines:
@@ -57,8 +72,8 @@ class TrustLines:
             cached = self._lines.get(peer)
             if cached is None:
                 raw = self._db.get(keys.trust_line(parse_public_id(peer)))
-                value = {"paid": 0, "used": 0} if raw is None else codec.loads(raw)
-                cached = {"paid": int(value["paid"]), "used": int(value["used"])}
+                value = {} if raw is None else codec.loads(raw)
+                cached = {name: int(value.get(name, 0)) for name in TOTALS}
                 self._remember(self._lines, peer, cached)
             return dict(cached)
 
@@ -83,10 +98,11 @@ class TrustLines:
 
     def line(self, peer: str) -> dict[str, Any]:
         totals = self._totals(peer)
-        credit, reserved = self.credit(peer), self._reserved.get(peer, 0)
-        available = totals["paid"] + credit - totals["used"] - reserved
-        return {"peer": peer, **totals, "reserved": reserved, "credit": credit,
-                "recognised": self.recognised(peer), "available": available}
+        credit, reserved, recognised = self.credit(peer), self._reserved.get(peer, 0), self.recognised(peer)
+        paid = counted(totals, recognised)
+        available = paid + credit - totals["used"] - reserved
+        return {"peer": peer, **totals, "counted": paid, "reserved": reserved, "credit": credit,
+                "recognised": recognised, "available": available}
 
     def lines(self) -> list[dict[str, Any]]:
         from ..identity import public_id
@@ -101,7 +117,8 @@ class TrustLines:
             raise InvalidArgument(f"a price of {price} micro-credits is out of range")
         with self._lock:
             totals = self._lines.get(peer) or self._totals(peer)
-            if price <= totals["paid"] + self.credit(peer) - totals["used"] - self._reserved.get(peer, 0):
+            paid = counted(totals, self.recognised(peer))
+            if price <= paid + self.credit(peer) - totals["used"] - self._reserved.get(peer, 0):
                 self._reserved[peer] = self._reserved.get(peer, 0) + price  # what `line` says is available covers it
                 return
             line = self.line(peer)
@@ -138,16 +155,29 @@ class TrustLines:
 
     def paid(self, peer: str, authorization_id: bytes, amount: int) -> None:
         """This node countersigned a receipt of `amount` for `peer`: counted on its line once."""
-        marker = keys.trust_paid(authorization_id)
+        self._add(peer, "paid", keys.trust_paid(authorization_id), amount)
+
+    def owe(self, peer: str, authorization_id: bytes, amount: int) -> None:
+        """This node's user paid `peer` `amount` (its payment under `authorization_id` is on this node's ledger):
+        what this node can collect from that peer, counted once."""
+        self._add(peer, "owed", keys.trust_owed(authorization_id), amount)
+
+    def _add(self, peer: str, total: str, marker: bytes, amount: int) -> None:
         with self._lock:
             if self._db.get(marker) is not None:
                 return
             totals = self._totals(peer)
-            totals["paid"] = min(MAX_LINE, totals["paid"] + amount)
+            totals[total] = min(MAX_LINE, totals[total] + amount)
             with self._db.write_batch(transaction=True) as batch:
                 self._put(peer, totals, batch)
                 batch.put(marker, b"")
             self._lines[peer] = totals  # written
+
+    def collectable(self, peer: str) -> int:
+        """What a prepayment from `peer` may still carry: what this node can collect from it, less what it paid."""
+        with self._lock:
+            totals = self._totals(peer)
+            return max(0, collectable(totals, self.recognised(peer)) - totals["paid"])
 
     def _put(self, peer: str, totals: dict[str, int], batch: Any) -> None:
         key, value = keys.trust_line(parse_public_id(peer)), codec.dumps(totals)

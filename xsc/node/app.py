@@ -155,7 +155,8 @@ async def _services(app: web.Application):
     payments = Payments(ledger=ledger, payer=payer, node=identity, peers=peers, client=client,
                         retry_interval=config.ledger.settle_retry_interval,
                         on_paid=lambda peer, amount, by_them: market.note_paid(peer, amount, by_them=by_them),
-                        on_countersigned=trust.paid, on_strike=strike)
+                        on_countersigned=trust.paid, on_strike=strike, on_owed=trust.owe,
+                        collectable=trust.collectable)
     payments.add_check("prepay", payments.check_prepayment)
 
     terms = HolderTerms(db=db, store=store, ask=lambda: market.honoured_ask("storage"))
