@@ -6,6 +6,7 @@
 - No domain package imports xsc.node or aiohttp.web; services never take the aiohttp app.
 - A loop that sleeps until an event is set waits with `tasks.woken`, never `asyncio.wait_for(event.wait(), ...)`.
 - JSON is read and written by xsc/codec.py alone (one canonical form for what gets signed).
+- LevelDB (plyvel) is opened and named by xsc/db.py alone.
 """
 
 from __future__ import annotations
@@ -201,3 +202,12 @@ JSON_ELSEWHERE = {
 def test_json_is_read_and_written_by_the_codec_alone() -> None:
     found = {n for n in MODULES if {"json", "orjson"} & imports(n)} - {"xsc.codec"}
     assert found <= set(JSON_ELSEWHERE), "read and write JSON with xsc.codec: " + ", ".join(sorted(found - set(JSON_ELSEWHERE)))
+
+
+# Modules that still name plyvel themselves (type hints) while the market and allocation are re-cut: only shrinks.
+PLYVEL_ELSEWHERE = {"xsc.market.service", "xsc.allocation.service"}
+
+
+def test_plyvel_is_imported_by_the_database_module_alone() -> None:
+    found = {n for n in MODULES if "plyvel" in imports(n)} - {"xsc.db"}
+    assert found <= PLYVEL_ELSEWHERE, "use xsc.db (Database, Error, disk_full): " + ", ".join(sorted(found - PLYVEL_ELSEWHERE))

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, from_validation
 from .paths import resolve_data_dir
 from .units import parse_duration, parse_size
 
@@ -504,10 +504,7 @@ def _validate(root: Path, raw: dict[str, Any], where: str) -> NodeConfig:
     try:
         return NodeConfig(data_dir=root, **raw)
     except ValidationError as e:
-        first = e.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
-        msg = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"bad configuration value {loc}: {msg}", hint=where) from e
+        raise from_validation(e, ConfigError, "bad configuration value ", hint=where) from e
 
 
 def load_config_with_sources(

@@ -42,8 +42,17 @@ FREEING_PUT_BYTES = 4096  # a batch of deletes may also put this much (counters)
 RESERVE_CHECK_SECONDS = 1.0  # until the reserve is made, the disk is looked at this often (not on every write)
 
 
+Error = plyvel.Error  # what LevelDB raises: a full disk (OSError too), or a database it will not write to
+
+
 def disk_full(exc: BaseException) -> bool:
+    """Whether a failed write (LevelDB's error or an OSError) failed for want of disk space."""
     return "No space left" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC
+
+
+def open_database(path: Path, *, reserve_dir: Path | None = None, **options: Any) -> Database:
+    """The LevelDB at `path` (made if missing), opened with plyvel's `options`, behind a `Database`."""
+    return Database(path, lambda: plyvel.DB(str(path), create_if_missing=True, **options), reserve_dir=reserve_dir)
 
 
 class Database:

@@ -555,3 +555,15 @@ class S3Error(XscError):
         super().__init__(message, hint=hint, **details)
         self.s3_code = s3_code
         self.status = status
+
+
+def from_validation(exc: Any, error: type[XscError], title: str, *, where: str = "", hint: str | None = None,
+                    more: bool = False) -> XscError:
+    """The one translation of a pydantic ValidationError into the XscError tree: `error` saying
+    "TITLE WHERE: MESSAGE", WHERE being the first problem's location (`where` if it has none), and with `more`
+    how many problems follow it.  Raise it `from None` (or from `exc`, where the chain helps the reader)."""
+    first = exc.errors()[0]
+    location = ".".join(str(p) for p in first["loc"]) or where
+    message = first["msg"].removeprefix("Value error, ")
+    extra = f" (and {exc.error_count() - 1} more problems)" if more and exc.error_count() > 1 else ""
+    return error(f"{title}{location}: {message}{extra}", hint=hint)

@@ -217,12 +217,18 @@ class Quota(Protocol):
 
 
 class Pacer:
-    """At most `rate` starts a second, in bursts of at most `burst`, in the order asked.  For work that finishes
-    as soon as it starts (probes of addresses that refuse at once): however many may be in flight, only so many
-    begin per turn of the event loop, so a request arriving meanwhile is not queued behind all of them."""
+    """The one token bucket of the node's own work: over any stretch of time at most `burst + rate x elapsed`.
 
-    def __init__(self, rate: float, burst: int, *, clock: Callable[[], float] | None = None,
+    `start()` waits for a token, in the order asked: at most `rate` starts a second, in bursts of at most `burst`.
+    For work that finishes as soon as it starts (probes of addresses that refuse at once): however many may be in
+    flight, only so many begin per turn of the event loop, so a request arriving meanwhile is not queued behind
+    all of them.  `take(n)` counts `n` used after the fact (bytes read, blocks deleted) and says how long to wait
+    before using more; `spent(n)` waits that long."""
+
+    def __init__(self, rate: float, burst: float, *, clock: Callable[[], float] | None = None,
                  sleep: Callable[[float], Awaitable[Any]] | None = None) -> None:
+        if rate <= 0 or burst <= 0:
+            raise ValueError("rate and burst must be positive")
         self.rate, self.burst = rate, burst
         self._clock = clock or time.monotonic
         self._sleep = sleep or asyncio.sleep
@@ -238,3 +244,13 @@ class Pacer:
                     self._tokens = max(0.0, self._tokens - 1)
                     return
                 await self._sleep((1 - self._tokens) / self.rate)
+
+    def take(self, n: float) -> float:
+        """Count `n` used now (the bucket may go into debt); how long to wait before using more."""
+        now = self._clock()
+        self._tokens, self._at = refill(self._tokens, self._at, now, self.rate, self.burst) - n, now
+        return max(0.0, -self._tokens / self.rate)
+
+    async def spent(self, n: float) -> None:
+        """Count `n` used now and wait off any debt."""
+        await self._sleep(self.take(n))

@@ -19,8 +19,8 @@ from xsc.errors import InvalidArgument, PeerRefused, PeerUnreachable
 from xsc.identity import NODE_KEY_FILE, Identity, sign_request
 from xsc.storage.audits import files_on, is_verdict, remote_shares
 from xsc.storage.wire import parse_damage_report as parse_report
-from xsc.storage.scrubber import Pacer
 from xsc.storage import Capability
+from xsc.tasks import Pacer
 
 from tests.support.blocks import corrupt_block
 from tests.support.nodes import NodeProcess, kill_all
@@ -39,10 +39,10 @@ SMALL_SEGMENTS = {"XSC_STORAGE_SEGMENT_SIZE": "65536"}
        steps=st.lists(st.tuples(st.integers(0, 10**9), st.floats(0, 5)), max_size=50))
 def test_pacer_never_lets_more_than_burst_plus_rate_through(rate: int, burst: int, steps) -> None:
     now = 0.0
-    pacer = Pacer(rate, burst, now)
+    pacer = Pacer(rate, burst, clock=lambda: now)
     used = 0
     for n, pause in steps:
-        now += pacer.take(n, now)  # the caller sleeps as told ...
+        now += pacer.take(n)  # the caller sleeps as told ...
         used += n
         # ... so whatever it has used by then was allowed: the burst plus the rate over the time gone by.
         assert used <= (burst + rate * now) * (1 + 1e-9) + 1

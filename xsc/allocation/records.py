@@ -30,7 +30,7 @@ from typing import Annotated, Any, Iterable, Literal, Mapping
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import BadRequest, InvalidAllocationRecord
+from ..errors import BadRequest, InvalidAllocationRecord, XscError, from_validation
 from ..identity import Identity, parse_public_id, verify
 from .causality import Outcome
 from .itc import Stamp
@@ -201,12 +201,9 @@ def _signed_bytes(tag: bytes, fields: BaseModel) -> bytes:
                             allow_nan=False).encode()
 
 
-def _invalid(exc: ValidationError, what: str) -> InvalidAllocationRecord:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or what
-    more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-    return InvalidAllocationRecord(f"invalid allocation {what}: {where}: {first['msg']}{more}",
-                                   hint="see docs/allocation.md, 'On the nodes'")
+def _invalid(exc: ValidationError, what: str) -> XscError:
+    return from_validation(exc, InvalidAllocationRecord, f"invalid allocation {what}: ", where=what, more=True,
+                           hint="see docs/allocation.md, 'On the nodes'")
 
 
 def sign_state(identity: Identity, state: AllocationState, *, stamp: Stamp, timestamp: int) -> StateRecord:

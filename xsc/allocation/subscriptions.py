@@ -43,7 +43,7 @@ from typing import Annotated, Any, Iterable, Mapping
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, from_validation
 from ..identity import Identity, parse_public_id, verify
 from .models import TimestampMs
 from .records import NodeId
@@ -120,9 +120,7 @@ def parse_subscription(obj: Any, *, now_ms: int) -> Subscription:
     try:
         sub = Subscription.model_validate(obj)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "subscription"
-        raise InvalidArgument(f"invalid subscription: {where}: {first['msg']}",
+        raise from_validation(exc, InvalidArgument, "invalid subscription: ", where="subscription",
                               hint="see docs/allocation.md, 'Subscriptions and digests'") from None
     if not verify(parse_public_id(sub.subscriber), bytes.fromhex(sub.signature), _signed_bytes(sub)):
         raise InvalidArgument(f"the subscription of {sub.subscriber[:16]} is not signed by that node's key",

@@ -35,9 +35,9 @@ import struct
 import threading
 from typing import Any
 
-import plyvel
 
 from .. import keys
+from ..db import Database
 from ..identity import Identity
 from ..tasks import Workers
 from . import provenance
@@ -55,7 +55,7 @@ UNSIGNED_HEAD = b'{"record":'  # the stored form of a record awaiting its signat
 
 
 class Journal:
-    def __init__(self, db: plyvel.DB, identity: Identity) -> None:
+    def __init__(self, db: Database, identity: Identity) -> None:
         self._db = db
         self.identity = identity
         self._writer = Workers(1, "xsc-provenance-writer")

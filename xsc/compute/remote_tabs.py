@@ -40,9 +40,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import plyvel
 
 from .. import keys
+from ..db import Database
 from ..errors import AuthorizationReplayed, Conflict, DealRefused, XscError
 from ..identity import Identity
 from ..ledger.model import Authorization, Receipt, encode_authorization, format_credits
@@ -217,7 +217,7 @@ class ProviderTabs:
     are deleted (`prune`; a kill -9 in between leaves them to `sweep` on the next start), so they never pile
     up beyond the tabs still open."""
 
-    def __init__(self, *, db: plyvel.DB, ledger: LedgerService, node: Identity) -> None:
+    def __init__(self, *, db: Database, ledger: LedgerService, node: Identity) -> None:
         self.db, self.ledger, self.node = db, ledger, node
         self._tabs: dict[bytes, PeerTab] = {}
         self.pruned = 0  # run records deleted since start (metrics, tests)

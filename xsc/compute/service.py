@@ -19,11 +19,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-import plyvel
 import wasmtime
 
 from .. import keys
 from ..config import ComputeSection
+from ..db import Database
 from ..errors import ComputeBusy, ModuleDisabled, ExportNotFound, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleNotFound, NotAFunction, \
     ProvenanceNotFound, Trap, UnsupportedSignature
 from ..identity import Identity
@@ -164,7 +164,7 @@ class Run:
 
 
 class ComputeService:
-    def __init__(self, *, db: plyvel.DB, identity: Identity, data_dir: Path, config: ComputeSection) -> None:
+    def __init__(self, *, db: Database, identity: Identity, data_dir: Path, config: ComputeSection) -> None:
         self.ceiling = Limits(config.fuel, config.memory, config.timeout)
         self.memory_price = config.memory_price  # micro-credits per 64 KiB page-second (ledger/pricing.py)
         self.max_module_size = config.max_module_size

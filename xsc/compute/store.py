@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import struct
 
-import plyvel
 
 from .. import codec
 from .. import keys
 from .modules import ModuleInfo
+from ..db import Database
 
 
 class ComputeStore:
-    def __init__(self, db: plyvel.DB) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
 
     # --- modules ---------------------------------------------------------------

@@ -18,9 +18,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
-import plyvel
 
 from .. import codec
+from ..db import Database
 from ..errors import AuthorizationNotPending, EntryNotFound, InvalidArgument, InvalidEntry, XscError
 from ..identity import Identity, parse_public_id, public_id
 from . import rules
@@ -39,7 +39,7 @@ def _entry_view(data: bytes) -> dict:
 
 
 class LedgerService:
-    def __init__(self, db: plyvel.DB, credit_limit: int, *, node: Identity | None = None,
+    def __init__(self, db: Database, credit_limit: int, *, node: Identity | None = None,
                  client: Identity | None = None, threads: int | None = None, low_balance: int = 10) -> None:
         cores = max(1, threads or os.cpu_count() or 2)
         # Ed25519 releases the GIL: settlement groups and verification spread signatures over every core.

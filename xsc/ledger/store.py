@@ -15,9 +15,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
-import plyvel
 
 from .. import keys
+from ..db import Database
 from ..errors import (AuthorizationNotPending, AuthorizationReplayed, EntryNotFound, ForkDetected, InvalidArgument,
                       InvalidEntry, LedgerError, ReceiptMismatch, WrongPayee, XscError)
 from ..identity import Identity, public_id
@@ -87,7 +87,7 @@ def new_settlement(payer: Identity, payee: Identity, amount: int, usage: dict, j
 
 
 class LedgerStore:
-    def __init__(self, db: plyvel.DB, credit_limit: int, parallel_map: ParallelMap = serial_map, *,
+    def __init__(self, db: Database, credit_limit: int, parallel_map: ParallelMap = serial_map, *,
                  self_check: bool | None = None) -> None:
         self.db = db
         self.self_check = os.environ.get(SELF_CHECK_ENV) == "1" if self_check is None else self_check

@@ -26,10 +26,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import plyvel
 
 from .. import codec
 from .. import keys
+from ..db import Database
 from ..errors import InvalidArgument, PrepaymentRequired
 from ..identity import parse_public_id
 from .model import format_credits
@@ -50,7 +50,7 @@ def counted(totals: dict[str, int], recognised: bool) -> int:
 
 
 class TrustLines:
-    def __init__(self, db: plyvel.DB, *, stranger_credit: int, peer_credit: int,
+    def __init__(self, db: Database, *, stranger_credit: int, peer_credit: int,
                  recognised: Callable[[str], bool]) -> None:
         self._db = db
         self.stranger_credit = stranger_credit

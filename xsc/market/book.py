@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..allocation import Outcome, Stamp
 from ..allocation.models import TimestampMs, Weight
-from ..errors import BadRequest, InvalidMarketCommitment
+from ..errors import BadRequest, InvalidMarketCommitment, XscError, from_validation
 from ..identity import Identity, parse_public_id, verify
 from .auction import Order
 from .models import Ask, Bid
@@ -109,12 +109,9 @@ def _canonical(fields: _Fields) -> bytes:
     return signed_bytes(fields.model_dump(mode="json", exclude={"signature"}))
 
 
-def _invalid(exc: ValidationError, what: str) -> InvalidMarketCommitment:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or what
-    more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-    return InvalidMarketCommitment(f"invalid market commitment: {where}: {first['msg']}{more}",
-                                   hint="see docs/market.md for the commitment's fields and rules")
+def _invalid(exc: ValidationError, what: str) -> XscError:
+    return from_validation(exc, InvalidMarketCommitment, "invalid market commitment: ", where=what, more=True,
+                           hint="see docs/market.md for the commitment's fields and rules")
 
 
 def sign_commitment(identity: Identity, *, asks: Iterable[Ask] = (), bids: Iterable[Bid] = (),

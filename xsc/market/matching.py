@@ -47,7 +47,7 @@ from pydantic import ValidationError
 
 from ..allocation import Commitment, SlotFilter, Stamp, compute_allocation
 from ..allocation.matching import CapacityIndex, need_rows
-from ..errors import AmbiguousNeed, MarketError, NeedNotFound
+from ..errors import AmbiguousNeed, MarketError, NeedNotFound, from_validation
 from .auction import Clearing, bucket_of, clear_book
 from .models import PRICE_UNITS, Ask, Bid, ask_digest, bid_digest, need_key, units_cost
 from .orders import market_orders
@@ -151,9 +151,8 @@ def _allocator_hints(asks: list[Ask], priced: list[int], bids: list[Bid],
                                     need_slots=tuple(needs.get(p, ())),
                                     recognition=dict(recognition.get(p, {})), stamp=stamp, timestamp=now_ms)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            raise MarketError(f"recognition of {p!r}: {'.'.join(map(str, first['loc']))}: {first['msg']}",
-                              hint="recognition weights are decimals >= 0") from None
+            raise from_validation(exc, MarketError, f"recognition of {p!r}: ",
+                                  hint="recognition weights are decimals >= 0") from None
     position = {(asks[i].slot.owner, asks[i].slot.id): i for i in priced}
     out: dict[tuple[str, str], dict[int, tuple[int, int]]] = {}
     for p in sorted(caps):

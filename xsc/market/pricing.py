@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import MarketError
+from ..errors import MarketError, from_validation
 
 
 class PricingPolicy(BaseModel):
@@ -37,10 +37,8 @@ class PricingPolicy(BaseModel):
         try:
             return cls(floor=floor, ceiling=ceiling, exponent=exponent)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "policy"
-            raise MarketError(f"bad pricing policy: {where}: {first['msg']}",
-                              hint="0 <= floor <= ceiling, 1 <= exponent <= 8 (integers)") from None
+            raise from_validation(exc, MarketError, "bad pricing policy: ", where="policy",
+                                  hint="0 <= floor <= ceiling, 1 <= exponent <= 8 (integers)") from None
 
 
 def ask_price(policy: PricingPolicy, used: int, capacity: int) -> int:

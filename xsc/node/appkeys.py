@@ -7,13 +7,13 @@ from __future__ import annotations
 import ssl
 from concurrent.futures import ThreadPoolExecutor
 
-import plyvel
 from aiohttp import web
 
 from ..allocation.service import AllocationService
 from ..compute.paid import PaidCompute
 from ..compute.service import ComputeService
 from ..config import NodeConfig
+from ..db import Database
 from ..identity import Identity, ReplayGuard
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
@@ -37,7 +37,7 @@ from .middlewares import InFlight
 
 # --- resources (opened first, closed last) ----------------------------------------------------
 CONFIG = web.AppKey("config", NodeConfig)
-DB = web.AppKey("db", plyvel.DB)
+DB = web.AppKey("db", Database)
 IDENTITY = web.AppKey("identity", Identity)  # the node's key: provider account, signs provenance and peer requests
 CLIENT_IDENTITY = web.AppKey("client_identity", Identity)  # the local user's key: payer account
 TOKEN = web.AppKey("token", str)

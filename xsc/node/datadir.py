@@ -9,10 +9,9 @@ import secrets
 from pathlib import Path
 from typing import Callable
 
-import plyvel
 
 from ..config import CONFIG_FILE, NodeConfig, write_default_config
-from ..db import Database
+from ..db import Database, open_database
 from ..errors import NodeAlreadyRunning
 from ..identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity, id_difficulty, write_secret
 from ..paths import URL_FILE
@@ -101,13 +100,13 @@ def open_db(root: Path) -> Database:
     # Blocks are ciphertext: compression only costs time.  Big files keep compaction (write
     # amplification) down for 256 KiB values; the write buffer is held twice in memory while one
     # flushes, so 32 MiB keeps the node's own memory under 200 MB through a 1 GiB put.
-    return Database(root / DB_DIR, lambda: plyvel.DB(
-        str(root / DB_DIR),
-        create_if_missing=True,
+    return open_database(
+        root / DB_DIR,
+        reserve_dir=root,
         compression=None,
         write_buffer_size=32 * 1024 * 1024,
         max_file_size=64 * 1024 * 1024,
         block_size=64 * 1024,
         lru_cache_size=32 * 1024 * 1024,
         max_open_files=500,
-    ), reserve_dir=root)
+    )

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 from typing import Any
 
-import plyvel
 from aiohttp import web
 
-from .. import codec
+from .. import codec, db
 from .. import errors as e
 
 log = logging.getLogger(__name__)
@@ -76,8 +74,6 @@ def problem_from_error(error: e.XscError) -> web.Response:
     return response
 
 
-def _disk_full(exc: BaseException) -> bool:
-    return "No space left" in str(exc) or getattr(exc, "errno", None) == errno.ENOSPC
 
 
 @web.middleware
@@ -91,9 +87,9 @@ async def problem_middleware(request: web.Request, handler):
             raise
         code = exc.reason.lower().replace(" ", "-")
         return problem(exc.status, code, f"{exc.reason}: {request.method} {request.path}")
-    except plyvel.Error as exc:  # the database: a full disk (OSError too), or one LevelDB will not write to
+    except db.Error as exc:  # the database: a full disk (OSError too), or one LevelDB will not write to
         log.error("database error in %s %s: %s", request.method, request.path, exc)
-        if _disk_full(exc):
+        if db.disk_full(exc):
             return problem_from_error(e.DiskFull(
                 "the data dir's disk is full: nothing was stored", hint="free disk space, then try again: the node writes again once there is room"))
         return problem(500, "database-error", "the node's database failed; see its log")

@@ -23,10 +23,10 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 
-import plyvel
 
 from .. import codec
 from .. import keys
+from ..db import Database
 from ..errors import NotAdmitted, PeerNotFound, Quarantined
 from ..identity import HEADER_GRID, SignedRequest, check_grid_proof, id_difficulty, parse_public_id, public_id
 from .descriptors import NodeDescriptor, signed_bytes
@@ -39,7 +39,7 @@ STRIKERS = 10_000  # peers whose recent misbehaviours are counted at most (least
 
 
 class Quarantine:
-    def __init__(self, db: plyvel.DB, *, strikes: int, duration: int, clock: Callable[[], float] = time.time,
+    def __init__(self, db: Database, *, strikes: int, duration: int, clock: Callable[[], float] = time.time,
                  capacity: int = CAPACITY) -> None:
         self._db = db
         self.strikes = strikes

@@ -11,11 +11,11 @@ import logging
 import time
 from datetime import datetime, timezone
 
-import plyvel
 
 from .. import codec
 from .. import keys
 from ..config import HealthSection
+from ..db import Database
 from ..errors import PeerError
 from ..health import Availability, PeerHistory, availability, reachable_status, record_audit, record_probe
 from ..health.stats import DAY_MS, HOUR_MS, MAX_ERROR, bucket_start, last_probe_ok, probe_due, sparkline
@@ -39,7 +39,7 @@ PROBE_STARTS = 400
 
 
 class HealthService:
-    def __init__(self, *, db: plyvel.DB, peers: PeerService, config: HealthSection) -> None:
+    def __init__(self, *, db: Database, peers: PeerService, config: HealthSection) -> None:
         self._db = db
         self.peers = peers
         self.config = config

@@ -12,11 +12,11 @@ import random
 import time
 from typing import Any, Callable
 
-import plyvel
 
 from .. import codec
 from .. import __version__, keys
 from ..config import NodeConfig, split_peer_address
+from ..db import Database
 from ..errors import InvalidArgument, InvalidDescriptor, PeerError, PeerNotFound, PeerRefused
 from ..health import Availability, PeerHistory, availability, check_answer, check_nonce, new_nonce
 from ..health.stats import bucket_start
@@ -60,7 +60,7 @@ def address(url: str) -> str:
 class PeerDirectory:
     """Known descriptors, in memory and in LevelDB (`p/d/`), and the nodes the user removed (`p/x/`)."""
 
-    def __init__(self, db: plyvel.DB) -> None:
+    def __init__(self, db: Database) -> None:
         self._db = db
         self._known: dict[str, NodeDescriptor] = {}
         self._sorted: list[NodeDescriptor] | None = None  # all()'s answer, made again after a change
@@ -170,7 +170,7 @@ class PeerDirectory:
 
 
 class PeerService:
-    def __init__(self, *, identity: Identity, db: plyvel.DB, config: NodeConfig, client: PeerClient,
+    def __init__(self, *, identity: Identity, db: Database, config: NodeConfig, client: PeerClient,
                  storage: Callable[[], dict | None], url: str | None = None,
                  admission: Admission | None = None, new_nodes: Quota | None = None) -> None:
         self.identity = identity

@@ -13,7 +13,7 @@ batch, so a crash leaves either the old state or the new, never a mix:
 - a file the front stored but could not record (the node died in between) is found by `reconcile`: the
   front names its files `s3:...` and asks which of them no record refers to.
 
-Synchronous (plyvel); the node's routes run it in the CPU pool.  One lock serialises the
+Synchronous (LevelDB); the node's routes run it in the CPU pool.  One lock serialises the
 read-modify-write changes.  Nothing here speaks HTTP.
 """
 
@@ -24,10 +24,10 @@ import threading
 import time
 from typing import Any, Iterable, Iterator
 
-import plyvel
 
 from .. import codec
 from .. import keys
+from ..db import Database
 from ..errors import (BucketExists, BucketNotEmpty, EntityTooSmall, InvalidArgument, InvalidPart, InvalidPartOrder,
                       NoSuchBucket, NoSuchKey, NoSuchUpload)
 from . import etag, listing, names
@@ -40,7 +40,7 @@ def _dump(value: Any) -> bytes:
 
 
 class S3Index:
-    def __init__(self, db: plyvel.DB, *, min_part_size: int = names.MIN_PART_SIZE,
+    def __init__(self, db: Database, *, min_part_size: int = names.MIN_PART_SIZE,
                  clock=time.time) -> None:
         self.db = db
         self.min_part_size = min_part_size

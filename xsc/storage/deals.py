@@ -32,10 +32,10 @@ from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import plyvel
 
 from .. import codec
 from .. import keys
+from ..db import Database
 from ..errors import DealRefused, Forbidden, XscError
 from ..identity import parse_public_id, public_id
 from ..ledger.pricing import byte_hours, price_storage
@@ -78,7 +78,7 @@ PaidFor = Callable[[str], "tuple[str, int] | None"]  # job -> ("paid", amount) |
 
 
 class StorageDeals:
-    def __init__(self, *, db: plyvel.DB, me: str, store: ShareStore, pool: Executor, pay: Pay, paid_for: PaidFor,
+    def __init__(self, *, db: Database, me: str, store: ShareStore, pool: Executor, pay: Pay, paid_for: PaidFor,
                  audits_on: bool, payment_interval: float) -> None:
         self.db = db
         self.me = me
@@ -272,7 +272,7 @@ class StorageDeals:
 class HolderTerms:
     """The terms each share held here was placed under, and the receipts this node signs for holding them."""
 
-    def __init__(self, *, db: plyvel.DB, store: ShareStore, ask: Callable[[], int | None]) -> None:
+    def __init__(self, *, db: Database, store: ShareStore, ask: Callable[[], int | None]) -> None:
         self.db = db
         self.store = store
         self.ask = ask  # the lowest storage price this node takes now (None: it offers no storage)

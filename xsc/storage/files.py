@@ -19,8 +19,8 @@ from concurrent.futures import Executor
 from dataclasses import asdict
 from typing import Any
 
-import plyvel
 
+from .. import db
 from ..errors import BadRequest, DiskFull, MarketNoDeal, NotFound, PeerNotFound, PeerUnreachable, XscError
 from ..identity import Identity
 from ..ledger.service import LedgerService
@@ -166,8 +166,8 @@ class StorageService:
         try:
             return await self.gateway.put(read, size, name, place=self._placer(quote), lease_duration=seconds,
                                           replace=self._replacer(quote, bid))
-        except plyvel.Error as err:
-            if "No space left" not in str(err):
+        except db.Error as err:
+            if not db.disk_full(err):
                 raise
             # The node goes on serving reads; its database reopens itself once there is room (xsc/db.py).
             raise DiskFull("the data dir's disk is full: nothing of this file was stored",

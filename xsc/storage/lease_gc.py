@@ -23,9 +23,8 @@ from prometheus_client import CollectorRegistry, Counter
 
 from ..config import StorageSection
 from ..identity import public_id
-from ..tasks import every, in_pool, stop
+from ..tasks import Pacer, every, in_pool, stop
 from .deals import HolderTerms
-from .scrubber import Pacer
 from .share_store import ShareStore
 
 log = logging.getLogger(__name__)
@@ -42,7 +41,7 @@ class LeaseCollector:
         self.repairing = repairing  # whether a file is being repaired now (it is not collected meanwhile)
         self.clock = clock
         rate = self.config.gc_rate
-        self.pacer = Pacer(rate, rate, time.monotonic())
+        self.pacer = Pacer(rate, rate)
         self.shares_counter = Counter("xsc_storage_gc_shares", "Shares deleted because their lease ended",
                                       registry=registry)
         self.bytes_counter = Counter("xsc_storage_gc_bytes", "Block bytes freed by deleting shares whose lease ended",
@@ -77,7 +76,7 @@ class LeaseCollector:
             log.info("lease ended: deleted share %d of %s (%d bytes, lease ended at %d, placed by %s)", share,
                      si.hex()[:16], meta.stored_bytes, meta.lease_expiry, public_id(meta.uploader)[:12])
             await self._run(self.terms.forget, si, share)  # its last period was paid within the grace
-            await asyncio.sleep(self.pacer.take(meta.segment_count + 1, time.monotonic()))
+            await self.pacer.spent(meta.segment_count + 1)
         # A share placed here by another node that nobody paid for in `unpaid_grace` is not kept for free: its
         # lease is treated as ended now (a stranger cannot store forever by setting a long lease and never paying).
         unpaid_before = int(self.clock() if now is None else now) - self.config.unpaid_grace

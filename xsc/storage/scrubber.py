@@ -22,7 +22,7 @@ from concurrent.futures import Executor
 from ..config import AuditSection
 from ..errors import PeerError, XscError
 from ..identity import public_id
-from ..tasks import every, in_pool, stop
+from ..tasks import Pacer, every, in_pool, stop
 from .merkle import block_hash
 from .share_store import ShareMeta, ShareStore
 from .wire import MAX_REPORTED_SEGMENTS
@@ -31,23 +31,6 @@ log = logging.getLogger(__name__)
 
 BATCH_BYTES = 1024**2  # read and hashed per thread-pool call (at least one block)
 BATCH_BLOCKS = 64
-
-
-class Pacer:
-    """A token bucket: over any stretch of time, at most `burst + rate x elapsed` bytes, if the caller
-    sleeps as `take` says.  Pure: the caller passes the clock."""
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        if rate <= 0 or burst <= 0:
-            raise ValueError("rate and burst must be positive")
-        self.rate, self.burst = rate, burst
-        self.tokens, self.last = burst, now
-
-    def take(self, n: int, now: float) -> float:
-        """Count n bytes used at `now`; returns how long to wait before using more."""
-        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.last) * self.rate) - n
-        self.last = now
-        return max(0.0, -self.tokens / self.rate)
 
 
 def bad_blocks(store: ShareStore, si: bytes, meta: ShareMeta, first: int) -> tuple[int, int, list[int]]:
@@ -74,7 +57,7 @@ class Scrubber:
         self.report_damage = report_damage  # tells the share's uploader (this node's own audits, or its node)
         self.clock = clock
         rate = self.config.scrub_rate
-        self.pacer = Pacer(rate, max(rate, BATCH_BYTES), clock()) if rate else None
+        self.pacer = Pacer(rate, max(rate, BATCH_BYTES), clock=clock) if rate else None
         self._reported: set[tuple[bytes, int, tuple[int, ...]]] = set()
         self._task: asyncio.Task | None = None
         self.counts = {"passes": 0, "bytes": 0, "shares": 0, "damaged": 0, "reports": 0, "reports_failed": 0}
@@ -109,7 +92,7 @@ class Scrubber:
             bad += wrong
             self.counts["bytes"] += size
             if self.pacer is not None:
-                await asyncio.sleep(self.pacer.take(size, self.clock()))
+                await self.pacer.spent(size)
         self.counts["shares"] += 1
         if not bad:
             return read, False
@@ -154,4 +137,4 @@ class Scrubber:
                 "last_pass": self.last_pass}
 
 
-__all__ = ["Pacer", "Scrubber", "bad_blocks"]
+__all__ = ["Scrubber", "bad_blocks"]

@@ -21,10 +21,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-import plyvel
 
 from .. import codec
 from .. import keys
+from ..db import Database
 from ..errors import NotFound, StorageFull
 from ..units import format_size
 from . import leases
@@ -75,7 +75,7 @@ class Upload:
 
 
 class ShareStore:
-    def __init__(self, db: plyvel.DB, capacity: int) -> None:
+    def __init__(self, db: Database, capacity: int) -> None:
         self.db = db
         self.capacity = capacity
         self._lock = threading.Lock()
@@ -334,7 +334,7 @@ class ShareStore:
     def reclaim(self, storage_indexes: list[bytes]) -> bool:
         """On a nearly full disk, compact the blocks of these storage indexes away now (LevelDB frees the space
         of deleted keys only when it compacts them).  True if it did."""
-        low = getattr(self.db, "low_on_space", None)  # xsc.db.Database; a bare plyvel.DB in some tests
+        low = getattr(self.db, "low_on_space", None)  # xsc.db.Database; a bare Database in some tests
         if low is None or not storage_indexes or not low():
             return False
         for si in sorted(set(storage_indexes)):
