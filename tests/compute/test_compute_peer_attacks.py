@@ -1,8 +1,10 @@
-"""Attacks on a provider's peer API (issue 12), performed on a real node: one authorization buys one run, an
-expired one none, and no stranger can push modules into the node."""
+"""Attacks on a provider's peer API, performed on a real node: one authorization buys one run, an expired one
+none, no stranger can push modules into the node, and compiling a peer's module is bounded and paid before it
+starts."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -14,7 +16,8 @@ from xsc.identity import Identity, sign_request
 from xsc.ledger.model import authorize, encode_authorization
 from xsc.net.compute import INVOKE_PATH, MODULES_PATH
 from xsc.node import IDENTITY
-from xsc.node.appkeys import COMPUTE, PAID_COMPUTE
+from xsc.compute.paid import MAX_PUSHED_FUNCTIONS, compile_price
+from xsc.node.appkeys import COMPUTE, PAID_COMPUTE, TRUST
 
 
 async def _peer(node, attacker: Identity, method: str, path: str, body: bytes) -> tuple[int, dict]:
@@ -50,12 +53,67 @@ async def test_an_expired_authorization_buys_no_run(node_factory) -> None:
     assert node.app[COMPUTE].recent_provenance(10) == []
 
 
+def _uleb(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _many_functions(count: int) -> bytes:
+    """A valid module defining `count` empty functions: compiling it takes time that grows with them."""
+    def section(kind: int, body: bytes) -> bytes:
+        return bytes([kind]) + _uleb(len(body)) + body
+
+    return (b"\0asm\x01\0\0\0" + section(1, b"\x01\x60\x00\x00") + section(3, _uleb(count) + b"\x00" * count)
+            + section(10, _uleb(count) + b"\x02\x00\x0b" * count))
+
+
 async def test_no_stranger_can_push_modules(node_factory) -> None:
+    """An unsolicited push is refused before its body is read, and the refusal says nothing of what would get
+    one accepted."""
     node = await node_factory()
     attacker = Identity.generate()
     status, problem = await _peer(node, attacker, "PUT", MODULES_PATH, wasm("fibonacci"))
     assert status == 403 and problem["code"] == "forbidden", problem
+    said = json.dumps(problem).lower()
+    assert "hint" not in problem and not any(word in said for word in ("invoke", "call", "fund")), problem
     assert node.app[COMPUTE].modules() == []
+
+
+async def test_a_call_nobody_pays_for_opens_no_push(node_factory) -> None:
+    """A stranger's self-signed "funded" call, on a node that extends it no credit, is 402 before the module is
+    looked up: no push window opens, and its push is refused."""
+    node = await node_factory(ledger={"stranger_credit": 0})
+    attacker = Identity.generate()
+    status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, _invoke_body(node, attacker, module_id("add")))
+    assert status == 402 and problem["code"] == "prepayment-required", problem
+    status, problem = await _peer(node, attacker, "PUT", MODULES_PATH, wasm("add"))
+    assert status == 403, problem
+    assert node.app[COMPUTE].modules() == []
+
+
+async def test_a_peers_module_is_bounded_and_its_compile_paid_before_it_starts(node_factory) -> None:
+    """A module of more functions than a peer's module may define is refused before it compiles; a module within
+    the bounds compiles at a price reserved on the gateway's line first, and used."""
+    node = await node_factory()
+    gateway = Identity.generate()
+    bomb = _many_functions(MAX_PUSHED_FUNCTIONS + 1)
+    status, problem = await _peer(node, gateway, "POST", INVOKE_PATH,
+                                  _invoke_body(node, gateway, hashlib.sha256(bomb).hexdigest()))
+    assert status == 404 and problem["code"] == "module-not-found", problem
+    status, problem = await _peer(node, gateway, "PUT", MODULES_PATH, bomb)
+    assert status == 422 and problem["code"] == "invalid-module" and "functions" in problem["detail"], problem
+    assert node.app[COMPUTE].modules() == [] and node.app[COMPUTE].stats["compiled"] == 0
+    assert node.app[TRUST].line(gateway.id)["used"] == 0
+
+    status, problem = await _peer(node, gateway, "POST", INVOKE_PATH, _invoke_body(node, gateway, module_id("add")))
+    assert status == 404, problem
+    status, answer = await _peer(node, gateway, "PUT", MODULES_PATH, wasm("add"))
+    assert status == 201, answer
+    assert node.app[TRUST].line(gateway.id)["used"] == compile_price(len(wasm("add")), INVOKE_PRICE)
 
 
 async def test_a_module_is_taken_for_a_funded_call_and_removed_when_unused(node_factory) -> None:

@@ -69,10 +69,10 @@ def test_v128_and_gc_modules_neither_crash_nor_escape_the_node(node_process) -> 
     # An import with a v128 parameter (WASI will not link it: a clear refusal, not an abort).
     status, problem = _deploy(node, V128_IMPORT, "?wasi=true")
     assert status == 422 and problem["code"] == "imports-not-allowed", problem
-    # A stranger's push of any of them, with no funded call that needs it, is refused before it is compiled.
+    # A stranger's push of any of them, with no call that needs it, is refused before it is read.
     for wat in (V128_PARAM, V128_GLOBAL, V128_RESULT, GC_ARRAY):
         status, problem = _push(node, receiver, wat)
-        assert status == 403 and "funded call" in problem["detail"], problem
+        assert status == 403 and "did not ask" in problem["detail"], problem
     _still_serving(node)
 
     # GC arrays (a heap outside the per-call memory limit), externref and exceptions: not enabled here.

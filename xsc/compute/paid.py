@@ -24,9 +24,10 @@ from typing import Any
 
 from .. import keys
 from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, Forbidden, InvalidArgument,
-                      ModuleNotFound, PeerRefused, PeerUnreachable, PrepaymentRequired, Trap, XscError)
+                      InvalidModule, ModuleNotFound, PeerRefused, PeerUnreachable, PrepaymentRequired, Trap, XscError)
 from ..identity import Identity, public_id, verify
 from ..ledger.model import Authorization, decode_authorization
+from ..ledger.pricing import price_compute
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
 from ..ledger.tabs import Tabs, owed_record
@@ -34,12 +35,19 @@ from ..market.service import MarketService
 from ..net.compute import GATHER, MAX_BATCH_CALLS, InvokeBatcher
 from ..net.peer_client import PeerClient, dumps
 from ..tasks import stop
+from . import modules as mods
 from .remote_tabs import GatewayTabs, ProviderTabs
+from .shape import defined_functions
 from .service import ComputeService, InvokeCall, parse_invoke
 
 log = logging.getLogger(__name__)
 
 PUSH_WINDOW = 60.0  # seconds a gateway may push the module a funded call of its lacked
+# Compiling a peer's module is work done for it: priced as this much fuel per byte at the price of the call that
+# asked for it, reserved on its trust line before the compile starts.  A module of 1 MiB: 10^10 fuel.
+COMPILE_FUEL_PER_BYTE = 10_000
+MAX_PUSHED_BYTES = 4 * 1024 * 1024  # a peer's module, at most (the operator's own: compute.max_module_size)
+MAX_PUSHED_FUNCTIONS = 20_000  # functions a peer's module may define: what compiling it costs grows with them
 SWEEP_INTERVAL = 300.0
 PUSHED_TTL = 3600  # seconds a module pushed by a peer is kept unused before it is removed
 MAX_PRICE = 10**12  # micro-credits per million fuel: far above any real bid
@@ -84,7 +92,8 @@ class PaidCompute:
         payments.add_check("compute", self._refuse_separate_receipt)
         self._sweeper: asyncio.Task | None = None
         self._running: set[bytes] = set()  # authorizations whose run is under way here (provider side)
-        self._awaited: dict[tuple[str, str], float] = {}  # (gateway, module id) -> until when it may push it
+        # (gateway, module id) -> until when it may push it, and the price per million fuel its call was matched at
+        self._awaited: dict[tuple[str, str], tuple[float, int]] = {}
         self._verified: dict[str, Authorization] = {}  # authorizations (their hex) checked to pay this node
         self.batcher = InvokeBatcher(client, gather=GATHER)  # tab calls to one provider go in self-clocked batches
 
@@ -249,10 +258,11 @@ class PaidCompute:
         """A call on a gateway's tab: runs while the tab's cap covers it; paid when the tab is closed.  In a
         `batch`, it runs among the batch's other calls, and what it used is written on the trust line with theirs."""
         budget = self.compute.budget(call, price)
+        self._reserve(gateway, budget)  # first: a call its gateway cannot pay for opens no push either
         if not self.compute.has_module(call.module):
-            self._awaited[(gateway, call.module)] = time.monotonic() + PUSH_WINDOW
+            self._used(gateway, budget, None)
+            self._await(gateway, call.module, price)
             raise _not_here(call.module)
-        self._reserve(gateway, budget)
         run = None
         try:
             tab = await self.provider_tabs.reserve(auth, budget)
@@ -296,10 +306,10 @@ class PaidCompute:
         self._verified[text] = auth
         return auth
 
-    def _reserve(self, gateway: str, budget: int) -> None:
-        """A gateway's run is taken on only within its trust line here (402 prepayment-required past it)."""
+    def _reserve(self, gateway: str, budget: int, what: str = "a call's fuel budget") -> None:
+        """A gateway's work is taken on only within its trust line here (402 prepayment-required past it)."""
         if self.trust is not None:
-            self.trust.reserve(gateway, budget, "a call's fuel budget")
+            self.trust.reserve(gateway, budget, what)
 
     def _used(self, gateway: str, budget: int, run: Any) -> None:
         """A gateway's run ended (None: it did not run): what it cost is used on its trust line, its budget released."""
@@ -329,20 +339,45 @@ class PaidCompute:
     async def receive_module(self, gateway: str, wasm: bytes, *, wasi: bool) -> tuple[dict, bool]:
         """A gateway sends the module of a call it matched here (content-addressed: the id is the hash).
 
-        Only a module this node asked that gateway for (it answered `module-not-found` to a funded call from
-        it within the last PUSH_WINDOW seconds) is taken: anonymous pushes cannot fill the node (issue 12).
-        A pushed module is removed once unused for PUSHED_TTL seconds (`sweep_pushed`)."""
+        Only a module this node asked that gateway for (it answered `module-not-found` to a call from it that its
+        trust line could pay, within the last PUSH_WINDOW seconds) is taken, at most MAX_PUSHED_BYTES defining at
+        most MAX_PUSHED_FUNCTIONS functions; compiling it is priced (COMPILE_FUEL_PER_BYTE at its call's price)
+        and reserved on the gateway's line before it starts, and used whether or not it compiles.  Peers' modules
+        compile one at a time, beside the operator's calls (ComputeService.deploy).  A pushed module is removed
+        once unused for PUSHED_TTL seconds (`sweep_pushed`)."""
         self._expire_awaited()
         module = hashlib.sha256(wasm).hexdigest()
-        if self._awaited.pop((gateway, module), None) is None:
-            raise Forbidden("this node takes a module only for a funded call that needs it",
-                            hint="send the invoke first; a module-not-found answer lets you push its module")
-        info, created = await self.compute.deploy(wasm, wasi=wasi, pushed_by=gateway)
+        awaited = self._awaited.pop((gateway, module), None)
+        if awaited is None:
+            raise Forbidden("this node did not ask for this module")
+        if len(wasm) > MAX_PUSHED_BYTES:
+            raise mods.too_large(len(wasm), MAX_PUSHED_BYTES)
+        functions = defined_functions(wasm)
+        if functions > MAX_PUSHED_FUNCTIONS:
+            raise InvalidModule(f"the module defines {functions} functions; a peer's module may define at most "
+                                f"{MAX_PUSHED_FUNCTIONS}", limit=MAX_PUSHED_FUNCTIONS)
+        price = compile_price(len(wasm), awaited[1])
+        self._reserve(gateway, price, "compiling its module")
+        try:
+            info, created = await self.compute.deploy(wasm, wasi=wasi, pushed_by=gateway)
+        finally:
+            if self.trust is not None:
+                self.trust.use(gateway, price, reserved=price)  # the work was done, whatever came of it
         return {"module": info.id, "created": created}, created
+
+    def awaits(self, gateway: str) -> bool:
+        """Whether this node asked `gateway` for a module (its push may be read)."""
+        self._expire_awaited()
+        return any(g == gateway for g, _ in self._awaited)
+
+    def _await(self, gateway: str, module: str, price: int) -> None:
+        if len(self._awaited) >= VERIFIED_AUTHORIZATIONS:
+            self._expire_awaited()
+        self._awaited[(gateway, module)] = (time.monotonic() + PUSH_WINDOW, price)
 
     def _expire_awaited(self) -> None:
         now = time.monotonic()
-        for key in [k for k, until in self._awaited.items() if until < now]:
+        for key in [k for k, (until, _) in self._awaited.items() if until < now]:
             del self._awaited[key]
 
     async def sweep_pushed(self, now: float | None = None) -> list[str]:
@@ -415,11 +450,12 @@ class PaidCompute:
         budget = self.compute.budget(call, price)
         if auth.cap < budget:
             raise DealRefused(f"the authorization's cap {auth.cap} does not cover the call's budget {budget}")
+        self._reserve(gateway, budget)  # first: a call its gateway cannot pay for opens no push either
         if not self.compute.has_module(call.module):
             # A funded call for a module this node lacks: this gateway may now push that module (once).
-            self._awaited[(gateway, call.module)] = time.monotonic() + PUSH_WINDOW
+            self._used(gateway, budget, None)
+            self._await(gateway, call.module, price)
             raise _not_here(call.module)
-        self._reserve(gateway, budget)
         self._running.add(auth.id)
         run = None
         try:
@@ -476,6 +512,11 @@ def _fuel_of(value: Any, limit: int) -> int:
 def _comparable(value: Any) -> Any:
     """A trap compares by its kind (its message may name the run)."""
     return value.get("kind") if isinstance(value, dict) and "kind" in value else value
+
+
+def compile_price(size: int, price: int) -> int:
+    """What compiling a peer's module of `size` bytes costs it, at `price` micro-credits per million fuel."""
+    return price_compute(size * COMPILE_FUEL_PER_BYTE, price)
 
 
 def _not_here(module: str) -> ModuleNotFound:

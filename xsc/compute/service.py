@@ -176,13 +176,15 @@ class ComputeService:
                               "nan_canonicalization": eng.SETTINGS["cranelift_nan_canonicalization"]}
         self.ticker = eng.EpochTicker(self.engine)
         self.pool = Workers(self.threads, "xsc-wasm")  # a call is handed to an idle thread directly
+        # Peers' modules compile here, one at a time, never on the threads the operator's calls run on.
+        self.pushed_pool = Workers(1, "xsc-wasm-pushed")
         self.store = ComputeStore(db)
         self.identity = identity
         self._secret = artifacts.load_or_create_secret(data_dir)
         self._cache: OrderedDict[bytes, sandbox.Prepared] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._load_lock = threading.Lock()  # one load (deserialize or compile) per module at a time
-        self._deploy_lock = threading.Lock()
+        self._deploy_lock = threading.RLock()  # _existing takes it again inside _deploy
         self.journal = Journal(db, identity)
         self.stats = {"compiled": 0, "loaded": 0, "rejected_artifacts": 0}
         self.inline = {"inline": 0, "inline_retried": 0}  # calls run on the event loop; tries run again on the pool
@@ -204,6 +206,7 @@ class ComputeService:
     async def close(self) -> None:
         await self.journal.close()
         self.pool.shutdown(wait=True)
+        self.pushed_pool.shutdown(wait=True)
         self.ticker.stop()
 
     def status(self) -> dict[str, Any]:
@@ -217,40 +220,55 @@ class ComputeService:
                      facts: dict[str, str] | None = None) -> tuple[ModuleInfo, bool]:
         """Validate, compile and cache a module; returns its info and whether it is new here.
 
-        `facts`: the registry's name, version, description; `pushed_by`: the peer that pushed it for a call."""
+        `facts`: the registry's name, version, description; `pushed_by`: the peer that pushed it for a call (it
+        compiles on the pushed modules' own thread)."""
         facts = check_facts(facts or {})
-        return await self.pool.run(self._deploy, wasm, wasi, pushed_by, facts)
+        pool = self.pool if pushed_by is None else self.pushed_pool
+        return await pool.run(self._deploy, wasm, wasi, pushed_by, facts)
 
     def _deploy(self, wasm: bytes, wasi: bool, pushed_by: str | None = None,
                 facts: dict[str, str] | None = None) -> tuple[ModuleInfo, bool]:
         mods.check_bytes(wasm, self.max_module_size)
         module_id = mods.module_id(wasm)
         module_hash = bytes.fromhex(module_id)
+        existing = self._existing(module_hash, wasi, pushed_by, facts)
+        if existing is not None:
+            return existing, False
+        # Compiled outside the lock: a peer's module compiling never holds up the operator's deploys.
+        module = mods.compile_module(self.engine, wasm)
+        # Described from the bytes, never through wasmtime's type API (it aborts the process on v128).
+        exports, imports, start = mods.describe(wasm)
+        mods.check_imports(imports, wasi)
+        wasi_pre = self._link_wasi(module) if imports else None
+        artifact = bytes(module.serialize())
         with self._deploy_lock:
-            existing = self.store.module(module_hash)
+            existing = self._existing(module_hash, wasi, pushed_by, facts)
             if existing is not None:
-                mods.check_imports(existing.imports, wasi)
-                if pushed_by is None and (existing.pushed_by or facts):  # the operator deploys it: theirs now
-                    existing.pushed_by = None
-                    for name, value in (facts or {}).items():
-                        setattr(existing, name, value)
-                    self.store.update_module(module_hash, existing)
-                    self._forget(module_hash)
                 return existing, False
-            module = mods.compile_module(self.engine, wasm)
             self.stats["compiled"] += 1
-            # Described from the bytes, never through wasmtime's type API (it aborts the process on v128).
-            exports, imports, start = mods.describe(wasm)
-            mods.check_imports(imports, wasi)
-            wasi_pre = self._link_wasi(module) if imports else None
             info = ModuleInfo(module_id, len(wasm), exports, imports, provenance.timestamp(time.time_ns()),
                               start=start, pushed_by=pushed_by, **(facts or {}))
             key = keys.artifact(module_hash, self.fingerprint)
-            self.store.save_module(module_hash, info, wasm, key,
-                                   artifacts.seal(self._secret, key, bytes(module.serialize())))
+            self.store.save_module(module_hash, info, wasm, key, artifacts.seal(self._secret, key, artifact))
             self._remember(sandbox.Prepared(module_hash, module, info, wasi_pre, mods.has_hidden_memory(wasm)))
             log.info("deployed module %s (%d bytes)", module_id, len(wasm))
             return info, True
+
+    def _existing(self, module_hash: bytes, wasi: bool, pushed_by: str | None,
+                  facts: dict[str, str] | None) -> ModuleInfo | None:
+        """The module if it is deployed here already (the operator deploying it makes it theirs)."""
+        with self._deploy_lock:
+            existing = self.store.module(module_hash)
+            if existing is None:
+                return None
+            mods.check_imports(existing.imports, wasi)
+            if pushed_by is None and (existing.pushed_by or facts):  # the operator deploys it: theirs now
+                existing.pushed_by = None
+                for name, value in (facts or {}).items():
+                    setattr(existing, name, value)
+                self.store.update_module(module_hash, existing)
+                self._forget(module_hash)
+            return existing
 
     def _link_wasi(self, module: wasmtime.Module) -> wasmtime.InstancePre:
         linker = wasmtime.Linker(self.engine)

@@ -159,6 +159,22 @@ class _Reader:
                 raise _unsupported(f"instruction 0x{op:02x} in a constant expression")
 
 
+def defined_functions(wasm: bytes) -> int:
+    """How many functions a module defines (its function section's count), read from the section headers alone:
+    what compiling it costs grows with it, so a peer's module is bounded by it before anything is compiled."""
+    if not wasm.startswith(WASM_MAGIC) or wasm[4:8] != WASM_VERSION:
+        raise InvalidModule("not a WebAssembly 1.0 module (magic bytes or version)", hint="deploy a binary .wasm file")
+    top = _Reader(wasm, 8)
+    while top.pos < top.end:
+        section, size = top.byte(), top.uleb()
+        if top.pos + size > top.end:
+            raise _truncated()
+        if section == _FUNCTION:
+            return _Reader(wasm, top.pos, top.pos + size).uleb()
+        top.pos += size
+    return 0
+
+
 def read_shape(wasm: bytes) -> Shape:
     """The imports, exports and start section of a module wasmtime has validated."""
     if not wasm.startswith(WASM_MAGIC) or wasm[4:8] != WASM_VERSION:

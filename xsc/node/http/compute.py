@@ -9,7 +9,8 @@ import time
 from aiohttp import web
 
 from ...compute import module_too_large
-from ...errors import BodyTimeout, InvalidArgument, PayloadTooLarge, XscError
+from ...compute.paid import MAX_PUSHED_BYTES
+from ...errors import BodyTimeout, Forbidden, InvalidArgument, PayloadTooLarge, XscError
 from ...net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, MODULES_PATH
 from ...storage.holder import MIN_UPLOAD_RATE
 from .. import peer_auth
@@ -83,7 +84,16 @@ async def get_provenance(request: web.Request) -> web.Response:
 
 
 # --- peer API: a provider runs a call a gateway matched here ------------------------------------
+def _asked_for_a_module(request: web.Request, sender: str, size: int) -> None:
+    """A push is read only from a gateway this node asked for a module, and only up to a peer module's size."""
+    if not request.app[PAID_COMPUTE].awaits(sender):
+        raise Forbidden("this node did not ask for this module")
+    if size > MAX_PUSHED_BYTES:
+        raise module_too_large(size, MAX_PUSHED_BYTES)
+
+
 @routes.put(MODULES_PATH)
+@peer_auth.before_body(_asked_for_a_module)
 async def receive_module(request: web.Request) -> web.Response:
     answer, created = await request.app[PAID_COMPUTE].receive_module(peer_auth.peer_id(request), await read_body(request),
                                                                       wasi=request.query.get("wasi") == "true")
