@@ -13,6 +13,7 @@ import aiohttp
 import plyvel
 import pytest
 
+from xsc.compute.paid import compile_price
 from xsc.errors import PeerRefused, PrepaymentRequired
 from xsc.identity import Identity, parse_public_id
 from xsc.ledger.model import authorize, encode_authorization
@@ -96,7 +97,8 @@ async def test_a_strangers_invokes_need_prepayment_and_stop_when_it_is_used_up(n
     assert line["used"] == 0 and line["paid"] == 0 and line["available"] == 0
     _refused_for_prepayment(*await _spin(a))
 
-    response = await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "1", "credit": budget})
+    compiled = compile_price(len(wasm("loop")), PRICE)  # `b` compiles the module `a` pushes: work it pays for
+    response = await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "1", "credit": budget + compiled})
     assert response.status == 200, await response.text()
     status, body = await _spin(a)
     assert status == 422 and body["code"] == "trap" and body["provider"] == b_id, body  # on credit (out of fuel)
@@ -106,7 +108,7 @@ async def test_a_strangers_invokes_need_prepayment_and_stop_when_it_is_used_up(n
     status, body = await _spin(a)
     assert status == 422 and body["code"] == "trap" and body["provider"] == b_id, body
     _refused_for_prepayment(*await _spin(a))
-    assert b.app[TRUST].line(a_id)["used"] == 2 * budget and b.app[TRUST].line(a_id)["counted"] == budget
+    assert b.app[TRUST].line(a_id)["used"] == 2 * budget + compiled and b.app[TRUST].line(a_id)["counted"] == budget
     # What `b` can collect from `a`: what the user of `a` paid `b`, and no more.
     await _prepay_refused(b, a_id, budget + 1)
     await _prepay(b, a_id, budget)
@@ -197,9 +199,10 @@ async def test_a_recognised_peer_gets_its_credit_line(node_factory) -> None:
     _spin.module = (await (await a.post("/v1/modules", data=wasm("loop"))).json())["id"]
     a_id = a.app[PEERS].identity.id
     budget = price_compute(FUEL, PRICE)
-    response = await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "1", "credit": budget})
+    credit = budget + compile_price(len(wasm("loop")), PRICE)  # a call, and compiling the module `a` pushes
+    response = await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "1", "credit": credit})
     answer = await response.json()
-    assert response.status == 200 and answer["credit_line"]["credit"] == budget, answer
+    assert response.status == 200 and answer["credit_line"]["credit"] == credit, answer
     status, body = await _spin(a)
     assert status == 422 and body["provider"] == b_id, body  # on credit, no prepayment
     status, body = await _spin(a)
