@@ -22,7 +22,7 @@ PURE = {
     "xsc.storage." + m for m in ("capability", "crypto", "erasure", "layout", "manifest", "merkle", "placement",
                                  "leases", "wire", "ranges")
 } | {
-    "xsc.s3." + m for m in ("sigv4", "xml", "listing", "etag", "names")
+    "xsc.s3." + m for m in ("sigv4", "xml", "listing", "etag", "names", "headers", "routing")
 } | {
     "xsc.market." + m for m in ("models", "orders", "book", "auction", "pricing", "matching", "supply")
 } | {

@@ -528,6 +528,10 @@ class BucketExists(Conflict):
     code = "bucket-exists"
 
 
+class BucketTaken(Conflict):
+    code = "bucket-taken"
+
+
 class InvalidBucketName(BadRequest):
     code = "invalid-bucket-name"
 

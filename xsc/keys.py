@@ -352,6 +352,7 @@ OBJECT_BUCKETS = b"o/b/"  # + bucket name (UTF-8) -> bucket record (JSON: create
 OBJECT_KEYS = b"o/o/"  # + bucket + 0x00 + key (UTF-8) -> object record (JSON: parts' capabilities, size, ETag, ...)
 OBJECT_UPLOADS = b"o/u/"  # + upload id (ASCII) -> multipart upload in progress (JSON: bucket, key, created, ...)
 OBJECT_PARTS = b"o/p/"  # + upload id + 0x00 + part number (4, big endian) -> an uploaded part (JSON: capability, ...)
+OBJECT_COMPLETED = b"o/c/"  # + upload id (ASCII) -> an upload completed (JSON: bucket, key, etag, modified)
 OBJECT_GARBAGE = b"o/g/"  # + capability (ASCII) -> a file no object refers to any more, to remove from the store
 
 
@@ -378,6 +379,10 @@ def object_part(upload_id: str, number: int) -> bytes:
 
 def object_parts_of(upload_id: str) -> bytes:
     return OBJECT_PARTS + upload_id.encode() + b"\x00"
+
+
+def object_completed(upload_id: str) -> bytes:
+    return OBJECT_COMPLETED + upload_id.encode()
 
 
 def object_garbage(capability: str) -> bytes:

@@ -51,9 +51,7 @@ def test_buckets_create_list_head_delete(s3) -> None:
     s3.create_bucket(Bucket="photos")
     assert "photos" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
     assert s3.head_bucket(Bucket="photos")["ResponseMetadata"]["HTTPStatusCode"] == 200
-    with pytest.raises(ClientError) as info:
-        s3.create_bucket(Bucket="photos")
-    assert code_of(info) == ("BucketAlreadyOwnedByYou", 409)
+    s3.create_bucket(Bucket="photos")  # one's own bucket again: 200, as S3 answers in us-east-1
     s3.put_object(Bucket="photos", Key="a", Body=b"x")
     with pytest.raises(ClientError) as info:
         s3.delete_bucket(Bucket="photos")

@@ -12,7 +12,8 @@ from tests.support.nodes import run_xsc
 def test_keys_create_ls_rm(tmp_path) -> None:
     data_dir = str(tmp_path / "node")
     created = json.loads(run_xsc("--data-dir", data_dir, "s3", "keys", "create", "--json").stdout)
-    assert set(created) == {"access_key", "secret_key"} and len(created["access_key"]) == 20
+    assert set(created) == {"access_key", "secret_key", "user"} and len(created["access_key"]) == 20
+    assert created["user"] == "xsc"  # the default user
     assert len(created["secret_key"]) == 40
     assert stat.S_IMODE((tmp_path / "node" / "s3-keys.json").stat().st_mode) == 0o600
     text = run_xsc("--data-dir", data_dir, "s3", "keys", "create").stdout.decode()
@@ -20,6 +21,12 @@ def test_keys_create_ls_rm(tmp_path) -> None:
     listed = json.loads(run_xsc("--data-dir", data_dir, "s3", "keys", "ls", "--json").stdout)
     assert created["access_key"] in [k["access_key"] for k in listed] and len(listed) == 2
     assert "secret" not in json.dumps(listed)
+    ana = json.loads(run_xsc("--data-dir", data_dir, "s3", "keys", "create", "--user", "ana", "--json").stdout)
+    assert ana["user"] == "ana"
+    assert {k["access_key"]: k["user"] for k in json.loads(
+        run_xsc("--data-dir", data_dir, "s3", "keys", "ls", "--json").stdout)}[ana["access_key"]] == "ana"
+    bad = run_xsc("--data-dir", data_dir, "s3", "keys", "create", "--user", "Not A User")
+    assert bad.returncode != 0 and bad.stderr.count(b"\n") == 1 and b"not a user name" in bad.stderr
     assert run_xsc("--data-dir", data_dir, "s3", "keys", "rm", created["access_key"]).returncode == 0
     result = run_xsc("--data-dir", data_dir, "s3", "keys", "rm", created["access_key"])
     assert result.returncode == 1 and result.stderr.count(b"\n") == 1 and b"no access key" in result.stderr

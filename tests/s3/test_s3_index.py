@@ -5,8 +5,8 @@ from __future__ import annotations
 import plyvel
 import pytest
 
-from xsc.errors import (BucketExists, BucketNotEmpty, EntityTooSmall, InvalidBucketName, InvalidPart,
-                        InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload)
+from xsc.errors import (BucketNotEmpty, BucketTaken, EntityTooSmall, Forbidden, InvalidArgument, InvalidBucketName,
+                        InvalidPart, InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload)
 from xsc.s3.index import S3Index
 
 
@@ -46,8 +46,7 @@ def test_overwrite_swaps_the_record_and_marks_the_old_files(index) -> None:
 
 
 def test_buckets(index) -> None:
-    with pytest.raises(BucketExists):
-        index.create_bucket("bkt")
+    assert index.create_bucket("bkt")["owner"] == "xsc"  # one's own bucket again: itself, as in us-east-1
     with pytest.raises(InvalidBucketName):
         index.create_bucket("A")
     index.put("bkt", "k", obj("c"))
@@ -105,3 +104,43 @@ def test_export_and_reopen(db, tmp_path) -> None:
     again = S3Index(plyvel.DB(str(tmp_path / "db")))
     assert again.get("bkt", "dir/k")["parts"][0]["cap"] == "cap-x"
     again.db.close()
+
+
+def test_users_see_and_change_their_own_buckets_and_what_they_were_granted(index) -> None:
+    index.create_bucket("ana-b", "ana")
+    index.create_bucket("bob-b", "bob")
+    with pytest.raises(BucketTaken):
+        index.create_bucket("ana-b", "bob")
+    assert [b["name"] for b in index.buckets("ana")] == ["ana-b"]
+    assert [b["name"] for b in index.buckets("bob")] == ["bob-b"]
+    assert {b["name"] for b in index.buckets()} == {"bkt", "ana-b", "bob-b"}  # the node's owner sees all
+    for need in ("read", "write", "owner"):
+        with pytest.raises(Forbidden):
+            index.allow("ana-b", "bob", need)
+    index.grant("ana-b", "bob", "read")
+    assert [b["name"] for b in index.buckets("bob")] == ["ana-b", "bob-b"]
+    index.allow("ana-b", "bob", "read")
+    with pytest.raises(Forbidden):
+        index.allow("ana-b", "bob", "write")
+    index.grant("ana-b", "bob", "write")
+    index.allow("ana-b", "bob", "write")
+    with pytest.raises(Forbidden):
+        index.allow("ana-b", "bob", "owner")  # a write grant does not let it delete the bucket
+    index.grant("ana-b", "bob", None)
+    with pytest.raises(Forbidden):
+        index.allow("ana-b", "bob", "read")
+    with pytest.raises(InvalidArgument):
+        index.grant("ana-b", "bob", "admin")
+    with pytest.raises(InvalidArgument):
+        index.grant("ana-b", "ana", "read")
+
+
+def test_a_completed_upload_completes_again_with_the_same_answer(index) -> None:
+    upload = index.create_upload("bkt", "big", headers={"Cache-Control": "no-cache"})
+    index.put_part(upload, 1, "c1", 100, "e1")
+    record, _ = index.complete(upload, [(1, "e1")], "bkt", "big")
+    assert record["headers"] == {"Cache-Control": "no-cache"}
+    again, garbage = index.complete(upload, [(1, "e1")], "bkt", "big")
+    assert (again["etag"], garbage) == (record["etag"], [])
+    with pytest.raises(NoSuchUpload):
+        index.complete(upload, [(1, "e1")], "bkt", "other")

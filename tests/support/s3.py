@@ -52,8 +52,8 @@ class FrontProcess:
                 self.proc.wait()
 
 
-def create_key(data_dir: Path) -> dict:
-    result = run_xsc("--data-dir", str(data_dir), "s3", "keys", "create", "--json")
+def create_key(data_dir: Path, user: str | None = None) -> dict:
+    result = run_xsc("--data-dir", str(data_dir), "s3", "keys", "create", "--json", *(["--user", user] if user else []))
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 

@@ -1,4 +1,4 @@
-"""`xsc s3 serve|keys|export-index`: the S3-compatible gateway and its access keys."""
+"""`xsc s3 serve|keys|grant|revoke|export-index`: the S3-compatible gateway, its users' access keys and grants."""
 
 from __future__ import annotations
 
@@ -60,17 +60,20 @@ def keys() -> None:
 
 
 @keys.command("create")
+@click.option("--user", default=None, metavar="NAME",
+              help="The user the key belongs to: it sees and changes that user's buckets (default: xsc).")
 @json_option
 @click.pass_obj
-def keys_create(obj, as_json: bool) -> None:
+def keys_create(obj, user: str | None, as_json: bool) -> None:
     """Create an access key; its secret is shown this once."""
     from ..s3.access import KeyRing, key_file
+    from ..s3.names import DEFAULT_USER
 
-    created = KeyRing(key_file(obj.data_dir)).create()
+    created = KeyRing(key_file(obj.data_dir)).create(user or DEFAULT_USER)
     if as_json:
         emit_json(created)
         return
-    click.echo(f"access key: {created['access_key']}\nsecret key: {created['secret_key']}")
+    click.echo(f"user: {created['user']}\naccess key: {created['access_key']}\nsecret key: {created['secret_key']}")
 
 
 @keys.command("ls")
@@ -86,8 +89,8 @@ def keys_ls(obj, as_json: bool) -> None:
     if as_json:
         emit_json(found)
         return
-    table(["access key", "created"], [(k["access_key"], datetime.fromtimestamp(k["created"], timezone.utc)
-                                        .isoformat(timespec="seconds")) for k in found])
+    table(["access key", "user", "created"], [(k["access_key"], k["user"], datetime.fromtimestamp(
+        k["created"], timezone.utc).isoformat(timespec="seconds")) for k in found])
 
 
 @keys.command("rm")
@@ -99,6 +102,27 @@ def keys_rm(obj, access_key: str) -> None:
 
     KeyRing(key_file(obj.data_dir)).remove(access_key)
     click.echo(f"removed {access_key}", err=True)
+
+
+@s3.command()
+@click.argument("bucket")
+@click.argument("user")
+@click.argument("access", type=click.Choice(["read", "write"]))
+@click.pass_obj
+def grant(obj, bucket: str, user: str, access: str) -> None:
+    """Let USER read (GetObject, HeadObject, listings) or also write (put, copy, delete, multipart) BUCKET."""
+    obj.client().request("PUT", f"/v1/s3/buckets/{bucket}/grants/{user}", json_body={"access": access})
+    click.echo(f"{user} may now {access} {bucket}", err=True)
+
+
+@s3.command()
+@click.argument("bucket")
+@click.argument("user")
+@click.pass_obj
+def revoke(obj, bucket: str, user: str) -> None:
+    """Take back what USER was granted on BUCKET."""
+    obj.client().request("DELETE", f"/v1/s3/buckets/{bucket}/grants/{user}")
+    click.echo(f"{user} has no grant on {bucket} now", err=True)
 
 
 @s3.command("export-index")

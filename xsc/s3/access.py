@@ -3,6 +3,8 @@
 The node owner creates them (`xsc s3 keys create`); the front reads the file again whenever it changes,
 so a removed key stops working without a restart.  A key is an access key id (20 characters, like
 AWS's) and a secret (40 characters); the secret never leaves this file except when it is created.
+Each key belongs to a user (`--user`; names.DEFAULT_USER when none is named): a user sees and changes its
+own buckets, and those other users granted it (`xsc s3 grant`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from .. import codec
 from ..errors import NotFound
+from .names import DEFAULT_USER, check_user
 
 FILE_NAME = "s3-keys.json"
 _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -46,8 +49,13 @@ class KeyRing:
         key = self._load().get(access_key)
         return key["secret_key"] if key else None
 
+    def user(self, access_key: str) -> str:
+        key = self._load().get(access_key)
+        return key.get("user", DEFAULT_USER) if key else DEFAULT_USER
+
     def list(self) -> list[dict]:
-        return [{"access_key": k["access_key"], "created": k["created"]} for k in self._load().values()]
+        return [{"access_key": k["access_key"], "user": k.get("user", DEFAULT_USER), "created": k["created"]}
+                for k in self._load().values()]
 
     def _write(self, keys: dict[str, dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -61,13 +69,15 @@ class KeyRing:
         os.replace(tmp, self.path)
         self._stamp = None
 
-    def create(self) -> dict:
+    def create(self, user: str = DEFAULT_USER) -> dict:
+        check_user(user)
         keys = dict(self._load())
         access_key = "XSC" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(17))
         secret_key = secrets.token_urlsafe(30)[:40]
-        keys[access_key] = {"access_key": access_key, "secret_key": secret_key, "created": int(time.time())}
+        keys[access_key] = {"access_key": access_key, "secret_key": secret_key, "user": user,
+                            "created": int(time.time())}
         self._write(keys)
-        return {"access_key": access_key, "secret_key": secret_key}
+        return {"access_key": access_key, "secret_key": secret_key, "user": user}
 
     def remove(self, access_key: str) -> None:
         keys = dict(self._load())

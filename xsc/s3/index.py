@@ -2,7 +2,10 @@
 
 An object record is JSON: `parts` (the ordered capabilities and sizes of the files whose concatenation
 is the object: one for a PutObject, N for a completed multipart upload), `size`, `etag`,
-`content_type`, `metadata` (x-amz-meta-*), `modified` (unix seconds).  Every change is one synced write
+`content_type`, `metadata` (x-amz-meta-*), `headers` (Cache-Control, Content-Disposition, ... as stored),
+`modified` (unix seconds).  A bucket record is `created`, its `owner` (an S3 user of the front) and the
+`grants` its owner gave other users ({user: "read" | "write"}); `checked` runs an operation once the user
+the front acts for may do it (None: the node's owner, who may do anything).  Every change is one synced write
 batch, so a crash leaves either the old state or the new, never a mix:
 
 - an overwrite writes the new record and, in the same batch, marks the old record's files as garbage;
@@ -28,11 +31,13 @@ from typing import Any, Iterable, Iterator
 from .. import codec
 from .. import keys
 from ..db import Database
-from ..errors import (BucketExists, BucketNotEmpty, EntityTooSmall, InvalidArgument, InvalidPart, InvalidPartOrder,
-                      NoSuchBucket, NoSuchKey, NoSuchUpload)
+from ..errors import (BucketNotEmpty, BucketTaken, EntityTooSmall, Forbidden, InvalidArgument, InvalidPart,
+                      InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload)
 from . import etag, listing, names
 
 FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
+LEVELS = {"read": 1, "write": 2, "owner": 3}  # what a user may do with a bucket: each level includes those below
+COMPLETED_KEEP = 7 * 24 * 3600  # seconds a completed upload answers a repeated CompleteMultipartUpload
 
 
 def _dump(value: Any) -> bytes:
@@ -48,24 +53,66 @@ class S3Index:
         self._lock = threading.Lock()
 
     # --- buckets -----------------------------------------------------------------
-    def buckets(self) -> list[dict]:
-        return [{"name": k[len(keys.OBJECT_BUCKETS):].decode(), **codec.loads(v)}
-                for k, v in self.db.iterator(prefix=keys.OBJECT_BUCKETS)]
+    def buckets(self, user: str | None = None) -> list[dict]:
+        """Every bucket (for a user: those it owns or was granted), with its owner."""
+        found = [{"name": k[len(keys.OBJECT_BUCKETS):].decode(), "owner": names.DEFAULT_USER, "grants": {},
+                  **codec.loads(v)} for k, v in self.db.iterator(prefix=keys.OBJECT_BUCKETS)]
+        return [b for b in found if user is None or b["owner"] == user or user in b["grants"]]
 
     def bucket(self, name: str) -> dict:
         raw = self.db.get(keys.object_bucket(name))
         if raw is None:
             raise NoSuchBucket(f"no bucket named {name!r}", hint="create it first (CreateBucket)", bucket=name)
-        return {"name": name, **codec.loads(raw)}
+        return {"name": name, "owner": names.DEFAULT_USER, "grants": {}, **codec.loads(raw)}
 
-    def create_bucket(self, name: str) -> dict:
+    def allow(self, name: str, user: str | None, need: str) -> dict:
+        """The bucket, if `user` may `need` it (read, write, owner); else AccessDenied (Forbidden)."""
+        record = self.bucket(name)
+        if user is not None and user != record["owner"] and LEVELS.get(record["grants"].get(user), 0) < LEVELS[need]:
+            raise Forbidden(f"user {user!r} may not {need} the bucket {name!r}",
+                            hint=f"its owner can grant it: xsc s3 grant {name} {user} read|write", bucket=name)
+        return record
+
+    def checked(self, bucket: str, user: str | None, need: str, fn, *args, **kwargs):
+        """fn(*args, **kwargs), once `user` may `need` the bucket."""
+        self.allow(bucket, user, need)
+        return fn(*args, **kwargs)
+
+    def checked_upload(self, upload_id: str, user: str | None, need: str, fn, *args, **kwargs):
+        """fn(*args, **kwargs), once `user` may `need` the bucket of the upload (or of the object it completed)."""
+        raw = self.db.get(keys.object_upload(upload_id)) or self.db.get(keys.object_completed(upload_id)) \
+            if upload_id.isalnum() else None
+        if raw is not None:
+            self.allow(codec.loads(raw)["bucket"], user, need)
+        return fn(*args, **kwargs)
+
+    def create_bucket(self, name: str, user: str | None = None) -> dict:
+        """Create a bucket owned by `user`; creating one's own bucket again answers it (as S3 does in us-east-1)."""
         names.check_bucket(name)
+        owner = user or names.DEFAULT_USER
         with self._lock:
             if self.db.get(keys.object_bucket(name)) is not None:
-                raise BucketExists(f"the bucket {name!r} already exists and is yours", bucket=name)
-            record = {"created": self.clock()}
+                record = self.bucket(name)
+                if record["owner"] != owner:
+                    raise BucketTaken(f"the bucket name {name!r} is taken by another user", bucket=name)
+                return record
+            record = {"created": self.clock(), "owner": owner, "grants": {}}
             self.db.put(keys.object_bucket(name), _dump(record), sync=True)
         return {"name": name, **record}
+
+    def grant(self, name: str, user: str, level: str | None) -> dict:
+        """Give `user` read or write on the bucket (None: take what it had away); the bucket's record."""
+        names.check_user(user)
+        if level is not None and level not in ("read", "write"):
+            raise InvalidArgument(f"a grant is read or write, not {level!r}")
+        with self._lock:
+            record = self.bucket(name)
+            if user == record["owner"]:
+                raise InvalidArgument(f"user {user!r} owns the bucket {name!r}")
+            grants = {u: g for u, g in record["grants"].items() if u != user} | ({user: level} if level else {})
+            stored = {k: v for k, v in record.items() if k != "name"} | {"grants": grants}
+            self.db.put(keys.object_bucket(name), _dump(stored), sync=True)
+        return {"name": name, **stored}
 
     def delete_bucket(self, name: str) -> None:
         with self._lock:
@@ -122,7 +169,7 @@ class S3Index:
         names.check_metadata(metadata)
         return {"parts": clean_parts, "size": sum(p["size"] for p in clean_parts), "etag": str(record["etag"]),
                 "content_type": str(record.get("content_type") or "binary/octet-stream"), "metadata": metadata,
-                "modified": float(record.get("modified") or 0) or time.time()}
+                "headers": _headers(record.get("headers")), "modified": float(record.get("modified") or 0) or time.time()}
 
     def delete(self, bucket: str, key: str) -> list[str]:
         """Remove the object if there is one (S3 deletes are idempotent); returns the capabilities now garbage."""
@@ -159,12 +206,13 @@ class S3Index:
         return page
 
     # --- multipart ---------------------------------------------------------------
-    def create_upload(self, bucket: str, key: str, content_type: str = "", metadata: dict | None = None) -> str:
+    def create_upload(self, bucket: str, key: str, content_type: str = "", metadata: dict | None = None,
+                      headers: dict | None = None) -> str:
         names.check_key(key)
         names.check_metadata(metadata or {})
         self.bucket(bucket)
         upload_id = secrets.token_hex(16)
-        record = {"bucket": bucket, "key": key, "created": self.clock(),
+        record = {"bucket": bucket, "key": key, "created": self.clock(), "headers": _headers(headers),
                   "content_type": content_type or "binary/octet-stream", "metadata": metadata or {}}
         self.db.put(keys.object_upload(upload_id), _dump(record), sync=True)
         return upload_id
@@ -198,10 +246,20 @@ class S3Index:
                     batch.put(keys.object_garbage(c), b"")
         return garbage
 
-    def complete(self, upload_id: str, chosen: list[tuple[int, str]]) -> tuple[dict, list[str]]:
-        """Make the upload's chosen parts, in order, the object; returns (its record, capabilities now garbage)."""
+    def complete(self, upload_id: str, chosen: list[tuple[int, str]], bucket: str | None = None,
+                 key: str | None = None) -> tuple[dict, list[str]]:
+        """Make the upload's chosen parts, in order, the object; returns (its record, capabilities now garbage).
+        An upload completed already answers what it answered then (an SDK retries a Complete it did not hear)."""
         with self._lock:
+            done = self.db.get(keys.object_completed(upload_id)) if upload_id.isalnum() else None
+            if done is not None and self.db.get(keys.object_upload(upload_id)) is None:
+                record = codec.loads(done)
+                if (bucket, key) not in ((None, None), (record["bucket"], record["key"])):
+                    raise NoSuchUpload("that upload id is for another object", upload_id=upload_id)
+                return record, []
             upload = self.upload(upload_id)
+            if (bucket, key) not in ((None, None), (upload["bucket"], upload["key"])):
+                raise NoSuchUpload("that upload id is for another object", upload_id=upload_id)
             have = {p["number"]: p for p in self.parts(upload_id)}
             numbers = [n for n, _ in chosen]
             if numbers != sorted(set(numbers)):
@@ -223,7 +281,7 @@ class S3Index:
             record = {"parts": [{"cap": p["cap"], "size": p["size"], "etag": p["etag"]} for p in used],
                       "size": sum(p["size"] for p in used), "etag": etag.multipart([p["etag"] for p in used]),
                       "content_type": upload["content_type"], "metadata": upload["metadata"],
-                      "modified": self.clock()}
+                      "headers": upload.get("headers", {}), "modified": self.clock()}
             unused = [p["cap"] for n, p in have.items() if n not in set(numbers)]
             old = self.db.get(keys.object_key(bucket, key))
             replaced = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
@@ -231,11 +289,21 @@ class S3Index:
             with self.db.write_batch(sync=True) as batch:
                 batch.put(keys.object_key(bucket, key), _dump(record))
                 batch.delete(keys.object_upload(upload_id))
+                batch.put(keys.object_completed(upload_id), _dump({"bucket": bucket, "key": key, "etag": record["etag"],
+                                                                   "modified": record["modified"]}))
+                self._forget_completed(batch)
                 for n in have:
                     batch.delete(keys.object_part(upload_id, n))
                 for c in garbage:
                     batch.put(keys.object_garbage(c), b"")
         return record, garbage
+
+    def _forget_completed(self, batch) -> None:
+        """Drop the completed uploads older than COMPLETED_KEEP (a repeated Complete comes within seconds)."""
+        horizon = self.clock() - COMPLETED_KEEP
+        for k, v in self.db.iterator(prefix=keys.OBJECT_COMPLETED):
+            if codec.loads(v)["modified"] < horizon:
+                batch.delete(k)
 
     def abort(self, upload_id: str) -> list[str]:
         with self._lock:
@@ -301,6 +369,16 @@ class S3Index:
                    for k, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)]
         return {"version": 1, "exported": self.clock(), "buckets": buckets, "uploads": uploads,
                 "garbage": self.garbage()}
+
+
+def _headers(headers: Any) -> dict[str, str]:
+    if headers is None:
+        return {}
+    if not isinstance(headers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise InvalidArgument("headers is a map of strings")
+    if sum(len(k) + len(v.encode()) for k, v in headers.items()) > names.MAX_HEADERS_BYTES:
+        raise InvalidArgument(f"an object's stored headers are at most {names.MAX_HEADERS_BYTES} bytes")
+    return headers
 
 
 def _summary(record: dict) -> dict:

@@ -12,12 +12,21 @@ MAX_KEY_BYTES = 1024
 MAX_PARTS = 10000
 MIN_PART_SIZE = 5 * 1024 * 1024  # every part but the last of a multipart object (S3's rule)
 MAX_METADATA_BYTES = 2048
+MAX_HEADERS_BYTES = 8192  # Cache-Control, Content-Disposition, ... of one object, all together
+DEFAULT_USER = "xsc"  # the user of access keys made without --user, and the owner of buckets made before users
+_USER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 
 
 def check_bucket(name: str) -> str:
     if not _BUCKET.match(name) or ".." in name or _IP.match(name) or ".-" in name or "-." in name:
         raise InvalidBucketName(f"{name!r} is not a valid bucket name",
                                 hint="3 to 63 characters: lower-case letters, digits, '-' and '.'")
+    return name
+
+
+def check_user(name: str) -> str:
+    if not isinstance(name, str) or not _USER.match(name):
+        raise InvalidArgument(f"{name!r} is not a user name", hint="1 to 32 characters: a-z, 0-9, '.', '_', '-'")
     return name
 
 

@@ -27,7 +27,8 @@ from aiohttp import web
 from ..errors import S3Error, XscError
 from ..storage.ranges import content_range, parse_range
 from ..tasks import in_pool, woken
-from . import listing, names, sigv4, xml
+from . import headers as stored_headers
+from . import listing, names, routing, sigv4, xml
 from .access import KeyRing
 from .index import FILE_PREFIX
 from .node_client import SPLICE, NodeApi
@@ -36,13 +37,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 RELAY_MIN = 4 * CHUNK  # GetObject bodies from this size are relayed by splice(2) where the system has it
-META_PREFIX = "x-amz-meta-"
-NOT_IMPLEMENTED = frozenset({
-    "acl", "policy", "policyStatus", "cors", "lifecycle", "tagging", "website", "logging", "notification",
-    "replication", "encryption", "object-lock", "retention", "legal-hold", "torrent", "restore", "select",
-    "versions", "versionId", "accelerate", "requestPayment", "analytics", "inventory", "metrics",
-    "ownershipControls", "publicAccessBlock", "intelligent-tiering", "attributes", "website",
-})
+MAX_BUCKETS = 10000  # a ListBuckets page
 RESPONSE_OVERRIDES = {"response-content-type": "Content-Type", "response-content-language": "Content-Language",
                       "response-expires": "Expires", "response-cache-control": "Cache-Control",
                       "response-content-disposition": "Content-Disposition",
@@ -59,6 +54,7 @@ class Call:
     query: dict[str, str]
     auth: sigv4.Verified
     request_id: str
+    user: str = names.DEFAULT_USER  # the user the access key belongs to
 
 
 class WriteGate:
@@ -109,20 +105,41 @@ class S3Front:
     # --- the app -----------------------------------------------------------------
     def app(self) -> web.Application:
         app = web.Application(client_max_size=xml.MAX_BODY)
-        app.router.add_route("*", "/{tail:.*}", self.handle)
+        app.router.add_route("*", r"/{tail:[\s\S]*}", self.handle, expect_handler=self.expect)  # keys may hold \n
         return app
+
+    async def expect(self, request: web.Request) -> web.StreamResponse | None:
+        """`Expect: 100-continue`: the client is told to send its body only once the request is authenticated
+        and is an operation the front does."""
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            return web.Response(status=417)
+        request_id = secrets.token_hex(8).upper()
+        try:
+            self._authenticate(request, request_id)
+        except XscError as err:
+            response = self._error(request, err, request_id)
+            response.force_close()
+            return response
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp's own expect handler: the answer has not begun
+        return None
+
+    def _authenticate(self, request: web.Request, request_id: str) -> Call:
+        """The request's signature checked and its operation named (S3Error otherwise)."""
+        raw_path, _, raw_query = request.raw_path.partition("?")
+        auth = sigv4.verify(sigv4.SignedRequest(request.method, raw_path, raw_query, request.headers),
+                            self.keyring.secret, self.clock())
+        bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
+        call = Call(request, bucket, key, dict(sigv4.parse_query(raw_query)), auth, request_id,
+                    self.keyring.user(auth.access_key))
+        routing.operation(request.method, bucket, key, call.query, request.headers)
+        return call
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         request_id = secrets.token_hex(8).upper()
-        raw_path, _, raw_query = request.raw_path.partition("?")
         try:
             try:
-                auth = sigv4.verify(sigv4.SignedRequest(request.method, raw_path, raw_query, request.headers),
-                                    self.keyring.secret, self.clock())
-                path = unquote(raw_path)
-                bucket, _, key = path.lstrip("/").partition("/")
-                call = Call(request, bucket, key, dict(sigv4.parse_query(raw_query)), auth, request_id)
-                response = await self.dispatch(call)
+                response = await self.dispatch(self._authenticate(request, request_id))
             except XscError as err:
                 return self._error(request, err, request_id)
         except (ConnectionResetError, asyncio.CancelledError):
@@ -147,59 +164,17 @@ class S3Front:
 
     # --- routing -----------------------------------------------------------------
     async def dispatch(self, call: Call) -> web.StreamResponse:
-        method, q = call.request.method, call.query
-        unsupported = NOT_IMPLEMENTED.intersection(q)
-        if unsupported:
-            raise S3Error(f"{method} with ?{sorted(unsupported)[0]} is not implemented by this gateway",
-                          s3_code="NotImplemented", status=501)
-        if not call.bucket:
-            if method == "GET":
-                return await self.list_buckets(call)
-            raise self._unknown(call)
-        if not call.key:
-            handler = self._bucket_handler(method, q)
-        else:
-            handler = self._object_handler(method, q, call.request.headers)
-        if handler is None:
-            raise self._unknown(call)
-        return await handler(call)
+        """The operation routing.TABLE names for the request (its headers checked there too)."""
+        name = routing.operation(call.request.method, call.bucket, call.key, call.query, call.request.headers)
+        handler: Callable[[Call], Awaitable[web.StreamResponse]] = getattr(self, name)
+        response = await handler(call)
+        if routing.SSE in call.request.headers:
+            response.headers[routing.SSE] = routing.SSE_S3  # every object is stored encrypted
+        return response
 
-    def _unknown(self, call: Call) -> S3Error:
-        return S3Error(f"{call.request.method} {'object' if call.key else 'bucket' if call.bucket else 'service'}"
-                       f" with ?{'&'.join(sorted(call.query)) or ''} is not an operation this gateway implements",
-                       s3_code="NotImplemented", status=501)
-
-    def _bucket_handler(self, method: str, q: dict) -> Callable[[Call], Awaitable[web.StreamResponse]] | None:
-        if method == "GET":
-            if "uploads" in q:
-                return self.list_uploads
-            if "location" in q:
-                return self.get_location
-            if "versioning" in q:
-                return self.get_versioning
-            return self.list_objects
-        return {("PUT", False): self.create_bucket, ("DELETE", False): self.delete_bucket,
-                ("HEAD", False): self.head_bucket, ("POST", True): self.delete_objects}.get((method, "delete" in q))
-
-    def _object_handler(self, method: str, q: dict, headers) -> Callable[[Call], Awaitable[web.StreamResponse]] | None:
-        if method == "PUT":
-            if "uploadId" in q or "partNumber" in q:
-                if "x-amz-copy-source" in headers:
-                    return None  # UploadPartCopy
-                return self.upload_part
-            return self.copy_object if "x-amz-copy-source" in headers else self.put_object
-        if method in ("GET", "HEAD"):
-            if "uploadId" in q and method == "GET":
-                return self.list_parts
-            return self.get_object
-        if method == "DELETE":
-            return self.abort_upload if "uploadId" in q else self.delete_object
-        if method == "POST":
-            if "uploads" in q:
-                return self.create_upload
-            if "uploadId" in q:
-                return self.complete_upload
-        return None
+    async def _node(self, call: Call, method: str, path: str, *, params: dict | None = None, body=None):
+        """A call to the node's bucket index on behalf of the request's user (the index checks its access)."""
+        return await self.node.call(method, path, params={**(params or {}), "user": call.user}, body=body)
 
     # --- bodies ------------------------------------------------------------------
     async def _payload(self, call: Call, *, md5: "hashlib._Hash | None" = None) -> AsyncIterator[bytes]:
@@ -269,7 +244,7 @@ class S3Front:
 
     @staticmethod
     def _metadata(headers) -> dict[str, str]:
-        return {k.lower()[len(META_PREFIX):]: v for k, v in headers.items() if k.lower().startswith(META_PREFIX)}
+        return stored_headers.metadata(headers)
 
     async def _store(self, call: Call, chunks: AsyncIterator[bytes], size: int | None, name: str) -> str:
         """Store a stream as one XSC file; its capability."""
@@ -316,29 +291,39 @@ class S3Front:
 
     # --- service and buckets -----------------------------------------------------
     async def list_buckets(self, call: Call) -> web.Response:
-        buckets = (await self.node.call("GET", "/v1/s3/buckets"))["buckets"]
-        return _xml(xml.list_buckets(buckets, self.owner))
+        q = call.query
+        max_buckets = _int(q.get("max-buckets"), MAX_BUCKETS, "max-buckets")
+        if not 1 <= max_buckets <= MAX_BUCKETS:
+            raise S3Error(f"max-buckets goes from 1 to {MAX_BUCKETS}", s3_code="InvalidArgument", status=400)
+        token, prefix = q.get("continuation-token", ""), q.get("prefix", "")
+        after = listing.decode_token(token).decode(errors="replace") if token else ""
+        buckets = [b for b in (await self._node(call, "GET", "/v1/s3/buckets"))["buckets"]
+                   if b["name"] > after and b["name"].startswith(prefix)]
+        page = buckets[:max_buckets]
+        following = listing.encode_token(page[-1]["name"].encode()) if len(buckets) > max_buckets else ""
+        return _xml(xml.list_buckets(page, call.user, continuation=following,
+                                     prefix=prefix if "prefix" in q else None))
 
     async def create_bucket(self, call: Call) -> web.Response:
         names.check_bucket(call.bucket)
         await self._small_body(call)  # a CreateBucketConfiguration: every bucket is in this node's region
-        await self.node.call("PUT", f"/v1/s3/buckets/{call.bucket}")
+        await self._node(call, "PUT", f"/v1/s3/buckets/{call.bucket}")  # one's own again: 200, as in us-east-1
         return web.Response(status=200, headers={"Location": f"/{call.bucket}"})
 
     async def delete_bucket(self, call: Call) -> web.Response:
-        await self.node.call("DELETE", f"/v1/s3/buckets/{call.bucket}")
+        await self._node(call, "DELETE", f"/v1/s3/buckets/{call.bucket}")
         return web.Response(status=204)
 
     async def head_bucket(self, call: Call) -> web.Response:
-        await self.node.call("GET", f"/v1/s3/buckets/{call.bucket}")
+        await self._node(call, "GET", f"/v1/s3/buckets/{call.bucket}")
         return web.Response(status=200, headers={"x-amz-bucket-region": self.region})
 
     async def get_location(self, call: Call) -> web.Response:
-        await self.node.call("GET", f"/v1/s3/buckets/{call.bucket}")
+        await self._node(call, "GET", f"/v1/s3/buckets/{call.bucket}")
         return _xml(xml.location(self.region))
 
     async def get_versioning(self, call: Call) -> web.Response:
-        await self.node.call("GET", f"/v1/s3/buckets/{call.bucket}")
+        await self._node(call, "GET", f"/v1/s3/buckets/{call.bucket}")
         return _xml(xml.versioning())
 
     async def list_objects(self, call: Call) -> web.Response:
@@ -353,32 +338,34 @@ class S3Front:
         else:
             marker = q.get("marker", "")
             start = listing.v1_start(marker, delimiter)
-        page = await self.node.call("GET", f"/v1/s3/buckets/{call.bucket}/objects", params={
+        page = await self._node(call, "GET", f"/v1/s3/buckets/{call.bucket}/objects", params={
             "prefix": prefix, "delimiter": delimiter, "max_keys": str(min(max_keys, listing.MAX_KEYS)),
             "start": listing.encode_token(start)})
         if v2:
             body = xml.list_objects_v2(call.bucket, page, prefix=prefix, delimiter=delimiter, max_keys=max_keys,
-                                       start_after=q.get("start-after", ""), continuation=q.get("continuation-token", ""),
-                                       encoding=encoding, fetch_owner=q.get("fetch-owner") == "true", owner=self.owner)
+                                       start_after=q.get("start-after", ""), continuation=q.get("continuation-token"),
+                                       encoding=encoding, fetch_owner=q.get("fetch-owner") == "true", owner=call.user)
         else:
             body = xml.list_objects_v1(call.bucket, page, prefix=prefix, delimiter=delimiter, max_keys=max_keys,
-                                       marker=q.get("marker", ""), encoding=encoding, owner=self.owner)
+                                       marker=q.get("marker", ""), encoding=encoding, owner=call.user)
         return _xml(body)
 
     async def delete_objects(self, call: Call) -> web.Response:
         keys, quiet = xml.parse_delete(await self._small_body(call))
-        result = await self.node.call("POST", f"/v1/s3/buckets/{call.bucket}/delete", body={"keys": keys})
+        result = await self._node(call, "POST", f"/v1/s3/buckets/{call.bucket}/delete", body={"keys": keys})
         await self._collect(result["garbage"])
         return _xml(xml.delete_result(keys, [], quiet))
 
     # --- objects -----------------------------------------------------------------
-    async def _bucket_exists(self, bucket: str) -> None:
-        await self.node.call("GET", f"/v1/s3/buckets/{bucket}")
+    async def _may_write(self, call: Call, bucket: str) -> None:
+        """NoSuchBucket or AccessDenied before a body is stored, not after."""
+        await self._node(call, "GET", f"/v1/s3/buckets/{bucket}", params={"need": "write"})
 
     async def put_object(self, call: Call) -> web.Response:
         names.check_key(call.key)
         metadata = names.check_metadata(self._metadata(call.request.headers))
-        await self._bucket_exists(call.bucket)
+        kept = stored_headers.stored(call.request.headers)
+        await self._may_write(call, call.bucket)
         md5 = hashlib.md5()
         async with self.gate.write():
             cap = await self._store(call, self._payload(call, md5=md5), self._declared_size(call),
@@ -386,14 +373,14 @@ class S3Front:
             size = int(cap.rsplit(":", 1)[1])
             record = {"parts": [{"cap": cap, "size": size}], "etag": md5.hexdigest(),
                       "content_type": call.request.headers.get("Content-Type", ""), "metadata": metadata,
-                      "modified": self.clock()}
-            result = await self.node.call("PUT", f"/v1/s3/buckets/{call.bucket}/object", params={"key": call.key},
+                      "headers": kept, "modified": self.clock()}
+            result = await self._node(call, "PUT", f"/v1/s3/buckets/{call.bucket}/object", params={"key": call.key},
                                           body=record)
         await self._collect(result["garbage"])
         return web.Response(status=200, headers={"ETag": xml.quoted(record["etag"])})
 
-    async def _object(self, bucket: str, key: str) -> dict:
-        return await self.node.call("GET", f"/v1/s3/buckets/{bucket}/object", params={"key": key})
+    async def _object(self, call: Call, bucket: str, key: str) -> dict:
+        return await self._node(call, "GET", f"/v1/s3/buckets/{bucket}/object", params={"key": key})
 
     @staticmethod
     def _pieces(record: dict, first: int, last: int) -> list[tuple[str, int | None, int | None]]:
@@ -464,17 +451,17 @@ class S3Front:
 
     async def get_object(self, call: Call) -> web.StreamResponse:
         request = call.request
-        record = await self._object(call.bucket, call.key)
+        record = await self._object(call, call.bucket, call.key)
         size = record["size"]
         headers = {"ETag": xml.quoted(record["etag"]), "Last-Modified": xml.http_date(record["modified"]),
                    "Content-Type": record.get("content_type") or "binary/octet-stream", "Accept-Ranges": "bytes",
-                   **{META_PREFIX + k: v for k, v in record.get("metadata", {}).items()}}
+                   **stored_headers.response_headers(record)}
         if len(record["parts"]) > 1:
             headers["x-amz-mp-parts-count"] = str(len(record["parts"]))
         for param, header in RESPONSE_OVERRIDES.items():
             if param in call.query:
                 headers[header] = call.query[param]
-        not_modified = self._preconditions(request, record)
+        not_modified = stored_headers.read_condition(request.headers, record["etag"], record["modified"])
         if not_modified is not None:
             return web.Response(status=not_modified, headers={k: v for k, v in headers.items()
                                                               if k in ("ETag", "Last-Modified")})
@@ -522,45 +509,44 @@ class S3Front:
     @staticmethod
     def _part_range(record: dict, text: str) -> tuple[int, int]:
         number = _int(text, 1, "partNumber")
-        if not 1 <= number <= len(record["parts"]):
+        if not 1 <= number <= names.MAX_PARTS:
+            raise S3Error(f"partNumber goes from 1 to {names.MAX_PARTS}", s3_code="InvalidArgument", status=400)
+        if number > len(record["parts"]):
             raise S3Error(f"the object has {len(record['parts'])} part(s), not a part {number}",
-                          s3_code="InvalidPartNumber", status=416)
+                          s3_code="InvalidPartNumber", status=400)
         first = sum(p["size"] for p in record["parts"][:number - 1])
         return first, first + record["parts"][number - 1]["size"] - 1
 
-    @staticmethod
-    def _preconditions(request: web.Request, record: dict) -> int | None:
-        """304 or 412 for If-None-Match / If-Match (the conditions rclone and browsers send), else None."""
-        current = record["etag"]
-        if_match = request.headers.get("If-Match")
-        if if_match and if_match.strip() != "*" and current not in [t.strip().strip('"') for t in if_match.split(",")]:
-            raise S3Error("the object's ETag does not match If-Match", s3_code="PreconditionFailed", status=412)
-        none_match = request.headers.get("If-None-Match")
-        if none_match and (none_match.strip() == "*" or current in [t.strip().strip('"') for t in none_match.split(",")]):
-            return 304
-        return None
-
     async def delete_object(self, call: Call) -> web.Response:
-        result = await self.node.call("DELETE", f"/v1/s3/buckets/{call.bucket}/object", params={"key": call.key})
+        result = await self._node(call, "DELETE", f"/v1/s3/buckets/{call.bucket}/object", params={"key": call.key})
         await self._collect(result["garbage"])
         return web.Response(status=204)
 
     async def copy_object(self, call: Call) -> web.Response:
         names.check_key(call.key)
         headers = call.request.headers
-        source = unquote(headers["x-amz-copy-source"]).partition("?")[0].lstrip("/")
-        src_bucket, _, src_key = source.partition("/")
+        source, _, version = unquote(headers["x-amz-copy-source"]).partition("?")
+        src_bucket, _, src_key = source.lstrip("/").partition("/")
         if not src_bucket or not src_key:
             raise S3Error("x-amz-copy-source must be BUCKET/KEY", s3_code="InvalidArgument", status=400)
-        record = await self._object(src_bucket, src_key)
-        await self._bucket_exists(call.bucket)
-        await self._small_body(call)
+        if version:
+            raise S3Error("copying a version (x-amz-copy-source with ?versionId) is not implemented by this gateway",
+                          s3_code="NotImplemented", status=501)
         directive = headers.get("x-amz-metadata-directive", "COPY").upper()
+        if (src_bucket, src_key) == (call.bucket, call.key) and directive != "REPLACE":
+            raise S3Error("This copy request is illegal because it is trying to copy an object to itself without "
+                          "changing the object's metadata (x-amz-metadata-directive: REPLACE)",
+                          s3_code="InvalidRequest", status=400)
+        record = await self._object(call, src_bucket, src_key)
+        stored_headers.copy_condition(headers, record["etag"], record["modified"])
+        await self._may_write(call, call.bucket)
+        await self._small_body(call)
         if directive == "REPLACE":
             metadata = names.check_metadata(self._metadata(headers))
-            content_type = headers.get("Content-Type", "")
+            content_type, kept = headers.get("Content-Type", ""), stored_headers.stored(headers)
         else:
             metadata, content_type = record.get("metadata", {}), record.get("content_type", "")
+            kept = record.get("headers", {})
         md5 = hashlib.md5()
 
         async def data() -> AsyncIterator[bytes]:
@@ -572,8 +558,8 @@ class S3Front:
         async with self.gate.write():
             cap = await self._store(call, data(), record["size"], f"{call.bucket}/{call.key}")
             new = {"parts": [{"cap": cap, "size": record["size"]}], "etag": md5.hexdigest(),
-                   "content_type": content_type, "metadata": metadata, "modified": self.clock()}
-            result = await self.node.call("PUT", f"/v1/s3/buckets/{call.bucket}/object", params={"key": call.key},
+                   "content_type": content_type, "metadata": metadata, "headers": kept, "modified": self.clock()}
+            result = await self._node(call, "PUT", f"/v1/s3/buckets/{call.bucket}/object", params={"key": call.key},
                                           body=new)
         await self._collect(result["garbage"])
         return _xml(xml.copy_object(new["etag"], new["modified"]))
@@ -582,12 +568,13 @@ class S3Front:
     async def create_upload(self, call: Call) -> web.Response:
         names.check_key(call.key)
         metadata = names.check_metadata(self._metadata(call.request.headers))
-        result = await self.node.call("POST", f"/v1/s3/buckets/{call.bucket}/uploads", body={
-            "key": call.key, "content_type": call.request.headers.get("Content-Type", ""), "metadata": metadata})
+        result = await self._node(call, "POST", f"/v1/s3/buckets/{call.bucket}/uploads", body={
+            "key": call.key, "content_type": call.request.headers.get("Content-Type", ""), "metadata": metadata,
+            "headers": stored_headers.stored(call.request.headers)})
         return _xml(xml.initiate_multipart(call.bucket, call.key, result["upload_id"]))
 
     async def _upload(self, call: Call) -> dict:
-        upload = await self.node.call("GET", f"/v1/s3/uploads/{_upload_id(call)}")
+        upload = await self._node(call, "GET", f"/v1/s3/uploads/{_upload_id(call)}")
         if upload["bucket"] != call.bucket or upload["key"] != call.key:
             raise S3Error("that upload id is for another object", s3_code="NoSuchUpload", status=404)
         return upload
@@ -601,23 +588,23 @@ class S3Front:
             cap = await self._store(call, self._payload(call, md5=md5), self._declared_size(call),
                                     f"{call.bucket}/{call.key}#{upload_id}.{number}")
             size = int(cap.rsplit(":", 1)[1])
-            result = await self.node.call("PUT", f"/v1/s3/uploads/{upload_id}/parts/{number}",
+            result = await self._node(call, "PUT", f"/v1/s3/uploads/{upload_id}/parts/{number}",
                                           body={"cap": cap, "size": size, "etag": md5.hexdigest()})
         await self._collect(result["garbage"])
         return web.Response(status=200, headers={"ETag": xml.quoted(md5.hexdigest())})
 
     async def complete_upload(self, call: Call) -> web.Response:
-        await self._upload(call)
+        """Complete an upload; one completed already answers as it did (the node keeps what it answered)."""
         parts = xml.parse_complete(await self._small_body(call))
-        result = await self.node.call("POST", f"/v1/s3/uploads/{_upload_id(call)}/complete",
-                                      body={"parts": [[n, e] for n, e in parts]})
+        result = await self._node(call, "POST", f"/v1/s3/uploads/{_upload_id(call)}/complete",
+                                  body={"parts": [[n, e] for n, e in parts], "bucket": call.bucket, "key": call.key})
         await self._collect(result["garbage"])
         return _xml(xml.complete_multipart(f"/{call.bucket}/{call.key}", call.bucket, call.key,
                                            result["object"]["etag"]))
 
     async def abort_upload(self, call: Call) -> web.Response:
         await self._upload(call)
-        result = await self.node.call("DELETE", f"/v1/s3/uploads/{_upload_id(call)}")
+        result = await self._node(call, "DELETE", f"/v1/s3/uploads/{_upload_id(call)}")
         await self._collect(result["garbage"])
         return web.Response(status=204)
 
@@ -627,20 +614,20 @@ class S3Front:
         max_parts = min(_int(call.query.get("max-parts"), 1000, "max-parts"), 1000)
         parts = [p for p in upload["parts"] if p["number"] > marker]
         return _xml(xml.list_parts(call.bucket, call.key, upload["id"], parts[:max_parts], marker=marker,
-                                   max_parts=max_parts, truncated=len(parts) > max_parts, owner=self.owner))
+                                   max_parts=max_parts, truncated=len(parts) > max_parts, owner=call.user))
 
     async def list_uploads(self, call: Call) -> web.Response:
         prefix = call.query.get("prefix", "")
         max_uploads = min(_int(call.query.get("max-uploads"), 1000, "max-uploads"), 1000)
         key_marker = call.query.get("key-marker", "")
         id_marker = call.query.get("upload-id-marker", "")
-        uploads = (await self.node.call("GET", f"/v1/s3/buckets/{call.bucket}/uploads",
+        uploads = (await self._node(call, "GET", f"/v1/s3/buckets/{call.bucket}/uploads",
                                         params={"prefix": prefix}))["uploads"]
         if key_marker:  # after the marker: later keys, or the marker's key with a later upload id
             uploads = [u for u in uploads
                        if u["key"] > key_marker or (u["key"] == key_marker and id_marker and u["id"] > id_marker)]
         return _xml(xml.list_uploads(call.bucket, uploads[:max_uploads], prefix=prefix, max_uploads=max_uploads,
-                                     truncated=len(uploads) > max_uploads, owner=self.owner))
+                                     truncated=len(uploads) > max_uploads, owner=call.user))
 
 
 def _upload_id(call: Call) -> str:
@@ -670,7 +657,8 @@ async def serve(front: S3Front, host: str, port: int, *, ready: Callable[[str], 
                 reconcile_interval: float = 300.0, stop: asyncio.Event | None = None) -> None:
     """Run the front until `stop` is set (or forever): reconcile first, then listen, then reconcile when idle."""
     await front.node.start()
-    runner = web.AppRunner(front.app(), access_log=None, handle_signals=False)
+    # A body's Content-Encoding (gzip, ...) is what the object is, stored as sent: aiohttp must not decode it.
+    runner = web.AppRunner(front.app(), access_log=None, handle_signals=False, auto_decompress=False)
     try:
         try:
             orphans = await front.reconcile()

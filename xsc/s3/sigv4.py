@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Mapping
 from urllib.parse import quote, unquote, unquote_plus
 
 from ..errors import S3Error
+from .headers import text_of
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
@@ -97,7 +98,7 @@ def canonical_query(pairs: Iterable[tuple[str, str]], *, drop: str | None = None
 def canonical_headers(request: SignedRequest, signed: list[str]) -> str:
     lines = []
     for name in signed:
-        values = [" ".join(v.split()) for k, v in request.headers.items() if k.lower() == name]
+        values = [" ".join(text_of(v).split()) for k, v in request.headers.items() if k.lower() == name]
         if not values:
             raise S3Error(f"the signed header {name!r} is not in the request", s3_code="SignatureDoesNotMatch")
         lines.append(f"{name}:{','.join(values)}\n")

@@ -25,6 +25,7 @@ S3_CODES: dict[str, tuple[str, int]] = {
     "no-such-upload": ("NoSuchUpload", 404),
     "bucket-not-empty": ("BucketNotEmpty", 409),
     "bucket-exists": ("BucketAlreadyOwnedByYou", 409),
+    "bucket-taken": ("BucketAlreadyExists", 409),
     "invalid-bucket-name": ("InvalidBucketName", 400),
     "invalid-part": ("InvalidPart", 400),
     "invalid-part-order": ("InvalidPartOrder", 400),
@@ -81,11 +82,14 @@ def error(code: str, message: str, resource: str = "", request_id: str = "", **e
             f"<Resource>{e(resource)}</Resource><RequestId>{e(request_id)}</RequestId>{fields}</Error>").encode()
 
 
-def list_buckets(buckets: Iterable[dict], owner: str) -> bytes:
+def list_buckets(buckets: Iterable[dict], owner: str, *, continuation: str = "", prefix: str | None = None) -> bytes:
     items = "".join(f"<Bucket><Name>{e(b['name'])}</Name><CreationDate>{iso_date(b['created'])}</CreationDate></Bucket>"
                     for b in buckets)
+    more = f"<ContinuationToken>{e(continuation)}</ContinuationToken>" if continuation else ""
+    more += f"<Prefix>{e(prefix)}</Prefix>" if prefix is not None else ""
     return (f'{HEADER}<ListAllMyBucketsResult xmlns="{NS}"><Owner><ID>{e(owner)}</ID>'
-            f"<DisplayName>{e(owner)}</DisplayName></Owner><Buckets>{items}</Buckets></ListAllMyBucketsResult>").encode()
+            f"<DisplayName>{e(owner)}</DisplayName></Owner><Buckets>{items}</Buckets>{more}</ListAllMyBucketsResult>"
+            ).encode()
 
 
 def _maybe_encode(text: str, encoding: str | None) -> str:
@@ -97,7 +101,7 @@ def _maybe_encode(text: str, encoding: str | None) -> str:
 
 
 def list_objects_v2(bucket: str, page: dict, *, prefix: str, delimiter: str, max_keys: int,
-                    start_after: str = "", continuation: str = "", encoding: str | None = None,
+                    start_after: str = "", continuation: str | None = None, encoding: str | None = None,
                     fetch_owner: bool = False, owner: str = "") -> bytes:
     """A ListBucketResult of a page from xsc.s3.listing.list_page."""
     parts = [f'{HEADER}<ListBucketResult xmlns="{NS}"><Name>{e(bucket)}</Name>'
@@ -108,7 +112,7 @@ def list_objects_v2(bucket: str, page: dict, *, prefix: str, delimiter: str, max
     if encoding:
         parts.append(f"<EncodingType>{e(encoding)}</EncodingType>")
     parts.append(f"<IsTruncated>{'true' if page['truncated'] else 'false'}</IsTruncated>")
-    if continuation:
+    if continuation is not None:  # an empty token asked for is echoed empty, as S3 does
         parts.append(f"<ContinuationToken>{e(continuation)}</ContinuationToken>")
     if page["truncated"]:
         parts.append(f"<NextContinuationToken>{e(page['next'])}</NextContinuationToken>")
@@ -128,9 +132,10 @@ def list_objects_v2(bucket: str, page: dict, *, prefix: str, delimiter: str, max
 
 def list_objects_v1(bucket: str, page: dict, *, prefix: str, delimiter: str, max_keys: int, marker: str,
                     encoding: str | None = None, owner: str = "") -> bytes:
-    """ListObjects (version 1), which s3cmd and older tools still use: markers instead of tokens."""
+    """ListObjects (version 1), which s3cmd and older tools still use: markers instead of tokens.  Its Prefix
+    is echoed as given even with encoding-type=url (S3 encodes only Delimiter, markers and keys there)."""
     parts = [f'{HEADER}<ListBucketResult xmlns="{NS}"><Name>{e(bucket)}</Name>'
-             f"<Prefix>{e(_maybe_encode(prefix, encoding))}</Prefix><Marker>{e(_maybe_encode(marker, encoding))}</Marker>"
+             f"<Prefix>{e(prefix)}</Prefix><Marker>{e(_maybe_encode(marker, encoding))}</Marker>"
              f"<MaxKeys>{max_keys}</MaxKeys>"]
     if delimiter:
         parts.append(f"<Delimiter>{e(_maybe_encode(delimiter, encoding))}</Delimiter>")

@@ -1,7 +1,8 @@
 """The bucket index on the user API (/v1/s3/...): what the S3 front (`xsc s3 serve`) records and looks up.
 
 Routes parse, call one method of xsc.s3.index.S3Index in the CPU pool, and encode.  Object data never
-passes here: the front stores and reads files through /v1/store/files like `xsc store put/get`.
+passes here: the front stores and reads files through /v1/store/files like `xsc store put/get`.  `?user=`
+names the S3 user the front acts for: the index checks it may read, write or own the bucket first.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ def _index(request: web.Request) -> S3Index:
     return request.app[S3_INDEX]
 
 
+async def _as(request: web.Request, need: str, fn, *args, **kwargs):
+    """fn in the CPU pool, once the user the front acts for may `need` (read, write, owner) the bucket."""
+    index, user = _index(request), request.query.get("user")
+    if "bucket" in request.match_info:
+        return await _call(request, index.checked, request.match_info["bucket"], user, need, fn, *args, **kwargs)
+    return await _call(request, index.checked_upload, request.match_info["upload"], user, need, fn, *args, **kwargs)
+
+
 async def _json(request: web.Request) -> dict:
     return await json_body(request, "send a JSON object (this API is the S3 gateway's: `xsc s3 serve` calls it)")
 
@@ -37,8 +46,6 @@ def _key(request: web.Request) -> str:
     return key
 
 
-
-
 def _strings(body: dict, name: str) -> list[str]:
     values = body.get(name)
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values) or len(values) > 10000:
@@ -48,30 +55,44 @@ def _strings(body: dict, name: str) -> list[str]:
 
 @routes.get("/v1/s3/buckets")
 async def buckets(request: web.Request) -> web.Response:
-    return json_response({"buckets": await _call(request, _index(request).buckets)})
+    return json_response({"buckets": await _call(request, _index(request).buckets, request.query.get("user"))})
 
 
 @routes.put("/v1/s3/buckets/{bucket}")
 async def create_bucket(request: web.Request) -> web.Response:
-    record = await _call(request, _index(request).create_bucket, request.match_info["bucket"])
+    record = await _call(request, _index(request).create_bucket, request.match_info["bucket"], request.query.get("user"))
     return json_response(record, status=201)
 
 
 @routes.get("/v1/s3/buckets/{bucket}")
 async def bucket(request: web.Request) -> web.Response:
-    return json_response(await _call(request, _index(request).bucket, request.match_info["bucket"]))
+    need = "write" if request.query.get("need") == "write" else "read"
+    return json_response(await _as(request, need, _index(request).bucket, request.match_info["bucket"]))
+
+
+@routes.put("/v1/s3/buckets/{bucket}/grants/{user}")
+async def grant(request: web.Request) -> web.Response:
+    access = (await _json(request)).get("access")
+    return json_response(await _call(request, _index(request).grant, request.match_info["bucket"],
+                                      request.match_info["user"], access if access in ("read", "write") else "?"))
+
+
+@routes.delete("/v1/s3/buckets/{bucket}/grants/{user}")
+async def revoke(request: web.Request) -> web.Response:
+    return json_response(await _call(request, _index(request).grant, request.match_info["bucket"],
+                                      request.match_info["user"], None))
 
 
 @routes.delete("/v1/s3/buckets/{bucket}")
 async def delete_bucket(request: web.Request) -> web.Response:
-    await _call(request, _index(request).delete_bucket, request.match_info["bucket"])
+    await _as(request, "owner", _index(request).delete_bucket, request.match_info["bucket"])
     return json_response({"deleted": request.match_info["bucket"]})
 
 
 @routes.get("/v1/s3/buckets/{bucket}/objects")
 async def list_objects(request: web.Request) -> web.Response:
     q = request.query
-    page = await _call(request, _index(request).list, request.match_info["bucket"], prefix=q.get("prefix", ""),
+    page = await _as(request, "read", _index(request).list, request.match_info["bucket"], prefix=q.get("prefix", ""),
                        delimiter=q.get("delimiter", ""), max_keys=query_int(q, "max_keys", 1000, 0, 1000),
                        start=listing.decode_token(q.get("start", "")))
     return json_response(page)
@@ -79,26 +100,26 @@ async def list_objects(request: web.Request) -> web.Response:
 
 @routes.get("/v1/s3/buckets/{bucket}/object")
 async def get_object(request: web.Request) -> web.Response:
-    return json_response(await _call(request, _index(request).get, request.match_info["bucket"], _key(request)))
+    return json_response(await _as(request, "read", _index(request).get, request.match_info["bucket"], _key(request)))
 
 
 @routes.put("/v1/s3/buckets/{bucket}/object")
 async def put_object(request: web.Request) -> web.Response:
     record = await _json(request)
-    garbage = await _call(request, _index(request).put, request.match_info["bucket"], _key(request), record)
+    garbage = await _as(request, "write", _index(request).put, request.match_info["bucket"], _key(request), record)
     return json_response({"garbage": garbage})
 
 
 @routes.delete("/v1/s3/buckets/{bucket}/object")
 async def delete_object(request: web.Request) -> web.Response:
-    garbage = await _call(request, _index(request).delete, request.match_info["bucket"], _key(request))
+    garbage = await _as(request, "write", _index(request).delete, request.match_info["bucket"], _key(request))
     return json_response({"garbage": garbage})
 
 
 @routes.post("/v1/s3/buckets/{bucket}/delete")
 async def delete_objects(request: web.Request) -> web.Response:
     keys = _strings(await _json(request), "keys")
-    garbage = await _call(request, _index(request).delete_many, request.match_info["bucket"], keys)
+    garbage = await _as(request, "write", _index(request).delete_many, request.match_info["bucket"], keys)
     return json_response({"garbage": garbage})
 
 
@@ -107,23 +128,24 @@ async def create_upload(request: web.Request) -> web.Response:
     body = await _json(request)
     metadata = body.get("metadata") or {}
     if not isinstance(body.get("key"), str) or not isinstance(metadata, dict):
-        raise BadRequest('send {"key": KEY, "content_type": TYPE, "metadata": {...}}')
-    upload_id = await _call(request, _index(request).create_upload, request.match_info["bucket"], body["key"],
-                            str(body.get("content_type") or ""), {str(k): str(v) for k, v in metadata.items()})
+        raise BadRequest('send {"key": KEY, "content_type": TYPE, "metadata": {...}, "headers": {...}}')
+    upload_id = await _as(request, "write", _index(request).create_upload, request.match_info["bucket"], body["key"],
+                          str(body.get("content_type") or ""), {str(k): str(v) for k, v in metadata.items()},
+                          body.get("headers"))
     return json_response({"upload_id": upload_id}, status=201)
 
 
 @routes.get("/v1/s3/buckets/{bucket}/uploads")
 async def list_uploads(request: web.Request) -> web.Response:
-    uploads = await _call(request, _index(request).uploads, request.match_info["bucket"],
-                          request.query.get("prefix", ""))
+    uploads = await _as(request, "read", _index(request).uploads, request.match_info["bucket"],
+                        request.query.get("prefix", ""))
     return json_response({"uploads": uploads})
 
 
 @routes.get("/v1/s3/uploads/{upload}")
 async def upload(request: web.Request) -> web.Response:
     index, upload_id = _index(request), request.match_info["upload"]
-    record = await _call(request, index.upload, upload_id)
+    record = await _as(request, "write", index.upload, upload_id)
     return json_response({**record, "parts": await _call(request, index.parts, upload_id)})
 
 
@@ -136,8 +158,8 @@ async def put_part(request: web.Request) -> web.Response:
         raise BadRequest("the part number must be an integer") from None
     if not isinstance(body.get("cap"), str) or type(body.get("size")) is not int or not isinstance(body.get("etag"), str):
         raise BadRequest('send {"cap": CAPABILITY, "size": BYTES, "etag": MD5}')
-    garbage = await _call(request, _index(request).put_part, request.match_info["upload"], number, body["cap"],
-                          body["size"], body["etag"])
+    garbage = await _as(request, "write", _index(request).put_part, request.match_info["upload"], number, body["cap"],
+                        body["size"], body["etag"])
     return json_response({"garbage": garbage})
 
 
@@ -149,14 +171,14 @@ async def complete(request: web.Request) -> web.Response:
             or not all(isinstance(p, list) and len(p) == 2 and type(p[0]) is int and isinstance(p[1], str)
                        for p in parts)):
         raise BadRequest('send {"parts": [[PART_NUMBER, ETAG], ...]} (1 to 10000 parts)')
-    record, garbage = await _call(request, _index(request).complete, request.match_info["upload"],
-                                  [(n, e) for n, e in parts])
+    record, garbage = await _as(request, "write", _index(request).complete, request.match_info["upload"],
+                                [(n, e) for n, e in parts], body.get("bucket"), body.get("key"))
     return json_response({"object": record, "garbage": garbage})
 
 
 @routes.delete("/v1/s3/uploads/{upload}")
 async def abort(request: web.Request) -> web.Response:
-    return json_response({"garbage": await _call(request, _index(request).abort, request.match_info["upload"])})
+    return json_response({"garbage": await _as(request, "write", _index(request).abort, request.match_info["upload"])})
 
 
 @routes.get("/v1/s3/garbage")

@@ -1,0 +1,305 @@
+"""What S3 tools expect of a front, each as S3 answers it: the routing table walked (every subresource and
+header the front does not do is 501 or 400, never another operation), SSE, stored headers, non-ASCII
+metadata, conditional reads and copies, repeated Completes, self-copies, part numbers, bucket re-creation,
+Expect: 100-continue, listing echoes and ListBuckets pages.  boto3 and signed raw requests against a real
+node and a real `xsc s3 serve`."""
+
+from __future__ import annotations
+
+import email.header
+import hashlib
+import socket
+from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
+
+import pytest
+
+pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
+
+from botocore.auth import S3SigV4Auth  # noqa: E402
+from botocore.awsrequest import AWSRequest  # noqa: E402
+from botocore.credentials import Credentials  # noqa: E402
+from botocore.exceptions import ClientError  # noqa: E402
+
+from xsc.s3 import routing  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
+
+
+@pytest.fixture(scope="module")
+def s3(gateway):
+    return gateway.client()
+
+
+@pytest.fixture
+def bucket(s3, request):
+    name = "c-" + hashlib.md5(request.node.name.encode()).hexdigest()[:12]
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def code_of(info) -> tuple[str, int]:
+    err = info.value.response
+    return err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"]
+
+
+def signed(gateway, method: str, path: str, body: bytes = b"", headers: dict | None = None,
+           key: dict | None = None) -> tuple[int, dict, bytes]:
+    """A request signed by botocore, sent over a plain socket (any method, any header): status, headers, body."""
+    import urllib.error
+    import urllib.request
+
+    key = key or gateway.key
+    request = AWSRequest(method=method, url=gateway.front.url + path, data=body, headers=headers or {})
+    request.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
+    S3SigV4Auth(Credentials(key["access_key"], key["secret_key"]), "s3", "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    raw = urllib.request.Request(prepared.url, data=body or None, method=method, headers=dict(prepared.headers))
+    try:
+        with urllib.request.urlopen(raw) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+# --- the routing table -----------------------------------------------------------
+def test_every_subresource_the_front_does_not_do_is_501_or_400_never_another_operation(gateway, s3, bucket) -> None:
+    status, _, body = signed(gateway, "PUT", "/c-no-such-bucket?versioning", b"<VersioningConfiguration/>")
+    assert (status, b"<Code>NotImplemented</Code>" in body) == (501, True)
+    with pytest.raises(ClientError) as info:
+        s3.head_bucket(Bucket="c-no-such-bucket")  # PUT ?versioning did not create it
+    assert code_of(info)[1] == 404
+    s3.put_object(Bucket=bucket, Key="k", Body=b"the object")
+    walked = 0
+    for sub in sorted(routing.SUBRESOURCES):
+        for method in METHODS:
+            for target, path in (("bucket", f"/{bucket}"), ("object", f"/{bucket}/k")):
+                if (method, target, frozenset({sub}), False) in routing.TABLE:
+                    continue
+                status, _, body = signed(gateway, method, f"{path}?{sub}")
+                assert status in (400, 501), (method, path, sub, status, body)
+                assert method == "HEAD" or b"<Error>" in body
+                walked += 1
+    assert walked > 300
+    assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"the object"  # nothing acted on it
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["k"]
+    status, _, body = signed(gateway, "PUT", f"/{bucket}/k?uploadId=abc", b"x")  # UploadPart without partNumber
+    assert status == 400
+    status, _, body = signed(gateway, "PUT", f"/{bucket}/k2?partNumber=1&uploadId=abc", headers={
+        "x-amz-copy-source": f"/{bucket}/k"})  # UploadPartCopy
+    assert status == 501 and b"<Code>NotImplemented</Code>" in body
+
+
+def test_every_header_the_front_does_not_do_is_501_and_nothing_is_stored(gateway, s3, bucket) -> None:
+    for name in routing.NOT_IMPLEMENTED_HEADERS:
+        status, _, body = signed(gateway, "PUT", f"/{bucket}/h", b"x", headers={name: "x"})
+        assert status == 501 and b"<Code>NotImplemented</Code>" in body, (name, status, body)
+    for name, value in (("x-amz-acl", "public-read"), ("x-amz-storage-class", "GLACIER"),
+                        ("x-amz-tagging-directive", "REPLACE"), ("If-None-Match", "*")):
+        status, _, body = signed(gateway, "PUT", f"/{bucket}/h", b"x", headers={name: value})
+        assert status == 501, (name, status, body)
+    status, _, body = signed(gateway, "PUT", f"/{bucket}/h", b"x", headers={"x-amz-metadata-directive": "MOVE"})
+    assert status == 400
+    assert s3.list_objects_v2(Bucket=bucket).get("Contents", []) == []
+    for name, value in (("x-amz-acl", "private"), ("x-amz-storage-class", "STANDARD")):  # true of every object
+        status, _, body = signed(gateway, "PUT", f"/{bucket}/h", b"x", headers={name: value})
+        assert status == 200, (name, body)
+
+
+# --- server-side encryption ------------------------------------------------------
+def test_sse_s3_is_echoed_and_sse_c_and_kms_are_not_implemented(gateway, s3, bucket) -> None:
+    put = s3.put_object(Bucket=bucket, Key="sse", Body=b"secret", ServerSideEncryption="AES256")
+    assert put["ServerSideEncryption"] == "AES256"
+    copied = s3.copy_object(Bucket=bucket, Key="sse2", CopySource={"Bucket": bucket, "Key": "sse"},
+                            ServerSideEncryption="AES256")
+    assert copied["ServerSideEncryption"] == "AES256"
+    ssec = {"x-amz-server-side-encryption-customer-algorithm": "AES256",
+            "x-amz-server-side-encryption-customer-key": "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=",
+            "x-amz-server-side-encryption-customer-key-MD5": "0Pv3eQO7sVnUkxsoCJnVPw=="}
+    status, _, body = signed(gateway, "PUT", f"/{bucket}/ssec", b"data", headers=ssec)
+    assert status == 501 and b"<Code>NotImplemented</Code>" in body
+    status, _, body = signed(gateway, "GET", f"/{bucket}/sse", headers=ssec)
+    assert status == 501  # a GET with a customer key never returns the data as if it were SSE-C
+    with pytest.raises(ClientError) as info:
+        s3.put_object(Bucket=bucket, Key="kms", Body=b"x", ServerSideEncryption="aws:kms")
+    assert code_of(info) == ("NotImplemented", 501)
+    with pytest.raises(ClientError) as info:
+        s3.put_object(Bucket=bucket, Key="kms", Body=b"x", ServerSideEncryption="DES")
+    assert code_of(info) == ("InvalidArgument", 400)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert keys == ["sse", "sse2"]
+
+
+# --- stored headers and metadata -------------------------------------------------
+STORED = {"CacheControl": "max-age=3600", "ContentDisposition": 'attachment; filename="a.txt"',
+          "ContentEncoding": "gzip", "ContentLanguage": "de-CH", "Expires": datetime(2030, 1, 2, 3, 4, 5,
+                                                                                      tzinfo=timezone.utc)}
+
+
+def _stored_of(answer: dict) -> dict:
+    return {k: answer.get(k) for k in STORED}
+
+
+def test_cache_control_expires_and_content_headers_are_stored_and_returned(s3, bucket) -> None:
+    s3.put_object(Bucket=bucket, Key="page", Body=b"<html/>", **STORED)
+    got = s3.get_object(Bucket=bucket, Key="page")
+    assert _stored_of(got) == STORED and got["Body"].read() == b"<html/>"  # the bytes as sent, never decoded
+    assert _stored_of(s3.head_object(Bucket=bucket, Key="page")) == STORED
+    s3.copy_object(Bucket=bucket, Key="copied", CopySource={"Bucket": bucket, "Key": "page"})
+    assert _stored_of(s3.head_object(Bucket=bucket, Key="copied")) == STORED  # COPY keeps them
+    s3.copy_object(Bucket=bucket, Key="replaced", CopySource={"Bucket": bucket, "Key": "page"},
+                   MetadataDirective="REPLACE", CacheControl="no-store")
+    head = s3.head_object(Bucket=bucket, Key="replaced")
+    assert head["CacheControl"] == "no-store" and "ContentLanguage" not in head
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="mp", **STORED)["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="mp", UploadId=uid, PartNumber=1, Body=b"part")["ETag"]
+    s3.complete_multipart_upload(Bucket=bucket, Key="mp", UploadId=uid,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    assert _stored_of(s3.head_object(Bucket=bucket, Key="mp")) == STORED
+
+
+def test_non_ascii_metadata_comes_back_rfc_2047_encoded(s3, bucket) -> None:
+    def add_header(request, **kwargs):
+        request.headers["x-amz-meta-name"] = "café ünïcode"  # http.client sends it as Latin-1, as boto3 does
+
+    s3.meta.events.register_first("before-sign.s3.PutObject", add_header)
+    try:
+        s3.put_object(Bucket=bucket, Key="meta", Body=b"x", Metadata={"plain": "ascii"})
+    finally:
+        s3.meta.events.unregister("before-sign.s3.PutObject", add_header)
+    metadata = s3.head_object(Bucket=bucket, Key="meta")["Metadata"]
+    assert metadata["plain"] == "ascii"
+    encoded = metadata["name"]
+    assert encoded.startswith("=?UTF-8?") and encoded.isascii()
+    assert str(email.header.make_header(email.header.decode_header(encoded))) == "café ünïcode"
+    assert s3.get_object(Bucket=bucket, Key="meta")["Metadata"]["name"] == encoded
+
+
+# --- conditional requests --------------------------------------------------------
+def test_if_modified_since_and_if_unmodified_since_on_get_and_head(s3, bucket) -> None:
+    s3.put_object(Bucket=bucket, Key="c", Body=b"conditional")
+    modified = s3.head_object(Bucket=bucket, Key="c")["LastModified"]
+    before, after = modified - timedelta(hours=1), modified + timedelta(seconds=1)
+    for op in (s3.get_object, s3.head_object):
+        with pytest.raises(ClientError) as info:
+            op(Bucket=bucket, Key="c", IfModifiedSince=after)
+        assert code_of(info)[1] == 304
+        assert op(Bucket=bucket, Key="c", IfModifiedSince=before)["ResponseMetadata"]["HTTPStatusCode"] == 200
+        with pytest.raises(ClientError) as info:
+            op(Bucket=bucket, Key="c", IfUnmodifiedSince=before)
+        assert code_of(info)[1] == 412
+        assert op(Bucket=bucket, Key="c", IfUnmodifiedSince=after)["ResponseMetadata"]["HTTPStatusCode"] == 200
+    etag = s3.head_object(Bucket=bucket, Key="c")["ETag"]
+    # If-Match that holds wins over If-Unmodified-Since that does not (S3's rule), and so does If-None-Match
+    assert s3.get_object(Bucket=bucket, Key="c", IfMatch=etag, IfUnmodifiedSince=before)["Body"].read()
+    assert s3.get_object(Bucket=bucket, Key="c", IfNoneMatch='"other"', IfModifiedSince=after)["Body"].read()
+
+
+def test_copy_source_conditions(s3, bucket) -> None:
+    s3.put_object(Bucket=bucket, Key="src", Body=b"source")
+    head = s3.head_object(Bucket=bucket, Key="src")
+    etag, modified = head["ETag"], head["LastModified"]
+    before, after = modified - timedelta(hours=1), modified + timedelta(seconds=1)
+    source = {"Bucket": bucket, "Key": "src"}
+    for failing in ({"CopySourceIfMatch": '"nope"'}, {"CopySourceIfNoneMatch": etag},
+                    {"CopySourceIfModifiedSince": after}, {"CopySourceIfUnmodifiedSince": before}):
+        with pytest.raises(ClientError) as info:
+            s3.copy_object(Bucket=bucket, Key="dst", CopySource=source, **failing)
+        assert code_of(info) == ("PreconditionFailed", 412), failing
+    assert s3.list_objects_v2(Bucket=bucket, Prefix="dst").get("Contents", []) == []
+    for holding in ({"CopySourceIfMatch": etag}, {"CopySourceIfNoneMatch": '"nope"'},
+                    {"CopySourceIfModifiedSince": before}, {"CopySourceIfUnmodifiedSince": after},
+                    {"CopySourceIfMatch": etag, "CopySourceIfUnmodifiedSince": before}):
+        s3.copy_object(Bucket=bucket, Key="dst", CopySource=source, **holding)
+    assert s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == b"source"
+
+
+# --- semantics -------------------------------------------------------------------
+def test_a_second_complete_of_a_finished_upload_answers_the_same(s3, bucket) -> None:
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="twice")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="twice", UploadId=uid, PartNumber=1, Body=b"once")["ETag"]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    first = s3.complete_multipart_upload(Bucket=bucket, Key="twice", UploadId=uid, MultipartUpload=parts)
+    second = s3.complete_multipart_upload(Bucket=bucket, Key="twice", UploadId=uid, MultipartUpload=parts)
+    assert second["ResponseMetadata"]["HTTPStatusCode"] == 200 and second["ETag"] == first["ETag"]
+    assert s3.get_object(Bucket=bucket, Key="twice")["Body"].read() == b"once"
+    with pytest.raises(ClientError) as info:
+        s3.complete_multipart_upload(Bucket=bucket, Key="other", UploadId=uid, MultipartUpload=parts)
+    assert code_of(info) == ("NoSuchUpload", 404)
+
+
+def test_copy_onto_itself_needs_replace(s3, bucket) -> None:
+    s3.put_object(Bucket=bucket, Key="self", Body=b"me", Metadata={"a": "1"})
+    with pytest.raises(ClientError) as info:
+        s3.copy_object(Bucket=bucket, Key="self", CopySource={"Bucket": bucket, "Key": "self"})
+    assert code_of(info) == ("InvalidRequest", 400)
+    s3.copy_object(Bucket=bucket, Key="self", CopySource={"Bucket": bucket, "Key": "self"},
+                   MetadataDirective="REPLACE", Metadata={"a": "2"})
+    got = s3.get_object(Bucket=bucket, Key="self")
+    assert got["Metadata"] == {"a": "2"} and got["Body"].read() == b"me"
+
+
+def test_part_number_past_the_last_part_is_invalid_part_number(s3, bucket) -> None:
+    s3.put_object(Bucket=bucket, Key="one", Body=b"single part")
+    assert s3.get_object(Bucket=bucket, Key="one", PartNumber=1)["Body"].read() == b"single part"
+    for op in (s3.get_object, s3.head_object):
+        with pytest.raises(ClientError) as info:
+            op(Bucket=bucket, Key="one", PartNumber=2)
+        assert code_of(info)[1] == 400
+    with pytest.raises(ClientError) as info:
+        s3.get_object(Bucket=bucket, Key="one", PartNumber=2)
+    assert code_of(info) == ("InvalidPartNumber", 400)
+
+
+def test_recreating_ones_own_bucket_answers_200(s3) -> None:
+    s3.create_bucket(Bucket="c-again")
+    assert s3.create_bucket(Bucket="c-again")["ResponseMetadata"]["HTTPStatusCode"] == 200
+
+
+def test_an_unsigned_put_with_expect_100_continue_is_refused_before_continue(gateway, bucket) -> None:
+    where = urlsplit(gateway.front.url)
+    with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
+        sock.sendall(f"PUT /{bucket}/unsigned HTTP/1.1\r\nHost: {where.netloc}\r\nContent-Length: 1000000\r\n"
+                     "Expect: 100-continue\r\n\r\n".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            more = sock.recv(65536)
+            if not more:
+                break
+            answer += more
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1.1 403"), answer[:300]
+
+
+def test_a_signed_put_with_expect_100_continue_is_told_to_continue(s3, bucket) -> None:
+    # botocore sends Expect: 100-continue with bodies of 1 MiB and more
+    s3.put_object(Bucket=bucket, Key="big", Body=b"e" * (2 * 1024 * 1024))
+    assert s3.head_object(Bucket=bucket, Key="big")["ContentLength"] == 2 * 1024 * 1024
+
+
+def test_a_newline_prefix_and_an_empty_continuation_token_are_echoed(s3, bucket) -> None:
+    s3.put_object(Bucket=bucket, Key="\nnewline", Body=b"x")
+    s3.put_object(Bucket=bucket, Key="plain", Body=b"x")
+    v2 = s3.list_objects_v2(Bucket=bucket, Prefix="\n")
+    assert v2["Prefix"] == "\n" and [o["Key"] for o in v2["Contents"]] == ["\nnewline"]
+    v1 = s3.list_objects(Bucket=bucket, Prefix="\n")
+    assert v1["Prefix"] == "\n" and [o["Key"] for o in v1["Contents"]] == ["\nnewline"]
+    empty = s3.list_objects_v2(Bucket=bucket, ContinuationToken="")
+    assert empty["ContinuationToken"] == "" and len(empty["Contents"]) == 2
+
+
+def test_list_buckets_pages(s3, gateway) -> None:
+    for name in ("c-page-a", "c-page-b", "c-page-c"):
+        s3.create_bucket(Bucket=name)
+    seen, token = [], None
+    while True:
+        page = s3.list_buckets(MaxBuckets=1, Prefix="c-page-", **({"ContinuationToken": token} if token else {}))
+        assert len(page["Buckets"]) <= 1 and page["Prefix"] == "c-page-"
+        seen += [b["Name"] for b in page["Buckets"]]
+        token = page.get("ContinuationToken")
+        if not token:
+            break
+    assert seen == ["c-page-a", "c-page-b", "c-page-c"]
+    status, _, body = signed(gateway, "GET", "/?max-buckets=0")
+    assert status == 400 and b"<Code>InvalidArgument</Code>" in body
