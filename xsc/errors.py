@@ -220,6 +220,16 @@ class ProvenanceNotFound(NotFound):
     code = "provenance-not-found"
 
 
+class JobNotFound(NotFound):
+    code = "job-not-found"
+
+
+class OverCap(PayloadTooLarge):
+    """A job's input, stdin, stdout or outputs over the cap it set: nothing of its outputs is stored."""
+
+    code = "over-cap"
+
+
 class BadProvenanceSignature(IntegrityError):
     code = "bad-provenance-signature"
 

@@ -139,6 +139,8 @@ _PROVENANCE = b"c/p/"  # + provenance id (16: time ns (8, big endian) + random (
 _TAB_RUNS = b"c/t/"  # + authorization id (32) + provenance id (16) -> amount (8) + fuel (8): a run on a peer's tab
 _PROVENANCE_HEAD = b"c/h/"  # + module hash -> id (16) of the module's newest provenance record on this node
 _UNSIGNED = b"c/q/"  # + provenance id -> b"": its record is durable and awaits its batch signature (compute/journal.py)
+_JOB = b"c/j/"  # + user public key (32) + job id (32) -> the job's record (JSON; compute/jobs.py)
+_JOB_OUTPUT = b"c/o/"  # + storage index (32) -> {"job", "user", "provenance"} of the job that wrote that file (JSON)
 
 
 def module(module_hash: bytes) -> bytes:
@@ -182,6 +184,18 @@ def tab_runs(authorization_id: bytes) -> bytes:
 
 def tab_run(authorization_id: bytes, provenance_id: bytes) -> bytes:
     return _TAB_RUNS + authorization_id + provenance_id
+
+
+def job(user: bytes, job_id: bytes) -> bytes:
+    """A user's job: the cache of its outputs is per user (one user never learns what another ran)."""
+    return _JOB + user + job_id
+
+
+JOBS = _JOB
+
+
+def job_output(storage_index: bytes) -> bytes:
+    return _JOB_OUTPUT + storage_index
 
 
 PROVENANCE = _PROVENANCE  # in id order, which is time order

@@ -149,6 +149,15 @@ class NodeClient:
             conn.close()
         return codec.loads(data)
 
+    def post_stream(self, path: str, chunks: Iterator[bytes], content_type: str) -> Any:
+        """POST a body of unknown length (chunked), as it is produced; the JSON answer."""
+        conn, response = self._send("POST", path, chunks, {"Content-Type": content_type}, None, encode_chunked=True)
+        try:
+            data = response.read()
+        finally:
+            conn.close()
+        return codec.loads(data)
+
     def download(self, path: str, *, query: dict[str, Any] | None = None) -> "Download":
         conn, response = self._send("GET", path, query=query)
         return Download(conn, response)

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..errors import InvalidArgument, ModuleNotFound, Trap
+from .jobs import COMMANDS as JOB_COMMANDS
 from .output import Col, emit_json, json_option, key_values, table
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
@@ -19,6 +20,10 @@ _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
 @click.group()
 def compute() -> None:
     """Deploy wasm modules and invoke their functions."""
+
+
+for _command in JOB_COMMANDS:
+    compute.add_command(_command)
 
 
 def _read_module(file: str) -> bytes:

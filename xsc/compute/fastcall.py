@@ -81,6 +81,9 @@ class Store:
         _raise(_get_fuel(self._context(), byref(remaining)), None)
         return remaining.value
 
+    def set_fuel(self, fuel: int) -> None:
+        _raise(_set_fuel(self._context(), fuel), None)
+
     def set_wasi(self, config: wasmtime.WasiConfig) -> None:
         _raise(ffi.wasmtime_context_set_wasi(self._context(), config._consume()), None)
 

@@ -22,8 +22,8 @@ from .limits import Limits
 from .modules import PAGE, ModuleInfo
 from .provenance import METERING_EXACT, METERING_TIME_BOUNDED
 from .values import Signature
+from .wasi_io import Capture, Streams  # noqa: F401 - Streams: what a job hands run()
 
-OUTPUT_CAP = 64 * 1024  # bytes of stdout and of stderr kept from a WASI call
 QUICK_INSTANTIATE_SIZE = 1024 * 1024
 HELD_FREE_PAGES = 16  # a Store whose memory is at most this many 64 KiB pages is freed without releasing the GIL
 
@@ -91,23 +91,10 @@ class Outcome:
     exit_code: int | None = None  # WASI proc_exit
     stdout: bytes = b""
     stderr: bytes = b""
-    stdout_dropped: int = 0  # bytes written past the capture cap
+    stdout_dropped: int = 0  # bytes written past the capture cap (refused, for a job)
     stderr_dropped: int = 0
-
-
-class _Capture:
-    """A WASI output stream kept in memory up to OUTPUT_CAP; the rest is counted, not kept."""
-
-    def __init__(self) -> None:
-        self.data = bytearray()
-        self.dropped = 0
-
-    def __call__(self, chunk: bytes) -> int:
-        room = OUTPUT_CAP - len(self.data)
-        if room > 0:
-            self.data += chunk[:room]
-        self.dropped += max(0, len(chunk) - max(room, 0))
-        return len(chunk)  # the program sees its write succeed either way
+    stdout_bytes: int = 0  # bytes of stdout kept (in `stdout`, or in the job's stdout file)
+    over_cap: str | None = None  # "stdout" or "stderr": a job's stream refused a write for its cap
 
 
 def new_store(engine: wasmtime.Engine, limits: Limits, deadline_ticks: int | None = None) -> Store:
@@ -119,7 +106,7 @@ def new_store(engine: wasmtime.Engine, limits: Limits, deadline_ticks: int | Non
 
 def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: Signature,
         args: list[int | float], limits: Limits, wasi_argv: list[str] | None = None, *,
-        deadline_ticks: int | None = None, on_loop: bool = False) -> Outcome:
+        deadline_ticks: int | None = None, on_loop: bool = False, streams: Streams | None = None) -> Outcome:
     """Instantiate in a fresh Store and call `function`; a trap is an Outcome, never an exception.
     `deadline_ticks`: epoch ticks allowed (default: what `limits.timeout` allows).  `on_loop`: a small call tried
     on the event loop (compute/service.py), whose thread holds the GIL anyway: it is called without releasing
@@ -130,7 +117,7 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
     store = new_store(engine, limits, deadline_ticks)
     outcome = None
     try:
-        outcome = _run_in(store, prepared, function, signature, args, limits, wasi_argv, on_loop)
+        outcome = _run_in(store, prepared, function, signature, args, limits, wasi_argv, on_loop, streams)
         return outcome
     finally:
         # Frees the instance and its memory now, not whenever the garbage collector gets to it.
@@ -138,15 +125,16 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
 
 
 def _run_in(store: Store, prepared: Prepared, function: str, signature: Signature, args: list[int | float],
-            limits: Limits, wasi_argv: list[str] | None, on_loop: bool = False) -> Outcome:
+            limits: Limits, wasi_argv: list[str] | None, on_loop: bool = False,
+            streams: Streams | None = None) -> Outcome:
     out = err = None
     if wasi_argv is not None:
-        out, err = _Capture(), _Capture()
-        config = wasmtime.WasiConfig()  # no preopens, no env, no network, no stdin
-        config.argv = wasi_argv
-        config.stdout_custom = out
-        config.stderr_custom = err
-        store.set_wasi(config)
+        streams = streams or Streams()
+        out = Capture(store, streams.stdout_cap, streams.refuse_over_cap, streams.stdout_sink)
+        err = Capture(store, streams.stderr_cap, streams.refuse_over_cap)
+        store.set_wasi(streams.config(wasi_argv, out, err))
+        if streams.prepaid_fuel:  # the bytes offered to it (a job's stdin and inputs), paid from its budget
+            store.set_fuel(max(0, limits.fuel - streams.prepaid_fuel))
     target = prepared.callable(function, signature)
     start, cpu_start = time.perf_counter_ns(), time.thread_time_ns()
     instance = None
@@ -180,6 +168,8 @@ def _run_in(store: Store, prepared: Prepared, function: str, signature: Signatur
     if out is not None and err is not None:
         outcome.stdout, outcome.stdout_dropped = bytes(out.data), out.dropped
         outcome.stderr, outcome.stderr_dropped = bytes(err.data), err.dropped
+        outcome.stdout_bytes = out.kept
+        outcome.over_cap = "stdout" if out.over else "stderr" if err.over else None
     return outcome
 
 

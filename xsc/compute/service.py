@@ -524,6 +524,36 @@ class ComputeService:
         record = self._record(run, signature, values, argv, started, deal)
         return run, record, owed(run) if owed is not None else ()
 
+    def program(self, module_id: str, entrypoint: str) -> tuple[sandbox.Prepared, Signature]:
+        """A WASI program's module and entrypoint, ready to run (compute/jobs.py); refused if it cannot run."""
+        prepared, signature, _, _ = self._arguments(InvokeCall(module_id, entrypoint, wasi=True))
+        if signature.params:
+            raise InvalidArgument(f"{entrypoint}{signature} takes parameters: a job runs a WASI program's entrypoint",
+                                  hint="name an export without parameters, e.g. _start")
+        return prepared, signature
+
+    def execute(self, prepared: sandbox.Prepared, entrypoint: str, signature: Signature, argv: list[str],
+                limits: Limits, streams: sandbox.Streams) -> sandbox.Outcome:
+        """On a worker: run a WASI program with `streams` as its world (a job)."""
+        with self._running_lock:
+            self.running += 1
+        try:
+            return sandbox.run(self.engine, prepared, entrypoint, signature, [], limits, argv, streams=streams)
+        finally:
+            with self._running_lock:
+                self.running -= 1
+
+    def job_run(self, module_id: str, entrypoint: str, signature: Signature, argv: list[str], limits: Limits,
+                outcome: sandbox.Outcome, started: int, requester: str, rate: int, deal: dict[str, Any],
+                facts: dict[str, Any]) -> tuple[Run, dict[str, Any]]:
+        """A job's run, charged, and its provenance record naming `facts` (its inputs and outputs)."""
+        run = Run(provenance.new_id().hex(), module_id, entrypoint, signature.results, outcome, limits,
+                  0, requester, True, rate, self.memory_price)
+        run.charge = price_compute(outcome.fuel_consumed, rate, outcome.memory_pages, run.billed_us, self.memory_price)
+        record = self._record(run, signature, [], argv, started, deal)
+        record["job"] = facts
+        return run, record
+
     def _signature(self, info: ModuleInfo, function: str) -> Signature:
         export = info.export(function)
         if export is not None and export.callable:

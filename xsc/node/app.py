@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import aiohttp
 from aiohttp import web
 
+from ..compute.jobs import JobService
 from ..compute.paid import PaidCompute
 from ..compute.remote_tabs import GatewayTabs, ProviderTabs
 from ..compute.service import ComputeService
@@ -45,7 +46,7 @@ from ..storage.wire import DAMAGE_PATH
 from ..ui.session import Sessions
 from ..tasks import in_pool, woken
 from . import auth, connections, datadir, peer_auth, problems
-from .appkeys import (ADMISSION, ALLOCATION, AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_POOL, DB, DEALS, GATEWAY,
+from .appkeys import (ADMISSION, ALLOCATION, AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_POOL, DB, DEALS, GATEWAY, JOBS,
                       HEALTH, HEALTH_CHECKS, IDENTITY, IN_FLIGHT, LEASE_GC, LEDGER, MARKET, METRICS, PAID_COMPUTE,
                       PAYMENTS, PEER_LIMITS, PEERS, REPLAY_GUARD, S3_INDEX, SCRUBBER, SHARE_HOLDER, STARTED,
                       STATUS_PARTS, STORAGE, TABS, TERMS, TLS_CONTEXT, TLS_SERVED, TOKEN, TRUST, UI_SESSIONS,
@@ -204,6 +205,9 @@ async def _services(app: web.Application):
     app[MARKET], app[PAYMENTS], app[TERMS], app[DEALS], app[STORAGE] = market, payments, terms, deals, storage
     app[SHARE_HOLDER], app[AUDITS], app[SCRUBBER], app[LEASE_GC] = share_holder, audits, scrubber, lease_gc
     app[PAID_COMPUTE], app[TABS] = paid, tabs
+    app[JOBS] = jobs = JobService(compute=compute, storage=storage, ledger=ledger, tabs=tabs, payer=payer, node=identity,
+                                  db=db, work_dir=config.data_dir / "jobs", default_bid=config.market.compute_bid,
+                                  storage_bid=config.market.storage_bid)
     app[ALLOCATION] = allocation
     app[ADMISSION], app[TRUST] = admission, trust
     app[S3_INDEX] = S3Index(db)  # the user's bucket index: the S3 front (its own process) records objects there
@@ -231,7 +235,7 @@ async def _services(app: web.Application):
     started = []
     try:
         for service in (tabs, compute, paid, peers, health, market, allocation, payments, deals, storage, share_holder,
-                        audits, scrubber, lease_gc):
+                        audits, scrubber, lease_gc, jobs):
             service.start()
             started.append(service)
         yield

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from ..allocation.service import AllocationService
+from ..compute.jobs import JobService
 from ..compute.paid import PaidCompute
 from ..compute.service import ComputeService
 from ..config import NodeConfig
@@ -74,5 +75,6 @@ AUDITS = web.AppKey("audits", AuditService)
 SCRUBBER = web.AppKey("scrubber", Scrubber)
 LEASE_GC = web.AppKey("lease_gc", LeaseCollector)
 PAID_COMPUTE = web.AppKey("paid_compute", PaidCompute)
+JOBS = web.AppKey("jobs", JobService)  # WASI programs over stored files (compute/jobs.py)
 S3_INDEX = web.AppKey("s3_index", S3Index)  # the S3 gateway's bucket index (xsc s3 serve records objects there)
 TABS = web.AppKey("tabs", Tabs)  # aggregated settlement of paid invokes (ledger/tabs.py)

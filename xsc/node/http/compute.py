@@ -14,7 +14,8 @@ from ...errors import BodyTimeout, Forbidden, InvalidArgument, PayloadTooLarge, 
 from ...net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, MODULES_PATH
 from ...storage.holder import MIN_UPLOAD_RATE
 from .. import peer_auth
-from ..appkeys import COMPUTE, PAID_COMPUTE, PEER_LIMITS
+from ...compute.jobs import JOB_HINT, JOB_STREAM
+from ..appkeys import COMPUTE, JOBS, PAID_COMPUTE, PEER_LIMITS
 from ..problems import problem_from_error, status_of
 from .common import BODY_SECONDS, json_body, json_object, json_response, loads, query_flag, query_int, read_body
 
@@ -118,3 +119,17 @@ async def run_batch_for_peer(request: web.Request) -> web.Response:
     results = await request.app[PAID_COMPUTE].run_batch_for_peer(gateway, body)
     return json_response({"results": [{"status": status_of(r), "problem": loads(problem_from_error(r).body)}
                                       if isinstance(r, XscError) else {"status": 200, "answer": r} for r in results]})
+
+
+# --- jobs: WASI programs over stored files (compute/jobs.py) ------------------------------------------
+@routes.post("/v1/compute/jobs")
+async def run_job(request: web.Request) -> web.Response:
+    """`application/json`: the spec alone; `application/x-xsc-job`: the spec's JSON line, then stdin's bytes."""
+    if request.content_type == JOB_STREAM:
+        return json_response(await request.app[JOBS].run_streamed(request.content.read), status=201)
+    return json_response(await request.app[JOBS].run(json_object(await read_body(request), JOB_HINT)), status=201)
+
+
+@routes.get("/v1/compute/jobs/{id}")
+async def get_job(request: web.Request) -> web.Response:
+    return json_response(request.app[JOBS].job(request.match_info["id"]))

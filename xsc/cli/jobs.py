@@ -1,0 +1,201 @@
+"""`xsc compute run|job|lineage`: WASI programs over bytes and stored files (compute/jobs.py on the node)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+import click
+
+from .. import codec
+from ..errors import InvalidArgument, ModuleNotFound, OverCap, Trap
+from .output import emit_json, json_option, key_values
+
+_MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
+JOB_STREAM = "application/x-xsc-job"  # the spec's JSON line, then stdin (compute/jobs.py)
+CHUNK = 1 << 20
+
+
+def _load_spec(path: Path) -> dict[str, Any]:
+    try:
+        spec = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"{path} is not TOML: {exc}") from None
+    module = spec.get("module")
+    if isinstance(module, str) and not _MODULE_ID.fullmatch(module):  # a path, from the spec's own folder
+        spec["module"] = str((path.parent / module))
+    return spec
+
+
+def _module(client, text: str) -> str:
+    """A module id: given, or a .wasm file's (deployed with WASI if the node lacks it)."""
+    if _MODULE_ID.fullmatch(text):
+        return text.lower()
+    try:
+        wasm = Path(text).read_bytes()
+    except FileNotFoundError:
+        raise InvalidArgument(f"no such file, and not a module id: {text}",
+                              hint="give a .wasm file, a job spec .toml, or a module id") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise InvalidArgument(f"cannot read {text}: {exc.strerror}") from None
+    module_id = hashlib.sha256(wasm).hexdigest()
+    try:
+        client.request("GET", f"/v1/modules/{module_id}")
+    except ModuleNotFound:
+        client.request("POST", "/v1/modules", body=wasm, content_type="application/wasm", query={"wasi": "true"})
+    return module_id
+
+
+def _stdin_source(stdin: str | None, no_stdin: bool) -> tuple[str | None, BinaryIO | None]:
+    """What the job's stdin is: (spec value, local stream to send).  Default: this command's stdin if it is
+    not a terminal (`printf ... | xsc compute run prog.wasm`)."""
+    if no_stdin:
+        return None, None
+    if stdin is None:
+        return ("-", sys.stdin.buffer) if not sys.stdin.isatty() else (None, None)
+    if stdin == "-":
+        return "-", sys.stdin.buffer
+    if stdin.startswith("xsc:chk:"):
+        return stdin, None
+    try:
+        return "-", open(stdin, "rb")
+    except OSError as exc:
+        raise InvalidArgument(f"cannot read {stdin}: {exc.strerror}", hint="give a file, - or a capability") from None
+
+
+def _stream(spec: dict[str, Any], source: BinaryIO) -> Iterator[bytes]:
+    yield codec.dumps(spec) + b"\n"
+    while chunk := source.read(CHUNK):
+        yield chunk
+
+
+@click.command("run", context_settings={"ignore_unknown_options": True})
+@click.argument("target", metavar="MODULE.wasm|ID|SPEC.toml")
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+@click.option("--stdin", "stdin", metavar="FILE|-|CAP", help="What the program reads as stdin "
+              "(default: this command's stdin when it is piped).")
+@click.option("--no-stdin", is_flag=True, help="Give the program an empty stdin.")
+@click.option("--input", "inputs", multiple=True, metavar="CAP:/in/NAME",
+              help="Mount a stored file read-only at /in/NAME (repeatable).")
+@click.option("--stdout-to-store", is_flag=True, help="Store the program's stdout as a file (up to --bytes-out).")
+@click.option("--no-outputs", is_flag=True, help="Mount no /out (and store nothing but a stored stdout).")
+@click.option("--entrypoint", metavar="NAME", help="The export to run (default: _start).")
+@click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="An environment variable (repeatable).")
+@click.option("--deterministic", is_flag=True, help="A run again over the same bytes answers the stored outputs.")
+@click.option("--fuel", type=int, metavar="N", help="Fuel budget (at most the node's compute.fuel).")
+@click.option("--memory", metavar="SIZE", help="Memory limit, e.g. 16MiB.")
+@click.option("--timeout", type=float, metavar="SECS", help="Wall-clock limit.")
+@click.option("--bytes-in", metavar="SIZE", help="Most bytes of stdin and inputs together (default 1GiB).")
+@click.option("--bytes-out", metavar="SIZE", help="Most bytes left in /out, stored stdout included (default 256MiB).")
+@click.option("--stdout-cap", metavar="SIZE", help="Most bytes of stdout kept (default 1MiB).")
+@click.option("--stderr-cap", metavar="SIZE", help="Most bytes of stderr kept (default 64KiB).")
+@click.option("--max-price", type=click.IntRange(min=0), metavar="N", help="Most micro-credits per million fuel.")
+@json_option
+@click.pass_obj
+def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bool, inputs: tuple[str, ...],
+        stdout_to_store: bool, no_outputs: bool, entrypoint: str | None, env: tuple[str, ...], deterministic: bool,
+        fuel: int | None, memory: str | None, timeout: float | None, bytes_in: str | None, bytes_out: str | None,
+        stdout_cap: str | None, stderr_cap: str | None, max_price: int | None, as_json: bool) -> None:
+    """Run a WASI program as a job: stdin, stored files under /in, outputs left in /out stored as files.
+
+    TARGET is a .wasm file (deployed first if the node lacks it), a module id, or a job spec (.toml) whose
+    fields (module, entrypoint, argv, env, stdin, inputs, outputs, stdout_to_store, deterministic, limits,
+    max_price) the options override.  Prints the program's stdout; the job id, charge and every stored
+    output (name, size, SHA-256, capability) go to stderr."""
+    client = obj.client()
+    spec: dict[str, Any] = _load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
+    spec["module"] = _module(client, str(spec.get("module", "")))
+    limits = dict(spec.get("limits") or {})
+    for name, value in (("fuel", fuel), ("memory", memory), ("timeout", timeout), ("bytes_in", bytes_in),
+                        ("bytes_out", bytes_out), ("stdout", stdout_cap), ("stderr", stderr_cap)):
+        if value is not None:
+            limits[name] = value
+    if limits:
+        spec["limits"] = limits
+    if argv:
+        spec["argv"] = list(argv)
+    if inputs:
+        spec["inputs"] = [*spec.get("inputs", []), *inputs]
+    if env:
+        spec["env"] = {**spec.get("env", {}), **dict(_env_pair(e) for e in env)}
+    for name, value in (("stdout_to_store", stdout_to_store), ("deterministic", deterministic)):
+        if value:
+            spec[name] = True
+    if no_outputs:
+        spec["outputs"] = False
+    if entrypoint:
+        spec["entrypoint"] = entrypoint
+    if max_price is not None:
+        spec["max_price"] = max_price
+    source = None
+    if stdin is not None or no_stdin or "stdin" not in spec:
+        spec["stdin"], source = _stdin_source(stdin, no_stdin)
+    spec = {k: v for k, v in spec.items() if v is not None}
+    try:
+        if source is not None:
+            answer = client.post_stream("/v1/compute/jobs", _stream(spec, source), JOB_STREAM)
+        else:
+            answer = client.request("POST", "/v1/compute/jobs", json_body=spec)
+    except (Trap, OverCap) as err:
+        if not as_json:
+            _program_output(err.details)
+        raise
+    if as_json:
+        emit_json(answer)
+        return
+    _program_output(answer)
+    _summary(answer)
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise InvalidArgument(f"--env takes NAME=VALUE, not {text!r}")
+    return name, value
+
+
+def _program_output(facts: dict[str, Any]) -> None:
+    if facts.get("stdout"):
+        sys.stdout.write(facts["stdout"])
+        sys.stdout.flush()
+    if facts.get("stderr"):
+        sys.stderr.write(facts["stderr"])
+        sys.stderr.flush()
+
+
+def _summary(job: dict[str, Any]) -> None:
+    how = "replayed (not run again)" if job.get("replayed") else f"ran (executions: {job['executions']})"
+    click.echo(f"job {job['id']} {how}, charged {job.get('charge', 0)} micro-credits", err=True)
+    for output in job.get("outputs", []):
+        click.echo(f"  {output['name']}  {output['size']} bytes  sha256 {output['sha256']}  {output['capability']}",
+                   err=True)
+
+
+@click.command("job")
+@click.argument("job_id", metavar="ID")
+@json_option
+@click.pass_obj
+def job(obj, job_id: str, as_json: bool) -> None:
+    """Show a job: its state, executions, charge, outputs and provenance record."""
+    found = obj.client().request("GET", f"/v1/compute/jobs/{job_id}")
+    if as_json:
+        emit_json(found)
+        return
+    key_values([("id", found["id"]), ("state", found["state"]), ("module", found["module"]),
+                ("executions", found["executions"]), ("charge", f"{found.get('charge', 0)} micro-credits"),
+                ("provenance", found.get("provenance", "-")), ("created", found.get("created", "-"))]
+               + ([("error", found["error"])] if found.get("error") else []))
+    for item in found.get("inputs", []):
+        click.echo(f"  input  {item['path']}  {item['size']} bytes  sha256 {item['sha256']}")
+    for output in found.get("outputs", []):
+        click.echo(f"  output {output['name']}  {output['size']} bytes  sha256 {output['sha256']}  "
+                   f"{output['capability']}")
+
+
+COMMANDS = (run, job)

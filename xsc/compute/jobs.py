@@ -1,0 +1,364 @@
+"""Jobs: a WASI program run over bytes and stored files, its outputs stored, its run paid and recorded.
+
+A job's stdin (the request's body, or a stored file) and its inputs (stored files, mounted read-only at /in/NAME)
+are streamed to a work directory on disk (never held in memory), each hashed as it comes, within the job's
+`bytes_in`; the program runs with nothing else of the host visible (wasi_io.py); every file it leaves in /out
+(and its stdout, with `stdout_to_store`) is stored as an XSC file through the node's normal put (encrypted,
+RS(4,2), placed and paid like any put) unless they are over `bytes_out`: then nothing of them is.  The run is
+paid like an invoke on this node (its budget held first, its charge on the payer's tab), and its signed
+provenance record names each input's content hash and capability verify-hash and each output's hash.
+
+The job's record (keys.job: state, charge, outputs, provenance, executions) is written before it runs and once
+it is done, so kill -9 leaves either a finished job or one marked interrupted at the next start, whose outputs
+stored so far are removed then.  A deterministic job's outputs are kept by its id for the user who ran it:
+the same spec over the same bytes answers them again without running (`replayed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from .. import codec, keys
+from ..db import Database
+from ..errors import InvalidArgument, JobNotFound, NotFound, OverCap, PayloadTooLarge, Trap, XscError
+from ..identity import Identity
+from ..ledger.tabs import owed_record
+from ..storage.capability import Capability
+from ..tasks import in_pool, stop
+from . import provenance
+from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job
+from .service import ComputeService, InvokeCall
+from .wasi_io import Streams, io_fuel
+
+log = logging.getLogger(__name__)
+
+ReadFn = Callable[[int], Awaitable[bytes]]
+CHUNK = 1 << 20
+JOB_STREAM = "application/x-xsc-job"  # a request body: the spec's JSON on one line, then the program's stdin
+JOB_HINT = 'send {"module": ID, "argv": [...], "inputs": ["CAP:/in/NAME"], ...}'
+MAX_OUTPUTS = 256  # files a job may leave in /out
+
+
+@dataclass
+class Staged:
+    """A job's bytes on disk: stdin's path and hash, each input's hash and the verify-hash of its capability."""
+
+    work: Path
+    stdin: Path | None = None
+    stdin_sha256: str | None = None
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    bytes_in: int = 0
+
+
+class JobService:
+    def __init__(self, *, compute: ComputeService, storage: Any, ledger: Any, tabs: Any, payer: Identity,
+                 node: Identity, db: Database, work_dir: Path, default_bid: int, storage_bid: int) -> None:
+        self.compute = compute
+        self.storage = storage  # xsc.storage.files.StorageService: open and put, as `xsc store` does
+        self.ledger = ledger
+        self.tabs = tabs
+        self.payer = payer
+        self.node = node
+        self.db = db
+        self.work_dir = work_dir
+        self.default_bid = default_bid
+        self.storage_bid = storage_bid
+
+        self._recovering: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._recovering = asyncio.create_task(self.recover(), name="xsc-jobs-recover")
+
+    async def close(self) -> None:
+        await stop(self._recovering)
+
+    # --- running ---------------------------------------------------------------------------
+    async def run(self, body: Any, stdin: ReadFn | None = None) -> dict[str, Any]:
+        """Run a job for the local user; its answer (state, exit code, outputs, charge, provenance)."""
+        spec = parse_job(body)
+        if spec.stdin == "-" and stdin is None:
+            raise InvalidArgument("the job reads stdin from the request, but none was sent",
+                                  hint="pipe it in: ... | xsc compute run MODULE --stdin -")
+        call = InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel, spec.memory, spec.timeout, True)
+        limits = self.compute.limits(call)
+        prepared, signature = self.compute.program(spec.module, spec.entrypoint)
+        rate = self.default_bid if spec.max_price is None else min(self.default_bid, spec.max_price)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="job-", dir=self.work_dir))
+        try:
+            staged = await self._stage(spec, stdin, work)
+            jid = job_id(spec, staged.stdin_sha256, [i["sha256"] for i in staged.inputs])
+            user = self.payer.public_key
+            previous = self._load(user, jid)
+            if spec.deterministic and previous is not None and previous.get("state") == "done":
+                return {**previous, "replayed": True}
+            prepaid = io_fuel(staged.bytes_in)
+            if prepaid >= limits.fuel:
+                raise InvalidArgument(f"reading its {staged.bytes_in:,} bytes of input costs {prepaid:,} fuel, "
+                                      f"more than its fuel limit ({limits.fuel:,})", hint="ask for more --fuel")
+            executions = (previous or {}).get("executions", 0)
+            job = {"id": jid, "state": "running", "module": spec.module, "entrypoint": spec.entrypoint,
+                   "spec": spec.canonical(), "executions": executions, "outputs": [], "inputs": staged.inputs,
+                   "created": provenance.timestamp(time.time_ns())}
+            self._save(user, jid, job)
+            return await self._execute(spec, call, prepared, signature, limits, rate, staged, job, prepaid)
+        finally:
+            await in_pool(None, shutil.rmtree, work, True)
+
+    async def run_streamed(self, read: ReadFn) -> dict[str, Any]:
+        """Run a job whose request body is its spec's JSON on one line, then its stdin (read as the job reads it)."""
+        head = bytearray()
+        while b"\n" not in head:
+            chunk = await read(64 * 1024)
+            if not chunk:
+                break
+            head += chunk
+            if len(head) > MAX_SPEC_BYTES and b"\n" not in head[:MAX_SPEC_BYTES + 1]:
+                raise PayloadTooLarge(f"a job's spec is at most {MAX_SPEC_BYTES:,} bytes", hint="send a smaller spec")
+        line, _, rest = bytes(head).partition(b"\n")
+        try:
+            spec = codec.loads(line)
+        except ValueError:
+            raise InvalidArgument("the job's first line is not JSON", hint=JOB_HINT) from None
+        left = [rest]
+
+        async def stdin(n: int) -> bytes:
+            if left and (first := left.pop()):
+                return first
+            return await read(n)
+
+        return await self.run(spec, stdin)
+
+    async def _execute(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
+                       staged: Staged, job: dict[str, Any], prepaid: int) -> dict[str, Any]:
+        out_dir = staged.work / "out"
+        out_dir.mkdir()
+        stdout_path = staged.work / "stdout"
+        budget = self.compute.budget(call, rate)
+        await self.ledger.hold(self.payer, budget)
+        try:
+            with open(stdout_path, "wb") as sink:
+                streams = Streams(stdin=None if staged.stdin is None else str(staged.stdin),
+                                  stdout_cap=spec.bytes_out if spec.stdout_to_store else spec.stdout_cap,
+                                  stderr_cap=spec.stderr_cap, refuse_over_cap=True,
+                                  stdout_sink=sink if spec.stdout_to_store else None,
+                                  inputs_dir=str(staged.work / "in") if spec.inputs else None,
+                                  outputs_dir=str(out_dir) if spec.outputs else None, env=dict(spec.env),
+                                  prepaid_fuel=prepaid)
+                argv = [spec.module, *spec.argv]
+                started = time.time_ns()
+                outcome = await self.compute.pool.run(self.compute.execute, prepared, spec.entrypoint, signature,
+                                                      argv, limits, streams)
+            files, refusal = await in_pool(None, _outputs, out_dir, stdout_path if spec.stdout_to_store else None,
+                                           spec.bytes_out)
+            out_fuel = io_fuel(sum(size for _, _, size in files))
+            if refusal is None and outcome.trap_kind is None and outcome.fuel_consumed + out_fuel > limits.fuel:
+                refusal = (f"storing its {len(files)} output(s) costs {out_fuel:,} fuel, more than the "
+                           f"{limits.fuel - outcome.fuel_consumed:,} its fuel limit has left")
+            outcome.fuel_consumed = min(limits.fuel, outcome.fuel_consumed + out_fuel)
+            if outcome.over_cap is not None:
+                refusal = f"its {outcome.over_cap} went over its cap; nothing of its outputs is stored"
+        except BaseException:
+            self.ledger.release(self.payer, budget)
+            raise
+        stored: list[dict[str, Any]] = []
+        if outcome.trap_kind is None and refusal is None and (outcome.exit_code or 0) == 0:
+            stored = await self._store_outputs(files, job)
+        run, record = self.compute.job_run(spec.module, spec.entrypoint, signature, argv, limits, outcome, started,
+                                           self.payer.id, rate, {"job": job["id"]},
+                                           {"id": job["id"], "inputs": staged.inputs,
+                                            "stdin": staged.stdin_sha256, "outputs": stored})
+        owed = self._owed(run)
+        try:
+            await self.compute.journal.append(record, prepared.module_hash, owed)
+        except BaseException:
+            self.ledger.release(self.payer, budget)
+            raise
+        self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.charge, run.fuel_consumed,
+                      held=budget)
+        return self._finish(job, run, outcome, stored, refusal)
+
+    def _finish(self, job: dict[str, Any], run, outcome, stored: list[dict[str, Any]],
+                refusal: str | None) -> dict[str, Any]:
+        failed = refusal or (outcome.message if outcome.trap_kind else None)
+        job.update(state="failed" if failed else "done", executions=job["executions"] + 1, charge=run.charge,
+                   provenance=run.provenance_id, outputs=stored, exit_code=outcome.exit_code,
+                   fuel_consumed=outcome.fuel_consumed, cost=run.cost)
+        if failed:
+            job["error"] = failed
+        self._save(self.payer.public_key, job["id"], job)
+        answer = {**job, "replayed": False, "stdout": outcome.stdout.decode("utf-8", "replace"),
+                  "stderr": outcome.stderr.decode("utf-8", "replace")}
+        if refusal is not None:
+            raise OverCap(f"the job {job['id'][:16]}… ran, but {refusal}",
+                          hint="ask for more with --bytes-out (or --stdout-cap), or write less", **answer)
+        if outcome.trap_kind is not None:
+            raise Trap(f"the job {job['id'][:16]}… failed: {outcome.message}", kind=outcome.trap_kind,
+                       hint=outcome.hint, **answer)
+        return answer
+
+    def _owed(self, run) -> tuple[tuple[bytes, bytes], ...]:
+        return ((keys.ledger_owed(bytes.fromhex(run.provenance_id)),
+                 owed_record(self.payer.public_key, self.node.public_key, run.charge, run.fuel_consumed)),)
+
+    # --- inputs ------------------------------------------------------------------------------
+    async def _stage(self, spec: JobSpec, stdin: ReadFn | None, work: Path) -> Staged:
+        staged = Staged(work)
+        room = spec.bytes_in
+        if spec.stdin is not None:
+            staged.stdin = work / "stdin"
+            source = stdin if spec.stdin == "-" else await self._opened(spec.stdin, "stdin")
+            size, staged.stdin_sha256 = await self._copy(source, staged.stdin, room, "stdin")
+            room -= size
+            staged.bytes_in += size
+        (work / "in").mkdir()
+        for item in spec.inputs:
+            cap = Capability.parse(item.cap)
+            if cap.size > room:
+                raise OverCap(f"input /in/{item.name} is {cap.size:,} bytes, over what is left of the job's "
+                              f"bytes_in ({room:,})", hint="ask for more with --bytes-in")
+            size, digest = await self._copy(await self._opened(item.cap, f"input /in/{item.name}"),
+                                            work / "in" / item.name, room, f"input /in/{item.name}")
+            room -= size
+            staged.bytes_in += size
+            staged.inputs.append({"path": item.path, "sha256": digest, "size": size,
+                                  "verify_hash": _verify_hash(cap)})
+        os.chmod(work / "in", 0o555)
+        return staged
+
+    async def _opened(self, cap_text: str, what: str) -> ReadFn:
+        """A stored file's plaintext as a read function (whole chunks, b"" at its end)."""
+        cap = Capability.parse(cap_text)
+        try:
+            _, chunks = await self.storage.open(cap)
+        except NotFound as err:
+            raise NotFound(f"{what} cannot be read: {err.message}", hint=err.hint) from None
+        iterator = chunks.__aiter__()
+
+        async def read(n: int) -> bytes:
+            try:
+                return await iterator.__anext__()
+            except StopAsyncIteration:
+                return b""
+
+        return read
+
+    async def _copy(self, read: ReadFn, path: Path, room: int, what: str) -> tuple[int, str]:
+        """Stream `read` to `path` (never more than `room` bytes), hashing it; its size and SHA-256."""
+        digest = hashlib.sha256()
+        size = 0
+        with open(path, "wb") as out:
+            while chunk := await read(CHUNK):
+                size += len(chunk)
+                if size > room:
+                    raise OverCap(f"{what} is over the job's bytes_in ({room:,} bytes left)",
+                                  hint="ask for more with --bytes-in")
+                digest.update(chunk)
+                await in_pool(None, out.write, chunk)
+        return size, digest.hexdigest()
+
+    # --- outputs -----------------------------------------------------------------------------
+    async def _store_outputs(self, files: list[tuple[str, Path, int]], job: dict[str, Any]) -> list[dict[str, Any]]:
+        """Store each output through the node's put; all of them, or (one failing) none."""
+        stored: list[dict[str, Any]] = []
+        seconds = self.storage.lease_seconds(None)
+        try:
+            for name, path, size in files:
+                digest = hashlib.sha256()
+                with open(path, "rb") as f:
+                    async def read(n: int, f=f) -> bytes:
+                        chunk = await in_pool(None, f.read, min(n, CHUNK))
+                        digest.update(chunk)
+                        return chunk
+
+                    answer = await self.storage.put(read, size, f"job:{job['id'][:16]}:{name}", seconds,
+                                                    self.storage_bid)
+                cap = Capability.parse(answer["capability"])
+                stored.append({"name": name, "size": size, "sha256": digest.hexdigest(),
+                               "capability": answer["capability"], "verify_hash": _verify_hash(cap)})
+                job["outputs"] = stored
+                self._save(self.payer.public_key, job["id"], {**job, "state": "storing"})
+        except BaseException:
+            await self._remove([o["capability"] for o in stored])
+            raise
+        for output in stored:
+            cap = Capability.parse(output["capability"])
+            self.db.put(keys.job_output(cap.storage_index),
+                        codec.dumps({"job": job["id"], "user": self.payer.public_key.hex()}), sync=True)
+        return stored
+
+    async def _remove(self, caps: list[str]) -> None:
+        for text in caps:
+            try:
+                await self.storage.remove(Capability.parse(text))
+            except XscError as err:
+                log.warning("could not remove output %s of an unfinished job: %s", text[:32], err)
+
+    async def recover(self) -> None:
+        """At start: jobs a crash cut short are marked interrupted; outputs they had stored are removed."""
+        with self.db.iterator(prefix=keys.JOBS) as found:
+            records = list(found)
+        for key, value in records:
+            job = codec.loads(value)
+            if job.get("state") in ("running", "storing"):
+                await self._remove([o["capability"] for o in job.get("outputs", [])])
+                job.update(state="interrupted", outputs=[], error="the node stopped while the job ran")
+                self.db.put(key, codec.dumps(job), sync=True)
+
+    # --- records -----------------------------------------------------------------------------
+    def _load(self, user: bytes, jid: str) -> dict[str, Any] | None:
+        raw = self.db.get(keys.job(user, bytes.fromhex(jid)))
+        return None if raw is None else codec.loads(raw)
+
+    def _save(self, user: bytes, jid: str, job: dict[str, Any]) -> None:
+        self.db.put(keys.job(user, bytes.fromhex(jid)), codec.dumps(job), sync=True)
+
+    def job(self, jid: str) -> dict[str, Any]:
+        """The local user's job `jid` (a prefix of at least 8 hex digits will do)."""
+        text = jid.strip().lower()
+        if not 8 <= len(text) <= 64 or any(c not in "0123456789abcdef" for c in text):
+            raise InvalidArgument(f"not a job id: {jid[:70]!r}", hint="a job id is the 64 hex digits `compute run` printed")
+        prefix = keys.JOBS + self.payer.public_key
+        start = prefix + bytes.fromhex(text[:len(text) // 2 * 2])
+        with self.db.iterator(prefix=start) as records:
+            for _, value in records:
+                found = codec.loads(value)
+                if found["id"].startswith(text):
+                    return found
+        raise JobNotFound(f"no job {jid} on this node", hint="run one with: xsc compute run SPEC.toml")
+
+
+def _verify_hash(cap: Capability) -> str:
+    """What names and verifies a stored file without letting anyone read it: its storage index (derived from the
+    key) and the hash of its manifest (which roots every share's blocks), `SI:MANIFEST` in hex."""
+    return f"{cap.storage_index.hex()}:{cap.manifest_hash.hex()}"
+
+
+def _outputs(out_dir: Path, stdout: Path | None, cap: int) -> tuple[list[tuple[str, Path, int]], str | None]:
+    """The regular files the program left in /out (and its stored stdout), and why they cannot be stored, if so."""
+    files: list[tuple[str, Path, int]] = []
+    if stdout is not None:
+        files.append(("stdout", stdout, stdout.stat().st_size))
+    for root, _, names in os.walk(out_dir, followlinks=False):
+        for name in sorted(names):
+            path = Path(root) / name
+            info = path.lstat()
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            files.append(("out/" + str(path.relative_to(out_dir)), path, info.st_size))
+            if len(files) > MAX_OUTPUTS:
+                return files, f"it left more than {MAX_OUTPUTS} files in /out"
+    total = sum(size for _, _, size in files)
+    if total > cap:
+        return files, f"its outputs are {total:,} bytes, over its bytes_out ({cap:,})"
+    return files, None

@@ -1,0 +1,198 @@
+"""A job's spec: what program runs over which bytes, under which limits.  Checked field by field (an unknown
+field is refused, never ignored), bounded before anything is read, and named by its id: the SHA-256 of the
+canonical spec with the content hash of every byte it reads (stdin and each input).
+
+    {"module": ID, "entrypoint": "_start", "argv": [...], "env": {...}, "stdin": null | "-" | CAP,
+     "inputs": ["CAP:/in/NAME", ...], "outputs": true, "stdout_to_store": false, "deterministic": false,
+     "limits": {"fuel", "memory", "timeout", "bytes_in", "bytes_out", "stdout", "stderr"}, "max_price": N}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import codec
+from ..errors import InvalidArgument, InvalidCapability, LimitTooHigh
+from ..storage.capability import Capability
+from ..units import format_size, parse_size
+from .modules import parse_module_id
+
+FIELDS = ("module", "entrypoint", "argv", "env", "stdin", "inputs", "outputs", "stdout_to_store", "deterministic",
+          "limits", "max_price")
+LIMIT_FIELDS = ("fuel", "memory", "timeout", "bytes_in", "bytes_out", "stdout", "stderr")
+MAX_ARGS = 256
+MAX_ENV = 256
+MAX_TEXT = 64 * 1024  # bytes of argv and of env, each
+MAX_INPUTS = 64
+MAX_SPEC_BYTES = 256 * 1024  # a spec's JSON
+# Bytes a job may read (stdin and its inputs together) and leave in /out (with a stored stdout): defaults, ceilings.
+BYTES_IN, MAX_BYTES_IN = 1 << 30, 16 << 30
+BYTES_OUT, MAX_BYTES_OUT = 256 << 20, 16 << 30
+STDOUT, STDERR, MAX_STREAM = 1 << 20, 64 << 10, 64 << 20  # stdout and stderr kept in memory: defaults, ceiling
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+
+
+@dataclass(frozen=True)
+class Input:
+    cap: str  # the capability's text
+    name: str  # mounted at /in/NAME
+
+    @property
+    def path(self) -> str:
+        return f"/in/{self.name}"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    module: str
+    entrypoint: str = "_start"
+    argv: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    stdin: str | None = None  # None, "-" (the request's body) or a capability
+    inputs: tuple[Input, ...] = ()
+    outputs: bool = True
+    stdout_to_store: bool = False
+    deterministic: bool = False
+    fuel: Any = None  # resolved against the node's ceiling by compute/limits.py
+    memory: Any = None
+    timeout: Any = None
+    bytes_in: int = BYTES_IN
+    bytes_out: int = BYTES_OUT
+    stdout_cap: int = STDOUT
+    stderr_cap: int = STDERR
+    max_price: int | None = None
+    asked: dict = field(default_factory=dict, compare=False)  # the limits as asked (for the id)
+
+    def canonical(self) -> dict[str, Any]:
+        """What names the job (with its inputs' content hashes): everything but the price it is willing to pay."""
+        return {"module": self.module, "entrypoint": self.entrypoint, "argv": list(self.argv),
+                "env": dict(self.env), "stdin": None if self.stdin is None else "bytes",
+                "inputs": [i.path for i in self.inputs], "outputs": self.outputs,
+                "stdout_to_store": self.stdout_to_store, "deterministic": self.deterministic,
+                "limits": {"fuel": self.fuel, "memory": self.memory, "timeout": self.timeout,
+                           "bytes_in": self.bytes_in, "bytes_out": self.bytes_out, "stdout": self.stdout_cap,
+                           "stderr": self.stderr_cap}}
+
+
+def job_id(spec: JobSpec, stdin_sha256: str | None, input_sha256: list[str]) -> str:
+    """Hex SHA-256 of the canonical spec and the content hash of each byte stream it reads."""
+    named = {"spec": spec.canonical(), "stdin": stdin_sha256, "inputs": input_sha256}
+    return hashlib.sha256(b"xsc/job/1\n" + codec.canonical(named)).hexdigest()
+
+
+def parse_job(body: Any) -> JobSpec:
+    """A job's spec from its JSON (or TOML, read by the CLI into the same shape), checked."""
+    if not isinstance(body, dict):
+        raise InvalidArgument("a job spec must be an object", hint='e.g. {"module": ID, "argv": [...]}')
+    _known("job spec", body, FIELDS)
+    module = body.get("module")
+    if not isinstance(module, str):
+        raise InvalidArgument("the job spec needs a module id (field 'module')",
+                              hint="deploy it first: xsc compute deploy FILE.wasm --wasi")
+    limits = body.get("limits") or {}
+    if not isinstance(limits, dict):
+        raise InvalidArgument("limits must be a table of fuel, memory, timeout, bytes_in, bytes_out, stdout, stderr")
+    _known("limits", limits, LIMIT_FIELDS)
+    entrypoint = body.get("entrypoint", "_start")
+    if not isinstance(entrypoint, str) or not entrypoint or len(entrypoint) > 256:
+        raise InvalidArgument("entrypoint must be the name of an exported function, e.g. _start")
+    stdin = body.get("stdin")
+    if stdin is not None and stdin != "-":
+        stdin = _cap_text(stdin, "stdin")
+    max_price = body.get("max_price")
+    if max_price is not None and (type(max_price) is not int or max_price < 0):
+        raise InvalidArgument(f"max_price must be a whole number of micro-credits per million fuel, not {max_price!r}")
+    return JobSpec(
+        parse_module_id(module).hex(), entrypoint, _argv(body.get("argv", [])), _env(body.get("env", {})), stdin,
+        _inputs(body.get("inputs", [])), _flag(body, "outputs", True), _flag(body, "stdout_to_store", False),
+        _flag(body, "deterministic", False), limits.get("fuel"), limits.get("memory"), limits.get("timeout"),
+        _size(limits, "bytes_in", BYTES_IN, MAX_BYTES_IN), _size(limits, "bytes_out", BYTES_OUT, MAX_BYTES_OUT),
+        _size(limits, "stdout", STDOUT, MAX_STREAM), _size(limits, "stderr", STDERR, MAX_STREAM), max_price,
+        asked=dict(limits))
+
+
+def parse_input(text: Any) -> Input:
+    """`CAP:/in/NAME` (or {"cap": CAP, "path": "/in/NAME"}): a stored file mounted read-only at /in/NAME."""
+    if isinstance(text, dict):
+        _known("input", text, ("cap", "path"))
+        cap, path = text.get("cap"), text.get("path")
+    elif isinstance(text, str) and ":/in/" in text:
+        cap, _, rest = text.rpartition(":/in/")
+        path = "/in/" + rest
+    else:
+        raise InvalidArgument(f"an input is CAP:/in/NAME, not {str(text)[:60]!r}",
+                              hint="e.g. --input xsc:chk:...:/in/data")
+    if not isinstance(path, str) or not path.startswith("/in/") or not _NAME.fullmatch(path[4:]) \
+            or path[4:] in (".", ".."):
+        raise InvalidArgument(f"an input is mounted at /in/NAME (NAME of letters, digits, '.', '_', '-'), "
+                              f"not {str(path)[:60]!r}")
+    return Input(_cap_text(cap, "input"), path[4:])
+
+
+def _inputs(value: Any) -> tuple[Input, ...]:
+    if not isinstance(value, list) or len(value) > MAX_INPUTS:
+        raise InvalidArgument(f"inputs must be a list of at most {MAX_INPUTS} CAP:/in/NAME")
+    inputs = tuple(parse_input(v) for v in value)
+    names = [i.name for i in inputs]
+    if len(set(names)) != len(names):
+        raise InvalidArgument("two inputs are mounted at the same /in/NAME", hint="give each input its own name")
+    return inputs
+
+
+def _cap_text(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{what} must be a capability (xsc:chk:...)")
+    try:
+        return str(Capability.parse(value))
+    except InvalidCapability as err:
+        raise InvalidCapability(f"{what}: {err.message}", hint=err.hint) from None
+
+
+def _argv(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_ARGS or not all(isinstance(a, str) for a in value) \
+            or sum(len(a.encode()) + 1 for a in value) > MAX_TEXT or any("\0" in a for a in value):
+        raise InvalidArgument(f"argv must be a list of at most {MAX_ARGS} strings ({format_size(MAX_TEXT)} in all, "
+                              f"no NUL)")
+    return tuple(value)
+
+
+def _env(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, dict) or len(value) > MAX_ENV:
+        raise InvalidArgument(f"env must be a table of at most {MAX_ENV} NAME = VALUE")
+    for name, text in value.items():
+        if not _ENV_NAME.fullmatch(name) or not isinstance(text, str) or "\0" in text:
+            raise InvalidArgument(f"env: {str(name)[:40]!r} must be a NAME (letters, digits, _) with a text value")
+    if sum(len(k) + len(v.encode()) + 2 for k, v in value.items()) > MAX_TEXT:
+        raise InvalidArgument(f"env is over {format_size(MAX_TEXT)}")
+    return tuple(sorted(value.items()))
+
+
+def _flag(body: dict, name: str, default: bool) -> bool:
+    value = body.get(name, default)
+    if not isinstance(value, bool):
+        raise InvalidArgument(f"{name} must be true or false, not {value!r}")
+    return value
+
+
+def _size(limits: dict, name: str, default: int, most: int) -> int:
+    value = limits.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        raise InvalidArgument(f"limits.{name} must be a size, e.g. 16MiB")
+    size = parse_size(value)
+    if size > most:
+        raise LimitTooHigh(f"limits.{name} {format_size(size)} is more than a job may ask ({format_size(most)})",
+                           hint=f"ask for at most {format_size(most)}")
+    return size
+
+
+def _known(what: str, body: dict, fields: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise InvalidArgument(f"unknown field{'s' if len(unknown) > 1 else ''} in the {what}: {', '.join(unknown)}",
+                              hint=f"its fields: {', '.join(fields)}")
