@@ -23,7 +23,7 @@ import argparse
 import random
 import time
 
-from xsc.allocation.itc import Stamp
+from xsc.itc import Stamp
 
 from .report import Report
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "xsc"
-GROUND = {"xsc", "xsc.codec", "xsc.errors", "xsc.keys", "xsc.units", "xsc.paths", "xsc.identity", "xsc.config", "xsc.tasks", "xsc.db"}
+GROUND = {"xsc", "xsc.codec", "xsc.errors", "xsc.keys", "xsc.units", "xsc.paths", "xsc.identity", "xsc.config", "xsc.tasks", "xsc.db", "xsc.itc"}
 PURE = {
     "xsc.storage." + m for m in ("capability", "crypto", "erasure", "layout", "manifest", "merkle", "placement",
                                  "leases", "wire", "ranges")
@@ -26,7 +26,7 @@ PURE = {
 } | {
     "xsc.market." + m for m in ("models", "orders", "book", "auction", "pricing", "matching", "supply")
 } | {
-    "xsc.allocation." + m for m in ("causality", "compute", "convergence", "damping", "divide", "itc", "matching",
+    "xsc.allocation." + m for m in ("causality", "compute", "convergence", "damping", "divide", "matching",
                                     "models", "received", "recognition", "records", "rounds", "simulate", "subscriptions")
 } | {
     "xsc.s3." + m for m in ("etag", "listing", "names", "sigv4", "xml")
@@ -194,7 +194,6 @@ JSON_ELSEWHERE = {
     "xsc.market.service": "json.dumps, json.loads: recognition and price history records",
     "xsc.allocation.records": "json.dumps: an allocation record's signed bytes",
     "xsc.allocation.roundsim": "json.dumps: the size of a simulated message",
-    "xsc.allocation.service": "json.dumps, json.loads: standing bids",
     "xsc.allocation.subscriptions": "json.dumps: a subscription's signed bytes",
 }
 

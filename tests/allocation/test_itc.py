@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from xsc.allocation.itc import (
+from xsc.itc import (
     MAX_DEPTH,
     AnonymousStampEvent,
     ItcError,

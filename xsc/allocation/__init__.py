@@ -50,7 +50,7 @@ from .compute import SCALE, as_network, compute_allocation
 from .convergence import CONVERGENCE_EPSILON, NETWORK_QUORUM, denominator_delta, network_converged
 from .damping import damping_factor, over_allocation, recent_history, update_damping
 from .divide import water_fill
-from .itc import Stamp
+from ..itc import Stamp
 from .matching import NeedIndex, compatible
 from .models import (
     ANY,

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from ..errors import InvalidCommitment
 from .convergence import CONVERGENCE_EPSILON, HISTORY_LENGTH, denominator_delta
 from .divide import divide, divide_capped
-from .itc import Stamp
+from ..itc import Stamp
 from .matching import ROW_ID, ROW_KEY, ROW_QUANTITY, CapacityIndex, need_rows
 from .models import (
     AllocationState,

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from .itc import Stamp
+from ..itc import Stamp
 
 # Bounds of every number a commitment may carry.  Commitments come from strangers: a weight such as
 # 1E+20000000 is a valid Decimal that takes seconds to turn into a fraction, and an integer has no

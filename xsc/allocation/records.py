@@ -33,7 +33,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from ..errors import BadRequest, InvalidAllocationRecord, XscError, from_validation
 from ..identity import Identity, parse_public_id, verify
 from .causality import Outcome
-from .itc import Stamp
+from ..itc import Stamp
 from .models import (
     MAX_QUANTITY,
     AllocationState,

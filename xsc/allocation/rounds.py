@@ -42,7 +42,7 @@ from pydantic import Field
 
 from .compute import compute_allocation, next_stamp, stamped_after
 from .damping import _damped
-from .itc import Stamp
+from ..itc import Stamp
 from .matching import ROW_ID, ROW_QUANTITY, need_rows
 from .models import AllocationState, Commitment, Id, NeedKey, Quantity, _Frozen, built
 from .recognition import weight_ratios

@@ -50,7 +50,6 @@ node's need slots of `kind`; `MarketService.deal` places needs there first (docs
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -63,11 +62,10 @@ from .. import keys
 from ..config import MarketSection
 from ..errors import InvalidArgument, PeerError, UnknownPeer, XscError
 from ..identity import Identity
-from ..market.models import Bid
 from ..net.peer_client import dumps
 from ..tasks import Quota, at_most, stop, woken
 from .convergence import NETWORK_QUORUM
-from .itc import ItcError, Stamp
+from ..itc import ItcError, Stamp
 from .matching import compatible
 from .models import AllocationState, Commitment, DampingSample
 from .records import (
@@ -120,14 +118,16 @@ def now_ms() -> int:
 
 
 class AllocationService:
-    def __init__(self, *, config: MarketSection, identity: Identity, db: plyvel.DB, market: Any, peers: Any,
-                 gossip_interval: float, joins: bool = False, forks: Quota | None = None) -> None:
+    def __init__(self, *, config: MarketSection, identity: Identity, db: plyvel.DB, market: Any, needs: Any,
+                 peers: Any, gossip_interval: float, joins: bool = False, forks: Quota | None = None) -> None:
         self.config = config
         self.forks = forks  # per peer, the ITC forks it may take (FORK_BURST, FORK_RATE); None: no bound
         self.identity = identity
         self.me = identity.id
         self.db = db
-        self.market = market  # xsc.market.service.MarketService: the book, freshness, the needs it publishes
+        self.market = market  # xsc.market.service.MarketService: the book, freshness
+        self.needs = needs  # xsc.market.needs.NeedRegistry: this node's need slots (standing ones are allocated)
+        needs.watch(self.touch, standing=True)
         self.peers = peers  # a PeerView (None: a node on its own)
         self.gossip_interval = gossip_interval
         self.joins = joins  # started with peers to join (peers.urls): it forks its ITC id, never seeds one alone
@@ -174,73 +174,15 @@ class AllocationService:
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._started = time.monotonic()
-        self._load_standing()
 
-    # --- standing needs -------------------------------------------------------------------------
-    def _load_standing(self) -> None:
-        for key, value in self.db.iterator(prefix=keys.MARKET_STANDING):
-            try:
-                bid = Bid.model_validate(json.loads(value))
-            except ValueError:
-                self.db.delete(key)
-                continue
-            if bid.slot.end > time.time():
-                self.market.needs[bid.slot.id] = bid
-            else:
-                self.db.delete(key)
-
+    # --- standing needs (kept by the market's NeedRegistry) --------------------------------------------
     def add_need(self, kind: Any, quantity: Any, seconds: Any = 3600, max_price: Any = None) -> dict:
         """A standing need slot of this node: published with its offer and allocated in rounds until
         its window ends (or `remove_need`)."""
-        if kind not in ("storage", "compute"):
-            raise InvalidArgument(f"a need is of kind storage or compute, not {kind!r}")
-        for name, value, top in (("quantity", quantity, 2**62), ("seconds", seconds, 10 * 365 * 86400)):
-            if type(value) is not int or not 1 <= value <= top:
-                raise InvalidArgument(f"{name} must be an integer from 1 to {top}, not {value!r}")
-        if max_price is None:
-            max_price = getattr(self.config, f"{kind}_bid")
-        if type(max_price) is not int or not 0 <= max_price <= 10**12:
-            raise InvalidArgument(f"max_price must be an integer from 0 to 10^12, not {max_price!r}")
-        standing = [b for b in self.market.needs.values() if b.slot.id.startswith("need-")]
-        if len(standing) >= 64:
-            raise InvalidArgument("at most 64 standing needs per node", hint="remove one (DELETE /v1/allocation/needs/ID)")
-        bid = self.market.need(f"need-{random.getrandbits(48):012x}", kind, quantity, seconds, max_price)
-        self.db.put(keys.market_standing(bid.slot.id), json.dumps(bid.model_dump(mode="json")).encode(), sync=True)
-        self.market.needs[bid.slot.id] = bid
-        self.market.touch()
-        self.touch()
-        return _need_view(bid)
+        return _need_view(self.needs.add_standing(kind, quantity, seconds, max_price))
 
     def remove_need(self, need_id: str) -> bool:
-        if not need_id.startswith("need-") or self.market.needs.pop(need_id, None) is None:
-            return False
-        self.db.delete(keys.market_standing(need_id), sync=True)
-        self.market.touch()
-        self.touch()
-        return True
-
-    def spend(self, kind: str, units: int) -> None:
-        """`units` of `kind` were served from the allocation: the standing needs of that kind shrink by as
-        much (the largest first), so that what is allocated and what is served stay equal."""
-        for bid in sorted((b for n, b in self.market.needs.items() if n.startswith("need-") and b.slot.kind == kind),
-                          key=lambda b: (-b.slot.quantity, b.slot.id)):
-            if units <= 0:
-                break
-            take = min(units, bid.slot.quantity)
-            units -= take
-            if take == bid.slot.quantity:
-                self.remove_need(bid.slot.id)
-                continue
-            smaller = bid.model_copy(update={"slot": bid.slot.model_copy(update={"quantity": bid.slot.quantity - take})})
-            self.market.needs[bid.slot.id] = smaller
-            self.db.put(keys.market_standing(bid.slot.id), json.dumps(smaller.model_dump(mode="json")).encode())
-        self.market.touch()
-        self.touch()
-
-    def _expire_needs(self) -> None:
-        now = time.time()
-        for nid in [n for n, b in self.market.needs.items() if n.startswith("need-") and b.slot.end <= now]:
-            self.remove_need(nid)
+        return self.needs.remove_standing(need_id)
 
     # --- the network ------------------------------------------------------------------------------
     def network(self) -> dict[str, Commitment]:
@@ -789,7 +731,7 @@ class AllocationService:
                 if self.market.version != seen_version:
                     seen_version = self.market.version
                     self._dirty = True
-                self._expire_needs()
+                self.needs.expire()
                 if self._dirty:
                     await asyncio.sleep(self.config.allocation_delay)  # debounce: gather what else changes
                     seen_version = self.market.version
@@ -833,7 +775,7 @@ class AllocationService:
     # --- serving --------------------------------------------------------------------------------------
     def allocated(self, kind: str) -> dict[str, int]:
         """provider -> units its current state gives this node's need slots of `kind` (active providers)."""
-        ids = {nid for nid, b in self.market.needs.items() if b.slot.kind == kind}
+        ids = self.needs.ids(kind)
         out: dict[str, int] = {}
         for p, record in self.states.items():
             if p == self.me or not self.market.active(p):
@@ -924,7 +866,7 @@ class AllocationService:
             "received": None if received is None else {
                 nid: {"quantity": e.quantity, "total": e.total, "by_provider": e.by_provider}
                 for nid, e in received.needs.items()},
-            "needs": [_need_view(b) for n, b in sorted(self.market.needs.items()) if n.startswith("need-")],
+            "needs": [_need_view(b) for b in self.needs.standing()],
             "refused": dict(self.refused),
             "out_of_step": self.out_of_step,
             "bytes_sent": self.bytes_sent,

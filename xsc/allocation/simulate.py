@@ -29,7 +29,7 @@ from statistics import median
 from ..errors import InvalidArgument
 from .causality import Outcome, receive
 from .convergence import network_converged
-from .itc import Stamp
+from ..itc import Stamp
 from .matching import NeedIndex
 from .models import AllocationState, CapacitySlot, Commitment, NeedSlot, SlotFilter
 from .received import ReceivedIndex

@@ -36,7 +36,8 @@ from typing import Any, Protocol
 import plyvel
 
 from .. import keys
-from ..allocation import CapacitySlot, NeedSlot, SlotFilter, Stamp
+from ..allocation import CapacitySlot
+from ..itc import Stamp
 from ..allocation.models import bounded_decimal
 from ..allocation.subscriptions import differing, parse_digest, short_hash
 from ..errors import (InvalidArgument, MarketNoDeal, NeedNotFound, PeerError, QuotaExceeded, UnknownPeer,
@@ -48,6 +49,7 @@ from .auction import clear_book
 from .book import Book, MarketCommitment, parse_commitment, sign_commitment
 from .matching import Assignment, match_needs
 from .models import Ask, Bid, need_key, units_cost
+from .needs import NeedRegistry
 from .orders import market_orders
 from .pricing import PricingPolicy, ask_price
 from .supply import cap_supply, spread_groups
@@ -181,8 +183,8 @@ def _assignment(a) -> dict | None:
 
 class MarketService:
     def __init__(self, *, config: MarketSection, identity: Identity, db: plyvel.DB, peers: PeerView | None,
-                 storage_usage: Callable[[], tuple[int, int]], compute_threads: int, gossip_interval: float,
-                 pool: Executor | None = None, limiter: Quota | None = None) -> None:
+                 needs: NeedRegistry, storage_usage: Callable[[], tuple[int, int]], compute_threads: int,
+                 gossip_interval: float, pool: Executor | None = None, limiter: Quota | None = None) -> None:
         self.config = config
         self.pool = pool  # where matchings run (None: asyncio's default executor)
         self.limiter = limiter  # each peer's quota of commitments to check (None: no quota)
@@ -219,7 +221,8 @@ class MarketService:
         self.user_weights: dict[str, Decimal] = {
             public_id(k[len(keys.MARKET_RECOGNITION):]): Decimal(v.decode())
             for k, v in self.db.iterator(prefix=keys.MARKET_RECOGNITION)}
-        self.needs: dict[str, Bid] = {}  # open needs of puts and invokes in progress
+        self.needs = needs  # this node's open needs (puts in progress, standing needs): published with its offer
+        needs.watch(self.touch)
         self.credit_lines: Any = None  # xsc.ledger.trust.TrustLines (set by the composition root): set_credit, line
         self.fuel_used: dict[int, int] = {}  # bucket -> fuel this node ran in it
         self._published: tuple | None = None
@@ -246,7 +249,6 @@ class MarketService:
         self.bytes_sent = 0  # bodies of the commitment pushes, digests and answers this node sent
         # kind -> provider -> units the converged allocation gives this node's needs (set by app.py)
         self.allocated: Callable[[str], dict[str, int]] | None = None
-        self.spend: Callable[[str, int], None] | None = None  # units of a kind served from it (shrinks standing needs)
         self._allocation_seen: dict[str, dict[str, int]] = {}
         self._allocation_spent: dict[str, dict[str, int]] = {}  # kind -> provider -> units served since it changed
         self.allocation_served = {"needs": 0, "units": 0}
@@ -433,7 +435,7 @@ class MarketService:
         self._self_unsaved = True
 
     def _sign_own(self, force: bool) -> tuple[MarketCommitment, int, bytes] | None:
-        asks, bids, recognition = self.own_asks(), tuple(self.needs.values()), self.recognition()
+        asks, bids, recognition = self.own_asks(), self.needs.bids(), self.recognition()
         content = (tuple(asks), bids, tuple(recognition.items()))
         if content == self._published and not force:
             return None
@@ -878,13 +880,9 @@ class MarketService:
             self._changed_book()
             self.touch()
 
-    def need(self, need_id: str, kind: str, quantity: int, seconds: int, max_price: int, *,
-             group: str | None = None, avoid: tuple[str, ...] = (), prefer: tuple[str, ...] = (),
-             min_availability: Decimal | None = None) -> Bid:
-        start = int(time.time())
-        slot = NeedSlot(id=need_id, owner=self.me, kind=kind, quantity=quantity, start=start,
-                        end=start + max(seconds, 1), filters=SlotFilter(deny=tuple(avoid)))
-        return Bid(slot=slot, price=max_price, group=group, prefer=tuple(prefer), min_availability=min_availability)
+    def need(self, need_id: str, kind: str, quantity: int, seconds: int, max_price: int, **wanted: Any) -> Bid:
+        """A need slot of this node (`NeedRegistry.make`), to match with `deal`."""
+        return self.needs.make(need_id, kind, quantity, seconds, max_price, **wanted)
 
     def _from_allocation(self, bids: list[Bid], exclude: frozenset[str], clearings: dict,
                          availability: dict[str, Decimal]) -> Steps:
@@ -999,8 +997,7 @@ class MarketService:
             spent[a.provider] = spent.get(a.provider, 0) + a.quantity
         self.allocation_served["needs"] += len(used)
         self.allocation_served["units"] += sum(a.quantity for a in used)
-        if self.spend is not None:
-            self.spend(kind, sum(a.quantity for a in used))
+        self.needs.spend(kind, sum(a.quantity for a in used))
 
     def invoked(self, assignment: Assignment, fuel: int) -> None:
         """An invoke placed by `compute_deal` ran (returned or trapped) and used `fuel`: if it was placed from the
@@ -1170,7 +1167,7 @@ class MarketService:
             "converged_reason": self._convergence_reason(peers, known),
             "asks": self._asks_view(),
             "needs": [{"id": b.slot.id, "kind": b.slot.kind, "quantity": b.slot.quantity, "price": b.price}
-                      for b in self.needs.values()],
+                      for b in self.needs.bids()],
             "served_from_allocation": dict(self.allocation_served),
             "bytes_sent": self.bytes_sent,
         }

@@ -27,6 +27,7 @@ from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
 from ..ledger.tabs import Tabs
 from ..allocation.service import FORK_BURST, FORK_RATE, AllocationService
+from ..market.needs import NeedRegistry
 from ..market.service import MAX_COMMITMENTS, MarketService
 from ..net import PeerClient, RemoteHolder
 from ..net.tls import server_context
@@ -129,18 +130,19 @@ async def _services(app: web.Application):
     health = HealthService(db=db, peers=peers, config=config.health)
     peers.health = health  # availability() asks the probes
 
-    market = MarketService(config=config.market, identity=identity, db=db, peers=peers,
+    needs = NeedRegistry(db=db, me=me, config=config.market)  # the one writer of this node's need slots
+    market = MarketService(config=config.market, identity=identity, db=db, peers=peers, needs=needs,
                            storage_usage=lambda: (store.capacity - store.free, store.capacity),
                            compute_threads=config.compute.threads, gossip_interval=config.peers.gossip_interval,
                            pool=pool, limiter=RateLimiter(config.market.commitment_rate, 2 * MAX_COMMITMENTS,
                                                           "commitments to check"))
     peers.on_removed.append(market.forget)
-    allocation = AllocationService(config=config.market, identity=identity, db=db, market=market, peers=peers,
-                                   gossip_interval=config.peers.gossip_interval, joins=bool(config.peers.urls),
+    allocation = AllocationService(config=config.market, identity=identity, db=db, market=market, needs=needs,
+                                   peers=peers, gossip_interval=config.peers.gossip_interval, joins=bool(config.peers.urls),
                                    forks=RateLimiter(FORK_RATE, FORK_BURST, "ITC forks"))
     peers.on_removed.append(allocation.forget)
     market.on_change.append(allocation.touch)
-    market.allocated, market.spend = allocation.allocated, allocation.spend
+    market.allocated = allocation.allocated
     market.audience, market.interest = allocation.commitment_audience, allocation.commitment_interest  # subscriptions
     # A quarantined peer's commitments leave the book and the allocation; peers.known() is False for it.
     quarantine.on_quarantined.extend((market.forget, allocation.forget))

@@ -96,8 +96,7 @@ async def quote(market: MarketService, segment_size: int, size: int | None, seco
     group = f"put-{os.urandom(6).hex()}"
     bids = [market.need(f"{group}-{s}", "storage", share_bytes, seconds, bid, group=group, **wanted)
             for s in range(erasure.N)]
-    market.needs.update({b.slot.id: b for b in bids})  # published while the put runs
-    market.touch()
+    market.needs.open(bids)  # published while the put runs
     try:
         assignments = await market.deal(bids)
     except BaseException as err:
@@ -118,9 +117,7 @@ async def quote(market: MarketService, segment_size: int, size: int | None, seco
 
 def withdraw_needs(market: MarketService, needs: list[str]) -> None:
     """The put is over (stored or not): its needs leave the book."""
-    for need in needs:
-        market.needs.pop(need, None)
-    market.touch()
+    market.needs.withdraw(needs)
 
 
 async def relocation(market: MarketService, share_bytes: int, seconds: int, *, avoid: set[str],

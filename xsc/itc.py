@@ -71,7 +71,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Any, Union
 
-from xsc.errors import BadRequest
+from .errors import BadRequest
 
 __all__ = [
     "MAX_DEPTH",

@@ -1,0 +1,173 @@
+"""This node's need slots, and the one place they are written.
+
+Three kinds of need, one registry:
+
+- **a put's or a repair's needs** (`storage/quotes.py`): `open` while the put is matched and stores its
+  shares, `withdraw` once it is over (stored or not);
+- **an invoke's need** (`MarketService.compute_deal`): made with `make` and matched at once, never published;
+- **standing needs** (`xsc allocation need add`, `AllocationService.add_need`): `add_standing` keeps one in
+  LevelDB (`keys.MARKET_STANDING`) until its window ends (`expire`) or it is removed; `spend` shrinks them by
+  what the allocation served (the largest first).
+
+Everything open is published with the node's market commitment (`bids`).  Whoever reads the needs says so in
+its constructor with `watch`: the market re-publishes on any change, the allocation computes again when a
+standing need changed.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import Any
+
+from .. import codec, keys
+from ..allocation import NeedSlot, SlotFilter
+from ..config import MarketSection
+from ..errors import InvalidArgument
+from .models import Bid
+
+STANDING = "need-"  # the id prefix of a standing need
+MAX_STANDING = 64  # standing needs per node
+MAX_QUANTITY = 2**62
+MAX_SECONDS = 10 * 365 * 86400
+MAX_PRICE = 10**12
+
+
+class NeedStore:
+    """Standing needs in LevelDB, by need id (JSON bids)."""
+
+    def __init__(self, db: Any) -> None:
+        self.db = db
+
+    def load(self) -> Iterable[tuple[bytes, bytes]]:
+        return self.db.iterator(prefix=keys.MARKET_STANDING)
+
+    def drop(self, key: bytes) -> None:
+        self.db.delete(key)
+
+    def put(self, bid: Bid, *, sync: bool) -> None:
+        self.db.put(keys.market_standing(bid.slot.id), codec.dumps(bid.model_dump(mode="json")), sync=sync)
+
+    def delete(self, need_id: str) -> None:
+        self.db.delete(keys.market_standing(need_id), sync=True)
+
+
+class NeedRegistry:
+    """The open need slots of this node, by need id: the only writer of them."""
+
+    def __init__(self, *, db: Any, me: str, config: MarketSection) -> None:
+        self.me = me
+        self.config = config  # the default bids of standing needs
+        self.store = NeedStore(db)
+        self._needs: dict[str, Bid] = {}
+        self._watchers: list[tuple[Callable[[], None], bool]] = []  # (called on a change, standing ones only)
+        for key, value in self.store.load():
+            try:
+                bid = Bid.model_validate(codec.loads(value))
+            except ValueError:
+                self.store.drop(key)
+                continue
+            if bid.slot.end > time.time():
+                self._needs[bid.slot.id] = bid
+            else:
+                self.store.drop(key)
+
+    def watch(self, changed: Callable[[], None], *, standing: bool = False) -> None:
+        """Call `changed` whenever a need changes (`standing`: only when a standing need does)."""
+        self._watchers.append((changed, standing))
+
+    def _changed(self, standing: bool) -> None:
+        for changed, only_standing in self._watchers:
+            if standing or not only_standing:
+                changed()
+
+    # --- reading --------------------------------------------------------------------------------------
+    def bids(self) -> tuple[Bid, ...]:
+        """Every open need, as published with the node's commitment."""
+        return tuple(self._needs.values())
+
+    def ids(self, kind: str) -> set[str]:
+        return {nid for nid, b in self._needs.items() if b.slot.kind == kind}
+
+    def standing(self) -> list[Bid]:
+        """The standing needs, by id."""
+        return [b for n, b in sorted(self._needs.items()) if n.startswith(STANDING)]
+
+    def __len__(self) -> int:
+        return len(self._needs)
+
+    # --- the needs of puts and invokes ----------------------------------------------------------------
+    def make(self, need_id: str, kind: str, quantity: int, seconds: int, max_price: int, *,
+             group: str | None = None, avoid: tuple[str, ...] = (), prefer: tuple[str, ...] = (),
+             min_availability: Decimal | None = None) -> Bid:
+        """A need slot of this node from now for `seconds` (not opened: see `open`)."""
+        start = int(time.time())
+        slot = NeedSlot(id=need_id, owner=self.me, kind=kind, quantity=quantity, start=start,
+                        end=start + max(seconds, 1), filters=SlotFilter(deny=tuple(avoid)))
+        return Bid(slot=slot, price=max_price, group=group, prefer=tuple(prefer), min_availability=min_availability)
+
+    def open(self, bids: Iterable[Bid]) -> None:
+        """Needs published while the put that made them runs."""
+        self._needs.update({b.slot.id: b for b in bids})
+        self._changed(standing=False)
+
+    def withdraw(self, need_ids: Iterable[str]) -> None:
+        """The put is over (stored or not): its needs leave the book."""
+        for need in need_ids:
+            self._needs.pop(need, None)
+        self._changed(standing=False)
+
+    # --- standing needs -------------------------------------------------------------------------------
+    def add_standing(self, kind: Any, quantity: Any, seconds: Any = 3600, max_price: Any = None) -> Bid:
+        """A standing need slot of this node: published with its offer and allocated in rounds until its window
+        ends (or `remove_standing`).  Every argument is checked (they come from the user's API)."""
+        if kind not in ("storage", "compute"):
+            raise InvalidArgument(f"a need is of kind storage or compute, not {kind!r}")
+        for name, value, top in (("quantity", quantity, MAX_QUANTITY), ("seconds", seconds, MAX_SECONDS)):
+            if type(value) is not int or not 1 <= value <= top:
+                raise InvalidArgument(f"{name} must be an integer from 1 to {top}, not {value!r}")
+        if max_price is None:
+            max_price = getattr(self.config, f"{kind}_bid")
+        if type(max_price) is not int or not 0 <= max_price <= MAX_PRICE:
+            raise InvalidArgument(f"max_price must be an integer from 0 to 10^12, not {max_price!r}")
+        if len(self.standing()) >= MAX_STANDING:
+            raise InvalidArgument(f"at most {MAX_STANDING} standing needs per node",
+                                  hint="remove one (DELETE /v1/allocation/needs/ID)")
+        bid = self.make(f"{STANDING}{random.getrandbits(48):012x}", kind, quantity, seconds, max_price)
+        self.store.put(bid, sync=True)
+        self._needs[bid.slot.id] = bid
+        self._changed(standing=True)
+        return bid
+
+    def remove_standing(self, need_id: str) -> bool:
+        if not need_id.startswith(STANDING) or self._needs.pop(need_id, None) is None:
+            return False
+        self.store.delete(need_id)
+        self._changed(standing=True)
+        return True
+
+    def spend(self, kind: str, units: int) -> None:
+        """`units` of `kind` were served from the allocation: the standing needs of that kind shrink by as
+        much (the largest first), so that what is allocated and what is served stay equal."""
+        for bid in sorted((b for b in self.standing() if b.slot.kind == kind),
+                          key=lambda b: (-b.slot.quantity, b.slot.id)):
+            if units <= 0:
+                break
+            take = min(units, bid.slot.quantity)
+            units -= take
+            if take == bid.slot.quantity:
+                self.remove_standing(bid.slot.id)
+                continue
+            smaller = bid.model_copy(update={"slot": bid.slot.model_copy(update={"quantity": bid.slot.quantity - take})})
+            self._needs[bid.slot.id] = smaller
+            self.store.put(smaller, sync=False)
+        self._changed(standing=True)
+
+    def expire(self, now: float | None = None) -> None:
+        """Standing needs whose window ended leave."""
+        now = time.time() if now is None else now
+        for bid in [b for b in self.standing() if b.slot.end <= now]:
+            self.remove_standing(bid.slot.id)
+
