@@ -203,10 +203,6 @@ def test_json_is_read_and_written_by_the_codec_alone() -> None:
     assert found <= set(JSON_ELSEWHERE), "read and write JSON with xsc.codec: " + ", ".join(sorted(found - set(JSON_ELSEWHERE)))
 
 
-# Modules that still name plyvel themselves (type hints) while the market and allocation are re-cut: only shrinks.
-PLYVEL_ELSEWHERE = {"xsc.market.service", "xsc.allocation.service"}
-
-
 def test_plyvel_is_imported_by_the_database_module_alone() -> None:
     found = {n for n in MODULES if "plyvel" in imports(n)} - {"xsc.db"}
-    assert found <= PLYVEL_ELSEWHERE, "use xsc.db (Database, Error, disk_full): " + ", ".join(sorted(found - PLYVEL_ELSEWHERE))
+    assert found == set(), "use xsc.db (Database, Error, disk_full): " + ", ".join(sorted(found))

@@ -56,9 +56,9 @@ import time
 from decimal import Decimal
 from typing import Any
 
-import plyvel
 
 from .. import keys
+from ..db import Database
 from ..config import MarketSection
 from ..errors import InvalidArgument, PeerError, UnknownPeer, XscError
 from ..identity import Identity
@@ -118,7 +118,7 @@ def now_ms() -> int:
 
 
 class AllocationService:
-    def __init__(self, *, config: MarketSection, identity: Identity, db: plyvel.DB, market: Any, needs: Any,
+    def __init__(self, *, config: MarketSection, identity: Identity, db: Database, market: Any, needs: Any,
                  peers: Any, gossip_interval: float, joins: bool = False, forks: Quota | None = None) -> None:
         self.config = config
         self.forks = forks  # per peer, the ITC forks it may take (FORK_BURST, FORK_RATE); None: no bound

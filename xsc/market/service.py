@@ -33,9 +33,9 @@ from concurrent.futures import Executor
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
-import plyvel
 
 from .. import keys
+from ..db import Database
 from ..allocation import CapacitySlot
 from ..itc import Stamp
 from ..allocation.models import bounded_decimal
@@ -182,7 +182,7 @@ def _assignment(a) -> dict | None:
 
 
 class MarketService:
-    def __init__(self, *, config: MarketSection, identity: Identity, db: plyvel.DB, peers: PeerView | None,
+    def __init__(self, *, config: MarketSection, identity: Identity, db: Database, peers: PeerView | None,
                  needs: NeedRegistry, storage_usage: Callable[[], tuple[int, int]], compute_threads: int,
                  gossip_interval: float, pool: Executor | None = None, limiter: Quota | None = None) -> None:
         self.config = config
