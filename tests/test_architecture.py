@@ -165,9 +165,9 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     lines = {n: len(p.read_text().splitlines()) for n, p in MODULES.items() if n.startswith("xsc.node")}
     # 2,086 lines when the services moved out; since then the listener (TLS sniffing, connection caps) and the
     # routes of allocation, trust lines and quarantine came in, then the node's own accepting (listener.py: refusals
-    # on the bare socket, silent connections set up last in a burst) and its collector (collector.py).  A service
-    # growing here would pass this budget.
-    assert sum(lines.values()) < 3000, lines
+    # on the bare socket, silent connections set up last in a burst) and its collector (collector.py), then the
+    # routes and wiring of jobs (compute/jobs.py: 20 lines).  A service growing here would pass this budget.
+    assert sum(lines.values()) < 3030, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}
 

@@ -73,3 +73,63 @@ def test_a_job_is_shown_by_its_id(xsc_node):
     text = ok(xsc_node.xsc("compute", "job", run["id"][:12]))
     assert "state:" in text and "done" in text
     assert "no job" in error_line(xsc_node.xsc("compute", "job", "ab" * 32))
+
+
+OUTPUTS = str(WASM / "outputs.wasm")
+ESCAPE = str(WASM / "escape.wasm")
+
+
+def stored_files(node) -> list[str]:
+    return [f["capability"] for f in json.loads(ok(node.xsc("store", "ls", "--json")))]
+
+
+def put(node, path) -> str:
+    return ok(node.xsc("store", "put", str(path))).split()[0]
+
+
+def test_files_left_in_out_are_stored_and_read_back_byte_exact(xsc_node, tmp_path):
+    data = bytes(range(256)) * 4000
+    run = json.loads(ok(xsc_node.xsc("compute", "run", OUTPUTS, "--json", input=data)))
+    outputs = {o["name"]: o for o in run["outputs"]}
+    assert sorted(outputs) == ["out/a.txt", "out/b.txt", "out/c.txt"]
+    expected = {"out/a.txt": b"alpha\n", "out/b.txt": b"bravo bravo\n", "out/c.txt": data}
+    for name, body in expected.items():
+        target = tmp_path / name.replace("/", "_")
+        ok(xsc_node.xsc("store", "get", outputs[name]["capability"], "-o", str(target)))
+        assert target.read_bytes() == body
+        assert outputs[name]["size"] == len(body) and outputs[name]["sha256"] == __import__("hashlib").sha256(body).hexdigest()
+    assert set(stored_files(xsc_node)) >= {o["capability"] for o in outputs.values()}
+
+
+def test_outputs_over_their_cap_store_nothing(xsc_node):
+    before = stored_files(xsc_node)
+    line = error_line(xsc_node.xsc("compute", "run", OUTPUTS, "--bytes-out", "100", input=b"x" * 1000))
+    assert "over its bytes_out" in line and "nothing of its outputs is stored" in line, line
+    assert stored_files(xsc_node) == before
+
+
+def test_a_stored_file_is_mounted_read_only_and_nothing_else_is_visible(xsc_node, tmp_path):
+    source = tmp_path / "data"
+    source.write_bytes(b"secret words here\n")
+    cap = put(xsc_node, source)
+    assert ok(xsc_node.xsc("compute", "run", WC, "--stdin", cap)) == "1 3 18\n"
+    run = json.loads(ok(xsc_node.xsc("compute", "run", ESCAPE, "--input", f"{cap}:/in/data", "--no-stdin", "--json")))
+    attempts = dict(line.split() for line in run["stdout"].splitlines())
+    assert set(attempts) == {"out-parent", "in-write", "in-create", "in-parent", "out-absolute", "fd-beyond"}
+    assert all(errno != "0" for errno in attempts.values()), attempts  # every attempt refused in the guest
+    assert attempts["fd-beyond"] == "8"  # EBADF: no preopen but /in and /out
+    assert run["outputs"] == [] and run["inputs"][0]["path"] == "/in/data"
+    assert run["inputs"][0]["sha256"] == __import__("hashlib").sha256(b"secret words here\n").hexdigest()
+
+
+def test_a_missing_input_is_refused_with_one_line(xsc_node, tmp_path):
+    source = tmp_path / "gone"
+    source.write_bytes(b"soon removed\n")
+    cap = put(xsc_node, source)
+    ok(xsc_node.xsc("store", "rm", cap))
+    before = stored_files(xsc_node)
+    line = error_line(xsc_node.xsc("compute", "run", OUTPUTS, "--input", f"{cap}:/in/data", "--no-stdin"))
+    assert "input /in/data cannot be read" in line, line
+    assert stored_files(xsc_node) == before
+    line = error_line(xsc_node.xsc("compute", "run", WC, "--input", "nonsense:/in/x", "--no-stdin"))
+    assert "input" in line and "capability" in line, line

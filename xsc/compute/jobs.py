@@ -62,7 +62,7 @@ class Staged:
 
 class JobService:
     def __init__(self, *, compute: ComputeService, storage: Any, ledger: Any, tabs: Any, payer: Identity,
-                 node: Identity, db: Database, work_dir: Path, default_bid: int, storage_bid: int) -> None:
+                 node: Identity, db: Database, work_dir: Path, bids: tuple[int, int]) -> None:
         self.compute = compute
         self.storage = storage  # xsc.storage.files.StorageService: open and put, as `xsc store` does
         self.ledger = ledger
@@ -71,8 +71,7 @@ class JobService:
         self.node = node
         self.db = db
         self.work_dir = work_dir
-        self.default_bid = default_bid
-        self.storage_bid = storage_bid
+        self.default_bid, self.storage_bid = bids  # the market's compute and storage bids (per million fuel, per put)
 
         self._recovering: asyncio.Task | None = None
 
@@ -167,7 +166,7 @@ class JobService:
                            f"{limits.fuel - outcome.fuel_consumed:,} its fuel limit has left")
             outcome.fuel_consumed = min(limits.fuel, outcome.fuel_consumed + out_fuel)
             if outcome.over_cap is not None:
-                refusal = f"its {outcome.over_cap} went over its cap; nothing of its outputs is stored"
+                refusal = f"its {outcome.over_cap} went over its cap"
         except BaseException:
             self.ledger.release(self.payer, budget)
             raise
@@ -200,7 +199,7 @@ class JobService:
         answer = {**job, "replayed": False, "stdout": outcome.stdout.decode("utf-8", "replace"),
                   "stderr": outcome.stderr.decode("utf-8", "replace")}
         if refusal is not None:
-            raise OverCap(f"the job {job['id'][:16]}… ran, but {refusal}",
+            raise OverCap(f"the job {job['id'][:16]}… ran, but {refusal}: nothing of its outputs is stored",
                           hint="ask for more with --bytes-out (or --stdout-cap), or write less", **answer)
         if outcome.trap_kind is not None:
             raise Trap(f"the job {job['id'][:16]}… failed: {outcome.message}", kind=outcome.trap_kind,

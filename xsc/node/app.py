@@ -208,8 +208,7 @@ async def _services(app: web.Application):
     app[SHARE_HOLDER], app[AUDITS], app[SCRUBBER], app[LEASE_GC] = share_holder, audits, scrubber, lease_gc
     app[PAID_COMPUTE], app[TABS] = paid, tabs
     app[JOBS] = jobs = JobService(compute=compute, storage=storage, ledger=ledger, tabs=tabs, payer=payer, node=identity,
-                                  db=db, work_dir=config.data_dir / "jobs", default_bid=config.market.compute_bid,
-                                  storage_bid=config.market.storage_bid)
+                                  db=db, work_dir=config.data_dir / "jobs", bids=(config.market.compute_bid, config.market.storage_bid))
     app[ALLOCATION] = allocation
     app[ADMISSION], app[TRUST] = admission, trust
     app[S3_INDEX] = S3Index(db)  # the user's bucket index: the S3 front (its own process) records objects there

@@ -14,7 +14,6 @@ from ...errors import BodyTimeout, Forbidden, InvalidArgument, PayloadTooLarge, 
 from ...net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, MODULES_PATH
 from ...storage.holder import MIN_UPLOAD_RATE
 from .. import peer_auth
-from ...compute.jobs import JOB_HINT, JOB_STREAM
 from ..appkeys import COMPUTE, JOBS, PAID_COMPUTE, PEER_LIMITS
 from ..problems import problem_from_error, status_of
 from .common import BODY_SECONDS, json_body, json_object, json_response, loads, query_flag, query_int, read_body
@@ -122,12 +121,9 @@ async def run_batch_for_peer(request: web.Request) -> web.Response:
 
 
 # --- jobs: WASI programs over stored files (compute/jobs.py) ------------------------------------------
-@routes.post("/v1/compute/jobs")
+@routes.post("/v1/compute/jobs")  # the spec's JSON on one line, then (application/x-xsc-job) the program's stdin
 async def run_job(request: web.Request) -> web.Response:
-    """`application/json`: the spec alone; `application/x-xsc-job`: the spec's JSON line, then stdin's bytes."""
-    if request.content_type == JOB_STREAM:
-        return json_response(await request.app[JOBS].run_streamed(request.content.read), status=201)
-    return json_response(await request.app[JOBS].run(json_object(await read_body(request), JOB_HINT)), status=201)
+    return json_response(await request.app[JOBS].run_streamed(request.content.read), status=201)
 
 
 @routes.get("/v1/compute/jobs/{id}")
