@@ -133,3 +133,58 @@ def test_a_missing_input_is_refused_with_one_line(xsc_node, tmp_path):
     assert stored_files(xsc_node) == before
     line = error_line(xsc_node.xsc("compute", "run", WC, "--input", "nonsense:/in/x", "--no-stdin"))
     assert "input" in line and "capability" in line, line
+
+
+CLOCK_RANDOM = str(WASM / "clock_random.wasm")
+
+
+def test_a_deterministic_job_is_replayed_not_run_again(xsc_node):
+    first = json.loads(ok(xsc_node.xsc("compute", "run", CLOCK_RANDOM, "--deterministic", "--json", input=b"abc")))
+    assert first["replayed"] is False and first["executions"] == 1 and first["charged"] > 0
+    again = json.loads(ok(xsc_node.xsc("compute", "run", CLOCK_RANDOM, "--deterministic", "--json", input=b"abc")))
+    assert again["replayed"] is True and again["charged"] == 0
+    assert again["id"] == first["id"] and again["stdout"] == first["stdout"] and again["executions"] == 1
+    assert json.loads(ok(xsc_node.xsc("compute", "job", first["id"], "--json")))["executions"] == 1
+    changed = json.loads(ok(xsc_node.xsc("compute", "run", CLOCK_RANDOM, "--deterministic", "--json", input=b"abd")))
+    assert changed["replayed"] is False and changed["id"] != first["id"] and changed["executions"] == 1
+    assert changed["stdout"] != first["stdout"]  # its clocks and random come from its own id
+
+
+def test_a_deterministic_job_prints_the_same_on_another_node(cli_node):
+    one, two = cli_node("one"), cli_node("two")
+    runs = [json.loads(ok(node.xsc("compute", "run", CLOCK_RANDOM, "--deterministic", "--json", input=b"x")))
+            for node in (one, two)]
+    assert runs[0]["stdout"] == runs[1]["stdout"] and runs[0]["replayed"] is runs[1]["replayed"] is False
+    time_ns, random_hex = runs[0]["stdout"].split()
+    assert 946_684_800 * 10**9 <= int(time_ns) < 978_307_200 * 10**9 and len(random_hex) == 32
+
+
+def test_a_job_not_marked_deterministic_runs_every_time(xsc_node):
+    runs = [json.loads(ok(xsc_node.xsc("compute", "run", CLOCK_RANDOM, "--json", input=b"abc"))) for _ in range(2)]
+    assert [r["replayed"] for r in runs] == [False, False] and [r["executions"] for r in runs] == [1, 2]
+    assert runs[0]["stdout"] != runs[1]["stdout"]  # the real clock and random
+
+
+def test_lineage_walks_back_through_every_job_to_the_files_they_read(xsc_node, tmp_path):
+    source = tmp_path / "source"
+    source.write_bytes(b"the first words\n")
+    cap = put(xsc_node, source)
+    # job 1 copies its stdin (the stored file) to out/c.txt; job 2 copies job 1's c.txt to its own c.txt
+    one = json.loads(ok(xsc_node.xsc("compute", "run", OUTPUTS, "--stdin", cap, "--input", f"{cap}:/in/data",
+                                     "--json")))
+    middle = next(o for o in one["outputs"] if o["name"] == "out/c.txt")
+    two = json.loads(ok(xsc_node.xsc("compute", "run", OUTPUTS, "--stdin", middle["capability"],
+                                     "--input", f"{middle['capability']}:/in/data", "--json")))
+    last = next(o for o in two["outputs"] if o["name"] == "out/c.txt")
+    tree = json.loads(ok(xsc_node.xsc("compute", "lineage", last["capability"], "--json")))
+    made = tree["made_by"]
+    assert made["job"] == two["id"] and made["signature_valid"] and made["output_signed"]
+    assert made["output"]["sha256"] == last["sha256"] and "capability" not in made["output"]
+    (read,) = made["inputs"]
+    assert read["path"] == "/in/data" and read["sha256"] == middle["sha256"]
+    assert read["made_by"]["job"] == one["id"] and read["made_by"]["signature_valid"]
+    (first,) = read["made_by"]["inputs"]
+    assert first["sha256"] == __import__("hashlib").sha256(b"the first words\n").hexdigest()
+    assert "made_by" not in first  # put by the user
+    text = ok(xsc_node.xsc("compute", "lineage", last["capability"]))
+    assert text.count("made by job") == 2 and "stored by a user" in text and "signature ok" in text

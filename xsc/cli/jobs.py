@@ -171,7 +171,7 @@ def _program_output(facts: dict[str, Any]) -> None:
 
 def _summary(job: dict[str, Any]) -> None:
     how = "replayed (not run again)" if job.get("replayed") else f"ran (executions: {job['executions']})"
-    click.echo(f"job {job['id']} {how}, charged {job.get('charge', 0)} micro-credits", err=True)
+    click.echo(f"job {job['id']} {how}, charged {job.get('charged', 0)} micro-credits", err=True)
     for output in job.get("outputs", []):
         click.echo(f"  {output['name']}  {output['size']} bytes  sha256 {output['sha256']}  {output['capability']}",
                    err=True)
@@ -198,4 +198,34 @@ def job(obj, job_id: str, as_json: bool) -> None:
                    f"{output['capability']}")
 
 
-COMMANDS = (run, job)
+@click.command("lineage")
+@click.argument("cap", metavar="CAP")
+@json_option
+@click.pass_obj
+def lineage(obj, cap: str, as_json: bool) -> None:
+    """Walk from a stored file back through the jobs that made it to the files they read, every level; each
+    job's signed provenance record is checked."""
+    found = obj.client().request("GET", f"/v1/compute/lineage/{cap}")
+    if as_json:
+        emit_json(found)
+        return
+    click.echo(cap)
+    _show_lineage(found, 1)
+
+
+def _show_lineage(node: dict[str, Any], level: int) -> None:
+    pad = "  " * level
+    made = node.get("made_by")
+    if made is None:
+        click.echo(f"{pad}stored by a user (no job made it)")
+        return
+    signed = "signature ok" if made["signature_valid"] else "SIGNATURE INVALID"
+    named = "" if made["output_signed"] else ", NOT AMONG THE OUTPUTS IT SIGNED"
+    click.echo(f"{pad}made by job {made['job']} on node {made['node']} (module {made['module'][:16]}…, "
+               f"provenance {made['provenance']}, {signed}{named})")
+    for item in made["inputs"]:
+        click.echo(f"{pad}  read {item['path']}  {item['size']} bytes  sha256 {item['sha256']}")
+        _show_lineage(item, level + 2)
+
+
+COMMANDS = (run, job, lineage)

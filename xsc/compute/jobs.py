@@ -47,6 +47,7 @@ CHUNK = 1 << 20
 JOB_STREAM = "application/x-xsc-job"  # a request body: the spec's JSON on one line, then the program's stdin
 JOB_HINT = 'send {"module": ID, "argv": [...], "inputs": ["CAP:/in/NAME"], ...}'
 MAX_OUTPUTS = 256  # files a job may leave in /out
+MAX_LINEAGE_DEPTH = 64  # levels of jobs a lineage walks back at most
 
 
 @dataclass
@@ -100,7 +101,9 @@ class JobService:
             user = self.payer.public_key
             previous = self._load(user, jid)
             if spec.deterministic and previous is not None and previous.get("state") == "done":
-                return {**previous, "replayed": True}
+                previous["replays"] = previous.get("replays", 0) + 1  # not run: its executions stay as they were
+                self._save(user, jid, previous)
+                return {**previous, "replayed": True, "charged": 0}
             prepaid = io_fuel(staged.bytes_in)
             if prepaid >= limits.fuel:
                 raise InvalidArgument(f"reading its {staged.bytes_in:,} bytes of input costs {prepaid:,} fuel, "
@@ -153,7 +156,8 @@ class JobService:
                                   stdout_sink=sink if spec.stdout_to_store else None,
                                   inputs_dir=str(staged.work / "in") if spec.inputs else None,
                                   outputs_dir=str(out_dir) if spec.outputs else None, env=dict(spec.env),
-                                  prepaid_fuel=prepaid)
+                                  prepaid_fuel=prepaid,
+                                  seed=bytes.fromhex(job["id"]) if spec.deterministic else None)
                 argv = [spec.module, *spec.argv]
                 started = time.time_ns()
                 outcome = await self.compute.pool.run(self.compute.execute, prepared, spec.entrypoint, signature,
@@ -175,8 +179,10 @@ class JobService:
             stored = await self._store_outputs(files, job)
         run, record = self.compute.job_run(spec.module, spec.entrypoint, signature, argv, limits, outcome, started,
                                            self.payer.id, rate, {"job": job["id"]},
-                                           {"id": job["id"], "inputs": staged.inputs,
-                                            "stdin": staged.stdin_sha256, "outputs": stored})
+                                           {"id": job["id"], "inputs": staged.inputs, "stdin": staged.stdin_sha256,
+                                            # never an output's capability: a record is shown to whoever asks
+                                            "outputs": [{k: o[k] for k in ("name", "size", "sha256", "verify_hash")}
+                                                        for o in stored]})
         owed = self._owed(run)
         try:
             await self.compute.journal.append(record, prepared.module_hash, owed)
@@ -195,9 +201,11 @@ class JobService:
                    fuel_consumed=outcome.fuel_consumed, cost=run.cost)
         if failed:
             job["error"] = failed
+        streams = {"stdout": outcome.stdout.decode("utf-8", "replace"), "stderr": outcome.stderr.decode("utf-8", "replace")}
+        if job["spec"]["deterministic"]:  # answered again as they are by a replay
+            job.update(streams)
         self._save(self.payer.public_key, job["id"], job)
-        answer = {**job, "replayed": False, "stdout": outcome.stdout.decode("utf-8", "replace"),
-                  "stderr": outcome.stderr.decode("utf-8", "replace")}
+        answer = {**job, **streams, "replayed": False, "charged": run.charge}
         if refusal is not None:
             raise OverCap(f"the job {job['id'][:16]}… ran, but {refusal}: nothing of its outputs is stored",
                           hint="ask for more with --bytes-out (or --stdout-cap), or write less", **answer)
@@ -335,6 +343,38 @@ class JobService:
                 if found["id"].startswith(text):
                     return found
         raise JobNotFound(f"no job {jid} on this node", hint="run one with: xsc compute run SPEC.toml")
+
+
+    # --- lineage -----------------------------------------------------------------------------
+    def lineage(self, cap_text: str, depth: int = 0, seen: set[str] | None = None) -> dict[str, Any]:
+        """From a stored file back through the jobs that made it to the files they read, every level: each
+        job's signed provenance record checked, and the file found among the outputs it signed."""
+        cap = Capability.parse(cap_text)
+        return self._lineage(_verify_hash(cap), depth, seen if seen is not None else set())
+
+    def _lineage(self, verify_hash: str, depth: int, seen: set[str]) -> dict[str, Any]:
+        node: dict[str, Any] = {"verify_hash": verify_hash}
+        raw = self.db.get(keys.job_output(bytes.fromhex(verify_hash.split(":")[0])))
+        if raw is None or verify_hash in seen or depth >= MAX_LINEAGE_DEPTH:
+            return node  # not made by a job here (put by a user), or already shown
+        seen.add(verify_hash)
+        made = codec.loads(raw)
+        job = self._load(bytes.fromhex(made["user"]), made["job"])
+        if job is None or not job.get("provenance"):
+            return node
+        signed = self.compute.provenance(job["provenance"])
+        record = signed["record"]
+        facts = record.get("job", {})
+        output = next((o for o in facts.get("outputs", []) if o["verify_hash"] == verify_hash), None)
+        node["made_by"] = {
+            "job": job["id"], "module": record["module"], "node": record["node"], "provenance": record["id"],
+            "engine": record["engine"], "fuel_consumed": record["fuel_consumed"], "fuel_limit": record["fuel_limit"],
+            "signature_valid": provenance.is_valid(signed), "output_signed": output is not None,
+            "output": output,
+            "inputs": [{**item, **self._lineage(item["verify_hash"], depth + 1, seen)}
+                       for item in facts.get("inputs", [])],
+        }
+        return node
 
 
 def _verify_hash(cap: Capability) -> str:

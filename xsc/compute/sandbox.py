@@ -22,7 +22,7 @@ from .limits import Limits
 from .modules import PAGE, ModuleInfo
 from .provenance import METERING_EXACT, METERING_TIME_BOUNDED
 from .values import Signature
-from .wasi_io import Capture, Streams  # noqa: F401 - Streams: what a job hands run()
+from .wasi_io import Capture, Streams, fixed_by, fixed_instance_pre
 
 QUICK_INSTANTIATE_SIZE = 1024 * 1024
 HELD_FREE_PAGES = 16  # a Store whose memory is at most this many 64 KiB pages is freed without releasing the GIL
@@ -66,7 +66,14 @@ class Prepared:
         return not self.info.start and self.info.size <= QUICK_INSTANTIATE_SIZE and self.wasi_pre is None \
             and self.info.status == "active"
 
-    def callable(self, function: str, signature: Signature) -> Callable:
+    def callable(self, function: str, signature: Signature, fixed_on: wasmtime.Engine | None = None) -> Callable:
+        """The export ready to call; `fixed_on`: with WASI's clocks and random fixed (a deterministic job)."""
+        if fixed_on is not None and self.wasi_pre is not None:
+            key = function + "\0fixed"
+            if key not in self.callables:
+                self.callables[key] = Callable(self.module, function, signature,
+                                               fixed_instance_pre(fixed_on, self.module), memory=self.memory_export)
+            return self.callables[key]
         found = self.callables.get(function)
         if found is None:
             # Instantiating a small module without a start function runs no wasm: only bookkeeping
@@ -117,7 +124,8 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
     store = new_store(engine, limits, deadline_ticks)
     outcome = None
     try:
-        outcome = _run_in(store, prepared, function, signature, args, limits, wasi_argv, on_loop, streams)
+        outcome = _run_in(store, prepared, function, signature, args, limits, wasi_argv, on_loop, streams,
+                          engine if streams is not None and streams.seed else None)
         return outcome
     finally:
         # Frees the instance and its memory now, not whenever the garbage collector gets to it.
@@ -126,7 +134,7 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
 
 def _run_in(store: Store, prepared: Prepared, function: str, signature: Signature, args: list[int | float],
             limits: Limits, wasi_argv: list[str] | None, on_loop: bool = False,
-            streams: Streams | None = None) -> Outcome:
+            streams: Streams | None = None, fixed_on: wasmtime.Engine | None = None) -> Outcome:
     out = err = None
     if wasi_argv is not None:
         streams = streams or Streams()
@@ -135,12 +143,17 @@ def _run_in(store: Store, prepared: Prepared, function: str, signature: Signatur
         store.set_wasi(streams.config(wasi_argv, out, err))
         if streams.prepaid_fuel:  # the bytes offered to it (a job's stdin and inputs), paid from its budget
             store.set_fuel(max(0, limits.fuel - streams.prepaid_fuel))
-    target = prepared.callable(function, signature)
+    target = prepared.callable(function, signature, fixed_on)
     start, cpu_start = time.perf_counter_ns(), time.thread_time_ns()
     instance = None
     try:
-        instance = target.instantiate(store)
-        results = target.call(store, instance, args, hold_gil=on_loop)
+        if fixed_on is not None:  # a deterministic run: its clocks and random come from its seed
+            with fixed_by(streams.seed):
+                instance = target.instantiate(store)
+                results = target.call(store, instance, args)
+        else:
+            instance = target.instantiate(store)
+            results = target.call(store, instance, args, hold_gil=on_loop)
         duration = time.perf_counter_ns() - start
         outcome = Outcome(results, fuel_consumed=limits.fuel - store.fuel(), duration_ns=duration)
     except wasmtime.ExitTrap as exc:

@@ -12,6 +12,8 @@ the fuel left cannot pay ends the run out of fuel at the next instruction.  The 
 from __future__ import annotations
 
 import errno
+import hashlib
+import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -42,6 +44,7 @@ class Streams:
     outputs_dir: str | None = None  # host directory mounted writable at /out
     env: dict[str, str] = field(default_factory=dict)
     prepaid_fuel: int = 0  # fuel for the bytes offered to the program, taken from its budget before it runs
+    seed: bytes | None = None  # a deterministic run: WASI's clocks and random made from this (the job id)
 
     def config(self, argv: list[str], stdout: "Capture", stderr: "Capture") -> wasmtime.WasiConfig:
         config = wasmtime.WasiConfig()  # no network; no preopens but /in and /out
@@ -94,3 +97,72 @@ class Capture:
             self.kept += len(keep)
         self.dropped += n - len(keep)
         return n
+
+
+# --- deterministic runs: WASI's clocks and random fixed by the job's id ----------------------------------
+_FIXED = threading.local()  # the seed of the deterministic run on this thread, and its random stream's counter
+FIXED_EPOCH_NS = 946_684_800 * 10**9  # 2000-01-01T00:00:00Z: a fixed clock reads this plus up to a year
+I32, I64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
+
+
+class fixed_by:
+    """`with fixed_by(seed):` runs on this thread see clocks and random made from `seed` (a job id's bytes)."""
+
+    def __init__(self, seed: bytes) -> None:
+        self.seed = seed
+
+    def __enter__(self) -> None:
+        _FIXED.seed, _FIXED.counter = self.seed, 0
+
+    def __exit__(self, *exc) -> None:
+        _FIXED.seed = None
+
+
+def fixed_instance_pre(engine: wasmtime.Engine, module: wasmtime.Module) -> wasmtime.InstancePre:
+    """The module's WASI imports with clock_time_get, clock_res_get and random_get replaced by fixed ones."""
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    linker.allow_shadowing = True
+    wasi = "wasi_snapshot_preview1"
+    linker.define_func(wasi, "clock_time_get", wasmtime.FuncType([I32, I64, I32], [I32]), _clock_time_get,
+                       access_caller=True)
+    linker.define_func(wasi, "clock_res_get", wasmtime.FuncType([I32, I32], [I32]), _clock_res_get,
+                       access_caller=True)
+    linker.define_func(wasi, "random_get", wasmtime.FuncType([I32, I32], [I32]), _random_get, access_caller=True)
+    return linker.instantiate_pre(module)
+
+
+def _memory(caller) -> wasmtime.Memory:
+    memory = caller.get("memory")
+    if not isinstance(memory, wasmtime.Memory):
+        raise wasmtime.WasmtimeError("a deterministic WASI program must export its memory as 'memory'")
+    return memory
+
+
+def _put(caller, ptr: int, data: bytes) -> int:
+    memory = _memory(caller)
+    if ptr < 0 or ptr + len(data) > memory.data_len(caller):
+        return 21  # EFAULT
+    memory.write(caller, data, ptr)
+    return 0
+
+
+def _clock_time_get(caller, clock_id: int, precision: int, ptr: int) -> int:
+    seed = getattr(_FIXED, "seed", None) or b"\0" * 32
+    offset = int.from_bytes(hashlib.sha256(seed + b"clock").digest()[:8], "big") % (365 * 86400 * 10**9)
+    return _put(caller, ptr, (FIXED_EPOCH_NS + offset).to_bytes(8, "little"))
+
+
+def _clock_res_get(caller, clock_id: int, ptr: int) -> int:
+    return _put(caller, ptr, (1).to_bytes(8, "little"))
+
+
+def _random_get(caller, ptr: int, length: int) -> int:
+    if length > 1 << 20:
+        return 28  # EINVAL: at most 1 MiB at a time
+    seed = getattr(_FIXED, "seed", None) or b"\0" * 32
+    out = bytearray()
+    while len(out) < length:
+        _FIXED.counter = getattr(_FIXED, "counter", 0) + 1
+        out += hashlib.sha256(seed + b"random" + _FIXED.counter.to_bytes(8, "big")).digest()
+    return _put(caller, ptr, bytes(out[:length]))

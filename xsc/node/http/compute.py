@@ -129,3 +129,8 @@ async def run_job(request: web.Request) -> web.Response:
 @routes.get("/v1/compute/jobs/{id}")
 async def get_job(request: web.Request) -> web.Response:
     return json_response(request.app[JOBS].job(request.match_info["id"]))
+
+
+@routes.get("/v1/compute/lineage/{cap}")
+async def lineage(request: web.Request) -> web.Response:
+    return json_response(request.app[JOBS].lineage(request.match_info["cap"]))
