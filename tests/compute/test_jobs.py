@@ -188,3 +188,21 @@ def test_lineage_walks_back_through_every_job_to_the_files_they_read(xsc_node, t
     assert "made_by" not in first  # put by the user
     text = ok(xsc_node.xsc("compute", "lineage", last["capability"]))
     assert text.count("made by job") == 2 and "stored by a user" in text and "signature ok" in text
+
+
+SHA256 = str(WASM / "sha256.wasm")
+
+
+@pytest.mark.parametrize("size", [0, 55, 56, 64, 1000, 3 * 65536 + 7])
+def test_the_sha256_fixture_prints_what_sha256sum_prints(xsc_node, tmp_path, size):
+    import hashlib
+    import os
+
+    data = os.urandom(size)
+    assert ok(xsc_node.xsc("compute", "run", SHA256, input=data)) == hashlib.sha256(data).hexdigest() + "\n"
+    if size:
+        source = tmp_path / "data"
+        source.write_bytes(data)
+        cap = put(xsc_node, source)
+        printed = ok(xsc_node.xsc("compute", "run", SHA256, "/in/data", "--input", f"{cap}:/in/data", "--no-stdin"))
+        assert printed == hashlib.sha256(data).hexdigest() + "\n"
