@@ -206,3 +206,38 @@ def test_the_sha256_fixture_prints_what_sha256sum_prints(xsc_node, tmp_path, siz
         cap = put(xsc_node, source)
         printed = ok(xsc_node.xsc("compute", "run", SHA256, "/in/data", "--input", f"{cap}:/in/data", "--no-stdin"))
         assert printed == hashlib.sha256(data).hexdigest() + "\n"
+
+
+@pytest.mark.slow
+def test_a_job_cut_short_by_kill_9_is_marked_interrupted_after_restart(node_process):
+    import subprocess
+    import time
+
+    from xsc.compute.jobspec import job_id, parse_job
+    from xsc.devnet import xsc_command
+
+    node = node_process("k")
+    module = ok(node.xsc("compute", "deploy", str(WASM / "spin.wasm"), "--wasi")).strip()
+    jid = job_id(parse_job({"module": module, "limits": {"timeout": 5.0}}), None, [])
+    running = subprocess.Popen([*xsc_command(), "--data-dir", str(node.data_dir), "compute", "run", module,
+                                "--no-stdin", "--timeout", "5"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # until the node has written the job's record, before its run ends
+            shown = node.xsc("compute", "job", jid, "--json")
+            if shown.returncode == 0:
+                assert json.loads(shown.stdout)["state"] == "running"
+                break
+            assert time.monotonic() < deadline and running.poll() is None, shown.stderr
+        node.kill()
+    finally:
+        running.wait(30)
+        running.stdout.close()
+        running.stderr.close()
+    node.start()
+    deadline = time.monotonic() + 60
+    while (job := json.loads(ok(node.xsc("compute", "job", jid, "--json"))))["state"] == "running":
+        assert time.monotonic() < deadline  # the node marks it as it starts (JobService.recover)
+    assert job["state"] == "interrupted" and job["outputs"] == [] and job["executions"] == 0
+    assert "stopped" in job["error"]
