@@ -27,6 +27,7 @@ from xsc.compute import engine as eng
 from xsc.devnet import xsc_command
 
 from .common import UNLIMITED_USER, AnonSampler, start_node
+from .report import Report
 
 MiB = 1024 * 1024
 SHA256 = Path(__file__).resolve().parent.parent / "fixtures" / "wasm" / "sha256.wasm"
@@ -99,6 +100,12 @@ def main() -> None:
     print(f"job / (get + wasm): {job_s / (get_s + wasm_s):.2f} (target at most 1.4)")
     print(f"node anonymous memory: idle {idle:.0f} MiB, during the job at most {anon.peak_mib:.0f} MiB "
           f"(+{anon.peak_mib - idle:.0f} MiB; target at most +64)")
+    report = Report("jobs")
+    report.add(f"SHA-256 job over {size // MiB} MiB / (store get + wasm)", job_s / (get_s + wasm_s), "x",
+               target=1.4, op="<=")
+    report.add("node anonymous memory over idle during the job", anon.peak_mib - idle, "MiB", target=64, op="<=")
+    report.add("job digest is sha256sum's", float(want == job_digest), "", target=1, op=">=")
+    report.write()
 
 
 if __name__ == "__main__":
