@@ -241,3 +241,20 @@ def test_a_job_cut_short_by_kill_9_is_marked_interrupted_after_restart(node_proc
         assert time.monotonic() < deadline  # the node marks it as it starts (JobService.recover)
     assert job["state"] == "interrupted" and job["outputs"] == [] and job["executions"] == 0
     assert "stopped" in job["error"]
+
+
+def test_stdout_can_be_stored_as_a_file(xsc_node, tmp_path):
+    import hashlib
+
+    data = b"to be counted\n" * 5000
+    run = json.loads(ok(xsc_node.xsc("compute", "run", SHA256, "--stdout-to-store", "--no-outputs", "--json",
+                                     input=data)))
+    (stored,) = run["outputs"]
+    digest_line = (hashlib.sha256(data).hexdigest() + "\n").encode()
+    assert stored["name"] == "stdout" and stored["size"] == len(digest_line)
+    assert stored["sha256"] == hashlib.sha256(digest_line).hexdigest() and run["stdout"] == ""
+    target = tmp_path / "stdout"
+    ok(xsc_node.xsc("store", "get", stored["capability"], "-o", str(target)))
+    assert target.read_bytes() == digest_line
+    line = error_line(xsc_node.xsc("compute", "run", SHA256, "--stdout-to-store", "--bytes-out", "10", input=data))
+    assert "stdout went over its cap" in line, line

@@ -30,7 +30,7 @@ from typing import Any, Awaitable, Callable
 
 from .. import codec, keys
 from ..db import Database
-from ..errors import InvalidArgument, JobNotFound, NotFound, OverCap, PayloadTooLarge, Trap, XscError
+from ..errors import ComputeBusy, InvalidArgument, JobNotFound, NotFound, OverCap, PayloadTooLarge, Trap, XscError
 from ..identity import Identity
 from ..ledger.tabs import owed_record
 from ..storage.capability import Capability
@@ -113,7 +113,13 @@ class JobService:
                    "spec": spec.canonical(), "executions": executions, "outputs": [], "inputs": staged.inputs,
                    "created": provenance.timestamp(time.time_ns())}
             self._save(user, jid, job)
-            return await self._execute(spec, call, prepared, signature, limits, rate, staged, job, prepaid)
+            try:
+                return await self._execute(spec, call, prepared, signature, limits, rate, staged, job, prepaid)
+            except XscError as err:
+                if job["state"] == "running":  # refused before it ran (the node busy, too little credit)
+                    job.update(state="refused", error=err.message)
+                    self._save(user, jid, job)
+                raise
         finally:
             await in_pool(None, shutil.rmtree, work, True)
 
@@ -147,6 +153,9 @@ class JobService:
         out_dir.mkdir()
         stdout_path = staged.work / "stdout"
         budget = self.compute.budget(call, rate)
+        if self.compute.admitted >= self.compute.max_queued:  # jobs wait for a thread beside invokes, as many
+            raise ComputeBusy(f"the node is busy: {self.compute.admitted} calls and jobs are running or waiting",
+                              hint="retry in a moment", admitted=self.compute.admitted)
         await self.ledger.hold(self.payer, budget)
         try:
             with open(stdout_path, "wb") as sink:
@@ -160,8 +169,12 @@ class JobService:
                                   seed=bytes.fromhex(job["id"]) if spec.deterministic else None)
                 argv = [spec.module, *spec.argv]
                 started = time.time_ns()
-                outcome = await self.compute.pool.run(self.compute.execute, prepared, spec.entrypoint, signature,
-                                                      argv, limits, streams)
+                self.compute.admitted += 1
+                try:
+                    outcome = await self.compute.pool.run(self.compute.execute, prepared, spec.entrypoint,
+                                                          signature, argv, limits, streams)
+                finally:
+                    self.compute.admitted -= 1
             files, refusal = await in_pool(None, _outputs, out_dir, stdout_path if spec.stdout_to_store else None,
                                            spec.bytes_out)
             out_fuel = io_fuel(sum(size for _, _, size in files))
