@@ -258,3 +258,34 @@ def test_stdout_can_be_stored_as_a_file(xsc_node, tmp_path):
     assert target.read_bytes() == digest_line
     line = error_line(xsc_node.xsc("compute", "run", SHA256, "--stdout-to-store", "--bytes-out", "10", input=data))
     assert "stdout went over its cap" in line, line
+
+
+def test_an_s3_object_is_an_input_through_the_bucket_index(xsc_node, tmp_path):
+    import hashlib
+    import urllib.request
+
+    parts = [b"first part of the object\n" * 100, b"and its second part\n" * 50]
+    caps = []
+    for n, body in enumerate(parts):
+        path = tmp_path / f"part{n}"
+        path.write_bytes(body)
+        caps.append(put(xsc_node, path))
+    token = (xsc_node.data_dir / "api-token").read_text().strip()
+
+    def call(method: str, path: str, body: dict | None = None) -> None:
+        request = urllib.request.Request(xsc_node.url + path, method=method,
+                                         data=None if body is None else json.dumps(body).encode(),
+                                         headers={"Authorization": f"Bearer {token}",
+                                                  "Content-Type": "application/json"})
+        urllib.request.urlopen(request).close()
+
+    call("PUT", "/v1/s3/buckets/photos")
+    call("PUT", "/v1/s3/buckets/photos/object?key=2024/big.txt",
+         {"parts": [{"cap": c, "size": len(b)} for c, b in zip(caps, parts)], "etag": "x"})
+    whole = b"".join(parts)
+    printed = ok(xsc_node.xsc("compute", "run", SHA256, "/in/obj", "--input", "s3://photos/2024/big.txt:/in/obj",
+                              "--no-stdin"))
+    assert printed == hashlib.sha256(whole).hexdigest() + "\n"
+    line = error_line(xsc_node.xsc("compute", "run", SHA256, "/in/obj", "--input", "s3://photos/nope:/in/obj",
+                                   "--no-stdin"))
+    assert "input /in/obj cannot be read" in line and "nope" in line, line

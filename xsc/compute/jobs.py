@@ -63,7 +63,8 @@ class Staged:
 
 class JobService:
     def __init__(self, *, compute: ComputeService, storage: Any, ledger: Any, tabs: Any, payer: Identity,
-                 node: Identity, db: Database, work_dir: Path, bids: tuple[int, int]) -> None:
+                 node: Identity, db: Database, work_dir: Path, bids: tuple[int, int],
+                 objects: Callable[[str, str], list[str]] | None = None) -> None:
         self.compute = compute
         self.storage = storage  # xsc.storage.files.StorageService: open and put, as `xsc store` does
         self.ledger = ledger
@@ -72,6 +73,7 @@ class JobService:
         self.node = node
         self.db = db
         self.work_dir = work_dir
+        self.objects = objects  # (bucket, key) -> the capabilities of an S3 object's parts (the node's bucket index)
         self.default_bid, self.storage_bid = bids  # the market's compute and storage bids (per million fuel, per put)
 
         self._recovering: asyncio.Task | None = None
@@ -243,18 +245,47 @@ class JobService:
             staged.bytes_in += size
         (work / "in").mkdir()
         for item in spec.inputs:
-            cap = Capability.parse(item.cap)
-            if cap.size > room:
-                raise OverCap(f"input /in/{item.name} is {cap.size:,} bytes, over what is left of the job's "
+            what = f"input /in/{item.name}"
+            caps = [Capability.parse(text) for text in await self._parts(item, what)]
+            if sum(cap.size for cap in caps) > room:
+                raise OverCap(f"{what} is {sum(cap.size for cap in caps):,} bytes, over what is left of the job's "
                               f"bytes_in ({room:,})", hint="ask for more with --bytes-in")
-            size, digest = await self._copy(await self._opened(item.cap, f"input /in/{item.name}"),
-                                            work / "in" / item.name, room, f"input /in/{item.name}")
+            size, digest = await self._copy(await self._chained(caps, what), work / "in" / item.name, room, what)
             room -= size
             staged.bytes_in += size
             staged.inputs.append({"path": item.path, "sha256": digest, "size": size,
-                                  "verify_hash": _verify_hash(cap)})
+                                  "verify_hash": ",".join(_verify_hash(cap) for cap in caps),
+                                  **({"s3": "s3://" + "/".join(item.s3)} if item.s3 else {})})
         os.chmod(work / "in", 0o555)
         return staged
+
+    async def _parts(self, item, what: str) -> list[str]:
+        """The capabilities an input reads, in order: its own, or its S3 object's parts."""
+        if item.s3 is None:
+            return [item.cap]
+        if self.objects is None:
+            raise InvalidArgument(f"{what}: this node has no S3 bucket index", hint="give the object's capability")
+        try:
+            return await in_pool(None, self.objects, *item.s3)
+        except NotFound as err:
+            raise NotFound(f"{what} cannot be read: {err.message}", hint=err.hint) from None
+
+    async def _chained(self, caps: list[Capability], what: str) -> ReadFn:
+        """The plaintext of several stored files, one after the other, as one read function."""
+        readers = [await self._opened(str(cap), what) for cap in caps[:1]]
+        rest = list(caps[1:])
+
+        async def read(n: int) -> bytes:
+            while readers:
+                chunk = await readers[0](n)
+                if chunk:
+                    return chunk
+                readers.pop(0)
+                if rest:  # the next part is opened once the one before it is read to its end
+                    readers.append(await self._opened(str(rest.pop(0)), what))
+            return b""
+
+        return read
 
     async def _opened(self, cap_text: str, what: str) -> ReadFn:
         """A stored file's plaintext as a read function (whole chunks, b"" at its end)."""
@@ -367,6 +398,8 @@ class JobService:
 
     def _lineage(self, verify_hash: str, depth: int, seen: set[str]) -> dict[str, Any]:
         node: dict[str, Any] = {"verify_hash": verify_hash}
+        if "," in verify_hash:  # an S3 object of several parts: no one job made it
+            return node
         raw = self.db.get(keys.job_output(bytes.fromhex(verify_hash.split(":")[0])))
         if raw is None or verify_hash in seen or depth >= MAX_LINEAGE_DEPTH:
             return node  # not made by a job here (put by a user), or already shown

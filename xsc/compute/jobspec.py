@@ -38,8 +38,9 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 @dataclass(frozen=True)
 class Input:
-    cap: str  # the capability's text
+    cap: str | None  # the capability's text; None for an S3 object
     name: str  # mounted at /in/NAME
+    s3: tuple[str, str] | None = None  # (bucket, key): an object of the node's S3 bucket index, its parts in order
 
     @property
     def path(self) -> str:
@@ -116,7 +117,8 @@ def parse_job(body: Any) -> JobSpec:
 
 
 def parse_input(text: Any) -> Input:
-    """`CAP:/in/NAME` (or {"cap": CAP, "path": "/in/NAME"}): a stored file mounted read-only at /in/NAME."""
+    """`CAP:/in/NAME` (or {"cap": CAP, "path": "/in/NAME"}): a stored file mounted read-only at /in/NAME;
+    `s3://BUCKET/KEY:/in/NAME`: an object of the node's S3 bucket index (its parts, one after the other)."""
     if isinstance(text, dict):
         _known("input", text, ("cap", "path"))
         cap, path = text.get("cap"), text.get("path")
@@ -130,6 +132,11 @@ def parse_input(text: Any) -> Input:
             or path[4:] in (".", ".."):
         raise InvalidArgument(f"an input is mounted at /in/NAME (NAME of letters, digits, '.', '_', '-'), "
                               f"not {str(path)[:60]!r}")
+    if isinstance(cap, str) and cap.startswith("s3://"):
+        bucket, _, key = cap[5:].partition("/")
+        if not bucket or not key or len(key) > 1024:
+            raise InvalidArgument(f"an S3 input is s3://BUCKET/KEY:/in/NAME, not {cap[:60]!r}")
+        return Input(None, path[4:], (bucket, key))
     return Input(_cap_text(cap, "input"), path[4:])
 
 

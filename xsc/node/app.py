@@ -207,11 +207,12 @@ async def _services(app: web.Application):
     app[MARKET], app[PAYMENTS], app[TERMS], app[DEALS], app[STORAGE] = market, payments, terms, deals, storage
     app[SHARE_HOLDER], app[AUDITS], app[SCRUBBER], app[LEASE_GC] = share_holder, audits, scrubber, lease_gc
     app[PAID_COMPUTE], app[TABS] = paid, tabs
+    app[S3_INDEX] = s3_index = S3Index(db)  # the user's bucket index: the S3 front (its own process) records objects there
     app[JOBS] = jobs = JobService(compute=compute, storage=storage, ledger=ledger, tabs=tabs, payer=payer, node=identity,
-                                  db=db, work_dir=config.data_dir / "jobs", bids=(config.market.compute_bid, config.market.storage_bid))
+                                  db=db, work_dir=config.data_dir / "jobs", bids=(config.market.compute_bid, config.market.storage_bid),
+                                  objects=lambda bucket, key: [p["cap"] for p in s3_index.get(bucket, key)["parts"]])
     app[ALLOCATION] = allocation
     app[ADMISSION], app[TRUST] = admission, trust
-    app[S3_INDEX] = S3Index(db)  # the user's bucket index: the S3 front (its own process) records objects there
 
     app[STATUS_PARTS].update({
         "ledger": lambda: ledger.status(payer.public_key, identity.public_key),
