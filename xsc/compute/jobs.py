@@ -30,7 +30,7 @@ from typing import Any, Awaitable, Callable
 
 from .. import codec, keys
 from ..db import Database
-from ..errors import ComputeBusy, InvalidArgument, JobNotFound, NotFound, OverCap, PayloadTooLarge, Trap, XscError
+from ..errors import BodyTimeout, ComputeBusy, InvalidArgument, JobNotFound, NotFound, OverCap, PayloadTooLarge, Trap, XscError
 from ..identity import Identity
 from ..ledger.tabs import owed_record
 from ..storage.capability import Capability
@@ -47,6 +47,8 @@ CHUNK = 1 << 20
 JOB_STREAM = "application/x-xsc-job"  # a request body: the spec's JSON on one line, then the program's stdin
 JOB_HINT = 'send {"module": ID, "argv": [...], "inputs": ["CAP:/in/NAME"], ...}'
 MAX_OUTPUTS = 256  # files a job may leave in /out
+STDIN_STALL = 60.0  # seconds a job's stdin may send nothing before the job is refused
+KEPT_STREAMS = 1 << 20  # a deterministic job's stdout and stderr kept with its record for replays, at most
 MAX_LINEAGE_DEPTH = 64  # levels of jobs a lineage walks back at most
 
 
@@ -102,7 +104,8 @@ class JobService:
             jid = job_id(spec, staged.stdin_sha256, [i["sha256"] for i in staged.inputs])
             user = self.payer.public_key
             previous = self._load(user, jid)
-            if spec.deterministic and previous is not None and previous.get("state") == "done":
+            if spec.deterministic and previous is not None and previous.get("state") == "done" \
+                    and previous.get("replayable", True):
                 previous["replays"] = previous.get("replays", 0) + 1  # not run: its executions stay as they were
                 self._save(user, jid, previous)
                 return {**previous, "replayed": True, "charged": 0}
@@ -145,7 +148,12 @@ class JobService:
         async def stdin(n: int) -> bytes:
             if left and (first := left.pop()):
                 return first
-            return await read(n)
+            try:  # a sender that stops mid-body does not hold the job (nor its work directory) open
+                async with asyncio.timeout(STDIN_STALL):
+                    return await read(n)
+            except TimeoutError:
+                raise BodyTimeout(f"the job's stdin stalled: no bytes for {STDIN_STALL:g} s",
+                                  hint="send it again") from None
 
         return await self.run(spec, stdin)
 
@@ -217,8 +225,10 @@ class JobService:
         if failed:
             job["error"] = failed
         streams = {"stdout": outcome.stdout.decode("utf-8", "replace"), "stderr": outcome.stderr.decode("utf-8", "replace")}
-        if job["spec"]["deterministic"]:  # answered again as they are by a replay
+        if job["spec"]["deterministic"]:  # answered again by a replay (a longer stream: a replay runs it again)
             job.update(streams)
+            if len(outcome.stdout) + len(outcome.stderr) > KEPT_STREAMS:
+                job.update(stdout="", stderr="", replayable=False)
         self._save(self.payer.public_key, job["id"], job)
         answer = {**job, **streams, "replayed": False, "charged": run.charge}
         if refusal is not None:

@@ -31,7 +31,7 @@ MAX_SPEC_BYTES = 256 * 1024  # a spec's JSON
 # Bytes a job may read (stdin and its inputs together) and leave in /out (with a stored stdout): defaults, ceilings.
 BYTES_IN, MAX_BYTES_IN = 1 << 30, 16 << 30
 BYTES_OUT, MAX_BYTES_OUT = 256 << 20, 16 << 30
-STDOUT, STDERR, MAX_STREAM = 1 << 20, 64 << 10, 64 << 20  # stdout and stderr kept in memory: defaults, ceiling
+STDOUT, STDERR, MAX_STREAM = 1 << 20, 64 << 10, 16 << 20  # stdout and stderr kept in memory: defaults, ceiling
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
