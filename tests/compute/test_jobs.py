@@ -289,3 +289,27 @@ def test_an_s3_object_is_an_input_through_the_bucket_index(xsc_node, tmp_path):
     line = error_line(xsc_node.xsc("compute", "run", SHA256, "/in/obj", "--input", "s3://photos/nope:/in/obj",
                                    "--no-stdin"))
     assert "input /in/obj cannot be read" in line and "nope" in line, line
+
+
+def test_map_runs_one_job_per_input_and_names_each_failure(xsc_node, tmp_path):
+    import hashlib
+
+    bodies = [f"input number {n}\n".encode() * (n + 1) for n in range(5)]
+    caps = []
+    for n, body in enumerate(bodies):
+        path = tmp_path / f"in{n}"
+        path.write_bytes(body)
+        caps.append(put(xsc_node, path))
+    gone = tmp_path / "gone"
+    gone.write_bytes(b"removed before the map\n")
+    missing = put(xsc_node, gone)
+    ok(xsc_node.xsc("store", "rm", missing))
+    over = [arg for cap in [*caps, missing] for arg in ("--over", cap)]
+    result = xsc_node.xsc("compute", "map", SHA256, *over, "--as", "-", "--json")
+    assert result.returncode == 1
+    manifest = json.loads(result.stdout)
+    assert manifest["failed"] == 1 and len(manifest["results"]) == 6
+    for body, cap, r in zip(bodies, caps, manifest["results"]):
+        assert r["input"] == cap and r["state"] == "done" and r["stdout"] == hashlib.sha256(body).hexdigest() + "\n"
+    assert manifest["results"][5]["input"] == missing and "cannot be read" in manifest["results"][5]["error"]
+    assert f"xsc: {missing}: " in result.stderr.decode()

@@ -12,7 +12,7 @@ from typing import Any, BinaryIO, Iterator
 import click
 
 from .. import codec
-from ..errors import InvalidArgument, ModuleNotFound, OverCap, Trap
+from ..errors import InvalidArgument, ModuleNotFound, OverCap, Trap, XscError
 from .output import emit_json, json_option, key_values
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
@@ -228,4 +228,75 @@ def _show_lineage(node: dict[str, Any], level: int) -> None:
         _show_lineage(item, level + 2)
 
 
-COMMANDS = (run, job, lineage)
+MAX_MAP = 10_000  # inputs one map runs over at most
+
+
+@click.command("map")
+@click.argument("target", metavar="MODULE.wasm|ID|SPEC.toml")
+@click.option("--over", "over", multiple=True, required=True, metavar="CAP|s3://BUCKET/PREFIX",
+              help="An input (repeatable): a capability, or every object under an S3 prefix of the node's buckets.")
+@click.option("--as", "mount", default="/in/data", show_default=True, metavar="/in/NAME|-",
+              help="Where each job reads its input: mounted at /in/NAME, or as its stdin (-).")
+@click.option("--parallel", type=click.IntRange(1, 32), default=2, show_default=True, help="Jobs in flight at once.")
+@json_option
+@click.pass_obj
+def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_json: bool) -> None:
+    """Run one job per input (the same program and spec over each); a progress bar, each failure named, and one
+    manifest at the end: input, job id, state, outputs.  Jobs run on this node."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = obj.client()
+    spec: dict[str, Any] = _load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
+    spec["module"] = _module(client, str(spec.get("module", "")))
+    inputs = [item for source in over for item in _expand(client, source)]
+    if len(inputs) > MAX_MAP:
+        raise InvalidArgument(f"{len(inputs)} inputs: a map runs over at most {MAX_MAP}", hint="map a narrower prefix")
+
+    def one(item: str) -> dict[str, Any]:
+        body = dict(spec)
+        if mount == "-":
+            body["stdin"] = item
+        else:
+            body["inputs"] = [*spec.get("inputs", []), f"{item}:{mount}"]
+        try:
+            job = client.request("POST", "/v1/compute/jobs", json_body=body)
+            return {"input": item, "job": job["id"], "state": job["state"], "replayed": job["replayed"],
+                    "outputs": job["outputs"], "stdout": job["stdout"]}
+        except XscError as err:
+            return {"input": item, "job": err.details.get("id"), "state": "failed", "error": err.message}
+
+    results: list[dict[str, Any]] = []
+    with ThreadPoolExecutor(parallel) as pool, click.progressbar(length=len(inputs), label="jobs",
+                                                                 file=sys.stderr) as bar:
+        for result in pool.map(one, inputs):
+            results.append(result)
+            bar.update(1)
+    failed = [r for r in results if r["state"] != "done"]
+    if as_json:
+        emit_json({"results": results, "failed": len(failed)})
+    else:
+        for r in results:
+            outputs = " ".join(o["capability"] for o in r.get("outputs", []))
+            click.echo(f"{r['input']}  {r['state']}  {r.get('job') or '-'}  {outputs or r.get('error', '')}".rstrip())
+    for r in failed:
+        click.echo(f"xsc: {r['input']}: {r.get('error', r['state'])}", err=True)
+    if failed:
+        raise SystemExit(1)
+
+
+def _expand(client, source: str) -> list[str]:
+    """A capability as it is; s3://BUCKET/PREFIX as every object under it (s3://BUCKET/KEY inputs)."""
+    if not source.startswith("s3://"):
+        return [source]
+    bucket, _, prefix = source[5:].partition("/")
+    found, start = [], ""
+    while True:
+        page = client.request("GET", f"/v1/s3/buckets/{bucket}/objects",
+                              query={"prefix": prefix, "start": start or None})
+        found += [f"s3://{bucket}/{key}" for key, _ in page["contents"]]
+        if not page.get("truncated") or len(found) > MAX_MAP:
+            return found
+        start = page["next"]
+
+
+COMMANDS = (run, job, lineage, map_)
