@@ -63,6 +63,7 @@ NOT_IMPLEMENTED_HEADERS = (
     "x-amz-grant-full-control", "x-amz-tagging", "x-amz-object-lock-mode", "x-amz-object-lock-retain-until-date",
     "x-amz-object-lock-legal-hold", "x-amz-website-redirect-location", "x-amz-mfa", "x-amz-expected-bucket-owner",
     "x-amz-source-expected-bucket-owner", "x-amz-write-offset-bytes", "x-amz-copy-source-range",
+    "x-amz-meta-snowball-auto-extract",  # MinIO's: a tar to unpack into objects (here it would be stored whole)
 )
 # Headers accepted with these values only (what is true of every object here); any other value: 501.
 ONLY = {"x-amz-acl": ("private",), "x-amz-storage-class": ("STANDARD",), "x-amz-tagging-directive": ("COPY",),
