@@ -24,7 +24,7 @@ PURE = {
 } | {
     "xsc.s3." + m for m in ("sigv4", "xml", "listing", "etag", "names", "headers", "routing")
 } | {
-    "xsc.market." + m for m in ("models", "orders", "book", "auction", "pricing", "matching", "supply")
+    "xsc.market." + m for m in ("models", "orders", "book", "auction", "pricing", "matching", "supply", "terms")
 } | {
     "xsc.allocation." + m for m in ("causality", "compute", "convergence", "damping", "divide", "matching",
                                     "models", "received", "recognition", "records", "rounds", "simulate", "subscriptions")
@@ -166,8 +166,10 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     # 2,086 lines when the services moved out; since then the listener (TLS sniffing, connection caps) and the
     # routes of allocation, trust lines and quarantine came in, then the node's own accepting (listener.py: refusals
     # on the bare socket, silent connections set up last in a burst) and its collector (collector.py), then the
-    # routes and wiring of jobs (compute/jobs.py: 20 lines).  A service growing here would pass this budget.
-    assert sum(lines.values()) < 3030, lines
+    # routes and wiring of jobs (compute/jobs.py: 20 lines), then the peer routes of a provider's terms and of
+    # locating shares, with their wiring (storage/strangers.py, storage/locate.py: 19 lines).  A service growing
+    # here would pass this budget.
+    assert sum(lines.values()) < 3050, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}
 

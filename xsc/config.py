@@ -167,6 +167,12 @@ class LedgerSection(_Section):
     # a peer the user recognises (xsc market recognize PEER W --credit C sets one peer's line) and for any other
     stranger_credit: int = Field(default=0, ge=0, le=2**62)  # 0: strangers prepay (xsc ledger prepay)
     peer_credit: int = Field(default=10_000_000, ge=0, le=2**62)
+    # Prepayment to providers that want it (storage/strangers.py): off, puts go only to providers that take them
+    # (or stay home); on, this node prepays by itself, at most auto_prepay_peer micro-credits to one provider and
+    # auto_prepay_total to all of them, in all
+    auto_prepay: bool = False
+    auto_prepay_peer: int = Field(default=1_000_000, ge=0, le=2**62)
+    auto_prepay_total: int = Field(default=10_000_000, ge=0, le=2**62)
     # Aggregated settlement of invokes (xsc/ledger/tabs.py): a (payer, payee) tab is settled as one transfer when
     # it is tab_interval seconds old, owes tab_threshold micro-credits or covers tab_max_refs invokes (1: every
     # invoke is its own transfer)
@@ -543,7 +549,8 @@ def load_config(
 _HEADER = """\
 # XSC node configuration.  Keys left commented out take the default shown.
 # Change one with: xsc config set SECTION.KEY VALUE (or uncomment it here); see them all with: xsc config show
-# XSC_<SECTION>_<KEY> environment variables and `xsc node start` flags override this file for one run only.
+# XSC_<SECTION>_<KEY> environment variables and `xsc node start` flags override this file for one run only
+# (but --listen: a node keeps its address, so `xsc node start --listen` sets node.listen here).
 """
 
 

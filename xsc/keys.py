@@ -329,6 +329,8 @@ TRUST_LINES = b"l/t/"  # + peer node public key -> {"paid": int, "used": int, "o
 TRUST_CREDIT = b"l/tc/"  # + peer node public key -> the credit line the user set for it (decimal micro-credits)
 TRUST_PAID = b"l/tp/"  # + authorization id -> b"" once its receipt was counted on its peer's line
 TRUST_OWED = b"l/to/"  # + authorization id -> b"" once this node's payment under it was counted as owed
+# What this node prepaid each provider by itself (storage/strangers.py, ledger.auto_prepay): its caps hold across restarts.
+AUTO_PREPAID = b"l/ap/"  # + provider node public key -> micro-credits prepaid to it by itself in all (decimal)
 
 
 def trust_line(peer: bytes) -> bytes:
@@ -345,6 +347,10 @@ def trust_paid(authorization_id: bytes) -> bytes:
 
 def trust_owed(authorization_id: bytes) -> bytes:
     return TRUST_OWED + authorization_id
+
+
+def auto_prepaid(provider: bytes) -> bytes:
+    return AUTO_PREPAID + provider
 
 
 def market_price(kind: str, bucket: int, at_ms: int) -> bytes:

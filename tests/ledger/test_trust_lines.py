@@ -280,3 +280,36 @@ def test_work_is_reserved_exactly_when_the_line_shows_it_available(tmp_path) -> 
                     assert price <= available and lines.line(peer)["reserved"] == before + price
                     lines.release(peer, price)
     db.close()
+
+
+async def test_a_peer_asks_its_own_terms_and_nothing_else(node_factory) -> None:
+    """`GET /v1/peer/terms`: a stranger learns what the node takes on for it (nothing until it is recognised), signed
+    requests only, about the sender alone whatever it asks; each answer is one read of its own line."""
+    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0})
+    b_id, url = b.app[PEERS].identity.id, b.app[PEERS].url
+    stranger, other = Identity.generate(), Identity.generate()
+    assert (await b.get("/v1/peer/terms")).status == 401  # unsigned
+    async with aiohttp.ClientSession() as session:
+        client = PeerClient(stranger, session, 30.0)
+        answer = await client.request(url, "GET", f"/v1/peer/terms?peer={other.id}", to=b_id)
+        assert answer.status == 200 and answer.json() == {"available": 0, "credit": 0, "recognised": False}
+        response = await b.post("/v1/market/recognize", json={"peer": stranger.id, "weight": "1", "credit": 1234})
+        assert response.status == 200, await response.text()
+        answer = await client.request(url, "GET", "/v1/peer/terms", to=b_id)
+        assert answer.json() == {"available": 1234, "credit": 1234, "recognised": True}
+    assert b.app[TRUST].line(other.id)["available"] == 0  # nobody learns another's line
+
+
+def test_recognising_a_peer_never_lowers_its_credit_line(tmp_path) -> None:
+    """On a network that trusts strangers more than ledger.peer_credit (a devnet), recognising a peer keeps the
+    larger line; a line the user sets is the line."""
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    weights: dict[str, bool] = {}
+    lines = TrustLines(db, stranger_credit=10**15, peer_credit=10_000_000, recognised=lambda p: weights.get(p, False))
+    peer = Identity.generate().id
+    assert lines.credit(peer) == 10**15
+    weights[peer] = True  # xsc market recognize PEER 2
+    assert lines.credit(peer) == 10**15
+    lines.set_credit(peer, 5)
+    assert lines.credit(peer) == 5
+    db.close()

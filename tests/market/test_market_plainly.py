@@ -44,6 +44,21 @@ async def test_a_put_that_cannot_survive_a_node_loss_says_so(node_factory) -> No
     from xsc.node.appkeys import PEERS
 
     await a.app[PEERS].add(b.app[PEERS].url)
-    answer = await (await a.post("/v1/store/files", data=b"s" * 9000)).json()
+    answer = await (await a.post("/v1/store/files", data=b"s" * 9000, params={"spread": "1"})).json()
     assert answer["nodes"] == 2 and answer["node_failures_survived"] == 0
     assert "warning: the loss of any one of them loses the file" in answer["placement_note"]
+    kept = await (await a.post("/v1/store/files", data=b"s" * 9000)).json()  # by default, four stay home
+    assert kept["nodes"] == 2 and kept["peer_failures_survived"] == 1
+
+
+async def test_avoiding_the_only_other_provider_keeps_the_file_home(node_factory) -> None:
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+    a, b = await node_factory("a", **quiet), await node_factory("b", **quiet)
+    from xsc.node.appkeys import PEERS
+
+    await a.app[PEERS].add(b.app[PEERS].url)
+    for spread in ("0", "1"):  # one provider left: all six here, never "no room"
+        response = await a.post("/v1/store/files", data=b"s" * 9000,
+                                params={"avoid": b.app[PEERS].identity.id, "spread": spread})
+        assert response.status == 201, await response.text()
+        assert (await response.json())["placement"] == [a.app[PEERS].identity.id] * 6

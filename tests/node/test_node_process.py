@@ -18,7 +18,7 @@ def test_first_start_creates_the_data_dir(node_process) -> None:
     for name in ("node.key", "client.key", "api-token"):
         assert stat.S_IMODE((node.data_dir / name).stat().st_mode) == 0o600
     config = tomllib.loads((node.data_dir / "config.toml").read_text())
-    assert config["node"] == {}  # the defaults, commented out: --listen holds for this run only
+    assert config["node"] == {"listen": f"127.0.0.1:{node.port}"}  # the defaults, commented out, but --listen: kept
     assert (node.data_dir / "node.url").read_text().strip() == f"http://127.0.0.1:{node.port}"
     assert (node.data_dir / "db").is_dir()
     status = json.loads(node.xsc("node", "status", "--json").stdout)
@@ -99,3 +99,20 @@ def test_sigterm_lets_an_in_flight_put_finish(node_process, tmp_path: Path) -> N
     cap = out.decode().strip().splitlines()[-1]
     node.start()
     assert node.xsc("store", "get", cap).stdout == data
+
+
+def test_a_node_restarted_without_listen_stays_where_it_listened(node_process) -> None:
+    """--listen is kept (node.listen): a restart does not move the node to 7070, and `config show` and `node status`
+    report where it listens; an environment override stays one-off."""
+    node = node_process()
+    node.stop()
+    again = NodeProcess(node.data_dir, node.port, env=node.env)
+    again.command = lambda: [*xsc_command(), "--data-dir", str(node.data_dir), "node", "start"]  # no --listen
+    again.start(90)
+    try:
+        address = f"127.0.0.1:{node.port}"
+        assert json.loads(again.xsc("node", "status", "--json").stdout)["listen"] == address
+        shown = json.loads(again.xsc("config", "show", "--json").stdout)
+        assert shown["config"]["node"]["listen"] == address and shown["sources"]["node.listen"] == "file"
+    finally:
+        again.stop()

@@ -9,7 +9,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xsc.storage.placement import Candidate, node_failures_survived, place_shares
+from xsc.storage.placement import Candidate, home_shares, node_failures_survived, peer_failures_survived, place_shares
 
 nodes = st.lists(
     st.builds(Candidate, node_id=st.text("abcdefghijklmnop234567", min_size=4, max_size=12),
@@ -60,3 +60,24 @@ def test_failures_survived() -> None:
     assert node_failures_survived(["a", "b", "c", "d", "a", "b"]) == 1
     assert node_failures_survived(["a", "b", "a", "b", "a", "b"]) == 0
     assert node_failures_survived(["a"] * 6) == 0
+
+
+def test_with_fewer_than_six_providers_k_shares_stay_home_unless_asked() -> None:
+    assert [home_shares(n, True, False) for n in range(1, 8)] == [4, 4, 4, 4, 4, 0, 0]
+    assert home_shares(2, True, True) == 0  # --spread
+    assert home_shares(2, False, False) == 0  # this node offers no storage
+
+
+@settings(max_examples=200, deadline=None)
+@given(peers=st.lists(st.sampled_from("bcdefg"), min_size=2, max_size=2))
+def test_k_shares_at_home_survive_the_loss_of_every_other_node_and_never_fewer_than_home(peers) -> None:
+    placement = ["me"] * 4 + peers
+    assert peer_failures_survived(placement, "me") == len(set(peers))  # every other node may go
+    assert node_failures_survived(placement) >= node_failures_survived(["me"] * 6)  # never worse than home
+
+
+def test_peer_failures_survived() -> None:
+    assert peer_failures_survived(["me", "me", "me", "b", "b", "b"], "me") == 0  # 3 + 3: the peer's loss loses it
+    assert peer_failures_survived(["me", "me", "me", "b", "c", "d"], "me") == 2
+    assert peer_failures_survived(["b", "c", "d", "e", "f", "g"], "me") == 2
+    assert peer_failures_survived(["me"] * 6, "me") == 0  # no other node holds any

@@ -112,12 +112,16 @@ class LazyGroup(click.Group):
 @click.option("--node", "node_url", envvar="XSC_NODE", metavar="URL",
               help="The node's URL (default: where the node in the data dir listens); also after the command.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (commands that have --json).")
+@click.option("--verbose", "-v", is_flag=True, envvar="XSC_VERBOSE",
+              help="On an error, print its details after the one-line summary (each peer's refusal, whole).")
 @click.version_option(package_name="xsc", prog_name="xsc")
 @click.pass_context
-def cli(ctx: click.Context, data_dir: str | None, node_url: str | None, as_json: bool) -> None:
+def cli(ctx: click.Context, data_dir: str | None, node_url: str | None, as_json: bool, verbose: bool) -> None:
     """XSC: a peer-to-peer storage-and-compute node."""
+    from . import output
     from .context import CliContext
 
+    output.VERBOSE = verbose
     ctx.obj = CliContext(data_dir, node_url, as_json=as_json)
 
 

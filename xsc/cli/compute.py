@@ -12,7 +12,7 @@ import click
 
 from ..errors import InvalidArgument, ModuleNotFound, Trap
 from .jobs import COMMANDS as JOB_COMMANDS
-from .output import Col, emit_json, json_option, key_values, table
+from .output import Col, emit_json, json_option, key_values, table, wide_option
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -207,9 +207,10 @@ def module(obj, module_id: str, as_json: bool) -> None:
 @click.argument("provenance_id", metavar="[ID]", required=False)
 @click.option("--list", "list_recent", is_flag=True, help="List recent records, newest first.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many to list.")
+@wide_option
 @json_option
 @click.pass_obj
-def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, as_json: bool) -> None:
+def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, wide: bool, as_json: bool) -> None:
     """Show a run's signed provenance record and check its signature (or --list recent ones)."""
     from ..compute import check_provenance, provenance_is_valid
 
@@ -222,10 +223,11 @@ def provenance(obj, provenance_id: str | None, list_recent: bool, limit: int, as
         rows = []
         for signed in records:
             r = signed["record"]
-            rows.append((r["id"], r["timestamp"], r["module"][:16] + "…", r["function"],
+            rows.append((r["id"], r["timestamp"], r["module"], r["function"],
                          r.get("trap", {}).get("kind", "ok"), r["fuel_consumed"], f"{r['wall_time_us'] / 1000:.3f} ms",
                          "valid" if provenance_is_valid(signed) else "INVALID"))
-        table(["id", "time", "module", "function", "outcome", "fuel", "wall time", "signature"], rows)
+        table([Col("id", keep=True), Col("time", drop=2), Col("module", keep=True), "function", "outcome",
+               Col("fuel", right=True, drop=3), Col("wall time", drop=1), "signature"], rows, wide=wide)
         return
     signed = client.request("GET", f"/v1/compute/provenance/{provenance_id}")
     valid = provenance_is_valid(signed)

@@ -32,7 +32,6 @@ def _limit(ctx, param, value: str) -> int:
 
 
 kind_option = click.option("--kind", metavar="storage|compute", callback=_kind, help="Only this kind.")
-SHORT = 12  # characters of a node id shown in tables (enough to tell nodes apart; --json has them whole)
 
 
 def _price(price: int | None, kind: str) -> str:
@@ -52,7 +51,7 @@ def _utc(seconds: float) -> str:
 
 
 def _short(node: str, me: str | None = None) -> str:
-    return "this node" if node == me else node[:SHORT]
+    return "this node" if node == me else node  # ids are never cut: copy-paste works
 
 
 def _clearing(c: dict | None, kind: str) -> str:
@@ -205,7 +204,8 @@ def status(obj, wide: bool, as_json: bool) -> None:
         table([Col("file", keep=True), Col("share", right=True), Col("holder", keep=True),
                Col("bytes", right=True), Col("price", right=True), Col("paid", right=True),
                Col("paid until", drop=1), Col("forfeited", drop=2, right=True), Col("ended")],
-              [(d["si"][:SHORT], d["share"], _short(d["node"], info["node"]), format_size(d["bytes"]), d["price"],
+              [(d["si"], d["share"], "this node" if d["node"] == info["node"] else d["node"], format_size(d["bytes"]),
+                d["price"],
                 f"{d['paid']} of {d['total']}", _utc(d["paid_until"])[5:-7], f"{d['forfeited']} s",
                 "yes" if d["ended"] else "no") for d in deals], wide=wide,
               title="storage deals (price: micro-credits per GiB-hour; paid: micro-credits)")

@@ -50,18 +50,32 @@ def start(obj, listen: str | None, storage_capacity: str | None, log_level: str 
           peer_urls: tuple[str, ...]) -> None:
     """Start a node in the foreground (Ctrl-C or SIGTERM stops it gracefully).
 
-    The flags (and XSC_* environment variables) hold for this run only; the first start writes
-    config.toml with the defaults, and `xsc config set` changes it."""
+    The flags (and XSC_* environment variables) hold for this run only, but --listen: the node keeps its
+    address (its peers know it there), so --listen is saved in config.toml as node.listen.  The first start
+    writes config.toml with the defaults, and `xsc config set` changes it."""
     import asyncio
     import logging
 
     from ..node import serve
 
+    if listen is not None:
+        _keep_listen(obj.data_dir, listen)
     config, _ = effective_config(obj.data_dir, listen, storage_capacity, log_level, peer_urls)
     logging.basicConfig(level=config.node.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _mint_identity(config)
     asyncio.run(serve(config))
+
+
+def _keep_listen(data_dir, listen: str) -> None:
+    """Save --listen as node.listen (checked first), so that the next start without it listens there too."""
+    from ..config import load_config, parse_listen, set_config_value
+
+    parse_listen(listen)
+    if load_config(data_dir, environ={}).node.listen != listen:
+        set_config_value(data_dir, "node.listen", listen)
+        click.echo(f"node.listen = {listen} saved in config.toml: the node keeps this address "
+                   "(`xsc config set node.listen HOST:PORT` moves it)", err=True)
 
 
 def _mint_identity(config) -> None:

@@ -18,6 +18,9 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 
 
+VERBOSE = False  # `xsc --verbose`: an error's details follow its one line
+
+
 def usage_message(exc: click.UsageError) -> str:
     """A usage error in one or two short lines: what is wrong, then the usage and where help is."""
     message = exc.format_message()
@@ -44,6 +47,8 @@ def run_cli(group: click.Group, args: Sequence[str] | None = None) -> None:
     except XscError as exc:
         hint = f" ({exc.hint})" if exc.hint else ""
         click.echo(f"xsc: error: {exc.message}{hint}", err=True)
+        if VERBOSE and exc.details:
+            click.echo(codec.text(exc.details, indent=2, sort_keys=True), err=True)
         sys.exit(EXIT_ERROR)
     except BrokenPipeError:
         sys.exit(EXIT_ERROR)

@@ -69,11 +69,13 @@ def _expiry(lease: int | None) -> str:
               help="The most to pay, in micro-credits per GiB-hour of block bytes held.")
 @click.option("--avoid", multiple=True, metavar="NODE", help="A provider not to place shares on (repeatable).")
 @click.option("--prefer", multiple=True, metavar="NODE", help="A provider to choose first among equals (repeatable).")
+@click.option("--spread", is_flag=True, help="Let the market place all 6 shares (by default, with fewer than 6 "
+              "providers, 4 stay on this node so that no other node's loss loses the file).")
 @click.option("--min-availability", metavar="R", help="Only providers up at least this ratio of the last hour (0-1).")
 @json_option
 @click.pass_obj
 def put(obj, file: str, name: str | None, duration: str | None, max_price: int | None, avoid: tuple[str, ...],
-        prefer: tuple[str, ...], min_availability: str | None, as_json: bool) -> None:
+        prefer: tuple[str, ...], spread: bool, min_availability: str | None, as_json: bool) -> None:
     """Store FILE (or - for stdin); prints its capability as the last line."""
     seconds = _duration(duration)
     if file == "-":
@@ -94,7 +96,7 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
         result = client.upload("/v1/store/files", stream, size=size, on_progress=advance,
                                query={"name": name, "duration": seconds, "max_price": max_price,
                                       "avoid": ",".join(avoid) or None, "prefer": ",".join(prefer) or None,
-                                      "min_availability": min_availability})
+                                      "min_availability": min_availability, "spread": 1 if spread else None})
     if as_json:
         emit_json(result)
         return
@@ -104,6 +106,8 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
           f"the lease costs {format_credits(result['cost'])} credits at "
           f"{'/'.join(sorted({str(p) for p in result['prices']}))} micro-credits per GiB-hour, "
           f"paid to the holders as they hold it", err=True)
+    for node, amount in (result.get("prepaid") or {}).items():
+        prose(f"prepaid node {node} {format_credits(amount)} credits by itself (ledger.auto_prepay)", err=True)
     click.echo(result["capability"])
 
 
@@ -245,7 +249,7 @@ def _detail(s: dict) -> str:
             f"{', '.join(map(str, bad[:20]))}{' …' if len(bad) > 20 else ''}" + (f" on node {where}" if where else ""))
 
 
-def _shares_table(report: dict, presence_only: bool = False) -> None:
+def _shares_table(report: dict, presence_only: bool = False, wide: bool = False) -> None:
     shares = report["shares"]
     if any("node" in s for s in shares):  # a file spread over nodes: where each share is, and how that node is
         def state(s: dict) -> str:
@@ -254,37 +258,40 @@ def _shares_table(report: dict, presence_only: bool = False) -> None:
 
         table([Col("share", right=True), Col("status"), Col("node", keep=True), Col("node state"),
                Col("detail", wrap=20)],
-              [(s["share"], _status(s, presence_only), s["node"][:12] + "…", state(s), _detail(s)) for s in shares])
+              [(s["share"], _status(s, presence_only), s["node"], state(s), _detail(s)) for s in shares], wide=wide)
     else:
         table([Col("share", right=True), Col("status"), Col("detail", wrap=20)],
-              [(s["share"], _status(s, presence_only), _detail(s)) for s in shares])
+              [(s["share"], _status(s, presence_only), _detail(s)) for s in shares], wide=wide)
 
 
 @store.command()
 @click.argument("cap")
+@wide_option
 @json_option
 @click.pass_obj
-def check(obj, cap: str, as_json: bool) -> None:
-    """Which of the 6 shares are present (a quick look at metadata: blocks are not read; see verify)."""
+def check(obj, cap: str, wide: bool, as_json: bool) -> None:
+    """Which of the 6 shares are present, and on which node (a quick look at metadata: blocks are not read; see
+    verify).  Works for any capability: shares of a file another node stored are found on the network."""
     report = obj.client().request("GET", _cap_path(cap, "/check"))
-    _report(report, as_json, presence_only=True)
+    _report(report, as_json, presence_only=True, wide=wide)
 
 
 @store.command()
 @click.argument("cap")
+@wide_option
 @json_option
 @click.pass_obj
-def verify(obj, cap: str, as_json: bool) -> None:
+def verify(obj, cap: str, wide: bool, as_json: bool) -> None:
     """Read and hash every block of every share; names the bad blocks (share and segment)."""
     report = obj.client().request("POST", _cap_path(cap, "/verify"))
-    _report(report, as_json)
+    _report(report, as_json, wide=wide)
 
 
-def _report(report: dict, as_json: bool, presence_only: bool = False) -> None:
+def _report(report: dict, as_json: bool, presence_only: bool = False, wide: bool = False) -> None:
     if as_json:
         emit_json(report)
     else:
-        _shares_table(report, presence_only)
+        _shares_table(report, presence_only, wide)
         state = "healthy" if report["healthy"] else "recoverable" if report["recoverable"] else "NOT recoverable"
         total = len(report["shares"])
         if presence_only:
@@ -318,9 +325,10 @@ def repair(obj, cap: str, as_json: bool) -> None:
 @click.argument("cap")
 @click.option("--duration", metavar="D", help="Hold the shares this long from now: 30d, 12h, 3600 (seconds); "
               "60s to 3650d (default: the node's storage.lease_duration).  A lease is never shortened.")
+@wide_option
 @json_option
 @click.pass_obj
-def renew(obj, cap: str, duration: str | None, as_json: bool) -> None:
+def renew(obj, cap: str, duration: str | None, wide: bool, as_json: bool) -> None:
     """Extend the lease of every share of the file CAP, on every node holding one."""
     from ..errors import PeerError
 
@@ -333,8 +341,8 @@ def renew(obj, cap: str, duration: str | None, as_json: bool) -> None:
         if failed:
             sys.exit(1)
         return
-    table(["share", "node", "expires"], [(r["share"], r["node"][:16] + ("…" if len(r["node"]) > 16 else ""),
-                                          _expiry(r["lease_expiry"])) for r in result["renewed"]])
+    table([Col("share", right=True), Col("node", keep=True), Col("expires")],
+          [(r["share"], r["node"], _expiry(r["lease_expiry"])) for r in result["renewed"]], wide=wide)
     if failed:
         raise PeerError(f"{len(result['renewed'])} of 6 shares renewed; not renewed: "
                         + "; ".join(f"node {node[:12]}…: {why}" for node, why in failed.items()),

@@ -88,7 +88,9 @@ class TrustLines:
         recognised = self.recognised(peer)
         if set_by_user is not None and recognised:
             return set_by_user
-        return self.peer_credit if recognised else self.stranger_credit
+        # Recognising a peer never lowers its line: a network that trusts strangers more than ledger.peer_credit
+        # (a devnet) keeps that line for the peers its user recognises.
+        return max(self.peer_credit, self.stranger_credit) if recognised else self.stranger_credit
 
     @staticmethod
     def _remember(cache: dict, peer: str, value: Any) -> None:
@@ -103,6 +105,12 @@ class TrustLines:
         available = paid + credit - totals["used"] - reserved
         return {"peer": peer, **totals, "counted": paid, "reserved": reserved, "credit": credit,
                 "recognised": recognised, "available": available}
+
+    def terms_for(self, peer: str) -> dict[str, Any]:
+        """What a peer may ask of its own line here (`GET /v1/peer/terms`): how much work this node takes on for
+        it now, and on what credit.  Nothing about any other peer."""
+        line = self.line(peer)
+        return {"available": line["available"], "credit": line["credit"], "recognised": line["recognised"]}
 
     def lines(self) -> list[dict[str, Any]]:
         from ..identity import public_id

@@ -43,6 +43,8 @@ from ..storage.files import StorageService
 from ..storage.holder import ShareHolder
 from ..storage.lease_gc import LeaseCollector
 from ..storage.scrubber import Scrubber
+from ..storage.locate import Locator
+from ..storage.strangers import ProviderTerms
 from ..storage.wire import DAMAGE_PATH
 from ..ui.session import Sessions
 from ..tasks import in_pool, woken
@@ -170,8 +172,10 @@ async def _services(app: web.Application):
     def holder_for(node: str, url: str, price: int | None = None) -> RemoteHolder:
         return RemoteHolder(client, node, url, price, payer.id)  # holders check receipts by the payer named
 
+    provider_terms = ProviderTerms(db=db, peers=peers, prepay=payments.prepay, budget=config.ledger)
+    locator = Locator(me=me, store=store, pool=pool, peers=peers)
     storage = StorageService(gateway=gateway, deals=deals, market=market, ledger=ledger, payer=payer, me=me,
-                             peers=peers, holder_for=holder_for, pool=pool,
+                             peers=peers, holder_for=holder_for, pool=pool, terms=provider_terms, locator=locator,
                              segment_size=config.storage.segment_size, lease_duration=config.storage.lease_duration)
     share_holder = ShareHolder(store, pool, terms, trust=trust)
 

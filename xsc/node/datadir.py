@@ -75,13 +75,13 @@ def prepare(config: NodeConfig) -> tuple[Identity, Identity, str]:
     identity = node_identity(config)
     client = Identity.load_or_create(root / CLIENT_KEY_FILE)
     token = load_or_create_token(root)
-    if not (root / CONFIG_FILE).exists():  # the first start writes the defaults; flags and env stay one-off
+    if not (root / CONFIG_FILE).exists():  # the first start writes the defaults; env and most flags stay one-off
         write_default_config(root)
     return identity, client, token
 
 
 def record_url(root: Path, url: str) -> None:
-    """Note where this node listens, for the CLI (its --listen may be a one-off)."""
+    """Note where this node listens, for the CLI (XSC_NODE_LISTEN may be a one-off)."""
     tmp = root / (URL_FILE + ".tmp")
     tmp.write_text(url + "\n")
     os.replace(tmp, root / URL_FILE)

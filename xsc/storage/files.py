@@ -21,7 +21,8 @@ from typing import Any
 
 
 from .. import db
-from ..errors import BadRequest, DiskFull, MarketNoDeal, NotFound, PeerNotFound, PeerUnreachable, XscError
+from ..errors import (BadRequest, DiskFull, MarketNoDeal, NotEnoughShares, NotFound, PeerNotFound, PeerUnreachable,
+                      XscError)
 from ..identity import Identity
 from ..ledger.service import LedgerService
 from ..market.service import MarketService
@@ -31,6 +32,8 @@ from .capability import Capability
 from .deals import StorageDeal, StorageDeals
 from .gateway import Gateway
 from .placement import node_failures_survived
+from .locate import Locator
+from .strangers import ProviderTerms
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +42,16 @@ ReadFn = Callable[[int], Awaitable[bytes]]
 
 
 class UnknownNode:
-    """A holder this node no longer knows (removed with `xsc peers rm`): its share is unreadable,
-    and the file is read or repaired from the others."""
+    """A holder this node no longer knows (removed with `xsc peers rm`), or none at all (a share no node was
+    found holding): its share is unreadable, and the file is read or repaired from the others."""
 
-    def __init__(self, node_id: str) -> None:
+    def __init__(self, node_id: str | None) -> None:
         self.node_id = node_id
 
     def __getattr__(self, name: str):
         async def refuse(*args, **kwargs):
+            if self.node_id is None:
+                raise PeerUnreachable("no node this one knows holds it", hint="retry when more nodes are up")
             raise PeerUnreachable(f"node {self.node_id[:12]}… is not a known peer any more",
                                   hint="add it back with `xsc peers add URL`, or repair the file")
         return refuse
@@ -55,7 +60,8 @@ class UnknownNode:
 class StorageService:
     def __init__(self, *, gateway: Gateway, deals: StorageDeals, market: MarketService, ledger: LedgerService,
                  payer: Identity, me: str, peers: Any | None, holder_for: Callable[..., Any], pool: Executor,
-                 segment_size: int, lease_duration: int) -> None:
+                 segment_size: int, lease_duration: int, terms: ProviderTerms | None = None,
+                 locator: Locator | None = None) -> None:
         self.gateway = gateway
         self.store = gateway.store
         self.deals = deals
@@ -68,6 +74,8 @@ class StorageService:
         self.pool = pool
         self.segment_size = segment_size
         self.lease_duration = lease_duration
+        self.terms = terms  # each provider's terms for this node, and prepayment within ledger.auto_prepay
+        self.locator = locator  # where the shares of a file this node did not place are (None: only here)
         self.repair_locks: dict[bytes, asyncio.Lock] = {}  # storage index -> the lock of the repair running
         self._view: tuple[int, list[dict], dict[str, int]] | None = None  # files_view's reading, see there
         self._finishing: asyncio.Future | None = None  # start(): removals a crash cut short
@@ -93,6 +101,32 @@ class StorageService:
         """The holders (on other nodes) and node names of a file's shares, from this gateway's record of it."""
         return self.holders_of(await in_pool(self.pool, self.store.file_record, cap.storage_index))
 
+    async def located(self, cap: Capability, search: bool = True) -> tuple[dict, list[str] | None, bytes | None]:
+        """(holders, names, manifest) of a file's shares: from this node's record if it placed the file, else as
+        the locator finds them (shares nobody was found holding count as missing), with the manifest as a holder
+        sent it when this node has none (checked against the capability by the gateway)."""
+        si = cap.storage_index
+        record = await in_pool(self.pool, self.store.file_record, si)
+        if record is not None and record.get("capability") == str(cap) or self.locator is None:
+            return (*self.holders_of(record), None)
+        found = await self.locator.locate(si, search)
+        names = [found.get(s, "") for s in range(6)]
+        holders = {s: self.holder(node) if node else UnknownNode(None) for s, node in enumerate(names)
+                   if node != self.me}
+        manifest = await in_pool(self.pool, self.store.manifest, si)
+        for s, holder in holders.items():
+            if manifest is not None:
+                break
+            try:
+                manifest = (await holder.meta(si, s))["manifest"]
+            except XscError as err:
+                log.info("share %d of %s… not read from node %s…: %s", s, si.hex()[:12], names[s][:12], err)
+        if manifest is None:
+            self.locator.forget(si)
+            raise NotFound("this node holds no file with that capability, and no node it knows holds a share of it",
+                           hint="check the capability; `xsc peers ls` shows the nodes this one knows")
+        return holders, [node or "(none found)" for node in names], manifest
+
     def has_peers(self) -> bool:
         return self.peers is not None and bool(self.peers.peers())
 
@@ -109,9 +143,11 @@ class StorageService:
         if names and any(node != self.me for node in names):
             for share in shares:
                 share["node"] = names[share["share"]]
-                if share["node"] != self.me and self.peers is not None:
+                if share["node"] != self.me and self.peers is not None and self.peers.known(share["node"]):
                     availability = self.peers.availability(share["node"])
                     share["node_up"], share["node_ratio_1h"] = availability.up, availability.ratio_1h
+                    if "unreachable" in share["detail"]:
+                        share["node_up"] = False  # this check found it down, whatever its last probe said
         intact = sum(r.status == "ok" for r in reports)
         return {"shares": shares, "intact": intact, "recoverable": intact >= 4, "healthy": intact == len(reports)}
 
@@ -120,11 +156,12 @@ class StorageService:
         return leases.parse_duration_param(text, self.lease_duration)
 
     # --- put -----------------------------------------------------------------------------------
-    async def quote(self, size: int | None, seconds: int, bid: int, **wanted) -> quotes.PutQuote:
+    async def quote(self, size: int | None, seconds: int, bid: int, dry: bool = False, **wanted) -> quotes.PutQuote:
         """The put's market quote, once the user's credit is known to cover the whole lease (else
         InsufficientCredit).  Its needs stay published until `withdraw`."""
         await self.market.fill_book()
-        result = await quotes.quote(self.market, self.segment_size, size, seconds, bid, **wanted)
+        result = await quotes.quote(self.market, self.segment_size, size, seconds, bid, terms=self.terms, dry=dry,
+                                    **wanted)
         try:
             # A stream of unknown size is paid in arrears for what it turns out to hold.  The leases of earlier
             # puts are promised credit too: a put is refused if the credit cannot cover them all.
@@ -146,7 +183,7 @@ class StorageService:
         # reserves exactly what it keeps here, and each holder checks its own).
         self.store.check_fits(layout.share_bytes(size, self.segment_size) if self.has_peers() else stored)
         # The market's answer and the credit check, before the body is sent (the put asks again).
-        self.withdraw(await self.quote(size, seconds, bid, **wanted))
+        self.withdraw(await self.quote(size, seconds, bid, dry=True, **wanted))
 
     async def put(self, read: ReadFn, size: int | None, name: str | None, seconds: int, bid: int,
                   **wanted) -> dict[str, Any]:
@@ -165,7 +202,7 @@ class StorageService:
                    quote: quotes.PutQuote):
         try:
             return await self.gateway.put(read, size, name, place=self._placer(quote), lease_duration=seconds,
-                                          replace=self._replacer(quote, bid))
+                                          replace=self._replacer(quote, bid), me=self.me)
         except db.Error as err:
             if not db.disk_full(err):
                 raise
@@ -200,6 +237,9 @@ class StorageService:
         the market offers at the put's bid, one the file does not use yet if there is one."""
 
         async def replace(share: int, failed: set[str]):
+            for node in failed:
+                if self.terms is not None:
+                    self.terms.forget(node)  # it refused: its terms are asked again next time
             for avoid in (set(quote.nodes) | failed, failed | {self.me}):
                 try:
                     node, price = await quotes.relocation(self.market, quote.share_bytes, quote.seconds, avoid=avoid,
@@ -220,8 +260,15 @@ class StorageService:
                    ) -> tuple[int, AsyncIterator[bytes]]:
         """The file's size and its plaintext (only bytes first..last of `byte_range`: only the segments
         covering them are read)."""
-        holders, names = await self.placed(cap)
-        return await self.gateway.open(cap, holders, names, self.latency_rank(names), byte_range=byte_range)
+        holders, names, manifest = await self.located(cap)
+        try:
+            return await self.gateway.open(cap, holders, names, self.latency_rank(names), byte_range=byte_range,
+                                           manifest=manifest)
+        except NotEnoughShares:
+            if manifest is None or self.locator is None:
+                raise
+            self.locator.forget(cap.storage_index)  # the hint fell short: search again next time
+            raise
 
     async def files(self) -> list[dict]:
         return await in_pool(self.pool, lambda: sorted(self.store.files(), key=lambda f: f["created"]))
@@ -284,12 +331,18 @@ class StorageService:
 
     # --- check, verify, repair, renew ------------------------------------------------------------
     async def check(self, cap: Capability) -> dict:
-        holders, names = await self.placed(cap)
-        return self.summary(await self.gateway.check(cap, holders, names), names)
+        holders, names, manifest = await self.located(cap)
+        return self.summary(await self.gateway.check(cap, holders, names, manifest), names)
 
     async def verify(self, cap: Capability) -> dict:
-        holders, names = await self.placed(cap)
-        return self.summary(await self.gateway.verify(cap, holders, names), names)
+        holders, names, manifest = await self.located(cap)
+        return self.summary(await self.gateway.verify(cap, holders, names, manifest), names)
+
+    async def where(self, si: bytes) -> dict:
+        """What this node tells a peer about a storage index (`POST /v1/peer/locate`)."""
+        if self.locator is None:
+            return {"shares": [], "holders": {}}
+        return await in_pool(self.pool, self.locator.answer, si)
 
     def repairing(self, si: bytes) -> bool:
         lock = self.repair_locks.get(si)

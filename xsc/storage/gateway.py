@@ -27,8 +27,8 @@ from .capability import Capability
 from .crypto import SegmentCipher, new_key, storage_index
 from .manifest import Manifest, ciphertext_hash, decode_manifest
 from .merkle import block_hash, root
-from .placement import node_failures_survived
-from .remote import Holder, RemoteShareReader, RemoteShareWriter, gather_or_raise
+from .placement import node_failures_survived, peer_failures_survived
+from .remote import Holder, RemoteShareReader, RemoteShareWriter, gather_or_raise, summarise_refusals
 from .share_store import ShareMeta, ShareStore
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ class PutResult:
     placement: list[str]  # the node holding each share
     shares: int = erasure.N
     lease_expiry: int = 0  # unix seconds: every share's lease ends then
+    me: str = "this node"  # how `placement` names this node
 
     @property
     def nodes(self) -> int:
@@ -61,11 +62,24 @@ class PutResult:
         return node_failures_survived(self.placement)
 
     @property
+    def peer_failures_survived(self) -> int:
+        """Losses of other nodes holding shares the file survives while this node is up."""
+        return peer_failures_survived(self.placement, self.me)
+
+    @property
     def placement_note(self) -> str:
         if self.nodes == 1:
             return ("all 6 shares are on this one node: the file survives the loss of any 2 shares, "
                     "but not the loss of the node")
-        survived = self.node_failures_survived
+        here = self.placement.count(self.me)
+        others = self.nodes - (1 if here else 0)
+        survived, peers = self.node_failures_survived, self.peer_failures_survived
+        if here and peers == others:
+            note = (f"{here} of the 6 shares are on this node and {6 - here} on {others} other node"
+                    f"{'s' if others > 1 else ''}: the file survives the loss of "
+                    f"{'any of them' if others > 1 else 'the other node'}")
+            return note + (f" or of any {survived} node{'s' if survived > 1 else ''}" if survived else
+                           " (not the loss of this node)")
         note = f"the 6 shares are on {self.nodes} nodes: the file survives the loss of any {survived} of them"
         if survived == 0:
             return (note + " (warning: the loss of any one of them loses the file; add nodes and "
@@ -76,6 +90,7 @@ class PutResult:
         return {"capability": self.capability, "size": self.size, "segments": self.segments,
                 "stored_bytes": self.stored_bytes, "shares": self.shares, "placement": self.placement,
                 "nodes": self.nodes, "node_failures_survived": self.node_failures_survived,
+                "peer_failures_survived": self.peer_failures_survived,
                 "placement_note": self.placement_note, "lease_expiry": self.lease_expiry}
 
 
@@ -139,19 +154,19 @@ class Gateway:
     # --- put -------------------------------------------------------------------------
     async def put(self, read: ReadFn, size: int | None, name: str | None = None,
                   place: Placer | None = None, lease_duration: int | None = None,
-                  replace: Replacer | None = None) -> PutResult:
+                  replace: Replacer | None = None, me: str = "this node") -> PutResult:
         """Store a stream; `size` (if known) is checked against free space before anything is written.
 
         `place(storage index, share bytes)` says where the shares go: the node of each share and the
         holder of each share on another node (only for a known size); by default all stay here.  A holder
         that cannot begin its share (down, or refusing) is swapped for `replace(share, nodes that failed it)`,
         if given, before any byte is sent.  Every share's lease ends `lease_duration` seconds from now
-        (default: the node's)."""
+        (default: the node's).  `me`: how the placement names this node."""
         key = new_key()
         si = storage_index(key)
         cipher = SegmentCipher(key)
         seg_size = self.segment_size
-        placement, holders = ["this node"] * erasure.N, {}
+        placement, holders = [me] * erasure.N, {}
         if place is not None and size is not None:
             placement, holders = place(si, layout.share_bytes(size, seg_size))
         local = tuple(s for s in range(erasure.N) if s not in holders)
@@ -209,7 +224,7 @@ class Gateway:
             )
             encoded = manifest.encode()
             await gather_or_raise([r.commit(share_hashes[s], encoded) for s, r in remote.items()],
-                                   [r.node for r in remote.values()], "could not place a share on")
+                                  [(r.node, s) for s, r in remote.items()])
         except BaseException:
             for fut in in_flight:
                 fut.cancel()
@@ -232,7 +247,7 @@ class Gateway:
             await self._run(self.store.abort, upload)
             raise
         return PutResult(capability=str(cap), size=total, segments=count, stored_bytes=share_bytes * erasure.N,
-                         placement=placement, lease_expiry=lease)
+                         placement=placement, lease_expiry=lease, me=me)
 
     async def _begin_remote(self, remote: dict[int, RemoteShareWriter], placement: list[str], si: bytes,
                             size: int | None, seg_size: int, lease: int, replace: Replacer | None) -> None:
@@ -241,7 +256,7 @@ class Gateway:
         results = await asyncio.gather(*(remote[s].begin(size, seg_size, lease) for s in shares),
                                        return_exceptions=True)
         failed = {s: r for s, r in zip(shares, results) if isinstance(r, BaseException)}
-        given_up: list[tuple[str, BaseException]] = []
+        given_up: list[tuple[str, int, BaseException]] = []
         for share, err in failed.items():
             tried = {placement[share]}
             while isinstance(err, PeerError) and replace is not None and len(tried) <= REPLACEMENTS:
@@ -261,13 +276,12 @@ class Gateway:
                 remote[share], placement[share], err = writer, node, None
                 break
             if err is not None:
-                given_up.append((placement[share], err))
+                given_up.append((placement[share], share, err))
         if given_up:
-            if any(not isinstance(err, PeerError) for _, err in given_up):
-                raise next(err for _, err in given_up if not isinstance(err, PeerError))
-            raise PeerError("could not place a share on " + "; ".join(f"node {node[:12]}…: {err}"
-                                                                      for node, err in given_up),
-                            hint="`xsc health status` shows which peers are up", nodes=[n for n, _ in given_up])
+            if any(not isinstance(err, PeerError) for _, _, err in given_up):
+                raise next(err for _, _, err in given_up if not isinstance(err, PeerError))
+            message, hint, refusals = summarise_refusals(given_up)
+            raise PeerError(message, hint=hint, nodes=sorted({n for n, _, _ in given_up}), refusals=refusals)
 
     # --- leases ----------------------------------------------------------------------
     async def renew(self, cap: Capability, duration: int, holders: Mapping[int, Holder] | None = None,
@@ -325,12 +339,13 @@ class Gateway:
         """The file's manifest, checked against the capability."""
         return self._load(cap, frozenset(range(erasure.N)))[0]
 
-    def _load(self, cap: Capability, remote: frozenset[int] = frozenset()
+    def _load(self, cap: Capability, remote: frozenset[int] = frozenset(), fetched: bytes | None = None
               ) -> tuple[Manifest, dict[int, ShareMeta], dict[int, str]]:
         """The verified manifest, the local shares whose metadata matches it, and why the others do not
-        (shares in `remote` are on other nodes: see `_remote_metas`)."""
+        (shares in `remote` are on other nodes: see `_remote_metas`).  `fetched`: the manifest as another node
+        sent it, for a file this node holds no manifest of (checked against the capability all the same)."""
         si = cap.storage_index
-        raw = self.store.manifest(si)
+        raw = self.store.manifest(si) or fetched
         if raw is None:
             raise NotFound("this node holds no file with that capability",
                            hint="check the capability; `xsc store ls` lists the files this node uploaded")
@@ -404,9 +419,9 @@ class Gateway:
         return metas, bad
 
     async def _usable(self, cap: Capability, holders: Mapping[int, Holder], names: list[str],
-                      rank: Mapping[int, float]
+                      rank: Mapping[int, float], fetched: bytes | None = None
                       ) -> tuple[Manifest, dict[int, ShareMeta], list[int], dict[int, str]]:
-        manifest, metas, bad = await self._run(self._load, cap, frozenset(holders))
+        manifest, metas, bad = await self._run(self._load, cap, frozenset(holders), fetched)
         if holders:
             remote_metas, remote_bad = await self._remote_metas(cap, manifest, holders, names)
             metas.update(remote_metas)
@@ -425,16 +440,18 @@ class Gateway:
     # --- get -------------------------------------------------------------------------
     async def open(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
                    names: list[str] | None = None, rank: Mapping[int, float] | None = None,
-                   byte_range: tuple[int, int] | None = None) -> tuple[int, AsyncIterator[bytes]]:
+                   byte_range: tuple[int, int] | None = None, manifest: bytes | None = None
+                   ) -> tuple[int, AsyncIterator[bytes]]:
         """Check the file can be read, then return its size and an iterator over its plaintext.
 
         `holders` gives the holder of each share on another node (`names` their node ids, `rank`
         lower-is-faster hints); the other shares are read here.  With `byte_range` (first and last
         byte, inclusive, within the file: see ranges.parse_range) only the segments covering it are
-        fetched, decoded and decrypted, and the iterator yields just those bytes."""
+        fetched, decoded and decrypted, and the iterator yields just those bytes.  `manifest`: as another node
+        sent it, when this node holds none (see `_load`)."""
         holders = dict(holders or {})
         names = names or ["this node"] * erasure.N
-        manifest, metas, order, _ = await self._usable(cap, holders, names, rank or {})
+        manifest, metas, order, _ = await self._usable(cap, holders, names, rank or {}, manifest)
         cipher = SegmentCipher(cap.key)
         si = cap.storage_index
         bad: list[tuple[int, int]] = []
@@ -523,13 +540,14 @@ class Gateway:
 
     # --- check, verify, repair ------------------------------------------------------
     async def check(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
-                    names: list[str] | None = None) -> list[ShareReport]:
+                    names: list[str] | None = None, manifest: bytes | None = None) -> list[ShareReport]:
         """Which shares are present and not known to be damaged: metadata only (see verify).  Shares in
         `holders` are on other nodes: their metadata is checked against the manifest (an unreachable
         holder counts as missing)."""
         holders = dict(holders or {})
         names = list(names or ["this node"] * erasure.N)
-        manifest, metas, bad = await self._run(self._load, cap, frozenset(holders))
+        fetched = manifest
+        manifest, metas, bad = await self._run(self._load, cap, frozenset(holders), fetched)
         _, remote_bad = await self._remote_metas(cap, manifest, holders, names)
         damaged = await self._run(self.store.damaged, cap.storage_index)  # reported by audits and scrubbers
         bad.update({s: f"corrupt: {damaged[s]}" for s in holders if s in damaged})
@@ -537,9 +555,10 @@ class Gateway:
         return [ShareReport(s, "ok" if s not in bad else "corrupt" if bad[s].startswith("corrupt")
                             or "do not match" in bad[s] else "missing", bad.get(s, "")) for s in range(erasure.N)]
 
-    def _verify_here(self, cap: Capability, remote: frozenset[int] = frozenset()) -> list[ShareReport]:
+    def _verify_here(self, cap: Capability, remote: frozenset[int] = frozenset(),
+                     fetched: bytes | None = None) -> list[ShareReport]:
         """Read and hash every block of every share here (not those in `remote`); record what is bad."""
-        manifest, metas, bad = self._load(cap, remote)
+        manifest, metas, bad = self._load(cap, remote, fetched)
         si = cap.storage_index
         reports = []
         for s in range(erasure.N):
@@ -558,14 +577,15 @@ class Gateway:
         return reports
 
     async def verify(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
-                     names: list[str] | None = None) -> list[ShareReport]:
+                     names: list[str] | None = None, manifest: bytes | None = None) -> list[ShareReport]:
         """Read and hash every block of every share, those on other nodes (`holders`) downloaded; record
         what is bad."""
         holders = dict(holders or {})
         names = list(names or ["this node"] * erasure.N)
         si = cap.storage_index
-        reports = {r.share: r for r in await self._run(self._verify_here, cap, frozenset(holders))}
-        manifest, _, _ = await self._run(self._load, cap, frozenset(holders))
+        fetched = manifest
+        reports = {r.share: r for r in await self._run(self._verify_here, cap, frozenset(holders), fetched)}
+        manifest, _, _ = await self._run(self._load, cap, frozenset(holders), fetched)
         metas, bad = await self._remote_metas(cap, manifest, holders, names)
         for s in holders:
             if s in bad:
@@ -657,7 +677,7 @@ class Gateway:
                     raise IntegrityError(f"rebuilt share {s} does not match the manifest")
             encoded = manifest.encode()
             await gather_or_raise([r.commit(rebuilt[s], encoded) for s, r in moved.items()],
-                                   [r.node for r in moved.values()], "could not place a repaired share on")
+                                  [(r.node, s) for s, r in moved.items()])
             if upload is not None:
                 metas = [ShareMeta(s, manifest.segment_count, share_bytes, lease, self.node_key, tuple(rebuilt[s]))
                          for s in rebuild_here]

@@ -9,6 +9,10 @@ w_j / sum(w), and removing a node only moves the shares it held.
 
 With at least N eligible nodes the N shares go to N distinct nodes; with fewer they are
 dealt round the ranked nodes, so the counts differ by at most one.
+
+A put never leaves a file less safe than keeping it at home: with fewer than N providers, K shares stay on
+the user's own node (`home_shares`), so the loss of any other nodes leaves it readable.  `survival` says how
+many node losses a placement survives: of any nodes, and of nodes other than the user's own.
 """
 
 from __future__ import annotations
@@ -51,10 +55,27 @@ def place_shares(storage_index: bytes, candidates: list[Candidate], share_bytes:
     return [ranked[i % len(ranked)].node_id for i in range(shares)]
 
 
+def home_shares(providers: int, home_offers: bool, asked_to_spread: bool) -> int:
+    """How many of a put's N shares stay on the user's own node whatever the market says: K while there are
+    fewer than N providers (counting this node), unless this node offers no storage or the user asked to spread."""
+    if not home_offers or asked_to_spread or providers >= N:
+        return 0
+    return K
+
+
+def peer_failures_survived(placement: list[str], me: str, needed: int = K) -> int:
+    """How many of the *other* nodes holding shares may be lost, whichever they are, with this node up: all
+    of them when this node keeps `needed` shares."""
+    others = [node for node in placement if node != me]
+    return node_failures_survived(others, needed - (len(placement) - len(others)))
+
+
 def node_failures_survived(placement: list[str], needed: int = K) -> int:
     """How many node failures the file survives whichever nodes fail: the most f such that
     losing the f nodes holding the most shares still leaves `needed` shares."""
     counts = sorted(Counter(placement).values(), reverse=True)
+    if needed <= 0:
+        return len(counts)
     lost, survived = 0, 0
     for count in counts:
         lost += count

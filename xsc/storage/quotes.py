@@ -7,22 +7,34 @@ assigns each to a provider at the clearing price; the user's credit must cover t
 before a byte is stored.  Each holder is told the deal price when the upload begins and refuses it
 under its own ask.  A stream of unknown size cannot be matched (its share size is unknown): it is
 kept whole on this node at this node's ask.
+
+With fewer than six providers (this node counted), K shares stay on this node at its own ask and only the
+other M go to the market (storage/placement.py, `home_shares`): a put is never less safe than keeping it at
+home.  If the market places none of them, they stay home too.  `--spread` (or this node in `--avoid`) lets
+the market place all six.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-from ..errors import InvalidArgument, MarketNoDeal, StorageFull
+from ..errors import InvalidArgument, MarketNoDeal, PrepaymentRequired, StorageFull
 from ..identity import parse_public_id
 from ..ledger.pricing import price_storage
 from ..market.service import MarketService
+from ..market.terms import refusal
 from . import erasure, layout
 from .deals import MAX_PRICE
+from .placement import home_shares
+from .strangers import ProviderTerms
 
+log = logging.getLogger(__name__)
+
+TERMS_ROUNDS = 4  # matchings of one put, each without the providers the last one found wanting prepayment
 
 
 @dataclass
@@ -33,6 +45,7 @@ class PutQuote:
     prices: dict[int, int]  # share -> micro-credits per GiB-hour
     needs: list[str] = field(default_factory=list)
     assignments: list = field(default_factory=list)  # the market's, when it matched the needs (market.spent)
+    prepaid: dict[str, int] = field(default_factory=dict)  # provider -> micro-credits prepaid by itself for this put
 
     @property
     def cost(self) -> int:
@@ -40,7 +53,7 @@ class PutQuote:
 
     def to_json(self) -> dict:
         return {"needs": self.needs, "prices": [self.prices[s] for s in sorted(self.prices)], "cost": self.cost,
-                "lease_seconds": self.seconds}
+                "lease_seconds": self.seconds, "prepaid": self.prepaid}
 
 
 def parse_max_price(text: str | None, default: int) -> int:
@@ -54,8 +67,14 @@ def parse_max_price(text: str | None, default: int) -> int:
 
 
 def parse_filters(query: Mapping[str, str]) -> dict:
-    """The put's own filters: `avoid` and `prefer` (comma-separated node ids), `min_availability` (0 to 1)."""
+    """The put's own filters: `avoid` and `prefer` (comma-separated node ids), `min_availability` (0 to 1),
+    `spread` (1: the market places every share, none kept home on purpose)."""
     out: dict = {}
+    spread = query.get("spread")
+    if spread is not None:
+        if spread not in ("0", "1", "true", "false"):
+            raise InvalidArgument(f"spread is 1 or 0, not {spread!r}", hint="e.g. --spread")
+        out["spread"] = spread in ("1", "true")
     for name in ("avoid", "prefer"):
         text = query.get(name, "")
         ids = tuple(i for i in text.split(",") if i)
@@ -75,9 +94,17 @@ def parse_filters(query: Mapping[str, str]) -> dict:
     return out
 
 
+def providers(market: MarketService) -> set[str]:
+    """The nodes a put could place shares on now: active storage providers in the book that are not down."""
+    availability = market.availability_map()
+    return {a.slot.owner for a in market.book.asks()
+            if a.slot.kind == "storage" and availability.get(a.slot.owner) != 0 and market.active(a.slot.owner)}
+
+
 async def quote(market: MarketService, segment_size: int, size: int | None, seconds: int, bid: int,
-                **wanted) -> PutQuote:
-    """Match the put's needs on the market (or, for an unknown size, price it here at our own ask)."""
+                spread: bool = False, terms: ProviderTerms | None = None, dry: bool = False, **wanted) -> PutQuote:
+    """Match the put's needs on the market (or, for an unknown size, price it here at our own ask), on providers
+    whose `terms` for this node take their part (storage/strangers.py; `dry`: a quote that prepays nothing)."""
     me = market.me
     if size is None:
         ask = market.ask("storage")
@@ -93,18 +120,59 @@ async def quote(market: MarketService, segment_size: int, size: int | None, seco
     if room < share_bytes:
         raise StorageFull(f"no node offers room for a share of this file ({share_bytes} bytes; the most any "
                           f"offers is {room})", hint="free space, or add nodes with `xsc peers add`")
+    ask = market.ask("storage")
+    home_offers = ask is not None and ask <= bid and me not in wanted.get("avoid", ())
+    others = providers(market) - {me}
+    home = home_shares(len(others) + home_offers, home_offers, spread)
+    if not home or not others:
+        try:
+            return await _matched(market, share_bytes, room, seconds, bid, erasure.N, wanted, terms, dry=dry)
+        except PrepaymentRequired as err:
+            if not home_offers:
+                raise
+            log.info("%s: %d shares stay here", err, erasure.K)
+            home = erasure.K
+    return await _quote_from_home(market, share_bytes, seconds, bid, home, ask, wanted, terms, dry)
+
+
+async def _quote_from_home(market: MarketService, share_bytes: int, seconds: int, bid: int, home: int, ask: int,
+                           wanted: dict, terms: ProviderTerms | None, dry: bool) -> PutQuote:
+    """`home` shares here, the others matched on the market away from this node (on distinct providers while there
+    are enough, else several on one: this node keeps K whatever), or all here if the market places none away.
+    The shares here cost what the others cost (at least this node's ask)."""
+    me = market.me
+    away = {**wanted, "avoid": tuple(sorted({*wanted.get("avoid", ()), me}))}
+    others = len(providers(market) - set(away["avoid"]))
+    try:
+        matched = await _matched(market, share_bytes, share_bytes, seconds, bid, erasure.N - home, away, terms,
+                                 grouped=others >= erasure.N - home, dry=dry)
+    except (MarketNoDeal, StorageFull, PrepaymentRequired) as err:
+        log.info("the market placed no share of this put away from this node (%s): all stay here", err)
+        return PutQuote(share_bytes, seconds, [me] * erasure.N, {s: ask for s in range(erasure.N)})
+    price = max(ask, *matched.prices.values())
+    return PutQuote(share_bytes, seconds, [me] * home + matched.nodes,
+                    {**{s: price for s in range(home)}, **{home + s: p for s, p in matched.prices.items()}},
+                    matched.needs, matched.assignments, matched.prepaid)
+
+
+async def _matched(market: MarketService, share_bytes: int, room: int, seconds: int, bid: int, count: int,
+                   wanted: dict, terms: ProviderTerms | None = None, grouped: bool = True,
+                   dry: bool = False) -> PutQuote:
+    """`count` shares matched on the market, one need each (`grouped`, one group: distinct providers while there
+    are enough)."""
     group = f"put-{os.urandom(6).hex()}"
-    bids = [market.need(f"{group}-{s}", "storage", share_bytes, seconds, bid, group=group, **wanted)
-            for s in range(erasure.N)]
+    bids = [market.need(f"{group}-{s}", "storage", share_bytes, seconds, bid, group=group if grouped else None,
+                        **wanted)
+            for s in range(count)]
     market.needs.open(bids)  # published while the put runs
     try:
-        assignments = await market.deal(bids)
+        assignments, prepaid = await _deal_on_terms(market, bids, share_bytes, seconds, terms, dry)
     except BaseException as err:
         withdraw_needs(market, [b.slot.id for b in bids])
         affordable = any(a.slot.kind == "storage" and a.price <= bid for a in market.book.asks())
         if isinstance(err, MarketNoDeal) and affordable and \
                 set(err.details.get("needs", {}).values()) <= {"capacity_taken", "no_compatible_slot"}:
-            raise StorageFull(f"the providers have no room for all {erasure.N} shares of this file ({share_bytes} "
+            raise StorageFull(f"the providers have no room for all {count} shares of this file ({share_bytes} "
                               f"bytes each; the most free on one provider is {room} bytes)",
                               hint="free space, or add nodes with `xsc peers add`", needs=err.details["needs"]) from None
         raise
@@ -112,7 +180,38 @@ async def quote(market: MarketService, segment_size: int, size: int | None, seco
         market.remember()
     return PutQuote(share_bytes, seconds, [assignments[b.slot.id].provider for b in bids],
                     {s: assignments[b.slot.id].price for s, b in enumerate(bids)}, [b.slot.id for b in bids],
-                    [assignments[b.slot.id] for b in bids])
+                    [assignments[b.slot.id] for b in bids], prepaid)
+
+
+async def _deal_on_terms(market: MarketService, bids: list, share_bytes: int, seconds: int,
+                         terms: ProviderTerms | None, dry: bool) -> tuple[dict, dict[str, int]]:
+    """The market's assignments of `bids`, on providers whose terms take their part: a provider that wants a
+    prepayment beyond the user's budget is left out and the needs matched again (at most TERMS_ROUNDS times);
+    (assignments, providers prepaid now).  PrepaymentRequired, in one line, when only such providers are left."""
+    exclude: set[str] = set()
+    wanting: dict[str, int] = {}
+    for _ in range(TERMS_ROUNDS):
+        try:
+            assignments = await market.deal(bids, frozenset(exclude))
+        except MarketNoDeal:
+            if wanting:
+                message, hint = refusal(wanting)
+                raise PrepaymentRequired(message, hint=hint, providers=wanting) from None
+            raise
+        if terms is None:
+            return assignments, {}
+        costs: dict[str, int] = {}
+        for b in bids:
+            a = assignments[b.slot.id]
+            if a.provider != market.me:
+                costs[a.provider] = costs.get(a.provider, 0) + price_storage(share_bytes, seconds, a.price)
+        refused, prepaid = await terms.settle(costs, dry)
+        if not refused:
+            return assignments, prepaid
+        wanting.update(refused)
+        exclude |= set(refused)
+    message, hint = refusal(wanting)
+    raise PrepaymentRequired(message, hint=hint, providers=wanting)
 
 
 def withdraw_needs(market: MarketService, needs: list[str]) -> None:

@@ -136,10 +136,37 @@ class RemoteShareReader:
         await stop(*self._batches.values())
 
 
-async def gather_or_raise(calls: list[Awaitable], nodes: list[str], what: str) -> None:
-    """Run calls to several holders at once; if any fails, raise one PeerError naming every node that failed."""
+async def gather_or_raise(calls: list[Awaitable], places: list[tuple[str, int]]) -> None:
+    """Run calls to several holders at once (`places`: the node and share of each); if any fails, raise one
+    PeerError summarising every refusal (`summarise_refusals`)."""
     results = await asyncio.gather(*calls, return_exceptions=True)
-    failed = [(node, r) for node, r in zip(nodes, results) if isinstance(r, BaseException)]
+    failed = [(node, share, r) for (node, share), r in zip(places, results) if isinstance(r, BaseException)]
     if failed:
-        raise PeerError(f"{what} " + "; ".join(f"node {node[:12]}…: {err}" for node, err in failed),
-                        hint="`xsc health status` shows which peers are up", nodes=[n for n, _ in failed])
+        message, hint, refusals = summarise_refusals(failed)
+        raise PeerError(message, hint=hint, nodes=sorted({n for n, _, _ in failed}), refusals=refusals)
+
+
+# What the user can do about a peer's refusal, by its problem code (the rest: see `xsc --verbose`).
+_REMEDIES = {
+    "prepayment-required": "xsc ledger prepay {node} CREDITS, or ask its user to recognise you",
+    "quota-exceeded": "it is busy with this node's uploads: retry in a moment",
+    "deal-refused": "its ask changed: put the file again",
+    "storage-full": "it has no room: free space or add nodes",
+}
+
+
+def summarise_refusals(refused: list[tuple[str, int, BaseException]]) -> tuple[str, str, list[dict]]:
+    """(one line, what to do, the details) of shares other nodes did not take: who refused which shares, why
+    (each reason said once), and the remedy of the first; the details keep every refusal whole (`--verbose`)."""
+    by_node: dict[tuple[str, str], list[int]] = {}
+    details = []
+    for node, share, err in refused:
+        code = (getattr(err, "details", {}) or {}).get("peer_code") or getattr(err, "code", "peer-error")
+        by_node.setdefault((node, code), []).append(share)
+        details.append({"node": node, "share": share, "code": code, "detail": str(err)})
+    parts = [f"node {node[:12]}… refused {'shares' if len(shares) > 1 else 'share'} "
+             f"{', '.join(map(str, sorted(shares)))} ({code})" for (node, code), shares in by_node.items()]
+    node, code = next(iter(by_node))
+    remedy = _REMEDIES.get(code, "`xsc health status` shows which peers are up; details: xsc --verbose")
+    return "; ".join(parts[:2]) + ("; …" if len(parts) > 2 else ""), remedy.format(node=node), details
+

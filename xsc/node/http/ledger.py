@@ -15,6 +15,8 @@
     POST /v1/ledger/prepay                       {"node", "amount"}: pay a node ahead of work (it does not
                                                  recognise this one: it takes on work only within what was prepaid)
     GET  /v1/ledger/trust                        each peer's trust line here: paid, used, credit, available
+
+    GET  /v1/peer/terms                          (signed) the sender's own terms: {"available", "credit", "recognised"}
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from aiohttp import web
 
 from ...errors import InvalidArgument
 from ...ledger.model import ENTRY_FIELDS
+from .. import peer_auth
+from ...storage.strangers import TERMS_PATH
 from ..appkeys import LEDGER, PAYMENTS, TRUST
 from .common import json_body, json_response, query_flag, query_int
 
@@ -45,6 +49,11 @@ async def prepay(request: web.Request) -> web.Response:
 @routes.get("/v1/ledger/trust")
 async def trust_lines(request: web.Request) -> web.Response:
     return json_response({"lines": request.app[TRUST].lines()})
+
+
+@routes.get(TERMS_PATH)
+async def peer_terms(request: web.Request) -> web.Response:
+    return json_response(request.app[TRUST].terms_for(peer_auth.peer_id(request)))
 
 
 @routes.get("/v1/ledger/accounts")

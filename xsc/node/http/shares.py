@@ -12,10 +12,11 @@ from aiohttp import web
 
 from ...errors import BadRequestSignature, BodyTimeout, PayloadTooLarge, XscError
 from ...storage.holder import MIN_UPLOAD_RATE
+from ...storage.locate import LOCATE_PATH, parse_locate
 from ...storage.wire import DAMAGE_PATH, parse_count, parse_damage_report, parse_share, parse_storage_index
 from ...tasks import in_pool
 from .. import peer_auth
-from ..appkeys import AUDITS, CPU_POOL, SHARE_HOLDER
+from ..appkeys import AUDITS, CPU_POOL, SHARE_HOLDER, STORAGE
 from .common import json_body, json_object, json_response
 
 log = logging.getLogger(__name__)
@@ -160,3 +161,9 @@ async def report_damage(request: web.Request) -> web.Response:
     return json_response({"marked": True, "repair": "queued"}, status=202)
 
 
+
+
+@routes.post(LOCATE_PATH)
+async def locate(request: web.Request) -> web.Response:  # the shares held here, who holds the others (locate.py)
+    si = parse_locate(await json_body(request, 'send {"si": <the storage index, 64 hex digits>}'))
+    return json_response(await request.app[STORAGE].where(si))

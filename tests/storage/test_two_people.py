@@ -1,0 +1,159 @@
+"""Two and three people, each with a node of their own (real processes, own data dirs): a put is never less safe
+than keeping the file at home."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.support.nodes import kill_all
+from tests.support.peers import api, wait_until
+from tests.support.s3 import FrontProcess, boto3_client, create_key
+from tests.support.people import join, person
+
+# Nodes that extend each other credit: here only placement is looked at (strangers: tests/market/test_strangers.py).
+TRUSTING = {"XSC_LEDGER_STRANGER_CREDIT": str(10**15)}
+
+
+@pytest.fixture
+def started():
+    nodes: list = []
+    yield nodes
+    kill_all(nodes)
+
+
+def put(node, data: bytes, *extra: str) -> dict:
+    path = node.data_dir.parent / f"f-{os.urandom(4).hex()}"
+    path.write_bytes(data)
+    done = node.xsc("store", "put", str(path), "--json", *extra)
+    assert done.returncode == 0, done.stderr.decode()
+    return json.loads(done.stdout)
+
+
+def test_on_two_nodes_every_put_survives_the_loss_of_the_peer(tmp_path, started) -> None:
+    a, id_a = person(tmp_path, "A", started, env=TRUSTING)
+    b, id_b = person(tmp_path, "B", started, peer=a, env=TRUSTING)
+    join(a, b, [id_b])
+    data = [os.urandom(50_000 + i) for i in range(4)]
+    results = [put(a, d) for d in data]
+    for r in results:
+        assert r["placement"].count(id_a) == 4 and r["placement"].count(id_b) == 2, r["placement"]
+        assert r["peer_failures_survived"] == 1
+        assert r["node_failures_survived"] >= 0  # all at home: 0 (the loss of this node loses any file)
+        assert "survives the loss of the other node" in r["placement_note"]
+    spread = put(a, data[0], "--spread")  # the user asks otherwise: the market places all six
+    assert spread["placement"].count(id_b) >= 3
+    b.kill()
+    for r, d in zip(results, data):
+        out = tmp_path / "out"
+        got = a.xsc("store", "get", r["capability"], "-o", str(out), "--force")
+        assert got.returncode == 0, got.stderr.decode()
+        assert out.read_bytes() == d
+
+
+def test_on_three_nodes_the_put_says_the_losses_it_survives(tmp_path, started) -> None:
+    a, id_a = person(tmp_path, "A", started, env=TRUSTING)
+    b, id_b = person(tmp_path, "B", started, peer=a, env=TRUSTING)
+    c, id_c = person(tmp_path, "C", started, peer=a, env=TRUSTING)
+    join(a, b, [id_b, id_c])
+    for i in range(3):
+        r = put(a, os.urandom(40_000 + i))
+        assert r["placement"].count(id_a) == 4 and set(r["placement"]) == {id_a, id_b, id_c}, r["placement"]
+        assert r["peer_failures_survived"] == 2  # both others
+        assert r["node_failures_survived"] >= 0
+        assert "survives the loss of any of them" in r["placement_note"]
+
+
+def line_of(node, peer: str) -> dict:
+    status, body = api(node, "GET", "/v1/ledger/trust")
+    assert status == 200, body
+    return next((line for line in body["lines"] if line["peer"] == peer), {"paid": 0, "used": 0})
+
+
+def test_a_stranger_joining_never_breaks_puts_and_auto_prepay_stays_within_its_cap(tmp_path, started) -> None:
+    a, id_a = person(tmp_path, "A", started)
+    assert put(a, os.urandom(30_000))["placement"] == [id_a] * 6  # A stores alone
+    b, id_b = person(tmp_path, "B", started, peer=a)  # B joins: a stranger, extending A no credit
+    join(a, b, [id_b])
+    key = create_key(a.data_dir)
+    front = FrontProcess(a.data_dir).start()
+    try:
+        s3 = boto3_client(front.url, key)
+        s3.create_bucket(Bucket="photos")
+        for i in range(20):
+            assert put(a, os.urandom(20_000 + i))["placement"] == [id_a] * 6  # B wants prepayment: all stay home
+            s3.put_object(Bucket="photos", Key=f"p{i}", Body=os.urandom(10_000 + i))
+        assert s3.get_object(Bucket="photos", Key="p7")["ContentLength"] == 10_007
+    finally:
+        front.stop()
+    assert line_of(b, id_a)["used"] == 0  # nothing was sent to B: it was never asked to refuse
+
+    # B's user recognises A with a small credit line: A's puts go to B within it, then A prepays B by itself (B takes
+    # a prepayment out of what it can collect from A: the work it did for it), never past A's cap.
+    assert b.xsc("market", "recognize", id_a, "1", "--credit", "0.000016").returncode == 0
+    cap = 40  # micro-credits A may prepay B by itself, in all (a put's two shares on B cost ~8)
+    a.stop()
+    a.env.update({"XSC_LEDGER_AUTO_PREPAY": "true", "XSC_LEDGER_AUTO_PREPAY_PEER": str(cap)})
+    a.start(90)
+    join(a, b, [id_b])
+    results = [put(a, os.urandom(20_000 + i)) for i in range(20)]
+    on_b = [r for r in results if id_b in r["placement"]]
+    prepaid = sum(r["prepaid"].get(id_b, 0) for r in results)
+    assert on_b and all(r["placement"].count(id_a) == 4 for r in on_b)  # to B as well, four kept home
+    assert 0 < prepaid <= cap  # A prepaid by itself, never past the cap
+    assert any(r["prepaid"] for r in results[1:])  # and said so in the put's answer
+    assert results[-1]["placement"] == [id_a] * 6  # the budget spent: home again, and the put still succeeds
+    done = a.xsc("store", "put", str(tmp_path / "A.log"))
+    assert done.returncode == 0 and "prepaid" not in done.stderr.decode()
+
+
+def test_when_only_strangers_could_take_a_put_the_refusal_is_one_line_with_the_command(tmp_path, started) -> None:
+    a, id_a = person(tmp_path, "A", started, env={"XSC_MARKET_OFFER_STORAGE": "false"})  # A keeps nothing at home
+    b, id_b = person(tmp_path, "B", started, peer=a)
+    c, id_c = person(tmp_path, "C", started, peer=a)
+    join(a, b, [id_b, id_c])
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(30_000))
+    refused = a.xsc("store", "put", str(path))
+    lines = refused.stderr.decode().strip().splitlines()
+    assert refused.returncode != 0 and len(lines) == 1 and len(lines[0]) < 200, lines
+    assert "2 providers want prepayment" in lines[0], lines
+    command = lines[0][lines[0].index("xsc ledger prepay"):].split(",")[0].split()
+    assert command[:3] == ["xsc", "ledger", "prepay"] and command[3] in (id_b, id_c), lines
+    for provider in (b, c):  # the other way out it names: their users recognise A
+        assert provider.xsc("market", "recognize", id_a, "1").returncode == 0
+    done = wait_until(lambda: (r := a.xsc("store", "put", str(path), "--json")).returncode == 0 and r,
+                      "A to learn B's and C's new terms")
+    assert set(json.loads(done.stdout)["placement"]) == {id_b, id_c}
+
+
+def shares_by_node(report: dict) -> dict[int, str]:
+    return {s["share"]: s.get("node") for s in report["shares"]}
+
+
+def test_a_capability_works_from_any_node(tmp_path, started) -> None:
+    a, id_a = person(tmp_path, "A", started, env=TRUSTING)
+    b, id_b = person(tmp_path, "B", started, peer=a, env=TRUSTING)
+    c, id_c = person(tmp_path, "C", started, peer=a, env=TRUSTING)
+    join(b, a, [id_a, id_c])
+    join(a, b, [id_b, id_c])
+    elsewhere, spread = os.urandom(150_000), os.urandom(120_000)
+    away = put(b, elsewhere, "--spread", "--avoid", id_a)  # A holds none of it
+    assert id_a not in away["placement"]
+    cap = put(b, spread, "--spread")["capability"]  # two shares on each of A, B and C
+    out = tmp_path / "out"
+    got = a.xsc("store", "get", away["capability"], "-o", str(out))  # B handed A the capability
+    assert got.returncode == 0, got.stderr.decode()
+    assert out.read_bytes() == elsewhere
+    c.kill()  # one of B's holders is down: A reads from its own shares and B's
+    got = a.xsc("store", "get", cap, "-o", str(out), "--force")
+    assert got.returncode == 0, got.stderr.decode()
+    assert out.read_bytes() == spread
+    for command in ("check", "verify"):
+        done = a.xsc("store", command, cap, "--json")
+        report = json.loads(done.stdout)
+        where = shares_by_node(report)
+        assert sorted(where.values()) == sorted([id_a, id_a, id_b, id_b, id_c, id_c]), report  # each share's node
+        assert report["intact"] == 4 and report["recoverable"], report  # C's two are unreachable

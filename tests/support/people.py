@@ -1,0 +1,33 @@
+"""Two or three people, each with a node of their own: separate data dirs, node processes joined with `--peer`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .nodes import NodeProcess
+from .peers import FAST, api, node_id, peer_health, wait_until
+
+# A person's node as `xsc node start` runs it: strangers get no credit (ledger.stranger_credit 0, the default).
+STRANGERS = {**FAST, "XSC_LEDGER_STRANGER_CREDIT": "0"}
+
+
+def offers_storage(node, other: str) -> bool:
+    """Does `node`'s market book hold a storage offer of node `other`?"""
+    status, body = api(node, "GET", "/v1/market/book?kind=storage")
+    assert status == 200, body
+    return any(a["owner"] == other for row in body["books"] for a in row["asks"])
+
+
+def join(node, joined, ids: list[str]) -> None:
+    """Wait until `node` sees each of `ids` up and holds its storage offer."""
+    wait_until(lambda: all((peer_health(node, i) or {}).get("up") and offers_storage(node, i) for i in ids),
+               f"{node.name} to see {len(ids)} peer(s) up, their offers in its book", timeout=90)
+
+
+def person(root: Path, name: str, started: list, peer: NodeProcess | None = None,
+           env: dict | None = None) -> tuple[NodeProcess, str]:
+    """One person's node (data dir root/name), joined to `peer` if given: (the node, its id)."""
+    node = NodeProcess(root / name, args=["--peer", peer.url] if peer else [], env={**STRANGERS, **(env or {})})
+    started.append(node)
+    node.start(90)
+    return node, node_id(node)

@@ -1,0 +1,156 @@
+"""Where the shares of a file are, for a node handed a capability it did not store (Tahoe-LAFS's model: the
+storage index locates the shares).
+
+A node that placed a file knows its placement (its file record).  Any other node finds the shares by asking:
+first the peers it knows (at most FANOUT of them, those up), then the nodes their answers name (the node that
+placed the file, and the holders it names), at most FANOUT more: a bounded search of two rounds.  Each answer
+(`POST /v1/peer/locate {"si"}`, `answer` below) says which shares the node holds and which nodes it knows hold
+the others.  Nothing in an answer is trusted: it only says where to ask, and every share found is checked
+against the manifest (whose hash the capability holds) as any share is.  What a search learned is kept as a
+hint (bounded, in memory) for the next read of that file, and searched again when the hint falls short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from concurrent.futures import Executor
+from typing import Any, Protocol
+
+from ..errors import InvalidArgument, XscError
+from ..identity import parse_public_id, public_id
+from ..tasks import in_pool
+from . import erasure
+from .share_store import ShareStore
+from .wire import parse_storage_index
+
+log = logging.getLogger(__name__)
+
+LOCATE_PATH = "/v1/peer/locate"
+FANOUT = 16  # nodes asked at once, per round
+ROUNDS = 2  # the peers this node knows, then the nodes they name
+ASK_TIMEOUT = 3.0  # seconds a node has to answer
+HINTS = 4096  # files whose share locations are kept
+MAX_NAMED = erasure.N + 1  # nodes one answer may name (the holders of the shares, and the uploader)
+
+class Peers(Protocol):
+    def peer(self, node_id: str) -> Any: ...
+    def up_peers(self) -> list: ...
+    def known(self, node_id: str) -> bool: ...
+    def up(self, node_id: str) -> bool: ...
+    async def request(self, peer_url: str, method: str, path: str, **kwargs: Any) -> Any: ...
+
+
+def parse_locate(body: Any) -> bytes:
+    """The storage index of a locate request (`{"si": <64 hex digits>}`)."""
+    if not isinstance(body, dict) or set(body) != {"si"} or not isinstance(body["si"], str):
+        raise InvalidArgument('send {"si": <the storage index, 64 hex digits>}')
+    return parse_storage_index(body["si"])
+
+
+def read_answer(answer: Any) -> tuple[list[int], dict[str, list[int]]]:
+    """(the shares the node says it holds, node -> shares it says that node holds): whatever is malformed in an
+    answer is dropped, and no more than an answer may hold is read."""
+    if not isinstance(answer, dict):
+        return [], {}
+    shares = answer.get("shares")
+    held = sorted({s for s in shares[:erasure.N] if type(s) is int and 0 <= s < erasure.N}) \
+        if isinstance(shares, list) else []
+    named: dict[str, list[int]] = {}
+    holders = answer.get("holders")
+    if isinstance(holders, dict):
+        for node, theirs in list(holders.items())[:MAX_NAMED]:
+            try:
+                parse_public_id(node)
+            except (XscError, ValueError, TypeError):
+                continue
+            named[node] = sorted({s for s in theirs[:erasure.N] if type(s) is int and 0 <= s < erasure.N}) \
+                if isinstance(theirs, list) else []
+    return held, named
+
+
+class Locator:
+    def __init__(self, *, me: str, store: ShareStore, pool: Executor, peers: Peers) -> None:
+        self.me = me
+        self.store = store
+        self.pool = pool
+        self.peers = peers
+        self.hints: OrderedDict[bytes, dict[int, str]] = OrderedDict()
+
+    # --- the answering side -------------------------------------------------------------------
+    def answer(self, si: bytes) -> dict[str, Any]:
+        """What this node knows of a storage index: the shares it holds, and who holds the others (the placement,
+        if it placed the file; the node that placed the shares it holds; what a search here learned)."""
+        metas = self.store.share_metas(si)
+        holders: dict[str, list[int]] = {}
+        record = self.store.file_record(si)
+        for s, node in enumerate((record or {}).get("placement") or []):
+            if node not in (self.me, "this node"):
+                holders.setdefault(node, []).append(s)
+        for s, node in (self.hints.get(si) or {}).items():
+            if node != self.me:
+                holders.setdefault(node, []).append(s)
+        for meta in metas:
+            uploader = public_id(meta.uploader)
+            if uploader != self.me:
+                holders.setdefault(uploader, [])
+        return {"shares": sorted(m.share for m in metas),
+                "holders": dict(list(holders.items())[:MAX_NAMED])}
+
+    # --- the searching side -------------------------------------------------------------------
+    async def locate(self, si: bytes, search: bool = True) -> dict[int, str]:
+        """share -> the node holding it (this node's id for a share here), as far as it is known: the shares
+        here, the hint of an earlier search, then (`search`) what a bounded search of the network finds."""
+        found: dict[int, str] = {m.share: self.me for m in await in_pool(self.pool, self.store.share_metas, si)}
+        for s, node in (self.hints.get(si) or {}).items():
+            found.setdefault(s, node)
+        if len(found) >= erasure.N or not search:
+            return found
+        asked: set[str] = {self.me}
+        wave = [d.id for d in self.peers.up_peers() if d.id != self.me][:FANOUT]
+        for _ in range(ROUNDS):
+            if not wave:
+                break
+            asked.update(wave)
+            answers = await asyncio.gather(*(self._ask(node, si) for node in wave))
+            named: list[str] = []
+            for node, (held, others) in zip(wave, answers):
+                for s in held:
+                    found.setdefault(s, node)
+                for other, theirs in others.items():
+                    for s in theirs:
+                        found.setdefault(s, other)
+                    if other not in asked and other not in named and self.peers.known(other) \
+                            and self.peers.up(other):
+                        named.append(other)
+            if len(found) >= erasure.N:
+                break
+            wave = named[:FANOUT]
+        self.remember(si, found)
+        return found
+
+    async def _ask(self, node: str, si: bytes) -> tuple[list[int], dict[str, list[int]]]:
+        try:
+            answer = await asyncio.wait_for(self.peers.request(self.peers.peer(node).url, "POST", LOCATE_PATH,
+                                                               json={"si": si.hex()}, to=node), ASK_TIMEOUT)
+            return read_answer(answer.json())
+        except (XscError, TimeoutError, OSError) as err:
+            log.info("node %s… did not say where the shares of %s… are: %s", node[:12], si.hex()[:12], err)
+            return [], {}
+
+    def remember(self, si: bytes, found: dict[int, str]) -> None:
+        """Keep where a file's shares were found (a hint, checked again at each read)."""
+        elsewhere = {s: node for s, node in found.items() if node != self.me}
+        if not elsewhere:
+            return
+        self.hints[si] = elsewhere
+        self.hints.move_to_end(si)
+        while len(self.hints) > HINTS:
+            self.hints.popitem(last=False)
+
+    def forget(self, si: bytes) -> None:
+        self.hints.pop(si, None)
+
+
+__all__ = ["FANOUT", "LOCATE_PATH", "Locator", "ROUNDS", "parse_locate", "read_answer"]

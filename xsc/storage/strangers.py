@@ -1,0 +1,133 @@
+"""The gateway's side of dealing with strangers: each provider's terms for this node, and prepayment within the
+user's budget (the rules: xsc/market/terms.py).
+
+`ProviderTerms.settle(costs)` is asked before a put's shares go to the providers the market chose: it answers the
+providers that will not take their part (and how much each is missing), after prepaying those it may within
+`ledger.auto_prepay`.  Terms are asked of each provider (`GET /v1/peer/terms`, one signed request answered from
+its trust line) at most every TERMS_SECONDS (REFUSED_SECONDS while it takes nothing), and drawn down here by what each put sends it; a provider that does
+not answer is assumed to take the work (it is then down, and the put's replacement of refusing holders copes).
+What this node prepaid by itself is counted in LevelDB (`keys.auto_prepaid`), so the caps hold across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from .. import keys
+from ..config import LedgerSection
+from ..db import Database
+from ..errors import XscError
+from ..identity import parse_public_id
+from ..ledger.model import format_credits
+from ..market.terms import Terms, parse_terms, prepayment
+
+log = logging.getLogger(__name__)
+
+TERMS_SECONDS = 30.0  # a provider's terms are asked again after this long
+REFUSED_SECONDS = 2.0  # ... and those of a provider that wanted prepayment after this long (its user may recognise us)
+TERMS_TIMEOUT = 3.0  # seconds a provider has to say its terms
+MAX_PROVIDERS = 64  # providers asked for their terms per put (a put has at most 6)
+
+TERMS_PATH = "/v1/peer/terms"
+
+
+class Peers(Protocol):
+    def peer(self, node_id: str) -> Any: ...
+    async def request(self, peer_url: str, method: str, path: str, **kwargs: Any) -> Any: ...
+
+
+Prepay = Callable[[str, int], Awaitable[Any]]  # (provider, micro-credits) -> the prepayment made
+
+
+class ProviderTerms:
+    def __init__(self, *, db: Database, peers: Peers, prepay: Prepay, budget: LedgerSection) -> None:
+        self.db = db
+        self.peers = peers
+        self.prepay = prepay
+        self.auto_prepay = budget.auto_prepay  # with its caps: ledger.auto_prepay_peer, ledger.auto_prepay_total
+        self.peer_cap = budget.auto_prepay_peer if self.auto_prepay else 0
+        self.total_cap = budget.auto_prepay_total if self.auto_prepay else 0
+        self._terms: dict[str, Terms] = {}
+        self._lock = asyncio.Lock()  # one settlement at a time: two puts never spend one prepayment twice
+        self.prepaid_total = sum(int(v) for _, v in db.iterator(prefix=keys.AUTO_PREPAID))
+
+    def prepaid(self, provider: str) -> int:
+        raw = self.db.get(keys.auto_prepaid(parse_public_id(provider)))
+        return int(raw) if raw else 0
+
+    async def terms(self, provider: str) -> Terms | None:
+        held = self._terms.get(provider)
+        now = time.monotonic()
+        if held is not None and now - held.fetched < (TERMS_SECONDS if held.available > 0 else REFUSED_SECONDS):
+            return held
+        try:
+            answer = (await asyncio.wait_for(self.peers.request(self.peers.peer(provider).url, "GET", TERMS_PATH,
+                                                                to=provider), TERMS_TIMEOUT)).json()
+        except (XscError, TimeoutError, OSError) as err:
+            log.info("node %s… did not say its terms: %s", provider[:12], err)
+            return None
+        found = parse_terms(provider, answer, now)
+        if found is not None:
+            if len(self._terms) >= 4 * MAX_PROVIDERS:
+                self._terms.clear()
+            self._terms[provider] = found
+        return found
+
+    def forget(self, provider: str) -> None:
+        """A provider refused work: its terms are asked again before the next put."""
+        self._terms.pop(provider, None)
+
+    async def settle(self, costs: dict[str, int], dry: bool = False) -> tuple[dict[str, int], dict[str, int]]:
+        """(providers that will not take their part -> micro-credits missing, providers prepaid now -> amount).
+        The others' terms are drawn down by their part.  `dry`: only say which would refuse (nothing is prepaid)."""
+        costs = dict(list(costs.items())[:MAX_PROVIDERS])
+        async with self._lock:
+            found = await asyncio.gather(*(self.terms(p) for p in costs))
+            wanting: dict[str, int] = {}
+            prepaid: dict[str, int] = {}
+            for (provider, cost), terms in zip(costs.items(), found):
+                if terms is None:
+                    continue
+                if not terms.takes(cost):
+                    amount = prepayment(cost - terms.available, self.prepaid(provider), self.prepaid_total,
+                                        self.peer_cap, self.total_cap)
+                    if not amount or not (dry or await self._prepay(provider, amount)):
+                        wanting[provider] = cost - max(0, terms.available)
+                        continue
+                    if dry:
+                        continue
+                    prepaid[provider] = amount
+                    terms.available += amount
+                if not dry:
+                    terms.available -= cost
+            return wanting, prepaid
+
+    def _count(self, provider: str, amount: int) -> None:
+        self.prepaid_total += amount
+        self.db.put(keys.auto_prepaid(parse_public_id(provider)), str(self.prepaid(provider) + amount).encode(),
+                    sync=True)
+
+    async def _prepay(self, provider: str, amount: int) -> bool:
+        # Counted before it is sent: a crash in between leaves the budget smaller, never overspent.
+        self._count(provider, amount)
+        try:
+            await self.prepay(provider, amount)
+        except XscError as err:
+            self._count(provider, -amount)
+            log.warning("could not prepay node %s… %s credits: %s", provider[:12], format_credits(amount), err)
+            return False
+        log.info("prepaid node %s… %s credits by itself (ledger.auto_prepay; %s of %s prepaid to it in all)",
+                 provider[:12], format_credits(amount), format_credits(self.prepaid(provider)),
+                 format_credits(self.peer_cap))
+        return True
+
+    def status(self) -> dict[str, Any]:
+        return {"auto_prepay": self.auto_prepay, "peer_cap": self.peer_cap, "total_cap": self.total_cap,
+                "prepaid_in_all": self.prepaid_total}
+
+
+__all__ = ["ProviderTerms", "TERMS_PATH", "TERMS_SECONDS"]
