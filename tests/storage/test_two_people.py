@@ -157,3 +157,6 @@ def test_a_capability_works_from_any_node(tmp_path, started) -> None:
         where = shares_by_node(report)
         assert sorted(where.values()) == sorted([id_a, id_a, id_b, id_b, id_c, id_c]), report  # each share's node
         assert report["intact"] == 4 and report["recoverable"], report  # C's two are unreachable
+        assert all(s["node_up"] is False for s in report["shares"] if s["node"] == id_c)  # never "up" and unreachable
+    table = a.xsc("store", "check", cap, env={"COLUMNS": "60"}).stdout.decode()
+    assert id_b in table and id_c in table  # ids whole, at any width
