@@ -249,6 +249,9 @@ class PeersSection(_Section):
     replay_capacity: int = 200_000  # signed-request nonces remembered in all (see identity.ReplayGuard)
     replay_per_sender: int = 20_000  # ... and per sender: past it, a sender gets 429 with Retry-After
     rate_limit: float = 5000.0  # signed requests per second one peer key may send (bursts of twice that); 429 past it
+    # Work units (node/peer_routes.py: about one signature check each) one peer key may spend per second, charged on
+    # a request's headers from its declared length; bursts of 8 seconds of it; 429 past it, before the body is read.
+    work_rate: float = Field(default=1000.0, ge=1, le=1_000_000)
     # Nodes not known before this node takes per second from one address's messages of descriptors (bursts of 256:
     # a node joining a network of 1,000 learns them in ~25 s); past it their descriptors are not even checked.
     new_node_rate: float = Field(default=32.0, ge=1, le=1_000_000)

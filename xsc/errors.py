@@ -365,6 +365,13 @@ class NotAdmitted(Forbidden):
     code = "not-admitted"
 
 
+class ForgedRecord(Forbidden):
+    """A peer's message carried a record whose signature does not verify (403): the message ends there, and
+    the sender gets a strike (peers/admission.py)."""
+
+    code = "forged-record"
+
+
 class UnknownPeer(Forbidden):
     """A peer request (a subscription, a digest) from a node this one does not know (403): refused before
     anything of it is parsed or its signatures checked."""

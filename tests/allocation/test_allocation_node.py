@@ -91,18 +91,43 @@ def test_a_receipt_whose_total_is_not_its_parts_or_whose_damping_is_out_of_range
         parse_receipt(_receipt(me) | {}, now_ms=_now() - 3_600_000)
 
 
+async def test_a_flood_of_forged_records_is_refused_before_its_body_or_at_its_first_forgery(node_factory,
+                                                                                          caplog) -> None:
+    """A fresh key's message of 1,001 states and 1,001 receipts naming known peers with bad signatures is
+    refused before its body is read; from a known peer, the message ends at its first forged record, which is
+    a strike and counted, not logged."""
+    a, b = await pair(node_factory, **{**QUIET, "peers": {**QUIET["peers"], "quarantine_strikes": 1}})
+    service = a.app[ALLOCATION]
+    b_identity, stranger = b.app[PEERS].identity, Identity.generate()
+    forged_state = {**_state(b_identity), "signature": _state(stranger)["signature"]}
+    forged_receipt = {**_receipt(b_identity), "signature": _receipt(stranger)["signature"]}
+    flood = {"states": [forged_state] * 1001, "receipts": [forged_receipt] * 1001}
+    before = dict(service.refused)
+    status, answer = await _post(a, stranger, flood)
+    assert status == 403 and answer["code"] == "unknown-peer", answer
+    caplog.set_level("INFO", logger="xsc.allocation")
+    status, answer = await _post(a, b_identity, flood)
+    assert status == 403 and answer["code"] == "forged-record", answer
+    assert service.refused.get("bad signature", 0) == before.get("bad signature", 0) + 1  # the first, not 2,002
+    assert not [r for r in caplog.records if r.name.startswith("xsc.allocation")], caplog.records
+    quarantined = await (await a.get("/v1/peers/quarantine")).json()  # one strike quarantines, here
+    assert b_identity.id in json.dumps(quarantined), quarantined
+
+
 async def test_each_hostile_record_is_refused_and_counted(node_factory) -> None:
     a, b = await pair(node_factory, **QUIET)
     service = a.app[ALLOCATION]
     b_identity = b.app[PEERS].identity
     stranger = Identity.generate()
-    # unknown peer: dropped before its signature is checked
+    # an unknown sender: refused before its body is read; an unknown peer's record: dropped before its signature
     status, answer = await _post(a, stranger, {"states": [_state(stranger)]})
+    assert status == 403 and answer["code"] == "unknown-peer" and service.states.get(stranger.id) is None
+    status, answer = await _post(a, b_identity, {"states": [_state(stranger)]})
     assert status == 200 and answer["refused"] == 1 and service.states.get(stranger.id) is None
-    # bad signature: b's id, signed by someone else
+    # bad signature: b's id, signed by someone else: the message ends there
     forged = {**_state(b_identity), "signature": _state(stranger)["signature"]}
     status, answer = await _post(a, b_identity, {"states": [forged]})
-    assert answer["refused"] == 1 and service.states.get(b_identity.id) is None
+    assert status == 403 and answer["code"] == "forged-record" and service.states.get(b_identity.id) is None
     # out-of-range numbers
     status, answer = await _post(a, b_identity, {"receipts": [{**_receipt(b_identity), "damping_factor": "2"}]})
     assert answer["refused"] == 1 and service.receipts.get(b_identity.id) is None
@@ -122,7 +147,7 @@ async def test_each_hostile_record_is_refused_and_counted(node_factory) -> None:
     held = service.states.get(b_identity.id)
     status, answer = await _post(a, b_identity, {"states": [_state(b_identity, stamp=Stamp.seed().event())]})
     assert answer == {"changed": 0, "refused": 0} and service.states.get(b_identity.id) is held
-    assert service.refused == {"unknown peer": 1, "bad signature": 1, "invalid": 1, "beyond its offer": 2,
+    assert service.refused == {"unknown peer": 2, "bad signature": 1, "invalid": 1, "beyond its offer": 2,
                                "stale": 1}
 
 

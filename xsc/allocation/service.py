@@ -60,7 +60,7 @@ from typing import Any
 from .. import keys
 from ..db import Database
 from ..config import MarketSection
-from ..errors import InvalidArgument, PeerError, UnknownPeer, XscError
+from ..errors import ForgedRecord, InvalidArgument, PeerError, UnknownPeer, XscError
 from ..identity import Identity
 from ..net.peer_client import dumps
 from ..tasks import Quota, at_most, stop, woken
@@ -384,9 +384,11 @@ class AllocationService:
                         check_state(record, None if mc is None else Commitment.model_construct(
                             participant=mc.participant, capacity_slots=tuple(a.slot for a in mc.asks)))
                 except XscError as err:
+                    reason = _reason(err)
+                    self._refuse(reason)  # counted (GET /v1/allocation: refused), never logged one by one
+                    if reason == "bad signature":  # the message ends here: a forgery is a strike, not noise
+                        raise ForgedRecord(f"an allocation record of {str(owner)[:16]} is not signed by it") from None
                     refused += 1
-                    self._refuse(_reason(err))
-                    log.info("ignoring an allocation record: %s", err)
                     continue
                 if held is self.states:
                     self._arrived[record.provider] = time.monotonic()  # (an answer to a need: `unanswered`)
@@ -447,6 +449,10 @@ class AllocationService:
         return {"stamp": give.encode().hex(), "retired": retired}
 
     # --- subscriptions and digests ------------------------------------------------------------------
+    def check_sender(self, sender: str) -> None:
+        """Refuse (UnknownPeer) a message from a node this one does not know, before any of it is read."""
+        self._check_peer(sender)
+
     def _check_peer(self, sender: str) -> None:
         if self.peers is not None and not self.peers.known(sender):
             self._refuse("unknown peer")

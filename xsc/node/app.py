@@ -49,9 +49,10 @@ from ..storage.wire import DAMAGE_PATH
 from ..ui.session import Sessions
 from ..tasks import in_pool, woken
 from . import auth, connections, datadir, peer_auth, problems
+from .peer_routes import WORK_BURST
 from .appkeys import (ADMISSION, ALLOCATION, AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_POOL, DB, DEALS, GATEWAY, JOBS,
                       HEALTH, HEALTH_CHECKS, IDENTITY, IN_FLIGHT, LEASE_GC, LEDGER, MARKET, METRICS, PAID_COMPUTE,
-                      PAYMENTS, PEER_LIMITS, PEERS, REPLAY_GUARD, S3_INDEX, SCRUBBER, SHARE_HOLDER, STARTED,
+                      PAYMENTS, PEER_LIMITS, PEER_WORK, PEERS, REPLAY_GUARD, S3_INDEX, SCRUBBER, SHARE_HOLDER, STARTED,
                       STATUS_PARTS, STORAGE, TABS, TERMS, TLS_CONTEXT, TLS_SERVED, TOKEN, TRUST, UI_SESSIONS,
                       USER_LIMITS)
 from .http import ROUTES
@@ -282,6 +283,7 @@ def create_app(config: NodeConfig) -> web.Application:
     app[METRICS] = metrics
     app[REPLAY_GUARD] = ReplayGuard(capacity=config.peers.replay_capacity, per_sender=config.peers.replay_per_sender)
     app[PEER_LIMITS] = RateLimiter(config.peers.rate_limit, 2 * config.peers.rate_limit)
+    app[PEER_WORK] = RateLimiter(config.peers.work_rate, WORK_BURST * config.peers.work_rate, "work units")
     app[USER_LIMITS] = RateLimiter(config.node.user_rate_limit, 2 * config.node.user_rate_limit)
     app[STATUS_PARTS] = {}
     app[HEALTH_CHECKS] = node_checks(app)

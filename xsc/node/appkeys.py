@@ -48,6 +48,7 @@ STARTED = web.AppKey("started", float)
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
 REPLAY_GUARD = web.AppKey("replay_guard", ReplayGuard)
 PEER_LIMITS = web.AppKey("peer_limits", RateLimiter)  # signed requests per peer key
+PEER_WORK = web.AppKey("peer_work", RateLimiter)  # work units per peer key, charged before a body is read
 USER_LIMITS = web.AppKey("user_limits", RateLimiter)  # user API requests with the token (or a dashboard session)
 TLS_CONTEXT = web.AppKey("tls_context", ssl.SSLContext)  # the peer listener's TLS: the node key's certificate
 TLS_SERVED = web.AppKey("tls_served", bool)  # set by listener.NodeRunner: its port answers TLS, so peers get https://

@@ -52,6 +52,11 @@ class RateLimiter:
         if tokens < amount:
             raise self._refusal(what, amount, tokens)
 
+    def tokens(self, key: str, now: float) -> float:
+        """The tokens `key` has now (what it may still spend at once)."""
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        return refill(tokens, last, now, self.rate, self.burst)
+
     def _refusal(self, what: str, needed: float, tokens: float) -> QuotaExceeded:
         return QuotaExceeded(f"too many {self.unit} from {what}: at most {self.rate:g} a second",
                              hint="slow down and retry", retry_after=(needed - tokens) / self.rate)

@@ -1,7 +1,8 @@
 """Signed requests from peers: every path under /v1/peer/ must carry a fresh, unreplayed signature.
 
 The verified sender's id is put on the request (`peer_id(request)`); which sender may do what is
-each handler's business.  A handler that streams a large body marks itself with `@streams_body`
+each handler's business.  Before the body is read, the route's own refusal runs (`before_body`) and the
+route's price (node/peer_routes.py, from the declared length) is charged to the sender's work quota.  A handler that streams a large body marks itself with `@streams_body`
 and checks the body against `signed(request).digest` as it reads; any other handler gets a body
 already checked against the signed digest."""
 
@@ -13,11 +14,12 @@ import time
 from aiohttp import web
 
 from ..config import is_loopback_host
-from ..errors import BadRequestSignature, QuotaExceeded, TlsRequired
+from ..errors import BadRequestSignature, Forbidden, ForgedRecord, PayloadTooLarge, QuotaExceeded, TlsRequired
 from ..identity import SignedRequest, body_digest, verify_request
-from .appkeys import ADMISSION, CONFIG, HEALTH, IDENTITY, PEER_LIMITS, REPLAY_GUARD
+from .appkeys import ADMISSION, CONFIG, HEALTH, IDENTITY, PEER_LIMITS, PEER_WORK, REPLAY_GUARD
 from .auth import PEER_PREFIX
 from .limits import read_body
+from .peer_routes import UNMATCHED, Price, price_of
 
 SIGNED = web.RequestKey("xsc_signed_request", SignedRequest)
 
@@ -38,6 +40,16 @@ def before_body(check):
         return handler
 
     return mark
+
+
+def _price(request: web.Request) -> Price:
+    """The route's price (node/peer_routes.py); a peer route the table does not name is refused."""
+    if request.match_info.http_exception is not None:
+        return UNMATCHED  # no such route (404, 405): nothing of it is read
+    price = price_of(request.method, request.match_info.route.resource.canonical)
+    if price is None:
+        raise Forbidden("this node takes no such peer request")
+    return price
 
 
 def signed(request: web.Request) -> SignedRequest:
@@ -70,10 +82,16 @@ async def signature_middleware(request: web.Request, handler):
     # Admission (proof of work, grid secret, quarantine) before anything of the sender's is read or remembered.
     admission = request.app[ADMISSION]
     admission.check_request(verified, request.headers)
+    price = _price(request)
+    size = request.content_length if request.content_length is not None else price.max_body
     check = getattr(request.match_info.handler, "before_peer_body", None)
     if check is not None:
-        size = request.content_length if request.content_length is not None else request.client_max_size
         check(request, verified.sender, size)
+    if size > price.max_body:
+        raise PayloadTooLarge(f"the body is {size} bytes; at most {price.max_body} are taken here",
+                              limit=price.max_body)
+    # Its price, charged to the sender on its headers: a stranger's largest request is paid for before it is read.
+    request.app[PEER_WORK].check(verified.sender, time.monotonic(), f"peer {verified.sender[:12]}…", price.units(size))
     if not getattr(request.match_info.handler, "streams_peer_body", False):
         body = await read_body(request)  # cached on the request: the handler reads the same bytes
         if not hmac.compare_digest(body_digest(body), verified.digest):
@@ -90,4 +108,9 @@ async def signature_middleware(request: web.Request, handler):
         raise
     request[SIGNED] = verified
     request.app[HEALTH].heard_from(verified.sender)  # a peer counted as down is probed again at once
-    return await handler(request)
+    try:
+        return await handler(request)
+    except ForgedRecord as err:
+        if admission.quarantine is not None:
+            admission.quarantine.strike(verified.sender, err.message, kind="forged-record")
+        raise

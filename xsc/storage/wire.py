@@ -44,8 +44,9 @@ def share_path(si: bytes, share: int) -> str:
 
 
 def put_limit(size: int, segment_size: int) -> int:
-    """The most bytes one segments PUT of that upload may carry (always at least one block)."""
-    return max(MAX_PUT_BYTES, block_lengths(size, segment_size, 0, 1)[0])
+    """The most bytes one segments PUT of that upload may carry: MAX_PUT_BYTES, never more than the whole share
+    holds (a share of a few bytes takes a body of a few bytes), and always at least one block."""
+    return max(min(MAX_PUT_BYTES, layout.share_bytes(size, segment_size)), block_lengths(size, segment_size, 0, 1)[0])
 
 
 def commit_limit(segment_count: int) -> int:
