@@ -119,7 +119,7 @@ def test_a_login_link_works_once_and_leaves_no_secret_in_the_address(net, browse
     second.close()
 
 
-def test_the_api_wants_the_session_cookie_and_the_csrf_header(net, browser, dash) -> None:
+def test_the_api_wants_the_session_cookie_the_pages_key_and_its_origin(net, browser, dash) -> None:
     gateway = net["nodes"][0]
     stranger = browser.new_context()
     assert stranger.request.get(gateway.url + "/v1/node/status").status == 401
@@ -132,11 +132,15 @@ def test_the_api_wants_the_session_cookie_and_the_csrf_header(net, browser, dash
     assert any("401" in e for e in console.take())  # the browser reports the refused request, as it should
     stranger.close()
 
-    logged_in = dash.context.request
-    assert logged_in.get(gateway.url + "/v1/node/status").status == 200
-    assert logged_in.post(gateway.url + "/v1/health/probe").status == 403
-    csrf = logged_in.get(gateway.url + "/v1/ui/session").json()["csrf"]
-    assert logged_in.post(gateway.url + "/v1/health/probe", headers={"X-XSC-CSRF": csrf}).status == 200
+    logged_in = dash.context.request  # the session cookie, without the page's key: nothing
+    assert logged_in.get(gateway.url + "/v1/node/status").status == 401
+    assert logged_in.post(gateway.url + "/v1/health/probe").status == 401
+    key = dash.evaluate("localStorage.getItem('xsc-session-key')")  # what only the page's origin can read
+    assert key and "key=" not in dash.evaluate("document.location.href")
+    assert logged_in.get(gateway.url + "/v1/node/status", headers={"X-XSC-CSRF": key}).status == 200
+    assert logged_in.post(gateway.url + "/v1/health/probe", headers={"X-XSC-CSRF": key}).status == 403  # no Origin
+    assert logged_in.post(gateway.url + "/v1/health/probe",
+                          headers={"X-XSC-CSRF": key, "Origin": gateway.url}).status == 200
 
 
 def test_every_page_renders_and_shows_what_the_cli_shows(net, dash) -> None:

@@ -14,19 +14,20 @@ from xsc.ui.session import CSRF_HEADER
 ADD_WASM = Path(__file__).resolve().parents[2] / "fixtures" / "wasm" / "add.wasm"
 
 
-async def _login(node) -> tuple[ClientSession, str, str]:
-    """A browser-like session (no token) logged in through a fresh link: (session, cookie, base URL)."""
+async def _login(node) -> tuple[ClientSession, str, str, str]:
+    """A browser-like session (no token) logged in through a fresh link: (session, cookie, base URL, the key the
+    page is given in the redirect's fragment)."""
     answer = await node.post("/v1/ui/login-link")
     assert answer.status == 200, await answer.text()
     link = await answer.json()
     base = str(node.make_url("")).rstrip("/")
     browser = ClientSession(cookie_jar=CookieJar(unsafe=True))  # unsafe: keeps cookies of an IP address
     response = await browser.get(base + link["path"], allow_redirects=False)
-    assert response.status == 303 and response.headers["Location"] == "/ui/"
+    assert response.status == 303 and response.headers["Location"].startswith("/ui/#key="), response.headers
     name = node.app[UI_SESSIONS].cookie
     morsel = response.cookies[name]
     assert morsel["httponly"] and morsel["samesite"] == "Strict" and morsel["path"] == "/"
-    return browser, morsel.value, base
+    return browser, morsel.value, base, response.headers["Location"].removeprefix("/ui/#key=")
 
 
 async def test_a_login_link_works_once(node) -> None:
@@ -46,13 +47,13 @@ async def test_a_login_link_works_once(node) -> None:
         assert script.status == 401 and (await script.json())["code"] == "unauthorized"
 
 
-async def test_the_session_cookie_opens_the_user_api_and_nothing_else_does(node) -> None:
-    browser, _, base = await _login(node)
+async def test_the_session_opens_the_user_api_with_its_key_and_nothing_else_does(node) -> None:
+    browser, _, base, key = await _login(node)
     try:
-        ok = await browser.get(base + "/v1/node/status")
+        ok = await browser.get(base + "/v1/node/status", headers={CSRF_HEADER: key})
         assert ok.status == 200 and (await ok.json())["id"]
-        session = await (await browser.get(base + "/v1/ui/session")).json()
-        assert session["csrf"] and session["csrf_header"] == CSRF_HEADER
+        session = await (await browser.get(base + "/v1/ui/session", headers={CSRF_HEADER: key})).json()
+        assert session["csrf_header"] == CSRF_HEADER and "csrf" not in session
         async with ClientSession() as stranger:
             refused = await stranger.get(base + "/v1/node/status")
             assert refused.status == 401 and (await refused.json())["code"] == "unauthorized"
@@ -63,39 +64,63 @@ async def test_the_session_cookie_opens_the_user_api_and_nothing_else_does(node)
         await browser.close()
 
 
-async def test_changes_need_the_csrf_token_and_this_nodes_origin(node) -> None:
-    browser, _, base = await _login(node)
+async def test_a_service_on_another_port_holding_the_cookie_can_do_nothing_with_it(node) -> None:
+    """Cookies are per host, not per port: a service on another loopback port receives the session cookie.  It
+    cannot read the session's key (the page holds it in its own origin's storage), so it reads nothing, learns
+    no key from /v1/ui/session, and prepays nothing with or without an Origin."""
+    browser, cookie, base, key = await _login(node)
+    await browser.close()
+    jar = {node.app[UI_SESSIONS].cookie: cookie}
+    async with ClientSession(cookies=jar) as other_port:
+        assert (await other_port.get(base + "/v1/node/status")).status == 401
+        assert (await other_port.get(base + "/v1/ui/session")).status == 401
+        prepay = {"node": "a" * 52, "amount": 1}
+        for headers in ({}, {"Origin": base}, {"Origin": "http://127.0.0.1:1"}):
+            refused = await other_port.post(base + "/v1/ledger/prepay", json=prepay, headers=headers)
+            assert refused.status == 401, await refused.text()
+        # Even holding the key, a change without this node's Origin is refused.
+        for headers in ({CSRF_HEADER: key}, {CSRF_HEADER: key, "Origin": "http://127.0.0.1:1"}):
+            refused = await other_port.post(base + "/v1/ledger/prepay", json=prepay, headers=headers)
+            assert refused.status == 403, await refused.text()
+
+
+async def test_changes_need_the_sessions_key_and_this_nodes_origin(node) -> None:
+    browser, _, base, key = await _login(node)
     try:
-        csrf = (await (await browser.get(base + "/v1/ui/session")).json())["csrf"]
-        without = await browser.post(base + "/v1/health/probe")
-        assert without.status == 403 and CSRF_HEADER in (await without.json())["detail"]
-        other = ("y" if csrf[0] == "x" else "x") + csrf[1:]
-        wrong = await browser.post(base + "/v1/health/probe", headers={CSRF_HEADER: other})
+        without = await browser.post(base + "/v1/health/probe", headers={"Origin": base})
+        assert without.status == 401 and CSRF_HEADER in (await without.json())["detail"]
+        other = ("y" if key[0] == "x" else "x") + key[1:]
+        wrong = await browser.post(base + "/v1/health/probe", headers={CSRF_HEADER: other, "Origin": base})
         assert wrong.status == 403
         elsewhere = await browser.post(base + "/v1/health/probe",
-                                       headers={CSRF_HEADER: csrf, "Origin": "http://evil.example"})
+                                       headers={CSRF_HEADER: key, "Origin": "http://evil.example"})
         assert elsewhere.status == 403
-        good = await browser.post(base + "/v1/health/probe", headers={CSRF_HEADER: csrf, "Origin": base})
+        no_origin = await browser.post(base + "/v1/health/probe", headers={CSRF_HEADER: key})
+        assert no_origin.status == 403
+        good = await browser.post(base + "/v1/health/probe", headers={CSRF_HEADER: key, "Origin": base})
         assert good.status == 200, await good.text()
     finally:
         await browser.close()
 
 
 async def test_a_session_cannot_mint_login_links_and_logout_ends_it(node) -> None:
-    browser, _, base = await _login(node)
+    browser, _, base, key = await _login(node)
     try:
-        csrf = (await (await browser.get(base + "/v1/ui/session")).json())["csrf"]
-        refused = await browser.post(base + "/v1/ui/login-link", headers={CSRF_HEADER: csrf})
+        headers = {CSRF_HEADER: key, "Origin": base}
+        refused = await browser.post(base + "/v1/ui/login-link", headers=headers)
         assert refused.status == 403
-        out = await browser.post(base + "/v1/ui/logout", headers={CSRF_HEADER: csrf})
+        for empty in ("", " "):  # an empty Authorization header is no token
+            refused = await browser.post(base + "/v1/ui/login-link", headers={**headers, "Authorization": empty})
+            assert refused.status in (401, 403), await refused.text()
+        out = await browser.post(base + "/v1/ui/logout", headers=headers)
         assert out.status == 200
-        assert (await browser.get(base + "/v1/node/status")).status == 401
+        assert (await browser.get(base + "/v1/node/status", headers={CSRF_HEADER: key})).status == 401
     finally:
         await browser.close()
 
 
 async def test_the_token_still_works_and_a_bad_token_is_not_rescued_by_a_cookie(node) -> None:
-    browser, cookie, base = await _login(node)
+    browser, cookie, base, _ = await _login(node)
     await browser.close()
     assert (await node.get("/v1/node/status")).status == 200
     async with ClientSession() as other:

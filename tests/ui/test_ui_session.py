@@ -66,8 +66,8 @@ def test_csrf_token_belongs_to_its_session() -> None:
     assert not ui.csrf_ok(one, None) and not ui.csrf_ok(one, "")
 
 
-def test_origin_must_be_this_node_when_given() -> None:
-    assert s.origin_ok(None, "http", "127.0.0.1:7070")
+def test_origin_must_be_sent_and_be_this_node() -> None:
+    assert not s.origin_ok(None, "http", "127.0.0.1:7070")  # a dashboard change must say where it comes from
     assert s.origin_ok("http://127.0.0.1:7070", "http", "127.0.0.1:7070")
     assert not s.origin_ok("http://evil.example", "http", "127.0.0.1:7070")
     assert not s.origin_ok("null", "http", "127.0.0.1:7070")

@@ -53,7 +53,10 @@ def session_cookie(request: web.Request) -> str | None:
 def check_session(request: web.Request) -> bool:
     """Is the request from a logged-in dashboard? (False without a session cookie.)
 
-    A request that changes state must also carry the session's CSRF token and come from this node's page."""
+    The cookie alone is not enough: cookies are per host, not per port, so a service on another port of this
+    host receives it too.  Every request also carries the session's key (CSRF_HEADER), which the login gave
+    the page in its address's fragment and the page keeps in its own origin's storage (scheme, host and port:
+    nothing else can read it); a request that changes state also comes with this node's Origin."""
     session = session_cookie(request)
     if session is None:
         return False
@@ -61,10 +64,13 @@ def check_session(request: web.Request) -> bool:
     if not sessions.valid(session, time.time()):
         raise Unauthorized("the dashboard session has expired or is not this node's",
                            hint="log in again with `xsc ui`")
-    if request.method not in ("GET", "HEAD", "OPTIONS"):
-        if not origin_ok(request.headers.get("Origin"), request.scheme, request.host):
-            raise Forbidden("a request from another site's page", hint="use the dashboard served by this node")
-        if not sessions.csrf_ok(session, request.headers.get(CSRF_HEADER)):
-            raise Forbidden(f"this request needs the {CSRF_HEADER} header of the session",
-                            hint="reload the dashboard")
+    given = request.headers.get(CSRF_HEADER)
+    if not given:
+        raise Unauthorized(f"a dashboard request needs the {CSRF_HEADER} header of its session",
+                           hint="log in again with `xsc ui`")
+    if not sessions.csrf_ok(session, given):
+        raise Forbidden(f"the {CSRF_HEADER} header is not this session's", hint="log in again with `xsc ui`")
+    if request.method not in ("GET", "HEAD", "OPTIONS") \
+            and not origin_ok(request.headers.get("Origin"), request.scheme, request.host):
+        raise Forbidden("a change needs the Origin of this node's dashboard", hint="use the dashboard served by this node")
     return True

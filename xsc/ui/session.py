@@ -3,13 +3,14 @@
 The flow (docs/dashboard.md):
 1. `xsc ui` asks the node (with the API token) for a login link: `/ui/login?link=<id>.<expires>.<mac>`,
    an HMAC under the node's *link key*, valid for LINK_SECONDS and usable once.
-2. Opening it checks the MAC and the expiry, marks the id used (`UsedLinks`), and sets
-   the session cookie (`<id>.<expires>.<mac>` under the *session key*; HttpOnly, SameSite=Strict), and
-   redirects to `/ui/`: no secret stays in the address bar or the history.  The page then reads its CSRF
-   token from `GET /v1/ui/session` (same-origin JSON: another site's page cannot read it) and sends it in
-   the `X-XSC-CSRF` header of every request that changes state.
-3. The user API accepts the session cookie where it accepts the token; for methods other than GET and HEAD
-   it also wants the CSRF header and an Origin (if sent) of this node.
+2. Opening it checks the MAC and the expiry, marks the id used (`UsedLinks`), sets the session cookie
+   (`<id>.<expires>.<mac>` under the *session key*; HttpOnly, SameSite=Strict), and redirects to
+   `/ui/#key=<the session's CSRF token>`: a fragment is never sent to a server.  The page moves the token to
+   its origin's localStorage (scheme, host and port: a service on another port of the host, which receives the
+   cookie, cannot read it), takes it out of the address, and sends it in the `X-XSC-CSRF` header of every
+   request.
+3. The user API accepts the session cookie where it accepts the token, with that header on every request;
+   for methods other than GET and HEAD it also wants this node's Origin.
 
 Keys come from the node's API token (`derive_keys`): rotating the token logs every session out.  The link
 key also mixes in a per-process nonce, so a link minted before a restart cannot be used after it (the set
@@ -104,8 +105,8 @@ def cookie_name(port: int | None) -> str:
 
 
 def origin_ok(origin: str | None, scheme: str, host: str) -> bool:
-    """A state-changing request from a browser must come from a page of this node (no Origin: not a browser)."""
-    return origin is None or origin == f"{scheme}://{host}"
+    """A state-changing request of a dashboard session must come from a page of this node: its Origin, sent."""
+    return origin is not None and origin == f"{scheme}://{host}"
 
 
 class UsedLinks:

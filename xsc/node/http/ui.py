@@ -2,7 +2,7 @@
 
     POST /v1/ui/login-link    a one-time login link (API token only)
     GET  /ui/login?link=...   turns the link into a session cookie, then redirects to /ui/
-    GET  /v1/ui/session       the session's CSRF token (the page reads it; another site's page cannot)
+    GET  /v1/ui/session       the node's id and the header the session's key goes in
     POST /v1/ui/logout        ends the session in this browser
     GET  /ui/, /ui/{file}     the pages: static files that read the user API with the session cookie
 
@@ -21,7 +21,6 @@ from aiohttp import web
 from ...errors import Forbidden, Unauthorized
 from ...ui.session import CSRF_HEADER, SESSION_SECONDS
 from ..appkeys import IDENTITY, UI_SESSIONS
-from ..auth import session_cookie
 from .common import json_response
 
 routes = web.RouteTableDef()
@@ -52,7 +51,9 @@ def static_files() -> dict[str, tuple[bytes, str, str]]:
 
 @routes.post("/v1/ui/login-link")
 async def login_link(request: web.Request) -> web.Response:
-    if "Authorization" not in request.headers:  # a dashboard session cannot mint more sessions
+    # The token middleware checked a non-empty Authorization header; an empty one is the session's way in, and a
+    # dashboard session cannot mint more sessions.
+    if not request.headers.get("Authorization", "").strip():
         raise Forbidden("login links are given for the node's API token only", hint="run `xsc ui`")
     value, expires = request.app[UI_SESSIONS].link(time.time())
     path = f"/ui/login?link={value}"
@@ -79,7 +80,10 @@ async def login(request: web.Request) -> web.Response:
                                hint="run `xsc ui --print-url` for a new one")
         return _page(401, "This login link does not work",
                      f"{why} Run `xsc ui` (or `xsc ui --print-url`) for a new one.")
-    response = web.HTTPSeeOther("/ui/", headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
+    # The session's key goes to the page in the fragment (never sent to a server): the page keeps it in its
+    # origin's storage, which a service on another port of this host cannot read, though it gets the cookie.
+    response = web.HTTPSeeOther(f"/ui/#key={sessions.csrf(session)}",
+                                headers={**SECURITY_HEADERS, "Cache-Control": "no-store"})
     response.set_cookie(sessions.cookie, session, max_age=SESSION_SECONDS, path="/", httponly=True,
                         samesite="Strict", secure=request.secure)
     raise response
@@ -87,10 +91,8 @@ async def login(request: web.Request) -> web.Response:
 
 @routes.get("/v1/ui/session")
 async def session_info(request: web.Request) -> web.Response:
-    session = session_cookie(request)
-    csrf = request.app[UI_SESSIONS].csrf(session) if session else None
-    return json_response({"node": request.app[IDENTITY].id, "csrf": csrf, "csrf_header": CSRF_HEADER},
-                             headers={"Cache-Control": "no-store"})
+    return json_response({"node": request.app[IDENTITY].id, "csrf_header": CSRF_HEADER},
+                         headers={"Cache-Control": "no-store"})
 
 
 @routes.post("/v1/ui/logout")

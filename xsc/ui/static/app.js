@@ -91,7 +91,7 @@ class ApiError extends Error {
 }
 async function api(path, method) {
   const init = {method: method || 'GET', credentials: 'same-origin', headers: {Accept: 'application/json'}};
-  if (init.method !== 'GET') init.headers['X-XSC-CSRF'] = S.csrf || '';
+  init.headers['X-XSC-CSRF'] = S.csrf || '';  // every request: the cookie alone opens nothing
   const response = await fetch(path, init);
   const body = await response.json().catch(() => null);
   if (response.status === 401) { loggedOut(body); throw new ApiError(401, body); }
@@ -626,10 +626,17 @@ function route() {
   refresh();
 }
 
+const SESSION_KEY = 'xsc-session-key';
+
 async function start() {
-  // The session (CSRF token, node id) and the first page's data are fetched at once: one round trip, not two.
+  // The login put the session's key in the address's fragment: kept in this origin's storage (no other port of
+  // the host can read it, though it gets the cookie), taken out of the address.
+  const given = /^#key=([A-Za-z0-9_-]{1,64})$/.exec(location.hash);
+  if (given) { localStorage.setItem(SESSION_KEY, given[1]); history.replaceState(null, '', location.pathname); }
+  S.csrf = localStorage.getItem(SESSION_KEY);
+  // The session (node id) and the first page's data are fetched at once: one round trip, not two.
   S.session = api('/v1/ui/session').then(session => {
-    S.csrf = session.csrf; S.node = session.node;
+    S.node = session.node;
     document.title = `${PAGES[S.page] ? PAGES[S.page].title : 'XSC'} · XSC ${short(S.node)}`;
     $('#node-id').textContent = short(S.node);
     $('#node-id').title = S.node;
@@ -637,7 +644,9 @@ async function start() {
   S.session.catch(err => {
     if (err.status !== 401) $('#main').replaceChildren(h('p', {class: 'error'}, `cannot reach the node: ${err.message}`));
   });
-  $('#logout').addEventListener('click', async () => { await api('/v1/ui/logout', 'POST'); loggedOut({detail: 'Logged out'}); });
+  $('#logout').addEventListener('click', async () => {
+    await api('/v1/ui/logout', 'POST'); localStorage.removeItem(SESSION_KEY); loggedOut({detail: 'Logged out'});
+  });
   window.addEventListener('hashchange', route);
   route();
 }
