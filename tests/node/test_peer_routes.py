@@ -62,7 +62,7 @@ async def test_every_peer_route_is_refused_before_its_body_or_charged_to_its_sen
             body = b"\0" * price.max_body
             headers = sign_request(stranger, method, path, body, receiver=node.app[IDENTITY].id)
             response = await node.request(method, path, data=body, headers={**headers, "Authorization": ""})
-            assert 400 <= response.status < 500, (method, template, response.status, await response.text())
+            assert response.status < 500, (method, template, response.status, await response.text())
             left = node.app[PEER_WORK].tokens(stranger.id, time.monotonic())
             assert left <= burst - units + 1, (method, template, left, units)
 
