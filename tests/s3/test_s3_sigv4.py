@@ -75,6 +75,17 @@ def test_the_s3_reference_chunked_upload_example() -> None:
     assert info.value.s3_code == "SignatureDoesNotMatch"
 
 
+def test_a_chunk_over_the_bound_is_refused_from_its_header_before_its_data() -> None:
+    """An aws-chunked body declaring one 300 MiB chunk with a bad signature: refused (400) as soon as its header
+    is read, with nothing of its data buffered (the decoder buffered it all before checking the signature)."""
+    decoder = sigv4.ChunkDecoder(None)
+    assert decoder.feed(b"1000000;chunk-signature=" + b"0" * 64 + b"\r\n") == b""  # 16 MiB: taken
+    decoder = sigv4.ChunkDecoder(None)
+    with pytest.raises(S3Error) as info:
+        decoder.feed(b"12c00000;chunk-signature=" + b"0" * 64 + b"\r\n" + b"a" * 1024)
+    assert info.value.status == 400 and info.value.s3_code == "InvalidArgument"
+
+
 def test_refusals_name_what_is_wrong() -> None:
     def refused(headers: dict, query: str = "") -> str:
         with pytest.raises(S3Error) as info:

@@ -260,6 +260,7 @@ class ChunkDecoder:
     chunk header and the data of the chunk being read."""
 
     MAX_HEADER = 4096
+    MAX_CHUNK = 16 * 1024 * 1024  # a chunk's declared size, at most: its data is buffered until its signature checks
 
     def __init__(self, verified: Verified | None) -> None:
         self.verified = verified if verified is not None and verified.payload_hash == STREAMING_PAYLOAD else None
@@ -288,6 +289,9 @@ class ChunkDecoder:
                     self._want = int(size_text, 16)
                 except ValueError:
                     raise S3Error("malformed aws-chunked body", s3_code="IncompleteBody", status=400) from None
+                if self._want > self.MAX_CHUNK:  # refused from its header, before any of its data is buffered
+                    raise S3Error(f"an aws-chunked chunk of {self._want} bytes; at most {self.MAX_CHUNK} are taken",
+                                  s3_code="InvalidArgument", status=400)
                 self._signature = extension.partition("chunk-signature=")[2].strip()
                 self._hash = hashlib.sha256()
                 if self.verified is not None and not self._signature:
