@@ -332,6 +332,19 @@ def _http_error(request) -> tuple[int, bytes]:
     return info.value.code, info.value.read()
 
 
+def test_a_response_header_override_holding_crlf_is_a_400(s3, bucket) -> None:
+    s3.put_object(Bucket=bucket, Key="typed", Body=b"x")
+    for value in ("text/plain\r\nX-Injected: 1", "text/plain\x00"):
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "typed",
+                                                              "ResponseContentType": value}, ExpiresIn=300)
+        status, body = _http_error(url)
+        assert status == 400 and b"InvalidArgument" in body, body
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "typed",
+                                                          "ResponseContentType": "text/plain"}, ExpiresIn=300)
+    with urllib.request.urlopen(url) as response:
+        assert response.headers["Content-Type"] == "text/plain" and response.read() == b"x"
+
+
 def test_presigned_url_expired_or_tampered(s3, bucket) -> None:
     s3.put_object(Bucket=bucket, Key="p", Body=b"x")
     url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "p"}, ExpiresIn=60)

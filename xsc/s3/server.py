@@ -460,7 +460,10 @@ class S3Front:
             headers["x-amz-mp-parts-count"] = str(len(record["parts"]))
         for param, header in RESPONSE_OVERRIDES.items():
             if param in call.query:
-                headers[header] = call.query[param]
+                value = call.query[param]
+                if any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in value):  # CR, LF, NUL: no header
+                    raise S3Error(f"{param} holds a control character", s3_code="InvalidArgument", status=400)
+                headers[header] = value
         not_modified = stored_headers.read_condition(request.headers, record["etag"], record["modified"])
         if not_modified is not None:
             return web.Response(status=not_modified, headers={k: v for k, v in headers.items()
