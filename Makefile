@@ -3,15 +3,18 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+MINIO_SDIST := 7.2.20
 
 .PHONY: run test bench demo wasm trials fuzz fuzz-wasm fuzz-api clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,plot]'
+	# MinIO's functional test program ships only in minio-py's source package (tests/s3/test_s3_minio.py runs it).
+	$(BIN)/python -m pip download --quiet --no-deps --no-binary :all: 'minio==$(MINIO_SDIST)' -d $(VENV)/sdists
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -1,6 +1,6 @@
-"""MinIO's own functional test program (minio-py's tests/functional/tests.py, release 7.2.20, kept unmodified
-in minio_functional.py) against a real node and `xsc s3 serve`: every result PASS or NA (NotImplemented),
-never FAIL.  Its default set of tests: MINT_MODE=full adds, among others, a listing of 2,000 objects put and
+"""MinIO's own functional test program (minio-py's tests/functional/tests.py, release 7.2.20, read unmodified
+from its source package, which `make` downloads into .venv/sdists) against a real node and `xsc s3 serve`:
+every result PASS or NA (NotImplemented), never FAIL.  Its default set of tests: MINT_MODE=full adds, among others, a listing of 2,000 objects put and
 removed one by one, which takes longer than a test may on a loaded machine."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -15,14 +16,24 @@ import pytest
 pytest.importorskip("minio", reason="minio is in the test extra: pip install -e '.[test]'")
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # an 11 MiB multipart put, a loaded machine
-PROGRAM = Path(__file__).with_name("minio_functional.py")
+SDIST = Path(sys.prefix) / "sdists" / "minio-7.2.20.tar.gz"
+PROGRAM = "minio-7.2.20/tests/functional/tests.py"
+
+
+def functional_tests(into: Path) -> Path:
+    assert SDIST.exists(), f"{SDIST} is missing: `make .venv/.installed` downloads minio-py's source package"
+    with tarfile.open(SDIST) as sdist:
+        program = into / "minio_functional.py"
+        program.write_bytes(sdist.extractfile(PROGRAM).read())
+    return program
 
 
 def test_minio_functional_tests_pass_or_are_not_applicable(gateway, tmp_path) -> None:
+    program = functional_tests(tmp_path)
     env = {"SERVER_ENDPOINT": gateway.front.url.removeprefix("http://"), "ACCESS_KEY": gateway.key["access_key"],
            "SECRET_KEY": gateway.key["secret_key"], "ENABLE_HTTPS": "0",
            "DATA_DIR": str(tmp_path / "no-mint-data"), "PATH": "/usr/bin:/bin"}
-    run = subprocess.run([sys.executable, str(PROGRAM)], env=env, cwd=tmp_path, capture_output=True, text=True,
+    run = subprocess.run([sys.executable, str(program)], env=env, cwd=tmp_path, capture_output=True, text=True,
                          timeout=1700)
     results = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     failed = [(r["name"], r.get("message", "")[:300]) for r in results if r["status"] not in ("PASS", "NA")]
