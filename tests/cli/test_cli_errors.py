@@ -93,3 +93,16 @@ def test_a_client_hanging_up_is_one_info_line_on_the_node(thread_node, caplog) -
     assert [(r.levelname, r.getMessage().split(" /")[0]) for r in said] == [
         ("INFO", "client disconnected during GET"), ("INFO", "client disconnected during POST")]
     assert not any(r.exc_info for r in said)
+
+
+def test_what_a_peer_wrote_reaches_the_terminal_without_control_characters() -> None:
+    """A problem's detail may carry a peer's words: escape sequences, CR and NUL are stripped before the CLI
+    prints them (a newline and a tab are kept)."""
+    from xsc.cli.client import error_from_problem
+    from xsc.codec import dumps
+
+    body = dumps({"code": "peer-refused", "status": 502,
+                  "detail": "peer said: \x1b]0;owned\x07\x1b[2J\rgone\x00\u202e", "hint": "\x1b[31mred\x1b[0m\tok"})
+    err = error_from_problem(502, body)
+    assert err.message == "peer said: ]0;owned[2Jgone" and err.hint == "[31mred[0m\tok", (err.message, err.hint)
+    assert "\x1b" not in error_from_problem(500, b"\x1b[2J not json").message

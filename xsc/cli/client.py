@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import unicodedata
 from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import urlencode, urlsplit
 
@@ -23,18 +24,27 @@ def _error_classes() -> dict[str, type[errors.XscError]]:
     return found
 
 
+def printable(text: Any) -> Any:
+    """Text without control or format characters (a newline and a tab kept): a problem's detail may carry what a
+    peer wrote, and a terminal escape sequence in it must not reach the operator's terminal."""
+    if not isinstance(text, str):
+        return text
+    return "".join(ch for ch in text if ch in "\n\t" or not unicodedata.category(ch).startswith("C"))
+
+
 def error_from_problem(status: int, body: bytes) -> errors.XscError:
-    """Rebuild the node's error from its problem body, so the CLI maps it like a local one."""
+    """Rebuild the node's error from its problem body, so the CLI maps it like a local one (its texts printable)."""
     try:
         problem = codec.loads(body)
-        code, detail = problem["code"], problem["detail"]
+        code, detail = problem["code"], printable(problem["detail"])
     except (ValueError, KeyError, TypeError):
-        return errors.XscError(f"the node answered HTTP {status}: {body[:200].decode(errors='replace')}")
+        return errors.XscError(printable(f"the node answered HTTP {status}: {body[:200].decode(errors='replace')}"))
     cls = _error_classes().get(code, errors.XscError)
     extra = {k: v for k, v in problem.items() if k not in ("type", "code", "status", "detail", "hint")}
+    hint = printable(problem.get("hint"))
     if cls is errors.Trap:
-        return errors.Trap(detail, hint=problem.get("hint"), **extra)
-    err = cls(detail, hint=problem.get("hint"), **extra)
+        return errors.Trap(detail, hint=hint, **extra)
+    err = cls(detail, hint=hint, **extra)
     err.code = code
     return err
 
