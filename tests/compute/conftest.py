@@ -15,3 +15,9 @@ def compute_node(node_factory):
         return await (node_factory(name, compute=compute) if compute else node_factory(name))
 
     return start
+
+
+@pytest.fixture
+def xsc_node(cli_node):
+    """A node the CLI tests drive with `xsc_node.xsc(...)`."""
+    return cli_node()

@@ -6,26 +6,10 @@ import json
 
 import pytest
 
+from tests.support.cli import error_line, ok
 from tests.support.compute import WASM, module_id
 
 ADD = str(WASM / "add.wasm")
-
-
-@pytest.fixture
-def xsc_node(cli_node):
-    return cli_node()
-
-
-def ok(result) -> str:
-    assert result.returncode == 0, result.stderr.decode()
-    return result.stdout.decode()
-
-
-def error_line(result) -> str:
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    lines = result.stderr.decode().strip().splitlines()
-    assert lines[-1].startswith("xsc: error: ")
-    return lines[-1]
 
 
 def test_invoke_a_file_deploys_it_and_prints_results(xsc_node):

@@ -45,6 +45,20 @@ def xsc_in_process(*args: str, input: bytes | None = None,
         return subprocess.CompletedProcess(["xsc", *args], code, out.getvalue(), err.getvalue())
 
 
+def ok(result: subprocess.CompletedProcess) -> str:
+    """The stdout of a command that must have succeeded."""
+    assert result.returncode == 0, result.stderr.decode()
+    return result.stdout.decode()
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The one error line of a command that must have failed."""
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    lines = result.stderr.decode().strip().splitlines()
+    assert lines[-1].startswith("xsc: error: ")
+    return lines[-1]
+
+
 class ThreadedNode:
     """A node's app served on 127.0.0.1 by an event loop in a thread of this process."""
 
