@@ -1,6 +1,7 @@
 """The house rules, checked on the code itself (docs/architecture.md draws them).
 
-- No import cycle anywhere in xsc/ (imports inside functions count).
+- No import cycle anywhere in xsc/ (imports inside functions count), and none between packages taken as units.
+- No function over 80 lines, no class over 500.
 - Layers only import downwards: cli and tools (the S3 front) -> node -> services -> net -> pure cores -> ground.
 - Pure cores do no I/O: they import no asyncio, aiohttp or plyvel.
 - No domain package imports xsc.node or aiohttp.web; services never take the aiohttp app.
@@ -22,21 +23,21 @@ PURE = {
     "xsc.storage." + m for m in ("capability", "crypto", "erasure", "layout", "manifest", "merkle", "placement",
                                  "leases", "wire", "ranges")
 } | {
-    "xsc.s3." + m for m in ("sigv4", "xml", "listing", "etag", "names", "headers", "routing")
+    "xsc.s3." + m for m in ("sigv4", "xml", "headers", "routing")
+} | {
+    "xsc.buckets." + m for m in ("listing", "etag", "names")
 } | {
     "xsc.market." + m for m in ("models", "orders", "book", "auction", "pricing", "matching", "supply", "terms")
 } | {
     "xsc.allocation." + m for m in ("causality", "compute", "convergence", "damping", "divide", "matching",
                                     "models", "received", "recognition", "records", "rounds", "simulate", "subscriptions")
-} | {
-    "xsc.s3." + m for m in ("etag", "listing", "names", "sigv4", "xml")
 } | {"xsc.allocation", "xsc.health", "xsc.market",  # packages whose face re-exports only their pure core
      "xsc.ledger.model", "xsc.ledger.rules", "xsc.ledger.pricing", "xsc.health.challenge", "xsc.health.stats",
      "xsc.peers.descriptors", "xsc.ui.session"}
-DOMAINS = ("storage", "market", "ledger", "compute", "allocation", "health", "peers", "net", "s3", "ui")
+DOMAINS = ("storage", "market", "ledger", "compute", "allocation", "health", "peers", "net", "s3", "buckets", "ui")
 IO_MODULES = ("asyncio", "aiohttp", "plyvel")
 # The S3 front (`xsc s3 serve`) is a client of the node's user API, like the CLI: the tools layer.
-TOOLS = {"xsc.__main__", "xsc.devnet", "xsc.s3.server", "xsc.s3.node_client"}
+TOOLS = {"xsc.__main__", "xsc.devnet", "xsc.s3.server", "xsc.client", "xsc.client.sync", "xsc.client.aio"}
 
 
 def module_name(path: Path) -> str:
@@ -135,6 +136,37 @@ def test_no_import_cycles() -> None:
     assert cycles == []
 
 
+def package(name: str) -> str:
+    """The unit a module counts in when packages are weighed: its top folder under xsc (xsc.node.http.s3 is in
+    xsc.node), or the module itself at the top (xsc.codec)."""
+    return ".".join(name.split(".")[:2])
+
+
+# Packages that still import each other while the market and allocation are re-cut into one owner per piece of
+# state: this list only shrinks.
+PACKAGE_CIRCLES_LEFT = [["xsc.allocation", "xsc.market"]]
+
+
+def test_no_package_circles() -> None:
+    units: dict[str, set[str]] = {}
+    for a, targets in GRAPH.items():
+        units.setdefault(package(a), set()).update(package(b) for b in targets if package(b) != package(a))
+    # A package reaches itself through others: the circles are the strongly connected sets, found by reachability.
+    reach = {u: set(vs) for u, vs in units.items()}
+    changed = True
+    while changed:
+        changed = False
+        for u in reach:
+            more = set().union(*(reach.get(v, set()) for v in reach[u])) - reach[u]
+            if more:
+                reach[u] |= more
+                changed = True
+    circles = sorted({tuple(sorted({u} | {v for v in reach[u] if u in reach.get(v, set())}))
+                      for u in reach if u in reach[u]})
+    assert [list(c) for c in circles if list(c) not in PACKAGE_CIRCLES_LEFT] == [], \
+        "packages import each other: move what both need into a package below both"
+
+
 @pytest.mark.parametrize("name", sorted(MODULES))
 def test_imports_go_down(name: str) -> None:
     upward = sorted(m for m in GRAPH[name] if layer(m) > layer(name))
@@ -209,3 +241,31 @@ def test_json_is_read_and_written_by_the_codec_alone() -> None:
 def test_plyvel_is_imported_by_the_database_module_alone() -> None:
     found = {n for n in MODULES if "plyvel" in imports(n)} - {"xsc.db"}
     assert found == set(), "use xsc.db (Database, Error, disk_full): " + ", ".join(sorted(found))
+
+
+MAX_FUNCTION_LINES, MAX_CLASS_LINES = 80, 500
+# The rooms still too big, with their size today, while others split them: a size may only go down.
+TOO_BIG_FOR_NOW = {
+    "xsc.allocation.compute:compute_allocation": 161,
+    "xsc.allocation.roundsim:providers_round": 81,
+    "xsc.allocation.service:AllocationService": 821,
+    "xsc.market.matching:match_needs": 101,
+    "xsc.market.service:MarketService": 995,
+    "xsc.node.app:_services": 150,
+    "xsc.s3.server:S3Front": 546,
+    "xsc.storage.gateway:Gateway": 561,
+    "xsc.storage.gateway:put": 96,
+    "xsc.storage.gateway:repair": 91,
+}
+
+
+def test_no_function_over_80_lines_and_no_class_over_500() -> None:
+    too_big = {}
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                lines = node.end_lineno - node.lineno + 1
+                limit = MAX_CLASS_LINES if isinstance(node, ast.ClassDef) else MAX_FUNCTION_LINES
+                if lines > max(limit, TOO_BIG_FOR_NOW.get(f"{name}:{node.name}", 0)):
+                    too_big[f"{name}:{node.name}"] = lines
+    assert too_big == {}, "split these by job"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from xsc.cli import client as cli_client
+from xsc.client import sync as cli_client
 from xsc.devnet import xsc_command
 
 

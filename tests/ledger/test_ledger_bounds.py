@@ -15,7 +15,8 @@ from xsc.identity import Identity
 from xsc.ledger import price_storage
 from xsc.ledger.model import MAX_U63, authorize
 from xsc.ledger.rules import MAX_BALANCE, AccountState
-from xsc.net import PeerClient, RemoteHolder
+from xsc.net import PeerClient
+from xsc.storage.holder_client import RemoteHolder
 from tests.support.attacks import receipt_claim, signed
 from tests.support.ledger import now, open_store, transfer
 from tests.support.peers import http, node_id

@@ -9,7 +9,7 @@ import plyvel
 from tests.support.nodes import run_xsc
 from tests.support.ledger import transfer
 from xsc import keys
-from xsc.cli.client import NodeClient
+from xsc.client.sync import NodeClient
 from xsc.identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity
 from xsc.ledger.rules import AccountState
 

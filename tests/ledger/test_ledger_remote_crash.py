@@ -10,7 +10,7 @@ import pytest
 
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import LEDGER
-from xsc.net import ask_receipt
+from xsc.ledger.receipts import ask_receipt
 from xsc.node.appkeys import PAYMENTS
 from xsc.node.appkeys import PEERS
 

@@ -15,7 +15,7 @@ from xsc.ledger import decode_authorization, decode_entry, encode_authorization
 from xsc.ledger.model import Receipt, authorize
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import LEDGER
-from xsc.net import RECEIPTS_PATH, ask_receipt
+from xsc.ledger.receipts import RECEIPTS_PATH, ask_receipt
 from xsc.node.appkeys import PAYMENTS
 from xsc.node.appkeys import PEERS
 

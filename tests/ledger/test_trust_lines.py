@@ -19,7 +19,8 @@ from xsc.identity import Identity, parse_public_id
 from xsc.ledger.model import authorize, encode_authorization
 from xsc.ledger.pricing import price_compute, price_storage
 from xsc.ledger.trust import TrustLines
-from xsc.net import PeerClient, RemoteHolder
+from xsc.net import PeerClient
+from xsc.storage.holder_client import RemoteHolder
 from xsc.node.appkeys import GATEWAY, MARKET, PAID_COMPUTE, PEERS, SHARE_HOLDER, TRUST
 
 from tests.support.compute import wasm

@@ -7,7 +7,7 @@ import pytest
 
 from xsc.errors import (BucketNotEmpty, BucketTaken, EntityTooSmall, Forbidden, InvalidArgument, InvalidBucketName,
                         InvalidPart, InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload)
-from xsc.s3.index import S3Index
+from xsc.buckets.index import S3Index
 
 
 @pytest.fixture

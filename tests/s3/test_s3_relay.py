@@ -1,5 +1,5 @@
 """The front's relay of a large GetObject body: bytes go from the node's socket to the client's by splice(2)
-(node_client.NodeBody.splice_to), exactly, and either side ending early is an error, never a hang."""
+(xsc.client.aio.NodeBody.splice_to), exactly, and either side ending early is an error, never a hang."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from xsc.s3.node_client import SPLICE, NodeBody
+from xsc.client.aio import SPLICE, NodeBody
 
 pytestmark = pytest.mark.skipif(not SPLICE, reason="splice(2) is Linux only; elsewhere the front copies")
 

@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 from xsc import keys
 from xsc.errors import BadRequest, PeerRefused
 from xsc.identity import sign_request
-from xsc.net import holders as remote_holder
+from xsc.storage import holder_client as remote_holder
 from xsc.storage import wire
 from xsc.node.appkeys import IDENTITY
 from xsc.node.datadir import open_db
 from xsc.node.appkeys import PEERS
-from xsc.net import RemoteHolder
+from xsc.storage.holder_client import RemoteHolder
 from xsc.storage.wire import check_audit, proof_sides
 from xsc.node.appkeys import SHARE_HOLDER
 from xsc.storage.holder import IDLE_TIMEOUT

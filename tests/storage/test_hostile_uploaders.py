@@ -15,7 +15,8 @@ import pytest
 from xsc import keys
 from xsc.errors import PeerRefused
 from xsc.identity import Identity, public_id
-from xsc.net import PeerClient, RemoteHolder
+from xsc.net import PeerClient
+from xsc.storage.holder_client import RemoteHolder
 from xsc.node.appkeys import GATEWAY, LEASE_GC, PEERS, SHARE_HOLDER, TERMS
 from xsc.storage import holder as holder_module
 from xsc.storage.leases import MAX_DURATION

@@ -13,7 +13,7 @@ import pytest
 from xsc import keys
 from xsc.node.datadir import open_db
 from xsc.node.appkeys import PEERS
-from xsc.net import RemoteHolder
+from xsc.storage.holder_client import RemoteHolder
 from xsc.storage import ShareMeta
 
 from tests.support.peers import api, node_id, wait_until

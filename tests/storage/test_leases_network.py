@@ -15,7 +15,7 @@ from xsc.node.appkeys import CONFIG
 from xsc.node.appkeys import LEASE_GC
 from xsc.node.appkeys import DEALS
 from xsc.node.appkeys import PEERS
-from xsc.net import RemoteHolder
+from xsc.storage.holder_client import RemoteHolder
 from xsc.node.appkeys import GATEWAY
 from xsc.storage import Capability
 

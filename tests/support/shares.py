@@ -8,7 +8,7 @@ import time
 import pytest
 
 from xsc.errors import PeerRefused
-from xsc.net import RemoteHolder
+from xsc.storage.holder_client import RemoteHolder
 from xsc.storage import erasure, layout
 from xsc.storage.crypto import SegmentCipher, new_key, storage_index
 from xsc.storage.manifest import Manifest, ciphertext_hash

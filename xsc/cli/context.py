@@ -61,7 +61,7 @@ class CliContext:
 
     def client(self):
         if self._client is None:
-            from .client import NodeClient
+            from ..client.sync import NodeClient
 
             self._client = NodeClient(self.node_url(), self.token(), start_hint=self.start_hint())
         return self._client

@@ -29,7 +29,7 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     from ..config import parse_listen
     from ..errors import ConfigError
     from ..s3.access import KeyRing, key_file
-    from ..s3.node_client import NodeApi
+    from ..client.aio import NodeApi
     from ..s3.server import S3Front, serve as run
 
     host, port = parse_listen(listen)

@@ -50,7 +50,7 @@ from ..ledger.settlement import Payments
 from ..ledger.service import LedgerService
 from ..net.compute import close_tab
 from ..net.peer_client import PeerClient
-from ..net.receipts import check_receipt
+from ..ledger.receipts import check_receipt
 from ..tasks import stop
 
 log = logging.getLogger(__name__)

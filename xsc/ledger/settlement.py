@@ -9,7 +9,7 @@ Payer side (the local user pays a node for work it did; storage deals and remote
 For this node `pay` is a local `settle`.  For another node the payer's node signs an authorization
 (capped, its cap held, recorded pending on disk), asks the payee's node to countersign a receipt into
 its chain and appends the payment embedding that receipt to the payer's chain (`complete`).  Every
-receipt that comes back is checked whole (net/receipts.check_receipt) before the ledger verifies its
+receipt that comes back is checked whole (ledger/receipts.check_receipt) before the ledger verifies its
 signature and writes it.  If the payee cannot be reached, or its answer is lost, the authorization
 stays pending and the retry task finishes it later: it asks the payee whether it countersigned,
 completes with that receipt, else asks again until the authorization expires, then abandons it.  Both
@@ -39,7 +39,7 @@ from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, Pe
                       PeerUnreachable, WrongPayee, XscError)
 from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
-from ..net.receipts import ask_receipt, check_receipt, fetch_receipt
+from .receipts import ask_receipt, check_receipt, fetch_receipt
 from ..tasks import stop, woken
 from .model import Authorization, Payment, Receipt, format_credits
 from .rules import CLOCK_SKEW

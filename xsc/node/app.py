@@ -29,18 +29,19 @@ from ..ledger.tabs import Tabs
 from ..allocation.service import FORK_BURST, FORK_RATE, AllocationService
 from ..market.needs import NeedRegistry
 from ..market.service import MAX_COMMITMENTS, MarketService
-from ..net import PeerClient, RemoteHolder
+from ..net import PeerClient
 from ..net.tls import server_context
 from ..ledger.trust import TrustLines
 from ..peers import HealthService, PeerService
 from ..peers.admission import Admission, Quarantine
 from ..peers.service import NEW_NODE_BURST
-from ..s3.index import S3Index
+from ..buckets.index import S3Index
 from ..storage import Gateway, ShareStore
 from ..storage.audits import AuditService
 from ..storage.deals import HolderTerms, StorageDeals
 from ..storage.files import StorageService
 from ..storage.holder import ShareHolder
+from ..storage.holder_client import RemoteHolder
 from ..storage.lease_gc import LeaseCollector
 from ..storage.scrubber import Scrubber
 from ..storage.locate import Locator

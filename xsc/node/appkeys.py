@@ -23,7 +23,7 @@ from ..market.service import MarketService
 from ..ledger.trust import TrustLines
 from ..peers import HealthService, PeerService
 from ..peers.admission import Admission
-from ..s3.index import S3Index
+from ..buckets.index import S3Index
 from ..storage.audits import AuditService
 from ..storage.deals import HolderTerms, StorageDeals
 from ..storage.files import StorageService

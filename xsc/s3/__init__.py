@@ -1,2 +1,3 @@
-"""The S3-compatible gateway: SigV4, S3 XML, listings and ETags (pure), the bucket index (LevelDB), and the
-S3 front (`xsc s3 serve`, aiohttp) that talks to its node through the user API.  See docs/s3.md."""
+"""The S3 front (`xsc s3 serve`, aiohttp): SigV4 and S3 XML (pure), its access keys, and the server, which talks
+to its node through the user API (xsc/client) and keeps its objects in the node's bucket index (xsc/buckets).
+See docs/s3.md."""

@@ -27,11 +27,12 @@ from aiohttp import web
 from ..errors import S3Error, XscError
 from ..storage.ranges import content_range, parse_range
 from ..tasks import in_pool, woken
+from ..buckets import listing, names
+from ..buckets.index import FILE_PREFIX
+from ..client.aio import SPLICE, NodeApi
 from . import headers as stored_headers
-from . import listing, names, routing, sigv4, xml
+from . import routing, sigv4, xml
 from .access import KeyRing
-from .index import FILE_PREFIX
-from .node_client import SPLICE, NodeApi
 
 log = logging.getLogger(__name__)
 
@@ -407,7 +408,7 @@ class S3Front:
     async def _relay(self, call: Call, response: web.StreamResponse, record: dict, first: int, last: int
                      ) -> web.StreamResponse:
         """A large GetObject body, relayed from the node's socket to the client's by splice(2) (see
-        node_client.NodeBody).  The first part is asked for before the headers go out, so a file the node
+        xsc.client.aio.NodeBody).  The first part is asked for before the headers go out, so a file the node
         cannot read is still an S3 error; a later failure cuts the connection (a short body, never wrong bytes)."""
         request = call.request
         pieces = self._pieces(record, first, last)

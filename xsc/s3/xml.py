@@ -103,7 +103,7 @@ def _maybe_encode(text: str, encoding: str | None) -> str:
 def list_objects_v2(bucket: str, page: dict, *, prefix: str, delimiter: str, max_keys: int,
                     start_after: str = "", continuation: str | None = None, encoding: str | None = None,
                     fetch_owner: bool = False, owner: str = "") -> bytes:
-    """A ListBucketResult of a page from xsc.s3.listing.list_page."""
+    """A ListBucketResult of a page from xsc.buckets.listing.list_page."""
     parts = [f'{HEADER}<ListBucketResult xmlns="{NS}"><Name>{e(bucket)}</Name>'
              f"<Prefix>{e(_maybe_encode(prefix, encoding))}</Prefix>"
              f"<KeyCount>{len(page['contents']) + len(page['prefixes'])}</KeyCount><MaxKeys>{max_keys}</MaxKeys>"]

@@ -1,6 +1,6 @@
 """What both ends of the share protocol agree on (as Tahoe's http_common): limits, parsers, paths.
 
-The holder's routes (node/http/shares.py) and its client (net/holders.py) both import this module;
+The holder's routes (node/http/shares.py) and its client (storage/holder_client.py) both import this module;
 neither imports the other.  Pure: no I/O.
 
     POST   /v1/peer/shares/{si}/{share}/uploads      {size, segment_size, lease_expiry, price} -> 201 {"upload"}

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from ...errors import EntryNotFound, InvalidArgument
 from ...ledger import Authorization, decode_authorization
-from ...net.receipts import RECEIPTS_PATH
+from ...ledger.receipts import RECEIPTS_PATH
 from .. import peer_auth
 from ..appkeys import LEDGER, PAYMENTS
 from .common import json_object, json_response, read_body

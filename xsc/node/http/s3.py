@@ -1,6 +1,6 @@
 """The bucket index on the user API (/v1/s3/...): what the S3 front (`xsc s3 serve`) records and looks up.
 
-Routes parse, call one method of xsc.s3.index.S3Index in the CPU pool, and encode.  Object data never
+Routes parse, call one method of xsc.buckets.index.S3Index in the CPU pool, and encode.  Object data never
 passes here: the front stores and reads files through /v1/store/files like `xsc store put/get`.  `?user=`
 names the S3 user the front acts for: the index checks it may read, write or own the bucket first.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...errors import BadRequest
-from ...s3 import listing
-from ...s3.index import S3Index
+from ...buckets import listing
+from ...buckets.index import S3Index
 from ...tasks import in_pool
 from ..appkeys import CPU_POOL, S3_INDEX
 from .common import json_body, json_response, query_int

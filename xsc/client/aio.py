@@ -1,4 +1,4 @@
-"""The S3 front's client of its node's user API (the same API, token and paths the CLI uses).
+"""The asynchronous client of a node's user API, the S3 front's (the same API, token and paths the CLI uses).
 
 Asynchronous (aiohttp) and streaming both ways: a put sends the body as it arrives, a get yields the
 file as the node sends it.  The node's problem bodies become XscErrors (as in the CLI); a node that
@@ -24,8 +24,8 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from .. import codec
-from ..cli.client import error_from_problem
 from ..errors import NodeNotRunning, NotFound, XscError
+from .sync import error_from_problem
 
 CHUNK = 1024 * 1024
 SPLICE = hasattr(os, "splice")  # Linux: large reads are relayed by splice(2)

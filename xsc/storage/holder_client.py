@@ -12,8 +12,8 @@ import asyncio
 from typing import Any
 
 from ..errors import PeerRefused
-from ..storage.wire import AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_PUT_BYTES, share_path
-from .peer_client import PeerClient
+from .wire import AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_PUT_BYTES, share_path
+from ..net.peer_client import PeerClient
 
 def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes:
     try:

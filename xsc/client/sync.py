@@ -1,4 +1,5 @@
-"""A small, synchronous client of the node's user API (stdlib http.client: fast to import, streams both ways)."""
+"""A small, synchronous client of the node's user API, the CLI's (stdlib http.client: fast to import, streams both
+ways).  A node's problem body becomes the XscError it was (`error_from_problem`), for this client and aio.py's."""
 
 from __future__ import annotations
 

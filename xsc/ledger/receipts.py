@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidEntry, PeerRefused
-from ..ledger.model import Authorization, Receipt, decode_entry, encode_authorization, format_credits
-from .peer_client import PeerClient
+from .model import Authorization, Receipt, decode_entry, encode_authorization, format_credits
+from ..net.peer_client import PeerClient
 
 RECEIPTS_PATH = "/v1/peer/ledger/receipts"
 
