@@ -12,7 +12,8 @@ import pytest
 
 from tests.support.cli import xsc_in_process
 from tests.support.nodes import Devnet, kill_all
-from tests.support.peers import FAST, api, node_id, wait_until
+from tests.support.peers import FAST, api, node_id
+from tests.support.waiting import eventually
 
 N = 6
 FRESHNESS = 10  # seconds (a killed node is seen down by the probes well within it)
@@ -110,7 +111,7 @@ def test_a_devnet_converges_without_over_allocation_and_a_killed_provider_is_dro
             assert status == 201, body
         # A need reaches its providers through their subscriptions; no node says converged before its providers
         # have answered it (docs/allocation.md), so once settled every recipient has units.
-        wait_until(lambda: _settled(nodes, ids, recipients), "the allocation to converge", timeout=60)
+        eventually(lambda: _settled(nodes, ids, recipients), "the allocation to converge", timeout=60)
         given = _given(nodes, ids)
         assert all(sum(given.get(r, {}).values()) > 0 for r in recipients), given
 
@@ -132,7 +133,7 @@ def test_a_devnet_converges_without_over_allocation_and_a_killed_provider_is_dro
         assert len(set(placement)) == 6 and len(set(json.loads(put.stdout)["prices"])) == 1  # one clearing price
         need_after = sum(n["quantity"] for n in _status(gateway)["needs"])
         assert abs((need_before - need_after) - served["units"]) <= 1, (need_before, need_after, served)
-        wait_until(lambda: _settled(nodes, ids, recipients), "the allocation to settle after the put", timeout=30)
+        eventually(lambda: _settled(nodes, ids, recipients), "the allocation to settle after the put", timeout=30)
 
         # ITC: every node but the first forked its id from a peer; stamps are distinct
         statuses = [_status(n) for n in nodes]
@@ -153,13 +154,13 @@ def test_a_devnet_converges_without_over_allocation_and_a_killed_provider_is_dro
                     return False
             return True
 
-        wait_until(dropped, "the killed provider to be dropped", timeout=2 * FRESHNESS)
-        wait_until(lambda: _settled(others, ids[:-1], recipients), "the others to converge without it", timeout=40)
+        eventually(dropped, "the killed provider to be dropped", timeout=2 * FRESHNESS)
+        eventually(lambda: _settled(others, ids[:-1], recipients), "the others to converge without it", timeout=40)
 
         # It comes back: it rejoins by fork (a fresh half from a live peer, its old id given back) and the
         # allocation converges with it again.
         victim.start(60)
-        wait_until(lambda: all(any(p["id"] == victim_id and p["active"] for p in _status(n)["peers"])
+        eventually(lambda: all(any(p["id"] == victim_id and p["active"] for p in _status(n)["peers"])
                                for n in others) and _settled(nodes, ids, recipients),
                    "the provider to rejoin and the allocation to converge", timeout=40)
         back = _status(victim)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from tests.support.allocation import until
+from tests.support.waiting import eventually_async
 from tests.support.compute import deploy, invoke
 from xsc.node.appkeys import ALLOCATION, MARKET, PEERS
 
@@ -45,7 +45,7 @@ async def test_invokes_are_served_from_the_allocation_and_shrink_the_standing_ne
     assert response.status == 201
     need = (await response.json())["id"]
     allocation, market = a.app[ALLOCATION], a.app[MARKET]
-    await until(lambda: allocation.allocated("compute").get(b_id) == quantity, "b to allocate a's whole need")
+    await eventually_async(lambda: allocation.allocated("compute").get(b_id) == quantity, "b to allocate a's whole need")
 
     left = quantity
     for call in range(2):
@@ -60,7 +60,7 @@ async def test_invokes_are_served_from_the_allocation_and_shrink_the_standing_ne
         assert _left(a, need) == left - used, (call, left, used, _left(a, need))
         left -= used
         # b's allocation follows the smaller need (received and served stay equal).
-        await until(lambda: allocation.allocated("compute").get(b_id) == left, "b to follow the smaller need")
+        await eventually_async(lambda: allocation.allocated("compute").get(b_id) == left, "b to follow the smaller need")
     assert market.status()["served_from_allocation"] == {"needs": 2, "units": 2 * used}
 
     # What is left (less than a call's budget) cannot hold the next call: the call market places it, and the

@@ -10,7 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from tests.support.allocation import pair, until
+from tests.support.allocation import pair
+from tests.support.waiting import eventually_async
 from xsc.allocation import AllocationState, SlotAllocation, Stamp
 from xsc.allocation.records import MAX_ALLOCATIONS, parse_receipt, parse_state, sign_receipt, sign_state
 from xsc.allocation.rounds import Receipt, ReceiptEntry
@@ -171,8 +172,8 @@ async def test_a_put_is_served_from_the_allocation_and_a_removed_provider_leaves
     status = await a.post("/v1/allocation/needs", json={"kind": "storage", "quantity": 1_000_000, "seconds": 600})
     assert status.status == 201
     need = (await status.json())["id"]
-    await until(lambda: a.app[ALLOCATION].allocated("storage").get(b_id), "b to allocate to a's need")
-    await until(lambda: (a.app[ALLOCATION].status()["received"] or {}).get(need, {}).get("total"), "a's receipt")
+    await eventually_async(lambda: a.app[ALLOCATION].allocated("storage").get(b_id), "b to allocate to a's need")
+    await eventually_async(lambda: (a.app[ALLOCATION].status()["received"] or {}).get(need, {}).get("total"), "a's receipt")
     before = a.app[ALLOCATION].status()["received"][need]
     assert before["by_provider"] == {b_id: 1_000_000} and before["total"] == 1_000_000
 
@@ -184,7 +185,7 @@ async def test_a_put_is_served_from_the_allocation_and_a_removed_provider_leaves
     # what the put used of the allocation leaves the standing need (received and served stay equal)
     left = next(n["quantity"] for n in a.app[ALLOCATION].status()["needs"] if n["id"] == need)
     assert left == 1_000_000 - served["units"]
-    await until(lambda: (a.app[ALLOCATION].status()["received"] or {}).get(need, {}).get("total") == left,
+    await eventually_async(lambda: (a.app[ALLOCATION].status()["received"] or {}).get(need, {}).get("total") == left,
                  "b's allocation to follow the smaller need")
 
     # b removed: it leaves a's allocation at once and a put goes on without it
@@ -210,7 +211,7 @@ async def test_a_stranger_gets_no_itc_fork_and_a_peer_only_its_quota(node_factor
     another, each a synced write on the event loop (issue 12).  Only a known peer forks, FORK_BURST at once."""
     a, b = await pair(node_factory, **QUIET)
     service = a.app[ALLOCATION]
-    await until(lambda: service.stamp is not None, "a's ITC id")
+    await eventually_async(lambda: service.stamp is not None, "a's ITC id")
     before = service.stamp
     status, problem, _ = await _fork(a, Identity.generate())
     assert status == 403 and problem["code"] == "unknown-peer", problem

@@ -8,7 +8,7 @@ from __future__ import annotations
 from decimal import Decimal
 from fractions import Fraction
 
-from tests.support.allocation import until
+from tests.support.waiting import eventually_async
 from tests.support.nodes import close_node, serve
 from xsc import keys
 from xsc.allocation import Stamp
@@ -58,14 +58,14 @@ async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_al
             for other, oid in ids.items():
                 if other != name:
                     n.app[MARKET].set_recognition(oid, Decimal(1))
-        await until(lambda: all(n.app[ALLOCATION].stamp is not None for n in nodes.values()), "every ITC id")
+        await eventually_async(lambda: all(n.app[ALLOCATION].stamp is not None for n in nodes.values()), "every ITC id")
         assert _whole([n.app[ALLOCATION].stamp for n in nodes.values()])
 
         # c needs storage; b allocates to it.
         response = await c.post("/v1/allocation/needs", json={"kind": "storage", "quantity": NEED, "seconds": 600})
         assert response.status == 201
-        await until(lambda: sum(_received(c).values()) == NEED and ids["b"] in _received(c), "c's need to be met")
-        await until(lambda: all(n.app[ALLOCATION].states.get(ids["b"]) is not None for n in (a, c)),
+        await eventually_async(lambda: sum(_received(c).values()) == NEED and ids["b"] in _received(c), "c's need to be met")
+        await eventually_async(lambda: all(n.app[ALLOCATION].states.get(ids["b"]) is not None for n in (a, c)),
                      "b's state at a and c")
         held_before = {name: nodes[name].app[ALLOCATION].states.seen(ids["b"]) for name in "ac"}
 
@@ -80,7 +80,7 @@ async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_al
         b = nodes["b"] = await serve(configs["b"])
         service = b.app[ALLOCATION]
         assert service.stamp is None and service.retiring == Stamp(old.id, 0)  # publishes nothing before it rejoins
-        await until(lambda: service.stamp is not None, "b to rejoin")
+        await eventually_async(lambda: service.stamp is not None, "b to rejoin")
         status = service.status()
         assert status["rejoined"] is True and status["forked_from"] in (ids["a"], ids["c"])
         # A fresh fork, after everything the peers held of it; the old id was given back first (so when the peer
@@ -90,11 +90,11 @@ async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_al
         assert _whole([n.app[ALLOCATION].stamp for n in nodes.values()])
 
         # Its records are taken at once (never stale), and the allocation converges again with it.
-        await until(lambda: service.states.get(ids["b"]) is not None, "b to publish its state")
-        await until(lambda: all(n.app[ALLOCATION].states.get(ids["b"]) is not None
+        await eventually_async(lambda: service.states.get(ids["b"]) is not None, "b to publish its state")
+        await eventually_async(lambda: all(n.app[ALLOCATION].states.get(ids["b"]) is not None
                                  and n.app[ALLOCATION].states.get(ids["b"]).stamp == service.states.get(ids["b"]).stamp
                                  for n in (a, c)), "a and c to take b's new state")
-        await until(lambda: sum(_received(c).values()) == NEED and c.app[ALLOCATION].status()["converged"]
+        await eventually_async(lambda: sum(_received(c).values()) == NEED and c.app[ALLOCATION].status()["converged"]
                      and service.status()["converged"], "the allocation to converge again")
     finally:
         for n in nodes.values():
@@ -105,14 +105,14 @@ async def test_a_node_with_no_peer_to_rejoin_through_keeps_its_stored_id(make_co
     config = make_config("alone", **QUIET)
     node = await serve(config)
     try:
-        first = await until(lambda: node.app[ALLOCATION].stamp, "the first node to seed its id")
+        first = await eventually_async(lambda: node.app[ALLOCATION].stamp, "the first node to seed its id")
         assert first.id == 1
     finally:
         await close_node(node)
     node = await serve(config)
     try:
         service = node.app[ALLOCATION]
-        await until(lambda: service.stamp is not None, "the id back")
+        await eventually_async(lambda: service.stamp is not None, "the id back")
         assert service.stamp == first and service.status()["rejoined"] is False and service.forked_from is None
     finally:
         await close_node(node)

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.support.allocation import until
+from tests.support.waiting import eventually_async
 from xsc.allocation import Commitment, Stamp
 from xsc.allocation.roundsim import RoundSimulation
 from xsc.allocation.simulate import SimConfig
@@ -134,7 +134,7 @@ async def test_the_simulator_and_live_nodes_give_the_same_allocation(net, node_f
         same, live = now is not None and now == live, now or {}
         return same
 
-    await until(settled_twice, "the live allocation to converge", timeout=40)
+    await eventually_async(settled_twice, "the live allocation to converge", timeout=40)
     assert not over, over[0]
 
     # The same inputs for the simulator: each provider's capacity slots as its node offers them (ids and windows

@@ -11,7 +11,8 @@ from decimal import Decimal
 
 import pytest
 
-from tests.support.allocation import pair, until
+from tests.support.allocation import pair
+from tests.support.waiting import eventually_async
 from xsc.allocation import AllocationState, Stamp
 from xsc.allocation.records import sign_state
 from xsc.allocation.subscriptions import (
@@ -182,8 +183,8 @@ async def test_a_record_reaches_only_the_parties_it_names_and_its_subscribers(no
     for n in (a, b, c):
         n.app[MARKET].publish()
     service = a.app[ALLOCATION]
-    await until(lambda: "state" in service.subscribers.topics(b_id, _now()), "b to subscribe to a's states")
-    await until(lambda: service.interests().get(c_id) is None and c.app[ALLOCATION].interests().get(a_id) is None
+    await eventually_async(lambda: "state" in service.subscribers.topics(b_id, _now()), "b to subscribe to a's states")
+    await eventually_async(lambda: service.interests().get(c_id) is None and c.app[ALLOCATION].interests().get(a_id) is None
                  and not service.subscribers.topics(c_id, _now()), "a and c to want nothing of each other")
     # (c's subscription from before the weights were set is gone: it sent an empty one once it wanted nothing)
     before = (b.app[ALLOCATION].states.get(a_id), c.app[ALLOCATION].states.get(a_id))
@@ -217,7 +218,7 @@ async def test_a_node_that_missed_records_catches_up_through_a_digest_exchange_a
     await a.app[MARKET].pull(b_descriptor, [b_id])
     assert "state" in a_service.interests()[b_id]
     # a's loop subscribes at b, and a subscription's answer carries b's state: that is over before b's next one
-    await until(lambda: b_service.subscribers.topics(a_id, _now()) == a_service.interests()[b_id],
+    await eventually_async(lambda: b_service.subscribers.topics(a_id, _now()) == a_service.interests()[b_id],
                 "a to subscribe to what it wants of b")
     # b holds a state of its own that it never sent (a lost push)
     record = sign_state(b.app[PEERS].identity, AllocationState.model_construct(
@@ -294,7 +295,7 @@ async def test_a_need_published_before_its_provider_subscribes_reaches_it(node_f
         mine = p_service.states.get(p_id)
         return sum(q for _, r, n, q, _ in mine.allocations if r == r_id and n == need["id"])
 
-    await until(lambda: given() == 300_000, "the provider to allocate the whole need")
+    await eventually_async(lambda: given() == 300_000, "the provider to allocate the whole need")
 
 
 async def test_converged_waits_until_a_need_has_reached_and_been_answered_by_its_providers(node_factory) -> None:
@@ -341,8 +342,8 @@ async def test_converged_waits_until_a_need_has_reached_and_been_answered_by_its
         mine = p_service.states.get(p_id)
         return 0 if mine is None else sum(q for _, r, n, q, _ in mine.allocations if r == r_id and n == nid)
 
-    await until(lambda: given(need["id"]) == 300_000, "the provider to allocate the whole need")
-    await until(lambda: r_service.status()["converged"] and p_service.status()["converged"], "both to converge")
+    await eventually_async(lambda: given(need["id"]) == 300_000, "the provider to allocate the whole need")
+    await eventually_async(lambda: r_service.status()["converged"] and p_service.status()["converged"], "both to converge")
     assert r_service.status()["unanswered"] == []
 
     # A second need reaches the provider while it does not compute: it holds a need it has not computed on,
@@ -351,7 +352,7 @@ async def test_converged_waits_until_a_need_has_reached_and_been_answered_by_its
     second = r_service.add_need("storage", 200_000, 600)
     recipient.app[MARKET].publish()
     await recipient.app[MARKET]._push_own()
-    await until(lambda: second["id"] in {b.slot.id for b in provider.app[MARKET].book.get(r_id).bids},
+    await eventually_async(lambda: second["id"] in {b.slot.id for b in provider.app[MARKET].book.get(r_id).bids},
                 "the second need to reach the provider")
     status = p_service.status()
     assert status["provider_converged"] is False and status["converged"] is False
@@ -359,5 +360,5 @@ async def test_converged_waits_until_a_need_has_reached_and_been_answered_by_its
     assert second["id"] in r_service.receipts.get(r_id).needs
     assert r_service.status()["unanswered"] == [second["id"]] and r_service.status()["converged"] is False
     p_service.start()
-    await until(lambda: given(second["id"]) == 200_000, "the provider to allocate the second need")
-    await until(lambda: r_service.status()["converged"] and p_service.status()["converged"], "both to converge again")
+    await eventually_async(lambda: given(second["id"]) == 200_000, "the provider to allocate the second need")
+    await eventually_async(lambda: r_service.status()["converged"] and p_service.status()["converged"], "both to converge again")

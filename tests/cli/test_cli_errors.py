@@ -6,7 +6,6 @@ import http.client
 import logging
 import os
 import socket
-import time
 
 import aiohttp
 import pytest
@@ -17,6 +16,7 @@ from xsc.net.peer_client import PeerClient
 
 from tests.support.nodes import free_port
 from tests.support.cli import xsc
+from tests.support.waiting import eventually
 
 
 def test_a_node_that_is_not_running_is_one_line_said_once(tmp_path) -> None:
@@ -65,12 +65,6 @@ def test_shares_on_unreachable_nodes_are_grouped_by_node() -> None:
                     "share 4 on node bbbbbbbbbbbb… (no answer within 5 s)")
 
 
-def _wait_for(records, predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not any(predicate(r) for r in records):
-        time.sleep(0.05)
-
-
 def test_a_client_hanging_up_is_one_info_line_on_the_node(thread_node, caplog) -> None:
     caplog.set_level(logging.INFO)
     node = thread_node()
@@ -82,12 +76,14 @@ def test_a_client_hanging_up_is_one_info_line_on_the_node(thread_node, caplog) -
     conn.getresponse().read(1000)
     conn.sock.close()
     conn.close()
-    _wait_for(caplog.records, lambda r: "client disconnected during GET" in r.getMessage())
+    eventually(lambda: any("client disconnected during GET" in r.getMessage() for r in caplog.records),
+               "the node to log the disconnected GET")
 
     with socket.create_connection(("127.0.0.1", node.port)) as s:  # a put, hung up in the middle of its body
         s.sendall(f"POST /v1/store/files?name=x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
                   f"Content-Length: 50000000\r\n\r\n".encode() + os.urandom(3_000_000))
-    _wait_for(caplog.records, lambda r: "client disconnected during POST" in r.getMessage())
+    eventually(lambda: any("client disconnected during POST" in r.getMessage() for r in caplog.records),
+               "the node to log the disconnected POST")
 
     said = [r for r in caplog.records if "disconnect" in r.getMessage() or r.levelno >= logging.ERROR]
     assert [(r.levelname, r.getMessage().split(" /")[0]) for r in said] == [

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 from tests.support.cli import xsc
+from tests.support.waiting import eventually
 
 WASM = Path(__file__).resolve().parents[2] / "fixtures" / "wasm"
 NARROW = {"COLUMNS": "80"}
@@ -62,9 +62,8 @@ def test_ledger_history_says_how_many_entries_it_left_out(thread_node) -> None:
     node = thread_node()
     for n in range(1, 4):  # calls are paid by a tab, one transfer per interval: wait for each to settle
         assert node.xsc("compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2").exit_code == 0
-        deadline = time.monotonic() + 60
-        while len(json.loads(node.xsc("ledger", "history", "--json").stdout)) < n and time.monotonic() < deadline:
-            time.sleep(0.05)
+        eventually(lambda: len(json.loads(node.xsc("ledger", "history", "--json").stdout)) >= n,
+                   f"the ledger to show {n} entries", 60)
     out = node.xsc("ledger", "history", "-n", "2", env=NARROW)
     assert out.exit_code == 0, out.output
     _fits(out.stdout)

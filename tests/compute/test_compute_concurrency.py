@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.support.compute import deploy, invoke
+from tests.support.waiting import eventually_async
 
 from xsc.node.appkeys import COMPUTE
 
@@ -18,11 +19,10 @@ async def running_calls(client) -> int:
 
 
 async def wait_until_running(client, count: int) -> None:
-    for _ in range(2000):
-        if await running_calls(client) >= count:
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never saw {count} calls running")
+    async def running() -> bool:
+        return await running_calls(client) >= count
+
+    await eventually_async(running, f"{count} calls running", 10, poll=0.005)
 
 
 async def test_health_and_other_invokes_answer_while_one_spins(node):

@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from tests.support.compute import deploy, invoke
+from tests.support.waiting import eventually_async
 
 from xsc import keys
 from xsc.compute import provenance
@@ -53,11 +54,7 @@ class _Writes:
 
 
 async def _until(predicate, what: str) -> None:
-    for _ in range(1000):
-        if predicate():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
+    await eventually_async(predicate, what, 5, poll=0.005)
 
 
 async def test_calls_on_the_pool_write_their_own_records_and_join_the_group_being_written(node, monkeypatch):

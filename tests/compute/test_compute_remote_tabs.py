@@ -8,7 +8,8 @@ import threading
 import pytest
 from tests.support.compute import module_id, wasm
 
-from tests.support.peers import api, http, start_star, wait_until
+from tests.support.peers import api, http, start_star
+from tests.support.waiting import eventually
 
 ENV = {"XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3"}
 ADD = module_id("add")
@@ -56,23 +57,23 @@ def test_kill_9_of_gateway_or_provider_loses_no_acknowledged_remote_payment(tmp_
     started: list = []
     try:
         (gateway, provider), _ = start_star(tmp_path, 2, {**ENV, "XSC_MARKET_OFFER_COMPUTE": "false"}, ENV, started)
-        wait_until(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 2, "the market")
+        eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 2, "the market")
         status, body = http(gateway.url, "POST", "/v1/modules", wasm("add"), {"Authorization": f"Bearer {gateway.token}"})
         assert status in (200, 201), body
         acked: dict[str, int] = {}
         for victim in (gateway, provider):
             # The market matches the gateway's invokes to the provider (again, after a restart) first.
-            wait_until(lambda: (answer := _invoke(gateway))[0] == 200 and acked.update(
+            eventually(lambda: (answer := _invoke(gateway))[0] == 200 and acked.update(
                 {answer[1]["provenance"]: answer[1]["charge"]}) is None, "a remote invoke to succeed", timeout=90)
             before, stop = len(acked), threading.Event()
             threads = _burst(gateway, acked, stop)
-            wait_until(lambda: len(acked) >= before + 3, "some acknowledged remote invokes", timeout=60)
+            eventually(lambda: len(acked) >= before + 3, "some acknowledged remote invokes", timeout=60)
             victim.kill()
             stop.set()
             for t in threads:
                 t.join()
             victim.start()
-            wait_until(lambda: _settled(gateway, provider), "every tab paid after the restart", timeout=60)
+            eventually(lambda: _settled(gateway, provider), "every tab paid after the restart", timeout=60)
             received = api(provider, "GET", "/v1/ledger/accounts/node")[1]["balance"]
             assert received >= sum(acked.values())  # every acknowledged invoke is paid (a lost answer may be too)
             records = api(provider, "GET", "/v1/compute/provenance?limit=1000")[1]["records"]

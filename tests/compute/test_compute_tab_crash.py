@@ -8,7 +8,8 @@ import threading
 import pytest
 from tests.support.compute import WASM
 
-from tests.support.peers import api, http, wait_until
+from tests.support.peers import api, http
+from tests.support.waiting import eventually
 
 PRICE = 1_000_000  # micro-credits per million fuel
 FUEL = 100_000  # each call spins out of its fuel: it owes 0.1 credit
@@ -48,14 +49,14 @@ def test_kill_9_loses_no_acknowledged_payment_and_never_passes_the_credit_limit(
         threads = [threading.Thread(target=client) for _ in range(6)]
         for t in threads:
             t.start()
-        wait_until(lambda: len(acked) >= 4, "some acknowledged invokes")
+        eventually(lambda: len(acked) >= 4, "some acknowledged invokes")
         node.kill()  # in the middle of the burst: some acknowledged, some still running
         for t in threads:
             t.join()
         assert acked and all(price == FUEL * PRICE // 1_000_000 for price in acked.values())
 
         node.start()
-        covered = wait_until(lambda: (c := _covered(node)) and set(acked) <= set(c) and c, "the tabs settled")
+        covered = eventually(lambda: (c := _covered(node)) and set(acked) <= set(c) and c, "the tabs settled")
         # Spend everything that is left: the credit limit holds across the crash.
         while True:
             status, body = _spin(node, module)
@@ -65,7 +66,7 @@ def test_kill_9_loses_no_acknowledged_payment_and_never_passes_the_credit_limit(
             assert status == 422, body
         node.stop()
         node.start()
-        covered = wait_until(lambda: (c := _covered(node)) and c, "history")
+        covered = eventually(lambda: (c := _covered(node)) and c, "history")
         status, client = api(node, "GET", "/v1/ledger/accounts/client")
         assert client["balance"] >= -LIMIT and client["held"] == 0
         status, records = api(node, "GET", "/v1/compute/provenance?limit=1000")

@@ -15,7 +15,8 @@ from xsc.node.appkeys import PAYMENTS
 from xsc.node.appkeys import PEERS
 
 from tests.support.nodes import NodeProcess, free_port, kill_all
-from tests.support.peers import FAST, api, node_id, wait_until
+from tests.support.peers import FAST, api, node_id
+from tests.support.waiting import eventually
 
 LAUNCHER = [sys.executable, str(Path(__file__).parents[1] / "support" / "ledger_node.py")]
 RETRY = {"XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3"}
@@ -65,7 +66,7 @@ def test_a_payer_killed_with_a_payment_pending_completes_it_after_restart(tmp_pa
 
         b.start()
         a.start()
-        wait_until(lambda: _balance(a)["balance"] == -5_000, "the restarted payer to complete its payment")
+        eventually(lambda: _balance(a)["balance"] == -5_000, "the restarted payer to complete its payment")
         assert _balance(a)["held"] == 0 and _balance(b, "node")["balance"] == 5_000
         for node in (a, b):
             report = json.loads(_ok(node.xsc("ledger", "verify", "--json")))

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from tests.support.peers import FAST, wait_until
+from tests.support.peers import FAST
+from tests.support.waiting import eventually
 
 
 def ok(node, *args: str) -> str:
@@ -112,7 +113,7 @@ def test_market_cli_two_peered_nodes(node_process, tmp_path):
         return (sa["participants"] == sb["participants"] == 2 and sa["converged"] and sb["converged"]
                 and sa["digest"] == sb["digest"])
 
-    wait_until(converged, "both books to hold both offers")
+    eventually(converged, "both books to hold both offers")
     owners = {o["owner"] for bk in ok_json(b, "market", "book")["books"] for o in bk["asks"]}
     assert owners == {a_id, b_id}
     text = ok(b, "market", "book", "--kind", "storage")
@@ -136,7 +137,7 @@ def test_market_cli_two_peered_nodes(node_process, tmp_path):
     assert mine["peer"] == a_id and mine["weight"] == "2.5" and mine["set_by_user"]
     assert "user" in ok(b, "market", "recognition")
     # a sees b's weight for it once b's new commitment arrives.
-    wait_until(lambda: ok_json(a, "market", "recognition")["recognition"][0]["theirs"] == "2.5",
+    eventually(lambda: ok_json(a, "market", "recognition")["recognition"][0]["theirs"] == "2.5",
                "a to see b's recognition")
     assert "back to the derived one" in ok(b, "market", "recognize", a_id, "auto")
     (mine,) = ok_json(b, "market", "recognition")["recognition"]

@@ -13,7 +13,8 @@ from xsc.ledger import price_storage
 from xsc.storage import Capability
 
 from tests.support.nodes import NodeProcess, kill_all
-from tests.support.peers import api, start_star, wait_until
+from tests.support.peers import api, start_star
+from tests.support.waiting import eventually
 from tests.support.blocks import corrupt_block
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "wasm"
@@ -29,7 +30,7 @@ def network(tmp_path: Path):
 
     def start(n: int, gateway_env: dict | None = None, others_env: dict | None = None):
         nodes, ids = start_star(tmp_path, n, gateway_env or {}, others_env or {}, started)
-        wait_until(lambda: len({_market(node)["digest"] for node in nodes}) == 1
+        eventually(lambda: len({_market(node)["digest"] for node in nodes}) == 1
                    and _market(nodes[0])["participants"] == n, "every node to hold the same book", timeout=60)
         return nodes, ids
 
@@ -87,7 +88,7 @@ def test_puts_are_paid_to_their_holders_for_what_they_hold_and_a_failing_holder_
             by_node.setdefault(d["node"], []).append(d)
         return len(deals) == 12 and all(d["paid"] > 0 for d in deals)
 
-    wait_until(all_paid, "every deal to be paid at least once", timeout=60)
+    eventually(all_paid, "every deal to be paid at least once", timeout=60)
     for node, deals in by_node.items():
         for d in deals:
             held = d["paid_until"] - d["start"]
@@ -106,14 +107,14 @@ def test_puts_are_paid_to_their_holders_for_what_they_hold_and_a_failing_holder_
     victim_id = large["placement"][share]
     victim = nodes[ids.index(victim_id)]
     corrupt_block(victim, si, share, segment=2)
-    repaired = wait_until(lambda: (lambda c: c if c["healthy"] and c["shares"][share]["node"] != victim_id else None)(
+    repaired = eventually(lambda: (lambda c: c if c["healthy"] and c["shares"][share]["node"] != victim_id else None)(
         api(gateway, "GET", f"/v1/store/files/{cap}/check")[1]), "the share to be rebuilt elsewhere", timeout=60)
     new_node = repaired["shares"][share]["node"]
-    deal = wait_until(lambda: next((d for d in _market(gateway)["deals"] if d["si"] == si.hex()
+    deal = eventually(lambda: next((d for d in _market(gateway)["deals"] if d["si"] == si.hex()
                                     and d["share"] == share and d["node"] == new_node), None),
                       "the share's deal to move to its new holder")
     assert deal["price"] > 0
-    wait_until(lambda: any(d["si"] == si.hex() and d["share"] == share and d["paid"] > 0
+    eventually(lambda: any(d["si"] == si.hex() and d["share"] == share and d["paid"] > 0
                            for d in _market(gateway)["deals"]), "the new holder to be paid", timeout=60)
     status, history = api(gateway, "GET", f"/v1/market/status?file={si.hex()}")
     ended = [d for d in history["ended"] if d["share"] == share]
@@ -139,14 +140,14 @@ def test_an_invoke_runs_on_another_provider_when_this_node_offers_no_compute(net
     assert status == 200, record
     assert record["record"]["deal"]["gateway"] == ids[0] and record["record"]["deal"]["authorization"] == run["tab"]
     assert run["charge"] > 0
-    wait_until(lambda: _received(provider) == run["charge"], "the tab to be paid")
+    eventually(lambda: _received(provider) == run["charge"], "the tab to be paid")
     # The gateway writes its side once the provider's countersigned answer is back: a moment after the provider's.
-    wait_until(lambda: _account(gateway, "client")["balance"] == -run["charge"], "the gateway to write the payment")
+    eventually(lambda: _account(gateway, "client")["balance"] == -run["charge"], "the gateway to write the payment")
     # A trap is paid too, and reported as the trap it is.
     trapped = gateway.xsc("compute", "invoke", str(FIXTURES / "loop.wasm"), "spin", "--fuel", "1000000")
     assert trapped.returncode != 0 and b"fuel" in trapped.stderr
-    wait_until(lambda: _received(provider) > run["charge"], "the second tab to be paid")
-    wait_until(lambda: _account(gateway, "client")["held"] == 0, "the gateway's holds to be released")
+    eventually(lambda: _received(provider) > run["charge"], "the second tab to be paid")
+    eventually(lambda: _account(gateway, "client")["held"] == 0, "the gateway's holds to be released")
     _verify_all(nodes)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.nodes import NodeProcess, free_port, run_xsc, xsc_command
+from tests.support.waiting import eventually
 
 
 def test_first_start_creates_the_data_dir(node_process) -> None:
@@ -79,7 +80,6 @@ def test_help_everywhere() -> None:
 def test_sigterm_lets_an_in_flight_put_finish(node_process, tmp_path: Path) -> None:
     import os
     import subprocess
-    import time
 
     node = node_process()
     src = tmp_path / "inflight.bin"
@@ -87,11 +87,8 @@ def test_sigterm_lets_an_in_flight_put_finish(node_process, tmp_path: Path) -> N
     src.write_bytes(data)
     put = subprocess.Popen([*xsc_command(), "--data-dir", str(node.data_dir), "store", "put", str(src)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["reserved"] > 0:
-            break
-        time.sleep(0.02)
+    eventually(lambda: json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["reserved"] > 0,
+               "the put to reserve room", 60, poll=0.02)
     node.proc.send_signal(signal.SIGTERM)
     out, err = put.communicate(timeout=60)
     assert put.returncode == 0, err

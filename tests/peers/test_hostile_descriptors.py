@@ -15,7 +15,7 @@ from xsc.peers import service
 from xsc.peers.service import MAX_NEW_PER_MESSAGE, MAX_PER_MESSAGE, NEW_NODE_BURST
 
 from tests.support.attacks import fake_descriptors
-from tests.support.peers import wait_until
+from tests.support.waiting import eventually
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -162,7 +162,7 @@ async def test_nodes_a_stranger_names_are_sent_nothing_but_a_probe_and_recognise
                    "Content-Type": "application/json"}
         assert (await node.post(path, data=raw, headers=headers)).status == 200
         assert all(peers.known(key.id) for key in fakes)
-        await asyncio.to_thread(wait_until, lambda: {p for p, _ in listener.requests} == set(ports),
+        await asyncio.to_thread(eventually, lambda: {p for p, _ in listener.requests} == set(ports),
                                 "a probe of each fake node")
         assert all(peers.availability(key.id).up is None for key in fakes)  # probed, not answered
 

@@ -22,7 +22,8 @@ from xsc.node.appkeys import IDENTITY, PEERS, REPLAY_GUARD
 
 from tests.support.nodes import free_port
 from tests.support.peers import FAST as PROCESS_FAST
-from tests.support.peers import api, known_ids, node_id, peer_health, wait_until
+from tests.support.peers import api, known_ids, node_id, peer_health
+from tests.support.waiting import eventually, eventually_async
 
 FAST = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 STRICT = {**FAST, "peers": {"gossip_interval": 3600, "loopback_plaintext": False}}
@@ -241,7 +242,7 @@ def test_a_tls_only_peer_listener_says_nothing_in_plaintext(node_process) -> Non
     result = a.xsc("peers", "add", f"https://{b_id}@127.0.0.1:{peer_port}")
     assert result.returncode == 0, result.stderr
     assert known_ids(a) == {b_id} and known_ids(b) == {node_id(a)}
-    wait_until(lambda: (peer_health(a, b_id) or {}).get("probes_1h", 0) >= 2, "a to probe b over its peer port")
+    eventually(lambda: (peer_health(a, b_id) or {}).get("probes_1h", 0) >= 2, "a to probe b over its peer port")
     assert peer_health(a, b_id)["up"] is True
 
 
@@ -325,8 +326,11 @@ async def test_a_silent_connection_is_plain_http_after_a_moment(node_factory, mo
     monkeypatch.setattr(sniff, "MAX_PENDING", 2)
     node = await node_factory("n", **FAST)
     port = _port(node)
+    server = node.server.runner.server  # the node's SniffingServer, in front of aiohttp's
+    handed = len(server.inner.connections)
     silent = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
-    await asyncio.sleep(1.5)
+    await eventually_async(lambda: len(server.inner.connections) >= handed + 4 and not server.sniffing,
+                           "the silent connections to be handed to aiohttp", 10)
     for reader, writer in silent:  # every one of them is served as plain HTTP now
         writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert (await asyncio.wait_for(reader.read(), 10)).startswith(b"HTTP/1.1 200")

@@ -10,7 +10,8 @@ import pytest
 from xsc.config import https_url
 
 from tests.support.nodes import free_port
-from tests.support.peers import FAST, api, http, known_ids, node_id, peer_health, wait_until
+from tests.support.peers import FAST, api, http, known_ids, node_id, peer_health
+from tests.support.waiting import eventually
 
 
 @pytest.mark.slow
@@ -21,7 +22,7 @@ def test_three_nodes_joined_through_one_learn_each_other_and_probe_each_other(no
     ids = {name: node_id(n) for name, n in (("a", a), ("b", b), ("c", c))}
     # b and c only ever heard of a: they learn of each other from descriptors passed on.
     for name, node in (("a", a), ("b", b), ("c", c)):
-        wait_until(lambda: known_ids(node) == set(ids.values()) - {ids[name]}, f"{name} to know the other two")
+        eventually(lambda: known_ids(node) == set(ids.values()) - {ids[name]}, f"{name} to know the other two")
 
     listing = json.loads(b.xsc("peers", "ls", "--json").stdout)
     # Peers reach each node over TLS on its one port (the http:// seed was upgraded): https:// everywhere.
@@ -32,7 +33,7 @@ def test_three_nodes_joined_through_one_learn_each_other_and_probe_each_other(no
 
     # Every node probes every other with a signed challenge, and keeps the result.
     for peer in ("b", "c"):
-        wait_until(lambda: (peer_health(a, ids[peer]) or {}).get("probes_1h", 0) >= 3, f"a to probe {peer}")
+        eventually(lambda: (peer_health(a, ids[peer]) or {}).get("probes_1h", 0) >= 3, f"a to probe {peer}")
     stats = peer_health(a, ids["c"])
     assert stats["up"] is True and stats["ratio_1h"] == 1.0 and stats["consecutive_failures"] == 0
     assert stats["latency_ms"] > 0 and stats["last_audit"] is None and stats["last_error"] is None
@@ -43,7 +44,7 @@ def test_three_nodes_joined_through_one_learn_each_other_and_probe_each_other(no
     # A node that dies fails its probes; the others notice, and /health says so once most are down.
     c.kill()
     for node in (a, b):
-        wait_until(lambda: (peer_health(node, ids["c"]) or {}).get("consecutive_failures", 0) >= 2,
+        eventually(lambda: (peer_health(node, ids["c"]) or {}).get("consecutive_failures", 0) >= 2,
                    "probes of the killed node to fail")
     stats = peer_health(a, ids["c"])
     assert stats["up"] is False and stats["ratio_1h"] < 1.0 and "unreachable" in stats["last_error"]
@@ -51,7 +52,7 @@ def test_three_nodes_joined_through_one_learn_each_other_and_probe_each_other(no
     check = api(a, "GET", "/health")[1]["checks"]["peers:reachable"][0]  # its figures need the token
     assert check["status"] == "pass" and check["observedValue"] == 1  # one of two is half: still a pass
     b.kill()
-    wait_until(lambda: http(a.url, "GET", "/health")[1]["checks"]["peers:reachable"][0]["status"] == "warn",
+    eventually(lambda: http(a.url, "GET", "/health")[1]["checks"]["peers:reachable"][0]["status"] == "warn",
                "the health check to warn")
     status, body = http(a.url, "GET", "/health")
     assert status == 200 and body["status"] == "warn"
@@ -62,14 +63,14 @@ def test_restart_keeps_identity_peer_table_and_probe_history(node_process) -> No
     a = node_process("a", env=FAST)
     b = node_process("b", ["--peer", a.url], env=FAST)
     a_id, b_id = node_id(a), node_id(b)
-    wait_until(lambda: (peer_health(a, b_id) or {}).get("probes_1h", 0) >= 3, "a to probe b")
+    eventually(lambda: (peer_health(a, b_id) or {}).get("probes_1h", 0) >= 3, "a to probe b")
     assert a.stop(signal.SIGTERM) == 0
     a.start()  # a was never told of any peer on its command line: all it knows comes from its database
     assert node_id(a) == a_id
     assert known_ids(a) == {b_id}
     probes_before = peer_health(a, b_id)["probes_24h"]
     assert probes_before >= 3
-    wait_until(lambda: peer_health(a, b_id)["probes_24h"] > probes_before, "a to probe b again after its restart")
+    eventually(lambda: peer_health(a, b_id)["probes_24h"] > probes_before, "a to probe b again after its restart")
 
     b.kill()  # kill -9: b's table survives as well
     b.start()
@@ -113,13 +114,13 @@ def test_a_peer_counted_as_down_is_probed_again_as_soon_as_it_sends_a_signed_req
     a = node_process("a", env={**FAST, "XSC_HEALTH_PROBE_INTERVAL": "3600"})
     b = node_process("b", ["--peer", a.url], env=FAST)
     b_id = node_id(b)
-    wait_until(lambda: known_ids(a) == {b_id}, "a to know b")
-    wait_until(lambda: peer_health(a, b_id)["up"] is True, "a's probe of b on learning of it")
+    eventually(lambda: known_ids(a) == {b_id}, "a to know b")
+    eventually(lambda: peer_health(a, b_id)["up"] is True, "a's probe of b on learning of it")
     b.kill()
     status, body = api(a, "POST", "/v1/health/probe")  # one round now, while b is dead
     assert status == 200 and [r["ok"] for r in body["results"]] == [False]
     assert peer_health(a, b_id)["up"] is False
     b.start()  # b gossips to a at once: a probes it on hearing from it
-    wait_until(lambda: peer_health(a, b_id)["up"] is True, "a to count b up again")
+    eventually(lambda: peer_health(a, b_id)["up"] is True, "a to count b up again")
     stats = peer_health(a, b_id)
     assert stats["consecutive_failures"] == 0 and stats["probes_1h"] == 3  # on learning, dead, on hearing from it

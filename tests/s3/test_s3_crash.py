@@ -8,13 +8,13 @@ import hashlib
 import http.client
 import json
 import os
-import time
 
 import pytest
 
 pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
 
 from tests.support.s3 import FrontProcess, Gateway, index_and_files, sign_headers  # noqa: E402
+from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
 MiB = 1024 * 1024
@@ -22,14 +22,6 @@ MiB = 1024 * 1024
 
 def _reserved(node) -> int:
     return json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["reserved"]
-
-
-def _wait_for(condition, what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:g} s for {what}")
-        time.sleep(0.05)
 
 
 def _half_sent_put(gateway: Gateway, path: str, size: int) -> http.client.HTTPConnection:
@@ -42,7 +34,7 @@ def _half_sent_put(gateway: Gateway, path: str, size: int) -> http.client.HTTPCo
         conn.putheader(name, value)
     conn.endheaders()
     conn.send(os.urandom(size // 2))
-    _wait_for(lambda: _reserved(gateway.node) > 0, "the node to begin storing the upload")
+    eventually(lambda: _reserved(gateway.node) > 0, "the node to begin storing the upload", 120)
     return conn
 
 
@@ -135,7 +127,7 @@ def test_kill_9_as_an_overwrite_commits(gateway) -> None:
     before = _s3_files(gateway.node)
     writer = threading.Thread(target=lambda: _ignore(lambda: s3.put_object(Bucket="crash", Key="k", Body=new)))
     writer.start()
-    _wait_for(lambda: _s3_files(gateway.node) != before, "the new version to be stored")
+    eventually(lambda: _s3_files(gateway.node) != before, "the new version to be stored", 120)
     gateway.node.kill()
     writer.join()
     _restart(gateway)

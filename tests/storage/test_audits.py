@@ -24,7 +24,8 @@ from xsc.tasks import Pacer
 
 from tests.support.blocks import corrupt_block
 from tests.support.nodes import NodeProcess, kill_all
-from tests.support.peers import api, http, peer_health, start_star, wait_until
+from tests.support.peers import api, http, peer_health, start_star
+from tests.support.waiting import eventually
 
 NO_SCRUB = {"XSC_AUDIT_SCRUB_RATE": "0"}
 FAST_AUDITS = {"XSC_AUDIT_INTERVAL": "0.3", "XSC_AUDIT_BLOCKS_PER_ROUND": "6"}
@@ -170,7 +171,7 @@ def test_a_corrupt_block_fails_its_audit_and_the_share_is_rebuilt_on_another_nod
 
     corrupt_block(victim, si, share, segment=2)
 
-    check = wait_until(_repaired_elsewhere(gateway, cap, share, victim_id), "the share to be rebuilt elsewhere",
+    check = eventually(_repaired_elsewhere(gateway, cap, share, victim_id), "the share to be rebuilt elsewhere",
                        timeout=60)
     new_node = check["shares"][share]["node"]
     assert new_node in ids and new_node != victim_id
@@ -221,7 +222,7 @@ def test_the_scrubber_reports_a_corrupt_block_to_its_uploader_which_repairs_it(n
 
     corrupt_block(victim, bytes.fromhex(si), share, segment=1)
 
-    check = wait_until(_repaired_elsewhere(gateway, cap, share, victim_id), "the share to be rebuilt elsewhere",
+    check = eventually(_repaired_elsewhere(gateway, cap, share, victim_id), "the share to be rebuilt elsewhere",
                        timeout=60)
     assert check["shares"][share]["node"] != victim_id
     assert gateway.xsc("store", "get", cap).stdout == data
@@ -241,7 +242,7 @@ def test_a_holder_killed_past_the_threshold_has_its_share_rebuilt_on_another_nod
 
     victim.kill()
 
-    check = wait_until(_repaired_elsewhere(gateway, cap, share, victim_id), "the share to be rebuilt elsewhere",
+    check = eventually(_repaired_elsewhere(gateway, cap, share, victim_id), "the share to be rebuilt elsewhere",
                        timeout=60)
     rebuilt_on = check["shares"][share]
     # On the spare node, or on the gateway itself when the spare is the gateway (placement chose six others).

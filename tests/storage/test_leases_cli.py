@@ -16,7 +16,8 @@ from xsc.node.appkeys import PEERS
 from xsc.storage.holder_client import RemoteHolder
 from xsc.storage import ShareMeta
 
-from tests.support.peers import api, node_id, wait_until
+from tests.support.peers import api, node_id
+from tests.support.waiting import eventually
 from tests.support.shares import EncodedFile
 
 
@@ -98,13 +99,13 @@ async def test_a_kill_9_during_garbage_collection_leaves_the_store_exact(node_pr
         assert status == 200, body
         return body["lease_gc"]["shares"]
 
-    await asyncio.to_thread(wait_until, lambda: collected() >= 3, "the holder to start collecting")
+    await asyncio.to_thread(eventually, lambda: collected() >= 3, "the holder to start collecting")
     holder.kill()
     used, shares = _consistent(holder.data_dir, [f.si for f in files])
     assert used == shares * files[0].share_bytes and shares < len(files)
 
     holder.start()  # the collection goes on after the restart, from a consistent store
-    await asyncio.to_thread(wait_until, lambda: api(holder, "GET", "/v1/node/status")[1]["storage"]["used"] == 0,
+    await asyncio.to_thread(eventually, lambda: api(holder, "GET", "/v1/node/status")[1]["storage"]["used"] == 0,
                             "the holder to collect the rest")
     holder.stop()
     assert _consistent(holder.data_dir, [f.si for f in files]) == (0, 0)

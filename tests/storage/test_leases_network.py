@@ -21,6 +21,7 @@ from xsc.storage import Capability
 
 from tests.support.nodes import run_xsc
 from tests.support.shares import EncodedFile
+from tests.support.waiting import eventually_async
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 FAST_GC = {"segment_size": 4096, "gc_interval": 0.1, "gc_grace": 0}
@@ -42,15 +43,6 @@ PRICE = 1_000_000  # a deal price above any ask: shares placed directly, as a ga
 
 def _id(node) -> str:
     return node.app[PEERS].identity.id
-
-
-async def _wait(check, what: str, timeout: float = 20.0) -> None:
-    """Poll until check() is true (a deadline against hangs, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def test_renew_extends_every_lease_here_and_on_each_holder(trio) -> None:
@@ -147,12 +139,12 @@ async def test_a_holder_collects_an_expired_share_and_keeps_a_live_one(trio) -> 
     assert store.used == 2 * short.share_bytes
 
     collector = b.app[LEASE_GC]
-    await _wait(lambda: store.share_meta(short.si, 1) is None, "b to collect the expired share")
+    await eventually_async(lambda: store.share_meta(short.si, 1) is None, "b to collect the expired share")
     assert store.used == live.share_bytes and store.shares_held == 1
     assert store.manifest(short.si) is None and store.manifest(live.si) is not None
     assert collector.counts["shares"] == 1 and collector.counts["bytes"] == short.share_bytes
     rounds = collector.counts["rounds"]
-    await _wait(lambda: collector.counts["rounds"] >= rounds + 3, "three more collection rounds")
+    await eventually_async(lambda: collector.counts["rounds"] >= rounds + 3, "three more collection rounds")
     assert store.share_meta(live.si, 1) is not None and store.used == live.share_bytes
     status = await (await b.get("/v1/node/status")).json()
     assert status["lease_gc"]["shares"] == 1 and status["storage"]["used"] == live.share_bytes

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
+import urllib.request
 from pathlib import Path
 
 import plyvel
@@ -17,6 +17,7 @@ from xsc import keys
 from xsc.storage import Capability, ShareStore, layout
 
 from tests.support.nodes import xsc_command
+from tests.support.waiting import eventually
 
 
 def _cap(result: subprocess.CompletedProcess) -> str:
@@ -101,6 +102,13 @@ def test_three_shares_lost_writes_nothing_to_the_output(node_process, tmp_path: 
     assert not out.exists() and not list(tmp_path.glob(".three-lost*"))
 
 
+def _bytes_received(node) -> float:
+    """Plaintext bytes the node has taken from puts so far (its /metrics)."""
+    with urllib.request.urlopen(node.url + "/metrics", timeout=10) as answer:
+        lines = answer.read().decode().splitlines()
+    return next(float(line.split()[1]) for line in lines if line.startswith("xsc_storage_bytes_received_total"))
+
+
 @pytest.mark.slow
 def test_kill_9_during_a_large_put_leaves_the_store_consistent(node_process, tmp_path: Path) -> None:
     node = node_process()
@@ -115,13 +123,9 @@ def test_kill_9_during_a_large_put_leaves_the_store_consistent(node_process, tmp
             f.write(os.urandom(1024 * 1024))
     put = subprocess.Popen([*xsc_command(), "--data-dir", str(node.data_dir), "store", "put",
                             str(big)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # wait until the put has written blocks
-        status = json.loads(node.xsc("node", "status", "--json").stdout)["storage"]
-        if status["reserved"] > 0:
-            break
-        time.sleep(0.05)
-    time.sleep(0.3)
+    # Killed once the node has taken 8 MiB of the put (the gateway reads a segment or two ahead of what it has
+    # stored: blocks are written by then), long before the 300 MiB are in.
+    eventually(lambda: _bytes_received(node) >= 8 * 1024 * 1024, "the node to take 8 MiB of the put", 60)
     node.kill()
     put.wait(60)
     assert put.returncode == 1

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.peers import FAST, known_ids, node_id, wait_until
+from tests.support.peers import FAST, known_ids, node_id
+from tests.support.waiting import eventually
 
 
 def _six_nodes(node_process):
@@ -18,7 +19,7 @@ def _six_nodes(node_process):
     others = [node_process(f"n{i}", extra_args=["--peer", first.url], env=FAST) for i in range(1, 6)]
     nodes = [first, *others]
     ids = [node_id(n) for n in nodes]
-    wait_until(lambda: known_ids(first) >= set(ids[1:]), "the gateway to know the other five nodes")
+    eventually(lambda: known_ids(first) >= set(ids[1:]), "the gateway to know the other five nodes")
     return nodes, ids
 
 
@@ -92,7 +93,7 @@ def test_repair_moves_a_lost_share_to_a_spare_node(node_process, tmp_path: Path)
     nodes = [first, *(node_process(f"n{i}", extra_args=["--peer", first.url], env=FAST) for i in range(1, 7))]
     ids = [node_id(n) for n in nodes]
     by_id = dict(zip(ids, nodes))
-    wait_until(lambda: known_ids(first) >= set(ids[1:]), "the gateway to know the other six nodes")
+    eventually(lambda: known_ids(first) >= set(ids[1:]), "the gateway to know the other six nodes")
     data = os.urandom(2 * 1024 * 1024 + 5)
     src = tmp_path / "repair.bin"
     src.write_bytes(data)
@@ -101,7 +102,7 @@ def test_repair_moves_a_lost_share_to_a_spare_node(node_process, tmp_path: Path)
     spare = next(i for i in ids if i not in placement)
     lost = next(i for i in placement if i != ids[0])
     by_id[lost].kill()
-    wait_until(lambda: not _peer_up(first, lost), "the gateway to see the holder down")
+    eventually(lambda: not _peer_up(first, lost), "the gateway to see the holder down")
 
     repaired = first.xsc("store", "repair", cap, "--json")
     assert repaired.returncode == 0, repaired.stderr
@@ -134,7 +135,7 @@ def test_a_frozen_holder_does_not_stall_a_get(node_process, tmp_path: Path) -> N
     nodes = [first, *(node_process(f"n{i}", extra_args=["--peer", first.url], env=env) for i in range(1, 6))]
     ids = [node_id(n) for n in nodes]
     by_id = dict(zip(ids, nodes))
-    wait_until(lambda: known_ids(first) >= set(ids[1:]), "the gateway to know the other five nodes")
+    eventually(lambda: known_ids(first) >= set(ids[1:]), "the gateway to know the other five nodes")
     data = os.urandom(5 * 1024 * 1024)
     src = tmp_path / "slow.bin"
     src.write_bytes(data)
@@ -160,7 +161,7 @@ def test_a_removal_cut_short_by_kill_9_is_never_listed_and_finishes_after_the_re
     shares are half deleted, and after its restart it deletes the rest."""
     first = node_process("n0", env=FAST)
     holders = [node_process(f"n{i}", extra_args=["--peer", first.url], env=FAST) for i in (1, 2)]
-    wait_until(lambda: known_ids(first) >= {node_id(n) for n in holders}, "the gateway to know both holders")
+    eventually(lambda: known_ids(first) >= {node_id(n) for n in holders}, "the gateway to know both holders")
     src = tmp_path / "doomed.bin"
     src.write_bytes(os.urandom(200_000))
     put = first.xsc("store", "put", str(src), "--json")
@@ -174,13 +175,13 @@ def test_a_removal_cut_short_by_kill_9_is_never_listed_and_finishes_after_the_re
     try:
         rm = threading.Thread(target=first.xsc, args=("store", "rm", cap), kwargs={"timeout": 60}, daemon=True)
         rm.start()
-        wait_until(lambda: not listed(), "the removal to unlist the file")
+        eventually(lambda: not listed(), "the removal to unlist the file")
         first.kill()
     finally:
         stuck.send(signal.SIGCONT)
     first.start()
     assert not listed()  # never listed again, though one holder still had its shares at the crash
-    wait_until(lambda: _shares_held(stuck) == 0, "the restarted gateway to delete the hung holder's shares")
+    eventually(lambda: _shares_held(stuck) == 0, "the restarted gateway to delete the hung holder's shares")
     assert _shares_held(holders[1]) == 0
     assert "finished removing file" in first.tail(200)
     got = first.xsc("store", "get", cap)

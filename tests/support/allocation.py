@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from decimal import Decimal
 
 from hypothesis import strategies as st
@@ -86,16 +84,6 @@ def networks(draw, simple: bool = False, max_caps: int = 3, max_needs: int = 3):
         peers.append(commitment(pid, needs=needs, recognition={**draw(weights), **back},
                                 damping=draw(st.sampled_from(("1", "0.8", "0.5")))))
     return provider, peers
-
-
-async def until(check, what: str, timeout: float = 30.0):
-    """Wait (on the test's event loop, so in-process nodes keep running) until check() is truthy; its value."""
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-    return value
 
 
 async def pair(node_factory, **settings):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import http.client as httplib
 import json
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 from .nodes import Devnet
+from .waiting import eventually
 
 # Short gossip and probe intervals, so that tests see joins, probes and failures within a second or two.
 # Fast schedules for tests; automatic repair off (tests that want it set the threshold themselves),
@@ -62,18 +62,6 @@ def peer_health(node, peer: str) -> dict | None:
     return next((p for p in body["peers"] if p["id"] == peer), None)
 
 
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    """Poll until check() is truthy (a deadline against hangs, not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def start_star(tmp_path: Path, n: int, gateway_env: dict, others_env: dict, started: list) -> tuple[list, list[str]]:
     """A gateway and n-1 nodes that joined it (data dirs n0, n1, ...), started at once (appended to `started`
     for the teardown), once the gateway knows them all and has probed them up: (nodes, ids), the gateway first."""
@@ -82,7 +70,7 @@ def start_star(tmp_path: Path, n: int, gateway_env: dict, others_env: dict, star
     net.spawn().wait_listening(90)
     gateway, nodes = net.first, list(net)
     ids = [node_id(node) for node in nodes]
-    wait_until(lambda: known_ids(gateway) >= set(ids[1:])
+    eventually(lambda: known_ids(gateway) >= set(ids[1:])
                and all((peer_health(gateway, i) or {}).get("up") for i in ids[1:]),
                "the gateway to know the other nodes and see them up", timeout=90)
     return nodes, ids
