@@ -99,7 +99,7 @@ def test_stop_sends_sigkill_to_a_node_that_does_not_stop(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_devnet_up_works_from_a_folder_that_holds_an_xsc_directory(tmp_path: Path) -> None:
-    """Issue 15 item 12: nodes started as `python -m xsc` imported the folder's xsc/ and died."""
+    """Nodes started as `python -m xsc` in a folder that holds an xsc/ directory import the installed xsc, not it."""
     (tmp_path / "xsc").mkdir()
     (tmp_path / "xsc" / "__init__.py").write_text("raise ImportError('not the installed xsc')\n")
     try:

@@ -1,4 +1,4 @@
-"""Invokes served from the converged allocation (issue 13), on two in-process nodes with real HTTP between them:
+"""Invokes served from the converged allocation, on two in-process nodes with real HTTP between them:
 a gateway that offers no compute and a provider whose allocation gives the gateway's standing compute need units.
 Each invoke runs on the provider that allocated to it, at the clearing price, and the standing need shrinks by
 exactly the fuel the run used; once what is left of the allocation cannot hold a call's fuel budget, the call

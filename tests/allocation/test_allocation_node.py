@@ -208,7 +208,7 @@ async def _fork(node, sender: Identity) -> tuple[int, dict, dict]:
 
 async def test_a_stranger_gets_no_itc_fork_and_a_peer_only_its_quota(node_factory) -> None:
     """Every fork halves the node's share of the ITC id space for good: a stranger's key could take them one after
-    another, each a synced write on the event loop (issue 12).  Only a known peer forks, FORK_BURST at once."""
+    another, each a synced write on the event loop.  Only a known peer forks, FORK_BURST at once."""
     a, b = await pair(node_factory, **QUIET)
     service = a.app[ALLOCATION]
     await eventually_async(lambda: service.stamp is not None, "a's ITC id")

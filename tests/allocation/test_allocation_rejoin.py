@@ -1,4 +1,4 @@
-"""A restarted node rejoins by fork (issue 13): it forks a fresh ITC id from a live peer and gives its stored one
+"""A restarted node rejoins by fork: it forks a fresh ITC id from a live peer and gives its stored one
 back, so the network's ids still add up to the whole interval; its new stamp is after everything the peers hold of
 it, so its records are taken at once even when its stored stamp lost events (a write lost in a crash); and the
 allocation converges again.  Three in-process nodes; the restarted one runs again on its data dir and port."""

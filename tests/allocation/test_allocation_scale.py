@@ -1,4 +1,4 @@
-"""The speed work for scale (issue 13) changes how the rounds are computed, never what they give:
+"""The speed work for scale changes how the rounds are computed, never what they give:
 grants computed only for the need slots a provider matches equal the eager `provider_view`;
 weights as integer ratios equal the normalised Fractions; an event on a one-interval ITC id
 computed as a loop equals fill-then-grow; the recipient's side built without model_construct

@@ -1,4 +1,4 @@
-"""The simulator and live nodes give the same allocation for the same inputs (issue 13).
+"""The simulator and live nodes give the same allocation for the same inputs.
 
 The same network -- participants, recognition weights, capacity, needs -- runs on in-process nodes (live rounds:
 records signed, pushed, ITC-stamped, debounced) and in the rounds simulator (`RoundSimulation`, the same

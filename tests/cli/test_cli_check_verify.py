@@ -1,5 +1,5 @@
 """`store check` says it looks at presence and points to verify; `verify` names the bad blocks
-by share and segment (issue 15, item 6)."""
+by share and segment."""
 
 from __future__ import annotations
 

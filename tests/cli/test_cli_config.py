@@ -1,5 +1,5 @@
 """One-off flags stay one-off; `xsc config set` and the first start write config.toml; `xsc config
-show` says where each value came from (issue 15, item 3)."""
+show` says where each value came from."""
 
 from __future__ import annotations
 

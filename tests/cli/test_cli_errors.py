@@ -1,4 +1,4 @@
-"""Errors are one line, in the user's words, said once (issue 15, item 7)."""
+"""Errors are one line, in the user's words, said once."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """`store get -o`: failures leave nothing and explain themselves; no silent overwrite; no binary
-on a terminal (issue 15, item 2)."""
+on a terminal."""
 
 from __future__ import annotations
 

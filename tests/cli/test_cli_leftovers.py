@@ -1,4 +1,4 @@
-"""`make demo` leaves nothing in the temp dir, however it ends (issue 15, item 11; the node's single
+"""`make demo` leaves nothing in the temp dir, however it ends (the node's single
 "listening" line is checked in test_cli_options)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Global options where users put them: before or after the subcommand (issue 15, item 1)."""
+"""Global options where users put them: before or after the subcommand."""
 
 from __future__ import annotations
 

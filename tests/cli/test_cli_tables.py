@@ -1,4 +1,4 @@
-"""Tables fit an 80-column terminal; ids and capabilities are never cut or folded (issue 15, item 5)."""
+"""Tables fit an 80-column terminal; ids and capabilities are never cut or folded."""
 
 from __future__ import annotations
 

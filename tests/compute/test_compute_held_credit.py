@@ -1,5 +1,5 @@
 """Held credit under load: a call's budget is held only while it runs; once metered, only what it used is
-held until its settlement is written (issue 14's load bug: a backlog of whole budgets made 402s)."""
+held until its settlement is written (a backlog of whole budgets would make 402s)."""
 
 from __future__ import annotations
 

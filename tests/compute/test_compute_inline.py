@@ -1,4 +1,4 @@
-"""One hop per call (issue 14): a small call runs on the event loop, without a thread-pool round trip, and
+"""One hop per call: a small call runs on the event loop, without a thread-pool round trip, and
 answers exactly what it would have on the pool; a call too big for an inline try runs on the pool under its
 own limits, and its export is not tried inline again."""
 

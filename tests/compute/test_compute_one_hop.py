@@ -1,4 +1,4 @@
-"""One hop per call (issue 14): a call on the pool is parsed, run, recorded and written by one worker, which
+"""One hop per call: a call on the pool is parsed, run, recorded and written by one worker, which
 writes the group commit itself when no group is being written, or joins the next group and is free at once (that
 group's leader answers it); the loop never writes.  And the failure paths: a write that fails, a call that
 traps, a call stopped by its deadline."""

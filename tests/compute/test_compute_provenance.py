@@ -47,7 +47,7 @@ async def test_record_of_a_trapped_call_is_charged_what_it_could_use_in_its_time
     assert r["outcome"] == "trap" and r["trap"]["kind"] == "deadline"
     assert "results" not in r
     # wasmtime reports ~0 fuel for a call-free loop stopped by its deadline: it is charged what it could have
-    # burnt in the time it ran (at most 4e9 fuel a second), not its whole 5e9 budget (issue 15 item 9).
+    # burnt in the time it ran (at most 4e9 fuel a second), not its whole 5e9 budget.
     assert r["metering"] == "time-bounded"
     assert r["fuel_consumed"] == body["fuel_consumed"]
     assert r["wall_time_us"] * 4_000 <= r["fuel_consumed"] <= (r["wall_time_us"] + 1) * 4_000

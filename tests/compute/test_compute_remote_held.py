@@ -1,4 +1,4 @@
-"""Remote invokes paid through tabs hold what is in flight, not the tab's cap (issue 14), and a gateway pays a
+"""Remote invokes paid through tabs hold what is in flight, not the tab's cap, and a gateway pays a
 provider's tab no more than its own tally of the provider's signed answers (two nodes, real HTTP between them)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A stranger's market commitments, and a removed node's: neither is ever matched (issue 12 and 15 rows)."""
+"""A stranger's market commitments, and a removed node's: neither is ever matched."""
 
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ async def test_an_invoke_goes_on_when_the_matched_provider_is_dead(node_factory)
 
 async def test_a_peer_flooding_new_commitments_gets_429_past_its_quota_and_nothing_is_checked(node_factory) -> None:
     """A peer's messages of 1,000 new commitments each kept the loop busy back to back, though its request rate was
-    far inside the peer rate limit (issue 12, the book flood): what it may have checked is a quota of work."""
+    far inside the peer rate limit: what it may have checked is a quota of work."""
     a = await node_factory("a", **QUIET, market={"commitment_rate": 1})  # bursts of 2,002
     peers, market = a.app[PEERS], a.app[MARKET]
     flooder, honest = Identity.generate(), Identity.generate()
@@ -271,7 +271,7 @@ async def test_a_pulled_peer_answers_only_for_the_participants_asked_and_within_
 
 
 async def test_the_needs_of_peers_known_down_do_not_compete_with_a_put(node_factory) -> None:
-    """A stranger's 1,000 fake peers each carried a need, and every put matched them all (issue 12's 10-year puts)."""
+    """A stranger's 1,000 fake peers each carried a need, and every put matched them all (with 10-year puts)."""
     a = await node_factory("a", **QUIET)
     peers, market, health = a.app[PEERS], a.app[MARKET], a.app[HEALTH]
     fakes = [Identity.generate() for _ in range(8)]

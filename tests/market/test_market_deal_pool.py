@@ -1,4 +1,4 @@
-"""A deal's matchings run in the CPU pool on a copy of the book (issue 12: a 1,000-participant book held the event
+"""A deal's matchings run in the CPU pool on a copy of the book (a 1,000-participant book held the event
 loop 60-230 ms per put); they must give exactly what the same matchings give run in place."""
 
 from __future__ import annotations

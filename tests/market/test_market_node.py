@@ -73,7 +73,7 @@ async def test_recognition_set_by_the_user_is_published_and_kept(node_factory) -
 
 async def test_a_market_round_writes_the_new_commitment_off_the_event_loop_and_shows_it_once_written(node_factory) -> None:
     """The round's synced write of this node's commitment ran on the event loop: up to 46 ms with puts fsyncing
-    shares (issue 12, the long-leases row).  Now it runs in the CPU pool, and peers see the commitment only after."""
+    shares.  Now it runs in the CPU pool, and peers see the commitment only after."""
     node = await node_factory()
     market = node.app[MARKET]
     loop_thread, seen = threading.get_ident(), []

@@ -1,4 +1,4 @@
-"""The market speaks plainly (issue 15, item 8): explanations with figures, rm ends deals, one price a second."""
+"""The market speaks plainly: explanations with figures, rm ends deals, one price a second."""
 
 from __future__ import annotations
 

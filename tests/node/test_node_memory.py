@@ -1,4 +1,4 @@
-"""The node's memory, reported apart: its own (anonymous) and mapped table files (issue 15, item 10)."""
+"""The node's memory, reported apart: its own (anonymous) and mapped table files."""
 
 from __future__ import annotations
 

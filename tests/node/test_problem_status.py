@@ -43,7 +43,7 @@ async def test_deeply_nested_json_is_a_400_problem_and_the_node_keeps_serving(no
 
 
 async def test_a_timestamp_header_in_other_digits_is_a_400_problem(node) -> None:
-    """`²` is a digit to str.isdigit() and not to int(): a 500 before, a 401 after issue 12's first fix; 400 now."""
+    """`²` is a digit to str.isdigit() and not to int(): a bad request (400), never a 500 or a 401."""
     from xsc.identity import HEADER_TIMESTAMP, Identity, sign_request
     from xsc.node.appkeys import PEERS
 

@@ -1,4 +1,4 @@
-"""A stranger floods a node's peer directory with self-signed descriptors (issue 12's directory row)."""
+"""A stranger floods a node's peer directory with self-signed descriptors."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ async def test_a_flood_of_fake_nodes_takes_a_bounded_place_and_the_real_peers_st
 
 async def test_one_address_adds_at_most_its_budget_of_new_nodes_whatever_keys_sign_its_messages(node_factory) -> None:
     """Messages of fake descriptors from fresh keys, sent as fast as the node answers, made it check and probe 16
-    new nodes a message (issue 12's descriptor flood): one address's messages now add at most a burst of
+    new nodes a message: one address's messages now add at most a burst of
     NEW_NODE_BURST and `peers.new_node_rate` a second after it."""
     node = await node_factory("victim", health={"probe_interval": 3600},
                               peers={"gossip_interval": 3600, "new_node_rate": 1})
@@ -145,8 +145,8 @@ class _Listener:
 async def test_nodes_a_stranger_names_are_sent_nothing_but_a_probe_and_recognised_not_at_all(node_factory) -> None:
     """A node learned of from a stranger's message and never proven up (no answer to a probe yet) was recognised
     at 0.5: subscribed to, pulled from, gossiped with and named in this node's own commitment, so a flood of fake
-    descriptors made the node spend its loop on contacting them (issue 12: the bench's descriptor flood, /health
-    samples up to 108 ms).  Now nothing but the probe goes to it, and it is recognised 0 until it answers one."""
+    descriptors made the node spend its loop on contacting them (the attack bench's descriptor flood:
+    /health samples up to 108 ms).  Now nothing but the probe goes to it, and it is recognised 0 until it answers one."""
     node = await node_factory("victim", health={"probe_interval": 3600, "probe_timeout": 60},
                               peers={"gossip_interval": 3600, "tls": False})
     peers = node.app[PEERS]

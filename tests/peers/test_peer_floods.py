@@ -1,5 +1,5 @@
 """One peer key floods a node with signed requests: past its rate it gets 429 with Retry-After, while
-other peers and /health go on being answered (issue 18's floods, issue 12's per-peer quota)."""
+other peers and /health go on being answered (floods of connections, the per-peer quota)."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def test_the_limiter_refills_and_forgets_the_least_recent_keys() -> None:
 
 
 async def test_a_probe_round_of_many_peers_keeps_a_bounded_number_in_flight(node_factory) -> None:
-    """1,000 probes in flight at once kept ~40,000 objects for every full garbage collection to scan (issue 12)."""
+    """1,000 probes in flight at once kept ~40,000 objects for every full garbage collection to scan."""
     node = await node_factory("prober", **QUIET)
     peers, health = node.app[PEERS], node.app[HEALTH]
     keys = [Identity.generate() for _ in range(PROBES_AT_ONCE + 40)]
@@ -116,7 +116,7 @@ async def test_a_probe_round_of_many_peers_keeps_a_bounded_number_in_flight(node
 
 
 async def test_the_node_backs_off_probing_peers_that_never_answer_and_probes_all_on_request(node_factory) -> None:
-    """A stranger's 1,000 fake peers made the node probe 1,000 dead addresses every round (issue 12)."""
+    """A stranger's 1,000 fake peers made the node probe 1,000 dead addresses every round."""
     node = await node_factory("prober", **QUIET)
     peers, health = node.app[PEERS], node.app[HEALTH]
     dead = [Identity.generate() for _ in range(32)]

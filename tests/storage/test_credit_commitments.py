@@ -1,4 +1,4 @@
-"""Long leases are promised credit (issue 12 row "commit past the credit limit"): six 10-year puts never
+"""Long leases are promised credit: six 10-year puts never
 commit the user past its credit limit; the ones past it are refused 402 before anything is stored."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A stranger with a fresh key attacks a holder through the share protocol (issue 12's storage rows).
+"""A stranger with a fresh key attacks a holder through the share protocol.
 
 Each test performs the attack on a real in-process node on a free port, with signed requests from a
 freshly generated key, and checks the attack fails and the node keeps its accounting exact."""

@@ -1,4 +1,4 @@
-"""Issue 12's attacks as a stranger makes them: the hostile payloads the attack tests send, shared with
+"""Attacks as a stranger makes them: the hostile payloads the attack tests send, shared with
 bench/bench_attacks.py (which performs them against a node process while another process times /health).
 
 - wasm: modules with `v128` params, results, globals and imports, GC arrays, `externref`, exceptions, `add`,

@@ -26,7 +26,7 @@ INSTANCES = 1  # one module, no linking
 TABLES = 4
 MEMORIES = 1
 # More fuel than one thread can burn in a second (about one unit per wasm instruction): what a trapped call
-# whose fuel count wasmtime under-reports is charged for the time it ran, at most (issue 15 item 9).
+# whose fuel count wasmtime under-reports is charged for the time it ran, at most.
 MAX_FUEL_PER_SECOND = 4_000_000_000
 
 

@@ -423,7 +423,7 @@ class PaidCompute:
         if type(price) is not int or price < 0 or not isinstance(deal, dict) or _encoded_size(deal) > 2048:
             raise InvalidArgument("price must be a non-negative integer and deal a small object")
         auth = self._authorization(body["authorization"])
-        # One authorization pays for one run: checked BEFORE anything runs (issue 12: a replayed or expired
+        # One authorization pays for one run: checked BEFORE anything runs (a replayed or expired
         # authorization got a run each time, and was refused only at countersigning).
         offered = body.get("memory_price", self.compute.memory_price)
         if type(offered) is not int or offered < self.compute.memory_price:

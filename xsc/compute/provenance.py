@@ -54,7 +54,7 @@ def parse_id(text: str) -> bytes:
 
 
 def timestamp(ns: int) -> str:
-    """UTC, to the microsecond (truncated): 2026-01-02T03:04:05.678901Z.  The text of the second is made once
+    """UTC, to the microsecond (truncated), in ISO 8601 with a Z.  The text of the second is made once
     per second (every record of a busy node asks for one)."""
     seconds, micros = divmod(ns // 1000, 1_000_000)
     second, text = _SECOND[0]

@@ -1,5 +1,5 @@
 """Remote invokes paid through tabs: one authorization and one ledger transfer per (gateway, provider) per
-interval, not per call (issue 14).  The same idea as ledger/tabs.py, across two nodes::
+interval, not per call.  The same idea as ledger/tabs.py, across two nodes::
 
     gateway (payer)                                   provider
     open: authorize(cap = TAB_CALLS budgets)          (pending on disk: one synced write per tab; nothing held)

@@ -14,7 +14,7 @@ DAY_MS = 24 * HOUR_MS
 EWMA_ALPHA = 0.2  # weight of the newest latency sample
 MAX_ERROR = 300  # characters of a probe error kept
 # A peer that fails its probes is probed every interval, then every 2, 4, ... intervals, at most every
-# MAX_BACKOFF intervals: a directory full of dead or fake addresses (issue 12) costs a few probes a round,
+# MAX_BACKOFF intervals: a directory full of dead or fake addresses costs a few probes a round,
 # not one per peer.  A peer that comes back and sends a signed request is probed at once (HealthService).
 MAX_BACKOFF = 64
 

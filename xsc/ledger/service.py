@@ -90,7 +90,8 @@ class LedgerService:
                      *, held: int) -> None:
         """Queue a settlement and return at once.  The `held` budget is released now and replaced by the
         metered `amount`, which stays held until the settlement is written: so held credit never exceeds
-        the budgets of the work still running plus what finished work owes (issue 14's load bug).
+        the budgets of the work still running plus what finished work owes (a backlog of whole budgets, held
+        until written, made 402s under load).
 
         For work whose caller should not wait for an fsync (an invoke): the settlement is written by the
         next group commit, and `close()` writes every queued one before the node stops."""

@@ -26,7 +26,7 @@ from .model import (Authorization, Entry, Payment, Receipt, decode_authorization
                     format_credits, normalize_usage)
 from .rules import AccountState
 
-# Signatures this node makes with its own keys are not verified again (issue 14: three re-verifies were a third
+# Signatures this node makes with its own keys are not verified again (three re-verifies were a third
 # of an invoke's CPU); what comes from other nodes always is.  Tests turn this self-check on (tests/conftest.py).
 SELF_CHECK_ENV = "XSC_LEDGER_SELF_CHECK"
 AUTHORIZATION_TTL = 600  # seconds a locally issued authorization stays valid

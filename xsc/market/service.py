@@ -61,7 +61,7 @@ MAX_RECOGNITION = Decimal(1000)
 PRICE_HISTORY = 1000  # clearing prices kept per kind
 GOSSIP_FANOUT = 3
 # A node never proven up (no probe answered yet) is not recognised: it was 0.5, so every node a stranger's message
-# named was subscribed to, pulled from and named in this node's commitment at that stranger's word (issue 12).
+# named was subscribed to, pulled from and named in this node's commitment at that stranger's word.
 DERIVED_NO_PROBES = Decimal("0")
 HONOUR_SECONDS = 60  # a published ask is honoured this long after a newer, higher one replaced it
 

@@ -29,12 +29,12 @@ RECORD_BATCH = 64  # probe results recorded (a history and its JSON each) before
 REPROBE_AFTER = 5.0  # seconds: a peer counted as down that keeps sending requests is probed at most this often
 # Probes in flight at once.  Each keeps some 40 objects alive while it runs (coroutines, its task and timer, an
 # aiohttp request): a round of 1,000 peers all at once kept ~40,000, and every full garbage collection during the
-# round scanned them (issue 12: a stranger's 1,000 fake peers made those 95-165 ms of CPU).  A round of peers
+# round scanned them (a stranger's 1,000 fake peers made those 95-165 ms of CPU).  A round of peers
 # that do not answer takes probe_timeout per PROBES_AT_ONCE of them.
 PROBES_AT_ONCE = 64
 # Probes begun a second.  A probe of an address that refuses at once is ~0.65 ms of the loop's CPU: a round over a
 # stranger's 1,000 fake peers, 64 at a time, kept the loop busy for a second in turns of ~15 ms, and a /health
-# request (some five turns) waited behind them (issue 12).  A round of MAX_PEERS takes 2.5 s of it.
+# request (some five turns) waited behind them.  A round of MAX_PEERS takes 2.5 s of it.
 PROBE_STARTS = 400
 
 
@@ -121,7 +121,7 @@ class HealthService:
         """Nodes just learned of are probed at once, PROBES_AT_ONCE at a time.  Until a probe answers, the market
         and the allocation count a node as perhaps up, and pulled from and subscribed at each one every round: a
         stranger's messages of fake descriptors (16 new nodes each) made this node contact dead addresses
-        hundreds of times a second (issue 12)."""
+        hundreds of times a second."""
         if self._task is None:
             return
         for peer in peers:

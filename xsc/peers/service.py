@@ -129,7 +129,7 @@ class PeerDirectory:
                     if len(self._known) >= MAX_PEERS:
                         if evictable is None:
                             # Once a message, not once a new node: asking `proven` of a full directory's 1,000 nodes
-                            # for each of a message's 16 new ones held the event loop ~40 ms (issue 12).
+                            # for each of a message's 16 new ones held the event loop ~40 ms.
                             evictable = sorted((k for k in self._known.values() if not proven(k.id)),
                                                key=lambda k: k.timestamp, reverse=True)
                         if not self._evict_oldest(batch, evictable):
