@@ -52,7 +52,8 @@ from xsc.storage.leases import MAX_DURATION
 from xsc.storage.wire import share_path
 
 from tests.support import attacks as hostile
-from tests.support.peers import http, wait_until
+from tests.support.peers import http
+from tests.support.waiting import eventually
 from tests.support.shares import DEAL_PRICE, EncodedFile, lease, place
 
 from . import bench_floods
@@ -503,7 +504,7 @@ def run(work: Path, names: list[str] | None = None, seconds: float = 4.0, log=pr
             return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(ATTACKER, 0)))
 
         target.session = target.call(open_session())
-        wait_until(lambda: not net.lagging(), "the two nodes to know each other", 60)
+        eventually(lambda: not net.lagging(), "the two nodes to know each other", 60)
         status, info = target.user("POST", "/v1/modules", hostile.wasm_of(hostile.ADD), "application/wasm")
         assert status in (200, 201), info
         target.add_module = info["id"]

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from decimal import Decimal
@@ -155,9 +154,7 @@ async def test_each_hostile_record_is_refused_and_counted(node_factory) -> None:
 async def test_a_joining_node_forks_its_itc_id_from_a_peer(node_factory) -> None:
     a, b = await pair(node_factory, **QUIET)
     ids = [n.app[ALLOCATION] for n in (a, b)]
-    deadline = time.monotonic() + 30
-    while any(s.stamp is None for s in ids) and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await eventually_async(lambda: all(s.stamp is not None for s in ids), "both nodes' ITC ids", 30)
     first, second = sorted(ids, key=lambda s: s.forked_from is not None)
     assert first.forked_from is None and second.forked_from == first.me
     # the two ids are disjoint halves: their events never collide

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.support.compute import deploy, invoke
+from tests.support.waiting import eventually_async
 
 from xsc.compute import sandbox
 from xsc.compute.limits import Limits
@@ -63,10 +64,8 @@ async def test_a_spinning_call_is_stopped_by_its_own_deadline_and_health_answers
     compute = node.app[COMPUTE]
     module = await deploy(node, "loop")
     spin = asyncio.create_task(_concurrently(node, module, "spin", timeout=1.0))
-    for _ in range(200):  # the inline try gave up within a few ticks: the call spins on the pool
-        if compute.running:
-            break
-        await asyncio.sleep(0.01)
+    # the inline try gives up within a few ticks: the call spins on the pool
+    await eventually_async(lambda: compute.running, "the call to spin on the pool", 10, poll=0.01)
     assert (await node.get("/health")).status == 200
     status, body = await spin
     assert status == 422 and body["kind"] == "deadline", body

@@ -4,7 +4,6 @@ ledger that way)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,8 @@ import pytest
 from xsc.config import load_config
 from xsc.errors import ConfigError
 from xsc.node.appkeys import TABS
+
+from tests.support.waiting import eventually_async
 
 ADD_WASM = Path(__file__).resolve().parents[2] / "fixtures" / "wasm" / "add.wasm"
 
@@ -33,12 +34,13 @@ async def test_one_ref_per_tab_settles_every_invoke_as_its_own_transfer(node_fac
     for a in range(3):
         run = await node.post("/v1/compute/invoke", json={"module": module, "function": "add", "args": [str(a), "2"]})
         assert run.status == 200, await run.text()
-    entries: list = []
-    for _ in range(400):  # settled by the tabs' task, woken at once by a full tab (not after the hour)
+
+    async def three_entries() -> list | None:
         entries = (await (await node.get("/v1/ledger/accounts/client/history")).json())["entries"]
-        if len(entries) == 3:
-            break
-        await asyncio.sleep(0.05)
+        return entries if len(entries) == 3 else None
+
+    # settled by the tabs' task, woken at once by a full tab (not after the hour)
+    entries = await eventually_async(three_entries, "three settlements of the tab", 20)
     assert [e["usage"]["invokes"] for e in entries] == [1, 1, 1]
     assert all(e["job"].startswith("compute:tab:1:") for e in entries)
     report = await (await node.get("/v1/ledger/verify")).json()

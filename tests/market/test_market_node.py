@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import threading
@@ -12,6 +11,8 @@ import pytest
 from xsc import keys
 from xsc.identity import Identity
 from xsc.node.appkeys import MARKET
+
+from tests.support.waiting import eventually_async
 
 
 async def _offer(node) -> dict:
@@ -86,11 +87,8 @@ async def test_a_market_round_writes_the_new_commitment_off_the_event_loop_and_s
     market._store_own = recording
     response = await node.post("/v1/market/recognize", json={"peer": Identity.generate().id, "weight": "0.5"})
     assert response.status == 200
-    for _ in range(500):  # the round publishes within a second of the change
-        if seen:
-            break
-        await asyncio.sleep(0.02)
-    assert seen and seen[0] == (seen[0][0], False) and seen[0][0] != loop_thread  # in the pool, before the book has it
+    await eventually_async(lambda: seen, "the round to publish the change", 10, poll=0.02)
+    assert seen[0] == (seen[0][0], False) and seen[0][0] != loop_thread  # in the pool, before the book has it
     stored = json.loads(market.db.get(keys.market_commitment(market.identity.public_key)))
     assert stored["signature"] == market.book.get(market.me).signature
 

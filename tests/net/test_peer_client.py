@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 
@@ -12,6 +11,7 @@ from xsc.node.appkeys import HEALTH
 from xsc.node.appkeys import PEERS
 
 from tests.support.nodes import free_port
+from tests.support.waiting import eventually_async
 
 FAST = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -23,8 +23,8 @@ async def test_the_peer_service_signs_requests_and_reports_availability(node_fac
     b_id = b.app[PEERS].identity.id
     assert added.id == b_id and [d.id for d in peers_a.peers()] == [b_id]
     assert peers_a.availability(b_id).up is True  # its answer to add's challenge counts as a probe
-    while peers_a.availability(b_id).probes_1h < 2:  # ... and a node learned of is probed at once
-        await asyncio.sleep(0.01)
+    # ... and a node learned of is probed at once
+    await eventually_async(lambda: peers_a.availability(b_id).probes_1h >= 2, "a probe of b", 10, poll=0.01)
 
     nonce = new_nonce()
     response = await peers_a.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": nonce})

@@ -25,7 +25,7 @@ from xsc.tasks import Pacer
 from tests.support.blocks import corrupt_block
 from tests.support.nodes import NodeProcess, kill_all
 from tests.support.peers import api, http, peer_health, start_star
-from tests.support.waiting import eventually
+from tests.support.waiting import eventually, eventually_async
 
 NO_SCRUB = {"XSC_AUDIT_SCRUB_RATE": "0"}
 FAST_AUDITS = {"XSC_AUDIT_INTERVAL": "0.3", "XSC_AUDIT_BLOCKS_PER_ROUND": "6"}
@@ -81,8 +81,6 @@ def test_damage_reports_are_checked() -> None:
 
 # --- one in-process node: its own shares -----------------------------------------------------
 async def test_the_scrubber_finds_a_bad_block_of_a_local_share_and_the_node_repairs_it(node_factory) -> None:
-    import asyncio
-
     from xsc.node import DB
     from xsc.node.appkeys import AUDITS
     from xsc.node.appkeys import SCRUBBER
@@ -102,11 +100,12 @@ async def test_the_scrubber_finds_a_bad_block_of_a_local_share_and_the_node_repa
 
     found = await app[SCRUBBER].scrub_pass()  # paced at 100 kB/s: the 6 x 5 blocks take a few tenths of a second
     assert (found["shares"], found["damaged"]) == (6, 2)
-    for _ in range(600):  # a deadline against hangs: both damaged shares rebuilt (one repair, or two)
+
+    async def rebuilt() -> dict | None:
         check = await (await client.get(f"/v1/store/files/{cap}/check")).json()
-        if app[AUDITS].counts["repairs"] and check["healthy"]:
-            break
-        await asyncio.sleep(0.05)
+        return check if app[AUDITS].counts["repairs"] and check["healthy"] else None
+
+    check = await eventually_async(rebuilt, "both damaged shares rebuilt (one repair, or two)", 30)
     assert check["healthy"], check
     assert await (await client.get(f"/v1/store/files/{cap}")).read() == data
     assert (await app[SCRUBBER].scrub_pass())["damaged"] == 0  # the blocks were rewritten in place

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from pathlib import Path
 
 from xsc.node.appkeys import MARKET, PEERS
+
+from .waiting import eventually_async
 
 
 WASM = Path(__file__).resolve().parents[2] / "fixtures" / "wasm"
@@ -48,8 +49,9 @@ def values(body: dict) -> list:
 async def peer_with_provider(gateway, provider) -> None:
     """The gateway adds the provider as a peer and waits until its market book holds the provider's offer."""
     await gateway.app[PEERS].add(provider.app[PEERS].url)
-    for _ in range(100):
+
+    async def offered():
         await gateway.app[MARKET].fill_book()
-        if gateway.app[MARKET].book.get(provider.app[PEERS].identity.id):
-            return
-        await asyncio.sleep(0.05)
+        return gateway.app[MARKET].book.get(provider.app[PEERS].identity.id)
+
+    await eventually_async(offered, "the provider's offer in the gateway's book", 30)

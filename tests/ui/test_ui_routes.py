@@ -3,13 +3,14 @@ and the static pages (xsc/node/ui_routes.py, xsc/node/auth.py)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from aiohttp import ClientSession, CookieJar
 
 from xsc.node.appkeys import TABS, UI_SESSIONS
 from xsc.ui.session import CSRF_HEADER
+
+from tests.support.waiting import eventually_async
 
 ADD_WASM = Path(__file__).resolve().parents[2] / "fixtures" / "wasm" / "add.wasm"
 
@@ -154,12 +155,13 @@ async def test_api_answers_carry_what_the_pages_show(node) -> None:
     for a in (1, 2, 3):
         run = await node.post("/v1/compute/invoke", json={"module": module, "function": "add", "args": [str(a), "2"]})
         assert run.status == 200, await run.text()
-    history: dict = {}
-    for _ in range(400):  # invokes are paid by a later settlement (aggregated per payee and interval)
+
+    async def settled() -> dict | None:
         history = await (await node.get("/v1/ledger/accounts/client/history")).json()
-        if history["entries"]:
-            break
-        await asyncio.sleep(0.05)
+        return history if history["entries"] else None
+
+    # invokes are paid by a later settlement (aggregated per payee and interval)
+    history = await eventually_async(settled, "the invokes' settlement", 20)
     entries = history["entries"]
     assert entries and [e["seq"] for e in entries] == list(range(len(entries), 0, -1))
     assert entries[0]["balance_after"] == history["account"]["balance"] < 0
@@ -213,12 +215,12 @@ async def test_the_history_can_be_cut_to_the_fields_a_page_charts(node) -> None:
     for a in (1, 2, 3):
         run = await node.post("/v1/compute/invoke", json={"module": module, "function": "add", "args": [str(a), "2"]})
         assert run.status == 200, await run.text()
-    full: dict = {}
-    for _ in range(400):
+
+    async def all_settled() -> dict | None:  # the account stays as it is from then on
         full = await (await node.get("/v1/ledger/accounts/client/history?limit=10&encoded=false")).json()
-        if len(full["entries"]) == 3 and full["account"]["held"] == 0:  # all settled: the account stays as it is
-            break
-        await asyncio.sleep(0.05)
+        return full if len(full["entries"]) == 3 and full["account"]["held"] == 0 else None
+
+    full = await eventually_async(all_settled, "three settled entries, nothing held", 20)
     assert len(full["entries"]) == 3
     cut = await (await node.get("/v1/ledger/accounts/client/history?limit=10&fields=settled_at,kind")).json()
     assert cut["account"] == full["account"]
