@@ -28,7 +28,7 @@ async def test_a_burst_far_below_the_credit_limit_gets_no_402_and_holds_only_wha
 
     async def watch() -> None:
         while not done.is_set():
-            samples.append((ledger._held.get(payer, 0), in_flight))
+            samples.append((ledger.held(payer), in_flight))
             await asyncio.sleep(0)
 
     async def worker() -> None:
@@ -39,7 +39,7 @@ async def test_a_burst_far_below_the_credit_limit_gets_no_402_and_holds_only_wha
             in_flight -= 1
             statuses.append(status)
             prices.append(body.get("charge", 0))
-            samples.append((ledger._held.get(payer, 0), in_flight))
+            samples.append((ledger.held(payer), in_flight))
 
     watcher = asyncio.create_task(watch())
     await asyncio.gather(*(worker() for _ in range(8)))
@@ -51,4 +51,4 @@ async def test_a_burst_far_below_the_credit_limit_gets_no_402_and_holds_only_wha
     worst = max(held - flying * BUDGET for held, flying in samples)
     assert worst <= metered, f"held credit exceeded in-flight budgets by {worst} (all metered: {metered})"
     await node.app[TABS].flush()
-    assert ledger._held.get(payer, 0) == 0
+    assert ledger.held(payer) == 0

@@ -69,7 +69,7 @@ async def test_calls_on_the_pool_write_their_own_records_and_join_the_group_bein
     first = asyncio.create_task(invoke(node, add, "add", "1", "0"))
     await _until(writes.started.is_set, "the first call's worker to write its record")
     others = [asyncio.create_task(invoke(node, add, "add", str(i), "1")) for i in range(5)]
-    await _until(lambda: len(journal._pending) == 5, "the other calls to join the next group")
+    await _until(lambda: journal.waiting == 5, "the other calls to join the next group")
     assert compute.running == 0  # their workers ran them and are free: the group's leader answers them
     assert (await node.get("/health")).status == 200  # a slow write holds no one but its own group's callers
     assert not first.done() and not any(t.done() for t in others)
@@ -112,13 +112,13 @@ async def test_a_failed_write_fails_each_call_of_its_group_and_releases_their_ho
     writes = _Writes(monkeypatch, compute.journal, hold_first=True, fail=True)
     calls = [asyncio.create_task(invoke(node, add, "add", str(i), "1")) for i in range(4)]
     await _until(writes.started.is_set, "the first group's write")
-    await _until(lambda: len(compute.journal._pending) == 3 or compute.admitted == 4 and inline,
+    await _until(lambda: compute.journal.waiting == 3 or compute.admitted == 4 and inline,
                  "the other calls to wait for the next group")
     writes.release()
     answers = await asyncio.gather(*calls)
     assert [status for status, _ in answers] == [500] * 4, answers
     assert compute.inline["inline"] == (3 if inline else 0)  # the first one was alone: on the pool
-    assert payer.public_key not in ledger._held  # nothing held for calls that were not acknowledged
+    assert ledger.held(payer.public_key) == 0  # nothing held for calls that were not acknowledged
     assert tabs.open()["refs"] == 0  # and nothing owed
     assert compute.recent_provenance(10) == []
 

@@ -136,8 +136,8 @@ async def test_each_call_of_a_batch_is_checked_alone_and_fails_alone(node_factor
     assert _runs(node) == runs + 4  # only the four calls that ran left records
     # Each call is metered on its own tab as if it had come alone.
     tabs = node.app[PAID_COMPUTE].provider_tabs
-    assert tabs._tabs[bytes.fromhex(ok[0]["tab"]["authorization"])].count == 3
-    assert tabs._tabs[bytes.fromhex(ok[8]["tab"]["authorization"])].count == 1
+    assert tabs.calls(bytes.fromhex(ok[0]["tab"]["authorization"])) == 3
+    assert tabs.calls(bytes.fromhex(ok[8]["tab"]["authorization"])) == 1
 
 
 async def test_each_call_of_a_batch_is_held_to_the_nodes_ask_and_none_runs_when_it_offers_none(node_factory) -> None:
@@ -425,4 +425,4 @@ async def test_concurrent_remote_invokes_go_in_batches_and_are_paid_exactly(node
     metered = sum(body["charge"] for _, body in answers)
     assert gateway.app[LEDGER].store.state(payer).balance == -metered
     assert provider.app[LEDGER].store.state(paid).balance == metered
-    assert gateway.app[LEDGER]._held.get(payer, 0) == 0
+    assert gateway.app[LEDGER].held(payer) == 0

@@ -68,7 +68,7 @@ async def test_remote_calls_hold_only_what_is_in_flight_and_unpaid_never_the_tab
 
     async def watch() -> None:
         while not done.is_set():
-            samples.append((ledger._held.get(payer, 0), in_flight))
+            samples.append((ledger.held(payer), in_flight))
             await asyncio.sleep(0)
 
     async def worker() -> None:
@@ -79,7 +79,7 @@ async def test_remote_calls_hold_only_what_is_in_flight_and_unpaid_never_the_tab
             in_flight -= 1
             statuses.append(status)
             prices.append(body.get("charge", 0))
-            samples.append((ledger._held.get(payer, 0), in_flight))
+            samples.append((ledger.held(payer), in_flight))
 
     watcher = asyncio.create_task(watch())
     await asyncio.gather(*(worker() for _ in range(8)))
@@ -91,7 +91,7 @@ async def test_remote_calls_hold_only_what_is_in_flight_and_unpaid_never_the_tab
     worst = max(held - flying * budget for held, flying in samples)
     assert worst <= metered, f"held credit exceeded the in-flight budgets by {worst} (all metered: {metered})"
     assert await _paid(gateway, provider, before) == (-metered, metered)
-    assert ledger._held.get(payer, 0) == 0
+    assert ledger.held(payer) == 0
 
 
 async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(node_factory) -> None:
@@ -114,7 +114,7 @@ async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(nod
     assert await _paid(gateway, provider, before) == (0, metered + 3_000)
     gateway_tabs = gateway.app[PAID_COMPUTE].gateway_tabs
     assert gateway_tabs.refused_receipts == 1
-    assert gateway.app[LEDGER].pending() == [] and gateway.app[LEDGER]._held == {}
+    assert gateway.app[LEDGER].pending() == [] and gateway.app[LEDGER].holding() == {}
     for node in (gateway, provider):
         report = await (await node.get("/v1/ledger/verify")).json()
         assert report["ok"], report

@@ -70,4 +70,4 @@ async def test_held_credit_stops_invokes_from_overspending(node_factory) -> None
     assert [s for s, _ in results] == [200, 200, 200]
     client, provider = await _balances(node)
     assert client == -provider and provider == sum(b["charge"] for _, b in results)
-    assert ledger._held == {}
+    assert ledger.holding() == {}

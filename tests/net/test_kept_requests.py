@@ -28,7 +28,7 @@ async def test_kept_requests_answer_as_the_session_does_over_one_tls_connection(
         response = await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": nonce}, to=b_id, kept=True)
         assert response.status == 200 and response.node == b_id  # the TLS handshake proved who answered
         check_answer(response.json(), nonce=nonce, prober=a.app[PEERS].identity.id, responder=b_id)
-    assert client._kept.opened == 1  # one connection, kept alive for all five
+    assert client.kept_opened == 1  # one connection, kept alive for all five
 
     with pytest.raises(PeerRefused) as refused:  # the peer's problem comes through whole
         await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": "xyz"}, to=b_id, kept=True)
@@ -36,7 +36,7 @@ async def test_kept_requests_answer_as_the_session_does_over_one_tls_connection(
     with pytest.raises(PeerRefused) as refused:
         await client.request(b_url, "POST", "/v1/peer/no-such-thing", data=b"\x00", to=b_id, kept=True)
     assert refused.value.details["peer_status"] == 404
-    assert client._kept.opened == 1  # error answers keep their connection too
+    assert client.kept_opened == 1  # error answers keep their connection too
 
     with pytest.raises(PeerIdentityMismatch) as mismatch:  # another node's key at that URL: nothing is sent
         await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": new_nonce()},
@@ -128,7 +128,7 @@ async def test_a_kept_connection_the_peer_closed_while_idle_is_not_used_again() 
                     break
                 await asyncio.sleep(0.02)
             assert (await client.request(url, "POST", "/v1/peer/x", json={}, kept=True)).json() == {"again": True}
-            assert peer.connections == 2 and client._kept.opened == 2
+            assert peer.connections == 2 and client.kept_opened == 2
         finally:
             client.close()
             server.close()

@@ -75,6 +75,12 @@ class Journal:
         self.signed_batches = 0
         self._recover()
 
+    @property
+    def waiting(self) -> int:
+        """Records waiting for the next group write."""
+        with self._queue:
+            return len(self._pending)
+
     def append(self, record: dict[str, Any], module_hash: bytes,
                puts: tuple[tuple[bytes, bytes], ...] = ()) -> asyncio.Future:
         """On the loop: write `record` (its `previous` link is filled in here) durably, with `puts`, in the next

@@ -222,6 +222,11 @@ class ProviderTabs:
         self._tabs: dict[bytes, PeerTab] = {}
         self.pruned = 0  # run records deleted since start (metrics, tests)
 
+    def calls(self, authorization_id: bytes) -> int:
+        """How many calls the open tab of that authorization has run (0: no such tab open)."""
+        tab = self._tabs.get(authorization_id)
+        return 0 if tab is None else tab.count
+
     def prune(self, authorization_id: bytes) -> int:
         """Delete the run records of a tab whose receipt is countersigned; how many there were."""
         with self.db.iterator(prefix=keys.tab_runs(authorization_id), include_value=False) as it:

@@ -231,6 +231,14 @@ class LedgerService:
     def held_for(self, authorization_id: bytes) -> int:
         return self._auth_held.get(authorization_id, 0)
 
+    def held(self, account: bytes) -> int:
+        """Credit of `account` set aside now: budgets of work running, settlements not yet written."""
+        return self._held.get(account, 0)
+
+    def holding(self) -> dict[bytes, int]:
+        """Every account that has credit set aside now, and how much (a copy)."""
+        return dict(self._held)
+
     def pending(self) -> list[Authorization]:
         """Authorizations sent to payees elsewhere and not completed yet, soonest to expire first."""
         return sorted(self._pending_auths.values(), key=lambda a: (a.expires_at, a.id))

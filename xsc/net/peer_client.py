@@ -77,6 +77,11 @@ class PeerClient:
         """Close the connections `request(..., kept=True)` keeps (the session is its owner's to close)."""
         self._kept.close()
 
+    @property
+    def kept_opened(self) -> int:
+        """Connections `request(..., kept=True)` has opened so far."""
+        return self._kept.opened
+
     def target(self, peer_url: str) -> str:
         """Where a request to peer_url really goes: over TLS (the same host and port) unless TLS is off and the
         peer is on this machine.  Plaintext never leaves the machine."""
