@@ -24,12 +24,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 
 
-from .. import codec
-from .. import keys
 from ..db import Database
 from ..errors import NotAdmitted, PeerNotFound, Quarantined
 from ..identity import HEADER_GRID, SignedRequest, check_grid_proof, id_difficulty, parse_public_id, public_id
 from .descriptors import NodeDescriptor, signed_bytes
+from .store import PeerStore
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ STRIKERS = 10_000  # peers whose recent misbehaviours are counted at most (least
 class Quarantine:
     def __init__(self, db: Database, *, strikes: int, duration: int, clock: Callable[[], float] = time.time,
                  capacity: int = CAPACITY) -> None:
-        self._db = db
+        self._store = PeerStore(db)
         self.strikes = strikes
         self.duration = duration
         self._clock = clock
@@ -51,17 +50,16 @@ class Quarantine:
         self._struck: OrderedDict[str, deque[float]] = OrderedDict()
         self._last: OrderedDict[tuple[str, str], float] = OrderedDict()
         now = clock()
-        with db.write_batch() as batch:  # compacted on start: ended quarantines are dropped
-            for key, value in db.iterator(prefix=keys.PEER_QUARANTINE):
+        with self._store.batch() as batch:  # compacted on start: ended quarantines are dropped
+            for node_key, entry in self._store.quarantines():
                 try:
-                    entry = codec.loads(value)
-                    node = public_id(key[len(keys.PEER_QUARANTINE):])
+                    node = public_id(node_key)
                     ends = float(entry["until"])
                 except (ValueError, TypeError, KeyError):
-                    batch.delete(key)
+                    batch.lift(node_key)
                     continue
                 if ends <= now:
-                    batch.delete(key)
+                    batch.lift(node_key)
                 else:
                     self._entries[node] = entry
 
@@ -117,12 +115,12 @@ class Quarantine:
         now = self._clock()
         entry = {"node": node_id, "reason": reason[:300], "since": now,
                  "until": now + (self.duration if duration is None else duration)}
-        with self._db.write_batch() as batch:
+        with self._store.batch() as batch:
             while len(self._entries) >= self.capacity and node_id not in self._entries:
                 soonest = min(self._entries, key=lambda n: self._entries[n]["until"])
-                batch.delete(keys.peer_quarantine(parse_public_id(soonest)))
+                batch.lift(parse_public_id(soonest))
                 del self._entries[soonest]
-            batch.put(keys.peer_quarantine(key), codec.dumps(entry))
+            batch.quarantine(key, entry)
         self._entries[node_id] = entry
         self._struck.pop(node_id, None)
         log.warning("quarantined node %s until %s: %s", node_id, time.strftime("%Y-%m-%d %H:%M:%S",
@@ -136,7 +134,7 @@ class Quarantine:
         key = parse_public_id(node_id)
         if self._entries.pop(node_id, None) is None:
             return False
-        self._db.delete(keys.peer_quarantine(key))
+        self._store.lift(key)
         self._struck.pop(node_id, None)
         return True
 

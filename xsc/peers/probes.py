@@ -12,8 +12,6 @@ import time
 from datetime import datetime, timezone
 
 
-from .. import codec
-from .. import keys
 from ..config import HealthSection
 from ..db import Database
 from ..errors import PeerError
@@ -23,6 +21,7 @@ from ..identity import parse_public_id, public_id
 from ..tasks import Pacer, at_most, every, stop
 from .descriptors import NodeDescriptor
 from .service import PeerService, now_ms
+from .store import PeerStore, PeerWrites
 
 log = logging.getLogger(__name__)
 RECORD_BATCH = 64  # probe results recorded (a history and its JSON each) before the event loop is let go
@@ -40,15 +39,15 @@ PROBE_STARTS = 400
 
 class HealthService:
     def __init__(self, *, db: Database, peers: PeerService, config: HealthSection) -> None:
-        self._db = db
+        self._store = PeerStore(db)
         self.peers = peers
         self.config = config
         self._histories: dict[str, PeerHistory] = {}
-        for key, value in db.iterator(prefix=keys.HEALTH_PEERS):
+        for node_key, value in self._store.histories():
             try:
-                self._histories[public_id(key[len(keys.HEALTH_PEERS):])] = PeerHistory.from_json(codec.loads(value))
-            except (ValueError, KeyError, TypeError):
-                log.warning("skipping unreadable probe history under %r", key)
+                self._histories[public_id(node_key)] = PeerHistory.from_json(value)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                log.warning("skipping the unreadable probe history of %s", node_key.hex())
         self.last_round: dict | None = None
         self.version = 0  # grows at every probe or audit recorded, and every history forgotten
         self._reachable: tuple[tuple[int, int], list[bool | None]] | None = None  # check_reachable's, and its state
@@ -87,7 +86,7 @@ class HealthService:
         history = record_audit(self._histories.get(node_id, PeerHistory()), now_ms(), ok, detail)
         self._histories[node_id] = history
         self.version += 1
-        self._db.put(keys.health_peer(parse_public_id(node_id)), codec.dumps(history.to_json()))
+        self._store.history(parse_public_id(node_id), history.to_json())
 
     def heard_from(self, node_id: str) -> None:
         """A peer's signed request checked out.  If that peer is counted as down, probe it now rather than
@@ -106,10 +105,10 @@ class HealthService:
 
     def answered(self, peer: NodeDescriptor, latency_ms: float) -> None:
         """`peer` answered a signed challenge made outside the probes (the user added it): a probe that succeeded."""
-        self._record(self._db, peer, now_ms(), (True, latency_ms, None))
+        self._record(self._store, peer, now_ms(), (True, latency_ms, None))
 
     async def _reprobe(self, peer: NodeDescriptor) -> None:
-        self._record(self._db, peer, now_ms(), await self._probe_in_turn(peer))
+        self._record(self._store, peer, now_ms(), await self._probe_in_turn(peer))
 
     async def _probe_in_turn(self, peer: NodeDescriptor) -> tuple[bool, float | None, str | None]:
         """`probe`, with at most PROBES_AT_ONCE in flight, whatever asked for it (a round, a request, learning)."""
@@ -136,10 +135,11 @@ class HealthService:
             if peer.id in self._histories:  # a round probed it while this one waited its turn
                 return
             result = await self.probe(peer)
-        self._record(self._db, peer, now_ms(), result)
+        self._record(self._store, peer, now_ms(), result)
 
-    def _record(self, db, peer: NodeDescriptor, at: int, result: tuple[bool, float | None, str | None]) -> None:
-        """Add one probe's result to the peer's history, in memory and in `db` (the database or a batch)."""
+    def _record(self, writes: PeerWrites, peer: NodeDescriptor, at: int,
+                result: tuple[bool, float | None, str | None]) -> None:
+        """Add one probe's result to the peer's history, in memory and in `writes` (the store or a batch)."""
         if self.peers.directory.get(peer.id) is None:
             return  # removed while we probed it
         before = self._histories.get(peer.id, PeerHistory())
@@ -148,14 +148,14 @@ class HealthService:
         if result[0] and before.last_ok is None:
             self.peers.first_answered(peer.id)
         self.version += 1
-        db.put(keys.health_peer(peer.key), codec.dumps(history.to_json()))
+        writes.history(peer.key, history.to_json())
 
     def forget(self, node_id: str) -> None:
         self.version += 1
         self._reprobed.pop(node_id, None)
         self._histories.pop(node_id, None)
         self._available.pop(node_id, None)
-        self._db.delete(keys.health_peer(parse_public_id(node_id)))
+        self._store.forget_history(parse_public_id(node_id))
 
     def table(self) -> list[dict]:
         """Every peer's availability, with the last hour's and the last day's as sparkline points (oldest first:
@@ -211,7 +211,7 @@ class HealthService:
             for first in range(0, len(done), RECORD_BATCH):  # the loop is let go between batches
                 if first:
                     await asyncio.sleep(0)
-                with self._db.write_batch() as batch:
+                with self._store.batch() as batch:
                     for peer, result in done[first:first + RECORD_BATCH]:
                         self._record(batch, peer, at, result)
             self.last_round = {"time": at, "seconds": seconds, "peers": len(peers), "ok": sum(r[0] for r in results)}

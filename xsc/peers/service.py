@@ -13,19 +13,19 @@ import time
 from typing import Any, Callable
 
 
-from .. import codec
-from .. import __version__, keys
+from .. import __version__
 from ..config import NodeConfig, split_peer_address
 from ..db import Database
 from ..errors import InvalidArgument, InvalidDescriptor, PeerError, PeerNotFound, PeerRefused
 from ..health import Availability, PeerHistory, availability, check_answer, check_nonce, new_nonce
 from ..health.stats import bucket_start
 from ..health import answer as challenge_answer
-from ..identity import Identity, parse_public_id, public_id
+from ..identity import Identity, parse_public_id
 from ..net.peer_client import PeerClient, PeerResponse
 from ..tasks import Quota, stop, woken
 from .admission import Admission
 from .descriptors import NodeDescriptor, make_descriptor, newer, newsworthy, parse_descriptor
+from .store import PeerStore
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +61,19 @@ class PeerDirectory:
     """Known descriptors, in memory and in LevelDB (`p/d/`), and the nodes the user removed (`p/x/`)."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
+        self._store = PeerStore(db)
         self._known: dict[str, NodeDescriptor] = {}
         self._sorted: list[NodeDescriptor] | None = None  # all()'s answer, made again after a change
         self.version = 0  # grows at every change
         self._removed: set[str] = set()
-        for key, value in db.iterator(prefix=keys.PEER_DESCRIPTORS):
+        for node_key, value in self._store.descriptors():
             try:
-                descriptor = NodeDescriptor(**codec.loads(value))
-            except (ValueError, TypeError):
-                log.warning("skipping an unreadable peer descriptor under %r", key)
+                descriptor = NodeDescriptor(**value)
+            except TypeError:
+                log.warning("skipping an unreadable peer descriptor of %s", node_key.hex())
                 continue
             self._known[descriptor.id] = descriptor
-        for key in db.iterator(prefix=keys.PEER_REMOVED, include_value=False):
-            self._removed.add(public_id(key[len(keys.PEER_REMOVED):]))
+        self._removed.update(self._store.removed_nodes())
 
     def __len__(self) -> int:
         return len(self._known)
@@ -116,7 +115,7 @@ class PeerDirectory:
         news: list[NodeDescriptor] = []
         new_nodes = 0
         evictable: list[NodeDescriptor] | None = None  # made at the first eviction (below)
-        with self._db.write_batch() as batch:
+        with self._store.batch() as batch:
             for d in descriptors:
                 known = self._known.get(d.id)
                 # Our own URL under another id is a node that was here before us (an old data dir): not a peer.
@@ -139,7 +138,7 @@ class PeerDirectory:
                     news.append(d)
                 self._known[d.id] = d
                 self._changed()
-                batch.put(keys.peer_descriptor(d.key), d.encode())
+                batch.descriptor(d.key, d.encode())
         return news
 
     def _evict_oldest(self, batch, evictable: list[NodeDescriptor]) -> bool:
@@ -148,7 +147,7 @@ class PeerDirectory:
         while evictable:
             oldest = evictable.pop()
             if self._known.get(oldest.id) is oldest:  # (not one this message brought a newer descriptor of)
-                batch.delete(keys.peer_descriptor(oldest.key))
+                batch.forget_descriptor(oldest.key)
                 del self._known[oldest.id]
                 self._changed()
                 return True
@@ -156,16 +155,16 @@ class PeerDirectory:
 
     def remove(self, node_id: str, at: int) -> None:
         key = parse_public_id(node_id)
-        with self._db.write_batch() as batch:
-            batch.delete(keys.peer_descriptor(key))
-            batch.put(keys.peer_removed(key), at.to_bytes(8, "big"))
+        with self._store.batch() as batch:
+            batch.forget_descriptor(key)
+            batch.removed(key, at)
         self._known.pop(node_id, None)
         self._changed()
         self._removed.add(node_id)
 
     def unblock(self, node_id: str) -> None:
         if node_id in self._removed:
-            self._db.delete(keys.peer_removed(parse_public_id(node_id)))
+            self._store.unremoved(parse_public_id(node_id))
             self._removed.discard(node_id)
 
 
