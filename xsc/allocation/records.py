@@ -24,12 +24,12 @@ signature) kept, the seen stamp joined).
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Annotated, Any, Iterable, Literal, Mapping
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from .. import codec
 from ..errors import BadRequest, InvalidAllocationRecord, XscError, from_validation
 from ..identity import Identity, parse_public_id, verify
 from .causality import Outcome
@@ -197,8 +197,7 @@ class ReceiptRecord(_ReceiptFields):
 
 def _signed_bytes(tag: bytes, fields: BaseModel) -> bytes:
     body = fields.model_dump(mode="json", exclude={"signature"})
-    return tag + json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                            allow_nan=False).encode()
+    return tag + codec.canonical(body)
 
 
 def _invalid(exc: ValidationError, what: str) -> XscError:

@@ -30,7 +30,6 @@ when it changed; a commitment with a new damping factor to each provider the rec
 from __future__ import annotations
 
 import gc
-import json
 import math
 import multiprocessing
 import os
@@ -40,6 +39,7 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.reduction import ForkingPickler
 
+from .. import codec
 from .convergence import NETWORK_QUORUM
 from .models import Commitment
 from .rounds import Receipt, provider_round, recipient_round
@@ -130,7 +130,7 @@ class RoundResult:
 
 
 def _dumps(value) -> int:
-    return len(json.dumps(value, separators=(",", ":")))
+    return len(codec.dumps(value))
 
 
 def _receipt_json(r: Receipt) -> dict:

@@ -37,12 +37,12 @@ holds ("" when it holds none); the other side answers with the records it holds 
 from __future__ import annotations
 
 import hashlib
-import json
 from decimal import Decimal
 from typing import Annotated, Any, Iterable, Mapping
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from .. import codec
 from ..errors import InvalidArgument, from_validation
 from ..identity import Identity, parse_public_id, verify
 from .models import TimestampMs
@@ -100,7 +100,7 @@ class Subscription(_Fields):
 
 def _signed_bytes(fields: BaseModel) -> bytes:
     body = fields.model_dump(mode="json", exclude={"signature"})
-    return _TAG + json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return _TAG + codec.canonical(body)
 
 
 def sign_subscription(identity: Identity, publisher: str, topics: Iterable[str], expires: int) -> Subscription:

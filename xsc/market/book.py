@@ -22,12 +22,12 @@ stamp beside it, as the participant's *seen* stamp:
 from __future__ import annotations
 
 import hashlib
-import json
 from decimal import Decimal
 from typing import Annotated, Any, Iterable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .. import codec
 from ..allocation import Outcome, Stamp
 from ..allocation.models import TimestampMs, Weight
 from ..errors import BadRequest, InvalidMarketCommitment, XscError, from_validation
@@ -101,8 +101,7 @@ def signed_bytes(fields: Mapping[str, Any]) -> bytes:
     """The bytes the signature covers: a tag line, then the sorted compact JSON of the commitment's
     JSON form without its signature."""
     body = {k: v for k, v in fields.items() if k != "signature"}
-    return _TAG + json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                             allow_nan=False).encode()
+    return _TAG + codec.canonical(body)
 
 
 def _canonical(fields: _Fields) -> bytes:

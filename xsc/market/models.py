@@ -13,12 +13,12 @@ canonical encoding: the auction breaks price ties by it, so every node orders eq
 from __future__ import annotations
 
 import hashlib
-import json
 from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .. import codec
 from ..allocation import CapacitySlot, NeedSlot
 from ..allocation.models import Fraction01
 from ..errors import MarketError
@@ -108,8 +108,7 @@ def order_digest(owner: str, side: str, slot: CapacitySlot | NeedSlot, price: in
         "group": group, "prefer": list(prefer),
         "min_availability": None if min_availability is None else str(min_availability),
     }
-    return hashlib.sha256(_ORDER_TAG + json.dumps(body, sort_keys=True, separators=(",", ":"),
-                                                  ensure_ascii=True).encode()).digest()
+    return hashlib.sha256(_ORDER_TAG + codec.canonical(body)).digest()
 
 
 def ask_digest(ask: Ask) -> bytes:

@@ -21,7 +21,6 @@ LevelDB shell around the pure core of this package).  Routes: node/http/market.p
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import threading
@@ -34,7 +33,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 
-from .. import keys
+from .. import codec, keys
 from ..db import Database
 from ..allocation import CapacitySlot
 from ..itc import Stamp
@@ -200,7 +199,7 @@ class MarketService:
         self.book = Book(bucket_seconds=self.config.bucket_seconds)
         for key, value in self.db.iterator(prefix=keys.MARKET_COMMITMENTS):
             try:
-                commitment = parse_commitment(json.loads(value))
+                commitment = parse_commitment(codec.loads(value))
             except (XscError, ValueError) as err:
                 log.warning("dropping a stored market commitment that no longer parses: %s", err)
                 continue
@@ -209,7 +208,7 @@ class MarketService:
                 continue
             self.book.receive(commitment)
         raw = self.db.get(keys.MARKET_SELF)
-        state = json.loads(raw) if raw else {}
+        state = codec.loads(raw) if raw else {}
         self.stamp = Stamp.decode(bytes.fromhex(state["stamp"])) if "stamp" in state else Stamp.seed()
         self.paid_by: dict[str, int] = state.get("paid_by", {})  # peer -> micro-credits its user paid us
         self._self_unsaved = False  # paid_by or delivered_by changed since _self_state was last written
@@ -465,8 +464,8 @@ class MarketService:
         self._changed_book()
 
     def _self_state(self) -> bytes:
-        return json.dumps({"stamp": self.stamp.encode().hex(), "paid_by": self.paid_by,
-                           "delivered_by": self.delivered_by}).encode()
+        return codec.dumps({"stamp": self.stamp.encode().hex(), "paid_by": self.paid_by,
+                            "delivered_by": self.delivered_by})
 
     def _save_self(self) -> None:
         # Not synced: recognition counters a crash may lose a few increments of (the next publish syncs them).
@@ -766,7 +765,7 @@ class MarketService:
                 if last is not None and last["price"] == c.price and last["traded"] == c.traded:
                     continue
                 batch.put(keys.market_price(kind, bucket, at),
-                          json.dumps({"price": c.price, "low": c.low, "high": c.high, "traded": c.traded}).encode())
+                          codec.dumps({"price": c.price, "low": c.low, "high": c.high, "traded": c.traded}))
                 written += 1
         self._prices_written += written
         if self._prices_written > PRICE_HISTORY // 10:
@@ -787,7 +786,7 @@ class MarketService:
         prefix = keys.market_prices_of(kind) + bucket.to_bytes(8, "big")
         with self.db.iterator(prefix=prefix, reverse=True) as it:
             for _, value in it:
-                return json.loads(value)
+                return codec.loads(value)
         return None
 
     def price_history(self, kind: str | None, limit: int) -> list[dict]:
@@ -801,7 +800,7 @@ class MarketService:
                     continue  # one price per market and second: the newest (a put's own matching may clear twice)
                 shown.add((k, bucket, at // 1000))
                 rows.append({"kind": k, "bucket": bucket, "bucket_start": bucket * self.config.bucket_seconds,
-                             "time_ms": at, **json.loads(value)})
+                             "time_ms": at, **codec.loads(value)})
                 if len(rows) >= limit:
                     break
         return rows
