@@ -13,9 +13,12 @@ from hypothesis import strategies as st
 
 from xsc import codec
 from xsc.compute.provenance import timestamp
-from xsc.identity import Identity
+from xsc.identity import Identity, verify
+from xsc.market.book import parse_commitment
 from xsc.peers import descriptors
 from xsc.storage.manifest import Manifest
+
+from tests.support.attacks import honest_commitment
 
 
 def _no_nan(value) -> bytes:
@@ -83,3 +86,13 @@ def test_signed_descriptors_and_stored_manifests_keep_their_bytes():
     manifest = Manifest(size=1, segment_size=2, k=3, m=6, segment_count=1, share_roots=("ab",) * 6,
                         ciphertext_hash="cd" * 32)
     assert manifest.encode() == _sorted_compact({**manifest.__dict__, "share_roots": ["ab"] * 6})
+
+
+def test_a_market_commitment_signed_over_the_old_spelling_still_verifies():
+    identity = Identity.generate()
+    fields = honest_commitment(identity, Identity.generate().id)
+    body = {k: v for k, v in fields.items() if k != "signature"}
+    old = b"XSC-MARKET-COMMITMENT-1\n" + _no_nan(body)  # the bytes the market signed before the codec
+    assert verify(identity.public_key, bytes.fromhex(fields["signature"]), old)
+    resigned = {**body, "signature": identity.sign(old).hex()}
+    assert parse_commitment(resigned).participant == identity.id
