@@ -4,7 +4,6 @@ names and its subscribers, and a node that missed records catches up through a d
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from decimal import Decimal
@@ -283,10 +282,8 @@ async def test_a_need_published_before_its_provider_subscribes_reaches_it(node_f
     # ... and the answer carried the recipient's current commitment: the need is there
     assert [b.slot.id for b in provider.app[MARKET].book.get(r_id).bids] == [need["id"]]
     # so the provider's round allocates to it
-    deadline = time.monotonic() + 30
-    while not await p_service.ensure_id():  # an ITC id, forked from the recipient (or seeded after FORK_WAIT)
-        assert time.monotonic() < deadline, "no ITC id"
-        await asyncio.sleep(0.1)
+    # an ITC id, forked from the recipient (or seeded after FORK_WAIT)
+    await eventually_async(p_service.ensure_id, "the provider's ITC id", 30, poll=0.1)
     p_service.round()
     assert (r_id, need["id"]) in p_service.states.get(p_id).wanted  # it asks the recipient for a grant of it
     p_service.start()  # and with its loop running again the need is served
@@ -322,10 +319,11 @@ async def test_converged_waits_until_a_need_has_reached_and_been_answered_by_its
     await recipient.app[MARKET]._push_own()
     assert provider.app[MARKET].book.get(r_id).bids == ()
     # The recipient computes on its own need (its receipt lists it, nothing given): not converged, round after round.
-    deadline = time.monotonic() + 30
-    while not (await p_service.ensure_id()) & (await r_service.ensure_id()):  # ITC ids (one seeds, one forks)
-        assert time.monotonic() < deadline, "no ITC id"
-        await asyncio.sleep(0.1)
+
+    async def both_ids() -> bool:  # one seeds, one forks
+        return (await p_service.ensure_id()) & (await r_service.ensure_id())
+
+    await eventually_async(both_ids, "both nodes' ITC ids", 30, poll=0.1)
     for _ in range(3):
         r_service.round()
         assert need["id"] in r_service.receipts.get(r_id).needs

@@ -74,10 +74,7 @@ async def test_calls_past_the_queue_bound_are_refused_at_once(node_factory) -> N
     module = await deploy(node, "loop")
     spinning = [asyncio.create_task(invoke(node, module, "spin")) for _ in range(2)]
     service = node.app[COMPUTE]
-    for _ in range(200):
-        if service.admitted == 2:
-            break
-        await asyncio.sleep(0.01)
+    await eventually_async(lambda: service.admitted == 2, "both calls admitted", 10, poll=0.01)
     status, body = await invoke(node, module, "spin")
     assert status == 503 and body["code"] == "compute-busy", body
     assert [s for s, _ in await asyncio.gather(*spinning)] == [422, 422]  # both hit their deadline

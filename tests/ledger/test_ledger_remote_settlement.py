@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 
@@ -20,6 +19,7 @@ from xsc.node.appkeys import PAYMENTS
 from xsc.node.appkeys import PEERS
 
 from tests.support.nodes import free_port
+from tests.support.waiting import eventually_async
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -247,11 +247,13 @@ async def test_an_unreachable_payee_is_paid_by_the_retry_after_a_restart(node_fa
     ledger = a.app[LEDGER]
     assert [p.id.hex() for p in ledger.pending()] in ([auth_id], [])  # the start-up pass may be done already
     outcomes = []
-    for _ in range(200):  # the retry's first pass runs at start; wait for it (a deadline, not a timing assert)
-        if not ledger.pending():
-            break
-        outcomes.append(await a.app[PAYMENTS].retry_all())
-        await asyncio.sleep(0.05)
+
+    async def paid() -> bool:  # the retry's first pass runs at start; this one helps it along
+        if ledger.pending():
+            outcomes.append(await a.app[PAYMENTS].retry_all())
+        return not ledger.pending()
+
+    await eventually_async(paid, "the pending authorization to be paid", 10)
     assert ledger.pending() == [], outcomes
     assert ledger.pending() == [] and ledger.account_view(payer.public_key)["balance"] == -3_000
     assert ledger.account_view(payer.public_key)["held"] == 0

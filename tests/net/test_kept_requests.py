@@ -16,6 +16,7 @@ from xsc.net import PeerClient
 from xsc.node.appkeys import PEERS
 
 from tests.support.nodes import free_port
+from tests.support.waiting import eventually_async
 
 FAST = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -123,10 +124,8 @@ async def test_a_kept_connection_the_peer_closed_while_idle_is_not_used_again() 
         client = PeerClient(Identity.generate(), session, 5.0, tls=False)
         try:
             await client.request(url, "POST", "/v1/peer/x", json={}, kept=True)
-            for _ in range(100):
-                if all(reader.at_eof() for kept in client._kept._peers.values() for reader, _ in kept.idle):
-                    break
-                await asyncio.sleep(0.02)
+            await eventually_async(lambda: all(reader.at_eof() for kept in client._kept._peers.values()
+                                               for reader, _ in kept.idle), "the peer's close to be seen", 10, poll=0.02)
             assert (await client.request(url, "POST", "/v1/peer/x", json={}, kept=True)).json() == {"again": True}
             assert peer.connections == 2 and client.kept_opened == 2
         finally:

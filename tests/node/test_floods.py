@@ -23,6 +23,8 @@ from xsc.node import listener
 from xsc.node.listener import GuardedNodeRunner, NodeSite
 from xsc.node.connections import ACCEPT_QUEUE, LISTEN_BACKLOG, RESERVED_FDS, connection_cap
 
+from tests.support.waiting import eventually_async
+
 CAP, PER_IP = 64, 48
 ENV = {"XSC_NODE_MAX_CONNECTIONS": str(CAP), "XSC_NODE_MAX_CONNECTIONS_PER_IP": str(PER_IP),
        "XSC_NODE_IDLE_TIMEOUT": "2", "XSC_NODE_USER_RATE_LIMIT": "50", "XSC_PEERS_RATE_LIMIT": "50"}
@@ -150,10 +152,7 @@ async def test_a_connection_that_speaks_at_once_is_sniffed_without_pushing_out_t
     silent = [socket.create_connection(("127.0.0.1", node.port)) for _ in range(MAX_PENDING)]
     speaking = []
     try:
-        for _ in range(50):
-            if len(sniffing) == MAX_PENDING:
-                break
-            await asyncio.sleep(0.05)
+        await eventually_async(lambda: len(sniffing) == MAX_PENDING, "the silent connections to be sniffed", 10)
         waiting = set(sniffing)
         assert len(waiting) == MAX_PENDING
         for _ in range(3 * MAX_PENDING):  # connected and sent before the loop runs again: here when accepted
@@ -194,8 +193,7 @@ async def test_a_connection_past_the_caps_is_answered_503_on_its_bare_socket(mon
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 10\r\n\r\n12345")
             busy.append((reader, writer))
-        while runner.server.inner.open < 3:
-            await asyncio.sleep(0.01)
+        await eventually_async(lambda: runner.server.inner.open >= 3, "three requests in progress", 10, poll=0.01)
         refused = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
         answers = await asyncio.gather(*(_read_all(sock) for sock in refused))
         for answer in answers:
@@ -227,7 +225,7 @@ async def test_a_connection_that_speaks_is_set_up_before_those_still_silent_whic
     silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
     others = []
     try:
-        await asyncio.sleep(0.3)  # accepted, and waiting
+        await eventually_async(lambda: site.silent == 3, "the three silent connections to be admitted", 10, poll=0.01)
         speaking = socket.create_connection(("127.0.0.1", port))
         speaking.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         others.append(speaking)

@@ -16,6 +16,7 @@ from xsc.node.limits import RateLimiter
 from xsc.peers.probes import PROBES_AT_ONCE
 
 from tests.support.attacks import fake_descriptors
+from tests.support.waiting import eventually_async
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600, "rate_limit": 20}}
 
@@ -131,8 +132,8 @@ async def test_the_node_backs_off_probing_peers_that_never_answer_and_probes_all
     for batch in (dead[:16], dead[16:], [alive]):  # 16 new nodes a message at most
         peers.accept(fake_descriptors(batch))
     everyone = sorted(k.id for k in [*dead, alive])
-    while sorted(asked) != everyone:  # each node learned of is probed at once, once
-        await asyncio.sleep(0.01)
+    # each node learned of is probed at once, once
+    await eventually_async(lambda: sorted(asked) == everyone, "a probe of every node learned of", 10, poll=0.01)
     assert health.availability(alive.id).up is True and health.availability(dead[0].id).up is False
     rounds = []
     for _ in range(4):  # the node's own rounds, back to back: each well inside the next one's wait

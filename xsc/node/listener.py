@@ -84,6 +84,11 @@ class NodeSite(web.TCPSite):
             loop.remove_reader(sock.fileno())  # asyncio's own accepting; its close of the server removes ours
             loop.add_reader(sock.fileno(), self._accept, sock.fileno())
 
+    @property
+    def silent(self) -> int:
+        """Connections admitted that have sent no byte yet (set up once they speak, or after SILENT_DELAY)."""
+        return len(self._silent)
+
     async def stop(self) -> None:
         loop = asyncio.get_running_loop()
         for fd, listening in self._listening.items():
