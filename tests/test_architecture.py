@@ -96,6 +96,12 @@ def layer(name: str) -> int:
     return 5  # xsc.cli and the tools
 
 
+def test_every_import_of_xsc_names_a_module_of_the_tree() -> None:
+    missing = {f"{name} -> {m}" for name in MODULES for m in imports(name)
+               if m.startswith("xsc.") and m not in MODULES}
+    assert missing == set(), "imports of modules that do not exist (moved?)"
+
+
 def test_the_module_graph_was_read() -> None:
     assert {"xsc.node.app", "xsc.storage.gateway", "xsc.ledger.settlement"} <= set(GRAPH)
     assert "xsc.storage.files" in GRAPH["xsc.node.app"]

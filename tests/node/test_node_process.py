@@ -87,7 +87,9 @@ def test_sigterm_lets_an_in_flight_put_finish(node_process, tmp_path: Path) -> N
     src.write_bytes(data)
     put = subprocess.Popen([*xsc_command(), "--data-dir", str(node.data_dir), "store", "put", str(src)],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    eventually(lambda: json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["reserved"] > 0,
+    # Once the put has reserved room (or, on a slow machine, has already finished):
+    eventually(lambda: put.poll() is not None
+               or json.loads(node.xsc("node", "status", "--json").stdout)["storage"]["reserved"] > 0,
                "the put to reserve room", 60, poll=0.02)
     node.proc.send_signal(signal.SIGTERM)
     out, err = put.communicate(timeout=60)

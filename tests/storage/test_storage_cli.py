@@ -104,7 +104,8 @@ def test_three_shares_lost_writes_nothing_to_the_output(node_process, tmp_path: 
 
 def _bytes_received(node) -> float:
     """Plaintext bytes the node has taken from puts so far (its /metrics)."""
-    with urllib.request.urlopen(node.url + "/metrics", timeout=10) as answer:
+    request = urllib.request.Request(node.url + "/metrics", headers={"Authorization": f"Bearer {node.token}"})
+    with urllib.request.urlopen(request, timeout=10) as answer:  # the storage figures are the token holder's
         lines = answer.read().decode().splitlines()
     return next(float(line.split()[1]) for line in lines if line.startswith("xsc_storage_bytes_received_total"))
 

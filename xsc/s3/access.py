@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from .. import codec
+from ..buckets.names import DEFAULT_USER, check_user
 from ..errors import NotFound
-from .names import DEFAULT_USER, check_user
 
 FILE_NAME = "s3-keys.json"
 _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
