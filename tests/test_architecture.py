@@ -241,7 +241,7 @@ TOO_BIG_FOR_NOW = {
     "xsc.allocation.service:AllocationService": 765,
     "xsc.market.matching:match_needs": 101,
     "xsc.market.service:MarketService": 990,
-    "xsc.node.app:_services": 154,
+    "xsc.node.app:_services": 155,
     "xsc.s3.server:S3Front": 537,
     "xsc.storage.gateway:Gateway": 561,
     "xsc.storage.gateway:put": 96,
