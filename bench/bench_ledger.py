@@ -97,7 +97,7 @@ async def settle_aggregated(db_path: Path, payer: Identity, payee: Identity, tot
                 await tabs.flush()
         await tabs.flush()
         elapsed = time.perf_counter() - start
-        assert tabs.settled_refs == total and service._held == {}
+        assert tabs.settled_refs == total and service.holding() == {}
         return total / elapsed, service.store.state(payer.public_key).seq
     finally:
         await service.close()

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.compute import WASM
-from tests.support.peers import FAST, known_ids, node_id, wait_until
+from tests.support.peers import FAST, known_ids, node_id
+from tests.support.waiting import eventually
 
 
 @pytest.mark.slow
@@ -17,7 +18,7 @@ def test_three_outputs_read_back_byte_exact_with_two_nodes_killed(node_process, 
     gateway = node_process("n0", env=FAST)
     others = [node_process(f"n{i}", extra_args=["--peer", gateway.url], env=FAST) for i in range(1, 6)]
     ids = [node_id(n) for n in others]
-    wait_until(lambda: known_ids(gateway) >= set(ids), "the gateway to know the other five nodes")
+    eventually(lambda: known_ids(gateway) >= set(ids), "the gateway to know the other five nodes")
     data = os.urandom(300_000)
     run = gateway.xsc("compute", "run", str(WASM / "outputs.wasm"), "--json", input=data)
     assert run.returncode == 0, run.stderr

@@ -12,7 +12,8 @@ import aiohttp
 
 from tests.support.shares import DEAL_PRICE, SHARE, EncodedFile, lease
 from xsc.identity import Identity, sign_request
-from xsc.net import PeerClient, RemoteHolder
+from xsc.net import PeerClient
+from xsc.storage.holder_client import RemoteHolder
 from xsc.node import IDENTITY
 from xsc.node.appkeys import GATEWAY, PEER_WORK, PEERS, SHARE_HOLDER
 from xsc.node.auth import PEER_PREFIX

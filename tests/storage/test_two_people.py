@@ -9,7 +9,8 @@ import os
 import pytest
 
 from tests.support.nodes import kill_all
-from tests.support.peers import api, wait_until
+from tests.support.peers import api
+from tests.support.waiting import eventually
 from tests.support.s3 import FrontProcess, boto3_client, create_key
 from tests.support.people import join, person
 
@@ -124,7 +125,7 @@ def test_when_only_strangers_could_take_a_put_the_refusal_is_one_line_with_the_c
     assert command[:3] == ["xsc", "ledger", "prepay"] and command[3] in (id_b, id_c), lines
     for provider in (b, c):  # the other way out it names: their users recognise A
         assert provider.xsc("market", "recognize", id_a, "1").returncode == 0
-    done = wait_until(lambda: (r := a.xsc("store", "put", str(path), "--json")).returncode == 0 and r,
+    done = eventually(lambda: (r := a.xsc("store", "put", str(path), "--json")).returncode == 0 and r,
                       "A to learn B's and C's new terms")
     assert set(json.loads(done.stdout)["placement"]) == {id_b, id_c}
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .nodes import NodeProcess
-from .peers import FAST, api, node_id, peer_health, wait_until
+from .peers import FAST, api, node_id, peer_health
+from .waiting import eventually
 
 # A person's node as `xsc node start` runs it: strangers get no credit (ledger.stranger_credit 0, the default).
 STRANGERS = {**FAST, "XSC_LEDGER_STRANGER_CREDIT": "0"}
@@ -20,7 +21,7 @@ def offers_storage(node, other: str) -> bool:
 
 def join(node, joined, ids: list[str]) -> None:
     """Wait until `node` sees each of `ids` up and holds its storage offer."""
-    wait_until(lambda: all((peer_health(node, i) or {}).get("up") and offers_storage(node, i) for i in ids),
+    eventually(lambda: all((peer_health(node, i) or {}).get("up") and offers_storage(node, i) for i in ids),
                f"{node.name} to see {len(ids)} peer(s) up, their offers in its book", timeout=90)
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..compute.paid import MAX_PUSHED_BYTES
+from ..ledger.receipts import RECEIPTS_PATH
 from ..net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MODULES_PATH, TAB_CLOSE_PATH
-from ..net.receipts import RECEIPTS_PATH
 from ..storage.locate import LOCATE_PATH
 from ..storage.strangers import TERMS_PATH
 from ..storage.wire import DAMAGE_PATH, MAX_SEGMENT_SIZE
