@@ -94,7 +94,7 @@ def test_a_client_hanging_up_is_one_info_line_on_the_node(thread_node, caplog) -
 def test_what_a_peer_wrote_reaches_the_terminal_without_control_characters() -> None:
     """A problem's detail may carry a peer's words: escape sequences, CR and NUL are stripped before the CLI
     prints them (a newline and a tab are kept)."""
-    from xsc.cli.client import error_from_problem
+    from xsc.client.sync import error_from_problem
     from xsc.codec import dumps
 
     body = dumps({"code": "peer-refused", "status": 502,
