@@ -104,7 +104,7 @@ def test_every_import_of_xsc_names_a_module_of_the_tree() -> None:
 
 def test_the_module_graph_was_read() -> None:
     assert {"xsc.node.app", "xsc.storage.gateway", "xsc.ledger.settlement"} <= set(GRAPH)
-    assert "xsc.storage.files" in GRAPH["xsc.node.app"]
+    assert "xsc.node.services" in GRAPH["xsc.node.app"] and "xsc.storage.files" in GRAPH["xsc.node.services"]
 
 
 def test_no_import_cycles() -> None:
@@ -202,9 +202,10 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     # on the bare socket, silent connections set up last in a burst) and its collector (collector.py), then the
     # routes and wiring of jobs (compute/jobs.py: 20 lines), then the peer routes of a provider's terms and of
     # locating shares, with their wiring (storage/strangers.py, storage/locate.py: 19 lines), then the peer routes'
-    # price table (peer_routes.py, its allocation slicing and the allocation's and dashboard's checks: ~130 lines).
-    # A service growing here would pass this budget.
-    assert sum(lines.values()) < 3200, lines
+    # price table (peer_routes.py, its allocation slicing and the allocation's and dashboard's checks: ~130 lines),
+    # then the typed node (services.py: one field and one setup block per subsystem).  A service growing here would
+    # pass this budget.
+    assert sum(lines.values()) < 3320, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}
 

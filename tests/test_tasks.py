@@ -1,6 +1,7 @@
 """xsc.tasks.Workers: calls handed to idle threads directly, results and errors back on the loop, a backlog
 run in order when every thread is busy, and a shutdown that runs what is queued.  xsc.tasks.Pacer: starts a
-second, in order."""
+second, in order.  xsc.tasks.Supervisor: services started in order, a crashed loop started again, all stopped in
+reverse."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 
 import pytest
 
-from xsc.tasks import Pacer, Workers, refill, stop, woken
+from xsc.tasks import Pacer, Supervisor, Workers, refill, stop, woken
 
 
 async def test_results_and_errors_come_back_on_the_loop() -> None:
@@ -204,3 +205,49 @@ def test_a_bucket_refills_at_its_rate_up_to_its_burst_and_never_loses_tokens_to_
     assert refill(1.0, 10.0, 10.5, rate=4, burst=8) == 3.0
     assert refill(1.0, 10.0, 20.0, rate=4, burst=8) == 8
     assert refill(1.0, 10.0, 9.0, rate=4, burst=8) == 1.0
+
+
+class _Service:
+    """A service with one loop that crashes on its first run and then waits to be stopped."""
+
+    def __init__(self, name: str, journal: list[str]) -> None:
+        self.name, self.journal = name, journal
+        self.runs = 0
+        self.running = asyncio.Event()
+
+    def start(self) -> None:
+        self.journal.append(f"start {self.name}")
+
+    def loops(self) -> dict:
+        return {f"{self.name}-loop": self._loop}
+
+    async def _loop(self) -> None:
+        self.runs += 1
+        if self.runs == 1:
+            raise RuntimeError("first run fails")
+        self.running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.journal.append(f"loop of {self.name} stopped")
+            raise
+
+    async def close(self) -> None:
+        self.journal.append(f"close {self.name}")
+
+
+async def test_the_supervisor_starts_in_order_restarts_a_crashed_loop_and_stops_in_reverse() -> None:
+    journal: list[str] = []
+    first, second = _Service("first", journal), _Service("second", journal)
+    supervisor = Supervisor(restart_first=0.01)
+    supervisor.add("first", first)
+    supervisor.add("second", second)
+    assert journal == ["start first", "start second"]
+    await asyncio.wait_for(asyncio.gather(first.running.wait(), second.running.wait()), 10)
+    status = supervisor.status()
+    assert status["first-loop"] == {"service": "first", "running": True, "restarts": 1,
+                                    "last_error": "RuntimeError: first run fails"}
+    assert [t.get_name() for t in supervisor.tasks("second")] == ["xsc-second-loop"]
+    await supervisor.close()
+    assert journal[2:] == ["loop of second stopped", "close second", "loop of first stopped", "close first"]
+    assert supervisor.status() == {}

@@ -12,6 +12,8 @@ loop runs, and how many calls run at once.
     await pacer.start()                     wait for a turn to start: at most `rate` starts a second
     refill(tokens, since, now, rate, burst) a token bucket's tokens now (the pacer's, the node's rate limits)
     Quota                                   per-key quotas a service is handed (node/limits.py: RateLimiter)
+    Supervisor                              the node's services started in order, their loops run and watched (a
+                                            crashed loop logged and started again), all stopped in reverse
 """
 
 from __future__ import annotations
@@ -254,3 +256,97 @@ class Pacer:
     async def spent(self, n: float) -> None:
         """Count `n` used now and wait off any debt."""
         await self._sleep(self.take(n))
+
+
+RESTART_FIRST = 1.0  # seconds before a crashed loop is started again; doubled each crash in a row ...
+RESTART_MOST = 60.0  # ... up to this
+RESTART_QUIET = 60.0  # a loop that ran this long without crashing starts from RESTART_FIRST again
+
+
+class Service(Protocol):
+    """What the supervisor runs: `start()` (sync) and `close()` (sync or a coroutine), and optionally
+    `loops()`: name -> a function making the coroutine of each background loop the service needs."""
+
+    def start(self) -> None: ...
+    def close(self) -> Any: ...
+
+
+class _Loop:
+    def __init__(self, owner: str, name: str, make: Callable[[], Awaitable[Any]], first: float) -> None:
+        self.owner, self.name, self.make = owner, name, make
+        self.task: asyncio.Task | None = None
+        self.restarts = 0
+        self.last_error: str | None = None
+        self.started_at = 0.0
+        self.first = self.delay = first
+        self.pending: asyncio.TimerHandle | None = None
+
+
+class Supervisor:
+    """Every background loop of the node, and the services that own them.
+
+    `add(name, service)` starts a service (its `start()`), then each loop it names (`loops()`) as a task; the
+    supervisor watches them: a loop that ends by an exception is logged and started again after RESTART_FIRST
+    seconds (doubling while it keeps crashing, at most RESTART_MOST); one that returns is done.  `close()` stops
+    the services in the reverse order they were added, each one's loops first, then its `close()`.  `status()`
+    says what runs, how often each loop was restarted and its last error."""
+
+    def __init__(self, *, restart_first: float = RESTART_FIRST) -> None:
+        self._services: list[tuple[str, Any, list[_Loop]]] = []
+        self._closing = False
+        self._restart_first = restart_first
+
+    def add(self, name: str, service: Any) -> None:
+        service.start()
+        loops = [_Loop(name, loop_name, make, self._restart_first)
+                 for loop_name, make in getattr(service, "loops", dict)().items()]
+        self._services.append((name, service, loops))
+        for loop in loops:
+            self._start(loop)
+
+    def _start(self, loop: _Loop) -> None:
+        loop.pending = None
+        if self._closing:
+            return
+        loop.started_at = time.monotonic()
+        loop.task = asyncio.create_task(loop.make(), name=f"xsc-{loop.name}")
+        loop.task.add_done_callback(lambda task, loop=loop: self._ended(loop, task))
+
+    def _ended(self, loop: _Loop, task: asyncio.Task) -> None:
+        if self._closing or task.cancelled() or loop.task is not task:
+            return
+        error = task.exception()
+        if error is None:
+            return  # a loop that ends by itself is done
+        loop.restarts += 1
+        loop.last_error = f"{type(error).__name__}: {error}"
+        if time.monotonic() - loop.started_at >= RESTART_QUIET:
+            loop.delay = loop.first
+        log.error("loop %s of %s crashed: starting it again in %.0f s", loop.name, loop.owner, loop.delay,
+                  exc_info=error)
+        loop.pending = asyncio.get_running_loop().call_later(loop.delay, self._start, loop)
+        loop.delay = min(RESTART_MOST, loop.delay * 2)
+
+    async def close(self) -> None:
+        """Stop every service in the reverse order they were added: its loops, then its `close()`."""
+        self._closing = True
+        while self._services:
+            _, service, loops = self._services.pop()
+            for loop in loops:
+                if loop.pending is not None:
+                    loop.pending.cancel()
+            await stop(*(loop.task for loop in loops))
+            result = service.close()
+            if asyncio.iscoroutine(result):
+                await result
+
+    def tasks(self, owner: str) -> list[asyncio.Task]:
+        """The running tasks of the loops of the service added as `owner`."""
+        return [loop.task for name, _, loops in self._services if name == owner for loop in loops
+                if loop.task is not None and not loop.task.done()]
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """loop name -> its owner, whether it runs, how often it was restarted and its last error."""
+        return {loop.name: {"service": loop.owner, "running": loop.task is not None and not loop.task.done(),
+                            "restarts": loop.restarts, "last_error": loop.last_error}
+                for _, _, loops in self._services for loop in loops}

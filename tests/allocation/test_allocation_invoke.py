@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from tests.support.waiting import eventually_async
 from tests.support.compute import deploy, invoke
-from xsc.node.appkeys import ALLOCATION, MARKET, PEERS
+from xsc.node.appkeys import NODE
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 FUEL = 100_000  # the calls' fuel limit: each reserves 2^17 = 131,072 units of the allocation
@@ -18,18 +18,18 @@ N = 15  # fib(15): a few tens of thousands of fuel, the same every time
 
 
 def _left(node, need: str) -> int | None:
-    return next((n["quantity"] for n in node.app[ALLOCATION].status()["needs"] if n["id"] == need), None)
+    return next((n["quantity"] for n in node.app[NODE].allocation.status()["needs"] if n["id"] == need), None)
 
 
 async def test_invokes_are_served_from_the_allocation_and_shrink_the_standing_need(node_factory) -> None:
     a = await node_factory("a", **QUIET, market={"allocation_delay": 0.05, "offer_compute": False})
     b = await node_factory("b", **QUIET, market={"allocation_delay": 0.05})
-    await a.app[PEERS].add(b.app[PEERS].url)
-    await a.app[MARKET].fill_book()
-    await b.app[MARKET].fill_book()
-    a_id, b_id = a.app[PEERS].identity.id, b.app[PEERS].identity.id
-    a.app[MARKET].set_recognition(b_id, Decimal(1))
-    b.app[MARKET].set_recognition(a_id, Decimal(1))
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    await a.app[NODE].market.fill_book()
+    await b.app[NODE].market.fill_book()
+    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
+    a.app[NODE].market.set_recognition(b_id, Decimal(1))
+    b.app[NODE].market.set_recognition(a_id, Decimal(1))
     module = await deploy(a, "fibonacci")
 
     # No standing need yet: the call market places the call (on b, the only provider); b gets the module.
@@ -44,7 +44,7 @@ async def test_invokes_are_served_from_the_allocation_and_shrink_the_standing_ne
     response = await a.post("/v1/allocation/needs", json={"kind": "compute", "quantity": quantity, "seconds": 600})
     assert response.status == 201
     need = (await response.json())["id"]
-    allocation, market = a.app[ALLOCATION], a.app[MARKET]
+    allocation, market = a.app[NODE].allocation, a.app[NODE].market
     await eventually_async(lambda: allocation.allocated("compute").get(b_id) == quantity, "b to allocate a's whole need")
 
     left = quantity
@@ -61,7 +61,7 @@ async def test_invokes_are_served_from_the_allocation_and_shrink_the_standing_ne
         left -= used
         # b's allocation follows the smaller need (received and served stay equal).
         await eventually_async(lambda: allocation.allocated("compute").get(b_id) == left, "b to follow the smaller need")
-    assert market.status()["served_from_allocation"] == {"needs": 2, "units": 2 * used}
+    assert a.app[NODE].dealing.status()["served_from_allocation"] == {"needs": 2, "units": 2 * used}
 
     # What is left (less than a call's budget) cannot hold the next call: the call market places it, and the
     # standing need no longer shrinks.
@@ -69,4 +69,4 @@ async def test_invokes_are_served_from_the_allocation_and_shrink_the_standing_ne
     status, body = await invoke(a, module, "fib", N, fuel=FUEL)
     assert status == 200 and body["deal"]["allocated"] is False and body["provider"] == b_id, body["deal"]
     assert _left(a, need) == left
-    assert market.status()["served_from_allocation"] == {"needs": 2, "units": 2 * used}
+    assert a.app[NODE].dealing.status()["served_from_allocation"] == {"needs": 2, "units": 2 * used}

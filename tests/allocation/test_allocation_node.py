@@ -17,7 +17,7 @@ from xsc.allocation.rounds import Receipt, ReceiptEntry
 from xsc.allocation.service import FORK_BURST, FORK_RATE
 from xsc.errors import InvalidAllocationRecord
 from xsc.identity import Identity, sign_request
-from xsc.node.appkeys import ALLOCATION, MARKET, PEERS
+from xsc.node.appkeys import NODE
 from xsc.node.limits import RateLimiter
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
@@ -44,7 +44,7 @@ def _receipt(identity: Identity, stamp: Stamp | None = None) -> dict:
 async def _post(node, sender: Identity, body: dict) -> tuple[int, dict]:
     raw = json.dumps(body).encode()
     path = "/v1/peer/allocation"
-    headers = {**sign_request(sender, "POST", path, raw, receiver=node.app[PEERS].identity.id),
+    headers = {**sign_request(sender, "POST", path, raw, receiver=node.app[NODE].peers.identity.id),
                "Content-Type": "application/json"}
     response = await node.post(path, data=raw, headers=headers)
     return response.status, await response.json(content_type=None)
@@ -97,8 +97,8 @@ async def test_a_flood_of_forged_records_is_refused_before_its_body_or_at_its_fi
     refused before its body is read; from a known peer, the message ends at its first forged record, which is
     a strike and counted, not logged."""
     a, b = await pair(node_factory, **{**QUIET, "peers": {**QUIET["peers"], "quarantine_strikes": 1}})
-    service = a.app[ALLOCATION]
-    b_identity, stranger = b.app[PEERS].identity, Identity.generate()
+    service = a.app[NODE].allocation
+    b_identity, stranger = b.app[NODE].peers.identity, Identity.generate()
     forged_state = {**_state(b_identity), "signature": _state(stranger)["signature"]}
     forged_receipt = {**_receipt(b_identity), "signature": _receipt(stranger)["signature"]}
     flood = {"states": [forged_state] * 1001, "receipts": [forged_receipt] * 1001}
@@ -116,8 +116,8 @@ async def test_a_flood_of_forged_records_is_refused_before_its_body_or_at_its_fi
 
 async def test_each_hostile_record_is_refused_and_counted(node_factory) -> None:
     a, b = await pair(node_factory, **QUIET)
-    service = a.app[ALLOCATION]
-    b_identity = b.app[PEERS].identity
+    service = a.app[NODE].allocation
+    b_identity = b.app[NODE].peers.identity
     stranger = Identity.generate()
     # an unknown sender: refused before its body is read; an unknown peer's record: dropped before its signature
     status, answer = await _post(a, stranger, {"states": [_state(stranger)]})
@@ -132,9 +132,9 @@ async def test_each_hostile_record_is_refused_and_counted(node_factory) -> None:
     status, answer = await _post(a, b_identity, {"receipts": [{**_receipt(b_identity), "damping_factor": "2"}]})
     assert answer["refused"] == 1 and service.receipts.get(b_identity.id) is None
     # beyond its offer: more units than b's capacity slot holds, or a slot b does not offer
-    slot = next(x for x in a.app[MARKET].book.get(b_identity.id).asks if x.slot.kind == "storage").slot
-    too_much = _state(b_identity, [(slot.id, "need-1", a.app[PEERS].identity.id, slot.quantity + 1, 1)])
-    not_offered = _state(b_identity, [("storage-0", "need-1", a.app[PEERS].identity.id, 1, 1)])
+    slot = next(x for x in a.app[NODE].market.book.get(b_identity.id).asks if x.slot.kind == "storage").slot
+    too_much = _state(b_identity, [(slot.id, "need-1", a.app[NODE].peers.identity.id, slot.quantity + 1, 1)])
+    not_offered = _state(b_identity, [("storage-0", "need-1", a.app[NODE].peers.identity.id, 1, 1)])
     status, answer = await _post(a, b_identity, {"states": [too_much, not_offered]})
     assert answer["refused"] == 2 and service.states.get(b_identity.id) is None
     # oversize: more records than a message may carry
@@ -153,7 +153,7 @@ async def test_each_hostile_record_is_refused_and_counted(node_factory) -> None:
 
 async def test_a_joining_node_forks_its_itc_id_from_a_peer(node_factory) -> None:
     a, b = await pair(node_factory, **QUIET)
-    ids = [n.app[ALLOCATION] for n in (a, b)]
+    ids = [n.app[NODE].allocation for n in (a, b)]
     await eventually_async(lambda: all(s.stamp is not None for s in ids), "both nodes' ITC ids", 30)
     first, second = sorted(ids, key=lambda s: s.forked_from is not None)
     assert first.forked_from is None and second.forked_from == first.me
@@ -163,32 +163,32 @@ async def test_a_joining_node_forks_its_itc_id_from_a_peer(node_factory) -> None
 
 async def test_a_put_is_served_from_the_allocation_and_a_removed_provider_leaves_it(node_factory) -> None:
     a, b = await pair(node_factory, **QUIET)
-    a_id, b_id = a.app[PEERS].identity.id, b.app[PEERS].identity.id
-    a.app[MARKET].set_recognition(b_id, Decimal(1))
-    b.app[MARKET].set_recognition(a_id, Decimal(1))
+    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
+    a.app[NODE].market.set_recognition(b_id, Decimal(1))
+    b.app[NODE].market.set_recognition(a_id, Decimal(1))
     status = await a.post("/v1/allocation/needs", json={"kind": "storage", "quantity": 1_000_000, "seconds": 600})
     assert status.status == 201
     need = (await status.json())["id"]
-    await eventually_async(lambda: a.app[ALLOCATION].allocated("storage").get(b_id), "b to allocate to a's need")
-    await eventually_async(lambda: (a.app[ALLOCATION].status()["received"] or {}).get(need, {}).get("total"), "a's receipt")
-    before = a.app[ALLOCATION].status()["received"][need]
+    await eventually_async(lambda: a.app[NODE].allocation.allocated("storage").get(b_id), "b to allocate to a's need")
+    await eventually_async(lambda: (a.app[NODE].allocation.status()["received"] or {}).get(need, {}).get("total"), "a's receipt")
+    before = a.app[NODE].allocation.status()["received"][need]
     assert before["by_provider"] == {b_id: 1_000_000} and before["total"] == 1_000_000
 
     response = await a.post("/v1/store/files", data=b"s" * 20_000)
     answer = await response.json()
     assert response.status == 201, answer
-    served = a.app[MARKET].status()["served_from_allocation"]
+    served = a.app[NODE].dealing.status()["served_from_allocation"]
     assert served["needs"] >= 1 and b_id in answer["placement"], (served, answer["placement"])
     # what the put used of the allocation leaves the standing need (received and served stay equal)
-    left = next(n["quantity"] for n in a.app[ALLOCATION].status()["needs"] if n["id"] == need)
+    left = next(n["quantity"] for n in a.app[NODE].allocation.status()["needs"] if n["id"] == need)
     assert left == 1_000_000 - served["units"]
-    await eventually_async(lambda: (a.app[ALLOCATION].status()["received"] or {}).get(need, {}).get("total") == left,
+    await eventually_async(lambda: (a.app[NODE].allocation.status()["received"] or {}).get(need, {}).get("total") == left,
                  "b's allocation to follow the smaller need")
 
     # b removed: it leaves a's allocation at once and a put goes on without it
     assert (await a.delete(f"/v1/peers/{b_id}")).status == 200
-    assert a.app[ALLOCATION].allocated("storage") == {}
-    assert a.app[ALLOCATION].states.get(b_id) is None
+    assert a.app[NODE].allocation.allocated("storage") == {}
+    assert a.app[NODE].allocation.states.get(b_id) is None
     response = await a.post("/v1/store/files", data=b"t" * 20_000)
     answer = await response.json()
     assert response.status == 201 and b_id not in answer["placement"], answer
@@ -197,7 +197,7 @@ async def test_a_put_is_served_from_the_allocation_and_a_removed_provider_leaves
 async def _fork(node, sender: Identity) -> tuple[int, dict, dict]:
     raw = b"{}"
     path = "/v1/peer/allocation/fork"
-    headers = {**sign_request(sender, "POST", path, raw, receiver=node.app[PEERS].identity.id),
+    headers = {**sign_request(sender, "POST", path, raw, receiver=node.app[NODE].peers.identity.id),
                "Content-Type": "application/json"}
     response = await node.post(path, data=raw, headers=headers)
     return response.status, await response.json(content_type=None), dict(response.headers)
@@ -207,13 +207,13 @@ async def test_a_stranger_gets_no_itc_fork_and_a_peer_only_its_quota(node_factor
     """Every fork halves the node's share of the ITC id space for good: a stranger's key could take them one after
     another, each a synced write on the event loop.  Only a known peer forks, FORK_BURST at once."""
     a, b = await pair(node_factory, **QUIET)
-    service = a.app[ALLOCATION]
+    service = a.app[NODE].allocation
     await eventually_async(lambda: service.stamp is not None, "a's ITC id")
     before = service.stamp
     status, problem, _ = await _fork(a, Identity.generate())
     assert status == 403 and problem["code"] == "unknown-peer", problem
     assert service.stamp == before
-    peer = b.app[PEERS].identity  # a known peer: b's own key (its quota afresh: b may have forked from a to join)
+    peer = b.app[NODE].peers.identity  # a known peer: b's own key (its quota afresh: b may have forked from a to join)
     service.forks = RateLimiter(FORK_RATE, FORK_BURST, "ITC forks")
     for _ in range(FORK_BURST):
         status, answer, _ = await _fork(a, peer)

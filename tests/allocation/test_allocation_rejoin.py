@@ -12,7 +12,7 @@ from tests.support.waiting import eventually_async
 from tests.support.nodes import close_node, serve
 from xsc import keys
 from xsc.allocation import Stamp
-from xsc.node.appkeys import ALLOCATION, MARKET, PEERS
+from xsc.node.appkeys import NODE
 from xsc.node.datadir import open_db
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
@@ -23,7 +23,7 @@ NEED = 1_000_000
 def _received(node) -> dict[str, int]:
     """provider -> units, over this node's receipt."""
     out: dict[str, int] = {}
-    for entry in (node.app[ALLOCATION].status()["received"] or {}).values():
+    for entry in (node.app[NODE].allocation.status()["received"] or {}).values():
         for p, units in entry["by_provider"].items():
             out[p] = out.get(p, 0) + units
     return out
@@ -49,28 +49,28 @@ async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_al
     nodes = {name: await serve(configs[name]) for name in "abc"}
     try:
         a, b, c = nodes["a"], nodes["b"], nodes["c"]
-        await a.app[PEERS].add(b.app[PEERS].url)
-        await a.app[PEERS].add(c.app[PEERS].url)
-        await b.app[PEERS].add(c.app[PEERS].url)
-        ids = {name: n.app[PEERS].identity.id for name, n in nodes.items()}
+        await a.app[NODE].peers.add(b.app[NODE].peers.url)
+        await a.app[NODE].peers.add(c.app[NODE].peers.url)
+        await b.app[NODE].peers.add(c.app[NODE].peers.url)
+        ids = {name: n.app[NODE].peers.identity.id for name, n in nodes.items()}
         for name, n in nodes.items():
-            await n.app[MARKET].fill_book()
+            await n.app[NODE].market.fill_book()
             for other, oid in ids.items():
                 if other != name:
-                    n.app[MARKET].set_recognition(oid, Decimal(1))
-        await eventually_async(lambda: all(n.app[ALLOCATION].stamp is not None for n in nodes.values()), "every ITC id")
-        assert _whole([n.app[ALLOCATION].stamp for n in nodes.values()])
+                    n.app[NODE].market.set_recognition(oid, Decimal(1))
+        await eventually_async(lambda: all(n.app[NODE].allocation.stamp is not None for n in nodes.values()), "every ITC id")
+        assert _whole([n.app[NODE].allocation.stamp for n in nodes.values()])
 
         # c needs storage; b allocates to it.
         response = await c.post("/v1/allocation/needs", json={"kind": "storage", "quantity": NEED, "seconds": 600})
         assert response.status == 201
         await eventually_async(lambda: sum(_received(c).values()) == NEED and ids["b"] in _received(c), "c's need to be met")
-        await eventually_async(lambda: all(n.app[ALLOCATION].states.get(ids["b"]) is not None for n in (a, c)),
+        await eventually_async(lambda: all(n.app[NODE].allocation.states.get(ids["b"]) is not None for n in (a, c)),
                      "b's state at a and c")
-        held_before = {name: nodes[name].app[ALLOCATION].states.seen(ids["b"]) for name in "ac"}
+        held_before = {name: nodes[name].app[NODE].allocation.states.seen(ids["b"]) for name in "ac"}
 
         # b stops; its stored stamp loses its events (a write lost in a crash: same id, nothing counted).
-        old = b.app[ALLOCATION].stamp
+        old = b.app[NODE].allocation.stamp
         await close_node(b)
         db = open_db(configs["b"].data_dir)
         db.put(keys.MARKET_ALLOCATION, Stamp(old.id, 0).encode().hex().encode(), sync=True)
@@ -78,7 +78,7 @@ async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_al
         assert Stamp(old.id, 0).event().leq(held_before["a"])  # kept, that stamp's next records would be stale
 
         b = nodes["b"] = await serve(configs["b"])
-        service = b.app[ALLOCATION]
+        service = b.app[NODE].allocation
         assert service.stamp is None and service.retiring == Stamp(old.id, 0)  # publishes nothing before it rejoins
         await eventually_async(lambda: service.stamp is not None, "b to rejoin")
         status = service.status()
@@ -87,14 +87,14 @@ async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_al
         # it forked from holds the other half of a pair, b gets the same half again): the ids still add up to the
         # whole interval, none twice.
         assert all(s.leq(service.stamp) for s in held_before.values())
-        assert _whole([n.app[ALLOCATION].stamp for n in nodes.values()])
+        assert _whole([n.app[NODE].allocation.stamp for n in nodes.values()])
 
         # Its records are taken at once (never stale), and the allocation converges again with it.
         await eventually_async(lambda: service.states.get(ids["b"]) is not None, "b to publish its state")
-        await eventually_async(lambda: all(n.app[ALLOCATION].states.get(ids["b"]) is not None
-                                 and n.app[ALLOCATION].states.get(ids["b"]).stamp == service.states.get(ids["b"]).stamp
+        await eventually_async(lambda: all(n.app[NODE].allocation.states.get(ids["b"]) is not None
+                                 and n.app[NODE].allocation.states.get(ids["b"]).stamp == service.states.get(ids["b"]).stamp
                                  for n in (a, c)), "a and c to take b's new state")
-        await eventually_async(lambda: sum(_received(c).values()) == NEED and c.app[ALLOCATION].status()["converged"]
+        await eventually_async(lambda: sum(_received(c).values()) == NEED and c.app[NODE].allocation.status()["converged"]
                      and service.status()["converged"], "the allocation to converge again")
     finally:
         for n in nodes.values():
@@ -105,13 +105,13 @@ async def test_a_node_with_no_peer_to_rejoin_through_keeps_its_stored_id(make_co
     config = make_config("alone", **QUIET)
     node = await serve(config)
     try:
-        first = await eventually_async(lambda: node.app[ALLOCATION].stamp, "the first node to seed its id")
+        first = await eventually_async(lambda: node.app[NODE].allocation.stamp, "the first node to seed its id")
         assert first.id == 1
     finally:
         await close_node(node)
     node = await serve(config)
     try:
-        service = node.app[ALLOCATION]
+        service = node.app[NODE].allocation
         await eventually_async(lambda: service.stamp is not None, "the id back")
         assert service.stamp == first and service.status()["rejoined"] is False and service.forked_from is None
     finally:

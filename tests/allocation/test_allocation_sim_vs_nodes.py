@@ -19,7 +19,7 @@ from tests.support.waiting import eventually_async
 from xsc.allocation import Commitment, Stamp
 from xsc.allocation.roundsim import RoundSimulation
 from xsc.allocation.simulate import SimConfig
-from xsc.node.appkeys import ALLOCATION, MARKET, PEERS
+from xsc.node.appkeys import NODE
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 # Week-long market buckets: a need of 10 minutes meets one capacity slot of each provider (the current bucket's),
@@ -57,7 +57,7 @@ def _node_allocation(net, nodes, ids) -> dict[tuple[str, str, str], int]:
     names = {v: k for k, v in ids.items()}
     out: dict[tuple[str, str, str], int] = {}
     for name in net.capacity:
-        mine = nodes[name].app[ALLOCATION].states.get(ids[name])
+        mine = nodes[name].app[NODE].allocation.states.get(ids[name])
         for _c, recipient, need, units, _tier in (mine.allocations if mine else ()):
             key = (name, names[recipient], need)
             out[key] = out.get(key, 0) + units
@@ -68,9 +68,9 @@ def _needs_reached(net, nodes, ids) -> bool:
     """Every provider holds the needs its node publishes of every recipient it recognises (its subscriptions bring
     them; a provider that does not recognise a recipient does not follow its commitments)."""
     for p in net.capacity:
-        book = nodes[p].app[MARKET].book
+        book = nodes[p].app[NODE].market.book
         for r, weight in net.weights[p].items():
-            theirs, own = book.get(ids[r]), nodes[r].app[MARKET].book.get(ids[r])
+            theirs, own = book.get(ids[r]), nodes[r].app[NODE].market.book.get(ids[r])
             if weight and (theirs is None or own is None or theirs.bids != own.bids):
                 return False
     return True
@@ -79,14 +79,14 @@ def _needs_reached(net, nodes, ids) -> bool:
 def _settled(net, nodes, ids) -> bool:
     """Every provider holds its recipients' needs, no node has a round due, every provider's state converged, and
     every recipient's receipt totals exactly what the providers' states give it."""
-    if not _needs_reached(net, nodes, ids) or not all(n.app[ALLOCATION].idle for n in nodes.values()):
+    if not _needs_reached(net, nodes, ids) or not all(n.app[NODE].allocation.idle for n in nodes.values()):
         return False  # a provider has not got its recipients' needs yet, or a node has a change to compute on
     given = _node_allocation(net, nodes, ids)
-    states = [nodes[p].app[ALLOCATION].states.get(ids[p]) for p in net.capacity]
+    states = [nodes[p].app[NODE].allocation.states.get(ids[p]) for p in net.capacity]
     if any(s is None or s.wanted or not s.converged for s in states):
         return False  # a provider has not computed, still asks for a larger grant, or moved its denominators
     for r in net.needs:
-        receipt = nodes[r].app[ALLOCATION].receipts.get(ids[r])
+        receipt = nodes[r].app[NODE].allocation.receipts.get(ids[r])
         if receipt is None or any(e.wanting for e in receipt.needs.values()):
             return False
         parts = {(p, r, n): units for n, e in receipt.needs.items() for p_id, units in e.by_provider.items()
@@ -104,16 +104,16 @@ async def test_the_simulator_and_live_nodes_give_the_same_allocation(net, node_f
         provider = name in net.capacity
         nodes[name] = await node_factory(name, **QUIET, storage={"capacity": net.capacity.get(name, 10_000_000)},
                                          market={**MARKET_CONFIG, "offer_storage": provider})
-    ids = {name: n.app[PEERS].identity.id for name, n in nodes.items()}
+    ids = {name: n.app[NODE].peers.identity.id for name, n in nodes.items()}
     names = list(nodes)
     for i, name in enumerate(names):
         for other in names[i + 1:]:
-            await nodes[name].app[PEERS].add(nodes[other].app[PEERS].url)
+            await nodes[name].app[NODE].peers.add(nodes[other].app[NODE].peers.url)
     for name, node in nodes.items():
-        await node.app[MARKET].fill_book()
+        await node.app[NODE].market.fill_book()
         for other in names:
             if other != name:
-                node.app[MARKET].set_recognition(ids[other], Decimal(net.weights[name].get(other, 0)))
+                node.app[NODE].market.set_recognition(ids[other], Decimal(net.weights[name].get(other, 0)))
     need_ids = {}
     for name, quantity in net.needs.items():
         response = await nodes[name].post("/v1/allocation/needs", json={"kind": "storage", "quantity": quantity,
@@ -127,7 +127,7 @@ async def test_the_simulator_and_live_nodes_give_the_same_allocation(net, node_f
     def settled_twice() -> bool:  # the same settled allocation at two checks in a row (nothing in flight changed it)
         nonlocal live
         for r in net.needs:  # and no need over-allocated at any check on the way
-            receipt = nodes[r].app[ALLOCATION].receipts.get(ids[r])
+            receipt = nodes[r].app[NODE].allocation.receipts.get(ids[r])
             if receipt is not None and receipt.over_allocation:
                 over.append((r, receipt.needs))
         now = _node_allocation(net, nodes, ids) if _settled(net, nodes, ids) else None
@@ -144,7 +144,7 @@ async def test_the_simulator_and_live_nodes_give_the_same_allocation(net, node_f
     assert _needs_reached(net, nodes, ids)
     commitments = []
     for name in names:
-        mc = nodes[name].app[MARKET].book.get(ids[name])
+        mc = nodes[name].app[NODE].market.book.get(ids[name])
         caps = tuple(a.slot for a in mc.asks)
         needs = tuple(b.slot for b in mc.bids)
         assert [c.quantity for c in caps] == ([net.capacity[name]] * 2 if name in net.capacity else [])
@@ -164,11 +164,11 @@ async def test_the_simulator_and_live_nodes_give_the_same_allocation(net, node_f
 
     live = {k: v for k, v in live.items() if v}
     simulated = {k: v for k, v in simulated.items() if v}
-    out_of_step = {name: n.app[ALLOCATION].out_of_step for name, n in nodes.items()}  # (rounds past the bound)
+    out_of_step = {name: n.app[NODE].allocation.out_of_step for name, n in nodes.items()}  # (rounds past the bound)
     assert live.keys() == simulated.keys(), (live, simulated, out_of_step)
     assert all(abs(live[k] - simulated[k]) <= 1 for k in live), (live, simulated, out_of_step)
     # And both are the seed's division, worked by hand (see the weights), when each need meets one slot per provider.
     week = MARKET_CONFIG["bucket_seconds"]
     if net.expected is not None and all(b.slot.end <= (b.slot.start // week + 1) * week
-                                        for name in net.needs for b in nodes[name].app[MARKET].book.get(ids[name]).bids):
+                                        for name in net.needs for b in nodes[name].app[NODE].market.book.get(ids[name]).bids):
         assert {(p, r): v for (p, r, _), v in live.items()} == net.expected

@@ -28,7 +28,7 @@ from xsc.allocation.subscriptions import (
 )
 from xsc.errors import InvalidArgument
 from xsc.identity import Identity, sign_request
-from xsc.node.appkeys import ALLOCATION, MARKET, PEERS
+from xsc.node.appkeys import NODE
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
          "market": {"allocation_delay": 0.05}}
@@ -112,10 +112,10 @@ def test_a_digest_is_bounded_before_it_is_read() -> None:
 # --- on nodes --------------------------------------------------------------------------------------------
 async def _post(node, sender: Identity, path: str, body: dict, *, forge: bool = False) -> tuple[int, dict]:
     raw = json.dumps(body).encode()
-    headers = sign_request(sender, "POST", path, raw, receiver=node.app[PEERS].identity.id)
+    headers = sign_request(sender, "POST", path, raw, receiver=node.app[NODE].peers.identity.id)
     if forge:  # the signature of other bytes
         headers = {**headers, **{k: v for k, v in sign_request(sender, "POST", path, raw + b" ",
-                                                                 receiver=node.app[PEERS].identity.id).items()
+                                                                 receiver=node.app[NODE].peers.identity.id).items()
                                  if "signature" in k.lower()}}
     response = await node.post(path, data=raw, headers={**headers, "Content-Type": "application/json"})
     return response.status, await response.json(content_type=None)
@@ -123,8 +123,8 @@ async def _post(node, sender: Identity, path: str, body: dict, *, forge: bool = 
 
 async def test_hostile_subscriptions_and_digests_are_refused(node_factory) -> None:
     a, b = await pair(node_factory, **QUIET)
-    a_id, service = a.app[PEERS].identity.id, a.app[ALLOCATION]
-    b_identity = b.app[PEERS].identity
+    a_id, service = a.app[NODE].peers.identity.id, a.app[NODE].allocation
+    b_identity = b.app[NODE].peers.identity
     stranger = Identity.generate()
     sub_path, digest_path, market_path = ("/v1/peer/allocation/subscribe", "/v1/peer/allocation/digest",
                                           "/v1/peer/market/digest")
@@ -171,56 +171,56 @@ async def test_a_record_reaches_only_the_parties_it_names_and_its_subscribers(no
     b = await node_factory("b", **QUIET)
     c = await node_factory("c", **QUIET)
     for other in (b, c):
-        await a.app[PEERS].add(other.app[PEERS].url)
-    await b.app[PEERS].add(c.app[PEERS].url)
-    a_id, b_id, c_id = (n.app[PEERS].identity.id for n in (a, b, c))
+        await a.app[NODE].peers.add(other.app[NODE].peers.url)
+    await b.app[NODE].peers.add(c.app[NODE].peers.url)
+    a_id, b_id, c_id = (n.app[NODE].peers.identity.id for n in (a, b, c))
     # a and b recognise each other; c and a not at all (c and b do, by the derived weights)
     for x, y in ((a, c_id), (c, a_id)):
-        x.app[MARKET].set_recognition(y, Decimal(0))
+        x.app[NODE].market.set_recognition(y, Decimal(0))
     for x, y in ((a, b_id), (b, a_id)):
-        x.app[MARKET].set_recognition(y, Decimal(1))
+        x.app[NODE].market.set_recognition(y, Decimal(1))
     for n in (a, b, c):
-        n.app[MARKET].publish()
-    service = a.app[ALLOCATION]
+        n.app[NODE].market.publish()
+    service = a.app[NODE].allocation
     await eventually_async(lambda: "state" in service.subscribers.topics(b_id, _now()), "b to subscribe to a's states")
-    await eventually_async(lambda: service.interests().get(c_id) is None and c.app[ALLOCATION].interests().get(a_id) is None
+    await eventually_async(lambda: service.interests().get(c_id) is None and c.app[NODE].allocation.interests().get(a_id) is None
                  and not service.subscribers.topics(c_id, _now()), "a and c to want nothing of each other")
     # (c's subscription from before the weights were set is gone: it sent an empty one once it wanted nothing)
-    before = (b.app[ALLOCATION].states.get(a_id), c.app[ALLOCATION].states.get(a_id))
+    before = (b.app[NODE].allocation.states.get(a_id), c.app[NODE].allocation.states.get(a_id))
     # a publishes a state naming nobody: it goes to its subscriber b, not to c
-    record = sign_state(a.app[PEERS].identity, AllocationState.model_construct(
+    record = sign_state(a.app[NODE].peers.identity, AllocationState.model_construct(
         provider=a_id, slot_allocations=(), wanted=(), converged=True, convergence_history=()),
         stamp=Stamp.seed().event().event().event(), timestamp=_now())
     service.states.receive(record)
     sent = await service.push([record])
     assert sent > 0
-    assert b.app[ALLOCATION].states.get(a_id) == record
-    assert c.app[ALLOCATION].states.get(a_id) is before[1] is None
+    assert b.app[NODE].allocation.states.get(a_id) == record
+    assert c.app[NODE].allocation.states.get(a_id) is before[1] is None
     # a state that names c (a request for its need) reaches c as well (which reads it against a's commitment)
-    c.app[MARKET].receive([a.app[MARKET].book.get(a_id).to_json()])
-    named = sign_state(a.app[PEERS].identity, AllocationState.model_construct(
+    c.app[NODE].market.receive([a.app[NODE].market.book.get(a_id).to_json()])
+    named = sign_state(a.app[NODE].peers.identity, AllocationState.model_construct(
         provider=a_id, slot_allocations=(), wanted=((c_id, "need-1"),), converged=True, convergence_history=()),
         stamp=record.stamp.event(), timestamp=_now())
     service.states.receive(named)
     await service.push([named])
-    assert b.app[ALLOCATION].states.get(a_id) == named and c.app[ALLOCATION].states.get(a_id) == named
+    assert b.app[NODE].allocation.states.get(a_id) == named and c.app[NODE].allocation.states.get(a_id) == named
 
 
 async def test_a_node_that_missed_records_catches_up_through_a_digest_exchange_alone(node_factory) -> None:
     a, b = await pair(node_factory, **QUIET)
-    a_id, b_id = a.app[PEERS].identity.id, b.app[PEERS].identity.id
-    a_service, b_service = a.app[ALLOCATION], b.app[ALLOCATION]
-    b_descriptor = next(d for d in a.app[PEERS].peers() if d.id == b_id)
+    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
+    a_service, b_service = a.app[NODE].allocation, b.app[NODE].allocation
+    b_descriptor = next(d for d in a.app[NODE].peers.peers() if d.id == b_id)
     for x, y in ((a, b_id), (b, a_id)):  # mutual partners: a wants b's states
-        x.app[MARKET].set_recognition(y, Decimal(1))
-        x.app[MARKET].publish()
-    await a.app[MARKET].pull(b_descriptor, [b_id])
+        x.app[NODE].market.set_recognition(y, Decimal(1))
+        x.app[NODE].market.publish()
+    await a.app[NODE].market.pull(b_descriptor, [b_id])
     assert "state" in a_service.interests()[b_id]
     # a's loop subscribes at b, and a subscription's answer carries b's state: that is over before b's next one
     await eventually_async(lambda: b_service.subscribers.topics(a_id, _now()) == a_service.interests()[b_id],
                 "a to subscribe to what it wants of b")
     # b holds a state of its own that it never sent (a lost push)
-    record = sign_state(b.app[PEERS].identity, AllocationState.model_construct(
+    record = sign_state(b.app[NODE].peers.identity, AllocationState.model_construct(
         provider=b_id, slot_allocations=(), wanted=((a_id, "need-1"),), converged=True, convergence_history=()),
         stamp=Stamp.seed().event().event().event().event(), timestamp=_now())
     b_service.states.receive(record)
@@ -233,10 +233,10 @@ async def test_a_node_that_missed_records_catches_up_through_a_digest_exchange_a
     assert b_service.digest_answer(a_id, digest)["states"] == []
     assert await a_service.pull(b_descriptor) == 0
     # market commitments the same way: a forgets b's commitment, one digest exchange brings it back
-    held = a.app[MARKET].book.get(b_id)
-    a.app[MARKET].book.forget(b_id)
-    await a.app[MARKET].pull(b_descriptor, [b_id])  # (a's market loop may pull it first: also a digest exchange)
-    assert a.app[MARKET].book.get(b_id) is not None and a.app[MARKET].book.get(b_id).timestamp >= held.timestamp
+    held = a.app[NODE].market.book.get(b_id)
+    a.app[NODE].market.book.forget(b_id)
+    await a.app[NODE].market.pull(b_descriptor, [b_id])  # (a's market loop may pull it first: also a digest exchange)
+    assert a.app[NODE].market.book.get(b_id) is not None and a.app[NODE].market.book.get(b_id).timestamp >= held.timestamp
 
 
 async def _storage_provider_and_recipient(node_factory):
@@ -246,8 +246,8 @@ async def _storage_provider_and_recipient(node_factory):
                                   market={"allocation_delay": 0.05, "offer_compute": False})
     recipient = await node_factory("recipient", **quiet,
                                    market={"allocation_delay": 0.05, "offer_compute": False, "offer_storage": False})
-    await provider.app[PEERS].add(recipient.app[PEERS].url)
-    return provider, recipient, provider.app[PEERS].identity.id, recipient.app[PEERS].identity.id
+    await provider.app[NODE].peers.add(recipient.app[NODE].peers.url)
+    return provider, recipient, provider.app[NODE].peers.identity.id, recipient.app[NODE].peers.identity.id
 
 
 async def test_a_need_published_before_its_provider_subscribes_reaches_it(node_factory) -> None:
@@ -255,38 +255,38 @@ async def test_a_need_published_before_its_provider_subscribes_reaches_it(node_f
     subscribed to its needs (so the push goes to nobody), and the provider subscribes afterwards.  The subscription
     is answered with the recipient's current commitment, and the provider's next round allocates to the need."""
     provider, recipient, p_id, r_id = await _storage_provider_and_recipient(node_factory)
-    p_service, r_service = provider.app[ALLOCATION], recipient.app[ALLOCATION]
-    await p_service.close()  # the provider's loop stopped: it subscribes only when this test says so
-    r_descriptor = next(d for d in provider.app[PEERS].peers() if d.id == r_id)
+    p_service, r_service = provider.app[NODE].allocation, recipient.app[NODE].allocation
+    await provider.app[NODE].supervisor.pause("allocation")  # it subscribes only when this test says so
+    r_descriptor = next(d for d in provider.app[NODE].peers.peers() if d.id == r_id)
     # one-way: the provider recognises the recipient, the recipient nobody
-    provider.app[MARKET].set_recognition(r_id, Decimal(1))
-    recipient.app[MARKET].set_recognition(p_id, Decimal(0))
+    provider.app[NODE].market.set_recognition(r_id, Decimal(1))
+    recipient.app[NODE].market.set_recognition(p_id, Decimal(0))
     for n in (provider, recipient):
-        n.app[MARKET].publish()
-    await provider.app[MARKET].pull(r_descriptor, [r_id])  # the provider holds the recipient's commitment (no need)
-    assert provider.app[MARKET].book.get(r_id).bids == ()
+        n.app[NODE].market.publish()
+    await provider.app[NODE].market.pull(r_descriptor, [r_id])  # the provider holds the recipient's commitment (no need)
+    assert provider.app[NODE].market.book.get(r_id).bids == ()
     # the provider is subscribed to nothing at the recipient (whatever its loop did before it stopped)
     r_service.subscribers.forget(p_id)
     p_service.subscribed.pop(r_id, None)
     # the recipient publishes a need and pushes its commitment to its audience: the provider is not in it
     need = r_service.add_need("storage", 300_000, 600)
-    recipient.app[MARKET].publish()  # (or its market loop did)
-    assert [b.slot.id for b in recipient.app[MARKET].book.get(r_id).bids] == [need["id"]]
-    assert p_id not in r_service.commitment_audience({"storage"}, set())
-    await recipient.app[MARKET]._push_own()
-    assert provider.app[MARKET].book.get(r_id).bids == ()  # it did not reach the provider
+    recipient.app[NODE].market.publish()  # (or its market loop did)
+    assert [b.slot.id for b in recipient.app[NODE].market.book.get(r_id).bids] == [need["id"]]
+    assert p_id not in commitment_audience(r_service.subscribers, {"storage"}, set(), _now())
+    await recipient.app[NODE].market._push_own()
+    assert provider.app[NODE].market.book.get(r_id).bids == ()  # it did not reach the provider
     # the provider subscribes now: to the recipient's needs of the kind it offers (and its receipts) ...
     assert p_service.interests()[r_id] == {"needs:storage", "receipt"}
     await p_service.maintain_subscriptions()
     assert r_service.subscribers.topics(p_id, _now()) == {"needs:storage", "receipt"}
     # ... and the answer carried the recipient's current commitment: the need is there
-    assert [b.slot.id for b in provider.app[MARKET].book.get(r_id).bids] == [need["id"]]
+    assert [b.slot.id for b in provider.app[NODE].market.book.get(r_id).bids] == [need["id"]]
     # so the provider's round allocates to it
     # an ITC id, forked from the recipient (or seeded after FORK_WAIT)
     await eventually_async(p_service.ensure_id, "the provider's ITC id", 30, poll=0.1)
     p_service.round()
     assert (r_id, need["id"]) in p_service.states.get(p_id).wanted  # it asks the recipient for a grant of it
-    p_service.start()  # and with its loop running again the need is served
+    provider.app[NODE].supervisor.resume("allocation")  # and with its loop running again the need is served
 
     def given() -> int:
         mine = p_service.states.get(p_id)
@@ -301,23 +301,23 @@ async def test_converged_waits_until_a_need_has_reached_and_been_answered_by_its
     lists the need as unanswered until the provider that should see it (recognises it, offers a compatible
     slot) names it in a state; a provider holding a need it has not computed on yet is not converged either."""
     provider, recipient, p_id, r_id = await _storage_provider_and_recipient(node_factory)
-    p_service, r_service = provider.app[ALLOCATION], recipient.app[ALLOCATION]
-    await p_service.close()  # the provider computes only when this test says so
-    r_descriptor = next(d for d in provider.app[PEERS].peers() if d.id == r_id)
-    p_descriptor = next(d for d in recipient.app[PEERS].peers() if d.id == p_id)
-    provider.app[MARKET].set_recognition(r_id, Decimal(1))  # one-way: the provider recognises the recipient
-    recipient.app[MARKET].set_recognition(p_id, Decimal(0))
+    p_service, r_service = provider.app[NODE].allocation, recipient.app[NODE].allocation
+    await provider.app[NODE].supervisor.pause("allocation")  # the provider computes only when this test says so
+    r_descriptor = next(d for d in provider.app[NODE].peers.peers() if d.id == r_id)
+    p_descriptor = next(d for d in recipient.app[NODE].peers.peers() if d.id == p_id)
+    provider.app[NODE].market.set_recognition(r_id, Decimal(1))  # one-way: the provider recognises the recipient
+    recipient.app[NODE].market.set_recognition(p_id, Decimal(0))
     for n in (provider, recipient):
-        n.app[MARKET].publish()
-    await provider.app[MARKET].pull(r_descriptor, [r_id])
-    await recipient.app[MARKET].pull(p_descriptor, [p_id])  # the recipient knows its provider's offer
+        n.app[NODE].market.publish()
+    await provider.app[NODE].market.pull(r_descriptor, [r_id])
+    await recipient.app[NODE].market.pull(p_descriptor, [p_id])  # the recipient knows its provider's offer
     r_service.subscribers.forget(p_id)
     p_service.subscribed.pop(r_id, None)
     # The recipient publishes a need; it reaches nobody (the provider is not subscribed to its needs).
     need = r_service.add_need("storage", 300_000, 600)
-    recipient.app[MARKET].publish()
-    await recipient.app[MARKET]._push_own()
-    assert provider.app[MARKET].book.get(r_id).bids == ()
+    recipient.app[NODE].market.publish()
+    await recipient.app[NODE].market._push_own()
+    assert provider.app[NODE].market.book.get(r_id).bids == ()
     # The recipient computes on its own need (its receipt lists it, nothing given): not converged, round after round.
 
     async def both_ids() -> bool:  # one seeds, one forks
@@ -333,8 +333,8 @@ async def test_converged_waits_until_a_need_has_reached_and_been_answered_by_its
     # The provider subscribes: the need reaches it, and its round asks for it; once the provider runs again the
     # need is served and both converge.
     await p_service.maintain_subscriptions()
-    assert [b.slot.id for b in provider.app[MARKET].book.get(r_id).bids] == [need["id"]]
-    p_service.start()
+    assert [b.slot.id for b in provider.app[NODE].market.book.get(r_id).bids] == [need["id"]]
+    provider.app[NODE].supervisor.resume("allocation")
 
     def given(nid: str) -> int:
         mine = p_service.states.get(p_id)
@@ -346,17 +346,17 @@ async def test_converged_waits_until_a_need_has_reached_and_been_answered_by_its
 
     # A second need reaches the provider while it does not compute: it holds a need it has not computed on,
     # so it is not converged, nor is the recipient until the provider names the new need.
-    await p_service.close()
+    await provider.app[NODE].supervisor.pause("allocation")
     second = r_service.add_need("storage", 200_000, 600)
-    recipient.app[MARKET].publish()
-    await recipient.app[MARKET]._push_own()
-    await eventually_async(lambda: second["id"] in {b.slot.id for b in provider.app[MARKET].book.get(r_id).bids},
+    recipient.app[NODE].market.publish()
+    await recipient.app[NODE].market._push_own()
+    await eventually_async(lambda: second["id"] in {b.slot.id for b in provider.app[NODE].market.book.get(r_id).bids},
                 "the second need to reach the provider")
     status = p_service.status()
     assert status["provider_converged"] is False and status["converged"] is False
     r_service.round()
     assert second["id"] in r_service.receipts.get(r_id).needs
     assert r_service.status()["unanswered"] == [second["id"]] and r_service.status()["converged"] is False
-    p_service.start()
+    provider.app[NODE].supervisor.resume("allocation")
     await eventually_async(lambda: given(second["id"]) == 200_000, "the provider to allocate the second need")
     await eventually_async(lambda: r_service.status()["converged"] and p_service.status()["converged"], "both to converge again")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xsc.node.appkeys import ADMISSION, PEERS
+from xsc.node.appkeys import NODE
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -10,7 +10,7 @@ QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> None:
     a = thread_node("a", **QUIET)
     b = thread_node("b", **QUIET, ledger={"stranger_credit": 0})
-    a_id, b_id = a.app[PEERS].identity.id, b.app[PEERS].identity.id
+    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
     assert a.xsc("peers", "add", b.url).exit_code == 0
 
     done = a.xsc("ledger", "prepay", b_id, "0.5")  # `b` owes it nothing: nothing to prepay out of
@@ -25,7 +25,7 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     assert done.exit_code == 0 and "credit line 3.000000 credits, available 3.000000" in done.stdout, done.output
 
     assert "no peer is quarantined" in b.xsc("peers", "quarantine", "ls").stdout
-    b.app[ADMISSION].quarantine.put(a_id, "failed 5 audits")
+    b.app[NODE].admission.quarantine.put(a_id, "failed 5 audits")
     done = b.xsc("peers", "quarantine", "ls")
     assert done.exit_code == 0 and a_id in done.stdout and "failed 5 audits" in done.stdout, done.output
     done = b.xsc("peers", "quarantine", "rm", a_id)

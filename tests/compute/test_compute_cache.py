@@ -11,12 +11,12 @@ from xsc import keys
 from xsc.compute import artifacts
 from xsc.compute import engine as eng
 from xsc.node import CONFIG
-from xsc.node.appkeys import COMPUTE
+from xsc.node.appkeys import NODE
 from xsc.node.datadir import DB_DIR
 
 
 def stats(client) -> dict:
-    return client.server.app[COMPUTE].stats
+    return client.server.app[NODE].compute.stats
 
 
 async def test_deploy_compiles_once_and_hot_invokes_never_recompile(compute_node):
@@ -125,7 +125,7 @@ async def test_a_module_called_on_the_loop_is_the_last_dropped_from_memory(compu
     from xsc.compute.service import InvokeCall
 
     node = await compute_node()
-    compute = node.app[COMPUTE]
+    compute = node.app[NODE].compute
     monkeypatch.setattr(compute_service, "MODULE_CACHE_SIZE", 2)
     add, fib = await deploy(node, "add"), await deploy(node, "fibonacci")  # in memory: add, then fib
     run = await compute.invoke(InvokeCall(add, "add", [1, 2]), requester="r" * 64, rate=0, together=True)

@@ -10,7 +10,7 @@ import asyncio
 from tests.support.compute import deploy, invoke
 from tests.support.waiting import eventually_async
 
-from xsc.node.appkeys import COMPUTE
+from xsc.node.appkeys import NODE
 
 
 async def running_calls(client) -> int:
@@ -73,7 +73,7 @@ async def test_calls_past_the_queue_bound_are_refused_at_once(node_factory) -> N
     node = await node_factory(compute={"threads": 2, "max_queued": 2, "timeout": 1.0})
     module = await deploy(node, "loop")
     spinning = [asyncio.create_task(invoke(node, module, "spin")) for _ in range(2)]
-    service = node.app[COMPUTE]
+    service = node.app[NODE].compute
     await eventually_async(lambda: service.admitted == 2, "both calls admitted", 10, poll=0.01)
     status, body = await invoke(node, module, "spin")
     assert status == 503 and body["code"] == "compute-busy", body

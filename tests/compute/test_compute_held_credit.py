@@ -9,7 +9,7 @@ from tests.support.compute import deploy, invoke
 
 from xsc.ledger import price_budget
 from xsc.node import CLIENT_IDENTITY
-from xsc.node.appkeys import LEDGER, TABS
+from xsc.node.appkeys import NODE
 
 PRICE = 1_000_000  # micro-credits per million fuel: a budget of 250,000 fuel holds 0.25 credits
 FUEL = 250_000
@@ -22,7 +22,7 @@ async def test_a_burst_far_below_the_credit_limit_gets_no_402_and_holds_only_wha
     node = await node_factory(ledger={"credit_limit": 10 * BUDGET},
                               market={"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE, "compute_bid": PRICE})
     module = await deploy(node, "add")
-    ledger, payer = node.app[LEDGER], node.app[CLIENT_IDENTITY].public_key
+    ledger, payer = node.app[NODE].ledger, node.app[CLIENT_IDENTITY].public_key
     in_flight, samples, statuses, prices = 0, [], [], []
     done = asyncio.Event()
 
@@ -50,5 +50,5 @@ async def test_a_burst_far_below_the_credit_limit_gets_no_402_and_holds_only_wha
     assert metered < BUDGET  # far below the limit: nothing but the holds could have refused a call
     worst = max(held - flying * BUDGET for held, flying in samples)
     assert worst <= metered, f"held credit exceeded in-flight budgets by {worst} (all metered: {metered})"
-    await node.app[TABS].flush()
+    await node.app[NODE].tabs.flush()
     assert ledger.held(payer) == 0

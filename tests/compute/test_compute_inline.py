@@ -11,13 +11,13 @@ from tests.support.waiting import eventually_async
 
 from xsc.compute import sandbox
 from xsc.compute.limits import Limits
-from xsc.node.appkeys import COMPUTE
+from xsc.node.appkeys import NODE
 
 
 async def _concurrently(node, module: str, function: str, *args, **options) -> tuple[int, dict]:
     """The call as if another one were in flight (a lone call goes to the pool, which also writes its record):
     one more call counted as admitted while it runs."""
-    compute = node.app[COMPUTE]
+    compute = node.app[NODE].compute
     compute.admitted += 1
     try:
         return await invoke(node, module, function, *args, **options)
@@ -33,7 +33,7 @@ def _pool_run(compute, module: str, function: str, args: list, fuel: int) -> san
 
 
 async def test_a_small_call_runs_inline_and_answers_as_the_pool_would(node) -> None:
-    compute = node.app[COMPUTE]
+    compute = node.app[NODE].compute
     module = await deploy(node, "fibonacci")
     status, body = await invoke(node, module, "fib", 12, fuel=10_000_000)  # alone: on the pool
     assert status == 200 and compute.inline["inline"] == 0, body
@@ -48,7 +48,7 @@ async def test_a_small_call_runs_inline_and_answers_as_the_pool_would(node) -> N
 
 
 async def test_a_call_past_the_inline_fuel_runs_on_the_pool_and_its_export_stays_there(node) -> None:
-    compute = node.app[COMPUTE]
+    compute = node.app[NODE].compute
     module = await deploy(node, "fibonacci")
     status, body = await _concurrently(node, module, "fib", 22, fuel=10_000_000)  # about a million fuel
     assert status == 200, body
@@ -61,7 +61,7 @@ async def test_a_call_past_the_inline_fuel_runs_on_the_pool_and_its_export_stays
 
 
 async def test_a_spinning_call_is_stopped_by_its_own_deadline_and_health_answers_meanwhile(node) -> None:
-    compute = node.app[COMPUTE]
+    compute = node.app[NODE].compute
     module = await deploy(node, "loop")
     spin = asyncio.create_task(_concurrently(node, module, "spin", timeout=1.0))
     # the inline try gives up within a few ticks: the call spins on the pool
@@ -74,7 +74,7 @@ async def test_a_spinning_call_is_stopped_by_its_own_deadline_and_health_answers
 
 
 async def test_a_try_kept_from_running_until_its_deadline_does_not_mark_the_export_slow(node, monkeypatch) -> None:
-    compute = node.app[COMPUTE]
+    compute = node.app[NODE].compute
     module = await deploy(node, "add")
     real_run = sandbox.run
 

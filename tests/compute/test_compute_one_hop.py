@@ -15,7 +15,7 @@ from tests.support.waiting import eventually_async
 
 from xsc import keys
 from xsc.compute import provenance
-from xsc.node.appkeys import COMPUTE, LEDGER, PAID_COMPUTE, TABS
+from xsc.node.appkeys import NODE
 
 
 def _on_the_pool(monkeypatch, compute) -> None:
@@ -58,7 +58,7 @@ async def _until(predicate, what: str) -> None:
 
 
 async def test_calls_on_the_pool_write_their_own_records_and_join_the_group_being_written(node, monkeypatch):
-    compute = node.app[COMPUTE]
+    compute = node.app[NODE].compute
     journal = compute.journal
     add = await deploy(node, "add")
     _on_the_pool(monkeypatch, compute)
@@ -88,7 +88,7 @@ async def test_calls_on_the_pool_write_their_own_records_and_join_the_group_bein
 
 
 async def test_a_lone_call_is_one_hop_and_answered_only_once_durable(node, monkeypatch):
-    compute = node.app[COMPUTE]
+    compute = node.app[NODE].compute
     add = await deploy(node, "add")
     writes = _Writes(monkeypatch, compute.journal)
     hops = []
@@ -98,14 +98,14 @@ async def test_a_lone_call_is_one_hop_and_answered_only_once_durable(node, monke
     assert status == 200 and body["results"][0]["value"] == 5
     assert hops == ["_invoke"] and writes.sizes == [1] and writes.threads[0].startswith("xsc-wasm")
     ref = bytes.fromhex(body["provenance"])
-    assert node.app[COMPUTE].store.provenance(ref) is not None  # on disk before the answer
-    assert node.app[LEDGER].store.db.get(keys.ledger_owed(ref)) is not None  # and what it owes, in the same write
+    assert node.app[NODE].compute.store.provenance(ref) is not None  # on disk before the answer
+    assert node.app[NODE].ledger.store.db.get(keys.ledger_owed(ref)) is not None  # and what it owes, in the same write
 
 
 @pytest.mark.parametrize("inline", [False, True], ids=["on-the-pool", "inline"])
 async def test_a_failed_write_fails_each_call_of_its_group_and_releases_their_holds(node, monkeypatch, inline):
-    compute, ledger, tabs = node.app[COMPUTE], node.app[LEDGER], node.app[TABS]
-    payer = node.app[PAID_COMPUTE].payer
+    compute, ledger, tabs = node.app[NODE].compute, node.app[NODE].ledger, node.app[NODE].tabs
+    payer = node.app[NODE].paid.payer
     add = await deploy(node, "add")
     if not inline:
         _on_the_pool(monkeypatch, compute)
@@ -130,7 +130,7 @@ async def test_a_failed_write_fails_each_call_of_its_group_and_releases_their_ho
 
 
 async def test_a_call_that_traps_on_the_pool_is_recorded_and_charged(node):
-    compute, tabs = node.app[COMPUTE], node.app[TABS]
+    compute, tabs = node.app[NODE].compute, node.app[NODE].tabs
     traps = await deploy(node, "traps")
     status, body = await invoke(node, traps, "unreachable")
     assert status == 422 and body["kind"] == "unreachable", body
@@ -140,7 +140,7 @@ async def test_a_call_that_traps_on_the_pool_is_recorded_and_charged(node):
 
 
 async def test_a_runaway_call_on_the_pool_is_stopped_by_its_deadline_and_recorded(node):
-    compute = node.app[COMPUTE]
+    compute = node.app[NODE].compute
     loop_module = await deploy(node, "loop")
     spin = asyncio.create_task(invoke(node, loop_module, "spin", timeout=0.5))
     await _until(lambda: compute.running == 1, "the call to spin on a worker")
@@ -169,7 +169,7 @@ async def test_a_call_tried_on_the_loop_is_bounded_by_its_fuel_even_with_bulk_in
     from xsc.compute import sandbox
     from xsc.compute.service import INLINE_FUEL
 
-    compute = node.app[COMPUTE]
+    compute = node.app[NODE].compute
     response = await node.post("/v1/modules", data=wasmtime.wat2wasm(BULK))
     module = (await response.json())["id"]
     status, body = await invoke(node, module, "fill", 1 << 20)  # alone: on the pool

@@ -17,7 +17,7 @@ from xsc.ledger.model import authorize, encode_authorization
 from xsc.net.compute import INVOKE_PATH, MODULES_PATH
 from xsc.node import IDENTITY
 from xsc.compute.paid import MAX_PUSHED_FUNCTIONS, compile_price
-from xsc.node.appkeys import COMPUTE, PAID_COMPUTE, TRUST
+from xsc.node.appkeys import NODE
 
 
 async def _peer(node, attacker: Identity, method: str, path: str, body: bytes) -> tuple[int, dict]:
@@ -40,7 +40,7 @@ async def test_one_authorization_buys_one_run(node_factory) -> None:
     for _ in range(3):  # the same authorization again: refused before anything runs
         status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body)
         assert problem["code"] == "authorization-replayed" and status >= 400, problem
-    assert len(node.app[COMPUTE].recent_provenance(10)) == 1
+    assert len(node.app[NODE].compute.recent_provenance(10)) == 1
 
 
 async def test_an_expired_authorization_buys_no_run(node_factory) -> None:
@@ -50,7 +50,7 @@ async def test_an_expired_authorization_buys_no_run(node_factory) -> None:
     status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, _invoke_body(node, attacker, module,
                                                                                       expires_in=-10))
     assert problem["code"] == "authorization-expired" and status >= 400, problem
-    assert node.app[COMPUTE].recent_provenance(10) == []
+    assert node.app[NODE].compute.recent_provenance(10) == []
 
 
 def _uleb(n: int) -> bytes:
@@ -80,7 +80,7 @@ async def test_no_stranger_can_push_modules(node_factory) -> None:
     assert status == 403 and problem["code"] == "forbidden", problem
     said = json.dumps(problem).lower()
     assert "hint" not in problem and not any(word in said for word in ("invoke", "call", "fund")), problem
-    assert node.app[COMPUTE].modules() == []
+    assert node.app[NODE].compute.modules() == []
 
 
 async def test_a_call_nobody_pays_for_opens_no_push(node_factory) -> None:
@@ -92,7 +92,7 @@ async def test_a_call_nobody_pays_for_opens_no_push(node_factory) -> None:
     assert status == 402 and problem["code"] == "prepayment-required", problem
     status, problem = await _peer(node, attacker, "PUT", MODULES_PATH, wasm("add"))
     assert status == 403, problem
-    assert node.app[COMPUTE].modules() == []
+    assert node.app[NODE].compute.modules() == []
 
 
 async def test_a_peers_module_is_bounded_and_its_compile_paid_before_it_starts(node_factory) -> None:
@@ -106,14 +106,14 @@ async def test_a_peers_module_is_bounded_and_its_compile_paid_before_it_starts(n
     assert status == 404 and problem["code"] == "module-not-found", problem
     status, problem = await _peer(node, gateway, "PUT", MODULES_PATH, bomb)
     assert status == 422 and problem["code"] == "invalid-module" and "functions" in problem["detail"], problem
-    assert node.app[COMPUTE].modules() == [] and node.app[COMPUTE].stats["compiled"] == 0
-    assert node.app[TRUST].line(gateway.id)["used"] == 0
+    assert node.app[NODE].compute.modules() == [] and node.app[NODE].compute.stats["compiled"] == 0
+    assert node.app[NODE].trust.line(gateway.id)["used"] == 0
 
     status, problem = await _peer(node, gateway, "POST", INVOKE_PATH, _invoke_body(node, gateway, module_id("add")))
     assert status == 404, problem
     status, answer = await _peer(node, gateway, "PUT", MODULES_PATH, wasm("add"))
     assert status == 201, answer
-    assert node.app[TRUST].line(gateway.id)["used"] == compile_price(len(wasm("add")), INVOKE_PRICE)
+    assert node.app[NODE].trust.line(gateway.id)["used"] == compile_price(len(wasm("add")), INVOKE_PRICE)
 
 
 async def test_a_module_is_taken_for_a_funded_call_and_removed_when_unused(node_factory) -> None:
@@ -131,12 +131,12 @@ async def test_a_module_is_taken_for_a_funded_call_and_removed_when_unused(node_
     assert status == 403  # once per call that needed it
     status, answer = await _peer(node, gateway, "POST", INVOKE_PATH, _invoke_body(node, gateway, module))
     assert status == 200, answer
-    [info] = node.app[COMPUTE].modules()
+    [info] = node.app[NODE].compute.modules()
     assert info.pushed_by == gateway.id
-    paid = node.app[PAID_COMPUTE]
+    paid = node.app[NODE].paid
     assert await paid.sweep_pushed(time.time()) == []  # just used
     assert await paid.sweep_pushed(time.time() + 2 * 3600) == [module]
-    assert node.app[COMPUTE].modules() == [] and len(node.app[COMPUTE].recent_provenance(10)) == 1
+    assert node.app[NODE].compute.modules() == [] and len(node.app[NODE].compute.recent_provenance(10)) == 1
 
 
 async def test_a_tab_authorization_is_verified_once_and_a_forged_one_is_refused_every_time(node_factory) -> None:
@@ -160,7 +160,7 @@ async def test_a_tab_authorization_is_verified_once_and_a_forged_one_is_refused_
         for bad in (forged, elsewhere, forged.upper()):
             status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body(bad))
             assert status == 403 and problem["code"] == "forbidden", problem
-    assert len(node.app[COMPUTE].recent_provenance(10)) == 2  # only the genuine calls ran
+    assert len(node.app[NODE].compute.recent_provenance(10)) == 2  # only the genuine calls ran
 
 
 async def test_a_call_on_a_tab_under_the_ask_is_refused_before_it_runs(node_factory) -> None:
@@ -177,4 +177,4 @@ async def test_a_call_on_a_tab_under_the_ask_is_refused_before_it_runs(node_fact
                            "price": price, "authorization": authorization, "deal": {}, "tab": True}).encode()
         status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body)
         assert status == 403 and problem["code"] == "deal-refused" and "under this node's ask" in problem["detail"]
-    assert node.app[COMPUTE].recent_provenance(10) == []
+    assert node.app[NODE].compute.recent_provenance(10) == []

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from tests.support.compute import deploy, invoke
 
 from xsc.ledger import price_budget, price_compute
-from xsc.node.appkeys import COMPUTE
+from xsc.node.appkeys import NODE
 
 PRICE = 1_000  # micro-credits per million fuel
 MEMORY_PRICE = 1_000  # micro-credits per page-second: high, so a few hundred microseconds of memory show
@@ -67,7 +67,7 @@ async def test_a_trapped_call_that_grew_is_charged_for_its_memory_too(node_facto
 
 async def test_the_hold_covers_the_worst_case_and_the_price_never_exceeds_it(node_factory) -> None:
     node = await node_factory(market=MARKET, compute={"memory_price": MEMORY_PRICE})
-    compute = node.app[COMPUTE]
+    compute = node.app[NODE].compute
     module = await deploy(node, "grow_work")
     from xsc.compute.service import InvokeCall
 
@@ -88,7 +88,7 @@ async def test_every_call_is_held_the_price_of_its_own_limits(node_factory) -> N
     from xsc.errors import InvalidArgument
 
     node = await node_factory(market=MARKET, compute={"memory_price": MEMORY_PRICE})
-    compute = node.app[COMPUTE]
+    compute = node.app[NODE].compute
     for _ in range(2):  # the second time from what was kept
         for fuel, memory, timeout in ((1_000_000, "1MiB", 0.5), (2_000_000, "1MiB", 0.5), (None, "2MiB", None),
                                       (None, None, None)):

@@ -7,7 +7,7 @@ import pytest
 from tests.support.compute import deploy, invoke
 from xsc.compute import provenance
 from xsc.node import CLIENT_IDENTITY, IDENTITY
-from xsc.node.appkeys import COMPUTE
+from xsc.node.appkeys import NODE
 
 
 async def record(node, provenance_id: str) -> dict:
@@ -157,7 +157,7 @@ async def test_records_written_before_their_signature_are_signed_when_read(node,
 
     monkeypatch.setattr(journal_module, "SIGN_DELAY", 3600.0)  # nothing is signed unless a read asks
     add = await deploy(node, "add")
-    journal = node.server.app[COMPUTE].journal
+    journal = node.server.app[NODE].compute.journal
     journal.sign_pending()
     batches = journal.signed_batches
     ids = [(await invoke(node, add, "add", str(i), "1"))[1]["provenance"] for i in range(6)]

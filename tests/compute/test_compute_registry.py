@@ -8,7 +8,7 @@ import copy
 from tests.support.compute import deploy, invoke, wasm
 
 from xsc.compute import provenance
-from xsc.node.appkeys import COMPUTE, TABS
+from xsc.node.appkeys import NODE
 
 
 async def test_registry_facts_disable_enable_and_rm(node_factory) -> None:
@@ -85,9 +85,9 @@ async def test_replay_reruns_a_record_and_finds_it_identical(node_factory) -> No
     answer = await (await node.post(f"/v1/compute/provenance/{body['provenance']}/replay")).json()
     assert answer["identical"] is True and answer["same_engine"] is True, answer
     assert answer["replay"] != body["provenance"] and answer["fuel_consumed"] == body["fuel_consumed"]
-    replayed = node.app[COMPUTE].provenance(answer["replay"])["record"]
+    replayed = node.app[NODE].compute.provenance(answer["replay"])["record"]
     assert replayed["deal"] == {"replay_of": body["provenance"]}
-    await node.app[TABS].flush()  # a replay is a paid run like any other
+    await node.app[NODE].tabs.flush()  # a replay is a paid run like any other
     history = await (await node.get("/v1/ledger/accounts/client/history?expand=true")).json()
     covered = {ref for e in history["entries"] for ref in e.get("covered", [])}
     assert {body["provenance"], answer["replay"]} <= covered

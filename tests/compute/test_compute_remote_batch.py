@@ -25,7 +25,7 @@ from xsc.ledger.model import authorize, encode_authorization
 from xsc.net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, TAB_CLOSE_PATH, InvokeBatcher
 from xsc.net.peer_client import PeerResponse
 from xsc.node import CLIENT_IDENTITY, IDENTITY
-from xsc.node.appkeys import COMPUTE, LEDGER, MARKET, PAID_COMPUTE, PEERS
+from xsc.node.appkeys import NODE
 
 FUEL = 1_000_000
 _json = json  # FakeProvider.request takes a `json` argument, as PeerClient.request does
@@ -52,7 +52,7 @@ def _batch(*calls) -> bytes:
 
 
 def _runs(node) -> int:
-    return len(node.app[COMPUTE].recent_provenance(1000))
+    return len(node.app[NODE].compute.recent_provenance(1000))
 
 
 async def test_a_batch_is_bounded_before_anything_runs(node_factory) -> None:
@@ -95,7 +95,7 @@ async def test_each_call_of_a_batch_is_checked_alone_and_fails_alone(node_factor
     tab = _tab(gateway, me)
     forged = tab[:-2] + ("00" if tab[-2:] != "00" else "01")  # its signature changed in one byte
     elsewhere = _tab(gateway, Identity.generate().public_key)  # pays another node
-    budget = node.app[COMPUTE].budget(InvokeCall(module, "add", [1, 2], FUEL), INVOKE_PRICE)
+    budget = node.app[NODE].compute.budget(InvokeCall(module, "add", [1, 2], FUEL), INVOKE_PRICE)
     small = _tab(gateway, me, cap=budget)  # covers one call
     closed = _tab(Identity.generate(), me)
     status, answer = await _peer(node, gateway, _batch(_call(module, closed)))
@@ -135,7 +135,7 @@ async def test_each_call_of_a_batch_is_checked_alone_and_fails_alone(node_factor
     assert ok[0]["tab"]["authorization"] == ok[12]["tab"]["authorization"]
     assert _runs(node) == runs + 4  # only the four calls that ran left records
     # Each call is metered on its own tab as if it had come alone.
-    tabs = node.app[PAID_COMPUTE].provider_tabs
+    tabs = node.app[NODE].paid.provider_tabs
     assert tabs.calls(bytes.fromhex(ok[0]["tab"]["authorization"])) == 3
     assert tabs.calls(bytes.fromhex(ok[8]["tab"]["authorization"])) == 1
 
@@ -157,7 +157,7 @@ async def test_each_call_of_a_batch_is_held_to_the_nodes_ask_and_none_runs_when_
         problem = answer["results"][i]["problem"]
         assert problem["code"] == "deal-refused" and "under this node's ask of 500" in problem["detail"], problem
     assert _runs(node) == 3
-    node.app[MARKET].leaving = True  # it offers nothing more
+    node.app[NODE].market.leaving = True  # it offers nothing more
     status, answer = await _peer(node, gateway, _batch(*[_call(module, tab)] * 3))
     assert status == 200 and {r["problem"]["code"] for r in answer["results"]} == {"deal-refused"}, answer
     assert all("offers no compute" in r["problem"]["detail"] for r in answer["results"])
@@ -414,15 +414,15 @@ async def test_concurrent_remote_invokes_go_in_batches_and_are_paid_exactly(node
     answers = await asyncio.gather(*(invoke(gateway, module, "add", i, 1, fuel=FUEL) for i in range(24)))
     assert all(status == 200 for status, _ in answers), answers
     assert [body["results"][0]["value"] for _, body in answers] == [i + 1 for i in range(24)]
-    assert {body["provider"] for _, body in answers} == {provider.app[PEERS].identity.id}
-    batcher = gateway.app[PAID_COMPUTE].batcher
+    assert {body["provider"] for _, body in answers} == {provider.app[NODE].peers.identity.id}
+    batcher = gateway.app[NODE].paid.batcher
     assert batcher.batches >= 1 and batcher.batched >= 2  # the first calls lacked the module: pushed once
-    records = {r["record"]["id"] for r in provider.app[COMPUTE].recent_provenance(1000)}
+    records = {r["record"]["id"] for r in provider.app[NODE].compute.recent_provenance(1000)}
     assert {body["provenance"] for _, body in answers} <= records
-    tabs = gateway.app[PAID_COMPUTE].gateway_tabs
+    tabs = gateway.app[NODE].paid.gateway_tabs
     await tabs.close()
-    await gateway.app[PAID_COMPUTE].payments.retry_all()
+    await gateway.app[NODE].paid.payments.retry_all()
     metered = sum(body["charge"] for _, body in answers)
-    assert gateway.app[LEDGER].store.state(payer).balance == -metered
-    assert provider.app[LEDGER].store.state(paid).balance == metered
-    assert gateway.app[LEDGER].held(payer) == 0
+    assert gateway.app[NODE].ledger.store.state(payer).balance == -metered
+    assert provider.app[NODE].ledger.store.state(paid).balance == metered
+    assert gateway.app[NODE].ledger.held(payer) == 0

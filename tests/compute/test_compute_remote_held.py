@@ -10,7 +10,7 @@ from tests.support.compute import deploy, invoke, peer_with_provider
 from xsc.compute.remote_tabs import TAB_CALLS
 from xsc.compute.service import InvokeCall
 from xsc.node import CLIENT_IDENTITY, IDENTITY
-from xsc.node.appkeys import COMPUTE, LEDGER, PAID_COMPUTE, PEERS
+from xsc.node.appkeys import NODE
 
 PRICE = 1_000_000  # micro-credits per million fuel
 FUEL = 250_000
@@ -24,29 +24,29 @@ async def _pair(node_factory, credit_limit_budgets: int):
     provider = await node_factory("provider", **QUIET, market=MARKET_TERMS)
     probe = await node_factory("probe", **QUIET)
     module = await deploy(probe, "add")
-    budget = probe.app[COMPUTE].budget(InvokeCall(module, "add", [1, 2], FUEL), PRICE)
+    budget = probe.app[NODE].compute.budget(InvokeCall(module, "add", [1, 2], FUEL), PRICE)
     await probe.close()
     gateway = await node_factory("gateway", **QUIET, market={**MARKET_TERMS, "offer_compute": False},
                                  ledger={"credit_limit": credit_limit_budgets * budget})
     await peer_with_provider(gateway, provider)
     assert await deploy(gateway, "add") == module
     status, body = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)  # the provider gets the module
-    assert status == 200 and body["provider"] == provider.app[PEERS].identity.id, body
+    assert status == 200 and body["provider"] == provider.app[NODE].peers.identity.id, body
     await _settle(gateway)
     return gateway, provider, module, budget
 
 
 async def _settle(gateway) -> None:
     """Close every open tab now (and open new ones from then on)."""
-    tabs = gateway.app[PAID_COMPUTE].gateway_tabs
+    tabs = gateway.app[NODE].paid.gateway_tabs
     await tabs.close()
-    await gateway.app[PAID_COMPUTE].payments.retry_all()
+    await gateway.app[NODE].paid.payments.retry_all()
     tabs.start()
 
 
 def _balances(gateway, provider) -> tuple[int, int]:
-    return (gateway.app[LEDGER].store.state(gateway.app[CLIENT_IDENTITY].public_key).balance,
-            provider.app[LEDGER].store.state(provider.app[IDENTITY].public_key).balance)
+    return (gateway.app[NODE].ledger.store.state(gateway.app[CLIENT_IDENTITY].public_key).balance,
+            provider.app[NODE].ledger.store.state(provider.app[IDENTITY].public_key).balance)
 
 
 async def _paid(gateway, provider, before: tuple[int, int]) -> tuple[int, int]:
@@ -61,7 +61,7 @@ async def test_remote_calls_hold_only_what_is_in_flight_and_unpaid_never_the_tab
     # that held its cap would refuse the very first call.
     assert TAB_CALLS > 10
     gateway, provider, module, budget = await _pair(node_factory, 10)
-    ledger, payer = gateway.app[LEDGER], gateway.app[CLIENT_IDENTITY].public_key
+    ledger, payer = gateway.app[NODE].ledger, gateway.app[CLIENT_IDENTITY].public_key
     before = _balances(gateway, provider)
     in_flight, samples, statuses, prices = 0, [], [], []
     done = asyncio.Event()
@@ -96,7 +96,7 @@ async def test_remote_calls_hold_only_what_is_in_flight_and_unpaid_never_the_tab
 
 async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(node_factory) -> None:
     gateway, provider, module, budget = await _pair(node_factory, 100)
-    tabs = provider.app[PAID_COMPUTE].provider_tabs
+    tabs = provider.app[NODE].paid.provider_tabs
     before = _balances(gateway, provider)
     honest = tabs.ran
 
@@ -112,9 +112,9 @@ async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(nod
     assert metered + 3_000 <= TAB_CALLS * budget  # within the cap the payer signed: only the tally catches it
     # Nothing of the inflated tab is paid: the provider's receipt stays on its own chain, with no payment.
     assert await _paid(gateway, provider, before) == (0, metered + 3_000)
-    gateway_tabs = gateway.app[PAID_COMPUTE].gateway_tabs
+    gateway_tabs = gateway.app[NODE].paid.gateway_tabs
     assert gateway_tabs.refused_receipts == 1
-    assert gateway.app[LEDGER].pending() == [] and gateway.app[LEDGER].holding() == {}
+    assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
     for node in (gateway, provider):
         report = await (await node.get("/v1/ledger/verify")).json()
         assert report["ok"], report
@@ -126,7 +126,7 @@ async def test_an_honest_provider_total_is_paid_exactly(node_factory) -> None:
     answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
     metered = sum(body["charge"] for _, body in answers)
     assert await _paid(gateway, provider, before) == (-metered, metered)
-    assert gateway.app[PAID_COMPUTE].gateway_tabs.refused_receipts == 0
+    assert gateway.app[NODE].paid.gateway_tabs.refused_receipts == 0
 
 
 async def test_the_payment_retry_leaves_an_open_tab_to_its_gateway(node_factory) -> None:
@@ -136,17 +136,17 @@ async def test_the_payment_retry_leaves_an_open_tab_to_its_gateway(node_factory)
     before = _balances(gateway, provider)
     status, first = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
     assert status == 200
-    assert await gateway.app[PAID_COMPUTE].payments.retry_all() == {}  # the open tab is not its to close
+    assert await gateway.app[NODE].paid.payments.retry_all() == {}  # the open tab is not its to close
     status, second = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
     assert status == 200 and second["tab"] == first["tab"], second
     metered = first["charge"] + second["charge"]
     assert await _paid(gateway, provider, before) == (-metered, metered)
-    assert await gateway.app[PAID_COMPUTE].payments.retry_all() == {}  # closed and paid: nothing left to retry
+    assert await gateway.app[NODE].paid.payments.retry_all() == {}  # closed and paid: nothing left to retry
 
 
 async def test_the_provider_prunes_the_run_records_of_every_settled_tab(node_factory) -> None:
     gateway, provider, module, _ = await _pair(node_factory, 100)
-    tabs = provider.app[PAID_COMPUTE].provider_tabs
+    tabs = provider.app[NODE].paid.provider_tabs
     assert tabs.records() == 0  # the first call's tab is settled already
     for _ in range(3):
         for _ in range(5):
@@ -162,7 +162,7 @@ async def test_a_stop_between_the_receipt_and_the_prune_loses_nothing_and_the_ne
         node_factory) -> None:
     gateway, provider, module, _ = await _pair(node_factory, 100)
     before = _balances(gateway, provider)
-    tabs = provider.app[PAID_COMPUTE].provider_tabs
+    tabs = provider.app[NODE].paid.provider_tabs
     tabs.prune = lambda authorization_id: 0  # as if killed right after the receipt's synced write
     answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(4)]
     metered = sum(body["charge"] for _, body in answers)
@@ -171,7 +171,7 @@ async def test_a_stop_between_the_receipt_and_the_prune_loses_nothing_and_the_ne
     provider_balance = _balances(gateway, provider)[1]
     await provider.close()
     again = await node_factory("provider", **QUIET, market=MARKET_TERMS)  # same data dir
-    assert again.app[PAID_COMPUTE].provider_tabs.records() == 0
-    assert again.app[LEDGER].store.state(again.app[IDENTITY].public_key).balance == provider_balance
+    assert again.app[NODE].paid.provider_tabs.records() == 0
+    assert again.app[NODE].ledger.store.state(again.app[IDENTITY].public_key).balance == provider_balance
     report = await (await again.get("/v1/ledger/verify")).json()
     assert report["ok"], report

@@ -6,14 +6,13 @@ from tests.support.compute import deploy, invoke
 
 from xsc.ledger import price_compute
 from xsc.node import CLIENT_IDENTITY, IDENTITY
-from xsc.node.appkeys import COMPUTE
-from xsc.node.appkeys import LEDGER, TABS
+from xsc.node.appkeys import NODE
 
 
 async def _balances(node) -> tuple[int, int]:
     """Balances once every queued settlement is written (invokes settle after they answer)."""
-    ledger = node.app[LEDGER]
-    await node.app[TABS].flush()
+    ledger = node.app[NODE].ledger
+    await node.app[NODE].tabs.flush()
     while ledger._drainer is not None and not ledger._drainer.done():
         await ledger._drainer
     store = ledger.store
@@ -46,7 +45,7 @@ async def test_an_underfunded_invoke_is_refused_before_it_runs(node_factory) -> 
     module = await deploy(node, "add")
     status, body = await invoke(node, module, "add", 1, 2, fuel=1_000_000)
     assert status == 402 and body["code"] == "insufficient-credit", body
-    assert node.app[COMPUTE].recent_provenance(10) == []
+    assert node.app[NODE].compute.recent_provenance(10) == []
     assert await _balances(node) == (0, 0)
 
 
@@ -56,7 +55,7 @@ async def test_held_credit_stops_invokes_from_overspending(node_factory) -> None
 
     node = await node_factory(ledger={"credit_limit": 3_000_000}, compute={"memory_price": 0}, market={"compute_ask_floor": 1_000_000, "compute_ask_ceiling": 1_000_000, "compute_bid": 1_000_000})
     module = await deploy(node, "add")
-    ledger, payer = node.app[LEDGER], node.app[CLIENT_IDENTITY]
+    ledger, payer = node.app[NODE].ledger, node.app[CLIENT_IDENTITY]
     for _ in range(3):  # three settlements in flight hold all the credit there is
         await ledger.hold(payer, 1_000_000)
     status, body = await invoke(node, module, "add", 1, 2, fuel=1_000_000)

@@ -9,7 +9,7 @@ from tests.support.ledger import now, transfer
 from xsc.identity import Identity
 from xsc.ledger.rules import AccountState
 from xsc.node import CLIENT_IDENTITY, IDENTITY
-from xsc.node.appkeys import LEDGER
+from xsc.node.appkeys import NODE
 
 
 async def _json(response, status):
@@ -20,7 +20,7 @@ async def _json(response, status):
 
 async def test_settlements_show_up_everywhere(node):
     app = node.app
-    ledger, client, me = app[LEDGER], app[CLIENT_IDENTITY], app[IDENTITY]
+    ledger, client, me = app[NODE].ledger, app[CLIENT_IDENTITY], app[IDENTITY]
     ids = [await ledger.settle(client, me, 1_500_000 * (i + 1), {"fuel": 10 * i}, f"compute:job{i}") for i in range(3)]
     accounts = await _json(await node.get("/v1/ledger/accounts"), 200)
     roles = {a["role"]: a for a in accounts["accounts"]}
@@ -50,7 +50,7 @@ async def test_settlements_show_up_everywhere(node):
 async def test_countersigned_entries_from_a_counterparty(node):
     app = node.app
     me, peer = app[IDENTITY], Identity.generate()
-    receipt, payment = transfer(peer, me, 42, AccountState(), app[LEDGER].store.state(me.public_key))
+    receipt, payment = transfer(peer, me, 42, AccountState(), app[NODE].ledger.store.state(me.public_key))
     # the node's receipt and the peer's payment (countersigning it), in chain order
     body = {"entries": [receipt.encode().hex(), {"encoded": payment.encode().hex()}]}
     stored = await _json(await node.post("/v1/ledger/entries", json=body), 201)
@@ -62,21 +62,21 @@ async def test_countersigned_entries_from_a_counterparty(node):
     assert (await _json(await node.get(f"/v1/ledger/accounts/{peer.id}"), 200))["balance"] == -42
 
     # tampered: refused, nothing stored
-    r2, p2 = transfer(peer, me, 1, AccountState().after(payment), app[LEDGER].store.state(me.public_key))
+    r2, p2 = transfer(peer, me, 1, AccountState().after(payment), app[NODE].ledger.store.state(me.public_key))
     bad = bytearray(p2.encode())
     bad[40] ^= 1
     problem = await _json(await node.post("/v1/ledger/entries", json={"entries": [r2.encode().hex(), bad.hex()]}), 422)
     assert problem["code"] == "invalid-entry"
-    assert app[LEDGER].store.state(me.public_key).seq == 1
+    assert app[NODE].ledger.store.state(me.public_key).seq == 1
 
     # replayed authorization: refused
-    r3, _ = transfer(peer, me, 1, AccountState(), app[LEDGER].store.state(me.public_key),
+    r3, _ = transfer(peer, me, 1, AccountState(), app[NODE].ledger.store.state(me.public_key),
                      authorization=receipt.authorization)
     problem = await _json(await node.post("/v1/ledger/entries", json={"entries": [r3.encode().hex()]}), 409)
     assert problem["code"] == "authorization-replayed"
 
     # expired authorization: refused
-    r4, _ = transfer(peer, me, 1, AccountState(), app[LEDGER].store.state(me.public_key),
+    r4, _ = transfer(peer, me, 1, AccountState(), app[NODE].ledger.store.state(me.public_key),
                      at=now(), expires_at=now() - 5)
     problem = await _json(await node.post("/v1/ledger/entries", json={"entries": [r4.encode().hex()]}), 422)
     assert problem["code"] == "authorization-expired"
@@ -124,7 +124,7 @@ async def test_insufficient_credit_is_refused_before_work_with_a_402(node):
     from xsc.node.problems import problem_from_error
 
     app = node.app
-    ledger, client, me = app[LEDGER], app[CLIENT_IDENTITY], app[IDENTITY]
+    ledger, client, me = app[NODE].ledger, app[CLIENT_IDENTITY], app[IDENTITY]
     await ledger.settle(client, me, 99_000_000, {"byte_hours": 5}, "store:x")
     await ledger.ensure_credit(client, 1_000_000)  # exactly down to the limit is fine
     with pytest.raises(InsufficientCredit) as err:

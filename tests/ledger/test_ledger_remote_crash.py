@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 
 from xsc.node import CLIENT_IDENTITY, IDENTITY
-from xsc.node.appkeys import LEDGER
+from xsc.node.appkeys import NODE
 from xsc.ledger.receipts import ask_receipt
-from xsc.node.appkeys import PAYMENTS
-from xsc.node.appkeys import PEERS
 
 from tests.support.nodes import NodeProcess, free_port, kill_all
 from tests.support.peers import FAST, api, node_id
@@ -82,17 +80,17 @@ async def test_a_payee_killed_after_countersigning_is_paid_from_its_stored_recei
     a = await node_factory("a", **quiet)
     b = launched_node(tmp_path / "b", free_port(), env=FAST).start()
     try:
-        await a.app[PEERS].add(b.url)
+        await a.app[NODE].peers.add(b.url)
         b_id = node_id(b)
-        ledger, payer = a.app[LEDGER], a.app[CLIENT_IDENTITY]
+        ledger, payer = a.app[NODE].ledger, a.app[CLIENT_IDENTITY]
         auth = await ledger.authorize(payer, b_id_key(b_id), 2_500, "test:killed", claim=(2_500, {"fuel": 25}))
-        receipt = await ask_receipt(a.app[PEERS].client, a.app[PEERS].peer(b_id).url, b_id, auth, 2_500, {"fuel": 25})  # countersigned and on b's disk...
+        receipt = await ask_receipt(a.app[NODE].peers.client, a.app[NODE].peers.peer(b_id).url, b_id, auth, 2_500, {"fuel": 25})  # countersigned and on b's disk...
         b.kill()  # ...then b dies before the payer completed: its answer counts as lost
-        assert await a.app[PAYMENTS].retry_all() == {"pending": 1}
+        assert await a.app[NODE].payments.retry_all() == {"pending": 1}
         assert ledger.account_view(payer.public_key)["balance"] == 0
 
         b.start()
-        assert await a.app[PAYMENTS].retry_all() == {"completed": 1}  # from GET .../receipts/{id}
+        assert await a.app[NODE].payments.retry_all() == {"completed": 1}  # from GET .../receipts/{id}
         assert ledger.pending() == [] and ledger.account_view(payer.public_key)["balance"] == -2_500
         payment = ledger.store.history(payer.public_key, 1)[0]
         assert payment.receipt.encode() == receipt.encode()

@@ -13,10 +13,8 @@ from xsc.identity import Identity
 from xsc.ledger import decode_authorization, decode_entry, encode_authorization
 from xsc.ledger.model import Receipt, authorize
 from xsc.node import CLIENT_IDENTITY, IDENTITY
-from xsc.node.appkeys import LEDGER
+from xsc.node.appkeys import NODE
 from xsc.ledger.receipts import RECEIPTS_PATH, ask_receipt
-from xsc.node.appkeys import PAYMENTS
-from xsc.node.appkeys import PEERS
 
 from tests.support.nodes import free_port
 from tests.support.waiting import eventually_async
@@ -47,8 +45,8 @@ async def _peered(node_factory, *, ledger: dict | None = None, b_port: int | Non
     a = await node_factory("a", **QUIET, **({"ledger": ledger} if ledger else {}))
     b = await node_factory("b", **QUIET, **({"node": {"listen": f"127.0.0.1:{b_port}"}} if b_port else {}))
     checks = Checks()
-    b.app[PAYMENTS].add_check("test", checks)
-    await a.app[PEERS].add(b.app[PEERS].url)
+    b.app[NODE].payments.add_check("test", checks)
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
     return a, b, checks
 
 
@@ -61,7 +59,7 @@ async def _verified(node) -> dict:
 async def test_a_payment_to_another_node_lands_in_both_chains(node_factory) -> None:
     a, b, checks = await _peered(node_factory)
     b_id, a_id = b.app[IDENTITY].id, a.app[IDENTITY].id
-    entry = await a.app[PAYMENTS].pay(b_id, 7_000, {"byte_hours": 12}, "test:file-1")
+    entry = await a.app[NODE].payments.pay(b_id, 7_000, {"byte_hours": 12}, "test:file-1")
 
     payment = await _json(await a.get(f"/v1/ledger/entries/{entry}"), 200)
     assert (payment["kind"], payment["amount"], payment["payee"], payment["usage"]) == \
@@ -73,13 +71,13 @@ async def test_a_payment_to_another_node_lands_in_both_chains(node_factory) -> N
     payer = await _json(await a.get("/v1/ledger/accounts/client"), 200)
     assert (payer["balance"], payer["held"], payer["available"]) == (-7_000, 0, 100_000_000 - 7_000)
     assert (await _json(await b.get("/v1/ledger/accounts/node"), 200))["balance"] == 7_000
-    assert a.app[LEDGER].pending() == []
+    assert a.app[NODE].ledger.pending() == []
     for node, total in ((a, -7_000), (b, 7_000)):  # each holds one half: an open transfer
         report = await _verified(node)
         assert (report["open_transfers"], report["balance_sum"]) == (1, total)
 
     # Paying this node itself is a local settlement: both halves here.
-    local = await a.app[PAYMENTS].pay(a_id, 500, {"fuel": 3}, "test:local")
+    local = await a.app[NODE].payments.pay(a_id, 500, {"fuel": 3}, "test:local")
     assert (await _json(await a.get(f"/v1/ledger/entries/{local}"), 200))["payee"] == a_id
     assert (await _verified(a))["open_transfers"] == 1
     assert (await _json(await a.get("/v1/node/status"), 200))["payments"] == {"pending": 0, "pending_amount": 0}
@@ -87,21 +85,21 @@ async def test_a_payment_to_another_node_lands_in_both_chains(node_factory) -> N
 
 async def test_countersign_and_complete_are_idempotent(node_factory) -> None:
     a, b, checks = await _peered(node_factory)
-    payer, ledger_a, ledger_b = a.app[CLIENT_IDENTITY], a.app[LEDGER], b.app[LEDGER]
+    payer, ledger_a, ledger_b = a.app[CLIENT_IDENTITY], a.app[NODE].ledger, b.app[NODE].ledger
     b_node = b.app[IDENTITY]
     auth = await ledger_a.authorize(payer, b_node.public_key, 900, "test:twice")
     wire = decode_authorization(encode_authorization(auth))
     assert wire == auth and wire.signature == auth.signature and wire.id == auth.id
 
-    first = await ask_receipt(a.app[PEERS].client, a.app[PEERS].peer(b_node.id).url, b_node.id, auth, 800, {"fuel": 5})
-    again = await ask_receipt(a.app[PEERS].client, a.app[PEERS].peer(b_node.id).url, b_node.id, auth, 800, {"fuel": 5})  # a retried POST: the same receipt
+    first = await ask_receipt(a.app[NODE].peers.client, a.app[NODE].peers.peer(b_node.id).url, b_node.id, auth, 800, {"fuel": 5})
+    again = await ask_receipt(a.app[NODE].peers.client, a.app[NODE].peers.peer(b_node.id).url, b_node.id, auth, 800, {"fuel": 5})  # a retried POST: the same receipt
     direct = await ledger_b.countersign(b_node, wire, 800, {"fuel": 5})
     assert first.encode() == again.encode() == direct.encode()
     assert len(checks.calls) == 1  # the check is asked once, not on the repeats
     with pytest.raises(ReceiptMismatch):
         await ledger_b.countersign(b_node, wire, 801, {"fuel": 5})
     with pytest.raises(PeerRefused) as refused:
-        await ask_receipt(a.app[PEERS].client, a.app[PEERS].peer(b_node.id).url, b_node.id, auth, 800, {"fuel": 6})
+        await ask_receipt(a.app[NODE].peers.client, a.app[NODE].peers.peer(b_node.id).url, b_node.id, auth, 800, {"fuel": 6})
     assert refused.value.details["peer_code"] == "receipt-mismatch"
     got = await _json(await b.get("/v1/ledger/verify"), 200)
     assert got["entries"] == 1
@@ -118,7 +116,7 @@ async def test_countersign_and_complete_are_idempotent(node_factory) -> None:
 
 async def test_bad_claims_are_refused_with_clear_problems(node_factory) -> None:
     a, b, checks = await _peered(node_factory)
-    peers, b_url, b_node = a.app[PEERS], b.app[PEERS].url, b.app[IDENTITY]
+    peers, b_url, b_node = a.app[NODE].peers, b.app[NODE].peers.url, b.app[IDENTITY]
     payer = a.app[CLIENT_IDENTITY]
     now = int(time.time())
 
@@ -172,12 +170,12 @@ async def test_bad_claims_are_refused_with_clear_problems(node_factory) -> None:
 
     # pay_node with a claim the payee refuses: the refusal comes through, nothing stays pending or held.
     with pytest.raises(PeerRefused) as refused:
-        await a.app[PAYMENTS].pay(b_node.id, 10, {"fuel": 1}, "test:refused")
+        await a.app[NODE].payments.pay(b_node.id, 10, {"fuel": 1}, "test:refused")
     assert refused.value.details["peer_status"] == 403
-    assert a.app[LEDGER].pending() == [] and a.app[LEDGER].account_view(payer.public_key)["held"] == 0
+    assert a.app[NODE].ledger.pending() == [] and a.app[NODE].ledger.account_view(payer.public_key)["held"] == 0
 
     # The payer side refuses receipts that do not answer one of its pending authorizations.
-    ledger_a, ledger_b = a.app[LEDGER], b.app[LEDGER]
+    ledger_a, ledger_b = a.app[NODE].ledger, b.app[NODE].ledger
     checks.refuse = None
     stray = authorize(payer, b_node.public_key, 50, "test:stray", now + 600, os.urandom(16))
     receipt = await ledger_b.countersign(b_node, stray, 50, {})
@@ -200,13 +198,13 @@ async def test_bad_claims_are_refused_with_clear_problems(node_factory) -> None:
 
 async def test_an_authorization_beyond_the_available_credit_is_refused(node_factory) -> None:
     a, b, _ = await _peered(node_factory, ledger={"credit_limit": 1_000, "low_balance": 50})
-    ledger, payer, b_id = a.app[LEDGER], a.app[CLIENT_IDENTITY], b.app[IDENTITY].id
+    ledger, payer, b_id = a.app[NODE].ledger, a.app[CLIENT_IDENTITY], b.app[IDENTITY].id
     first = await ledger.authorize(payer, b.app[IDENTITY].public_key, 600, "test:big")
     with pytest.raises(InsufficientCredit) as short:
         await ledger.authorize(payer, b.app[IDENTITY].public_key, 500, "test:bigger")
     assert short.value.details["short"] == 100 and "short by 0.000100" in short.value.message
     with pytest.raises(InsufficientCredit):
-        await a.app[PAYMENTS].pay(b_id, 401, {}, "test:too-much")
+        await a.app[NODE].payments.pay(b_id, 401, {}, "test:too-much")
     assert [p.id for p in ledger.pending()] == [first.id]
 
     view = await _json(await a.get("/v1/ledger/accounts/client"), 200)
@@ -222,7 +220,7 @@ async def test_an_authorization_beyond_the_available_credit_is_refused(node_fact
     assert health["checks"]["ledger:balance"][0]["status"] == "pass"
     with pytest.raises(AuthorizationNotPending):
         await ledger.abandon(first.id)
-    await a.app[PAYMENTS].pay(b_id, 1_000, {}, "test:all-of-it")  # exactly the limit: allowed
+    await a.app[NODE].payments.pay(b_id, 1_000, {}, "test:all-of-it")  # exactly the limit: allowed
     assert ledger.account_view(payer.public_key)["available"] == 0
 
 
@@ -232,25 +230,25 @@ async def test_an_unreachable_payee_is_paid_by_the_retry_after_a_restart(node_fa
     b_id, payer = b.app[IDENTITY].id, a.app[CLIENT_IDENTITY]
     await b.close()  # the payee is down
     with pytest.raises(PeerUnreachable) as pending:
-        await a.app[PAYMENTS].pay(b_id, 3_000, {"fuel": 30}, "test:later")
+        await a.app[NODE].payments.pay(b_id, 3_000, {"fuel": 30}, "test:later")
     auth_id = pending.value.details["authorization"]
-    assert [p.id.hex() for p in a.app[LEDGER].pending()] == [auth_id]
-    assert a.app[LEDGER].account_view(payer.public_key)["held"] == 3_000
-    assert await a.app[PAYMENTS].retry_all() == {"pending": 1}
-    assert a.app[LEDGER].account_view(payer.public_key)["balance"] == 0
+    assert [p.id.hex() for p in a.app[NODE].ledger.pending()] == [auth_id]
+    assert a.app[NODE].ledger.account_view(payer.public_key)["held"] == 3_000
+    assert await a.app[NODE].payments.retry_all() == {"pending": 1}
+    assert a.app[NODE].ledger.account_view(payer.public_key)["balance"] == 0
     a_port = a.server.port
     await a.close()  # the payer restarts too: the pending record and its hold survive
 
     b = await node_factory("b", **QUIET, node={"listen": f"127.0.0.1:{b_port}"})
-    b.app[PAYMENTS].add_check("test", checks)
+    b.app[NODE].payments.add_check("test", checks)
     a = await node_factory("a", **QUIET, node={"listen": f"127.0.0.1:{a_port}"})
-    ledger = a.app[LEDGER]
+    ledger = a.app[NODE].ledger
     assert [p.id.hex() for p in ledger.pending()] in ([auth_id], [])  # the start-up pass may be done already
     outcomes = []
 
     async def paid() -> bool:  # the retry's first pass runs at start; this one helps it along
         if ledger.pending():
-            outcomes.append(await a.app[PAYMENTS].retry_all())
+            outcomes.append(await a.app[NODE].payments.retry_all())
         return not ledger.pending()
 
     await eventually_async(paid, "the pending authorization to be paid", 10)
@@ -264,14 +262,14 @@ async def test_an_unreachable_payee_is_paid_by_the_retry_after_a_restart(node_fa
 
 async def test_an_expired_authorization_without_a_receipt_is_abandoned(node_factory, monkeypatch) -> None:
     a, b, _ = await _peered(node_factory)
-    ledger, payer = a.app[LEDGER], a.app[CLIENT_IDENTITY]
+    ledger, payer = a.app[NODE].ledger, a.app[CLIENT_IDENTITY]
     auth = await ledger.authorize(payer, b.app[IDENTITY].public_key, 70, "test:never", ttl=1)
     with pytest.raises(InvalidArgument):  # not expired yet: the payee may still countersign
         await ledger.abandon(auth.id)
-    assert await a.app[PAYMENTS].retry_all() == {"pending": 1}  # no claim recorded, no receipt yet
+    assert await a.app[NODE].payments.retry_all() == {"pending": 1}  # no claim recorded, no receipt yet
     later = time.time() + 1_000  # past expiry and the clock skew allowance
     monkeypatch.setattr(time, "time", lambda: later)
-    assert await a.app[PAYMENTS].retry_all() == {"abandoned": 1}
+    assert await a.app[NODE].payments.retry_all() == {"abandoned": 1}
     assert ledger.pending() == [] and ledger.account_view(payer.public_key)["held"] == 0
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from xsc.config import load_config
 from xsc.errors import ConfigError
-from xsc.node.appkeys import TABS
+from xsc.node.appkeys import NODE
 
 from tests.support.waiting import eventually_async
 
@@ -28,7 +28,7 @@ def test_the_tab_bounds_are_config_keys_with_environment_overrides(tmp_path: Pat
 
 async def test_one_ref_per_tab_settles_every_invoke_as_its_own_transfer(node_factory) -> None:
     node = await node_factory(ledger={"tab_max_refs": 1, "tab_interval": 3600})
-    tabs = node.app[TABS]
+    tabs = node.app[NODE].tabs
     assert (tabs.max_refs, tabs.interval) == (1, 3600)
     module = (await (await node.post("/v1/modules", data=ADD_WASM.read_bytes())).json())["id"]
     for a in range(3):

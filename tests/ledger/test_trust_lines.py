@@ -21,7 +21,7 @@ from xsc.ledger.pricing import price_compute, price_storage
 from xsc.ledger.trust import TrustLines
 from xsc.net import PeerClient
 from xsc.storage.holder_client import RemoteHolder
-from xsc.node.appkeys import GATEWAY, MARKET, PAID_COMPUTE, PEERS, SHARE_HOLDER, TRUST
+from xsc.node.appkeys import NODE
 
 from tests.support.compute import wasm
 from tests.support.shares import DEAL_PRICE, EncodedFile, place, refused
@@ -38,12 +38,12 @@ async def _pair(node_factory, *, stranger: dict, provider: dict):
     credit to peers it does not recognise."""
     a = await node_factory("a", **QUIET, **stranger)
     b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0}, **provider)
-    await a.app[PEERS].add(b.app[PEERS].url)
-    b_id = b.app[PEERS].identity.id
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    b_id = b.app[NODE].peers.identity.id
     for _ in range(50):
-        await a.app[MARKET].fill_book()
-        await b.app[MARKET].fill_book()
-        if a.app[MARKET].book.get(b_id) is not None and b.app[MARKET].book.get(a.app[PEERS].identity.id):
+        await a.app[NODE].market.fill_book()
+        await b.app[NODE].market.fill_book()
+        if a.app[NODE].market.book.get(b_id) is not None and b.app[NODE].market.book.get(a.app[NODE].peers.identity.id):
             break
     return a, b, b_id
 
@@ -86,15 +86,15 @@ async def test_a_strangers_invokes_need_prepayment_and_stop_when_it_is_used_up(n
                                                      "ledger": {"stranger_credit": 0}},
                              provider={"market": {"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE},
                                        **NO_MEMORY_PRICE})
-    a.app[PAID_COMPUTE].gateway_tabs.interval = 3600  # its tab stays open: no payment tops the line up meanwhile
+    a.app[NODE].paid.gateway_tabs.interval = 3600  # its tab stays open: no payment tops the line up meanwhile
     _spin.module = (await (await a.post("/v1/modules", data=wasm("loop"))).json())["id"]
-    a_id = a.app[PEERS].identity.id
+    a_id = a.app[NODE].peers.identity.id
 
     status, body = await _spin(a)
     _refused_for_prepayment(status, body)
     budget = price_compute(FUEL, PRICE)
     await _prepay_refused(a, b_id, 2 * budget)
-    line = b.app[TRUST].line(a_id)
+    line = b.app[NODE].trust.line(a_id)
     assert line["used"] == 0 and line["paid"] == 0 and line["available"] == 0
     _refused_for_prepayment(*await _spin(a))
 
@@ -109,11 +109,11 @@ async def test_a_strangers_invokes_need_prepayment_and_stop_when_it_is_used_up(n
     status, body = await _spin(a)
     assert status == 422 and body["code"] == "trap" and body["provider"] == b_id, body
     _refused_for_prepayment(*await _spin(a))
-    assert b.app[TRUST].line(a_id)["used"] == 2 * budget + compiled and b.app[TRUST].line(a_id)["counted"] == budget
+    assert b.app[NODE].trust.line(a_id)["used"] == 2 * budget + compiled and b.app[NODE].trust.line(a_id)["counted"] == budget
     # What `b` can collect from `a`: what the user of `a` paid `b`, and no more.
     await _prepay_refused(b, a_id, budget + 1)
     await _prepay(b, a_id, budget)
-    assert a.app[TRUST].line(b_id)["counted"] == budget
+    assert a.app[NODE].trust.line(b_id)["counted"] == budget
     # The operator still invokes on its own node, and both ledgers verify.
     response = await b.post("/v1/modules", data=wasm("add"))
     module = (await response.json())["id"]
@@ -125,7 +125,7 @@ async def test_a_strangers_invokes_need_prepayment_and_stop_when_it_is_used_up(n
 async def _claim(client: PeerClient, node, auth, amount: int | None = None) -> tuple[int, str]:
     """Ask `node` to countersign a prepayment under `auth`: the answer's status and problem code."""
     try:
-        await client.request(node.app[PEERS].url, "POST", "/v1/peer/ledger/receipts", to=node.app[PEERS].identity.id,
+        await client.request(node.app[NODE].peers.url, "POST", "/v1/peer/ledger/receipts", to=node.app[NODE].peers.identity.id,
                              json={"authorization": encode_authorization(auth).hex(),
                                    "amount": auth.cap if amount is None else amount, "usage": {}})
     except PeerRefused as exc:
@@ -134,7 +134,7 @@ async def _claim(client: PeerClient, node, auth, amount: int | None = None) -> t
 
 
 def _prepayment(payer: Identity, payee, amount: int) -> object:
-    return authorize(payer, parse_public_id(payee.app[PEERS].identity.id), amount,
+    return authorize(payer, parse_public_id(payee.app[NODE].peers.identity.id), amount,
                      f"prepay:{os.urandom(8).hex()}", int(time.time()) + 600, os.urandom(16))
 
 
@@ -148,13 +148,13 @@ async def test_no_payer_key_mints_credit_and_a_throwaway_key_uploads_only_on_the
     b = await node_factory("b", **{**QUIET, "peers": {**QUIET["peers"], "quarantine_strikes": 1000}},
                            ledger={"stranger_credit": 0})
     c = await node_factory("c", **QUIET)
-    b_id = b.app[PEERS].identity.id
+    b_id = b.app[NODE].peers.identity.id
     stranger = Identity.generate()
     files = [EncodedFile(5000) for _ in range(4)]
     share_cost = price_storage(files[0].share_bytes, 86400 + 5, DEAL_PRICE)  # a lease of a day (and clock slack)
     async with aiohttp.ClientSession() as session:
         client = PeerClient(stranger, session, 30.0)
-        holder = RemoteHolder(client, b_id, b.app[PEERS].url, DEAL_PRICE, stranger.id)
+        holder = RemoteHolder(client, b_id, b.app[NODE].peers.url, DEAL_PRICE, stranger.id)
         attempts = [await _claim(client, b, _prepayment(Identity.generate(), b, 10**12)) for _ in range(3)]
         attempts += [await _claim(client, b, _prepayment(Identity.generate(), b, share_cost)) for _ in range(20)]
         attempts.append(await _claim(client, b, _prepayment(stranger, b, 10**12 + 1)))
@@ -164,28 +164,28 @@ async def test_no_payer_key_mints_credit_and_a_throwaway_key_uploads_only_on_the
         status, _ = await _claim(client, c, elsewhere := _prepayment(stranger, c, share_cost))
         attempts.append(await _claim(client, b, elsewhere))  # and replayed to `b` after `c` saw it
         assert all(status in (400, 403, 422) for status, _ in attempts), attempts
-        line = b.app[TRUST].line(stranger.id)
+        line = b.app[NODE].trust.line(stranger.id)
         assert line["paid"] == 0 and line["counted"] == 0 and line["available"] == 0, line
         with pytest.raises(PeerRefused) as err:
             await place(holder, files[0])
         refused(err, 402, "prepayment-required")
-        assert b.app[GATEWAY].store.shares_held == 0 and len(b.app[SHARE_HOLDER]) == 0
+        assert b.app[NODE].gateway.store.shares_held == 0 and len(b.app[NODE].share_holder) == 0
 
         response = await b.post("/v1/market/recognize", json={"peer": stranger.id, "weight": "1",
                                                               "credit": 2 * share_cost + share_cost // 2})
         assert response.status == 200, await response.text()
         for f in files[:2]:
             await place(holder, f)
-        used = b.app[TRUST].line(stranger.id)["used"]
+        used = b.app[NODE].trust.line(stranger.id)["used"]
         assert 0 < used <= 2 * share_cost
         with pytest.raises(PeerRefused) as err:  # half a lease left: refused before anything is reserved
             await place(holder, files[2])
         refused(err, 402, "prepayment-required")
-        assert b.app[TRUST].line(stranger.id)["used"] == used and b.app[GATEWAY].store.shares_held == 2
+        assert b.app[NODE].trust.line(stranger.id)["used"] == used and b.app[NODE].gateway.store.shares_held == 2
         # Whatever its payer, what a recognised peer pays counts up to the work done here: its credit line again.
         assert (await _claim(client, b, _prepayment(Identity.generate(), b, used + 1)))[0] == 403
         assert (await _claim(client, b, _prepayment(Identity.generate(), b, used)))[0] == 200
-        assert b.app[TRUST].line(stranger.id)["counted"] == used
+        assert b.app[NODE].trust.line(stranger.id)["counted"] == used
     # The holder keeps serving its operator, and its ledger verifies.
     response = await b.post("/v1/store/files", data=b"mine" * 1000)
     assert response.status == 201, await response.text()
@@ -196,9 +196,9 @@ async def test_a_recognised_peer_gets_its_credit_line(node_factory) -> None:
     a, b, b_id = await _pair(node_factory, stranger={"market": {"offer_compute": False, "compute_bid": PRICE}},
                              provider={"market": {"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE},
                                        **NO_MEMORY_PRICE})
-    a.app[PAID_COMPUTE].gateway_tabs.interval = 3600
+    a.app[NODE].paid.gateway_tabs.interval = 3600
     _spin.module = (await (await a.post("/v1/modules", data=wasm("loop"))).json())["id"]
-    a_id = a.app[PEERS].identity.id
+    a_id = a.app[NODE].peers.identity.id
     budget = price_compute(FUEL, PRICE)
     credit = budget + compile_price(len(wasm("loop")), PRICE)  # a call, and compiling the module `a` pushes
     response = await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "1", "credit": credit})
@@ -210,7 +210,7 @@ async def test_a_recognised_peer_gets_its_credit_line(node_factory) -> None:
     _refused_for_prepayment(status, body)  # its line is used up until it pays
     # No longer recognised: no credit at all.
     await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "0"})
-    assert b.app[TRUST].line(a_id)["credit"] == 0
+    assert b.app[NODE].trust.line(a_id)["credit"] == 0
 
 
 def test_the_lines_kept_in_memory_are_always_what_is_on_disk(tmp_path) -> None:
@@ -287,7 +287,7 @@ async def test_a_peer_asks_its_own_terms_and_nothing_else(node_factory) -> None:
     """`GET /v1/peer/terms`: a stranger learns what the node takes on for it (nothing until it is recognised), signed
     requests only, about the sender alone whatever it asks; each answer is one read of its own line."""
     b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0})
-    b_id, url = b.app[PEERS].identity.id, b.app[PEERS].url
+    b_id, url = b.app[NODE].peers.identity.id, b.app[NODE].peers.url
     stranger, other = Identity.generate(), Identity.generate()
     assert (await b.get("/v1/peer/terms")).status == 401  # unsigned
     async with aiohttp.ClientSession() as session:
@@ -298,7 +298,7 @@ async def test_a_peer_asks_its_own_terms_and_nothing_else(node_factory) -> None:
         assert response.status == 200, await response.text()
         answer = await client.request(url, "GET", "/v1/peer/terms", to=b_id)
         assert answer.json() == {"available": 1234, "credit": 1234, "recognised": True}
-    assert b.app[TRUST].line(other.id)["available"] == 0  # nobody learns another's line
+    assert b.app[NODE].trust.line(other.id)["available"] == 0  # nobody learns another's line
 
 
 def test_recognising_a_peer_never_lowers_its_credit_line(tmp_path) -> None:

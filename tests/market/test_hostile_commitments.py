@@ -18,7 +18,7 @@ from xsc.errors import InvalidMarketCommitment
 from xsc.identity import Identity
 from xsc.market import parse_commitment
 from xsc.market.service import RECEIVE_BATCH
-from xsc.node.appkeys import MARKET, PEERS
+from xsc.node.appkeys import NODE
 from xsc.node.http.common import IN_POOL_BYTES
 from tests.support.attacks import HOSTILE, fake_descriptors, honest_commitment, hostile_commitment, now_ms, signed
 from tests.support.peers import api, http, node_id
@@ -111,7 +111,7 @@ async def test_a_full_book_swap_is_checked_in_batches_that_let_the_event_loop_se
     """Every commitment of a swap is checked (an Ed25519 verify each): a message of 1,001 held the loop ~0.4 s of
     CPU at once.  Now the body is parsed in the CPU pool and the commitments are checked RECEIVE_BATCH at a time."""
     node = await node_factory("victim", health={"probe_interval": 3600}, peers={"gossip_interval": 3600})
-    market, me = node.app[MARKET], node.app[PEERS].identity.id
+    market, me = node.app[NODE].market, node.app[NODE].peers.identity.id
     strangers = [Identity.generate() for _ in range(80)]
     for at in range(0, len(strangers), 16):  # they make themselves peers: 16 new ones a message
         raw = json.dumps({"descriptors": fake_descriptors(strangers[at:at + 16])}).encode()

@@ -9,7 +9,7 @@ import time
 from xsc.errors import PeerError
 from xsc.identity import Identity, sign_request
 from xsc.market import parse_commitment
-from xsc.node.appkeys import HEALTH, MARKET, PEERS
+from xsc.node.appkeys import NODE
 
 from tests.support.attacks import fake_descriptors, free_ask, honest_commitment
 from tests.support.waiting import eventually_async
@@ -31,11 +31,11 @@ async def test_a_stranger_asking_zero_is_never_in_the_book(node_factory) -> None
 
     raw = jsonlib.dumps(body).encode()
     path = "/v1/peer/market"
-    headers = {**sign_request(stranger, "POST", path, raw, receiver=a.app[PEERS].identity.id),
+    headers = {**sign_request(stranger, "POST", path, raw, receiver=a.app[NODE].peers.identity.id),
                "Content-Type": "application/json"}
     response = await a.post(path, data=raw, headers=headers)
     assert response.status == 200
-    market = a.app[MARKET]
+    market = a.app[NODE].market
     assert market.book.get(stranger.id) is None and not market.active(stranger.id)
     status, answer = await _put(a, b"x" * 5000)
     assert status == 201, answer
@@ -45,20 +45,20 @@ async def test_a_stranger_asking_zero_is_never_in_the_book(node_factory) -> None
 async def test_a_removed_peer_is_never_matched_and_puts_go_on(node_factory) -> None:
     a = await node_factory("a", **QUIET)
     b = await node_factory("b", **QUIET, **CHEAP)  # the cheapest provider: every put would go there
-    await a.app[PEERS].add(b.app[PEERS].url)
-    b_id = b.app[PEERS].identity.id
-    await a.app[MARKET].fill_book()
-    assert a.app[MARKET].book.get(b_id) is not None
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    b_id = b.app[NODE].peers.identity.id
+    await a.app[NODE].market.fill_book()
+    assert a.app[NODE].market.book.get(b_id) is not None
     status, answer = await _put(a, b"y" * 5000)
     assert status == 201 and b_id in answer["placement"], answer
 
     response = await a.delete(f"/v1/peers/{b_id}")
     assert response.status == 200
-    assert a.app[MARKET].book.get(b_id) is None and not a.app[MARKET].active(b_id)
+    assert a.app[NODE].market.book.get(b_id) is None and not a.app[NODE].market.active(b_id)
     status, answer = await _put(a, b"z" * 5000)
     assert status == 201 and b_id not in answer["placement"], answer
     # b's commitments arriving again (gossip from a node that still knows it) are ignored.
-    assert a.app[MARKET].receive([b.app[MARKET].book.get(b_id).to_json()]) == 0
+    assert a.app[NODE].market.receive([b.app[NODE].market.book.get(b_id).to_json()]) == 0
 
 
 async def test_a_put_goes_on_when_a_matched_provider_is_dead(node_factory) -> None:
@@ -66,9 +66,9 @@ async def test_a_put_goes_on_when_a_matched_provider_is_dead(node_factory) -> No
     b = await node_factory("b", **QUIET, **CHEAP)  # the cheapest: the market sends shares there first
     c = await node_factory("c", **QUIET)
     for other in (b, c):
-        await a.app[PEERS].add(other.app[PEERS].url)
-    await a.app[MARKET].fill_book()
-    b_id = b.app[PEERS].identity.id
+        await a.app[NODE].peers.add(other.app[NODE].peers.url)
+    await a.app[NODE].market.fill_book()
+    b_id = b.app[NODE].peers.identity.id
     await b.close()  # killed: nobody has probed it since, so the market still offers it
     status, answer = await _put(a, b"w" * 20_000)
     assert status == 201, answer
@@ -81,25 +81,25 @@ async def test_a_participant_that_stops_re_signing_leaves_the_active_set(node_fa
     fresh = {"market": {"freshness": 3}}
     a = await node_factory("a", **QUIET, **fresh)
     b = await node_factory("b", **QUIET, **fresh)
-    await a.app[PEERS].add(b.app[PEERS].url)
-    await a.app[MARKET].fill_book()
-    b_id = b.app[PEERS].identity.id
-    assert a.app[MARKET].active(b_id)
-    for task in b.app[MARKET]._tasks:  # b hangs: it neither re-signs nor says it leaves
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    await a.app[NODE].market.fill_book()
+    b_id = b.app[NODE].peers.identity.id
+    assert a.app[NODE].market.active(b_id)
+    for task in b.app[NODE].supervisor.tasks("market"):  # b hangs: it neither re-signs nor says it leaves
         task.cancel()
-    await eventually_async(lambda: not a.app[MARKET].active(b_id), "a to stop counting the hung b as active", 10,
+    await eventually_async(lambda: not a.app[NODE].market.active(b_id), "a to stop counting the hung b as active", 10,
                            poll=0.1)
 
 
 async def test_a_node_that_stops_cleanly_says_it_leaves(node_factory) -> None:
     a = await node_factory("a", **QUIET)
     b = await node_factory("b", **QUIET)
-    await a.app[PEERS].add(b.app[PEERS].url)
-    await a.app[MARKET].fill_book()
-    b_id = b.app[PEERS].identity.id
-    assert a.app[MARKET].book.get(b_id).asks
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    await a.app[NODE].market.fill_book()
+    b_id = b.app[NODE].peers.identity.id
+    assert a.app[NODE].market.book.get(b_id).asks
     await b.close()
-    assert not a.app[MARKET].book.get(b_id).asks  # its last word: an offer of nothing
+    assert not a.app[NODE].market.book.get(b_id).asks  # its last word: an offer of nothing
 
 
 async def test_a_repair_goes_on_when_the_chosen_spare_is_dead(node_factory) -> None:
@@ -109,28 +109,28 @@ async def test_a_repair_goes_on_when_the_chosen_spare_is_dead(node_factory) -> N
     spare_live = await node_factory("live-spare", **QUIET)
     holders = nodes[1:]
     for other in holders:
-        await a.app[PEERS].add(other.app[PEERS].url)
-    await a.app[MARKET].fill_book()
+        await a.app[NODE].peers.add(other.app[NODE].peers.url)
+    await a.app[NODE].market.fill_book()
     status, answer = await _put(a, b"v" * 20_000)
     assert status == 201, answer
     lost = holders[0]
-    lost_id = lost.app[PEERS].identity.id
+    lost_id = lost.app[NODE].peers.identity.id
     assert lost_id in answer["placement"]
     # Now the spares join: the dead one (nobody has probed it) is where the market sends the repaired share first.
     for spare in (spare_dead, spare_live):
-        await a.app[PEERS].add(spare.app[PEERS].url)
-    spares = [spare.app[PEERS].identity.id for spare in (spare_dead, spare_live)]
+        await a.app[NODE].peers.add(spare.app[NODE].peers.url)
+    spares = [spare.app[NODE].peers.identity.id for spare in (spare_dead, spare_live)]
     for _ in range(50):
-        await a.app[MARKET].fill_book()
-        if all(a.app[MARKET].book.get(s) for s in spares):
+        await a.app[NODE].market.fill_book()
+        if all(a.app[NODE].market.book.get(s) for s in spares):
             break
     dead_id = spares[0]
-    await a.app[HEALTH].probe_round()  # every node is seen up once: repairs go only to nodes proven up
+    await a.app[NODE].health.probe_round()  # every node is seen up once: repairs go only to nodes proven up
 
     async def hang() -> None:  # it dies without a word, as a kill -9 would
         return None
 
-    spare_dead.app[MARKET].leave = hang
+    spare_dead.app[NODE].market.leave = hang
     await spare_dead.close()
     await lost.close()
     repaired = await (await a.post(f"/v1/store/files/{answer['capability']}/repair")).json()
@@ -145,31 +145,31 @@ async def test_an_invoke_goes_on_when_the_matched_provider_is_dead(node_factory)
     cheap = await node_factory("cheap", **QUIET, market={"compute_ask_floor": 1, "compute_ask_ceiling": 2})
     other = await node_factory("other", **QUIET)
     for provider in (cheap, other):
-        await a.app[PEERS].add(provider.app[PEERS].url)
+        await a.app[NODE].peers.add(provider.app[NODE].peers.url)
     for _ in range(50):
-        await a.app[MARKET].fill_book()
-        if all(a.app[MARKET].book.get(p.app[PEERS].identity.id) for p in (cheap, other)):
+        await a.app[NODE].market.fill_book()
+        if all(a.app[NODE].market.book.get(p.app[NODE].peers.identity.id) for p in (cheap, other)):
             break
     deployed = await (await a.post("/v1/modules", data=wasm("add"))).json()
 
     async def hang() -> None:
         return None
 
-    cheap.app[MARKET].leave = hang  # it dies without a word: the market still offers it
-    cheap_id = cheap.app[PEERS].identity.id
+    cheap.app[NODE].market.leave = hang  # it dies without a word: the market still offers it
+    cheap_id = cheap.app[NODE].peers.identity.id
     await cheap.close()
     response = await a.post("/v1/compute/invoke", json={"module": deployed["id"], "function": "add", "args": [2, 3]})
     answer = await response.json()
     assert response.status == 200, answer
     assert [r["value"] for r in answer["results"]] == [5]
-    assert answer["provider"] == other.app[PEERS].identity.id != cheap_id
+    assert answer["provider"] == other.app[NODE].peers.identity.id != cheap_id
 
 
 async def test_a_peer_flooding_new_commitments_gets_429_past_its_quota_and_nothing_is_checked(node_factory) -> None:
     """A peer's messages of 1,000 new commitments each kept the loop busy back to back, though its request rate was
     far inside the peer rate limit: what it may have checked is a quota of work."""
     a = await node_factory("a", **QUIET, market={"commitment_rate": 1})  # bursts of 2,002
-    peers, market = a.app[PEERS], a.app[MARKET]
+    peers, market = a.app[NODE].peers, a.app[NODE].market
     flooder, honest = Identity.generate(), Identity.generate()
     others = [Identity.generate() for _ in range(40)]
     for at in range(0, len(others), 16):
@@ -236,7 +236,7 @@ async def test_a_peer_flooding_new_commitments_gets_429_past_its_quota_and_nothi
 
 async def test_a_pulled_peer_answers_only_for_the_participants_asked_and_within_its_quota(node_factory) -> None:
     a = await node_factory("a", **QUIET, market={"commitment_rate": 1})  # bursts of 2,002
-    peers, market = a.app[PEERS], a.app[MARKET]
+    peers, market = a.app[NODE].peers, a.app[NODE].market
     answerer, asked = Identity.generate(), Identity.generate()
     others = [Identity.generate() for _ in range(20)]
     for batch in (others[:16], others[16:], [answerer, asked]):
@@ -271,7 +271,7 @@ async def test_a_pulled_peer_answers_only_for_the_participants_asked_and_within_
 async def test_the_needs_of_peers_known_down_do_not_compete_with_a_put(node_factory) -> None:
     """A stranger's 1,000 fake peers each carried a need, and every put matched them all (with 10-year puts)."""
     a = await node_factory("a", **QUIET)
-    peers, market, health = a.app[PEERS], a.app[MARKET], a.app[HEALTH]
+    peers, market, health = a.app[NODE].peers, a.app[NODE].market, a.app[NODE].health
     fakes = [Identity.generate() for _ in range(8)]
 
     async def probe(peer):
@@ -281,7 +281,7 @@ async def test_the_needs_of_peers_known_down_do_not_compete_with_a_put(node_fact
     peers.accept(fake_descriptors(fakes))
     await health.probe_round()
     assert market.receive([honest_commitment(f, peers.identity.id) for f in fakes]) == len(fakes)
-    inputs = market._match_inputs([], frozenset(), market.availability_map())
+    inputs = a.app[NODE].dealing._match_inputs([], frozenset(), market.availability_map())
     assert not {b.slot.owner for b in inputs["bids"]} & {f.id for f in fakes}
     assert not {a.slot.owner for a in inputs["asks"]} & {f.id for f in fakes}
     status, answer = await _put(a, b"v" * 5000)

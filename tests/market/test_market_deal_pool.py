@@ -12,7 +12,7 @@ from xsc.allocation import Stamp
 from xsc.errors import MarketNoDeal
 from xsc.identity import Identity
 from xsc.market import sign_commitment
-from xsc.node.appkeys import MARKET, PEERS
+from xsc.node.appkeys import NODE
 
 from tests.support.attacks import fake_descriptors, now_ms
 from tests.support.market import HOUR, ask, bid
@@ -31,9 +31,9 @@ def _commitment(rng: random.Random, who: Identity, others: list[str], start: int
                            timestamp=now_ms()).to_json()
 
 
-async def _outcome(market, bids, exclude, *, in_pool: bool) -> tuple[str, object]:
+async def _outcome(dealing, bids, exclude, *, in_pool: bool) -> tuple[str, object]:
     try:
-        return "deal", await market.deal(bids, exclude, here=not in_pool)
+        return "deal", await dealing.deal(bids, exclude, here=not in_pool)
     except MarketNoDeal as err:
         return "none", (str(err), err.details)
 
@@ -41,7 +41,7 @@ async def _outcome(market, bids, exclude, *, in_pool: bool) -> tuple[str, object
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_a_deal_matched_in_the_pool_equals_the_deal_matched_in_place(node_factory, seed) -> None:
     node = await node_factory("a", **QUIET)
-    market, peers = node.app[MARKET], node.app[PEERS]
+    market, dealing, peers = node.app[NODE].market, node.app[NODE].dealing, node.app[NODE].peers
     rng = random.Random(seed)
     keys = [Identity.generate() for _ in range(80)]
     for at in range(0, len(keys), 16):
@@ -53,16 +53,16 @@ async def test_a_deal_matched_in_the_pool_equals_the_deal_matched_in_place(node_
     market.publish(force=True)
 
     wanted = [
-        [market.need(f"put-{s}", "storage", 50_000, 3600, 100, group="put") for s in range(6)],
-        [market.need("repair", "storage", 10**6, 3600, 40, avoid=tuple(ids[:5]))],
-        [market.need("invoke", "compute", 1 << 20, 60, 100)],
-        [market.need("huge", "storage", 10**12, 3600, 100)],
-        [market.need("cheap", "storage", 1000, 3600, 1)],
+        [dealing.need(f"put-{s}", "storage", 50_000, 3600, 100, group="put") for s in range(6)],
+        [dealing.need("repair", "storage", 10**6, 3600, 40, avoid=tuple(ids[:5]))],
+        [dealing.need("invoke", "compute", 1 << 20, 60, 100)],
+        [dealing.need("huge", "storage", 10**12, 3600, 100)],
+        [dealing.need("cheap", "storage", 1000, 3600, 1)],
     ]
     seen = set()
     for bids in wanted:
         for exclude in (frozenset(), frozenset(ids[10:20])):
-            outcomes = [await _outcome(market, bids, exclude, in_pool=p) for p in (False, True)]
+            outcomes = [await _outcome(dealing, bids, exclude, in_pool=p) for p in (False, True)]
             assert outcomes[0] == outcomes[1]
             seen.add(outcomes[0][0])
     assert seen == {"deal", "none"}  # both outcomes were compared

@@ -10,7 +10,7 @@ import pytest
 
 from xsc import keys
 from xsc.identity import Identity
-from xsc.node.appkeys import MARKET
+from xsc.node.appkeys import NODE
 
 from tests.support.waiting import eventually_async
 
@@ -32,7 +32,7 @@ async def test_the_storage_ask_rises_as_the_provider_fills_up(node_factory) -> N
     assert after["storage"]["used"] > 0
     assert after["storage"]["ask"] > before["storage"]["ask"]
     # What it publishes says the same: its own slots in the book carry the new ask and the free bytes left.
-    node.app[MARKET].publish()
+    node.app[NODE].market.publish()
     book = await (await node.get("/v1/market/book", params={"kind": "storage"})).json()
     asks = [a for row in book["books"] for a in row["asks"]]
     assert asks and {a["price"] for a in asks} == {after["storage"]["ask"]}
@@ -41,7 +41,7 @@ async def test_the_storage_ask_rises_as_the_provider_fills_up(node_factory) -> N
 
 async def test_the_compute_ask_rises_with_the_fuel_used_in_the_bucket(node_factory) -> None:
     node = await node_factory(compute={"threads": 2}, market={"fuel_per_second": 1000})
-    market = node.app[MARKET]
+    market = node.app[NODE].market
     first = market.ask("compute")
     market.note_fuel(market.compute_capacity() // 2)
     assert market.ask("compute") > first
@@ -53,7 +53,7 @@ async def test_market_routes_refuse_bad_input(node) -> None:
         assert response.status == 400 and (await response.json())["code"] == "invalid-argument"
     response = await node.get("/v1/market/explain/no-such-need")
     assert response.status == 404 and (await response.json())["code"] == "need-not-found"
-    peer = node.app[MARKET].me
+    peer = node.app[NODE].market.me
     for body in ({"peer": peer}, {"peer": peer, "weight": "lots"}, {"peer": peer, "weight": -1},
                  {"peer": "not-a-node", "weight": 1}):
         response = await node.post("/v1/market/recognize", json=body)
@@ -65,18 +65,18 @@ async def test_recognition_set_by_the_user_is_published_and_kept(node_factory) -
     peer = Identity.generate().id
     response = await node.post("/v1/market/recognize", json={"peer": peer, "weight": "0.75"})
     assert response.status == 200 and (await response.json())["weight"] == "0.75"
-    market = node.app[MARKET]
+    market = node.app[NODE].market
     market.publish()
     assert market.book.get(market.me).recognition[peer] == market.recognition()[peer]
     response = await node.post("/v1/market/recognize", json={"peer": peer, "weight": None})
-    assert response.status == 200 and peer not in market.user_weights
+    assert response.status == 200 and peer not in market.weights.user_weights
 
 
 async def test_a_market_round_writes_the_new_commitment_off_the_event_loop_and_shows_it_once_written(node_factory) -> None:
     """The round's synced write of this node's commitment ran on the event loop: up to 46 ms with puts fsyncing
     shares.  Now it runs in the CPU pool, and peers see the commitment only after."""
     node = await node_factory()
-    market = node.app[MARKET]
+    market = node.app[NODE].market
     loop_thread, seen = threading.get_ident(), []
     store = market._store_own
 
@@ -95,7 +95,7 @@ async def test_a_market_round_writes_the_new_commitment_off_the_event_loop_and_s
 
 async def test_an_older_commitment_written_late_never_overwrites_a_newer_one(node_factory) -> None:
     node = await node_factory()
-    market = node.app[MARKET]
+    market = node.app[NODE].market
     market.recognize(Identity.generate().id, "0.5")
     first = market._sign_own(force=True)
     second = market._sign_own(force=True)
@@ -107,7 +107,7 @@ async def test_an_older_commitment_written_late_never_overwrites_a_newer_one(nod
 
 async def test_a_commitment_whose_write_failed_is_signed_and_written_again_by_the_next_round(node_factory) -> None:
     node = await node_factory()
-    market = node.app[MARKET]
+    market = node.app[NODE].market
     market.recognize(Identity.generate().id, "0.5")
     store = market._store_own
 
@@ -126,7 +126,7 @@ async def test_a_commitment_whose_write_failed_is_signed_and_written_again_by_th
 
 
 async def test_a_forged_commitment_from_a_peer_is_ignored(node) -> None:
-    market = node.app[MARKET]
+    market = node.app[NODE].market
     mine = market.book.get(market.me).to_json()
     forged = {**mine, "participant": Identity.generate().id}
     before = market.book.digest()
@@ -136,7 +136,7 @@ async def test_a_forged_commitment_from_a_peer_is_ignored(node) -> None:
 
 async def test_recognition_counters_are_written_once_a_round_not_by_every_paid_call(node_factory) -> None:
     node = await node_factory()
-    market = node.app[MARKET]
+    market = node.app[NODE].market
     saved = lambda: json.loads(market.db.get(keys.MARKET_SELF))  # noqa: E731
     market.save_counters()
     before = saved()
@@ -157,7 +157,7 @@ async def test_the_compute_ask_is_the_one_in_the_offer_whatever_the_use_the_conf
     a node that offers no compute, and one that is leaving."""
     node = await node_factory(compute={"threads": 2}, market={"fuel_per_second": 1000, "compute_ask_floor": 10,
                                                               "compute_ask_ceiling": 5000})
-    market = node.app[MARKET]
+    market = node.app[NODE].market
 
     def offered() -> int | None:
         b = market.bucket()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xsc.node.appkeys import MARKET
+from xsc.node.appkeys import NODE
 from xsc.storage import Capability
 
 
@@ -13,7 +13,7 @@ async def test_explain_gives_the_figures_and_what_would_have_matched(node) -> No
     found = await (await node.get(f"/v1/market/explain/{need}")).json()
     assert found["code"] in ("below_clearing_price", "no_trade")
     assert found["bid"] == 1 and found["kind"] == "storage" and found["quantity"] > 0
-    assert found["best_ask"] == node.app[MARKET].ask("storage")
+    assert found["best_ask"] == node.app[NODE].market.ask("storage")
     assert "a bid of at least" in found["would_match"]
 
 
@@ -41,9 +41,8 @@ async def test_prices_show_one_clearing_per_market_and_second(node) -> None:
 async def test_a_put_that_cannot_survive_a_node_loss_says_so(node_factory) -> None:
     quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
     a, b = await node_factory("a", **quiet), await node_factory("b", **quiet)
-    from xsc.node.appkeys import PEERS
 
-    await a.app[PEERS].add(b.app[PEERS].url)
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
     answer = await (await a.post("/v1/store/files", data=b"s" * 9000, params={"spread": "1"})).json()
     assert answer["nodes"] == 2 and answer["node_failures_survived"] == 0
     assert "warning: the loss of any one of them loses the file" in answer["placement_note"]
@@ -54,11 +53,10 @@ async def test_a_put_that_cannot_survive_a_node_loss_says_so(node_factory) -> No
 async def test_avoiding_the_only_other_provider_keeps_the_file_home(node_factory) -> None:
     quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
     a, b = await node_factory("a", **quiet), await node_factory("b", **quiet)
-    from xsc.node.appkeys import PEERS
 
-    await a.app[PEERS].add(b.app[PEERS].url)
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
     for spread in ("0", "1"):  # one provider left: all six here, never "no room"
         response = await a.post("/v1/store/files", data=b"s" * 9000,
-                                params={"avoid": b.app[PEERS].identity.id, "spread": spread})
+                                params={"avoid": b.app[NODE].peers.identity.id, "spread": spread})
         assert response.status == 201, await response.text()
-        assert (await response.json())["placement"] == [a.app[PEERS].identity.id] * 6
+        assert (await response.json())["placement"] == [a.app[NODE].peers.identity.id] * 6

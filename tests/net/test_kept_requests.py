@@ -13,7 +13,7 @@ from xsc.errors import PeerIdentityMismatch, PeerRefused, PeerUnreachable
 from xsc.health import check_answer, new_nonce
 from xsc.identity import Identity
 from xsc.net import PeerClient
-from xsc.node.appkeys import PEERS
+from xsc.node.appkeys import NODE
 
 from tests.support.nodes import free_port
 from tests.support.waiting import eventually_async
@@ -23,12 +23,12 @@ FAST = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
 async def test_kept_requests_answer_as_the_session_does_over_one_tls_connection(node_factory) -> None:
     a, b = await node_factory("a", **FAST), await node_factory("b", **FAST)
-    client, b_url, b_id = a.app[PEERS].client, b.app[PEERS].url, b.app[PEERS].identity.id
+    client, b_url, b_id = a.app[NODE].peers.client, b.app[NODE].peers.url, b.app[NODE].peers.identity.id
     for _ in range(5):
         nonce = new_nonce()
         response = await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": nonce}, to=b_id, kept=True)
         assert response.status == 200 and response.node == b_id  # the TLS handshake proved who answered
-        check_answer(response.json(), nonce=nonce, prober=a.app[PEERS].identity.id, responder=b_id)
+        check_answer(response.json(), nonce=nonce, prober=a.app[NODE].peers.identity.id, responder=b_id)
     assert client.kept_opened == 1  # one connection, kept alive for all five
 
     with pytest.raises(PeerRefused) as refused:  # the peer's problem comes through whole

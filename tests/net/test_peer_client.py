@@ -1,4 +1,4 @@
-"""The service the rest of the node uses (app[PEERS]): signed requests, peers(), availability()."""
+"""The service the rest of the node uses (app[NODE].peers): signed requests, peers(), availability()."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import pytest
 
 from xsc.errors import PeerRefused, PeerUnreachable
 from xsc.health import check_answer, new_nonce
-from xsc.node.appkeys import HEALTH
-from xsc.node.appkeys import PEERS
+from xsc.node.appkeys import NODE
 
 from tests.support.nodes import free_port
 from tests.support.waiting import eventually_async
@@ -18,9 +17,9 @@ FAST = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
 async def test_the_peer_service_signs_requests_and_reports_availability(node_factory) -> None:
     a, b = await node_factory("a", **FAST), await node_factory("b", **FAST)
-    peers_a, b_url = a.app[PEERS], b.app[PEERS].url
+    peers_a, b_url = a.app[NODE].peers, b.app[NODE].peers.url
     added = await peers_a.add(b_url)
-    b_id = b.app[PEERS].identity.id
+    b_id = b.app[NODE].peers.identity.id
     assert added.id == b_id and [d.id for d in peers_a.peers()] == [b_id]
     assert peers_a.availability(b_id).up is True  # its answer to add's challenge counts as a probe
     # ... and a node learned of is probed at once
@@ -40,11 +39,11 @@ async def test_the_peer_service_signs_requests_and_reports_availability(node_fac
     with pytest.raises(PeerUnreachable):
         await peers_a.request(f"http://127.0.0.1:{free_port()}", "POST", "/v1/peer/challenge", json={})
 
-    result = await a.app[HEALTH].probe_round()
+    result = await a.app[NODE].health.probe_round()
     assert result["ok"] == 1 and result["results"][0]["id"] == b_id
     stats = peers_a.availability(b_id)
     assert stats.up is True and stats.probes_1h == 3 and stats.latency_ms > 0  # its add, learning of it, the round
-    a.app[HEALTH].record_audit(b_id, False, "block 7 of share 3 does not match its root")
+    a.app[NODE].health.record_audit(b_id, False, "block 7 of share 3 does not match its root")
     assert peers_a.availability(b_id).last_audit["ok"] is False
     health = await (await a.get("/health")).json()
     assert health["checks"]["peers:reachable"][0]["status"] == "pass"

@@ -15,7 +15,7 @@ from xsc.identity import Identity, sign_request
 from xsc.net import PeerClient
 from xsc.storage.holder_client import RemoteHolder
 from xsc.node import IDENTITY
-from xsc.node.appkeys import GATEWAY, PEER_WORK, PEERS, SHARE_HOLDER
+from xsc.node.appkeys import NODE, PEER_WORK
 from xsc.node.auth import PEER_PREFIX
 from xsc.node.peer_routes import PEER_ROUTES, WORK_BURST
 from xsc.storage.wire import MAX_PUT_BYTES
@@ -75,7 +75,7 @@ async def test_a_share_upload_body_is_bounded_by_what_the_share_holds_before_it_
     uploader = Identity.generate()
     f = EncodedFile(300)
     async with aiohttp.ClientSession() as session:
-        holder = RemoteHolder(PeerClient(uploader, session, 30.0), node.app[IDENTITY].id, node.app[PEERS].url,
+        holder = RemoteHolder(PeerClient(uploader, session, 30.0), node.app[IDENTITY].id, node.app[NODE].peers.url,
                               DEAL_PRICE, uploader.id)
         upload = await holder.begin(f.si, SHARE, f.size, f.segment_size, lease())
         status, line = await _headers_only(node, uploader, "PUT", f"/v1/peer/uploads/{upload}/segments/0",
@@ -83,4 +83,4 @@ async def test_a_share_upload_body_is_bounded_by_what_the_share_holds_before_it_
         assert status == 413, line
         await holder.put_segments(upload, 0, f.blocks[SHARE])
         await holder.commit(upload, f.hashes[SHARE], f.manifest.encode())
-    assert len(node.app[SHARE_HOLDER]) == 0 and node.app[GATEWAY].store.shares_held == 1
+    assert len(node.app[NODE].share_holder) == 0 and node.app[NODE].gateway.store.shares_held == 1

@@ -23,7 +23,7 @@ async def test_a_bad_continuation_token_is_a_400_problem(node):
 async def test_deeply_nested_json_is_a_400_problem_and_the_node_keeps_serving(node) -> None:
     """100,000 nested arrays (a 500 before: the parser's recursion) on the user API and on a signed peer route."""
     from xsc.identity import Identity, sign_request
-    from xsc.node.appkeys import PEERS
+    from xsc.node.appkeys import NODE
 
     from tests.support.attacks import DEEP_JSON as deep
 
@@ -32,7 +32,7 @@ async def test_deeply_nested_json_is_a_400_problem_and_the_node_keeps_serving(no
         problem = await response.json()
         assert response.status == 400 and problem["status"] == 400 and "nest" in problem["detail"], problem
     headers = {**sign_request(Identity.generate(), "POST", "/v1/peer/market", deep,
-                              receiver=node.app[PEERS].identity.id), "Content-Type": "application/json"}
+                              receiver=node.app[NODE].peers.identity.id), "Content-Type": "application/json"}
     response = await node.post("/v1/peer/market", data=deep, headers=headers)
     problem = await response.json()
     assert response.status == 400 and "nest" in problem["detail"], problem
@@ -45,12 +45,11 @@ async def test_deeply_nested_json_is_a_400_problem_and_the_node_keeps_serving(no
 async def test_a_timestamp_header_in_other_digits_is_a_400_problem(node) -> None:
     """`²` is a digit to str.isdigit() and not to int(): a bad request (400), never a 500 or a 401."""
     from xsc.identity import HEADER_TIMESTAMP, Identity, sign_request
-    from xsc.node.appkeys import PEERS
 
     body = b'{"nonce": "' + b"ab" * 16 + b'"}'
     for stamp in ("²", "１２３", "12²"):
         headers = {**sign_request(Identity.generate(), "POST", "/v1/peer/challenge", body,
-                                  receiver=node.app[PEERS].identity.id), HEADER_TIMESTAMP: stamp,
+                                  receiver=node.app[NODE].peers.identity.id), HEADER_TIMESTAMP: stamp,
                    "Content-Type": "application/json"}
         response = await node.post("/v1/peer/challenge", data=body, headers=headers)
         problem = await response.json()

@@ -13,7 +13,7 @@ from xsc.errors import PeerRefused
 from xsc.identity import (HEADER_GRID, NODE_KEY_FILE, Identity, id_difficulty, parse_public_id, sign_request,
                           write_secret)
 from xsc.ledger.model import authorize, encode_authorization
-from xsc.node.appkeys import MARKET, PEERS, REPLAY_GUARD
+from xsc.node.appkeys import NODE, REPLAY_GUARD
 from xsc.peers import make_descriptor
 from xsc.peers.admission import Quarantine
 
@@ -34,7 +34,7 @@ def _weak(bits: int = BITS) -> Identity:
 
 async def _signed(node, signer: Identity, path: str, payload: dict, **extra_headers) -> tuple[int, dict]:
     body = json.dumps(payload).encode()
-    headers = {**sign_request(signer, "POST", path, body, receiver=node.app[PEERS].identity.id),
+    headers = {**sign_request(signer, "POST", path, body, receiver=node.app[NODE].peers.identity.id),
                "Content-Type": "application/json", **extra_headers}
     response = await node.post(path, data=body, headers=headers)
     return response.status, await response.json()
@@ -54,7 +54,7 @@ def test_a_minted_id_has_the_proof_of_work_asked() -> None:
 
 async def test_an_id_without_proof_of_work_is_refused_before_anything_is_remembered(node_factory) -> None:
     node = await node_factory("strict", **{**QUIET, "peers": {**QUIET["peers"], "min_difficulty": BITS}})
-    assert id_difficulty(node.app[PEERS].identity.public_key) >= BITS  # minted on its first start
+    assert id_difficulty(node.app[NODE].peers.identity.public_key) >= BITS  # minted on its first start
     weak, strong = _weak(), Identity.mint(BITS)
     status, problem = await _signed(node, weak, "/v1/peer/challenge", {"nonce": "ab" * 16})
     assert status == 403 and problem["code"] == "not-admitted", problem
@@ -67,7 +67,7 @@ async def test_an_id_without_proof_of_work_is_refused_before_anything_is_remembe
     status, answer = await _signed(node, strong, "/v1/peer/descriptors",
                                    {"descriptors": [_descriptor(weak, 1111), _descriptor(other, 2222)]})
     assert status == 200, answer
-    assert node.app[PEERS].directory.get(weak.id) is None and node.app[PEERS].directory.get(other.id) is not None
+    assert node.app[NODE].peers.directory.get(weak.id) is None and node.app[NODE].peers.directory.get(other.id) is not None
 
 
 async def test_an_old_id_keeps_working_and_each_peer_judges_it_by_its_own_difficulty(make_config) -> None:
@@ -79,18 +79,18 @@ async def test_an_old_id_keeps_working_and_each_peer_judges_it_by_its_own_diffic
     try:
         old = await serve(old_config)  # its own peers.min_difficulty is higher than its id's: it starts anyway
         nodes.append(old)
-        assert old.app[PEERS].identity.id == weak.id
+        assert old.app[NODE].peers.identity.id == weak.id
         response = await old.post("/v1/store/files", data=b"still mine" * 100)
         assert response.status == 201, await response.text()
         lax = await serve(make_config("lax", **{**QUIET, "peers": {**QUIET["peers"], "min_difficulty": 0}}))
         strict = await serve(make_config("strict", **{**QUIET, "peers": {**QUIET["peers"], "min_difficulty": BITS}}))
         nodes += [lax, strict]
         # A peer asking as much refuses it, both ways; one asking none takes its requests.
-        response = await strict.post("/v1/peers", json={"url": old.app[PEERS].url})
+        response = await strict.post("/v1/peers", json={"url": old.app[NODE].peers.url})
         problem = await response.json()
         assert response.status >= 400 and "not admitted here" in problem["detail"], problem
-        assert strict.app[PEERS].directory.get(weak.id) is None
-        response = await old.post("/v1/peers", json={"url": strict.app[PEERS].url})
+        assert strict.app[NODE].peers.directory.get(weak.id) is None
+        response = await old.post("/v1/peers", json={"url": strict.app[NODE].peers.url})
         problem = await response.json()
         assert response.status >= 400 and "not-admitted" not in problem.get("code", "") and \
             "proof of work" in problem["detail"], problem
@@ -107,15 +107,15 @@ async def test_a_closed_grid_refuses_nodes_without_its_secret(node_factory) -> N
     g2 = await node_factory("g2", **grid)
     outsider = await node_factory("outsider", **QUIET)
     wrong = await node_factory("wrong", **{**QUIET, "peers": {**QUIET["peers"], "grid_secret": "x" * 32}})
-    g1_url, g1_id = g1.app[PEERS].url, g1.app[PEERS].identity.id
+    g1_url, g1_id = g1.app[NODE].peers.url, g1.app[NODE].peers.identity.id
 
     response = await g2.post("/v1/peers", json={"url": g1_url})
     assert response.status == 201, await response.text()
-    assert g1.app[PEERS].known(g2.app[PEERS].identity.id) and g2.app[PEERS].known(g1_id)
+    assert g1.app[NODE].peers.known(g2.app[NODE].peers.identity.id) and g2.app[NODE].peers.known(g1_id)
     for node in (outsider, wrong):
         response = await node.post("/v1/peers", json={"url": g1_url})
         assert response.status >= 400, await response.text()
-        assert not g1.app[PEERS].known(node.app[PEERS].identity.id)
+        assert not g1.app[NODE].peers.known(node.app[NODE].peers.identity.id)
     stranger = Identity.generate()
     status, problem = await _signed(g1, stranger, "/v1/peer/challenge", {"nonce": "ab" * 16})
     assert status == 403 and problem["code"] == "not-admitted" and "grid" in problem["detail"], problem
@@ -123,25 +123,25 @@ async def test_a_closed_grid_refuses_nodes_without_its_secret(node_factory) -> N
                                     **{HEADER_GRID: "00" * 32})
     assert status == 403 and problem["code"] == "not-admitted", problem
     # A descriptor without the grid's proof is not stored, even from a member; with it, it is.
-    member = g2.app[PEERS].identity  # a member passes on two descriptors by hand, one without the grid's proof
+    member = g2.app[NODE].peers.identity  # a member passes on two descriptors by hand, one without the grid's proof
     body = {"descriptors": [_descriptor(stranger, 3333), _descriptor(Identity.generate(), 4444, SECRET)]}
     raw = json.dumps(body).encode()
     headers = sign_request(member, "POST", "/v1/peer/descriptors", raw, receiver=g1_id, grid_secret=SECRET)
     response = await g1.post("/v1/peer/descriptors", data=raw, headers={**headers, "Content-Type": "application/json"})
     assert response.status == 200, await response.text()
-    assert g1.app[PEERS].directory.get(stranger.id) is None
-    assert g1.app[PEERS].directory.get(body["descriptors"][1]["id"]) is not None
+    assert g1.app[NODE].peers.directory.get(stranger.id) is None
+    assert g1.app[NODE].peers.directory.get(body["descriptors"][1]["id"]) is not None
 
 
 async def _bogus_receipt(victim, peer) -> int:
     """`peer` asks `victim` to countersign a storage receipt for a share it never placed there (refused)."""
-    victim_id = victim.app[PEERS].identity.id
+    victim_id = victim.app[NODE].peers.identity.id
     job = f"store:{os.urandom(32).hex()}:0:{int(time.time()) - 10}:{int(time.time()) - 1}"
-    auth = authorize(peer.app[PEERS].identity, parse_public_id(victim_id), 1000, job, int(time.time()) + 600,
+    auth = authorize(peer.app[NODE].peers.identity, parse_public_id(victim_id), 1000, job, int(time.time()) + 600,
                      os.urandom(16))
     try:
-        await peer.app[PEERS].client.request(
-            victim.app[PEERS].url, "POST", "/v1/peer/ledger/receipts", to=victim_id,
+        await peer.app[NODE].peers.client.request(
+            victim.app[NODE].peers.url, "POST", "/v1/peer/ledger/receipts", to=victim_id,
             json={"authorization": encode_authorization(auth).hex(), "amount": 1000, "usage": {"byte_hours": 1}})
     except PeerRefused as err:
         return err.details["peer_status"]
@@ -154,18 +154,18 @@ async def test_a_peer_that_misbehaves_is_quarantined_dropped_from_the_book_and_r
     bad = None
     try:
         bad = await serve(make_config("bad", **QUIET))
-        bad_id = bad.app[PEERS].identity.id
-        await victim.app[PEERS].add(bad.app[PEERS].url)
+        bad_id = bad.app[NODE].peers.identity.id
+        await victim.app[NODE].peers.add(bad.app[NODE].peers.url)
         for _ in range(50):
-            await victim.app[MARKET].fill_book()
-            if victim.app[MARKET].book.get(bad_id) is not None:
+            await victim.app[NODE].market.fill_book()
+            if victim.app[NODE].market.book.get(bad_id) is not None:
                 break
-        assert victim.app[MARKET].active(bad_id)
+        assert victim.app[NODE].market.active(bad_id)
         for _ in range(3):  # three refused claims within the hour
             assert await _bogus_receipt(victim, bad) == 403
-        assert victim.app[MARKET].book.get(bad_id) is None and not victim.app[MARKET].active(bad_id)
-        assert victim.app[MARKET].receive([bad.app[MARKET].book.get(bad_id).to_json()]) == 0
-        status, problem = await _signed(victim, bad.app[PEERS].identity, "/v1/peer/challenge", {"nonce": "ab" * 16})
+        assert victim.app[NODE].market.book.get(bad_id) is None and not victim.app[NODE].market.active(bad_id)
+        assert victim.app[NODE].market.receive([bad.app[NODE].market.book.get(bad_id).to_json()]) == 0
+        status, problem = await _signed(victim, bad.app[NODE].peers.identity, "/v1/peer/challenge", {"nonce": "ab" * 16})
         assert status == 403 and problem["code"] == "quarantined", problem
         assert "xsc peers quarantine rm" in problem["hint"]
         listed = (await (await victim.get("/v1/peers/quarantine")).json())["quarantined"]
@@ -175,11 +175,11 @@ async def test_a_peer_that_misbehaves_is_quarantined_dropped_from_the_book_and_r
         assert response.status == 201, await response.text()
         await victim.close()
         victim = await serve(config)
-        status, problem = await _signed(victim, bad.app[PEERS].identity, "/v1/peer/challenge", {"nonce": "ab" * 16})
+        status, problem = await _signed(victim, bad.app[NODE].peers.identity, "/v1/peer/challenge", {"nonce": "ab" * 16})
         assert status == 403 and problem["code"] == "quarantined", problem
         response = await victim.delete(f"/v1/peers/quarantine/{bad_id}")
         assert response.status == 200, await response.text()
-        status, answer = await _signed(victim, bad.app[PEERS].identity, "/v1/peer/challenge", {"nonce": "ab" * 16})
+        status, answer = await _signed(victim, bad.app[NODE].peers.identity, "/v1/peer/challenge", {"nonce": "ab" * 16})
         assert status == 200, answer
         response = await victim.delete(f"/v1/peers/quarantine/{bad_id}")
         assert response.status == 404

@@ -9,7 +9,7 @@ import time
 import plyvel
 
 from xsc.identity import Identity, sign_request
-from xsc.node.appkeys import ALLOCATION, MARKET, PEERS
+from xsc.node.appkeys import NODE
 from xsc.peers import PeerDirectory, make_descriptor
 from xsc.peers import service
 from xsc.peers.service import MAX_NEW_PER_MESSAGE, MAX_PER_MESSAGE, NEW_NODE_BURST
@@ -23,8 +23,8 @@ QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 async def test_a_flood_of_fake_nodes_takes_a_bounded_place_and_the_real_peers_stay(node_factory) -> None:
     node = await node_factory("victim", **QUIET)
     honest = await node_factory("honest", **QUIET)
-    await node.app[PEERS].add(honest.app[PEERS].url)
-    peers = node.app[PEERS]
+    await node.app[NODE].peers.add(honest.app[NODE].peers.url)
+    peers = node.app[NODE].peers
     now = int(time.time() * 1000)
     fakes = [make_descriptor(Identity.generate(), url=f"http://127.0.0.{2 + i // 250}:{10000 + i}", capacity=1,
                              free=1, version="0", timestamp=now).to_json() for i in range(999)]
@@ -37,7 +37,7 @@ async def test_a_flood_of_fake_nodes_takes_a_bounded_place_and_the_real_peers_st
     assert response.status == 200
     answer = await response.json()
     assert len(peers.peers()) <= 1 + MAX_NEW_PER_MESSAGE
-    assert peers.known(honest.app[PEERS].identity.id)
+    assert peers.known(honest.app[NODE].peers.identity.id)
     assert len(answer["descriptors"]) <= MAX_PER_MESSAGE
     # Again and again: the directory never holds more than its bound, and the honest peer is kept.
     for _ in range(3):
@@ -47,7 +47,7 @@ async def test_a_flood_of_fake_nodes_takes_a_bounded_place_and_the_real_peers_st
         headers = {**sign_request(attacker, "POST", path, raw, receiver=peers.identity.id),
                    "Content-Type": "application/json"}
         assert (await node.post(path, data=raw, headers=headers)).status == 200
-    assert peers.known(honest.app[PEERS].identity.id)
+    assert peers.known(honest.app[NODE].peers.identity.id)
     assert len(peers.peers()) <= 1 + 4 * MAX_NEW_PER_MESSAGE
 
 
@@ -57,7 +57,7 @@ async def test_one_address_adds_at_most_its_budget_of_new_nodes_whatever_keys_si
     NEW_NODE_BURST and `peers.new_node_rate` a second after it."""
     node = await node_factory("victim", health={"probe_interval": 3600},
                               peers={"gossip_interval": 3600, "new_node_rate": 1})
-    peers = node.app[PEERS]
+    peers = node.app[NODE].peers
     path = "/v1/peer/descriptors"
     start, statuses = time.monotonic(), []
     for n in range(NEW_NODE_BURST // MAX_NEW_PER_MESSAGE + 4):
@@ -149,7 +149,7 @@ async def test_nodes_a_stranger_names_are_sent_nothing_but_a_probe_and_recognise
     /health samples up to 108 ms).  Now nothing but the probe goes to it, and it is recognised 0 until it answers one."""
     node = await node_factory("victim", health={"probe_interval": 3600, "probe_timeout": 60},
                               peers={"gossip_interval": 3600, "tls": False})
-    peers = node.app[PEERS]
+    peers = node.app[NODE].peers
     listener = _Listener()
     try:
         ports = await listener.open(4)
@@ -166,7 +166,7 @@ async def test_nodes_a_stranger_names_are_sent_nothing_but_a_probe_and_recognise
                                 "a probe of each fake node")
         assert all(peers.availability(key.id).up is None for key in fakes)  # probed, not answered
 
-        market, allocation = node.app[MARKET], node.app[ALLOCATION]
+        market, allocation = node.app[NODE].market, node.app[NODE].allocation
         assert not set(market.recognition()) & {key.id for key in fakes}
         await market.fill_book()
         await allocation.maintain_subscriptions()

@@ -11,7 +11,7 @@ import pytest
 from xsc.errors import PeerRefused, QuotaExceeded
 from xsc.identity import Identity
 from xsc.net import PeerClient
-from xsc.node.appkeys import HEALTH, PEERS
+from xsc.node.appkeys import NODE
 from xsc.node.limits import RateLimiter
 from xsc.peers.probes import PROBES_AT_ONCE
 
@@ -23,7 +23,7 @@ QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600, 
 
 async def test_a_flooding_peer_is_slowed_and_the_others_are_not(node_factory) -> None:
     node = await node_factory("target", **QUIET)
-    peers = node.app[PEERS]
+    peers = node.app[NODE].peers
     # Fewer connections at once than the node sniffs for TLS at a time (sniff.MAX_PENDING): this client shares the
     # node's event loop, so its ClientHellos go out only after the node has accepted the whole burst.
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit_per_host=8)) as session:
@@ -82,7 +82,7 @@ def test_the_limiter_refills_and_forgets_the_least_recent_keys() -> None:
 async def test_a_probe_round_of_many_peers_keeps_a_bounded_number_in_flight(node_factory) -> None:
     """1,000 probes in flight at once kept ~40,000 objects for every full garbage collection to scan."""
     node = await node_factory("prober", **QUIET)
-    peers, health = node.app[PEERS], node.app[HEALTH]
+    peers, health = node.app[NODE].peers, node.app[NODE].health
     keys = [Identity.generate() for _ in range(PROBES_AT_ONCE + 40)]
     in_flight, most, asked = 0, 0, []
 
@@ -119,7 +119,7 @@ async def test_a_probe_round_of_many_peers_keeps_a_bounded_number_in_flight(node
 async def test_the_node_backs_off_probing_peers_that_never_answer_and_probes_all_on_request(node_factory) -> None:
     """A stranger's 1,000 fake peers made the node probe 1,000 dead addresses every round."""
     node = await node_factory("prober", **QUIET)
-    peers, health = node.app[PEERS], node.app[HEALTH]
+    peers, health = node.app[NODE].peers, node.app[NODE].health
     dead = [Identity.generate() for _ in range(32)]
     alive = Identity.generate()
     asked: list[str] = []

@@ -18,7 +18,7 @@ from xsc.errors import PeerIdentityMismatch, PeerUnreachable
 from xsc.health import new_nonce
 from xsc.identity import Identity, sign_request
 from xsc.net import tls
-from xsc.node.appkeys import IDENTITY, PEERS, REPLAY_GUARD
+from xsc.node.appkeys import IDENTITY, NODE, REPLAY_GUARD
 
 from tests.support.nodes import free_port
 from tests.support.peers import FAST as PROCESS_FAST
@@ -31,7 +31,7 @@ CHALLENGE = "/v1/peer/challenge"
 
 
 def _port(node) -> int:
-    return int(node.app[PEERS].url.rsplit(":", 1)[1])
+    return int(node.app[NODE].peers.url.rsplit(":", 1)[1])
 
 
 async def _tls_handshake(port: int, node_id: str | None) -> tuple[str | None, str]:
@@ -68,13 +68,13 @@ def _signed_plaintext(sender: Identity, receiver: str, port: int) -> bytes:
 async def test_two_nodes_talk_over_tls_that_proves_each_node_id(node_factory) -> None:
     a, b = await node_factory("a", **FAST), await node_factory("b", **FAST)
     b_id = b.app[IDENTITY].id
-    assert b.app[PEERS].url.startswith("https://127.0.0.1:")  # what b's signed descriptor tells its peers
-    added = await a.app[PEERS].add(b.app[PEERS].url)
+    assert b.app[NODE].peers.url.startswith("https://127.0.0.1:")  # what b's signed descriptor tells its peers
+    added = await a.app[NODE].peers.add(b.app[NODE].peers.url)
     assert added.id == b_id and added.url.startswith("https://")
-    response = await a.app[PEERS].request(added.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
+    response = await a.app[NODE].peers.request(added.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
     assert response.status == 200 and response.node == b_id  # the TLS handshake proved b's key
     # b knows a by its https URL too (a sent its descriptor), and reaches it over TLS.
-    back = await b.app[PEERS].request(a.app[PEERS].url, "POST", CHALLENGE, json={"nonce": new_nonce()})
+    back = await b.app[NODE].peers.request(a.app[NODE].peers.url, "POST", CHALLENGE, json={"nonce": new_nonce()})
     assert back.node == a.app[IDENTITY].id
     # The port itself: TLS 1.3 with a certificate whose key is the node id, the same every start.
     assert await _tls_handshake(_port(b), b_id) == (b_id, "TLSv1.3")
@@ -115,21 +115,21 @@ def _tls_request(port: int, sender: Identity, receiver: str) -> bytes:
 async def test_a_node_whose_key_is_not_the_expected_id_gets_nothing(node_factory) -> None:
     a, b, c = [await node_factory(name, **FAST) for name in "abc"]
     b_id, c_id = b.app[IDENTITY].id, c.app[IDENTITY].id
-    await a.app[PEERS].add(b.app[PEERS].url)
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
     # c answers at the URL where a expects b (a moved address, a DNS or routing attack): refused in the handshake.
     with pytest.raises(PeerIdentityMismatch) as refused:
-        await a.app[PEERS].request(c.app[PEERS].url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
+        await a.app[NODE].peers.request(c.app[NODE].peers.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
     assert refused.value.details["expected"] == b_id and refused.value.details["presented"] == c_id
     assert refused.value.details["sent"] is False and f"it is node {c_id}, not node {b_id}" in str(refused.value)
-    assert len(c.app[REPLAY_GUARD]) == 0 and c.app[PEERS].peers() == []  # c never saw the request
+    assert len(c.app[REPLAY_GUARD]) == 0 and c.app[NODE].peers.peers() == []  # c never saw the request
     # The user names the node it wants: https://NODE_ID@HOST:PORT.  The wrong node there is refused the same way.
-    pinned = c.app[PEERS].url.replace("https://", f"https://{b_id}@")
+    pinned = c.app[NODE].peers.url.replace("https://", f"https://{b_id}@")
     response = await a.post("/v1/peers", json={"url": pinned})
     problem = await response.json()
     assert response.status == 502 and problem["code"] == "peer-identity-mismatch", problem
-    assert c.app[PEERS].peers() == [] and not a.app[PEERS].known(c_id)
+    assert c.app[NODE].peers.peers() == [] and not a.app[NODE].peers.known(c_id)
     # ... and the right one is added.
-    right = c.app[PEERS].url.replace("https://", f"https://{c_id}@")
+    right = c.app[NODE].peers.url.replace("https://", f"https://{c_id}@")
     response = await a.post("/v1/peers", json={"url": right})
     assert response.status == 201 and (await response.json())["peer"]["id"] == c_id
 
@@ -200,7 +200,7 @@ async def test_a_tampering_proxy_makes_the_call_fail_clearly_never_silently(node
     proxy_port = await proxy.start()
     try:
         with pytest.raises(PeerUnreachable) as failed:
-            await a.app[PEERS].request(f"https://127.0.0.1:{proxy_port}", "POST", CHALLENGE,
+            await a.app[NODE].peers.request(f"https://127.0.0.1:{proxy_port}", "POST", CHALLENGE,
                                        json={"nonce": new_nonce()}, to=b_id, timeout=10)
     finally:
         await proxy.close()
@@ -209,7 +209,7 @@ async def test_a_tampering_proxy_makes_the_call_fail_clearly_never_silently(node
     if where != "response":  # a tampered handshake or request never reaches b's handlers
         assert len(b.app[REPLAY_GUARD]) == 0
     # Without the proxy the same call works: the failure was the tampering, and it was not silent.
-    response = await a.app[PEERS].request(b.app[PEERS].url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
+    response = await a.app[NODE].peers.request(b.app[NODE].peers.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
     assert response.status == 200 and response.node == b_id
 
 
@@ -254,7 +254,7 @@ async def test_first_contact_by_bare_url_pins_the_key_that_answered(node_factory
 
     a, honest = await node_factory("a", **FAST), await node_factory("honest", **FAST)
     impostor = Identity.generate()
-    stolen = honest.app[PEERS].descriptor().to_json()  # descriptors are public: anyone may pass one on
+    stolen = honest.app[NODE].peers.descriptor().to_json()  # descriptors are public: anyone may pass one on
     seen: list[str] = []
 
     async def exchange(request: web.Request) -> web.Response:
@@ -269,11 +269,11 @@ async def test_first_contact_by_bare_url_pins_the_key_that_answered(node_factory
     await web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls.server_context(impostor, tmp_path)).start()
     try:
         with pytest.raises(PeerRefused) as refused:
-            await a.app[PEERS].add(f"https://127.0.0.1:{port}")
+            await a.app[NODE].peers.add(f"https://127.0.0.1:{port}")
         assert f"its own descriptor is node {honest.app[IDENTITY].id}'s, but node {impostor.id} answered" \
             in str(refused.value)
         assert seen == [impostor.id]  # the exchange itself was pinned to (and signed for) the key that answered
-        assert a.app[PEERS].peers() == []
+        assert a.app[NODE].peers.peers() == []
     finally:
         await runner.cleanup()
 
@@ -297,25 +297,25 @@ def test_a_node_address_may_carry_the_node_id_that_pins_it() -> None:
 async def test_with_tls_off_plaintext_goes_to_loopback_only(node_factory) -> None:
     plain = {**FAST, "peers": {"gossip_interval": 3600, "tls": False}}
     a, b = await node_factory("a", **plain), await node_factory("b", **plain)
-    assert b.app[PEERS].url.startswith("http://127.0.0.1:")  # the plaintext baseline of bench/bench_tls.py
-    added = await a.app[PEERS].add(b.app[PEERS].url)
-    response = await a.app[PEERS].request(added.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=added.id)
+    assert b.app[NODE].peers.url.startswith("http://127.0.0.1:")  # the plaintext baseline of bench/bench_tls.py
+    added = await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    response = await a.app[NODE].peers.request(added.url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=added.id)
     assert response.status == 200 and response.node is None  # plaintext: nothing proved but the signature
-    client = a.app[PEERS].client
+    client = a.app[NODE].peers.client
     assert client.target("http://127.0.0.1:7070") == "http://127.0.0.1:7070"
     assert client.target("http://10.1.2.3:7070") == "https://10.1.2.3:7070"  # never plaintext off this machine
-    assert a.app[PEERS].client.tls is False and b.app[PEERS].client.target("https://[::1]:1") == "https://[::1]:1"
+    assert a.app[NODE].peers.client.tls is False and b.app[NODE].peers.client.target("https://[::1]:1") == "https://[::1]:1"
 
 
 async def test_a_stopped_node_takes_no_request_on_a_kept_alive_tls_connection(node_factory) -> None:
     """Closing a TLS connection only starts a close that waits for the peer: the node cuts them when it stops."""
     a, b = await node_factory("a", **FAST), await node_factory("b", **FAST)
-    b_id, b_url = b.app[IDENTITY].id, b.app[PEERS].url
-    await a.app[PEERS].add(b_url)
-    assert (await a.app[PEERS].request(b_url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)).status == 200
+    b_id, b_url = b.app[IDENTITY].id, b.app[NODE].peers.url
+    await a.app[NODE].peers.add(b_url)
+    assert (await a.app[NODE].peers.request(b_url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)).status == 200
     await b.close()
     with pytest.raises(PeerUnreachable):
-        await a.app[PEERS].request(b_url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
+        await a.app[NODE].peers.request(b_url, "POST", CHALLENGE, json={"nonce": new_nonce()}, to=b_id)
 
 
 async def test_a_silent_connection_is_plain_http_after_a_moment(node_factory, monkeypatch) -> None:

@@ -82,8 +82,7 @@ def test_damage_reports_are_checked() -> None:
 # --- one in-process node: its own shares -----------------------------------------------------
 async def test_the_scrubber_finds_a_bad_block_of_a_local_share_and_the_node_repairs_it(node_factory) -> None:
     from xsc.node import DB
-    from xsc.node.appkeys import AUDITS
-    from xsc.node.appkeys import SCRUBBER
+    from xsc.node.appkeys import NODE
 
     client = await node_factory(storage={"segment_size": 4096}, audit={"scrub_rate": 100_000})
     app = client.server.app
@@ -98,17 +97,17 @@ async def test_the_scrubber_finds_a_bad_block_of_a_local_share_and_the_node_repa
     app[DB].put(key, bytes(block))
     app[DB].delete(keys.block(si, 1, 0))
 
-    found = await app[SCRUBBER].scrub_pass()  # paced at 100 kB/s: the 6 x 5 blocks take a few tenths of a second
+    found = await app[NODE].scrubber.scrub_pass()  # paced at 100 kB/s: the 6 x 5 blocks take a few tenths of a second
     assert (found["shares"], found["damaged"]) == (6, 2)
 
     async def rebuilt() -> dict | None:
         check = await (await client.get(f"/v1/store/files/{cap}/check")).json()
-        return check if app[AUDITS].counts["repairs"] and check["healthy"] else None
+        return check if app[NODE].audits.counts["repairs"] and check["healthy"] else None
 
     check = await eventually_async(rebuilt, "both damaged shares rebuilt (one repair, or two)", 30)
     assert check["healthy"], check
     assert await (await client.get(f"/v1/store/files/{cap}")).read() == data
-    assert (await app[SCRUBBER].scrub_pass())["damaged"] == 0  # the blocks were rewritten in place
+    assert (await app[NODE].scrubber.scrub_pass())["damaged"] == 0  # the blocks were rewritten in place
 
 
 # --- seven node processes ---------------------------------------------------------------------

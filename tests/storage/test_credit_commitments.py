@@ -3,7 +3,7 @@ commit the user past its credit limit; the ones past it are refused 402 before a
 
 from __future__ import annotations
 
-from xsc.node.appkeys import DEALS, LEDGER, PAYMENTS
+from xsc.node.appkeys import NODE
 
 TEN_YEARS = 3650 * 86400
 LIMIT = 50_000  # micro-credits: a few of these puts (about 12,000 each at the default asks), never six
@@ -25,8 +25,8 @@ async def test_six_ten_year_puts_past_the_credit_limit_are_refused(node_factory)
     first_refused = statuses.index(402)
     assert all(s == 402 for s in statuses[first_refused:])  # nothing frees credit meanwhile: all later ones too
     # What the accepted puts promise stays within the limit: the user is never committed past it.
-    promised = a.app[DEALS].outstanding()
-    account = a.app[LEDGER].account_view(a.app[PAYMENTS].payer.public_key)
+    promised = a.app[NODE].deals.outstanding()
+    account = a.app[NODE].ledger.account_view(a.app[NODE].payments.payer.public_key)
     assert 0 < promised and promised - account["balance"] <= LIMIT, (promised, account)
     files = (await (await a.get("/v1/store/files")).json())["files"]
     assert len(files) == first_refused

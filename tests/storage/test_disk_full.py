@@ -100,12 +100,12 @@ async def test_lease_gc_on_a_full_disk_frees_space_and_corrupts_nothing(gc_disk)
     import time
 
     from tests.support.nodes import node_config, serve
-    from xsc.node.appkeys import GATEWAY, LEASE_GC
+    from xsc.node.appkeys import NODE
     from xsc.storage import Capability
 
     node = await serve(node_config(gc_disk, "node", storage={"capacity": "1GiB", "gc_grace": 0}))
     try:
-        store, collector = node.app[GATEWAY].store, node.app[LEASE_GC]
+        store, collector = node.app[NODE].gateway.store, node.app[NODE].lease_gc
         short = await node.post("/v1/store/files", params={"name": "short", "duration": "60"},
                                 data=os.urandom(20 * 1024**2))
         assert short.status == 201, await short.text()

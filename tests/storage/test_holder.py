@@ -15,15 +15,12 @@ from xsc.errors import BadRequest, PeerRefused
 from xsc.identity import sign_request
 from xsc.storage import holder_client as remote_holder
 from xsc.storage import wire
-from xsc.node.appkeys import IDENTITY
+from xsc.node.appkeys import IDENTITY, NODE
 from xsc.node.datadir import open_db
-from xsc.node.appkeys import PEERS
 from xsc.storage.holder_client import RemoteHolder
 from xsc.storage.wire import check_audit, proof_sides
-from xsc.node.appkeys import SHARE_HOLDER
 from xsc.storage.holder import IDLE_TIMEOUT
 from xsc.storage.wire import block_lengths, split_blocks
-from xsc.node.appkeys import GATEWAY
 from xsc.storage import layout
 from xsc.storage.manifest import decode_manifest
 from xsc.storage.merkle import block_hash, proof
@@ -43,12 +40,12 @@ def nothing_staged(store, si: bytes) -> bool:
 async def net(node_factory):
     """Three in-process nodes: a (the uploader) and c have peered with b (the holder)."""
     a, b, c = [await node_factory(name, **QUIET) for name in ("a", "b", "c")]
-    b_url, b_id = b.app[PEERS].url, b.app[PEERS].identity.id
+    b_url, b_id = b.app[NODE].peers.url, b.app[NODE].peers.identity.id
     for node in (a, c):
-        assert (await node.app[PEERS].add(b_url)).id == b_id
-    return {"a": a, "b": b, "c": c, "store": b.app[GATEWAY].store,
-            "from_a": RemoteHolder(a.app[PEERS].client, b_id, b_url, DEAL_PRICE),
-            "from_c": RemoteHolder(c.app[PEERS].client, b_id, b_url, DEAL_PRICE)}
+        assert (await node.app[NODE].peers.add(b_url)).id == b_id
+    return {"a": a, "b": b, "c": c, "store": b.app[NODE].gateway.store,
+            "from_a": RemoteHolder(a.app[NODE].peers.client, b_id, b_url, DEAL_PRICE),
+            "from_c": RemoteHolder(c.app[NODE].peers.client, b_id, b_url, DEAL_PRICE)}
 
 
 async def test_a_share_is_placed_read_audited_and_deleted_by_its_uploader_only(net) -> None:
@@ -63,7 +60,7 @@ async def test_a_share_is_placed_read_audited_and_deleted_by_its_uploader_only(n
 
     # Any node may read and audit the share: the reader checks everything against the capability.
     meta = await from_c.meta(f.si, SHARE)
-    assert meta["uploader"] == net["a"].app[PEERS].identity.id
+    assert meta["uploader"] == net["a"].app[NODE].peers.identity.id
     assert (meta["segment_count"], meta["stored_bytes"]) == (4, f.share_bytes)
     assert meta["block_hashes"] == f.hashes[SHARE]
     assert decode_manifest(meta["manifest"], f.manifest.digest()) == f.manifest
@@ -167,7 +164,7 @@ async def test_commits_that_do_not_check_out_are_refused_and_leave_nothing_stage
     assert nothing_staged(store, f.si)
 
     # An upload left idle is aborted by the holder.
-    holder = net["b"].app[SHARE_HOLDER]
+    holder = net["b"].app[NODE].share_holder
     upload = await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
     await from_a.put_segments(upload, 0, blocks[:3])
     assert await holder.reap() == 0
@@ -184,11 +181,11 @@ async def test_bad_requests_are_refused_with_problems(net) -> None:
     f = EncodedFile(2 * SEGMENT + 5)
     await place(from_a, f)
     si = f.si.hex()
-    b_url, b_id = b.app[PEERS].url, b.app[PEERS].identity.id
+    b_url, b_id = b.app[NODE].peers.url, b.app[NODE].peers.identity.id
 
     async def ask(method: str, path: str, status: int, code: str, **kwargs) -> None:
         with pytest.raises(PeerRefused) as err:
-            await a.app[PEERS].request(b_url, method, path, to=b_id, **kwargs)
+            await a.app[NODE].peers.request(b_url, method, path, to=b_id, **kwargs)
         refused(err, status, code)
 
     begin = {"size": 10, "segment_size": SEGMENT, "lease_expiry": lease(), "price": DEAL_PRICE}
@@ -247,7 +244,7 @@ async def test_bad_requests_are_refused_with_problems(net) -> None:
 async def test_a_holder_killed_mid_upload_keeps_nothing_staged(node_factory, node_process) -> None:
     a = await node_factory("a", **QUIET)
     proc = node_process("holder")
-    holder = RemoteHolder(a.app[PEERS].client, node_id(proc), proc.url, DEAL_PRICE)
+    holder = RemoteHolder(a.app[NODE].peers.client, node_id(proc), proc.url, DEAL_PRICE)
     f = EncodedFile(5 * SEGMENT)
     upload = await holder.begin(f.si, SHARE, f.size, f.segment_size, lease())
     await holder.put_segments(upload, 0, f.blocks[SHARE][:3])

@@ -17,7 +17,7 @@ from xsc.errors import PeerRefused
 from xsc.identity import Identity, public_id
 from xsc.net import PeerClient
 from xsc.storage.holder_client import RemoteHolder
-from xsc.node.appkeys import GATEWAY, LEASE_GC, PEERS, SHARE_HOLDER, TERMS
+from xsc.node.appkeys import NODE
 from xsc.storage import holder as holder_module
 from xsc.storage.leases import MAX_DURATION
 
@@ -36,7 +36,7 @@ async def stranger(holder_node):
     """A RemoteHolder view of the holder node, used by a brand-new key nobody knows."""
     session = aiohttp.ClientSession()
     client = PeerClient(Identity.generate(), session, 10.0)
-    peers = holder_node.app[PEERS]
+    peers = holder_node.app[NODE].peers
     yield RemoteHolder(client, peers.identity.id, peers.url, DEAL_PRICE)
     await session.close()
 
@@ -47,20 +47,20 @@ async def test_a_lease_cannot_outlive_the_longest_lease(holder_node, stranger) -
         with pytest.raises(PeerRefused) as err:
             await stranger.begin(f.si, 0, f.size, f.segment_size, forever)
         refused(err, 400, "invalid-argument")
-    assert holder_node.app[GATEWAY].store.reserved == 0
+    assert holder_node.app[NODE].gateway.store.reserved == 0
 
 
 async def test_a_refused_begin_leaves_no_record_and_no_terms_of_another_uploader(holder_node, stranger,
                                                                                    node_factory) -> None:
-    store, terms = holder_node.app[GATEWAY].store, holder_node.app[TERMS]
+    store, terms = holder_node.app[NODE].gateway.store, holder_node.app[NODE].terms
     honest = await node_factory("honest", **QUIET)
-    await honest.app[PEERS].add(holder_node.app[PEERS].url)
-    peers = holder_node.app[PEERS]
-    from_honest = RemoteHolder(honest.app[PEERS].client, peers.identity.id, peers.url, DEAL_PRICE)
+    await honest.app[NODE].peers.add(holder_node.app[NODE].peers.url)
+    peers = holder_node.app[NODE].peers
+    from_honest = RemoteHolder(honest.app[NODE].peers.client, peers.identity.id, peers.url, DEAL_PRICE)
     f = EncodedFile(9000)
     await place(from_honest, f, 1)
     placed = terms.get(f.si, 1)
-    assert placed["uploader"] == honest.app[PEERS].identity.id and placed["price"] == DEAL_PRICE
+    assert placed["uploader"] == honest.app[NODE].peers.identity.id and placed["price"] == DEAL_PRICE
 
     # A co-holder's (a stranger's) begin of the same share is refused, and leaves the honest terms as they were.
     with pytest.raises(PeerRefused) as err:
@@ -76,7 +76,7 @@ async def test_a_refused_begin_leaves_no_record_and_no_terms_of_another_uploader
 
 
 async def test_one_sender_cannot_reserve_the_whole_node(holder_node, stranger) -> None:
-    store = holder_node.app[GATEWAY].store
+    store = holder_node.app[NODE].gateway.store
     # Half the capacity at most, in uploads in progress.
     big = EncodedFile(1)
     size = 20 * 1024**2  # a share of 5 MiB: it fits, but is more than half the 8 MiB capacity
@@ -94,7 +94,7 @@ async def test_one_sender_cannot_reserve_the_whole_node(holder_node, stranger) -
 
 
 async def test_refused_puts_do_not_keep_an_upload_alive(holder_node, stranger) -> None:
-    shares = holder_node.app[SHARE_HOLDER]
+    shares = holder_node.app[NODE].share_holder
     f = EncodedFile(3 * 4096)
     upload = await stranger.begin(f.si, 0, f.size, f.segment_size, lease())
     incoming = shares.get(upload, stranger.client.identity.public_key)
@@ -105,11 +105,11 @@ async def test_refused_puts_do_not_keep_an_upload_alive(holder_node, stranger) -
         refused(err, 409, "segment-out-of-order")
     assert incoming.last_activity == start
     assert await shares.reap(start + holder_module.IDLE_TIMEOUT) == 1
-    assert holder_node.app[GATEWAY].store.reserved == 0
+    assert holder_node.app[NODE].gateway.store.reserved == 0
 
 
 async def test_an_upload_that_trickles_past_its_deadline_is_aborted(holder_node, stranger) -> None:
-    shares = holder_node.app[SHARE_HOLDER]
+    shares = holder_node.app[NODE].share_holder
     f = EncodedFile(3 * 4096)
     upload = await stranger.begin(f.si, 0, f.size, f.segment_size, lease())
     incoming = shares.get(upload, stranger.client.identity.public_key)
@@ -122,10 +122,10 @@ async def test_a_slow_body_is_cut_off_and_memory_stays_bounded(holder_node, stra
 
     monkeypatch.setattr(share_routes, "BODY_SECONDS", 0.5)
     monkeypatch.setattr(share_routes, "MIN_UPLOAD_RATE", 10**12)
-    shares = holder_node.app[SHARE_HOLDER]
+    shares = holder_node.app[NODE].share_holder
     f = EncodedFile(3 * 4096)
     upload = await stranger.begin(f.si, 0, f.size, f.segment_size, lease())
-    peers = holder_node.app[PEERS]
+    peers = holder_node.app[NODE].peers
     body = f.blocks[0][0]
 
     async def trickle():
@@ -145,7 +145,7 @@ async def test_a_slow_body_is_cut_off_and_memory_stays_bounded(holder_node, stra
 
 
 async def test_a_share_nobody_pays_for_is_not_kept_for_free(holder_node, stranger) -> None:
-    store, terms, gc = holder_node.app[GATEWAY].store, holder_node.app[TERMS], holder_node.app[LEASE_GC]
+    store, terms, gc = holder_node.app[NODE].gateway.store, holder_node.app[NODE].terms, holder_node.app[NODE].lease_gc
     f = EncodedFile(5000)
     long_lease = int(time.time()) + MAX_DURATION
     upload = await stranger.begin(f.si, 0, f.size, f.segment_size, long_lease)
@@ -162,7 +162,7 @@ async def test_a_share_nobody_pays_for_is_not_kept_for_free(holder_node, strange
 async def test_terms_are_kept_with_the_share_exactly(holder_node, stranger) -> None:
     f = EncodedFile(5000)
     await place(stranger, f, 3)
-    raw = holder_node.app[GATEWAY].store.db.get(keys.holder_terms(f.si, 3))
+    raw = holder_node.app[NODE].gateway.store.db.get(keys.holder_terms(f.si, 3))
     assert json.loads(raw)["price"] == DEAL_PRICE
 
 
@@ -170,7 +170,7 @@ async def test_a_share_of_more_than_65536_segments_is_refused(node_factory) -> N
     """250k tiny segments made every read of the share load their metadata (RSS 184 -> 888 MiB): a share has at
     most MAX_SEGMENTS_PER_SHARE segments, refused at begin before anything is reserved."""
     node = await node_factory("roomy", **QUIET)
-    peers = node.app[PEERS]
+    peers = node.app[NODE].peers
     cap = holder_module.MAX_SEGMENTS_PER_SHARE
     assert cap == 65_536
     async with aiohttp.ClientSession() as session:
@@ -180,8 +180,8 @@ async def test_a_share_of_more_than_65536_segments_is_refused(node_factory) -> N
             await holder.begin(f.si, 0, (cap + 1) * 4096, 4096, lease())
         refused(err, 400, "invalid-argument")
         assert f"{cap + 1} segments" in str(err.value)
-        assert node.app[GATEWAY].store.reserved == 0 and len(node.app[SHARE_HOLDER]) == 0
+        assert node.app[NODE].gateway.store.reserved == 0 and len(node.app[NODE].share_holder) == 0
         upload = await holder.begin(f.si, 0, cap * 4096, 4096, lease())  # the cap itself is taken
-        assert len(node.app[SHARE_HOLDER]) == 1
+        assert len(node.app[NODE].share_holder) == 1
         await holder.abort(upload)
-    assert node.app[GATEWAY].store.reserved == 0
+    assert node.app[NODE].gateway.store.reserved == 0

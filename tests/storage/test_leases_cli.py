@@ -12,7 +12,7 @@ import pytest
 
 from xsc import keys
 from xsc.node.datadir import open_db
-from xsc.node.appkeys import PEERS
+from xsc.node.appkeys import NODE
 from xsc.storage.holder_client import RemoteHolder
 from xsc.storage import ShareMeta
 
@@ -85,8 +85,8 @@ async def test_a_kill_9_during_garbage_collection_leaves_the_store_exact(node_pr
            "XSC_HEALTH_PROBE_INTERVAL": "3600", "XSC_PEERS_GOSSIP_INTERVAL": "3600"}
     holder = await asyncio.to_thread(node_process, "holder", None, env)
     uploader = await node_factory("uploader", health={"probe_interval": 3600}, peers={"gossip_interval": 3600})
-    await uploader.app[PEERS].add(holder.url)
-    to_holder = RemoteHolder(uploader.app[PEERS].client, await asyncio.to_thread(node_id, holder), holder.url, PRICE)
+    await uploader.app[NODE].peers.add(holder.url)
+    to_holder = RemoteHolder(uploader.app[NODE].peers.client, await asyncio.to_thread(node_id, holder), holder.url, PRICE)
     files = [EncodedFile(8 * 4096) for _ in range(12)]
     lease = int(time.time()) + 3
     for f in files:

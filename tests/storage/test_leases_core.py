@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 
 from xsc import keys
 from xsc.errors import InvalidArgument
-from xsc.node.appkeys import LEASE_GC
-from xsc.node.appkeys import GATEWAY
+from xsc.node.appkeys import NODE
 from xsc.storage import Capability, layout, leases
 
 STORAGE = {"segment_size": 4096}
@@ -73,7 +72,7 @@ async def _put(node, data: bytes, duration: str | None = None) -> dict:
 
 async def test_a_put_with_a_duration_leases_every_share_that_long(node_factory) -> None:
     node = await node_factory(storage=STORAGE)
-    store = node.app[GATEWAY].store
+    store = node.app[NODE].gateway.store
     start = int(time.time())
     result = await _put(node, os.urandom(10_000), "7200")
     assert start + 7200 <= result["lease_expiry"] <= int(time.time()) + 7200
@@ -85,7 +84,7 @@ async def test_a_put_with_a_duration_leases_every_share_that_long(node_factory) 
     assert listed["files"][0]["lease_expiry"] == result["lease_expiry"]
 
     default = await _put(node, b"x" * 100)  # no duration: the node's storage.lease_duration
-    assert default["lease_expiry"] >= start + node.app[GATEWAY].lease_duration
+    assert default["lease_expiry"] >= start + node.app[NODE].gateway.lease_duration
 
     for bad in ("59", "abc", str(leases.MAX_DURATION + 1)):
         response = await node.post("/v1/store/files", params={"duration": bad}, data=b"y" * 100)
@@ -97,8 +96,8 @@ async def test_a_put_with_a_duration_leases_every_share_that_long(node_factory) 
 
 async def test_gc_deletes_expired_shares_and_forgets_the_file_but_never_a_live_lease(node_factory) -> None:
     node = await node_factory(storage={**STORAGE, "gc_grace": 0})
-    store = node.app[GATEWAY].store
-    collector = node.app[LEASE_GC]
+    store = node.app[NODE].gateway.store
+    collector = node.app[NODE].lease_gc
     short = await _put(node, os.urandom(20_000), "60")
     long = await _put(node, os.urandom(30_000), "7200")
     short_si = Capability.parse(short["capability"]).storage_index
@@ -129,7 +128,7 @@ async def test_gc_deletes_expired_shares_and_forgets_the_file_but_never_a_live_l
 
 async def test_a_share_renewed_after_it_was_listed_is_kept(node_factory) -> None:
     node = await node_factory(storage=STORAGE)
-    store = node.app[GATEWAY].store
+    store = node.app[NODE].gateway.store
     result = await _put(node, os.urandom(5000), "60")
     si = Capability.parse(result["capability"]).storage_index
     before = int(time.time()) + 120

@@ -11,12 +11,8 @@ import pytest
 
 from xsc.errors import PeerRefused
 from xsc.ledger import price_storage
-from xsc.node.appkeys import CONFIG
-from xsc.node.appkeys import LEASE_GC
-from xsc.node.appkeys import DEALS
-from xsc.node.appkeys import PEERS
+from xsc.node.appkeys import CONFIG, NODE
 from xsc.storage.holder_client import RemoteHolder
-from xsc.node.appkeys import GATEWAY
 from xsc.storage import Capability
 
 from tests.support.nodes import run_xsc
@@ -33,8 +29,8 @@ async def trio(node_factory):
     a = await node_factory("a", storage={"segment_size": 4096}, **QUIET)
     b, c = [await node_factory(name, storage=FAST_GC, **QUIET) for name in ("b", "c")]
     for other in (b, c):
-        await a.app[PEERS].add(other.app[PEERS].url)
-    await c.app[PEERS].add(b.app[PEERS].url)
+        await a.app[NODE].peers.add(other.app[NODE].peers.url)
+    await c.app[NODE].peers.add(b.app[NODE].peers.url)
     return a, b, c
 
 
@@ -42,7 +38,7 @@ PRICE = 1_000_000  # a deal price above any ask: shares placed directly, as a ga
 
 
 def _id(node) -> str:
-    return node.app[PEERS].identity.id
+    return node.app[NODE].peers.identity.id
 
 
 async def test_renew_extends_every_lease_here_and_on_each_holder(trio) -> None:
@@ -54,7 +50,7 @@ async def test_renew_extends_every_lease_here_and_on_each_holder(trio) -> None:
     assert set(put["placement"]) == {_id(a), _id(b), _id(c)}
     cap = put["capability"]
     si = Capability.parse(cap).storage_index
-    stores = {_id(n): n.app[GATEWAY].store for n in (a, b, c)}
+    stores = {_id(n): n.app[NODE].gateway.store for n in (a, b, c)}
     first = put["lease_expiry"]
     for node, store in stores.items():
         assert {m.lease_expiry for m in store.share_metas(si)} == {first}
@@ -76,7 +72,7 @@ async def test_renew_extends_every_lease_here_and_on_each_holder(trio) -> None:
         [(s, put["placement"][s], share_bytes) for s in range(6)]
     assert all(new - first - 5 <= e["seconds"] <= new - first for e in renewal["extended"])
     # The deals run (and are paid) until the new lease end; the renewal cost what the extension costs.
-    deals = a.app[DEALS].of_file(si)
+    deals = a.app[NODE].deals.of_file(si)
     assert {d.end for d in deals} == {new}
     # (priced on the lease end asked for a moment before the gateway asked the holders: a second apart at most)
     assert renewal["cost"] in {sum(price_storage(d.bytes, new - first - lag, d.price) for d in deals) for lag in (0, 1)}
@@ -90,7 +86,7 @@ async def test_renew_extends_every_lease_here_and_on_each_holder(trio) -> None:
     assert stores[_id(b)].share_metas(si)[0].lease_expiry == new
 
     # Only the uploader may renew: c, which knows b, is refused.
-    from_c = RemoteHolder(c.app[PEERS].client, _id(b), b.app[PEERS].url, PRICE)
+    from_c = RemoteHolder(c.app[NODE].peers.client, _id(b), b.app[NODE].peers.url, PRICE)
     held_on_b = put["placement"].index(_id(b))
     with pytest.raises(PeerRefused) as err:
         await from_c.renew(si, held_on_b, asked + 10**6)
@@ -129,8 +125,8 @@ def _xsc(node, *args: str):
 
 async def test_a_holder_collects_an_expired_share_and_keeps_a_live_one(trio) -> None:
     a, b, _ = trio
-    store = b.app[GATEWAY].store
-    to_b = RemoteHolder(a.app[PEERS].client, _id(b), b.app[PEERS].url, PRICE)
+    store = b.app[NODE].gateway.store
+    to_b = RemoteHolder(a.app[NODE].peers.client, _id(b), b.app[NODE].peers.url, PRICE)
     short, live = EncodedFile(20_000), EncodedFile(20_000)
     for f, lease in ((short, int(time.time()) + 2), (live, int(time.time()) + 3600)):
         upload = await to_b.begin(f.si, 1, f.size, f.segment_size, lease)
@@ -138,7 +134,7 @@ async def test_a_holder_collects_an_expired_share_and_keeps_a_live_one(trio) -> 
         await to_b.commit(upload, f.hashes[1], f.manifest.encode())
     assert store.used == 2 * short.share_bytes
 
-    collector = b.app[LEASE_GC]
+    collector = b.app[NODE].lease_gc
     await eventually_async(lambda: store.share_meta(short.si, 1) is None, "b to collect the expired share")
     assert store.used == live.share_bytes and store.shares_held == 1
     assert store.manifest(short.si) is None and store.manifest(live.si) is not None

@@ -10,7 +10,7 @@ import pytest
 from xsc.errors import PeerRefused
 from xsc.identity import Identity
 from xsc.net import PeerClient
-from xsc.node.appkeys import PEERS
+from xsc.node.appkeys import NODE
 from xsc.storage import Capability
 from xsc.storage.locate import LOCATE_PATH, MAX_NAMED, read_answer
 
@@ -25,7 +25,7 @@ def test_an_answer_is_read_only_as_far_as_it_may_go() -> None:
 
 
 async def test_the_locate_route_refuses_what_is_not_a_storage_index_and_answers_any_signed_peer(node) -> None:
-    url, me = node.app[PEERS].url, node.app[PEERS].identity.id
+    url, me = node.app[NODE].peers.url, node.app[NODE].peers.identity.id
     cap = Capability.parse((await (await node.post("/v1/store/files", data=os.urandom(9000))).json())["capability"])
     si = cap.storage_index.hex()
     assert (await node.post(LOCATE_PATH, json={"si": si})).status == 401  # unsigned

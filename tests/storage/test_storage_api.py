@@ -8,7 +8,7 @@ import pytest
 
 from xsc import keys
 from xsc.node import DB
-from xsc.node.appkeys import GATEWAY
+from xsc.node.appkeys import NODE
 from xsc.storage import Capability, layout
 
 SEG = 4096  # small segments keep many-segment cases fast
@@ -42,7 +42,7 @@ async def test_put_get_round_trip_at_and_around_boundaries(store_node, size: int
 
 
 async def test_capacity_accounting_is_exact(store_node) -> None:
-    store = store_node.app[GATEWAY].store
+    store = store_node.app[NODE].gateway.store
     before = store.used
     data = os.urandom(10_000)
     result = await put(store_node, data)
@@ -55,7 +55,7 @@ async def test_capacity_accounting_is_exact(store_node) -> None:
 
 
 async def test_a_put_that_does_not_fit_is_refused_before_anything_is_written(store_node) -> None:
-    store = store_node.app[GATEWAY].store
+    store = store_node.app[NODE].gateway.store
     await put(store_node, os.urandom(1000))
     used = store.used
     keys_before = sum(1 for _ in store_node.app[DB].iterator(prefix=b"s/", include_value=False))
@@ -71,7 +71,7 @@ async def test_a_put_that_does_not_fit_is_refused_before_anything_is_written(sto
 
 
 async def test_a_chunked_put_that_outgrows_the_store_is_rolled_back(store_node) -> None:
-    store = store_node.app[GATEWAY].store
+    store = store_node.app[NODE].gateway.store
 
     async def body():
         for _ in range(800):
@@ -105,7 +105,7 @@ async def test_malformed_and_unknown_capabilities(store_node) -> None:
 
 
 async def _drop_shares(client, cap: str, shares: list[int]) -> None:
-    store = client.app[GATEWAY].store
+    store = client.app[NODE].gateway.store
     for share in shares:
         assert store.delete_share(Capability.parse(cap).storage_index, share)
 
@@ -136,7 +136,7 @@ async def test_flipped_bit_is_survived_verified_and_repaired(store_node) -> None
     data = os.urandom(4 * SEG)
     cap = (await put(store_node, data))["capability"]
     si = Capability.parse(cap).storage_index
-    store = store_node.app[GATEWAY].store
+    store = store_node.app[NODE].gateway.store
     block = bytearray(store.get_block(si, 2, 1))
     block[17] ^= 0x04
     store.put_repaired_blocks(si, 1, {2: bytes(block)})  # write the damaged block back
@@ -158,7 +158,7 @@ async def test_flipped_bit_is_survived_verified_and_repaired(store_node) -> None
 async def test_repair_rebuilds_missing_shares_with_exact_accounting(store_node) -> None:
     data = os.urandom(3 * SEG + 5)
     cap = (await put(store_node, data))["capability"]
-    store = store_node.app[GATEWAY].store
+    store = store_node.app[NODE].gateway.store
     used = store.used
     await _drop_shares(store_node, cap, [0, 5])
     assert store.used == used - 2 * layout.share_bytes(len(data), SEG)

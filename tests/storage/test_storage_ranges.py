@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from xsc.errors import RangeNotSatisfiable
-from xsc.node.appkeys import GATEWAY
+from xsc.node.appkeys import NODE
 from xsc.storage.ranges import parse_range
 
 SEG = 4096
@@ -22,7 +22,7 @@ async def ranged(node_factory):
     resp = await client.post("/v1/store/files", data=data, headers={"Content-Type": "application/octet-stream"})
     assert resp.status == 201, await resp.text()
     cap = (await resp.json())["capability"]
-    store = client.app[GATEWAY].store
+    store = client.app[NODE].gateway.store
     reads: list[int] = []
     real = store.get_block
 

@@ -8,9 +8,7 @@ import os
 from xsc import keys
 from xsc.ledger import byte_hours, price_storage
 from xsc.node import CLIENT_IDENTITY, DB, IDENTITY
-from xsc.node.appkeys import LEDGER
-from xsc.node.appkeys import DEALS
-from xsc.node.appkeys import GATEWAY
+from xsc.node.appkeys import NODE
 
 
 async def test_a_put_is_matched_and_its_holder_paid_for_what_it_held(node_factory) -> None:
@@ -24,14 +22,14 @@ async def test_a_put_is_matched_and_its_holder_paid_for_what_it_held(node_factor
     assert result["prices"] == [2_500] * 6
     assert result["cost"] == 6 * price_storage(share_bytes, 3600, 2_500)
     assert [d["node"] for d in result["deals"]] == [node.app[IDENTITY].id] * 6
-    ledger = node.app[LEDGER]
+    ledger = node.app[NODE].ledger
     client = node.app[CLIENT_IDENTITY].public_key
     assert ledger.store.state(client).balance == 0  # nothing held yet, nothing paid
     # Ten minutes after the placement the holder is paid for ten minutes of each share (from the deals' own start:
     # a put that crosses a second boundary made `int(time.time()) + 600` 601 seconds after some of them).
-    starts = {d.paid_until for d in node.app[DEALS].all()}
+    starts = {d.paid_until for d in node.app[NODE].deals.all()}
     later = min(starts) + 600
-    paid = await node.app[DEALS].pay_due(later)
+    paid = await node.app[NODE].deals.pay_due(later)
     assert paid["payments"] == 6
     one = price_storage(share_bytes, 600, 2_500)
     assert ledger.store.state(client).balance <= -6 * one + 6  # each period rounds up at most once
@@ -39,9 +37,9 @@ async def test_a_put_is_matched_and_its_holder_paid_for_what_it_held(node_factor
     history = await ledger.history(client, 10)
     assert any(str(byte_hours(share_bytes, later - start)) in str(history[0]) for start in starts)
     # Nothing is paid twice for the same time.
-    again = await node.app[DEALS].pay_due(later)
+    again = await node.app[NODE].deals.pay_due(later)
     assert again["payments"] == 0
-    assert node.app[GATEWAY].store.used == result["stored_bytes"]
+    assert node.app[NODE].gateway.store.used == result["stored_bytes"]
 
 
 async def test_an_underfunded_put_is_refused_before_anything_is_stored(node_factory) -> None:
@@ -52,11 +50,11 @@ async def test_an_underfunded_put_is_refused_before_anything_is_stored(node_fact
     assert resp.status == 402
     body = await resp.json()
     assert body["code"] == "insufficient-credit"
-    store = node.app[GATEWAY].store
+    store = node.app[NODE].gateway.store
     assert store.used == 0 and store.reserved == 0
     assert list(node.app[DB].iterator(prefix=b"s/", include_value=False)) == []
     assert list(node.app[DB].iterator(prefix=keys.STORAGE_DEALS, include_value=False)) == []
-    ledger = node.app[LEDGER]
+    ledger = node.app[NODE].ledger
     assert ledger.store.state(node.app[CLIENT_IDENTITY].public_key).balance == 0
 
 
@@ -69,7 +67,7 @@ async def test_a_bid_under_every_ask_stores_nothing_and_says_why(node_factory) -
     need = sorted(body["needs"])[0]
     explained = await (await node.get(f"/v1/market/explain/{need}")).json()
     assert explained["code"] in ("below_clearing_price", "no_trade"), explained  # a price reason
-    assert node.app[GATEWAY].store.used == 0
+    assert node.app[NODE].gateway.store.used == 0
 
 
 async def test_an_underfunded_chunked_put_is_rolled_back(node_factory) -> None:
@@ -84,7 +82,7 @@ async def test_an_underfunded_chunked_put_is_rolled_back(node_factory) -> None:
 
     resp = await node.post("/v1/store/files", data=body())
     assert resp.status == 402
-    store = node.app[GATEWAY].store
+    store = node.app[NODE].gateway.store
     assert store.used == 0 and store.shares_held == 0
     kept = [k for k in node.app[DB].iterator(prefix=b"s/", include_value=False) if k != keys.STORAGE_USED]
     assert kept == []

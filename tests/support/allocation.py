@@ -90,7 +90,7 @@ async def pair(node_factory, **settings):
     """Two in-process nodes that know each other, each holding the other's market commitment."""
     a = await node_factory("a", **settings)
     b = await node_factory("b", **settings)
-    await a.app[appkeys.PEERS].add(b.app[appkeys.PEERS].url)
-    await a.app[appkeys.MARKET].fill_book()
-    await b.app[appkeys.MARKET].fill_book()
+    await a.app[appkeys.NODE].peers.add(b.app[appkeys.NODE].peers.url)
+    await a.app[appkeys.NODE].market.fill_book()
+    await b.app[appkeys.NODE].market.fill_book()
     return a, b

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from xsc.node.appkeys import MARKET, PEERS
+from xsc.node.appkeys import NODE
 
 from .waiting import eventually_async
 
@@ -48,10 +48,10 @@ def values(body: dict) -> list:
 
 async def peer_with_provider(gateway, provider) -> None:
     """The gateway adds the provider as a peer and waits until its market book holds the provider's offer."""
-    await gateway.app[PEERS].add(provider.app[PEERS].url)
+    await gateway.app[NODE].peers.add(provider.app[NODE].peers.url)
 
     async def offered():
-        await gateway.app[MARKET].fill_book()
-        return gateway.app[MARKET].book.get(provider.app[PEERS].identity.id)
+        await gateway.app[NODE].market.fill_book()
+        return gateway.app[NODE].market.book.get(provider.app[NODE].peers.identity.id)
 
     await eventually_async(offered, "the provider's offer in the gateway's book", 30)

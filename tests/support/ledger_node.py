@@ -12,7 +12,7 @@ from aiohttp import web
 import xsc.node.app as node_app
 from xsc.cli import main
 from xsc.errors import InvalidArgument
-from xsc.node.appkeys import PAYMENTS
+from xsc.node.appkeys import NODE
 
 _create_app = node_app.create_app
 
@@ -25,12 +25,12 @@ async def _pay(request: web.Request) -> web.Response:
     body = await request.json()
     if not isinstance(body, dict):
         raise InvalidArgument("send a JSON object")
-    entry = await request.app[PAYMENTS].pay(body["node"], body["amount"], body["usage"], body["job"])
+    entry = await request.app[NODE].payments.pay(body["node"], body["amount"], body["usage"], body["job"])
     return web.json_response({"entry": entry})
 
 
 async def _settles_tests(app: web.Application):
-    app[PAYMENTS].add_check("test", _accept)
+    app[NODE].payments.add_check("test", _accept)
     yield
 
 

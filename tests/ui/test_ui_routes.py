@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aiohttp import ClientSession, CookieJar
 
-from xsc.node.appkeys import TABS, UI_SESSIONS
+from xsc.node.appkeys import NODE, UI_SESSIONS
 from xsc.ui.session import CSRF_HEADER
 
 from tests.support.waiting import eventually_async
@@ -211,7 +211,7 @@ async def test_the_file_list_counts_shares_per_node_and_can_be_cut_to_the_newest
 async def test_the_history_can_be_cut_to_the_fields_a_page_charts(node) -> None:
     """The ledger page's chart asks for three small fields of hundreds of entries: the same entries, fewer bytes."""
     module = (await (await node.post("/v1/modules", data=ADD_WASM.read_bytes())).json())["id"]
-    node.app[TABS].max_refs = 1  # each invoke its own entry
+    node.app[NODE].tabs.max_refs = 1  # each invoke its own entry
     for a in (1, 2, 3):
         run = await node.post("/v1/compute/invoke", json={"module": module, "function": "add", "args": [str(a), "2"]})
         assert run.status == 200, await run.text()

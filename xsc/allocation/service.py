@@ -23,7 +23,7 @@
   rounds read of it (the seed's derived subgroups: mutual partners everything, one-way beneficiaries
   their needs and receipts, providers for it their commitments and states), renews every third of
   SUBSCRIPTION_TTL, and keeps who subscribed to it (bounded, expiring).  The market's commitment
-  goes to the same subscribers (`commitment_audience`, `commitment_interest`: set in app.py).
+  goes to the same subscribers (the market holds the same `Subscribers`).
 - **Receiving** (`receive`): only records whose publisher is a known peer, parsed with every bound
   of `xsc.allocation.records`, signature checked, states checked against the publisher's offer,
   future-dated ones refused; then stale ignored, newer replace, concurrent merged (`Held`).
@@ -63,7 +63,7 @@ from ..config import MarketSection
 from ..errors import ForgedRecord, InvalidArgument, PeerError, UnknownPeer, XscError
 from ..identity import Identity
 from ..net.peer_client import dumps
-from ..tasks import Quota, at_most, stop, woken
+from ..tasks import Quota, at_most, woken
 from .convergence import NETWORK_QUORUM
 from ..itc import ItcError, Stamp
 from .matching import compatible
@@ -83,9 +83,7 @@ from .rounds import Receipt, addressed_to, answered, provider_round, recipient_r
 from .subscriptions import (
     MAX_SUBSCRIPTIONS,
     Subscribers,
-    commitment_audience,
     differing,
-    interests,
     parse_digest,
     parse_subscription,
     short_hash,
@@ -119,13 +117,15 @@ def now_ms() -> int:
 
 class AllocationService:
     def __init__(self, *, config: MarketSection, identity: Identity, db: Database, market: Any, needs: Any,
-                 peers: Any, gossip_interval: float, joins: bool = False, forks: Quota | None = None) -> None:
+                 subscribers: Subscribers, peers: Any, gossip_interval: float, joins: bool = False,
+                 forks: Quota | None = None) -> None:
         self.config = config
         self.forks = forks  # per peer, the ITC forks it may take (FORK_BURST, FORK_RATE); None: no bound
         self.identity = identity
         self.me = identity.id
         self.db = db
-        self.market = market  # xsc.market.service.MarketService: the book, freshness
+        self.market = market  # xsc.market.service.MarketService: the book, freshness, what this node subscribes to
+        market.on_change.append(self.touch)  # a round reads the book
         self.needs = needs  # xsc.market.needs.NeedRegistry: this node's need slots (standing ones are allocated)
         needs.watch(self.touch, standing=True)
         self.peers = peers  # a PeerView (None: a node on its own)
@@ -148,7 +148,7 @@ class AllocationService:
         self.traffic: list[tuple[int, int]] = []  # (round, bytes this node sent for it)
         self.bytes_sent = 0
         self.bytes_by: dict[str, int] = {"records": 0, "subscriptions": 0, "digests": 0}  # what bytes_sent was for
-        self.subscribers = Subscribers()  # who subscribed to this node's records (and its market commitment)
+        self.subscribers = subscribers  # who subscribed to this node's records (and its market commitment)
         self.subscribed: dict[str, tuple[frozenset[str], float]] = {}  # peer -> (topics, when sent) we asked it for
         self._named: dict[str, set[str]] = {"state": set(), "receipt": set()}  # named in our last published record
         self._greeted: set[str] = set()  # peers that took a subscription of ours since we started
@@ -172,7 +172,6 @@ class AllocationService:
         self._wake: asyncio.TimerHandle | None = None
         self.out_of_step = 0  # rounds a side computed after the bound, without every answer (status)
         self._changed = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
         self._started = time.monotonic()
 
     # --- standing needs (kept by the market's NeedRegistry) --------------------------------------------
@@ -524,28 +523,8 @@ class AllocationService:
         return out
 
     def interests(self) -> dict[str, frozenset[str]]:
-        """peer -> the topics this node subscribes to at it (`xsc.allocation.subscriptions.interests`), from the
-        recognition it publishes, the peers' commitments and who subscribed to its receipts or needs."""
-        book = self.market.book
-        mine_mc = book.get(self.me)
-        mine = self.market.recognition()  # what it publishes next (the book's copy may lag a new peer)
-        offered = {a.slot.kind for a in (mine_mc.asks if mine_mc is not None else self.market.own_asks())}
-        theirs = {mc.participant: dict(mc.recognition) for mc in book.commitments() if mc.participant != self.me}
-        now = now_ms()
-        recognisers = {s for s, topics in self.subscribers.view(now).items()
-                       if "receipt" in topics or any(t.startswith("needs:") for t in topics)}
-        out = interests(self.me, mine, theirs, offered, recognisers)
-        if self.peers is not None:
-            out = {p: t for p, t in out.items() if self.peers.known(p)}
-        return out
-
-    def commitment_interest(self) -> set[str]:
-        """The peers whose market commitments this node wants (the market pulls those it lacks)."""
-        return {p for p, t in self.interests().items() if "commitment" in t or any(x.startswith("needs:") for x in t)}
-
-    def commitment_audience(self, kinds_now: set[str], kinds_before: set[str]) -> set[str]:
-        """Who gets this node's market commitment (its subscribers; see `subscriptions.commitment_audience`)."""
-        return commitment_audience(self.subscribers, kinds_now, kinds_before, now_ms())
+        """peer -> the topics this node subscribes to at it (`MarketService.interests`)."""
+        return self.market.interests()
 
     def _count(self, what: str, message: dict) -> int:
         size = len(dumps(message))
@@ -773,10 +752,14 @@ class AllocationService:
             self.touch()
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._run(), name="xsc-allocation")]
+        pass
 
-    async def close(self) -> None:
-        await stop(*self._tasks)
+    def loops(self) -> dict[str, Any]:
+        """The allocation's rounds, run by the node's supervisor (xsc.tasks.Supervisor)."""
+        return {"allocation": self._run}
+
+    def close(self) -> None:
+        pass
 
     # --- serving --------------------------------------------------------------------------------------
     def allocated(self, kind: str) -> dict[str, int]:

@@ -31,6 +31,7 @@ from ..ledger.pricing import price_compute
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
 from ..ledger.tabs import Tabs, owed_record
+from ..market.dealing import Dealing
 from ..market.service import MarketService
 from ..net.compute import GATHER, MAX_BATCH_CALLS, InvokeBatcher
 from ..net.peer_client import PeerClient, dumps
@@ -72,12 +73,14 @@ def parse_max_price(value: Any, default: int) -> int:
 
 
 class PaidCompute:
-    def __init__(self, *, compute: ComputeService, market: MarketService, ledger: LedgerService, payments: Payments,
+    def __init__(self, *, compute: ComputeService, market: MarketService, dealing: Dealing, ledger: LedgerService,
+                 payments: Payments,
                  tabs: Tabs, gateway_tabs: GatewayTabs, provider_tabs: ProviderTabs, payer: Identity, node: Identity, peers: Any, client: PeerClient, default_bid: int,
                  on_invoked: Callable[[str], None] = lambda label: None, trust: Any = None) -> None:
         self.compute = compute
         self.trust = trust  # xsc.ledger.trust.TrustLines: a gateway's runs here stay within its line (None: no limit)
         self.market = market
+        self.dealing = dealing  # who runs a call, at what price
         self.ledger = ledger
         self.payments = payments
         self.tabs = tabs
@@ -134,7 +137,7 @@ class PaidCompute:
         failed: set[str] = set()
         call_fuel = self.compute.limits(call).fuel
         while True:
-            assignment = await self.market.compute_deal(call_fuel, bid, frozenset(failed))
+            assignment = await self.dealing.compute_deal(call_fuel, bid, frozenset(failed))
             deal = {"need": assignment.need_id, "provider": assignment.provider, "price": assignment.price,
                     "allocated": assignment.allocated}
             if assignment.provider == self.node.id:
@@ -142,7 +145,7 @@ class PaidCompute:
             try:
                 result = await self.invoke_remote(assignment.provider, assignment.price, call, deal)
             except Trap as err:  # it ran: the fuel it used was served (from the allocation, if placed there)
-                self.market.invoked(assignment, _fuel_of(err.details.get("fuel_consumed"), call_fuel))
+                self.dealing.invoked(assignment, _fuel_of(err.details.get("fuel_consumed"), call_fuel))
                 raise
             except PeerUnreachable as err:
                 if err.details.get("sent") is not False or len(failed) >= MAX_FAILOVERS:
@@ -151,7 +154,7 @@ class PaidCompute:
                             assignment.provider[:12])
                 failed.add(assignment.provider)
                 continue
-            self.market.invoked(assignment, _fuel_of(result.get("fuel_consumed"), call_fuel))
+            self.dealing.invoked(assignment, _fuel_of(result.get("fuel_consumed"), call_fuel))
             self.on_invoked("remote")
             return result
         # The most the call may cost (its whole fuel budget, its memory limit for its whole timeout: what a

@@ -21,13 +21,13 @@ LevelDB shell around the pure core of this package).  Routes: node/http/market.p
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import threading
 import time
-from collections import OrderedDict, deque
-from dataclasses import replace
-from collections.abc import Callable, Generator
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Executor
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -37,35 +37,24 @@ from .. import codec, keys
 from ..db import Database
 from ..allocation import CapacitySlot
 from ..itc import Stamp
-from ..allocation.models import bounded_decimal
-from ..allocation.subscriptions import differing, parse_digest, short_hash
-from ..errors import (InvalidArgument, MarketNoDeal, NeedNotFound, PeerError, QuotaExceeded, UnknownPeer,
-                      XscError)
+from ..allocation.subscriptions import Subscribers, commitment_audience, differing, interests, parse_digest, short_hash
+from ..errors import InvalidArgument, PeerError, QuotaExceeded, UnknownPeer, XscError
 from ..config import MarketSection
-from ..identity import Identity, parse_public_id, public_id
+from ..identity import Identity, parse_public_id
 from ..net.peer_client import dumps
 from .auction import clear_book
 from .book import Book, MarketCommitment, parse_commitment, sign_commitment
-from .matching import Assignment, match_needs
-from .models import Ask, Bid, need_key, units_cost
+from .models import Ask, Bid
 from .needs import NeedRegistry
+from .prices import Prices
+from .recognition import Recognition
 from .orders import market_orders
 from .pricing import PricingPolicy, ask_price
-from .supply import cap_supply, spread_groups
-from ..tasks import Quota, in_pool, stop, woken
+from ..tasks import Quota, in_pool, woken
 
 log = logging.getLogger(__name__)
 
-MAX_RECOGNITION = Decimal(1000)
-PRICE_HISTORY = 1000  # clearing prices kept per kind
-GOSSIP_FANOUT = 3
-# A node never proven up (no probe answered yet) is not recognised: it was 0.5, so every node a stranger's message
-# named was subscribed to, pulled from and named in this node's commitment at that stranger's word.
-DERIVED_NO_PROBES = Decimal("0")
 HONOUR_SECONDS = 60  # a published ask is honoured this long after a newer, higher one replaced it
-
-
-EXPLAINED = 1000  # needs whose explanation is kept (in memory) for `xsc market explain`
 MAX_COMMITMENTS = 1001  # per exchange: one per peer the directory can hold, and this node's
 BYTES_PER_CHECK = 2048  # bytes of a message of commitments per commitment to check its sender must have left
 RECEIVE_BATCH = 16  # commitments checked (an Ed25519 verify each: ~0.4 ms of CPU at load 20) before the loop is let go
@@ -78,22 +67,9 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-Steps = Generator[tuple[Callable[..., Any], dict], Any, Any]  # see MarketService._deal
-
-
-def _matched(asks: list[Ask], bids: list[Bid], **kwargs: Any):
-    """The pure matching of `MarketService.match`: supply capped and groups spread, then `match_needs`."""
-    needs = spread_groups(asks, bids)
-    return match_needs(cap_supply(asks, needs), needs, **kwargs)
-
-
 def _clear_book(asks: list[Ask], bids: list[Bid], bucket_seconds: int) -> dict:
     """What `Book.orders` and `clear_book` make of the book's asks and bids (pure)."""
     return clear_book(market_orders(asks, bids, bucket_seconds))
-
-
-def _call(fn: Callable[..., Any], kwargs: dict) -> Any:
-    return fn(**kwargs)
 
 
 class PeerView(Protocol):
@@ -108,86 +84,14 @@ class PeerView(Protocol):
     async def request(self, peer_url: str, method: str, path: str, **kwargs: Any) -> Any: ...
 
 
-class Explanations(OrderedDict):
-    """The newest EXPLAINED explanations of matchings this node ran, by need."""
-
-    def __init__(self, me: str) -> None:
-        super().__init__()
-        self.me = me
-
-    def keep(self, result, bids: dict[str, Bid] | None = None, best_asks: dict[str, int] | None = None) -> None:
-        """Keep a matching's explanations, with the figures of this node's needs (`bids` by need key) and
-        the lowest ask of each kind (`best_asks`)."""
-        if result is None:
-            return
-        for key, explanation in result.explanations.items():
-            # This node's needs by their bare id (as a put or invoke prints them); others' as OWNER/ID.
-            name = explanation.need_id if explanation.recipient == self.me else key
-            bid = (bids or {}).get(key)
-            best = (best_asks or {}).get(bid.slot.kind) if bid is not None else None
-            self[name] = {"need": explanation.need_id, "recipient": explanation.recipient, "code": explanation.code,
-                          "message": explanation.message, "clearing_price": explanation.clearing_price,
-                          "assignment": _assignment(result.assignments.get(key)),
-                          "kind": bid.slot.kind if bid else None, "bid": bid.price if bid else None,
-                          "quantity": bid.slot.quantity if bid else None, "best_ask": best,
-                          "would_match": _would_match(explanation, bid, best)}
-            self.move_to_end(name)
-        while len(self) > EXPLAINED:
-            self.popitem(last=False)
-
-    def recent(self, count: int = 20) -> list[str]:
-        """This node's needs most recently matched, newest first: what `market explain` can be asked about."""
-        return [name for name in reversed(self) if "/" not in name][:count]
-
-    def explain(self, need: str) -> dict:
-        found = self.get(need)
-        if found is None:
-            raise NeedNotFound(f"no recent need {need!r} on this node",
-                               hint="need ids are printed by a put or invoke the market refused, and by xsc market status")
-        return found
-
-
-def _would_match(explanation, bid: Bid | None, best_ask: int | None) -> str | None:
-    """What would have made a need match, in the user's words (None: it matched, or nothing is known)."""
-    code, clearing = explanation.code, explanation.clearing_price
-    if code == "matched":
-        return None
-    if code == "below_clearing_price" and clearing is not None:
-        return f"a bid of at least {clearing}"
-    if code == "no_trade" and best_ask is not None:
-        return f"a bid of at least the lowest ask, {best_ask}"
-    if code == "no_compatible_slot" and bid is not None:
-        return f"a provider offering at least {bid.slot.quantity} for the need's whole window"
-    if code == "capacity_taken":
-        return "more free capacity, or a bid above the needs that took it" + (
-            f" (they cleared at {clearing})" if clearing is not None else "")
-    if code == "filtered_out":
-        return "fewer filters (--avoid, --prefer, --min-availability)"
-    return None
-
-
-def _repriced(a: Assignment, clearing, bid: Bid | None) -> Assignment:
-    price = None if clearing is None else clearing.price
-    if bid is None or price is None or not a.price <= price <= bid.price:
-        return a
-    return replace(a, price=price, cost=units_cost(a.kind, a.quantity, bid.slot.end - bid.slot.start, price))
-
-
-def _assignment(a) -> dict | None:
-    if a is None:
-        return None
-    return {"provider": a.provider, "capacity_slot": a.capacity_slot, "quantity": a.quantity, "price": a.price,
-            "tier": a.tier}
-
-
 class MarketService:
     def __init__(self, *, config: MarketSection, identity: Identity, db: Database, peers: PeerView | None,
-                 needs: NeedRegistry, storage_usage: Callable[[], tuple[int, int]], compute_threads: int,
-                 gossip_interval: float, pool: Executor | None = None, limiter: Quota | None = None) -> None:
+                 needs: NeedRegistry, weights: Recognition, subscribers: Subscribers | None,
+                 storage_usage: Callable[[], tuple[int, int]], compute_threads: int, gossip_interval: float,
+                 pool: Executor | None = None, limiter: Quota | None = None, credit_lines: Any = None) -> None:
         self.config = config
         self.pool = pool  # where matchings run (None: asyncio's default executor)
         self.limiter = limiter  # each peer's quota of commitments to check (None: no quota)
-        self._dealing = asyncio.Lock()
         self.identity = identity
         self.me = self.identity.id
         self.db = db
@@ -210,47 +114,32 @@ class MarketService:
         raw = self.db.get(keys.MARKET_SELF)
         state = codec.loads(raw) if raw else {}
         self.stamp = Stamp.decode(bytes.fromhex(state["stamp"])) if "stamp" in state else Stamp.seed()
-        self.paid_by: dict[str, int] = state.get("paid_by", {})  # peer -> micro-credits its user paid us
-        self._self_unsaved = False  # paid_by or delivered_by changed since _self_state was last written
         self._own_lock = threading.Lock()  # our commitment's writes (`_store_own`), from the loop or the pool
         self._own_signed = self._own_stored = 0  # how many of our commitments were signed, and the last written
-        self.delivered_by: dict[str, int] = state.get("delivered_by", {})  # peer -> what we paid it
-        self._recognition: tuple[Any, dict[str, Decimal]] | None = None  # (peers' state_version, recognition())
         self._availability: tuple[Any, dict[str, Decimal]] | None = None  # the same for availability_map()
-        self.user_weights: dict[str, Decimal] = {
-            public_id(k[len(keys.MARKET_RECOGNITION):]): Decimal(v.decode())
-            for k, v in self.db.iterator(prefix=keys.MARKET_RECOGNITION)}
+        self.weights = weights  # the recognition this node publishes (xsc.market.recognition)
+        weights.watch(self.touch)
         self.needs = needs  # this node's open needs (puts in progress, standing needs): published with its offer
         needs.watch(self.touch)
-        self.credit_lines: Any = None  # xsc.ledger.trust.TrustLines (set by the composition root): set_credit, line
+        self.credit_lines = credit_lines  # xsc.ledger.trust.TrustLines: set_credit, line (None: no credit lines)
         self.fuel_used: dict[int, int] = {}  # bucket -> fuel this node ran in it
         self._published: tuple | None = None
         self._asks_published: deque[tuple[int, str, int]] = deque(maxlen=256)  # (ms, kind, ask) as published
-        self.last_results = None  # the newest MarketResult of a match this node ran
-        self.last_bids: dict[str, Bid] = {}  # its needs, by need key
-        self.explanations = Explanations(self.me)  # for `xsc market explain`
         self.leaving = False  # shutting down: it offers nothing more
         self.version = 0  # grows whenever the book changes
         self._payload: tuple[int, list[dict]] = (-1, [])  # the book as JSON, and the version it was made of
         self._jsons: dict[str, tuple[str, dict]] = {}  # participant -> (signature, JSON) of its held commitment
-        self._prices_written = 0
+        self.prices = Prices(db, config.bucket_seconds)  # the clearing prices seen, for `xsc market prices`
         self.peer_digests: dict[str, str] = {}  # peer -> the digest of its book at our last exchange
-        self._compute_deals: dict[tuple, Any] = {}  # (version, fuel bucket, max price) -> assignment
         self._clearings: dict | None = None
         self._changed = asyncio.Event()
-        self._tasks: list[asyncio.Task] = []
+        self._announce = False  # the offer published at start differs from the one the peers hold
         self.on_change: list[Callable[[], None]] = []  # called whenever the book changed (allocation rounds)
-        # Subscriptions (set by app.py from the allocation service): who gets our commitment, given the kinds of
-        # its bids now and before; whose commitments we want.  None: every peer (a market without allocation).
-        self.audience: Callable[[set[str], set[str]], set[str]] | None = None
-        self.interest: Callable[[], set[str]] | None = None
+        # Who subscribed to this node's records and commitment (kept by the allocation service, which subscribes
+        # for it): who gets our commitment, whose commitments we want.  None: every peer (a bare market).
+        self.subscribers = subscribers
         self._kinds_pushed: set[str] = set()
         self.bytes_sent = 0  # bodies of the commitment pushes, digests and answers this node sent
-        # kind -> provider -> units the converged allocation gives this node's needs (set by app.py)
-        self.allocated: Callable[[str], dict[str, int]] | None = None
-        self._allocation_seen: dict[str, dict[str, int]] = {}
-        self._allocation_spent: dict[str, dict[str, int]] = {}  # kind -> provider -> units served since it changed
-        self.allocation_served = {"needs": 0, "units": 0}
 
     # --- what this node offers ------------------------------------------------------------
     def policy(self, kind: str) -> PricingPolicy:
@@ -324,74 +213,18 @@ class MarketService:
             del self.fuel_used[old]
         self.touch()
 
+    # --- recognition (xsc.market.recognition) ----------------------------------------------
     def note_paid(self, peer: str, amount: int, *, by_them: bool) -> None:
-        """A peer's user paid us (`by_them`), or we paid a peer for work it delivered: both raise recognition."""
-        table = self.paid_by if by_them else self.delivered_by
-        table[peer] = table.get(peer, 0) + amount
-        self._self_unsaved = True  # written by the next market round (within a second), not by every paid call
-        self._recognition = None
+        self.weights.note_paid(peer, amount, by_them=by_them)
 
-    # --- recognition ----------------------------------------------------------------------
     def set_recognition(self, peer: str, weight: Decimal | None) -> None:
-        key = parse_public_id(peer)
-        if weight is None:
-            self.db.delete(keys.market_recognition(key), sync=True)
-            self.user_weights.pop(peer, None)
-        else:
-            if not weight.is_finite() or not 0 <= weight <= MAX_RECOGNITION:
-                raise InvalidArgument(f"a recognition weight must be between 0 and {MAX_RECOGNITION}, not {weight}")
-            try:
-                bounded_decimal(weight)  # what a commitment may carry (it could not be published otherwise)
-            except ValueError as exc:
-                raise InvalidArgument(f"a recognition weight: {exc}") from None
-            self.db.put(keys.market_recognition(key), str(weight).encode(), sync=True)
-            self.user_weights[peer] = weight
-        self._recognition = None
-        self.touch()
-
-    def derived_weight(self, peer: str, exchanged_total: int | None = None) -> Decimal:
-        """From health and the ledger: availability over 24 h, cut to a tenth after a failed audit,
-        plus a bonus for the share of money exchanged with that peer (both directions).  `exchanged_total`:
-        `_exchanged_total()`, when the caller weighs every peer (summed once, not once per peer)."""
-        availability = self.peers.availability(peer) if self.peers is not None else None
-        if availability is None or availability.ratio_24h is None:
-            weight = DERIVED_NO_PROBES
-        else:
-            weight = Decimal(str(round(availability.ratio_24h, 4)))
-        if availability is not None and availability.last_audit and not availability.last_audit.get("ok", True):
-            weight /= 10
-        total = self._exchanged_total() if exchanged_total is None else exchanged_total
-        if total:
-            exchanged = self.paid_by.get(peer, 0) + self.delivered_by.get(peer, 0)
-            weight += Decimal(exchanged) / Decimal(total)
-        return weight.quantize(Decimal("0.0001"))
-
-    def _exchanged_total(self) -> int:
-        return sum(self.paid_by.values()) + sum(self.delivered_by.values())
+        self.weights.set_weight(peer, weight)
 
     def recognition(self) -> dict[str, Decimal]:
-        """This node's recognition of its peers, made again only when what it is made of changed (peers'
-        availability, money exchanged, user weights): with 1,000 peers it was ~15 ms of loop CPU per put."""
-        state = self.peers.state_version() if self.peers is not None else None
-        if self._recognition is not None and self._recognition[0] == state:
-            return dict(self._recognition[1])
-        total = self._exchanged_total()
-        weights = {p: self.derived_weight(p, total) for p in self._peer_ids()}
-        weights.update(self.user_weights)
-        made = {p: w for p, w in sorted(weights.items()) if w > 0 and p != self.me}
-        self._recognition = (state, made)
-        return dict(made)
+        return self.weights.weights()
 
     def recognition_view(self) -> list[dict]:
-        peers, total = set(self._peer_ids()), self._exchanged_total()
-        rows = []
-        for peer in sorted(peers | set(self.user_weights)):
-            theirs = self.book.get(peer)
-            derived = self.derived_weight(peer, total)  # once per peer (it reads the peer's availability)
-            rows.append({"peer": peer, "weight": str(self.user_weights.get(peer, derived)),
-                         "set_by_user": peer in self.user_weights, "derived": str(derived),
-                         "theirs": str(theirs.recognition.get(self.me, 0)) if theirs else None})
-        return rows
+        return self.weights.view(self.book)
 
     # --- publishing ------------------------------------------------------------------------
     def touch(self) -> None:
@@ -431,7 +264,7 @@ class MarketService:
         round signs one again, the counters with it (else the round took the offer for published until the
         heartbeat forced it)."""
         self._published = None
-        self._self_unsaved = True
+        self.weights.unsaved = True
 
     def _sign_own(self, force: bool) -> tuple[MarketCommitment, int, bytes] | None:
         asks, bids, recognition = self.own_asks(), self.needs.bids(), self.recognition()
@@ -445,7 +278,7 @@ class MarketService:
         self._asks_published.extend((commitment.timestamp, a.slot.kind, a.price) for a in asks
                                     if a.slot.id.endswith(f"-{self.bucket()}"))
         self._own_signed += 1
-        self._self_unsaved = False
+        self.weights.unsaved = False
         return commitment, self._own_signed, self._self_state()
 
     def _store_own(self, commitment: MarketCommitment, number: int, self_state: bytes) -> None:
@@ -464,18 +297,17 @@ class MarketService:
         self._changed_book()
 
     def _self_state(self) -> bytes:
-        return codec.dumps({"stamp": self.stamp.encode().hex(), "paid_by": self.paid_by,
-                            "delivered_by": self.delivered_by})
+        return codec.dumps({"stamp": self.stamp.encode().hex(), **self.weights.counters()})
 
     def _save_self(self) -> None:
         # Not synced: recognition counters a crash may lose a few increments of (the next publish syncs them).
-        self._self_unsaved = False
+        self.weights.unsaved = False
         self.db.put(keys.MARKET_SELF, self._self_state())
 
     def save_counters(self) -> None:
         """Write the recognition counters if they changed since they were last written (each market round,
         and at close)."""
-        if self._self_unsaved:
+        if self.weights.unsaved:
             self._save_self()
 
     def receive(self, items: Any) -> int:
@@ -566,7 +398,6 @@ class MarketService:
 
     def _changed_book(self) -> None:
         self._clearings = None
-        self._compute_deals.clear()
         self.version += 1
         for hook in self.on_change:
             hook()
@@ -592,10 +423,26 @@ class MarketService:
     def _up(self) -> list:
         return self.peers.up_peers()
 
+    def interests(self) -> dict[str, frozenset[str]]:
+        """peer -> the topics this node subscribes to at it (`xsc.allocation.subscriptions.interests`), from the
+        recognition it publishes, the peers' commitments and who subscribed to its receipts or needs."""
+        mine_mc = self.book.get(self.me)
+        mine = self.recognition()  # what it publishes next (the book's copy may lag a new peer)
+        offered = {a.slot.kind for a in (mine_mc.asks if mine_mc is not None else self.own_asks())}
+        theirs = {mc.participant: dict(mc.recognition) for mc in self.book.commitments() if mc.participant != self.me}
+        recognisers = set() if self.subscribers is None else {
+            s for s, topics in self.subscribers.view(now_ms()).items()
+            if "receipt" in topics or any(t.startswith("needs:") for t in topics)}
+        out = interests(self.me, mine, theirs, offered, recognisers)
+        if self.peers is not None:
+            out = {p: t for p, t in out.items() if self.peers.known(p)}
+        return out
+
     def interested(self) -> set[str]:
-        """The participants whose commitments this node wants: its subscriptions' (`interest`), else every peer."""
-        if self.interest is not None:
-            return set(self.interest())
+        """The participants whose commitments this node wants: those it subscribes to for them (`interests`), else
+        every peer (a bare market)."""
+        if self.subscribers is not None:
+            return {p for p, t in self.interests().items() if "commitment" in t or any(x.startswith("needs:") for x in t)}
         return set(self._peer_ids())
 
     async def _push_own(self, everyone: bool = False) -> None:
@@ -606,8 +453,8 @@ class MarketService:
             return
         kinds = {b.slot.kind for b in own.bids}
         targets = self._up()
-        if self.audience is not None and not everyone:
-            audience = self.audience(kinds, self._kinds_pushed)
+        if self.subscribers is not None and not everyone:
+            audience = commitment_audience(self.subscribers, kinds, self._kinds_pushed, now_ms())
             targets = [d for d in targets if d.id in audience]
         self._kinds_pushed = kinds
         message = {"commitments": [own.to_json()], "push": True, "digest": self.book.digest()}
@@ -718,11 +565,19 @@ class MarketService:
                 log.exception("market round failed")
 
     def start(self) -> None:
-        changed = self.publish(force=self._published is None and self.book.get(self.me) is None)
-        self._tasks = [asyncio.create_task(self._run(announce=changed), name="xsc-market")]
+        """Publish this node's offer (written before the node serves); `loops` then announces it if it changed."""
+        self._announce = self.publish(force=self._published is None and self.book.get(self.me) is None)
+
+    def loops(self) -> dict[str, Callable[[], Any]]:
+        """The market's rounds, run by the node's supervisor (xsc.tasks.Supervisor)."""
+        return {"market": self._rounds}
+
+    def _rounds(self) -> Any:
+        announce, self._announce = self._announce, False  # a loop started again does not announce again
+        return self._run(announce=announce)
 
     async def close(self) -> None:
-        await stop(*self._tasks)
+        """After the supervisor stopped the rounds: the counters written, and the peers told we leave."""
         self.save_counters()
         await self.leave()
 
@@ -739,7 +594,7 @@ class MarketService:
     def clearings(self) -> dict:
         if self._clearings is None:
             self._clearings = clear_book(self.book.orders())
-            self._record_prices(self._clearings)
+            self.record_prices(self._clearings)
         return self._clearings
 
     async def _clear(self) -> None:
@@ -751,59 +606,11 @@ class MarketService:
         clearings = await in_pool(self.pool, _clear_book, self.book.asks(), self.book.bids(), self.book.bucket_seconds)
         if self._clearings is None and self.version == version:  # else the book changed meanwhile: next round
             self._clearings = clearings
-            self._record_prices(clearings)
+            self.record_prices(clearings)
 
-    def _record_prices(self, clearings: dict) -> None:
+    def record_prices(self, clearings: dict) -> None:
         """Keep each new clearing price (a price or volume that changed) for `xsc market prices`."""
-        at = now_ms()
-        written = 0
-        with self.db.write_batch() as batch:
-            for (kind, bucket), c in clearings.items():
-                if c.price is None:
-                    continue
-                last = self.last_price(kind, bucket)
-                if last is not None and last["price"] == c.price and last["traded"] == c.traded:
-                    continue
-                batch.put(keys.market_price(kind, bucket, at),
-                          codec.dumps({"price": c.price, "low": c.low, "high": c.high, "traded": c.traded}))
-                written += 1
-        self._prices_written += written
-        if self._prices_written > PRICE_HISTORY // 10:
-            self._prices_written = 0
-            self._prune_prices()
-
-    def _prune_prices(self) -> None:
-        """Keep the newest PRICE_HISTORY clearing prices of each kind."""
-        for kind in ("storage", "compute"):
-            with self.db.iterator(prefix=keys.market_prices_of(kind), reverse=True, include_value=False) as it:
-                old = [key for n, key in enumerate(it) if n >= PRICE_HISTORY]
-            if old:
-                with self.db.write_batch() as batch:
-                    for key in old:
-                        batch.delete(key)
-
-    def last_price(self, kind: str, bucket: int) -> dict | None:
-        prefix = keys.market_prices_of(kind) + bucket.to_bytes(8, "big")
-        with self.db.iterator(prefix=prefix, reverse=True) as it:
-            for _, value in it:
-                return codec.loads(value)
-        return None
-
-    def price_history(self, kind: str | None, limit: int) -> list[dict]:
-        rows = []
-        with self.db.iterator(prefix=keys.MARKET_PRICES if kind is None else keys.market_prices_of(kind),
-                              reverse=True) as it:
-            shown: set[tuple[str, int, int]] = set()
-            for key, value in it:
-                k, bucket, at = keys.split_market_price(key)
-                if (k, bucket, at // 1000) in shown:
-                    continue  # one price per market and second: the newest (a put's own matching may clear twice)
-                shown.add((k, bucket, at // 1000))
-                rows.append({"kind": k, "bucket": bucket, "bucket_start": bucket * self.config.bucket_seconds,
-                             "time_ms": at, **codec.loads(value)})
-                if len(rows) >= limit:
-                    break
-        return rows
+        self.prices.record(clearings, now_ms())
 
     def availability_map(self) -> dict[str, Decimal]:
         """Every participant's availability as matching weighs it, made again only when a peer's may have changed
@@ -827,39 +634,6 @@ class MarketService:
         out[self.me] = self.recognition()
         return out
 
-    def match(self, bids: list[Bid], exclude: frozenset[str] = frozenset()):
-        """Match `bids` (this node's new needs) against the book: the MarketResult of the pure core."""
-        return _matched(**self._match_inputs(bids, exclude, self.availability_map()))
-
-    def _match_inputs(self, bids: list[Bid], exclude: frozenset[str], availability: dict[str, Decimal]) -> dict:
-        """What `_matched` takes to match `bids` against the book, as it is now (made on the event loop: the pool
-        matches a copy while the book goes on changing).
-
-        Providers that are down (or in `exclude`: they just failed this node) are left out of the clearing
-        itself; other active nodes' open needs compete for the same slots (an inactive participant is left out of
-        every match, its needs too: a stranger's 1,000 fake peers' needs were matched with every put)."""
-        down = {p for p, a in availability.items() if a == 0} | exclude
-        live: dict[str, bool] = {}
-
-        def active(owner: str) -> bool:
-            if owner not in live:
-                live[owner] = self.active(owner)
-            return live[owner]
-
-        asks = [a for a in self.book.asks() if a.slot.owner not in down and active(a.slot.owner)]
-        mine = {b.slot.id for b in bids}
-        others = [b for b in self.book.bids() if not (b.slot.owner == self.me and b.slot.id in mine)
-                  and active(b.slot.owner)]
-        return {"asks": asks, "bids": others + bids, "recognition": self.recognition_map(),
-                "availability": availability, "bucket_seconds": self.config.bucket_seconds, "now_ms": now_ms()}
-
-    def remember(self) -> None:
-        """Keep the explanations of the newest matching, with their figures, for `xsc market explain`."""
-        best: dict[str, int] = {}
-        for a in self.book.asks():
-            best[a.slot.kind] = min(best.get(a.slot.kind, a.price), a.price)
-        self.explanations.keep(self.last_results, self.last_bids, best)
-
     def active(self, participant: str) -> bool:
         """May `participant` be matched: this node, or a peer still known, not known to be down, whose newest
         offer is current (signed within `market.freshness`: a node that stopped re-signing has left)."""
@@ -878,172 +652,6 @@ class MarketService:
             self.peer_digests.pop(participant, None)
             self._changed_book()
             self.touch()
-
-    def need(self, need_id: str, kind: str, quantity: int, seconds: int, max_price: int, **wanted: Any) -> Bid:
-        """A need slot of this node (`NeedRegistry.make`), to match with `deal`."""
-        return self.needs.make(need_id, kind, quantity, seconds, max_price, **wanted)
-
-    def _from_allocation(self, bids: list[Bid], exclude: frozenset[str], clearings: dict,
-                         availability: dict[str, Decimal]) -> Steps:
-        """Needs placed on the providers whose allocation states give this node's standing needs of their kind
-        units (each provider's slots capped at what it still gives), priced at the call market's clearing
-        price of their (kind, bucket): need id -> assignment.  Needs it cannot place are left to the market."""
-        if self.allocated is None:
-            return {}
-        down = {p for p, a in availability.items() if a == 0} | exclude
-        out: dict[str, Assignment] = {}
-        for kind in sorted({b.slot.kind for b in bids}):
-            given = self.allocated(kind)
-            if given != self._allocation_seen.get(kind):
-                self._allocation_seen[kind] = dict(given)  # a new allocation: nothing of it is spent yet
-                self._allocation_spent[kind] = {}
-            spent = self._allocation_spent[kind]
-            room = {p: u - spent.get(p, 0) for p, u in given.items() if p not in down and self.active(p)}
-            asks = [a.model_copy(update={"slot": a.slot.model_copy(update={"quantity": min(a.slot.quantity,
-                                                                                           room[a.slot.owner])})})
-                    for a in self.book.asks() if a.slot.kind == kind and room.get(a.slot.owner, 0) > 0]
-            wanted = [b for b in bids if b.slot.kind == kind]
-            if not asks or not wanted:
-                continue
-            result = yield match_needs, {"asks": asks, "bids": wanted, "recognition": self.recognition_map(),
-                                         "availability": availability, "bucket_seconds": self.config.bucket_seconds,
-                                         "now_ms": now_ms(), "allow_self": False}
-            for b in wanted:
-                a = result.assignments.get(need_key(self.me, b.slot.id))
-                if a is None or room.get(a.provider, 0) < b.slot.quantity:
-                    continue
-                clearing = clearings.get((kind, a.bucket))
-                price = None if clearing is None else clearing.price
-                ask = next((x.price for x in asks if x.slot.owner == a.provider and x.slot.id == a.capacity_slot), None)
-                if price is None or b.price < price or ask is None or ask > price:
-                    continue
-                room[a.provider] -= b.slot.quantity
-                out[b.slot.id] = replace(a, price=price, allocated=True,
-                                         cost=units_cost(kind, b.slot.quantity, b.slot.end - b.slot.start, price))
-        return out
-
-    async def deal(self, bids: list[Bid], exclude: frozenset[str] = frozenset(), *,
-                   here: bool = False) -> dict[str, Any]:
-        """Assignments for every bid, or MarketNoDeal explaining each need that got nothing.
-
-        The call market is cleared first (price discovery); needs the converged allocation covers are placed
-        on the providers that allocated to this node (`_from_allocation`), the rest by the call market,
-        away from the providers the placed needs of their group took.
-
-        Each matching runs in the CPU pool on a copy of the book made on the event loop (over a book of 1,000
-        participants one took 60-230 ms of CPU, and held the loop that long); deals run one at a time, as they
-        did when they ran on the loop, so that two never spend one allocation's room.  `here`: every matching run on
-        the loop instead (the same answer; tests compare the two)."""
-        async with self._dealing:
-            steps = self._deal(bids, exclude)
-            result: Any = None
-            try:
-                while True:
-                    fn, kwargs = steps.send(result)
-                    result = fn(**kwargs) if here else await in_pool(self.pool, _call, fn, kwargs)
-            except StopIteration as done:
-                return done.value
-
-    def _deal(self, bids: list[Bid], exclude: frozenset[str]) -> Steps:
-        """`deal` as steps: it yields each matching it needs, as (function, arguments), and is sent its result."""
-        availability = self.availability_map()
-        result = yield _matched, self._match_inputs(bids, exclude, availability)
-        served = yield from self._from_allocation(bids, exclude, result.clearings, availability)
-        if served:
-            taken: dict[str | None, set[str]] = {}
-            for b in bids:
-                if b.slot.id in served and b.group is not None:
-                    taken.setdefault(b.group, set()).add(served[b.slot.id].provider)
-            rest = [b if not taken.get(b.group) else b.model_copy(update={"slot": b.slot.model_copy(update={
-                        "filters": b.slot.filters.model_copy(update={
-                            "deny": tuple(sorted(set(b.slot.filters.deny) | taken[b.group]))})})})
-                    for b in bids if b.slot.id not in served]
-            if not rest:
-                return served
-            discovered = result.clearings
-            result = yield _matched, self._match_inputs(rest, exclude, self.availability_map())
-            # One price for the whole deal: the rest is matched without the needs already placed, so its own
-            # clearing may be lower; each of its assignments costs the first clearing's price when that is at
-            # least what the rest cleared at (so still at least the provider's ask and at most the bid).
-            result = replace(result, assignments={
-                key: _repriced(a, discovered.get((a.kind, a.bucket)), bid_of.get(a.need_id))
-                for key, a in result.assignments.items()}) if (bid_of := {b.slot.id: b for b in rest}) else result
-            bids = rest
-        self.last_results = result
-        self.last_bids = {need_key(self.me, b.slot.id): b for b in bids}
-        self._record_prices(result.clearings)
-        named = {b.slot.id: need_key(self.me, b.slot.id) for b in bids}
-        missing = [n for n, key in named.items() if key not in result.assignments]
-        if missing:
-            reasons = [result.explanations[named[n]].message for n in missing if named[n] in result.explanations]
-            # The need ids go in the message: the CLI prints only the message and hint of a problem.
-            raise MarketNoDeal(f"the market found no provider for {len(missing)} of {len(bids)} need(s) "
-                               f"({', '.join(sorted(missing))}): " + "; ".join(sorted(set(reasons))[:3]),
-                               hint=f"see why with `xsc market explain {sorted(missing)[0]}`; raise --max-price, "
-                                    "or wait for providers (xsc market book)",
-                               needs={n: result.explanations[named[n]].code for n in missing
-                                      if named[n] in result.explanations})
-        return {**served, **{n: result.assignments[key] for n, key in named.items()}}
-
-    def spent(self, kind: str, assignments: list[Assignment]) -> None:
-        """Deals of `assignments` placed from the allocation were carried out (a put stored its shares): count
-        them against what each provider gives, and shrink this node's standing needs by as much."""
-        used = [a for a in assignments if a.allocated]
-        if not used:
-            return
-        spent = self._allocation_spent.setdefault(kind, {})
-        for a in used:
-            spent[a.provider] = spent.get(a.provider, 0) + a.quantity
-        self.allocation_served["needs"] += len(used)
-        self.allocation_served["units"] += sum(a.quantity for a in used)
-        self.needs.spend(kind, sum(a.quantity for a in used))
-
-    def invoked(self, assignment: Assignment, fuel: int) -> None:
-        """An invoke placed by `compute_deal` ran (returned or trapped) and used `fuel`: if it was placed from the
-        allocation, that fuel counts against the provider's part and this node's standing compute needs shrink
-        by exactly as much (the rest of the call's reserved budget was not used: it stays allocated)."""
-        if assignment.allocated and fuel > 0:
-            self.spent("compute", [replace(assignment, quantity=fuel)])
-
-    def _allocation_room(self, kind: str) -> dict[str, int]:
-        """provider -> units its allocation still gives this node's needs of `kind` (given less spent)."""
-        if self.allocated is None:
-            return {}
-        given = self.allocated(kind)
-        spent = self._allocation_spent.get(kind, {}) if given == self._allocation_seen.get(kind) else {}
-        return {p: u - spent.get(p, 0) for p, u in given.items()}
-
-    async def compute_deal(self, fuel: int, max_price: int, exclude: frozenset[str] = frozenset()):
-        """The provider and price of an invoke of at most `fuel`: placed from the allocation where a provider's
-        allocation to this node's standing compute needs still holds the call's reserved fuel (`deal`), else
-        matched on the market; the answer is kept until the book or the allocation changes (an invoke must
-        not pay a matching of the whole book each time), and one placed from the allocation only while the
-        provider's part still holds it.  `exclude`: providers that just failed this call (left out of the
-        clearing too; such an answer is not kept)."""
-        if exclude:
-            need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(), 60,
-                             max_price)
-            try:
-                return (await self.deal([need], exclude))[need.slot.id]
-            finally:
-                self.remember()
-        room = self._allocation_room("compute")
-        key = (self.version, fuel.bit_length(), max_price, tuple(sorted(p for p, u in room.items()
-                                                                      if u >= 1 << fuel.bit_length())))
-        found = self._compute_deals.get(key)
-        if found is not None and found.allocated and room.get(found.provider, 0) < found.quantity:
-            found = None  # its part of the allocation was used up since
-        if found is None:
-            need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(),
-                             60, max_price)
-            try:
-                found = (await self.deal([need]))[need.slot.id]
-            finally:
-                self.remember()
-            if len(self._compute_deals) > 64:
-                self._compute_deals.clear()
-            self._compute_deals[key] = found
-        return found
 
     # --- views -----------------------------------------------------------------------------
     def book_view(self, kind: str | None = None) -> dict[str, Any]:
@@ -1092,7 +700,7 @@ class MarketService:
 
     def price_view(self, kind: str | None, limit: int) -> list[dict]:
         self.clearings()  # records a new clearing price, if the book changed since
-        return self.price_history(kind, limit)
+        return self.prices.history(kind, limit)
 
     async def exchange_answer(self, items: Any, push: bool = False, sender: str | None = None,
                         digest: Any = None) -> dict[str, Any]:
@@ -1148,7 +756,7 @@ class MarketService:
 
     def status(self) -> dict[str, Any]:
         peers = self._peer_ids()
-        if self.interest is not None:
+        if self.subscribers is not None:
             wanted = self.interested()
             peers = [p for p in peers if p in wanted]  # with subscriptions: the peers whose commitments we want
         known = [p for p in peers if self.book.get(p) is not None]
@@ -1167,6 +775,5 @@ class MarketService:
             "asks": self._asks_view(),
             "needs": [{"id": b.slot.id, "kind": b.slot.kind, "quantity": b.slot.quantity, "price": b.price}
                       for b in self.needs.bids()],
-            "served_from_allocation": dict(self.allocation_served),
             "bytes_sent": self.bytes_sent,
         }

@@ -1,7 +1,7 @@
 """The composition root: the aiohttp app, every service built with its collaborators, the node's lifecycle.
 
-`_services` below is the one place where the node is put together: read it top to bottom to see what
-depends on what.  Services are started in that order and closed in the reverse order.
+The node's services are put together in one place, `xsc/node/services.py:Node.open`: read it top to bottom to
+see what depends on what.  They are started in that order under one supervisor and closed in the reverse order.
 """
 
 from __future__ import annotations
@@ -13,49 +13,18 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import aiohttp
 from aiohttp import web
 
-from ..compute.jobs import JobService
-from ..compute.paid import PaidCompute
-from ..compute.remote_tabs import GatewayTabs, ProviderTabs
-from ..compute.service import ComputeService
 from ..config import NodeConfig, https_url, parse_listen
 from ..errors import ConfigError
 from ..identity import ReplayGuard
-from ..ledger.service import LedgerService
-from ..ledger.settlement import Payments
-from ..ledger.tabs import Tabs
-from ..allocation.service import FORK_BURST, FORK_RATE, AllocationService
-from ..market.needs import NeedRegistry
-from ..market.service import MAX_COMMITMENTS, MarketService
-from ..net import PeerClient
 from ..net.tls import server_context
-from ..ledger.trust import TrustLines
-from ..peers import HealthService, PeerService
-from ..peers.admission import Admission, Quarantine
-from ..peers.service import NEW_NODE_BURST
-from ..buckets.index import S3Index
-from ..storage import Gateway, ShareStore
-from ..storage.audits import AuditService
-from ..storage.deals import HolderTerms, StorageDeals
-from ..storage.files import StorageService
-from ..storage.holder import ShareHolder
-from ..storage.holder_client import RemoteHolder
-from ..storage.lease_gc import LeaseCollector
-from ..storage.scrubber import Scrubber
-from ..storage.locate import Locator
-from ..storage.strangers import ProviderTerms
-from ..storage.wire import DAMAGE_PATH
 from ..ui.session import Sessions
-from ..tasks import in_pool, woken
+from ..tasks import woken
 from . import auth, connections, datadir, peer_auth, problems
-from .peer_routes import WORK_BURST
-from .appkeys import (ADMISSION, ALLOCATION, AUDITS, CLIENT_IDENTITY, COMPUTE, CONFIG, CPU_POOL, DB, DEALS, GATEWAY, JOBS,
-                      HEALTH, HEALTH_CHECKS, IDENTITY, IN_FLIGHT, LEASE_GC, LEDGER, MARKET, METRICS, PAID_COMPUTE,
-                      PAYMENTS, PEER_LIMITS, PEER_WORK, PEERS, REPLAY_GUARD, S3_INDEX, SCRUBBER, SHARE_HOLDER, STARTED,
-                      STATUS_PARTS, STORAGE, TABS, TERMS, TLS_CONTEXT, TLS_SERVED, TOKEN, TRUST, UI_SESSIONS,
-                      USER_LIMITS)
+from .appkeys import (CLIENT_IDENTITY, CONFIG, CPU_POOL, DB, HEALTH_CHECKS, IDENTITY, IN_FLIGHT, METRICS, NODE,
+                      PEER_LIMITS, PEER_WORK, REPLAY_GUARD, STARTED, STATUS_PARTS, TLS_CONTEXT, TLS_SERVED, TOKEN,
+                      UI_SESSIONS, USER_LIMITS)
 from .http import ROUTES
 from .http.node import node_checks
 from .limits import RateLimiter
@@ -63,6 +32,8 @@ from .collector import Collector
 from .listener import GuardedNodeRunner, NodeSite, TlsOnlySite
 from .metrics import Metrics
 from .middlewares import InFlight, request_counter
+from .peer_routes import WORK_BURST
+from .services import Node
 
 log = logging.getLogger(__name__)
 
@@ -100,162 +71,18 @@ async def _node_resources(app: web.Application):
 
 
 async def _services(app: web.Application):
-    """Build every service with explicit collaborators, in dependency order; start them; close in reverse."""
-    config, db, pool, metrics = app[CONFIG], app[DB], app[CPU_POOL], app[METRICS]
-    identity, payer = app[IDENTITY], app[CLIENT_IDENTITY]
-    me = identity.id
-
-    ledger = LedgerService(db, config.ledger.credit_limit, node=identity, client=payer,
-                           threads=config.compute.threads, low_balance=config.ledger.low_balance)
-
-    store = ShareStore(db, config.storage.capacity)
-    interrupted = await in_pool(pool, store.recover)
-    if interrupted:
-        log.warning("removed what %d interrupted upload(s) had staged", interrupted)
-    gateway = Gateway(store, pool, segment_size=config.storage.segment_size,
-                      lease_duration=config.storage.lease_duration, node_key=identity.public_key,
-                      depth=2 * max(2, config.compute.threads) + 2, remote_timeout=config.storage.remote_timeout)
-    metrics.bytes_stored.set_function(lambda: store.used)
-    metrics.shares_held.set_function(lambda: store.shares_held)
-
-    compute = ComputeService(db=db, identity=identity, data_dir=config.data_dir, config=config.compute)
-
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=32))
-    client = PeerClient(identity, session, config.peers.request_timeout, tls=config.peers.tls,
-                        grid_secret=config.peers.grid_secret)
-    quarantine = Quarantine(db, strikes=config.peers.quarantine_strikes, duration=config.peers.quarantine_for)
-    admission = Admission(min_difficulty=config.peers.min_difficulty, grid_secret=config.peers.grid_secret,
-                          quarantine=quarantine)
-    peers = PeerService(identity=identity, db=db, config=config, client=client, url=peer_url(app),
-                        storage=lambda: {"capacity": store.capacity, "free": store.free}, admission=admission,
-                        new_nodes=RateLimiter(config.peers.new_node_rate, NEW_NODE_BURST, "new nodes"))
-    if "://0.0.0.0:" in peers.url or "://[::]:" in peers.url:
-        log.warning("peers cannot reach %s: set peers.public_url (XSC_PEERS_PUBLIC_URL)", peers.url)
-    health = HealthService(db=db, peers=peers, config=config.health)
-    peers.health = health  # availability() asks the probes
-
-    needs = NeedRegistry(db=db, me=me, config=config.market)  # the one writer of this node's need slots
-    market = MarketService(config=config.market, identity=identity, db=db, peers=peers, needs=needs,
-                           storage_usage=lambda: (store.capacity - store.free, store.capacity),
-                           compute_threads=config.compute.threads, gossip_interval=config.peers.gossip_interval,
-                           pool=pool, limiter=RateLimiter(config.market.commitment_rate, 2 * MAX_COMMITMENTS,
-                                                          "commitments to check"))
-    peers.on_removed.append(market.forget)
-    allocation = AllocationService(config=config.market, identity=identity, db=db, market=market, needs=needs,
-                                   peers=peers, gossip_interval=config.peers.gossip_interval, joins=bool(config.peers.urls),
-                                   forks=RateLimiter(FORK_RATE, FORK_BURST, "ITC forks"))
-    peers.on_removed.append(allocation.forget)
-    market.on_change.append(allocation.touch)
-    market.allocated = allocation.allocated
-    market.audience, market.interest = allocation.commitment_audience, allocation.commitment_interest  # subscriptions
-    # A quarantined peer's commitments leave the book and the allocation; peers.known() is False for it.
-    quarantine.on_quarantined.extend((market.forget, allocation.forget))
-    # Credit only along recognition: the peers the user recognises get a credit line, strangers prepay.
-    trust = TrustLines(db, stranger_credit=config.ledger.stranger_credit, peer_credit=config.ledger.peer_credit,
-                       recognised=lambda peer: market.user_weights.get(peer, 0) > 0)
-    market.credit_lines = trust  # `xsc market recognize PEER W --credit C`
-
-    def strike(peer: str, why: str) -> None:
-        if peer != me:
-            quarantine.strike(peer, why)
-
-    payments = Payments(ledger=ledger, payer=payer, node=identity, peers=peers, client=client,
-                        retry_interval=config.ledger.settle_retry_interval,
-                        on_paid=lambda peer, amount, by_them: market.note_paid(peer, amount, by_them=by_them),
-                        on_countersigned=trust.paid, on_strike=strike, on_owed=trust.owe,
-                        collectable=trust.collectable)
-    payments.add_check("prepay", payments.check_prepayment)
-
-    terms = HolderTerms(db=db, store=store, ask=lambda: market.honoured_ask("storage"))
-    payments.add_check("store", terms.check_receipt)
-    deals = StorageDeals(db=db, me=me, store=store, pool=pool, pay=payments.pay, paid_for=payments.paid_for,
-                         audits_on=config.audit.blocks_per_round > 0, payment_interval=config.market.payment_interval)
-
-    def holder_for(node: str, url: str, price: int | None = None) -> RemoteHolder:
-        return RemoteHolder(client, node, url, price, payer.id)  # holders check receipts by the payer named
-
-    provider_terms = ProviderTerms(db=db, peers=peers, prepay=payments.prepay, budget=config.ledger)
-    locator = Locator(me=me, store=store, pool=pool, peers=peers)
-    storage = StorageService(gateway=gateway, deals=deals, market=market, ledger=ledger, payer=payer, me=me,
-                             peers=peers, holder_for=holder_for, pool=pool, terms=provider_terms, locator=locator,
-                             segment_size=config.storage.segment_size, lease_duration=config.storage.lease_duration)
-    share_holder = ShareHolder(store, pool, terms, trust=trust)
-
-    def on_audit(node: str, ok: bool, detail: str) -> None:
-        health.record_audit(node, ok, detail)
-        deals.note_audit(node, ok)  # a holder is paid only for periods it passed its audits
-        if not ok:
-            strike(node, f"failed an audit: {detail}")
-
-    audits = AuditService(config=config.audit, probe_interval=config.health.probe_interval, me=me, gateway=gateway,
-                          pool=pool, peers=peers, holder_for=holder_for, on_audit=on_audit, repair=storage.repair)
-
-    async def report_damage(uploader: str, si: bytes, share: int, segments: list[int]) -> None:
-        if uploader == me:
-            await audits.damage_reported(si, share, segments, me)
-        else:
-            await peers.request(peers.peer(uploader).url, "POST", DAMAGE_PATH,
-                                json={"si": si.hex(), "share": share, "segments": segments}, to=uploader)
-
-    scrubber = Scrubber(config=config.audit, store=store, pool=pool, report_damage=report_damage)
-    lease_gc = LeaseCollector(config=config.storage, store=store, pool=pool, terms=terms,
-                              repairing=storage.repairing, registry=metrics.registry)
-    tabs = Tabs(ledger=ledger, identities=[payer, identity], interval=config.ledger.tab_interval,
-                threshold=config.ledger.tab_threshold, max_refs=config.ledger.tab_max_refs)
-    gateway_tabs = GatewayTabs(payments=payments, client=client, peers=peers)
-    provider_tabs = ProviderTabs(db=db, ledger=ledger, node=identity)
-    paid = PaidCompute(compute=compute, market=market, ledger=ledger, payments=payments, tabs=tabs,
-                       gateway_tabs=gateway_tabs, provider_tabs=provider_tabs, payer=payer, node=identity,
-                       peers=peers, client=client, default_bid=config.market.compute_bid,
-                       on_invoked=lambda label: metrics.child(metrics.invocations, label).inc(), trust=trust)
-
-    app[LEDGER], app[GATEWAY], app[COMPUTE], app[PEERS], app[HEALTH] = ledger, gateway, compute, peers, health
-    app[MARKET], app[PAYMENTS], app[TERMS], app[DEALS], app[STORAGE] = market, payments, terms, deals, storage
-    app[SHARE_HOLDER], app[AUDITS], app[SCRUBBER], app[LEASE_GC] = share_holder, audits, scrubber, lease_gc
-    app[PAID_COMPUTE], app[TABS] = paid, tabs
-    app[S3_INDEX] = s3_index = S3Index(db)  # the user's bucket index: the S3 front (its own process) records objects there
-    app[JOBS] = jobs = JobService(compute=compute, storage=storage, ledger=ledger, tabs=tabs, payer=payer, node=identity,
-                                  db=db, work_dir=config.data_dir / "jobs", bids=(config.market.compute_bid, config.market.storage_bid),
-                                  objects=lambda bucket, key: [p["cap"] for p in s3_index.get(bucket, key)["parts"]])
-    app[ALLOCATION] = allocation
-    app[ADMISSION], app[TRUST] = admission, trust
-
-    app[STATUS_PARTS].update({
-        "ledger": lambda: ledger.status(payer.public_key, identity.public_key),
-        "storage": storage.status,
-        "compute": compute.status,
-        "peers": peers.status,
-        "payments": payments.status,
-        "remote_compute": paid.batcher.status,
-        "tabs": tabs.open,
-        "market": lambda: {k: v for k, v in market.status().items() if k in ("digest", "participants", "converged")},
-        "share_uploads": lambda: {"in_progress": len(share_holder)},
-        "audits": audits.status,
-        "scrubber": scrubber.status,
-        "lease_gc": lease_gc.status,
-    })
-    app[HEALTH_CHECKS].update({
-        "compute:epoch-ticker": compute.check_ticker,
-        "ledger:balance": payments.check_balance,
-        "peers:reachable": health.check_reachable,
-    })
-
-    started = []
+    """The node's services (xsc/node/services.py: built in dependency order, started under one supervisor, closed
+    in reverse)."""
+    node = await Node.open(peer_url=peer_url(app), config=app[CONFIG], db=app[DB], pool=app[CPU_POOL],
+                           metrics=app[METRICS], identity=app[IDENTITY], payer=app[CLIENT_IDENTITY])
+    app[NODE] = node
+    app[STATUS_PARTS].update(node.status_parts())
+    app[HEALTH_CHECKS].update(node.health_checks())
     try:
-        for service in (tabs, compute, paid, peers, health, market, allocation, payments, deals, storage, share_holder,
-                        audits, scrubber, lease_gc, jobs):
-            service.start()
-            started.append(service)
+        node.start()
         yield
     finally:
-        for service in reversed(started):
-            result = service.close()
-            if asyncio.iscoroutine(result):
-                await result
-        peers.health = None
-        client.close()
-        await session.close()
-        await ledger.close()
+        await node.close()
 
 
 def peer_url(app: web.Application) -> str:
@@ -331,7 +158,7 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
         collector.install()
         datadir.record_url(config.data_dir, f"http://{host}:{port}")
         print(f"xsc node {app[IDENTITY].id} listening on http://{host}:{port} (data dir {config.data_dir})", flush=True)
-        print(f"peers reach it at {app[PEERS].url}", flush=True)
+        print(f"peers reach it at {app[NODE].peers.url}", flush=True)
         if ready:
             ready.set()
         await stop.wait()

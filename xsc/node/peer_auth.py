@@ -16,7 +16,7 @@ from aiohttp import web
 from ..config import is_loopback_host
 from ..errors import BadRequestSignature, Forbidden, ForgedRecord, PayloadTooLarge, QuotaExceeded, TlsRequired
 from ..identity import SignedRequest, body_digest, verify_request
-from .appkeys import ADMISSION, CONFIG, HEALTH, IDENTITY, PEER_LIMITS, PEER_WORK, REPLAY_GUARD
+from .appkeys import CONFIG, IDENTITY, NODE, PEER_LIMITS, PEER_WORK, REPLAY_GUARD
 from .auth import PEER_PREFIX
 from .limits import read_body
 from .peer_routes import UNMATCHED, Price, price_of
@@ -80,7 +80,7 @@ async def signature_middleware(request: web.Request, handler):
     me = request.app[IDENTITY].id
     verified = verify_request(request.headers, request.method, request.raw_path, receiver=me, now_ms=now)
     # Admission (proof of work, grid secret, quarantine) before anything of the sender's is read or remembered.
-    admission = request.app[ADMISSION]
+    admission = request.app[NODE].admission
     admission.check_request(verified, request.headers)
     price = _price(request)
     size = request.content_length if request.content_length is not None else price.max_body
@@ -107,7 +107,7 @@ async def signature_middleware(request: web.Request, handler):
                                         every=60.0)
         raise
     request[SIGNED] = verified
-    request.app[HEALTH].heard_from(verified.sender)  # a peer counted as down is probed again at once
+    request.app[NODE].health.heard_from(verified.sender)  # a peer counted as down is probed again at once
     try:
         return await handler(request)
     except ForgedRecord as err:

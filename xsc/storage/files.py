@@ -25,6 +25,7 @@ from ..errors import (BadRequest, DiskFull, MarketNoDeal, NotEnoughShares, NotFo
                       XscError)
 from ..identity import Identity
 from ..ledger.service import LedgerService
+from ..market.dealing import Dealing
 from ..market.service import MarketService
 from ..tasks import in_pool
 from . import layout, leases, quotes
@@ -58,14 +59,15 @@ class UnknownNode:
 
 
 class StorageService:
-    def __init__(self, *, gateway: Gateway, deals: StorageDeals, market: MarketService, ledger: LedgerService,
-                 payer: Identity, me: str, peers: Any | None, holder_for: Callable[..., Any], pool: Executor,
-                 segment_size: int, lease_duration: int, terms: ProviderTerms | None = None,
+    def __init__(self, *, gateway: Gateway, deals: StorageDeals, market: MarketService, dealing: Dealing,
+                 ledger: LedgerService, payer: Identity, me: str, peers: Any | None, holder_for: Callable[..., Any],
+                 pool: Executor, segment_size: int, lease_duration: int, terms: ProviderTerms | None = None,
                  locator: Locator | None = None) -> None:
         self.gateway = gateway
         self.store = gateway.store
         self.deals = deals
         self.market = market
+        self.dealing = dealing  # the market's deals for this node's needs
         self.ledger = ledger
         self.payer = payer  # the local user's account
         self.me = me
@@ -160,7 +162,7 @@ class StorageService:
         """The put's market quote, once the user's credit is known to cover the whole lease (else
         InsufficientCredit).  Its needs stay published until `withdraw`."""
         await self.market.fill_book()
-        result = await quotes.quote(self.market, self.segment_size, size, seconds, bid, terms=self.terms, dry=dry,
+        result = await quotes.quote(self.dealing, self.segment_size, size, seconds, bid, terms=self.terms, dry=dry,
                                     **wanted)
         try:
             # A stream of unknown size is paid in arrears for what it turns out to hold.  The leases of earlier
@@ -172,7 +174,7 @@ class StorageService:
         return result
 
     def withdraw(self, quote: quotes.PutQuote) -> None:
-        quotes.withdraw_needs(self.market, quote.needs)
+        quotes.withdraw_needs(self.dealing, quote.needs)
 
     async def precheck(self, size: int | None, seconds: int, bid: int, **wanted) -> None:
         """`Expect: 100-continue`: refuse a put that will fail before its body is sent."""
@@ -195,7 +197,7 @@ class StorageService:
             result = await self._put(read, size, name, seconds, bid, quote)
         finally:
             self.withdraw(quote)
-        self.market.spent("storage", quote.assignments)  # what the allocation gave is now used
+        self.dealing.spent("storage", quote.assignments)  # what the allocation gave is now used
         return await self._after_put(result, size, seconds, quote)
 
     async def _put(self, read: ReadFn, size: int | None, name: str | None, seconds: int, bid: int,
@@ -242,7 +244,7 @@ class StorageService:
                     self.terms.forget(node)  # it refused: its terms are asked again next time
             for avoid in (set(quote.nodes) | failed, failed | {self.me}):
                 try:
-                    node, price = await quotes.relocation(self.market, quote.share_bytes, quote.seconds, avoid=avoid,
+                    node, price = await quotes.relocation(self.dealing, quote.share_bytes, quote.seconds, avoid=avoid,
                                                     bid=bid, failed=frozenset(failed))
                 except MarketNoDeal as err:
                     log.info("share %d: no provider avoiding %s: %s", share, sorted(n[:12] for n in avoid), err)
@@ -387,7 +389,7 @@ class StorageService:
             deal = placed.get(share)
             seconds = max(60, deal.end - int(time.time())) if deal else self.lease_duration
             try:
-                node, price = await quotes.relocation(self.market, share_bytes, seconds, avoid=used | not_up,
+                node, price = await quotes.relocation(self.dealing, share_bytes, seconds, avoid=used | not_up,
                                                 failed=frozenset(failed))
             except MarketNoDeal as err:
                 log.warning("no provider for share %d of %s: %s", share, cap.storage_index.hex()[:16], err)

@@ -25,6 +25,7 @@ from decimal import Decimal, InvalidOperation
 from ..errors import InvalidArgument, MarketNoDeal, PrepaymentRequired, StorageFull
 from ..identity import parse_public_id
 from ..ledger.pricing import price_storage
+from ..market.dealing import Dealing
 from ..market.service import MarketService
 from ..market.terms import refusal
 from . import erasure, layout
@@ -44,7 +45,7 @@ class PutQuote:
     nodes: list[str]  # the provider of each share
     prices: dict[int, int]  # share -> micro-credits per GiB-hour
     needs: list[str] = field(default_factory=list)
-    assignments: list = field(default_factory=list)  # the market's, when it matched the needs (market.spent)
+    assignments: list = field(default_factory=list)  # the market's, when it matched the needs (Dealing.spent)
     prepaid: dict[str, int] = field(default_factory=dict)  # provider -> micro-credits prepaid by itself for this put
 
     @property
@@ -101,10 +102,11 @@ def providers(market: MarketService) -> set[str]:
             if a.slot.kind == "storage" and availability.get(a.slot.owner) != 0 and market.active(a.slot.owner)}
 
 
-async def quote(market: MarketService, segment_size: int, size: int | None, seconds: int, bid: int,
+async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: int, bid: int,
                 spread: bool = False, terms: ProviderTerms | None = None, dry: bool = False, **wanted) -> PutQuote:
     """Match the put's needs on the market (or, for an unknown size, price it here at our own ask), on providers
     whose `terms` for this node take their part (storage/strangers.py; `dry`: a quote that prepays nothing)."""
+    market = dealing.market
     me = market.me
     if size is None:
         ask = market.ask("storage")
@@ -126,25 +128,26 @@ async def quote(market: MarketService, segment_size: int, size: int | None, seco
     home = home_shares(len(others) + home_offers, home_offers, spread)
     if not home or not others:
         try:
-            return await _matched(market, share_bytes, room, seconds, bid, erasure.N, wanted, terms, dry=dry)
+            return await _matched(dealing, share_bytes, room, seconds, bid, erasure.N, wanted, terms, dry=dry)
         except PrepaymentRequired as err:
             if not home_offers:
                 raise
             log.info("%s: %d shares stay here", err, erasure.K)
             home = erasure.K
-    return await _quote_from_home(market, share_bytes, seconds, bid, home, ask, wanted, terms, dry)
+    return await _quote_from_home(dealing, share_bytes, seconds, bid, home, ask, wanted, terms, dry)
 
 
-async def _quote_from_home(market: MarketService, share_bytes: int, seconds: int, bid: int, home: int, ask: int,
+async def _quote_from_home(dealing: Dealing, share_bytes: int, seconds: int, bid: int, home: int, ask: int,
                            wanted: dict, terms: ProviderTerms | None, dry: bool) -> PutQuote:
     """`home` shares here, the others matched on the market away from this node (on distinct providers while there
     are enough, else several on one: this node keeps K whatever), or all here if the market places none away.
     The shares here cost what the others cost (at least this node's ask)."""
+    market = dealing.market
     me = market.me
     away = {**wanted, "avoid": tuple(sorted({*wanted.get("avoid", ()), me}))}
     others = len(providers(market) - set(away["avoid"]))
     try:
-        matched = await _matched(market, share_bytes, share_bytes, seconds, bid, erasure.N - home, away, terms,
+        matched = await _matched(dealing, share_bytes, share_bytes, seconds, bid, erasure.N - home, away, terms,
                                  grouped=others >= erasure.N - home, dry=dry)
     except (MarketNoDeal, StorageFull, PrepaymentRequired) as err:
         log.info("the market placed no share of this put away from this node (%s): all stay here", err)
@@ -155,20 +158,21 @@ async def _quote_from_home(market: MarketService, share_bytes: int, seconds: int
                     matched.needs, matched.assignments, matched.prepaid)
 
 
-async def _matched(market: MarketService, share_bytes: int, room: int, seconds: int, bid: int, count: int,
+async def _matched(dealing: Dealing, share_bytes: int, room: int, seconds: int, bid: int, count: int,
                    wanted: dict, terms: ProviderTerms | None = None, grouped: bool = True,
                    dry: bool = False) -> PutQuote:
     """`count` shares matched on the market, one need each (`grouped`, one group: distinct providers while there
     are enough)."""
+    market = dealing.market
     group = f"put-{os.urandom(6).hex()}"
-    bids = [market.need(f"{group}-{s}", "storage", share_bytes, seconds, bid, group=group if grouped else None,
-                        **wanted)
+    bids = [dealing.need(f"{group}-{s}", "storage", share_bytes, seconds, bid, group=group if grouped else None,
+                         **wanted)
             for s in range(count)]
-    market.needs.open(bids)  # published while the put runs
+    dealing.needs.open(bids)  # published while the put runs
     try:
-        assignments, prepaid = await _deal_on_terms(market, bids, share_bytes, seconds, terms, dry)
+        assignments, prepaid = await _deal_on_terms(dealing, bids, share_bytes, seconds, terms, dry)
     except BaseException as err:
-        withdraw_needs(market, [b.slot.id for b in bids])
+        withdraw_needs(dealing, [b.slot.id for b in bids])
         affordable = any(a.slot.kind == "storage" and a.price <= bid for a in market.book.asks())
         if isinstance(err, MarketNoDeal) and affordable and \
                 set(err.details.get("needs", {}).values()) <= {"capacity_taken", "no_compatible_slot"}:
@@ -177,13 +181,13 @@ async def _matched(market: MarketService, share_bytes: int, room: int, seconds: 
                               hint="free space, or add nodes with `xsc peers add`", needs=err.details["needs"]) from None
         raise
     finally:
-        market.remember()
+        dealing.remember()
     return PutQuote(share_bytes, seconds, [assignments[b.slot.id].provider for b in bids],
                     {s: assignments[b.slot.id].price for s, b in enumerate(bids)}, [b.slot.id for b in bids],
                     [assignments[b.slot.id] for b in bids], prepaid)
 
 
-async def _deal_on_terms(market: MarketService, bids: list, share_bytes: int, seconds: int,
+async def _deal_on_terms(dealing: Dealing, bids: list, share_bytes: int, seconds: int,
                          terms: ProviderTerms | None, dry: bool) -> tuple[dict, dict[str, int]]:
     """The market's assignments of `bids`, on providers whose terms take their part: a provider that wants a
     prepayment beyond the user's budget is left out and the needs matched again (at most TERMS_ROUNDS times);
@@ -192,7 +196,7 @@ async def _deal_on_terms(market: MarketService, bids: list, share_bytes: int, se
     wanting: dict[str, int] = {}
     for _ in range(TERMS_ROUNDS):
         try:
-            assignments = await market.deal(bids, frozenset(exclude))
+            assignments = await dealing.deal(bids, frozenset(exclude))
         except MarketNoDeal:
             if wanting:
                 message, hint = refusal(wanting)
@@ -203,7 +207,7 @@ async def _deal_on_terms(market: MarketService, bids: list, share_bytes: int, se
         costs: dict[str, int] = {}
         for b in bids:
             a = assignments[b.slot.id]
-            if a.provider != market.me:
+            if a.provider != dealing.me:
                 costs[a.provider] = costs.get(a.provider, 0) + price_storage(share_bytes, seconds, a.price)
         refused, prepaid = await terms.settle(costs, dry)
         if not refused:
@@ -214,20 +218,20 @@ async def _deal_on_terms(market: MarketService, bids: list, share_bytes: int, se
     raise PrepaymentRequired(message, hint=hint, providers=wanting)
 
 
-def withdraw_needs(market: MarketService, needs: list[str]) -> None:
+def withdraw_needs(dealing: Dealing, needs: list[str]) -> None:
     """The put is over (stored or not): its needs leave the book."""
-    market.needs.withdraw(needs)
+    dealing.needs.withdraw(needs)
 
 
-async def relocation(market: MarketService, share_bytes: int, seconds: int, *, avoid: set[str],
+async def relocation(dealing: Dealing, share_bytes: int, seconds: int, *, avoid: set[str],
                bid: int | None = None, failed: frozenset[str] = frozenset()) -> tuple[str, int]:
     """A provider (not in `avoid`) and its price for one share placed again (a repair, or a holder that could
     not take its share), at `bid` (default: the node's default bid); `failed` providers do not even take part in
     the clearing (a dead provider's ask must not set the price the others are measured against)."""
-    need = market.need(f"repair-{os.urandom(6).hex()}", "storage", share_bytes, seconds,
-                       market.config.storage_bid if bid is None else bid, avoid=tuple(sorted(avoid)))
+    need = dealing.need(f"repair-{os.urandom(6).hex()}", "storage", share_bytes, seconds,
+                        dealing.market.config.storage_bid if bid is None else bid, avoid=tuple(sorted(avoid)))
     try:
-        assignment = (await market.deal([need], failed))[need.slot.id]
+        assignment = (await dealing.deal([need], failed))[need.slot.id]
     finally:
-        market.remember()
+        dealing.remember()
     return assignment.provider, assignment.price

@@ -21,7 +21,7 @@ from aiohttp import web
 from ...allocation.service import MAX_RECORDS
 from ...errors import NeedNotFound
 from .. import peer_auth
-from ..appkeys import ALLOCATION
+from ..appkeys import NODE
 from .common import json_body, json_response
 
 routes = web.RouteTableDef()
@@ -30,13 +30,13 @@ SLICE = 16  # records of a peer's message parsed and signature-checked per loop 
 
 @routes.get("/v1/allocation")
 async def status(request: web.Request) -> web.Response:
-    return json_response(request.app[ALLOCATION].status())
+    return json_response(request.app[NODE].allocation.status())
 
 
 @routes.post("/v1/allocation/needs")
 async def add_need(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"kind": "storage", "quantity": 1000000, "seconds": 3600}')
-    return json_response(request.app[ALLOCATION].add_need(body.get("kind"), body.get("quantity"),
+    return json_response(request.app[NODE].allocation.add_need(body.get("kind"), body.get("quantity"),
                                                               body.get("seconds", 3600), body.get("max_price")),
                              status=201)
 
@@ -44,18 +44,18 @@ async def add_need(request: web.Request) -> web.Response:
 @routes.delete("/v1/allocation/needs/{need}")
 async def remove_need(request: web.Request) -> web.Response:
     need = request.match_info["need"]
-    if not request.app[ALLOCATION].remove_need(need):
+    if not request.app[NODE].allocation.remove_need(need):
         raise NeedNotFound(f"no standing need {need!r} on this node", hint="xsc market status lists them")
     return json_response({"removed": need})
 
 
 @routes.post("/v1/peer/allocation")
-@peer_auth.before_body(lambda request, sender, size: request.app[ALLOCATION].check_sender(sender))
+@peer_auth.before_body(lambda request, sender, size: request.app[NODE].allocation.check_sender(sender))
 async def exchange(request: web.Request) -> web.Response:
     """A known peer's records, parsed and verified a slice per loop turn (a message of 1,001 states and 1,001
     receipts is ~0.7 s of signature checks): the loop answers others in between."""
     body = await json_body(request, 'send {"states": [...], "receipts": [...]}')
-    service = request.app[ALLOCATION]
+    service = request.app[NODE].allocation
     states, receipts = body.get("states", []), body.get("receipts", [])
     if not isinstance(states, list) or not isinstance(receipts, list) or max(len(states), len(receipts)) > MAX_RECORDS:
         return json_response(service.answer(body))  # refused there (400) whole, before any record is read
@@ -71,16 +71,16 @@ async def exchange(request: web.Request) -> web.Response:
 @routes.post("/v1/peer/allocation/fork")
 async def fork(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {} (or {"retire": HEX}: the id this node had before it restarted)')
-    return json_response(request.app[ALLOCATION].fork(peer_auth.peer_id(request), body))
+    return json_response(request.app[NODE].allocation.fork(peer_auth.peer_id(request), body))
 
 
 @routes.post("/v1/peer/allocation/subscribe")
 async def subscribe(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"subscriptions": [...]}')
-    return json_response(request.app[ALLOCATION].subscribe(peer_auth.peer_id(request), body))
+    return json_response(request.app[NODE].allocation.subscribe(peer_auth.peer_id(request), body))
 
 
 @routes.post("/v1/peer/allocation/digest")
 async def digest(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"states": {publisher: hash}, "receipts": {publisher: hash}}')
-    return json_response(request.app[ALLOCATION].digest_answer(peer_auth.peer_id(request), body))
+    return json_response(request.app[NODE].allocation.digest_answer(peer_auth.peer_id(request), body))

@@ -14,7 +14,7 @@ from ...errors import BodyTimeout, Forbidden, InvalidArgument, PayloadTooLarge, 
 from ...net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, MODULES_PATH
 from ...storage.holder import MIN_UPLOAD_RATE
 from .. import peer_auth
-from ..appkeys import COMPUTE, JOBS, PAID_COMPUTE, PEER_LIMITS
+from ..appkeys import NODE, PEER_LIMITS
 from ..problems import problem_from_error, status_of
 from .common import BODY_SECONDS, json_body, json_object, json_response, loads, query_flag, query_int, read_body
 
@@ -41,7 +41,7 @@ async def _read_module(request: web.Request, limit: int) -> bytes:
 
 @routes.post("/v1/modules")
 async def deploy(request: web.Request) -> web.Response:
-    service = request.app[COMPUTE]
+    service = request.app[NODE].compute
     wasm = await _read_module(request, service.max_module_size)
     facts = {k: request.query[k] for k in ("name", "version", "description") if k in request.query}
     info, created = await service.deploy(wasm, wasi=query_flag(request.query, "wasi"), facts=facts)
@@ -50,12 +50,12 @@ async def deploy(request: web.Request) -> web.Response:
 
 @routes.get("/v1/modules")
 async def list_modules(request: web.Request) -> web.Response:
-    return json_response({"modules": [m.to_json() for m in request.app[COMPUTE].modules()]})
+    return json_response({"modules": [m.to_json() for m in request.app[NODE].compute.modules()]})
 
 
 @routes.get("/v1/modules/{id}")
 async def get_module(request: web.Request) -> web.Response:
-    return json_response(request.app[COMPUTE].module(request.match_info["id"]).to_json())
+    return json_response(request.app[NODE].compute.module(request.match_info["id"]).to_json())
 
 
 @routes.post("/v1/compute/invoke")
@@ -65,28 +65,29 @@ async def invoke(request: web.Request) -> web.Response:
     except ValueError:
         raise InvalidArgument("the request body is not JSON",
                               hint='send {"module": ID, "function": NAME, "args": [...]}') from None
-    return json_response(await request.app[PAID_COMPUTE].invoke(body))
+    return json_response(await request.app[NODE].paid.invoke(body))
 
 
 @routes.get("/v1/compute/provenance")
 async def recent_provenance(request: web.Request) -> web.Response:
     limit = query_int(request.query, "limit", 20, 1, 1000)
-    records = request.app[COMPUTE].recent_provenance(limit)
+    records = request.app[NODE].compute.recent_provenance(limit)
     answer: dict = {"records": records}
     if "minutes" in request.query:  # and how many runs in each of the last N minutes (every record, not only these)
-        answer["per_minute"] = request.app[COMPUTE].runs_per_minute(query_int(request.query, "minutes", 30, 1, 1440))
+        minutes = query_int(request.query, "minutes", 30, 1, 1440)
+        answer["per_minute"] = request.app[NODE].compute.runs_per_minute(minutes)
     return json_response(answer)
 
 
 @routes.get("/v1/compute/provenance/{id}")
 async def get_provenance(request: web.Request) -> web.Response:
-    return json_response(request.app[COMPUTE].provenance(request.match_info["id"]))
+    return json_response(request.app[NODE].compute.provenance(request.match_info["id"]))
 
 
 # --- peer API: a provider runs a call a gateway matched here ------------------------------------
 def _asked_for_a_module(request: web.Request, sender: str, size: int) -> None:
     """A push is read only from a gateway this node asked for a module, and only up to a peer module's size."""
-    if not request.app[PAID_COMPUTE].awaits(sender):
+    if not request.app[NODE].paid.awaits(sender):
         raise Forbidden("this node did not ask for this module")
     if size > MAX_PUSHED_BYTES:
         raise module_too_large(size, MAX_PUSHED_BYTES)
@@ -95,7 +96,7 @@ def _asked_for_a_module(request: web.Request, sender: str, size: int) -> None:
 @routes.put(MODULES_PATH)
 @peer_auth.before_body(_asked_for_a_module)
 async def receive_module(request: web.Request) -> web.Response:
-    answer, created = await request.app[PAID_COMPUTE].receive_module(peer_auth.peer_id(request), await read_body(request),
+    answer, created = await request.app[NODE].paid.receive_module(peer_auth.peer_id(request), await read_body(request),
                                                                       wasi=request.query.get("wasi") == "true")
     return json_response(answer, status=201 if created else 200)
 
@@ -103,7 +104,7 @@ async def receive_module(request: web.Request) -> web.Response:
 @routes.post(INVOKE_PATH)
 async def run_for_peer(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"call", "price", "authorization", "deal"}')
-    return json_response(await request.app[PAID_COMPUTE].run_for_peer(peer_auth.peer_id(request), body))
+    return json_response(await request.app[NODE].paid.run_for_peer(peer_auth.peer_id(request), body))
 
 
 @routes.post(INVOKES_PATH)
@@ -115,7 +116,7 @@ async def run_batch_for_peer(request: web.Request) -> web.Response:
     calls, gateway = body.get("calls"), peer_auth.peer_id(request)
     for _ in range(len(calls) - 1 if isinstance(calls, list) and len(calls) <= MAX_BATCH_CALLS else 0):
         request.app[PEER_LIMITS].check(gateway, time.monotonic(), f"peer {gateway[:12]}…")  # each call counts
-    results = await request.app[PAID_COMPUTE].run_batch_for_peer(gateway, body)
+    results = await request.app[NODE].paid.run_batch_for_peer(gateway, body)
     return json_response({"results": [{"status": status_of(r), "problem": loads(problem_from_error(r).body)}
                                       if isinstance(r, XscError) else {"status": 200, "answer": r} for r in results]})
 
@@ -123,14 +124,14 @@ async def run_batch_for_peer(request: web.Request) -> web.Response:
 # --- jobs: WASI programs over stored files (compute/jobs.py) ------------------------------------------
 @routes.post("/v1/compute/jobs")  # the spec's JSON on one line, then (application/x-xsc-job) the program's stdin
 async def run_job(request: web.Request) -> web.Response:
-    return json_response(await request.app[JOBS].run_streamed(request.content.read), status=201)
+    return json_response(await request.app[NODE].jobs.run_streamed(request.content.read), status=201)
 
 
 @routes.get("/v1/compute/jobs/{id}")
 async def get_job(request: web.Request) -> web.Response:
-    return json_response(request.app[JOBS].job(request.match_info["id"]))
+    return json_response(request.app[NODE].jobs.job(request.match_info["id"]))
 
 
 @routes.get("/v1/compute/lineage/{cap}")
 async def lineage(request: web.Request) -> web.Response:
-    return json_response(request.app[JOBS].lineage(request.match_info["cap"]))
+    return json_response(request.app[NODE].jobs.lineage(request.match_info["cap"]))

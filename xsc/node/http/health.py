@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..appkeys import HEALTH
+from ..appkeys import NODE
 from .common import json_response
 
 routes = web.RouteTableDef()
@@ -16,9 +16,9 @@ routes = web.RouteTableDef()
 
 @routes.get("/v1/health/peers")
 async def peer_health(request: web.Request) -> web.Response:
-    return json_response(request.app[HEALTH].view())
+    return json_response(request.app[NODE].health.view())
 
 
 @routes.post("/v1/health/probe")
 async def probe_now(request: web.Request) -> web.Response:
-    return json_response(await request.app[HEALTH].probe_round())
+    return json_response(await request.app[NODE].health.probe_round())

@@ -29,7 +29,7 @@ from ...errors import InvalidArgument
 from ...ledger.model import ENTRY_FIELDS
 from .. import peer_auth
 from ...storage.strangers import TERMS_PATH
-from ..appkeys import LEDGER, PAYMENTS, TRUST
+from ..appkeys import NODE
 from .common import json_body, json_response, query_flag, query_int
 
 routes = web.RouteTableDef()
@@ -43,33 +43,33 @@ EXPORT_BATCH = 500
 @routes.post("/v1/ledger/prepay")
 async def prepay(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"node": NODE_ID, "amount": MICRO_CREDITS}')
-    return json_response(await request.app[PAYMENTS].prepay(body.get("node"), body.get("amount")), status=201)
+    return json_response(await request.app[NODE].payments.prepay(body.get("node"), body.get("amount")), status=201)
 
 
 @routes.get("/v1/ledger/trust")
 async def trust_lines(request: web.Request) -> web.Response:
-    return json_response({"lines": request.app[TRUST].lines()})
+    return json_response({"lines": request.app[NODE].trust.lines()})
 
 
 @routes.get(TERMS_PATH)
 async def peer_terms(request: web.Request) -> web.Response:
-    return json_response(request.app[TRUST].terms_for(peer_auth.peer_id(request)))
+    return json_response(request.app[NODE].trust.terms_for(peer_auth.peer_id(request)))
 
 
 @routes.get("/v1/ledger/accounts")
 async def list_accounts(request: web.Request) -> web.Response:
-    return json_response({"accounts": request.app[LEDGER].accounts()})
+    return json_response({"accounts": request.app[NODE].ledger.accounts()})
 
 
 @routes.get("/v1/ledger/accounts/{account}")
 async def account(request: web.Request) -> web.Response:
-    service = request.app[LEDGER]
+    service = request.app[NODE].ledger
     return json_response(service.account_view(service.account_key(request.match_info["account"])))
 
 
 @routes.get("/v1/ledger/accounts/{account}/chain")
 async def chain(request: web.Request) -> web.Response:
-    service = request.app[LEDGER]
+    service = request.app[NODE].ledger
     key = service.account_key(request.match_info["account"])
     start = query_int(request.query, "from", 1, 1, 2**63 - 1)
     limit = query_int(request.query, "limit", MAX_CHAIN_PAGE, 1, MAX_CHAIN_PAGE)
@@ -84,7 +84,7 @@ async def chain(request: web.Request) -> web.Response:
 
 @routes.get("/v1/ledger/accounts/{account}/history")
 async def history(request: web.Request) -> web.Response:
-    service = request.app[LEDGER]
+    service = request.app[NODE].ledger
     key = service.account_key(request.match_info["account"])
     limit = query_int(request.query, "limit", 20, 1, MAX_HISTORY)
     expand = query_flag(request.query, "expand")
@@ -102,7 +102,7 @@ async def history(request: web.Request) -> web.Response:
 
 @routes.get("/v1/ledger/entries/{entry}")
 async def show(request: web.Request) -> web.Response:
-    return json_response(await request.app[LEDGER].entry(request.match_info["entry"]))
+    return json_response(await request.app[NODE].ledger.entry(request.match_info["entry"]))
 
 
 @routes.post("/v1/ledger/entries")
@@ -122,19 +122,19 @@ async def post_entries(request: web.Request) -> web.Response:
             encoded.append(bytes.fromhex(text))
         except (TypeError, ValueError):
             raise InvalidArgument(f"entry #{n + 1} is not hex", hint="send each entry's `encoded` field") from None
-    results = await request.app[LEDGER].accept(encoded)
+    results = await request.app[NODE].ledger.accept(encoded)
     status = 201 if any(r["status"] == "stored" for r in results) else 200
     return json_response({"results": results}, status=status)
 
 
 @routes.get("/v1/ledger/verify")
 async def verify(request: web.Request) -> web.Response:
-    return json_response(await request.app[LEDGER].verify())
+    return json_response(await request.app[NODE].ledger.verify())
 
 
 @routes.get("/v1/ledger/export")
 async def export(request: web.Request) -> web.StreamResponse:
-    service = request.app[LEDGER]
+    service = request.app[NODE].ledger
     response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await response.prepare(request)
     lines = service.export_lines()

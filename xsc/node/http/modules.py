@@ -12,7 +12,7 @@ from aiohttp import web
 
 from ...net.compute import TAB_CLOSE_PATH
 from .. import peer_auth
-from ..appkeys import COMPUTE, PAID_COMPUTE
+from ..appkeys import NODE
 from .common import json_body, json_response
 
 routes = web.RouteTableDef()
@@ -22,20 +22,20 @@ routes = web.RouteTableDef()
 async def set_status(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"status": "active"} or {"status": "disabled"}')
     status = body.get("status") if isinstance(body, dict) else None
-    return json_response(request.app[COMPUTE].set_status(request.match_info["id"], status).to_json())
+    return json_response(request.app[NODE].compute.set_status(request.match_info["id"], status).to_json())
 
 
 @routes.delete("/v1/modules/{id}")
 async def remove(request: web.Request) -> web.Response:
-    return json_response({**request.app[COMPUTE].remove(request.match_info["id"]).to_json(), "removed": True})
+    return json_response({**request.app[NODE].compute.remove(request.match_info["id"]).to_json(), "removed": True})
 
 
 @routes.post("/v1/compute/provenance/{id}/replay")
 async def replay(request: web.Request) -> web.Response:
-    return json_response(await request.app[PAID_COMPUTE].replay(request.match_info["id"]))
+    return json_response(await request.app[NODE].paid.replay(request.match_info["id"]))
 
 
 @routes.post(TAB_CLOSE_PATH)
 async def close_tab(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"authorization": HEX}')
-    return json_response(await request.app[PAID_COMPUTE].close_tab(peer_auth.peer_id(request), body))
+    return json_response(await request.app[NODE].paid.close_tab(peer_auth.peer_id(request), body))

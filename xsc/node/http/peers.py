@@ -16,7 +16,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .. import peer_auth
-from ..appkeys import ADMISSION, PEERS
+from ..appkeys import NODE
 from .common import json_body, json_response
 
 routes = web.RouteTableDef()
@@ -24,40 +24,40 @@ routes = web.RouteTableDef()
 
 @routes.get("/v1/peers")
 async def list_peers(request: web.Request) -> web.Response:
-    return json_response(request.app[PEERS].table())
+    return json_response(request.app[NODE].peers.table())
 
 
 @routes.post("/v1/peers")
 async def add_peer(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"url": "http://HOST:PORT"}')
-    return json_response(await request.app[PEERS].join(body.get("url")), status=201)
+    return json_response(await request.app[NODE].peers.join(body.get("url")), status=201)
 
 
 @routes.delete("/v1/peers/{id}")
 async def remove_peer(request: web.Request) -> web.Response:
     node_id = request.match_info["id"]
-    request.app[PEERS].remove(node_id)
+    request.app[NODE].peers.remove(node_id)
     return json_response({"removed": node_id})
 
 
 @routes.get("/v1/peers/quarantine")
 async def list_quarantine(request: web.Request) -> web.Response:
-    return json_response({"quarantined": request.app[ADMISSION].quarantine.list()})
+    return json_response({"quarantined": request.app[NODE].admission.quarantine.list()})
 
 
 @routes.delete("/v1/peers/quarantine/{id}")
 async def lift_quarantine(request: web.Request) -> web.Response:
-    return json_response(request.app[ADMISSION].quarantine.remove(request.match_info["id"]))
+    return json_response(request.app[NODE].admission.quarantine.remove(request.match_info["id"]))
 
 
 @routes.post("/v1/peer/descriptors")
-@peer_auth.before_body(lambda request, sender, size: request.app[PEERS].check_budget(request.remote, size))
+@peer_auth.before_body(lambda request, sender, size: request.app[NODE].peers.check_budget(request.remote, size))
 async def exchange_descriptors(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"descriptors": [...]}')
-    return json_response(request.app[PEERS].gossip_answer(body.get("descriptors"), request.remote))
+    return json_response(request.app[NODE].peers.gossip_answer(body.get("descriptors"), request.remote))
 
 
 @routes.post("/v1/peer/challenge")
 async def answer_challenge(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"nonce": "<32 hex digits>"}')
-    return json_response(request.app[PEERS].answer_challenge(body.get("nonce"), peer_auth.peer_id(request)))
+    return json_response(request.app[NODE].peers.answer_challenge(body.get("nonce"), peer_auth.peer_id(request)))

@@ -16,7 +16,7 @@ from ...errors import EntryNotFound, InvalidArgument
 from ...ledger import Authorization, decode_authorization
 from ...ledger.receipts import RECEIPTS_PATH
 from .. import peer_auth
-from ..appkeys import LEDGER, PAYMENTS
+from ..appkeys import NODE
 from .common import json_object, json_response, read_body
 
 MAX_BODY = 8 * 1024  # an authorization is < 500 bytes and usage at most 8 meters
@@ -50,7 +50,7 @@ async def countersign(request: web.Request) -> web.Response:
         raise InvalidArgument(f"amount must be a non-negative integer of micro-credits, not {amount!r}", hint=HINT)
     if not isinstance(usage, dict):
         raise InvalidArgument("usage must be an object of meters, e.g. {\"fuel\": 1200}", hint=HINT)
-    receipt = await request.app[PAYMENTS].countersign(peer_auth.peer_id(request), auth, amount, usage,
+    receipt = await request.app[NODE].payments.countersign(peer_auth.peer_id(request), auth, amount, usage,
                                                       body.get("job"))
     return json_response({"receipt": receipt.encode().hex()})
 
@@ -64,7 +64,7 @@ async def receipt(request: web.Request) -> web.Response:
         auth_id = b""
     if len(auth_id) != 32:
         raise InvalidArgument("give the authorization id as 64 hex digits")
-    found = await request.app[LEDGER].receipt_for(auth_id)
+    found = await request.app[NODE].ledger.receipt_for(auth_id)
     if found is None:
         raise EntryNotFound(f"this node made no receipt for authorization {text.lower()}")
     return json_response({"receipt": found.encode().hex()})

@@ -13,7 +13,7 @@ from ...errors import BadRequest
 from ...buckets import listing
 from ...buckets.index import S3Index
 from ...tasks import in_pool
-from ..appkeys import CPU_POOL, S3_INDEX
+from ..appkeys import CPU_POOL, NODE
 from .common import json_body, json_response, query_int
 
 routes = web.RouteTableDef()
@@ -24,7 +24,7 @@ async def _call(request: web.Request, fn, *args, **kwargs):
 
 
 def _index(request: web.Request) -> S3Index:
-    return request.app[S3_INDEX]
+    return request.app[NODE].s3_index
 
 
 async def _as(request: web.Request, need: str, fn, *args, **kwargs):

@@ -16,7 +16,7 @@ from ...storage.locate import LOCATE_PATH, parse_locate
 from ...storage.wire import DAMAGE_PATH, parse_count, parse_damage_report, parse_share, parse_storage_index
 from ...tasks import in_pool
 from .. import peer_auth
-from ..appkeys import AUDITS, CPU_POOL, SHARE_HOLDER, STORAGE
+from ..appkeys import CPU_POOL, NODE
 from .common import json_body, json_object, json_response
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ async def _read_signed_body(request: web.Request, limit: int) -> bytes:
 async def begin_upload(request: web.Request) -> web.Response:
     si, share = _target(request)
     body = await json_body(request, 'send {"size", "segment_size", "lease_expiry", "price"}')
-    answer = await request.app[SHARE_HOLDER].begin_upload(_sender(request), peer_auth.peer_id(request), si, share,
+    answer = await request.app[NODE].share_holder.begin_upload(_sender(request), peer_auth.peer_id(request), si, share,
                                                           body)
     return json_response(answer, status=201)
 
@@ -70,7 +70,7 @@ async def begin_upload(request: web.Request) -> web.Response:
 @routes.put("/v1/peer/uploads/{upload}/segments/{first}")
 @peer_auth.streams_body
 async def put_segments(request: web.Request) -> web.Response:
-    holder = request.app[SHARE_HOLDER]
+    holder = request.app[NODE].share_holder
     incoming = holder.get(request.match_info["upload"], _sender(request))
     first = parse_count(request.match_info["first"], "the first segment")
     holder.check_order(incoming, first)  # refused before its body is read; checked again under the lock
@@ -84,7 +84,7 @@ async def put_segments(request: web.Request) -> web.Response:
 @routes.post("/v1/peer/uploads/{upload}/commit")
 @peer_auth.streams_body
 async def commit_upload(request: web.Request) -> web.Response:
-    holder = request.app[SHARE_HOLDER]
+    holder = request.app[NODE].share_holder
     incoming = holder.get(request.match_info["upload"], _sender(request))
     try:
         raw = await _read_signed_body(request, holder.commit_limit(incoming))
@@ -101,14 +101,14 @@ async def commit_upload(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/peer/uploads/{upload}")
 async def abort_upload(request: web.Request) -> web.Response:
-    holder = request.app[SHARE_HOLDER]
+    holder = request.app[NODE].share_holder
     await holder.abort(holder.get(request.match_info["upload"], _sender(request)))
     return json_response({"aborted": request.match_info["upload"]})
 
 
 @routes.get("/v1/peer/shares/{si}/{share}")
 async def share_meta(request: web.Request) -> web.Response:
-    return json_response(await request.app[SHARE_HOLDER].describe(*_target(request)))
+    return json_response(await request.app[NODE].share_holder.describe(*_target(request)))
 
 
 @routes.get("/v1/peer/shares/{si}/{share}/blocks")
@@ -116,7 +116,7 @@ async def share_blocks(request: web.Request) -> web.StreamResponse:
     si, share = _target(request)
     first = parse_count(request.query.get("from"), "from")
     count = parse_count(request.query.get("count"), "count", minimum=1)
-    holder = request.app[SHARE_HOLDER]
+    holder = request.app[NODE].share_holder
     block: bytes | None = await holder.first_block(si, share, first, count)
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     await response.prepare(request)
@@ -135,7 +135,7 @@ async def share_blocks(request: web.Request) -> web.StreamResponse:
 
 @routes.delete("/v1/peer/shares/{si}/{share}")
 async def delete_share(request: web.Request) -> web.Response:
-    await request.app[SHARE_HOLDER].delete(*_target(request), _sender(request))
+    await request.app[NODE].share_holder.delete(*_target(request), _sender(request))
     return web.Response(status=204)
 
 
@@ -143,21 +143,21 @@ async def delete_share(request: web.Request) -> web.Response:
 async def renew_share(request: web.Request) -> web.Response:
     si, share = _target(request)
     body = await json_body(request, 'send {"lease_expiry": <unix seconds>}')
-    return json_response(await request.app[SHARE_HOLDER].renew(si, share, _sender(request), body))
+    return json_response(await request.app[NODE].share_holder.renew(si, share, _sender(request), body))
 
 
 @routes.post("/v1/peer/shares/{si}/{share}/audit")
 async def audit_share(request: web.Request) -> web.Response:
     si, share = _target(request)
     body = await json_body(request, 'send {"segment": <block index>}')
-    return json_response(await request.app[SHARE_HOLDER].audit(si, share, body))
+    return json_response(await request.app[NODE].share_holder.audit(si, share, body))
 
 
 @routes.post(DAMAGE_PATH)
 async def report_damage(request: web.Request) -> web.Response:
     body = await json_body(request, 'send {"si": <64 hex digits>, "share": <0-5>, "segments": [...]}')
     si, share, segments = parse_damage_report(body)
-    await request.app[AUDITS].damage_reported(si, share, segments, peer_auth.peer_id(request))
+    await request.app[NODE].audits.damage_reported(si, share, segments, peer_auth.peer_id(request))
     return json_response({"marked": True, "repair": "queued"}, status=202)
 
 
@@ -166,4 +166,4 @@ async def report_damage(request: web.Request) -> web.Response:
 @routes.post(LOCATE_PATH)
 async def locate(request: web.Request) -> web.Response:  # the shares held here, who holds the others (locate.py)
     si = parse_locate(await json_body(request, 'send {"si": <the storage index, 64 hex digits>}'))
-    return json_response(await request.app[STORAGE].where(si))
+    return json_response(await request.app[NODE].storage.where(si))

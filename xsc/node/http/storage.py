@@ -10,7 +10,7 @@ from aiohttp import web
 from ...errors import BadRequest, BodyTimeout, XscError
 from ...storage import Capability, leases, quotes
 from ...storage.ranges import content_range, parse_range
-from ..appkeys import CONFIG, METRICS, STORAGE
+from ..appkeys import CONFIG, METRICS, NODE
 from ..auth import check_token
 from ..problems import problem_from_error
 from .common import json_response, optional_json_body, query_int
@@ -27,7 +27,7 @@ def _cap(request: web.Request) -> Capability:
 def _put_terms(request: web.Request) -> tuple[int, int, dict]:
     """(lease seconds, bid, filters) of a put, from its query."""
     query = request.query
-    return (request.app[STORAGE].lease_seconds(query.get("duration")),
+    return (request.app[NODE].storage.lease_seconds(query.get("duration")),
             quotes.parse_max_price(query.get("max_price"), request.app[CONFIG].market.storage_bid),
             quotes.parse_filters(query))
 
@@ -39,7 +39,7 @@ async def _expect_put(request: web.Request) -> web.StreamResponse | None:
             raise BadRequest(f"unsupported Expect header: {request.headers['Expect']!r}")
         check_token(request)
         seconds, bid, wanted = _put_terms(request)
-        await request.app[STORAGE].precheck(request.content_length, seconds, bid, **wanted)
+        await request.app[NODE].storage.precheck(request.content_length, seconds, bid, **wanted)
     except XscError as err:
         response = problem_from_error(err)
         response.force_close()
@@ -69,7 +69,7 @@ async def put_file(request: web.Request) -> web.Response:
 
     try:
         seconds, bid, wanted = _put_terms(request)
-        answer = await request.app[STORAGE].put(read, size, request.query.get("name"), seconds, bid, **wanted)
+        answer = await request.app[NODE].storage.put(read, size, request.query.get("name"), seconds, bid, **wanted)
     except XscError as err:
         # The client may still be sending: answer, then close, rather than leave it blocked.
         response = problem_from_error(err)
@@ -81,14 +81,14 @@ async def put_file(request: web.Request) -> web.Response:
 @routes.get("/v1/store/files")
 async def list_files(request: web.Request) -> web.Response:
     limit = query_int(request.query, "limit", 0, 1, 10**9) or None  # ?limit=N: the newest N files only
-    return json_response(await request.app[STORAGE].files_view(limit))
+    return json_response(await request.app[NODE].storage.files_view(limit))
 
 
 @routes.get("/v1/store/files/{cap}")
 async def get_file(request: web.Request) -> web.StreamResponse:
     cap = _cap(request)
     byte_range = parse_range(request.headers.get("Range"), cap.size)  # only the segments it covers are read
-    size, chunks = await request.app[STORAGE].open(cap, byte_range)
+    size, chunks = await request.app[NODE].storage.open(cap, byte_range)
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"})
     response.content_length = size
     if byte_range is not None:
@@ -112,22 +112,22 @@ async def get_file(request: web.Request) -> web.StreamResponse:
 
 @routes.delete("/v1/store/files/{cap}")
 async def remove_file(request: web.Request) -> web.Response:
-    return json_response(await request.app[STORAGE].remove(_cap(request)))
+    return json_response(await request.app[NODE].storage.remove(_cap(request)))
 
 
 @routes.get("/v1/store/files/{cap}/check")
 async def check_file(request: web.Request) -> web.Response:
-    return json_response(await request.app[STORAGE].check(_cap(request)))
+    return json_response(await request.app[NODE].storage.check(_cap(request)))
 
 
 @routes.post("/v1/store/files/{cap}/verify")
 async def verify_file(request: web.Request) -> web.Response:
-    return json_response(await request.app[STORAGE].verify(_cap(request)))
+    return json_response(await request.app[NODE].storage.verify(_cap(request)))
 
 
 @routes.post("/v1/store/files/{cap}/repair")
 async def repair_file(request: web.Request) -> web.Response:
-    return json_response(await request.app[STORAGE].repair(_cap(request)))
+    return json_response(await request.app[NODE].storage.repair(_cap(request)))
 
 
 @routes.post("/v1/store/files/{cap}/renew")
@@ -135,4 +135,4 @@ async def renew_file(request: web.Request) -> web.Response:
     """Extend every share's lease to now + duration (body {"duration": seconds}), paid like the lease."""
     cap = _cap(request)
     body = await optional_json_body(request, leases.DURATION_HINT)
-    return json_response(await request.app[STORAGE].renew(cap, body))
+    return json_response(await request.app[NODE].storage.renew(cap, body))

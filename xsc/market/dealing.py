@@ -1,0 +1,345 @@
+"""The market's deals for this node's needs: a put's shares, a repair, an invoke (`deal`, `compute_deal`).
+
+Built after the allocation (`allocated`: what the converged allocation gives this node's needs), over the book the
+`MarketService` replicates.  Needs covered by the allocation are placed on the providers that allocated to this
+node; the rest are matched on the call market (docs/market.md, docs/allocation.md).  Each matching runs in the CPU
+pool on a copy of the book made on the event loop.  `explanations` keeps why each recent need matched or did not
+(`xsc market explain`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Generator
+from concurrent.futures import Executor
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any
+
+from ..errors import MarketNoDeal, NeedNotFound
+from ..tasks import in_pool
+from .matching import Assignment, match_needs
+from .models import Ask, Bid, need_key, units_cost
+from .needs import NeedRegistry
+from .supply import cap_supply, spread_groups
+
+EXPLAINED = 1000  # needs whose explanation is kept (in memory) for `xsc market explain`
+COMPUTE_DEALS = 64  # invokes' deals kept until the book or the allocation changes
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _matched(asks: list[Ask], bids: list[Bid], **kwargs: Any):
+    """The pure matching of `Dealing.match`: supply capped and groups spread, then `match_needs`."""
+    needs = spread_groups(asks, bids)
+    return match_needs(cap_supply(asks, needs), needs, **kwargs)
+
+
+Steps = Generator[tuple[Callable[..., Any], dict], Any, Any]  # see Dealing._deal
+
+
+def _matched(asks: list[Ask], bids: list[Bid], **kwargs: Any):
+    """The pure matching of `MarketService.match`: supply capped and groups spread, then `match_needs`."""
+    needs = spread_groups(asks, bids)
+    return match_needs(cap_supply(asks, needs), needs, **kwargs)
+
+
+def _call(fn: Callable[..., Any], kwargs: dict) -> Any:
+    return fn(**kwargs)
+
+
+class Explanations(OrderedDict):
+    """The newest EXPLAINED explanations of matchings this node ran, by need."""
+
+    def __init__(self, me: str) -> None:
+        super().__init__()
+        self.me = me
+
+    def keep(self, result, bids: dict[str, Bid] | None = None, best_asks: dict[str, int] | None = None) -> None:
+        """Keep a matching's explanations, with the figures of this node's needs (`bids` by need key) and
+        the lowest ask of each kind (`best_asks`)."""
+        if result is None:
+            return
+        for key, explanation in result.explanations.items():
+            # This node's needs by their bare id (as a put or invoke prints them); others' as OWNER/ID.
+            name = explanation.need_id if explanation.recipient == self.me else key
+            bid = (bids or {}).get(key)
+            best = (best_asks or {}).get(bid.slot.kind) if bid is not None else None
+            self[name] = {"need": explanation.need_id, "recipient": explanation.recipient, "code": explanation.code,
+                          "message": explanation.message, "clearing_price": explanation.clearing_price,
+                          "assignment": _assignment(result.assignments.get(key)),
+                          "kind": bid.slot.kind if bid else None, "bid": bid.price if bid else None,
+                          "quantity": bid.slot.quantity if bid else None, "best_ask": best,
+                          "would_match": _would_match(explanation, bid, best)}
+            self.move_to_end(name)
+        while len(self) > EXPLAINED:
+            self.popitem(last=False)
+
+    def recent(self, count: int = 20) -> list[str]:
+        """This node's needs most recently matched, newest first: what `market explain` can be asked about."""
+        return [name for name in reversed(self) if "/" not in name][:count]
+
+    def explain(self, need: str) -> dict:
+        found = self.get(need)
+        if found is None:
+            raise NeedNotFound(f"no recent need {need!r} on this node",
+                               hint="need ids are printed by a put or invoke the market refused, and by xsc market status")
+        return found
+
+
+def _would_match(explanation, bid: Bid | None, best_ask: int | None) -> str | None:
+    """What would have made a need match, in the user's words (None: it matched, or nothing is known)."""
+    code, clearing = explanation.code, explanation.clearing_price
+    if code == "matched":
+        return None
+    if code == "below_clearing_price" and clearing is not None:
+        return f"a bid of at least {clearing}"
+    if code == "no_trade" and best_ask is not None:
+        return f"a bid of at least the lowest ask, {best_ask}"
+    if code == "no_compatible_slot" and bid is not None:
+        return f"a provider offering at least {bid.slot.quantity} for the need's whole window"
+    if code == "capacity_taken":
+        return "more free capacity, or a bid above the needs that took it" + (
+            f" (they cleared at {clearing})" if clearing is not None else "")
+    if code == "filtered_out":
+        return "fewer filters (--avoid, --prefer, --min-availability)"
+    return None
+
+
+def _repriced(a: Assignment, clearing, bid: Bid | None) -> Assignment:
+    price = None if clearing is None else clearing.price
+    if bid is None or price is None or not a.price <= price <= bid.price:
+        return a
+    return replace(a, price=price, cost=units_cost(a.kind, a.quantity, bid.slot.end - bid.slot.start, price))
+
+
+def _assignment(a) -> dict | None:
+    if a is None:
+        return None
+    return {"provider": a.provider, "capacity_slot": a.capacity_slot, "quantity": a.quantity, "price": a.price,
+            "tier": a.tier}
+
+class Dealing:
+    def __init__(self, *, market: Any, needs: NeedRegistry, allocated: Callable[[str], dict[str, int]] | None,
+                 pool: Executor | None = None) -> None:
+        self.market = market  # xsc.market.service.MarketService: the book, its clearings and prices, who is active
+        self.me = market.me
+        self.needs = needs
+        self.allocated = allocated  # kind -> provider -> units the converged allocation gives this node's needs
+        self.pool = pool  # where matchings run (None: asyncio's default executor)
+        self._dealing = asyncio.Lock()
+        self.last_results = None  # the newest MarketResult of a match this node ran
+        self.last_bids: dict[str, Bid] = {}  # its needs, by need key
+        self.explanations = Explanations(self.me)  # for `xsc market explain`
+        self._compute_deals: dict[tuple, Any] = {}  # (version, fuel bucket, max price, room) -> assignment
+        self._allocation_seen: dict[str, dict[str, int]] = {}
+        self._allocation_spent: dict[str, dict[str, int]] = {}  # kind -> provider -> units served since it changed
+        self.allocation_served = {"needs": 0, "units": 0}
+        market.on_change.append(self._compute_deals.clear)  # an invoke's deal holds until the book changes
+
+    def status(self) -> dict[str, Any]:
+        return {"served_from_allocation": dict(self.allocation_served)}
+
+    def match(self, bids: list[Bid], exclude: frozenset[str] = frozenset()):
+        """Match `bids` (this node's new needs) against the book: the MarketResult of the pure core."""
+        return _matched(**self._match_inputs(bids, exclude, self.market.availability_map()))
+
+    def _match_inputs(self, bids: list[Bid], exclude: frozenset[str], availability: dict[str, Decimal]) -> dict:
+        """What `_matched` takes to match `bids` against the book, as it is now (made on the event loop: the pool
+        matches a copy while the book goes on changing).
+
+        Providers that are down (or in `exclude`: they just failed this node) are left out of the clearing
+        itself; other active nodes' open needs compete for the same slots (an inactive participant is left out of
+        every match, its needs too: a stranger's 1,000 fake peers' needs were matched with every put)."""
+        down = {p for p, a in availability.items() if a == 0} | exclude
+        live: dict[str, bool] = {}
+
+        def active(owner: str) -> bool:
+            if owner not in live:
+                live[owner] = self.market.active(owner)
+            return live[owner]
+
+        asks = [a for a in self.market.book.asks() if a.slot.owner not in down and active(a.slot.owner)]
+        mine = {b.slot.id for b in bids}
+        others = [b for b in self.market.book.bids() if not (b.slot.owner == self.me and b.slot.id in mine)
+                  and active(b.slot.owner)]
+        return {"asks": asks, "bids": others + bids, "recognition": self.market.recognition_map(),
+                "availability": availability, "bucket_seconds": self.market.config.bucket_seconds, "now_ms": now_ms()}
+
+    def remember(self) -> None:
+        """Keep the explanations of the newest matching, with their figures, for `xsc market explain`."""
+        best: dict[str, int] = {}
+        for a in self.market.book.asks():
+            best[a.slot.kind] = min(best.get(a.slot.kind, a.price), a.price)
+        self.explanations.keep(self.last_results, self.last_bids, best)
+
+    def need(self, need_id: str, kind: str, quantity: int, seconds: int, max_price: int, **wanted: Any) -> Bid:
+        """A need slot of this node (`NeedRegistry.make`), to match with `deal`."""
+        return self.needs.make(need_id, kind, quantity, seconds, max_price, **wanted)
+
+    def _from_allocation(self, bids: list[Bid], exclude: frozenset[str], clearings: dict,
+                         availability: dict[str, Decimal]) -> Steps:
+        """Needs placed on the providers whose allocation states give this node's standing needs of their kind
+        units (each provider's slots capped at what it still gives), priced at the call market's clearing
+        price of their (kind, bucket): need id -> assignment.  Needs it cannot place are left to the market."""
+        if self.allocated is None:
+            return {}
+        down = {p for p, a in availability.items() if a == 0} | exclude
+        out: dict[str, Assignment] = {}
+        for kind in sorted({b.slot.kind for b in bids}):
+            given = self.allocated(kind)
+            if given != self._allocation_seen.get(kind):
+                self._allocation_seen[kind] = dict(given)  # a new allocation: nothing of it is spent yet
+                self._allocation_spent[kind] = {}
+            spent = self._allocation_spent[kind]
+            room = {p: u - spent.get(p, 0) for p, u in given.items() if p not in down and self.market.active(p)}
+            asks = [a.model_copy(update={"slot": a.slot.model_copy(update={"quantity": min(a.slot.quantity,
+                                                                                           room[a.slot.owner])})})
+                    for a in self.market.book.asks() if a.slot.kind == kind and room.get(a.slot.owner, 0) > 0]
+            wanted = [b for b in bids if b.slot.kind == kind]
+            if not asks or not wanted:
+                continue
+            result = yield match_needs, {"asks": asks, "bids": wanted, "recognition": self.market.recognition_map(),
+                                         "availability": availability, "bucket_seconds": self.market.config.bucket_seconds,
+                                         "now_ms": now_ms(), "allow_self": False}
+            for b in wanted:
+                a = result.assignments.get(need_key(self.me, b.slot.id))
+                if a is None or room.get(a.provider, 0) < b.slot.quantity:
+                    continue
+                clearing = clearings.get((kind, a.bucket))
+                price = None if clearing is None else clearing.price
+                ask = next((x.price for x in asks if x.slot.owner == a.provider and x.slot.id == a.capacity_slot), None)
+                if price is None or b.price < price or ask is None or ask > price:
+                    continue
+                room[a.provider] -= b.slot.quantity
+                out[b.slot.id] = replace(a, price=price, allocated=True,
+                                         cost=units_cost(kind, b.slot.quantity, b.slot.end - b.slot.start, price))
+        return out
+
+    async def deal(self, bids: list[Bid], exclude: frozenset[str] = frozenset(), *,
+                   here: bool = False) -> dict[str, Any]:
+        """Assignments for every bid, or MarketNoDeal explaining each need that got nothing.
+
+        The call market is cleared first (price discovery); needs the converged allocation covers are placed
+        on the providers that allocated to this node (`_from_allocation`), the rest by the call market,
+        away from the providers the placed needs of their group took.
+
+        Each matching runs in the CPU pool on a copy of the book made on the event loop (over a book of 1,000
+        participants one took 60-230 ms of CPU, and held the loop that long); deals run one at a time, as they
+        did when they ran on the loop, so that two never spend one allocation's room.  `here`: every matching run on
+        the loop instead (the same answer; tests compare the two)."""
+        async with self._dealing:
+            steps = self._deal(bids, exclude)
+            result: Any = None
+            try:
+                while True:
+                    fn, kwargs = steps.send(result)
+                    result = fn(**kwargs) if here else await in_pool(self.pool, _call, fn, kwargs)
+            except StopIteration as done:
+                return done.value
+
+    def _deal(self, bids: list[Bid], exclude: frozenset[str]) -> Steps:
+        """`deal` as steps: it yields each matching it needs, as (function, arguments), and is sent its result."""
+        availability = self.market.availability_map()
+        result = yield _matched, self._match_inputs(bids, exclude, availability)
+        served = yield from self._from_allocation(bids, exclude, result.clearings, availability)
+        if served:
+            taken: dict[str | None, set[str]] = {}
+            for b in bids:
+                if b.slot.id in served and b.group is not None:
+                    taken.setdefault(b.group, set()).add(served[b.slot.id].provider)
+            rest = [b if not taken.get(b.group) else b.model_copy(update={"slot": b.slot.model_copy(update={
+                        "filters": b.slot.filters.model_copy(update={
+                            "deny": tuple(sorted(set(b.slot.filters.deny) | taken[b.group]))})})})
+                    for b in bids if b.slot.id not in served]
+            if not rest:
+                return served
+            discovered = result.clearings
+            result = yield _matched, self._match_inputs(rest, exclude, self.market.availability_map())
+            # One price for the whole deal: the rest is matched without the needs already placed, so its own
+            # clearing may be lower; each of its assignments costs the first clearing's price when that is at
+            # least what the rest cleared at (so still at least the provider's ask and at most the bid).
+            result = replace(result, assignments={
+                key: _repriced(a, discovered.get((a.kind, a.bucket)), bid_of.get(a.need_id))
+                for key, a in result.assignments.items()}) if (bid_of := {b.slot.id: b for b in rest}) else result
+            bids = rest
+        self.last_results = result
+        self.last_bids = {need_key(self.me, b.slot.id): b for b in bids}
+        self.market.record_prices(result.clearings)
+        named = {b.slot.id: need_key(self.me, b.slot.id) for b in bids}
+        missing = [n for n, key in named.items() if key not in result.assignments]
+        if missing:
+            reasons = [result.explanations[named[n]].message for n in missing if named[n] in result.explanations]
+            # The need ids go in the message: the CLI prints only the message and hint of a problem.
+            raise MarketNoDeal(f"the market found no provider for {len(missing)} of {len(bids)} need(s) "
+                               f"({', '.join(sorted(missing))}): " + "; ".join(sorted(set(reasons))[:3]),
+                               hint=f"see why with `xsc market explain {sorted(missing)[0]}`; raise --max-price, "
+                                    "or wait for providers (xsc market book)",
+                               needs={n: result.explanations[named[n]].code for n in missing
+                                      if named[n] in result.explanations})
+        return {**served, **{n: result.assignments[key] for n, key in named.items()}}
+
+    def spent(self, kind: str, assignments: list[Assignment]) -> None:
+        """Deals of `assignments` placed from the allocation were carried out (a put stored its shares): count
+        them against what each provider gives, and shrink this node's standing needs by as much."""
+        used = [a for a in assignments if a.allocated]
+        if not used:
+            return
+        spent = self._allocation_spent.setdefault(kind, {})
+        for a in used:
+            spent[a.provider] = spent.get(a.provider, 0) + a.quantity
+        self.allocation_served["needs"] += len(used)
+        self.allocation_served["units"] += sum(a.quantity for a in used)
+        self.needs.spend(kind, sum(a.quantity for a in used))
+
+    def invoked(self, assignment: Assignment, fuel: int) -> None:
+        """An invoke placed by `compute_deal` ran (returned or trapped) and used `fuel`: if it was placed from the
+        allocation, that fuel counts against the provider's part and this node's standing compute needs shrink
+        by exactly as much (the rest of the call's reserved budget was not used: it stays allocated)."""
+        if assignment.allocated and fuel > 0:
+            self.spent("compute", [replace(assignment, quantity=fuel)])
+
+    def _allocation_room(self, kind: str) -> dict[str, int]:
+        """provider -> units its allocation still gives this node's needs of `kind` (given less spent)."""
+        if self.allocated is None:
+            return {}
+        given = self.allocated(kind)
+        spent = self._allocation_spent.get(kind, {}) if given == self._allocation_seen.get(kind) else {}
+        return {p: u - spent.get(p, 0) for p, u in given.items()}
+
+    async def compute_deal(self, fuel: int, max_price: int, exclude: frozenset[str] = frozenset()):
+        """The provider and price of an invoke of at most `fuel`: placed from the allocation where a provider's
+        allocation to this node's standing compute needs still holds the call's reserved fuel (`deal`), else
+        matched on the market; the answer is kept until the book or the allocation changes (an invoke must
+        not pay a matching of the whole book each time), and one placed from the allocation only while the
+        provider's part still holds it.  `exclude`: providers that just failed this call (left out of the
+        clearing too; such an answer is not kept)."""
+        if exclude:
+            need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(), 60,
+                             max_price)
+            try:
+                return (await self.deal([need], exclude))[need.slot.id]
+            finally:
+                self.remember()
+        room = self._allocation_room("compute")
+        key = (self.market.version, fuel.bit_length(), max_price, tuple(sorted(p for p, u in room.items()
+                                                                      if u >= 1 << fuel.bit_length())))
+        found = self._compute_deals.get(key)
+        if found is not None and found.allocated and room.get(found.provider, 0) < found.quantity:
+            found = None  # its part of the allocation was used up since
+        if found is None:
+            need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(),
+                             60, max_price)
+            try:
+                found = (await self.deal([need]))[need.slot.id]
+            finally:
+                self.remember()
+            if len(self._compute_deals) > COMPUTE_DEALS:
+                self._compute_deals.clear()
+            self._compute_deals[key] = found
+        return found

@@ -1,0 +1,292 @@
+"""The node's services as one typed object, built in dependency order and closed in reverse.
+
+`Node.open` is the one place where the node is put together: one setup block per subsystem, read top to bottom
+to see what depends on what (storage and the ledger, then the peers, the market and the allocation, payments and
+storage deals, audits, compute).  Every service is then handed to the node's `Supervisor` (xsc/tasks.py) in that
+order: it starts each one and runs and watches its background loops; `Node.close` stops them in reverse.  The
+aiohttp app holds the node (`app[NODE]`); routes read its fields (`request.app[NODE].market`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import aiohttp
+
+from ..allocation.service import FORK_BURST, FORK_RATE, AllocationService
+from ..allocation.subscriptions import Subscribers
+from ..compute.jobs import JobService
+from ..compute.paid import PaidCompute
+from ..compute.remote_tabs import GatewayTabs, ProviderTabs
+from ..compute.service import ComputeService
+from ..config import NodeConfig
+from ..db import Database
+from ..identity import Identity
+from ..ledger.service import LedgerService
+from ..ledger.settlement import Payments
+from ..ledger.tabs import Tabs
+from ..ledger.trust import TrustLines
+from ..market.dealing import Dealing
+from ..market.needs import NeedRegistry
+from ..market.recognition import Recognition
+from ..market.service import MAX_COMMITMENTS, MarketService
+from ..net import PeerClient
+from ..peers import HealthService, PeerService
+from ..peers.admission import Admission, Quarantine
+from ..peers.service import NEW_NODE_BURST
+from ..buckets.index import S3Index
+from ..storage import Gateway, ShareStore
+from ..storage.audits import AuditService
+from ..storage.deals import HolderTerms, StorageDeals
+from ..storage.files import StorageService
+from ..storage.holder import ShareHolder
+from ..storage.holder_client import RemoteHolder
+from ..storage.lease_gc import LeaseCollector
+from ..storage.locate import Locator
+from ..storage.scrubber import Scrubber
+from ..storage.strangers import ProviderTerms
+from ..storage.wire import DAMAGE_PATH
+from ..tasks import Supervisor, in_pool
+from .limits import RateLimiter
+from .metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Node:
+    """Every service of a running node, one typed field each, in the order they are built."""
+
+    # resources, given
+    config: NodeConfig
+    db: Database
+    pool: ThreadPoolExecutor
+    metrics: Metrics
+    identity: Identity  # the node's key: provider account, signs provenance and peer requests
+    payer: Identity  # the local user's key: payer account
+    supervisor: Supervisor
+    # storage and the ledger
+    ledger: LedgerService
+    store: ShareStore
+    gateway: Gateway
+    compute: ComputeService
+    # the peers
+    session: aiohttp.ClientSession
+    client: PeerClient
+    quarantine: Quarantine
+    admission: Admission
+    peers: PeerService
+    health: HealthService
+    # the market and the allocation
+    needs: NeedRegistry
+    recognition: Recognition
+    trust: TrustLines
+    subscribers: Subscribers
+    market: MarketService
+    allocation: AllocationService
+    dealing: Dealing
+    # payments, storage deals, the user's files, shares held for others
+    payments: Payments
+    terms: HolderTerms
+    deals: StorageDeals
+    provider_terms: ProviderTerms  # what strangers' nodes ask of this one before they take a share
+    locator: Locator
+    storage: StorageService
+    share_holder: ShareHolder
+    # audits and upkeep
+    audits: AuditService
+    scrubber: Scrubber
+    lease_gc: LeaseCollector
+    # compute
+    tabs: Tabs
+    gateway_tabs: GatewayTabs
+    provider_tabs: ProviderTabs
+    paid: PaidCompute
+    jobs: JobService
+    s3_index: S3Index  # the user's bucket index: the S3 front (its own process) records objects there
+
+    def __init__(self, *, config: NodeConfig, db: Database, pool: ThreadPoolExecutor, metrics: Metrics,
+                 identity: Identity, payer: Identity) -> None:
+        self.config, self.db, self.pool, self.metrics = config, db, pool, metrics
+        self.identity, self.payer, self.me = identity, payer, identity.id
+        self.supervisor = Supervisor()
+
+    @classmethod
+    async def open(cls, *, peer_url: str, **resources) -> Node:
+        """Build every service in dependency order (nothing started yet: `start`)."""
+        node = cls(**resources)
+        await node._storage_and_ledger()
+        node._peers(peer_url)
+        node._market()
+        node._payments_and_files()
+        node._upkeep()
+        node._compute()
+        return node
+
+    def start(self) -> None:
+        """Start every service in the order built, each one's loops under the supervisor."""
+        for name in ("tabs", "compute", "paid", "peers", "health", "market", "allocation", "payments", "deals",
+                     "storage", "share_holder", "audits", "scrubber", "lease_gc", "jobs"):
+            self.supervisor.add(name, getattr(self, name))
+
+    async def close(self) -> None:
+        """Stop the services in reverse, then close what they used."""
+        await self.supervisor.close()
+        self.peers.health = None
+        self.client.close()
+        await self.session.close()
+        await self.ledger.close()
+
+    # --- setup, one block per subsystem ----------------------------------------------------------------
+    async def _storage_and_ledger(self) -> None:
+        config, db, pool, identity = self.config, self.db, self.pool, self.identity
+        self.ledger = LedgerService(db, config.ledger.credit_limit, node=identity, client=self.payer,
+                                    threads=config.compute.threads, low_balance=config.ledger.low_balance)
+        self.store = store = ShareStore(db, config.storage.capacity)
+        interrupted = await in_pool(pool, store.recover)
+        if interrupted:
+            log.warning("removed what %d interrupted upload(s) had staged", interrupted)
+        self.gateway = Gateway(store, pool, segment_size=config.storage.segment_size,
+                               lease_duration=config.storage.lease_duration, node_key=identity.public_key,
+                               depth=2 * max(2, config.compute.threads) + 2,
+                               remote_timeout=config.storage.remote_timeout)
+        self.metrics.bytes_stored.set_function(lambda: store.used)
+        self.metrics.shares_held.set_function(lambda: store.shares_held)
+        self.compute = ComputeService(db=db, identity=identity, data_dir=config.data_dir, config=config.compute)
+
+    def _peers(self, url: str) -> None:
+        config, store = self.config, self.store
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=32))
+        self.client = PeerClient(self.identity, self.session, config.peers.request_timeout, tls=config.peers.tls,
+                                 grid_secret=config.peers.grid_secret)
+        self.quarantine = Quarantine(self.db, strikes=config.peers.quarantine_strikes,
+                                     duration=config.peers.quarantine_for)
+        self.admission = Admission(min_difficulty=config.peers.min_difficulty, grid_secret=config.peers.grid_secret,
+                                   quarantine=self.quarantine)
+        self.peers = PeerService(identity=self.identity, db=self.db, config=config, client=self.client, url=url,
+                                 storage=lambda: {"capacity": store.capacity, "free": store.free},
+                                 admission=self.admission,
+                                 new_nodes=RateLimiter(config.peers.new_node_rate, NEW_NODE_BURST, "new nodes"))
+        if "://0.0.0.0:" in url or "://[::]:" in url:
+            log.warning("peers cannot reach %s: set peers.public_url (XSC_PEERS_PUBLIC_URL)", url)
+        self.health = HealthService(db=self.db, peers=self.peers, config=config.health)
+        self.peers.health = self.health  # availability() asks the probes
+
+    def _market(self) -> None:
+        config, db, me, store = self.config, self.db, self.me, self.store
+        self.needs = NeedRegistry(db=db, me=me, config=config.market)  # the one writer of this node's need slots
+        self.recognition = Recognition(db=db, me=me, peers=self.peers)  # the recognition it publishes
+        # Credit only along recognition: the peers the user recognises get a credit line, strangers prepay.
+        self.trust = TrustLines(db, stranger_credit=config.ledger.stranger_credit,
+                                peer_credit=config.ledger.peer_credit, recognised=self.recognition.recognised)
+        self.subscribers = Subscribers()  # who subscribed to its allocation records and market commitment
+        self.market = market = MarketService(
+            config=config.market, identity=self.identity, db=db, peers=self.peers, needs=self.needs,
+            weights=self.recognition, subscribers=self.subscribers,
+            storage_usage=lambda: (store.capacity - store.free, store.capacity), compute_threads=config.compute.threads,
+            gossip_interval=config.peers.gossip_interval, pool=self.pool, credit_lines=self.trust,
+            limiter=RateLimiter(config.market.commitment_rate, 2 * MAX_COMMITMENTS, "commitments to check"))
+        self.allocation = allocation = AllocationService(
+            config=config.market, identity=self.identity, db=db, market=market, needs=self.needs,
+            subscribers=self.subscribers, peers=self.peers, gossip_interval=config.peers.gossip_interval,
+            joins=bool(config.peers.urls), forks=RateLimiter(FORK_RATE, FORK_BURST, "ITC forks"))
+        self.dealing = Dealing(market=market, needs=self.needs, allocated=allocation.allocated, pool=self.pool)
+        # A removed or quarantined peer's commitments leave the book and the allocation.
+        self.peers.on_removed.extend((market.forget, allocation.forget))
+        self.quarantine.on_quarantined.extend((market.forget, allocation.forget))
+
+    def strike(self, peer: str, why: str) -> None:
+        if peer != self.me:
+            self.quarantine.strike(peer, why)
+
+    def holder_for(self, node: str, url: str, price: int | None = None) -> RemoteHolder:
+        return RemoteHolder(self.client, node, url, price, self.payer.id)  # holders check receipts by the payer named
+
+    def _payments_and_files(self) -> None:
+        config, db, pool, me, market, trust = self.config, self.db, self.pool, self.me, self.market, self.trust
+        self.payments = payments = Payments(
+            ledger=self.ledger, payer=self.payer, node=self.identity, peers=self.peers, client=self.client,
+            retry_interval=config.ledger.settle_retry_interval,
+            on_paid=lambda peer, amount, by_them: market.note_paid(peer, amount, by_them=by_them),
+            on_countersigned=trust.paid, on_strike=self.strike, on_owed=trust.owe, collectable=trust.collectable)
+        payments.add_check("prepay", payments.check_prepayment)
+        self.terms = HolderTerms(db=db, store=self.store, ask=lambda: market.honoured_ask("storage"))
+        payments.add_check("store", self.terms.check_receipt)
+        self.deals = StorageDeals(db=db, me=me, store=self.store, pool=pool, pay=payments.pay,
+                                  paid_for=payments.paid_for, audits_on=config.audit.blocks_per_round > 0,
+                                  payment_interval=config.market.payment_interval)
+        self.provider_terms = ProviderTerms(db=db, peers=self.peers, prepay=payments.prepay, budget=config.ledger)
+        self.locator = Locator(me=me, store=self.store, pool=pool, peers=self.peers)
+        self.storage = StorageService(
+            gateway=self.gateway, deals=self.deals, market=market, dealing=self.dealing, ledger=self.ledger,
+            payer=self.payer, me=me, peers=self.peers, holder_for=self.holder_for, pool=pool,
+            terms=self.provider_terms, locator=self.locator, segment_size=config.storage.segment_size,
+            lease_duration=config.storage.lease_duration)
+        self.share_holder = ShareHolder(self.store, pool, self.terms, trust=trust)
+
+    def _on_audit(self, node: str, ok: bool, detail: str) -> None:
+        self.health.record_audit(node, ok, detail)
+        self.deals.note_audit(node, ok)  # a holder is paid only for periods it passed its audits
+        if not ok:
+            self.strike(node, f"failed an audit: {detail}")
+
+    async def _report_damage(self, uploader: str, si: bytes, share: int, segments: list[int]) -> None:
+        if uploader == self.me:
+            await self.audits.damage_reported(si, share, segments, self.me)
+        else:
+            await self.peers.request(self.peers.peer(uploader).url, "POST", DAMAGE_PATH,
+                                     json={"si": si.hex(), "share": share, "segments": segments}, to=uploader)
+
+    def _upkeep(self) -> None:
+        config, pool = self.config, self.pool
+        self.audits = AuditService(config=config.audit, probe_interval=config.health.probe_interval, me=self.me,
+                                   gateway=self.gateway, pool=pool, peers=self.peers, holder_for=self.holder_for,
+                                   on_audit=self._on_audit, repair=self.storage.repair)
+        self.scrubber = Scrubber(config=config.audit, store=self.store, pool=pool, report_damage=self._report_damage)
+        self.lease_gc = LeaseCollector(config=config.storage, store=self.store, pool=pool, terms=self.terms,
+                                       repairing=self.storage.repairing, registry=self.metrics.registry)
+
+    def _compute(self) -> None:
+        config, identity, payer, metrics = self.config, self.identity, self.payer, self.metrics
+        self.tabs = Tabs(ledger=self.ledger, identities=[payer, identity], interval=config.ledger.tab_interval,
+                         threshold=config.ledger.tab_threshold, max_refs=config.ledger.tab_max_refs)
+        self.gateway_tabs = GatewayTabs(payments=self.payments, client=self.client, peers=self.peers)
+        self.provider_tabs = ProviderTabs(db=self.db, ledger=self.ledger, node=identity)
+        self.paid = PaidCompute(
+            compute=self.compute, market=self.market, dealing=self.dealing, ledger=self.ledger, payments=self.payments,
+            tabs=self.tabs, gateway_tabs=self.gateway_tabs, provider_tabs=self.provider_tabs, payer=payer,
+            node=identity, peers=self.peers, client=self.client, default_bid=config.market.compute_bid,
+            on_invoked=lambda label: metrics.child(metrics.invocations, label).inc(), trust=self.trust)
+        self.s3_index = s3_index = S3Index(self.db)
+        self.jobs = JobService(compute=self.compute, storage=self.storage, ledger=self.ledger, tabs=self.tabs,
+                               payer=payer, node=identity, db=self.db, work_dir=config.data_dir / "jobs",
+                               bids=(config.market.compute_bid, config.market.storage_bid),
+                               objects=lambda bucket, key: [p["cap"] for p in s3_index.get(bucket, key)["parts"]])
+
+    # --- what /v1/node/status and /health show of the services ------------------------------------------
+    def status_parts(self) -> dict[str, Callable[[], object]]:
+        market = self.market
+        return {
+            "ledger": lambda: self.ledger.status(self.payer.public_key, self.identity.public_key),
+            "storage": self.storage.status,
+            "compute": self.compute.status,
+            "peers": self.peers.status,
+            "payments": self.payments.status,
+            "remote_compute": self.paid.batcher.status,
+            "tabs": self.tabs.open,
+            "market": lambda: {k: v for k, v in market.status().items()
+                               if k in ("digest", "participants", "converged")},
+            "share_uploads": lambda: {"in_progress": len(self.share_holder)},
+            "audits": self.audits.status,
+            "scrubber": self.scrubber.status,
+            "lease_gc": self.lease_gc.status,
+            "loops": self.supervisor.status,
+        }
+
+    def health_checks(self) -> dict[str, Callable]:
+        return {
+            "compute:epoch-ticker": self.compute.check_ticker,
+            "ledger:balance": self.payments.check_balance,
+            "peers:reachable": self.health.check_reachable,
+        }
