@@ -248,6 +248,12 @@ async def test_the_supervisor_starts_in_order_restarts_a_crashed_loop_and_stops_
     assert status["first-loop"] == {"service": "first", "running": True, "restarts": 1,
                                     "last_error": "RuntimeError: first run fails"}
     assert [t.get_name() for t in supervisor.tasks("second")] == ["xsc-second-loop"]
+    await supervisor.pause("second")
+    assert supervisor.tasks("second") == [] and supervisor.status()["second-loop"]["running"] is False
+    second.running.clear()
+    supervisor.resume("second")
+    await asyncio.wait_for(second.running.wait(), 10)
     await supervisor.close()
-    assert journal[2:] == ["loop of second stopped", "close second", "loop of first stopped", "close first"]
+    assert journal[2:] == ["loop of second stopped", "loop of second stopped", "close second", "loop of first stopped",
+                           "close first"]
     assert supervisor.status() == {}

@@ -340,6 +340,23 @@ class Supervisor:
             if asyncio.iscoroutine(result):
                 await result
 
+    def _loops_of(self, owner: str) -> list[_Loop]:
+        return [loop for name, _, loops in self._services if name == owner for loop in loops]
+
+    async def pause(self, owner: str) -> None:
+        """Stop the loops of the service added as `owner` (it stays open): until `resume`, nothing runs them."""
+        for loop in self._loops_of(owner):
+            if loop.pending is not None:
+                loop.pending.cancel()
+                loop.pending = None
+        await stop(*(loop.task for loop in self._loops_of(owner)))
+
+    def resume(self, owner: str) -> None:
+        """Start again the loops of `owner` that are not running."""
+        for loop in self._loops_of(owner):
+            if loop.task is None or loop.task.done():
+                self._start(loop)
+
     def tasks(self, owner: str) -> list[asyncio.Task]:
         """The running tasks of the loops of the service added as `owner`."""
         return [loop.task for name, _, loops in self._services if name == owner for loop in loops
