@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from xsc import errors
 from xsc.node.problems import status_of
+from xsc.node.appkeys import NODE
 
 
 def test_an_s3_error_answers_with_its_own_status():
@@ -23,7 +24,6 @@ async def test_a_bad_continuation_token_is_a_400_problem(node):
 async def test_deeply_nested_json_is_a_400_problem_and_the_node_keeps_serving(node) -> None:
     """100,000 nested arrays (a 500 before: the parser's recursion) on the user API and on a signed peer route."""
     from xsc.identity import Identity, sign_request
-    from xsc.node.appkeys import NODE
 
     from tests.support.attacks import DEEP_JSON as deep
 
