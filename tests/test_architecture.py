@@ -278,6 +278,8 @@ KEYS_ELSEWHERE = {
     "xsc.node.http.node": "the schema version, read by /health",
     "xsc.market.service": "the market's own state, commitments and prices",
     "xsc.market.needs": "standing needs",
+    "xsc.market.prices": "clearing prices (cut from xsc.market.service)",
+    "xsc.market.recognition": "user weights and the money counters (cut from xsc.market.service)",
     "xsc.allocation.service": "standing bids, ITC ids",
 }
 

@@ -21,7 +21,6 @@ LevelDB shell around the pure core of this package).  Routes: node/http/market.p
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import threading
