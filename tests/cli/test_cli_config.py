@@ -22,7 +22,8 @@ def test_flags_and_environment_hold_for_one_run_only(node_process) -> None:
     assert status["storage"]["capacity"] == 5 * 1024 * 1024
     written = _file(node.data_dir)
     assert "capacity" not in written.get("storage", {}) and "log_level" not in written.get("node", {})
-    assert "listen" not in written.get("node", {})  # --listen too: the CLI finds the node through node.url
+    # --listen alone is kept: peers know a node by its address, so a restart stays where it listened
+    assert written["node"] == {"listen": f"127.0.0.1:{node.port}"}
     node.stop()
 
     node.env.pop("XSC_STORAGE_CAPACITY")

@@ -51,7 +51,7 @@ async def test_the_peer_service_signs_requests_and_reports_availability(node_fac
     assert status["peers"] == {"url": peers_a.url, "known": 1, "up": 1}
 
 
-async def test_a_streaming_peer_handler_gets_the_signed_digest_and_an_unread_body(make_config) -> None:
+async def test_a_streaming_peer_handler_gets_the_signed_digest_and_an_unread_body(make_config, monkeypatch) -> None:
     import hashlib
 
     from aiohttp import web
@@ -60,6 +60,9 @@ async def test_a_streaming_peer_handler_gets_the_signed_digest_and_an_unread_bod
     from xsc.identity import Identity, sign_request
     from xsc.node import create_app
     from xsc.node.peer_auth import signed, streams_body
+    from xsc.node.peer_routes import PEER_ROUTES, Price
+
+    monkeypatch.setitem(PEER_ROUTES, ("PUT", "/v1/peer/test-upload"), Price(4 * 1024 * 1024, 64 * 1024))
 
     @streams_body
     async def upload(request: web.Request) -> web.Response:

@@ -146,12 +146,16 @@ async def test_commits_that_do_not_check_out_are_refused_and_leave_nothing_stage
     refused(err, 409, "upload-incomplete")
     assert nothing_staged(store, f.si)
 
-    # A body that does not split into whole blocks is refused (400) and stages nothing.
+    # A body that does not split into whole blocks is refused (400) and stages nothing; one longer than the
+    # whole share is refused from its length (413), before it is read.
     upload = await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
-    for body in ([blocks[0][:-1]], [blocks[0] + b"x"], [*blocks, blocks[3]]):  # short, long, a block too many
+    for body in ([blocks[0][:-1]], [blocks[0] + b"x"]):  # short, long
         with pytest.raises(PeerRefused) as err:
             await from_a.put_segments(upload, 0, body)
         refused(err, 400, "bad-request")
+    with pytest.raises(PeerRefused) as err:
+        await from_a.put_segments(upload, 0, [*blocks, blocks[3]])  # a block too many
+    refused(err, 413, "payload-too-large")
     # Only the uploader may send to, commit or abort its upload.
     for attempt in (from_c.put_segments(upload, 0, blocks[:1]), from_c.commit(upload, hashes, manifest),
                     from_c.abort(upload)):

@@ -104,7 +104,7 @@ async def test_refused_puts_do_not_keep_an_upload_alive(holder_node, stranger) -
             await stranger.put_segments(upload, 2, f.blocks[0][2:])
         refused(err, 409, "segment-out-of-order")
     assert incoming.last_activity == start
-    assert await shares.reap(start + holder_module.IDLE_TIMEOUT) == 1
+    assert await shares.reap(start + holder_module.IDLE_TIMEOUT + 1) == 1
     assert holder_node.app[NODE].gateway.store.reserved == 0
 
 

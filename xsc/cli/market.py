@@ -54,6 +54,24 @@ def _short(node: str, me: str | None = None) -> str:
     return "this node" if node == me else node  # ids are never cut: copy-paste works
 
 
+def _deals_table(deals: list[dict], me: str, wide: bool, format_size) -> None:
+    """The storage deals: a file's storage index and its holder's id are whole, as columns with --wide, else on
+    a line of their own under each row (together they are wider than 80 columns)."""
+    holders = ["this node" if d["node"] == me else d["node"] for d in deals]
+    ids = [Col("file", keep=True), Col("share", right=True), Col("holder", keep=True)]
+    terms = [Col("bytes", right=True), Col("price", right=True), Col("paid", right=True),
+             Col("paid until", drop=1), Col("forfeited", drop=2, right=True), Col("ended")]
+    rows = [(format_size(d["bytes"]), d["price"], f"{d['paid']} of {d['total']}", _utc(d["paid_until"])[5:-7],
+             f"{d['forfeited']} s", "yes" if d["ended"] else "no") for d in deals]
+    title = "storage deals (price: micro-credits per GiB-hour; paid: micro-credits)"
+    if wide:
+        table(ids + terms, [(d["si"], d["share"], h, *row) for d, h, row in zip(deals, holders, rows)],
+              wide=True, title=title)
+        return
+    table([Col("share", right=True), *terms], [(d["share"], *row) for d, row in zip(deals, rows)], title=title,
+          details=[[f"file {d['si']}", f"holder {h}"] for d, h in zip(deals, holders)])
+
+
 def _clearing(c: dict | None, kind: str) -> str:
     if c is None or c["price"] is None:
         return "no trade"
@@ -201,14 +219,7 @@ def status(obj, wide: bool, as_json: bool) -> None:
     else:
         from ..units import format_size
 
-        table([Col("file", keep=True), Col("share", right=True), Col("holder", keep=True),
-               Col("bytes", right=True), Col("price", right=True), Col("paid", right=True),
-               Col("paid until", drop=1), Col("forfeited", drop=2, right=True), Col("ended")],
-              [(d["si"], d["share"], "this node" if d["node"] == info["node"] else d["node"], format_size(d["bytes"]),
-                d["price"],
-                f"{d['paid']} of {d['total']}", _utc(d["paid_until"])[5:-7], f"{d['forfeited']} s",
-                "yes" if d["ended"] else "no") for d in deals], wide=wide,
-              title="storage deals (price: micro-credits per GiB-hour; paid: micro-credits)")
+        _deals_table(deals, info["node"], wide, format_size)
     if info.get("deals_settled"):
         click.echo(f"{info['deals_settled']} settled deal(s) not shown (paid or forfeited to their end)")
     run = info["payments"]

@@ -341,8 +341,9 @@ def renew(obj, cap: str, duration: str | None, wide: bool, as_json: bool) -> Non
         if failed:
             sys.exit(1)
         return
-    table([Col("share", right=True), Col("node", keep=True), Col("expires")],
-          [(r["share"], r["node"], _expiry(r["lease_expiry"])) for r in result["renewed"]], wide=wide)
+    table([Col("share", right=True), Col("node", keep=True), Col("expires (UTC)")],
+          [(r["share"], r["node"], _expiry(r["lease_expiry"])[:16].replace("T", " "))
+           for r in result["renewed"]], wide=wide)
     if failed:
         raise PeerError(f"{len(result['renewed'])} of 6 shares renewed; not renewed: "
                         + "; ".join(f"node {node[:12]}…: {why}" for node, why in failed.items()),

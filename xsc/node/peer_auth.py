@@ -19,7 +19,7 @@ from ..identity import SignedRequest, body_digest, verify_request
 from .appkeys import CONFIG, IDENTITY, NODE, PEER_LIMITS, PEER_WORK, REPLAY_GUARD
 from .auth import PEER_PREFIX
 from .limits import read_body
-from .peer_routes import UNMATCHED, Price, price_of
+from .peer_routes import Price, price_of
 
 SIGNED = web.RequestKey("xsc_signed_request", SignedRequest)
 
@@ -44,8 +44,6 @@ def before_body(check):
 
 def _price(request: web.Request) -> Price:
     """The route's price (node/peer_routes.py); a peer route the table does not name is refused."""
-    if request.match_info.http_exception is not None:
-        return UNMATCHED  # no such route (404, 405): nothing of it is read
     price = price_of(request.method, request.match_info.route.resource.canonical)
     if price is None:
         raise Forbidden("this node takes no such peer request")
@@ -82,6 +80,8 @@ async def signature_middleware(request: web.Request, handler):
     # Admission (proof of work, grid secret, quarantine) before anything of the sender's is read or remembered.
     admission = request.app[NODE].admission
     admission.check_request(verified, request.headers)
+    if request.match_info.http_exception is not None:
+        return await handler(request)  # no such route: 404 or 405, and nothing of the body is read
     price = _price(request)
     size = request.content_length if request.content_length is not None else price.max_body
     check = getattr(request.match_info.handler, "before_peer_body", None)

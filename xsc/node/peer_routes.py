@@ -41,7 +41,6 @@ RECORDS = Price(JSON_MAX, RECORD_BYTES)
 JSON = Price(JSON_MAX, JSON_BYTES)
 FEW_FIELDS = Price(SMALL, JSON_BYTES)
 NO_BODY = Price(SMALL, JSON_BYTES)
-UNMATCHED = Price(0, JSON_BYTES)  # a path or method no route takes: answered 404 or 405
 
 PEER_ROUTES: dict[tuple[str, str], Price] = {
     ("POST", "/v1/peer/allocation"): RECORDS,
@@ -79,4 +78,4 @@ def price_of(method: str, path: str) -> Price | None:
     return PEER_ROUTES.get((method, path))
 
 
-__all__ = ["PEER_ROUTES", "Price", "UNMATCHED", "WORK_BURST", "price_of"]
+__all__ = ["PEER_ROUTES", "Price", "WORK_BURST", "price_of"]
