@@ -9,7 +9,7 @@ import json
 import os
 import time
 
-from tests.support.attacks import INVOKE_PRICE, invoke_body
+from tests.support.attacks import INVOKE_PRICE, _leb, invoke_body
 from tests.support.compute import deploy, module_id, wasm
 
 from xsc.identity import Identity, sign_request
@@ -53,22 +53,13 @@ async def test_an_expired_authorization_buys_no_run(node_factory) -> None:
     assert node.app[NODE].compute.recent_provenance(10) == []
 
 
-def _uleb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _many_functions(count: int) -> bytes:
     """A valid module defining `count` empty functions: compiling it takes time that grows with them."""
     def section(kind: int, body: bytes) -> bytes:
-        return bytes([kind]) + _uleb(len(body)) + body
+        return bytes([kind]) + _leb(len(body)) + body
 
-    return (b"\0asm\x01\0\0\0" + section(1, b"\x01\x60\x00\x00") + section(3, _uleb(count) + b"\x00" * count)
-            + section(10, _uleb(count) + b"\x02\x00\x0b" * count))
+    return (b"\0asm\x01\0\0\0" + section(1, b"\x01\x60\x00\x00") + section(3, _leb(count) + b"\x00" * count)
+            + section(10, _leb(count) + b"\x02\x00\x0b" * count))
 
 
 async def test_no_stranger_can_push_modules(node_factory) -> None:
