@@ -209,6 +209,8 @@ async def test_a_stranger_gets_no_itc_fork_and_a_peer_only_its_quota(node_factor
     a, b = await pair(node_factory, **QUIET)
     service = a.app[NODE].allocation
     await eventually_async(lambda: service.stamp is not None, "a's ITC id")
+    # b joins by forking a's id: wait for that fork, or it lands between `before` and the check below
+    await eventually_async(lambda: b.app[NODE].allocation.stamp is not None, "b's ITC id")
     before = service.stamp
     status, problem, _ = await _fork(a, Identity.generate())
     assert status == 403 and problem["code"] == "unknown-peer", problem
