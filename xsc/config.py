@@ -135,6 +135,7 @@ class ComputeSection(_Section):
     timeout: float = 5.0  # default and maximum wall-clock seconds per call
     threads: int = Field(default_factory=lambda: os.cpu_count() or 2)
     max_module_size: int = 16 * MiB
+    peer_compile_timeout: float = Field(default=10.0, gt=0, le=3600)  # wall-clock seconds to compile a peer's module
     max_queued: int = 256  # calls admitted (running or waiting for a thread); more are refused with 503
     # micro-credits per 64 KiB page of peak linear memory per second of a call (docs/compute.md, Metering)
     memory_price: int = Field(default=10, ge=0, le=10**9)

@@ -154,6 +154,10 @@ class InvalidModule(ComputeError):
     code = "invalid-module"
 
 
+class CompileTimeout(InvalidModule):
+    code = "compile-timeout"
+
+
 class ImportsNotAllowed(ComputeError):
     code = "imports-not-allowed"
 

@@ -4,13 +4,15 @@ starts."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
 import time
 
-from tests.support.attacks import INVOKE_PRICE, _leb, invoke_body
-from tests.support.compute import deploy, module_id, wasm
+from tests.support.attacks import INVOKE_PRICE, empty_functions, invoke_body
+from tests.support.compute import call, deploy, module_id, values, wasm
+from tests.support.waiting import eventually_async
 
 from xsc.identity import Identity, sign_request
 from xsc.ledger.model import authorize, encode_authorization
@@ -53,15 +55,6 @@ async def test_an_expired_authorization_buys_no_run(node_factory) -> None:
     assert node.app[NODE].compute.recent_provenance(10) == []
 
 
-def _many_functions(count: int) -> bytes:
-    """A valid module defining `count` empty functions: compiling it takes time that grows with them."""
-    def section(kind: int, body: bytes) -> bytes:
-        return bytes([kind]) + _leb(len(body)) + body
-
-    return (b"\0asm\x01\0\0\0" + section(1, b"\x01\x60\x00\x00") + section(3, _leb(count) + b"\x00" * count)
-            + section(10, _leb(count) + b"\x02\x00\x0b" * count))
-
-
 async def test_no_stranger_can_push_modules(node_factory) -> None:
     """An unsolicited push is refused before its body is read, and the refusal says nothing of what would get
     one accepted."""
@@ -91,7 +84,7 @@ async def test_a_peers_module_is_bounded_and_its_compile_paid_before_it_starts(n
     the bounds compiles at a price reserved on the gateway's line first, and used."""
     node = await node_factory()
     gateway = Identity.generate()
-    bomb = _many_functions(MAX_PUSHED_FUNCTIONS + 1)
+    bomb = empty_functions(MAX_PUSHED_FUNCTIONS + 1)
     status, problem = await _peer(node, gateway, "POST", INVOKE_PATH,
                                   _invoke_body(node, gateway, hashlib.sha256(bomb).hexdigest()))
     assert status == 404 and problem["code"] == "module-not-found", problem
@@ -105,6 +98,44 @@ async def test_a_peers_module_is_bounded_and_its_compile_paid_before_it_starts(n
     status, answer = await _peer(node, gateway, "PUT", MODULES_PATH, wasm("add"))
     assert status == 201, answer
     assert node.app[NODE].trust.line(gateway.id)["used"] == compile_price(len(wasm("add")), INVOKE_PRICE)
+
+
+async def _push_asked(node, gateway: Identity, module: bytes) -> tuple[int, dict]:
+    """A funded call for `module` (404: this node lacks it), then the push of it that the call opened."""
+    status, problem = await _peer(node, gateway, "POST", INVOKE_PATH,
+                                  _invoke_body(node, gateway, hashlib.sha256(module).hexdigest()))
+    assert status == 404 and problem["code"] == "module-not-found", problem
+    return await _peer(node, gateway, "PUT", MODULES_PATH, module)
+
+
+async def test_a_peers_compile_past_its_deadline_is_stopped_and_still_paid(node_factory) -> None:
+    """Compiling a peer's module is bounded by the clock, not only by its size: the child compiling it is killed
+    at the deadline, nothing is kept, and the work done is charged as priced."""
+    node = await node_factory(compute={"peer_compile_timeout": 0.5})
+    gateway = Identity.generate()
+    slow = empty_functions(MAX_PUSHED_FUNCTIONS)  # within every size bound; compiles in seconds on one core
+    status, problem = await _push_asked(node, gateway, slow)
+    assert status == 422 and problem["code"] == "compile-timeout" and problem["limit"] == 0.5, problem
+    compute = node.app[NODE].compute
+    assert compute.modules() == [] and compute.compiling == 0
+    assert node.app[NODE].trust.line(gateway.id)["used"] == compile_price(len(slow), INVOKE_PRICE)
+    assert values(await call(node, "add", "add", 1, 2)) == [3]
+
+
+async def test_the_operator_never_waits_for_a_peers_compile(node_factory) -> None:
+    """While a peer's module compiles (in a child process, at a lower priority), the operator deploys and calls
+    a module of its own, and both finish before that compile does."""
+    node = await node_factory()
+    compute = node.app[NODE].compute
+    gateway = Identity.generate()
+    push = asyncio.ensure_future(_push_asked(node, gateway, empty_functions(MAX_PUSHED_FUNCTIONS)))
+    await eventually_async(lambda: compute.compiling == 1 or push.done(), "the peer's compile to start")
+    assert not push.done(), push.result()
+    assert values(await call(node, "add", "add", 2, 3)) == [5]
+    assert compute.compiling == 1 and not push.done()  # the operator did not wait for it
+    status, answer = await push
+    # Done or stopped at its deadline (a loaded machine): either way it was never the operator's wait.
+    assert status == 201 or answer["code"] == "compile-timeout", answer
 
 
 async def test_a_module_is_taken_for_a_funded_call_and_removed_when_unused(node_factory) -> None:

@@ -28,7 +28,7 @@ from ..errors import ComputeBusy, ModuleDisabled, ExportNotFound, ImportsNotAllo
     ProvenanceNotFound, Trap, UnsupportedSignature
 from ..identity import Identity
 from ..tasks import Workers
-from . import artifacts, provenance
+from . import artifacts, compiler, provenance
 from . import engine as eng
 from . import modules as mods
 from . import sandbox
@@ -168,6 +168,7 @@ class ComputeService:
         self.ceiling = Limits(config.fuel, config.memory, config.timeout)
         self.memory_price = config.memory_price  # micro-credits per 64 KiB page-second (ledger/pricing.py)
         self.max_module_size = config.max_module_size
+        self.peer_compile_timeout = config.peer_compile_timeout
         self.threads = max(2, config.threads)  # two at least: one spinning call must not block the next
         self.engine = eng.make_engine()
         self.fingerprint = eng.fingerprint()
@@ -189,6 +190,7 @@ class ComputeService:
         self.stats = {"compiled": 0, "loaded": 0, "rejected_artifacts": 0}
         self.inline = {"inline": 0, "inline_retried": 0}  # calls run on the event loop; tries run again on the pool
         self.running = 0  # calls executing right now
+        self.compiling = 0  # peers' modules compiling right now (one thread: 0 or 1)
         self._running_lock = threading.Lock()
         self.max_queued = config.max_queued
         self.admitted = 0  # calls running or waiting for a thread (changed on the event loop only)
@@ -212,7 +214,7 @@ class ComputeService:
     def status(self) -> dict[str, Any]:
         return {"wasmtime": eng.WASMTIME_VERSION, "threads": self.threads, "limits": self.ceiling.to_json(),
                 "max_module_size": self.max_module_size, "modules_in_memory": len(self._cache),
-                "running": self.running, "admitted": self.admitted, "max_queued": self.max_queued, **self.stats,
+                "running": self.running, "compiling": self.compiling, "admitted": self.admitted, "max_queued": self.max_queued, **self.stats,
                 **self.inline}
 
     # --- modules -----------------------------------------------------------------------
@@ -235,7 +237,7 @@ class ComputeService:
         if existing is not None:
             return existing, False
         # Compiled outside the lock: a peer's module compiling never holds up the operator's deploys.
-        module = mods.compile_module(self.engine, wasm)
+        module = mods.compile_module(self.engine, wasm) if pushed_by is None else self._compile_pushed(wasm)
         # Described from the bytes, never through wasmtime's type API (it aborts the process on v128).
         exports, imports, start = mods.describe(wasm)
         mods.check_imports(imports, wasi)
@@ -253,6 +255,15 @@ class ComputeService:
             self._remember(sandbox.Prepared(module_hash, module, info, wasi_pre, mods.has_hidden_memory(wasm)))
             log.info("deployed module %s (%d bytes)", module_id, len(wasm))
             return info, True
+
+    def _compile_pushed(self, wasm: bytes) -> wasmtime.Module:
+        """A peer's module, compiled in a child process within the peer compile deadline (compiler.py)."""
+        self.compiling += 1
+        try:
+            artifact = compiler.compile_artifact(wasm, self.peer_compile_timeout)
+        finally:
+            self.compiling -= 1
+        return wasmtime.Module.deserialize(self.engine, artifact)
 
     def _existing(self, module_hash: bytes, wasi: bool, pushed_by: str | None,
                   facts: dict[str, str] | None) -> ModuleInfo | None:
