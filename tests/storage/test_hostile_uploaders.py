@@ -185,3 +185,31 @@ async def test_a_share_of_more_than_65536_segments_is_refused(node_factory) -> N
         assert len(node.app[NODE].share_holder) == 1
         await holder.abort(upload)
     assert node.app[NODE].gateway.store.reserved == 0
+
+
+async def test_reading_a_shares_metadata_costs_its_size(node_factory) -> None:
+    """Any key may read a share's metadata (a capability is read from any node), but the answer of a share of
+    many segments is its block hashes, ~67 bytes a segment: the reader's work quota pays for its size, so a
+    stranger cannot ask for a megabyte of hashes many times a second for the price of a header."""
+    rate = 20  # work units a second per sender: a read of the share below costs 1 + 33
+    node = await node_factory("read", health=QUIET["health"], peers={**QUIET["peers"], "work_rate": rate},
+                              storage={"capacity": 64 * 1024**2, "unpaid_grace": 3600})
+    peers = node.app[NODE].peers
+    f = EncodedFile(2048 * 4096, segment_size=4096)
+    async with aiohttp.ClientSession() as session:
+        def holder() -> RemoteHolder:
+            return RemoteHolder(PeerClient(Identity.generate(), session, 30.0), peers.identity.id, peers.url,
+                                DEAL_PRICE)
+
+        await place(holder(), f, 1)
+        reader = holder()
+        answers = []
+        while len(answers) < 40:  # 40 reads at the price of their headers alone would cost 40 of the burst's 160
+            try:
+                answers.append(await reader.meta(f.si, 1))
+            except PeerRefused as err:
+                refused(err, 429, "quota-exceeded")
+                break
+        else:
+            pytest.fail("40 reads of a 2,048-segment share's metadata were never refused")
+    assert answers and len(answers[0]["block_hashes"]) == 2048

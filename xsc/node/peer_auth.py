@@ -19,7 +19,7 @@ from ..identity import SignedRequest, body_digest, verify_request
 from .appkeys import CONFIG, IDENTITY, NODE, PEER_LIMITS, PEER_WORK, REPLAY_GUARD
 from .auth import PEER_PREFIX
 from .limits import read_body
-from .peer_routes import Price, price_of
+from .peer_routes import JSON_BYTES, Price, price_of
 
 SIGNED = web.RequestKey("xsc_signed_request", SignedRequest)
 
@@ -57,6 +57,15 @@ def signed(request: web.Request) -> SignedRequest:
 def peer_id(request: web.Request) -> str:
     """The id of the node that signed this request."""
     return request[SIGNED].sender
+
+
+def charge_answer(request: web.Request, size: int) -> None:
+    """Charge an answer of `size` bytes to the sender's work quota (429 past it), beyond what its request paid:
+    a small request for a large answer pays as the answer (JSON_BYTES a unit).  Called before it is built."""
+    units = size // JSON_BYTES
+    if units:
+        sender = request[SIGNED].sender
+        request.app[PEER_WORK].check(sender, time.monotonic(), f"peer {sender[:12]}…", units)
 
 
 def require_tls(request: web.Request) -> None:

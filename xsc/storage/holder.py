@@ -32,6 +32,9 @@ from .wire import (HEX_HASH, MAX_BLOCKS_PER_GET, MAX_SEGMENT_SIZE, MIN_SEGMENT_S
 
 log = logging.getLogger(__name__)
 
+DESCRIBE_BYTES = 1024  # a share's metadata besides its block hashes, the manifest included (an estimate)
+DESCRIBE_BYTES_PER_SEGMENT = 67  # one block hash in hex, quoted, and its comma
+
 IDLE_TIMEOUT = 600.0  # seconds without a block staged before an upload in progress is aborted
 REAP_INTERVAL = 30.0
 # What one sender may make this node spend on uploads it has not finished (peers are strangers):
@@ -356,8 +359,11 @@ class ShareHolder:
             raise Forbidden(f"only the node that placed share {share} may {action}", uploader=public_id(meta.uploader))
         return meta
 
-    async def describe(self, si: bytes, share: int) -> dict:
+    async def describe(self, si: bytes, share: int, pay: Callable[[int], None]) -> dict:
+        """A share's metadata; `pay(size)` is charged the answer's size (about DESCRIBE_BYTES_PER_SEGMENT a
+        segment: its block hashes) before the answer is built, so a share of many segments costs its reader."""
         meta = await self.held(si, share)
+        pay(DESCRIBE_BYTES + DESCRIBE_BYTES_PER_SEGMENT * meta.segment_count)
         manifest = await self._run(self.store.manifest, si)
         return {"segment_count": meta.segment_count, "stored_bytes": meta.stored_bytes,
                 "lease_expiry": meta.lease_expiry, "uploader": public_id(meta.uploader),

@@ -108,7 +108,8 @@ async def abort_upload(request: web.Request) -> web.Response:
 
 @routes.get("/v1/peer/shares/{si}/{share}")
 async def share_meta(request: web.Request) -> web.Response:
-    return json_response(await request.app[NODE].share_holder.describe(*_target(request)))
+    return json_response(await request.app[NODE].share_holder.describe(
+        *_target(request), pay=lambda size: peer_auth.charge_answer(request, size)))
 
 
 @routes.get("/v1/peer/shares/{si}/{share}/blocks")
