@@ -30,6 +30,7 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     from ..errors import ConfigError
     from ..s3.access import KeyRing, key_file
     from ..client.aio import NodeApi
+    from ..node.collector import return_freed_buffers
     from ..s3.server import S3Front, serve as run
 
     host, port = parse_listen(listen)
@@ -37,6 +38,7 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     keyring = KeyRing(key_file(obj.data_dir))
     if not keyring.list():
         click.echo("xsc s3: no access keys yet: create one with `xsc s3 keys create`", err=True)
+    return_freed_buffers()
     front = S3Front(NodeApi(obj.node_url(), obj.token()), keyring, region=region)
 
     async def main() -> None:
