@@ -406,6 +406,20 @@ def small_round(t: Target) -> list[str]:
     return out
 
 
+def allocation_flood_setup(t: Target) -> None:
+    """Made before the phase, as on the attacker's machine: the message naming node-1, a peer node-0 knows."""
+    t.state["message"] = hostile.forged_allocation(http(t.peer.url, "GET", "/health")[1]["serviceId"])
+
+
+def allocation_flood_round(t: Target) -> list[str]:
+    """One message of 1,001 forged states and 1,001 forged receipts from a fresh key, ten a second (about 1.5 a
+    second froze a node once: each record was parsed and its signature checked on the event loop)."""
+    start = time.monotonic()
+    got = answer(*t.peer_request(Identity.generate(), "POST", "/v1/peer/allocation", t.state["message"]))
+    time.sleep(max(0.0, 0.1 - (time.monotonic() - start)))
+    return [got]
+
+
 @dataclass
 class Attack:
     name: str
@@ -425,6 +439,8 @@ ATTACKS = [
     Attack("slow-bodies", "exhaust memory with 96 slow 4 MiB segment bodies", bodies_round, bodies_setup, True),
     Attack("module-push", "anonymous pushes of 250k-function modules", module_push_round, module_push_setup),
     Attack("co-holder-begin", "a co-holder's refused begin overwrites the deal", coholder_round, coholder_setup),
+    Attack("allocation-flood", "1,001 + 1,001 forged allocation records, 10/s", allocation_flood_round,
+           allocation_flood_setup),
     Attack("descriptor-flood", "999 self-signed descriptors in one message", descriptors_round, descriptors_setup),
     Attack("book-flood", "unbounded book participants (gossip break)", book_round, book_setup),
     Attack("nonce-flood", "one key fills the replay cache", nonces_round),

@@ -6,6 +6,7 @@ bench/bench_attacks.py (which performs them against a node process while another
 - market: `HOSTILE` (a commitment's field and the number meant to freeze or skew a node), `honest_commitment`,
   `hostile_commitment` (re-signed: a valid signature), `free_ask` (an ask at price 0), `fake_descriptors`
   (self-signed descriptors of fresh keys, as any node can make);
+- allocation: `forged_allocation` (1,001 states and 1,001 receipts naming a known peer, signed by another key);
 - ledger: `receipt_claim` (a storage receipt's request body for an amount the attacker chooses);
 - compute: `invoke_body` (a provider's invoke, paid by one authorization);
 - `signed` (the headers of a signed peer request), `DEEP_JSON` (100,000 nested arrays).
@@ -20,7 +21,9 @@ from decimal import Decimal
 
 import wasmtime
 
-from xsc.allocation import Stamp
+from xsc.allocation import AllocationState, Stamp
+from xsc.allocation.records import sign_receipt, sign_state
+from xsc.allocation.rounds import Receipt, ReceiptEntry
 from xsc.identity import Identity, parse_public_id, sign_request
 from xsc.ledger import byte_hours
 from xsc.ledger.model import authorize, encode_authorization
@@ -66,6 +69,20 @@ def empty_functions(n: int) -> bytes:
     funcs = _section(3, _leb(n) + b"\x00" * n)
     code = _section(10, _leb(n) + b"\x02\x00\x0b" * n)  # each body: 2 bytes, no locals, `end`
     return b"\0asm\1\0\0\0" + types + funcs + code
+
+
+# --- allocation ---------------------------------------------------------------------------------------------------
+def forged_allocation(named: str, records: int = 1001) -> bytes:
+    """A `POST /v1/peer/allocation` body of `records` states and as many receipts naming the node `named` (a peer
+    the target knows), each signed by a fresh key: every signature fails to verify."""
+    forger, stamp, now = Identity.generate(), Stamp.seed().event(), now_ms()
+    state = AllocationState.model_construct(provider=forger.id, slot_allocations=(), wanted=(), converged=True,
+                                            convergence_history=())
+    receipt = Receipt.model_construct(recipient=forger.id, over_allocation=0, damping_factor=1, stamp=Stamp.seed(),
+                                      timestamp=0, needs={"need-1": ReceiptEntry(quantity=10, total=0)})
+    forged_state = {**sign_state(forger, state, stamp=stamp, timestamp=now).to_json(), "provider": named}
+    forged_receipt = {**sign_receipt(forger, receipt, stamp=stamp, timestamp=now).to_json(), "recipient": named}
+    return json.dumps({"states": [forged_state] * records, "receipts": [forged_receipt] * records}).encode()
 
 
 # --- signed peer requests -----------------------------------------------------------------------------------------
