@@ -105,6 +105,8 @@ async def test_a_flood_of_forged_records_is_refused_before_its_body_or_at_its_fi
     before = dict(service.refused)
     status, answer = await _post(a, stranger, flood)
     assert status == 403 and answer["code"] == "unknown-peer", answer
+    metrics = (await (await a.get("/metrics")).text()).splitlines()
+    assert 'xsc_peer_refusals_total{code="unknown-peer"} 1.0' in metrics  # counted, as every peer refusal is
     caplog.set_level("INFO", logger="xsc.allocation")
     status, answer = await _post(a, b_identity, flood)
     assert status == 403 and answer["code"] == "forged-record", answer

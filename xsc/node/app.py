@@ -102,7 +102,7 @@ def create_app(config: NodeConfig) -> web.Application:
     """Build a node's aiohttp app; its resources and services open on startup and close on cleanup."""
     in_flight, metrics = InFlight(), Metrics()
     app = web.Application(
-        middlewares=[in_flight.middleware, request_counter(metrics), problems.problem_middleware,
+        middlewares=[in_flight.middleware, request_counter(metrics, auth.PEER_PREFIX), problems.problem_middleware,
                      auth.token_middleware, peer_auth.signature_middleware],
         client_max_size=1024**2,
     )

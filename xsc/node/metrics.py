@@ -18,6 +18,9 @@ class Metrics:
         self.bytes_served = Counter("xsc_storage_bytes_served", "Bytes of plaintext served by get", registry=r)
         self.bytes_stored = Gauge("xsc_storage_bytes_stored", "Bytes of block data held in published shares", registry=r)
         self.shares_held = Gauge("xsc_storage_shares_held", "Published shares held", registry=r)
+        # One count per refusal, not a log line each: a flood of a stranger's requests shows here.
+        self.peer_refusals = Counter("xsc_peer_refusals", "Peer requests refused, by problem code", ["code"],
+                                     registry=r)
         self.invocations = Counter("xsc_compute_invocations", "Wasm invocations", ["outcome"], registry=r)
         memory = Gauge("xsc_process_memory_bytes", "Resident memory of the node process: anonymous (its own "
                        "heap) and file (mapped LevelDB tables and libraries: page cache the kernel can drop)",

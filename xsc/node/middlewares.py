@@ -8,6 +8,7 @@ import asyncio
 from aiohttp import web
 
 from .metrics import Metrics
+from .problems import PROBLEM_CODE
 
 
 class InFlight:
@@ -30,8 +31,9 @@ class InFlight:
                 self.idle.set()
 
 
-def request_counter(metrics: Metrics):
-    """The middleware that counts answers by method and status."""
+def request_counter(metrics: Metrics, peer_prefix: str):
+    """The middleware that counts answers by method and status, and refused peer requests (paths under
+    `peer_prefix`) by problem code."""
 
     @web.middleware
     async def count_requests(request: web.Request, handler):
@@ -40,6 +42,8 @@ def request_counter(metrics: Metrics):
         metrics.child(metrics.requests, request.method, status).inc()
         if response.status >= 400:
             metrics.child(metrics.errors, status).inc()
+            if request.path.startswith(peer_prefix):
+                metrics.child(metrics.peer_refusals, response.get(PROBLEM_CODE, status)).inc()
         return response
 
     return count_requests

@@ -59,12 +59,17 @@ def status_of(error: e.XscError) -> int:
     return 500
 
 
+PROBLEM_CODE = "xsc_problem_code"
+
+
 def problem(status: int, code: str, detail: str, *, hint: str | None = None, **extra: Any) -> web.Response:
     body: dict[str, Any] = {"type": f"urn:xsc:problem:{code}", "code": code, "status": status, "detail": detail}
     if hint:
         body["hint"] = hint
     body.update(extra)
-    return web.Response(status=status, text=codec.dumps(body, default=str).decode(), content_type=PROBLEM_TYPE)
+    response = web.Response(status=status, text=codec.dumps(body, default=str).decode(), content_type=PROBLEM_TYPE)
+    response[PROBLEM_CODE] = code  # for the request counter (middlewares.py)
+    return response
 
 
 def problem_from_error(error: e.XscError) -> web.Response:
