@@ -13,6 +13,7 @@ from tests.support.peers import api
 from tests.support.waiting import eventually
 from tests.support.s3 import FrontProcess, boto3_client, create_key
 from tests.support.people import join, person
+from xsc.storage.capability import Capability
 
 # Nodes that extend each other credit: here only placement is looked at (strangers: tests/market/test_strangers.py).
 TRUSTING = {"XSC_LEDGER_STRANGER_CREDIT": str(10**15)}
@@ -161,3 +162,20 @@ def test_a_capability_works_from_any_node(tmp_path, started) -> None:
         assert all(s["node_up"] is False for s in report["shares"] if s["node"] == id_c)  # never "up" and unreachable
     table = a.xsc("store", "check", cap, env={"COLUMNS": "60"}).stdout.decode()
     assert id_b in table and id_c in table  # ids whole, at any width
+    # A repairs B's file, at its own expense: C's two shares go to D, under deals of A's.
+    d, id_d = person(tmp_path, "D", started, peer=a, env=TRUSTING)
+    join(a, d, [id_d])
+    done = a.xsc("store", "repair", cap, "--json")
+    assert done.returncode == 0, done.stderr.decode()
+    repaired = json.loads(done.stdout)
+    moved = [s for s, node in shares_by_node(report).items() if node == id_c]
+    assert sorted(repaired["repaired"]) == sorted(moved) and repaired["intact"] == 6, repaired
+    # One share a node: one goes to D, the other is rebuilt on A (B and A hold two already)
+    assert sorted(repaired["placement"][s] for s in moved) == sorted([id_a, id_d]), repaired
+    after = json.loads(a.xsc("store", "check", cap, "--json").stdout)
+    assert after["intact"] == 6 and {shares_by_node(after)[s] for s in moved} == {id_a, id_d}, after
+    status, deals = api(a, "GET", f"/v1/market/status?file={Capability.parse(cap).storage_index.hex()}")
+    to_d = [s for s in moved if repaired["placement"][s] == id_d]
+    assert status == 200 and [(x["share"], x["node"]) for x in deals["deals"]] == [(to_d[0], id_d)], deals
+    got = b.xsc("store", "get", cap, "-o", str(out), "--force")  # B, who placed it, still reads it
+    assert got.returncode == 0 and out.read_bytes() == spread, got.stderr.decode()

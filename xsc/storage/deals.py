@@ -101,8 +101,10 @@ class StorageDeals:
 
     # --- records -------------------------------------------------------------------------
     def record(self, si: bytes, placement: list[str], share_bytes: int, prices: dict[int, int], start: int,
-               end: int) -> list[StorageDeal]:
-        deals = [StorageDeal(si.hex(), s, node, share_bytes, prices[s], start, end, start) for s, node in enumerate(placement)]
+               end: int, shares: set[int] | None = None) -> list[StorageDeal]:
+        """The deals of a file's shares (`shares`: of only these, default all), each at its price in `prices`."""
+        deals = [StorageDeal(si.hex(), s, node, share_bytes, prices[s], start, end, start)
+                 for s, node in enumerate(placement) if shares is None or s in shares]
         with self.db.write_batch(sync=True) as batch:
             for d in deals:
                 batch.put(keys.storage_deal(si, d.share), d.encode())

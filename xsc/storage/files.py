@@ -353,36 +353,55 @@ class StorageService:
     async def repair(self, cap: Capability) -> dict:
         """Rebuild a file's missing or corrupt shares: local ones here, remote ones on another healthy node.
 
+        A file another node placed (this node was handed its capability) is found as `get` finds it, and
+        repaired at this node's expense: the shares it rebuilds are placed under deals of its own.
         One repair of a file at a time (an on-demand one and an automatic one must not both move a share):
         a second waits for the first, then finds what is left to do."""
         lock = self.repair_locks.setdefault(cap.storage_index, asyncio.Lock())
         async with lock:
-            holders, names = await self.placed(cap)
+            holders, names, fetched = await self.located(cap)
             moved: dict[int, tuple[str, int]] = {}
-            result = await self.gateway.repair(cap, holders, names, relocate=self._relocator(cap, moved), me=self.me)
-            _, after = await self.placed(cap)
+            result = await self.gateway.repair(cap, holders, names, relocate=self._relocator(cap, moved, fetched),
+                                               me=self.me, fetched=fetched)
             now = int(time.time())
-            for share, node in enumerate(after or []):
-                if names and names[share] != node:  # the share has a new holder: so has its deal
-                    chosen, price = moved.get(share, (node, None))
-                    self.deals.moved(cap.storage_index, share, node, now, price if chosen == node else None)
+            if fetched is not None:  # another node's file: the deals for the shares moved are this node's own
+                if result["repaired"]:
+                    await in_pool(self.pool, self._adopt, cap, fetched, result["placement"], moved, now,
+                                  result["lease_expiry"])
+                self.locator.forget(cap.storage_index)  # where its shares are now: asked again, not remembered
+            else:
+                for share, node in enumerate((await self.placed(cap))[1] or []):
+                    if names and names[share] != node:  # the share has a new holder: so has its deal
+                        chosen, price = moved.get(share, (node, None))
+                        self.deals.moved(cap.storage_index, share, node, now, price if chosen == node else None)
         if not lock.locked():
             self.repair_locks.pop(cap.storage_index, None)
         answer = {**result, **await self.check(cap)}
+        after = result["placement"]
         if after and len(set(after)) > 1 and node_failures_survived(after) == 0:
             most = max(after.count(n) for n in set(after))
             answer["warning"] = (f"{most} shares are on one node: the loss of any one node may lose the file "
                                  "(add nodes and repair again)")
         return answer
 
-    def _relocator(self, cap: Capability, moved: dict[int, tuple[str, int]]):
+    def _adopt(self, cap: Capability, fetched: bytes, placement: list[str], moved: dict[int, tuple[str, int]],
+               now: int, lease_expiry: int) -> None:
+        """Deals of this node's for the shares of another node's file that its repair placed on providers."""
+        manifest = self.gateway.manifest(cap, fetched)
+        share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
+        placed = {s: price for s, (node, price) in moved.items() if node != self.me and placement[s] == node}
+        if placed:
+            self.deals.record(cap.storage_index, placement, share_bytes, placed, now, lease_expiry, shares=set(placed))
+
+    def _relocator(self, cap: Capability, moved: dict[int, tuple[str, int]], fetched: bytes | None = None):
         """Where a repaired share goes: a peer that is up and holds no share of the file, matched on the market
-        for the rest of the share's lease (the new deal is noted in `moved`: share -> (node, price))."""
+        for the rest of the share's lease (the new deal is noted in `moved`: share -> (node, price)).
+        `fetched`: the manifest as a holder sent it, for a file another node placed."""
 
         async def relocate(share: int, used: set[str], failed: set[str]):
             if self.peers is None:
                 return None
-            manifest = await in_pool(self.pool, self.gateway.manifest, cap)
+            manifest = await in_pool(self.pool, self.gateway.manifest, cap, fetched)
             share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
             not_up = {d.id for d in self.peers.peers() if not self.peers.availability(d.id).up}
             placed: dict[int, StorageDeal] = {d.share: d for d in self.deals.of_file(cap.storage_index)}

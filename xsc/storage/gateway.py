@@ -335,9 +335,9 @@ class Gateway:
         }
 
     # --- reading helpers -------------------------------------------------------------
-    def manifest(self, cap: Capability) -> Manifest:
-        """The file's manifest, checked against the capability."""
-        return self._load(cap, frozenset(range(erasure.N)))[0]
+    def manifest(self, cap: Capability, fetched: bytes | None = None) -> Manifest:
+        """The file's manifest, checked against the capability (`fetched`: as another node sent it)."""
+        return self._load(cap, frozenset(range(erasure.N)), fetched)[0]
 
     def _load(self, cap: Capability, remote: frozenset[int] = frozenset(), fetched: bytes | None = None
               ) -> tuple[Manifest, dict[int, ShareMeta], dict[int, str]]:
@@ -608,17 +608,17 @@ class Gateway:
 
     async def repair(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
                      names: list[str] | None = None, relocate: Relocator | None = None,
-                     me: str = "this node") -> dict:
+                     me: str = "this node", fetched: bytes | None = None) -> dict:
         """Rebuild missing and corrupt shares from any K good ones; never makes things worse.
 
         Local shares are rebuilt here (corrupt blocks rewritten in place).  A broken share on another
         node goes to the node `relocate(share, nodes already used, nodes that failed it)` names, or here
-        if it names none; the file's placement record follows.  Returns the repaired shares and the new placement."""
+        if it names none; the file's placement record follows (`fetched`: another node's file's manifest)."""
         holders = dict(holders or {})
         names = list(names or [me] * erasure.N)
         si = cap.storage_index
-        local_reports = await self._run(self._verify_here, cap, frozenset(holders))
-        manifest, local_metas, _ = await self._run(self._load, cap, frozenset(holders))
+        local_reports = await self._run(self._verify_here, cap, frozenset(holders), fetched)
+        manifest, local_metas, _ = await self._run(self._load, cap, frozenset(holders), fetched)
         remote_metas, remote_bad = await self._remote_metas(cap, manifest, holders, names)
         damaged = await self._run(self.store.damaged, si)
         for s in holders:
@@ -681,7 +681,7 @@ class Gateway:
             if upload is not None:
                 metas = [ShareMeta(s, manifest.segment_count, share_bytes, lease, self.node_key, tuple(rebuilt[s]))
                          for s in rebuild_here]
-                await self._run(self.store.publish, upload, metas)
+                await self._run(self.store.publish, upload, metas, encoded)  # another node's file: its manifest too
         except BaseException:
             await asyncio.gather(*(r.undo() for r in moved.values()))
             if upload is not None:
@@ -696,7 +696,7 @@ class Gateway:
         # A corrupt share on a holder that still answers is dropped there (best effort: a lease ends it too).
         stale = [holders[s].delete(si, s) for s in remote_bad if s in remote_metas and new_names[s] != names[s]]
         await asyncio.gather(*stale, return_exceptions=True)
-        return {"repaired": sorted(set(broken_local) | set(remote_bad)), "placement": new_names}
+        return {"repaired": sorted(set(broken_local) | set(remote_bad)), "placement": new_names, "lease_expiry": lease}
 
     def _rewrite_blocks(self, si: bytes, index: int, blocks: dict[int, bytes], metas: dict[int, ShareMeta]) -> None:
         for s, block in blocks.items():

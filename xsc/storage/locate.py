@@ -103,6 +103,7 @@ class Locator:
         """share -> the node holding it (this node's id for a share here), as far as it is known: the shares
         here, the hint of an earlier search, then (`search`) what a bounded search of the network finds."""
         found: dict[int, str] = {m.share: self.me for m in await in_pool(self.pool, self.store.share_metas, si)}
+        firsthand = set(found)
         for s, node in (self.hints.get(si) or {}).items():
             found.setdefault(s, node)
         if len(found) >= erasure.N or not search:
@@ -115,9 +116,12 @@ class Locator:
             asked.update(wave)
             answers = await asyncio.gather(*(self._ask(node, si) for node in wave))
             named: list[str] = []
-            for node, (held, others) in zip(wave, answers):
+            for node, (held, _) in zip(wave, answers):
                 for s in held:
-                    found.setdefault(s, node)
+                    if s not in firsthand:  # a holder's own word beats another node's mention (a stale placement)
+                        found[s] = node
+                        firsthand.add(s)
+            for node, (_, others) in zip(wave, answers):
                 for other, theirs in others.items():
                     for s in theirs:
                         found.setdefault(s, other)
