@@ -8,6 +8,7 @@
 - A loop that sleeps until an event is set waits with `tasks.woken`, never `asyncio.wait_for(event.wait(), ...)`.
 - JSON is read and written by xsc/codec.py alone (one canonical form for what gets signed or hashed).
 - LevelDB (plyvel) is opened and named by xsc/db.py alone; keys (xsc/keys.py) are spelled by each subsystem's store.
+- Background tasks are started by tasks.Supervisor; no module starts more by hand (create_task, ensure_future, every).
 """
 
 from __future__ import annotations
@@ -288,3 +289,46 @@ def test_keys_are_spelled_by_the_stores() -> None:
     found = {n for n in MODULES if "xsc.keys" in GRAPH[n]} - STORES
     assert found <= set(KEYS_ELSEWHERE), "read and write keys through the subsystem's store: " + \
         ", ".join(sorted(found - set(KEYS_ELSEWHERE)))
+
+
+TASK_STARTERS = {"create_task", "ensure_future", "every"}
+# Background work is started by tasks.Supervisor (registered with it, so it is started, watched, restarted after a
+# crash and stopped in order, and shown in the node's status).  These modules still start tasks by hand, each with
+# how many calls do so today (short fan-outs among them): a count may only go down.
+TASKS_STARTED_ELSEWHERE = {
+    "xsc.compute.jobs": 1,
+    "xsc.compute.paid": 1,
+    "xsc.compute.remote_tabs": 2,
+    "xsc.ledger.service": 1,
+    "xsc.ledger.settlement": 1,
+    "xsc.ledger.tabs": 1,
+    "xsc.market.service": 1,
+    "xsc.net.compute": 2,
+    "xsc.net.sniff": 1,
+    "xsc.node.listener": 1,
+    "xsc.peers.probes": 3,
+    "xsc.peers.service": 2,
+    "xsc.storage.audits": 3,
+    "xsc.storage.deals": 1,
+    "xsc.storage.files": 1,
+    "xsc.storage.gateway": 1,
+    "xsc.storage.holder": 1,
+    "xsc.storage.lease_gc": 1,
+    "xsc.storage.remote": 2,
+    "xsc.storage.scrubber": 1,
+}
+
+
+def _starts_a_task(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (isinstance(func, ast.Attribute) and func.attr in TASK_STARTERS) or \
+        (isinstance(func, ast.Name) and func.id in TASK_STARTERS)
+
+
+def test_background_tasks_are_started_by_the_supervisor() -> None:
+    counts = {name: sum(map(_starts_a_task, ast.walk(ast.parse(path.read_text())))) for name, path in MODULES.items()
+              if name != "xsc.tasks"}
+    grown = {n: c for n, c in counts.items() if c > TASKS_STARTED_ELSEWHERE.get(n, 0)}
+    assert grown == {}, "register the loop with tasks.Supervisor (node/services.py) instead of starting it by hand"
