@@ -265,7 +265,8 @@ def test_no_function_over_80_lines_and_no_class_over_500() -> None:
 
 # Each subsystem reads and writes its keys through a store of its own; these still spell keys themselves, each with
 # what it writes: this list only shrinks.
-STORES = {"xsc.storage.share_store", "xsc.ledger.store", "xsc.compute.store", "xsc.peers.store", "xsc.buckets.index"}
+STORES = {"xsc.storage.share_store", "xsc.ledger.store", "xsc.ledger.trust_store", "xsc.compute.store", "xsc.peers.store",
+          "xsc.buckets.index"}
 KEYS_ELSEWHERE = {
     "xsc.storage.deals": "storage deals, holder terms and audit marks",
     "xsc.storage.strangers": "providers' terms for this node",
@@ -275,7 +276,6 @@ KEYS_ELSEWHERE = {
     "xsc.compute.service": "compiled artifacts",
     "xsc.compute.paid": "what a paid run owes, with its record",
     "xsc.ledger.tabs": "what a tab covers and owes",
-    "xsc.ledger.trust": "trust lines",
     "xsc.node.http.node": "the schema version, read by /health",
     "xsc.market.service": "the market's own state, commitments and prices",
     "xsc.market.needs": "standing needs",

@@ -27,12 +27,10 @@ from collections.abc import Callable
 from typing import Any
 
 
-from .. import codec
-from .. import keys
 from ..db import Database
 from ..errors import InvalidArgument, PrepaymentRequired
-from ..identity import parse_public_id
 from .model import format_credits
+from .trust_store import TrustStore
 
 MAX_LINE = 2**62  # micro-credits: any total beyond this is refused (it could not be encoded or summed safely)
 CACHED_PEERS = 4096  # lines (and credits) kept in memory
@@ -52,7 +50,7 @@ def counted(totals: dict[str, int], recognised: bool) -> int:
 class TrustLines:
     def __init__(self, db: Database, *, stranger_credit: int, peer_credit: int,
                  recognised: Callable[[str], bool]) -> None:
-        self._db = db
+        self._store = TrustStore(db)
         self.stranger_credit = stranger_credit
         self.peer_credit = peer_credit
         self.recognised = recognised  # whether the user recognises a peer (the market's user weights)
@@ -71,8 +69,7 @@ class TrustLines:
         with self._lock:
             cached = self._lines.get(peer)
             if cached is None:
-                raw = self._db.get(keys.trust_line(parse_public_id(peer)))
-                value = {} if raw is None else codec.loads(raw)
+                value = self._store.totals(peer)
                 cached = {name: int(value.get(name, 0)) for name in TOTALS}
                 self._remember(self._lines, peer, cached)
             return dict(cached)
@@ -82,8 +79,7 @@ class TrustLines:
             if peer in self._credits:
                 set_by_user = self._credits[peer]
             else:
-                raw = self._db.get(keys.trust_credit(parse_public_id(peer)))
-                set_by_user = None if raw is None else int(raw)
+                set_by_user = self._store.credit(peer)
                 self._remember(self._credits, peer, set_by_user)
         recognised = self.recognised(peer)
         if set_by_user is not None and recognised:
@@ -113,10 +109,7 @@ class TrustLines:
         return {"available": line["available"], "credit": line["credit"], "recognised": line["recognised"]}
 
     def lines(self) -> list[dict[str, Any]]:
-        from ..identity import public_id
-
-        return [self.line(public_id(key[len(keys.TRUST_LINES):]))
-                for key in self._db.iterator(prefix=keys.TRUST_LINES, include_value=False)]
+        return [self.line(peer) for peer in self._store.peers()]
 
     # --- work ---------------------------------------------------------------------------------
     def reserve(self, peer: str, price: int, what: str) -> None:
@@ -163,22 +156,21 @@ class TrustLines:
 
     def paid(self, peer: str, authorization_id: bytes, amount: int) -> None:
         """This node countersigned a receipt of `amount` for `peer`: counted on its line once."""
-        self._add(peer, "paid", keys.trust_paid(authorization_id), amount)
+        self._add(peer, "paid", authorization_id, amount)
 
     def owe(self, peer: str, authorization_id: bytes, amount: int) -> None:
         """This node's user paid `peer` `amount` (its payment under `authorization_id` is on this node's ledger):
         what this node can collect from that peer, counted once."""
-        self._add(peer, "owed", keys.trust_owed(authorization_id), amount)
+        self._add(peer, "owed", authorization_id, amount)
 
-    def _add(self, peer: str, total: str, marker: bytes, amount: int) -> None:
+    def _add(self, peer: str, total: str, authorization_id: bytes, amount: int) -> None:
+        marker = self._store.marker(total, authorization_id)
         with self._lock:
-            if self._db.get(marker) is not None:
+            if self._store.counted(marker):
                 return
             totals = self._totals(peer)
             totals[total] = min(MAX_LINE, totals[total] + amount)
-            with self._db.write_batch(transaction=True) as batch:
-                self._put(peer, totals, batch)
-                batch.put(marker, b"")
+            self._store.put_counted(peer, totals, marker)
             self._lines[peer] = totals  # written
 
     def collectable(self, peer: str) -> int:
@@ -188,25 +180,19 @@ class TrustLines:
             return max(0, collectable(totals, self.recognised(peer)) - totals["paid"])
 
     def _put(self, peer: str, totals: dict[str, int], batch: Any) -> None:
-        key, value = keys.trust_line(parse_public_id(peer)), codec.dumps(totals)
+        self._store.put_totals(peer, totals, batch)
         if batch is None:
-            self._db.put(key, value)
             self._lines[peer] = totals
         else:  # on disk only if the caller's batch is written: read again next time
             self._lines.pop(peer, None)
-            batch.put(key, value)
 
     def set_credit(self, peer: str, amount: int | None) -> None:
         """The credit line the user gives a peer it recognises (None: back to ledger.peer_credit)."""
-        key = keys.trust_credit(parse_public_id(peer))
         if amount is not None and (type(amount) is not int or not 0 <= amount <= MAX_LINE):
             raise InvalidArgument(f"a credit line is 0 to {MAX_LINE} micro-credits, not {amount!r}")
         with self._lock:
             self._credits.pop(peer, None)
-            if amount is None:
-                self._db.delete(key, sync=True)
-            else:
-                self._db.put(key, str(amount).encode(), sync=True)
+            self._store.set_credit(peer, amount)
 
 
 __all__ = ["MAX_LINE", "TrustLines"]

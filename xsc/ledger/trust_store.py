@@ -1,0 +1,61 @@
+"""The trust lines' keys (xsc/keys.py: `trust_line`, `trust_credit`, `trust_paid`, `trust_owed`): each peer's running
+totals, the credit its user gave it, and the markers that count a receipt or a payment once.  Read and written by
+ledger/trust.py's TrustLines alone, which caches and locks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import codec
+from .. import keys
+from ..db import Database
+from ..identity import parse_public_id, public_id
+
+
+class TrustStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def totals(self, peer: str) -> dict:
+        """The peer's totals as written ({} if none)."""
+        raw = self._db.get(keys.trust_line(parse_public_id(peer)))
+        return {} if raw is None else codec.loads(raw)
+
+    def credit(self, peer: str) -> int | None:
+        """The credit line the user set for the peer (None: none set)."""
+        raw = self._db.get(keys.trust_credit(parse_public_id(peer)))
+        return None if raw is None else int(raw)
+
+    def peers(self) -> list[str]:
+        """Every peer with a line."""
+        return [public_id(key[len(keys.TRUST_LINES):])
+                for key in self._db.iterator(prefix=keys.TRUST_LINES, include_value=False)]
+
+    def put_totals(self, peer: str, totals: dict[str, int], batch: Any = None) -> None:
+        """Write the peer's totals, in `batch` if given (on disk only when the batch is)."""
+        key, value = keys.trust_line(parse_public_id(peer)), codec.dumps(totals)
+        (self._db if batch is None else batch).put(key, value)
+
+    @staticmethod
+    def marker(total: str, authorization_id: bytes) -> bytes:
+        """The key marking that a receipt ("paid") or a payment ("owed") was counted."""
+        return keys.trust_paid(authorization_id) if total == "paid" else keys.trust_owed(authorization_id)
+
+    def counted(self, marker: bytes) -> bool:
+        return self._db.get(marker) is not None
+
+    def put_counted(self, peer: str, totals: dict[str, int], marker: bytes) -> None:
+        """The new totals and the marker that counts them, written together."""
+        with self._db.write_batch(transaction=True) as batch:
+            self.put_totals(peer, totals, batch)
+            batch.put(marker, b"")
+
+    def set_credit(self, peer: str, amount: int | None) -> None:
+        key = keys.trust_credit(parse_public_id(peer))
+        if amount is None:
+            self._db.delete(key, sync=True)
+        else:
+            self._db.put(key, str(amount).encode(), sync=True)
+
+
+__all__ = ["TrustStore"]
