@@ -21,7 +21,6 @@ from typing import Any, Callable
 
 import wasmtime
 
-from .. import keys
 from ..config import ComputeSection
 from ..db import Database
 from ..errors import ComputeBusy, ModuleDisabled, ExportNotFound, ImportsNotAllowed, InvalidArgument, InvalidModule, ModuleNotFound, NotAFunction, \
@@ -250,7 +249,7 @@ class ComputeService:
             self.stats["compiled"] += 1
             info = ModuleInfo(module_id, len(wasm), exports, imports, provenance.timestamp(time.time_ns()),
                               start=start, pushed_by=pushed_by, **(facts or {}))
-            key = keys.artifact(module_hash, self.fingerprint)
+            key = self.store.artifact_key(module_hash, self.fingerprint)
             self.store.save_module(module_hash, info, wasm, key, artifacts.seal(self._secret, key, artifact))
             self._remember(sandbox.Prepared(module_hash, module, info, wasi_pre, mods.has_hidden_memory(wasm)))
             log.info("deployed module %s (%d bytes)", module_id, len(wasm))
@@ -373,7 +372,7 @@ class ComputeService:
             return prepared
 
     def _load_compiled(self, module_hash: bytes) -> wasmtime.Module:
-        key = keys.artifact(module_hash, self.fingerprint)
+        key = self.store.artifact_key(module_hash, self.fingerprint)
         sealed = self.store.artifact(key)
         if sealed is not None:
             artifact = artifacts.unseal(self._secret, key, sealed)

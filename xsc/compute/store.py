@@ -65,6 +65,11 @@ class ComputeStore:
         return struct.unpack(">Q", head[:8])[0] if head else None
 
     # --- compiled artifacts --------------------------------------------------------
+    @staticmethod
+    def artifact_key(module_hash: bytes, fingerprint: bytes) -> bytes:
+        """Where a module's artifact compiled by an engine of `fingerprint` is kept (also what its seal binds)."""
+        return keys.artifact(module_hash, fingerprint)
+
     def artifact(self, key: bytes) -> bytes | None:
         return self._db.get(key)
 
