@@ -273,7 +273,6 @@ KEYS_ELSEWHERE = {
     "xsc.compute.journal": "provenance records and their heads",
     "xsc.compute.jobs": "jobs and their outputs",
     "xsc.compute.remote_tabs": "a provider's tab runs",
-    "xsc.compute.paid": "what a paid run owes, with its record",
     "xsc.ledger.tabs": "what a tab covers and owes",
     "xsc.node.http.node": "the schema version, read by /health",
     "xsc.market.service": "the market's own state, commitments and prices",

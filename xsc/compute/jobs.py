@@ -32,7 +32,7 @@ from .. import codec, keys
 from ..db import Database
 from ..errors import BodyTimeout, ComputeBusy, InvalidArgument, JobNotFound, NotFound, OverCap, PayloadTooLarge, Trap, XscError
 from ..identity import Identity
-from ..ledger.tabs import owed_record
+from ..ledger.tabs import owed_entry
 from ..storage.capability import Capability
 from ..tasks import in_pool, stop
 from . import provenance
@@ -240,8 +240,8 @@ class JobService:
         return answer
 
     def _owed(self, run) -> tuple[tuple[bytes, bytes], ...]:
-        return ((keys.ledger_owed(bytes.fromhex(run.provenance_id)),
-                 owed_record(self.payer.public_key, self.node.public_key, run.charge, run.fuel_consumed)),)
+        return (owed_entry(bytes.fromhex(run.provenance_id), self.payer.public_key, self.node.public_key, run.charge,
+                           run.fuel_consumed),)
 
     # --- inputs ------------------------------------------------------------------------------
     async def _stage(self, spec: JobSpec, stdin: ReadFn | None, work: Path) -> Staged:

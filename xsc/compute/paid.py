@@ -22,7 +22,6 @@ from collections.abc import Callable
 from typing import Any
 
 
-from .. import keys
 from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, Forbidden, InvalidArgument,
                       InvalidModule, ModuleNotFound, PeerRefused, PeerUnreachable, PrepaymentRequired, Trap, XscError)
 from ..identity import Identity, public_id, verify
@@ -30,7 +29,7 @@ from ..ledger.model import Authorization, decode_authorization
 from ..ledger.pricing import price_compute
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
-from ..ledger.tabs import Tabs, owed_record
+from ..ledger.tabs import Tabs, owed_entry
 from ..market.dealing import Dealing
 from ..market.service import MarketService
 from ..net.compute import GATHER, MAX_BATCH_CALLS, InvokeBatcher
@@ -210,8 +209,8 @@ class PaidCompute:
 
     def _owed(self, run) -> tuple[tuple[bytes, bytes], ...]:
         """What a run here owes this node: on disk with the run's record, before the answer."""
-        return ((keys.ledger_owed(bytes.fromhex(run.provenance_id)),
-                 owed_record(self.payer.public_key, self.node.public_key, run.charge, run.fuel_consumed)),)
+        return (owed_entry(bytes.fromhex(run.provenance_id), self.payer.public_key, self.node.public_key, run.charge,
+                           run.fuel_consumed),)
 
     async def invoke_remote(self, provider: str, price: int, call: InvokeCall, deal: dict[str, Any]) -> dict[str, Any]:
         """Run `call` on `provider` at `price` (micro-credits per million fuel), paid on this node's open tab with

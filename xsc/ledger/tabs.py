@@ -9,7 +9,7 @@ the refs themselves are stored under the root in the same synced batch (`xsc led
 
 Durability (kill -9 of the node at any moment):
 
-- the caller writes `owed_record(...)` under `keys.ledger_owed(ref)` in the SAME synced batch as the work's
+- the caller writes `owed_entry(ref, ...)` (`owed_record` under `keys.ledger_owed(ref)`) in the SAME synced batch as the work's
   own record (the provenance record), before the work is acknowledged;
 - the transfer that pays a tab deletes those records in ITS synced batch;
 - on start, every record still on disk is put back on its tab and its amount held again.
@@ -45,6 +45,11 @@ MAX_REFS = 4096  # refs one transfer covers at most (64 KiB of refs under its ro
 
 def owed_record(payer: bytes, payee: bytes, amount: int, fuel: int) -> bytes:
     return OWED.pack(payer, payee, amount, fuel)
+
+
+def owed_entry(ref: bytes, payer: bytes, payee: bytes, amount: int, fuel: int) -> tuple[bytes, bytes]:
+    """The (key, value) a run's caller writes in its own synced batch: what `ref`'s work owes until a tab settles."""
+    return keys.ledger_owed(ref), owed_record(payer, payee, amount, fuel)
 
 
 @dataclass
