@@ -204,9 +204,10 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     # routes and wiring of jobs (compute/jobs.py: 20 lines), then the peer routes of a provider's terms and of
     # locating shares, with their wiring (storage/strangers.py, storage/locate.py: 19 lines), then the peer routes'
     # price table (peer_routes.py, its allocation slicing and the allocation's and dashboard's checks: ~130 lines),
-    # then the typed node (services.py: one field and one setup block per subsystem).  A service growing here would
-    # pass this budget.
-    assert sum(lines.values()) < 3320, lines
+    # then the typed node (services.py: one field and one setup block per subsystem), then the peer routes of jobs
+    # other nodes place here (http/hosted_jobs.py, 45 lines, and their wiring).  A service growing here would pass
+    # this budget.
+    assert sum(lines.values()) < 3370, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}
 

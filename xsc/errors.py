@@ -346,6 +346,13 @@ class PeerRefused(PeerError):
     code = "peer-refused"
 
 
+class ForgedResult(PeerError):
+    """A provider's answer to a job does not match what it signed (its record, its outputs' hashes): it is not
+    paid, and struck."""
+
+    code = "forged-result"
+
+
 class ChallengeFailed(PeerError):
     """A peer's answer to a challenge was not signed by the key the peer claims."""
 

@@ -21,7 +21,6 @@ import hashlib
 import logging
 import os
 import shutil
-import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,7 +29,8 @@ from typing import Any, Awaitable, Callable
 
 from .. import codec, keys
 from ..db import Database
-from ..errors import BodyTimeout, ComputeBusy, InvalidArgument, JobNotFound, NotFound, OverCap, PayloadTooLarge, Trap, XscError
+from ..errors import (BodyTimeout, ForgedResult, InvalidArgument, JobNotFound, NotFound, OverCap, PayloadTooLarge,
+                      PeerRefused, PeerUnreachable, Trap, XscError)
 from ..identity import Identity
 from ..ledger.tabs import owed_entry
 from ..storage.capability import Capability
@@ -38,7 +38,8 @@ from ..tasks import in_pool, stop
 from . import provenance
 from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job
 from .service import ComputeService, InvokeCall
-from .wasi_io import Streams, io_fuel
+from .job_sandbox import run_program
+from .wasi_io import io_fuel
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ ReadFn = Callable[[int], Awaitable[bytes]]
 CHUNK = 1 << 20
 JOB_STREAM = "application/x-xsc-job"  # a request body: the spec's JSON on one line, then the program's stdin
 JOB_HINT = 'send {"module": ID, "argv": [...], "inputs": ["CAP:/in/NAME"], ...}'
-MAX_OUTPUTS = 256  # files a job may leave in /out
 STDIN_STALL = 60.0  # seconds a job's stdin may send nothing before the job is refused
+MAX_FAILOVERS = 3  # providers left out, one after the other, when they fail a job before it can run
 KEPT_STREAMS = 1 << 20  # a deterministic job's stdout and stderr kept with its record for replays, at most
 MAX_LINEAGE_DEPTH = 64  # levels of jobs a lineage walks back at most
 
@@ -65,9 +66,11 @@ class Staged:
 
 class JobService:
     def __init__(self, *, compute: ComputeService, storage: Any, ledger: Any, tabs: Any, payer: Identity,
-                 node: Identity, db: Database, work_dir: Path, bids: tuple[int, int],
+                 node: Identity, db: Database, work_dir: Path, bids: tuple[int, int], dealing: Any, sent: Any,
                  objects: Callable[[str, str], list[str]] | None = None) -> None:
         self.compute = compute
+        self.dealing = dealing  # xsc.market.dealing.Dealing: who runs a job, at what price
+        self.sent = sent  # xsc.compute.sent_jobs.SentJobs: a job run on another node
         self.storage = storage  # xsc.storage.files.StorageService: open and put, as `xsc store` does
         self.ledger = ledger
         self.tabs = tabs
@@ -119,7 +122,7 @@ class JobService:
                    "created": provenance.timestamp(time.time_ns())}
             self._save(user, jid, job)
             try:
-                return await self._execute(spec, call, prepared, signature, limits, rate, staged, job, prepaid)
+                return await self._placed(spec, call, prepared, signature, limits, rate, staged, job, prepaid)
             except XscError as err:
                 if job["state"] == "running":  # refused before it ran (the node busy, too little credit)
                     job.update(state="refused", error=err.message)
@@ -157,49 +160,60 @@ class JobService:
 
         return await self.run(spec, stdin)
 
+    async def _placed(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, bid: int, staged: Staged,
+                      job: dict[str, Any], prepaid: int) -> dict[str, Any]:
+        """Run the job where the market says: here, or on a provider that is sent its bytes.  A provider that
+        cannot take it (unreachable before anything was sent, busy, full) or answers outputs it did not sign
+        is left out and the next one is asked, MAX_FAILOVERS times at most."""
+        failed: set[str] = set()
+        last: XscError | None = None
+        while True:
+            try:
+                assignment = await self.dealing.compute_deal(limits.fuel, bid, frozenset(failed))
+            except XscError:
+                if last is None:
+                    raise
+                raise last from None  # no other provider: what the last one did is the job's failure
+            if assignment.provider == self.node.id:
+                return await self._execute(spec, call, prepared, signature, limits, assignment.price, staged, job,
+                                           prepaid)
+            deal = {"need": assignment.need_id, "provider": assignment.provider, "price": assignment.price,
+                    "allocated": assignment.allocated, "job": job["id"]}
+            try:
+                returned = await self.sent.run(assignment.provider, assignment.price, spec, call, staged, job["id"],
+                                               deal)
+            except (ForgedResult, PeerRefused, PeerUnreachable) as err:
+                if not _next_provider(err) or len(failed) >= MAX_FAILOVERS:
+                    raise
+                log.warning("job %s: provider %s failed it (%s): trying another", job["id"][:12],
+                            assignment.provider[:12], err.message)
+                failed.add(assignment.provider)
+                last = err
+                continue
+            self.dealing.invoked(assignment, returned.run["fuel_consumed"])
+            return await self._returned(job, returned)
+
+    async def _returned(self, job: dict[str, Any], returned) -> dict[str, Any]:
+        """A job run on a provider, checked (sent_jobs.py): its outputs stored here, as if it had run here."""
+        answer, run = returned.answer, returned.run
+        stored = await self._store_outputs(returned.files, job) if returned.files else []
+        return self._finish(job, run, stored, answer.get("refusal"), answer.get("trap"), provider=returned.provider,
+                            signed=returned.signed)
+
     async def _execute(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
                        staged: Staged, job: dict[str, Any], prepaid: int) -> dict[str, Any]:
-        out_dir = staged.work / "out"
-        out_dir.mkdir()
-        stdout_path = staged.work / "stdout"
         budget = self.compute.budget(call, rate)
-        if self.compute.admitted >= self.compute.max_queued:  # jobs wait for a thread beside invokes, as many
-            raise ComputeBusy(f"the node is busy: {self.compute.admitted} calls and jobs are running or waiting",
-                              hint="retry in a moment", admitted=self.compute.admitted)
         await self.ledger.hold(self.payer, budget)
         try:
-            with open(stdout_path, "wb") as sink:
-                streams = Streams(stdin=None if staged.stdin is None else str(staged.stdin),
-                                  stdout_cap=spec.bytes_out if spec.stdout_to_store else spec.stdout_cap,
-                                  stderr_cap=spec.stderr_cap, refuse_over_cap=True,
-                                  stdout_sink=sink if spec.stdout_to_store else None,
-                                  inputs_dir=str(staged.work / "in") if spec.inputs else None,
-                                  outputs_dir=str(out_dir) if spec.outputs else None, env=dict(spec.env),
-                                  prepaid_fuel=prepaid,
-                                  seed=bytes.fromhex(job["id"]) if spec.deterministic else None)
-                argv = [spec.module, *spec.argv]
-                started = time.time_ns()
-                self.compute.admitted += 1
-                try:
-                    outcome = await self.compute.pool.run(self.compute.execute, prepared, spec.entrypoint,
-                                                          signature, argv, limits, streams)
-                finally:
-                    self.compute.admitted -= 1
-            files, refusal = await in_pool(None, _outputs, out_dir, stdout_path if spec.stdout_to_store else None,
-                                           spec.bytes_out)
-            out_fuel = io_fuel(sum(size for _, _, size in files))
-            if refusal is None and outcome.trap_kind is None and outcome.fuel_consumed + out_fuel > limits.fuel:
-                refusal = (f"storing its {len(files)} output(s) costs {out_fuel:,} fuel, more than the "
-                           f"{limits.fuel - outcome.fuel_consumed:,} its fuel limit has left")
-            outcome.fuel_consumed = min(limits.fuel, outcome.fuel_consumed + out_fuel)
-            if outcome.over_cap is not None:
-                refusal = f"its {outcome.over_cap} went over its cap"
+            ran = await run_program(self.compute, spec, prepared, signature, limits, staged.work, stdin=staged.stdin,
+                                    job_id=job["id"], prepaid=prepaid)
         except BaseException:
             self.ledger.release(self.payer, budget)
             raise
+        outcome, started, argv, refusal = ran.outcome, ran.started, ran.argv, ran.refusal
         stored: list[dict[str, Any]] = []
-        if outcome.trap_kind is None and refusal is None and (outcome.exit_code or 0) == 0:
-            stored = await self._store_outputs(files, job)
+        if ran.succeeded:
+            stored = await self._store_outputs(ran.files, job)
         run, record = self.compute.job_run(spec.module, spec.entrypoint, signature, argv, limits, outcome, started,
                                            self.payer.id, rate, {"job": job["id"]},
                                            {"id": job["id"], "inputs": staged.inputs, "stdin": staged.stdin_sha256,
@@ -214,29 +228,33 @@ class JobService:
             raise
         self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.charge, run.fuel_consumed,
                       held=budget)
-        return self._finish(job, run, outcome, stored, refusal)
+        trap = {"kind": outcome.trap_kind, "message": outcome.message, "hint": outcome.hint} \
+            if outcome.trap_kind else None
+        return self._finish(job, run.to_json(), stored, refusal, trap, provider=self.node.id)
 
-    def _finish(self, job: dict[str, Any], run, outcome, stored: list[dict[str, Any]],
-                refusal: str | None) -> dict[str, Any]:
-        failed = refusal or (outcome.message if outcome.trap_kind else None)
-        job.update(state="failed" if failed else "done", executions=job["executions"] + 1, charge=run.charge,
-                   provenance=run.provenance_id, outputs=stored, exit_code=outcome.exit_code,
-                   fuel_consumed=outcome.fuel_consumed, cost=run.cost)
+    def _finish(self, job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]], refusal: str | None,
+                trap: dict[str, Any] | None, **where: Any) -> dict[str, Any]:
+        """Record how a run of the job ended (`run`: its JSON, here or from a provider) and answer it."""
+        failed = refusal or (trap["message"] if trap else None)
+        job.update(state="failed" if failed else "done", executions=job["executions"] + 1, charge=run["charge"],
+                   provenance=run["provenance"], outputs=stored, exit_code=run.get("exit_code"),
+                   fuel_consumed=run["fuel_consumed"], cost=run["cost"], **where)
         if failed:
             job["error"] = failed
-        streams = {"stdout": outcome.stdout.decode("utf-8", "replace"), "stderr": outcome.stderr.decode("utf-8", "replace")}
+        streams = {"stdout": run.get("stdout", ""), "stderr": run.get("stderr", "")}
         if job["spec"]["deterministic"]:  # answered again by a replay (a longer stream: a replay runs it again)
             job.update(streams)
-            if len(outcome.stdout) + len(outcome.stderr) > KEPT_STREAMS:
+            if len(streams["stdout"]) + len(streams["stderr"]) > KEPT_STREAMS:
                 job.update(stdout="", stderr="", replayable=False)
         self._save(self.payer.public_key, job["id"], job)
-        answer = {**job, **streams, "replayed": False, "charged": run.charge}
+        answer = {**job, **streams, "replayed": False, "charged": run["charge"]}
+        answer.pop("signed", None)
         if refusal is not None:
             raise OverCap(f"the job {job['id'][:16]}… ran, but {refusal}: nothing of its outputs is stored",
                           hint="ask for more with --bytes-out (or --stdout-cap), or write less", **answer)
-        if outcome.trap_kind is not None:
-            raise Trap(f"the job {job['id'][:16]}… failed: {outcome.message}", kind=outcome.trap_kind,
-                       hint=outcome.hint, **answer)
+        if trap is not None:
+            raise Trap(f"the job {job['id'][:16]}… failed: {trap['message']}", kind=trap.get("kind"),
+                       hint=trap.get("hint"), **answer)
         return answer
 
     def _owed(self, run) -> tuple[tuple[bytes, bytes], ...]:
@@ -418,10 +436,14 @@ class JobService:
         job = self._load(bytes.fromhex(made["user"]), made["job"])
         if job is None or not job.get("provenance"):
             return node
-        signed = self.compute.provenance(job["provenance"])
+        # A job run here: its record is in this node's journal; run on a provider: the record it signed is kept
+        # with the job, and names each output by its hash (the capability was made here, after the run).
+        signed = job.get("signed") or self.compute.provenance(job["provenance"])
         record = signed["record"]
         facts = record.get("job", {})
-        output = next((o for o in facts.get("outputs", []) if o["verify_hash"] == verify_hash), None)
+        mine = next((o for o in job.get("outputs", []) if o.get("verify_hash") == verify_hash), {})
+        output = next((o for o in facts.get("outputs", []) if o.get("verify_hash", verify_hash) == verify_hash
+                       and o.get("sha256") == mine.get("sha256") and o.get("name") == mine.get("name")), None)
         node["made_by"] = {
             "job": job["id"], "module": record["module"], "node": record["node"], "provenance": record["id"],
             "engine": record["engine"], "fuel_consumed": record["fuel_consumed"], "fuel_limit": record["fuel_limit"],
@@ -433,27 +455,18 @@ class JobService:
         return node
 
 
+def _next_provider(err: XscError) -> bool:
+    """Whether a provider's failure leaves the job to another provider: it cannot have run there (nothing was
+    sent, or it was refused for lack of room), or what it answered cannot be trusted."""
+    if isinstance(err, ForgedResult):
+        return True
+    if isinstance(err, PeerUnreachable):
+        return err.details.get("sent") is False
+    return err.details.get("peer_code") in ("compute-busy", "quota-exceeded", "storage-full", "deal-refused")
+
+
 def _verify_hash(cap: Capability) -> str:
     """What names and verifies a stored file without letting anyone read it: its storage index (derived from the
     key) and the hash of its manifest (which roots every share's blocks), `SI:MANIFEST` in hex."""
     return f"{cap.storage_index.hex()}:{cap.manifest_hash.hex()}"
 
-
-def _outputs(out_dir: Path, stdout: Path | None, cap: int) -> tuple[list[tuple[str, Path, int]], str | None]:
-    """The regular files the program left in /out (and its stored stdout), and why they cannot be stored, if so."""
-    files: list[tuple[str, Path, int]] = []
-    if stdout is not None:
-        files.append(("stdout", stdout, stdout.stat().st_size))
-    for root, _, names in os.walk(out_dir, followlinks=False):
-        for name in sorted(names):
-            path = Path(root) / name
-            info = path.lstat()
-            if not stat.S_ISREG(info.st_mode):
-                continue
-            files.append(("out/" + str(path.relative_to(out_dir)), path, info.st_size))
-            if len(files) > MAX_OUTPUTS:
-                return files, f"it left more than {MAX_OUTPUTS} files in /out"
-    total = sum(size for _, _, size in files)
-    if total > cap:
-        return files, f"its outputs are {total:,} bytes, over its bytes_out ({cap:,})"
-    return files, None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import codec
@@ -116,6 +116,25 @@ def parse_job(body: Any) -> JobSpec:
         asked=dict(limits))
 
 
+def parse_sent_job(canonical: Any) -> JobSpec:
+    """A job's spec as a node that placed it sends it to a provider (`JobSpec.canonical`): its stdin and
+    inputs are bytes that come with it, named by their paths, not capabilities the provider could read."""
+    if not isinstance(canonical, dict) or set(canonical) != set(FIELDS) - {"max_price"}:
+        raise InvalidArgument("a sent job's spec has the fields of a canonical spec",
+                              hint=f"its fields: {', '.join(f for f in FIELDS if f != 'max_price')}")
+    stdin, paths = canonical["stdin"], canonical["inputs"]
+    if stdin not in (None, "bytes") or not isinstance(paths, list):
+        raise InvalidArgument('a sent job\'s stdin is null or "bytes", and its inputs a list of /in/NAME')
+    limits = canonical["limits"]
+    if isinstance(limits, dict):
+        limits = {k: v for k, v in limits.items() if v is not None}
+    spec = parse_job({**canonical, "stdin": None if stdin is None else "-", "inputs": [], "limits": limits})
+    inputs = tuple(Input(None, _mount_name(path)) for path in paths)
+    if len(inputs) > MAX_INPUTS or len({i.name for i in inputs}) != len(inputs):
+        raise InvalidArgument(f"a sent job has at most {MAX_INPUTS} inputs, each at its own /in/NAME")
+    return replace(spec, inputs=inputs)
+
+
 def parse_input(text: Any) -> Input:
     """`CAP:/in/NAME` (or {"cap": CAP, "path": "/in/NAME"}): a stored file mounted read-only at /in/NAME;
     `s3://BUCKET/KEY:/in/NAME`: an object of the node's S3 bucket index (its parts, one after the other)."""
@@ -128,16 +147,21 @@ def parse_input(text: Any) -> Input:
     else:
         raise InvalidArgument(f"an input is CAP:/in/NAME, not {str(text)[:60]!r}",
                               hint="e.g. --input xsc:chk:...:/in/data")
-    if not isinstance(path, str) or not path.startswith("/in/") or not _NAME.fullmatch(path[4:]) \
-            or path[4:] in (".", ".."):
-        raise InvalidArgument(f"an input is mounted at /in/NAME (NAME of letters, digits, '.', '_', '-'), "
-                              f"not {str(path)[:60]!r}")
+    name = _mount_name(path)
     if isinstance(cap, str) and cap.startswith("s3://"):
         bucket, _, key = cap[5:].partition("/")
         if not bucket or not key or len(key) > 1024:
             raise InvalidArgument(f"an S3 input is s3://BUCKET/KEY:/in/NAME, not {cap[:60]!r}")
-        return Input(None, path[4:], (bucket, key))
-    return Input(_cap_text(cap, "input"), path[4:])
+        return Input(None, name, (bucket, key))
+    return Input(_cap_text(cap, "input"), name)
+
+
+def _mount_name(path: Any) -> str:
+    if not isinstance(path, str) or not path.startswith("/in/") or not _NAME.fullmatch(path[4:]) \
+            or path[4:] in (".", ".."):
+        raise InvalidArgument(f"an input is mounted at /in/NAME (NAME of letters, digits, '.', '_', '-'), "
+                              f"not {str(path)[:60]!r}")
+    return path[4:]
 
 
 def _inputs(value: Any) -> tuple[Input, ...]:

@@ -32,7 +32,7 @@ from ..ledger.settlement import Payments
 from ..ledger.tabs import Tabs, owed_entry
 from ..market.dealing import Dealing
 from ..market.service import MarketService
-from ..net.compute import GATHER, MAX_BATCH_CALLS, InvokeBatcher
+from ..net.compute import GATHER, MAX_BATCH_CALLS, InvokeBatcher, push_module
 from ..net.peer_client import PeerClient, dumps
 from ..tasks import stop
 from . import modules as mods
@@ -254,17 +254,22 @@ class PaidCompute:
                        **facts)
         return run
 
+    async def push(self, url: str, provider: str, call: InvokeCall) -> None:
+        """Send `provider` the module of work it was matched for and lacks (it answered module-not-found)."""
+        await push_module(self.client, url, provider, lambda: self.compute.store.wasm(bytes.fromhex(call.module)),
+                          call.wasi)
+
     # --- the provider's side -------------------------------------------------------------------
     async def _run_on_tab(self, gateway: str, call: InvokeCall, price: int, deal: dict, auth,
                           batch: _Batch | None = None) -> dict[str, Any]:
         """A call on a gateway's tab: runs while the tab's cap covers it; paid when the tab is closed.  In a
         `batch`, it runs among the batch's other calls, and what it used is written on the trust line with theirs."""
         budget = self.compute.budget(call, price)
-        self._reserve(gateway, budget)  # first: a call its gateway cannot pay for opens no push either
+        self.reserve(gateway, budget)  # first: a call its gateway cannot pay for opens no push either
         if not self.compute.has_module(call.module):
-            self._used(gateway, budget, None)
-            self._await(gateway, call.module, price)
-            raise _not_here(call.module)
+            self.used(gateway, budget, None)
+            self.expect_module(gateway, call.module, price)
+            raise not_here(call.module)
         run = None
         try:
             tab = await self.provider_tabs.reserve(auth, budget)
@@ -280,7 +285,7 @@ class PaidCompute:
             if batch is not None and run is not None:
                 batch.used(budget, run.charge)
             else:
-                self._used(gateway, budget, run)
+                self.used(gateway, budget, run)
         self.market.note_fuel(run.fuel_consumed)
         answer: dict[str, Any] = {"run": run.to_json(), "tab": {"authorization": auth.id.hex(), "total": tab.total,
                                                                 "count": tab.count}}
@@ -308,12 +313,16 @@ class PaidCompute:
         self._verified[text] = auth
         return auth
 
-    def _reserve(self, gateway: str, budget: int, what: str = "a call's fuel budget") -> None:
+    def reserve(self, gateway: str, budget: int, what: str = "a call's fuel budget") -> None:
         """A gateway's work is taken on only within its trust line here (402 prepayment-required past it)."""
         if self.trust is not None:
             self.trust.reserve(gateway, budget, what)
 
-    def _used(self, gateway: str, budget: int, run: Any) -> None:
+    def release(self, gateway: str, budget: int) -> None:
+        """A gateway's work reserved here did not run: its budget goes back to its trust line."""
+        self.used(gateway, budget, None)
+
+    def used(self, gateway: str, budget: int, run: Any) -> None:
         """A gateway's run ended (None: it did not run): what it cost is used on its trust line, its budget released."""
         if self.trust is None:
             return
@@ -359,7 +368,7 @@ class PaidCompute:
             raise InvalidModule(f"the module defines {functions} functions; a peer's module may define at most "
                                 f"{MAX_PUSHED_FUNCTIONS}", limit=MAX_PUSHED_FUNCTIONS)
         price = compile_price(len(wasm), awaited[1])
-        self._reserve(gateway, price, "compiling its module")
+        self.reserve(gateway, price, "compiling its module")
         try:
             info, created = await self.compute.deploy(wasm, wasi=wasi, pushed_by=gateway)
         finally:
@@ -372,7 +381,8 @@ class PaidCompute:
         self._expire_awaited()
         return any(g == gateway for g, _ in self._awaited)
 
-    def _await(self, gateway: str, module: str, price: int) -> None:
+    def expect_module(self, gateway: str, module: str, price: int) -> None:
+        """`gateway` matched work for `module` here, which this node lacks: it may push it (once) for a while."""
         if len(self._awaited) >= VERIFIED_AUTHORIZATIONS:
             self._expire_awaited()
         self._awaited[(gateway, module)] = (time.monotonic() + PUSH_WINDOW, price)
@@ -416,17 +426,13 @@ class PaidCompute:
             log.exception("a call of %s's batch failed", gateway[:12])
             return XscError("the call failed on this node; see its log")
 
-    async def run_for_peer(self, gateway: str, body: dict, batch: _Batch | None = None) -> dict[str, Any]:
-        """Run a call a gateway matched here, paid by the authorization it sent: the run and our receipt."""
-        if not {"call", "price", "authorization", "deal"} <= set(body):
-            raise InvalidArgument('send {"call", "price", "authorization", "deal"}')
-        call = parse_invoke(body["call"])
+    def terms(self, body: dict, batch: _Batch | None = None) -> tuple[int, dict, Authorization]:
+        """The price, deal and authorization of work a gateway matched here, each checked: a price at or above
+        this node's ask, memory at its price, an authorization that pays this node and has not expired."""
         price, deal = body["price"], body["deal"]
         if type(price) is not int or price < 0 or not isinstance(deal, dict) or _encoded_size(deal) > 2048:
             raise InvalidArgument("price must be a non-negative integer and deal a small object")
         auth = self._authorization(body["authorization"])
-        # One authorization pays for one run: checked BEFORE anything runs (a replayed or expired
-        # authorization got a run each time, and was refused only at countersigning).
         offered = body.get("memory_price", self.compute.memory_price)
         if type(offered) is not int or offered < self.compute.memory_price:
             raise DealRefused(f"memory is priced {self.compute.memory_price} micro-credits per page-second here, "
@@ -443,6 +449,14 @@ class PaidCompute:
         if price < ask:
             raise DealRefused(f"the deal price {price} is under this node's ask of {ask} per million fuel",
                               hint="match the invoke again", ask=ask)
+        return price, deal, auth
+
+    async def run_for_peer(self, gateway: str, body: dict, batch: _Batch | None = None) -> dict[str, Any]:
+        """Run a call a gateway matched here, paid by the authorization it sent: the run and our receipt."""
+        if not {"call", "price", "authorization", "deal"} <= set(body):
+            raise InvalidArgument('send {"call", "price", "authorization", "deal"}')
+        call = parse_invoke(body["call"])
+        price, deal, auth = self.terms(body, batch)
         if body.get("tab") is True:
             return await self._run_on_tab(gateway, call, price, deal, auth, batch)
         if auth.id in self._running or await self.ledger.receipt_for(auth.id) is not None:
@@ -452,12 +466,12 @@ class PaidCompute:
         budget = self.compute.budget(call, price)
         if auth.cap < budget:
             raise DealRefused(f"the authorization's cap {auth.cap} does not cover the call's budget {budget}")
-        self._reserve(gateway, budget)  # first: a call its gateway cannot pay for opens no push either
+        self.reserve(gateway, budget)  # first: a call its gateway cannot pay for opens no push either
         if not self.compute.has_module(call.module):
             # A funded call for a module this node lacks: this gateway may now push that module (once).
-            self._used(gateway, budget, None)
-            self._await(gateway, call.module, price)
-            raise _not_here(call.module)
+            self.used(gateway, budget, None)
+            self.expect_module(gateway, call.module, price)
+            raise not_here(call.module)
         self._running.add(auth.id)
         run = None
         try:
@@ -471,7 +485,7 @@ class PaidCompute:
                 self.trust.paid(gateway, auth.id, receipt.amount)
         finally:
             self._running.discard(auth.id)
-            self._used(gateway, budget, run)
+            self.used(gateway, budget, run)
         self.market.note_paid(gateway, run.charge, by_them=True)
         answer: dict[str, Any] = {"run": run.to_json(), "receipt": receipt.encode().hex()}
         error = run.error()
@@ -521,7 +535,7 @@ def compile_price(size: int, price: int) -> int:
     return price_compute(size * COMPILE_FUEL_PER_BYTE, price)
 
 
-def _not_here(module: str) -> ModuleNotFound:
+def not_here(module: str) -> ModuleNotFound:
     return ModuleNotFound(f"module {module} is not deployed on this node", hint="push it: PUT /v1/peer/modules")
 
 

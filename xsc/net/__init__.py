@@ -1,9 +1,11 @@
-"""Outbound HTTP to other nodes: every request signed with this node's key.
+"""HTTP between nodes: every outbound request signed with this node's key, and the node's sockets.
 
     PeerClient, PeerResponse     the signed client (one aiohttp ClientSession per node)
     compute: InvokeBatcher, post_invoke, push_module   paid invokes on another node (compute/paid.py uses them)
+    jobs: begin, send, run, fetch, forget               a job run on another node (compute/sent_jobs.py)
+    sniff                        TLS told from plain HTTP on the node's one port (xsc/node/listener.py)
 
-Services receive these objects in their constructors; nothing here knows the aiohttp server side.
+Services receive the client in their constructors; nothing here knows the aiohttp server side.
 """
 
 from .peer_client import PeerClient, PeerResponse

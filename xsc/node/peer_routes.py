@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ..compute.paid import MAX_PUSHED_BYTES
 from ..ledger.receipts import RECEIPTS_PATH
 from ..net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MODULES_PATH, TAB_CLOSE_PATH
+from ..net.jobs import CHUNK, DATA_PATH, JOB_PATH, JOBS_PATH, OUTPUT_PATH, RUN_PATH
 from ..storage.locate import LOCATE_PATH
 from ..storage.strangers import TERMS_PATH
 from ..storage.wire import DAMAGE_PATH, MAX_SEGMENT_SIZE
@@ -55,6 +56,13 @@ PEER_ROUTES: dict[tuple[str, str], Price] = {
     ("POST", INVOKE_PATH): JSON,
     ("POST", INVOKES_PATH): Price(MAX_BATCH_BYTES, JSON_BYTES),
     ("POST", TAB_CLOSE_PATH): FEW_FIELDS,
+    # A job's terms are checked and its budget reserved before its data is taken (compute/hosted_jobs.py); its
+    # outputs are read only by the node that paid for its run, at most CHUNK a request.
+    ("POST", JOBS_PATH): JSON,
+    ("PUT", DATA_PATH): Price(CHUNK, BULK_BYTES),
+    ("POST", RUN_PATH): NO_BODY,
+    ("GET", OUTPUT_PATH): NO_BODY,
+    ("DELETE", JOB_PATH): NO_BODY,
     ("POST", RECEIPTS_PATH): FEW_FIELDS,
     ("GET", RECEIPTS_PATH + "/{authorization}"): NO_BODY,
     ("POST", "/v1/peer/shares/{si}/{share}/uploads"): FEW_FIELDS,

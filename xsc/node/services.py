@@ -17,9 +17,11 @@ import aiohttp
 
 from ..allocation.service import FORK_BURST, FORK_RATE, AllocationService
 from ..allocation.subscriptions import Subscribers
+from ..compute.hosted_jobs import HostedJobs
 from ..compute.jobs import JobService
 from ..compute.paid import PaidCompute
 from ..compute.remote_tabs import GatewayTabs, ProviderTabs
+from ..compute.sent_jobs import SentJobs
 from ..compute.service import ComputeService
 from ..config import NodeConfig
 from ..db import Database
@@ -103,6 +105,7 @@ class Node:
     gateway_tabs: GatewayTabs
     provider_tabs: ProviderTabs
     paid: PaidCompute
+    hosted_jobs: HostedJobs  # jobs other nodes placed here
     jobs: JobService
     s3_index: S3Index  # the user's bucket index: the S3 front (its own process) records objects there
 
@@ -127,7 +130,7 @@ class Node:
     def start(self) -> None:
         """Start every service in the order built, each one's loops under the supervisor."""
         for name in ("tabs", "compute", "paid", "peers", "health", "market", "allocation", "payments", "deals",
-                     "storage", "share_holder", "audits", "scrubber", "lease_gc", "jobs"):
+                     "storage", "share_holder", "audits", "scrubber", "lease_gc", "hosted_jobs", "jobs"):
             self.supervisor.add(name, getattr(self, name))
 
     async def close(self) -> None:
@@ -259,9 +262,11 @@ class Node:
             node=identity, peers=self.peers, client=self.client, default_bid=config.market.compute_bid,
             on_invoked=lambda label: metrics.child(metrics.invocations, label).inc(), trust=self.trust)
         self.s3_index = s3_index = S3Index(self.db)
+        self.hosted_jobs = HostedJobs(compute=self.compute, paid=self.paid, work_dir=config.data_dir / "hosted-jobs")
         self.jobs = JobService(compute=self.compute, storage=self.storage, ledger=self.ledger, tabs=self.tabs,
                                payer=payer, node=identity, db=self.db, work_dir=config.data_dir / "jobs",
-                               bids=(config.market.compute_bid, config.market.storage_bid),
+                               bids=(config.market.compute_bid, config.market.storage_bid), dealing=self.dealing,
+                               sent=SentJobs(paid=self.paid, on_strike=self.strike),
                                objects=lambda bucket, key: [p["cap"] for p in s3_index.get(bucket, key)["parts"]])
 
     # --- what /v1/node/status and /health show of the services ------------------------------------------
@@ -274,6 +279,7 @@ class Node:
             "peers": self.peers.status,
             "payments": self.payments.status,
             "remote_compute": self.paid.batcher.status,
+            "hosted_jobs": self.hosted_jobs.status,
             "tabs": self.tabs.open,
             "market": lambda: {k: v for k, v in market.status().items()
                                if k in ("digest", "participants", "converged")},

@@ -1,0 +1,205 @@
+"""Jobs placed on a provider by the market (compute/sent_jobs.py, compute/hosted_jobs.py), on real nodes with real
+HTTP between them: the user's node offers no compute, so its jobs run elsewhere, over the bytes it sends; their
+outputs are stored by the user's node, the provider is paid once per job, and the lineage names it and verifies.
+A provider whose outputs do not match what it signed is not paid and is struck; a provider takes only the bytes it
+was promised, and only as many jobs of a sender as its quota."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from tests.support.compute import deploy, peer_with_provider
+from xsc.compute import hosted_jobs, sent_jobs
+from xsc.compute.jobspec import parse_job
+from xsc.errors import PeerRefused
+from xsc.node import CLIENT_IDENTITY, IDENTITY
+from xsc.node.appkeys import NODE
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+DATA = b"some stored words\nand more of them\n" * 1000
+
+
+async def _network(node_factory, providers: int = 1):
+    """A gateway that offers no compute, and `providers` nodes that do, each known to the gateway's market."""
+    nodes = [await node_factory(f"provider{i}", **QUIET) for i in range(providers)]
+    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+    for provider in nodes:
+        await peer_with_provider(gateway, provider)
+    return gateway, nodes
+
+
+async def _put(node, data: bytes) -> str:
+    response = await node.post("/v1/store/files", data=data)
+    assert response.status == 201, await response.text()
+    return (await response.json())["capability"]
+
+
+async def _run(node, spec: dict, stdin: bytes = b"") -> tuple[int, dict]:
+    body = json.dumps(spec).encode() + b"\n" + stdin
+    response = await node.post("/v1/compute/jobs", data=body, headers={"Content-Type": "application/x-xsc-job"})
+    return response.status, await response.json()
+
+
+async def _read(node, cap: str) -> bytes:
+    response = await node.get(f"/v1/store/files/{cap}")
+    assert response.status == 200, await response.text()
+    return await response.read()
+
+
+async def _settle(gateway) -> None:
+    """Close every open tab now: what the gateway owes each provider is paid (or refused)."""
+    paid = gateway.app[NODE].paid
+    await paid.gateway_tabs.close()
+    await paid.payments.retry_all()
+    paid.gateway_tabs.start()
+
+
+def _balances(gateway, provider) -> tuple[int, int]:
+    """The gateway's user's balance (it pays) and the provider's node's (it is paid)."""
+    return (gateway.app[NODE].ledger.store.state(gateway.app[CLIENT_IDENTITY].public_key).balance,
+            provider.app[NODE].ledger.store.state(provider.app[IDENTITY].public_key).balance)
+
+
+async def _verified(node) -> None:
+    response = await node.get("/v1/ledger/verify")
+    report = await response.json()
+    assert response.status == 200 and report["ok"], report
+
+
+async def test_a_job_runs_on_a_provider_over_the_bytes_sent_and_its_outputs_are_stored_here(node_factory) -> None:
+    gateway, (provider,) = await _network(node_factory)
+    provider_id = provider.app[IDENTITY].id
+    module = await deploy(gateway, "outputs", wasi=True)
+    cap = await _put(gateway, DATA)
+    before = _balances(gateway, provider)
+    status, job = await _run(gateway, {"module": module, "stdin": cap, "inputs": [f"{cap}:/in/data"]})
+    assert status == 201, job
+    assert job["provider"] == provider_id and job["state"] == "done" and job["executions"] == 1
+    outputs = {o["name"]: o for o in job["outputs"]}
+    assert sorted(outputs) == ["out/a.txt", "out/b.txt", "out/c.txt"]
+    assert await _read(gateway, outputs["out/c.txt"]["capability"]) == DATA
+    assert outputs["out/c.txt"]["sha256"] == hashlib.sha256(DATA).hexdigest()
+    # Stored by the gateway, like its own puts: the provider never held the capability.
+    listed = await (await gateway.get("/v1/store/files")).json()
+    assert {o["capability"] for o in job["outputs"]} <= {f["capability"] for f in listed["files"]}
+
+    # Paid once: the provider's record of the run, and its account credited exactly the job's charge.
+    records = (await (await provider.get("/v1/compute/provenance?limit=100")).json())["records"]
+    assert [r["record"]["id"] for r in records if r["record"].get("job", {}).get("id") == job["id"]] == \
+        [job["provenance"]]
+    await _settle(gateway)
+    after = _balances(gateway, provider)
+    assert (after[0] - before[0], after[1] - before[1]) == (-job["charge"], job["charge"]) and job["charge"] > 0
+    for node in (gateway, provider):
+        await _verified(node)
+
+    # The lineage names the provider and checks its signature and the output it signed.
+    tree = await (await gateway.get(f"/v1/compute/lineage/{outputs['out/c.txt']['capability']}")).json()
+    made = tree["made_by"]
+    assert made["node"] == provider_id and made["signature_valid"] and made["output_signed"]
+    (read,) = made["inputs"]
+    assert read["path"] == "/in/data" and read["sha256"] == hashlib.sha256(DATA).hexdigest()
+
+    # Nothing of the job is left on the provider once its outputs are fetched.
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
+    assert not any(provider.app[NODE].hosted_jobs.work_dir.iterdir())
+
+
+async def test_a_provider_whose_output_does_not_match_what_it_signed_is_not_paid_and_is_struck(
+        node_factory, monkeypatch) -> None:
+    gateway, (provider,) = await _network(node_factory)
+    provider_id = provider.app[IDENTITY].id
+    module = await deploy(gateway, "outputs", wasi=True)
+    hosted = provider.app[NODE].hosted_jobs
+    honest = hosted.output
+
+    async def flipped(sender, job, index, offset):  # the provider signs one thing and sends another
+        data = await honest(sender, job, index, offset)
+        return bytes([data[0] ^ 1]) + data[1:] if data and offset == 0 else data
+
+    monkeypatch.setattr(hosted, "output", flipped)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
+                        lambda node, why, **kw: struck.append(node) or False)
+    files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
+    before = _balances(gateway, provider)
+    status, problem = await _run(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    assert status == 502 and problem["code"] == "forged-result", problem
+    assert "not paid" in problem["detail"] and "\n" not in problem["detail"]
+    assert struck == [provider_id]
+    assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before  # nothing stored
+    await _settle(gateway)
+    # Nothing is paid: the provider's receipt for the tab stays on its own chain, above the gateway's tally.
+    assert _balances(gateway, provider)[0] == before[0]
+    assert gateway.app[NODE].paid.gateway_tabs.refused_receipts == 1
+    assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
+    for node in (gateway, provider):
+        await _verified(node)
+
+
+async def test_a_job_goes_to_another_provider_when_one_forges_its_outputs(node_factory, monkeypatch) -> None:
+    gateway, providers = await _network(node_factory, providers=2)
+    module = await deploy(gateway, "outputs", wasi=True)
+    forger = providers[0].app[NODE].hosted_jobs
+    honest = forger.output
+
+    async def flipped(sender, job, index, offset):
+        data = await honest(sender, job, index, offset)
+        return data[::-1] if len(data) > 1 else data + b"!"
+
+    monkeypatch.setattr(forger, "output", flipped)
+    status, job = await _run(gateway, {"module": module, "stdin": "-"}, stdin=b"hello there")
+    assert status == 201, job
+    assert job["provider"] == providers[1].app[IDENTITY].id  # never the forger's outputs
+    outputs = {o["name"]: o for o in job["outputs"]}
+    assert await _read(gateway, outputs["out/c.txt"]["capability"]) == b"hello there"
+
+
+async def test_a_provider_runs_nothing_over_bytes_that_are_not_the_ones_promised(node_factory, monkeypatch) -> None:
+    gateway, (provider,) = await _network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    send = sent_jobs.wire.send
+
+    async def altered(client, url, provider_id, job, offset, data):
+        await send(client, url, provider_id, job, offset, b"X" + data[1:])
+
+    monkeypatch.setattr(sent_jobs.wire, "send", altered)
+    status, problem = await _run(gateway, {"module": module, "stdin": "-"}, stdin=b"the real bytes")
+    assert status == 502 and "do not match the SHA-256" in problem["detail"], problem
+    records = (await (await provider.get("/v1/compute/provenance?limit=100")).json())["records"]
+    assert not [r for r in records if "job" in r["record"]]  # it ran nothing
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}  # and forgot the job
+    held = provider.app[NODE].trust.line(gateway.app[IDENTITY].id)
+    assert held["reserved"] == 0, held
+
+
+async def test_a_sender_gets_no_more_jobs_at_once_than_its_quota_nor_a_job_over_its_bytes_in(node_factory) -> None:
+    gateway, (provider,) = await _network(node_factory)
+    module = await deploy(provider, "outputs", wasi=True)
+    node = gateway.app[NODE]
+    provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
+    empty = hashlib.sha256(b"").hexdigest()
+    price = provider.app[NODE].market.honoured_ask("compute")
+    tab = await node.paid.gateway_tabs.reserve(provider_id, price, 10**6)
+
+    def body(size: int, bytes_in: int | None = None) -> dict:
+        spec = {"module": module, "stdin": "-"}
+        if bytes_in is not None:
+            spec["limits"] = {"bytes_in": bytes_in}
+        return {"spec": parse_job(spec).canonical(), "price": price, "authorization": tab.hex, "deal": {},
+                "memory_price": node.compute.memory_price,
+                "data": [{"path": "stdin", "size": size, "sha256": empty if size == 0 else "ab" * 32,
+                          "verify_hash": ""}]}
+
+    with pytest.raises(PeerRefused) as over:
+        await sent_jobs.wire.begin(node.client, url, provider_id, body(2048, bytes_in=1024))
+    assert over.value.details["peer_code"] == "over-cap"
+    for _ in range(hosted_jobs.PER_SENDER):
+        await sent_jobs.wire.begin(node.client, url, provider_id, body(0))
+    with pytest.raises(PeerRefused) as refused:
+        await sent_jobs.wire.begin(node.client, url, provider_id, body(0))
+    assert refused.value.details["peer_status"] == 429, refused.value.details
+    node.paid.gateway_tabs.answered(tab, 10**6, None)

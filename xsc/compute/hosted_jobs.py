@@ -1,0 +1,349 @@
+"""Jobs other nodes place here: their bytes taken in, their program run and paid on the sender's tab, their
+outputs kept until the sender has fetched them (the provider's side of net/jobs.py).
+
+A sender is a stranger until its money checks: the job's terms (price, memory price, a tab authorization that
+pays this node) are checked as an invoke's are (PaidCompute.terms), and its whole budget is reserved on the
+sender's trust line and on its tab before a byte of its data is taken.  The data is bounded by the job's
+`bytes_in` and by this node's free disk, comes in order, in requests of at most net/jobs.CHUNK bytes (each
+priced by the peer route table), and is hashed as it comes: the job runs only over exactly the bytes the
+sender named.  A sender has at most PER_SENDER jobs here at once, the node at most MAX_HOSTED; a job not run
+within IDLE seconds of its last request is dropped and its reservation released, and a job's files go when
+the sender forgets it (or IDLE after its run).
+
+The run is recorded as every run here is: a signed provenance record naming each input's hash (and the
+verify-hash the sender gave for it) and each output's name, size and SHA-256, written with its amount on the
+tab (one group commit) before the answer.  A sender that later finds an output whose bytes do not match those
+signed hashes refuses to pay the tab (compute/sent_jobs.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import (Conflict, StorageFull, InvalidArgument, NotFound, OverCap, PayloadTooLarge,
+                      QuotaExceeded)
+from ..identity import public_id
+from ..net.jobs import CHUNK
+from ..tasks import in_pool
+from .job_sandbox import file_sha256, run_program
+from .jobspec import job_id, parse_sent_job
+from .paid import PaidCompute, not_here
+from .service import ComputeService, InvokeCall
+from .wasi_io import io_fuel
+
+log = logging.getLogger(__name__)
+
+PER_SENDER = 2  # jobs one sender may have here at once (staged, running or waiting to be fetched)
+MAX_HOSTED = 8  # jobs all senders together may have here
+IDLE = 300.0  # seconds a job may wait for its sender's next request before it is dropped
+DISK_MARGIN = 256 * 1024 * 1024  # free bytes the node keeps whatever jobs send it
+_HEX = frozenset("0123456789abcdef")
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+
+
+@dataclass
+class Item:
+    path: str  # "stdin" or /in/NAME
+    size: int
+    sha256: str
+    verify_hash: str
+    file: Path
+
+
+@dataclass
+class Hosted:
+    id: str
+    sender: str
+    spec: Any
+    call: InvokeCall
+    price: int
+    deal: dict
+    auth: Any
+    budget: int
+    tab: Any
+    work: Path
+    items: list[Item]
+    received: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
+    outputs: list[tuple[str, Path, int]] | None = None  # after its run: what the sender may fetch
+    busy: bool = False  # a request of its sender is being served
+    touched: float = field(default_factory=time.monotonic)
+
+    @property
+    def total(self) -> int:
+        return sum(i.size for i in self.items)
+
+
+class HostedJobs:
+    def __init__(self, *, compute: ComputeService, paid: PaidCompute, work_dir: Path) -> None:
+        self.compute = compute
+        self.paid = paid  # a job's terms are checked, and its budget reserved, as an invoke's
+        self.work_dir = work_dir
+        self._jobs: dict[str, Hosted] = {}
+
+    def start(self) -> None:
+        """Files of jobs a stop cut short: nothing can fetch them any more."""
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    async def close(self) -> None:
+        for job in list(self._jobs.values()):
+            self._drop(job)
+
+    def loops(self) -> dict[str, Any]:
+        return {"hosted-jobs-expiry": self._expire_loop}
+
+    async def _expire_loop(self) -> None:
+        while True:  # a sender that went away leaves no files behind for long
+            await asyncio.sleep(IDLE / 4)
+            self._expire()
+
+    def status(self) -> dict[str, int]:
+        return {"hosted": len(self._jobs)}
+
+    # --- the sender's requests ---------------------------------------------------------------
+    async def begin(self, sender: str, body: Any) -> dict[str, Any]:
+        """A job sent here: its terms checked and its budget reserved before any of its bytes are taken."""
+        self._expire()
+        if not isinstance(body, dict) or set(body) - {"spec", "price", "memory_price", "authorization", "deal",
+                                                      "data"} or not {"spec", "price", "authorization", "deal",
+                                                                      "data"} <= set(body):
+            raise InvalidArgument('send {"spec", "price", "memory_price", "authorization", "deal", "data"}')
+        spec = parse_sent_job(body["spec"])
+        price, deal, auth = self.paid.terms(body)
+        work = self.work_dir / secrets.token_hex(16)
+        items = _items(body["data"], spec, work)
+        total = sum(i.size for i in items)
+        if total > spec.bytes_in:
+            raise OverCap(f"the job's data is {total:,} bytes, over its bytes_in ({spec.bytes_in:,})")
+        call = InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel, spec.memory, spec.timeout, True)
+        limits = self.compute.limits(call)
+        if io_fuel(total) >= limits.fuel:
+            raise InvalidArgument(f"reading its {total:,} bytes of input costs {io_fuel(total):,} fuel, more than "
+                                  f"its fuel limit here ({limits.fuel:,})", hint="ask for more fuel")
+        if sum(1 for j in self._jobs.values() if j.sender == sender) >= PER_SENDER or len(self._jobs) >= MAX_HOSTED:
+            raise QuotaExceeded(f"this node runs at most {PER_SENDER} jobs of one sender and {MAX_HOSTED} in all "
+                                "at once", hint="send it again in a moment", retry_after=5)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if shutil.disk_usage(self.work_dir).free < total + spec.bytes_out + DISK_MARGIN:
+            raise StorageFull("this node has no room for the job's data and outputs now",
+                                      hint="place it on another provider")
+        budget = self.compute.budget(call, price)
+        self.paid.reserve(sender, budget)  # its sender's line pays for it, or it is refused (402) here
+        if not self.compute.has_module(spec.module):
+            self.paid.release(sender, budget)
+            self.paid.expect_module(sender, spec.module, price)
+            raise not_here(spec.module)
+        try:
+            tab = await self.paid.provider_tabs.reserve(auth, budget)
+        except BaseException:
+            self.paid.release(sender, budget)
+            raise
+        work.mkdir()
+        (work / "in").mkdir()
+        for item in items:
+            item.file.touch()
+        job = Hosted(work.name, sender, spec, call, price, deal, auth, budget, tab, work, items)
+        self._jobs[job.id] = job
+        return {"job": job.id, "chunk": CHUNK}
+
+    async def take(self, sender: str, job_id_: str, offset: int, data: bytes) -> dict[str, int]:
+        """The next bytes of a job's data (stdin, then each input, in order), written and hashed."""
+        job = self._mine(sender, job_id_)
+        if job.outputs is not None:
+            raise Conflict("the job has run: it takes no more data")
+        if offset != job.received:
+            raise Conflict(f"the job's data goes on at byte {job.received}, not {offset}",
+                           hint="send its bytes in order", received=job.received)
+        if len(data) > job.total - job.received:
+            raise PayloadTooLarge(f"the job's data is {job.total:,} bytes; {job.total - job.received:,} are left")
+        with self._serving(job):
+            await in_pool(None, _write, job, data)
+        return {"received": job.received}
+
+    async def run(self, sender: str, job_id_: str) -> dict[str, Any]:
+        """Run a job whose data is all here and matches its hashes; the run, its signed record, its outputs."""
+        job = self._mine(sender, job_id_)
+        if job.outputs is not None:
+            raise Conflict("the job has run already", hint="fetch its outputs")
+        if job.received != job.total:
+            raise Conflict(f"the job has {job.received:,} of its {job.total:,} bytes", received=job.received)
+        with self._serving(job):
+            return await self._run(job)
+
+    async def _run(self, job: Hosted) -> dict[str, Any]:
+        spec = job.spec
+        stdin = next((i for i in job.items if i.path == "stdin"), None)
+        inputs = [{"path": i.path, "sha256": i.sha256, "size": i.size, "verify_hash": i.verify_hash}
+                  for i in job.items if i.path != "stdin"]
+        jid = job_id(spec, None if stdin is None else stdin.sha256, [i["sha256"] for i in inputs])
+        prepared, signature = self.compute.program(spec.module, spec.entrypoint)
+        limits = self.compute.limits(job.call)
+        await in_pool(None, os.chmod, job.work / "in", 0o555)
+        run = None
+        try:
+            ran = await run_program(self.compute, spec, prepared, signature, limits, job.work,
+                                    stdin=None if stdin is None else stdin.file, job_id=jid,
+                                    prepaid=io_fuel(job.total))
+            outputs = ran.files if ran.succeeded else []
+            hashes = [await in_pool(None, file_sha256, path) for _, path, _ in outputs]
+            signed_outputs = [{"name": name, "size": size, "sha256": digest}
+                              for (name, _, size), digest in zip(outputs, hashes)]
+            deal = {**job.deal, "gateway": job.sender, "price": job.price, "authorization": job.auth.id.hex()}
+            run, record = self.compute.job_run(spec.module, spec.entrypoint, signature, ran.argv, limits, ran.outcome,
+                                               ran.started, public_id(job.auth.payer), job.price, deal,
+                                               {"id": jid, "inputs": inputs,
+                                                "stdin": None if stdin is None else stdin.sha256,
+                                                "outputs": signed_outputs})
+            await self.compute.journal.append(record, prepared.module_hash, self.paid.provider_tabs.owed(job.auth, run))
+        finally:
+            self.paid.provider_tabs.ran(job.tab, job.budget, run)
+            self.paid.used(job.sender, job.budget, run)
+            job.budget = 0
+        self.paid.market.note_fuel(run.fuel_consumed)
+        job.outputs = outputs
+        outcome = run.outcome
+        answer: dict[str, Any] = {
+            "run": run.to_json(), "provenance": self.compute.provenance(run.provenance_id), "outputs": signed_outputs,
+            "stdout": outcome.stdout.decode("utf-8", "replace"), "stderr": outcome.stderr.decode("utf-8", "replace"),
+            "tab": {"authorization": job.auth.id.hex(), "total": job.tab.total, "count": job.tab.count}}
+        if ran.refusal is not None:
+            answer["refusal"] = ran.refusal
+        error = run.error()
+        if error is not None:
+            answer["trap"] = {"kind": outcome.trap_kind, "message": error.message, "hint": outcome.hint}
+        return answer
+
+    async def output(self, sender: str, job_id_: str, index: int, offset: int) -> bytes:
+        """At most a chunk of a run job's output `index` from `offset`."""
+        job = self._mine(sender, job_id_)
+        if job.outputs is None:
+            raise Conflict("the job has not run yet", hint="run it first")
+        if not 0 <= index < len(job.outputs):
+            raise NotFound(f"the job has {len(job.outputs)} outputs; there is no output {index}")
+        _, path, size = job.outputs[index]
+        if not 0 <= offset <= size:
+            raise InvalidArgument(f"output {index} is {size:,} bytes; offset {offset} is past its end")
+        with self._serving(job):
+            return await in_pool(None, _read, path, offset, min(CHUNK, size - offset))
+
+    def forget(self, sender: str, job_id_: str) -> None:
+        self._drop(self._mine(sender, job_id_))
+
+    # --- bookkeeping ---------------------------------------------------------------------------
+    def _mine(self, sender: str, job_id_: str) -> Hosted:
+        self._expire()
+        job = self._jobs.get(job_id_)
+        if job is None or job.sender != sender:  # another sender's job is none of its business: not even its id
+            raise NotFound(f"no job {job_id_[:32]} of yours here", hint="send it again")
+        job.touched = time.monotonic()
+        return job
+
+    def _serving(self, job: Hosted):
+        return _Serving(job)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for job in [j for j in self._jobs.values() if not j.busy and now - j.touched > IDLE]:
+            log.info("dropped job %s of %s: no request from its sender for %d s", job.id[:12], job.sender[:12],
+                     IDLE)
+            self._drop(job)
+
+    def _drop(self, job: Hosted) -> None:
+        if self._jobs.pop(job.id, None) is None:
+            return
+        if job.budget:  # it never ran: its reservation goes back
+            self.paid.provider_tabs.ran(job.tab, job.budget, None)
+            self.paid.release(job.sender, job.budget)
+            job.budget = 0
+        shutil.rmtree(job.work, ignore_errors=True)
+
+
+class _Serving:
+    """A job is busy while one of its sender's requests is served: expiry leaves it alone, and a second request
+    for it at the same moment is refused."""
+
+    def __init__(self, job: Hosted) -> None:
+        self.job = job
+
+    def __enter__(self) -> None:
+        if self.job.busy:
+            raise Conflict("a request for this job is being served", hint="wait for its answer")
+        self.job.busy = True
+
+    def __exit__(self, *_: object) -> None:
+        self.job.busy = False
+        self.job.touched = time.monotonic()
+
+
+def _items(value: Any, spec, work: Path) -> list[Item]:
+    """The data a sent job says it brings: stdin first (if it reads one), then each input, each with its size and
+    hash, bounded before anything is taken (a stream of no bytes has the empty stream's hash: it is all here)."""
+    expected = (["stdin"] if spec.stdin is not None else []) + [i.path for i in spec.inputs]
+    if not isinstance(value, list) or len(value) != len(expected):
+        raise InvalidArgument(f"the job's data names {len(expected)} streams: stdin (if any), then each input")
+    items: list[Item] = []
+    for path, entry in zip(expected, value):
+        if not isinstance(entry, dict) or entry.get("path") != path or type(entry.get("size")) is not int \
+                or entry["size"] < 0 or not _is_sha256(entry.get("sha256")) \
+                or not _is_verify_hash(entry.get("verify_hash", "")):
+            raise InvalidArgument(f"the job's data for {path} is {{path, size, sha256, verify_hash}}")
+        if entry["size"] == 0 and entry["sha256"] != EMPTY_SHA256:
+            raise InvalidArgument(f"{path} has no bytes, so its SHA-256 is {EMPTY_SHA256}")
+        file = work / "stdin" if path == "stdin" else work / "in" / path[4:]
+        items.append(Item(path, entry["size"], entry["sha256"], entry.get("verify_hash", ""), file))
+    return items
+
+
+def _is_sha256(text: Any) -> bool:
+    return isinstance(text, str) and len(text) == 64 and set(text) <= _HEX
+
+
+def _is_verify_hash(text: Any) -> bool:
+    return isinstance(text, str) and len(text) <= 64 * 1024 and set(text) <= _HEX | {":", ","}
+
+
+def _write(job: Hosted, data: bytes) -> None:
+    """On a worker: `data` at the job's next byte, split over the streams it falls in; a stream whose last byte
+    came is checked against its hash (a mismatch drops nothing: the sender may start the job again)."""
+    view = memoryview(data)
+    while view:
+        start = 0
+        for item in job.items:
+            if job.received < start + item.size:
+                break
+            start += item.size
+        else:
+            raise PayloadTooLarge("the job's data is longer than it said")
+        take = min(len(view), start + item.size - job.received)
+        with open(item.file, "ab") as f:
+            f.write(view[:take])
+        job.digest.update(view[:take])
+        job.received += take
+        view = view[take:]
+        if job.received == start + item.size:
+            _finish_item(job, item)
+
+
+def _finish_item(job: Hosted, item: Item) -> None:
+    digest, job.digest = job.digest.hexdigest(), hashlib.sha256()
+    if digest != item.sha256:
+        raise InvalidArgument(f"the bytes of {item.path} do not match the SHA-256 the job named for them",
+                              hint="send the job again")
+
+
+def _read(path: Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+__all__ = ["HostedJobs", "IDLE", "MAX_HOSTED", "PER_SENDER"]

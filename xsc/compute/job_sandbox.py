@@ -1,0 +1,110 @@
+"""One run of a job's program over bytes already on disk: the step a job takes on whichever node runs it.
+
+The caller stages the work directory (`stdin`, `in/NAME`; jobs.py on the user's node, hosted_jobs.py on a
+provider), holds what the run may cost, and afterwards records and pays it; this module only runs the program
+(beside invokes, within the node's `max_queued`) and says what it left in /out and whether that may be kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ComputeBusy
+from ..tasks import in_pool
+from .jobspec import JobSpec
+from .limits import Limits
+from .sandbox import Outcome
+from .service import ComputeService
+from .wasi_io import Streams, io_fuel
+
+MAX_OUTPUTS = 256  # files a job may leave in /out
+HASH_CHUNK = 1 << 20
+
+OutputFile = tuple[str, Path, int]  # name ("stdout", "out/a.txt"), host path, size
+
+
+@dataclass
+class Sandboxed:
+    """What a job's program did: its outcome (fuel with its I/O), when it started, what it left to store and,
+    if that cannot be stored, why."""
+
+    outcome: Outcome
+    started: int
+    argv: list[str]
+    files: list[OutputFile]
+    refusal: str | None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome.trap_kind is None and self.refusal is None and (self.outcome.exit_code or 0) == 0
+
+
+async def run_program(compute: ComputeService, spec: JobSpec, prepared, signature, limits: Limits, work: Path,
+                      *, stdin: Path | None, job_id: str, prepaid: int) -> Sandboxed:
+    """Run the job's program in `work` (its `in/` mounted read-only at /in, a fresh `out/` at /out)."""
+    out_dir = work / "out"
+    out_dir.mkdir()
+    stdout_path = work / "stdout"
+    if compute.admitted >= compute.max_queued:  # jobs wait for a thread beside invokes, as many
+        raise ComputeBusy(f"the node is busy: {compute.admitted} calls and jobs are running or waiting",
+                          hint="retry in a moment", admitted=compute.admitted)
+    with open(stdout_path, "wb") as sink:
+        streams = Streams(stdin=None if stdin is None else str(stdin),
+                          stdout_cap=spec.bytes_out if spec.stdout_to_store else spec.stdout_cap,
+                          stderr_cap=spec.stderr_cap, refuse_over_cap=True,
+                          stdout_sink=sink if spec.stdout_to_store else None,
+                          inputs_dir=str(work / "in") if spec.inputs else None,
+                          outputs_dir=str(out_dir) if spec.outputs else None, env=dict(spec.env),
+                          prepaid_fuel=prepaid, seed=bytes.fromhex(job_id) if spec.deterministic else None)
+        argv = [spec.module, *spec.argv]
+        started = time.time_ns()
+        compute.admitted += 1
+        try:
+            outcome = await compute.pool.run(compute.execute, prepared, spec.entrypoint, signature, argv, limits,
+                                             streams)
+        finally:
+            compute.admitted -= 1
+    files, refusal = await in_pool(None, _outputs, out_dir, stdout_path if spec.stdout_to_store else None,
+                                   spec.bytes_out)
+    out_fuel = io_fuel(sum(size for _, _, size in files))
+    if refusal is None and outcome.trap_kind is None and outcome.fuel_consumed + out_fuel > limits.fuel:
+        refusal = (f"storing its {len(files)} output(s) costs {out_fuel:,} fuel, more than the "
+                   f"{limits.fuel - outcome.fuel_consumed:,} its fuel limit has left")
+    outcome.fuel_consumed = min(limits.fuel, outcome.fuel_consumed + out_fuel)
+    if outcome.over_cap is not None:
+        refusal = f"its {outcome.over_cap} went over its cap"
+    return Sandboxed(outcome, started, argv, files, refusal)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks (never whole in memory); run it in the pool."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _outputs(out_dir: Path, stdout: Path | None, cap: int) -> tuple[list[OutputFile], str | None]:
+    """The regular files the program left in /out (and its stored stdout), and why they cannot be stored, if so."""
+    files: list[OutputFile] = []
+    if stdout is not None:
+        files.append(("stdout", stdout, stdout.stat().st_size))
+    for root, _, names in os.walk(out_dir, followlinks=False):
+        for name in sorted(names):
+            path = Path(root) / name
+            info = path.lstat()
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            files.append(("out/" + str(path.relative_to(out_dir)), path, info.st_size))
+            if len(files) > MAX_OUTPUTS:
+                return files, f"it left more than {MAX_OUTPUTS} files in /out"
+    total = sum(size for _, _, size in files)
+    if total > cap:
+        return files, f"its outputs are {total:,} bytes, over its bytes_out ({cap:,})"
+    return files, None

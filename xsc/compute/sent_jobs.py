@@ -1,0 +1,178 @@
+"""A job run on a provider the market chose: its bytes sent, its run paid on this node's tab with the provider,
+and its outputs fetched and checked against what the provider signed (net/jobs.py is the wire).
+
+The provider's answer is believed only as far as its signature goes: the provenance record must be the
+provider's, for this job (the same job id, over the same input hashes), at the charge it answered; each output
+fetched must have exactly the size and SHA-256 the record names.  A provider whose outputs do not match what it
+signed is struck (peers/admission.py) and not paid: its answer counts nothing on the tab, so the receipt it
+countersigns for the tab is above this node's tally and is refused whole (remote_tabs.py).  Nothing it sent is
+stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ForgedResult, PeerRefused, PeerUnreachable
+from ..net import jobs as wire
+from ..tasks import in_pool
+from . import provenance
+from .job_sandbox import OutputFile
+from .paid import PaidCompute
+from .service import InvokeCall
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Returned:
+    """A job's run on a provider, checked: the run as it answered it, its signed record, the outputs fetched."""
+
+    provider: str
+    run: dict[str, Any]
+    signed: dict[str, Any]
+    files: list[OutputFile]
+    sha256: list[str]
+    answer: dict[str, Any]
+
+
+class SentJobs:
+    def __init__(self, *, paid: PaidCompute, on_strike: Callable[[str, str], None]) -> None:
+        self.paid = paid  # this node's tabs with providers, its client, the market's notes
+        self.on_strike = on_strike
+
+    async def run(self, provider: str, price: int, spec, call: InvokeCall, staged, jid: str,
+                  deal: dict[str, Any]) -> Returned:
+        """Run the staged job on `provider` at `price`; its run, checked, with its outputs fetched to disk."""
+        paid = self.paid
+        url = paid.peers.peer(provider).url
+        budget = paid.compute.budget(call, price)
+        tab = await paid.gateway_tabs.reserve(provider, price, budget)
+        data = _data(staged)
+        body = {"spec": spec.canonical(), "price": price, "memory_price": paid.compute.memory_price,
+                "authorization": tab.hex, "deal": deal, "data": [d for d, _ in data]}
+        job = await self._begin(url, provider, body, call, tab, budget)
+        try:
+            answer = await self._sent_and_run(url, provider, job, data, call, tab, budget)
+            try:
+                returned = await self._checked(url, provider, job, jid, staged, answer, budget)
+            except ForgedResult as err:
+                paid.gateway_tabs.answered(tab, budget, 0)  # counts nothing: its tab's receipt is refused
+                self.on_strike(provider, err.message)
+                log.error("%s", err.message)
+                raise
+            except BaseException:
+                paid.gateway_tabs.lost(tab, budget)  # it ran: what it may cost stays held until its tab is paid
+                raise
+        finally:
+            try:
+                await wire.forget(paid.client, url, provider, job)
+            except (PeerRefused, PeerUnreachable) as err:
+                log.info("provider %s kept job %s's files: %s (it drops them itself)", provider[:12], job[:12], err)
+        paid.gateway_tabs.answered(tab, budget, returned.run["charge"])
+        paid.market.note_paid(provider, returned.run["charge"], by_them=False)
+        return returned
+
+    async def _sent_and_run(self, url: str, provider: str, job: str, data, call: InvokeCall, tab, budget: int
+                            ) -> dict[str, Any]:
+        """The job's bytes sent in order, then its run asked for: the provider's answer (not yet checked)."""
+        paid = self.paid
+        try:
+            offset = 0
+            for item, path in data:
+                offset = await self._send(url, provider, job, path, offset, item["size"])
+            return await wire.run(paid.client, url, provider, job, timeout=paid.compute.limits(call).timeout + 60)
+        except PeerRefused:  # refused before it ran: nothing is owed for it
+            paid.gateway_tabs.answered(tab, budget, None)
+            raise
+        except BaseException:  # the run may have started: what it may cost stays held until the tab is paid
+            paid.gateway_tabs.lost(tab, budget)
+            raise
+
+    async def _begin(self, url: str, provider: str, body: dict, call: InvokeCall, tab, budget: int) -> str:
+        try:
+            return await self._begun(url, provider, body, call)
+        except BaseException:  # a job runs nothing until it is asked to: nothing is owed for it
+            self.paid.gateway_tabs.answered(tab, budget, None)
+            raise
+
+    async def _begun(self, url: str, provider: str, body: dict, call: InvokeCall) -> str:
+        try:
+            return await wire.begin(self.paid.client, url, provider, body)
+        except PeerRefused as err:
+            if err.details.get("peer_code") != "module-not-found":
+                raise
+        await self.paid.push(url, provider, call)
+        return await wire.begin(self.paid.client, url, provider, body)
+
+    async def _send(self, url: str, provider: str, job: str, path: Path, offset: int, size: int) -> int:
+        """The file at `path` (`size` bytes) sent as the job's data from `offset`; the offset after it."""
+        end = offset + size
+        with open(path, "rb") as f:
+            while offset < end and (chunk := await in_pool(None, f.read, min(wire.CHUNK, end - offset))):
+                await wire.send(self.paid.client, url, provider, job, offset, chunk)
+                offset += len(chunk)
+        return offset
+
+    async def _checked(self, url: str, provider: str, job: str, jid: str, staged, answer: dict[str, Any],
+                       budget: int) -> Returned:
+        """The provider's answer, held to its signed record; each output fetched and held to its signed hash."""
+        run, signed = answer["run"], answer["provenance"]
+        charge = run.get("charge")
+        if type(charge) is not int or not 0 <= charge <= budget:
+            raise ForgedResult(f"provider {provider[:12]}… answered a job charging {charge!r}, not 0 to {budget}")
+        record = signed.get("record") if isinstance(signed, dict) else None
+        if not provenance.is_valid(signed) or not isinstance(record, dict) or record.get("node") != provider:
+            raise ForgedResult(f"provider {provider[:12]}…'s record of the job is not signed by it")
+        facts = record.get("job") if isinstance(record.get("job"), dict) else {}
+        sent = [(i["path"], i["sha256"]) for i in staged.inputs]
+        if record.get("id") != run.get("provenance") or record.get("charge") != charge or facts.get("id") != jid \
+                or [(i.get("path"), i.get("sha256")) for i in facts.get("inputs", [])] != sent \
+                or facts.get("stdin") != staged.stdin_sha256 or facts.get("outputs") != answer["outputs"]:
+            raise ForgedResult(f"provider {provider[:12]}… answered a run its signed record does not match")
+        outputs = facts["outputs"]
+        files: list[OutputFile] = []
+        fetched = staged.work / "fetched"
+        fetched.mkdir(exist_ok=True)
+        for index, output in enumerate(outputs):
+            path = fetched / str(index)
+            size, digest = await self._fetch(url, provider, job, index, path, output["size"])
+            if size != output["size"] or digest != output["sha256"]:
+                raise ForgedResult(f"provider {provider[:12]}…'s output {output['name']!r} does not match the hash "
+                                   "it signed: not paid, and struck", hint="run the job again (another provider)")
+            files.append((output["name"], path, size))
+        return Returned(provider, run, signed, files, [o["sha256"] for o in outputs], answer)
+
+    async def _fetch(self, url: str, provider: str, job: str, index: int, path: Path, size: int) -> tuple[int, str]:
+        """Output `index` to `path`, never more than its signed size; its size and SHA-256."""
+        digest, got = hashlib.sha256(), 0
+        with open(path, "wb") as out:
+            while got < size:
+                chunk = await wire.fetch(self.paid.client, url, provider, job, index, got)
+                if not chunk:
+                    break
+                chunk = chunk[:size - got]
+                digest.update(chunk)
+                await in_pool(None, out.write, chunk)
+                got += len(chunk)
+        return got, digest.hexdigest()
+
+
+def _data(staged) -> list[tuple[dict[str, Any], Path]]:
+    """What a job sends, in order: its stdin (if any), then each input, each named with its size and hashes."""
+    data: list[tuple[dict[str, Any], Path]] = []
+    if staged.stdin is not None:
+        data.append(({"path": "stdin", "size": staged.stdin.stat().st_size, "sha256": staged.stdin_sha256,
+                      "verify_hash": ""}, staged.stdin))
+    for item in staged.inputs:
+        data.append(({k: item[k] for k in ("path", "size", "sha256", "verify_hash")},
+                     staged.work / "in" / item["path"][4:]))
+    return data
+
+
+__all__ = ["Returned", "SentJobs"]

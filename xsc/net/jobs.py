@@ -1,0 +1,60 @@
+"""A job sent to a provider, client side: its bytes up, its run, its outputs down (compute/sent_jobs.py).
+
+    POST   /v1/peer/compute/jobs              {"spec", "price", "memory_price", "authorization", "deal",
+                                               "data": [{"path", "size", "sha256", "verify_hash"}]}
+                                              -> 201 {"job": ID, "chunk": N}   (404 module-not-found: push it)
+    PUT    /v1/peer/compute/jobs/ID/data/OFF  the next bytes of the data, in order (stdin, then each input),
+                                              at most `chunk` a request -> {"received": N}
+    POST   /v1/peer/compute/jobs/ID/run       -> {"run", "provenance", "outputs": [{"name", "size", "sha256"}],
+                                                  "stdout", "stderr", "tab", ["refusal"], ["trap"]}
+    GET    /v1/peer/compute/jobs/ID/outputs/N?offset=OFF   at most `chunk` bytes of output N from OFF
+    DELETE /v1/peer/compute/jobs/ID           the provider forgets the job and its files
+
+Only the node that sent a job may touch it.  Every answer is checked by the caller against what the
+provider signed in its provenance record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import PeerRefused
+from .peer_client import PeerClient
+
+JOBS_PATH = "/v1/peer/compute/jobs"
+DATA_PATH = JOBS_PATH + "/{job}/data/{offset}"
+RUN_PATH = JOBS_PATH + "/{job}/run"
+OUTPUT_PATH = JOBS_PATH + "/{job}/outputs/{output}"
+JOB_PATH = JOBS_PATH + "/{job}"
+CHUNK = 1024 * 1024  # bytes of data or output in one request (a peer body is at most 1 MiB: the app's client_max_size)
+MAX_RUN_ANSWER = 40 * 1024 * 1024  # a run's answer: its record, and its stdout and stderr (16 MiB caps) as JSON text
+
+
+async def begin(client: PeerClient, url: str, provider: str, body: dict[str, Any]) -> str:
+    answer = (await client.request(url, "POST", JOBS_PATH, json=body, to=provider)).json()
+    job = answer.get("job") if isinstance(answer, dict) else None
+    if not isinstance(job, str) or not job.isalnum() or len(job) > 64:
+        raise PeerRefused(f"provider {url} answered a job without its id", url=url)
+    return job
+
+
+async def send(client: PeerClient, url: str, provider: str, job: str, offset: int, data: bytes) -> None:
+    await client.request(url, "PUT", DATA_PATH.format(job=job, offset=offset), data=data, to=provider)
+
+
+async def run(client: PeerClient, url: str, provider: str, job: str, timeout: float) -> dict[str, Any]:
+    answer = (await client.request(url, "POST", RUN_PATH.format(job=job), json={}, to=provider, timeout=timeout,
+                                   max_size=MAX_RUN_ANSWER)).json()
+    if not isinstance(answer, dict) or not isinstance(answer.get("run"), dict) \
+            or not isinstance(answer.get("provenance"), dict) or not isinstance(answer.get("outputs"), list):
+        raise PeerRefused(f"provider {url} answered a job's run without its run, record and outputs", url=url)
+    return answer
+
+
+async def fetch(client: PeerClient, url: str, provider: str, job: str, output: int, offset: int) -> bytes:
+    path = OUTPUT_PATH.format(job=job, output=output) + f"?offset={offset}"
+    return (await client.request(url, "GET", path, to=provider, max_size=CHUNK)).body
+
+
+async def forget(client: PeerClient, url: str, provider: str, job: str) -> None:
+    await client.request(url, "DELETE", JOB_PATH.format(job=job), to=provider)
