@@ -1,15 +1,19 @@
-"""A job's outputs on six real nodes: stored like any put (one share on each node), read back with two down."""
+"""Jobs on six real nodes: outputs stored like any put (one share on each node) and read back with two down; a map
+of 100 inputs spread over five providers, one killed midway, every job done and paid once."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
 from tests.support.compute import WASM
-from tests.support.peers import FAST, known_ids, node_id
+from tests.support.nodes import kill_all
+from tests.support.peers import FAST, api, http, known_ids, node_id, start_star
 from tests.support.waiting import eventually
 
 
@@ -35,3 +39,60 @@ def test_three_outputs_read_back_byte_exact_with_two_nodes_killed(node_process, 
         got = gateway.xsc("store", "get", cap, "-o", str(out))
         assert got.returncode == 0, got.stderr
         assert out.read_bytes() == expected[name]
+
+
+SETTLE = {"XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3"}
+
+
+def _stored(gateway, data: bytes) -> str:
+    status, body = http(gateway.url, "POST", "/v1/store/files", data, {"Authorization": f"Bearer {gateway.token}"})
+    assert status == 201, body
+    return body["capability"]
+
+
+def _jobs_run(provider) -> int:
+    records = api(provider, "GET", "/v1/compute/provenance?limit=1000")[1]["records"]
+    return sum(1 for r in records if "job" in r["record"])
+
+
+@pytest.mark.slow
+def test_a_map_of_100_inputs_spreads_over_the_providers_and_survives_one_killed(tmp_path: Path) -> None:
+    started: list = []
+    try:
+        nodes, ids = start_star(tmp_path, 6, {**SETTLE, "XSC_MARKET_OFFER_COMPUTE": "false"}, SETTLE, started)
+        gateway, providers = nodes[0], nodes[1:]
+        eventually(lambda: api(gateway, "GET", "/v1/market/status")[1]["participants"] == 6, "the market")
+        bodies = [f"input {n}\n".encode() * (n + 1) for n in range(100)]
+        caps = [_stored(gateway, body) for body in bodies]
+        over = [arg for cap in caps for arg in ("--over", cap)]
+        mapped: dict = {}
+        thread = threading.Thread(target=lambda: mapped.update(
+            result=gateway.xsc("compute", "map", str(WASM / "sha256.wasm"), *over, "--as", "-", "--json",
+                               timeout=300)))
+        thread.start()
+        victim = providers[0]
+        eventually(lambda: _jobs_run(victim) >= 3, "the first provider to run a few of the jobs", timeout=120)
+        victim.kill()
+        thread.join()
+        result = mapped["result"]
+        assert result.returncode == 0, result.stderr.decode()[-2000:]
+        manifest = json.loads(result.stdout)
+        assert manifest["failed"] == 0 and len(manifest["results"]) == 100
+        for body, cap, r in zip(bodies, caps, manifest["results"]):
+            assert r["input"] == cap and r["state"] == "done"
+            assert r["stdout"] == hashlib.sha256(body).hexdigest() + "\n"
+        ran_on = {r["provider"] for r in manifest["results"]}
+        assert len(ran_on) >= 3 and ids[0] not in ran_on  # spread over the providers; none ran on the gateway
+
+        # Paid once each: once the tabs with the live providers are settled, what the gateway's user paid is the
+        # sum of the jobs' charges less those of the killed provider's jobs whose tab it could not close.
+        victim.start()
+        eventually(lambda: api(gateway, "GET", "/v1/node/status")[1]["payments"]["pending"] == 0,
+                   "every job's payment settled", timeout=120)
+        paid = -api(gateway, "GET", "/v1/ledger/accounts/client")[1]["balance"]
+        assert paid == sum(r["charged"] for r in manifest["results"])
+        for node in nodes:
+            status, report = api(node, "GET", "/v1/ledger/verify")
+            assert status == 200 and report["ok"], report
+    finally:
+        kill_all(started)

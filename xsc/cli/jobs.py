@@ -237,12 +237,13 @@ MAX_MAP = 10_000  # inputs one map runs over at most
               help="An input (repeatable): a capability, or every object under an S3 prefix of the node's buckets.")
 @click.option("--as", "mount", default="/in/data", show_default=True, metavar="/in/NAME|-",
               help="Where each job reads its input: mounted at /in/NAME, or as its stdin (-).")
-@click.option("--parallel", type=click.IntRange(1, 32), default=2, show_default=True, help="Jobs in flight at once.")
+@click.option("--parallel", type=click.IntRange(1, 32), default=8, show_default=True, help="Jobs in flight at once.")
 @json_option
 @click.pass_obj
 def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_json: bool) -> None:
-    """Run one job per input (the same program and spec over each); a progress bar, each failure named, and one
-    manifest at the end: input, job id, state, outputs.  Jobs run on this node."""
+    """Run one job per input (the same program and spec over each), --parallel at once, each where the market
+    places it (spread over the providers it offers); a progress bar, each failure named, and one manifest at the
+    end: input, job id, state, outputs (--json: also the provider and the charge of each)."""
     from concurrent.futures import ThreadPoolExecutor
 
     client = obj.client()
@@ -261,7 +262,8 @@ def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_
         try:
             job = client.request("POST", "/v1/compute/jobs", json_body=body)
             return {"input": item, "job": job["id"], "state": job["state"], "replayed": job["replayed"],
-                    "outputs": job["outputs"], "stdout": job["stdout"]}
+                    "provider": job.get("provider"), "charged": job["charged"], "outputs": job["outputs"],
+                    "stdout": job["stdout"]}
         except XscError as err:
             return {"input": item, "job": err.details.get("id"), "state": "failed", "error": err.message}
 

@@ -17,12 +17,14 @@ the same spec over the same bytes answers them again without running (`replayed`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -38,6 +40,7 @@ from ..tasks import in_pool, stop
 from . import provenance
 from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job
 from .service import ComputeService, InvokeCall
+from .hosted_jobs import PER_SENDER
 from .job_sandbox import run_program
 from .wasi_io import io_fuel
 
@@ -82,6 +85,8 @@ class JobService:
         self.default_bid, self.storage_bid = bids  # the market's compute and storage bids (per million fuel, per put)
 
         self._recovering: asyncio.Task | None = None
+        self._placed_on: Counter[str] = Counter()  # provider -> this node's jobs running there now
+        self._finished = asyncio.Condition()  # a job on a provider ended: a place there may be free
 
     def start(self) -> None:
         self._recovering = asyncio.create_task(self.recover(), name="xsc-jobs-recover")
@@ -162,23 +167,34 @@ class JobService:
 
     async def _placed(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, bid: int, staged: Staged,
                       job: dict[str, Any], prepaid: int) -> dict[str, Any]:
-        """Run the job where the market says: here, or on a provider that is sent its bytes.  A provider that
-        cannot take it (unreachable before anything was sent, busy, full) or answers outputs it did not sign
-        is left out and the next one is asked, MAX_FAILOVERS times at most."""
+        """Run the job where the market says: here, or on a provider that is sent its bytes.  A provider already
+        running as many of this node's jobs as it takes from one sender (hosted_jobs.PER_SENDER) is left out
+        while it does, so many jobs at once spread over the providers the market offers, and wait when all are
+        full.  A provider that fails a job before its result came back (unreachable, busy, full, or outputs it
+        did not sign) is left out and the next one is asked, MAX_FAILOVERS times at most."""
         failed: set[str] = set()
         last: XscError | None = None
         while True:
+            full = frozenset(p for p, n in self._placed_on.items() if n >= PER_SENDER)
             try:
-                assignment = await self.dealing.compute_deal(limits.fuel, bid, frozenset(failed))
+                assignment = await self.dealing.compute_deal(limits.fuel, bid, frozenset(failed) | full)
             except XscError:
+                if full - failed:  # every other provider is busy with this node's jobs: wait for one to finish
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1.0), self._finished:
+                            await self._finished.wait()
+                    continue
                 if last is None:
                     raise
                 raise last from None  # no other provider: what the last one did is the job's failure
             if assignment.provider == self.node.id:
                 return await self._execute(spec, call, prepared, signature, limits, assignment.price, staged, job,
                                            prepaid)
+            if self._placed_on[assignment.provider] >= PER_SENDER:
+                continue  # other jobs filled it while this one was being placed: it is left out now
             deal = {"need": assignment.need_id, "provider": assignment.provider, "price": assignment.price,
                     "allocated": assignment.allocated, "job": job["id"]}
+            self._placed_on[assignment.provider] += 1
             try:
                 returned = await self.sent.run(assignment.provider, assignment.price, spec, call, staged, job["id"],
                                                deal)
@@ -190,6 +206,10 @@ class JobService:
                 failed.add(assignment.provider)
                 last = err
                 continue
+            finally:
+                self._placed_on[assignment.provider] -= 1
+                async with self._finished:
+                    self._finished.notify_all()
             self.dealing.invoked(assignment, returned.run["fuel_consumed"])
             return await self._returned(job, returned)
 
@@ -456,12 +476,10 @@ class JobService:
 
 
 def _next_provider(err: XscError) -> bool:
-    """Whether a provider's failure leaves the job to another provider: it cannot have run there (nothing was
-    sent, or it was refused for lack of room), or what it answered cannot be trusted."""
-    if isinstance(err, ForgedResult):
+    """Whether a provider's failure leaves the job to another provider: it went away (a run whose result never
+    came is not paid: sent_jobs.py), it had no room, or what it answered cannot be trusted."""
+    if isinstance(err, (ForgedResult, PeerUnreachable)):
         return True
-    if isinstance(err, PeerUnreachable):
-        return err.details.get("sent") is False
     return err.details.get("peer_code") in ("compute-busy", "quota-exceeded", "storage-full", "deal-refused")
 
 

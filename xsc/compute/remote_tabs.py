@@ -114,6 +114,29 @@ class GatewayTabs:
         tab.in_flight += 1
         return tab
 
+    async def reserve_alone(self, provider: str, price: int, budget: int) -> OpenTab:
+        """A tab of its own for one piece of work (a job), closed as soon as it is answered: what is refused or
+        abandoned on it is that work alone."""
+        auth = await self.payments.authorize(provider, budget, JOB, ttl=TAB_TTL, hold=0)
+        self.payments.keep_off(auth.id)
+        tab = OpenTab(provider, auth, price, closing=True)
+        try:
+            self.ledger.hold_for(tab.auth, budget)
+        except BaseException:
+            await self.payments.refused(auth)
+            raise
+        tab.reserved, tab.in_flight = budget, 1
+        return tab
+
+    async def abandon(self, tab: OpenTab, budget: int) -> None:
+        """The work on a tab of its own (`reserve_alone`) whose result never came, or could not be trusted:
+        nothing of it is paid.  Its authorization is dropped, so a receipt the provider countersigns for it
+        later is refused (both chains still verify)."""
+        tab.reserved -= budget
+        tab.in_flight -= 1
+        with self.payments.working(tab.auth.id):
+            await self.payments.refused(tab.auth)  # and what it held is released
+
     def _usable(self, provider: str, price: int, budget: int) -> OpenTab | None:
         tab = self._open.get(provider)
         if tab is None or tab.price != price or tab.metered + tab.reserved + tab.lost_budget + budget > tab.auth.cap \

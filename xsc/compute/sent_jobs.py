@@ -1,16 +1,18 @@
 """A job run on a provider the market chose: its bytes sent, its run paid on this node's tab with the provider,
 and its outputs fetched and checked against what the provider signed (net/jobs.py is the wire).
 
-The provider's answer is believed only as far as its signature goes: the provenance record must be the
-provider's, for this job (the same job id, over the same input hashes), at the charge it answered; each output
-fetched must have exactly the size and SHA-256 the record names.  A provider whose outputs do not match what it
-signed is struck (peers/admission.py) and not paid: its answer counts nothing on the tab, so the receipt it
-countersigns for the tab is above this node's tally and is refused whole (remote_tabs.py).  Nothing it sent is
-stored.
+Each job is paid on a tab of its own (GatewayTabs.reserve_alone): one authorization, one receipt.  The provider's
+answer is believed only as far as its signature goes: the provenance record must be the provider's, for this job
+(the same job id, over the same input hashes), at the charge it answered; each output fetched must have exactly
+the size and SHA-256 the record names.  A provider whose outputs do not match what it signed is struck
+(peers/admission.py) and not paid: the job's authorization is dropped, so the receipt it countersigns is refused.
+Nothing it sent is stored.  A run whose answer never came (the provider went away while it ran) is not paid
+either, and the job is placed again: a job's result is paid once, to the provider that delivered it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Callable
@@ -45,6 +47,7 @@ class SentJobs:
     def __init__(self, *, paid: PaidCompute, on_strike: Callable[[str, str], None]) -> None:
         self.paid = paid  # this node's tabs with providers, its client, the market's notes
         self.on_strike = on_strike
+        self._pushing: dict[tuple[str, str], asyncio.Lock] = {}  # (provider, module): one push at a time
 
     async def run(self, provider: str, price: int, spec, call: InvokeCall, staged, jid: str,
                   deal: dict[str, Any]) -> Returned:
@@ -52,7 +55,7 @@ class SentJobs:
         paid = self.paid
         url = paid.peers.peer(provider).url
         budget = paid.compute.budget(call, price)
-        tab = await paid.gateway_tabs.reserve(provider, price, budget)
+        tab = await paid.gateway_tabs.reserve_alone(provider, price, budget)
         data = _data(staged)
         body = {"spec": spec.canonical(), "price": price, "memory_price": paid.compute.memory_price,
                 "authorization": tab.hex, "deal": deal, "data": [d for d, _ in data]}
@@ -62,12 +65,12 @@ class SentJobs:
             try:
                 returned = await self._checked(url, provider, job, jid, staged, answer, budget)
             except ForgedResult as err:
-                paid.gateway_tabs.answered(tab, budget, 0)  # counts nothing: its tab's receipt is refused
+                await paid.gateway_tabs.abandon(tab, budget)
                 self.on_strike(provider, err.message)
                 log.error("%s", err.message)
                 raise
-            except BaseException:
-                paid.gateway_tabs.lost(tab, budget)  # it ran: what it may cost stays held until its tab is paid
+            except BaseException:  # its outputs could not all be fetched: its result never came
+                await paid.gateway_tabs.abandon(tab, budget)
                 raise
         finally:
             try:
@@ -86,12 +89,16 @@ class SentJobs:
             offset = 0
             for item, path in data:
                 offset = await self._send(url, provider, job, path, offset, item["size"])
+        except BaseException:  # nothing ran: nothing is owed for it
+            paid.gateway_tabs.answered(tab, budget, None)
+            raise
+        try:
             return await wire.run(paid.client, url, provider, job, timeout=paid.compute.limits(call).timeout + 60)
         except PeerRefused:  # refused before it ran: nothing is owed for it
             paid.gateway_tabs.answered(tab, budget, None)
             raise
-        except BaseException:  # the run may have started: what it may cost stays held until the tab is paid
-            paid.gateway_tabs.lost(tab, budget)
+        except BaseException:  # it may have run, but its result never came: it is not paid (the job is placed again)
+            await paid.gateway_tabs.abandon(tab, budget)
             raise
 
     async def _begin(self, url: str, provider: str, body: dict, call: InvokeCall, tab, budget: int) -> str:
@@ -107,7 +114,15 @@ class SentJobs:
         except PeerRefused as err:
             if err.details.get("peer_code") != "module-not-found":
                 raise
-        await self.paid.push(url, provider, call)
+        # The provider takes one push per module it asked for: jobs that found it lacking at the same moment
+        # push it once, one after the other asking again first.
+        async with self._pushing.setdefault((provider, call.module), asyncio.Lock()):
+            try:
+                return await wire.begin(self.paid.client, url, provider, body)
+            except PeerRefused as err:
+                if err.details.get("peer_code") != "module-not-found":
+                    raise
+            await self.paid.push(url, provider, call)
         return await wire.begin(self.paid.client, url, provider, body)
 
     async def _send(self, url: str, provider: str, job: str, path: Path, offset: int, size: int) -> int:
