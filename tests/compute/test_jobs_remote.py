@@ -6,16 +6,20 @@ was promised, and only as many jobs of a sender as its quota."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 
 import pytest
 
 from tests.support.compute import deploy, peer_with_provider
+from tests.support.waiting import eventually_async
+from xsc import codec, keys
 from xsc.compute import hosted_jobs, sent_jobs
+from xsc.compute import jobs as jobs_module
 from xsc.compute.jobspec import parse_job
 from xsc.errors import PeerRefused
-from xsc.node import CLIENT_IDENTITY, IDENTITY
+from xsc.node import CLIENT_IDENTITY, IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
@@ -70,14 +74,15 @@ async def _verified(node) -> None:
 
 
 async def test_a_job_runs_on_a_provider_over_the_bytes_sent_and_its_outputs_are_stored_here(node_factory) -> None:
-    gateway, (provider,) = await _network(node_factory)
-    provider_id = provider.app[IDENTITY].id
+    gateway, providers = await _network(node_factory, providers=2)  # three nodes; the user's offers no compute
     module = await deploy(gateway, "outputs", wasi=True)
     cap = await _put(gateway, DATA)
-    before = _balances(gateway, provider)
+    before = {p.app[IDENTITY].id: _balances(gateway, p) for p in providers}
     status, job = await _run(gateway, {"module": module, "stdin": cap, "inputs": [f"{cap}:/in/data"]})
     assert status == 201, job
-    assert job["provider"] == provider_id and job["state"] == "done" and job["executions"] == 1
+    provider = next(p for p in providers if p.app[IDENTITY].id == job["provider"])
+    provider_id, before = job["provider"], before[job["provider"]]
+    assert job["state"] == "done" and job["executions"] == 1
     outputs = {o["name"]: o for o in job["outputs"]}
     assert sorted(outputs) == ["out/a.txt", "out/b.txt", "out/c.txt"]
     assert await _read(gateway, outputs["out/c.txt"]["capability"]) == DATA
@@ -202,3 +207,47 @@ async def test_a_sender_gets_no_more_jobs_at_once_than_its_quota_nor_a_job_over_
         await sent_jobs.wire.begin(node.client, url, provider_id, body(0))
     assert refused.value.details["peer_status"] == 429, refused.value.details
     node.paid.gateway_tabs.answered(tab, 10**6, None)
+
+
+async def test_a_job_on_a_busy_node_is_refused_with_nothing_stored_and_recorded_as_refused(node_factory) -> None:
+    node = await node_factory("busy", **QUIET, compute={"max_queued": 1})
+    spin = await deploy(node, "spin", wasi=True)
+    outputs = await deploy(node, "outputs", wasi=True)
+    long = asyncio.ensure_future(_run(node, {"module": spin, "limits": {"timeout": 3}}))
+    service = node.app[NODE].compute
+    await eventually_async(lambda: _admitted(service), "the spinning job to be running", 10)
+    files_before = (await (await node.get("/v1/store/files")).json())["files"]
+    status, problem = await _run(node, {"module": outputs, "stdin": "-"}, stdin=b"x")
+    assert status == 503 and problem["code"] == "compute-busy", problem
+    assert "retry" in problem["hint"]
+    assert (await (await node.get("/v1/store/files")).json())["files"] == files_before
+    refused = [j for j in _jobs(node) if j["module"] == outputs]
+    assert [j["state"] for j in refused] == ["refused"]
+    status, trapped = await long
+    assert status == 422 and trapped["state"] == "failed", trapped  # the spinning job ran out of fuel or time
+
+
+async def test_a_job_whose_stdin_stalls_is_refused_and_leaves_nothing_behind(node_factory, monkeypatch) -> None:
+    monkeypatch.setattr(jobs_module, "STDIN_STALL", 0.3)
+    node = await node_factory("stall", **QUIET)
+    module = await deploy(node, "outputs", wasi=True)
+    url = node.make_url("/v1/compute/jobs")
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    head = json.dumps({"module": module, "stdin": "-"}).encode() + b"\nthe first bytes"
+    writer.write(f"POST /v1/compute/jobs HTTP/1.1\r\nHost: {url.host}\r\nAuthorization: Bearer "
+                 f"{node.app[TOKEN]}\r\nContent-Type: application/x-xsc-job\r\nContent-Length: 100000\r\n\r\n"
+                 .encode() + head)
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 20)  # no more bytes come: refused after the stall
+    writer.close()
+    assert b" 408 " in status_line, status_line
+    assert not any((node.app[NODE].config.data_dir / "jobs").iterdir())  # its work directory is gone
+
+
+async def _admitted(service) -> bool:
+    return service.admitted >= 1
+
+
+def _jobs(node) -> list[dict]:
+    with node.app[NODE].db.iterator(prefix=keys.JOBS) as found:
+        return [codec.loads(value) for _, value in found]
