@@ -353,6 +353,12 @@ class ForgedResult(PeerError):
     code = "forged-result"
 
 
+class ReplicasDisagree(PeerError):
+    """Too few of a replicated job's providers answered the same outputs and fuel: nothing of it is paid or kept."""
+
+    code = "replicas-disagree"
+
+
 class ChallengeFailed(PeerError):
     """A peer's answer to a challenge was not signed by the key the peer claims."""
 

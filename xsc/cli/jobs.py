@@ -96,18 +96,23 @@ def _stream(spec: dict[str, Any], source: BinaryIO) -> Iterator[bytes]:
 @click.option("--stdout-cap", metavar="SIZE", help="Most bytes of stdout kept (default 1MiB).")
 @click.option("--stderr-cap", metavar="SIZE", help="Most bytes of stderr kept (default 64KiB).")
 @click.option("--max-price", type=click.IntRange(min=0), metavar="N", help="Most micro-credits per million fuel.")
+@click.option("--replicas", type=click.IntRange(1, 7), metavar="R",
+              help="Run it on R providers and pay those whose outputs and fuel agree (a deterministic job).")
+@click.option("--agree", type=click.IntRange(1, 7), metavar="K", help="How many replicas must agree (default: a "
+              "majority).")
 @json_option
 @click.pass_obj
 def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bool, inputs: tuple[str, ...],
         stdout_to_store: bool, no_outputs: bool, entrypoint: str | None, env: tuple[str, ...], deterministic: bool,
         fuel: int | None, memory: str | None, timeout: float | None, bytes_in: str | None, bytes_out: str | None,
-        stdout_cap: str | None, stderr_cap: str | None, max_price: int | None, as_json: bool) -> None:
+        stdout_cap: str | None, stderr_cap: str | None, max_price: int | None, replicas: int | None, agree: int | None,
+        as_json: bool) -> None:
     """Run a WASI program as a job: stdin, stored files under /in, outputs left in /out stored as files.
 
     TARGET is a .wasm file (deployed first if the node lacks it), a module id, or a job spec (.toml) whose
     fields (module, entrypoint, argv, env, stdin, inputs, outputs, stdout_to_store, deterministic, limits,
-    max_price) the options override.  Prints the program's stdout; the job id, charge and every stored
-    output (name, size, SHA-256, capability) go to stderr."""
+    max_price, replicas, agree) the options override.  Prints the program's stdout; the job id, charge and
+    every stored output (name, size, SHA-256, capability) go to stderr."""
     client = obj.client()
     spec: dict[str, Any] = _load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
     spec["module"] = _module(client, str(spec.get("module", "")))
@@ -131,8 +136,9 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
         spec["outputs"] = False
     if entrypoint:
         spec["entrypoint"] = entrypoint
-    if max_price is not None:
-        spec["max_price"] = max_price
+    for name, value in (("max_price", max_price), ("replicas", replicas), ("agree", agree)):
+        if value is not None:
+            spec[name] = value
     source = None
     if stdin is not None or no_stdin or "stdin" not in spec:
         spec["stdin"], source = _stdin_source(stdin, no_stdin)

@@ -32,7 +32,7 @@ from typing import Any, Awaitable, Callable
 from .. import codec, keys
 from ..db import Database
 from ..errors import (BodyTimeout, ForgedResult, InvalidArgument, JobNotFound, NotFound, OverCap, PayloadTooLarge,
-                      PeerRefused, PeerUnreachable, Trap, XscError)
+                      PeerRefused, PeerUnreachable, ReplicasDisagree, Trap, XscError)
 from ..identity import Identity
 from ..ledger.tabs import owed_entry
 from ..storage.capability import Capability
@@ -172,6 +172,8 @@ class JobService:
         while it does, so many jobs at once spread over the providers the market offers, and wait when all are
         full.  A provider that fails a job before its result came back (unreachable, busy, full, or outputs it
         did not sign) is left out and the next one is asked, MAX_FAILOVERS times at most."""
+        if spec.replicas > 1:
+            return await self._replicated(spec, call, limits, bid, staged, job)
         failed: set[str] = set()
         last: XscError | None = None
         while True:
@@ -213,9 +215,53 @@ class JobService:
             self.dealing.invoked(assignment, returned.run["fuel_consumed"])
             return await self._returned(job, returned)
 
-    async def _returned(self, job: dict[str, Any], returned) -> dict[str, Any]:
+    async def _replicated(self, spec: JobSpec, call: InvokeCall, limits, bid: int, staged: Staged,
+                          job: dict[str, Any]) -> dict[str, Any]:
+        """Run a deterministic job on `spec.replicas` other nodes at once, each on its own tab.  The replicas whose
+        outputs, fuel, exit and engine agree (sent_jobs.Returned.agreement) are paid if there are `spec.agree` of
+        them; the others are refused and struck.  With no such agreement nothing is paid or stored."""
+        chosen: list[Any] = []
+        for _ in range(spec.replicas):
+            taken = frozenset(a.provider for a in chosen) | {self.node.id}
+            try:
+                chosen.append(await self.dealing.compute_deal(limits.fuel, bid, taken))
+            except XscError:
+                break
+        if len(chosen) < spec.replicas:
+            raise ReplicasDisagree(f"the market offers {len(chosen)} other provider(s) for this job; {spec.replicas} "
+                                   "replicas need as many", hint="ask for fewer with --replicas")
+        answers = await asyncio.gather(*(self.sent.unsettled(
+            a.provider, a.price, spec, call, staged, job["id"],
+            {"need": a.need_id, "provider": a.provider, "price": a.price, "allocated": a.allocated, "job": job["id"]})
+            for a in chosen), return_exceptions=True)
+        returned = [r for r in answers if not isinstance(r, BaseException)]
+        groups: dict[tuple, list[Any]] = {}
+        for r in returned:
+            groups.setdefault(r.agreement, []).append(r)
+        agreed = max(groups.values(), key=len, default=[])
+        if len(agreed) < spec.agree:
+            for r in returned:
+                await self.sent.refuse(r, None)
+            raise ReplicasDisagree(f"{len(agreed)} of the job's {spec.replicas} replicas agree, fewer than the "
+                                   f"{spec.agree} it asks: nothing is paid or stored",
+                                   hint="run it again (other providers)", replicas=_replicas(chosen, answers, []))
+        for r in returned:
+            if r in agreed:
+                self.sent.pay(r)
+            else:
+                await self.sent.refuse(r, f"provider {r.provider[:12]}… answered job {job['id'][:12]} unlike "
+                                          f"{len(agreed)} other replicas: not paid")
+        for a, r in zip(chosen, answers):
+            if not isinstance(r, BaseException):
+                self.dealing.invoked(a, r.run["fuel_consumed"])
+        job["replicas"] = _replicas(chosen, answers, agreed)
+        return await self._returned(job, agreed[0], charge=sum(r.run["charge"] for r in agreed))
+
+    async def _returned(self, job: dict[str, Any], returned, charge: int | None = None) -> dict[str, Any]:
         """A job run on a provider, checked (sent_jobs.py): its outputs stored here, as if it had run here."""
         answer, run = returned.answer, returned.run
+        if charge is not None:
+            run = {**run, "charge": charge}
         stored = await self._store_outputs(returned.files, job) if returned.files else []
         return self._finish(job, run, stored, answer.get("refusal"), answer.get("trap"), provider=returned.provider,
                             signed=returned.signed)
@@ -473,6 +519,18 @@ class JobService:
                        for item in facts.get("inputs", [])],
         }
         return node
+
+
+def _replicas(chosen: list[Any], answers: list[Any], agreed: list[Any]) -> list[dict[str, Any]]:
+    """Each replica of a job: where it ran, whether it was paid (it agreed), or why it failed."""
+    out = []
+    for a, r in zip(chosen, answers):
+        if isinstance(r, BaseException):
+            out.append({"provider": a.provider, "paid": False, "error": str(r)[:300]})
+        else:
+            out.append({"provider": a.provider, "paid": r in agreed, "provenance": r.run["provenance"],
+                        "charge": r.run["charge"] if r in agreed else 0, "fuel_consumed": r.run["fuel_consumed"]})
+    return out
 
 
 def _next_provider(err: XscError) -> bool:

@@ -21,7 +21,9 @@ from ..units import format_size, parse_size
 from .modules import parse_module_id
 
 FIELDS = ("module", "entrypoint", "argv", "env", "stdin", "inputs", "outputs", "stdout_to_store", "deterministic",
-          "limits", "max_price")
+          "limits", "max_price", "replicas", "agree")
+HOW_IT_RUNS = ("max_price", "replicas", "agree")  # fields that say where and how it runs, not what: not in its id
+MAX_REPLICAS = 7
 LIMIT_FIELDS = ("fuel", "memory", "timeout", "bytes_in", "bytes_out", "stdout", "stderr")
 MAX_ARGS = 256
 MAX_ENV = 256
@@ -66,6 +68,8 @@ class JobSpec:
     stdout_cap: int = STDOUT
     stderr_cap: int = STDERR
     max_price: int | None = None
+    replicas: int = 1  # providers that run it (a deterministic job): their outputs and fuel must agree
+    agree: int = 1  # how many of them must agree (a majority unless asked)
     asked: dict = field(default_factory=dict, compare=False)  # the limits as asked (for the id)
 
     def canonical(self) -> dict[str, Any]:
@@ -107,21 +111,36 @@ def parse_job(body: Any) -> JobSpec:
     max_price = body.get("max_price")
     if max_price is not None and (type(max_price) is not int or max_price < 0):
         raise InvalidArgument(f"max_price must be a whole number of micro-credits per million fuel, not {max_price!r}")
+    replicas, agree = _replicas(body)
+    deterministic = _flag(body, "deterministic", False)
+    if replicas > 1 and not deterministic:
+        raise InvalidArgument("only a deterministic job can be replicated: replicas agree only if clocks and random "
+                              "are fixed", hint="add --deterministic (or deterministic = true)")
     return JobSpec(
         parse_module_id(module).hex(), entrypoint, _argv(body.get("argv", [])), _env(body.get("env", {})), stdin,
         _inputs(body.get("inputs", [])), _flag(body, "outputs", True), _flag(body, "stdout_to_store", False),
-        _flag(body, "deterministic", False), limits.get("fuel"), limits.get("memory"), limits.get("timeout"),
+        deterministic, limits.get("fuel"), limits.get("memory"), limits.get("timeout"),
         _size(limits, "bytes_in", BYTES_IN, MAX_BYTES_IN), _size(limits, "bytes_out", BYTES_OUT, MAX_BYTES_OUT),
         _size(limits, "stdout", STDOUT, MAX_STREAM), _size(limits, "stderr", STDERR, MAX_STREAM), max_price,
-        asked=dict(limits))
+        replicas, agree, asked=dict(limits))
+
+
+def _replicas(body: dict) -> tuple[int, int]:
+    replicas = body.get("replicas", 1)
+    if type(replicas) is not int or not 1 <= replicas <= MAX_REPLICAS:
+        raise InvalidArgument(f"replicas must be a whole number from 1 to {MAX_REPLICAS}, not {replicas!r}")
+    agree = body.get("agree", replicas // 2 + 1)
+    if type(agree) is not int or not 1 <= agree <= replicas:
+        raise InvalidArgument(f"agree must be a whole number from 1 to replicas ({replicas}), not {agree!r}")
+    return replicas, agree
 
 
 def parse_sent_job(canonical: Any) -> JobSpec:
     """A job's spec as a node that placed it sends it to a provider (`JobSpec.canonical`): its stdin and
     inputs are bytes that come with it, named by their paths, not capabilities the provider could read."""
-    if not isinstance(canonical, dict) or set(canonical) != set(FIELDS) - {"max_price"}:
+    if not isinstance(canonical, dict) or set(canonical) != set(FIELDS) - set(HOW_IT_RUNS):
         raise InvalidArgument("a sent job's spec has the fields of a canonical spec",
-                              hint=f"its fields: {', '.join(f for f in FIELDS if f != 'max_price')}")
+                              hint=f"its fields: {', '.join(f for f in FIELDS if f not in HOW_IT_RUNS)}")
     stdin, paths = canonical["stdin"], canonical["inputs"]
     if stdin not in (None, "bytes") or not isinstance(paths, list):
         raise InvalidArgument('a sent job\'s stdin is null or "bytes", and its inputs a list of /in/NAME')

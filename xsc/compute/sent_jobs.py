@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import codec
 from ..errors import ForgedResult, PeerRefused, PeerUnreachable
 from ..net import jobs as wire
 from ..tasks import in_pool
@@ -41,6 +42,17 @@ class Returned:
     files: list[OutputFile]
     sha256: list[str]
     answer: dict[str, Any]
+    tab: Any = None  # its own tab (remote_tabs.OpenTab), paid or abandoned once it is judged
+    budget: int = 0
+
+    @property
+    def agreement(self) -> tuple:
+        """What replicas of a deterministic job must agree on: every output's name and hash, the fuel (the bill),
+        the exit code and trap, and the engine that ran it."""
+        record = self.signed["record"]
+        return (tuple((o["name"], o["sha256"]) for o in record["job"]["outputs"]), record["fuel_consumed"],
+                record.get("wasi", {}).get("exit_code"), record.get("outcome"),
+                codec.canonical(record.get("engine")))
 
 
 class SentJobs:
@@ -51,7 +63,15 @@ class SentJobs:
 
     async def run(self, provider: str, price: int, spec, call: InvokeCall, staged, jid: str,
                   deal: dict[str, Any]) -> Returned:
-        """Run the staged job on `provider` at `price`; its run, checked, with its outputs fetched to disk."""
+        """Run the staged job on `provider` at `price`; its run, checked and paid, with its outputs on disk."""
+        returned = await self.unsettled(provider, price, spec, call, staged, jid, deal)
+        self.pay(returned)
+        return returned
+
+    async def unsettled(self, provider: str, price: int, spec, call: InvokeCall, staged, jid: str,
+                        deal: dict[str, Any]) -> Returned:
+        """As `run`, but neither paid nor refused yet: the caller judges it (`pay` or `refuse`), as replicas of a
+        job are judged by their agreement."""
         paid = self.paid
         url = paid.peers.peer(provider).url
         budget = paid.compute.budget(call, price)
@@ -66,8 +86,7 @@ class SentJobs:
                 returned = await self._checked(url, provider, job, jid, staged, answer, budget)
             except ForgedResult as err:
                 await paid.gateway_tabs.abandon(tab, budget)
-                self.on_strike(provider, err.message)
-                log.error("%s", err.message)
+                self._strike(provider, err.message)
                 raise
             except BaseException:  # its outputs could not all be fetched: its result never came
                 await paid.gateway_tabs.abandon(tab, budget)
@@ -77,9 +96,25 @@ class SentJobs:
                 await wire.forget(paid.client, url, provider, job)
             except (PeerRefused, PeerUnreachable) as err:
                 log.info("provider %s kept job %s's files: %s (it drops them itself)", provider[:12], job[:12], err)
-        paid.gateway_tabs.answered(tab, budget, returned.run["charge"])
-        paid.market.note_paid(provider, returned.run["charge"], by_them=False)
+        returned.tab, returned.budget = tab, budget
         return returned
+
+    def pay(self, returned: Returned) -> None:
+        """Pay a checked run its charge (its tab closes and its receipt is paid)."""
+        charge = returned.run["charge"]
+        self.paid.gateway_tabs.answered(returned.tab, returned.budget, charge)
+        self.paid.market.note_paid(returned.provider, charge, by_them=False)
+
+    async def refuse(self, returned: Returned, why: str | None) -> None:
+        """Pay nothing for a checked run that is not believed: a strike (`why`) if it disagreed with the replicas
+        that agreed; none when no replicas agreed (which of them was wrong is not known)."""
+        await self.paid.gateway_tabs.abandon(returned.tab, returned.budget)
+        if why is not None:
+            self._strike(returned.provider, why)
+
+    def _strike(self, provider: str, why: str) -> None:
+        log.error("%s", why)
+        self.on_strike(provider, why)
 
     async def _sent_and_run(self, url: str, provider: str, job: str, data, call: InvokeCall, tab, budget: int
                             ) -> dict[str, Any]:
@@ -152,8 +187,8 @@ class SentJobs:
             raise ForgedResult(f"provider {provider[:12]}… answered a run its signed record does not match")
         outputs = facts["outputs"]
         files: list[OutputFile] = []
-        fetched = staged.work / "fetched"
-        fetched.mkdir(exist_ok=True)
+        fetched = staged.work / "fetched" / provider  # each replica's outputs apart
+        fetched.mkdir(parents=True, exist_ok=True)
         for index, output in enumerate(outputs):
             path = fetched / str(index)
             size, digest = await self._fetch(url, provider, job, index, path, output["size"])
