@@ -15,6 +15,7 @@ pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e 
 
 from tests.support.s3 import FrontProcess, Gateway, index_and_files, sign_headers  # noqa: E402
 from tests.support.waiting import eventually
+from xsc.s3.marks import FileMarks
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
 MiB = 1024 * 1024
@@ -124,10 +125,10 @@ def test_kill_9_as_an_overwrite_commits(gateway) -> None:
     s3.create_bucket(Bucket="crash")
     old, new = os.urandom(MiB), os.urandom(MiB + 7)
     s3.put_object(Bucket="crash", Key="k", Body=old)
-    before = _s3_files(gateway.node)
+    before = _stored_caps(gateway.node)
     writer = threading.Thread(target=lambda: _ignore(lambda: s3.put_object(Bucket="crash", Key="k", Body=new)))
     writer.start()
-    eventually(lambda: _s3_files(gateway.node) != before, "the new version to be stored", 120)
+    eventually(lambda: _stored_caps(gateway.node) != before, "the new version to be stored", 120)
     gateway.node.kill()
     writer.join()
     _restart(gateway)
@@ -143,26 +144,31 @@ def _ignore(call) -> None:
         pass
 
 
-def _s3_files(node) -> set[str]:
-    """The store's S3 files, asked of the node's API directly (quicker than the CLI: the kill lands sooner)."""
+def _stored_caps(node) -> set[str]:
+    """The store's files, asked of the node's API directly (quicker than the CLI: the kill lands sooner)."""
     import urllib.request
 
     request = urllib.request.Request(node.url + "/v1/store/files", headers={"Authorization": f"Bearer {node.token}"})
     with urllib.request.urlopen(request) as response:
-        return {f["capability"] for f in json.loads(response.read())["files"] if f["name"].startswith("s3:")}
+        return {f["capability"] for f in json.loads(response.read())["files"]}
 
 
-def test_a_file_stored_but_never_recorded_is_removed_at_the_next_start(gateway) -> None:
-    """What a crash between a file's put and its record leaves: a file named like the front's, no record."""
+def test_a_file_stored_but_never_recorded_is_removed_at_the_next_start_and_a_users_file_never_is(gateway) -> None:
+    """What a crash between a file's put and its record leaves: a file named by the front, no record.  A file the
+    user named like the front's (`--name s3:...`) is the user's: reconciliation never touches it."""
     s3 = gateway.client()
     s3.create_bucket(Bucket="crash")
     s3.put_object(Bucket="crash", Key="kept", Body=b"kept")
-    orphan = gateway.node.xsc("store", "put", "-", "--name", "s3:crash/lost", input=b"never recorded")
+    name = FileMarks.load(gateway.node.data_dir).name("crash/lost")
+    orphan = gateway.node.xsc("store", "put", "-", "--name", name, input=b"never recorded")
     assert orphan.returncode == 0
+    precious = gateway.node.xsc("store", "put", "-", "--name", "s3:precious-backup", input=b"the user's backup")
+    forged = gateway.node.xsc("store", "put", "-", "--name", "s3:crash/lost#" + "0" * 32, input=b"also the user's")
     mine = gateway.node.xsc("store", "put", "-", "--name", "holiday.jpg", input=b"not the gateway's")
     gateway.front.stop()
     gateway.front = FrontProcess(gateway.node.data_dir).start()
     _agree(gateway)
-    assert orphan.stdout.decode().strip() not in _s3_files(gateway.node)
-    assert gateway.node.xsc("store", "get", mine.stdout.decode().strip()).stdout == b"not the gateway's"
+    assert orphan.stdout.decode().strip() not in _stored_caps(gateway.node)
+    for kept, body in ((precious, b"the user's backup"), (forged, b"also the user's"), (mine, b"not the gateway's")):
+        assert gateway.node.xsc("store", "get", kept.stdout.decode().strip()).stdout == body
     assert gateway.client().get_object(Bucket="crash", Key="kept")["Body"].read() == b"kept"

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from tests.support.nodes import NodeProcess, free_port, run_xsc, xsc_command
+from xsc.s3.marks import FileMarks
 
 SEGMENT = 64 * 1024  # small segments: ranged reads at segment edges stay fast
 NODE_ENV = {"XSC_STORAGE_SEGMENT_SIZE": str(SEGMENT), "XSC_STORAGE_CAPACITY": "4GiB"}
@@ -124,5 +125,6 @@ def index_and_files(node: NodeProcess) -> tuple[set[str], set[str], dict]:
     index = export_index(node)
     referenced = {p["cap"] for b in index["buckets"] for o in b["objects"].values() for p in o["parts"]}
     referenced |= {p["cap"] for u in index["uploads"] for p in u["parts"]}
-    files = {f["capability"] for f in store_files(node) if f["name"].startswith("s3:")}
+    marks = FileMarks.load(node.data_dir)
+    files = {f["capability"] for f in store_files(node) if marks.ours(f["name"])}
     return referenced, files, index

@@ -15,6 +15,8 @@ MAX_METADATA_BYTES = 2048
 MAX_HEADERS_BYTES = 8192  # Cache-Control, Content-Disposition, ... of one object, all together
 DEFAULT_USER = "xsc"  # the user of access keys made without --user, and the owner of buckets made before users
 _USER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+# What XML 1.0 cannot carry (listings echo keys and prefixes): C0 controls but tab, LF and CR, and U+FFFE/U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def check_bucket(name: str) -> str:
@@ -35,7 +37,17 @@ def check_key(key: str) -> str:
         raise InvalidArgument("an object key cannot be empty")
     if len(key.encode()) > MAX_KEY_BYTES:
         raise InvalidArgument(f"an object key is at most {MAX_KEY_BYTES} bytes of UTF-8", s3_code="KeyTooLongError")
-    return key
+    return check_text(key, "an object key")
+
+
+def check_text(text: str, what: str) -> str:
+    """`text` (a key, a prefix, a marker), refused if it holds a character an XML answer could not carry."""
+    bad = _NOT_XML.search(text)
+    if bad is not None:
+        raise InvalidArgument(f"{what} holds the control character U+{ord(bad.group()):04X}, which S3 answers "
+                              "cannot carry", hint="use printable characters (tab, LF and CR are allowed)",
+                              s3_code="InvalidArgument")
+    return text
 
 
 def check_part_number(number: int) -> int:

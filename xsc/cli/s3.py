@@ -29,6 +29,7 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     from ..config import parse_listen
     from ..errors import ConfigError
     from ..s3.access import KeyRing, key_file
+    from ..s3.marks import FileMarks
     from ..client.aio import NodeApi
     from ..node.collector import return_freed_buffers
     from ..s3.server import S3Front, serve as run
@@ -39,7 +40,7 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     if not keyring.list():
         click.echo("xsc s3: no access keys yet: create one with `xsc s3 keys create`", err=True)
     return_freed_buffers()
-    front = S3Front(NodeApi(obj.node_url(), obj.token()), keyring, region=region)
+    front = S3Front(NodeApi(obj.node_url(), obj.token()), keyring, FileMarks.load(obj.data_dir), region=region)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -69,6 +70,7 @@ def keys() -> None:
 def keys_create(obj, user: str | None, as_json: bool) -> None:
     """Create an access key; its secret is shown this once."""
     from ..s3.access import KeyRing, key_file
+    from ..s3.marks import FileMarks
     from ..buckets.names import DEFAULT_USER
 
     created = KeyRing(key_file(obj.data_dir)).create(user or DEFAULT_USER)
@@ -86,6 +88,7 @@ def keys_ls(obj, as_json: bool) -> None:
     from datetime import datetime, timezone
 
     from ..s3.access import KeyRing, key_file
+    from ..s3.marks import FileMarks
 
     found = KeyRing(key_file(obj.data_dir)).list()
     if as_json:
@@ -101,6 +104,7 @@ def keys_ls(obj, as_json: bool) -> None:
 def keys_rm(obj, access_key: str) -> None:
     """Remove an access key: requests signed with it are refused from now on."""
     from ..s3.access import KeyRing, key_file
+    from ..s3.marks import FileMarks
 
     KeyRing(key_file(obj.data_dir)).remove(access_key)
     click.echo(f"removed {access_key}", err=True)

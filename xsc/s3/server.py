@@ -20,7 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 
@@ -28,11 +28,11 @@ from ..errors import S3Error, XscError
 from ..storage.ranges import content_range, parse_range
 from ..tasks import in_pool, woken
 from ..buckets import listing, names
-from ..buckets.index import FILE_PREFIX
 from ..client.aio import SPLICE, NodeApi
 from . import headers as stored_headers
 from . import routing, sigv4, xml
 from .access import KeyRing
+from .marks import FileMarks
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,11 @@ class WriteGate:
 
 
 class S3Front:
-    def __init__(self, node: NodeApi, keyring: KeyRing, *, region: str = "us-east-1", owner: str = "xsc",
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, node: NodeApi, keyring: KeyRing, marks: FileMarks, *, region: str = "us-east-1",
+                 owner: str = "xsc", clock: Callable[[], float] = time.time) -> None:
         self.node = node
         self.keyring = keyring
+        self.marks = marks  # the names of the files this front stores: only those are ever reconciled away
         self.region = region
         self.owner = owner
         self.clock = clock
@@ -166,6 +167,7 @@ class S3Front:
     # --- routing -----------------------------------------------------------------
     async def dispatch(self, call: Call) -> web.StreamResponse:
         """The operation routing.TABLE names for the request (its headers checked there too)."""
+        _check_names(call)
         name = routing.operation(call.request.method, call.bucket, call.key, call.query, call.request.headers)
         handler: Callable[[Call], Awaitable[web.StreamResponse]] = getattr(self, name)
         response = await handler(call)
@@ -249,7 +251,7 @@ class S3Front:
 
     async def _store(self, call: Call, chunks: AsyncIterator[bytes], size: int | None, name: str) -> str:
         """Store a stream as one XSC file; its capability."""
-        result = await self.node.put_file(chunks, size, FILE_PREFIX + name)
+        result = await self.node.put_file(chunks, size, self.marks.name(name))
         return result["capability"]
 
     async def _collect(self, garbage: list[str]) -> None:
@@ -280,7 +282,7 @@ class S3Front:
         """Remove the files this gateway stored that no object or part refers to (left by a crash between
         a file's put and its record), and the files marked garbage.  Runs when no write is in flight."""
         async with self.gate.alone():
-            stored = [f["capability"] for f in await self.node.files() if f.get("name", "").startswith(FILE_PREFIX)]
+            stored = [f["capability"] for f in await self.node.files() if self.marks.ours(f.get("name", ""))]
             orphans: list[str] = []
             for i in range(0, len(stored), 2000):
                 orphans += (await self.node.call("POST", "/v1/s3/reconcile",
@@ -308,23 +310,23 @@ class S3Front:
     async def create_bucket(self, call: Call) -> web.Response:
         names.check_bucket(call.bucket)
         await self._small_body(call)  # a CreateBucketConfiguration: every bucket is in this node's region
-        await self._node(call, "PUT", f"/v1/s3/buckets/{call.bucket}")  # one's own again: 200, as in us-east-1
+        await self._node(call, "PUT", f"/v1/s3/buckets/{_segment(call.bucket)}")  # one's own again: 200
         return web.Response(status=200, headers={"Location": f"/{call.bucket}"})
 
     async def delete_bucket(self, call: Call) -> web.Response:
-        await self._node(call, "DELETE", f"/v1/s3/buckets/{call.bucket}")
+        await self._node(call, "DELETE", f"/v1/s3/buckets/{_segment(call.bucket)}")
         return web.Response(status=204)
 
     async def head_bucket(self, call: Call) -> web.Response:
-        await self._node(call, "GET", f"/v1/s3/buckets/{call.bucket}")
+        await self._node(call, "GET", f"/v1/s3/buckets/{_segment(call.bucket)}")
         return web.Response(status=200, headers={"x-amz-bucket-region": self.region})
 
     async def get_location(self, call: Call) -> web.Response:
-        await self._node(call, "GET", f"/v1/s3/buckets/{call.bucket}")
+        await self._node(call, "GET", f"/v1/s3/buckets/{_segment(call.bucket)}")
         return _xml(xml.location(self.region))
 
     async def get_versioning(self, call: Call) -> web.Response:
-        await self._node(call, "GET", f"/v1/s3/buckets/{call.bucket}")
+        await self._node(call, "GET", f"/v1/s3/buckets/{_segment(call.bucket)}")
         return _xml(xml.versioning())
 
     async def list_objects(self, call: Call) -> web.Response:
@@ -339,7 +341,7 @@ class S3Front:
         else:
             marker = q.get("marker", "")
             start = listing.v1_start(marker, delimiter)
-        page = await self._node(call, "GET", f"/v1/s3/buckets/{call.bucket}/objects", params={
+        page = await self._node(call, "GET", f"/v1/s3/buckets/{_segment(call.bucket)}/objects", params={
             "prefix": prefix, "delimiter": delimiter, "max_keys": str(min(max_keys, listing.MAX_KEYS)),
             "start": listing.encode_token(start)})
         if v2:
@@ -353,14 +355,14 @@ class S3Front:
 
     async def delete_objects(self, call: Call) -> web.Response:
         keys, quiet = xml.parse_delete(await self._small_body(call))
-        result = await self._node(call, "POST", f"/v1/s3/buckets/{call.bucket}/delete", body={"keys": keys})
+        result = await self._node(call, "POST", f"/v1/s3/buckets/{_segment(call.bucket)}/delete", body={"keys": keys})
         await self._collect(result["garbage"])
         return _xml(xml.delete_result(keys, [], quiet))
 
     # --- objects -----------------------------------------------------------------
     async def _may_write(self, call: Call, bucket: str) -> None:
         """NoSuchBucket or AccessDenied before a body is stored, not after."""
-        await self._node(call, "GET", f"/v1/s3/buckets/{bucket}", params={"need": "write"})
+        await self._node(call, "GET", f"/v1/s3/buckets/{_segment(bucket)}", params={"need": "write"})
 
     async def put_object(self, call: Call) -> web.Response:
         names.check_key(call.key)
@@ -375,13 +377,12 @@ class S3Front:
             record = {"parts": [{"cap": cap, "size": size}], "etag": md5.hexdigest(),
                       "content_type": call.request.headers.get("Content-Type", ""), "metadata": metadata,
                       "headers": kept, "modified": self.clock()}
-            result = await self._node(call, "PUT", f"/v1/s3/buckets/{call.bucket}/object", params={"key": call.key},
-                                          body=record)
+            result = await self._node(call, "PUT", _object_path(call.bucket), params={"key": call.key}, body=record)
         await self._collect(result["garbage"])
         return web.Response(status=200, headers={"ETag": xml.quoted(record["etag"])})
 
     async def _object(self, call: Call, bucket: str, key: str) -> dict:
-        return await self._node(call, "GET", f"/v1/s3/buckets/{bucket}/object", params={"key": key})
+        return await self._node(call, "GET", _object_path(bucket), params={"key": key})
 
     @staticmethod
     def _pieces(record: dict, first: int, last: int) -> list[tuple[str, int | None, int | None]]:
@@ -522,7 +523,7 @@ class S3Front:
         return first, first + record["parts"][number - 1]["size"] - 1
 
     async def delete_object(self, call: Call) -> web.Response:
-        result = await self._node(call, "DELETE", f"/v1/s3/buckets/{call.bucket}/object", params={"key": call.key})
+        result = await self._node(call, "DELETE", _object_path(call.bucket), params={"key": call.key})
         await self._collect(result["garbage"])
         return web.Response(status=204)
 
@@ -563,8 +564,7 @@ class S3Front:
             cap = await self._store(call, data(), record["size"], f"{call.bucket}/{call.key}")
             new = {"parts": [{"cap": cap, "size": record["size"]}], "etag": md5.hexdigest(),
                    "content_type": content_type, "metadata": metadata, "headers": kept, "modified": self.clock()}
-            result = await self._node(call, "PUT", f"/v1/s3/buckets/{call.bucket}/object", params={"key": call.key},
-                                          body=new)
+            result = await self._node(call, "PUT", _object_path(call.bucket), params={"key": call.key}, body=new)
         await self._collect(result["garbage"])
         return _xml(xml.copy_object(new["etag"], new["modified"]))
 
@@ -572,13 +572,13 @@ class S3Front:
     async def create_upload(self, call: Call) -> web.Response:
         names.check_key(call.key)
         metadata = names.check_metadata(self._metadata(call.request.headers))
-        result = await self._node(call, "POST", f"/v1/s3/buckets/{call.bucket}/uploads", body={
+        result = await self._node(call, "POST", f"/v1/s3/buckets/{_segment(call.bucket)}/uploads", body={
             "key": call.key, "content_type": call.request.headers.get("Content-Type", ""), "metadata": metadata,
             "headers": stored_headers.stored(call.request.headers)})
         return _xml(xml.initiate_multipart(call.bucket, call.key, result["upload_id"]))
 
     async def _upload(self, call: Call) -> dict:
-        upload = await self._node(call, "GET", f"/v1/s3/uploads/{_upload_id(call)}")
+        upload = await self._node(call, "GET", f"/v1/s3/uploads/{_segment(_upload_id(call))}")
         if upload["bucket"] != call.bucket or upload["key"] != call.key:
             raise S3Error("that upload id is for another object", s3_code="NoSuchUpload", status=404)
         return upload
@@ -592,7 +592,7 @@ class S3Front:
             cap = await self._store(call, self._payload(call, md5=md5), self._declared_size(call),
                                     f"{call.bucket}/{call.key}#{upload_id}.{number}")
             size = int(cap.rsplit(":", 1)[1])
-            result = await self._node(call, "PUT", f"/v1/s3/uploads/{upload_id}/parts/{number}",
+            result = await self._node(call, "PUT", f"/v1/s3/uploads/{_segment(upload_id)}/parts/{_segment(number)}",
                                           body={"cap": cap, "size": size, "etag": md5.hexdigest()})
         await self._collect(result["garbage"])
         return web.Response(status=200, headers={"ETag": xml.quoted(md5.hexdigest())})
@@ -600,7 +600,7 @@ class S3Front:
     async def complete_upload(self, call: Call) -> web.Response:
         """Complete an upload; one completed already answers as it did (the node keeps what it answered)."""
         parts = xml.parse_complete(await self._small_body(call))
-        result = await self._node(call, "POST", f"/v1/s3/uploads/{_upload_id(call)}/complete",
+        result = await self._node(call, "POST", f"/v1/s3/uploads/{_segment(_upload_id(call))}/complete",
                                   body={"parts": [[n, e] for n, e in parts], "bucket": call.bucket, "key": call.key})
         await self._collect(result["garbage"])
         return _xml(xml.complete_multipart(f"/{call.bucket}/{call.key}", call.bucket, call.key,
@@ -608,7 +608,7 @@ class S3Front:
 
     async def abort_upload(self, call: Call) -> web.Response:
         await self._upload(call)
-        result = await self._node(call, "DELETE", f"/v1/s3/uploads/{_upload_id(call)}")
+        result = await self._node(call, "DELETE", f"/v1/s3/uploads/{_segment(_upload_id(call))}")
         await self._collect(result["garbage"])
         return web.Response(status=204)
 
@@ -625,13 +625,32 @@ class S3Front:
         max_uploads = min(_int(call.query.get("max-uploads"), 1000, "max-uploads"), 1000)
         key_marker = call.query.get("key-marker", "")
         id_marker = call.query.get("upload-id-marker", "")
-        uploads = (await self._node(call, "GET", f"/v1/s3/buckets/{call.bucket}/uploads",
+        uploads = (await self._node(call, "GET", f"/v1/s3/buckets/{_segment(call.bucket)}/uploads",
                                         params={"prefix": prefix}))["uploads"]
         if key_marker:  # after the marker: later keys, or the marker's key with a later upload id
             uploads = [u for u in uploads
                        if u["key"] > key_marker or (u["key"] == key_marker and id_marker and u["id"] > id_marker)]
         return _xml(xml.list_uploads(call.bucket, uploads[:max_uploads], prefix=prefix, max_uploads=max_uploads,
                                      truncated=len(uploads) > max_uploads, owner=call.user))
+
+
+def _check_names(call: Call) -> None:
+    """Every bucket name, not only a new one's (it goes into the node's API paths); keys, prefixes and markers
+    (they may be echoed in XML answers)."""
+    if call.bucket:
+        names.check_bucket(call.bucket)
+    names.check_text(call.key, "the object key")
+    for name, value in call.query.items():
+        names.check_text(value, f"the query parameter {name!r}"[:80])
+
+
+def _object_path(bucket: str) -> str:
+    return f"/v1/s3/buckets/{_segment(bucket)}/object"
+
+
+def _segment(value: object) -> str:
+    """A value put into a path of the node's API, percent-encoded whole: it stays one segment, whatever it holds."""
+    return quote(str(value), safe="")
 
 
 def _upload_id(call: Call) -> str:

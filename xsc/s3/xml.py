@@ -6,6 +6,7 @@ keys; request bodies (CompleteMultipartUpload, Delete) are parsed with a size bo
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from email.utils import formatdate
@@ -60,8 +61,13 @@ def s3_code_of(err: XscError) -> tuple[str, int]:
     return "InternalError", 500
 
 
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
 def e(value: object) -> str:
-    return escape(str(value))
+    """Text for an XML answer: escaped, and any character XML 1.0 cannot carry (a NUL a client sent, echoed in an
+    error's Resource) replaced by U+FFFD, so the answer stays well-formed."""
+    return escape(_NOT_XML.sub("\ufffd", str(value)))
 
 
 def http_date(ts: float) -> str:

@@ -1,0 +1,58 @@
+"""Bucket names and keys from S3 clients are checked before they reach the node's API (a real front and node):
+a name that is not a bucket name is 400 on every operation, never another bucket, and every path the front
+sends the node is percent-encoded segment by segment."""
+
+from __future__ import annotations
+
+import http.client
+
+import pytest
+
+from tests.support.s3 import sign_headers
+from xsc.s3 import server
+
+
+def _raw(gateway, method: str, path: str) -> tuple[int, bytes]:
+    headers = sign_headers(method, gateway.front.url + path, gateway.key, {"Content-Length": "0"})
+    conn = http.client.HTTPConnection("127.0.0.1", gateway.front.port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("method, path", [("DELETE", "/victimb%3F/x"), ("GET", "/victimb%3F/k1"),
+                                          ("GET", "/%2E%2E/k1"), ("GET", "/%2E%2E"),
+                                          ("PUT", "/victimb%23/x"), ("DELETE", "/victimb%3F")])
+def test_a_name_that_is_not_a_bucket_name_is_400_and_touches_no_bucket(gateway, method, path) -> None:
+    s3 = gateway.client()
+    s3.create_bucket(Bucket="victimb")
+    s3.put_object(Bucket="victimb", Key="x", Body=b"still here")
+    s3.put_object(Bucket="victimb", Key="k1", Body=b"k1")
+    status, body = _raw(gateway, method, path)
+    assert status == 400 and b"<Code>InvalidBucketName</Code>" in body, (status, body)
+    assert s3.get_object(Bucket="victimb", Key="x")["Body"].read() == b"still here"
+    assert "victimb" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_every_value_in_a_node_path_stays_one_segment() -> None:
+    for value in ("victimb?", "../x", "a/b", "a#b", "a b", "%3F", "\u00e9"):
+        encoded = server._segment(value)
+        assert "/" not in encoded and "?" not in encoded and "#" not in encoded and "." != encoded[:1] * 2
+
+
+@pytest.mark.parametrize("path", ["/names-nul/a%00b", "/names-nul?prefix=a%00", "/names-nul?list-type=2&start-after=%01",
+                                  "/names-nul?delimiter=%1F"])
+def test_a_key_or_prefix_holding_a_control_character_is_400_and_listings_stay_well_formed(gateway, path) -> None:
+    s3 = gateway.client()
+    s3.create_bucket(Bucket="names-nul")
+    s3.put_object(Bucket="names-nul", Key="a\nb", Body=b"newlines are fine")  # XML carries LF
+    status, body = _raw(gateway, "PUT" if "?" not in path else "GET", path)
+    assert status == 400 and b"<Code>InvalidArgument</Code>" in body and b"U+00" in body, (status, body)
+    listed = s3.list_objects_v2(Bucket="names-nul")  # parsed by botocore: well-formed
+    assert [o["Key"] for o in listed["Contents"]] == ["a\nb"]
