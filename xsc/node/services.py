@@ -44,7 +44,7 @@ from ..storage.audits import AuditService
 from ..storage.deals import HolderTerms, StorageDeals
 from ..storage.files import StorageService
 from ..storage.holder import ShareHolder
-from ..storage.holder_client import RemoteHolder
+from ..storage.holder_client import RemoteHolder, SenderLanes
 from ..storage.lease_gc import LeaseCollector
 from ..storage.locate import Locator
 from ..storage.scrubber import Scrubber
@@ -76,6 +76,7 @@ class Node:
     # the peers
     session: aiohttp.ClientSession
     client: PeerClient
+    lanes: SenderLanes  # segment bodies in flight to each holder
     quarantine: Quarantine
     admission: Admission
     peers: PeerService
@@ -163,6 +164,7 @@ class Node:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=32))
         self.client = PeerClient(self.identity, self.session, config.peers.request_timeout, tls=config.peers.tls,
                                  grid_secret=config.peers.grid_secret)
+        self.lanes = SenderLanes()
         self.quarantine = Quarantine(self.db, strikes=config.peers.quarantine_strikes,
                                      duration=config.peers.quarantine_for)
         self.admission = Admission(min_difficulty=config.peers.min_difficulty, grid_secret=config.peers.grid_secret,
@@ -204,7 +206,7 @@ class Node:
             self.quarantine.strike(peer, why)
 
     def holder_for(self, node: str, url: str, price: int | None = None) -> RemoteHolder:
-        return RemoteHolder(self.client, node, url, price, self.payer.id)  # holders check receipts by the payer named
+        return RemoteHolder(self.client, node, url, price, self.payer.id, self.lanes)  # receipts: by the payer named
 
     def _payments_and_files(self) -> None:
         config, db, pool, me, market, trust = self.config, self.db, self.pool, self.me, self.market, self.trust

@@ -27,8 +27,8 @@ from . import erasure, layout, leases
 from .deals import HolderTerms
 from .merkle import block_hash, proof, root
 from .share_store import ShareMeta, ShareStore, Upload
-from .wire import (HEX_HASH, MAX_BLOCKS_PER_GET, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE, commit_limit, json_int,
-                   parse_manifest, put_limit, split_blocks)
+from .wire import (HEX_HASH, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
+                   commit_limit, json_int, parse_manifest, put_limit, split_blocks)
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,6 @@ MAX_RESERVED_FRACTION = 0.5  # of the capacity, reserved by one sender's uploads
 MAX_SEGMENTS_PER_SHARE = 65_536  # bounds the metadata one share makes every read of it load
 MIN_UPLOAD_RATE = 64 * 1024  # bytes/s: an upload slower than this on the whole is aborted
 MAX_BUFFERED = 128 * 1024**2  # bytes of segment bodies held in memory at once, all senders together
-MAX_BODIES_PER_SENDER = 4  # segment bodies one sender may have in flight at once
 
 
 @dataclass(eq=False)

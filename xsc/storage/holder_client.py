@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 from ..errors import PeerRefused
-from .wire import AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_PUT_BYTES, share_path
+from .wire import AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES, share_path
 from ..net.peer_client import PeerClient
 
 def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes:
@@ -25,10 +25,27 @@ def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes
     return raw
 
 
+class SenderLanes:
+    """The segment bodies this node has in flight to each holder, at most what a holder takes from one sender
+    at once (wire.MAX_BODIES_PER_SENDER): the shares of a put that all go to one holder wait their turn
+    rather than trip its quota."""
+
+    def __init__(self, width: int = MAX_BODIES_PER_SENDER) -> None:
+        self.width = width
+        self._lanes: dict[str, asyncio.Semaphore] = {}
+
+    def to(self, node_id: str) -> asyncio.Semaphore:
+        lane = self._lanes.get(node_id)
+        if lane is None:
+            lane = self._lanes[node_id] = asyncio.Semaphore(self.width)
+        return lane
+
+
 class RemoteHolder:
     def __init__(self, client: PeerClient, node_id: str, url: str, price: int | None = None,
-                 payer: str | None = None) -> None:
+                 payer: str | None = None, lanes: SenderLanes | None = None) -> None:
         self.client = client
+        self.lane = (lanes or SenderLanes()).to(node_id)  # segment bodies in flight to this holder
         self.payer = payer  # the account that pays for the shares placed here (the holder checks receipts by it)
         self.node_id = node_id
         self.url = url.rstrip("/")
@@ -68,8 +85,9 @@ class RemoteHolder:
             while end < len(blocks) and size + len(blocks[end]) <= MAX_PUT_BYTES:
                 size += len(blocks[end])
                 end += 1
-            await self._call("PUT", f"/v1/peer/uploads/{upload}/segments/{first + index}",
-                             data=b"".join(blocks[index:end]), timeout=timeout)
+            async with self.lane:
+                await self._call("PUT", f"/v1/peer/uploads/{upload}/segments/{first + index}",
+                                 data=b"".join(blocks[index:end]), timeout=timeout)
             index = end
 
     async def commit(self, upload: str, block_hashes: list[bytes], manifest: bytes) -> None:

@@ -29,6 +29,7 @@ from .merkle import HASH_BYTES, block_hash, verify_proof
 MIN_SEGMENT_SIZE = 4096  # the bounds of storage.segment_size
 MAX_SEGMENT_SIZE = 64 * 1024**2
 MAX_PUT_BYTES = 16 * 1024**2  # per segments PUT (always at least one block): bounds a holder's memory per request
+MAX_BODIES_PER_SENDER = 4  # segment bodies a holder takes in flight from one sender at once
 MAX_BLOCKS_PER_GET = 64
 MAX_REPORTED_SEGMENTS = 1024  # a damage report names at most this many segments (the whole share is rebuilt anyway)
 AUDIT_MAX_RESPONSE = 80 * 1024**2  # an audit answer carries one block in hex: up to 2 x 16 MiB
