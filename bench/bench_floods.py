@@ -30,7 +30,7 @@ from pathlib import Path
 
 from xsc.devnet import HOST, NodeProcess
 from xsc.identity import Identity, sign_request
-from xsc.node.connections import raise_fd_limit
+from xsc.serve.connections import raise_fd_limit
 
 from .common import HealthProbe
 

@@ -214,7 +214,7 @@ def split_peer_address(text: str) -> tuple[str, str | None]:
 
 
 def https_url(url: str) -> str:
-    """The TLS form of a node URL (one port serves both: see xsc/node/listener.py)."""
+    """The TLS form of a node URL (one port serves both: see xsc/serve/listener.py)."""
     return "https://" + url.removeprefix("http://") if url.startswith("http://") else url
 
 

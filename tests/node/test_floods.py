@@ -19,9 +19,9 @@ from xsc.net import sniff
 from xsc.net.sniff import MAX_PENDING
 from xsc.node import limits
 from xsc.node.appkeys import TOKEN
-from xsc.node import listener
-from xsc.node.listener import GuardedNodeRunner, NodeSite
-from xsc.node.connections import ACCEPT_QUEUE, LISTEN_BACKLOG, RESERVED_FDS, connection_cap
+from xsc.serve import listener
+from xsc.serve.listener import GuardedNodeRunner, NodeSite
+from xsc.serve.connections import ACCEPT_QUEUE, LISTEN_BACKLOG, RESERVED_FDS, connection_cap
 
 from tests.support.waiting import eventually_async
 

@@ -1,6 +1,6 @@
 """Peer traffic over TLS, pinned to node ids: real nodes on loopback, a wrong node, a tampering proxy, plaintext.
 
-Every node answers TLS on its one port (xsc/node/listener.py) with a certificate made from its node
+Every node answers TLS on its one port (xsc/serve/listener.py) with a certificate made from its node
 key (xsc/net/tls.py); peers reach it at https://HOST:PORT and the handshake must prove the key of the
 node a request is signed for before the request is sent."""
 

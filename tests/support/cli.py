@@ -23,7 +23,7 @@ from xsc.cli import cli
 from xsc.cli.output import run_cli
 from xsc.config import NodeConfig
 from xsc.node import create_app, datadir
-from xsc.node.listener import NodeRunner
+from xsc.serve.listener import NodeRunner
 
 
 def xsc_in_process(*args: str, input: bytes | None = None,

@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from xsc.config import NodeConfig, load_config
 from xsc.devnet import Devnet, NodeProcess, free_port, run_xsc, xsc_command
 from xsc.node import TOKEN, create_app
-from xsc.node.listener import NodeRunner
+from xsc.serve.listener import NodeRunner
 
 __all__ = ["Devnet", "NodeProcess", "free_port", "run_xsc", "xsc_command", "node_config", "serve", "kill_all", "NodeServer"]
 

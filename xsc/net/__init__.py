@@ -3,7 +3,7 @@
     PeerClient, PeerResponse     the signed client (one aiohttp ClientSession per node)
     compute: InvokeBatcher, post_invoke, push_module   paid invokes on another node (compute/paid.py uses them)
     jobs: begin, send, run, fetch, forget               a job run on another node (compute/sent_jobs.py)
-    sniff                        TLS told from plain HTTP on the node's one port (xsc/node/listener.py)
+    sniff                        TLS told from plain HTTP on the node's one port (xsc/serve/listener.py)
 
 Services receive the client in their constructors; nothing here knows the aiohttp server side.
 """

@@ -4,7 +4,7 @@ One aiohttp ClientSession per app (its connection pool is shared by every featur
 closed by the peers feature's cleanup context.
 
 With `tls` on (the default, `peers.tls`) every request goes over TLS 1.3, http:// URLs included (a
-node answers TLS on its one port: xsc/node/listener.py).  The TLS handshake must prove the peer holds
+node answers TLS on its one port: xsc/serve/listener.py).  The TLS handshake must prove the peer holds
 the key of the node the request is addressed to (`to`); else the connection is dropped before a byte
 of the request is sent, and the call fails with PeerIdentityMismatch.  Without `to` (first contact
 by URL) any node key is accepted and the response says which node answered (`PeerResponse.node`).

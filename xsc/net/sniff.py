@@ -4,7 +4,7 @@ Every accepted connection is first *peeked at* (MSG_PEEK: nothing is consumed): 
 first, and in a burst its first byte has arrived by the time it is accepted), else when its first byte comes.
 A TLS ClientHello starts with the byte 0x16, which no HTTP request does: such a connection gets a TLS 1.3
 handshake with the node's certificate, any other is handed on as it is (as Go's cmux and sslh do).  `SniffingServer`
-wraps aiohttp's protocol factory (web.Server); xsc/node/listener.py puts it under the node's runner.
+wraps aiohttp's protocol factory (web.Server); xsc/serve/listener.py puts it under the node's runner.
 This module knows nothing of aiohttp.web: it takes the factory and the context it is given."""
 
 from __future__ import annotations

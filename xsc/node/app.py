@@ -21,7 +21,8 @@ from ..identity import ReplayGuard
 from ..net.tls import server_context
 from ..ui.session import Sessions
 from ..tasks import woken
-from . import auth, connections, datadir, peer_auth, problems
+from ..serve import connections
+from . import auth, datadir, peer_auth, problems
 from .appkeys import (CLIENT_IDENTITY, CONFIG, CPU_POOL, DB, HEALTH_CHECKS, IDENTITY, IN_FLIGHT, METRICS, NODE,
                       PEER_LIMITS, PEER_WORK, REPLAY_GUARD, STARTED, STATUS_PARTS, TLS_CONTEXT, TLS_SERVED, TOKEN,
                       UI_SESSIONS, USER_LIMITS)
@@ -29,7 +30,7 @@ from .http import ROUTES
 from .http.node import node_checks
 from .limits import RateLimiter
 from .collector import Collector, return_freed_buffers
-from .listener import GuardedNodeRunner, NodeSite, TlsOnlySite
+from ..serve.listener import GuardedNodeRunner, NodeSite, TlsOnlySite
 from .metrics import Metrics
 from .middlewares import InFlight, request_counter
 from .peer_routes import WORK_BURST

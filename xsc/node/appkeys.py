@@ -4,7 +4,6 @@ Route modules read these; services never do (they get their collaborators in the
 
 from __future__ import annotations
 
-import ssl
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
@@ -12,6 +11,7 @@ from aiohttp import web
 from ..config import NodeConfig
 from ..db import Database
 from ..identity import Identity, ReplayGuard
+from ..serve.listener import TLS_CONTEXT, TLS_SERVED  # noqa: F401 (the node's app keys, defined with their runner)
 from ..ui.session import Sessions
 from .limits import RateLimiter
 from .metrics import Metrics
@@ -32,8 +32,6 @@ REPLAY_GUARD = web.AppKey("replay_guard", ReplayGuard)
 PEER_LIMITS = web.AppKey("peer_limits", RateLimiter)  # signed requests per peer key
 PEER_WORK = web.AppKey("peer_work", RateLimiter)  # work units per peer key, charged before a body is read
 USER_LIMITS = web.AppKey("user_limits", RateLimiter)  # user API requests with the token (or a dashboard session)
-TLS_CONTEXT = web.AppKey("tls_context", ssl.SSLContext)  # the peer listener's TLS: the node key's certificate
-TLS_SERVED = web.AppKey("tls_served", bool)  # set by listener.NodeRunner: its port answers TLS, so peers get https://
 # name -> async () -> a /health check dict;  name -> () -> a JSON-able part of /v1/node/status
 HEALTH_CHECKS = web.AppKey("health_checks", dict)
 STATUS_PARTS = web.AppKey("status_parts", dict)

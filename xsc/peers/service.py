@@ -53,7 +53,7 @@ def host_of(url: str) -> str:
 
 
 def address(url: str) -> str:
-    """HOST:PORT of a node URL: http:// and https:// name the same listener (xsc/node/listener.py)."""
+    """HOST:PORT of a node URL: http:// and https:// name the same listener (xsc/serve/listener.py)."""
     return url.rstrip("/").split("://", 1)[-1]
 
 

@@ -13,14 +13,17 @@ import errno
 import logging
 import os
 import socket
+import ssl
 from collections import Counter, deque
 from typing import Any
 
 from aiohttp import web
 
 from ..net.sniff import SniffingServer
-from .appkeys import TLS_CONTEXT, TLS_SERVED
 from .connections import ACCEPT_QUEUE, LISTEN_BACKLOG, GuardedRunner
+
+TLS_CONTEXT = web.AppKey("tls_context", ssl.SSLContext)  # the peer listener's TLS: the node key's certificate
+TLS_SERVED = web.AppKey("tls_served", bool)  # set by NodeRunner: its port answers TLS, so peers get https://
 
 log = logging.getLogger(__name__)
 

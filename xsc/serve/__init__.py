@@ -1,0 +1,9 @@
+"""The node's sockets: one port that answers TLS (peers) and plain HTTP (the user), and open connections bounded.
+
+    listener:    NodeRunner, GuardedNodeRunner, NodeSite, TlsOnlySite (aiohttp's runner and sites, sniffing TLS
+                 with net/sniff.py); TLS_CONTEXT, TLS_SERVED (the app keys they read and set)
+    connections: GuardedRunner, connection_cap, raise_fd_limit (per-address and total caps, idle timeouts)
+
+Below the node's routes and services: nothing here knows a route or a service; xsc/node/app.py puts the app
+under these runners.
+"""
