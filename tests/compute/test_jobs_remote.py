@@ -12,27 +12,20 @@ import json
 
 import pytest
 
-from tests.support.compute import deploy, peer_with_provider
+from tests.support.compute import deploy
+from tests.support.jobs import QUIET, balances, network, read_file, run_job, settle, verified
 from tests.support.waiting import eventually_async
 from xsc import codec, keys
 from xsc.compute import hosted_jobs, sent_jobs
 from xsc.compute import jobs as jobs_module
 from xsc.compute.jobspec import parse_job
 from xsc.errors import PeerRefused
-from xsc.node import CLIENT_IDENTITY, IDENTITY, TOKEN
+from xsc.node import IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
 
-QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 DATA = b"some stored words\nand more of them\n" * 1000
 
 
-async def _network(node_factory, providers: int = 1):
-    """A gateway that offers no compute, and `providers` nodes that do, each known to the gateway's market."""
-    nodes = [await node_factory(f"provider{i}", **QUIET) for i in range(providers)]
-    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
-    for provider in nodes:
-        await peer_with_provider(gateway, provider)
-    return gateway, nodes
 
 
 async def _put(node, data: bytes) -> str:
@@ -41,51 +34,19 @@ async def _put(node, data: bytes) -> str:
     return (await response.json())["capability"]
 
 
-async def _run(node, spec: dict, stdin: bytes = b"") -> tuple[int, dict]:
-    body = json.dumps(spec).encode() + b"\n" + stdin
-    response = await node.post("/v1/compute/jobs", data=body, headers={"Content-Type": "application/x-xsc-job"})
-    return response.status, await response.json()
-
-
-async def _read(node, cap: str) -> bytes:
-    response = await node.get(f"/v1/store/files/{cap}")
-    assert response.status == 200, await response.text()
-    return await response.read()
-
-
-async def _settle(gateway) -> None:
-    """Close every open tab now: what the gateway owes each provider is paid (or refused)."""
-    paid = gateway.app[NODE].paid
-    await paid.gateway_tabs.close()
-    await paid.payments.retry_all()
-    paid.gateway_tabs.start()
-
-
-def _balances(gateway, provider) -> tuple[int, int]:
-    """The gateway's user's balance (it pays) and the provider's node's (it is paid)."""
-    return (gateway.app[NODE].ledger.store.state(gateway.app[CLIENT_IDENTITY].public_key).balance,
-            provider.app[NODE].ledger.store.state(provider.app[IDENTITY].public_key).balance)
-
-
-async def _verified(node) -> None:
-    response = await node.get("/v1/ledger/verify")
-    report = await response.json()
-    assert response.status == 200 and report["ok"], report
-
-
 async def test_a_job_runs_on_a_provider_over_the_bytes_sent_and_its_outputs_are_stored_here(node_factory) -> None:
-    gateway, providers = await _network(node_factory, providers=2)  # three nodes; the user's offers no compute
+    gateway, providers = await network(node_factory, providers=2)  # three nodes; the user's offers no compute
     module = await deploy(gateway, "outputs", wasi=True)
     cap = await _put(gateway, DATA)
-    before = {p.app[IDENTITY].id: _balances(gateway, p) for p in providers}
-    status, job = await _run(gateway, {"module": module, "stdin": cap, "inputs": [f"{cap}:/in/data"]})
+    before = {p.app[IDENTITY].id: balances(gateway, p) for p in providers}
+    status, job = await run_job(gateway, {"module": module, "stdin": cap, "inputs": [f"{cap}:/in/data"]})
     assert status == 201, job
     provider = next(p for p in providers if p.app[IDENTITY].id == job["provider"])
     provider_id, before = job["provider"], before[job["provider"]]
     assert job["state"] == "done" and job["executions"] == 1
     outputs = {o["name"]: o for o in job["outputs"]}
     assert sorted(outputs) == ["out/a.txt", "out/b.txt", "out/c.txt"]
-    assert await _read(gateway, outputs["out/c.txt"]["capability"]) == DATA
+    assert await read_file(gateway, outputs["out/c.txt"]["capability"]) == DATA
     assert outputs["out/c.txt"]["sha256"] == hashlib.sha256(DATA).hexdigest()
     # Stored by the gateway, like its own puts: the provider never held the capability.
     listed = await (await gateway.get("/v1/store/files")).json()
@@ -95,11 +56,11 @@ async def test_a_job_runs_on_a_provider_over_the_bytes_sent_and_its_outputs_are_
     records = (await (await provider.get("/v1/compute/provenance?limit=100")).json())["records"]
     assert [r["record"]["id"] for r in records if r["record"].get("job", {}).get("id") == job["id"]] == \
         [job["provenance"]]
-    await _settle(gateway)
-    after = _balances(gateway, provider)
+    await settle(gateway)
+    after = balances(gateway, provider)
     assert (after[0] - before[0], after[1] - before[1]) == (-job["charge"], job["charge"]) and job["charge"] > 0
     for node in (gateway, provider):
-        await _verified(node)
+        await verified(node)
 
     # The lineage names the provider and checks its signature and the output it signed.
     tree = await (await gateway.get(f"/v1/compute/lineage/{outputs['out/c.txt']['capability']}")).json()
@@ -115,7 +76,7 @@ async def test_a_job_runs_on_a_provider_over_the_bytes_sent_and_its_outputs_are_
 
 async def test_a_provider_whose_output_does_not_match_what_it_signed_is_not_paid_and_is_struck(
         node_factory, monkeypatch) -> None:
-    gateway, (provider,) = await _network(node_factory)
+    gateway, (provider,) = await network(node_factory)
     provider_id = provider.app[IDENTITY].id
     module = await deploy(gateway, "outputs", wasi=True)
     hosted = provider.app[NODE].hosted_jobs
@@ -130,22 +91,22 @@ async def test_a_provider_whose_output_does_not_match_what_it_signed_is_not_paid
     monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
                         lambda node, why, **kw: struck.append(node) or False)
     files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
-    before = _balances(gateway, provider)
-    status, problem = await _run(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
     assert status == 502 and problem["code"] == "forged-result", problem
     assert "not paid" in problem["detail"] and "\n" not in problem["detail"]
     assert struck == [provider_id]
     assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before  # nothing stored
-    await _settle(gateway)
+    await settle(gateway)
     # Nothing is paid: the job's authorization is dropped, so the provider's receipt for it stays unpaid.
-    assert _balances(gateway, provider)[0] == before[0]
+    assert balances(gateway, provider)[0] == before[0]
     assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
     for node in (gateway, provider):
-        await _verified(node)
+        await verified(node)
 
 
 async def test_a_job_goes_to_another_provider_when_one_forges_its_outputs(node_factory, monkeypatch) -> None:
-    gateway, providers = await _network(node_factory, providers=2)
+    gateway, providers = await network(node_factory, providers=2)
     module = await deploy(gateway, "outputs", wasi=True)
     forger = providers[0].app[NODE].hosted_jobs
     honest = forger.output
@@ -155,15 +116,15 @@ async def test_a_job_goes_to_another_provider_when_one_forges_its_outputs(node_f
         return data[::-1] if len(data) > 1 else data + b"!"
 
     monkeypatch.setattr(forger, "output", flipped)
-    status, job = await _run(gateway, {"module": module, "stdin": "-"}, stdin=b"hello there")
+    status, job = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"hello there")
     assert status == 201, job
     assert job["provider"] == providers[1].app[IDENTITY].id  # never the forger's outputs
     outputs = {o["name"]: o for o in job["outputs"]}
-    assert await _read(gateway, outputs["out/c.txt"]["capability"]) == b"hello there"
+    assert await read_file(gateway, outputs["out/c.txt"]["capability"]) == b"hello there"
 
 
 async def test_a_provider_runs_nothing_over_bytes_that_are_not_the_ones_promised(node_factory, monkeypatch) -> None:
-    gateway, (provider,) = await _network(node_factory)
+    gateway, (provider,) = await network(node_factory)
     module = await deploy(gateway, "outputs", wasi=True)
     send = sent_jobs.wire.send
 
@@ -171,7 +132,7 @@ async def test_a_provider_runs_nothing_over_bytes_that_are_not_the_ones_promised
         await send(client, url, provider_id, job, offset, b"X" + data[1:])
 
     monkeypatch.setattr(sent_jobs.wire, "send", altered)
-    status, problem = await _run(gateway, {"module": module, "stdin": "-"}, stdin=b"the real bytes")
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"the real bytes")
     assert status == 502 and "do not match the SHA-256" in problem["detail"], problem
     records = (await (await provider.get("/v1/compute/provenance?limit=100")).json())["records"]
     assert not [r for r in records if "job" in r["record"]]  # it ran nothing
@@ -181,7 +142,7 @@ async def test_a_provider_runs_nothing_over_bytes_that_are_not_the_ones_promised
 
 
 async def test_a_sender_gets_no_more_jobs_at_once_than_its_quota_nor_a_job_over_its_bytes_in(node_factory) -> None:
-    gateway, (provider,) = await _network(node_factory)
+    gateway, (provider,) = await network(node_factory)
     module = await deploy(provider, "outputs", wasi=True)
     node = gateway.app[NODE]
     provider_id, url = provider.app[IDENTITY].id, provider.app[NODE].peers.url
@@ -213,11 +174,11 @@ async def test_a_job_on_a_busy_node_is_refused_with_nothing_stored_and_recorded_
     node = await node_factory("busy", **QUIET, compute={"max_queued": 1})
     spin = await deploy(node, "spin", wasi=True)
     outputs = await deploy(node, "outputs", wasi=True)
-    long = asyncio.ensure_future(_run(node, {"module": spin, "limits": {"timeout": 3}}))
+    long = asyncio.ensure_future(run_job(node, {"module": spin, "limits": {"timeout": 3}}))
     service = node.app[NODE].compute
     await eventually_async(lambda: _admitted(service), "the spinning job to be running", 10)
     files_before = (await (await node.get("/v1/store/files")).json())["files"]
-    status, problem = await _run(node, {"module": outputs, "stdin": "-"}, stdin=b"x")
+    status, problem = await run_job(node, {"module": outputs, "stdin": "-"}, stdin=b"x")
     assert status == 503 and problem["code"] == "compute-busy", problem
     assert "retry" in problem["hint"]
     assert (await (await node.get("/v1/store/files")).json())["files"] == files_before

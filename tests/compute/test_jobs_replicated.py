@@ -8,19 +8,13 @@ import hashlib
 
 import pytest
 
-from tests.compute.test_jobs_remote import QUIET, _balances, _read, _run, _settle, _verified
-from tests.support.compute import deploy, peer_with_provider
+from tests.support.compute import deploy
+from tests.support.jobs import balances, network, read_file, run_job, settle, verified
 from xsc.compute import hosted_jobs
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
 
 
-async def _network(node_factory, providers: int = 3):
-    nodes = [await node_factory(f"provider{i}", **QUIET) for i in range(providers)]
-    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
-    for provider in nodes:
-        await peer_with_provider(gateway, provider)
-    return gateway, nodes
 
 
 def _jobs_paid_on(provider) -> list[str]:
@@ -59,14 +53,14 @@ def _add_fuel_on(monkeypatch, liar) -> None:
 
 async def test_100_deterministic_jobs_on_three_replicas_agree_and_each_provider_is_paid_once_per_job(
         node_factory) -> None:
-    gateway, providers = await _network(node_factory)
+    gateway, providers = await network(node_factory, providers=3)
     module = await deploy(gateway, "sha256", wasi=True)
-    before = [_balances(gateway, p) for p in providers]
+    before = [balances(gateway, p) for p in providers]
     charges = {p.app[IDENTITY].id: 0 for p in providers}
     ids = []
     for n in range(100):
         data = bytes(range(256)) * n + b"%d" % n
-        status, job = await _run(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3},
+        status, job = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3},
                                  stdin=data)
         assert status == 201, job
         assert job["stdout"] == hashlib.sha256(data).hexdigest() + "\n"
@@ -79,60 +73,60 @@ async def test_100_deterministic_jobs_on_three_replicas_agree_and_each_provider_
         ids.append(job["id"])
     for provider in providers:
         assert sorted(_jobs_paid_on(provider)) == sorted(ids)  # each ran every job, once
-    await _settle(gateway)
-    paid = before[0][0] - _balances(gateway, providers[0])[0]
+    await settle(gateway)
+    paid = before[0][0] - balances(gateway, providers[0])[0]
     assert paid == sum(charges.values())
     for provider, (_, earned) in zip(providers, before):
-        assert _balances(gateway, provider)[1] - earned == charges[provider.app[IDENTITY].id]
+        assert balances(gateway, provider)[1] - earned == charges[provider.app[IDENTITY].id]
     for node in (gateway, *providers):
-        await _verified(node)
+        await verified(node)
 
 
 @pytest.mark.parametrize("lie", [_flip_outputs_of, _add_fuel_on], ids=["flipped-byte", "one-more-fuel"])
 async def test_a_replica_that_disagrees_is_not_paid_and_is_struck_and_the_honest_two_are(
         node_factory, monkeypatch, lie) -> None:
-    gateway, providers = await _network(node_factory)
+    gateway, providers = await network(node_factory, providers=3)
     liar, liar_id = providers[0], providers[0].app[IDENTITY].id
     lie(monkeypatch, liar)
     struck: list[str] = []
     monkeypatch.setattr(gateway.app[NODE].quarantine, "strike", lambda node, why, **kw: struck.append(node) or False)
     module = await deploy(gateway, "outputs", wasi=True)
-    before = [_balances(gateway, p) for p in providers]
-    status, job = await _run(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3},
+    before = [balances(gateway, p) for p in providers]
+    status, job = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3},
                              stdin=b"the honest bytes")
     assert status == 201, job
     paid = {r["provider"]: r["paid"] for r in job["replicas"]}
     assert paid == {p.app[IDENTITY].id: p is not liar for p in providers}
     assert struck == [liar_id]
     c_txt = next(o for o in job["outputs"] if o["name"] == "out/c.txt")
-    assert await _read(gateway, c_txt["capability"]) == b"the honest bytes"  # the outputs are the honest ones
-    await _settle(gateway)
-    assert before[0][0] - _balances(gateway, providers[0])[0] == job["charged"]  # the honest two, and no more
+    assert await read_file(gateway, c_txt["capability"]) == b"the honest bytes"  # the outputs are the honest ones
+    await settle(gateway)
+    assert before[0][0] - balances(gateway, providers[0])[0] == job["charged"]  # the honest two, and no more
     for node in (gateway, *providers):
-        await _verified(node)
+        await verified(node)
 
 
 async def test_replicas_that_all_disagree_are_none_of_them_paid_and_nothing_is_stored(node_factory,
                                                                                        monkeypatch) -> None:
-    gateway, providers = await _network(node_factory)
+    gateway, providers = await network(node_factory, providers=3)
     _flip_outputs_of(monkeypatch, providers[0])
     _add_fuel_on(monkeypatch, providers[1])
     module = await deploy(gateway, "outputs", wasi=True)
     files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
-    before = _balances(gateway, providers[2])
-    status, problem = await _run(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3},
+    before = balances(gateway, providers[2])
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-", "deterministic": True, "replicas": 3},
                                  stdin=b"bytes")
     assert status == 502 and problem["code"] == "replicas-disagree", problem
     assert "nothing is paid" in problem["detail"]
     assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before
-    await _settle(gateway)
-    assert _balances(gateway, providers[2])[0] == before[0]
+    await settle(gateway)
+    assert balances(gateway, providers[2])[0] == before[0]
 
 
 async def test_a_job_that_is_not_deterministic_is_refused_for_replication_up_front(node_factory) -> None:
-    gateway, _ = await _network(node_factory, providers=1)
+    gateway, _ = await network(node_factory, providers=1)
     module = await deploy(gateway, "outputs", wasi=True)
-    status, problem = await _run(gateway, {"module": module, "replicas": 3})
+    status, problem = await run_job(gateway, {"module": module, "replicas": 3})
     assert status == 400 and "only a deterministic job can be replicated" in problem["detail"], problem
-    status, problem = await _run(gateway, {"module": module, "deterministic": True, "replicas": 2})
+    status, problem = await run_job(gateway, {"module": module, "deterministic": True, "replicas": 2})
     assert status == 502 and problem["code"] == "replicas-disagree" and "offers 1 other" in problem["detail"]

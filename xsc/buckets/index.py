@@ -25,7 +25,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 
 from .. import codec
@@ -51,6 +51,7 @@ class S3Index:
         self.min_part_size = min_part_size
         self.clock = clock
         self._lock = threading.Lock()
+        self.on_change: list[Callable[[str], None]] = []  # (bucket): an object was written or deleted there
 
     # --- buckets -----------------------------------------------------------------
     def buckets(self, user: str | None = None) -> list[dict]:
@@ -150,7 +151,12 @@ class S3Index:
                 batch.put(keys.object_key(bucket, key), _dump(record))
                 for cap in garbage:
                     batch.put(keys.object_garbage(cap), b"")
+        self._changed(bucket)
         return garbage
+
+    def _changed(self, bucket: str) -> None:
+        for callback in self.on_change:
+            callback(bucket)
 
     @staticmethod
     def _clean(record: dict) -> dict:
@@ -188,7 +194,20 @@ class S3Index:
                     for p in codec.loads(old)["parts"]:
                         batch.put(keys.object_garbage(p["cap"]), b"")
                         garbage.append(p["cap"])
+        self._changed(bucket)
         return garbage
+
+    def objects(self, bucket: str, prefix: str = "") -> list[tuple[str, dict]]:
+        """Every object under `prefix`, with its record's summary (size, etag, modified), in key order."""
+        base = keys.objects_of(bucket)
+        start = base + prefix.encode()
+        with self.db.iterator(start=start, stop=base[:-1] + b"\x01") as it:
+            found = []
+            for k, v in it:
+                if not k.startswith(start):
+                    break
+                found.append((k[len(base):].decode(), _summary(codec.loads(v))))
+        return found
 
     def list(self, bucket: str, *, prefix: str = "", delimiter: str = "", max_keys: int = listing.MAX_KEYS,
              start: bytes = b"") -> dict:
@@ -296,6 +315,7 @@ class S3Index:
                     batch.delete(keys.object_part(upload_id, n))
                 for c in garbage:
                     batch.put(keys.object_garbage(c), b"")
+        self._changed(upload["bucket"])
         return record, garbage
 
     def _forget_completed(self, batch) -> None:

@@ -13,7 +13,7 @@ import click
 
 from .. import codec
 from ..errors import InvalidArgument, ModuleNotFound, OverCap, Trap, XscError
-from .output import emit_json, json_option, key_values
+from .output import Col, emit_json, json_option, key_values, table
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
 JOB_STREAM = "application/x-xsc-job"  # the spec's JSON line, then stdin (compute/jobs.py)
@@ -307,4 +307,58 @@ def _expand(client, source: str) -> list[str]:
         start = page["next"]
 
 
-COMMANDS = (run, job, lineage, map_)
+@click.command("watch")
+@click.argument("name")
+@click.argument("target", metavar="MODULE.wasm|ID|SPEC.toml")
+@click.option("--on", "on", required=True, metavar="s3://BUCKET/PREFIX", help="The objects to run the job over.")
+@click.option("--to", "to", required=True, metavar="s3://BUCKET/PREFIX", help="Where each datum's outputs are written.")
+@click.option("--as", "mount", default="/in/data", show_default=True, metavar="/in/NAME",
+              help="Where each job finds its object (mounted read-only).")
+@json_option
+@click.pass_obj
+def watch(obj, name: str, target: str, on: str, to: str, mount: str, as_json: bool) -> None:
+    """Run a job over every object under --on, and again whenever one changes; write its outputs under --to.
+
+    Each object is a datum, named by the module, the spec and the object's content: one already done is
+    skipped, a changed one runs again, and watching NAME again with another module or spec runs them all.
+    A deleted object's outputs are deleted.  Watches may chain (one watching what another writes); they go on
+    across restarts.  `xsc compute watches` shows their runs, skips, failures, spend and backlog."""
+    client = obj.client()
+    spec: dict[str, Any] = _load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
+    spec["module"] = _module(client, str(spec.get("module", "")))
+    made = client.request("POST", "/v1/compute/watches",
+                          json_body={"name": name, "spec": spec, "on": on, "to": to, "as": mount})
+    if as_json:
+        emit_json(made)
+        return
+    click.echo(f"watching {on} -> {to} as {name} (module {spec['module'][:16]}…)")
+
+
+@click.command("watches")
+@json_option
+@click.pass_obj
+def watches(obj, as_json: bool) -> None:
+    """List the watches: what each watches and writes, its runs, skips, failures, spend and backlog."""
+    found = obj.client().request("GET", "/v1/compute/watches")["watches"]
+    if as_json:
+        emit_json({"watches": found})
+        return
+    if not found:
+        click.echo("no watches yet: add one with `xsc compute watch NAME MODULE --on s3://B/P --to s3://B2/P2`")
+        return
+    table([Col("name", keep=True), "on", "to", "runs", "skips", "failures", "spend", "backlog"],
+          [(w["name"], "s3://" + "/".join(w["on"]), "s3://" + "/".join(w["to"]), w["runs"], w["skips"],
+            w["failures"], w["spend"], w["backlog"]) for w in found],
+          details=[w["last_error"] and f"last error: {w['last_error']}" for w in found])
+
+
+@click.command("unwatch")
+@click.argument("name")
+@click.pass_obj
+def unwatch(obj, name: str) -> None:
+    """Stop a watch (the objects it wrote stay)."""
+    obj.client().request("DELETE", f"/v1/compute/watches/{name}")
+    click.echo(f"stopped watch {name}")
+
+
+COMMANDS = (run, job, lineage, map_, watch, watches, unwatch)

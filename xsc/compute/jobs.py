@@ -95,8 +95,9 @@ class JobService:
         await stop(self._recovering)
 
     # --- running ---------------------------------------------------------------------------
-    async def run(self, body: Any, stdin: ReadFn | None = None) -> dict[str, Any]:
-        """Run a job for the local user; its answer (state, exit code, outputs, charge, provenance)."""
+    async def run(self, body: Any, stdin: ReadFn | None = None, *, fresh: bool = False) -> dict[str, Any]:
+        """Run a job for the local user; its answer (state, exit code, outputs, charge, provenance).  `fresh`: run
+        a deterministic job even if its outputs are kept (they were removed since)."""
         spec = parse_job(body)
         if spec.stdin == "-" and stdin is None:
             raise InvalidArgument("the job reads stdin from the request, but none was sent",
@@ -113,7 +114,7 @@ class JobService:
             user = self.payer.public_key
             previous = self._load(user, jid)
             if spec.deterministic and previous is not None and previous.get("state") == "done" \
-                    and previous.get("replayable", True):
+                    and previous.get("replayable", True) and not fresh:
                 previous["replays"] = previous.get("replays", 0) + 1  # not run: its executions stay as they were
                 self._save(user, jid, previous)
                 return {**previous, "replayed": True, "charged": 0}
@@ -286,7 +287,12 @@ class JobService:
                                             # never an output's capability: a record is shown to whoever asks
                                             "outputs": [{k: o[k] for k in ("name", "size", "sha256", "verify_hash")}
                                                         for o in stored]})
-        owed = self._owed(run)
+        trap = {"kind": outcome.trap_kind, "message": outcome.message, "hint": outcome.hint} \
+            if outcome.trap_kind else None
+        streams = self._ended(job, run.to_json(), stored, refusal, trap, provider=self.node.id)
+        # The job's record goes with the run's record and what it owes, in one group commit: after a kill -9 the
+        # job is either not run (and runs again) or done and paid, never paid and run again.
+        owed = self._owed(run) + ((keys.job(self.payer.public_key, bytes.fromhex(job["id"])), codec.dumps(job)),)
         try:
             await self.compute.journal.append(record, prepared.module_hash, owed)
         except BaseException:
@@ -294,13 +300,18 @@ class JobService:
             raise
         self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.charge, run.fuel_consumed,
                       held=budget)
-        trap = {"kind": outcome.trap_kind, "message": outcome.message, "hint": outcome.hint} \
-            if outcome.trap_kind else None
-        return self._finish(job, run.to_json(), stored, refusal, trap, provider=self.node.id)
+        return self._answer(job, streams, run.charge, refusal, trap)
 
     def _finish(self, job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]], refusal: str | None,
                 trap: dict[str, Any] | None, **where: Any) -> dict[str, Any]:
         """Record how a run of the job ended (`run`: its JSON, here or from a provider) and answer it."""
+        streams = self._ended(job, run, stored, refusal, trap, **where)
+        self._save(self.payer.public_key, job["id"], job)
+        return self._answer(job, streams, run["charge"], refusal, trap)
+
+    def _ended(self, job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]], refusal: str | None,
+               trap: dict[str, Any] | None, **where: Any) -> dict[str, str]:
+        """The job's record as its run left it (not written yet); its stdout and stderr."""
         failed = refusal or (trap["message"] if trap else None)
         job.update(state="failed" if failed else "done", executions=job["executions"] + 1, charge=run["charge"],
                    provenance=run["provenance"], outputs=stored, exit_code=run.get("exit_code"),
@@ -312,8 +323,12 @@ class JobService:
             job.update(streams)
             if len(streams["stdout"]) + len(streams["stderr"]) > KEPT_STREAMS:
                 job.update(stdout="", stderr="", replayable=False)
-        self._save(self.payer.public_key, job["id"], job)
-        answer = {**job, **streams, "replayed": False, "charged": run["charge"]}
+        return streams
+
+    @staticmethod
+    def _answer(job: dict[str, Any], streams: dict[str, str], charge: int, refusal: str | None,
+                trap: dict[str, Any] | None) -> dict[str, Any]:
+        answer = {**job, **streams, "replayed": False, "charged": charge}
         answer.pop("signed", None)
         if refusal is not None:
             raise OverCap(f"the job {job['id'][:16]}… ran, but {refusal}: nothing of its outputs is stored",
@@ -419,17 +434,18 @@ class JobService:
         seconds = self.storage.lease_seconds(None)
         try:
             for name, path, size in files:
-                digest = hashlib.sha256()
+                digest, md5 = hashlib.sha256(), hashlib.md5()  # the MD5: its ETag, when it becomes an S3 object
                 with open(path, "rb") as f:
                     async def read(n: int, f=f) -> bytes:
                         chunk = await in_pool(None, f.read, min(n, CHUNK))
                         digest.update(chunk)
+                        md5.update(chunk)
                         return chunk
 
                     answer = await self.storage.put(read, size, f"job:{job['id'][:16]}:{name}", seconds,
                                                     self.storage_bid)
                 cap = Capability.parse(answer["capability"])
-                stored.append({"name": name, "size": size, "sha256": digest.hexdigest(),
+                stored.append({"name": name, "size": size, "sha256": digest.hexdigest(), "md5": md5.hexdigest(),
                                "capability": answer["capability"], "verify_hash": _verify_hash(cap)})
                 job["outputs"] = stored
                 self._save(self.payer.public_key, job["id"], {**job, "state": "storing"})

@@ -116,3 +116,39 @@ class ComputeStore:
                 if len(out) >= limit:
                     break
         return out
+
+    # --- watches (compute/watches.py) --------------------------------------------
+    def watches(self) -> list[dict]:
+        with self._db.iterator(prefix=keys.WATCHES) as it:
+            return [codec.loads(v) for _, v in it]
+
+    def watch(self, name: str) -> dict | None:
+        raw = self._db.get(keys.watch(name))
+        return None if raw is None else codec.loads(raw)
+
+    def save_watch(self, watch: dict) -> None:
+        self._db.put(keys.watch(watch["name"]), codec.dumps(watch), sync=True)
+
+    def remove_watch(self, name: str) -> None:
+        """The watch and its datums, in one write."""
+        with self._db.write_batch(sync=True) as batch:
+            batch.delete(keys.watch(name))
+            with self._db.iterator(prefix=keys.watch_datums(name), include_value=False) as it:
+                for key in it:
+                    batch.delete(key)
+
+    def datums(self, name: str) -> dict[str, dict]:
+        """Input key -> its datum done, for one watch."""
+        base = keys.watch_datums(name)
+        with self._db.iterator(prefix=base) as it:
+            return {k[len(base):].decode(): codec.loads(v) for k, v in it}
+
+    def datum(self, name: str, key: str) -> dict | None:
+        raw = self._db.get(keys.watch_datum(name, key))
+        return None if raw is None else codec.loads(raw)
+
+    def save_datum(self, name: str, key: str, datum: dict) -> None:
+        self._db.put(keys.watch_datum(name, key), codec.dumps(datum), sync=True)
+
+    def remove_datum(self, name: str, key: str) -> None:
+        self._db.delete(keys.watch_datum(name, key), sync=True)

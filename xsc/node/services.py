@@ -22,6 +22,7 @@ from ..compute.jobs import JobService
 from ..compute.paid import PaidCompute
 from ..compute.remote_tabs import GatewayTabs, ProviderTabs
 from ..compute.sent_jobs import SentJobs
+from ..compute.watches import Watches
 from ..compute.service import ComputeService
 from ..config import NodeConfig
 from ..db import Database
@@ -108,6 +109,7 @@ class Node:
     paid: PaidCompute
     hosted_jobs: HostedJobs  # jobs other nodes placed here
     jobs: JobService
+    watches: Watches  # jobs kept run over an S3 prefix
     s3_index: S3Index  # the user's bucket index: the S3 front (its own process) records objects there
 
     def __init__(self, *, config: NodeConfig, db: Database, pool: ThreadPoolExecutor, metrics: Metrics,
@@ -131,7 +133,8 @@ class Node:
     def start(self) -> None:
         """Start every service in the order built, each one's loops under the supervisor."""
         for name in ("tabs", "compute", "paid", "peers", "health", "market", "allocation", "payments", "deals",
-                     "storage", "share_holder", "audits", "scrubber", "lease_gc", "hosted_jobs", "jobs"):
+                     "storage", "share_holder", "audits", "scrubber", "lease_gc", "hosted_jobs", "jobs",
+                     "watches"):
             self.supervisor.add(name, getattr(self, name))
 
     async def close(self) -> None:
@@ -270,6 +273,8 @@ class Node:
                                bids=(config.market.compute_bid, config.market.storage_bid), dealing=self.dealing,
                                sent=SentJobs(paid=self.paid, on_strike=self.strike),
                                objects=lambda bucket, key: [p["cap"] for p in s3_index.get(bucket, key)["parts"]])
+        self.watches = Watches(jobs=self.jobs, index=s3_index, store=self.compute.store)
+        s3_index.on_change.append(self.watches.wake)
 
     # --- what /v1/node/status and /health show of the services ------------------------------------------
     def status_parts(self) -> dict[str, Callable[[], object]]:

@@ -291,6 +291,11 @@ class StorageService:
         shown = files[-limit:] if limit else files
         return {"files": [dict(f) for f in shown], "count": len(files), "shares_per_node": dict(held)}
 
+    async def stored(self, cap: Capability) -> bool:
+        """Whether this node's user has the file `cap` names (it was put here and not removed)."""
+        record = await in_pool(self.pool, self.store.file_record, cap.storage_index)
+        return record is not None and record["capability"] == str(cap)
+
     async def remove(self, cap: Capability) -> dict:
         record = await in_pool(self.pool, self.store.file_record, cap.storage_index)
         if record is None or record["capability"] != str(cap):

@@ -13,8 +13,9 @@ from ...compute.paid import MAX_PUSHED_BYTES
 from ...errors import BodyTimeout, Forbidden, InvalidArgument, PayloadTooLarge, XscError
 from ...net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, MODULES_PATH
 from ...storage.holder import MIN_UPLOAD_RATE
+from ...tasks import in_pool
 from .. import peer_auth
-from ..appkeys import NODE, PEER_LIMITS
+from ..appkeys import CPU_POOL, NODE, PEER_LIMITS
 from ..problems import problem_from_error, status_of
 from .common import BODY_SECONDS, json_body, json_object, json_response, loads, query_flag, query_int, read_body
 
@@ -135,3 +136,21 @@ async def get_job(request: web.Request) -> web.Response:
 @routes.get("/v1/compute/lineage/{cap}")
 async def lineage(request: web.Request) -> web.Response:
     return json_response(request.app[NODE].jobs.lineage(request.match_info["cap"]))
+
+
+# --- watches: jobs kept run over an S3 prefix (compute/watches.py) ----------------------------------------
+@routes.post("/v1/compute/watches")
+async def watch(request: web.Request) -> web.Response:
+    body = await json_body(request, 'send {"name", "spec", "on": "s3://B/P", "to": "s3://B2/P2", "as": "/in/data"}')
+    return json_response(await in_pool(request.app[CPU_POOL], request.app[NODE].watches.add, body), status=201)
+
+
+@routes.get("/v1/compute/watches")
+async def watches(request: web.Request) -> web.Response:
+    return json_response({"watches": await in_pool(request.app[CPU_POOL], request.app[NODE].watches.list)})
+
+
+@routes.delete("/v1/compute/watches/{name}")
+async def unwatch(request: web.Request) -> web.Response:
+    return json_response(await in_pool(request.app[CPU_POOL], request.app[NODE].watches.remove,
+                                       request.match_info["name"]))

@@ -1,0 +1,231 @@
+"""Watches: a job kept run over every object under an S3 prefix, its outputs written under another prefix.
+
+    xsc compute watch NAME SPEC --on s3://BUCKET/PREFIX --to s3://BUCKET2/PREFIX2 [--as /in/NAME]
+
+Each object under the watched prefix is a datum.  Its datum hash is the SHA-256 of the watch's module, its
+canonical spec and the object's content (size and ETag): a datum whose hash is done is skipped; a changed object
+is run again; a new module or spec (the same NAME watched again) runs every datum again.  The job of a datum is
+an ordinary deterministic job (compute/jobs.py), run where the market places it and paid like any job, with the
+object mounted read-only at `--as` (default /in/data); PARALLEL datums of a watch run at once.  Each file it stores becomes an object
+of the target: `PREFIX2 + REL` for its stored stdout, `PREFIX2 + REL + "/" + NAME` for /out/NAME (REL: the input
+key less the watched prefix).  An object deleted from the watched prefix deletes the objects its datum wrote.
+Watches chain: one may watch what another writes.
+
+What is done is on disk (compute/store.py): the watch and each datum done (its hash, the objects it wrote, its
+job), written once the datum's outputs are recorded in the bucket index.  A kill -9 between a datum's job and its
+record runs the job again at the next start; its job is deterministic, so that run is answered from the job's
+record (replayed: not run, not paid again), unless the files it wrote were removed since: then it runs.  The
+watches pass over their prefixes whenever the bucket index changes (`wake`), and every SCAN seconds in any case.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import time
+from typing import Any
+
+from .. import codec
+from ..errors import InvalidArgument, NotFound, XscError
+from ..storage.capability import Capability
+from ..tasks import in_pool, woken
+from .jobspec import parse_job
+from .store import ComputeStore
+
+log = logging.getLogger(__name__)
+
+SCAN = 5.0  # seconds between passes when nothing wakes them
+MAX_WATCHES = 64
+PARALLEL = 4  # datums of one watch run at once (their jobs spread over the providers the market offers)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def parse_target(text: Any, what: str) -> tuple[str, str]:
+    if not isinstance(text, str) or not text.startswith("s3://") or not text[5:].split("/", 1)[0]:
+        raise InvalidArgument(f"{what} is s3://BUCKET/PREFIX, not {str(text)[:80]!r}")
+    bucket, _, prefix = text[5:].partition("/")
+    return bucket, prefix
+
+
+class Watches:
+    def __init__(self, *, jobs: Any, index: Any, store: ComputeStore) -> None:
+        self.jobs = jobs  # compute/jobs.py: JobService (runs each datum's job)
+        self.index = index  # buckets/index.py: S3Index (the objects watched and written)
+        self.store = store  # the watches and their datums done
+        self._woken = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.passes = 0  # passes over every watch since start (tests wait for one)
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+
+    def loops(self) -> dict[str, Any]:
+        return {"watches": self._run}
+
+    def close(self) -> None:
+        self._loop = None  # the index's changes wake nothing any more
+
+    def wake(self, *_: Any) -> None:
+        """The bucket index changed (from any thread): pass over the watches soon."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._woken.set)
+
+    # --- the user's watches ------------------------------------------------------------------
+    def add(self, body: Any) -> dict[str, Any]:
+        """Watch a prefix (or replace the watch of that name: its datums run again if its module or spec changed)."""
+        if not isinstance(body, dict) or set(body) - {"name", "spec", "on", "to", "as"}:
+            raise InvalidArgument('send {"name", "spec", "on": "s3://B/P", "to": "s3://B2/P2", "as": "/in/data"}')
+        name = body.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidArgument("a watch's name is 1 to 64 letters, digits, '.', '_' or '-'")
+        mount = body.get("as", "/in/data")
+        spec = dict(body.get("spec") or {})
+        spec["deterministic"] = True  # a datum's job run again (after a crash) is answered from its record
+        parse_job(_datum_spec(spec, mount, "s3://bucket/key"))  # each datum's job, checked now
+        on, to = parse_target(body.get("on"), "--on"), parse_target(body.get("to"), "--to")
+        if on[0] == to[0] and (to[1].startswith(on[1]) or on[1].startswith(to[1])):
+            raise InvalidArgument("a watch cannot write where it watches", hint="give --to another prefix")
+        for bucket in {on[0], to[0]}:
+            self.index.bucket(bucket)  # NoSuchBucket: say so now
+        existing = self.store.watch(name)
+        if existing is None and len(self.store.watches()) >= MAX_WATCHES:
+            raise InvalidArgument(f"this node keeps at most {MAX_WATCHES} watches", hint="remove one first")
+        watch = {"name": name, "spec": spec, "on": list(on), "to": list(to), "as": mount,
+                 "created": time.time(), "runs": 0, "skips": 0, "failures": 0, "spend": 0, "last_error": None}
+        if existing is not None:  # its counters go on
+            watch.update({k: existing[k] for k in ("created", "runs", "skips", "failures", "spend")})
+        self.store.save_watch(watch)
+        self._woken.set()
+        return watch
+
+    def remove(self, name: str) -> dict[str, Any]:
+        watch = self.store.watch(name)
+        if watch is None:
+            raise NotFound(f"no watch named {name!r}", hint="list them: xsc compute watches")
+        self.store.remove_watch(name)
+        return watch
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every watch with its counters and its backlog: objects under its prefix whose datum is not done."""
+        return [{**w, "backlog": len(self._todo(w))} for w in self.store.watches()]
+
+    # --- passes ------------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            await woken(self._woken, SCAN)
+            self._woken.clear()
+            for watch in self.store.watches():
+                await self._pass(watch)
+            self.passes += 1
+
+    async def _pass(self, watch: dict[str, Any]) -> None:
+        name = watch["name"]
+        try:
+            todo = await in_pool(None, self._todo, watch)
+        except XscError as err:  # its bucket is gone: nothing to do until it is back
+            log.info("watch %s: %s", name, err.message)
+            return
+        for key, record, what in todo:
+            if what == "gone":
+                await self._forget(watch, key, record)
+        limit = asyncio.Semaphore(PARALLEL)
+
+        async def one(key: str, datum: str) -> None:
+            async with limit:
+                if self.store.watch(name) is not None:  # not removed meanwhile
+                    await self._datum(watch, key, datum)
+
+        await asyncio.gather(*(one(key, datum) for key, datum, what in todo if what == "run"))
+
+    def _todo(self, watch: dict[str, Any]) -> list[tuple[str, Any, str]]:
+        """(key, datum hash, "run") for each object whose datum is not done; (key, its record, "gone") for each
+        datum whose object is no longer there."""
+        (bucket, prefix), name = watch["on"], watch["name"]
+        current = dict(self.index.objects(bucket, prefix))
+        done = self.store.datums(name)
+        todo: list[tuple[str, Any, str]] = []
+        for key, summary in current.items():
+            datum = datum_hash(watch, summary)
+            if done.get(key, {}).get("datum") != datum:
+                todo.append((key, datum, "run"))
+        todo += [(key, record, "gone") for key, record in done.items() if key not in current]
+        return todo
+
+    async def _datum(self, watch: dict[str, Any], key: str, datum: str) -> None:
+        """Run the datum's job, write its outputs as objects of the target, then record the datum done."""
+        (bucket, prefix), (to_bucket, to_prefix) = watch["on"], watch["to"]
+        spec = _datum_spec(watch["spec"], watch["as"], f"s3://{bucket}/{key}")
+        rel = key[len(prefix):]
+        try:
+            job = await self.jobs.run(spec)
+            if job.get("replayed") and not await self._all_stored(job):
+                job = await self.jobs.run(spec, fresh=True)
+        except XscError as err:
+            self._count(watch["name"], failures=1, last_error=f"{key}: {err.message}"[:300],
+                        spend=err.details.get("charged", 0) or 0)
+            log.warning("watch %s: %s failed: %s", watch["name"], key, err.message)
+            return
+        written = []
+        for output in job["outputs"]:
+            target = to_prefix + rel + ("" if output["name"] == "stdout" else "/" + output["name"].removeprefix("out/"))
+            record = {"parts": [{"cap": output["capability"], "size": output["size"]}], "etag": output["md5"],
+                      "content_type": "binary/octet-stream", "metadata": {"xsc-job": job["id"]},
+                      "modified": time.time()}
+            await self._collect(await in_pool(None, self.index.put, to_bucket, target, record))
+            written.append(target)
+        previous = self.store.datum(watch["name"], key)
+        stale = [k for k in (previous or {}).get("objects", []) if k not in written]
+        if stale:
+            await self._collect(await in_pool(None, self.index.delete_many, to_bucket, stale))
+        self.store.save_datum(watch["name"], key, {"datum": datum, "objects": written, "job": job["id"]})
+        replayed = job.get("replayed", False)
+        self._count(watch["name"], runs=0 if replayed else 1, skips=1 if replayed else 0, spend=job["charged"])
+
+    async def _forget(self, watch: dict[str, Any], key: str, record: dict[str, Any]) -> None:
+        """The input is gone; so are the objects its datum wrote, and their files."""
+        try:
+            await self._collect(await in_pool(None, self.index.delete_many, watch["to"][0], record.get("objects", [])))
+        except XscError as err:
+            log.info("watch %s: could not delete the outputs of %s: %s", watch["name"], key, err.message)
+        self.store.remove_datum(watch["name"], key)
+
+    async def _all_stored(self, job: dict[str, Any]) -> bool:
+        return all([await self.jobs.storage.stored(Capability.parse(o["capability"])) for o in job["outputs"]])
+
+    async def _collect(self, garbage: list[str]) -> None:
+        """Files no object refers to any more (a datum's outputs replaced or deleted): removed from the store."""
+        for text in garbage:
+            try:
+                await self.jobs.storage.remove(Capability.parse(text))
+            except XscError as err:  # the S3 front's collector may have been first
+                log.debug("removing %s: %s", text[:40], err.message)
+        if garbage:
+            await in_pool(None, self.index.forget_garbage, garbage)
+
+    # --- records -----------------------------------------------------------------------------
+    def _count(self, name: str, *, runs: int = 0, skips: int = 0, failures: int = 0, spend: int = 0,
+               last_error: str | None = None) -> None:
+        watch = self.store.watch(name)
+        if watch is None:
+            return
+        watch.update(runs=watch["runs"] + runs, skips=watch["skips"] + skips, failures=watch["failures"] + failures,
+                     spend=watch["spend"] + spend)
+        if last_error is not None:
+            watch["last_error"] = last_error
+        self.store.save_watch(watch)
+
+
+def _datum_spec(spec: dict[str, Any], mount: str, source: str) -> dict[str, Any]:
+    """The job of one datum: the watch's spec with the object mounted."""
+    return {**spec, "inputs": [*spec.get("inputs", []), f"{source}:{mount}"]}
+
+
+def datum_hash(watch: dict[str, Any], summary: dict[str, Any]) -> str:
+    """The datum of one object under a watch: its module and spec, where the object goes in, and its content."""
+    named = {"spec": watch["spec"], "as": watch["as"], "size": summary["size"], "etag": summary["etag"]}
+    return hashlib.sha256(b"xsc/datum/1\n" + codec.canonical(named)).hexdigest()
+
+
+__all__ = ["Watches", "datum_hash", "parse_target"]
