@@ -189,11 +189,21 @@ def test_every_page_renders_and_shows_what_the_cli_shows(net, dash) -> None:
     assert figure(dash, "verify") == "ok: the ledger verifies" and verify["ok"]
     assert figure(dash, "verify-entries") == str(verify["entries"])
 
-    show(dash, "compute")
+    from tests.support.peers import api
+
     modules = cli_json(gateway, "compute", "modules")
+    for bucket in ("ui-watched", "ui-written"):
+        assert api(gateway, "PUT", f"/v1/s3/buckets/{bucket}")[0] == 201
+    status, made = api(gateway, "POST", "/v1/compute/watches", {"name": "ui", "spec": {"module": modules[0]["id"]},
+                                                                "on": "s3://ui-watched/", "to": "s3://ui-written/"})
+    assert status == 201, made
+    show(dash, "compute")
     assert figure(dash, "module-count") == str(len(modules))
     for m in modules:
         assert dash.locator(f"tr[data-module='{m['id']}'] [data-k=invocations]").inner_text() == str(m["invocations"])
+    watches = cli_json(gateway, "compute", "watches")["watches"]
+    assert figure(dash, "watch-count") == str(len(watches)) == "1"
+    assert dash.locator("tr[data-watch=ui] [data-k=backlog]").inner_text() == "0"
 
 
 def test_pages_fit_a_phone(net, browser) -> None:

@@ -552,10 +552,12 @@ PAGES.compute = {
   title: 'Compute', poll: 5000,
   async load() {
     // The newest 50 records (the table) and the count of every run in each of the last 30 minutes (the chart).
-    const [modules, prov, status] = await Promise.all([api('/v1/modules'), api('/v1/compute/provenance?limit=50&minutes=30'), api('/v1/node/status')]);
-    return {modules: modules.modules, records: prov.records, perMinute: prov.per_minute, compute: status.compute || {}};
+    const [modules, prov, status, watches] = await Promise.all([api('/v1/modules'), api('/v1/compute/provenance?limit=50&minutes=30'),
+      api('/v1/node/status'), api('/v1/compute/watches')]);
+    return {modules: modules.modules, records: prov.records, perMinute: prov.per_minute, compute: status.compute || {},
+      watches: watches.watches};
   },
-  render({modules, records, perMinute: pm, compute}, main) {
+  render({modules, records, perMinute: pm, compute, watches}, main) {
     const MIN = 60000;
     const perMinute = pm.counts.map((value, i) => ({label: timeOf(pm.since_ms + i * MIN).slice(0, 5), value}));
     const runs = pm.counts.reduce((a, b) => a + b, 0);
@@ -574,6 +576,13 @@ PAGES.compute = {
           h('td', {}, h('code', {title: m.id}, short(m.id))), h('td', {class: 'num'}, fmtSize(m.size)),
           h('td', {}, m.exports.map(e => e.signature || e.name).join(', '), m.wasi ? ' [wasi]' : ''),
           h('td', {}, (m.first_deployed || '').replace('T', ' ').slice(0, 19)), h('td', {class: 'num', 'data-k': 'invocations'}, String(m.invocations)))), {class: 'stack'})),
+      card('Watches', h('p', {class: 'muted'}, h('span', {'data-k': 'watch-count'}, String(watches.length)),
+          ' jobs kept run over S3 prefixes (xsc compute watch)'),
+        table(['name', 'on', 'to', 'runs', 'skips', 'failures', 'spend (µcredits)', 'backlog'], watches.map(w => h('tr', {'data-watch': w.name},
+          h('td', {}, w.name), h('td', {}, `s3://${w.on.join('/')}`), h('td', {}, `s3://${w.to.join('/')}`),
+          h('td', {class: 'num', 'data-k': 'runs'}, fmtInt(w.runs)), h('td', {class: 'num'}, fmtInt(w.skips)),
+          h('td', {class: 'num'}, w.failures ? pill('fail', fmtInt(w.failures)) : '0'),
+          h('td', {class: 'num'}, fmtInt(w.spend)), h('td', {class: 'num', 'data-k': 'backlog'}, fmtInt(w.backlog)))), {class: 'stack'})),
       card('Recent provenance', table(['time', 'module', 'function', 'outcome', 'fuel', 'wall time', 'requester', 'signature'],
         records.slice(0, 50).map(r => { const x = r.record; return h('tr', {'data-record': x.id},
           h('td', {}, x.timestamp.replace('T', ' ').slice(0, 19)), h('td', {}, h('code', {title: x.module}, short(x.module))),
