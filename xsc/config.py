@@ -37,6 +37,8 @@ class NodeSection(_Section):
     max_connections_per_ip: int = 256  # ... and from one client address
     idle_timeout: float = 20.0  # seconds a connection may stay open without a request in progress
     user_rate_limit: float = 2000.0  # user API requests per second with the token (bursts of twice that); 429 past it
+    web_listen: str = ""  # HOST:PORT where web functions answer anyone (/fn/NAME/...); empty: no functions served
+    web_rate_limit: float = 100.0  # function requests per second from one address (bursts of twice that); 429 past it
 
     @field_validator("max_connections", "max_connections_per_ip")
     @classmethod
@@ -52,7 +54,7 @@ class NodeSection(_Section):
             raise ValueError("must be from 1 to 3600 seconds")
         return v
 
-    @field_validator("user_rate_limit")
+    @field_validator("user_rate_limit", "web_rate_limit")
     @classmethod
     def _user_rate(cls, v: float) -> float:
         if not 1 <= v <= 1_000_000:
@@ -65,7 +67,7 @@ class NodeSection(_Section):
         parse_listen(v)
         return v
 
-    @field_validator("peer_listen")
+    @field_validator("peer_listen", "web_listen")
     @classmethod
     def _peer_listen(cls, v: str) -> str:
         if v:

@@ -144,6 +144,18 @@ class ComputeError(XscError):
     code = "compute-error"
 
 
+class FunctionTimedOut(ComputeError):
+    """A web function ran past its deadline: it was stopped (504)."""
+
+    code = "function-timeout"
+
+
+class FunctionFailed(ComputeError):
+    """A web function trapped, ran out of fuel, or answered something that is not a CGI response (502)."""
+
+    code = "function-failed"
+
+
 class ComputeBusy(ComputeError):
     """Too many calls are running or waiting: refused at once rather than queued without bound."""
 
@@ -245,6 +257,12 @@ class LedgerError(XscError):
 
 class InsufficientCredit(LedgerError):
     code = "insufficient-credit"
+
+
+class SpendCapReached(InsufficientCredit):
+    """A web function's owner capped what it spends an hour, and that is spent: callers get 402."""
+
+    code = "spend-cap-reached"
 
 
 class PrepaymentRequired(InsufficientCredit):

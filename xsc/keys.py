@@ -140,6 +140,7 @@ _TAB_RUNS = b"c/t/"  # + authorization id (32) + provenance id (16) -> amount (8
 _PROVENANCE_HEAD = b"c/h/"  # + module hash -> id (16) of the module's newest provenance record on this node
 _UNSIGNED = b"c/q/"  # + provenance id -> b"": its record is durable and awaits its batch signature (compute/journal.py)
 _JOB = b"c/j/"  # + user public key (32) + job id (32) -> the job's record (JSON; compute/jobs.py)
+_FUNCTION = b"c/f/"  # + function name (UTF-8) -> a web function (JSON: module, inputs, limits; compute/functions.py)
 _WATCH = b"c/x/"  # + watch name (UTF-8) -> the watch (JSON: spec, on, to, counters; compute/watches.py)
 _WATCH_DATUM = b"c/d/"  # + watch name + 0x00 + input key (UTF-8) -> its datum done (JSON: datum hash, outputs, job)
 _JOB_OUTPUT = b"c/o/"  # + storage index (32) -> {"job", "user", "provenance"} of the job that wrote that file (JSON)
@@ -194,6 +195,13 @@ def job(user: bytes, job_id: bytes) -> bytes:
 
 
 JOBS = _JOB
+
+
+FUNCTIONS = _FUNCTION
+
+
+def function(name: str) -> bytes:
+    return _FUNCTION + name.encode()
 
 
 WATCHES = _WATCH

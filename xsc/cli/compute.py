@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..errors import InvalidArgument, ModuleNotFound, Trap
+from .functions import COMMANDS as FUNCTION_COMMANDS
 from .jobs import COMMANDS as JOB_COMMANDS
 from .output import Col, emit_json, json_option, key_values, table, wide_option
 
@@ -22,7 +23,7 @@ def compute() -> None:
     """Deploy wasm modules and invoke their functions."""
 
 
-for _command in JOB_COMMANDS:
+for _command in (*JOB_COMMANDS, *FUNCTION_COMMANDS):
     compute.add_command(_command)
 
 

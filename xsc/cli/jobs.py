@@ -33,7 +33,7 @@ def _load_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
-def _module(client, text: str) -> str:
+def deployed_module(client, text: str) -> str:
     """A module id: given, or a .wasm file's (deployed with WASI if the node lacks it)."""
     if _MODULE_ID.fullmatch(text):
         return text.lower()
@@ -115,7 +115,7 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
     every stored output (name, size, SHA-256, capability) go to stderr."""
     client = obj.client()
     spec: dict[str, Any] = _load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
-    spec["module"] = _module(client, str(spec.get("module", "")))
+    spec["module"] = deployed_module(client, str(spec.get("module", "")))
     limits = dict(spec.get("limits") or {})
     for name, value in (("fuel", fuel), ("memory", memory), ("timeout", timeout), ("bytes_in", bytes_in),
                         ("bytes_out", bytes_out), ("stdout", stdout_cap), ("stderr", stderr_cap)):
@@ -128,7 +128,7 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
     if inputs:
         spec["inputs"] = [*spec.get("inputs", []), *inputs]
     if env:
-        spec["env"] = {**spec.get("env", {}), **dict(_env_pair(e) for e in env)}
+        spec["env"] = {**spec.get("env", {}), **dict(env_pair(e) for e in env)}
     for name, value in (("stdout_to_store", stdout_to_store), ("deterministic", deterministic)):
         if value:
             spec[name] = True
@@ -159,7 +159,7 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
     _summary(answer)
 
 
-def _env_pair(text: str) -> tuple[str, str]:
+def env_pair(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep:
         raise InvalidArgument(f"--env takes NAME=VALUE, not {text!r}")
@@ -254,7 +254,7 @@ def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_
 
     client = obj.client()
     spec: dict[str, Any] = _load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
-    spec["module"] = _module(client, str(spec.get("module", "")))
+    spec["module"] = deployed_module(client, str(spec.get("module", "")))
     inputs = [item for source in over for item in _expand(client, source)]
     if len(inputs) > MAX_MAP:
         raise InvalidArgument(f"{len(inputs)} inputs: a map runs over at most {MAX_MAP}", hint="map a narrower prefix")
@@ -325,7 +325,7 @@ def watch(obj, name: str, target: str, on: str, to: str, mount: str, as_json: bo
     across restarts.  `xsc compute watches` shows their runs, skips, failures, spend and backlog."""
     client = obj.client()
     spec: dict[str, Any] = _load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
-    spec["module"] = _module(client, str(spec.get("module", "")))
+    spec["module"] = deployed_module(client, str(spec.get("module", "")))
     made = client.request("POST", "/v1/compute/watches",
                           json_body={"name": name, "spec": spec, "on": on, "to": to, "as": mount})
     if as_json:

@@ -70,7 +70,6 @@ def keys() -> None:
 def keys_create(obj, user: str | None, as_json: bool) -> None:
     """Create an access key; its secret is shown this once."""
     from ..s3.access import KeyRing, key_file
-    from ..s3.marks import FileMarks
     from ..buckets.names import DEFAULT_USER
 
     created = KeyRing(key_file(obj.data_dir)).create(user or DEFAULT_USER)
@@ -88,7 +87,6 @@ def keys_ls(obj, as_json: bool) -> None:
     from datetime import datetime, timezone
 
     from ..s3.access import KeyRing, key_file
-    from ..s3.marks import FileMarks
 
     found = KeyRing(key_file(obj.data_dir)).list()
     if as_json:
@@ -104,7 +102,6 @@ def keys_ls(obj, as_json: bool) -> None:
 def keys_rm(obj, access_key: str) -> None:
     """Remove an access key: requests signed with it are refused from now on."""
     from ..s3.access import KeyRing, key_file
-    from ..s3.marks import FileMarks
 
     KeyRing(key_file(obj.data_dir)).remove(access_key)
     click.echo(f"removed {access_key}", err=True)

@@ -152,3 +152,14 @@ class ComputeStore:
 
     def remove_datum(self, name: str, key: str) -> None:
         self._db.delete(keys.watch_datum(name, key), sync=True)
+
+    # --- web functions (compute/functions.py) ------------------------------------
+    def functions(self) -> list[dict]:
+        with self._db.iterator(prefix=keys.FUNCTIONS) as it:
+            return [codec.loads(v) for _, v in it]
+
+    def save_function(self, record: dict) -> None:
+        self._db.put(keys.function(record["name"]), codec.dumps(record), sync=True)
+
+    def remove_function(self, name: str) -> None:
+        self._db.delete(keys.function(name), sync=True)

@@ -34,6 +34,7 @@ from ..serve.listener import GuardedNodeRunner, NodeSite, TlsOnlySite
 from .metrics import Metrics
 from .middlewares import InFlight, request_counter
 from .peer_routes import WORK_BURST
+from .http.functions import web_app
 from .services import Node
 
 log = logging.getLogger(__name__)
@@ -79,11 +80,30 @@ async def _services(app: web.Application):
     app[NODE] = node
     app[STATUS_PARTS].update(node.status_parts())
     app[HEALTH_CHECKS].update(node.health_checks())
+    functions = None
     try:
         node.start()
+        functions = await _web_listener(app[CONFIG], node)
         yield
     finally:
+        if functions is not None:
+            await functions.cleanup()
         await node.close()
+
+
+async def _web_listener(config, node: Node) -> web.AppRunner | None:
+    """The web functions' own listener (node.web_listen), or None."""
+    if not config.node.web_listen:
+        return None
+    runner = web.AppRunner(web_app(node, config.node.web_rate_limit), access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, *parse_listen(config.node.web_listen)).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"cannot listen on {config.node.web_listen}: {exc.strerror or exc}",
+                          hint="pick another address with node.web_listen HOST:PORT") from exc
+    return runner
 
 
 def peer_url(app: web.Application) -> str:

@@ -29,6 +29,8 @@ STATUS = {
     e.InvalidModule: 422,
     e.ImportsNotAllowed: 422,
     e.Trap: 422,
+    e.FunctionTimedOut: 504,
+    e.FunctionFailed: 502,
     e.ComputeBusy: 503,
     e.InvalidEntry: 422,
     e.AuthorizationReplayed: 409,

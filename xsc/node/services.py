@@ -17,6 +17,7 @@ import aiohttp
 
 from ..allocation.service import FORK_BURST, FORK_RATE, AllocationService
 from ..allocation.subscriptions import Subscribers
+from ..compute.functions import WebFunctions
 from ..compute.hosted_jobs import HostedJobs
 from ..compute.jobs import JobService
 from ..compute.paid import PaidCompute
@@ -110,6 +111,7 @@ class Node:
     hosted_jobs: HostedJobs  # jobs other nodes placed here
     jobs: JobService
     watches: Watches  # jobs kept run over an S3 prefix
+    functions: WebFunctions  # WASI programs answering HTTP (node.web_listen)
     s3_index: S3Index  # the user's bucket index: the S3 front (its own process) records objects there
 
     def __init__(self, *, config: NodeConfig, db: Database, pool: ThreadPoolExecutor, metrics: Metrics,
@@ -134,7 +136,7 @@ class Node:
         """Start every service in the order built, each one's loops under the supervisor."""
         for name in ("tabs", "compute", "paid", "peers", "health", "market", "allocation", "payments", "deals",
                      "storage", "share_holder", "audits", "scrubber", "lease_gc", "hosted_jobs", "jobs",
-                     "watches"):
+                     "watches", "functions"):
             self.supervisor.add(name, getattr(self, name))
 
     async def close(self) -> None:
@@ -275,6 +277,9 @@ class Node:
                                objects=lambda bucket, key: [p["cap"] for p in s3_index.get(bucket, key)["parts"]])
         self.watches = Watches(jobs=self.jobs, index=s3_index, store=self.compute.store)
         s3_index.on_change.append(self.watches.wake)
+        self.functions = WebFunctions(compute=self.compute, storage=self.storage, ledger=self.ledger, tabs=self.tabs,
+                                      payer=payer, node=identity, store=self.compute.store,
+                                      work_dir=config.data_dir / "functions", bid=config.market.compute_bid)
 
     # --- what /v1/node/status and /health show of the services ------------------------------------------
     def status_parts(self) -> dict[str, Callable[[], object]]:

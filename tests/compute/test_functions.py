@@ -1,0 +1,152 @@
+"""Web functions (compute/functions.py) on a real node: served WAGI style on their own listener, to anyone; hostile
+callers refused one by one while others are served; every request charged to the owner, no more than its cap."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+import aiohttp
+import pytest
+
+from tests.support.compute import deploy
+from tests.support.nodes import free_port
+from xsc.node import CLIENT_IDENTITY
+from xsc.node.appkeys import NODE
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+
+
+@pytest.fixture
+async def web(node_factory):
+    """A node serving functions on a listener of their own: (the node, the functions' base URL)."""
+    port = free_port()
+    node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "web_rate_limit": 50})
+    return node, f"http://127.0.0.1:{port}"
+
+
+async def _serve(node, **function) -> dict:
+    response = await node.post("/v1/compute/functions", json=function)
+    answer = await response.json()
+    assert response.status == 201, answer
+    return answer
+
+
+async def _get(url: str, method: str = "GET", **kwargs) -> tuple[int, dict, bytes]:
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, url, **kwargs) as response:
+            return response.status, dict(response.headers), await response.read()
+
+
+async def test_a_function_answers_a_request_wagi_style_with_its_headers_and_its_body(web) -> None:
+    node, base = web
+    module = await deploy(node, "cgi", wasi=True)
+    await _serve(node, name="hello", module=module)
+    status, headers, body = await _get(f"{base}/fn/hello/world?x=1", headers={"X-Caller": "me"})
+    assert status == 200 and headers["X-Hello"] == "yes" and headers["Content-Type"].startswith("text/plain")
+    text = body.decode()
+    for line in ("REQUEST_METHOD=GET", "PATH_INFO=/world", "QUERY_STRING=x=1", "HTTP_X_CALLER=me"):
+        assert line in text.splitlines(), text
+    big = os.urandom(10 * 1024 * 1024)
+    status, _, body = await _get(f"{base}/fn/hello/upload", "POST", data=big)
+    assert status == 200 and body.endswith(big) and f"CONTENT_LENGTH={len(big)}" in body[:4096].decode("latin-1")
+    # The user API is not on this origin, and a function is not on the user API's.
+    status, _, _ = await _get(f"{base}/v1/node/status")
+    assert status == 404
+
+
+async def test_a_stored_site_is_served_with_ranges(web) -> None:
+    node, base = web
+    page, image = b"<html><img src=image.png></html>", os.urandom(5 * 1024 * 1024)
+    caps = []
+    for data in (page, image):
+        response = await node.post("/v1/store/files", data=data)
+        caps.append((await response.json())["capability"])
+    module = await deploy(node, "cgi", wasi=True)
+    await _serve(node, name="site", module=module, entrypoint="files",
+                 inputs=[f"{caps[0]}:/in/index.html", f"{caps[1]}:/in/image.png"])
+    assert (await _get(f"{base}/fn/site/index.html"))[2] == page
+    assert (await _get(f"{base}/fn/site/image.png"))[2] == image
+    status, headers, body = await _get(f"{base}/fn/site/image.png", headers={"Range": "bytes=100-199"})
+    assert status == 206 and body == image[100:200] and headers["Content-Range"] == f"bytes 100-199/{len(image)}"
+    status, _, _ = await _get(f"{base}/fn/site/missing.png")
+    assert status == 404
+
+
+async def test_hostile_callers_are_refused_while_others_are_served(web) -> None:
+    node, base = web
+    cgi, spin = await deploy(node, "cgi", wasi=True), await deploy(node, "spin", wasi=True)
+    await _serve(node, name="hello", module=cgi, max_body=1024)
+    await _serve(node, name="loop", module=spin, limits={"timeout": 1.0})
+    await _serve(node, name="cookie", module=cgi, entrypoint="cookie")
+    started = time.monotonic()
+    looping = asyncio.ensure_future(_get(f"{base}/fn/loop/"))
+    assert (await _get(f"{base}/fn/hello/meanwhile"))[0] == 200  # served while the loop runs
+    status, headers, body = await looping
+    assert status == 504 and headers["Content-Type"].startswith("application/problem+json")
+    assert time.monotonic() - started < 1.0 + 1.5 and b"deadline" in body
+    status, _, body = await _get(f"{base}/fn/hello/", "POST", data=b"x" * 2048)
+    assert status == 413 and b"Traceback" not in body
+    status, headers, body = await _get(f"{base}/fn/cookie/")
+    assert status == 200 and body == b"ok\n" and headers["X-Kept"] == "yes"
+    assert "Set-Cookie" not in headers and headers.get("Connection") != "close"
+    # One address past its rate is 429 (and past the function's concurrency, 503); another is still served.
+    answers = await asyncio.gather(*(_get(f"{base}/fn/hello/") for _ in range(150)))
+    statuses = [a[0] for a in answers]
+    assert 200 in statuses and 429 in statuses and set(statuses) <= {200, 429, 503}
+    assert all(a[1]["Content-Type"].startswith("application/problem+json") for a in answers if a[0] != 200)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as other:
+        async with other.get(f"{base}/fn/hello/") as response:  # from 127.0.0.2
+            assert response.status == 200
+
+
+async def test_the_owner_pays_exactly_what_its_requests_cost_and_no_more_than_its_cap(web) -> None:
+    node, base = web
+    module = await deploy(node, "cgi", wasi=True)
+    await _serve(node, name="hello", module=module)
+    services = node.app[NODE]
+    await services.tabs.flush()
+    before = services.ledger.store.state(node.app[CLIENT_IDENTITY].public_key).balance
+    for _ in range(20):
+        assert (await _get(f"{base}/fn/hello/"))[0] == 200
+    runs = [r["record"] for r in services.compute.recent_provenance(100)
+            if r["record"].get("job", {}).get("function") == "hello"]
+    assert len(runs) == 20
+    charged = sum(r["charge"] for r in runs)
+    await services.tabs.flush()  # the owner's tab with its node: the 20 runs settled in aggregate
+    assert before - services.ledger.store.state(node.app[CLIENT_IDENTITY].public_key).balance == charged > 0
+    listed = {f["name"]: f for f in (await (await node.get("/v1/compute/functions")).json())["functions"]}
+    assert listed["hello"]["spend"] == charged and listed["hello"]["requests"] == 20
+    # A cap of what two requests cost: the third is 402, and nothing more is charged.
+    await _serve(node, name="capped", module=module, spend_cap=2 * runs[0]["charge"])
+    statuses = [(await _get(f"{base}/fn/capped/"))[0] for _ in range(4)]
+    assert statuses == [200, 200, 402, 402]
+    capped = {f["name"]: f for f in (await (await node.get("/v1/compute/functions")).json())["functions"]}["capped"]
+    assert capped["spend"] == 2 * runs[0]["charge"]
+
+
+def test_serve_functions_and_unserve_from_the_cli(cli_node) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from tests.support.compute import WASM
+
+    port = free_port()
+    node = cli_node("cli", node={"web_listen": f"127.0.0.1:{port}"})
+    done = node.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"), "--env", "GREETING=hi", "--timeout", "2")
+    assert done.returncode == 0 and "/fn/hello/" in done.stdout.decode(), done.stderr
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/fn/hello/x") as response:
+        assert "GREETING=hi" in response.read().decode().splitlines()
+    listed = json.loads(node.xsc("compute", "functions", "--json").stdout)["functions"]
+    assert [(f["name"], f["requests"]) for f in listed] == [("hello", 1)]
+    assert "hello" in node.xsc("compute", "functions").stdout.decode()
+    assert node.xsc("compute", "unserve", "hello").returncode == 0
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/fn/hello/x")
+        raise AssertionError("an unserved function answered")
+    except urllib.error.HTTPError as err:
+        assert err.code == 404 and json.loads(err.read())["code"] == "not-found"
+    gone = node.xsc("compute", "unserve", "hello")
+    assert gone.returncode != 0 and len(gone.stderr.decode().strip().splitlines()) == 1

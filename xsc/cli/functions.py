@@ -1,0 +1,74 @@
+"""`xsc compute serve / functions / unserve`: web functions (compute/functions.py), served on node.web_listen."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .jobs import deployed_module, env_pair
+from .output import Col, emit_json, json_option, table
+
+
+@click.command("serve")
+@click.argument("name")
+@click.argument("module", metavar="MODULE.wasm|ID")
+@click.option("--input", "inputs", multiple=True, metavar="CAP:/in/NAME",
+              help="Mount a stored file read-only at /in/NAME (repeatable): a site's pages, its data.")
+@click.option("--env", "env", multiple=True, metavar="NAME=VALUE", help="An environment variable (repeatable).")
+@click.option("--entrypoint", metavar="NAME", help="The export each request runs (default: _start).")
+@click.option("--fuel", type=int, metavar="N", help="Fuel a request may use (at most the node's compute.fuel).")
+@click.option("--memory", metavar="SIZE", help="Memory a request may use, e.g. 16MiB.")
+@click.option("--timeout", type=float, metavar="SECS", help="A request's deadline: past it, 504.")
+@click.option("--max-body", type=click.IntRange(0), metavar="BYTES", help="A request body's cap: past it, 413.")
+@click.option("--concurrency", type=click.IntRange(1, 256), metavar="N", help="Requests at once: past it, 503.")
+@click.option("--spend-cap", type=click.IntRange(0), metavar="MICROCREDITS",
+              help="What requests may cost in an hour: past it, callers get 402.")
+@json_option
+@click.pass_obj
+def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, ...], entrypoint: str | None,
+          fuel: int | None, memory: str | None, timeout: float | None, max_body: int | None, concurrency: int | None,
+          spend_cap: int | None, as_json: bool) -> None:
+    """Serve a WASI program at /fn/NAME/ on the node's web listener (node.web_listen), to anyone, WAGI style:
+    the request's CGI variables in its environment, its body on stdin, a CGI response on stdout.  Every request
+    is charged to this node's user.  Serving NAME again replaces it."""
+    client = obj.client()
+    body: dict[str, Any] = {"name": name, "module": deployed_module(client, module), "inputs": list(inputs),
+                            "env": dict(env_pair(e) for e in env)}
+    limits = {k: v for k, v in (("fuel", fuel), ("memory", memory), ("timeout", timeout)) if v is not None}
+    body.update({k: v for k, v in (("entrypoint", entrypoint), ("limits", limits or None), ("max_body", max_body),
+                                   ("concurrency", concurrency), ("spend_cap", spend_cap)) if v is not None})
+    served = client.request("POST", "/v1/compute/functions", json_body=body)
+    if as_json:
+        emit_json(served)
+        return
+    click.echo(f"serving {name} at /fn/{name}/ on the node's web listener (node.web_listen)")
+
+
+@click.command("functions")
+@json_option
+@click.pass_obj
+def functions(obj, as_json: bool) -> None:
+    """List the web functions: their requests, errors, median latency and spend."""
+    found = obj.client().request("GET", "/v1/compute/functions")["functions"]
+    if as_json:
+        emit_json({"functions": found})
+        return
+    if not found:
+        click.echo("no functions yet: serve one with `xsc compute serve NAME MODULE.wasm`")
+        return
+    table([Col("name", keep=True), "module", "requests", "errors", "p50 ms", "spend", "this hour", "cap"],
+          [(f["name"], f["module"][:16] + "…", f["requests"], f["errors"], f["p50_ms"] or "-", f["spend"],
+            f["spent_this_hour"], f["spend_cap"] if f["spend_cap"] is not None else "-") for f in found])
+
+
+@click.command("unserve")
+@click.argument("name")
+@click.pass_obj
+def unserve(obj, name: str) -> None:
+    """Stop serving a web function."""
+    obj.client().request("DELETE", f"/v1/compute/functions/{name}")
+    click.echo(f"stopped serving {name}")
+
+
+COMMANDS = (serve, functions, unserve)

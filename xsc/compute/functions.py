@@ -1,0 +1,368 @@
+"""Web functions: WASI programs that answer HTTP requests (WAGI), served on a listener of their own and paid by
+their owner (the node's user).
+
+A request runs its function as a job runs a program (compute/job_sandbox.py): the request's variables in the
+environment (REQUEST_METHOD, PATH_INFO, QUERY_STRING, CONTENT_TYPE, CONTENT_LENGTH, HTTP_*, ...), its body on
+stdin (at most the function's `max_body`, else 413 before it is read), the stored files the function mounts
+under /in (staged once, when it is served), no /out.  Its stdout is a CGI response: header lines (`Status:`,
+`Content-Type`, `Location`, ...), a blank line, the body.  Headers a function may not set are dropped: hop-by-hop
+ones, and any cookie named like the node's own (`xsc_...`: cookies do not keep to a port, and the dashboard is on
+the same host).  A `Range:` request on a 200 answer gets 206 and the bytes asked for.
+
+Every request is a run, metered and recorded like any (its provenance record names the function and the request
+line) and charged to the owner's tab (ledger/tabs.py: one transfer per interval for all of them).  The owner caps
+what a function spends an hour (`spend_cap`): once the runs of the last hour reach it, callers get 402 and nothing
+more is charged.  A function runs at most `concurrency` requests at once (503 past it); one past its deadline is
+stopped and answered 504.  The hour's spend and the counters are kept in memory (they start again at a restart);
+the functions themselves are records in LevelDB (compute/store.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from ..errors import (ComputeBusy, FunctionFailed, FunctionTimedOut, InvalidArgument, NotFound, PayloadTooLarge,
+                      SpendCapReached)
+from ..identity import Identity
+from ..ledger.tabs import owed_entry
+from ..storage.capability import Capability
+from ..storage.ranges import content_range, parse_range
+from ..tasks import in_pool
+from . import provenance
+from .job_sandbox import run_program
+from .jobspec import Input, JobSpec, parse_input, parse_job
+from .service import ComputeService, InvokeCall
+from .store import ComputeStore
+from .wasi_io import io_fuel
+
+FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency", "spend_cap")
+MAX_BODY = 16 * 1024 * 1024  # a request body's default cap (max_body: at most MAX_BODY_CEILING)
+MAX_BODY_CEILING = 1 << 30
+MAX_RESPONSE = 16 * 1024 * 1024  # bytes of stdout a function may answer
+CONCURRENCY = 8
+HOUR = 3600.0
+_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+                        "transfer-encoding", "upgrade", "content-length", "status"})
+CHUNK = 1 << 20
+
+ReadFn = Callable[[int], Awaitable[bytes]]
+
+
+@dataclass
+class Request:
+    """What a function is told of an HTTP request (the route parses it)."""
+
+    method: str
+    path_info: str
+    query: str
+    headers: list[tuple[str, str]]
+    remote: str
+    host: str
+    content_length: int | None
+    read: ReadFn
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass
+class Served:
+    """A function being served: its record, its runs in flight, what it spent in the last hour, its counters."""
+
+    record: dict[str, Any]
+    in_flight: int = 0
+    spent: collections.deque = field(default_factory=collections.deque)  # (monotonic time, charge)
+    requests: int = 0
+    errors: int = 0
+    latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))
+    spend: int = 0
+
+    def spent_this_hour(self, now: float) -> int:
+        while self.spent and now - self.spent[0][0] > HOUR:
+            self.spent.popleft()
+        return sum(charge for _, charge in self.spent)
+
+
+class WebFunctions:
+    def __init__(self, *, compute: ComputeService, storage: Any, ledger: Any, tabs: Any, payer: Identity,
+                 node: Identity, store: ComputeStore, work_dir: Path, bid: int) -> None:
+        self.compute = compute
+        self.storage = storage  # xsc.storage.files.StorageService: the files a function mounts
+        self.ledger = ledger
+        self.tabs = tabs
+        self.payer = payer  # the owner: every request is charged to it
+        self.node = node
+        self.store = store
+        self.work_dir = work_dir
+        self.bid = bid  # micro-credits per million fuel a request's run is priced at
+        self._served: dict[str, Served] = {}
+
+    def start(self) -> None:
+        self._served = {r["name"]: Served(r) for r in self.store.functions()}
+
+    def close(self) -> None:
+        self._served = {}
+
+    # --- the owner's functions ---------------------------------------------------------------
+    async def serve(self, body: Any) -> dict[str, Any]:
+        """Serve a function (or replace the one of that name): its spec checked, its files staged."""
+        record = self._checked(body)
+        mounted = self.work_dir / record["name"] / "in"
+        staging = Path(tempfile.mkdtemp(prefix="in-", dir=self._dir()))
+        try:
+            for text in record["inputs"]:
+                item = parse_input(text)
+                await self._stage(item, staging / item.name)
+            await in_pool(None, _swap, staging, mounted)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.store.save_function(record)
+        self._served[record["name"]] = Served(record)
+        return record
+
+    def unserve(self, name: str) -> dict[str, Any]:
+        served = self._served.pop(name, None)
+        if served is None:
+            raise NotFound(f"no function named {name!r}", hint="list them: xsc compute functions")
+        self.store.remove_function(name)
+        shutil.rmtree(self.work_dir / name, ignore_errors=True)
+        return served.record
+
+    def functions(self) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        return [{**s.record, "requests": s.requests, "errors": s.errors, "in_flight": s.in_flight,
+                 "p50_ms": _median(s.latencies), "spend": s.spend, "spent_this_hour": s.spent_this_hour(now)}
+                for s in self._served.values()]
+
+    def _checked(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or set(body) - set(FIELDS):
+            raise InvalidArgument(f"a function's fields are {', '.join(FIELDS)}", hint="xsc compute serve --help")
+        name = body.get("name")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidArgument("a function's name is 1 to 63 lower-case letters, digits and '-'")
+        inputs = body.get("inputs", [])
+        spec = parse_job({"module": body.get("module"), "entrypoint": body.get("entrypoint", "_start"),
+                          "env": body.get("env", {}), "inputs": inputs, "limits": body.get("limits") or {},
+                          "outputs": False})
+        if any(item.s3 is not None for item in spec.inputs):
+            raise InvalidArgument("a function mounts stored files by their capabilities (CAP:/in/NAME)")
+        self.compute.program(spec.module, spec.entrypoint)  # deployed, and its entrypoint runs as a program
+        max_body = _whole(body.get("max_body", MAX_BODY), "max_body", 0, MAX_BODY_CEILING)
+        concurrency = _whole(body.get("concurrency", CONCURRENCY), "concurrency", 1, 256)
+        spend_cap = body.get("spend_cap")
+        if spend_cap is not None:
+            spend_cap = _whole(spend_cap, "spend_cap", 0, 10**15)
+        return {"name": name, "module": spec.module, "entrypoint": spec.entrypoint, "inputs": list(inputs),
+                "env": dict(spec.env), "limits": spec.asked, "max_body": max_body, "concurrency": concurrency,
+                "spend_cap": spend_cap, "created": provenance.timestamp(time.time_ns())}
+
+    async def _stage(self, item: Input, path: Path) -> None:
+        _, chunks = await self.storage.open(Capability.parse(item.cap))
+        with open(path, "wb") as out:
+            async for chunk in chunks:
+                await in_pool(None, out.write, chunk)
+
+    def _dir(self) -> Path:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        return self.work_dir
+
+    # --- a request ---------------------------------------------------------------------------
+    def admit(self, name: str, content_length: int | None) -> Served:
+        """Refusals that need nothing of the body: no such function, a body over its cap, too many at once,
+        its hour's spend reached."""
+        served = self._served.get(name)
+        if served is None:
+            raise NotFound(f"no function named {name!r} here")
+        record = served.record
+        if content_length is not None and content_length > record["max_body"]:
+            raise PayloadTooLarge(f"the body is {content_length:,} bytes; this function takes at most "
+                                  f"{record['max_body']:,}")
+        if served.in_flight >= record["concurrency"]:
+            raise ComputeBusy(f"the function runs {served.in_flight} requests already, its most at once",
+                              hint="retry in a moment")
+        cap = record["spend_cap"]
+        if cap is not None and served.spent_this_hour(time.monotonic()) >= cap:
+            raise SpendCapReached(f"this function's owner spends at most {cap:,} micro-credits an hour on it, "
+                                  "and that is spent", hint="retry within the hour")
+        return served
+
+    async def call(self, name: str, request: Request) -> Answer:
+        served = self.admit(name, request.content_length)
+        served.in_flight += 1
+        started = time.monotonic()
+        try:
+            answer = await self._call(served, request)
+        except BaseException:
+            served.errors += 1
+            raise
+        finally:
+            served.in_flight -= 1
+            served.requests += 1
+            served.latencies.append((time.monotonic() - started) * 1000)
+        if answer.status >= 500:
+            served.errors += 1
+        return answer
+
+    async def _call(self, served: Served, request: Request) -> Answer:
+        record = served.record
+        spec = JobSpec(record["module"], record["entrypoint"], (), tuple(sorted(record["env"].items())), "-",
+                       tuple(Input(None, parse_input(t).name) for t in record["inputs"]), False,
+                       fuel=record["limits"].get("fuel"), memory=record["limits"].get("memory"),
+                       timeout=record["limits"].get("timeout"), bytes_in=record["max_body"], bytes_out=0,
+                       stdout_cap=MAX_RESPONSE)
+        spec = _with_env(spec, _cgi_env(request))
+        call = InvokeCall(spec.module, spec.entrypoint, [], spec.fuel, spec.memory, spec.timeout, True)
+        limits = self.compute.limits(call)
+        prepared, signature = self.compute.program(spec.module, spec.entrypoint)
+        budget = self.compute.budget(call, self.bid)
+        await self.ledger.hold(self.payer, budget)
+        work = Path(tempfile.mkdtemp(prefix="fn-", dir=self._dir()))
+        try:
+            size = await _body_to(request.read, work / "stdin", record["max_body"])
+            if spec.inputs:
+                (work / "in").symlink_to((self.work_dir / record["name"] / "in").resolve())
+            ran = await run_program(self.compute, spec, prepared, signature, limits, work, stdin=work / "stdin",
+                                    job_id="00" * 32, prepaid=io_fuel(size))
+        except BaseException:
+            self.ledger.release(self.payer, budget)
+            raise
+        finally:
+            await in_pool(None, shutil.rmtree, work, True)
+        run, rec = self.compute.job_run(spec.module, spec.entrypoint, signature, ran.argv, limits, ran.outcome,
+                                        ran.started, self.payer.id, self.bid, {"function": record["name"]},
+                                        {"function": record["name"], "request": f"{request.method} {request.path_info}"})
+        owed = (owed_entry(bytes.fromhex(run.provenance_id), self.payer.public_key, self.node.public_key, run.charge,
+                           run.fuel_consumed),)
+        try:
+            await self.compute.journal.append(rec, prepared.module_hash, owed)
+        except BaseException:
+            self.ledger.release(self.payer, budget)
+            raise
+        self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.charge, run.fuel_consumed,
+                      held=budget)
+        served.spent.append((time.monotonic(), run.charge))
+        served.spend += run.charge
+        outcome = ran.outcome
+        if outcome.trap_kind == "deadline":
+            raise FunctionTimedOut(f"the function ran past its deadline of {limits.timeout:g} s and was stopped",
+                                   hint="its owner may give it more time: xsc compute serve --timeout")
+        if outcome.trap_kind is not None or ran.refusal is not None:
+            raise FunctionFailed(f"the function failed: {outcome.message if outcome.trap_kind else ran.refusal}")
+        return _ranged(parse_cgi(outcome.stdout), _header(request.headers, "range"))
+
+
+def parse_cgi(stdout: bytes) -> Answer:
+    """A CGI response: header lines, a blank line, the body; its `Status:` (200 if none, 302 with a Location)."""
+    head, sep, body = stdout.partition(b"\n\n")
+    crlf_head, crlf_sep, crlf_body = stdout.partition(b"\r\n\r\n")
+    if crlf_sep and (not sep or len(crlf_head) < len(head)):
+        head, body = crlf_head, crlf_body
+    elif not sep:
+        raise FunctionFailed("the function's answer is not a CGI response (no blank line after its headers)")
+    status, headers = 200, []
+    for line in head.decode("latin-1").replace("\r\n", "\n").split("\n"):
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip() or any(c in name for c in " \t"):
+            raise FunctionFailed(f"the function's answer has a malformed header line: {line[:80]!r}")
+        name, value = name.strip(), value.strip()
+        if name.lower() == "status":
+            try:
+                status = int(value.split()[0])
+            except (ValueError, IndexError):
+                raise FunctionFailed(f"the function's Status is not a number: {value[:40]!r}") from None
+            if not 100 <= status <= 599:
+                raise FunctionFailed(f"the function's Status {status} is not an HTTP status")
+        elif name.lower() == "location" and status == 200:
+            status = 302
+        if _kept(name, value):
+            headers.append((name, value))
+    return Answer(status, headers, body)
+
+
+def _kept(name: str, value: str) -> bool:
+    lower = name.lower()
+    if lower in HOP_BY_HOP:
+        return False
+    if lower == "set-cookie" and value.split("=", 1)[0].strip().lower().startswith("xsc_"):
+        return False  # the node's cookies: a function's page must never set the dashboard's session
+    return True
+
+
+def _ranged(answer: Answer, header: str | None) -> Answer:
+    if header is None or answer.status != 200:
+        return answer
+    byte_range = parse_range(header, len(answer.body))
+    if byte_range is None:
+        return answer
+    first, last = byte_range
+    return Answer(206, [*answer.headers, ("Content-Range", content_range(first, last, len(answer.body)))],
+                  answer.body[first:last + 1])
+
+
+def _cgi_env(request: Request) -> dict[str, str]:
+    env = {"GATEWAY_INTERFACE": "CGI/1.1", "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_SOFTWARE": "xsc",
+           "REQUEST_METHOD": request.method, "PATH_INFO": request.path_info, "QUERY_STRING": request.query,
+           "REMOTE_ADDR": request.remote, "SERVER_NAME": request.host.split(":")[0]}
+    if request.content_length is not None:
+        env["CONTENT_LENGTH"] = str(request.content_length)
+    for name, value in request.headers:
+        key = name.upper().replace("-", "_")
+        if key == "CONTENT_TYPE":
+            env["CONTENT_TYPE"] = value
+        elif key not in ("CONTENT_LENGTH", "AUTHORIZATION", "COOKIE") and re.fullmatch(r"[A-Z0-9_]{1,100}", key):
+            env["HTTP_" + key] = value.replace("\0", "")
+    return env
+
+
+def _with_env(spec: JobSpec, env: dict[str, str]) -> JobSpec:
+    return replace(spec, env=tuple(sorted({**dict(spec.env), **env}.items())))
+
+
+async def _body_to(read: ReadFn, path: Path, cap: int) -> int:
+    size = 0
+    with open(path, "wb") as out:
+        while chunk := await read(CHUNK):
+            size += len(chunk)
+            if size > cap:
+                raise PayloadTooLarge(f"the body is over this function's {cap:,} bytes")
+            await in_pool(None, out.write, chunk)
+    return size
+
+
+def _swap(staged: Path, mounted: Path) -> None:
+    """The newly staged files take the place of the old ones (on a worker)."""
+    if mounted.exists():
+        shutil.rmtree(mounted)
+    mounted.parent.mkdir(parents=True, exist_ok=True)
+    staged.rename(mounted)
+    mounted.chmod(0o555)
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    return next((v for k, v in headers if k.lower() == name), None)
+
+
+def _median(values) -> float | None:
+    ordered = sorted(values)
+    return round(ordered[len(ordered) // 2], 3) if ordered else None
+
+
+def _whole(value: Any, what: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise InvalidArgument(f"{what} is a whole number from {low} to {high:,}, not {value!r}")
+    return value
+
+
+__all__ = ["Answer", "Request", "WebFunctions", "parse_cgi"]

@@ -1,0 +1,60 @@
+"""Web functions (compute/functions.py): their management on the user API, and the app that serves them to
+anyone on a listener of its own (`node.web_listen`): a function's page never shares an origin with the user API
+or the dashboard, and carries no token."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from ...compute.functions import Request
+from ...tasks import in_pool
+from ..appkeys import CPU_POOL, NODE
+from ..limits import RateLimiter
+from ..problems import problem_from_error
+from ...errors import XscError
+from .common import json_body, json_response
+
+routes = web.RouteTableDef()
+HINT = 'send {"name", "module", "inputs": ["CAP:/in/NAME"], "env", "limits", "max_body", "concurrency", "spend_cap"}'
+
+
+@routes.post("/v1/compute/functions")
+async def serve_function(request: web.Request) -> web.Response:
+    return json_response(await request.app[NODE].functions.serve(await json_body(request, HINT)), status=201)
+
+
+@routes.get("/v1/compute/functions")
+async def functions(request: web.Request) -> web.Response:
+    return json_response({"functions": request.app[NODE].functions.functions()})
+
+
+@routes.delete("/v1/compute/functions/{name}")
+async def unserve_function(request: web.Request) -> web.Response:
+    return json_response(await in_pool(request.app[CPU_POOL], request.app[NODE].functions.unserve,
+                                       request.match_info["name"]))
+
+
+def web_app(node, rate: float) -> web.Application:
+    """The functions' own app: /fn/NAME/PATH, any method, anyone; each address limited to `rate` a second."""
+    limits = RateLimiter(rate, 2 * rate)
+
+    async def call(request: web.Request) -> web.StreamResponse:
+        try:
+            limits.check(request.remote or "?", time.monotonic(), f"address {request.remote}")
+            answer = await node.functions.call(request.match_info["name"], Request(
+                request.method, "/" + request.match_info.get("path", ""), request.query_string,
+                list(request.headers.items()), request.remote or "", request.host, request.content_length,
+                request.content.read))
+        except XscError as err:
+            response = problem_from_error(err)
+            if request.can_read_body and not request.content.at_eof():
+                response.force_close()  # a body over the cap is not read
+            return response
+        return web.Response(status=answer.status, headers=answer.headers, body=answer.body)
+
+    app = web.Application(client_max_size=1024**2)
+    app.router.add_route("*", "/fn/{name}", call)
+    app.router.add_route("*", r"/fn/{name}/{path:.*}", call)
+    return app
