@@ -65,7 +65,7 @@ async def _settled(node) -> dict[str, dict]:
         await _pass(node)  # one that began after the last change was seen
         again = await _watches(node)
         return again if again == found else None
-    return await eventually_async(idle, "the watches to settle", 120)
+    return await eventually_async(idle, "the watches to settle", 60 + N)
 
 
 def _runs(watches: dict[str, dict]) -> dict[str, int]:

@@ -45,7 +45,8 @@ from .wasi_io import io_fuel
 FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency", "spend_cap")
 MAX_BODY = 16 * 1024 * 1024  # a request body's default cap (max_body: at most MAX_BODY_CEILING)
 MAX_BODY_CEILING = 1 << 30
-MAX_RESPONSE = 16 * 1024 * 1024  # bytes of stdout a function may answer
+MAX_RESPONSE = 1 << 30  # bytes of stdout a function may answer (written to disk, streamed to the caller)
+MAX_HEAD = 64 * 1024  # bytes of CGI headers
 CONCURRENCY = 8
 HOUR = 3600.0
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -72,9 +73,21 @@ class Request:
 
 @dataclass
 class Answer:
+    """A function's answer: its status and headers, and its body, bytes `first`..`last` of the file its run wrote
+    (streamed to the caller, never held whole); `close` once it is sent."""
+
     status: int
     headers: list[tuple[str, str]]
-    body: bytes
+    file: Path
+    first: int
+    last: int  # inclusive; first > last: an empty body
+
+    @property
+    def length(self) -> int:
+        return self.last - self.first + 1
+
+    def close(self) -> None:
+        shutil.rmtree(self.file.parent, ignore_errors=True)
 
 
 @dataclass
@@ -159,6 +172,7 @@ class WebFunctions:
         if any(item.s3 is not None for item in spec.inputs):
             raise InvalidArgument("a function mounts stored files by their capabilities (CAP:/in/NAME)")
         self.compute.program(spec.module, spec.entrypoint)  # deployed, and its entrypoint runs as a program
+        self.compute.limits(InvokeCall(spec.module, spec.entrypoint, [], spec.fuel, spec.memory, spec.timeout, True))
         max_body = _whole(body.get("max_body", MAX_BODY), "max_body", 0, MAX_BODY_CEILING)
         concurrency = _whole(body.get("concurrency", CONCURRENCY), "concurrency", 1, 256)
         spend_cap = body.get("spend_cap")
@@ -220,8 +234,8 @@ class WebFunctions:
         spec = JobSpec(record["module"], record["entrypoint"], (), tuple(sorted(record["env"].items())), "-",
                        tuple(Input(None, parse_input(t).name) for t in record["inputs"]), False,
                        fuel=record["limits"].get("fuel"), memory=record["limits"].get("memory"),
-                       timeout=record["limits"].get("timeout"), bytes_in=record["max_body"], bytes_out=0,
-                       stdout_cap=MAX_RESPONSE)
+                       timeout=record["limits"].get("timeout"), bytes_in=record["max_body"],
+                       stdout_to_store=True, bytes_out=MAX_RESPONSE)
         spec = _with_env(spec, _cgi_env(request))
         call = InvokeCall(spec.module, spec.entrypoint, [], spec.fuel, spec.memory, spec.timeout, True)
         limits = self.compute.limits(call)
@@ -230,19 +244,37 @@ class WebFunctions:
         await self.ledger.hold(self.payer, budget)
         work = Path(tempfile.mkdtemp(prefix="fn-", dir=self._dir()))
         try:
-            size = await _body_to(request.read, work / "stdin", record["max_body"])
-            if spec.inputs:
-                (work / "in").symlink_to((self.work_dir / record["name"] / "in").resolve())
-            ran = await run_program(self.compute, spec, prepared, signature, limits, work, stdin=work / "stdin",
-                                    job_id="00" * 32, prepaid=io_fuel(size))
+            try:
+                size = await _body_to(request.read, work / "stdin", record["max_body"])
+                if spec.inputs:
+                    (work / "in").symlink_to((self.work_dir / record["name"] / "in").resolve())
+                ran = await run_program(self.compute, spec, prepared, signature, limits, work, stdin=work / "stdin",
+                                        job_id="00" * 32, prepaid=io_fuel(size))
+            except BaseException:
+                self.ledger.release(self.payer, budget)
+                raise
+            await self._record(served, request, spec, prepared, signature, limits, ran, budget)
+            outcome = ran.outcome
+            if outcome.trap_kind == "deadline":
+                raise FunctionTimedOut(f"the function ran past its deadline of {limits.timeout:g} s and was stopped",
+                                       hint="its owner may give it more time: xsc compute serve --timeout")
+            if outcome.trap_kind is not None or ran.refusal is not None:
+                raise FunctionFailed(f"the function failed: {outcome.message if outcome.trap_kind else ran.refusal}")
+            stdout = work / "stdout"
+            status, headers, offset = parse_cgi(await in_pool(None, _head, stdout))
+            answer = Answer(status, headers, stdout, offset, stdout.stat().st_size - 1)
+            return _ranged(answer, _header(request.headers, "range"))
         except BaseException:
-            self.ledger.release(self.payer, budget)
-            raise
-        finally:
             await in_pool(None, shutil.rmtree, work, True)
+            raise
+
+    async def _record(self, served: Served, request: Request, spec: JobSpec, prepared, signature, limits, ran,
+                      budget: int) -> None:
+        """The request's run: recorded, what it owes on the owner's tab, and counted in its hour's spend."""
+        name = served.record["name"]
         run, rec = self.compute.job_run(spec.module, spec.entrypoint, signature, ran.argv, limits, ran.outcome,
-                                        ran.started, self.payer.id, self.bid, {"function": record["name"]},
-                                        {"function": record["name"], "request": f"{request.method} {request.path_info}"})
+                                        ran.started, self.payer.id, self.bid, {"function": name},
+                                        {"function": name, "request": f"{request.method} {request.path_info}"[:1024]})
         owed = (owed_entry(bytes.fromhex(run.provenance_id), self.payer.public_key, self.node.public_key, run.charge,
                            run.fuel_consumed),)
         try:
@@ -254,25 +286,21 @@ class WebFunctions:
                       held=budget)
         served.spent.append((time.monotonic(), run.charge))
         served.spend += run.charge
-        outcome = ran.outcome
-        if outcome.trap_kind == "deadline":
-            raise FunctionTimedOut(f"the function ran past its deadline of {limits.timeout:g} s and was stopped",
-                                   hint="its owner may give it more time: xsc compute serve --timeout")
-        if outcome.trap_kind is not None or ran.refusal is not None:
-            raise FunctionFailed(f"the function failed: {outcome.message if outcome.trap_kind else ran.refusal}")
-        return _ranged(parse_cgi(outcome.stdout), _header(request.headers, "range"))
 
 
-def parse_cgi(stdout: bytes) -> Answer:
-    """A CGI response: header lines, a blank line, the body; its `Status:` (200 if none, 302 with a Location)."""
-    head, sep, body = stdout.partition(b"\n\n")
-    crlf_head, crlf_sep, crlf_body = stdout.partition(b"\r\n\r\n")
-    if crlf_sep and (not sep or len(crlf_head) < len(head)):
-        head, body = crlf_head, crlf_body
-    elif not sep:
-        raise FunctionFailed("the function's answer is not a CGI response (no blank line after its headers)")
+def parse_cgi(head: bytes) -> tuple[int, list[tuple[str, str]], int]:
+    """The start of a CGI response: (its status, the headers it may set, where its body starts).  Header lines,
+    then a blank line; `Status:` (200 if none, 302 with a Location)."""
+    lf, crlf = head.find(b"\n\n"), head.find(b"\r\n\r\n")
+    if crlf >= 0 and (lf < 0 or crlf < lf):
+        end, body = crlf, crlf + 4
+    elif lf >= 0:
+        end, body = lf, lf + 2
+    else:
+        raise FunctionFailed(f"the function's answer is not a CGI response (no blank line after its headers in its "
+                             f"first {MAX_HEAD:,} bytes)")
     status, headers = 200, []
-    for line in head.decode("latin-1").replace("\r\n", "\n").split("\n"):
+    for line in head[:end].decode("latin-1").replace("\r\n", "\n").split("\n"):
         name, colon, value = line.partition(":")
         if not colon or not name.strip() or any(c in name for c in " \t"):
             raise FunctionFailed(f"the function's answer has a malformed header line: {line[:80]!r}")
@@ -288,7 +316,7 @@ def parse_cgi(stdout: bytes) -> Answer:
             status = 302
         if _kept(name, value):
             headers.append((name, value))
-    return Answer(status, headers, body)
+    return status, headers, body
 
 
 def _kept(name: str, value: str) -> bool:
@@ -303,12 +331,24 @@ def _kept(name: str, value: str) -> bool:
 def _ranged(answer: Answer, header: str | None) -> Answer:
     if header is None or answer.status != 200:
         return answer
-    byte_range = parse_range(header, len(answer.body))
+    byte_range = parse_range(header, answer.length)
     if byte_range is None:
         return answer
     first, last = byte_range
-    return Answer(206, [*answer.headers, ("Content-Range", content_range(first, last, len(answer.body)))],
-                  answer.body[first:last + 1])
+    return Answer(206, [*answer.headers, ("Content-Range", content_range(first, last, answer.length))], answer.file,
+                  answer.first + first, answer.first + last)
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(MAX_HEAD)
+
+
+def read_range(path: Path, offset: int, length: int) -> bytes:
+    """On a worker: `length` bytes of `path` from `offset`."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
 
 
 def _cgi_env(request: Request) -> dict[str, str]:
@@ -365,4 +405,4 @@ def _whole(value: Any, what: str, low: int, high: int) -> int:
     return value
 
 
-__all__ = ["Answer", "Request", "WebFunctions", "parse_cgi"]
+__all__ = ["Answer", "CHUNK", "Request", "WebFunctions", "parse_cgi", "read_range"]

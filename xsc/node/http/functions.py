@@ -8,7 +8,7 @@ import time
 
 from aiohttp import web
 
-from ...compute.functions import Request
+from ...compute.functions import CHUNK, Request, read_range
 from ...tasks import in_pool
 from ..appkeys import CPU_POOL, NODE
 from ..limits import RateLimiter
@@ -52,7 +52,19 @@ def web_app(node, rate: float) -> web.Application:
             if request.can_read_body and not request.content.at_eof():
                 response.force_close()  # a body over the cap is not read
             return response
-        return web.Response(status=answer.status, headers=answer.headers, body=answer.body)
+        try:
+            response = web.StreamResponse(status=answer.status, headers=answer.headers)
+            response.content_length = max(0, answer.length)
+            await response.prepare(request)
+            offset = answer.first
+            while offset <= answer.last:
+                chunk = await in_pool(None, read_range, answer.file, offset, min(CHUNK, answer.last + 1 - offset))
+                await response.write(chunk)
+                offset += len(chunk)
+            await response.write_eof()
+            return response
+        finally:
+            await in_pool(None, answer.close)
 
     app = web.Application(client_max_size=1024**2)
     app.router.add_route("*", "/fn/{name}", call)
