@@ -36,11 +36,14 @@ def login_url(node) -> str:
 def net(tmp_path_factory):
     from tests.support.peers import api, http, start_star
 
+    from tests.support.nodes import free_port
+
     tmp = tmp_path_factory.mktemp("ui")
     started: list = []
+    web = f"127.0.0.1:{free_port()}"  # the gateway's web functions' listener: an origin apart from the dashboard's
     try:
-        nodes, ids = start_star(tmp, 3, {"XSC_HEALTH_PROBE_INTERVAL": str(PROBE_INTERVAL), "XSC_AUDIT_INTERVAL": "1"},
-                                {}, started)
+        nodes, ids = start_star(tmp, 3, {"XSC_HEALTH_PROBE_INTERVAL": str(PROBE_INTERVAL), "XSC_AUDIT_INTERVAL": "1",
+                                         "XSC_NODE_WEB_LISTEN": web}, {}, started)
         gateway = nodes[0]
         # Seeded through the API (quicker than the CLI); the tests compare the pages with the CLI.
         auth = {"Authorization": f"Bearer {gateway.token}"}
@@ -56,7 +59,7 @@ def net(tmp_path_factory):
             status, run = api(gateway, "POST", "/v1/compute/invoke",
                               {"module": module["id"], "function": "add", "args": [str(a), "2"]})
             assert status == 200, run
-        yield {"nodes": nodes, "ids": ids, "files": files}
+        yield {"nodes": nodes, "ids": ids, "files": files, "web": f"http://{web}"}
     finally:
         for node in started:
             if node.proc and node.proc.poll() is None:
@@ -204,6 +207,10 @@ def test_every_page_renders_and_shows_what_the_cli_shows(net, dash) -> None:
     watches = cli_json(gateway, "compute", "watches")["watches"]
     assert figure(dash, "watch-count") == str(len(watches)) == "1"
     assert dash.locator("tr[data-watch=ui] [data-k=backlog]").inner_text() == "0"
+    functions = cli_json(gateway, "compute", "functions")["functions"]
+    assert figure(dash, "function-count") == str(len(functions))
+    for f in functions:
+        assert dash.locator(f"tr[data-function={f['name']}] [data-k=requests]").inner_text() == f"{f['requests']:,}"
 
 
 def test_pages_fit_a_phone(net, browser) -> None:
@@ -254,3 +261,34 @@ def test_a_killed_peer_turns_red_and_a_repair_from_the_page_completes(net, dash)
     for cap in net["files"]:
         check = cli_json(gateway, "store", "check", cap)
         assert check["healthy"] and victim_id not in [s.get("node") for s in check["shares"]]
+
+
+# A page a web function serves, trying to read the dashboard's session (its CSRF token) with the browser's cookies.
+THIEF = """<html><head><title>waiting</title></head><body><script>
+fetch("DASHBOARD/v1/ui/session", {credentials: "include"})
+  .then(r => r.text()).then(t => { document.title = "read: " + t; })
+  .catch(() => { document.title = "blocked"; });
+</script></body></html>"""
+
+
+def test_a_page_a_function_serves_cannot_read_the_dashboards_session(net, browser) -> None:
+    from tests.support.peers import api, http
+
+    gateway = net["nodes"][0]
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(login_url(gateway))  # logged in to the dashboard: its session cookie is in this browser
+    page.wait_for_selector("body[data-ready=overview]")
+    auth = {"Authorization": f"Bearer {gateway.token}"}
+    status, put = http(gateway.url, "POST", "/v1/store/files", THIEF.replace("DASHBOARD", gateway.url).encode(), auth)
+    assert status == 201, put
+    status, module = http(gateway.url, "POST", "/v1/modules?wasi=true", (WASM.parent / "cgi.wasm").read_bytes(), auth)
+    assert status in (200, 201), module
+    status, served = api(gateway, "POST", "/v1/compute/functions", {"name": "thief", "module": module["id"],
+                                                                     "entrypoint": "files",
+                                                                     "inputs": [f"{put['capability']}:/in/index.html"]})
+    assert status == 201, served
+    page.goto(net["web"] + "/fn/thief/index.html")
+    page.wait_for_function("document.title !== 'waiting'")
+    assert page.title() == "blocked"  # another origin: the browser gives the page nothing of the dashboard's
+    context.close()

@@ -552,12 +552,13 @@ PAGES.compute = {
   title: 'Compute', poll: 5000,
   async load() {
     // The newest 50 records (the table) and the count of every run in each of the last 30 minutes (the chart).
-    const [modules, prov, status, watches] = await Promise.all([api('/v1/modules'), api('/v1/compute/provenance?limit=50&minutes=30'),
-      api('/v1/node/status'), api('/v1/compute/watches')]);
+    const [modules, prov, status, watches, functions] = await Promise.all([api('/v1/modules'),
+      api('/v1/compute/provenance?limit=50&minutes=30'), api('/v1/node/status'), api('/v1/compute/watches'),
+      api('/v1/compute/functions')]);
     return {modules: modules.modules, records: prov.records, perMinute: prov.per_minute, compute: status.compute || {},
-      watches: watches.watches};
+      watches: watches.watches, functions: functions.functions};
   },
-  render({modules, records, perMinute: pm, compute, watches}, main) {
+  render({modules, records, perMinute: pm, compute, watches, functions}, main) {
     const MIN = 60000;
     const perMinute = pm.counts.map((value, i) => ({label: timeOf(pm.since_ms + i * MIN).slice(0, 5), value}));
     const runs = pm.counts.reduce((a, b) => a + b, 0);
@@ -576,6 +577,13 @@ PAGES.compute = {
           h('td', {}, h('code', {title: m.id}, short(m.id))), h('td', {class: 'num'}, fmtSize(m.size)),
           h('td', {}, m.exports.map(e => e.signature || e.name).join(', '), m.wasi ? ' [wasi]' : ''),
           h('td', {}, (m.first_deployed || '').replace('T', ' ').slice(0, 19)), h('td', {class: 'num', 'data-k': 'invocations'}, String(m.invocations)))), {class: 'stack'})),
+      card('Web functions', h('p', {class: 'muted'}, h('span', {'data-k': 'function-count'}, String(functions.length)),
+          ' served on node.web_listen (xsc compute serve)'),
+        table(['name', 'requests', 'errors', 'p50 (ms)', 'spend (µcredits)', 'this hour', 'cap'], functions.map(f => h('tr', {'data-function': f.name},
+          h('td', {}, `/fn/${f.name}/`), h('td', {class: 'num', 'data-k': 'requests'}, fmtInt(f.requests)),
+          h('td', {class: 'num'}, f.errors ? pill('fail', fmtInt(f.errors)) : '0'),
+          h('td', {class: 'num'}, f.p50_ms === null ? '–' : String(f.p50_ms)), h('td', {class: 'num'}, fmtInt(f.spend)),
+          h('td', {class: 'num'}, fmtInt(f.spent_this_hour)), h('td', {class: 'num'}, f.spend_cap === null ? '–' : fmtInt(f.spend_cap)))), {class: 'stack'})),
       card('Watches', h('p', {class: 'muted'}, h('span', {'data-k': 'watch-count'}, String(watches.length)),
           ' jobs kept run over S3 prefixes (xsc compute watch)'),
         table(['name', 'on', 'to', 'runs', 'skips', 'failures', 'spend (µcredits)', 'backlog'], watches.map(w => h('tr', {'data-watch': w.name},
