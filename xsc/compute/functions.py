@@ -31,12 +31,11 @@ from typing import Any, Awaitable, Callable
 from ..errors import (ComputeBusy, FunctionFailed, FunctionTimedOut, InvalidArgument, NotFound, PayloadTooLarge,
                       SpendCapReached)
 from ..identity import Identity
-from ..ledger.tabs import owed_entry
 from ..storage.capability import Capability
 from ..storage.ranges import content_range, parse_range
 from ..tasks import in_pool
 from . import provenance
-from .job_sandbox import run_program
+from .job_sandbox import record_and_owe, run_program
 from .jobspec import Input, JobSpec, parse_input, parse_job
 from .service import ComputeService, InvokeCall
 from .store import ComputeStore
@@ -275,15 +274,8 @@ class WebFunctions:
         run, rec = self.compute.job_run(spec.module, spec.entrypoint, signature, ran.argv, limits, ran.outcome,
                                         ran.started, self.payer.id, self.bid, {"function": name},
                                         {"function": name, "request": f"{request.method} {request.path_info}"[:1024]})
-        owed = (owed_entry(bytes.fromhex(run.provenance_id), self.payer.public_key, self.node.public_key, run.charge,
-                           run.fuel_consumed),)
-        try:
-            await self.compute.journal.append(rec, prepared.module_hash, owed)
-        except BaseException:
-            self.ledger.release(self.payer, budget)
-            raise
-        self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.charge, run.fuel_consumed,
-                      held=budget)
+        await record_and_owe(self.compute, self.ledger, self.tabs, self.payer, self.node, run, rec,
+                             prepared.module_hash, budget)
         served.spent.append((time.monotonic(), run.charge))
         served.spend += run.charge
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ComputeBusy
+from ..ledger.tabs import owed_entry
 from ..tasks import in_pool
 from .jobspec import JobSpec
 from .limits import Limits
@@ -79,6 +80,21 @@ async def run_program(compute: ComputeService, spec: JobSpec, prepared, signatur
     if outcome.over_cap is not None:
         refusal = f"its {outcome.over_cap} went over its cap"
     return Sandboxed(outcome, started, argv, files, refusal)
+
+
+async def record_and_owe(compute: ComputeService, ledger, tabs, payer, node, run, record: dict, module_hash: bytes,
+                         budget: int, also: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    """A run here recorded with what it owes on the payer's tab with this node (and `also`, other records that
+    must go with it), in one group commit; then the tab takes the charge.  If the record is not written, the
+    held budget is released and nothing is owed."""
+    owed = (owed_entry(bytes.fromhex(run.provenance_id), payer.public_key, node.public_key, run.charge,
+                       run.fuel_consumed), *also)
+    try:
+        await compute.journal.append(record, module_hash, owed)
+    except BaseException:
+        ledger.release(payer, budget)
+        raise
+    tabs.owe(payer, node, bytes.fromhex(run.provenance_id), run.charge, run.fuel_consumed, held=budget)
 
 
 def file_sha256(path: Path) -> str:

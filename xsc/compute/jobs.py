@@ -34,14 +34,13 @@ from ..db import Database
 from ..errors import (BodyTimeout, ForgedResult, InvalidArgument, JobNotFound, NotFound, OverCap, PayloadTooLarge,
                       PeerRefused, PeerUnreachable, ReplicasDisagree, Trap, XscError)
 from ..identity import Identity
-from ..ledger.tabs import owed_entry
 from ..storage.capability import Capability
 from ..tasks import in_pool, stop
 from . import provenance
 from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
-from .job_sandbox import run_program
+from .job_sandbox import record_and_owe, run_program
 from .wasi_io import io_fuel
 
 log = logging.getLogger(__name__)
@@ -292,14 +291,9 @@ class JobService:
         streams = self._ended(job, run.to_json(), stored, refusal, trap, provider=self.node.id)
         # The job's record goes with the run's record and what it owes, in one group commit: after a kill -9 the
         # job is either not run (and runs again) or done and paid, never paid and run again.
-        owed = self._owed(run) + ((keys.job(self.payer.public_key, bytes.fromhex(job["id"])), codec.dumps(job)),)
-        try:
-            await self.compute.journal.append(record, prepared.module_hash, owed)
-        except BaseException:
-            self.ledger.release(self.payer, budget)
-            raise
-        self.tabs.owe(self.payer, self.node, bytes.fromhex(run.provenance_id), run.charge, run.fuel_consumed,
-                      held=budget)
+        await record_and_owe(self.compute, self.ledger, self.tabs, self.payer, self.node, run, record,
+                             prepared.module_hash, budget,
+                             ((keys.job(self.payer.public_key, bytes.fromhex(job["id"])), codec.dumps(job)),))
         return self._answer(job, streams, run.charge, refusal, trap)
 
     def _finish(self, job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]], refusal: str | None,
@@ -337,10 +331,6 @@ class JobService:
             raise Trap(f"the job {job['id'][:16]}… failed: {trap['message']}", kind=trap.get("kind"),
                        hint=trap.get("hint"), **answer)
         return answer
-
-    def _owed(self, run) -> tuple[tuple[bytes, bytes], ...]:
-        return (owed_entry(bytes.fromhex(run.provenance_id), self.payer.public_key, self.node.public_key, run.charge,
-                           run.fuel_consumed),)
 
     # --- inputs ------------------------------------------------------------------------------
     async def _stage(self, spec: JobSpec, stdin: ReadFn | None, work: Path) -> Staged:

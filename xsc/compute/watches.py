@@ -109,7 +109,7 @@ class Watches:
 
     def list(self) -> list[dict[str, Any]]:
         """Every watch with its counters and its backlog: objects under its prefix whose datum is not done."""
-        return [{**w, "backlog": len(self._todo(w))} for w in self.store.watches()]
+        return [{**w, "backlog": len(self._due(w))} for w in self.store.watches()]
 
     # --- passes ------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -123,11 +123,11 @@ class Watches:
     async def _pass(self, watch: dict[str, Any]) -> None:
         name = watch["name"]
         try:
-            todo = await in_pool(None, self._todo, watch)
+            due = await in_pool(None, self._due, watch)
         except XscError as err:  # its bucket is gone: nothing to do until it is back
             log.info("watch %s: %s", name, err.message)
             return
-        for key, record, what in todo:
+        for key, record, what in due:
             if what == "gone":
                 await self._forget(watch, key, record)
         limit = asyncio.Semaphore(PARALLEL)
@@ -137,21 +137,21 @@ class Watches:
                 if self.store.watch(name) is not None:  # not removed meanwhile
                     await self._datum(watch, key, datum)
 
-        await asyncio.gather(*(one(key, datum) for key, datum, what in todo if what == "run"))
+        await asyncio.gather(*(one(key, datum) for key, datum, what in due if what == "run"))
 
-    def _todo(self, watch: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    def _due(self, watch: dict[str, Any]) -> list[tuple[str, Any, str]]:
         """(key, datum hash, "run") for each object whose datum is not done; (key, its record, "gone") for each
         datum whose object is no longer there."""
         (bucket, prefix), name = watch["on"], watch["name"]
         current = dict(self.index.objects(bucket, prefix))
         done = self.store.datums(name)
-        todo: list[tuple[str, Any, str]] = []
+        due: list[tuple[str, Any, str]] = []
         for key, summary in current.items():
             datum = datum_hash(watch, summary)
             if done.get(key, {}).get("datum") != datum:
-                todo.append((key, datum, "run"))
-        todo += [(key, record, "gone") for key, record in done.items() if key not in current]
-        return todo
+                due.append((key, datum, "run"))
+        due += [(key, record, "gone") for key, record in done.items() if key not in current]
+        return due
 
     async def _datum(self, watch: dict[str, Any], key: str, datum: str) -> None:
         """Run the datum's job, write its outputs as objects of the target, then record the datum done."""
