@@ -3,6 +3,7 @@ between the payment and the note that it was paid (found by the crash trials, be
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import plyvel
@@ -87,3 +88,22 @@ async def test_a_payment_left_pending_waits_for_its_retry(deals) -> None:
     ledger.pending.clear()  # the retry abandoned it (expired unpaid): now it is paid again, once
     assert (await service.pay_due(3600))["payments"] == 1
     assert len(ledger.paid) == 1
+
+
+def test_the_promised_credit_is_read_once_then_kept_up_by_the_deals_recorded(deals, monkeypatch) -> None:
+    make, _ = deals
+    service = make()
+    now = int(time.time())
+    service.record(SI, [HOLDER] * 6, 1024**3, {s: 1000 for s in range(6)}, now, now + 7200)
+    first = service.outstanding()
+    assert first == service.outstanding(now) > 0
+    reads = []
+    real = service.all
+    monkeypatch.setattr(service, "all", lambda: reads.append(1) or real())
+    other = bytes(reversed(range(32)))
+    added = service.record(other, [HOLDER] * 6, 1024**2, {s: 500 for s in range(6)}, now, now + 3600)
+    # Every put asks it: the deals are not read again, and the new ones' promise is counted at once.
+    assert service.outstanding() == first + sum(d.cost(d.end - d.start) for d in added)
+    assert reads == []
+    monkeypatch.setattr("xsc.storage.deals.OUTSTANDING_FOR", 0.0)  # once the reading is old, it is read again
+    assert service.outstanding() == service.outstanding(int(time.time())) and reads

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -43,6 +44,8 @@ from ..tasks import every, in_pool, stop
 from .share_store import ShareStore
 
 log = logging.getLogger(__name__)
+
+OUTSTANDING_FOR = 30.0  # seconds a reading of the credit running deals promise is used
 
 RECEIPT_SLACK = 300  # seconds a payment period may run past the lease (clock skew between nodes)
 MAX_PRICE = 10**12  # micro-credits per GiB-hour: a million credits, far above any real bid
@@ -98,6 +101,10 @@ class StorageDeals:
         # reading begun before a write is never kept as current).  The dashboard polls it.
         self._writes = 0
         self._summary: tuple[int, list[StorageDeal], list[StorageDeal], int] | None = None
+        # outstanding()'s reading (monotonic time, value), used for OUTSTANDING_FOR seconds with what deals recorded
+        # since then promise added: every put asks it, and reading every deal grows with what is stored.
+        self._outstanding: tuple[float, int] | None = None
+        self._outstanding_lock = threading.Lock()
 
     # --- records -------------------------------------------------------------------------
     def record(self, si: bytes, placement: list[str], share_bytes: int, prices: dict[int, int], start: int,
@@ -108,7 +115,11 @@ class StorageDeals:
         with self.db.write_batch(sync=True) as batch:
             for d in deals:
                 batch.put(keys.storage_deal(si, d.share), d.encode())
-        self._writes += 1
+        with self._outstanding_lock:
+            self._writes += 1
+            if self._outstanding is not None:
+                read_at, value = self._outstanding
+                self._outstanding = (read_at, value + sum(d.cost(d.end - d.start) for d in deals))
         return deals
 
     def of_file(self, si: bytes) -> list[StorageDeal]:
@@ -118,8 +129,22 @@ class StorageDeals:
         return [StorageDeal(**codec.loads(v)) for _, v in self.db.iterator(prefix=keys.STORAGE_DEALS)]
 
     def outstanding(self, now: int | None = None) -> int:
-        """What the running deals will still cost until their ends (micro-credits): credit already promised."""
-        now = int(time.time()) if now is None else now
+        """What the running deals will still cost until their ends (micro-credits): credit already promised.
+        Without `now`, a reading at most OUTSTANDING_FOR seconds old plus what deals recorded since promise: an
+        upper bound (deals paid or ended since are still counted until the next reading)."""
+        if now is not None:
+            return self._promised(now)
+        with self._outstanding_lock:
+            if self._outstanding is not None and time.monotonic() - self._outstanding[0] < OUTSTANDING_FOR:
+                return self._outstanding[1]
+            writes = self._writes
+        value = self._promised(int(time.time()))
+        with self._outstanding_lock:
+            if self._writes == writes:  # no deal recorded while it was read: the reading is whole
+                self._outstanding = (time.monotonic(), value)
+        return value
+
+    def _promised(self, now: int) -> int:
         return sum(d.cost(d.end - max(d.paid_until, now)) for d in self.all()
                    if not d.ended and d.end > max(d.paid_until, now))
 
