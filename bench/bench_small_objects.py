@@ -1,0 +1,128 @@
+"""Small objects: 1 KiB puts through the user API and through the S3 front, against a minimal aiohttp JSON handler
+measured in the same run.
+
+    python -m bench.bench_small_objects [--seconds S]
+
+Starts a node process and `xsc s3 serve` in front of it, then times, one after the other:
+  minimal   a minimal aiohttp handler reading a 1 KiB body and answering JSON (its own process), at concurrency 8
+  put       POST /v1/store/files of 1 KiB (a whole put: market, encryption, RS(4,2), deals) at concurrency 1 and 8
+  s3        boto3 PutObject of 1 KiB through the front, at concurrency 8
+  s3 1001   1,001 PutObjects one after another
+and prints the issue's figures: put at concurrency 8 / minimal (target at least 0.1), put at concurrency 8 /
+put at concurrency 1 (at least 2), s3 / put at concurrency 8 (at least 0.8), 1,001 PutObjects (under 10 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import aiohttp
+
+from .bench_s3 import _start_front, _xsc
+from .common import UNLIMITED_USER, serve_script, start_node
+from .report import Report
+
+KiB = 1024
+MINIMAL_SERVER = """
+import sys
+from aiohttp import web
+async def handler(request):
+    body = await request.read()
+    return web.json_response({"capability": "x" * 120, "size": len(body)}, status=201)
+app = web.Application()
+app.router.add_post("/v1/store/files", handler)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+async def posts(url: str, token: str, concurrency: int, seconds: float) -> float:
+    """1 KiB POSTs from `concurrency` clients for `seconds`: requests a second (every answer must be 201)."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        async def client() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                async with session.post(url + "/v1/store/files", data=os.urandom(KiB)) as response:
+                    await response.read()
+                    if response.status != 201:
+                        raise SystemExit(f"a put answered {response.status}")
+                done += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        return done / (time.perf_counter() - started)
+
+
+def main() -> None:
+    import boto3
+    from botocore.config import Config
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="duration of each load phase")
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    with tempfile.TemporaryDirectory(prefix="bench-small-") as tmp_name:
+        tmp = Path(tmp_name)
+        data_dir = tmp / "node"
+        node = start_node(data_dir, "--log-level", "WARNING", env=UNLIMITED_USER)
+        front = None
+        try:
+            with serve_script(MINIMAL_SERVER) as (port, _):
+                minimal = asyncio.run(posts(f"http://127.0.0.1:{port}", "-", 8, args.seconds))
+            sequential = asyncio.run(posts(node.url, node.token, 1, args.seconds))
+            concurrent = asyncio.run(posts(node.url, node.token, 8, args.seconds))
+            key = json.loads(_xsc(data_dir, "s3", "keys", "create", "--json", capture_output=True).stdout)
+            front, url = _start_front(data_dir)
+            s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id=key["access_key"],
+                              aws_secret_access_key=key["secret_key"], region_name="us-east-1",
+                              config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                                            max_pool_connections=16))
+            s3.create_bucket(Bucket="small")
+            body = os.urandom(KiB)
+            deadline = time.perf_counter() + args.seconds
+
+            def put_until(worker: int) -> int:
+                n = 0
+                while time.perf_counter() < deadline:
+                    s3.put_object(Bucket="small", Key=f"c8/{worker}/{n}", Body=body)
+                    n += 1
+                return n
+
+            started = time.perf_counter()
+            with ThreadPoolExecutor(8) as pool:
+                s3_rate = sum(pool.map(put_until, range(8))) / (time.perf_counter() - started)
+            started = time.perf_counter()
+            for n in range(1001):
+                s3.put_object(Bucket="small", Key=f"seq/{n}", Body=body)
+            seq_s3 = time.perf_counter() - started
+        finally:
+            if front is not None:
+                front.terminate()
+                front.wait(10)
+            node.stop()
+    print(f"minimal aiohttp JSON handler, c=8: {minimal:,.0f} requests/s")
+    print(f"1 KiB puts, user API: c=1 {sequential:,.0f}/s, c=8 {concurrent:,.0f}/s")
+    print(f"1 KiB PutObject through the front, c=8: {s3_rate:,.0f}/s; 1,001 one after another: {seq_s3:.1f} s")
+    print(f"put c=8 / minimal: {concurrent / minimal:.3f} (target at least 0.1); c=8 / c=1: "
+          f"{concurrent / sequential:.2f} (at least 2); PutObject / put at c=8: {s3_rate / concurrent:.2f} (at least 0.8)")
+    report = Report("small_objects")
+    report.add("1 KiB puts at concurrency 8 / minimal aiohttp JSON handler", concurrent / minimal, "x", target=0.1,
+               op=">=")
+    report.add("1 KiB puts at concurrency 8 / sequential", concurrent / sequential, "x", target=2, op=">=")
+    report.add("1 KiB PutObject at concurrency 8 / user-API puts at concurrency 8", s3_rate / concurrent, "x",
+               target=0.8, op=">=")
+    report.add("1,001 sequential PutObjects", seq_s3, "s", target=10, op="<")
+    report.write()
+
+
+if __name__ == "__main__":
+    main()
