@@ -289,8 +289,6 @@ TASK_STARTERS = {"create_task", "ensure_future", "every"}
 # crash and stopped in order, and shown in the node's status).  These modules still start tasks by hand, each with
 # how many calls do so today (short fan-outs among them): a count may only go down.
 TASKS_STARTED_ELSEWHERE = {
-    "xsc.compute.jobs": 1,
-    "xsc.compute.paid": 1,
     "xsc.compute.remote_tabs": 2,
     "xsc.ledger.service": 1,
     "xsc.ledger.settlement": 1,
@@ -302,11 +300,9 @@ TASKS_STARTED_ELSEWHERE = {
     "xsc.peers.probes": 3,
     "xsc.peers.service": 2,
     "xsc.storage.audits": 3,
-    "xsc.storage.deals": 1,
     "xsc.storage.files": 1,
     "xsc.storage.gateway": 1,
     "xsc.storage.holder": 1,
-    "xsc.storage.lease_gc": 1,
     "xsc.storage.remote": 2,
     "xsc.storage.scrubber": 1,
 }

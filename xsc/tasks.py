@@ -138,10 +138,11 @@ def jittered(seconds: float, jitter: float) -> float:
     return seconds * random.uniform(1 - jitter, 1 + jitter) if jitter else seconds
 
 
-def every(name: str, period: Callable[[], float] | float, step: Callable[[], Awaitable[Any]], *,
-          jitter: float = 0.0, first: float | None = None) -> asyncio.Task:
-    """A background task that awaits `step()` every `period` seconds (a number, or a callable read each
-    round), varied by +-jitter; `first` is the wait before the first round (default: one period)."""
+def periodic(name: str, period: Callable[[], float] | float, step: Callable[[], Awaitable[Any]], *,
+             jitter: float = 0.0, first: float | None = None) -> Callable[[], Awaitable[None]]:
+    """A loop (for a service's `loops()`, run by the Supervisor) that awaits `step()` every `period` seconds (a
+    number, or a callable read each round), varied by +-jitter; `first` is the wait before the first round
+    (default: one period).  A failed round is logged and the loop goes on."""
 
     async def loop() -> None:
         wait = first
@@ -154,7 +155,13 @@ def every(name: str, period: Callable[[], float] | float, step: Callable[[], Awa
             except Exception:  # a failed round must never end the loop
                 log.exception("%s failed", name)
 
-    return asyncio.create_task(loop(), name=f"xsc-{name}")
+    return loop
+
+
+def every(name: str, period: Callable[[], float] | float, step: Callable[[], Awaitable[Any]], *,
+          jitter: float = 0.0, first: float | None = None) -> asyncio.Task:
+    """`periodic`'s loop as a task started now (for loops not run by the Supervisor)."""
+    return asyncio.create_task(periodic(name, period, step, jitter=jitter, first=first)(), name=f"xsc-{name}")
 
 
 async def woken(event: asyncio.Event, seconds: float) -> bool:

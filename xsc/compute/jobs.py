@@ -35,7 +35,7 @@ from ..errors import (BodyTimeout, ForgedResult, InvalidArgument, JobNotFound, N
                       PeerRefused, PeerUnreachable, ReplicasDisagree, Trap, XscError)
 from ..identity import Identity
 from ..storage.capability import Capability
-from ..tasks import in_pool, stop
+from ..tasks import in_pool
 from . import provenance
 from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job
 from .service import ComputeService, InvokeCall
@@ -83,15 +83,17 @@ class JobService:
         self.objects = objects  # (bucket, key) -> the capabilities of an S3 object's parts (the node's bucket index)
         self.default_bid, self.storage_bid = bids  # the market's compute and storage bids (per million fuel, per put)
 
-        self._recovering: asyncio.Task | None = None
         self._placed_on: Counter[str] = Counter()  # provider -> this node's jobs running there now
         self._finished = asyncio.Condition()  # a job on a provider ended: a place there may be free
 
     def start(self) -> None:
-        self._recovering = asyncio.create_task(self.recover(), name="xsc-jobs-recover")
+        pass
 
-    async def close(self) -> None:
-        await stop(self._recovering)
+    def loops(self) -> dict[str, Any]:
+        return {"jobs-recover": self.recover}  # once, at start: it ends by itself
+
+    def close(self) -> None:
+        pass
 
     # --- running ---------------------------------------------------------------------------
     async def run(self, body: Any, stdin: ReadFn | None = None, *, fresh: bool = False) -> dict[str, Any]:

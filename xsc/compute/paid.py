@@ -34,7 +34,6 @@ from ..market.dealing import Dealing
 from ..market.service import MarketService
 from ..net.compute import GATHER, MAX_BATCH_CALLS, InvokeBatcher, push_module
 from ..net.peer_client import PeerClient, dumps
-from ..tasks import stop
 from . import modules as mods
 from .remote_tabs import GatewayTabs, ProviderTabs
 from .shape import defined_functions
@@ -92,22 +91,22 @@ class PaidCompute:
         self.default_bid = default_bid
         self.on_invoked = on_invoked  # (outcome label): the node's metrics
         payments.add_check("compute", self._refuse_separate_receipt)
-        self._sweeper: asyncio.Task | None = None
         self._running: set[bytes] = set()  # authorizations whose run is under way here (provider side)
         # (gateway, module id) -> until when it may push it, and the price per million fuel its call was matched at
         self._awaited: dict[tuple[str, str], tuple[float, int]] = {}
         self._verified: dict[str, Authorization] = {}  # authorizations (their hex) checked to pay this node
         self.batcher = InvokeBatcher(client, gather=GATHER)  # tab calls to one provider go in self-clocked batches
 
+    def loops(self) -> dict[str, Any]:
+        return {"pushed-modules-sweep": self._sweep_loop}
+
     def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep_loop(), name="xsc-pushed-modules-sweep")
         self.provider_tabs.sweep()  # run records of tabs settled just before a crash
         self.gateway_tabs.start()
 
     async def close(self) -> None:
         await self.batcher.close()
         await self.gateway_tabs.close()
-        await stop(self._sweeper)
 
     async def _sweep_loop(self) -> None:
         while True:

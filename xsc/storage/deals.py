@@ -40,7 +40,7 @@ from ..db import Database
 from ..errors import DealRefused, Forbidden, XscError
 from ..identity import parse_public_id, public_id
 from ..ledger.pricing import byte_hours, price_storage
-from ..tasks import every, in_pool, stop
+from ..tasks import in_pool, periodic
 from .share_store import ShareStore
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,6 @@ class StorageDeals:
         self.audits: dict[str, dict[str, int]] = {}
         for key, value in self.db.iterator(prefix=keys.HOLDER_AUDITS):
             self.audits[public_id(key[len(keys.HOLDER_AUDITS):])] = codec.loads(value)
-        self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
         self.last_run: dict[str, Any] | None = None
         # summary()'s reading of every deal, kept until a deal is written (`_writes` counts the writes; a
@@ -268,10 +267,13 @@ class StorageDeals:
         return True
 
     def start(self) -> None:
-        self._task = every("storage-payments", self.payment_interval, self.pay_due)
+        pass
 
-    async def close(self) -> None:
-        await stop(self._task)
+    def loops(self) -> dict[str, Any]:
+        return {"storage-payments": periodic("storage-payments", self.payment_interval, self.pay_due)}
+
+    def close(self) -> None:
+        pass
 
     def summary(self, shown: int | None = None) -> dict[str, Any]:
         """The deals still running, how many are settled, and the last payment run (for `market status`);

@@ -13,17 +13,17 @@ consistent and a share renewed after it was listed is kept.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
 from ..config import StorageSection
 from ..identity import public_id
-from ..tasks import Pacer, every, in_pool, stop
+from ..tasks import Pacer, in_pool, periodic
 from .deals import HolderTerms
 from .share_store import ShareStore
 
@@ -50,7 +50,6 @@ class LeaseCollector:
                                      registry=registry)
         self.counts = {"rounds": 0, "shares": 0, "unpaid": 0, "bytes": 0, "files": 0}
         self.last_round: dict | None = None
-        self._task: asyncio.Task | None = None
 
     async def _run(self, fn, *args):
         return await in_pool(self.pool, fn, *args)
@@ -115,10 +114,13 @@ class LeaseCollector:
         return self.last_round
 
     def start(self) -> None:
-        self._task = every("lease-gc", self.config.gc_interval, self.collect)
+        pass
 
-    async def close(self) -> None:
-        await stop(self._task)
+    def loops(self) -> dict[str, Any]:
+        return {"lease-gc": periodic("lease-gc", self.config.gc_interval, self.collect)}
+
+    def close(self) -> None:
+        pass
 
     def status(self) -> dict:
         return {**self.counts, "interval": self.config.gc_interval, "grace": self.config.gc_grace,
