@@ -57,6 +57,7 @@ class Watches:
         self._woken = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.passes = 0  # passes over every watch since start (tests wait for one)
+        self._backlog: dict[str, int] = {}  # watch -> datums its pass found due and not yet done
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -97,6 +98,7 @@ class Watches:
         if existing is not None:  # its counters go on
             watch.update({k: existing[k] for k in ("created", "runs", "skips", "failures", "spend")})
         self.store.save_watch(watch)
+        self._backlog.pop(name, None)  # read again from its prefix until its next pass
         self._woken.set()
         return watch
 
@@ -105,11 +107,14 @@ class Watches:
         if watch is None:
             raise NotFound(f"no watch named {name!r}", hint="list them: xsc compute watches")
         self.store.remove_watch(name)
+        self._backlog.pop(name, None)
         return watch
 
     def list(self) -> list[dict[str, Any]]:
-        """Every watch with its counters and its backlog: objects under its prefix whose datum is not done."""
-        return [{**w, "backlog": len(self._due(w))} for w in self.store.watches()]
+        """Every watch with its counters and its backlog: objects under its prefix whose datum is not done (as the
+        last pass found it, less what was done since; read from the prefix for a watch no pass has looked at)."""
+        return [{**w, "backlog": self._backlog[w["name"]] if w["name"] in self._backlog else len(self._due(w))}
+                for w in self.store.watches()]
 
     # --- passes ------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -127,17 +132,24 @@ class Watches:
         except XscError as err:  # its bucket is gone: nothing to do until it is back
             log.info("watch %s: %s", name, err.message)
             return
+        self._backlog[name] = len(due)
         for key, record, what in due:
             if what == "gone":
                 await self._forget(watch, key, record)
+                self._done_one(name)
         limit = asyncio.Semaphore(PARALLEL)
 
         async def one(key: str, datum: str) -> None:
             async with limit:
                 if self.store.watch(name) is not None:  # not removed meanwhile
                     await self._datum(watch, key, datum)
+                self._done_one(name)
 
         await asyncio.gather(*(one(key, datum) for key, datum, what in due if what == "run"))
+
+    def _done_one(self, name: str) -> None:
+        if name in self._backlog:  # (a watch removed meanwhile has none)
+            self._backlog[name] -= 1
 
     def _due(self, watch: dict[str, Any]) -> list[tuple[str, Any, str]]:
         """(key, datum hash, "run") for each object whose datum is not done; (key, its record, "gone") for each
