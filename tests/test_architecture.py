@@ -291,18 +291,14 @@ TASK_STARTERS = {"create_task", "ensure_future", "every"}
 TASKS_STARTED_ELSEWHERE = {
     "xsc.compute.remote_tabs": 2,
     "xsc.ledger.service": 1,
-    "xsc.ledger.settlement": 1,
-    "xsc.ledger.tabs": 1,
     "xsc.market.service": 1,
     "xsc.net.compute": 2,
     "xsc.net.sniff": 1,
     "xsc.serve.listener": 1,
     "xsc.peers.probes": 3,
     "xsc.peers.service": 2,
-    "xsc.storage.audits": 3,
     "xsc.storage.files": 1,
     "xsc.storage.gateway": 1,
-    "xsc.storage.holder": 1,
     "xsc.storage.remote": 2,
     "xsc.storage.scrubber": 1,
 }

@@ -40,7 +40,7 @@ from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, Pe
 from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
 from .receipts import ask_receipt, check_receipt, fetch_receipt
-from ..tasks import stop, woken
+from ..tasks import woken
 from .model import Authorization, Payment, Receipt, format_credits
 from .rules import CLOCK_SKEW
 from .service import LedgerService
@@ -94,7 +94,6 @@ class Payments:
         self.closers: dict[str, Callable[[str, str, Authorization], Awaitable[Receipt]]] = {}
         self._busy: set[bytes] = set()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
 
     # --- payer side ----------------------------------------------------------------------
     async def pay(self, payee_node_id: str, amount: int, usage: dict[str, int], job_ref: str) -> str:
@@ -256,10 +255,13 @@ class Payments:
         self._wake.set()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="xsc-payments-retry")
+        pass
 
-    async def close(self) -> None:
-        await stop(self._task)
+    def loops(self) -> dict[str, Any]:
+        return {"payments-retry": self._run}
+
+    def close(self) -> None:
+        pass
 
     async def _run(self) -> None:
         # Its first pass runs at once (payments left pending by the last run), then on wake or every interval.

@@ -25,11 +25,12 @@ import asyncio
 import logging
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import keys
 from ..errors import XscError
 from ..identity import Identity, public_id
-from ..tasks import stop, woken
+from ..tasks import woken
 from . import merkle
 from .model import TAB_JOB_PREFIX as JOB_PREFIX
 from .service import LedgerService
@@ -73,7 +74,6 @@ class Tabs:
         self._tabs: dict[tuple[bytes, bytes], Tab] = {}
         self._ready: list[tuple[tuple[bytes, bytes], Tab]] = []  # full tabs, and tabs whose settling failed
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
         self.settled_refs = 0  # refs paid by a transfer since start (metrics, bench)
 
     # --- start: what was owed before a crash ------------------------------------------------
@@ -90,10 +90,11 @@ class Tabs:
 
     def start(self) -> None:
         self.load()
-        self._task = asyncio.create_task(self._run(), name="xsc-ledger-tabs")
 
-    async def close(self) -> None:
-        await stop(self._task)
+    def loops(self) -> dict[str, Any]:
+        return {"ledger-tabs": self._run}
+
+    async def close(self) -> None:  # after its loop stopped
         await self.flush()
 
     # --- the API ------------------------------------------------------------------------------

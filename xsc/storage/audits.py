@@ -28,7 +28,7 @@ from typing import Any
 
 from ..config import AuditSection
 from ..errors import Forbidden, InvalidArgument, NotFound, PeerError, PeerNotFound, PeerRefused, PeerUnreachable, XscError
-from ..tasks import every, in_pool, stop
+from ..tasks import in_pool, periodic
 from .capability import Capability
 from .files import LOCAL
 from .gateway import Gateway
@@ -91,7 +91,6 @@ class AuditService:
         self._seen_audit: dict[str, int] = {}  # node -> time of the failed audit already acted on
         self._seen_outage: dict[str, int | None] = {}  # node -> its last_ok when its outage was acted on
         self._up: dict[str, bool | None] = {}  # node -> up at the last watch
-        self._tasks: list[asyncio.Task] = []
         self._started_ms = int(time.time() * 1000)
         self.counts = {"audits_ok": 0, "audits_failed": 0, "audits_unanswered": 0, "damage_reports": 0,
                        "repairs": 0, "repairs_failed": 0}
@@ -294,15 +293,20 @@ class AuditService:
 
     # --- schedules ---------------------------------------------------------------------------
     def start(self) -> None:
+        pass
+
+    def loops(self) -> dict[str, Any]:
         jitter = self.config.jitter
         # Probe results change at the probe rate: looking more often finds nothing new.
-        self._tasks = [asyncio.create_task(self._repairs(), name="xsc-repairs"),
-                       every("repair-watch", min(self.config.interval, self.probe_interval), self.watch, jitter=jitter)]
+        loops = {"repairs": self._repairs,
+                 "repair-watch": periodic("repair-watch", min(self.config.interval, self.probe_interval), self.watch,
+                                          jitter=jitter)}
         if self.config.blocks_per_round:
-            self._tasks.append(every("audits", self.config.interval, self.audit_round, jitter=jitter))
+            loops["audits"] = periodic("audits", self.config.interval, self.audit_round, jitter=jitter)
+        return loops
 
-    async def close(self) -> None:
-        await stop(*self._tasks)
+    def close(self) -> None:
+        pass
 
     async def _repairs(self) -> None:
         while True:

@@ -22,7 +22,7 @@ from ..errors import (Forbidden, InvalidArgument, QuotaExceeded, RangeNotSatisfi
                       ShareMismatch, ShareNotFound, UploadIncomplete, UploadNotFound)
 from ..identity import public_id
 from ..ledger.pricing import price_storage
-from ..tasks import every, in_pool, stop
+from ..tasks import in_pool, periodic
 from . import erasure, layout, leases
 from .deals import HolderTerms
 from .merkle import block_hash, proof, root
@@ -93,7 +93,6 @@ class ShareHolder:
         self.clock = clock
         self._incoming: dict[str, Incoming] = {}
         self._receiving: set[tuple[bytes, int]] = set()  # (si, share) being uploaded: one upload per share
-        self._reaper: asyncio.Task | None = None
         self._buffered = 0  # bytes of segment bodies being read, all uploads together
         self._room = asyncio.Condition()
         self._bodies: dict[bytes, int] = {}  # sender -> segment bodies being read for it
@@ -437,10 +436,12 @@ class ShareHolder:
         return {"block": block.hex(), "proof": [[left, h.hex()] for left, h in path]}
 
     def start(self) -> None:
-        self._reaper = every("upload-reaper", REAP_INTERVAL, self.reap)
+        pass
 
-    async def close(self) -> None:
-        await stop(self._reaper)
+    def loops(self) -> dict[str, Any]:
+        return {"upload-reaper": periodic("upload-reaper", REAP_INTERVAL, self.reap)}
+
+    async def close(self) -> None:  # after its loop stopped
         for incoming in list(self._incoming.values()):
             try:
                 await self.abort(incoming)
