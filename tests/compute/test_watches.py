@@ -39,8 +39,7 @@ async def _object(node, bucket: str, key: str) -> bytes:
 
 
 async def _keys(node, bucket: str, prefix: str) -> list[str]:
-    page = await _call(node, "GET", f"/v1/s3/buckets/{bucket}/objects", params={"prefix": prefix, "max_keys": "1000"})
-    return [key for key, _ in page["contents"]]
+    return [key for key, _ in node.app[NODE].s3_index.objects(bucket, prefix)]
 
 
 async def _watches(node) -> dict[str, dict]:
