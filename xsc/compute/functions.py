@@ -20,13 +20,14 @@ the functions themselves are records in LevelDB (compute/store.py).
 from __future__ import annotations
 
 import collections
+import os
 import re
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable
 
 from ..errors import (ComputeBusy, FunctionFailed, FunctionTimedOut, InvalidArgument, NotFound, PayloadTooLarge,
                       SpendCapReached)
@@ -35,11 +36,11 @@ from ..storage.capability import Capability
 from ..storage.ranges import content_range, parse_range
 from ..tasks import in_pool
 from . import provenance
-from .job_sandbox import record_and_owe, run_program
+from .job_sandbox import Sandboxed, admit, record_and_owe, sandboxed
 from .jobspec import Input, JobSpec, parse_input, parse_job
 from .service import ComputeService, InvokeCall
 from .store import ComputeStore
-from .wasi_io import io_fuel
+from .wasi_io import Streams, io_fuel
 
 FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency", "spend_cap")
 MAX_BODY = 16 * 1024 * 1024  # a request body's default cap (max_body: at most MAX_BODY_CEILING)
@@ -52,6 +53,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                         "transfer-encoding", "upgrade", "content-length", "status"})
 CHUNK = 1 << 20
+SPILL = 1 << 20  # bytes of an answer kept in memory; past this it is written to a file
 
 ReadFn = Callable[[int], Awaitable[bytes]]
 
@@ -70,23 +72,75 @@ class Request:
     read: ReadFn
 
 
+class Spill:
+    """A run's stdout, written by its program as it runs (on the thread running it): kept in memory up to SPILL
+    bytes, then moved to a file in `directory` (so an answer of up to MAX_RESPONSE bytes is never held whole)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.memory = bytearray()
+        self.path: Path | None = None
+        self._file: BinaryIO | None = None
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        if self._file is None and len(self.memory) + len(chunk) > SPILL:
+            handle, name = tempfile.mkstemp(prefix="stdout-", dir=self.directory)
+            self.path, self._file = Path(name), os.fdopen(handle, "wb")
+            self._file.write(self.memory)
+            self.memory = bytearray()
+        if self._file is None:
+            self.memory += chunk
+        else:
+            self._file.write(chunk)
+        self.size += len(chunk)
+
+    def done(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def read(self, offset: int, length: int) -> bytes:
+        """`length` bytes from `offset` (on a worker if it spilled: see `on_disk`)."""
+        if self.path is None:
+            return bytes(self.memory[offset:offset + length])
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            return f.read(length)
+
+    @property
+    def on_disk(self) -> bool:
+        return self.path is not None
+
+
 @dataclass
 class Answer:
-    """A function's answer: its status and headers, and its body, bytes `first`..`last` of the file its run wrote
-    (streamed to the caller, never held whole); `close` once it is sent."""
+    """A function's answer: its status and headers, and its body, bytes `first`..`last` of what its run wrote
+    (streamed to the caller by `chunks`, never held whole past SPILL bytes); `release` once it is sent."""
 
     status: int
     headers: list[tuple[str, str]]
-    file: Path
+    stdout: Spill
     first: int
     last: int  # inclusive; first > last: an empty body
+    stdin: Path | None = None
 
     @property
     def length(self) -> int:
         return self.last - self.first + 1
 
-    def close(self) -> None:
-        shutil.rmtree(self.file.parent, ignore_errors=True)
+    async def chunks(self) -> AsyncIterator[bytes]:
+        offset = self.first
+        while offset <= self.last:
+            length = min(CHUNK, self.last + 1 - offset)
+            chunk = (await in_pool(None, self.stdout.read, offset, length) if self.stdout.on_disk
+                     else self.stdout.read(offset, length))
+            yield chunk
+            offset += len(chunk)
+
+    async def release(self) -> None:
+        if self.stdout.on_disk or self.stdin is not None:
+            await in_pool(None, _remove, self.stdout.path, self.stdin)
 
 
 @dataclass
@@ -230,41 +284,49 @@ class WebFunctions:
 
     async def _call(self, served: Served, request: Request) -> Answer:
         record = served.record
+        limits_asked = record["limits"]
         spec = JobSpec(record["module"], record["entrypoint"], (), tuple(sorted(record["env"].items())), "-",
-                       tuple(Input(None, parse_input(t).name) for t in record["inputs"]), False,
-                       fuel=record["limits"].get("fuel"), memory=record["limits"].get("memory"),
-                       timeout=record["limits"].get("timeout"), bytes_in=record["max_body"],
-                       stdout_to_store=True, bytes_out=MAX_RESPONSE)
+                       (), False, fuel=limits_asked.get("fuel"), memory=limits_asked.get("memory"),
+                       timeout=limits_asked.get("timeout"), bytes_in=record["max_body"], stdout_to_store=True,
+                       bytes_out=MAX_RESPONSE)
         spec = _with_env(spec, _cgi_env(request))
         call = InvokeCall(spec.module, spec.entrypoint, [], spec.fuel, spec.memory, spec.timeout, True)
         limits = self.compute.limits(call)
         prepared, signature = self.compute.program(spec.module, spec.entrypoint)
         budget = self.compute.budget(call, self.bid)
         await self.ledger.hold(self.payer, budget)
-        work = Path(tempfile.mkdtemp(prefix="fn-", dir=self._dir()))
+        stdout, stdin = Spill(self._dir()), None
         try:
             try:
-                size = await _body_to(request.read, work / "stdin", record["max_body"])
-                if spec.inputs:
-                    (work / "in").symlink_to((self.work_dir / record["name"] / "in").resolve())
-                ran = await run_program(self.compute, spec, prepared, signature, limits, work, stdin=work / "stdin",
-                                        job_id="00" * 32, prepaid=io_fuel(size))
+                stdin, size = await _body_to(request.read, self.work_dir, record["max_body"])
+                admit(self.compute)
+                streams = Streams(stdin=None if stdin is None else str(stdin), stdout_cap=MAX_RESPONSE,
+                                  refuse_over_cap=True, stdout_sink=stdout,
+                                  inputs_dir=str(self.work_dir / record["name"] / "in") if record["inputs"] else None,
+                                  env=dict(spec.env), prepaid_fuel=io_fuel(size))
+                argv, started = [spec.module], time.time_ns()
+                try:
+                    outcome = await sandboxed(self.compute, prepared, spec.entrypoint, signature, argv, limits,
+                                              streams)
+                finally:
+                    stdout.done()
             except BaseException:
                 self.ledger.release(self.payer, budget)
                 raise
-            await self._record(served, request, spec, prepared, signature, limits, ran, budget)
-            outcome = ran.outcome
+            refusal = _sent_fuel(outcome, stdout.size, limits.fuel)
+            await self._record(served, request, spec, prepared, signature, limits,
+                               Sandboxed(outcome, started, argv, [], refusal), budget)
             if outcome.trap_kind == "deadline":
                 raise FunctionTimedOut(f"the function ran past its deadline of {limits.timeout:g} s and was stopped",
                                        hint="its owner may give it more time: xsc compute serve --timeout")
-            if outcome.trap_kind is not None or ran.refusal is not None:
-                raise FunctionFailed(f"the function failed: {outcome.message if outcome.trap_kind else ran.refusal}")
-            stdout = work / "stdout"
-            status, headers, offset = parse_cgi(await in_pool(None, _head, stdout))
-            answer = Answer(status, headers, stdout, offset, stdout.stat().st_size - 1)
+            if outcome.trap_kind is not None or refusal is not None:
+                raise FunctionFailed(f"the function failed: {outcome.message if outcome.trap_kind else refusal}")
+            head = (await in_pool(None, stdout.read, 0, MAX_HEAD) if stdout.on_disk else stdout.read(0, MAX_HEAD))
+            status, headers, offset = parse_cgi(head)
+            answer = Answer(status, headers, stdout, offset, stdout.size - 1, stdin)
             return _ranged(answer, _header(request.headers, "range"))
         except BaseException:
-            await in_pool(None, shutil.rmtree, work, True)
+            await Answer(0, [], stdout, 0, -1, stdin).release()
             raise
 
     async def _record(self, served: Served, request: Request, spec: JobSpec, prepared, signature, limits, ran,
@@ -327,20 +389,27 @@ def _ranged(answer: Answer, header: str | None) -> Answer:
     if byte_range is None:
         return answer
     first, last = byte_range
-    return Answer(206, [*answer.headers, ("Content-Range", content_range(first, last, answer.length))], answer.file,
-                  answer.first + first, answer.first + last)
+    return replace(answer, status=206, headers=[*answer.headers, ("Content-Range", content_range(first, last,
+                                                                                                 answer.length))],
+                   first=answer.first + first, last=answer.first + last)
 
 
-def _head(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(MAX_HEAD)
+def _sent_fuel(outcome, size: int, fuel: int) -> str | None:
+    """Charge the bytes of the answer as a job's stored stdout is charged; why the run is refused, if it is."""
+    sent = io_fuel(size)
+    refusal = None
+    if outcome.trap_kind is None and outcome.fuel_consumed + sent > fuel:
+        refusal = f"sending its {size:,}-byte answer costs {sent:,} fuel, more than its fuel limit has left"
+    outcome.fuel_consumed = min(fuel, outcome.fuel_consumed + sent)
+    if outcome.over_cap is not None:
+        refusal = f"its {outcome.over_cap} went over its cap"
+    return refusal
 
 
-def read_range(path: Path, offset: int, length: int) -> bytes:
-    """On a worker: `length` bytes of `path` from `offset`."""
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return f.read(length)
+def _remove(*paths: Path | None) -> None:
+    for path in paths:
+        if path is not None:
+            path.unlink(missing_ok=True)
 
 
 def _cgi_env(request: Request) -> dict[str, str]:
@@ -362,15 +431,25 @@ def _with_env(spec: JobSpec, env: dict[str, str]) -> JobSpec:
     return replace(spec, env=tuple(sorted({**dict(spec.env), **env}.items())))
 
 
-async def _body_to(read: ReadFn, path: Path, cap: int) -> int:
+async def _body_to(read: ReadFn, directory: Path, cap: int) -> tuple[Path | None, int]:
+    """The request's body in a file in `directory` (its path and size), or None with no body."""
+    chunk = await read(CHUNK)
+    if not chunk:
+        return None, 0
+    handle, name = tempfile.mkstemp(prefix="stdin-", dir=directory)
     size = 0
-    with open(path, "wb") as out:
-        while chunk := await read(CHUNK):
-            size += len(chunk)
-            if size > cap:
-                raise PayloadTooLarge(f"the body is over this function's {cap:,} bytes")
-            await in_pool(None, out.write, chunk)
-    return size
+    try:
+        with os.fdopen(handle, "wb") as out:
+            while chunk:
+                size += len(chunk)
+                if size > cap:
+                    raise PayloadTooLarge(f"the body is over this function's {cap:,} bytes")
+                await in_pool(None, out.write, chunk)
+                chunk = await read(CHUNK)
+    except BaseException:
+        await in_pool(None, _remove, Path(name))
+        raise
+    return Path(name), size
 
 
 def _swap(staged: Path, mounted: Path) -> None:
@@ -397,4 +476,4 @@ def _whole(value: Any, what: str, low: int, high: int) -> int:
     return value
 
 
-__all__ = ["Answer", "CHUNK", "Request", "WebFunctions", "parse_cgi", "read_range"]
+__all__ = ["Answer", "Request", "WebFunctions", "parse_cgi"]

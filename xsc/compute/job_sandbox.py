@@ -51,9 +51,7 @@ async def run_program(compute: ComputeService, spec: JobSpec, prepared, signatur
     out_dir = work / "out"
     out_dir.mkdir()
     stdout_path = work / "stdout"
-    if compute.admitted >= compute.max_queued:  # jobs wait for a thread beside invokes, as many
-        raise ComputeBusy(f"the node is busy: {compute.admitted} calls and jobs are running or waiting",
-                          hint="retry in a moment", admitted=compute.admitted)
+    admit(compute)
     with open(stdout_path, "wb") as sink:
         streams = Streams(stdin=None if stdin is None else str(stdin),
                           stdout_cap=spec.bytes_out if spec.stdout_to_store else spec.stdout_cap,
@@ -64,12 +62,7 @@ async def run_program(compute: ComputeService, spec: JobSpec, prepared, signatur
                           prepaid_fuel=prepaid, seed=bytes.fromhex(job_id) if spec.deterministic else None)
         argv = [spec.module, *spec.argv]
         started = time.time_ns()
-        compute.admitted += 1
-        try:
-            outcome = await compute.pool.run(compute.execute, prepared, spec.entrypoint, signature, argv, limits,
-                                             streams)
-        finally:
-            compute.admitted -= 1
+        outcome = await sandboxed(compute, prepared, spec.entrypoint, signature, argv, limits, streams)
     files, refusal = await in_pool(None, _outputs, out_dir, stdout_path if spec.stdout_to_store else None,
                                    spec.bytes_out)
     out_fuel = io_fuel(sum(size for _, _, size in files))
@@ -80,6 +73,23 @@ async def run_program(compute: ComputeService, spec: JobSpec, prepared, signatur
     if outcome.over_cap is not None:
         refusal = f"its {outcome.over_cap} went over its cap"
     return Sandboxed(outcome, started, argv, files, refusal)
+
+
+def admit(compute: ComputeService) -> None:
+    """A program waits for a thread beside invokes, as many as the node queues: past that, it is refused."""
+    if compute.admitted >= compute.max_queued:
+        raise ComputeBusy(f"the node is busy: {compute.admitted} calls and jobs are running or waiting",
+                          hint="retry in a moment", admitted=compute.admitted)
+
+
+async def sandboxed(compute: ComputeService, prepared, entrypoint: str, signature, argv: list[str], limits: Limits,
+                    streams: Streams) -> Outcome:
+    """Run a WASI program on the compute pool with `streams` as its world, counted among the admitted."""
+    compute.admitted += 1
+    try:
+        return await compute.pool.run(compute.execute, prepared, entrypoint, signature, argv, limits, streams)
+    finally:
+        compute.admitted -= 1
 
 
 async def record_and_owe(compute: ComputeService, ledger, tabs, payer, node, run, record: dict, module_hash: bytes,

@@ -8,7 +8,7 @@ import time
 
 from aiohttp import web
 
-from ...compute.functions import CHUNK, Request, read_range
+from ...compute.functions import Request
 from ...tasks import in_pool
 from ..appkeys import CPU_POOL, NODE
 from ..limits import RateLimiter
@@ -56,15 +56,12 @@ def web_app(node, rate: float) -> web.Application:
             response = web.StreamResponse(status=answer.status, headers=answer.headers)
             response.content_length = max(0, answer.length)
             await response.prepare(request)
-            offset = answer.first
-            while offset <= answer.last:
-                chunk = await in_pool(None, read_range, answer.file, offset, min(CHUNK, answer.last + 1 - offset))
+            async for chunk in answer.chunks():
                 await response.write(chunk)
-                offset += len(chunk)
             await response.write_eof()
             return response
         finally:
-            await in_pool(None, answer.close)
+            await answer.release()
 
     app = web.Application(client_max_size=1024**2)
     app.router.add_route("*", "/fn/{name}", call)
