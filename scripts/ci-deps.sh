@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses when present (idempotent; safe to run on every CI start).
 # The S3 gateway's tool tests (tests/s3/test_s3_tools.py) drive rclone, the AWS CLI and s3cmd; the dashboard's
-# browser tests (tests/ui/test_ui_browser.py) drive Debian's chromium with Playwright (never `playwright install`);
+# browser tests (tests/ui/test_ui_browser.py) drive Debian's chromium with Playwright (never `playwright install`),
+# and the stored site there is fetched with curl too;
 # where they cannot be installed, those tests skip and say so.
 set -uo pipefail
-PACKAGES=(rclone awscli s3cmd chromium)
+PACKAGES=(rclone awscli s3cmd chromium curl)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -292,3 +292,40 @@ def test_a_page_a_function_serves_cannot_read_the_dashboards_session(net, browse
     page.wait_for_function("document.title !== 'waiting'")
     assert page.title() == "blocked"  # another origin: the browser gives the page nothing of the dashboard's
     context.close()
+
+
+def test_a_stored_site_is_served_to_curl_and_chromium_byte_exact(net, browser, tmp_path) -> None:
+    """An index.html and a 5 MiB image put with `xsc store put`, served by a function with both mounted: curl and
+    Chromium get them byte-exact, and a Range request on the image is 206."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("curl") is None:
+        pytest.skip("no curl (install it with scripts/ci-deps.sh, or apt-get install curl)")
+    gateway, web = net["nodes"][0], net["web"]
+    page_bytes = b'<html><head><title>site</title></head><body><img id=i src="image.png"></body></html>'
+    image = os.urandom(5 * 1024 * 1024)
+    caps = {}
+    for name, data in (("index.html", page_bytes), ("image.png", image)):
+        (tmp_path / name).write_bytes(data)
+        done = gateway.xsc("store", "put", str(tmp_path / name))
+        assert done.returncode == 0, done.stderr.decode()
+        caps[name] = done.stdout.decode().split()[-1]
+    served = gateway.xsc("compute", "serve", "site", str(WASM.parent / "cgi.wasm"), "--entrypoint", "files",
+                         *(a for name, cap in caps.items() for a in ("--input", f"{cap}:/in/{name}")))
+    assert served.returncode == 0, served.stderr.decode()
+    for name, data in (("index.html", page_bytes), ("image.png", image)):
+        got = subprocess.run(["curl", "-sf", f"{web}/fn/site/{name}"], capture_output=True, check=True).stdout
+        assert got == data
+    ranged = subprocess.run(["curl", "-s", "-D", "-", "-H", "Range: bytes=1000-1999", f"{web}/fn/site/image.png"],
+                            capture_output=True, check=True).stdout
+    head, _, body = ranged.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 206") and body == image[1000:2000], head
+    context = browser.new_context()
+    page = context.new_page()
+    with page.expect_response(f"{web}/fn/site/image.png") as fetched:
+        answer = page.goto(f"{web}/fn/site/index.html")
+    assert answer.status == 200 and answer.body() == page_bytes and page.title() == "site"
+    assert fetched.value.status == 200 and fetched.value.body() == image
+    context.close()
