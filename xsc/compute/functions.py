@@ -129,6 +129,10 @@ class Answer:
     def length(self) -> int:
         return self.last - self.first + 1
 
+    def whole(self) -> bytes | None:
+        """The body at once, if it is in memory (sent in one write); else None (send `chunks`)."""
+        return None if self.stdout.on_disk else self.stdout.read(self.first, max(0, self.length))
+
     async def chunks(self) -> AsyncIterator[bytes]:
         offset = self.first
         while offset <= self.last:
@@ -174,6 +178,7 @@ class WebFunctions:
         self.work_dir = work_dir
         self.bid = bid  # micro-credits per million fuel a request's run is priced at
         self._served: dict[str, Served] = {}
+        self._made = False  # work_dir exists
 
     def start(self) -> None:
         self._served = {r["name"]: Served(r) for r in self.store.functions()}
@@ -242,7 +247,9 @@ class WebFunctions:
                 await in_pool(None, out.write, chunk)
 
     def _dir(self) -> Path:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if not self._made:  # once: a request's run makes no system call it does not need
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            self._made = True
         return self.work_dir
 
     # --- a request ---------------------------------------------------------------------------

@@ -53,6 +53,9 @@ def web_app(node, rate: float) -> web.Application:
                 response.force_close()  # a body over the cap is not read
             return response
         try:
+            body = answer.whole()
+            if body is not None:
+                return web.Response(status=answer.status, headers=answer.headers, body=body)
             response = web.StreamResponse(status=answer.status, headers=answer.headers)
             response.content_length = max(0, answer.length)
             await response.prepare(request)
