@@ -141,6 +141,7 @@ _PROVENANCE_HEAD = b"c/h/"  # + module hash -> id (16) of the module's newest pr
 _UNSIGNED = b"c/q/"  # + provenance id -> b"": its record is durable and awaits its batch signature (compute/journal.py)
 _JOB = b"c/j/"  # + user public key (32) + job id (32) -> the job's record (JSON; compute/jobs.py)
 _FUNCTION = b"c/f/"  # + function name (UTF-8) -> a web function (JSON: module, inputs, limits; compute/functions.py)
+_FUNCTION_SPEND = b"c/s/"  # + function name + 0x00 + minute (8, big endian) -> micro-credits its runs cost in it (8)
 _WATCH = b"c/x/"  # + watch name (UTF-8) -> the watch (JSON: spec, on, to, counters; compute/watches.py)
 _WATCH_DATUM = b"c/d/"  # + watch name + 0x00 + input key (UTF-8) -> its datum done (JSON: datum hash, outputs, job)
 _JOB_OUTPUT = b"c/o/"  # + storage index (32) -> {"job", "user", "provenance"} of the job that wrote that file (JSON)
@@ -202,6 +203,15 @@ FUNCTIONS = _FUNCTION
 
 def function(name: str) -> bytes:
     return _FUNCTION + name.encode()
+
+
+def function_spends(name: str) -> bytes:
+    """The prefix of a function's spend by the minute (what its hourly cap is checked against)."""
+    return _FUNCTION_SPEND + name.encode() + b"\0"
+
+
+def function_spend(name: str, minute: int) -> bytes:
+    return function_spends(name) + minute.to_bytes(8, "big")
 
 
 WATCHES = _WATCH

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from tests.support.compute import deploy
-from tests.support.nodes import free_port
+from tests.support.nodes import close_node, free_port, serve
 from xsc.node import CLIENT_IDENTITY
 from xsc.node.appkeys import NODE
 
@@ -130,12 +130,36 @@ async def test_the_owner_pays_exactly_what_its_requests_cost_and_no_more_than_it
     assert 1 <= after.seq - before.seq < 10  # a transfer per settlement interval, not one per request
     listed = {f["name"]: f for f in (await (await node.get("/v1/compute/functions")).json())["functions"]}
     assert listed["hello"]["spend"] == charged and listed["hello"]["requests"] == requests
-    # A cap of what two requests cost: the third is 402, and nothing more is charged.
-    await _serve(node, name="capped", module=module, spend_cap=2 * runs[0]["charge"])
-    statuses = [(await _get(f"{base}/fn/capped/"))[0] for _ in range(4)]
-    assert statuses == [200, 200, 402, 402]
-    capped = {f["name"]: f for f in (await (await node.get("/v1/compute/functions")).json())["functions"]}["capped"]
-    assert capped["spend"] == 2 * runs[0]["charge"]
+
+
+async def test_past_its_hourly_cap_a_function_answers_402_even_after_a_restart(make_config) -> None:
+    port = free_port()
+    config = make_config("capped", **QUIET, node={"web_listen": f"127.0.0.1:{port}"})
+    url = f"http://127.0.0.1:{port}/fn/capped/"
+
+    async def spent(node) -> int:
+        return {f["name"]: f for f in (await (await node.get("/v1/compute/functions")).json())["functions"]}[
+            "capped"]["spent_this_hour"]
+
+    node = await serve(config)
+    try:
+        module = await deploy(node, "cgi", wasi=True)
+        await _serve(node, name="capped", module=module)
+        assert (await _get(url))[0] == 200
+        charge = await spent(node)
+        # Served again with a cap of what two requests cost: its hour keeps the first, so one more is served.
+        await _serve(node, name="capped", module=module, spend_cap=2 * charge)
+        assert [(await _get(url))[0] for _ in range(3)] == [200, 402, 402]
+        assert await spent(node) == 2 * charge
+    finally:
+        await close_node(node)
+    node = await serve(config)
+    try:
+        status, headers, body = await _get(url)
+        assert status == 402 and headers["Content-Type"].startswith("application/problem+json"), body
+        assert await spent(node) == 2 * charge  # nothing more charged
+    finally:
+        await close_node(node)
 
 
 def test_serve_functions_and_unserve_from_the_cli(cli_node) -> None:

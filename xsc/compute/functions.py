@@ -13,8 +13,8 @@ Every request is a run, metered and recorded like any (its provenance record nam
 line) and charged to the owner's tab (ledger/tabs.py: one transfer per interval for all of them).  The owner caps
 what a function spends an hour (`spend_cap`): once the runs of the last hour reach it, callers get 402 and nothing
 more is charged.  A function runs at most `concurrency` requests at once (503 past it); one past its deadline is
-stopped and answered 504.  The hour's spend and the counters are kept in memory (they start again at a restart);
-the functions themselves are records in LevelDB (compute/store.py).
+stopped and answered 504.  The functions are records in LevelDB (compute/store.py), and so is what each spent by
+the minute (written with each run's record: a restart does not reset the cap); the counters are kept in memory.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ MAX_BODY_CEILING = 1 << 30
 MAX_RESPONSE = 1 << 30  # bytes of stdout a function may answer (written to disk, streamed to the caller)
 MAX_HEAD = 64 * 1024  # bytes of CGI headers
 CONCURRENCY = 8
-HOUR = 3600.0
+HOUR_MINUTES = 60  # the spend cap's window: this minute and the 59 before it
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                         "transfer-encoding", "upgrade", "content-length", "status"})
@@ -153,16 +153,16 @@ class Served:
 
     record: dict[str, Any]
     in_flight: int = 0
-    spent: collections.deque = field(default_factory=collections.deque)  # (monotonic time, charge)
+    spent: dict[int, int] = field(default_factory=dict)  # minute (since the epoch) -> what its runs cost
     requests: int = 0
     errors: int = 0
     latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))
     spend: int = 0
 
-    def spent_this_hour(self, now: float) -> int:
-        while self.spent and now - self.spent[0][0] > HOUR:
-            self.spent.popleft()
-        return sum(charge for _, charge in self.spent)
+    def spent_this_hour(self, minute: int) -> int:
+        for old in [m for m in self.spent if m <= minute - HOUR_MINUTES]:
+            del self.spent[old]
+        return sum(self.spent.values())
 
 
 class WebFunctions:
@@ -181,7 +181,7 @@ class WebFunctions:
         self._made = False  # work_dir exists
 
     def start(self) -> None:
-        self._served = {r["name"]: Served(r) for r in self.store.functions()}
+        self._served = {r["name"]: self._served_from(r) for r in self.store.functions()}
 
     def close(self) -> None:
         self._served = {}
@@ -200,8 +200,11 @@ class WebFunctions:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         self.store.save_function(record)
-        self._served[record["name"]] = Served(record)
+        self._served[record["name"]] = self._served_from(record)  # what it spent this hour still counts
         return record
+
+    def _served_from(self, record: dict[str, Any]) -> Served:
+        return Served(record, spent=self.store.function_spend(record["name"], _minute() - HOUR_MINUTES + 1))
 
     def unserve(self, name: str) -> dict[str, Any]:
         served = self._served.pop(name, None)
@@ -212,7 +215,7 @@ class WebFunctions:
         return served.record
 
     def functions(self) -> list[dict[str, Any]]:
-        now = time.monotonic()
+        now = _minute()
         return [{**s.record, "requests": s.requests, "errors": s.errors, "in_flight": s.in_flight,
                  "p50_ms": _median(s.latencies), "spend": s.spend, "spent_this_hour": s.spent_this_hour(now)}
                 for s in self._served.values()]
@@ -267,7 +270,7 @@ class WebFunctions:
             raise ComputeBusy(f"the function runs {served.in_flight} requests already, its most at once",
                               hint="retry in a moment")
         cap = record["spend_cap"]
-        if cap is not None and served.spent_this_hour(time.monotonic()) >= cap:
+        if cap is not None and served.spent_this_hour(_minute()) >= cap:
             raise SpendCapReached(f"this function's owner spends at most {cap:,} micro-credits an hour on it, "
                                   "and that is spent", hint="retry within the hour")
         return served
@@ -343,9 +346,15 @@ class WebFunctions:
         run, rec = self.compute.job_run(spec.module, spec.entrypoint, signature, ran.argv, limits, ran.outcome,
                                         ran.started, self.payer.id, self.bid, {"function": name},
                                         {"function": name, "request": f"{request.method} {request.path_info}"[:1024]})
-        await record_and_owe(self.compute, self.ledger, self.tabs, self.payer, self.node, run, rec,
-                             prepared.module_hash, budget)
-        served.spent.append((time.monotonic(), run.charge))
+        minute = _minute()
+        served.spent[minute] = served.spent.get(minute, 0) + run.charge  # on the loop: no run's charge is lost
+        spent = self.store.function_spend_entry(name, minute, served.spent[minute])
+        try:
+            await record_and_owe(self.compute, self.ledger, self.tabs, self.payer, self.node, run, rec,
+                                 prepared.module_hash, budget, (spent,))
+        except BaseException:
+            served.spent[minute] -= run.charge
+            raise
         served.spend += run.charge
 
 
@@ -470,6 +479,10 @@ def _swap(staged: Path, mounted: Path) -> None:
 
 def _header(headers: list[tuple[str, str]], name: str) -> str | None:
     return next((v for k, v in headers if k.lower() == name), None)
+
+
+def _minute() -> int:
+    return int(time.time() // 60)
 
 
 def _median(values) -> float | None:

@@ -162,4 +162,30 @@ class ComputeStore:
         self._db.put(keys.function(record["name"]), codec.dumps(record), sync=True)
 
     def remove_function(self, name: str) -> None:
-        self._db.delete(keys.function(name), sync=True)
+        with self._db.write_batch(sync=True) as batch:
+            batch.delete(keys.function(name))
+            with self._db.iterator(prefix=keys.function_spends(name), include_value=False) as it:
+                for key in it:
+                    batch.delete(key)
+
+    def function_spend(self, name: str, since: int) -> dict[int, int]:
+        """What a function's runs cost, by the minute, from minute `since` on; older minutes are deleted."""
+        prefix = keys.function_spends(name)
+        spent, old = {}, []
+        with self._db.iterator(prefix=prefix) as it:
+            for key, value in it:
+                minute = int.from_bytes(key[len(prefix):], "big")
+                if minute < since:
+                    old.append(key)
+                else:
+                    spent[minute] = int.from_bytes(value, "big")
+        if old:
+            with self._db.write_batch() as batch:
+                for key in old:
+                    batch.delete(key)
+        return spent
+
+    @staticmethod
+    def function_spend_entry(name: str, minute: int, total: int) -> tuple[bytes, bytes]:
+        """The (key, value) of what a function's runs cost in `minute`, written with a run's record."""
+        return keys.function_spend(name, minute), total.to_bytes(8, "big")
