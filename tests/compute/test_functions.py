@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.compute import deploy
 from tests.support.nodes import close_node, free_port, serve
+from tests.support.waiting import eventually_async
 from xsc.node import CLIENT_IDENTITY
 from xsc.node.appkeys import NODE
 
@@ -78,10 +79,14 @@ async def test_hostile_callers_are_refused_while_others_are_served(web) -> None:
     node, base = web
     cgi, spin = await deploy(node, "cgi", wasi=True), await deploy(node, "spin", wasi=True)
     await _serve(node, name="hello", module=cgi, max_body=1024)
-    await _serve(node, name="loop", module=spin, limits={"timeout": 1.0})
+    await _serve(node, name="loop", module=spin, limits={"timeout": 1.0}, concurrency=1)
     await _serve(node, name="cookie", module=cgi, entrypoint="cookie")
     started = time.monotonic()
     looping = asyncio.ensure_future(_get(f"{base}/fn/loop/"))
+    await eventually_async(lambda: any(f["name"] == "loop" and f["in_flight"] == 1
+                                       for f in node.app[NODE].functions.functions()), "the loop to run")
+    status, headers, body = await _get(f"{base}/fn/loop/")  # past its concurrency (1)
+    assert status == 503 and headers["Content-Type"].startswith("application/problem+json"), body
     assert (await _get(f"{base}/fn/hello/meanwhile"))[0] == 200  # served while the loop runs
     status, headers, body = await looping
     assert status == 504 and headers["Content-Type"].startswith("application/problem+json")
