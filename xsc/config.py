@@ -247,6 +247,7 @@ class PeersSection(_Section):
     public_url: str = ""  # the URL peers reach this node at (empty: https://<node.peer_listen or node.listen>)
     tls: bool = True  # advertise https:// and reach every peer over TLS pinned to its node id (docs/security.md)
     loopback_plaintext: bool = True  # accept peer requests without TLS from loopback addresses (never from others)
+    channel_auth: bool = True  # over TLS, prove this node's key once a connection (client certificate), unsigned
     gossip_interval: float = 30.0  # seconds between descriptor exchanges with a random peer
     request_timeout: float = 10.0  # seconds a node-to-node request may take
     replay_capacity: int = 200_000  # signed-request nonces remembered in all (see identity.ReplayGuard)

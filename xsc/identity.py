@@ -194,6 +194,18 @@ def sign_request(identity: Identity, method: str, target: str, body: bytes = b""
     return headers
 
 
+def channel_request(identity: Identity, method: str, target: str, *, receiver: str | None = None,
+                    grid_secret: str = "") -> dict[str, str]:
+    """The headers of a request sent on a connection where identity's client certificate proves the sender
+    (xsc/net/tls.py): who sends, to whom, and on a closed network the grid proof; nothing per request to sign."""
+    receiver = receiver or ANY_RECEIVER
+    headers = {HEADER_NODE: identity.id, HEADER_TO: receiver}
+    if grid_secret:
+        headers[HEADER_GRID] = grid_proof(grid_secret, canonical_request(identity.id, receiver, method, target,
+                                                                         "", 0, ""))
+    return headers
+
+
 @dataclass(frozen=True)
 class SignedRequest:
     """What a verified request signature proves: who sent it, to whom, when, and which body."""
@@ -206,6 +218,7 @@ class SignedRequest:
     digest: str
     method: str = ""
     target: str = ""
+    channel: bool = False  # proven by the connection's client certificate: no signature, nonce or digest
 
     def message(self) -> bytes:
         """The canonical bytes its signature covers (what a grid proof covers too)."""
@@ -255,6 +268,40 @@ def verify_request(headers: Mapping[str, str], method: str, target: str, *, rece
                            f"clock (at most {SIGNATURE_WINDOW_MS // 1000} s allowed)",
                            hint="sign each request when sending it, and keep node clocks in sync (NTP)")
     return SignedRequest(sender, sender_key, to, timestamp, nonce, digest, method, target)
+
+
+def verify_peer_request(headers: Mapping[str, str], method: str, target: str, *, receiver: str,
+                        channel: str | None, now_ms: int | None = None) -> SignedRequest:
+    """Who sent a peer request: the node whose client certificate its connection presented (`channel`), or
+    the node that signed it.  A connection with a certificate never speaks for another node, signed or not."""
+    if channel is not None and HEADER_SIGNATURE not in headers:
+        return verify_channel_request(headers, method, target, receiver=receiver, channel=channel)
+    verified = verify_request(headers, method, target, receiver=receiver, now_ms=now_ms)
+    if channel is not None and verified.sender != channel:
+        raise BadRequestSignature(f"the request is signed by node {verified.sender}, but its connection's "
+                                  f"certificate is node {channel}",
+                                  hint="send each node's requests on connections with its own client certificate")
+    return verified
+
+
+def verify_channel_request(headers: Mapping[str, str], method: str, target: str, *, receiver: str,
+                           channel: str) -> SignedRequest:
+    """A request without a signature on a connection whose client certificate proved node `channel`: it must
+    claim that node as its sender (a connection cannot change who speaks on it).  Raises UnsignedRequest,
+    BadRequestSignature or MisaddressedRequest."""
+    sender, to = headers.get(HEADER_NODE), headers.get(HEADER_TO)
+    if not sender or not to:
+        raise UnsignedRequest(f"a peer request names its sender ({HEADER_NODE}) and receiver ({HEADER_TO})",
+                              hint="see docs/peers.md", missing=[n for n in (HEADER_NODE, HEADER_TO)
+                                                                 if not headers.get(n)])
+    if sender != channel:
+        raise BadRequestSignature(f"the request claims to come from node {sender[:80]}, but its connection's "
+                                  f"certificate is node {channel}",
+                                  hint="send each node's requests on connections with its own client certificate")
+    if to not in (ANY_RECEIVER, receiver):
+        raise MisaddressedRequest(f"this request was sent for node {to}, not for this node ({receiver})")
+    # Timestamp 0, no nonce, no digest: what its grid proof covers (channel_request).
+    return SignedRequest(sender, parse_public_id(sender), to, 0, "", "", method, target, channel=True)
 
 
 REPLAY_CAPACITY = 200_000  # nonces remembered in all

@@ -64,7 +64,8 @@ class Kept:
             raise Unreached(ConnectionError("the node is shutting down"))
         # Pooled per peer and per pin (the node a TLS context accepts): a connection made to node X is never
         # used for a request addressed to node Y, whatever the URL.
-        pin = None if context is None else ("tls", getattr(context, "xsc_node", None))
+        pin = None if context is None else ("tls", getattr(context, "xsc_node", None),
+                                            getattr(context, "xsc_client", None))
         peer = self._peers.setdefault((host, port, pin), _Peer())
         sent = False
         writer = None

@@ -1,4 +1,4 @@
-"""The client nodes talk to each other with: every request signed with this node's key, sent over TLS.
+"""The client nodes talk to each other with: every request authenticated by this node's key, sent over TLS.
 
 One aiohttp ClientSession per app (its connection pool is shared by every feature), opened and
 closed by the peers feature's cleanup context.
@@ -8,12 +8,17 @@ node answers TLS on its one port: xsc/serve/listener.py).  The TLS handshake mus
 the key of the node the request is addressed to (`to`); else the connection is dropped before a byte
 of the request is sent, and the call fails with PeerIdentityMismatch.  Without `to` (first contact
 by URL) any node key is accepted and the response says which node answered (`PeerResponse.node`).
-Plaintext goes to loopback addresses only."""
+Plaintext goes to loopback addresses only.
+
+Over TLS this node presents its client certificate (`channel`, `peers.channel_auth`, on by default): the
+handshake proves its key to the peer once per connection, and requests carry no signature, nonce or body
+digest (xsc/node/peer_auth.py).  In plaintext, or with `channel` off, every request is signed."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
@@ -25,7 +30,7 @@ from yarl import URL
 from ..codec import dumps, loads  # noqa: F401 - the one JSON reader and writer, for callers that import them here
 from ..config import https_url, is_loopback_host
 from ..errors import InvalidArgument, PeerError, PeerIdentityMismatch, PeerRefused, PeerUnreachable, connection_reason
-from ..identity import Identity, sign_request
+from ..identity import Identity, channel_request, sign_request
 from . import tls as peer_tls
 from .kept import Cut, Kept, TooLarge, Unreached
 
@@ -65,8 +70,9 @@ def _refusal(url: str, method: str, path: str, status: int, body: bytes) -> Peer
 
 class PeerClient:
     def __init__(self, identity: Identity, session: aiohttp.ClientSession, timeout: float, *, tls: bool = True,
-                 grid_secret: str = "") -> None:
+                 grid_secret: str = "", channel: bool = True) -> None:
         self.identity = identity
+        self.channel = channel
         self.session = session
         self.timeout = timeout
         self.tls = tls
@@ -126,9 +132,16 @@ class PeerClient:
         elif data is not None:
             body = bytes(data)
             headers["Content-Type"] = "application/octet-stream"
-        # The signature covers the path exactly as the receiver sees it (`request.raw_path`): no re-encoding.
-        headers.update(sign_request(self.identity, method, path, body, receiver=to, grid_secret=self.grid_secret))
-        return URL(self.target(peer_url) + path, encoded=True), headers, body
+        url = URL(self.target(peer_url) + path, encoded=True)
+        if self.channel and url.scheme == "https":  # the connection's client certificate proves the sender
+            headers.update(channel_request(self.identity, method, path, receiver=to, grid_secret=self.grid_secret))
+        else:  # the signature covers the path exactly as the receiver sees it (`request.raw_path`): no re-encoding
+            headers.update(sign_request(self.identity, method, path, body, receiver=to, grid_secret=self.grid_secret))
+        return url, headers, body
+
+    def _context(self, to: str | None) -> ssl.SSLContext:
+        """The TLS context pinned to `to`, presenting this node's client certificate when requests go unsigned."""
+        return peer_tls.client_context(to, self.identity if self.channel else None)
 
     @asynccontextmanager
     async def open(self, peer_url: str, method: str, path: str, *, json: Any = None, data: bytes | None = None,
@@ -136,10 +149,10 @@ class PeerClient:
         """A signed request whose answer is streamed: yields the response once its status is known to be < 400."""
         url, headers, body = self._prepare(peer_url, method, path, json, data, to)
         # The pin is the node the request is signed for: the handshake checks it before the request is sent.
-        ssl = peer_tls.client_context(to) if url.scheme == "https" else False
+        tls_context = self._context(to) if url.scheme == "https" else False
         in_caller = False  # errors of the caller's own code pass through unchanged
         try:
-            async with self.session.request(method, url, data=body or None, headers=headers, ssl=ssl,
+            async with self.session.request(method, url, data=body or None, headers=headers, ssl=tls_context,
                                             timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as response:
                 if response.status >= 400:
                     raise _refusal(peer_url, method, path, response.status, await _read(response, 64 * 1024))
@@ -173,7 +186,7 @@ class PeerClient:
                             to: str | None, timeout: float | None, max_size: int) -> PeerResponse:
         url, headers, body = self._prepare(peer_url, method, path, json, data, to)
         host, port = url.raw_host or "", url.port or (443 if url.scheme == "https" else 80)
-        context = peer_tls.client_context(to) if url.scheme == "https" else None
+        context = self._context(to) if url.scheme == "https" else None
         head = [f"{method} {path} HTTP/1.1\r\nHost: {url.raw_authority}\r\nContent-Length: {len(body)}\r\n"]
         head.extend(f"{name}: {value}\r\n" for name, value in headers.items())
         head.append("\r\n")

@@ -6,10 +6,21 @@ Nothing in it is trusted but its public key: a client pins that key to the node 
 (the `X-Xsc-To` of the request), checked right after the TLS 1.3 handshake, before a byte of the
 request is sent.  No certificate authority, host name or validity date plays any part.
 
-    server_context(identity, tmp_dir)    the listener's context (TLS 1.3 only, the node's certificate)
-    client_context(node_id | None)       a context whose handshake fails unless the peer's key is node_id
-                                         (None: any node key, trust on first use; read it with peer_node)
+A client may present its node key too (mutual TLS): the TLS 1.3 CertificateVerify message is signed by the
+key of the certificate it sends, so the server learns which node speaks on the connection, once, at the
+handshake.  Python's ssl verifies a client certificate against a trust anchor and offers no callback to
+accept any key, so client certificates are issued by ROOT, an anchor whose private key is public (derived
+from a fixed string): its signature proves nothing and nothing relies on it; only the leaf's key, proven
+by the handshake, is read (peer_node).
+
+    server_context(identity, tmp_dir)    the listener's context (TLS 1.3 only, the node's certificate; asks the
+                                         client for its node certificate, which it need not send)
+    client_context(node_id | None, identity | None)
+                                         a context whose handshake fails unless the peer's key is node_id
+                                         (None: any node key, trust on first use; read it with peer_node);
+                                         with identity, it presents that node's client certificate
     peer_node(ssl_object)                the node id a TLS peer proved it holds the key of
+    connection_node(ssl_object)          the same, read once per connection (a server's view of its client)
     PeerKeyMismatch                      the handshake error of a peer that is not the node expected
 """
 
@@ -20,11 +31,12 @@ import hashlib
 import os
 import ssl
 import tempfile
+import weakref
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import NameOID
 
 from ..identity import Identity, public_id
@@ -58,21 +70,51 @@ def certificate(identity: Identity) -> x509.Certificate:
     return builder.sign(key, None)  # Ed25519: no separate digest
 
 
-def server_context(identity: Identity, tmp_dir: Path) -> ssl.SSLContext:
-    """TLS 1.3 only, presenting the node's certificate.  (ssl loads a key only from a file: a private
-    temporary one in tmp_dir, removed at once.)"""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
+_ROOT_KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"XSC-TLS-CLIENT-ROOT-1").digest())
+_ROOT_NAME = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "xsc client certificates (public key)")])
+ROOT = (x509.CertificateBuilder().subject_name(_ROOT_NAME).issuer_name(_ROOT_NAME)
+        .public_key(_ROOT_KEY.public_key()).serial_number(1)
+        .not_valid_before(_NOT_BEFORE).not_valid_after(_NOT_AFTER)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .sign(_ROOT_KEY, None))
+
+
+def client_certificate(identity: Identity) -> x509.Certificate:
+    """The node's client certificate: its node key, issued by ROOT (whose key is public: see the docstring)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.id)])
+    serial = int.from_bytes(hashlib.sha256(b"XSC-TLS-CLIENT-1\n" + identity.public_key).digest()[:16], "big") >> 1
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(_ROOT_NAME)
+               .public_key(identity.private_key().public_key())
+               .serial_number(serial or 1).not_valid_before(_NOT_BEFORE).not_valid_after(_NOT_AFTER)
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+    return builder.sign(_ROOT_KEY, None)
+
+
+def _load_chain(context: ssl.SSLContext, identity: Identity, cert: x509.Certificate, tmp_dir: Path | None) -> None:
+    """ssl loads a key only from a file: a private temporary one (mode 0600), removed at once."""
     pem = identity.private_key().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                serialization.NoEncryption())
-    pem += certificate(identity).public_bytes(serialization.Encoding.PEM)
-    fd, name = tempfile.mkstemp(prefix=".tls-", suffix=".pem", dir=tmp_dir)  # mode 0600
+    pem += cert.public_bytes(serialization.Encoding.PEM)
+    fd, name = tempfile.mkstemp(prefix=".tls-", suffix=".pem", dir=tmp_dir)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(pem)
         context.load_cert_chain(name)
     finally:
         os.unlink(name)
+
+
+def server_context(identity: Identity, tmp_dir: Path) -> ssl.SSLContext:
+    """TLS 1.3 only, presenting the node's certificate, asking the client for its own (optional: a client
+    without one authenticates each request by signing it)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    _load_chain(context, identity, certificate(identity), tmp_dir)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    context.load_verify_locations(cadata=ROOT.public_bytes(serialization.Encoding.DER))
     return context
 
 
@@ -96,6 +138,20 @@ def peer_node(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> str | None:
     return node_of_certificate(ssl_object.getpeercert(binary_form=True))
 
 
+_connection_nodes: "weakref.WeakKeyDictionary[ssl.SSLObject, str | None]" = weakref.WeakKeyDictionary()
+
+
+def connection_node(ssl_object: ssl.SSLObject | None) -> str | None:
+    """peer_node of a server-side connection, read from its certificate once per connection."""
+    if ssl_object is None:
+        return None
+    try:
+        return _connection_nodes[ssl_object]
+    except KeyError:
+        node = _connection_nodes[ssl_object] = peer_node(ssl_object)
+        return node
+
+
 class _PinnedObject(ssl.SSLObject):
     """An SSLObject whose handshake fails unless the peer's certificate key is the node expected.
 
@@ -110,28 +166,33 @@ class _PinnedObject(ssl.SSLObject):
             raise PeerKeyMismatch(expected, presented)
 
 
-def _client_context(node_id: str | None) -> ssl.SSLContext:
+def _client_context(node_id: str | None, identity: Identity | None) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if identity is not None:
+        _load_chain(context, identity, client_certificate(identity), None)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.check_hostname = False  # the key is the identity: no CA, no host name
     context.verify_mode = ssl.CERT_NONE
     context.sslobject_class = _PinnedObject
     context.xsc_node = node_id  # type: ignore[attr-defined]
+    context.xsc_client = identity.id if identity is not None else None  # type: ignore[attr-defined]
     return context
 
 
-_contexts: dict[str | None, ssl.SSLContext] = {}
+_contexts: dict[tuple[str | None, str | None], ssl.SSLContext] = {}
 
 
-def client_context(node_id: str | None) -> ssl.SSLContext:
-    """The client context pinned to node_id (one per node: aiohttp pools connections per context)."""
-    context = _contexts.get(node_id)
+def client_context(node_id: str | None, identity: Identity | None = None) -> ssl.SSLContext:
+    """The client context pinned to node_id, presenting identity's client certificate if given (one per node
+    and identity: aiohttp pools connections per context)."""
+    key = (node_id, identity.id if identity is not None else None)
+    context = _contexts.get(key)
     if context is None:
         if len(_contexts) >= MAX_CONTEXTS:
             _contexts.clear()
-        context = _contexts[node_id] = _client_context(node_id)
+        context = _contexts[key] = _client_context(node_id, identity)
     return context
 
 
-__all__ = ["PeerKeyMismatch", "certificate", "client_context", "node_of_certificate", "peer_node",
-           "server_context"]
+__all__ = ["PeerKeyMismatch", "ROOT", "certificate", "client_certificate", "client_context", "connection_node",
+           "node_of_certificate", "peer_node", "server_context"]

@@ -1,10 +1,18 @@
-"""Signed requests from peers: every path under /v1/peer/ must carry a fresh, unreplayed signature.
+"""Authenticated requests from peers: every path under /v1/peer/ comes from a node that proved its key.
+
+Two ways to prove it.  On a TLS connection where the client presented its node certificate
+(xsc/net/tls.py), the handshake proved the key, once per connection: a request names that node as its
+sender and carries no signature, nonce or digest (TLS already authenticates and orders every byte, so a
+request cannot be replayed on it or moved to another connection, whose certificate is another's).  Any
+other request (plaintext from loopback, TLS without a client certificate) carries a fresh, unreplayed
+signature over its method, path and body digest.  A connection with a certificate never speaks for
+another node, signed or not.
 
 The verified sender's id is put on the request (`peer_id(request)`); which sender may do what is
 each handler's business.  Before the body is read, the route's own refusal runs (`before_body`) and the
 route's price (node/peer_routes.py, from the declared length) is charged to the sender's work quota.  A handler that streams a large body marks itself with `@streams_body`
-and checks the body against `signed(request).digest` as it reads; any other handler gets a body
-already checked against the signed digest."""
+and checks the body against `signed(request).digest` as it reads (unless `signed(request).channel`); any
+other handler gets a body already checked against the signed digest."""
 
 from __future__ import annotations
 
@@ -15,7 +23,8 @@ from aiohttp import web
 
 from ..config import is_loopback_host
 from ..errors import BadRequestSignature, Forbidden, ForgedRecord, PayloadTooLarge, QuotaExceeded, TlsRequired
-from ..identity import SignedRequest, body_digest, verify_request
+from ..identity import SignedRequest, body_digest, verify_peer_request
+from ..net.tls import connection_node
 from .appkeys import CONFIG, IDENTITY, NODE, PEER_LIMITS, PEER_WORK, REPLAY_GUARD
 from .auth import PEER_PREFIX
 from .limits import read_body
@@ -84,8 +93,9 @@ async def signature_middleware(request: web.Request, handler):
         return await handler(request)
     require_tls(request)  # before anything is read or checked: a plaintext request is refused whole
     now = int(time.time() * 1000)
-    me = request.app[IDENTITY].id
-    verified = verify_request(request.headers, request.method, request.raw_path, receiver=me, now_ms=now)
+    ssl_object = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
+    verified = verify_peer_request(request.headers, request.method, request.raw_path, receiver=request.app[IDENTITY].id,
+                                   channel=connection_node(ssl_object), now_ms=now)
     # Admission (proof of work, grid secret, quarantine) before anything of the sender's is read or remembered.
     admission = request.app[NODE].admission
     admission.check_request(verified, request.headers)
@@ -101,7 +111,7 @@ async def signature_middleware(request: web.Request, handler):
                               limit=price.max_body)
     # Its price, charged to the sender on its headers: a stranger's largest request is paid for before it is read.
     request.app[PEER_WORK].check(verified.sender, time.monotonic(), f"peer {verified.sender[:12]}…", price.units(size))
-    if not getattr(request.match_info.handler, "streams_peer_body", False):
+    if not verified.channel and not getattr(request.match_info.handler, "streams_peer_body", False):
         body = await read_body(request)  # cached on the request: the handler reads the same bytes
         if not hmac.compare_digest(body_digest(body), verified.digest):
             raise BadRequestSignature("the request body does not match its signed digest",
@@ -109,7 +119,8 @@ async def signature_middleware(request: web.Request, handler):
     # Only after the signature and body check out: nobody can use up another node's nonces or its rate.
     try:
         request.app[PEER_LIMITS].check(verified.sender, time.monotonic(), f"peer {verified.sender[:12]}…")
-        request.app[REPLAY_GUARD].check(verified.sender, verified.nonce, verified.timestamp, now)
+        if not verified.channel:
+            request.app[REPLAY_GUARD].check(verified.sender, verified.nonce, verified.timestamp, now)
     except QuotaExceeded:
         if admission.quarantine is not None:  # a flood: one strike a minute at most (a burst is not a habit)
             admission.quarantine.strike(verified.sender, "flooded this node past its quotas", kind="flood",

@@ -168,7 +168,7 @@ class Node:
         config, store = self.config, self.store
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=32))
         self.client = PeerClient(self.identity, self.session, config.peers.request_timeout, tls=config.peers.tls,
-                                 grid_secret=config.peers.grid_secret)
+                                 grid_secret=config.peers.grid_secret, channel=config.peers.channel_auth)
         self.lanes = SenderLanes()
         self.quarantine = Quarantine(self.db, strikes=config.peers.quarantine_strikes,
                                      duration=config.peers.quarantine_for)
