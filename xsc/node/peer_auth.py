@@ -1,18 +1,15 @@
 """Authenticated requests from peers: every path under /v1/peer/ comes from a node that proved its key.
 
-Two ways to prove it.  On a TLS connection where the client presented its node certificate
-(xsc/net/tls.py), the handshake proved the key, once per connection: a request names that node as its
-sender and carries no signature, nonce or digest (TLS already authenticates and orders every byte, so a
-request cannot be replayed on it or moved to another connection, whose certificate is another's).  Any
-other request (plaintext from loopback, TLS without a client certificate) carries a fresh, unreplayed
-signature over its method, path and body digest.  A connection with a certificate never speaks for
-another node, signed or not.
+On a TLS connection whose client presented its node certificate (xsc/net/tls.py) the handshake proved it,
+once: requests name that node and carry no signature, nonce or digest (TLS authenticates and orders every
+byte; on another connection a request speaks for that connection's node).  Any other request carries a
+fresh, unreplayed signature over its method, path and body digest (identity.verify_peer_request).
 
 The verified sender's id is put on the request (`peer_id(request)`); which sender may do what is
 each handler's business.  Before the body is read, the route's own refusal runs (`before_body`) and the
-route's price (node/peer_routes.py, from the declared length) is charged to the sender's work quota.  A handler that streams a large body marks itself with `@streams_body`
-and checks the body against `signed(request).digest` as it reads (unless `signed(request).channel`); any
-other handler gets a body already checked against the signed digest."""
+route's price (node/peer_routes.py, from the declared length) is charged to the sender's work quota.  A handler
+that streams a large body marks itself with `@streams_body` and checks the body against `signed(request).digest`
+as it reads (unless `signed(request).channel`); any other handler gets a body already checked against it."""
 
 from __future__ import annotations
 
