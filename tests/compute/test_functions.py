@@ -75,6 +75,25 @@ async def test_a_stored_site_is_served_with_ranges(web) -> None:
     assert status == 404
 
 
+async def test_an_answer_is_sent_while_its_function_runs_and_cut_short_if_the_run_then_fails(web) -> None:
+    node, base = web
+    module = await deploy(node, "cgi", wasi=True)
+    await _serve(node, name="trickle", module=module, entrypoint="trickle", limits={"timeout": 1.0})
+
+    def trickle() -> dict:
+        return next(f for f in node.app[NODE].functions.functions() if f["name"] == "trickle")
+
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/fn/trickle/") as response:
+            assert response.status == 200 and response.headers["Content-Type"] == "text/plain"
+            assert await response.content.readexactly(6) == b"first\n"
+            assert trickle()["in_flight"] == 1  # its first line came while it still runs
+            with pytest.raises(aiohttp.ClientPayloadError):  # its deadline: the body is cut, never taken as whole
+                await response.read()
+    counted = await eventually_async(lambda: trickle()["requests"] == 1 and trickle(), "the run to be counted")
+    assert counted["errors"] == 1 and counted["in_flight"] == 0 and counted["spend"] > 0  # recorded and charged
+
+
 async def test_hostile_callers_are_refused_while_others_are_served(web) -> None:
     node, base = web
     cgi, spin = await deploy(node, "cgi", wasi=True), await deploy(node, "spin", wasi=True)

@@ -19,18 +19,20 @@ the minute (written with each run's record: a restart does not reset the cap); t
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable
 
 from ..errors import (ComputeBusy, FunctionFailed, FunctionTimedOut, InvalidArgument, NotFound, PayloadTooLarge,
-                      SpendCapReached)
+                      SpendCapReached, XscError)
 from ..identity import Identity
 from ..storage.capability import Capability
 from ..storage.ranges import content_range, parse_range
@@ -53,6 +55,8 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                         "transfer-encoding", "upgrade", "content-length", "status"})
 CHUNK = 1 << 20
+STREAM_BYTES = 256 * 1024  # an answer this long is sent while its run goes on (shorter: once it ends)
+STREAM_AFTER = 0.05  # seconds a run goes on before what it has written is sent
 SPILL = 1 << 20  # bytes of an answer kept in memory; past this it is written to a file
 
 ReadFn = Callable[[int], Awaitable[bytes]]
@@ -73,40 +77,61 @@ class Request:
 
 
 class Spill:
-    """A run's stdout, written by its program as it runs (on the thread running it): kept in memory up to SPILL
-    bytes, then moved to a file in `directory` (so an answer of up to MAX_RESPONSE bytes is never held whole)."""
+    """A run's stdout, written by its program as it runs (on the thread running it) and read on the loop while it
+    is written: kept in memory up to SPILL bytes, then moved to a file in `directory` (so an answer of up to
+    MAX_RESPONSE bytes is never held whole)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, loop: asyncio.AbstractEventLoop) -> None:
         self.directory = directory
+        self.loop = loop
         self.memory = bytearray()
         self.path: Path | None = None
         self._file: BinaryIO | None = None
         self.size = 0
+        self._lock = threading.Lock()  # the writer's thread and the loop's reads
+        self._waiter: asyncio.Future | None = None  # the loop waits for more bytes
 
     def write(self, chunk: bytes) -> None:
-        if self._file is None and len(self.memory) + len(chunk) > SPILL:
-            handle, name = tempfile.mkstemp(prefix="stdout-", dir=self.directory)
-            self.path, self._file = Path(name), os.fdopen(handle, "wb")
-            self._file.write(self.memory)
-            self.memory = bytearray()
-        if self._file is None:
-            self.memory += chunk
-        else:
-            self._file.write(chunk)
-        self.size += len(chunk)
+        with self._lock:
+            if self._file is None and len(self.memory) + len(chunk) > SPILL:
+                handle, name = tempfile.mkstemp(prefix="stdout-", dir=self.directory)
+                # unbuffered: what is written is readable at once by the loop, which streams it
+                self.path, self._file = Path(name), os.fdopen(handle, "wb", buffering=0)
+                self._file.write(self.memory)
+                self.memory = bytearray()
+            if self._file is None:
+                self.memory += chunk
+            else:
+                self._file.write(chunk)
+            self.size += len(chunk)
+            waiter, self._waiter = self._waiter, None
+        if waiter is not None:
+            self.loop.call_soon_threadsafe(_wake, waiter)
 
     def done(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def more(self, seen: int) -> asyncio.Future:
+        """On the loop: a future done once more than `seen` bytes are written."""
+        future = self.loop.create_future()
+        with self._lock:
+            if self.size > seen:
+                future.set_result(None)
+            else:
+                self._waiter = future
+        return future
 
     def read(self, offset: int, length: int) -> bytes:
         """`length` bytes from `offset` (on a worker if it spilled: see `on_disk`)."""
-        if self.path is None:
-            return bytes(self.memory[offset:offset + length])
-        with open(self.path, "rb") as f:
-            f.seek(offset)
-            return f.read(length)
+        with self._lock:
+            if self.path is None:
+                return bytes(self.memory[offset:offset + length])
+            with open(self.path, "rb") as f:
+                f.seek(offset)
+                return f.read(length)
 
     @property
     def on_disk(self) -> bool:
@@ -115,36 +140,114 @@ class Spill:
 
 @dataclass
 class Answer:
-    """A function's answer: its status and headers, and its body, bytes `first`..`last` of what its run wrote
-    (streamed to the caller by `chunks`, never held whole past SPILL bytes); `release` once it is sent."""
+    """A function's answer: its status and headers, and its body from byte `first` of what its run writes, to
+    `last` (inclusive) once the run has ended, or streamed while it runs (`last` None: sent as it is written,
+    and cut short if the run then fails).  `finish` records and charges the run; `release` follows it."""
 
     status: int
     headers: list[tuple[str, str]]
     stdout: Spill
     first: int
-    last: int  # inclusive; first > last: an empty body
+    last: int | None  # first > last: an empty body
     stdin: Path | None = None
+    finish: Finish | None = None
 
     @property
     def length(self) -> int:
+        assert self.last is not None
         return self.last - self.first + 1
 
     def whole(self) -> bytes | None:
-        """The body at once, if it is in memory (sent in one write); else None (send `chunks`)."""
-        return None if self.stdout.on_disk else self.stdout.read(self.first, max(0, self.length))
+        """The body at once, if the run has ended and it is in memory (sent in one write); else None."""
+        if self.last is None or self.stdout.on_disk:
+            return None
+        return self.stdout.read(self.first, max(0, self.length))
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it is written; a run that fails once its headers are out raises its error here."""
         offset = self.first
-        while offset <= self.last:
-            length = min(CHUNK, self.last + 1 - offset)
-            chunk = (await in_pool(None, self.stdout.read, offset, length) if self.stdout.on_disk
-                     else self.stdout.read(offset, length))
-            yield chunk
-            offset += len(chunk)
+        while True:
+            end = self.stdout.size if self.last is None else self.last + 1
+            if offset < end:
+                length = min(CHUNK, end - offset)
+                chunk = (await in_pool(None, self.stdout.read, offset, length) if self.stdout.on_disk
+                         else self.stdout.read(offset, length))
+                yield chunk
+                offset += len(chunk)
+            elif self.last is not None or self.finish is None:
+                return
+            elif self.finish.ran.done():
+                await self.finish()  # a run that failed raises its error: the caller's body is cut short
+                if offset >= self.stdout.size:
+                    return
+            else:
+                more = self.stdout.more(offset)
+                await asyncio.wait([more, self.finish.ran], return_when=asyncio.FIRST_COMPLETED)
+                more.cancel()
 
     async def release(self) -> None:
+        """Once the run has ended (its record and charge written, whatever became of the caller), its files."""
+        if self.finish is not None:
+            await self.finish.settled()
         if self.stdout.on_disk or self.stdin is not None:
-            await in_pool(None, _remove, self.stdout.path, self.stdin)
+            await in_pool(None, _remove, self.stdout, self.stdin)
+
+
+class Finish:
+    """What follows a request's run, once, whoever comes first (the request, its streamed answer, or its
+    release when the caller hung up): the run recorded, charged, counted in its function's hour; its failure
+    raised (504 past its deadline).  `done` is resolved then."""
+
+    def __init__(self, functions: WebFunctions, served: Served, request: Request, spec: JobSpec, prepared, signature,
+                 limits, budget: int, stdout: Spill, ran: asyncio.Future, started: int, argv: list[str]) -> None:
+        self._args = (functions, served, request, spec, prepared, signature, limits, budget, stdout, started, argv)
+        self.ran = ran
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._begun = False
+
+    async def __call__(self) -> None:
+        if not self._begun:
+            self._begun = True
+            try:
+                await self._finish()
+            except BaseException as exc:
+                self.done.set_exception(exc)
+            else:
+                self.done.set_result(None)
+        await asyncio.wait([self.done])
+        self.done.result()
+
+    async def settled(self) -> None:
+        """As calling it, its failure kept (it was answered, or the caller is gone)."""
+        try:
+            await self()
+        except XscError:
+            pass
+
+    async def _finish(self) -> None:
+        functions, served, request, spec, prepared, signature, limits, budget, stdout, started, argv = self._args
+        try:
+            await asyncio.wait([self.ran])
+            outcome = self.ran.result()
+        except BaseException:
+            functions.ledger.release(functions.payer, budget)
+            raise
+        finally:
+            stdout.done()
+        refusal = _sent_fuel(outcome, stdout.size, limits.fuel)
+        await functions._record(served, request, spec, prepared, signature, limits,
+                                Sandboxed(outcome, started, argv, [], refusal), budget)
+        if outcome.trap_kind == "deadline":
+            raise FunctionTimedOut(f"the function ran past its deadline of {limits.timeout:g} s and was stopped",
+                                   hint="its owner may give it more time: xsc compute serve --timeout")
+        if outcome.trap_kind is not None or refusal is not None:
+            raise FunctionFailed(f"the function failed: {outcome.message if outcome.trap_kind else refusal}")
+
+
+class _Running:
+    """What follows the run a request started, once it has started (what the request's counters follow)."""
+
+    finish: Finish | None = None
 
 
 @dataclass
@@ -181,6 +284,8 @@ class WebFunctions:
         self._made = False  # work_dir exists
 
     def start(self) -> None:
+        for stale in self.work_dir.glob("std*-*"):  # a request's stdin or answer left by a crash
+            stale.unlink(missing_ok=True)
         self._served = {r["name"]: self._served_from(r) for r in self.store.functions()}
 
     def close(self) -> None:
@@ -278,21 +383,30 @@ class WebFunctions:
     async def call(self, name: str, request: Request) -> Answer:
         served = self.admit(name, request.content_length)
         served.in_flight += 1
-        started = time.monotonic()
+        started, running = time.monotonic(), _Running()
         try:
-            answer = await self._call(served, request)
+            answer = await self._call(served, request, running)
         except BaseException:
-            served.errors += 1
+            self._count(served, started, running.finish, True)
             raise
-        finally:
+        self._count(served, started, running.finish, answer.status >= 500)
+        return answer
+
+    def _count(self, served: Served, started: float, finish: Finish | None, failed: bool) -> None:
+        """A request counted once its run has ended (a streamed answer's run ends after it is answered)."""
+        def ended(done: asyncio.Future | None = None) -> None:
             served.in_flight -= 1
             served.requests += 1
             served.latencies.append((time.monotonic() - started) * 1000)
-        if answer.status >= 500:
-            served.errors += 1
-        return answer
+            if failed or (done is not None and (done.cancelled() or done.exception() is not None)):
+                served.errors += 1
 
-    async def _call(self, served: Served, request: Request) -> Answer:
+        if finish is None:
+            ended()
+        else:
+            finish.done.add_done_callback(ended)
+
+    async def _call(self, served: Served, request: Request, running: _Running) -> Answer:
         record = served.record
         limits_asked = record["limits"]
         spec = JobSpec(record["module"], record["entrypoint"], (), tuple(sorted(record["env"].items())), "-",
@@ -305,38 +419,38 @@ class WebFunctions:
         prepared, signature = self.compute.program(spec.module, spec.entrypoint)
         budget = self.compute.budget(call, self.bid)
         await self.ledger.hold(self.payer, budget)
-        stdout, stdin = Spill(self._dir()), None
+        stdout, stdin = Spill(self._dir(), asyncio.get_running_loop()), None
         try:
             try:
                 stdin, size = await _body_to(request.read, self.work_dir, record["max_body"])
                 admit(self.compute)
-                streams = Streams(stdin=None if stdin is None else str(stdin), stdout_cap=MAX_RESPONSE,
-                                  refuse_over_cap=True, stdout_sink=stdout,
-                                  inputs_dir=str(self.work_dir / record["name"] / "in") if record["inputs"] else None,
-                                  env=dict(spec.env), prepaid_fuel=io_fuel(size))
-                argv, started = [spec.module], time.time_ns()
-                try:
-                    outcome = await sandboxed(self.compute, prepared, spec.entrypoint, signature, argv, limits,
-                                              streams)
-                finally:
-                    stdout.done()
             except BaseException:
                 self.ledger.release(self.payer, budget)
                 raise
-            refusal = _sent_fuel(outcome, stdout.size, limits.fuel)
-            await self._record(served, request, spec, prepared, signature, limits,
-                               Sandboxed(outcome, started, argv, [], refusal), budget)
-            if outcome.trap_kind == "deadline":
-                raise FunctionTimedOut(f"the function ran past its deadline of {limits.timeout:g} s and was stopped",
-                                       hint="its owner may give it more time: xsc compute serve --timeout")
-            if outcome.trap_kind is not None or refusal is not None:
-                raise FunctionFailed(f"the function failed: {outcome.message if outcome.trap_kind else refusal}")
-            head = (await in_pool(None, stdout.read, 0, MAX_HEAD) if stdout.on_disk else stdout.read(0, MAX_HEAD))
+            streams = Streams(stdin=None if stdin is None else str(stdin), stdout_cap=MAX_RESPONSE,
+                              refuse_over_cap=True, stdout_sink=stdout,
+                              inputs_dir=str(self.work_dir / record["name"] / "in") if record["inputs"] else None,
+                              env=dict(spec.env), prepaid_fuel=io_fuel(size))
+            argv, started = [spec.module], time.time_ns()
+            ran = sandboxed(self.compute, prepared, spec.entrypoint, signature, argv, limits, streams)
+            finish = running.finish = Finish(self, served, request, spec, prepared, signature, limits, budget,
+                                             stdout, ran, started, argv)
+            ranged = _header(request.headers, "range")
+            if ranged is None:  # a range is cut from the whole answer: it waits for the run's end
+                head = await _head_while_running(stdout, ran)
+                if head is not None:
+                    try:
+                        status, headers, offset = parse_cgi(head)
+                        return Answer(status, headers, stdout, offset, None, stdin, finish)
+                    except FunctionFailed:
+                        pass  # answered once the run has ended
+            await finish()
+            head = await in_pool(None, stdout.read, 0, MAX_HEAD) if stdout.on_disk else stdout.read(0, MAX_HEAD)
             status, headers, offset = parse_cgi(head)
-            answer = Answer(status, headers, stdout, offset, stdout.size - 1, stdin)
-            return _ranged(answer, _header(request.headers, "range"))
+            answer = Answer(status, headers, stdout, offset, stdout.size - 1, stdin, finish)
+            return _ranged(answer, ranged)
         except BaseException:
-            await Answer(0, [], stdout, 0, -1, stdin).release()
+            await Answer(0, [], stdout, 0, -1, stdin, running.finish).release()
             raise
 
     async def _record(self, served: Served, request: Request, spec: JobSpec, prepared, signature, limits, ran,
@@ -422,10 +536,43 @@ def _sent_fuel(outcome, size: int, fuel: int) -> str | None:
     return refusal
 
 
-def _remove(*paths: Path | None) -> None:
-    for path in paths:
+def _remove(stdout: Spill, stdin: Path | None) -> None:
+    for path in (stdout.path, stdin):
         if path is not None:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass  # removed at the next start
+
+
+async def _head_while_running(stdout: Spill, run: asyncio.Future) -> bytes | None:
+    """The answer's CGI head (up to its blank line), to stream the answer while the run goes on: once the head is
+    written and the body is STREAM_BYTES long or the run has gone on for STREAM_AFTER seconds.  None if the run
+    ends first (a quick answer is sent whole, in one write) or writes MAX_HEAD bytes without a blank line."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STREAM_AFTER
+    seen, head = 0, None
+    while not run.done():
+        if stdout.size > seen and head is None:
+            seen = stdout.size
+            written = stdout.read(0, MAX_HEAD)
+            if b"\n\n" in written or b"\r\n\r\n" in written:
+                head = written
+            elif seen >= MAX_HEAD:
+                return None
+        seen = stdout.size
+        if head is not None and (seen >= STREAM_BYTES or loop.time() >= deadline):
+            return head
+        more = stdout.more(seen)
+        await asyncio.wait([more, run], timeout=max(0.0, deadline - loop.time()) if head is not None else None,
+                           return_when=asyncio.FIRST_COMPLETED)
+        more.cancel()
+    return None
+
+
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _cgi_env(request: Request) -> dict[str, str]:

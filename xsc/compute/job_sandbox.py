@@ -7,6 +7,7 @@ provider), holds what the run may cost, and afterwards records and pays it; this
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import stat
@@ -82,14 +83,18 @@ def admit(compute: ComputeService) -> None:
                           hint="retry in a moment", admitted=compute.admitted)
 
 
-async def sandboxed(compute: ComputeService, prepared, entrypoint: str, signature, argv: list[str], limits: Limits,
-                    streams: Streams) -> Outcome:
-    """Run a WASI program on the compute pool with `streams` as its world, counted among the admitted."""
+def sandboxed(compute: ComputeService, prepared, entrypoint: str, signature, argv: list[str], limits: Limits,
+              streams: Streams) -> asyncio.Future[Outcome]:
+    """Run a WASI program on the compute pool with `streams` as its world, counted among the admitted until it
+    ends: the future of its outcome."""
     compute.admitted += 1
-    try:
-        return await compute.pool.run(compute.execute, prepared, entrypoint, signature, argv, limits, streams)
-    finally:
-        compute.admitted -= 1
+    ran = compute.pool.run(compute.execute, prepared, entrypoint, signature, argv, limits, streams)
+    ran.add_done_callback(lambda _: _left(compute))
+    return ran
+
+
+def _left(compute: ComputeService) -> None:
+    compute.admitted -= 1
 
 
 async def record_and_owe(compute: ComputeService, ledger, tabs, payer, node, run, record: dict, module_hash: bytes,

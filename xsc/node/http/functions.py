@@ -53,15 +53,17 @@ def web_app(node, rate: float) -> web.Application:
                 response.force_close()  # a body over the cap is not read
             return response
         try:
-            body = answer.whole()
-            if body is not None:
+            if (body := answer.whole()) is not None:
                 return web.Response(status=answer.status, headers=answer.headers, body=body)
             response = web.StreamResponse(status=answer.status, headers=answer.headers)
-            response.content_length = max(0, answer.length)
+            response.content_length = None if answer.last is None else max(0, answer.length)  # None: chunked
             await response.prepare(request)
-            async for chunk in answer.chunks():
+            async for chunk in answer.chunks():  # raises if the run fails once its head is sent
                 await response.write(chunk)
             await response.write_eof()
+            return response
+        except XscError:  # the connection is cut: the caller must not take a partial body for a whole one
+            request.transport.abort() if request.transport is not None else None
             return response
         finally:
             await answer.release()
