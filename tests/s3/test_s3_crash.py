@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
 
-from tests.support.s3 import FrontProcess, Gateway, index_and_files, sign_headers  # noqa: E402
+from tests.support.s3 import FrontProcess, Gateway, index_and_files, sign_headers, store_files  # noqa: E402
 from tests.support.waiting import eventually
 from xsc.s3.marks import FileMarks
 
@@ -155,7 +155,8 @@ def _stored_caps(node) -> set[str]:
 
 def test_a_file_stored_but_never_recorded_is_removed_at_the_next_start_and_a_users_file_never_is(gateway) -> None:
     """What a crash between a file's put and its record leaves: a file named by the front, no record.  A file the
-    user named like the front's (`--name s3:...`) is the user's: reconciliation never touches it."""
+    user named like the front's (`--name s3:...`, a forged tag, or the very name of one of the front's files) is the
+    user's: reconciliation never touches it."""
     s3 = gateway.client()
     s3.create_bucket(Bucket="crash")
     s3.put_object(Bucket="crash", Key="kept", Body=b"kept")
@@ -165,10 +166,12 @@ def test_a_file_stored_but_never_recorded_is_removed_at_the_next_start_and_a_use
     precious = gateway.node.xsc("store", "put", "-", "--name", "s3:precious-backup", input=b"the user's backup")
     forged = gateway.node.xsc("store", "put", "-", "--name", "s3:crash/lost#" + "0" * 32, input=b"also the user's")
     mine = gateway.node.xsc("store", "put", "-", "--name", "holiday.jpg", input=b"not the gateway's")
+    kept_name = next(f["name"] for f in store_files(gateway.node) if f["capability"] in index_and_files(gateway.node)[0])
+    copied = gateway.node.xsc("store", "put", "-", "--name", kept_name, input=b"a copied name")
     gateway.front.stop()
-    gateway.front = FrontProcess(gateway.node.data_dir).start()
-    _agree(gateway)
+    gateway.front = FrontProcess(gateway.node.data_dir).start()  # ready once it has reconciled
     assert orphan.stdout.decode().strip() not in _stored_caps(gateway.node)
-    for kept, body in ((precious, b"the user's backup"), (forged, b"also the user's"), (mine, b"not the gateway's")):
+    for kept, body in ((precious, b"the user's backup"), (forged, b"also the user's"), (mine, b"not the gateway's"),
+                       (copied, b"a copied name")):
         assert gateway.node.xsc("store", "get", kept.stdout.decode().strip()).stdout == body
     assert gateway.client().get_object(Bucket="crash", Key="kept")["Body"].read() == b"kept"

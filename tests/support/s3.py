@@ -126,5 +126,5 @@ def index_and_files(node: NodeProcess) -> tuple[set[str], set[str], dict]:
     referenced = {p["cap"] for b in index["buckets"] for o in b["objects"].values() for p in o["parts"]}
     referenced |= {p["cap"] for u in index["uploads"] for p in u["parts"]}
     marks = FileMarks.load(node.data_dir)
-    files = {f["capability"] for f in store_files(node) if marks.ours(f["name"])}
+    files = set(marks.files(store_files(node)))
     return referenced, files, index

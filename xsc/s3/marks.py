@@ -3,8 +3,10 @@
 The front reconciles the store with the bucket index: a file it stored whose object record never came (the
 node died in between) is removed.  Which files are the front's is told by their names; a user can name a file
 anything (`xsc store put F --name s3:backup`), so a name prefix alone would let reconciliation delete a user's
-file.  Each name the front gives ends with `#TAG`, an HMAC of the rest under a secret only the front knows
-(`<data dir>/s3-files.key`, mode 0600, made on first use): a name without a valid tag is never the front's.
+file.  Each name the front gives ends with `#NONCE TAG`: a fresh random nonce, and an HMAC of the rest under a
+secret only the front knows (`<data dir>/s3-files.key`, mode 0600, made on first use).  A name without a valid
+tag is never the front's; and since no two names the front gives are alike, a name two stored files share is
+one a user copied (from `xsc store ls`): neither file is counted as the front's.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import hashlib
 import hmac
 import os
 import secrets
+from collections import Counter
 from pathlib import Path
+from typing import Iterable
 
 from ..buckets.index import FILE_PREFIX
 
 FILE_NAME = "s3-files.key"
+NONCE_HEX = 16  # 64 random bits: the front never gives one name twice
 TAG_HEX = 32  # 128 bits of HMAC-SHA256
 
 
@@ -46,15 +51,24 @@ class FileMarks:
         return cls(secret)
 
     def name(self, label: str) -> str:
-        """The name of a file the front stores for `label` (an object's bucket and key, an upload's part)."""
-        return f"{FILE_PREFIX}{label}#{self._tag(label)}"
+        """A new name for a file the front stores for `label` (an object's bucket and key, an upload's part)."""
+        marked = f"{label}#{secrets.token_hex(NONCE_HEX // 2)}"
+        return f"{FILE_PREFIX}{marked}{self._tag(marked)}"
 
     def ours(self, name: str) -> bool:
-        """Whether a stored file's name is one this front gave."""
-        if not name.startswith(FILE_PREFIX):
+        """Whether a stored file's name is one this front gave (a copy of it passes too: see `files`)."""
+        if not name.startswith(FILE_PREFIX) or len(name) < len(FILE_PREFIX) + 1 + NONCE_HEX + TAG_HEX:
             return False
-        label, sep, tag = name[len(FILE_PREFIX):].rpartition("#")
-        return bool(sep) and hmac.compare_digest(tag.encode("utf-8", "surrogatepass"), self._tag(label).encode())
+        marked, tag = name[len(FILE_PREFIX):-TAG_HEX], name[-TAG_HEX:]
+        return marked[-NONCE_HEX - 1] == "#" and hmac.compare_digest(tag.encode("utf-8", "surrogatepass"),
+                                                                     self._tag(marked).encode())
 
-    def _tag(self, label: str) -> str:
-        return hmac.new(self._secret, label.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:TAG_HEX]
+    def files(self, stored: Iterable[dict]) -> list[str]:
+        """The capabilities of the front's files among the store's (`{"name", "capability"}` each): a name this
+        front gave, held by that one file only (two files under one such name: a user copied it)."""
+        stored = [f for f in stored if self.ours(f.get("name", ""))]
+        count = Counter(f["name"] for f in stored)
+        return [f["capability"] for f in stored if count[f["name"]] == 1]
+
+    def _tag(self, marked: str) -> str:
+        return hmac.new(self._secret, marked.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:TAG_HEX]

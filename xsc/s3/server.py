@@ -282,7 +282,7 @@ class S3Front:
         """Remove the files this gateway stored that no object or part refers to (left by a crash between
         a file's put and its record), and the files marked garbage.  Runs when no write is in flight."""
         async with self.gate.alone():
-            stored = [f["capability"] for f in await self.node.files() if self.marks.ours(f.get("name", ""))]
+            stored = self.marks.files(await self.node.files())
             orphans: list[str] = []
             for i in range(0, len(stored), 2000):
                 orphans += (await self.node.call("POST", "/v1/s3/reconcile",
