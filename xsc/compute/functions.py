@@ -89,7 +89,8 @@ class Spill:
         self._file: BinaryIO | None = None
         self.size = 0
         self._lock = threading.Lock()  # the writer's thread and the loop's reads
-        self._waiter: asyncio.Future | None = None  # the loop waits for more bytes
+        self._waiter: asyncio.Future | None = None  # the loop waits for ...
+        self._wanted = 0  # ... this many bytes in all
 
     def write(self, chunk: bytes) -> None:
         with self._lock:
@@ -104,7 +105,9 @@ class Spill:
             else:
                 self._file.write(chunk)
             self.size += len(chunk)
-            waiter, self._waiter = self._waiter, None
+            waiter = self._waiter if self.size >= self._wanted else None
+            if waiter is not None:
+                self._waiter = None
         if waiter is not None:
             self.loop.call_soon_threadsafe(_wake, waiter)
 
@@ -114,14 +117,14 @@ class Spill:
                 self._file.close()
                 self._file = None
 
-    def more(self, seen: int) -> asyncio.Future:
-        """On the loop: a future done once more than `seen` bytes are written."""
+    def more(self, wanted: int) -> asyncio.Future:
+        """On the loop: a future done once `wanted` bytes in all are written (the writer wakes the loop once)."""
         future = self.loop.create_future()
         with self._lock:
-            if self.size > seen:
+            if self.size >= wanted:
                 future.set_result(None)
             else:
-                self._waiter = future
+                self._waiter, self._wanted = future, wanted
         return future
 
     def read(self, offset: int, length: int) -> bytes:
@@ -129,9 +132,9 @@ class Spill:
         with self._lock:
             if self.path is None:
                 return bytes(self.memory[offset:offset + length])
-            with open(self.path, "rb") as f:
-                f.seek(offset)
-                return f.read(length)
+        with open(self.path, "rb") as f:  # written unbuffered, never moved back to memory: read beside the writer
+            f.seek(offset)
+            return f.read(length)
 
     @property
     def on_disk(self) -> bool:
@@ -180,9 +183,10 @@ class Answer:
                 await self.finish()  # a run that failed raises its error: the caller's body is cut short
                 if offset >= self.stdout.size:
                     return
-            else:
-                more = self.stdout.more(offset)
-                await asyncio.wait([more, self.finish.ran], return_when=asyncio.FIRST_COMPLETED)
+            else:  # a chunk's worth, the run's end, or what came within STREAM_AFTER
+                more = self.stdout.more(offset + CHUNK)
+                await asyncio.wait([more, self.finish.ran], timeout=STREAM_AFTER,
+                                   return_when=asyncio.FIRST_COMPLETED)
                 more.cancel()
 
     async def release(self) -> None:
@@ -546,26 +550,23 @@ def _remove(stdout: Spill, stdin: Path | None) -> None:
 
 
 async def _head_while_running(stdout: Spill, run: asyncio.Future) -> bytes | None:
-    """The answer's CGI head (up to its blank line), to stream the answer while the run goes on: once the head is
-    written and the body is STREAM_BYTES long or the run has gone on for STREAM_AFTER seconds.  None if the run
-    ends first (a quick answer is sent whole, in one write) or writes MAX_HEAD bytes without a blank line."""
+    """The answer's CGI head (up to its blank line), to stream the answer while the run goes on: once the run has
+    written STREAM_BYTES or gone on for STREAM_AFTER seconds, and its head is complete.  None if the run ends first
+    (a quick answer is sent whole, in one write; its writes never wake the loop) or writes MAX_HEAD bytes without a
+    blank line."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + STREAM_AFTER
-    seen, head = 0, None
+    deadline, wanted = loop.time() + STREAM_AFTER, STREAM_BYTES
     while not run.done():
-        if stdout.size > seen and head is None:
-            seen = stdout.size
+        if stdout.size >= wanted or loop.time() >= deadline:
             written = stdout.read(0, MAX_HEAD)
             if b"\n\n" in written or b"\r\n\r\n" in written:
-                head = written
-            elif seen >= MAX_HEAD:
+                return written
+            if len(written) >= MAX_HEAD:
                 return None
-        seen = stdout.size
-        if head is not None and (seen >= STREAM_BYTES or loop.time() >= deadline):
-            return head
-        more = stdout.more(seen)
-        await asyncio.wait([more, run], timeout=max(0.0, deadline - loop.time()) if head is not None else None,
-                           return_when=asyncio.FIRST_COMPLETED)
+            wanted = stdout.size + 1  # the head is not complete: its next write
+        more = stdout.more(wanted)
+        left = deadline - loop.time()
+        await asyncio.wait([more, run], timeout=left if left > 0 else None, return_when=asyncio.FIRST_COMPLETED)
         more.cancel()
     return None
 
