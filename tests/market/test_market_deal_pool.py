@@ -3,6 +3,7 @@ loop 60-230 ms per put); they must give exactly what the same matchings give run
 
 from __future__ import annotations
 
+import asyncio
 import random
 from decimal import Decimal
 
@@ -66,3 +67,30 @@ async def test_a_deal_matched_in_the_pool_equals_the_deal_matched_in_place(node_
             assert outcomes[0] == outcomes[1]
             seen.add(outcomes[0][0])
     assert seen == {"deal", "none"}  # both outcomes were compared
+
+
+async def test_deals_asked_for_at_once_are_cleared_together_and_each_caller_hears_of_its_own_needs(
+        node_factory, monkeypatch) -> None:
+    node = await node_factory("a", **QUIET)
+    dealing = node.app[NODE].dealing
+    runs: list[int] = []
+    real = dealing._run_deal
+
+    async def counted(bids, exclude, here):
+        runs.append(len(bids))
+        return await real(bids, exclude, here)
+
+    monkeypatch.setattr(dealing, "_run_deal", counted)
+    puts = [[dealing.need(f"put{p}-{s}", "storage", 1000, 3600, 10**6, group=f"put{p}") for s in range(6)]
+            for p in range(8)]
+    answers = await asyncio.gather(*(dealing.deal(bids) for bids in puts))
+    for bids, answer in zip(puts, answers):
+        assert set(answer) == {b.slot.id for b in bids}  # its own needs, each placed
+    assert len(runs) < len(puts) and sum(runs) == 6 * len(puts)  # fewer matchings than deals, every need in one
+
+    # One deal that cannot be placed among them: the others are placed, and only its caller hears the refusal.
+    runs.clear()
+    mixed = puts[:3] + [[dealing.need("huge", "storage", 10**15, 3600, 10**6)]]
+    outcomes = await asyncio.gather(*(dealing.deal(bids) for bids in mixed), return_exceptions=True)
+    assert [type(o).__name__ for o in outcomes] == ["dict", "dict", "dict", "MarketNoDeal"]
+    assert "huge" in str(outcomes[3])

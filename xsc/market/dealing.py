@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator
 from concurrent.futures import Executor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any
 
@@ -41,12 +41,6 @@ def _matched(asks: list[Ask], bids: list[Bid], **kwargs: Any):
 
 
 Steps = Generator[tuple[Callable[..., Any], dict], Any, Any]  # see Dealing._deal
-
-
-def _matched(asks: list[Ask], bids: list[Bid], **kwargs: Any):
-    """The pure matching of `MarketService.match`: supply capped and groups spread, then `match_needs`."""
-    needs = spread_groups(asks, bids)
-    return match_needs(cap_supply(asks, needs), needs, **kwargs)
 
 
 def _call(fn: Callable[..., Any], kwargs: dict) -> Any:
@@ -124,6 +118,16 @@ def _assignment(a) -> dict | None:
     return {"provider": a.provider, "capacity_slot": a.capacity_slot, "quantity": a.quantity, "price": a.price,
             "tier": a.tier}
 
+
+@dataclass
+class _Waiting:
+    """A deal asked for while another ran: its needs, the providers it leaves out, and its answer."""
+
+    bids: list[Bid]
+    exclude: frozenset[str]
+    answer: asyncio.Future
+
+
 class Dealing:
     def __init__(self, *, market: Any, needs: NeedRegistry, allocated: Callable[[str], dict[str, int]] | None,
                  pool: Executor | None = None) -> None:
@@ -133,6 +137,7 @@ class Dealing:
         self.allocated = allocated  # kind -> provider -> units the converged allocation gives this node's needs
         self.pool = pool  # where matchings run (None: asyncio's default executor)
         self._dealing = asyncio.Lock()
+        self._waiting: list[_Waiting] = []  # deals asked for while another ran: dealt together next
         self.last_results = None  # the newest MarketResult of a match this node ran
         self.last_bids: dict[str, Bid] = {}  # its needs, by need key
         self.explanations = Explanations(self.me)  # for `xsc market explain`
@@ -233,15 +238,50 @@ class Dealing:
         participants one took 60-230 ms of CPU, and held the loop that long); deals run one at a time, as they
         did when they ran on the loop, so that two never spend one allocation's room.  `here`: every matching run on
         the loop instead (the same answer; tests compare the two)."""
+        if here:
+            async with self._dealing:
+                return await self._run_deal(bids, exclude, here)
+        waiting = _Waiting(bids, exclude, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
         async with self._dealing:
-            steps = self._deal(bids, exclude)
-            result: Any = None
+            if not waiting.answer.done():  # not answered with an earlier batch: this one's batch is dealt now
+                batch = [w for w in self._waiting if w.exclude == exclude]
+                self._waiting = [w for w in self._waiting if w.exclude != exclude]
+                await self._deal_batch(batch)
+        return waiting.answer.result()
+
+    async def _deal_batch(self, batch: list[_Waiting]) -> None:
+        """The deals that waited while another ran, dealt as one matching (the needs of several puts cleared
+        together: one clearing, not one each); if any of them gets nothing, each is dealt alone again, so that
+        every caller hears about its own needs only."""
+        if len(batch) > 1:
             try:
-                while True:
-                    fn, kwargs = steps.send(result)
-                    result = fn(**kwargs) if here else await in_pool(self.pool, _call, fn, kwargs)
-            except StopIteration as done:
-                return done.value
+                together = await self._run_deal([b for w in batch for b in w.bids], batch[0].exclude, False)
+            except MarketNoDeal:
+                pass
+            except BaseException as err:
+                for w in batch:
+                    w.answer.set_exception(err)
+                return
+            else:
+                for w in batch:
+                    w.answer.set_result({b.slot.id: together[b.slot.id] for b in w.bids})
+                return
+        for w in batch:
+            try:
+                w.answer.set_result(await self._run_deal(w.bids, w.exclude, False))
+            except BaseException as err:  # its caller raises it
+                w.answer.set_exception(err)
+
+    async def _run_deal(self, bids: list[Bid], exclude: frozenset[str], here: bool) -> dict[str, Any]:
+        steps = self._deal(bids, exclude)
+        result: Any = None
+        try:
+            while True:
+                fn, kwargs = steps.send(result)
+                result = fn(**kwargs) if here else await in_pool(self.pool, _call, fn, kwargs)
+        except StopIteration as done:
+            return done.value
 
     def _deal(self, bids: list[Bid], exclude: frozenset[str]) -> Steps:
         """`deal` as steps: it yields each matching it needs, as (function, arguments), and is sent its result."""
