@@ -92,6 +92,13 @@ async def test_an_answer_is_sent_while_its_function_runs_and_cut_short_if_the_ru
                 await response.read()
     counted = await eventually_async(lambda: trickle()["requests"] == 1 and trickle(), "the run to be counted")
     assert counted["errors"] == 1 and counted["in_flight"] == 0 and counted["spend"] > 0  # recorded and charged
+    # A caller that hangs up once the answer has started: the run goes on to its end, and is charged all the same.
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/fn/trickle/") as response:
+            assert await response.content.readexactly(6) == b"first\n"
+            response.close()
+    again = await eventually_async(lambda: trickle()["requests"] == 2 and trickle(), "the second run to be counted")
+    assert again["in_flight"] == 0 and again["spend"] > counted["spend"]  # its run charged too
 
 
 async def test_hostile_callers_are_refused_while_others_are_served(web) -> None:

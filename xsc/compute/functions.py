@@ -214,6 +214,9 @@ class Finish:
             self._begun = True
             try:
                 await self._finish()
+            except asyncio.CancelledError:
+                self.done.cancel()  # the node is stopping: those waiting for it are told so
+                raise
             except BaseException as exc:
                 self.done.set_exception(exc)
             else:
