@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import (Conflict, StorageFull, InvalidArgument, NotFound, OverCap, PayloadTooLarge,
-                      QuotaExceeded)
+from ..errors import (Conflict, InvalidArgument, NotFound, OverCap, PayloadTooLarge, QuotaExceeded,
+                      StorageFull)
 from ..identity import public_id
 from ..net.jobs import CHUNK
 from ..tasks import in_pool
@@ -46,6 +46,7 @@ PER_SENDER = 2  # jobs one sender may have here at once (staged, running or wait
 MAX_HOSTED = 8  # jobs all senders together may have here
 IDLE = 300.0  # seconds a job may wait for its sender's next request before it is dropped
 DISK_MARGIN = 256 * 1024 * 1024  # free bytes the node keeps whatever jobs send it
+BEGIN_NEEDS = frozenset({"spec", "price", "authorization", "deal", "data"})  # a job's first request, and memory_price
 _HEX = frozenset("0123456789abcdef")
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
@@ -113,9 +114,7 @@ class HostedJobs:
     async def begin(self, sender: str, body: Any) -> dict[str, Any]:
         """A job sent here: its terms checked and its budget reserved before any of its bytes are taken."""
         self._expire()
-        if not isinstance(body, dict) or set(body) - {"spec", "price", "memory_price", "authorization", "deal",
-                                                      "data"} or not {"spec", "price", "authorization", "deal",
-                                                                      "data"} <= set(body):
+        if not isinstance(body, dict) or not BEGIN_NEEDS <= set(body) <= BEGIN_NEEDS | {"memory_price"}:
             raise InvalidArgument('send {"spec", "price", "memory_price", "authorization", "deal", "data"}')
         spec = parse_sent_job(body["spec"])
         price, deal, auth = self.paid.terms(body)
@@ -135,7 +134,7 @@ class HostedJobs:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if shutil.disk_usage(self.work_dir).free < total + spec.bytes_out + DISK_MARGIN:
             raise StorageFull("this node has no room for the job's data and outputs now",
-                                      hint="place it on another provider")
+                              hint="place it on another provider")
         budget = self.compute.budget(call, price)
         self.paid.reserve(sender, budget)  # its sender's line pays for it, or it is refused (402) here
         if not self.compute.has_module(spec.module):
