@@ -142,6 +142,7 @@ async def test_the_owner_pays_exactly_what_its_requests_cost_and_no_more_than_it
     await services.tabs.flush()
     owner = node.app[CLIENT_IDENTITY].public_key
     before = services.ledger.store.state(owner)
+    compiled = dict(services.compute.stats)
     requests, at_once = 1000, 8  # the function's concurrency: none is refused
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=at_once)) as session:
         async def one(n: int) -> int:
@@ -151,6 +152,7 @@ async def test_the_owner_pays_exactly_what_its_requests_cost_and_no_more_than_it
 
         statuses = await asyncio.gather(*(one(n) for n in range(requests)))
     assert statuses == [200] * requests
+    assert services.compute.stats == compiled  # each request instantiated the prepared module: none compiled it
     runs = [r["record"] for r in services.compute.recent_provenance(2 * requests)
             if r["record"].get("job", {}).get("function") == "hello"]
     assert len(runs) == requests and len({r["job"]["request"] for r in runs}) == requests
