@@ -212,3 +212,28 @@ async def _admitted(service) -> bool:
 def _jobs(node) -> list[dict]:
     with node.app[NODE].db.iterator(prefix=keys.JOBS) as found:
         return [codec.loads(value) for _, value in found]
+
+
+async def test_outputs_a_provider_signs_past_the_jobs_bytes_out_are_not_fetched_nor_paid(node_factory,
+                                                                                         monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    compute = provider.app[NODE].compute
+    real = compute.job_run
+
+    def job_run(*args):
+        facts = args[-1]
+        for output in facts.get("outputs", []):  # signed, and answered, as a terabyte each
+            output["size"] = 10**12
+        return real(*args)
+
+    monkeypatch.setattr(compute, "job_run", job_run)
+    fetched: list[int] = []
+    fetch = sent_jobs.wire.fetch
+    monkeypatch.setattr(sent_jobs.wire, "fetch", lambda *a: fetched.append(1) or fetch(*a))
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    assert status == 502 and problem["code"] == "forged-result" and "bytes_out" in problem["detail"], problem
+    assert fetched == []  # refused from what it signed, before a byte of it was asked for
+    await settle(gateway)
+    assert balances(gateway, provider)[0] == before[0]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,11 +26,13 @@ from ..errors import ForgedResult, PeerRefused, PeerUnreachable
 from ..net import jobs as wire
 from ..tasks import in_pool
 from . import provenance
-from .job_sandbox import OutputFile
+from .job_sandbox import MAX_OUTPUTS, OutputFile
 from .paid import PaidCompute
 from .service import InvokeCall
 
 log = logging.getLogger(__name__)
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -83,7 +86,7 @@ class SentJobs:
         try:
             answer = await self._sent_and_run(url, provider, job, data, call, tab, budget)
             try:
-                returned = await self._checked(url, provider, job, jid, staged, answer, budget)
+                returned = await self._checked(url, provider, job, jid, staged, answer, budget, spec.bytes_out)
             except ForgedResult as err:
                 await paid.gateway_tabs.abandon(tab, budget)
                 self._strike(provider, err.message)
@@ -170,7 +173,7 @@ class SentJobs:
         return offset
 
     async def _checked(self, url: str, provider: str, job: str, jid: str, staged, answer: dict[str, Any],
-                       budget: int) -> Returned:
+                       budget: int, bytes_out: int) -> Returned:
         """The provider's answer, held to its signed record; each output fetched and held to its signed hash."""
         run, signed = answer["run"], answer["provenance"]
         charge = run.get("charge")
@@ -186,6 +189,7 @@ class SentJobs:
                 or facts.get("stdin") != staged.stdin_sha256 or facts.get("outputs") != answer["outputs"]:
             raise ForgedResult(f"provider {provider[:12]}… answered a run its signed record does not match")
         outputs = facts["outputs"]
+        _check_outputs(provider, outputs, bytes_out)  # bounded before anything is fetched
         files: list[OutputFile] = []
         fetched = staged.work / "fetched" / provider  # each replica's outputs apart
         fetched.mkdir(parents=True, exist_ok=True)
@@ -211,6 +215,28 @@ class SentJobs:
                 await in_pool(None, out.write, chunk)
                 got += len(chunk)
         return got, digest.hexdigest()
+
+
+def _check_outputs(provider: str, outputs: Any, bytes_out: int) -> None:
+    """A provider's signed outputs are a list of {name, size, sha256}, named as a run here names them, and
+    together within the job's bytes_out: else the provider is not believed."""
+    well_formed = isinstance(outputs, list) and len(outputs) <= MAX_OUTPUTS + 1 and all(
+        isinstance(o, dict) and set(o) == {"name", "size", "sha256"} and type(o["size"]) is int and o["size"] >= 0
+        and isinstance(o["sha256"], str) and _SHA256.fullmatch(o["sha256"]) and isinstance(o["name"], str)
+        and _output_name(o["name"]) for o in outputs)
+    if not well_formed:
+        raise ForgedResult(f"provider {provider[:12]}… answered outputs that are not a run's outputs")
+    if sum(o["size"] for o in outputs) > bytes_out:
+        raise ForgedResult(f"provider {provider[:12]}… answered outputs over the job's bytes_out ({bytes_out:,})")
+
+
+def _output_name(name: str) -> bool:
+    """`stdout`, or `out/` and a relative path of printable characters (as a run's /out can hold)."""
+    if name == "stdout":
+        return True
+    parts = name.split("/")
+    return len(name) <= 4096 and name.isprintable() and parts[0] == "out" and len(parts) > 1 \
+        and all(part not in ("", ".", "..") for part in parts[1:])
 
 
 def _data(staged) -> list[tuple[dict[str, Any], Path]]:
