@@ -88,9 +88,10 @@ class ShareStore:
     # --- accounting ----------------------------------------------------------------
     @property
     def reserved(self) -> int:
-        """Space held by uploads in progress: what they wrote plus what they may still write."""
-        with self._lock:
-            return self._reserved()
+        """Space held by uploads in progress: what they wrote plus what they may still write.  A reading without
+        the lock (the event loop asks on every put and ask, and the lock is held across synced writes): begin_upload
+        and _charge decide under it."""
+        return sum(u.reserved for u in list(self._uploads.values()))  # list(): one step under the GIL
 
     def _reserved(self) -> int:
         return sum(u.reserved for u in self._uploads.values())
