@@ -378,7 +378,8 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
           f"{batches[0]} batch requests ({at:.1f} calls per batch, {batches[2]} sent "
           f"before the request in flight returned, {batches[3]} waited for returned callers); the rest alone: "
           f"{requests_per_call:.3f} signed requests per call")
-    print(f"remote throughput at concurrency 8 = {rate_r / rate_d:.2f}x direct (old path, A0: {rate_old / rate_d:.2f}x); "
+    print(f"remote throughput at concurrency 8 = {rate_r / rate_d:.2f}x direct "
+          f"(old path, A0: {rate_old / rate_d:.2f}x); "
           f"node CPU per remote call: A {us['remote', 'A']:.0f} + B {us['remote', 'B']:.0f} us, old path A0 "
           f"{us['remote-old', 'A']:.0f} + B {us['remote-old', 'B']:.0f} us")
     print(f"added p50 at concurrency 1: {added * ms:.2f} ms (old path {added_old * ms:.2f} ms)")

@@ -4,7 +4,10 @@ Segments are processed in a thread pool (AES-GCM, zfec and SHA-256 release the
 GIL, and so does LevelDB I/O), a bounded number at a time, so both cores work
 and memory stays bounded whatever the file size: at most `depth` segments are
 in flight.  Get yields plaintext in order; put writes blocks as segments
-complete and publishes the shares once all are written.
+complete and publishes the shares once all are written.  A put encrypts,
+erasure-codes and hashes segments while the one before is written, one LevelDB
+write in flight at a time: LevelDB takes one writer at a time anyway, and a
+second would hold a pool thread that could be encoding.
 """
 
 from __future__ import annotations
@@ -137,6 +140,20 @@ async def _read_full(read: ReadFn, n: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+class _OneWrite:
+    """Block writes run in the pool one at a time, each started once the one before is done (module docstring)."""
+
+    def __init__(self, pool: Executor) -> None:
+        self.pool = pool
+        self.pending: list[asyncio.Future] = []
+
+    async def start(self, write: Callable[[int, dict[int, bytes]], None], index: int, blocks: dict[int, bytes]) -> None:
+        """write(index, blocks) in the pool once the write before is done; no blocks (all remote): no write."""
+        await asyncio.gather(*self.pending)
+        if blocks:
+            self.pending = [asyncio.get_running_loop().run_in_executor(self.pool, write, index, blocks)]
+
+
 class Gateway:
     def __init__(self, store: ShareStore, pool: Executor, *, segment_size: int, lease_duration: int,
                  node_key: bytes, depth: int = 6, remote_timeout: float = 5.0) -> None:
@@ -175,19 +192,18 @@ class Gateway:
         upload = await self._run(self.store.begin_upload, si, local, expected)
         remote = {s: RemoteShareWriter(h, placement[s], si, s) for s, h in holders.items()}
 
-        def encode_segment(index: int, plaintext: bytes) -> tuple[list[bytes], dict[int, bytes]]:
+        def encode_segment(index: int, plaintext: bytes) -> tuple[list[bytes], list[bytes]]:
             blocks = erasure.encode(cipher.encrypt(index, plaintext))
-            if local:
-                upload.put_blocks(index, {s: blocks[s] for s in local})
-            return [block_hash(b) for b in blocks], {s: blocks[s] for s in remote}
+            return blocks, [block_hash(b) for b in blocks]
 
         async def collect(result: asyncio.Future) -> None:
-            segment_hashes, outgoing = await result
+            blocks, segment_hashes = await result
             hashes.append(segment_hashes)
-            for s, block in outgoing.items():
-                await remote[s].add(block)
+            await writes.start(upload.put_blocks, len(hashes) - 1, {s: blocks[s] for s in local})
+            for s in remote:
+                await remote[s].add(blocks[s])
 
-        loop = asyncio.get_running_loop()
+        loop, writes = asyncio.get_running_loop(), _OneWrite(self.pool)
         in_flight: deque[asyncio.Future] = deque()
         hashes: list[list[bytes]] = []  # per segment, the N block hashes
         total = 0
@@ -212,6 +228,7 @@ class Gateway:
                     break
             while in_flight:
                 await collect(in_flight.popleft())
+            await asyncio.gather(*writes.pending)
             if size is not None and await _read_full(read, 1):
                 raise BadRequest(f"the upload is longer than the {size} bytes announced")
             count = len(hashes)
@@ -228,7 +245,7 @@ class Gateway:
         except BaseException:
             for fut in in_flight:
                 fut.cancel()
-            await asyncio.gather(*in_flight, return_exceptions=True)
+            await asyncio.gather(*in_flight, *writes.pending, return_exceptions=True)
             await asyncio.gather(*(r.undo() for r in remote.values()))
             await self._run(self.store.abort, upload)
             raise
