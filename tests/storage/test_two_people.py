@@ -48,8 +48,11 @@ def test_on_two_nodes_every_put_survives_the_loss_of_the_peer(tmp_path, started)
     spread = put(a, data[0], "--spread")  # the user asks otherwise: the market places all six
     assert spread["placement"].count(id_b) >= 3
     # All six on the one peer: A sends no more segment bodies to B at once than B takes from one sender.
-    away = put(a, os.urandom(3_000_000), "--spread", "--avoid", id_a)
+    far = os.urandom(3_000_000)
+    away = put(a, far, "--avoid", id_a)
     assert away["placement"] == [id_b] * 6, away["placement"]
+    got = a.xsc("store", "get", away["capability"], "-o", str(tmp_path / "far"))
+    assert got.returncode == 0 and (tmp_path / "far").read_bytes() == far, got.stderr.decode()
     b.kill()
     for r, d in zip(results, data):
         out = tmp_path / "out"
