@@ -202,7 +202,7 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     # passes through (auth, peer pricing, problems, metrics); the sockets are xsc/serve, the work is in the services.
     # A service growing here would pass this budget: a new feature brings its routes and its wiring, no more (the
     # web functions brought their listener's app, http/functions.py, and its start in app.py: ~90 lines).
-    assert sum(lines.values()) < 3100, lines
+    assert sum(lines.values()) < 3120, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}
 

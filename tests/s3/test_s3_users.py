@@ -1,11 +1,14 @@
 """Two users on one front: each one's buckets are invisible to the other until its owner grants them
-(`xsc s3 grant`); a read grant lets the other read and not write; revoking takes it back."""
+(`xsc s3 grant`); a read grant lets the other read and not write; revoking takes it back.  Each user's puts are
+paid from its own ledger account (`xsc s3 fund`, `xsc s3 users`); an account that cannot pay refuses the put."""
 
 from __future__ import annotations
 
 import pytest
 
 pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
+
+import json  # noqa: E402
 
 from botocore.exceptions import ClientError  # noqa: E402
 
@@ -28,6 +31,8 @@ def refused(call) -> tuple[str, int]:
 def test_two_users_see_only_their_own_buckets_until_granted(gateway) -> None:
     ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
     bob = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "bob"))
+    for user in ("ana", "bob"):
+        assert gateway.node.xsc("s3", "fund", user, "5").returncode == 0
     ana.create_bucket(Bucket="u-ana")
     ana.put_object(Bucket="u-ana", Key="diary.txt", Body=b"ana's")
     bob.create_bucket(Bucket="u-bob")
@@ -76,3 +81,60 @@ def test_grant_refusals_are_one_line(gateway) -> None:
     assert result.returncode != 0 and result.stderr.count(b"\n") == 1 and b"no-such-bucket-for-grants" in result.stderr
     result = gateway.node.xsc("s3", "grant", "u-x", "bob", "admin")
     assert result.returncode != 0
+
+
+def _balances(gateway) -> dict[str, int]:
+    listed = gateway.node.xsc("s3", "users", "--json")
+    assert listed.returncode == 0, listed.stderr
+    return {u["user"]: u["balance"] for u in json.loads(listed.stdout)}
+
+
+def test_each_users_puts_are_paid_from_its_own_account_and_an_account_that_cannot_pay_refuses(gateway) -> None:
+    cid, dan, eve = (boto3_client(gateway.front.url, create_key(gateway.node.data_dir, u)) for u in ("cid", "dan", "eve"))
+    for user in ("cid", "dan"):
+        funded = gateway.node.xsc("s3", "fund", user, "5")
+        assert funded.returncode == 0 and b"5.000000 credits" in funded.stdout, funded
+    start = _balances(gateway)
+    assert start["cid"] == start["dan"] == 5_000_000 and start["eve"] == 0
+    cid.create_bucket(Bucket="pay-cid")
+    cid.put_object(Bucket="pay-cid", Key="a", Body=b"c" * 100_000)
+    after_cid = _balances(gateway)
+    assert 0 < 5_000_000 - after_cid["cid"] and after_cid["dan"] == 5_000_000 and after_cid["eve"] == 0
+    dan.create_bucket(Bucket="pay-dan")
+    dan.put_object(Bucket="pay-dan", Key="a", Body=b"d" * 100_000)
+    dan.put_object(Bucket="pay-dan", Key="b", Body=b"d" * 100_000)
+    after_dan = _balances(gateway)
+    assert after_dan["cid"] == after_cid["cid"] and after_dan["dan"] < 5_000_000
+    # Each put's charge is a transfer signed by the user's account to the node's, in its history.
+    account = json.loads(gateway.node.xsc("s3", "users", "--json").stdout)
+    dan_id = next(u["account"] for u in account if u["user"] == "dan")
+    history = gateway.node.xsc("ledger", "history", "--account", dan_id, "--json")
+    assert history.returncode == 0, history.stderr
+    assert sum(e["job"].startswith("s3:put:") for e in json.loads(history.stdout)) == 2, history.stdout
+
+    eve.create_bucket(Bucket="pay-eve")
+    with pytest.raises(ClientError) as info:
+        eve.put_object(Bucket="pay-eve", Key="a", Body=b"e" * 100_000)
+    assert code_of(info) == ("AccessDenied", 403)
+    assert "xsc s3 fund eve" in info.value.response["Error"]["Message"], info.value.response["Error"]
+    assert refused(lambda: eve.head_object(Bucket="pay-eve", Key="a"))[1] == 404
+    assert _balances(gateway)["eve"] == 0
+    assert gateway.node.xsc("ledger", "verify").returncode == 0
+
+
+def test_funding_and_charging_refusals(gateway) -> None:
+    import urllib.error
+    import urllib.request
+
+    for args in (("BAD/user", "1"), ("xsc", "1"), ("fay", "lots"), ("fay", "1000")):  # 1000: past the node's own credit
+        result = gateway.node.xsc("s3", "fund", *args)
+        assert result.returncode != 0 and result.stderr.count(b"\n") == 1, (args, result.stderr)
+    for body in (b'{"capability": 7, "amount": 1}', b'{"capability": "xsc:chk:nope", "amount": 1}',
+                 b'{"capability": "x", "amount": -1}'):
+        request = urllib.request.Request(gateway.node.url + "/v1/s3/accounts/fay/charge", data=body, method="POST",
+                                         headers={"Authorization": f"Bearer {gateway.node.token}",
+                                                  "Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(request)
+        assert info.value.code == 400, (body, info.value.read())
+    assert _balances(gateway).get("fay", 0) == 0

@@ -1,4 +1,5 @@
-"""`xsc s3 serve|keys|grant|revoke|export-index`: the S3-compatible gateway, its users' access keys and grants."""
+"""`xsc s3 serve|keys|grant|revoke|users|fund|export-index`: the S3-compatible gateway, its users' access keys, grants
+and accounts."""
 
 from __future__ import annotations
 
@@ -126,6 +127,47 @@ def revoke(obj, bucket: str, user: str) -> None:
     """Take back what USER was granted on BUCKET."""
     obj.client().request("DELETE", f"/v1/s3/buckets/{bucket}/grants/{user}")
     click.echo(f"{user} has no grant on {bucket} now", err=True)
+
+
+@s3.command()
+@json_option
+@click.pass_obj
+def users(obj, as_json: bool) -> None:
+    """The users of the front's access keys, each with the ledger account its puts are paid from."""
+    from urllib.parse import quote
+
+    from ..s3.access import KeyRing, key_file
+
+    client = obj.client()
+    found = [client.request("GET", f"/v1/s3/accounts/{quote(user, safe='')}")
+             for user in sorted({k["user"] for k in KeyRing(key_file(obj.data_dir)).list()})]
+    if as_json:
+        emit_json(found)
+        return
+    from .ledger import _credits
+
+    table(["user", "account", "balance", "pays"], [(u["user"], u["account"], _credits(u["balance"]), u["pays"])
+                                                    for u in found])
+
+
+@s3.command()
+@click.argument("user")
+@click.argument("amount", metavar="CREDITS")
+@json_option
+@click.pass_obj
+def fund(obj, user: str, amount: str, as_json: bool) -> None:
+    """Move CREDITS from the node's account to USER's, which pays for what USER puts through the front."""
+    from urllib.parse import quote
+
+    from .ledger import _credits
+    from .market import _micro_credits
+
+    info = obj.client().request("POST", f"/v1/s3/accounts/{quote(user, safe='')}/fund",
+                                json_body={"amount": _micro_credits(amount, "CREDITS")})
+    if as_json:
+        emit_json(info)
+        return
+    click.echo(f"{user}'s account {info['account'][:16]}… now holds {_credits(info['balance'])} credits")
 
 
 @s3.command("export-index")

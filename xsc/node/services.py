@@ -40,6 +40,7 @@ from ..net import PeerClient
 from ..peers import HealthService, PeerService
 from ..peers.admission import Admission, Quarantine
 from ..peers.service import NEW_NODE_BURST
+from ..buckets.accounts import UserAccounts
 from ..buckets.index import S3Index
 from ..storage import Gateway, ShareStore
 from ..storage.audits import AuditService
@@ -113,6 +114,7 @@ class Node:
     watches: Watches  # jobs kept run over an S3 prefix
     functions: WebFunctions  # WASI programs answering HTTP (node.web_listen)
     s3_index: S3Index  # the user's bucket index: the S3 front (its own process) records objects there
+    s3_accounts: UserAccounts  # each S3 user's ledger account, which pays for its puts
 
     def __init__(self, *, config: NodeConfig, db: Database, pool: ThreadPoolExecutor, metrics: Metrics,
                  identity: Identity, payer: Identity) -> None:
@@ -269,6 +271,7 @@ class Node:
             node=identity, peers=self.peers, client=self.client, default_bid=config.market.compute_bid,
             on_invoked=lambda label: metrics.child(metrics.invocations, label).inc(), trust=self.trust)
         self.s3_index = s3_index = S3Index(self.db)
+        self.s3_accounts = UserAccounts(self.ledger, payer)
         self.hosted_jobs = HostedJobs(compute=self.compute, paid=self.paid, work_dir=config.data_dir / "hosted-jobs")
         self.jobs = JobService(compute=self.compute, storage=self.storage, ledger=self.ledger, tabs=self.tabs,
                                payer=payer, node=identity, db=self.db, work_dir=config.data_dir / "jobs",

@@ -250,9 +250,8 @@ class S3Front:
         return stored_headers.metadata(headers)
 
     async def _store(self, call: Call, chunks: AsyncIterator[bytes], size: int | None, name: str) -> str:
-        """Store a stream as one XSC file; its capability."""
-        result = await self.node.put_file(chunks, size, self.marks.name(name))
-        return result["capability"]
+        """Store a stream as one XSC file, paid from the user's own account; its capability."""
+        return await _paid_by(self.node, call.user, await self.node.put_file(chunks, size, self.marks.name(name)))
 
     async def _collect(self, garbage: list[str]) -> None:
         """Remove files no object refers to any more from the store (their deals end), then drop their marks."""
@@ -632,6 +631,21 @@ class S3Front:
                        if u["key"] > key_marker or (u["key"] == key_marker and id_marker and u["id"] > id_marker)]
         return _xml(xml.list_uploads(call.bucket, uploads[:max_uploads], prefix=prefix, max_uploads=max_uploads,
                                      truncated=len(uploads) > max_uploads, owner=call.user))
+
+
+async def _paid_by(node: NodeApi, user: str, put: dict) -> str:
+    """The capability of a file just stored, once the user's account paid the node's for it (the default user's
+    puts are the node's own); a file it cannot pay for is removed again, and the put refused with its answer."""
+    if user == names.DEFAULT_USER:
+        return put["capability"]
+    try:
+        await node.call("POST", f"/v1/s3/accounts/{_segment(user)}/charge",
+                        body={"capability": put["capability"], "amount": put["cost"]})
+    except XscError:
+        with contextlib.suppress(XscError):  # else reconciliation removes it: no record refers to it
+            await node.delete_file(put["capability"])
+        raise
+    return put["capability"]
 
 
 def _check_names(call: Call) -> None:

@@ -202,3 +202,15 @@ async def reconcile(request: web.Request) -> web.Response:
 @routes.get("/v1/s3/export")
 async def export(request: web.Request) -> web.Response:
     return json_response(await _call(request, _index(request).export))
+
+
+
+@routes.get("/v1/s3/accounts/{user}")
+async def account(request: web.Request) -> web.Response:
+    return json_response(request.app[NODE].s3_accounts.view(request.match_info["user"]))
+
+
+@routes.post("/v1/s3/accounts/{user}/{action:fund|charge}")
+async def move(request: web.Request) -> web.Response:
+    accounts, info = request.app[NODE].s3_accounts, request.match_info
+    return json_response(await accounts.move(info["action"], info["user"], await _json(request)))

@@ -1,0 +1,94 @@
+"""Each S3 user's own ledger account on the node: what its puts cost is paid from it.
+
+A user's account is an Ed25519 key derived from the node's client key and the user's name (a hash of the client
+key's deterministic signature of the name): nothing to store, the same account after every restart, and no
+one without the client key can sign for it.  The node's operator funds it (`xsc s3 fund USER CREDITS`: a
+transfer from the node's account); each file the S3 front stores for the user is then paid back to the node's
+account, which pays the providers the put's deals as for any put: a transfer of the put's whole cost, signed by
+the user's account, before the object is recorded.
+
+A user's account has no credit line: it spends what it was given and no more.  Its charges pass one at a time
+through a lock, the balance checked before each one, so no two puts can together spend past it.  The default
+user (keys made without `--user`) is the operator, whose puts the node's account pays directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ..errors import InsufficientCredit, InvalidArgument
+from ..identity import Identity
+from ..ledger import LedgerService, format_credits
+from ..storage.capability import Capability
+from . import names
+
+DERIVE = b"xsc s3 user account\x00"
+MAX_AMOUNT = 10**15  # micro-credits one transfer moves at most (a billion credits)
+
+
+class UserAccounts:
+    def __init__(self, ledger: LedgerService, owner: Identity) -> None:
+        self.ledger = ledger
+        self.owner = owner  # the node's client account: funds the users, and pays the providers
+        self._accounts: dict[str, Identity] = {}
+        self._charging = asyncio.Lock()
+
+    def account(self, user: str) -> Identity:
+        names.check_user(user)
+        found = self._accounts.get(user)
+        if found is None:
+            seed = hashlib.sha256(self.owner.sign(DERIVE + user.encode())).digest()
+            found = self._accounts[user] = Identity(Ed25519PrivateKey.from_private_bytes(seed))
+        return found
+
+    def view(self, user: str) -> dict:
+        account = self.account(user)
+        return {"user": user, "account": account.id, "balance": self.ledger.account_view(account.public_key)["balance"],
+                "pays": "the node's account" if user == names.DEFAULT_USER else "its own account"}
+
+    async def move(self, action: str, user: str, body: dict) -> dict:
+        """`fund` ({"amount"}) or `charge` ({"capability", "amount"}), as the node's API asks."""
+        capability = body.get("capability")
+        if action == "fund":
+            return await self.fund(user, body.get("amount"))
+        if not isinstance(capability, str) or len(capability) > 512:
+            raise InvalidArgument('send {"capability": the stored file\'s capability, "amount": micro-credits}')
+        return await self.charge(user, capability, body.get("amount"))
+
+    async def fund(self, user: str, amount: int) -> dict:
+        """Move `amount` from the node's account to the user's (within the node's credit, like any payment)."""
+        _check_amount(amount)
+        if user == names.DEFAULT_USER:
+            raise InvalidArgument(f"the user {user}'s puts are paid by the node's account: it has nothing to fund",
+                                  hint="fund the users of keys made with --user")
+        account = self.account(user)
+        await self.ledger.ensure_credit(self.owner, amount)  # what the node's account holds for running work stays
+        entry = await self.ledger.settle(self.owner, account, amount, {}, f"s3:fund:{user}")
+        return {**self.view(user), "amount": amount, "entry": entry}
+
+    async def charge(self, user: str, capability: str, amount: int) -> dict:
+        """The user's account pays the node's account `amount` for the file `capability` it stored; InsufficientCredit
+        (nothing paid) if its balance does not cover it.  The default user's puts are the node's own: no charge."""
+        if user == names.DEFAULT_USER:
+            return {**self.view(user), "charged": 0}
+        _check_amount(amount)
+        account, stored = self.account(user), Capability.parse(capability)
+        async with self._charging:
+            balance = self.ledger.account_view(account.public_key)["balance"]
+            if balance < amount:
+                raise InsufficientCredit(
+                    f"S3 user {user}'s account holds {format_credits(max(balance, 0))} credits; this put costs "
+                    f"{format_credits(amount)} (the node's operator funds it with: xsc s3 fund {user} CREDITS)",
+                    hint=f"xsc s3 fund {user} CREDITS")
+            entry = await self.ledger.settle(account, self.owner, amount, {"files": 1},
+                                             f"s3:put:{stored.storage_index.hex()}")
+        return {**self.view(user), "charged": amount, "entry": entry}
+
+
+def _check_amount(amount: object) -> int:
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount <= MAX_AMOUNT:
+        raise InvalidArgument(f"an amount is a whole number of micro-credits from 0 to {MAX_AMOUNT}, not {amount!r}")
+    return amount
