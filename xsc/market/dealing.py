@@ -139,6 +139,7 @@ class Dealing:
         self._dealing = asyncio.Lock()
         self._waiting: list[_Waiting] = []  # deals asked for while another ran: dealt together next
         self.last_results = None  # the newest MarketResult of a match this node ran
+        self._remembered = None  # the last of them whose explanations were kept
         self.last_bids: dict[str, Bid] = {}  # its needs, by need key
         self.explanations = Explanations(self.me)  # for `xsc market explain`
         self._compute_deals: dict[tuple, Any] = {}  # (version, fuel bucket, max price, room) -> assignment
@@ -177,7 +178,11 @@ class Dealing:
                 "availability": availability, "bucket_seconds": self.market.config.bucket_seconds, "now_ms": now_ms()}
 
     def remember(self) -> None:
-        """Keep the explanations of the newest matching, with their figures, for `xsc market explain`."""
+        """Keep the explanations of the newest matching, with their figures, for `xsc market explain` (once:
+        the puts of one batch each ask after the same matching)."""
+        if self.last_results is None or self.last_results is self._remembered:
+            return
+        self._remembered = self.last_results
         best: dict[str, int] = {}
         for a in self.market.book.asks():
             best[a.slot.kind] = min(best.get(a.slot.kind, a.price), a.price)

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 
@@ -66,14 +66,18 @@ class StorageDeal:
     ended: bool = False  # the share left that node (repair moved it, or the file was removed)
     paying: dict | None = None  # the period being paid now ({"to", "job"}), noted before the payment is sent
 
+    def _fields(self) -> dict[str, Any]:
+        # One level deep: dataclasses.asdict deep-copies every value, a tenth of a put's time on the loop.
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def encode(self) -> bytes:
-        return codec.dumps(asdict(self))
+        return codec.dumps(self._fields())
 
     def cost(self, seconds: int) -> int:
         return price_storage(self.bytes, seconds, self.price)
 
     def to_json(self) -> dict[str, Any]:
-        return {**{k: v for k, v in asdict(self).items() if k != "paying"}, "total": self.cost(self.end - self.start)}
+        return {**{k: v for k, v in self._fields().items() if k != "paying"}, "total": self.cost(self.end - self.start)}
 
 
 Pay = Callable[[str, int, dict[str, int], str], Awaitable[str]]  # (payee node, amount, usage, job) -> entry id

@@ -8,7 +8,7 @@ that encoding, so any change to a stored manifest is detected.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 from .. import codec
 from ..errors import IntegrityError
@@ -29,7 +29,7 @@ class Manifest:
     version: int = MANIFEST_VERSION
 
     def encode(self) -> bytes:
-        body = asdict(self)
+        body = {f.name: getattr(self, f.name) for f in fields(self)}  # shallow: asdict deep-copies each value
         body["share_roots"] = list(self.share_roots)
         return codec.canonical(body)
 
