@@ -8,6 +8,7 @@ from typing import Any
 from .. import codec, keys
 
 PRICE_HISTORY = 1000  # clearing prices kept per kind
+MARKETS_REMEMBERED = 64  # (kind, bucket) markets whose newest price is kept in memory
 
 
 class Prices:
@@ -15,20 +16,29 @@ class Prices:
         self.db = db
         self.bucket_seconds = bucket_seconds
         self._written = 0  # prices written since the history was last pruned
+        # (kind, bucket) -> the newest (price, traded) kept: every matching asks, and a put may run one each.
+        self._newest: dict[tuple[str, int], tuple[int, int]] = {}
 
     def record(self, clearings: dict, at: int) -> None:
         """Keep each new clearing price (a price or volume that changed) for `xsc market prices`."""
         written = 0
+        kept: dict[tuple[str, int], tuple[int, int]] = {}
         with self.db.write_batch() as batch:
             for (kind, bucket), c in clearings.items():
                 if c.price is None:
                     continue
-                last = self.last(kind, bucket)
-                if last is not None and last["price"] == c.price and last["traded"] == c.traded:
+                newest = self._newest.get((kind, bucket))
+                if newest is None and (last := self.last(kind, bucket)) is not None:
+                    newest = self._newest[(kind, bucket)] = (last["price"], last["traded"])  # as kept
+                if newest == (c.price, c.traded):
                     continue
                 batch.put(keys.market_price(kind, bucket, at),
                           codec.dumps({"price": c.price, "low": c.low, "high": c.high, "traded": c.traded}))
+                kept[(kind, bucket)] = (c.price, c.traded)
                 written += 1
+        if len(self._newest) + len(kept) > MARKETS_REMEMBERED:
+            self._newest.clear()  # old buckets' markets: read again if ever asked
+        self._newest.update(kept)  # once written
         self._written += written
         if self._written > PRICE_HISTORY // 10:
             self._written = 0
