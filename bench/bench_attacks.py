@@ -1,4 +1,4 @@
-"""Issue 12's attacks against a real node process, each repeated for a few seconds while another process times
+"""Attacks of strangers against a real node process, each repeated for a few seconds while another process times
 /health; after each, the operator's put, get and invoke and `ledger verify`.
 
     python -m bench.bench_attacks [--only NAME[,NAME...]] [--seconds 4] [--watch] [--json F]
@@ -17,7 +17,7 @@ one behind the machine's other work, and how long its other threads waited for o
 GIL and waiting for a core holds the loop up too; `kept`: the max on the kept-alive connection) and the ratio of p50 to the quiet phase measured first in the same run (a second quiet phase
 ends the run: a drift between the two is the machine's load, not the node), the node's anonymous RSS at most,
 the 1-minute load average, and after the attack whether put+get, invoke and `ledger verify` (both nodes) work.
-Issue 12 asks /health to answer within 100 ms throughout: p99 and max are held to that (`over` marks a row).
+/health must answer within 100 ms throughout: p99 and max are held to that (`over` marks a row).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ from . import bench_floods
 from .common import HealthProbe
 
 ATTACKER = bench_floods.ATTACKER  # the attacker's own loopback address (the sampler's is 127.0.0.1)
-LIMIT_MS = 100.0  # issue 12: /health answers within this during every attack
+LIMIT_MS = 100.0  # /health answers within this during every attack
 ENV = {"XSC_AUDIT_BLOCKS_PER_ROUND": "0", "XSC_AUDIT_SCRUB_RATE": "0", "XSC_HEALTH_PROBE_INTERVAL": "5",
        "XSC_PEERS_GOSSIP_INTERVAL": "2"}
 TEN_YEARS = 3650 * 86400
@@ -125,7 +125,7 @@ async def _try(coro) -> str:
         return refused(err)
 
 
-# --- the attacks: (setup, one round) per issue 12 row ---------------------------------------------------------------
+# --- the attacks: (setup, one round) each --------------------------------------------------------------------------
 def v128_setup(t: Target) -> None:
     pass
 
@@ -423,7 +423,7 @@ def allocation_flood_round(t: Target) -> list[str]:
 @dataclass
 class Attack:
     name: str
-    row: str  # issue 12's row, in short
+    row: str  # what the attack does, in short
     round: Callable
     setup: Callable[[Target], None] | None = None
     timed: bool = False  # does one round take the phase's seconds itself?
@@ -581,7 +581,7 @@ def report(result: dict) -> str:
     def yn(value) -> str:
         return "-" if value is None else ("yes" if value else "NO")
 
-    lines = [f"issue 12's attacks on node-0 of a 2-node devnet, {result['seconds']:g} s each "
+    lines = [f"attacks on node-0 of a 2-node devnet, {result['seconds']:g} s each "
              f"(/health every 50 ms from its own process at nice {result.get('probe_nice')}; limit {LIMIT_MS:g} ms)",
              "(during the max sample, node-0's event loop thread ran on a core, or waited for one; its other threads "
              "waited for one `others`: one of them may have held the GIL the loop needed)",

@@ -11,7 +11,7 @@ Every figure is printed next to the raw step it builds on, measured in the same 
 - the wall time of `xsc compute invoke` and `xsc --help` against a bare `python -c pass`;
 - with --held SECONDS: invokes at concurrency 8 for that long while another connection reads the payer's held
   credit every 100 ms, its most against (8 in flight x a call's budget) + the most metered in one settlement
-  interval, and every answer that was not 200 (issue 14: none; a 402 there is credit held for work already done).
+  interval, and every answer that was not 200 (target: none; a 402 there is credit held for work already done).
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ async def _held_while_loaded(port: int, token: str, body: bytes, concurrency: in
 
 
 def held_credit(port: int, token: str, module_id: str, concurrency: int, seconds: float) -> dict[str, Any]:
-    """Issue 14: under load, held credit never passes (invokes in flight x budget) + one settlement interval's
+    """Under load, held credit never passes (invokes in flight x budget) + one settlement interval's
     metered amount, and no invoke is refused 402 for credit held by others."""
     from xsc.config import ComputeSection, LedgerSection
     from xsc.ledger.pricing import price_budget
@@ -247,7 +247,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each load phase")
     parser.add_argument("--held", type=float, default=0.0, metavar="SECONDS",
-                        help="then invoke at concurrency 8 for SECONDS (issue 14: 60) while reading the payer's held "
+                        help="then invoke at concurrency 8 for SECONDS (the target's figure: 60) while reading the payer's held "
                              "credit every 100 ms, against its bound, and count every answer that is not 200")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())} "

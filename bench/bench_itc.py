@@ -100,7 +100,7 @@ def _chain(n: int) -> list[Stamp]:
 
 
 REPORT = Report("itc")
-TARGET_US = 20.0  # issue 5: ITC event/join/leq/encode with stamps forked 100 ways, < 20 us per operation
+TARGET_US = 20.0  # ITC event/join/leq/encode with stamps forked 100 ways, < 20 us per operation
 TARGETED = {"event": "event", "join (peek of another)": "join", "leq": "leq", "encode": "encode"}
 
 

@@ -10,7 +10,7 @@ the end-to-end latency of `add 1 2` through A's HTTP API (remote) and through B'
 concurrency 1 (p50, p90) and 8 (invokes/s), the latency a remote invoke adds, and the raw steps it is
 made of, measured in this run: an fsync of a LevelDB batch, a signed peer request that does no work,
 and the ledger's authorize + countersign + complete of one payment by receipt (in process, two ledgers).
-Target (issue 7): a matched remote invoke adds < 20 ms over a direct one; (issue 14, paid through tabs)
+Targets: a matched remote invoke adds < 20 ms over a direct one; paid through tabs, it adds
 < 2 ms, and remote throughput at concurrency 8 >= 0.8x direct.  At concurrency 8 it also prints how many of A's
 calls went to B in batches (net/compute.py: InvokeBatcher) and the nodes' CPU per call (on a busy machine the
 wall-clock rates say more about the other load than about the nodes; CPU per call does not).  A run at
@@ -42,10 +42,10 @@ from .report import Report
 
 ROOT = Path(__file__).resolve().parent.parent
 ADD = ROOT / "fixtures" / "wasm" / "add.wasm"
-TARGET_ADDED_MS = 20.0  # issue 7: a matched remote invoke adds < 20 ms over a direct one
-TARGET_ADDED_MS_PAID = 2.0  # issue 14: remote paid invokes, p50 overhead over local < 2 ms
+TARGET_ADDED_MS = 20.0  # a matched remote invoke adds < 20 ms over a direct one
+TARGET_ADDED_MS_PAID = 2.0  # remote paid invokes, p50 overhead over local < 2 ms
 TARGET_ADDED_MS_CHANNEL = 1.0  # remote calls on connections proven by client certificates: p50 added < 1 ms
-TARGET_REMOTE_RATIO = 0.8  # issue 14: remote paid invokes >= 0.8x local throughput at c=8
+TARGET_REMOTE_RATIO = 0.8  # remote paid invokes >= 0.8x local throughput at c=8
 INVOKE = json.dumps({"module": hashlib.sha256(ADD.read_bytes()).hexdigest(), "function": "add",
                      "args": ["1", "2"]}).encode()
 
@@ -407,11 +407,11 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     report.add("raw: ledger authorize + countersign + complete", trio * ms, "ms")
     report.add("direct invoke p50, c=1", d50 * ms, "ms")
     report.add("remote invoke p50, c=1", r50 * ms, "ms")
-    report.add("added p50, remote - direct (issue 7)", added * ms, "ms", target=TARGET_ADDED_MS, op="<")
-    report.add("added p50, paid (issue 14)", added * ms, "ms", target=TARGET_ADDED_MS_PAID, op="<")
+    report.add("added p50, remote - direct", added * ms, "ms", target=TARGET_ADDED_MS, op="<")
+    report.add("added p50, paid", added * ms, "ms", target=TARGET_ADDED_MS_PAID, op="<")
     report.add("direct invokes/s, c=8", rate_d, "/s")
     report.add("remote invokes/s, c=8", rate_r, "/s")
-    report.add("remote/direct rate c=8 (issue 14)", rate_r / rate_d, "x", target=TARGET_REMOTE_RATIO, op=">=")
+    report.add("remote/direct rate c=8", rate_r / rate_d, "x", target=TARGET_REMOTE_RATIO, op=">=")
     report.add("old path (signed) remote/direct rate c=8", rate_old / rate_d, "x")
     report.add("old path (signed) added p50", added_old * ms, "ms")
     report.add("raw: unsigned peer round trip on a certified connection", channel_rt * ms, "ms")
@@ -424,7 +424,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     print(f"target added latency < {TARGET_ADDED_MS_CHANNEL:g} ms: {added * ms:.2f} ms -> "
           f"{'met' if added * ms < TARGET_ADDED_MS_CHANNEL else 'NOT met'}; load average now "
           f"{os.getloadavg()[0]:.2f} (above 1.5: the figures are noise)")
-    print(f"targets (issue 14, remote invokes paid through tabs): added latency < {TARGET_ADDED_MS_PAID:g} ms "
+    print(f"targets (remote invokes paid through tabs): added latency < {TARGET_ADDED_MS_PAID:g} ms "
           f"({added * ms:.2f} ms), remote/direct rate at concurrency 8 >= {TARGET_REMOTE_RATIO} "
           f"({rate_r / rate_d:.2f}x) -> {'met' if met else 'NOT met'}")
 

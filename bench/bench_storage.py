@@ -136,7 +136,7 @@ def main() -> None:
     report.add("get x raw get pipeline", stream_rate / get_raw, "x", target=1.3, op=">=")
     report.add(f"get {size_mib} MiB -o FILE", get_rate / mb, "MB/s")
     report.add("node peak RSS", node_rss * MiB / mb, "MB", target=300, op="<")
-    report.add("node peak anonymous RSS (issue 15)", anon.peak_mib * MiB / mb, "MB", target=200, op="<")
+    report.add("node peak anonymous RSS", anon.peak_mib * MiB / mb, "MB", target=200, op="<")
     report.add("node peak anonymous memory", anon.peak_mib, "MiB", target=150, op="<")
     report.add("CLI put peak RSS", put_rss * MiB / mb, "MB", target=300, op="<")
     report.add("CLI get peak RSS", get_rss * MiB / mb, "MB", target=300, op="<")
