@@ -162,6 +162,12 @@ class ComputeBusy(ComputeError):
     code = "compute-busy"
 
 
+class FunctionUnavailable(ComputeError):
+    """A web function served on the market has no provider that can run its request now."""
+
+    code = "function-unavailable"
+
+
 class InvalidModule(ComputeError):
     code = "invalid-module"
 

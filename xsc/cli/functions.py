@@ -24,17 +24,19 @@ from .output import Col, emit_json, json_option, table
 @click.option("--concurrency", type=click.IntRange(1, 256), metavar="N", help="Requests at once: past it, 503.")
 @click.option("--spend-cap", type=click.IntRange(0), metavar="MICROCREDITS",
               help="What requests may cost in an hour: past it, callers get 402.")
+@click.option("--on-market", is_flag=True,
+              help="Run each request on a provider the market offers, not on this node (paid like a job).")
 @json_option
 @click.pass_obj
 def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, ...], entrypoint: str | None,
           fuel: int | None, memory: str | None, timeout: float | None, max_body: int | None, concurrency: int | None,
-          spend_cap: int | None, as_json: bool) -> None:
+          spend_cap: int | None, on_market: bool, as_json: bool) -> None:
     """Serve a WASI program at /fn/NAME/ on the node's web listener (node.web_listen), to anyone, WAGI style:
     the request's CGI variables in its environment, its body on stdin, a CGI response on stdout.  Every request
     is charged to this node's user.  Serving NAME again replaces it."""
     client = obj.client()
     body: dict[str, Any] = {"name": name, "module": deployed_module(client, module), "inputs": list(inputs),
-                            "env": dict(env_pair(e) for e in env)}
+                            "env": dict(env_pair(e) for e in env), "on_market": on_market}
     limits = {k: v for k, v in (("fuel", fuel), ("memory", memory), ("timeout", timeout)) if v is not None}
     body.update({k: v for k, v in (("entrypoint", entrypoint), ("limits", limits or None), ("max_body", max_body),
                                    ("concurrency", concurrency), ("spend_cap", spend_cap)) if v is not None})
@@ -42,7 +44,8 @@ def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, 
     if as_json:
         emit_json(served)
         return
-    click.echo(f"serving {name} at /fn/{name}/ on the node's web listener (node.web_listen)")
+    where = ", run by providers on the market" if on_market else ""
+    click.echo(f"serving {name} at /fn/{name}/ on the node's web listener (node.web_listen){where}")
 
 
 @click.command("functions")

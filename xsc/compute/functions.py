@@ -9,6 +9,12 @@ under /in (staged once, when it is served), no /out.  Its stdout is a CGI respon
 ones, and any cookie named like the node's own (`xsc_...`: cookies do not keep to a port, and the dashboard is on
 the same host).  A `Range:` request on a 200 answer gets 206 and the bytes asked for.
 
+A function served `on_market` runs each request on a provider the market offers instead of on this node: the
+request's body and the function's files are sent to it as a job's stdin and inputs (compute/jobs.py:
+`run_on_market`, never run here), its stdout fetched whole and checked against what the provider signed, then
+answered; the provider is paid on this node's tab with it, and a provider that fails a request before answering
+is left out and the next one asked, so a function outlives the provider that served it.
+
 Every request is a run, metered and recorded like any (its provenance record names the function and the request
 line) and charged to the owner's tab (ledger/tabs.py: one transfer per interval for all of them).  The owner caps
 what a function spends an hour (`spend_cap`): once the runs of the last hour reach it, callers get 402 and nothing
@@ -31,8 +37,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable
 
-from ..errors import (ComputeBusy, FunctionFailed, FunctionTimedOut, InvalidArgument, NotFound, PayloadTooLarge,
-                      SpendCapReached, XscError)
+from ..errors import (ComputeBusy, FunctionFailed, FunctionTimedOut, FunctionUnavailable, InvalidArgument,
+                      MarketNoDeal, NotFound, PayloadTooLarge, SpendCapReached, XscError)
 from ..identity import Identity
 from ..storage.capability import Capability
 from ..storage.ranges import content_range, parse_range
@@ -44,7 +50,8 @@ from .service import ComputeService, InvokeCall
 from .store import ComputeStore
 from .wasi_io import Streams, io_fuel
 
-FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency", "spend_cap")
+FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency", "spend_cap",
+          "on_market")
 MAX_BODY = 16 * 1024 * 1024  # a request body's default cap (max_body: at most MAX_BODY_CEILING)
 MAX_BODY_CEILING = 1 << 30
 MAX_RESPONSE = 1 << 30  # bytes of stdout a function may answer (written to disk, streamed to the caller)
@@ -135,6 +142,14 @@ class Spill:
         with open(self.path, "rb") as f:  # written unbuffered, never moved back to memory: read beside the writer
             f.seek(offset)
             return f.read(length)
+
+    @classmethod
+    def written(cls, path: Path | None, loop: asyncio.AbstractEventLoop) -> Spill:
+        """An answer written whole to `path` already (a provider's, fetched); None: an empty one."""
+        spill = cls(Path(), loop)
+        if path is not None:
+            spill.path, spill.size = path, path.stat().st_size
+        return spill
 
     @property
     def on_disk(self) -> bool:
@@ -277,8 +292,9 @@ class Served:
 
 class WebFunctions:
     def __init__(self, *, compute: ComputeService, storage: Any, ledger: Any, tabs: Any, payer: Identity,
-                 node: Identity, store: ComputeStore, work_dir: Path, bid: int) -> None:
+                 node: Identity, store: ComputeStore, work_dir: Path, bid: int, jobs: Any) -> None:
         self.compute = compute
+        self.jobs = jobs  # xsc.compute.jobs.JobService: a function served on the market runs as its jobs do
         self.storage = storage  # xsc.storage.files.StorageService: the files a function mounts
         self.ledger = ledger
         self.tabs = tabs
@@ -305,7 +321,7 @@ class WebFunctions:
         mounted = self.work_dir / record["name"] / "in"
         staging = Path(tempfile.mkdtemp(prefix="in-", dir=self._dir()))
         try:
-            for text in record["inputs"]:
+            for text in [] if record["on_market"] else record["inputs"]:  # on the market: sent with each request
                 item = parse_input(text)
                 await self._stage(item, staging / item.name)
             await in_pool(None, _swap, staging, mounted)
@@ -351,9 +367,12 @@ class WebFunctions:
         spend_cap = body.get("spend_cap")
         if spend_cap is not None:
             spend_cap = _whole(spend_cap, "spend_cap", 0, 10**15)
+        on_market = body.get("on_market", False)
+        if type(on_market) is not bool:
+            raise InvalidArgument(f"on_market is true or false, not {on_market!r}")
         return {"name": name, "module": spec.module, "entrypoint": spec.entrypoint, "inputs": list(inputs),
                 "env": dict(spec.env), "limits": spec.asked, "max_body": max_body, "concurrency": concurrency,
-                "spend_cap": spend_cap, "created": provenance.timestamp(time.time_ns())}
+                "spend_cap": spend_cap, "on_market": on_market, "created": provenance.timestamp(time.time_ns())}
 
     async def _stage(self, item: Input, path: Path) -> None:
         _, chunks = await self.storage.open(Capability.parse(item.cap))
@@ -421,6 +440,8 @@ class WebFunctions:
                        timeout=limits_asked.get("timeout"), bytes_in=record["max_body"], stdout_to_store=True,
                        bytes_out=MAX_RESPONSE)
         spec = _with_env(spec, _cgi_env(request))
+        if record.get("on_market"):
+            return await self._on_market(served, request, spec)
         call = InvokeCall(spec.module, spec.entrypoint, [], spec.fuel, spec.memory, spec.timeout, True)
         limits = self.compute.limits(call)
         prepared, signature = self.compute.program(spec.module, spec.entrypoint)
@@ -459,6 +480,49 @@ class WebFunctions:
         except BaseException:
             await Answer(0, [], stdout, 0, -1, stdin, running.finish).release()
             raise
+
+    async def _on_market(self, served: Served, request: Request, spec: JobSpec) -> Answer:
+        """A request run by a provider (the function is served `on_market`): answered once its run has ended."""
+        record = served.record
+        stdin, size = await _body_to(request.read, self._dir(), record["max_body"])
+        stdout: Path | None = None
+        try:
+            inputs = tuple(parse_input(text) for text in record["inputs"])
+            spec = replace(spec, stdin=None if stdin is None else "-", inputs=inputs,
+                           bytes_in=size + sum(Capability.parse(i.cap).size for i in inputs))
+            try:
+                run, stdout = await self.jobs.run_on_market(spec, stdin, self._dir())
+            except MarketNoDeal as err:
+                raise FunctionUnavailable(f"no provider on the market can run this function now: {err.message}",
+                                          hint="retry in a moment") from None
+            await self._spent(served, run["charge"])
+            trap = run["trap"] or {}
+            if trap.get("kind") == "deadline":
+                timeout = self.compute.limits(InvokeCall(spec.module, spec.entrypoint, [], spec.fuel, spec.memory,
+                                                         spec.timeout, True)).timeout
+                raise FunctionTimedOut(f"the function ran past its deadline of {timeout:g} s on provider "
+                                       f"{run['provider'][:12]}… and was stopped",
+                                       hint="its owner may give it more time: xsc compute serve --timeout")
+            if trap or run["refusal"]:
+                raise FunctionFailed(f"the function failed on provider {run['provider'][:12]}…: "
+                                     f"{trap.get('message') or run['refusal']}")
+            answer = Spill.written(stdout, asyncio.get_running_loop())
+            head = await in_pool(None, answer.read, 0, MAX_HEAD) if answer.on_disk else b""
+            status, headers, offset = parse_cgi(head)
+            return _ranged(Answer(status, headers, answer, offset, answer.size - 1, stdin), _header(request.headers,
+                                                                                                       "range"))
+        except BaseException:
+            await in_pool(None, _remove, Spill.written(None, asyncio.get_running_loop()), stdin)
+            if stdout is not None:
+                stdout.unlink(missing_ok=True)
+            raise
+
+    async def _spent(self, served: Served, charge: int) -> None:
+        """A provider's run of a request, paid: counted in its function's hour (and kept across restarts)."""
+        name, minute = served.record["name"], _minute()
+        served.spent[minute] = served.spent.get(minute, 0) + charge
+        served.spend += charge
+        await in_pool(None, self.store.save_function_spend, name, minute, served.spent[minute])
 
     async def _record(self, served: Served, request: Request, spec: JobSpec, prepared, signature, limits, ran,
                       budget: int) -> None:

@@ -41,6 +41,7 @@ from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
 from .job_sandbox import record_and_owe, run_program
+from .sent_jobs import Returned
 from .wasi_io import io_fuel
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,16 @@ class JobService:
         did not sign) is left out and the next one is asked, MAX_FAILOVERS times at most."""
         if spec.replicas > 1:
             return await self._replicated(spec, call, limits, bid, staged, job)
-        failed: set[str] = set()
+        placed = await self._on_provider(spec, call, limits, bid, staged, job["id"], here=True)
+        if isinstance(placed, Returned):
+            return await self._returned(job, placed)
+        return await self._execute(spec, call, prepared, signature, limits, placed.price, staged, job, prepaid)
+
+    async def _on_provider(self, spec: JobSpec, call: InvokeCall, limits, bid: int, staged: Staged, jid: str, *,
+                           here: bool) -> Returned | Any:
+        """The job run on the provider the market offers, checked and paid; or, if the market offers this node and
+        `here`, its assignment (the caller runs it).  See `_placed` for how providers are left out."""
+        failed: set[str] = set() if here else {self.node.id}
         last: XscError | None = None
         while True:
             full = frozenset(p for p, n in self._placed_on.items() if n >= PER_SENDER)
@@ -192,20 +202,18 @@ class JobService:
                     raise
                 raise last from None  # no other provider: what the last one did is the job's failure
             if assignment.provider == self.node.id:
-                return await self._execute(spec, call, prepared, signature, limits, assignment.price, staged, job,
-                                           prepaid)
+                return assignment
             if self._placed_on[assignment.provider] >= PER_SENDER:
                 continue  # other jobs filled it while this one was being placed: it is left out now
             deal = {"need": assignment.need_id, "provider": assignment.provider, "price": assignment.price,
-                    "allocated": assignment.allocated, "job": job["id"]}
+                    "allocated": assignment.allocated, "job": jid}
             self._placed_on[assignment.provider] += 1
             try:
-                returned = await self.sent.run(assignment.provider, assignment.price, spec, call, staged, job["id"],
-                                               deal)
+                returned = await self.sent.run(assignment.provider, assignment.price, spec, call, staged, jid, deal)
             except (ForgedResult, PeerRefused, PeerUnreachable) as err:
-                if not _next_provider(err) or len(failed) >= MAX_FAILOVERS:
+                if not _next_provider(err) or len(failed) >= MAX_FAILOVERS + (not here):
                     raise
-                log.warning("job %s: provider %s failed it (%s): trying another", job["id"][:12],
+                log.warning("job %s: provider %s failed it (%s): trying another", jid[:12],
                             assignment.provider[:12], err.message)
                 failed.add(assignment.provider)
                 last = err
@@ -215,7 +223,34 @@ class JobService:
                 async with self._finished:
                     self._finished.notify_all()
             self.dealing.invoked(assignment, returned.run["fuel_consumed"])
-            return await self._returned(job, returned)
+            return returned
+
+    async def run_on_market(self, spec: JobSpec, stdin: Path | None, into: Path) -> tuple[dict[str, Any], Path | None]:
+        """Run `spec` on a provider the market offers, never on this node, paid like any job placed there, storing
+        nothing: the run as the provider answered it (checked: sent_jobs.py), with `provider`, `refusal` and
+        `trap`; and its stdout (a `stdout_to_store` spec) moved into the directory `into`, None if it wrote
+        nothing.  A web function served on the market answers each request so (compute/functions.py)."""
+        call = InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel, spec.memory, spec.timeout, True)
+        limits = self.compute.limits(call)
+        self.compute.program(spec.module, spec.entrypoint)  # deployed here: a provider lacking it is pushed it
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix="job-", dir=self.work_dir))
+        try:
+            with contextlib.ExitStack() as files:
+                source = None if stdin is None else _file_reader(files.enter_context(open(stdin, "rb")))
+                staged = await self._stage(spec, source, work)
+            jid = job_id(spec, staged.stdin_sha256, [i["sha256"] for i in staged.inputs])
+            returned = await self._on_provider(spec, call, limits, self.default_bid, staged, jid, here=False)
+            stdout = next((path for name, path, _ in returned.files if name == "stdout"), None)
+            if stdout is not None:
+                kept = into / f"stdout-{jid[:16]}-{os.urandom(4).hex()}"
+                await in_pool(None, os.replace, stdout, kept)
+                stdout = kept
+            answer = returned.answer
+            return {**returned.run, "provider": returned.provider, "refusal": answer.get("refusal"),
+                    "trap": answer.get("trap")}, stdout
+        finally:
+            await in_pool(None, shutil.rmtree, work, True)
 
     async def _replicated(self, spec: JobSpec, call: InvokeCall, limits, bid: int, staged: Staged,
                           job: dict[str, Any]) -> dict[str, Any]:
@@ -539,6 +574,14 @@ def _replicas(chosen: list[Any], answers: list[Any], agreed: list[Any]) -> list[
             out.append({"provider": a.provider, "paid": r in agreed, "provenance": r.run["provenance"],
                         "charge": r.run["charge"] if r in agreed else 0, "fuel_consumed": r.run["fuel_consumed"]})
     return out
+
+
+def _file_reader(f) -> ReadFn:
+    """An open file's bytes as a read function (read on a worker)."""
+    async def read(n: int) -> bytes:
+        return await in_pool(None, f.read, n)
+
+    return read
 
 
 def _next_provider(err: XscError) -> bool:

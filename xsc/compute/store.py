@@ -185,6 +185,9 @@ class ComputeStore:
                     batch.delete(key)
         return spent
 
+    def save_function_spend(self, name: str, minute: int, total: int) -> None:
+        self._db.put(*self.function_spend_entry(name, minute, total), sync=True)
+
     @staticmethod
     def function_spend_entry(name: str, minute: int, total: int) -> tuple[bytes, bytes]:
         """The (key, value) of what a function's runs cost in `minute`, written with a run's record."""

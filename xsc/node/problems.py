@@ -32,6 +32,7 @@ STATUS = {
     e.FunctionTimedOut: 504,
     e.FunctionFailed: 502,
     e.ComputeBusy: 503,
+    e.FunctionUnavailable: 503,
     e.InvalidEntry: 422,
     e.AuthorizationReplayed: 409,
     e.AuthorizationNotPending: 409,

@@ -282,7 +282,8 @@ class Node:
         s3_index.on_change.append(self.watches.wake)
         self.functions = WebFunctions(compute=self.compute, storage=self.storage, ledger=self.ledger, tabs=self.tabs,
                                       payer=payer, node=identity, store=self.compute.store,
-                                      work_dir=config.data_dir / "functions", bid=config.market.compute_bid)
+                                      work_dir=config.data_dir / "functions", bid=config.market.compute_bid,
+                                      jobs=self.jobs)
 
     # --- what /v1/node/status and /health show of the services ------------------------------------------
     def status_parts(self) -> dict[str, Callable[[], object]]:
