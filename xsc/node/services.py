@@ -168,7 +168,8 @@ class Node:
 
     def _peers(self, url: str) -> None:
         config, store = self.config, self.store
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=32))
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=32),
+                                             trace_configs=[self.metrics.peer_traffic()])
         self.client = PeerClient(self.identity, self.session, config.peers.request_timeout, tls=config.peers.tls,
                                  grid_secret=config.peers.grid_secret, channel=config.peers.channel_auth)
         self.lanes = SenderLanes()

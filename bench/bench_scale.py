@@ -1,0 +1,153 @@
+"""What one node of a devnet costs as the devnet grows: idle CPU, memory and peer traffic per node, and a put and get.
+
+    python -m bench.bench_scale [--sizes 6,8,16,32,64] [--idle 60] [--size 64] [--no-transfer]
+
+For each size N, one after the other on this machine: `Devnet(N)` started, then waited for until every node knows
+every other (or 300 s; the nodes still lagging are counted), then left idle for --idle seconds, over which each
+node's CPU (/proc/PID/stat), its anonymous memory at the end (/proc/PID/status RssAnon) and the bytes its own
+requests to peers sent and received (`xsc_peer_bytes`, node/metrics.py) are read; node-0's allocation bytes per
+round (`GET /v1/allocation`); then a put and a get of --size MiB from node-0 (`xsc store put`, `store get` to
+/dev/null).  Prints a row per size and the ratios the network's growth is held to: idle CPU, memory and bytes sent
+per node at the largest size against the size 8 (targets at most 1.2x, 1.2x, 1.5x), and put and get at 32 nodes
+against 6 (at least 0.8x).  All nodes share this machine's cores: from about 32 nodes their idling alone takes
+a good part of them, which is what the figures are about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from xsc.devnet import Devnet, NodeProcess
+
+from .bench_network import _file, _put_get
+from .common import UNLIMITED_USER, cpu_seconds
+from .report import Report
+
+MiB = 1024 * 1024
+PEERED_TIMEOUT = 300.0
+_SENT = re.compile(r'^xsc_peer_bytes_total\{direction="(sent|received)"\} (\S+)$', re.M)
+
+
+@dataclass
+class Row:
+    nodes: int
+    up_s: float
+    lagging: int
+    cpu_pct: float  # of one core, per node, idle
+    anon_mib: float  # per node, at the end of the idle window
+    sent_per_min: float  # bytes per node per minute, idle
+    received_per_min: float
+    alloc_bytes_per_round: float | None  # node-0's
+    put_mbs: float | None = None
+    get_mbs: float | None = None
+
+
+def _get(node: NodeProcess, path: str) -> bytes:
+    request = urllib.request.Request(node.url + path, headers={"Authorization": f"Bearer {node.token}"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return answer.read()
+
+
+def _traffic(node: NodeProcess) -> dict[str, float]:
+    return {kind: float(value) for kind, value in _SENT.findall(_get(node, "/metrics").decode())}
+
+
+def _anon_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _measure(root: Path, count: int, idle: float, src: Path | None) -> Row:
+    started = time.perf_counter()
+    with Devnet(root, count, env=UNLIMITED_USER).start(timeout=PEERED_TIMEOUT) as net:
+        lagging = len(net.wait_peered(PEERED_TIMEOUT))
+        up_s = time.perf_counter() - started
+        nodes = list(net)
+        cpu0 = [cpu_seconds(n.pid) for n in nodes]
+        traffic0 = [_traffic(n) for n in nodes]
+        t0 = time.perf_counter()
+        time.sleep(idle)  # the measurement window: what idling costs is what is measured
+        seconds = time.perf_counter() - t0
+        cpu = [cpu_seconds(n.pid) - c for n, c in zip(nodes, cpu0)]
+        traffic = [_traffic(n) for n in nodes]
+        anon = [_anon_mib(n.pid) for n in nodes]
+        allocation = json.loads(_get(net.first, "/v1/allocation"))
+        minutes = seconds / 60
+        row = Row(count, up_s, lagging, 100 * sum(cpu) / len(nodes) / seconds, sum(anon) / len(nodes),
+                  sum(t.get("sent", 0) - b.get("sent", 0) for t, b in zip(traffic, traffic0)) / len(nodes) / minutes,
+                  sum(t.get("received", 0) - b.get("received", 0) for t, b in zip(traffic, traffic0))
+                  / len(nodes) / minutes, allocation.get("bytes_per_round"))
+        if src is not None:
+            put_s, get_s, _ = _put_get(net.first.data_dir, src)
+            size = src.stat().st_size
+            row.put_mbs, row.get_mbs = size / put_s / 1e6, size / get_s / 1e6
+    return row
+
+
+def _ratio(rows: dict[int, Row], field: str, big: int, small: int) -> float | None:
+    if big not in rows or small not in rows:
+        return None
+    a, b = getattr(rows[big], field), getattr(rows[small], field)
+    return a / b if a is not None and b else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="6,8,16,32,64", help="devnet sizes, comma-separated")
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of idling measured at each size")
+    parser.add_argument("--size", type=int, default=64, help="MiB put and got from node-0")
+    parser.add_argument("--no-transfer", action="store_true", help="measure idling only")
+    args = parser.parse_args()
+    sizes = sorted({int(s) for s in args.sizes.split(",")})
+    load_before = os.getloadavg()
+    rows: dict[int, Row] = {}
+    with tempfile.TemporaryDirectory(prefix="xsc-bench-scale-") as tmp_name:
+        tmp = Path(tmp_name)
+        src = None
+        if not args.no_transfer:
+            src = tmp / "input.bin"
+            _file(src, args.size * MiB)
+        for count in sizes:
+            print(f"{count} nodes: starting", flush=True)
+            rows[count] = _measure(tmp / f"n{count}", count, args.idle, src)
+            print(f"{count} nodes: {asdict(rows[count])}", flush=True)
+    print(f"load average {load_before[0]:.2f} as the run began, {os.getloadavg()[0]:.2f} as it ended "
+          f"({os.cpu_count()} cores)")
+    print(f"{'nodes':>5} {'up s':>6} {'lag':>4} {'cpu %':>6} {'anon MiB':>8} {'sent/min':>10} {'recv/min':>10} "
+          f"{'alloc B/rd':>10} {'put MB/s':>8} {'get MB/s':>8}")
+    for r in rows.values():
+        print(f"{r.nodes:>5} {r.up_s:>6.1f} {r.lagging:>4} {r.cpu_pct:>6.2f} {r.anon_mib:>8.1f} "
+              f"{r.sent_per_min:>10,.0f} {r.received_per_min:>10,.0f} "
+              f"{'-' if r.alloc_bytes_per_round is None else f'{r.alloc_bytes_per_round:,.0f}':>10} "
+              f"{'-' if r.put_mbs is None else f'{r.put_mbs:.1f}':>8} {'-' if r.get_mbs is None else f'{r.get_mbs:.1f}':>8}")
+    report = Report("scale")
+    for r in rows.values():
+        report.add(f"{r.nodes} nodes: idle CPU per node", r.cpu_pct, "% of a core")
+        report.add(f"{r.nodes} nodes: anonymous memory per node", r.anon_mib, "MiB")
+        report.add(f"{r.nodes} nodes: peer bytes sent per node per minute", r.sent_per_min, "B")
+    big = max(sizes)
+    for field, what, target, op, small in (("cpu_pct", "idle CPU per node", 1.2, "<=", 8),
+                                           ("anon_mib", "anonymous memory per node", 1.2, "<=", 8),
+                                           ("sent_per_min", "peer bytes sent per node per minute", 1.5, "<=", 8)):
+        ratio = _ratio(rows, field, big, small)
+        if ratio is not None:
+            report.add(f"{what}, {big} nodes / {small}", ratio, "x", target=target, op=op)
+    for field, what in (("put_mbs", "put"), ("get_mbs", "get")):
+        ratio = _ratio(rows, field, 32, 6)
+        if ratio is not None:
+            report.add(f"{args.size} MiB {what}, 32 nodes / 6", ratio, "x", target=0.8, op=">=")
+    report.write()
+
+
+if __name__ == "__main__":
+    main()

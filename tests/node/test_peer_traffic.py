@@ -1,0 +1,37 @@
+"""`xsc_peer_bytes` (node/metrics.py): what a node's own requests to its peers cost on the wire, both ways."""
+
+from __future__ import annotations
+
+import os
+
+from xsc.node import IDENTITY
+from xsc.node.appkeys import NODE
+
+TRUSTING = {"ledger": {"stranger_credit": 10**15}}
+
+
+def _traffic(node) -> dict[str, float]:
+    metric = node.app[NODE].metrics.peer_bytes
+    return {d: metric.labels(d)._value.get() for d in ("sent", "received")}
+
+
+async def test_a_nodes_requests_to_peers_are_counted_both_ways_with_their_bodies(node_factory) -> None:
+    a = await node_factory("a", **TRUSTING)
+    b = await node_factory("b", **TRUSTING)
+    assert _traffic(a) == {"sent": 0, "received": 0}
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    await b.app[NODE].peers.add(a.app[NODE].peers.url)
+    peered = _traffic(a)
+    assert peered["sent"] > 0 and peered["received"] > 0, peered
+
+    # A file whose six shares all go to B: A sends at least the shares' bytes (1.5x the file), B sends nothing of it.
+    data = os.urandom(2 * 1024 * 1024)
+    before_b = _traffic(b)
+    response = await a.post("/v1/store/files", data=data, params={"avoid": a.app[IDENTITY].id})
+    stored = await response.json()
+    assert response.status == 201 and set(stored["placement"]) == {b.app[IDENTITY].id}, stored
+    sent = _traffic(a)["sent"] - peered["sent"]
+    assert 1.5 * len(data) <= sent < 1.6 * len(data), sent
+    assert _traffic(b)["sent"] - before_b["sent"] < 0.01 * len(data)
+    text = (await (await a.get("/metrics")).text())
+    assert 'xsc_peer_bytes_total{direction="sent"}' in text
