@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import sys
 
-import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 
@@ -36,10 +35,7 @@ class Metrics:
               "survived the last full collection)", registry=r).set_function(gc.get_freeze_count)
         Gauge("xsc_process_gil_switch_interval_seconds", "How long a thread may keep the GIL once another asks for it "
               "(node/app.py: GIL_SWITCH_INTERVAL)", registry=r).set_function(sys.getswitchinterval)
-        # What this node's own requests to peers cost on the wire, both ways (request and status lines, headers,
-        # bodies): what keeping up with its neighbourhood costs it (bench/bench_scale.py reads it a minute apart).
-        self.peer_bytes = Counter("xsc_peer_bytes", "Bytes of this node's requests to peers and of their answers",
-                                  ["direction"], registry=r)
+        self.peer_bytes = Counter("xsc_peer_bytes", "Bytes of requests to peers, both ways", ["direction"], registry=r)
         self._children: dict[tuple, object] = {}  # label children, looked up once each (labels() costs a lock)
 
     def child(self, metric, *labels: str):
@@ -50,29 +46,6 @@ class Metrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
-    def peer_traffic(self) -> aiohttp.TraceConfig:
-        """Counts `peer_bytes` for the client session this node's peer requests go through."""
-        sent, received = self.peer_bytes.labels("sent"), self.peer_bytes.labels("received")
-        trace = aiohttp.TraceConfig()
-
-        async def headers_sent(session, context, params) -> None:
-            sent.inc(len(params.method) + len(params.url.raw_path_qs) + 13 + _header_bytes(params.headers.items()))
-
-        async def chunk_sent(session, context, params) -> None:
-            sent.inc(len(params.chunk))
-
-        async def chunk_received(session, context, params) -> None:
-            received.inc(len(params.chunk))
-
-        async def answered(session, context, params) -> None:
-            received.inc(len(params.response.reason or "") + 15 + _header_bytes(params.response.raw_headers))
-
-        trace.on_request_headers_sent.append(headers_sent)
-        trace.on_request_chunk_sent.append(chunk_sent)
-        trace.on_response_chunk_received.append(chunk_received)
-        trace.on_request_end.append(answered)
-        return trace
-
     def render(self, *, public: bool = False) -> bytes:
         """The Prometheus text; `public` (a scrape without the token): only PUBLIC_METRICS, not what the user
         stores, holds or runs (scrape with `Authorization: Bearer <token>` for everything)."""
@@ -81,11 +54,6 @@ class Metrics:
         if public:
             return generate_latest(_Only(self.registry, PUBLIC_METRICS))  # type: ignore[arg-type]
         return generate_latest(self.registry)
-
-
-def _header_bytes(headers) -> int:
-    """Header lines as written: `name: value\\r\\n` each, and the blank line after them."""
-    return sum(len(name) + len(value) + 4 for name, value in headers) + 2
 
 
 # What anyone may scrape: how the node serves, never how much the user stores, holds, runs or has.

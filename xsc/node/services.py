@@ -36,7 +36,7 @@ from ..market.dealing import Dealing
 from ..market.needs import NeedRegistry
 from ..market.recognition import Recognition
 from ..market.service import MAX_COMMITMENTS, MarketService
-from ..net import PeerClient
+from ..net import PeerClient, traffic
 from ..peers import HealthService, PeerService
 from ..peers.admission import Admission, Quarantine
 from ..peers.service import NEW_NODE_BURST
@@ -168,8 +168,9 @@ class Node:
 
     def _peers(self, url: str) -> None:
         config, store = self.config, self.store
+        counted = traffic.counting(*(self.metrics.peer_bytes.labels(d).inc for d in ("sent", "received")))
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=32),
-                                             trace_configs=[self.metrics.peer_traffic()])
+                                             trace_configs=[counted])
         self.client = PeerClient(self.identity, self.session, config.peers.request_timeout, tls=config.peers.tls,
                                  grid_secret=config.peers.grid_secret, channel=config.peers.channel_auth)
         self.lanes = SenderLanes()
