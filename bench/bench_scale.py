@@ -33,7 +33,7 @@ from .report import Report
 
 MiB = 1024 * 1024
 PEERED_TIMEOUT = 300.0
-_SENT = re.compile(r'^xsc_peer_bytes_total\{direction="(sent|received)"\} (\S+)$', re.M)
+_TRAFFIC = re.compile(r'^xsc_peer_bytes_total\{direction="(sent|received)",route="([^"]*)"\} (\S+)$', re.M)
 
 
 @dataclass
@@ -46,6 +46,7 @@ class Row:
     sent_per_min: float  # bytes per node per minute, idle
     received_per_min: float
     alloc_bytes_per_round: float | None  # node-0's
+    sent_by_route: dict[str, float]  # bytes per node per minute, idle, by the peer route they went to
     put_mbs: float | None = None
     get_mbs: float | None = None
 
@@ -56,8 +57,18 @@ def _get(node: NodeProcess, path: str) -> bytes:
         return answer.read()
 
 
-def _traffic(node: NodeProcess) -> dict[str, float]:
-    return {kind: float(value) for kind, value in _SENT.findall(_get(node, "/metrics").decode())}
+def _traffic(node: NodeProcess) -> dict[tuple[str, str], float]:
+    """(direction, route) -> bytes the node's requests to peers have moved so far."""
+    return {(way, route): float(value) for way, route, value in _TRAFFIC.findall(_get(node, "/metrics").decode())}
+
+
+def _per_minute(before: list[dict], after: list[dict], minutes: float) -> dict[tuple[str, str], float]:
+    """Bytes per node per minute moved between two readings of every node, by (direction, route)."""
+    moved: dict[tuple[str, str], float] = {}
+    for b, a in zip(before, after):
+        for key, value in a.items():
+            moved[key] = moved.get(key, 0.0) + value - b.get(key, 0.0)
+    return {key: value / len(after) / minutes for key, value in moved.items()}
 
 
 def _anon_mib(pid: int) -> float:
@@ -82,15 +93,21 @@ def _measure(root: Path, count: int, idle: float, src: Path | None) -> Row:
         traffic = [_traffic(n) for n in nodes]
         anon = [_anon_mib(n.pid) for n in nodes]
         allocation = json.loads(_get(net.first, "/v1/allocation"))
-        minutes = seconds / 60
+        moved = _per_minute(traffic0, traffic, seconds / 60)
         row = Row(count, up_s, lagging, 100 * sum(cpu) / len(nodes) / seconds, sum(anon) / len(nodes),
-                  sum(t.get("sent", 0) - b.get("sent", 0) for t, b in zip(traffic, traffic0)) / len(nodes) / minutes,
-                  sum(t.get("received", 0) - b.get("received", 0) for t, b in zip(traffic, traffic0))
-                  / len(nodes) / minutes, allocation.get("bytes_per_round"))
+                  sum(v for (way, _), v in moved.items() if way == "sent"),
+                  sum(v for (way, _), v in moved.items() if way == "received"), allocation.get("bytes_per_round"),
+                  {route: round(v) for (way, route), v in sorted(moved.items(), key=lambda kv: -kv[1])
+                   if way == "sent" and v > 0})
+        print(f"{count} nodes, idle: {asdict(row)}", flush=True)
         if src is not None:
-            put_s, get_s, _ = _put_get(net.first.data_dir, src)
-            size = src.stat().st_size
-            row.put_mbs, row.get_mbs = size / put_s / 1e6, size / get_s / 1e6
+            try:
+                put_s, get_s, _ = _put_get(net.first.data_dir, src)
+            except AssertionError as failed:  # what xsc said is in the output above
+                print(f"{count} nodes: the {failed}", flush=True)
+            else:
+                size = src.stat().st_size
+                row.put_mbs, row.get_mbs = size / put_s / 1e6, size / get_s / 1e6
     return row
 
 
@@ -130,6 +147,9 @@ def main() -> None:
               f"{r.sent_per_min:>10,.0f} {r.received_per_min:>10,.0f} "
               f"{'-' if r.alloc_bytes_per_round is None else f'{r.alloc_bytes_per_round:,.0f}':>10} "
               f"{'-' if r.put_mbs is None else f'{r.put_mbs:.1f}':>8} {'-' if r.get_mbs is None else f'{r.get_mbs:.1f}':>8}")
+    print("peer bytes sent per node per minute, idle, by route (the largest six):")
+    for r in rows.values():
+        print(f"{r.nodes:>5}  " + ", ".join(f"{k} {v:,.0f}" for k, v in list(r.sent_by_route.items())[:6]))
     report = Report("scale")
     for r in rows.values():
         report.add(f"{r.nodes} nodes: idle CPU per node", r.cpu_pct, "% of a core")

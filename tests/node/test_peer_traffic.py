@@ -10,9 +10,14 @@ from xsc.node.appkeys import NODE
 TRUSTING = {"ledger": {"stranger_credit": 10**15}}
 
 
-def _traffic(node) -> dict[str, float]:
-    metric = node.app[NODE].metrics.peer_bytes
-    return {d: metric.labels(d)._value.get() for d in ("sent", "received")}
+def _traffic(node, route: str | None = None) -> dict[str, float]:
+    """Bytes sent and received by the node's requests to peers (to `route` only, if given)."""
+    found = {"sent": 0.0, "received": 0.0}
+    for metric in node.app[NODE].metrics.peer_bytes.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total") and route in (None, sample.labels["route"]):
+                found[sample.labels["direction"]] += sample.value
+    return found
 
 
 async def test_a_nodes_requests_to_peers_are_counted_both_ways_with_their_bodies(node_factory) -> None:
@@ -32,6 +37,7 @@ async def test_a_nodes_requests_to_peers_are_counted_both_ways_with_their_bodies
     assert response.status == 201 and set(stored["placement"]) == {b.app[IDENTITY].id}, stored
     sent = _traffic(a)["sent"] - peered["sent"]
     assert 1.5 * len(data) <= sent < 1.6 * len(data), sent
+    assert _traffic(a, "uploads")["sent"] >= 1.5 * len(data)  # the shares' segments, by the route they went to
     assert _traffic(b)["sent"] - before_b["sent"] < 0.01 * len(data)
     text = (await (await a.get("/metrics")).text())
-    assert 'xsc_peer_bytes_total{direction="sent"}' in text
+    assert 'xsc_peer_bytes_total{direction="sent",route="uploads"}' in text

@@ -35,7 +35,7 @@ class Metrics:
               "survived the last full collection)", registry=r).set_function(gc.get_freeze_count)
         Gauge("xsc_process_gil_switch_interval_seconds", "How long a thread may keep the GIL once another asks for it "
               "(node/app.py: GIL_SWITCH_INTERVAL)", registry=r).set_function(sys.getswitchinterval)
-        self.peer_bytes = Counter("xsc_peer_bytes", "Bytes of requests to peers, both ways", ["direction"], registry=r)
+        self.peer_bytes = Counter("xsc_peer_bytes", "Bytes of requests to peers", ["direction", "route"], registry=r)
         self._children: dict[tuple, object] = {}  # label children, looked up once each (labels() costs a lock)
 
     def child(self, metric, *labels: str):

@@ -168,9 +168,8 @@ class Node:
 
     def _peers(self, url: str) -> None:
         config, store = self.config, self.store
-        counted = traffic.counting(*(self.metrics.peer_bytes.labels(d).inc for d in ("sent", "received")))
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=32),
-                                             trace_configs=[counted])
+                                             trace_configs=[traffic.counting(self.metrics.peer_bytes)])
         self.client = PeerClient(self.identity, self.session, config.peers.request_timeout, tls=config.peers.tls,
                                  grid_secret=config.peers.grid_secret, channel=config.peers.channel_auth)
         self.lanes = SenderLanes()
