@@ -409,6 +409,11 @@ class MarketSection(_Section):
     # (2,002); a message past it gets 429 with Retry-After, unread.  A network of 1,000 nodes re-signing every
     # freshness/3 needs ~50/s from the peers it pulls from.
     commitment_rate: float = Field(default=200.0, ge=1, le=1_000_000)
+    # Peers at most whose recognition a node derives from health and money and publishes (the user's own weights
+    # are published besides): those it exchanged most with, then a sample of the rest fixed per node.  Who a node
+    # subscribes to, pushes its offer to and holds the offer of follows recognition, so this bounds what keeping up
+    # with the market costs a node however large the network grows.
+    recognised_at_most: int = Field(default=16, ge=1, le=1000)
 
     @field_validator("storage_ask_ceiling", "compute_ask_ceiling", "storage_ask_floor", "compute_ask_floor",
                      "storage_bid", "compute_bid", "fuel_per_second")

@@ -9,6 +9,7 @@ own record (`keys.MARKET_SELF`), written with its commitment (`counters`, `unsav
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -25,10 +26,11 @@ DERIVED_NO_PROBES = Decimal("0")
 
 
 class Recognition:
-    def __init__(self, *, db: Any, me: str, peers: Any) -> None:
+    def __init__(self, *, db: Any, me: str, peers: Any, at_most: int = 16) -> None:
         self.db = db
         self.me = me
         self.peers = peers  # a PeerView (None: a node on its own)
+        self.at_most = at_most  # peers whose derived weight is published (market.recognised_at_most)
         raw = db.get(keys.MARKET_SELF)
         state = codec.loads(raw) if raw else {}
         self.paid_by: dict[str, int] = state.get("paid_by", {})  # peer -> micro-credits its user paid us
@@ -106,11 +108,18 @@ class Recognition:
         if self._made is not None and self._made[0] == state:
             return dict(self._made[1])
         total = self._exchanged_total()
-        weights = {p: self.derived_weight(p, total) for p in self._peer_ids()}
+        derived = {p: self.derived_weight(p, total) for p in self._peer_ids() if p != self.me}
+        kept = sorted((p for p, w in derived.items() if w > 0), key=lambda p: (-derived[p], self._rank(p)))
+        weights = {p: derived[p] for p in kept[:self.at_most]}
         weights.update(self.user_weights)
         made = {p: w for p, w in sorted(weights.items()) if w > 0 and p != self.me}
         self._made = (state, made)
         return dict(made)
+
+    def _rank(self, peer: str) -> str:
+        """A peer's place among equals: the same on every call of this node, different on every node (nodes that
+        see the same equal peers each keep a sample of their own, so the whole network stays connected)."""
+        return hashlib.sha256(f"{self.me}:{peer}".encode()).hexdigest()
 
     def view(self, book: Any) -> list[dict]:
         """Each peer's weight, set by the user or derived, and the weight its commitment in `book` gives us."""

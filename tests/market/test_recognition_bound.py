@@ -1,0 +1,69 @@
+"""The recognition a node publishes is bounded (market/recognition.py, `market.recognised_at_most`): the peers it
+exchanged most with, then a sample of the rest of its own, and every weight its user set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from hypothesis import given, settings, strategies as st
+
+from xsc.db import open_database
+from xsc.health.stats import Availability
+from xsc.identity import Identity
+from xsc.market.recognition import Recognition
+
+PEERS = [Identity.generate().id for _ in range(40)]
+
+
+@dataclass
+class _Peer:
+    id: str
+
+
+class _Peers:
+    """What Recognition reads of the peer directory: the peers, their availability, a version of both."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+
+    def peers(self) -> list[_Peer]:
+        return [_Peer(i) for i in self.ids]
+
+    def availability(self, peer: str) -> Availability:
+        return Availability(1.0, 1.0, 10, 100, 1.0, 0, True, 0, 0, None)
+
+    def state_version(self) -> tuple:
+        return (len(self.ids),)
+
+
+def _recognition(tmp_path, me: str, at_most: int = 16) -> Recognition:
+    db = open_database(tmp_path / me[:8])
+    return Recognition(db=db, me=me, peers=_Peers(PEERS), at_most=at_most)
+
+
+def test_a_node_publishes_at_most_its_bound_and_keeps_those_it_exchanged_with(tmp_path) -> None:
+    me = Identity.generate().id
+    recognition = _recognition(tmp_path, me)
+    assert len(recognition.weights()) == 16
+    partner, chosen = PEERS[0], recognition.weights()
+    if partner in chosen:  # one that the sample did not take
+        partner = next(p for p in PEERS if p not in chosen)
+    recognition.note_paid(partner, 500, by_them=True)
+    weights = recognition.weights()
+    assert len(weights) == 16 and weights[partner] > Decimal(1)
+    # The user's own weights are published besides the bound, whatever they are.
+    for peer in PEERS[-5:]:
+        recognition.set_weight(peer, Decimal(3))
+    weights = recognition.weights()
+    assert all(weights[p] == 3 for p in PEERS[-5:]) and 16 <= len(weights) <= 21
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.integers(min_value=1, max_value=40))
+def test_equal_peers_are_sampled_differently_by_each_node(tmp_path_factory, at_most: int) -> None:
+    tmp = tmp_path_factory.mktemp("r")
+    samples = [frozenset(_recognition(tmp, Identity.generate().id, at_most).weights()) for _ in range(4)]
+    assert all(len(s) == at_most for s in samples)
+    if at_most < 20:
+        assert len(set(samples)) > 1  # not the same few peers recognised by everyone
