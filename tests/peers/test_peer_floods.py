@@ -4,6 +4,7 @@ other peers and /health go on being answered (floods of connections, the per-pee
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 import aiohttp
 import pytest
@@ -118,7 +119,8 @@ async def test_a_probe_round_of_many_peers_keeps_a_bounded_number_in_flight(node
 
 async def test_the_node_backs_off_probing_peers_that_never_answer_and_probes_all_on_request(node_factory) -> None:
     """A stranger's 1,000 fake peers made the node probe 1,000 dead addresses every round."""
-    node = await node_factory("prober", **QUIET)
+    # every peer outside the neighbourhood each round: here only the backing off of dead ones is looked at
+    node = await node_factory("prober", peers=QUIET["peers"], health={**QUIET["health"], "probe_others": 1000})
     peers, health = node.app[NODE].peers, node.app[NODE].health
     dead = [Identity.generate() for _ in range(32)]
     alive = Identity.generate()
@@ -148,3 +150,33 @@ async def test_the_node_backs_off_probing_peers_that_never_answer_and_probes_all
     assert sorted(asked) == everyone and result["peers"] == len(everyone)
     health_answer = await (await node.get("/health")).json()
     assert health_answer["checks"]["peers:reachable"][0]["observedValue"] == 1
+
+
+async def test_a_round_probes_the_neighbours_and_in_turn_a_few_others(node_factory) -> None:
+    """A node knowing many peers probes those it recognises every round and `health.probe_others` of the rest,
+    those probed longest ago: a round's cost does not grow with the network."""
+    node = await node_factory("prober", peers=QUIET["peers"], health={**QUIET["health"], "probe_others": 4},
+                              market={"recognised_at_most": 1})
+    services = node.app[NODE]
+    others, neighbour = [Identity.generate() for _ in range(12)], Identity.generate()
+    everyone = sorted(k.id for k in [*others, neighbour])
+    asked: list[str] = []
+
+    async def probe(peer):
+        asked.append(peer.id)
+        return True, 1.0, None
+
+    services.health.probe = probe
+    for batch in (others, [neighbour]):
+        services.peers.accept(fake_descriptors(batch))
+    await eventually_async(lambda: sorted(asked) == everyone, "a probe of every node learned of", 10, poll=0.01)
+    services.recognition.set_weight(neighbour.id, Decimal(5))  # the user's: always a neighbour
+    near = set(services.recognition.weights())
+    assert len(near) == 2 and neighbour.id in near  # and the one peer recognised from its health
+    rounds = []
+    for _ in range(3):
+        asked.clear()
+        await services.health.probe_round(due_only=True)
+        rounds.append(set(asked))
+    assert all(near <= r and len(r) == len(near) + 4 for r in rounds), rounds
+    assert set().union(*rounds) == set(everyone)  # the 11 others in turn, 4 a round

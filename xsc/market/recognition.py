@@ -109,7 +109,9 @@ class Recognition:
             return dict(self._made[1])
         total = self._exchanged_total()
         derived = {p: self.derived_weight(p, total) for p in self._peer_ids() if p != self.me}
-        kept = sorted((p for p, w in derived.items() if w > 0), key=lambda p: (-derived[p], self._rank(p)))
+        # Weights within a tenth of each other are equals: by exact weight, every node would keep the same few
+        # most available peers, and those would carry the whole network's subscriptions.
+        kept = sorted((p for p, w in derived.items() if w > 0), key=lambda p: (-round(derived[p], 1), self._rank(p)))
         weights = {p: derived[p] for p in kept[:self.at_most]}
         weights.update(self.user_weights)
         made = {p: w for p, w in sorted(weights.items()) if w > 0 and p != self.me}

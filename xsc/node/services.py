@@ -183,7 +183,8 @@ class Node:
                                  new_nodes=RateLimiter(config.peers.new_node_rate, NEW_NODE_BURST, "new nodes"))
         if "://0.0.0.0:" in url or "://[::]:" in url:
             log.warning("peers cannot reach %s: set peers.public_url (XSC_PEERS_PUBLIC_URL)", url)
-        self.health = HealthService(db=self.db, peers=self.peers, config=config.health)
+        self.health = HealthService(db=self.db, peers=self.peers, config=config.health,
+                                    neighbours=lambda: self.recognition.weights().keys())
         self.peers.health = self.health  # availability() asks the probes
 
     def _market(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Collection
 from datetime import datetime, timezone
 
 
@@ -38,10 +39,12 @@ PROBE_STARTS = 400
 
 
 class HealthService:
-    def __init__(self, *, db: Database, peers: PeerService, config: HealthSection) -> None:
+    def __init__(self, *, db: Database, peers: PeerService, config: HealthSection,
+                 neighbours: Callable[[], Collection[str]] = frozenset) -> None:
         self._store = PeerStore(db)
         self.peers = peers
         self.config = config
+        self.neighbours = neighbours  # the peers probed every round (those the node recognises); others in turn
         self._histories: dict[str, PeerHistory] = {}
         for node_key, value in self._store.histories():
             try:
@@ -199,8 +202,7 @@ class HealthService:
         async with self._round_lock:
             peers = self.peers.peers()
             if due_only:
-                now, interval, none = now_ms(), int(self.config.probe_interval * 1000), PeerHistory()
-                peers = [p for p in peers if probe_due(self._histories.get(p.id, none), now, interval)]
+                peers = self._due(peers)
             start = time.perf_counter()
             # The peers last seen up first, so that peers that do not answer never delay them.
             peers = sorted(peers, key=lambda p: self.availability(p.id).up is not True)
@@ -217,6 +219,16 @@ class HealthService:
             self.last_round = {"time": at, "seconds": seconds, "peers": len(peers), "ok": sum(r[0] for r in results)}
             return {**self.last_round, "results": [{"id": p.id, "url": p.url, "ok": ok, "latency_ms": latency,
                                                     "error": error} for p, (ok, latency, error) in zip(peers, results)]}
+
+    def _due(self, peers: list[NodeDescriptor]) -> list[NodeDescriptor]:
+        """The peers a scheduled round probes: the neighbours due, and of the others due the `probe_others` probed
+        longest ago (each in turn), so a round costs the same however many peers the node knows."""
+        now, interval, none = now_ms(), int(self.config.probe_interval * 1000), PeerHistory()
+        near = set(self.neighbours())
+        due = [p for p in peers if probe_due(self._histories.get(p.id, none), now, interval)]
+        far = sorted((p for p in due if p.id not in near),
+                     key=lambda p: self._histories.get(p.id, none).last_probe or 0)
+        return [p for p in due if p.id in near] + far[:self.config.probe_others]
 
     def start(self) -> None:
         self._task = every("probes", self.config.probe_interval, lambda: self.probe_round(due_only=True),
