@@ -39,6 +39,7 @@ NEW_NODE_BURST = 256  # nodes not known before, from one address at once (peers.
 PASS_ON_MS = 24 * 3_600_000  # descriptors not re-signed for a day are kept but no longer passed on
 REFRESH_MS = 60_000  # our own descriptor is re-signed this often, and at once when its capacity or free space change
 GOSSIP_FANOUT = 3  # peers told at once when we learn of a new node
+GOSSIPED = 32  # peers' descriptors a gossip message carries at most (besides our own)
 GOSSIP_JITTER = 0.2
 JOIN_RETRY_MAX = 30.0
 
@@ -300,11 +301,16 @@ class PeerService:
             and (stamp, signature) <= (known.timestamp, known.signature)
 
     def gossip_payload(self) -> list[dict]:
-        """Our descriptor and the peers' fresh ones, nodes proven up first: never more than one message holds."""
+        """Our descriptor and GOSSIPED of the peers' fresh ones, a random sample of those proven up first: what a
+        message costs stays the same however many peers this node knows, and each exchange spreads others."""
         cutoff = now_ms() - PASS_ON_MS
         fresh = [d for d in self.peers() if d.timestamp >= cutoff]
-        fresh.sort(key=lambda d: (self.availability(d.id).up is not True, -d.timestamp))
-        return [self.descriptor().to_json()] + [d.to_json() for d in fresh[:MAX_PER_MESSAGE - 1]]
+        up = [d for d in fresh if self.availability(d.id).up is True]
+        sent = random.sample(up, min(GOSSIPED, len(up)))
+        if len(sent) < GOSSIPED:
+            rest = sorted((d for d in fresh if self.availability(d.id).up is not True), key=lambda d: -d.timestamp)
+            sent += rest[:GOSSIPED - len(sent)]
+        return [self.descriptor().to_json()] + [d.to_json() for d in sent]
 
     async def exchange(self, url: str, *, to: str | None = None, unblock: bool = False) -> NodeDescriptor:
         """Send what we know to the node at url, take what it knows; return its own descriptor.
