@@ -59,6 +59,8 @@ async def test_a_function_on_the_market_is_run_and_paid_on_a_provider_and_outliv
                  f"CONTENT_LENGTH={len(body)}"):
         assert line in text.splitlines(), text[:1000]
     assert answer.endswith(body)
+    status, _, answer = await _get(f"{base}/fn/hello/plain")  # no body, no files: nothing but the request is sent
+    assert status == 200 and "REQUEST_METHOD=GET" in answer.decode().splitlines()
     # A stored file the function mounts is sent with the request; a range is cut from what the provider answered.
     status, headers, answer = await _get(f"{base}/fn/site/index.html")
     assert status == 200 and answer == page and headers["Content-Type"].startswith("text/html")
@@ -69,7 +71,7 @@ async def test_a_function_on_the_market_is_run_and_paid_on_a_provider_and_outliv
     # Nothing ran on the owner's node; the providers that ran the requests were paid what their runs cost.
     assert not [r for r in owner.app[NODE].compute.recent_provenance(100) if r["record"].get("job")]
     ran = {p.app[IDENTITY].id: _runs_of(p) for p in providers}
-    assert sum(ran.values()) == 4, ran
+    assert sum(ran.values()) == 5, ran
     listed = {f["name"]: f for f in (await _json(owner, "GET", "/v1/compute/functions"))["functions"]}
     spent = listed["hello"]["spend"] + listed["site"]["spend"]
     assert spent > 0 and listed["site"]["requests"] == 3 and listed["hello"]["errors"] == 0

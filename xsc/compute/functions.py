@@ -512,9 +512,9 @@ class WebFunctions:
             return _ranged(Answer(status, headers, answer, offset, answer.size - 1, stdin), _header(request.headers,
                                                                                                        "range"))
         except BaseException:
-            await in_pool(None, _remove, Spill.written(None, asyncio.get_running_loop()), stdin)
-            if stdout is not None:
-                stdout.unlink(missing_ok=True)
+            for path in (stdin, stdout):
+                if path is not None:
+                    path.unlink(missing_ok=True)
             raise
 
     async def _spent(self, served: Served, charge: int) -> None:
