@@ -240,9 +240,6 @@ TOO_BIG_FOR_NOW = {
     "xsc.market.matching:match_needs": 101,
     "xsc.market.service:MarketService": 693,
     "xsc.s3.server:S3Front": 540,
-    "xsc.storage.gateway:Gateway": 566,
-    "xsc.storage.gateway:put": 96,
-    "xsc.storage.gateway:repair": 91,
 }
 
 
@@ -298,7 +295,7 @@ TASKS_STARTED_ELSEWHERE = {
     "xsc.peers.probes": 3,
     "xsc.peers.service": 2,
     "xsc.storage.files": 1,
-    "xsc.storage.gateway": 1,
+    "xsc.storage.gateway_get": 1,
     "xsc.storage.remote": 2,
     "xsc.storage.scrubber": 1,
 }

@@ -56,7 +56,7 @@ async def test_an_unreachable_peer_is_named_once_in_plain_words() -> None:
 
 
 def test_shares_on_unreachable_nodes_are_grouped_by_node() -> None:
-    from xsc.storage.gateway import _unreachable
+    from xsc.storage.gateway_core import _unreachable
 
     refused = PeerUnreachable("peer http://a is unreachable: connection refused", reason="connection refused")
     text = _unreachable({1: refused, 2: refused, 4: TimeoutError("no answer within 5 s")},

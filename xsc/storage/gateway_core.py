@@ -1,0 +1,260 @@
+"""What every operation of the gateway shares: its settings and pool, the file's manifest and share metadata
+checked against each other, segments read back from K verified shares, remote shares begun.
+
+The operations are one module each: gateway_put (a put), gateway_get (a get, whole or ranged),
+gateway_repair (check, verify and repair), gateway_leases (renewal); gateway.py puts them behind one `Gateway`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor
+
+from ..errors import IntegrityError, NotEnoughShares, NotFound, PeerError
+from . import erasure, layout
+from .capability import Capability
+from .manifest import Manifest, decode_manifest
+from .merkle import block_hash, root
+from .remote import Holder, RemoteShareReader, RemoteShareWriter, summarise_refusals
+from .share_store import ShareMeta, ShareStore
+
+log = logging.getLogger(__name__)
+
+# (share, nodes that failed it) -> another holder for a share whose holder could not take it (None: give up)
+Replacer = Callable[[int, set], "Awaitable[tuple[str, Holder] | None]"]
+REPLACEMENTS = 3  # other holders tried for a share whose chosen holder cannot take it
+
+_VERIFIED_ROOTS: "OrderedDict[bytes, None]" = OrderedDict()  # digests of (block hashes, root) pairs that matched
+_VERIFIED_MAX = 4096
+_VERIFIED_LOCK = threading.Lock()
+
+
+def _roots_to(block_hashes: tuple[bytes, ...], expected: bytes) -> bool:
+    """Whether these block hashes have the Merkle root `expected`.  Every read of a file checks each share's
+    metadata against its manifest: remembered by a digest of both (content-addressed, so never stale),
+    a ranged read of a large file does not recompute thousands of tree hashes each time."""
+    digest = hashlib.sha256(expected + b"".join(block_hashes)).digest()
+    with _VERIFIED_LOCK:
+        if digest in _VERIFIED_ROOTS:
+            _VERIFIED_ROOTS.move_to_end(digest)
+            return True
+    if root(list(block_hashes)) != expected:
+        return False
+    with _VERIFIED_LOCK:
+        _VERIFIED_ROOTS[digest] = None
+        if len(_VERIFIED_ROOTS) > _VERIFIED_MAX:
+            _VERIFIED_ROOTS.popitem(last=False)
+    return True
+
+
+class GatewayCore:
+    def __init__(self, store: ShareStore, pool: Executor, *, segment_size: int, lease_duration: int,
+                 node_key: bytes, depth: int = 6, remote_timeout: float = 5.0) -> None:
+        self.store = store
+        self.pool = pool
+        self.segment_size = segment_size
+        self.lease_duration = lease_duration
+        self.node_key = node_key
+        self.depth = depth
+        self.remote_timeout = remote_timeout
+
+    async def run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def manifest(self, cap: Capability, fetched: bytes | None = None) -> Manifest:
+        """The file's manifest, checked against the capability (`fetched`: as another node sent it)."""
+        return self.load(cap, frozenset(range(erasure.N)), fetched)[0]
+
+    async def begin_remote(self, remote: dict[int, RemoteShareWriter], placement: list[str], si: bytes,
+                            size: int | None, seg_size: int, lease: int, replace: Replacer | None) -> None:
+        """Begin every remote share; a holder that fails is replaced (at most REPLACEMENTS tries per share)."""
+        shares = list(remote)
+        results = await asyncio.gather(*(remote[s].begin(size, seg_size, lease) for s in shares),
+                                       return_exceptions=True)
+        failed = {s: r for s, r in zip(shares, results) if isinstance(r, BaseException)}
+        given_up: list[tuple[str, int, BaseException]] = []
+        for share, err in failed.items():
+            tried = {placement[share]}
+            while isinstance(err, PeerError) and replace is not None and len(tried) <= REPLACEMENTS:
+                log.warning("share %d: node %s could not take it (%s); choosing another", share,
+                            placement[share][:12], err)
+                alternative = await replace(share, tried)
+                if alternative is None:
+                    break
+                node, holder = alternative
+                tried.add(node)
+                writer = RemoteShareWriter(holder, node, si, share)
+                try:
+                    await writer.begin(size, seg_size, lease)
+                except PeerError as again:
+                    err = again
+                    continue
+                remote[share], placement[share], err = writer, node, None
+                break
+            if err is not None:
+                given_up.append((placement[share], share, err))
+        if given_up:
+            if any(not isinstance(err, PeerError) for _, _, err in given_up):
+                raise next(err for _, _, err in given_up if not isinstance(err, PeerError))
+            message, hint, refusals = summarise_refusals(given_up)
+            raise PeerError(message, hint=hint, nodes=sorted({n for n, _, _ in given_up}), refusals=refusals)
+
+    def load(self, cap: Capability, remote: frozenset[int] = frozenset(), fetched: bytes | None = None
+              ) -> tuple[Manifest, dict[int, ShareMeta], dict[int, str]]:
+        """The verified manifest, the local shares whose metadata matches it, and why the others do not
+        (shares in `remote` are on other nodes: see `remote_metas`).  `fetched`: the manifest as another node
+        sent it, for a file this node holds no manifest of (checked against the capability all the same)."""
+        si = cap.storage_index
+        raw = self.store.manifest(si) or fetched
+        if raw is None:
+            raise NotFound("this node holds no file with that capability",
+                           hint="check the capability; `xsc store ls` lists the files this node uploaded")
+        manifest = decode_manifest(raw, cap.manifest_hash)
+        if manifest.size != cap.size:
+            raise IntegrityError("the manifest's size does not match the capability's")
+        good: dict[int, ShareMeta] = {}
+        bad: dict[int, str] = {}
+        damaged = self.store.damaged(si)
+        for s in range(erasure.N):
+            if s in remote:
+                continue
+            meta = self.store.share_meta(si, s)
+            if meta is None:
+                bad[s] = "missing"
+            elif not _roots_to(meta.block_hashes, manifest.share_root(s)):
+                bad[s] = "corrupt: its block hashes do not match the manifest"
+            else:
+                good[s] = meta
+                if s in damaged:
+                    bad[s] = f"corrupt: {damaged[s]}"
+        return manifest, good, bad
+
+    def fetch_segment(self, si: bytes, manifest: Manifest, metas: dict[int, ShareMeta], order: list[int],
+                       index: int, bad: list[tuple[int, int]], fetched: Mapping[int, bytes | None] | None = None
+                       ) -> bytes:
+        """K verified blocks of one segment, decoded: the padded ciphertext cut to its length.
+
+        Blocks of shares in `fetched` came from other nodes; the others are read here."""
+        blocks: dict[int, bytes] = {}
+        for s in order:
+            block = fetched[s] if fetched and s in fetched else self.store.get_block(si, s, index)
+            if block is None or block_hash(block) != metas[s].block_hashes[index]:
+                bad.append((s, index))
+                continue
+            blocks[s] = block
+            if len(blocks) == erasure.K:
+                break
+        if len(blocks) < erasure.K:
+            broken = sorted({s for s, i in bad if i == index} | (set(range(erasure.N)) - set(order)))
+            raise NotEnoughShares(
+                f"segment {index} cannot be rebuilt: shares {broken} are missing or corrupt "
+                f"and {erasure.K} intact shares are needed",
+                hint="the file is damaged beyond repair on this node", missing_shares=broken, segment=index)
+        plain_len = layout.plaintext_length(manifest.size, manifest.segment_size, index)
+        return erasure.decode(blocks, layout.ciphertext_length(plain_len))
+
+    async def remote_metas(self, cap: Capability, manifest: Manifest, holders: Mapping[int, Holder],
+                            names: list[str]) -> tuple[dict[int, ShareMeta], dict[int, str]]:
+        """Metadata of the shares on other nodes, each checked against the manifest's share root."""
+        si = cap.storage_index
+
+        async def one(share: int, holder: Holder) -> ShareMeta:
+            try:
+                m = await asyncio.wait_for(holder.meta(si, share), self.remote_timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"no answer within {self.remote_timeout:g} s") from None
+            if root(list(m["block_hashes"])) != manifest.share_root(share):
+                raise IntegrityError("its block hashes do not match the manifest")
+            return ShareMeta(share, m["segment_count"], m["stored_bytes"], m["lease_expiry"], b"",
+                             tuple(m["block_hashes"]))
+
+        results = await asyncio.gather(*(one(s, h) for s, h in holders.items()), return_exceptions=True)
+        metas: dict[int, ShareMeta] = {}
+        bad: dict[int, str] = {}
+        for share, result in zip(holders, results):
+            if isinstance(result, BaseException):
+                bad[share] = f"unreadable on node {names[share][:12]}…: {result}"
+            else:
+                metas[share] = result
+        return metas, bad
+
+    async def usable(self, cap: Capability, holders: Mapping[int, Holder], names: list[str],
+                      rank: Mapping[int, float], fetched: bytes | None = None
+                      ) -> tuple[Manifest, dict[int, ShareMeta], list[int], dict[int, str]]:
+        manifest, metas, bad = await self.run(self.load, cap, frozenset(holders), fetched)
+        if holders:
+            remote_metas, remote_bad = await self.remote_metas(cap, manifest, holders, names)
+            metas.update(remote_metas)
+            bad.update(remote_bad)
+        # Data shares first (decoding is then a copy), then the fastest holders; known-damaged shares last.
+        order = sorted(metas, key=lambda s: (s in bad, s >= erasure.K, rank.get(s, 0.0), s))
+        if len(metas) < erasure.K:
+            missing = sorted(bad)
+            raise NotEnoughShares(
+                f"only {len(metas)} of {erasure.N} shares are intact ({erasure.K} are needed): "
+                + ", ".join(f"share {s} {bad[s]}" for s in missing),
+                hint="the file cannot be rebuilt now; if nodes are down, retry when they are back",
+                missing_shares=missing)
+        return manifest, metas, order, bad
+
+    def segment_source(self, si: bytes, manifest: Manifest, metas: dict[int, ShareMeta], order: list[int],
+                        readers: dict[int, "RemoteShareReader"], names: list[str], bad: list[tuple[int, int]],
+                        finish: Callable[[int, bytes], bytes] | None = None) -> Callable[[int], Awaitable[bytes]]:
+        """An async function giving one segment's ciphertext (or `finish(index, ciphertext)`, run in the pool).
+
+        Remote blocks are fetched first, local ones read in the pool; when a holder fails or a block is
+        bad, the next share in `order` is tried as well."""
+        loop = asyncio.get_running_loop()
+
+        def work(index: int, usable: list[int], fetched: dict[int, bytes | None]) -> bytes:
+            data = self.fetch_segment(si, manifest, metas, usable, index, bad, fetched)
+            return finish(index, data) if finish else data
+
+        async def segment(index: int) -> bytes:
+            want = erasure.K
+            while True:
+                alive = [s for s in order if s not in readers or readers[s].failed is None]
+                chosen = alive[:want]
+                remote = [s for s in chosen if s in readers]
+                fetched = dict(zip(remote, await asyncio.gather(*(readers[s].get(index) for s in remote))))
+                usable = [s for s in chosen if fetched.get(s, b"") is not None]
+                try:
+                    return await loop.run_in_executor(self.pool, work, index, usable, fetched)
+                except NotEnoughShares:
+                    if want < len(alive):
+                        want += 1
+                        continue
+                    down = {s: r.failed for s, r in readers.items() if r.failed is not None}
+                    if not down:
+                        raise
+                    raise NotEnoughShares(
+                        f"segment {index} cannot be rebuilt: " + _unreachable(down, names)
+                        + f"; {erasure.K} intact shares are needed",
+                        hint="retry when the nodes are back", segment=index,
+                        unreachable_nodes=sorted({names[s] for s in down})) from None
+
+        return segment
+
+    def record_damage(self, si: bytes, bad: list[tuple[int, int]]) -> None:
+        by_share: dict[int, list[int]] = {}
+        for s, i in bad:
+            by_share.setdefault(s, []).append(i)
+        for s, segments in by_share.items():
+            log.warning("share %d of %s: bad or missing blocks %s; reported for repair", s, si.hex()[:16], segments)
+            self.store.mark_damaged(si, s, f"bad or missing blocks in segments {sorted(segments)[:20]}")
+
+
+def _unreachable(down: dict[int, BaseException], names: dict[int, str]) -> str:
+    """Unreachable shares grouped by node, each reason said once: "shares 1, 2 on node ab12… (connection refused)"."""
+    by_node: dict[tuple[str, str], list[int]] = {}
+    for s, err in sorted(down.items()):
+        reason = getattr(err, "details", {}).get("reason") or str(err)
+        by_node.setdefault((names[s], reason), []).append(s)
+    return "unreachable: " + "; ".join(
+        f"{'shares' if len(shares) > 1 else 'share'} {', '.join(map(str, shares))} on node {node[:12]}… ({reason})"
+        for (node, reason), shares in by_node.items())

@@ -1,0 +1,69 @@
+"""Lease renewal: every share of a file this node stored held longer, here and on the holders of the others,
+with what each renewal adds (what it is paid for)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import IntegrityError, NotFound
+from . import erasure, layout, leases
+from .capability import Capability
+from .gateway_core import GatewayCore
+from .remote import Holder
+
+log = logging.getLogger(__name__)
+
+
+async def renew(gateway: GatewayCore, cap: Capability, duration: int, holders: Mapping[int, Holder] | None = None,
+                names: list[str] | None = None, me: str = "this node") -> dict[str, Any]:
+    """Extend every share's lease to now + `duration` (never shortening one): here, and on each holder in
+    `holders` (the shares on other nodes; `names` their node ids).  A holder that does not answer, or
+    answers wrong, keeps its share's lease as it was and is named in `not_renewed`.  `extended` says,
+    per share renewed, how many bytes are held how many seconds longer (what a renewal is paid for)."""
+    si = cap.storage_index
+    record = await gateway.run(gateway.store.file_record, si)
+    if record is None or record.get("capability") != str(cap):
+        raise NotFound("this node uploaded no file with that capability",
+                       hint="renew a file from the node that stored it; `xsc store ls` lists them")
+    manifest = await gateway.run(gateway.manifest, cap)
+    share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
+    holders = dict(holders or {})
+    names = list(names or [me] * erasure.N)
+    now = int(time.time())
+    target = now + leases.check_duration(duration)
+
+    async def one(share: int, holder: Holder) -> dict:
+        try:
+            answer = await asyncio.wait_for(holder.renew(si, share, target), gateway.remote_timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no answer within {gateway.remote_timeout:g} s") from None
+        if answer["lease_expiry"] < target:
+            raise IntegrityError(f"it answered a lease ending at {answer['lease_expiry']}, before {target}")
+        return answer
+
+    results = await asyncio.gather(*(one(s, h) for s, h in holders.items()), return_exceptions=True)
+    answers = {s: r for s, r in zip(holders, results) if not isinstance(r, BaseException)}
+    failures = {s: f"share {s}: {r}" for s, r in zip(holders, results) if isinstance(r, BaseException)}
+    local = tuple(s for s in range(erasure.N) if s not in holders)
+    done = await gateway.run(gateway.store.renew, si, target, local,
+                           {s: a["lease_expiry"] for s, a in answers.items()})
+    failures.update({s: f"share {s}: not held here any more (repair the file)" for s in local if s not in done})
+    changes = {**{s: (a["previous"], a["lease_expiry"]) for s, a in answers.items()}, **done}
+    for s, why in failures.items():
+        log.warning("lease of share %d of %s not renewed on node %s: %s", s, si.hex()[:16], names[s][:12], why)
+    not_renewed: dict[str, str] = {}
+    for s in sorted(failures):
+        not_renewed[names[s]] = "; ".join(filter(None, (not_renewed.get(names[s]), failures[s])))
+    record = await gateway.run(gateway.store.file_record, si) or record
+    return {
+        "capability": str(cap), "requested": target, "lease_expiry": record.get("lease_expiry"),
+        "renewed": [{"share": s, "node": names[s], "lease_expiry": changes[s][1]} for s in sorted(changes)],
+        "not_renewed": not_renewed,
+        "extended": [{"share": s, "node": names[s], "bytes": share_bytes, "seconds": seconds}
+                     for s in sorted(changes)
+                     if (seconds := leases.extension_seconds(changes[s][0], changes[s][1], now)) > 0],
+    }

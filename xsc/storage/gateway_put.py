@@ -1,0 +1,239 @@
+"""A put: a stream read segment by segment, encrypted, erasure-coded and hashed in the pool while the segment before
+is written, the shares published once all are written (here, or on the holders `place` names).
+
+At most `depth` segments are in flight, so memory stays bounded whatever the file size.  One LevelDB write is in
+flight at a time: LevelDB takes one writer at a time anyway, and a second would hold a pool thread that could be
+encoding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from ..errors import BadRequest
+from . import erasure, layout, leases
+from .capability import Capability
+from .crypto import SegmentCipher, new_key, storage_index
+from .gateway_core import GatewayCore, Replacer
+from .manifest import Manifest, ciphertext_hash
+from .merkle import block_hash, root
+from .placement import node_failures_survived, peer_failures_survived
+from .remote import Holder, RemoteShareWriter, gather_or_raise
+from .share_store import ShareMeta
+
+ReadFn = Callable[[int], Awaitable[bytes]]
+Placer = Callable[[bytes, int], "tuple[list[str], dict[int, Holder]]"]
+
+
+@dataclass
+class PutResult:
+    capability: str
+    size: int
+    segments: int
+    stored_bytes: int
+    placement: list[str]  # the node holding each share
+    shares: int = erasure.N
+    lease_expiry: int = 0  # unix seconds: every share's lease ends then
+    me: str = "this node"  # how `placement` names this node
+
+    @property
+    def nodes(self) -> int:
+        return len(set(self.placement))
+
+    @property
+    def node_failures_survived(self) -> int:
+        return node_failures_survived(self.placement)
+
+    @property
+    def peer_failures_survived(self) -> int:
+        """Losses of other nodes holding shares the file survives while this node is up."""
+        return peer_failures_survived(self.placement, self.me)
+
+    @property
+    def placement_note(self) -> str:
+        if self.nodes == 1:
+            return ("all 6 shares are on this one node: the file survives the loss of any 2 shares, "
+                    "but not the loss of the node")
+        here = self.placement.count(self.me)
+        others = self.nodes - (1 if here else 0)
+        survived, peers = self.node_failures_survived, self.peer_failures_survived
+        if here and peers == others:
+            note = (f"{here} of the 6 shares are on this node and {6 - here} on {others} other node"
+                    f"{'s' if others > 1 else ''}: the file survives the loss of "
+                    f"{'any of them' if others > 1 else 'the other node'}")
+            return note + (f" or of any {survived} node{'s' if survived > 1 else ''}" if survived else
+                           " (not the loss of this node)")
+        note = f"the 6 shares are on {self.nodes} nodes: the file survives the loss of any {survived} of them"
+        if survived == 0:
+            return (note + " (warning: the loss of any one of them loses the file; add nodes and "
+                    "`xsc store repair` it)")
+        return note
+
+    def to_json(self) -> dict[str, Any]:
+        return {"capability": self.capability, "size": self.size, "segments": self.segments,
+                "stored_bytes": self.stored_bytes, "shares": self.shares, "placement": self.placement,
+                "nodes": self.nodes, "node_failures_survived": self.node_failures_survived,
+                "peer_failures_survived": self.peer_failures_survived,
+                "placement_note": self.placement_note, "lease_expiry": self.lease_expiry}
+
+
+async def _read_full(read: ReadFn, n: int) -> bytes:
+    """Up to n bytes: fewer only at the end of the stream."""
+    parts, got = [], 0
+    while got < n:
+        chunk = await read(n - got)
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class _OneWrite:
+    """Block writes run in the pool one at a time, each started once the one before is done (module docstring)."""
+
+    def __init__(self, pool: Executor) -> None:
+        self.pool = pool
+        self.pending: list[asyncio.Future] = []
+
+    async def start(self, write: Callable[[int, dict[int, bytes]], None], index: int, blocks: dict[int, bytes]) -> None:
+        """write(index, blocks) in the pool once the write before is done; no blocks (all remote): no write."""
+        await asyncio.gather(*self.pending)
+        if blocks:
+            self.pending = [asyncio.get_running_loop().run_in_executor(self.pool, write, index, blocks)]
+
+
+class _OnePut:
+    """One put under way: where its shares go, the upload of those kept here, the writers of those sent away, and
+    the N block hashes of each segment written so far."""
+
+    def __init__(self, gateway: GatewayCore, size: int | None, place: Placer | None, lease_duration: int | None,
+                 me: str) -> None:
+        self.gateway = gateway
+        self.key = new_key()
+        self.si = storage_index(self.key)
+        self.cipher = SegmentCipher(self.key)
+        self.size, self.seg_size = size, gateway.segment_size
+        self.placement, holders = [me] * erasure.N, {}
+        if place is not None and size is not None:
+            self.placement, holders = place(self.si, layout.share_bytes(size, self.seg_size))
+        self.local = tuple(s for s in range(erasure.N) if s not in holders)
+        self.lease = int(time.time()) + leases.check_duration(lease_duration or gateway.lease_duration)
+        self.remote = {s: RemoteShareWriter(h, self.placement[s], self.si, s) for s, h in holders.items()}
+        self.hashes: list[list[bytes]] = []  # per segment, the N block hashes
+        self.total = 0
+        self.upload = None
+
+    async def begin(self) -> None:
+        size = self.size
+        expected = layout.share_bytes(size, self.seg_size) * len(self.local) if size is not None else None
+        self.upload = await self.gateway.run(self.gateway.store.begin_upload, self.si, self.local, expected)
+
+    def _encode_segment(self, index: int, plaintext: bytes) -> tuple[list[bytes], list[bytes]]:
+        blocks = erasure.encode(self.cipher.encrypt(index, plaintext))
+        return blocks, [block_hash(b) for b in blocks]
+
+    async def write_segments(self, read: ReadFn) -> None:
+        """Read the stream to its end, `depth` segments encoding at once, each written as it completes."""
+        size, seg_size, pool = self.size, self.seg_size, self.gateway.pool
+        loop, writes = asyncio.get_running_loop(), _OneWrite(pool)
+        in_flight: deque[asyncio.Future] = deque()
+
+        async def collect(result: asyncio.Future) -> None:
+            blocks, segment_hashes = await result
+            self.hashes.append(segment_hashes)
+            await writes.start(self.upload.put_blocks, len(self.hashes) - 1, {s: blocks[s] for s in self.local})
+            for s in self.remote:
+                await self.remote[s].add(blocks[s])
+
+        try:
+            index = 0
+            while True:
+                want = seg_size if size is None else layout.plaintext_length(size, seg_size, index)
+                plaintext = await _read_full(read, want)
+                self.total += len(plaintext)
+                if size is not None and len(plaintext) < want:
+                    raise BadRequest(f"the upload ended after {self.total} of {size} bytes",
+                                     hint="send the whole file")
+                if index > 0 and not plaintext:
+                    break  # a stream of unknown size ended on a segment boundary
+                in_flight.append(loop.run_in_executor(pool, self._encode_segment, index, plaintext))
+                index += 1
+                if len(in_flight) >= self.gateway.depth:
+                    await collect(in_flight.popleft())
+                if size is not None and index == layout.segment_count(size, seg_size):
+                    break
+                if size is None and len(plaintext) < seg_size:
+                    break
+            while in_flight:
+                await collect(in_flight.popleft())
+            await asyncio.gather(*writes.pending)
+            if size is not None and await _read_full(read, 1):
+                raise BadRequest(f"the upload is longer than the {size} bytes announced")
+        except BaseException:
+            for fut in in_flight:
+                fut.cancel()
+            await asyncio.gather(*in_flight, *writes.pending, return_exceptions=True)
+            raise
+
+    def manifest(self) -> tuple[Manifest, list[list[bytes]]]:
+        """The file's manifest and, per share, its block hashes."""
+        share_hashes = [[seg[s] for seg in self.hashes] for s in range(erasure.N)]
+        manifest = Manifest(
+            size=self.total, segment_size=self.seg_size, k=erasure.K, m=erasure.M, segment_count=len(self.hashes),
+            share_roots=tuple(root(h).hex() for h in share_hashes),
+            # Commits to the whole ciphertext: the k data blocks of a segment are its padded ciphertext.
+            ciphertext_hash=ciphertext_hash([h for seg in self.hashes for h in seg[:erasure.K]]),
+        )
+        return manifest, share_hashes
+
+    async def publish(self, name: str | None, manifest: Manifest, encoded: bytes, share_hashes: list[list[bytes]],
+                      me: str) -> PutResult:
+        share_bytes = layout.share_bytes(self.total, self.seg_size)
+        cap = Capability(key=self.key, manifest_hash=manifest.digest(), size=self.total)
+        lease, count = self.lease, len(self.hashes)
+        metas = [ShareMeta(s, count, share_bytes, lease, self.gateway.node_key, tuple(share_hashes[s]))
+                 for s in self.local]
+        record = {"name": name or "", "size": self.total, "capability": str(cap), "storage_index": self.si.hex(),
+                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "placement": self.placement,
+                  "lease_expiry": lease, "leases": [lease] * erasure.N}
+        await self.gateway.run(self.gateway.store.publish, self.upload, metas, encoded, record)
+        return PutResult(capability=str(cap), size=self.total, segments=count, stored_bytes=share_bytes * erasure.N,
+                         placement=self.placement, lease_expiry=lease, me=me)
+
+    async def undo(self) -> None:
+        """Take back what was sent to holders and what was written here."""
+        await asyncio.gather(*(r.undo() for r in self.remote.values()))
+        await self.gateway.run(self.gateway.store.abort, self.upload)
+
+
+async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | None = None,
+              place: Placer | None = None, lease_duration: int | None = None,
+              replace: Replacer | None = None, me: str = "this node") -> PutResult:
+    """Store a stream; `size` (if known) is checked against free space before anything is written.
+
+    `place(storage index, share bytes)` says where the shares go: the node of each share and the
+    holder of each share on another node (only for a known size); by default all stay here.  A holder
+    that cannot begin its share (down, or refusing) is swapped for `replace(share, nodes that failed it)`,
+    if given, before any byte is sent.  Every share's lease ends `lease_duration` seconds from now
+    (default: the node's).  `me`: how the placement names this node."""
+    one = _OnePut(gateway, size, place, lease_duration, me)
+    await one.begin()
+    try:
+        await gateway.begin_remote(one.remote, one.placement, one.si, size, one.seg_size, one.lease, replace)
+        await one.write_segments(read)
+        manifest, share_hashes = one.manifest()
+        encoded = manifest.encode()
+        await gather_or_raise([r.commit(share_hashes[s], encoded) for s, r in one.remote.items()],
+                              [(r.node, s) for s, r in one.remote.items()])
+        return await one.publish(name, manifest, encoded, share_hashes, me)
+    except BaseException:
+        await one.undo()
+        raise

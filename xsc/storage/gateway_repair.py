@@ -1,0 +1,245 @@
+"""Check, verify and repair: which shares of a file are present (metadata only), which hold every block intact
+(each block read and hashed), and the broken ones rebuilt from any K good ones, here or on another node."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from ..errors import IntegrityError, NotEnoughShares
+from . import erasure, layout
+from .capability import Capability
+from .gateway_core import GatewayCore
+from .merkle import block_hash, root
+from .remote import Holder, RemoteShareReader, RemoteShareWriter, gather_or_raise
+from .share_store import ShareMeta
+
+# (share, nodes already used, nodes that failed it) -> where a repaired share goes instead (None: here)
+Relocator = Callable[[int, set, set], "Awaitable[tuple[str, Holder] | None]"]
+
+
+@dataclass
+class ShareReport:
+    share: int
+    status: str  # ok | missing | corrupt
+    detail: str = ""
+    bad_blocks: list[int] = field(default_factory=list)
+
+
+async def check(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Holder] | None = None,
+                names: list[str] | None = None, manifest: bytes | None = None) -> list[ShareReport]:
+    """Which shares are present and not known to be damaged: metadata only (see verify).  Shares in
+    `holders` are on other nodes: their metadata is checked against the manifest (an unreachable
+    holder counts as missing)."""
+    holders = dict(holders or {})
+    names = list(names or ["this node"] * erasure.N)
+    fetched = manifest
+    manifest, metas, bad = await gateway.run(gateway.load, cap, frozenset(holders), fetched)
+    _, remote_bad = await gateway.remote_metas(cap, manifest, holders, names)
+    damaged = await gateway.run(gateway.store.damaged, cap.storage_index)  # reported by audits and scrubbers
+    bad.update({s: f"corrupt: {damaged[s]}" for s in holders if s in damaged})
+    bad.update(remote_bad)
+    return [ShareReport(s, "ok" if s not in bad else "corrupt" if bad[s].startswith("corrupt")
+                        or "do not match" in bad[s] else "missing", bad.get(s, "")) for s in range(erasure.N)]
+
+
+def _verify_here(gateway: GatewayCore, cap: Capability, remote: frozenset[int] = frozenset(),
+                 fetched: bytes | None = None) -> list[ShareReport]:
+    """Read and hash every block of every share here (not those in `remote`); record what is bad."""
+    manifest, metas, bad = gateway.load(cap, remote, fetched)
+    si = cap.storage_index
+    reports = []
+    for s in range(erasure.N):
+        if s in remote:
+            continue
+        if s not in metas:
+            reports.append(ShareReport(s, "missing" if bad[s] == "missing" else "corrupt", bad[s]))
+            continue
+        wrong = [i for i in range(manifest.segment_count)
+                 if (b := gateway.store.get_block(si, s, i)) is None or block_hash(b) != metas[s].block_hashes[i]]
+        if wrong:
+            gateway.store.mark_damaged(si, s, f"bad or missing blocks in segments {wrong[:20]}")
+            reports.append(ShareReport(s, "corrupt", f"{len(wrong)} bad block(s)", wrong))
+        else:
+            reports.append(ShareReport(s, "ok"))
+    return reports
+
+
+async def verify(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Holder] | None = None,
+                 names: list[str] | None = None, manifest: bytes | None = None) -> list[ShareReport]:
+    """Read and hash every block of every share, those on other nodes (`holders`) downloaded; record
+    what is bad."""
+    holders = dict(holders or {})
+    names = list(names or ["this node"] * erasure.N)
+    si = cap.storage_index
+    fetched = manifest
+    reports = {r.share: r for r in await gateway.run(_verify_here, gateway, cap, frozenset(holders), fetched)}
+    manifest, _, _ = await gateway.run(gateway.load, cap, frozenset(holders), fetched)
+    metas, bad = await gateway.remote_metas(cap, manifest, holders, names)
+    for s in holders:
+        if s in bad:
+            reports[s] = ShareReport(s, "corrupt" if "do not match" in bad[s] else "missing", bad[s])
+            continue
+        reader = RemoteShareReader(holders[s], si, s, manifest, gateway.remote_timeout)
+        try:
+            wrong = [i for i in range(manifest.segment_count)
+                     if (b := await reader.get(i)) is None or block_hash(b) != metas[s].block_hashes[i]]
+        finally:
+            await reader.close()
+        if reader.failed is not None:
+            reports[s] = ShareReport(s, "missing", f"unreadable on node {names[s][:12]}…: {reader.failed}")
+        elif wrong:
+            await gateway.run(gateway.store.mark_damaged, si, s, f"bad blocks in segments {wrong[:20]}")
+            reports[s] = ShareReport(s, "corrupt", f"{len(wrong)} bad block(s) on node {names[s][:12]}…", wrong)
+        else:
+            reports[s] = ShareReport(s, "ok")
+    return [reports[s] for s in range(erasure.N)]
+
+
+class _OneRepair:
+    """One repair under way: what is broken here and on other nodes, the K good shares it reads from, where each
+    rebuilt share goes (rewritten in place, rebuilt here, or moved to another node) and the block hashes rebuilt."""
+
+    def __init__(self, gateway: GatewayCore, cap: Capability, holders: dict[int, Holder], names: list[str],
+                 me: str, fetched: bytes | None) -> None:
+        self.gateway, self.cap, self.si = gateway, cap, cap.storage_index
+        self.holders, self.names, self.me, self.fetched = holders, names, me, fetched
+        self.new_names = list(names)
+        self.moved: dict[int, RemoteShareWriter] = {}
+        self.upload = None
+
+    async def assess(self) -> bool:
+        """Find what is broken; whether anything is."""
+        gateway, holders = self.gateway, self.holders
+        local_reports = await gateway.run(_verify_here, gateway, self.cap, frozenset(holders), self.fetched)
+        self.manifest, self.local_metas, _ = await gateway.run(gateway.load, self.cap, frozenset(holders),
+                                                               self.fetched)
+        self.remote_metas, self.remote_bad = await gateway.remote_metas(self.cap, self.manifest, holders,
+                                                                        self.names)
+        damaged = await gateway.run(gateway.store.damaged, self.si)
+        for s in holders:
+            if s in damaged and s not in self.remote_bad:
+                self.remote_bad[s] = f"corrupt: {damaged[s]}"
+        self.broken_local = {r.share: r for r in local_reports if r.status != "ok"}
+        return bool(self.broken_local or self.remote_bad)
+
+    def good_shares(self) -> dict[int, ShareMeta]:
+        """The intact shares, here and elsewhere: at least K, or the file cannot be repaired."""
+        good = {**{s: m for s, m in self.local_metas.items() if s not in self.broken_local},
+                **{s: m for s, m in self.remote_metas.items() if s not in self.remote_bad}}
+        if len(good) < erasure.K:
+            raise NotEnoughShares(f"only {len(good)} of {erasure.N} shares are intact: the file cannot be repaired",
+                                  hint="retry when the nodes holding its shares are back",
+                                  missing_shares=sorted(set(self.broken_local) | set(self.remote_bad)))
+        return good
+
+    async def plan(self, relocate: Relocator | None) -> None:
+        """Where each broken share goes: local ones rewritten or rebuilt here, remote ones to where `relocate`
+        says (here if it names no node)."""
+        self.rewrite_here = {s: r.bad_blocks for s, r in self.broken_local.items() if s in self.local_metas}
+        self.rebuild_here = [s for s in self.broken_local if s not in self.local_metas]
+        for s in sorted(self.remote_bad):
+            destination = await relocate(s, set(self.new_names), set()) if relocate else None
+            if destination is None:
+                self.rebuild_here.append(s)
+                self.new_names[s] = self.me
+            else:
+                self.new_names[s] = destination[0]
+                self.moved[s] = RemoteShareWriter(destination[1], destination[0], self.si, s)
+
+    async def rebuild(self, good: dict[int, ShareMeta], relocate: Relocator | None) -> int:
+        """Re-encode every segment a broken share needs from the good ones and write it where `plan` said;
+        commit and publish the rebuilt shares once each matches the manifest.  The lease they carry."""
+        gateway, si, manifest = self.gateway, self.si, self.manifest
+        share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
+        lease = max(m.lease_expiry for m in good.values())
+        readers = {s: RemoteShareReader(self.holders[s], si, s, manifest, gateway.remote_timeout)
+                   for s in good if s in self.holders}
+        order = sorted(good, key=lambda s: (s >= erasure.K, s in readers, s))
+        read = gateway.segment_source(si, manifest, good, order, readers, self.names, [])
+        rebuilt: dict[int, list[bytes]] = {s: [] for s in (*self.rebuild_here, *self.moved)}
+        try:
+            if self.rebuild_here:
+                self.upload = await gateway.run(gateway.store.begin_upload, si, tuple(self.rebuild_here),
+                                                share_bytes * len(self.rebuild_here))
+            # A destination that cannot take its share (down, or refusing) is swapped for another one.
+            new_names = self.new_names
+            replace = (lambda share, failed: relocate(share, set(new_names) | failed, failed)) if relocate else None
+            await gateway.begin_remote(self.moved, new_names, si, manifest.size, manifest.segment_size, lease, replace)
+            await self._write_segments(read, rebuilt)
+            for s, hashes in rebuilt.items():
+                if root(hashes) != manifest.share_root(s):
+                    raise IntegrityError(f"rebuilt share {s} does not match the manifest")
+            encoded = manifest.encode()
+            await gather_or_raise([r.commit(rebuilt[s], encoded) for s, r in self.moved.items()],
+                                  [(r.node, s) for s, r in self.moved.items()])
+            if self.upload is not None:
+                metas = [ShareMeta(s, manifest.segment_count, share_bytes, lease, gateway.node_key, tuple(rebuilt[s]))
+                         for s in self.rebuild_here]
+                await gateway.run(gateway.store.publish, self.upload, metas, encoded)  # another node's file too
+        except BaseException:
+            await asyncio.gather(*(r.undo() for r in self.moved.values()))
+            if self.upload is not None:
+                await gateway.run(gateway.store.abort, self.upload)
+            raise
+        finally:
+            await asyncio.gather(*(r.close() for r in readers.values()))
+        return lease
+
+    async def _write_segments(self, read: Callable[[int], Awaitable[bytes]], rebuilt: dict[int, list[bytes]]) -> None:
+        gateway = self.gateway
+        for index in range(self.manifest.segment_count):
+            fix = [s for s, segments in self.rewrite_here.items() if index in segments]
+            if not rebuilt and not fix:
+                continue
+            blocks = await gateway.run(erasure.encode, await read(index))
+            for s in rebuilt:
+                rebuilt[s].append(block_hash(blocks[s]))
+            if self.upload is not None:
+                await gateway.run(self.upload.put_blocks, index, {s: blocks[s] for s in self.rebuild_here})
+            if fix:
+                await gateway.run(_rewrite_blocks, gateway, self.si, index, {s: blocks[s] for s in fix},
+                                  self.local_metas)
+            for s, share in self.moved.items():
+                await share.add(blocks[s])
+
+    async def settle(self) -> None:
+        """Clear the damage marks, record the new placement, drop moved corrupt shares where they were."""
+        gateway, si, names, new_names = self.gateway, self.si, self.names, self.new_names
+        for s in (*self.rewrite_here, *self.remote_bad):
+            await gateway.run(gateway.store.clear_damage, si, s)
+        if new_names != names:
+            await gateway.run(gateway.store.set_placement, si, new_names)
+        # A corrupt share on a holder that still answers is dropped there (best effort: a lease ends it too).
+        stale = [self.holders[s].delete(si, s) for s in self.remote_bad
+                 if s in self.remote_metas and new_names[s] != names[s]]
+        await asyncio.gather(*stale, return_exceptions=True)
+
+
+def _rewrite_blocks(gateway: GatewayCore, si: bytes, index: int, blocks: dict[int, bytes],
+                    metas: dict[int, ShareMeta]) -> None:
+    for s, block in blocks.items():
+        if block_hash(block) != metas[s].block_hashes[index]:
+            raise IntegrityError(f"rebuilt block {index} of share {s} does not match its hash")
+    gateway.store.put_repaired_blocks(si, index, blocks)
+
+
+async def repair(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Holder] | None = None,
+                 names: list[str] | None = None, relocate: Relocator | None = None,
+                 me: str = "this node", fetched: bytes | None = None) -> dict:
+    """Rebuild missing and corrupt shares from any K good ones; never makes things worse.
+
+    Local shares are rebuilt here (corrupt blocks rewritten in place).  A broken share on another
+    node goes to the node `relocate(share, nodes already used, nodes that failed it)` names, or here
+    if it names none; the file's placement record follows (`fetched`: another node's file's manifest)."""
+    names = list(names or [me] * erasure.N)
+    one = _OneRepair(gateway, cap, dict(holders or {}), names, me, fetched)
+    if not await one.assess():
+        return {"repaired": [], "placement": names}
+    good = one.good_shares()
+    await one.plan(relocate)
+    lease = await one.rebuild(good, relocate)
+    await one.settle()
+    return {"repaired": sorted(set(one.broken_local) | set(one.remote_bad)), "placement": one.new_names,
+            "lease_expiry": lease}
