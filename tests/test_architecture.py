@@ -237,7 +237,6 @@ TOO_BIG_FOR_NOW = {
     "xsc.allocation.compute:compute_allocation": 161,
     "xsc.allocation.roundsim:providers_round": 81,
     "xsc.allocation.service:AllocationService": 756,
-    "xsc.market.matching:match_needs": 101,
     "xsc.market.service:MarketService": 693,
     "xsc.s3.server:S3Front": 540,
 }

@@ -167,79 +167,77 @@ def _allocator_hints(asks: list[Ask], priced: list[int], bids: list[Bid],
     return out
 
 
-def match_needs(asks: Sequence[Ask], bids: Sequence[Bid], *, recognition: Mapping[str, Mapping[str, Decimal]],
-                availability: Mapping[str, Decimal], bucket_seconds: int, now_ms: int,
-                allow_self: bool = True) -> MarketResult:
-    """Clear the markets and give needs whole capacity slots (see the module docstring).
+class _OrderedBook:
+    """The book in the fixed order (asks by lowest ask, then digest, then (owner, id): a position is a rank; bids by
+    (owner, id)), each market's clearing, and the asks compatible with each need whatever its own filters (those
+    are looked at apart, to tell "filtered out" from "no compatible slot")."""
 
-    `recognition`: participant -> its raw weights of others; `availability`: provider -> its
-    availability in [0, 1] (from health); `allow_self`: may a need be served by its owner's own
-    capacity (open tier only: the allocator never gives to oneself)?"""
-    _unique(asks, "ask")
-    _unique(bids, "bid")
-    clearings = clear_book(market_orders(asks, bids, bucket_seconds))
+    def __init__(self, asks: Sequence[Ask], bids: Sequence[Bid], clearings: dict, *, availability: Mapping[str, Decimal],
+                 bucket_seconds: int, allow_self: bool) -> None:
+        self.asks = sorted(asks, key=lambda a: (a.price, ask_digest(a), a.slot.owner, a.slot.id))
+        self.bids = sorted(bids, key=lambda b: (b.slot.owner, b.slot.id))
+        self.clearings, self.availability = clearings, availability
+        self.bucket_seconds, self.allow_self = bucket_seconds, allow_self
+        self.slots = [a.slot for a in self.asks]
+        self.first_bucket = [bucket_of(s.start, bucket_seconds) for s in self.slots]
+        self.last_bucket = [bucket_of(s.end - 1, bucket_seconds) for s in self.slots]
+        self.owner_of = [s.owner for s in self.slots]
+        open_needs = tuple(b.slot if b.slot.filters.is_empty() else b.slot.model_copy(update={"filters": SlotFilter()})
+                           for b in self.bids)
+        self.compatible_asks: list[list[int]] = [[] for _ in self.bids]
+        for pos, matched in enumerate(CapacityIndex(self.slots).match(need_rows(open_needs))):
+            for i in matched:
+                self.compatible_asks[i].append(pos)  # positions come in increasing order: the fixed order
 
-    # Asks in a fixed order: lowest ask, then digest, then (owner, id).  A position is a rank.
-    asks = sorted(asks, key=lambda a: (a.price, ask_digest(a), a.slot.owner, a.slot.id))
-    bids = sorted(bids, key=lambda b: (b.slot.owner, b.slot.id))
-    slots = [a.slot for a in asks]
-    first_bucket = [bucket_of(s.start, bucket_seconds) for s in slots]
-    last_bucket = [bucket_of(s.end - 1, bucket_seconds) for s in slots]
-    owner_of = [s.owner for s in slots]
+    def price_of(self, b: Bid) -> int | None:
+        return self.clearings[(b.slot.kind, bucket_of(b.slot.start, self.bucket_seconds))].price
 
-    def price_of(b: Bid) -> int | None:
-        return clearings[(b.slot.kind, bucket_of(b.slot.start, bucket_seconds))].price
+    def priced_bids(self) -> list[Bid]:
+        return [b for b in self.bids if (p := self.price_of(b)) is not None and b.price >= p]
 
-    priced_bids = [b for b in bids if (p := price_of(b)) is not None and b.price >= p]
-    priced_asks = {i for i, a in enumerate(asks)
-                   if any(c.price is not None and a.price <= c.price
-                          for (kind, bucket), c in clearings.items()
-                          if kind == a.slot.kind and first_bucket[i] <= bucket <= last_bucket[i])}
-    hints = _allocator_hints(asks, sorted(priced_asks), priced_bids, recognition, now_ms)
+    def priced_asks(self) -> list[int]:
+        """Positions of the asks at or below the clearing price of a market their window takes part in."""
+        return sorted(i for i, a in enumerate(self.asks)
+                      if any(c.price is not None and a.price <= c.price
+                             for (kind, bucket), c in self.clearings.items()
+                             if kind == a.slot.kind and self.first_bucket[i] <= bucket <= self.last_bucket[i]))
 
-    # The asks compatible with each need, whatever the need's own filters (those are looked at
-    # apart, to tell "filtered out" from "no compatible slot").
-    open_needs = tuple(b.slot if b.slot.filters.is_empty() else b.slot.model_copy(update={"filters": SlotFilter()})
-                       for b in bids)
-    compatible_asks: list[list[int]] = [[] for _ in bids]
-    for pos, matched in enumerate(CapacityIndex(slots).match(need_rows(open_needs))):
-        for i in matched:
-            compatible_asks[i].append(pos)  # positions come in increasing order: the fixed order
-
-    def tier_of(b: Bid) -> int:
-        given = hints.get((b.slot.owner, b.slot.id))
-        return min((t for units, t in given.values() if units), default=3) if given else 3
-
-    tier_at = {need_key(b.slot.owner, b.slot.id): tier_of(b) for b in bids}
-    served = sorted(priced_bids, key=lambda b: (tier_at[need_key(b.slot.owner, b.slot.id)], -b.price,
-                                                bid_digest(b), b.slot.owner, b.slot.id))
-    bid_index = {id(b): i for i, b in enumerate(bids)}
-    room = [s.quantity for s in slots]
-    group_used: dict[tuple[str, str], set[str]] = {}
-    assignments: dict[str, Assignment] = {}
-
-    def eligible(b: Bid, i: int) -> list[int]:
+    def eligible(self, b: Bid, i: int) -> list[int]:
         """Positions of the slots that may serve bid b (#i): every rule but room and group."""
         n = b.slot
-        p = price_of(b)
-        bucket = bucket_of(n.start, bucket_seconds)
+        p = self.price_of(b)
+        bucket = bucket_of(n.start, self.bucket_seconds)
         f = None if n.filters.is_empty() else n.filters
         floor = b.min_availability
         out = []
-        for pos in compatible_asks[i]:
-            s = slots[pos]
-            if (s.quantity < n.quantity or asks[pos].price > p or not first_bucket[pos] <= bucket <= last_bucket[pos]
+        for pos in self.compatible_asks[i]:
+            s = self.slots[pos]
+            if (s.quantity < n.quantity or self.asks[pos].price > p
+                    or not self.first_bucket[pos] <= bucket <= self.last_bucket[pos]
                     or (f is not None and not _accepts(f, s.owner, s.tags))
-                    or (floor is not None and availability.get(s.owner, Decimal(0)) < floor)
-                    or (not allow_self and s.owner == n.owner)):
+                    or (floor is not None and self.availability.get(s.owner, Decimal(0)) < floor)
+                    or (not self.allow_self and s.owner == n.owner)):
                 continue
             out.append(pos)
         return out
 
+
+def _tier_of(hints: dict, b: Bid) -> int:
+    """The best tier of the units the allocator gave this need (3: open, none given)."""
+    given = hints.get((b.slot.owner, b.slot.id))
+    return min((t for units, t in given.values() if units), default=3) if given else 3
+
+
+def _assign(book: _OrderedBook, served: list[Bid], hints: dict) -> dict[str, Assignment]:
+    """Each need in order of service gets the first eligible slot with room that no need of its group holds."""
+    bid_index = {id(b): i for i, b in enumerate(book.bids)}
+    room = [s.quantity for s in book.slots]
+    owner_of, slots = book.owner_of, book.slots
+    group_used: dict[tuple[str, str], set[str]] = {}
+    assignments: dict[str, Assignment] = {}
     for b in served:
         n = b.slot
-        key = need_key(n.owner, n.id)
-        candidates = eligible(b, bid_index[id(b)])
+        candidates = book.eligible(b, bid_index[id(b)])
         given = hints.get((n.owner, n.id))
         if given or b.prefer:
             rank = {p: r for r, p in enumerate(b.prefer)}
@@ -253,19 +251,40 @@ def match_needs(asks: Sequence[Ask], bids: Sequence[Bid], *, recognition: Mappin
             if b.group is not None:
                 group_used.setdefault((n.owner, b.group), set()).add(owner_of[pos])
             units, tier = (given or {}).get(pos, (0, 3))
-            p = price_of(b)
-            assignments[key] = Assignment(
+            p = book.price_of(b)
+            assignments[need_key(n.owner, n.id)] = Assignment(
                 need_id=n.id, recipient=n.owner, provider=owner_of[pos], capacity_slot=slots[pos].id,
                 quantity=n.quantity, price=p, tier=_TIERS[tier if units else 3],
                 cost=units_cost(n.kind, n.quantity, n.end - n.start, p), kind=n.kind,
-                bucket=bucket_of(n.start, bucket_seconds))
+                bucket=bucket_of(n.start, book.bucket_seconds))
             break
+    return assignments
 
+
+def match_needs(asks: Sequence[Ask], bids: Sequence[Bid], *, recognition: Mapping[str, Mapping[str, Decimal]],
+                availability: Mapping[str, Decimal], bucket_seconds: int, now_ms: int,
+                allow_self: bool = True) -> MarketResult:
+    """Clear the markets and give needs whole capacity slots (see the module docstring).
+
+    `recognition`: participant -> its raw weights of others; `availability`: provider -> its
+    availability in [0, 1] (from health); `allow_self`: may a need be served by its owner's own
+    capacity (open tier only: the allocator never gives to oneself)?"""
+    _unique(asks, "ask")
+    _unique(bids, "bid")
+    clearings = clear_book(market_orders(asks, bids, bucket_seconds))
+    book = _OrderedBook(asks, bids, clearings, availability=availability, bucket_seconds=bucket_seconds,
+                        allow_self=allow_self)
+    priced_bids = book.priced_bids()
+    hints = _allocator_hints(book.asks, book.priced_asks(), priced_bids, recognition, now_ms)
+    tier_at = {need_key(b.slot.owner, b.slot.id): _tier_of(hints, b) for b in book.bids}
+    served = sorted(priced_bids, key=lambda b: (tier_at[need_key(b.slot.owner, b.slot.id)], -b.price,
+                                                bid_digest(b), b.slot.owner, b.slot.id))
+    assignments = _assign(book, served, hints)
     explanations = {}
-    for i, b in enumerate(bids):
+    for i, b in enumerate(book.bids):
         key = need_key(b.slot.owner, b.slot.id)
-        explanations[key] = _explain(b, i, assignments.get(key), asks, slots, compatible_asks[i], price_of(b),
-                                     eligible, availability, allow_self, bucket_seconds)
+        explanations[key] = _explain(b, i, assignments.get(key), book.asks, book.slots, book.compatible_asks[i],
+                                     book.price_of(b), book.eligible, availability, allow_self, bucket_seconds)
     return MarketResult(clearings=clearings, assignments=dict(sorted(assignments.items())),
                         explanations=explanations, tiers={k: _TIERS[t] for k, t in sorted(tier_at.items())})
 
