@@ -41,7 +41,7 @@ from multiprocessing.reduction import ForkingPickler
 
 from .. import codec
 from .convergence import NETWORK_QUORUM
-from .models import Commitment
+from .models import AllocationState, Commitment
 from .rounds import Receipt, provider_round, recipient_round
 from .simulate import SimConfig, random_commitments
 
@@ -188,24 +188,10 @@ class _Part:
         change, not on a clock)."""
         self.receipts.update(receipts)
         self.network.update(commitments)
-        receipts = {**self.changed_receipts, **receipts}
-        commitments = {**self.changed_commitments, **commitments}
+        dirty = self._dirty({**self.changed_receipts, **receipts}, {**self.changed_commitments, **commitments})
         self.changed_receipts, self.changed_commitments = {}, {}
-        if self.readers is None:
-            self.readers = {}
-            for pid in self.providers:
-                for r in self.network[pid].recognition:
-                    self.readers.setdefault(r, []).append(pid)
-            dirty = set(self.providers)
-        else:
-            dirty = {pid for pid, s in self.states.items() if not s.converged}
-            for changed in (receipts, commitments):
-                for r in changed:
-                    dirty.update(self.readers.get(r, ()))
-            dirty.update(p for p in commitments if p in self.states)
-        owner, me = self.owner, self.index
         outgoing: dict[int, list] = {}
-        mail = self.mail = []
+        self.mail = []
         computations = moved = nbytes = 0
         delta_max = 0.0
         deltas: list[float] = []
@@ -223,39 +209,63 @@ class _Part:
             if prev is not None and state.slot_allocations == prev.slot_allocations and state.wanted == prev.wanted:
                 continue
             moved += 1
-            used: dict[str, int] = {}
-            for a in state.slot_allocations:
-                used[a.capacity_slot] = used.get(a.capacity_slot, 0) + a.quantity
-            self.beyond[pid] = sum(max(0, used.get(c.id, 0) - c.quantity) for c in self.network[pid].capacity_slots)
-            per: dict[str, tuple[dict, list]] = {}
-            records: dict[str, list] = {}
-            for a in state.slot_allocations:
-                units, _ = per.setdefault(a.recipient, ({}, []))
-                units[a.need_slot] = units.get(a.need_slot, 0) + a.quantity
-                if self.traffic:
-                    records.setdefault(a.recipient, []).append([a.capacity_slot, a.need_slot, a.quantity, a.tier])
-            for r, nid in state.wanted:
-                per.setdefault(r, ({}, []))[1].append(nid)
-            before = self.sent.get(pid, {})
-            if self.traffic:
-                head = {"provider": pid, "stamp": state.stamp.encode().hex(), "timestamp": now}
-                for r in per.keys() | before.keys():
-                    now_sent = per.get(r)
-                    if now_sent != before.get(r):
-                        asks = now_sent[1] if now_sent else []
-                        nbytes += _dumps({**head, "allocations": records.get(r, []), "wanted": asks})
-            # To every recipient named now or last time: its part (units, asks), or a withdrawal.
-            for r in before:
-                if r not in per:
-                    part = owner[r]
-                    (mail if part == me else outgoing.setdefault(part, [])).append((r, pid, None, None))
-            for r, (units, asks) in per.items():
-                part = owner[r]
-                (mail if part == me else outgoing.setdefault(part, [])).append((r, pid, units, asks))
-            self.sent[pid] = per
+            nbytes += self._send(pid, state, now, outgoing)
         summary = (computations, moved, sum(self.converged.values()), delta_max, deltas, nbytes,
                    sum(self.beyond.values()))
         return summary, outgoing
+
+    def _dirty(self, receipts: dict[str, Receipt], commitments: dict[str, Commitment]) -> set[str]:
+        """The providers to compute this round: every one the first time; then those that read a changed receipt
+        or commitment, whose own commitment changed, or that had not converged."""
+        if self.readers is None:
+            self.readers = {}
+            for pid in self.providers:
+                for r in self.network[pid].recognition:
+                    self.readers.setdefault(r, []).append(pid)
+            return set(self.providers)
+        dirty = {pid for pid, s in self.states.items() if not s.converged}
+        for changed in (receipts, commitments):
+            for r in changed:
+                dirty.update(self.readers.get(r, ()))
+        dirty.update(p for p in commitments if p in self.states)
+        return dirty
+
+    def _send(self, pid: str, state: AllocationState, now: int, outgoing: dict[int, list]) -> int:
+        """Provider `pid`'s new allocations, as messages to its recipients' parts (this part's in `self.mail`);
+        the bytes they would take on the wire (counted when `traffic`)."""
+        owner, me, mail = self.owner, self.index, self.mail
+        nbytes = 0
+        used: dict[str, int] = {}
+        for a in state.slot_allocations:
+            used[a.capacity_slot] = used.get(a.capacity_slot, 0) + a.quantity
+        self.beyond[pid] = sum(max(0, used.get(c.id, 0) - c.quantity) for c in self.network[pid].capacity_slots)
+        per: dict[str, tuple[dict, list]] = {}
+        records: dict[str, list] = {}
+        for a in state.slot_allocations:
+            units, _ = per.setdefault(a.recipient, ({}, []))
+            units[a.need_slot] = units.get(a.need_slot, 0) + a.quantity
+            if self.traffic:
+                records.setdefault(a.recipient, []).append([a.capacity_slot, a.need_slot, a.quantity, a.tier])
+        for r, nid in state.wanted:
+            per.setdefault(r, ({}, []))[1].append(nid)
+        before = self.sent.get(pid, {})
+        if self.traffic:
+            head = {"provider": pid, "stamp": state.stamp.encode().hex(), "timestamp": now}
+            for r in per.keys() | before.keys():
+                now_sent = per.get(r)
+                if now_sent != before.get(r):
+                    asks = now_sent[1] if now_sent else []
+                    nbytes += _dumps({**head, "allocations": records.get(r, []), "wanted": asks})
+        # To every recipient named now or last time: its part (units, asks), or a withdrawal.
+        for r in before:
+            if r not in per:
+                part = owner[r]
+                (mail if part == me else outgoing.setdefault(part, [])).append((r, pid, None, None))
+        for r, (units, asks) in per.items():
+            part = owner[r]
+            (mail if part == me else outgoing.setdefault(part, [])).append((r, pid, units, asks))
+        self.sent[pid] = per
+        return nbytes
 
     def recipients_round(self, now: int, mail: list[tuple]) -> tuple[tuple, dict, dict]:
         """The recipients' side, on this round's messages to this part's recipients (this part's
