@@ -284,19 +284,8 @@ def compute_allocation(
     largest-remainder rule, so no slot gives more than Q and no need slot gets more than its
     residual need.  MR * d and w * d enter as fixed-point integers with 18 decimals, rounded up.
 
-    Caps (the round protocol, `xsc.allocation.rounds`): with `caps`, need slot n may get at most
-    caps[n] units from p in this computation (0 for a slot not in `caps`), on top of the cap
-    by residual need.  In the proportions, need_r is then the sum of the *quantities* of r's
-    slots in C (less what p gave them from earlier capacity slots), not of their residual
-    needs (see `xsc.allocation.rounds` for why); D1 and D2 are still reported over residual
-    needs.  A need slot where the cap, not the residual need, stopped p (p would have given more)
-    is listed in the state's `wanted`: p's request for a larger grant next time.  Without
-    `caps`, the rule is the seed's: capped by residual need only, and `wanted` is empty.
-
-    Convergence: delta = the largest relative move |D - D_prev| / max(|D|, |D_prev|) of any
-    denominator of any slot since `previous` (1 for a slot that appeared or disappeared);
-    the provider has converged when delta <= 0.001.  The stamp is an ITC event after both the
-    commitment's stamp and the previous state's.
+    Caps (the round protocol, `xsc.allocation.rounds`): with `caps`, see `_Division`.  Convergence: see
+    `_convergence`.  The stamp is an ITC event after both the commitment's stamp and the previous state's.
     """
     # A mapping is used as it is (checking it all on every call would cost a network-wide pass);
     # the entries actually read are checked below.
@@ -305,35 +294,86 @@ def compute_allocation(
     if previous is not None and previous.provider != me:
         raise InvalidCommitment(f"the previous state is {previous.provider!r}'s, not {me!r}'s")
     now = provider.timestamp if now_ms is None else now_ms
-    received = received or None  # (an empty mapping changes nothing)
-
-    needs, owner_at, k_at, share_at, tier1_end = _ranked_needs(provider, net)
-    slots, compatible_needs = _matched(provider, needs)
-    # By position in `needs`: the residual need, filled in when a capacity slot first meets it.
-    remaining: list[int | None] = [None] * len(needs)
-    # With caps: by position, the cap left (<= remaining), and the slots p wants to give more.
-    granted: list[int] | None = [0] * len(needs) if caps is not None else None
-    unserved: list[int] | None = [n[ROW_QUANTITY] for n in needs] if caps is not None else None
-    wanted: set[int] = set()
-
-    def window(i: int) -> tuple:
-        n = needs[i]
-        return (n[0], n[1], n[ROW_ID])  # (start, end, id)
-
-    fields: list = []  # capacity slot, need slot, recipient, units, tier; record after record
+    division = _Division(provider, net, received or None, caps)  # (an empty `received` changes nothing)
     denominators: dict[str, SlotDenominator] = {}
     unallocated: dict[str, int] = {}
-    by_kind: dict[str, dict[str, int]] = {}  # kind -> recipient -> units
-    for c, matched in zip(slots, compatible_needs):
-        firsts, ms, several, cs, ws = _claims(matched, needs, owner_at, remaining, received, granted, caps,
+    for c, matched in zip(division.slots, division.compatible_needs):
+        dens, unallocated[c.id] = division.divide_slot(c, matched)
+        denominators[c.id] = built(SlotDenominator, {"mutual": dens[0], "non_mutual": dens[1]})
+    converged, history = _convergence(previous, denominators, now)
+    state = built(AllocationState, {
+        "provider": me,
+        "slot_denominators": denominators,
+        "slot_allocations": slot_allocations(division.fields),
+        "unallocated": unallocated,
+        "recipient_totals": division.totals(),
+        "converged": converged,
+        "convergence_history": history,
+        "stamp": next_stamp(provider.stamp, previous),
+        "timestamp": now,
+        "wanted": division.wanted_keys(),
+    })
+    stamped_after(state, provider.stamp)
+    return state
+
+
+def _convergence(previous: AllocationState | None, denominators: dict[str, SlotDenominator], now: int
+                 ) -> tuple[bool, tuple]:
+    """Whether the provider has converged since `previous`, and its convergence history with this computation.
+
+    delta = the largest relative move |D - D_prev| / max(|D|, |D_prev|) of any denominator of any slot since
+    `previous` (1 for a slot that appeared or disappeared); the provider has converged when delta <= 0.001."""
+    if previous is None:
+        return False, ()
+    delta = denominator_delta(previous.slot_denominators, denominators)
+    sample = built(ConvergenceSample, {"delta": delta, "timestamp": now})
+    return delta <= CONVERGENCE_EPSILON, (previous.convergence_history + (sample,))[-HISTORY_LENGTH:]
+
+
+class _Division:
+    """One computation's division of a provider's capacity slots, slot after slot (see `compute_allocation`): the
+    ranked need slots and, by position among them, the residual need, the cap left and what is still unserved;
+    the records made so far and each recipient's units per kind.
+
+    Caps (the round protocol, `xsc.allocation.rounds`): with `caps`, need slot n may get at most
+    caps[n] units from p in this computation (0 for a slot not in `caps`), on top of the cap
+    by residual need.  In the proportions, need_r is then the sum of the *quantities* of r's
+    slots in C (less what p gave them from earlier capacity slots), not of their residual
+    needs (see `xsc.allocation.rounds` for why); D1 and D2 are still reported over residual
+    needs.  A need slot where the cap, not the residual need, stopped p (p would have given more)
+    is listed in the state's `wanted`: p's request for a larger grant next time.  Without
+    `caps`, the rule is the seed's: capped by residual need only, and `wanted` is empty."""
+
+    def __init__(self, provider: Commitment, net: Mapping[str, Commitment], received: Mapping[NeedKey, int] | None,
+                 caps: Mapping[NeedKey, int] | None) -> None:
+        self.received, self.caps = received, caps
+        needs, self.owner_at, self.k_at, self.share_at, self.tier1_end = _ranked_needs(provider, net)
+        self.needs = needs
+        self.slots, self.compatible_needs = _matched(provider, needs)
+        # By position in `needs`: the residual need, filled in when a capacity slot first meets it.
+        self.remaining: list[int | None] = [None] * len(needs)
+        # With caps: by position, the cap left (<= remaining), and the slots p wants to give more.
+        self.granted: list[int] | None = [0] * len(needs) if caps is not None else None
+        self.unserved: list[int] | None = [n[ROW_QUANTITY] for n in needs] if caps is not None else None
+        self.wanted: set[int] = set()
+        self.fields: list = []  # capacity slot, need slot, recipient, units, tier; record after record
+        self.by_kind: dict[str, dict[str, int]] = {}  # kind -> recipient -> units
+
+    def divide_slot(self, c, matched: list[int]) -> tuple[list[Decimal], int]:
+        """Divide capacity slot `c` among its compatible need slots `matched`, tier 1 then tier 2: the two
+        denominators and the units left for the open tier."""
+        needs, owner_at, remaining, granted, unserved, caps = (self.needs, self.owner_at, self.remaining,
+                                                                self.granted, self.unserved, self.caps)
+        fields = self.fields
+        firsts, ms, several, cs, ws = _claims(matched, needs, owner_at, remaining, self.received, granted, caps,
                                               unserved)
-        split = bisect_left(firsts, tier1_end)  # where tier 2 starts
-        ks = list(map(k_at.__getitem__, firsts))
+        split = bisect_left(firsts, self.tier1_end)  # where tier 2 starts
+        ks = list(map(self.k_at.__getitem__, firsts))
         left = c.quantity
         cid = c.id
-        kind_totals = by_kind.get(c.kind)
+        kind_totals = self.by_kind.get(c.kind)
         if kind_totals is None:
-            kind_totals = by_kind[c.kind] = defaultdict(int)
+            kind_totals = self.by_kind[c.kind] = defaultdict(int)
         dens = []
         for tier, lo, hi in ((1, 0, split), (2, split, len(firsts))):
             if caps is None:
@@ -343,8 +383,8 @@ def compute_allocation(
                 d = sum(map(mul, ks[lo:hi], ms[lo:hi]))
                 for x, is_cut in enumerate(cut, lo):
                     if is_cut:
-                        wanted.update(several[x] if x in several else (firsts[x],))
-            dens.append(_to_decimal(d, sum(map(share_at.__getitem__, firsts[lo:hi]))))
+                        self.wanted.update(several[x] if x in several else (firsts[x],))
+            dens.append(_to_decimal(d, sum(map(self.share_at.__getitem__, firsts[lo:hi]))))
             left -= sum(units_of)
             for x, units in enumerate(units_of, lo):
                 if not units:
@@ -360,45 +400,37 @@ def compute_allocation(
                         unserved[i] -= units
                     fields.extend((cid, needs[i][ROW_ID], r, units, tier))
                     continue
-                for i in sorted(several[x], key=window):
-                    open_need = remaining[i] if granted is None else granted[i]
-                    take = units if units < open_need else open_need
-                    if granted is not None:
-                        granted[i] -= take
-                        unserved[i] -= take
-                    remaining[i] -= take
-                    units -= take
-                    fields.extend((cid, needs[i][ROW_ID], r, take, tier))
-                    if not units:
-                        break
-        denominators[cid] = built(SlotDenominator, {"mutual": dens[0], "non_mutual": dens[1]})
-        unallocated[cid] = left
-    totals: dict[str, dict[str, int]] = {}
-    for kind in sorted(by_kind):
-        for r, units in by_kind[kind].items():
-            totals.setdefault(r, {})[kind] = units
+                self._spread(cid, r, tier, units, several[x])
+        return dens, left
 
-    history = previous.convergence_history if previous is not None else ()
-    if previous is None:
-        converged = False
-    else:
-        delta = denominator_delta(previous.slot_denominators, denominators)
-        converged = delta <= CONVERGENCE_EPSILON
-        history = (history + (built(ConvergenceSample, {"delta": delta, "timestamp": now}),))[-HISTORY_LENGTH:]
-    state = built(AllocationState, {
-        "provider": me,
-        "slot_denominators": denominators,
-        "slot_allocations": slot_allocations(fields),
-        "unallocated": unallocated,
-        "recipient_totals": totals,
-        "converged": converged,
-        "convergence_history": history,
-        "stamp": next_stamp(provider.stamp, previous),
-        "timestamp": now,
-        "wanted": tuple(sorted(needs[i][ROW_KEY] for i in wanted if granted[i] == 0 and remaining[i] > 0)),
-    })
-    stamped_after(state, provider.stamp)
-    return state
+    def _spread(self, cid: str, r: str, tier: int, units: int, positions: list[int]) -> None:
+        """A recipient's units over its several compatible need slots in the order (start, end, id), filling each
+        before the next."""
+        needs, remaining, granted, unserved = self.needs, self.remaining, self.granted, self.unserved
+        for i in sorted(positions, key=lambda i: (needs[i][0], needs[i][1], needs[i][ROW_ID])):
+            open_need = remaining[i] if granted is None else granted[i]
+            take = units if units < open_need else open_need
+            if granted is not None:
+                granted[i] -= take
+                unserved[i] -= take
+            remaining[i] -= take
+            units -= take
+            self.fields.extend((cid, needs[i][ROW_ID], r, take, tier))
+            if not units:
+                break
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """Recipient -> kind -> the units it was given."""
+        totals: dict[str, dict[str, int]] = {}
+        for kind in sorted(self.by_kind):
+            for r, units in self.by_kind[kind].items():
+                totals.setdefault(r, {})[kind] = units
+        return totals
+
+    def wanted_keys(self) -> tuple:
+        """The need slots where the cap, not the residual need, stopped the provider: its request for more."""
+        granted, remaining, needs = self.granted, self.remaining, self.needs
+        return tuple(sorted(needs[i][ROW_KEY] for i in self.wanted if granted[i] == 0 and remaining[i] > 0))
 
 
 def next_stamp(own: Stamp, previous) -> Stamp:
