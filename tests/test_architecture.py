@@ -34,8 +34,8 @@ PURE = {
                                     "models", "received", "recognition", "records", "rounds", "simulate", "subscriptions")
 } | {"xsc.allocation", "xsc.health", "xsc.market",  # packages whose face re-exports only their pure core
      "xsc.ledger.model", "xsc.ledger.rules", "xsc.ledger.pricing", "xsc.health.challenge", "xsc.health.stats",
-     "xsc.peers.descriptors", "xsc.ui.session"}
-DOMAINS = ("storage", "market", "ledger", "compute", "allocation", "health", "peers", "net", "s3", "buckets", "ui")
+     "xsc.peers.descriptors", "xsc.ui.session", "xsc.dht.records"}
+DOMAINS = ("storage", "market", "ledger", "compute", "allocation", "health", "peers", "net", "s3", "buckets", "ui", "dht")
 IO_MODULES = ("asyncio", "aiohttp", "plyvel")
 # The S3 front (`xsc s3 serve`) is a client of the node's user API, like the CLI: the tools layer.
 TOOLS = {"xsc.__main__", "xsc.devnet", "xsc.s3.server", "xsc.client", "xsc.client.sync", "xsc.client.aio"}

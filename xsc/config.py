@@ -265,6 +265,11 @@ class PeersSection(_Section):
     grid_secret: str = ""  # a closed network's shared secret: peers without it are refused (empty: an open network)
     quarantine_strikes: int = Field(default=5, ge=1, le=1_000_000)  # misbehaviours within an hour before quarantine
     quarantine_for: int = 86400  # seconds a quarantined peer stays refused (xsc peers quarantine rm lifts it)
+    # The hash table (docs/peers.md): UDP on the port number of the peer listener, to find nodes and files' holders
+    dht: bool = True
+    dht_interval: float = Field(default=30.0, ge=0.05, le=86400)  # seconds between rounds: join, republish
+    dht_rate: float = Field(default=200.0, ge=1, le=1_000_000)  # datagrams a second one address may send
+    dht_ttl: float = Field(default=7 * 86400, ge=60, le=3650 * 86400)  # seconds a record is kept unless stored again
 
     @field_validator("rate_limit")
     @classmethod

@@ -124,9 +124,7 @@ def create_app(config: NodeConfig) -> web.Application:
     in_flight, metrics = InFlight(), Metrics()
     app = web.Application(
         middlewares=[in_flight.middleware, request_counter(metrics, auth.PEER_PREFIX), problems.problem_middleware,
-                     auth.token_middleware, peer_auth.signature_middleware],
-        client_max_size=1024**2,
-    )
+                     auth.token_middleware, peer_auth.signature_middleware], client_max_size=1024**2)
     app[IN_FLIGHT] = in_flight
     app[CONFIG] = config
     app[METRICS] = metrics
@@ -169,10 +167,8 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
             try:
                 await site.start()
             except OSError as exc:
-                raise ConfigError(
-                    f"cannot listen on {site.name.split('://')[1]}: {exc.strerror or exc}",
-                    hint=f"pick another address with {flag} HOST:PORT",
-                ) from exc
+                raise ConfigError(f"cannot listen on {site.name.split('://')[1]}: {exc.strerror or exc}",
+                                  hint=f"pick another address with {flag} HOST:PORT") from exc
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

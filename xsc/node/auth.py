@@ -36,10 +36,8 @@ def check_token(request: web.Request) -> None:
         return
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given:
-        raise Unauthorized(
-            "this API needs the node's token",
-            hint="send 'Authorization: Bearer <token>' with the token from <data dir>/api-token",
-        )
+        raise Unauthorized("this API needs the node's token",
+                           hint="send 'Authorization: Bearer <token>' with the token from <data dir>/api-token")
     if not hmac.compare_digest(given.strip().encode(), request.app[TOKEN].encode()):
         raise Unauthorized("wrong API token", hint="use the token from the node's <data dir>/api-token")
 

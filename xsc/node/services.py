@@ -27,6 +27,7 @@ from ..compute.watches import Watches
 from ..compute.service import ComputeService
 from ..config import NodeConfig
 from ..db import Database
+from ..dht import DhtService
 from ..identity import Identity
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
@@ -97,6 +98,7 @@ class Node:
     terms: HolderTerms
     deals: StorageDeals
     provider_terms: ProviderTerms  # what strangers' nodes ask of this one before they take a share
+    dht: DhtService
     locator: Locator
     storage: StorageService
     share_holder: ShareHolder
@@ -137,7 +139,7 @@ class Node:
     def start(self) -> None:
         """Start every service in the order built, each one's loops under the supervisor."""
         for name in ("tabs", "compute", "paid", "peers", "health", "market", "allocation", "payments", "deals",
-                     "storage", "share_holder", "audits", "scrubber", "lease_gc", "hosted_jobs", "jobs",
+                     "dht", "storage", "share_holder", "audits", "scrubber", "lease_gc", "hosted_jobs", "jobs",
                      "watches", "functions"):
             self.supervisor.add(name, getattr(self, name))
 
@@ -231,7 +233,9 @@ class Node:
                                   paid_for=payments.paid_for, audits_on=config.audit.blocks_per_round > 0,
                                   payment_interval=config.market.payment_interval)
         self.provider_terms = ProviderTerms(db=db, peers=self.peers, prepay=payments.prepay, budget=config.ledger)
-        self.locator = Locator(me=me, store=self.store, pool=pool, peers=self.peers)
+        self.dht = DhtService.configured(identity=self.identity, peers=self.peers, config=config,
+                                         quota=RateLimiter(config.peers.dht_rate, 2 * config.peers.dht_rate))
+        self.locator = Locator(me=me, store=self.store, pool=pool, peers=self.peers, table=self.dht)
         self.storage = StorageService(
             gateway=self.gateway, deals=self.deals, market=market, dealing=self.dealing, ledger=self.ledger,
             payer=self.payer, me=me, peers=self.peers, holder_for=self.holder_for, pool=pool,
@@ -295,6 +299,7 @@ class Node:
             "storage": self.storage.status,
             "compute": self.compute.status,
             "peers": self.peers.status,
+            "dht": self.dht.status,
             "payments": self.payments.status,
             "remote_compute": self.paid.batcher.status,
             "hosted_jobs": self.hosted_jobs.status,

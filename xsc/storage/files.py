@@ -223,6 +223,8 @@ class StorageService:
                 raise
         deals = await in_pool(self.pool, self.deals.record, cap.storage_index, result.placement, quote.share_bytes,
                               quote.prices, result.lease_expiry - seconds, result.lease_expiry)
+        if self.locator is not None:
+            self.locator.placed(cap.storage_index, list(result.placement))
         return {**result.to_json(), **quote.to_json(), "deals": [d.to_json() for d in deals]}
 
     def _placer(self, quote: quotes.PutQuote):
@@ -369,6 +371,8 @@ class StorageService:
             result = await self.gateway.repair(cap, holders, names, relocate=self._relocator(cap, moved, fetched),
                                                me=self.me, fetched=fetched)
             now = int(time.time())
+            if result["repaired"] and self.locator is not None:
+                self.locator.placed(cap.storage_index, list(result["placement"]))
             if fetched is not None:  # another node's file: the deals for the shares moved are this node's own
                 if result["repaired"]:
                     await in_pool(self.pool, self._adopt, cap, fetched, result["placement"], moved, now,

@@ -1,8 +1,9 @@
 """Where the shares of a file are, for a node handed a capability it did not store (Tahoe-LAFS's model: the
 storage index locates the shares).
 
-A node that placed a file knows its placement (its file record).  Any other node finds the shares by asking:
-first the peers it knows (at most FANOUT of them, those up), then the nodes their answers name (the node that
+A node that placed a file knows its placement (its file record), and says it in the hash table (xsc.dht: a
+holders record signed by the placer, `placed`).  Any other node looks there first (`Table.find_holders`), then asks:
+the holders the table named, then the peers it knows (at most FANOUT of them, those up), then the nodes their answers name (the node that
 placed the file, and the holders it names), at most FANOUT more: a bounded search of two rounds.  Each answer
 (`POST /v1/peer/locate {"si"}`, `answer` below) says which shares the node holds and which nodes it knows hold
 the others.  Nothing in an answer is trusted: it only says where to ask, and every share found is checked
@@ -33,6 +34,13 @@ ROUNDS = 2  # the peers this node knows, then the nodes they name
 ASK_TIMEOUT = 3.0  # seconds a node has to answer
 HINTS = 4096  # files whose share locations are kept
 MAX_NAMED = erasure.N + 1  # nodes one answer may name (the holders of the shares, and the uploader)
+
+class Table(Protocol):
+    """The hash table (xsc.dht.DhtService), as the locator uses it."""
+
+    def announce(self, si: bytes, placement: list[str]) -> None: ...
+    async def find_holders(self, si: bytes) -> list[str] | None: ...
+
 
 class Peers(Protocol):
     def peer(self, node_id: str) -> Any: ...
@@ -71,8 +79,9 @@ def read_answer(answer: Any) -> tuple[list[int], dict[str, list[int]]]:
 
 
 class Locator:
-    def __init__(self, *, me: str, store: ShareStore, pool: Executor, peers: Peers) -> None:
+    def __init__(self, *, me: str, store: ShareStore, pool: Executor, peers: Peers, table: Table | None = None) -> None:
         self.me = me
+        self.table = table
         self.store = store
         self.pool = pool
         self.peers = peers
@@ -109,7 +118,9 @@ class Locator:
         if len(found) >= erasure.N or not search:
             return found
         asked: set[str] = {self.me}
-        wave = [d.id for d in self.peers.up_peers() if d.id != self.me][:FANOUT]
+        named_by_table = await self._from_table(si, found)
+        wave = [*named_by_table, *(d.id for d in self.peers.up_peers() if d.id not in named_by_table)]
+        wave = [n for n in wave if n != self.me][:FANOUT]
         for _ in range(ROUNDS):
             if not wave:
                 break
@@ -133,6 +144,19 @@ class Locator:
             wave = named[:FANOUT]
         self.remember(si, found)
         return found
+
+    async def _from_table(self, si: bytes, found: dict[int, str]) -> list[str]:
+        """The holders the hash table names (mentions, like a placement in an answer), those this node can ask."""
+        placement = await self.table.find_holders(si) if self.table is not None else None
+        for s, node in enumerate(placement or []):
+            found.setdefault(s, node)
+        return list(dict.fromkeys(n for n in placement or [] if n != self.me and self.peers.known(n)
+                                  and self.peers.up(n)))
+
+    def placed(self, si: bytes, placement: list[str]) -> None:
+        """This node placed a file's shares: the table is told where they are (soon, not during the put)."""
+        if self.table is not None and any(node != self.me for node in placement):
+            self.table.announce(si, placement)
 
     async def _ask(self, node: str, si: bytes) -> tuple[list[int], dict[str, list[int]]]:
         try:

@@ -1,0 +1,188 @@
+"""The hash table on real UDP sockets: nodes join through the peers they know, a file's holders published by one
+node are found by another, and what a stranger sends is refused before it is stored or believed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+import pytest
+import umsgpack
+
+from tests.support.waiting import eventually_async
+from xsc.dht import DhtService, records
+from xsc.identity import Identity
+from xsc.node.limits import RateLimiter
+from xsc.peers import make_descriptor
+
+
+def udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Directory:
+    """The peer directory each node sees: every node of the test, all up."""
+
+    def __init__(self) -> None:
+        self.descriptors: list = []
+        self.own: dict[str, object] = {}
+
+    def view(self, identity: Identity, port: int):
+        directory = self
+        descriptor = make_descriptor(identity, url=f"http://127.0.0.1:{port}", capacity=1, free=1, version="t",
+                                     timestamp=int(time.time() * 1000))
+        self.descriptors.append(descriptor)
+
+        class View:
+            def up_peers(self):
+                return [d for d in directory.descriptors if d.id != identity.id]
+
+            def peers(self):
+                return self.up_peers()
+
+            def descriptor(self):
+                return descriptor
+
+            def state_version(self):
+                return (len(directory.descriptors),)
+        return View()
+
+
+def node(directory: Directory, rate: float = 1000.0, identity: Identity | None = None) -> DhtService:
+    identity = identity or Identity.generate()
+    port = udp_port()
+    return DhtService(identity=identity, peers=directory.view(identity, port), bind=("127.0.0.1", port),
+                      quota=RateLimiter(rate, 2 * rate, "datagrams"), min_difficulty=0, interval=0.2, ttl=3600)
+
+
+async def started(nodes: list[DhtService]) -> list[asyncio.Task]:
+    return [asyncio.ensure_future(n.loops()["dht"]()) for n in nodes]
+
+
+async def closed(tasks, nodes) -> None:
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for n in nodes:
+        n.close()
+
+
+@pytest.fixture
+async def network():
+    directory = Directory()
+    nodes = [node(directory) for _ in range(12)]
+    tasks = await started(nodes)
+    await eventually_async(lambda: all(n.status()["contacts"] >= 8 for n in nodes), "every node to join", 30)
+    yield directory, nodes
+    await closed(tasks, nodes)
+
+
+async def test_holders_published_by_one_node_are_found_by_every_other(network) -> None:
+    _, nodes = network
+    si = os.urandom(32)
+    placement = [nodes[i].identity.id for i in (1, 2, 3, 4, 5, 6)]
+    await nodes[0].publish_holders(si, placement)
+    for reader in nodes[1:]:
+        assert await reader.find_holders(si) == placement
+    assert await nodes[3].find_holders(os.urandom(32)) is None
+
+
+async def test_a_node_is_found_by_its_id_with_its_signed_descriptor(network) -> None:
+    _, nodes = network
+    await eventually_async(lambda: all(n._published for n in nodes), "every node to publish its record", 30)
+    wanted = nodes[7]
+    found = await nodes[2].find_node(wanted.identity.id)
+    assert found is not None and found.id == wanted.identity.id and found.url == wanted.peers.descriptor().url
+
+
+async def test_a_stranger_cannot_replace_a_files_holders_only_add_beside_them(network) -> None:
+    _, nodes = network
+    si = os.urandom(32)
+    placement = [nodes[1].identity.id] * 6
+    await nodes[0].publish_holders(si, placement)
+    # A stranger signs its own record for the same file, older: it is kept beside, the placer's stays newest.
+    stranger = Identity.generate()
+    older = records.make_holders(stranger, si, [stranger.id] * 6, at=1)
+    key = records.holders_key(si)
+    protocol = nodes[5].protocol
+    assert protocol.rpc_store(("127.0.0.1", 9), os.urandom(20), key, records.encode([older])) is True
+    bundle = records.parse_bundle(nodes[5].store.get(key), key, now_ms=int(time.time() * 1000), min_difficulty=0)
+    assert {records.signer(r) for r in bundle} >= {stranger.id}
+    assert await nodes[9].find_holders(si) == placement
+
+
+@pytest.mark.parametrize("case", ["bad signature", "another file's key", "too big", "not json", "future"])
+async def test_a_store_of_a_value_that_is_not_valid_records_for_its_key_is_refused(network, case) -> None:
+    _, nodes = network
+    protocol = nodes[4].protocol
+    si, stranger = os.urandom(32), Identity.generate()
+    key = records.holders_key(si)
+    record = records.make_holders(stranger, si, [stranger.id] * 6, at=int(time.time() * 1000))
+    value = records.encode([record])
+    if case == "bad signature":
+        value = value.replace(record.signature.encode(), b"0" * 128)
+    elif case == "another file's key":
+        key = records.holders_key(os.urandom(32))
+    elif case == "too big":
+        value = b" " * (records.MAX_VALUE + 1)
+    elif case == "not json":
+        value = b"\xff" * 40
+    else:
+        record = records.make_holders(stranger, si, [stranger.id] * 6, at=int(time.time() * 1000) + 3_600_000)
+        value = records.encode([record])
+    refused = protocol.refused
+    assert protocol.rpc_store(("127.0.0.1", 9), os.urandom(20), key, value) is False
+    assert protocol.refused == refused + 1 and nodes[4].store.get(key) is None
+
+
+async def test_a_holders_record_without_proof_of_work_is_refused() -> None:
+    si, stranger = os.urandom(32), Identity.generate()
+    record = records.make_holders(stranger, si, [stranger.id] * 6, at=int(time.time() * 1000))
+    with pytest.raises(records.InvalidRecord, match="bits of work"):
+        records.parse_bundle(records.encode([record]), records.holders_key(si), now_ms=int(time.time() * 1000),
+                             min_difficulty=40)
+
+
+async def test_malformed_oversized_and_flooding_datagrams_are_refused_and_the_node_still_answers() -> None:
+    directory = Directory()
+    nodes = [node(directory, rate=20.0) for _ in range(3)]
+    tasks = await started(nodes)
+    try:
+        target = nodes[0]
+        await eventually_async(lambda: target.transport is not None, "the node to listen", 10)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        address = target.bind
+        junk = [b"\x00" + os.urandom(20) + b"\xc1\xc1",  # not msgpack
+                b"\x00" + os.urandom(20) + umsgpack.packb(["store", [1, 2, 3]]),  # wrong argument types
+                b"\x00" + os.urandom(20) + umsgpack.packb(["find_node", [b"x" * 20, b"y" * 5]]),  # short key
+                b"\x00" + os.urandom(20) + umsgpack.packb({"a": 1}),  # not a call
+                b"\x00" * 9000]  # bigger than any call
+        for datagram in junk:
+            sock.sendto(datagram, address)
+        await eventually_async(lambda: target.protocol.refused >= len(junk), "the junk to be refused", 10)
+        for _ in range(200):  # a flood from one address: past its quota, dropped unread
+            sock.sendto(b"\x00" + os.urandom(20) + umsgpack.packb(["ping", [os.urandom(20)]]), address)
+        await eventually_async(lambda: target.protocol.refused >= len(junk) + 150, "the flood to be dropped", 10)
+        sock.close()
+        ok, answer = await nodes[1].protocol.ping(address, nodes[1].me.id)
+        assert ok and answer == target.me.id
+    finally:
+        await closed(tasks, nodes)
+
+
+async def test_a_contact_the_directory_does_not_know_never_enters_the_routing_table(network) -> None:
+    _, nodes = network
+    stranger = node(Directory())
+    tasks = await started([stranger])
+    try:
+        await eventually_async(lambda: stranger.transport is not None, "the stranger to listen", 10)
+        ok, _ = await stranger.protocol.ping(nodes[0].bind, stranger.me.id)
+        assert ok  # answered (a lookup may ask anyone) ...
+        contacts = {n.id for b in nodes[0].protocol.router.buckets for n in b.get_nodes()}
+        assert stranger.me.id not in contacts  # ... but not taken into the table
+    finally:
+        await closed(tasks, [stranger])

@@ -1,0 +1,201 @@
+"""DhtService: this node in the hash table (UDP, on the port number of its peer listener).
+
+It joins through the peers it knows, publishes its own node record, publishes the holders of each file it places,
+and answers the node's lookups: `find_holders(si)` for a capability it did not store, `find_node(id)` for a node
+it does not know.  Its routing table admits only nodes the peer directory knows, at the address they signed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Protocol as TypingProtocol
+from urllib.parse import urlsplit
+
+from kademlia.node import Node
+
+from ..config import NodeConfig, parse_listen
+from ..identity import Identity
+from ..peers.descriptors import NodeDescriptor
+from ..tasks import at_most, woken
+from . import records, table
+
+log = logging.getLogger(__name__)
+
+BOOTSTRAP_FROM = 8  # peers a node joins the table through
+PENDING = 10_000  # placements waiting to be published (the oldest dropped past it: readers fall back to asking)
+PUBLISHING = 8  # placements published at once
+REPUBLISH_SECONDS = 3600.0  # its own node record, and the lonely buckets refreshed (the paper's hour)
+
+
+class PeerView(TypingProtocol):
+    def up_peers(self) -> list[NodeDescriptor]: ...
+    def peers(self) -> list[NodeDescriptor]: ...
+    def descriptor(self) -> NodeDescriptor: ...
+    def state_version(self) -> tuple: ...
+
+
+def udp_address(url: str) -> tuple[str, int] | None:
+    """A peer's table address: the IP and port number of its URL (None for a host name: not resolved here)."""
+    parts = urlsplit(url)
+    try:
+        ipaddress.ip_address(parts.hostname or "")
+    except ValueError:
+        return None
+    return (parts.hostname, parts.port) if parts.port else None
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class DhtService:
+    def __init__(self, *, identity: Identity, peers: PeerView, bind: tuple[str, int], quota: Any,
+                 min_difficulty: int, interval: float, ttl: float) -> None:
+        self.identity = identity
+        self.peers = peers
+        self.bind = bind
+        self.interval = interval  # seconds between rounds: join while alone, republish when due
+        self.store = table.Store(ttl=ttl)
+        self.me = Node(records.table_id(identity.id))
+        self.protocol = table.Protocol(self.me, self.store, table.K, admit=self._admit, quota=quota,
+                                       min_difficulty=min_difficulty, now_ms=now_ms)
+        self.transport: asyncio.DatagramTransport | None = None
+        self._admitted: tuple[Any, dict[bytes, str]] | None = None  # (directory state, table id -> IP)
+        self._published = 0.0  # when this node last published its own record
+        self._pending: OrderedDict[bytes, list[str]] = OrderedDict()  # si -> placement, to publish
+        self._wake = asyncio.Event()
+        self.hops: list[int] = []  # rounds of this node's recent lookups, for status()
+        self.enabled = True
+        self.published = 0  # holders records stored on at least one node
+
+    @classmethod
+    def configured(cls, *, identity: Identity, peers: PeerView, config: NodeConfig, quota: Any) -> DhtService:
+        """The node's table as its config says (peers.dht off: it never listens, and finds nothing)."""
+        section = config.peers
+        table_service = cls(identity=identity, peers=peers, bind=parse_listen(config.node.peer_listen or
+                                                                              config.node.listen),
+                            quota=quota,
+                            min_difficulty=section.min_difficulty, interval=section.dht_interval, ttl=section.dht_ttl)
+        table_service.enabled = section.dht
+        return table_service
+
+    # --- the service's life -------------------------------------------------------------------
+    def start(self) -> None:
+        pass
+
+    def loops(self) -> dict[str, Callable[[], Any]]:
+        return {"dht": self._run} if self.enabled else {}
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._round()
+            except Exception:  # a failed round must never end the loop
+                log.exception("a round of the hash table failed")
+            await woken(self._wake, self.interval)
+            self._wake.clear()
+
+    def announce(self, si: bytes, placement: list[str]) -> None:
+        """Publish where a file's shares are, soon (the put that placed them does not wait for the table)."""
+        self._pending.pop(si, None)
+        self._pending[si] = placement
+        while len(self._pending) > PENDING:
+            self._pending.popitem(last=False)
+        self._wake.set()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    async def _round(self) -> None:
+        if self.transport is None:
+            try:
+                self.transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+                    lambda: self.protocol, local_addr=self.bind)
+            except OSError as err:
+                log.warning("the hash table cannot listen on UDP %s:%d (%s): lookups use the peers asked",
+                            *self.bind, err)
+                return
+        contacts = sum(len(b) for b in self.protocol.router.buckets)
+        if contacts < table.K:
+            await self._join()
+        if self._pending:
+            batch = [self._pending.popitem(last=False) for _ in range(min(len(self._pending), PENDING))]
+            await at_most(PUBLISHING, (self.publish_holders(si, placement) for si, placement in batch))
+        if time.monotonic() - self._published >= REPUBLISH_SECONDS or not self._published:
+            if await self._publish(records.node_key(self.identity.id), [self.peers.descriptor()]):
+                self._published = time.monotonic()
+
+    async def _join(self) -> None:
+        addresses = [a for d in self.peers.up_peers()[:BOOTSTRAP_FROM] if (a := udp_address(d.url))]
+        answers = await asyncio.gather(*(self.protocol.ping(a, self.me.id) for a in addresses))
+        known = [Node(node_id, a[0], a[1]) for a, (ok, node_id) in zip(addresses, answers)
+                 if ok and isinstance(node_id, bytes) and self._admit(node_id, a[0])]
+        for node in known:
+            self.protocol.welcome_if_new(node)
+        if known:
+            await table.find_nodes(self.protocol, self.me.id, table.Lookup())
+
+    def _admit(self, table_id: bytes, ip: str) -> bool:
+        """Only nodes the directory knows (admitted: proof of work, not quarantined), at their signed address."""
+        state = self.peers.state_version()[0]
+        if self._admitted is None or self._admitted[0] != state:
+            admitted = {}
+            for d in self.peers.peers():
+                if (address := udp_address(d.url)) is not None:
+                    admitted[records.table_id(d.id)] = address[0]
+            self._admitted = (state, admitted)
+        return self._admitted[1].get(table_id) == ip
+
+    # --- what the node asks of it ---------------------------------------------------------------
+    async def _publish(self, key: bytes, found: list[records.Record]) -> int:
+        if self.transport is None:
+            return 0
+        return await table.store(self.protocol, self.store, key, records.encode(found), table.Lookup())
+
+    async def publish_holders(self, si: bytes, placement: list[str]) -> None:
+        """Say in the table where the shares of a file this node placed are."""
+        record = records.make_holders(self.identity, si, placement, now_ms())
+        stored = await self._publish(records.holders_key(si), [record])
+        self.published += stored > 0
+        log.debug("published the holders of %s on %d node(s)", si.hex()[:16], stored)
+
+    async def _lookup(self, key: bytes) -> list[records.Record]:
+        if self.transport is None:
+            return []
+        lookup = table.Lookup()
+        value = self.store.get(key) or await table.find_value(self.protocol, key, lookup)
+        self.hops = [*self.hops[-99:], lookup.hops]
+        if value is None:
+            return []
+        try:
+            return records.parse_bundle(value, key, now_ms=now_ms(), min_difficulty=self.protocol.min_difficulty)
+        except records.InvalidRecord:
+            return []
+
+    async def find_holders(self, si: bytes) -> list[str] | None:
+        """The placement of a file (share -> node id) as its newest holders record in the table says."""
+        found = records.newest(await self._lookup(records.holders_key(si)),
+                               lambda r: isinstance(r, records.Holders))
+        if found is None:
+            return None
+        log.info("found the holders of %s through the hash table (%d hop(s))", si.hex()[:16], self.hops[-1])
+        return list(found.placement)
+
+    async def find_node(self, node_id: str) -> NodeDescriptor | None:
+        """A node's signed descriptor, found by its id."""
+        found = records.newest(await self._lookup(records.node_key(node_id)),
+                               lambda r: isinstance(r, NodeDescriptor))
+        return found if isinstance(found, NodeDescriptor) else None
+
+    def status(self) -> dict[str, Any]:
+        contacts = sum(len(b) for b in self.protocol.router.buckets)
+        return {"listening": self.transport is not None, "contacts": contacts, "keys": len(self.store.data),
+                "published": self.published,
+                "refused": self.protocol.refused, "sent": self.protocol.sent, "received": self.protocol.received,
+                "last_hops": self.hops[-10:]}

@@ -1,0 +1,244 @@
+"""The node's part of the hash table: the `kademlia` package's routing and lookups over UDP, with every datagram
+from a stranger checked before it is parsed further, stored or answered.
+
+What this module adds to the library:
+- `Protocol`: datagrams bounded in size and counted against a per-address quota before msgpack reads them; every
+  RPC's arguments checked for type and size; a store accepted only for a value that is a bundle of valid records
+  for its key (records.parse_bundle), merged into what the key holds; contacts enter the routing table only if
+  `admit` accepts them (the peer directory's admission: a known node at the address it signed).
+- `Store`: the records this node keeps for the table: bounded in keys, values merged, forgotten after `ttl`.
+- lookups that count their rounds (`hops`), what docs/peers.md reports and the simulation measures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from kademlia.crawling import NodeSpiderCrawl, ValueSpiderCrawl
+from kademlia.node import Node
+from kademlia.protocol import KademliaProtocol
+from kademlia.storage import IStorage
+
+from ..errors import QuotaExceeded
+from . import records
+
+log = logging.getLogger(__name__)
+
+MAX_DATAGRAM = 8_192 + 64  # what rpcudp sends at most (8 KiB of arguments, its header)
+MAX_KEYS = 100_000  # records' keys one node keeps for the table (oldest forgotten first)
+K = 20  # contacts per bucket, and nodes a value is stored on (the paper's k)
+ALPHA = 3  # lookups in flight per round
+Admit = Callable[[bytes, str], bool]  # (table id, IP address) -> may this contact enter the routing table?
+
+
+class Store(IStorage):
+    """key -> (when last stored, bundle bytes), merged on every store, forgotten after `ttl` seconds."""
+
+    def __init__(self, *, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.data: OrderedDict[bytes, tuple[float, bytes]] = OrderedDict()
+        self.ttl = ttl
+        self.clock = clock
+
+    def __setitem__(self, key: bytes, value: bytes) -> None:
+        self.data.pop(key, None)
+        self.data[key] = (self.clock(), value)
+        while len(self.data) > MAX_KEYS:
+            self.data.popitem(last=False)
+        self.cull()
+
+    def cull(self) -> None:
+        oldest = self.clock() - self.ttl
+        while self.data and next(iter(self.data.values()))[0] < oldest:
+            self.data.popitem(last=False)
+
+    def get(self, key: bytes, default: Any = None) -> Any:
+        self.cull()
+        held = self.data.get(key)
+        return held[1] if held is not None else default
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def iter_older_than(self, seconds_old: float) -> list[tuple[bytes, bytes]]:
+        born = self.clock() - seconds_old
+        return [(k, v) for k, (at, v) in self.data.items() if at <= born]
+
+    def __iter__(self):
+        self.cull()
+        return iter([(k, v) for k, (_, v) in self.data.items()])
+
+
+def _id(value: Any) -> bool:
+    return isinstance(value, bytes) and len(value) == records.KEY_BYTES
+
+
+class Protocol(KademliaProtocol):
+    """The library's protocol with the checks of a node that takes every datagram as hostile."""
+
+    def __init__(self, source_node: Node, storage: Store, ksize: int, *, admit: Admit, quota: Any,
+                 min_difficulty: int, now_ms: Callable[[], int], wait_timeout: float = 5.0) -> None:
+        super().__init__(source_node, storage, ksize)
+        self._wait_timeout = wait_timeout
+        self.admit = admit
+        self.quota = quota  # per-address datagrams (a RateLimiter)
+        self.min_difficulty = min_difficulty
+        self.now_ms = now_ms
+        self.refused = 0  # datagrams and stores refused: counted, not logged one by one
+        self.sent = self.received = 0  # datagrams, for the node's figures and the simulation's
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        self.received += 1
+        if len(data) > MAX_DATAGRAM or len(data) < 22:
+            self.refused += 1
+            return
+        try:
+            self.quota.check(addr[0], time.monotonic(), "datagrams of the hash table")
+        except QuotaExceeded:
+            self.refused += 1
+            return
+        super().datagram_received(data, addr)
+
+    async def _solve_datagram(self, datagram: bytes, address: tuple) -> None:
+        try:
+            await super()._solve_datagram(datagram, address)
+        except Exception as err:  # noqa: BLE001 - a stranger's datagram: refused, whatever is wrong with it
+            self._refuse(address, err)
+
+    async def _accept_request(self, msg_id: bytes, data: Any, address: tuple) -> None:
+        try:
+            if not (isinstance(data, list) and len(data) == 2 and isinstance(data[0], str)
+                    and isinstance(data[1], (list, tuple)) and len(data[1]) <= 3):
+                raise ValueError("not a call")
+            await super()._accept_request(msg_id, data, address)
+        except Exception as err:  # noqa: BLE001 - as above
+            self._refuse(address, err)
+
+    def _refuse(self, address: tuple, err: Exception) -> None:
+        self.refused += 1
+        log.debug("refused a datagram from %s: %s", address[0], err)
+
+    def welcome_if_new(self, node: Node) -> None:
+        if node.ip is not None and self.admit(node.id, node.ip):
+            super().welcome_if_new(node)
+
+    def rpc_ping(self, sender, nodeid):
+        if not _id(nodeid):
+            raise ValueError("a ping names a 20-byte id")
+        return super().rpc_ping(sender, nodeid)
+
+    def rpc_find_node(self, sender, nodeid, key):
+        if not (_id(nodeid) and _id(key)):
+            raise ValueError("a lookup names 20-byte ids")
+        return super().rpc_find_node(sender, nodeid, key)
+
+    def rpc_find_value(self, sender, nodeid, key):
+        if not (_id(nodeid) and _id(key)):
+            raise ValueError("a lookup names 20-byte ids")
+        return super().rpc_find_value(sender, nodeid, key)
+
+    def rpc_store(self, sender, nodeid, key, value):
+        if not _id(nodeid):
+            raise ValueError("a store names a 20-byte id")
+        try:
+            self.storage[key] = self.merged(key, value)
+        except records.InvalidRecord:
+            self.refused += 1
+            return False
+        self.welcome_if_new(Node(nodeid, sender[0], sender[1]))
+        return True
+
+    def merged(self, key: bytes, value: Any) -> bytes:
+        """What `key` holds once `value` (checked) is merged in; InvalidRecord for a value that is not valid."""
+        offered = records.parse_bundle(value, key, now_ms=self.now_ms(), min_difficulty=self.min_difficulty)
+        held = self.storage.get(key)
+        # What this node holds was checked when it came: parsed again only to merge (its signatures still hold).
+        kept = records.parse_bundle(held, key, now_ms=self.now_ms(), min_difficulty=0) if held else []
+        return records.encode(records.merge(kept, offered))
+
+    def __getattr__(self, name: str):
+        call = super().__getattr__(name)
+        if name.startswith("_") or name.startswith("rpc_") or not callable(call):
+            return call
+
+        def counted(address, *args):
+            self.sent += 1
+            return call(address, *args)
+        return counted
+
+
+class Lookup:
+    """One lookup's result: what was found and the rounds it took (each round asks up to ALPHA nodes at once)."""
+
+    def __init__(self) -> None:
+        self.hops = 0
+
+
+class _Counted:
+    def __init__(self, *args, lookup: Lookup, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lookup = lookup
+
+    async def _find(self, rpcmethod):
+        self.lookup.hops += 1
+        return await super()._find(rpcmethod)
+
+
+class NodeCrawl(_Counted, NodeSpiderCrawl):
+    pass
+
+
+class ValueCrawl(_Counted, ValueSpiderCrawl):
+    async def _handle_found_values(self, values):
+        # Every answer's records are merged (checked again: an answer is a stranger's word), not only the most
+        # common value: one node answering a stale or partial bundle cannot hide the others' records.
+        found: list[records.Record] = []
+        for value in values:
+            try:
+                found = records.merge(found, records.parse_bundle(value, self.node.id, now_ms=self.protocol.now_ms(),
+                                                                  min_difficulty=self.protocol.min_difficulty))
+            except records.InvalidRecord:
+                self.protocol.refused += 1
+        if not found:
+            return None
+        value = records.encode(found)
+        peer = self.nearest_without_value.popleft()
+        if peer:
+            await self.protocol.call_store(peer, self.node.id, value)
+        return value
+
+
+async def find_value(protocol: Protocol, key: bytes, lookup: Lookup) -> bytes | None:
+    """The merged, checked bundle the table holds under `key` (None: nobody holds one)."""
+    target = Node(key)
+    nearest = protocol.router.find_neighbors(target)
+    if not nearest:
+        return None
+    return await ValueCrawl(protocol, target, nearest, K, ALPHA, lookup=lookup).find()
+
+
+async def find_nodes(protocol: Protocol, key: bytes, lookup: Lookup) -> list[Node]:
+    """The K nodes closest to `key` that answer."""
+    target = Node(key)
+    nearest = protocol.router.find_neighbors(target)
+    if not nearest:
+        return []
+    return await NodeCrawl(protocol, target, nearest, K, ALPHA, lookup=lookup).find()
+
+
+async def store(protocol: Protocol, store_here: Store, key: bytes, value: bytes, lookup: Lookup) -> int:
+    """Store `value` under `key` on the K closest nodes (and here, if this node is among them): how many took it."""
+    nodes = await find_nodes(protocol, key, lookup)
+    me = protocol.source_node
+    target = Node(key)
+    if not nodes or me.distance_to(target) < max(n.distance_to(target) for n in nodes):
+        store_here[key] = protocol.merged(key, value)
+    answers = await asyncio.gather(*(protocol.call_store(n, key, value) for n in nodes))
+    return sum(1 for ok, taken in answers if ok and taken is True)
