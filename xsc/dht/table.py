@@ -6,6 +6,7 @@ What this module adds to the library:
   RPC's arguments checked for type and size; a store accepted only for a value that is a bundle of valid records
   for its key (records.parse_bundle), merged into what the key holds; contacts enter the routing table only if
   `admit` accepts them (the peer directory's admission: a known node at the address it signed).
+- `Routing`: the library's routing table with its neighbour search fixed.
 - `Store`: the records this node keeps for the table: bounded in keys, values merged, forgotten after `ttl`.
 - lookups that count their rounds (`hops`), what docs/peers.md reports and the simulation measures.
 """
@@ -13,6 +14,7 @@ What this module adds to the library:
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import time
 from collections import OrderedDict
@@ -22,6 +24,7 @@ from typing import Any
 from kademlia.crawling import NodeSpiderCrawl, ValueSpiderCrawl
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
+from kademlia.routing import RoutingTable
 from kademlia.storage import IStorage
 
 from ..errors import QuotaExceeded
@@ -80,12 +83,25 @@ def _id(value: Any) -> bool:
     return isinstance(value, bytes) and len(value) == records.KEY_BYTES
 
 
+class Routing(RoutingTable):
+    """The library's routing table with `find_neighbors` over every bucket: its TableTraverser stops at the last
+    bucket on one side while buckets on the other side are left (a key in an empty edge bucket found no
+    neighbours at all: at 1,000 simulated nodes, 1 put in 8 was stored nowhere)."""
+
+    def find_neighbors(self, node: Node, k: int | None = None, exclude: Node | None = None) -> list[Node]:
+        self.buckets[self.get_bucket_for(node)].touch_last_updated()
+        contacts = [n for bucket in self.buckets for n in bucket.nodes.values()
+                    if n.id != node.id and (exclude is None or not n.same_home_as(exclude))]
+        return heapq.nsmallest(k or self.ksize, contacts, key=node.distance_to)
+
+
 class Protocol(KademliaProtocol):
     """The library's protocol with the checks of a node that takes every datagram as hostile."""
 
     def __init__(self, source_node: Node, storage: Store, ksize: int, *, admit: Admit, quota: Any,
                  min_difficulty: int, now_ms: Callable[[], int], wait_timeout: float = 5.0) -> None:
         super().__init__(source_node, storage, ksize)
+        self.router = Routing(self, ksize, source_node)
         self._wait_timeout = wait_timeout
         self.admit = admit
         self.quota = quota  # per-address datagrams (a RateLimiter)
