@@ -186,3 +186,18 @@ async def test_a_contact_the_directory_does_not_know_never_enters_the_routing_ta
         assert stranger.me.id not in contacts  # ... but not taken into the table
     finally:
         await closed(tasks, [stranger])
+
+
+async def test_a_node_whose_udp_port_is_taken_runs_without_the_table_and_finds_nothing_there(caplog) -> None:
+    taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken.bind(("127.0.0.1", 0))
+    try:
+        service = node(Directory())
+        service.bind = taken.getsockname()
+        await service._round()
+        await service._round()
+        assert service.status()["listening"] is False
+        assert await service.find_holders(os.urandom(32)) is None
+        assert sum("cannot listen on UDP" in r.message for r in caplog.records if r.levelname == "WARNING") == 1
+    finally:
+        taken.close()

@@ -71,6 +71,7 @@ class DhtService:
         self._wake = asyncio.Event()
         self.hops: list[int] = []  # rounds of this node's recent lookups, for status()
         self.enabled = True
+        self._bind_failed = False  # said once, not every round
         self.published = 0  # holders records stored on at least one node
 
     @classmethod
@@ -118,8 +119,9 @@ class DhtService:
                 self.transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
                     lambda: self.protocol, local_addr=self.bind)
             except OSError as err:
-                log.warning("the hash table cannot listen on UDP %s:%d (%s): lookups use the peers asked",
-                            *self.bind, err)
+                (log.debug if self._bind_failed else log.warning)(
+                    "the hash table cannot listen on UDP %s:%d (%s): lookups ask peers instead", *self.bind, err)
+                self._bind_failed = True
                 return
         contacts = sum(len(b) for b in self.protocol.router.buckets)
         if contacts < table.K:
