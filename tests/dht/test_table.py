@@ -56,7 +56,8 @@ def node(directory: Directory, rate: float = 1000.0, identity: Identity | None =
     identity = identity or Identity.generate()
     port = udp_port()
     return DhtService(identity=identity, peers=directory.view(identity, port), bind=("127.0.0.1", port),
-                      quota=RateLimiter(rate, 2 * rate, "datagrams"), min_difficulty=0, interval=0.2, ttl=3600)
+                      quota=RateLimiter(rate, 2 * rate, "datagrams"), min_difficulty=0, interval=0.2, ttl=3600,
+                      offers=("storage",))
 
 
 async def started(nodes: list[DhtService]) -> list[asyncio.Task]:
@@ -99,6 +100,17 @@ async def test_a_node_is_found_by_its_id_with_its_signed_descriptor(network) -> 
     assert found is not None and found.id == wanted.identity.id and found.url == wanted.peers.descriptor().url
 
 
+async def test_a_put_finds_six_distinct_storage_providers_through_the_table(network) -> None:
+    _, nodes = network
+    await eventually_async(lambda: all(n._published for n in nodes), "every node to publish its records", 30)
+    found = await nodes[3].find_providers("storage", 6)
+    ids = {p.node for p in found}
+    assert len(ids) >= 6 and nodes[3].identity.id not in ids
+    urls = {n.identity.id: n.peers.descriptor().url for n in nodes}
+    assert all(p.url == urls[p.node] and p.kind == "storage" for p in found)
+    assert await nodes[3].find_providers("compute", 6) == []  # nobody offers it
+
+
 async def test_a_stranger_cannot_replace_a_files_holders_only_add_beside_them(network) -> None:
     _, nodes = network
     si = os.urandom(32)
@@ -115,7 +127,8 @@ async def test_a_stranger_cannot_replace_a_files_holders_only_add_beside_them(ne
     assert await nodes[9].find_holders(si) == placement
 
 
-@pytest.mark.parametrize("case", ["bad signature", "another file's key", "too big", "not json", "future"])
+@pytest.mark.parametrize("case", ["bad signature", "another file's key", "too big", "not json", "future",
+                                  "provider in another slot"])
 async def test_a_store_of_a_value_that_is_not_valid_records_for_its_key_is_refused(network, case) -> None:
     _, nodes = network
     protocol = nodes[4].protocol
@@ -131,9 +144,13 @@ async def test_a_store_of_a_value_that_is_not_valid_records_for_its_key_is_refus
         value = b" " * (records.MAX_VALUE + 1)
     elif case == "not json":
         value = b"\xff" * 40
-    else:
+    elif case == "future":
         record = records.make_holders(stranger, si, [stranger.id] * 6, at=int(time.time() * 1000) + 3_600_000)
         value = records.encode([record])
+    else:
+        provider = records.make_provider(stranger, "storage", "http://127.0.0.1:9", int(time.time() * 1000))
+        key = records.providers_key("storage", (records.provider_slot(stranger.id) + 1) % records.PROVIDER_SLOTS)
+        value = records.encode([provider])
     refused = protocol.refused
     assert protocol.rpc_store(("127.0.0.1", 9), os.urandom(20), key, value) is False
     assert protocol.refused == refused + 1 and nodes[4].store.get(key) is None

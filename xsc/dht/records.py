@@ -1,11 +1,14 @@
 """What the hash table holds, and the checks a value passes before it is stored or believed (pure: no I/O).
 
-A key is 20 bytes (the table's id space).  Two kinds of record live under keys:
+A key is 20 bytes (the table's id space).  Three kinds of record live under keys:
 
 - a node record, under `node_key(node_id)`: that node's signed descriptor (xsc.peers.descriptors), so a node is
   found by its id without knowing it beforehand;
 - a holders record, under `holders_key(si)`: the placement of a file's shares, signed by the node that placed
-  them, so a capability is read from a node that never stored it.
+  them, so a capability is read from a node that never stored it;
+- a provider record, under `providers_key(kind, slot)`: a node that offers a kind of capacity, signed by it.  The
+  providers of a kind are spread over PROVIDER_SLOTS keys (a node's slot is a hash of its id), so no one key holds
+  them all: a lookup of a few random slots finds a sample of them, as many as a put needs.
 
 A value is a bundle: a JSON list of records, at most MAX_RECORDS, at most MAX_VALUE bytes in canonical form (it
 travels in one datagram).  A bundle is merged, never replaced: a stranger who stores under a key adds its own
@@ -30,7 +33,10 @@ MAX_RECORDS = 8  # records one key keeps (distinct signers)
 MAX_VALUE = 6_000  # bytes of a bundle: it must fit one datagram (rpcudp refuses more than 8 KiB)
 MAX_FUTURE_MS = 10 * 60_000  # a record dated further ahead is refused: it would win every merge that long
 SHARES = 6  # shares a holders record places (erasure.N)
+PROVIDER_SLOTS = 64  # keys the providers of one kind are spread over
+KINDS = ("storage", "compute")
 _HOLDERS_TAG = b"XSC-DHT-HOLDERS-1\n"
+_PROVIDER_TAG = b"XSC-DHT-PROVIDER-1\n"
 
 
 class InvalidRecord(BadRequest):
@@ -43,6 +49,15 @@ def node_key(node_id: str) -> bytes:
 
 def holders_key(si: bytes) -> bytes:
     return hashlib.sha256(b"xsc-dht-holders\n" + si).digest()[:KEY_BYTES]
+
+
+def provider_slot(node_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(b"xsc-dht-slot\n" + parse_public_id(node_id)).digest()[:4], "big") \
+        % PROVIDER_SLOTS
+
+
+def providers_key(kind: str, slot: int) -> bytes:
+    return hashlib.sha256(f"xsc-dht-providers\n{kind}\n{slot}".encode()).digest()[:KEY_BYTES]
 
 
 def table_id(node_id: str) -> bytes:
@@ -62,6 +77,53 @@ class Holders:
     def to_json(self) -> dict[str, Any]:
         return {"kind": "holders", "si": self.si.hex(), "placement": list(self.placement), "by": self.by,
                 "at": self.at, "signature": self.signature}
+
+
+@dataclass(frozen=True)
+class Provider:
+    kind: str  # what it offers: storage or compute
+    node: str  # the node, which signed this
+    url: str  # where it answers (its descriptor, found by node_key, says the same, signed too)
+    at: int
+    signature: str
+
+    @property
+    def by(self) -> str:
+        return self.node
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "provider", "offers": self.kind, "node": self.node, "url": self.url, "at": self.at,
+                "signature": self.signature}
+
+
+def _provider_bytes(kind: str, node: str, url: str, at: int) -> bytes:
+    return _PROVIDER_TAG + codec.canonical({"offers": kind, "node": node, "url": url, "at": at})
+
+
+def make_provider(identity: Identity, kind: str, url: str, at: int) -> Provider:
+    return Provider(kind, identity.id, url, at, identity.sign(_provider_bytes(kind, identity.id, url, at)).hex())
+
+
+def _parse_provider(obj: dict, key: bytes, now_ms: int, min_difficulty: int) -> Provider:
+    if set(obj) != {"kind", "offers", "node", "url", "at", "signature"}:
+        raise InvalidRecord("a provider record has exactly kind, offers, node, url, at and signature")
+    kind, node, url, at, signature = obj["offers"], obj["node"], obj["url"], obj["at"], obj["signature"]
+    if not (kind in KINDS and isinstance(node, str) and isinstance(url, str) and len(url) <= 200
+            and type(at) is int and isinstance(signature, str) and len(signature) == 128):
+        raise InvalidRecord("a provider record's fields have the wrong types or sizes")
+    try:
+        signer_key, sig = parse_public_id(node), bytes.fromhex(signature)
+    except (ValueError, XscError):
+        raise InvalidRecord("a provider record names something that is not a node id or hex") from None
+    if providers_key(kind, provider_slot(node)) != key:
+        raise InvalidRecord("a provider record stored under another slot's key")
+    if at > now_ms + MAX_FUTURE_MS:
+        raise InvalidRecord("a provider record dated in the future")
+    if id_difficulty(signer_key) < min_difficulty:
+        raise InvalidRecord(f"a provider record of an id without {min_difficulty} bits of work")
+    if not verify(signer_key, sig, _provider_bytes(kind, node, url, at)):
+        raise InvalidRecord("a provider record not signed by the node it names")
+    return Provider(kind, node, url, at, signature)
 
 
 def _holders_bytes(si: bytes, placement: tuple[str, ...], by: str, at: int) -> bytes:
@@ -108,19 +170,19 @@ def _parse_node(obj: dict, key: bytes, now_ms: int, min_difficulty: int) -> Node
     return descriptor
 
 
-Record = Holders | NodeDescriptor
+Record = Holders | Provider | NodeDescriptor
 
 
 def signer(record: Record) -> str:
-    return record.by if isinstance(record, Holders) else record.id
+    return record.id if isinstance(record, NodeDescriptor) else record.by
 
 
 def signed_at(record: Record) -> int:
-    return record.at if isinstance(record, Holders) else record.timestamp
+    return record.timestamp if isinstance(record, NodeDescriptor) else record.at
 
 
 def encode(records: list[Record]) -> bytes:
-    return codec.canonical([r.to_json() if isinstance(r, Holders) else {"kind": "node", **r.to_json()}
+    return codec.canonical([{"kind": "node", **r.to_json()} if isinstance(r, NodeDescriptor) else r.to_json()
                             for r in records])
 
 
@@ -145,8 +207,10 @@ def parse_bundle(value: Any, key: bytes, *, now_ms: int, min_difficulty: int) ->
             out.append(_parse_holders(item, key, now_ms, min_difficulty))
         elif kind == "node":
             out.append(_parse_node(item, key, now_ms, min_difficulty))
+        elif kind == "provider":
+            out.append(_parse_provider(item, key, now_ms, min_difficulty))
         else:
-            raise InvalidRecord("a record's kind is holders or node")
+            raise InvalidRecord("a record's kind is holders, node or provider")
     return out
 
 

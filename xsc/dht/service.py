@@ -1,7 +1,8 @@
 """DhtService: this node in the hash table (UDP, on the port number of its peer listener).
 
-It joins through the peers it knows, publishes its own node record, publishes the holders of each file it places,
-and answers the node's lookups: `find_holders(si)` for a capability it did not store, `find_node(id)` for a node
+It joins through the peers it knows, publishes its own node record and a provider record for each kind of capacity
+it offers, publishes the holders of each file it places, and answers the node's lookups: `find_holders(si)` for a
+capability it did not store, `find_node(id)` for a node it does not know, `find_providers(kind, n)` for providers
 it does not know.  Its routing table admits only nodes the peer directory knows, at the address they signed.
 """
 
@@ -10,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol as TypingProtocol
 from urllib.parse import urlsplit
 
@@ -49,14 +51,30 @@ def udp_address(url: str) -> tuple[str, int] | None:
     return (parts.hostname, parts.port) if parts.port else None
 
 
+async def collect_providers(look_up: Callable[[bytes], Awaitable[list[records.Record]]], kind: str, wanted: int,
+                            exclude: str) -> list[records.Provider]:
+    """Providers of `kind` (not `exclude`) from random slots of the table, ALPHA slots looked up at a time, until
+    `wanted` distinct ones are found or every slot was read."""
+    slots = random.sample(range(records.PROVIDER_SLOTS), records.PROVIDER_SLOTS)
+    found: dict[str, records.Provider] = {}
+    while slots and len(found) < wanted:
+        batch, slots = slots[:table.ALPHA], slots[table.ALPHA:]
+        for bundle in await asyncio.gather(*(look_up(records.providers_key(kind, s)) for s in batch)):
+            for r in bundle:
+                if isinstance(r, records.Provider) and r.kind == kind and r.node != exclude:
+                    found[r.node] = r
+    return list(found.values())
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
 
 class DhtService:
     def __init__(self, *, identity: Identity, peers: PeerView, bind: tuple[str, int], quota: Any,
-                 min_difficulty: int, interval: float, ttl: float) -> None:
+                 min_difficulty: int, interval: float, ttl: float, offers: tuple[str, ...] = ()) -> None:
         self.identity = identity
+        self.offers = offers  # the kinds of capacity this node offers: a provider record for each
         self.peers = peers
         self.bind = bind
         self.interval = interval  # seconds between rounds: join while alone, republish when due
@@ -81,7 +99,9 @@ class DhtService:
         table_service = cls(identity=identity, peers=peers, bind=parse_listen(config.node.peer_listen or
                                                                               config.node.listen),
                             quota=quota,
-                            min_difficulty=section.min_difficulty, interval=section.dht_interval, ttl=section.dht_ttl)
+                            min_difficulty=section.min_difficulty, interval=section.dht_interval, ttl=section.dht_ttl,
+                            offers=tuple(kind for kind, on in (("storage", config.market.offer_storage),
+                                                               ("compute", config.market.offer_compute)) if on))
         table_service.enabled = section.dht
         return table_service
 
@@ -130,11 +150,16 @@ class DhtService:
             batch = [self._pending.popitem(last=False) for _ in range(min(len(self._pending), PENDING))]
             await at_most(PUBLISHING, (self.publish_holders(si, placement) for si, placement in batch))
         if time.monotonic() - self._published >= REPUBLISH_SECONDS or not self._published:
-            if await self._publish(records.node_key(self.identity.id), [self.peers.descriptor()]):
+            descriptor = self.peers.descriptor()
+            if await self._publish(records.node_key(self.identity.id), [descriptor]):
                 self._published = time.monotonic()
+            for kind in self.offers:
+                record = records.make_provider(self.identity, kind, descriptor.url, now_ms())
+                await self._publish(records.providers_key(kind, records.provider_slot(self.identity.id)), [record])
 
     async def _join(self) -> None:
-        addresses = [a for d in self.peers.up_peers()[:BOOTSTRAP_FROM] if (a := udp_address(d.url))]
+        up = self.peers.up_peers()
+        addresses = [a for d in random.sample(up, min(len(up), BOOTSTRAP_FROM)) if (a := udp_address(d.url))]
         answers = await asyncio.gather(*(self.protocol.ping(a, self.me.id) for a in addresses))
         known = [Node(node_id, a[0], a[1]) for a, (ok, node_id) in zip(addresses, answers)
                  if ok and isinstance(node_id, bytes) and self._admit(node_id, a[0])]
@@ -194,6 +219,10 @@ class DhtService:
         found = records.newest(await self._lookup(records.node_key(node_id)),
                                lambda r: isinstance(r, NodeDescriptor))
         return found if isinstance(found, NodeDescriptor) else None
+
+    async def find_providers(self, kind: str, wanted: int) -> list[records.Provider]:
+        """At least `wanted` providers of `kind` other than this node, if the table knows as many."""
+        return await collect_providers(self._lookup, kind, wanted, exclude=self.identity.id)
 
     def status(self) -> dict[str, Any]:
         contacts = sum(len(b) for b in self.protocol.router.buckets)

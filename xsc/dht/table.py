@@ -40,24 +40,42 @@ Admit = Callable[[bytes, str], bool]  # (table id, IP address) -> may this conta
 
 
 class Store(IStorage):
-    """key -> (when last stored, bundle bytes), merged on every store, forgotten after `ttl` seconds."""
+    """key -> (when last stored, bundle bytes), merged on every store, forgotten after `ttl` seconds; beside each
+    bundle its records as checked when they came (`held`), so a merge does not check their signatures again."""
 
     def __init__(self, *, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.data: OrderedDict[bytes, tuple[float, bytes]] = OrderedDict()
+        self.checked: dict[bytes, list[records.Record]] = {}
         self.ttl = ttl
         self.clock = clock
 
+    def put(self, key: bytes, bundle: list[records.Record]) -> None:
+        self[key] = records.encode(bundle)
+        self.checked[key] = bundle
+
+    def held(self, key: bytes, now_ms: int) -> list[records.Record]:
+        value = self.get(key)
+        if value is None:
+            return []
+        if key not in self.checked:  # stored by the library's own path, as bytes: checked once, here
+            try:
+                self.checked[key] = records.parse_bundle(value, key, now_ms=now_ms, min_difficulty=0)
+            except records.InvalidRecord:
+                self.checked[key] = []
+        return self.checked[key]
+
     def __setitem__(self, key: bytes, value: bytes) -> None:
         self.data.pop(key, None)
+        self.checked.pop(key, None)
         self.data[key] = (self.clock(), value)
         while len(self.data) > MAX_KEYS:
-            self.data.popitem(last=False)
+            self.checked.pop(self.data.popitem(last=False)[0], None)
         self.cull()
 
     def cull(self) -> None:
         oldest = self.clock() - self.ttl
         while self.data and next(iter(self.data.values()))[0] < oldest:
-            self.data.popitem(last=False)
+            self.checked.pop(self.data.popitem(last=False)[0], None)
 
     def get(self, key: bytes, default: Any = None) -> Any:
         self.cull()
@@ -164,20 +182,17 @@ class Protocol(KademliaProtocol):
         if not _id(nodeid):
             raise ValueError("a store names a 20-byte id")
         try:
-            self.storage[key] = self.merged(key, value)
+            self.storage.put(key, self.merged(key, value))
         except records.InvalidRecord:
             self.refused += 1
             return False
         self.welcome_if_new(Node(nodeid, sender[0], sender[1]))
         return True
 
-    def merged(self, key: bytes, value: Any) -> bytes:
+    def merged(self, key: bytes, value: Any) -> list[records.Record]:
         """What `key` holds once `value` (checked) is merged in; InvalidRecord for a value that is not valid."""
         offered = records.parse_bundle(value, key, now_ms=self.now_ms(), min_difficulty=self.min_difficulty)
-        held = self.storage.get(key)
-        # What this node holds was checked when it came: parsed again only to merge (its signatures still hold).
-        kept = records.parse_bundle(held, key, now_ms=self.now_ms(), min_difficulty=0) if held else []
-        return records.encode(records.merge(kept, offered))
+        return records.merge(self.storage.held(key, self.now_ms()), offered)
 
     def __getattr__(self, name: str):
         call = super().__getattr__(name)
@@ -255,6 +270,6 @@ async def store(protocol: Protocol, store_here: Store, key: bytes, value: bytes,
     me = protocol.source_node
     target = Node(key)
     if not nodes or me.distance_to(target) < max(n.distance_to(target) for n in nodes):
-        store_here[key] = protocol.merged(key, value)
+        store_here.put(key, protocol.merged(key, value))
     answers = await asyncio.gather(*(protocol.call_store(n, key, value) for n in nodes))
     return sum(1 for ok, taken in answers if ok and taken is True)
