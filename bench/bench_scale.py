@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from xsc.devnet import Devnet, NodeProcess
+from xsc.storage.capability import Capability
 
 from .bench_network import _file, _put_get
-from .common import UNLIMITED_USER, cpu_seconds
+from .common import UNLIMITED_USER, cpu_seconds, run_xsc_measured
 from .report import Report
 
 MiB = 1024 * 1024
@@ -49,6 +50,8 @@ class Row:
     sent_by_route: dict[str, float]  # bytes per node per minute, idle, by the peer route they went to
     put_mbs: float | None = None
     get_mbs: float | None = None
+    far_get_mbs: float | None = None  # the same file got from a node that holds none of it
+    far_by_table: bool | None = None  # ... which found its holders through the hash table
 
 
 def _get(node: NodeProcess, path: str) -> bytes:
@@ -102,13 +105,28 @@ def _measure(root: Path, count: int, idle: float, src: Path | None) -> Row:
         print(f"{count} nodes, idle: {asdict(row)}", flush=True)
         if src is not None:
             try:
-                put_s, get_s, _ = _put_get(net.first.data_dir, src)
+                put_s, get_s, placed = _put_get(net.first.data_dir, src)
             except AssertionError as failed:  # what xsc said is in the output above
                 print(f"{count} nodes: the {failed}", flush=True)
             else:
                 size = src.stat().st_size
                 row.put_mbs, row.get_mbs = size / put_s / 1e6, size / get_s / 1e6
+                _far_get(nodes, placed, row, size)
     return row
+
+
+def _far_get(nodes: list[NodeProcess], placed: dict, row: Row, size: int) -> None:
+    """The file got from a node that holds none of its shares and never saw its put: through the hash table?"""
+    far = next((n for n in nodes[1:] if json.loads(_get(n, "/health"))["serviceId"] not in placed["placement"]), None)
+    if far is None:
+        return
+    with open(os.devnull, "wb") as devnull:
+        seconds, _, rc = run_xsc_measured(["--data-dir", str(far.data_dir), "store", "get", placed["capability"]],
+                                          stdout=devnull)
+    if rc == 0:
+        si = Capability.parse(placed["capability"]).storage_index.hex()[:16]
+        row.far_get_mbs = size / seconds / 1e6
+        row.far_by_table = f"found the holders of {si} through the hash table" in far.log.read_text()
 
 
 def _ratio(rows: dict[int, Row], field: str, big: int, small: int) -> float | None:
@@ -147,6 +165,10 @@ def main() -> None:
               f"{r.sent_per_min:>10,.0f} {r.received_per_min:>10,.0f} "
               f"{'-' if r.alloc_bytes_per_round is None else f'{r.alloc_bytes_per_round:,.0f}':>10} "
               f"{'-' if r.put_mbs is None else f'{r.put_mbs:.1f}':>8} {'-' if r.get_mbs is None else f'{r.get_mbs:.1f}':>8}")
+    for r in rows.values():
+        if r.far_get_mbs is not None:
+            print(f"{r.nodes:>5} nodes: a get from a node holding none of the file {r.far_get_mbs:.1f} MB/s, "
+                  f"its holders found through the hash table: {r.far_by_table}")
     print("peer bytes sent per node per minute, idle, by route (the largest six):")
     for r in rows.values():
         print(f"{r.nodes:>5}  " + ", ".join(f"{k} {v:,.0f}" for k, v in list(r.sent_by_route.items())[:6]))

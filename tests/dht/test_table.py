@@ -218,3 +218,18 @@ async def test_a_node_whose_udp_port_is_taken_runs_without_the_table_and_finds_n
         assert sum("cannot listen on UDP" in r.message for r in caplog.records if r.levelname == "WARNING") == 1
     finally:
         taken.close()
+
+
+async def test_a_node_alone_at_its_first_round_joins_as_soon_as_peers_are_up_not_an_interval_later() -> None:
+    directory = Directory()
+    first = node(directory)
+    first.interval = 3600.0  # the next regular round is an hour away
+    tasks, others = await started([first]), []
+    try:
+        await eventually_async(lambda: first.transport is not None, "the first node to listen", 10)
+        assert first.contacts() == 0
+        others = [node(directory) for _ in range(3)]
+        tasks += await started(others)
+        await eventually_async(lambda: first.contacts() >= 3, "the first node to join its peers", 10)
+    finally:
+        await closed(tasks, [first, *others])

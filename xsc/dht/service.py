@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 BOOTSTRAP_FROM = 8  # peers a node joins the table through
 PENDING = 10_000  # placements waiting to be published (the oldest dropped past it: readers fall back to asking)
 PUBLISHING = 8  # placements published at once
+JOIN_RETRY = 2.0  # seconds between tries to join while the node has no contact
 REPUBLISH_SECONDS = 3600.0  # its own node record, and the lonely buckets refreshed (the paper's hour)
 
 
@@ -118,7 +119,8 @@ class DhtService:
                 await self._round()
             except Exception:  # a failed round must never end the loop
                 log.exception("a round of the hash table failed")
-            await woken(self._wake, self.interval)
+            # Alone (peers not proven up yet at start): try again soon rather than a whole interval later.
+            await woken(self._wake, self.interval if self.contacts() else min(self.interval, JOIN_RETRY))
             self._wake.clear()
 
     def announce(self, si: bytes, placement: list[str]) -> None:
@@ -143,8 +145,7 @@ class DhtService:
                     "the hash table cannot listen on UDP %s:%d (%s): lookups ask peers instead", *self.bind, err)
                 self._bind_failed = True
                 return
-        contacts = sum(len(b) for b in self.protocol.router.buckets)
-        if contacts < table.K:
+        if self.contacts() < table.K:
             await self._join()
         if self._pending:
             batch = [self._pending.popitem(last=False) for _ in range(min(len(self._pending), PENDING))]
@@ -224,9 +225,11 @@ class DhtService:
         """At least `wanted` providers of `kind` other than this node, if the table knows as many."""
         return await collect_providers(self._lookup, kind, wanted, exclude=self.identity.id)
 
+    def contacts(self) -> int:
+        return sum(len(b) for b in self.protocol.router.buckets)
+
     def status(self) -> dict[str, Any]:
-        contacts = sum(len(b) for b in self.protocol.router.buckets)
-        return {"listening": self.transport is not None, "contacts": contacts, "keys": len(self.store.data),
+        return {"listening": self.transport is not None, "contacts": self.contacts(), "keys": len(self.store.data),
                 "published": self.published,
                 "refused": self.protocol.refused, "sent": self.protocol.sent, "received": self.protocol.received,
                 "last_hops": self.hops[-10:]}
