@@ -13,11 +13,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import secrets
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
 from urllib.parse import quote, unquote
@@ -26,12 +23,13 @@ from aiohttp import web
 
 from ..errors import S3Error, XscError
 from ..storage.ranges import content_range, parse_range
-from ..tasks import in_pool, woken
+from ..tasks import woken
 from ..buckets import listing, names
 from ..client.aio import SPLICE, NodeApi
 from . import headers as stored_headers
 from . import routing, sigv4, xml
 from .access import KeyRing
+from .bodies import ObjectBodies
 from .marks import FileMarks
 
 log = logging.getLogger(__name__)
@@ -102,7 +100,7 @@ class S3Front:
         self.owner = owner
         self.clock = clock
         self.gate = WriteGate()
-        self.relays = ThreadPoolExecutor(64, thread_name_prefix="xsc-s3-relay")  # blocking, not CPU: many
+        self.bodies = ObjectBodies(node)
 
     # --- the app -----------------------------------------------------------------
     def app(self) -> web.Application:
@@ -383,73 +381,6 @@ class S3Front:
     async def _object(self, call: Call, bucket: str, key: str) -> dict:
         return await self._node(call, "GET", _object_path(bucket), params={"key": key})
 
-    @staticmethod
-    def _pieces(record: dict, first: int, last: int) -> list[tuple[str, int | None, int | None]]:
-        """Which part files hold bytes first..last (inclusive) of an object, and which of their bytes
-        (None, None: all of them)."""
-        pieces, offset = [], 0
-        for part in record["parts"]:
-            end = offset + part["size"]
-            if part["size"] and end > first and offset <= last:
-                a, b = max(first, offset) - offset, min(last, end - 1) - offset
-                whole = a == 0 and b == part["size"] - 1
-                pieces.append((part["cap"], None if whole else a, None if whole else b))
-            offset = end
-            if offset > last:
-                break
-        return pieces
-
-    async def _read(self, record: dict, first: int, last: int) -> AsyncIterator[bytes]:
-        """Bytes first..last (inclusive) of an object: from each part file that holds some of them, only those."""
-        for cap, a, b in self._pieces(record, first, last):
-            async for chunk in await self.node.read_file(cap, a, b):
-                yield chunk
-
-    async def _relay(self, call: Call, response: web.StreamResponse, record: dict, first: int, last: int
-                     ) -> web.StreamResponse:
-        """A large GetObject body, relayed from the node's socket to the client's by splice(2) (see
-        xsc.client.aio.NodeBody).  The first part is asked for before the headers go out, so a file the node
-        cannot read is still an S3 error; a later failure cuts the connection (a short body, never wrong bytes)."""
-        request = call.request
-        pieces = self._pieces(record, first, last)
-        body = await in_pool(self.relays, self.node.open_body, *pieces[0])
-        stop = threading.Event()
-        transport = request.transport
-        try:
-            await response.prepare(request)
-        except BaseException:
-            body.close()
-            raise
-        transport.pause_reading()  # as asyncio's own sendfile does: the socket is ours until the body is out
-        try:
-            for i, piece in enumerate(pieces):
-                if i:
-                    body = await in_pool(self.relays, self.node.open_body, *piece)
-                try:
-                    await response.write(body.head)  # the headers too, the first time
-                    while transport.get_write_buffer_size():  # what aiohttp holds goes out before the spliced bytes
-                        if transport.is_closing():
-                            raise ConnectionResetError("the client went away")
-                        await asyncio.sleep(0.001)
-                    sock = transport.get_extra_info("socket")
-                    if sock is None:
-                        raise ConnectionResetError("the client went away")
-                    out = os.dup(sock.fileno())
-                except BaseException:
-                    body.close()
-                    raise
-                await in_pool(self.relays, body.splice_to, out, stop)  # it closes `out` and the node's connection
-        except (XscError, OSError) as err:
-            log.error("get of %s/%s stopped: %s", call.bucket, call.key, err)
-            transport.close()
-            return response
-        finally:
-            stop.set()  # a relay whose request was cancelled ends within its poll interval
-            if not transport.is_closing():
-                transport.resume_reading()
-        await response.write_eof()
-        return response
-
     async def get_object(self, call: Call) -> web.StreamResponse:
         request = call.request
         record = await self._object(call, call.bucket, call.key)
@@ -491,8 +422,8 @@ class S3Front:
             await response.write_eof()
             return response
         if last - first + 1 >= RELAY_MIN and SPLICE and request.transport is not None:
-            return await self._relay(call, response, record, first, last)
-        chunks = self._read(record, first, last)
+            return await self.bodies.relay(call.request, response, record, first, last, f"{call.bucket}/{call.key}")
+        chunks = self.bodies.read(record, first, last)
         # The first chunk before the headers: a file the node cannot read is still an S3 error here.
         try:
             head = await chunks.__anext__()
@@ -555,7 +486,7 @@ class S3Front:
 
         async def data() -> AsyncIterator[bytes]:
             if record["size"]:
-                async for chunk in self._read(record, 0, record["size"] - 1):
+                async for chunk in self.bodies.read(record, 0, record["size"] - 1):
                     md5.update(chunk)
                     yield chunk
 
@@ -718,4 +649,4 @@ async def serve(front: S3Front, host: str, port: int, *, ready: Callable[[str], 
     finally:
         await runner.cleanup()
         await front.node.close()
-        front.relays.shutdown(wait=False, cancel_futures=True)
+        front.bodies.close()

@@ -1,0 +1,94 @@
+"""An object's bytes, read from the part files that hold them: streamed through the front, or for a large body
+relayed from the node's socket to the client's by splice(2) without passing through Python."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from ..client.aio import NodeApi
+from ..errors import XscError
+from ..tasks import in_pool
+
+log = logging.getLogger(__name__)
+
+
+class ObjectBodies:
+    def __init__(self, node: NodeApi) -> None:
+        self.node = node
+        self.relays = ThreadPoolExecutor(64, thread_name_prefix="xsc-s3-relay")  # blocking, not CPU: many
+
+    def close(self) -> None:
+        self.relays.shutdown(wait=False, cancel_futures=True)
+
+    @staticmethod
+    def pieces(record: dict, first: int, last: int) -> list[tuple[str, int | None, int | None]]:
+        """Which part files hold bytes first..last (inclusive) of an object, and which of their bytes
+        (None, None: all of them)."""
+        pieces, offset = [], 0
+        for part in record["parts"]:
+            end = offset + part["size"]
+            if part["size"] and end > first and offset <= last:
+                a, b = max(first, offset) - offset, min(last, end - 1) - offset
+                whole = a == 0 and b == part["size"] - 1
+                pieces.append((part["cap"], None if whole else a, None if whole else b))
+            offset = end
+            if offset > last:
+                break
+        return pieces
+
+    async def read(self, record: dict, first: int, last: int) -> AsyncIterator[bytes]:
+        """Bytes first..last (inclusive) of an object: from each part file that holds some of them, only those."""
+        for cap, a, b in self.pieces(record, first, last):
+            async for chunk in await self.node.read_file(cap, a, b):
+                yield chunk
+
+    async def relay(self, request: web.Request, response: web.StreamResponse, record: dict, first: int, last: int,
+                    name: str) -> web.StreamResponse:
+        """A large GetObject body, relayed from the node's socket to the client's by splice(2) (see
+        xsc.client.aio.NodeBody).  The first part is asked for before the headers go out, so a file the node
+        cannot read is still an S3 error; a later failure cuts the connection (a short body, never wrong bytes)."""
+        pieces = self.pieces(record, first, last)
+        body = await in_pool(self.relays, self.node.open_body, *pieces[0])
+        stop = threading.Event()
+        transport = request.transport
+        try:
+            await response.prepare(request)
+        except BaseException:
+            body.close()
+            raise
+        transport.pause_reading()  # as asyncio's own sendfile does: the socket is ours until the body is out
+        try:
+            for i, piece in enumerate(pieces):
+                if i:
+                    body = await in_pool(self.relays, self.node.open_body, *piece)
+                try:
+                    await response.write(body.head)  # the headers too, the first time
+                    while transport.get_write_buffer_size():  # what aiohttp holds goes out before the spliced bytes
+                        if transport.is_closing():
+                            raise ConnectionResetError("the client went away")
+                        await asyncio.sleep(0.001)
+                    sock = transport.get_extra_info("socket")
+                    if sock is None:
+                        raise ConnectionResetError("the client went away")
+                    out = os.dup(sock.fileno())
+                except BaseException:
+                    body.close()
+                    raise
+                await in_pool(self.relays, body.splice_to, out, stop)  # it closes `out` and the node's connection
+        except (XscError, OSError) as err:
+            log.error("get of %s stopped: %s", name, err)
+            transport.close()
+            return response
+        finally:
+            stop.set()  # a relay whose request was cancelled ends within its poll interval
+            if not transport.is_closing():
+                transport.resume_reading()
+        await response.write_eof()
+        return response
