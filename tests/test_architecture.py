@@ -235,7 +235,7 @@ MAX_FUNCTION_LINES, MAX_CLASS_LINES = 80, 500
 # The rooms still too big, with their size today, while others split them: a size may only go down.
 TOO_BIG_FOR_NOW = {
     "xsc.allocation.service:AllocationService": 756,
-    "xsc.market.service:MarketService": 693,
+    "xsc.market.service:MarketService": 683,
 }
 
 

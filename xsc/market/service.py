@@ -83,6 +83,22 @@ class PeerView(Protocol):
     async def request(self, peer_url: str, method: str, path: str, **kwargs: Any) -> Any: ...
 
 
+def stored_book(db: Database, peers: PeerView | None, me: str, bucket_seconds: int) -> Book:
+    """The book as LevelDB holds it: the commitments that still parse, of nodes still known (the others deleted)."""
+    book = Book(bucket_seconds=bucket_seconds)
+    for key, value in db.iterator(prefix=keys.MARKET_COMMITMENTS):
+        try:
+            commitment = parse_commitment(codec.loads(value))
+        except (XscError, ValueError) as err:
+            log.warning("dropping a stored market commitment that no longer parses: %s", err)
+            continue
+        if peers is not None and commitment.participant != me and not peers.known(commitment.participant):
+            db.delete(key)  # compacted on restart: a node no longer known is not kept
+            continue
+        book.receive(commitment)
+    return book
+
+
 class MarketService:
     def __init__(self, *, config: MarketSection, identity: Identity, db: Database, peers: PeerView | None,
                  needs: NeedRegistry, weights: Recognition, subscribers: Subscribers | None,
@@ -99,17 +115,7 @@ class MarketService:
         self._compute_policy: tuple[tuple[int, int, int], PricingPolicy] | None = None  # (its config, it)
         self.compute_threads = compute_threads
         self.gossip_interval = gossip_interval
-        self.book = Book(bucket_seconds=self.config.bucket_seconds)
-        for key, value in self.db.iterator(prefix=keys.MARKET_COMMITMENTS):
-            try:
-                commitment = parse_commitment(codec.loads(value))
-            except (XscError, ValueError) as err:
-                log.warning("dropping a stored market commitment that no longer parses: %s", err)
-                continue
-            if peers is not None and commitment.participant != identity.id and not peers.known(commitment.participant):
-                self.db.delete(key)  # compacted on restart: a node no longer known is not kept
-                continue
-            self.book.receive(commitment)
+        self.book = stored_book(db, peers, identity.id, config.bucket_seconds)
         raw = self.db.get(keys.MARKET_SELF)
         state = codec.loads(raw) if raw else {}
         self.stamp = Stamp.decode(bytes.fromhex(state["stamp"])) if "stamp" in state else Stamp.seed()
