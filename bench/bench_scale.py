@@ -48,6 +48,7 @@ class Row:
     received_per_min: float
     alloc_bytes_per_round: float | None  # node-0's
     sent_by_route: dict[str, float]  # bytes per node per minute, idle, by the peer route they went to
+    datagrams_per_min: float  # the hash table's UDP datagrams sent per node per minute, idle (not in the bytes)
     put_mbs: float | None = None
     get_mbs: float | None = None
     far_get_mbs: float | None = None  # the same file got from a node that holds none of it
@@ -74,6 +75,10 @@ def _per_minute(before: list[dict], after: list[dict], minutes: float) -> dict[t
     return {key: value / len(after) / minutes for key, value in moved.items()}
 
 
+def _datagrams(node: NodeProcess) -> int:
+    return json.loads(_get(node, "/v1/node/status"))["dht"]["sent"]
+
+
 def _anon_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("RssAnon:"):
@@ -89,19 +94,21 @@ def _measure(root: Path, count: int, idle: float, src: Path | None) -> Row:
         nodes = list(net)
         cpu0 = [cpu_seconds(n.pid) for n in nodes]
         traffic0 = [_traffic(n) for n in nodes]
+        datagrams0 = [_datagrams(n) for n in nodes]
         t0 = time.perf_counter()
         time.sleep(idle)  # the measurement window: what idling costs is what is measured
         seconds = time.perf_counter() - t0
         cpu = [cpu_seconds(n.pid) - c for n, c in zip(nodes, cpu0)]
         traffic = [_traffic(n) for n in nodes]
         anon = [_anon_mib(n.pid) for n in nodes]
+        datagrams = sum(_datagrams(n) - d for n, d in zip(nodes, datagrams0)) / len(nodes) / (seconds / 60)
         allocation = json.loads(_get(net.first, "/v1/allocation"))
         moved = _per_minute(traffic0, traffic, seconds / 60)
         row = Row(count, up_s, lagging, 100 * sum(cpu) / len(nodes) / seconds, sum(anon) / len(nodes),
                   sum(v for (way, _), v in moved.items() if way == "sent"),
                   sum(v for (way, _), v in moved.items() if way == "received"), allocation.get("bytes_per_round"),
                   {route: round(v) for (way, route), v in sorted(moved.items(), key=lambda kv: -kv[1])
-                   if way == "sent" and v > 0})
+                   if way == "sent" and v > 0}, datagrams)
         print(f"{count} nodes, idle: {asdict(row)}", flush=True)
         if src is not None:
             try:
@@ -169,6 +176,8 @@ def main() -> None:
         if r.far_get_mbs is not None:
             print(f"{r.nodes:>5} nodes: a get from a node holding none of the file {r.far_get_mbs:.1f} MB/s, "
                   f"its holders found through the hash table: {r.far_by_table}")
+    print("hash table datagrams sent per node per minute, idle: "
+          + ", ".join(f"{r.nodes} nodes {r.datagrams_per_min:,.0f}" for r in rows.values()))
     print("peer bytes sent per node per minute, idle, by route (the largest six):")
     for r in rows.values():
         print(f"{r.nodes:>5}  " + ", ".join(f"{k} {v:,.0f}" for k, v in list(r.sent_by_route.items())[:6]))
