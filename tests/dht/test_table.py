@@ -11,6 +11,7 @@ import time
 import pytest
 import umsgpack
 
+from tests.support.nodes import node_config
 from tests.support.waiting import eventually_async
 from xsc.dht import DhtService, records
 from xsc.identity import Identity
@@ -233,3 +234,15 @@ async def test_a_node_alone_at_its_first_round_joins_as_soon_as_peers_are_up_not
         await eventually_async(lambda: first.contacts() >= 3, "the first node to join its peers", 10)
     finally:
         await closed(tasks, [first, *others])
+
+
+def test_the_table_follows_the_config_off_or_on_the_peer_port_with_a_record_per_offer(tmp_path) -> None:
+    identity = Identity.generate()
+    view = Directory().view(identity, 1)
+    off = DhtService.configured(identity=identity, peers=view, quota=RateLimiter(1, 1),
+                                config=node_config(tmp_path, "off", peers={"dht": False}))
+    assert off.loops() == {}  # never listens
+    on = DhtService.configured(identity=identity, peers=view, quota=RateLimiter(1, 1),
+                               config=node_config(tmp_path, "on", market={"offer_compute": False},
+                                                  node={"listen": "127.0.0.1:4123"}))
+    assert set(on.loops()) == {"dht"} and on.bind == ("127.0.0.1", 4123) and on.offers == ("storage",)

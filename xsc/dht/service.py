@@ -96,15 +96,14 @@ class DhtService:
     @classmethod
     def configured(cls, *, identity: Identity, peers: PeerView, config: NodeConfig, quota: Any) -> DhtService:
         """The node's table as its config says (peers.dht off: it never listens, and finds nothing)."""
-        section = config.peers
-        table_service = cls(identity=identity, peers=peers, bind=parse_listen(config.node.peer_listen or
-                                                                              config.node.listen),
-                            quota=quota,
-                            min_difficulty=section.min_difficulty, interval=section.dht_interval, ttl=section.dht_ttl,
-                            offers=tuple(kind for kind, on in (("storage", config.market.offer_storage),
-                                                               ("compute", config.market.offer_compute)) if on))
-        table_service.enabled = section.dht
-        return table_service
+        section, market = config.peers, config.market
+        offers = tuple(kind for kind, on in (("storage", market.offer_storage), ("compute", market.offer_compute))
+                       if on)
+        service = cls(identity=identity, peers=peers, bind=parse_listen(config.node.peer_listen or config.node.listen),
+                      quota=quota, min_difficulty=section.min_difficulty, interval=section.dht_interval,
+                      ttl=section.dht_ttl, offers=offers)
+        service.enabled = section.dht
+        return service
 
     # --- the service's life -------------------------------------------------------------------
     def start(self) -> None:
@@ -148,7 +147,8 @@ class DhtService:
         if self.contacts() < table.K:
             await self._join()
         if self._pending:
-            batch = [self._pending.popitem(last=False) for _ in range(min(len(self._pending), PENDING))]
+            batch = list(self._pending.items())
+            self._pending.clear()
             await at_most(PUBLISHING, (self.publish_holders(si, placement) for si, placement in batch))
         if time.monotonic() - self._published >= REPUBLISH_SECONDS or not self._published:
             descriptor = self.peers.descriptor()
