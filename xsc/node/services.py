@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 import aiohttp
 
@@ -40,7 +41,7 @@ from ..market.service import MAX_COMMITMENTS, MarketService
 from ..net import PeerClient, traffic
 from ..peers import HealthService, PeerService
 from ..peers.admission import Admission, Quarantine
-from ..peers.service import NEW_NODE_BURST
+from ..peers.service import NEW_NODE_BURST, PeerDirectory, challenge
 from ..buckets.accounts import UserAccounts
 from ..buckets.index import S3Index
 from ..storage import Gateway, ShareStore
@@ -146,7 +147,6 @@ class Node:
     async def close(self) -> None:
         """Stop the services in reverse, then close what they used."""
         await self.supervisor.close()
-        self.peers.health = None
         self.client.close()
         await self.session.close()
         await self.ledger.close()
@@ -179,15 +179,16 @@ class Node:
                                      duration=config.peers.quarantine_for)
         self.admission = Admission(min_difficulty=config.peers.min_difficulty, grid_secret=config.peers.grid_secret,
                                    quarantine=self.quarantine)
+        directory = PeerDirectory(self.db)
+        self.health = HealthService(db=self.db, directory=directory, config=config.health,
+                                    challenge=partial(challenge, self.client, self.identity),
+                                    neighbours=lambda: self.recognition.weights().keys())
         self.peers = PeerService(identity=self.identity, db=self.db, config=config, client=self.client, url=url,
                                  storage=lambda: {"capacity": store.capacity, "free": store.free},
-                                 admission=self.admission,
+                                 admission=self.admission, directory=directory, health=self.health,
                                  new_nodes=RateLimiter(config.peers.new_node_rate, NEW_NODE_BURST, "new nodes"))
         if "://0.0.0.0:" in url or "://[::]:" in url:
             log.warning("peers cannot reach %s: set peers.public_url (XSC_PEERS_PUBLIC_URL)", url)
-        self.health = HealthService(db=self.db, peers=self.peers, config=config.health,
-                                    neighbours=lambda: self.recognition.weights().keys())
-        self.peers.health = self.health  # availability() asks the probes
 
     def _market(self) -> None:
         config, db, me, store = self.config, self.db, self.me, self.store

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime, timezone
+from typing import Any
 
 
 from ..config import HealthSection
@@ -21,7 +22,7 @@ from ..health.stats import DAY_MS, HOUR_MS, MAX_ERROR, bucket_start, last_probe_
 from ..identity import parse_public_id, public_id
 from ..tasks import Pacer, at_most, every, stop
 from .descriptors import NodeDescriptor
-from .service import PeerService, now_ms
+from .service import PeerDirectory, now_ms
 from .store import PeerStore, PeerWrites
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,18 @@ PROBES_AT_ONCE = 64
 # stranger's 1,000 fake peers, 64 at a time, kept the loop busy for a second in turns of ~15 ms, and a /health
 # request (some five turns) waited behind them.  A round of MAX_PEERS takes 2.5 s of it.
 PROBE_STARTS = 400
+Challenge = Callable[[str, str, float], Awaitable[dict]]
 
 
 class HealthService:
-    def __init__(self, *, db: Database, peers: PeerService, config: HealthSection,
+    def __init__(self, *, db: Database, directory: PeerDirectory, challenge: Challenge, config: HealthSection,
                  neighbours: Callable[[], Collection[str]] = frozenset) -> None:
         self._store = PeerStore(db)
-        self.peers = peers
+        self.directory = directory  # the known peers (the peer service adds and removes them)
+        self.challenge = challenge  # (url, node id, timeout) -> the peer's signed answer (peers/service.py)
+        # Told of what probes learn (the peer service watches): a fresh descriptor in an answer, a first answer.
+        self._on_descriptor: list[Callable[[list], Any]] = []
+        self._on_first_answer: list[Callable[[str], Any]] = []
         self.config = config
         self.neighbours = neighbours  # the peers probed every round (those the node recognises); others in turn
         self._histories: dict[str, PeerHistory] = {}
@@ -95,7 +101,7 @@ class HealthService:
         """A peer's signed request checked out.  If that peer is counted as down, probe it now rather than
         at the next round: a node that just restarted is then placed on again at once, where a put meanwhile
         would double its shares up on the other nodes (6 shares on 5 nodes survive 1 node failure, not 2)."""
-        peer = self.peers.directory.get(node_id)
+        peer = self.directory.get(node_id)
         if peer is None or self._task is None or self.availability(node_id).up is not False:
             return
         now = time.monotonic()
@@ -143,15 +149,21 @@ class HealthService:
     def _record(self, writes: PeerWrites, peer: NodeDescriptor, at: int,
                 result: tuple[bool, float | None, str | None]) -> None:
         """Add one probe's result to the peer's history, in memory and in `writes` (the store or a batch)."""
-        if self.peers.directory.get(peer.id) is None:
+        if self.directory.get(peer.id) is None:
             return  # removed while we probed it
         before = self._histories.get(peer.id, PeerHistory())
         history = record_probe(before, at, *result)
         self._histories[peer.id] = history
         if result[0] and before.last_ok is None:
-            self.peers.first_answered(peer.id)
+            for told in self._on_first_answer:
+                told(peer.id)
         self.version += 1
         writes.history(peer.key, history.to_json())
+
+    def watch(self, *, descriptor: Callable[[list], Any], first_answer: Callable[[str], Any]) -> None:
+        """Be told of each fresh descriptor a probe's answer carries, and of each peer's first answer."""
+        self._on_descriptor.append(descriptor)
+        self._on_first_answer.append(first_answer)
 
     def forget(self, node_id: str) -> None:
         self.version += 1
@@ -166,7 +178,7 @@ class HealthService:
         now = now_ms()
         bucket = bucket_start(now)
         rows, figures = [], {}
-        for d in self.peers.peers():
+        for d in self.directory.all():
             history = self._histories.get(d.id, PeerHistory())
             kept = self._figures.get(d.id)
             if kept is not None and kept[0] is history and kept[1] == bucket:
@@ -185,13 +197,14 @@ class HealthService:
         """(ok, latency in ms, error) of one signed challenge to the peer."""
         start = time.perf_counter()
         try:
-            reply = await self.peers.challenge(peer.url, peer.id, timeout=self.config.probe_timeout)
+            reply = await self.challenge(peer.url, peer.id, self.config.probe_timeout)
         except PeerError as err:
             return False, None, str(err)[:MAX_ERROR]
         latency = (time.perf_counter() - start) * 1000
         if isinstance(reply.get("descriptor"), dict):
             try:  # the answer carries the peer's fresh descriptor: its free space, without waiting for gossip
-                self.peers.accept([reply["descriptor"]])
+                for told in self._on_descriptor:
+                    told([reply["descriptor"]])
             except Exception as err:  # a bad descriptor does not undo a good answer
                 log.info("peer %s sent a bad descriptor with its answer: %s", peer.id[:12], err)
         return True, latency, None
@@ -200,7 +213,7 @@ class HealthService:
         """Probe every known peer (PROBES_AT_ONCE at a time), or only those due (`probe_due`: the rounds the
         node schedules itself); record and persist the results."""
         async with self._round_lock:
-            peers = self.peers.peers()
+            peers = self.directory.all()
             if due_only:
                 peers = self._due(peers)
             start = time.perf_counter()
@@ -245,10 +258,10 @@ class HealthService:
         """The `peers:reachable` check of /health."""
         # From the histories alone (availability() of each of 1,000 peers cost ~8 ms per /health), and counted
         # again only after a probe, an audit or the directory changed (a pass over 1,000 peers was still ~2 ms).
-        state = (self.peers.directory.version, self.version)
+        state = (self.directory.version, self.version)
         if self._reachable is None or self._reachable[0] != state:
             none = PeerHistory()
-            self._reachable = (state, [last_probe_ok(self._histories.get(d.id, none)) for d in self.peers.peers()])
+            self._reachable = (state, [last_probe_ok(self._histories.get(d.id, none)) for d in self.directory.all()])
         ups = self._reachable[1]
         up, probed = sum(u is True for u in ups), sum(u is not None for u in ups)
         return {"componentType": "component", "observedValue": up, "observedUnit": "peers up",

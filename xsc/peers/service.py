@@ -169,20 +169,33 @@ class PeerDirectory:
             self._removed.discard(node_id)
 
 
+async def challenge(client: PeerClient, identity: Identity, url: str, node_id: str, timeout: float | None = None
+                    ) -> dict:
+    """Ask the node at url to prove it is node_id, now; return its answer (with its fresh descriptor)."""
+    nonce = new_nonce()
+    response = await client.request(url, "POST", "/v1/peer/challenge", json={"nonce": nonce}, to=node_id,
+                                    timeout=timeout)
+    reply = response.json()
+    check_answer(reply, nonce=nonce, prober=identity.id, responder=node_id)
+    return reply
+
+
 class PeerService:
     def __init__(self, *, identity: Identity, db: Database, config: NodeConfig, client: PeerClient,
-                 storage: Callable[[], dict | None], url: str | None = None,
-                 admission: Admission | None = None, new_nodes: Quota | None = None) -> None:
+                 storage: Callable[[], dict | None], url: str | None = None, admission: Admission | None = None,
+                 new_nodes: Quota | None = None, directory: PeerDirectory | None = None, health: Any = None) -> None:
         self.identity = identity
         self.new_nodes = new_nodes  # per address, how many nodes not known before its messages may add (None: 16 each)
         self.config = config
         self.client = client
         self.admission = admission or Admission(min_difficulty=0, grid_secret="")
         self.url = url or config.peers.public_url or config.url  # what our descriptor says (https://: app.peer_url)
-        self.directory = PeerDirectory(db)
+        self.directory = directory if directory is not None else PeerDirectory(db)
         # Peers kept from before this node asked for more proof of work (or for a grid secret) are not peers now.
         self.directory.keep_only(lambda d: self.admission.refusal(d, quarantine=False) is None)
-        self.health: Any = None  # the health service attaches itself here: availability() asks it
+        self.health = health  # the probes (xsc.peers.probes.HealthService): availability() asks it (None: no probes)
+        if health is not None:
+            health.watch(descriptor=self.accept, first_answer=self.first_answered)
         self.on_removed: list[Callable[[str], None]] = []  # told of every node the user removes (the market)
         self._storage = storage
         self._own: NodeDescriptor | None = None
@@ -341,13 +354,7 @@ class PeerService:
         return responder
 
     async def challenge(self, url: str, node_id: str, *, timeout: float | None = None) -> dict:
-        """Ask the node at url to prove it is node_id, now; return its answer (with its fresh descriptor)."""
-        nonce = new_nonce()
-        response = await self.client.request(url, "POST", "/v1/peer/challenge", json={"nonce": nonce}, to=node_id,
-                                             timeout=timeout)
-        reply = response.json()
-        check_answer(reply, nonce=nonce, prober=self.identity.id, responder=node_id)
-        return reply
+        return await challenge(self.client, self.identity, url, node_id, timeout)
 
     async def add(self, url: str) -> NodeDescriptor:
         """Join the node at url (the user asked: a node removed before is welcome again).
