@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
+from yarl import URL
+
 from xsc.node import IDENTITY
+from xsc.net.traffic import route
 from xsc.node.appkeys import NODE
 
 TRUSTING = {"ledger": {"stranger_credit": 10**15}}
@@ -41,3 +44,13 @@ async def test_a_nodes_requests_to_peers_are_counted_both_ways_with_their_bodies
     assert _traffic(b)["sent"] - before_b["sent"] < 0.01 * len(data)
     text = (await (await a.get("/metrics")).text())
     assert 'xsc_peer_bytes_total{direction="sent",route="uploads"}' in text
+
+
+def test_a_route_label_names_the_peer_route_and_never_an_id() -> None:
+    si = "ab" * 32
+    assert route(URL("https://h:1/v1/peer/market")) == "market"
+    assert route(URL("https://h:1/v1/peer/market/digest")) == "market/digest"
+    assert route(URL("https://h:1/v1/peer/allocation/subscribe")) == "allocation/subscribe"
+    assert route(URL(f"https://h:1/v1/peer/shares/{si}/3/uploads")) == "shares"
+    assert route(URL("https://h:1/v1/peer/uploads/abcdef/commit")) == "uploads"
+    assert route(URL("https://h:1/health")) == "health"

@@ -42,10 +42,16 @@ def counting(counter: Any) -> aiohttp.TraceConfig:
     return trace
 
 
+SUB_ROUTES = frozenset({"digest", "fork", "subscribe"})  # second path words kept apart (market/digest, ...)
+
+
 def route(url: URL) -> str:
-    """What a request was for, from its path: `market` for /v1/peer/market/..., else the path's first part."""
+    """What a request was for, from its path: `market` for /v1/peer/market, `market/digest` for its digests (the
+    words of SUB_ROUTES only: never an id), else the path's first part."""
     parts = url.raw_path.split("/", 5)
     if len(parts) > 3 and parts[1:3] == ["v1", "peer"]:
+        if len(parts) > 4 and parts[4] in SUB_ROUTES:
+            return f"{parts[3][:32]}/{parts[4]}"
         return parts[3][:32]
     return (parts[1] if len(parts) > 1 else "")[:32] or "/"
 
