@@ -246,3 +246,20 @@ def test_the_table_follows_the_config_off_or_on_the_peer_port_with_a_record_per_
                                config=node_config(tmp_path, "on", market={"offer_compute": False},
                                                   node={"listen": "127.0.0.1:4123"}))
     assert set(on.loops()) == {"dht"} and on.bind == ("127.0.0.1", 4123) and on.offers == ("storage",)
+
+
+async def test_a_contact_leaves_after_three_unanswered_calls_and_on_return_is_not_sent_every_record_again(
+        network) -> None:
+    _, nodes = network
+    here = nodes[0].protocol
+    contact = next(n for b in here.router.buckets for n in b.get_nodes())
+    held = lambda: any(n.id == contact.id for b in here.router.buckets for n in b.get_nodes())  # noqa: E731
+    await eventually_async(lambda: len(nodes[0].store.data) > 0, "records it would send a newcomer", 10)
+    for _ in range(2):
+        here.handle_call_response((False, None), contact)
+    assert held()  # two lost datagrams do not remove it
+    here.handle_call_response((False, None), contact)
+    assert not held()
+    sent = here.sent
+    here.handle_call_response((True, contact.id), contact)
+    assert held() and here.sent == sent  # back in the table; no store sent

@@ -36,6 +36,8 @@ MAX_DATAGRAM = 8_192 + 64  # what rpcudp sends at most (8 KiB of arguments, its 
 MAX_KEYS = 100_000  # records' keys one node keeps for the table (oldest forgotten first)
 K = 20  # contacts per bucket, and nodes a value is stored on (the paper's k)
 ALPHA = 3  # lookups in flight per round
+MAX_WELCOMED = 10_000  # contacts remembered as already sent this node's records
+MISSES_BEFORE_REMOVAL = 3  # calls a contact may leave unanswered in a row before it leaves the routing table
 Admit = Callable[[bytes, str], bool]  # (table id, IP address) -> may this contact enter the routing table?
 
 
@@ -125,6 +127,8 @@ class Protocol(KademliaProtocol):
         self.quota = quota  # per-address datagrams (a RateLimiter)
         self.min_difficulty = min_difficulty
         self.now_ms = now_ms
+        self._welcomed: OrderedDict[bytes, None] = OrderedDict()  # contacts sent our records once already
+        self._misses: dict[bytes, int] = {}  # contact -> calls it did not answer in a row
         self.refused = 0  # datagrams and stores refused: counted, not logged one by one
         self.sent = self.received = 0  # datagrams, for the node's figures and the simulation's
 
@@ -133,8 +137,10 @@ class Protocol(KademliaProtocol):
         if len(data) > MAX_DATAGRAM or len(data) < 22:
             self.refused += 1
             return
+        # Per address; on loopback per port too (a devnet's nodes all share 127.0.0.1, and would share one quota).
+        sender = f"{addr[0]}:{addr[1]}" if addr[0].startswith("127.") or addr[0] == "::1" else addr[0]
         try:
-            self.quota.check(addr[0], time.monotonic(), "datagrams of the hash table")
+            self.quota.check(sender, time.monotonic(), "datagrams of the hash table")
         except QuotaExceeded:
             self.refused += 1
             return
@@ -160,8 +166,32 @@ class Protocol(KademliaProtocol):
         log.debug("refused a datagram from %s: %s", address[0], err)
 
     def welcome_if_new(self, node: Node) -> None:
-        if node.ip is not None and self.admit(node.id, node.ip):
-            super().welcome_if_new(node)
+        if node.ip is None or not self.admit(node.id, node.ip) or not self.router.is_new_node(node):
+            return
+        if node.id in self._welcomed:  # back after a timeout: it had the records then, none is sent again
+            self.router.add_contact(node)
+            return
+        self._welcomed[node.id] = None
+        while len(self._welcomed) > MAX_WELCOMED:
+            self._welcomed.popitem(last=False)
+        super().welcome_if_new(node)
+
+    def handle_call_response(self, result, node: Node):
+        """A contact that did not answer leaves the routing table only after MISSES_BEFORE_REMOVAL in a row: on a
+        loaded network one lost datagram removed it, and its return re-sent it every record (a storm of stores)."""
+        if result[0]:
+            self._misses.pop(node.id, None)
+            self.welcome_if_new(node)
+            return result
+        misses = self._misses.get(node.id, 0) + 1
+        if misses >= MISSES_BEFORE_REMOVAL:
+            self._misses.pop(node.id, None)
+            self.router.remove_contact(node)
+        else:
+            if len(self._misses) >= MAX_WELCOMED:  # (ids a stranger's answers named, never answering)
+                self._misses.clear()
+            self._misses[node.id] = misses
+        return result
 
     def rpc_ping(self, sender, nodeid):
         if not _id(nodeid):

@@ -23,6 +23,7 @@ MAX_RECOGNITION = Decimal(1000)
 # A node never proven up (no probe answered yet) is not recognised: every node a stranger's message named would
 # otherwise be subscribed to, pulled from and named in this node's commitment at that stranger's word.
 DERIVED_NO_PROBES = Decimal("0")
+WEIGHT_STEP = Decimal("0.1")  # derived weights are published to a tenth
 
 
 class Recognition:
@@ -79,9 +80,9 @@ class Recognition:
             changed()
 
     def derived_weight(self, peer: str, exchanged_total: int | None = None) -> Decimal:
-        """From health and the ledger: availability over 24 h, cut to a tenth after a failed audit,
-        plus a bonus for the share of money exchanged with that peer (both directions).  `exchanged_total`:
-        `_exchanged_total()`, when the caller weighs every peer (summed once, not once per peer)."""
+        """From health and the ledger: availability over 24 h, cut to a tenth after a failed audit, plus a bonus
+        for the share of money exchanged with that peer (both directions), rounded to WEIGHT_STEP.
+        `exchanged_total`: `_exchanged_total()`, when the caller weighs every peer (summed once, not once per peer)."""
         availability = self.peers.availability(peer) if self.peers is not None else None
         if availability is None or availability.ratio_24h is None:
             weight = DERIVED_NO_PROBES
@@ -93,7 +94,9 @@ class Recognition:
         if total:
             exchanged = self.paid_by.get(peer, 0) + self.delivered_by.get(peer, 0)
             weight += Decimal(exchanged) / Decimal(total)
-        return weight.quantize(Decimal("0.0001"))
+        # To a tenth: weights within a tenth are equals (weights()), and a weight published to four decimals moved
+        # at almost every probe of a loaded network, re-publishing and pushing the commitment each time.
+        return weight.quantize(WEIGHT_STEP)
 
     def _exchanged_total(self) -> int:
         return sum(self.paid_by.values()) + sum(self.delivered_by.values())
@@ -111,7 +114,7 @@ class Recognition:
         derived = {p: self.derived_weight(p, total) for p in self._peer_ids() if p != self.me}
         # Weights within a tenth of each other are equals: by exact weight, every node would keep the same few
         # most available peers, and those would carry the whole network's subscriptions.
-        kept = sorted((p for p, w in derived.items() if w > 0), key=lambda p: (-round(derived[p], 1), self._rank(p)))
+        kept = sorted((p for p, w in derived.items() if w > 0), key=lambda p: (-derived[p], self._rank(p)))
         weights = {p: derived[p] for p in kept[:self.at_most]}
         weights.update(self.user_weights)
         made = {p: w for p, w in sorted(weights.items()) if w > 0 and p != self.me}
