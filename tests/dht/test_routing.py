@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kademlia.node import Node
 
-from xsc.dht.table import Routing
+from xsc.dht.table import Protocol, Routing, Store
 
 
 def table_with(contacts: int, seed: bytes) -> tuple[Routing, list[Node]]:
@@ -32,3 +32,22 @@ def test_the_neighbours_of_any_key_are_the_nearest_contacts_held(contacts, key) 
     found = routing.find_neighbors(target)
     nearest = sorted((n for n in held if n.id != key), key=target.distance_to)[:20]
     assert [n.id for n in found] == [n.id for n in nearest]
+
+
+def test_a_newcomer_is_handed_the_records_it_is_now_closest_to_and_no_others() -> None:
+    key = bytes(19) + b"\x10"
+    me = Node(bytes(19) + b"\x01", "10.0.0.1", 1)  # this node: the closest holder of the key
+    store = Store(ttl=3600)
+    store[key] = b"records"
+    protocol = Protocol(me, store, 3, admit=lambda *_: True, quota=None, min_difficulty=0, now_ms=lambda: 0)
+    for i in range(3):  # the k = 3 closest it knows besides itself, all farther from the key than it is
+        protocol.router.add_contact(Node(b"\x0f" + bytes([i]) * 19, f"10.0.1.{i}", 1))
+    far = Node(b"\xf0" + bytes(19), "10.0.2.1", 1)
+    protocol.welcome_if_new(far)
+    assert not protocol.handovers  # farther than the k closest: nothing handed over
+    near = Node(bytes(19) + b"\x11", "10.0.2.2", 1)
+    protocol.welcome_if_new(near)
+    assert list(protocol.handovers) == [(near, key, b"records")]
+    protocol.handovers.clear()
+    protocol.welcome_if_new(near)  # known already: nothing again
+    assert not protocol.handovers

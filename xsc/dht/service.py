@@ -32,7 +32,7 @@ BOOTSTRAP_FROM = 8  # peers a node joins the table through
 PENDING = 10_000  # placements waiting to be published (the oldest dropped past it: readers fall back to asking)
 PUBLISHING = 8  # placements published at once
 JOIN_RETRY = 2.0  # seconds between tries to join while the node has no contact
-REPUBLISH_SECONDS = 3600.0  # its own node record, and the lonely buckets refreshed (the paper's hour)
+REPUBLISH_SECONDS = 3600.0  # its own records published again, and buckets no lookup went through refreshed
 
 
 class PeerView(TypingProtocol):
@@ -81,13 +81,13 @@ class DhtService:
         self.interval = interval  # seconds between rounds: join while alone, republish when due
         self.store = table.Store(ttl=ttl)
         self.me = Node(records.table_id(identity.id))
+        self._wake = asyncio.Event()
         self.protocol = table.Protocol(self.me, self.store, table.K, admit=self._admit, quota=quota,
-                                       min_difficulty=min_difficulty, now_ms=now_ms)
+                                       min_difficulty=min_difficulty, now_ms=now_ms, wake=self._wake.set)
         self.transport: asyncio.DatagramTransport | None = None
         self._admitted: tuple[Any, dict[bytes, str]] | None = None  # (directory state, table id -> IP)
         self._published = 0.0  # when this node last published its own record
         self._pending: OrderedDict[bytes, list[str]] = OrderedDict()  # si -> placement, to publish
-        self._wake = asyncio.Event()
         self.hops: list[int] = []  # rounds of this node's recent lookups, for status()
         self.enabled = True
         self._bind_failed = False  # said once, not every round
@@ -146,6 +146,10 @@ class DhtService:
                 return
         if self.contacts() < table.K:
             await self._join()
+        handovers = self.protocol.handovers
+        if handovers:
+            batch = [handovers.popleft() for _ in range(len(handovers))]
+            await at_most(PUBLISHING, (self.protocol.call_store(node, key, value) for node, key, value in batch))
         if self._pending:
             batch = list(self._pending.items())
             self._pending.clear()
@@ -157,6 +161,8 @@ class DhtService:
             for kind in self.offers:
                 record = records.make_provider(self.identity, kind, descriptor.url, now_ms())
                 await self._publish(records.providers_key(kind, records.provider_slot(self.identity.id)), [record])
+            for lonely in self.protocol.get_refresh_ids():  # (the paper's section 2.3)
+                await table.find_nodes(self.protocol, lonely, table.Lookup())
 
     async def _join(self) -> None:
         up = self.peers.up_peers()
@@ -197,10 +203,11 @@ class DhtService:
         if self.transport is None:
             return []
         lookup = table.Lookup()
-        value = self.store.get(key) or await table.find_value(self.protocol, key, lookup)
+        held = self.store.held(key, now_ms())  # (checked when stored)
+        value = None if held else await table.find_value(self.protocol, key, lookup)
         self.hops = [*self.hops[-99:], lookup.hops]
-        if value is None:
-            return []
+        if held or value is None:
+            return held
         try:
             return records.parse_bundle(value, key, now_ms=now_ms(), min_difficulty=self.protocol.min_difficulty)
         except records.InvalidRecord:
@@ -217,9 +224,7 @@ class DhtService:
 
     async def find_node(self, node_id: str) -> NodeDescriptor | None:
         """A node's signed descriptor, found by its id."""
-        found = records.newest(await self._lookup(records.node_key(node_id)),
-                               lambda r: isinstance(r, NodeDescriptor))
-        return found if isinstance(found, NodeDescriptor) else None
+        return records.newest(await self._lookup(records.node_key(node_id)), lambda r: isinstance(r, NodeDescriptor))
 
     async def find_providers(self, kind: str, wanted: int) -> list[records.Provider]:
         """At least `wanted` providers of `kind` other than this node, if the table knows as many."""

@@ -17,7 +17,7 @@ import asyncio
 import heapq
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +37,7 @@ MAX_KEYS = 100_000  # records' keys one node keeps for the table (oldest forgott
 K = 20  # contacts per bucket, and nodes a value is stored on (the paper's k)
 ALPHA = 3  # lookups in flight per round
 MAX_WELCOMED = 10_000  # contacts remembered as already sent this node's records
+MAX_HANDOVERS = 10_000  # records waiting to be sent to newcomers (the oldest dropped: their owners republish)
 MISSES_BEFORE_REMOVAL = 3  # calls a contact may leave unanswered in a row before it leaves the routing table
 Admit = Callable[[bytes, str], bool]  # (table id, IP address) -> may this contact enter the routing table?
 
@@ -119,8 +120,12 @@ class Protocol(KademliaProtocol):
     """The library's protocol with the checks of a node that takes every datagram as hostile."""
 
     def __init__(self, source_node: Node, storage: Store, ksize: int, *, admit: Admit, quota: Any,
-                 min_difficulty: int, now_ms: Callable[[], int], wait_timeout: float = 5.0) -> None:
+                 min_difficulty: int, now_ms: Callable[[], int], wait_timeout: float = 5.0,
+                 wake: Callable[[], Any] = lambda: None) -> None:
         super().__init__(source_node, storage, ksize)
+        # Records to send newcomers (node, key, value), sent by the service's loop, which `wake` wakes.
+        self.handovers: deque[tuple[Node, bytes, bytes]] = deque(maxlen=MAX_HANDOVERS)
+        self.wake = wake
         self.router = Routing(self, ksize, source_node)
         self._wait_timeout = wait_timeout
         self.admit = admit
@@ -174,7 +179,21 @@ class Protocol(KademliaProtocol):
         self._welcomed[node.id] = None
         while len(self._welcomed) > MAX_WELCOMED:
             self._welcomed.popitem(last=False)
-        super().welcome_if_new(node)
+        self._hand_over(node)
+        self.router.add_contact(node)
+
+    def _hand_over(self, node: Node) -> None:
+        """Send a newcomer the records it is now among the closest to hold (the paper's section 2.5), where this
+        node is the closest holder of them.  (The library measures these distances to the SHA-1 of each key rather
+        than to the key, and so handed records to the wrong nodes.)"""
+        for key, value in self.storage:
+            target = Node(key)
+            neighbours = self.router.find_neighbors(target)
+            if not neighbours or (node.distance_to(target) < neighbours[-1].distance_to(target)
+                                  and self.source_node.distance_to(target) < neighbours[0].distance_to(target)):
+                self.handovers.append((node, key, value))
+        if self.handovers:
+            self.wake()
 
     def handle_call_response(self, result, node: Node):
         """A contact that did not answer leaves the routing table only after MISSES_BEFORE_REMOVAL in a row: on a
@@ -236,7 +255,7 @@ class Protocol(KademliaProtocol):
 
 
 class Lookup:
-    """One lookup's result: what was found and the rounds it took (each round asks up to ALPHA nodes at once)."""
+    """The rounds one lookup took (each round asks up to ALPHA nodes at once)."""
 
     def __init__(self) -> None:
         self.hops = 0
