@@ -148,7 +148,7 @@ class Fixtures:
         """A real authorization signed by the fuzzer's peer identity, paying this node (or, at times, another)."""
         from xsc.identity import Identity, parse_public_id
         from xsc.ledger import encode_authorization
-        from xsc.ledger.model import authorize
+        from xsc.ledger.core.model import authorize
 
         payee = parse_public_id(self.values["node"][0]) if rng.random() < 0.8 else Identity.generate().public_key
         job = rng.choice(["store:", "compute:", "other:", ""]) + rng.choice(["", "x", "put-1-0", "0" * 64])
@@ -159,7 +159,7 @@ class Fixtures:
 
     def descriptor(self) -> dict:
         from xsc import __version__
-        from xsc.peers.descriptors import make_descriptor
+        from xsc.peers.core.descriptors import make_descriptor
 
         return make_descriptor(self.peer, url=self.peer_url, capacity=10**9, free=10**9, version=__version__,
                                timestamp=int(time.time() * 1000)).to_json()

@@ -53,7 +53,7 @@ from xsc.allocation import (
     compute_allocation,
 )
 from xsc.allocation.roundsim import RoundSimulation
-from xsc.allocation.simulate import SimConfig, random_commitments, simulate
+from xsc.allocation.core.simulate import SimConfig, random_commitments, simulate
 
 KINDS = ("storage", "compute")
 LOCATIONS = ("eu", "us", "asia", "any")
@@ -502,7 +502,7 @@ def _empty_record_bytes(stamp_hex: str) -> int:
     """Bytes of a signed allocation state with no allocation, at a stamp of this network: the least a
     node publishes."""
     from xsc.allocation import AllocationState
-    from xsc.allocation.records import sign_state
+    from xsc.allocation.core.records import sign_state
     from xsc.identity import Identity
 
     empty = AllocationState.model_construct(provider="", slot_allocations=(), wanted=(), converged=True,

@@ -43,13 +43,13 @@ import aiohttp
 from xsc.devnet import HOST, Devnet, NodeProcess
 from xsc.identity import HEADER_TIMESTAMP, Identity, parse_public_id
 from xsc.ledger import price_storage
-from xsc.ledger.model import MAX_U63
+from xsc.ledger.core.model import MAX_U63
 from xsc.net import PeerClient
 from xsc.storage.holder_client import RemoteHolder
 from xsc.net.compute import INVOKE_PATH, MODULES_PATH
 from xsc.storage import holder as holder_limits
-from xsc.storage.leases import MAX_DURATION
-from xsc.storage.wire import share_path
+from xsc.storage.core.leases import MAX_DURATION
+from xsc.storage.core.wire import share_path
 
 from tests.support import attacks as hostile
 from tests.support.peers import http

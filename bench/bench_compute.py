@@ -163,7 +163,7 @@ def held_credit(port: int, token: str, module_id: str, concurrency: int, seconds
     """Under load, held credit never passes (invokes in flight x budget) + one settlement interval's
     metered amount, and no invoke is refused 402 for credit held by others."""
     from xsc.config import ComputeSection, LedgerSection
-    from xsc.ledger.pricing import price_budget
+    from xsc.ledger.core.pricing import price_budget
 
     body = json.dumps({"module": module_id, "function": "add", "args": ["1", "2"]}).encode()
     answers, held = asyncio.run(_held_while_loaded(port, token, body, concurrency, seconds))

@@ -29,7 +29,8 @@ import time
 import umsgpack
 from kademlia.node import Node
 
-from xsc.dht import records, table
+from xsc.dht import table
+from xsc.dht.core import records
 from xsc.dht.service import collect_providers
 from xsc.identity import Identity
 from xsc.peers import NodeDescriptor, make_descriptor

@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from xsc.allocation import CapacitySlot, NeedSlot
 from xsc.market import Ask, Bid, clear_auction, match_needs
-from xsc.market.auction import Order
+from xsc.market.core.auction import Order
 
 from .report import Report
 

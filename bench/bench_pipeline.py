@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from xsc.node.datadir import open_db
-from xsc.storage.capability import Capability
+from xsc.storage.core.capability import Capability
 from xsc.storage.gateway import Gateway
 from xsc.storage.share_store import ShareStore
 

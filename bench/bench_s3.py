@@ -207,7 +207,7 @@ def main() -> None:
                 """Every page as raw signed HTTP: the gateway's work, without boto3's XML parsing."""
                 from urllib.parse import quote, urlsplit
 
-                from xsc.s3 import sigv4
+                from xsc.s3.core import sigv4
 
                 count, token_ = 0, ""
                 host = urlsplit(url).netloc

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from xsc.devnet import Devnet, NodeProcess
-from xsc.storage.capability import Capability
+from xsc.storage.core.capability import Capability
 
 from .bench_network import _file, _put_get
 from .common import UNLIMITED_USER, cpu_seconds, run_xsc_measured

@@ -80,7 +80,7 @@ def seed_peers(data_dir: Path, count: int) -> None:
     """Signed descriptors of `count` peers and a day of probe history each, in the node's LevelDB."""
     from xsc.identity import Identity
     from xsc.node.datadir import open_db
-    from xsc.peers.descriptors import make_descriptor
+    from xsc.peers.core.descriptors import make_descriptor
     from xsc.peers.service import PeerDirectory
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -117,7 +117,7 @@ def refresh_histories(data_dir: Path) -> None:
 def write_histories(db, peers: list[bytes], now: int) -> None:
     """A day of 5-minute probe buckets up to now for each peer: most always answered, a fifth flaky."""
     from xsc import keys
-    from xsc.health.stats import BUCKET_MS, Bucket, PeerHistory
+    from xsc.health.core.stats import BUCKET_MS, Bucket, PeerHistory
 
     rng = random.Random(7)
     last = now - now % BUCKET_MS

@@ -39,7 +39,7 @@ from pathlib import Path
 import plyvel
 
 from xsc import keys
-from xsc.storage import erasure
+from xsc.storage.core import erasure
 from xsc.devnet import Devnet, NodeProcess
 from xsc.storage.share_store import ShareMeta
 

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from xsc import codec
 from xsc.compute.provenance import timestamp
 from xsc.identity import Identity, verify
-from xsc.market.book import parse_commitment
-from xsc.peers import descriptors
-from xsc.storage.manifest import Manifest
+from xsc.market.core.book import parse_commitment
+from xsc.peers.core import descriptors
+from xsc.storage.core.manifest import Manifest
 
 from tests.support.attacks import honest_commitment
 

@@ -98,7 +98,7 @@ class StorageSection(_Section):
     @field_validator("lease_duration")
     @classmethod
     def _lease(cls, v: int) -> int:
-        if not 60 <= v <= 3650 * 86400:  # = xsc.storage.leases bounds (not imported: the CLI starts faster)
+        if not 60 <= v <= 3650 * 86400:  # = xsc.storage.core.leases bounds (not imported: the CLI starts faster)
             raise ValueError("lease_duration must be from 60 s to 3650 days")
         return v
 

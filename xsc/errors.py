@@ -565,7 +565,7 @@ def connection_reason(exc: BaseException) -> str:
 
 # --- S3 gateway (xsc/s3) ----------------------------------------------------------
 # The bucket index of the node (xsc/buckets/index.py) raises these; the S3 front answers each with the
-# S3 error code of the same meaning (xsc/s3/xml.py: S3_CODES).
+# S3 error code of the same meaning (xsc/s3/core/xml.py: S3_CODES).
 class NoSuchBucket(NotFound):
     code = "no-such-bucket"
 

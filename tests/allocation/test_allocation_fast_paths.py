@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xsc.allocation import SlotAllocation, compatible, water_fill
-from xsc.allocation.compute import _to_decimal
-from xsc.allocation.divide import divide, divide_capped
-from xsc.allocation.matching import CapacityIndex, need_rows
-from xsc.allocation.models import slot_allocations
+from xsc.allocation.core.compute import _to_decimal
+from xsc.allocation.core.divide import divide, divide_capped
+from xsc.allocation.core.matching import CapacityIndex, need_rows
+from xsc.allocation.core.models import slot_allocations
 
 PROPS = settings(max_examples=150, deadline=None)
 

@@ -14,7 +14,7 @@ from xsc.allocation import (
     compute_allocation,
     network_converged,
 )
-from xsc.allocation.models import SlotFilter
+from xsc.allocation.core.models import SlotFilter
 from xsc.errors import InvalidCommitment
 
 

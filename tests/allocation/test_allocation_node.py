@@ -12,8 +12,8 @@ import pytest
 from tests.support.allocation import pair
 from tests.support.waiting import eventually_async
 from xsc.allocation import AllocationState, SlotAllocation, Stamp
-from xsc.allocation.records import MAX_ALLOCATIONS, parse_receipt, parse_state, sign_receipt, sign_state
-from xsc.allocation.rounds import Receipt, ReceiptEntry
+from xsc.allocation.core.records import MAX_ALLOCATIONS, parse_receipt, parse_state, sign_receipt, sign_state
+from xsc.allocation.core.rounds import Receipt, ReceiptEntry
 from xsc.allocation.service import FORK_BURST, FORK_RATE
 from xsc.errors import InvalidAllocationRecord
 from xsc.identity import Identity, sign_request

@@ -6,8 +6,8 @@ from __future__ import annotations
 from hypothesis import given, settings, strategies as st
 
 from xsc.allocation import AllocationState, Stamp
-from xsc.allocation.causality import Outcome
-from xsc.allocation.records import Held, sign_state
+from xsc.allocation.core.causality import Outcome
+from xsc.allocation.core.records import Held, sign_state
 from xsc.identity import Identity
 
 ME = Identity.generate()

@@ -28,10 +28,10 @@ from xsc.allocation import (
     recipient_round,
     update_damping,
 )
-from xsc.allocation.divide import divide_capped
-from xsc.allocation.rounds import answered
+from xsc.allocation.core.divide import divide_capped
+from xsc.allocation.core.rounds import answered
 from xsc.allocation.roundsim import RoundSimulation, simulate_rounds
-from xsc.allocation.simulate import SimConfig
+from xsc.allocation.core.simulate import SimConfig
 
 PROPS = settings(max_examples=60, deadline=None)
 
@@ -212,7 +212,7 @@ def test_the_simulators_run_exactly_the_round_functions(monkeypatch):
     result = simulate_rounds(15, 3, 7)
     assert calls["provider"] == result.computations > 0
     assert calls["recipient"] > 0
-    events = importlib.import_module("xsc.allocation.simulate")  # (the package's `simulate` is the function)
+    events = importlib.import_module("xsc.allocation.core.simulate")  # (the package's `simulate` is the function)
     monkeypatch.setattr(events, "provider_round", counted("provider", events.provider_round))
     before = calls["provider"]
     r = events.simulate(6, 2, 3)

@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 
 from xsc.allocation import Stamp, compute_allocation, normalized_weights, provider_round, provider_view
 from xsc.allocation import roundsim
-from xsc.allocation.compute import next_stamp, stamped_after
+from xsc.allocation.core.compute import next_stamp, stamped_after
 from xsc.itc import _event_on_path, _fill, _grow, _path_of
-from xsc.allocation.models import Commitment
-from xsc.allocation.recognition import weight_ratios
+from xsc.allocation.core.models import Commitment
+from xsc.allocation.core.recognition import weight_ratios
 from xsc.allocation.roundsim import RoundSimulation
-from xsc.allocation.simulate import SimConfig
+from xsc.allocation.core.simulate import SimConfig
 
 PROPS = settings(max_examples=25, deadline=None)
 

@@ -18,7 +18,7 @@ import pytest
 from tests.support.waiting import eventually_async
 from xsc.allocation import Commitment, Stamp
 from xsc.allocation.roundsim import RoundSimulation
-from xsc.allocation.simulate import SimConfig
+from xsc.allocation.core.simulate import SimConfig
 from xsc.node.appkeys import NODE
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}

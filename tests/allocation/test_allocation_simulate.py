@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xsc.allocation.simulate import SimConfig, Simulation, simulate
+from xsc.allocation.core.simulate import SimConfig, Simulation, simulate
 
 from tests.support.nodes import run_xsc
 

@@ -13,8 +13,8 @@ import pytest
 from tests.support.allocation import pair
 from tests.support.waiting import eventually_async
 from xsc.allocation import AllocationState, Stamp
-from xsc.allocation.records import sign_state
-from xsc.allocation.subscriptions import (
+from xsc.allocation.core.records import sign_state
+from xsc.allocation.core.subscriptions import (
     MAX_DIGEST,
     MAX_SUBSCRIPTIONS,
     MAX_TTL_MS,

@@ -15,7 +15,7 @@ from tests.support.compute import call, deploy, module_id, values, wasm
 from tests.support.waiting import eventually_async
 
 from xsc.identity import Identity, sign_request
-from xsc.ledger.model import authorize, encode_authorization
+from xsc.ledger.core.model import authorize, encode_authorization
 from xsc.net.compute import INVOKE_PATH, MODULES_PATH
 from xsc.node import IDENTITY
 from xsc.compute.paid import MAX_PUSHED_FUNCTIONS, compile_price

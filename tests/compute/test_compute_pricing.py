@@ -1,4 +1,4 @@
-"""Price what is used: fuel plus peak memory pages times time, one formula (ledger/pricing.py),
+"""Price what is used: fuel plus peak memory pages times time, one formula (ledger/core/pricing.py),
 shown in the invoke's answer and in its provenance record; the hold before a call covers its worst case."""
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from tests.support.compute import deploy, invoke, peer_with_provider
 from xsc.compute.service import InvokeCall
 from xsc.errors import PeerRefused, PeerUnreachable
 from xsc.identity import Identity, sign_request
-from xsc.ledger.model import authorize, encode_authorization
+from xsc.ledger.core.model import authorize, encode_authorization
 from xsc.net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, TAB_CLOSE_PATH, InvokeBatcher
 from xsc.net.peer_client import PeerResponse
 from xsc.node import CLIENT_IDENTITY, IDENTITY

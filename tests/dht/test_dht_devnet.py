@@ -11,7 +11,7 @@ import pytest
 from tests.support.peers import FAST, api, node_id
 from tests.support.waiting import eventually
 from xsc.devnet import Devnet
-from xsc.storage.capability import Capability
+from xsc.storage.core.capability import Capability
 
 N = 8
 ENV = {**FAST, "XSC_PEERS_DHT_INTERVAL": "0.2"}

@@ -13,7 +13,8 @@ import umsgpack
 
 from tests.support.nodes import node_config
 from tests.support.waiting import eventually_async
-from xsc.dht import DhtService, records
+from xsc.dht import DhtService
+from xsc.dht.core import records
 from xsc.identity import Identity
 from xsc.node.limits import RateLimiter
 from xsc.peers import make_descriptor

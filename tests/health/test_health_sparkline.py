@@ -1,4 +1,4 @@
-"""Sparkline points of a peer's availability (xsc.health.stats.sparkline): each point is exactly its slice's
+"""Sparkline points of a peer's availability (xsc.health.core.stats.sparkline): each point is exactly its slice's
 successful probes over its probes, and the points together count every probe of the window."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xsc.health.stats import BUCKET_MS, DAY_MS, HOUR_MS, PeerHistory, record_probe, sparkline, success_ratio
+from xsc.health.core.stats import BUCKET_MS, DAY_MS, HOUR_MS, PeerHistory, record_probe, sparkline, success_ratio
 
 NOW = 1_800_000_000_000 - 1_800_000_000_000 % BUCKET_MS + 123_456
 

@@ -1,4 +1,4 @@
-"""Availability statistics of peers (xsc.health.stats): properties over random probe histories."""
+"""Availability statistics of peers (xsc.health.core.stats): properties over random probe histories."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xsc.health import PeerHistory, availability, reachable_status, record_audit, record_probe, success_ratio
-from xsc.health.stats import BUCKET_MS, DAY_MS, HOUR_MS, MAX_BACKOFF, ewma, probe_due
+from xsc.health.core.stats import BUCKET_MS, DAY_MS, HOUR_MS, MAX_BACKOFF, ewma, probe_due
 
 T0 = 1_700_000_000_000
 # A probe: (ms since the previous one, answered?, latency ms)

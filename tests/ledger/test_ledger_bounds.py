@@ -13,8 +13,8 @@ import pytest
 from xsc.errors import BalanceOutOfRange, PeerRefused
 from xsc.identity import Identity
 from xsc.ledger import price_storage
-from xsc.ledger.model import MAX_U63, authorize
-from xsc.ledger.rules import MAX_BALANCE, AccountState
+from xsc.ledger.core.model import MAX_U63, authorize
+from xsc.ledger.core.rules import MAX_BALANCE, AccountState
 from xsc.net import PeerClient
 from xsc.storage.holder_client import RemoteHolder
 from tests.support.attacks import receipt_claim, signed

@@ -11,7 +11,7 @@ from tests.support.ledger import transfer
 from xsc import keys
 from xsc.client.sync import NodeClient
 from xsc.identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity
-from xsc.ledger.rules import AccountState
+from xsc.ledger.core.rules import AccountState
 
 
 def _settle_through_the_api(proc, amounts):

@@ -7,7 +7,7 @@ import os
 
 from tests.support.ledger import now, transfer
 from xsc.identity import Identity
-from xsc.ledger.rules import AccountState
+from xsc.ledger.core.rules import AccountState
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import NODE
 

@@ -18,7 +18,7 @@ from tests.support.ledger import open_store
 from xsc.errors import AuthorizationExpired, AuthorizationReplayed, InsufficientCredit, InvalidEntry
 from xsc.identity import Identity
 from xsc.ledger import Settlement
-from xsc.ledger.model import authorize
+from xsc.ledger.core.model import authorize
 
 LIMIT = 500
 KEYS = [Identity.generate() for _ in range(4)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from xsc.ledger import merkle
+from xsc.ledger.core import merkle
 
 items_st = st.lists(st.binary(min_size=0, max_size=24), min_size=1, max_size=40)
 

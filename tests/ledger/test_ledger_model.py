@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from xsc.errors import InvalidArgument, InvalidEntry
 from xsc.identity import Identity
 from xsc.ledger import byte_hours, decode_entry, format_credits, price_compute, price_storage
-from xsc.ledger.model import Payment, Receipt, authorize, make_payment, make_receipt, ZERO_HASH
+from xsc.ledger.core.model import Payment, Receipt, authorize, make_payment, make_receipt, ZERO_HASH
 
 PAYER, PAYEE = Identity.generate(), Identity.generate()
 u63 = st.integers(0, 2**63 - 1)

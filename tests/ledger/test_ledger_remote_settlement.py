@@ -11,7 +11,7 @@ from xsc.errors import (AuthorizationExpired, AuthorizationNotPending, Insuffici
                         InvalidEntry, PeerRefused, PeerUnreachable, ReceiptMismatch, WrongPayee)
 from xsc.identity import Identity
 from xsc.ledger import decode_authorization, decode_entry, encode_authorization
-from xsc.ledger.model import Receipt, authorize
+from xsc.ledger.core.model import Receipt, authorize
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import NODE
 from xsc.ledger.receipts import RECEIPTS_PATH, ask_receipt

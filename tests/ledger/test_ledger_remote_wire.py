@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from xsc.errors import InvalidEntry
 from xsc.identity import Identity
 from xsc.ledger import decode_authorization, encode_authorization
-from xsc.ledger.model import MAX_U63, Authorization, authorize
+from xsc.ledger.core.model import MAX_U63, Authorization, authorize
 
 PAYER, PAYEE = Identity.generate(), Identity.generate()
 fields = st.tuples(st.integers(0, MAX_U63), st.binary(min_size=16, max_size=16), st.integers(0, MAX_U63),

@@ -10,8 +10,9 @@ import pytest
 from tests.support.ledger import now, open_store
 from xsc.errors import InvalidEntry, LedgerError
 from xsc.identity import Identity
-from xsc.ledger import new_settlement, rules
-from xsc.ledger.model import authorize
+from xsc.ledger import new_settlement
+from xsc.ledger.core import rules
+from xsc.ledger.core.model import authorize
 
 
 class BrokenSigner(Identity):

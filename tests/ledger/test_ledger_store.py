@@ -12,7 +12,7 @@ from xsc.errors import (AuthorizationExpired, AuthorizationReplayed, ChainConfli
                         InsufficientCredit, InvalidEntry)
 from xsc.identity import Identity, public_id
 from xsc.ledger import Settlement, decode_entry, new_settlement
-from xsc.ledger.model import authorize
+from xsc.ledger.core.model import authorize
 
 
 @pytest.fixture
@@ -178,8 +178,8 @@ def test_verify_checks_the_authorization_where_no_payment_covers_it(store):
     # accept() refuses it; written behind the store's back, verify names it.
     forged = authorize(C, A.public_key, 10, "job", now() + 600, os.urandom(16))
     forged = forged.signed(A.sign(forged.body))
-    from xsc.ledger.model import make_receipt
-    from xsc.ledger.rules import AccountState
+    from xsc.ledger.core.model import make_receipt
+    from xsc.ledger.core.rules import AccountState
     receipt = make_receipt(A, 1, bytes(32), forged, 10, {"fuel": 1}, now())
     with pytest.raises(InvalidEntry, match="authorization signature"):
         store.accept([receipt], now())

@@ -16,8 +16,8 @@ import pytest
 from xsc.compute.paid import compile_price
 from xsc.errors import PeerRefused, PrepaymentRequired
 from xsc.identity import Identity, parse_public_id
-from xsc.ledger.model import authorize, encode_authorization
-from xsc.ledger.pricing import price_compute, price_storage
+from xsc.ledger.core.model import authorize, encode_authorization
+from xsc.ledger.core.pricing import price_compute, price_storage
 from xsc.ledger.trust import TrustLines
 from xsc.net import PeerClient
 from xsc.storage.holder_client import RemoteHolder

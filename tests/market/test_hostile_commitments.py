@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xsc.allocation import Stamp
-from xsc.allocation.models import MAX_DECIMAL_DIGITS, MAX_DECIMAL_PLACES, MAX_WEIGHT, Commitment
+from xsc.allocation.core.models import MAX_DECIMAL_DIGITS, MAX_DECIMAL_PLACES, MAX_WEIGHT, Commitment
 from xsc.errors import InvalidMarketCommitment
 from xsc.identity import Identity
 from xsc.market import parse_commitment

@@ -15,7 +15,7 @@ from xsc.allocation import Outcome, Stamp
 from xsc.errors import InvalidCommitment, InvalidMarketCommitment
 from xsc.identity import Identity
 from xsc.market import Book, MarketCommitment, parse_commitment, sign_commitment, signed_bytes
-from xsc.market import book as book_module
+from xsc.market.core import book as book_module
 
 ALICE, BOB = Identity.generate(), Identity.generate()
 

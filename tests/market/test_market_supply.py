@@ -1,4 +1,4 @@
-"""What a slot may sell to the needs present (xsc.market.supply): properties over random books."""
+"""What a slot may sell to the needs present (xsc.market.core.supply): properties over random books."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 from hypothesis import given, settings, strategies as st
 
 from xsc.db import open_database
-from xsc.health.stats import Availability
+from xsc.health.core.stats import Availability
 from xsc.identity import Identity
 from xsc.market.recognition import Recognition
 

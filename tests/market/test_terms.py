@@ -1,11 +1,11 @@
-"""A provider's terms for this node and prepayment within the user's budget (xsc/market/terms.py, pure)."""
+"""A provider's terms for this node and prepayment within the user's budget (xsc/market/core/terms.py, pure)."""
 
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xsc.market.terms import parse_terms, prepayment, refusal
+from xsc.market.core.terms import parse_terms, prepayment, refusal
 
 IDS = ["b" * 52, "c" * 52, "d" * 52, "e" * 52]
 

@@ -20,7 +20,7 @@ from xsc.errors import PeerRefused
 from xsc.identity import Identity
 from xsc.net import PeerClient
 from xsc.storage.holder_client import RemoteHolder
-from xsc.storage.wire import MAX_PUT_BYTES, block_lengths
+from xsc.storage.core.wire import MAX_PUT_BYTES, block_lengths
 from xsc.config import MiB
 from xsc.node.app import GIL_SWITCH_INTERVAL
 from xsc.node.collector import FULL_AFTER, Collector

@@ -18,7 +18,7 @@ from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE, PEER_WORK
 from xsc.node.auth import PEER_PREFIX
 from xsc.node.peer_routes import PEER_ROUTES, WORK_BURST
-from xsc.storage.wire import MAX_PUT_BYTES
+from xsc.storage.core.wire import MAX_PUT_BYTES
 
 WORK_RATE = 5.0  # units a second: a burst of 40, less than any route's largest request but the smallest ones'
 FILLERS = {"si": "ab" * 32, "share": "1", "upload": "u" * 16, "first": "0", "authorization": "cd" * 32, "job": "ef" * 16,

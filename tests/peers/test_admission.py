@@ -12,7 +12,7 @@ import pytest
 from xsc.errors import PeerRefused
 from xsc.identity import (HEADER_GRID, NODE_KEY_FILE, Identity, id_difficulty, parse_public_id, sign_request,
                           write_secret)
-from xsc.ledger.model import authorize, encode_authorization
+from xsc.ledger.core.model import authorize, encode_authorization
 from xsc.node.appkeys import NODE, REPLAY_GUARD
 from xsc.peers import make_descriptor
 from xsc.peers.admission import Quarantine

@@ -10,7 +10,7 @@ import pytest
 from xsc.config import https_url
 from xsc.health import check_answer, new_nonce
 from xsc.identity import HEADER_NODE, HEADER_SIGNATURE, Identity, sign_request
-from xsc.peers.descriptors import make_descriptor
+from xsc.peers.core.descriptors import make_descriptor
 
 from tests.support.peers import api, http, known_ids, node_id
 

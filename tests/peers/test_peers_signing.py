@@ -13,7 +13,7 @@ from xsc.errors import (BadRequestSignature, ChallengeFailed, InvalidDescriptor,
 from xsc.health import answer, check_answer, new_nonce
 from xsc.identity import (HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, SIGNATURE_WINDOW_MS, Identity,
                           ReplayGuard, body_digest, sign_request, verify_request)
-from xsc.peers.descriptors import make_descriptor, newer, parse_descriptor
+from xsc.peers.core.descriptors import make_descriptor, newer, parse_descriptor
 
 ALICE, BOB = Identity.generate(), Identity.generate()
 NOW = 1_700_000_000_000

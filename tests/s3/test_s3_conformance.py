@@ -21,7 +21,7 @@ from botocore.awsrequest import AWSRequest  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
-from xsc.s3 import routing  # noqa: E402
+from xsc.s3.core import routing
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from xsc.errors import S3Error
-from xsc.buckets import etag, listing
-from xsc.s3 import xml
+from xsc.buckets.core import etag, listing
+from xsc.s3.core import xml
 
 KEYS = st.lists(st.text(st.sampled_from("ab/é-"), min_size=1, max_size=6), max_size=40, unique=True)
 

@@ -6,7 +6,7 @@ import pytest
 from multidict import CIMultiDict
 
 from xsc.errors import S3Error
-from xsc.s3 import headers, routing
+from xsc.s3.core import headers, routing
 
 
 def status_of(method: str, bucket: str, key: str, query: dict, hdrs: dict | None = None) -> int | str:

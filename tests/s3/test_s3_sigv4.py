@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from xsc.errors import S3Error
-from xsc.s3 import sigv4
+from xsc.s3.core import sigv4
 
 AK, SECRET = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 WHEN = datetime(2013, 5, 24, tzinfo=timezone.utc).timestamp()

@@ -18,7 +18,7 @@ from xsc import keys
 from xsc.errors import InvalidArgument, PeerRefused, PeerUnreachable
 from xsc.identity import NODE_KEY_FILE, Identity, sign_request
 from xsc.storage.audits import files_on, is_verdict, remote_shares
-from xsc.storage.wire import parse_damage_report as parse_report
+from xsc.storage.core.wire import parse_damage_report as parse_report
 from xsc.storage import Capability
 from xsc.tasks import Pacer
 

@@ -14,16 +14,16 @@ from xsc import keys
 from xsc.errors import BadRequest, PeerRefused
 from xsc.identity import sign_request
 from xsc.storage import holder_client as remote_holder
-from xsc.storage import wire
+from xsc.storage.core import wire
 from xsc.node.appkeys import IDENTITY, NODE
 from xsc.node.datadir import open_db
 from xsc.storage.holder_client import RemoteHolder
-from xsc.storage.wire import check_audit, proof_sides
+from xsc.storage.core.wire import check_audit, proof_sides
 from xsc.storage.holder import IDLE_TIMEOUT
-from xsc.storage.wire import block_lengths, split_blocks
-from xsc.storage import layout
-from xsc.storage.manifest import decode_manifest
-from xsc.storage.merkle import block_hash, proof
+from xsc.storage.core.wire import block_lengths, split_blocks
+from xsc.storage.core import layout
+from xsc.storage.core.manifest import decode_manifest
+from xsc.storage.core.merkle import block_hash, proof
 
 from tests.support.peers import api, node_id
 from tests.support.shares import DEAL_PRICE, SEGMENT, SHARE, EncodedFile, lease, place, refused

@@ -19,7 +19,7 @@ from xsc.net import PeerClient
 from xsc.storage.holder_client import RemoteHolder
 from xsc.node.appkeys import NODE
 from xsc.storage import holder as holder_module
-from xsc.storage.leases import MAX_DURATION
+from xsc.storage.core.leases import MAX_DURATION
 
 from tests.support.shares import DEAL_PRICE, EncodedFile, lease, place, refused
 

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from xsc import keys
 from xsc.errors import InvalidArgument
 from xsc.node.appkeys import NODE
-from xsc.storage import Capability, layout, leases
+from xsc.storage import Capability
+from xsc.storage.core import layout, leases
 
 STORAGE = {"segment_size": 4096}
 lease_times = st.integers(min_value=0, max_value=2**40)

@@ -9,7 +9,8 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xsc.storage.placement import Candidate, home_shares, node_failures_survived, peer_failures_survived, place_shares
+from xsc.storage.core.placement import (Candidate, home_shares, node_failures_survived, peer_failures_survived,
+                                        place_shares)
 
 nodes = st.lists(
     st.builds(Candidate, node_id=st.text("abcdefghijklmnop234567", min_size=4, max_size=12),

@@ -9,7 +9,8 @@ import pytest
 from xsc import keys
 from xsc.node import DB
 from xsc.node.appkeys import NODE
-from xsc.storage import Capability, layout
+from xsc.storage import Capability
+from xsc.storage.core import layout
 
 SEG = 4096  # small segments keep many-segment cases fast
 

@@ -14,7 +14,8 @@ import plyvel
 import pytest
 
 from xsc import keys
-from xsc.storage import Capability, ShareStore, layout
+from xsc.storage import Capability, ShareStore
+from xsc.storage.core import layout
 
 from tests.support.nodes import xsc_command
 from tests.support.waiting import eventually

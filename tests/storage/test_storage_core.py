@@ -10,11 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xsc.errors import InvalidCapability
-from xsc.storage import Capability, erasure, layout
-from xsc.storage.crypto import SegmentCipher, TAG_BYTES, storage_index
-from xsc.storage.manifest import Manifest, decode_manifest
+from xsc.storage import Capability
+from xsc.storage.core import erasure, layout
+from xsc.storage.core.crypto import SegmentCipher, TAG_BYTES, storage_index
+from xsc.storage.core.manifest import Manifest, decode_manifest
 from xsc.errors import IntegrityError
-from xsc.storage.merkle import block_hash, proof, root, verify_proof
+from xsc.storage.core.merkle import block_hash, proof, root, verify_proof
 
 SUBSETS = list(itertools.combinations(range(erasure.N), erasure.K))
 

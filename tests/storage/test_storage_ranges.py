@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from xsc.errors import RangeNotSatisfiable
 from xsc.node.appkeys import NODE
-from xsc.storage.ranges import parse_range
+from xsc.storage.core.ranges import parse_range
 
 SEG = 4096
 SIZE = 10 * SEG + 123
@@ -89,8 +89,8 @@ def test_malformed_or_multiple_ranges_are_ignored() -> None:
 
 
 async def test_a_remote_share_reader_asks_its_holder_only_for_the_range() -> None:
-    from xsc.storage import layout
-    from xsc.storage.manifest import Manifest
+    from xsc.storage.core import layout
+    from xsc.storage.core.manifest import Manifest
     from xsc.storage.remote import READ_BATCH, RemoteShareReader
 
     size = 100 * SEG + 5

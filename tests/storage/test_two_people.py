@@ -13,7 +13,7 @@ from tests.support.peers import api
 from tests.support.waiting import eventually
 from tests.support.s3 import FrontProcess, boto3_client, create_key
 from tests.support.people import join, person
-from xsc.storage.capability import Capability
+from xsc.storage.core.capability import Capability
 
 # Nodes that extend each other credit: here only placement is looked at (strangers: tests/market/test_strangers.py).
 # A peer that misses one probe counts as down and gets no shares: probes may take the default 5 s on a loaded box.

@@ -22,13 +22,13 @@ from decimal import Decimal
 import wasmtime
 
 from xsc.allocation import AllocationState, Stamp
-from xsc.allocation.records import sign_receipt, sign_state
-from xsc.allocation.rounds import Receipt, ReceiptEntry
+from xsc.allocation.core.records import sign_receipt, sign_state
+from xsc.allocation.core.rounds import Receipt, ReceiptEntry
 from xsc.identity import Identity, parse_public_id, sign_request
 from xsc.ledger import byte_hours
-from xsc.ledger.model import authorize, encode_authorization
+from xsc.ledger.core.model import authorize, encode_authorization
 from xsc.market import sign_commitment, signed_bytes
-from xsc.peers.descriptors import make_descriptor
+from xsc.peers.core.descriptors import make_descriptor
 
 from .market import HOUR, ask, bid
 from .shares import EncodedFile

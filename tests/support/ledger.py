@@ -10,8 +10,8 @@ import plyvel
 
 from xsc.identity import Identity
 from xsc.ledger import LedgerStore
-from xsc.ledger.model import Payment, Receipt, authorize, make_payment, make_receipt
-from xsc.ledger.rules import AccountState
+from xsc.ledger.core.model import Payment, Receipt, authorize, make_payment, make_receipt
+from xsc.ledger.core.rules import AccountState
 
 LIMIT = 100_000_000
 

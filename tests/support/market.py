@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from xsc.allocation import CapacitySlot, NeedSlot, SlotFilter
 from xsc.market import Ask, Bid
-from xsc.market.auction import Order
+from xsc.market.core.auction import Order
 
 HOUR = 3600
 

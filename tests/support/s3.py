@@ -113,7 +113,7 @@ def sign_headers(method: str, url: str, key: dict, headers: dict[str, str],
     """Headers of a request signed with SigV4 (by the gateway's own client-side signer: for raw requests)."""
     from urllib.parse import urlsplit
 
-    from xsc.s3 import sigv4
+    from xsc.s3.core import sigv4
 
     parts = urlsplit(url)
     return sigv4.sign_headers(method, parts.path, parts.query, parts.netloc, headers, key["access_key"],

@@ -9,11 +9,11 @@ import pytest
 
 from xsc.errors import PeerRefused
 from xsc.storage.holder_client import RemoteHolder
-from xsc.storage import erasure, layout
-from xsc.storage.crypto import SegmentCipher, new_key, storage_index
-from xsc.storage.manifest import Manifest, ciphertext_hash
-from xsc.storage.merkle import block_hash, root
-from xsc.storage.wire import block_lengths
+from xsc.storage.core import erasure, layout
+from xsc.storage.core.crypto import SegmentCipher, new_key, storage_index
+from xsc.storage.core.manifest import Manifest, ciphertext_hash
+from xsc.storage.core.merkle import block_hash, root
+from xsc.storage.core.wire import block_lengths
 
 SEGMENT = 4096
 SHARE = 2

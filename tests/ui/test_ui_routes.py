@@ -8,7 +8,7 @@ from pathlib import Path
 from aiohttp import ClientSession, CookieJar
 
 from xsc.node.appkeys import NODE, UI_SESSIONS
-from xsc.ui.session import CSRF_HEADER
+from xsc.ui.core.session import CSRF_HEADER
 
 from tests.support.waiting import eventually_async
 

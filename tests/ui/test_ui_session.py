@@ -1,4 +1,4 @@
-"""The dashboard's login core (xsc.ui.session): links work once and expire, sessions and CSRF tokens
+"""The dashboard's login core (xsc.ui.core.session): links work once and expire, sessions and CSRF tokens
 verify only under their own keys."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from xsc.ui import session as s
+from xsc.ui.core import session as s
 
 NOW = 1_800_000_000.0
 

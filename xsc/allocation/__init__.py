@@ -45,14 +45,14 @@ ITC, reactive recompute) and `RoundSimulation` (synchronous rounds, a process po
 same functions; there is no second allocator.
 """
 
-from .causality import Outcome, receive
-from .compute import SCALE, as_network, compute_allocation
-from .convergence import CONVERGENCE_EPSILON, NETWORK_QUORUM, denominator_delta, network_converged
-from .damping import damping_factor, over_allocation, recent_history, update_damping
-from .divide import water_fill
+from .core.causality import Outcome, receive
+from .core.compute import SCALE, as_network, compute_allocation
+from .core.convergence import CONVERGENCE_EPSILON, NETWORK_QUORUM, denominator_delta, network_converged
+from .core.damping import damping_factor, over_allocation, recent_history, update_damping
+from .core.divide import water_fill
 from ..itc import Stamp
-from .matching import NeedIndex, compatible
-from .models import (
+from .core.matching import NeedIndex, compatible
+from .core.models import (
     ANY,
     AllocationState,
     CapacitySlot,
@@ -65,11 +65,11 @@ from .models import (
     SlotDenominator,
     SlotFilter,
 )
-from .received import ReceivedIndex
-from .recognition import mutual_recognition, mutual_recognition_map, normalized_weights
-from .rounds import Receipt, ReceiptEntry, addressed_to, grant, provider_round, provider_view, recipient_round
-from .simulate import SimConfig, SimResult, Simulation, random_commitments, simulate
-from .simulate import plot as plot_simulation
+from .core.received import ReceivedIndex
+from .core.recognition import mutual_recognition, mutual_recognition_map, normalized_weights
+from .core.rounds import Receipt, ReceiptEntry, addressed_to, grant, provider_round, provider_view, recipient_round
+from .core.simulate import SimConfig, SimResult, Simulation, random_commitments, simulate
+from .core.simulate import plot as plot_simulation
 
 __all__ = [
     "AllocationState", "ANY", "as_network", "CapacitySlot", "Commitment", "compatible",

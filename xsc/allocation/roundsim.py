@@ -40,10 +40,10 @@ from dataclasses import dataclass, field
 from multiprocessing.reduction import ForkingPickler
 
 from .. import codec
-from .convergence import NETWORK_QUORUM
-from .models import AllocationState, Commitment
-from .rounds import Receipt, provider_round, recipient_round
-from .simulate import SimConfig, random_commitments
+from .core.convergence import NETWORK_QUORUM
+from .core.models import AllocationState, Commitment
+from .core.rounds import Receipt, provider_round, recipient_round
+from .core.simulate import SimConfig, random_commitments
 
 ROUND_MS = 1_000
 
@@ -559,7 +559,7 @@ def plot_rounds(result: RoundResult, path: str) -> None:
     """Convergence per round as a PNG: the largest and the mean denominator change (log scale,
     with the 0.001 line) and the share of converged providers (with the 80% line) above, the over-allocation
     below."""
-    from .simulate import _pyplot, _save
+    from .core.simulate import _pyplot, _save
 
     plt = _pyplot()
     rounds = [s.round for s in result.timeline]

@@ -8,7 +8,7 @@
   record received, a standing need) runs exactly the functions the simulators run: as a provider
   `provider_round` over the network and the receipts held, as a recipient `addressed_to` over the
   active providers' states and `recipient_round`.  It publishes what changed -- a signed
-  `StateRecord` and/or `ReceiptRecord` (`xsc.allocation.records`), each an ITC event of this node's
+  `StateRecord` and/or `ReceiptRecord` (`xsc.allocation.core.records`), each an ITC event of this node's
   stamp after joining every stamp it received -- by pushing it to the parties it names (now or in the
   record before) and its subscribers (`POST /v1/peer/allocation`).  A provider whose state did not
   converge computes again after the delay; a quiet network sends nothing.
@@ -19,13 +19,13 @@
 - **Converged** (`status`): the seed's rule, and no node says so before its needs are answered: a provider
   has computed on the needs it follows (`needs_moved`), a recipient's need slots have each been answered by
   every provider that should see them (`unanswered`; docs/allocation.md).
-- **Subscriptions** (`xsc.allocation.subscriptions`): at each peer the node subscribes to what its
+- **Subscriptions** (`xsc.allocation.core.subscriptions`): at each peer the node subscribes to what its
   rounds read of it (the seed's derived subgroups: mutual partners everything, one-way beneficiaries
   their needs and receipts, providers for it their commitments and states), renews every third of
   SUBSCRIPTION_TTL, and keeps who subscribed to it (bounded, expiring).  The market's commitment
   goes to the same subscribers (the market holds the same `Subscribers`).
 - **Receiving** (`receive`): only records whose publisher is a known peer, parsed with every bound
-  of `xsc.allocation.records`, signature checked, states checked against the publisher's offer,
+  of `xsc.allocation.core.records`, signature checked, states checked against the publisher's offer,
   future-dated ones refused; then stale ignored, newer replace, concurrent merged (`Held`).
 - **Causality**: a node without an ITC id asks a peer to fork its own (`POST
   /v1/peer/allocation/fork`): the peer keeps one half, answers the other, and stores its half before
@@ -64,11 +64,11 @@ from ..errors import ForgedRecord, InvalidArgument, PeerError, UnknownPeer, XscE
 from ..identity import Identity
 from ..net.peer_client import dumps
 from ..tasks import Quota, at_most, woken
-from .convergence import NETWORK_QUORUM
+from .core.convergence import NETWORK_QUORUM
 from ..itc import ItcError, Stamp
-from .matching import compatible
-from .models import AllocationState, Commitment, DampingSample
-from .records import (
+from .core.matching import compatible
+from .core.models import AllocationState, Commitment, DampingSample
+from .core.records import (
     MAX_STAMP_HEX,
     Held,
     ReceiptRecord,
@@ -79,8 +79,8 @@ from .records import (
     sign_receipt,
     sign_state,
 )
-from .rounds import Receipt, addressed_to, answered, provider_round, recipient_round
-from .subscriptions import (
+from .core.rounds import Receipt, addressed_to, answered, provider_round, recipient_round
+from .core.subscriptions import (
     MAX_SUBSCRIPTIONS,
     Subscribers,
     differing,

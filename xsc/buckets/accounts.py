@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ..errors import InsufficientCredit, InvalidArgument
 from ..identity import Identity
 from ..ledger import LedgerService, format_credits
-from ..storage.capability import Capability
-from . import names
+from ..storage.core.capability import Capability
+from .core import names
 
 DERIVE = b"xsc s3 user account\x00"
 MAX_AMOUNT = 10**15  # micro-credits one transfer moves at most (a billion credits)

@@ -33,7 +33,7 @@ from .. import keys
 from ..db import Database
 from ..errors import (BucketNotEmpty, BucketTaken, EntityTooSmall, Forbidden, InvalidArgument, InvalidPart,
                       InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload)
-from . import etag, listing, names
+from .core import etag, listing, names
 
 FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
 LEVELS = {"read": 1, "write": 2, "owner": 3}  # what a user may do with a bucket: each level includes those below

@@ -85,7 +85,7 @@ def simulate(participants: int, slots: int, seed: int, mode: str, peers: int | N
             click.echo("xsc: warning: the network did not go quiet before --max-rounds", err=True)
         return
     from ..allocation import plot_simulation
-    from ..allocation.simulate import Simulation
+    from ..allocation.core.simulate import Simulation
 
     result = Simulation(config).run()
     if plot_path is not None:

@@ -71,7 +71,7 @@ def keys() -> None:
 def keys_create(obj, user: str | None, as_json: bool) -> None:
     """Create an access key; its secret is shown this once."""
     from ..s3.access import KeyRing, key_file
-    from ..buckets.names import DEFAULT_USER
+    from ..buckets.core.names import DEFAULT_USER
 
     created = KeyRing(key_file(obj.data_dir)).create(user or DEFAULT_USER)
     if as_json:

@@ -45,7 +45,7 @@ def _duration(text: str | None) -> int | None:
     """--duration (30d, 12h, 3600) in seconds, within the lease bounds; None: the node's default."""
     if text is None:
         return None
-    from ..storage.leases import DURATION_HINT, check_duration
+    from ..storage.core.leases import DURATION_HINT, check_duration
     from ..units import parse_duration
 
     try:

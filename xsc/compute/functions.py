@@ -40,8 +40,8 @@ from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable
 from ..errors import (ComputeBusy, FunctionFailed, FunctionTimedOut, FunctionUnavailable, InvalidArgument,
                       MarketNoDeal, NotFound, PayloadTooLarge, SpendCapReached, XscError)
 from ..identity import Identity
-from ..storage.capability import Capability
-from ..storage.ranges import content_range, parse_range
+from ..storage.core.capability import Capability
+from ..storage.core.ranges import content_range, parse_range
 from ..tasks import in_pool
 from . import provenance
 from .job_sandbox import Sandboxed, admit, record_and_owe, sandboxed

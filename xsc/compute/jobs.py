@@ -34,7 +34,7 @@ from ..db import Database
 from ..errors import (BodyTimeout, ForgedResult, InvalidArgument, JobNotFound, NotFound, OverCap, PayloadTooLarge,
                       PeerRefused, PeerUnreachable, ReplicasDisagree, Trap, XscError)
 from ..identity import Identity
-from ..storage.capability import Capability
+from ..storage.core.capability import Capability
 from ..tasks import in_pool
 from . import provenance
 from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import codec
 from ..errors import InvalidArgument, InvalidCapability, LimitTooHigh
-from ..storage.capability import Capability
+from ..storage.core.capability import Capability
 from ..units import format_size, parse_size
 from .modules import parse_module_id
 

@@ -25,8 +25,8 @@ from typing import Any
 from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, Forbidden, InvalidArgument,
                       InvalidModule, ModuleNotFound, PeerRefused, PeerUnreachable, PrepaymentRequired, Trap, XscError)
 from ..identity import Identity, public_id, verify
-from ..ledger.model import Authorization, decode_authorization
-from ..ledger.pricing import price_compute
+from ..ledger.core.model import Authorization, decode_authorization
+from ..ledger.core.pricing import price_compute
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
 from ..ledger.tabs import Tabs, owed_entry

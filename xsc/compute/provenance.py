@@ -26,7 +26,7 @@ from typing import Any
 from .. import codec
 from ..errors import BadProvenanceSignature, InvalidArgument, XscError
 from ..identity import Identity, parse_public_id, verify
-from ..ledger import merkle
+from ..ledger.core import merkle
 
 VERSION = 3  # 2: batch-signed, with the engine fingerprint and the module link; 3: "price" renamed "charge"
 BATCH_TAG = b"xsc/provenance/batch/1\n"  # what a batch signature covers: this tag, then the Merkle root

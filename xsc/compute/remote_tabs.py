@@ -45,7 +45,7 @@ from .. import keys
 from ..db import Database
 from ..errors import AuthorizationReplayed, Conflict, DealRefused, XscError
 from ..identity import Identity
-from ..ledger.model import Authorization, Receipt, encode_authorization, format_credits
+from ..ledger.core.model import Authorization, Receipt, encode_authorization, format_credits
 from ..ledger.settlement import Payments
 from ..ledger.service import LedgerService
 from ..net.compute import close_tab

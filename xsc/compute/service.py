@@ -32,7 +32,7 @@ from . import engine as eng
 from . import modules as mods
 from . import sandbox
 from ..ledger import price_budget, price_compute
-from ..ledger.model import format_credits
+from ..ledger.core.model import format_credits
 from .journal import Journal, unsigned
 from .limits import Limits, resolve
 from .modules import ModuleInfo

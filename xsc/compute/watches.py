@@ -29,7 +29,7 @@ from typing import Any
 
 from .. import codec
 from ..errors import InvalidArgument, NotFound, XscError
-from ..storage.capability import Capability
+from ..storage.core.capability import Capability
 from ..tasks import in_pool, woken
 from .jobspec import parse_job
 from .store import ComputeStore

@@ -9,7 +9,7 @@
 How it fits: docs/peers.md ("Finding things without knowing everyone").
 """
 
-from . import records
+from .core import records
 from .service import DhtService
 
 __all__ = ["DhtService", "records"]

@@ -22,9 +22,10 @@ from kademlia.node import Node
 
 from ..config import NodeConfig, parse_listen
 from ..identity import Identity
-from ..peers.descriptors import NodeDescriptor
+from ..peers.core.descriptors import NodeDescriptor
 from ..tasks import at_most, woken
-from . import records, table
+from . import table
+from .core import records
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from kademlia.routing import RoutingTable
 from kademlia.storage import IStorage
 
 from ..errors import QuotaExceeded
-from . import records
+from .core import records
 
 log = logging.getLogger(__name__)
 

@@ -39,10 +39,10 @@ nodes"; `settlement.Payments` is the one pay-by-receipt path the node uses, with
 docs/ledger.md describes the records, their canonical encoding and the rules.
 """
 
-from .model import (Authorization, Entry, Payment, Receipt, decode_authorization, decode_entry, encode_authorization,
-                    entry_json, format_credits)
-from .pricing import byte_hours, price_budget, price_compute, price_storage
-from .rules import AccountState, Audit, Violation
+from .core.model import (Authorization, Entry, Payment, Receipt, decode_authorization, decode_entry,
+                         encode_authorization, entry_json, format_credits)
+from .core.pricing import byte_hours, price_budget, price_compute, price_storage
+from .core.rules import AccountState, Audit, Violation
 from .service import LedgerService
 from .store import LedgerStore, Settlement, new_settlement
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidEntry, PeerRefused
-from .model import Authorization, Receipt, decode_entry, encode_authorization, format_credits
+from .core.model import Authorization, Receipt, decode_entry, encode_authorization, format_credits
 from ..net.peer_client import PeerClient
 
 RECEIPTS_PATH = "/v1/peer/ledger/receipts"

@@ -23,8 +23,9 @@ from .. import codec
 from ..db import Database
 from ..errors import AuthorizationNotPending, EntryNotFound, InvalidArgument, InvalidEntry, XscError
 from ..identity import Identity, parse_public_id, public_id
-from . import rules
-from .model import Authorization, Payment, Receipt, authorize, decode_entry, entry_json, format_credits, normalize_usage
+from .core import rules
+from .core.model import (Authorization, Payment, Receipt, authorize, decode_entry, entry_json, format_credits,
+                         normalize_usage)
 from .store import LedgerStore, Settlement, ThreadedMap, new_settlement
 
 MAX_GROUP = 512  # settlements per write batch

@@ -41,8 +41,8 @@ from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
 from .receipts import ask_receipt, check_receipt, fetch_receipt
 from ..tasks import woken
-from .model import Authorization, Payment, Receipt, format_credits
-from .rules import CLOCK_SKEW
+from .core.model import Authorization, Payment, Receipt, format_credits
+from .core.rules import CLOCK_SKEW
 from .service import LedgerService
 
 log = logging.getLogger(__name__)

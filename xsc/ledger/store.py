@@ -21,10 +21,10 @@ from ..db import Database
 from ..errors import (AuthorizationNotPending, AuthorizationReplayed, EntryNotFound, ForkDetected, InvalidArgument,
                       InvalidEntry, LedgerError, ReceiptMismatch, WrongPayee, XscError)
 from ..identity import Identity, public_id
-from . import rules
-from .model import (Authorization, Entry, Payment, Receipt, decode_authorization, decode_entry, encode_authorization,
-                    format_credits, normalize_usage)
-from .rules import AccountState
+from .core import rules
+from .core.model import (Authorization, Entry, Payment, Receipt, decode_authorization, decode_entry,
+                         encode_authorization, format_credits, normalize_usage)
+from .core.rules import AccountState
 
 # Signatures this node makes with its own keys are not verified again (three re-verifies were a third
 # of an invoke's CPU); what comes from other nodes always is.  Tests turn this self-check on (tests/conftest.py).

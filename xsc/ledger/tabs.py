@@ -31,8 +31,8 @@ from .. import keys
 from ..errors import XscError
 from ..identity import Identity, public_id
 from ..tasks import woken
-from . import merkle
-from .model import TAB_JOB_PREFIX as JOB_PREFIX
+from .core import merkle
+from .core.model import TAB_JOB_PREFIX as JOB_PREFIX
 from .service import LedgerService
 
 log = logging.getLogger(__name__)

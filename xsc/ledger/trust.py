@@ -29,7 +29,7 @@ from typing import Any
 
 from ..db import Database
 from ..errors import InvalidArgument, PrepaymentRequired
-from .model import format_credits
+from .core.model import format_credits
 from .trust_store import TrustStore
 
 MAX_LINE = 2**62  # micro-credits: any total beyond this is refused (it could not be encoded or summed safely)

@@ -19,14 +19,14 @@ result.assignments["OWNER/NEED"]; explain(result, "NEED")
 ```
 """
 
-from .auction import Clearing, Fill, Order, bucket_of, clear_auction, clear_book
-from .book import (DEFAULT_BUCKET_SECONDS, MAX_ORDERS, Book, MarketCommitment, parse_commitment, sign_commitment,
-                   signed_bytes)
-from .matching import CODES, Assignment, Explanation, MarketResult, explain, match_needs
-from .models import PRICE_UNITS, Ask, Bid, ask_digest, bid_digest, need_key, order_digest, units_cost
-from .orders import ask_buckets, bid_order, market_orders
-from .pricing import PricingPolicy, ask_price
-from .supply import cap_supply, spread_groups
+from .core.auction import Clearing, Fill, Order, bucket_of, clear_auction, clear_book
+from .core.book import (DEFAULT_BUCKET_SECONDS, MAX_ORDERS, Book, MarketCommitment, parse_commitment, sign_commitment,
+                        signed_bytes)
+from .core.matching import CODES, Assignment, Explanation, MarketResult, explain, match_needs
+from .core.models import PRICE_UNITS, Ask, Bid, ask_digest, bid_digest, need_key, order_digest, units_cost
+from .core.orders import ask_buckets, bid_order, market_orders
+from .core.pricing import PricingPolicy, ask_price
+from .core.supply import cap_supply, spread_groups
 
 __all__ = [
     "Assignment", "CODES", "explain", "Explanation", "MarketResult", "match_needs",

@@ -21,10 +21,10 @@ from typing import Any
 
 from ..errors import MarketNoDeal, NeedNotFound
 from ..tasks import in_pool
-from .matching import Assignment, match_needs
-from .models import Ask, Bid, need_key, units_cost
+from .core.matching import Assignment, match_needs
+from .core.models import Ask, Bid, need_key, units_cost
 from .needs import NeedRegistry
-from .supply import cap_supply, spread_groups
+from .core.supply import cap_supply, spread_groups
 
 EXPLAINED = 1000  # needs whose explanation is kept (in memory) for `xsc market explain`
 COMPUTE_DEALS = 64  # invokes' deals kept until the book or the allocation changes

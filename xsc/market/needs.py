@@ -26,7 +26,7 @@ from .. import codec, keys
 from ..allocation import NeedSlot, SlotFilter
 from ..config import MarketSection
 from ..errors import InvalidArgument
-from .models import Bid
+from .core.models import Bid
 
 STANDING = "need-"  # the id prefix of a standing need
 MAX_STANDING = 64  # standing needs per node

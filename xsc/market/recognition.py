@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 from .. import codec, keys
-from ..allocation.models import bounded_decimal
+from ..allocation.core.models import bounded_decimal
 from ..errors import InvalidArgument
 from ..identity import parse_public_id, public_id
 

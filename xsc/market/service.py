@@ -36,19 +36,20 @@ from .. import codec, keys
 from ..db import Database
 from ..allocation import CapacitySlot
 from ..itc import Stamp
-from ..allocation.subscriptions import Subscribers, commitment_audience, differing, interests, parse_digest, short_hash
+from ..allocation.core.subscriptions import (Subscribers, commitment_audience, differing, interests, parse_digest,
+                                             short_hash)
 from ..errors import InvalidArgument, PeerError, QuotaExceeded, UnknownPeer, XscError
 from ..config import MarketSection
 from ..identity import Identity, parse_public_id
 from ..net.peer_client import dumps
-from .auction import clear_book
-from .book import Book, MarketCommitment, parse_commitment, sign_commitment
-from .models import Ask, Bid
+from .core.auction import clear_book
+from .core.book import Book, MarketCommitment, parse_commitment, sign_commitment
+from .core.models import Ask, Bid
 from .needs import NeedRegistry
 from .prices import Prices
 from .recognition import Recognition
-from .orders import market_orders
-from .pricing import PricingPolicy, ask_price
+from .core.orders import market_orders
+from .core.pricing import PricingPolicy, ask_price
 from ..tasks import Quota, in_pool, woken
 
 log = logging.getLogger(__name__)
@@ -429,7 +430,7 @@ class MarketService:
         return self.peers.up_peers()
 
     def interests(self) -> dict[str, frozenset[str]]:
-        """peer -> the topics this node subscribes to at it (`xsc.allocation.subscriptions.interests`), from the
+        """peer -> the topics this node subscribes to at it (`xsc.allocation.core.subscriptions.interests`), from the
         recognition it publishes, the peers' commitments and who subscribed to its receipts or needs."""
         mine_mc = self.book.get(self.me)
         mine = self.recognition()  # what it publishes next (the book's copy may lag a new peer)

@@ -19,7 +19,7 @@ from ..config import NodeConfig, https_url, parse_listen
 from ..errors import ConfigError
 from ..identity import ReplayGuard
 from ..net.tls import server_context
-from ..ui.session import Sessions
+from ..ui.core.session import Sessions
 from ..tasks import woken
 from ..serve import connections
 from . import auth, datadir, peer_auth, problems

@@ -12,7 +12,7 @@ from ..config import NodeConfig
 from ..db import Database
 from ..identity import Identity, ReplayGuard
 from ..serve.listener import TLS_CONTEXT, TLS_SERVED  # noqa: F401 (the node's app keys, defined with their runner)
-from ..ui.session import Sessions
+from ..ui.core.session import Sessions
 from .limits import RateLimiter
 from .metrics import Metrics
 from .middlewares import InFlight
@@ -35,7 +35,7 @@ USER_LIMITS = web.AppKey("user_limits", RateLimiter)  # user API requests with t
 # name -> async () -> a /health check dict;  name -> () -> a JSON-able part of /v1/node/status
 HEALTH_CHECKS = web.AppKey("health_checks", dict)
 STATUS_PARTS = web.AppKey("status_parts", dict)
-UI_SESSIONS = web.AppKey("ui_sessions", Sessions)  # the dashboard's logins (xsc.ui.session, node/http/ui.py)
+UI_SESSIONS = web.AppKey("ui_sessions", Sessions)  # the dashboard's logins (xsc.ui.core.session, node/http/ui.py)
 
 # --- the node's services (xsc/node/services.py: one typed field each) -------------------------------
 NODE = web.AppKey("node", Node)

@@ -11,7 +11,7 @@ import time
 from aiohttp import web
 
 from ..errors import Forbidden, Unauthorized
-from ..ui.session import CSRF_HEADER, origin_ok
+from ..ui.core.session import CSRF_HEADER, origin_ok
 from .appkeys import TOKEN, UI_SESSIONS, USER_LIMITS
 
 PUBLIC_PATHS = frozenset({"/health", "/metrics", "/openapi.json"})

@@ -17,7 +17,7 @@ from functools import partial
 import aiohttp
 
 from ..allocation.service import FORK_BURST, FORK_RATE, AllocationService
-from ..allocation.subscriptions import Subscribers
+from ..allocation.core.subscriptions import Subscribers
 from ..compute.functions import WebFunctions
 from ..compute.hosted_jobs import HostedJobs
 from ..compute.jobs import JobService
@@ -54,7 +54,7 @@ from ..storage.lease_gc import LeaseCollector
 from ..storage.locate import Locator
 from ..storage.scrubber import Scrubber
 from ..storage.strangers import ProviderTerms
-from ..storage.wire import DAMAGE_PATH
+from ..storage.core.wire import DAMAGE_PATH
 from ..tasks import Supervisor, in_pool
 from .limits import RateLimiter
 from .metrics import Metrics

@@ -10,7 +10,7 @@ The pure statistics and challenge rules live in xsc.health; the routes in node/h
 node/http/health.py.
 """
 
-from .descriptors import NodeDescriptor, make_descriptor, newer, newsworthy, parse_descriptor
+from .core.descriptors import NodeDescriptor, make_descriptor, newer, newsworthy, parse_descriptor
 from .probes import HealthService
 from .service import PeerDirectory, PeerService
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping
 from ..db import Database
 from ..errors import NotAdmitted, PeerNotFound, Quarantined
 from ..identity import HEADER_GRID, SignedRequest, check_grid_proof, id_difficulty, parse_public_id, public_id
-from .descriptors import NodeDescriptor, signed_bytes
+from .core.descriptors import NodeDescriptor, signed_bytes
 from .store import PeerStore
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Every `health.probe_interval` seconds (varied by +-probe_jitter of itself, so that nodes started
 together do not probe in lockstep) this node challenges every known peer at once; each answer
-must be signed by the peer's key (xsc.health.challenge).  The statistics are xsc.health.stats."""
+must be signed by the peer's key (xsc.health.core.challenge).  The statistics are xsc.health.core.stats."""
 
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ from ..config import HealthSection
 from ..db import Database
 from ..errors import PeerError
 from ..health import Availability, PeerHistory, availability, reachable_status, record_audit, record_probe
-from ..health.stats import DAY_MS, HOUR_MS, MAX_ERROR, bucket_start, last_probe_ok, probe_due, sparkline
+from ..health.core.stats import DAY_MS, HOUR_MS, MAX_ERROR, bucket_start, last_probe_ok, probe_due, sparkline
 from ..identity import parse_public_id, public_id
 from ..tasks import Pacer, at_most, every, stop
-from .descriptors import NodeDescriptor
+from .core.descriptors import NodeDescriptor
 from .service import PeerDirectory, now_ms
 from .store import PeerStore, PeerWrites
 

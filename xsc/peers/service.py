@@ -18,13 +18,13 @@ from ..config import NodeConfig, split_peer_address
 from ..db import Database
 from ..errors import InvalidArgument, InvalidDescriptor, PeerError, PeerNotFound, PeerRefused
 from ..health import Availability, PeerHistory, availability, check_answer, check_nonce, new_nonce
-from ..health.stats import bucket_start
+from ..health.core.stats import bucket_start
 from ..health import answer as challenge_answer
 from ..identity import Identity, parse_public_id
 from ..net.peer_client import PeerClient, PeerResponse
 from ..tasks import Quota, stop, woken
 from .admission import Admission
-from .descriptors import NodeDescriptor, make_descriptor, newer, newsworthy, parse_descriptor
+from .core.descriptors import NodeDescriptor, make_descriptor, newer, newsworthy, parse_descriptor
 from .store import PeerStore
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .. import codec
-from ..buckets.names import DEFAULT_USER, check_user
+from ..buckets.core.names import DEFAULT_USER, check_user
 from ..errors import NotFound
 
 FILE_NAME = "s3-keys.json"

@@ -22,12 +22,12 @@ from urllib.parse import quote, unquote
 from aiohttp import web
 
 from ..errors import S3Error, XscError
-from ..storage.ranges import content_range, parse_range
+from ..storage.core.ranges import content_range, parse_range
 from ..tasks import woken
-from ..buckets import listing, names
+from ..buckets.core import listing, names
 from ..client.aio import SPLICE, NodeApi
-from . import headers as stored_headers
-from . import routing, sigv4, xml
+from .core import headers as stored_headers
+from .core import routing, sigv4, xml
 from .access import KeyRing
 from .bodies import ObjectBodies
 from .marks import FileMarks

@@ -12,10 +12,10 @@ Public API:
   leases              lease bounds, renewal (never shortens), what a renewal adds, when a file expired
 """
 
-from . import erasure, layout, leases, merkle, placement
-from .capability import Capability
+from .core import erasure, layout, leases, merkle, placement
+from .core.capability import Capability
 from .gateway import Gateway, Holder, PutResult, ShareReport
-from .manifest import MANIFEST_VERSION, Manifest
+from .core.manifest import MANIFEST_VERSION, Manifest
 from .share_store import ShareMeta, ShareStore, Upload
 
 __all__ = ["Capability", "Gateway", "Holder", "MANIFEST_VERSION", "Manifest", "PutResult", "ShareReport", "ShareMeta",

@@ -27,12 +27,13 @@ from concurrent.futures import Executor
 from typing import Any
 
 from ..config import AuditSection
-from ..errors import Forbidden, InvalidArgument, NotFound, PeerError, PeerNotFound, PeerRefused, PeerUnreachable, XscError
+from ..errors import (Forbidden, InvalidArgument, NotFound, PeerError, PeerNotFound, PeerRefused, PeerUnreachable,
+                      XscError)
 from ..tasks import in_pool, periodic
-from .capability import Capability
+from .core.capability import Capability
 from .files import LOCAL
 from .gateway import Gateway
-from .wire import check_audit
+from .core.wire import check_audit
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from .. import keys
 from ..db import Database
 from ..errors import DealRefused, Forbidden, XscError
 from ..identity import parse_public_id, public_id
-from ..ledger.pricing import byte_hours, price_storage
+from ..ledger.core.pricing import byte_hours, price_storage
 from ..tasks import in_pool, periodic
 from .share_store import ShareStore
 

@@ -28,11 +28,12 @@ from ..ledger.service import LedgerService
 from ..market.dealing import Dealing
 from ..market.service import MarketService
 from ..tasks import in_pool
-from . import layout, leases, quotes
-from .capability import Capability
+from . import quotes
+from .core import layout, leases
+from .core.capability import Capability
 from .deals import StorageDeal, StorageDeals
 from .gateway import Gateway
-from .placement import node_failures_survived
+from .core.placement import node_failures_survived
 from .locate import Locator
 from .strangers import ProviderTerms
 

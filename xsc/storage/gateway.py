@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from . import gateway_get, gateway_leases, gateway_put, gateway_repair
-from .capability import Capability
+from .core.capability import Capability
 from .gateway_core import GatewayCore, Replacer
 from .gateway_put import Placer, PutResult, ReadFn
 from .gateway_repair import Relocator, ShareReport

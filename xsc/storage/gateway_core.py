@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 
 from ..errors import IntegrityError, NotEnoughShares, NotFound, PeerError
-from . import erasure, layout
-from .capability import Capability
-from .manifest import Manifest, decode_manifest
-from .merkle import block_hash, root
+from .core import erasure, layout
+from .core.capability import Capability
+from .core.manifest import Manifest, decode_manifest
+from .core.merkle import block_hash, root
 from .remote import Holder, RemoteShareReader, RemoteShareWriter, summarise_refusals
 from .share_store import ShareMeta, ShareStore
 

@@ -8,11 +8,11 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping
 
 from ..errors import RangeNotSatisfiable
-from . import erasure
-from .capability import Capability
-from .crypto import SegmentCipher
+from .core import erasure
+from .core.capability import Capability
+from .core.crypto import SegmentCipher
 from .gateway_core import GatewayCore
-from .manifest import Manifest
+from .core.manifest import Manifest
 from .remote import Holder, RemoteShareReader
 
 

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import IntegrityError, NotFound
-from . import erasure, layout, leases
-from .capability import Capability
+from .core import erasure, layout, leases
+from .core.capability import Capability
 from .gateway_core import GatewayCore
 from .remote import Holder
 

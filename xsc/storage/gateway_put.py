@@ -18,13 +18,13 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import BadRequest
-from . import erasure, layout, leases
-from .capability import Capability
-from .crypto import SegmentCipher, new_key, storage_index
+from .core import erasure, layout, leases
+from .core.capability import Capability
+from .core.crypto import SegmentCipher, new_key, storage_index
 from .gateway_core import GatewayCore, Replacer
-from .manifest import Manifest, ciphertext_hash
-from .merkle import block_hash, root
-from .placement import node_failures_survived, peer_failures_survived
+from .core.manifest import Manifest, ciphertext_hash
+from .core.merkle import block_hash, root
+from .core.placement import node_failures_survived, peer_failures_survived
 from .remote import Holder, RemoteShareWriter, gather_or_raise
 from .share_store import ShareMeta
 

@@ -8,10 +8,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from ..errors import IntegrityError, NotEnoughShares
-from . import erasure, layout
-from .capability import Capability
+from .core import erasure, layout
+from .core.capability import Capability
 from .gateway_core import GatewayCore
-from .merkle import block_hash, root
+from .core.merkle import block_hash, root
 from .remote import Holder, RemoteShareReader, RemoteShareWriter, gather_or_raise
 from .share_store import ShareMeta
 

@@ -4,7 +4,7 @@ An upload stages blocks with the share store (invisible, and deleted on restart,
 publishes the share only once every block has arrived in order, its hashes are the ones the holder
 computed and their root is the manifest's root for that share.  Whatever fails, the upload is aborted:
 nothing stays staged.  The holder cannot check the manifest against the capability (it never sees
-the capability); readers do.  The protocol is storage/wire.py; the routes node/http/shares.py.
+the capability); readers do.  The protocol is storage/core/wire.py; the routes node/http/shares.py.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from typing import Any, Callable
 from ..errors import (Forbidden, InvalidArgument, QuotaExceeded, RangeNotSatisfiable, SegmentOutOfOrder, ShareExists,
                       ShareMismatch, ShareNotFound, UploadIncomplete, UploadNotFound)
 from ..identity import public_id
-from ..ledger.pricing import price_storage
+from ..ledger.core.pricing import price_storage
 from ..tasks import in_pool, periodic
-from . import erasure, layout, leases
+from .core import erasure, layout, leases
 from .deals import HolderTerms
-from .merkle import block_hash, proof, root
+from .core.merkle import block_hash, proof, root
 from .share_store import ShareMeta, ShareStore, Upload
-from .wire import (HEX_HASH, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
-                   commit_limit, json_int, parse_manifest, put_limit, split_blocks)
+from .core.wire import (HEX_HASH, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
+                        commit_limit, json_int, parse_manifest, put_limit, split_blocks)
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Share transfer, client side: one share holder as the uploading (or reading, or auditing) node sees it.
 
-Every call is a signed request addressed to the holder's node id (the protocol: storage/wire.py; the
+Every call is a signed request addressed to the holder's node id (the protocol: storage/core/wire.py; the
 holder's side: storage/holder.py behind node/http/shares.py).  Errors are the peer service's: PeerUnreachable (no answer, a cut answer) and PeerRefused (the
 holder said no; `details["peer_status"]` and `details["peer_code"]` carry its status and problem code),
 including answers that are not what the protocol says.
@@ -12,7 +12,7 @@ import asyncio
 from typing import Any
 
 from ..errors import PeerRefused
-from .wire import AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES, share_path
+from .core.wire import AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES, share_path
 from ..net.peer_client import PeerClient
 
 def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes:

@@ -22,9 +22,9 @@ from typing import Any, Protocol
 from ..errors import InvalidArgument, XscError
 from ..identity import parse_public_id, public_id
 from ..tasks import in_pool
-from . import erasure
+from .core import erasure
 from .share_store import ShareStore
-from .wire import parse_storage_index
+from .core.wire import parse_storage_index
 
 log = logging.getLogger(__name__)
 

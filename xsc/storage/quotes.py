@@ -9,7 +9,7 @@ under its own ask.  A stream of unknown size cannot be matched (its share size i
 kept whole on this node at this node's ask.
 
 With fewer than six providers (this node counted), K shares stay on this node at its own ask and only the
-other M go to the market (storage/placement.py, `home_shares`): a put is never less safe than keeping it at
+other M go to the market (storage/core/placement.py, `home_shares`): a put is never less safe than keeping it at
 home.  If the market places none of them, they stay home too.  `--spread` (or this node in `--avoid`) lets
 the market place all six.
 """
@@ -24,13 +24,13 @@ from decimal import Decimal, InvalidOperation
 
 from ..errors import InvalidArgument, MarketNoDeal, PrepaymentRequired, StorageFull
 from ..identity import parse_public_id
-from ..ledger.pricing import price_storage
+from ..ledger.core.pricing import price_storage
 from ..market.dealing import Dealing
 from ..market.service import MarketService
-from ..market.terms import refusal
-from . import erasure, layout
+from ..market.core.terms import refusal
+from .core import erasure, layout
 from .deals import MAX_PRICE
-from .placement import home_shares
+from .core.placement import home_shares
 from .strangers import ProviderTerms
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from typing import Protocol
 
 from ..errors import PeerError
 from ..tasks import stop
-from . import layout
-from .manifest import Manifest
+from .core import layout
+from .core.manifest import Manifest
 
 log = logging.getLogger(__name__)
 

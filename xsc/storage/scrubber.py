@@ -23,9 +23,9 @@ from ..config import AuditSection
 from ..errors import PeerError, XscError
 from ..identity import public_id
 from ..tasks import Pacer, every, in_pool, stop
-from .merkle import block_hash
+from .core.merkle import block_hash
 from .share_store import ShareMeta, ShareStore
-from .wire import MAX_REPORTED_SEGMENTS
+from .core.wire import MAX_REPORTED_SEGMENTS
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from .. import keys
 from ..db import Database
 from ..errors import NotFound, StorageFull
 from ..units import format_size
-from . import leases
-from .merkle import HASH_BYTES
+from .core import leases
+from .core.merkle import HASH_BYTES
 
 _META_HEADER = struct.Struct(">BBIQQ32s")  # version, share, segments, stored bytes, lease expiry, uploader
 

@@ -1,5 +1,5 @@
 """The gateway's side of dealing with strangers: each provider's terms for this node, and prepayment within the
-user's budget (the rules: xsc/market/terms.py).
+user's budget (the rules: xsc/market/core/terms.py).
 
 `ProviderTerms.settle(costs)` is asked before a put's shares go to the providers the market chose: it answers the
 providers that will not take their part (and how much each is missing), after prepaying those it may within
@@ -22,8 +22,8 @@ from ..config import LedgerSection
 from ..db import Database
 from ..errors import XscError
 from ..identity import parse_public_id
-from ..ledger.model import format_credits
-from ..market.terms import Terms, parse_terms, prepayment
+from ..ledger.core.model import format_credits
+from ..market.core.terms import Terms, parse_terms, prepayment
 
 log = logging.getLogger(__name__)
 

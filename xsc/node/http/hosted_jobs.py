@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...net.jobs import DATA_PATH, JOB_PATH, JOBS_PATH, OUTPUT_PATH, RUN_PATH
-from ...storage.wire import parse_count
+from ...storage.core.wire import parse_count
 from .. import peer_auth
 from ..appkeys import NODE
 from .common import json_body, json_response, query_int, read_body

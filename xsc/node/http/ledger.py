@@ -26,7 +26,7 @@ import asyncio
 from aiohttp import web
 
 from ...errors import InvalidArgument
-from ...ledger.model import ENTRY_FIELDS
+from ...ledger.core.model import ENTRY_FIELDS
 from .. import peer_auth
 from ...storage.strangers import TERMS_PATH
 from ..appkeys import NODE

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ...errors import BadRequest
-from ...buckets import listing
+from ...buckets.core import listing
 from ...buckets.index import S3Index
 from ...tasks import in_pool
 from ..appkeys import CPU_POOL, NODE

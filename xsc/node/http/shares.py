@@ -1,4 +1,4 @@
-"""The peer API of share holders (storage/wire.py is the protocol, storage/holder.py the holder), and the
+"""The peer API of share holders (storage/core/wire.py is the protocol, storage/holder.py the holder), and the
 damage reports holders send to the node that placed a share (storage/audits.py)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from aiohttp import web
 from ...errors import BadRequestSignature, BodyTimeout, PayloadTooLarge, XscError
 from ...storage.holder import MIN_UPLOAD_RATE
 from ...storage.locate import LOCATE_PATH, parse_locate
-from ...storage.wire import DAMAGE_PATH, parse_count, parse_damage_report, parse_share, parse_storage_index
+from ...storage.core.wire import DAMAGE_PATH, parse_count, parse_damage_report, parse_share, parse_storage_index
 from ...tasks import in_pool
 from .. import peer_auth
 from ..appkeys import CPU_POOL, NODE

@@ -8,8 +8,8 @@ import logging
 from aiohttp import web
 
 from ...errors import BadRequest, BodyTimeout, XscError
-from ...storage import Capability, leases, quotes
-from ...storage.ranges import content_range, parse_range
+from ...storage import Capability, quotes
+from ...storage.core import leases, ranges
 from ..appkeys import CONFIG, METRICS, NODE
 from ..auth import check_token
 from ..problems import problem_from_error
@@ -87,13 +87,13 @@ async def list_files(request: web.Request) -> web.Response:
 @routes.get("/v1/store/files/{cap}")
 async def get_file(request: web.Request) -> web.StreamResponse:
     cap = _cap(request)
-    byte_range = parse_range(request.headers.get("Range"), cap.size)  # only the segments it covers are read
+    byte_range = ranges.parse_range(request.headers.get("Range"), cap.size)  # only the segments it covers are read
     size, chunks = await request.app[NODE].storage.open(cap, byte_range)
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes"})
     response.content_length = size
     if byte_range is not None:
         response.set_status(206)
-        response.headers["Content-Range"] = content_range(*byte_range, size)
+        response.headers["Content-Range"] = ranges.content_range(*byte_range, size)
         response.content_length = byte_range[1] - byte_range[0] + 1
     await response.prepare(request)
     metrics = request.app[METRICS]

@@ -1,4 +1,4 @@
-"""The operator's dashboard: its static pages under /ui/ and its login (see xsc.ui.session, docs/dashboard.md).
+"""The operator's dashboard: its static pages under /ui/ and its login (see xsc.ui.core.session, docs/dashboard.md).
 
     POST /v1/ui/login-link    a one-time login link (API token only)
     GET  /ui/login?link=...   turns the link into a session cookie, then redirects to /ui/
@@ -19,7 +19,7 @@ from importlib import resources
 from aiohttp import web
 
 from ...errors import Forbidden, Unauthorized
-from ...ui.session import CSRF_HEADER, SESSION_SECONDS
+from ...ui.core.session import CSRF_HEADER, SESSION_SECONDS
 from ..appkeys import IDENTITY, UI_SESSIONS
 from .common import json_response
 

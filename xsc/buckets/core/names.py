@@ -1,0 +1,64 @@
+"""What S3 accepts as bucket names, keys, part numbers and user metadata.  Pure."""
+
+from __future__ import annotations
+
+import re
+
+from ...errors import InvalidArgument, InvalidBucketName
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IP = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+MAX_KEY_BYTES = 1024
+MAX_PARTS = 10000
+MIN_PART_SIZE = 5 * 1024 * 1024  # every part but the last of a multipart object (S3's rule)
+MAX_METADATA_BYTES = 2048
+MAX_HEADERS_BYTES = 8192  # Cache-Control, Content-Disposition, ... of one object, all together
+DEFAULT_USER = "xsc"  # the user of access keys made without --user, and the owner of buckets made before users
+_USER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+# What XML 1.0 cannot carry (listings echo keys and prefixes): C0 controls but tab, LF and CR, and U+FFFE/U+FFFF.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def check_bucket(name: str) -> str:
+    if not _BUCKET.match(name) or ".." in name or _IP.match(name) or ".-" in name or "-." in name:
+        raise InvalidBucketName(f"{name!r} is not a valid bucket name",
+                                hint="3 to 63 characters: lower-case letters, digits, '-' and '.'")
+    return name
+
+
+def check_user(name: str) -> str:
+    if not isinstance(name, str) or not _USER.match(name):
+        raise InvalidArgument(f"{name!r} is not a user name", hint="1 to 32 characters: a-z, 0-9, '.', '_', '-'")
+    return name
+
+
+def check_key(key: str) -> str:
+    if not key:
+        raise InvalidArgument("an object key cannot be empty")
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise InvalidArgument(f"an object key is at most {MAX_KEY_BYTES} bytes of UTF-8", s3_code="KeyTooLongError")
+    return check_text(key, "an object key")
+
+
+def check_text(text: str, what: str) -> str:
+    """`text` (a key, a prefix, a marker), refused if it holds a character an XML answer could not carry."""
+    bad = _NOT_XML.search(text)
+    if bad is not None:
+        raise InvalidArgument(f"{what} holds the control character U+{ord(bad.group()):04X}, which S3 answers "
+                              "cannot carry", hint="use printable characters (tab, LF and CR are allowed)",
+                              s3_code="InvalidArgument")
+    return text
+
+
+def check_part_number(number: int) -> int:
+    if not 1 <= number <= MAX_PARTS:
+        raise InvalidArgument(f"part numbers go from 1 to {MAX_PARTS}, not {number}")
+    return number
+
+
+def check_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+    if size > MAX_METADATA_BYTES:
+        raise InvalidArgument(f"user metadata is at most {MAX_METADATA_BYTES} bytes, got {size}",
+                              s3_code="MetadataTooLarge")
+    return metadata

@@ -1,0 +1,338 @@
+"""Who gets what: clear every call market, then give each need one capacity slot (or none).
+
+`match_needs` is pure and deterministic: the result depends on its arguments, never on their order.
+
+1. Clearing.  Every (kind, bucket) clears over all asks and bids (xsc.market.core.auction; which
+   markets an ask or bid takes part in: xsc.market.core.orders).  Let p be the clearing price of a
+   need's (kind, bucket).  The need takes part only if its bid >= p; a capacity slot may serve it
+   only if the slot's ask <= p and the slot took part in that market (its window reaches the
+   need's bucket).
+2. Eligibility.  Needs are indivisible (a share cannot be split over nodes): a slot can serve a
+   need when they are compatible (`xsc.allocation.compatible`: kind, window, location, both
+   sides' filters, so the need's `deny` list), the slot's quantity holds all of the need, and the
+   provider's availability is at least the bid's `min_availability` (an unknown availability
+   counts as 0).
+3. Priority of service.  The allocator (`xsc.allocation.compute_allocation`) runs over
+   commitments made of the priced-in asks and bids and the `recognition` weights: every provider
+   divides its slots among the needs of the peers it recognises, tier 1 by mutual recognition,
+   tier 2 one-way.  A need's tier is the best tier of the units it was given (1, 2, or open when
+   none).  Needs are served in order of (tier, bid price high to low, order digest, OWNER/ID).
+4. Choice of slot.  Among the eligible slots with room for all of the need, whose provider holds
+   no other need of the same (recipient, group): the slot the allocator gave this need the most
+   units of, then a provider earlier in the bid's `prefer`, then the lowest ask, then the ask's
+   digest, then (owner, id).  The slot's room shrinks by the need's quantity.
+5. Price.  Every assignment is at p, the uniform price of its (kind, bucket); `cost` is what the
+   need costs at p (`units_cost`: storage over the need's window, compute per fuel).
+
+Every need gets an `Explanation`; the codes, checked in this order for a need left unserved:
+no_compatible_slot (no slot is compatible and large enough, whatever the need's own filters), filtered_out
+(its deny/allow/tag filters or min_availability exclude them all), no_trade (nothing trades in
+its market), below_clearing_price (its bid < p), no_compatible_slot again when every remaining
+slot asks more than p, and capacity_taken (needs served before it, or the other needs of its
+group, took the remaining room).  A served need is `matched`.
+
+Known weakness: the choice is greedy.  A need served early may take the only slot a later need
+could use, and the needs of a group are placed one by one, so a group whose needs differ may be
+placed in part where another order would place it all (the shares of one put are alike, so any
+order places them alike).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal, Mapping, Sequence
+
+from pydantic import ValidationError
+
+from ...allocation.core.compute import compute_allocation
+from ...allocation.core.models import Commitment, SlotFilter
+from ...itc import Stamp
+from ...allocation.core.matching import CapacityIndex, need_rows
+from ...errors import AmbiguousNeed, MarketError, NeedNotFound, from_validation
+from .auction import Clearing, bucket_of, clear_book
+from .models import PRICE_UNITS, Ask, Bid, ask_digest, bid_digest, need_key, units_cost
+from .orders import market_orders
+
+Tier = Literal["mutual", "one-way", "open"]
+_TIERS: dict[int, Tier] = {1: "mutual", 2: "one-way", 3: "open"}
+
+CODES = ("matched", "no_compatible_slot", "below_clearing_price", "filtered_out", "capacity_taken", "no_trade")
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Need `need_id` of `recipient` goes whole into `provider`'s capacity slot `capacity_slot`,
+    at `price` per price unit (the clearing price); `cost` is what it costs at that price."""
+
+    need_id: str
+    recipient: str
+    provider: str
+    capacity_slot: str
+    quantity: int
+    price: int
+    tier: Tier
+    cost: int = 0
+    kind: str = ""
+    bucket: int = 0
+    allocated: bool = False  # placed on a provider whose allocation state gives this need's owner the units
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why need `need_id` of `recipient` got what it got; `code` is one of CODES."""
+
+    need_id: str
+    code: str
+    message: str
+    recipient: str = ""
+    clearing_price: int | None = None
+
+
+@dataclass(frozen=True)
+class MarketResult:
+    """The clearings per (kind, bucket), and per need (named OWNER/ID, see `need_key`) its assignment
+    (matched needs only) and its explanation (every need)."""
+
+    clearings: dict[tuple[str, int], Clearing]
+    assignments: dict[str, Assignment]
+    explanations: dict[str, Explanation]
+    tiers: dict[str, Tier] = field(default_factory=dict)
+
+
+def explain(result: MarketResult, need_id: str) -> Explanation:
+    """The explanation of a need, named OWNER/ID or by its bare id when only one recipient uses it."""
+    found = result.explanations.get(need_id)
+    if found is not None:
+        return found
+    matches = [e for e in result.explanations.values() if e.need_id == need_id]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise AmbiguousNeed(f"{len(matches)} recipients have a need {need_id!r}",
+                            hint="name it as OWNER/ID: " + ", ".join(sorted(need_key(e.recipient, e.need_id)
+                                                                           for e in matches)[:5]))
+    raise NeedNotFound(f"no need {need_id!r} in the market", hint="needs are named by their id or as OWNER/ID")
+
+
+def _accepts(f: SlotFilter, owner: str, tags: tuple[str, ...]) -> bool:
+    if f.allow is not None and owner not in f.allow:
+        return False
+    if owner in f.deny:
+        return False
+    return all(t in tags for t in f.require_tags)
+
+
+def _unique(orders: Sequence[Ask] | Sequence[Bid], side: str) -> None:
+    seen: set[tuple[str, str]] = set()
+    for o in orders:
+        key = (o.slot.owner, o.slot.id)
+        if key in seen:
+            raise MarketError(f"two {side}s of {key[0]!r} share the slot id {key[1]!r}",
+                              hint="slot ids are unique per owner and side")
+        seen.add(key)
+
+
+def _allocator_hints(asks: list[Ask], priced: list[int], bids: list[Bid],
+                     recognition: Mapping[str, Mapping[str, Decimal]],
+                     now_ms: int) -> dict[tuple[str, str], dict[int, tuple[int, int]]]:
+    """(recipient, need id) -> {position in `asks`: (units given, tier)}: what the allocator's tiers
+    1 and 2 would give each need of `bids` from the asks at the positions `priced`, from every
+    provider that recognises someone."""
+    caps: dict[str, list] = {}
+    needs: dict[str, list] = {}
+    for i in priced:
+        caps.setdefault(asks[i].slot.owner, []).append(asks[i].slot)
+    for b in bids:
+        needs.setdefault(b.slot.owner, []).append(b.slot)
+    stamp = Stamp.seed()
+    network: dict[str, Commitment] = {}
+    for p in sorted(set(caps) | set(needs)):
+        try:
+            network[p] = Commitment(participant=p, capacity_slots=tuple(caps.get(p, ())),
+                                    need_slots=tuple(needs.get(p, ())),
+                                    recognition=dict(recognition.get(p, {})), stamp=stamp, timestamp=now_ms)
+        except ValidationError as exc:
+            raise from_validation(exc, MarketError, f"recognition of {p!r}: ",
+                                  hint="recognition weights are decimals >= 0") from None
+    position = {(asks[i].slot.owner, asks[i].slot.id): i for i in priced}
+    out: dict[tuple[str, str], dict[int, tuple[int, int]]] = {}
+    for p in sorted(caps):
+        if not network[p].recognition:
+            continue  # recognises nobody: all its capacity is for the open tier
+        state = compute_allocation(network[p], network, now_ms=now_ms)
+        for s in state.slot_allocations:
+            given = out.setdefault((s.recipient, s.need_slot), {})
+            pos = position[(p, s.capacity_slot)]
+            units, tier = given.get(pos, (0, s.tier))
+            given[pos] = (units + s.quantity, min(tier, s.tier))
+    return out
+
+
+class _OrderedBook:
+    """The book in the fixed order (asks by lowest ask, then digest, then (owner, id): a position is a rank; bids by
+    (owner, id)), each market's clearing, and the asks compatible with each need whatever its own filters (those
+    are looked at apart, to tell "filtered out" from "no compatible slot")."""
+
+    def __init__(self, asks: Sequence[Ask], bids: Sequence[Bid], clearings: dict, *, availability: Mapping[str, Decimal],
+                 bucket_seconds: int, allow_self: bool) -> None:
+        self.asks = sorted(asks, key=lambda a: (a.price, ask_digest(a), a.slot.owner, a.slot.id))
+        self.bids = sorted(bids, key=lambda b: (b.slot.owner, b.slot.id))
+        self.clearings, self.availability = clearings, availability
+        self.bucket_seconds, self.allow_self = bucket_seconds, allow_self
+        self.slots = [a.slot for a in self.asks]
+        self.first_bucket = [bucket_of(s.start, bucket_seconds) for s in self.slots]
+        self.last_bucket = [bucket_of(s.end - 1, bucket_seconds) for s in self.slots]
+        self.owner_of = [s.owner for s in self.slots]
+        open_needs = tuple(b.slot if b.slot.filters.is_empty() else b.slot.model_copy(update={"filters": SlotFilter()})
+                           for b in self.bids)
+        self.compatible_asks: list[list[int]] = [[] for _ in self.bids]
+        for pos, matched in enumerate(CapacityIndex(self.slots).match(need_rows(open_needs))):
+            for i in matched:
+                self.compatible_asks[i].append(pos)  # positions come in increasing order: the fixed order
+
+    def price_of(self, b: Bid) -> int | None:
+        return self.clearings[(b.slot.kind, bucket_of(b.slot.start, self.bucket_seconds))].price
+
+    def priced_bids(self) -> list[Bid]:
+        return [b for b in self.bids if (p := self.price_of(b)) is not None and b.price >= p]
+
+    def priced_asks(self) -> list[int]:
+        """Positions of the asks at or below the clearing price of a market their window takes part in."""
+        return sorted(i for i, a in enumerate(self.asks)
+                      if any(c.price is not None and a.price <= c.price
+                             for (kind, bucket), c in self.clearings.items()
+                             if kind == a.slot.kind and self.first_bucket[i] <= bucket <= self.last_bucket[i]))
+
+    def eligible(self, b: Bid, i: int) -> list[int]:
+        """Positions of the slots that may serve bid b (#i): every rule but room and group."""
+        n = b.slot
+        p = self.price_of(b)
+        bucket = bucket_of(n.start, self.bucket_seconds)
+        f = None if n.filters.is_empty() else n.filters
+        floor = b.min_availability
+        out = []
+        for pos in self.compatible_asks[i]:
+            s = self.slots[pos]
+            if (s.quantity < n.quantity or self.asks[pos].price > p
+                    or not self.first_bucket[pos] <= bucket <= self.last_bucket[pos]
+                    or (f is not None and not _accepts(f, s.owner, s.tags))
+                    or (floor is not None and self.availability.get(s.owner, Decimal(0)) < floor)
+                    or (not self.allow_self and s.owner == n.owner)):
+                continue
+            out.append(pos)
+        return out
+
+
+def _tier_of(hints: dict, b: Bid) -> int:
+    """The best tier of the units the allocator gave this need (3: open, none given)."""
+    given = hints.get((b.slot.owner, b.slot.id))
+    return min((t for units, t in given.values() if units), default=3) if given else 3
+
+
+def _assign(book: _OrderedBook, served: list[Bid], hints: dict) -> dict[str, Assignment]:
+    """Each need in order of service gets the first eligible slot with room that no need of its group holds."""
+    bid_index = {id(b): i for i, b in enumerate(book.bids)}
+    room = [s.quantity for s in book.slots]
+    owner_of, slots = book.owner_of, book.slots
+    group_used: dict[tuple[str, str], set[str]] = {}
+    assignments: dict[str, Assignment] = {}
+    for b in served:
+        n = b.slot
+        candidates = book.eligible(b, bid_index[id(b)])
+        given = hints.get((n.owner, n.id))
+        if given or b.prefer:
+            rank = {p: r for r, p in enumerate(b.prefer)}
+            far = len(rank)
+            candidates.sort(key=lambda pos: (-(given or {}).get(pos, (0, 3))[0], rank.get(owner_of[pos], far), pos))
+        used = group_used.get((n.owner, b.group)) if b.group is not None else None
+        for pos in candidates:
+            if room[pos] < n.quantity or (used is not None and owner_of[pos] in used):
+                continue
+            room[pos] -= n.quantity
+            if b.group is not None:
+                group_used.setdefault((n.owner, b.group), set()).add(owner_of[pos])
+            units, tier = (given or {}).get(pos, (0, 3))
+            p = book.price_of(b)
+            assignments[need_key(n.owner, n.id)] = Assignment(
+                need_id=n.id, recipient=n.owner, provider=owner_of[pos], capacity_slot=slots[pos].id,
+                quantity=n.quantity, price=p, tier=_TIERS[tier if units else 3],
+                cost=units_cost(n.kind, n.quantity, n.end - n.start, p), kind=n.kind,
+                bucket=bucket_of(n.start, book.bucket_seconds))
+            break
+    return assignments
+
+
+def match_needs(asks: Sequence[Ask], bids: Sequence[Bid], *, recognition: Mapping[str, Mapping[str, Decimal]],
+                availability: Mapping[str, Decimal], bucket_seconds: int, now_ms: int,
+                allow_self: bool = True) -> MarketResult:
+    """Clear the markets and give needs whole capacity slots (see the module docstring).
+
+    `recognition`: participant -> its raw weights of others; `availability`: provider -> its
+    availability in [0, 1] (from health); `allow_self`: may a need be served by its owner's own
+    capacity (open tier only: the allocator never gives to oneself)?"""
+    _unique(asks, "ask")
+    _unique(bids, "bid")
+    clearings = clear_book(market_orders(asks, bids, bucket_seconds))
+    book = _OrderedBook(asks, bids, clearings, availability=availability, bucket_seconds=bucket_seconds,
+                        allow_self=allow_self)
+    priced_bids = book.priced_bids()
+    hints = _allocator_hints(book.asks, book.priced_asks(), priced_bids, recognition, now_ms)
+    tier_at = {need_key(b.slot.owner, b.slot.id): _tier_of(hints, b) for b in book.bids}
+    served = sorted(priced_bids, key=lambda b: (tier_at[need_key(b.slot.owner, b.slot.id)], -b.price,
+                                                bid_digest(b), b.slot.owner, b.slot.id))
+    assignments = _assign(book, served, hints)
+    explanations = {}
+    for i, b in enumerate(book.bids):
+        key = need_key(b.slot.owner, b.slot.id)
+        explanations[key] = _explain(b, i, assignments.get(key), book.asks, book.slots, book.compatible_asks[i],
+                                     book.price_of(b), book.eligible, availability, allow_self, bucket_seconds)
+    return MarketResult(clearings=clearings, assignments=dict(sorted(assignments.items())),
+                        explanations=explanations, tiers={k: _TIERS[t] for k, t in sorted(tier_at.items())})
+
+
+def _explain(b: Bid, i: int, a: Assignment | None, asks: list[Ask], slots: list, compatible: list[int],
+             price: int | None, eligible, availability: Mapping[str, Decimal], allow_self: bool,
+             bucket_seconds: int) -> Explanation:
+    n = b.slot
+    unit = PRICE_UNITS[n.kind]
+    bucket = bucket_of(n.start, bucket_seconds)
+
+    def out(code: str, message: str) -> Explanation:
+        return Explanation(need_id=n.id, code=code, message=message, recipient=n.owner, clearing_price=price)
+
+    if a is not None:
+        return out("matched", f"matched to {a.provider} (slot {a.capacity_slot}) at {a.price} per {unit}, "
+                              f"{a.tier} tier, cost {a.cost}")
+    large = [pos for pos in compatible if slots[pos].quantity >= n.quantity]
+    if not large:
+        if compatible:
+            biggest = max(slots[pos].quantity for pos in compatible)
+            return out("no_compatible_slot", f"no compatible slot holds all {n.quantity} units (the largest holds "
+                                             f"{biggest}); a need is never split over providers")
+        return out("no_compatible_slot", f"no {n.kind} capacity slot overlaps [{n.start}, {n.end}) at a location "
+                                         f"and with filters that fit")
+    f = n.filters
+    kept = [pos for pos in large if _accepts(f, slots[pos].owner, slots[pos].tags)
+            and (b.min_availability is None or availability.get(slots[pos].owner, Decimal(0)) >= b.min_availability)
+            and (allow_self or slots[pos].owner != n.owner)]
+    if not kept:
+        why = []
+        if f.allow is not None or f.deny or f.require_tags:
+            why.append("its allow/deny/tag filters")
+        if b.min_availability is not None:
+            why.append(f"min availability {b.min_availability}")
+        if not allow_self:
+            why.append("its own capacity is not used")
+        return out("filtered_out", f"all {len(large)} compatible slots are excluded by " + " and ".join(why or ["filters"]))
+    if price is None:
+        return out("no_trade", f"nothing traded in the {n.kind} market of bucket {bucket}: no bid met an ask")
+    if b.price < price:
+        return out("below_clearing_price", f"the bid {b.price} per {unit} is below the clearing price {price} "
+                                           f"of the {n.kind} market of bucket {bucket}")
+    if not eligible(b, i):
+        return out("no_compatible_slot", f"the {len(kept)} compatible slots ask more than the clearing price {price} "
+                                         f"per {unit} (or did not take part in bucket {bucket})")
+    group = f" or hold another need of group {b.group!r}" if b.group is not None else ""
+    return out("capacity_taken", f"the compatible slots at or below {price} per {unit} were taken by needs served "
+                                 f"before this one (higher tier or higher bid){group}")

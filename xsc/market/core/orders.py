@@ -1,0 +1,122 @@
+"""Asks and bids as auction orders: which call market (kind, bucket) each one takes part in.
+
+- A bid takes part in the market of the bucket its window starts in: one need, bought once.
+- An ask takes part in the market of the bucket its window starts in (so the book always shows
+  it) and in every other bucket its window overlaps in which there is at least one bid of its
+  kind.  A provider's capacity slot spans many buckets (free bytes for the coming weeks), while
+  needs start now: counting the slot only where it starts would leave later needs without asks.
+  The same capacity may so be offered in several buckets at once; what is actually given is
+  bounded by the slot's quantity when needs are matched (xsc.market.core.matching), not here.
+- What an ask offers in a market with bids is what it adds to covering that market's needs,
+  walking the asks from the lowest (price, digest, owner, id).  Needs are indivisible and one
+  provider holds at most one need of a group (the six shares of a put go to six providers), so
+  an ask counts, for each group that still needs a provider and that it has not been counted
+  for, the group's largest need (if it fits), then as much of the needs outside groups as are
+  still uncovered.  Once cheaper asks cover every need, a further ask offers what one provider
+  could deliver (each group's largest need plus all needs outside groups): it competes with
+  the cheaper ones, so the clearing range stays bounded by the next ask.  Without this, one
+  large cheap slot would count as supply for every share of a put, set the price at its own
+  ask, price every other provider out, and leave the put with one provider for six shares.
+  (Locations and filters are not looked at here; matching checks them.)
+  In a market without bids (an ask's start bucket, listed so the book shows it) the ask offers
+  its whole quantity.
+
+Order ids are `ask/OWNER/SLOT` and `bid/OWNER/SLOT` (slot ids are unique per owner and side).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from typing import Iterable
+
+from .auction import Order, bucket_of
+from .models import Ask, Bid, ask_digest, bid_digest
+
+
+def bid_order(bid: Bid, bucket_seconds: int) -> Order:
+    s = bid.slot
+    return Order(f"bid/{s.owner}/{s.id}", s.owner, "bid", s.kind, bucket_of(s.start, bucket_seconds), s.quantity,
+                 bid.price, bid_digest(bid))
+
+
+def ask_buckets(ask: Ask, bucket_seconds: int, bid_buckets: dict[str, list[int]]) -> list[int]:
+    """The buckets an ask takes part in, given the sorted buckets that hold bids, per kind."""
+    s = ask.slot
+    first = bucket_of(s.start, bucket_seconds)
+    last = bucket_of(s.end - 1, bucket_seconds)
+    held = bid_buckets.get(s.kind, ())
+    found = held[bisect_left(held, first):bisect_right(held, last)]
+    return found if found and found[0] == first else [first, *found]
+
+
+class _Coverage:
+    """What the bids of one market still need from providers not yet counted, walking asks from the
+    lowest: the needs outside groups (bytes or fuel, split freely), and per group (recipient, group)
+    how many more distinct providers it needs and the size of its largest need."""
+
+    def __init__(self) -> None:
+        self.loose = 0
+        self.groups: dict[tuple[str, str], list[int]] = {}  # -> [providers still needed, largest need]
+        self.counted: dict[str, set] = {}  # provider -> the groups it is already counted for
+
+    def add(self, b: Bid) -> None:
+        if b.group is None:
+            self.loose += b.slot.quantity
+        else:
+            g = self.groups.setdefault((b.slot.owner, b.group), [0, 0])
+            g[0] += 1
+            g[1] = max(g[1], b.slot.quantity)
+
+    def potential(self) -> int:
+        """The most one provider could deliver here: each group's largest need, plus the loose needs."""
+        return self.loose_total + sum(g[1] for g in self.groups.values())
+
+    def freeze(self) -> None:
+        self.loose_total = self.loose
+        self.open_groups = sorted(self.groups)
+
+    def take(self, owner: str, quantity: int) -> int:
+        """Count `quantity` units of `owner` against what is still needed; return how many count."""
+        counted = self.counted.setdefault(owner, set())
+        took = 0
+        still_open = []
+        for key in self.open_groups:
+            need = self.groups[key]
+            if key not in counted and need[1] <= quantity - took:
+                took += need[1]
+                need[0] -= 1
+                counted.add(key)
+            if need[0] > 0:
+                still_open.append(key)
+        self.open_groups = still_open
+        loose = min(quantity - took, self.loose)
+        self.loose -= loose
+        took += loose
+        if took == 0 and not self.open_groups and not self.loose:
+            # Everything is covered by cheaper asks: this one still competes with them (it could
+            # replace any of them), so it offers what one provider could deliver.
+            return min(quantity, self.potential())
+        return took
+
+
+def market_orders(asks: Iterable[Ask], bids: Iterable[Bid], bucket_seconds: int) -> list[Order]:
+    """Every bid and ask as the Orders of the call markets it takes part in (see the module docstring)."""
+    bids = list(bids)
+    out = [bid_order(b, bucket_seconds) for b in bids]
+    coverage: dict[tuple[str, int], _Coverage] = {}
+    for b, o in zip(bids, out):
+        coverage.setdefault((o.kind, o.bucket), _Coverage()).add(b)
+    for c in coverage.values():
+        c.freeze()
+    by_kind: dict[str, set[int]] = {}
+    for o in out:
+        by_kind.setdefault(o.kind, set()).add(o.bucket)
+    bid_buckets = {kind: sorted(b) for kind, b in by_kind.items()}
+    for a in sorted(asks, key=lambda a: (a.price, ask_digest(a), a.slot.owner, a.slot.id)):
+        s = a.slot
+        oid, digest = f"ask/{s.owner}/{s.id}", ask_digest(a)
+        for b in ask_buckets(a, bucket_seconds, bid_buckets):
+            c = coverage.get((s.kind, b))
+            quantity = s.quantity if c is None else c.take(s.owner, s.quantity)
+            out.append(Order(oid, s.owner, "ask", s.kind, b, quantity, a.price, digest))
+    return out

@@ -1,0 +1,89 @@
+"""What a capacity slot can really sell to the needs present, given that a group's needs go to distinct
+providers (pure).
+
+The shares of one put are a group: at most one per provider while there are enough providers.
+Offered as is, a provider with plenty of room would supply a whole group on its own, the clearing
+price would fall to the cheapest ask, and only the cheapest provider would be left to serve six
+needs that must go to six nodes.  So, before clearing:
+
+- a group g of n_g needs whose bids P_g distinct providers can serve (a compatible slot with room
+  for the need, at an ask <= the bid) takes at most ceil(n_g / P_g) needs from any one provider:
+  `spread_groups` splits it into sub-groups of at most P_g needs, each placed on distinct
+  providers (so with fewer providers than needs, the needs spread as evenly as possible);
+- a slot's quantity is capped at its *effective supply*: for each group it can serve,
+  ceil(n_g / P_g) x the group's largest need, plus every ungrouped need it can serve
+  (`cap_supply`); a slot that can serve none of the needs present does not take part, unless it
+  asks more than every bid (then it stays, trades nothing, and the explanation is about price) or
+  only the needs' own filters keep it out (it stays, and the explanation says they filtered it out).
+  The cap changes no slot's room for any single need, only what the auction counts.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Sequence
+
+from ...allocation.core.matching import compatible
+from ...allocation.core.models import SlotFilter
+from .models import Ask, Bid
+
+
+def _servable(ask: Ask, bid: Bid) -> bool:
+    return ask.price <= bid.price and ask.slot.quantity >= bid.slot.quantity and compatible(ask.slot, bid.slot)
+
+
+def _groups(bids: Sequence[Bid]) -> dict[tuple[str, str], list[Bid]]:
+    groups: dict[tuple[str, str], list[Bid]] = defaultdict(list)
+    for b in bids:
+        if b.group is not None:
+            groups[(b.slot.owner, b.group)].append(b)
+    return groups
+
+
+def _providers(asks: Sequence[Ask], members: list[Bid]) -> int:
+    return len({a.slot.owner for a in asks for b in members if _servable(a, b)})
+
+
+def spread_groups(asks: Sequence[Ask], bids: Sequence[Bid]) -> list[Bid]:
+    """`bids` with each group too large for the providers that can serve it split into sub-groups
+    (`group#0`, `group#1`, ...) of at most as many needs as there are such providers."""
+    out: list[Bid] = [b for b in bids if b.group is None]
+    for (_, group), members in sorted(_groups(bids).items()):
+        providers = _providers(asks, members)
+        if providers == 0 or providers >= len(members):
+            out.extend(members)
+            continue
+        ordered = sorted(members, key=lambda b: b.slot.id)
+        out.extend(b.model_copy(update={"group": f"{group}#{i // providers}"}) for i, b in enumerate(ordered))
+    return out
+
+
+def cap_supply(asks: Sequence[Ask], bids: Sequence[Bid]) -> list[Ask]:
+    """`asks` with each slot's quantity capped at what it can sell to `bids` (see the module docstring)."""
+    groups = _groups(bids)
+    sizes = {key: (len(m), _providers(asks, m)) for key, m in groups.items()}
+    # The same needs without their own filters: a slot a need's filters exclude still takes part, so that
+    # the need is explained as filtered out rather than as finding no slot.
+    unfiltered = [b.model_copy(update={"slot": b.slot.model_copy(update={"filters": SlotFilter()})})
+                  if not b.slot.filters.is_empty() else b for b in bids]
+    out = []
+    for a in asks:
+        supply = _supply(a, bids, groups, sizes) or _supply(a, unfiltered, _groups(unfiltered), sizes)
+        if supply == 0:
+            if bids and all(a.price > b.price for b in bids):
+                out.append(a)  # too dear for every bid: it takes part, trades nothing, and explains why
+            continue  # otherwise it could sell nothing here: it does not take part
+        if supply < a.slot.quantity:
+            a = a.model_copy(update={"slot": a.slot.model_copy(update={"quantity": supply})})
+        out.append(a)
+    return out
+
+
+def _supply(a: Ask, bids: Sequence[Bid], groups: dict, sizes: dict) -> int:
+    supply = sum(b.slot.quantity for b in bids if b.group is None and _servable(a, b))
+    for key, members in groups.items():
+        served = [b.slot.quantity for b in members if _servable(a, b)]
+        if served:
+            n, providers = sizes[key]
+            supply += -(-n // max(providers, 1)) * max(served)
+    return supply

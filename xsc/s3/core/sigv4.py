@@ -1,0 +1,354 @@
+"""AWS Signature Version 4 as S3 checks it: the header form, the presigned-query form, and signed chunks.
+
+Pure: nothing here does I/O or reads the clock (callers pass `now`).  The server rebuilds the canonical
+request from what the client sent, derives the signing key from the secret of the access key named in
+the credential, and compares signatures in constant time.  Refusals raise `S3Error` with the code and
+status S3 itself answers (AccessDenied, SignatureDoesNotMatch, InvalidAccessKeyId, ...).
+
+References: "Authenticating Requests (AWS Signature Version 4)" and "Signature Calculations for the
+Authorization Header: Transferring Payload in Multiple Chunks" in the Amazon S3 API reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Iterable, Mapping
+from urllib.parse import quote, unquote, unquote_plus
+
+from ...errors import S3Error
+from .headers import text_of
+
+ALGORITHM = "AWS4-HMAC-SHA256"
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+STREAMING_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+MAX_SKEW = 15 * 60  # seconds a signed request's date may differ from the server's clock
+MAX_PRESIGNED_EXPIRY = 7 * 24 * 3600
+AMZ_DATE = "%Y%m%dT%H%M%SZ"
+
+SecretOf = Callable[[str], "str | None"]
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """What was signed: the method, the raw path and query string as sent, and the headers (any case)."""
+
+    method: str
+    raw_path: str
+    raw_query: str
+    headers: Mapping[str, str]
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == name:
+                return value
+        return None
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A request whose signature checked out."""
+
+    access_key: str
+    payload_hash: str  # a hex SHA-256 the body must match, or UNSIGNED_PAYLOAD, or a STREAMING_* mode
+    signing_key: bytes
+    amz_date: str
+    scope: str
+    signature: str  # the seed signature of a chunked upload
+    presigned: bool = False
+
+
+def _hmac(key: bytes, text: str) -> bytes:
+    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+
+
+def signing_key(secret: str, date: str, region: str, service: str = "s3") -> bytes:
+    k = _hmac(("AWS4" + secret).encode(), date)
+    k = _hmac(k, region)
+    k = _hmac(k, service)
+    return _hmac(k, "aws4_request")
+
+
+def uri_encode(text: str, *, keep_slash: bool = False) -> str:
+    """RFC 3986 encoding as SigV4 spells it: unreserved characters kept, the rest %XX (upper case)."""
+    return quote(text, safe="-_.~/" if keep_slash else "-_.~")
+
+
+def parse_query(raw_query: str) -> list[tuple[str, str]]:
+    """The query string's (name, value) pairs, percent-decoded ('+' is a space, as S3 reads it; a plus is %2B)."""
+    pairs = []
+    for part in raw_query.split("&") if raw_query else []:
+        if not part:
+            continue
+        name, _, value = part.partition("=")
+        pairs.append((unquote_plus(name), unquote_plus(value)))
+    return pairs
+
+
+def canonical_query(pairs: Iterable[tuple[str, str]], *, drop: str | None = None) -> str:
+    encoded = sorted((uri_encode(n), uri_encode(v)) for n, v in pairs if n != drop)
+    return "&".join(f"{n}={v}" for n, v in encoded)
+
+
+def canonical_headers(request: SignedRequest, signed: list[str]) -> str:
+    lines = []
+    for name in signed:
+        values = [" ".join(text_of(v).split()) for k, v in request.headers.items() if k.lower() == name]
+        if not values:
+            raise S3Error(f"the signed header {name!r} is not in the request", s3_code="SignatureDoesNotMatch")
+        lines.append(f"{name}:{','.join(values)}\n")
+    return "".join(lines)
+
+
+def canonical_request(request: SignedRequest, signed: list[str], payload_hash: str,
+                      *, drop_query: str | None = None) -> str:
+    path = uri_encode(unquote(request.raw_path) or "/", keep_slash=True)
+    return "\n".join([request.method.upper(), path, canonical_query(parse_query(request.raw_query), drop=drop_query),
+                      canonical_headers(request, signed), ";".join(signed), payload_hash])
+
+
+def string_to_sign(amz_date: str, scope: str, canonical: str) -> str:
+    return "\n".join([ALGORITHM, amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+
+
+def sign(key: bytes, text: str) -> str:
+    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+
+
+def _parse_time(amz_date: str) -> datetime:
+    try:
+        return datetime.strptime(amz_date, AMZ_DATE).replace(tzinfo=timezone.utc)
+    except ValueError:
+        raise S3Error(f"X-Amz-Date {amz_date!r} is not a date like 20240101T000000Z",
+                      s3_code="AccessDenied") from None
+
+
+def _credential(value: str) -> tuple[str, str, str, str]:
+    """access key, date, region, service of `AK/20240101/us-east-1/s3/aws4_request`."""
+    parts = value.split("/")
+    if len(parts) != 5 or parts[4] != "aws4_request" or not parts[0]:
+        raise S3Error(f"malformed credential {value!r}: expected ACCESS_KEY/DATE/REGION/s3/aws4_request",
+                      s3_code="AuthorizationHeaderMalformed", status=400)
+    if parts[3] != "s3":
+        raise S3Error(f"the credential is for service {parts[3]!r}, not s3",
+                      s3_code="AuthorizationHeaderMalformed", status=400)
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def _secret(secret_of: SecretOf, access_key: str) -> str:
+    secret = secret_of(access_key)
+    if secret is None:
+        raise S3Error("the access key does not exist here", s3_code="InvalidAccessKeyId",
+                      hint="create one with `xsc s3 keys create`")
+    return secret
+
+
+def parse_authorization(header: str) -> tuple[str, list[str], str]:
+    """credential, signed headers, signature of an `AWS4-HMAC-SHA256 Credential=..., ...` header."""
+    algorithm, _, rest = header.strip().partition(" ")
+    if algorithm != ALGORITHM:
+        raise S3Error(f"unsupported authorization {algorithm!r}: sign with AWS Signature Version 4",
+                      s3_code="InvalidRequest" if algorithm == "AWS" else "AuthorizationHeaderMalformed", status=400)
+    fields = {}
+    for item in rest.split(","):
+        name, _, value = item.strip().partition("=")
+        fields[name] = value
+    try:
+        return fields["Credential"], [h for h in fields["SignedHeaders"].split(";") if h], fields["Signature"]
+    except KeyError as missing:
+        raise S3Error(f"the Authorization header has no {missing.args[0]}",
+                      s3_code="AuthorizationHeaderMalformed", status=400) from None
+
+
+def verify(request: SignedRequest, secret_of: SecretOf, now: float) -> Verified:
+    """Check a request's signature (header or presigned query form); return what it proves."""
+    header = request.header("authorization")
+    query = dict(parse_query(request.raw_query))
+    if header is not None:
+        return _verify_header(request, header, secret_of, now)
+    if "X-Amz-Signature" in query or "X-Amz-Credential" in query:
+        return _verify_presigned(request, query, secret_of, now)
+    if "Signature" in query and "AWSAccessKeyId" in query:
+        raise S3Error("signature version 2 is not supported: sign with AWS Signature Version 4",
+                      s3_code="AccessDenied")
+    raise S3Error("anonymous access is not allowed: sign the request with an access key",
+                  s3_code="AccessDenied", hint="create one with `xsc s3 keys create`")
+
+
+def _verify_header(request: SignedRequest, header: str, secret_of: SecretOf, now: float) -> Verified:
+    credential, signed, signature = parse_authorization(header)
+    access_key, date, region, service = _credential(credential)
+    amz_date = request.header("x-amz-date")
+    if amz_date is None:
+        raise S3Error("a signed request needs an X-Amz-Date header", s3_code="AccessDenied")
+    when = _parse_time(amz_date)
+    if not amz_date.startswith(date):
+        raise S3Error("the credential's date is not the request's date", s3_code="SignatureDoesNotMatch")
+    if abs(when.timestamp() - now) > MAX_SKEW:
+        raise S3Error("the difference between the request time and the server's time is too large",
+                      s3_code="RequestTimeTooSkewed")
+    if "host" not in signed:
+        raise S3Error("the Host header must be signed", s3_code="SignatureDoesNotMatch")
+    payload = request.header("x-amz-content-sha256")
+    if payload is None:
+        raise S3Error("a signed request needs an x-amz-content-sha256 header", s3_code="InvalidRequest", status=400)
+    secret = _secret(secret_of, access_key)
+    key = signing_key(secret, date, region, service)
+    scope = f"{date}/{region}/{service}/aws4_request"
+    expected = sign(key, string_to_sign(amz_date, scope, canonical_request(request, signed, payload)))
+    if not hmac.compare_digest(expected, signature):
+        raise S3Error("the request signature we calculated does not match the signature you provided; "
+                      "check your key and signing method", s3_code="SignatureDoesNotMatch")
+    return Verified(access_key, payload, key, amz_date, scope, signature)
+
+
+def _verify_presigned(request: SignedRequest, query: dict[str, str], secret_of: SecretOf, now: float) -> Verified:
+    for name in ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders",
+                 "X-Amz-Signature"):
+        if name not in query:
+            raise S3Error(f"the presigned URL has no {name}", s3_code="AuthorizationQueryParametersError",
+                          status=400)
+    if query["X-Amz-Algorithm"] != ALGORITHM:
+        raise S3Error(f"unsupported X-Amz-Algorithm {query['X-Amz-Algorithm']!r}",
+                      s3_code="AuthorizationQueryParametersError", status=400)
+    access_key, date, region, service = _credential(query["X-Amz-Credential"])
+    amz_date = query["X-Amz-Date"]
+    when = _parse_time(amz_date).timestamp()
+    try:
+        expires = int(query["X-Amz-Expires"])
+    except ValueError:
+        expires = -1
+    if not 1 <= expires <= MAX_PRESIGNED_EXPIRY:
+        raise S3Error(f"X-Amz-Expires must be 1 to {MAX_PRESIGNED_EXPIRY} seconds",
+                      s3_code="AuthorizationQueryParametersError", status=400)
+    if now > when + expires:
+        raise S3Error("request has expired", s3_code="AccessDenied", hint="presign the URL again")
+    if when - now > MAX_SKEW:
+        raise S3Error("request is not valid yet", s3_code="AccessDenied")
+    signed = [h for h in query["X-Amz-SignedHeaders"].split(";") if h]
+    if "host" not in signed:
+        raise S3Error("the Host header must be signed", s3_code="SignatureDoesNotMatch")
+    secret = _secret(secret_of, access_key)
+    key = signing_key(secret, date, region, service)
+    scope = f"{date}/{region}/{service}/aws4_request"
+    payload = query.get("X-Amz-Content-Sha256", UNSIGNED_PAYLOAD)
+    canonical = canonical_request(request, signed, payload, drop_query="X-Amz-Signature")
+    expected = sign(key, string_to_sign(amz_date, scope, canonical))
+    if not hmac.compare_digest(expected, query["X-Amz-Signature"]):
+        raise S3Error("the request signature we calculated does not match the signature you provided; "
+                      "check your key and signing method", s3_code="SignatureDoesNotMatch")
+    return Verified(access_key, payload, key, amz_date, scope, query["X-Amz-Signature"], presigned=True)
+
+
+def chunk_signature(verified: Verified, previous: str, chunk_sha256: str) -> str:
+    text = "\n".join(["AWS4-HMAC-SHA256-PAYLOAD", verified.amz_date, verified.scope, previous, EMPTY_SHA256,
+                      chunk_sha256])
+    return sign(verified.signing_key, text)
+
+
+class ChunkDecoder:
+    """Decodes an `aws-chunked` body (`size;chunk-signature=SIG\\r\\nDATA\\r\\n ... 0;...\\r\\n[trailers]\\r\\n`).
+
+    Feed it bytes as they arrive; it returns the payload bytes decoded so far.  With a `verified` request
+    in STREAMING_PAYLOAD mode each chunk's signature is checked against the chain that starts at the seed
+    signature; a bad one raises SignatureDoesNotMatch before its bytes are returned.  Buffers at most one
+    chunk header and the data of the chunk being read."""
+
+    MAX_HEADER = 4096
+    MAX_CHUNK = 16 * 1024 * 1024  # a chunk's declared size, at most: its data is buffered until its signature checks
+
+    def __init__(self, verified: Verified | None) -> None:
+        self.verified = verified if verified is not None and verified.payload_hash == STREAMING_PAYLOAD else None
+        self.previous = verified.signature if verified is not None else ""
+        self._buffer = bytearray()
+        self._want = None  # bytes of data left in the current chunk, or None between chunks
+        self._signature = ""
+        self._hash = hashlib.sha256()
+        self._data = bytearray()
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        self._buffer += data
+        out = bytearray()
+        while not self.done:
+            if self._want is None:
+                end = self._buffer.find(b"\r\n")
+                if end < 0:
+                    if len(self._buffer) > self.MAX_HEADER:
+                        raise S3Error("malformed aws-chunked body", s3_code="IncompleteBody", status=400)
+                    break
+                line = bytes(self._buffer[:end]).decode("latin-1")
+                del self._buffer[:end + 2]
+                size_text, _, extension = line.partition(";")
+                try:
+                    self._want = int(size_text, 16)
+                except ValueError:
+                    raise S3Error("malformed aws-chunked body", s3_code="IncompleteBody", status=400) from None
+                if self._want > self.MAX_CHUNK:  # refused from its header, before any of its data is buffered
+                    raise S3Error(f"an aws-chunked chunk of {self._want} bytes; at most {self.MAX_CHUNK} are taken",
+                                  s3_code="InvalidArgument", status=400)
+                self._signature = extension.partition("chunk-signature=")[2].strip()
+                self._hash = hashlib.sha256()
+                if self.verified is not None and not self._signature:
+                    raise S3Error("a signed chunk has no signature", s3_code="SignatureDoesNotMatch")
+                if self._want == 0:
+                    self._check()
+                    self.done = True  # trailers (if any) follow; they are not needed
+                    break
+            take = min(self._want, len(self._buffer))
+            if take == 0 and self._want > 0:
+                break
+            piece = bytes(self._buffer[:take])
+            del self._buffer[:take]
+            self._want -= take
+            if self.verified is not None:
+                self._hash.update(piece)
+                self._data += piece
+            else:
+                out += piece
+            if self._want == 0:
+                if len(self._buffer) < 2:
+                    self._want = 0
+                    # wait for the CRLF that ends the chunk
+                    if not self._buffer:
+                        break
+                if self._buffer[:2] != b"\r\n":
+                    if len(self._buffer) < 2:
+                        break
+                    raise S3Error("malformed aws-chunked body", s3_code="IncompleteBody", status=400)
+                del self._buffer[:2]
+                self._check()
+                out += self._data
+                self._data = bytearray()
+                self._want = None
+        return bytes(out)
+
+    def _check(self) -> None:
+        if self.verified is None:
+            return
+        expected = chunk_signature(self.verified, self.previous, self._hash.hexdigest())
+        if not hmac.compare_digest(expected, self._signature):
+            raise S3Error("a chunk's signature does not match", s3_code="SignatureDoesNotMatch")
+        self.previous = self._signature
+
+
+def sign_headers(method: str, raw_path: str, raw_query: str, host: str, headers: Mapping[str, str],
+                 access_key: str, secret: str, now: float, *, region: str = "us-east-1",
+                 payload_hash: str = UNSIGNED_PAYLOAD) -> dict[str, str]:
+    """The client side: `headers` plus Host, X-Amz-Date, x-amz-content-sha256 and an Authorization that
+    signs them all (for tools and tests that speak raw HTTP, e.g. a streaming upload)."""
+    when = datetime.fromtimestamp(now, timezone.utc)
+    amz_date, date = when.strftime(AMZ_DATE), when.strftime("%Y%m%d")
+    signed_headers = {**headers, "Host": host, "x-amz-date": amz_date, "x-amz-content-sha256": payload_hash}
+    names = sorted({h.lower() for h in signed_headers})
+    scope = f"{date}/{region}/s3/aws4_request"
+    canonical = canonical_request(SignedRequest(method, raw_path, raw_query, signed_headers), names, payload_hash)
+    signature = sign(signing_key(secret, date, region), string_to_sign(amz_date, scope, canonical))
+    signed_headers["Authorization"] = (f"{ALGORITHM} Credential={access_key}/{scope}, "
+                                       f"SignedHeaders={';'.join(names)}, Signature={signature}")
+    return signed_headers

@@ -1,0 +1,283 @@
+"""S3's XML: the answers the front sends, the two request bodies it reads, and its error bodies.
+
+Pure.  Answers are built as text (escaped), which is both simple and fast for listings of thousands of
+keys; request bodies (CompleteMultipartUpload, Delete) are parsed with a size bound and no DTDs.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+from email.utils import formatdate
+from typing import Iterable
+from xml.sax.saxutils import escape
+
+from ...errors import S3Error, XscError
+
+NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n'
+MAX_BODY = 2 * 1024 * 1024  # a Delete of 1000 keys or a Complete of 10000 parts fits well within
+
+# XSC error code (xsc/errors.py) -> S3 code and status.
+S3_CODES: dict[str, tuple[str, int]] = {
+    "no-such-bucket": ("NoSuchBucket", 404),
+    "no-such-key": ("NoSuchKey", 404),
+    "no-such-upload": ("NoSuchUpload", 404),
+    "bucket-not-empty": ("BucketNotEmpty", 409),
+    "bucket-exists": ("BucketAlreadyOwnedByYou", 409),
+    "bucket-taken": ("BucketAlreadyExists", 409),
+    "invalid-bucket-name": ("InvalidBucketName", 400),
+    "invalid-part": ("InvalidPart", 400),
+    "invalid-part-order": ("InvalidPartOrder", 400),
+    "entity-too-small": ("EntityTooSmall", 400),
+    "range-not-satisfiable": ("InvalidRange", 416),
+    "storage-full": ("ServiceUnavailable", 503),  # S3 has no "full"; the client should back off
+    "insufficient-credit": ("AccessDenied", 403),
+    "no-deal": ("ServiceUnavailable", 503),
+    "not-enough-shares": ("ServiceUnavailable", 503),
+    "node-not-running": ("ServiceUnavailable", 503),
+    "payload-too-large": ("EntityTooLarge", 400),
+    "not-found": ("NoSuchKey", 404),
+}
+
+
+def s3_code_of(err: XscError) -> tuple[str, int]:
+    """The S3 code and status of an error (a node error that has no S3 meaning is an InternalError 500,
+    a bad request an InvalidRequest 400)."""
+    if isinstance(err, S3Error):
+        return err.s3_code, err.status
+    if "s3_code" in err.details:
+        return err.details["s3_code"], 400
+    if err.code in S3_CODES:
+        return S3_CODES[err.code]
+    from ...errors import BadRequest, Conflict, Forbidden, NotFound, PeerError, Unauthorized
+
+    for cls, answer in ((BadRequest, ("InvalidRequest", 400)), (NotFound, ("NoSuchKey", 404)),
+                        (Conflict, ("OperationAborted", 409)), (Unauthorized, ("AccessDenied", 403)),
+                        (Forbidden, ("AccessDenied", 403)), (PeerError, ("ServiceUnavailable", 503))):
+        if isinstance(err, cls):
+            return answer
+    return "InternalError", 500
+
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def e(value: object) -> str:
+    """Text for an XML answer: escaped, and any character XML 1.0 cannot carry (a NUL a client sent, echoed in an
+    error's Resource) replaced by U+FFFD, so the answer stays well-formed."""
+    return escape(_NOT_XML.sub("\ufffd", str(value)))
+
+
+def http_date(ts: float) -> str:
+    return formatdate(ts, usegmt=True)
+
+
+def iso_date(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(ts * 1000) % 1000:03d}Z"
+
+
+def quoted(etag: str) -> str:
+    return f'"{etag}"'
+
+
+def error(code: str, message: str, resource: str = "", request_id: str = "", **extra: str) -> bytes:
+    fields = "".join(f"<{k}>{e(v)}</{k}>" for k, v in extra.items())
+    return (f"{HEADER}<Error><Code>{e(code)}</Code><Message>{e(message)}</Message>"
+            f"<Resource>{e(resource)}</Resource><RequestId>{e(request_id)}</RequestId>{fields}</Error>").encode()
+
+
+def list_buckets(buckets: Iterable[dict], owner: str, *, continuation: str = "", prefix: str | None = None) -> bytes:
+    items = "".join(f"<Bucket><Name>{e(b['name'])}</Name><CreationDate>{iso_date(b['created'])}</CreationDate></Bucket>"
+                    for b in buckets)
+    more = f"<ContinuationToken>{e(continuation)}</ContinuationToken>" if continuation else ""
+    more += f"<Prefix>{e(prefix)}</Prefix>" if prefix is not None else ""
+    return (f'{HEADER}<ListAllMyBucketsResult xmlns="{NS}"><Owner><ID>{e(owner)}</ID>'
+            f"<DisplayName>{e(owner)}</DisplayName></Owner><Buckets>{items}</Buckets>{more}</ListAllMyBucketsResult>"
+            ).encode()
+
+
+def _maybe_encode(text: str, encoding: str | None) -> str:
+    if encoding == "url":
+        from urllib.parse import quote
+
+        return quote(text, safe="/")
+    return text
+
+
+def list_objects_v2(bucket: str, page: dict, *, prefix: str, delimiter: str, max_keys: int,
+                    start_after: str = "", continuation: str | None = None, encoding: str | None = None,
+                    fetch_owner: bool = False, owner: str = "") -> bytes:
+    """A ListBucketResult of a page from xsc.buckets.core.listing.list_page."""
+    parts = [f'{HEADER}<ListBucketResult xmlns="{NS}"><Name>{e(bucket)}</Name>'
+             f"<Prefix>{e(_maybe_encode(prefix, encoding))}</Prefix>"
+             f"<KeyCount>{len(page['contents']) + len(page['prefixes'])}</KeyCount><MaxKeys>{max_keys}</MaxKeys>"]
+    if delimiter:
+        parts.append(f"<Delimiter>{e(_maybe_encode(delimiter, encoding))}</Delimiter>")
+    if encoding:
+        parts.append(f"<EncodingType>{e(encoding)}</EncodingType>")
+    parts.append(f"<IsTruncated>{'true' if page['truncated'] else 'false'}</IsTruncated>")
+    if continuation is not None:  # an empty token asked for is echoed empty, as S3 does
+        parts.append(f"<ContinuationToken>{e(continuation)}</ContinuationToken>")
+    if page["truncated"]:
+        parts.append(f"<NextContinuationToken>{e(page['next'])}</NextContinuationToken>")
+    if start_after:
+        parts.append(f"<StartAfter>{e(_maybe_encode(start_after, encoding))}</StartAfter>")
+    owner_xml = f"<Owner><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName></Owner>" if fetch_owner else ""
+    for key, obj in page["contents"]:
+        parts.append(f"<Contents><Key>{e(_maybe_encode(key, encoding))}</Key>"
+                     f"<LastModified>{iso_date(obj['modified'])}</LastModified>"
+                     f"<ETag>&quot;{e(obj['etag'])}&quot;</ETag><Size>{obj['size']}</Size>{owner_xml}"
+                     f"<StorageClass>STANDARD</StorageClass></Contents>")
+    for common in page["prefixes"]:
+        parts.append(f"<CommonPrefixes><Prefix>{e(_maybe_encode(common, encoding))}</Prefix></CommonPrefixes>")
+    parts.append("</ListBucketResult>")
+    return "".join(parts).encode()
+
+
+def list_objects_v1(bucket: str, page: dict, *, prefix: str, delimiter: str, max_keys: int, marker: str,
+                    encoding: str | None = None, owner: str = "") -> bytes:
+    """ListObjects (version 1), which s3cmd and older tools still use: markers instead of tokens.  Its Prefix
+    is echoed as given even with encoding-type=url (S3 encodes only Delimiter, markers and keys there)."""
+    parts = [f'{HEADER}<ListBucketResult xmlns="{NS}"><Name>{e(bucket)}</Name>'
+             f"<Prefix>{e(prefix)}</Prefix><Marker>{e(_maybe_encode(marker, encoding))}</Marker>"
+             f"<MaxKeys>{max_keys}</MaxKeys>"]
+    if delimiter:
+        parts.append(f"<Delimiter>{e(_maybe_encode(delimiter, encoding))}</Delimiter>")
+    if encoding:
+        parts.append(f"<EncodingType>{e(encoding)}</EncodingType>")
+    parts.append(f"<IsTruncated>{'true' if page['truncated'] else 'false'}</IsTruncated>")
+    if page["truncated"]:
+        parts.append(f"<NextMarker>{e(_maybe_encode(page['last'], encoding))}</NextMarker>")
+    for key, obj in page["contents"]:
+        parts.append(f"<Contents><Key>{e(_maybe_encode(key, encoding))}</Key>"
+                     f"<LastModified>{iso_date(obj['modified'])}</LastModified>"
+                     f"<ETag>&quot;{e(obj['etag'])}&quot;</ETag><Size>{obj['size']}</Size>"
+                     f"<Owner><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName></Owner>"
+                     f"<StorageClass>STANDARD</StorageClass></Contents>")
+    for common in page["prefixes"]:
+        parts.append(f"<CommonPrefixes><Prefix>{e(_maybe_encode(common, encoding))}</Prefix></CommonPrefixes>")
+    parts.append("</ListBucketResult>")
+    return "".join(parts).encode()
+
+
+def initiate_multipart(bucket: str, key: str, upload_id: str) -> bytes:
+    return (f'{HEADER}<InitiateMultipartUploadResult xmlns="{NS}"><Bucket>{e(bucket)}</Bucket><Key>{e(key)}</Key>'
+            f"<UploadId>{e(upload_id)}</UploadId></InitiateMultipartUploadResult>").encode()
+
+
+def complete_multipart(location: str, bucket: str, key: str, etag: str) -> bytes:
+    return (f'{HEADER}<CompleteMultipartUploadResult xmlns="{NS}"><Location>{e(location)}</Location>'
+            f"<Bucket>{e(bucket)}</Bucket><Key>{e(key)}</Key><ETag>&quot;{e(etag)}&quot;</ETag>"
+            f"</CompleteMultipartUploadResult>").encode()
+
+
+def copy_object(etag: str, modified: float) -> bytes:
+    return (f'{HEADER}<CopyObjectResult xmlns="{NS}"><LastModified>{iso_date(modified)}</LastModified>'
+            f"<ETag>&quot;{e(etag)}&quot;</ETag></CopyObjectResult>").encode()
+
+
+def list_parts(bucket: str, key: str, upload_id: str, parts: list[dict], *, marker: int, max_parts: int,
+               truncated: bool, owner: str) -> bytes:
+    items = "".join(f"<Part><PartNumber>{p['number']}</PartNumber><LastModified>{iso_date(p['modified'])}"
+                    f"</LastModified><ETag>&quot;{e(p['etag'])}&quot;</ETag><Size>{p['size']}</Size></Part>"
+                    for p in parts)
+    next_marker = parts[-1]["number"] if parts else marker
+    return (f'{HEADER}<ListPartsResult xmlns="{NS}"><Bucket>{e(bucket)}</Bucket><Key>{e(key)}</Key>'
+            f"<UploadId>{e(upload_id)}</UploadId><Initiator><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName>"
+            f"</Initiator><Owner><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName></Owner>"
+            f"<StorageClass>STANDARD</StorageClass><PartNumberMarker>{marker}</PartNumberMarker>"
+            f"<NextPartNumberMarker>{next_marker}</NextPartNumberMarker><MaxParts>{max_parts}</MaxParts>"
+            f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>{items}</ListPartsResult>").encode()
+
+
+def list_uploads(bucket: str, uploads: list[dict], *, prefix: str, max_uploads: int, truncated: bool,
+                 owner: str) -> bytes:
+    items = "".join(f"<Upload><Key>{e(u['key'])}</Key><UploadId>{e(u['id'])}</UploadId>"
+                    f"<Initiator><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName></Initiator>"
+                    f"<Owner><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName></Owner>"
+                    f"<StorageClass>STANDARD</StorageClass><Initiated>{iso_date(u['created'])}</Initiated></Upload>"
+                    for u in uploads)
+    last = uploads[-1] if uploads and truncated else None
+    next_markers = (f"<NextKeyMarker>{e(last['key'])}</NextKeyMarker><NextUploadIdMarker>{e(last['id'])}"
+                    f"</NextUploadIdMarker>") if last else ""
+    return (f'{HEADER}<ListMultipartUploadsResult xmlns="{NS}"><Bucket>{e(bucket)}</Bucket><KeyMarker></KeyMarker>'
+            f"<UploadIdMarker></UploadIdMarker>{next_markers}<Prefix>{e(prefix)}</Prefix>"
+            f"<MaxUploads>{max_uploads}</MaxUploads>"
+            f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>{items}</ListMultipartUploadsResult>"
+            ).encode()
+
+
+def delete_result(deleted: list[str], errors: list[tuple[str, str, str]], quiet: bool) -> bytes:
+    items = "" if quiet else "".join(f"<Deleted><Key>{e(k)}</Key></Deleted>" for k in deleted)
+    items += "".join(f"<Error><Key>{e(k)}</Key><Code>{e(c)}</Code><Message>{e(m)}</Message></Error>"
+                     for k, c, m in errors)
+    return f'{HEADER}<DeleteResult xmlns="{NS}">{items}</DeleteResult>'.encode()
+
+
+def location(region: str) -> bytes:
+    value = "" if region == "us-east-1" else e(region)
+    return f'{HEADER}<LocationConstraint xmlns="{NS}">{value}</LocationConstraint>'.encode()
+
+
+def versioning() -> bytes:
+    return f'{HEADER}<VersioningConfiguration xmlns="{NS}"/>'.encode()
+
+
+# --- request bodies ----------------------------------------------------------------
+def _parse(body: bytes) -> ET.Element:
+    if len(body) > MAX_BODY:
+        raise S3Error(f"the XML body is larger than {MAX_BODY} bytes", s3_code="MalformedXML", status=400)
+    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
+        raise S3Error("XML bodies with a DTD are not accepted", s3_code="MalformedXML", status=400)
+    try:
+        return ET.fromstring(body)
+    except ET.ParseError as err:
+        raise S3Error(f"the XML body is not well formed: {err}", s3_code="MalformedXML", status=400) from None
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _children(element: ET.Element, name: str) -> list[ET.Element]:
+    return [c for c in element if _local(c.tag) == name]
+
+
+def _text(element: ET.Element, name: str) -> str | None:
+    found = _children(element, name)
+    return (found[0].text or "") if found else None
+
+
+def parse_complete(body: bytes) -> list[tuple[int, str]]:
+    """The (part number, ETag without quotes) list of a CompleteMultipartUpload body, in the order given."""
+    root = _parse(body)
+    if _local(root.tag) != "CompleteMultipartUpload":
+        raise S3Error("expected a CompleteMultipartUpload document", s3_code="MalformedXML", status=400)
+    parts = []
+    for part in _children(root, "Part"):
+        number, etag = _text(part, "PartNumber"), _text(part, "ETag")
+        if number is None or etag is None or not number.strip().isdigit():
+            raise S3Error("each Part needs a PartNumber and an ETag", s3_code="MalformedXML", status=400)
+        parts.append((int(number), etag.strip().strip('"')))
+    if not parts:
+        raise S3Error("a CompleteMultipartUpload needs at least one part", s3_code="MalformedXML", status=400)
+    return parts
+
+
+def parse_delete(body: bytes) -> tuple[list[str], bool]:
+    """The keys of a Delete (DeleteObjects) body, and whether it asked for a quiet answer."""
+    root = _parse(body)
+    if _local(root.tag) != "Delete":
+        raise S3Error("expected a Delete document", s3_code="MalformedXML", status=400)
+    keys = []
+    for obj in _children(root, "Object"):
+        key = _text(obj, "Key")
+        if not key:
+            raise S3Error("each Object needs a Key", s3_code="MalformedXML", status=400)
+        keys.append(key)
+    if not keys or len(keys) > 1000:
+        raise S3Error("a Delete names 1 to 1000 objects", s3_code="MalformedXML", status=400)
+    quiet = (_text(root, "Quiet") or "").strip().lower() == "true"
+    return keys, quiet

@@ -1,0 +1,68 @@
+"""Capabilities: `xsc:chk:<key>:<manifest hash>:<k>:<m>:<size>`.
+
+The key and the manifest hash are unpadded lower-case base32 of 32 bytes each.
+Whoever holds the capability can read the file; nothing else can.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+from ...errors import InvalidCapability
+from .crypto import KEY_BYTES, storage_index
+from .erasure import K, M
+
+PREFIX = "xsc:chk:"
+_HINT = "a capability looks like xsc:chk:<key>:<manifest hash>:4:2:<size>, as printed by `xsc store put`"
+
+
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode().rstrip("=").lower()
+
+
+def _unb32(text: str, what: str) -> bytes:
+    try:
+        raw = base64.b32decode(text.upper() + "=" * (-len(text) % 8))
+    except (binascii.Error, ValueError):
+        raise InvalidCapability(f"the capability's {what} is not base32", hint=_HINT) from None
+    if len(raw) != 32:
+        raise InvalidCapability(f"the capability's {what} is truncated or too long", hint=_HINT)
+    return raw
+
+
+@dataclass(frozen=True)
+class Capability:
+    key: bytes
+    manifest_hash: bytes
+    size: int
+    k: int = K
+    m: int = M
+
+    def __str__(self) -> str:
+        return f"{PREFIX}{_b32(self.key)}:{_b32(self.manifest_hash)}:{self.k}:{self.m}:{self.size}"
+
+    @property
+    def storage_index(self) -> bytes:
+        return storage_index(self.key)
+
+    @classmethod
+    def parse(cls, text: str) -> "Capability":
+        text = text.strip()
+        if not text.startswith(PREFIX):
+            raise InvalidCapability(f"not an xsc capability: {text[:40]!r}", hint=_HINT)
+        fields = text[len(PREFIX):].split(":")
+        if len(fields) != 5:
+            raise InvalidCapability(f"a capability has 7 fields separated by ':', this has {len(fields) + 2}",
+                                    hint=_HINT)
+        key_text, hash_text, k_text, m_text, size_text = fields
+        key = _unb32(key_text, "key")
+        digest = _unb32(hash_text, "manifest hash")
+        if not (k_text.isdigit() and m_text.isdigit() and size_text.isdigit()):
+            raise InvalidCapability("the capability's k, m and size must be whole numbers", hint=_HINT)
+        k, m, size = int(k_text), int(m_text), int(size_text)
+        if (k, m) != (K, M):
+            raise InvalidCapability(f"this node stores RS(k={K}, m={M}) files; the capability says k={k}, m={m}")
+        assert len(key) == KEY_BYTES
+        return cls(key=key, manifest_hash=digest, size=size, k=k, m=m)

@@ -1,0 +1,177 @@
+"""What both ends of the share protocol agree on (as Tahoe's http_common): limits, parsers, paths.
+
+The holder's routes (node/http/shares.py) and its client (storage/holder_client.py) both import this module;
+neither imports the other.  Pure: no I/O.
+
+    POST   /v1/peer/shares/{si}/{share}/uploads      {size, segment_size, lease_expiry, price} -> 201 {"upload"}
+    PUT    /v1/peer/uploads/{upload}/segments/{first} the share's blocks of segments first.., concatenated
+    POST   /v1/peer/uploads/{upload}/commit           {"block_hashes": [hex], "manifest": hex}
+    DELETE /v1/peer/uploads/{upload}                  abort
+    GET    /v1/peer/shares/{si}/{share}               metadata, block hashes, manifest
+    GET    /v1/peer/shares/{si}/{share}/blocks?from=I&count=N   the blocks, concatenated (streamed)
+    DELETE /v1/peer/shares/{si}/{share}               the uploader only
+    POST   /v1/peer/shares/{si}/{share}/renew         {"lease_expiry"} the uploader only; never shortens a lease
+    POST   /v1/peer/shares/{si}/{share}/audit         {"segment"} -> the block and its Merkle path
+    POST   /v1/peer/damage {"si", "share", "segments"}  a holder tells the uploader of bad blocks
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ... import codec
+from ...errors import BadRequest, InvalidArgument
+from . import erasure, layout
+from .manifest import MANIFEST_VERSION, Manifest
+from .merkle import HASH_BYTES, block_hash, verify_proof
+
+MIN_SEGMENT_SIZE = 4096  # the bounds of storage.segment_size
+MAX_SEGMENT_SIZE = 64 * 1024**2
+MAX_PUT_BYTES = 16 * 1024**2  # per segments PUT (always at least one block): bounds a holder's memory per request
+MAX_BODIES_PER_SENDER = 4  # segment bodies a holder takes in flight from one sender at once
+MAX_BLOCKS_PER_GET = 64
+MAX_REPORTED_SEGMENTS = 1024  # a damage report names at most this many segments (the whole share is rebuilt anyway)
+AUDIT_MAX_RESPONSE = 80 * 1024**2  # an audit answer carries one block in hex: up to 2 x 16 MiB
+DAMAGE_PATH = "/v1/peer/damage"
+_COMMIT_BYTES_PER_SEGMENT = 2 * HASH_BYTES + 4  # a hex hash, its quotes and a comma
+_COMMIT_OVERHEAD = 64 * 1024  # the manifest (hex) and the rest of the JSON
+_SI = re.compile(r"[0-9a-f]{64}")
+HEX_HASH = re.compile(r"[0-9a-f]{64}")
+
+
+def share_path(si: bytes, share: int) -> str:
+    return f"/v1/peer/shares/{si.hex()}/{share}"
+
+
+def put_limit(size: int, segment_size: int) -> int:
+    """The most bytes one segments PUT of that upload may carry: MAX_PUT_BYTES, never more than the whole share
+    holds (a share of a few bytes takes a body of a few bytes), and always at least one block."""
+    return max(min(MAX_PUT_BYTES, layout.share_bytes(size, segment_size)), block_lengths(size, segment_size, 0, 1)[0])
+
+
+def commit_limit(segment_count: int) -> int:
+    return _COMMIT_OVERHEAD + _COMMIT_BYTES_PER_SEGMENT * segment_count
+
+
+def parse_storage_index(text: str) -> bytes:
+    if not _SI.fullmatch(text):
+        raise InvalidArgument(f"not a storage index: {text[:80]!r}", hint="a storage index is 64 lower-case hex digits")
+    return bytes.fromhex(text)
+
+
+def parse_share(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) >= erasure.N:
+        raise InvalidArgument(f"not a share number: {text[:20]!r}", hint=f"shares are numbered 0 to {erasure.N - 1}")
+    return int(text)
+
+
+def parse_count(text: str | None, name: str, *, minimum: int = 0) -> int:
+    if text is None or not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) < minimum:
+        raise InvalidArgument(f"{name} must be an integer >= {minimum}, not {str(text)[:20]!r}")
+    return int(text)
+
+
+def block_lengths(size: int, segment_size: int, first: int, count: int) -> list[int]:
+    """Lengths of one share's blocks of segments first..first+count-1 (all alike but the last segment's)."""
+    return [layout.segment_block_length(layout.plaintext_length(size, segment_size, i))
+            for i in range(first, first + count)]
+
+
+def split_blocks(body: bytes | bytearray | memoryview, size: int, segment_size: int, first: int) -> list[bytes]:
+    """Cut a body into the share's blocks of segments first, first+1, ...; it must split exactly."""
+    total = layout.segment_count(size, segment_size)
+    view = memoryview(body)
+    blocks: list[bytes] = []
+    offset, segment = 0, first
+    if not len(view):
+        raise BadRequest("the body holds no block", hint="send the blocks of at least one segment")
+    while offset < len(view):
+        if segment >= total:
+            raise BadRequest(f"the body holds more than the {total - first} segment(s) from {first} to the last",
+                             hint="send at most the share's remaining blocks")
+        length = block_lengths(size, segment_size, segment, 1)[0]
+        if offset + length > len(view):
+            raise BadRequest(f"the body does not split into whole blocks: {len(view) - offset} byte(s) left "
+                             f"for segment {segment}, whose block is {length} bytes",
+                             hint="send whole blocks, each of the length layout.segment_block_length gives")
+        blocks.append(bytes(view[offset:offset + length]))
+        offset += length
+        segment += 1
+    return blocks
+
+
+def parse_manifest(raw: bytes) -> Manifest:
+    """A manifest in its canonical encoding (refused otherwise: readers hash exactly these bytes)."""
+    try:
+        body = codec.loads(raw)
+    except ValueError:
+        raise InvalidArgument("the manifest is not JSON") from None
+    fields = {"size", "segment_size", "k", "m", "segment_count", "share_roots", "ciphertext_hash", "version"}
+    if not isinstance(body, dict) or set(body) != fields:
+        raise InvalidArgument("the manifest does not have the manifest's fields", expected=sorted(fields))
+    ints = ("size", "segment_size", "k", "m", "segment_count", "version")
+    if any(type(body[f]) is not int or body[f] < 0 for f in ints):
+        raise InvalidArgument(f"the manifest's {', '.join(ints)} must be integers >= 0")
+    roots = body["share_roots"]
+    if not isinstance(roots, list) or len(roots) != erasure.N \
+            or not all(isinstance(r, str) and HEX_HASH.fullmatch(r) for r in roots) \
+            or not (isinstance(body["ciphertext_hash"], str) and HEX_HASH.fullmatch(body["ciphertext_hash"])):
+        raise InvalidArgument(f"the manifest needs {erasure.N} share roots and a ciphertext hash, in hex")
+    if body["version"] != MANIFEST_VERSION:
+        raise InvalidArgument(f"unsupported manifest version {body['version']}")
+    manifest = Manifest(**{**body, "share_roots": tuple(roots)})
+    if manifest.encode() != raw:
+        raise InvalidArgument("the manifest is not in its canonical encoding",
+                              hint="UTF-8 JSON, sorted keys, no whitespace")
+    return manifest
+
+
+def json_int(body: dict, name: str, *, minimum: int = 0, maximum: int = 2**63 - 1) -> int:
+    value = body.get(name)
+    if type(value) is not int or not minimum <= value <= maximum:
+        raise InvalidArgument(f"{name} must be an integer from {minimum} to {maximum}", got=repr(value)[:40])
+    return value
+
+
+def proof_sides(index: int, count: int) -> list[bool]:
+    """The sides (sibling on the left?) of the Merkle path of leaf `index` among `count` leaves.
+
+    A path's sides encode the leaf's position: checking them keeps a holder from answering an
+    audit of one block with another block it still has."""
+    sides: list[bool] = []
+    while count > 1:
+        sibling = index ^ 1
+        if sibling < count:
+            sides.append(sibling < index)
+        count, index = (count + 1) // 2, index // 2
+    return sides
+
+
+def check_audit(block: bytes, path: list[tuple[bool, bytes]], share_root: bytes, segment: int,
+                segment_count: int) -> bool:
+    """Whether an audit answer proves the holder has block `segment` of the share with that root."""
+    if not 0 <= segment < segment_count:
+        return False
+    if [left for left, _ in path] != proof_sides(segment, segment_count):
+        return False
+    return verify_proof(block_hash(block), path, share_root)
+
+
+def parse_damage_report(body: Any) -> tuple[bytes, int, list[int]]:
+    """A damage report's storage index, share and (sorted, distinct) segments."""
+    hint = 'send {"si": <64 hex digits>, "share": <0-5>, "segments": [<block index>, ...]}'
+    if not isinstance(body, dict):
+        raise InvalidArgument("a damage report must be a JSON object", hint=hint)
+    if not isinstance(body.get("si"), str):
+        raise InvalidArgument("si must be a storage index in hex", hint=hint)
+    si = parse_storage_index(body["si"])
+    share = body.get("share")
+    if type(share) is not int or not 0 <= share < erasure.N:
+        raise InvalidArgument(f"share must be an integer from 0 to {erasure.N - 1}", hint=hint)
+    segments = body.get("segments")
+    if not isinstance(segments, list) or not segments or len(segments) > MAX_REPORTED_SEGMENTS \
+            or not all(type(i) is int and i >= 0 for i in segments):
+        raise InvalidArgument(f"segments must list 1 to {MAX_REPORTED_SEGMENTS} block indexes (integers >= 0)",
+                              hint=hint)
+    return si, share, sorted(set(segments))
