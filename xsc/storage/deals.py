@@ -113,17 +113,31 @@ class StorageDeals:
     def record(self, si: bytes, placement: list[str], share_bytes: int, prices: dict[int, int], start: int,
                end: int, shares: set[int] | None = None) -> list[StorageDeal]:
         """The deals of a file's shares (`shares`: of only these, default all), each at its price in `prices`."""
-        deals = [StorageDeal(si.hex(), s, node, share_bytes, prices[s], start, end, start)
-                 for s, node in enumerate(placement) if shares is None or s in shares]
+        deals = self.make(si, placement, share_bytes, prices, start, end, shares)
         with self.db.write_batch(sync=True) as batch:
-            for d in deals:
-                batch.put(keys.storage_deal(si, d.share), d.encode())
+            for key, value in self.entries(si, deals).items():
+                batch.put(key, value)
+        self.written(deals)
+        return deals
+
+    @staticmethod
+    def make(si: bytes, placement: list[str], share_bytes: int, prices: dict[int, int], start: int, end: int,
+             shares: set[int] | None = None) -> list[StorageDeal]:
+        return [StorageDeal(si.hex(), s, node, share_bytes, prices[s], start, end, start)
+                for s, node in enumerate(placement) if shares is None or s in shares]
+
+    @staticmethod
+    def entries(si: bytes, deals: list[StorageDeal]) -> dict[bytes, bytes]:
+        """The records of `deals`, to write in a batch of the caller's (then tell `written`)."""
+        return {keys.storage_deal(si, d.share): d.encode() for d in deals}
+
+    def written(self, deals: list[StorageDeal]) -> None:
+        """`deals` are on disk: what they promise counts in `outstanding`."""
         with self._outstanding_lock:
             self._writes += 1
             if self._outstanding is not None:
                 read_at, value = self._outstanding
                 self._outstanding = (read_at, value + sum(d.cost(d.end - d.start) for d in deals))
-        return deals
 
     def of_file(self, si: bytes) -> list[StorageDeal]:
         return [StorageDeal(**codec.loads(v)) for _, v in self.db.iterator(prefix=keys.storage_deals_of(si))]

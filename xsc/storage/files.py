@@ -203,9 +203,11 @@ class StorageService:
 
     async def _put(self, read: ReadFn, size: int | None, name: str | None, seconds: int, bid: int,
                    quote: quotes.PutQuote):
+        # A file of known size is paid for before it is stored: its deals are written with it, in one synced write.
+        records = None if size is None else self._deal_records(quote, seconds)
         try:
             return await self.gateway.put(read, size, name, place=self._placer(quote), lease_duration=seconds,
-                                          replace=self._replacer(quote, bid), me=self.me)
+                                          replace=self._replacer(quote, bid), me=self.me, records=records)
         except db.Error as err:
             if not db.disk_full(err):
                 raise
@@ -222,11 +224,26 @@ class StorageService:
             except XscError:
                 await self.delete_everywhere(cap)
                 raise
-        deals = await in_pool(self.pool, self.deals.record, cap.storage_index, result.placement, quote.share_bytes,
-                              quote.prices, result.lease_expiry - seconds, result.lease_expiry)
+        if quote.deals:
+            deals = quote.deals
+            self.deals.written(deals)
+        else:
+            deals = await in_pool(self.pool, self.deals.record, cap.storage_index, result.placement, quote.share_bytes,
+                                  quote.prices, result.lease_expiry - seconds, result.lease_expiry)
         if self.locator is not None:
             self.locator.placed(cap.storage_index, list(result.placement))
         return {**result.to_json(), **quote.to_json(), "deals": [d.to_json() for d in deals]}
+
+    def _deal_records(self, quote: quotes.PutQuote, seconds: int):
+        """The put's deals as records to write with the file (kept in `quote.deals`), made from where its shares
+        went and at what price once every share is placed."""
+
+        def records(si: bytes, placement: list[str], lease_expiry: int) -> dict[bytes, bytes]:
+            quote.deals = self.deals.make(si, placement, quote.share_bytes, quote.prices, lease_expiry - seconds,
+                                          lease_expiry)
+            return self.deals.entries(si, quote.deals)
+
+        return records
 
     def _placer(self, quote: quotes.PutQuote):
         """Where a put's shares go: the providers the market matched to its needs, each told its deal price."""

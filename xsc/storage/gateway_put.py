@@ -30,6 +30,7 @@ from .share_store import ShareMeta
 
 ReadFn = Callable[[int], Awaitable[bytes]]
 Placer = Callable[[bytes, int], "tuple[list[str], dict[int, Holder]]"]
+Records = Callable[[bytes, list[str], int], dict[bytes, bytes]]  # (storage index, placement, lease expiry) -> records
 
 
 @dataclass
@@ -195,7 +196,7 @@ class _OnePut:
         return manifest, share_hashes
 
     async def publish(self, name: str | None, manifest: Manifest, encoded: bytes, share_hashes: list[list[bytes]],
-                      me: str) -> PutResult:
+                      me: str, records: Records | None) -> PutResult:
         share_bytes = layout.share_bytes(self.total, self.seg_size)
         cap = Capability(key=self.key, manifest_hash=manifest.digest(), size=self.total)
         lease, count = self.lease, len(self.hashes)
@@ -204,7 +205,8 @@ class _OnePut:
         record = {"name": name or "", "size": self.total, "capability": str(cap), "storage_index": self.si.hex(),
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "placement": self.placement,
                   "lease_expiry": lease, "leases": [lease] * erasure.N}
-        await self.gateway.run(self.gateway.store.publish, self.upload, metas, encoded, record)
+        also = records(self.si, self.placement, lease) if records is not None else None
+        await self.gateway.run(self.gateway.store.publish, self.upload, metas, encoded, record, also)
         return PutResult(capability=str(cap), size=self.total, segments=count, stored_bytes=share_bytes * erasure.N,
                          placement=self.placement, lease_expiry=lease, me=me)
 
@@ -216,14 +218,15 @@ class _OnePut:
 
 async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | None = None,
               place: Placer | None = None, lease_duration: int | None = None,
-              replace: Replacer | None = None, me: str = "this node") -> PutResult:
+              replace: Replacer | None = None, me: str = "this node", records: Records | None = None) -> PutResult:
     """Store a stream; `size` (if known) is checked against free space before anything is written.
 
     `place(storage index, share bytes)` says where the shares go: the node of each share and the
     holder of each share on another node (only for a known size); by default all stay here.  A holder
     that cannot begin its share (down, or refusing) is swapped for `replace(share, nodes that failed it)`,
     if given, before any byte is sent.  Every share's lease ends `lease_duration` seconds from now
-    (default: the node's).  `me`: how the placement names this node."""
+    (default: the node's).  `me`: how the placement names this node.  `records(storage index, placement, lease
+    expiry)`: records written with the file's (its deals), in the same synced write."""
     one = _OnePut(gateway, size, place, lease_duration, me)
     await one.begin()
     try:
@@ -233,7 +236,7 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
         encoded = manifest.encode()
         await gather_or_raise([r.commit(share_hashes[s], encoded) for s, r in one.remote.items()],
                               [(r.node, s) for s, r in one.remote.items()])
-        return await one.publish(name, manifest, encoded, share_hashes, me)
+        return await one.publish(name, manifest, encoded, share_hashes, me, records)
     except BaseException:
         await one.undo()
         raise

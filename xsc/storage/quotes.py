@@ -47,6 +47,7 @@ class PutQuote:
     needs: list[str] = field(default_factory=list)
     assignments: list = field(default_factory=list)  # the market's, when it matched the needs (Dealing.spent)
     prepaid: dict[str, int] = field(default_factory=dict)  # provider -> micro-credits prepaid by itself for this put
+    deals: list = field(default_factory=list)  # the put's storage deals, once written with its file
 
     @property
     def cost(self) -> int:

@@ -5,7 +5,10 @@ exists once its metadata record is published, and publishing (metadata,
 manifest, capacity counter, removal of the staging record) is one synced write
 batch.  Every upload first writes a staging record naming what it will write; on
 startup `recover()` deletes the blocks of every upload that never published, so a
-`kill -9` at any moment leaves no half-stored share and no leaked capacity.
+`kill -9` at any moment leaves no half-stored share and no leaked capacity.  A small
+upload (at most HELD_UPLOAD bytes, while all such uploads hold at most HELD_AT_MOST)
+keeps its blocks in memory and writes them with its publish: one synced write in all,
+and nothing on disk to recover if it never publishes.
 
 Capacity accounting counts block bytes.  `used` (persisted) is the block bytes of
 published shares; `reserved` (in memory) is what uploads in progress have written
@@ -31,6 +34,8 @@ from .core import leases
 from .core.merkle import HASH_BYTES
 
 _META_HEADER = struct.Struct(">BBIQQ32s")  # version, share, segments, stored bytes, lease expiry, uploader
+HELD_UPLOAD = 64 * 1024  # an upload this small (its known size) keeps its blocks in memory until it publishes
+HELD_AT_MOST = 16 * 1024 * 1024  # what all held uploads together may keep in memory; past it, they are staged
 
 
 @dataclass(frozen=True)
@@ -57,18 +62,24 @@ class ShareMeta:
 
 
 class Upload:
-    """An upload in progress: its staging record, its reservation, the shares it writes."""
+    """An upload in progress: its staging record (or, `held`, its blocks in memory), its reservation, the shares
+    it writes."""
 
     def __init__(self, store: "ShareStore", upload_id: bytes, storage_index: bytes, shares: tuple[int, ...],
-                 reserved: int) -> None:
+                 reserved: int, held: bool = False) -> None:
         self.store, self.id, self.storage_index, self.shares = store, upload_id, storage_index, shares
         self.reserved = reserved
         self.written = 0
+        self.held: dict[bytes, bytes] | None = {} if held else None  # block key -> block, written by `publish`
 
     def put_blocks(self, segment: int, blocks: dict[int, bytes]) -> None:
         """Stage one segment's blocks (invisible until `publish`); thread-safe."""
         size = sum(len(b) for b in blocks.values())
         self.store._charge(self, size)
+        if self.held is not None:
+            for share, block in blocks.items():
+                self.held[keys.block(self.storage_index, share, segment)] = block
+            return
         with self.store.db.write_batch() as batch:
             for share, block in blocks.items():
                 batch.put(keys.block(self.storage_index, share, segment), block)
@@ -95,6 +106,9 @@ class ShareStore:
 
     def _reserved(self) -> int:
         return sum(u.reserved for u in self._uploads.values())
+
+    def _held_bytes(self) -> int:
+        return sum(u.reserved for u in self._uploads.values() if u.held is not None)
 
     @property
     def free(self) -> int:
@@ -128,11 +142,15 @@ class ShareStore:
     def begin_upload(self, storage_index: bytes, shares: tuple[int, ...], expected_bytes: int | None) -> Upload:
         """Reserve space (all of it when the size is known) and write the staging record, synced."""
         upload_id = os.urandom(16)
-        upload = Upload(self, upload_id, storage_index, shares, expected_bytes or 0)
         with self._lock:
             if expected_bytes is not None and self.used + self._reserved() + expected_bytes > self.capacity:
                 raise self._refuse(expected_bytes)
+            held = expected_bytes is not None and expected_bytes <= HELD_UPLOAD and \
+                self._held_bytes() + expected_bytes <= HELD_AT_MOST
+            upload = Upload(self, upload_id, storage_index, shares, expected_bytes or 0, held)
             self._uploads[upload_id] = upload
+        if held:
+            return upload
         record = {"storage_index": storage_index.hex(), "shares": list(shares), "started": int(time.time())}
         self.db.put(keys.upload(upload_id), codec.dumps(record), sync=True)
         return upload
@@ -154,7 +172,7 @@ class ShareStore:
                     batch.put(keys.manifest(si), manifest)
                 if file_record is not None:
                     batch.put(keys.file(si), codec.dumps(file_record))
-                for key, value in (also or {}).items():
+                for key, value in {**(upload.held or {}), **(also or {})}.items():
                     batch.put(key, value)
                 batch.put(keys.STORAGE_USED, (self.used + added - freed).to_bytes(8, "big"))
                 batch.delete(keys.upload(upload.id))
@@ -165,7 +183,8 @@ class ShareStore:
 
     def abort(self, upload: Upload) -> None:
         """Forget an upload that will not publish: delete what it staged, release its reservation."""
-        self._delete_staged(upload.storage_index, upload.shares, upload.id)
+        if upload.held is None:
+            self._delete_staged(upload.storage_index, upload.shares, upload.id)
         with self._lock:
             self._uploads.pop(upload.id, None)
 
