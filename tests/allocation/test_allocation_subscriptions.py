@@ -214,7 +214,7 @@ async def test_a_node_that_missed_records_catches_up_through_a_digest_exchange_a
     for x, y in ((a, b_id), (b, a_id)):  # mutual partners: a wants b's states
         x.app[NODE].market.set_recognition(y, Decimal(1))
         x.app[NODE].market.publish()
-    await a.app[NODE].market.pull(b_descriptor, [b_id])
+    await a.app[NODE].market.replication.pull(b_descriptor, [b_id])
     assert "state" in a_service.interests()[b_id]
     # a's loop subscribes at b, and a subscription's answer carries b's state: that is over before b's next one
     await eventually_async(lambda: b_service.subscribers.topics(a_id, _now()) == a_service.interests()[b_id],
@@ -235,7 +235,7 @@ async def test_a_node_that_missed_records_catches_up_through_a_digest_exchange_a
     # market commitments the same way: a forgets b's commitment, one digest exchange brings it back
     held = a.app[NODE].market.book.get(b_id)
     a.app[NODE].market.book.forget(b_id)
-    await a.app[NODE].market.pull(b_descriptor, [b_id])  # (a's market loop may pull it first: also a digest exchange)
+    await a.app[NODE].market.replication.pull(b_descriptor, [b_id])  # (a's market loop may pull it first: also a digest exchange)
     assert a.app[NODE].market.book.get(b_id) is not None and a.app[NODE].market.book.get(b_id).timestamp >= held.timestamp
 
 
@@ -263,7 +263,7 @@ async def test_a_need_published_before_its_provider_subscribes_reaches_it(node_f
     recipient.app[NODE].market.set_recognition(p_id, Decimal(0))
     for n in (provider, recipient):
         n.app[NODE].market.publish()
-    await provider.app[NODE].market.pull(r_descriptor, [r_id])  # the provider holds the recipient's commitment (no need)
+    await provider.app[NODE].market.replication.pull(r_descriptor, [r_id])  # the provider holds the recipient's commitment (no need)
     assert provider.app[NODE].market.book.get(r_id).bids == ()
     # the provider is subscribed to nothing at the recipient (whatever its loop did before it stopped)
     r_service.subscribers.forget(p_id)
@@ -273,7 +273,7 @@ async def test_a_need_published_before_its_provider_subscribes_reaches_it(node_f
     recipient.app[NODE].market.publish()  # (or its market loop did)
     assert [b.slot.id for b in recipient.app[NODE].market.book.get(r_id).bids] == [need["id"]]
     assert p_id not in commitment_audience(r_service.subscribers, {"storage"}, set(), _now())
-    await recipient.app[NODE].market._push_own()
+    await recipient.app[NODE].market.replication.push_own()
     assert provider.app[NODE].market.book.get(r_id).bids == ()  # it did not reach the provider
     # the provider subscribes now: to the recipient's needs of the kind it offers (and its receipts) ...
     assert p_service.interests()[r_id] == {"needs:storage", "receipt"}
@@ -309,14 +309,14 @@ async def test_converged_waits_until_a_need_has_reached_and_been_answered_by_its
     recipient.app[NODE].market.set_recognition(p_id, Decimal(0))
     for n in (provider, recipient):
         n.app[NODE].market.publish()
-    await provider.app[NODE].market.pull(r_descriptor, [r_id])
-    await recipient.app[NODE].market.pull(p_descriptor, [p_id])  # the recipient knows its provider's offer
+    await provider.app[NODE].market.replication.pull(r_descriptor, [r_id])
+    await recipient.app[NODE].market.replication.pull(p_descriptor, [p_id])  # the recipient knows its provider's offer
     r_service.subscribers.forget(p_id)
     p_service.subscribed.pop(r_id, None)
     # The recipient publishes a need; it reaches nobody (the provider is not subscribed to its needs).
     need = r_service.add_need("storage", 300_000, 600)
     recipient.app[NODE].market.publish()
-    await recipient.app[NODE].market._push_own()
+    await recipient.app[NODE].market.replication.push_own()
     assert provider.app[NODE].market.book.get(r_id).bids == ()
     # The recipient computes on its own need (its receipt lists it, nothing given): not converged, round after round.
 
@@ -349,7 +349,7 @@ async def test_converged_waits_until_a_need_has_reached_and_been_answered_by_its
     await provider.app[NODE].supervisor.pause("allocation")
     second = r_service.add_need("storage", 200_000, 600)
     recipient.app[NODE].market.publish()
-    await recipient.app[NODE].market._push_own()
+    await recipient.app[NODE].market.replication.push_own()
     await eventually_async(lambda: second["id"] in {b.slot.id for b in provider.app[NODE].market.book.get(r_id).bids},
                 "the second need to reach the provider")
     status = p_service.status()

@@ -17,7 +17,7 @@ from xsc.allocation.core.models import MAX_DECIMAL_DIGITS, MAX_DECIMAL_PLACES, M
 from xsc.errors import InvalidMarketCommitment
 from xsc.identity import Identity
 from xsc.market import parse_commitment
-from xsc.market.service import RECEIVE_BATCH
+from xsc.market.replication import RECEIVE_BATCH
 from xsc.node.appkeys import NODE
 from xsc.node.http.common import IN_POOL_BYTES
 from tests.support.attacks import HOSTILE, fake_descriptors, honest_commitment, hostile_commitment, now_ms, signed
@@ -139,10 +139,10 @@ async def test_a_full_book_swap_is_checked_in_batches_that_let_the_event_loop_se
     turns = 0
     newer = [honest_commitment(s, me, events=2) for s in strangers]  # each supersedes the one held
     newer[5] = hostile_commitment(strangers[5], "weight", "1E+20000000", me)
-    assert await market.take(newer) == len(strangers) - 1  # each checked: the hostile one refused
+    assert await market.replication.take(newer) == len(strangers) - 1  # each checked: the hostile one refused
     other.cancel()
     assert turns >= len(strangers) // RECEIVE_BATCH - 1, turns  # the loop went round between the batches
     assert market.book.get(strangers[5].id).to_json() != newer[5]
     # The very commitments held, sent again, are not checked again and change nothing.
-    assert await market.take(newer) == 0
-    assert market.payload() == [c.to_json() for c in market.book.commitments()]
+    assert await market.replication.take(newer) == 0
+    assert market.replication.payload() == [c.to_json() for c in market.book.commitments()]

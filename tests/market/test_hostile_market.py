@@ -199,27 +199,27 @@ async def test_a_peer_flooding_new_commitments_gets_429_past_its_quota_and_nothi
     assert [market.book.get(o.id).signature for o in others] == [c["signature"] for c in accepted]
     # The very commitments held cost nothing: a whole-book gossip of what it has is not charged (it needs one check
     # per 2 KiB left, as any message does, before it is parsed).
-    market.limiter._buckets[flooder.id] = (100, time.monotonic())
-    status, _, _ = await send(flooder, [market._json_of(market.book.get(o.id)) for o in others])
-    assert status == 200 and market.limiter.take_up_to(flooder.id, time.monotonic(), 2002) >= 100
+    market.replication.limiter._buckets[flooder.id] = (100, time.monotonic())
+    status, _, _ = await send(flooder, [market.replication._json_of(market.book.get(o.id)) for o in others])
+    assert status == 200 and market.replication.limiter.take_up_to(flooder.id, time.monotonic(), 2002) >= 100
     # Another peer has its own quota.
     status, _, body = await send(honest, [honest_commitment(honest, me, 1)])
     assert status == 200 and body["changed"] == 1
     # A message is refused before it is even parsed unless one check per 2 KiB of it is left: a few are left.
     for junk in (b"{not json", b"[" * 50 + b"x" * 200_000):
-        market.limiter.take_up_to(flooder.id, time.monotonic(), 2002)
-        market.limiter._buckets[flooder.id] = (10, time.monotonic())  # 10 left, as after a 429
+        market.replication.limiter.take_up_to(flooder.id, time.monotonic(), 2002)
+        market.replication.limiter._buckets[flooder.id] = (10, time.monotonic())  # 10 left, as after a 429
         headers = {**sign_request(flooder, "POST", "/v1/peer/market", junk, receiver=me),
                    "Content-Type": "application/json"}
         response = await a.post("/v1/peer/market", data=junk, headers=headers)
         assert response.status == (400 if len(junk) < 10 * 2048 else 429), junk[:20]
     # A message parsed and then refused for its commitments leaves its sender owing that many checks before its next
     # body is read: a flood is not parsed message after message only to be refused each time.
-    market.limiter.take_up_to(flooder.id, time.monotonic(), 2002)
-    market.limiter._buckets[flooder.id] = (30, time.monotonic())  # enough for 40 commitments' bytes, not for 40 checks
+    market.replication.limiter.take_up_to(flooder.id, time.monotonic(), 2002)
+    market.replication.limiter._buckets[flooder.id] = (30, time.monotonic())  # enough for 40 commitments' bytes, not for 40 checks
     status, _, body = await send(flooder, [honest_commitment(o, me, 200) for o in others])
     assert status == 429 and "commitments to check" in body["detail"]
-    market.limiter._buckets[flooder.id] = (35, time.monotonic())
+    market.replication.limiter._buckets[flooder.id] = (35, time.monotonic())
     status, _, _ = await send(flooder, [honest_commitment(others[0], me, 201)])  # one would do: 40 are asked for
     assert status == 429
     # Refused on its headers: a 500 KB body the sender never sends is not waited for.
@@ -259,12 +259,12 @@ async def test_a_pulled_peer_answers_only_for_the_participants_asked_and_within_
     market.peers.request = request
     # It adds 20 commitments nobody asked for to the one asked: only the one asked is taken.
     answers.append([honest_commitment(asked, me), *(honest_commitment(o, me) for o in others)])
-    assert await market.pull(peers.directory.get(answerer.id), [asked.id]) == 1
+    assert await market.replication.pull(peers.directory.get(answerer.id), [asked.id]) == 1
     assert market.book.get(asked.id) is not None and all(market.book.get(o.id) is None for o in others)
     # Past its quota, its answer is left unread (it may be asked again later).
-    market.limiter.check(answerer.id, time.monotonic(), "the test", 2001)  # what the first pull left
+    market.replication.limiter.check(answerer.id, time.monotonic(), "the test", 2001)  # what the first pull left
     answers.append([honest_commitment(asked, me, 2)])
-    assert await market.pull(peers.directory.get(answerer.id), [asked.id]) == 0
+    assert await market.replication.pull(peers.directory.get(answerer.id), [asked.id]) == 0
     assert market.book.get(asked.id).stamp == parse_commitment(honest_commitment(asked, me)).stamp
 
 

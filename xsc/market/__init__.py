@@ -1,7 +1,7 @@
-"""The market: a pure core (asks and bids, the uniform-price call market, the ask policy, signed
+"""The market: a pure core (`core/`: asks and bids, the uniform-price call market, the ask policy, signed
 commitments and the replicated book, matching needs to capacity; no I/O) and, in `service`, the
-node's MarketService (its offer, gossip of the book, clearing on change, matching puts and invokes,
-recognition): `from xsc.market.service import MarketService`.  See docs/market.md.
+node's MarketService (its offer, clearing on change, matching puts and invokes, recognition; the book's
+gossip in `replication`): `from xsc.market.service import MarketService`.  See docs/market.md.
 
 ```python
 from xsc.market import (Ask, Bid, Book, PricingPolicy, ask_price, clear_book, match_needs,

@@ -10,7 +10,8 @@ LevelDB shell around the pure core of this package).  Routes: node/http/market.p
   (debounced by `market.publish_delay`) to the subscribers (`audience`, from the allocation service;
   every peer without it), and pulled by digest (`POST /v1/peer/market/digest`) from a random peer
   we want every third of the freshness window.  Stale ones are ignored, concurrent ones merged
-  (xsc.market.Book); `digest` says which book a node holds.
+  (xsc.market.Book); `digest` says which book a node holds.  The replication is `BookReplication`
+  (xsc.market.replication), its records `MarketStore` (xsc.market.store).
 - **Clearing.** The call market is cleared per kind and bucket whenever the book changed (lazily, on
   the next read), and each new clearing price is kept in LevelDB for `xsc market prices`.
 - **Recognition.** The weights this node publishes: what the user set (`xsc market recognize`),
@@ -32,22 +33,23 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 
-from .. import codec, keys
+from .. import codec
 from ..db import Database
 from ..allocation import CapacitySlot
 from ..itc import Stamp
-from ..allocation.core.subscriptions import (Subscribers, commitment_audience, differing, interests, parse_digest,
-                                             short_hash)
-from ..errors import InvalidArgument, PeerError, QuotaExceeded, UnknownPeer, XscError
+from ..allocation.core.subscriptions import Subscribers, interests
+from ..errors import InvalidArgument, PeerError
 from ..config import MarketSection
-from ..identity import Identity, parse_public_id
+from ..identity import Identity
 from ..net.peer_client import dumps
 from .core.auction import clear_book
-from .core.book import Book, MarketCommitment, parse_commitment, sign_commitment
+from .core.book import MarketCommitment, sign_commitment
 from .core.models import Ask, Bid
 from .needs import NeedRegistry
 from .prices import Prices
 from .recognition import Recognition
+from .replication import MAX_COMMITMENTS, BookReplication  # noqa: F401 -- the limiter's burst (node/services.py)
+from .store import MarketStore
 from .core.orders import market_orders
 from .core.pricing import PricingPolicy, ask_price
 from ..tasks import Quota, in_pool, woken
@@ -55,14 +57,6 @@ from ..tasks import Quota, in_pool, woken
 log = logging.getLogger(__name__)
 
 HONOUR_SECONDS = 60  # a published ask is honoured this long after a newer, higher one replaced it
-MAX_COMMITMENTS = 1001  # per exchange: one per peer the directory can hold, and this node's
-BYTES_PER_CHECK = 2048  # bytes of a message of commitments per commitment to check its sender must have left
-RECEIVE_BATCH = 16  # commitments checked (an Ed25519 verify each: ~0.4 ms of CPU at load 20) before the loop is let go
-# ... or fewer: the seconds of checking after which the loop is let go all the same.  A /health request takes some
-# five turns of the loop, and each waited behind a whole batch of 16 (3-8 ms at load 2): 40-80 ms in a flood.
-RECEIVE_SLICE = 0.001
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -84,22 +78,6 @@ class PeerView(Protocol):
     async def request(self, peer_url: str, method: str, path: str, **kwargs: Any) -> Any: ...
 
 
-def stored_book(db: Database, peers: PeerView | None, me: str, bucket_seconds: int) -> Book:
-    """The book as LevelDB holds it: the commitments that still parse, of nodes still known (the others deleted)."""
-    book = Book(bucket_seconds=bucket_seconds)
-    for key, value in db.iterator(prefix=keys.MARKET_COMMITMENTS):
-        try:
-            commitment = parse_commitment(codec.loads(value))
-        except (XscError, ValueError) as err:
-            log.warning("dropping a stored market commitment that no longer parses: %s", err)
-            continue
-        if peers is not None and commitment.participant != me and not peers.known(commitment.participant):
-            db.delete(key)  # compacted on restart: a node no longer known is not kept
-            continue
-        book.receive(commitment)
-    return book
-
-
 class MarketService:
     def __init__(self, *, config: MarketSection, identity: Identity, db: Database, peers: PeerView | None,
                  needs: NeedRegistry, weights: Recognition, subscribers: Subscribers | None,
@@ -107,7 +85,6 @@ class MarketService:
                  pool: Executor | None = None, limiter: Quota | None = None, credit_lines: Any = None) -> None:
         self.config = config
         self.pool = pool  # where matchings run (None: asyncio's default executor)
-        self.limiter = limiter  # each peer's quota of commitments to check (None: no quota)
         self.identity = identity
         self.me = self.identity.id
         self.db = db
@@ -116,8 +93,15 @@ class MarketService:
         self._compute_policy: tuple[tuple[int, int, int], PricingPolicy] | None = None  # (its config, it)
         self.compute_threads = compute_threads
         self.gossip_interval = gossip_interval
-        self.book = stored_book(db, peers, identity.id, config.bucket_seconds)
-        raw = self.db.get(keys.MARKET_SELF)
+        self.store = MarketStore(db)
+        # Whose commitments this node wants and who gets its own are the market's to say (recognition, offer).
+        self.replication = BookReplication(me=self.me, store=self.store, peers=peers,
+                                           bucket_seconds=config.bucket_seconds, interested=self.interested,
+                                           subscribers=subscribers, limiter=limiter)
+        self.book = self.replication.book
+        self.on_change = self.replication.on_change  # called whenever the book changed (allocation rounds)
+        self.on_change.append(self._book_changed)
+        raw = self.store.own_state()
         state = codec.loads(raw) if raw else {}
         self.stamp = Stamp.decode(bytes.fromhex(state["stamp"])) if "stamp" in state else Stamp.seed()
         self._own_lock = threading.Lock()  # our commitment's writes (`_store_own`), from the loop or the pool
@@ -132,20 +116,13 @@ class MarketService:
         self._published: tuple | None = None
         self._asks_published: deque[tuple[int, str, int]] = deque(maxlen=256)  # (ms, kind, ask) as published
         self.leaving = False  # shutting down: it offers nothing more
-        self.version = 0  # grows whenever the book changes
-        self._payload: tuple[int, list[dict]] = (-1, [])  # the book as JSON, and the version it was made of
-        self._jsons: dict[str, tuple[str, dict]] = {}  # participant -> (signature, JSON) of its held commitment
         self.prices = Prices(db, config.bucket_seconds)  # the clearing prices seen, for `xsc market prices`
-        self.peer_digests: dict[str, str] = {}  # peer -> the digest of its book at our last exchange
         self._clearings: dict | None = None
         self._changed = asyncio.Event()
         self._announce = False  # the offer published at start differs from the one the peers hold
-        self.on_change: list[Callable[[], None]] = []  # called whenever the book changed (allocation rounds)
         # Who subscribed to this node's records and commitment (kept by the allocation service, which subscribes
         # for it): who gets our commitment, whose commitments we want.  None: every peer (a bare market).
         self.subscribers = subscribers
-        self._kinds_pushed: set[str] = set()
-        self.bytes_sent = 0  # bodies of the commitment pushes, digests and answers this node sent
 
     # --- what this node offers ------------------------------------------------------------
     def policy(self, kind: str) -> PricingPolicy:
@@ -293,22 +270,18 @@ class MarketService:
         with self._own_lock:
             if number <= self._own_stored:
                 return
-            with self.db.write_batch(sync=True) as batch:
-                batch.put(keys.market_commitment(self.identity.public_key), dumps(commitment.to_json()))
-                batch.put(keys.MARKET_SELF, self_state)
+            self.store.keep_own(self.me, dumps(commitment.to_json()), self_state)
             self._own_stored = number
 
     def _show_own(self, commitment: MarketCommitment) -> None:
-        self.book.receive(commitment)
-        self._changed_book()
+        self.replication.show(commitment)
 
     def _self_state(self) -> bytes:
         return codec.dumps({"stamp": self.stamp.encode().hex(), **self.weights.counters()})
 
     def _save_self(self) -> None:
-        # Not synced: recognition counters a crash may lose a few increments of (the next publish syncs them).
         self.weights.unsaved = False
-        self.db.put(keys.MARKET_SELF, self._self_state())
+        self.store.save_state(self._self_state())
 
     def save_counters(self) -> None:
         """Write the recognition counters if they changed since they were last written (each market round,
@@ -316,118 +289,29 @@ class MarketService:
         if self.weights.unsaved:
             self._save_self()
 
+    # --- the book's replication (xsc.market.replication), as routes and other services ask for it -------------
+    @property
+    def version(self) -> int:
+        return self.replication.version
+
     def receive(self, items: Any) -> int:
-        """Peers' commitments; returns how many changed the book.  Invalid ones are skipped (logged).  All at once:
-        a message from the network goes through `take`, which lets the event loop go between batches."""
-        return self._take([c for item in self._commitment_list(items) if (c := self._check(item)) is not None])
+        return self.replication.receive(items)
 
     def check_quota(self, sender: str, size: int) -> None:
-        """Before a peer's message of commitments (`size` bytes) is even parsed: QuotaExceeded unless its quota
-        (`market.commitment_rate`) has one commitment to check left per BYTES_PER_CHECK of the message, or as many
-        as its last message refused for its commitments wanted (`RateLimiter.require`).  A
-        flood's messages of 1,000 new commitments were parsed only to be refused, ~17 a second of ~700 KB; the
-        held commitments a message may carry cost nothing, but are bytes to parse all the same."""
-        if self.limiter is not None:
-            self.limiter.require(sender, time.monotonic(), f"peer {sender[:12]}…", size / BYTES_PER_CHECK)
+        self.replication.check_quota(sender, size)
 
-    async def take(self, items: Any, sender: str | None = None) -> int:
-        """`receive`, RECEIVE_BATCH commitments (or RECEIVE_SLICE seconds) at a time with the event loop let go
-        between batches: a full message (MAX_COMMITMENTS, each an Ed25519 verify) held the loop some 400 ms of CPU
-        at once.
+    async def exchange_answer(self, items: Any, push: bool = False, sender: str | None = None,
+                              digest: Any = None) -> dict[str, Any]:
+        return await self.replication.exchange_answer(items, push, sender, digest)
 
-        The commitments worth checking are charged to `sender`'s quota (`market.commitment_rate`) before any is
-        checked: past it, QuotaExceeded and nothing is read (a peer's flood of new commitments kept the loop
-        busy back to back, where its request rate was far inside the peer rate limit)."""
-        worth = [item for item in self._commitment_list(items) if self._worth_checking(item)]
-        if self.limiter is not None and sender is not None and worth:
-            self.limiter.check(sender, time.monotonic(), f"peer {sender[:12]}…", len(worth))
-        changed, at = 0, 0
-        while at < len(worth):
-            checked, until = [], time.perf_counter() + RECEIVE_SLICE
-            for item in worth[at:at + RECEIVE_BATCH]:
-                at += 1
-                if (commitment := self._parsed(item)) is not None:
-                    checked.append(commitment)
-                if time.perf_counter() >= until:
-                    break
-            changed += self._take(checked)
-            await asyncio.sleep(0)
-        return changed
+    def digest_answer(self, sender: str, body: Any) -> dict[str, Any]:
+        return self.replication.digest_answer(sender, body)
 
-    @staticmethod
-    def _commitment_list(items: Any) -> list:
-        if not isinstance(items, list):
-            raise InvalidArgument("commitments must be a list", hint='send {"commitments": [...]}')
-        if len(items) > MAX_COMMITMENTS:
-            raise InvalidArgument(f"at most {MAX_COMMITMENTS} commitments per message")
-        return items
+    async def fill_book(self, timeout: float = 2.0) -> None:
+        await self.replication.fill_book(timeout)
 
-    def _worth_checking(self, item: Any) -> bool:
-        """Cheap tests before a commitment's signature is checked."""
-        claimed = item.get("participant") if isinstance(item, dict) else None
-        if claimed == self.me or (self.peers is not None and not (isinstance(claimed, str)
-                                                                   and self.peers.known(claimed))):
-            return False  # ours echoed back, or not a peer's: not worth checking its signature
-        held = self.book.get(claimed)
-        # the very commitment held (gossip sends the whole book each time): nothing to check
-        return held is None or item.get("signature") != held.signature
-
-    def _check(self, item: Any) -> MarketCommitment | None:
-        """A peer's commitment parsed and its signature checked, or None for one not worth taking."""
-        return self._parsed(item) if self._worth_checking(item) else None
-
-    def _parsed(self, item: Any) -> MarketCommitment | None:
-        """A commitment worth checking (`_worth_checking`), parsed and its signature checked, or None."""
-        try:
-            commitment = parse_commitment(item, now_ms=now_ms())  # future-dated ones refused too
-        except XscError as err:
-            log.info("ignoring a market commitment: %s", err)
-            return None
-        if commitment.participant == self.me:
-            return None  # our own, echoed back: ours is always the newest
-        if self.peers is not None and not self.peers.known(commitment.participant):
-            return None  # only peers take part: a stranger's key (or a removed node) is never in the book
-        return commitment
-
-    def _take(self, commitments: list[MarketCommitment]) -> int:
-        changed = 0
-        with self.db.write_batch() as batch:
-            for commitment in commitments:
-                outcome = self.book.receive(commitment)
-                if outcome.value != "stale":
-                    changed += 1
-                    held = self.book.get(commitment.participant)
-                    batch.put(keys.market_commitment(parse_public_id(held.participant)), dumps(self._json_of(held)))
-        if changed:
-            self._changed_book()
-        return changed
-
-    def _changed_book(self) -> None:
+    def _book_changed(self) -> None:
         self._clearings = None
-        self.version += 1
-        for hook in self.on_change:
-            hook()
-
-    def payload(self) -> list[dict]:
-        """Every held commitment as JSON, made once per version of the book (a gossip round sends it to every
-        peer, and each swap answers with it: 1,000 commitments are tens of ms of CPU)."""
-        if self._payload[0] != self.version:
-            self._payload = (self.version, [self._json_of(c) for c in self.book.commitments()])
-        return self._payload[1]
-
-    def _json_of(self, commitment: MarketCommitment) -> dict:
-        """A held commitment as JSON, made once (when it was taken, a batch at a time)."""
-        made = self._jsons.get(commitment.participant)
-        if made is None or made[0] != commitment.signature:
-            made = self._jsons[commitment.participant] = (commitment.signature, commitment.to_json())
-        return made[1]
-
-    def _count(self, message: dict, times: int = 1) -> None:
-        # orjson (`dumps`): json.dumps of a 1,000-commitment answer held the loop ~40 ms, for a counter
-        self.bytes_sent += len(dumps(message)) * times
-
-    def _up(self) -> list:
-        return self.peers.up_peers()
 
     def interests(self) -> dict[str, frozenset[str]]:
         """peer -> the topics this node subscribes to at it (`xsc.allocation.core.subscriptions.interests`), from the
@@ -451,85 +335,6 @@ class MarketService:
             return {p for p, t in self.interests().items() if "commitment" in t or any(x.startswith("needs:") for x in t)}
         return set(self._peer_ids())
 
-    async def _push_own(self, everyone: bool = False) -> None:
-        """Send our commitment to its audience (the subscribers; every peer up without subscriptions, or when
-        `everyone`: a node that leaves tells every peer)."""
-        own = self.book.get(self.me)
-        if self.peers is None or own is None:
-            return
-        kinds = {b.slot.kind for b in own.bids}
-        targets = self._up()
-        if self.subscribers is not None and not everyone:
-            audience = commitment_audience(self.subscribers, kinds, self._kinds_pushed, now_ms())
-            targets = [d for d in targets if d.id in audience]
-        self._kinds_pushed = kinds
-        message = {"commitments": [own.to_json()], "push": True, "digest": self.book.digest()}
-        self._count(message, len(targets))
-        results = await asyncio.gather(*(self._send_own(d, message) for d in targets), return_exceptions=True)
-        for d, result in zip(targets, results):
-            if isinstance(result, PeerError):
-                log.debug("market push to %s failed: %s", d.id[:12], result)
-            elif isinstance(result, BaseException):
-                log.error("market push to %s failed", d.id[:12], exc_info=result)
-
-    async def _send_own(self, d, message: dict) -> None:
-        response = await self.peers.request(d.url, "POST", "/v1/peer/market", json=message, to=d.id)
-        body = response.json()
-        if isinstance(body, dict) and isinstance(body.get("digest"), str):
-            self.peer_digests[d.id] = body["digest"]
-
-    async def pull(self, d, participants) -> int:
-        """Anti-entropy with one peer: our digest of `participants` ({participant: short hash, "" when we hold
-        none}); it answers with the commitments it holds that we lack or hold another of."""
-        digest = {}
-        for p in sorted(set(participants) - {self.me}):
-            held = self.book.get(p)
-            digest[p] = short_hash(held.signature) if held is not None else ""
-        if not digest:
-            return 0
-        message = {"commitments": digest}
-        self._count(message)
-        response = await self.peers.request(d.url, "POST", "/v1/peer/market/digest", json=message, to=d.id)
-        body = response.json()
-        if not isinstance(body, dict):
-            return 0
-        answered = body.get("commitments", [])
-        if isinstance(answered, list):  # only those asked for: a peer cannot fill the book through a pull
-            answered = [c for c in answered if isinstance(c, dict) and c.get("participant") in digest]
-        try:
-            changed = await self.take(answered, d.id)
-        except QuotaExceeded as err:
-            log.info("not taking %s's answer now: %s", d.id[:12], err)
-            return 0
-        if isinstance(body.get("digest"), str):
-            self.peer_digests[d.id] = body["digest"]
-        return changed
-
-    def _missing(self) -> list:
-        """Peers we want the commitment of, not known to be down, whose commitment this node has not got."""
-        peers = self.peers
-        if peers is None:
-            return []
-        # Cheapest test first: before every put, and the whole book is mostly held.
-        lacking = [d for d in peers.peers() if self.book.get(d.id) is None and peers.up(d.id)]
-        if not lacking:
-            return []
-        wanted = self.interested()
-        return [d for d in lacking if d.id in wanted]
-
-    async def fill_book(self, timeout: float = 2.0) -> None:
-        """Ask at once the peers we want but hold no commitment of (a node that just joined), before matching."""
-        missing = self._missing()
-        if missing:
-            await asyncio.wait({asyncio.ensure_future(self._pull_quietly(d, [d.id])) for d in missing},
-                               timeout=timeout)
-
-    async def _pull_quietly(self, d, participants) -> None:
-        try:
-            await self.pull(d, participants)
-        except PeerError as err:
-            log.debug("market digest exchange with %s failed: %s", d.id[:12], err)
-
     async def _run(self, announce: bool = False) -> None:
         """Re-publish on change (debounced) and at every bucket boundary; swap books with new peers at
         once and with a random peer every gossip interval.  `announce`: the offer published at start differs
@@ -537,7 +342,7 @@ class MarketService:
         so every peer gets it at once (it has no subscribers yet)."""
         if announce:
             try:
-                await self._push_own(everyone=True)
+                await self.replication.push_own(everyone=True)
             except Exception:  # noqa: BLE001 -- the peers get it at the next change or heartbeat anyway
                 log.exception("announcing this node's offer failed")
         interval = max(self.gossip_interval, self.config.freshness / 3)  # digests; changes are pushed at once
@@ -556,15 +361,15 @@ class MarketService:
                     next_heartbeat = time.monotonic() + heartbeat
                 if await self.republish(force=fresh_again):
                     # Our offer changed, or must be re-signed to stay current: every subscriber should know at once.
-                    await self._push_own()
+                    await self.replication.push_own()
                 elif time.monotonic() >= next_gossip:
                     next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
                     wanted = self.interested()
-                    targets = [d for d in self._up() if d.id in wanted] if self.peers is not None else []
+                    targets = [d for d in self.peers.up_peers() if d.id in wanted] if self.peers is not None else []
                     if targets:  # anti-entropy: digests with one random peer we want
-                        await self._pull_quietly(random.choice(targets), wanted)
+                        await self.replication.pull_quietly(random.choice(targets), wanted)
                 else:
-                    await self.fill_book()
+                    await self.replication.fill_book()
                 await self._clear()  # the call market clears again once the book has changed (and keeps its price)
                 self.save_counters()
             except Exception:  # a round must never end the market
@@ -592,7 +397,7 @@ class MarketService:
         self.leaving = True
         if self.publish():
             try:
-                await asyncio.wait_for(self._push_own(everyone=True), timeout)
+                await asyncio.wait_for(self.replication.push_own(everyone=True), timeout)
             except (asyncio.TimeoutError, PeerError):
                 pass
 
@@ -652,11 +457,7 @@ class MarketService:
 
     def forget(self, participant: str) -> None:
         """A node was removed: its commitment leaves the book (and LevelDB) and it is never matched again."""
-        self._jsons.pop(participant, None)
-        if self.book.forget(participant):
-            self.db.delete(keys.market_commitment(parse_public_id(participant)))
-            self.peer_digests.pop(participant, None)
-            self._changed_book()
+        if self.replication.forget(participant):
             self.touch()
 
     # --- views -----------------------------------------------------------------------------
@@ -683,7 +484,7 @@ class MarketService:
     def _convergence_reason(self, peers: list[str], known: list[str]) -> str | None:
         if len(known) < len(peers):
             return f"{len(peers) - len(known)} of {len(peers)} peers' offers not here yet"
-        differ = [p for p in peers if self.peer_digests.get(p) != self.book.digest()]
+        differ = [p for p in peers if self.replication.peer_digests.get(p) != self.book.digest()]
         if differ:
             return f"{len(differ)} of {len(peers)} peers held another book at the last swap"
         return None
@@ -707,33 +508,6 @@ class MarketService:
     def price_view(self, kind: str | None, limit: int) -> list[dict]:
         self.clearings()  # records a new clearing price, if the book changed since
         return self.prices.history(kind, limit)
-
-    async def exchange_answer(self, items: Any, push: bool = False, sender: str | None = None,
-                        digest: Any = None) -> dict[str, Any]:
-        """A peer's side of a book swap: take its commitments, answer with ours and the digest after (a `push`:
-        only how many changed the book, and the digest).  `digest`: the sender's book's, as it sent it."""
-        changed = await self.take(items, sender)
-        known = sender is not None and (self.peers is None or self.peers.known(sender))
-        if known and isinstance(digest, str) and len(digest) == 64:
-            self.peer_digests[sender] = digest
-        out = {"changed": changed, "digest": self.book.digest()} if push else {
-            "commitments": self.payload(), "digest": self.book.digest()}
-        self._count(out)
-        return out
-
-    def digest_answer(self, sender: str, body: Any) -> dict[str, Any]:
-        """A peer's digest {"commitments": {participant: short hash}}: the commitments held here that it lacks or
-        holds another of, and our book's digest.  Bounded before anything is read; a stranger refused (403)."""
-        if not isinstance(body, dict):
-            raise InvalidArgument('send {"commitments": {participant: hash}}')
-        digest = parse_digest(body.get("commitments"), "commitments")
-        if self.peers is not None and not self.peers.known(sender):
-            raise UnknownPeer(f"{sender[:16]} is not a known peer of this node",
-                              hint="a node joins first (xsc peers add); only peers exchange digests")
-        held = {p: self.book.get(p) for p in digest if self.book.get(p) is not None}
-        out = {"commitments": [self._json_of(c) for c in differing(digest, held)], "digest": self.book.digest()}
-        self._count(out)
-        return out
 
     def recognize(self, peer: Any, weight: Any, credit: Any = False) -> dict:
         """Set a user weight from the API (a decimal text or number; None: back to the derived one), and with
@@ -767,6 +541,7 @@ class MarketService:
             peers = [p for p in peers if p in wanted]  # with subscriptions: the peers whose commitments we want
         known = [p for p in peers if self.book.get(p) is not None]
         digest = self.book.digest()  # once (a hash over every participant's signature)
+        seen = self.replication.peer_digests
         return {
             "node": self.me,
             "stamp": self.stamp.encode().hex(),
@@ -775,11 +550,11 @@ class MarketService:
             "peers_in_book": len(known),
             "peers": len(peers),
             # Every peer's offer is here, and every peer held this very book at our last exchange with it.
-            "peers_agreeing": sum(self.peer_digests.get(p) == digest for p in peers),
-            "converged": len(known) == len(peers) and all(self.peer_digests.get(p) == digest for p in peers),
+            "peers_agreeing": sum(seen.get(p) == digest for p in peers),
+            "converged": len(known) == len(peers) and all(seen.get(p) == digest for p in peers),
             "converged_reason": self._convergence_reason(peers, known),
             "asks": self._asks_view(),
             "needs": [{"id": b.slot.id, "kind": b.slot.kind, "quantity": b.slot.quantity, "price": b.price}
                       for b in self.needs.bids()],
-            "bytes_sent": self.bytes_sent,
+            "bytes_sent": self.replication.bytes_sent,
         }
