@@ -189,7 +189,7 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     # passes through (auth, peer pricing, problems, metrics); the sockets are xsc/serve, the work is in the services.
     # A service growing here would pass this budget: a new feature brings its routes and its wiring, no more (the
     # web functions brought their listener's app, http/functions.py, and its start in app.py: ~90 lines).
-    assert sum(lines.values()) < 3120, lines
+    assert sum(lines.values()) < 3122, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}
 
@@ -220,9 +220,7 @@ def test_plyvel_is_imported_by_the_database_module_alone() -> None:
 
 MAX_FUNCTION_LINES, MAX_CLASS_LINES = 80, 500
 # The rooms still too big, with their size today, while others split them: a size may only go down.
-TOO_BIG_FOR_NOW = {
-    "xsc.allocation.service:AllocationService": 756,
-}
+TOO_BIG_FOR_NOW: dict[str, int] = {}
 
 
 def test_no_function_over_80_lines_and_no_class_over_500() -> None:
@@ -240,7 +238,7 @@ def test_no_function_over_80_lines_and_no_class_over_500() -> None:
 # Each subsystem reads and writes its keys through a store of its own; these still spell keys themselves, each with
 # what it writes: this list only shrinks.
 STORES = {"xsc.storage.share_store", "xsc.ledger.store", "xsc.ledger.trust_store", "xsc.compute.store", "xsc.peers.store",
-          "xsc.buckets.index", "xsc.market.store"}
+          "xsc.buckets.index", "xsc.market.store", "xsc.allocation.itc_ids"}
 KEYS_ELSEWHERE = {
     "xsc.storage.deals": "storage deals, holder terms and audit marks",
     "xsc.storage.strangers": "providers' terms for this node",
@@ -252,7 +250,6 @@ KEYS_ELSEWHERE = {
     "xsc.market.needs": "standing needs",
     "xsc.market.prices": "clearing prices (cut from xsc.market.service)",
     "xsc.market.recognition": "user weights and the money counters (cut from xsc.market.service)",
-    "xsc.allocation.service": "standing bids, ITC ids",
 }
 
 

@@ -12,6 +12,7 @@ loop runs, and how many calls run at once.
     await pacer.start()                     wait for a turn to start: at most `rate` starts a second
     refill(tokens, since, now, rate, burst) a token bucket's tokens now (the pacer's, the node's rate limits)
     Quota                                   per-key quotas a service is handed (node/limits.py: RateLimiter)
+    now_ms()                                the wall clock in milliseconds, as signed records carry it
     Supervisor                              the node's services started in order, their loops run and watched (a
                                             crashed loop logged and started again), all stopped in reverse
 """
@@ -124,6 +125,10 @@ class Workers:
 
 
 _IDLE = object()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 def _settle(future: asyncio.Future, outcome: tuple[bool, Any]) -> None:

@@ -14,7 +14,7 @@ from tests.support.waiting import eventually_async
 from xsc.allocation import AllocationState, SlotAllocation, Stamp
 from xsc.allocation.core.records import MAX_ALLOCATIONS, parse_receipt, parse_state, sign_receipt, sign_state
 from xsc.allocation.core.rounds import Receipt, ReceiptEntry
-from xsc.allocation.service import FORK_BURST, FORK_RATE
+from xsc.allocation.itc_ids import FORK_BURST, FORK_RATE
 from xsc.errors import InvalidAllocationRecord
 from xsc.identity import Identity, sign_request
 from xsc.node.appkeys import NODE
@@ -157,8 +157,8 @@ async def test_a_joining_node_forks_its_itc_id_from_a_peer(node_factory) -> None
     a, b = await pair(node_factory, **QUIET)
     ids = [n.app[NODE].allocation for n in (a, b)]
     await eventually_async(lambda: all(s.stamp is not None for s in ids), "both nodes' ITC ids", 30)
-    first, second = sorted(ids, key=lambda s: s.forked_from is not None)
-    assert first.forked_from is None and second.forked_from == first.me
+    first, second = sorted(ids, key=lambda s: s.ids.forked_from is not None)
+    assert first.ids.forked_from is None and second.ids.forked_from == first.me
     # the two ids are disjoint halves: their events never collide
     assert first.stamp.id != 1 and second.stamp.id != 1
 
@@ -218,7 +218,7 @@ async def test_a_stranger_gets_no_itc_fork_and_a_peer_only_its_quota(node_factor
     assert status == 403 and problem["code"] == "unknown-peer", problem
     assert service.stamp == before
     peer = b.app[NODE].peers.identity  # a known peer: b's own key (its quota afresh: b may have forked from a to join)
-    service.forks = RateLimiter(FORK_RATE, FORK_BURST, "ITC forks")
+    service.ids.forks = RateLimiter(FORK_RATE, FORK_BURST, "ITC forks")
     for _ in range(FORK_BURST):
         status, answer, _ = await _fork(a, peer)
         assert status == 200 and Stamp.decode(bytes.fromhex(answer["stamp"])).id != 1, answer

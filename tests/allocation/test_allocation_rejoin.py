@@ -79,7 +79,7 @@ async def test_a_restarted_node_rejoins_by_fork_gives_its_old_id_back_and_the_al
 
         b = nodes["b"] = await serve(configs["b"])
         service = b.app[NODE].allocation
-        assert service.stamp is None and service.retiring == Stamp(old.id, 0)  # publishes nothing before it rejoins
+        assert service.stamp is None and service.ids.retiring == Stamp(old.id, 0)  # publishes nothing before it rejoins
         await eventually_async(lambda: service.stamp is not None, "b to rejoin")
         status = service.status()
         assert status["rejoined"] is True and status["forked_from"] in (ids["a"], ids["c"])
@@ -113,6 +113,6 @@ async def test_a_node_with_no_peer_to_rejoin_through_keeps_its_stored_id(make_co
     try:
         service = node.app[NODE].allocation
         await eventually_async(lambda: service.stamp is not None, "the id back")
-        assert service.stamp == first and service.status()["rejoined"] is False and service.forked_from is None
+        assert service.stamp == first and service.status()["rejoined"] is False and service.ids.forked_from is None
     finally:
         await close_node(node)

@@ -157,13 +157,13 @@ async def test_hostile_subscriptions_and_digests_are_refused(node_factory) -> No
     # a digest request whose peer signature does not cover its body
     status, answer = await _post(a, b_identity, digest_path, {"states": {}}, forge=True)
     assert status == 401, answer
-    assert service.subscribers.topics(stranger.id, _now()) == frozenset()
+    assert service.gossip.subscribers.topics(stranger.id, _now()) == frozenset()
     assert service.refused["unknown peer"] >= 2 and service.refused["bad signature"] == 1
     # and the honest one is taken
     status, answer = await _post(a, b_identity, sub_path, {"subscriptions": [sub(b_identity, topics=["receipt",
                                                                                                       "state"])]})
     assert status == 200 and answer["accepted"] == 1, answer
-    assert service.subscribers.topics(b_identity.id, _now()) == {"receipt", "state"}
+    assert service.gossip.subscribers.topics(b_identity.id, _now()) == {"receipt", "state"}
 
 
 async def test_a_record_reaches_only_the_parties_it_names_and_its_subscribers(node_factory) -> None:
@@ -182,9 +182,9 @@ async def test_a_record_reaches_only_the_parties_it_names_and_its_subscribers(no
     for n in (a, b, c):
         n.app[NODE].market.publish()
     service = a.app[NODE].allocation
-    await eventually_async(lambda: "state" in service.subscribers.topics(b_id, _now()), "b to subscribe to a's states")
-    await eventually_async(lambda: service.interests().get(c_id) is None and c.app[NODE].allocation.interests().get(a_id) is None
-                 and not service.subscribers.topics(c_id, _now()), "a and c to want nothing of each other")
+    await eventually_async(lambda: "state" in service.gossip.subscribers.topics(b_id, _now()), "b to subscribe to a's states")
+    await eventually_async(lambda: service.gossip.interests().get(c_id) is None and c.app[NODE].allocation.gossip.interests().get(a_id) is None
+                 and not service.gossip.subscribers.topics(c_id, _now()), "a and c to want nothing of each other")
     # (c's subscription from before the weights were set is gone: it sent an empty one once it wanted nothing)
     before = (b.app[NODE].allocation.states.get(a_id), c.app[NODE].allocation.states.get(a_id))
     # a publishes a state naming nobody: it goes to its subscriber b, not to c
@@ -192,7 +192,7 @@ async def test_a_record_reaches_only_the_parties_it_names_and_its_subscribers(no
         provider=a_id, slot_allocations=(), wanted=(), converged=True, convergence_history=()),
         stamp=Stamp.seed().event().event().event(), timestamp=_now())
     service.states.receive(record)
-    sent = await service.push([record])
+    sent = await service.gossip.push([record])
     assert sent > 0
     assert b.app[NODE].allocation.states.get(a_id) == record
     assert c.app[NODE].allocation.states.get(a_id) is before[1] is None
@@ -202,7 +202,7 @@ async def test_a_record_reaches_only_the_parties_it_names_and_its_subscribers(no
         provider=a_id, slot_allocations=(), wanted=((c_id, "need-1"),), converged=True, convergence_history=()),
         stamp=record.stamp.event(), timestamp=_now())
     service.states.receive(named)
-    await service.push([named])
+    await service.gossip.push([named])
     assert b.app[NODE].allocation.states.get(a_id) == named and c.app[NODE].allocation.states.get(a_id) == named
 
 
@@ -215,9 +215,9 @@ async def test_a_node_that_missed_records_catches_up_through_a_digest_exchange_a
         x.app[NODE].market.set_recognition(y, Decimal(1))
         x.app[NODE].market.publish()
     await a.app[NODE].market.replication.pull(b_descriptor, [b_id])
-    assert "state" in a_service.interests()[b_id]
+    assert "state" in a_service.gossip.interests()[b_id]
     # a's loop subscribes at b, and a subscription's answer carries b's state: that is over before b's next one
-    await eventually_async(lambda: b_service.subscribers.topics(a_id, _now()) == a_service.interests()[b_id],
+    await eventually_async(lambda: b_service.gossip.subscribers.topics(a_id, _now()) == a_service.gossip.interests()[b_id],
                 "a to subscribe to what it wants of b")
     # b holds a state of its own that it never sent (a lost push)
     record = sign_state(b.app[NODE].peers.identity, AllocationState.model_construct(
@@ -225,13 +225,13 @@ async def test_a_node_that_missed_records_catches_up_through_a_digest_exchange_a
         stamp=Stamp.seed().event().event().event().event(), timestamp=_now())
     b_service.states.receive(record)
     assert a_service.states.get(b_id) != record
-    assert await a_service.pull(b_descriptor) >= 1
+    assert await a_service.gossip.pull(b_descriptor) >= 1
     assert a_service.states.get(b_id) == record
     # the same digest again: nothing differs, nothing is sent back
-    digest = a_service._digest()
+    digest = a_service.gossip.digest()
     assert digest["states"][b_id] == short_hash(record.signature)
     assert b_service.digest_answer(a_id, digest)["states"] == []
-    assert await a_service.pull(b_descriptor) == 0
+    assert await a_service.gossip.pull(b_descriptor) == 0
     # market commitments the same way: a forgets b's commitment, one digest exchange brings it back
     held = a.app[NODE].market.book.get(b_id)
     a.app[NODE].market.book.forget(b_id)
@@ -266,19 +266,19 @@ async def test_a_need_published_before_its_provider_subscribes_reaches_it(node_f
     await provider.app[NODE].market.replication.pull(r_descriptor, [r_id])  # the provider holds the recipient's commitment (no need)
     assert provider.app[NODE].market.book.get(r_id).bids == ()
     # the provider is subscribed to nothing at the recipient (whatever its loop did before it stopped)
-    r_service.subscribers.forget(p_id)
-    p_service.subscribed.pop(r_id, None)
+    r_service.gossip.subscribers.forget(p_id)
+    p_service.gossip.subscribed.pop(r_id, None)
     # the recipient publishes a need and pushes its commitment to its audience: the provider is not in it
     need = r_service.add_need("storage", 300_000, 600)
     recipient.app[NODE].market.publish()  # (or its market loop did)
     assert [b.slot.id for b in recipient.app[NODE].market.book.get(r_id).bids] == [need["id"]]
-    assert p_id not in commitment_audience(r_service.subscribers, {"storage"}, set(), _now())
+    assert p_id not in commitment_audience(r_service.gossip.subscribers, {"storage"}, set(), _now())
     await recipient.app[NODE].market.replication.push_own()
     assert provider.app[NODE].market.book.get(r_id).bids == ()  # it did not reach the provider
     # the provider subscribes now: to the recipient's needs of the kind it offers (and its receipts) ...
-    assert p_service.interests()[r_id] == {"needs:storage", "receipt"}
-    await p_service.maintain_subscriptions()
-    assert r_service.subscribers.topics(p_id, _now()) == {"needs:storage", "receipt"}
+    assert p_service.gossip.interests()[r_id] == {"needs:storage", "receipt"}
+    await p_service.gossip.maintain_subscriptions()
+    assert r_service.gossip.subscribers.topics(p_id, _now()) == {"needs:storage", "receipt"}
     # ... and the answer carried the recipient's current commitment: the need is there
     assert [b.slot.id for b in provider.app[NODE].market.book.get(r_id).bids] == [need["id"]]
     # so the provider's round allocates to it
@@ -311,8 +311,8 @@ async def test_converged_waits_until_a_need_has_reached_and_been_answered_by_its
         n.app[NODE].market.publish()
     await provider.app[NODE].market.replication.pull(r_descriptor, [r_id])
     await recipient.app[NODE].market.replication.pull(p_descriptor, [p_id])  # the recipient knows its provider's offer
-    r_service.subscribers.forget(p_id)
-    p_service.subscribed.pop(r_id, None)
+    r_service.gossip.subscribers.forget(p_id)
+    p_service.gossip.subscribed.pop(r_id, None)
     # The recipient publishes a need; it reaches nobody (the provider is not subscribed to its needs).
     need = r_service.add_need("storage", 300_000, 600)
     recipient.app[NODE].market.publish()
@@ -332,7 +332,7 @@ async def test_converged_waits_until_a_need_has_reached_and_been_answered_by_its
         assert status["unanswered"] == [need["id"]]
     # The provider subscribes: the need reaches it, and its round asks for it; once the provider runs again the
     # need is served and both converge.
-    await p_service.maintain_subscriptions()
+    await p_service.gossip.maintain_subscriptions()
     assert [b.slot.id for b in provider.app[NODE].market.book.get(r_id).bids] == [need["id"]]
     provider.app[NODE].supervisor.resume("allocation")
 

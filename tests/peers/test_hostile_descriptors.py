@@ -169,7 +169,7 @@ async def test_nodes_a_stranger_names_are_sent_nothing_but_a_probe_and_recognise
         market, allocation = node.app[NODE].market, node.app[NODE].allocation
         assert not set(market.recognition()) & {key.id for key in fakes}
         await market.fill_book()
-        await allocation.maintain_subscriptions()
+        await allocation.gossip.maintain_subscriptions()
         await market.republish(force=True)
         await asyncio.sleep(0.2)
         assert sorted(line for _, line in listener.requests) == ["POST /v1/peer/challenge HTTP/1.1"] * len(ports)

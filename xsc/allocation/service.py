@@ -19,29 +19,15 @@
 - **Converged** (`status`): the seed's rule, and no node says so before its needs are answered: a provider
   has computed on the needs it follows (`needs_moved`), a recipient's need slots have each been answered by
   every provider that should see them (`unanswered`; docs/allocation.md).
-- **Subscriptions** (`xsc.allocation.core.subscriptions`): at each peer the node subscribes to what its
-  rounds read of it (the seed's derived subgroups: mutual partners everything, one-way beneficiaries
-  their needs and receipts, providers for it their commitments and states), renews every third of
-  SUBSCRIPTION_TTL, and keeps who subscribed to it (bounded, expiring).  The market's commitment
-  goes to the same subscribers (the market holds the same `Subscribers`).
 - **Receiving** (`receive`): only records whose publisher is a known peer, parsed with every bound
   of `xsc.allocation.core.records`, signature checked, states checked against the publisher's offer,
   future-dated ones refused; then stale ignored, newer replace, concurrent merged (`Held`).
-- **Causality**: a node without an ITC id asks a peer to fork its own (`POST
-  /v1/peer/allocation/fork`): the peer keeps one half, answers the other, and stores its half before
-  answering.  A node that got no fork after `FORK_WAIT` seconds seeds the whole id when it knows no
-  peer and was given none to join (the first node of a network), or has the smallest node id of the
-  peers it knows (none of which has an id yet: they all started at once); the others fork from it
-  on their next try.  A node given peers to join waits for one of them, however long it takes.
-  The id is stored (`keys.MARKET_ALLOCATION`).  A restarted node *rejoins*: it forks a fresh id from a
-  live peer and gives its stored one back in the same request (`"retire"`: the peer joins it into its
-  own before forking, so the id space does not fragment), and its new stamp is after everything it
-  published before and everything that peer holds of it; with no peer to rejoin through within
-  `FORK_WAIT` seconds it goes on with its stored id (nobody else owns it).
-- **Anti-entropy**: every third of `market.freshness` (at least the gossip interval) one random peer we
-  subscribe at gets a digest of what we hold of the publishers we want (`POST
-  /v1/peer/allocation/digest`) and answers with the records we lack or hold another of.  A provider
-  with nothing to allocate publishes nothing, so a network without needs sends no allocation records.
+- **Gossip** (`self.gossip`, xsc.allocation.gossip): subscriptions at the peers whose records the rounds read,
+  pushes of what a round published, and every third of `market.freshness` (at least the gossip interval) an
+  anti-entropy digest with one random peer we subscribe at.  A provider with nothing to allocate publishes
+  nothing, so a network without needs sends no allocation records.
+- **Causality** (`self.ids`, xsc.allocation.itc_ids): every record is an event of this node's ITC id, forked from
+  a peer (or seeded by the first node), stored, and given back when a restarted node rejoins.
 
 Serving: `allocated(kind)` says, per provider, the units the active providers' states give this
 node's need slots of `kind`; `MarketService.deal` places needs there first (docs/allocation.md).
@@ -56,63 +42,36 @@ import time
 from decimal import Decimal
 from typing import Any
 
-
-from .. import keys
-from ..db import Database
 from ..config import MarketSection
-from ..errors import ForgedRecord, InvalidArgument, PeerError, UnknownPeer, XscError
+from ..db import Database
+from ..errors import ForgedRecord, InvalidArgument, XscError
 from ..identity import Identity
-from ..net.peer_client import dumps
-from ..tasks import Quota, at_most, woken
+from ..itc import Stamp
+from ..tasks import Quota, now_ms, woken
 from .core.convergence import NETWORK_QUORUM
-from ..itc import ItcError, Stamp
 from .core.matching import compatible
 from .core.models import AllocationState, Commitment, DampingSample
 from .core.records import (
-    MAX_STAMP_HEX,
     Held,
-    ReceiptRecord,
     StateRecord,
     check_state,
     parse_receipt,
     parse_state,
+    refusal_reason,
     sign_receipt,
     sign_state,
 )
 from .core.rounds import Receipt, addressed_to, answered, provider_round, recipient_round
-from .core.subscriptions import (
-    MAX_SUBSCRIPTIONS,
-    Subscribers,
-    differing,
-    parse_digest,
-    parse_subscription,
-    short_hash,
-    sign_subscription,
-)
+from .core.subscriptions import Subscribers
+from .gossip import AllocationGossip
+from .itc_ids import ItcIds
 
 log = logging.getLogger(__name__)
 
-PEER_PATH = "/v1/peer/allocation"
-FORK_PATH = "/v1/peer/allocation/fork"
-# Each fork halves this node's share of the ITC id space for good (and deepens the id every record carries), so a
-# known peer gets FORK_BURST at once and one more every 1 / FORK_RATE s: a joining node needs one, a restarted one
-# gives its old id back with the one it takes.  A stranger gets none.
-FORK_BURST = 2
-FORK_RATE = 1 / 600
-SUBSCRIBE_PATH = "/v1/peer/allocation/subscribe"
-DIGEST_PATH = "/v1/peer/allocation/digest"
-SUBSCRIPTION_TTL = 60.0  # seconds a subscription lives; renewed every third of it (and when its topics change)
-SUBSCRIBE_RETRY = 5.0  # seconds before a subscription that failed is sent again
-SUBSCRIPTIONS_AT_ONCE = 64  # subscriptions in flight at most (as probes: peers/probes.py)
 MAX_RECORDS = 1_001  # states and receipts per message each: one per peer the directory can hold, and this node's
-FORK_WAIT = 3.0  # seconds a node without an ITC id waits for a peer to fork one from before it seeds one
 TRAFFIC_ROUNDS = 256  # rounds whose bytes are kept for the status
 STEP_WAIT = 10  # allocation delays a side waits for the other side's answers (rounds in step: `_provider_waits`) ...
 STEP_WAIT_MIN = 5.0  # ... and at least this many seconds
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class AllocationService:
@@ -120,7 +79,6 @@ class AllocationService:
                  subscribers: Subscribers, peers: Any, gossip_interval: float, joins: bool = False,
                  forks: Quota | None = None) -> None:
         self.config = config
-        self.forks = forks  # per peer, the ITC forks it may take (FORK_BURST, FORK_RATE); None: no bound
         self.identity = identity
         self.me = identity.id
         self.db = db
@@ -130,13 +88,6 @@ class AllocationService:
         needs.watch(self.touch, standing=True)
         self.peers = peers  # a PeerView (None: a node on its own)
         self.gossip_interval = gossip_interval
-        self.joins = joins  # started with peers to join (peers.urls): it forks its ITC id, never seeds one alone
-        raw = db.get(keys.MARKET_ALLOCATION)
-        # A restarted node's id, until it rejoins through a peer (`ensure_id`): it publishes nothing before.
-        self.retiring: Stamp | None = Stamp.decode(bytes.fromhex(raw.decode())) if raw else None
-        self.stamp: Stamp | None = None
-        self.forked_from: str | None = None
-        self.rejoined = False  # this run got its id by giving its stored one back to a peer
         self.states = Held()  # provider -> its newest StateRecord (this node's too)
         self.receipts = Held()  # recipient -> its newest ReceiptRecord (this node's too)
         self.previous: AllocationState | None = None  # this node's last state, for convergence
@@ -146,13 +97,11 @@ class AllocationService:
         self.rounds = 0
         self.refused: dict[str, int] = {}  # why records were refused -> how many
         self.traffic: list[tuple[int, int]] = []  # (round, bytes this node sent for it)
-        self.bytes_sent = 0
-        self.bytes_by: dict[str, int] = {"records": 0, "subscriptions": 0, "digests": 0}  # what bytes_sent was for
-        self.subscribers = subscribers  # who subscribed to this node's records (and its market commitment)
-        self.subscribed: dict[str, tuple[frozenset[str], float]] = {}  # peer -> (topics, when sent) we asked it for
-        self._named: dict[str, set[str]] = {"state": set(), "receipt": set()}  # named in our last published record
-        self._greeted: set[str] = set()  # peers that took a subscription of ours since we started
-        self._retry_at: dict[str, float] = {}  # peer -> when to try a subscription that failed again
+        self._changed = asyncio.Event()
+        self.ids = ItcIds(me=self.me, db=db, peers=peers, targets=self._targets, joins=joins, forks=forks)
+        self.gossip = AllocationGossip(identity=identity, peers=peers, market=market, subscribers=subscribers,
+                                       states=self.states, receipts=self.receipts, receive=self.receive,
+                                       refuse=self._refuse, wake=self._changed.set)
         self._dirty = True
         # Rounds in step (`_provider_waits`, `_recipient_waits`): when this node last computed as a provider
         # and published a receipt, the receipts its provider side last read (recipient -> signature), when each
@@ -171,8 +120,6 @@ class AllocationService:
         self._computed_needs: frozenset = frozenset()
         self._wake: asyncio.TimerHandle | None = None
         self.out_of_step = 0  # rounds a side computed after the bound, without every answer (status)
-        self._changed = asyncio.Event()
-        self._started = time.monotonic()
 
     # --- standing needs (kept by the market's NeedRegistry) --------------------------------------------
     def add_need(self, kind: Any, quantity: Any, seconds: Any = 3600, max_price: Any = None) -> dict:
@@ -276,22 +223,10 @@ class AllocationService:
             return False
         return self._wait_until(min(new))
 
-    def _event(self) -> Stamp:
-        """This node's next ITC event, after every stamp it received."""
-        stamp = self.stamp
-        for held in (self.states, self.receipts):
-            for owner in held.owners():
-                seen = held.seen(owner)
-                if owner != self.me and seen is not None:
-                    stamp = stamp.join(seen.peek())
-        self.stamp = stamp.event()
-        self.db.put(keys.MARKET_ALLOCATION, self.stamp.encode().hex().encode())
-        return self.stamp
-
     def round(self, now: int | None = None) -> list:
         """One round (see the module docstring); returns the records it published."""
         now = now_ms() if now is None else now
-        if self.stamp is None:
+        if self.ids.stamp is None:
             return []  # no ITC id yet: nothing may be published (see `ensure_id`)
         self._dirty = False
         self.rounds += 1
@@ -315,7 +250,7 @@ class AllocationService:
             nothing = not content[0] and not content[1]
             if (mine is None and not nothing) or (mine is not None and content != (mine.allocations, mine.wanted,
                                                                                   mine.converged)):
-                record = sign_state(self.identity, state, stamp=self._event(), timestamp=now)
+                record = sign_state(self.identity, state, stamp=self.ids.event((self.states, self.receipts)), timestamp=now)
                 self.states.receive(record)
                 out.append(record)
             elif mine is not None:  # unchanged: the recipients whose new receipts it answers are told so (every
@@ -326,7 +261,7 @@ class AllocationService:
             # No capacity any more (full, or leaving): withdraw every allocation.
             empty = AllocationState.model_construct(provider=self.me, slot_allocations=(), wanted=(), converged=True,
                                                     convergence_history=())
-            record = sign_state(self.identity, empty, stamp=self._event(), timestamp=now)
+            record = sign_state(self.identity, empty, stamp=self.ids.event((self.states, self.receipts)), timestamp=now)
             self.states.receive(record)
             self.previous = None
             out.append(record)
@@ -341,7 +276,7 @@ class AllocationService:
             held = self.receipts.get(self.me)
             if held is None or receipt.needs != held.to_receipt().needs \
                     or receipt.damping_factor != held.damping_factor:
-                record = sign_receipt(self.identity, receipt, stamp=self._event(), timestamp=now)
+                record = sign_receipt(self.identity, receipt, stamp=self.ids.event((self.states, self.receipts)), timestamp=now)
                 self.receipts.receive(record)
                 out.append(record)
                 listed = time.monotonic()
@@ -383,7 +318,7 @@ class AllocationService:
                         check_state(record, None if mc is None else Commitment.model_construct(
                             participant=mc.participant, capacity_slots=tuple(a.slot for a in mc.asks)))
                 except XscError as err:
-                    reason = _reason(err)
+                    reason = refusal_reason(err)
                     self._refuse(reason)  # counted (GET /v1/allocation: refused), never logged one by one
                     if reason == "bad signature":  # the message ends here: a forgery is a strike, not noise
                         raise ForgedRecord(f"an allocation record of {str(owner)[:16]} is not signed by it") from None
@@ -410,297 +345,37 @@ class AllocationService:
         """A peer's side of a push: take its records; with `ask`, answer with this node's own."""
         result = self.receive(body)
         if isinstance(body, dict) and body.get("ask") is True:
-            own = self._own()
-            self._count("records", own)
+            own = self.gossip.own()
+            self.gossip.count("records", own)
             return {**result, **own}
         return result
 
     def fork(self, peer: str, body: Any = None) -> dict:
-        """Give a joining peer half of this node's ITC id (stored before it is answered): a known peer only
-        (UnknownPeer), within its quota of forks (QuotaExceeded).
-
-        A returning peer sends the id it had (`{"retire": HEX}`): it is joined into this node's own first
-        (ITC's retire: the id space stays whole) when it is disjoint from ours and within the id of the
-        newest record we hold of that peer (if any); the half given is after everything we hold of it."""
-        if self.stamp is None:
-            raise InvalidArgument("this node has no ITC id yet to fork", hint="ask another peer")
-        self._check_peer(peer)
-        if self.forks is not None:
-            self.forks.check(peer, time.monotonic(), "ITC forks")
-        stamp, retired = self.stamp, False
-        old = _retired_stamp(body)
-        if old is not None and not old.is_anonymous and _disjoint(old.id, stamp.id):
-            latest = [s for s in (self.states.seen(peer), self.receipts.seen(peer))
-                      if s is not None and not s.is_anonymous]  # (a merge of concurrent copies keeps no id)
-            if all(_within(old.id, s.id) for s in latest):
-                stamp, retired = stamp.join(old), True
-        for held in (self.states, self.receipts):
-            seen = held.seen(peer)
-            if seen is not None:
-                stamp = stamp.join(seen.peek())  # its next records must be newer than all we hold of it
-        try:
-            keep, give = stamp.fork()
-        except ItcError as err:
-            raise InvalidArgument(f"cannot fork this node's ITC id: {err}", hint="ask another peer") from None
-        self.stamp = keep
-        self.db.put(keys.MARKET_ALLOCATION, keep.encode().hex().encode(), sync=True)
-        log.info("forked half of the allocation ITC id for %s%s", peer[:12], " (its old id given back)" if retired else "")
-        return {"stamp": give.encode().hex(), "retired": retired}
+        """Give a known peer (else UnknownPeer) half of this node's ITC id (`ItcIds.fork`)."""
+        self.gossip.check_peer(peer)
+        return self.ids.fork(peer, body, (self.states, self.receipts))
 
     # --- subscriptions and digests ------------------------------------------------------------------
     def check_sender(self, sender: str) -> None:
         """Refuse (UnknownPeer) a message from a node this one does not know, before any of it is read."""
-        self._check_peer(sender)
-
-    def _check_peer(self, sender: str) -> None:
-        if self.peers is not None and not self.peers.known(sender):
-            self._refuse("unknown peer")
-            raise UnknownPeer(f"{sender[:16]} is not a known peer of this node",
-                              hint="a node joins first (xsc peers add); only peers subscribe or exchange digests")
+        self.gossip.check_peer(sender)
 
     def subscribe(self, sender: str, body: Any) -> dict:
-        """A peer's subscriptions to this node's records: {"subscriptions": [signed Subscription, ...]}.  In this
-        order: at most MAX_SUBSCRIPTIONS (else 400); the sender a known peer (else 403, before any signature is
-        checked); each one the sender's own and addressed to this node; then parsed and its signature checked;
-        then kept (at most `Subscribers.max_total` subscribers).  Answers with this node's current records of
-        the topics it took, so a new subscriber starts full."""
-        if not isinstance(body, dict) or not isinstance(body.get("subscriptions"), list):
-            raise InvalidArgument('send {"subscriptions": [...]}')
-        items = body["subscriptions"]
-        if len(items) > MAX_SUBSCRIPTIONS:
-            self._refuse("oversized")
-            raise InvalidArgument(f"{len(items)} subscriptions in one message (at most {MAX_SUBSCRIPTIONS})")
-        self._check_peer(sender)
-        now = now_ms()
-        taken: set[str] = set()
-        before = self.subscribers.topics(sender, now)
-        if (not before or body.get("fresh") is True) and sender in self.subscribed:
-            # A subscriber new here or that says it just started (so it lost our subscription): subscribe again.
-            self.subscribed[sender] = (frozenset(), 0.0)
-            self._changed.set()
-        for item in items:
-            if not isinstance(item, dict) or item.get("subscriber") != sender or item.get("publisher") != self.me:
-                self._refuse("not the sender's")
-                raise InvalidArgument("a subscription names its sender as subscriber and this node as publisher")
-            try:
-                sub = parse_subscription(item, now_ms=now)
-            except XscError as err:
-                self._refuse(_reason(err))
-                raise
-            if not self.subscribers.add(sub, now):
-                self._refuse("too many subscribers")
-                raise InvalidArgument(f"this node keeps at most {self.subscribers.max_total} subscribers",
-                                      hint="try again later")
-            taken |= set(sub.topics)
-        taken -= before  # a renewal is answered with nothing more: the pushes kept it current
-        out: dict[str, Any] = {"accepted": len(items)}
-        state, receipt = self.states.get(self.me), self.receipts.get(self.me)
-        if "state" in taken and state is not None:
-            out["states"] = [state.to_json()]
-        if "receipt" in taken and receipt is not None:
-            out["receipts"] = [receipt.to_json()]
-        mc = self.market.book.get(self.me)
-        kinds = {b.slot.kind for b in mc.bids} if mc is not None else set()
-        if mc is not None and ("commitment" in taken or any(f"needs:{k}" in taken for k in kinds)):
-            out["commitments"] = [mc.to_json()]
-        self._count("subscriptions", out)
-        return out
+        """A peer's subscriptions to this node's records (`AllocationGossip.subscribe`)."""
+        return self.gossip.subscribe(sender, body)
 
     def digest_answer(self, sender: str, body: Any) -> dict:
-        """A peer's digest {"states": {publisher: hash}, "receipts": {...}}: the records held here that it lacks
-        or holds another of.  Bounded before anything is read (MAX_DIGEST per kind), a stranger refused (403)."""
-        if not isinstance(body, dict):
-            raise InvalidArgument('send {"states": {publisher: hash}, "receipts": {publisher: hash}}')
-        try:
-            states, receipts = parse_digest(body.get("states"), "states"), parse_digest(body.get("receipts"), "receipts")
-        except XscError:
-            self._refuse("oversized")
-            raise
-        self._check_peer(sender)
-        out = {"states": [r.to_json() for r in differing(states, dict(self.states.items()))],
-               "receipts": [r.to_json() for r in differing(receipts, dict(self.receipts.items()))]}
-        self._count("digests", out)
-        return out
+        """The records held here that a peer's digest lacks (`AllocationGossip.digest_answer`)."""
+        return self.gossip.digest_answer(sender, body)
 
-    def interests(self) -> dict[str, frozenset[str]]:
-        """peer -> the topics this node subscribes to at it (`MarketService.interests`)."""
-        return self.market.interests()
-
-    def _count(self, what: str, message: dict) -> int:
-        size = len(dumps(message))
-        self.bytes_sent += size
-        self.bytes_by[what] += size
-        return size
-
-    async def maintain_subscriptions(self) -> None:
-        """Subscribe where `interests` changed, renew what is due (every third of SUBSCRIPTION_TTL), and say
-        so where nothing is wanted any more (an empty subscription)."""
-        if self.peers is None:
-            return
-        want = self.interests()
-        now = time.monotonic()
-        calls = []
-        for d in self.peers.peers():
-            topics = want.get(d.id, frozenset())
-            held = self.subscribed.get(d.id)
-            if held is None and not topics:
-                continue
-            if held is not None and held[0] == topics and now - held[1] < SUBSCRIPTION_TTL / 3:
-                continue
-            if not self.peers.up(d.id) or self._retry_at.get(d.id, 0.0) > now:
-                continue
-            if topics:
-                self.subscribed[d.id] = (topics, now)
-            else:
-                self.subscribed.pop(d.id, None)
-            calls.append((d, topics))
-        # signed as they go, a few at a time: a directory of 1,000 peers recognising this node asked for 1,000
-        await at_most(SUBSCRIPTIONS_AT_ONCE, (self._send_subscription(d, topics) for d, topics in calls))
-
-    async def _send_subscription(self, d, topics: frozenset[str]) -> None:
-        sub = sign_subscription(self.identity, d.id, topics, now_ms() + int(SUBSCRIPTION_TTL * 1000))
-        message: dict[str, Any] = {"subscriptions": [sub.to_json()]}
-        if d.id not in self._greeted:
-            message["fresh"] = True  # our first since we started: it re-subscribes here (we hold none of its)
-        self._count("subscriptions", message)
-        try:
-            response = await self.peers.request(d.url, "POST", SUBSCRIBE_PATH, json=message, to=d.id)
-            answer = response.json()
-        except PeerError as err:
-            self.subscribed.pop(d.id, None)  # asked again after SUBSCRIBE_RETRY (a slow peer must not hold up rounds)
-            self._retry_at[d.id] = time.monotonic() + SUBSCRIBE_RETRY
-            log.debug("subscription at %s failed: %s", d.id[:12], err)
-            return
-        except Exception:  # noqa: BLE001 -- one peer's bad answer must not end the pass
-            self.subscribed.pop(d.id, None)
-            self._retry_at[d.id] = time.monotonic() + SUBSCRIBE_RETRY
-            log.exception("subscription at %s failed", d.id[:12])
-            return
-        self._retry_at.pop(d.id, None)
-        self._greeted.add(d.id)
-        if isinstance(answer, dict):
-            if isinstance(answer.get("commitments"), list):
-                self.market.receive(answer["commitments"][:1])
-            self.receive({"states": answer.get("states", [])[:1] if isinstance(answer.get("states"), list) else [],
-                          "receipts": answer.get("receipts", [])[:1]
-                          if isinstance(answer.get("receipts"), list) else []})
-
-    def _digest(self) -> dict[str, dict[str, str]]:
-        """What this node holds of the publishers it wants (its interests, and whatever it holds): a digest."""
-        want = self.interests()
-        out: dict[str, dict[str, str]] = {}
-        for kind, held in (("state", self.states), ("receipt", self.receipts)):
-            owners = {p for p, t in want.items() if kind in t} | {p for p in held.owners() if p != self.me}
-            out[kind + "s"] = {p: short_hash(held.get(p).signature) if held.get(p) is not None else ""
-                               for p in sorted(owners)}
-        return out
-
-    async def pull(self, d) -> int:
-        """Anti-entropy with one peer: send it our digest, take the records it answers; returns how many
-        changed what is held."""
-        message = self._digest()
-        if not message["states"] and not message["receipts"]:
-            return 0
-        self._count("digests", message)
-        try:
-            response = await self.peers.request(d.url, "POST", DIGEST_PATH, json=message, to=d.id)
-            answer = response.json()
-        except PeerError as err:
-            log.debug("allocation digest exchange with %s failed: %s", d.id[:12], err)
-            return 0
-        if not isinstance(answer, dict):
-            return 0
-        return self.receive({"states": answer.get("states", []), "receipts": answer.get("receipts", [])})["changed"]
-
-    # --- sending ------------------------------------------------------------------------------------
-    def _own(self) -> dict:
-        state, receipt = self.states.get(self.me), self.receipts.get(self.me)
-        return {"states": [state.to_json()] if state else [], "receipts": [receipt.to_json()] if receipt else []}
-
-    def _targets(self) -> list:
-        if self.peers is None:
-            return []
-        return self.peers.up_peers()
-
-    def _audience(self, record) -> set[str]:
-        """Who gets `record`: the parties it names (now, and in the record before it) and its subscribers."""
-        if isinstance(record, StateRecord):
-            kind = "state"
-            named = {r for _, r, _, _, _ in record.allocations} | {r for r, _ in record.wanted}
-        else:
-            kind = "receipt"
-            named = {p for e in record.needs.values() for p in (*e.by_provider, *e.wanting)}
-        out = named | self._named[kind] | self.subscribers.of(kind, now_ms())
-        self._named[kind] = named
-        out.discard(self.me)
-        return out
-
-    async def push(self, records: list, *, everyone_asks: bool = False, only: list | None = None) -> int:
-        """Send each of `records` to its audience (`_audience`) among the peers that are up (or to `only`, all
-        of them); returns the bytes sent."""
-        targets = only if only is not None else self._targets()
-        audiences = {id(r): self._audience(r) for r in records} if only is None else None
-        sent = 0
-        calls = []
-        for d in targets:
-            mine = [r for r in records if audiences is None or d.id in audiences[id(r)]]
-            if not mine:
-                continue
-            message: dict[str, Any] = {"states": [r.to_json() for r in mine if isinstance(r, StateRecord)],
-                                       "receipts": [r.to_json() for r in mine if isinstance(r, ReceiptRecord)]}
-            if everyone_asks:
-                message["ask"] = True
-            sent += self._count("records", message)
-            calls.append(self._send(d, message))
-        await asyncio.gather(*calls)
-        return sent
-
-    async def _send(self, d, message: dict) -> None:
-        try:
-            response = await self.peers.request(d.url, "POST", PEER_PATH, json=message, to=d.id)
-            answer = response.json()
-            if isinstance(answer, dict) and ("states" in answer or "receipts" in answer):
-                self.receive({"states": answer.get("states", []), "receipts": answer.get("receipts", [])})
-        except PeerError as err:
-            log.debug("allocation push to %s failed: %s", d.id[:12], err)
-        except Exception:  # noqa: BLE001 -- one peer's bad answer must not end the round
-            log.exception("allocation push to %s failed", d.id[:12])
+    @property
+    def stamp(self) -> Stamp | None:
+        """This node's ITC stamp (None until it has an id: it publishes nothing before)."""
+        return self.ids.stamp
 
     async def ensure_id(self) -> bool:
-        """Fork an ITC id from a peer (or seed one when no peer was known for FORK_WAIT s); a restarted node
-        forks a fresh one and gives its stored id back (or keeps it when no peer answered for FORK_WAIT s)."""
-        if self.stamp is not None:
-            return True
-        old = self.retiring
-        ask = {} if old is None else {"retire": old.encode().hex()}
-        for d in self._targets():
-            try:
-                response = await self.peers.request(d.url, "POST", FORK_PATH, json=ask, to=d.id)
-                stamp = Stamp.decode(bytes.fromhex(response.json()["stamp"]))
-            except (PeerError, XscError, ValueError, KeyError, TypeError) as err:
-                log.debug("no ITC fork from %s: %s", d.id[:12], err)
-                continue
-            if stamp.is_anonymous:
-                continue
-            if old is not None:
-                stamp = stamp.join(old.peek())  # after every event of its own before the restart
-                self.rejoined, self.retiring = True, None
-            self.stamp, self.forked_from = stamp, d.id
-            self.db.put(keys.MARKET_ALLOCATION, stamp.encode().hex().encode(), sync=True)
-            return True
-        if old is not None and (time.monotonic() - self._started >= FORK_WAIT or not self._targets()):
-            self.stamp, self.retiring = old, None  # no peer to rejoin through: the stored id is still ours alone
-            return True
-        # Nobody gave one: the first node of a network (no peer), or every peer is as new as this one
-        # (then the smallest node id seeds and the others fork from it).
-        targets = self._targets()
-        alone = not targets and not self.joins
-        smallest = bool(targets) and self.me < min(d.id for d in targets)
-        if time.monotonic() - self._started >= FORK_WAIT and (alone or smallest):
-            self.stamp = Stamp.seed()
-            self.db.put(keys.MARKET_ALLOCATION, self.stamp.encode().hex().encode(), sync=True)
-            return True
-        return False
+        """Whether this node has an ITC id, forking one from a peer if not (`ItcIds.ensure`)."""
+        return await self.ids.ensure()
 
     async def _run(self) -> None:
         interval = max(self.gossip_interval, self.config.freshness / 3)  # anti-entropy: at most as often as offers
@@ -710,8 +385,8 @@ class AllocationService:
             await woken(self._changed, 0.5)
             self._changed.clear()
             try:
-                await self.maintain_subscriptions()  # whatever the ITC id: the market's commitments travel by them
-                if not await self.ensure_id():
+                await self.gossip.maintain_subscriptions()  # whatever the ITC id: the market's commitments travel by them
+                if not await self.ids.ensure():
                     continue
                 if self.market.version != seen_version:
                     seen_version = self.market.version
@@ -724,27 +399,25 @@ class AllocationService:
                     acks, self.acks = self.acks, set()
                     mine = self.states.get(self.me)
                     if acks and mine is not None and mine not in records:
-                        await self.push([mine], only=[d for d in self._targets() if d.id in acks])
+                        await self.gossip.push([mine], only=[d for d in self._targets() if d.id in acks])
                     if records:
-                        sent = await self.push(records)
+                        sent = await self.gossip.push(records)
                         self.traffic.append((self.rounds, sent))
                         del self.traffic[:-TRAFFIC_ROUNDS]
                     if self._dirty:
                         self._changed.set()
                 if time.monotonic() >= next_gossip:
                     next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
-                    want = self.interests()
+                    want = self.market.interests()
                     targets = [d for d in self._targets() if d.id in want]
                     if targets and (len(self.states) or len(self.receipts)):  # an idle network says nothing
-                        await self.pull(random.choice(targets))
+                        await self.gossip.pull(random.choice(targets))
             except Exception:  # a round must never end the allocation
                 log.exception("allocation round failed")
 
     def forget(self, participant: str) -> None:
         """A node was removed: its records are dropped."""
-        self.subscribers.forget(participant)
-        self.subscribed.pop(participant, None)
-        self._retry_at.pop(participant, None)
+        self.gossip.forget(participant)
         self._heard.pop(participant, None)
         self._arrived.pop(participant, None)
         self._read.pop(participant, None)
@@ -760,6 +433,9 @@ class AllocationService:
 
     def close(self) -> None:
         pass
+
+    def _targets(self) -> list:
+        return [] if self.peers is None else self.peers.up_peers()
 
     # --- serving --------------------------------------------------------------------------------------
     def allocated(self, kind: str) -> dict[str, int]:
@@ -838,9 +514,9 @@ class AllocationService:
         allocated_total = sum(q for r in providers.values() for _, _, _, q, _ in r.allocations)
         received = self.receipts.get(self.me)
         return {
-            "stamp": None if self.stamp is None else self.stamp.encode().hex(),
-            "forked_from": self.forked_from,
-            "rejoined": self.rejoined,
+            "stamp": None if self.ids.stamp is None else self.ids.stamp.encode().hex(),
+            "forked_from": self.ids.forked_from,
+            "rejoined": self.ids.rejoined,
             "rounds": self.rounds,
             "converged": provider_converged is not False and share >= float(NETWORK_QUORUM) and not unanswered
             and not moved,
@@ -858,10 +534,7 @@ class AllocationService:
             "needs": [_need_view(b) for b in self.needs.standing()],
             "refused": dict(self.refused),
             "out_of_step": self.out_of_step,
-            "bytes_sent": self.bytes_sent,
-            "bytes_by": dict(self.bytes_by),
-            "subscribers": self.subscribers.view(now_ms()),
-            "subscribed": {p: sorted(t) for p, (t, _) in sorted(self.subscribed.items())},
+            **self.gossip.view(),
             "bytes_per_round": round(sum(rounds_sent) / len(rounds_sent), 1) if rounds_sent else None,
         }
 
@@ -893,48 +566,6 @@ def _names(record: StateRecord | None, recipient: str) -> bool:
 def _need_view(bid) -> dict:
     s = bid.slot
     return {"id": s.id, "kind": s.kind, "quantity": s.quantity, "start": s.start, "end": s.end, "max_price": bid.price}
-
-
-def _retired_stamp(body: Any) -> Stamp | None:
-    """The id a returning peer gives back with its fork request ({"retire": HEX}), or None."""
-    text = body.get("retire") if isinstance(body, dict) else None
-    if text is None:
-        return None
-    if not isinstance(text, str) or len(text) > MAX_STAMP_HEX:
-        raise InvalidArgument(f"retire must be the hex of an ITC stamp of at most {MAX_STAMP_HEX} digits")
-    try:
-        return Stamp.decode(bytes.fromhex(text))
-    except ValueError:
-        raise InvalidArgument("retire must be the hex of an ITC stamp") from None
-
-
-def _disjoint(a: Any, b: Any) -> bool:
-    """ITC ids `a` and `b` own no part of the interval in common."""
-    if a == 0 or b == 0:
-        return True
-    if a == 1 or b == 1:
-        return False
-    return _disjoint(a[0], b[0]) and _disjoint(a[1], b[1])
-
-
-def _within(a: Any, b: Any) -> bool:
-    """Every part of the interval id `a` owns, id `b` owns too."""
-    if a == 0 or b == 1:
-        return True
-    if a == 1 or b == 0:
-        return False  # a normal id other than 1 never owns the whole interval
-    return _within(a[0], b[0]) and _within(a[1], b[1])
-
-
-def _reason(err: XscError) -> str:
-    text = str(err)
-    if "not signed" in text:
-        return "bad signature"
-    if "future" in text:
-        return "future-dated"
-    if "gives" in text or "allocates to itself" in text or "no commitment" in text:
-        return "beyond its offer"
-    return "invalid"
 
 
 def _causal_order(stamps: dict[str, Stamp]) -> list[str]:

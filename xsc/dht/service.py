@@ -23,7 +23,7 @@ from kademlia.node import Node
 from ..config import NodeConfig, parse_listen
 from ..identity import Identity
 from ..peers.core.descriptors import NodeDescriptor
-from ..tasks import at_most, woken
+from ..tasks import at_most, now_ms, woken
 from . import table
 from .core import records
 
@@ -67,9 +67,6 @@ async def collect_providers(look_up: Callable[[bytes], Awaitable[list[records.Re
                     found[r.node] = r
     return list(found.values())
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class DhtService:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator
 from concurrent.futures import Executor
@@ -20,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..errors import MarketNoDeal, NeedNotFound
-from ..tasks import in_pool
+from ..tasks import in_pool, now_ms
 from .core.matching import Assignment, match_needs
 from .core.models import Ask, Bid, need_key, units_cost
 from .needs import NeedRegistry
@@ -29,9 +28,6 @@ from .core.supply import cap_supply, spread_groups
 EXPLAINED = 1000  # needs whose explanation is kept (in memory) for `xsc market explain`
 COMPUTE_DEALS = 64  # invokes' deals kept until the book or the allocation changes
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _matched(asks: list[Ask], bids: list[Bid], **kwargs: Any):

@@ -16,7 +16,7 @@ from .. import codec
 from ..allocation.core.subscriptions import Subscribers, commitment_audience, differing, parse_digest, short_hash
 from ..errors import InvalidArgument, PeerError, QuotaExceeded, UnknownPeer, XscError
 from ..net.peer_client import dumps
-from ..tasks import Quota
+from ..tasks import Quota, now_ms
 from .core.book import Book, MarketCommitment, parse_commitment
 from .store import MarketStore
 
@@ -29,9 +29,6 @@ RECEIVE_BATCH = 16  # commitments checked (an Ed25519 verify each: ~0.4 ms of CP
 # five turns of the loop, and each waited behind a whole batch of 16 (3-8 ms at load 2): 40-80 ms in a flood.
 RECEIVE_SLICE = 0.001
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def stored_book(store: MarketStore, peers: Any, me: str, bucket_seconds: int) -> Book:

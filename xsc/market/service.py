@@ -48,17 +48,15 @@ from .core.models import Ask, Bid
 from .needs import NeedRegistry
 from .prices import Prices
 from .recognition import Recognition
-from .replication import MAX_COMMITMENTS, BookReplication  # noqa: F401 -- the limiter's burst (node/services.py)
+from .replication import BookReplication
 from .store import MarketStore
 from .core.orders import market_orders
 from .core.pricing import PricingPolicy, ask_price
-from ..tasks import Quota, in_pool, woken
+from ..tasks import Quota, in_pool, now_ms, woken
 
 log = logging.getLogger(__name__)
 
 HONOUR_SECONDS = 60  # a published ask is honoured this long after a newer, higher one replaced it
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _clear_book(asks: list[Ask], bids: list[Bid], bucket_seconds: int) -> dict:

@@ -16,7 +16,8 @@ from functools import partial
 
 import aiohttp
 
-from ..allocation.service import FORK_BURST, FORK_RATE, AllocationService
+from ..allocation.itc_ids import FORK_BURST, FORK_RATE
+from ..allocation.service import AllocationService
 from ..allocation.core.subscriptions import Subscribers
 from ..compute.functions import WebFunctions
 from ..compute.hosted_jobs import HostedJobs
@@ -37,7 +38,8 @@ from ..ledger.trust import TrustLines
 from ..market.dealing import Dealing
 from ..market.needs import NeedRegistry
 from ..market.recognition import Recognition
-from ..market.service import MAX_COMMITMENTS, MarketService
+from ..market.replication import MAX_COMMITMENTS
+from ..market.service import MarketService
 from ..net import PeerClient, traffic
 from ..peers import HealthService, PeerService
 from ..peers.admission import Admission, Quarantine

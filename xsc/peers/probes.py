@@ -20,9 +20,9 @@ from ..errors import PeerError
 from ..health import Availability, PeerHistory, availability, reachable_status, record_audit, record_probe
 from ..health.core.stats import DAY_MS, HOUR_MS, MAX_ERROR, bucket_start, last_probe_ok, probe_due, sparkline
 from ..identity import parse_public_id, public_id
-from ..tasks import Pacer, at_most, every, stop
+from ..tasks import Pacer, at_most, every, now_ms, stop
 from .core.descriptors import NodeDescriptor
-from .service import PeerDirectory, now_ms
+from .service import PeerDirectory
 from .store import PeerStore, PeerWrites
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from ..health.core.stats import bucket_start
 from ..health import answer as challenge_answer
 from ..identity import Identity, parse_public_id
 from ..net.peer_client import PeerClient, PeerResponse
-from ..tasks import Quota, stop, woken
+from ..tasks import Quota, now_ms, stop, woken
 from .admission import Admission
 from .core.descriptors import NodeDescriptor, make_descriptor, newer, newsworthy, parse_descriptor
 from .store import PeerStore
@@ -43,9 +43,6 @@ GOSSIPED = 32  # peers' descriptors a gossip message carries at most (besides ou
 GOSSIP_JITTER = 0.2
 JOIN_RETRY_MAX = 30.0
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def host_of(url: str) -> str:

@@ -325,3 +325,15 @@ class Held:
 
     def __len__(self) -> int:
         return len(self._held)
+
+
+def refusal_reason(err: XscError) -> str:
+    """Why a record or message was refused, as the allocation's status counts it."""
+    text = str(err)
+    if "not signed" in text:
+        return "bad signature"
+    if "future" in text:
+        return "future-dated"
+    if "gives" in text or "allocates to itself" in text or "no commitment" in text:
+        return "beyond its offer"
+    return "invalid"

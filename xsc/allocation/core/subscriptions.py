@@ -1,6 +1,6 @@
 """Subscriptions and digests: who gets which records of a node, and how two nodes find what one lacks
-(pure: no I/O, the clock passed in).  The node side is `xsc.allocation.service` (allocation records)
-and `xsc.market.service` (market commitments); docs/allocation.md, "Subscriptions and digests".
+(pure: no I/O, the clock passed in).  The node side is `xsc.allocation.gossip` (allocation records)
+and `xsc.market.replication` (market commitments); docs/allocation.md, "Subscriptions and digests".
 
 **What a node subscribes to** (`interests`), after the seed's derived subgroups (seed 001: mutual
 partners get everything, one-way beneficiaries their commitments, providers for me their commitments
