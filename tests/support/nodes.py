@@ -27,7 +27,7 @@ def node_config(root: Path, name: str = "node", **sections) -> NodeConfig:
     """A NodeConfig with its data dir `root/name`, listening on a free loopback port, not read from the
     environment; `sections` override the config file's sections ({"storage": {"capacity": ...}}), key by key
     over TEST_DEFAULTS."""
-    overrides = {"node": {"listen": f"127.0.0.1:{free_port()}"}, **sections}
+    overrides = {**sections, "node": {"listen": f"127.0.0.1:{free_port()}", **sections.get("node", {})}}
     for section, values in TEST_DEFAULTS.items():
         overrides[section] = {**values, **overrides.get(section, {})}
     return load_config(root / name, overrides=overrides, environ={})

@@ -54,6 +54,8 @@ def _add_global_options(command: click.Command, uses_node: bool) -> None:
         return
     setattr(command, _GLOBALS_ADDED, True)
     if isinstance(command, click.Group):
+        if isinstance(command, GroupWithLazyModules):
+            command.uses_node = uses_node
         for sub in command.commands.values():
             _add_global_options(sub, uses_node)
         return
@@ -86,6 +88,33 @@ def _usage_errors_from_parsing(command: click.Command) -> None:
             raise click.UsageError(err.message + (f" ({err.hint})" if err.hint else ""), ctx) from None
 
     command.parse_args = parse  # type: ignore[method-assign]
+
+
+class GroupWithLazyModules(click.Group):
+    """A group whose commands from `modules` (each a module with a COMMANDS tuple) are imported only when one of
+    them is named or the group's commands are listed: `xsc compute invoke` does not pay for the job commands."""
+
+    def __init__(self, *args, modules: tuple[str, ...] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.modules = modules
+        self.uses_node: bool | None = None  # set when the global options were added to the group's commands
+
+    def _load(self) -> None:
+        modules, self.modules = self.modules, ()
+        for module in modules:
+            for command in importlib.import_module(module).COMMANDS:
+                self.add_command(command)
+                if self.uses_node is not None:
+                    _add_global_options(command, self.uses_node)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in self.commands:
+            self._load()
+        return super().get_command(ctx, name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load()
+        return super().list_commands(ctx)
 
 
 class LazyGroup(click.Group):

@@ -11,20 +11,15 @@ from typing import Any
 import click
 
 from ..errors import InvalidArgument, ModuleNotFound, Trap
-from .functions import COMMANDS as FUNCTION_COMMANDS
-from .jobs import COMMANDS as JOB_COMMANDS
+from . import GroupWithLazyModules
 from .output import Col, emit_json, json_option, key_values, table, wide_option
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
 
 
-@click.group()
+@click.group(cls=GroupWithLazyModules, modules=("xsc.cli.jobs", "xsc.cli.functions"))
 def compute() -> None:
     """Deploy wasm modules and invoke their functions."""
-
-
-for _command in (*JOB_COMMANDS, *FUNCTION_COMMANDS):
-    compute.add_command(_command)
 
 
 def _read_module(file: str) -> bytes:
