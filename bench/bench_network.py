@@ -9,9 +9,9 @@ this machine's 2 cores, so the six-node figures include five more processes' wor
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -53,7 +53,9 @@ def _xsc(*args: str):
 
 
 def main() -> None:
-    size = (int(sys.argv[1]) if len(sys.argv) > 1 else 1024) * MiB
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("size_mib", nargs="?", type=int, default=1024, help="the file's size in MiB (1024)")
+    size = parser.parse_args().size_mib * MiB
     with tempfile.TemporaryDirectory(prefix="xsc-bench-net-") as tmp_name:
         tmp = Path(tmp_name)
         src = tmp / "input.bin"

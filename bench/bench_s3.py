@@ -15,12 +15,12 @@ The KEYS objects are recorded in the bucket index directly (the listing never re
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -73,9 +73,12 @@ def main() -> None:
     import boto3
     from botocore.config import Config
 
-    put_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 256
-    range_mib = int(sys.argv[2]) if len(sys.argv) > 2 else 1024
-    n_keys = int(sys.argv[3]) if len(sys.argv) > 3 else 10000
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("put_mib", nargs="?", type=int, default=256, help="the object put and got, in MiB (256)")
+    parser.add_argument("range_mib", nargs="?", type=int, default=1024, help="the object read by ranges, in MiB (1024)")
+    parser.add_argument("keys", nargs="?", type=int, default=10000, help="small objects put and listed (10000)")
+    args = parser.parse_args()
+    put_mib, range_mib, n_keys = args.put_mib, args.range_mib, args.keys
     with tempfile.TemporaryDirectory(prefix="xsc-bench-s3-") as tmp_name:
         tmp = Path(tmp_name)
         data_dir = tmp / "node"

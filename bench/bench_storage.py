@@ -9,11 +9,11 @@ of the node and of the CLI.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -70,7 +70,9 @@ def raw_steps(tmp: Path, total: int = 256 * MiB) -> dict[str, float]:
 
 
 def main() -> None:
-    size_mib = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("size_mib", nargs="?", type=int, default=1024, help="the file's size in MiB (1024)")
+    size_mib = parser.parse_args().size_mib
     size = size_mib * MiB
     with tempfile.TemporaryDirectory(prefix="xsc-bench-") as tmp_name:
         tmp = Path(tmp_name)
