@@ -94,3 +94,30 @@ async def test_deals_asked_for_at_once_are_cleared_together_and_each_caller_hear
     outcomes = await asyncio.gather(*(dealing.deal(bids) for bids in mixed), return_exceptions=True)
     assert [type(o).__name__ for o in outcomes] == ["dict", "dict", "dict", "MarketNoDeal"]
     assert "huge" in str(outcomes[3])
+
+
+
+async def test_needs_in_flight_hold_their_units_and_are_not_matched_again(node_factory) -> None:
+    """A put still storing holds what it was given of a provider's slot (the next matching sees the rest only),
+    and this node's open needs are not matched again with each new deal: a matching reads the new needs alone."""
+    a = await node_factory("a", storage={"capacity": 0}, **QUIET)
+    b = await node_factory("b", **QUIET)
+    market, dealing, needs = a.app[NODE].market, a.app[NODE].dealing, a.app[NODE].needs
+    provider = b.app[NODE].peers.identity.id
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    await market.fill_book()
+    await a.app[NODE].health.probe_round()  # b is seen up: it may be matched
+    slot = max((x.slot for x in market.book.get(provider).asks if x.slot.kind == "storage"),
+               key=lambda s: s.quantity)
+    size = slot.quantity * 6 // 10
+    first = [dealing.need("first", "storage", size, 3600, 10**9)]
+    needs.open(first)
+    assert (await dealing.deal(first))["first"].provider == provider
+
+    second = [dealing.need("second", "storage", size, 3600, 10**9)]
+    needs.open(second)
+    with pytest.raises(MarketNoDeal):  # 40% of the slot left while the first is in flight
+        await dealing.deal(second)
+    assert set(dealing.last_results.explanations) == {f"{market.me}/second"}  # the open first was not matched
+    needs.withdraw(["first"])  # its put ended
+    assert (await dealing.deal(second))["second"].provider == provider

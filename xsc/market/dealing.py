@@ -101,6 +101,13 @@ def _would_match(explanation, bid: Bid | None, best_ask: int | None) -> str | No
     return None
 
 
+def _less(ask: Ask, units: int) -> Ask:
+    """`ask` with `units` of its slot already taken."""
+    if not units:
+        return ask
+    return ask.model_copy(update={"slot": ask.slot.model_copy(update={"quantity": max(0, ask.slot.quantity - units)})})
+
+
 def _repriced(a: Assignment, clearing, bid: Bid | None) -> Assignment:
     price = None if clearing is None else clearing.price
     if bid is None or price is None or not a.price <= price <= bid.price:
@@ -134,6 +141,7 @@ class Dealing:
         self.pool = pool  # where matchings run (None: asyncio's default executor)
         self._dealing = asyncio.Lock()
         self._waiting: list[_Waiting] = []  # deals asked for while another ran: dealt together next
+        self._placed: dict[str, Assignment] = {}  # this node's open needs already placed: need id -> assignment
         self.last_results = None  # the newest MarketResult of a match this node ran
         self._remembered = None  # the last of them whose explanations were kept
         self.last_bids: dict[str, Bid] = {}  # its needs, by need key
@@ -157,7 +165,10 @@ class Dealing:
 
         Providers that are down (or in `exclude`: they just failed this node) are left out of the clearing
         itself; other active nodes' open needs compete for the same slots (an inactive participant is left out of
-        every match, its needs too: a stranger's 1,000 fake peers' needs were matched with every put)."""
+        every match, its needs too: a stranger's 1,000 fake peers' needs were matched with every put).  This
+        node's other open needs do not compete with its own: those already placed (puts still storing) take what
+        they were given off their providers' asks (`_in_flight`), the rest (standing needs, deals still waiting)
+        take nothing, so a matching costs the same however many of this node's puts are in flight."""
         down = {p for p, a in availability.items() if a == 0} | exclude
         live: dict[str, bool] = {}
 
@@ -166,12 +177,23 @@ class Dealing:
                 live[owner] = self.market.active(owner)
             return live[owner]
 
-        asks = [a for a in self.market.book.asks() if a.slot.owner not in down and active(a.slot.owner)]
-        mine = {b.slot.id for b in bids}
-        others = [b for b in self.market.book.bids() if not (b.slot.owner == self.me and b.slot.id in mine)
-                  and active(b.slot.owner)]
-        return {"asks": asks, "bids": others + bids, "recognition": self.market.recognition_map(),
-                "availability": availability, "bucket_seconds": self.market.config.bucket_seconds, "now_ms": now_ms()}
+        taken = self._in_flight()
+        asks = [_less(a, taken.get((a.slot.owner, a.slot.id), 0)) for a in self.market.book.asks()
+                if a.slot.owner not in down and active(a.slot.owner)]
+        others = [b for b in self.market.book.bids() if b.slot.owner != self.me and active(b.slot.owner)]
+        return {"asks": [a for a in asks if a.slot.quantity > 0], "bids": others + bids,
+                "recognition": self.market.recognition_map(), "availability": availability,
+                "bucket_seconds": self.market.config.bucket_seconds, "now_ms": now_ms()}
+
+    def _in_flight(self) -> dict[tuple[str, str], int]:
+        """(provider, capacity slot) -> the units this node's needs placed there hold while they are still open
+        (a put withdraws its needs when it ends, stored or not)."""
+        open_ids = {b.slot.id for b in self.needs.bids()}
+        self._placed = {n: a for n, a in self._placed.items() if n in open_ids}
+        out: dict[tuple[str, str], int] = {}
+        for a in self._placed.values():
+            out[(a.provider, a.capacity_slot)] = out.get((a.provider, a.capacity_slot), 0) + a.quantity
+        return out
 
     def remember(self) -> None:
         """Keep the explanations of the newest matching, with their figures, for `xsc market explain` (once:
@@ -282,6 +304,7 @@ class Dealing:
                 fn, kwargs = steps.send(result)
                 result = fn(**kwargs) if here else await in_pool(self.pool, _call, fn, kwargs)
         except StopIteration as done:
+            self._placed.update(done.value)
             return done.value
 
     def _deal(self, bids: list[Bid], exclude: frozenset[str]) -> Steps:
