@@ -81,6 +81,7 @@ async def test_deals_asked_for_at_once_are_cleared_together_and_each_caller_hear
         return await real(bids, exclude, here)
 
     monkeypatch.setattr(dealing, "_run_deal", counted)
+    monkeypatch.setattr("xsc.market.dealing.ON_THE_LOOP", 0)  # every matching in the pool, as over a large book
     puts = [[dealing.need(f"put{p}-{s}", "storage", 1000, 3600, 10**6, group=f"put{p}") for s in range(6)]
             for p in range(8)]
     answers = await asyncio.gather(*(dealing.deal(bids) for bids in puts))

@@ -27,6 +27,9 @@ from .core.supply import cap_supply, spread_groups
 
 EXPLAINED = 1000  # needs whose explanation is kept (in memory) for `xsc market explain`
 COMPUTE_DEALS = 64  # invokes' deals kept until the book or the allocation changes
+# A matching of at most this many asks and bids runs on the event loop (well under a millisecond): sent to the pool,
+# it would hold the deals after it for as long as the busy loop takes to come back to it.
+ON_THE_LOOP = 64
 
 
 
@@ -302,7 +305,8 @@ class Dealing:
         try:
             while True:
                 fn, kwargs = steps.send(result)
-                result = fn(**kwargs) if here else await in_pool(self.pool, _call, fn, kwargs)
+                small = len(kwargs["asks"]) + len(kwargs["bids"]) <= ON_THE_LOOP
+                result = fn(**kwargs) if here or small else await in_pool(self.pool, _call, fn, kwargs)
         except StopIteration as done:
             self._placed.update(done.value)
             return done.value

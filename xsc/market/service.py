@@ -171,11 +171,16 @@ class MarketService:
 
     def ask(self, kind: str) -> int | None:
         """This node's ask now for `kind`, None if it does not offer it."""
-        b = self.bucket()
-        if kind == "compute":  # without building every offer (a provider asks it for every paid call)
-            offered = None if self.leaving else self._compute_offer(b)
+        # Without building every offer: a provider asks it for every paid call, a gateway for every put.
+        if self.leaving:
+            return None
+        if kind == "compute":
+            offered = self._compute_offer(self.bucket())
             return None if offered is None else offered[1]
-        return next((a.price for a in self.own_asks() if a.slot.kind == kind and a.slot.id.endswith(f"-{b}")), None)
+        used, capacity = self.storage_usage()
+        if kind != "storage" or not self.config.offer_storage or capacity <= used:
+            return None
+        return ask_price(self.policy("storage"), used, capacity)
 
     def honoured_ask(self, kind: str) -> int | None:
         """The lowest price this node takes a deal at: its ask now, or a lower one it published within the
