@@ -210,3 +210,17 @@ def test_matching_properties(market, rnd):
     again = match_needs(shuffled_asks, shuffled_bids, recognition=dict(reversed(list(recognition.items()))),
                         availability=availability, bucket_seconds=HOUR, now_ms=0)
     assert again == r
+
+
+def test_a_provider_every_need_avoids_sets_no_price():
+    """The cheapest provider, avoided by every need, stays to explain the filter but takes no part in the clearing:
+    left in, it cleared the market below the provider the needs allow, which then traded nothing."""
+    asks = [ask("avoided", "a", 10 * GIB, 1000), ask("other", "o", 10 * GIB, 1001)]
+    r = _match(asks, [bid("me", f"n{i}", GIB, 4000, deny=("avoided",)) for i in range(3)])
+    assert {a.provider for a in r.assignments.values()} == {"other"} and len(r.assignments) == 3
+    assert r.clearings[("storage", 0)].price >= 1001
+    r = _match(asks, [bid("me", "n", GIB, 4000, deny=("avoided", "other"))])
+    assert explain(r, "me/n").code == "filtered_out"  # still explained by the filter
+    # A need that avoids nobody keeps the cheaper ask in the clearing.
+    r = _match(asks, [bid("me", "n", GIB, 4000, deny=("avoided",)), bid("you", "m", GIB, 4000)])
+    assert r.clearings[("storage", 0)].low == 1000

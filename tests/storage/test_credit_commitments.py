@@ -6,7 +6,7 @@ from __future__ import annotations
 from xsc.node.appkeys import NODE
 
 TEN_YEARS = 3650 * 86400
-LIMIT = 50_000  # micro-credits: a few of these puts (about 12,000 each at the default asks), never six
+LIMIT = 120_000  # micro-credits: a few of these puts (about 30,000 each at the default asks), never six
 
 
 async def test_six_ten_year_puts_past_the_credit_limit_are_refused(node_factory) -> None:

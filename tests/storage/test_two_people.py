@@ -107,8 +107,8 @@ def test_a_stranger_joining_never_breaks_puts_and_auto_prepay_stays_within_its_c
 
     # B's user recognises A with a small credit line: A's puts go to B within it, then A prepays B by itself (B takes
     # a prepayment out of what it can collect from A: the work it did for it), never past A's cap.
-    assert b.xsc("market", "recognize", id_a, "1", "--credit", "0.000016").returncode == 0
-    cap = 40  # micro-credits A may prepay B by itself, in all (a put's two shares on B cost ~8)
+    assert b.xsc("market", "recognize", id_a, "1", "--credit", "0.00004").returncode == 0
+    cap = 100  # micro-credits A may prepay B by itself, in all (a put's two shares on B cost ~20)
     a.stop()
     a.env.update({"XSC_LEDGER_AUTO_PREPAY": "true", "XSC_LEDGER_AUTO_PREPAY_PEER": str(cap)})
     a.start(90)

@@ -123,6 +123,26 @@ def _accepts(f: SlotFilter, owner: str, tags: tuple[str, ...]) -> bool:
     return all(t in tags for t in f.require_tags)
 
 
+def _wanted(asks: Sequence[Ask], bids: Sequence[Bid], availability: Mapping[str, Decimal],
+            allow_self: bool) -> list[Ask]:
+    """The asks that take part in the clearing: those some bid of their kind would take from their provider (its
+    filters, its minimum availability, its owner's own capacity).  A provider every need avoids sets no price:
+    left in, its lower ask would clear the market below the providers the needs allow, and they would trade
+    nothing (it stays in the book to explain the filter)."""
+    open_kinds = {b.slot.kind for b in bids if allow_self and b.min_availability is None and b.slot.filters.is_empty()}
+    by_kind: dict[str, list[Bid]] = {}
+    for b in bids:
+        if b.slot.kind not in open_kinds:
+            by_kind.setdefault(b.slot.kind, []).append(b)
+
+    def taken_by(a: Ask, b: Bid) -> bool:
+        s = a.slot
+        return _accepts(b.slot.filters, s.owner, s.tags) and (allow_self or s.owner != b.slot.owner) and \
+            (b.min_availability is None or availability.get(s.owner, Decimal(0)) >= b.min_availability)
+
+    return [a for a in asks if a.slot.kind in open_kinds or any(taken_by(a, b) for b in by_kind.get(a.slot.kind, ()))]
+
+
 def _unique(orders: Sequence[Ask] | Sequence[Bid], side: str) -> None:
     seen: set[tuple[str, str]] = set()
     for o in orders:
@@ -273,7 +293,7 @@ def match_needs(asks: Sequence[Ask], bids: Sequence[Bid], *, recognition: Mappin
     capacity (open tier only: the allocator never gives to oneself)?"""
     _unique(asks, "ask")
     _unique(bids, "bid")
-    clearings = clear_book(market_orders(asks, bids, bucket_seconds))
+    clearings = clear_book(market_orders(_wanted(asks, bids, availability, allow_self), bids, bucket_seconds))
     book = _OrderedBook(asks, bids, clearings, availability=availability, bucket_seconds=bucket_seconds,
                         allow_self=allow_self)
     priced_bids = book.priced_bids()
