@@ -181,7 +181,10 @@ class Dealing:
             return live[owner]
 
         taken = self._in_flight()
-        asks = [_less(a, taken.get((a.slot.owner, a.slot.id), 0)) for a in self.market.book.asks()
+        # This node's own offer as it is now: the one in the book was signed at the last re-publish, and a put's
+        # needs do not re-publish it (its price has moved with every put stored since).
+        book = [a for a in self.market.book.asks() if a.slot.owner != self.me] + self.market.own_asks()
+        asks = [_less(a, taken.get((a.slot.owner, a.slot.id), 0)) for a in book
                 if a.slot.owner not in down and active(a.slot.owner)]
         others = [b for b in self.market.book.bids() if b.slot.owner != self.me and active(b.slot.owner)]
         return {"asks": [a for a in asks if a.slot.quantity > 0], "bids": others + bids,

@@ -9,9 +9,11 @@ Three kinds of need, one registry:
   LevelDB (`keys.MARKET_STANDING`) until its window ends (`expire`) or it is removed; `spend` shrinks them by
   what the allocation served (the largest first).
 
-Everything open is published with the node's market commitment (`bids`).  Whoever reads the needs says so in
-its constructor with `watch`: the market re-publishes on any change, the allocation computes again when a
-standing need changed.
+What is published with the node's market commitment is `published`: the standing needs, and a put's needs once
+they have been open PUBLISH_AFTER seconds (a small put is over before its needs could reach a peer: publishing
+them would only re-sign and re-send the commitment twice per put to every subscriber).  Whoever reads the needs
+says so in its constructor with `watch`: the market re-publishes on any change of what is published (it looks
+again every second, when a put's needs come of age), the allocation computes again when a standing need changed.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ MAX_STANDING = 64  # standing needs per node
 MAX_QUANTITY = 2**62
 MAX_SECONDS = 10 * 365 * 86400
 MAX_PRICE = 10**12
+PUBLISH_AFTER = 1.0  # seconds a put's needs are open before they are published
 
 
 class NeedStore:
@@ -62,6 +65,7 @@ class NeedRegistry:
         self.config = config  # the default bids of standing needs
         self.store = NeedStore(db)
         self._needs: dict[str, Bid] = {}
+        self._opened: dict[str, float] = {}  # a put's needs not yet published -> when they were opened (monotonic)
         self._watchers: list[tuple[Callable[[], None], bool]] = []  # (called on a change, standing ones only)
         for key, value in self.store.load():
             try:
@@ -88,6 +92,13 @@ class NeedRegistry:
         """Every open need, as published with the node's commitment."""
         return tuple(self._needs.values())
 
+    def published(self, now: float | None = None) -> tuple[Bid, ...]:
+        """The needs published with the node's commitment: all but a put's needs open less than PUBLISH_AFTER s."""
+        now = time.monotonic() if now is None else now
+        for need_id in [n for n, at in self._opened.items() if now - at >= PUBLISH_AFTER]:
+            del self._opened[need_id]
+        return tuple(b for n, b in self._needs.items() if n not in self._opened)
+
     def ids(self, kind: str) -> set[str]:
         return {nid for nid, b in self._needs.items() if b.slot.kind == kind}
 
@@ -109,15 +120,19 @@ class NeedRegistry:
         return Bid(slot=slot, price=max_price, group=group, prefer=tuple(prefer), min_availability=min_availability)
 
     def open(self, bids: Iterable[Bid]) -> None:
-        """Needs published while the put that made them runs."""
-        self._needs.update({b.slot.id: b for b in bids})
-        self._changed(standing=False)
+        """A put's needs, open while it runs (published once they have been open PUBLISH_AFTER seconds)."""
+        now = time.monotonic()
+        for b in bids:
+            self._needs[b.slot.id] = b
+            self._opened[b.slot.id] = now
 
     def withdraw(self, need_ids: Iterable[str]) -> None:
-        """The put is over (stored or not): its needs leave the book."""
+        """The put is over (stored or not): its needs leave the book (those published: a change to publish)."""
+        published = False
         for need in need_ids:
-            self._needs.pop(need, None)
-        self._changed(standing=False)
+            published |= self._needs.pop(need, None) is not None and self._opened.pop(need, None) is None
+        if published:
+            self._changed(standing=False)
 
     # --- standing needs -------------------------------------------------------------------------------
     def add_standing(self, kind: Any, quantity: Any, seconds: Any = 3600, max_price: Any = None) -> Bid:

@@ -253,7 +253,7 @@ class MarketService:
         self.weights.unsaved = True
 
     def _sign_own(self, force: bool) -> tuple[MarketCommitment, int, bytes] | None:
-        asks, bids, recognition = self.own_asks(), self.needs.bids(), self.recognition()
+        asks, bids, recognition = self.own_asks(), self.needs.published(), self.recognition()
         content = (tuple(asks), bids, tuple(recognition.items()))
         if content == self._published and not force:
             return None

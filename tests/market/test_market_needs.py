@@ -1,0 +1,34 @@
+"""This node's need slots (xsc.market.needs.NeedRegistry): which are published with its commitment, and when."""
+
+from __future__ import annotations
+
+import time
+
+from xsc.config import MarketSection
+from xsc.db import open_database
+from xsc.market.needs import PUBLISH_AFTER, NeedRegistry
+
+
+def _registry(tmp_path) -> tuple[NeedRegistry, list[str]]:
+    needs = NeedRegistry(db=open_database(tmp_path / "db"), me="me", config=MarketSection())
+    changes: list[str] = []
+    needs.watch(lambda: changes.append("changed"))
+    return needs, changes
+
+
+def test_a_puts_needs_are_published_only_once_they_have_been_open_a_while(tmp_path) -> None:
+    needs, changes = _registry(tmp_path)
+    standing = needs.add_standing("storage", 1000, 600)
+    changes.clear()
+    put = [needs.make(f"put-{s}", "storage", 100, 3600, 10**6, group="put") for s in range(6)]
+    needs.open(put)
+    assert len(needs.bids()) == 7  # open: dealt with, held against their providers (Dealing)
+    assert needs.published() == (standing,)  # a small put's needs never reach the peers
+    needs.withdraw([b.slot.id for b in put])
+    assert changes == []  # nothing published changed: the commitment is not signed and sent again
+
+    longer = [needs.make("long-0", "storage", 100, 3600, 10**6)]
+    needs.open(longer)
+    assert needs.published(time.monotonic() + PUBLISH_AFTER) == (standing, *longer)  # the market's next look
+    needs.withdraw(["long-0"])
+    assert changes == ["changed"] and needs.published() == (standing,)
