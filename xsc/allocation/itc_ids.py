@@ -37,9 +37,10 @@ FORK_WAIT = 3.0  # seconds a node without an ITC id waits for a peer to fork one
 class ItcIds:
     """The owner of this node's allocation ITC stamp (`keys.MARKET_ALLOCATION`)."""
 
-    def __init__(self, *, me: str, db: Database, peers: Any, targets: Callable[[], list], joins: bool,
-                 forks: Quota | None) -> None:
+    def __init__(self, *, me: str, db: Database, peers: Any, held: tuple[Held, ...], targets: Callable[[], list],
+                 joins: bool, forks: Quota | None) -> None:
         self.me = me
+        self.held = held  # the allocation records held (states, receipts): a new event and a fork are after them
         self.db = db
         self.peers = peers  # a PeerView (None: a node on its own)
         self.targets = targets  # the peers that are up, to fork from
@@ -58,17 +59,17 @@ class ItcIds:
         self.db.put(keys.MARKET_ALLOCATION, stamp.encode().hex().encode(), sync=sync)
         return stamp
 
-    def event(self, held: tuple[Held, ...]) -> Stamp:
+    def event(self) -> Stamp:
         """This node's next ITC event, after every stamp it received."""
         stamp = self.stamp
-        for records in held:
+        for records in self.held:
             for owner in records.owners():
                 seen = records.seen(owner)
                 if owner != self.me and seen is not None:
                     stamp = stamp.join(seen.peek())
         return self._keep(stamp.event(), sync=False)
 
-    def fork(self, peer: str, body: Any, held: tuple[Held, ...]) -> dict:
+    def fork(self, peer: str, body: Any) -> dict:
         """Give a joining peer (already checked to be known) half of this node's id, stored before it is answered,
         within its quota of forks (QuotaExceeded).
 
@@ -82,11 +83,11 @@ class ItcIds:
         stamp, retired = self.stamp, False
         old = _retired_stamp(body)
         if old is not None and not old.is_anonymous and _disjoint(old.id, stamp.id):
-            latest = [s for s in (records.seen(peer) for records in held)
+            latest = [s for s in (records.seen(peer) for records in self.held)
                       if s is not None and not s.is_anonymous]  # (a merge of concurrent copies keeps no id)
             if all(_within(old.id, s.id) for s in latest):
                 stamp, retired = stamp.join(old), True
-        for records in held:
+        for records in self.held:
             seen = records.seen(peer)
             if seen is not None:
                 stamp = stamp.join(seen.peek())  # its next records must be newer than all we hold of it

@@ -81,7 +81,6 @@ class AllocationService:
         self.config = config
         self.identity = identity
         self.me = identity.id
-        self.db = db
         self.market = market  # xsc.market.service.MarketService: the book, freshness, what this node subscribes to
         market.on_change.append(self.touch)  # a round reads the book
         self.needs = needs  # xsc.market.needs.NeedRegistry: this node's need slots (standing ones are allocated)
@@ -98,7 +97,8 @@ class AllocationService:
         self.refused: dict[str, int] = {}  # why records were refused -> how many
         self.traffic: list[tuple[int, int]] = []  # (round, bytes this node sent for it)
         self._changed = asyncio.Event()
-        self.ids = ItcIds(me=self.me, db=db, peers=peers, targets=self._targets, joins=joins, forks=forks)
+        self.ids = ItcIds(me=self.me, db=db, peers=peers, held=(self.states, self.receipts), targets=self._targets,
+                          joins=joins, forks=forks)
         self.gossip = AllocationGossip(identity=identity, peers=peers, market=market, subscribers=subscribers,
                                        states=self.states, receipts=self.receipts, receive=self.receive,
                                        refuse=self._refuse, wake=self._changed.set)
@@ -250,7 +250,7 @@ class AllocationService:
             nothing = not content[0] and not content[1]
             if (mine is None and not nothing) or (mine is not None and content != (mine.allocations, mine.wanted,
                                                                                   mine.converged)):
-                record = sign_state(self.identity, state, stamp=self.ids.event((self.states, self.receipts)), timestamp=now)
+                record = sign_state(self.identity, state, stamp=self.ids.event(), timestamp=now)
                 self.states.receive(record)
                 out.append(record)
             elif mine is not None:  # unchanged: the recipients whose new receipts it answers are told so (every
@@ -261,7 +261,7 @@ class AllocationService:
             # No capacity any more (full, or leaving): withdraw every allocation.
             empty = AllocationState.model_construct(provider=self.me, slot_allocations=(), wanted=(), converged=True,
                                                     convergence_history=())
-            record = sign_state(self.identity, empty, stamp=self.ids.event((self.states, self.receipts)), timestamp=now)
+            record = sign_state(self.identity, empty, stamp=self.ids.event(), timestamp=now)
             self.states.receive(record)
             self.previous = None
             out.append(record)
@@ -276,7 +276,7 @@ class AllocationService:
             held = self.receipts.get(self.me)
             if held is None or receipt.needs != held.to_receipt().needs \
                     or receipt.damping_factor != held.damping_factor:
-                record = sign_receipt(self.identity, receipt, stamp=self.ids.event((self.states, self.receipts)), timestamp=now)
+                record = sign_receipt(self.identity, receipt, stamp=self.ids.event(), timestamp=now)
                 self.receipts.receive(record)
                 out.append(record)
                 listed = time.monotonic()
@@ -353,7 +353,7 @@ class AllocationService:
     def fork(self, peer: str, body: Any = None) -> dict:
         """Give a known peer (else UnknownPeer) half of this node's ITC id (`ItcIds.fork`)."""
         self.gossip.check_peer(peer)
-        return self.ids.fork(peer, body, (self.states, self.receipts))
+        return self.ids.fork(peer, body)
 
     # --- subscriptions and digests ------------------------------------------------------------------
     def check_sender(self, sender: str) -> None:

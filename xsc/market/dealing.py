@@ -32,7 +32,6 @@ COMPUTE_DEALS = 64  # invokes' deals kept until the book or the allocation chang
 ON_THE_LOOP = 64
 
 
-
 def _matched(asks: list[Ask], bids: list[Bid], **kwargs: Any):
     """The pure matching of `Dealing.match`: supply capped and groups spread, then `match_needs`."""
     needs = spread_groups(asks, bids)

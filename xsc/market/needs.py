@@ -89,7 +89,7 @@ class NeedRegistry:
 
     # --- reading --------------------------------------------------------------------------------------
     def bids(self) -> tuple[Bid, ...]:
-        """Every open need, as published with the node's commitment."""
+        """Every open need (`published` says which the node's commitment carries)."""
         return tuple(self._needs.values())
 
     def published(self, now: float | None = None) -> tuple[Bid, ...]:

@@ -30,7 +30,6 @@ RECEIVE_BATCH = 16  # commitments checked (an Ed25519 verify each: ~0.4 ms of CP
 RECEIVE_SLICE = 0.001
 
 
-
 def stored_book(store: MarketStore, peers: Any, me: str, bucket_seconds: int) -> Book:
     """The book as LevelDB holds it: the commitments that still parse, of nodes still known (the others deleted)."""
     book = Book(bucket_seconds=bucket_seconds)

@@ -140,7 +140,8 @@ def _wanted(asks: Sequence[Ask], bids: Sequence[Bid], availability: Mapping[str,
         return _accepts(b.slot.filters, s.owner, s.tags) and (allow_self or s.owner != b.slot.owner) and \
             (b.min_availability is None or availability.get(s.owner, Decimal(0)) >= b.min_availability)
 
-    return [a for a in asks if a.slot.kind in open_kinds or any(taken_by(a, b) for b in by_kind.get(a.slot.kind, ()))]
+    return [a for a in asks
+            if a.slot.kind in open_kinds or any(taken_by(a, b) for b in by_kind.get(a.slot.kind, ()))]
 
 
 def _unique(orders: Sequence[Ask] | Sequence[Bid], side: str) -> None:
