@@ -12,6 +12,7 @@ import pytest
 from tests.support.compute import deploy
 from tests.support.nodes import close_node, free_port, serve
 from tests.support.waiting import eventually_async
+from xsc.compute import functions
 from xsc.node import CLIENT_IDENTITY
 from xsc.node.appkeys import NODE
 
@@ -115,9 +116,13 @@ async def test_hostile_callers_are_refused_while_others_are_served(web) -> None:
     status, headers, body = await looping
     assert status == 504 and headers["Content-Type"].startswith("application/problem+json")
     assert b"deadline" in body  # stopped by its deadline (an epoch interrupt), not by the end of its fuel
-    stopped = [r["record"] for r in node.app[NODE].compute.recent_provenance(50)
-               if r["record"].get("job", {}).get("function") == "loop"]
-    assert [r["trap"]["kind"] for r in stopped] == ["deadline"]
+
+    def stopped() -> list[dict]:  # its record is written once it was answered
+        return [r["record"] for r in node.app[NODE].compute.recent_provenance(50)
+                if r["record"].get("job", {}).get("function") == "loop"]
+
+    await eventually_async(lambda: stopped(), "the stopped run to be recorded")
+    assert [r["trap"]["kind"] for r in stopped()] == ["deadline"]
     status, _, body = await _get(f"{base}/fn/hello/", "POST", data=b"x" * 2048)
     assert status == 413 and b"Traceback" not in body
     status, headers, body = await _get(f"{base}/fn/cookie/")
@@ -131,6 +136,24 @@ async def test_hostile_callers_are_refused_while_others_are_served(web) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as other:
         async with other.get(f"{base}/fn/hello/") as response:  # from 127.0.0.2
             assert response.status == 200
+
+
+async def test_an_answer_past_its_cap_is_cut_off_and_its_run_refused(web, monkeypatch) -> None:
+    node, base = web
+    monkeypatch.setattr(functions, "MAX_RESPONSE", 64 * 1024)
+    module = await deploy(node, "cgi", wasi=True)
+    await _serve(node, name="echo", module=module)
+    status, _, body = await _get(f"{base}/fn/echo/", "POST", data=os.urandom(200 * 1024))
+    assert status == 502 and b"went over its cap" in body  # the echo of its body is more than it may answer
+    status, _, body = await _get(f"{base}/fn/echo/", "POST", data=b"small")
+    assert status == 200 and body.endswith(b"small")
+
+    def runs() -> list[dict]:
+        return [r["record"] for r in node.app[NODE].compute.recent_provenance(10)
+                if r["record"].get("job", {}).get("function") == "echo"]
+
+    await eventually_async(lambda: len(runs()) == 2, "both runs to be recorded")
+    assert all(r["charge"] > 0 for r in runs())  # the refused run is recorded and paid too
 
 
 async def test_the_owner_pays_exactly_what_its_requests_cost_and_no_more_than_its_cap(node_factory) -> None:
@@ -154,8 +177,12 @@ async def test_the_owner_pays_exactly_what_its_requests_cost_and_no_more_than_it
         statuses = await asyncio.gather(*(one(n) for n in range(requests)))
     assert statuses == [200] * requests
     assert services.compute.stats == compiled  # each request instantiated the prepared module: none compiled it
-    runs = [r["record"] for r in services.compute.recent_provenance(2 * requests)
-            if r["record"].get("job", {}).get("function") == "hello"]
+
+    def recorded() -> list[dict]:  # a caller is answered before its run's record is written
+        return [r["record"] for r in services.compute.recent_provenance(2 * requests)
+                if r["record"].get("job", {}).get("function") == "hello"]
+
+    runs = await eventually_async(lambda: len(recorded()) == requests and recorded(), "every run to be recorded")
     assert len(runs) == requests and len({r["job"]["request"] for r in runs}) == requests
     charged = sum(r["charge"] for r in runs)
     await services.tabs.flush()  # the owner's tab with its node: the runs settled in aggregate

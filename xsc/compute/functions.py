@@ -16,7 +16,9 @@ answered; the provider is paid on this node's tab with it, and a provider that f
 is left out and the next one asked, so a function outlives the provider that served it.
 
 Every request is a run, metered and recorded like any (its provenance record names the function and the request
-line) and charged to the owner's tab (ledger/tabs.py: one transfer per interval for all of them).  The owner caps
+line) and charged to the owner's tab (ledger/tabs.py: one transfer per interval for all of them).  Its caller is
+answered once the run has ended, not once its record's group write is on disk: a kill -9 between the two loses
+the record and its charge together, never one without the other.  The owner caps
 what a function spends an hour (`spend_cap`): once the runs of the last hour reach it, callers get 402 and nothing
 more is charged.  A function runs at most `concurrency` requests at once (503 past it); one past its deadline is
 stopped and answered 504.  The functions are records in LevelDB (compute/store.py), and so is what each spent by
@@ -27,11 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
 import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -65,6 +67,9 @@ CHUNK = 1 << 20
 STREAM_BYTES = 256 * 1024  # an answer this long is sent while its run goes on (shorter: once it ends)
 STREAM_AFTER = 0.05  # seconds a run goes on before what it has written is sent
 SPILL = 1 << 20  # bytes of an answer kept in memory; past this it is written to a file
+PIPE_BYTES = 1 << 20  # a stdout pipe's buffer: a long answer's program waits for the loop once a MiB
+PIPE_READ = 64 * 1024  # bytes read from it at once (a MiB buffer would be mapped and unmapped for each read)
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
 ReadFn = Callable[[int], Awaitable[bytes]]
 
@@ -84,61 +89,94 @@ class Request:
 
 
 class Spill:
-    """A run's stdout, written by its program as it runs (on the thread running it) and read on the loop while it
-    is written: kept in memory up to SPILL bytes, then moved to a file in `directory` (so an answer of up to
-    MAX_RESPONSE bytes is never held whole)."""
+    """A run's stdout: a pipe its program writes (wasmtime's own writes, on the thread running it), read on the
+    loop as it is written and kept in memory up to SPILL bytes, then in a file in `directory` (so an answer of up
+    to MAX_RESPONSE bytes is never held whole).  Past `cap` bytes the pipe is closed: the program's next write
+    fails (EPIPE) and its run is refused for its cap."""
 
-    def __init__(self, directory: Path, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, directory: Path, loop: asyncio.AbstractEventLoop, cap: int) -> None:
         self.directory = directory
         self.loop = loop
+        self.cap = cap
         self.memory = bytearray()
         self.path: Path | None = None
         self._file: BinaryIO | None = None
         self.size = 0
-        self._lock = threading.Lock()  # the writer's thread and the loop's reads
+        self.over = False  # it went past its cap
+        self._pipe: int | None = None  # the reading end
+        self.drained: asyncio.Future = loop.create_future()  # done once every byte written is read, or cut off
         self._waiter: asyncio.Future | None = None  # the loop waits for ...
         self._wanted = 0  # ... this many bytes in all
 
-    def write(self, chunk: bytes) -> None:
-        with self._lock:
-            if self._file is None and len(self.memory) + len(chunk) > SPILL:
-                handle, name = tempfile.mkstemp(prefix="stdout-", dir=self.directory)
-                # unbuffered: what is written is readable at once by the loop, which streams it
-                self.path, self._file = Path(name), os.fdopen(handle, "wb", buffering=0)
-                self._file.write(self.memory)
-                self.memory = bytearray()
-            if self._file is None:
-                self.memory += chunk
-            else:
-                self._file.write(chunk)
-            self.size += len(chunk)
-            waiter = self._waiter if self.size >= self._wanted else None
-            if waiter is not None:
-                self._waiter = None
-        if waiter is not None:
-            self.loop.call_soon_threadsafe(_wake, waiter)
+    def open(self) -> int:
+        """The pipe's writing end, for the run's WASI config (wasi_io.Streams.stdout_pipe, which closes it)."""
+        reading, writing = os.pipe()
+        os.set_blocking(reading, False)
+        try:
+            fcntl.fcntl(reading, F_SETPIPE_SZ, PIPE_BYTES)
+        except OSError:
+            pass  # over the user's pipe allowance: the default size, more wake-ups for a long answer
+        self._pipe = reading
+        self.loop.add_reader(reading, self._readable)
+        return writing
 
-    def done(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+    def _readable(self) -> None:
+        assert self._pipe is not None
+        try:
+            chunk = os.read(self._pipe, PIPE_READ)
+        except BlockingIOError:
+            return
+        if not chunk:  # every writing end is closed: the run has ended
+            self.close()
+        elif self.size + len(chunk) > self.cap:
+            self.over = True
+            self.close()
+        else:
+            self._keep(chunk)
+
+    def _keep(self, chunk: bytes) -> None:
+        if self._file is None and len(self.memory) + len(chunk) > SPILL:
+            handle, name = tempfile.mkstemp(prefix="stdout-", dir=self.directory)
+            # unbuffered: what is written is readable at once by the reads that stream it (on a worker)
+            self.path, self._file = Path(name), os.fdopen(handle, "wb", buffering=0)
+            self._file.write(self.memory)
+            self.memory = bytearray()
+        if self._file is None:
+            self.memory += chunk
+        else:
+            self._file.write(chunk)
+        self.size += len(chunk)
+        if self._waiter is not None and self.size >= self._wanted:
+            _wake(self._waiter)
+            self._waiter = None
+
+    def close(self) -> None:
+        """Nothing more is read: the pipe and the file closed, the waiters woken."""
+        if self._pipe is not None:
+            self.loop.remove_reader(self._pipe)
+            os.close(self._pipe)
+            self._pipe = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        for waiter in (self._waiter, self.drained):
+            if waiter is not None:
+                _wake(waiter)
+        self._waiter = None
 
     def more(self, wanted: int) -> asyncio.Future:
-        """On the loop: a future done once `wanted` bytes in all are written (the writer wakes the loop once)."""
+        """A future done once `wanted` bytes in all are read, or nothing more will be."""
         future = self.loop.create_future()
-        with self._lock:
-            if self.size >= wanted:
-                future.set_result(None)
-            else:
-                self._waiter, self._wanted = future, wanted
+        if self.size >= wanted or self.drained.done():
+            future.set_result(None)
+        else:
+            self._waiter, self._wanted = future, wanted
         return future
 
     def read(self, offset: int, length: int) -> bytes:
         """`length` bytes from `offset` (on a worker if it spilled: see `on_disk`)."""
-        with self._lock:
-            if self.path is None:
-                return bytes(self.memory[offset:offset + length])
+        if self.path is None:
+            return bytes(self.memory[offset:offset + length])
         with open(self.path, "rb") as f:  # written unbuffered, never moved back to memory: read beside the writer
             f.seek(offset)
             return f.read(length)
@@ -146,9 +184,10 @@ class Spill:
     @classmethod
     def written(cls, path: Path | None, loop: asyncio.AbstractEventLoop) -> Spill:
         """An answer written whole to `path` already (a provider's, fetched); None: an empty one."""
-        spill = cls(Path(), loop)
+        spill = cls(Path(), loop, MAX_RESPONSE)
         if path is not None:
             spill.path, spill.size = path, path.stat().st_size
+        spill.close()
         return spill
 
     @property
@@ -205,65 +244,66 @@ class Answer:
                 more.cancel()
 
     async def release(self) -> None:
-        """Once the run has ended (its record and charge written, whatever became of the caller), its files."""
+        """Once the run has ended (whatever became of the caller), its files."""
         if self.finish is not None:
-            await self.finish.settled()
+            try:
+                await self.finish()
+            except XscError:
+                pass  # answered already
+        self.stdout.close()
         if self.stdout.on_disk or self.stdin is not None:
             await in_pool(None, _remove, self.stdout, self.stdin)
 
 
 class Finish:
     """What follows a request's run, once, whoever comes first (the request, its streamed answer, or its
-    release when the caller hung up): the run recorded, charged, counted in its function's hour; its failure
-    raised (504 past its deadline).  `done` is resolved then."""
+    release when the caller hung up): the run's end awaited and its failure raised (504 past its deadline); the
+    run recorded, charged and counted in its function's hour.  Its caller is answered once the run has ended,
+    without waiting for its record's group write (job_sandbox.record_and_owe: a record not written is not
+    charged)."""
 
     def __init__(self, functions: WebFunctions, served: Served, request: Request, spec: JobSpec, prepared, signature,
                  limits, budget: int, stdout: Spill, ran: asyncio.Future, started: int, argv: list[str]) -> None:
         self._args = (functions, served, request, spec, prepared, signature, limits, budget, stdout, started, argv)
         self.ran = ran
-        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.ended: asyncio.Future = asyncio.get_running_loop().create_future()  # the caller's error, or None
         self._begun = False
 
     async def __call__(self) -> None:
         if not self._begun:
             self._begun = True
             try:
-                await self._finish()
+                self.ended.set_result(await self._end())
             except asyncio.CancelledError:
-                self.done.cancel()  # the node is stopping: those waiting for it are told so
+                self.ended.cancel()  # the node is stopping: those waiting for it are told so
                 raise
             except BaseException as exc:
-                self.done.set_exception(exc)
-            else:
-                self.done.set_result(None)
-        await asyncio.wait([self.done])
-        self.done.result()
+                self.ended.set_exception(exc)
+        await asyncio.wait([self.ended])
+        if (error := self.ended.result()) is not None:
+            raise error
 
-    async def settled(self) -> None:
-        """As calling it, its failure kept (it was answered, or the caller is gone)."""
-        try:
-            await self()
-        except XscError:
-            pass
-
-    async def _finish(self) -> None:
+    async def _end(self) -> XscError | None:
         functions, served, request, spec, prepared, signature, limits, budget, stdout, started, argv = self._args
         try:
             await asyncio.wait([self.ran])
             outcome = self.ran.result()
+            await asyncio.wait([stdout.drained])  # its last bytes read (the pipe's writers closed with the run)
         except BaseException:
             functions.ledger.release(functions.payer, budget)
+            stdout.close()
             raise
-        finally:
-            stdout.done()
+        if stdout.over:
+            outcome.over_cap = "stdout"
         refusal = _sent_fuel(outcome, stdout.size, limits.fuel)
-        await functions._record(served, request, spec, prepared, signature, limits,
-                                Sandboxed(outcome, started, argv, [], refusal), budget)
+        functions._record(served, request, spec, prepared, signature, limits,
+                          Sandboxed(outcome, started, argv, [], refusal), budget)
         if outcome.trap_kind == "deadline":
-            raise FunctionTimedOut(f"the function ran past its deadline of {limits.timeout:g} s and was stopped",
-                                   hint="its owner may give it more time: xsc compute serve --timeout")
+            return FunctionTimedOut(f"the function ran past its deadline of {limits.timeout:g} s and was stopped",
+                                    hint="its owner may give it more time: xsc compute serve --timeout")
         if outcome.trap_kind is not None or refusal is not None:
-            raise FunctionFailed(f"the function failed: {outcome.message if outcome.trap_kind else refusal}")
+            return FunctionFailed(f"the function failed: {outcome.message if outcome.trap_kind else refusal}")
+        return None
 
 
 class _Running:
@@ -420,17 +460,17 @@ class WebFunctions:
 
     def _count(self, served: Served, started: float, finish: Finish | None, failed: bool) -> None:
         """A request counted once its run has ended (a streamed answer's run ends after it is answered)."""
-        def ended(done: asyncio.Future | None = None) -> None:
+        def ended(end: asyncio.Future | None = None) -> None:
             served.in_flight -= 1
             served.requests += 1
             served.latencies.append((time.monotonic() - started) * 1000)
-            if failed or (done is not None and (done.cancelled() or done.exception() is not None)):
+            if failed or (end is not None and (end.cancelled() or end.exception() is not None or end.result())):
                 served.errors += 1
 
         if finish is None:
             ended()
         else:
-            finish.done.add_done_callback(ended)
+            finish.ended.add_done_callback(ended)
 
     async def _call(self, served: Served, request: Request, running: _Running) -> Answer:
         record = served.record
@@ -447,7 +487,7 @@ class WebFunctions:
         prepared, signature = self.compute.program(spec.module, spec.entrypoint)
         budget = self.compute.budget(call, self.bid)
         await self.ledger.hold(self.payer, budget)
-        stdout, stdin = Spill(self._dir(), asyncio.get_running_loop()), None
+        stdout, stdin = Spill(self._dir(), asyncio.get_running_loop(), MAX_RESPONSE), None
         try:
             try:
                 stdin, size = await _body_to(request.read, self.work_dir, record["max_body"])
@@ -455,12 +495,17 @@ class WebFunctions:
             except BaseException:
                 self.ledger.release(self.payer, budget)
                 raise
-            streams = Streams(stdin=None if stdin is None else str(stdin), stdout_cap=MAX_RESPONSE,
-                              refuse_over_cap=True, stdout_sink=stdout,
+            streams = Streams(stdin=None if stdin is None else str(stdin),
+                              refuse_over_cap=True, stdout_pipe=stdout.open(),
                               inputs_dir=str(self.work_dir / record["name"] / "in") if record["inputs"] else None,
                               env=dict(spec.env), prepaid_fuel=io_fuel(size))
             argv, started = [spec.module], time.time_ns()
-            ran = sandboxed(self.compute, prepared, spec.entrypoint, signature, argv, limits, streams)
+            try:
+                ran = sandboxed(self.compute, prepared, spec.entrypoint, signature, argv, limits, streams)
+            except BaseException:
+                streams.release()  # never handed to a worker
+                self.ledger.release(self.payer, budget)
+                raise
             finish = running.finish = Finish(self, served, request, spec, prepared, signature, limits, budget,
                                              stdout, ran, started, argv)
             ranged = _header(request.headers, "range")
@@ -524,23 +569,31 @@ class WebFunctions:
         served.spend += charge
         await in_pool(None, self.store.save_function_spend, name, minute, served.spent[minute])
 
-    async def _record(self, served: Served, request: Request, spec: JobSpec, prepared, signature, limits, ran,
-                      budget: int) -> None:
-        """The request's run: recorded, what it owes on the owner's tab, and counted in its hour's spend."""
+    def _record(self, served: Served, request: Request, spec: JobSpec, prepared, signature, limits, ran,
+                budget: int) -> None:
+        """The request's run recorded with what it owes on the owner's tab and what its function spent this minute,
+        in the journal's next group (job_sandbox.record_and_owe); counted in its hour at once, and no longer if
+        its record is not written."""
         name = served.record["name"]
         run, rec = self.compute.job_run(spec.module, spec.entrypoint, signature, ran.argv, limits, ran.outcome,
                                         ran.started, self.payer.id, self.bid, {"function": name},
                                         {"function": name, "request": f"{request.method} {request.path_info}"[:1024]})
         minute = _minute()
         served.spent[minute] = served.spent.get(minute, 0) + run.charge  # on the loop: no run's charge is lost
-        spent = self.store.function_spend_entry(name, minute, served.spent[minute])
-        try:
-            await record_and_owe(self.compute, self.ledger, self.tabs, self.payer, self.node, run, rec,
-                                 prepared.module_hash, budget, (spent,))
-        except BaseException:
-            served.spent[minute] -= run.charge
-            raise
         served.spend += run.charge
+        spent = self.store.function_spend_entry(name, minute, served.spent[minute])
+
+        def uncount() -> None:
+            served.spent[minute] = served.spent.get(minute, 0) - run.charge
+            served.spend -= run.charge
+
+        try:
+            recorded = record_and_owe(self.compute, self.ledger, self.tabs, self.payer, self.node, run, rec,
+                                      prepared.module_hash, budget, (spent,))
+        except BaseException:
+            uncount()
+            raise
+        recorded.add_done_callback(lambda _: uncount() if recorded.cancelled() or recorded.exception() else None)
 
 
 def parse_cgi(head: bytes) -> tuple[int, list[tuple[str, str]], int]:

@@ -97,19 +97,32 @@ def _left(compute: ComputeService) -> None:
     compute.admitted -= 1
 
 
-async def record_and_owe(compute: ComputeService, ledger, tabs, payer, node, run, record: dict, module_hash: bytes,
-                         budget: int, also: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+def record_and_owe(compute: ComputeService, ledger, tabs, payer, node, run, record: dict, module_hash: bytes,
+                   budget: int, also: tuple[tuple[bytes, bytes], ...] = ()) -> asyncio.Future:
     """A run here recorded with what it owes on the payer's tab with this node (and `also`, other records that
-    must go with it), in one group commit; then the tab takes the charge.  If the record is not written, the
-    held budget is released and nothing is owed."""
+    must go with it), in the journal's next group commit; once written, the tab takes the charge.  If the record
+    is not written, the held budget is released and nothing is owed.  The future is done once it is one or the
+    other (whether or not anyone waits for it: a web function's caller is answered before it)."""
     owed = (owed_entry(bytes.fromhex(run.provenance_id), payer.public_key, node.public_key, run.charge,
                        run.fuel_consumed), *also)
     try:
-        await compute.journal.append(record, module_hash, owed)
+        written = compute.journal.append(record, module_hash, owed)
     except BaseException:
         ledger.release(payer, budget)
         raise
-    tabs.owe(payer, node, bytes.fromhex(run.provenance_id), run.charge, run.fuel_consumed, held=budget)
+    settled = asyncio.get_running_loop().create_future()  # an awaiter cancelled cancels this, never the write
+
+    def owe(_: asyncio.Future) -> None:
+        error = written.exception()
+        if error is not None:
+            ledger.release(payer, budget)
+        else:
+            tabs.owe(payer, node, bytes.fromhex(run.provenance_id), run.charge, run.fuel_consumed, held=budget)
+        if not settled.done():
+            settled.set_exception(error) if error is not None else settled.set_result(None)
+
+    written.add_done_callback(owe)
+    return settled
 
 
 def file_sha256(path: Path) -> str:

@@ -130,6 +130,8 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
     finally:
         # Frees the instance and its memory now, not whenever the garbage collector gets to it.
         store.close(hold_gil=on_loop and outcome is not None and outcome.memory_pages <= HELD_FREE_PAGES)
+        if streams is not None:
+            streams.release()
 
 
 def _run_in(store: Store, prepared: Prepared, function: str, signature: Signature, args: list[int | float],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -40,6 +41,7 @@ class Streams:
     stderr_cap: int = OUTPUT_CAP
     refuse_over_cap: bool = False  # a job: a write past its stream's cap fails in the guest (EIO)
     stdout_sink: BinaryIO | None = None  # stdout written here (a file to store) instead of kept in memory
+    stdout_pipe: int | None = None  # the writing end of a pipe stdout goes to instead (closed by `release`)
     inputs_dir: str | None = None  # host directory mounted read-only at /in
     outputs_dir: str | None = None  # host directory mounted writable at /out
     env: dict[str, str] = field(default_factory=dict)
@@ -53,13 +55,23 @@ class Streams:
             config.env = list(self.env.items())
         if self.stdin is not None:
             config.stdin_file = self.stdin
-        config.stdout_custom = stdout
+        if self.stdout_pipe is not None:  # wasmtime opens the pipe again: its own writing end, its own writes
+            config.stdout_file = f"/proc/self/fd/{self.stdout_pipe}"
+        else:
+            config.stdout_custom = stdout
         config.stderr_custom = stderr
         if self.inputs_dir is not None:
             config.preopen_dir(self.inputs_dir, IN, fs_mutable=False)  # the default is read-write
         if self.outputs_dir is not None:
             config.preopen_dir(self.outputs_dir, OUT, fs_mutable=True)
         return config
+
+    def release(self) -> None:
+        """Once the run has ended (its Store, holding the pipe's other writing end, is freed): the pipe's reader
+        sees its end."""
+        if self.stdout_pipe is not None:
+            os.close(self.stdout_pipe)
+            self.stdout_pipe = None
 
 
 class Capture:
