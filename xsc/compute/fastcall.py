@@ -26,6 +26,7 @@ from ctypes import POINTER, byref
 
 import wasmtime
 from wasmtime import _ffi as ffi
+from wasmtime._wasi import CUSTOM_OUTPUTS, CustomOutput, custom_call, custom_finalize, to_char_array
 
 from .values import Signature
 
@@ -53,6 +54,17 @@ _instance_new_held = _held("wasmtime_instance_new")
 _memory_size = _held("wasmtime_memory_size")
 _func_call_held = _held("wasmtime_func_call")
 _store_delete_held = _held("wasmtime_store_delete")
+_pre_instantiate_held = _held("wasmtime_instance_pre_instantiate")
+_set_wasi = _held("wasmtime_context_set_wasi")
+_wasi_config_new = _held("wasi_config_new")
+_wasi_argv = _held("wasi_config_set_argv")
+_wasi_env = _held("wasi_config_set_env")
+_wasi_stdin_file = _held("wasi_config_set_stdin_file")
+_wasi_stdout_file = _held("wasi_config_set_stdout_file")
+_wasi_stdout_custom = _held("wasi_config_set_stdout_custom")
+_wasi_stderr_file = _held("wasi_config_set_stderr_file")
+_wasi_stderr_custom = _held("wasi_config_set_stderr_custom")
+_wasi_preopen_dir = _held("wasi_config_preopen_dir")
 _MEMORY = ffi.WASMTIME_EXTERN_MEMORY.value
 _NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
 
@@ -84,8 +96,8 @@ class Store:
     def set_fuel(self, fuel: int) -> None:
         _raise(_set_fuel(self._context(), fuel), None)
 
-    def set_wasi(self, config: wasmtime.WasiConfig) -> None:
-        _raise(ffi.wasmtime_context_set_wasi(self._context(), config._consume()), None)
+    def set_wasi(self, config: WasiConfig) -> None:
+        _raise(_set_wasi(self._context(), config.consume()), None)
 
     def close(self, *, hold_gil: bool = False) -> None:
         """Free the Store; `hold_gil` without releasing the GIL (a small memory: unmapping it is quick)."""
@@ -95,6 +107,47 @@ class Store:
 
     def __del__(self) -> None:
         self.close()
+
+
+class WasiConfig:
+    """A WASI context's configuration (wasmtime-py's setters, for what a run uses), made through calls that keep
+    the GIL: they copy a few strings and open a file or two.  `Store.set_wasi` takes it."""
+
+    def __init__(self) -> None:
+        self._ptr = _wasi_config_new()
+
+    def argv(self, argv: list[str]) -> None:
+        _wasi_argv(self._ptr, len(argv), to_char_array(argv)) or _failed("argv")
+
+    def env(self, pairs: list[tuple[str, str]]) -> None:
+        names, values = [name for name, _ in pairs], [value for _, value in pairs]
+        _wasi_env(self._ptr, len(pairs), to_char_array(names), to_char_array(values)) or _failed("environment")
+
+    def stdin_file(self, path: str) -> None:
+        _wasi_stdin_file(self._ptr, path.encode()) or _failed(f"stdin {path}")
+
+    def stdout_file(self, path: str) -> None:
+        _wasi_stdout_file(self._ptr, path.encode()) or _failed(f"stdout {path}")
+
+    def stdout_custom(self, write: CustomOutput) -> None:
+        _wasi_stdout_custom(self._ptr, custom_call, CUSTOM_OUTPUTS.allocate(write), custom_finalize)
+
+    def stderr_file(self, path: str) -> None:
+        _wasi_stderr_file(self._ptr, path.encode()) or _failed(f"stderr {path}")
+
+    def stderr_custom(self, write: CustomOutput) -> None:
+        _wasi_stderr_custom(self._ptr, custom_call, CUSTOM_OUTPUTS.allocate(write), custom_finalize)
+
+    def preopen_dir(self, path: str, guest_path: str, *, fs_mutable: bool) -> None:
+        _wasi_preopen_dir(self._ptr, path.encode(), guest_path.encode(), fs_mutable) or _failed(f"preopen {path}")
+
+    def consume(self):
+        ptr, self._ptr = self._ptr, None
+        return ptr
+
+    def __del__(self) -> None:
+        if self._ptr is not None:
+            ffi.wasi_config_delete(self.consume())
 
 
 class Callable:
@@ -110,6 +163,7 @@ class Callable:
         self._pre = pre  # WASI modules: imports already resolved
         # Keep the GIL while instantiating: only for modules that run no code doing so (no start function).
         self._instance_new = _instance_new_held if quick_instantiate else ffi.wasmtime_instance_new
+        self._pre_instantiate = _pre_instantiate_held if quick_instantiate else ffi.wasmtime_instance_pre_instantiate
         self._name = name.encode()
         self._params = [(_KINDS[t], t) for t in signature.params]
         self._results = list(signature.results)
@@ -120,8 +174,7 @@ class Callable:
         instance = ffi.wasmtime_instance_t()
         trap = POINTER(ffi.wasm_trap_t)()
         if self._pre is not None:
-            error = ffi.wasmtime_instance_pre_instantiate(self._pre.ptr(), store._context(), byref(instance),
-                                                          byref(trap))
+            error = self._pre_instantiate(self._pre.ptr(), store._context(), byref(instance), byref(trap))
         else:
             error = self._instance_new(store._context(), self._module.ptr(), None, 0, byref(instance), byref(trap))
         _raise(error, trap)
@@ -158,6 +211,10 @@ class Callable:
                 or item.kind != _MEMORY:
             return 0
         return _memory_size(store._context(), byref(item.of.memory))
+
+
+def _failed(what: str) -> None:
+    raise wasmtime.WasmtimeError(f"failed to configure WASI: {what}")
 
 
 def _raise(error: ctypes._Pointer, trap: ctypes._Pointer) -> None:

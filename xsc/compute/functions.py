@@ -50,7 +50,7 @@ from .job_sandbox import Sandboxed, admit, record_and_owe, sandboxed
 from .jobspec import Input, JobSpec, parse_input, parse_job
 from .service import ComputeService, InvokeCall
 from .store import ComputeStore
-from .wasi_io import Streams, io_fuel
+from .wasi_io import OUTPUT_CAP, Streams, io_fuel
 
 FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency", "spend_cap",
           "on_market")
@@ -263,8 +263,9 @@ class Finish:
     charged)."""
 
     def __init__(self, functions: WebFunctions, served: Served, request: Request, spec: JobSpec, prepared, signature,
-                 limits, budget: int, stdout: Spill, ran: asyncio.Future, started: int, argv: list[str]) -> None:
-        self._args = (functions, served, request, spec, prepared, signature, limits, budget, stdout, started, argv)
+                 limits, budget: int, streams: tuple[Spill, Spill], ran: asyncio.Future, started: int,
+                 argv: list[str]) -> None:
+        self._args = (functions, served, request, spec, prepared, signature, limits, budget, streams, started, argv)
         self.ran = ran
         self.ended: asyncio.Future = asyncio.get_running_loop().create_future()  # the caller's error, or None
         self._begun = False
@@ -279,22 +280,24 @@ class Finish:
                 raise
             except BaseException as exc:
                 self.ended.set_exception(exc)
-        await asyncio.wait([self.ended])
+        await _settled(self.ended)
         if (error := self.ended.result()) is not None:
             raise error
 
     async def _end(self) -> XscError | None:
-        functions, served, request, spec, prepared, signature, limits, budget, stdout, started, argv = self._args
+        functions, served, request, spec, prepared, signature, limits, budget, streams, started, argv = self._args
+        stdout, stderr = streams
         try:
-            await asyncio.wait([self.ran])
+            await _settled(self.ran)
             outcome = self.ran.result()
-            await asyncio.wait([stdout.drained])  # its last bytes read (the pipe's writers closed with the run)
+            await _settled(stdout.drained, stderr.drained)  # their last bytes read (their pipes closed with the run)
         except BaseException:
             functions.ledger.release(functions.payer, budget)
             stdout.close()
+            stderr.close()
             raise
-        if stdout.over:
-            outcome.over_cap = "stdout"
+        outcome.stderr = stderr.read(0, stderr.size)  # counted in its record; a function's log is not kept
+        outcome.over_cap = "stdout" if stdout.over else "stderr" if stderr.over else None
         refusal = _sent_fuel(outcome, stdout.size, limits.fuel)
         functions._record(served, request, spec, prepared, signature, limits,
                           Sandboxed(outcome, started, argv, [], refusal), budget)
@@ -487,7 +490,8 @@ class WebFunctions:
         prepared, signature = self.compute.program(spec.module, spec.entrypoint)
         budget = self.compute.budget(call, self.bid)
         await self.ledger.hold(self.payer, budget)
-        stdout, stdin = Spill(self._dir(), asyncio.get_running_loop(), MAX_RESPONSE), None
+        loop = asyncio.get_running_loop()
+        stdout, stderr, stdin = Spill(self._dir(), loop, MAX_RESPONSE), Spill(self._dir(), loop, OUTPUT_CAP), None
         try:
             try:
                 stdin, size = await _body_to(request.read, self.work_dir, record["max_body"])
@@ -496,7 +500,7 @@ class WebFunctions:
                 self.ledger.release(self.payer, budget)
                 raise
             streams = Streams(stdin=None if stdin is None else str(stdin),
-                              refuse_over_cap=True, stdout_pipe=stdout.open(),
+                              refuse_over_cap=True, stdout_pipe=stdout.open(), stderr_pipe=stderr.open(),
                               inputs_dir=str(self.work_dir / record["name"] / "in") if record["inputs"] else None,
                               env=dict(spec.env), prepaid_fuel=io_fuel(size))
             argv, started = [spec.module], time.time_ns()
@@ -507,7 +511,7 @@ class WebFunctions:
                 self.ledger.release(self.payer, budget)
                 raise
             finish = running.finish = Finish(self, served, request, spec, prepared, signature, limits, budget,
-                                             stdout, ran, started, argv)
+                                             (stdout, stderr), ran, started, argv)
             ranged = _header(request.headers, "range")
             if ranged is None:  # a range is cut from the whole answer: it waits for the run's end
                 head = await _head_while_running(stdout, ran)
@@ -523,6 +527,7 @@ class WebFunctions:
             answer = Answer(status, headers, stdout, offset, stdout.size - 1, stdin, finish)
             return _ranged(answer, ranged)
         except BaseException:
+            stderr.close()
             await Answer(0, [], stdout, 0, -1, stdin, running.finish).release()
             raise
 
@@ -689,6 +694,13 @@ async def _head_while_running(stdout: Spill, run: asyncio.Future) -> bytes | Non
         await asyncio.wait([more, run], timeout=left if left > 0 else None, return_when=asyncio.FIRST_COMPLETED)
         more.cancel()
     return None
+
+
+async def _settled(*futures: asyncio.Future) -> None:
+    """Once each of `futures` is done (a waiter cancelled cancels none of them)."""
+    pending = [future for future in futures if not future.done()]
+    if pending:
+        await asyncio.wait(pending)
 
 
 def _wake(waiter: asyncio.Future) -> None:

@@ -78,7 +78,7 @@ class Prepared:
         if found is None:
             # Instantiating a small module without a start function runs no wasm: only bookkeeping
             # and copying its data segments, quick enough to do without releasing the GIL.
-            quick = not self.info.start and self.info.size <= QUICK_INSTANTIATE_SIZE and self.wasi_pre is None
+            quick = not self.info.start and self.info.size <= QUICK_INSTANTIATE_SIZE
             found = self.callables[function] = Callable(self.module, function, signature, self.wasi_pre,
                                                         quick_instantiate=quick, memory=self.memory_export)
         return found
@@ -117,10 +117,10 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
     """Instantiate in a fresh Store and call `function`; a trap is an Outcome, never an exception.
     `deadline_ticks`: epoch ticks allowed (default: what `limits.timeout` allows).  `on_loop`: a small call tried
     on the event loop (compute/service.py), whose thread holds the GIL anyway: it is called without releasing
-    the GIL (released, another thread takes it and the loop waits to get it back), and a small memory is freed
-    without releasing it either.  Its time is bounded by its small fuel alone then (the epoch ticker, a Python
+    the GIL (released, another thread takes it and the loop waits to get it back).  Its time is bounded by its small fuel alone then (the epoch ticker, a Python
     thread, cannot tick while the GIL is held): wasmtime charges a bulk memory or table instruction a unit of
-    fuel per byte or element it touches, so no instruction takes long for its fuel."""
+    fuel per byte or element it touches, so no instruction takes long for its fuel.  On any thread, a small
+    memory is freed without releasing the GIL: unmapping a few pages is quicker than handing it over."""
     store = new_store(engine, limits, deadline_ticks)
     outcome = None
     try:
@@ -129,7 +129,7 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
         return outcome
     finally:
         # Frees the instance and its memory now, not whenever the garbage collector gets to it.
-        store.close(hold_gil=on_loop and outcome is not None and outcome.memory_pages <= HELD_FREE_PAGES)
+        store.close(hold_gil=outcome is not None and outcome.memory_pages <= HELD_FREE_PAGES)
         if streams is not None:
             streams.release()
 

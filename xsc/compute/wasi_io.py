@@ -20,6 +20,8 @@ from typing import BinaryIO
 
 import wasmtime
 
+from .fastcall import WasiConfig
+
 OUTPUT_CAP = 64 * 1024  # bytes of stdout and of stderr kept from an invoke's WASI call
 IO_FUEL_PER_BYTE = 4  # fuel per byte through a WASI stream (a host copy: a few times a wasm byte copy)
 IO_FUEL_PER_CALL = 1_000  # fuel per write call (the host call itself: a few microseconds)
@@ -42,24 +44,29 @@ class Streams:
     refuse_over_cap: bool = False  # a job: a write past its stream's cap fails in the guest (EIO)
     stdout_sink: BinaryIO | None = None  # stdout written here (a file to store) instead of kept in memory
     stdout_pipe: int | None = None  # the writing end of a pipe stdout goes to instead (closed by `release`)
+    stderr_pipe: int | None = None  # and stderr
     inputs_dir: str | None = None  # host directory mounted read-only at /in
     outputs_dir: str | None = None  # host directory mounted writable at /out
     env: dict[str, str] = field(default_factory=dict)
     prepaid_fuel: int = 0  # fuel for the bytes offered to the program, taken from its budget before it runs
     seed: bytes | None = None  # a deterministic run: WASI's clocks and random made from this (the job id)
 
-    def config(self, argv: list[str], stdout: "Capture", stderr: "Capture") -> wasmtime.WasiConfig:
-        config = wasmtime.WasiConfig()  # no network; no preopens but /in and /out
-        config.argv = argv
+    def config(self, argv: list[str], stdout: "Capture", stderr: "Capture") -> WasiConfig:
+        config = WasiConfig()  # no network; no preopens but /in and /out
+        config.argv(argv)
         if self.env:
-            config.env = list(self.env.items())
+            config.env(list(self.env.items()))
         if self.stdin is not None:
-            config.stdin_file = self.stdin
-        if self.stdout_pipe is not None:  # wasmtime opens the pipe again: its own writing end, its own writes
-            config.stdout_file = f"/proc/self/fd/{self.stdout_pipe}"
+            config.stdin_file(self.stdin)
+        # A pipe is opened again by wasmtime: its own writing end, written by its own writes.
+        if self.stdout_pipe is not None:
+            config.stdout_file(f"/proc/self/fd/{self.stdout_pipe}")
         else:
-            config.stdout_custom = stdout
-        config.stderr_custom = stderr
+            config.stdout_custom(stdout)
+        if self.stderr_pipe is not None:
+            config.stderr_file(f"/proc/self/fd/{self.stderr_pipe}")
+        else:
+            config.stderr_custom(stderr)
         if self.inputs_dir is not None:
             config.preopen_dir(self.inputs_dir, IN, fs_mutable=False)  # the default is read-write
         if self.outputs_dir is not None:
@@ -67,11 +74,12 @@ class Streams:
         return config
 
     def release(self) -> None:
-        """Once the run has ended (its Store, holding the pipe's other writing end, is freed): the pipe's reader
-        sees its end."""
-        if self.stdout_pipe is not None:
-            os.close(self.stdout_pipe)
-            self.stdout_pipe = None
+        """Once the run has ended (its Store, holding the pipes' other writing ends, is freed): their readers see
+        their end."""
+        for pipe in (self.stdout_pipe, self.stderr_pipe):
+            if pipe is not None:
+                os.close(pipe)
+        self.stdout_pipe = self.stderr_pipe = None
 
 
 class Capture:
