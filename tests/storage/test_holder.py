@@ -26,27 +26,15 @@ from xsc.storage.core.manifest import decode_manifest
 from xsc.storage.core.merkle import block_hash, proof
 
 from tests.support.peers import api, node_id
-from tests.support.shares import DEAL_PRICE, SEGMENT, SHARE, EncodedFile, lease, place, refused
+from tests.support.shares import (DEAL_PRICE, SEGMENT, SHARE, EncodedFile, holder_net, lease, nothing_staged,
+                                  place, refused)
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
-
-def nothing_staged(store, si: bytes) -> bool:
-    with store.db.iterator(prefix=keys.blocks_of(si), include_value=False) as blocks, \
-            store.db.iterator(prefix=keys.UPLOADS, include_value=False) as uploads:
-        return store.reserved == 0 and next(blocks, None) is None and next(uploads, None) is None
 
 
 @pytest.fixture
 async def net(node_factory):
-    """Three in-process nodes: a (the uploader) and c have peered with b (the holder)."""
-    a, b, c = [await node_factory(name, **QUIET) for name in ("a", "b", "c")]
-    b_url, b_id = b.app[NODE].peers.url, b.app[NODE].peers.identity.id
-    for node in (a, c):
-        assert (await node.app[NODE].peers.add(b_url)).id == b_id
-    return {"a": a, "b": b, "c": c, "store": b.app[NODE].gateway.store,
-            "from_a": RemoteHolder(a.app[NODE].peers.client, b_id, b_url, DEAL_PRICE),
-            "from_c": RemoteHolder(c.app[NODE].peers.client, b_id, b_url, DEAL_PRICE)}
-
+    return await holder_net(node_factory)
 
 async def test_a_share_is_placed_read_audited_and_deleted_by_its_uploader_only(net) -> None:
     store, from_a, from_c = net["store"], net["from_a"], net["from_c"]

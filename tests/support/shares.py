@@ -7,7 +7,9 @@ import time
 
 import pytest
 
+from xsc import keys
 from xsc.errors import PeerRefused
+from xsc.node.appkeys import NODE
 from xsc.storage.holder_client import RemoteHolder
 from xsc.storage.core import erasure, layout
 from xsc.storage.core.crypto import SegmentCipher, new_key, storage_index
@@ -62,3 +64,22 @@ def refused(err: pytest.ExceptionInfo | PeerRefused, status: int, code: str) -> 
     """The holder refused with this HTTP status and problem code."""
     exc = err.value if isinstance(err, pytest.ExceptionInfo) else err
     assert (exc.details["peer_status"], exc.details["peer_code"]) == (status, code), exc
+
+
+def nothing_staged(store, si: bytes) -> bool:
+    """The holder's store has no upload, reservation or staged block of `si`."""
+    with store.db.iterator(prefix=keys.blocks_of(si), include_value=False) as blocks, \
+            store.db.iterator(prefix=keys.UPLOADS, include_value=False) as uploads:
+        return store.reserved == 0 and next(blocks, None) is None and next(uploads, None) is None
+
+
+async def holder_net(node_factory) -> dict:
+    """Three in-process nodes: a (the uploader) and c have peered with b (the holder)."""
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+    a, b, c = [await node_factory(name, **quiet) for name in ("a", "b", "c")]
+    b_url, b_id = b.app[NODE].peers.url, b.app[NODE].peers.identity.id
+    for node in (a, c):
+        assert (await node.app[NODE].peers.add(b_url)).id == b_id
+    return {"a": a, "b": b, "c": c, "store": b.app[NODE].gateway.store,
+            "from_a": RemoteHolder(a.app[NODE].peers.client, b_id, b_url, DEAL_PRICE),
+            "from_c": RemoteHolder(c.app[NODE].peers.client, b_id, b_url, DEAL_PRICE)}

@@ -70,12 +70,12 @@ class GatewayCore:
         """The file's manifest, checked against the capability (`fetched`: as another node sent it)."""
         return self.load(cap, frozenset(range(erasure.N)), fetched)[0]
 
-    async def begin_remote(self, remote: dict[int, RemoteShareWriter], placement: list[str], si: bytes,
-                            size: int | None, seg_size: int, lease: int, replace: Replacer | None) -> None:
-        """Begin every remote share; a holder that fails is replaced (at most REPLACEMENTS tries per share)."""
+    async def start_remote(self, remote: dict[int, RemoteShareWriter], placement: list[str],
+                           replace: Replacer | None, start: Callable[[RemoteShareWriter], Awaitable[None]]) -> None:
+        """Start every remote share (`start(writer)`: begin its upload, or place it whole); a holder that fails is
+        replaced (at most REPLACEMENTS tries per share)."""
         shares = list(remote)
-        results = await asyncio.gather(*(remote[s].begin(size, seg_size, lease) for s in shares),
-                                       return_exceptions=True)
+        results = await asyncio.gather(*(start(remote[s]) for s in shares), return_exceptions=True)
         failed = {s: r for s, r in zip(shares, results) if isinstance(r, BaseException)}
         given_up: list[tuple[str, int, BaseException]] = []
         for share, err in failed.items():
@@ -88,9 +88,9 @@ class GatewayCore:
                     break
                 node, holder = alternative
                 tried.add(node)
-                writer = RemoteShareWriter(holder, node, si, share)
+                writer = remote[share].to(holder, node)
                 try:
-                    await writer.begin(size, seg_size, lease)
+                    await start(writer)
                 except PeerError as again:
                     err = again
                     continue

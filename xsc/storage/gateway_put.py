@@ -1,7 +1,10 @@
 """A put: a stream read segment by segment, encrypted, erasure-coded and hashed in the pool while the segment before
 is written, the shares published once all are written (here, or on the holders `place` names).
 
-At most `depth` segments are in flight, so memory stays bounded whatever the file size.  One LevelDB write is in
+A file of one segment (a small object) places each remote share in one request once its block and the manifest
+are known (a whole share: storage/core/wire.py); a larger one begins every remote share before a byte is sent,
+then sends its segments in ordered batches and commits.  At most `depth` segments are in flight, so memory stays
+bounded whatever the file size.  One LevelDB write is in
 flight at a time: LevelDB takes one writer at a time anyway, and a second would hold a pool thread that could be
 encoding.
 """
@@ -25,6 +28,7 @@ from .gateway_core import GatewayCore, Replacer
 from .core.manifest import Manifest, ciphertext_hash
 from .core.merkle import block_hash, root
 from .core.placement import node_failures_survived, peer_failures_survived
+from .core.wire import WHOLE_MAX_BLOCK
 from .remote import Holder, RemoteShareWriter, gather_or_raise
 from .share_store import ShareMeta
 
@@ -132,6 +136,14 @@ class _OnePut:
         self.total = 0
         self.upload = None
 
+    @property
+    def whole(self) -> bool:
+        """A file of one segment whose remote shares each go in one request (storage/core/wire.py: a whole
+        share): no begin, no segments, no commit."""
+        size = self.size
+        return bool(self.remote) and size is not None and layout.segment_count(size, self.seg_size) == 1 and \
+            layout.share_bytes(size, self.seg_size) <= WHOLE_MAX_BLOCK
+
     async def begin(self) -> None:
         size = self.size
         expected = layout.share_bytes(size, self.seg_size) * len(self.local) if size is not None else None
@@ -230,12 +242,19 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
     one = _OnePut(gateway, size, place, lease_duration, me)
     await one.begin()
     try:
-        await gateway.begin_remote(one.remote, one.placement, one.si, size, one.seg_size, one.lease, replace)
+        whole = one.whole
+        if not whole:
+            await gateway.start_remote(one.remote, one.placement, replace,
+                                       lambda writer: writer.begin(size, one.seg_size, one.lease))
         await one.write_segments(read)
         manifest, share_hashes = one.manifest()
         encoded = manifest.encode()
-        await gather_or_raise([r.commit(share_hashes[s], encoded) for s, r in one.remote.items()],
-                              [(r.node, s) for s, r in one.remote.items()])
+        if whole:  # each remote share in one request, once its block and the manifest are known
+            await gateway.start_remote(one.remote, one.placement, replace, lambda writer: writer.place_whole(
+                one.total, one.seg_size, one.lease, share_hashes[writer.share], encoded))
+        else:
+            await gather_or_raise([r.commit(share_hashes[s], encoded) for s, r in one.remote.items()],
+                                  [(r.node, s) for s, r in one.remote.items()])
         return await one.publish(name, manifest, encoded, share_hashes, me, records)
     except BaseException:
         await one.undo()

@@ -166,7 +166,8 @@ class _OneRepair:
             # A destination that cannot take its share (down, or refusing) is swapped for another one.
             new_names = self.new_names
             replace = (lambda share, failed: relocate(share, set(new_names) | failed, failed)) if relocate else None
-            await gateway.begin_remote(self.moved, new_names, si, manifest.size, manifest.segment_size, lease, replace)
+            await gateway.start_remote(self.moved, new_names, replace,
+                                       lambda writer: writer.begin(manifest.size, manifest.segment_size, lease))
             await self._write_segments(read, rebuilt)
             for s, hashes in rebuilt.items():
                 if root(hashes) != manifest.share_root(s):

@@ -149,14 +149,22 @@ class ShareHolder:
 
     @contextlib.asynccontextmanager
     async def body_room(self, incoming: Incoming, size: int):
-        """Room to hold one segment body of `size` bytes in memory: waits while the node holds MAX_BUFFERED
+        """Room for one segment body of `incoming` (`sender_room`); the upload is not reaped while it is read."""
+        incoming.receiving += 1
+        try:
+            async with self.sender_room(incoming.uploader, size):
+                yield
+        finally:
+            incoming.receiving -= 1
+
+    @contextlib.asynccontextmanager
+    async def sender_room(self, sender: bytes, size: int):
+        """Room to hold one body of `size` bytes from `sender` in memory: waits while the node holds MAX_BUFFERED
         bytes of bodies, refuses a sender with MAX_BODIES_PER_SENDER in flight already."""
-        sender = incoming.uploader
         if self._bodies.get(sender, 0) >= MAX_BODIES_PER_SENDER:
             raise QuotaExceeded(f"already {MAX_BODIES_PER_SENDER} segment bodies of yours in flight",
                                 hint="send one batch after the other", retry_after=1)
         self._bodies[sender] = self._bodies.get(sender, 0) + 1
-        incoming.receiving += 1
         try:
             async with self._room:
                 await self._room.wait_for(lambda: self._buffered == 0 or self._buffered + size <= MAX_BUFFERED)
@@ -168,7 +176,6 @@ class ShareHolder:
                     self._buffered -= size
                     self._room.notify_all()
         finally:
-            incoming.receiving -= 1
             self._bodies[sender] -= 1
             if not self._bodies[sender]:
                 del self._bodies[sender]
@@ -335,6 +342,23 @@ class ShareHolder:
         incoming.cost, incoming.line = cost, sender_id
         return {"upload": incoming.id, "segment_count": incoming.segment_count, "share_bytes": incoming.share_bytes,
                 "max_put_bytes": put_limit(incoming.size, incoming.segment_size)}
+
+    async def place_whole(self, sender: bytes, sender_id: str, si: bytes, share: int, terms: dict,
+                          block: bytes) -> ShareMeta:
+        """A share of one segment in one request: begun, staged and committed as by its three requests, with each
+        one's checks (`terms` are begin's, with commit's "block_hash" and "manifest"); nothing of it is left if
+        one refuses."""
+        begun = await self.begin_upload(sender, sender_id, si, share, terms)
+        incoming = self._incoming[begun["upload"]]
+        try:
+            if incoming.segment_count != 1:
+                raise InvalidArgument(f"a share of {incoming.segment_count} segments is placed in parts, not whole",
+                                      hint="begin an upload, send its segments, then commit it")
+            await self.put(incoming, 0, block)
+        except BaseException:
+            await self.abort(incoming)
+            raise
+        return await self.commit(incoming, [terms.get("block_hash")], terms.get("manifest"))
 
     @staticmethod
     def put_limit(incoming: Incoming) -> int:

@@ -12,7 +12,8 @@ import asyncio
 from typing import Any
 
 from ..errors import PeerRefused
-from .core.wire import AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES, share_path
+from .core.wire import (AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES, share_path,
+                        whole_share_body)
 from ..net.peer_client import PeerClient
 
 def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes:
@@ -74,6 +75,17 @@ class RemoteHolder:
         if not isinstance(upload, str) or not upload.isalnum():
             raise PeerRefused(f"peer {self.url} answered with a malformed upload id", url=self.url)
         return upload
+
+    async def place_whole(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int,
+                          block: bytes, block_hash: bytes, manifest: bytes) -> None:
+        """Place a share of one segment in one request: begin's terms, its block and commit's hash and manifest."""
+        terms = {"size": size, "segment_size": segment_size, "lease_expiry": lease_expiry, "price": self.price,
+                 "block_hash": block_hash.hex(), "manifest": manifest.hex()}
+        if self.payer is not None:
+            terms["payer"] = self.payer
+        async with self.lane:
+            response = await self._call("PUT", share_path(si, share), data=whole_share_body(terms, block))
+        self._object(response, "a placed share", ("share",))
 
     async def put_segments(self, upload: str, first: int, blocks: list[bytes], *,
                            timeout: float | None = None) -> None:

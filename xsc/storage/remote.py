@@ -25,6 +25,8 @@ class Holder(Protocol):
     """A share holder on another node, as the gateway uses it (xsc.net.RemoteHolder)."""
 
     async def begin(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int) -> str: ...
+    async def place_whole(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int,
+                          block: bytes, block_hash: bytes, manifest: bytes) -> None: ...
     async def put_segments(self, upload: str, first: int, blocks: list[bytes]) -> None: ...
     async def commit(self, upload: str, block_hashes: list[bytes], manifest: bytes) -> None: ...
     async def abort(self, upload: str) -> None: ...
@@ -38,7 +40,8 @@ class Holder(Protocol):
 
 
 class RemoteShareWriter:
-    """One share being written to a holder on another node: begun, fed in ordered batches, committed."""
+    """One share being written to a holder on another node: begun, fed in ordered batches, committed; or, a share
+    of one segment, its block kept until it is placed whole (`place_whole`: one request)."""
 
     def __init__(self, holder: Holder, node: str, si: bytes, share: int) -> None:
         self.holder, self.node, self.si, self.share = holder, node, si, share
@@ -51,6 +54,20 @@ class RemoteShareWriter:
 
     async def begin(self, size: int, segment_size: int, lease_expiry: int) -> None:
         self.upload = await self.holder.begin(self.si, self.share, size, segment_size, lease_expiry)
+
+    def to(self, holder: Holder, node: str) -> RemoteShareWriter:
+        """The same share for another holder, with the blocks not sent yet (a whole share's block)."""
+        other = RemoteShareWriter(holder, node, self.si, self.share)
+        other._pending, other._pending_bytes = list(self._pending), self._pending_bytes
+        return other
+
+    async def place_whole(self, size: int, segment_size: int, lease_expiry: int, block_hashes: list[bytes],
+                          manifest: bytes) -> None:
+        """The share of one segment, its block added and never sent, placed in one request."""
+        block, = self._pending
+        await self.holder.place_whole(self.si, self.share, size, segment_size, lease_expiry, block,
+                                      block_hashes[0], manifest)
+        self.committed = True
 
     async def add(self, block: bytes) -> None:
         self._pending.append(block)

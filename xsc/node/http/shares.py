@@ -13,7 +13,8 @@ from aiohttp import web
 from ...errors import BadRequestSignature, BodyTimeout, PayloadTooLarge, XscError
 from ...storage.holder import MIN_UPLOAD_RATE
 from ...storage.locate import LOCATE_PATH, parse_locate
-from ...storage.core.wire import DAMAGE_PATH, parse_count, parse_damage_report, parse_share, parse_storage_index
+from ...storage.core.wire import (DAMAGE_PATH, WHOLE_MAX_BODY, parse_count, parse_damage_report, parse_share,
+                                  parse_storage_index, parse_whole_share)
 from ...tasks import in_pool
 from .. import peer_auth
 from ..appkeys import CPU_POOL, NODE
@@ -69,6 +70,17 @@ async def begin_upload(request: web.Request) -> web.Response:
     return json_response(answer, status=201)
 
 
+@routes.put("/v1/peer/shares/{si}/{share}")
+@peer_auth.streams_body
+async def place_whole_share(request: web.Request) -> web.Response:
+    si, share = _target(request)
+    holder, sender = request.app[NODE].share_holder, _sender(request)
+    async with holder.sender_room(sender, min(WHOLE_MAX_BODY, request.content_length or WHOLE_MAX_BODY)):
+        terms, block = parse_whole_share(await _read_signed_body(request, WHOLE_MAX_BODY))
+        meta = await holder.place_whole(sender, peer_auth.peer_id(request), si, share, terms, block)
+    return json_response(_placed(meta), status=201)
+
+
 @routes.put("/v1/peer/uploads/{upload}/segments/{first}")
 @peer_auth.streams_body
 async def put_segments(request: web.Request) -> web.Response:
@@ -97,8 +109,12 @@ async def commit_upload(request: web.Request) -> web.Response:
         await holder.abort(incoming)
         raise
     meta = await holder.commit(incoming, body.get("block_hashes"), body.get("manifest"))
-    return json_response({"share": meta.share, "segment_count": meta.segment_count,
-                              "stored_bytes": meta.stored_bytes, "lease_expiry": meta.lease_expiry})
+    return json_response(_placed(meta))
+
+
+def _placed(meta) -> dict:
+    return {"share": meta.share, "segment_count": meta.segment_count, "stored_bytes": meta.stored_bytes,
+            "lease_expiry": meta.lease_expiry}
 
 
 @routes.delete("/v1/peer/uploads/{upload}")

@@ -4,6 +4,8 @@ The holder's routes (node/http/shares.py) and its client (storage/holder_client.
 neither imports the other.  Pure: no I/O.
 
     POST   /v1/peer/shares/{si}/{share}/uploads      {size, segment_size, lease_expiry, price} -> 201 {"upload"}
+    PUT    /v1/peer/shares/{si}/{share}              a share of one segment whole: its terms, its block hash and
+                                                      the manifest (JSON) then its block (`whole_share_body`)
     PUT    /v1/peer/uploads/{upload}/segments/{first} the share's blocks of segments first.., concatenated
     POST   /v1/peer/uploads/{upload}/commit           {"block_hashes": [hex], "manifest": hex}
     DELETE /v1/peer/uploads/{upload}                  abort
@@ -34,6 +36,9 @@ MAX_BLOCKS_PER_GET = 64
 MAX_REPORTED_SEGMENTS = 1024  # a damage report names at most this many segments (the whole share is rebuilt anyway)
 AUDIT_MAX_RESPONSE = 80 * 1024**2  # an audit answer carries one block in hex: up to 2 x 16 MiB
 DAMAGE_PATH = "/v1/peer/damage"
+WHOLE_MAX_BLOCK = 1024**2  # a share of one segment whose block is at most this long may be placed in one request
+WHOLE_MAX_TERMS = 16 * 1024  # bytes of its terms' JSON (the manifest of a one-segment file, in hex: ~1.3 KB)
+WHOLE_MAX_BODY = 4 + WHOLE_MAX_TERMS + WHOLE_MAX_BLOCK
 _COMMIT_BYTES_PER_SEGMENT = 2 * HASH_BYTES + 4  # a hex hash, its quotes and a comma
 _COMMIT_OVERHEAD = 64 * 1024  # the manifest (hex) and the rest of the JSON
 _SI = re.compile(r"[0-9a-f]{64}")
@@ -42,6 +47,28 @@ HEX_HASH = re.compile(r"[0-9a-f]{64}")
 
 def share_path(si: bytes, share: int) -> str:
     return f"/v1/peer/shares/{si.hex()}/{share}"
+
+
+def whole_share_body(terms: dict[str, Any], block: bytes) -> bytes:
+    """The body placing a share of one segment at once: the length of its terms' JSON (4 bytes, big-endian), the
+    terms (begin's, with "block_hash" and "manifest" in hex, as commit's), then the block."""
+    text = codec.dumps(terms)
+    return len(text).to_bytes(4, "big") + text + block
+
+
+def parse_whole_share(body: bytes) -> tuple[dict[str, Any], bytes]:
+    """A whole share's terms and block (`whole_share_body`); refused if the body is not one."""
+    length = int.from_bytes(body[:4], "big")
+    if len(body) < 4 or length > WHOLE_MAX_TERMS or 4 + length > len(body):
+        raise InvalidArgument(f"a whole share's body is the 4-byte length of its terms' JSON (at most "
+                              f"{WHOLE_MAX_TERMS:,} bytes), the terms, then its block")
+    try:
+        terms = codec.loads(body[4:4 + length])
+    except ValueError:
+        terms = None
+    if not isinstance(terms, dict):
+        raise InvalidArgument("a whole share's terms are a JSON object")
+    return terms, body[4 + length:]
 
 
 def put_limit(size: int, segment_size: int) -> int:

@@ -1,0 +1,198 @@
+"""A share of one segment placed on another node in one request (storage/core/wire.py: a whole share): the begin,
+block and commit of the three-request upload at once, each of their refusals still made, nothing left behind;
+and the gateway that places a small file's remote shares so, a refusing holder replaced before the put fails."""
+
+from __future__ import annotations
+
+import io
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import plyvel
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xsc.errors import InvalidArgument, PeerError, PeerRefused
+from xsc.node.appkeys import NODE
+from xsc.storage.core import wire
+from xsc.storage.core.merkle import block_hash
+from xsc.storage.core.wire import parse_whole_share, whole_share_body
+from xsc.storage.gateway_core import GatewayCore
+from xsc.storage.gateway_put import put
+from xsc.storage.holder_client import RemoteHolder
+from xsc.storage.share_store import ShareStore
+
+from tests.support.shares import SEGMENT, SHARE, EncodedFile, holder_net, lease, nothing_staged, place, refused
+
+
+@pytest.fixture
+async def net(node_factory):
+    return await holder_net(node_factory)
+
+
+async def _whole(holder, f: EncodedFile, share: int = SHARE, **changed) -> None:
+    args = {"size": f.size, "segment_size": f.segment_size, "lease_expiry": lease(), "block": f.blocks[share][0],
+            "block_hash": f.hashes[share][0], "manifest": f.manifest.encode(), **changed}
+    await holder.place_whole(f.si, share, args["size"], args["segment_size"], args["lease_expiry"], args["block"],
+                             args["block_hash"], args["manifest"])
+
+
+async def test_a_share_of_one_segment_is_placed_whole_and_reads_back(net) -> None:
+    store, from_a = net["store"], net["from_a"]
+    f = EncodedFile(1000)
+    await _whole(from_a, f)
+    assert (store.used, store.reserved, store.shares_held) == (f.share_bytes, 0, 1)
+    assert await from_a.blocks(f.si, SHARE, 0, 1, f.lengths(0, 1)) == f.blocks[SHARE]
+    assert (await from_a.meta(f.si, SHARE))["block_hashes"] == f.hashes[SHARE]
+    with pytest.raises(PeerRefused) as err:  # placed once: a second is refused, the first kept
+        await _whole(from_a, f)
+    refused(err, 409, "share-exists")
+    assert store.shares_held == 1
+
+
+async def test_a_whole_share_that_does_not_check_out_is_refused_and_leaves_nothing(net) -> None:
+    store, from_a, from_c = net["store"], net["from_a"], net["from_c"]
+    f = EncodedFile(1000)
+    block = f.blocks[SHARE][0]
+    other_roots = list(f.manifest.share_roots)
+    other_roots[SHARE] = f.manifest.share_roots[SHARE + 1]
+    cases = [
+        ({"block_hash": block_hash(b"other")}, 409, "share-mismatch"),
+        ({"block": bytes([block[0] ^ 1]) + block[1:]}, 409, "share-mismatch"),
+        ({"block": block[:-1]}, 400, "bad-request"),
+        ({"manifest": replace(f.manifest, share_roots=tuple(other_roots)).encode()}, 409, "share-mismatch"),
+        ({"manifest": b"{}"}, 400, "invalid-argument"),
+        ({"lease_expiry": int(time.time()) - 1}, 400, "invalid-argument"),
+        ({"size": 2 * SEGMENT}, 400, "invalid-argument"),  # a share of two segments is placed in parts
+    ]
+    for changed, status, code in cases:
+        with pytest.raises(PeerRefused) as err:
+            await _whole(from_a, f, **changed)
+        refused(err, status, code)
+        assert nothing_staged(store, f.si) and store.used == 0 and len(net["b"].app[NODE].share_holder) == 0
+    # Nothing is stored without a priced deal at or above the holder's ask.
+    for price in (None, 1):
+        with pytest.raises(PeerRefused) as err:
+            await _whole(RemoteHolder(from_a.client, from_a.node_id, from_a.url, price), f)
+        refused(err, 403, "deal-refused")
+    # Another uploader's share of the same file is not placed beside the first's.
+    await _whole(from_a, f)
+    with pytest.raises(PeerRefused) as err:
+        await _whole(from_c, f, share=SHARE + 1)
+    refused(err, 409, "share-exists")
+    assert (store.shares_held, store.used) == (1, f.share_bytes)
+
+
+async def test_a_body_that_is_not_a_whole_share_is_refused_before_anything_is_held(net) -> None:
+    a, b, store = net["a"], net["b"], net["store"]
+    f = EncodedFile(1000)
+    b_url, b_id = b.app[NODE].peers.url, b.app[NODE].peers.identity.id
+    path = wire.share_path(f.si, SHARE)
+
+    async def ask(body: bytes, status: int, code: str) -> None:
+        with pytest.raises(PeerRefused) as err:
+            await a.app[NODE].peers.request(b_url, "PUT", path, to=b_id, data=body)
+        refused(err, status, code)
+
+    await ask(b"", 400, "invalid-argument")
+    await ask(b"\0\0\0\x10{}", 400, "invalid-argument")  # terms longer than the body
+    await ask(b"\0\0\0\x02[]" + f.blocks[SHARE][0], 400, "invalid-argument")  # terms that are not an object
+    await ask((wire.WHOLE_MAX_TERMS + 1).to_bytes(4, "big") + b"x" * 10, 400, "invalid-argument")
+    await ask(b"\0" * (wire.WHOLE_MAX_BODY + 1), 413, "payload-too-large")  # from its length, before it is read
+    assert nothing_staged(store, f.si) and store.used == 0
+    await place(net["from_a"], EncodedFile(3 * SEGMENT))  # the holder takes the next upload as ever
+
+
+@given(st.dictionaries(st.text(max_size=8), st.integers(-2**60, 2**60) | st.text(max_size=20), max_size=5),
+       st.binary(max_size=64))
+def test_a_whole_share_body_parses_back_to_its_terms_and_block(terms: dict, block: bytes) -> None:
+    assert parse_whole_share(whole_share_body(terms, block)) == (terms, block)
+
+
+@given(st.binary(max_size=40))
+def test_any_other_body_is_refused_or_is_an_object_and_what_follows_it(body: bytes) -> None:
+    try:
+        terms, rest = parse_whole_share(body)
+    except InvalidArgument:
+        return
+    assert isinstance(terms, dict) and body.endswith(rest)
+
+
+class Holding:
+    """A holder on another node as the gateway sees it (storage/remote.py: Holder), in this process: what it was
+    asked, and the blocks it took; `refusing`: it refuses every share."""
+
+    def __init__(self, refusing: bool = False) -> None:
+        self.refusing = refusing
+        self.asked: list[str] = []
+        self.blocks: dict[int, bytes] = {}
+
+    async def place_whole(self, si, share, size, segment_size, lease_expiry, block, hash_, manifest) -> None:
+        self.asked.append("place_whole")
+        if self.refusing:
+            raise PeerRefused("this holder is full", url="holding")
+        assert hash_ == block_hash(block)
+        self.blocks[share] = block
+
+    async def begin(self, *args) -> str:
+        self.asked.append("begin")
+        return "upload"
+
+    async def put_segments(self, upload, first, blocks) -> None:
+        self.asked.append("put_segments")
+
+    async def commit(self, *args) -> None:
+        self.asked.append("commit")
+
+    async def abort(self, upload) -> None:
+        self.asked.append("abort")
+
+    async def delete(self, si, share) -> None:
+        self.asked.append("delete")
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    with ThreadPoolExecutor(2) as pool:
+        yield GatewayCore(ShareStore(db, 1 << 30), pool, segment_size=SEGMENT, lease_duration=86400,
+                          node_key=b"k" * 32)
+    db.close()
+
+
+async def _put(gateway: GatewayCore, data: bytes, holders: dict[str, Holding], spares: list[str]):
+    """Put `data` with shares 4 and 5 on holders "b" and "c", replacing a refusing one by the next spare."""
+    stream = io.BytesIO(data)
+
+    async def read(n: int) -> bytes:
+        return stream.read(n)
+
+    def place_(si: bytes, share_bytes: int):
+        return ["me"] * 4 + ["b", "c"], {4: holders["b"], 5: holders["c"]}
+
+    async def replace_(share: int, tried: set):
+        node = next((n for n in spares if n not in tried), None)
+        return None if node is None else (node, holders[node])
+
+    return await put(gateway, read, len(data), place=place_, replace=replace_, me="me")
+
+
+async def test_a_small_files_remote_shares_go_whole_a_refusing_holder_replaced(gateway) -> None:
+    holders = {"b": Holding(refusing=True), "c": Holding(), "d": Holding()}
+    result = await _put(gateway, b"x" * 1000, holders, spares=["d"])
+    assert result.placement == ["me"] * 4 + ["d", "c"]
+    assert holders["b"].asked == ["place_whole"] and holders["c"].asked == holders["d"].asked == ["place_whole"]
+    assert set(holders["c"].blocks) == {5} and set(holders["d"].blocks) == {4}  # b's block went to d whole
+
+
+async def test_a_larger_file_is_begun_sent_and_committed_and_a_failed_whole_put_takes_back_what_it_placed(
+        gateway) -> None:
+    holders = {"b": Holding(), "c": Holding()}
+    await _put(gateway, b"y" * (3 * SEGMENT), holders, spares=[])
+    assert holders["b"].asked == ["begin", "put_segments", "commit"]
+    holders = {"b": Holding(refusing=True), "c": Holding(), "d": Holding(refusing=True)}
+    with pytest.raises(PeerError):
+        await _put(gateway, b"z" * 1000, holders, spares=["d"])
+    assert holders["c"].asked == ["place_whole", "delete"] and holders["d"].asked == ["place_whole"]
