@@ -25,7 +25,7 @@ import aiohttp
 
 from .. import codec
 from ..errors import NodeNotRunning, NotFound, XscError
-from .sync import error_from_problem
+from .sync import EXPECT_ABOVE, error_from_problem
 
 CHUNK = 1024 * 1024
 SPLICE = hasattr(os, "splice")  # Linux: large reads are relayed by splice(2)
@@ -97,7 +97,8 @@ class NodeApi:
 
         try:
             async with self.session.post(self.url + "/v1/store/files", params={"name": name}, data=body(),
-                                         headers=headers, expect100=size is not None) as response:
+                                         headers=headers, expect100=size is not None and size > EXPECT_ABOVE
+                                         ) as response:
                 await self._raise_for(response)
                 if source_error:
                     raise source_error[0]
