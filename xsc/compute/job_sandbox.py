@@ -113,7 +113,7 @@ def record_and_owe(compute: ComputeService, ledger, tabs, payer, node, run, reco
     settled = asyncio.get_running_loop().create_future()  # an awaiter cancelled cancels this, never the write
 
     def owe(_: asyncio.Future) -> None:
-        error = written.exception()
+        error = asyncio.CancelledError() if written.cancelled() else written.exception()
         if error is not None:
             ledger.release(payer, budget)
         else:

@@ -117,11 +117,12 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
     """Instantiate in a fresh Store and call `function`; a trap is an Outcome, never an exception.
     `deadline_ticks`: epoch ticks allowed (default: what `limits.timeout` allows).  `on_loop`: a small call tried
     on the event loop (compute/service.py), whose thread holds the GIL anyway: it is called without releasing
-    the GIL (released, another thread takes it and the loop waits to get it back).  Its time is bounded by its small fuel alone then (the epoch ticker, a Python
-    thread, cannot tick while the GIL is held): wasmtime charges a bulk memory or table instruction a unit of
-    fuel per byte or element it touches, so no instruction takes long for its fuel.  A small memory is freed
-    without releasing the GIL (unmapping a few pages is quicker than handing it over) on the loop, and on any
-    thread when no WASI stream of the run calls back into Python (whose finalizer runs as the Store is freed)."""
+    the GIL (released, another thread takes it and the loop waits to get it back).  Its time is bounded by its
+    small fuel alone then (the epoch ticker, a Python thread, cannot tick while the GIL is held): wasmtime
+    charges a bulk memory or table instruction a unit of fuel per byte or element it touches, so no instruction
+    takes long for its fuel.  A small memory is freed without releasing the GIL (unmapping a few pages is quicker
+    than handing it over) on the loop, and on any thread when no WASI stream of the run calls back into Python
+    (whose finalizer runs as the Store is freed)."""
     store = new_store(engine, limits, deadline_ticks)
     callbacks = wasi_argv is not None and (streams is None or streams.stdout_pipe is None
                                            or streams.stderr_pipe is None)
