@@ -4,6 +4,7 @@ node are found by another, and what a stranger sends is refused before it is sto
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import time
@@ -205,6 +206,23 @@ async def test_a_contact_the_directory_does_not_know_never_enters_the_routing_ta
         assert stranger.me.id not in contacts  # ... but not taken into the table
     finally:
         await closed(tasks, [stranger])
+
+
+async def test_the_librarys_tracing_stays_out_of_the_log_at_info(caplog) -> None:
+    caplog.set_level(logging.INFO)
+    directory = Directory()
+    nodes = [node(directory) for _ in range(4)]
+    for n in nodes:
+        n.start()
+    tasks = await started(nodes)
+    try:
+        await eventually_async(lambda: all(n.contacts() >= 3 for n in nodes), "the nodes to join", 30)
+        await nodes[0].publish_holders(os.urandom(32), [nodes[i % 4].identity.id for i in range(6)])
+        assert [r.name for r in caplog.records if r.name.split(".")[0] in ("kademlia", "rpcudp")] == []
+    finally:
+        await closed(tasks, nodes)
+        for name in ("kademlia", "rpcudp"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
 
 
 async def test_a_node_whose_udp_port_is_taken_runs_without_the_table_and_finds_nothing_there(caplog) -> None:

@@ -28,6 +28,7 @@ from . import table
 from .core import records
 
 log = logging.getLogger(__name__)
+LIBRARY_LOGGERS = ("kademlia", "rpcudp")
 
 BOOTSTRAP_FROM = 8  # peers a node joins the table through
 PENDING = 10_000  # placements waiting to be published (the oldest dropped past it: readers fall back to asking)
@@ -105,7 +106,11 @@ class DhtService:
 
     # --- the service's life -------------------------------------------------------------------
     def start(self) -> None:
-        pass
+        # The library logs each lookup, RPC and contact at INFO (its own tracing: hundreds of lines a minute on a
+        # busy node, nearly all of a node's log): kept to its warnings unless the node logs at DEBUG.
+        if not log.isEnabledFor(logging.DEBUG):
+            for name in LIBRARY_LOGGERS:
+                logging.getLogger(name).setLevel(logging.WARNING)
 
     def loops(self) -> dict[str, Callable[[], Any]]:
         return {"dht": self._run} if self.enabled else {}
