@@ -121,11 +121,10 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
     small fuel alone then (the epoch ticker, a Python thread, cannot tick while the GIL is held): wasmtime
     charges a bulk memory or table instruction a unit of fuel per byte or element it touches, so no instruction
     takes long for its fuel.  A small memory is freed without releasing the GIL (unmapping a few pages is quicker
-    than handing it over) on the loop, and on any thread when no WASI stream of the run calls back into Python
-    (whose finalizer runs as the Store is freed)."""
+    than handing it over) on the loop, and on any thread for a run whose WASI streams are pipes (a web function's:
+    a callback stream's finalizer runs in Python as the Store is freed)."""
     store = new_store(engine, limits, deadline_ticks)
-    callbacks = wasi_argv is not None and (streams is None or streams.stdout_pipe is None
-                                           or streams.stderr_pipe is None)
+    piped = streams is not None and streams.stdout_pipe is not None and streams.stderr_pipe is not None
     outcome = None
     try:
         outcome = _run_in(store, prepared, function, signature, args, limits, wasi_argv, on_loop, streams,
@@ -133,7 +132,7 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
         return outcome
     finally:
         # Frees the instance and its memory now, not whenever the garbage collector gets to it.
-        store.close(hold_gil=(on_loop or not callbacks) and outcome is not None
+        store.close(hold_gil=(on_loop or piped) and outcome is not None
                     and outcome.memory_pages <= HELD_FREE_PAGES)
         if streams is not None:
             streams.release()
