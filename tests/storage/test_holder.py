@@ -36,6 +36,7 @@ QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 async def net(node_factory):
     return await holder_net(node_factory)
 
+
 async def test_a_share_is_placed_read_audited_and_deleted_by_its_uploader_only(net) -> None:
     store, from_a, from_c = net["store"], net["from_a"], net["from_c"]
     f = EncodedFile(3 * SEGMENT + 1000)  # 4 segments, the last one short
