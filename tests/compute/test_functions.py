@@ -4,6 +4,7 @@ callers refused one by one while others are served; every request charged to the
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 
 import aiohttp
@@ -154,6 +155,28 @@ async def test_an_answer_past_its_cap_is_cut_off_and_its_run_refused(web, monkey
 
     await eventually_async(lambda: len(runs()) == 2, "both runs to be recorded")
     assert all(r["charge"] > 0 for r in runs())  # the refused run is recorded and paid too
+
+
+async def test_a_node_out_of_file_descriptors_answers_503_and_serves_the_next_request(web, monkeypatch) -> None:
+    node, base = web
+    module = await deploy(node, "cgi", wasi=True)
+    await _serve(node, name="hello", module=module)
+    pipe = os.pipe
+
+    def exhausted() -> tuple[int, int]:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    services = node.app[NODE]
+    owner = node.app[CLIENT_IDENTITY].public_key
+    await eventually_async(lambda: services.ledger.held(owner) == 0, "nothing held for the owner")
+    monkeypatch.setattr(functions.os, "pipe", exhausted)
+    status, headers, body = await _get(f"{base}/fn/hello/")
+    assert status == 503 and headers["Content-Type"].startswith("application/problem+json")
+    assert b"file descriptor" in body and b"Traceback" not in body
+    assert services.ledger.held(owner) == 0  # the request's budget is given back
+    monkeypatch.setattr(functions.os, "pipe", pipe)
+    assert (await _get(f"{base}/fn/hello/"))[0] == 200
+    assert next(f for f in node.app[NODE].functions.functions() if f["name"] == "hello")["in_flight"] == 0
 
 
 async def test_the_owner_pays_exactly_what_its_requests_cost_and_no_more_than_its_cap(node_factory) -> None:

@@ -110,7 +110,11 @@ class Spill:
 
     def open(self) -> int:
         """The pipe's writing end, for the run's WASI config (wasi_io.Streams.stdout_pipe, which closes it)."""
-        reading, writing = os.pipe()
+        try:
+            reading, writing = os.pipe()
+        except OSError as exc:  # out of file descriptors: refused like a run past the node's queue
+            raise ComputeBusy(f"the node has no file descriptor to spare for another run ({exc.strerror})",
+                              hint="retry in a moment") from None
         os.set_blocking(reading, False)
         try:
             fcntl.fcntl(reading, F_SETPIPE_SZ, PIPE_BYTES)
@@ -492,22 +496,19 @@ class WebFunctions:
         await self.ledger.hold(self.payer, budget)
         loop = asyncio.get_running_loop()
         stdout, stderr, stdin = Spill(self._dir(), loop, MAX_RESPONSE), Spill(self._dir(), loop, OUTPUT_CAP), None
+        streams = Streams(refuse_over_cap=True, env=dict(spec.env),
+                          inputs_dir=str(self.work_dir / record["name"] / "in") if record["inputs"] else None)
         try:
             try:
                 stdin, size = await _body_to(request.read, self.work_dir, record["max_body"])
                 admit(self.compute)
-            except BaseException:
-                self.ledger.release(self.payer, budget)
-                raise
-            streams = Streams(stdin=None if stdin is None else str(stdin),
-                              refuse_over_cap=True, stdout_pipe=stdout.open(), stderr_pipe=stderr.open(),
-                              inputs_dir=str(self.work_dir / record["name"] / "in") if record["inputs"] else None,
-                              env=dict(spec.env), prepaid_fuel=io_fuel(size))
-            argv, started = [spec.module], time.time_ns()
-            try:
+                streams.stdin, streams.prepaid_fuel = None if stdin is None else str(stdin), io_fuel(size)
+                streams.stdout_pipe = stdout.open()
+                streams.stderr_pipe = stderr.open()
+                argv, started = [spec.module], time.time_ns()
                 ran = sandboxed(self.compute, prepared, spec.entrypoint, signature, argv, limits, streams)
             except BaseException:
-                streams.release()  # never handed to a worker
+                streams.release()  # never handed to a worker: its pipes' writing ends are still here
                 self.ledger.release(self.payer, budget)
                 raise
             finish = running.finish = Finish(self, served, request, spec, prepared, signature, limits, budget,
