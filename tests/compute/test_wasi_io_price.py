@@ -1,13 +1,22 @@
-"""Bytes through WASI cost fuel (compute/wasi_io.py): the fuel held before a call covers what its writes do."""
+"""Bytes through WASI cost fuel (compute/wasi_io.py): the fuel held before a call covers what its writes do; streams
+the host cannot open refuse the run, busy."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
+import wasmtime
 
 from tests.support.compute import WASM
-from xsc.compute.wasi_io import io_fuel
+from xsc.compute import sandbox
+from xsc.compute.engine import make_engine
+from xsc.compute.limits import Limits
+from xsc.compute.modules import ModuleInfo
+from xsc.compute.values import Signature
+from xsc.compute.wasi_io import Streams, io_fuel
+from xsc.errors import ComputeBusy
 
 FLOOD = str(WASM / "flood.wasm")
 
@@ -32,3 +41,20 @@ def test_writes_the_fuel_cannot_pay_end_the_call_out_of_fuel(xsc_node):
     assert result.returncode == 1
     line = result.stderr.decode().strip().splitlines()[-1]
     assert "out of fuel" in line, line
+
+
+def test_streams_the_host_cannot_open_refuse_the_run_as_busy_and_leak_nothing(tmp_path):
+    engine = make_engine()
+    module = wasmtime.Module.from_file(engine, str(WASM / "cgi.wasm"))
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    info = ModuleInfo("cgi", 0, [], ["wasi_snapshot_preview1.fd_write (func)"], "2000-01-01T00:00:00Z", start=False)
+    prepared = sandbox.Prepared(b"cgi", module, info, linker.instantiate_pre(module))
+    reading, writing = os.pipe()
+    streams = Streams(stdin=str(tmp_path / "gone"), stdout_pipe=writing)  # a stdin file no longer there
+    with pytest.raises(ComputeBusy) as err:
+        sandbox.run(engine, prepared, "_start", Signature((), ()), [], Limits(10**7, 1 << 20, 1.0), ["cgi"],
+                    streams=streams)
+    assert "streams" in err.value.message and streams.stdout_pipe is None  # its pipe's writing end closed
+    assert os.read(reading, 10) == b""  # nobody writes it any more: the reader sees its end
+    os.close(reading)

@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 import wasmtime
 
+from ..errors import ComputeBusy
 from .fastcall import WasiConfig
 
 OUTPUT_CAP = 64 * 1024  # bytes of stdout and of stderr kept from an invoke's WASI call
@@ -52,25 +53,30 @@ class Streams:
     seed: bytes | None = None  # a deterministic run: WASI's clocks and random made from this (the job id)
 
     def config(self, argv: list[str], stdout: "Capture", stderr: "Capture") -> WasiConfig:
+        """The run's WASI configuration; ComputeBusy if the host cannot open its files (out of descriptors)."""
         config = WasiConfig()  # no network; no preopens but /in and /out
-        config.argv(argv)
-        if self.env:
-            config.env(list(self.env.items()))
-        if self.stdin is not None:
-            config.stdin_file(self.stdin)
-        # A pipe is opened again by wasmtime: its own writing end, written by its own writes.
-        if self.stdout_pipe is not None:
-            config.stdout_file(f"/proc/self/fd/{self.stdout_pipe}")
-        else:
-            config.stdout_custom(stdout)
-        if self.stderr_pipe is not None:
-            config.stderr_file(f"/proc/self/fd/{self.stderr_pipe}")
-        else:
-            config.stderr_custom(stderr)
-        if self.inputs_dir is not None:
-            config.preopen_dir(self.inputs_dir, IN, fs_mutable=False)  # the default is read-write
-        if self.outputs_dir is not None:
-            config.preopen_dir(self.outputs_dir, OUT, fs_mutable=True)
+        try:
+            config.argv(argv)
+            if self.env:
+                config.env(list(self.env.items()))
+            if self.stdin is not None:
+                config.stdin_file(self.stdin)
+            # A pipe is opened again by wasmtime: its own writing end, written by its own writes.
+            if self.stdout_pipe is not None:
+                config.stdout_file(f"/proc/self/fd/{self.stdout_pipe}")
+            else:
+                config.stdout_custom(stdout)
+            if self.stderr_pipe is not None:
+                config.stderr_file(f"/proc/self/fd/{self.stderr_pipe}")
+            else:
+                config.stderr_custom(stderr)
+            if self.inputs_dir is not None:
+                config.preopen_dir(self.inputs_dir, IN, fs_mutable=False)  # the default is read-write
+            if self.outputs_dir is not None:
+                config.preopen_dir(self.outputs_dir, OUT, fs_mutable=True)
+        except wasmtime.WasmtimeError as exc:
+            raise ComputeBusy(f"the node could not open the program's streams and directories ({exc})",
+                              hint="retry in a moment") from None
         return config
 
     def release(self) -> None:
