@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 import wasmtime
 
 from tests.support.compute import WASM
-from xsc.compute import sandbox
+from xsc.compute import provenance, sandbox
 from xsc.compute.engine import make_engine
 from xsc.compute.limits import Limits
 from xsc.compute.modules import ModuleInfo
@@ -48,7 +49,8 @@ def test_streams_the_host_cannot_open_refuse_the_run_as_busy_and_leak_nothing(tm
     module = wasmtime.Module.from_file(engine, str(WASM / "cgi.wasm"))
     linker = wasmtime.Linker(engine)
     linker.define_wasi()
-    info = ModuleInfo("cgi", 0, [], ["wasi_snapshot_preview1.fd_write (func)"], "2000-01-01T00:00:00Z", start=False)
+    info = ModuleInfo("cgi", 0, [], ["wasi_snapshot_preview1.fd_write (func)"], provenance.timestamp(time.time_ns()),
+                      start=False)
     prepared = sandbox.Prepared(b"cgi", module, info, linker.instantiate_pre(module))
     reading, writing = os.pipe()
     streams = Streams(stdin=str(tmp_path / "gone"), stdout_pipe=writing)  # a stdin file no longer there
