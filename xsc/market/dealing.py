@@ -3,7 +3,8 @@
 Built after the allocation (`allocated`: what the converged allocation gives this node's needs), over the book the
 `MarketService` replicates.  Needs covered by the allocation are placed on the providers that allocated to this
 node; the rest are matched on the call market (docs/market.md, docs/allocation.md).  Each matching runs in the CPU
-pool on a copy of the book made on the event loop.  `explanations` keeps why each recent need matched or did not
+pool on a copy of the book made on the event loop; a deal's answer serves later needs of the same shape for a
+moment (`REUSE_SECONDS`), while nothing it rests on has changed and its slots have room.  `explanations` keeps why each recent need matched or did not
 (`xsc market explain`).
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Generator
 from concurrent.futures import Executor
@@ -27,6 +29,10 @@ from .core.supply import cap_supply, spread_groups
 
 EXPLAINED = 1000  # needs whose explanation is kept (in memory) for `xsc market explain`
 COMPUTE_DEALS = 64  # invokes' deals kept until the book or the allocation changes
+# A deal's answer serves later needs of the same shape this long, while nothing it rests on has changed (`_reuse`):
+# a matching of the book for every small put was half of what a put of 1 KiB cost the event loop.
+REUSE_SECONDS = 1.0
+REUSED_DEALS = 64  # shapes whose deal is kept for reuse
 # A matching of at most this many asks and bids runs on the event loop (well under a millisecond): sent to the pool,
 # it would hold the deals after it for as long as the busy loop takes to come back to it.
 ON_THE_LOOP = 64
@@ -125,6 +131,17 @@ def _assignment(a) -> dict | None:
 
 
 @dataclass
+class _Reusable:
+    """A deal's answer kept for needs of the same shape: its assignments in the order of its needs, what each
+    (provider, capacity slot) they use had left once they were placed, and until when (monotonic) it serves."""
+
+    assignments: list[Assignment]
+    room: dict[tuple[str, str], int]
+    until: float
+    explained: list[dict | None]  # each need's explanation (`xsc market explain`)
+
+
+@dataclass
 class _Waiting:
     """A deal asked for while another ran: its needs, the providers it leaves out, and its answer."""
 
@@ -149,13 +166,16 @@ class Dealing:
         self.last_bids: dict[str, Bid] = {}  # its needs, by need key
         self.explanations = Explanations(self.me)  # for `xsc market explain`
         self._compute_deals: dict[tuple, Any] = {}  # (version, fuel bucket, max price, room) -> assignment
+        self._reusable: dict[tuple, _Reusable] = {}  # the shape of a deal's needs and what it rests on -> its answer
+        self.reused = 0  # deals answered from an earlier one (status, tests)
         self._allocation_seen: dict[str, dict[str, int]] = {}
         self._allocation_spent: dict[str, dict[str, int]] = {}  # kind -> provider -> units served since it changed
         self.allocation_served = {"needs": 0, "units": 0}
         market.on_change.append(self._compute_deals.clear)  # an invoke's deal holds until the book changes
+        market.on_change.append(self._reusable.clear)
 
     def status(self) -> dict[str, Any]:
-        return {"served_from_allocation": dict(self.allocation_served)}
+        return {"served_from_allocation": dict(self.allocation_served), "reused_deals": self.reused}
 
     def match(self, bids: list[Bid], exclude: frozenset[str] = frozenset()):
         """Match `bids` (this node's new needs) against the book: the MarketResult of the pure core."""
@@ -269,6 +289,16 @@ class Dealing:
         if here:
             async with self._dealing:
                 return await self._run_deal(bids, exclude, here)
+        shape = self._shape(bids, exclude)
+        reused = self._reuse(shape, bids)
+        if reused is not None:
+            return reused
+        answer = await self._deal_in_turn(bids, exclude)
+        if self._shape(bids, exclude) == shape:  # nothing it rests on changed while it was dealt
+            self._keep(shape, bids, answer)
+        return answer
+
+    async def _deal_in_turn(self, bids: list[Bid], exclude: frozenset[str]) -> dict[str, Any]:
         waiting = _Waiting(bids, exclude, asyncio.get_running_loop().create_future())
         self._waiting.append(waiting)
         async with self._dealing:
@@ -277,6 +307,82 @@ class Dealing:
                 self._waiting = [w for w in self._waiting if w.exclude != exclude]
                 await self._deal_batch(batch)
         return waiting.answer.result()
+
+    def _shape(self, bids: list[Bid], exclude: frozenset[str]) -> tuple:
+        """What a deal of `bids` rests on besides the book's free room: the book, the time bucket, the peers'
+        availability, this node's asks and what the allocation still gives, the providers left out, and each need
+        but its id (its kind, size, length, bid, filters, and which of them share a group)."""
+        groups: dict[str, int] = {}
+        needs = tuple((b.slot.kind, b.slot.quantity, b.slot.end - b.slot.start, b.price, b.slot.filters, b.prefer,
+                       b.min_availability, None if b.group is None else groups.setdefault(b.group, len(groups)))
+                      for b in bids)
+        kinds = sorted({b.slot.kind for b in bids})
+        mine = tuple((kind, self.market.ask(kind), tuple(sorted(self._allocation_room(kind).items())))
+                     for kind in kinds)
+        return self.market.version, self.market.bucket(), self.market.peers_version(), exclude, needs, mine
+
+    def _reuse(self, shape: tuple, bids: list[Bid]) -> dict[str, Any] | None:
+        """The kept answer of a deal of this `shape`, for `bids`, if it is still fresh and the slots it uses still
+        have room for them (taken from it here); None otherwise."""
+        kept = self._reusable.get(shape)
+        if kept is None:
+            return None
+        wanted: dict[tuple[str, str], int] = {}
+        for a in kept.assignments:
+            wanted[(a.provider, a.capacity_slot)] = wanted.get((a.provider, a.capacity_slot), 0) + a.quantity
+        if time.monotonic() > kept.until or any(kept.room[slot] < units for slot, units in wanted.items()):
+            del self._reusable[shape]
+            return None
+        answer = {b.slot.id: replace(a, need_id=b.slot.id) for a, b in zip(kept.assignments, bids)}
+        self._place(answer)
+        self._explain_reused(kept, bids)
+        self.reused += 1
+        return answer
+
+    def _place(self, placed: dict[str, Assignment]) -> None:
+        """This node's needs were placed: they hold their units while open (`_in_flight`), and take them from the
+        room of every kept deal that uses the same slots."""
+        self._placed.update(placed)
+        for kept in self._reusable.values():
+            for a in placed.values():
+                slot = (a.provider, a.capacity_slot)
+                if slot in kept.room:
+                    kept.room[slot] -= a.quantity
+
+    def _keep(self, shape: tuple, bids: list[Bid], answer: dict[str, Any]) -> None:
+        """Keep a deal's `answer` for later needs of its `shape` (not one placed from the allocation: what that
+        gives is spent need by need)."""
+        assignments = [answer[b.slot.id] for b in bids]
+        if any(a.allocated for a in assignments):
+            return
+        taken = self._in_flight()
+        room: dict[tuple[str, str], int] = {}
+        for a in assignments:
+            slot = (a.provider, a.capacity_slot)
+            room[slot] = self._offered(a.provider, a.capacity_slot) - taken.get(slot, 0)
+        if len(self._reusable) >= REUSED_DEALS:
+            self._reusable.clear()
+        self.remember()  # the matching's explanations, which its reuses repeat
+        self._reusable[shape] = _Reusable(assignments, room, time.monotonic() + REUSE_SECONDS,
+                                          [self.explanations.get(a.need_id) for a in assignments])
+
+    def _offered(self, provider: str, slot: str) -> int:
+        """The units `provider`'s capacity slot `slot` offers now (0 if it no longer does)."""
+        if provider == self.me:
+            asks = self.market.own_asks()
+        else:
+            held = self.market.book.get(provider)
+            asks = held.asks if held is not None else []
+        return next((a.slot.quantity for a in asks if a.slot.id == slot), 0)
+
+    def _explain_reused(self, kept: _Reusable, bids: list[Bid]) -> None:
+        """`xsc market explain` of a reused deal's needs says what it said of the needs first dealt."""
+        for explained, b in zip(kept.explained, bids):
+            if explained is not None:
+                self.explanations[b.slot.id] = {**explained, "need": b.slot.id}
+                self.explanations.move_to_end(b.slot.id)
+        while len(self.explanations) > EXPLAINED:
+            self.explanations.popitem(last=False)
 
     async def _deal_batch(self, batch: list[_Waiting]) -> None:
         """The deals that waited while another ran, dealt as one matching (the needs of several puts cleared
@@ -310,7 +416,7 @@ class Dealing:
                 small = len(kwargs["asks"]) + len(kwargs["bids"]) <= ON_THE_LOOP
                 result = fn(**kwargs) if here or small else await in_pool(self.pool, _call, fn, kwargs)
         except StopIteration as done:
-            self._placed.update(done.value)
+            self._place(done.value)
             return done.value
 
     def _deal(self, bids: list[Bid], exclude: frozenset[str]) -> Steps:

@@ -426,10 +426,14 @@ class MarketService:
         """Keep each new clearing price (a price or volume that changed) for `xsc market prices`."""
         self.prices.record(clearings, now_ms())
 
+    def peers_version(self) -> tuple | None:
+        """Changes whenever a peer's availability may have (peers/service.py: `state_version`)."""
+        return self.peers.state_version() if self.peers is not None else None
+
     def availability_map(self) -> dict[str, Decimal]:
         """Every participant's availability as matching weighs it, made again only when a peer's may have changed
         (with 1,000 peers, ~5 ms of loop CPU per put)."""
-        state = self.peers.state_version() if self.peers is not None else None
+        state = self.peers_version()
         if self._availability is not None and self._availability[0] == state:
             return dict(self._availability[1])
         out = {self.me: Decimal(1)}

@@ -1,0 +1,107 @@
+"""A deal's answer serves later needs of the same shape for a moment (a matching of the book for every small put
+was half of what the put cost): reused only while nothing it rests on changed, never past its slots' room."""
+
+from __future__ import annotations
+
+
+import pytest
+
+from xsc.allocation import Stamp
+from xsc.errors import MarketNoDeal
+from xsc.identity import Identity
+from xsc.market import sign_commitment
+from xsc.node.appkeys import NODE
+
+from tests.support.attacks import fake_descriptors, now_ms
+from tests.support.market import HOUR, ask
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+
+
+async def _buyer_and_provider(node_factory):
+    """Node a (offering no storage) and provider b, known to each other and up: (a's node, b's id, b's
+    largest storage slot)."""
+    a = await node_factory("a", storage={"capacity": 0}, **QUIET)
+    b = await node_factory("b", **QUIET)
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    await a.app[NODE].market.fill_book()
+    await a.app[NODE].health.probe_round()  # b is seen up: it may be matched
+    provider = b.app[NODE].peers.identity.id
+    slot = max((x.slot for x in a.app[NODE].market.book.get(provider).asks if x.slot.kind == "storage"),
+               key=lambda s: s.quantity)
+    return a.app[NODE], provider, slot
+
+
+async def _deal_open(node, need_id: str, size: int, price: int = 10**9):
+    """A need of `size` opened (as a put's are while it stores) and dealt."""
+    need = node.dealing.need(need_id, "storage", size, 3600, price)
+    node.needs.open([need])
+    return (await node.dealing.deal([need]))[need_id]
+
+
+async def test_a_deal_is_reused_for_needs_of_its_shape_and_gives_what_a_matching_gives(node_factory) -> None:
+    node, provider, slot = await _buyer_and_provider(node_factory)
+    dealing = node.dealing
+    first = await _deal_open(node, "first", 1000)
+    second = await _deal_open(node, "second", 1000)
+    assert dealing.reused == 1
+    assert (second.need_id, second.provider, second.capacity_slot, second.price, second.cost) == \
+        ("second", first.provider, first.capacity_slot, first.price, first.cost)
+    assert first.provider == provider
+
+    fresh = dealing.need("fresh", "storage", 1000, 3600, 10**9)
+    matched = (await dealing.deal([fresh], here=True))["fresh"]  # a matching of the book as it is now
+    assert (matched.provider, matched.capacity_slot, matched.price) == (second.provider, second.capacity_slot,
+                                                                        second.price)
+    explained = dealing.explanations.explain("second")  # `xsc market explain` knows the reused need
+    assert explained["need"] == "second" and explained["code"] == "matched"
+    assert explained["assignment"]["provider"] == provider
+
+    # Another shape (a bid, a size, a provider left out) is matched, not reused.
+    for need_id, size, price, exclude in (("dearer", 1000, 10**9 + 1, frozenset()), ("larger", 1001, 10**9,
+                                          frozenset()), ("elsewhere", 1000, 10**9, frozenset({"f" * 64}))):
+        need = dealing.need(need_id, "storage", size, 3600, price)
+        node.needs.open([need])
+        await dealing.deal([need], exclude)
+    assert dealing.reused == 1
+
+
+async def test_a_reused_deal_never_places_more_than_its_slots_have_room_for(node_factory) -> None:
+    node, provider, slot = await _buyer_and_provider(node_factory)
+    dealing = node.dealing
+    third = slot.quantity * 3 // 10
+    for n in range(3):
+        assert (await _deal_open(node, f"put{n}", third)).provider == provider
+    assert dealing.reused == 2
+    with pytest.raises(MarketNoDeal):  # a tenth of the slot is left while the three are open: matched, refused
+        await _deal_open(node, "put3", third)
+    assert dealing.reused == 2
+
+    # A deal of another shape takes its units from what the kept one may still place.
+    node.needs.withdraw(["put0", "put1", "put2"])  # their puts ended
+    assert (await _deal_open(node, "a0", third)).provider == provider  # kept: 70% of the slot left to it
+    assert (await _deal_open(node, "half", slot.quantity // 2)).provider == provider  # matched
+    with pytest.raises(MarketNoDeal):  # 20% left: not reused, and matched it does not fit
+        await _deal_open(node, "a1", third)
+    assert dealing.reused == 0 + 2
+
+
+async def test_a_deal_is_not_reused_once_the_book_changed_or_it_grew_old(node_factory, monkeypatch) -> None:
+    node, provider, slot = await _buyer_and_provider(node_factory)
+    dealing, market = node.dealing, node.market
+    await _deal_open(node, "first", 1000)
+
+    # The book changes: a stranger's offer arrives.
+    stranger = Identity.generate()
+    node.peers.accept(fake_descriptors([stranger]))
+    start = now_ms() // 1000
+    offer = sign_commitment(stranger, asks=[ask(stranger.id, "s0", 10**6, 10**9, start - 60, start + 10 * HOUR)],
+                            bids=[], recognition={}, stamp=Stamp.seed().event(), timestamp=now_ms())
+    assert market.receive([offer.to_json()]) == 1
+    await _deal_open(node, "after-the-book-changed", 1000)
+    assert dealing.reused == 0
+
+    monkeypatch.setattr("xsc.market.dealing.REUSE_SECONDS", 0.0)  # answers kept from now on serve no later deal
+    for n in range(3):
+        await _deal_open(node, f"put{n}", 1000, price=10**9 - 1)
+    assert dealing.reused == 0
