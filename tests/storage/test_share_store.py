@@ -1,9 +1,13 @@
 """The share store's small uploads: their blocks wait in memory and reach the disk in the one synced write that
-publishes them, with the file's record and its deals; past the memory bound, uploads are staged as large ones."""
+publishes them, with the file's record and its deals; past the memory bound, uploads are staged as large ones.
+Uploads that finish while a publish is written are published together in the next one (group commit)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import plyvel
 import pytest
@@ -12,7 +16,9 @@ from xsc import keys
 from xsc.db import Database
 from xsc.node import DB
 from xsc.storage import Capability
-from xsc.storage.share_store import HELD_AT_MOST, HELD_UPLOAD, ShareMeta, ShareStore
+from xsc.errors import UploadNotFound
+from xsc.storage.publisher import Publisher
+from xsc.storage.share_store import HELD_AT_MOST, HELD_UPLOAD, Publication, ShareMeta, ShareStore
 
 SI = bytes(range(32))
 
@@ -99,3 +105,90 @@ async def test_a_small_put_writes_its_blocks_file_record_and_deals_in_one_synced
     assert {keys.storage_deal(si, s) for s in range(6)} <= published[0]
     assert {keys.block(si, s, 0) for s in range(6)} <= published[0]
     assert len(node.app[DB].get(keys.storage_deal(si, 0), b"")) > 0
+
+
+def _meta(share: int, size: int = 100) -> ShareMeta:
+    return ShareMeta(share, 1, size, 2_000_000_000, bytes(32), (bytes(32),))
+
+
+def _small_upload(store: ShareStore, si: bytes, share: int = 0, size: int = 100):
+    upload = store.begin_upload(si, (share,), size)
+    upload.put_blocks(0, {share: os.urandom(size)})
+    return upload
+
+
+@pytest.fixture
+def publisher(store):
+    with ThreadPoolExecutor(1) as pool:
+        yield Publisher(store, pool)
+
+
+async def test_publishes_that_come_during_a_write_are_written_together_in_the_next(store, publisher) -> None:
+    files = [os.urandom(32) for _ in range(20)]
+    await asyncio.gather(*(publisher.publish(_small_upload(store, si), [_meta(0)], b"m", {"name": si.hex()})
+                           for si in files))
+    assert publisher.groups == 2  # the first at once, the 19 that came while it was written in one more
+    assert all(store.file_record(si)["name"] == si.hex() for si in files)
+    assert store.used == 20 * 100 and store.reserved == 0 and store.shares_held == 20
+
+
+async def test_a_publish_cancelled_while_it_waits_is_never_written(store, publisher) -> None:
+    gate = threading.Event()
+    publisher.pool.submit(gate.wait)  # the pool's one thread is busy: the first group's write waits for it
+    first = asyncio.ensure_future(publisher.publish(_small_upload(store, SI), [_meta(0)], b"m", {"name": "a"}))
+    await asyncio.sleep(0)
+    other = bytes(32)
+    upload = _small_upload(store, other)
+    waiting = asyncio.ensure_future(publisher.publish(upload, [_meta(0)], b"m", {"name": "b"}))
+    await asyncio.sleep(0)  # it waits for the next group
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    gate.set()
+    await first
+    store.abort(upload)
+    assert store.file_record(other) is None and store.file_record(SI)["name"] == "a"
+    assert store.used == 100 and store.reserved == 0
+
+
+async def test_an_upload_aborted_before_its_group_is_written_fails_alone(store, publisher) -> None:
+    aborted, kept = _small_upload(store, SI), _small_upload(store, bytes(32))
+    store.abort(aborted)
+    outcomes = await asyncio.gather(publisher.publish(aborted, [_meta(0)], b"m", {"name": "gone"}),
+                                    publisher.publish(kept, [_meta(0)], b"m", {"name": "kept"}),
+                                    return_exceptions=True)
+    assert isinstance(outcomes[0], UploadNotFound) and outcomes[1] is None
+    assert store.file_record(SI) is None and store.file_record(bytes(32))["name"] == "kept"
+    assert store.used == 100
+
+
+async def test_a_failed_group_write_publishes_none_of_it_and_leaves_each_upload_to_abort(store, publisher,
+                                                                                      monkeypatch) -> None:
+    uploads = [_small_upload(store, os.urandom(32)) for _ in range(3)]
+
+    class FailingWrites:
+        def __init__(self, db) -> None:
+            self.db = db
+
+        def __getattr__(self, name: str):
+            return getattr(self.db, name)
+
+        def write_batch(self, **kwargs):
+            raise plyvel.IOError("disk gone")
+
+    monkeypatch.setattr(store, "db", FailingWrites(store.db))
+    outcomes = await asyncio.gather(*(publisher.publish(u, [_meta(0)], b"m", {"name": "x"}) for u in uploads),
+                                    return_exceptions=True)
+    assert all(isinstance(o, plyvel.IOError) for o in outcomes)
+    monkeypatch.undo()
+    assert store.used == 0 and store.shares_held == 0 and store.reserved == 300
+    for u in uploads:
+        store.abort(u)
+    assert store.reserved == 0 and list(store.db.iterator()) == []
+
+
+def test_a_group_that_publishes_one_share_twice_counts_it_once(store) -> None:
+    first, second = _small_upload(store, SI, size=100), _small_upload(store, SI, size=300)
+    errors = store.publish_all([Publication(first, [_meta(0, 100)]), Publication(second, [_meta(0, 300)])])
+    assert errors == [None, None]
+    assert store.used == 300 and store.shares_held == 1 and store.share_meta(SI, 0).stored_bytes == 300

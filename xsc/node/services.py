@@ -244,7 +244,7 @@ class Node:
             payer=self.payer, me=me, peers=self.peers, holder_for=self.holder_for, pool=pool,
             terms=self.provider_terms, locator=self.locator, segment_size=config.storage.segment_size,
             lease_duration=config.storage.lease_duration)
-        self.share_holder = ShareHolder(self.store, pool, self.terms, trust=trust)
+        self.share_holder = ShareHolder(self.store, pool, self.terms, trust=trust, publisher=self.gateway.publisher)
 
     def _on_audit(self, node: str, ok: bool, detail: str) -> None:
         self.health.record_audit(node, ok, detail)

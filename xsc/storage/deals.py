@@ -152,14 +152,23 @@ class StorageDeals:
         if now is not None:
             return self._promised(now)
         with self._outstanding_lock:
-            if self._outstanding is not None and time.monotonic() - self._outstanding[0] < OUTSTANDING_FOR:
-                return self._outstanding[1]
+            recent = self.recent_outstanding()
+            if recent is not None:
+                return recent
             writes = self._writes
         value = self._promised(int(time.time()))
         with self._outstanding_lock:
             if self._writes == writes:  # no deal recorded while it was read: the reading is whole
                 self._outstanding = (time.monotonic(), value)
         return value
+
+    def recent_outstanding(self) -> int | None:
+        """`outstanding` from its last reading while that is at most OUTSTANDING_FOR seconds old (None: it must be
+        read again, from every deal: `outstanding`, in the pool)."""
+        reading = self._outstanding
+        if reading is not None and time.monotonic() - reading[0] < OUTSTANDING_FOR:
+            return reading[1]
+        return None
 
     def _promised(self, now: int) -> int:
         return sum(d.cost(d.end - max(d.paid_until, now)) for d in self.all()

@@ -168,7 +168,10 @@ class StorageService:
         try:
             # A stream of unknown size is paid in arrears for what it turns out to hold.  The leases of earlier
             # puts are promised credit too: a put is refused if the credit cannot cover them all.
-            await self.ledger.ensure_credit(self.payer, result.cost + await in_pool(self.pool, self.deals.outstanding))
+            promised = self.deals.recent_outstanding()
+            if promised is None:
+                promised = await in_pool(self.pool, self.deals.outstanding)
+            await self.ledger.ensure_credit(self.payer, result.cost + promised)
         except BaseException:
             self.withdraw(result)
             raise

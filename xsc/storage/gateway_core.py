@@ -21,6 +21,7 @@ from .core.capability import Capability
 from .core.manifest import Manifest, decode_manifest
 from .core.merkle import block_hash, root
 from .remote import Holder, RemoteShareReader, RemoteShareWriter, summarise_refusals
+from .publisher import Publisher
 from .share_store import ShareMeta, ShareStore
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,11 @@ def _roots_to(block_hashes: tuple[bytes, ...], expected: bytes) -> bool:
 
 class GatewayCore:
     def __init__(self, store: ShareStore, pool: Executor, *, segment_size: int, lease_duration: int,
-                 node_key: bytes, depth: int = 6, remote_timeout: float = 5.0) -> None:
+                 node_key: bytes, depth: int = 6, remote_timeout: float = 5.0,
+                 publisher: Publisher | None = None) -> None:
         self.store = store
         self.pool = pool
+        self.publisher = publisher or Publisher(store, pool)  # publishes of this node's uploads: group commits
         self.segment_size = segment_size
         self.lease_duration = lease_duration
         self.node_key = node_key

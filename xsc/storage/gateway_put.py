@@ -4,9 +4,10 @@ is written, the shares published once all are written (here, or on the holders `
 A file of one segment (a small object) places each remote share in one request once its block and the manifest
 are known (a whole share: storage/core/wire.py); a larger one begins every remote share before a byte is sent,
 then sends its segments in ordered batches and commits.  At most `depth` segments are in flight, so memory stays
-bounded whatever the file size.  One LevelDB write is in
+bounded whatever the file size.  One LevelDB write of a put's blocks is in
 flight at a time: LevelDB takes one writer at a time anyway, and a second would hold a pool thread that could be
-encoding.
+encoding.  A file of one segment is encoded, begun and written in one pool job; the file is published in the
+node's next group write (storage/publisher.py).
 """
 
 from __future__ import annotations
@@ -144,13 +145,27 @@ class _OnePut:
         return bool(self.remote) and size is not None and layout.segment_count(size, self.seg_size) == 1 and \
             layout.share_bytes(size, self.seg_size) <= WHOLE_MAX_BLOCK
 
+    @property
+    def one_segment(self) -> bool:
+        """A file of known size in one segment: its upload is begun and its blocks written in the pool job that
+        encodes that segment (one hand-off to the pool, not three)."""
+        return self.size is not None and layout.segment_count(self.size, self.seg_size) == 1
+
     async def begin(self) -> None:
+        if not self.one_segment:
+            self.upload = await self.gateway.run(self._begin_upload)
+
+    def _begin_upload(self):
         size = self.size
         expected = layout.share_bytes(size, self.seg_size) * len(self.local) if size is not None else None
-        self.upload = await self.gateway.run(self.gateway.store.begin_upload, self.si, self.local, expected)
+        return self.gateway.store.begin_upload(self.si, self.local, expected)
 
     def _encode_segment(self, index: int, plaintext: bytes) -> tuple[list[bytes], list[bytes]]:
         blocks = erasure.encode(self.cipher.encrypt(index, plaintext))
+        if self.upload is None:  # one segment (`one_segment`): begun and written here
+            self.upload = self._begin_upload()
+            if self.local:
+                self.upload.put_blocks(index, {s: blocks[s] for s in self.local})
         return blocks, [block_hash(b) for b in blocks]
 
     async def write_segments(self, read: ReadFn) -> None:
@@ -162,7 +177,8 @@ class _OnePut:
         async def collect(result: asyncio.Future) -> None:
             blocks, segment_hashes = await result
             self.hashes.append(segment_hashes)
-            await writes.start(self.upload.put_blocks, len(self.hashes) - 1, {s: blocks[s] for s in self.local})
+            if not self.one_segment:
+                await writes.start(self.upload.put_blocks, len(self.hashes) - 1, {s: blocks[s] for s in self.local})
             for s in self.remote:
                 await self.remote[s].add(blocks[s])
 
@@ -192,7 +208,8 @@ class _OnePut:
                 raise BadRequest(f"the upload is longer than the {size} bytes announced")
         except BaseException:
             for fut in in_flight:
-                fut.cancel()
+                if not self.one_segment:  # its job begins the upload: waited for, so that `undo` can abort it
+                    fut.cancel()
             await asyncio.gather(*in_flight, *writes.pending, return_exceptions=True)
             raise
 
@@ -218,14 +235,15 @@ class _OnePut:
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "placement": self.placement,
                   "lease_expiry": lease, "leases": [lease] * erasure.N}
         also = records(self.si, self.placement, lease) if records is not None else None
-        await self.gateway.run(self.gateway.store.publish, self.upload, metas, encoded, record, also)
+        await self.gateway.publisher.publish(self.upload, metas, encoded, record, also)
         return PutResult(capability=str(cap), size=self.total, segments=count, stored_bytes=share_bytes * erasure.N,
                          placement=self.placement, lease_expiry=lease, me=me)
 
     async def undo(self) -> None:
         """Take back what was sent to holders and what was written here."""
         await asyncio.gather(*(r.undo() for r in self.remote.values()))
-        await self.gateway.run(self.gateway.store.abort, self.upload)
+        if self.upload is not None:
+            await self.gateway.run(self.gateway.store.abort, self.upload)
 
 
 async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | None = None,

@@ -178,7 +178,7 @@ class _OneRepair:
             if self.upload is not None:
                 metas = [ShareMeta(s, manifest.segment_count, share_bytes, lease, gateway.node_key, tuple(rebuilt[s]))
                          for s in self.rebuild_here]
-                await gateway.run(gateway.store.publish, self.upload, metas, encoded)  # another node's file too
+                await gateway.publisher.publish(self.upload, metas, encoded)  # another node's file too
         except BaseException:
             await asyncio.gather(*(r.undo() for r in self.moved.values()))
             if self.upload is not None:

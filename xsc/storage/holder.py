@@ -26,6 +26,7 @@ from ..tasks import in_pool, periodic
 from .core import erasure, layout, leases
 from .deals import HolderTerms
 from .core.merkle import block_hash, proof, root
+from .publisher import Publisher
 from .share_store import ShareMeta, ShareStore, Upload
 from .core.wire import (HEX_HASH, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
                         commit_limit, json_int, parse_manifest, put_limit, split_blocks)
@@ -85,8 +86,10 @@ class ShareHolder:
     """The uploads in progress on this node and what a holder does with them."""
 
     def __init__(self, store: ShareStore, pool: Executor, terms: HolderTerms, *,
-                 clock: Callable[[], float] = time.monotonic, trust: Any = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, trust: Any = None,
+                 publisher: Publisher | None = None) -> None:
         self.store = store
+        self.publisher = publisher or Publisher(store, pool)  # shared with the node's gateway: one group commit
         self.trust = trust  # xsc.ledger.trust.TrustLines: uploads from peers stay within their line (None: none)
         self.pool = pool
         self.terms = terms
@@ -238,7 +241,7 @@ class ShareHolder:
                                       hint="a storage index has one manifest: send the same one for every share")
                 also = {} if incoming.terms is None else self.terms.entry(incoming.upload.storage_index,
                                                                           incoming.share, incoming.terms)
-                await self._run(lambda: self.store.publish(incoming.upload, [meta], manifest=manifest, also=also))
+                await self.publisher.publish(incoming.upload, [meta], manifest=manifest, also=also)
             except BaseException:
                 await self._abort_locked(incoming)
                 raise

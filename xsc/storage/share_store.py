@@ -8,7 +8,8 @@ startup `recover()` deletes the blocks of every upload that never published, so 
 `kill -9` at any moment leaves no half-stored share and no leaked capacity.  A small
 upload (at most HELD_UPLOAD bytes, while all such uploads hold at most HELD_AT_MOST)
 keeps its blocks in memory and writes them with its publish: one synced write in all,
-and nothing on disk to recover if it never publishes.
+and nothing on disk to recover if it never publishes.  Several uploads publish in one synced write
+(`publish_all`: storage/publisher.py groups those that finish while one is written).
 
 Capacity accounting counts block bytes.  `used` (persisted) is the block bytes of
 published shares; `reserved` (in memory) is what uploads in progress have written
@@ -28,7 +29,7 @@ from dataclasses import dataclass, replace
 from .. import codec
 from .. import keys
 from ..db import Database
-from ..errors import NotFound, StorageFull
+from ..errors import NotFound, StorageFull, UploadNotFound
 from ..units import format_size
 from .core import leases
 from .core.merkle import HASH_BYTES
@@ -83,6 +84,36 @@ class Upload:
         with self.store.db.write_batch() as batch:
             for share, block in blocks.items():
                 batch.put(keys.block(self.storage_index, share, segment), block)
+
+
+@dataclass
+class Publication:
+    """What `ShareStore.publish` makes visible of one upload."""
+
+    upload: Upload
+    metas: list[ShareMeta]
+    manifest: bytes | None = None
+    file_record: dict | None = None
+    also: dict[bytes, bytes] | None = None
+
+    def added(self, replaced: list[ShareMeta]) -> int:
+        """Bytes it adds to `used`, once the shares it replaces are freed."""
+        return sum(m.stored_bytes for m in self.metas) - sum(m.stored_bytes for m in replaced)
+
+    def entries(self) -> dict[bytes, bytes | None]:
+        """Its records (None: a key it deletes)."""
+        si = self.upload.storage_index
+        out: dict[bytes, bytes | None] = {}
+        for meta in self.metas:
+            out[keys.share(si, meta.share)] = meta.encode()
+            out[keys.damage(si, meta.share)] = None
+        if self.manifest is not None:
+            out[keys.manifest(si)] = self.manifest
+        if self.file_record is not None:
+            out[keys.file(si)] = codec.dumps(self.file_record)
+        out.update({**(self.upload.held or {}), **(self.also or {})})
+        out[keys.upload(self.upload.id)] = None
+        return out
 
 
 class ShareStore:
@@ -159,27 +190,52 @@ class ShareStore:
                 file_record: dict | None = None, also: dict[bytes, bytes] | None = None) -> None:
         """Make the upload's shares visible, all at once, durably (with `also`, records that must appear
         with them: the terms a holder keeps a share under)."""
-        si = upload.storage_index
-        added = sum(m.stored_bytes for m in metas)
+        error = self.publish_all([Publication(upload, metas, manifest, file_record, also)])[0]
+        if error is not None:
+            raise error
+
+    def publish_all(self, publications: list["Publication"]) -> list[Exception | None]:
+        """`publish` each of several uploads, in one synced write batch (a group commit): each one's error, None for
+        those published.  An upload no longer in progress (aborted meanwhile) is not published; a failed write
+        publishes none of them."""
         with self._lock:
-            replaced = [ShareMeta.decode(raw) for m in metas if (raw := self.db.get(keys.share(si, m.share)))]
-            freed = sum(m.stored_bytes for m in replaced)
-            with self.db.write_batch(sync=True) as batch:
-                for meta in metas:
-                    batch.put(keys.share(si, meta.share), meta.encode())
-                    batch.delete(keys.damage(si, meta.share))
-                if manifest is not None:
-                    batch.put(keys.manifest(si), manifest)
-                if file_record is not None:
-                    batch.put(keys.file(si), codec.dumps(file_record))
-                for key, value in {**(upload.held or {}), **(also or {})}.items():
-                    batch.put(key, value)
-                batch.put(keys.STORAGE_USED, (self.used + added - freed).to_bytes(8, "big"))
-                batch.delete(keys.upload(upload.id))
-            self.used += added - freed
-            self.file_writes += file_record is not None
-            self.shares_held += len(metas) - len(replaced)
-            del self._uploads[upload.id]
+            errors: list[Exception | None] = []
+            written: dict[bytes, bytes | None] = {}  # key -> value (None: deleted), in the order of the batch
+            used, held, files = self.used, 0, 0
+            for p in publications:
+                if p.upload.id not in self._uploads:
+                    errors.append(UploadNotFound("the upload was aborted before it was published"))
+                    continue
+                errors.append(None)
+                replaced = self._replaced(p, written)
+                used += p.added(replaced)
+                held += len(p.metas) - len(replaced)
+                files += p.file_record is not None
+                written.update(p.entries())
+            written[keys.STORAGE_USED] = used.to_bytes(8, "big")
+            with self.db.write_batch(sync=True) as batch:  # raises before it writes anything: nothing published
+                for key, value in written.items():
+                    if value is None:
+                        batch.delete(key)
+                    else:
+                        batch.put(key, value)
+            self.used = used
+            self.file_writes += files
+            self.shares_held += held
+            for p, error in zip(publications, errors):
+                if error is None:
+                    del self._uploads[p.upload.id]
+            return errors
+
+    def _replaced(self, p: "Publication", written: dict[bytes, bytes | None]) -> list[ShareMeta]:
+        """The metadata of the shares `p` replaces (earlier in its group, or on disk)."""
+        out = []
+        for m in p.metas:
+            key = keys.share(p.upload.storage_index, m.share)
+            raw = written[key] if key in written else self.db.get(key)
+            if raw:
+                out.append(ShareMeta.decode(raw))
+        return out
 
     def abort(self, upload: Upload) -> None:
         """Forget an upload that will not publish: delete what it staged, release its reservation."""
