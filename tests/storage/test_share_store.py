@@ -16,7 +16,7 @@ from xsc import keys
 from xsc.db import Database
 from xsc.node import DB
 from xsc.storage import Capability
-from xsc.errors import UploadNotFound
+from xsc.errors import StorageFull, UploadNotFound
 from xsc.storage.publisher import Publisher
 from xsc.storage.share_store import HELD_AT_MOST, HELD_UPLOAD, Publication, ShareMeta, ShareStore
 
@@ -192,3 +192,25 @@ def test_a_group_that_publishes_one_share_twice_counts_it_once(store) -> None:
     errors = store.publish_all([Publication(first, [_meta(0, 100)]), Publication(second, [_meta(0, 300)])])
     assert errors == [None, None]
     assert store.used == 300 and store.shares_held == 1 and store.share_meta(SI, 0).stored_bytes == 300
+
+
+def test_a_detached_upload_holds_no_room_until_it_publishes_and_then_counts_like_any_other(store) -> None:
+    upload = store.detached_upload(SI, (0, 1), 200)
+    upload.put_blocks(0, {0: b"a" * 100, 1: b"b" * 100})
+    assert store.reserved == 0 and list(store.db.iterator()) == []  # nothing staged, nothing reserved
+    store.publish(upload, [_meta(0), _meta(1)], b"manifest", {"name": "detached"})
+    assert store.get_block(SI, 1, 0) == b"b" * 100 and store.used == 200 and store.reserved == 0
+
+
+def test_a_detached_upload_that_no_longer_fits_is_refused_as_it_publishes_and_writes_nothing(tmp_path) -> None:
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    try:
+        store = ShareStore(db, 250)
+        first, second = store.detached_upload(SI, (0,), 200), store.detached_upload(bytes(32), (0,), 100)
+        first.put_blocks(0, {0: b"a" * 200})
+        second.put_blocks(0, {0: b"b" * 100})
+        errors = store.publish_all([Publication(first, [_meta(0, 200)]), Publication(second, [_meta(0, 100)])])
+        assert errors[0] is None and isinstance(errors[1], StorageFull)
+        assert store.used == 200 and store.get_block(bytes(32), 0, 0) is None and store.share_meta(bytes(32), 0) is None
+    finally:
+        db.close()

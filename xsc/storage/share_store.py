@@ -67,16 +67,18 @@ class Upload:
     it writes."""
 
     def __init__(self, store: "ShareStore", upload_id: bytes, storage_index: bytes, shares: tuple[int, ...],
-                 reserved: int, held: bool = False) -> None:
+                 reserved: int, held: bool = False, detached: bool = False) -> None:
         self.store, self.id, self.storage_index, self.shares = store, upload_id, storage_index, shares
         self.reserved = reserved
         self.written = 0
         self.held: dict[bytes, bytes] | None = {} if held else None  # block key -> block, written by `publish`
+        self.detached = detached  # `ShareStore.detached_upload`: its room is taken when it publishes
 
     def put_blocks(self, segment: int, blocks: dict[int, bytes]) -> None:
         """Stage one segment's blocks (invisible until `publish`); thread-safe."""
         size = sum(len(b) for b in blocks.values())
-        self.store._charge(self, size)
+        if not self.detached:
+            self.store._charge(self, size)
         if self.held is not None:
             for share, block in blocks.items():
                 self.held[keys.block(self.storage_index, share, segment)] = block
@@ -112,7 +114,8 @@ class Publication:
         if self.file_record is not None:
             out[keys.file(si)] = codec.dumps(self.file_record)
         out.update({**(self.upload.held or {}), **(self.also or {})})
-        out[keys.upload(self.upload.id)] = None
+        if not self.upload.detached:
+            out[keys.upload(self.upload.id)] = None  # its staging record
         return out
 
 
@@ -186,6 +189,14 @@ class ShareStore:
         self.db.put(keys.upload(upload_id), codec.dumps(record), sync=True)
         return upload
 
+    def detached_upload(self, storage_index: bytes, shares: tuple[int, ...], size: int) -> Upload:
+        """An upload of at most HELD_UPLOAD bytes (`size`) written whole within one request (a file of one segment,
+        a whole share): its blocks stay in memory, and its room is taken only as it publishes (`publish_all`
+        refuses it then if it does not fit).  Nothing is reserved, staged or locked before: it may be made on the
+        event loop, and its memory is the request's own."""
+        assert size <= HELD_UPLOAD
+        return Upload(self, os.urandom(16), storage_index, shares, size, held=True, detached=True)
+
     def publish(self, upload: Upload, metas: list[ShareMeta], manifest: bytes | None = None,
                 file_record: dict | None = None, also: dict[bytes, bytes] | None = None) -> None:
         """Make the upload's shares visible, all at once, durably (with `also`, records that must appear
@@ -203,7 +214,11 @@ class ShareStore:
             written: dict[bytes, bytes | None] = {}  # key -> value (None: deleted), in the order of the batch
             used, held, files = self.used, 0, 0
             for p in publications:
-                if p.upload.id not in self._uploads:
+                if p.upload.detached:
+                    if used + self._reserved() + p.upload.reserved > self.capacity:
+                        errors.append(self._refuse(p.upload.reserved))
+                        continue
+                elif p.upload.id not in self._uploads:
                     errors.append(UploadNotFound("the upload was aborted before it was published"))
                     continue
                 errors.append(None)
@@ -223,7 +238,7 @@ class ShareStore:
             self.file_writes += files
             self.shares_held += held
             for p, error in zip(publications, errors):
-                if error is None:
+                if error is None and not p.upload.detached:
                     del self._uploads[p.upload.id]
             return errors
 
