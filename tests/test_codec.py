@@ -96,3 +96,26 @@ def test_a_market_commitment_signed_over_the_old_spelling_still_verifies():
     assert verify(identity.public_key, bytes.fromhex(fields["signature"]), old)
     resigned = {**body, "signature": identity.sign(old).hex()}
     assert parse_commitment(resigned).participant == identity.id
+
+
+_HEADS = st.dictionaries(st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=16), st.booleans()),
+                         max_size=4)
+
+
+@given(_HEADS, st.binary(max_size=256))
+def test_a_framed_body_gives_back_its_head_and_data(head, data) -> None:
+    assert codec.unframed(codec.framed(head, data), 4096) == (head, data)
+
+
+@given(st.binary(max_size=64))
+def test_bytes_that_are_not_a_framed_body_are_a_value_error_never_another(body) -> None:
+    try:
+        head, _ = codec.unframed(body, 32)
+    except ValueError:
+        return
+    assert isinstance(head, dict) and int.from_bytes(body[:4], "big") <= 32
+
+
+def test_a_framed_head_over_its_bound_is_refused() -> None:
+    with pytest.raises(ValueError, match="at most 8 bytes"):
+        codec.unframed(codec.framed({"long": "head"}, b"data"), 8)

@@ -7,6 +7,8 @@
   `json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)`, written by
   orjson when that gives the same bytes; every signature already made over such bytes still verifies.
 - `text(value, ...)`: JSON for people (the CLI's output, export lines, files an operator edits).
+- `framed(head, data)` / `unframed(body, max_head)`: a JSON object and raw bytes in one body (the head's length in
+  4 bytes, big-endian, the head, then the bytes): a request that carries both its terms and its data.
 
 No other module of xsc imports json or orjson (tests/test_architecture.py checks it).
 """
@@ -109,3 +111,24 @@ def _plain(value: Any) -> bool:
         elif kind is not str and kind is not int and kind is not bool and item is not None:
             return False  # a float, or something else: the text decides
     return True
+
+
+def framed(head: dict, data: bytes) -> bytes:
+    """One body of a JSON object and raw bytes: the head's length (4 bytes, big-endian), the head, the bytes."""
+    text = dumps(head)
+    return len(text).to_bytes(4, "big") + text + data
+
+
+def unframed(body: bytes, max_head: int) -> tuple[dict, bytes]:
+    """The head and the bytes of a `framed` body; ValueError if it is not one, or its head is over max_head bytes."""
+    length = int.from_bytes(body[:4], "big")
+    if len(body) < 4 or length > max_head or 4 + length > len(body):
+        raise ValueError(f"not a framed body (the 4-byte length of a JSON object of at most {max_head:,} bytes, "
+                         "the object, then the data)")
+    try:
+        head = loads(body[4:4 + length])  # a JSONDecodeError is a ValueError
+    except RecursionError:
+        raise ValueError("the head of a framed body nests too deep") from None
+    if not isinstance(head, dict):
+        raise ValueError("the head of a framed body is a JSON object")
+    return head, body[4 + length:]

@@ -139,7 +139,7 @@ class S3Index:
 
         If the bucket is gone, the new record's own files are garbage instead and NoSuchBucket is raised."""
         names.check_key(key)
-        record = self._clean(record)
+        record = self.clean(record)
         with self._lock:
             if self.db.get(keys.object_bucket(bucket)) is None:
                 self._mark_garbage([p["cap"] for p in record["parts"]])
@@ -159,7 +159,8 @@ class S3Index:
             callback(bucket)
 
     @staticmethod
-    def _clean(record: dict) -> dict:
+    def clean(record: dict) -> dict:
+        """The object record as it is stored; InvalidArgument if `record` is not one."""
         parts = record.get("parts")
         if not isinstance(parts, list) or not parts:
             raise InvalidArgument("an object record needs its parts: [{cap, size}]")
@@ -173,6 +174,8 @@ class S3Index:
                                                      for k, v in metadata.items()):
             raise InvalidArgument("metadata is a map of strings")
         names.check_metadata(metadata)
+        if "etag" not in record:
+            raise InvalidArgument("an object record needs its etag")
         return {"parts": clean_parts, "size": sum(p["size"] for p in clean_parts), "etag": str(record["etag"]),
                 "content_type": str(record.get("content_type") or "binary/octet-stream"), "metadata": metadata,
                 "headers": _headers(record.get("headers")), "modified": float(record.get("modified") or 0) or time.time()}

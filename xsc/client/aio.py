@@ -64,13 +64,17 @@ class NodeApi:
     def _down(self, exc: Exception) -> NodeNotRunning:
         return NodeNotRunning(f"the node at {self.url} is not answering: {exc}", hint="start it: xsc node start")
 
-    async def call(self, method: str, path: str, *, params: dict | None = None, body: Any = None) -> Any:
-        """A JSON request to the node's API; its JSON answer."""
+    async def call(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
+                   raw: bytes | None = None) -> Any:
+        """A request to the node's API with a JSON body (or `raw` bytes); its JSON answer."""
+        if raw is not None:
+            data, headers = raw, {"Content-Type": "application/octet-stream"}
+        else:
+            data = None if body is None else codec.dumps(body)
+            headers = {"Content-Type": "application/json"} if body is not None else None
         try:
-            async with self.session.request(method, self.url + path, params=params,
-                                            data=None if body is None else codec.dumps(body),
-                                            headers={"Content-Type": "application/json"} if body is not None
-                                            else None) as response:
+            async with self.session.request(method, self.url + path, params=params, data=data,
+                                            headers=headers) as response:
                 await self._raise_for(response)
                 return await response.json(content_type=None)
         except XscError:

@@ -46,6 +46,7 @@ from ..peers.admission import Admission, Quarantine
 from ..peers.service import NEW_NODE_BURST, PeerDirectory, challenge
 from ..buckets.accounts import UserAccounts
 from ..buckets.index import S3Index
+from ..buckets.objects import ObjectWriter
 from ..storage import Gateway, ShareStore
 from ..storage.audits import AuditService
 from ..storage.deals import HolderTerms, StorageDeals
@@ -120,6 +121,7 @@ class Node:
     functions: WebFunctions  # WASI programs answering HTTP (node.web_listen)
     s3_index: S3Index  # the user's bucket index: the S3 front (its own process) records objects there
     s3_accounts: UserAccounts  # each S3 user's ledger account, which pays for its puts
+    s3_objects: ObjectWriter  # small objects stored and recorded in one request of the S3 front
 
     def __init__(self, *, config: NodeConfig, db: Database, pool: ThreadPoolExecutor, metrics: Metrics,
                  identity: Identity, payer: Identity) -> None:
@@ -281,6 +283,7 @@ class Node:
             on_invoked=lambda label: metrics.child(metrics.invocations, label).inc(), trust=self.trust)
         self.s3_index = s3_index = S3Index(self.db)
         self.s3_accounts = UserAccounts(self.ledger, payer)
+        self.s3_objects = ObjectWriter(files=self.storage, index=s3_index, accounts=self.s3_accounts, pool=self.pool)
         self.hosted_jobs = HostedJobs(compute=self.compute, paid=self.paid, work_dir=config.data_dir / "hosted-jobs")
         self.jobs = JobService(compute=self.compute, storage=self.storage, ledger=self.ledger, tabs=self.tabs,
                                payer=payer, node=identity, db=self.db, work_dir=config.data_dir / "jobs",

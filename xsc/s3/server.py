@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 
+from .. import codec
 from ..errors import S3Error, XscError
 from ..storage.core.ranges import content_range, parse_range
 from ..tasks import woken
@@ -173,9 +174,10 @@ class S3Front:
             response.headers[routing.SSE] = routing.SSE_S3  # every object is stored encrypted
         return response
 
-    async def _node(self, call: Call, method: str, path: str, *, params: dict | None = None, body=None):
+    async def _node(self, call: Call, method: str, path: str, *, params: dict | None = None, body=None,
+                    raw: bytes | None = None):
         """A call to the node's bucket index on behalf of the request's user (the index checks its access)."""
-        return await self.node.call(method, path, params={**(params or {}), "user": call.user}, body=body)
+        return await self.node.call(method, path, params={**(params or {}), "user": call.user}, body=body, raw=raw)
 
     # --- bodies ------------------------------------------------------------------
     async def _payload(self, call: Call, *, md5: "hashlib._Hash | None" = None) -> AsyncIterator[bytes]:
@@ -363,20 +365,46 @@ class S3Front:
 
     async def put_object(self, call: Call) -> web.Response:
         names.check_key(call.key)
-        metadata = names.check_metadata(self._metadata(call.request.headers))
-        kept = stored_headers.stored(call.request.headers)
+        record = {"content_type": call.request.headers.get("Content-Type", ""),
+                  "metadata": names.check_metadata(self._metadata(call.request.headers)),
+                  "headers": stored_headers.stored(call.request.headers)}
+        declared = self._declared_size(call)
+        if declared is not None and declared <= names.SMALL_OBJECT:
+            result = await self._put_small(call, record)
+        else:
+            result = await self._put_streamed(call, record, declared)
+        await self._collect(result["garbage"])
+        return web.Response(status=200, headers={"ETag": xml.quoted(record["etag"])})
+
+    async def _put_small(self, call: Call, record: dict) -> dict:
+        """A small object whole, checked, then stored and recorded by one request of the node's (which checks the
+        bucket first): the ETag and time are set on `record`."""
+        md5, declared, parts, size = hashlib.md5(), self._declared_size(call), [], 0
+        async for chunk in self._payload(call, md5=md5):
+            size += len(chunk)
+            if size > declared:
+                break
+            parts.append(chunk)
+        if size != declared:
+            raise S3Error(f"the body holds {'more' if size > declared else 'fewer'} bytes than the {declared:,} "
+                          "declared", s3_code="IncompleteBody", status=400)
+        data = b"".join(parts)
+        record.update(etag=md5.hexdigest(), modified=self.clock())
+        async with self.gate.write():
+            return await self._node(call, "POST", f"/v1/s3/buckets/{_segment(call.bucket)}/objects",
+                                    params={"key": call.key, "name": self.marks.name(f"{call.bucket}/{call.key}")},
+                                    raw=codec.framed(record, data))
+
+    async def _put_streamed(self, call: Call, record: dict, declared: int | None) -> dict:
+        """A large object (or one of unknown size): the bucket checked before a byte is stored, the body streamed
+        to a file, then the object recorded; the ETag and time are set on `record`."""
         await self._may_write(call, call.bucket)
         md5 = hashlib.md5()
         async with self.gate.write():
-            cap = await self._store(call, self._payload(call, md5=md5), self._declared_size(call),
-                                    f"{call.bucket}/{call.key}")
-            size = int(cap.rsplit(":", 1)[1])
-            record = {"parts": [{"cap": cap, "size": size}], "etag": md5.hexdigest(),
-                      "content_type": call.request.headers.get("Content-Type", ""), "metadata": metadata,
-                      "headers": kept, "modified": self.clock()}
-            result = await self._node(call, "PUT", _object_path(call.bucket), params={"key": call.key}, body=record)
-        await self._collect(result["garbage"])
-        return web.Response(status=200, headers={"ETag": xml.quoted(record["etag"])})
+            cap = await self._store(call, self._payload(call, md5=md5), declared, f"{call.bucket}/{call.key}")
+            record.update(parts=[{"cap": cap, "size": int(cap.rsplit(":", 1)[1])}], etag=md5.hexdigest(),
+                          modified=self.clock())
+            return await self._node(call, "PUT", _object_path(call.bucket), params={"key": call.key}, body=record)
 
     async def _object(self, call: Call, bucket: str, key: str) -> dict:
         return await self._node(call, "GET", _object_path(bucket), params={"key": key})

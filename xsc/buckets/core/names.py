@@ -13,6 +13,10 @@ MAX_PARTS = 10000
 MIN_PART_SIZE = 5 * 1024 * 1024  # every part but the last of a multipart object (S3's rule)
 MAX_METADATA_BYTES = 2048
 MAX_HEADERS_BYTES = 8192  # Cache-Control, Content-Disposition, ... of one object, all together
+MAX_RECORD = 64 * 1024  # bytes of an object's record (type, metadata, stored headers) sent with a small object
+# Bytes of an object stored in one request of the front's (xsc/buckets/objects.py), so that with its record and
+# their framing (`codec.framed`) it is within the node's body limit (1 MiB); larger ones are streamed.
+SMALL_OBJECT = 1024 * 1024 - MAX_RECORD - 4
 DEFAULT_USER = "xsc"  # the user of access keys made without --user, and the owner of buckets made before users
 _USER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 # What XML 1.0 cannot carry (listings echo keys and prefixes): C0 controls but tab, LF and CR, and U+FFFE/U+FFFF.

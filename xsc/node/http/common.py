@@ -12,7 +12,8 @@ from aiohttp import web
 from ...errors import InvalidArgument
 from ...codec import dumps, loads  # noqa: F401 - the one JSON writer and reader, for route modules
 from ...tasks import in_pool
-from ..appkeys import CPU_POOL
+from ...storage import quotes
+from ..appkeys import CONFIG, CPU_POOL, NODE
 from ..limits import BODY_SECONDS, read_body  # noqa: F401 - the one body reader, for route modules
 
 MAX_JSON_DEPTH = 32  # nesting deeper than any XSC body: refused before it costs the parser anything
@@ -114,3 +115,11 @@ def storage_index(text: str, name: str = "file") -> bytes:
         raise InvalidArgument(f"{name} must be a storage index (64 hex digits), not {text[:80]!r}",
                               hint="`xsc store check CAP` shows it")
     return si
+
+
+def put_terms(request: web.Request) -> tuple[int, int, dict]:
+    """(lease seconds, bid, filters) of a put, from its query."""
+    query = request.query
+    return (request.app[NODE].storage.lease_seconds(query.get("duration")),
+            quotes.parse_max_price(query.get("max_price"), request.app[CONFIG].market.storage_bid),
+            quotes.parse_filters(query))

@@ -1,20 +1,23 @@
 """The bucket index on the user API (/v1/s3/...): what the S3 front (`xsc s3 serve`) records and looks up.
 
-Routes parse, call one method of xsc.buckets.index.S3Index in the CPU pool, and encode.  Object data never
-passes here: the front stores and reads files through /v1/store/files like `xsc store put/get`.  `?user=`
-names the S3 user the front acts for: the index checks it may read, write or own the bucket first.
+Routes parse, call one method of xsc.buckets.index.S3Index in the CPU pool, and encode.  Object data passes here
+only for a small object, stored and recorded in one request (`POST .../objects`, xsc.buckets.objects); the front
+stores and reads every other file through /v1/store/files like `xsc store put/get`.  `?user=` names the S3 user
+the front acts for: the index checks it may read, write or own the bucket first.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from ...errors import BadRequest
+from ... import codec
+from ...errors import BadRequest, InvalidArgument, PayloadTooLarge
 from ...buckets.core import listing
 from ...buckets.index import S3Index
+from ...buckets.core.names import MAX_RECORD, SMALL_OBJECT
 from ...tasks import in_pool
 from ..appkeys import CPU_POOL, NODE
-from .common import json_body, json_response, query_int
+from .common import json_body, json_response, put_terms, query_int, read_body
 
 routes = web.RouteTableDef()
 
@@ -108,6 +111,28 @@ async def put_object(request: web.Request) -> web.Response:
     record = await _json(request)
     garbage = await _as(request, "write", _index(request).put, request.match_info["bucket"], _key(request), record)
     return json_response({"garbage": garbage})
+
+
+@routes.post("/v1/s3/buckets/{bucket}/objects")
+async def put_small_object(request: web.Request) -> web.Response:
+    """A small object's record and bytes in one body (`codec.framed`), stored, paid and recorded at once; the
+    query names the object (`key`), the user, the file's name and the put's terms as for /v1/store/files."""
+    declared, most = request.content_length, 4 + MAX_RECORD + SMALL_OBJECT
+    if declared is None:
+        raise BadRequest("send a small object with its Content-Length", hint="stream larger ones to /v1/store/files")
+    if declared > most:
+        raise PayloadTooLarge(f"the body is {declared:,} bytes; a small object's is at most {most:,}", limit=most,
+                              hint="stream larger objects to /v1/store/files")
+    try:
+        record, data = codec.unframed(await read_body(request), MAX_RECORD)
+    except ValueError:
+        raise InvalidArgument(f"a small object's body is the 4-byte length of its record's JSON (an object of at "
+                              f"most {MAX_RECORD:,} bytes), the record, then the object's bytes") from None
+    seconds, bid, wanted = put_terms(request)
+    answer = await request.app[NODE].s3_objects.put(request.match_info["bucket"], _key(request),
+                                                    request.query.get("user"), record, data,
+                                                    request.query.get("name"), seconds, bid, **wanted)
+    return json_response(answer, status=201)
 
 
 @routes.delete("/v1/s3/buckets/{bucket}/object")

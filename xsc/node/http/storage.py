@@ -8,12 +8,12 @@ import logging
 from aiohttp import web
 
 from ...errors import BadRequest, BodyTimeout, XscError
-from ...storage import Capability, quotes
+from ...storage import Capability
 from ...storage.core import leases, ranges
 from ..appkeys import CONFIG, METRICS, NODE
 from ..auth import check_token
 from ..problems import problem_from_error
-from .common import json_response, optional_json_body, query_int
+from .common import json_response, optional_json_body, put_terms, query_int
 
 log = logging.getLogger(__name__)
 
@@ -24,21 +24,13 @@ def _cap(request: web.Request) -> Capability:
     return Capability.parse(request.match_info["cap"])
 
 
-def _put_terms(request: web.Request) -> tuple[int, int, dict]:
-    """(lease seconds, bid, filters) of a put, from its query."""
-    query = request.query
-    return (request.app[NODE].storage.lease_seconds(query.get("duration")),
-            quotes.parse_max_price(query.get("max_price"), request.app[CONFIG].market.storage_bid),
-            quotes.parse_filters(query))
-
-
 async def _expect_put(request: web.Request) -> web.StreamResponse | None:
     """`Expect: 100-continue`: refuse a put that will fail before its body is sent."""
     try:
         if request.headers.get("Expect", "").lower() != "100-continue":
             raise BadRequest(f"unsupported Expect header: {request.headers['Expect']!r}")
         check_token(request)
-        seconds, bid, wanted = _put_terms(request)
+        seconds, bid, wanted = put_terms(request)
         await request.app[NODE].storage.precheck(request.content_length, seconds, bid, **wanted)
     except XscError as err:
         response = problem_from_error(err)
@@ -68,7 +60,7 @@ async def put_file(request: web.Request) -> web.Response:
         return chunk
 
     try:
-        seconds, bid, wanted = _put_terms(request)
+        seconds, bid, wanted = put_terms(request)
         answer = await request.app[NODE].storage.put(read, size, request.query.get("name"), seconds, bid, **wanted)
     except XscError as err:
         # The client may still be sending: answer, then close, rather than leave it blocked.

@@ -50,25 +50,18 @@ def share_path(si: bytes, share: int) -> str:
 
 
 def whole_share_body(terms: dict[str, Any], block: bytes) -> bytes:
-    """The body placing a share of one segment at once: the length of its terms' JSON (4 bytes, big-endian), the
-    terms (begin's, with "block_hash" and "manifest" in hex, as commit's), then the block."""
-    text = codec.dumps(terms)
-    return len(text).to_bytes(4, "big") + text + block
+    """The body placing a share of one segment at once (`codec.framed`): its terms (begin's, with "block_hash" and
+    "manifest" in hex, as commit's), then the block."""
+    return codec.framed(terms, block)
 
 
 def parse_whole_share(body: bytes) -> tuple[dict[str, Any], bytes]:
     """A whole share's terms and block (`whole_share_body`); refused if the body is not one."""
-    length = int.from_bytes(body[:4], "big")
-    if len(body) < 4 or length > WHOLE_MAX_TERMS or 4 + length > len(body):
-        raise InvalidArgument(f"a whole share's body is the 4-byte length of its terms' JSON (at most "
-                              f"{WHOLE_MAX_TERMS:,} bytes), the terms, then its block")
     try:
-        terms = codec.loads(body[4:4 + length])
+        return codec.unframed(body, WHOLE_MAX_TERMS)
     except ValueError:
-        terms = None
-    if not isinstance(terms, dict):
-        raise InvalidArgument("a whole share's terms are a JSON object")
-    return terms, body[4 + length:]
+        raise InvalidArgument(f"a whole share's body is the 4-byte length of its terms' JSON (a JSON object of at "
+                              f"most {WHOLE_MAX_TERMS:,} bytes), the terms, then its block") from None
 
 
 def put_limit(size: int, segment_size: int) -> int:

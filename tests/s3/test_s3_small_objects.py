@@ -1,0 +1,141 @@
+"""A small object stored and recorded in one request (`POST /v1/s3/buckets/{bucket}/objects`, what the S3 front
+sends for a PutObject of at most SMALL_OBJECT bytes): the bucket is checked before anything is stored, the S3 user
+pays for its file, and every refusal leaves no file behind."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from xsc import codec
+from xsc.buckets.core.names import MAX_RECORD, SMALL_OBJECT
+
+RECORD = {"etag": "e", "content_type": "text/plain", "metadata": {"colour": "blue"}, "headers": {}}
+
+
+async def _put(node, bucket: str, key: str, body: bytes, user: str = "xsc", **params):
+    response = await node.post(f"/v1/s3/buckets/{bucket}/objects", params={"key": key, "user": user, **params},
+                               data=body, headers={"Content-Type": "application/octet-stream"})
+    return response.status, await response.json()
+
+
+async def _files(node) -> list[dict]:
+    return (await (await node.get("/v1/store/files")).json())["files"]
+
+
+async def _bucket(node, name: str, user: str = "xsc") -> None:
+    assert (await node.put(f"/v1/s3/buckets/{name}", params={"user": user})).status == 201
+
+
+async def test_a_small_object_is_stored_recorded_and_read_back(node) -> None:
+    await _bucket(node, "small")
+    data = b"x" * 1024
+    status, answer = await _put(node, "small", "a/b.txt", codec.framed(RECORD, data), name="front-mark")
+    assert status == 201 and answer["garbage"] == []
+    record = await (await node.get("/v1/s3/buckets/small/object", params={"key": "a/b.txt"})).json()
+    assert record["parts"] == [{"cap": answer["capability"], "size": 1024}]
+    assert record["metadata"] == {"colour": "blue"} and record["content_type"] == "text/plain"
+    assert await (await node.get(f"/v1/store/files/{answer['capability']}")).read() == data
+    assert [f["name"] for f in await _files(node)] == ["front-mark"]
+    status, again = await _put(node, "small", "a/b.txt", codec.framed(RECORD, b"y"))
+    assert status == 201 and again["garbage"] == [answer["capability"]]  # the replaced object's file
+
+
+async def test_the_largest_small_object_fits_the_nodes_body_limit(node) -> None:
+    await _bucket(node, "largest")
+    data = hashlib.sha256(b"seed").digest() * (SMALL_OBJECT // 32) + b"z" * (SMALL_OBJECT % 32)
+    status, answer = await _put(node, "largest", "k", codec.framed(RECORD, data))
+    assert status == 201, answer
+    assert await (await node.get(f"/v1/store/files/{answer['capability']}")).read() == data
+
+
+@pytest.mark.parametrize("body, code", [
+    (b"", "invalid-argument"),
+    (b"\x00\x00\x00\x09not json!", "invalid-argument"),
+    (b"\x00\x00\x00\x02[]", "invalid-argument"),
+    ((MAX_RECORD + 1).to_bytes(4, "big") + b"{}", "invalid-argument"),
+    (b"\x00\x00\x00\x05[[[[[" + b"data", "invalid-argument"),
+    (codec.framed({**RECORD, "metadata": {"k": 1}}, b"data"), "invalid-argument"),
+    (codec.framed({"content_type": "text/plain"}, b"data"), "invalid-argument"),  # no etag
+])
+async def test_a_body_that_is_not_a_small_object_is_400_and_stores_nothing(node, body, code) -> None:
+    await _bucket(node, "bad")
+    status, problem = await _put(node, "bad", "k", body)
+    assert (status, problem["code"]) == (400, code), problem
+    assert await _files(node) == []
+
+
+async def test_a_body_over_the_limit_is_refused_from_its_length(node) -> None:
+    await _bucket(node, "over")
+    status, problem = await _put(node, "over", "k", b"\x00" * (4 + MAX_RECORD + SMALL_OBJECT + 1))
+    assert status == 413 and problem["code"] == "payload-too-large"
+    status, problem = await _put(node, "over", "k", codec.framed(RECORD, b"x" * (SMALL_OBJECT + 100)))
+    assert status == 400 and "at most" in problem["detail"]  # within the body limit, but the object is too long
+    assert await _files(node) == []
+
+
+async def test_a_body_without_its_length_is_refused(node) -> None:
+    await _bucket(node, "chunked")
+
+    async def chunks():
+        yield codec.framed(RECORD, b"data")
+
+    response = await node.post("/v1/s3/buckets/chunked/objects", params={"key": "k"}, data=chunks())
+    assert response.status == 400 and "Content-Length" in (await response.json())["detail"]
+    assert await _files(node) == []
+
+
+async def test_no_bucket_or_no_write_access_stores_nothing(node) -> None:
+    status, problem = await _put(node, "missing", "k", codec.framed(RECORD, b"data"))
+    assert status == 404 and problem["code"] == "no-such-bucket"
+    await _bucket(node, "anas", user="ana")
+    status, problem = await _put(node, "anas", "k", codec.framed(RECORD, b"data"), user="bob")
+    assert status == 403
+    assert await _files(node) == []
+
+
+async def test_a_user_whose_account_cannot_pay_is_refused_and_its_file_removed(node) -> None:
+    await _bucket(node, "broke", user="cleo")
+    status, problem = await _put(node, "broke", "k", codec.framed(RECORD, b"d" * 4096), user="cleo")
+    assert status == 402 and problem["code"] == "insufficient-credit", problem
+    assert "xsc s3 fund cleo" in problem["detail"]
+    assert await _files(node) == []
+    response = await node.get("/v1/s3/buckets/broke/object", params={"key": "k", "user": "cleo"})
+    assert response.status == 404
+
+
+def _node_requests(gateway) -> dict[str, float]:
+    """The node's answered requests by method (its /metrics, which anyone may read)."""
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(gateway.node.url + "/metrics").read().decode()
+    counts: dict[str, float] = {}
+    for method, value in re.findall(r'^xsc_http_requests_total\{method="(\w+)",status="\d+"\} (\S+)$', text, re.M):
+        counts[method] = counts.get(method, 0) + float(value)
+    return counts
+
+
+@pytest.mark.slow
+def test_a_small_put_object_through_the_front_is_one_request_of_the_nodes_and_a_large_one_streams(gateway) -> None:
+    s3 = gateway.client()
+    s3.create_bucket(Bucket="one-request")
+    before = _node_requests(gateway)
+    s3.put_object(Bucket="one-request", Key="small", Body=b"s" * 1024, Metadata={"k": "v"})
+    after = _node_requests(gateway)
+    changed = {m: after[m] - before.get(m, 0) for m in after if after[m] != before.get(m, 0)}
+    assert changed == {"POST": 1, "GET": 1}  # the put, and the first reading of /metrics
+    got = s3.get_object(Bucket="one-request", Key="small")
+    assert got["Body"].read() == b"s" * 1024 and got["Metadata"] == {"k": "v"}
+    assert got["ETag"] == '"' + hashlib.md5(b"s" * 1024).hexdigest() + '"'
+    large = b"L" * (SMALL_OBJECT + 1)
+    s3.put_object(Bucket="one-request", Key="large", Body=large)
+    assert s3.get_object(Bucket="one-request", Key="large")["Body"].read() == large
+
+
+async def test_a_record_nested_past_the_parsers_depth_is_400(node) -> None:
+    await _bucket(node, "deep")
+    head = b"[" * 60_000
+    status, problem = await _put(node, "deep", "k", len(head).to_bytes(4, "big") + head + b"data")
+    assert (status, problem["code"]) == (400, "invalid-argument")
