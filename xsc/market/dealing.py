@@ -4,8 +4,8 @@ Built after the allocation (`allocated`: what the converged allocation gives thi
 `MarketService` replicates.  Needs covered by the allocation are placed on the providers that allocated to this
 node; the rest are matched on the call market (docs/market.md, docs/allocation.md).  Each matching runs in the CPU
 pool on a copy of the book made on the event loop; a deal's answer serves later needs of the same shape for a
-moment (`REUSE_SECONDS`), while nothing it rests on has changed and its slots have room.  `explanations` keeps why each recent need matched or did not
-(`xsc market explain`).
+moment (`REUSE_SECONDS`), while nothing it rests on has changed and its slots have room.  `explanations` keeps
+why each recent need matched or did not (`xsc market explain`).
 """
 
 from __future__ import annotations
