@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from xsc.tasks import Pacer, Supervisor, Workers, refill, stop, woken
+from xsc.tasks import GroupCommit, Pacer, Supervisor, Workers, refill, stop, woken
 
 
 async def test_results_and_errors_come_back_on_the_loop() -> None:
@@ -257,3 +257,23 @@ async def test_the_supervisor_starts_in_order_restarts_a_crashed_loop_and_stops_
     assert journal[2:] == ["loop of second stopped", "loop of second stopped", "close second", "loop of first stopped",
                            "close first"]
     assert supervisor.status() == {}
+
+
+async def test_a_group_commit_writes_what_came_during_a_write_together_and_answers_each_item() -> None:
+    groups: list[list[int]] = []
+    gate = threading.Event()
+
+    def write_all(items: list[int]) -> list:
+        gate.wait(10)  # the first group is written while the others come
+        groups.append(items)
+        return [ValueError(f"odd {i}") if i % 2 else i * 10 for i in items]
+
+    commits = GroupCommit(write_all, None)
+    first = asyncio.ensure_future(commits.add(0))
+    await asyncio.sleep(0)  # the first group's write has begun
+    rest = [asyncio.ensure_future(commits.add(i)) for i in range(1, 6)]
+    gate.set()
+    assert await first == 0
+    outcomes = await asyncio.gather(*rest, return_exceptions=True)
+    assert groups == [[0], [1, 2, 3, 4, 5]] and commits.groups == 2
+    assert [o if isinstance(o, int) else str(o) for o in outcomes] == ["odd 1", 20, "odd 3", 40, "odd 5"]

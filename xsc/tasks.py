@@ -2,6 +2,8 @@
 loop runs, and how many calls run at once.
 
     await in_pool(pool, fn, *args)          fn(*args) in the node's CPU pool (hashing, crypto, LevelDB)
+    await commits.add(item)                 item written by GroupCommit's write_all in the next group: the
+                                            items added while one group is written go together in one write
     await workers.run(fn, *args)            fn(*args) on one of a fixed set of threads, handed it directly
     workers.submit(fn, *args)               the same, nothing handed back (fn delivers its own result)
     task = every(name, period, step)        await step() every period() seconds until cancelled;
@@ -28,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,61 @@ class Workers:
 
 
 _IDLE = object()
+
+
+class GroupCommit(Generic[T]):
+    """Group commit: `add(item)` waits for `write_all(items)`, run in the pool with every item added while the
+    group before was written (at most `max_group`), so that many small writes share one synced write.
+    `write_all` answers each item's result, or the exception that item raises (a failed write raises for all).
+
+    An item still waiting when its caller is cancelled leaves the queue (it is never written, so the caller's
+    clean-up may undo what it prepared); one whose group is being written is waited for before the cancellation
+    goes on, so that what follows sees whether it was written."""
+
+    def __init__(self, write_all: Callable[[list[T]], list[Any]], pool: Executor | None, max_group: int = 256) -> None:
+        self.write_all, self.pool, self.max_group = write_all, pool, max_group
+        self._queue: list[tuple[T, asyncio.Future]] = []
+        self._writing = False
+        self.groups = 0  # group writes (tests, status)
+
+    async def add(self, item: T) -> Any:
+        loop = asyncio.get_running_loop()
+        waiting = (item, loop.create_future())
+        self._queue.append(waiting)
+        if not self._writing:
+            self._write_next(loop)
+        try:
+            return await asyncio.shield(waiting[1])
+        except asyncio.CancelledError:
+            if waiting in self._queue:
+                self._queue.remove(waiting)
+            else:
+                await asyncio.wait([waiting[1]])
+                if not waiting[1].cancelled():
+                    waiting[1].exception()  # its outcome was seen: what follows reads it from the store
+            raise
+
+    def _write_next(self, loop: asyncio.AbstractEventLoop) -> None:
+        group, self._queue = self._queue[:self.max_group], self._queue[self.max_group:]
+        self._writing = True
+        self.groups += 1
+        written = loop.run_in_executor(self.pool, self.write_all, [item for item, _ in group])
+        written.add_done_callback(lambda future: self._written(loop, group, future))
+
+    def _written(self, loop: asyncio.AbstractEventLoop, group: list[tuple[T, asyncio.Future]],
+                 future: asyncio.Future) -> None:
+        self._writing = False
+        failed = future.exception()
+        outcomes = [failed] * len(group) if failed is not None else future.result()
+        for (_, done), outcome in zip(group, outcomes):
+            if done.done():
+                continue
+            if isinstance(outcome, BaseException):
+                done.set_exception(outcome)
+            else:
+                done.set_result(outcome)
+        if self._queue:
+            self._write_next(loop)
 
 
 def now_ms() -> int:

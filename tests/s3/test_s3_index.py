@@ -45,6 +45,17 @@ def test_overwrite_swaps_the_record_and_marks_the_old_files(index) -> None:
     assert "cap-3" in index.garbage()  # the file stored for a bucket that is gone is garbage
 
 
+def test_objects_put_in_one_group_are_written_as_if_one_after_another(index) -> None:
+    index.put("bkt", "k", obj("cap-0"))
+    outcomes = index.put_all([("bkt", "k", obj("cap-1")), ("nope", "k", obj("cap-2")), ("bkt", "k", obj("cap-3")),
+                              ("bkt", "x\x00", obj("cap-4")), ("bkt", "other", obj("cap-5"))])
+    assert outcomes[0] == ["cap-0"] and outcomes[2] == ["cap-1"] and outcomes[4] == []
+    assert isinstance(outcomes[1], NoSuchBucket) and isinstance(outcomes[3], InvalidArgument)
+    assert index.get("bkt", "k")["parts"][0]["cap"] == "cap-3" and index.get("bkt", "other")["size"] == 10
+    # The replaced files and the one stored for a missing bucket are garbage; a refused record marks nothing.
+    assert sorted(index.garbage()) == ["cap-0", "cap-1", "cap-2"]
+
+
 def test_buckets(index) -> None:
     assert index.create_bucket("bkt")["owner"] == "xsc"  # one's own bucket again: itself, as in us-east-1
     with pytest.raises(InvalidBucketName):

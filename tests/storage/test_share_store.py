@@ -194,8 +194,9 @@ def test_a_group_that_publishes_one_share_twice_counts_it_once(store) -> None:
     assert store.used == 300 and store.shares_held == 1 and store.share_meta(SI, 0).stored_bytes == 300
 
 
-def test_a_detached_upload_holds_no_room_until_it_publishes_and_then_counts_like_any_other(store) -> None:
-    upload = store.detached_upload(SI, (0, 1), 200)
+@pytest.mark.parametrize("fresh", [False, True])  # fresh: a new storage index, whose publish looks nothing up
+def test_a_detached_upload_holds_no_room_until_it_publishes_and_then_counts_like_any_other(store, fresh) -> None:
+    upload = store.detached_upload(SI, (0, 1), 200, fresh=fresh)
     upload.put_blocks(0, {0: b"a" * 100, 1: b"b" * 100})
     assert store.reserved == 0 and list(store.db.iterator()) == []  # nothing staged, nothing reserved
     store.publish(upload, [_meta(0), _meta(1)], b"manifest", {"name": "detached"})

@@ -138,21 +138,44 @@ class S3Index:
         """Make `record` the object at (bucket, key); returns the capabilities now garbage (the old object's).
 
         If the bucket is gone, the new record's own files are garbage instead and NoSuchBucket is raised."""
-        names.check_key(key)
-        record = self.clean(record)
+        outcome = self.put_all([(bucket, key, record)])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def put_all(self, objects: list[tuple[str, str, dict]]) -> list[list[str] | Exception]:
+        """`put` each (bucket, key, record), in order, in one synced write (a group commit): for each, the
+        capabilities now garbage or the error it raises.  A failed write raises for all; nothing is written."""
+        outcomes: list[list[str] | Exception] = []
+        written: dict[bytes, bytes] = {}  # this group's records, which later objects of the same key replace
+        changed: set[str] = set()
         with self._lock:
-            if self.db.get(keys.object_bucket(bucket)) is None:
-                self._mark_garbage([p["cap"] for p in record["parts"]])
-                raise NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
-            old = self.db.get(keys.object_key(bucket, key))
-            garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
-            garbage = [c for c in garbage if c not in {p["cap"] for p in record["parts"]}]
+            for bucket, key, record in objects:
+                try:
+                    names.check_key(key)
+                    record = self.clean(record)
+                except InvalidArgument as err:
+                    outcomes.append(err)
+                    continue
+                caps = [p["cap"] for p in record["parts"]]
+                if self.db.get(keys.object_bucket(bucket)) is None:
+                    written.update((keys.object_garbage(cap), b"") for cap in caps)
+                    outcomes.append(NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket))
+                    continue
+                name = keys.object_key(bucket, key)
+                old = written[name] if name in written else self.db.get(name)
+                garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
+                garbage = [c for c in garbage if c not in caps]
+                written[name] = _dump(record)
+                written.update((keys.object_garbage(cap), b"") for cap in garbage)
+                outcomes.append(garbage)
+                changed.add(bucket)
             with self.db.write_batch(sync=True) as batch:
-                batch.put(keys.object_key(bucket, key), _dump(record))
-                for cap in garbage:
-                    batch.put(keys.object_garbage(cap), b"")
-        self._changed(bucket)
-        return garbage
+                for name, value in written.items():
+                    batch.put(name, value)
+        for bucket in changed:
+            self._changed(bucket)
+        return outcomes
 
     def _changed(self, bucket: str) -> None:
         for callback in self.on_change:

@@ -17,12 +17,11 @@ from typing import Any, Awaitable, Callable, Protocol
 
 from ..errors import InvalidArgument, XscError
 from ..storage.core.capability import Capability
-from ..tasks import in_pool
+from ..tasks import GroupCommit
 from .accounts import UserAccounts
 from .core import names
 from .core.names import SMALL_OBJECT
 from .index import S3Index
-
 
 
 class Files(Protocol):
@@ -37,6 +36,8 @@ class Files(Protocol):
 class ObjectWriter:
     def __init__(self, *, files: Files, index: S3Index, accounts: UserAccounts, pool: Executor | None) -> None:
         self.files, self.index, self.accounts, self.pool = files, index, accounts, pool
+        # The records of objects stored meanwhile are written together: one synced write for a group of them.
+        self.records: GroupCommit[tuple[str, str, dict]] = GroupCommit(index.put_all, pool)
 
     async def put(self, bucket: str, key: str, user: str | None, record: dict, data: bytes, name: str | None,
                   seconds: int, bid: int, **wanted: Any) -> dict[str, Any]:
@@ -56,8 +57,7 @@ class ObjectWriter:
                 with contextlib.suppress(XscError):  # else the front's reconciliation removes it: no record names it
                     await self.files.remove(Capability.parse(cap))
                 raise
-        garbage = await in_pool(self.pool, self.index.put, bucket, key,
-                                {**record, "parts": [{"cap": cap, "size": len(data)}]})
+        garbage = await self.records.add((bucket, key, {**record, "parts": [{"cap": cap, "size": len(data)}]}))
         return {"capability": cap, "garbage": garbage}
 
 

@@ -162,7 +162,7 @@ class _OnePut:
         size = self.size
         expected = layout.share_bytes(size, self.seg_size) * len(self.local) if size is not None else None
         if self.one_segment and expected <= HELD_UPLOAD:  # written whole by this request: room taken as it publishes
-            return self.gateway.store.detached_upload(self.si, self.local, expected)
+            return self.gateway.store.detached_upload(self.si, self.local, expected, fresh=True)  # self.key is new
         return self.gateway.store.begin_upload(self.si, self.local, expected)
 
     def _encode_segment(self, index: int, plaintext: bytes) -> tuple[list[bytes], list[bytes]]:

@@ -67,12 +67,13 @@ class Upload:
     it writes."""
 
     def __init__(self, store: "ShareStore", upload_id: bytes, storage_index: bytes, shares: tuple[int, ...],
-                 reserved: int, held: bool = False, detached: bool = False) -> None:
+                 reserved: int, held: bool = False, detached: bool = False, fresh: bool = False) -> None:
         self.store, self.id, self.storage_index, self.shares = store, upload_id, storage_index, shares
         self.reserved = reserved
         self.written = 0
         self.held: dict[bytes, bytes] | None = {} if held else None  # block key -> block, written by `publish`
         self.detached = detached  # `ShareStore.detached_upload`: its room is taken when it publishes
+        self.fresh = fresh  # of a storage index its put minted (a new random key): it replaces no share
 
     def put_blocks(self, segment: int, blocks: dict[int, bytes]) -> None:
         """Stage one segment's blocks (invisible until `publish`); thread-safe."""
@@ -189,13 +190,14 @@ class ShareStore:
         self.db.put(keys.upload(upload_id), codec.dumps(record), sync=True)
         return upload
 
-    def detached_upload(self, storage_index: bytes, shares: tuple[int, ...], size: int) -> Upload:
+    def detached_upload(self, storage_index: bytes, shares: tuple[int, ...], size: int, fresh: bool = False) -> Upload:
         """An upload of at most HELD_UPLOAD bytes (`size`) written whole within one request (a file of one segment,
         a whole share): its blocks stay in memory, and its room is taken only as it publishes (`publish_all`
         refuses it then if it does not fit).  Nothing is reserved, staged or locked before: it may be made on the
-        event loop, and its memory is the request's own."""
+        event loop, and its memory is the request's own.  `fresh`: the put minted the storage index, so its publish
+        looks up no share to replace."""
         assert size <= HELD_UPLOAD
-        return Upload(self, os.urandom(16), storage_index, shares, size, held=True, detached=True)
+        return Upload(self, os.urandom(16), storage_index, shares, size, held=True, detached=True, fresh=fresh)
 
     def publish(self, upload: Upload, metas: list[ShareMeta], manifest: bytes | None = None,
                 file_record: dict | None = None, also: dict[bytes, bytes] | None = None) -> None:
@@ -244,6 +246,8 @@ class ShareStore:
 
     def _replaced(self, p: "Publication", written: dict[bytes, bytes | None]) -> list[ShareMeta]:
         """The metadata of the shares `p` replaces (earlier in its group, or on disk)."""
+        if p.upload.fresh:
+            return []
         out = []
         for m in p.metas:
             key = keys.share(p.upload.storage_index, m.share)
