@@ -77,14 +77,14 @@ async def put_objects(url: str, key: dict, bucket: str, concurrency: int, second
     requests a second (every answer must be 200)."""
     done = 0
     deadline = time.perf_counter() + seconds
-    host = url.removeprefix("http://")
+    host, run = url.removeprefix("http://"), os.urandom(4).hex()  # new keys each call: no overwrites
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         async def client(worker: int) -> None:
             nonlocal done
             n = 0
             while time.perf_counter() < deadline:
                 body = os.urandom(KiB)
-                path = f"/{bucket}/aio/{worker}/{n}"
+                path = f"/{bucket}/aio/{run}/{worker}/{n}"
                 headers = sigv4.sign_headers("PUT", path, "", host, {"Content-Length": str(len(body))},
                                              key["access_key"], key["secret_key"], time.time(),
                                              payload_hash=hashlib.sha256(body).hexdigest())

@@ -133,6 +133,8 @@ class GroupCommit(Generic[T]):
     """Group commit: `add(item)` waits for `write_all(items)`, run in the pool with every item added while the
     group before was written (at most `max_group`), so that many small writes share one synced write.
     `write_all` answers each item's result, or the exception that item raises (a failed write raises for all).
+    The thread that wrote a group writes the next one at once if items are waiting, without handing back to the
+    event loop in between (a hop each way costs a wake-up, and on a busy machine a wait for a core).
 
     An item still waiting when its caller is cancelled leaves the queue (it is never written, so the caller's
     clean-up may undo what it prepared); one whose group is being written is waited for before the cancellation
@@ -140,6 +142,7 @@ class GroupCommit(Generic[T]):
 
     def __init__(self, write_all: Callable[[list[T]], list[Any]], pool: Executor | None, max_group: int = 256) -> None:
         self.write_all, self.pool, self.max_group = write_all, pool, max_group
+        self._lock = threading.Lock()  # the queue and whether a thread is writing (the loop's and the writer's)
         self._queue: list[tuple[T, asyncio.Future]] = []
         self._writing = False
         self.groups = 0  # group writes (tests, status)
@@ -147,41 +150,51 @@ class GroupCommit(Generic[T]):
     async def add(self, item: T) -> Any:
         loop = asyncio.get_running_loop()
         waiting = (item, loop.create_future())
-        self._queue.append(waiting)
-        if not self._writing:
-            self._write_next(loop)
+        with self._lock:
+            self._queue.append(waiting)
+            start, self._writing = not self._writing, True
+        if start:
+            loop.run_in_executor(self.pool, self._write_groups, loop)
         try:
             return await asyncio.shield(waiting[1])
         except asyncio.CancelledError:
-            if waiting in self._queue:
-                self._queue.remove(waiting)
-            else:
+            with self._lock:
+                queued = any(w is waiting for w in self._queue)
+                if queued:
+                    self._queue = [w for w in self._queue if w is not waiting]
+            if not queued:
                 await asyncio.wait([waiting[1]])
                 if not waiting[1].cancelled():
                     waiting[1].exception()  # its outcome was seen: what follows reads it from the store
             raise
 
-    def _write_next(self, loop: asyncio.AbstractEventLoop) -> None:
-        group, self._queue = self._queue[:self.max_group], self._queue[self.max_group:]
-        self._writing = True
-        self.groups += 1
-        written = loop.run_in_executor(self.pool, self.write_all, [item for item, _ in group])
-        written.add_done_callback(lambda future: self._written(loop, group, future))
+    def _write_groups(self, loop: asyncio.AbstractEventLoop) -> None:
+        """In the pool: write groups until none is waiting, each one's outcomes handed to the loop."""
+        while True:
+            with self._lock:
+                group, self._queue = self._queue[:self.max_group], self._queue[self.max_group:]
+                if not group:
+                    self._writing = False
+                    return
+                self.groups += 1
+            try:
+                outcomes = self.write_all([item for item, _ in group])
+            except Exception as exc:  # nothing of the group was written
+                outcomes = [exc] * len(group)
+            try:
+                loop.call_soon_threadsafe(_settle_group, group, outcomes)
+            except RuntimeError:  # the loop is closed: nobody waits for them
+                pass
 
-    def _written(self, loop: asyncio.AbstractEventLoop, group: list[tuple[T, asyncio.Future]],
-                 future: asyncio.Future) -> None:
-        self._writing = False
-        failed = future.exception()
-        outcomes = [failed] * len(group) if failed is not None else future.result()
-        for (_, done), outcome in zip(group, outcomes):
-            if done.done():
-                continue
-            if isinstance(outcome, BaseException):
-                done.set_exception(outcome)
-            else:
-                done.set_result(outcome)
-        if self._queue:
-            self._write_next(loop)
+
+def _settle_group(group: list[tuple[Any, asyncio.Future]], outcomes: list[Any]) -> None:
+    for (_, done), outcome in zip(group, outcomes):
+        if done.done():
+            continue
+        if isinstance(outcome, BaseException):
+            done.set_exception(outcome)
+        else:
+            done.set_result(outcome)
 
 
 def now_ms() -> int:

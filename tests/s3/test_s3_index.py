@@ -54,6 +54,8 @@ def test_objects_put_in_one_group_are_written_as_if_one_after_another(index) -> 
     assert index.get("bkt", "k")["parts"][0]["cap"] == "cap-3" and index.get("bkt", "other")["size"] == 10
     # The replaced files and the one stored for a missing bucket are garbage; a refused record marks nothing.
     assert sorted(index.garbage()) == ["cap-0", "cap-1", "cap-2"]
+    index.put("bkt", "again", obj("cap-1"))  # a record that refers to a file again clears its mark
+    assert sorted(index.garbage()) == ["cap-0", "cap-2"]
 
 
 def test_buckets(index) -> None:

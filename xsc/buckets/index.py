@@ -147,7 +147,7 @@ class S3Index:
         """`put` each (bucket, key, record), in order, in one synced write (a group commit): for each, the
         capabilities now garbage or the error it raises.  A failed write raises for all; nothing is written."""
         outcomes: list[list[str] | Exception] = []
-        written: dict[bytes, bytes] = {}  # this group's records, which later objects of the same key replace
+        written: dict[bytes, bytes | None] = {}  # this group's writes (None: a delete), later ones see earlier ones
         changed: set[str] = set()
         with self._lock:
             for bucket, key, record in objects:
@@ -167,12 +167,16 @@ class S3Index:
                 garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
                 garbage = [c for c in garbage if c not in caps]
                 written[name] = _dump(record)
+                written.update((keys.object_garbage(cap), None) for cap in caps)  # referred to: not garbage
                 written.update((keys.object_garbage(cap), b"") for cap in garbage)
                 outcomes.append(garbage)
                 changed.add(bucket)
             with self.db.write_batch(sync=True) as batch:
                 for name, value in written.items():
-                    batch.put(name, value)
+                    if value is None:
+                        batch.delete(name)
+                    else:
+                        batch.put(name, value)
         for bucket in changed:
             self._changed(bucket)
         return outcomes
@@ -380,13 +384,12 @@ class S3Index:
                 for k in self.db.iterator(prefix=keys.OBJECT_GARBAGE, include_value=False)]
 
     def forget_garbage(self, caps: Iterable[str]) -> None:
-        """The files were removed from the store: drop their marks (one still referenced is kept safe)."""
+        """The files were removed from the store: drop their marks.  (A record that refers to a file again clears
+        its mark as it is written, so no mark is of a file an object refers to: nothing here reads the records.)"""
         with self._lock:
-            referenced = self.referenced()
             with self.db.write_batch(sync=True) as batch:
                 for cap in caps:
-                    if cap not in referenced:
-                        batch.delete(keys.object_garbage(cap))
+                    batch.delete(keys.object_garbage(cap))
 
     def referenced(self) -> set[str]:
         """Every capability an object or an uploaded part refers to."""
