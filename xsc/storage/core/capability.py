@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from functools import cached_property
 
 from ...errors import InvalidCapability
 from .crypto import KEY_BYTES, storage_index
@@ -41,6 +42,11 @@ class Capability:
     m: int = M
 
     def __str__(self) -> str:
+        return self.text
+
+    @cached_property
+    def text(self) -> str:
+        """The capability as users hold it (made once: a put writes it in its record and answers it)."""
         return f"{PREFIX}{_b32(self.key)}:{_b32(self.manifest_hash)}:{self.k}:{self.m}:{self.size}"
 
     @property
