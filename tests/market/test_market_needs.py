@@ -32,3 +32,14 @@ def test_a_puts_needs_are_published_only_once_they_have_been_open_a_while(tmp_pa
     assert needs.published(time.monotonic() + PUBLISH_AFTER) == (standing, *longer)  # the market's next look
     needs.withdraw(["long-0"])
     assert changes == ["changed"] and needs.published() == (standing,)
+
+
+def test_needs_made_alike_are_the_needs_make_would_make_but_for_their_ids(tmp_path) -> None:
+    needs, _ = _registry(tmp_path)
+    alike = needs.make_alike([f"put-{s}" for s in range(3)], "storage", 100, 3600, 10**6, group="put",
+                             avoid=("other",))
+    made = needs.make("put-2", "storage", 100, 3600, 10**6, group="put", avoid=("other",))
+    assert [b.slot.id for b in alike] == ["put-0", "put-1", "put-2"]
+    assert alike[2].model_dump() == made.model_dump() | {"slot": {**made.slot.model_dump(),
+                                                                  "start": alike[2].slot.start,
+                                                                  "end": alike[2].slot.end}}

@@ -235,6 +235,11 @@ class Dealing:
         """A need slot of this node (`NeedRegistry.make`), to match with `deal`."""
         return self.needs.make(need_id, kind, quantity, seconds, max_price, **wanted)
 
+    def needs_alike(self, need_ids: list[str], kind: str, quantity: int, seconds: int, max_price: int,
+                    **wanted: Any) -> list[Bid]:
+        """Need slots of this node that differ only in their ids (`NeedRegistry.make_alike`)."""
+        return self.needs.make_alike(need_ids, kind, quantity, seconds, max_price, **wanted)
+
     def _from_allocation(self, bids: list[Bid], exclude: frozenset[str], clearings: dict,
                          availability: dict[str, Decimal]) -> Steps:
         """Needs placed on the providers whose allocation states give this node's standing needs of their kind

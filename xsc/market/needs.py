@@ -119,6 +119,14 @@ class NeedRegistry:
                         end=start + max(seconds, 1), filters=SlotFilter(deny=tuple(avoid)))
         return Bid(slot=slot, price=max_price, group=group, prefer=tuple(prefer), min_availability=min_availability)
 
+    def make_alike(self, need_ids: list[str], kind: str, quantity: int, seconds: int, max_price: int,
+                   **wanted) -> list[Bid]:
+        """`make` of needs that differ only in their ids (a put's shares): the first checked, the others copies
+        of it (the ids are this node's own, like the first's; nothing from outside is copied in unchecked)."""
+        first = self.make(need_ids[0], kind, quantity, seconds, max_price, **wanted)
+        return [first] + [first.model_copy(update={"slot": first.slot.model_copy(update={"id": need_id})})
+                          for need_id in need_ids[1:]]
+
     def open(self, bids: Iterable[Bid]) -> None:
         """A put's needs, open while it runs (published once they have been open PUBLISH_AFTER seconds)."""
         now = time.monotonic()

@@ -166,9 +166,8 @@ async def _matched(dealing: Dealing, share_bytes: int, room: int, seconds: int, 
     are enough)."""
     market = dealing.market
     group = f"put-{os.urandom(6).hex()}"
-    bids = [dealing.need(f"{group}-{s}", "storage", share_bytes, seconds, bid, group=group if grouped else None,
-                         **wanted)
-            for s in range(count)]
+    bids = dealing.needs_alike([f"{group}-{s}" for s in range(count)], "storage", share_bytes, seconds, bid,
+                               group=group if grouped else None, **wanted)
     dealing.needs.open(bids)  # published while the put runs
     try:
         assignments, prepaid = await _deal_on_terms(dealing, bids, share_bytes, seconds, terms, dry)
