@@ -4,7 +4,11 @@
 
 Prints put and get MB/s on one node and on six (as a ratio of the single node's, measured in
 this run), and the time to rebuild one lost share of the file onto a spare node.  All nodes share
-this machine's 2 cores, so the six-node figures include five more processes' work.
+this machine's 2 cores, so the six-node figures include five more processes' work: beside each figure,
+the CPU each process spent per GiB of the file (the gateway, the other nodes together and the busiest of
+them, the CLI client), which says where the time goes when the cores are the limit.  The 6-node get reads
+the data shares (0-3): one fewer from other nodes when the gateway holds one of them (the placement is the
+market's, so this varies from run to run; it is printed).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 
 from xsc.devnet import Devnet, run_xsc
 
-from .common import run_xsc_measured, start_node
+from .common import cpu_seconds, run_xsc_measured, start_node
 from .report import Report
 
 MiB = 1024 * 1024
@@ -45,6 +49,52 @@ def _put_get(data_dir: Path, src: Path) -> tuple[float, float, dict]:
     return put_s, get_s, result
 
 
+def _children_cpu() -> float:
+    times = os.times()
+    return times.children_user + times.children_system
+
+
+def _put_get_cpu(data_dir: Path, src: Path, pids: list[int]) -> tuple[float, float, dict, dict[str, list[float]]]:
+    """`_put_get` with the CPU seconds each of `pids` and the CLI client spent in the put and in the get:
+    {"put": [pid 0, pid 1, ..., client], "get": [...]}."""
+    cpu: dict[str, list[float]] = {}
+    marks = [cpu_seconds(pid) for pid in pids] + [_children_cpu()]
+
+    def mark(name: str) -> None:
+        now = [cpu_seconds(pid) for pid in pids] + [_children_cpu()]
+        cpu[name] = [b - a for a, b in zip(marks, now)]
+        marks[:] = now
+
+    args = ["--data-dir", str(data_dir)]
+    out = src.with_suffix(".json")
+    with out.open("wb") as f:
+        put_s, _, rc = run_xsc_measured([*args, "store", "put", str(src), "--json"], stdout=f)
+    assert rc == 0, "put failed"
+    mark("put")
+    result = json.loads(out.read_text())
+    with open(os.devnull, "wb") as devnull:
+        get_s, _, rc = run_xsc_measured([*args, "store", "get", result["capability"]], stdout=devnull)
+    assert rc == 0, "get failed"
+    mark("get")
+    return put_s, get_s, result, cpu
+
+
+def _idle_cpu(pids: list[int], seconds: float = 3.0) -> float:
+    """Cores the processes use together while nothing is asked of them (health probes, gossip, market rounds)."""
+    before = sum(cpu_seconds(pid) for pid in pids)
+    time.sleep(seconds)
+    return (sum(cpu_seconds(pid) for pid in pids) - before) / seconds
+
+
+def _cpu_text(seconds: list[float], gib: float, others: bool) -> str:
+    """A process's CPU per GiB (the gateway, or the single node), the others' (all, and the busiest), the client's."""
+    node, *rest, client = (s / gib for s in seconds)
+    text = f"{'gateway' if others else 'node'} {node:.2f}"
+    if others:
+        text += f" + other nodes {sum(rest):.2f} (busiest {max(rest):.2f})"
+    return f"CPU s/GiB: {text}, client {client:.2f}"
+
+
 def _xsc(*args: str):
     result = run_xsc(*args, timeout=3600)
     if result.returncode != 0:
@@ -64,29 +114,48 @@ def main() -> None:
         single_dir = tmp / "single"
         node = start_node(single_dir, "--storage-capacity", f"{2 * size + 64 * MiB}")
         try:
-            put1, get1, _ = _put_get(single_dir, src)
+            put1, get1, _, cpu1 = _put_get_cpu(single_dir, src, [node.pid])
         finally:
             node.stop(timeout=60)
 
-        env = {"XSC_STORAGE_CAPACITY": str(size + 64 * MiB), "XSC_HEALTH_PROBE_INTERVAL": "0.5"}
+        # The nodes probe each other at their default interval (a shorter one is CPU the single node does not
+        # spend); each probes every peer once it knows them all, so all are up, and the gateway again once the
+        # repair's victim is killed, so it is seen down.
+        env = {"XSC_STORAGE_CAPACITY": str(size + 64 * MiB)}
         with Devnet(tmp / "devnet", 7, env=env).start() as net:
             net.wait_peered(60)
+            for node in net:
+                _xsc("--data-dir", str(node.data_dir), "health", "probe")
             gateway = net.first.data_dir
-            put6, get6, result = _put_get(gateway, src)
+            pids = [node.pid for node in net]  # the gateway first
+            idle = _idle_cpu(pids)
+            put6, get6, result, cpu6 = _put_get_cpu(gateway, src, pids)
             by_id = {node.health()["serviceId"]: node for node in net}
+            gateway_share = next((i for i, n in enumerate(result["placement"]) if by_id[n] is net.first), None)
             victim = next(by_id[i] for i in result["placement"] if by_id[i] is not net.first)
             victim.kill()
-            time.sleep(2)  # let the probes see it down, so repair does not pick it
+            _xsc("--data-dir", str(gateway), "health", "probe")  # seen down, so repair does not pick it
             t = time.perf_counter()
             _xsc("--data-dir", str(gateway), "store", "repair", result["capability"])
             repair_s = time.perf_counter() - t
 
     mb = 1e6
+    gib = size / 2**30
+    remote_reads = sum(1 for share in range(4) if share != gateway_share)
     print(f"file: {size // MiB} MiB; six-node placement over {len(set(result['placement']))} of 7 nodes "
-          f"(one spare for the repair)")
-    print(f"single node: put {size / put1 / mb:6.0f} MB/s, get {size / get1 / mb:6.0f} MB/s")
-    print(f"six nodes:   put {size / put6 / mb:6.0f} MB/s = {put1 / put6:4.2f} x single (target >= 0.50), "
-          f"get {size / get6 / mb:6.0f} MB/s = {get1 / get6:4.2f} x single (target >= 0.70)")
+          f"(one spare for the repair); the gateway holds "
+          f"{'no share' if gateway_share is None else f'share {gateway_share}'}: the get reads {remote_reads} "
+          f"data shares from other nodes; load average {os.getloadavg()[0]:.2f} (2 cores)")
+    print(f"single node: put {size / put1 / mb:6.0f} MB/s ({_cpu_text(cpu1['put'], gib, False)}), "
+          f"get {size / get1 / mb:6.0f} MB/s ({_cpu_text(cpu1['get'], gib, False)})")
+    print(f"six nodes:   put {size / put6 / mb:6.0f} MB/s = {put1 / put6:4.2f} x single (target >= 0.50; "
+          f"{_cpu_text(cpu6['put'], gib, True)})")
+    print(f"             get {size / get6 / mb:6.0f} MB/s = {get1 / get6:4.2f} x single (target >= 0.70; "
+          f"{_cpu_text(cpu6['get'], gib, True)})")
+    for what, seconds in (("put", put6), ("get", get6)):
+        print(f"CPU per GiB, all processes: {what} single {sum(cpu1[what]) / gib:.2f} s, six nodes "
+              f"{sum(cpu6[what]) / gib:.2f} s, of which {idle * seconds / gib:.2f} s the seven nodes spend idle "
+              f"in as long ({idle:.0%} of a core: probes, gossip, market rounds)")
     print(f"repair of one lost share ({size // 4 // MiB} MiB of blocks) onto a spare node: {repair_s:.1f} s "
           f"(target < 30 s for a 1 GiB file)")
     report = Report("network")
@@ -94,6 +163,13 @@ def main() -> None:
     report.add(f"single node get, {size // MiB} MiB", size / get1 / mb, "MB/s")
     report.add("6-node put x single node", put1 / put6, "x", target=0.5, op=">=")
     report.add("6-node get x single node", get1 / get6, "x", target=0.7, op=">=")
+    report.add("7 idle nodes' CPU", idle * 100, "% of a core")
+    for what in ("put", "get"):
+        report.add(f"single node {what}: node CPU per GiB", cpu1[what][0] / gib, "s")
+        report.add(f"single node {what}: client CPU per GiB", cpu1[what][-1] / gib, "s")
+        report.add(f"6-node {what}: gateway CPU per GiB", cpu6[what][0] / gib, "s")
+        report.add(f"6-node {what}: other nodes' CPU per GiB", sum(cpu6[what][1:-1]) / gib, "s")
+        report.add(f"6-node {what}: client CPU per GiB", cpu6[what][-1] / gib, "s")
     # The 30 s target is for a 1 GiB file (the default size); a smaller run's time has no target.
     report.add(f"repair of one share, {size // MiB} MiB file", repair_s, "s",
                **({"target": 30, "op": "<"} if size == 1024 * MiB else {}))
