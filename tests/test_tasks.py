@@ -277,3 +277,14 @@ async def test_a_group_commit_writes_what_came_during_a_write_together_and_answe
     outcomes = await asyncio.gather(*rest, return_exceptions=True)
     assert groups == [[0], [1, 2, 3, 4, 5]] and commits.groups == 2
     assert [o if isinstance(o, int) else str(o) for o in outcomes] == ["odd 1", 20, "odd 3", 40, "odd 5"]
+
+
+async def test_a_group_commit_whose_pool_is_shut_down_refuses_each_item_and_never_hangs() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(1)
+    pool.shutdown()
+    commits = GroupCommit(lambda items: items, pool)
+    for item in (1, 2):
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(commits.add(item), 10)

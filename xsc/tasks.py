@@ -154,7 +154,13 @@ class GroupCommit(Generic[T]):
             self._queue.append(waiting)
             start, self._writing = not self._writing, True
         if start:
-            loop.run_in_executor(self.pool, self._write_groups, loop)
+            try:
+                loop.run_in_executor(self.pool, self._write_groups, loop)
+            except RuntimeError:  # the pool is shut down (the node is closing): nothing will be written
+                with self._lock:
+                    self._queue = [w for w in self._queue if w is not waiting]
+                    self._writing = False
+                raise
         try:
             return await asyncio.shield(waiting[1])
         except asyncio.CancelledError:
