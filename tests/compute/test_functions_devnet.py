@@ -83,8 +83,8 @@ def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_moves_whe
         runs = eventually(lambda: len(r := _served_runs(provider, owner_id)) == 5 and r, "the five runs recorded")
         charged = sum(r["charge"] for r in runs)
         assert charged > 0
-        eventually(lambda: _balance(provider, "node") == charged, "the provider paid by the tab's receipt", timeout=60)
-        assert _balance(owner, "client") == -charged
+        eventually(lambda: (_balance(provider, "node"), _balance(owner, "client")) == (charged, -charged),
+                   "the provider paid by the tab's receipt (its receipt, then the owner's payment)", timeout=60)
         eventually(lambda: _listed(owner)["spend"] == charged, "the owner's count of what the function spent")
 
         # kill -9 of the provider: within a minute the function answers from the other one, at its new URL.

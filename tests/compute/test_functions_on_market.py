@@ -15,7 +15,7 @@ from xsc.compute.placed_functions import PER_OWNER, function_job
 from xsc.errors import PeerRefused
 from xsc.compute.service import InvokeCall
 from xsc.ledger.core.model import encode_authorization
-from xsc.net.compute import close_tab
+from xsc.net.compute import close_tab, push_module
 from xsc.net.functions import FUNCTION_PATH, FUNCTIONS_PATH
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
@@ -36,8 +36,9 @@ async def _json(node, method: str, path: str, **kwargs) -> dict:
     return answer
 
 
-async def _provider(node_factory, name: str):
-    return await node_factory(name, **QUIET, node={"web_listen": f"127.0.0.1:{free_port()}", "web_rate_limit": 1000})
+async def _provider(node_factory, name: str, **sections):
+    return await node_factory(name, **QUIET, **sections,
+                              node={"web_listen": f"127.0.0.1:{free_port()}", "web_rate_limit": 1000})
 
 
 async def _served_at(owner, name: str, other_than: str | None = None) -> dict:
@@ -87,9 +88,9 @@ async def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_mov
     runs = await eventually_async(lambda: _runs(first, owner_id), "the run's record written (after its answer)")
     assert len(runs) == 1 and runs[0]["deal"]["function"] == "hello"
     charged = sum(r["charge"] for r in runs)
-    gained = await eventually_async(lambda: balances(owner, first)[1] - before[first.app[IDENTITY].id][1] == charged,
-                                    "the provider paid by the tab's receipt", 30)
-    assert gained and balances(owner, first)[0] == before[first.app[IDENTITY].id][0] - charged
+    was = before[first.app[IDENTITY].id]
+    await eventually_async(lambda: balances(owner, first) == (was[0] - charged, was[1] + charged),
+                           "the provider paid by the tab's receipt (its receipt, then the owner's payment)", 30)
     spent = {f["name"]: f for f in (await _json(owner, "GET", "/v1/compute/functions"))["functions"]}["hello"]
     assert spent["spend"] == charged
 
@@ -139,7 +140,15 @@ async def test_a_provider_refuses_placements_it_is_not_paid_for_or_cannot_serve(
         return {"function": {"name": name, "module": module}, "price": price,
                 "memory_price": provider.app[NODE].compute.memory_price, "deal": {}, "authorization": encoded.hex()}
 
-    # The module is not on the provider: refused (the owner may push it), nothing served.
+    # The module is not on the provider: refused (the owner may push it, within the pushed-module bounds), nothing
+    # served.  Bytes other than the module it asked for are refused, and it is still not here.
+    status, answer = await _place(owner, provider, body("hello", await auth("hello")))
+    assert status == 404 and answer["code"] == "module-not-found"
+    try:
+        await push_module(node.client, provider.app[NODE].peers.url, pid, lambda: b"\0asm not a module", True)
+        raise AssertionError("a push that is not a module was taken")
+    except PeerRefused as err:
+        assert (err.details["peer_status"], err.details["peer_code"]) == (403, "forbidden"), err.details
     status, answer = await _place(owner, provider, body("hello", await auth("hello")))
     assert status == 404 and answer["code"] == "module-not-found"
     await provider.app[NODE].compute.deploy(node.compute.store.wasm(bytes.fromhex(module)), wasi=True)
@@ -192,3 +201,22 @@ async def test_a_placed_function_past_its_authorized_cap_answers_402(node_factor
     assert (await _get(answer["url"]))[0] == 200  # its one request's budget: what it cost is used of the cap
     status, headers, problem = await _get(answer["url"])
     assert status == 402 and headers["Content-Type"].startswith("application/problem+json"), problem
+
+
+async def test_a_provider_refuses_a_placement_from_a_node_it_extends_no_credit(node_factory):
+    provider = await _provider(node_factory, "provider", ledger={"stranger_credit": 0})
+    stranger = await node_factory("stranger", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(stranger, provider)
+    pid, stranger_id = provider.app[IDENTITY].id, stranger.app[IDENTITY].id
+    module = await deploy(stranger, "cgi", wasi=True)
+    await provider.app[NODE].compute.deploy(stranger.app[NODE].compute.store.wasm(bytes.fromhex(module)), wasi=True)
+    price = provider.app[NODE].market.honoured_ask("compute")
+    budget = provider.app[NODE].compute.budget(InvokeCall(module, "_start", [], None, None, None, True), price)
+    authorization = await stranger.app[NODE].payments.authorize(pid, 2 * budget, function_job(stranger_id, "a"),
+                                                                ttl=3600)
+    status, answer = await _place(stranger, provider, {
+        "function": {"name": "a", "module": module}, "price": price, "deal": {},
+        "memory_price": provider.app[NODE].compute.memory_price,
+        "authorization": encode_authorization(authorization).hex()})
+    assert status == 402 and answer["code"] == "prepayment-required", answer
+    assert provider.app[NODE].functions.placed(stranger_id, "a") is None

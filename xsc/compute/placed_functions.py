@@ -8,7 +8,7 @@ tab must have room for one request and the owner's trust line here must cover on
 function is taken.  An owner places at most PER_OWNER functions here, all owners at most MAX_PLACED; a module
 this node lacks is refused (404 module-not-found) and the owner may push it (once, within the pushed-module
 bounds: PaidCompute.receive_module); the files it mounts, at most MAX_MOUNTED bytes in all, are read from the
-network by their capabilities as any node reads them.
+network by their capabilities as any node reads them, and only while this node keeps DISK_MARGIN free.
 
 Each request then holds its budget on the owner's trust line and on its tab (ProviderTabs), and its run's amount
 is written with its provenance record (one group commit); once the tab's cap is spent, callers get 402 until
@@ -19,13 +19,18 @@ kept in memory: after a restart the owner's check finds the function gone and pl
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from ..errors import DealRefused, InvalidArgument, NotFound, OverCap, QuotaExceeded, SpendCapReached
+from ..errors import (DealRefused, InvalidArgument, NotFound, OverCap, QuotaExceeded, SpendCapReached,
+                      StorageFull)
 from ..identity import public_id
 from ..storage.core.capability import Capability
+from ..tasks import in_pool
 from .functions import WebFunctions
+from .hosted_jobs import DISK_MARGIN
 from .jobspec import parse_input
 from .paid import PaidCompute, not_here
 from .remote_tabs import JOB
@@ -52,9 +57,12 @@ def web_url(web_listen: str, public: str, peer_url: str) -> str | None:
     return f"http://{host}:{port}"
 
 
+FUNCTION_JOBS = f"{JOB}:fn:"  # the job references of tabs that pay for placed functions
+
+
 def function_job(owner: str, name: str) -> str:
     """The job reference of the authorizations that pay for `owner`'s function `name` (one per tab)."""
-    return f"{JOB}:fn:{owner}:{name}"
+    return f"{FUNCTION_JOBS}{owner}:{name}"
 
 
 class TabBill:
@@ -137,6 +145,9 @@ class PlacedFunctions:
         mounted = sum(Capability.parse(parse_input(text).cap).size for text in _inputs(function))
         if mounted > MAX_MOUNTED:
             raise OverCap(f"the function mounts {mounted:,} bytes; a placed function mounts at most {MAX_MOUNTED:,}")
+        if mounted and await in_pool(None, _free, self.functions.work_dir) < mounted + DISK_MARGIN:
+            raise StorageFull("this node has no room for the files the function mounts now",
+                              hint="place it on another provider")
         bill = TabBill(self.paid, owner, auth, price, deal)
         record = await self.functions.host(owner, function, bill)
         return {"url": f"{web}/fn/{owner}/{record['name']}/", "authorization": auth.id.hex()}
@@ -166,6 +177,11 @@ class PlacedFunctions:
         return self.paid.compute.budget(call, price)
 
 
+def _free(directory: Path) -> int:
+    directory.mkdir(parents=True, exist_ok=True)
+    return shutil.disk_usage(directory).free
+
+
 def _inputs(function: dict[str, Any]) -> list[str]:
     inputs = function.get("inputs", [])
     if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
@@ -173,4 +189,4 @@ def _inputs(function: dict[str, Any]) -> list[str]:
     return inputs
 
 
-__all__ = ["PER_OWNER", "MAX_PLACED", "PlacedFunctions", "TabBill", "function_job", "web_url"]
+__all__ = ["FUNCTION_JOBS", "PER_OWNER", "MAX_PLACED", "PlacedFunctions", "TabBill", "function_job", "web_url"]

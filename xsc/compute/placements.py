@@ -16,7 +16,7 @@ kept placed:
   on another provider.
 - unserved: it is withdrawn from its provider and its tab closed and paid.
 
-What each receipt pays is counted in the function's spend (`WebFunctions.paid_for`); a spend cap bounds each
+What each receipt pays (closed here, or by the payment retry) is counted in the function's spend (`WebFunctions.paid_for`); a spend cap bounds each
 authorization by what is left of the hour, so a provider answers 402 once the cap is reached.
 """
 
@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ModuleNotFound, PeerRefused, PeerUnreachable, XscError
-from ..ledger.core.model import Authorization, encode_authorization
+from ..ledger.core.model import Authorization, Receipt, encode_authorization
+from ..ledger.receipts import check_receipt
 from ..net import functions as wire
 from ..net.compute import close_tab, push_module
 from ..tasks import woken
-from .placed_functions import function_job
+from .placed_functions import FUNCTION_JOBS, function_job
 from .remote_tabs import TAB_METERS, TAB_TTL
 from .service import InvokeCall
 
@@ -68,6 +69,7 @@ class Placements:
         self._placed: dict[str, Placement] = {}
         self._wake = asyncio.Event()
         self.moves = 0  # functions placed again elsewhere since start (status, tests)
+        paid.payments.add_closer(FUNCTION_JOBS, self._close_for_retry)
 
     def start(self) -> None:
         pass
@@ -218,6 +220,15 @@ class Placements:
                 self.paid.payments.wake()
                 return
         self.on_paid(name, payment.receipt.amount)
+
+    async def _close_for_retry(self, provider: str, url: str, auth: Authorization) -> Receipt:
+        """The payment retry's close of a function's tab (a provider that went away, or one left open by a
+        restart): what the receipt pays is counted in the function's spend."""
+        answer = await close_tab(self.paid.client, url, provider, encode_authorization(auth).hex())
+        receipt = check_receipt(provider, answer, auth, meters=TAB_METERS)
+        name = auth.job.rpartition(":")[2]
+        self.on_paid(name, receipt.amount)
+        return receipt
 
     def _let_go(self, placement: Placement) -> None:
         """A tab with a provider that went away: the payment retry closes it (and pays what ran) when it can."""
