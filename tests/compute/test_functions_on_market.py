@@ -94,6 +94,17 @@ async def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_mov
     spent = {f["name"]: f for f in (await _json(owner, "GET", "/v1/compute/functions"))["functions"]}["hello"]
     assert spent["spend"] == charged
 
+    # Served again with changes: the provider serves the new spec at the same URL.
+    await _json(owner, "POST", "/v1/compute/functions",
+                json={"name": "hello", "module": module, "on_market": True, "env": {"GREETING": "hi"}})
+
+    async def changed():
+        status, _, answer = await _get(listed["url"] + "changed")
+        return status == 200 and "GREETING=hi" in answer.decode().splitlines()
+
+    await eventually_async(changed, "the changed function served by its provider", 30)
+    assert (await _served_at(owner, "hello"))["url"] == listed["url"]
+
     # The provider goes away: the function is placed on the other one, and the owner lists its new URL.
     await close_node(first)
     moved = await _served_at(owner, "hello", other_than=listed["url"])

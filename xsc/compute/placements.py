@@ -1,23 +1,24 @@
 """The owner's side of web functions served on the market: each is placed on a provider the market offers, which
 serves it at its own web listener (compute/placed_functions.py), and paid through tabs.
 
-Every `interval` seconds (node.placement_interval), and whenever a function is served or unserved, each function served `on_market` is
-kept placed:
+Every `interval` seconds (node.placement_interval), and whenever a function is served or unserved, each function
+served `on_market` is kept placed:
 
 - not placed: the market is asked for a provider (never this node), an authorization of the function's own job
   reference is signed for TAB_REQUESTS request budgets (its whole cap held here: the owner cannot overspend),
   and the function is placed with it; a provider lacking the module is pushed it; a provider that refuses is
   left out and the next one asked.  The authorization of a refused placement is dropped.
-- placed: the provider is asked how its tab stands; once the tab is RENEW checks old or has used half its cap,
-  the function is placed again with a fresh authorization (the provider bills the requests that start after
-  it to the new tab), and the old tab is closed for the provider's receipt and paid by it (payments retry it
-  if that fails).  A provider that does not answer for LOST_AFTER checks, or no longer serves the function,
-  is left: its tab goes to the payment retry (which closes it and pays what it ran) and the function is placed
-  on another provider.
+- placed: the provider is asked how its tab stands; once the tab is RENEW checks old or has used half its cap
+  (or the function was served again with changes), the function is placed again with a fresh authorization (the
+  provider bills the requests that start after it to the new tab), and the old tab is closed for the provider's
+  receipt and paid by it (payments retry it if that fails).  A provider that does not answer for LOST_AFTER
+  checks, or no longer serves the function, is left: its tab goes to the payment retry (which closes it and pays
+  what it ran) and the function is placed on another provider.
 - unserved: it is withdrawn from its provider and its tab closed and paid.
 
-What each receipt pays (closed here, or by the payment retry) is counted in the function's spend (`WebFunctions.paid_for`); a spend cap bounds each
-authorization by what is left of the hour, so a provider answers 402 once the cap is reached.
+What each receipt pays (closed here, or by the payment retry) is counted in the function's spend
+(`WebFunctions.paid_for`); a spend cap bounds each authorization by what is left of the hour, so a provider
+answers 402 once the cap is reached.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Placement:
     url: str  # where callers reach the function
     auth: Authorization
     price: int
+    function: dict[str, Any]  # what was placed (served again with changes: placed again)
     placed: float = field(default_factory=time.monotonic)
     failing_since: float | None = None
 
@@ -126,7 +128,8 @@ class Placements:
             return
         placement.failing_since = None
         used = answer.get("tab", {}).get("total", 0) if isinstance(answer.get("tab"), dict) else 0
-        if time.monotonic() - placement.placed >= self.renew or (type(used) is int and 2 * used >= placement.auth.cap):
+        if time.monotonic() - placement.placed >= self.renew or (type(used) is int and 2 * used >= placement.auth.cap) \
+                or placed_function(record) != placement.function:
             await self._renew(record, placement)
 
     async def _place(self, record: dict[str, Any], left_out: set[str]) -> None:
@@ -162,7 +165,7 @@ class Placements:
         except BaseException:
             await self.paid.payments.refused(auth)  # nothing ran under it: what it held is released
             raise
-        return Placement(provider, url, auth, price)
+        return Placement(provider, url, auth, price, placed_function(record))
 
     async def _renew(self, record: dict[str, Any], placement: Placement) -> None:
         auth = await self._authorize(record, placement.provider, placement.price)
@@ -177,6 +180,7 @@ class Placements:
                      err.message)
             return
         old, placement.auth, placement.placed = placement.auth, auth, time.monotonic()
+        placement.function = placed_function(record)
         await self._pay(record["name"], placement.provider, old)
 
     async def _authorize(self, record: dict[str, Any], provider: str, price: int) -> Authorization | None:
@@ -194,8 +198,7 @@ class Placements:
     async def _send(self, record: dict[str, Any], provider: str, price: int, deal: dict[str, Any],
                     auth: Authorization) -> str:
         url = self._peer_url(provider)
-        body = {"function": {k: record[k] for k in ("name", "module", "entrypoint", "inputs", "env", "limits",
-                                                    "max_body", "concurrency")},
+        body = {"function": placed_function(record),
                 "price": price, "memory_price": self.paid.compute.memory_price,
                 "authorization": encode_authorization(auth).hex(), "deal": deal}
         try:
@@ -252,6 +255,12 @@ class Placements:
 
     def _peer_url(self, provider: str) -> str:
         return self.paid.peers.peer(provider).url
+
+
+def placed_function(record: dict[str, Any]) -> dict[str, Any]:
+    """What a provider is told of a function it serves (its spend cap and the rest are the owner's business)."""
+    return {k: record[k] for k in ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body",
+                                   "concurrency")}
 
 
 __all__ = ["Placements", "RENEW", "LOST_AFTER"]
