@@ -91,8 +91,11 @@ async def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_mov
     was = before[first.app[IDENTITY].id]
     await eventually_async(lambda: balances(owner, first) == (was[0] - charged, was[1] + charged),
                            "the provider paid by the tab's receipt (its receipt, then the owner's payment)", 30)
-    spent = {f["name"]: f for f in (await _json(owner, "GET", "/v1/compute/functions"))["functions"]}["hello"]
-    assert spent["spend"] == charged
+    async def counted():
+        found = {f["name"]: f for f in (await _json(owner, "GET", "/v1/compute/functions"))["functions"]}["hello"]
+        return found["requests"] == 1 and found
+    spent = await eventually_async(counted, "the provider's counters of the function, listed on the owner")
+    assert spent["spend"] == charged and spent["errors"] == 0 and spent["p50_ms"] > 0
 
     # Served again with changes: the provider serves the new spec at the same URL.
     await _json(owner, "POST", "/v1/compute/functions",
@@ -231,3 +234,16 @@ async def test_a_provider_refuses_a_placement_from_a_node_it_extends_no_credit(n
         "authorization": encode_authorization(authorization).hex()})
     assert status == 402 and answer["code"] == "prepayment-required", answer
     assert provider.app[NODE].functions.placed(stranger_id, "a") is None
+
+
+async def test_a_function_on_the_market_with_no_provider_is_unavailable_on_the_owner(node_factory):
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False},
+                               node={"web_listen": f"127.0.0.1:{free_port()}", **FAST})
+    module = await deploy(owner, "cgi", wasi=True)
+    await _json(owner, "POST", "/v1/compute/functions", json={"name": "hello", "module": module, "on_market": True})
+    status, headers, answer = await _get(f"http://{owner.app[NODE].config.node.web_listen}/fn/hello/")
+    assert status == 503 and headers["Content-Type"].startswith("application/problem+json"), (status, answer)
+    listed = (await _json(owner, "GET", "/v1/compute/functions"))["functions"]
+    assert "url" not in listed[0] and listed[0]["spend"] == 0
+    response = await owner.post("/v1/compute/functions", json={"name": "x", "module": module, "on_market": "yes"})
+    assert response.status == 400 and "on_market" in (await response.json())["detail"]

@@ -443,7 +443,7 @@ class WebFunctions:
     def functions(self) -> list[dict[str, Any]]:
         now = _minute()
         return [{**s.record, "requests": s.requests, "errors": s.errors, "in_flight": s.in_flight,
-                 "p50_ms": _median(s.latencies), "spend": s.spend, "spent_this_hour": s.spent_this_hour(now),
+                 "p50_ms": median_ms(s.latencies), "spend": s.spend, "spent_this_hour": s.spent_this_hour(now),
                  **(self.placements.where(s.record["name"]) if s.record["on_market"] else {})}
                 for s in self._served.values()]
 
@@ -850,7 +850,7 @@ def _minute() -> int:
     return int(time.time() // 60)
 
 
-def _median(values) -> float | None:
+def median_ms(values) -> float | None:
     ordered = sorted(values)
     return round(ordered[len(ordered) // 2], 3) if ordered else None
 

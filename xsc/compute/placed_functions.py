@@ -29,7 +29,7 @@ from ..errors import (DealRefused, InvalidArgument, NotFound, OverCap, QuotaExce
 from ..identity import public_id
 from ..storage.core.capability import Capability
 from ..tasks import in_pool
-from .functions import WebFunctions
+from .functions import WebFunctions, median_ms
 from .hosted_jobs import DISK_MARGIN
 from .jobspec import parse_input
 from .paid import PaidCompute, not_here
@@ -157,14 +157,16 @@ class PlacedFunctions:
         return {"withdrawn": name}
 
     def status(self, owner: str, name: str) -> dict[str, Any]:
-        """A placed function's URL and what its current tab has run (the owner's check that it is served)."""
+        """A placed function's URL, its counters here and what its current tab has run (the owner's check that it
+        is served)."""
         served = self.functions.placed(owner, name)
         web = self.web_url()
         if served is None or web is None:
             raise NotFound(f"no function {name[:64]!r} of yours is served here", hint="place it again")
         bill = served.bill
         tab = bill.tab
-        return {"url": f"{web}/fn/{owner}/{name}/",
+        return {"url": f"{web}/fn/{owner}/{name}/", "requests": served.requests, "errors": served.errors,
+                "p50_ms": median_ms(served.latencies),
                 "tab": {"authorization": bill.auth.id.hex(), "total": 0 if tab is None else tab.total,
                         "count": 0 if tab is None else tab.count}}
 

@@ -55,6 +55,7 @@ class Placement:
     auth: Authorization
     price: int
     function: dict[str, Any]  # what was placed (served again with changes: placed again)
+    counters: dict[str, Any] = field(default_factory=dict)  # its requests, errors, p50_ms there, as last told
     placed: float = field(default_factory=time.monotonic)
     failing_since: float | None = None
 
@@ -86,9 +87,11 @@ class Placements:
         self._wake.set()
 
     def where(self, name: str) -> dict[str, Any]:
-        """Where a function on the market is served now: its URL and provider (empty while it is not placed)."""
+        """Where a function on the market is served now: its URL and provider, and its requests, errors and median
+        latency there as the provider last told them (empty while it is not placed)."""
         placement = self._placed.get(name)
-        return {} if placement is None else {"url": placement.url, "provider": placement.provider}
+        return {} if placement is None else {"url": placement.url, "provider": placement.provider,
+                                             **placement.counters}
 
     async def _run(self) -> None:
         while True:
@@ -127,6 +130,7 @@ class Placements:
                 await self._place(record, {placement.provider})
             return
         placement.failing_since = None
+        placement.counters = _counters(answer)
         used = answer.get("tab", {}).get("total", 0) if isinstance(answer.get("tab"), dict) else 0
         if time.monotonic() - placement.placed >= self.renew or (type(used) is int and 2 * used >= placement.auth.cap) \
                 or placed_function(record) != placement.function:
@@ -255,6 +259,15 @@ class Placements:
 
     def _peer_url(self, provider: str) -> str:
         return self.paid.peers.peer(provider).url
+
+
+def _counters(answer: dict[str, Any]) -> dict[str, Any]:
+    """A provider's counters of a function it serves, those that are what they say (a peer's word)."""
+    counters = {k: answer.get(k) for k in ("requests", "errors") if type(answer.get(k)) is int and answer[k] >= 0}
+    p50 = answer.get("p50_ms")
+    if type(p50) in (int, float) and 0 <= p50 <= 1e9:
+        counters["p50_ms"] = float(p50)
+    return counters
 
 
 def placed_function(record: dict[str, Any]) -> dict[str, Any]:
