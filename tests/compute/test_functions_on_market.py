@@ -11,7 +11,7 @@ from tests.support.compute import deploy, peer_with_provider
 from tests.support.jobs import QUIET, balances
 from tests.support.nodes import close_node, free_port
 from tests.support.waiting import eventually_async
-from xsc.compute.placed_functions import PER_OWNER, function_job
+from xsc.compute.placed_functions import PER_OWNER, function_job, mount_price
 from xsc.errors import PeerRefused
 from xsc.compute.service import InvokeCall
 from xsc.ledger.core.model import encode_authorization
@@ -247,3 +247,45 @@ async def test_a_function_on_the_market_with_no_provider_is_unavailable_on_the_o
     assert "url" not in listed[0] and listed[0]["spend"] == 0
     response = await owner.post("/v1/compute/functions", json={"name": "x", "module": module, "on_market": "yes"})
     assert response.status == 400 and "on_market" in (await response.json())["detail"]
+
+
+async def test_reading_a_placed_functions_files_is_paid_on_its_owners_line_before_it_is_done(node_factory):
+    stingy = await _provider(node_factory, "stingy", ledger={"stranger_credit": 100})
+    generous = await _provider(node_factory, "generous")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    for provider in (stingy, generous):
+        await peer_with_provider(owner, provider)
+    owner_id, node = owner.app[IDENTITY].id, owner.app[NODE]
+    module = await deploy(owner, "cgi", wasi=True)
+    page = b"<p>a page big enough that reading it costs more than one small request</p>\n" * 60_000
+    cap = (await _json(owner, "POST", "/v1/store/files", data=page))["capability"]
+    limits = {"fuel": 1_000_000, "memory": 1 << 20, "timeout": 0.5}  # a small request's budget
+    for provider in (stingy, generous):
+        await provider.app[NODE].compute.deploy(node.compute.store.wasm(bytes.fromhex(module)), wasi=True)
+    price = stingy.app[NODE].market.honoured_ask("compute")
+    budget = stingy.app[NODE].compute.budget(InvokeCall(module, "files", [], 1_000_000, 1 << 20, 0.5, True), price)
+    reading = mount_price(len(page), price)
+    assert budget <= 100 < reading  # one request fits the stingy provider's line; reading the page does not
+
+    async def place(provider, limits: dict) -> tuple[int, dict]:
+        authorization = await node.payments.authorize(provider.app[IDENTITY].id, 10**6,
+                                                      function_job(owner_id, "site"), ttl=3600)
+        return await _place(owner, provider, {
+            "function": {"name": "site", "module": module, "entrypoint": "files", "limits": limits,
+                         "inputs": [f"{cap}:/in/index.html"]},
+            "price": price, "deal": {}, "memory_price": provider.app[NODE].compute.memory_price,
+            "authorization": encode_authorization(authorization).hex()})
+
+    status, answer = await place(stingy, limits)
+    assert status == 402 and answer["code"] == "prepayment-required", answer
+    assert stingy.app[NODE].functions.placed(owner_id, "site") is None
+    used = generous.app[NODE].trust.line(owner_id)["used"]
+    roomy = {"fuel": 100_000_000}  # enough to answer the page
+    status, answer = await place(generous, roomy)
+    assert status == 201, answer
+    assert generous.app[NODE].trust.line(owner_id)["used"] == used + reading
+    status, again = await place(generous, roomy)  # its next tab, the same spec: its files are not read again
+    assert status == 201 and again["url"] == answer["url"]
+    assert generous.app[NODE].trust.line(owner_id)["used"] == used + reading
+    status, _, served = await _get(answer["url"] + "index.html")  # read from the network, served from there
+    assert status == 200 and served == page

@@ -466,9 +466,10 @@ class WebFunctions:
         return None if cap is None else max(0, cap - served.spent_this_hour(_minute()))
 
     # --- functions other nodes placed here ----------------------------------------------------
-    async def host(self, owner: str, body: Any, bill: Bill) -> dict[str, Any]:
+    async def host(self, owner: str, body: Any, bill: Bill, mounting: Callable[[], None]) -> dict[str, Any]:
         """Serve a function `owner` placed here, billed to `bill`; placed again with the same spec, only its bill
-        changes (its owner's next tab), its files stay."""
+        changes (its owner's next tab), its files stay.  `mounting` is called before its files are read (it may
+        refuse)."""
         record = self._checked({**body, "on_market": False})
         record["owner"] = owner
         key = (owner, record["name"])
@@ -476,6 +477,7 @@ class WebFunctions:
         if served is not None and _same(served.record, record):
             served.bill = bill
             return served.record
+        mounting()
         await self._mount(record, self.work_dir / PLACED_DIR / owner / record["name"] / "in")
         self._placed[key] = Served(record, bill, owner=owner)
         return record

@@ -8,7 +8,8 @@ tab must have room for one request and the owner's trust line here must cover on
 function is taken.  An owner places at most PER_OWNER functions here, all owners at most MAX_PLACED; a module
 this node lacks is refused (404 module-not-found) and the owner may push it (once, within the pushed-module
 bounds: PaidCompute.receive_module); the files it mounts, at most MAX_MOUNTED bytes in all, are read from the
-network by their capabilities as any node reads them, and only while this node keeps DISK_MARGIN free.
+network by their capabilities as any node reads them, only while this node keeps DISK_MARGIN free, and only once
+their reading (`mount_price`) is reserved on the owner's line here, where it is used whatever comes of it.
 
 Each request then holds its budget on the owner's trust line and on its tab (ProviderTabs), and its run's amount
 is written with its provenance record (one group commit); once the tab's cap is spent, callers get 402 until
@@ -28,6 +29,7 @@ from ..errors import (DealRefused, InvalidArgument, NotFound, OverCap, QuotaExce
                       StorageFull)
 from ..identity import public_id
 from ..storage.core.capability import Capability
+from ..ledger.core.pricing import price_compute
 from ..tasks import in_pool
 from .functions import WebFunctions, median_ms
 from .hosted_jobs import DISK_MARGIN
@@ -35,6 +37,7 @@ from .jobspec import parse_input
 from .paid import PaidCompute, not_here
 from .remote_tabs import JOB
 from .service import InvokeCall
+from .wasi_io import io_fuel
 
 PER_OWNER = 4  # functions one owner may have placed here at once
 MAX_PLACED = 64  # functions all owners together may have placed here
@@ -149,7 +152,19 @@ class PlacedFunctions:
             raise StorageFull("this node has no room for the files the function mounts now",
                               hint="place it on another provider")
         bill = TabBill(self.paid, owner, auth, price, deal)
-        record = await self.functions.host(owner, function, bill)
+        reading = mount_price(mounted, price)
+        reserved = 0
+
+        def mounting() -> None:  # only a new or changed function's files are read
+            nonlocal reserved
+            self.paid.reserve(owner, reading, "reading the files it mounts")
+            reserved = reading
+
+        try:
+            record = await self.functions.host(owner, function, bill, mounting)
+        finally:
+            if reserved and self.paid.trust is not None:  # read (or begun) whatever came of it: used
+                self.paid.trust.use(owner, reserved, reserved=reserved)
         return {"url": f"{web}/fn/{owner}/{record['name']}/", "authorization": auth.id.hex()}
 
     def withdraw(self, owner: str, name: str) -> dict[str, Any]:
@@ -179,6 +194,12 @@ class PlacedFunctions:
         return self.paid.compute.budget(call, price)
 
 
+def mount_price(size: int, price: int) -> int:
+    """What reading `size` bytes of a placed function's stored files costs its owner here, at `price` per million
+    fuel: as much as a run reading them through a WASI stream."""
+    return price_compute(io_fuel(size), price)
+
+
 def _free(directory: Path) -> int:
     directory.mkdir(parents=True, exist_ok=True)
     return shutil.disk_usage(directory).free
@@ -191,4 +212,4 @@ def _inputs(function: dict[str, Any]) -> list[str]:
     return inputs
 
 
-__all__ = ["FUNCTION_JOBS", "PER_OWNER", "MAX_PLACED", "PlacedFunctions", "TabBill", "function_job", "web_url"]
+__all__ = ["FUNCTION_JOBS", "mount_price", "PER_OWNER", "MAX_PLACED", "PlacedFunctions", "TabBill", "function_job", "web_url"]
