@@ -1,7 +1,7 @@
 """A web function on the market on a real 3-node devnet: the owner's node offers no compute; the function is served
 from a provider's own web listener and the owner pays that provider by the tab's receipt; the provider killed
 (kill -9), the function is served from the other provider within a minute, and `xsc compute functions` on the
-owner shows the new URL."""
+owner shows the new URL; the owner killed (kill -9) and back, the function is placed again and every run paid."""
 
 from __future__ import annotations
 
@@ -98,6 +98,20 @@ def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_moves_whe
         assert status == 200 and "PATH_INFO=/again" in answer.decode().splitlines()
         assert time.monotonic() - killed < 60
         assert moved in owner.xsc("compute", "functions").stdout.decode()
+
+        # kill -9 of the owner: once it is back, the function is placed again and still answers, and the other
+        # provider is paid every run it served, to the micro-credit (a tab left open by the kill is closed and paid
+        # by the payment retry).
+        owner.kill()
+        owner.start()
+        back = eventually(lambda: _listed(owner).get("url"), "the function placed again", timeout=60)
+        status, answer = _get(back + "after")
+        assert status == 200 and "PATH_INFO=/after" in answer.decode().splitlines()
+        assert _listed(owner)["provider"] == ids[providers.index(other)]  # the killed provider is still down
+        ran = eventually(lambda: len(r := _served_runs(other, owner_id)) == 2 and r, "both runs recorded")
+        earned = sum(r["charge"] for r in ran)
+        eventually(lambda: (_balance(other, "node"), _balance(owner, "client")) == (earned, -charged - earned),
+                   "the other provider paid for both its runs", timeout=90)
         for node in (owner, other):
             status, report = api(node, "GET", "/v1/ledger/verify")
             assert status == 200 and report["ok"], report
