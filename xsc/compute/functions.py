@@ -447,7 +447,7 @@ class WebFunctions:
                  **(self.placements.where(s.record["name"]) if s.record["on_market"] else {})}
                 for s in self._served.values()]
 
-    def paid_for(self, name: str, amount: int) -> None:
+    async def paid_for(self, name: str, amount: int) -> None:
         """What the provider of a function on the market was paid for its requests: counted in its hour (and
         kept across restarts)."""
         served = self._served.get(name)
@@ -455,7 +455,7 @@ class WebFunctions:
             minute = _minute()
             served.spent[minute] = served.spent.get(minute, 0) + amount
             served.spend += amount
-            self.store.save_function_spend(name, minute, served.spent[minute])
+            await in_pool(None, self.store.save_function_spend, name, minute, served.spent[minute])
 
     def left_this_hour(self, name: str) -> int | None:
         """What a function may still spend this hour (None: no cap; 0: none, or no such function)."""
@@ -482,12 +482,12 @@ class WebFunctions:
         self._placed[key] = Served(record, bill, owner=owner)
         return record
 
-    def drop(self, owner: str, name: str) -> Served:
+    async def drop(self, owner: str, name: str) -> Served:
         """A placed function withdrawn: requests for it are refused from now on (404)."""
         served = self._placed.pop((owner, name), None)
         if served is None:
-            raise NotFound(f"no function {name!r} of yours is served here", hint="place it first")
-        shutil.rmtree(self.work_dir / PLACED_DIR / owner / name, ignore_errors=True)
+            raise NotFound(f"no function {name[:64]!r} of yours is served here", hint="place it first")
+        await in_pool(None, shutil.rmtree, self.work_dir / PLACED_DIR / owner / name, True)
         return served
 
     def placed(self, owner: str, name: str) -> Served | None:

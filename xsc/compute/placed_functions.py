@@ -167,8 +167,8 @@ class PlacedFunctions:
                 self.paid.trust.use(owner, reserved, reserved=reserved)
         return {"url": f"{web}/fn/{owner}/{record['name']}/", "authorization": auth.id.hex()}
 
-    def withdraw(self, owner: str, name: str) -> dict[str, Any]:
-        self.functions.drop(owner, name)
+    async def withdraw(self, owner: str, name: str) -> dict[str, Any]:
+        await self.functions.drop(owner, name)
         return {"withdrawn": name}
 
     def status(self, owner: str, name: str) -> dict[str, Any]:
@@ -212,4 +212,5 @@ def _inputs(function: dict[str, Any]) -> list[str]:
     return inputs
 
 
-__all__ = ["FUNCTION_JOBS", "mount_price", "PER_OWNER", "MAX_PLACED", "PlacedFunctions", "TabBill", "function_job", "web_url"]
+__all__ = ["FUNCTION_JOBS", "MAX_PLACED", "PER_OWNER", "PlacedFunctions", "TabBill", "function_job", "mount_price",
+           "web_url"]

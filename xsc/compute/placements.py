@@ -27,7 +27,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from ..errors import ModuleNotFound, PeerRefused, PeerUnreachable, XscError
 from ..ledger.core.model import Authorization, Receipt, encode_authorization
@@ -61,7 +61,7 @@ class Placement:
 
 
 class Placements:
-    def __init__(self, *, paid: Any, store: Any, me: str, bid: int, on_paid: Callable[[str, int], None],
+    def __init__(self, *, paid: Any, store: Any, me: str, bid: int, on_paid: Callable[[str, int], Awaitable[None]],
                  left_this_hour: Callable[[str], int | None], interval: float = INTERVAL) -> None:
         self.paid = paid  # xsc.compute.paid.PaidCompute: the market's deals, payments, the peers and the client
         self.store = store  # xsc.compute.store.ComputeStore: the owner's functions
@@ -226,7 +226,7 @@ class Placements:
                          provider[:12], exc)
                 self.paid.payments.wake()
                 return
-        self.on_paid(name, payment.receipt.amount)
+        await self.on_paid(name, payment.receipt.amount)
 
     async def _close_for_retry(self, provider: str, url: str, auth: Authorization) -> Receipt:
         """The payment retry's close of a function's tab (a provider that went away, or one left open by a
@@ -234,7 +234,7 @@ class Placements:
         answer = await close_tab(self.paid.client, url, provider, encode_authorization(auth).hex())
         receipt = check_receipt(provider, answer, auth, meters=TAB_METERS)
         name = auth.job.rpartition(":")[2]
-        self.on_paid(name, receipt.amount)
+        await self.on_paid(name, receipt.amount)
         return receipt
 
     def _let_go(self, placement: Placement) -> None:

@@ -52,8 +52,8 @@ async def placed_function(request: web.Request) -> web.Response:
 
 @routes.delete(FUNCTION_PATH)
 async def withdraw_function(request: web.Request) -> web.Response:
-    return json_response(request.app[NODE].placed_functions.withdraw(peer_auth.peer_id(request),
-                                                                     request.match_info["name"]))
+    return json_response(await request.app[NODE].placed_functions.withdraw(peer_auth.peer_id(request),
+                                                                           request.match_info["name"]))
 
 
 def web_app(node, rate: float) -> web.Application:
