@@ -289,3 +289,29 @@ async def test_reading_a_placed_functions_files_is_paid_on_its_owners_line_befor
     assert generous.app[NODE].trust.line(owner_id)["used"] == used + reading
     status, _, served = await _get(answer["url"] + "index.html")  # read from the network, served from there
     assert status == 200 and served == page
+
+
+async def test_a_provider_refuses_a_malformed_placement_with_a_problem(node_factory):
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(owner, provider)
+    pid, owner_id, node = provider.app[IDENTITY].id, owner.app[IDENTITY].id, owner.app[NODE]
+    module = await deploy(owner, "cgi", wasi=True)
+    await provider.app[NODE].compute.deploy(node.compute.store.wasm(bytes.fromhex(module)), wasi=True)
+    price = provider.app[NODE].market.honoured_ask("compute")
+    authorization = await node.payments.authorize(pid, 10**6, function_job(owner_id, "a"), ttl=3600)
+    terms = {"price": price, "deal": {}, "memory_price": provider.app[NODE].compute.memory_price,
+             "authorization": encode_authorization(authorization).hex()}
+    for function, said in (({"name": "a", "module": module, "inputs": ["s3://bucket/key:/in/x"]}, "capabilities"),
+                           ({"name": "a", "module": module, "inputs": ["nothing"]}, "CAP:/in/NAME"),
+                           ({"name": "a", "module": module, "inputs": [f"xsc:{i}:/in/{i}" for i in range(65)]},
+                            "at most 64"),
+                           ({"name": "a", "module": module, "spend_cap": 5}, "a placed function is"),
+                           ({"name": "a", "module": module, "limits": {"fuel": "lots"}}, "fuel"),
+                           ({"name": "A!", "module": module}, "does not pay for this function")):
+        status, answer = await _place(owner, provider, {**terms, "function": function})
+        assert 400 <= status < 500 and said in answer["detail"], (function, status, answer)
+    status, answer = await _place(owner, provider, {**terms, "function": {"name": "a", "module": module},
+                                                    "extra": 1})
+    assert status == 400, answer
+    assert provider.app[NODE].functions.placed(owner_id, "a") is None

@@ -33,7 +33,7 @@ from ..ledger.core.pricing import price_compute
 from ..tasks import in_pool
 from .functions import WebFunctions, median_ms
 from .hosted_jobs import DISK_MARGIN
-from .jobspec import parse_input
+from .jobspec import MAX_INPUTS, Input, parse_input
 from .paid import PaidCompute, not_here
 from .remote_tabs import JOB
 from .service import InvokeCall
@@ -145,7 +145,7 @@ class PlacedFunctions:
         if not self.paid.compute.has_module(function["module"]):
             self.paid.expect_module(owner, function["module"], price)
             raise not_here(function["module"])
-        mounted = sum(Capability.parse(parse_input(text).cap).size for text in _inputs(function))
+        mounted = sum(Capability.parse(item.cap).size for item in _inputs(function))
         if mounted > MAX_MOUNTED:
             raise OverCap(f"the function mounts {mounted:,} bytes; a placed function mounts at most {MAX_MOUNTED:,}")
         if mounted and await in_pool(None, _free, self.functions.work_dir) < mounted + DISK_MARGIN:
@@ -205,11 +205,15 @@ def _free(directory: Path) -> int:
     return shutil.disk_usage(directory).free
 
 
-def _inputs(function: dict[str, Any]) -> list[str]:
+def _inputs(function: dict[str, Any]) -> list[Input]:
+    """The stored files a placed function mounts, each named by its capability (bounded before any is read)."""
     inputs = function.get("inputs", [])
-    if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
-        raise InvalidArgument("a function's inputs are a list of CAP:/in/NAME")
-    return inputs
+    if not isinstance(inputs, list) or len(inputs) > MAX_INPUTS or not all(isinstance(i, str) for i in inputs):
+        raise InvalidArgument(f"a function's inputs are a list of at most {MAX_INPUTS} CAP:/in/NAME")
+    items = [parse_input(text) for text in inputs]
+    if any(item.cap is None for item in items):
+        raise InvalidArgument("a placed function mounts stored files by their capabilities (CAP:/in/NAME)")
+    return items
 
 
 __all__ = ["FUNCTION_JOBS", "MAX_PLACED", "PER_OWNER", "PlacedFunctions", "TabBill", "function_job", "mount_price",
