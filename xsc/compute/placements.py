@@ -7,7 +7,8 @@ served `on_market` is kept placed:
 - not placed: the market is asked for a provider (never this node), an authorization of the function's own job
   reference is signed for TAB_REQUESTS request budgets (its whole cap held here: the owner cannot overspend),
   and the function is placed with it; a provider lacking the module is pushed it; a provider that refuses is
-  left out and the next one asked.  The authorization of a refused placement is dropped.
+  left out and the next one asked.  The authorization of a refused placement is dropped; that of one whose
+  answer was lost goes to the payment retry (it may have reached the provider, and what ran under it is paid).
 - placed: the provider is asked how its tab stands; once the tab is RENEW checks old or has used half its cap
   (or the function was served again with changes), the function is placed again with a fresh authorization (the
   provider bills the requests that start after it to the new tab), and the old tab is closed for the provider's
@@ -125,7 +126,7 @@ class Placements:
                 log.warning("function %s: provider %s stopped serving it (%s): placing it elsewhere", name,
                             placement.provider[:12], err.message)
                 del self._placed[name]
-                self._let_go(placement)
+                self._let_go(placement.auth)
                 self.moves += 1
                 await self._place(record, {placement.provider})
             return
@@ -166,10 +167,19 @@ class Placements:
             raise PeerRefused(f"its spend cap leaves nothing for {provider[:12]} this hour")
         try:
             url = await self._send(record, provider, price, deal, auth)
-        except BaseException:
-            await self.paid.payments.refused(auth)  # nothing ran under it: what it held is released
+        except BaseException as err:
+            await self._unsent(auth, err)
             raise
         return Placement(provider, url, auth, price, placed_function(record))
+
+    async def _unsent(self, auth: Authorization, err: BaseException) -> None:
+        """An authorization whose placement failed: dropped if the provider refused it (nothing can run under
+        it), else left to the payment retry (the placement may have reached the provider before its answer was
+        lost: what ran under it is then paid, nothing if nothing did)."""
+        if isinstance(err, PeerRefused):
+            await self.paid.payments.refused(auth)  # and what it held is released
+        else:
+            self._let_go(auth)
 
     async def _renew(self, record: dict[str, Any], placement: Placement) -> None:
         auth = await self._authorize(record, placement.provider, placement.price)
@@ -179,7 +189,7 @@ class Placements:
             await self._send(record, placement.provider, placement.price, {"provider": placement.provider,
                                                                             "price": placement.price}, auth)
         except (PeerRefused, PeerUnreachable) as err:
-            await self.paid.payments.refused(auth)
+            await self._unsent(auth, err)
             log.info("function %s: renewing its tab with %s failed (%s)", record["name"], placement.provider[:12],
                      err.message)
             return
@@ -237,9 +247,9 @@ class Placements:
         await self.on_paid(name, receipt.amount)
         return receipt
 
-    def _let_go(self, placement: Placement) -> None:
-        """A tab with a provider that went away: the payment retry closes it (and pays what ran) when it can."""
-        with self.paid.payments.working(placement.auth.id):
+    def _let_go(self, auth: Authorization) -> None:
+        """A tab this node no longer uses: the payment retry closes it (and pays what ran) when it can."""
+        with self.paid.payments.working(auth.id):
             pass  # ends the keep_off: the retry may take it from now on
         self.paid.payments.wake()
 
