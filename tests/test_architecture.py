@@ -189,8 +189,9 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     # passes through (auth, peer pricing, problems, metrics); the sockets are xsc/serve, the work is in the services.
     # A service growing here would pass this budget: a new feature brings its routes and its wiring, no more (the
     # web functions brought their listener's app, http/functions.py, and its start in app.py: ~90 lines; a whole
-    # share's peer route, ~15; a small S3 object's route, ~30).
-    assert sum(lines.values()) < 3175, lines
+    # share's peer route, ~15; a small S3 object's route, ~30; functions placed on a provider, their three peer
+    # routes and the wiring of both sides, ~35).
+    assert sum(lines.values()) < 3210, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}
 

@@ -39,6 +39,15 @@ class NodeSection(_Section):
     user_rate_limit: float = 2000.0  # user API requests per second with the token (bursts of twice that); 429 past it
     web_listen: str = ""  # HOST:PORT where web functions answer anyone (/fn/NAME/...); empty: no functions served
     web_rate_limit: float = 100.0  # function requests per second from one address (bursts of twice that); 429 past it
+    web_public_url: str = ""  # the URL callers reach web_listen at (empty: http://web_listen, its host as peers see it)
+    placement_interval: float = 5.0  # seconds between checks that each function on the market is served and paid
+
+    @field_validator("placement_interval")
+    @classmethod
+    def _placement_interval(cls, v: float) -> float:
+        if not 0.1 <= v <= 600:
+            raise ValueError("must be from 0.1 to 600 seconds")
+        return v
 
     @field_validator("max_connections", "max_connections_per_ip")
     @classmethod

@@ -1,21 +1,31 @@
-"""Web functions served on the market (compute/functions.py, `on_market`): the owner's node offers no compute, so
-each request runs on a provider, over the request's body and the function's stored files sent to it; the provider
-is paid for each run, and once it is gone the function is served by another."""
+"""Web functions served on the market (compute/placements.py, compute/placed_functions.py): the owner's node offers
+no compute, so the function is placed on a provider, which serves it at its own web listener under
+/fn/OWNER_ID/NAME/ on the owner's tab; the owner pays it by the tab's receipt and moves the function when the
+provider goes away.  And what a provider refuses of a stranger's placement."""
 
 from __future__ import annotations
 
 import aiohttp
 
 from tests.support.compute import deploy, peer_with_provider
-from tests.support.jobs import QUIET, balances, settle, verified
+from tests.support.jobs import QUIET, balances
 from tests.support.nodes import close_node, free_port
+from tests.support.waiting import eventually_async
+from xsc.compute.placed_functions import PER_OWNER, function_job, mount_price
+from xsc.errors import PeerRefused
+from xsc.compute.service import InvokeCall
+from xsc.ledger.core.model import encode_authorization
+from xsc.net.compute import close_tab, push_module
+from xsc.net.functions import FUNCTION_PATH, FUNCTIONS_PATH
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
+
+FAST = {"placement_interval": 0.25}  # a tab renewed every 3 s, a silent provider left after 1 s
 
 
 async def _get(url: str, method: str = "GET", **kwargs) -> tuple[int, dict, bytes]:
     async with aiohttp.ClientSession() as session:
-        async with session.request(method, url, **kwargs) as response:
+        async with session.request(method, url, allow_redirects=False, **kwargs) as response:
             return response.status, dict(response.headers), await response.read()
 
 
@@ -26,85 +36,282 @@ async def _json(node, method: str, path: str, **kwargs) -> dict:
     return answer
 
 
-def _runs_of(provider) -> int:
-    """The runs a provider has signed of jobs it hosted (each request of a function on the market is one)."""
-    return sum(1 for r in provider.app[NODE].compute.recent_provenance(1000) if r["record"].get("job"))
+async def _provider(node_factory, name: str, **sections):
+    return await node_factory(name, **QUIET, **sections,
+                              node={"web_listen": f"127.0.0.1:{free_port()}", "web_rate_limit": 1000})
 
 
-async def test_a_function_on_the_market_is_run_and_paid_on_a_provider_and_outlives_it(node_factory) -> None:
-    providers = [await node_factory(f"provider{i}", **QUIET) for i in range(2)]
-    port = free_port()
+async def _served_at(owner, name: str, other_than: str | None = None) -> dict:
+    async def placed():
+        listed = {f["name"]: f for f in (await _json(owner, "GET", "/v1/compute/functions"))["functions"]}
+        found = listed.get(name, {})
+        return found if found.get("url") and found["url"] != other_than else None
+
+    return await eventually_async(placed, f"function {name} placed on a provider", 30)
+
+
+def _runs(provider, owner_id: str) -> list[dict]:
+    """The runs of requests a provider served for `owner_id`'s placed functions."""
+    return [r["record"] for r in provider.app[NODE].compute.recent_provenance(1000)
+            if r["record"].get("deal", {}).get("gateway") == owner_id and r["record"].get("deal", {}).get("function")]
+
+
+async def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_moves_when_it_goes(node_factory):
+    providers = [await _provider(node_factory, f"provider{i}") for i in range(2)]
     owner = await node_factory("owner", **QUIET, market={"offer_compute": False},
-                               node={"web_listen": f"127.0.0.1:{port}", "web_rate_limit": 1000})
+                               node={"web_listen": f"127.0.0.1:{free_port()}", **FAST})
+    owner_id = owner.app[IDENTITY].id
     for provider in providers:
         await peer_with_provider(owner, provider)
-    base = f"http://127.0.0.1:{port}"
-    module = await deploy(owner, "cgi", wasi=True)
-    page = b"<html><p>stored here, served elsewhere</p></html>\n" * 50
-    cap = (await _json(owner, "POST", "/v1/store/files", data=page))["capability"]
-    for name, entrypoint, inputs in (("hello", "_start", []), ("site", "files", [f"{cap}:/in/index.html"])):
-        served = await _json(owner, "POST", "/v1/compute/functions",
-                             json={"name": name, "module": module, "entrypoint": entrypoint, "inputs": inputs,
-                                   "on_market": True})
-        assert served["on_market"] is True
-    before = {p.app[IDENTITY].id: balances(owner, p) for p in providers}
-
-    # A request's variables and body reach the provider's run; its answer comes back with its headers.
-    body = b"posted body\n" * 1000
-    status, headers, answer = await _get(f"{base}/fn/hello/world?x=1", "POST", data=body,
-                                         headers={"X-Caller": "me"})
-    assert status == 200 and headers["X-Hello"] == "yes", (status, answer[:300])
-    text = answer.decode()
-    for line in ("REQUEST_METHOD=POST", "PATH_INFO=/world", "QUERY_STRING=x=1", "HTTP_X_CALLER=me",
-                 f"CONTENT_LENGTH={len(body)}"):
-        assert line in text.splitlines(), text[:1000]
-    assert answer.endswith(body)
-    status, _, answer = await _get(f"{base}/fn/hello/plain")  # no body, no files: nothing but the request is sent
-    assert status == 200 and "REQUEST_METHOD=GET" in answer.decode().splitlines()
-    # A stored file the function mounts is sent with the request; a range is cut from what the provider answered.
-    status, headers, answer = await _get(f"{base}/fn/site/index.html")
-    assert status == 200 and answer == page and headers["Content-Type"].startswith("text/html")
-    status, headers, answer = await _get(f"{base}/fn/site/index.html", headers={"Range": "bytes=6-20"})
-    assert status == 206 and answer == page[6:21]
-    assert (await _get(f"{base}/fn/site/missing.html"))[0] == 404
-
-    # Nothing ran on the owner's node; the providers that ran the requests were paid what their runs cost.
-    assert not [r for r in owner.app[NODE].compute.recent_provenance(100) if r["record"].get("job")]
-    ran = {p.app[IDENTITY].id: _runs_of(p) for p in providers}
-    assert sum(ran.values()) == 5, ran
-    listed = {f["name"]: f for f in (await _json(owner, "GET", "/v1/compute/functions"))["functions"]}
-    spent = listed["hello"]["spend"] + listed["site"]["spend"]
-    assert spent > 0 and listed["site"]["requests"] == 3 and listed["hello"]["errors"] == 0
-    await settle(owner)
-    received = sum(balances(owner, p)[1] - before[p.app[IDENTITY].id][1] for p in providers)
-    assert received == spent
-    for node in (owner, *providers):
-        await verified(node)
-
-    # The provider that served the last request goes away: the next requests are served by the other one.
-    last = max(providers, key=lambda p: max((r["record"]["timestamp"] for r in p.app[NODE].compute
-                                             .recent_provenance(100) if r["record"].get("job")), default=""))
-    other = next(p for p in providers if p is not last)
-    await close_node(last)
-    had = _runs_of(other)
-    for _ in range(3):
-        status, _, answer = await _get(f"{base}/fn/site/index.html")
-        assert status == 200 and answer == page
-    assert _runs_of(other) == had + 3
-
-
-async def test_a_function_on_the_market_with_no_provider_left_answers_a_problem(node_factory) -> None:
-    provider = await node_factory("provider", **QUIET)
-    port = free_port()
-    owner = await node_factory("owner", **QUIET, market={"offer_compute": False},
-                               node={"web_listen": f"127.0.0.1:{port}"})
-    await peer_with_provider(owner, provider)
     module = await deploy(owner, "cgi", wasi=True)
     await _json(owner, "POST", "/v1/compute/functions", json={"name": "hello", "module": module, "on_market": True})
-    await close_node(provider)
-    status, headers, answer = await _get(f"http://127.0.0.1:{port}/fn/hello/")
-    assert status >= 500 and headers["Content-Type"].startswith("application/problem+json"), (status, answer)
+    listed = await _served_at(owner, "hello")
+    first = next(p for p in providers if p.app[IDENTITY].id == listed["provider"])
+    assert listed["url"].endswith(f"/fn/{owner_id}/hello/")
+    before = {p.app[IDENTITY].id: balances(owner, p) for p in providers}
+
+    # The provider answers callers at its own listener; the owner's node only points there.
+    body = b"posted body\n" * 1000
+    status, headers, answer = await _get(listed["url"] + "world?x=1", "POST", data=body, headers={"X-Caller": "me"})
+    assert status == 200 and headers["X-Hello"] == "yes", (status, answer[:300])
+    lines = answer.decode().splitlines()
+    for line in ("REQUEST_METHOD=POST", "PATH_INFO=/world", "QUERY_STRING=x=1", "HTTP_X_CALLER=me",
+                 f"CONTENT_LENGTH={len(body)}"):
+        assert line in lines, lines[:40]
+    assert answer.endswith(body)
+    owner_web = owner.app[NODE].config.node.web_listen
+    status, headers, _ = await _get(f"http://{owner_web}/fn/hello/world?x=1")
+    assert status == 307 and headers["Location"] == listed["url"] + "world?x=1"
+    assert not [r for r in owner.app[NODE].compute.recent_provenance(100) if r["record"].get("job")]
+
+    # The owner closes the tab for the provider's receipt and pays it: exactly what the runs there cost.
+    runs = await eventually_async(lambda: _runs(first, owner_id), "the run's record written (after its answer)")
+    assert len(runs) == 1 and runs[0]["deal"]["function"] == "hello"
+    charged = sum(r["charge"] for r in runs)
+    was = before[first.app[IDENTITY].id]
+    await eventually_async(lambda: balances(owner, first) == (was[0] - charged, was[1] + charged),
+                           "the provider paid by the tab's receipt (its receipt, then the owner's payment)", 30)
+    async def counted():
+        found = {f["name"]: f for f in (await _json(owner, "GET", "/v1/compute/functions"))["functions"]}["hello"]
+        return found["requests"] == 1 and found
+    spent = await eventually_async(counted, "the provider's counters of the function, listed on the owner")
+    assert spent["spend"] == charged and spent["errors"] == 0 and spent["p50_ms"] > 0
+
+    # Served again with changes: the provider serves the new spec at the same URL.
+    await _json(owner, "POST", "/v1/compute/functions",
+                json={"name": "hello", "module": module, "on_market": True, "env": {"GREETING": "hi"}})
+
+    async def changed():
+        status, _, answer = await _get(listed["url"] + "changed")
+        return status == 200 and "GREETING=hi" in answer.decode().splitlines()
+
+    await eventually_async(changed, "the changed function served by its provider", 30)
+    assert (await _served_at(owner, "hello"))["url"] == listed["url"]
+
+    # The provider goes away: the function is placed on the other one, and the owner lists its new URL.
+    await close_node(first)
+    moved = await _served_at(owner, "hello", other_than=listed["url"])
+    second = next(p for p in providers if p is not first)
+    assert moved["provider"] == second.app[IDENTITY].id
+    status, _, answer = await _get(moved["url"] + "again")
+    assert status == 200 and "PATH_INFO=/again" in answer.decode().splitlines()
+    assert len(await eventually_async(lambda: _runs(second, owner_id), "the run's record written")) == 1
+
+    # Unserved: withdrawn from its provider (404 there), its tab paid.
+    await _json(owner, "DELETE", "/v1/compute/functions/hello")
+    async def gone():
+        return (await _get(moved["url"] + "x"))[0] == 404
+
+    await eventually_async(gone, "the function withdrawn from its provider", 30)
+
+
+async def _place(owner, provider, body: dict) -> tuple[int, dict]:
+    """A placement sent as the owner's node (signed), however hostile its body; (status, answer)."""
+    url = provider.app[NODE].peers.url
+    try:
+        answer = await owner.app[NODE].client.request(url, "POST", FUNCTIONS_PATH, json=body,
+                                                      to=provider.app[IDENTITY].id)
+        return answer.status, answer.json()
+    except PeerRefused as err:
+        return err.details["peer_status"], {"code": err.details["peer_code"], "detail": err.message}
+
+
+async def test_a_provider_refuses_placements_it_is_not_paid_for_or_cannot_serve(node_factory):
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(owner, provider)
+    pid, owner_id = provider.app[IDENTITY].id, owner.app[IDENTITY].id
+    node = owner.app[NODE]
+    module = await deploy(owner, "cgi", wasi=True)
+    price = provider.app[NODE].market.honoured_ask("compute")
+    budget = provider.app[NODE].compute.budget(InvokeCall(module, "_start", [], None, None, None, True), price)
+
+    async def auth(name: str, cap: int = 2 * budget):
+        return await node.payments.authorize(pid, cap, function_job(owner_id, name), ttl=3600)
+
+    def body(name: str, authorization) -> dict:
+        encoded = authorization if isinstance(authorization, bytes) else encode_authorization(authorization)
+        return {"function": {"name": name, "module": module}, "price": price,
+                "memory_price": provider.app[NODE].compute.memory_price, "deal": {}, "authorization": encoded.hex()}
+
+    # The module is not on the provider: refused (the owner may push it, within the pushed-module bounds), nothing
+    # served.  Bytes other than the module it asked for are refused, and it is still not here.
+    status, answer = await _place(owner, provider, body("hello", await auth("hello")))
+    assert status == 404 and answer["code"] == "module-not-found"
+    try:
+        await push_module(node.client, provider.app[NODE].peers.url, pid, lambda: b"\0asm not a module", True)
+        raise AssertionError("a push that is not a module was taken")
+    except PeerRefused as err:
+        assert (err.details["peer_status"], err.details["peer_code"]) == (403, "forbidden"), err.details
+    status, answer = await _place(owner, provider, body("hello", await auth("hello")))
+    assert status == 404 and answer["code"] == "module-not-found"
+    await provider.app[NODE].compute.deploy(node.compute.store.wasm(bytes.fromhex(module)), wasi=True)
+    # A forged authorization (its signature altered), one for another function, one too small for a single
+    # request: each refused.
+    forged = bytearray(encode_authorization(await auth("a")))
+    forged[-1] ^= 1
+    status, answer = await _place(owner, provider, body("a", bytes(forged)))
+    assert status == 403 and answer["code"] == "forbidden", answer
+    status, answer = await _place(owner, provider, body("a", await auth("b")))
+    assert status == 403 and answer["code"] == "deal-refused" and "this function" in answer["detail"]
+    status, answer = await _place(owner, provider, body("a", await auth("a", cap=budget - 1)))
+    assert status == 403 and answer["code"] == "deal-refused", answer
+    # Placed and served; withdrawn: 404 to callers from then on.
+    first = await auth("a")
+    status, answer = await _place(owner, provider, body("a", first))
+    assert status == 201, answer
+    assert (await _get(answer["url"] + "x"))[0] == 200
+    await node.client.request(provider.app[NODE].peers.url, "DELETE", FUNCTION_PATH.format(name="a"), to=pid)
+    assert (await _get(answer["url"] + "x"))[0] == 404
+    # A replayed authorization: its tab was closed (and paid) already.
+    receipt = await close_tab(node.client, provider.app[NODE].peers.url, pid, encode_authorization(first).hex())
+    assert receipt["receipt"]
+    status, answer = await _place(owner, provider, body("a", first))
+    assert status == 409 and answer["code"] == "authorization-replayed", answer
+    # Past the per-owner quota.
+    for i in range(PER_OWNER):
+        status, answer = await _place(owner, provider, body(f"f{i}", await auth(f"f{i}")))
+        assert status == 201, answer
+    status, answer = await _place(owner, provider, body("one-more", await auth("one-more")))
+    assert status == 429 and answer["code"] == "quota-exceeded"
+
+
+async def test_a_placed_function_past_its_authorized_cap_answers_402(node_factory):
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(owner, provider)
+    pid, owner_id = provider.app[IDENTITY].id, owner.app[IDENTITY].id
+    node = owner.app[NODE]
+    module = await deploy(owner, "cgi", wasi=True)
+    await provider.app[NODE].compute.deploy(node.compute.store.wasm(bytes.fromhex(module)), wasi=True)
+    price = provider.app[NODE].market.honoured_ask("compute")
+    budget = provider.app[NODE].compute.budget(InvokeCall(module, "_start", [], None, None, None, True), price)
+    authorization = await node.payments.authorize(pid, budget, function_job(owner_id, "once"), ttl=3600)
+    status, answer = await _place(owner, provider, {
+        "function": {"name": "once", "module": module}, "price": price, "deal": {},
+        "memory_price": provider.app[NODE].compute.memory_price,
+        "authorization": encode_authorization(authorization).hex()})
+    assert status == 201, answer
+    assert (await _get(answer["url"]))[0] == 200  # its one request's budget: what it cost is used of the cap
+    status, headers, problem = await _get(answer["url"])
+    assert status == 402 and headers["Content-Type"].startswith("application/problem+json"), problem
+
+
+async def test_a_provider_refuses_a_placement_from_a_node_it_extends_no_credit(node_factory):
+    provider = await _provider(node_factory, "provider", ledger={"stranger_credit": 0})
+    stranger = await node_factory("stranger", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(stranger, provider)
+    pid, stranger_id = provider.app[IDENTITY].id, stranger.app[IDENTITY].id
+    module = await deploy(stranger, "cgi", wasi=True)
+    await provider.app[NODE].compute.deploy(stranger.app[NODE].compute.store.wasm(bytes.fromhex(module)), wasi=True)
+    price = provider.app[NODE].market.honoured_ask("compute")
+    budget = provider.app[NODE].compute.budget(InvokeCall(module, "_start", [], None, None, None, True), price)
+    authorization = await stranger.app[NODE].payments.authorize(pid, 2 * budget, function_job(stranger_id, "a"),
+                                                                ttl=3600)
+    status, answer = await _place(stranger, provider, {
+        "function": {"name": "a", "module": module}, "price": price, "deal": {},
+        "memory_price": provider.app[NODE].compute.memory_price,
+        "authorization": encode_authorization(authorization).hex()})
+    assert status == 402 and answer["code"] == "prepayment-required", answer
+    assert provider.app[NODE].functions.placed(stranger_id, "a") is None
+
+
+async def test_a_function_on_the_market_with_no_provider_is_unavailable_on_the_owner(node_factory):
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False},
+                               node={"web_listen": f"127.0.0.1:{free_port()}", **FAST})
+    module = await deploy(owner, "cgi", wasi=True)
+    await _json(owner, "POST", "/v1/compute/functions", json={"name": "hello", "module": module, "on_market": True})
+    status, headers, answer = await _get(f"http://{owner.app[NODE].config.node.web_listen}/fn/hello/")
+    assert status == 503 and headers["Content-Type"].startswith("application/problem+json"), (status, answer)
     listed = (await _json(owner, "GET", "/v1/compute/functions"))["functions"]
-    assert listed[0]["errors"] == 1 and listed[0]["spend"] == 0
+    assert "url" not in listed[0] and listed[0]["spend"] == 0
     response = await owner.post("/v1/compute/functions", json={"name": "x", "module": module, "on_market": "yes"})
     assert response.status == 400 and "on_market" in (await response.json())["detail"]
+
+
+async def test_reading_a_placed_functions_files_is_paid_on_its_owners_line_before_it_is_done(node_factory):
+    stingy = await _provider(node_factory, "stingy", ledger={"stranger_credit": 100})
+    generous = await _provider(node_factory, "generous")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    for provider in (stingy, generous):
+        await peer_with_provider(owner, provider)
+    owner_id, node = owner.app[IDENTITY].id, owner.app[NODE]
+    module = await deploy(owner, "cgi", wasi=True)
+    page = b"<p>a page big enough that reading it costs more than one small request</p>\n" * 60_000
+    cap = (await _json(owner, "POST", "/v1/store/files", data=page))["capability"]
+    limits = {"fuel": 1_000_000, "memory": 1 << 20, "timeout": 0.5}  # a small request's budget
+    for provider in (stingy, generous):
+        await provider.app[NODE].compute.deploy(node.compute.store.wasm(bytes.fromhex(module)), wasi=True)
+    price = stingy.app[NODE].market.honoured_ask("compute")
+    budget = stingy.app[NODE].compute.budget(InvokeCall(module, "files", [], 1_000_000, 1 << 20, 0.5, True), price)
+    reading = mount_price(len(page), price)
+    assert budget <= 100 < reading  # one request fits the stingy provider's line; reading the page does not
+
+    async def place(provider, limits: dict) -> tuple[int, dict]:
+        authorization = await node.payments.authorize(provider.app[IDENTITY].id, 10**6,
+                                                      function_job(owner_id, "site"), ttl=3600)
+        return await _place(owner, provider, {
+            "function": {"name": "site", "module": module, "entrypoint": "files", "limits": limits,
+                         "inputs": [f"{cap}:/in/index.html"]},
+            "price": price, "deal": {}, "memory_price": provider.app[NODE].compute.memory_price,
+            "authorization": encode_authorization(authorization).hex()})
+
+    status, answer = await place(stingy, limits)
+    assert status == 402 and answer["code"] == "prepayment-required", answer
+    assert stingy.app[NODE].functions.placed(owner_id, "site") is None
+    used = generous.app[NODE].trust.line(owner_id)["used"]
+    roomy = {"fuel": 100_000_000}  # enough to answer the page
+    status, answer = await place(generous, roomy)
+    assert status == 201, answer
+    assert generous.app[NODE].trust.line(owner_id)["used"] == used + reading
+    status, again = await place(generous, roomy)  # its next tab, the same spec: its files are not read again
+    assert status == 201 and again["url"] == answer["url"]
+    assert generous.app[NODE].trust.line(owner_id)["used"] == used + reading
+    status, _, served = await _get(answer["url"] + "index.html")  # read from the network, served from there
+    assert status == 200 and served == page
+
+
+async def test_a_provider_refuses_a_malformed_placement_with_a_problem(node_factory):
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
+    await peer_with_provider(owner, provider)
+    pid, owner_id, node = provider.app[IDENTITY].id, owner.app[IDENTITY].id, owner.app[NODE]
+    module = await deploy(owner, "cgi", wasi=True)
+    await provider.app[NODE].compute.deploy(node.compute.store.wasm(bytes.fromhex(module)), wasi=True)
+    price = provider.app[NODE].market.honoured_ask("compute")
+    authorization = await node.payments.authorize(pid, 10**6, function_job(owner_id, "a"), ttl=3600)
+    terms = {"price": price, "deal": {}, "memory_price": provider.app[NODE].compute.memory_price,
+             "authorization": encode_authorization(authorization).hex()}
+    for function, said in (({"name": "a", "module": module, "inputs": ["s3://bucket/key:/in/x"]}, "capabilities"),
+                           ({"name": "a", "module": module, "inputs": ["nothing"]}, "CAP:/in/NAME"),
+                           ({"name": "a", "module": module, "inputs": [f"xsc:{i}:/in/{i}" for i in range(65)]},
+                            "at most 64"),
+                           ({"name": "a", "module": module, "spend_cap": 5}, "a placed function is"),
+                           ({"name": "a", "module": module, "limits": {"fuel": "lots"}}, "fuel"),
+                           ({"name": "A!", "module": module}, "does not pay for this function")):
+        status, answer = await _place(owner, provider, {**terms, "function": function})
+        assert 400 <= status < 500 and said in answer["detail"], (function, status, answer)
+    status, answer = await _place(owner, provider, {**terms, "function": {"name": "a", "module": module},
+                                                    "extra": 1})
+    assert status == 400, answer
+    assert provider.app[NODE].functions.placed(owner_id, "a") is None

@@ -25,7 +25,8 @@ from .output import Col, emit_json, json_option, table
 @click.option("--spend-cap", type=click.IntRange(0), metavar="MICROCREDITS",
               help="What requests may cost in an hour: past it, callers get 402.")
 @click.option("--on-market", is_flag=True,
-              help="Run each request on a provider the market offers, not on this node (paid like a job).")
+              help="Place it on a provider the market offers, which serves it at its own web listener under "
+                   "/fn/NODE_ID/NAME/ and is paid by this node through tabs (see `xsc compute functions`).")
 @json_option
 @click.pass_obj
 def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, ...], entrypoint: str | None,
@@ -33,7 +34,8 @@ def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, 
           spend_cap: int | None, on_market: bool, as_json: bool) -> None:
     """Serve a WASI program at /fn/NAME/ on the node's web listener (node.web_listen), to anyone, WAGI style:
     the request's CGI variables in its environment, its body on stdin, a CGI response on stdout.  Every request
-    is charged to this node's user.  Serving NAME again replaces it."""
+    is charged to this node's user.  Serving NAME again replaces it.  With --on-market it is served by a provider
+    instead (this node needs no web listener nor compute): `xsc compute functions` shows its URL."""
     client = obj.client()
     body: dict[str, Any] = {"name": name, "module": deployed_module(client, module), "inputs": list(inputs),
                             "env": dict(env_pair(e) for e in env), "on_market": on_market}
@@ -44,15 +46,18 @@ def serve(obj, name: str, module: str, inputs: tuple[str, ...], env: tuple[str, 
     if as_json:
         emit_json(served)
         return
-    where = ", run by providers on the market" if on_market else ""
-    click.echo(f"serving {name} at /fn/{name}/ on the node's web listener (node.web_listen){where}")
+    if on_market:
+        click.echo(f"serving {name} on a provider the market offers: its URL in `xsc compute functions` once placed")
+    else:
+        click.echo(f"serving {name} at /fn/{name}/ on the node's web listener (node.web_listen)")
 
 
 @click.command("functions")
 @json_option
 @click.pass_obj
 def functions(obj, as_json: bool) -> None:
-    """List the web functions: their requests, errors, median latency and spend."""
+    """List the web functions: their requests, errors, median latency and spend, and where those on the market
+    are served (the URL callers use)."""
     found = obj.client().request("GET", "/v1/compute/functions")["functions"]
     if as_json:
         emit_json({"functions": found})
@@ -60,9 +65,11 @@ def functions(obj, as_json: bool) -> None:
     if not found:
         click.echo("no functions yet: serve one with `xsc compute serve NAME MODULE.wasm`")
         return
-    table([Col("name", keep=True), "module", "requests", "errors", "p50 ms", "spend", "this hour", "cap"],
+    table([Col("name", keep=True), "module", "requests", "errors", "p50 ms", "spend", "this hour", "cap",
+           Col("served at", keep=True)],
           [(f["name"], f["module"][:16] + "…", f["requests"], f["errors"], f["p50_ms"] or "-", f["spend"],
-            f["spent_this_hour"], f["spend_cap"] if f["spend_cap"] is not None else "-") for f in found])
+            f["spent_this_hour"], f["spend_cap"] if f["spend_cap"] is not None else "-",
+            (f.get("url") or "(being placed)") if f["on_market"] else "/fn/" + f["name"] + "/") for f in found])
 
 
 @click.command("unserve")

@@ -9,11 +9,11 @@ under /in (staged once, when it is served), no /out.  Its stdout is a CGI respon
 ones, and any cookie named like the node's own (`xsc_...`: cookies do not keep to a port, and the dashboard is on
 the same host).  A `Range:` request on a 200 answer gets 206 and the bytes asked for.
 
-A function served `on_market` runs each request on a provider the market offers instead of on this node: the
-request's body and the function's files are sent to it as a job's stdin and inputs (compute/jobs.py:
-`run_on_market`, never run here), its stdout fetched whole and checked against what the provider signed, then
-answered; the provider is paid on this node's tab with it, and a provider that fails a request before answering
-is left out and the next one asked, so a function outlives the provider that served it.
+A function served `on_market` is not run here: it is placed on a provider the market offers
+(compute/placements.py), which serves it at its own listener under /fn/OWNER_ID/NAME/ and runs each request
+on this node's tab with it (compute/placed_functions.py); a request for it here is redirected there.  The
+provider's side is this same code: a placed function is served with a bill on the owner's tab (`TabBill`)
+where the owner's own functions are billed to the local ledger (`LedgerBill`).
 
 Every request is a run, metered and recorded like any (its provenance record names the function and the request
 line) and charged to the owner's tab (ledger/tabs.py: one transfer per interval for all of them).  Its caller is
@@ -37,10 +37,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable
+from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable, Protocol
 
 from ..errors import (ComputeBusy, FunctionFailed, FunctionTimedOut, FunctionUnavailable, InvalidArgument,
-                      MarketNoDeal, NotFound, PayloadTooLarge, SpendCapReached, XscError)
+                      NotFound, PayloadTooLarge, SpendCapReached, XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..storage.core.ranges import content_range, parse_range
@@ -59,6 +59,7 @@ MAX_BODY_CEILING = 1 << 30
 MAX_RESPONSE = 1 << 30  # bytes of stdout a function may answer (written to disk, streamed to the caller)
 MAX_HEAD = 64 * 1024  # bytes of CGI headers
 CONCURRENCY = 8
+PLACED_DIR = ".placed"  # under work_dir: functions other nodes placed here (no function's name starts with '.')
 HOUR_MINUTES = 60  # the spend cap's window: this minute and the 59 before it
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
@@ -268,8 +269,9 @@ class Finish:
 
     def __init__(self, functions: WebFunctions, served: Served, request: Request, spec: JobSpec, prepared, signature,
                  limits, budget: int, streams: tuple[Spill, Spill], ran: asyncio.Future, started: int,
-                 argv: list[str]) -> None:
-        self._args = (functions, served, request, spec, prepared, signature, limits, budget, streams, started, argv)
+                 argv: list[str], bill: Bill) -> None:
+        self._args = (functions, served, request, spec, prepared, signature, limits, budget, streams, started, argv,
+                      bill)
         self.ran = ran
         self.ended: asyncio.Future = asyncio.get_running_loop().create_future()  # the caller's error, or None
         self._begun = False
@@ -289,14 +291,14 @@ class Finish:
             raise error
 
     async def _end(self) -> XscError | None:
-        functions, served, request, spec, prepared, signature, limits, budget, streams, started, argv = self._args
+        functions, served, request, spec, prepared, signature, limits, budget, streams, started, argv, bill = self._args
         stdout, stderr = streams
         try:
             await _settled(self.ran)
             outcome = self.ran.result()
             await _settled(stdout.drained, stderr.drained)  # their last bytes read (their pipes closed with the run)
         except BaseException:
-            functions.ledger.release(functions.payer, budget)
+            bill.release(budget)
             stdout.close()
             stderr.close()
             raise
@@ -304,13 +306,51 @@ class Finish:
         outcome.over_cap = "stdout" if stdout.over else "stderr" if stderr.over else None
         refusal = _sent_fuel(outcome, stdout.size, limits.fuel)
         functions._record(served, request, spec, prepared, signature, limits,
-                          Sandboxed(outcome, started, argv, [], refusal), budget)
+                          Sandboxed(outcome, started, argv, [], refusal), budget, bill)
         if outcome.trap_kind == "deadline":
             return FunctionTimedOut(f"the function ran past its deadline of {limits.timeout:g} s and was stopped",
                                     hint="its owner may give it more time: xsc compute serve --timeout")
         if outcome.trap_kind is not None or refusal is not None:
             return FunctionFailed(f"the function failed: {outcome.message if outcome.trap_kind else refusal}")
         return None
+
+
+class Bill(Protocol):
+    """Who pays for a function's requests, and how a run's charge is owed."""
+
+    requester: str  # the account its runs' records name
+    rate: int  # micro-credits per million fuel its runs are priced at
+
+    def deal(self, name: str) -> dict[str, Any]: ...
+
+    async def hold(self, budget: int) -> None: ...
+
+    def release(self, budget: int) -> None: ...
+
+    def record(self, compute: ComputeService, run, record: dict, module_hash: bytes, budget: int,
+               also: tuple[tuple[bytes, bytes], ...]) -> asyncio.Future: ...
+
+
+class LedgerBill:
+    """The owner's own functions: each run held on, and owed to this node on, the owner's local tab."""
+
+    def __init__(self, ledger: Any, tabs: Any, payer: Identity, node: Identity, bid: int) -> None:
+        self.ledger, self.tabs, self.payer, self.node = ledger, tabs, payer, node
+        self.requester, self.rate = payer.id, bid
+
+    def deal(self, name: str) -> dict[str, Any]:
+        return {"function": name}
+
+    async def hold(self, budget: int) -> None:
+        await self.ledger.hold(self.payer, budget)
+
+    def release(self, budget: int) -> None:
+        self.ledger.release(self.payer, budget)
+
+    def record(self, compute: ComputeService, run, record: dict, module_hash: bytes, budget: int,
+               also: tuple[tuple[bytes, bytes], ...]) -> asyncio.Future:
+        return record_and_owe(compute, self.ledger, self.tabs, self.payer, self.node, run, record, module_hash,
+                              budget, also)
 
 
 class _Running:
@@ -324,6 +364,8 @@ class Served:
     """A function being served: its record, its runs in flight, what it spent in the last hour, its counters."""
 
     record: dict[str, Any]
+    bill: Bill
+    owner: str | None = None  # the node that placed it here (None: this node's user's own)
     in_flight: int = 0
     spent: dict[int, int] = field(default_factory=dict)  # minute (since the epoch) -> what its runs cost
     requests: int = 0
@@ -339,61 +381,124 @@ class Served:
 
 class WebFunctions:
     def __init__(self, *, compute: ComputeService, storage: Any, ledger: Any, tabs: Any, payer: Identity,
-                 node: Identity, store: ComputeStore, work_dir: Path, bid: int, jobs: Any) -> None:
+                 node: Identity, store: ComputeStore, work_dir: Path, bid: int, placements: Any) -> None:
         self.compute = compute
-        self.jobs = jobs  # xsc.compute.jobs.JobService: a function served on the market runs as its jobs do
+        self.placements = placements  # xsc.compute.placements.Placements: where functions on the market are
         self.storage = storage  # xsc.storage.files.StorageService: the files a function mounts
-        self.ledger = ledger
-        self.tabs = tabs
-        self.payer = payer  # the owner: every request is charged to it
-        self.node = node
+        self.payer = payer  # the owner: every request of its own functions is charged to it
         self.store = store
         self.work_dir = work_dir
-        self.bid = bid  # micro-credits per million fuel a request's run is priced at
+        self.bill = LedgerBill(ledger, tabs, payer, node, bid)
         self._served: dict[str, Served] = {}
+        self._placed: dict[tuple[str, str], Served] = {}  # (owner, name): functions other nodes placed here
         self._made = False  # work_dir exists
 
     def start(self) -> None:
         for stale in self.work_dir.glob("std*-*"):  # a request's stdin or answer left by a crash
             stale.unlink(missing_ok=True)
+        shutil.rmtree(self.work_dir / PLACED_DIR, ignore_errors=True)  # their owners place them again
         self._served = {r["name"]: self._served_from(r) for r in self.store.functions()}
 
     def close(self) -> None:
         self._served = {}
+        self._placed = {}
 
     # --- the owner's functions ---------------------------------------------------------------
     async def serve(self, body: Any) -> dict[str, Any]:
-        """Serve a function (or replace the one of that name): its spec checked, its files staged."""
+        """Serve a function (or replace the one of that name): its spec checked, its files staged (on the
+        market: placed on a provider, which stages them)."""
         record = self._checked(body)
-        mounted = self.work_dir / record["name"] / "in"
+        if not record["on_market"]:
+            await self._mount(record, self.work_dir / record["name"] / "in")
+        self.store.save_function(record)
+        self._served[record["name"]] = self._served_from(record)  # what it spent this hour still counts
+        if record["on_market"]:
+            self.placements.wake()
+        return record
+
+    async def _mount(self, record: dict[str, Any], mounted: Path) -> None:
         staging = Path(tempfile.mkdtemp(prefix="in-", dir=self._dir()))
         try:
-            for text in [] if record["on_market"] else record["inputs"]:  # on the market: sent with each request
+            for text in record["inputs"]:
                 item = parse_input(text)
                 await self._stage(item, staging / item.name)
             await in_pool(None, _swap, staging, mounted)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        self.store.save_function(record)
-        self._served[record["name"]] = self._served_from(record)  # what it spent this hour still counts
-        return record
 
     def _served_from(self, record: dict[str, Any]) -> Served:
-        return Served(record, spent=self.store.function_spend(record["name"], _minute() - HOUR_MINUTES + 1))
+        return Served(record, self.bill,
+                      spent=self.store.function_spend(record["name"], _minute() - HOUR_MINUTES + 1))
 
-    def unserve(self, name: str) -> dict[str, Any]:
+    async def unserve(self, name: str) -> dict[str, Any]:
         served = self._served.pop(name, None)
         if served is None:
             raise NotFound(f"no function named {name!r}", hint="list them: xsc compute functions")
         self.store.remove_function(name)
-        shutil.rmtree(self.work_dir / name, ignore_errors=True)
+        await in_pool(None, shutil.rmtree, self.work_dir / name, True)
+        if served.record["on_market"]:
+            self.placements.wake()  # withdrawn from its provider
         return served.record
 
     def functions(self) -> list[dict[str, Any]]:
         now = _minute()
         return [{**s.record, "requests": s.requests, "errors": s.errors, "in_flight": s.in_flight,
-                 "p50_ms": _median(s.latencies), "spend": s.spend, "spent_this_hour": s.spent_this_hour(now)}
+                 "p50_ms": median_ms(s.latencies), "spend": s.spend, "spent_this_hour": s.spent_this_hour(now),
+                 **(self.placements.where(s.record["name"]) if s.record["on_market"] else {})}
                 for s in self._served.values()]
+
+    async def paid_for(self, name: str, amount: int) -> None:
+        """What the provider of a function on the market was paid for its requests: counted in its hour (and
+        kept across restarts)."""
+        served = self._served.get(name)
+        if served is not None:
+            minute = _minute()
+            served.spent[minute] = served.spent.get(minute, 0) + amount
+            served.spend += amount
+            await in_pool(None, self.store.save_function_spend, name, minute, served.spent[minute])
+
+    def left_this_hour(self, name: str) -> int | None:
+        """What a function may still spend this hour (None: no cap; 0: none, or no such function)."""
+        served = self._served.get(name)
+        if served is None:
+            return 0
+        cap = served.record["spend_cap"]
+        return None if cap is None else max(0, cap - served.spent_this_hour(_minute()))
+
+    # --- functions other nodes placed here ----------------------------------------------------
+    async def host(self, owner: str, body: Any, bill: Bill, mounting: Callable[[], None]) -> dict[str, Any]:
+        """Serve a function `owner` placed here, billed to `bill`; placed again with the same spec, only its bill
+        changes (its owner's next tab), its files stay.  `mounting` is called before its files are read (it may
+        refuse)."""
+        record = self._checked({**body, "on_market": False})
+        record["owner"] = owner
+        key = (owner, record["name"])
+        served = self._placed.get(key)
+        if served is not None and _same(served.record, record):
+            served.bill = bill
+            return served.record
+        mounting()
+        await self._mount(record, self.work_dir / PLACED_DIR / owner / record["name"] / "in")
+        self._placed[key] = Served(record, bill, owner=owner)
+        return record
+
+    async def drop(self, owner: str, name: str) -> Served:
+        """A placed function withdrawn: requests for it are refused from now on (404)."""
+        served = self._placed.pop((owner, name), None)
+        if served is None:
+            raise NotFound(f"no function {name[:64]!r} of yours is served here", hint="place it first")
+        await in_pool(None, shutil.rmtree, self.work_dir / PLACED_DIR / owner / name, True)
+        return served
+
+    def placed(self, owner: str, name: str) -> Served | None:
+        return self._placed.get((owner, name))
+
+    def placed_by(self, owner: str) -> int:
+        return sum(1 for o, _ in self._placed if o == owner)
+
+    @property
+    def placed_count(self) -> int:
+        return len(self._placed)
 
     def _checked(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or set(body) - set(FIELDS):
@@ -434,13 +539,19 @@ class WebFunctions:
         return self.work_dir
 
     # --- a request ---------------------------------------------------------------------------
-    def admit(self, name: str, content_length: int | None) -> Served:
-        """Refusals that need nothing of the body: no such function, a body over its cap, too many at once,
-        its hour's spend reached."""
+    def admit(self, name: str, request: Request) -> tuple[Served, Request]:
+        """The function a request is for (`name`: this node's own, or an owner's id then the name of a function
+        it placed here, at the start of the request's path), and refusals that need nothing of the body: no such
+        function, a body over its cap, too many at once, its hour's spend reached."""
         served = self._served.get(name)
+        if served is None and self._placed:
+            placed, _, rest = request.path_info[1:].partition("/")
+            served = self._placed.get((name, placed))
+            request = replace(request, path_info="/" + rest)
         if served is None:
             raise NotFound(f"no function named {name!r} here")
         record = served.record
+        content_length = request.content_length
         if content_length is not None and content_length > record["max_body"]:
             raise PayloadTooLarge(f"the body is {content_length:,} bytes; this function takes at most "
                                   f"{record['max_body']:,}")
@@ -451,10 +562,12 @@ class WebFunctions:
         if cap is not None and served.spent_this_hour(_minute()) >= cap:
             raise SpendCapReached(f"this function's owner spends at most {cap:,} micro-credits an hour on it, "
                                   "and that is spent", hint="retry within the hour")
-        return served
+        return served, request
 
     async def call(self, name: str, request: Request) -> Answer:
-        served = self.admit(name, request.content_length)
+        served, request = self.admit(name, request)
+        if served.record["on_market"]:
+            return self._elsewhere(served, request)
         served.in_flight += 1
         started, running = time.monotonic(), _Running()
         try:
@@ -487,17 +600,18 @@ class WebFunctions:
                        timeout=limits_asked.get("timeout"), bytes_in=record["max_body"], stdout_to_store=True,
                        bytes_out=MAX_RESPONSE)
         spec = _with_env(spec, _cgi_env(request))
-        if record.get("on_market"):
-            return await self._on_market(served, request, spec)
         call = InvokeCall(spec.module, spec.entrypoint, [], spec.fuel, spec.memory, spec.timeout, True)
         limits = self.compute.limits(call)
         prepared, signature = self.compute.program(spec.module, spec.entrypoint)
-        budget = self.compute.budget(call, self.bid)
-        await self.ledger.hold(self.payer, budget)
+        bill = served.bill  # a placed function's next tab bills the requests that start after it
+        budget = self.compute.budget(call, bill.rate)
+        await bill.hold(budget)
         loop = asyncio.get_running_loop()
         stdout, stderr, stdin = Spill(self._dir(), loop, MAX_RESPONSE), Spill(self._dir(), loop, OUTPUT_CAP), None
+        mounted = self.work_dir / (record["name"] if served.owner is None else
+                                   f"{PLACED_DIR}/{served.owner}/{record['name']}") / "in"
         streams = Streams(refuse_over_cap=True, env=dict(spec.env),
-                          inputs_dir=str(self.work_dir / record["name"] / "in") if record["inputs"] else None)
+                          inputs_dir=str(mounted) if record["inputs"] else None)
         try:
             try:
                 stdin, size = await _body_to(request.read, self.work_dir, record["max_body"])
@@ -509,10 +623,10 @@ class WebFunctions:
                 ran = sandboxed(self.compute, prepared, spec.entrypoint, signature, argv, limits, streams)
             except BaseException:
                 streams.release()  # never handed to a worker: its pipes' writing ends are still here
-                self.ledger.release(self.payer, budget)
+                bill.release(budget)
                 raise
             finish = running.finish = Finish(self, served, request, spec, prepared, signature, limits, budget,
-                                             (stdout, stderr), ran, started, argv)
+                                             (stdout, stderr), ran, started, argv, bill)
             ranged = _header(request.headers, "range")
             if ranged is None:  # a range is cut from the whole answer: it waits for the run's end
                 head = await _head_while_running(stdout, ran)
@@ -532,70 +646,37 @@ class WebFunctions:
             await Answer(0, [], stdout, 0, -1, stdin, running.finish).release()
             raise
 
-    async def _on_market(self, served: Served, request: Request, spec: JobSpec) -> Answer:
-        """A request run by a provider (the function is served `on_market`): answered once its run has ended."""
-        record = served.record
-        stdin, size = await _body_to(request.read, self._dir(), record["max_body"])
-        stdout: Path | None = None
-        try:
-            inputs = tuple(parse_input(text) for text in record["inputs"])
-            spec = replace(spec, stdin=None if stdin is None else "-", inputs=inputs,
-                           bytes_in=size + sum(Capability.parse(i.cap).size for i in inputs))
-            try:
-                run, stdout = await self.jobs.run_on_market(spec, stdin, self._dir())
-            except MarketNoDeal as err:
-                raise FunctionUnavailable(f"no provider on the market can run this function now: {err.message}",
-                                          hint="retry in a moment") from None
-            await self._spent(served, run["charge"])
-            trap = run["trap"] or {}
-            if trap.get("kind") == "deadline":
-                timeout = self.compute.limits(InvokeCall(spec.module, spec.entrypoint, [], spec.fuel, spec.memory,
-                                                         spec.timeout, True)).timeout
-                raise FunctionTimedOut(f"the function ran past its deadline of {timeout:g} s on provider "
-                                       f"{run['provider'][:12]}… and was stopped",
-                                       hint="its owner may give it more time: xsc compute serve --timeout")
-            if trap or run["refusal"]:
-                raise FunctionFailed(f"the function failed on provider {run['provider'][:12]}…: "
-                                     f"{trap.get('message') or run['refusal']}")
-            answer = Spill.written(stdout, asyncio.get_running_loop())
-            head = await in_pool(None, answer.read, 0, MAX_HEAD) if answer.on_disk else b""
-            status, headers, offset = parse_cgi(head)
-            return _ranged(Answer(status, headers, answer, offset, answer.size - 1, stdin), _header(request.headers,
-                                                                                                       "range"))
-        except BaseException:
-            for path in (stdin, stdout):
-                if path is not None:
-                    path.unlink(missing_ok=True)
-            raise
-
-    async def _spent(self, served: Served, charge: int) -> None:
-        """A provider's run of a request, paid: counted in its function's hour (and kept across restarts)."""
-        name, minute = served.record["name"], _minute()
-        served.spent[minute] = served.spent.get(minute, 0) + charge
-        served.spend += charge
-        await in_pool(None, self.store.save_function_spend, name, minute, served.spent[minute])
+    def _elsewhere(self, served: Served, request: Request) -> Answer:
+        """A request here for a function served on the market: sent to where its provider serves it (307: the
+        method and body go with it), or 503 while it is not placed."""
+        url = self.placements.where(served.record["name"]).get("url")
+        if url is None:
+            raise FunctionUnavailable("this function is being placed on a provider", hint="retry in a moment")
+        location = url + request.path_info.lstrip("/") + (f"?{request.query}" if request.query else "")
+        return Answer(307, [("Location", location)], Spill.written(None, asyncio.get_running_loop()), 0, -1)
 
     def _record(self, served: Served, request: Request, spec: JobSpec, prepared, signature, limits, ran,
-                budget: int) -> None:
+                budget: int, bill: Bill) -> None:
         """The request's run recorded with what it owes on the owner's tab and what its function spent this minute,
         in the journal's next group (job_sandbox.record_and_owe); counted in its hour at once, and no longer if
         its record is not written."""
         name = served.record["name"]
         run, rec = self.compute.job_run(spec.module, spec.entrypoint, signature, ran.argv, limits, ran.outcome,
-                                        ran.started, self.payer.id, self.bid, {"function": name},
+                                        ran.started, bill.requester, bill.rate, bill.deal(name),
                                         {"function": name, "request": f"{request.method} {request.path_info}"[:1024]})
         minute = _minute()
         served.spent[minute] = served.spent.get(minute, 0) + run.charge  # on the loop: no run's charge is lost
         served.spend += run.charge
-        spent = self.store.function_spend_entry(name, minute, served.spent[minute])
+        # what the owner's own functions spent this minute is kept (a placed one's owner keeps its own count)
+        spent = () if served.owner is not None else (self.store.function_spend_entry(name, minute,
+                                                                                     served.spent[minute]),)
 
         def uncount() -> None:
             served.spent[minute] = served.spent.get(minute, 0) - run.charge
             served.spend -= run.charge
 
         try:
-            recorded = record_and_owe(self.compute, self.ledger, self.tabs, self.payer, self.node, run, rec,
-                                      prepared.module_hash, budget, (spent,))
+            recorded = bill.record(self.compute, run, rec, prepared.module_hash, budget, spent)
         except BaseException:
             uncount()
             raise
@@ -749,6 +830,11 @@ async def _body_to(read: ReadFn, directory: Path, cap: int) -> tuple[Path | None
     return Path(name), size
 
 
+def _same(served: dict[str, Any], placed: dict[str, Any]) -> bool:
+    """Whether a placement is the function served already (its tab aside)."""
+    return {k: v for k, v in served.items() if k != "created"} == {k: v for k, v in placed.items() if k != "created"}
+
+
 def _swap(staged: Path, mounted: Path) -> None:
     """The newly staged files take the place of the old ones (on a worker)."""
     if mounted.exists():
@@ -766,7 +852,7 @@ def _minute() -> int:
     return int(time.time() // 60)
 
 
-def _median(values) -> float | None:
+def median_ms(values) -> float | None:
     ordered = sorted(values)
     return round(ordered[len(ordered) // 2], 3) if ordered else None
 

@@ -225,33 +225,6 @@ class JobService:
             self.dealing.invoked(assignment, returned.run["fuel_consumed"])
             return returned
 
-    async def run_on_market(self, spec: JobSpec, stdin: Path | None, into: Path) -> tuple[dict[str, Any], Path | None]:
-        """Run `spec` on a provider the market offers, never on this node, paid like any job placed there, storing
-        nothing: the run as the provider answered it (checked: sent_jobs.py), with `provider`, `refusal` and
-        `trap`; and its stdout (a `stdout_to_store` spec) moved into the directory `into`, None if it wrote
-        nothing.  A web function served on the market answers each request so (compute/functions.py)."""
-        call = InvokeCall(spec.module, spec.entrypoint, list(spec.argv), spec.fuel, spec.memory, spec.timeout, True)
-        limits = self.compute.limits(call)
-        self.compute.program(spec.module, spec.entrypoint)  # deployed here: a provider lacking it is pushed it
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="job-", dir=self.work_dir))
-        try:
-            with contextlib.ExitStack() as files:
-                source = None if stdin is None else _file_reader(files.enter_context(open(stdin, "rb")))
-                staged = await self._stage(spec, source, work)
-            jid = job_id(spec, staged.stdin_sha256, [i["sha256"] for i in staged.inputs])
-            returned = await self._on_provider(spec, call, limits, self.default_bid, staged, jid, here=False)
-            stdout = next((path for name, path, _ in returned.files if name == "stdout"), None)
-            if stdout is not None:
-                kept = into / f"stdout-{jid[:16]}-{os.urandom(4).hex()}"
-                await in_pool(None, os.replace, stdout, kept)
-                stdout = kept
-            answer = returned.answer
-            return {**returned.run, "provider": returned.provider, "refusal": answer.get("refusal"),
-                    "trap": answer.get("trap")}, stdout
-        finally:
-            await in_pool(None, shutil.rmtree, work, True)
-
     async def _replicated(self, spec: JobSpec, call: InvokeCall, limits, bid: int, staged: Staged,
                           job: dict[str, Any]) -> dict[str, Any]:
         """Run a deterministic job on `spec.replicas` other nodes at once, each on its own tab.  The replicas whose
@@ -574,14 +547,6 @@ def _replicas(chosen: list[Any], answers: list[Any], agreed: list[Any]) -> list[
             out.append({"provider": a.provider, "paid": r in agreed, "provenance": r.run["provenance"],
                         "charge": r.run["charge"] if r in agreed else 0, "fuel_consumed": r.run["fuel_consumed"]})
     return out
-
-
-def _file_reader(f) -> ReadFn:
-    """An open file's bytes as a read function (read on a worker)."""
-    async def read(n: int) -> bytes:
-        return await in_pool(None, f.read, n)
-
-    return read
 
 
 def _next_provider(err: XscError) -> bool:

@@ -296,6 +296,13 @@ class ProviderTabs:
 
     async def reserve(self, auth: Authorization, budget: int) -> PeerTab:
         """Room on the tab for a call of `budget`, or refused (closed, or its cap used up)."""
+        tab = await self.check(auth, budget)
+        tab.reserved += budget
+        tab.in_flight += 1
+        return tab
+
+    async def check(self, auth: Authorization, budget: int) -> PeerTab:
+        """The open tab of `auth` if it has room for a call of `budget` (nothing reserved), else refused."""
         if not auth.job.startswith(JOB):
             raise DealRefused("a tab call needs a tab authorization", hint=f"its job must be {JOB}")
         tab = await self._tab(auth)
@@ -305,8 +312,6 @@ class ProviderTabs:
         if tab.total + tab.reserved + budget > auth.cap:
             raise DealRefused(f"the tab's cap {auth.cap} does not cover this call's budget {budget} after "
                               f"{tab.total + tab.reserved} used or reserved", hint="open a new tab")
-        tab.reserved += budget
-        tab.in_flight += 1
         return tab
 
     @staticmethod

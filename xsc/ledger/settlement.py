@@ -190,7 +190,8 @@ class Payments:
         self.checks[kind] = check
 
     def add_closer(self, job_prefix: str, closer: Callable[[str, str, Authorization], Awaitable[Receipt]]) -> None:
-        """How the retry gets the receipt of a pending authorization of this job prefix that has no claim."""
+        """How the retry gets the receipt of a pending authorization of this job prefix that has no claim (of
+        prefixes that both match, the longer one's closer)."""
         self.closers[job_prefix] = closer
 
     async def countersign(self, sender: str, auth: Authorization, amount: int, usage: dict[str, int],
@@ -294,7 +295,8 @@ class Payments:
             receipt = await fetch_receipt(self.client, url, node_id, auth)
             if receipt is None and now <= auth.expires_at:
                 claim = self.ledger.claim(auth.id)
-                closer = next((c for prefix, c in self.closers.items() if auth.job.startswith(prefix)), None)
+                closer = max(((p, c) for p, c in self.closers.items() if auth.job.startswith(p)), default=(None, None),
+                             key=lambda found: len(found[0]))[1]  # the most particular kind of work's own
                 if claim is not None:
                     receipt = await ask_receipt(self.client, url, node_id, auth, *claim)
                 elif closer is not None:

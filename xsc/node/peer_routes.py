@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..compute.paid import MAX_PUSHED_BYTES
 from ..ledger.receipts import RECEIPTS_PATH
+from ..net.functions import FUNCTION_PATH, FUNCTIONS_PATH
 from ..net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MODULES_PATH, TAB_CLOSE_PATH
 from ..net.jobs import CHUNK, DATA_PATH, JOB_PATH, JOBS_PATH, OUTPUT_PATH, RUN_PATH
 from ..storage.locate import LOCATE_PATH
@@ -63,6 +64,11 @@ PEER_ROUTES: dict[tuple[str, str], Price] = {
     ("POST", RUN_PATH): NO_BODY,
     ("GET", OUTPUT_PATH): NO_BODY,
     ("DELETE", JOB_PATH): NO_BODY,
+    # A placement's terms and tab are checked before its module or files are looked at (placed_functions.py);
+    # the files it mounts are read by this node, within their own bounds, as any read of a capability.
+    ("POST", FUNCTIONS_PATH): JSON,
+    ("GET", FUNCTION_PATH): NO_BODY,
+    ("DELETE", FUNCTION_PATH): NO_BODY,
     ("POST", RECEIPTS_PATH): FEW_FIELDS,
     ("GET", RECEIPTS_PATH + "/{authorization}"): NO_BODY,
     ("POST", "/v1/peer/shares/{si}/{share}/uploads"): FEW_FIELDS,

@@ -20,6 +20,8 @@ from ..allocation.itc_ids import FORK_BURST, FORK_RATE
 from ..allocation.service import AllocationService
 from ..allocation.core.subscriptions import Subscribers
 from ..compute.functions import WebFunctions
+from ..compute.placed_functions import PlacedFunctions, web_url
+from ..compute.placements import Placements
 from ..compute.hosted_jobs import HostedJobs
 from ..compute.jobs import JobService
 from ..compute.paid import PaidCompute
@@ -119,6 +121,8 @@ class Node:
     jobs: JobService
     watches: Watches  # jobs kept run over an S3 prefix
     functions: WebFunctions  # WASI programs answering HTTP (node.web_listen)
+    placements: Placements  # where the user's functions on the market are served
+    placed_functions: PlacedFunctions  # functions other nodes placed here
     s3_index: S3Index  # the user's bucket index: the S3 front (its own process) records objects there
     s3_accounts: UserAccounts  # each S3 user's ledger account, which pays for its puts
     s3_objects: ObjectWriter  # small objects stored and recorded in one request of the S3 front
@@ -145,7 +149,7 @@ class Node:
         """Start every service in the order built, each one's loops under the supervisor."""
         for name in ("tabs", "compute", "paid", "peers", "health", "market", "allocation", "payments", "deals",
                      "dht", "storage", "share_holder", "audits", "scrubber", "lease_gc", "hosted_jobs", "jobs",
-                     "watches", "functions"):
+                     "watches", "functions", "placements"):
             self.supervisor.add(name, getattr(self, name))
 
     async def close(self) -> None:
@@ -292,10 +296,18 @@ class Node:
                                objects=lambda bucket, key: [p["cap"] for p in s3_index.get(bucket, key)["parts"]])
         self.watches = Watches(jobs=self.jobs, index=s3_index, store=self.compute.store)
         s3_index.on_change.append(self.watches.wake)
+        self.placements = Placements(paid=self.paid, store=self.compute.store, me=identity.id,
+                                     bid=config.market.compute_bid,
+                                     on_paid=lambda name, amount: self.functions.paid_for(name, amount),
+                                     left_this_hour=lambda name: self.functions.left_this_hour(name),
+                                     interval=config.node.placement_interval)
         self.functions = WebFunctions(compute=self.compute, storage=self.storage, ledger=self.ledger, tabs=self.tabs,
                                       payer=payer, node=identity, store=self.compute.store,
                                       work_dir=config.data_dir / "functions", bid=config.market.compute_bid,
-                                      jobs=self.jobs)
+                                      placements=self.placements)
+        self.placed_functions = PlacedFunctions(functions=self.functions, paid=self.paid,
+                                                web_url=lambda: web_url(config.node.web_listen,
+                                                                       config.node.web_public_url, self.peers.url))
 
     # --- what /v1/node/status and /health show of the services ------------------------------------------
     def status_parts(self) -> dict[str, Callable[[], object]]:

@@ -9,8 +9,9 @@ import time
 from aiohttp import web
 
 from ...compute.functions import Request
-from ...tasks import in_pool
-from ..appkeys import CPU_POOL, NODE
+from ...net.functions import FUNCTION_PATH, FUNCTIONS_PATH
+from .. import peer_auth
+from ..appkeys import NODE
 from ..limits import RateLimiter
 from ..problems import problem_from_error
 from ...errors import XscError
@@ -32,8 +33,27 @@ async def functions(request: web.Request) -> web.Response:
 
 @routes.delete("/v1/compute/functions/{name}")
 async def unserve_function(request: web.Request) -> web.Response:
-    return json_response(await in_pool(request.app[CPU_POOL], request.app[NODE].functions.unserve,
-                                       request.match_info["name"]))
+    return json_response(await request.app[NODE].functions.unserve(request.match_info["name"]))
+
+
+# --- functions other nodes place here (compute/placed_functions.py; the wire: net/functions.py) -----------
+@routes.post(FUNCTIONS_PATH)
+async def place_function(request: web.Request) -> web.Response:
+    body = await json_body(request, 'send {"function", "price", "memory_price", "authorization", "deal"}')
+    return json_response(await request.app[NODE].placed_functions.place(peer_auth.peer_id(request), body),
+                         status=201)
+
+
+@routes.get(FUNCTION_PATH)
+async def placed_function(request: web.Request) -> web.Response:
+    return json_response(request.app[NODE].placed_functions.status(peer_auth.peer_id(request),
+                                                                   request.match_info["name"]))
+
+
+@routes.delete(FUNCTION_PATH)
+async def withdraw_function(request: web.Request) -> web.Response:
+    return json_response(await request.app[NODE].placed_functions.withdraw(peer_auth.peer_id(request),
+                                                                           request.match_info["name"]))
 
 
 def web_app(node, rate: float) -> web.Application:

@@ -1,0 +1,119 @@
+"""A web function on the market on a real 3-node devnet: the owner's node offers no compute; the function is served
+from a provider's own web listener and the owner pays that provider by the tab's receipt; the provider killed
+(kill -9), the function is served from the other provider within a minute, and `xsc compute functions` on the
+owner shows the new URL; the owner killed (kill -9) and back, the function is placed again and every run paid."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.compute import WASM
+from tests.support.nodes import kill_all
+from tests.support.peers import FAST, api, http, known_ids, node_id, peer_health
+from tests.support.waiting import eventually
+from xsc.devnet import Devnet, free_ports
+
+PLACING = {"XSC_NODE_PLACEMENT_INTERVAL": "1", "XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3"}
+
+
+def _listed(owner) -> dict:
+    result = owner.xsc("compute", "functions", "--json")
+    assert result.returncode == 0, result.stderr
+    return {f["name"]: f for f in json.loads(result.stdout)["functions"]}.get("hello", {})
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    base, _, path = url.partition("/fn/")
+    return http(base, "GET", "/fn/" + path)
+
+
+def _served_runs(provider, owner_id: str) -> list[dict]:
+    records = api(provider, "GET", "/v1/compute/provenance?limit=1000")[1]["records"]
+    return [r["record"] for r in records
+            if r["record"].get("deal", {}).get("function") == "hello" and r["record"]["deal"]["gateway"] == owner_id]
+
+
+def _balance(node, account: str) -> int:
+    status, body = api(node, "GET", f"/v1/ledger/accounts/{account}")
+    assert status == 200, body
+    return body["balance"]
+
+
+@pytest.mark.slow
+def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_moves_when_it_is_killed(tmp_path: Path):
+    webs = free_ports(3)
+    envs = [{**PLACING, "XSC_MARKET_OFFER_COMPUTE": "false"}, *({**PLACING} for _ in range(2))]
+    for env, port in zip(envs, webs):
+        env["XSC_NODE_WEB_LISTEN"] = f"127.0.0.1:{port}"
+    net = Devnet(tmp_path, 3, env=FAST, envs=envs, name="n{}")
+    try:
+        net.spawn().wait_listening(90)
+        owner, providers = net.first, list(net)[1:]
+        owner_id, ids = node_id(owner), [node_id(p) for p in providers]
+        eventually(lambda: known_ids(owner) >= set(ids) and all((peer_health(owner, i) or {}).get("up") for i in ids),
+                   "the owner to know both providers and see them up", timeout=90)
+        eventually(lambda: api(owner, "GET", "/v1/market/status")[1]["participants"] == 3, "the market", timeout=90)
+        assert api(owner, "GET", "/v1/market/offer")[1]["compute"]["offered"] is False
+        book = api(owner, "GET", "/v1/market/book?kind=compute")[1]
+        asks = {a["owner"] for row in book["books"] for a in row["asks"]}
+        assert owner_id not in asks and asks >= set(ids), asks
+
+        served = owner.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"), "--on-market")
+        assert served.returncode == 0, served.stderr
+        first = eventually(lambda: _listed(owner).get("url"), "the function placed on a provider", timeout=60)
+        listed = _listed(owner)
+        provider = providers[ids.index(listed["provider"])]
+        assert first == f"http://127.0.0.1:{webs[1 + ids.index(listed['provider'])]}/fn/{owner_id}/hello/"
+        text = owner.xsc("compute", "functions").stdout.decode()
+        assert first in text
+
+        # A caller gets the function's answer from the provider's URL.
+        status, answer = _get(first + "world?x=1")
+        assert status == 200, answer
+        lines = answer.decode().splitlines()
+        assert "PATH_INFO=/world" in lines and "QUERY_STRING=x=1" in lines and "REQUEST_METHOD=GET" in lines
+        for n in range(4):
+            assert _get(first + f"more/{n}")[0] == 200
+
+        # The provider is paid by the owner, to the micro-credit, once the tab is renewed and its receipt paid.
+        runs = eventually(lambda: len(r := _served_runs(provider, owner_id)) == 5 and r, "the five runs recorded")
+        charged = sum(r["charge"] for r in runs)
+        assert charged > 0
+        eventually(lambda: (_balance(provider, "node"), _balance(owner, "client")) == (charged, -charged),
+                   "the provider paid by the tab's receipt (its receipt, then the owner's payment)", timeout=60)
+        eventually(lambda: _listed(owner)["spend"] == charged, "the owner's count of what the function spent")
+
+        # kill -9 of the provider: within a minute the function answers from the other one, at its new URL.
+        provider.kill()
+        killed = time.monotonic()
+        other = providers[1 - providers.index(provider)]
+        moved = eventually(lambda: (u := _listed(owner).get("url")) and u != first and u, "the function moved",
+                           timeout=60)
+        assert moved == f"http://127.0.0.1:{webs[1 + providers.index(other)]}/fn/{owner_id}/hello/"
+        status, answer = _get(moved + "again")
+        assert status == 200 and "PATH_INFO=/again" in answer.decode().splitlines()
+        assert time.monotonic() - killed < 60
+        assert moved in owner.xsc("compute", "functions").stdout.decode()
+
+        # kill -9 of the owner: once it is back, the function is placed again and still answers, and the other
+        # provider is paid every run it served, to the micro-credit (a tab left open by the kill is closed and paid
+        # by the payment retry).
+        owner.kill()
+        owner.start()
+        back = eventually(lambda: _listed(owner).get("url"), "the function placed again", timeout=60)
+        status, answer = _get(back + "after")
+        assert status == 200 and "PATH_INFO=/after" in answer.decode().splitlines()
+        assert _listed(owner)["provider"] == ids[providers.index(other)]  # the killed provider is still down
+        ran = eventually(lambda: len(r := _served_runs(other, owner_id)) == 2 and r, "both runs recorded")
+        earned = sum(r["charge"] for r in ran)
+        eventually(lambda: (_balance(other, "node"), _balance(owner, "client")) == (earned, -charged - earned),
+                   "the other provider paid for both its runs", timeout=90)
+        for node in (owner, other):
+            status, report = api(node, "GET", "/v1/ledger/verify")
+            assert status == 200 and report["ok"], report
+    finally:
+        kill_all(list(net))

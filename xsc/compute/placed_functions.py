@@ -1,0 +1,220 @@
+"""Web functions other nodes place here (the provider's side of net/functions.py): served at this node's web
+listener under /fn/OWNER_ID/NAME/, each request run on the owner's tab.
+
+An owner is a stranger until its money checks: the placement's terms (price at or above this node's ask, memory
+at its price, an authorization its owner's payer signed to pay this node, not expired, for this very function:
+its job reference names the owner and the function) are checked as an invoke's are (PaidCompute.terms), and its
+tab must have room for one request and the owner's trust line here must cover one, before anything of the
+function is taken.  An owner places at most PER_OWNER functions here, all owners at most MAX_PLACED; a module
+this node lacks is refused (404 module-not-found) and the owner may push it (once, within the pushed-module
+bounds: PaidCompute.receive_module); the files it mounts, at most MAX_MOUNTED bytes in all, are read from the
+network by their capabilities as any node reads them, only while this node keeps DISK_MARGIN free, and only once
+their reading (`mount_price`) is reserved on the owner's line here, where it is used whatever comes of it.
+
+Each request then holds its budget on the owner's trust line and on its tab (ProviderTabs), and its run's amount
+is written with its provenance record (one group commit); once the tab's cap is spent, callers get 402 until
+the owner places the function again with its next authorization.  The owner closes the old tab for this node's
+receipt (the tab close route) and pays by it.  A withdrawn function answers 404 from then on.  Placements are
+kept in memory: after a restart the owner's check finds the function gone and places it again.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from ..errors import (DealRefused, InvalidArgument, NotFound, OverCap, QuotaExceeded, SpendCapReached,
+                      StorageFull)
+from ..identity import public_id
+from ..storage.core.capability import Capability
+from ..ledger.core.pricing import price_compute
+from ..tasks import in_pool
+from .functions import WebFunctions, median_ms
+from .hosted_jobs import DISK_MARGIN
+from .jobspec import MAX_INPUTS, Input, parse_input
+from .paid import PaidCompute, not_here
+from .remote_tabs import JOB
+from .service import InvokeCall
+from .wasi_io import io_fuel
+
+PER_OWNER = 4  # functions one owner may have placed here at once
+MAX_PLACED = 64  # functions all owners together may have placed here
+MAX_MOUNTED = 1 << 30  # bytes of stored files one placed function may mount
+PLACE_NEEDS = frozenset({"function", "price", "memory_price", "authorization", "deal"})
+PLACED_FIELDS = frozenset({"name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency"})
+
+
+def web_url(web_listen: str, public: str, peer_url: str) -> str | None:
+    """Where callers reach this node's web listener: `public` if set, else web_listen (a wildcard host replaced
+    by the host peers reach this node at); None with no listener."""
+    if not web_listen:
+        return None
+    if public:
+        return public.rstrip("/")
+    host, _, port = web_listen.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = urlsplit(peer_url).hostname or "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{port}"
+
+
+FUNCTION_JOBS = f"{JOB}:fn:"  # the job references of tabs that pay for placed functions
+
+
+def function_job(owner: str, name: str) -> str:
+    """The job reference of the authorizations that pay for `owner`'s function `name` (one per tab)."""
+    return f"{FUNCTION_JOBS}{owner}:{name}"
+
+
+class TabBill:
+    """A placed function's requests, each held on its owner's trust line and tab here and owed on that tab."""
+
+    def __init__(self, paid: PaidCompute, owner: str, auth, price: int, deal: dict[str, Any]) -> None:
+        self.paid, self.owner, self.auth = paid, owner, auth
+        self.requester, self.rate = public_id(auth.payer), price
+        self._deal = {**deal, "gateway": owner, "price": price, "authorization": auth.id.hex()}
+        self.tab = None
+
+    def deal(self, name: str) -> dict[str, Any]:
+        return {**self._deal, "function": name}
+
+    async def hold(self, budget: int) -> None:
+        self.paid.reserve(self.owner, budget)
+        try:
+            self.tab = await self.paid.provider_tabs.reserve(self.auth, budget)
+        except DealRefused:
+            self.paid.release(self.owner, budget)
+            raise SpendCapReached("this function's owner has spent what it authorized for it here",
+                                  hint="retry in a moment: its owner authorizes the next tab") from None
+        except BaseException:
+            self.paid.release(self.owner, budget)
+            raise
+
+    def release(self, budget: int) -> None:
+        self.paid.provider_tabs.ran(self.tab, budget, None)
+        self.paid.release(self.owner, budget)
+
+    def record(self, compute, run, record: dict, module_hash: bytes, budget: int, also=()):
+        written = compute.journal.append(record, module_hash, (*self.paid.provider_tabs.owed(self.auth, run), *also))
+        tab = self.tab
+
+        def owed(_) -> None:
+            done = not written.cancelled() and written.exception() is None
+            self.paid.provider_tabs.ran(tab, budget, run if done else None)
+            self.paid.used(self.owner, budget, run if done else None)
+            if done:
+                self.paid.market.note_fuel(run.fuel_consumed)
+
+        written.add_done_callback(owed)
+        return written
+
+
+class PlacedFunctions:
+    def __init__(self, *, functions: WebFunctions, paid: PaidCompute, web_url: Callable[[], str | None]) -> None:
+        self.functions = functions  # serves them, with the node's own
+        self.paid = paid  # a placement's terms are checked, and its requests held, as an invoke's are
+        self.web_url = web_url  # where this node's web listener is reached (None: it serves no functions)
+
+    async def place(self, owner: str, body: Any) -> dict[str, Any]:
+        """A function `owner` places here (or its next tab): its terms checked before anything of it is taken."""
+        web = self.web_url()
+        if web is None:
+            raise DealRefused("this node serves no web functions (node.web_listen is not set)",
+                              hint="place it on another provider")
+        if not isinstance(body, dict) or not PLACE_NEEDS <= set(body) <= PLACE_NEEDS:
+            raise InvalidArgument(f"send {{{', '.join(sorted(PLACE_NEEDS))}}}")
+        function = body["function"]
+        if not isinstance(function, dict) or not set(function) <= PLACED_FIELDS or \
+                not isinstance(function.get("name"), str) or not isinstance(function.get("module"), str):
+            raise InvalidArgument(f"a placed function is {{{', '.join(sorted(PLACED_FIELDS))}}}")
+        price, deal, auth = self.paid.terms(body)
+        name = function["name"]
+        if auth.job != function_job(owner, name):
+            raise DealRefused("the authorization does not pay for this function of yours",
+                              hint=f"its job must be {function_job(owner, '<name>')}")
+        if self.functions.placed(owner, name) is None and (self.functions.placed_by(owner) >= PER_OWNER
+                                                            or self.functions.placed_count >= MAX_PLACED):
+            raise QuotaExceeded(f"this node serves at most {PER_OWNER} functions of one owner and {MAX_PLACED} in "
+                                "all", hint="place it on another provider", retry_after=60)
+        budget = self._budget(function, price)
+        await self.paid.provider_tabs.check(auth, budget)  # closed (a replay), or too small for one request
+        self.paid.reserve(owner, budget, "a request's budget")  # its line here covers one request ...
+        self.paid.release(owner, budget)  # ... which holds it again when it comes
+        if not self.paid.compute.has_module(function["module"]):
+            self.paid.expect_module(owner, function["module"], price)
+            raise not_here(function["module"])
+        mounted = sum(Capability.parse(item.cap).size for item in _inputs(function))
+        if mounted > MAX_MOUNTED:
+            raise OverCap(f"the function mounts {mounted:,} bytes; a placed function mounts at most {MAX_MOUNTED:,}")
+        if mounted and await in_pool(None, _free, self.functions.work_dir) < mounted + DISK_MARGIN:
+            raise StorageFull("this node has no room for the files the function mounts now",
+                              hint="place it on another provider")
+        bill = TabBill(self.paid, owner, auth, price, deal)
+        reading = mount_price(mounted, price)
+        reserved = 0
+
+        def mounting() -> None:  # only a new or changed function's files are read
+            nonlocal reserved
+            self.paid.reserve(owner, reading, "reading the files it mounts")
+            reserved = reading
+
+        try:
+            record = await self.functions.host(owner, function, bill, mounting)
+        finally:
+            if reserved and self.paid.trust is not None:  # read (or begun) whatever came of it: used
+                self.paid.trust.use(owner, reserved, reserved=reserved)
+        return {"url": f"{web}/fn/{owner}/{record['name']}/", "authorization": auth.id.hex()}
+
+    async def withdraw(self, owner: str, name: str) -> dict[str, Any]:
+        await self.functions.drop(owner, name)
+        return {"withdrawn": name}
+
+    def status(self, owner: str, name: str) -> dict[str, Any]:
+        """A placed function's URL, its counters here and what its current tab has run (the owner's check that it
+        is served)."""
+        served = self.functions.placed(owner, name)
+        web = self.web_url()
+        if served is None or web is None:
+            raise NotFound(f"no function {name[:64]!r} of yours is served here", hint="place it again")
+        bill = served.bill
+        tab = bill.tab
+        return {"url": f"{web}/fn/{owner}/{name}/", "requests": served.requests, "errors": served.errors,
+                "p50_ms": median_ms(served.latencies),
+                "tab": {"authorization": bill.auth.id.hex(), "total": 0 if tab is None else tab.total,
+                        "count": 0 if tab is None else tab.count}}
+
+    def _budget(self, function: dict[str, Any], price: int) -> int:
+        limits = function.get("limits") or {}
+        if not isinstance(limits, dict):
+            raise InvalidArgument("a function's limits are an object")
+        call = InvokeCall(function["module"], function.get("entrypoint", "_start"), [], limits.get("fuel"),
+                          limits.get("memory"), limits.get("timeout"), True)
+        return self.paid.compute.budget(call, price)
+
+
+def mount_price(size: int, price: int) -> int:
+    """What reading `size` bytes of a placed function's stored files costs its owner here, at `price` per million
+    fuel: as much as a run reading them through a WASI stream."""
+    return price_compute(io_fuel(size), price)
+
+
+def _free(directory: Path) -> int:
+    directory.mkdir(parents=True, exist_ok=True)
+    return shutil.disk_usage(directory).free
+
+
+def _inputs(function: dict[str, Any]) -> list[Input]:
+    """The stored files a placed function mounts, each named by its capability (bounded before any is read)."""
+    inputs = function.get("inputs", [])
+    if not isinstance(inputs, list) or len(inputs) > MAX_INPUTS or not all(isinstance(i, str) for i in inputs):
+        raise InvalidArgument(f"a function's inputs are a list of at most {MAX_INPUTS} CAP:/in/NAME")
+    items = [parse_input(text) for text in inputs]
+    if any(item.cap is None for item in items):
+        raise InvalidArgument("a placed function mounts stored files by their capabilities (CAP:/in/NAME)")
+    return items
+
+
+__all__ = ["FUNCTION_JOBS", "MAX_PLACED", "PER_OWNER", "PlacedFunctions", "TabBill", "function_job", "mount_price",
+           "web_url"]

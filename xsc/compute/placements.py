@@ -1,0 +1,289 @@
+"""The owner's side of web functions served on the market: each is placed on a provider the market offers, which
+serves it at its own web listener (compute/placed_functions.py), and paid through tabs.
+
+Every `interval` seconds (node.placement_interval), and whenever a function is served or unserved, each function
+served `on_market` is kept placed:
+
+- not placed: the market is asked for a provider (never this node), an authorization of the function's own job
+  reference is signed for TAB_REQUESTS request budgets (its whole cap held here: the owner cannot overspend),
+  and the function is placed with it; a provider lacking the module is pushed it; a provider that refuses is
+  left out and the next one asked.  The authorization of a refused placement is dropped; that of one whose
+  answer was lost goes to the payment retry (it may have reached the provider, and what ran under it is paid).
+- placed: the provider is asked how its tab stands; once the tab is RENEW checks old or has used half its cap
+  (or the function was served again with changes), the function is placed again with a fresh authorization (the
+  provider bills the requests that start after it to the new tab), and the old tab is closed for the provider's
+  receipt and paid by it (payments retry it if that fails).  A provider that does not answer for LOST_AFTER
+  checks, or no longer serves the function, is left: its tab goes to the payment retry (which closes it and pays
+  what it ran) and the function is placed on another provider.
+- unserved: it is withdrawn from its provider and its tab closed and paid.
+
+What each receipt pays (closed here, or by the payment retry) is counted in the function's spend
+(`WebFunctions.paid_for`); a spend cap bounds each authorization by what is left of the hour, so a provider
+answers 402 once the cap is reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from ..errors import ModuleNotFound, PeerRefused, PeerUnreachable, XscError
+from ..ledger.core.model import Authorization, Receipt, encode_authorization
+from ..ledger.receipts import check_receipt
+from ..net import functions as wire
+from ..net.compute import close_tab, push_module
+from ..tasks import woken
+from .placed_functions import FUNCTION_JOBS, function_job
+from .remote_tabs import TAB_METERS, TAB_TTL
+from .service import InvokeCall
+
+log = logging.getLogger(__name__)
+
+INTERVAL = 5.0  # seconds between checks of where each function is served (node.placement_interval)
+RENEW = 12  # checks a tab stays open at most (a minute by default)
+LOST_AFTER = 4  # checks' worth of seconds a provider may fail to answer before its function is placed elsewhere
+TAB_REQUESTS = 16  # request budgets one tab's authorization covers (all of it held here while it is open)
+MAX_TRIES = 3  # providers asked in one round before the function waits for the next
+
+
+@dataclass
+class Placement:
+    provider: str
+    url: str  # where callers reach the function
+    auth: Authorization
+    price: int
+    function: dict[str, Any]  # what was placed (served again with changes: placed again)
+    counters: dict[str, Any] = field(default_factory=dict)  # its requests, errors, p50_ms there, as last told
+    placed: float = field(default_factory=time.monotonic)
+    failing_since: float | None = None
+
+
+class Placements:
+    def __init__(self, *, paid: Any, store: Any, me: str, bid: int, on_paid: Callable[[str, int], Awaitable[None]],
+                 left_this_hour: Callable[[str], int | None], interval: float = INTERVAL) -> None:
+        self.paid = paid  # xsc.compute.paid.PaidCompute: the market's deals, payments, the peers and the client
+        self.store = store  # xsc.compute.store.ComputeStore: the owner's functions
+        self.me, self.bid = me, bid
+        self.on_paid = on_paid  # (function name, micro-credits): a receipt paid for its requests
+        self.left_this_hour = left_this_hour  # (function name): what its spend cap leaves this hour, None: no cap
+        self.interval, self.renew, self.lost_after = interval, RENEW * interval, LOST_AFTER * interval
+        self._placed: dict[str, Placement] = {}
+        self._wake = asyncio.Event()
+        self.moves = 0  # functions placed again elsewhere since start (status, tests)
+        paid.payments.add_closer(FUNCTION_JOBS, self._close_for_retry)
+
+    def start(self) -> None:
+        pass
+
+    def loops(self) -> dict[str, Any]:
+        return {"function-placements": self._run}
+
+    async def close(self) -> None:
+        pass  # what is still placed stays: after a restart the tabs go to the payment retry
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def where(self, name: str) -> dict[str, Any]:
+        """Where a function on the market is served now: its URL and provider, and its requests, errors and median
+        latency there as the provider last told them (empty while it is not placed)."""
+        placement = self._placed.get(name)
+        return {} if placement is None else {"url": placement.url, "provider": placement.provider,
+                                             **placement.counters}
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.keep()
+            except Exception:  # one bad round must never end the placing
+                log.exception("keeping web functions placed failed")
+            await woken(self._wake, self.interval)
+            self._wake.clear()
+
+    async def keep(self) -> None:
+        """One round: every function on the market placed and its tab renewed; withdrawn ones taken off."""
+        records = {r["name"]: r for r in self.store.functions() if r.get("on_market")}
+        for name in [n for n in self._placed if n not in records]:
+            await self._withdraw(name, self._placed.pop(name))
+        await asyncio.gather(*(self._keep(record) for record in records.values()))
+
+    async def _keep(self, record: dict[str, Any]) -> None:
+        name = record["name"]
+        placement = self._placed.get(name)
+        if placement is None:
+            await self._place(record, set())
+            return
+        try:
+            answer = await wire.status(self.paid.client, self._peer_url(placement.provider), placement.provider, name)
+        except (PeerUnreachable, PeerRefused, XscError) as err:
+            now = time.monotonic()
+            placement.failing_since = placement.failing_since or now
+            gone = isinstance(err, PeerRefused) and err.details.get("peer_status") == 404
+            if gone or now - placement.failing_since >= self.lost_after:
+                log.warning("function %s: provider %s stopped serving it (%s): placing it elsewhere", name,
+                            placement.provider[:12], err.message)
+                del self._placed[name]
+                self._let_go(placement.auth)
+                self.moves += 1
+                await self._place(record, {placement.provider})
+            return
+        placement.failing_since = None
+        placement.counters = _counters(answer)
+        used = answer.get("tab", {}).get("total", 0) if isinstance(answer.get("tab"), dict) else 0
+        if time.monotonic() - placement.placed >= self.renew or (type(used) is int and 2 * used >= placement.auth.cap) \
+                or placed_function(record) != placement.function:
+            await self._renew(record, placement)
+
+    async def _place(self, record: dict[str, Any], left_out: set[str]) -> None:
+        name = record["name"]
+        for _ in range(MAX_TRIES):
+            try:
+                assignment = await self.paid.dealing.compute_deal(self._call(record).fuel or 0, self.bid,
+                                                                  frozenset(left_out | {self.me}))
+            except XscError as err:
+                log.info("function %s: no provider on the market now (%s)", name, err.message)
+                return
+            provider = assignment.provider
+            try:
+                self._placed[name] = await self._placed_on(record, provider, assignment.price,
+                                                           {"need": assignment.need_id, "provider": provider,
+                                                            "price": assignment.price})
+                log.info("function %s is served by %s at %s", name, provider[:12], self._placed[name].url)
+                return
+            except (PeerRefused, PeerUnreachable) as err:
+                log.warning("function %s: provider %s refused it (%s)", name, provider[:12], err.message)
+                left_out.add(provider)
+            except XscError as err:  # this node's own refusal (too little credit for the tab): the next round
+                log.warning("function %s is not placed: %s", name, err.message)
+                return
+
+    async def _placed_on(self, record: dict[str, Any], provider: str, price: int, deal: dict[str, Any]) -> Placement:
+        """The function placed on `provider` with a fresh authorization (dropped if the placement fails)."""
+        auth = await self._authorize(record, provider, price)
+        if auth is None:
+            raise PeerRefused(f"its spend cap leaves nothing for {provider[:12]} this hour")
+        try:
+            url = await self._send(record, provider, price, deal, auth)
+        except BaseException as err:
+            await self._unsent(auth, err)
+            raise
+        return Placement(provider, url, auth, price, placed_function(record))
+
+    async def _unsent(self, auth: Authorization, err: BaseException) -> None:
+        """An authorization whose placement failed: dropped if the provider refused it (nothing can run under
+        it), else left to the payment retry (the placement may have reached the provider before its answer was
+        lost: what ran under it is then paid, nothing if nothing did)."""
+        if isinstance(err, PeerRefused):
+            await self.paid.payments.refused(auth)  # and what it held is released
+        else:
+            self._let_go(auth)
+
+    async def _renew(self, record: dict[str, Any], placement: Placement) -> None:
+        auth = await self._authorize(record, placement.provider, placement.price)
+        if auth is None:
+            return  # its spend cap is reached: the provider answers 402 once the current tab is spent
+        try:
+            await self._send(record, placement.provider, placement.price, {"provider": placement.provider,
+                                                                            "price": placement.price}, auth)
+        except (PeerRefused, PeerUnreachable) as err:
+            await self._unsent(auth, err)
+            log.info("function %s: renewing its tab with %s failed (%s)", record["name"], placement.provider[:12],
+                     err.message)
+            return
+        old, placement.auth, placement.placed = placement.auth, auth, time.monotonic()
+        placement.function = placed_function(record)
+        await self._pay(record["name"], placement.provider, old)
+
+    async def _authorize(self, record: dict[str, Any], provider: str, price: int) -> Authorization | None:
+        budget = self.paid.compute.budget(self._call(record), price)
+        cap = budget * TAB_REQUESTS
+        left = self.left_this_hour(record["name"])
+        if left is not None:
+            cap = min(cap, left - sum(p.auth.cap for n, p in self._placed.items() if n == record["name"]))
+            if cap < budget:
+                return None
+        auth = await self.paid.payments.authorize(provider, cap, function_job(self.me, record["name"]), ttl=TAB_TTL)
+        self.paid.payments.keep_off(auth.id)  # the retry closes no tab still open
+        return auth
+
+    async def _send(self, record: dict[str, Any], provider: str, price: int, deal: dict[str, Any],
+                    auth: Authorization) -> str:
+        url = self._peer_url(provider)
+        body = {"function": placed_function(record),
+                "price": price, "memory_price": self.paid.compute.memory_price,
+                "authorization": encode_authorization(auth).hex(), "deal": deal}
+        try:
+            return await wire.place(self.paid.client, url, provider, body)
+        except PeerRefused as err:
+            if err.details.get("peer_code") != ModuleNotFound.code:
+                raise
+        await push_module(self.paid.client, url, provider,
+                          lambda: self.paid.compute.store.wasm(bytes.fromhex(record["module"])), True)
+        return await wire.place(self.paid.client, url, provider, body)
+
+    async def _pay(self, name: str, provider: str, auth: Authorization) -> None:
+        """Close a tab for the provider's receipt and pay by it (the payment retry does it if this fails)."""
+        with self.paid.payments.working(auth.id):
+            try:
+                answer = await close_tab(self.paid.client, self._peer_url(provider), provider,
+                                         encode_authorization(auth).hex())
+                payment = await self.paid.payments.complete(provider, auth, answer, meters=TAB_METERS)
+            except (XscError, OSError) as exc:
+                log.info("closing function %s's tab with %s failed (%s); the payment retry closes it", name,
+                         provider[:12], exc)
+                self.paid.payments.wake()
+                return
+        await self.on_paid(name, payment.receipt.amount)
+
+    async def _close_for_retry(self, provider: str, url: str, auth: Authorization) -> Receipt:
+        """The payment retry's close of a function's tab (a provider that went away, or one left open by a
+        restart): what the receipt pays is counted in the function's spend."""
+        answer = await close_tab(self.paid.client, url, provider, encode_authorization(auth).hex())
+        receipt = check_receipt(provider, answer, auth, meters=TAB_METERS)
+        name = auth.job.rpartition(":")[2]
+        await self.on_paid(name, receipt.amount)
+        return receipt
+
+    def _let_go(self, auth: Authorization) -> None:
+        """A tab this node no longer uses: the payment retry closes it (and pays what ran) when it can."""
+        with self.paid.payments.working(auth.id):
+            pass  # ends the keep_off: the retry may take it from now on
+        self.paid.payments.wake()
+
+    async def _withdraw(self, name: str, placement: Placement) -> None:
+        try:
+            await wire.withdraw(self.paid.client, self._peer_url(placement.provider), placement.provider, name)
+        except (PeerRefused, PeerUnreachable) as err:
+            log.info("withdrawing function %s from %s failed (%s)", name, placement.provider[:12], err.message)
+        await self._pay(name, placement.provider, placement.auth)
+
+    def _call(self, record: dict[str, Any]) -> InvokeCall:
+        limits = record["limits"]
+        call = InvokeCall(record["module"], record["entrypoint"], [], limits.get("fuel"), limits.get("memory"),
+                          limits.get("timeout"), True)
+        return InvokeCall(call.module, call.function, [], self.paid.compute.limits(call).fuel, call.memory,
+                          call.timeout, True)
+
+    def _peer_url(self, provider: str) -> str:
+        return self.paid.peers.peer(provider).url
+
+
+def _counters(answer: dict[str, Any]) -> dict[str, Any]:
+    """A provider's counters of a function it serves, those that are what they say (a peer's word)."""
+    counters = {k: answer.get(k) for k in ("requests", "errors") if type(answer.get(k)) is int and answer[k] >= 0}
+    p50 = answer.get("p50_ms")
+    if type(p50) in (int, float) and 0 <= p50 <= 1e9:
+        counters["p50_ms"] = float(p50)
+    return counters
+
+
+def placed_function(record: dict[str, Any]) -> dict[str, Any]:
+    """What a provider is told of a function it serves (its spend cap and the rest are the owner's business)."""
+    return {k: record[k] for k in ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body",
+                                   "concurrency")}
+
+
+__all__ = ["Placements", "RENEW", "LOST_AFTER"]

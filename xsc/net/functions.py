@@ -1,0 +1,49 @@
+"""Web functions placed on a provider, client side (compute/placements.py; the provider: compute/placed_functions.py).
+
+    POST   /v1/peer/compute/functions        {"function": {name, module, entrypoint, inputs, env, limits, max_body,
+                                              concurrency}, "price", "memory_price", "authorization", "deal"}
+                                             -> 201 {"url", "authorization"}   (404 module-not-found: push it)
+                                             the same function again with a new authorization: its next tab
+    GET    /v1/peer/compute/functions/NAME   -> {"url", "tab": {"authorization", "total", "count"}}
+    DELETE /v1/peer/compute/functions/NAME   the provider serves it no more
+
+Only the node that placed a function may touch it; callers reach it at the provider's web listener under
+/fn/OWNER_ID/NAME/.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import PeerRefused
+from .peer_client import PeerClient
+
+FUNCTIONS_PATH = "/v1/peer/compute/functions"
+FUNCTION_PATH = FUNCTIONS_PATH + "/{name}"
+PLACE_TIMEOUT = 120.0  # seconds a placement may take (the provider reads the function's stored files first)
+
+
+async def place(client: PeerClient, url: str, provider: str, body: dict[str, Any]) -> str:
+    """Place (or renew) a function on `provider`; the URL it serves it at."""
+    answer = (await client.request(url, "POST", FUNCTIONS_PATH, json=body, to=provider, timeout=PLACE_TIMEOUT)).json()
+    return _url(url, answer)
+
+
+async def status(client: PeerClient, url: str, provider: str, name: str) -> dict[str, Any]:
+    answer = (await client.request(url, "GET", FUNCTION_PATH.format(name=name), to=provider)).json()
+    _url(url, answer)
+    return answer
+
+
+async def withdraw(client: PeerClient, url: str, provider: str, name: str) -> None:
+    await client.request(url, "DELETE", FUNCTION_PATH.format(name=name), to=provider)
+
+
+def _url(url: str, answer: Any) -> str:
+    served = answer.get("url") if isinstance(answer, dict) else None
+    if not isinstance(served, str) or not served.startswith(("http://", "https://")) or len(served) > 2048:
+        raise PeerRefused(f"provider {url} answered a placement without the URL it serves it at", url=url)
+    return served
+
+
+__all__ = ["FUNCTIONS_PATH", "FUNCTION_PATH", "place", "status", "withdraw"]
