@@ -100,9 +100,11 @@ def _left(compute: ComputeService) -> None:
 def record_and_owe(compute: ComputeService, ledger, tabs, payer, node, run, record: dict, module_hash: bytes,
                    budget: int, also: tuple[tuple[bytes, bytes], ...] = ()) -> asyncio.Future:
     """A run here recorded with what it owes on the payer's tab with this node (and `also`, other records that
-    must go with it), in the journal's next group commit; once written, the tab takes the charge.  If the record
-    is not written, the held budget is released and nothing is owed.  The future is done once it is one or the
-    other (whether or not anyone waits for it: a web function's caller is answered before it)."""
+    must go with it), in the journal's next group commit; once written, the tab takes the charge.  From the
+    moment the run is queued only its charge stays held, not its whole budget: runs answered before their records
+    are written (a web function's) must not hold a backlog of budgets that refuses the next callers.  If the
+    record is not written, what is held is released and nothing is owed.  The future is done once it is one or
+    the other (whether or not anyone waits for it: a web function's caller is answered before it)."""
     owed = (owed_entry(bytes.fromhex(run.provenance_id), payer.public_key, node.public_key, run.charge,
                        run.fuel_consumed), *also)
     try:
@@ -110,14 +112,16 @@ def record_and_owe(compute: ComputeService, ledger, tabs, payer, node, run, reco
     except BaseException:
         ledger.release(payer, budget)
         raise
+    ledger.replace_hold(payer, budget, run.charge)
     settled = asyncio.get_running_loop().create_future()  # an awaiter cancelled cancels this, never the write
 
     def owe(_: asyncio.Future) -> None:
         error = asyncio.CancelledError() if written.cancelled() else written.exception()
         if error is not None:
-            ledger.release(payer, budget)
+            ledger.release(payer, run.charge)
         else:
-            tabs.owe(payer, node, bytes.fromhex(run.provenance_id), run.charge, run.fuel_consumed, held=budget)
+            tabs.owe(payer, node, bytes.fromhex(run.provenance_id), run.charge, run.fuel_consumed,
+                     held=run.charge)
         if not settled.done():
             settled.set_exception(error) if error is not None else settled.set_result(None)
 
