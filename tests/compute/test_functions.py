@@ -14,6 +14,7 @@ from tests.support.compute import deploy
 from tests.support.nodes import close_node, free_port, serve
 from tests.support.waiting import eventually_async
 from xsc.compute import functions
+from xsc.ledger import price_budget
 from xsc.node import CLIENT_IDENTITY
 from xsc.node.appkeys import NODE
 
@@ -218,6 +219,43 @@ async def test_the_owner_pays_exactly_what_its_requests_cost_and_no_more_than_it
     assert 1 <= after.seq - before.seq < 10  # a transfer per settlement interval, not one per request
     listed = {f["name"]: f for f in (await (await node.get("/v1/compute/functions")).json())["functions"]}
     assert listed["hello"]["spend"] == charged and listed["hello"]["requests"] == requests
+
+
+async def test_callers_answered_before_their_records_are_written_hold_only_what_their_runs_cost(node_factory) -> None:
+    # Ten budgets of credit, eight callers at a time: were each answered run's whole budget held until its record
+    # is written (after the answer), a backlog of them would refuse callers (402) on a busy machine.
+    fuel, memory, timeout, rate = 2_000_000, 16 * 2**20, 2, 40
+    budget = price_budget(fuel, rate, memory, timeout * 1_000_000, 10)
+    port = free_port()
+    node = await node_factory("held", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "web_rate_limit": 100_000},
+                              ledger={"credit_limit": 10 * budget}, market={"compute_bid": rate})
+    module = await deploy(node, "cgi", wasi=True)
+    await _serve(node, name="hello", module=module, limits={"fuel": fuel, "memory": memory, "timeout": timeout})
+    services = node.app[NODE]
+    ledger, payer = services.ledger, node.app[CLIENT_IDENTITY].public_key
+    in_flight, samples, statuses = 0, [], []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as session:
+        async def caller() -> None:
+            nonlocal in_flight
+            for n in range(40):
+                in_flight += 1
+                async with session.get(f"http://127.0.0.1:{port}/fn/hello/{n}") as response:
+                    await response.read()
+                    statuses.append(response.status)
+                in_flight -= 1
+                samples.append((ledger.held(payer), in_flight))
+
+        await asyncio.gather(*(caller() for _ in range(8)))
+    assert set(statuses) == {200}, sorted(set(statuses))
+    def recorded() -> list[dict]:
+        return [r["record"] for r in services.compute.recent_provenance(1000)
+                if r["record"].get("job", {}).get("function") == "hello"]
+
+    runs = await eventually_async(lambda: len(recorded()) == len(statuses) and recorded(), "every run to be recorded")
+    metered = sum(r["charge"] for r in runs)
+    assert metered < budget  # far below the limit: only holds could have refused a caller
+    worst = max(held - flying * budget for held, flying in samples)
+    assert worst <= metered, f"held credit exceeded the budgets in flight by {worst} (all metered: {metered})"
 
 
 async def test_past_its_hourly_cap_a_function_answers_402_even_after_a_restart(make_config) -> None:
