@@ -37,7 +37,7 @@ from pathlib import Path
 
 from xsc.devnet import NodeProcess
 
-from .common import UNLIMITED_USER, cpu_seconds
+from .common import UNLIMITED_USER, cpu_seconds, main_thread_times
 from .report import Report
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -317,15 +317,19 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
         c8: dict[str, tuple[list[float], float]] = {"remote": ([], 0.0), "remote-old": ([], 0.0),
                                                     "direct": ([], 0.0)}
         cpu8 = {(name, side): 0.0 for name in c8 for side in "AB"}
+        loop8 = {(name, side): 0.0 for name in c8 for side in "AB"}  # of it, the event-loop (main) threads'
         c1 = {"remote": remote, "remote-old": remote_old, "direct": direct}
         batches_before = await _batches(a)
         for _ in range(3):
             for name, node, sender in (("remote", a, a), ("remote-old", a0, a0), ("direct", b, a)):
                 per_call = statistics.median(c1[name])
                 cpu_a, cpu_b = cpu_seconds(sender.pid), cpu_seconds(b.pid)
+                loop_a, loop_b = main_thread_times(sender.pid)[0], main_thread_times(b.pid)[0]
                 lat, wall = await _invokes(node, max(30, int(args.seconds / per_call * 2 / 3)), 8)
                 cpu8[name, "A"] += cpu_seconds(sender.pid) - cpu_a
                 cpu8[name, "B"] += cpu_seconds(b.pid) - cpu_b
+                loop8[name, "A"] += main_thread_times(sender.pid)[0] - loop_a
+                loop8[name, "B"] += main_thread_times(b.pid)[0] - loop_b
                 c8[name] = (c8[name][0] + lat, c8[name][1] + wall)
         batches = [after - before for after, before in zip(await _batches(a), batches_before)]
         # Smaller batches (concurrency 2) against these: how much of each node's CPU is per batch request.
@@ -373,6 +377,13 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
           f"remote A {us['remote', 'A']:.0f} + B {us['remote', 'B']:.0f} = "
           f"{us['remote', 'A'] + us['remote', 'B']:.0f} us "
           f"({(us['remote', 'A'] + us['remote', 'B']) / us['direct', 'B']:.2f}x direct)")
+    loop_us = {k: v / len(c8[k[0]][0]) * 1e6 for k, v in loop8.items()}
+    print(f"of it, the event-loop threads' at concurrency 8 (the rest: the nodes' other threads, B's provenance "
+          f"journal writer and wasm pool): direct B {loop_us['direct', 'B']:.0f} us "
+          f"(others {us['direct', 'B'] - loop_us['direct', 'B']:.0f}); remote A {loop_us['remote', 'A']:.0f} "
+          f"(others {us['remote', 'A'] - loop_us['remote', 'A']:.0f}) + B {loop_us['remote', 'B']:.0f} us "
+          f"(others {us['remote', 'B'] - loop_us['remote', 'B']:.0f}); a batch's calls pass A's loop, then B's, "
+          f"one after the other")
     at = batches[1] / max(1, batches[0])  # calls per batch at concurrency 8
     print(f"remote calls at concurrency 8 sent in batches: {batches[1]} of {len(c8['remote'][0])} calls, in "
           f"{batches[0]} batch requests ({at:.1f} calls per batch, {batches[2]} sent "
@@ -416,6 +427,9 @@ async def run(args: argparse.Namespace, tmp: Path) -> None:
     report.add("old path (signed) added p50", added_old * ms, "ms")
     report.add("raw: unsigned peer round trip on a certified connection", channel_rt * ms, "ms")
     report.add("remote signed requests per call, c=8", requests_per_call, "")
+    for (name, side), value in sorted(loop_us.items()):
+        if name != "direct" or side == "B":
+            report.add(f"{name} node {side} event-loop thread CPU per call, c=8", value, "us")
     for name, (per_batch, per_call) in split.items():
         report.add(f"node {name} CPU per remote batch request", per_batch, "us")
         report.add(f"node {name} CPU per remote call, batch part aside", per_call, "us")
