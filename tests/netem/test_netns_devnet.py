@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from xsc.devnet import Devnet
+from xsc import codec
+from xsc.devnet import Devnet, xsc_command
 from xsc.errors import DevnetError, InvalidArgument
 from xsc.netem import namespaces
 from xsc.netem.namespaces import NetnsNetwork
@@ -101,3 +103,25 @@ def test_the_cli_takes_the_network_down_with_the_nodes(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert network.leftovers() == [] and not network.delay_line_running()
     assert not any(n.alive() for n in loaded)
+
+
+@needs_netns
+def test_a_ctrl_c_during_up_leaves_no_namespace_rule_or_delay_line(tmp_path: Path) -> None:
+    root = tmp_path / "net"
+    up = subprocess.Popen([*xsc_command(), "devnet", "up", "-n", "3", "--netns", "--delay", "20ms", "--dir",
+                           str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        state = root / "devnet.json"
+        eventually(lambda: state.exists() and codec.loads(state.read_text()).get("nodes"),
+                   "up to have started a node", timeout=60)
+        started, _ = Devnet.load(root)
+        network = started.network
+        assert network is not None and network.leftovers() and network.delay_line_running()
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) != 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert network.leftovers() == [] and not network.delay_line_running()
+    assert started.nodes and not any(n.alive() for n in started)
