@@ -7,7 +7,8 @@ network namespaces (`Devnet(..., network=NetnsNetwork(...))`): first with no del
 packet entering a node's namespace held --delay seconds and dropped with probability --loss (node to node, a
 round trip crosses two namespaces: twice the delay; the CLI, on the host, to node-0: once).  In each, once every
 node knows and has probed every other up: a put of --size MiB through node-0 and a get of it (`xsc store put`,
-`store get` to /dev/null, from the host), then --watch seconds more of the nodes' ordinary work (probes every
+`store get` to /dev/null, from the host), after the raw step it rests on (one fresh TCP connection carrying
+--size MiB from node-1's namespace to node-2's), then --watch seconds more of the nodes' ordinary work (probes every
 10 s, audits every 10 s here).  Over each run, from every node's `GET /v1/health/peers` and `GET /v1/node/status`:
 failed probes (each one marks the peer down until the next succeeds), audits answered, failed and unanswered,
 repairs started.  Targets (the network row of docs/peers.md): put and get with delay and loss at least 0.5x of
@@ -19,6 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -50,6 +53,40 @@ class Run:
     audits_failed: int = 0
     audits_unanswered: int = 0
     repairs_started: int = 0
+    raw_mbs: float | None = None  # one fresh TCP stream of --size MiB from node-1's namespace to node-2's
+
+
+# The raw step: a TCP stream between two nodes' namespaces, on the path a share takes to its holder.
+_SINK = """
+import socket, sys
+s = socket.socket(); s.bind((sys.argv[1], 0)); s.listen(); print(s.getsockname()[1], flush=True)
+c, _ = s.accept()
+while c.recv(1 << 20): pass
+c.send(b"k")
+"""
+_SOURCE = """
+import socket, sys, time
+data, size = b"x" * (1 << 20), int(sys.argv[3])
+started = time.monotonic()
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+for _ in range(size >> 20): c.sendall(data)
+c.shutdown(socket.SHUT_WR); c.recv(1)
+print(time.monotonic() - started)
+"""
+
+
+def _raw_stream(network: NetnsNetwork, size: int) -> float:
+    """MB/s of one fresh TCP connection carrying `size` bytes from node 1's namespace to node 2's."""
+    sink = subprocess.Popen([*network.exec_prefix(2), sys.executable, "-c", _SINK, network.address(2)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        port = sink.stdout.readline().strip()
+        took = subprocess.run([*network.exec_prefix(1), sys.executable, "-c", _SOURCE, network.address(2), port,
+                               str(size)], capture_output=True, text=True, timeout=600, check=True)
+        return size / float(took.stdout) / 1e6
+    finally:
+        sink.kill()
+        sink.wait()
 
 
 def _get(node: NodeProcess, path: str) -> dict:
@@ -98,10 +135,12 @@ def _measure(root: Path, count: int, delay: float, loss: float, src: Path, watch
                 raise SystemExit(f"the nodes did not probe each other up in {UP_TIMEOUT:g} s")
             time.sleep(0.5)
         print(f"delay {delay:g} s, loss {loss:g}: {count} nodes up, load {os.getloadavg()[0]:.2f}", flush=True)
-        put_s, get_s, _ = _put_get(net.first.data_dir, src)
         size = src.stat().st_size
+        run.raw_mbs = _raw_stream(network, size)
+        put_s, get_s, _ = _put_get(net.first.data_dir, src)
         run.put_mbs, run.get_mbs = size / put_s / 1e6, size / get_s / 1e6
-        print(f"delay {delay:g} s, loss {loss:g}: put {run.put_mbs:.1f} MB/s, get {run.get_mbs:.1f} MB/s", flush=True)
+        print(f"delay {delay:g} s, loss {loss:g}: raw TCP node to node {run.raw_mbs:.1f} MB/s, put {run.put_mbs:.1f} "
+              f"MB/s, get {run.get_mbs:.1f} MB/s", flush=True)
         time.sleep(watch)  # the nodes' own probes and audits over the stored file: what is measured
         _health(net, run)
     if network.leftovers() or network.delay_line_running():
@@ -133,10 +172,14 @@ def main() -> None:
     for run, name in ((plain, "no delay"), (slow, f"{args.delay * 1000:g} ms, {args.loss:.0%} loss")):
         report.add(f"{args.size} MiB put, {args.nodes} nodes, {name}", run.put_mbs, "MB/s")
         report.add(f"{args.size} MiB get, {args.nodes} nodes, {name}", run.get_mbs, "MB/s")
+        report.add(f"{args.size} MiB raw TCP stream node to node, {name}", run.raw_mbs, "MB/s")
         report.add(f"probes made, {name}", run.probes, "")
         report.add(f"audits answered, {name}", run.audits_ok, "")
     report.add("put with delay and loss / without", slow.put_mbs / plain.put_mbs, "x", target=0.5, op=">=")
     report.add("get with delay and loss / without", slow.get_mbs / plain.get_mbs, "x", target=0.5, op=">=")
+    report.add("raw TCP stream with delay and loss / without", slow.raw_mbs / plain.raw_mbs, "x")
+    report.add("put with delay and loss / the raw TCP stream with them", slow.put_mbs / slow.raw_mbs, "x")
+    report.add("get with delay and loss / the raw TCP stream with them", slow.get_mbs / slow.raw_mbs, "x")
     report.add("probes that said down, with delay and loss", slow.probes_failed, "", target=0, op="<=")
     report.add("audits failed or unanswered, with delay and loss", slow.audits_failed + slow.audits_unanswered, "",
                target=0, op="<=")
