@@ -6,6 +6,7 @@ namespaces have no default route, and the host only a route to the devnet's own 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import ipaddress
 import os
@@ -13,13 +14,16 @@ import shutil
 import signal
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import DevnetError, InvalidArgument
 
 RANGE = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544: set aside for benchmarking networks
 QUEUE = 0
 MAX_NODES = 250
+LOCK = "/run/lock/xsc-netem.lock"
 
 
 def check() -> None:
@@ -38,6 +42,14 @@ def _run(*args: str, check_rc: bool = True) -> subprocess.CompletedProcess:
     if check_rc and done.returncode != 0:
         raise DevnetError(f"`{' '.join(args)}` failed: {done.stderr.strip() or done.returncode}")
     return done
+
+
+@contextmanager
+def _choosing() -> Iterator[None]:
+    """Held while a devnet checks its /24 is free and puts the host's address on it: two never take one."""
+    with open(LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _subnets_in_use(besides: str) -> set[ipaddress.IPv4Network]:
@@ -98,7 +110,11 @@ class NetnsNetwork:
         check()
         self.down()
         try:
-            self._hub()
+            with _choosing():
+                if any(self.subnet.overlaps(u) for u in _subnets_in_use(besides=self.host_link)):
+                    raise DevnetError(f"{self.subnet} was taken by another interface since this devnet chose it",
+                                      hint="run the command again")
+                self._hub()
             for index in range(self.count):
                 self._node(index)
             if self.delay > 0:
