@@ -2,10 +2,10 @@
 # Debian packages the test suite uses when present (idempotent; safe to run on every CI start).
 # The S3 gateway's tool tests (tests/s3/test_s3_tools.py) drive rclone, the AWS CLI and s3cmd; the dashboard's
 # browser tests (tests/ui/test_ui_browser.py) drive Debian's chromium with Playwright (never `playwright install`),
-# and the stored site there is fetched with curl too;
+# and the stored site there is fetched with curl too; namespaced devnets (tests/netem) need iptables (and root);
 # where they cannot be installed, those tests skip and say so.
 set -uo pipefail
-PACKAGES=(rclone awscli s3cmd chromium curl)
+PACKAGES=(rclone awscli s3cmd chromium curl iptables)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

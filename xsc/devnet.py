@@ -7,7 +7,8 @@
   started by another command (the CLI's `devnet down`) is attached from its pid with `NodeProcess.attach`.
 - `Devnet(root, count)`: N nodes with data dirs `root/node-0`, `root/node-1`, ... where every node but the
   first joins the first (gossip does the rest); `start()`, `wait_peered()`, `stop()`, and a state file
-  (`save`/`load`) so that a later command finds the nodes again.
+  (`save`/`load`) so that a later command finds the nodes again.  Given a `NetnsNetwork` (xsc/netem), each node
+  runs in its own network namespace, behind emulated delay and loss.
 
 Nodes are started through the installed `xsc` console script next to the running interpreter, never as
 `python -m xsc`: that would import whatever `xsc/` directory the current folder holds.  Variables that
@@ -31,6 +32,7 @@ from typing import Iterable, Mapping
 
 from . import codec
 from .errors import DevnetError, InvalidArgument, NodeNotRunning
+from .netem.namespaces import NetnsNetwork
 from .paths import URL_FILE
 
 HOST = "127.0.0.1"
@@ -140,11 +142,14 @@ class NodeProcess:
 
     def __init__(self, data_dir: Path | str, port: int | None = None, args: Iterable[str] = (),
                  env: Mapping[str, str] | None = None, *, launcher: list[str] | None = None,
-                 log: Path | str | None = None, detach: bool = False, name: str | None = None) -> None:
+                 log: Path | str | None = None, detach: bool = False, name: str | None = None,
+                 host: str = HOST, prefix: list[str] | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.name = name or self.data_dir.name
         self.port = port if port is not None else free_port()
-        self.url = f"http://{HOST}:{self.port}"
+        self.host = host
+        self.prefix = list(prefix or ())  # runs the command elsewhere, e.g. `ip netns exec NS`
+        self.url = f"http://{host}:{self.port}"
         self.args = list(args)
         self.env = node_environ(env)
         self.launcher = launcher
@@ -156,9 +161,9 @@ class NodeProcess:
 
     @classmethod
     def attach(cls, data_dir: Path | str, port: int, pid: int, *, log: Path | str | None = None,
-               name: str | None = None) -> "NodeProcess":
+               name: str | None = None, host: str = HOST) -> "NodeProcess":
         """A node another command started: known by its pid (signals and /proc only, no exit status)."""
-        node = cls(data_dir, port, log=log, name=name)
+        node = cls(data_dir, port, log=log, name=name, host=host)
         node._pid = pid
         return node
 
@@ -167,8 +172,8 @@ class NodeProcess:
         return self.proc.pid if self.proc is not None else self._pid
 
     def command(self) -> list[str]:
-        return [*(self.launcher or xsc_command()), "--data-dir", str(self.data_dir), "node", "start",
-                "--listen", f"{HOST}:{self.port}", *self.args]
+        return [*self.prefix, *(self.launcher or xsc_command()), "--data-dir", str(self.data_dir), "node", "start",
+                "--listen", f"{self.host}:{self.port}", *self.args]
 
     def spawn(self) -> "NodeProcess":
         """Start the process without waiting for it."""
@@ -207,7 +212,7 @@ class NodeProcess:
 
     def listening(self) -> bool:
         try:
-            with socket.create_connection((HOST, self.port), timeout=0.2):
+            with socket.create_connection((self.host, self.port), timeout=0.2):
                 return True
         except OSError:
             return False
@@ -323,21 +328,29 @@ def forget_seeds(data_dir: Path) -> None:
 class Devnet:
     """`count` nodes with data dirs `root/<name>` (names "node-0", "node-1", ... by default); every node but the
     first starts with `--peer <first node's URL>`.  `env` goes to every node, `envs[i]` on top of it to node i
-    only; `args` are extra `node start` arguments for every node."""
+    only; `args` are extra `node start` arguments for every node.  With a `network` (xsc/netem), node i runs in
+    its own network namespace and listens on its own address there; `spawn` builds the network, `stop` takes it
+    down."""
 
     def __init__(self, root: Path | str, count: int, *, ports: list[int] | None = None,
                  env: Mapping[str, str] | None = None, envs: list[Mapping[str, str]] | None = None,
                  args: Iterable[str] = (), name: str = "node-{}", detach: bool = False,
-                 launcher: list[str] | None = None) -> None:
+                 launcher: list[str] | None = None, network: NetnsNetwork | None = None) -> None:
         self.root = Path(root).resolve()
         ports = ports or free_ports(count)
         if len(ports) != count or (envs is not None and len(envs) != count):
             raise InvalidArgument(f"{len(ports)} ports and {len(envs or ())} environments for {count} nodes")
+        if network is not None and network.count != count:
+            raise InvalidArgument(f"a network of {network.count} namespaces for {count} nodes")
+        self.network = network
+        self.launcher = launcher
         args = list(args)
-        first_url = f"http://{HOST}:{ports[0]}"
+        hosts = [HOST] * count if network is None else [network.address(i) for i in range(count)]
+        first_url = f"http://{hosts[0]}:{ports[0]}"
         self.nodes = [NodeProcess(self.root / name.format(i), port,
                                   [*args, *(["--peer", first_url] if i else [])],
-                                  {**(env or {}), **(envs[i] if envs else {})}, detach=detach, launcher=launcher)
+                                  {**(env or {}), **(envs[i] if envs else {})}, detach=detach, launcher=launcher,
+                                  host=hosts[i], prefix=network.exec_prefix(i) if network is not None else None)
                       for i, port in enumerate(ports)]
 
     @property
@@ -357,6 +370,8 @@ class Devnet:
         """Start every process without waiting (seeds an earlier run saved in the data dirs are forgotten);
         `on_spawn(node)` after each, e.g. to save the state at once."""
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.network is not None:
+            self.network.up(self.launcher or xsc_command())
         for node in self.nodes:
             forget_seeds(node.data_dir)
             node.spawn()
@@ -391,10 +406,15 @@ class Devnet:
         return lagging
 
     def stop(self, timeout: float = 30.0) -> tuple[int, int]:
-        """SIGTERM every live node, SIGKILL those still running after `timeout` s: (stopped, killed)."""
+        """SIGTERM every live node, SIGKILL those still running after `timeout` s: (stopped, killed); then the
+        network's namespaces, rules and delay line go too."""
         live = [n for n in self.nodes if n.alive()]
-        with ThreadPoolExecutor(max(1, len(live))) as pool:
-            list(pool.map(lambda n: n.stop(signal.SIGTERM, timeout), live))
+        try:
+            with ThreadPoolExecutor(max(1, len(live))) as pool:
+                list(pool.map(lambda n: n.stop(signal.SIGTERM, timeout), live))
+        finally:
+            if self.network is not None:
+                self.network.down()
         return len(live), sum(n.killed for n in live)
 
     def __enter__(self) -> "Devnet":
@@ -407,8 +427,11 @@ class Devnet:
     def save(self, records: list[dict] | None = None) -> None:
         path = self.root / STATE_FILE
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(codec.text({"nodes": records if records is not None else
-                                   [n.record() for n in self.nodes if n.pid is not None]}, indent=2))
+        state: dict = {"nodes": records if records is not None else
+                       [n.record() for n in self.nodes if n.pid is not None]}
+        if self.network is not None:
+            state["netns"] = self.network.record()
+        tmp.write_text(codec.text(state, indent=2))
         os.replace(tmp, path)
 
     @classmethod
@@ -417,16 +440,19 @@ class Devnet:
         root = Path(root).resolve()
         path = root / STATE_FILE
         try:
-            records = codec.loads(path.read_text())["nodes"]
+            state = codec.loads(path.read_text())
+            records = state["nodes"]
+            network = NetnsNetwork.from_record(root, state["netns"]) if state.get("netns") else None
             nodes = [NodeProcess.attach(r["data_dir"], int(r["url"].rsplit(":", 1)[1]), r["pid"], log=r["log"],
-                                        name=r["name"]) for r in records]
+                                        name=r["name"], host=r["url"].split("//", 1)[1].rsplit(":", 1)[0])
+                     for r in records]
         except FileNotFoundError:
             raise NodeNotRunning(f"no devnet in {root}", hint="start one with: xsc devnet up -n 6") from None
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise DevnetError(f"{path} is not a devnet state file: {err}",
                               hint="stop the nodes by hand and delete the file") from None
         devnet = cls.__new__(cls)
-        devnet.root, devnet.nodes = root, nodes
+        devnet.root, devnet.nodes, devnet.network, devnet.launcher = root, nodes, network, None
         return devnet, records
 
     def forget(self) -> None:

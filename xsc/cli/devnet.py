@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from ..devnet import STATE_FILE, Devnet, ports_from
-from ..errors import Conflict
+from ..errors import Conflict, InvalidArgument
+from ..netem.namespaces import NetnsNetwork, check
 from .output import Col, emit_json, json_option
 from .peers import wide_table
 
@@ -33,6 +34,8 @@ def devnet() -> None:
 
     \b
     xsc devnet up -n 6        start 6 nodes on 127.0.0.1, peered together
+    xsc devnet up -n 6 --netns --delay 50ms --loss 1%
+                              each node in its own network namespace (root), behind delay and loss
     xsc devnet status         which are up, their ids, URLs and data dirs
     xsc devnet down           stop them (their data dirs stay for the next up)
     Talk to one node with: xsc --data-dir <its data dir> ..."""
@@ -44,24 +47,34 @@ def devnet() -> None:
 @click.option("--base-port", type=int, help="Port of the first node; the others follow (default: any free ports).")
 @click.option("--timeout", type=click.FloatRange(1, 600), default=60.0, show_default=True,
               help="Seconds to wait for the nodes to answer and learn of each other.")
+@click.option("--netns", is_flag=True,
+              help="Each node in its own network namespace on a private bridge (needs root, ip and iptables).")
+@click.option("--delay", default="0ms", show_default=True, metavar="TIME",
+              help="With --netns: how long every packet entering a node's namespace is held (e.g. 50ms).")
+@click.option("--loss", default="0%", show_default=True, metavar="PERCENT",
+              help="With --netns: the share of packets entering a node's namespace that are dropped (e.g. 1%).")
 @dir_option
 @json_option
-def up(count: int, base_port: int | None, timeout: float, devnet_dir: str, as_json: bool) -> None:
-    """Start N nodes on loopback as background processes, peered together."""
+def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: str, loss: str, devnet_dir: str,
+       as_json: bool) -> None:
+    """Start N nodes as background processes, peered together (on loopback, or with --netns in namespaces)."""
     root = Path(devnet_dir).resolve()
+    network = _network(root, count, netns, delay, loss)
     root.mkdir(parents=True, exist_ok=True)
     if (root / STATE_FILE).exists():
         running = [n for n in Devnet.load(root)[0] if n.alive()]
         if running:
             raise Conflict(f"a devnet of {len(running)} running node(s) is already in {root}",
                            hint=f"stop it first: xsc devnet down --dir {devnet_dir}")
-    net = Devnet(root, count, ports=ports_from(base_port, count), detach=True)
+    net = Devnet(root, count, ports=ports_from(base_port, count), detach=True, network=network)
     nodes: list[dict] = []
     try:
         def started(node) -> None:  # saved at once: `down` can stop what was started even if this command dies
             nodes.append({"name": node.name, "id": None, **node.record()})
             net.save(nodes)
 
+        if network is not None:
+            net.save(nodes)  # the network's names first: `down` removes them even if this command dies now
         net.spawn(on_spawn=started)
         deadline = time.monotonic() + timeout
         for record, node in zip(nodes, net):
@@ -114,3 +127,45 @@ def down(timeout: float, devnet_dir: str, as_json: bool) -> None:
         return
     click.echo(f"stopped {stopped} node(s)" + (f", {killed} of them with SIGKILL" if killed else "")
                + f"; data dirs kept in {root}")
+
+
+def _seconds(text: str) -> float:
+    units = {"ms": 0.001, "s": 1.0}
+    for unit in ("ms", "s"):
+        if text.strip().endswith(unit):
+            try:
+                return float(text.strip()[:-len(unit)]) * units[unit]
+            except ValueError:
+                break
+    raise InvalidArgument(f"--delay {text!r} is not a time", hint="give it in ms or s, e.g. --delay 50ms")
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text.strip().removesuffix("%")) / 100
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise InvalidArgument(f"--loss {text!r} is not a share of 0 to 99%", hint="e.g. --loss 1%")
+    return value
+
+
+def _network(root: Path, count: int, netns: bool, delay: str, loss: str) -> NetnsNetwork | None:
+    seconds, share = _seconds(delay), _share(loss)
+    if not netns:
+        if seconds or share:
+            raise InvalidArgument("--delay and --loss need --netns", hint="add --netns (as root)")
+        return None
+    check()
+    return NetnsNetwork(root, count, seconds, share)
+
+
+@devnet.command("delay-line", hidden=True)
+@click.option("--delay", type=click.FloatRange(0, 10), required=True, help="Seconds each packet is held.")
+@click.option("--ready", type=click.Path(dir_okay=False), help="A file written once every queue is bound.")
+@click.argument("namespaces", nargs=-1, required=True)
+def delay_line(delay: float, ready: str | None, namespaces: tuple[str, ...]) -> None:
+    """Hold every packet the namespaces' NFQUEUE rules queue for DELAY seconds (run by `devnet up --netns`)."""
+    from ..netem.delayline import serve
+
+    serve(list(namespaces), delay, ready)

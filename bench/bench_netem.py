@@ -1,0 +1,191 @@
+"""A devnet behind an emulated wide-area network: a put and get with and without delay and loss, and the health.
+
+    python -m bench.bench_netem [--nodes 6] [--size 64] [--delay 0.05] [--loss 0.01] [--watch 60]
+
+Needs root, `ip` and `iptables` (xsc/netem).  Two runs, one after the other, each on a fresh `--nodes` devnet in
+network namespaces (`Devnet(..., network=NetnsNetwork(...))`): first with no delay and no loss, then with every
+packet entering a node's namespace held --delay seconds and dropped with probability --loss (node to node, a
+round trip crosses two namespaces: twice the delay; the CLI, on the host, to node-0: once).  In each, once every
+node knows and has probed every other up: a put of --size MiB through node-0 and a get of it (`xsc store put`,
+`store get` to /dev/null, from the host), after the raw step it rests on (one fresh TCP connection carrying
+--size MiB from node-1's namespace to node-2's), then --watch seconds more of the nodes' ordinary work (probes every
+10 s, audits every 10 s here).  Over each run, from every node's `GET /v1/health/peers` and `GET /v1/node/status`:
+failed probes (each one marks the peer down until the next succeeds), audits answered, failed and unanswered,
+repairs started.  Targets (the network row of docs/peers.md): put and get with delay and loss at least 0.5x of
+those without; no failed probe, failed audit or repair under delay and loss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from xsc.devnet import Devnet, NodeProcess
+from xsc.netem.namespaces import NetnsNetwork, check
+
+from .bench_network import _file, _put_get
+from .common import UNLIMITED_USER
+from .report import Report
+
+MiB = 1024 * 1024
+UP_TIMEOUT = 180.0
+ENV = {**UNLIMITED_USER, "XSC_AUDIT_INTERVAL": "10"}
+
+
+@dataclass
+class Run:
+    delay: float
+    loss: float
+    put_mbs: float | None = None
+    get_mbs: float | None = None
+    probes: int = 0
+    probes_failed: int = 0
+    last_errors: list[str] | None = None
+    audits_ok: int = 0
+    audits_failed: int = 0
+    audits_unanswered: int = 0
+    repairs_started: int = 0
+    raw_mbs: float | None = None  # one fresh TCP stream of --size MiB from node-1's namespace to node-2's
+
+
+# The raw step: a TCP stream between two nodes' namespaces, on the path a share takes to its holder.
+_SINK = """
+import socket, sys
+s = socket.socket(); s.bind((sys.argv[1], 0)); s.listen(); print(s.getsockname()[1], flush=True)
+c, _ = s.accept()
+while c.recv(1 << 20): pass
+c.send(b"k")
+"""
+_SOURCE = """
+import socket, sys, time
+data, size = b"x" * (1 << 20), int(sys.argv[3])
+started = time.monotonic()
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+for _ in range(size >> 20): c.sendall(data)
+c.shutdown(socket.SHUT_WR); c.recv(1)
+print(time.monotonic() - started)
+"""
+
+
+def _raw_stream(network: NetnsNetwork, size: int) -> float:
+    """MB/s of one fresh TCP connection carrying `size` bytes from node 1's namespace to node 2's."""
+    sink = subprocess.Popen([*network.exec_prefix(2), sys.executable, "-c", _SINK, network.address(2)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        port = sink.stdout.readline().strip()
+        took = subprocess.run([*network.exec_prefix(1), sys.executable, "-c", _SOURCE, network.address(2), port,
+                               str(size)], capture_output=True, text=True, timeout=600, check=True)
+        return size / float(took.stdout) / 1e6
+    finally:
+        sink.kill()
+        sink.wait()
+
+
+def _get(node: NodeProcess, path: str) -> dict:
+    request = urllib.request.Request(node.url + path, headers={"Authorization": f"Bearer {node.token}"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def _all_probed_up(net: Devnet) -> bool:
+    for node in net:
+        peers = _get(node, "/v1/health/peers")["peers"]
+        if len(peers) != len(net) - 1 or not all(p.get("up") for p in peers):
+            return False
+    return True
+
+
+def _health(net: Devnet, run: Run) -> None:
+    """The probes and audits every node made so far, and the repairs it started."""
+    errors = []
+    for node in net:
+        for peer in _get(node, "/v1/health/peers")["peers"]:
+            probes = peer.get("probes_1h") or 0
+            run.probes += probes
+            run.probes_failed += round(probes * (1 - (peer.get("ratio_1h") or 0))) if probes else 0
+            if peer.get("last_error"):
+                errors.append(f"{node.name}: {peer['last_error']}")
+        audits = _get(node, "/v1/node/status")["audits"]
+        run.audits_ok += audits["audits_ok"]
+        run.audits_failed += audits["audits_failed"]
+        run.audits_unanswered += audits["audits_unanswered"]
+        run.repairs_started += (audits["repairs"] + audits["repairs_failed"] + audits["repair_queue"]
+                                + bool(audits["repairing"]))
+    run.last_errors = errors[:10]
+
+
+def _measure(root: Path, count: int, delay: float, loss: float, src: Path, watch: float) -> Run:
+    run = Run(delay, loss)
+    network = NetnsNetwork(root, count, delay, loss)
+    with Devnet(root, count, env=ENV, network=network).start(timeout=UP_TIMEOUT) as net:
+        lagging = net.wait_peered(UP_TIMEOUT)
+        if lagging:
+            raise SystemExit(f"{[n.name for n in lagging]} did not learn of every node in {UP_TIMEOUT:g} s")
+        deadline = time.monotonic() + UP_TIMEOUT
+        while not _all_probed_up(net):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the nodes did not probe each other up in {UP_TIMEOUT:g} s")
+            time.sleep(0.5)
+        print(f"delay {delay:g} s, loss {loss:g}: {count} nodes up, load {os.getloadavg()[0]:.2f}", flush=True)
+        size = src.stat().st_size
+        run.raw_mbs = _raw_stream(network, size)
+        put_s, get_s, _ = _put_get(net.first.data_dir, src)
+        run.put_mbs, run.get_mbs = size / put_s / 1e6, size / get_s / 1e6
+        print(f"delay {delay:g} s, loss {loss:g}: raw TCP node to node {run.raw_mbs:.1f} MB/s, put {run.put_mbs:.1f} "
+              f"MB/s, get {run.get_mbs:.1f} MB/s", flush=True)
+        time.sleep(watch)  # the nodes' own probes and audits over the stored file: what is measured
+        _health(net, run)
+    if network.leftovers() or network.delay_line_running():
+        raise SystemExit(f"the network was not taken down: {network.leftovers()}")
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=6, help="devnet size")
+    parser.add_argument("--size", type=int, default=64, help="MiB put and got through node-0")
+    parser.add_argument("--delay", type=float, default=0.05, help="seconds each packet entering a namespace is held")
+    parser.add_argument("--loss", type=float, default=0.01, help="share of packets entering a namespace dropped")
+    parser.add_argument("--watch", type=float, default=60.0, help="seconds of probes and audits after the get")
+    args = parser.parse_args()
+    check()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="xsc-bench-netem-") as tmp_name:
+        tmp = Path(tmp_name)
+        src = tmp / "input.bin"
+        _file(src, args.size * MiB)
+        plain = _measure(tmp / "plain", args.nodes, 0.0, 0.0, src, args.watch)
+        print(f"no delay: {asdict(plain)}", flush=True)
+        slow = _measure(tmp / "slow", args.nodes, args.delay, args.loss, src, args.watch)
+        print(f"delay and loss: {asdict(slow)}", flush=True)
+    print(f"load average {load_before[0]:.2f} as the run began, {os.getloadavg()[0]:.2f} as it ended "
+          f"({os.cpu_count()} cores)")
+    report = Report("netem")
+    for run, name in ((plain, "no delay"), (slow, f"{args.delay * 1000:g} ms, {args.loss:.0%} loss")):
+        report.add(f"{args.size} MiB put, {args.nodes} nodes, {name}", run.put_mbs, "MB/s")
+        report.add(f"{args.size} MiB get, {args.nodes} nodes, {name}", run.get_mbs, "MB/s")
+        report.add(f"{args.size} MiB raw TCP stream node to node, {name}", run.raw_mbs, "MB/s")
+        report.add(f"probes made, {name}", run.probes, "")
+        report.add(f"audits answered, {name}", run.audits_ok, "")
+    report.add("put with delay and loss / without", slow.put_mbs / plain.put_mbs, "x", target=0.5, op=">=")
+    report.add("get with delay and loss / without", slow.get_mbs / plain.get_mbs, "x", target=0.5, op=">=")
+    report.add("raw TCP stream with delay and loss / without", slow.raw_mbs / plain.raw_mbs, "x")
+    report.add("put with delay and loss / the raw TCP stream with them", slow.put_mbs / slow.raw_mbs, "x")
+    report.add("get with delay and loss / the raw TCP stream with them", slow.get_mbs / slow.raw_mbs, "x")
+    report.add("probes that said down, with delay and loss", slow.probes_failed, "", target=0, op="<=")
+    report.add("audits failed or unanswered, with delay and loss", slow.audits_failed + slow.audits_unanswered, "",
+               target=0, op="<=")
+    report.add("repairs started, with delay and loss", slow.repairs_started, "", target=0, op="<=")
+    report.write()
+
+
+if __name__ == "__main__":
+    main()
