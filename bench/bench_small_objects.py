@@ -178,8 +178,8 @@ def main() -> None:
     report.add("1 KiB puts at concurrency 8 / sequential", concurrent / sequential, "x", target=2, op=">=")
     report.add("1 KiB PutObject at concurrency 8 / user-API puts at concurrency 8", s3_rate / concurrent, "x",
                target=0.8, op=">=")
-    report.add("1 KiB PutObject at concurrency 8 through boto3 / user-API puts at concurrency 8", boto3_rate / concurrent,
-               "x")
+    report.add("1 KiB PutObject at concurrency 8 through boto3 / user-API puts at concurrency 8",
+               boto3_rate / concurrent, "x")
     report.add("1,001 sequential PutObjects", seq_s3, "s", target=10, op="<")
     if devnet is not None:
         report.add("1 KiB puts at concurrency 8 on a 6-node devnet", devnet, "/s", target=100, op=">=")
