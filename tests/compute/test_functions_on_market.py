@@ -136,23 +136,40 @@ async def _place(owner, provider, body: dict) -> tuple[int, dict]:
         return err.details["peer_status"], {"code": err.details["peer_code"], "detail": err.message}
 
 
-async def test_a_provider_refuses_placements_it_is_not_paid_for_or_cannot_serve(node_factory):
-    provider = await _provider(node_factory, "provider")
+async def _owner_and_provider(node_factory, *, deployed: bool = True, **provider_sections):
+    """A provider serving web functions and an owner offering no compute, peered: (owner, provider, the owner's
+    cgi module, on the provider too if `deployed`, and the provider's compute price)."""
+    provider = await _provider(node_factory, "provider", **provider_sections)
     owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
     await peer_with_provider(owner, provider)
-    pid, owner_id = provider.app[IDENTITY].id, owner.app[IDENTITY].id
-    node = owner.app[NODE]
     module = await deploy(owner, "cgi", wasi=True)
-    price = provider.app[NODE].market.honoured_ask("compute")
-    budget = provider.app[NODE].compute.budget(InvokeCall(module, "_start", [], None, None, None, True), price)
+    if deployed:
+        await provider.app[NODE].compute.deploy(owner.app[NODE].compute.store.wasm(bytes.fromhex(module)), wasi=True)
+    return owner, provider, module, provider.app[NODE].market.honoured_ask("compute")
+
+
+def _budget(provider, module: str, price: int) -> int:
+    """What one request of the module's `_start`, at the default limits, holds on the provider."""
+    return provider.app[NODE].compute.budget(InvokeCall(module, "_start", [], None, None, None, True), price)
+
+
+def _terms(provider, price: int, authorization) -> dict:
+    """A placement's terms, but its function: the price, the provider's memory price, the authorization."""
+    encoded = authorization if isinstance(authorization, bytes) else encode_authorization(authorization)
+    return {"price": price, "deal": {}, "memory_price": provider.app[NODE].compute.memory_price,
+            "authorization": encoded.hex()}
+
+
+async def test_a_provider_refuses_placements_it_is_not_paid_for_or_cannot_serve(node_factory):
+    owner, provider, module, price = await _owner_and_provider(node_factory, deployed=False)
+    pid, owner_id, node = provider.app[IDENTITY].id, owner.app[IDENTITY].id, owner.app[NODE]
+    budget = _budget(provider, module, price)
 
     async def auth(name: str, cap: int = 2 * budget):
         return await node.payments.authorize(pid, cap, function_job(owner_id, name), ttl=3600)
 
     def body(name: str, authorization) -> dict:
-        encoded = authorization if isinstance(authorization, bytes) else encode_authorization(authorization)
-        return {"function": {"name": name, "module": module}, "price": price,
-                "memory_price": provider.app[NODE].compute.memory_price, "deal": {}, "authorization": encoded.hex()}
+        return {"function": {"name": name, "module": module}, **_terms(provider, price, authorization)}
 
     # The module is not on the provider: refused (the owner may push it, within the pushed-module bounds), nothing
     # served.  Bytes other than the module it asked for are refused, and it is still not here.
@@ -197,20 +214,12 @@ async def test_a_provider_refuses_placements_it_is_not_paid_for_or_cannot_serve(
 
 
 async def test_a_placed_function_past_its_authorized_cap_answers_402(node_factory):
-    provider = await _provider(node_factory, "provider")
-    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
-    await peer_with_provider(owner, provider)
-    pid, owner_id = provider.app[IDENTITY].id, owner.app[IDENTITY].id
-    node = owner.app[NODE]
-    module = await deploy(owner, "cgi", wasi=True)
-    await provider.app[NODE].compute.deploy(node.compute.store.wasm(bytes.fromhex(module)), wasi=True)
-    price = provider.app[NODE].market.honoured_ask("compute")
-    budget = provider.app[NODE].compute.budget(InvokeCall(module, "_start", [], None, None, None, True), price)
-    authorization = await node.payments.authorize(pid, budget, function_job(owner_id, "once"), ttl=3600)
-    status, answer = await _place(owner, provider, {
-        "function": {"name": "once", "module": module}, "price": price, "deal": {},
-        "memory_price": provider.app[NODE].compute.memory_price,
-        "authorization": encode_authorization(authorization).hex()})
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    authorization = await owner.app[NODE].payments.authorize(
+        provider.app[IDENTITY].id, _budget(provider, module, price), function_job(owner.app[IDENTITY].id, "once"),
+        ttl=3600)
+    status, answer = await _place(owner, provider, {"function": {"name": "once", "module": module},
+                                                    **_terms(provider, price, authorization)})
     assert status == 201, answer
     assert (await _get(answer["url"]))[0] == 200  # its one request's budget: what it cost is used of the cap
     status, headers, problem = await _get(answer["url"])
@@ -218,20 +227,12 @@ async def test_a_placed_function_past_its_authorized_cap_answers_402(node_factor
 
 
 async def test_a_provider_refuses_a_placement_from_a_node_it_extends_no_credit(node_factory):
-    provider = await _provider(node_factory, "provider", ledger={"stranger_credit": 0})
-    stranger = await node_factory("stranger", **QUIET, market={"offer_compute": False})
-    await peer_with_provider(stranger, provider)
-    pid, stranger_id = provider.app[IDENTITY].id, stranger.app[IDENTITY].id
-    module = await deploy(stranger, "cgi", wasi=True)
-    await provider.app[NODE].compute.deploy(stranger.app[NODE].compute.store.wasm(bytes.fromhex(module)), wasi=True)
-    price = provider.app[NODE].market.honoured_ask("compute")
-    budget = provider.app[NODE].compute.budget(InvokeCall(module, "_start", [], None, None, None, True), price)
-    authorization = await stranger.app[NODE].payments.authorize(pid, 2 * budget, function_job(stranger_id, "a"),
-                                                                ttl=3600)
-    status, answer = await _place(stranger, provider, {
-        "function": {"name": "a", "module": module}, "price": price, "deal": {},
-        "memory_price": provider.app[NODE].compute.memory_price,
-        "authorization": encode_authorization(authorization).hex()})
+    stranger, provider, module, price = await _owner_and_provider(node_factory, ledger={"stranger_credit": 0})
+    stranger_id = stranger.app[IDENTITY].id
+    authorization = await stranger.app[NODE].payments.authorize(
+        provider.app[IDENTITY].id, 2 * _budget(provider, module, price), function_job(stranger_id, "a"), ttl=3600)
+    status, answer = await _place(stranger, provider, {"function": {"name": "a", "module": module},
+                                                       **_terms(provider, price, authorization)})
     assert status == 402 and answer["code"] == "prepayment-required", answer
     assert provider.app[NODE].functions.placed(stranger_id, "a") is None
 
@@ -272,9 +273,7 @@ async def test_reading_a_placed_functions_files_is_paid_on_its_owners_line_befor
                                                       function_job(owner_id, "site"), ttl=3600)
         return await _place(owner, provider, {
             "function": {"name": "site", "module": module, "entrypoint": "files", "limits": limits,
-                         "inputs": [f"{cap}:/in/index.html"]},
-            "price": price, "deal": {}, "memory_price": provider.app[NODE].compute.memory_price,
-            "authorization": encode_authorization(authorization).hex()})
+                         "inputs": [f"{cap}:/in/index.html"]}, **_terms(provider, price, authorization)})
 
     status, answer = await place(stingy, limits)
     assert status == 402 and answer["code"] == "prepayment-required", answer
@@ -292,16 +291,11 @@ async def test_reading_a_placed_functions_files_is_paid_on_its_owners_line_befor
 
 
 async def test_a_provider_refuses_a_malformed_placement_with_a_problem(node_factory):
-    provider = await _provider(node_factory, "provider")
-    owner = await node_factory("owner", **QUIET, market={"offer_compute": False})
-    await peer_with_provider(owner, provider)
-    pid, owner_id, node = provider.app[IDENTITY].id, owner.app[IDENTITY].id, owner.app[NODE]
-    module = await deploy(owner, "cgi", wasi=True)
-    await provider.app[NODE].compute.deploy(node.compute.store.wasm(bytes.fromhex(module)), wasi=True)
-    price = provider.app[NODE].market.honoured_ask("compute")
-    authorization = await node.payments.authorize(pid, 10**6, function_job(owner_id, "a"), ttl=3600)
-    terms = {"price": price, "deal": {}, "memory_price": provider.app[NODE].compute.memory_price,
-             "authorization": encode_authorization(authorization).hex()}
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    owner_id = owner.app[IDENTITY].id
+    authorization = await owner.app[NODE].payments.authorize(provider.app[IDENTITY].id, 10**6,
+                                                             function_job(owner_id, "a"), ttl=3600)
+    terms = _terms(provider, price, authorization)
     for function, said in (({"name": "a", "module": module, "inputs": ["s3://bucket/key:/in/x"]}, "capabilities"),
                            ({"name": "a", "module": module, "inputs": ["nothing"]}, "CAP:/in/NAME"),
                            ({"name": "a", "module": module, "inputs": [f"xsc:{i}:/in/{i}" for i in range(65)]},
