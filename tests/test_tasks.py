@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from xsc.tasks import GroupCommit, Pacer, Supervisor, Workers, refill, stop, woken
+from xsc.tasks import GroupCommit, Pacer, Supervisor, Workers, refill, stop, woken, woken_loop
 
 
 async def test_results_and_errors_come_back_on_the_loop() -> None:
@@ -288,3 +288,25 @@ async def test_a_group_commit_whose_pool_is_shut_down_refuses_each_item_and_neve
     for item in (1, 2):
         with pytest.raises(RuntimeError):
             await asyncio.wait_for(commits.add(item), 10)
+
+
+async def test_a_woken_loop_steps_at_once_again_when_woken_and_goes_on_after_a_failed_round() -> None:
+    wake, rounds, count = asyncio.Event(), asyncio.Queue(), 0
+
+    async def step() -> None:
+        nonlocal count
+        count += 1
+        await rounds.put("round")
+        if count % 2 == 0:
+            raise RuntimeError("every second round fails")
+
+    for wait_first, at_once in ((False, True), (True, False)):
+        task = asyncio.create_task(woken_loop("test", wake, 3600, step, wait_first=wait_first)())
+        if at_once:
+            assert await asyncio.wait_for(rounds.get(), 10) == "round"  # no wait before the first round
+        for _ in range(2):  # each wake is a round; a failed one does not end the loop
+            wake.set()
+            assert await asyncio.wait_for(rounds.get(), 10) == "round"
+        await stop(task)
+        while not rounds.empty():
+            rounds.get_nowait()

@@ -6,6 +6,7 @@ loop runs, and how many calls run at once.
                                             items added while one group is written go together in one write
     await workers.run(fn, *args)            fn(*args) on one of a fixed set of threads, handed it directly
     workers.submit(fn, *args)               the same, nothing handed back (fn delivers its own result)
+    woken_loop(name, wake, period, step)    a loop: await step(), then again once wake is set or period passes
     task = every(name, period, step)        await step() every period() seconds until cancelled;
                                             a failed round is logged and never ends the loop
     await woken(event, seconds)             wait until event is set or seconds pass; whether it is set
@@ -235,6 +236,29 @@ def periodic(name: str, period: Callable[[], float] | float, step: Callable[[], 
                 await step()
             except Exception:  # a failed round must never end the loop
                 log.exception("%s failed", name)
+
+    return loop
+
+
+def woken_loop(name: str, wake: asyncio.Event, period: Callable[[], float] | float,
+               step: Callable[[], Awaitable[Any]], *, wait_first: bool = False) -> Callable[[], Awaitable[None]]:
+    """A loop (for a service's `loops()`) that awaits `step()` at once (or after one wait, `wait_first`), then again
+    each time `wake` is set or `period` seconds pass (a number, or a callable read each round).  A failed round is
+    logged ("NAME failed") and the loop goes on."""
+
+    async def wait() -> None:
+        await woken(wake, period() if callable(period) else period)
+        wake.clear()
+
+    async def loop() -> None:
+        if wait_first:
+            await wait()
+        while True:
+            try:
+                await step()
+            except Exception:  # a failed round must never end the loop
+                log.exception("%s failed", name)
+            await wait()
 
     return loop
 

@@ -35,7 +35,7 @@ from ..ledger.core.model import Authorization, Receipt, encode_authorization
 from ..ledger.receipts import check_receipt
 from ..net import functions as wire
 from ..net.compute import close_tab, push_module
-from ..tasks import woken
+from ..tasks import woken_loop
 from .placed_functions import FUNCTION_JOBS, function_job
 from .remote_tabs import TAB_METERS, TAB_TTL
 from .service import InvokeCall
@@ -79,7 +79,8 @@ class Placements:
         pass
 
     def loops(self) -> dict[str, Any]:
-        return {"function-placements": self._run}
+        return {"function-placements": woken_loop("keeping web functions placed", self._wake, self.interval,
+                                                  self.keep)}
 
     async def close(self) -> None:
         pass  # what is still placed stays: after a restart the tabs go to the payment retry
@@ -93,15 +94,6 @@ class Placements:
         placement = self._placed.get(name)
         return {} if placement is None else {"url": placement.url, "provider": placement.provider,
                                              **placement.counters}
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.keep()
-            except Exception:  # one bad round must never end the placing
-                log.exception("keeping web functions placed failed")
-            await woken(self._wake, self.interval)
-            self._wake.clear()
 
     async def keep(self) -> None:
         """One round: every function on the market placed and its tab renewed; withdrawn ones taken off."""

@@ -23,7 +23,7 @@ from kademlia.node import Node
 from ..config import NodeConfig, parse_listen
 from ..identity import Identity
 from ..peers.core.descriptors import NodeDescriptor
-from ..tasks import at_most, now_ms, woken
+from ..tasks import at_most, now_ms, woken_loop
 from . import table
 from .core import records
 
@@ -113,17 +113,13 @@ class DhtService:
                 logging.getLogger(name).setLevel(logging.WARNING)
 
     def loops(self) -> dict[str, Callable[[], Any]]:
-        return {"dht": self._run} if self.enabled else {}
+        if not self.enabled:
+            return {}
+        return {"dht": woken_loop("a round of the hash table", self._wake, self._period, self._round)}
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._round()
-            except Exception:  # a failed round must never end the loop
-                log.exception("a round of the hash table failed")
-            # Alone (peers not proven up yet at start): try again soon rather than a whole interval later.
-            await woken(self._wake, self.interval if self.contacts() else min(self.interval, JOIN_RETRY))
-            self._wake.clear()
+    def _period(self) -> float:
+        """Alone (peers not proven up yet at start): a round again soon rather than a whole interval later."""
+        return self.interval if self.contacts() else min(self.interval, JOIN_RETRY)
 
     def announce(self, si: bytes, placement: list[str]) -> None:
         """Publish where a file's shares are, soon (the put that placed them does not wait for the table)."""

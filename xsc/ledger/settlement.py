@@ -40,7 +40,7 @@ from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, Pe
 from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
 from .receipts import ask_receipt, check_receipt, fetch_receipt
-from ..tasks import woken
+from ..tasks import woken_loop
 from .core.model import Authorization, Payment, Receipt, format_credits
 from .core.rules import CLOCK_SKEW
 from .service import LedgerService
@@ -259,20 +259,12 @@ class Payments:
         pass
 
     def loops(self) -> dict[str, Any]:
-        return {"payments-retry": self._run}
+        # Its first pass runs at once (payments left pending by the last run), then on wake or every interval.
+        return {"payments-retry": woken_loop("retrying pending payments", self._wake, self.retry_interval,
+                                             self.retry_all)}
 
     def close(self) -> None:
         pass
-
-    async def _run(self) -> None:
-        # Its first pass runs at once (payments left pending by the last run), then on wake or every interval.
-        while True:
-            try:
-                await self.retry_all()
-            except Exception:  # one bad round must never end the retries
-                log.exception("retrying pending payments failed")
-            await woken(self._wake, self.retry_interval)
-            self._wake.clear()
 
     async def retry_all(self) -> dict[str, int]:
         """One pass over every pending authorization; returns how many ended in each outcome."""

@@ -30,7 +30,7 @@ from typing import Any
 from .. import keys
 from ..errors import XscError
 from ..identity import Identity, public_id
-from ..tasks import woken
+from ..tasks import woken_loop
 from .core import merkle
 from .core.model import TAB_JOB_PREFIX as JOB_PREFIX
 from .service import LedgerService
@@ -92,7 +92,7 @@ class Tabs:
         self.load()
 
     def loops(self) -> dict[str, Any]:
-        return {"ledger-tabs": self._run}
+        return {"ledger-tabs": woken_loop("settling tabs", self._wake, self.interval, self.flush, wait_first=True)}
 
     async def close(self) -> None:  # after its loop stopped
         await self.flush()
@@ -140,14 +140,6 @@ class Tabs:
         self.settled_refs += len(tab.refs)
         return entry
 
-    async def _run(self) -> None:
-        while True:
-            await woken(self._wake, self.interval)
-            self._wake.clear()
-            try:
-                await self.flush()
-            except Exception:  # one bad round must never end the settling
-                log.exception("settling tabs failed")
 
 
 __all__ = ["OWED", "Tab", "Tabs", "owed_record"]
