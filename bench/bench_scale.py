@@ -1,12 +1,12 @@
 """What one node of a devnet costs as the devnet grows: idle CPU, memory and peer traffic per node, and a put and get.
 
-    python -m bench.bench_scale [--sizes 6,8,16,32,64] [--idle 60] [--size 64] [--no-transfer]
+    python -m bench.bench_scale [--sizes 6,8,16,32,64] [--settle 60] [--idle 60] [--size 64] [--no-transfer]
 
 For each size N, one after the other on this machine: `Devnet(N)` started, then waited for until every node knows
-every other (or 300 s; the nodes still lagging are counted), then left idle for --idle seconds, over which each
-node's CPU (/proc/PID/stat), its anonymous memory at the end (/proc/PID/status RssAnon) and the bytes its own
-requests to peers sent and received (`xsc_peer_bytes`, node/metrics.py) are read; node-0's allocation bytes per
-round (`GET /v1/allocation`); then a put and a get of --size MiB from node-0 (`xsc store put`, `store get` to
+every other (or 300 s; the nodes still lagging are counted), left idle for --settle seconds, then for --idle
+seconds over which each node's CPU (/proc/PID/stat), its anonymous memory at the end (/proc/PID/status RssAnon) and
+the bytes its own requests to peers sent and received (`xsc_peer_bytes`, node/metrics.py) are read, each node over
+its own window; node-0's allocation bytes per round (`GET /v1/allocation`); then a put and a get of --size MiB from node-0 (`xsc store put`, `store get` to
 /dev/null).  Prints a row per size and the ratios the network's growth is held to: idle CPU, memory and bytes sent
 per node at the largest size against the size 8 (targets at most 1.2x, 1.2x, 1.5x), and put and get at 32 nodes
 against 6 (at least 0.8x).  All nodes share this machine's cores: from about 32 nodes their idling alone takes
@@ -86,29 +86,53 @@ def _anon_mib(pid: int) -> float:
     return float("nan")
 
 
-def _measure(root: Path, count: int, idle: float, src: Path | None) -> Row:
+@dataclass
+class Reading:
+    """One node's counters at one moment: CPU seconds, peer bytes by (direction, route), datagrams sent."""
+    at: float
+    cpu: float
+    traffic: dict[tuple[str, str], float]
+    datagrams: int
+
+
+def _read(node: NodeProcess) -> Reading:
+    # The HTTP readings first and the clock and CPU last: with 64 nodes on 2 cores a node may take seconds to
+    # answer, and that wait must not fall inside the window its CPU is divided by.
+    traffic, datagrams = _traffic(node), _datagrams(node)
+    return Reading(time.perf_counter(), cpu_seconds(node.pid), traffic, datagrams)
+
+
+def _idle_row(count: int, up_s: float, lagging: int, nodes: list[NodeProcess], idle: float) -> Row:
+    """Each node's CPU, bytes and datagrams per second of its own window (from its first reading to its second,
+    `idle` seconds apart), averaged over the nodes."""
+    before = [_read(n) for n in nodes]
+    after = []
+    for node, b in zip(nodes, before):
+        time.sleep(max(0.0, b.at + idle - time.perf_counter()))
+        after.append(_read(node))
+    minutes = [(a.at - b.at) / 60 for a, b in zip(after, before)]
+    moved: dict[tuple[str, str], float] = {}
+    for b, a, m in zip(before, after, minutes):
+        for key, value in a.traffic.items():
+            moved[key] = moved.get(key, 0.0) + (value - b.traffic.get(key, 0.0)) / m / len(nodes)
+    cpu_pct = sum(100 * (a.cpu - b.cpu) / (m * 60) for a, b, m in zip(after, before, minutes)) / len(nodes)
+    datagrams = sum((a.datagrams - b.datagrams) / m for a, b, m in zip(after, before, minutes)) / len(nodes)
+    return Row(count, up_s, lagging, cpu_pct, sum(_anon_mib(n.pid) for n in nodes) / len(nodes),
+               sum(v for (way, _), v in moved.items() if way == "sent"),
+               sum(v for (way, _), v in moved.items() if way == "received"), None,
+               {route: round(v) for (way, route), v in sorted(moved.items(), key=lambda kv: -kv[1])
+                if way == "sent" and v > 0}, datagrams)
+
+
+def _measure(root: Path, count: int, idle: float, settle: float, src: Path | None) -> Row:
     started = time.perf_counter()
     with Devnet(root, count, env=UNLIMITED_USER).start(timeout=PEERED_TIMEOUT) as net:
         lagging = len(net.wait_peered(PEERED_TIMEOUT))
         up_s = time.perf_counter() - started
+        time.sleep(settle)  # joining's own traffic (first probes, first offers) is not idling
         nodes = list(net)
-        cpu0 = [cpu_seconds(n.pid) for n in nodes]
-        traffic0 = [_traffic(n) for n in nodes]
-        datagrams0 = [_datagrams(n) for n in nodes]
-        t0 = time.perf_counter()
-        time.sleep(idle)  # the measurement window: what idling costs is what is measured
-        seconds = time.perf_counter() - t0
-        cpu = [cpu_seconds(n.pid) - c for n, c in zip(nodes, cpu0)]
-        traffic = [_traffic(n) for n in nodes]
-        anon = [_anon_mib(n.pid) for n in nodes]
-        datagrams = sum(_datagrams(n) - d for n, d in zip(nodes, datagrams0)) / len(nodes) / (seconds / 60)
-        allocation = json.loads(_get(net.first, "/v1/allocation"))
-        moved = _per_minute(traffic0, traffic, seconds / 60)
-        row = Row(count, up_s, lagging, 100 * sum(cpu) / len(nodes) / seconds, sum(anon) / len(nodes),
-                  sum(v for (way, _), v in moved.items() if way == "sent"),
-                  sum(v for (way, _), v in moved.items() if way == "received"), allocation.get("bytes_per_round"),
-                  {route: round(v) for (way, route), v in sorted(moved.items(), key=lambda kv: -kv[1])
-                   if way == "sent" and v > 0}, datagrams)
+        row = _idle_row(count, up_s, lagging, nodes, idle)
+        row.alloc_bytes_per_round = json.loads(_get(net.first, "/v1/allocation")).get("bytes_per_round")
         print(f"{count} nodes, idle: {asdict(row)}", flush=True)
         if src is not None:
             try:
@@ -147,6 +171,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="6,8,16,32,64", help="devnet sizes, comma-separated")
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idling measured at each size")
+    parser.add_argument("--settle", type=float, default=60.0,
+                        help="seconds left idle after peering before the measured idling begins")
     parser.add_argument("--size", type=int, default=64, help="MiB put and got from node-0")
     parser.add_argument("--no-transfer", action="store_true", help="measure idling only")
     args = parser.parse_args()
@@ -161,7 +187,7 @@ def main() -> None:
             _file(src, args.size * MiB)
         for count in sizes:
             print(f"{count} nodes: starting", flush=True)
-            rows[count] = _measure(tmp / f"n{count}", count, args.idle, src)
+            rows[count] = _measure(tmp / f"n{count}", count, args.idle, args.settle, src)
             print(f"{count} nodes: {asdict(rows[count])}", flush=True)
     print(f"load average {load_before[0]:.2f} as the run began, {os.getloadavg()[0]:.2f} as it ended "
           f"({os.cpu_count()} cores)")

@@ -564,4 +564,5 @@ class MarketService:
             "needs": [{"id": b.slot.id, "kind": b.slot.kind, "quantity": b.slot.quantity, "price": b.price}
                       for b in self.needs.bids()],
             "bytes_sent": self.replication.bytes_sent,
+            "signed": self._own_signed,  # commitments this node signed since it started
         }
