@@ -338,7 +338,7 @@ class HealthSection(_Section):
     probe_timeout: float = 5.0  # seconds a peer may take to answer a challenge
     # Peers outside the neighbourhood (those the node recognises) probed a round, those probed longest ago: with
     # more of them, each is probed less often, so a round costs the same however large the network grows.
-    probe_others: int = Field(default=8, ge=1, le=1000)
+    probe_others: int = Field(default=2, ge=1, le=1000)
 
     @field_validator("probe_interval", "probe_timeout")
     @classmethod
@@ -430,7 +430,7 @@ class MarketSection(_Section):
     # are published besides): those it exchanged most with, then a sample of the rest fixed per node.  Who a node
     # subscribes to, pushes its offer to and holds the offer of follows recognition, so this bounds what keeping up
     # with the market costs a node however large the network grows.
-    recognised_at_most: int = Field(default=16, ge=1, le=1000)
+    recognised_at_most: int = Field(default=8, ge=1, le=1000)
 
     @field_validator("storage_ask_ceiling", "compute_ask_ceiling", "storage_ask_floor", "compute_ask_floor",
                      "storage_bid", "compute_bid", "fuel_per_second")

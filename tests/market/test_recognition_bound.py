@@ -67,3 +67,11 @@ def test_equal_peers_are_sampled_differently_by_each_node(tmp_path_factory, at_m
     assert all(len(s) == at_most for s in samples)
     if at_most < 20:
         assert len(set(samples)) > 1  # not the same few peers recognised by everyone
+
+
+def test_the_peers_a_node_recognises_mostly_recognise_it_too(tmp_path) -> None:
+    """A node's neighbourhood is those it recognises and those that recognise it: with equal peers ranked the same
+    from both ends of a pair, it stays near the bound instead of nearing twice the bound."""
+    chosen = {me: set(_recognition(tmp_path, me, at_most=8).weights()) for me in PEERS}
+    neighbourhood = [len(chosen[me] | {p for p in PEERS if me in chosen[p]}) for me in PEERS]
+    assert sum(neighbourhood) / len(PEERS) <= 1.5 * 8, neighbourhood

@@ -123,8 +123,11 @@ class Recognition:
 
     def _rank(self, peer: str) -> str:
         """A peer's place among equals: the same on every call of this node, different on every node (nodes that
-        see the same equal peers each keep a sample of their own, so the whole network stays connected)."""
-        return hashlib.sha256(f"{self.me}:{peer}".encode()).hexdigest()
+        see the same equal peers each keep a sample of their own, so the whole network stays connected), and the
+        same from both ends of a pair, so the peers a node recognises mostly recognise it too: a node subscribes
+        to and hears from those it recognises and those that recognise it, about `at_most` peers in all rather
+        than twice as many."""
+        return hashlib.sha256(":".join(sorted((self.me, peer))).encode()).hexdigest()
 
     def view(self, book: Any) -> list[dict]:
         """Each peer's weight, set by the user or derived, and the weight its commitment in `book` gives us."""
