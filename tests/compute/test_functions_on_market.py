@@ -5,6 +5,8 @@ provider goes away.  And what a provider refuses of a stranger's placement."""
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
 from tests.support.compute import deploy, peer_with_provider
@@ -14,8 +16,10 @@ from tests.support.waiting import eventually_async
 from xsc.compute.placed_functions import PER_OWNER, function_job, mount_price
 from xsc.errors import PeerRefused
 from xsc.compute.service import InvokeCall
+from xsc.ledger import price_budget
 from xsc.ledger.core.model import encode_authorization
 from xsc.net.compute import close_tab, push_module
+from xsc.net import functions as wire
 from xsc.net.functions import FUNCTION_PATH, FUNCTIONS_PATH
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
@@ -309,3 +313,51 @@ async def test_a_provider_refuses_a_malformed_placement_with_a_problem(node_fact
                                                     "extra": 1})
     assert status == 400, answer
     assert provider.app[NODE].functions.placed(owner_id, "a") is None
+
+
+async def test_callers_of_a_placed_function_answered_before_their_records_are_written_hold_only_what_runs_cost(
+        node_factory):
+    # Ten budgets on the owner's line and on the tab, eight callers at a time: were each answered run's whole budget
+    # held until its record is written (after the answer), a backlog of them would refuse callers (402).
+    fuel, memory, timeout, price = 2_000_000, 16 * 2**20, 2, 40
+    budget = price_budget(fuel, price, memory, timeout * 1_000_000, 10)
+    owner, provider, module, _ = await _owner_and_provider(
+        node_factory, market={"compute_ask_floor": price, "compute_ask_ceiling": price},
+        ledger={"stranger_credit": 10 * budget, "peer_credit": 10 * budget})
+    owner_id, pid, node = owner.app[IDENTITY].id, provider.app[IDENTITY].id, owner.app[NODE]
+    assert provider.app[NODE].market.honoured_ask("compute") == price
+    limits = {"fuel": fuel, "memory": memory, "timeout": timeout}
+    assert provider.app[NODE].compute.budget(InvokeCall(module, "_start", [], fuel, memory, timeout, True),
+                                             price) == budget
+    authorization = await node.payments.authorize(pid, 10 * budget, function_job(owner_id, "hello"), ttl=3600)
+    status, placed = await _place(owner, provider, {"function": {"name": "hello", "module": module,
+                                                                 "limits": limits, "concurrency": 8},
+                                                    **_terms(provider, price, authorization)})
+    assert status == 201, placed
+    trust = provider.app[NODE].trust
+    used = trust.line(owner_id)["used"]
+    in_flight, samples, statuses = 0, [], []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as session:
+        async def caller() -> None:
+            nonlocal in_flight
+            for n in range(40):
+                in_flight += 1
+                async with session.get(f"{placed['url']}{n}") as response:
+                    await response.read()
+                    statuses.append(response.status)
+                in_flight -= 1
+                samples.append((trust.line(owner_id)["reserved"], in_flight))
+
+        await asyncio.gather(*(caller() for _ in range(8)))
+    assert statuses.count(200) == len(statuses) == 320, {s: statuses.count(s) for s in set(statuses)}
+    runs = await eventually_async(lambda: len(r := _runs(provider, owner_id)) == len(statuses) and r,
+                                  "every run to be recorded")
+    metered = sum(r["charge"] for r in runs)
+    assert metered < budget  # far below the limit: only holds could have refused a caller
+    worst = max(held - flying * budget for held, flying in samples)
+    assert worst <= metered, f"held credit exceeded the budgets in flight by {worst} (all metered: {metered})"
+    # Each run is owed on the tab and used on the owner's line once written, and nothing stays held.
+    tab = (await wire.status(node.client, provider.app[NODE].peers.url, pid, "hello"))["tab"]
+    assert (tab["total"], tab["count"]) == (metered, 320), tab
+    line = trust.line(owner_id)
+    assert (line["used"] - used, line["reserved"]) == (metered, 0), line

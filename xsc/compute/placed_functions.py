@@ -12,7 +12,8 @@ network by their capabilities as any node reads them, only while this node keeps
 their reading (`mount_price`) is reserved on the owner's line here, where it is used whatever comes of it.
 
 Each request then holds its budget on the owner's trust line and on its tab (ProviderTabs), and its run's amount
-is written with its provenance record (one group commit); once the tab's cap is spent, callers get 402 until
+is written with its provenance record (one group commit); its caller is answered before that write, so from the
+moment the record is queued only the run's charge stays held.  Once the tab's cap is spent, callers get 402 until
 the owner places the function again with its next authorization.  The owner closes the old tab for this node's
 receipt (the tab close route) and pays by it.  A withdrawn function answers 404 from then on.  Placements are
 kept in memory: after a restart the owner's check finds the function gone and places it again.
@@ -97,13 +98,24 @@ class TabBill:
         self.paid.release(self.owner, budget)
 
     def record(self, compute, run, record: dict, module_hash: bytes, budget: int, also=()):
-        written = compute.journal.append(record, module_hash, (*self.paid.provider_tabs.owed(self.auth, run), *also))
-        tab = self.tab
+        """The run recorded with what it owes on the tab, in the journal's next group commit.  From the moment it
+        is queued only its charge stays held, on the owner's line and on the tab: a web function's callers are
+        answered before their records are written, and their whole budgets held until then would refuse the
+        next callers (402).  Not written: what is held is released and nothing is owed."""
+        tab, tabs = self.tab, self.paid.provider_tabs
+        try:
+            written = compute.journal.append(record, module_hash, (*tabs.owed(self.auth, run), *also))
+        except BaseException:
+            self.release(budget)
+            raise
+        charge = min(run.charge, budget)
+        tabs.replace_hold(tab, budget, charge)
+        self.paid.release(self.owner, budget - charge)
 
         def owed(_) -> None:
             done = not written.cancelled() and written.exception() is None
-            self.paid.provider_tabs.ran(tab, budget, run if done else None)
-            self.paid.used(self.owner, budget, run if done else None)
+            tabs.ran(tab, charge, run if done else None)
+            self.paid.used(self.owner, charge, run if done else None)
             if done:
                 self.paid.market.note_fuel(run.fuel_consumed)
 
