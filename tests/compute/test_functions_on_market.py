@@ -6,6 +6,7 @@ provider goes away.  And what a provider refuses of a stranger's placement."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import aiohttp
 
@@ -14,9 +15,11 @@ from tests.support.jobs import QUIET, balances
 from tests.support.nodes import close_node, free_port
 from tests.support.waiting import eventually_async
 from xsc.compute.placed_functions import PER_OWNER, function_job, mount_price
+from xsc.compute.remote_tabs import TAB_METERS
 from xsc.errors import PeerRefused
 from xsc.compute.service import InvokeCall
 from xsc.ledger import price_budget
+from xsc.ledger.receipts import check_receipt
 from xsc.ledger.core.model import encode_authorization
 from xsc.net.compute import close_tab, push_module
 from xsc.net import functions as wire
@@ -361,3 +364,53 @@ async def test_callers_of_a_placed_function_answered_before_their_records_are_wr
     assert (tab["total"], tab["count"]) == (metered, 320), tab
     line = trust.line(owner_id)
     assert (line["used"] - used, line["reserved"]) == (metered, 0), line
+
+
+async def test_placements_are_served_again_after_a_restart_unless_expired_withdrawn_or_without_their_module(
+        node_factory):
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    node, pid, owner_id = owner.app[NODE], provider.app[IDENTITY].id, owner.app[IDENTITY].id
+    other = await deploy(owner, "wasi_hello", wasi=True)
+    await provider.app[NODE].compute.deploy(node.compute.store.wasm(bytes.fromhex(other)), wasi=True)
+    budget = _budget(provider, module, price)
+
+    async def place(name: str, module: str = module, ttl: int = 3600):
+        authorization = await node.payments.authorize(pid, 4 * budget, function_job(owner_id, name), ttl=ttl)
+        status, answer = await _place(owner, provider, {"function": {"name": name, "module": module},
+                                                        **_terms(provider, price, authorization)})
+        assert status == 201, answer
+        assert (await _get(answer["url"] + "before"))[0] != 404  # served (a program that is no CGI: 502)
+        return answer["url"], authorization
+
+    kept, authorization = await place("kept")
+    brief, brief_authorization = await place("brief", ttl=2)
+    withdrawn, _ = await place("withdrawn")
+    await node.client.request(provider.app[NODE].peers.url, "DELETE", FUNCTION_PATH.format(name="withdrawn"), to=pid)
+    orphaned, _ = await place("orphaned", other)
+    provider.app[NODE].compute.remove(other)
+    web_listen = provider.app[NODE].config.node.web_listen
+    await eventually_async(lambda: len(_runs(provider, owner_id)) == 4, "the runs before the stop recorded")
+    stray = provider.app[NODE].config.data_dir / "functions" / ".placed" / owner_id / "cut-short" / ("0" * 32) / "in"
+    stray.mkdir(parents=True)
+    await provider.close()
+    await eventually_async(lambda: time.time() > brief_authorization.expires_at,
+                           "the brief placement's authorization to expire while its provider is down", 10)
+
+    again = await node_factory("provider", **QUIET, node={"web_listen": web_listen, "web_rate_limit": 1000})
+    status, _, answer = await _get(kept + "after")  # the same URL, not placed again
+    assert status == 200 and "PATH_INFO=/after" in answer.decode().splitlines(), (status, answer[:300])
+    for url in (brief, withdrawn, orphaned):
+        status, headers, problem = await _get(url + "after")
+        assert status == 404 and headers["Content-Type"].startswith("application/problem+json"), (url, problem)
+    assert [key for key, _ in again.app[NODE].compute.store.placements()] == [(owner_id, "kept")]
+    assert not stray.exists()  # files staged for a placement whose record a kill cut short are removed
+    # On the tab it was placed with: the runs before and after the restart, owed on it, and its receipt is for both.
+    runs = await eventually_async(lambda: len(r := [x for x in _runs(again, owner_id)
+                                                    if x["deal"]["function"] == "kept"]) == 2 and r,
+                                  "the run after the restart recorded")
+    assert {r["deal"]["authorization"] for r in runs} == {authorization.id.hex()}
+    tab = (await wire.status(node.client, again.app[NODE].peers.url, pid, "kept"))["tab"]
+    assert (tab["authorization"], tab["count"]) == (authorization.id.hex(), 2), tab
+    answer = await close_tab(node.client, again.app[NODE].peers.url, pid, encode_authorization(authorization).hex())
+    receipt = check_receipt(pid, answer, authorization, meters=TAB_METERS)
+    assert receipt.amount == sum(r["charge"] for r in runs) > 0

@@ -15,21 +15,31 @@ Each request then holds its budget on the owner's trust line and on its tab (Pro
 is written with its provenance record (one group commit); its caller is answered before that write, so from the
 moment the record is queued only the run's charge stays held.  Once the tab's cap is spent, callers get 402 until
 the owner places the function again with its next authorization.  The owner closes the old tab for this node's
-receipt (the tab close route) and pays by it.  A withdrawn function answers 404 from then on.  Placements are
-kept in memory: after a restart the owner's check finds the function gone and places it again.
+receipt (the tab close route) and pays by it.  A withdrawn function answers 404 from then on.
+
+A placement is kept in LevelDB (`keys.placed`: its spec, price and deal, and the owner's authorization of its
+current tab), written in one synced write once its files are in place and before the place call answers, and
+deleted before it is withdrawn; its files are staged in a directory named by its inputs, so the record never
+names files staged for another spec.  At start each is served again at the same URL on the same tab (its total
+is summed from the tab's run records, as after any restart) once checked again as when it was placed: an
+authorization that does not pay this node, has expired or whose tab is closed, a module no longer here or
+files no longer mounted, and the placement is dropped (its owner's check finds it gone and places it again).
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from ..errors import (DealRefused, InvalidArgument, NotFound, OverCap, QuotaExceeded, SpendCapReached,
-                      StorageFull)
+from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, InvalidArgument, NotFound, OverCap,
+                      QuotaExceeded, SpendCapReached, StorageFull, XscError)
 from ..identity import public_id
 from ..storage.core.capability import Capability
+from ..ledger.core.model import encode_authorization
 from ..ledger.core.pricing import price_compute
 from ..tasks import in_pool
 from .functions import WebFunctions, median_ms
@@ -38,7 +48,10 @@ from .jobspec import MAX_INPUTS, Input, parse_input
 from .paid import PaidCompute, not_here
 from .remote_tabs import JOB
 from .service import InvokeCall
+from .store import ComputeStore
 from .wasi_io import io_fuel
+
+log = logging.getLogger(__name__)
 
 PER_OWNER = 4  # functions one owner may have placed here at once
 MAX_PLACED = 64  # functions all owners together may have placed here
@@ -124,10 +137,40 @@ class TabBill:
 
 
 class PlacedFunctions:
-    def __init__(self, *, functions: WebFunctions, paid: PaidCompute, web_url: Callable[[], str | None]) -> None:
+    def __init__(self, *, functions: WebFunctions, paid: PaidCompute, store: ComputeStore,
+                 web_url: Callable[[], str | None]) -> None:
         self.functions = functions  # serves them, with the node's own
         self.paid = paid  # a placement's terms are checked, and its requests held, as an invoke's are
+        self.store = store  # the placements, kept across restarts
         self.web_url = web_url  # where this node's web listener is reached (None: it serves no functions)
+
+    def start(self) -> None:
+        """The placements kept on disk served again, each checked again (dropped if it no longer checks)."""
+        for (owner, name), placement in self.store.placements():
+            try:
+                record = placement["function"]
+                if (record["owner"], record["name"]) != (owner, name):
+                    raise InvalidArgument("its record names another function")
+                self.functions.restore(record, self._bill(owner, name, placement))
+            except (XscError, KeyError, TypeError, ValueError) as err:  # what no longer checks, or does not read
+                log.info("function %s of %s is not served again: %s", name, owner[:12],
+                         getattr(err, "message", repr(err)))
+                self.store.remove_placement(owner, name)
+        self.functions.prune_placed()
+
+    def close(self) -> None:
+        pass  # what is placed stays on disk: served again at the next start
+
+    def _bill(self, owner: str, name: str, placement: dict[str, Any]) -> TabBill:
+        """The bill of a placement kept on disk, on the tab it was placed with, if its authorization still pays."""
+        auth = self.paid.authorization(placement["authorization"])
+        if time.time() > auth.expires_at:
+            raise AuthorizationExpired(f"its authorization expired at {auth.expires_at}", hint="place it again")
+        if auth.job != function_job(owner, name):
+            raise DealRefused("its authorization does not pay for it", hint="place it again")
+        if self.paid.ledger.store.receipt_for(auth.id) is not None:
+            raise AuthorizationReplayed("its tab is closed", hint="place it again")
+        return TabBill(self.paid, owner, auth, placement["price"], placement["deal"])
 
     async def place(self, owner: str, body: Any) -> dict[str, Any]:
         """A function `owner` places here (or its next tab): its terms checked before anything of it is taken."""
@@ -172,14 +215,19 @@ class PlacedFunctions:
             self.paid.reserve(owner, reading, "reading the files it mounts")
             reserved = reading
 
+        def keep(record: dict[str, Any]) -> None:
+            self.store.save_placement(owner, name, {"function": record, "price": price, "deal": deal,
+                                                    "authorization": encode_authorization(auth).hex()})
+
         try:
-            record = await self.functions.host(owner, function, bill, mounting)
+            record = await self.functions.host(owner, function, bill, mounting, keep)
         finally:
             if reserved and self.paid.trust is not None:  # read (or begun) whatever came of it: used
                 self.paid.trust.use(owner, reserved, reserved=reserved)
         return {"url": f"{web}/fn/{owner}/{record['name']}/", "authorization": auth.id.hex()}
 
     async def withdraw(self, owner: str, name: str) -> dict[str, Any]:
+        self.store.remove_placement(owner, name)  # first: a kill -9 from here on leaves it withdrawn
         await self.functions.drop(owner, name)
         return {"withdrawn": name}
 
