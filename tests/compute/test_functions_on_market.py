@@ -9,6 +9,7 @@ import asyncio
 import time
 
 import aiohttp
+import pytest
 
 from tests.support.compute import deploy, peer_with_provider
 from tests.support.jobs import QUIET, balances
@@ -16,7 +17,7 @@ from tests.support.nodes import close_node, free_port
 from tests.support.waiting import eventually_async
 from xsc.compute.placed_functions import PER_OWNER, function_job, mount_price
 from xsc.compute.remote_tabs import TAB_METERS
-from xsc.errors import PeerRefused
+from xsc.errors import FunctionUnavailable, PeerRefused
 from xsc.compute.service import InvokeCall
 from xsc.ledger import price_budget
 from xsc.ledger.receipts import check_receipt
@@ -414,3 +415,36 @@ async def test_placements_are_served_again_after_a_restart_unless_expired_withdr
     answer = await close_tab(node.client, again.app[NODE].peers.url, pid, encode_authorization(authorization).hex())
     receipt = check_receipt(pid, answer, authorization, meters=TAB_METERS)
     assert receipt.amount == sum(r["charge"] for r in runs) > 0
+
+
+async def test_a_placed_function_whose_owner_closed_its_tab_without_placing_the_next_is_withdrawn(node_factory):
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    node, pid, owner_id = owner.app[NODE], provider.app[IDENTITY].id, owner.app[IDENTITY].id
+    budget, peer_url = _budget(provider, module, price), provider.app[NODE].peers.url
+
+    async def place(name: str):
+        authorization = await node.payments.authorize(pid, 4 * budget, function_job(owner_id, name), ttl=3600)
+        status, answer = await _place(owner, provider, {"function": {"name": name, "module": module},
+                                                        **_terms(provider, price, authorization)})
+        assert status == 201, answer
+        return answer["url"], authorization
+
+    # Its tab closed, and no next one placed (the owner placed it elsewhere, or gave it up): withdrawn, on disk too.
+    url, first = await place("left")
+    assert (await _get(url))[0] == 200
+    await eventually_async(lambda: _runs(provider, owner_id), "its run recorded (a tab closes with none in flight)")
+    assert (await close_tab(node.client, peer_url, pid, encode_authorization(first).hex()))["receipt"]
+    status, headers, problem = await _get(url)
+    assert status == 404 and headers["Content-Type"].startswith("application/problem+json"), problem
+    assert provider.app[NODE].functions.placed(owner_id, "left") is None
+    assert provider.app[NODE].compute.store.placements() == []
+    # Placed with its next tab, then the old one closed: a request that took the old tab is told to retry, and the
+    # function is still served on the new one.
+    url, first = await place("moving")
+    old = provider.app[NODE].functions.placed(owner_id, "moving").bill
+    await place("moving")
+    await close_tab(node.client, peer_url, pid, encode_authorization(first).hex())
+    with pytest.raises(FunctionUnavailable):
+        await old.hold(budget)
+    assert provider.app[NODE].trust.line(owner_id)["reserved"] == 0  # what it held on the owner's line given back
+    assert (await _get(url))[0] == 200

@@ -15,7 +15,8 @@ Each request then holds its budget on the owner's trust line and on its tab (Pro
 is written with its provenance record (one group commit); its caller is answered before that write, so from the
 moment the record is queued only the run's charge stays held.  Once the tab's cap is spent, callers get 402 until
 the owner places the function again with its next authorization.  The owner closes the old tab for this node's
-receipt (the tab close route) and pays by it.  A withdrawn function answers 404 from then on.
+receipt (the tab close route) and pays by it.  A withdrawn function answers 404 from then on, and so does one
+whose current tab its owner closed without placing the next (it placed the function elsewhere, or gave it up).
 
 A placement is kept in LevelDB (`keys.placed`: its spec, price and deal, and the owner's authorization of its
 current tab), written in one synced write once its files are in place and before the place call answers, and
@@ -32,11 +33,11 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
-from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, InvalidArgument, NotFound, OverCap,
-                      QuotaExceeded, SpendCapReached, StorageFull, XscError)
+from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, FunctionUnavailable, InvalidArgument,
+                      NotFound, OverCap, QuotaExceeded, SpendCapReached, StorageFull, XscError)
 from ..identity import public_id
 from ..storage.core.capability import Capability
 from ..ledger.core.model import encode_authorization
@@ -85,8 +86,10 @@ def function_job(owner: str, name: str) -> str:
 class TabBill:
     """A placed function's requests, each held on its owner's trust line and tab here and owed on that tab."""
 
-    def __init__(self, paid: PaidCompute, owner: str, auth, price: int, deal: dict[str, Any]) -> None:
+    def __init__(self, paid: PaidCompute, owner: str, auth, price: int, deal: dict[str, Any],
+                 closed: Callable[[TabBill], Awaitable[XscError]]) -> None:
         self.paid, self.owner, self.auth = paid, owner, auth
+        self.closed = closed  # its tab found closed: what its caller is told (the function may be withdrawn)
         self.requester, self.rate = public_id(auth.payer), price
         self._deal = {**deal, "gateway": owner, "price": price, "authorization": auth.id.hex()}
         self.tab = None
@@ -102,6 +105,9 @@ class TabBill:
             self.paid.release(self.owner, budget)
             raise SpendCapReached("this function's owner has spent what it authorized for it here",
                                   hint="retry in a moment: its owner authorizes the next tab") from None
+        except AuthorizationReplayed:
+            self.paid.release(self.owner, budget)
+            raise await self.closed(self) from None
         except BaseException:
             self.paid.release(self.owner, budget)
             raise
@@ -170,7 +176,7 @@ class PlacedFunctions:
             raise DealRefused("its authorization does not pay for it", hint="place it again")
         if self.paid.ledger.store.receipt_for(auth.id) is not None:
             raise AuthorizationReplayed("its tab is closed", hint="place it again")
-        return TabBill(self.paid, owner, auth, placement["price"], placement["deal"])
+        return self._tab_bill(owner, name, auth, placement["price"], placement["deal"])
 
     async def place(self, owner: str, body: Any) -> dict[str, Any]:
         """A function `owner` places here (or its next tab): its terms checked before anything of it is taken."""
@@ -206,7 +212,7 @@ class PlacedFunctions:
         if mounted and await in_pool(None, _free, self.functions.work_dir) < mounted + DISK_MARGIN:
             raise StorageFull("this node has no room for the files the function mounts now",
                               hint="place it on another provider")
-        bill = TabBill(self.paid, owner, auth, price, deal)
+        bill = self._tab_bill(owner, name, auth, price, deal)
         reading = mount_price(mounted, price)
         reserved = 0
 
@@ -225,6 +231,24 @@ class PlacedFunctions:
             if reserved and self.paid.trust is not None:  # read (or begun) whatever came of it: used
                 self.paid.trust.use(owner, reserved, reserved=reserved)
         return {"url": f"{web}/fn/{owner}/{record['name']}/", "authorization": auth.id.hex()}
+
+    def _tab_bill(self, owner: str, name: str, auth, price: int, deal: dict[str, Any]) -> TabBill:
+        return TabBill(self.paid, owner, auth, price, deal, lambda bill: self._closed(owner, name, bill))
+
+    async def _closed(self, owner: str, name: str, bill: TabBill) -> XscError:
+        """A request found its function's tab closed.  Still the function's current tab: its owner closed it
+        without placing the next (it placed the function elsewhere while this node was down, or gave it up), so
+        the function is withdrawn.  Else it has just been placed with its next tab: the caller may retry."""
+        served = self.functions.placed(owner, name)
+        if served is None or served.bill is not bill:
+            return FunctionUnavailable("this function has just moved to its owner's next tab here",
+                                       hint="retry in a moment")
+        log.info("function %s of %s withdrawn: its owner closed its tab here", name, owner[:12])
+        try:
+            await self.withdraw(owner, name)
+        except NotFound:
+            pass  # another request withdrew it first
+        return NotFound(f"no function {name[:64]!r} of node {owner[:12]} is served here: its owner closed its tab")
 
     async def withdraw(self, owner: str, name: str) -> dict[str, Any]:
         self.store.remove_placement(owner, name)  # first: a kill -9 from here on leaves it withdrawn
