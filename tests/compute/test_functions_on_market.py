@@ -398,6 +398,8 @@ async def test_placements_are_served_again_after_a_restart_unless_expired_withdr
                            "the brief placement's authorization to expire while its provider is down", 10)
 
     again = await node_factory("provider", **QUIET, node={"web_listen": web_listen, "web_rate_limit": 1000})
+    tab = (await wire.status(node.client, again.app[NODE].peers.url, pid, "kept"))["tab"]
+    assert (tab["authorization"], tab["count"]) == (authorization.id.hex(), 1), tab  # its run before the stop
     status, _, answer = await _get(kept + "after")  # the same URL, not placed again
     assert status == 200 and "PATH_INFO=/after" in answer.decode().splitlines(), (status, answer[:300])
     for url in (brief, withdrawn, orphaned):

@@ -255,19 +255,18 @@ class PlacedFunctions:
         await self.functions.drop(owner, name)
         return {"withdrawn": name}
 
-    def status(self, owner: str, name: str) -> dict[str, Any]:
+    async def status(self, owner: str, name: str) -> dict[str, Any]:
         """A placed function's URL, its counters here and what its current tab has run (the owner's check that it
-        is served)."""
+        is served; after a restart, its tab's runs before it too)."""
         served = self.functions.placed(owner, name)
         web = self.web_url()
         if served is None or web is None:
             raise NotFound(f"no function {name[:64]!r} of yours is served here", hint="place it again")
         bill = served.bill
-        tab = bill.tab
+        tab = await self.paid.provider_tabs.standing(bill.auth)
         return {"url": f"{web}/fn/{owner}/{name}/", "requests": served.requests, "errors": served.errors,
                 "p50_ms": median_ms(served.latencies),
-                "tab": {"authorization": bill.auth.id.hex(), "total": 0 if tab is None else tab.total,
-                        "count": 0 if tab is None else tab.count}}
+                "tab": {"authorization": bill.auth.id.hex(), "total": tab.total, "count": tab.count}}
 
     def _budget(self, function: dict[str, Any], price: int) -> int:
         limits = function.get("limits") or {}

@@ -294,6 +294,10 @@ class ProviderTabs:
             tab = self._tabs[auth.id]
         return tab
 
+    async def standing(self, auth: Authorization) -> PeerTab:
+        """The tab of `auth` as it stands: what it ran (summed from its run records after a restart), closed or not."""
+        return await self._tab(auth)
+
     async def reserve(self, auth: Authorization, budget: int) -> PeerTab:
         """Room on the tab for a call of `budget`, or refused (closed, or its cap used up)."""
         tab = await self.check(auth, budget)
