@@ -145,6 +145,8 @@ _FUNCTION_SPEND = b"c/s/"  # + function name + 0x00 + minute (8, big endian) -> 
 _WATCH = b"c/x/"  # + watch name (UTF-8) -> the watch (JSON: spec, on, to, counters; compute/watches.py)
 _WATCH_DATUM = b"c/d/"  # + watch name + 0x00 + input key (UTF-8) -> its datum done (JSON: datum hash, outputs, job)
 _JOB_OUTPUT = b"c/o/"  # + storage index (32) -> {"job", "user", "provenance"} of the job that wrote that file (JSON)
+_PLACED = b"c/g/"  # + owner node id (ASCII) + 0x00 + function name (UTF-8) -> a function that node placed here (JSON:
+#   its spec, price and deal, the owner's authorization of its current tab; compute/placed_functions.py)
 
 
 def module(module_hash: bytes) -> bytes:
@@ -231,6 +233,19 @@ def watch_datum(name: str, key: str) -> bytes:
 
 def job_output(storage_index: bytes) -> bytes:
     return _JOB_OUTPUT + storage_index
+
+
+PLACED = _PLACED
+
+
+def placed(owner: str, name: str) -> bytes:
+    return _PLACED + owner.encode() + b"\0" + name.encode()
+
+
+def split_placed(key: bytes) -> tuple[str, str]:
+    """The (owner, function name) of a placement's key."""
+    owner, _, name = key[len(_PLACED):].partition(b"\0")
+    return owner.decode(), name.decode()
 
 
 PROVENANCE = _PROVENANCE  # in id order, which is time order

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.support.compute import deploy, invoke, peer_with_provider
 
-from xsc.compute.remote_tabs import TAB_CALLS
+from xsc.compute.remote_tabs import JOB, TAB_CALLS
+from xsc.errors import Conflict, DealRefused, InvalidArgument
 from xsc.compute.service import InvokeCall
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import NODE
@@ -175,3 +178,29 @@ async def test_a_stop_between_the_receipt_and_the_prune_loses_nothing_and_the_ne
     assert again.app[NODE].ledger.store.state(again.app[IDENTITY].public_key).balance == provider_balance
     report = await (await again.get("/v1/ledger/verify")).json()
     assert report["ok"], report
+
+
+async def test_a_provider_tab_keeps_only_the_charge_of_a_call_whose_record_is_queued(node_factory) -> None:
+    provider = await node_factory("provider", **QUIET, market=MARKET_TERMS)
+    gateway = await node_factory("gateway", **QUIET, market={**MARKET_TERMS, "offer_compute": False})
+    await gateway.app[NODE].peers.add(provider.app[NODE].peers.url)
+    budget, charge = 1_000, 10
+    auth = await gateway.app[NODE].payments.authorize(provider.app[IDENTITY].id, 3 * budget, JOB, ttl=3600)
+    tabs = provider.app[NODE].paid.provider_tabs
+    tab = await tabs.reserve(auth, budget)
+    await tabs.reserve(auth, budget)
+    with pytest.raises(DealRefused):
+        await tabs.reserve(auth, 2 * budget)
+    tabs.replace_hold(tab, budget, charge)  # the first call answered, its record queued: its charge stays reserved
+    assert (tab.reserved, tab.in_flight) == (budget + charge, 2)
+    await tabs.reserve(auth, budget)  # room for one more budget now
+    with pytest.raises(DealRefused):  # but not past the cap with the queued charge
+        await tabs.reserve(auth, budget - charge + 1)
+    with pytest.raises(InvalidArgument):  # a charge over what was held is not taken
+        tabs.replace_hold(tab, budget, budget + 1)
+    with pytest.raises(Conflict):  # the queued call is still in flight: no receipt leaves it out
+        await tabs.close(auth)
+    tabs.ran(tab, charge, None)  # its record was not written: nothing owed
+    tabs.ran(tab, budget, None)
+    tabs.ran(tab, budget, None)
+    assert (tab.reserved, tab.in_flight, tab.total, tab.count) == (0, 0, 0, 0)

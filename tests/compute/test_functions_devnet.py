@@ -1,7 +1,9 @@
 """A web function on the market on a real 3-node devnet: the owner's node offers no compute; the function is served
 from a provider's own web listener and the owner pays that provider by the tab's receipt; the provider killed
 (kill -9), the function is served from the other provider within a minute, and `xsc compute functions` on the
-owner shows the new URL; the owner killed (kill -9) and back, the function is placed again and every run paid."""
+owner shows the new URL; the owner killed (kill -9) and back, the function is placed again and every run paid.
+And on two nodes: the provider killed (kill -9) and back, it serves the function again at the same URL on the same
+tab, without the owner placing it again, and the owner pays every run of that tab."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from tests.support.waiting import eventually
 from xsc.devnet import Devnet, free_ports
 
 PLACING = {"XSC_NODE_PLACEMENT_INTERVAL": "1", "XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3"}
+# The owner leaves a silent provider only after 4 checks: 40 s, longer than the provider's restart takes.
+PATIENT = {"XSC_NODE_PLACEMENT_INTERVAL": "10", "XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3"}
 
 
 def _listed(owner) -> dict:
@@ -29,6 +33,14 @@ def _listed(owner) -> dict:
 def _get(url: str) -> tuple[int, bytes]:
     base, _, path = url.partition("/fn/")
     return http(base, "GET", "/fn/" + path)
+
+
+def _status(url: str) -> int | None:
+    """The status a GET of `url` answers (None: nothing listens there now)."""
+    try:
+        return _get(url)[0]
+    except OSError:
+        return None
 
 
 def _served_runs(provider, owner_id: str) -> list[dict]:
@@ -113,6 +125,52 @@ def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_moves_whe
         eventually(lambda: (_balance(other, "node"), _balance(owner, "client")) == (earned, -charged - earned),
                    "the other provider paid for both its runs", timeout=90)
         for node in (owner, other):
+            status, report = api(node, "GET", "/v1/ledger/verify")
+            assert status == 200 and report["ok"], report
+    finally:
+        kill_all(list(net))
+
+
+@pytest.mark.slow
+def test_a_placed_function_is_served_again_on_its_tab_after_its_provider_is_killed(tmp_path: Path):
+    webs = free_ports(2)
+    envs = [{**PATIENT, "XSC_MARKET_OFFER_COMPUTE": "false"}, {**PATIENT}]
+    for env, port in zip(envs, webs):
+        env["XSC_NODE_WEB_LISTEN"] = f"127.0.0.1:{port}"
+    net = Devnet(tmp_path, 2, env=FAST, envs=envs, name="n{}")
+    try:
+        net.spawn().wait_listening(90)
+        owner, provider = net.first, list(net)[1]
+        owner_id, provider_id = node_id(owner), node_id(provider)
+        eventually(lambda: provider_id in known_ids(owner) and (peer_health(owner, provider_id) or {}).get("up"),
+                   "the owner to know the provider and see it up", timeout=90)
+        eventually(lambda: api(owner, "GET", "/v1/market/status")[1]["participants"] == 2, "the market", timeout=90)
+        served = owner.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"), "--on-market")
+        assert served.returncode == 0, served.stderr
+        url = eventually(lambda: _listed(owner).get("url"), "the function placed on the provider", timeout=60)
+        assert url == f"http://127.0.0.1:{webs[1]}/fn/{owner_id}/hello/"
+        for n in range(3):
+            assert _get(url + f"before/{n}")[0] == 200
+        before = eventually(lambda: len(r := _served_runs(provider, owner_id)) == 3 and r, "the three runs recorded")
+        tab = before[0]["deal"]["authorization"]
+
+        provider.kill()
+        provider.start()
+        eventually(lambda: _status(url + "after") == 200, "the function served again at the same URL", timeout=30)
+        runs = eventually(lambda: len(r := _served_runs(provider, owner_id)) == 4 and r, "the run after the restart")
+        assert {r["deal"]["authorization"] for r in runs} == {tab}  # on the same tab: not placed again
+        assert _listed(owner)["url"] == url and _listed(owner)["provider"] == provider_id
+
+        # Served again with changes: the owner renews its tab there, and pays the old one by its receipt: every run,
+        # those before the kill and the one after it, to the micro-credit.
+        served = owner.xsc("compute", "serve", "hello", str(WASM / "cgi.wasm"), "--on-market", "--env", "GREETING=hi")
+        assert served.returncode == 0, served.stderr
+        charged = sum(r["charge"] for r in runs)
+        eventually(lambda: (_balance(provider, "node"), _balance(owner, "client")) == (charged, -charged),
+                   "the provider paid every run of its tab", timeout=60)
+        status, answer = _get(url + "renewed")
+        assert status == 200 and "GREETING=hi" in answer.decode().splitlines()
+        for node in (owner, provider):
             status, report = api(node, "GET", "/v1/ledger/verify")
             assert status == 200 and report["ok"], report
     finally:

@@ -5,17 +5,25 @@ provider goes away.  And what a provider refuses of a stranger's placement."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import aiohttp
+import pytest
 
 from tests.support.compute import deploy, peer_with_provider
 from tests.support.jobs import QUIET, balances
 from tests.support.nodes import close_node, free_port
 from tests.support.waiting import eventually_async
 from xsc.compute.placed_functions import PER_OWNER, function_job, mount_price
-from xsc.errors import PeerRefused
+from xsc.compute.remote_tabs import TAB_METERS
+from xsc.errors import FunctionUnavailable, PeerRefused
 from xsc.compute.service import InvokeCall
+from xsc.ledger import price_budget
+from xsc.ledger.receipts import check_receipt
 from xsc.ledger.core.model import encode_authorization
 from xsc.net.compute import close_tab, push_module
+from xsc.net import functions as wire
 from xsc.net.functions import FUNCTION_PATH, FUNCTIONS_PATH
 from xsc.node import IDENTITY
 from xsc.node.appkeys import NODE
@@ -309,3 +317,136 @@ async def test_a_provider_refuses_a_malformed_placement_with_a_problem(node_fact
                                                     "extra": 1})
     assert status == 400, answer
     assert provider.app[NODE].functions.placed(owner_id, "a") is None
+
+
+async def test_callers_of_a_placed_function_answered_before_their_records_are_written_hold_only_what_runs_cost(
+        node_factory):
+    # Ten budgets on the owner's line and on the tab, eight callers at a time: were each answered run's whole budget
+    # held until its record is written (after the answer), a backlog of them would refuse callers (402).
+    fuel, memory, timeout, price = 2_000_000, 16 * 2**20, 2, 40
+    budget = price_budget(fuel, price, memory, timeout * 1_000_000, 10)
+    owner, provider, module, _ = await _owner_and_provider(
+        node_factory, market={"compute_ask_floor": price, "compute_ask_ceiling": price},
+        ledger={"stranger_credit": 10 * budget, "peer_credit": 10 * budget})
+    owner_id, pid, node = owner.app[IDENTITY].id, provider.app[IDENTITY].id, owner.app[NODE]
+    assert provider.app[NODE].market.honoured_ask("compute") == price
+    limits = {"fuel": fuel, "memory": memory, "timeout": timeout}
+    assert provider.app[NODE].compute.budget(InvokeCall(module, "_start", [], fuel, memory, timeout, True),
+                                             price) == budget
+    authorization = await node.payments.authorize(pid, 10 * budget, function_job(owner_id, "hello"), ttl=3600)
+    status, placed = await _place(owner, provider, {"function": {"name": "hello", "module": module,
+                                                                 "limits": limits, "concurrency": 8},
+                                                    **_terms(provider, price, authorization)})
+    assert status == 201, placed
+    trust = provider.app[NODE].trust
+    used = trust.line(owner_id)["used"]
+    in_flight, samples, statuses = 0, [], []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as session:
+        async def caller() -> None:
+            nonlocal in_flight
+            for n in range(40):
+                in_flight += 1
+                async with session.get(f"{placed['url']}{n}") as response:
+                    await response.read()
+                    statuses.append(response.status)
+                in_flight -= 1
+                samples.append((trust.line(owner_id)["reserved"], in_flight))
+
+        await asyncio.gather(*(caller() for _ in range(8)))
+    assert statuses.count(200) == len(statuses) == 320, {s: statuses.count(s) for s in set(statuses)}
+    runs = await eventually_async(lambda: len(r := _runs(provider, owner_id)) == len(statuses) and r,
+                                  "every run to be recorded")
+    metered = sum(r["charge"] for r in runs)
+    assert metered < budget  # far below the limit: only holds could have refused a caller
+    worst = max(held - flying * budget for held, flying in samples)
+    assert worst <= metered, f"held credit exceeded the budgets in flight by {worst} (all metered: {metered})"
+    # Each run is owed on the tab and used on the owner's line once written, and nothing stays held.
+    tab = (await wire.status(node.client, provider.app[NODE].peers.url, pid, "hello"))["tab"]
+    assert (tab["total"], tab["count"]) == (metered, 320), tab
+    line = trust.line(owner_id)
+    assert (line["used"] - used, line["reserved"]) == (metered, 0), line
+
+
+async def test_placements_are_served_again_after_a_restart_unless_expired_withdrawn_or_without_their_module(
+        node_factory):
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    node, pid, owner_id = owner.app[NODE], provider.app[IDENTITY].id, owner.app[IDENTITY].id
+    other = await deploy(owner, "wasi_hello", wasi=True)
+    await provider.app[NODE].compute.deploy(node.compute.store.wasm(bytes.fromhex(other)), wasi=True)
+    budget = _budget(provider, module, price)
+
+    async def place(name: str, module: str = module, ttl: int = 3600):
+        authorization = await node.payments.authorize(pid, 4 * budget, function_job(owner_id, name), ttl=ttl)
+        status, answer = await _place(owner, provider, {"function": {"name": name, "module": module},
+                                                        **_terms(provider, price, authorization)})
+        assert status == 201, answer
+        assert (await _get(answer["url"] + "before"))[0] != 404  # served (a program that is no CGI: 502)
+        return answer["url"], authorization
+
+    kept, authorization = await place("kept")
+    brief, brief_authorization = await place("brief", ttl=2)
+    withdrawn, _ = await place("withdrawn")
+    await node.client.request(provider.app[NODE].peers.url, "DELETE", FUNCTION_PATH.format(name="withdrawn"), to=pid)
+    orphaned, _ = await place("orphaned", other)
+    provider.app[NODE].compute.remove(other)
+    web_listen = provider.app[NODE].config.node.web_listen
+    await eventually_async(lambda: len(_runs(provider, owner_id)) == 4, "the runs before the stop recorded")
+    stray = provider.app[NODE].config.data_dir / "functions" / ".placed" / owner_id / "cut-short" / ("0" * 32) / "in"
+    stray.mkdir(parents=True)
+    await provider.close()
+    await eventually_async(lambda: time.time() > brief_authorization.expires_at,
+                           "the brief placement's authorization to expire while its provider is down", 10)
+
+    again = await node_factory("provider", **QUIET, node={"web_listen": web_listen, "web_rate_limit": 1000})
+    tab = (await wire.status(node.client, again.app[NODE].peers.url, pid, "kept"))["tab"]
+    assert (tab["authorization"], tab["count"]) == (authorization.id.hex(), 1), tab  # its run before the stop
+    status, _, answer = await _get(kept + "after")  # the same URL, not placed again
+    assert status == 200 and "PATH_INFO=/after" in answer.decode().splitlines(), (status, answer[:300])
+    for url in (brief, withdrawn, orphaned):
+        status, headers, problem = await _get(url + "after")
+        assert status == 404 and headers["Content-Type"].startswith("application/problem+json"), (url, problem)
+    assert [key for key, _ in again.app[NODE].compute.store.placements()] == [(owner_id, "kept")]
+    assert not stray.exists()  # files staged for a placement whose record a kill cut short are removed
+    # On the tab it was placed with: the runs before and after the restart, owed on it, and its receipt is for both.
+    runs = await eventually_async(lambda: len(r := [x for x in _runs(again, owner_id)
+                                                    if x["deal"]["function"] == "kept"]) == 2 and r,
+                                  "the run after the restart recorded")
+    assert {r["deal"]["authorization"] for r in runs} == {authorization.id.hex()}
+    tab = (await wire.status(node.client, again.app[NODE].peers.url, pid, "kept"))["tab"]
+    assert (tab["authorization"], tab["count"]) == (authorization.id.hex(), 2), tab
+    answer = await close_tab(node.client, again.app[NODE].peers.url, pid, encode_authorization(authorization).hex())
+    receipt = check_receipt(pid, answer, authorization, meters=TAB_METERS)
+    assert receipt.amount == sum(r["charge"] for r in runs) > 0
+
+
+async def test_a_placed_function_whose_owner_closed_its_tab_without_placing_the_next_is_withdrawn(node_factory):
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    node, pid, owner_id = owner.app[NODE], provider.app[IDENTITY].id, owner.app[IDENTITY].id
+    budget, peer_url = _budget(provider, module, price), provider.app[NODE].peers.url
+
+    async def place(name: str):
+        authorization = await node.payments.authorize(pid, 4 * budget, function_job(owner_id, name), ttl=3600)
+        status, answer = await _place(owner, provider, {"function": {"name": name, "module": module},
+                                                        **_terms(provider, price, authorization)})
+        assert status == 201, answer
+        return answer["url"], authorization
+
+    # Its tab closed, and no next one placed (the owner placed it elsewhere, or gave it up): withdrawn, on disk too.
+    url, first = await place("left")
+    assert (await _get(url))[0] == 200
+    await eventually_async(lambda: _runs(provider, owner_id), "its run recorded (a tab closes with none in flight)")
+    assert (await close_tab(node.client, peer_url, pid, encode_authorization(first).hex()))["receipt"]
+    status, headers, problem = await _get(url)
+    assert status == 404 and headers["Content-Type"].startswith("application/problem+json"), problem
+    assert provider.app[NODE].functions.placed(owner_id, "left") is None
+    assert provider.app[NODE].compute.store.placements() == []
+    # Placed with its next tab, then the old one closed: a request that took the old tab is told to retry, and the
+    # function is still served on the new one.
+    url, first = await place("moving")
+    old = provider.app[NODE].functions.placed(owner_id, "moving").bill
+    await place("moving")
+    await close_tab(node.client, peer_url, pid, encode_authorization(first).hex())
+    with pytest.raises(FunctionUnavailable):
+        await old.hold(budget)
+    assert provider.app[NODE].trust.line(owner_id)["reserved"] == 0  # what it held on the owner's line given back
+    assert (await _get(url))[0] == 200

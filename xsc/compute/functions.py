@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable, Protocol
 
+from .. import codec
 from ..errors import (ComputeBusy, FunctionFailed, FunctionTimedOut, FunctionUnavailable, InvalidArgument,
                       NotFound, PayloadTooLarge, SpendCapReached, XscError)
 from ..identity import Identity
@@ -396,7 +398,8 @@ class WebFunctions:
     def start(self) -> None:
         for stale in self.work_dir.glob("std*-*"):  # a request's stdin or answer left by a crash
             stale.unlink(missing_ok=True)
-        shutil.rmtree(self.work_dir / PLACED_DIR, ignore_errors=True)  # their owners place them again
+        for staged in self.work_dir.glob("in-*"):  # files being staged when a crash came
+            shutil.rmtree(staged, ignore_errors=True)
         self._served = {r["name"]: self._served_from(r) for r in self.store.functions()}
 
     def close(self) -> None:
@@ -466,21 +469,47 @@ class WebFunctions:
         return None if cap is None else max(0, cap - served.spent_this_hour(_minute()))
 
     # --- functions other nodes placed here ----------------------------------------------------
-    async def host(self, owner: str, body: Any, bill: Bill, mounting: Callable[[], None]) -> dict[str, Any]:
+    async def host(self, owner: str, body: Any, bill: Bill, mounting: Callable[[], None],
+                   keep: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Serve a function `owner` placed here, billed to `bill`; placed again with the same spec, only its bill
-        changes (its owner's next tab), its files stay.  `mounting` is called before its files are read (it may
-        refuse)."""
+        changes (its owner's next tab), and with the same files they are not read again.  `mounting` is called
+        before its files are read (it may refuse); `keep` is given its record once its files are in place, before
+        it is served (what was placed is then on disk)."""
         record = self._checked({**body, "on_market": False})
-        record["owner"] = owner
+        record["owner"], record["mounted"] = owner, _digest(record["inputs"])
         key = (owner, record["name"])
         served = self._placed.get(key)
         if served is not None and _same(served.record, record):
+            keep(served.record)
             served.bill = bill
             return served.record
-        mounting()
-        await self._mount(record, self.work_dir / PLACED_DIR / owner / record["name"] / "in")
+        mounted = self._placed_dir(record)
+        if served is None or served.record["mounted"] != record["mounted"] or not mounted.exists():
+            mounting()
+            await self._mount(record, mounted / "in")
+        keep(record)
         self._placed[key] = Served(record, bill, owner=owner)
+        await in_pool(None, _remove_siblings, mounted)  # the files of its spec before, if they were others
         return record
+
+    def restore(self, record: dict[str, Any], bill: Bill) -> None:
+        """A placed function kept on disk served again after a restart, checked again as when it was placed (its
+        module here and runnable, its limits within this node's) and its files still where they were mounted."""
+        self._checked({k: v for k, v in record.items() if k in FIELDS})
+        if record["mounted"] != _digest(record["inputs"]) or not self._placed_dir(record).is_dir():
+            raise NotFound(f"the files function {record['name']!r} mounts are no longer here", hint="place it again")
+        self._placed[(record["owner"], record["name"])] = Served(record, bill, owner=record["owner"])
+
+    def prune_placed(self) -> int:
+        """Remove the files of placed functions no longer served here (withdrawn, or dropped at a restart); how
+        many directories."""
+        root = self.work_dir / PLACED_DIR
+        kept = {self._placed_dir(served.record) for served in self._placed.values()}
+        stale = [path for path in root.glob("*/*/*") if path not in kept]
+        stale += [path for path in root.glob("*/*") if not any(k.parent == path for k in kept)]
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
+        return len(stale)
 
     async def drop(self, owner: str, name: str) -> Served:
         """A placed function withdrawn: requests for it are refused from now on (404)."""
@@ -489,6 +518,11 @@ class WebFunctions:
             raise NotFound(f"no function {name[:64]!r} of yours is served here", hint="place it first")
         await in_pool(None, shutil.rmtree, self.work_dir / PLACED_DIR / owner / name, True)
         return served
+
+    def _placed_dir(self, record: dict[str, Any]) -> Path:
+        """Where a placed function's files are mounted (under `in/`): one directory for each set of inputs, so a
+        placement kept on disk never names files staged for another."""
+        return self.work_dir / PLACED_DIR / record["owner"] / record["name"] / record["mounted"]
 
     def placed(self, owner: str, name: str) -> Served | None:
         return self._placed.get((owner, name))
@@ -608,8 +642,7 @@ class WebFunctions:
         await bill.hold(budget)
         loop = asyncio.get_running_loop()
         stdout, stderr, stdin = Spill(self._dir(), loop, MAX_RESPONSE), Spill(self._dir(), loop, OUTPUT_CAP), None
-        mounted = self.work_dir / (record["name"] if served.owner is None else
-                                   f"{PLACED_DIR}/{served.owner}/{record['name']}") / "in"
+        mounted = (self.work_dir / record["name"] if served.owner is None else self._placed_dir(record)) / "in"
         streams = Streams(refuse_over_cap=True, env=dict(spec.env),
                           inputs_dir=str(mounted) if record["inputs"] else None)
         try:
@@ -833,6 +866,17 @@ async def _body_to(read: ReadFn, directory: Path, cap: int) -> tuple[Path | None
 def _same(served: dict[str, Any], placed: dict[str, Any]) -> bool:
     """Whether a placement is the function served already (its tab aside)."""
     return {k: v for k, v in served.items() if k != "created"} == {k: v for k, v in placed.items() if k != "created"}
+
+
+def _digest(inputs: list[str]) -> str:
+    """A name for a set of mounted inputs (the directory its files are staged in)."""
+    return hashlib.sha256(codec.dumps(inputs)).hexdigest()[:32]
+
+
+def _remove_siblings(directory: Path) -> None:
+    for other in directory.parent.iterdir():
+        if other != directory:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def _swap(staged: Path, mounted: Path) -> None:

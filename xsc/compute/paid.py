@@ -294,7 +294,7 @@ class PaidCompute:
             answer["trap"] = {"kind": run.outcome.trap_kind, "message": error.message, "hint": run.outcome.hint}
         return answer
 
-    def _authorization(self, text: Any) -> Authorization:
+    def authorization(self, text: Any) -> Authorization:
         """The signed authorization a call came with, decoded and checked: it pays this node and its payer
         signed it.  A tab's calls all carry the same one: its bytes are checked once (the same bytes verify
         the same way every time), the first time they come."""
@@ -431,7 +431,7 @@ class PaidCompute:
         price, deal = body["price"], body["deal"]
         if type(price) is not int or price < 0 or not isinstance(deal, dict) or _encoded_size(deal) > 2048:
             raise InvalidArgument("price must be a non-negative integer and deal a small object")
-        auth = self._authorization(body["authorization"])
+        auth = self.authorization(body["authorization"])
         offered = body.get("memory_price", self.compute.memory_price)
         if type(offered) is not int or offered < self.compute.memory_price:
             raise DealRefused(f"memory is priced {self.compute.memory_price} micro-credits per page-second here, "

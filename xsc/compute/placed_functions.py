@@ -12,23 +12,35 @@ network by their capabilities as any node reads them, only while this node keeps
 their reading (`mount_price`) is reserved on the owner's line here, where it is used whatever comes of it.
 
 Each request then holds its budget on the owner's trust line and on its tab (ProviderTabs), and its run's amount
-is written with its provenance record (one group commit); once the tab's cap is spent, callers get 402 until
+is written with its provenance record (one group commit); its caller is answered before that write, so from the
+moment the record is queued only the run's charge stays held.  Once the tab's cap is spent, callers get 402 until
 the owner places the function again with its next authorization.  The owner closes the old tab for this node's
-receipt (the tab close route) and pays by it.  A withdrawn function answers 404 from then on.  Placements are
-kept in memory: after a restart the owner's check finds the function gone and places it again.
+receipt (the tab close route) and pays by it.  A withdrawn function answers 404 from then on, and so does one
+whose current tab its owner closed without placing the next (it placed the function elsewhere, or gave it up).
+
+A placement is kept in LevelDB (`keys.placed`: its spec, price and deal, and the owner's authorization of its
+current tab), written in one synced write once its files are in place and before the place call answers, and
+deleted before it is withdrawn; its files are staged in a directory named by its inputs, so the record never
+names files staged for another spec.  At start each is served again at the same URL on the same tab (its total
+is summed from the tab's run records, as after any restart) once checked again as when it was placed: an
+authorization that does not pay this node, has expired or whose tab is closed, a module no longer here or
+files no longer mounted, and the placement is dropped (its owner's check finds it gone and places it again).
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import urlsplit
 
-from ..errors import (DealRefused, InvalidArgument, NotFound, OverCap, QuotaExceeded, SpendCapReached,
-                      StorageFull)
+from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, FunctionUnavailable, InvalidArgument,
+                      NotFound, OverCap, QuotaExceeded, SpendCapReached, StorageFull, XscError)
 from ..identity import public_id
 from ..storage.core.capability import Capability
+from ..ledger.core.model import encode_authorization
 from ..ledger.core.pricing import price_compute
 from ..tasks import in_pool
 from .functions import WebFunctions, median_ms
@@ -37,7 +49,10 @@ from .jobspec import MAX_INPUTS, Input, parse_input
 from .paid import PaidCompute, not_here
 from .remote_tabs import JOB
 from .service import InvokeCall
+from .store import ComputeStore
 from .wasi_io import io_fuel
+
+log = logging.getLogger(__name__)
 
 PER_OWNER = 4  # functions one owner may have placed here at once
 MAX_PLACED = 64  # functions all owners together may have placed here
@@ -71,8 +86,10 @@ def function_job(owner: str, name: str) -> str:
 class TabBill:
     """A placed function's requests, each held on its owner's trust line and tab here and owed on that tab."""
 
-    def __init__(self, paid: PaidCompute, owner: str, auth, price: int, deal: dict[str, Any]) -> None:
+    def __init__(self, paid: PaidCompute, owner: str, auth, price: int, deal: dict[str, Any],
+                 closed: Callable[[TabBill], Awaitable[XscError]]) -> None:
         self.paid, self.owner, self.auth = paid, owner, auth
+        self.closed = closed  # its tab found closed: what its caller is told (the function may be withdrawn)
         self.requester, self.rate = public_id(auth.payer), price
         self._deal = {**deal, "gateway": owner, "price": price, "authorization": auth.id.hex()}
         self.tab = None
@@ -88,6 +105,9 @@ class TabBill:
             self.paid.release(self.owner, budget)
             raise SpendCapReached("this function's owner has spent what it authorized for it here",
                                   hint="retry in a moment: its owner authorizes the next tab") from None
+        except AuthorizationReplayed:
+            self.paid.release(self.owner, budget)
+            raise await self.closed(self) from None
         except BaseException:
             self.paid.release(self.owner, budget)
             raise
@@ -97,13 +117,24 @@ class TabBill:
         self.paid.release(self.owner, budget)
 
     def record(self, compute, run, record: dict, module_hash: bytes, budget: int, also=()):
-        written = compute.journal.append(record, module_hash, (*self.paid.provider_tabs.owed(self.auth, run), *also))
-        tab = self.tab
+        """The run recorded with what it owes on the tab, in the journal's next group commit.  From the moment it
+        is queued only its charge stays held, on the owner's line and on the tab: a web function's callers are
+        answered before their records are written, and their whole budgets held until then would refuse the
+        next callers (402).  Not written: what is held is released and nothing is owed."""
+        tab, tabs = self.tab, self.paid.provider_tabs
+        try:
+            written = compute.journal.append(record, module_hash, (*tabs.owed(self.auth, run), *also))
+        except BaseException:
+            self.release(budget)
+            raise
+        charge = min(run.charge, budget)
+        tabs.replace_hold(tab, budget, charge)
+        self.paid.release(self.owner, budget - charge)
 
         def owed(_) -> None:
             done = not written.cancelled() and written.exception() is None
-            self.paid.provider_tabs.ran(tab, budget, run if done else None)
-            self.paid.used(self.owner, budget, run if done else None)
+            tabs.ran(tab, charge, run if done else None)
+            self.paid.used(self.owner, charge, run if done else None)
             if done:
                 self.paid.market.note_fuel(run.fuel_consumed)
 
@@ -112,10 +143,40 @@ class TabBill:
 
 
 class PlacedFunctions:
-    def __init__(self, *, functions: WebFunctions, paid: PaidCompute, web_url: Callable[[], str | None]) -> None:
+    def __init__(self, *, functions: WebFunctions, paid: PaidCompute, store: ComputeStore,
+                 web_url: Callable[[], str | None]) -> None:
         self.functions = functions  # serves them, with the node's own
         self.paid = paid  # a placement's terms are checked, and its requests held, as an invoke's are
+        self.store = store  # the placements, kept across restarts
         self.web_url = web_url  # where this node's web listener is reached (None: it serves no functions)
+
+    def start(self) -> None:
+        """The placements kept on disk served again, each checked again (dropped if it no longer checks)."""
+        for (owner, name), placement in self.store.placements():
+            try:
+                record = placement["function"]
+                if (record["owner"], record["name"]) != (owner, name):
+                    raise InvalidArgument("its record names another function")
+                self.functions.restore(record, self._bill(owner, name, placement))
+            except (XscError, KeyError, TypeError, ValueError) as err:  # what no longer checks, or does not read
+                log.info("function %s of %s is not served again: %s", name, owner[:12],
+                         getattr(err, "message", repr(err)))
+                self.store.remove_placement(owner, name)
+        self.functions.prune_placed()
+
+    def close(self) -> None:
+        pass  # what is placed stays on disk: served again at the next start
+
+    def _bill(self, owner: str, name: str, placement: dict[str, Any]) -> TabBill:
+        """The bill of a placement kept on disk, on the tab it was placed with, if its authorization still pays."""
+        auth = self.paid.authorization(placement["authorization"])
+        if time.time() > auth.expires_at:
+            raise AuthorizationExpired(f"its authorization expired at {auth.expires_at}", hint="place it again")
+        if auth.job != function_job(owner, name):
+            raise DealRefused("its authorization does not pay for it", hint="place it again")
+        if self.paid.ledger.store.receipt_for(auth.id) is not None:
+            raise AuthorizationReplayed("its tab is closed", hint="place it again")
+        return self._tab_bill(owner, name, auth, placement["price"], placement["deal"])
 
     async def place(self, owner: str, body: Any) -> dict[str, Any]:
         """A function `owner` places here (or its next tab): its terms checked before anything of it is taken."""
@@ -151,7 +212,7 @@ class PlacedFunctions:
         if mounted and await in_pool(None, _free, self.functions.work_dir) < mounted + DISK_MARGIN:
             raise StorageFull("this node has no room for the files the function mounts now",
                               hint="place it on another provider")
-        bill = TabBill(self.paid, owner, auth, price, deal)
+        bill = self._tab_bill(owner, name, auth, price, deal)
         reading = mount_price(mounted, price)
         reserved = 0
 
@@ -160,30 +221,52 @@ class PlacedFunctions:
             self.paid.reserve(owner, reading, "reading the files it mounts")
             reserved = reading
 
+        def keep(record: dict[str, Any]) -> None:
+            self.store.save_placement(owner, name, {"function": record, "price": price, "deal": deal,
+                                                    "authorization": encode_authorization(auth).hex()})
+
         try:
-            record = await self.functions.host(owner, function, bill, mounting)
+            record = await self.functions.host(owner, function, bill, mounting, keep)
         finally:
             if reserved and self.paid.trust is not None:  # read (or begun) whatever came of it: used
                 self.paid.trust.use(owner, reserved, reserved=reserved)
         return {"url": f"{web}/fn/{owner}/{record['name']}/", "authorization": auth.id.hex()}
 
+    def _tab_bill(self, owner: str, name: str, auth, price: int, deal: dict[str, Any]) -> TabBill:
+        return TabBill(self.paid, owner, auth, price, deal, lambda bill: self._closed(owner, name, bill))
+
+    async def _closed(self, owner: str, name: str, bill: TabBill) -> XscError:
+        """A request found its function's tab closed.  Still the function's current tab: its owner closed it
+        without placing the next (it placed the function elsewhere while this node was down, or gave it up), so
+        the function is withdrawn.  Else it has just been placed with its next tab: the caller may retry."""
+        served = self.functions.placed(owner, name)
+        if served is None or served.bill is not bill:
+            return FunctionUnavailable("this function has just moved to its owner's next tab here",
+                                       hint="retry in a moment")
+        log.info("function %s of %s withdrawn: its owner closed its tab here", name, owner[:12])
+        try:
+            await self.withdraw(owner, name)
+        except NotFound:
+            pass  # another request withdrew it first
+        return NotFound(f"no function {name[:64]!r} of node {owner[:12]} is served here: its owner closed its tab")
+
     async def withdraw(self, owner: str, name: str) -> dict[str, Any]:
+        self.store.remove_placement(owner, name)  # first: a kill -9 from here on leaves it withdrawn
         await self.functions.drop(owner, name)
         return {"withdrawn": name}
 
-    def status(self, owner: str, name: str) -> dict[str, Any]:
+    async def status(self, owner: str, name: str) -> dict[str, Any]:
         """A placed function's URL, its counters here and what its current tab has run (the owner's check that it
-        is served)."""
+        is served; after a restart, its tab's runs before it too)."""
         served = self.functions.placed(owner, name)
         web = self.web_url()
         if served is None or web is None:
             raise NotFound(f"no function {name[:64]!r} of yours is served here", hint="place it again")
         bill = served.bill
-        tab = bill.tab
+        tab = await self.paid.provider_tabs.standing(bill.auth)
         return {"url": f"{web}/fn/{owner}/{name}/", "requests": served.requests, "errors": served.errors,
                 "p50_ms": median_ms(served.latencies),
-                "tab": {"authorization": bill.auth.id.hex(), "total": 0 if tab is None else tab.total,
-                        "count": 0 if tab is None else tab.count}}
+                "tab": {"authorization": bill.auth.id.hex(), "total": tab.total, "count": tab.count}}
 
     def _budget(self, function: dict[str, Any], price: int) -> int:
         limits = function.get("limits") or {}

@@ -43,7 +43,7 @@ from typing import Any
 
 from .. import keys
 from ..db import Database
-from ..errors import AuthorizationReplayed, Conflict, DealRefused, XscError
+from ..errors import AuthorizationReplayed, Conflict, DealRefused, InvalidArgument, XscError
 from ..identity import Identity
 from ..ledger.core.model import Authorization, Receipt, encode_authorization, format_credits
 from ..ledger.settlement import Payments
@@ -294,6 +294,10 @@ class ProviderTabs:
             tab = self._tabs[auth.id]
         return tab
 
+    async def standing(self, auth: Authorization) -> PeerTab:
+        """The tab of `auth` as it stands: what it ran (summed from its run records after a restart), closed or not."""
+        return await self._tab(auth)
+
     async def reserve(self, auth: Authorization, budget: int) -> PeerTab:
         """Room on the tab for a call of `budget`, or refused (closed, or its cap used up)."""
         tab = await self.check(auth, budget)
@@ -317,6 +321,15 @@ class ProviderTabs:
     @staticmethod
     def owed(auth: Authorization, run) -> tuple[tuple[bytes, bytes], ...]:
         return ((keys.tab_run(auth.id, bytes.fromhex(run.provenance_id)), _RUN.pack(run.charge, run.fuel_consumed)),)
+
+    @staticmethod
+    def replace_hold(tab: PeerTab, budget: int, charge: int) -> None:
+        """A call that held `budget` on `tab` ran and owes `charge` (<= budget), its record not yet written: only
+        the charge stays reserved (it is still in flight: the tab closes only once it is written or not); its
+        end is then `ran(tab, charge, ...)`."""
+        if not 0 <= charge <= budget:
+            raise InvalidArgument(f"the metered amount {charge} exceeds the {budget} held for it")
+        tab.reserved -= budget - charge
 
     def ran(self, tab: PeerTab, budget: int, run) -> None:
         tab.reserved -= budget

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 
 from .. import codec
@@ -192,3 +193,16 @@ class ComputeStore:
     def function_spend_entry(name: str, minute: int, total: int) -> tuple[bytes, bytes]:
         """The (key, value) of what a function's runs cost in `minute`, written with a run's record."""
         return keys.function_spend(name, minute), total.to_bytes(8, "big")
+
+    # --- functions other nodes placed here (compute/placed_functions.py) -----------
+    def placements(self) -> list[tuple[tuple[str, str], Any]]:
+        """Every placement: ((owner, function name), what was placed)."""
+        with self._db.iterator(prefix=keys.PLACED) as it:
+            return [(keys.split_placed(key), codec.loads(value)) for key, value in it]
+
+    def save_placement(self, owner: str, name: str, placement: dict) -> None:
+        """A placement, whole in one synced write: a kill -9 leaves it there or not, never in part."""
+        self._db.put(keys.placed(owner, name), codec.dumps(placement), sync=True)
+
+    def remove_placement(self, owner: str, name: str) -> None:
+        self._db.delete(keys.placed(owner, name), sync=True)

@@ -149,7 +149,7 @@ class Node:
         """Start every service in the order built, each one's loops under the supervisor."""
         for name in ("tabs", "compute", "paid", "peers", "health", "market", "allocation", "payments", "deals",
                      "dht", "storage", "share_holder", "audits", "scrubber", "lease_gc", "hosted_jobs", "jobs",
-                     "watches", "functions", "placements"):
+                     "watches", "functions", "placed_functions", "placements"):
             self.supervisor.add(name, getattr(self, name))
 
     async def close(self) -> None:
@@ -305,7 +305,7 @@ class Node:
                                       payer=payer, node=identity, store=self.compute.store,
                                       work_dir=config.data_dir / "functions", bid=config.market.compute_bid,
                                       placements=self.placements)
-        self.placed_functions = PlacedFunctions(functions=self.functions, paid=self.paid,
+        self.placed_functions = PlacedFunctions(functions=self.functions, paid=self.paid, store=self.compute.store,
                                                 web_url=lambda: web_url(config.node.web_listen,
                                                                        config.node.web_public_url, self.peers.url))
 

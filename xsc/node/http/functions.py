@@ -46,8 +46,8 @@ async def place_function(request: web.Request) -> web.Response:
 
 @routes.get(FUNCTION_PATH)
 async def placed_function(request: web.Request) -> web.Response:
-    return json_response(request.app[NODE].placed_functions.status(peer_auth.peer_id(request),
-                                                                   request.match_info["name"]))
+    return json_response(await request.app[NODE].placed_functions.status(peer_auth.peer_id(request),
+                                                                         request.match_info["name"]))
 
 
 @routes.delete(FUNCTION_PATH)
