@@ -48,3 +48,33 @@ def test_a_capability_is_read_from_a_node_that_never_stored_it_through_the_hash_
         assert f"found the holders of {si} through the hash table" in reader.log.read_text(), reader.tail(20)
     finally:
         net.stop()
+
+
+def market(node) -> dict:
+    status, body = api(node, "GET", "/v1/market/status")
+    assert status == 200, body
+    return body
+
+
+@pytest.mark.slow
+def test_a_put_finds_the_providers_its_book_lacks_through_the_hash_table(tmp_path) -> None:
+    """Every node recognises one peer, so a node's book holds two or three providers (its neighbourhood's, once the
+    offers announced at start have lapsed); a spread put still lands on six distinct nodes: the providers it
+    lacked are found through the table and their commitments asked of them."""
+    env = {**ENV, "XSC_MARKET_RECOGNISED_AT_MOST": "1", "XSC_MARKET_FRESHNESS": "6"}
+    net = Devnet(tmp_path, N, env=env, name="n{}")
+    try:
+        net.spawn().wait_listening(90)
+        nodes = list(net)
+        assert not net.wait_peered(60), "every node to know every other"
+        eventually(lambda: all(dht(n)["keys"] >= 2 * N for n in nodes), "node and provider records in the table", 60)
+        eventually(lambda: market(nodes[0])["providers"]["storage"] < 6, "node-0's book to hold its neighbourhood", 60)
+        src = tmp_path / "file.bin"
+        src.write_bytes(os.urandom(300_000))
+        put = nodes[0].xsc("store", "put", str(src), "--json", "--spread")
+        assert put.returncode == 0, put.stderr.decode()
+        assert len(set(json.loads(put.stdout)["placement"])) == 6, put.stdout
+        assert market(nodes[0])["found_through_table"] >= 1
+        assert "providers of storage through the hash table" in nodes[0].log.read_text(), nodes[0].tail(20)
+    finally:
+        net.stop()

@@ -257,8 +257,11 @@ class BookReplication:
         """Ask at once the peers we want but hold no commitment of (a node that just joined), before matching."""
         missing = self._missing()
         if missing:
-            await asyncio.wait({asyncio.ensure_future(self.pull_quietly(d, [d.id])) for d in missing},
-                               timeout=timeout)
+            await self.pull_own(missing, timeout)
+
+    async def pull_own(self, peers: list, timeout: float) -> None:
+        """Each of `peers` asked at once for its own commitment, for at most `timeout` seconds."""
+        await asyncio.wait({asyncio.ensure_future(self.pull_quietly(d, [d.id])) for d in peers}, timeout=timeout)
 
     async def pull_quietly(self, d, participants) -> None:
         try:

@@ -27,7 +27,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -45,6 +45,7 @@ from ..net.peer_client import dumps
 from .core.auction import clear_book
 from .core.book import MarketCommitment, sign_commitment
 from .core.models import Ask, Bid
+from .lookup import ProviderLookup, providers_in
 from .needs import NeedRegistry
 from .prices import Prices
 from .recognition import Recognition
@@ -80,7 +81,8 @@ class MarketService:
     def __init__(self, *, config: MarketSection, identity: Identity, db: Database, peers: PeerView | None,
                  needs: NeedRegistry, weights: Recognition, subscribers: Subscribers | None,
                  storage_usage: Callable[[], tuple[int, int]], compute_threads: int, gossip_interval: float,
-                 pool: Executor | None = None, limiter: Quota | None = None, credit_lines: Any = None) -> None:
+                 pool: Executor | None = None, limiter: Quota | None = None, credit_lines: Any = None,
+                 find_providers: Callable[[str, int], Awaitable[list[Any]]] | None = None) -> None:
         self.config = config
         self.pool = pool  # where matchings run (None: asyncio's default executor)
         self.identity = identity
@@ -97,6 +99,9 @@ class MarketService:
                                            bucket_seconds=config.bucket_seconds, interested=self.interested,
                                            subscribers=subscribers, limiter=limiter)
         self.book = self.replication.book
+        # Providers the book lacks, found through the hash table (None: no table, or a node on its own).
+        self.lookup = None if find_providers is None or peers is None else ProviderLookup(
+            replication=self.replication, peers=peers, active=self.active, find=find_providers)
         self.on_change = self.replication.on_change  # called whenever the book changed (allocation rounds)
         self.on_change.append(self._book_changed)
         raw = self.store.own_state()
@@ -310,8 +315,12 @@ class MarketService:
     def digest_answer(self, sender: str, body: Any) -> dict[str, Any]:
         return self.replication.digest_answer(sender, body)
 
-    async def fill_book(self, timeout: float = 2.0) -> None:
+    async def fill_book(self, timeout: float = 2.0, kind: str | None = None, wanted: int = 0) -> None:
+        """Before a matching: the commitments of the peers we want and lack, and when the book holds fewer than
+        `wanted` providers of `kind`, those the hash table knows (`ProviderLookup`)."""
         await self.replication.fill_book(timeout)
+        if kind is not None and self.lookup is not None:
+            await self.lookup.fill(kind, wanted, timeout)
 
     def _book_changed(self) -> None:
         self._clearings = None
@@ -565,4 +574,6 @@ class MarketService:
                       for b in self.needs.bids()],
             "bytes_sent": self.replication.bytes_sent,
             "signed": self._own_signed,  # commitments this node signed since it started
+            "providers": {kind: len(providers_in(self.book, self.active, kind)) for kind in ("storage", "compute")},
+            "found_through_table": 0 if self.lookup is None else self.lookup.found,
         }

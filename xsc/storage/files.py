@@ -31,6 +31,7 @@ from ..tasks import in_pool
 from . import quotes
 from .core import layout, leases
 from .core.capability import Capability
+from .core.erasure import K, M
 from .deals import StorageDeal, StorageDeals
 from .gateway import Gateway
 from .core.placement import node_failures_survived
@@ -162,7 +163,7 @@ class StorageService:
     async def quote(self, size: int | None, seconds: int, bid: int, dry: bool = False, **wanted) -> quotes.PutQuote:
         """The put's market quote, once the user's credit is known to cover the whole lease (else
         InsufficientCredit).  Its needs stay published until `withdraw`."""
-        await self.market.fill_book()
+        await self.market.fill_book(kind="storage", wanted=K + M)  # a provider for each share
         result = await quotes.quote(self.dealing, self.segment_size, size, seconds, bid, terms=self.terms, dry=dry,
                                     **wanted)
         try:

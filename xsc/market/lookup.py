@@ -1,0 +1,69 @@
+"""Providers found through the hash table when the book is short of them.
+
+A node's book holds the commitments of its neighbourhood (those it recognises and those that recognise it, about
+`market.recognised_at_most` peers), not of the whole network.  When a put needs more distinct providers of a kind
+than the book holds, the providers the hash table knows of that kind (their signed provider records,
+`xsc.dht`) are asked for their commitments, each from itself, and those join the book for the matching: a
+commitment is checked as any peer's (signed, of a known peer, within the sender's quota).  A lookup is a few
+datagrams to a few nodes; it runs at most every LOOKUP_EVERY seconds per kind, and only when the peers this node
+knows could offer more than the book holds (in a small network the book already holds every provider).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY = 1.0  # seconds between two counts of one kind's providers in the book (a put asks before each quote)
+LOOKUP_EVERY = 30.0  # seconds between two lookups of one kind's providers
+
+
+def providers_in(book: Any, active: Callable[[str], bool], kind: str) -> set[str]:
+    """The participants, this node among them, whose current offer in `book` has capacity of `kind`."""
+    return {a.slot.owner for a in book.asks() if a.slot.kind == kind and active(a.slot.owner)}
+
+
+class ProviderLookup:
+    def __init__(self, *, replication: Any, peers: Any, active: Callable[[str], bool],
+                 find: Callable[[str, int], Awaitable[list[Any]]]) -> None:
+        self.replication = replication  # the book, and pulls a peer's commitment from it (BookReplication)
+        self.peers = peers  # the peers this node knows (PeerView)
+        self.active = active  # participant -> whether it may be matched now (its offer current, it not down)
+        self.find = find  # (kind, wanted) -> provider records (with .node) the hash table knows
+        self._checked: dict[str, float] = {}
+        self._looked_up: dict[str, float] = {}
+        self.found = 0  # providers whose commitments a lookup brought into the book (status)
+
+    def providers(self, kind: str) -> set[str]:
+        return providers_in(self.replication.book, self.active, kind)
+
+    async def fill(self, kind: str, wanted: int, timeout: float) -> None:
+        """If the book holds fewer than `wanted` providers of `kind` and the known peers could offer more: the
+        commitments of the providers the hash table knows, pulled within `timeout` seconds."""
+        now = time.monotonic()
+        if now < self._checked.get(kind, -CHECK_EVERY) + CHECK_EVERY:
+            return
+        self._checked[kind] = now
+        held = self.providers(kind)
+        if len(held) >= wanted or len(self.peers.peers()) + 1 <= len(held) or \
+                now < self._looked_up.get(kind, -LOOKUP_EVERY) + LOOKUP_EVERY:
+            return
+        self._looked_up[kind] = now
+        try:
+            records = await asyncio.wait_for(self.find(kind, wanted), timeout)
+        except asyncio.TimeoutError:
+            log.info("looking up providers of %s in the hash table took over %.1f s", kind, timeout)
+            return
+        ids = {r.node for r in records} - held
+        new = [d for d in self.peers.up_peers() if d.id in ids]
+        if not new:
+            return
+        await self.replication.pull_own(new, timeout)
+        brought = len(self.providers(kind) - held)
+        self.found += brought
+        log.info("found %d providers of %s through the hash table (the book held %d)", brought, kind, len(held))
