@@ -463,9 +463,12 @@ class PeerService:
                 delay = min(JOIN_RETRY_MAX, delay * 2)
 
     def first_answered(self, node_id: str) -> None:
-        """A node answered its first probe: news (gossip goes only to nodes up, so it is gossiped with now)."""
+        """A node answered its first probe: news while this node has few peers up (gossip goes only to nodes up,
+        so a node starting gossips as soon as it has some); past GOSSIPED up, every peer's first answer pushing
+        to three others made a node's gossip grow with the network."""
         log.debug("node %s answered its first probe", node_id[:12])
-        self._news.set()
+        if len(self.up_peers()) <= GOSSIPED:
+            self._news.set()
 
     async def _gossip_round(self, fanout: int) -> None:
         # Only nodes up: a stranger's fake nodes (never proven) would take most rounds, each a connection at its word.
