@@ -16,7 +16,6 @@ from xsc.node.appkeys import NODE
 from xsc.node.limits import RateLimiter
 from xsc.peers import service
 from xsc.peers.probes import PROBES_AT_ONCE
-from xsc.tasks import now_ms
 
 from tests.support.attacks import fake_descriptors
 from tests.support.waiting import eventually_async
@@ -184,9 +183,9 @@ async def test_a_round_probes_the_neighbours_and_in_turn_a_few_others(node_facto
     assert set().union(*rounds) == set(everyone)  # the 11 others in turn, 4 a round
 
 
-async def test_a_gossip_message_carries_a_bounded_sample_with_the_news_first(node_factory, monkeypatch) -> None:
-    """However many peers a node knows, its gossip carries its own descriptor and GOSSIPED others; nodes it learned
-    of lately go first, before the random sample of those up, so news still travels on every exchange."""
+async def test_a_gossip_message_carries_a_bounded_sample_with_the_news_first(node_factory) -> None:
+    """However many peers a node knows, its gossip carries its own descriptor and GOSSIPED others; the nodes it
+    learned of go first, before the random sample of those up, until each was passed on NEWS_PASSES times."""
     node = await node_factory("gossiper", **QUIET)
     services = node.app[NODE]
     old, news = [Identity.generate() for _ in range(14)], [Identity.generate() for _ in range(2)]
@@ -195,14 +194,13 @@ async def test_a_gossip_message_carries_a_bounded_sample_with_the_news_first(nod
         return (True, 1.0, None) if peer.id not in {k.id for k in news} else (False, None, "not there")
 
     services.health.probe = probe
-    clock = [now_ms()]
-    monkeypatch.setattr(service, "now_ms", lambda: clock[0])
     services.peers.accept(fake_descriptors(old))
     await eventually_async(lambda: all(services.peers.up(k.id) for k in old), "the first probes answered", 10,
                            poll=0.01)
-    clock[0] += service.NEWS_FIRST_MS + 1  # old news now: only a random sample of them is passed on
+    for _ in range(-(-len(old) * service.NEWS_PASSES // service.GOSSIPED)):
+        services.peers.gossip_payload()  # the old news passed on as often as news is: a random sample from now on
     services.peers.accept(fake_descriptors(news, first_port=20000))
-    for _ in range(5):
-        payload = services.peers.gossip_payload()
-        assert payload[0]["id"] == services.identity.id and len(payload) == 1 + service.GOSSIPED
-        assert {d["id"] for d in payload[1:3]} == {k.id for k in news}
+    payloads = [services.peers.gossip_payload() for _ in range(service.NEWS_PASSES + 1)]
+    assert all(p[0]["id"] == services.identity.id and len(p) == 1 + service.GOSSIPED for p in payloads)
+    assert all({d["id"] for d in p[1:3]} == {k.id for k in news} for p in payloads[:service.NEWS_PASSES])
+    assert {d["id"] for d in payloads[-1]} & {k.id for k in news} == set()  # passed on enough: not up, not sent

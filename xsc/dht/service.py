@@ -91,6 +91,7 @@ class DhtService:
         self.enabled = True
         self._bind_failed = False  # said once, not every round
         self.published = 0  # holders records stored on at least one node
+        self.offered: set[str] = set()  # the kinds whose provider record of this node is stored on some node
 
     @classmethod
     def configured(cls, *, identity: Identity, peers: PeerView, config: NodeConfig, quota: Any) -> DhtService:
@@ -159,7 +160,8 @@ class DhtService:
                 self._published = time.monotonic()
             for kind in self.offers:
                 record = records.make_provider(self.identity, kind, descriptor.url, now_ms())
-                await self._publish(records.providers_key(kind, records.provider_slot(self.identity.id)), [record])
+                if await self._publish(records.providers_key(kind, records.provider_slot(self.identity.id)), [record]):
+                    self.offered.add(kind)
             for lonely in self.protocol.get_refresh_ids():  # (the paper's section 2.3)
                 await table.find_nodes(self.protocol, lonely, table.Lookup())
 
@@ -234,6 +236,6 @@ class DhtService:
 
     def status(self) -> dict[str, Any]:
         return {"listening": self.transport is not None, "contacts": self.contacts(), "keys": len(self.store.data),
-                "published": self.published,
+                "published": self.published, "offered": sorted(self.offered),
                 "refused": self.protocol.refused, "sent": self.protocol.sent, "received": self.protocol.received,
                 "last_hops": self.hops[-10:]}

@@ -10,7 +10,6 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
 from typing import Any, Callable
 
 
@@ -41,9 +40,9 @@ PASS_ON_MS = 24 * 3_600_000  # descriptors not re-signed for a day are kept but 
 REFRESH_MS = 60_000  # our own descriptor is re-signed this often, and at once when its capacity or free space change
 GOSSIP_FANOUT = 3  # peers told at once when we learn of a new node
 # Peers' descriptors a gossip message carries at most (besides our own): a node's gossip costs the same in a
-# network of 8 as of 1,000.  News goes first (NEWS_FIRST_MS), so a new node still spreads in a few hops.
+# network of 8 as of 1,000.  News goes first, so a new node still spreads in a few hops.
 GOSSIPED = 8
-NEWS_FIRST_MS = 120_000  # a node learned of is passed on before any sample this long
+NEWS_PASSES = 4  # messages a node learned of is passed on in before any sample of the others (a rumour's count)
 MAX_NEWS = 256  # nodes learned of kept as news (a devnet or a grid starting together brings many at once)
 GOSSIP_JITTER = 0.2
 JOIN_RETRY_MAX = 30.0
@@ -202,7 +201,7 @@ class PeerService:
         self._storage = storage
         self._own: NodeDescriptor | None = None
         self._news = asyncio.Event()
-        self._recent: deque[tuple[int, str]] = deque(maxlen=MAX_NEWS)  # (when, node id) of the nodes learned of
+        self._news_passes: dict[str, int] = {}  # node learned of -> messages it was passed on in so far
         self._tasks: list[asyncio.Task] = []
 
     # --- what the rest of the node uses ---------------------------------------------
@@ -303,7 +302,10 @@ class PeerService:
             self.health.learned(learned)
         if news:
             log.info("learned of %s", ", ".join(f"{d.id[:12]} at {d.url}" for d in news))
-            self._recent.extend((now_ms(), d.id) for d in news)
+            for d in news:
+                self._news_passes[d.id] = 0
+            while len(self._news_passes) > MAX_NEWS:
+                del self._news_passes[next(iter(self._news_passes))]  # the oldest news
             self._news.set()
         return news
 
@@ -318,14 +320,20 @@ class PeerService:
             and (stamp, signature) <= (known.timestamp, known.signature)
 
     def gossip_payload(self) -> list[dict]:
-        """Our descriptor and GOSSIPED of the peers' fresh ones: the news first, then a random sample of those proven
-        up: what a message costs stays the same however many peers this node knows, and each exchange spreads
-        others."""
-        now = now_ms()
-        cutoff, news = now - PASS_ON_MS, {node_id for at, node_id in self._recent if at >= now - NEWS_FIRST_MS}
+        """Our descriptor and GOSSIPED of the peers' fresh ones: the news passed on least so far first (each is
+        passed on in NEWS_PASSES messages), then a random sample of those proven up.  What a message costs stays
+        the same however many peers this node knows, and each exchange spreads others."""
+        cutoff = now_ms() - PASS_ON_MS
         fresh = [d for d in self.peers() if d.timestamp >= cutoff]
-        recent = [d for d in fresh if d.id in news]
-        sent = random.sample(recent, min(GOSSIPED, len(recent)))  # a burst of news spreads over several exchanges
+        by_id = {d.id: d for d in fresh}
+        for gone in [n for n in self._news_passes if n not in by_id]:  # removed, or no longer passed on
+            del self._news_passes[gone]
+        news = sorted((n for n in self._news_passes if n in by_id), key=self._news_passes.__getitem__)[:GOSSIPED]
+        for node_id in news:
+            self._news_passes[node_id] += 1
+            if self._news_passes[node_id] >= NEWS_PASSES:
+                del self._news_passes[node_id]
+        sent = [by_id[n] for n in news]
         up = [d for d in fresh if d.id not in news and self.availability(d.id).up is True]
         sent += random.sample(up, min(GOSSIPED - len(sent), len(up)))
         if len(sent) < GOSSIPED:
@@ -463,11 +471,11 @@ class PeerService:
                 delay = min(JOIN_RETRY_MAX, delay * 2)
 
     def first_answered(self, node_id: str) -> None:
-        """A node answered its first probe: news while this node has few peers up (gossip goes only to nodes up,
-        so a node starting gossips as soon as it has some); past GOSSIPED up, every peer's first answer pushing
-        to three others made a node's gossip grow with the network."""
+        """A node answered its first probe: news while this node has few peers up or news not yet passed on
+        (gossip goes only to nodes up, so a node starting gossips as soon as it has some); past that, every peer's
+        first answer pushing to three others made a node's gossip grow with the network."""
         log.debug("node %s answered its first probe", node_id[:12])
-        if len(self.up_peers()) <= GOSSIPED:
+        if self._news_passes or len(self.up_peers()) <= GOSSIPED:
             self._news.set()
 
     async def _gossip_round(self, fanout: int) -> None:
@@ -492,6 +500,8 @@ class PeerService:
                 await self._gossip_round(fanout)
             except Exception:  # a round must never end gossip
                 log.exception("gossip round failed")
+            if self._news_passes and self.up_peers():
+                self._news.set()  # news not yet passed on NEWS_PASSES times: pushed on in the next round
             # News seldom comes alone (a node joining brings its peers): let it gather before the next push.
             await asyncio.sleep(min(1.0, interval))
 
