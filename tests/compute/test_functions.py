@@ -10,7 +10,7 @@ import os
 import aiohttp
 import pytest
 
-from tests.support.compute import deploy
+from tests.support.compute import call_at_once, deploy
 from tests.support.nodes import close_node, free_port, serve
 from tests.support.waiting import eventually_async
 from xsc.compute import functions
@@ -233,19 +233,8 @@ async def test_callers_answered_before_their_records_are_written_hold_only_what_
     await _serve(node, name="hello", module=module, limits={"fuel": fuel, "memory": memory, "timeout": timeout})
     services = node.app[NODE]
     ledger, payer = services.ledger, node.app[CLIENT_IDENTITY].public_key
-    in_flight, samples, statuses = 0, [], []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as session:
-        async def caller() -> None:
-            nonlocal in_flight
-            for n in range(40):
-                in_flight += 1
-                async with session.get(f"http://127.0.0.1:{port}/fn/hello/{n}") as response:
-                    await response.read()
-                    statuses.append(response.status)
-                in_flight -= 1
-                samples.append((ledger.held(payer), in_flight))
-
-        await asyncio.gather(*(caller() for _ in range(8)))
+    statuses, samples = await call_at_once(lambda n: f"http://127.0.0.1:{port}/fn/hello/{n}",
+                                           lambda: ledger.held(payer))
     assert set(statuses) == {200}, sorted(set(statuses))
     def recorded() -> list[dict]:
         return [r["record"] for r in services.compute.recent_provenance(1000)

@@ -5,13 +5,12 @@ provider goes away.  And what a provider refuses of a stranger's placement."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import aiohttp
 import pytest
 
-from tests.support.compute import deploy, peer_with_provider
+from tests.support.compute import call_at_once, deploy, peer_with_provider
 from tests.support.jobs import QUIET, balances
 from tests.support.nodes import close_node, free_port
 from tests.support.waiting import eventually_async
@@ -340,19 +339,7 @@ async def test_callers_of_a_placed_function_answered_before_their_records_are_wr
     assert status == 201, placed
     trust = provider.app[NODE].trust
     used = trust.line(owner_id)["used"]
-    in_flight, samples, statuses = 0, [], []
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=8)) as session:
-        async def caller() -> None:
-            nonlocal in_flight
-            for n in range(40):
-                in_flight += 1
-                async with session.get(f"{placed['url']}{n}") as response:
-                    await response.read()
-                    statuses.append(response.status)
-                in_flight -= 1
-                samples.append((trust.line(owner_id)["reserved"], in_flight))
-
-        await asyncio.gather(*(caller() for _ in range(8)))
+    statuses, samples = await call_at_once(lambda n: f"{placed['url']}{n}", lambda: trust.line(owner_id)["reserved"])
     assert statuses.count(200) == len(statuses) == 320, {s: statuses.count(s) for s in set(statuses)}
     runs = await eventually_async(lambda: len(r := _runs(provider, owner_id)) == len(statuses) and r,
                                   "every run to be recorded")

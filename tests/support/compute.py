@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
+
+import aiohttp
 
 from xsc.node.appkeys import NODE
 
@@ -55,3 +59,23 @@ async def peer_with_provider(gateway, provider) -> None:
         return gateway.app[NODE].market.book.get(provider.app[NODE].peers.identity.id)
 
     await eventually_async(offered, "the provider's offer in the gateway's book", 30)
+
+
+async def call_at_once(url: Callable[[int], str], held: Callable[[], int], callers: int = 8,
+                       each: int = 40) -> tuple[list[int], list[tuple[int, int]]]:
+    """`callers` clients calling a web function `each` times one after another (GET url(n)): every answer's status,
+    and after each answer (what `held` says is held, the requests still in flight)."""
+    in_flight, samples, statuses = 0, [], []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=callers)) as session:
+        async def caller() -> None:
+            nonlocal in_flight
+            for n in range(each):
+                in_flight += 1
+                async with session.get(url(n)) as response:
+                    await response.read()
+                    statuses.append(response.status)
+                in_flight -= 1
+                samples.append((held(), in_flight))
+
+        await asyncio.gather(*(caller() for _ in range(callers)))
+    return statuses, samples
