@@ -89,3 +89,21 @@ def test_lookups_are_at_most_every_lookup_every_seconds(monkeypatch) -> None:
         clock[0] += step
         asyncio.run(found.fill("storage", 6, 1.0))
     assert world.lookups == 2  # the first, and the one a whole LOOKUP_EVERY later
+
+
+def test_a_lookup_that_fails_or_takes_too_long_leaves_the_book_as_it_was() -> None:
+    """A lookup only adds to the book: the put it runs for goes on with the providers the book holds."""
+    class Failing(_World):
+        async def find(self, kind: str, wanted: int) -> list[_Record]:
+            self.lookups += 1
+            raise OSError("the table's socket is gone")
+
+    class Slow(_World):
+        async def find(self, kind: str, wanted: int) -> list[_Record]:
+            self.lookups += 1
+            await asyncio.sleep(60)
+            return [_Record("b")]
+
+    for world in (Failing(held={"me"}, known=["a", "b"], table=[]), Slow(held={"me"}, known=["a", "b"], table=[])):
+        asyncio.run(_lookup(world).fill("storage", 6, 0.05))
+        assert world.lookups == 1 and world.asked == [] and world.held == {"me"}

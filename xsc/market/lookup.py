@@ -59,6 +59,9 @@ class ProviderLookup:
         except asyncio.TimeoutError:
             log.info("looking up providers of %s in the hash table took over %.1f s", kind, timeout)
             return
+        except Exception:  # noqa: BLE001 -- a lookup only adds to the book: the put goes on with what it holds
+            log.warning("looking up providers of %s in the hash table failed", kind, exc_info=True)
+            return
         ids = {r.node for r in records} - held
         new = [d for d in self.peers.up_peers() if d.id in ids]
         if not new:
