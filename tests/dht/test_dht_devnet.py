@@ -8,10 +8,13 @@ import os
 
 import pytest
 
+from tests.support.compute import WASM
 from tests.support.peers import FAST, api, node_id
 from tests.support.waiting import eventually
 from xsc.devnet import Devnet
 from xsc.storage.core.capability import Capability
+
+WC = WASM / "wc.wasm"
 
 N = 8
 ENV = {**FAST, "XSC_PEERS_DHT_INTERVAL": "0.2"}
@@ -57,9 +60,10 @@ def market(node) -> dict:
 
 
 @pytest.mark.slow
-def test_a_put_finds_the_providers_its_book_lacks_through_the_hash_table(tmp_path) -> None:
-    """Every node recognises one peer, so a node's book holds two or three providers (its neighbourhood's, once the
-    offers announced at start have lapsed); a spread put still lands on six distinct nodes: the providers it
+def test_a_put_and_a_replicated_job_find_the_providers_their_book_lacks_through_the_hash_table(tmp_path) -> None:
+    """Every node recognises one peer, so a node's book holds two or three providers of each kind (its
+    neighbourhood's, once the offers announced at start have lapsed); a spread put from one still lands on six
+    distinct nodes, and a job on five replicas from another still runs on five other nodes: the providers each
     lacked are found through the table and their commitments asked of them."""
     env = {**ENV, "XSC_MARKET_RECOGNISED_AT_MOST": "1", "XSC_MARKET_FRESHNESS": "6"}
     net = Devnet(tmp_path, N, env=env, name="n{}")
@@ -67,8 +71,11 @@ def test_a_put_finds_the_providers_its_book_lacks_through_the_hash_table(tmp_pat
         net.spawn().wait_listening(90)
         nodes = list(net)
         assert not net.wait_peered(60), "every node to know every other"
-        eventually(lambda: all("storage" in dht(n)["offered"] for n in nodes), "every provider record in the table", 60)
-        eventually(lambda: market(nodes[0])["providers"]["storage"] < 6, "node-0's book to hold its neighbourhood", 60)
+        eventually(lambda: all({"storage", "compute"} <= set(dht(n)["offered"]) for n in nodes),
+                   "every provider record in the table", 60)
+        for node in nodes[:2]:
+            eventually(lambda: market(node)["providers"]["storage"] < 6, f"{node.name}'s book to hold its neighbours",
+                       60)
         src = tmp_path / "file.bin"
         src.write_bytes(os.urandom(300_000))
         put = nodes[0].xsc("store", "put", str(src), "--json", "--spread")
@@ -76,5 +83,10 @@ def test_a_put_finds_the_providers_its_book_lacks_through_the_hash_table(tmp_pat
         assert len(set(json.loads(put.stdout)["placement"])) == 6, put.stdout
         assert market(nodes[0])["found_through_table"] >= 1
         assert "providers of storage through the hash table" in nodes[0].log.read_text(), nodes[0].tail(20)
+        job = nodes[1].xsc("compute", "run", str(WC), "--deterministic", "--replicas", "5", "--json", input=b"a b\n")
+        assert job.returncode == 0, job.stderr.decode()
+        assert len({r["provider"] for r in json.loads(job.stdout)["replicas"]}) == 5, job.stdout
+        assert market(nodes[1])["found_through_table"] >= 1
+        assert "providers of compute through the hash table" in nodes[1].log.read_text(), nodes[1].tail(20)
     finally:
         net.stop()

@@ -234,7 +234,7 @@ class JobService:
         for _ in range(spec.replicas):
             taken = frozenset(a.provider for a in chosen) | {self.node.id}
             try:
-                chosen.append(await self.dealing.compute_deal(limits.fuel, bid, taken))
+                chosen.append(await self.dealing.compute_deal(limits.fuel, bid, taken, providers=spec.replicas + 1))
             except XscError:
                 break
         if len(chosen) < spec.replicas:

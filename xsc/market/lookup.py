@@ -1,12 +1,13 @@
 """Providers found through the hash table when the book is short of them.
 
 A node's book holds the commitments of its neighbourhood (those it recognises and those that recognise it, about
-`market.recognised_at_most` peers), not of the whole network.  When a put needs more distinct providers of a kind
-than the book holds, the providers the hash table knows of that kind (their signed provider records,
-`xsc.dht`) are asked for their commitments, each from itself, and those join the book for the matching: a
-commitment is checked as any peer's (signed, of a known peer, within the sender's quota).  A lookup is a few
-datagrams to a few nodes; it runs at most every LOOKUP_EVERY seconds per kind, and only when the peers this node
-knows could offer more than the book holds (in a small network the book already holds every provider).
+`market.recognised_at_most` peers), not of the whole network.  When a put, an invoke or a replicated job needs
+more distinct providers of a kind than the book holds, the providers the hash table knows of that kind (their
+signed provider records, `xsc.dht`) are asked for their commitments, each from itself, and those join the book
+for the matching: a commitment is checked as any peer's (signed, of a known peer, within the sender's quota).  A
+lookup is a few datagrams to a few nodes; it runs at most every LOOKUP_EVERY seconds per kind, and only when the
+peers this node knows could offer more than the book holds (in a small network the book already holds every
+provider).
 """
 
 from __future__ import annotations
