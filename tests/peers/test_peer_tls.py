@@ -224,6 +224,31 @@ def test_the_certificate_is_the_node_key_and_deterministic(tmp_path) -> None:
     assert context.minimum_version == ssl.TLSVersion.TLSv1_3 and list(tmp_path.iterdir()) == []  # no key left behind
 
 
+async def test_tls_connections_read_into_a_bounded_buffer_and_carry_large_bodies_intact(tmp_path, monkeypatch) -> None:
+    """What a node process sets at start (`tls.bound_read_buffers`): each connection's receive buffer is
+    READ_BUFFER bytes, and 8 MiB each way crosses it whole."""
+    monkeypatch.setattr(asyncio.sslproto.SSLProtocol, "max_size", asyncio.sslproto.SSLProtocol.max_size)
+    tls.bound_read_buffers()
+    identity, body = Identity.generate(), bytes(range(256)) * 32768
+    buffers = []
+
+    async def echo(reader, writer) -> None:
+        buffers.append(len(writer.transport._ssl_protocol._ssl_buffer))
+        writer.write(await reader.readexactly(len(body)))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=tls.server_context(identity, tmp_path))
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls.client_context(identity.id))
+        writer.write(body)
+        assert await reader.readexactly(len(body)) == body
+        buffers.append(len(writer.transport._ssl_protocol._ssl_buffer))
+        writer.close()
+    assert buffers == [tls.READ_BUFFER, tls.READ_BUFFER]
+
+
 @pytest.mark.slow
 def test_a_tls_only_peer_listener_says_nothing_in_plaintext(node_process) -> None:
     """`node.peer_listen`: peers on a port of their own that speaks TLS only; the user API stays on node.listen."""

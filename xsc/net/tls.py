@@ -22,10 +22,12 @@ by the handshake, is read (peer_node).
     peer_node(ssl_object)                the node id a TLS peer proved it holds the key of
     connection_node(ssl_object)          the same, read once per connection (a server's view of its client)
     PeerKeyMismatch                      the handshake error of a peer that is not the node expected
+    bound_read_buffers()                 each TLS connection's receive buffer READ_BUFFER bytes, not asyncio's 256 KiB
 """
 
 from __future__ import annotations
 
+import asyncio.sslproto
 import datetime
 import hashlib
 import os
@@ -43,6 +45,7 @@ from ..identity import Identity, public_id
 
 _NOT_BEFORE = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
 _NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc)
+READ_BUFFER = 64 * 1024  # bytes a TLS connection reads from its socket at once (asyncio's SSLProtocol.max_size)
 MAX_CONTEXTS = 4096  # pinned client contexts kept (one per peer: connections are pooled per context)
 
 
@@ -57,6 +60,14 @@ class PeerKeyMismatch(ssl.SSLCertVerificationError):
 
     def __str__(self) -> str:
         return self.message
+
+
+def bound_read_buffers() -> None:
+    """asyncio gives each TLS connection a 256 KiB receive buffer, filled with zeros (so resident) when the
+    connection is made and kept while it is open: a node keeps a connection each way with each peer of its
+    neighbourhood, and those buffers were most of what its memory grew by with the network.  A quarter of that
+    carries a 64 MiB put or get as fast (bench/bench_network.py), the socket's own buffer holding the rest."""
+    asyncio.sslproto.SSLProtocol.max_size = READ_BUFFER
 
 
 def certificate(identity: Identity) -> x509.Certificate:
