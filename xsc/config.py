@@ -430,7 +430,7 @@ class MarketSection(_Section):
     # are published besides): those it exchanged most with, then a sample of the rest fixed per node.  Who a node
     # subscribes to, pushes its offer to and holds the offer of follows recognition, so this bounds what keeping up
     # with the market costs a node however large the network grows.
-    recognised_at_most: int = Field(default=8, ge=1, le=1000)
+    recognised_at_most: int = Field(default=6, ge=1, le=1000)
 
     @field_validator("storage_ask_ceiling", "compute_ask_ceiling", "storage_ask_floor", "compute_ask_floor",
                      "storage_bid", "compute_bid", "fuel_per_second")
