@@ -499,12 +499,12 @@ class Dealing:
         allocation to this node's standing compute needs still holds the call's reserved fuel (`deal`), else
         matched on the market; the answer is kept until the book or the allocation changes (an invoke must
         not pay a matching of the whole book each time), and one placed from the allocation only while the
-        provider's part still holds it.  `exclude`: providers that just failed this call, or already run it
+        provider's part still holds it.  `exclude`: providers that just failed this call, or that run it already
         (left out of the clearing too; such an answer is not kept).  `providers`: how many distinct compute
         providers the caller will want in all (a replicated job's); a book holding fewer than that, or than
-        `exclude` and one more, is first filled from the hash table (`MarketService.fill_book`)."""
+        `exclude` and one more, first gets those the hash table knows (`MarketService.fill_providers`)."""
         if exclude:
-            await self.market.fill_book(kind="compute", wanted=max(providers, len(exclude) + 1))
+            await self.market.fill_providers("compute", max(providers, len(exclude) + 1))
             need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(), 60,
                              max_price)
             try:
@@ -518,7 +518,7 @@ class Dealing:
         if found is not None and found.allocated and room.get(found.provider, 0) < found.quantity:
             found = None  # its part of the allocation was used up since
         if found is None:
-            await self.market.fill_book(kind="compute", wanted=providers)
+            await self.market.fill_providers("compute", providers)
             need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(),
                              60, max_price)
             try:
