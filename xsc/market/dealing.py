@@ -29,6 +29,7 @@ from .core.supply import cap_supply, spread_groups
 
 EXPLAINED = 1000  # needs whose explanation is kept (in memory) for `xsc market explain`
 COMPUTE_DEALS = 64  # invokes' deals kept until the book or the allocation changes
+LOOKUP_TIMEOUT = 2.0  # seconds a lookup of compute providers may take, and again asking those found for commitments
 # A deal's answer serves later needs of the same shape this long, while nothing it rests on has changed (`_reuse`):
 # a matching of the book for every small put was half of what a put of 1 KiB cost the event loop.
 REUSE_SECONDS = 1.0
@@ -493,6 +494,13 @@ class Dealing:
         spent = self._allocation_spent.get(kind, {}) if given == self._allocation_seen.get(kind) else {}
         return {p: u - spent.get(p, 0) for p, u in given.items()}
 
+    async def _look_up_compute(self, wanted: int) -> None:
+        """The compute providers the hash table knows, brought into the book if it holds fewer than `wanted`
+        (xsc.market.lookup); unlike a put's `MarketService.fill_book`, the commitments of wanted peers the book lacks
+        are not pulled first: an invoke does not wait on a slow peer."""
+        if self.market.lookup is not None:
+            await self.market.lookup.fill("compute", wanted, LOOKUP_TIMEOUT)
+
     async def compute_deal(self, fuel: int, max_price: int, exclude: frozenset[str] = frozenset(),
                            providers: int = 1):
         """The provider and price of an invoke of at most `fuel`: placed from the allocation where a provider's
@@ -502,9 +510,9 @@ class Dealing:
         provider's part still holds it.  `exclude`: providers that just failed this call, or that run it already
         (left out of the clearing too; such an answer is not kept).  `providers`: how many distinct compute
         providers the caller will want in all (a replicated job's); a book holding fewer than that, or than
-        `exclude` and one more, first gets those the hash table knows (`MarketService.fill_providers`)."""
+        `exclude` and one more, first gets those the hash table knows (`_look_up_compute`)."""
         if exclude:
-            await self.market.fill_providers("compute", max(providers, len(exclude) + 1))
+            await self._look_up_compute(max(providers, len(exclude) + 1))
             need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(), 60,
                              max_price)
             try:
@@ -518,7 +526,7 @@ class Dealing:
         if found is not None and found.allocated and room.get(found.provider, 0) < found.quantity:
             found = None  # its part of the allocation was used up since
         if found is None:
-            await self.market.fill_providers("compute", providers)
+            await self._look_up_compute(providers)
             need = self.need(f"invoke-{random.getrandbits(48):012x}", "compute", 1 << fuel.bit_length(),
                              60, max_price)
             try:

@@ -316,14 +316,10 @@ class MarketService:
         return self.replication.digest_answer(sender, body)
 
     async def fill_book(self, timeout: float = 2.0, kind: str | None = None, wanted: int = 0) -> None:
-        """Before a matching: the commitments of the peers we want and lack, and `fill_providers(kind, wanted)`."""
+        """Before a matching: the commitments of the peers we want and lack, and when the book holds fewer than
+        `wanted` providers of `kind`, those the hash table knows (`ProviderLookup`)."""
         await self.replication.fill_book(timeout)
-        if kind is not None:
-            await self.fill_providers(kind, wanted, timeout)
-
-    async def fill_providers(self, kind: str, wanted: int, timeout: float = 2.0) -> None:
-        """When the book holds fewer than `wanted` providers of `kind`: those the hash table knows (`ProviderLookup`)."""
-        if self.lookup is not None:
+        if kind is not None and self.lookup is not None:
             await self.lookup.fill(kind, wanted, timeout)
 
     def _book_changed(self) -> None:
