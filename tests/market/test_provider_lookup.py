@@ -91,6 +91,18 @@ def test_lookups_are_at_most_every_lookup_every_seconds(monkeypatch) -> None:
     assert world.lookups == 2  # the first, and the one a whole LOOKUP_EVERY later
 
 
+def test_more_providers_than_the_last_lookup_wanted_are_looked_up_at_once(monkeypatch) -> None:
+    """An invoke's matching wants one compute provider; when that one fails, the failover wants two: it must not
+    wait out the throttles the invoke's own check and lookup set."""
+    clock = [1000.0]
+    monkeypatch.setattr(lookup.time, "monotonic", lambda: clock[0])
+    world = _World(held={"me"}, known=["a", "b", "c", "d"], table=[])
+    found = _lookup(world)
+    for wanted in (2, 2, 3, 3, 2):
+        asyncio.run(found.fill("storage", wanted, 1.0))
+    assert world.lookups == 2  # the first for 2, the first for 3; the same or fewer again wait
+
+
 def test_a_lookup_that_fails_or_takes_too_long_leaves_the_book_as_it_was() -> None:
     """A lookup only adds to the book: the put it runs for goes on with the providers the book holds."""
     class Failing(_World):

@@ -5,9 +5,9 @@ A node's book holds the commitments of its neighbourhood (those it recognises an
 more distinct providers of a kind than the book holds, the providers the hash table knows of that kind (their
 signed provider records, `xsc.dht`) are asked for their commitments, each from itself, and those join the book
 for the matching: a commitment is checked as any peer's (signed, of a known peer, within the sender's quota).  A
-lookup is a few datagrams to a few nodes; it runs at most every LOOKUP_EVERY seconds per kind, and only when the
-peers this node knows could offer more than the book holds (in a small network the book already holds every
-provider).
+lookup is a few datagrams to a few nodes; it runs at most every LOOKUP_EVERY seconds per kind (sooner only for more
+providers than the last one wanted: a failover wants one more than the invoke before it), and only when the peers
+this node knows could offer more than the book holds (in a small network the book already holds every provider).
 """
 
 from __future__ import annotations
@@ -29,6 +29,11 @@ def providers_in(book: Any, active: Callable[[str], bool], kind: str) -> set[str
     return {a.slot.owner for a in book.asks() if a.slot.kind == kind and active(a.slot.owner)}
 
 
+def _lately(last: tuple[float, int] | None, now: float, seconds: float, wanted: int) -> bool:
+    """Whether `last` (when, providers wanted) was within `seconds` of `now` and wanted at least as many."""
+    return last is not None and now < last[0] + seconds and wanted <= last[1]
+
+
 class ProviderLookup:
     def __init__(self, *, replication: Any, peers: Any, active: Callable[[str], bool],
                  find: Callable[[str, int], Awaitable[list[Any]]]) -> None:
@@ -36,8 +41,8 @@ class ProviderLookup:
         self.peers = peers  # the peers this node knows (PeerView)
         self.active = active  # participant -> whether it may be matched now (its offer current, it not down)
         self.find = find  # (kind, wanted) -> provider records (with .node) the hash table knows
-        self._checked: dict[str, float] = {}
-        self._looked_up: dict[str, float] = {}
+        self._checked: dict[str, tuple[float, int]] = {}  # kind -> (when, providers wanted) of its last count
+        self._looked_up: dict[str, tuple[float, int]] = {}  # kind -> the same of its last lookup
         self.found = 0  # providers whose commitments a lookup brought into the book (status)
 
     def providers(self, kind: str) -> set[str]:
@@ -47,14 +52,14 @@ class ProviderLookup:
         """If the book holds fewer than `wanted` providers of `kind` and the known peers could offer more: the
         commitments of the providers the hash table knows, pulled within `timeout` seconds."""
         now = time.monotonic()
-        if now < self._checked.get(kind, -CHECK_EVERY) + CHECK_EVERY:
+        if _lately(self._checked.get(kind), now, CHECK_EVERY, wanted):
             return
-        self._checked[kind] = now
+        self._checked[kind] = (now, wanted)
         held = self.providers(kind)
         if len(held) >= wanted or len(self.peers.peers()) + 1 <= len(held) or \
-                now < self._looked_up.get(kind, -LOOKUP_EVERY) + LOOKUP_EVERY:
+                _lately(self._looked_up.get(kind), now, LOOKUP_EVERY, wanted):
             return
-        self._looked_up[kind] = now
+        self._looked_up[kind] = (now, wanted)
         try:
             records = await asyncio.wait_for(self.find(kind, wanted), timeout)
         except asyncio.TimeoutError:
