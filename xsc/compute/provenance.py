@@ -15,8 +15,6 @@ node's public key).  Version 1 records, signed one by one ({"record", "signature
 from __future__ import annotations
 
 import functools
-import os
-import random
 import re
 import struct
 import time
@@ -26,6 +24,7 @@ from typing import Any
 from .. import codec
 from ..errors import BadProvenanceSignature, InvalidArgument, XscError
 from ..identity import Identity, parse_public_id, verify
+from ..ids import unique_bits
 from ..ledger.core import merkle
 
 VERSION = 3  # 2: batch-signed, with the engine fingerprint and the module link; 3: "price" renamed "charge"
@@ -37,12 +36,9 @@ METERING_TIME_BOUNDED = "time-bounded"  # a trap whose count wasmtime may under-
 _ID_RE = re.compile(r"[0-9a-f]{32}")
 
 
-_RANDOM = random.Random(os.urandom(32))  # ids need to be unique, not secret: no syscall per id
-
-
 def new_id() -> bytes:
     """16 bytes: nanoseconds since the epoch (so ids sort by time), then 8 random bytes."""
-    return struct.pack(">QQ", time.time_ns(), _RANDOM.getrandbits(64))
+    return struct.pack(">QQ", time.time_ns(), unique_bits(64))
 
 
 def parse_id(text: str) -> bytes:

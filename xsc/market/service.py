@@ -90,7 +90,7 @@ class MarketService:
         self.db = db
         self.peers = peers  # None: a node on its own (tests)
         self.storage_usage = storage_usage  # () -> (bytes used, capacity) of this node's share store
-        self._compute_policy: tuple[tuple[int, int, int], PricingPolicy] | None = None  # (its config, it)
+        self._policies: dict[str, tuple[tuple[int, int, int], PricingPolicy]] = {}  # kind -> (its config, it)
         self.compute_threads = compute_threads
         self.gossip_interval = gossip_interval
         self.store = MarketStore(db)
@@ -129,9 +129,14 @@ class MarketService:
 
     # --- what this node offers ------------------------------------------------------------
     def policy(self, kind: str) -> PricingPolicy:
+        """The pricing policy of `kind` as configured now (made again only when that changed: every put and every
+        paid call asks for it)."""
         c = self.config
-        return PricingPolicy(floor=getattr(c, f"{kind}_ask_floor"), ceiling=getattr(c, f"{kind}_ask_ceiling"),
-                             exponent=c.ask_exponent)
+        terms = (getattr(c, f"{kind}_ask_floor"), getattr(c, f"{kind}_ask_ceiling"), c.ask_exponent)
+        kept = self._policies.get(kind)
+        if kept is None or kept[0] != terms:
+            kept = self._policies[kind] = (terms, PricingPolicy(floor=terms[0], ceiling=terms[1], exponent=terms[2]))
+        return kept[1]
 
     def bucket(self, at_s: int | None = None) -> int:
         return (int(time.time()) if at_s is None else at_s) // self.config.bucket_seconds
@@ -167,12 +172,7 @@ class MarketService:
         fuel_used = min(-(-self.fuel_used.get(b, 0) // step) * step, fuel)
         if not self.config.offer_compute or fuel <= fuel_used:
             return None
-        c = self.config
-        policy = self._compute_policy
-        if policy is None or policy[0] != (c.compute_ask_floor, c.compute_ask_ceiling, c.ask_exponent):
-            policy = self._compute_policy = ((c.compute_ask_floor, c.compute_ask_ceiling, c.ask_exponent),
-                                             self.policy("compute"))
-        return fuel - fuel_used, ask_price(policy[1], fuel_used, fuel)
+        return fuel - fuel_used, ask_price(self.policy("compute"), fuel_used, fuel)
 
     def ask(self, kind: str) -> int | None:
         """This node's ask now for `kind`, None if it does not offer it."""

@@ -17,13 +17,13 @@ the market place all six.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
 from ..errors import InvalidArgument, MarketNoDeal, PrepaymentRequired, StorageFull
 from ..identity import parse_public_id
+from ..ids import unique_bytes
 from ..ledger.core.pricing import price_storage
 from ..market.dealing import Dealing
 from ..market.service import MarketService
@@ -165,7 +165,7 @@ async def _matched(dealing: Dealing, share_bytes: int, room: int, seconds: int, 
     """`count` shares matched on the market, one need each (`grouped`, one group: distinct providers while there
     are enough)."""
     market = dealing.market
-    group = f"put-{os.urandom(6).hex()}"
+    group = f"put-{unique_bytes(6).hex()}"
     bids = dealing.needs_alike([f"{group}-{s}" for s in range(count)], "storage", share_bytes, seconds, bid,
                                group=group if grouped else None, **wanted)
     dealing.needs.open(bids)  # published while the put runs
@@ -228,7 +228,7 @@ async def relocation(dealing: Dealing, share_bytes: int, seconds: int, *, avoid:
     """A provider (not in `avoid`) and its price for one share placed again (a repair, or a holder that could
     not take its share), at `bid` (default: the node's default bid); `failed` providers do not even take part in
     the clearing (a dead provider's ask must not set the price the others are measured against)."""
-    need = dealing.need(f"repair-{os.urandom(6).hex()}", "storage", share_bytes, seconds,
+    need = dealing.need(f"repair-{unique_bytes(6).hex()}", "storage", share_bytes, seconds,
                         dealing.market.config.storage_bid if bid is None else bid, avoid=tuple(sorted(avoid)))
     try:
         assignment = (await dealing.deal([need], failed))[need.slot.id]

@@ -18,7 +18,6 @@ or may still write.  An upload whose size is known reserves all of it before wri
 
 from __future__ import annotations
 
-import os
 import struct
 import threading
 import time
@@ -30,6 +29,7 @@ from .. import codec
 from .. import keys
 from ..db import Database
 from ..errors import NotFound, StorageFull, UploadNotFound
+from ..ids import unique_bytes
 from ..units import format_size
 from .core import leases
 from .core.merkle import HASH_BYTES
@@ -176,7 +176,7 @@ class ShareStore:
     # --- uploads -------------------------------------------------------------------
     def begin_upload(self, storage_index: bytes, shares: tuple[int, ...], expected_bytes: int | None) -> Upload:
         """Reserve space (all of it when the size is known) and write the staging record, synced."""
-        upload_id = os.urandom(16)
+        upload_id = unique_bytes(16)
         with self._lock:
             if expected_bytes is not None and self.used + self._reserved() + expected_bytes > self.capacity:
                 raise self._refuse(expected_bytes)
@@ -197,7 +197,7 @@ class ShareStore:
         event loop, and its memory is the request's own.  `fresh`: the put minted the storage index, so its publish
         looks up no share to replace."""
         assert size <= HELD_UPLOAD
-        return Upload(self, os.urandom(16), storage_index, shares, size, held=True, detached=True, fresh=fresh)
+        return Upload(self, unique_bytes(16), storage_index, shares, size, held=True, detached=True, fresh=fresh)
 
     def publish(self, upload: Upload, metas: list[ShareMeta], manifest: bytes | None = None,
                 file_record: dict | None = None, also: dict[bytes, bytes] | None = None) -> None:

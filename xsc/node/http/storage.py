@@ -45,14 +45,13 @@ async def put_file(request: web.Request) -> web.Response:
     size = request.content_length
     if size is None and request.headers.get("Transfer-Encoding", "").lower() != "chunked":
         raise BadRequest("a put needs a body with Content-Length or chunked transfer encoding")
-    metrics = request.app[METRICS]
-
-    stall = request.app[CONFIG].node.idle_timeout
+    metrics, stall = request.app[METRICS], request.app[CONFIG].node.idle_timeout
 
     async def read(n: int) -> bytes:
+        chunk = request.content.read_nowait(n)  # a small body is here already: no timer to set and cancel
         try:  # an upload that stops mid-body fails after the idle timeout instead of holding its put open
-            async with asyncio.timeout(stall):
-                chunk = await request.content.read(n)
+            async with asyncio.timeout(stall if not chunk else None):
+                chunk = chunk or await request.content.read(n)
         except TimeoutError:
             raise BodyTimeout(f"the upload stalled: no bytes for {stall:g} s", hint="check the connection and "
                               "put the file again") from None
