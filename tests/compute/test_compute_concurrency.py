@@ -57,6 +57,20 @@ async def test_two_infinite_loops_run_at_once_and_each_ends_at_its_deadline(node
         assert body["duration_ms"] >= deadline * 1000  # never cut short
 
 
+async def test_the_call_that_wakes_a_sleeping_epoch_ticker_still_ends_at_its_deadline(node):
+    """An idle node's epoch ticker sleeps (it is not woken a hundred times a second for nothing); the call that
+    wakes it is stopped at its deadline (without ticks it would spin until its fuel ran out) and not before."""
+    spin = await deploy(node, "loop")
+
+    async def sleeping() -> bool:
+        return (await (await node.get("/v1/node/status")).json())["compute"]["epoch_ticker"] == "sleeping"
+
+    await eventually_async(sleeping, "the epoch ticker asleep", 30)
+    status, body = await invoke(node, spin, "spin", timeout=0.5)
+    assert (status, body["kind"]) == (422, "deadline"), body
+    assert body["duration_ms"] >= 500
+
+
 async def test_many_concurrent_invokes_all_answer(node):
     add = await deploy(node, "add")
     answers = await asyncio.gather(*(invoke(node, add, "add", str(i), str(i)) for i in range(64)))

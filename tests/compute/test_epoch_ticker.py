@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from xsc.compute.engine import EpochTicker, owed_ticks
+from xsc.compute.engine import IDLE_AFTER, EpochTicker, owed_ticks
 
 
 class CountingEngine:
@@ -26,15 +26,42 @@ def test_a_late_wake_up_adds_every_tick_that_passed():
     ticker = EpochTicker(engine, tick=0.01, clock=lambda: now[0])
     ticker.start()
     try:
-        now[0] += 1.5  # 150 ticks pass while the ticker is not running
-        with engine.changed:
-            assert engine.changed.wait_for(lambda: engine.epoch >= 150, timeout=30)
-        now[0] += 0.5
-        with engine.changed:
-            assert engine.changed.wait_for(lambda: engine.epoch >= 200, timeout=30)
+        with ticker.running():  # a call under way: the ticker stays awake
+            now[0] += 1.5  # 150 ticks pass while the ticker is not running
+            with engine.changed:
+                assert engine.changed.wait_for(lambda: engine.epoch >= 150, timeout=30)
+            now[0] += 0.5
+            with engine.changed:
+                assert engine.changed.wait_for(lambda: engine.epoch >= 200, timeout=30)
     finally:
         ticker.stop()
     assert engine.epoch == 200  # never ahead of the clock: a call is never cut short
+
+
+def test_an_idle_ticker_sleeps_and_the_call_that_wakes_it_owes_nothing():
+    """An idle node is not woken a hundred times a second; the epoch stands still while no call runs, and the
+    next call's ticks count from when it started, not from before the sleep."""
+    now = [100.0]
+    engine = CountingEngine()
+    ticker = EpochTicker(engine, tick=0.125, clock=lambda: now[0])  # the clock's steps are whole ticks, exactly
+    ticker.start()
+    try:
+        with ticker.running():
+            now[0] += 0.5
+            with engine.changed:
+                assert engine.changed.wait_for(lambda: engine.epoch >= 4, timeout=30)
+        assert not ticker.sleeping.is_set()
+        now[0] += IDLE_AFTER
+        assert ticker.sleeping.wait(30)
+        now[0] += 3600  # an hour without a call: nothing to tick for
+        with ticker.running():
+            assert not ticker.sleeping.is_set() and owed_ticks(engine) == 0
+            now[0] += 0.25
+            with engine.changed:
+                assert engine.changed.wait_for(lambda: engine.epoch >= 6, timeout=30)
+    finally:
+        ticker.stop()
+    assert engine.epoch == 6
 
 
 def test_the_clock_standing_still_adds_nothing():

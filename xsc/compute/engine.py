@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import threading
 import time
+from collections.abc import Iterator
 from importlib.metadata import version
 
 import wasmtime
@@ -39,6 +41,7 @@ SETTINGS = {
 
 # The ticker's period: wall-clock limits are enforced to within one tick.
 TICK = 0.01
+IDLE_AFTER = 1.0  # seconds without a call after which the ticker sleeps until the next one
 
 
 def make_engine(*, parallel: bool = True) -> wasmtime.Engine:
@@ -65,6 +68,12 @@ def deadline_ticks(timeout: float) -> int:
 _TICKERS: dict[int, "EpochTicker"] = {}  # by id(engine): the running ticker of each engine
 
 
+def running(engine: wasmtime.Engine) -> contextlib.AbstractContextManager:
+    """Around a call on `engine`: its ticker is awake meanwhile (see EpochTicker)."""
+    ticker = _TICKERS.get(id(engine))
+    return ticker.running() if ticker is not None else contextlib.nullcontext()
+
+
 def owed_ticks(engine: wasmtime.Engine) -> int:
     """What the engine's ticker owes the clock now (see EpochTicker)."""
     ticker = _TICKERS.get(id(engine))
@@ -82,7 +91,12 @@ class EpochTicker:
 
     A late ticker owes ticks until it wakes: a call that starts then would have its deadline counted from
     an epoch behind the clock and be cut short when the ticker catches up, so `new_store` adds what the
-    ticker owes (`owed_ticks`) to every deadline."""
+    ticker owes (`owed_ticks`) to every deadline.
+
+    Ticks matter only to calls under way (`running`): IDLE_AFTER seconds after the last one ended the ticker
+    sleeps, so an idle node is not woken a hundred times a second.  The epoch stands still meanwhile, and the
+    call that wakes it moves the ticker's start on by the time it slept: there was no Store to count from an
+    epoch taken before, and that call owes nothing."""
 
     MAX_CATCH_UP = 100_000  # ticks added in one wake-up at most (17 minutes of a stopped process)
 
@@ -90,24 +104,54 @@ class EpochTicker:
         self._engine = engine
         self._tick = tick
         self._clock = clock
-        self._start = clock()
+        self._start = clock()  # the epoch counts the ticks since then, from ...
+        self._start_epoch = 0  # ... this one (moved on when the ticker wakes from a sleep)
         self.epoch = 0  # ticks added so far (behind the engine's own count while a catch-up runs: never ahead)
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the calls under way, and whether the ticker sleeps
+        self._calls = 0
+        self._last_end = clock()
+        self._awake = threading.Event()
+        self._awake.set()
+        self.sleeping = threading.Event()  # set while it sleeps (status, tests)
         self._thread = threading.Thread(target=self._run, name="xsc-epoch", daemon=True)
 
     def start(self) -> None:
         _TICKERS[id(self._engine)] = self
         self._thread.start()
 
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Around a call, from before its Store is made until it is freed: the ticker is awake meanwhile."""
+        with self._lock:
+            self._calls += 1
+            if not self._awake.is_set():
+                self._start, self._start_epoch = self._clock(), self.epoch
+                self.sleeping.clear()
+                self._awake.set()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._calls -= 1
+                self._last_end = self._clock()
+
     def _run(self) -> None:
         while not self._stop.wait(self._tick):
+            with self._lock:
+                if not self._calls and self._clock() - self._last_end >= IDLE_AFTER:
+                    self._awake.clear()
+                    self.sleeping.set()
+            if not self._awake.is_set():
+                self._awake.wait()  # until a call starts, or the ticker stops
+                continue
             added = max(0, min(self._due() - self.epoch, self.MAX_CATCH_UP))
             for _ in range(added):
                 self._engine.increment_epoch()
             self.epoch += added
 
     def _due(self) -> int:
-        return int((self._clock() - self._start) / self._tick)
+        return self._start_epoch + int((self._clock() - self._start) / self._tick)
 
     def owed(self) -> int:
         """Ticks the clock has passed that the ticker has not added yet (0 when it is on time)."""
@@ -121,5 +165,6 @@ class EpochTicker:
         if _TICKERS.get(id(self._engine)) is self:
             del _TICKERS[id(self._engine)]
         self._stop.set()
+        self._awake.set()
         if self._thread.is_alive():
             self._thread.join()

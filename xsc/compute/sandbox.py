@@ -123,19 +123,20 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
     takes long for its fuel.  A small memory is freed without releasing the GIL (unmapping a few pages is quicker
     than handing it over) on the loop, and on any thread for a run whose WASI streams are pipes (a web function's:
     a callback stream's finalizer runs in Python as the Store is freed)."""
-    store = new_store(engine, limits, deadline_ticks)
-    piped = streams is not None and streams.stdout_pipe is not None and streams.stderr_pipe is not None
-    outcome = None
-    try:
-        outcome = _run_in(store, prepared, function, signature, args, limits, wasi_argv, on_loop, streams,
-                          engine if streams is not None and streams.seed else None)
-        return outcome
-    finally:
-        # Frees the instance and its memory now, not whenever the garbage collector gets to it.
-        store.close(hold_gil=(on_loop or piped) and outcome is not None
-                    and outcome.memory_pages <= HELD_FREE_PAGES)
-        if streams is not None:
-            streams.release()
+    with eng.running(engine):
+        store = new_store(engine, limits, deadline_ticks)
+        piped = streams is not None and streams.stdout_pipe is not None and streams.stderr_pipe is not None
+        outcome = None
+        try:
+            outcome = _run_in(store, prepared, function, signature, args, limits, wasi_argv, on_loop, streams,
+                              engine if streams is not None and streams.seed else None)
+            return outcome
+        finally:
+            # Frees the instance and its memory now, not whenever the garbage collector gets to it.
+            store.close(hold_gil=(on_loop or piped) and outcome is not None
+                        and outcome.memory_pages <= HELD_FREE_PAGES)
+            if streams is not None:
+                streams.release()
 
 
 def _run_in(store: Store, prepared: Prepared, function: str, signature: Signature, args: list[int | float],

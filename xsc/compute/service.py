@@ -213,8 +213,9 @@ class ComputeService:
     def status(self) -> dict[str, Any]:
         return {"wasmtime": eng.WASMTIME_VERSION, "threads": self.threads, "limits": self.ceiling.to_json(),
                 "max_module_size": self.max_module_size, "modules_in_memory": len(self._cache),
-                "running": self.running, "compiling": self.compiling, "admitted": self.admitted, "max_queued": self.max_queued, **self.stats,
-                **self.inline}
+                "running": self.running, "compiling": self.compiling, "admitted": self.admitted,
+                "max_queued": self.max_queued, "epoch_ticker": "sleeping" if self.ticker.sleeping.is_set() else "ticking",
+                **self.stats, **self.inline}
 
     # --- modules -----------------------------------------------------------------------
     async def deploy(self, wasm: bytes, *, wasi: bool = False, pushed_by: str | None = None,
