@@ -16,4 +16,5 @@ def unique_bytes(n: int) -> bytes:
 
 
 def unique_bits(bits: int) -> int:
+    """A `bits`-bit number, as `unique_bytes`."""
     return _RANDOM.getrandbits(bits)
