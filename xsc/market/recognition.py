@@ -24,6 +24,7 @@ MAX_RECOGNITION = Decimal(1000)
 # otherwise be subscribed to, pulled from and named in this node's commitment at that stranger's word.
 DERIVED_NO_PROBES = Decimal("0")
 WEIGHT_STEP = Decimal("0.1")  # derived weights are published to a tenth
+EQUALS = Decimal("0.5")  # derived weights this close to the best are equals when the bound picks peers
 
 
 class Recognition:
@@ -111,10 +112,14 @@ class Recognition:
         if self._made is not None and self._made[0] == state:
             return dict(self._made[1])
         total = self._exchanged_total()
-        derived = {p: self.derived_weight(p, total) for p in self._peer_ids() if p != self.me}
-        # Weights within a tenth of each other are equals: by exact weight, every node would keep the same few
-        # most available peers, and those would carry the whole network's subscriptions.
-        kept = sorted((p for p, w in derived.items() if w > 0), key=lambda p: (-derived[p], self._rank(p)))
+        derived = {p: w for p in self._peer_ids() if p != self.me and (w := self.derived_weight(p, total)) > 0}
+        # Weights within EQUALS of the best are equals, ranked by the pair alone.  By weight, every node would keep
+        # the same few most available peers, and those would carry the whole network's subscriptions; by tenths, a
+        # probe that happened to fail (a peer probed a few times has 0.5 for one failure) made two nodes rank a pair
+        # differently, so fewer choices were mutual and each node's neighbourhood grew with the network.
+        near = max(derived.values(), default=Decimal(0)) - EQUALS
+        kept = sorted(derived, key=lambda p: (0, Decimal(0), self._rank(p)) if derived[p] >= near
+                      else (1, -derived[p], self._rank(p)))
         weights = {p: derived[p] for p in kept[:self.at_most]}
         weights.update(self.user_weights)
         made = {p: w for p, w in sorted(weights.items()) if w > 0 and p != self.me}
