@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "xsc"
-GROUND = {"xsc", "xsc.codec", "xsc.errors", "xsc.keys", "xsc.units", "xsc.paths", "xsc.identity", "xsc.config", "xsc.tasks", "xsc.db", "xsc.itc", "xsc.ids"}
+GROUND = {"xsc", "xsc.codec", "xsc.errors", "xsc.keys", "xsc.units", "xsc.paths", "xsc.identity", "xsc.config", "xsc.tasks", "xsc.db", "xsc.itc", "xsc.ids", "xsc.heap"}
 DOMAINS = ("storage", "market", "ledger", "compute", "allocation", "health", "peers", "net", "s3", "buckets", "ui", "dht")
 IO_MODULES = ("asyncio", "aiohttp", "plyvel")
 # The S3 front (`xsc s3 serve`) is a client of the node's user API, like the CLI: the tools layer.

@@ -60,6 +60,7 @@ from ..storage.locate import Locator
 from ..storage.scrubber import Scrubber
 from ..storage.strangers import ProviderTerms
 from ..storage.core.wire import DAMAGE_PATH
+from ..heap import HeapTrim
 from ..tasks import Supervisor, in_pool
 from .limits import RateLimiter
 from .metrics import Metrics
@@ -130,8 +131,7 @@ class Node:
     def __init__(self, *, config: NodeConfig, db: Database, pool: ThreadPoolExecutor, metrics: Metrics,
                  identity: Identity, payer: Identity) -> None:
         self.config, self.db, self.pool, self.metrics = config, db, pool, metrics
-        self.identity, self.payer, self.me = identity, payer, identity.id
-        self.supervisor = Supervisor()
+        self.identity, self.payer, self.me, self.supervisor = identity, payer, identity.id, Supervisor()
 
     @classmethod
     async def open(cls, *, peer_url: str, **resources) -> Node:
@@ -151,6 +151,7 @@ class Node:
                      "dht", "storage", "share_holder", "audits", "scrubber", "lease_gc", "hosted_jobs", "jobs",
                      "watches", "functions", "placed_functions", "placements"):
             self.supervisor.add(name, getattr(self, name))
+        self.supervisor.add("heap", HeapTrim())
 
     async def close(self) -> None:
         """Stop the services in reverse, then close what they used."""
@@ -182,9 +183,8 @@ class Node:
                                              trace_configs=[traffic.counting(self.metrics.peer_bytes)])
         self.client = PeerClient(self.identity, self.session, config.peers.request_timeout, tls=config.peers.tls,
                                  grid_secret=config.peers.grid_secret, channel=config.peers.channel_auth)
-        self.lanes = SenderLanes()
-        self.quarantine = Quarantine(self.db, strikes=config.peers.quarantine_strikes,
-                                     duration=config.peers.quarantine_for)
+        self.lanes, self.quarantine = SenderLanes(), Quarantine(self.db, strikes=config.peers.quarantine_strikes,
+                                                                duration=config.peers.quarantine_for)
         self.admission = Admission(min_difficulty=config.peers.min_difficulty, grid_secret=config.peers.grid_secret,
                                    quarantine=self.quarantine)
         directory = PeerDirectory(self.db)
