@@ -26,7 +26,6 @@ class HeapTrim:
 
     def __init__(self) -> None:
         self._trim = _malloc_trim()
-        self.trims = 0
 
     def start(self) -> None:
         pass
@@ -39,4 +38,3 @@ class HeapTrim:
 
     async def trim(self) -> None:
         self._trim(0)
-        self.trims += 1
