@@ -112,7 +112,9 @@ class Recognition:
         if self._made is not None and self._made[0] == state:
             return dict(self._made[1])
         total = self._exchanged_total()
-        derived = {p: w for p in self._peer_ids() if p != self.me and (w := self.derived_weight(p, total)) > 0}
+        # The bound is for derived weights: a peer the user weighed is published besides, never in a derived place.
+        derived = {p: w for p in self._peer_ids() if p != self.me and p not in self.user_weights
+                   and (w := self.derived_weight(p, total)) > 0}
         # Weights within EQUALS of the best are equals, ranked by the pair alone.  By weight, every node would keep
         # the same few most available peers, and those would carry the whole network's subscriptions; by tenths, a
         # probe that happened to fail (a peer probed a few times has 0.5 for one failure) made two nodes rank a pair
