@@ -24,8 +24,9 @@ async def test_a_trim_hands_freed_pages_back() -> None:
     buffers = [bytearray(2000) for _ in range(48 * MiB // 2000)][::8]
     before = _anonymous()
     await trim.trim()
-    assert _anonymous() < before - 8 * MiB
-    assert len(buffers) > 0
+    after = _anonymous()
+    del buffers  # alive until measured: the holes are between its buffers
+    assert after < before - 8 * MiB
 
 
 async def test_a_node_runs_the_trim(node) -> None:
