@@ -12,6 +12,8 @@ from xsc.node.appkeys import NODE
 from xsc.storage import Capability
 from xsc.storage.core import layout
 
+from tests.support.waiting import eventually_async
+
 SEG = 4096  # small segments keep many-segment cases fast
 
 
@@ -195,7 +197,11 @@ async def test_health_and_metrics_need_no_token(store_node) -> None:
                  "xsc_storage_bytes_served_total", "xsc_storage_shares_held", "xsc_storage_bytes_received_total"):
         assert name in text
     assert "xsc_storage_shares_held 12.0" in text
-    assert "xsc_storage_bytes_served_total 10.0" in text
+
+    async def served() -> bool:  # counted once the get's last write returned, which may be after its client read it
+        return "xsc_storage_bytes_served_total 10.0" in await (await store_node.get("/metrics")).text()
+
+    await eventually_async(served, "the get's 10 bytes counted as served", 10)
 
 
 async def test_unknown_route_is_a_problem(store_node) -> None:
