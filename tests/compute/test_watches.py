@@ -5,6 +5,7 @@ chain loses no run and runs none twice."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections import Counter
@@ -145,6 +146,42 @@ async def test_a_watch_is_refused_with_one_line_when_it_cannot_work(node_factory
         response = await node.post("/v1/compute/watches", json=body)
         problem = await response.json()
         assert 400 <= response.status < 500 and words in problem["detail"] and "\n" not in problem["detail"], problem
+
+
+async def test_only_a_write_to_a_watched_bucket_wakes_the_watches(node_factory) -> None:
+    node = await node_factory("wakes")
+    sha = await deploy(node, "sha256", wasi=True)
+    for bucket in ("raw", "other", "out"):
+        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
+    await _call(node, "POST", "/v1/compute/watches",
+                {"name": "w", "spec": {"module": sha, "argv": ["/in/data"]}, "on": "s3://raw/", "to": "s3://out/"})
+    watches, loop = node.app[NODE].watches, asyncio.get_running_loop()
+    woken = []
+    watches._loop = _Recording(loop, woken)
+
+    async def after_put(bucket: str) -> list:
+        woken.clear()
+        await _put_object(node, bucket, "k", b"data")
+        # The index calls its hooks before the put answers; a wake-up they asked for runs before this one.
+        turn = loop.create_future()
+        loop.call_soon_threadsafe(turn.set_result, None)
+        await turn
+        return list(woken)
+
+    assert await after_put("other") == []
+    assert await after_put("out") == []
+    assert await after_put("raw") == ["woken"]
+
+
+class _Recording:
+    """An event loop as the watches' wake-ups see it: each one recorded, then scheduled on the real loop."""
+
+    def __init__(self, loop, woken: list) -> None:
+        self.loop, self.woken = loop, woken
+
+    def call_soon_threadsafe(self, callback, *args):
+        self.woken.append("woken")
+        return self.loop.call_soon_threadsafe(callback, *args)
 
 
 def _stored_object(node, bucket: str, key: str, data: bytes) -> None:

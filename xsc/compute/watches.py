@@ -58,9 +58,14 @@ class Watches:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.passes = 0  # passes over every watch since start (tests wait for one)
         self._backlog: dict[str, int] = {}  # watch -> datums its pass found due and not yet done
+        self._watched: frozenset[str] = frozenset()  # the buckets watches are on: a change elsewhere wakes nothing
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._rewatch()
+
+    def _rewatch(self) -> None:
+        self._watched = frozenset(w["on"][0] for w in self.store.watches())
 
     def loops(self) -> dict[str, Any]:
         return {"watches": self._run}
@@ -68,9 +73,11 @@ class Watches:
     def close(self) -> None:
         self._loop = None  # the index's changes wake nothing any more
 
-    def wake(self, *_: Any) -> None:
-        """The bucket index changed (from any thread): pass over the watches soon."""
-        if self._loop is not None:
+    def wake(self, bucket: str | None = None) -> None:
+        """An object of `bucket` was written or deleted (from any thread): pass over the watches soon if one is on
+        that bucket (a wake-up per write to a bucket nobody watches costs the loop a turn for nothing).  Without
+        a bucket: pass soon whatever changed."""
+        if self._loop is not None and (bucket is None or bucket in self._watched):
             self._loop.call_soon_threadsafe(self._woken.set)
 
     # --- the user's watches ------------------------------------------------------------------
@@ -98,6 +105,7 @@ class Watches:
         if existing is not None:  # its counters go on
             watch.update({k: existing[k] for k in ("created", "runs", "skips", "failures", "spend")})
         self.store.save_watch(watch)
+        self._rewatch()
         self._backlog.pop(name, None)  # read again from its prefix until its next pass
         self._woken.set()
         return watch
@@ -107,6 +115,7 @@ class Watches:
         if watch is None:
             raise NotFound(f"no watch named {name!r}", hint="list them: xsc compute watches")
         self.store.remove_watch(name)
+        self._rewatch()
         self._backlog.pop(name, None)
         return watch
 
