@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import replace
@@ -19,6 +20,7 @@ from xsc.node.appkeys import IDENTITY, NODE
 from xsc.node.datadir import open_db
 from xsc.storage.holder_client import RemoteHolder
 from xsc.storage.core.wire import check_audit, proof_sides
+from xsc.storage import holder as holder_module
 from xsc.storage.holder import IDLE_TIMEOUT
 from xsc.storage.core.wire import block_lengths, split_blocks
 from xsc.storage.core import layout
@@ -26,6 +28,7 @@ from xsc.storage.core.manifest import decode_manifest
 from xsc.storage.core.merkle import block_hash, proof
 
 from tests.support.peers import api, node_id
+from tests.support.waiting import eventually_async
 from tests.support.shares import (DEAL_PRICE, SEGMENT, SHARE, EncodedFile, holder_net, lease, nothing_staged,
                                   place, refused)
 
@@ -122,12 +125,13 @@ async def test_commits_that_do_not_check_out_are_refused_and_leave_nothing_stage
     _, err = await send([(0, blocks[:2])])
     refused(err, 409, "upload-incomplete")
     assert "2 of 4" in str(err.value)
-    # Out of order: refused (the uploader may go on from the segment expected), then the commit fails.
+    # Out of order (staged already, or past the share's end): refused (the uploader may go on from the segment
+    # expected), then the commit fails.
     upload = await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
     await from_a.put_segments(upload, 0, blocks[:1])
-    for first in (2, 0):
+    for first in (4, 0):
         with pytest.raises(PeerRefused) as err:
-            await from_a.put_segments(upload, first, blocks[first:first + 1])
+            await from_a.put_segments(upload, first, blocks[3:4])
         refused(err, 409, "segment-out-of-order")
         assert err.value.details["peer_status"] == 409 and "segment 1 is next" in str(err.value)
     with pytest.raises(PeerRefused) as err:
@@ -167,6 +171,64 @@ async def test_commits_that_do_not_check_out_are_refused_and_leave_nothing_stage
     # After all that, the share still goes through, and the capacity is exact.
     await place(from_a, f)
     assert (store.used, store.reserved) == (f.share_bytes, 0)
+
+
+async def test_a_body_sent_ahead_waits_its_turn_and_one_whose_turn_never_comes_is_refused(net, monkeypatch) -> None:
+    store, from_a = net["store"], net["from_a"]
+    f = EncodedFile(4 * SEGMENT)
+    blocks, hashes, manifest = f.blocks[SHARE], f.hashes[SHARE], f.manifest.encode()
+    # Segments 2-3 sent before 1 (on another connection): staged after it, and the share commits.
+    upload = await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
+    await from_a.put_segments(upload, 0, blocks[:1])
+    later = asyncio.ensure_future(from_a.put_segments(upload, 2, blocks[2:]))
+    incoming = next(iter(net["b"].app[NODE].share_holder._incoming.values()))
+    await eventually_async(lambda: incoming.receiving == 1 and not incoming.lock.locked(), "the later body waiting")
+    assert not later.done() and incoming.next_segment == 1
+    await from_a.put_segments(upload, 1, blocks[1:2])
+    await later
+    await from_a.commit(upload, hashes, manifest)
+    assert store.share_meta(f.si, SHARE) is not None
+    await from_a.delete(f.si, SHARE)
+
+    # A body whose turn does not come in time is refused, and the upload goes on from the segment expected.
+    monkeypatch.setattr(holder_module, "TURN_WAIT", 0.2)
+    upload = await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
+    with pytest.raises(PeerRefused) as err:
+        await from_a.put_segments(upload, 2, blocks[2:])
+    refused(err, 409, "segment-out-of-order")
+    assert "segment 0 is next" in str(err.value)
+    await from_a.put_segments(upload, 0, blocks)
+    await from_a.commit(upload, hashes, manifest)
+    await from_a.delete(f.si, SHARE)
+
+    # One waiting when its upload is aborted is told at once that the upload is gone.
+    monkeypatch.setattr(holder_module, "TURN_WAIT", 60.0)
+    upload = await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
+    waiting = asyncio.ensure_future(from_a.put_segments(upload, 3, blocks[3:]))
+    incoming = next(iter(net["b"].app[NODE].share_holder._incoming.values()))
+    await eventually_async(lambda: incoming.receiving == 1 and not incoming.lock.locked(), "the body waiting")
+    await from_a.abort(upload)
+    with pytest.raises(PeerRefused) as err:
+        await waiting
+    refused(err, 404, "upload-not-found")
+    assert nothing_staged(store, f.si)
+
+
+def test_a_body_may_run_ahead_of_its_turn_by_a_few_bodies_only() -> None:
+    """A sender may have MAX_BODIES_PER_SENDER bodies in flight: one may run that many bodies ahead, never past the
+    share's end, never behind."""
+    from types import SimpleNamespace
+    from xsc.errors import SegmentOutOfOrder
+    gib, mib = 1024**3, 1024**2
+    incoming = SimpleNamespace(size=gib, segment_size=mib, segment_count=1024, next_segment=10)
+    block = block_lengths(gib, mib, 0, 1)[0]
+    most = (wire.MAX_BODIES_PER_SENDER - 1) * wire.put_limit(gib, mib) // block  # segments ahead at most
+    holder = holder_module.ShareHolder.__new__(holder_module.ShareHolder)
+    for first in (10, 11, 10 + most):
+        holder.check_order(incoming, first)
+    for first in (9, 0, 11 + most, 1024):
+        with pytest.raises(SegmentOutOfOrder):
+            holder.check_order(incoming, first)
 
 
 async def test_bad_requests_are_refused_with_problems(net) -> None:

@@ -99,9 +99,9 @@ async def test_refused_puts_do_not_keep_an_upload_alive(holder_node, stranger) -
     upload = await stranger.begin(f.si, 0, f.size, f.segment_size, lease())
     incoming = shares.get(upload, stranger.client.identity.public_key)
     start = incoming.last_activity
-    for _ in range(3):  # out of order: refused, and no activity
+    for _ in range(3):  # out of order (past the share's last segment): refused, and no activity
         with pytest.raises(PeerRefused) as err:
-            await stranger.put_segments(upload, 2, f.blocks[0][2:])
+            await stranger.put_segments(upload, 3, f.blocks[0][2:])
         refused(err, 409, "segment-out-of-order")
     assert incoming.last_activity == start
     assert await shares.reap(start + holder_module.IDLE_TIMEOUT + 1) == 1

@@ -29,7 +29,7 @@ from .core.merkle import block_hash, proof, root
 from .publisher import Publisher
 from .share_store import ShareMeta, ShareStore, Upload
 from .core.wire import (HEX_HASH, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
-                        commit_limit, json_int, parse_manifest, put_limit, split_blocks)
+                        block_lengths, commit_limit, json_int, parse_manifest, put_limit, split_blocks)
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ REAP_INTERVAL = 30.0
 MAX_UPLOADS_PER_SENDER = 16
 MAX_RESERVED_FRACTION = 0.5  # of the capacity, reserved by one sender's uploads in progress
 MAX_SEGMENTS_PER_SHARE = 65_536  # bounds the metadata one share makes every read of it load
+TURN_WAIT = 60.0  # seconds a body sent ahead of its turn waits for those before it
 MIN_UPLOAD_RATE = 64 * 1024  # bytes/s: an upload slower than this on the whole is aborted
 MAX_BUFFERED = 128 * 1024**2  # bytes of segment bodies held in memory at once, all senders together
 
@@ -60,7 +61,7 @@ class Incoming:
     uploader: bytes
     last_activity: float
     hashes: list[bytes] = field(default_factory=list)  # computed here, one per segment received
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lock: asyncio.Condition = field(default_factory=asyncio.Condition)  # notified as blocks are staged
     closed: bool = False
     terms: dict | None = None  # the deal it is placed under (kept with the share when it publishes)
     started: float = 0.0
@@ -198,6 +199,8 @@ class ShareHolder:
         async with incoming.lock:
             self._check_open(incoming)
             self.check_order(incoming, first)
+            if first != incoming.next_segment:
+                await self._turn(incoming, first)
             blocks = split_blocks(body, incoming.size, incoming.segment_size, first)
             upload, share = incoming.upload, incoming.share
 
@@ -217,17 +220,38 @@ class ShareHolder:
                 await self._abort_locked(incoming)  # a block half-staged: the upload cannot go on
                 raise
             incoming.last_activity = self.clock()
+            incoming.lock.notify_all()  # a body waiting its turn may be next now
             return incoming.next_segment
+
+    async def _turn(self, incoming: Incoming, first: int) -> None:
+        """Wait, the upload's lock let go meanwhile, until the blocks before segment `first` are staged (the bodies
+        carrying them are on their way on other connections), at most TURN_WAIT seconds."""
+        try:
+            await asyncio.wait_for(incoming.lock.wait_for(lambda: incoming.closed or incoming.next_segment >= first),
+                                   TURN_WAIT)
+        except asyncio.TimeoutError:
+            raise SegmentOutOfOrder(f"segment {incoming.next_segment} is next and did not come within {TURN_WAIT:g} s "
+                                    f"of segment {first}", hint="send the next segment",
+                                    expected=incoming.next_segment) from None
+        self._check_open(incoming)
+        self.check_order(incoming, first)
+        if first != incoming.next_segment:
+            raise SegmentOutOfOrder(f"segment {first} was staged already: segment {incoming.next_segment} is next",
+                                    hint="send the next segment", expected=incoming.next_segment)
 
     def _check_open(self, incoming: Incoming) -> None:
         if incoming.closed:
             raise UploadNotFound(f"upload {incoming.id} was aborted")
 
     def check_order(self, incoming: Incoming, first: int) -> None:
-        if first != incoming.next_segment:
-            raise SegmentOutOfOrder(
-                f"segments must arrive in order: segment {incoming.next_segment} is next, not {first}",
-                hint="send the next segment", expected=incoming.next_segment)
+        """Segments arrive in order: a body for the next one, or for one at most a few bodies ahead of it (sent
+        while those before it are still on their way: it waits its turn in `put`)."""
+        ahead, expected = first - incoming.next_segment, incoming.next_segment
+        block = block_lengths(incoming.size, incoming.segment_size, 0, 1)[0]
+        if ahead < 0 or ahead > 0 and (first >= incoming.segment_count
+                                       or ahead * block > (MAX_BODIES_PER_SENDER - 1) * self.put_limit(incoming)):
+            raise SegmentOutOfOrder(f"segments must arrive in order: segment {expected} is next, not {first}",
+                                    hint="send the next segment", expected=expected)
 
     async def commit(self, incoming: Incoming, block_hashes: Any, manifest_hex: Any) -> ShareMeta:
         """Check everything, then publish the share; on any failure the upload is aborted."""
@@ -289,6 +313,7 @@ class ShareHolder:
         if incoming.closed:
             return
         incoming.closed = True
+        incoming.lock.notify_all()  # bodies waiting their turn: the upload is gone
         try:
             # The share stays claimed until its staged blocks are gone: a new upload would write the same keys.
             await self._run(self.store.abort, incoming.upload)

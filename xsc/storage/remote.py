@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable
 from typing import Protocol
 
@@ -18,6 +19,10 @@ from .core.manifest import Manifest
 log = logging.getLogger(__name__)
 
 SEND_BATCH = 4 * 1024 * 1024  # bytes of one share's blocks sent to its holder per request
+# Batches of one share in flight at once, each on its own connection (the holder stages them in order): on a
+# long path the next batch is on its way while the holder answers the one before, and the connections' windows
+# open side by side.  Fewer than the bodies a holder takes from one sender (wire.MAX_BODIES_PER_SENDER).
+SEND_AHEAD = 2
 READ_BATCH = 16  # segments of one share fetched from its holder per request
 
 
@@ -50,7 +55,7 @@ class RemoteShareWriter:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._next = 0  # the first segment of the pending batch
-        self._sending: asyncio.Task | None = None  # one batch in flight: keeps order and bounds memory
+        self._sending: deque[asyncio.Task] = deque()  # batches in flight, oldest first: at most SEND_AHEAD
 
     async def begin(self, size: int, segment_size: int, lease_expiry: int) -> None:
         self.upload = await self.holder.begin(self.si, self.share, size, segment_size, lease_expiry)
@@ -76,25 +81,24 @@ class RemoteShareWriter:
             await self._flush()
 
     async def _flush(self) -> None:
-        if self._sending is not None:
-            await self._sending
-            self._sending = None
+        while len(self._sending) >= SEND_AHEAD:
+            await self._sending.popleft()
         if self._pending:
             batch, first = self._pending, self._next
             self._pending, self._pending_bytes, self._next = [], 0, first + len(batch)
-            self._sending = asyncio.ensure_future(self.holder.put_segments(self.upload, first, batch))
+            self._sending.append(asyncio.ensure_future(self.holder.put_segments(self.upload, first, batch)))
 
     async def commit(self, block_hashes: list[bytes], manifest: bytes) -> None:
         await self._flush()  # send the last batch
-        if self._sending is not None:
-            await self._sending
+        while self._sending:
+            await self._sending.popleft()
         await self.holder.commit(self.upload, block_hashes, manifest)
         self.committed = True
 
     async def undo(self) -> None:
         """Leave nothing behind on the holder, whatever state the share is in (best effort)."""
-        if self._sending is not None:
-            self._sending.cancel()
+        await stop(*self._sending)  # a batch still on its way would wait its turn on the holder for nothing
+        self._sending.clear()
         try:
             if self.committed:
                 await self.holder.delete(self.si, self.share)
