@@ -132,3 +132,18 @@ def _quote(key: str) -> str:
     from urllib.parse import quote
 
     return quote(key, safe="/~")
+
+
+@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 31)))
+def test_an_amz_date_reads_back_as_the_time_it_names(when: datetime) -> None:
+    when = when.replace(microsecond=0, tzinfo=timezone.utc)
+    assert sigv4._parse_time(when.strftime(sigv4.AMZ_DATE)) == when
+
+
+@pytest.mark.parametrize("text", ["", "20240102T030405", "2024010T030405Z", "20241302T030405Z", "20240230T000000Z",
+                                  "20240102T250000Z", "2024-01-02T03:04:05Z", "\uff120240102T030405Z",
+                                  "20240102T030405Z\n"])
+def test_an_amz_date_not_in_its_layout_is_refused(text: str) -> None:
+    with pytest.raises(S3Error) as refused:
+        sigv4._parse_time(text)
+    assert refused.value.s3_code == "AccessDenied" and "not a date" in refused.value.message

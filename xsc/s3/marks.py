@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..buckets.index import FILE_PREFIX
+from ..ids import unique_bytes
 
 FILE_NAME = "s3-files.key"
 NONCE_HEX = 16  # 64 random bits: the front never gives one name twice
@@ -52,7 +53,7 @@ class FileMarks:
 
     def name(self, label: str) -> str:
         """A new name for a file the front stores for `label` (an object's bucket and key, an upload's part)."""
-        marked = f"{label}#{secrets.token_hex(NONCE_HEX // 2)}"
+        marked = f"{label}#{unique_bytes(NONCE_HEX // 2).hex()}"
         return f"{FILE_PREFIX}{marked}{self._tag(marked)}"
 
     def ours(self, name: str) -> bool:

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
@@ -23,6 +22,7 @@ from aiohttp import web
 
 from .. import codec
 from ..errors import S3Error, XscError
+from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..tasks import woken
 from ..buckets.core import listing, names
@@ -114,7 +114,7 @@ class S3Front:
         and is an operation the front does."""
         if request.headers.get("Expect", "").lower() != "100-continue":
             return web.Response(status=417)
-        request_id = secrets.token_hex(8).upper()
+        request_id = unique_bytes(8).hex().upper()
         try:
             self._authenticate(request, request_id)
         except XscError as err:
@@ -137,7 +137,7 @@ class S3Front:
         return call
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        request_id = secrets.token_hex(8).upper()
+        request_id = unique_bytes(8).hex().upper()
         try:
             try:
                 response = await self.dispatch(self._authenticate(request, request_id))

@@ -11,8 +11,10 @@ Authorization Header: Transferring Payload in Multiple Chunks" in the Amazon S3 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Iterable, Mapping
@@ -29,6 +31,7 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_SKEW = 15 * 60  # seconds a signed request's date may differ from the server's clock
 MAX_PRESIGNED_EXPIRY = 7 * 24 * 3600
 AMZ_DATE = "%Y%m%dT%H%M%SZ"
+_AMZ_DATE = re.compile(r"\d{8}T\d{6}Z", re.ASCII)  # AMZ_DATE's layout
 
 SecretOf = Callable[[str], "str | None"]
 
@@ -67,6 +70,7 @@ def _hmac(key: bytes, text: str) -> bytes:
     return hmac.new(key, text.encode(), hashlib.sha256).digest()
 
 
+@functools.lru_cache(maxsize=256)  # a key signs every request of its day (as the SDKs keep it): derived once
 def signing_key(secret: str, date: str, region: str, service: str = "s3") -> bytes:
     k = _hmac(("AWS4" + secret).encode(), date)
     k = _hmac(k, region)
@@ -121,8 +125,12 @@ def sign(key: bytes, text: str) -> str:
 
 
 def _parse_time(amz_date: str) -> datetime:
-    try:
-        return datetime.strptime(amz_date, AMZ_DATE).replace(tzinfo=timezone.utc)
+    try:  # the fixed layout of AMZ_DATE, read by hand: strptime costs a request ~15 us
+        if not _AMZ_DATE.fullmatch(amz_date):
+            raise ValueError(amz_date)
+        d = amz_date
+        return datetime(int(d[:4]), int(d[4:6]), int(d[6:8]), int(d[9:11]), int(d[11:13]), int(d[13:15]),
+                        tzinfo=timezone.utc)
     except ValueError:
         raise S3Error(f"X-Amz-Date {amz_date!r} is not a date like 20240101T000000Z",
                       s3_code="AccessDenied") from None
