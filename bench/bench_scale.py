@@ -149,6 +149,7 @@ def _measure(root: Path, count: int, idle: float, settle: float, src: Path | Non
                     break
                 puts.append(size / put_s / 1e6)
                 gets.append(size / get_s / 1e6)
+                print(f"{count} nodes: put {puts[-1]:.1f} MB/s, get {gets[-1]:.1f} MB/s", flush=True)
             if puts:
                 row.put_mbs, row.get_mbs = statistics.median(puts), statistics.median(gets)
                 row.first_put_mbs, row.first_get_mbs = puts[0], gets[0]
