@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from xsc.tasks import GroupCommit, Pacer, Supervisor, Workers, refill, stop, woken, woken_loop
+from xsc.tasks import GroupCommit, Pacer, Supervisor, Workers, at_most, refill, stop, woken, woken_loop
 
 
 async def test_results_and_errors_come_back_on_the_loop() -> None:
@@ -310,3 +310,29 @@ async def test_a_woken_loop_steps_at_once_again_when_woken_and_goes_on_after_a_f
         await stop(task)
         while not rounds.empty():
             rounds.get_nowait()
+
+
+async def test_at_most_keeps_the_limit_in_flight_answers_in_order_and_starts_no_task_for_nothing() -> None:
+    running, most = 0, 0
+
+    async def call(i: int) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0)
+        running -= 1
+        return i
+
+    assert await at_most(3, (call(i) for i in range(10))) == list(range(10)) and most == 3
+    tasks = len(asyncio.all_tasks())
+    loop = asyncio.get_running_loop()
+    made = []
+    factory = loop.get_task_factory()
+    loop.set_task_factory(lambda lp, coro, **kw: made.append(coro) or asyncio.Task(coro, loop=lp, **kw))
+    try:
+        assert await at_most(8, iter([])) == [] and await at_most(8, []) == []
+        assert made == []
+        assert await at_most(8, [call(1), call(2)]) == [1, 2] and len(made) == 2  # as many workers as calls
+    finally:
+        loop.set_task_factory(factory)
+    assert len(asyncio.all_tasks()) == tasks

@@ -23,13 +23,14 @@ loop runs, and how many calls run at once.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import queue
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sized
 from concurrent.futures import Executor
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -304,14 +305,19 @@ async def at_most(limit: int, calls: Iterable[Awaitable[T]]) -> list[T]:
     """Await `calls` with at most `limit` in flight, taken in the order given (a generator's next call is made
     only when there is room for it); their results in that order.  A round over every peer of a full directory
     at once (probes, subscriptions) kept a thousand connections' objects alive together, each collection's work."""
-    pending = enumerate(calls)
+    given = iter(calls)
+    first = next(given, None)
+    if first is None:  # nothing to do: no workers (a pass that finds nothing due is the common case)
+        return []
+    pending = enumerate(itertools.chain([first], given))
     results: dict[int, T] = {}
 
     async def worker() -> None:
         for i, call in pending:
             results[i] = await call
 
-    await asyncio.gather(*(worker() for _ in range(max(1, limit))))
+    workers = max(1, limit) if not isinstance(calls, Sized) else max(1, min(limit, len(calls)))
+    await asyncio.gather(*(worker() for _ in range(workers)))
     return [results[i] for i in range(len(results))]
 
 
