@@ -98,6 +98,9 @@ class RemoteShareWriter:
     async def undo(self) -> None:
         """Leave nothing behind on the holder, whatever state the share is in (best effort)."""
         await stop(*self._sending)  # a batch still on its way would wait its turn on the holder for nothing
+        for sending in self._sending:
+            if not sending.cancelled():
+                sending.exception()  # seen: the put's own error says what failed
         self._sending.clear()
         try:
             if self.committed:
