@@ -4,15 +4,16 @@
                                 [--no-transfer]
 
 For each size N, one after the other on this machine: `Devnet(N)` started, then waited for until every node knows
-every other (or 300 s; the nodes still lagging are counted), left idle for --settle seconds, then for --idle
-seconds over which each node's CPU (/proc/PID/stat), its anonymous memory at the end (/proc/PID/status RssAnon) and
-the bytes its own requests to peers sent and received (`xsc_peer_bytes`, node/metrics.py) are read, each node over
-its own window; node-0's allocation bytes per round (`GET /v1/allocation`); then --rounds puts and gets of --size MiB
+every other (or 300 s; the nodes still lagging are counted), left idle for --settle seconds, then for --idle seconds
+over which each node's CPU (/proc/PID/stat), its anonymous memory at the end (/proc/PID/status RssAnon) and the
+bytes its own requests to peers sent and received (`xsc_peer_bytes`, node/metrics.py) are read, each node over its
+own window; node-0's allocation bytes per round (`GET /v1/allocation`); then --rounds puts and gets of --size MiB
 from node-0 (`xsc store put`, `store get` to /dev/null: the median and the first, which also opens node-0's
-connections to the holders, are printed; the ratios are the medians').  Prints a row per size and the ratios the network's growth is held to: idle CPU, memory and bytes sent
-per node at the largest size against the size 8 (targets at most 1.2x, 1.2x, 1.5x), and put and get at 32 nodes
-against 6 (at least 0.8x).  All nodes share this machine's cores: from about 32 nodes their idling alone takes
-a good part of them, which is what the figures are about.
+connections to the holders, are printed; the ratios are the medians'). Prints a row per size and the ratios the
+network's growth is held to: idle CPU, memory and bytes sent per node at the largest size against the size 8
+(targets at most 1.2x, 1.2x, 1.5x), and put and get at 32 nodes against 6 (at least 0.8x). All nodes share this
+machine's cores: from about 32 nodes their idling alone takes a good part of them, which is what the figures are
+about.
 """
 
 from __future__ import annotations
