@@ -89,8 +89,13 @@ async def test_a_market_round_writes_the_new_commitment_off_the_event_loop_and_s
     assert response.status == 200
     await eventually_async(lambda: seen, "the round to publish the change", 10, poll=0.02)
     assert seen[0] == (seen[0][0], False) and seen[0][0] != loop_thread  # in the pool, before the book has it
-    stored = json.loads(market.db.get(keys.market_commitment(market.identity.public_key)))
-    assert stored["signature"] == market.book.get(market.me).signature
+    # The write runs on after the recording above, and a later round may publish again: the book's commitment is
+    # the one written once the writes have ended.
+    def written() -> bool:
+        raw = market.db.get(keys.market_commitment(market.identity.public_key))
+        return raw is not None and json.loads(raw)["signature"] == market.book.get(market.me).signature
+
+    await eventually_async(written, "the book's commitment written", 10)
 
 
 async def test_an_older_commitment_written_late_never_overwrites_a_newer_one(node_factory) -> None:
