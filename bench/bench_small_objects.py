@@ -7,7 +7,8 @@ Starts a node process and `xsc s3 serve` in front of it, then times, one after t
   minimal   a minimal aiohttp handler reading a 1 KiB body and answering JSON (its own process), at concurrency 8
   put       POST /v1/store/files of 1 KiB (a whole put: market, encryption, RS(4,2), deals) at concurrency 1 and 8
   s3        PutObject of 1 KiB through the front at concurrency 8, signed (SigV4, the payload's SHA-256) and sent by
-            the same aiohttp client as `put`, so the ratio of the two is the front's cost, not the client's
+            the same aiohttp client as `put`, so the ratio of the two is the front's cost, not the client's;
+            both again at concurrency 32 (more small objects on their way at once: the front sends them together)
   boto3     the same through boto3 (8 threads): what a Python program using the SDK sees (the SDK's own CPU per
             request is about that of the front and the node together on these 2 cores)
   s3 1001   1,001 PutObjects one after another (boto3)
@@ -120,6 +121,7 @@ def main() -> None:
                 minimal = asyncio.run(posts(f"http://127.0.0.1:{port}", "-", 8, args.seconds))
             sequential = asyncio.run(posts(node.url, node.token, 1, args.seconds))
             concurrent = asyncio.run(posts(node.url, node.token, 8, args.seconds))
+            concurrent32 = asyncio.run(posts(node.url, node.token, 32, args.seconds))
             key = json.loads(_xsc(data_dir, "s3", "keys", "create", "--json", capture_output=True).stdout)
             front, url = _start_front(data_dir)
             s3 = boto3.client("s3", endpoint_url=url, aws_access_key_id=key["access_key"],
@@ -128,6 +130,7 @@ def main() -> None:
                                             max_pool_connections=16))
             s3.create_bucket(Bucket="small")
             s3_rate = asyncio.run(put_objects(url, key, "small", 8, args.seconds))
+            s3_rate32 = asyncio.run(put_objects(url, key, "small", 32, args.seconds))
             body = os.urandom(KiB)
             deadline = time.perf_counter() + args.seconds
 
@@ -165,6 +168,7 @@ def main() -> None:
     print(f"1 KiB puts, user API: c=1 {sequential:,.0f}/s, c=8 {concurrent:,.0f}/s")
     print(f"1 KiB PutObject through the front, c=8: {s3_rate:,.0f}/s (boto3: {boto3_rate:,.0f}/s); 1,001 one after "
           f"another (boto3): {seq_s3:.1f} s")
+    print(f"at c=32: puts {concurrent32:,.0f}/s, PutObjects {s3_rate32:,.0f}/s: {s3_rate32 / concurrent32:.2f}")
     print(f"put c=8 / minimal: {concurrent / minimal:.3f} (target at least 0.1); c=8 / c=1: "
           f"{concurrent / sequential:.2f} (at least 2); PutObject / put at c=8: {s3_rate / concurrent:.2f} (at least 0.8)")
     if devnet is not None:
@@ -178,6 +182,7 @@ def main() -> None:
     report.add("1 KiB puts at concurrency 8 / sequential", concurrent / sequential, "x", target=2, op=">=")
     report.add("1 KiB PutObject at concurrency 8 / user-API puts at concurrency 8", s3_rate / concurrent, "x",
                target=0.8, op=">=")
+    report.add("1 KiB PutObject at concurrency 32 / user-API puts at concurrency 32", s3_rate32 / concurrent32, "x")
     report.add("1 KiB PutObject at concurrency 8 through boto3 / user-API puts at concurrency 8",
                boto3_rate / concurrent, "x")
     report.add("1,001 sequential PutObjects", seq_s3, "s", target=10, op="<")

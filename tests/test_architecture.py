@@ -23,7 +23,7 @@ GROUND = {"xsc", "xsc.codec", "xsc.errors", "xsc.keys", "xsc.units", "xsc.paths"
 DOMAINS = ("storage", "market", "ledger", "compute", "allocation", "health", "peers", "net", "s3", "buckets", "ui", "dht")
 IO_MODULES = ("asyncio", "aiohttp", "plyvel")
 # The S3 front (`xsc s3 serve`) is a client of the node's user API, like the CLI: the tools layer.
-TOOLS = {"xsc.__main__", "xsc.devnet", "xsc.s3.server", "xsc.s3.bodies", "xsc.client", "xsc.client.sync", "xsc.client.aio"}
+TOOLS = {"xsc.__main__", "xsc.devnet", "xsc.s3.server", "xsc.s3.bodies", "xsc.s3.small", "xsc.client", "xsc.client.sync", "xsc.client.aio"}
 
 
 def module_name(path: Path) -> str:
@@ -190,8 +190,9 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     # A service growing here would pass this budget: a new feature brings its routes and its wiring, no more (the
     # web functions brought their listener's app, http/functions.py, and its start in app.py: ~90 lines; a whole
     # share's peer route, ~15; a small S3 object's route, ~30; functions placed on a provider, their three peer
-    # routes and the wiring of both sides, ~35).
-    assert sum(lines.values()) < 3210, lines
+    # routes and the wiring of both sides, ~35; a group of small S3 objects' route, and the answer of one result
+    # per item it shares with a batch of calls, ~25).
+    assert sum(lines.values()) < 3240, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}
 

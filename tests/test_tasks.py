@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from xsc.tasks import GroupCommit, Pacer, Supervisor, Workers, at_most, refill, stop, woken, woken_loop
+from xsc.tasks import GroupCommit, GroupSend, Pacer, Supervisor, Workers, at_most, refill, stop, woken, woken_loop
 
 
 async def test_results_and_errors_come_back_on_the_loop() -> None:
@@ -288,6 +288,89 @@ async def test_a_group_commit_whose_pool_is_shut_down_refuses_each_item_and_neve
     for item in (1, 2):
         with pytest.raises(RuntimeError):
             await asyncio.wait_for(commits.add(item), 10)
+
+
+async def test_group_sends_go_at_once_alone_then_together_while_others_are_under_way_each_answered() -> None:
+    groups: list[list[int]] = []
+    gates: list[asyncio.Event] = []
+
+    async def send_all(items: list[int]) -> list:
+        groups.append(items)
+        gates.append(gate := asyncio.Event())
+        await gate.wait()
+        return [ValueError(f"odd {i}") if i % 2 else i * 10 for i in items]
+
+    sends = GroupSend(send_all, max_items=3, max_bytes=100, flights=2)
+    first = asyncio.ensure_future(sends.send(0, 1))
+    while len(gates) < 1:  # a lone item waits for nothing
+        await asyncio.sleep(0)
+    second = asyncio.ensure_future(sends.send(1, 1))
+    while len(gates) < 2:  # nor does one while fewer than `flights` groups are under way
+        await asyncio.sleep(0)
+    rest = [asyncio.ensure_future(sends.send(i, 1)) for i in range(2, 7)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert groups == [[0], [1]]  # the others wait for a group to come back
+    gates[0].set()
+    assert await first == 0
+    while len(gates) < 3:
+        await asyncio.sleep(0)
+    for gate in gates[1:]:
+        gate.set()
+    while not all(task.done() for task in rest):
+        for gate in gates:
+            gate.set()
+        await asyncio.sleep(0)
+    with pytest.raises(ValueError, match="odd 1"):
+        await second
+    assert groups[2] == [2, 3, 4] and sorted(sum(groups, [])) == list(range(7))  # at most max_items a group
+    outcomes = await asyncio.gather(*rest, return_exceptions=True)
+    assert [o if isinstance(o, int) else str(o) for o in outcomes] == [20, "odd 3", 40, "odd 5", 60]
+    assert (sends.groups, sends.items) == (len(groups), 7)
+
+
+async def test_a_group_send_bounds_a_group_by_bytes_fails_a_whole_group_it_could_not_send_and_skips_the_cancelled() -> None:
+    groups: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def send_all(items: list[str]) -> list:
+        groups.append(items)
+        await release.wait()
+        if "boom" in items:
+            raise ConnectionError("the node went away")
+        return items
+
+    sends = GroupSend(send_all, max_items=10, max_bytes=10, flights=1)
+    first = asyncio.ensure_future(sends.send("first", 1))
+    await asyncio.sleep(0)
+    big = asyncio.ensure_future(sends.send("big", 50))  # over max_bytes: alone in its group
+    small = [asyncio.ensure_future(sends.send(name, 4)) for name in ("a", "b", "c")]
+    gone = asyncio.ensure_future(sends.send("gone", 1))
+    boom = asyncio.ensure_future(sends.send("boom", 1))
+    await asyncio.sleep(0)
+    gone.cancel()  # its caller went away while it waited: never sent
+    release.set()
+    assert await first == "first" and await big == "big"
+    assert [await task for task in small[:2]] == ["a", "b"]
+    for task in (small[2], boom):  # the group the sender could not send fails whole
+        with pytest.raises(ConnectionError):
+            await task
+    assert groups == [["first"], ["big"], ["a", "b"], ["c", "boom"]]
+    await sends.close()
+
+
+async def test_closing_a_group_send_cancels_its_callers_and_its_queue() -> None:
+    async def send_all(items: list[int]) -> list:
+        await asyncio.Event().wait()  # never answers
+        return items
+
+    sends = GroupSend(send_all, max_items=1, max_bytes=10, flights=1)
+    callers = [asyncio.ensure_future(sends.send(i, 1)) for i in range(3)]
+    await asyncio.sleep(0)
+    await sends.close()
+    for caller in callers:
+        with pytest.raises(asyncio.CancelledError):
+            await caller
 
 
 async def test_a_woken_loop_steps_at_once_again_when_woken_and_goes_on_after_a_failed_round() -> None:

@@ -4,6 +4,8 @@ loop runs, and how many calls run at once.
     await in_pool(pool, fn, *args)          fn(*args) in the node's CPU pool (hashing, crypto, LevelDB)
     await commits.add(item)                 item written by GroupCommit's write_all in the next group: the
                                             items added while one group is written go together in one write
+    await sends.send(item, size)            item sent by GroupSend's send_all with those added while the groups
+                                            before it were under way: one request carries many small ones
     await workers.run(fn, *args)            fn(*args) on one of a fixed set of threads, handed it directly
     workers.submit(fn, *args)               the same, nothing handed back (fn delivers its own result)
     woken_loop(name, wake, period, step)    a loop: await step(), then again once wake is set or period passes
@@ -193,6 +195,69 @@ class GroupCommit(Generic[T]):
                 loop.call_soon_threadsafe(_settle_group, group, outcomes)
             except RuntimeError:  # the loop is closed: nobody waits for them
                 pass
+
+
+class GroupSend(Generic[T]):
+    """Group sending, on the loop: `send(item, size)` answers what `send_all(items)` answers for the item, where
+    a group is what was added while `flights` groups were under way (at most `max_items` items and `max_bytes` of
+    their sizes; an item larger than that goes alone).  A lone item goes at once; under load, many share one
+    request.  `send_all` answers each item's result, or the exception that item raises; an exception it raises
+    itself fails its whole group.  An item whose caller is cancelled before its group goes is not sent."""
+
+    def __init__(self, send_all: Callable[[list[T]], Awaitable[list[Any]]], *, max_items: int, max_bytes: int,
+                 flights: int = 2) -> None:
+        self.send_all, self.max_items, self.max_bytes, self.flights = send_all, max_items, max_bytes, flights
+        self._queue: deque[tuple[T, int, asyncio.Future]] = deque()
+        self._senders: set[asyncio.Task] = set()  # held: the loop keeps only weak references to tasks
+        self._sending = 0  # senders under way (counted down as one finds nothing more to send)
+        self.groups = 0  # groups sent (tests, status)
+        self.items = 0  # items in them
+
+    async def send(self, item: T, size: int) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((item, size, future))
+        if self._sending < self.flights:
+            self._sending += 1
+            sender = asyncio.ensure_future(self._send_groups())
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
+        return await future
+
+    async def _send_groups(self) -> None:
+        try:
+            while group := self._take():
+                self.groups += 1
+                self.items += len(group)
+                try:
+                    outcomes = await self.send_all([item for item, _, _ in group])
+                except Exception as exc:
+                    outcomes = [exc] * len(group)
+                except BaseException:  # cancelled (the sender is closing): its callers are told so
+                    for _, _, future in group:
+                        future.cancel()
+                    raise
+                _settle_group([(None, future) for _, _, future in group], outcomes)
+        finally:
+            self._sending -= 1
+
+    async def close(self) -> None:
+        """Stop sending: groups under way are cancelled (their callers with them), the queued ones too."""
+        while self._queue:
+            self._queue.popleft()[2].cancel()
+        await stop(*self._senders)
+
+    def _take(self) -> list[tuple[T, int, asyncio.Future]]:
+        group: list[tuple[T, int, asyncio.Future]] = []
+        size = 0
+        while self._queue and len(group) < self.max_items:
+            item, item_size, future = self._queue[0]
+            if group and size + item_size > self.max_bytes:
+                break
+            self._queue.popleft()
+            if not future.done():  # its caller went away while it waited: nothing of it is sent
+                group.append((item, item_size, future))
+                size += item_size
+        return group
 
 
 def _settle_group(group: list[tuple[Any, asyncio.Future]], outcomes: list[Any]) -> None:

@@ -1,6 +1,7 @@
 """A small object stored and recorded in one request (`POST /v1/s3/buckets/{bucket}/objects`, what the S3 front
-sends for a PutObject of at most SMALL_OBJECT bytes): the bucket is checked before anything is stored, the S3 user
-pays for its file, and every refusal leaves no file behind."""
+sends for a PutObject of at most SMALL_OBJECT bytes), and several in one (`POST /v1/s3/objects`, what it sends
+under load): the bucket is checked before anything is stored, the S3 user pays for its file, each object of a
+group is answered as if alone, and every refusal leaves no file behind."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 
 from xsc import codec
 from xsc.buckets.core.names import MAX_RECORD, SMALL_OBJECT
+from xsc.node.appkeys import NODE
+from xsc.buckets.objects import MAX_GROUP_BYTES, MAX_GROUP_OBJECTS, SmallPut, group_body
 
 RECORD = {"etag": "e", "content_type": "text/plain", "metadata": {"colour": "blue"}, "headers": {}}
 
@@ -139,3 +142,113 @@ async def test_a_record_nested_past_the_parsers_depth_is_400(node) -> None:
     head = b"[" * 60_000
     status, problem = await _put(node, "deep", "k", len(head).to_bytes(4, "big") + head + b"data")
     assert (status, problem["code"]) == (400, "invalid-argument")
+
+
+# --- a group of small objects in one request (POST /v1/s3/objects: what the front sends under load) ----------
+def _group(*objects: tuple[str, str, str, bytes]) -> bytes:
+    return group_body([SmallPut(bucket, key, user, f"mark-{key}", RECORD, data) for bucket, key, user, data in objects])
+
+
+async def _put_group(node, body: bytes) -> tuple[int, dict]:
+    response = await node.post("/v1/s3/objects", data=body, headers={"Content-Type": "application/octet-stream"})
+    return response.status, await response.json()
+
+
+async def test_each_object_of_a_group_is_stored_recorded_and_answered_as_if_alone(node) -> None:
+    await _bucket(node, "grouped")
+    await _bucket(node, "anas-group", user="ana")
+    status, answer = await _put_group(node, _group(("grouped", "one", "xsc", b"1" * 100),
+                                                    ("missing", "two", "xsc", b"2"),
+                                                    ("anas-group", "three", "bob", b"3"),
+                                                    ("grouped", "four", "xsc", b"")))
+    assert status == 200
+    results = answer["results"]
+    assert [r["status"] for r in results] == [201, 404, 403, 201]
+    assert results[1]["problem"]["code"] == "no-such-bucket" and results[2]["problem"]["code"] == "forbidden"
+    for key, result, data in (("one", results[0], b"1" * 100), ("four", results[3], b"")):
+        record = await (await node.get("/v1/s3/buckets/grouped/object", params={"key": key})).json()
+        assert record["parts"] == [{"cap": result["answer"]["capability"], "size": len(data)}]
+        assert await (await node.get(f"/v1/store/files/{result['answer']['capability']}")).read() == data
+    assert sorted(f["name"] for f in await _files(node)) == ["mark-four", "mark-one"]  # the refused stored nothing
+
+
+def _framed_head(head) -> bytes:
+    return codec.framed(head, b"")
+
+
+@pytest.mark.parametrize("body", [
+    b"",
+    b"\x00\x00\x00\x02[]",
+    _framed_head({"objects": []}),
+    _framed_head({"objects": [], "more": 1}),
+    _group(*[("grp", f"k{i}", "xsc", b"") for i in range(MAX_GROUP_OBJECTS + 1)]),
+    _framed_head({"objects": [{"bucket": "grp", "key": "k", "user": "xsc", "record": RECORD, "size": 0}]}),  # no name
+    _framed_head({"objects": [{"bucket": "grp", "key": "k", "user": "xsc", "name": None, "record": RECORD,
+                               "size": -1}]}),
+    _framed_head({"objects": [{"bucket": "grp", "key": "k", "user": "xsc", "name": None, "record": RECORD,
+                               "size": 5}]}),  # more than came
+    _group(("grp", "k", "xsc", b"data")) + b"extra",  # more came than the objects hold
+    _framed_head({"objects": [{"bucket": "grp", "key": "k", "user": 7, "name": None, "record": RECORD, "size": 0}]}),
+    _framed_head({"objects": [{"bucket": "grp", "key": "k", "user": "xsc", "name": None, "record": [], "size": 0}]}),
+    _framed_head({"objects": [{"bucket": "grp", "key": "", "user": "xsc", "name": None, "record": RECORD,
+                               "size": 0}]}),
+    _framed_head({"objects": [{"bucket": "grp", "key": "k", "user": "xsc", "name": None,
+                               "record": {**RECORD, "metadata": {"m": "x" * MAX_RECORD}}, "size": 0}]}),
+])
+async def test_a_group_that_is_not_one_is_400_and_stores_nothing(node, body) -> None:
+    await _bucket(node, "grp")
+    status, problem = await _put_group(node, body)
+    assert (status, problem["code"]) == (400, "invalid-argument"), problem
+    assert await _files(node) == []
+
+
+async def test_a_group_over_the_limit_is_refused_from_its_length_or_as_it_is_read(node) -> None:
+    await _bucket(node, "big-group")
+    status, problem = await _put_group(node, b"\x00" * (MAX_GROUP_BYTES + 1))
+    assert status == 413 and problem["code"] == "payload-too-large"
+
+    async def chunks():  # no Content-Length
+        yield b"\x00" * (MAX_GROUP_BYTES + 1)
+
+    response = await node.post("/v1/s3/objects", data=chunks())
+    assert response.status == 413, await response.text()
+    assert await _files(node) == []
+
+
+async def test_each_object_of_a_group_counts_against_the_users_rate(node_factory) -> None:
+    node = await node_factory(node={"user_rate_limit": 1})  # a burst of 2 requests
+    await _bucket(node, "rated")
+    status, problem = await _put_group(node, _group(*[("rated", f"k{i}", "xsc", b"x") for i in range(8)]))
+    assert status == 429 and problem["code"] == "quota-exceeded", problem
+    assert (await node.app[NODE].storage.files_view(None))["files"] == []  # (its API would be 429 too now)
+
+
+@pytest.mark.slow
+def test_small_put_objects_at_once_share_the_nodes_requests_and_each_is_answered_alone(gateway) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    s3 = gateway.client(max_pool_connections=16)
+    s3.create_bucket(Bucket="together")
+    before = _node_requests(gateway).get("POST", 0)
+    bodies = {f"k{i}": hashlib.sha256(str(i).encode()).digest() * (i + 1) for i in range(64)}
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda key: s3.put_object(Bucket="together", Key=key, Body=bodies[key]), bodies))
+    posts = _node_requests(gateway)["POST"] - before
+    assert posts < len(bodies), posts  # some went together
+    for key, body in bodies.items():
+        got = s3.get_object(Bucket="together", Key=key)
+        assert got["Body"].read() == body and got["ETag"] == '"' + hashlib.md5(body).hexdigest() + '"'
+    with ThreadPoolExecutor(16) as pool:  # one refused among them: it alone fails
+        outcomes = list(pool.map(lambda key: _outcome(s3, "missing-bucket" if key == "k7" else "together", key),
+                                 list(bodies)[:16]))
+    assert outcomes == ["ok"] * 7 + ["NoSuchBucket"] + ["ok"] * 8
+
+
+def _outcome(s3, bucket: str, key: str) -> str:
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"again")
+    except ClientError as err:
+        return err.response["Error"]["Code"]
+    return "ok"

@@ -7,21 +7,86 @@ same put, priced, placed and paid as any), has the S3 user's account pay for it,
 stored but never recorded (a refusal after the put, a crash) carries the front's mark in its name and is removed
 as the front's reconciliation finds it, as on the three-request path.  SMALL_OBJECT and MAX_RECORD are in
 core/names.py, which the front reads too.
+
+Under load the front sends small objects together (`POST /v1/s3/objects`, `parse_group` and `put_group`): the
+objects of one request are each stored, paid and recorded as if each had come alone, at once, and answered one by
+one (a refused object fails alone); their files' writes and their records' writes share group commits.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
 
+from .. import codec
 from ..errors import InvalidArgument, XscError
 from ..storage.core.capability import Capability
 from ..tasks import GroupCommit
 from .accounts import UserAccounts
 from .core import names
-from .core.names import SMALL_OBJECT
+from .core.names import MAX_RECORD, SMALL_OBJECT
 from .index import S3Index
+
+log = logging.getLogger(__name__)
+
+MAX_GROUP_OBJECTS = 64  # objects in one request of the front's
+MAX_GROUP_BYTES = 1024 * 1024  # bytes of its body (the user API's bound on a body it reads whole)
+_FIELDS = {"bucket", "key", "user", "name", "record", "size"}
+
+
+@dataclass(frozen=True)
+class SmallPut:
+    """One object of a group: where it goes, for whom, its record and its bytes."""
+
+    bucket: str
+    key: str
+    user: str | None
+    name: str | None
+    record: dict
+    data: bytes
+
+
+def group_body(puts: list[SmallPut]) -> bytes:
+    """A group's body: a framed head listing each object but its bytes, then their bytes one after another."""
+    head = {"objects": [{"bucket": p.bucket, "key": p.key, "user": p.user, "name": p.name, "record": p.record,
+                         "size": len(p.data)} for p in puts]}
+    return codec.framed(head, b"".join(p.data for p in puts))
+
+
+def parse_group(body: bytes) -> list[SmallPut]:
+    """The objects of a `group_body`, each checked; InvalidArgument, before anything is stored, if one is not."""
+    try:
+        head, data = codec.unframed(body, MAX_GROUP_BYTES)
+    except ValueError as err:
+        raise InvalidArgument(f"not a group of small objects: {err}") from None
+    objects = head.get("objects")
+    if set(head) != {"objects"} or not isinstance(objects, list) or not 1 <= len(objects) <= MAX_GROUP_OBJECTS:
+        raise InvalidArgument(f'a group is {{"objects": [...]}}, 1 to {MAX_GROUP_OBJECTS} of them',
+                              limit=MAX_GROUP_OBJECTS)
+    puts, offset = [], 0
+    for n, item in enumerate(objects):
+        if not isinstance(item, dict) or set(item) != _FIELDS:
+            raise InvalidArgument(f"object {n} of the group is not {{{', '.join(sorted(_FIELDS))}}}")
+        size, record = item["size"], item["record"]
+        if type(size) is not int or not 0 <= size <= SMALL_OBJECT or offset + size > len(data):
+            raise InvalidArgument(f"object {n} of the group has no size from 0 to {SMALL_OBJECT:,} within its bytes")
+        if not isinstance(item["bucket"], str) or not isinstance(item["key"], str) or not isinstance(record, dict) \
+                or any(item[f] is not None and not isinstance(item[f], str) for f in ("user", "name")):
+            raise InvalidArgument(f"object {n} of the group: bucket and key are strings, user and name strings or "
+                                  "null, record an object")
+        if len(codec.dumps(record)) > MAX_RECORD:
+            raise InvalidArgument(f"object {n} of the group has a record over {MAX_RECORD:,} bytes")
+        names.check_key(item["key"])
+        puts.append(SmallPut(item["bucket"], item["key"], item["user"], item["name"], record,
+                             data[offset:offset + size]))
+        offset += size
+    if offset != len(data):
+        raise InvalidArgument(f"the group's objects hold {offset:,} bytes, but {len(data):,} came")
+    return puts
 
 
 class Files(Protocol):
@@ -60,6 +125,21 @@ class ObjectWriter:
         garbage = await self.records.add((bucket, key, {**record, "parts": [{"cap": cap, "size": len(data)}]}))
         return {"capability": cap, "garbage": garbage}
 
+    async def put_group(self, puts: list[SmallPut], seconds: int, bid: int,
+                        **wanted: Any) -> list[dict[str, Any] | XscError]:
+        """`put` each object, all at once, each as if it had come alone: its answer or the error that refused it,
+        in order."""
+        async def one(p: SmallPut) -> dict[str, Any] | XscError:
+            try:
+                return await self.put(p.bucket, p.key, p.user, p.record, p.data, p.name, seconds, bid, **wanted)
+            except XscError as err:
+                return err
+            except Exception:  # a fault of this node's (its database, ...): this object fails, the others stand
+                log.exception("a small object of a group failed")
+                return XscError("the object was not stored: the node failed; see its log")
+
+        return list(await asyncio.gather(*(one(p) for p in puts)))
+
 
 def _reader(data: bytes) -> Callable[[int], Awaitable[bytes]]:
     view, offset = memoryview(data), 0
@@ -73,4 +153,4 @@ def _reader(data: bytes) -> Callable[[int], Awaitable[bytes]]:
     return read
 
 
-__all__ = ["Files", "ObjectWriter"]
+__all__ = ["Files", "MAX_GROUP_BYTES", "MAX_GROUP_OBJECTS", "ObjectWriter", "SmallPut", "group_body", "parse_group"]

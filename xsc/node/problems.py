@@ -62,7 +62,7 @@ def status_of(error: e.XscError) -> int:
     return 500
 
 
-PROBLEM_CODE = "xsc_problem_code"
+PROBLEM_CODE = web.ResponseKey("xsc_problem_code", str)
 
 
 def problem(status: int, code: str, detail: str, *, hint: str | None = None, **extra: Any) -> web.Response:

@@ -3,7 +3,8 @@
 `xsc s3 serve` runs it in its own process.  Every request is authenticated (AWS Signature V4, header or
 presigned), then turned into calls on the node: object bytes go through /v1/store/files (each object or
 part is one XSC file, put through the market like `xsc store put`), names through the bucket index at
-/v1/s3/...  Bodies stream both ways; memory per request is bounded by a few chunks.  Every refusal is an
+/v1/s3/...  A small object goes to the node in one request with its record, under load with others
+(small.py).  Bodies stream both ways; memory per request is bounded by a few chunks.  Every refusal is an
 S3 XML error; nothing unexpected becomes anything but an InternalError body.
 """
 
@@ -26,12 +27,14 @@ from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..tasks import woken
 from ..buckets.core import listing, names
+from ..buckets.objects import SmallPut
 from ..client.aio import SPLICE, NodeApi
 from .core import headers as stored_headers
 from .core import routing, sigv4, xml
 from .access import KeyRing
 from .bodies import ObjectBodies
 from .marks import FileMarks
+from .small import SmallObjects
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,7 @@ class S3Front:
         self.clock = clock
         self.gate = WriteGate()
         self.bodies = ObjectBodies(node)
+        self.small = SmallObjects(node)
 
     # --- the app -----------------------------------------------------------------
     def app(self) -> web.Application:
@@ -390,10 +394,9 @@ class S3Front:
                           "declared", s3_code="IncompleteBody", status=400)
         data = b"".join(parts)
         record.update(etag=md5.hexdigest(), modified=self.clock())
+        put = SmallPut(call.bucket, call.key, call.user, self.marks.name(f"{call.bucket}/{call.key}"), record, data)
         async with self.gate.write():
-            return await self._node(call, "POST", f"/v1/s3/buckets/{_segment(call.bucket)}/objects",
-                                    params={"key": call.key, "name": self.marks.name(f"{call.bucket}/{call.key}")},
-                                    raw=codec.framed(record, data))
+            return await self.small.put(put)
 
     async def _put_streamed(self, call: Call, record: dict, declared: int | None) -> dict:
         """A large object (or one of unknown size): the bucket checked before a byte is stored, the body streamed
@@ -676,5 +679,6 @@ async def serve(front: S3Front, host: str, port: int, *, ready: Callable[[str], 
                     log.warning("reconciliation skipped: %s", err)
     finally:
         await runner.cleanup()
+        await front.small.close()
         await front.node.close()
         front.bodies.close()

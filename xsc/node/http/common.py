@@ -9,12 +9,13 @@ from typing import Any
 
 from aiohttp import web
 
-from ...errors import InvalidArgument
+from ...errors import InvalidArgument, XscError
 from ...codec import dumps, loads  # noqa: F401 - the one JSON writer and reader, for route modules
 from ...tasks import in_pool
 from ...storage import quotes
 from ..appkeys import CONFIG, CPU_POOL, NODE
 from ..limits import BODY_SECONDS, read_body  # noqa: F401 - the one body reader, for route modules
+from ..problems import problem_from_error, status_of
 
 MAX_JSON_DEPTH = 32  # nesting deeper than any XSC body: refused before it costs the parser anything
 
@@ -31,6 +32,14 @@ def json_object(raw: bytes, hint: str) -> dict[str, Any]:
         raise InvalidArgument("the request body must be a JSON object", hint=hint)
     return body
 
+
+
+def results_response(results: list[Any], status: int = 200) -> web.Response:
+    """The answer to a request that carries several (a batch of calls, a group of objects): one result per item, in
+    order, each {"status": status, "answer": ...} or the problem that refused it {"status": 4xx, "problem": ...}."""
+    return json_response({"results": [{"status": status_of(r), "problem": loads(problem_from_error(r).body)}
+                                      if isinstance(r, XscError) else {"status": status, "answer": r}
+                                      for r in results]})
 
 
 def json_response(value: Any, status: int = 200, content_type: str = "application/json",

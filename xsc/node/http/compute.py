@@ -10,14 +10,14 @@ from aiohttp import web
 
 from ...compute import module_too_large
 from ...compute.paid import MAX_PUSHED_BYTES
-from ...errors import BodyTimeout, Forbidden, InvalidArgument, PayloadTooLarge, XscError
+from ...errors import BodyTimeout, Forbidden, InvalidArgument, PayloadTooLarge
 from ...net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MAX_BATCH_CALLS, MODULES_PATH
 from ...storage.holder import MIN_UPLOAD_RATE
 from ...tasks import in_pool
 from .. import peer_auth
 from ..appkeys import CPU_POOL, NODE, PEER_LIMITS
-from ..problems import problem_from_error, status_of
-from .common import BODY_SECONDS, json_body, json_object, json_response, loads, query_flag, query_int, read_body
+from .common import (BODY_SECONDS, json_body, json_object, json_response, loads, query_flag, query_int, read_body,
+                     results_response)
 
 routes = web.RouteTableDef()
 
@@ -118,8 +118,7 @@ async def run_batch_for_peer(request: web.Request) -> web.Response:
     for _ in range(len(calls) - 1 if isinstance(calls, list) and len(calls) <= MAX_BATCH_CALLS else 0):
         request.app[PEER_LIMITS].check(gateway, time.monotonic(), f"peer {gateway[:12]}…")  # each call counts
     results = await request.app[NODE].paid.run_batch_for_peer(gateway, body)
-    return json_response({"results": [{"status": status_of(r), "problem": loads(problem_from_error(r).body)}
-                                      if isinstance(r, XscError) else {"status": 200, "answer": r} for r in results]})
+    return results_response(results)
 
 
 # --- jobs: WASI programs over stored files (compute/jobs.py) ------------------------------------------

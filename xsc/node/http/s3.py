@@ -1,12 +1,15 @@
 """The bucket index on the user API (/v1/s3/...): what the S3 front (`xsc s3 serve`) records and looks up.
 
 Routes parse, call one method of xsc.buckets.index.S3Index in the CPU pool, and encode.  Object data passes here
-only for a small object, stored and recorded in one request (`POST .../objects`, xsc.buckets.objects); the front
-stores and reads every other file through /v1/store/files like `xsc store put/get`.  `?user=` names the S3 user
-the front acts for: the index checks it may read, write or own the bucket first.
+only for small objects, each stored and recorded in one request (`POST .../objects`, xsc.buckets.objects), or
+several in one (`POST /v1/s3/objects`); the front stores and reads every other file through /v1/store/files like
+`xsc store put/get`.  `?user=` names the S3 user the front acts for: the index checks it may read, write or own
+the bucket first.
 """
 
 from __future__ import annotations
+
+import time
 
 from aiohttp import web
 
@@ -14,10 +17,11 @@ from ... import codec
 from ...errors import BadRequest, InvalidArgument, PayloadTooLarge
 from ...buckets.core import listing
 from ...buckets.index import S3Index
+from ...buckets.objects import MAX_GROUP_BYTES, parse_group
 from ...buckets.core.names import MAX_RECORD, SMALL_OBJECT
 from ...tasks import in_pool
-from ..appkeys import CPU_POOL, NODE
-from .common import json_body, json_response, put_terms, query_int, read_body
+from ..appkeys import CPU_POOL, NODE, USER_LIMITS
+from .common import json_body, json_response, put_terms, query_int, read_body, results_response
 
 routes = web.RouteTableDef()
 
@@ -133,6 +137,18 @@ async def put_small_object(request: web.Request) -> web.Response:
                                                     request.query.get("user"), record, data,
                                                     request.query.get("name"), seconds, bid, **wanted)
     return json_response(answer, status=201)
+
+
+@routes.post("/v1/s3/objects")
+async def put_small_objects(request: web.Request) -> web.Response:
+    """Small objects of any buckets and users in one body (`xsc.buckets.objects`): one result per object."""
+    if (request.content_length or 0) > MAX_GROUP_BYTES:  # refused from its length (one without: as it is read)
+        raise PayloadTooLarge(f"a group of small objects is at most {MAX_GROUP_BYTES:,} bytes", limit=MAX_GROUP_BYTES)
+    puts = parse_group(await read_body(request))
+    for _ in puts[1:]:  # each object counts against the user's rate, as a request of its own would
+        request.app[USER_LIMITS].check("user", time.monotonic(), "the user's token")
+    seconds, bid, wanted = put_terms(request)
+    return results_response(await request.app[NODE].s3_objects.put_group(puts, seconds, bid, **wanted), status=201)
 
 
 @routes.delete("/v1/s3/buckets/{bucket}/object")
