@@ -21,7 +21,6 @@ from urllib.parse import quote, unquote
 
 from aiohttp import web
 
-from .. import codec
 from ..errors import S3Error, XscError
 from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
