@@ -359,6 +359,16 @@ async def test_a_group_send_bounds_a_group_by_bytes_fails_a_whole_group_it_could
     await sends.close()
 
 
+async def test_a_group_send_whose_sender_answers_too_few_outcomes_fails_the_group_rather_than_hang() -> None:
+    async def send_all(items: list[int]) -> list:
+        return items[:-1]
+
+    sends = GroupSend(send_all, max_items=4, max_bytes=10)
+    callers = [asyncio.ensure_future(sends.send(i, 1)) for i in range(3)]
+    outcomes = await asyncio.wait_for(asyncio.gather(*callers, return_exceptions=True), 10)
+    assert all(isinstance(o, RuntimeError) and "2 outcomes for a group of 3" in str(o) for o in outcomes)
+
+
 async def test_closing_a_group_send_cancels_its_callers_and_its_queue() -> None:
     async def send_all(items: list[int]) -> list:
         await asyncio.Event().wait()  # never answers

@@ -230,6 +230,8 @@ class GroupSend(Generic[T]):
                 self.items += len(group)
                 try:
                     outcomes = await self.send_all([item for item, _, _ in group])
+                    if len(outcomes) != len(group):  # no caller is left waiting for an answer that never comes
+                        raise RuntimeError(f"{len(outcomes)} outcomes for a group of {len(group)}")
                 except Exception as exc:
                     outcomes = [exc] * len(group)
                 except BaseException:  # cancelled (the sender is closing): its callers are told so
