@@ -172,6 +172,25 @@ async def test_each_object_of_a_group_is_stored_recorded_and_answered_as_if_alon
     assert sorted(f["name"] for f in await _files(node)) == ["mark-four", "mark-one"]  # the refused stored nothing
 
 
+async def test_a_fault_of_the_node_fails_only_its_object_of_a_group(node, monkeypatch) -> None:
+    await _bucket(node, "faulty")
+    files = node.app[NODE].s3_objects.files
+    put = files.put
+
+    async def failing(read, size, name, *args, **kwargs):
+        if name == "mark-bad":
+            raise RuntimeError("the disk said no")
+        return await put(read, size, name, *args, **kwargs)
+
+    monkeypatch.setattr(files, "put", failing)
+    status, answer = await _put_group(node, _group(("faulty", "bad", "xsc", b"b"), ("faulty", "good", "xsc", b"g")))
+    assert status == 200
+    bad, good = answer["results"]
+    assert bad["status"] == 500 and "see its log" in bad["problem"]["detail"], bad
+    assert good["status"] == 201
+    assert [f["name"] for f in await _files(node)] == ["mark-good"]
+
+
 def _framed_head(head) -> bytes:
     return codec.framed(head, b"")
 
