@@ -336,8 +336,9 @@ class HealthSection(_Section):
     probe_interval: float = 10.0  # seconds between probe rounds (each varied by +-probe_jitter of itself)
     probe_jitter: float = 0.2
     probe_timeout: float = 5.0  # seconds a peer may take to answer a challenge
-    # Peers outside the neighbourhood (those the node recognises) probed a round, those probed longest ago: with
-    # more of them, each is probed less often, so a round costs the same however large the network grows.
+    # Peers outside the neighbourhood (those the node recognises) probed a round: a sample, each kept for a few
+    # rounds, then replaced by those probed longest ago; with more of them, each is probed less often, so a round
+    # costs the same however large the network grows.
     probe_others: int = Field(default=2, ge=1, le=1000)
 
     @field_validator("probe_interval", "probe_timeout")

@@ -15,7 +15,7 @@ from xsc.net import PeerClient
 from xsc.node.appkeys import NODE
 from xsc.node.limits import RateLimiter
 from xsc.peers import service
-from xsc.peers.probes import PROBES_AT_ONCE
+from xsc.peers.probes import OTHERS_KEPT, PROBES_AT_ONCE
 
 from tests.support.attacks import fake_descriptors
 from tests.support.waiting import eventually_async
@@ -154,8 +154,9 @@ async def test_the_node_backs_off_probing_peers_that_never_answer_and_probes_all
 
 
 async def test_a_round_probes_the_neighbours_and_in_turn_a_few_others(node_factory) -> None:
-    """A node knowing many peers probes those it recognises every round and `health.probe_others` of the rest,
-    those probed longest ago: a round's cost does not grow with the network."""
+    """A node knowing many peers probes those it recognises every round and a sample of `health.probe_others` of
+    the rest, each kept for OTHERS_KEPT rounds (on the connection the round before left open), then replaced by
+    those probed longest ago: a round's cost does not grow with the network, and every peer is probed in turn."""
     node = await node_factory("prober", peers=QUIET["peers"], health={**QUIET["health"], "probe_others": 4},
                               market={"recognised_at_most": 1})
     services = node.app[NODE]
@@ -175,12 +176,30 @@ async def test_a_round_probes_the_neighbours_and_in_turn_a_few_others(node_facto
     near = set(services.recognition.weights())
     assert len(near) == 2 and neighbour.id in near  # and the one peer recognised from its health
     rounds = []
-    for _ in range(3):
+    for _ in range(3 * OTHERS_KEPT):
         asked.clear()
         await services.health.probe_round(due_only=True)
         rounds.append(set(asked))
     assert all(near <= r and len(r) == len(near) + 4 for r in rounds), rounds
-    assert set().union(*rounds) == set(everyone)  # the 11 others in turn, 4 a round
+    samples = [r - near for r in rounds]
+    generations = samples[::OTHERS_KEPT]
+    assert all(s == generations[i // OTHERS_KEPT] for i, s in enumerate(samples)), samples  # kept OTHERS_KEPT rounds
+    assert all(not a & b for a, b in zip(generations, generations[1:])), generations  # then those probed longest ago
+    assert set().union(*rounds) == set(everyone)  # the 11 others in turn, 4 at a time
+
+    async def probe_failing(peer):
+        asked.append(peer.id)
+        return (False, None, "gone") if peer.id == gone else (True, 1.0, None)
+
+    asked.clear()
+    await services.health.probe_round(due_only=True)
+    gone = next(iter(set(asked) - near))
+    services.health.probe = probe_failing
+    for _ in range(2):  # two failed probes in a row: not due next round
+        await services.health.probe_round(due_only=True)
+    asked.clear()
+    await services.health.probe_round(due_only=True)
+    assert gone not in asked and len(set(asked) - near) == 4  # another took its place in the sample
 
 
 async def test_a_gossip_message_carries_a_bounded_sample_with_the_news_first(node_factory) -> None:
