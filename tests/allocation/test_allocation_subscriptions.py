@@ -66,6 +66,7 @@ def test_subscribers_are_bounded_expire_and_unsubscribe() -> None:
     assert table.of("state", now) == {ids[0].id}
     assert commitment_audience(table, {"storage"}, set(), now) == {ids[1].id}
     assert commitment_audience(table, set(), {"compute"}, now) == {ids[1].id}
+    assert table.recognisers(now) == {ids[1].id} and table.recognisers(now + 5000) == set()  # its needs: it lapses
     # the first one lapses: the third now fits
     assert table.of("state", now + 1000) == set()
     assert table.add(sign_subscription(ids[2], publisher, ["state"], now + 9000), now + 2000)

@@ -8,10 +8,16 @@ import threading
 
 import pytest
 
+from decimal import Decimal
+
 from xsc import keys
 from xsc.identity import Identity
+from xsc.market import service as market_service
 from xsc.node.appkeys import NODE
+from xsc.peers.service import MAX_NEW_PER_MESSAGE
 
+from tests.support.allocation import pair
+from tests.support.attacks import fake_descriptors
 from tests.support.waiting import eventually_async
 
 
@@ -185,3 +191,32 @@ async def test_the_compute_ask_is_the_one_in_the_offer_whatever_the_use_the_conf
     market.config.offer_compute = True
     market.leaving = True
     assert market.ask("compute") is None and offered() is None and market.honoured_ask("compute") is None
+
+
+async def test_interests_are_made_once_per_change_and_only_wanted_peers_are_looked_for(node_factory,
+                                                                                      monkeypatch) -> None:
+    """The allocation asks for the interests twice a second and the market looks for missing commitments every
+    second: made afresh from every peer's recognition in the book, and asked of every peer known, they made an
+    idle node's CPU grow with the network."""
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+    a, b = await pair(node_factory, **quiet)
+    market, peers, b_id = a.app[NODE].market, a.app[NODE].peers, b.app[NODE].peers.identity.id
+    made = []
+    pure = market_service.interests
+    monkeypatch.setattr(market_service, "interests", lambda *args: made.append(args) or pure(*args))
+    first = market.interests()
+    assert all(market.interests() == first for _ in range(100)) and len(made) <= 1
+    before = len(made)
+    market.set_recognition(b_id, Decimal(5))  # what this node publishes changed
+    market.interests()
+    b.app[NODE].market.publish(force=True)  # b's commitment, new in the book
+    assert market.receive([b.app[NODE].market.book.get(b_id).to_json()]) == 1
+    assert b_id in market.interests() and len(made) == before + 2
+
+    fakes = [Identity.generate() for _ in range(MAX_NEW_PER_MESSAGE)]
+    peers.accept(fake_descriptors(fakes), source="127.0.0.9")
+    assert all(peers.known(key.id) for key in fakes)
+    asked, up = [], peers.up
+    monkeypatch.setattr(peers, "up", lambda node_id: asked.append(node_id) or up(node_id))
+    assert market.replication._missing() == []  # b's commitment is held; the fakes are not wanted
+    assert not set(asked) & {key.id for key in fakes}

@@ -5,14 +5,23 @@ from __future__ import annotations
 
 import pytest
 
+from xsc.allocation.gossip import SUBSCRIPTION_TTL
+from xsc.config import NodeSection
 from xsc.errors import PeerRefused, PeerUnreachable
 from xsc.health import check_answer, new_nonce
+from xsc.net import KEEPALIVE
 from xsc.node.appkeys import NODE
 
 from tests.support.nodes import free_port
 from tests.support.waiting import eventually_async
 
 FAST = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+
+
+def test_a_connection_to_a_peer_outlives_the_subscription_renewals_and_this_end_closes_it_first() -> None:
+    # A renewal finds the connection of the one before still open (else a TLS handshake on both nodes each), and
+    # the client, not the peer, ends an idle one (a request sent as the peer closes it would be lost).
+    assert SUBSCRIPTION_TTL / 3 < KEEPALIVE < NodeSection().idle_timeout
 
 
 async def test_the_peer_service_signs_requests_and_reports_availability(node_factory) -> None:

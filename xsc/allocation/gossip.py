@@ -156,12 +156,16 @@ class AllocationGossip:
         want = self.interests()
         now = time.monotonic()
         calls = []
-        for d in self.peers.peers():
-            topics = want.get(d.id, frozenset())
-            held = self.subscribed.get(d.id)
+        # Those wanted and those subscribed at, not every peer: this runs twice a second.
+        for peer_id in sorted(want.keys() | self.subscribed.keys()):
+            topics = want.get(peer_id, frozenset())
+            held = self.subscribed.get(peer_id)
             if held is None and not topics:
                 continue
             if held is not None and held[0] == topics and now - held[1] < SUBSCRIPTION_TTL / 3:
+                continue
+            d = self.peers.get(peer_id)
+            if d is None:
                 continue
             if not self.peers.up(d.id) or self._retry_at.get(d.id, 0.0) > now:
                 continue

@@ -246,12 +246,9 @@ class BookReplication:
         peers = self.peers
         if peers is None:
             return []
-        # Cheapest test first: before every put, and the whole book is mostly held.
-        lacking = [d for d in peers.peers() if self.book.get(d.id) is None and peers.up(d.id)]
-        if not lacking:
-            return []
-        wanted = self.interested()
-        return [d for d in lacking if d.id in wanted]
+        # From those wanted (the market keeps them): the book holds a neighbourhood's commitments, not every peer's.
+        lacking = (peers.get(p) for p in sorted(self.interested()) if self.book.get(p) is None and peers.up(p))
+        return [d for d in lacking if d is not None]
 
     async def fill_book(self, timeout: float = 2.0) -> None:
         """Ask at once the peers we want but hold no commitment of (a node that just joined), before matching."""

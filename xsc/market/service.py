@@ -69,6 +69,7 @@ class PeerView(Protocol):
     """The peers as the market sees them (xsc.peers.PeerService)."""
 
     def peers(self) -> list: ...
+    def get(self, node_id: str) -> Any: ...
     def state_version(self) -> tuple: ...
     def known(self, node_id: str) -> bool: ...
     def availability(self, node_id: str) -> Any: ...
@@ -121,6 +122,7 @@ class MarketService:
         self.leaving = False  # shutting down: it offers nothing more
         self.prices = Prices(db, config.bucket_seconds)  # the clearing prices seen, for `xsc market prices`
         self._clearings: dict | None = None
+        self._interests: tuple | None = None  # (what they were made of, what `interests` made of it)
         self._changed = asyncio.Event()
         self._announce = False  # the offer published at start differs from the one the peers hold
         # Who subscribed to this node's records and commitment (kept by the allocation service, which subscribes
@@ -330,15 +332,14 @@ class MarketService:
         recognition it publishes, the peers' commitments and who subscribed to its receipts or needs."""
         mine_mc = self.book.get(self.me)
         mine = self.recognition()  # what it publishes next (the book's copy may lag a new peer)
-        offered = {a.slot.kind for a in (mine_mc.asks if mine_mc is not None else self.own_asks())}
-        theirs = {mc.participant: dict(mc.recognition) for mc in self.book.commitments() if mc.participant != self.me}
-        recognisers = set() if self.subscribers is None else {
-            s for s, topics in self.subscribers.view(now_ms()).items()
-            if "receipt" in topics or any(t.startswith("needs:") for t in topics)}
-        out = interests(self.me, mine, theirs, offered, recognisers)
-        if self.peers is not None:
-            out = {p: t for p, t in out.items() if self.peers.known(p)}
-        return out
+        offered = frozenset(a.slot.kind for a in (mine_mc.asks if mine_mc is not None else self.own_asks()))
+        recognisers = frozenset() if self.subscribers is None else self.subscribers.recognisers(now_ms())
+        # Made again only when what they are made of changed: asked three times a second, made of the whole book.
+        made_of = (self.version, tuple(mine.items()), offered, recognisers)
+        if self._interests is None or self._interests[0] != made_of:
+            theirs = {p: weights for p, weights in self.book.recognition().items() if p != self.me}
+            self._interests = (made_of, interests(self.me, mine, theirs, offered, recognisers))
+        return {p: t for p, t in self._interests[1].items() if self.peers is None or self.peers.known(p)}
 
     def interested(self) -> set[str]:
         """The participants whose commitments this node wants: those it subscribes to for them (`interests`), else

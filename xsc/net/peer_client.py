@@ -38,6 +38,11 @@ _SPACE = re.compile(r"\s")  # what str.isspace() calls a space
 
 
 MAX_RESPONSE = 16 * 1024 * 1024  # bytes request() buffers; stream bigger answers with open()
+# Seconds a connection to a peer is kept open unused (the session's keep-alive).  Longer than the allocation's
+# renewals of its subscriptions (every 20 s), so the connections to the peers a node subscribes at stay open between
+# them, where each renewal was a TLS handshake on both nodes; shorter than node.idle_timeout's default, so this end
+# closes first.
+KEEPALIVE = 30.0
 
 
 class EncodedJson(bytes):

@@ -42,7 +42,7 @@ from ..market.needs import NeedRegistry
 from ..market.recognition import Recognition
 from ..market.replication import MAX_COMMITMENTS
 from ..market.service import MarketService
-from ..net import PeerClient, traffic
+from ..net import KEEPALIVE, PeerClient, traffic
 from ..peers import HealthService, PeerService
 from ..peers.admission import Admission, Quarantine
 from ..peers.service import NEW_NODE_BURST, PeerDirectory, challenge
@@ -179,7 +179,8 @@ class Node:
 
     def _peers(self, url: str) -> None:
         config, store = self.config, self.store
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256, limit_per_host=32),
+        connector = aiohttp.TCPConnector(limit=256, limit_per_host=32, keepalive_timeout=KEEPALIVE)
+        self.session = aiohttp.ClientSession(connector=connector,
                                              trace_configs=[traffic.counting(self.metrics.peer_bytes)])
         self.client = PeerClient(self.identity, self.session, config.peers.request_timeout, tls=config.peers.tls,
                                  grid_secret=config.peers.grid_secret, channel=config.peers.channel_auth)

@@ -209,6 +209,10 @@ class PeerService:
         """Every known node but this one (whether up or not: ask availability())."""
         return self.directory.all()
 
+    def get(self, node_id: str) -> NodeDescriptor | None:
+        """A known node's descriptor (whether up or not), or None."""
+        return self.directory.get(node_id)
+
     def known(self, node_id: str) -> bool:
         """A node in the directory and not quarantined: the market takes and matches only these."""
         quarantine = self.admission.quarantine

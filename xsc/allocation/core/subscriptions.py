@@ -168,6 +168,11 @@ class Subscribers:
     def forget(self, subscriber: str) -> None:
         self._subs.pop(subscriber, None)
 
+    def recognisers(self, now_ms: int) -> frozenset[str]:
+        """The live subscribers of this node's receipts or needs: the peers that recognise it."""
+        return frozenset(s for s, (topics, exp) in self._subs.items()
+                         if exp > now_ms and ("receipt" in topics or any(t.startswith("needs:") for t in topics)))
+
     def view(self, now_ms: int) -> dict[str, list[str]]:
         return {s: sorted(t) for s, (t, exp) in sorted(self._subs.items()) if exp > now_ms}
 
