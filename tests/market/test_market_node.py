@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import os
 import threading
+from decimal import Decimal
 
 import pytest
-
-from decimal import Decimal
 
 from xsc import keys
 from xsc.identity import Identity
@@ -196,8 +195,8 @@ async def test_the_compute_ask_is_the_one_in_the_offer_whatever_the_use_the_conf
 async def test_interests_are_made_once_per_change_and_only_wanted_peers_are_looked_for(node_factory,
                                                                                       monkeypatch) -> None:
     """The allocation asks for the interests twice a second and the market looks for missing commitments every
-    second: made afresh from every peer's recognition in the book, and asked of every peer known, they made an
-    idle node's CPU grow with the network."""
+    second: made afresh from every peer's recognition in the book each time, and asked of every peer known, they
+    would make an idle node's CPU grow with the network."""
     quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
     a, b = await pair(node_factory, **quiet)
     market, peers, b_id = a.app[NODE].market, a.app[NODE].peers, b.app[NODE].peers.identity.id
