@@ -28,17 +28,15 @@ def udp_port() -> int:
 
 
 class Directory:
-    """The peer directory each node sees: every node of the test, all up."""
+    """The peer directory each node sees: every node of the test that listens, all up."""
 
     def __init__(self) -> None:
         self.descriptors: list = []
-        self.own: dict[str, object] = {}
 
     def view(self, identity: Identity, port: int):
         directory = self
         descriptor = make_descriptor(identity, url=f"http://127.0.0.1:{port}", capacity=1, free=1, version="t",
                                      timestamp=int(time.time() * 1000))
-        self.descriptors.append(descriptor)
 
         class View:
             def up_peers(self):
@@ -55,12 +53,27 @@ class Directory:
         return View()
 
 
-def node(directory: Directory, rate: float = 1000.0, identity: Identity | None = None) -> DhtService:
+def service(directory: Directory, rate: float = 1000.0, identity: Identity | None = None) -> DhtService:
+    """A node on a port free when chosen, not yet in the directory nor bound."""
     identity = identity or Identity.generate()
     port = udp_port()
     return DhtService(identity=identity, peers=directory.view(identity, port), bind=("127.0.0.1", port),
                       quota=RateLimiter(rate, 2 * rate, "datagrams"), min_difficulty=0, interval=0.2, ttl=3600,
                       offers=("storage",))
+
+
+async def node(directory: Directory, rate: float = 1000.0) -> DhtService:
+    """A node listening and in the directory; a port another test took since it was chosen is chosen again."""
+    for _ in range(10):
+        candidate = service(directory, rate)
+        if await candidate.listen():
+            directory.descriptors.append(candidate.peers.descriptor())
+            return candidate
+    raise AssertionError("no free UDP port in ten tries")
+
+
+async def nodes_in(directory: Directory, count: int, rate: float = 1000.0) -> list[DhtService]:
+    return [await node(directory, rate) for _ in range(count)]
 
 
 async def started(nodes: list[DhtService]) -> list[asyncio.Task]:
@@ -78,7 +91,7 @@ async def closed(tasks, nodes) -> None:
 @pytest.fixture
 async def network():
     directory = Directory()
-    nodes = [node(directory) for _ in range(12)]
+    nodes = await nodes_in(directory, 12)
     tasks = await started(nodes)
     await eventually_async(lambda: all(n.status()["contacts"] >= 8 for n in nodes), "every node to join", 30)
     yield directory, nodes
@@ -169,7 +182,7 @@ async def test_a_holders_record_without_proof_of_work_is_refused() -> None:
 
 async def test_malformed_oversized_and_flooding_datagrams_are_refused_and_the_node_still_answers() -> None:
     directory = Directory()
-    nodes = [node(directory, rate=20.0) for _ in range(3)]
+    nodes = await nodes_in(directory, 3, rate=20.0)
     tasks = await started(nodes)
     try:
         target = nodes[0]
@@ -196,7 +209,7 @@ async def test_malformed_oversized_and_flooding_datagrams_are_refused_and_the_no
 
 async def test_a_contact_the_directory_does_not_know_never_enters_the_routing_table(network) -> None:
     _, nodes = network
-    stranger = node(Directory())
+    stranger = await node(Directory())
     tasks = await started([stranger])
     try:
         await eventually_async(lambda: stranger.transport is not None, "the stranger to listen", 10)
@@ -211,7 +224,7 @@ async def test_a_contact_the_directory_does_not_know_never_enters_the_routing_ta
 async def test_the_librarys_tracing_stays_out_of_the_log_at_info(caplog) -> None:
     caplog.set_level(logging.INFO)
     directory = Directory()
-    nodes = [node(directory) for _ in range(4)]
+    nodes = await nodes_in(directory, 4)
     for n in nodes:
         n.start()
     tasks = await started(nodes)
@@ -229,12 +242,12 @@ async def test_a_node_whose_udp_port_is_taken_runs_without_the_table_and_finds_n
     taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     taken.bind(("127.0.0.1", 0))
     try:
-        service = node(Directory())
-        service.bind = taken.getsockname()
-        await service._round()
-        await service._round()
-        assert service.status()["listening"] is False
-        assert await service.find_holders(os.urandom(32)) is None
+        lonely = service(Directory())
+        lonely.bind = taken.getsockname()
+        await lonely._round()
+        await lonely._round()
+        assert lonely.status()["listening"] is False
+        assert await lonely.find_holders(os.urandom(32)) is None
         assert sum("cannot listen on UDP" in r.message for r in caplog.records if r.levelname == "WARNING") == 1
     finally:
         taken.close()
@@ -242,13 +255,13 @@ async def test_a_node_whose_udp_port_is_taken_runs_without_the_table_and_finds_n
 
 async def test_a_node_alone_at_its_first_round_joins_as_soon_as_peers_are_up_not_an_interval_later() -> None:
     directory = Directory()
-    first = node(directory)
+    first = await node(directory)
     first.interval = 3600.0  # the next regular round is an hour away
     tasks, others = await started([first]), []
     try:
         await eventually_async(lambda: first.transport is not None, "the first node to listen", 10)
         assert first.contacts() == 0
-        others = [node(directory) for _ in range(3)]
+        others = await nodes_in(directory, 3)
         tasks += await started(others)
         await eventually_async(lambda: first.contacts() >= 3, "the first node to join its peers", 10)
     finally:

@@ -134,7 +134,8 @@ class DhtService:
         if self.transport is not None:
             self.transport.close()
 
-    async def _round(self) -> None:
+    async def listen(self) -> bool:
+        """Bind the UDP port if not yet bound; whether the table listens (a taken port is tried again next round)."""
         if self.transport is None:
             try:
                 self.transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
@@ -143,7 +144,11 @@ class DhtService:
                 (log.debug if self._bind_failed else log.warning)(
                     "the hash table cannot listen on UDP %s:%d (%s): lookups ask peers instead", *self.bind, err)
                 self._bind_failed = True
-                return
+        return self.transport is not None
+
+    async def _round(self) -> None:
+        if not await self.listen():
+            return
         if self.contacts() < table.K:
             await self._join()
         handovers = self.protocol.handovers
