@@ -192,6 +192,22 @@ async def test_the_compute_ask_is_the_one_in_the_offer_whatever_the_use_the_conf
     assert market.ask("compute") is None and offered() is None and market.honoured_ask("compute") is None
 
 
+async def test_the_offer_is_made_again_only_when_what_it_is_made_of_changed(node_factory) -> None:
+    """Every market round and every quote ask for this node's offer: the same asks while nothing they are made of
+    changed, new ones as soon as something did (the storage used, the config)."""
+    node = await node_factory(storage={"segment_size": 4096, "capacity": 2_000_000})
+    market = node.app[NODE].market
+    first = market.own_asks()
+    again = market.own_asks()
+    assert again == first and all(a is b for a, b in zip(again, first))
+    response = await node.post("/v1/store/files", data=os.urandom(150_000))
+    assert response.status == 201, await response.text()
+    free = {a.slot.quantity for a in market.own_asks() if a.slot.kind == "storage"}
+    assert free and max(free) < min(a.slot.quantity for a in first if a.slot.kind == "storage")
+    market.config.offer_storage = False
+    assert market.own_asks() and not any(a.slot.kind == "storage" for a in market.own_asks())
+
+
 async def test_interests_are_made_once_per_change_and_only_wanted_peers_are_looked_for(node_factory,
                                                                                       monkeypatch) -> None:
     """The allocation asks for the interests twice a second and the market looks for missing commitments every

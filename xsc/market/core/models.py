@@ -84,6 +84,22 @@ class Bid(_Frozen):
         return v
 
 
+def offer_asks(owner: str, seconds: int, bucket: int, storage: tuple[int, int] | None,
+               compute: tuple[tuple[int, int] | None, ...]) -> list[Ask]:
+    """A provider's asks for time bucket `bucket` (of `seconds`) and the next: `storage` is the (quantity, ask) of
+    its free storage in both (None: none offered), `compute[i]` that of its fuel in the i-th (None: none)."""
+    asks = []
+    for b, offered in zip((bucket, bucket + 1), compute):
+        start, end = b * seconds, (b + 1) * seconds
+        if storage is not None:
+            asks.append(Ask(slot=CapacitySlot(id=f"storage-{b}", owner=owner, kind="storage", quantity=storage[0],
+                                              start=start, end=end), price=storage[1]))
+        if offered is not None:
+            asks.append(Ask(slot=CapacitySlot(id=f"compute-{b}", owner=owner, kind="compute", quantity=offered[0],
+                                              start=start, end=end), price=offered[1]))
+    return asks
+
+
 def units_cost(kind: str, quantity: int, seconds: int, price: int) -> int:
     """Micro-credits for `quantity` units of `kind` over `seconds` at `price` per price unit.
 
