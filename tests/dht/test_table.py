@@ -53,9 +53,9 @@ class Directory:
         return View()
 
 
-def service(directory: Directory, rate: float = 1000.0, identity: Identity | None = None) -> DhtService:
+def service(directory: Directory, rate: float = 1000.0) -> DhtService:
     """A node on a port free when chosen, not yet in the directory nor bound."""
-    identity = identity or Identity.generate()
+    identity = Identity.generate()
     port = udp_port()
     return DhtService(identity=identity, peers=directory.view(identity, port), bind=("127.0.0.1", port),
                       quota=RateLimiter(rate, 2 * rate, "datagrams"), min_difficulty=0, interval=0.2, ttl=3600,
