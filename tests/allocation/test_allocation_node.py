@@ -196,6 +196,54 @@ async def test_a_put_is_served_from_the_allocation_and_a_removed_provider_leaves
     assert response.status == 201 and b_id not in answer["placement"], answer
 
 
+async def test_a_recipient_waits_for_a_state_that_crossed_its_receipt_and_answers_the_states_of_one_receipt(
+        node_factory) -> None:
+    # r's providers p1 and p2 are played by the test, signing states as them with the stamps it chooses: a state
+    # computed after r's receipt reached the provider is stamped after it; one computed before is not, whenever
+    # it arrives.  r's next receipt must join states computed from one receipt of its own (each provider's grant
+    # is its share of that receipt's gap: grants from two receipts can over-allocate the need).
+    r = await node_factory("r", **QUIET)
+    providers = [await node_factory(name, **QUIET) for name in ("p1", "p2")]
+    service = r.app[NODE].allocation
+    r_id = r.app[NODE].peers.identity.id
+    for p in providers:
+        await r.app[NODE].peers.add(p.app[NODE].peers.url)
+        p.app[NODE].market.set_recognition(r_id, Decimal(0))  # the live p1 and p2 compute nothing for r
+    await r.app[NODE].market.fill_book()
+    need = (await (await r.post("/v1/allocation/needs", json={"kind": "storage", "quantity": 600_000,
+                                                              "seconds": 600})).json())["id"]
+    identities = [p.app[NODE].peers.identity for p in providers]
+    slots = [next(a.slot.id for a in r.app[NODE].market.book.get(i.id).asks if a.slot.kind == "storage")
+             for i in identities]
+    stamps = list(Stamp.seed().fork())
+
+    def state(k: int, units: int, after: Stamp | None = None) -> dict:
+        stamps[k] = (stamps[k] if after is None else stamps[k].join(after.peek())).event()
+        return _state(identities[k], [(slots[k], need, r_id, units, 1)], stamp=stamps[k], wanted=((r_id, need),))
+
+    def parts() -> tuple:  # (p1's, p2's) in r's receipt
+        held = service.receipts.get(r_id)
+        entry = None if held is None else held.to_receipt().needs.get(need)
+        return () if entry is None else tuple(entry.by_provider.get(i.id, 0) for i in identities)
+
+    await eventually_async(lambda: service.ids.stamp is not None and service.receipts.get(r_id), "r's first receipt")
+    await _post(r, identities[0], {"states": [state(0, 100)]})
+    await _post(r, identities[1], {"states": [state(1, 100)]})
+    await eventually_async(lambda: parts() == (100, 100), "a receipt naming both providers")
+    receipt = service.receipts.get(r_id).stamp
+
+    # p1 computed after that receipt; p2's state arrives after it too, but p2 computed it before the receipt came
+    rounds = service.rounds
+    status, answer = await _post(r, identities[0], {"states": [state(0, 150, after=receipt), state(1, 170)]})
+    assert status == 200 and answer["changed"] == 2
+    await eventually_async(lambda: service.rounds > rounds, "a round of r on both states")
+    assert parts() == (100, 100) and not service.idle  # it waits for p2's answer
+    # p2's answer to the receipt: the next receipt answers both, and no round went past the bound
+    await _post(r, identities[1], {"states": [state(1, 120, after=receipt)]})
+    await eventually_async(lambda: parts() == (150, 120), "a receipt answering both")
+    assert service.out_of_step == 0
+
+
 async def _fork(node, sender: Identity) -> tuple[int, dict, dict]:
     raw = b"{}"
     path = "/v1/peer/allocation/fork"

@@ -129,7 +129,7 @@ async def test_the_simulator_and_live_nodes_give_the_same_allocation(net, node_f
         for r in net.needs:  # and no need over-allocated at any check on the way
             receipt = nodes[r].app[NODE].allocation.receipts.get(ids[r])
             if receipt is not None and receipt.over_allocation:
-                over.append((r, receipt.needs))
+                over.append((r, receipt.needs, {n: x.app[NODE].allocation.out_of_step for n, x in nodes.items()}))
         now = _node_allocation(net, nodes, ids) if _settled(net, nodes, ids) else None
         same, live = now is not None and now == live, now or {}
         return same

@@ -72,6 +72,7 @@ MAX_RECORDS = 1_001  # states and receipts per message each: one per peer the di
 TRAFFIC_ROUNDS = 256  # rounds whose bytes are kept for the status
 STEP_WAIT = 10  # allocation delays a side waits for the other side's answers (rounds in step: `_provider_waits`) ...
 STEP_WAIT_MIN = 5.0  # ... and at least this many seconds
+RECEIPT_STAMPS = 16  # our latest receipts a provider's state is matched against (`_answers`)
 
 
 class AllocationService:
@@ -109,6 +110,7 @@ class AllocationService:
         # state, and the pending wake-up of a side that waits.
         self._computed_at = 0.0
         self._receipt_at = 0.0
+        self._receipt_stamps: list[Stamp] = []  # our latest receipts' stamps, oldest first (`_answers`)
         self._read: dict[str, str] = {}
         self._heard: dict[str, float] = {}
         self.acks: set[str] = set()
@@ -204,11 +206,12 @@ class AllocationService:
         return self._wait_until(self._computed_at)
 
     def _recipient_waits(self, network: dict[str, Commitment]) -> bool:
-        """The recipient's side waits, once a provider's state arrived since its last receipt, until every
-        provider that receipt names (or, while it names none, every active provider recognising it) has
-        sent a state since, at most the bound after the first of them: its receipt then answers every provider
-        of the round at once, as in the simulator's rounds (a provider whose state is unchanged sends it
-        again, to say so)."""
+        """The recipient's side waits, once a provider's state arrived since its last receipt, until the states
+        of every provider that receipt names (or, while it names none, every active provider recognising it)
+        were all computed from the same receipt of ours (`_answers`), at most the bound after the first of them
+        arrived: its receipt then answers every provider of the round at once, as in the simulator's rounds,
+        where every provider's grant comes from one receipt, so no need is over-allocated (a provider whose state
+        is unchanged signs it again, to say it read the new receipt: `acks`)."""
         since = self._receipt_at
         new = [t for t in self._heard.values() if t > since]
         if not new:
@@ -219,9 +222,20 @@ class AllocationService:
             expected = {p for p, c in network.items() if p != self.me and c.capacity_slots
                         and c.recognition.get(self.me, 0) > 0}
         expected = {p for p in expected if p in network}
-        if all(self._heard.get(p, 0.0) > since for p in expected):
+        if all(p in self._heard for p in expected) and len({self._answers(p) for p in expected}) <= 1:
             return False
         return self._wait_until(min(new))
+
+    def _answers(self, provider: str) -> int:
+        """Which of our receipts the provider's latest state was computed from: the index (in `_receipt_stamps`) of
+        the newest one its stamp is causally after, -1 for none kept.  A state that arrived after a receipt may still
+        have been computed before the provider got it (the two crossed): the stamp tells, the arrival does not."""
+        seen = self.states.seen(provider)
+        if seen is not None:
+            for i in range(len(self._receipt_stamps) - 1, -1, -1):
+                if self._receipt_stamps[i].leq(seen):
+                    return i
+        return -1
 
     def round(self, now: int | None = None) -> list:
         """One round (see the module docstring); returns the records it published."""
@@ -255,8 +269,11 @@ class AllocationService:
                 out.append(record)
             elif mine is not None:  # unchanged: the recipients whose new receipts it answers are told so (every
                 # recipient it recognises: one whose need it computed on but gives nothing to learns it was answered)
-                self.acks |= fresh & ({r for _, r, _, _, _ in mine.allocations} | {r for r, _ in mine.wanted}
-                                      | {r for r, w in me.recognition.items() if w > 0})
+                acks = fresh & ({r for _, r, _, _, _ in mine.allocations} | {r for r, _ in mine.wanted}
+                                | {r for r, w in me.recognition.items() if w > 0})
+                if acks:  # signed again: its stamp, after the receipts it read, says which it answers
+                    self.states.receive(sign_state(self.identity, state, stamp=self.ids.event(), timestamp=now))
+                    self.acks |= acks
         elif mine is not None and mine.allocations:
             # No capacity any more (full, or leaving): withdraw every allocation.
             empty = AllocationState.model_construct(provider=self.me, slot_allocations=(), wanted=(), converged=True,
@@ -278,6 +295,7 @@ class AllocationService:
                     or receipt.damping_factor != held.damping_factor:
                 record = sign_receipt(self.identity, receipt, stamp=self.ids.event(), timestamp=now)
                 self.receipts.receive(record)
+                self._receipt_stamps = [*self._receipt_stamps[1 - RECEIPT_STAMPS:], record.stamp]
                 out.append(record)
                 listed = time.monotonic()
                 self._listed_at = {nid: self._listed_at.get(nid, listed) for nid in receipt.needs}
