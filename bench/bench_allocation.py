@@ -26,7 +26,8 @@ their targets to bench/out/allocation.json (bench/report.py):
     with a standing need, all recognising all or (--recognised 1,2,5) each node the next K: bytes
     each node sends per round until converged (allocation records, subscriptions, digests, and the
     answers it gives; market commitments and digests apart), and per second after (anti-entropy,
-    renewals, the market's re-signed offers); --large M repeats it on M nodes: the traffic follows
+    renewals, the market's re-signed offers), and the rounds a side computed past the bound of its wait for
+    the other side's answers (`out_of_step`); --large M repeats it on M nodes: the traffic follows
     the recognised peers, not the size.  Raw step: one message carrying an empty signed state at
     this network's stamp.
 """
@@ -459,6 +460,7 @@ def bench_devnet(n: int, recipients: int, recognised: int | None = None, timeout
     sent = [a["bytes_sent"] - b["bytes_sent"] for (a, _), (b, _) in zip(after, before)]
     market = [am.get("bytes_sent", 0) - bm.get("bytes_sent", 0) for (_, am), (_, bm) in zip(after, before)]
     rounds = [a["rounds"] - b["rounds"] for (a, _), (b, _) in zip(after, before)]
+    out_of_step = sum(a["out_of_step"] - b["out_of_step"] for (a, _), (b, _) in zip(after, before))
     per_round = sum(s / max(1, r) for s, r in zip(sent, rounds)) / n
     market_per_round = sum(s / max(1, r) for s, r in zip(market, rounds)) / n
     idle = sum(q["bytes_sent"] - a["bytes_sent"] for (q, _), (a, _) in zip(quiet, after)) / n / quiet_s
@@ -469,8 +471,8 @@ def bench_devnet(n: int, recipients: int, recognised: int | None = None, timeout
                for k in quiet[0][0].get("bytes_by", {})}
     who = "all recognising all" if recognised is None else f"each recognising {recognised}"
     label = f"devnet {n} nodes, {'all' if recognised is None else recognised} recognised"
-    print(f"devnet: {n} nodes, {recipients} with a standing need, {who}; converged in {seconds:.1f} s, "
-          f"{subscribed:.1f} peers subscribed to per node")
+    print(f"devnet: {n} nodes, {recipients} with a standing need, {who}; converged in {seconds:.1f} s "
+          f"({out_of_step} rounds computed past the wait's bound), {subscribed:.1f} peers subscribed to per node")
     print(f"  allocation bytes per node per round  {per_round:10.1f}   ({per_round / raw:.2f} x one empty signed "
           f"state message, {raw} B; over {sum(rounds) / n:.1f} rounds each)")
     print(f"  market bytes per node per round      {market_per_round:10.1f}")

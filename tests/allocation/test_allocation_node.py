@@ -196,12 +196,11 @@ async def test_a_put_is_served_from_the_allocation_and_a_removed_provider_leaves
     assert response.status == 201 and b_id not in answer["placement"], answer
 
 
-async def test_a_recipient_waits_for_a_state_that_crossed_its_receipt_and_answers_the_states_of_one_receipt(
-        node_factory) -> None:
+async def test_a_recipient_answers_only_when_no_provider_is_left_to_compute_from_its_receipt(node_factory) -> None:
     # r's providers p1 and p2 are played by the test, signing states as them with the stamps it chooses: a state
-    # computed after r's receipt reached the provider is stamped after it; one computed before is not, whenever
-    # it arrives.  r's next receipt must join states computed from one receipt of its own (each provider's grant
-    # is its share of that receipt's gap: grants from two receipts can over-allocate the need).
+    # computed after r's receipt reached the provider is stamped after it; one computed before is not, whenever it
+    # arrives.  Each provider's grant is its share of the gap in the receipt it computes from, so a receipt that
+    # came while one provider was still to compute from the one before could have the gap given twice.
     r = await node_factory("r", **QUIET)
     providers = [await node_factory(name, **QUIET) for name in ("p1", "p2")]
     service = r.app[NODE].allocation
@@ -217,8 +216,8 @@ async def test_a_recipient_waits_for_a_state_that_crossed_its_receipt_and_answer
              for i in identities]
     stamps = list(Stamp.seed().fork())
 
-    def state(k: int, units: int, after: Stamp | None = None) -> dict:
-        stamps[k] = (stamps[k] if after is None else stamps[k].join(after.peek())).event()
+    def state(k: int, units: int, after: str = "") -> dict:  # after: computed after r's receipt of that name
+        stamps[k] = (stamps[k] if not after else stamps[k].join(receipts[after].peek())).event()
         return _state(identities[k], [(slots[k], need, r_id, units, 1)], stamp=stamps[k], wanted=((r_id, need),))
 
     def parts() -> tuple:  # (p1's, p2's) in r's receipt
@@ -226,22 +225,30 @@ async def test_a_recipient_waits_for_a_state_that_crossed_its_receipt_and_answer
         entry = None if held is None else held.to_receipt().needs.get(need)
         return () if entry is None else tuple(entry.by_provider.get(i.id, 0) for i in identities)
 
-    await eventually_async(lambda: service.ids.stamp is not None and service.receipts.get(r_id), "r's first receipt")
-    await _post(r, identities[0], {"states": [state(0, 100)]})
-    await _post(r, identities[1], {"states": [state(1, 100)]})
-    await eventually_async(lambda: parts() == (100, 100), "a receipt naming both providers")
-    receipt = service.receipts.get(r_id).stamp
+    async def a_round_on(body: dict) -> None:
+        rounds = service.rounds
+        status, answer = await _post(r, identities[0], body)
+        assert status == 200 and answer["changed"] == len(body["states"])
+        await eventually_async(lambda: service.rounds > rounds, "a round of r on the states")
 
-    # p1 computed after that receipt; p2's state arrives after it too, but p2 computed it before the receipt came
-    rounds = service.rounds
-    status, answer = await _post(r, identities[0], {"states": [state(0, 150, after=receipt), state(1, 170)]})
-    assert status == 200 and answer["changed"] == 2
-    await eventually_async(lambda: service.rounds > rounds, "a round of r on both states")
-    assert parts() == (100, 100) and not service.idle  # it waits for p2's answer
-    # p2's answer to the receipt: the next receipt answers both, and no round went past the bound
-    await _post(r, identities[1], {"states": [state(1, 120, after=receipt)]})
+    receipts: dict[str, Stamp] = {}
+    await eventually_async(lambda: service.ids.stamp is not None and service.receipts.get(r_id), "r's first receipt")
+    await a_round_on({"states": [state(0, 100), state(1, 100)]})
+    await eventually_async(lambda: parts() == (100, 100), "a receipt naming both providers")
+    receipts["R"] = service.receipts.get(r_id).stamp
+    # p1 computed after R; p2's state, the same as R has it, arrives after R, but p2 computed it before R came: p2 is
+    # yet to compute from R, so r waits
+    await a_round_on({"states": [state(0, 150, after="R"), state(1, 100)]})
+    assert parts() == (100, 100) and not service.idle
+    # p2's state computed from R: the next receipt answers both
+    await a_round_on({"states": [state(1, 120, after="R")]})
     await eventually_async(lambda: parts() == (150, 120), "a receipt answering both")
-    assert service.out_of_step == 0
+    receipts["R2"] = service.receipts.get(r_id).stamp
+    # p2 answers R2 unchanged; p1's state crossed R2 and R2 does not answer it: p1 computes only once r answers it,
+    # so r does at once (waiting for p1 would hold both sides until the bound)
+    await a_round_on({"states": [state(1, 120, after="R2"), state(0, 130, after="R")]})
+    await eventually_async(lambda: parts() == (130, 120), "a receipt answering both")
+    assert service.out_of_step == 0  # no side waited out the bound
 
 
 async def _fork(node, sender: Identity) -> tuple[int, dict, dict]:

@@ -14,8 +14,8 @@
   converge computes again after the delay; a quiet network sends nothing.
 - **Rounds in step**, as the simulator's: the provider's side waits until every recipient its latest
   state names has answered it (`_provider_waits`), the recipient's side until every provider of the
-  round has sent its state (`_recipient_waits`), each at most the bound (`STEP_WAIT` delays, at least
-  `STEP_WAIT_MIN` s); a provider whose state did not change for a new receipt sends it again (`acks`).
+  round is done with its last receipt (`_recipient_waits`), each at most the bound (`STEP_WAIT` delays, at
+  least `STEP_WAIT_MIN` s); a provider whose state did not change for a new receipt signs it again (`acks`).
 - **Converged** (`status`): the seed's rule, and no node says so before its needs are answered: a provider
   has computed on the needs it follows (`needs_moved`), a recipient's need slots have each been answered by
   every provider that should see them (`unanswered`; docs/allocation.md).
@@ -53,6 +53,7 @@ from .core.matching import compatible
 from .core.models import AllocationState, Commitment, DampingSample
 from .core.records import (
     Held,
+    ReceiptRecord,
     StateRecord,
     check_state,
     parse_receipt,
@@ -72,7 +73,6 @@ MAX_RECORDS = 1_001  # states and receipts per message each: one per peer the di
 TRAFFIC_ROUNDS = 256  # rounds whose bytes are kept for the status
 STEP_WAIT = 10  # allocation delays a side waits for the other side's answers (rounds in step: `_provider_waits`) ...
 STEP_WAIT_MIN = 5.0  # ... and at least this many seconds
-RECEIPT_STAMPS = 16  # our latest receipts a provider's state is matched against (`_answers`)
 
 
 class AllocationService:
@@ -110,7 +110,6 @@ class AllocationService:
         # state, and the pending wake-up of a side that waits.
         self._computed_at = 0.0
         self._receipt_at = 0.0
-        self._receipt_stamps: list[Stamp] = []  # our latest receipts' stamps, oldest first (`_answers`)
         self._read: dict[str, str] = {}
         self._heard: dict[str, float] = {}
         self.acks: set[str] = set()
@@ -206,12 +205,11 @@ class AllocationService:
         return self._wait_until(self._computed_at)
 
     def _recipient_waits(self, network: dict[str, Commitment]) -> bool:
-        """The recipient's side waits, once a provider's state arrived since its last receipt, until the states
-        of every provider that receipt names (or, while it names none, every active provider recognising it)
-        were all computed from the same receipt of ours (`_answers`), at most the bound after the first of them
-        arrived: its receipt then answers every provider of the round at once, as in the simulator's rounds,
-        where every provider's grant comes from one receipt, so no need is over-allocated (a provider whose state
-        is unchanged signs it again, to say it read the new receipt: `acks`)."""
+        """The recipient's side waits, once a provider's state arrived since its last receipt, until every provider
+        that receipt names (or, while it names none, every active provider recognising it) is done with that
+        receipt (`_done_with`), at most the bound after the first of those states arrived: its next receipt then
+        answers every provider of the round at once, and every provider computes its grant from that one receipt,
+        as in the simulator's rounds (grants from two receipts of one need can give its gap twice)."""
         since = self._receipt_at
         new = [t for t in self._heard.values() if t > since]
         if not new:
@@ -222,20 +220,23 @@ class AllocationService:
             expected = {p for p, c in network.items() if p != self.me and c.capacity_slots
                         and c.recognition.get(self.me, 0) > 0}
         expected = {p for p in expected if p in network}
-        if all(p in self._heard for p in expected) and len({self._answers(p) for p in expected}) <= 1:
+        if all(p in self._heard if held is None else self._done_with(p, held) for p in expected):
             return False
         return self._wait_until(min(new))
 
-    def _answers(self, provider: str) -> int:
-        """Which of our receipts the provider's latest state was computed from: the index (in `_receipt_stamps`) of
-        the newest one its stamp is causally after, -1 for none kept.  A state that arrived after a receipt may still
-        have been computed before the provider got it (the two crossed): the stamp tells, the arrival does not."""
+    def _done_with(self, provider: str, receipt: ReceiptRecord) -> bool:
+        """Whether the provider will not compute from our `receipt` any more: its latest state was computed after the
+        receipt reached it (the state's stamp is causally after the receipt's; an unchanged state is signed again to
+        say so), or the receipt does not answer that state, so the provider computes again only once we answer it
+        (the two crossed on their way).  When a state arrived does not tell: one computed before the receipt
+        reached its provider can arrive after the receipt left."""
+        state = self.states.get(provider)
+        if state is None:
+            return False
         seen = self.states.seen(provider)
-        if seen is not None:
-            for i in range(len(self._receipt_stamps) - 1, -1, -1):
-                if self._receipt_stamps[i].leq(seen):
-                    return i
-        return -1
+        if seen is not None and receipt.stamp.leq(seen):
+            return True
+        return not answered(provider, state.allocations, state.wanted, {self.me: receipt.to_receipt()})
 
     def round(self, now: int | None = None) -> list:
         """One round (see the module docstring); returns the records it published."""
@@ -295,7 +296,6 @@ class AllocationService:
                     or receipt.damping_factor != held.damping_factor:
                 record = sign_receipt(self.identity, receipt, stamp=self.ids.event(), timestamp=now)
                 self.receipts.receive(record)
-                self._receipt_stamps = [*self._receipt_stamps[1 - RECEIPT_STAMPS:], record.stamp]
                 out.append(record)
                 listed = time.monotonic()
                 self._listed_at = {nid: self._listed_at.get(nid, listed) for nid in receipt.needs}
