@@ -148,8 +148,8 @@ class MarketService:
 
     def own_asks(self) -> list[Ask]:
         """Capacity slots for the current bucket and the next, priced by the pricing policy; made again only when
-        what they are made of changed (every market round and every quote asks, and four validated models were
-        ~0.3 ms of an idle node's CPU a second)."""
+        what they are made of changed (every market round and every quote asks for them, and four validated models
+        made each time cost an idle node about 0.3 ms of CPU a second)."""
         if self.leaving:
             return []
         now_bucket = self.bucket()
