@@ -220,7 +220,7 @@ class StorageService:
                            hint="free disk space, then put it again (no restart needed)") from err
 
     async def _after_put(self, result, size: int | None, seconds: int, quote: quotes.PutQuote) -> dict[str, Any]:
-        cap = Capability.parse(result.capability)
+        cap = result.capability
         quote.share_bytes = result.stored_bytes // len(result.placement)
         if size is None:  # a stream's cost is known only now: unpaid, it is not kept
             try:

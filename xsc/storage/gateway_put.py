@@ -43,7 +43,7 @@ Records = Callable[[bytes, list[str], int], dict[bytes, bytes]]  # (storage inde
 
 @dataclass
 class PutResult:
-    capability: str
+    capability: Capability
     size: int
     segments: int
     stored_bytes: int
@@ -86,7 +86,7 @@ class PutResult:
         return note
 
     def to_json(self) -> dict[str, Any]:
-        return {"capability": self.capability, "size": self.size, "segments": self.segments,
+        return {"capability": str(self.capability), "size": self.size, "segments": self.segments,
                 "stored_bytes": self.stored_bytes, "shares": self.shares, "placement": self.placement,
                 "nodes": self.nodes, "node_failures_survived": self.node_failures_survived,
                 "peer_failures_survived": self.peer_failures_survived,
@@ -246,7 +246,7 @@ class _OnePut:
                   "lease_expiry": lease, "leases": [lease] * erasure.N}
         also = records(self.si, self.placement, lease) if records is not None else None
         await self.gateway.publisher.publish(self.upload, metas, encoded, record, also)
-        return PutResult(capability=str(cap), size=self.total, segments=count, stored_bytes=share_bytes * erasure.N,
+        return PutResult(capability=cap, size=self.total, segments=count, stored_bytes=share_bytes * erasure.N,
                          placement=self.placement, lease_expiry=lease, me=me)
 
     async def undo(self) -> None:
