@@ -34,12 +34,21 @@ def test_a_puts_needs_are_published_only_once_they_have_been_open_a_while(tmp_pa
     assert changes == ["changed"] and needs.published() == (standing,)
 
 
-def test_needs_made_alike_are_the_needs_make_would_make_but_for_their_ids(tmp_path) -> None:
+def test_needs_opened_alike_are_the_needs_make_would_make_but_for_their_ids(tmp_path) -> None:
     needs, _ = _registry(tmp_path)
-    alike = needs.make_alike([f"put-{s}" for s in range(3)], "storage", 100, 3600, 10**6, group="put",
-                             avoid=("other",))
+    first = needs.make("put-0", "storage", 100, 3600, 10**6, group="put", avoid=("other",))
+    needs.open_alike(first, [f"put-{s}" for s in range(3)])
+    assert needs.open_ids() == {"put-0", "put-1", "put-2"}
+    alike = needs.bids()
     made = needs.make("put-2", "storage", 100, 3600, 10**6, group="put", avoid=("other",))
-    assert [b.slot.id for b in alike] == ["put-0", "put-1", "put-2"]
+    assert [b.slot.id for b in alike] == ["put-0", "put-1", "put-2"] and alike[0] is first
+    for b in alike[1:]:  # each what a checked copy of the first would be: equal, hashed alike, dumped alike
+        copy = first.model_copy(update={"slot": first.slot.model_copy(update={"id": b.slot.id})})
+        assert b == copy and hash(b) == hash(copy) and b.model_fields_set == copy.model_fields_set
+        assert b.model_dump_json() == copy.model_dump_json()
     assert alike[2].model_dump() == made.model_dump() | {"slot": {**made.slot.model_dump(),
                                                                   "start": alike[2].slot.start,
                                                                   "end": alike[2].slot.end}}
+    assert needs.bids()[2] is alike[2]  # made once
+    needs.withdraw(["put-1"])
+    assert [b.slot.id for b in needs.bids()] == ["put-0", "put-2"]

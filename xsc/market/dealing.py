@@ -14,7 +14,7 @@ import asyncio
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import MarketNoDeal, NeedNotFound
 from ..tasks import in_pool, now_ms
 from .core.matching import Assignment, match_needs
-from .core.models import Ask, Bid, need_key, units_cost
+from .core.models import Ask, Bid, need_key, renamed, units_cost
 from .needs import NeedRegistry
 from .core.supply import cap_supply, spread_groups
 
@@ -83,8 +83,25 @@ class Explanations(OrderedDict):
         """This node's needs most recently matched, newest first: what `market explain` can be asked about."""
         return [name for name in reversed(self) if "/" not in name][:count]
 
-    def explain(self, need: str) -> dict:
+    def reused(self, explained: list[dict | None], need_ids: list[str]) -> None:
+        """Needs `need_ids` were placed as the needs `explained` were (a reused deal's): each explained as its
+        counterpart was, but for its id (made when asked: `of`)."""
+        for first, need_id in zip(explained, need_ids):
+            if first is not None:
+                self[need_id] = (first, need_id)
+        while len(self) > EXPLAINED:
+            self.popitem(last=False)
+
+    def of(self, need: str) -> dict | None:
+        """The explanation kept for `need`, or None."""
         found = self.get(need)
+        if isinstance(found, tuple):  # `reused`
+            first, need_id = found
+            found = {**first, "need": need_id}
+        return found
+
+    def explain(self, need: str) -> dict:
+        found = self.of(need)
         if found is None:
             raise NeedNotFound(f"no recent need {need!r} on this node",
                                hint="need ids are printed by a put or invoke the market refused, and by xsc market status")
@@ -214,7 +231,7 @@ class Dealing:
     def _in_flight(self) -> dict[tuple[str, str], int]:
         """(provider, capacity slot) -> the units this node's needs placed there hold while they are still open
         (a put withdraws its needs when it ends, stored or not)."""
-        open_ids = {b.slot.id for b in self.needs.bids()}
+        open_ids = self.needs.open_ids()
         self._placed = {n: a for n, a in self._placed.items() if n in open_ids}
         out: dict[tuple[str, str], int] = {}
         for a in self._placed.values():
@@ -235,11 +252,6 @@ class Dealing:
     def need(self, need_id: str, kind: str, quantity: int, seconds: int, max_price: int, **wanted: Any) -> Bid:
         """A need slot of this node (`NeedRegistry.make`), to match with `deal`."""
         return self.needs.make(need_id, kind, quantity, seconds, max_price, **wanted)
-
-    def needs_alike(self, need_ids: list[str], kind: str, quantity: int, seconds: int, max_price: int,
-                    **wanted: Any) -> list[Bid]:
-        """Need slots of this node that differ only in their ids (`NeedRegistry.make_alike`)."""
-        return self.needs.make_alike(need_ids, kind, quantity, seconds, max_price, **wanted)
 
     def _from_allocation(self, bids: list[Bid], exclude: frozenset[str], clearings: dict,
                          availability: dict[str, Decimal]) -> Steps:
@@ -296,7 +308,7 @@ class Dealing:
             async with self._dealing:
                 return await self._run_deal(bids, exclude, here)
         shape = self._shape(bids, exclude)
-        reused = self._reuse(shape, bids)
+        reused = self._reuse(shape, [b.slot.id for b in bids])
         if reused is not None:
             return reused
         answer = await self._deal_in_turn(bids, exclude)
@@ -314,6 +326,18 @@ class Dealing:
                 await self._deal_batch(batch)
         return waiting.answer.result()
 
+    async def deal_alike(self, bid: Bid, need_ids: list[str], exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+        """`deal` of the needs `need_ids`, each `bid` under its own id (a put's shares, opened with
+        `NeedRegistry.open_alike`); the needs are made only if the market has to match them (a deal of their shape
+        is reused without: `_reuse`)."""
+        group = None if bid.group is None else 0
+        need = (bid.slot.kind, bid.slot.quantity, bid.slot.end - bid.slot.start, bid.price, bid.slot.filters,
+                bid.prefer, bid.min_availability, group)
+        reused = self._reuse(self._shape_of((need,) * len(need_ids), (bid.slot.kind,), exclude), need_ids)
+        if reused is not None:
+            return reused
+        return await self.deal([bid if n == bid.slot.id else renamed(bid, n) for n in need_ids], exclude)
+
     def _shape(self, bids: list[Bid], exclude: frozenset[str]) -> tuple:
         """What a deal of `bids` rests on besides the book's free room: the book, the time bucket, the peers'
         availability, this node's asks and what the allocation still gives, the providers left out, and each need
@@ -322,14 +346,17 @@ class Dealing:
         needs = tuple((b.slot.kind, b.slot.quantity, b.slot.end - b.slot.start, b.price, b.slot.filters, b.prefer,
                        b.min_availability, None if b.group is None else groups.setdefault(b.group, len(groups)))
                       for b in bids)
-        kinds = sorted({b.slot.kind for b in bids})
+        return self._shape_of(needs, sorted({b.slot.kind for b in bids}), exclude)
+
+    def _shape_of(self, needs: tuple, kinds: Iterable[str], exclude: frozenset[str]) -> tuple:
+        """`_shape` of needs given as their shapes (`needs`) and kinds."""
         mine = tuple((kind, self.market.ask(kind), tuple(sorted(self._allocation_room(kind).items())))
                      for kind in kinds)
         return self.market.version, self.market.bucket(), self.market.peers_version(), exclude, needs, mine
 
-    def _reuse(self, shape: tuple, bids: list[Bid]) -> dict[str, Any] | None:
-        """The kept answer of a deal of this `shape`, for `bids`, if it is still fresh and the slots it uses still
-        have room for them (taken from it here); None otherwise."""
+    def _reuse(self, shape: tuple, need_ids: list[str]) -> dict[str, Any] | None:
+        """The kept answer of a deal of this `shape`, for the needs `need_ids`, if it is still fresh and the slots
+        it uses still have room for them (taken from it here); None otherwise."""
         kept = self._reusable.get(shape)
         if kept is None:
             return None
@@ -339,9 +366,9 @@ class Dealing:
         if time.monotonic() > kept.until or any(kept.room[slot] < units for slot, units in wanted.items()):
             del self._reusable[shape]
             return None
-        answer = {b.slot.id: replace(a, need_id=b.slot.id) for a, b in zip(kept.assignments, bids)}
+        answer = {need_id: a.renamed(need_id) for a, need_id in zip(kept.assignments, need_ids)}
         self._place(answer)
-        self._explain_reused(kept, bids)
+        self.explanations.reused(kept.explained, need_ids)  # `xsc market explain` says what it said of the first
         self.reused += 1
         return answer
 
@@ -370,7 +397,7 @@ class Dealing:
             self._reusable.clear()
         self.remember()  # the matching's explanations, which its reuses repeat
         self._reusable[shape] = _Reusable(assignments, room, time.monotonic() + REUSE_SECONDS,
-                                          [self.explanations.get(a.need_id) for a in assignments])
+                                          [self.explanations.of(a.need_id) for a in assignments])
 
     def _offered(self, provider: str, slot: str) -> int:
         """The units `provider`'s capacity slot `slot` offers now (0 if it no longer does)."""
@@ -380,15 +407,6 @@ class Dealing:
             held = self.market.book.get(provider)
             asks = held.asks if held is not None else []
         return next((a.slot.quantity for a in asks if a.slot.id == slot), 0)
-
-    def _explain_reused(self, kept: _Reusable, bids: list[Bid]) -> None:
-        """`xsc market explain` of a reused deal's needs says what it said of the needs first dealt."""
-        for explained, b in zip(kept.explained, bids):
-            if explained is not None:
-                self.explanations[b.slot.id] = {**explained, "need": b.slot.id}
-                self.explanations.move_to_end(b.slot.id)
-        while len(self.explanations) > EXPLAINED:
-            self.explanations.popitem(last=False)
 
     async def _deal_batch(self, batch: list[_Waiting]) -> None:
         """The deals that waited while another ran, dealt as one matching (the needs of several puts cleared

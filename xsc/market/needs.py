@@ -28,7 +28,7 @@ from .. import codec, keys
 from ..allocation import NeedSlot, SlotFilter
 from ..config import MarketSection
 from ..errors import InvalidArgument
-from .core.models import Bid
+from .core.models import Bid, renamed
 
 STANDING = "need-"  # the id prefix of a standing need
 MAX_STANDING = 64  # standing needs per node
@@ -64,6 +64,7 @@ class NeedRegistry:
         self.me = me
         self.config = config  # the default bids of standing needs
         self.store = NeedStore(db)
+        # need id -> its bid; a put's share needs are kept as the first of them until one is read (`_bid`)
         self._needs: dict[str, Bid] = {}
         self._opened: dict[str, float] = {}  # a put's needs not yet published -> when they were opened (monotonic)
         self._watchers: list[tuple[Callable[[], None], bool]] = []  # (called on a change, standing ones only)
@@ -88,16 +89,26 @@ class NeedRegistry:
                 changed()
 
     # --- reading --------------------------------------------------------------------------------------
+    def _bid(self, need_id: str, bid: Bid) -> Bid:
+        """The need `need_id`, made from the need it was opened as (`open_alike`) the first time it is read."""
+        if bid.slot.id != need_id:
+            bid = self._needs[need_id] = renamed(bid, need_id)
+        return bid
+
     def bids(self) -> tuple[Bid, ...]:
         """Every open need (`published` says which the node's commitment carries)."""
-        return tuple(self._needs.values())
+        return tuple(self._bid(n, b) for n, b in list(self._needs.items()))
+
+    def open_ids(self) -> set[str]:
+        """The ids of the open needs (without making the needs opened alike)."""
+        return set(self._needs)
 
     def published(self, now: float | None = None) -> tuple[Bid, ...]:
         """The needs published with the node's commitment: all but a put's needs open less than PUBLISH_AFTER s."""
         now = time.monotonic() if now is None else now
         for need_id in [n for n, at in self._opened.items() if now - at >= PUBLISH_AFTER]:
             del self._opened[need_id]
-        return tuple(b for n, b in self._needs.items() if n not in self._opened)
+        return tuple(self._bid(n, b) for n, b in list(self._needs.items()) if n not in self._opened)
 
     def ids(self, kind: str) -> set[str]:
         return {nid for nid, b in self._needs.items() if b.slot.kind == kind}
@@ -119,20 +130,20 @@ class NeedRegistry:
                         end=start + max(seconds, 1), filters=SlotFilter(deny=tuple(avoid)))
         return Bid(slot=slot, price=max_price, group=group, prefer=tuple(prefer), min_availability=min_availability)
 
-    def make_alike(self, need_ids: list[str], kind: str, quantity: int, seconds: int, max_price: int,
-                   **wanted) -> list[Bid]:
-        """`make` of needs that differ only in their ids (a put's shares): the first checked, the others copies
-        of it (the ids are this node's own, like the first's; nothing from outside is copied in unchecked)."""
-        first = self.make(need_ids[0], kind, quantity, seconds, max_price, **wanted)
-        return [first] + [first.model_copy(update={"slot": first.slot.model_copy(update={"id": need_id})})
-                          for need_id in need_ids[1:]]
-
     def open(self, bids: Iterable[Bid]) -> None:
         """A put's needs, open while it runs (published once they have been open PUBLISH_AFTER seconds)."""
         now = time.monotonic()
         for b in bids:
             self._needs[b.slot.id] = b
             self._opened[b.slot.id] = now
+
+    def open_alike(self, bid: Bid, need_ids: Iterable[str]) -> None:
+        """`open` of the needs `need_ids`, each `bid` under its own id (a put's shares: their needs differ only in
+        their ids).  Each is made as it is first read (`_bid`): a small put is over before anything reads them."""
+        now = time.monotonic()
+        for need_id in need_ids:
+            self._needs[need_id] = bid
+            self._opened[need_id] = now
 
     def withdraw(self, need_ids: Iterable[str]) -> None:
         """The put is over (stored or not): its needs leave the book (those published: a change to publish)."""

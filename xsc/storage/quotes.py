@@ -51,7 +51,12 @@ class PutQuote:
 
     @property
     def cost(self) -> int:
-        return sum(price_storage(self.share_bytes, self.seconds, p) for p in self.prices.values())
+        """What every share costs for the whole lease, each share's price rounded up on its own (shares at one price,
+        as a put's mostly are, priced once)."""
+        counts: dict[int, int] = {}
+        for p in self.prices.values():
+            counts[p] = counts.get(p, 0) + 1
+        return sum(n * price_storage(self.share_bytes, self.seconds, p) for p, n in counts.items())
 
     def to_json(self) -> dict:
         return {"needs": self.needs, "prices": [self.prices[s] for s in sorted(self.prices)], "cost": self.cost,
@@ -166,13 +171,13 @@ async def _matched(dealing: Dealing, share_bytes: int, room: int, seconds: int, 
     are enough)."""
     market = dealing.market
     group = f"put-{unique_bytes(6).hex()}"
-    bids = dealing.needs_alike([f"{group}-{s}" for s in range(count)], "storage", share_bytes, seconds, bid,
-                               group=group if grouped else None, **wanted)
-    dealing.needs.open(bids)  # published while the put runs
+    needs = [f"{group}-{s}" for s in range(count)]
+    need = dealing.need(needs[0], "storage", share_bytes, seconds, bid, group=group if grouped else None, **wanted)
+    dealing.needs.open_alike(need, needs)  # published while the put runs
     try:
-        assignments, prepaid = await _deal_on_terms(dealing, bids, share_bytes, seconds, terms, dry)
+        assignments, prepaid = await _deal_on_terms(dealing, need, needs, share_bytes, seconds, terms, dry)
     except BaseException as err:
-        withdraw_needs(dealing, [b.slot.id for b in bids])
+        withdraw_needs(dealing, needs)
         affordable = any(a.slot.kind == "storage" and a.price <= bid for a in market.book.asks())
         if isinstance(err, MarketNoDeal) and affordable and \
                 set(err.details.get("needs", {}).values()) <= {"capacity_taken", "no_compatible_slot"}:
@@ -182,21 +187,22 @@ async def _matched(dealing: Dealing, share_bytes: int, room: int, seconds: int, 
         raise
     finally:
         dealing.remember()
-    return PutQuote(share_bytes, seconds, [assignments[b.slot.id].provider for b in bids],
-                    {s: assignments[b.slot.id].price for s, b in enumerate(bids)}, [b.slot.id for b in bids],
-                    [assignments[b.slot.id] for b in bids], prepaid)
+    placed = [assignments[n] for n in needs]
+    return PutQuote(share_bytes, seconds, [a.provider for a in placed], {s: a.price for s, a in enumerate(placed)},
+                    needs, placed, prepaid)
 
 
-async def _deal_on_terms(dealing: Dealing, bids: list, share_bytes: int, seconds: int,
+async def _deal_on_terms(dealing: Dealing, need, needs: list[str], share_bytes: int, seconds: int,
                          terms: ProviderTerms | None, dry: bool) -> tuple[dict, dict[str, int]]:
-    """The market's assignments of `bids`, on providers whose terms take their part: a provider that wants a
-    prepayment beyond the user's budget is left out and the needs matched again (at most TERMS_ROUNDS times);
-    (assignments, providers prepaid now).  PrepaymentRequired, in one line, when only such providers are left."""
+    """The market's assignments of the needs `needs` (each `need` under its own id), on providers whose terms take
+    their part: a provider that wants a prepayment beyond the user's budget is left out and the needs matched again
+    (at most TERMS_ROUNDS times); (assignments, providers prepaid now).  PrepaymentRequired, in one line, when only
+    such providers are left."""
     exclude: set[str] = set()
     wanting: dict[str, int] = {}
     for _ in range(TERMS_ROUNDS):
         try:
-            assignments = await dealing.deal(bids, frozenset(exclude))
+            assignments = await dealing.deal_alike(need, needs, frozenset(exclude))
         except MarketNoDeal:
             if wanting:
                 message, hint = refusal(wanting)
@@ -205,8 +211,8 @@ async def _deal_on_terms(dealing: Dealing, bids: list, share_bytes: int, seconds
         if terms is None:
             return assignments, {}
         costs: dict[str, int] = {}
-        for b in bids:
-            a = assignments[b.slot.id]
+        for n in needs:
+            a = assignments[n]
             if a.provider != dealing.me:
                 costs[a.provider] = costs.get(a.provider, 0) + price_storage(share_bytes, seconds, a.price)
         refused, prepaid = await terms.settle(costs, dry)

@@ -77,6 +77,13 @@ class Assignment:
     bucket: int = 0
     allocated: bool = False  # placed on a provider whose allocation state gives this need's owner the units
 
+    def renamed(self, need_id: str) -> Assignment:
+        """This assignment for need `need_id` of the same shape (a reused deal's): `dataclasses.replace(self,
+        need_id=need_id)` without running `__init__` again (a sixth of the time; a small put makes six)."""
+        copy = object.__new__(Assignment)
+        copy.__dict__.update(self.__dict__, need_id=need_id)
+        return copy
+
 
 @dataclass(frozen=True)
 class Explanation:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ... import codec
 from ...allocation.core.models import CapacitySlot, NeedSlot
-from ...allocation.core.models import Fraction01
+from ...allocation.core.models import Fraction01, replaced
 from ...errors import MarketError
 from ...ledger.core.pricing import price_compute, price_storage
 
@@ -82,6 +82,12 @@ class Bid(_Frozen):
     def _kind(cls, v: NeedSlot) -> NeedSlot:
         _known_kind(v.kind)
         return v
+
+
+def renamed(bid: Bid, need_id: str) -> Bid:
+    """`bid` as the need `need_id` (a put's shares' needs differ only in their ids): a copy, as `model_copy` makes
+    it, without checking again what `bid`'s fields already passed (`replaced`)."""
+    return replaced(bid, {"slot": replaced(bid.slot, {"id": need_id})})
 
 
 def offer_asks(owner: str, seconds: int, bucket: int, storage: tuple[int, int] | None,
