@@ -458,11 +458,13 @@ class AllocationService:
     # --- serving --------------------------------------------------------------------------------------
     def allocated(self, kind: str) -> dict[str, int]:
         """provider -> units its current state gives this node's need slots of `kind` (active providers)."""
-        ids = self.needs.ids(kind)
+        ids: set[str] | None = None  # read once a provider's state is there to read (a put asks with none)
         out: dict[str, int] = {}
         for p, record in self.states.items():
             if p == self.me or not self.market.active(p):
                 continue
+            if ids is None:
+                ids = self.needs.ids(kind)
             mc = self.market.book.get(p)
             offered = {a.slot.id for a in mc.asks} if mc is not None else set()
             units = sum(q for c, r, n, q, _ in record.allocations if r == self.me and n in ids and c in offered)

@@ -244,7 +244,7 @@ class BookReplication:
     def _missing(self) -> list:
         """Peers we want the commitment of, not known to be down, whose commitment this node has not got."""
         peers = self.peers
-        if peers is None:
+        if peers is None or not peers.peers():  # a node on its own wants nobody's (a put asks each time)
             return []
         # From those wanted (the market keeps them): the book holds a neighbourhood's commitments, not every peer's.
         lacking = (peers.get(p) for p in sorted(self.interested()) if self.book.get(p) is None and peers.up(p))

@@ -215,6 +215,8 @@ async def _deal_on_terms(dealing: Dealing, need, needs: list[str], share_bytes: 
             a = assignments[n]
             if a.provider != dealing.me:
                 costs[a.provider] = costs.get(a.provider, 0) + price_storage(share_bytes, seconds, a.price)
+        if not costs:  # every share stays here: no provider's terms to draw down
+            return assignments, {}
         refused, prepaid = await terms.settle(costs, dry)
         if not refused:
             return assignments, prepaid

@@ -49,12 +49,13 @@ async def put_file(request: web.Request) -> web.Response:
 
     async def read(n: int) -> bytes:
         chunk = request.content.read_nowait(n)  # a small body is here already: no timer to set and cancel
-        try:  # an upload that stops mid-body fails after the idle timeout instead of holding its put open
-            async with asyncio.timeout(stall if not chunk else None):
-                chunk = chunk or await request.content.read(n)
-        except TimeoutError:
-            raise BodyTimeout(f"the upload stalled: no bytes for {stall:g} s", hint="check the connection and "
-                              "put the file again") from None
+        if not chunk and not request.content.at_eof():
+            try:  # an upload that stops mid-body fails after the idle timeout instead of holding its put open
+                async with asyncio.timeout(stall):
+                    chunk = await request.content.read(n)
+            except TimeoutError:
+                raise BodyTimeout(f"the upload stalled: no bytes for {stall:g} s", hint="check the connection and "
+                                  "put the file again") from None
         metrics.bytes_received.inc(len(chunk))
         return chunk
 
