@@ -9,7 +9,10 @@ import hashlib
 
 import pytest
 
-from xsc import codec
+from xsc import codec, keys
+from xsc.db import Database
+from xsc.node import DB
+from xsc.storage import Capability
 from xsc.buckets.core.names import MAX_RECORD, SMALL_OBJECT
 from xsc.node.appkeys import NODE
 from xsc.buckets.objects import MAX_GROUP_BYTES, MAX_GROUP_OBJECTS, SmallPut, group_body
@@ -43,6 +46,54 @@ async def test_a_small_object_is_stored_recorded_and_read_back(node) -> None:
     assert [f["name"] for f in await _files(node)] == ["front-mark"]
     status, again = await _put(node, "small", "a/b.txt", codec.framed(RECORD, b"y"))
     assert status == 201 and again["garbage"] == [answer["capability"]]  # the replaced object's file
+
+
+async def test_the_node_s_own_small_object_is_recorded_in_the_write_that_publishes_its_file(node, monkeypatch) -> None:
+    await _bucket(node, "one-write")
+    synced: list[set[bytes]] = []
+    batch = Database.write_batch
+
+    def recording(self, **kwargs):
+        made = batch(self, **kwargs)
+        if kwargs.get("sync"):
+            written: set[bytes] = set()
+            synced.append(written)
+            put = made.put
+
+            def put_and_record(key: bytes, value: bytes) -> None:
+                written.add(key)
+                put(key, value)
+
+            made.put = put_and_record
+        return made
+
+    monkeypatch.setattr(Database, "write_batch", recording)
+    status, answer = await _put(node, "one-write", "k", codec.framed(RECORD, b"data"))
+    assert status == 201 and answer["garbage"] == []
+    si = Capability.parse(answer["capability"]).storage_index
+    assert [keys_ for keys_ in synced if keys.file(si) in keys_] == [keys_ for keys_ in synced
+                                                                    if keys.object_key("one-write", "k") in keys_]
+    assert node.app[NODE].s3_objects.records.groups == 0  # no write of its own for the record
+    status, again = await _put(node, "one-write", "k", codec.framed(RECORD, b"more"))
+    assert status == 201 and again["garbage"] == [answer["capability"]]
+    assert node.app[DB].get(keys.object_garbage(answer["capability"])) is not None  # marked in the same write
+
+
+async def test_a_small_object_whose_bucket_went_while_it_was_stored_is_refused_and_its_file_marked(node,
+                                                                                               monkeypatch) -> None:
+    await _bucket(node, "going")
+    files, index = node.app[NODE].s3_objects.files, node.app[NODE].s3_objects.index
+    put = files.put
+
+    async def bucket_goes_first(*args, **kwargs):
+        index.db.delete(keys.object_bucket("going"))  # deleted after the write check, before the file's write
+        return await put(*args, **kwargs)
+
+    monkeypatch.setattr(files, "put", bucket_goes_first)
+    status, answer = await _put(node, "going", "k", codec.framed(RECORD, b"data"), name="mark-going")
+    assert status == 404 and answer["code"] == "no-such-bucket"
+    (stored,) = await _files(node)
+    assert stored["name"] == "mark-going" and node.app[DB].get(keys.object_garbage(stored["capability"])) == b""
 
 
 async def test_the_largest_small_object_fits_the_nodes_body_limit(node) -> None:

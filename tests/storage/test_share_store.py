@@ -215,3 +215,33 @@ def test_a_detached_upload_that_no_longer_fits_is_refused_as_it_publishes_and_wr
         assert store.used == 200 and store.get_block(bytes(32), 0, 0) is None and store.share_meta(bytes(32), 0) is None
     finally:
         db.close()
+
+
+class _Rider:
+    """Records of another owner's carried by a publication (share_store.Rider): `key` set to what it read there
+    plus one, or a refusal."""
+
+    def __init__(self, key: bytes, fail: bool = False) -> None:
+        self.key, self.fail, self.lock = key, fail, threading.Lock()
+        self.read: bytes | None = None
+        self.held = False
+
+    def entries(self, read) -> dict[bytes, bytes | None]:
+        self.held = self.lock.locked()
+        if self.fail:
+            raise RuntimeError("the rider's records could not be made")
+        self.read = read(self.key)
+        return {self.key: (self.read or b"") + b"+"}
+
+
+def test_a_riders_records_are_written_in_its_publications_batch_and_see_the_batch_before_them(store) -> None:
+    store.db.put(b"x/counter", b"0")
+    riders = [_Rider(b"x/counter"), _Rider(b"x/counter"), _Rider(b"x/other", fail=True)]
+    uploads = [_small_upload(store, os.urandom(32)) for _ in riders]
+    errors = store.publish_all([Publication(u, [_meta(0)], b"m", {"name": "f"}, rider=r)
+                                for u, r in zip(uploads, riders)])
+    assert errors[:2] == [None, None] and isinstance(errors[2], RuntimeError)  # a rider that fails, fails alone
+    assert store.db.get(b"x/counter") == b"0++"  # the second read what the first wrote in the same batch
+    assert riders[0].held and riders[1].held  # its owner's lock was held while it read
+    assert store.file_record(uploads[2].storage_index) is None and store.used == 200  # its file was not published
+    assert not riders[0].lock.locked()

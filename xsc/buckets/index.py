@@ -148,38 +148,44 @@ class S3Index:
         capabilities now garbage or the error it raises.  A failed write raises for all; nothing is written."""
         outcomes: list[list[str] | Exception] = []
         written: dict[bytes, bytes | None] = {}  # this group's writes (None: a delete), later ones see earlier ones
-        changed: set[str] = set()
         with self._lock:
             for bucket, key, record in objects:
-                try:
-                    names.check_key(key)
-                    record = self.clean(record)
-                except InvalidArgument as err:
-                    outcomes.append(err)
-                    continue
-                caps = [p["cap"] for p in record["parts"]]
-                if self.db.get(keys.object_bucket(bucket)) is None:
-                    written.update((keys.object_garbage(cap), b"") for cap in caps)
-                    outcomes.append(NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket))
-                    continue
-                name = keys.object_key(bucket, key)
-                old = written[name] if name in written else self.db.get(name)
-                garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
-                garbage = [c for c in garbage if c not in caps]
-                written[name] = _dump(record)
-                written.update((keys.object_garbage(cap), None) for cap in caps)  # referred to: not garbage
-                written.update((keys.object_garbage(cap), b"") for cap in garbage)
-                outcomes.append(garbage)
-                changed.add(bucket)
+                outcomes.append(self._put_one(bucket, key, record, written, self.db.get))
             with self.db.write_batch(sync=True) as batch:
                 for name, value in written.items():
                     if value is None:
                         batch.delete(name)
                     else:
                         batch.put(name, value)
-        for bucket in changed:
+        for bucket in {bucket for (bucket, _, _), outcome in zip(objects, outcomes) if not isinstance(outcome, Exception)}:
             self._changed(bucket)
         return outcomes
+
+    def riding(self, bucket: str, key: str, record: dict) -> Recording:
+        """`put` of (bucket, key, record) as records another write carries (`Recording`)."""
+        return Recording(self, bucket, key, record)
+
+    def _put_one(self, bucket: str, key: str, record: dict, written: dict[bytes, bytes | None],
+                 read: Callable[[bytes], bytes | None]) -> list[str] | Exception:
+        """`put`'s records of one object, added to `written` (read first, then through `read`): the capabilities
+        now garbage, or the error `put` raises (the record's own files are garbage then)."""
+        try:
+            names.check_key(key)
+            record = self.clean(record)
+        except InvalidArgument as err:
+            return err
+        caps = [p["cap"] for p in record["parts"]]
+        if read(keys.object_bucket(bucket)) is None:
+            written.update((keys.object_garbage(cap), b"") for cap in caps)
+            return NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
+        name = keys.object_key(bucket, key)
+        old = written[name] if name in written else read(name)
+        garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
+        garbage = [c for c in garbage if c not in caps]
+        written[name] = _dump(record)
+        written.update((keys.object_garbage(cap), None) for cap in caps)  # referred to: not garbage
+        written.update((keys.object_garbage(cap), b"") for cap in garbage)
+        return garbage
 
     def _changed(self, bucket: str) -> None:
         for callback in self.on_change:
@@ -432,3 +438,28 @@ def _headers(headers: Any) -> dict[str, str]:
 
 def _summary(record: dict) -> dict:
     return {"size": record["size"], "etag": record["etag"], "modified": record["modified"]}
+
+
+class Recording:
+    """An object's record written by another's synced write as it is made (`share_store.Rider`: a small object's with
+    its file's, in one batch): what `S3Index.put` writes, read under the index's lock, which the write holds until
+    it is done.  `outcome()`, once written: what `put` returns or raises."""
+
+    def __init__(self, index: S3Index, bucket: str, key: str, record: dict) -> None:
+        self.index, self.bucket, self.key, self.record = index, bucket, key, record
+        self.lock = index._lock
+        self._outcome: list[str] | Exception | None = None
+
+    def entries(self, read: Callable[[bytes], bytes | None]) -> dict[bytes, bytes | None]:
+        written: dict[bytes, bytes | None] = {}
+        self._outcome = self.index._put_one(self.bucket, self.key, self.record, written, read)
+        return written
+
+    def outcome(self) -> list[str]:
+        """The capabilities now garbage (the replaced object's), or the error `put` raises, once the write is done."""
+        if self._outcome is None:
+            raise RuntimeError("the record was not written")
+        if isinstance(self._outcome, Exception):
+            raise self._outcome
+        self.index._changed(self.bucket)
+        return self._outcome

@@ -3,10 +3,12 @@
 A PutObject of a large body goes through three requests of the front's: the bucket's write check (before a byte is
 stored), the file's put (`/v1/store/files`, streamed), the object's record.  For a body of at most SMALL_OBJECT
 bytes, which the front holds whole anyway, those three are one: the node checks the bucket, stores the file (the
-same put, priced, placed and paid as any), has the S3 user's account pay for it, and records the object.  A file
-stored but never recorded (a refusal after the put, a crash) carries the front's mark in its name and is removed
-as the front's reconciliation finds it, as on the three-request path.  SMALL_OBJECT and MAX_RECORD are in
-core/names.py, which the front reads too.
+same put, priced, placed and paid as any), has the S3 user's account pay for it, and records the object.  An object
+of the node's own (the default user's: nothing to pay) is recorded in the synced write that publishes its file
+(`S3Index.riding`); a user's is recorded once its account has paid, in a write of its own.  A file stored but never
+recorded (a refusal after the put, a crash) carries the front's mark in its name and is removed as the front's
+reconciliation finds it, as on the three-request path.  SMALL_OBJECT and MAX_RECORD are in core/names.py, which
+the front reads too.
 
 Under load the front sends small objects together (`POST /v1/s3/objects`, `parse_group` and `put_group`): the
 objects of one request are each stored, paid and recorded as if each had come alone, at once, and answered one by
@@ -29,7 +31,7 @@ from ..tasks import GroupCommit
 from .accounts import UserAccounts
 from .core import names
 from .core.names import MAX_RECORD, SMALL_OBJECT
-from .index import S3Index
+from .index import Recording, S3Index
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +95,7 @@ class Files(Protocol):
     """What the writer needs of the node's storage (xsc/storage/files.py: StorageService)."""
 
     async def put(self, read: Callable[[int], Awaitable[bytes]], size: int | None, name: str | None, seconds: int,
-                  bid: int, **wanted: Any) -> dict[str, Any]: ...
+                  bid: int, *, riding: Callable[[str], Any] | None = None, **wanted: Any) -> dict[str, Any]: ...
 
     async def remove(self, cap: Capability) -> dict: ...
 
@@ -113,15 +115,24 @@ class ObjectWriter:
                                   f"{len(data):,}", hint="stream a larger one through /v1/store/files")
         S3Index.clean({**record, "parts": [{"cap": "", "size": len(data)}]})  # refused before anything is stored
         self.index.allow(bucket, user, "write")  # one read of the bucket's record: cheaper here than a pool hop
+        if user is None or user == names.DEFAULT_USER:
+            # The node's own: nothing to pay once it is stored, so the record is written with the file's.
+            riding: list[Recording] = []
+
+            def ride(cap: str) -> Recording:
+                riding.append(self.index.riding(bucket, key, {**record, "parts": [{"cap": cap, "size": len(data)}]}))
+                return riding[0]
+
+            put = await self.files.put(_reader(data), len(data), name, seconds, bid, riding=ride, **wanted)
+            return {"capability": put["capability"], "garbage": riding[0].outcome()}
         put = await self.files.put(_reader(data), len(data), name, seconds, bid, **wanted)
         cap = put["capability"]
-        if user is not None and user != names.DEFAULT_USER:
-            try:
-                await self.accounts.charge(user, cap, put["cost"])
-            except XscError:
-                with contextlib.suppress(XscError):  # else the front's reconciliation removes it: no record names it
-                    await self.files.remove(Capability.parse(cap))
-                raise
+        try:  # a user's account pays before its object is recorded
+            await self.accounts.charge(user, cap, put["cost"])
+        except XscError:
+            with contextlib.suppress(XscError):  # else the front's reconciliation removes it: no record names it
+                await self.files.remove(Capability.parse(cap))
+            raise
         garbage = await self.records.add((bucket, key, {**record, "parts": [{"cap": cap, "size": len(data)}]}))
         return {"capability": cap, "garbage": garbage}
 

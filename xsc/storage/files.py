@@ -34,6 +34,7 @@ from .core.capability import Capability
 from .core.erasure import K, M
 from .deals import StorageDeal, StorageDeals
 from .gateway import Gateway
+from .gateway_put import Riding
 from .core.placement import node_failures_survived
 from .locate import Locator
 from .strangers import ProviderTerms
@@ -192,26 +193,28 @@ class StorageService:
         # The market's answer and the credit check, before the body is sent (the put asks again).
         self.withdraw(await self.quote(size, seconds, bid, dry=True, **wanted))
 
-    async def put(self, read: ReadFn, size: int | None, name: str | None, seconds: int, bid: int,
-                  **wanted) -> dict[str, Any]:
-        """Store a file: matched, credit-checked, placed, its deals recorded; the put's answer."""
+    async def put(self, read: ReadFn, size: int | None, name: str | None, seconds: int, bid: int, *,
+                  riding: Riding | None = None, **wanted) -> dict[str, Any]:
+        """Store a file: matched, credit-checked, placed, its deals recorded; the put's answer.  `riding(capability)`:
+        records of another's written with the file's (`share_store.Rider`)."""
         if size is not None and size < 0:
             raise BadRequest("a put's size cannot be negative")
         quote = await self.quote(size, seconds, bid, **wanted)
         try:
-            result = await self._put(read, size, name, seconds, bid, quote)
+            result = await self._put(read, size, name, seconds, bid, quote, riding)
         finally:
             self.withdraw(quote)
         self.dealing.spent("storage", quote.assignments)  # what the allocation gave is now used
         return await self._after_put(result, size, seconds, quote)
 
     async def _put(self, read: ReadFn, size: int | None, name: str | None, seconds: int, bid: int,
-                   quote: quotes.PutQuote):
+                   quote: quotes.PutQuote, riding: Riding | None = None):
         # A file of known size is paid for before it is stored: its deals are written with it, in one synced write.
         records = None if size is None else self._deal_records(quote, seconds)
         try:
             return await self.gateway.put(read, size, name, place=self._placer(quote), lease_duration=seconds,
-                                          replace=self._replacer(quote, bid), me=self.me, records=records)
+                                          replace=self._replacer(quote, bid), me=self.me, records=records,
+                                          riding=riding)
         except db.Error as err:
             if not db.disk_full(err):
                 raise

@@ -31,7 +31,7 @@ from .core.merkle import block_hash, root
 from .core.placement import node_failures_survived, peer_failures_survived
 from .core.wire import WHOLE_MAX_BLOCK
 from .remote import Holder, RemoteShareWriter, gather_or_raise
-from .share_store import HELD_UPLOAD, ShareMeta
+from .share_store import HELD_UPLOAD, Rider, ShareMeta
 
 # A file's only segment this small is encoded on the event loop (~7 us for 1 KiB): handed to the pool, the hand-off
 # and the wait for the GIL back cost far more.
@@ -39,6 +39,7 @@ INLINE_SEGMENT = 16 * 1024
 ReadFn = Callable[[int], Awaitable[bytes]]
 Placer = Callable[[bytes, int], "tuple[list[str], dict[int, Holder]]"]
 Records = Callable[[bytes, list[str], int], dict[bytes, bytes]]  # (storage index, placement, lease expiry) -> records
+Riding = Callable[[str], Rider]  # (the file's capability) -> records of another's, written with the file's
 
 
 @dataclass
@@ -235,7 +236,7 @@ class _OnePut:
         return manifest, share_hashes
 
     async def publish(self, name: str | None, manifest: Manifest, encoded: bytes, share_hashes: list[list[bytes]],
-                      me: str, records: Records | None) -> PutResult:
+                      me: str, records: Records | None, riding: Riding | None = None) -> PutResult:
         share_bytes = layout.share_bytes(self.total, self.seg_size)
         cap = Capability(key=self.key, manifest_hash=manifest.digest(), size=self.total)
         lease, count = self.lease, len(self.hashes)
@@ -245,7 +246,8 @@ class _OnePut:
                   "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "placement": self.placement,
                   "lease_expiry": lease, "leases": [lease] * erasure.N}
         also = records(self.si, self.placement, lease) if records is not None else None
-        await self.gateway.publisher.publish(self.upload, metas, encoded, record, also)
+        rider = riding(record["capability"]) if riding is not None else None
+        await self.gateway.publisher.publish(self.upload, metas, encoded, record, also, rider)
         return PutResult(capability=cap, size=self.total, segments=count, stored_bytes=share_bytes * erasure.N,
                          placement=self.placement, lease_expiry=lease, me=me)
 
@@ -258,7 +260,8 @@ class _OnePut:
 
 async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | None = None,
               place: Placer | None = None, lease_duration: int | None = None,
-              replace: Replacer | None = None, me: str = "this node", records: Records | None = None) -> PutResult:
+              replace: Replacer | None = None, me: str = "this node", records: Records | None = None,
+              riding: Riding | None = None) -> PutResult:
     """Store a stream; `size` (if known) is checked against free space before anything is written.
 
     `place(storage index, share bytes)` says where the shares go: the node of each share and the
@@ -266,7 +269,8 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
     that cannot begin its share (down, or refusing) is swapped for `replace(share, nodes that failed it)`,
     if given, before any byte is sent.  Every share's lease ends `lease_duration` seconds from now
     (default: the node's).  `me`: how the placement names this node.  `records(storage index, placement, lease
-    expiry)`: records written with the file's (its deals), in the same synced write."""
+    expiry)`: records written with the file's (its deals), in the same synced write; `riding(capability)`: records of
+    another's made as that write is (`share_store.Rider`: a small S3 object's record)."""
     one = _OnePut(gateway, size, place, lease_duration, me)
     await one.begin()
     try:
@@ -283,7 +287,7 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
         else:
             await gather_or_raise([r.commit(share_hashes[s], encoded) for s, r in one.remote.items()],
                                   [(r.node, s) for s, r in one.remote.items()])
-        return await one.publish(name, manifest, encoded, share_hashes, me, records)
+        return await one.publish(name, manifest, encoded, share_hashes, me, records, riding)
     except BaseException:
         await one.undo()
         raise

@@ -10,7 +10,7 @@ from __future__ import annotations
 from concurrent.futures import Executor
 
 from ..tasks import GroupCommit
-from .share_store import Publication, ShareStore, ShareMeta, Upload
+from .share_store import Publication, Rider, ShareStore, ShareMeta, Upload
 
 MAX_GROUP = 256  # publishes written in one batch at most
 
@@ -27,9 +27,10 @@ class Publisher:
         return self.commits.groups
 
     async def publish(self, upload: Upload, metas: list[ShareMeta], manifest: bytes | None = None,
-                      file_record: dict | None = None, also: dict[bytes, bytes] | None = None) -> None:
-        """`ShareStore.publish`, in the next group write."""
-        await self.commits.add(Publication(upload, metas, manifest, file_record, also))
+                      file_record: dict | None = None, also: dict[bytes, bytes] | None = None,
+                      rider: Rider | None = None) -> None:
+        """`ShareStore.publish` (with `rider`'s records, `Rider`), in the next group write."""
+        await self.commits.add(Publication(upload, metas, manifest, file_record, also, rider))
 
 
 __all__ = ["Publisher"]

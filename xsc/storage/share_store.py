@@ -21,8 +21,10 @@ from __future__ import annotations
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 
 from .. import codec
@@ -89,6 +91,17 @@ class Upload:
                 batch.put(keys.block(self.storage_index, share, segment), block)
 
 
+class Rider(Protocol):
+    """Records of another owner's that a publication writes in its batch, made as the batch is (a small S3 object's
+    record with its file: one synced write for both).  `entries(read)` reads through `read` (the batch so far, then
+    the database) and answers what to write (None: a key it deletes); `lock` is its owner's, held from that reading
+    until the batch is written."""
+
+    lock: threading.Lock
+
+    def entries(self, read: Callable[[bytes], bytes | None]) -> dict[bytes, bytes | None]: ...
+
+
 @dataclass
 class Publication:
     """What `ShareStore.publish` makes visible of one upload."""
@@ -98,6 +111,7 @@ class Publication:
     manifest: bytes | None = None
     file_record: dict | None = None
     also: dict[bytes, bytes] | None = None
+    rider: Rider | None = None
 
     def added(self, replaced: list[ShareMeta]) -> int:
         """Bytes it adds to `used`, once the shares it replaces are freed."""
@@ -210,11 +224,17 @@ class ShareStore:
     def publish_all(self, publications: list["Publication"]) -> list[Exception | None]:
         """`publish` each of several uploads, in one synced write batch (a group commit): each one's error, None for
         those published.  An upload no longer in progress (aborted meanwhile) is not published; a failed write
-        publishes none of them."""
-        with self._lock:
+        publishes none of them.  A publication whose rider fails to make its records is not published."""
+        with self._lock, ExitStack() as riding:
+            for lock in {id(p.rider.lock): p.rider.lock for p in publications if p.rider is not None}.values():
+                riding.enter_context(lock)
             errors: list[Exception | None] = []
             written: dict[bytes, bytes | None] = {}  # key -> value (None: deleted), in the order of the batch
             used, held, files = self.used, 0, 0
+
+            def read(key: bytes) -> bytes | None:
+                return written[key] if key in written else self.db.get(key)
+
             for p in publications:
                 if p.upload.detached:
                     if used + self._reserved() + p.upload.reserved > self.capacity:
@@ -223,12 +243,18 @@ class ShareStore:
                 elif p.upload.id not in self._uploads:
                     errors.append(UploadNotFound("the upload was aborted before it was published"))
                     continue
+                try:
+                    rides = p.rider.entries(read) if p.rider is not None else {}
+                except Exception as err:  # noqa: BLE001 - its publication fails alone (its caller raises it)
+                    errors.append(err)
+                    continue
                 errors.append(None)
                 replaced = self._replaced(p, written)
                 used += p.added(replaced)
                 held += len(p.metas) - len(replaced)
                 files += p.file_record is not None
                 written.update(p.entries())
+                written.update(rides)
             written[keys.STORAGE_USED] = used.to_bytes(8, "big")
             with self.db.write_batch(sync=True) as batch:  # raises before it writes anything: nothing published
                 for key, value in written.items():
