@@ -90,7 +90,7 @@ async def test_a_payment_left_pending_waits_for_its_retry(deals) -> None:
     assert len(ledger.paid) == 1
 
 
-def test_the_promised_credit_is_read_once_then_kept_up_by_the_deals_recorded(deals, monkeypatch) -> None:
+async def test_the_promised_credit_is_read_once_then_kept_up_by_every_write_of_a_deal(deals, monkeypatch) -> None:
     make, _ = deals
     service = make()
     now = int(time.time())
@@ -100,10 +100,24 @@ def test_the_promised_credit_is_read_once_then_kept_up_by_the_deals_recorded(dea
     reads = []
     real = service.all
     monkeypatch.setattr(service, "all", lambda: reads.append(1) or real())
+
+    def recounted() -> int:  # what a reading of every deal finds now
+        return sum(d.cost(d.end - d.paid_until) for d in real() if not d.ended and d.end > d.paid_until)
+
     other = bytes(reversed(range(32)))
     added = service.record(other, [HOLDER] * 6, 1024**2, {s: 500 for s in range(6)}, now, now + 3600)
     # Every put asks it: the deals are not read again, and the new ones' promise is counted at once.
-    assert service.outstanding() == first + sum(d.cost(d.end - d.start) for d in added)
+    assert service.outstanding() == first + sum(d.cost(d.end - d.start) for d in added) == recounted()
     assert reads == []
-    monkeypatch.setattr("xsc.storage.deals.OUTSTANDING_FOR", 0.0)  # once the reading is old, it is read again
-    assert service.outstanding() == service.outstanding(int(time.time())) and reads
+    await service.pay_due(now + 1800)  # paid for half an hour: that much less is promised
+    reads.clear()  # the payment run read every deal (it pays them), not `outstanding`
+    assert service.outstanding() == recounted() < first + sum(d.cost(d.end - d.start) for d in added)
+    service.extended(SI, now + 9000, {0, 1})
+    assert service.outstanding() == recounted()
+    service.moved(SI, 2, "c" * 52, now + 1900, 2000)
+    assert service.outstanding() == recounted()
+    service.removed(other, now + 2000)
+    assert service.outstanding() == recounted() > 0
+    assert reads == [] and service.recent_outstanding() == recounted()
+    # Held but not yet paid is promised too: from each deal's last payment on, not from now on.
+    assert service.outstanding() >= service.outstanding(now + 3000)

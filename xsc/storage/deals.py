@@ -45,8 +45,6 @@ from .share_store import ShareStore
 
 log = logging.getLogger(__name__)
 
-OUTSTANDING_FOR = 30.0  # seconds a reading of the credit running deals promise is used
-
 RECEIPT_SLACK = 300  # seconds a payment period may run past the lease (clock skew between nodes)
 MAX_PRICE = 10**12  # micro-credits per GiB-hour: a million credits, far above any real bid
 
@@ -81,6 +79,11 @@ class StorageDeal:
         return {**{k: v for k, v in self._fields().items() if k != "paying"}, "total": self.cost(self.end - self.start)}
 
 
+def _promise(deal: StorageDeal) -> int:
+    """What `deal` still promises (micro-credits): its cost from `paid_until` to its end, if it runs."""
+    return deal.cost(deal.end - deal.paid_until) if not deal.ended and deal.end > deal.paid_until else 0
+
+
 Pay = Callable[[str, int, dict[str, int], str], Awaitable[str]]  # (payee node, amount, usage, job) -> entry id
 PaidFor = Callable[[str], "tuple[str, int] | None"]  # job -> ("paid", amount) | ("pending", cap) | None
 
@@ -105,9 +108,9 @@ class StorageDeals:
         # reading begun before a write is never kept as current).  The dashboard polls it.
         self._writes = 0
         self._summary: tuple[int, list[StorageDeal], list[StorageDeal], int] | None = None
-        # outstanding()'s reading (monotonic time, value), used for OUTSTANDING_FOR seconds with what deals recorded
-        # since then promise added: every put asks it, and reading every deal grows with what is stored.
-        self._outstanding: tuple[float, int] | None = None
+        # outstanding()'s total: read from every deal once, then kept up by every write of a deal (`_wrote`): every put
+        # asks it, and reading every deal grows with what is stored.
+        self._outstanding: int | None = None
         self._outstanding_lock = threading.Lock()
 
     # --- records -------------------------------------------------------------------------
@@ -133,12 +136,15 @@ class StorageDeals:
         return {keys.storage_deal(si, d.share): d.encode() for d in deals}
 
     def written(self, deals: list[StorageDeal]) -> None:
-        """`deals` are on disk: what they promise counts in `outstanding`."""
+        """New `deals` are on disk: what they promise counts in `outstanding`."""
+        self._wrote(sum(_promise(d) for d in deals))
+
+    def _wrote(self, change: int) -> None:
+        """Deals were written (after their batch): `change` is what they promise now less what they promised."""
         with self._outstanding_lock:
             self._writes += 1
             if self._outstanding is not None:
-                read_at, value = self._outstanding
-                self._outstanding = (read_at, value + sum(d.cost(d.end - d.start) for d in deals))
+                self._outstanding += change
 
     def of_file(self, si: bytes) -> list[StorageDeal]:
         return [StorageDeal(**codec.loads(v)) for _, v in self.db.iterator(prefix=keys.storage_deals_of(si))]
@@ -148,38 +154,41 @@ class StorageDeals:
 
     def outstanding(self, now: int | None = None) -> int:
         """What the running deals will still cost until their ends (micro-credits): credit already promised.
-        Without `now`, a reading at most OUTSTANDING_FOR seconds old plus what deals recorded since promise: an
-        upper bound (deals paid or ended since are still counted until the next reading)."""
+        With `now`, from `now` on, read from every deal.  Without, from each deal's `paid_until` on (what is held but
+        not paid yet is promised too: it is paid once audited), read from every deal once, then kept up by every
+        write of a deal: what a put asks, in time that does not grow with what is stored."""
         if now is not None:
             return self._promised(now)
         with self._outstanding_lock:
-            recent = self.recent_outstanding()
-            if recent is not None:
-                return recent
+            if self._outstanding is not None:
+                return self._outstanding
             writes = self._writes
-        value = self._promised(int(time.time()))
+        value = self._promised()
         with self._outstanding_lock:
-            if self._writes == writes:  # no deal recorded while it was read: the reading is whole
-                self._outstanding = (time.monotonic(), value)
+            if self._writes == writes:  # no deal written while they were read: the total is whole
+                self._outstanding = value
         return value
 
     def recent_outstanding(self) -> int | None:
-        """`outstanding` from its last reading while that is at most OUTSTANDING_FOR seconds old (None: it must be
-        read again, from every deal: `outstanding`, in the pool)."""
-        reading = self._outstanding
-        if reading is not None and time.monotonic() - reading[0] < OUTSTANDING_FOR:
-            return reading[1]
-        return None
+        """`outstanding()` if it is known without reading every deal (None: read it with `outstanding`, in the
+        pool)."""
+        return self._outstanding
 
-    def _promised(self, now: int) -> int:
+    def _promised(self, now: int | None = None) -> int:
+        if now is None:
+            return sum(_promise(d) for d in self.all())
         return sum(d.cost(d.end - max(d.paid_until, now)) for d in self.all()
                    if not d.ended and d.end > max(d.paid_until, now))
 
     def _save(self, deals: list[StorageDeal]) -> None:
+        change = 0
         with self.db.write_batch(sync=True) as batch:
             for d in deals:
-                batch.put(keys.storage_deal(bytes.fromhex(d.si), d.share), d.encode())
-        self._writes += 1
+                key = keys.storage_deal(bytes.fromhex(d.si), d.share)
+                before = self.db.get(key)
+                change += _promise(d) - (_promise(StorageDeal(**codec.loads(before))) if before else 0)
+                batch.put(key, d.encode())
+        self._wrote(change)
 
     def moved(self, si: bytes, share: int, node: str, at: int, price: int | None) -> None:
         """A repair put the share on `node`: the old holder's deal ends now (unpaid since its last audit
@@ -189,6 +198,7 @@ class StorageDeals:
         if old is None or old.node == node:
             return
         new = StorageDeal(old.si, share, node, old.bytes, old.price if price is None else price, at, old.end, at)
+        change = _promise(new) - _promise(old)
         old.forfeited += max(0, min(at, old.end) - old.paid_until)
         old.paid_until, old.end, old.ended = at, at, True
         log.info("share %d of %s moved from %s to %s: %s was paid %d, forfeited %d s", share, old.si[:16],
@@ -196,7 +206,7 @@ class StorageDeals:
         with self.db.write_batch(sync=True) as batch:
             batch.put(keys.storage_ended(si, share, at), old.encode())
             batch.put(keys.storage_deal(si, share), new.encode())
-        self._writes += 1
+        self._wrote(change)
 
     def ended_deals(self, si: bytes) -> list[StorageDeal]:
         """The deals of a file's shares that ended when a repair moved the share, oldest first."""
