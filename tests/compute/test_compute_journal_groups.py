@@ -26,11 +26,11 @@ class _GatedWrites:
         self._permits = threading.Semaphore(0)
         real = journal._write
 
-        def write(items):
+        def write(items, sign=True):
             self.sizes.append(len(items))
             self._entered.release()
             assert self._permits.acquire(timeout=10), "the test never let this write through"
-            return real(items)
+            return real(items, sign)
 
         monkeypatch.setattr(journal, "_write", write)
 
@@ -115,3 +115,47 @@ async def test_closing_the_journal_writes_the_records_that_wait_for_more(journal
     assert last.done() and writes.sizes == [1, 2, 1]
     stored = journal._db.get(keys.provenance(bytes.fromhex(record_id)))
     assert stored is not None and provenance.is_valid(provenance.decode(stored))  # durable, and signed on close
+
+
+
+def _records(journal: Journal, count: int) -> list[dict]:
+    return [{"version": provenance.VERSION, "id": provenance.new_id().hex(), "module": "ab" * 32, "function": "f",
+             "args": [], "outcome": "ok", "results": [], "node": journal.test_identity.id} for _ in range(count)]
+
+
+async def _one_group_behind_a_lone_record(journal, writes, records, sign_after: bool) -> None:
+    """`records` appended while a lone record is written (so they go as one group next), all answered."""
+    _, first = _append(journal)
+    await writes.started()
+    answers = [journal.append(record, b"m" * 32, sign_after=sign_after) for record in records]
+    writes.release()
+    await first
+    await writes.started()
+    writes.release()
+    await asyncio.gather(*answers)
+    assert writes.sizes == [1, len(records)]
+
+
+def _stored(journal: Journal, record: dict) -> bytes:
+    return journal._db.get(keys.provenance(bytes.fromhex(record["id"])))
+
+
+async def test_a_group_signed_after_is_answered_unsigned_whatever_its_size_then_signed_at_once(journal, monkeypatch):
+    """A peer's batch (`sign_after`): its group of SIGN_IN_GROUP records or more is written unsigned with its marks and
+    answered before any signature; `sign_now` signs it then, as one batch, without waiting for SIGN_DELAY."""
+    monkeypatch.setattr(journal_module, "SIGN_DELAY", 60.0)  # only sign_now signs it within the test
+    writes = _GatedWrites(monkeypatch, journal)
+    records = _records(journal, journal_module.SIGN_IN_GROUP)
+    await _one_group_behind_a_lone_record(journal, writes, records, sign_after=True)
+    assert all(journal_module.unsigned(_stored(journal, r)) for r in records)  # answered before its signature
+    assert await asyncio.wait_for(journal.sign_now(), 10) == len(records) + 1  # the lone one's too
+    signed = [provenance.decode(_stored(journal, r)) for r in records]
+    assert all(provenance.is_valid(s) for s in signed) and {s["batch"]["count"] for s in signed} == {len(records) + 1}
+    assert list(journal._db.iterator(prefix=keys.UNSIGNED)) == []
+
+
+async def test_a_large_group_without_sign_after_is_still_written_signed(journal, monkeypatch):
+    writes = _GatedWrites(monkeypatch, journal)
+    records = _records(journal, journal_module.SIGN_IN_GROUP)
+    await _one_group_behind_a_lone_record(journal, writes, records, sign_after=False)
+    assert not any(journal_module.unsigned(_stored(journal, r)) for r in records)

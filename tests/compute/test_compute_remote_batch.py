@@ -17,6 +17,7 @@ import time
 import pytest
 from tests.support.attacks import INVOKE_PRICE
 from tests.support.compute import deploy, invoke, peer_with_provider
+from tests.support.waiting import eventually_async
 
 from xsc.compute.service import InvokeCall
 from xsc.errors import PeerRefused, PeerUnreachable
@@ -138,6 +139,40 @@ async def test_each_call_of_a_batch_is_checked_alone_and_fails_alone(node_factor
     tabs = node.app[NODE].paid.provider_tabs
     assert tabs.calls(bytes.fromhex(ok[0]["tab"]["authorization"])) == 3
     assert tabs.calls(bytes.fromhex(ok[8]["tab"]["authorization"])) == 1
+
+
+
+async def test_a_batch_is_answered_before_its_records_are_signed_and_they_are_signed_once_it_has_left(
+        node_factory, monkeypatch) -> None:
+    """The gateway waits for every record of its batch and sends nothing more meanwhile: the batch's records are
+    written durably but unsigned (a group of SIGN_IN_GROUP or more included), answered, and signed at once after
+    the answer (not SIGN_DELAY later, nor on the next read)."""
+    from xsc.compute import journal as journal_module
+    from xsc.compute import provenance
+
+    monkeypatch.setattr(journal_module, "SIGN_DELAY", 60.0)  # only the batch's own request signs them in the test
+    node = await node_factory()
+    module = await deploy(node, "add")
+    gateway = Identity.generate()
+    tab = _tab(gateway, node.app[IDENTITY].public_key)
+    journal = node.app[NODE].compute.journal
+    signs: list[bool] = []
+    real = journal._write
+
+    def write(items, sign=True):
+        signs.append(sign)
+        return real(items, sign)
+
+    monkeypatch.setattr(journal, "_write", write)
+    batches = journal.signed_batches
+    status, answer = await _peer(node, gateway, _batch(*[_call(module, tab)] * journal_module.SIGN_IN_GROUP))
+    assert status == 200 and [r["status"] for r in answer["results"]] == [200] * journal_module.SIGN_IN_GROUP, answer
+    assert signs and not any(signs)  # written unsigned, whatever the group's size
+    await eventually_async(lambda: journal.signed_batches > batches, "the batch's records signed after its answer")
+    ids = [bytes.fromhex(r["answer"]["run"]["provenance"]) for r in answer["results"]]
+    stored = [node.app[NODE].compute.store.provenance(i) for i in ids]  # as stored: no read signs them first
+    assert not any(journal_module.unsigned(s) for s in stored)
+    assert all(provenance.is_valid(provenance.decode(s)) for s in stored)
 
 
 async def test_each_call_of_a_batch_is_held_to_the_nodes_ask_and_none_runs_when_it_offers_none(node_factory) -> None:

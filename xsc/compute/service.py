@@ -407,7 +407,8 @@ class ComputeService:
         `rate` is the deal's price (micro-credits per million fuel), and `deal` what the provenance
         record says of the deal the call runs under; `owed(run)` gives records written durably with the
         run's provenance record (what the run owes: ledger/tabs.py).  `together`: it comes with others (a peer's
-        batch), so it is a concurrent call even if it is admitted first."""
+        batch), so it is a concurrent call even if it is admitted first, and its record is answered before it is
+        signed (Journal.append's `sign_after`: the caller has it signed once its answer has left, `sign_now`)."""
         if self.admitted >= self.max_queued:
             raise ComputeBusy(f"the node is busy: {self.admitted} calls are running or waiting "
                               f"for one of its {self.threads} threads", hint="retry in a moment",
@@ -419,16 +420,21 @@ class ComputeService:
             inline = self._try_inline(call, requester, rate, deal, owed) if self.admitted > 1 or together else None
             if inline is not None:  # one hop: the record's group commit
                 run, record, module_hash, puts = inline
-                await self.journal.append(record, module_hash, puts)
+                await self.journal.append(record, module_hash, puts, sign_after=together)
                 return run
             # One hop: the worker parses, runs, records and writes (or joins the group being written), and the
             # run comes back once its record is on disk.
             loop = asyncio.get_running_loop()
             future = loop.create_future()
-            self.pool.submit(self._invoke, call, requester, rate, deal, owed, loop, future)
+            self.pool.submit(self._invoke, call, requester, rate, deal, owed, loop, future, together)
             return await future
         finally:
             self.admitted -= 1
+
+    def sign_now(self) -> asyncio.Future:
+        """On the loop: sign the records answered before their signature now, on the journal's thread, rather than
+        within its SIGN_DELAY (a peer's batch, once its answer has left: its gateway works meanwhile)."""
+        return self.journal.sign_now()
 
     def check(self, call: InvokeCall) -> None:
         """Refuse a call that could not run here (no such module or export, bad arguments) without running it."""
@@ -504,7 +510,7 @@ class ComputeService:
 
     def _invoke(self, call: InvokeCall, requester: str, rate: int, deal: dict[str, Any] | None,
                 owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None, loop: asyncio.AbstractEventLoop,
-                future: asyncio.Future) -> None:
+                future: asyncio.Future, together: bool = False) -> None:
         """On a worker: parse, run and record a call, and write its record (journal.commit), which answers
         `future` with the Run once the record is durable; bad input, or any failure, answers it at once."""
         try:
@@ -523,7 +529,7 @@ class ComputeService:
         except BaseException as exc:  # refused (bad arguments, no such export) or failed: nothing to write
             _answer_soon(loop, future, exc)
             return
-        self.journal.commit(record, prepared.module_hash, puts, loop, future, run)
+        self.journal.commit(record, prepared.module_hash, puts, loop, future, run, sign_after=together)
 
     def _finish(self, call: InvokeCall, prepared: sandbox.Prepared, signature: Signature, values: list,
                 argv: list[str] | None, limits: Limits, outcome: sandbox.Outcome, started: int, requester: str,

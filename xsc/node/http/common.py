@@ -52,21 +52,22 @@ def json_response(value: Any, status: int = 200, content_type: str = "applicatio
 # is no nesting.
 _STRING = re.compile(rb'"[^"\\]*(?:\\[\s\S][^"\\]*)*(?:"|\\?\Z)')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_DEPTH_STEP = {0x5B: 1, 0x7B: 1, 0x5D: -1, 0x7D: -1}
+_NOT_BRACKETS_OR_QUOTES = bytes(b for b in range(256) if b not in b'[]{}"')
+_DEPTH_STEP = [{0x5B: 1, 0x7B: 1, 0x5D: -1, 0x7D: -1}.get(b, 0) for b in range(256)]
 
 
 def _too_deep(raw: bytes) -> bool:
-    """Does `raw` nest deeper than MAX_JSON_DEPTH (brackets in strings not counted)?  Strings and everything
-    but brackets are cut at C speed first: a byte-by-byte walk of a 300 KB directory message was ~30 ms of
-    Python, holding the GIL against the event loop."""
+    """Does `raw` nest deeper than MAX_JSON_DEPTH (brackets in strings not counted)?  Every step runs at C speed
+    (a byte-by-byte walk of a 300 KB directory message was ~30 ms of Python, holding the GIL against the event
+    loop): without escapes, the text is cut to its brackets and quotes first, then at its quotes (every other piece
+    is in a string); with escapes the regex engine finds where each string ends."""
     if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:  # cannot nest deeper than it opens (C speed)
         return False
-    if b"\\" in raw:  # escapes: the regex engine finds where each string ends
-        outside = _STRING.sub(b"", raw)
-    else:  # none: every quote begins or ends a string, and every other piece is outside one (~10x faster)
-        outside = b"".join(raw.split(b'"')[::2])
-    brackets = outside.translate(None, _NOT_BRACKETS)
-    return max(accumulate(_DEPTH_STEP[b] for b in brackets), default=0) > MAX_JSON_DEPTH
+    if b"\\" in raw:
+        brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    else:  # every quote begins or ends a string
+        brackets = b"".join(raw.translate(None, _NOT_BRACKETS_OR_QUOTES).split(b'"')[::2])
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > MAX_JSON_DEPTH
 
 
 IN_POOL_BYTES = 64 * 1024  # a JSON body at least this long is checked and parsed in the CPU pool, off the loop

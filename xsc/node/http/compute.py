@@ -115,8 +115,8 @@ async def run_batch_for_peer(request: web.Request) -> web.Response:
         raise PayloadTooLarge(f"a batch of calls is at most {MAX_BATCH_BYTES} bytes", hint="send fewer calls at once")
     body = json_object(raw, 'send {"calls": [CALL, ...]}')
     calls, gateway = body.get("calls"), peer_auth.peer_id(request)
-    for _ in range(len(calls) - 1 if isinstance(calls, list) and len(calls) <= MAX_BATCH_CALLS else 0):
-        request.app[PEER_LIMITS].check(gateway, time.monotonic(), f"peer {gateway[:12]}…")  # each call counts
+    if isinstance(calls, list) and 1 < len(calls) <= MAX_BATCH_CALLS:  # each call counts (the first with the request)
+        request.app[PEER_LIMITS].check(gateway, time.monotonic(), f"peer {gateway[:12]}…", len(calls) - 1)
     results = await request.app[NODE].paid.run_batch_for_peer(gateway, body)
     return results_response(results)
 
