@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +53,7 @@ from .job_sandbox import Sandboxed, admit, record_and_owe, sandboxed
 from .jobspec import Input, JobSpec, parse_input, parse_job
 from .service import ComputeService, InvokeCall
 from .store import ComputeStore
+from .fastcall import close_held, fcntl_held, pipe_held, read_held
 from .wasi_io import OUTPUT_CAP, Streams, io_fuel
 
 FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency", "spend_cap",
@@ -69,8 +71,9 @@ HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy
 CHUNK = 1 << 20
 STREAM_BYTES = 256 * 1024  # an answer this long is sent while its run goes on (shorter: once it ends)
 STREAM_AFTER = 0.05  # seconds a run goes on before what it has written is sent
+FOLLOW_AFTER = 0.01  # seconds a run goes on before the loop reads its pipes as they are written
 SPILL = 1 << 20  # bytes of an answer kept in memory; past this it is written to a file
-PIPE_BYTES = 1 << 20  # a stdout pipe's buffer: a long answer's program waits for the loop once a MiB
+PIPE_BYTES = 1 << 20  # a pipe's buffer: an answer up to this long is read once its run has ended
 PIPE_READ = 64 * 1024  # bytes read from it at once (a MiB buffer would be mapped and unmapped for each read)
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
@@ -92,10 +95,11 @@ class Request:
 
 
 class Spill:
-    """A run's stdout: a pipe its program writes (wasmtime's own writes, on the thread running it), read on the
-    loop as it is written and kept in memory up to SPILL bytes, then in a file in `directory` (so an answer of up
-    to MAX_RESPONSE bytes is never held whole).  Past `cap` bytes the pipe is closed: the program's next write
-    fails (EPIPE) and its run is refused for its cap."""
+    """A run's stdout: a pipe its program writes (wasmtime's own writes, on the thread running it), kept in memory
+    up to SPILL bytes, then in a file in `directory` (so an answer of up to MAX_RESPONSE bytes is never held
+    whole).  Who opens and reads the pipe is the run's `Pipes`.  Past `cap` bytes it is no longer read: read by
+    the loop, the pipe is closed and the program's next write fails (EPIPE); either way the run is refused for
+    its cap."""
 
     def __init__(self, directory: Path, loop: asyncio.AbstractEventLoop, cap: int) -> None:
         self.directory = directory
@@ -107,25 +111,58 @@ class Spill:
         self.size = 0
         self.over = False  # it went past its cap
         self._pipe: int | None = None  # the reading end
+        self._followed = False  # the loop reads it as it is written
+        self.pipes: Pipes | None = None  # who reads it (set by Pipes)
         self.drained: asyncio.Future = loop.create_future()  # done once every byte written is read, or cut off
         self._waiter: asyncio.Future | None = None  # the loop waits for ...
         self._wanted = 0  # ... this many bytes in all
 
     def open(self) -> int:
-        """The pipe's writing end, for the run's WASI config (wasi_io.Streams.stdout_pipe, which closes it)."""
+        """On the worker about to run the program: the pipe's writing end, for the run's WASI config
+        (wasi_io.Streams.stdout_pipe, which closes it)."""
         try:
-            reading, writing = os.pipe()
+            # Both ends non-blocking: the writing end is never written through this descriptor (wasmtime opens
+            # the pipe again, blocking, by its /proc/self/fd path).
+            reading, writing = pipe_held(os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:  # out of file descriptors: refused like a run past the node's queue
             raise ComputeBusy(f"the node has no file descriptor to spare for another run ({exc.strerror})",
                               hint="retry in a moment") from None
-        os.set_blocking(reading, False)
         try:
-            fcntl.fcntl(reading, F_SETPIPE_SZ, PIPE_BYTES)
+            fcntl_held(reading, F_SETPIPE_SZ, PIPE_BYTES)
         except OSError:
-            pass  # over the user's pipe allowance: the default size, more wake-ups for a long answer
+            pass  # over the user's pipe allowance: the default size, read by the loop sooner
         self._pipe = reading
-        self.loop.add_reader(reading, self._readable)
         return writing
+
+    def follow(self) -> None:
+        """On the loop: read the pipe as it is written, from now on."""
+        if self._pipe is not None and not self._followed:
+            self._followed = True
+            self.loop.add_reader(self._pipe, self._readable)
+
+    def collect(self) -> tuple[list[bytes], bool]:
+        """On the worker that ran the program, once it has ended (every writing end closed): what is in the pipe
+        (up to one read past its cap), and whether it was read to its end (then it is closed here)."""
+        chunks, size = [], 0
+        while size <= self.cap:
+            try:
+                chunk = read_held(self._pipe, PIPE_READ)
+            except BlockingIOError:
+                return chunks, False
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        close_held(self._pipe)
+        self._pipe = None
+        return chunks, True
+
+    def take(self, chunks: list[bytes], ended: bool) -> None:
+        """On the loop: what the worker collected; the pipe followed if its end was not reached."""
+        for chunk in chunks:
+            if not self._kept(chunk):
+                return
+        self.close() if ended else self.follow()
 
     def _readable(self) -> None:
         assert self._pipe is not None
@@ -135,11 +172,17 @@ class Spill:
             return
         if not chunk:  # every writing end is closed: the run has ended
             self.close()
-        elif self.size + len(chunk) > self.cap:
+        else:
+            self._kept(chunk)
+
+    def _kept(self, chunk: bytes) -> bool:
+        """`chunk` kept, or (past the cap) nothing more read; whether it was kept."""
+        if self.size + len(chunk) > self.cap:
             self.over = True
             self.close()
-        else:
-            self._keep(chunk)
+            return False
+        self._keep(chunk)
+        return True
 
     def _keep(self, chunk: bytes) -> None:
         if self._file is None and len(self.memory) + len(chunk) > SPILL:
@@ -159,8 +202,11 @@ class Spill:
 
     def close(self) -> None:
         """Nothing more is read: the pipe and the file closed, the waiters woken."""
+        if self.pipes is not None:
+            self.pipes.close()  # a worker collecting the pipe is done with it first, and none opens it after
         if self._pipe is not None:
-            self.loop.remove_reader(self._pipe)
+            if self._followed:
+                self.loop.remove_reader(self._pipe)
             os.close(self._pipe)
             self._pipe = None
         if self._file is not None:
@@ -200,6 +246,77 @@ class Spill:
     @property
     def on_disk(self) -> bool:
         return self.path is not None
+
+
+class Pipes:
+    """A run's stdout and stderr pipes, opened by the worker that runs it (`open`): a request's run makes no
+    system call on the loop.  The worker reads them once the run has ended (`collect`, handed to the loop with
+    its outcome): a quick answer's writes never wake the loop.  A run that goes on FOLLOW_AFTER seconds has them
+    read by the loop as they are written (`follow`): a long answer is streamed while it runs, and a program that
+    fills its pipe waits that long at most."""
+
+    def __init__(self, stdout: Spill, stderr: Spill) -> None:
+        self.spills = (stdout, stderr)
+        self._lock = threading.Lock()
+        self._state = "new"  # "open" (by the worker), then "worker" or "loop" (who reads them), or "closed"
+        self._collected: list[tuple[list[bytes], bool]] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        stdout.pipes = stderr.pipes = self
+
+    def started(self, ran: asyncio.Future) -> None:
+        """On the loop, as the run is handed to a worker."""
+        self._timer = self.spills[0].loop.call_later(FOLLOW_AFTER, self.follow)
+        ran.add_done_callback(self._ended)
+
+    def open(self, streams: Streams) -> None:
+        """On the worker, before the run: the pipes its stdout and stderr go to."""
+        with self._lock:
+            if self._state != "new":  # given up (the node stops)
+                raise ComputeBusy("the request was given up before it ran")
+            streams.stdout_pipe = self.spills[0].open()
+            try:
+                streams.stderr_pipe = self.spills[1].open()
+            except BaseException:
+                streams.release()
+                raise
+            self._state = "open"
+
+    def collect(self) -> None:
+        """On the worker, once the run has ended: its pipes read (unless the loop reads them already)."""
+        with self._lock:
+            if self._state == "open":
+                self._state = "worker"
+                self._collected = [spill.collect() for spill in self.spills]
+
+    def follow(self) -> None:
+        """On the loop, once the run has gone on FOLLOW_AFTER (or has ended without a worker reading its pipes)."""
+        with self._lock:
+            if self._state == "new":  # still waiting for a worker
+                self._timer = self.spills[0].loop.call_later(FOLLOW_AFTER, self.follow)
+                return
+            if self._state == "open":
+                self._state = "loop"
+            following = self._state == "loop"
+        if following:
+            for spill in self.spills:
+                spill.follow()
+
+    def close(self) -> None:
+        """On the loop: a pipe is closed; no worker opens or reads them after this."""
+        with self._lock:
+            if self._state in ("new", "open"):
+                self._state = "closed"
+
+    def _ended(self, _: asyncio.Future) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        collected, self._collected = self._collected, None
+        if collected is None:  # the loop reads them (or the run failed before they were opened)
+            if self._state != "new":
+                self.follow()
+            return
+        for spill, (chunks, ended) in zip(self.spills, collected):
+            spill.take(chunks, ended)
 
 
 @dataclass
@@ -650,12 +767,12 @@ class WebFunctions:
                 stdin, size = await _body_to(request.read, self.work_dir, record["max_body"])
                 admit(self.compute)
                 streams.stdin, streams.prepaid_fuel = None if stdin is None else str(stdin), io_fuel(size)
-                streams.stdout_pipe = stdout.open()
-                streams.stderr_pipe = stderr.open()
                 argv, started = [spec.module], time.time_ns()
-                ran = sandboxed(self.compute, prepared, spec.entrypoint, signature, argv, limits, streams)
+                pipes = Pipes(stdout, stderr)
+                ran = sandboxed(self.compute, prepared, spec.entrypoint, signature, argv, limits, streams,
+                                around=pipes)
+                pipes.started(ran)
             except BaseException:
-                streams.release()  # never handed to a worker: its pipes' writing ends are still here
                 bill.release(budget)
                 raise
             finish = running.finish = Finish(self, served, request, spec, prepared, signature, limits, budget,

@@ -21,7 +21,7 @@ from typing import BinaryIO
 import wasmtime
 
 from ..errors import ComputeBusy
-from .fastcall import WasiConfig
+from .fastcall import WasiConfig, close_held
 
 OUTPUT_CAP = 64 * 1024  # bytes of stdout and of stderr kept from an invoke's WASI call
 IO_FUEL_PER_BYTE = 4  # fuel per byte through a WASI stream (a host copy: a few times a wasm byte copy)
@@ -84,7 +84,7 @@ class Streams:
         their end."""
         for pipe in (self.stdout_pipe, self.stderr_pipe):
             if pipe is not None:
-                os.close(pipe)
+                close_held(pipe)  # on the worker that ran it: see fastcall.pipe_held
         self.stdout_pipe = self.stderr_pipe = None
 
 
