@@ -469,7 +469,7 @@ class LedgerBill:
     def record(self, compute: ComputeService, run, record: dict, module_hash: bytes, budget: int,
                also: tuple[tuple[bytes, bytes], ...]) -> asyncio.Future:
         return record_and_owe(compute, self.ledger, self.tabs, self.payer, self.node, run, record, module_hash,
-                              budget, also)
+                              budget, also, awaited=False)
 
 
 class _Running:
@@ -547,8 +547,11 @@ class WebFunctions:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _served_from(self, record: dict[str, Any]) -> Served:
-        return Served(record, self.bill,
-                      spent=self.store.function_spend(record["name"], _minute() - HOUR_MINUTES + 1))
+        """Served with what it spent this hour: as counted here if it is served already (its runs whose records
+        are still to be written among them), else as kept with its runs' records."""
+        served = self._served.get(record["name"])
+        return Served(record, self.bill, spent=served.spent if served is not None else
+                      self.store.function_spend(record["name"], _minute() - HOUR_MINUTES + 1))
 
     async def unserve(self, name: str) -> dict[str, Any]:
         served = self._served.pop(name, None)

@@ -118,17 +118,19 @@ def _left(compute: ComputeService) -> None:
 
 
 def record_and_owe(compute: ComputeService, ledger, tabs, payer, node, run, record: dict, module_hash: bytes,
-                   budget: int, also: tuple[tuple[bytes, bytes], ...] = ()) -> asyncio.Future:
+                   budget: int, also: tuple[tuple[bytes, bytes], ...] = (), *,
+                   awaited: bool = True) -> asyncio.Future:
     """A run here recorded with what it owes on the payer's tab with this node (and `also`, other records that
     must go with it), in the journal's next group commit; once written, the tab takes the charge.  From the
     moment the run is queued only its charge stays held, not its whole budget: runs answered before their records
     are written (a web function's) must not hold a backlog of budgets that refuses the next callers.  If the
     record is not written, what is held is released and nothing is owed.  The future is done once it is one or
-    the other (whether or not anyone waits for it: a web function's caller is answered before it)."""
+    the other (whether or not anyone waits for it: a web function's caller is answered before it, and its record
+    is `awaited` by nobody: see Journal.append)."""
     owed = (owed_entry(bytes.fromhex(run.provenance_id), payer.public_key, node.public_key, run.charge,
                        run.fuel_consumed), *also)
     try:
-        written = compute.journal.append(record, module_hash, owed)
+        written = compute.journal.append(record, module_hash, owed, awaited=awaited)
     except BaseException:
         ledger.release(payer, budget)
         raise
