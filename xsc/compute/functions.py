@@ -66,6 +66,7 @@ CONCURRENCY = 8
 PLACED_DIR = ".placed"  # under work_dir: functions other nodes placed here (no function's name starts with '.')
 HOUR_MINUTES = 60  # the spend cap's window: this minute and the 59 before it
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_ENV_NAME = re.compile(r"[A-Z0-9_]{1,100}")  # a request header passed to the function as HTTP_<NAME>
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                         "transfer-encoding", "upgrade", "content-length", "status"})
 CHUNK = 1 << 20
@@ -491,6 +492,7 @@ class Served:
     errors: int = 0
     latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))
     spend: int = 0
+    plan: tuple | None = None  # what its requests run (WebFunctions._plan)
 
     def spent_this_hour(self, minute: int) -> int:
         for old in [m for m in self.spent if m <= minute - HOUR_MINUTES]:
@@ -748,23 +750,15 @@ class WebFunctions:
 
     async def _call(self, served: Served, request: Request, running: _Running) -> Answer:
         record = served.record
-        limits_asked = record["limits"]
-        spec = JobSpec(record["module"], record["entrypoint"], (), tuple(sorted(record["env"].items())), "-",
-                       (), False, fuel=limits_asked.get("fuel"), memory=limits_asked.get("memory"),
-                       timeout=limits_asked.get("timeout"), bytes_in=record["max_body"], stdout_to_store=True,
-                       bytes_out=MAX_RESPONSE)
-        spec = _with_env(spec, _cgi_env(request))
-        call = InvokeCall(spec.module, spec.entrypoint, [], spec.fuel, spec.memory, spec.timeout, True)
-        limits = self.compute.limits(call)
+        spec, call, limits = served.plan or self._plan(served)
         prepared, signature = self.compute.program(spec.module, spec.entrypoint)
         bill = served.bill  # a placed function's next tab bills the requests that start after it
         budget = self.compute.budget(call, bill.rate)
         await bill.hold(budget)
         loop = asyncio.get_running_loop()
         stdout, stderr, stdin = Spill(self._dir(), loop, MAX_RESPONSE), Spill(self._dir(), loop, OUTPUT_CAP), None
-        mounted = (self.work_dir / record["name"] if served.owner is None else self._placed_dir(record)) / "in"
-        streams = Streams(refuse_over_cap=True, env=dict(spec.env),
-                          inputs_dir=str(mounted) if record["inputs"] else None)
+        streams = Streams(refuse_over_cap=True, env=dict(sorted({**record["env"], **_cgi_env(request)}.items())),
+                          inputs_dir=self._mounted(served) if record["inputs"] else None)
         try:
             try:
                 stdin, size = await _body_to(request.read, self.work_dir, record["max_body"])
@@ -798,6 +792,21 @@ class WebFunctions:
             stderr.close()
             await Answer(0, [], stdout, 0, -1, stdin, running.finish).release()
             raise
+
+    def _plan(self, served: Served) -> tuple[JobSpec, InvokeCall, Any]:
+        """What each request of a function runs (its environment aside: the request's), made once."""
+        record = served.record
+        asked = record["limits"]
+        spec = JobSpec(record["module"], record["entrypoint"], (), tuple(sorted(record["env"].items())), "-",
+                       (), False, fuel=asked.get("fuel"), memory=asked.get("memory"), timeout=asked.get("timeout"),
+                       bytes_in=record["max_body"], stdout_to_store=True, bytes_out=MAX_RESPONSE)
+        call = InvokeCall(spec.module, spec.entrypoint, [], spec.fuel, spec.memory, spec.timeout, True)
+        served.plan = (spec, call, self.compute.limits(call))
+        return served.plan
+
+    def _mounted(self, served: Served) -> str:
+        record = served.record
+        return str((self.work_dir / record["name"] if served.owner is None else self._placed_dir(record)) / "in")
 
     def _elsewhere(self, served: Served, request: Request) -> Answer:
         """A request here for a function served on the market: sent to where its provider serves it (307: the
@@ -953,13 +962,9 @@ def _cgi_env(request: Request) -> dict[str, str]:
         key = name.upper().replace("-", "_")
         if key == "CONTENT_TYPE":
             env["CONTENT_TYPE"] = value
-        elif key not in ("CONTENT_LENGTH", "AUTHORIZATION", "COOKIE") and re.fullmatch(r"[A-Z0-9_]{1,100}", key):
+        elif key not in ("CONTENT_LENGTH", "AUTHORIZATION", "COOKIE") and _ENV_NAME.fullmatch(key):
             env["HTTP_" + key] = value.replace("\0", "")
     return env
-
-
-def _with_env(spec: JobSpec, env: dict[str, str]) -> JobSpec:
-    return replace(spec, env=tuple(sorted({**dict(spec.env), **env}.items())))
 
 
 async def _body_to(read: ReadFn, directory: Path, cap: int) -> tuple[Path | None, int]:
