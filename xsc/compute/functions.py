@@ -112,6 +112,7 @@ class Spill:
         self.size = 0
         self.over = False  # it went past its cap
         self._pipe: int | None = None  # the reading end
+        self._writing: int | None = None  # our writing end (wasmtime writes through one it opens itself)
         self._followed = False  # the loop reads it as it is written
         self.pipes: Pipes | None = None  # who reads it (set by Pipes)
         self.drained: asyncio.Future = loop.create_future()  # done once every byte written is read, or cut off
@@ -120,7 +121,11 @@ class Spill:
 
     def open(self) -> int:
         """On the worker about to run the program: the pipe's writing end, for the run's WASI config
-        (wasi_io.Streams.stdout_pipe, which closes it)."""
+        (wasi_io.Streams.stdout_pipe; kept: see `done`).  A pipe a run on this worker left empty is used again."""
+        idle = _idle_pipes()
+        if idle:
+            self._pipe, self._writing = idle.pop()
+            return self._writing
         try:
             # Both ends non-blocking: the writing end is never written through this descriptor (wasmtime opens
             # the pipe again, blocking, by its /proc/self/fd path).
@@ -132,7 +137,7 @@ class Spill:
             fcntl_held(reading, F_SETPIPE_SZ, PIPE_BYTES)
         except OSError:
             pass  # over the user's pipe allowance: the default size, read by the loop sooner
-        self._pipe = reading
+        self._pipe, self._writing = reading, writing
         return writing
 
     def follow(self) -> None:
@@ -141,29 +146,38 @@ class Spill:
             self._followed = True
             self.loop.add_reader(self._pipe, self._readable)
 
-    def collect(self) -> tuple[list[bytes], bool]:
-        """On the worker that ran the program, once it has ended (every writing end closed): what is in the pipe
-        (up to one read past its cap), and whether it was read to its end (then it is closed here)."""
+    def collect(self) -> list[bytes]:
+        """On the worker that ran the program, once it has ended (its Store, and wasmtime's writing end with it,
+        freed): what is in the pipe, all of it (a write returns once its bytes are in the pipe), or up to one read
+        past its cap.  A pipe read empty is kept for the worker's next run; one past its cap is closed."""
         chunks, size = [], 0
         while size <= self.cap:
             try:
                 chunk = read_held(self._pipe, PIPE_READ)
             except BlockingIOError:
-                return chunks, False
-            if not chunk:
+                _idle_pipes().append((self._pipe, self._writing))
                 break
             chunks.append(chunk)
             size += len(chunk)
-        close_held(self._pipe)
-        self._pipe = None
-        return chunks, True
+        else:
+            close_held(self._pipe)
+            close_held(self._writing)
+        self._pipe = self._writing = None
+        return chunks
 
-    def take(self, chunks: list[bytes], ended: bool) -> None:
-        """On the loop: what the worker collected; the pipe followed if its end was not reached."""
+    def done(self) -> None:
+        """On the worker, once the run has ended, when the loop reads the pipe: its writing end closed, so that
+        the loop's reads come to its end."""
+        if self._writing is not None:
+            close_held(self._writing)
+            self._writing = None
+
+    def take(self, chunks: list[bytes]) -> None:
+        """On the loop: what the worker collected, all the run wrote."""
         for chunk in chunks:
             if not self._kept(chunk):
                 return
-        self.close() if ended else self.follow()
+        self.close()
 
     def _readable(self) -> None:
         assert self._pipe is not None
@@ -260,7 +274,7 @@ class Pipes:
         self.spills = (stdout, stderr)
         self._lock = threading.Lock()
         self._state = "new"  # "open" (by the worker), then "worker" or "loop" (who reads them), or "closed"
-        self._collected: list[tuple[list[bytes], bool]] | None = None
+        self._collected: list[list[bytes]] | None = None
         self._timer: asyncio.TimerHandle | None = None
         stdout.pipes = stderr.pipes = self
 
@@ -278,8 +292,9 @@ class Pipes:
             try:
                 streams.stderr_pipe = self.spills[1].open()
             except BaseException:
-                streams.release()
+                self.spills[0].collect()  # empty: kept for the next run
                 raise
+            streams.pipes_kept = True
             self._state = "open"
 
     def collect(self) -> None:
@@ -288,6 +303,9 @@ class Pipes:
             if self._state == "open":
                 self._state = "worker"
                 self._collected = [spill.collect() for spill in self.spills]
+            else:  # the loop reads them (or gave up on them)
+                for spill in self.spills:
+                    spill.done()
 
     def follow(self) -> None:
         """On the loop, once the run has gone on FOLLOW_AFTER (or has ended without a worker reading its pipes)."""
@@ -316,8 +334,8 @@ class Pipes:
             if self._state != "new":
                 self.follow()
             return
-        for spill, (chunks, ended) in zip(self.spills, collected):
-            spill.take(chunks, ended)
+        for spill, chunks in zip(self.spills, collected):
+            spill.take(chunks)
 
 
 @dataclass
@@ -907,6 +925,26 @@ def _sent_fuel(outcome, size: int, fuel: int) -> str | None:
     if outcome.over_cap is not None:
         refusal = f"its {outcome.over_cap} went over its cap"
     return refusal
+
+
+class _IdlePipes(list):
+    """A worker's pipes its runs left empty, for its next runs (a pipe made and closed for each run cost the worker
+    a few system calls with the GIL held); closed when the worker's thread ends."""
+
+    def __del__(self) -> None:
+        for pipe in self:
+            for end in pipe:
+                os.close(end)
+
+
+_IDLE = threading.local()
+
+
+def _idle_pipes() -> _IdlePipes:
+    idle = getattr(_IDLE, "pipes", None)
+    if idle is None:
+        idle = _IDLE.pipes = _IdlePipes()
+    return idle
 
 
 def _remove(stdout: Spill, stdin: Path | None) -> None:

@@ -46,6 +46,7 @@ class Streams:
     stdout_sink: BinaryIO | None = None  # stdout written here (a file to store) instead of kept in memory
     stdout_pipe: int | None = None  # the writing end of a pipe stdout goes to instead (closed by `release`)
     stderr_pipe: int | None = None  # and stderr
+    pipes_kept: bool = False  # the pipes' writing ends are the caller's: `release` leaves them open
     inputs_dir: str | None = None  # host directory mounted read-only at /in
     outputs_dir: str | None = None  # host directory mounted writable at /out
     env: dict[str, str] = field(default_factory=dict)
@@ -81,8 +82,8 @@ class Streams:
 
     def release(self) -> None:
         """Once the run has ended (its Store, holding the pipes' other writing ends, is freed): their readers see
-        their end."""
-        for pipe in (self.stdout_pipe, self.stderr_pipe):
+        their end (unless the caller keeps them, and closes them itself)."""
+        for pipe in (self.stdout_pipe, self.stderr_pipe) if not self.pipes_kept else ():
             if pipe is not None:
                 close_held(pipe)  # on the worker that ran it: see fastcall.pipe_held
         self.stdout_pipe = self.stderr_pipe = None
