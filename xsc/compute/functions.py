@@ -963,6 +963,8 @@ async def _head_while_running(stdout: Spill, run: asyncio.Future) -> bytes | Non
     blank line."""
     loop = asyncio.get_running_loop()
     deadline, wanted = loop.time() + STREAM_AFTER, STREAM_BYTES
+    if not run.done():  # nothing is read before FOLLOW_AFTER (see Pipes): until then, only the run's end counts
+        await _done_within(run, FOLLOW_AFTER)
     while not run.done():
         if stdout.size >= wanted or loop.time() >= deadline:
             written = stdout.read(0, MAX_HEAD)
@@ -976,6 +978,18 @@ async def _head_while_running(stdout: Spill, run: asyncio.Future) -> bytes | Non
         await asyncio.wait([more, run], timeout=left if left > 0 else None, return_when=asyncio.FIRST_COMPLETED)
         more.cancel()
     return None
+
+
+async def _done_within(future: asyncio.Future, seconds: float) -> None:
+    """Once `future` is done or `seconds` have passed (one waiter and one timer: a quick run's end is awaited
+    without asyncio.wait's machinery)."""
+    waiter = asyncio.get_running_loop().create_future()
+    timer = waiter.get_loop().call_later(seconds, _wake, waiter)
+    future.add_done_callback(lambda _: _wake(waiter))
+    try:
+        await waiter
+    finally:
+        timer.cancel()
 
 
 async def _settled(*futures: asyncio.Future) -> None:
