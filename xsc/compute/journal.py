@@ -10,10 +10,12 @@ for the next group, and their workers are free at once: the leader answers each 
 its group is on disk (or failed), and the journal's thread writes the next group, once as many records wait as
 the group just answered had (the callers it answered send their next calls meanwhile), or GATHER after it was
 answered: under load, fewer and larger groups (each costs a synced write and a signature), and a lone record, or
-one that comes while nothing is written, is never held.  Per group, in one synced LevelDB write batch: the records in
-their canonical form, each with its link to the previous record of the same module on this node
-(`previous`: a per-module chain, so a module's lineage can be walked), the modules' invocation counts and
-chain heads, whatever the callers add (`puts`: what a paid run owes, ledger/tabs.py), and for each record
+one that comes while nothing is written, is never held, unless nobody waits for it (`append(awaited=False)`: a
+web function's caller is answered before its record is written): such records start a group once LAZY of them
+wait or LAZY_AFTER after the first, so that under load their groups are large.  Per group, in one synced
+LevelDB write batch: the records in their canonical form, each with its link to the previous record of the
+same module on this node (`previous`: a per-module chain, so a module's lineage can be walked), the modules'
+invocation counts and chain heads, whatever the callers add (`puts`: what a paid run owes, ledger/tabs.py), and for each record
 an `unsigned` mark; or, for a group of SIGN_IN_GROUP records or more (under load), the records already signed
 as one batch (below): one signature costs such a group less than writing each record twice.
 
