@@ -15,9 +15,9 @@ web function's caller is answered before its record is written): such records st
 wait or LAZY_AFTER after the first, so that under load their groups are large.  Per group, in one synced
 LevelDB write batch: the records in their canonical form, each with its link to the previous record of the
 same module on this node (`previous`: a per-module chain, so a module's lineage can be walked), the modules'
-invocation counts and chain heads, whatever the callers add (`puts`: what a paid run owes, ledger/tabs.py), and for each record
-an `unsigned` mark; or, for a group of SIGN_IN_GROUP records or more (under load), the records already signed
-as one batch (below): one signature costs such a group less than writing each record twice.
+invocation counts and chain heads, whatever the callers add (`puts`: what a paid run owes, ledger/tabs.py), and
+for each record an `unsigned` mark; or, for a group of SIGN_IN_GROUP records or more (under load), the records
+already signed as one batch (below): one signature costs such a group less than writing each record twice.
 
 A smaller group's signing waits for no caller: within SIGN_DELAY of a write, the journal's thread signs every
 record written since its last batch at once (one Ed25519 signature over the Merkle root of their canonical records; each
