@@ -54,6 +54,10 @@ async def test_a_function_answers_a_request_wagi_style_with_its_headers_and_its_
     big = os.urandom(10 * 1024 * 1024)
     status, _, body = await _get(f"{base}/fn/hello/upload", "POST", data=big)
     assert status == 200 and body.endswith(big) and f"CONTENT_LENGTH={len(big)}" in body[:4096].decode("latin-1")
+    # One request after another (their runs' pipes used again by the worker that ran them): each its own answer.
+    for n in range(4):
+        text = (await _get(f"{base}/fn/hello/next-{n}"))[2].decode()
+        assert f"PATH_INFO=/next-{n}" in text.splitlines() and text.count("PATH_INFO=") == 1, text
     # The user API is not on this origin, and a function is not on the user API's.
     status, _, _ = await _get(f"{base}/v1/node/status")
     assert status == 404

@@ -150,18 +150,23 @@ class Spill:
         """On the worker that ran the program, once it has ended (its Store, and wasmtime's writing end with it,
         freed): what is in the pipe, all of it (a write returns once its bytes are in the pipe), or up to one read
         past its cap.  A pipe read empty is kept for the worker's next run; one past its cap is closed."""
-        chunks, size = [], 0
+        chunks, size, empty = [], 0, False
         while size <= self.cap:
             try:
                 chunk = read_held(self._pipe, PIPE_READ)
             except BlockingIOError:
-                _idle_pipes().append((self._pipe, self._writing))
+                empty = True
+                break
+            if not chunk:  # no writing end left (none of ours): not one to use again
                 break
             chunks.append(chunk)
             size += len(chunk)
+        if empty:
+            _idle_pipes().append((self._pipe, self._writing))
         else:
             close_held(self._pipe)
-            close_held(self._writing)
+            if self._writing is not None:
+                close_held(self._writing)
         self._pipe = self._writing = None
         return chunks
 
