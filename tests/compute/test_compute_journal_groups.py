@@ -1,6 +1,7 @@
 """The provenance journal's groups under load: the next group waits for as many records as the group before it had
 (the callers just answered send their next calls meanwhile), at most GATHER; a lone record, or one that comes while
-nothing is written, is never held; and closing the journal writes what waits."""
+nothing is written, is never held; records nobody waits for (a web function's) start a group once LAZY wait, or
+LAZY_AFTER after the first, or once someone waits; and closing the journal writes what waits."""
 
 from __future__ import annotations
 
@@ -53,10 +54,9 @@ async def journal(tmp_path):
     db.close()
 
 
-def _append(journal: Journal) -> tuple[str, asyncio.Future]:
-    record = {"version": provenance.VERSION, "id": provenance.new_id().hex(), "module": "ab" * 32, "function": "f",
-              "args": [], "outcome": "ok", "results": [], "node": journal.test_identity.id}
-    return record["id"], journal.append(record, b"m" * 32)
+def _append(journal: Journal, awaited: bool = True) -> tuple[str, asyncio.Future]:
+    record = _records(journal, 1)[0]
+    return record["id"], journal.append(record, b"m" * 32, awaited=awaited)
 
 
 async def test_the_next_group_waits_for_as_many_records_as_the_last_had(journal, monkeypatch):
@@ -116,6 +116,44 @@ async def test_closing_the_journal_writes_the_records_that_wait_for_more(journal
     stored = journal._db.get(keys.provenance(bytes.fromhex(record_id)))
     assert stored is not None and provenance.is_valid(provenance.decode(stored))  # durable, and signed on close
 
+
+async def test_records_nobody_waits_for_are_written_together(journal, monkeypatch):
+    monkeypatch.setattr(journal_module, "LAZY_AFTER", 60.0)  # groups start when records come, not by the clock
+    monkeypatch.setattr(journal_module, "GATHER", 60.0)
+    writes = _GatedWrites(monkeypatch, journal)
+    lazy = [_append(journal, awaited=False)[1] for _ in range(journal_module.LAZY - 1)]
+    await asyncio.sleep(0.05)  # (time enough for a group to start, if it did not wait)
+    assert writes.sizes == [] and not any(f.done() for f in lazy)
+    lazy.append(_append(journal, awaited=False)[1])  # the LAZY-th: they go together
+    await writes.started()
+    during = [_append(journal, awaited=False)[1] for _ in range(2)]  # they come while those are written
+    writes.release()
+    await asyncio.gather(*lazy)
+    await asyncio.sleep(0.05)
+    assert writes.sizes == [journal_module.LAZY] and not any(f.done() for f in during)  # they wait for more
+    _, awaited = _append(journal)  # someone waits: the group starts at once
+    await writes.started()
+    writes.release()
+    await asyncio.gather(awaited, *during)
+    assert writes.sizes == [journal_module.LAZY, 3]
+    # Alone and nobody waits for it: it waits for more, until the journal is asked to write what it has.
+    _, alone = _append(journal, awaited=False)
+    await asyncio.sleep(0.05)
+    assert not alone.done()
+    flushed = asyncio.ensure_future(journal.flush())
+    await writes.started()
+    writes.release()
+    await flushed
+    assert alone.done() and writes.sizes == [journal_module.LAZY, 3, 1]
+
+
+async def test_a_record_nobody_waits_for_is_written_within_lazy_after(journal, monkeypatch):
+    writes = _GatedWrites(monkeypatch, journal)
+    _, alone = _append(journal, awaited=False)
+    await writes.started()  # once LAZY_AFTER has passed
+    writes.release()
+    await alone
+    assert writes.sizes == [1]
 
 
 def _records(journal: Journal, count: int) -> list[dict]:

@@ -54,6 +54,10 @@ async def test_a_function_answers_a_request_wagi_style_with_its_headers_and_its_
     big = os.urandom(10 * 1024 * 1024)
     status, _, body = await _get(f"{base}/fn/hello/upload", "POST", data=big)
     assert status == 200 and body.endswith(big) and f"CONTENT_LENGTH={len(big)}" in body[:4096].decode("latin-1")
+    # One request after another (their runs' pipes used again by the worker that ran them): each its own answer.
+    for n in range(4):
+        text = (await _get(f"{base}/fn/hello/next-{n}"))[2].decode()
+        assert f"PATH_INFO=/next-{n}" in text.splitlines() and text.count("PATH_INFO=") == 1, text
     # The user API is not on this origin, and a function is not on the user API's.
     status, _, _ = await _get(f"{base}/v1/node/status")
     assert status == 404
@@ -147,6 +151,9 @@ async def test_an_answer_past_its_cap_is_cut_off_and_its_run_refused(web, monkey
     await _serve(node, name="echo", module=module)
     status, _, body = await _get(f"{base}/fn/echo/", "POST", data=os.urandom(200 * 1024))
     assert status == 502 and b"went over its cap" in body  # the echo of its body is more than it may answer
+    # An echo longer than its pipe holds: read by the loop while it runs, and cut off at the cap.
+    status, _, body = await _get(f"{base}/fn/echo/", "POST", data=os.urandom(functions.PIPE_BYTES * 2))
+    assert status == 502 and b"went over its cap" in body
     status, _, body = await _get(f"{base}/fn/echo/", "POST", data=b"small")
     assert status == 200 and body.endswith(b"small")
 
@@ -154,7 +161,7 @@ async def test_an_answer_past_its_cap_is_cut_off_and_its_run_refused(web, monkey
         return [r["record"] for r in node.app[NODE].compute.recent_provenance(10)
                 if r["record"].get("job", {}).get("function") == "echo"]
 
-    await eventually_async(lambda: len(runs()) == 2, "both runs to be recorded")
+    await eventually_async(lambda: len(runs()) == 3, "the three runs to be recorded")
     assert all(r["charge"] > 0 for r in runs())  # the refused run is recorded and paid too
 
 
@@ -162,20 +169,20 @@ async def test_a_node_out_of_file_descriptors_answers_503_and_serves_the_next_re
     node, base = web
     module = await deploy(node, "cgi", wasi=True)
     await _serve(node, name="hello", module=module)
-    pipe = os.pipe
+    pipe = functions.pipe_held
 
-    def exhausted() -> tuple[int, int]:
+    def exhausted(flags: int) -> tuple[int, int]:
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
     services = node.app[NODE]
     owner = node.app[CLIENT_IDENTITY].public_key
     await eventually_async(lambda: services.ledger.held(owner) == 0, "nothing held for the owner")
-    monkeypatch.setattr(functions.os, "pipe", exhausted)
+    monkeypatch.setattr(functions, "pipe_held", exhausted)
     status, headers, body = await _get(f"{base}/fn/hello/")
     assert status == 503 and headers["Content-Type"].startswith("application/problem+json")
     assert b"file descriptor" in body and b"Traceback" not in body
     assert services.ledger.held(owner) == 0  # the request's budget is given back
-    monkeypatch.setattr(functions.os, "pipe", pipe)
+    monkeypatch.setattr(functions, "pipe_held", pipe)
     assert (await _get(f"{base}/fn/hello/"))[0] == 200
     assert next(f for f in node.app[NODE].functions.functions() if f["name"] == "hello")["in_flight"] == 0
 

@@ -22,6 +22,8 @@ Errors are wasmtime-py's own exception types (`wasmtime.Trap`, `WasmtimeError`,
 from __future__ import annotations
 
 import ctypes
+import os
+import threading
 from ctypes import POINTER, byref
 
 import wasmtime
@@ -67,6 +69,56 @@ _wasi_stderr_custom = _held("wasi_config_set_stderr_custom")
 _wasi_preopen_dir = _held("wasi_config_preopen_dir")
 _MEMORY = ffi.WASMTIME_EXTERN_MEMORY.value
 _NO_FINALIZER = ctypes.cast(0, ctypes.CFUNCTYPE(None, ctypes.c_void_p))
+
+
+# --- a run's pipes: system calls that never block, made without releasing the GIL -------------------------
+# On the worker running a web function (compute/functions.py), each call that releases the GIL (os.pipe2, os.read,
+# os.close, fcntl) lets the loop take it, and the worker waits to get it back: a thread switch each, several a
+# request.  These calls on a pipe whose reading end does not block take a microsecond or two.
+_LIBC = ctypes.PyDLL(None, use_errno=True)
+_BUFFERS = threading.local()
+_pipe2, _read, _close, _fcntl = _LIBC.pipe2, _LIBC.read, _LIBC.close, _LIBC.fcntl
+_pipe2.argtypes, _pipe2.restype = [ctypes.POINTER(ctypes.c_int * 2), ctypes.c_int], ctypes.c_int
+_read.argtypes, _read.restype = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t], ctypes.c_ssize_t
+_close.argtypes, _close.restype = [ctypes.c_int], ctypes.c_int
+_fcntl.argtypes, _fcntl.restype = [ctypes.c_int, ctypes.c_int, ctypes.c_int], ctypes.c_int
+
+
+def pipe_held(flags: int) -> tuple[int, int]:
+    """os.pipe2(flags) (its reading end, its writing end) without releasing the GIL."""
+    ends = (ctypes.c_int * 2)()
+    if _pipe2(byref(ends), flags) < 0:
+        _os_error()
+    return ends[0], ends[1]
+
+
+def fcntl_held(fd: int, command: int, argument: int) -> int:
+    result = _fcntl(fd, command, argument)
+    if result < 0:
+        _os_error()
+    return result
+
+
+def read_held(fd: int, size: int) -> bytes:
+    """os.read(fd, size) of a non-blocking descriptor without releasing the GIL: b"" at its end, BlockingIOError
+    if nothing is there yet."""
+    buffer = getattr(_BUFFERS, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _BUFFERS.buffer = ctypes.create_string_buffer(size)  # one a thread, reused
+    n = _read(fd, buffer, size)
+    if n < 0:
+        _os_error()
+    return buffer.raw[:n] if n == len(buffer) else ctypes.string_at(buffer, n)
+
+
+def close_held(fd: int) -> None:
+    if _close(fd) < 0:
+        _os_error()
+
+
+def _os_error() -> None:
+    code = ctypes.get_errno()
+    raise OSError(code, os.strerror(code))
 
 
 class Store:

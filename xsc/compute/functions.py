@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +53,7 @@ from .job_sandbox import Sandboxed, admit, record_and_owe, sandboxed
 from .jobspec import Input, JobSpec, parse_input, parse_job
 from .service import ComputeService, InvokeCall
 from .store import ComputeStore
+from .fastcall import close_held, fcntl_held, pipe_held, read_held
 from .wasi_io import OUTPUT_CAP, Streams, io_fuel
 
 FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency", "spend_cap",
@@ -64,13 +66,15 @@ CONCURRENCY = 8
 PLACED_DIR = ".placed"  # under work_dir: functions other nodes placed here (no function's name starts with '.')
 HOUR_MINUTES = 60  # the spend cap's window: this minute and the 59 before it
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_ENV_NAME = re.compile(r"[A-Z0-9_]{1,100}")  # a request header passed to the function as HTTP_<NAME>
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                         "transfer-encoding", "upgrade", "content-length", "status"})
 CHUNK = 1 << 20
 STREAM_BYTES = 256 * 1024  # an answer this long is sent while its run goes on (shorter: once it ends)
 STREAM_AFTER = 0.05  # seconds a run goes on before what it has written is sent
+FOLLOW_AFTER = 0.01  # seconds a run goes on before the loop reads its pipes as they are written
 SPILL = 1 << 20  # bytes of an answer kept in memory; past this it is written to a file
-PIPE_BYTES = 1 << 20  # a stdout pipe's buffer: a long answer's program waits for the loop once a MiB
+PIPE_BYTES = 1 << 20  # a pipe's buffer: an answer up to this long is read once its run has ended
 PIPE_READ = 64 * 1024  # bytes read from it at once (a MiB buffer would be mapped and unmapped for each read)
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
@@ -92,10 +96,11 @@ class Request:
 
 
 class Spill:
-    """A run's stdout: a pipe its program writes (wasmtime's own writes, on the thread running it), read on the
-    loop as it is written and kept in memory up to SPILL bytes, then in a file in `directory` (so an answer of up
-    to MAX_RESPONSE bytes is never held whole).  Past `cap` bytes the pipe is closed: the program's next write
-    fails (EPIPE) and its run is refused for its cap."""
+    """A run's stdout: a pipe its program writes (wasmtime's own writes, on the thread running it), kept in memory
+    up to SPILL bytes, then in a file in `directory` (so an answer of up to MAX_RESPONSE bytes is never held
+    whole).  Who opens and reads the pipe is the run's `Pipes`.  Past `cap` bytes it is no longer read: read by
+    the loop, the pipe is closed and the program's next write fails (EPIPE); either way the run is refused for
+    its cap."""
 
     def __init__(self, directory: Path, loop: asyncio.AbstractEventLoop, cap: int) -> None:
         self.directory = directory
@@ -107,25 +112,77 @@ class Spill:
         self.size = 0
         self.over = False  # it went past its cap
         self._pipe: int | None = None  # the reading end
+        self._writing: int | None = None  # our writing end (wasmtime writes through one it opens itself)
+        self._followed = False  # the loop reads it as it is written
+        self.pipes: Pipes | None = None  # who reads it (set by Pipes)
         self.drained: asyncio.Future = loop.create_future()  # done once every byte written is read, or cut off
         self._waiter: asyncio.Future | None = None  # the loop waits for ...
         self._wanted = 0  # ... this many bytes in all
 
     def open(self) -> int:
-        """The pipe's writing end, for the run's WASI config (wasi_io.Streams.stdout_pipe, which closes it)."""
+        """On the worker about to run the program: the pipe's writing end, for the run's WASI config
+        (wasi_io.Streams.stdout_pipe; kept: see `done`).  A pipe a run on this worker left empty is used again."""
+        idle = _idle_pipes()
+        if idle:
+            self._pipe, self._writing = idle.pop()
+            return self._writing
         try:
-            reading, writing = os.pipe()
+            # Both ends non-blocking: the writing end is never written through this descriptor (wasmtime opens
+            # the pipe again, blocking, by its /proc/self/fd path).
+            reading, writing = pipe_held(os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:  # out of file descriptors: refused like a run past the node's queue
             raise ComputeBusy(f"the node has no file descriptor to spare for another run ({exc.strerror})",
                               hint="retry in a moment") from None
-        os.set_blocking(reading, False)
         try:
-            fcntl.fcntl(reading, F_SETPIPE_SZ, PIPE_BYTES)
+            fcntl_held(reading, F_SETPIPE_SZ, PIPE_BYTES)
         except OSError:
-            pass  # over the user's pipe allowance: the default size, more wake-ups for a long answer
-        self._pipe = reading
-        self.loop.add_reader(reading, self._readable)
+            pass  # over the user's pipe allowance: the default size, read by the loop sooner
+        self._pipe, self._writing = reading, writing
         return writing
+
+    def follow(self) -> None:
+        """On the loop: read the pipe as it is written, from now on."""
+        if self._pipe is not None and not self._followed:
+            self._followed = True
+            self.loop.add_reader(self._pipe, self._readable)
+
+    def collect(self) -> list[bytes]:
+        """On the worker that ran the program, once it has ended (its Store, and wasmtime's writing end with it,
+        freed): what is in the pipe, all of it (a write returns once its bytes are in the pipe), or up to one read
+        past its cap.  A pipe read empty is kept for the worker's next run; one past its cap is closed."""
+        chunks, size, empty = [], 0, False
+        while size <= self.cap:
+            try:
+                chunk = read_held(self._pipe, PIPE_READ)
+            except BlockingIOError:
+                empty = True
+                break
+            if not chunk:  # no writing end left (none of ours): not one to use again
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if empty:
+            _idle_pipes().append((self._pipe, self._writing))
+        else:
+            close_held(self._pipe)
+            if self._writing is not None:
+                close_held(self._writing)
+        self._pipe = self._writing = None
+        return chunks
+
+    def done(self) -> None:
+        """On the worker, once the run has ended, when the loop reads the pipe: its writing end closed, so that
+        the loop's reads come to its end."""
+        if self._writing is not None:
+            close_held(self._writing)
+            self._writing = None
+
+    def take(self, chunks: list[bytes]) -> None:
+        """On the loop: what the worker collected, all the run wrote."""
+        for chunk in chunks:
+            if not self._kept(chunk):
+                return
+        self.close()
 
     def _readable(self) -> None:
         assert self._pipe is not None
@@ -135,11 +192,17 @@ class Spill:
             return
         if not chunk:  # every writing end is closed: the run has ended
             self.close()
-        elif self.size + len(chunk) > self.cap:
+        else:
+            self._kept(chunk)
+
+    def _kept(self, chunk: bytes) -> bool:
+        """`chunk` kept, or (past the cap) nothing more read; whether it was kept."""
+        if self.size + len(chunk) > self.cap:
             self.over = True
             self.close()
-        else:
-            self._keep(chunk)
+            return False
+        self._keep(chunk)
+        return True
 
     def _keep(self, chunk: bytes) -> None:
         if self._file is None and len(self.memory) + len(chunk) > SPILL:
@@ -159,8 +222,11 @@ class Spill:
 
     def close(self) -> None:
         """Nothing more is read: the pipe and the file closed, the waiters woken."""
+        if self.pipes is not None:
+            self.pipes.close()  # a worker collecting the pipe is done with it first, and none opens it after
         if self._pipe is not None:
-            self.loop.remove_reader(self._pipe)
+            if self._followed:
+                self.loop.remove_reader(self._pipe)
             os.close(self._pipe)
             self._pipe = None
         if self._file is not None:
@@ -200,6 +266,81 @@ class Spill:
     @property
     def on_disk(self) -> bool:
         return self.path is not None
+
+
+class Pipes:
+    """A run's stdout and stderr pipes, opened by the worker that runs it (`open`): a request's run makes no
+    system call on the loop.  The worker reads them once the run has ended (`collect`, handed to the loop with
+    its outcome): a quick answer's writes never wake the loop.  A run that goes on FOLLOW_AFTER seconds has them
+    read by the loop as they are written (`follow`): a long answer is streamed while it runs, and a program that
+    fills its pipe waits that long at most."""
+
+    def __init__(self, stdout: Spill, stderr: Spill) -> None:
+        self.spills = (stdout, stderr)
+        self._lock = threading.Lock()
+        self._state = "new"  # "open" (by the worker), then "worker" or "loop" (who reads them), or "closed"
+        self._collected: list[list[bytes]] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        stdout.pipes = stderr.pipes = self
+
+    def started(self, ran: asyncio.Future) -> None:
+        """On the loop, as the run is handed to a worker."""
+        self._timer = self.spills[0].loop.call_later(FOLLOW_AFTER, self.follow)
+        ran.add_done_callback(self._ended)
+
+    def open(self, streams: Streams) -> None:
+        """On the worker, before the run: the pipes its stdout and stderr go to."""
+        with self._lock:
+            if self._state != "new":  # given up (the node stops)
+                raise ComputeBusy("the request was given up before it ran")
+            streams.stdout_pipe = self.spills[0].open()
+            try:
+                streams.stderr_pipe = self.spills[1].open()
+            except BaseException:
+                self.spills[0].collect()  # empty: kept for the next run
+                raise
+            streams.pipes_kept = True
+            self._state = "open"
+
+    def collect(self) -> None:
+        """On the worker, once the run has ended: its pipes read (unless the loop reads them already)."""
+        with self._lock:
+            if self._state == "open":
+                self._state = "worker"
+                self._collected = [spill.collect() for spill in self.spills]
+            else:  # the loop reads them (or gave up on them)
+                for spill in self.spills:
+                    spill.done()
+
+    def follow(self) -> None:
+        """On the loop, once the run has gone on FOLLOW_AFTER (or has ended without a worker reading its pipes)."""
+        with self._lock:
+            if self._state == "new":  # still waiting for a worker
+                self._timer = self.spills[0].loop.call_later(FOLLOW_AFTER, self.follow)
+                return
+            if self._state == "open":
+                self._state = "loop"
+            following = self._state == "loop"
+        if following:
+            for spill in self.spills:
+                spill.follow()
+
+    def close(self) -> None:
+        """On the loop: a pipe is closed; no worker opens or reads them after this."""
+        with self._lock:
+            if self._state in ("new", "open"):
+                self._state = "closed"
+
+    def _ended(self, _: asyncio.Future) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        collected, self._collected = self._collected, None
+        if collected is None:  # the loop reads them (or the run failed before they were opened)
+            if self._state != "new":
+                self.follow()
+            return
+        for spill, chunks in zip(self.spills, collected):
+            spill.take(chunks)
 
 
 @dataclass
@@ -352,7 +493,7 @@ class LedgerBill:
     def record(self, compute: ComputeService, run, record: dict, module_hash: bytes, budget: int,
                also: tuple[tuple[bytes, bytes], ...]) -> asyncio.Future:
         return record_and_owe(compute, self.ledger, self.tabs, self.payer, self.node, run, record, module_hash,
-                              budget, also)
+                              budget, also, awaited=False)
 
 
 class _Running:
@@ -374,6 +515,7 @@ class Served:
     errors: int = 0
     latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))
     spend: int = 0
+    plan: tuple | None = None  # what its requests run (WebFunctions._plan)
 
     def spent_this_hour(self, minute: int) -> int:
         for old in [m for m in self.spent if m <= minute - HOUR_MINUTES]:
@@ -430,8 +572,11 @@ class WebFunctions:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _served_from(self, record: dict[str, Any]) -> Served:
-        return Served(record, self.bill,
-                      spent=self.store.function_spend(record["name"], _minute() - HOUR_MINUTES + 1))
+        """Served with what it spent this hour: as counted here if it is served already (its runs whose records
+        are still to be written among them), else as kept with its runs' records."""
+        served = self._served.get(record["name"])
+        return Served(record, self.bill, spent=served.spent if served is not None else
+                      self.store.function_spend(record["name"], _minute() - HOUR_MINUTES + 1))
 
     async def unserve(self, name: str) -> dict[str, Any]:
         served = self._served.pop(name, None)
@@ -628,34 +773,26 @@ class WebFunctions:
 
     async def _call(self, served: Served, request: Request, running: _Running) -> Answer:
         record = served.record
-        limits_asked = record["limits"]
-        spec = JobSpec(record["module"], record["entrypoint"], (), tuple(sorted(record["env"].items())), "-",
-                       (), False, fuel=limits_asked.get("fuel"), memory=limits_asked.get("memory"),
-                       timeout=limits_asked.get("timeout"), bytes_in=record["max_body"], stdout_to_store=True,
-                       bytes_out=MAX_RESPONSE)
-        spec = _with_env(spec, _cgi_env(request))
-        call = InvokeCall(spec.module, spec.entrypoint, [], spec.fuel, spec.memory, spec.timeout, True)
-        limits = self.compute.limits(call)
+        spec, call, limits = served.plan or self._plan(served)
         prepared, signature = self.compute.program(spec.module, spec.entrypoint)
         bill = served.bill  # a placed function's next tab bills the requests that start after it
         budget = self.compute.budget(call, bill.rate)
         await bill.hold(budget)
         loop = asyncio.get_running_loop()
         stdout, stderr, stdin = Spill(self._dir(), loop, MAX_RESPONSE), Spill(self._dir(), loop, OUTPUT_CAP), None
-        mounted = (self.work_dir / record["name"] if served.owner is None else self._placed_dir(record)) / "in"
-        streams = Streams(refuse_over_cap=True, env=dict(spec.env),
-                          inputs_dir=str(mounted) if record["inputs"] else None)
+        streams = Streams(refuse_over_cap=True, env=dict(sorted({**record["env"], **_cgi_env(request)}.items())),
+                          inputs_dir=self._mounted(served) if record["inputs"] else None)
         try:
             try:
                 stdin, size = await _body_to(request.read, self.work_dir, record["max_body"])
                 admit(self.compute)
                 streams.stdin, streams.prepaid_fuel = None if stdin is None else str(stdin), io_fuel(size)
-                streams.stdout_pipe = stdout.open()
-                streams.stderr_pipe = stderr.open()
                 argv, started = [spec.module], time.time_ns()
-                ran = sandboxed(self.compute, prepared, spec.entrypoint, signature, argv, limits, streams)
+                pipes = Pipes(stdout, stderr)
+                ran = sandboxed(self.compute, prepared, spec.entrypoint, signature, argv, limits, streams,
+                                around=pipes)
+                pipes.started(ran)
             except BaseException:
-                streams.release()  # never handed to a worker: its pipes' writing ends are still here
                 bill.release(budget)
                 raise
             finish = running.finish = Finish(self, served, request, spec, prepared, signature, limits, budget,
@@ -678,6 +815,21 @@ class WebFunctions:
             stderr.close()
             await Answer(0, [], stdout, 0, -1, stdin, running.finish).release()
             raise
+
+    def _plan(self, served: Served) -> tuple[JobSpec, InvokeCall, Any]:
+        """What each request of a function runs (its environment aside: the request's), made once."""
+        record = served.record
+        asked = record["limits"]
+        spec = JobSpec(record["module"], record["entrypoint"], (), tuple(sorted(record["env"].items())), "-",
+                       (), False, fuel=asked.get("fuel"), memory=asked.get("memory"), timeout=asked.get("timeout"),
+                       bytes_in=record["max_body"], stdout_to_store=True, bytes_out=MAX_RESPONSE)
+        call = InvokeCall(spec.module, spec.entrypoint, [], spec.fuel, spec.memory, spec.timeout, True)
+        served.plan = (spec, call, self.compute.limits(call))
+        return served.plan
+
+    def _mounted(self, served: Served) -> str:
+        record = served.record
+        return str((self.work_dir / record["name"] if served.owner is None else self._placed_dir(record)) / "in")
 
     def _elsewhere(self, served: Served, request: Request) -> Answer:
         """A request here for a function served on the market: sent to where its provider serves it (307: the
@@ -780,6 +932,26 @@ def _sent_fuel(outcome, size: int, fuel: int) -> str | None:
     return refusal
 
 
+class _IdlePipes(list):
+    """A worker's pipes its runs left empty, for its next runs (a pipe made and closed for each run cost the worker
+    a few system calls with the GIL held); closed when the worker's thread ends."""
+
+    def __del__(self) -> None:
+        for pipe in self:
+            for end in pipe:
+                os.close(end)
+
+
+_IDLE = threading.local()
+
+
+def _idle_pipes() -> _IdlePipes:
+    idle = getattr(_IDLE, "pipes", None)
+    if idle is None:
+        idle = _IDLE.pipes = _IdlePipes()
+    return idle
+
+
 def _remove(stdout: Spill, stdin: Path | None) -> None:
     for path in (stdout.path, stdin):
         if path is not None:
@@ -796,6 +968,8 @@ async def _head_while_running(stdout: Spill, run: asyncio.Future) -> bytes | Non
     blank line."""
     loop = asyncio.get_running_loop()
     deadline, wanted = loop.time() + STREAM_AFTER, STREAM_BYTES
+    if not run.done():  # nothing is read before FOLLOW_AFTER (see Pipes): until then, only the run's end counts
+        await _done_within(run, FOLLOW_AFTER)
     while not run.done():
         if stdout.size >= wanted or loop.time() >= deadline:
             written = stdout.read(0, MAX_HEAD)
@@ -809,6 +983,18 @@ async def _head_while_running(stdout: Spill, run: asyncio.Future) -> bytes | Non
         await asyncio.wait([more, run], timeout=left if left > 0 else None, return_when=asyncio.FIRST_COMPLETED)
         more.cancel()
     return None
+
+
+async def _done_within(future: asyncio.Future, seconds: float) -> None:
+    """Once `future` is done or `seconds` have passed (one waiter and one timer: a quick run's end is awaited
+    without asyncio.wait's machinery)."""
+    waiter = asyncio.get_running_loop().create_future()
+    timer = waiter.get_loop().call_later(seconds, _wake, waiter)
+    future.add_done_callback(lambda _: _wake(waiter))
+    try:
+        await waiter
+    finally:
+        timer.cancel()
 
 
 async def _settled(*futures: asyncio.Future) -> None:
@@ -833,13 +1019,9 @@ def _cgi_env(request: Request) -> dict[str, str]:
         key = name.upper().replace("-", "_")
         if key == "CONTENT_TYPE":
             env["CONTENT_TYPE"] = value
-        elif key not in ("CONTENT_LENGTH", "AUTHORIZATION", "COOKIE") and re.fullmatch(r"[A-Z0-9_]{1,100}", key):
+        elif key not in ("CONTENT_LENGTH", "AUTHORIZATION", "COOKIE") and _ENV_NAME.fullmatch(key):
             env["HTTP_" + key] = value.replace("\0", "")
     return env
-
-
-def _with_env(spec: JobSpec, env: dict[str, str]) -> JobSpec:
-    return replace(spec, env=tuple(sorted({**dict(spec.env), **env}.items())))
 
 
 async def _body_to(read: ReadFn, directory: Path, cap: int) -> tuple[Path | None, int]:

@@ -8,12 +8,14 @@ provider), holds what the run may cost, and afterwards records and pays it; this
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Protocol
 
 from ..errors import ComputeBusy
 from ..ledger.tabs import owed_entry
@@ -84,13 +86,31 @@ def admit(compute: ComputeService) -> None:
 
 
 def sandboxed(compute: ComputeService, prepared, entrypoint: str, signature, argv: list[str], limits: Limits,
-              streams: Streams) -> asyncio.Future[Outcome]:
+              streams: Streams, around: Around | None = None) -> asyncio.Future[Outcome]:
     """Run a WASI program on the compute pool with `streams` as its world, counted among the admitted until it
-    ends: the future of its outcome."""
+    ends: the future of its outcome.  `around` is called on the worker that runs it: `open(streams)` before,
+    and `collect()` once the run has ended (its streams released), before the loop is told."""
     compute.admitted += 1
-    ran = compute.pool.run(compute.execute, prepared, entrypoint, signature, argv, limits, streams)
+    run = compute.execute if around is None else functools.partial(_around, compute.execute, around)
+    ran = compute.pool.run(run, prepared, entrypoint, signature, argv, limits, streams)
     ran.add_done_callback(lambda _: _left(compute))
     return ran
+
+
+class Around(Protocol):
+    def open(self, streams: Streams) -> None: ...
+
+    def collect(self) -> None: ...
+
+
+def _around(execute: Callable[..., Outcome], around: Around, *args) -> Outcome:
+    streams = args[-1]
+    around.open(streams)
+    try:
+        return execute(*args)
+    finally:
+        streams.release()  # released by the run already, unless it failed before it began
+        around.collect()
 
 
 def _left(compute: ComputeService) -> None:
@@ -98,17 +118,19 @@ def _left(compute: ComputeService) -> None:
 
 
 def record_and_owe(compute: ComputeService, ledger, tabs, payer, node, run, record: dict, module_hash: bytes,
-                   budget: int, also: tuple[tuple[bytes, bytes], ...] = ()) -> asyncio.Future:
+                   budget: int, also: tuple[tuple[bytes, bytes], ...] = (), *,
+                   awaited: bool = True) -> asyncio.Future:
     """A run here recorded with what it owes on the payer's tab with this node (and `also`, other records that
     must go with it), in the journal's next group commit; once written, the tab takes the charge.  From the
     moment the run is queued only its charge stays held, not its whole budget: runs answered before their records
     are written (a web function's) must not hold a backlog of budgets that refuses the next callers.  If the
     record is not written, what is held is released and nothing is owed.  The future is done once it is one or
-    the other (whether or not anyone waits for it: a web function's caller is answered before it)."""
+    the other (whether or not anyone waits for it: a web function's caller is answered before it, and its record
+    is `awaited` by nobody: see Journal.append)."""
     owed = (owed_entry(bytes.fromhex(run.provenance_id), payer.public_key, node.public_key, run.charge,
                        run.fuel_consumed), *also)
     try:
-        written = compute.journal.append(record, module_hash, owed)
+        written = compute.journal.append(record, module_hash, owed, awaited=awaited)
     except BaseException:
         ledger.release(payer, budget)
         raise

@@ -10,12 +10,14 @@ for the next group, and their workers are free at once: the leader answers each 
 its group is on disk (or failed), and the journal's thread writes the next group, once as many records wait as
 the group just answered had (the callers it answered send their next calls meanwhile), or GATHER after it was
 answered: under load, fewer and larger groups (each costs a synced write and a signature), and a lone record, or
-one that comes while nothing is written, is never held.  Per group, in one synced LevelDB write batch: the records in
-their canonical form, each with its link to the previous record of the same module on this node
-(`previous`: a per-module chain, so a module's lineage can be walked), the modules' invocation counts and
-chain heads, whatever the callers add (`puts`: what a paid run owes, ledger/tabs.py), and for each record
-an `unsigned` mark; or, for a group of SIGN_IN_GROUP records or more (under load), the records already signed
-as one batch (below): one signature costs such a group less than writing each record twice.
+one that comes while nothing is written, is never held, unless nobody waits for it (`append(awaited=False)`: a
+web function's caller is answered before its record is written): such records start a group once LAZY of them
+wait or LAZY_AFTER after the first, so that under load their groups are large.  Per group, in one synced
+LevelDB write batch: the records in their canonical form, each with its link to the previous record of the
+same module on this node (`previous`: a per-module chain, so a module's lineage can be walked), the modules'
+invocation counts and chain heads, whatever the callers add (`puts`: what a paid run owes, ledger/tabs.py), and
+for each record an `unsigned` mark; or, for a group of SIGN_IN_GROUP records or more (under load), the records
+already signed as one batch (below): one signature costs such a group less than writing each record twice.
 
 A group holding a record appended `sign_after` (a peer's batch: its gateway waits for every record of it, and sends
 nothing more meanwhile) is written unsigned whatever its size, answered, and signed once the answer has left
@@ -48,6 +50,7 @@ log = logging.getLogger(__name__)
 
 MAX_GROUP = 512
 GATHER = 0.001  # seconds the next group waits at most for as many records as the group before it had
+LAZY, LAZY_AFTER = 16, 0.005  # records nobody waits for start a group once this many wait, or this long after
 # A record waiting for its group: (record, module hash, puts, loop, future, result to set once it is durable, whether
 # its group is signed after its callers are answered).
 _Entry = tuple
@@ -73,6 +76,9 @@ class Journal:
         self._signer: asyncio.TimerHandle | None = None
         self._gathering: asyncio.TimerHandle | None = None  # the next group waits for more records (on the loop)
         self._gather_for = 0  # ... until this many wait
+        self._lazy: asyncio.TimerHandle | None = None  # a group of records nobody waits for starts (on the loop)
+        self._urgent = False  # a record waiting for a group is awaited (under _queue)
+        self._last: asyncio.Future | None = None  # the future of the last record appended (on the loop)
         self._signing: set[asyncio.Future] = set()
         self.groups = 0
         self.signed_batches = 0
@@ -85,23 +91,63 @@ class Journal:
             return len(self._pending)
 
     def append(self, record: dict[str, Any], module_hash: bytes,
-               puts: tuple[tuple[bytes, bytes], ...] = (), *, sign_after: bool = False) -> asyncio.Future:
+               puts: tuple[tuple[bytes, bytes], ...] = (), *, awaited: bool = True,
+               sign_after: bool = False) -> asyncio.Future:
         """On the loop: write `record` (its `previous` link is filled in here) durably, with `puts`, in the next
         group; the future is done once it is on disk (or failed, if the group's write failed).  The loop never
         writes: with no group being written, the journal's thread leads the next one (it takes every record
-        waiting when it starts: those the loop appends meanwhile go in it too).  `sign_after`: its group is
-        written unsigned and answered before it is signed, whatever its size (its caller has it signed: `sign_now`)."""
+        waiting when it starts: those the loop appends meanwhile go in it too).  A record whose caller does not
+        wait for it (`awaited` false: a web function's, answered before its record is written) starts a group
+        only once LAZY records wait or LAZY_AFTER has passed (an awaited one starts it at once): under load,
+        groups of many records, each signed as it is written.  `sign_after`: its group is written unsigned and
+        answered before it is signed, whatever its size (its caller has it signed: `sign_now`)."""
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future = self._last = loop.create_future()
         with self._queue:
             self._pending.append((record, module_hash, puts, loop, future, None, sign_after))
-            waiting, leading, self._leading = len(self._pending), self._leading, True
-        if not leading:
+            self._urgent = self._urgent or awaited
+            waiting, leading = len(self._pending), self._leading
+            lead = not leading and (awaited or waiting >= LAZY)
+            if lead:
+                self._leading = True
+        if lead:
+            if self._lazy is not None:
+                self._lazy.cancel()
+                self._lazy = None
             self._writer.submit(self._lead)
-        elif self._gathering is not None and waiting >= self._gather_for:  # the next group has what it waited for
-            self._gathering.cancel()
+        elif not leading:
+            if self._lazy is None:
+                self._lazy = loop.call_later(LAZY_AFTER, self._lazy_lead)
+        elif self._gathering is not None and (waiting >= self._gather_for or awaited):
+            self._gathering.cancel()  # the next group has what it waited for (or someone waits for it now)
             self._gathered()
         return future
+
+    async def flush(self) -> None:
+        """On the loop: once every record appended so far is written (or failed); those nobody waits for are
+        written now, not once more come (a tab closed must count the runs answered under it)."""
+        last = self._last
+        if last is None or last.done():
+            return
+        with self._queue:
+            self._urgent = self._urgent or bool(self._pending)
+        if self._lazy is not None:
+            self._lazy.cancel()
+            self._lazy_lead()
+        if self._gathering is not None:
+            self._gathering.cancel()
+            self._gathered()
+        await asyncio.wait([last])
+
+    def _lazy_lead(self) -> None:
+        """On the loop, LAZY_AFTER after a record nobody waits for: the records waiting are the next group (unless
+        one is being written already: they go in the one after it)."""
+        self._lazy = None
+        with self._queue:
+            if self._leading or not self._pending:
+                return
+            self._leading = True
+        self._writer.submit(self._lead)
 
     def commit(self, record: dict[str, Any], module_hash: bytes, puts: tuple[tuple[bytes, bytes], ...],
                loop: asyncio.AbstractEventLoop, future: asyncio.Future, result: Any, *, sign_after: bool = False) -> None:
@@ -112,10 +158,12 @@ class Journal:
         as for `append`."""
         with self._queue:
             self._pending.append((record, module_hash, puts, loop, future, result, sign_after))
+            self._urgent = True
             if self._leading:
                 return
             self._leading = True
             group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+            self._urgent = bool(self._pending)
         self._lead(group)
 
     def _lead(self, group: list[_Entry] | None = None) -> None:
@@ -125,6 +173,7 @@ class Journal:
         if group is None:
             with self._queue:
                 group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+                self._urgent = self._urgent and bool(self._pending)
         try:
             self._write([entry[:3] for entry in group], sign=not any(entry[6] for entry in group))
             error = None
@@ -149,12 +198,15 @@ class Journal:
         for _, _, _, _, future, result, _ in entries:
             if not future.done():
                 future.set_exception(error) if error is not None else future.set_result(result)
-        if hand_on:  # the next group: at once if as many records wait as these were, else once they do (or GATHER)
-            if len(self._pending) >= len(entries):
+        if hand_on:  # the next group: at once if as many records wait as these were, else once they do (or GATHER);
+            # records nobody waits for: once LAZY wait (or LAZY_AFTER)
+            wanted = len(entries) if self._urgent else max(len(entries), LAZY)
+            if len(self._pending) >= wanted:
                 self._writer.submit(self._lead)
             else:
-                self._gather_for = len(entries)
-                self._gathering = asyncio.get_running_loop().call_later(GATHER, self._gathered)
+                self._gather_for = wanted
+                self._gathering = asyncio.get_running_loop().call_later(GATHER if self._urgent else LAZY_AFTER,
+                                                                        self._gathered)
         if error is None:
             self.sign_soon()
 
@@ -275,6 +327,9 @@ class Journal:
         return self._counts[module_hash]
 
     async def close(self) -> None:
+        if self._lazy is not None:  # records nobody waits for: written now
+            self._lazy.cancel()
+            self._lazy_lead()
         if self._gathering is not None:  # the next group waits for more: none will come now
             self._gathering.cancel()
             self._gathered()

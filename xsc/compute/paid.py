@@ -340,6 +340,7 @@ class PaidCompute:
             raise InvalidArgument("authorization must be the hex of a signed authorization") from None
         if auth.payee != self.node.public_key or not verify(auth.payer, auth.signature, auth.body):
             raise Forbidden("the authorization does not pay this node, or its payer did not sign it")
+        await self.compute.journal.flush()  # the runs answered under it are on it (web functions': see append)
         receipt = await self.provider_tabs.close(auth)
         if self.trust is not None:
             self.trust.paid(gateway, auth.id, receipt.amount)

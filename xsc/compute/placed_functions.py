@@ -123,7 +123,7 @@ class TabBill:
         next callers (402).  Not written: what is held is released and nothing is owed."""
         tab, tabs = self.tab, self.paid.provider_tabs
         try:
-            written = compute.journal.append(record, module_hash, (*tabs.owed(self.auth, run), *also))
+            written = compute.journal.append(record, module_hash, (*tabs.owed(self.auth, run), *also), awaited=False)
         except BaseException:
             self.release(budget)
             raise

@@ -120,12 +120,11 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
     the GIL (released, another thread takes it and the loop waits to get it back).  Its time is bounded by its
     small fuel alone then (the epoch ticker, a Python thread, cannot tick while the GIL is held): wasmtime
     charges a bulk memory or table instruction a unit of fuel per byte or element it touches, so no instruction
-    takes long for its fuel.  A small memory is freed without releasing the GIL (unmapping a few pages is quicker
-    than handing it over) on the loop, and on any thread for a run whose WASI streams are pipes (a web function's:
-    a callback stream's finalizer runs in Python as the Store is freed)."""
+    takes long for its fuel.  A small memory is freed without releasing the GIL on the loop (unmapping a few pages
+    is quicker than handing it over); on a worker it is freed with the GIL released (while other threads run, an
+    unmapping waits for each of their CPUs to drop the pages: the loop must not wait for that)."""
     with eng.running(engine):
         store = new_store(engine, limits, deadline_ticks)
-        piped = streams is not None and streams.stdout_pipe is not None and streams.stderr_pipe is not None
         outcome = None
         try:
             outcome = _run_in(store, prepared, function, signature, args, limits, wasi_argv, on_loop, streams,
@@ -133,7 +132,7 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
             return outcome
         finally:
             # Frees the instance and its memory now, not whenever the garbage collector gets to it.
-            store.close(hold_gil=(on_loop or piped) and outcome is not None
+            store.close(hold_gil=on_loop and outcome is not None
                         and outcome.memory_pages <= HELD_FREE_PAGES)
             if streams is not None:
                 streams.release()

@@ -21,7 +21,7 @@ from typing import BinaryIO
 import wasmtime
 
 from ..errors import ComputeBusy
-from .fastcall import WasiConfig
+from .fastcall import WasiConfig, close_held
 
 OUTPUT_CAP = 64 * 1024  # bytes of stdout and of stderr kept from an invoke's WASI call
 IO_FUEL_PER_BYTE = 4  # fuel per byte through a WASI stream (a host copy: a few times a wasm byte copy)
@@ -46,6 +46,7 @@ class Streams:
     stdout_sink: BinaryIO | None = None  # stdout written here (a file to store) instead of kept in memory
     stdout_pipe: int | None = None  # the writing end of a pipe stdout goes to instead (closed by `release`)
     stderr_pipe: int | None = None  # and stderr
+    pipes_kept: bool = False  # the pipes' writing ends are the caller's: `release` leaves them open
     inputs_dir: str | None = None  # host directory mounted read-only at /in
     outputs_dir: str | None = None  # host directory mounted writable at /out
     env: dict[str, str] = field(default_factory=dict)
@@ -81,10 +82,10 @@ class Streams:
 
     def release(self) -> None:
         """Once the run has ended (its Store, holding the pipes' other writing ends, is freed): their readers see
-        their end."""
-        for pipe in (self.stdout_pipe, self.stderr_pipe):
+        their end (unless the caller keeps them, and closes them itself)."""
+        for pipe in (self.stdout_pipe, self.stderr_pipe) if not self.pipes_kept else ():
             if pipe is not None:
-                os.close(pipe)
+                close_held(pipe)  # on the worker that ran it: see fastcall.pipe_held
         self.stdout_pipe = self.stderr_pipe = None
 
 
