@@ -10,12 +10,13 @@ import hashlib
 import pytest
 
 from xsc import codec, keys
-from xsc.db import Database
 from xsc.node import DB
 from xsc.storage import Capability
 from xsc.buckets.core.names import MAX_RECORD, SMALL_OBJECT
 from xsc.node.appkeys import NODE
 from xsc.buckets.objects import MAX_GROUP_BYTES, MAX_GROUP_OBJECTS, SmallPut, group_body
+
+from tests.support.writes import record_synced_writes
 
 RECORD = {"etag": "e", "content_type": "text/plain", "metadata": {"colour": "blue"}, "headers": {}}
 
@@ -50,24 +51,7 @@ async def test_a_small_object_is_stored_recorded_and_read_back(node) -> None:
 
 async def test_the_node_s_own_small_object_is_recorded_in_the_write_that_publishes_its_file(node, monkeypatch) -> None:
     await _bucket(node, "one-write")
-    synced: list[set[bytes]] = []
-    batch = Database.write_batch
-
-    def recording(self, **kwargs):
-        made = batch(self, **kwargs)
-        if kwargs.get("sync"):
-            written: set[bytes] = set()
-            synced.append(written)
-            put = made.put
-
-            def put_and_record(key: bytes, value: bytes) -> None:
-                written.add(key)
-                put(key, value)
-
-            made.put = put_and_record
-        return made
-
-    monkeypatch.setattr(Database, "write_batch", recording)
+    synced = record_synced_writes(monkeypatch)
     status, answer = await _put(node, "one-write", "k", codec.framed(RECORD, b"data"))
     assert status == 201 and answer["garbage"] == []
     si = Capability.parse(answer["capability"]).storage_index

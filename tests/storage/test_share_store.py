@@ -13,12 +13,13 @@ import plyvel
 import pytest
 
 from xsc import keys
-from xsc.db import Database
 from xsc.node import DB
 from xsc.storage import Capability
 from xsc.errors import StorageFull, UploadNotFound
 from xsc.storage.publisher import Publisher
 from xsc.storage.share_store import HELD_AT_MOST, HELD_UPLOAD, Publication, ShareMeta, ShareStore
+
+from tests.support.writes import record_synced_writes
 
 SI = bytes(range(32))
 
@@ -78,24 +79,7 @@ def test_held_uploads_together_keep_at_most_their_bound_in_memory(store) -> None
 async def test_a_small_put_writes_its_blocks_file_record_and_deals_in_one_synced_write(node_factory,
                                                                                        monkeypatch) -> None:
     node = await node_factory()
-    synced: list[set[bytes]] = []
-    batch = Database.write_batch
-
-    def recording(self, **kwargs):
-        made = batch(self, **kwargs)
-        if kwargs.get("sync"):
-            written: set[bytes] = set()
-            synced.append(written)
-            put = made.put
-
-            def put_and_record(key: bytes, value: bytes) -> None:
-                written.add(key)
-                put(key, value)
-
-            made.put = put_and_record
-        return made
-
-    monkeypatch.setattr(Database, "write_batch", recording)
+    synced = record_synced_writes(monkeypatch)
     resp = await node.post("/v1/store/files", data=os.urandom(1024))
     assert resp.status == 201, await resp.text()
     si = Capability.parse((await resp.json())["capability"]).storage_index
