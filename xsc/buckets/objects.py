@@ -117,14 +117,16 @@ class ObjectWriter:
         self.index.allow(bucket, user, "write")  # one read of the bucket's record: cheaper here than a pool hop
         if user is None or user == names.DEFAULT_USER:
             # The node's own: nothing to pay once it is stored, so the record is written with the file's.
-            riding: list[Recording] = []
+            recording: Recording | None = None
 
             def ride(cap: str) -> Recording:
-                riding.append(self.index.riding(bucket, key, {**record, "parts": [{"cap": cap, "size": len(data)}]}))
-                return riding[0]
+                nonlocal recording
+                recording = self.index.riding(bucket, key, {**record, "parts": [{"cap": cap, "size": len(data)}]})
+                return recording
 
             put = await self.files.put(_reader(data), len(data), name, seconds, bid, riding=ride, **wanted)
-            return {"capability": put["capability"], "garbage": riding[0].outcome()}
+            assert recording is not None  # a put that returns has published its file, and its record with it
+            return {"capability": put["capability"], "garbage": recording.outcome()}
         put = await self.files.put(_reader(data), len(data), name, seconds, bid, **wanted)
         cap = put["capability"]
         try:  # a user's account pays before its object is recorded

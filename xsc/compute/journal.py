@@ -21,14 +21,14 @@ already signed as one batch (below): one signature costs such a group less than 
 
 A group holding a record appended `sign_after` (a peer's batch: its gateway waits for every record of it, and sends
 nothing more meanwhile) is written unsigned whatever its size, answered, and signed once the answer has left
-(`sign_now`), else within SIGN_DELAY as below.  A smaller group's signing waits for no caller: within SIGN_DELAY of a write, the journal's thread signs every
-record written since its last batch at once (one Ed25519 signature over the Merkle root of their canonical records; each
-record gets the root, the signature, its place and its inclusion proof, so it verifies alone) and rewrites
-them, dropping their marks, without a sync of its own.  So a lone caller does not wait for a signature, and
-under load one signature covers every record of SIGN_DELAY.  A record is never read unsigned: a read that
-finds one has the pending batch signed first (`sign_pending`).  After a crash, the records still marked
-(their content was durable; the signature, a function of that content and the node's key, may not have
-been) are signed when the journal opens.
+(`sign_now`), else within SIGN_DELAY as below.  A smaller group's signing waits for no caller: within SIGN_DELAY of
+a write, the journal's thread signs every record written since its last batch at once (one Ed25519 signature over
+the Merkle root of their canonical records; each record gets the root, the signature, its place and its inclusion
+proof, so it verifies alone) and rewrites them, dropping their marks, without a sync of its own.  So a lone caller
+does not wait for a signature, and under load one signature covers every record of SIGN_DELAY.  A record is never
+read unsigned: a read that finds one has the pending batch signed first (`sign_pending`).  After a crash, the
+records still marked (their content was durable; the signature, a function of that content and the node's key, may
+not have been) are signed when the journal opens.
 """
 
 from __future__ import annotations
@@ -150,7 +150,8 @@ class Journal:
         self._writer.submit(self._lead)
 
     def commit(self, record: dict[str, Any], module_hash: bytes, puts: tuple[tuple[bytes, bytes], ...],
-               loop: asyncio.AbstractEventLoop, future: asyncio.Future, result: Any, *, sign_after: bool = False) -> None:
+               loop: asyncio.AbstractEventLoop, future: asyncio.Future, result: Any, *,
+               sign_after: bool = False) -> None:
         """From the worker that ran a call (parse, run, record and write in one worker: one hop per call): write
         its record durably in a group, then set `result` on `future` (of `loop`).  With no group being written,
         this worker writes one at once (every record waiting, its own among them: it leads the group); else its

@@ -417,7 +417,7 @@ class PaidCompute:
             if batch is not None and batch.budgets and self.trust is not None:  # one write for the whole batch
                 self.trust.use(gateway, batch.charges, reserved=batch.budgets)
             if batch is not None:  # its records were answered unsigned: signed once the answer has left (next turn)
-                asyncio.get_running_loop().call_soon(self.compute.sign_now)
+                asyncio.get_running_loop().call_soon(self.compute.journal.sign_now)
 
     async def _batched(self, gateway: str, entry: Any, batch: _Batch | None) -> dict[str, Any] | XscError:
         try:

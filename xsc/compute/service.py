@@ -431,11 +431,6 @@ class ComputeService:
         finally:
             self.admitted -= 1
 
-    def sign_now(self) -> asyncio.Future:
-        """On the loop: sign the records answered before their signature now, on the journal's thread, rather than
-        within its SIGN_DELAY (a peer's batch, once its answer has left: its gateway works meanwhile)."""
-        return self.journal.sign_now()
-
     def check(self, call: InvokeCall) -> None:
         """Refuse a call that could not run here (no such module or export, bad arguments) without running it."""
         self._arguments(call)
