@@ -3,6 +3,7 @@ between the payment and the note that it was paid (found by the crash trials, be
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -88,6 +89,30 @@ async def test_a_payment_left_pending_waits_for_its_retry(deals) -> None:
     ledger.pending.clear()  # the retry abandoned it (expired unpaid): now it is paid again, once
     assert (await service.pay_due(3600))["payments"] == 1
     assert len(ledger.paid) == 1
+
+
+async def test_a_payment_run_writes_twice_off_the_loop_however_many_deals_it_pays(deals, monkeypatch) -> None:
+    make, ledger = deals
+    service = make()
+    service.record(SI, [HOLDER] * 6, 1024**3, {s: 1000 for s in range(6)}, 0, 7200)
+    other = bytes(reversed(range(32)))
+    service.record(other, [HOLDER] * 6, 1024**2, {s: 500 for s in range(6)}, 0, 7200)
+    saves: list[tuple[bool, list[tuple[int, object]]]] = []
+    real = service._save
+    loop_thread = threading.current_thread()
+
+    def save(batch):
+        saves.append((threading.current_thread() is loop_thread, [(d.share, d.paying) for d in batch]))
+        real(batch)
+
+    monkeypatch.setattr(service, "_save", save)
+    summary = await service.pay_due(3600)
+    assert summary["payments"] == 12 and len(ledger.paid) == 12
+    assert [on_loop for on_loop, _ in saves] == [False, False]  # a synced write never holds up the loop
+    noted, done = (batch for _, batch in saves)
+    assert len(noted) == 12 and all(paying is not None for _, paying in noted)  # noted before any is sent
+    assert len(done) == 12 and all(paying is None for _, paying in done)
+    assert all(d.paid_until == 3600 and d.paying is None for d in make().of_file(SI) + make().of_file(other))
 
 
 async def test_the_promised_credit_is_read_once_then_kept_up_by_every_write_of_a_deal(deals, monkeypatch) -> None:

@@ -249,47 +249,72 @@ class StorageDeals:
 
     # --- payments ----------------------------------------------------------------------------
     async def pay_due(self, now: int | None = None) -> dict[str, Any]:
-        """Pay every deal what it earned since it was last paid; returns what was paid and skipped."""
+        """Pay every deal what it earned since it was last paid; returns what was paid and skipped.
+
+        A run costs two synced writes however many deals it pays: every payment is noted before any is sent (a
+        crash in between must not pay a period twice: the next run asks the ledger, `_settle_interrupted`), and
+        what the run changed is written once they are sent."""
         now = int(time.time()) if now is None else now
         summary = {"paid": 0, "payments": 0, "forfeited": 0, "waiting": 0, "failed": 0}
         async with self._lock:
-            deals = await in_pool(self.pool, self.all)
-            for deal in deals:
-                if deal.paying is not None and not await self._settle_interrupted(deal, summary):
-                    continue
-                until = min(now, deal.end)
-                if until <= deal.paid_until:
-                    continue
-                verdict = self.verdict(deal)
-                if verdict is None:
-                    summary["waiting"] += 1
-                    continue
-                if verdict is False:
-                    deal.forfeited += until - deal.paid_until
-                    summary["forfeited"] += 1
-                    log.warning("not paying %s for share %d of %s: it failed an audit", deal.node[:12], deal.share,
-                                deal.si[:16])
-                else:
-                    seconds = until - deal.paid_until
-                    amount = deal.cost(seconds)
-                    job = f"store:{deal.si}:{deal.share}:{deal.paid_until}:{until}"
-                    # Noted (synced) before it is sent: a crash in between must not pay the period twice.
-                    deal.paying = {"to": until, "job": job}
-                    await in_pool(self.pool, self._save, [deal])
-                    try:
-                        await self.pay(deal.node, amount, {"byte_hours": byte_hours(deal.bytes, seconds)}, job)
-                    except XscError as err:
-                        summary["failed"] += 1
-                        log.warning("payment for share %d of %s to %s failed (retried next run): %s", deal.share,
-                                    deal.si[:16], deal.node[:12], err)
+            changed: dict[tuple[str, int], StorageDeal] = {}
+            due: list[tuple[StorageDeal, int]] = []
+            for deal in await in_pool(self.pool, self.all):
+                if deal.paying is not None:
+                    if not await self._settle_interrupted(deal, summary):
                         continue
-                    deal.paid += amount
-                    summary["paid"] += amount
-                    summary["payments"] += 1
-                deal.paid_until, deal.paying = until, None
-                self._save([deal])
+                    changed[deal.si, deal.share] = deal
+                paid_until = deal.paid_until
+                amount = self._owed(deal, min(now, deal.end), summary)
+                if amount is not None:
+                    due.append((deal, amount))
+                elif deal.paid_until != paid_until:
+                    changed[deal.si, deal.share] = deal
+            if due:
+                await in_pool(self.pool, self._save, [deal for deal, _ in due])
+            for deal, amount in due:
+                if await self._send(deal, amount, summary):
+                    changed[deal.si, deal.share] = deal
+            if changed:
+                await in_pool(self.pool, self._save, list(changed.values()))
         self.last_run = {"at": now, **summary}
         return summary
+
+    def _owed(self, deal: StorageDeal, until: int, summary: dict) -> int | None:
+        """What `deal` earned up to `until`, its payment noted in `deal.paying`; None if nothing is to be sent (not
+        due, its audits not yet decided, or forfeited: then `paid_until` moves on unpaid)."""
+        if until <= deal.paid_until:
+            return None
+        verdict = self.verdict(deal)
+        if verdict is None:
+            summary["waiting"] += 1
+            return None
+        if verdict is False:
+            deal.forfeited += until - deal.paid_until
+            deal.paid_until = until
+            summary["forfeited"] += 1
+            log.warning("not paying %s for share %d of %s: it failed an audit", deal.node[:12], deal.share,
+                        deal.si[:16])
+            return None
+        deal.paying = {"to": until, "job": f"store:{deal.si}:{deal.share}:{deal.paid_until}:{until}"}
+        return deal.cost(until - deal.paid_until)
+
+    async def _send(self, deal: StorageDeal, amount: int, summary: dict) -> bool:
+        """Pay the period noted in `deal.paying`; whether it was paid (if not, the next run finds out or retries)."""
+        until = deal.paying["to"]
+        try:
+            await self.pay(deal.node, amount, {"byte_hours": byte_hours(deal.bytes, until - deal.paid_until)},
+                           deal.paying["job"])
+        except XscError as err:
+            summary["failed"] += 1
+            log.warning("payment for share %d of %s to %s failed (retried next run): %s", deal.share, deal.si[:16],
+                        deal.node[:12], err)
+            return False
+        deal.paid += amount
+        deal.paid_until, deal.paying = until, None
+        summary["paid"] += amount
+        summary["payments"] += 1
+        return True
 
     async def _settle_interrupted(self, deal: StorageDeal, summary: dict) -> bool:
         """A period was being paid when the node stopped: find out whether it was; whether to go on paying."""
@@ -300,8 +325,7 @@ class StorageDeals:
         if found is not None:
             deal.paid += found[1]
             deal.paid_until = deal.paying["to"]
-        deal.paying = None
-        await in_pool(self.pool, self._save, [deal])
+        deal.paying = None  # written with what the run changes (a crash before that only asks the ledger again)
         return True
 
     def start(self) -> None:
