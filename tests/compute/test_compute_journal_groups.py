@@ -54,6 +54,12 @@ async def journal(tmp_path):
     db.close()
 
 
+async def _handed_work_done(journal: Journal) -> None:
+    """Once the journal's thread has run all it was handed so far: a group whose write was to start has started by
+    then (a journal decides that on the loop, as records come or its timers fire), so the test may check none did."""
+    await journal._writer.run(lambda: None)
+
+
 def _append(journal: Journal, awaited: bool = True) -> tuple[str, asyncio.Future]:
     record = _records(journal, 1)[0]
     return record["id"], journal.append(record, b"m" * 32, awaited=awaited)
@@ -73,7 +79,7 @@ async def test_the_next_group_waits_for_as_many_records_as_the_last_had(journal,
     _, fifth = _append(journal)  # one comes while the three are written
     writes.release()
     await asyncio.gather(*second)
-    await asyncio.sleep(0.05)  # (time enough for a group to start, if it did not wait)
+    await _handed_work_done(journal)
     assert writes.sizes == [1, 3] and not fifth.done()  # one waits for three (for GATHER at most)
     more = [_append(journal)[1] for _ in range(2)]  # the answered callers' next calls: now three wait
     await writes.started()
@@ -122,14 +128,14 @@ async def test_records_nobody_waits_for_are_written_together(journal, monkeypatc
     monkeypatch.setattr(journal_module, "GATHER", 60.0)
     writes = _GatedWrites(monkeypatch, journal)
     lazy = [_append(journal, awaited=False)[1] for _ in range(journal_module.LAZY - 1)]
-    await asyncio.sleep(0.05)  # (time enough for a group to start, if it did not wait)
+    await _handed_work_done(journal)
     assert writes.sizes == [] and not any(f.done() for f in lazy)
     lazy.append(_append(journal, awaited=False)[1])  # the LAZY-th: they go together
     await writes.started()
     during = [_append(journal, awaited=False)[1] for _ in range(2)]  # they come while those are written
     writes.release()
     await asyncio.gather(*lazy)
-    await asyncio.sleep(0.05)
+    await _handed_work_done(journal)
     assert writes.sizes == [journal_module.LAZY] and not any(f.done() for f in during)  # they wait for more
     _, awaited = _append(journal)  # someone waits: the group starts at once
     await writes.started()
@@ -138,7 +144,7 @@ async def test_records_nobody_waits_for_are_written_together(journal, monkeypatc
     assert writes.sizes == [journal_module.LAZY, 3]
     # Alone and nobody waits for it: it waits for more, until the journal is asked to write what it has.
     _, alone = _append(journal, awaited=False)
-    await asyncio.sleep(0.05)
+    await _handed_work_done(journal)
     assert not alone.done()
     flushed = asyncio.ensure_future(journal.flush())
     await writes.started()
