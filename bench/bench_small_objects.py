@@ -17,6 +17,11 @@ and prints the issue's figures: put at concurrency 8 / minimal (target at least 
 put at concurrency 1 (at least 2), s3 / put at concurrency 8 (at least 0.8), 1,001 PutObjects (under 10 s),
 puts a second on the devnet (at least 100), and the load average as the run began and ended (on a loaded machine
 the figures are lower: every phase shares its cores with whatever else runs).
+
+For put and s3 at concurrency 8 it also prints where an object's time went, per object: what each process's
+event loop ran and how long it waited for a core (Linux schedstat), the CPU of every process together, and the
+put's CPU over the PutObject's: the rate the two reach together tends to that ratio wherever the cores, not
+the waits, bound them.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import asyncio
 import hashlib
 import json
 import os
+import resource
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +43,7 @@ from xsc.devnet import Devnet
 from xsc.s3.core import sigv4
 
 from .bench_s3 import _start_front, _xsc
-from .common import UNLIMITED_USER, cpu_seconds, serve_script, start_node
+from .common import UNLIMITED_USER, cpu_seconds, main_thread_times, serve_script, start_node
 from .report import Report
 
 KiB = 1024
@@ -101,6 +107,31 @@ async def put_objects(url: str, key: dict, bucket: str, concurrency: int, second
         return done / (time.perf_counter() - started)
 
 
+class Spent:
+    """Per object over one phase: each process's event loop (ran on a core, waited for one) and the CPU of all
+    its threads; this process is the client."""
+
+    def __init__(self, **pids: int) -> None:
+        self.pids = {**pids, "client": os.getpid()}
+        self.before = self._now()
+
+    def _now(self) -> dict[str, tuple[float, float, float]]:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        return {name: (*main_thread_times(pid)[:2], own.ru_utime + own.ru_stime if pid == os.getpid()
+                       else cpu_seconds(pid)) for name, pid in self.pids.items()}
+
+    def per(self, objects: float) -> dict[str, tuple[float, float, float]]:
+        """name -> (loop ran, loop waited, all threads' CPU), ms per object."""
+        after = self._now()
+        return {name: tuple(1e3 * (a - b) / objects for a, b in zip(after[name], self.before[name]))
+                for name in self.pids}
+
+
+def spent_line(what: str, spent: dict[str, tuple[float, float, float]]) -> str:
+    parts = ", ".join(f"{name} {ran:.2f}/{waited:.2f} ({cpu:.2f})" for name, (ran, waited, cpu) in spent.items())
+    return f"  {what}: {parts}; all {sum(cpu for _, _, cpu in spent.values()):.2f} ms"
+
+
 def main() -> None:
     import boto3
     from botocore.config import Config
@@ -120,7 +151,9 @@ def main() -> None:
             with serve_script(MINIMAL_SERVER) as (port, _):
                 minimal = asyncio.run(posts(f"http://127.0.0.1:{port}", "-", 8, args.seconds))
             sequential = asyncio.run(posts(node.url, node.token, 1, args.seconds))
+            spent, started = Spent(node=node.pid), time.perf_counter()
             concurrent = asyncio.run(posts(node.url, node.token, 8, args.seconds))
+            put_spent = spent.per(concurrent * (time.perf_counter() - started))
             concurrent32 = asyncio.run(posts(node.url, node.token, 32, args.seconds))
             key = json.loads(_xsc(data_dir, "s3", "keys", "create", "--json", capture_output=True).stdout)
             front, url = _start_front(data_dir)
@@ -129,7 +162,9 @@ def main() -> None:
                               config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
                                             max_pool_connections=16))
             s3.create_bucket(Bucket="small")
+            spent, started = Spent(node=node.pid, front=front.pid), time.perf_counter()
             s3_rate = asyncio.run(put_objects(url, key, "small", 8, args.seconds))
+            s3_spent = spent.per(s3_rate * (time.perf_counter() - started))
             s3_rate32 = asyncio.run(put_objects(url, key, "small", 32, args.seconds))
             body = os.urandom(KiB)
             deadline = time.perf_counter() + args.seconds
@@ -171,6 +206,12 @@ def main() -> None:
     print(f"at c=32: puts {concurrent32:,.0f}/s, PutObjects {s3_rate32:,.0f}/s: {s3_rate32 / concurrent32:.2f}")
     print(f"put c=8 / minimal: {concurrent / minimal:.3f} (target at least 0.1); c=8 / c=1: "
           f"{concurrent / sequential:.2f} (at least 2); PutObject / put at c=8: {s3_rate / concurrent:.2f} (at least 0.8)")
+    put_cpu, s3_cpu = (sum(cpu for _, _, cpu in spent.values()) for spent in (put_spent, s3_spent))
+    print("per object at c=8, ms: each event loop ran/waited for a core (its process's CPU, all threads)")
+    print(spent_line("put", put_spent))
+    print(spent_line("PutObject", s3_spent))
+    print(f"  CPU of a put / of a PutObject, all processes: {put_cpu / s3_cpu:.2f} (where the cores bound both, "
+          "the rates' ratio comes to this)")
     if devnet is not None:
         print(f"1 KiB puts on a 6-node devnet, c=8: {devnet:,.0f}/s (target at least 100); the six nodes spent "
               f"{devnet_cpu * 1000:.1f} ms of CPU per put together, so {os.cpu_count()} cores hold at most "
@@ -185,6 +226,7 @@ def main() -> None:
     report.add("1 KiB PutObject at concurrency 32 / user-API puts at concurrency 32", s3_rate32 / concurrent32, "x")
     report.add("1 KiB PutObject at concurrency 8 through boto3 / user-API puts at concurrency 8",
                boto3_rate / concurrent, "x")
+    report.add("CPU per 1 KiB put / per PutObject at concurrency 8, all processes", put_cpu / s3_cpu, "x")
     report.add("1,001 sequential PutObjects", seq_s3, "s", target=10, op="<")
     if devnet is not None:
         report.add("1 KiB puts at concurrency 8 on a 6-node devnet", devnet, "/s", target=100, op=">=")
