@@ -3,8 +3,8 @@
     python -m bench.bench_storage [SIZE_MIB]      (default 1024)
 
 Prints MB/s for put and get, each as a ratio to the raw steps of its pipeline
-(AES-GCM, zfec encode, SHA-256, LevelDB put of 256 KiB values), and the peak RSS
-of the node and of the CLI.
+(AES-GCM, zfec encode, SHA-256, LevelDB put of 256 KiB values), the CPU per GiB the
+node and the CLI spent on each, and the peak RSS of the node and of the CLI.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -88,18 +89,18 @@ def main() -> None:
         xsc = ["--data-dir", str(data_dir)]
         try:
             with AnonSampler(node.pid) as anon, open(tmp / "cap.txt", "wb") as out:
-                cpu = cpu_seconds(node.pid)
+                cpu, cli = cpu_seconds(node.pid), _children_cpu()
                 put_s, put_rss, rc = run_xsc_measured([*xsc, "store", "put", str(src)], stdout=out,
                                                       stderr=subprocess.DEVNULL)
-                put_cpu = cpu_seconds(node.pid) - cpu
+                put_cpu, put_cli = cpu_seconds(node.pid) - cpu, _children_cpu() - cli
                 assert rc == 0, "put failed"
                 cap = (tmp / "cap.txt").read_text().split()[-1]
                 get_s, get_rss, rc = run_xsc_measured([*xsc, "store", "get", cap, "-o", str(tmp / "out.bin")])
                 assert rc == 0, "get failed"
                 with open(os.devnull, "wb") as devnull:
-                    cpu = cpu_seconds(node.pid)
+                    cpu, cli = cpu_seconds(node.pid), _children_cpu()
                     stream_s, _, rc = run_xsc_measured([*xsc, "store", "get", cap], stdout=devnull)
-                    get_cpu = cpu_seconds(node.pid) - cpu
+                    get_cpu, get_cli = cpu_seconds(node.pid) - cpu, _children_cpu() - cli
                 assert rc == 0, "get to stdout failed"
             node_rss = peak_rss_mib(node.pid)
         finally:
@@ -126,8 +127,10 @@ def main() -> None:
     print(f"peak RSS: node {node_rss:.0f} MiB (of which anonymous at most {anon.peak_mib:.0f} MiB; the rest is "
           f"LevelDB's read-only mmap of its table files, i.e. page cache), CLI put {put_rss:.0f} MiB, "
           f"CLI get {get_rss:.0f} MiB (target < 300 MB each)")
-    print(f"node CPU: put {put_cpu:.2f} s ({put_cpu / (size / 2**30):.2f} s per GiB), get to /dev/null "
-          f"{get_cpu:.2f} s ({get_cpu / (size / 2**30):.2f} s per GiB); load average "
+    gib = size / 2**30
+    print(f"CPU per GiB, node + CLI (start-up included): put {put_cpu / gib:.2f} + {put_cli / gib:.2f} s, get to "
+          f"/dev/null {get_cpu / gib:.2f} + {get_cli / gib:.2f} s; the one-thread raw pipelines "
+          f"{2**30 / put_raw:.2f} s (put), {2**30 / get_raw:.2f} s (get); load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} (above 1.5 on 2 cores: the figures are noise)")
     report = Report("storage")
     report.add("raw put pipeline, one thread", put_raw / mb, "MB/s")
@@ -136,6 +139,10 @@ def main() -> None:
     report.add("put x raw put pipeline", put_rate / put_raw, "x", target=1.3, op=">=")
     report.add(f"get {size_mib} MiB to stdout", stream_rate / mb, "MB/s", target=300, op=">=")
     report.add("get x raw get pipeline", stream_rate / get_raw, "x", target=1.3, op=">=")
+    report.add("node CPU per GiB put", put_cpu / gib, "s")
+    report.add("CLI CPU per GiB put", put_cli / gib, "s")
+    report.add("node CPU per GiB get to stdout", get_cpu / gib, "s")
+    report.add("CLI CPU per GiB get to stdout", get_cli / gib, "s")
     report.add(f"get {size_mib} MiB -o FILE", get_rate / mb, "MB/s")
     report.add("node peak RSS", node_rss * MiB / mb, "MB", target=300, op="<")
     report.add("node peak anonymous RSS", anon.peak_mib * MiB / mb, "MB", target=200, op="<")
@@ -144,6 +151,12 @@ def main() -> None:
     report.add("CLI get peak RSS", get_rss * MiB / mb, "MB", target=300, op="<")
     report.add("output identical", float(same), "", target=1, op=">=")
     report.write()
+
+
+def _children_cpu() -> float:
+    """User + system CPU of this process's children waited for so far: the CLI runs, once each has ended."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _digest(path: Path) -> str:

@@ -23,11 +23,13 @@ SCHEMA_VERSION = b"n/schema"
 
 # --- storage (s/) ----------------------------------------------------------------
 # Blocks sort by segment, then share: an upload then writes ascending keys, so LevelDB
-# compactions of a large file move whole tables down instead of rewriting them.
+# compactions of a large file move whole tables down instead of rewriting them.  For that, nothing an upload
+# writes beside its blocks may sort above them: a table holding its staging record as well would span every block
+# written after it, and each later table would be merged into it (rewritten) rather than moved.
 _BLOCK = b"s/b/"  # + storage index (32) + segment (4, big endian) + share (1) -> block bytes
 _SHARE = b"s/h/"  # + storage index + share -> share metadata (published: visible)
 _MANIFEST = b"s/m/"  # + storage index -> manifest bytes
-_UPLOAD = b"s/u/"  # + upload id -> staging record of an upload in progress
+_UPLOAD = b"s/U/"  # + upload id -> staging record of an upload in progress (upper case: sorts below s/b/)
 _FILE = b"s/f/"  # + storage index -> record of a file this node uploaded (gateway side)
 _REMOVING = b"s/r/"  # + storage index -> record of a file being removed: unlisted, its shares not all deleted yet
 _DAMAGE = b"s/d/"  # + storage index + share -> why a share is known damaged
@@ -76,6 +78,9 @@ def upload(upload_id: bytes) -> bytes:
 
 
 UPLOADS = _UPLOAD
+# Where staging records sorted above the blocks: a node stopped in an upload may still hold one there, and
+# `ShareStore.recover` deletes what it staged as well.
+UPLOADS_ABOVE_BLOCKS = b"s/u/"
 
 
 def file(storage_index: bytes) -> bytes:

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import plyvel
 import pytest
 
-from xsc import keys
+from xsc import codec, keys
 from xsc.node import DB
 from xsc.storage import Capability
 from xsc.errors import StorageFull, UploadNotFound
@@ -229,3 +229,27 @@ def test_a_riders_records_are_written_in_its_publications_batch_and_see_the_batc
     assert riders[0].held and riders[1].held  # its owner's lock was held while it read
     assert store.file_record(uploads[2].storage_index) is None and store.used == 200  # its file was not published
     assert not riders[0].lock.locked()
+
+
+def test_the_tables_a_large_upload_writes_are_moved_down_whole_not_rewritten(tmp_path) -> None:
+    """Its staging record sorts below its blocks, so each table LevelDB flushes holds a key range above the last
+    one's: it is placed, or moved down, without being merged with the tables before (a rewrite of both)."""
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True, compression=None, write_buffer_size=1 << 20)
+    store = ShareStore(db, 1 << 30)
+    upload = store.begin_upload(bytes(32), (0, 1, 2, 3), None)  # the lowest storage index: blocks sort lowest
+    assert _on_disk(store, keys.UPLOADS)[0] < keys.block(bytes(32), 0, 0)
+    for segment in range(128):  # 32 MiB in 1 MiB tables: more than LevelDB keeps in its first levels
+        upload.put_blocks(segment, {s: os.urandom(64 * 1024) for s in range(4)})
+    db.close()  # waits for the flushes and compactions under way: the log then says what they did
+    log = (tmp_path / "db" / "LOG").read_text()
+    assert log.count("Level-0 table") > 2 * 20 and "Compacting" not in log, log
+
+
+def test_recover_deletes_what_an_upload_staged_under_either_prefix_of_staging_records(store) -> None:
+    for prefix, si in ((keys.UPLOADS, SI), (keys.UPLOADS_ABOVE_BLOCKS, bytes(32))):
+        record = {"storage_index": si.hex(), "shares": [0, 1], "started": 0}
+        store.db.put(prefix + os.urandom(16), codec.dumps(record))
+        for s in (0, 1):
+            store.db.put(keys.block(si, s, 0), b"staged")
+    assert store.recover() == 2
+    assert list(store.db.iterator()) == []

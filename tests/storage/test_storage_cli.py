@@ -3,8 +3,10 @@ and a kill -9 in the middle of a put."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import socket
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -14,6 +16,7 @@ import plyvel
 import pytest
 
 from xsc import keys
+from xsc.client.sync import SENDFILE_CHUNK, NodeClient
 from xsc.storage import Capability, ShareStore
 from xsc.storage.core import layout
 
@@ -51,6 +54,33 @@ def test_put_get_file_and_stdin_stdout(node_process, tmp_path: Path) -> None:
     assert node.xsc("store", "rm", cap).returncode == 0
     missing = node.xsc("store", "get", cap)
     assert missing.returncode == 1 and b"holds no file" in missing.stderr
+
+
+def test_a_large_put_sends_a_file_by_sendfile_and_a_stream_by_reading_it_with_progress_told_alike(
+        node_process, tmp_path: Path, monkeypatch) -> None:
+    node = node_process()
+    client = NodeClient(node.url, node.token)
+    data = os.urandom(2 * SENDFILE_CHUNK + 11)  # over EXPECT_ABOVE: sent once the node said 100 Continue
+    (tmp_path / "in.bin").write_bytes(b"skipped" + data)
+    sent_by_sendfile: list[int] = []
+    sendfile = socket.socket.sendfile
+
+    def counted(sock: socket.socket, *args) -> int:
+        sent_by_sendfile.append(sendfile(sock, *args))
+        return sent_by_sendfile[-1]
+
+    monkeypatch.setattr(socket.socket, "sendfile", counted)
+    caps = []
+    for stream in ((tmp_path / "in.bin").open("rb"), io.BytesIO(b"skipped" + data)):
+        stream.seek(len(b"skipped"))  # the body begins where the stream stands
+        told: list[int] = []
+        with stream:
+            caps.append(client.upload("/v1/store/files", stream, size=len(data), on_progress=told.append)["capability"])
+        assert sum(told) == len(data)
+    assert sum(sent_by_sendfile) == len(data)  # the file's bytes all went by sendfile, the stream's none
+    for cap in caps:
+        got = node.xsc("store", "get", cap)
+        assert got.returncode == 0 and got.stdout == data
 
 
 def test_bad_input_gives_one_line_and_exit_1(cli_node, tmp_path: Path) -> None:

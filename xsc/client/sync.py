@@ -4,7 +4,9 @@ ways).  A node's problem body becomes the XscError it was (`error_from_problem`)
 from __future__ import annotations
 
 import http.client
+import os
 import socket
+import stat
 import unicodedata
 from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import urlencode, urlsplit
@@ -13,6 +15,7 @@ from .. import codec
 from .. import errors
 
 CHUNK = 1024 * 1024
+SENDFILE_CHUNK = 4 * CHUNK  # a put's file is sent by sendfile(2) this much at a time, its progress told after each
 # A put's body at most this long is sent at once; a longer one waits for `Expect: 100-continue`, so the node can
 # refuse it (token, space, credit: a dry quote of the put) before it is sent.  For a small body that round trip and
 # the quote cost more than sending bytes the node may refuse.
@@ -104,9 +107,10 @@ class NodeClient:
         return self._exchange(path, query, lambda conn, target: conn.request(
             method, target, body=body, headers=all_headers, encode_chunked=encode_chunked))
 
-    def _send_expecting(self, path: str, body: Iterator[bytes], headers: dict[str, str],
+    def _send_expecting(self, path: str, body: Callable[[socket.socket], None], headers: dict[str, str],
                         query: dict[str, Any] | None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """POST with `Expect: 100-continue`: the node can refuse (token, space, credit) before the body is sent."""
+        """POST with `Expect: 100-continue`: the node can refuse (token, space, credit) before the body is sent
+        (`body(socket)` sends it)."""
 
         def send(conn: http.client.HTTPConnection, target: str) -> None:
             conn.putrequest("POST", target)
@@ -117,8 +121,7 @@ class NodeClient:
             interim = b"HTTP/1.1 100 Continue\r\n\r\n"
             if conn.sock.recv(len(interim), socket.MSG_PEEK) == interim:
                 conn.sock.recv(len(interim))
-                for chunk in body:
-                    conn.send(chunk)
+                body(conn.sock)
 
         return self._exchange(path, query, send)
 
@@ -152,12 +155,19 @@ class NodeClient:
                     on_progress(len(chunk))
                 yield chunk
 
+        def send(sock: socket.socket) -> None:
+            if _regular_file(stream):
+                _send_file(sock, stream, size, on_progress)
+            else:
+                for chunk in chunks():
+                    sock.sendall(chunk)
+
         headers = {"Content-Type": "application/octet-stream"}
         if size is None:
             conn, response = self._send("POST", path, chunks(), headers, query, encode_chunked=True)
         else:
             headers["Content-Length"] = str(size)
-            conn, response = (self._send_expecting(path, chunks(), headers, query) if size > EXPECT_ABOVE
+            conn, response = (self._send_expecting(path, send, headers, query) if size > EXPECT_ABOVE
                               else self._send("POST", path, chunks(), headers, query))
         try:
             data = response.read()
@@ -177,6 +187,27 @@ class NodeClient:
     def download(self, path: str, *, query: dict[str, Any] | None = None) -> "Download":
         conn, response = self._send("GET", path, query=query)
         return Download(conn, response)
+
+
+def _regular_file(stream: BinaryIO) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (AttributeError, OSError, ValueError):  # not backed by a file descriptor (io.BytesIO, say)
+        return False
+
+
+def _send_file(sock: socket.socket, stream: BinaryIO, size: int, on_progress: Callable[[int], None] | None) -> None:
+    """`size` bytes of a regular file from its position, by sendfile(2): the kernel moves them from the page cache to
+    the socket, without the copy into this process and out again that reading and sending take, a fifth of the
+    CLI's CPU on a large put.  A file that ends early sends what it has, as reading it would."""
+    offset, end = stream.tell(), stream.tell() + size
+    while offset < end:
+        sent = sock.sendfile(stream, offset, min(SENDFILE_CHUNK, end - offset))
+        if not sent:
+            return
+        offset += sent
+        if on_progress:
+            on_progress(sent)
 
 
 class Download:

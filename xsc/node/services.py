@@ -61,7 +61,7 @@ from ..storage.scrubber import Scrubber
 from ..storage.strangers import ProviderTerms
 from ..storage.core.wire import DAMAGE_PATH
 from ..heap import HeapTrim
-from ..tasks import Supervisor, in_pool
+from ..tasks import Supervisor, Workers, in_pool
 from .limits import RateLimiter
 from .metrics import Metrics
 
@@ -156,6 +156,7 @@ class Node:
     async def close(self) -> None:
         """Stop the services in reverse, then close what they used."""
         await self.supervisor.close()
+        self.block_writer.shutdown(wait=True)
         self.client.close()
         await self.session.close()
         await self.ledger.close()
@@ -169,10 +170,11 @@ class Node:
         interrupted = await in_pool(pool, store.recover)
         if interrupted:
             log.warning("removed what %d interrupted upload(s) had staged", interrupted)
+        self.block_writer = Workers(1, "xsc-block-writer")
         self.gateway = Gateway(store, pool, segment_size=config.storage.segment_size,
                                lease_duration=config.storage.lease_duration, node_key=identity.public_key,
                                depth=2 * max(2, config.compute.threads) + 2,
-                               remote_timeout=config.storage.remote_timeout)
+                               remote_timeout=config.storage.remote_timeout, writer=self.block_writer)
         self.metrics.bytes_stored.set_function(lambda: store.used)
         self.metrics.shares_held.set_function(lambda: store.shares_held)
         self.compute = ComputeService(db=db, identity=identity, data_dir=config.data_dir, config=config.compute)

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 
 from ..errors import IntegrityError, NotEnoughShares, NotFound, PeerError
+from ..tasks import Workers
 from .core import erasure, layout
 from .core.capability import Capability
 from .core.manifest import Manifest, decode_manifest
@@ -56,9 +57,12 @@ def _roots_to(block_hashes: tuple[bytes, ...], expected: bytes) -> bool:
 class GatewayCore:
     def __init__(self, store: ShareStore, pool: Executor, *, segment_size: int, lease_duration: int,
                  node_key: bytes, depth: int = 6, remote_timeout: float = 5.0,
-                 publisher: Publisher | None = None) -> None:
+                 publisher: Publisher | None = None, writer: Workers | None = None) -> None:
+        """`writer`: the thread a large put's block writes run on (gateway_put's docstring says why), else
+        the pool."""
         self.store = store
         self.pool = pool
+        self.writer = writer
         self.publisher = publisher or Publisher(store, pool)  # publishes of this node's uploads: group commits
         self.segment_size = segment_size
         self.lease_duration = lease_duration
@@ -68,6 +72,12 @@ class GatewayCore:
 
     async def run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def write(self, fn, *args) -> asyncio.Future:
+        """fn(*args) on the writer (else in the pool): a put's block writes."""
+        if self.writer is None:
+            return asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        return self.writer.run(fn, *args)
 
     def manifest(self, cap: Capability, fetched: bytes | None = None) -> Manifest:
         """The file's manifest, checked against the capability (`fetched`: as another node sent it)."""

@@ -4,9 +4,10 @@ is written, the shares published once all are written (here, or on the holders `
 A file of one segment (a small object) places each remote share in one request once its block and the manifest
 are known (a whole share: storage/core/wire.py); a larger one begins every remote share before a byte is sent,
 then sends its segments in ordered batches and commits.  At most `depth` segments are in flight, so memory stays
-bounded whatever the file size.  One LevelDB write of a put's blocks is in
-flight at a time: LevelDB takes one writer at a time anyway, and a second would hold a pool thread that could be
-encoding.  A file of one segment is encoded, begun and written in one pool job; the file is published in the
+bounded whatever the file size.  One LevelDB write of a put's blocks is in flight at a time (LevelDB takes one
+writer at a time anyway), on the gateway's writer thread rather than in the pool: in the pool it would wait behind
+the encodes queued before it while the stream waits for it, and hold a pool thread that could be encoding.  A file
+of one segment is encoded, begun and written in one pool job; the file is published in the
 node's next group write (storage/publisher.py).
 """
 
@@ -16,7 +17,6 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -107,17 +107,18 @@ async def _read_full(read: ReadFn, n: int) -> bytes:
 
 
 class _OneWrite:
-    """Block writes run in the pool one at a time, each started once the one before is done (module docstring)."""
+    """Block writes run one at a time, each started once the one before is done (module docstring)."""
 
-    def __init__(self, pool: Executor) -> None:
-        self.pool = pool
+    def __init__(self, gateway: GatewayCore) -> None:
+        self.gateway = gateway
         self.pending: list[asyncio.Future] = []
 
     async def start(self, write: Callable[[int, dict[int, bytes]], None], index: int, blocks: dict[int, bytes]) -> None:
-        """write(index, blocks) in the pool once the write before is done; no blocks (all remote): no write."""
+        """write(index, blocks) on the gateway's writer once the write before is done; no blocks (all remote): no
+        write."""
         await asyncio.gather(*self.pending)
         if blocks:
-            self.pending = [asyncio.get_running_loop().run_in_executor(self.pool, write, index, blocks)]
+            self.pending = [self.gateway.write(write, index, blocks)]
 
 
 class _OnePut:
@@ -177,7 +178,7 @@ class _OnePut:
     async def write_segments(self, read: ReadFn) -> None:
         """Read the stream to its end, `depth` segments encoding at once, each written as it completes."""
         size, seg_size, pool = self.size, self.seg_size, self.gateway.pool
-        loop, writes = asyncio.get_running_loop(), _OneWrite(pool)
+        loop, writes = asyncio.get_running_loop(), _OneWrite(self.gateway)
         in_flight: deque[asyncio.Future] = deque()
 
         async def collect(result: asyncio.Future) -> None:

@@ -285,11 +285,11 @@ class ShareStore:
     def abort(self, upload: Upload) -> None:
         """Forget an upload that will not publish: delete what it staged, release its reservation."""
         if upload.held is None:
-            self._delete_staged(upload.storage_index, upload.shares, upload.id)
+            self._delete_staged(upload.storage_index, upload.shares, keys.upload(upload.id))
         with self._lock:
             self._uploads.pop(upload.id, None)
 
-    def _delete_staged(self, si: bytes, shares: tuple[int, ...] | list[int], upload_id: bytes) -> None:
+    def _delete_staged(self, si: bytes, shares: tuple[int, ...] | list[int], record_key: bytes) -> None:
         # Never delete a published share's blocks.
         staged = {s for s in shares if self.db.get(keys.share(si, s)) is None}
         with self.db.write_batch(sync=True) as batch:
@@ -297,13 +297,14 @@ class ShareStore:
                 for key in self.db.iterator(prefix=keys.blocks_of(si), include_value=False, fill_cache=False):
                     if keys.block_share(key) in staged:
                         batch.delete(key)
-            batch.delete(keys.upload(upload_id))
+            batch.delete(record_key)
 
     def recover(self) -> int:
         """Remove what uploads interrupted by a crash staged; returns how many there were."""
-        stale = [(k, codec.loads(v)) for k, v in self.db.iterator(prefix=keys.UPLOADS)]
+        stale = [(k, codec.loads(v)) for prefix in (keys.UPLOADS, keys.UPLOADS_ABOVE_BLOCKS)
+                 for k, v in self.db.iterator(prefix=prefix)]
         for key, record in stale:
-            self._delete_staged(bytes.fromhex(record["storage_index"]), record["shares"], key[len(keys.UPLOADS):])
+            self._delete_staged(bytes.fromhex(record["storage_index"]), record["shares"], key)
         return len(stale)
 
     # --- reading -------------------------------------------------------------------

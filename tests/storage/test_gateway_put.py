@@ -1,0 +1,74 @@
+"""A large put on one node: its segments encoded in the pool, its blocks written one segment at a time on the
+gateway's writer thread, and a write that fails failing the put with nothing left staged."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import plyvel
+import pytest
+
+from xsc import keys
+from xsc.storage import gateway_get, gateway_put
+from xsc.storage.gateway_core import GatewayCore
+from xsc.storage.share_store import Upload, ShareStore
+from xsc.tasks import Workers
+
+SEGMENT = 64 * 1024
+DATA = os.urandom(20 * SEGMENT + 5)  # 21 segments, staged on disk (over the share store's HELD_UPLOAD)
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    writer = Workers(1, "test-writer")
+    with ThreadPoolExecutor(2, thread_name_prefix="test-pool") as pool:
+        yield GatewayCore(ShareStore(db, 1 << 30), pool, segment_size=SEGMENT, lease_duration=86400,
+                          node_key=b"k" * 32, writer=writer)
+    writer.shutdown()
+    db.close()
+
+
+def _read(data: bytes):
+    stream = io.BytesIO(data)
+
+    async def read(n: int) -> bytes:
+        return stream.read(n)
+
+    return read
+
+
+def _writes_seen(monkeypatch, fail_at: int | None = None) -> list[tuple[str, int]]:
+    """(thread, segment) of each block write the store is asked for; the one of segment `fail_at` fails."""
+    seen: list[tuple[str, int]] = []
+    put_blocks = Upload.put_blocks
+
+    def recorded(self: Upload, segment: int, blocks: dict[int, bytes]) -> None:
+        seen.append((threading.current_thread().name, segment))
+        if segment == fail_at:
+            raise OSError(28, "No space left on device")
+        put_blocks(self, segment, blocks)
+
+    monkeypatch.setattr(Upload, "put_blocks", recorded)
+    return seen
+
+
+async def test_a_large_puts_blocks_are_written_in_order_on_the_writer_and_read_back(gateway, monkeypatch) -> None:
+    seen = _writes_seen(monkeypatch)
+    result = await gateway_put.put(gateway, _read(DATA), len(DATA))
+    assert seen == [("test-writer_0", segment) for segment in range(21)]
+    size, chunks = await gateway_get.open_file(gateway, result.capability)
+    assert size == len(DATA) and b"".join([chunk async for chunk in chunks]) == DATA
+
+
+async def test_a_block_write_that_fails_fails_the_put_and_leaves_nothing_staged(gateway, monkeypatch) -> None:
+    seen = _writes_seen(monkeypatch, fail_at=3)
+    with pytest.raises(OSError, match="No space left"):
+        await gateway_put.put(gateway, _read(DATA), len(DATA))
+    assert seen[-1] == ("test-writer_0", 3)  # no write after the one that failed
+    assert list(gateway.store.db.iterator(prefix=keys.UPLOADS)) == []
+    assert list(gateway.store.db.iterator(prefix=keys.blocks_of(b""))) == []
+    assert gateway.store.reserved == 0
