@@ -1,15 +1,21 @@
-"""Freed memory given back to the system.  glibc's malloc keeps the pages a process freed for its next allocations
-(in each of its arenas, and below the top of its main heap), so a node whose memory churns (TLS handshakes, peers'
-messages parsed and dropped) stays as large as its busiest moment; `malloc_trim(0)` hands every free page back.
-`HeapTrim` does that every TRIM_EVERY seconds; where the C library is not glibc it does nothing.
+"""Freed memory given back to the system, and malloc's thresholds for a node's buffers.
 
-It also keeps large buffers in the heap while the node works (`keep_large_buffers`).  By itself glibc maps large
-allocations afresh and unmaps them when freed (past a threshold it moves as such buffers are freed), and shrinks a
-heap as soon as a little memory at its top is free: a segment's buffers (1 MiB and more: the segment, its ciphertext,
-its blocks), made and freed on the pool's threads, then cost a page fault per 4 KiB and the zeroing of each page,
-15,000 faults for 64 segments encoded and decoded on two threads (tests/test_heap.py), about a fifth of the node's
-CPU on a 256 MiB put.  Kept in the heap, they reuse the pages the segment before freed; what stays free goes back at
-the next trim."""
+glibc's malloc keeps the pages a process freed for its next allocations (in each of its arenas, and below the top of
+its main heap), so a node whose memory churns (TLS handshakes, peers' messages parsed and dropped) stays as large as
+its busiest moment; `malloc_trim(0)` hands every free page back.  `HeapTrim` does that every TRIM_EVERY seconds;
+where the C library is not glibc it does nothing.
+
+`set_malloc_thresholds` (once, as a node or the S3 front starts) fixes two of glibc's thresholds:
+- buffers of MMAP_THRESHOLD and more are mapped on their own and given back as soon as they are freed.  By default
+  glibc raises that threshold to the size of the largest buffer freed so far (up to 32 MiB): after a few 16 MiB
+  bodies, later ones come from the heap and stay in the process once freed (a stranger's four 16 MiB segment bodies
+  left a holder 65 MiB larger for good);
+- free memory at the top of the heap is given back by itself only past KEEP_FREE_UP_TO.  Fixing the first
+  threshold freezes this one at glibc's 128 KiB: the heap top would be given back as soon as that much of it is
+  free, and a segment's blocks (256 KiB each, made and freed on the pool's threads) would fault in their pages
+  afresh, a fault and the zeroing of a page per 4 KiB (14,000 faults for 64 segments' blocks encoded and decoded on
+  two threads, 3 with it kept: tests/test_heap.py), a large part of a node's CPU on a put.  What stays free goes
+  back at the next trim."""
 
 from __future__ import annotations
 
@@ -20,11 +26,8 @@ from typing import Any, Callable
 from .tasks import periodic
 
 TRIM_EVERY = 30.0  # seconds; a trim of a node's heap takes well under a millisecond
-# Allocations below this come from the heap (glibc's M_MMAP_THRESHOLD): a holder's share batch (16 MiB) included.
-HEAP_BUFFERS_UP_TO = 16 * 1024 * 1024
-# Free memory at the top of the heap is given back by itself only past this (M_TRIM_THRESHOLD); the trim every
-# TRIM_EVERY seconds gives back the rest.
-KEEP_FREE_UP_TO = 64 * 1024 * 1024
+MMAP_THRESHOLD = 1024 * 1024  # buffers this large and larger are mapped on their own (M_MMAP_THRESHOLD)
+KEEP_FREE_UP_TO = 64 * 1024 * 1024  # free memory at the heap's top given back by itself past this (M_TRIM_THRESHOLD)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
@@ -39,13 +42,13 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return getattr(_libc(), "malloc_trim", None)  # not glibc: nothing to trim
 
 
-def keep_large_buffers() -> bool:
-    """Serve buffers up to HEAP_BUFFERS_UP_TO from the heap, and keep up to KEEP_FREE_UP_TO free at its top between
-    trims (module docstring); False where the C library is not glibc."""
+def set_malloc_thresholds() -> bool:
+    """Fix glibc's mmap threshold at MMAP_THRESHOLD and its trim threshold at KEEP_FREE_UP_TO (module docstring);
+    False where the C library is not glibc."""
     mallopt = getattr(_libc(), "mallopt", None)
     if mallopt is None:
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, HEAP_BUFFERS_UP_TO) and mallopt(_M_TRIM_THRESHOLD, KEEP_FREE_UP_TO))
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, KEEP_FREE_UP_TO))
 
 
 class HeapTrim:
@@ -55,8 +58,7 @@ class HeapTrim:
         self._trim = _malloc_trim()
 
     def start(self) -> None:
-        if self._trim is not None:
-            keep_large_buffers()
+        pass
 
     def close(self) -> None:
         pass

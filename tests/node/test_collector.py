@@ -138,7 +138,7 @@ async def _strangers_bodies(node, bodies: int) -> None:
 async def test_a_strangers_large_bodies_are_given_back_to_the_system_once_read(node_process) -> None:
     """glibc keeps freed buffers as large as the largest freed so far in the process (its mmap threshold rises
     with them): four 16 MiB bodies of a stranger's left a holder 65 MiB larger for good.  The node fixes the
-    threshold (collector.return_freed_buffers): after rounds of such bodies, its memory is back where it was."""
+    threshold (heap.set_malloc_thresholds): after rounds of such bodies, its memory is back where it was."""
     node = node_process(env={"XSC_STORAGE_UNPAID_GRACE": "3600", "XSC_STORAGE_CAPACITY": "1GiB"})
     await _strangers_bodies(node, 1)  # whatever one round leaves (connection pools, caches) is in the baseline
     before = _anonymous_memory(node)

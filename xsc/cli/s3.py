@@ -32,7 +32,7 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     from ..s3.access import KeyRing, key_file
     from ..s3.marks import FileMarks
     from ..client.aio import NodeApi
-    from ..node.collector import return_freed_buffers
+    from ..heap import set_malloc_thresholds
     from ..s3.server import S3Front, serve as run
 
     host, port = parse_listen(listen)
@@ -40,7 +40,7 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     keyring = KeyRing(key_file(obj.data_dir))
     if not keyring.list():
         click.echo("xsc s3: no access keys yet: create one with `xsc s3 keys create`", err=True)
-    return_freed_buffers()
+    set_malloc_thresholds()
     front = S3Front(NodeApi(obj.node_url(), obj.token()), keyring, FileMarks.load(obj.data_dir), region=region)
 
     async def main() -> None:

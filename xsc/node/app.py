@@ -29,7 +29,8 @@ from .appkeys import (CLIENT_IDENTITY, CONFIG, CPU_POOL, DB, HEALTH_CHECKS, IDEN
 from .http import ROUTES
 from .http.node import node_checks
 from .limits import RateLimiter
-from .collector import Collector, return_freed_buffers
+from ..heap import set_malloc_thresholds
+from .collector import Collector
 from ..serve.listener import GuardedNodeRunner, NodeSite, TlsOnlySite
 from .metrics import Metrics
 from .middlewares import InFlight, request_counter
@@ -155,7 +156,7 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
                                keepalive_timeout=config.node.idle_timeout,
                                handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT, access_log=None)
     await runner.setup()
-    return_freed_buffers()
+    set_malloc_thresholds()
     collector = Collector()  # full collections scan what came since the last one (~76,000 objects at start)
     switch_interval = sys.getswitchinterval()
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)

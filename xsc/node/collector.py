@@ -12,8 +12,6 @@ more often (FULL_AFTER), so each has less that is new to scan.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import time
 
@@ -23,24 +21,6 @@ RESCAN_SECONDS = 900.0
 # market messages the full collections took 41-72 ms of loop CPU at 10 and 17-19 ms at 2, the same work in all.
 FULL_AFTER = 2
 DEFAULT_FULL_AFTER = 10
-
-
-M_MMAP_THRESHOLD = -3  # mallopt's parameter number (glibc's malloc.h)
-MMAP_THRESHOLD = 1024 * 1024
-
-
-def return_freed_buffers() -> bool:
-    """Have glibc give large buffers (a request body, a segment, a share block) back to the system when they are
-    freed.  By default glibc raises its mmap threshold to the size of the largest buffer freed so far (up to 32
-    MiB): after a few 16 MiB bodies, later ones come from the heap and stay in the process once freed (a
-    stranger's four 16 MiB segment bodies left a holder 65 MiB larger for good).  A fixed threshold turns that off.
-    Whether it could be set (False off glibc)."""
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        return bool(libc is not None and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-    except (OSError, AttributeError):
-        return False
 
 
 class Collector:
