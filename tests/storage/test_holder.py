@@ -357,6 +357,12 @@ def test_a_run_of_blocks_splits_back_exactly(size: int, segment_size: int, data)
     assert sum(block_lengths(size, segment_size, 0, count)) == layout.share_bytes(size, segment_size)
     blocks = [bytes([i % 256]) * length for i, length in enumerate(lengths)]
     assert split_blocks(b"".join(blocks), size, segment_size, first) == blocks
+    # ... and so does the body as the chunks it arrived in, cut anywhere; a block that is one whole chunk is kept as it is
+    body = b"".join(blocks)
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(body)), max_size=6))))
+    chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)])]
+    assert split_blocks(chunks, size, segment_size, first) == blocks
+    assert all(a is b for a, b in zip(split_blocks(blocks, size, segment_size, first), blocks))
     cut = data.draw(st.integers(1, sum(lengths) - 1)) if sum(lengths) > 1 else None
     if cut is not None and cut not in {sum(lengths[:i]) for i in range(1, n)}:
         with pytest.raises(BadRequest, match="split"):

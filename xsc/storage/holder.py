@@ -14,6 +14,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -194,8 +195,9 @@ class ShareHolder:
             raise Forbidden("only the node that began an upload may send to, commit or abort it")
         return incoming
 
-    async def put(self, incoming: Incoming, first: int, body: bytes | bytearray) -> int:
-        """Stage the blocks of segments first.. (in order); returns the next segment expected."""
+    async def put(self, incoming: Incoming, first: int, body: bytes | bytearray | Sequence[bytes]) -> int:
+        """Stage the blocks of segments first.. (in order), from a body or the chunks it arrived in; returns the
+        next segment expected."""
         async with incoming.lock:
             self._check_open(incoming)
             self.check_order(incoming, first)
