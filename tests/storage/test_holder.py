@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xsc import keys
-from xsc.errors import BadRequest, PeerRefused
+from xsc.errors import BadRequest, PeerRefused, PeerUnreachable
 from xsc.identity import sign_request
 from xsc.storage import holder_client as remote_holder
 from xsc.storage.core import wire
@@ -345,6 +345,27 @@ async def test_blocks_bigger_than_a_buffered_request_stream_both_ways(net, monke
     await from_a.put_segments(upload, 0, f.blocks[SHARE + 1])
     await from_a.commit(upload, f.hashes[SHARE + 1], f.manifest.encode())
     assert (store.used, store.reserved) == (2 * f.share_bytes, 0)
+
+
+async def test_a_range_is_read_in_runs_of_blocks_and_a_block_missing_in_it_cuts_the_answer(net, monkeypatch) -> None:
+    # Each run of one block here (the store is read one trip per READ_RUN bytes): the answer is the same.
+    monkeypatch.setattr(holder_module, "READ_RUN", 1)
+    store, from_a, from_c = net["store"], net["from_a"], net["from_c"]
+    f = EncodedFile(5 * SEGMENT)
+    await place(from_a, f, SHARE)
+    assert await from_c.blocks(f.si, SHARE, 0, 5, f.lengths(0, 5)) == f.blocks[SHARE]
+    monkeypatch.setattr(holder_module, "READ_RUN", 2 * len(f.blocks[SHARE][0]) + 1)  # runs of three blocks
+    assert await from_c.blocks(f.si, SHARE, 1, 4, f.lengths(1, 4)) == f.blocks[SHARE][1:]
+    store.db.delete(keys.block(f.si, SHARE, 3))
+    # Missing after the answer began (in the first run, or a later one): the answer is cut short.
+    for run in (1, 10 * len(f.blocks[SHARE][0])):
+        monkeypatch.setattr(holder_module, "READ_RUN", run)
+        with pytest.raises((PeerRefused, PeerUnreachable)):  # a cut answer: as a short body, or a closed connection
+            await from_c.blocks(f.si, SHARE, 0, 5, f.lengths(0, 5))
+    # Missing as the first block asked: a 404 before any answer.
+    with pytest.raises(PeerRefused) as err:
+        await from_c.blocks(f.si, SHARE, 3, 2, f.lengths(3, 2))
+    refused(err, 404, "share-not-found")
 
 
 # --- pure parts --------------------------------------------------------------------------

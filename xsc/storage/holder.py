@@ -14,7 +14,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -46,6 +46,9 @@ MAX_SEGMENTS_PER_SHARE = 65_536  # bounds the metadata one share makes every rea
 TURN_WAIT = 60.0  # seconds a body sent ahead of its turn waits for those before it
 MIN_UPLOAD_RATE = 64 * 1024  # bytes/s: an upload slower than this on the whole is aborted
 MAX_BUFFERED = 128 * 1024**2  # bytes of segment bodies held in memory at once, all senders together
+# Bytes of blocks a read of a range takes from the store per trip to the pool (one trip per block cost the holder
+# more than the reading), and holds until they are sent.
+READ_RUN = 2 * 1024 * 1024
 
 
 @dataclass(eq=False)
@@ -419,8 +422,11 @@ class ShareHolder:
                 "block_hashes": [h.hex() for h in meta.block_hashes],
                 "manifest": manifest.hex() if manifest is not None else None}
 
-    async def first_block(self, si: bytes, share: int, first: int, count: int) -> bytes:
-        """Check a read of blocks first..first+count-1; returns the first (the answer then streams the rest)."""
+    async def first_blocks(self, si: bytes, share: int, first: int, count: int
+                           ) -> AsyncIterator[tuple[int, bytes | None]]:
+        """Check a read of blocks first..first+count-1 and read the first run of them; returns the blocks with their
+        segments, the rest read as they are taken, READ_RUN bytes per trip to the pool (None: a block found missing,
+        the last)."""
         meta = await self.held(si, share)
         if count > MAX_BLOCKS_PER_GET:
             raise InvalidArgument(f"count must be at most {MAX_BLOCKS_PER_GET}", hint="ask for the blocks in several ranges")
@@ -428,13 +434,34 @@ class ShareHolder:
             raise RangeNotSatisfiable(f"blocks {first} to {first + count - 1} asked, share {share} has "
                                       f"{meta.segment_count} (0 to {meta.segment_count - 1})",
                                       segment_count=meta.segment_count)
-        block = await self._run(self.store.get_block, si, share, first)
-        if block is None:
+        run = await self._run(self._read_run, si, share, first, first + count)
+        if run[0] is None:
             raise ShareNotFound(f"block {first} of share {share} is missing on this node", segment=first)
-        return block
+        return self._following(si, share, first, first + count, run)
 
-    async def block(self, si: bytes, share: int, segment: int) -> bytes | None:
-        return await self._run(self.store.get_block, si, share, segment)
+    async def _following(self, si: bytes, share: int, segment: int, end: int,
+                         run: list[bytes | None]) -> AsyncIterator[tuple[int, bytes | None]]:
+        while True:
+            for block in run:
+                yield segment, block
+                if block is None:
+                    return
+                segment += 1
+            if segment >= end:
+                return
+            run = await self._run(self._read_run, si, share, segment, end)
+
+    def _read_run(self, si: bytes, share: int, segment: int, end: int) -> list[bytes | None]:
+        """Blocks segment.. (before `end`): as many as make READ_RUN bytes (at least one), up to a missing one."""
+        run: list[bytes | None] = []
+        size = 0
+        for index in range(segment, end):
+            block = self.store.get_block(si, share, index)
+            run.append(block)
+            if block is None or size + len(block) >= READ_RUN:
+                break
+            size += len(block)
+        return run
 
     async def delete(self, si: bytes, share: int, sender: bytes) -> None:
         await self.held_for(si, share, sender, "delete it")

@@ -138,12 +138,10 @@ async def share_blocks(request: web.Request) -> web.StreamResponse:
     first = parse_count(request.query.get("from"), "from")
     count = parse_count(request.query.get("count"), "count", minimum=1)
     holder = request.app[NODE].share_holder
-    block: bytes | None = await holder.first_block(si, share, first, count)
+    blocks = await holder.first_blocks(si, share, first, count)  # checked: refusals come before the answer
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     await response.prepare(request)
-    for segment in range(first, first + count):
-        if segment > first:
-            block = await holder.block(si, share, segment)
+    async for segment, block in blocks:
         if block is None:
             # Headers are gone: cut the connection, so the reader sees a short answer and asks another holder.
             log.error("block %d of share %d of %s is missing: answer cut", segment, share, si.hex()[:16])
