@@ -395,3 +395,39 @@ def test_proof_sides_are_the_sides_of_the_merkle_path(count: int, data) -> None:
     index = data.draw(st.integers(0, count - 1))
     hashes = [block_hash(i.to_bytes(4, "big")) for i in range(count)]
     assert [left for left, _ in proof(hashes, index)] == proof_sides(index, count)
+
+
+@pytest.mark.parametrize("extra, message", [(b"z", "more than the blocks asked"), (-1, "sent 199 bytes of a 200-byte block")])
+async def test_a_reader_refuses_an_answer_longer_or_shorter_than_the_blocks_asked(extra, message) -> None:
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from xsc.identity import Identity
+    from xsc.net.peer_client import PeerClient
+
+    blocks = [b"a" * 100, b"b" * 200]
+    body = b"".join(blocks) + extra if isinstance(extra, bytes) else b"".join(blocks)[:extra]
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for start in range(0, len(body), 64):  # chunks that do not fall on the blocks' bounds
+            await response.write(body[start:start + 64])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/peer/shares/{si}/{share}/blocks", answer)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            holder = RemoteHolder(PeerClient(Identity.generate(), session, 10.0, tls=False), "x" * 52,
+                                  str(server.make_url("")))
+            with pytest.raises(PeerRefused, match=message):
+                await holder.blocks(b"\x01" * 32, SHARE, 0, 2, [100, 200])
+            body = b"".join(blocks)
+            assert await holder.blocks(b"\x01" * 32, SHARE, 0, 2, [100, 200]) == blocks
+    finally:
+        await server.close()
