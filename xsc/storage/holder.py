@@ -423,10 +423,11 @@ class ShareHolder:
                 "manifest": manifest.hex() if manifest is not None else None}
 
     async def first_blocks(self, si: bytes, share: int, first: int, count: int
-                           ) -> AsyncIterator[tuple[int, bytes | None]]:
-        """Check a read of blocks first..first+count-1 and read the first run of them; returns the blocks with their
-        segments, the rest read as they are taken, READ_RUN bytes per trip to the pool (None: a block found missing,
-        the last)."""
+                           ) -> tuple[int, AsyncIterator[tuple[int, bytes | None]]]:
+        """Check a read of blocks first..first+count-1 and read the first run of them; returns the answer's length
+        and the blocks with their segments, the rest read as they are taken, READ_RUN bytes per trip to the pool
+        (None: a block found missing or not of its length, the last).  The length is known before the blocks are
+        read: all of a share's blocks but the last are as long as each other, and they make its stored bytes."""
         meta = await self.held(si, share)
         if count > MAX_BLOCKS_PER_GET:
             raise InvalidArgument(f"count must be at most {MAX_BLOCKS_PER_GET}", hint="ask for the blocks in several ranges")
@@ -437,15 +438,21 @@ class ShareHolder:
         run = await self._run(self._read_run, si, share, first, first + count)
         if run[0] is None:
             raise ShareNotFound(f"block {first} of share {share} is missing on this node", segment=first)
-        return self._following(si, share, first, first + count, run)
+        last = meta.segment_count - 1
+        block = len(run[0])  # of any segment but the last (or of the last, if the range is only that one)
+        last_block = meta.stored_bytes - last * block if first < last else block
+        lengths = [block] * (min(first + count, last) - first) + ([last_block] if first + count > last else [])
+        return sum(lengths), self._following(si, share, first, first + count, run, lengths)
 
-    async def _following(self, si: bytes, share: int, segment: int, end: int,
-                         run: list[bytes | None]) -> AsyncIterator[tuple[int, bytes | None]]:
+    async def _following(self, si: bytes, share: int, segment: int, end: int, run: list[bytes | None],
+                         lengths: list[int]) -> AsyncIterator[tuple[int, bytes | None]]:
+        first = segment
         while True:
             for block in run:
-                yield segment, block
-                if block is None:
+                if block is None or len(block) != lengths[segment - first]:
+                    yield segment, None
                     return
+                yield segment, block
                 segment += 1
             if segment >= end:
                 return

@@ -138,13 +138,14 @@ async def share_blocks(request: web.Request) -> web.StreamResponse:
     first = parse_count(request.query.get("from"), "from")
     count = parse_count(request.query.get("count"), "count", minimum=1)
     holder = request.app[NODE].share_holder
-    blocks = await holder.first_blocks(si, share, first, count)  # checked: refusals come before the answer
+    length, blocks = await holder.first_blocks(si, share, first, count)  # checked: refusals come before the answer
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    response.content_length = length  # not chunked: each block is written as it is, without framing
     await response.prepare(request)
     async for segment, block in blocks:
         if block is None:
             # Headers are gone: cut the connection, so the reader sees a short answer and asks another holder.
-            log.error("block %d of share %d of %s is missing: answer cut", segment, share, si.hex()[:16])
+            log.error("block %d of share %d of %s is missing or cut: answer cut", segment, share, si.hex()[:16])
             request.transport.close()
             return response
         await response.write(block)
