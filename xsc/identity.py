@@ -9,7 +9,7 @@ import heapq
 import hmac
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,8 +165,14 @@ _REQUEST_TAG = b"XSC-PEER-REQUEST-1"
 _NONCE_CHARS = frozenset("0123456789abcdef")
 
 
-def body_digest(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
+def body_digest(body: bytes | Sequence[bytes]) -> str:
+    """The SHA-256 of a body in hex; of a body given as its parts, of the parts one after the other."""
+    if isinstance(body, (bytes, bytearray, memoryview)):
+        return hashlib.sha256(body).hexdigest()
+    digest = hashlib.sha256()
+    for part in body:
+        digest.update(part)
+    return digest.hexdigest()
 
 
 def canonical_request(sender: str, receiver: str, method: str, target: str, digest: str, timestamp: int,
@@ -178,7 +184,7 @@ def canonical_request(sender: str, receiver: str, method: str, target: str, dige
     return b"\n".join([_REQUEST_TAG, *(f.encode() for f in fields)])
 
 
-def sign_request(identity: Identity, method: str, target: str, body: bytes = b"", *, receiver: str | None = None,
+def sign_request(identity: Identity, method: str, target: str, body: bytes | Sequence[bytes] = b"", *, receiver: str | None = None,
                  now_ms: int | None = None, nonce: str | None = None, grid_secret: str = "") -> dict[str, str]:
     """The headers that make a request to a peer verifiable (receiver: its id, when the sender knows it);
     with a grid secret, also the proof that the sender knows it (HEADER_GRID)."""

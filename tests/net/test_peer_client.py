@@ -94,3 +94,67 @@ async def test_a_streaming_peer_handler_gets_the_signed_digest_and_an_unread_bod
             assert answer.status == 200 and (await answer.json())["matches"] is matches
     finally:
         await client.close()
+
+
+async def test_a_body_given_as_parts_arrives_whole_and_its_signature_covers_them_one_after_the_other(
+        make_config, monkeypatch) -> None:
+    import hashlib
+
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from xsc.identity import Identity
+    from xsc.net.peer_client import PeerClient
+    from xsc.node import create_app
+    from xsc.node.peer_auth import signed, streams_body
+    from xsc.node.peer_routes import PEER_ROUTES, Price
+
+    monkeypatch.setitem(PEER_ROUTES, ("PUT", "/v1/peer/test-upload"), Price(4 * 1024 * 1024, 64 * 1024))
+
+    @streams_body
+    async def upload(request: web.Request) -> web.Response:
+        digest = hashlib.sha256()
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            digest.update(chunk)
+        return web.json_response({"sha256": digest.hexdigest(), "signed": signed(request).digest})
+
+    config = make_config("parts", **FAST)
+    app = create_app(config)
+    app.router.add_put("/v1/peer/test-upload", upload)
+    port = int(config.node.listen.rsplit(":", 1)[1])
+    server = TestClient(TestServer(app, host="127.0.0.1", port=port))
+    await server.start_server()
+    try:
+        parts = [b"a" * 700_000, b"", b"b" * 3, bytes(range(256)) * 5000]  # pieces cut across and within parts
+        whole = hashlib.sha256(b"".join(parts)).hexdigest()
+        async with aiohttp.ClientSession() as session:  # plaintext on loopback: every request signed
+            client = PeerClient(Identity.generate(), session, 10.0, tls=False)
+            answer = (await client.request(f"http://127.0.0.1:{port}", "PUT", "/v1/peer/test-upload",
+                                           data=parts)).json()
+        assert answer == {"sha256": whole, "signed": whole}
+    finally:
+        await server.close()
+
+
+async def test_parts_are_written_in_pieces_of_at_most_write_piece_bytes_never_joined() -> None:
+    from xsc.net.peer_client import WRITE_PIECE, Pieces
+
+    class Writer:
+        def __init__(self) -> None:
+            self.pieces: list[memoryview] = []
+
+        async def write(self, piece) -> None:
+            self.pieces.append(piece)
+
+    parts = [b"x" * (2 * WRITE_PIECE + 5), b"y" * 10]
+    writer = Writer()
+    body = Pieces(parts)
+    assert body.size == 2 * WRITE_PIECE + 15
+    await body.write(writer)
+    assert [len(p) for p in writer.pieces] == [WRITE_PIECE, WRITE_PIECE, 5, 10]
+    assert all(p.obj is part for p, part in zip(writer.pieces, [parts[0]] * 3 + [parts[1]]))  # views: no copy
+    assert b"".join(writer.pieces) == b"".join(parts) == await body.as_bytes()
+    cut = Writer()
+    await body.write_with_length(cut, WRITE_PIECE + 1)  # a shorter Content-Length is honoured
+    assert [len(p) for p in cut.pieces] == [WRITE_PIECE, 1]

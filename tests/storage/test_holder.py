@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xsc import keys
-from xsc.errors import BadRequest, PeerRefused
+from xsc.errors import BadRequest, PeerRefused, PeerUnreachable
 from xsc.identity import sign_request
 from xsc.storage import holder_client as remote_holder
 from xsc.storage.core import wire
@@ -347,6 +347,30 @@ async def test_blocks_bigger_than_a_buffered_request_stream_both_ways(net, monke
     assert (store.used, store.reserved) == (2 * f.share_bytes, 0)
 
 
+async def test_a_range_is_read_in_runs_of_blocks_and_a_block_missing_in_it_cuts_the_answer(net, monkeypatch) -> None:
+    # Each run of one block here (the store is read one trip per READ_RUN bytes): the answer is the same.
+    monkeypatch.setattr(holder_module, "READ_RUN", 1)
+    store, from_a, from_c = net["store"], net["from_a"], net["from_c"]
+    f = EncodedFile(4 * SEGMENT + 100)  # the last block shorter
+    await place(from_a, f, SHARE)
+    assert await from_c.blocks(f.si, SHARE, 0, 5, f.lengths(0, 5)) == f.blocks[SHARE]
+    assert await from_c.blocks(f.si, SHARE, 4, 1, f.lengths(4, 1)) == f.blocks[SHARE][4:]
+    monkeypatch.setattr(holder_module, "READ_RUN", 2 * len(f.blocks[SHARE][0]) + 1)  # runs of three blocks
+    assert await from_c.blocks(f.si, SHARE, 1, 4, f.lengths(1, 4)) == f.blocks[SHARE][1:]
+    # A block missing, or not of its length, after the answer began (in the first run, or a later one): the answer
+    # (its length said before the blocks were read) is cut short.
+    for damage in (lambda key: store.db.put(key, b"x"), store.db.delete):
+        damage(keys.block(f.si, SHARE, 3))
+        for run in (1, 10 * len(f.blocks[SHARE][0])):
+            monkeypatch.setattr(holder_module, "READ_RUN", run)
+            with pytest.raises((PeerRefused, PeerUnreachable)):  # cut: as a short body, or a closed connection
+                await from_c.blocks(f.si, SHARE, 0, 5, f.lengths(0, 5))
+    # Missing as the first block asked: a 404 before any answer.
+    with pytest.raises(PeerRefused) as err:
+        await from_c.blocks(f.si, SHARE, 3, 2, f.lengths(3, 2))
+    refused(err, 404, "share-not-found")
+
+
 # --- pure parts --------------------------------------------------------------------------
 @given(size=st.integers(0, 40_000), segment_size=st.integers(4096, 9000), data=st.data())
 def test_a_run_of_blocks_splits_back_exactly(size: int, segment_size: int, data) -> None:
@@ -357,6 +381,12 @@ def test_a_run_of_blocks_splits_back_exactly(size: int, segment_size: int, data)
     assert sum(block_lengths(size, segment_size, 0, count)) == layout.share_bytes(size, segment_size)
     blocks = [bytes([i % 256]) * length for i, length in enumerate(lengths)]
     assert split_blocks(b"".join(blocks), size, segment_size, first) == blocks
+    # ... and so does the body as the chunks it arrived in, cut anywhere; a block that is one whole chunk is kept as it is
+    body = b"".join(blocks)
+    cuts = sorted(set(data.draw(st.lists(st.integers(0, len(body)), max_size=6))))
+    chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)])]
+    assert split_blocks(chunks, size, segment_size, first) == blocks
+    assert all(a is b for a, b in zip(split_blocks(blocks, size, segment_size, first), blocks))
     cut = data.draw(st.integers(1, sum(lengths) - 1)) if sum(lengths) > 1 else None
     if cut is not None and cut not in {sum(lengths[:i]) for i in range(1, n)}:
         with pytest.raises(BadRequest, match="split"):
@@ -368,3 +398,39 @@ def test_proof_sides_are_the_sides_of_the_merkle_path(count: int, data) -> None:
     index = data.draw(st.integers(0, count - 1))
     hashes = [block_hash(i.to_bytes(4, "big")) for i in range(count)]
     assert [left for left, _ in proof(hashes, index)] == proof_sides(index, count)
+
+
+@pytest.mark.parametrize("extra, message", [(b"z", "more than the blocks asked"), (-1, "sent 199 bytes of a 200-byte block")])
+async def test_a_reader_refuses_an_answer_longer_or_shorter_than_the_blocks_asked(extra, message) -> None:
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from xsc.identity import Identity
+    from xsc.net.peer_client import PeerClient
+
+    blocks = [b"a" * 100, b"b" * 200]
+    body = b"".join(blocks) + extra if isinstance(extra, bytes) else b"".join(blocks)[:extra]
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for start in range(0, len(body), 64):  # chunks that do not fall on the blocks' bounds
+            await response.write(body[start:start + 64])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/v1/peer/shares/{si}/{share}/blocks", answer)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            holder = RemoteHolder(PeerClient(Identity.generate(), session, 10.0, tls=False), "x" * 52,
+                                  str(server.make_url("")))
+            with pytest.raises(PeerRefused, match=message):
+                await holder.blocks(b"\x01" * 32, SHARE, 0, 2, [100, 200])
+            body = b"".join(blocks)
+            assert await holder.blocks(b"\x01" * 32, SHARE, 0, 2, [100, 200]) == blocks
+    finally:
+        await server.close()

@@ -21,9 +21,10 @@ import re
 import ssl
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Sequence
 
 import aiohttp
+from aiohttp import payload
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -45,8 +46,46 @@ MAX_RESPONSE = 16 * 1024 * 1024  # bytes request() buffers; stream bigger answer
 KEEPALIVE = 30.0
 
 
+# Bytes of a body handed to the connection at once.  A body given whole to a TLS transport is encrypted whole into a
+# growing memory buffer, read out of it whole and queued whole behind the socket, each a fresh copy of it; in pieces,
+# each piece goes through in buffers that are reused, and the next waits until the socket has taken the last.
+WRITE_PIECE = 256 * 1024
+
+Body = bytes | Sequence[bytes]  # a body, or the parts it is made of (sent one after the other, never joined)
+
+
 class EncodedJson(bytes):
     """JSON text already encoded, sent as it is: `request(..., json=EncodedJson(text))`."""
+
+
+class Pieces(payload.Payload):
+    """A body of one or more parts, written WRITE_PIECE bytes at a time, the parts never joined into one."""
+
+    _autoclose = True  # nothing to close: the parts are in memory
+
+    def __init__(self, parts: Sequence[bytes]) -> None:
+        super().__init__(parts, content_type="application/octet-stream")
+        self._size = sum(len(part) for part in parts)
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return b"".join(self._value).decode(encoding, errors)
+
+    async def as_bytes(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return b"".join(self._value)
+
+    async def write(self, writer) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(self, writer, content_length: int | None) -> None:
+        left = self._size if content_length is None else min(content_length, self._size)
+        for part in self._value:
+            view = memoryview(part)
+            for start in range(0, len(view), WRITE_PIECE):
+                if left <= 0:
+                    return
+                piece = view[start:start + min(WRITE_PIECE, left)]
+                await writer.write(piece)  # waits while the connection's buffers are full
+                left -= len(piece)
 
 
 @dataclass
@@ -120,14 +159,14 @@ class PeerClient:
             if writer is not None:
                 writer.close()
 
-    def _prepare(self, peer_url: str, method: str, path: str, json: Any, data: bytes | None,
-                 to: str | None) -> tuple[URL, dict[str, str], bytes]:
+    def _prepare(self, peer_url: str, method: str, path: str, json: Any, data: Body | None,
+                 to: str | None) -> tuple[URL, dict[str, str], bytes | list[bytes]]:
         if not path.startswith("/") or not path.isascii() or _SPACE.search(path):
             raise InvalidArgument(f"a peer request path must be an encoded absolute path, not {path[:80]!r}")
         if json is not None and data is not None:
             raise InvalidArgument("send either json or data, not both")
         headers: dict[str, str] = {}
-        body = b""
+        body: bytes | list[bytes] = b""
         if isinstance(json, EncodedJson):
             body = bytes(json)
             headers["Content-Type"] = "application/json"
@@ -135,7 +174,7 @@ class PeerClient:
             body = dumps(json)
             headers["Content-Type"] = "application/json"
         elif data is not None:
-            body = bytes(data)
+            body = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
             headers["Content-Type"] = "application/octet-stream"
         url = URL(self.target(peer_url) + path, encoded=True)
         if self.channel and url.scheme == "https":  # the connection's client certificate proves the sender
@@ -149,15 +188,17 @@ class PeerClient:
         return peer_tls.client_context(to, self.identity if self.channel else None)
 
     @asynccontextmanager
-    async def open(self, peer_url: str, method: str, path: str, *, json: Any = None, data: bytes | None = None,
+    async def open(self, peer_url: str, method: str, path: str, *, json: Any = None, data: Body | None = None,
                    to: str | None = None, timeout: float | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
-        """A signed request whose answer is streamed: yields the response once its status is known to be < 400."""
+        """A signed request whose answer is streamed: yields the response once its status is known to be < 400.
+        `data`: the body's bytes, or the parts it is made of (sent as they are, not joined first)."""
         url, headers, body = self._prepare(peer_url, method, path, json, data, to)
         # The pin is the node the request is signed for: the handshake checks it before the request is sent.
         tls_context = self._context(to) if url.scheme == "https" else False
         in_caller = False  # errors of the caller's own code pass through unchanged
         try:
-            async with self.session.request(method, url, data=body or None, headers=headers, ssl=tls_context,
+            sent = Pieces(body) if isinstance(body, list) else body or None
+            async with self.session.request(method, url, data=sent, headers=headers, ssl=tls_context,
                                             timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as response:
                 if response.status >= 400:
                     raise _refusal(peer_url, method, path, response.status, await _read(response, 64 * 1024))
@@ -169,7 +210,7 @@ class PeerClient:
             # A connection never made means nothing was sent: the peer did no work for this request.
             raise _unreached(peer_url, exc, sent=not isinstance(exc, aiohttp.ClientConnectorError)) from None
 
-    async def request(self, peer_url: str, method: str, path: str, *, json: Any = None, data: bytes | None = None,
+    async def request(self, peer_url: str, method: str, path: str, *, json: Any = None, data: Body | None = None,
                       to: str | None = None, timeout: float | None = None,
                       max_size: int = MAX_RESPONSE, kept: bool = False) -> PeerResponse:
         """A signed request, its answer read whole (at most max_size bytes).
@@ -187,9 +228,10 @@ class PeerClient:
                                   url=peer_url)
             return PeerResponse(response.status, response.headers, body, node=node)
 
-    async def _kept_request(self, peer_url: str, method: str, path: str, json: Any, data: bytes | None,
+    async def _kept_request(self, peer_url: str, method: str, path: str, json: Any, data: Body | None,
                             to: str | None, timeout: float | None, max_size: int) -> PeerResponse:
         url, headers, body = self._prepare(peer_url, method, path, json, data, to)
+        body = b"".join(body) if isinstance(body, list) else body
         host, port = url.raw_host or "", url.port or (443 if url.scheme == "https" else 80)
         context = self._context(to) if url.scheme == "https" else None
         head = [f"{method} {path} HTTP/1.1\r\nHost: {url.raw_authority}\r\nContent-Length: {len(body)}\r\n"]

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -45,6 +46,9 @@ MAX_SEGMENTS_PER_SHARE = 65_536  # bounds the metadata one share makes every rea
 TURN_WAIT = 60.0  # seconds a body sent ahead of its turn waits for those before it
 MIN_UPLOAD_RATE = 64 * 1024  # bytes/s: an upload slower than this on the whole is aborted
 MAX_BUFFERED = 128 * 1024**2  # bytes of segment bodies held in memory at once, all senders together
+# Bytes of blocks a read of a range takes from the store per trip to the pool (one trip per block cost the holder
+# more than the reading), and holds until they are sent.
+READ_RUN = 2 * 1024 * 1024
 
 
 @dataclass(eq=False)
@@ -194,8 +198,9 @@ class ShareHolder:
             raise Forbidden("only the node that began an upload may send to, commit or abort it")
         return incoming
 
-    async def put(self, incoming: Incoming, first: int, body: bytes | bytearray) -> int:
-        """Stage the blocks of segments first.. (in order); returns the next segment expected."""
+    async def put(self, incoming: Incoming, first: int, body: bytes | bytearray | Sequence[bytes]) -> int:
+        """Stage the blocks of segments first.. (in order), from a body or the chunks it arrived in; returns the
+        next segment expected."""
         async with incoming.lock:
             self._check_open(incoming)
             self.check_order(incoming, first)
@@ -417,8 +422,12 @@ class ShareHolder:
                 "block_hashes": [h.hex() for h in meta.block_hashes],
                 "manifest": manifest.hex() if manifest is not None else None}
 
-    async def first_block(self, si: bytes, share: int, first: int, count: int) -> bytes:
-        """Check a read of blocks first..first+count-1; returns the first (the answer then streams the rest)."""
+    async def first_blocks(self, si: bytes, share: int, first: int, count: int
+                           ) -> tuple[int, AsyncIterator[tuple[int, bytes | None]]]:
+        """Check a read of blocks first..first+count-1 and read the first run of them; returns the answer's length
+        and the blocks with their segments, the rest read as they are taken, READ_RUN bytes per trip to the pool
+        (None: a block found missing or not of its length, the last).  The length is known before the blocks are
+        read: all of a share's blocks but the last are as long as each other, and they make its stored bytes."""
         meta = await self.held(si, share)
         if count > MAX_BLOCKS_PER_GET:
             raise InvalidArgument(f"count must be at most {MAX_BLOCKS_PER_GET}", hint="ask for the blocks in several ranges")
@@ -426,13 +435,40 @@ class ShareHolder:
             raise RangeNotSatisfiable(f"blocks {first} to {first + count - 1} asked, share {share} has "
                                       f"{meta.segment_count} (0 to {meta.segment_count - 1})",
                                       segment_count=meta.segment_count)
-        block = await self._run(self.store.get_block, si, share, first)
-        if block is None:
+        run = await self._run(self._read_run, si, share, first, first + count)
+        if run[0] is None:
             raise ShareNotFound(f"block {first} of share {share} is missing on this node", segment=first)
-        return block
+        last = meta.segment_count - 1
+        block = len(run[0])  # of any segment but the last (or of the last, if the range is only that one)
+        last_block = meta.stored_bytes - last * block if first < last else block
+        lengths = [block] * (min(first + count, last) - first) + ([last_block] if first + count > last else [])
+        return sum(lengths), self._following(si, share, first, first + count, run, lengths)
 
-    async def block(self, si: bytes, share: int, segment: int) -> bytes | None:
-        return await self._run(self.store.get_block, si, share, segment)
+    async def _following(self, si: bytes, share: int, segment: int, end: int, run: list[bytes | None],
+                         lengths: list[int]) -> AsyncIterator[tuple[int, bytes | None]]:
+        first = segment
+        while True:
+            for block in run:
+                if block is None or len(block) != lengths[segment - first]:
+                    yield segment, None
+                    return
+                yield segment, block
+                segment += 1
+            if segment >= end:
+                return
+            run = await self._run(self._read_run, si, share, segment, end)
+
+    def _read_run(self, si: bytes, share: int, segment: int, end: int) -> list[bytes | None]:
+        """Blocks segment.. (before `end`): as many as make READ_RUN bytes (at least one), up to a missing one."""
+        run: list[bytes | None] = []
+        size = 0
+        for index in range(segment, end):
+            block = self.store.get_block(si, share, index)
+            run.append(block)
+            if block is None or size + len(block) >= READ_RUN:
+                break
+            size += len(block)
+        return run
 
     async def delete(self, si: bytes, share: int, sender: bytes) -> None:
         await self.held_for(si, share, sender, "delete it")

@@ -97,9 +97,9 @@ class RemoteHolder:
             while end < len(blocks) and size + len(blocks[end]) <= MAX_PUT_BYTES:
                 size += len(blocks[end])
                 end += 1
-            async with self.lane:
+            async with self.lane:  # the blocks go as they are: one body, never joined into one buffer
                 await self._call("PUT", f"/v1/peer/uploads/{upload}/segments/{first + index}",
-                                 data=b"".join(blocks[index:end]), timeout=timeout)
+                                 data=blocks[index:end], timeout=timeout)
             index = end
 
     async def commit(self, upload: str, block_hashes: list[bytes], manifest: bytes) -> None:

@@ -4,13 +4,13 @@ damage reports holders send to the node that placed a share (storage/audits.py).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
 
 from aiohttp import web
 
 from ...errors import BadRequestSignature, BodyTimeout, PayloadTooLarge, XscError
+from ...identity import body_digest
 from ...storage.holder import MIN_UPLOAD_RATE
 from ...storage.locate import LOCATE_PATH, parse_locate
 from ...storage.core.wire import (DAMAGE_PATH, WHOLE_MAX_BODY, parse_count, parse_damage_report, parse_share,
@@ -35,30 +35,33 @@ def _target(request: web.Request) -> tuple[bytes, int]:
     return parse_storage_index(request.match_info["si"]), parse_share(request.match_info["share"])
 
 
-async def _read_signed_body(request: web.Request, limit: int) -> bytes:
-    """The body of a @streams_body handler, at most limit bytes, checked against its signed digest (if signed), read
-    within a deadline (a body that trickles in is cut off, not waited for)."""
+async def _read_signed_chunks(request: web.Request, limit: int) -> list[bytes]:
+    """The body of a @streams_body handler as the chunks it arrived in, at most limit bytes, checked against its signed
+    digest (if signed), read within a deadline (a body that trickles in is cut off, not waited for).  Kept as they came
+    (a segments body is cut into blocks straight from them): gathering them first would copy the body once more."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body is {request.content_length} bytes; at most {limit} are accepted here",
                               limit=limit)
-    body = bytearray()
+    chunks: list[bytes] = []
+    received = 0
     seconds = BODY_SECONDS + limit / MIN_UPLOAD_RATE
     try:
         async with asyncio.timeout(seconds):
             async for chunk in request.content.iter_any():
-                body += chunk
-                if len(body) > limit:
+                chunks.append(chunk)
+                received += len(chunk)
+                if received > limit:
                     raise PayloadTooLarge(f"the body is longer than the {limit} bytes accepted here", limit=limit)
     except TimeoutError:
         raise BodyTimeout(f"the body did not arrive within {seconds:.0f} s", hint="send faster, or less at once",
-                          received=len(body)) from None
+                          received=received) from None
     if peer_auth.signed(request).channel:
-        return bytes(body)  # proven by its connection (node/peer_auth.py): no digest to check
-    digest = await in_pool(request.app[CPU_POOL], lambda: hashlib.sha256(body).hexdigest())
+        return chunks  # proven by its connection (node/peer_auth.py): no digest to check
+    digest = await in_pool(request.app[CPU_POOL], body_digest, chunks)
     if not hmac.compare_digest(digest, peer_auth.signed(request).digest):
         raise BadRequestSignature("the request body does not match its signed digest",
                                   hint="sign the exact bytes sent")
-    return bytes(body)
+    return chunks
 
 
 @routes.post("/v1/peer/shares/{si}/{share}/uploads")
@@ -76,7 +79,7 @@ async def place_whole_share(request: web.Request) -> web.Response:
     si, share = _target(request)
     holder, sender = request.app[NODE].share_holder, _sender(request)
     async with holder.sender_room(sender, min(WHOLE_MAX_BODY, request.content_length or WHOLE_MAX_BODY)):
-        terms, block = parse_whole_share(await _read_signed_body(request, WHOLE_MAX_BODY))
+        terms, block = parse_whole_share(b"".join(await _read_signed_chunks(request, WHOLE_MAX_BODY)))
         meta = await holder.place_whole(sender, peer_auth.peer_id(request), si, share, terms, block)
     return json_response(_placed(meta), status=201)
 
@@ -90,8 +93,7 @@ async def put_segments(request: web.Request) -> web.Response:
     holder.check_order(incoming, first)  # refused before its body is read; checked again under the lock
     limit = holder.put_limit(incoming)
     async with holder.body_room(incoming, min(limit, request.content_length or limit)):
-        body = await _read_signed_body(request, limit)
-        following = await holder.put(incoming, first, body)
+        following = await holder.put(incoming, first, await _read_signed_chunks(request, limit))
     return json_response({"next_segment": following, "segment_count": incoming.segment_count})
 
 
@@ -101,7 +103,7 @@ async def commit_upload(request: web.Request) -> web.Response:
     holder = request.app[NODE].share_holder
     incoming = holder.get(request.match_info["upload"], _sender(request))
     try:
-        raw = await _read_signed_body(request, holder.commit_limit(incoming))
+        raw = b"".join(await _read_signed_chunks(request, holder.commit_limit(incoming)))
         body = json_object(raw, 'send {"block_hashes": [...], "manifest": hex}')
     except BadRequestSignature:
         raise  # not provably from the uploader: its upload stays as it was
@@ -136,15 +138,14 @@ async def share_blocks(request: web.Request) -> web.StreamResponse:
     first = parse_count(request.query.get("from"), "from")
     count = parse_count(request.query.get("count"), "count", minimum=1)
     holder = request.app[NODE].share_holder
-    block: bytes | None = await holder.first_block(si, share, first, count)
+    length, blocks = await holder.first_blocks(si, share, first, count)  # checked: refusals come before the answer
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    response.content_length = length  # not chunked: each block is written as it is, without framing
     await response.prepare(request)
-    for segment in range(first, first + count):
-        if segment > first:
-            block = await holder.block(si, share, segment)
+    async for segment, block in blocks:
         if block is None:
             # Headers are gone: cut the connection, so the reader sees a short answer and asks another holder.
-            log.error("block %d of share %d of %s is missing: answer cut", segment, share, si.hex()[:16])
+            log.error("block %d of share %d of %s is missing or cut: answer cut", segment, share, si.hex()[:16])
             request.transport.close()
             return response
         await response.write(block)

@@ -20,6 +20,7 @@ neither imports the other.  Pure: no I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from ... import codec
@@ -98,24 +99,39 @@ def block_lengths(size: int, segment_size: int, first: int, count: int) -> list[
             for i in range(first, first + count)]
 
 
-def split_blocks(body: bytes | bytearray | memoryview, size: int, segment_size: int, first: int) -> list[bytes]:
-    """Cut a body into the share's blocks of segments first, first+1, ...; it must split exactly."""
+def split_blocks(body: bytes | bytearray | memoryview | Sequence[bytes], size: int, segment_size: int, first: int) -> list[bytes]:
+    """Cut a body (or the chunks it arrived in, one after the other) into the share's blocks of segments first,
+    first+1, ...; it must split exactly.  Each block is copied once out of the chunks, or not at all when it is one
+    whole chunk."""
+    chunks = [body] if isinstance(body, (bytes, bytearray, memoryview)) else body
+    views = [memoryview(chunk).cast("B") for chunk in chunks if len(chunk)]
+    length_of_body = sum(len(view) for view in views)
     total = layout.segment_count(size, segment_size)
-    view = memoryview(body)
     blocks: list[bytes] = []
     offset, segment = 0, first
-    if not len(view):
+    chunk, start = 0, 0  # where the next block begins: views[chunk][start:]
+    if not length_of_body:
         raise BadRequest("the body holds no block", hint="send the blocks of at least one segment")
-    while offset < len(view):
+    while offset < length_of_body:
         if segment >= total:
             raise BadRequest(f"the body holds more than the {total - first} segment(s) from {first} to the last",
                              hint="send at most the share's remaining blocks")
         length = block_lengths(size, segment_size, segment, 1)[0]
-        if offset + length > len(view):
-            raise BadRequest(f"the body does not split into whole blocks: {len(view) - offset} byte(s) left "
+        if offset + length > length_of_body:
+            raise BadRequest(f"the body does not split into whole blocks: {length_of_body - offset} byte(s) left "
                              f"for segment {segment}, whose block is {length} bytes",
                              hint="send whole blocks, each of the length layout.segment_block_length gives")
-        blocks.append(bytes(view[offset:offset + length]))
+        pieces, want = [], length
+        while want:
+            view = views[chunk]
+            take = min(want, len(view) - start)
+            pieces.append(view[start:start + take])
+            want -= take
+            start += take
+            if start == len(view):
+                chunk, start = chunk + 1, 0
+        whole = pieces[0].obj if len(pieces) == 1 and len(pieces[0]) == len(pieces[0].obj) else None
+        blocks.append(whole if type(whole) is bytes else b"".join(pieces))
         offset += length
         segment += 1
     return blocks
