@@ -184,8 +184,9 @@ def canonical_request(sender: str, receiver: str, method: str, target: str, dige
     return b"\n".join([_REQUEST_TAG, *(f.encode() for f in fields)])
 
 
-def sign_request(identity: Identity, method: str, target: str, body: bytes | Sequence[bytes] = b"", *, receiver: str | None = None,
-                 now_ms: int | None = None, nonce: str | None = None, grid_secret: str = "") -> dict[str, str]:
+def sign_request(identity: Identity, method: str, target: str, body: bytes | Sequence[bytes] = b"", *,
+                 receiver: str | None = None, now_ms: int | None = None, nonce: str | None = None,
+                 grid_secret: str = "") -> dict[str, str]:
     """The headers that make a request to a peer verifiable (receiver: its id, when the sender knows it);
     with a grid secret, also the proof that the sender knows it (HEADER_GRID)."""
     timestamp = int(time.time() * 1000) if now_ms is None else now_ms

@@ -60,25 +60,40 @@ async def test_the_peer_service_signs_requests_and_reports_availability(node_fac
     assert status["peers"] == {"url": peers_a.url, "known": 1, "up": 1}
 
 
-async def test_a_streaming_peer_handler_gets_the_signed_digest_and_an_unread_body(make_config, monkeypatch) -> None:
+def _test_upload(monkeypatch):
+    """A streaming peer route PUT /v1/peer/test-upload (priced for bodies up to 4 MiB) made of the decorated
+    handler, which is called with the SHA-256 of the body as it was streamed in."""
     import hashlib
 
+    from xsc.node.peer_auth import streams_body
+    from xsc.node.peer_routes import PEER_ROUTES, Price
+
+    monkeypatch.setitem(PEER_ROUTES, ("PUT", "/v1/peer/test-upload"), Price(4 * 1024 * 1024, 64 * 1024))
+
+    def route(answer):
+        @streams_body
+        async def upload(request):
+            digest = hashlib.sha256()
+            async for chunk in request.content.iter_chunked(64 * 1024):
+                digest.update(chunk)
+            return await answer(request, digest.hexdigest())
+
+        return upload
+
+    return route
+
+
+async def test_a_streaming_peer_handler_gets_the_signed_digest_and_an_unread_body(make_config, monkeypatch) -> None:
     from aiohttp import web
     from aiohttp.test_utils import TestClient, TestServer
 
     from xsc.identity import Identity, sign_request
     from xsc.node import create_app
-    from xsc.node.peer_auth import signed, streams_body
-    from xsc.node.peer_routes import PEER_ROUTES, Price
+    from xsc.node.peer_auth import signed
 
-    monkeypatch.setitem(PEER_ROUTES, ("PUT", "/v1/peer/test-upload"), Price(4 * 1024 * 1024, 64 * 1024))
-
-    @streams_body
-    async def upload(request: web.Request) -> web.Response:
-        digest = hashlib.sha256()
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            digest.update(chunk)
-        return web.json_response({"matches": digest.hexdigest() == signed(request).digest})
+    @_test_upload(monkeypatch)
+    async def upload(request: web.Request, sha256: str) -> web.Response:
+        return web.json_response({"matches": sha256 == signed(request).digest})
 
     config = make_config("streamer", **FAST)
     app = create_app(config)
@@ -107,17 +122,11 @@ async def test_a_body_given_as_parts_arrives_whole_and_its_signature_covers_them
     from xsc.identity import Identity
     from xsc.net.peer_client import PeerClient
     from xsc.node import create_app
-    from xsc.node.peer_auth import signed, streams_body
-    from xsc.node.peer_routes import PEER_ROUTES, Price
+    from xsc.node.peer_auth import signed
 
-    monkeypatch.setitem(PEER_ROUTES, ("PUT", "/v1/peer/test-upload"), Price(4 * 1024 * 1024, 64 * 1024))
-
-    @streams_body
-    async def upload(request: web.Request) -> web.Response:
-        digest = hashlib.sha256()
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            digest.update(chunk)
-        return web.json_response({"sha256": digest.hexdigest(), "signed": signed(request).digest})
+    @_test_upload(monkeypatch)
+    async def upload(request: web.Request, sha256: str) -> web.Response:
+        return web.json_response({"sha256": sha256, "signed": signed(request).digest})
 
     config = make_config("parts", **FAST)
     app = create_app(config)

@@ -381,7 +381,8 @@ def test_a_run_of_blocks_splits_back_exactly(size: int, segment_size: int, data)
     assert sum(block_lengths(size, segment_size, 0, count)) == layout.share_bytes(size, segment_size)
     blocks = [bytes([i % 256]) * length for i, length in enumerate(lengths)]
     assert split_blocks(b"".join(blocks), size, segment_size, first) == blocks
-    # ... and so does the body as the chunks it arrived in, cut anywhere; a block that is one whole chunk is kept as it is
+    # ... and so does the body as the chunks it arrived in, cut anywhere; a block that is one whole chunk is kept as
+    # it is
     body = b"".join(blocks)
     cuts = sorted(set(data.draw(st.lists(st.integers(0, len(body)), max_size=6))))
     chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)])]
@@ -400,7 +401,8 @@ def test_proof_sides_are_the_sides_of_the_merkle_path(count: int, data) -> None:
     assert [left for left, _ in proof(hashes, index)] == proof_sides(index, count)
 
 
-@pytest.mark.parametrize("extra, message", [(b"z", "more than the blocks asked"), (-1, "sent 199 bytes of a 200-byte block")])
+@pytest.mark.parametrize("extra, message", [(b"z", "more than the blocks asked"),
+                                            (-1, "sent 199 bytes of a 200-byte block")])
 async def test_a_reader_refuses_an_answer_longer_or_shorter_than_the_blocks_asked(extra, message) -> None:
     import aiohttp
     from aiohttp import web

@@ -99,7 +99,8 @@ def block_lengths(size: int, segment_size: int, first: int, count: int) -> list[
             for i in range(first, first + count)]
 
 
-def split_blocks(body: bytes | bytearray | memoryview | Sequence[bytes], size: int, segment_size: int, first: int) -> list[bytes]:
+def split_blocks(body: bytes | bytearray | memoryview | Sequence[bytes], size: int, segment_size: int,
+                 first: int) -> list[bytes]:
     """Cut a body (or the chunks it arrived in, one after the other) into the share's blocks of segments first,
     first+1, ...; it must split exactly.  Each block is copied once out of the chunks, or not at all when it is one
     whole chunk."""
