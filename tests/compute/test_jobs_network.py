@@ -70,8 +70,14 @@ def test_a_map_of_100_inputs_spreads_over_the_providers_and_survives_one_killed(
             result=gateway.xsc("compute", "map", str(WASM / "sha256.wasm"), *over, "--as", "-", "--json",
                                timeout=300)))
         thread.start()
-        victim = providers[0]
-        eventually(lambda: _jobs_run(victim) >= 3, "the first provider to run a few of the jobs", timeout=120)
+
+        def busy_provider():  # the one to kill: a provider running the map's jobs ("ended": the map is over)
+            busy = next((p for p in providers if _jobs_run(p) >= 3), None)
+            return busy if busy is not None or thread.is_alive() else "ended"
+
+        # (Which providers the map's jobs go to is the market's choice: waiting for one given provider could hang.)
+        victim = eventually(busy_provider, "a provider to run a few of the jobs", timeout=90, poll=0.2)
+        assert victim != "ended", f"the map ended before any provider ran 3 of its jobs: {mapped.get('result')}"
         victim.kill()
         thread.join()
         result = mapped["result"]
