@@ -126,15 +126,7 @@ class ShareHolder:
         # Claimed before looking: an upload that publishes meanwhile is seen, and none starts alongside.
         self._receiving.add((si, share))
         try:
-            held = await self._run(self.store.share_metas, si)
-            for meta in held:
-                if meta.share == share or meta.uploader != uploader:
-                    whose = "yours" if meta.uploader == uploader else f"placed by {public_id(meta.uploader)}"
-                    raise ShareExists(
-                        f"this node already holds share {meta.share} of {si.hex()[:16]} ({whose})",
-                        hint="delete it first to replace it" if meta.uploader == uploader else
-                        "only the node that placed a file's shares may place more of them here")
-            upload = await self._run(self.store.begin_upload, si, (share,), share_bytes)
+            upload = await self._run(self._open, uploader, si, share, share_bytes)
         except BaseException:
             self._receiving.discard((si, share))
             raise
@@ -143,6 +135,15 @@ class ShareHolder:
                             terms=terms, started=now)
         self._incoming[incoming.id] = incoming
         return incoming
+
+    def _open(self, uploader: bytes, si: bytes, share: int, share_bytes: int) -> Upload:
+        for meta in self.store.share_metas(si):
+            if meta.share == share or meta.uploader != uploader:
+                whose = "yours" if meta.uploader == uploader else f"placed by {public_id(meta.uploader)}"
+                raise ShareExists(f"this node already holds share {meta.share} of {si.hex()[:16]} ({whose})",
+                                  hint="delete it first to replace it" if meta.uploader == uploader else
+                                  "only the node that placed a file's shares may place more of them here")
+        return self.store.begin_upload(si, (share,), share_bytes)
 
     def _check_quota(self, sender: bytes, share_bytes: int) -> None:
         mine = [i for i in self._incoming.values() if i.uploader == sender and not i.closed]
@@ -207,18 +208,8 @@ class ShareHolder:
             if first != incoming.next_segment:
                 await self._turn(incoming, first)
             blocks = split_blocks(body, incoming.size, incoming.segment_size, first)
-            upload, share = incoming.upload, incoming.share
-
-            def stage() -> None:
-                # Counted as each block is written, so the state says what is staged even if the
-                # request is cancelled while this thread runs on.
-                for i, block in enumerate(blocks):
-                    digest = block_hash(block)
-                    upload.put_blocks(first + i, {share: block})
-                    incoming.hashes.append(digest)
-
             try:
-                await self._run(stage)
+                await self._run(self._stage, incoming, first, blocks)
             except asyncio.CancelledError:
                 raise
             except BaseException:
@@ -227,6 +218,15 @@ class ShareHolder:
             incoming.last_activity = self.clock()
             incoming.lock.notify_all()  # a body waiting its turn may be next now
             return incoming.next_segment
+
+    @staticmethod
+    def _stage(incoming: Incoming, first: int, blocks: Sequence[bytes]) -> None:
+        # Counted as each block is written, so the state says what is staged even if the request is cancelled
+        # while this thread runs on.
+        for i, block in enumerate(blocks):
+            digest = block_hash(block)
+            incoming.upload.put_blocks(first + i, {incoming.share: block})
+            incoming.hashes.append(digest)
 
     async def _turn(self, incoming: Incoming, first: int) -> None:
         """Wait, the upload's lock let go meanwhile, until the blocks before segment `first` are staged (the bodies
@@ -259,23 +259,23 @@ class ShareHolder:
         """Check everything, then publish the share; on any failure the upload is aborted."""
         async with incoming.lock:
             self._check_open(incoming)
-            try:
-                meta, manifest = await self._run(self._checked, incoming, block_hashes, manifest_hex)
-                held = await self._run(self.store.manifest, incoming.upload.storage_index)
-                if held is not None and held != manifest:
-                    raise ShareExists("this node holds another manifest for that storage index",
-                                      hint="a storage index has one manifest: send the same one for every share")
-                also = {} if incoming.terms is None else self.terms.entry(incoming.upload.storage_index,
-                                                                          incoming.share, incoming.terms)
-                await self.publisher.publish(incoming.upload, [meta], manifest=manifest, also=also)
-            except BaseException:
-                await self._abort_locked(incoming)
-                raise
-            if incoming.cost and self.trust is not None:  # the lease is taken on: used on the uploader's line
-                self.trust.use(incoming.line, incoming.cost, reserved=incoming.cost)
-                incoming.cost = 0
-            self._forget(incoming)
-            return meta
+            return await self._publish(incoming, self._checked, incoming, block_hashes, manifest_hex)
+
+    async def _publish(self, incoming: Incoming, check: Callable[..., tuple[ShareMeta, bytes]], *args) -> ShareMeta:
+        """Publish `incoming` (its lock held) once check(*args) in the pool has passed; aborted if anything fails."""
+        try:
+            meta, manifest = await self._run(check, *args)
+            also = {} if incoming.terms is None else self.terms.entry(incoming.upload.storage_index,
+                                                                      incoming.share, incoming.terms)
+            await self.publisher.publish(incoming.upload, [meta], manifest=manifest, also=also)
+        except BaseException:
+            await self._abort_locked(incoming)
+            raise
+        if incoming.cost and self.trust is not None:  # the lease is taken on: used on the uploader's line
+            self.trust.use(incoming.line, incoming.cost, reserved=incoming.cost)
+            incoming.cost = 0
+        self._forget(incoming)
+        return meta
 
     def _checked(self, incoming: Incoming, block_hashes: Any, manifest_hex: Any) -> tuple[ShareMeta, bytes]:
         if incoming.next_segment != incoming.segment_count:
@@ -303,6 +303,10 @@ class ShareHolder:
             raise ShareMismatch("the manifest does not describe this upload: " + ", ".join(wrong))
         if root(incoming.hashes) != manifest.share_root(incoming.share):
             raise ShareMismatch(f"the Merkle root of the blocks is not the manifest's root of share {incoming.share}")
+        held = self.store.manifest(incoming.upload.storage_index)
+        if held is not None and held != raw:
+            raise ShareExists("this node holds another manifest for that storage index",
+                              hint="a storage index has one manifest: send the same one for every share")
         meta = ShareMeta(incoming.share, incoming.segment_count, incoming.share_bytes, incoming.lease_expiry,
                          incoming.uploader, tuple(incoming.hashes))
         return meta, raw
@@ -380,15 +384,17 @@ class ShareHolder:
         one refuses."""
         begun = await self.begin_upload(sender, sender_id, si, share, terms)
         incoming = self._incoming[begun["upload"]]
-        try:
+        async with incoming.lock:
             if incoming.segment_count != 1:
+                await self._abort_locked(incoming)
                 raise InvalidArgument(f"a share of {incoming.segment_count} segments is placed in parts, not whole",
                                       hint="begin an upload, send its segments, then commit it")
-            await self.put(incoming, 0, block)
-        except BaseException:
-            await self.abort(incoming)
-            raise
-        return await self.commit(incoming, [terms.get("block_hash")], terms.get("manifest"))
+
+            def staged_and_checked() -> tuple[ShareMeta, bytes]:  # one trip to the pool for a small share
+                self._stage(incoming, 0, split_blocks(block, incoming.size, incoming.segment_size, 0))
+                return self._checked(incoming, [terms.get("block_hash")], terms.get("manifest"))
+
+            return await self._publish(incoming, staged_and_checked)
 
     @staticmethod
     def put_limit(incoming: Incoming) -> int:
