@@ -5,14 +5,14 @@
 Needs root, `ip` and `iptables` (xsc/netem).  Two runs, one after the other, each on a fresh `--nodes` devnet in
 network namespaces (`Devnet(..., network=NetnsNetwork(...))`): first with no delay and no loss, then with every
 packet entering a node's namespace held --delay seconds and dropped with probability --loss (node to node, a
-round trip crosses two namespaces: twice the delay; the CLI, on the host, to node-0: once).  In each, once every
-node knows and has probed every other up: a put of --size MiB through node-0 and a get of it (`xsc store put`,
-`store get` to /dev/null, from the host), after the raw step it rests on (one fresh TCP connection carrying
---size MiB from node-1's namespace to node-2's), then --watch seconds more of the nodes' ordinary work (probes every
-10 s, audits every 10 s here).  Over each run, from every node's `GET /v1/health/peers` and `GET /v1/node/status`:
-failed probes (each one marks the peer down until the next succeeds), audits answered, failed and unanswered,
-repairs started.  Targets (the network row of docs/peers.md): put and get with delay and loss at least 0.5x of
-those without; no failed probe, failed audit or repair under delay and loss.
+round trip crosses two namespaces: twice the delay).  In each, once every node knows and has probed every other up:
+a put of --size MiB through node-0 and a get of it (`xsc store put`, `store get` to /dev/null, run in node-0's
+namespace: a user's CLI runs beside its node, which it finds by its data dir), after the raw step it rests on (one
+fresh TCP connection carrying --size MiB from node-1's namespace to node-2's), then --watch seconds more of the
+nodes' ordinary work (probes every 10 s, audits every 10 s here).  Over each run, from every node's
+`GET /v1/health/peers` and `GET /v1/node/status`: failed probes (each one marks the peer down until the next
+succeeds), audits answered, failed and unanswered, repairs started.  Targets (the network row of docs/peers.md): put
+and get with delay and loss at least 0.5x of those without; no failed probe, failed audit or repair under them.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def _measure(root: Path, count: int, delay: float, loss: float, src: Path, watch
         print(f"delay {delay:g} s, loss {loss:g}: {count} nodes up, load {os.getloadavg()[0]:.2f}", flush=True)
         size = src.stat().st_size
         run.raw_mbs = _raw_stream(network, size)
-        put_s, get_s, _ = _put_get(net.first.data_dir, src)
+        put_s, get_s, _ = _put_get(net.first.data_dir, src, network.exec_prefix(0))  # the CLI beside its node
         run.put_mbs, run.get_mbs = size / put_s / 1e6, size / get_s / 1e6
         print(f"delay {delay:g} s, loss {loss:g}: raw TCP node to node {run.raw_mbs:.1f} MB/s, put {run.put_mbs:.1f} "
               f"MB/s, get {run.get_mbs:.1f} MB/s", flush=True)

@@ -20,6 +20,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from xsc.devnet import Devnet, run_xsc
@@ -39,15 +40,16 @@ def _file(path: Path, size: int) -> None:
         f.write(chunk[: size % len(chunk)])
 
 
-def _put_get(data_dir: Path, src: Path) -> tuple[float, float, dict]:
+def _put_get(data_dir: Path, src: Path, prefix: Sequence[str] = ()) -> tuple[float, float, dict]:
+    """Seconds of `xsc store put` of `src` and of its `store get` to /dev/null (each run after `prefix`)."""
     args = ["--data-dir", str(data_dir)]
     out = src.with_suffix(".json")
     with out.open("wb") as f:
-        put_s, _, rc = run_xsc_measured([*args, "store", "put", str(src), "--json"], stdout=f)
+        put_s, _, rc = run_xsc_measured([*args, "store", "put", str(src), "--json"], prefix, stdout=f)
     assert rc == 0, "put failed"
     result = json.loads(out.read_text())
     with open(os.devnull, "wb") as devnull:
-        get_s, _, rc = run_xsc_measured([*args, "store", "get", result["capability"]], stdout=devnull)
+        get_s, _, rc = run_xsc_measured([*args, "store", "get", result["capability"]], prefix, stdout=devnull)
     assert rc == 0, "get failed"
     return put_s, get_s, result
 

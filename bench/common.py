@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from xsc.devnet import NodeProcess, free_port
@@ -78,11 +79,12 @@ _XSC_WITH_PEAK = (
 )
 
 
-def run_xsc_measured(args: list[str], **kwargs) -> tuple[float, float, int]:
-    """Run `xsc ARGS`; return (seconds, its peak RSS in MiB, exit code)."""
+def run_xsc_measured(args: list[str], prefix: Sequence[str] = (), **kwargs) -> tuple[float, float, int]:
+    """Run `xsc ARGS` (after `prefix`, e.g. the command that enters a network namespace); return (seconds, its
+    peak RSS in MiB, exit code)."""
     read_fd, write_fd = os.pipe()
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-P", "-c", _XSC_WITH_PEAK, *args], pass_fds=(write_fd,),
+    proc = subprocess.Popen([*prefix, sys.executable, "-P", "-c", _XSC_WITH_PEAK, *args], pass_fds=(write_fd,),
                             env={**os.environ, "XSC_BENCH_FD": str(write_fd)}, **kwargs)
     os.close(write_fd)
     proc.wait()
