@@ -253,3 +253,44 @@ def test_recover_deletes_what_an_upload_staged_under_either_prefix_of_staging_re
             store.db.put(keys.block(si, s, 0), b"staged")
     assert store.recover() == 2
     assert list(store.db.iterator()) == []
+
+
+class _FailingPuts:
+    """The store's database, whose puts fail once `left` more have been written (a disk that fills part-way)."""
+
+    def __init__(self, db) -> None:
+        self.db, self.left = db, None
+
+    def put(self, key: bytes, value: bytes, **kwargs) -> None:
+        if self.left is not None:
+            if self.left == 0:
+                raise OSError(28, "No space left on device")
+            self.left -= 1
+        self.db.put(key, value, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+@pytest.mark.parametrize("then", ["abort", "recover"])
+def test_a_segment_written_in_part_is_deleted_with_the_rest_of_its_upload(tmp_path, then) -> None:
+    """A segment's blocks are written one by one: a write that fails part-way leaves the blocks before it, which the
+    upload's abort, or the recovery after a crash, deletes with the rest."""
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    try:
+        failing = _FailingPuts(db)
+        store = ShareStore(failing, 1 << 30)
+        upload = store.begin_upload(SI, (0, 1, 2, 3), None)
+        upload.put_blocks(0, {s: b"a" * 100 for s in range(4)})
+        failing.left = 2
+        with pytest.raises(OSError):
+            upload.put_blocks(1, {s: b"b" * 100 for s in range(4)})
+        assert [store.get_block(SI, s, 1) for s in range(4)] == [b"b" * 100, b"b" * 100, None, None]
+        if then == "abort":
+            store.abort(upload)
+            assert store.reserved == 0
+        else:
+            assert ShareStore(db, 1 << 30).recover() == 1
+        assert list(db.iterator()) == []
+    finally:
+        db.close()

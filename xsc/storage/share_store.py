@@ -86,9 +86,12 @@ class Upload:
             for share, block in blocks.items():
                 self.held[keys.block(self.storage_index, share, segment)] = block
             return
-        with self.store.db.write_batch() as batch:
-            for share, block in blocks.items():
-                batch.put(keys.block(self.storage_index, share, segment), block)
+        # One LevelDB write per block, not one batch per segment: a batch is first copied into one string, grown as
+        # it is filled (6 blocks of 256 KiB: past glibc's 1 MiB mmap threshold, so mapped, faulted in and handed back
+        # for every segment).  Staged blocks need no atomicity: until `publish` none is visible, and `recover` or
+        # `abort` deletes whatever part of a segment was written.
+        for share, block in blocks.items():
+            self.store.db.put(keys.block(self.storage_index, share, segment), block)
 
 
 class Rider(Protocol):
