@@ -32,14 +32,14 @@ def test_an_interrupted_or_failed_get_leaves_no_file(stored, tmp_path: Path, mon
     node, cap, _ = stored
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    real_iter = cli_client.Download.__iter__
+    real_splice_to = cli_client.NodeBody.splice_to
 
-    def one_chunk_then_fail(self):
-        for chunk in real_iter(self):
-            yield chunk
+    def some_bytes_then_fail(self, out, stop=None, idle=None, progress=None, head=False):
+        def fail(n: int) -> None:
             raise failure()
+        real_splice_to(self, out, stop, idle, fail, head)
 
-    monkeypatch.setattr(cli_client.Download, "__iter__", one_chunk_then_fail)
+    monkeypatch.setattr(cli_client.NodeBody, "splice_to", some_bytes_then_fail)
     result = node.xsc("store", "get", cap, "-o", str(out_dir / "copy.bin"))
     assert result.exit_code == (130 if failure is KeyboardInterrupt else 1), result.output
     assert len(result.stderr.split()) and len(result.stderr.strip().splitlines()) == 1
