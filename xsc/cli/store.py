@@ -15,7 +15,7 @@ from .output import Col, emit_json, json_option, prose, table, terminal_width, w
 
 
 def _cap_path(cap: str, suffix: str = "") -> str:
-    from ..storage import Capability
+    from ..storage.core.capability import Capability
 
     Capability.parse(cap)  # a malformed capability is refused before any request
     return f"/v1/store/files/{quote(cap.strip(), safe=':')}{suffix}"

@@ -8,10 +8,8 @@ A large body is read on a connection of its own (`open_body`) and passed on to a
 
 from __future__ import annotations
 
-import email.parser
 import errno
 import fcntl
-import http.client
 import os
 import select
 import socket
@@ -19,11 +17,14 @@ import stat
 import threading
 import time
 import unicodedata
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 from urllib.parse import urlencode, urlsplit
 
 from .. import codec
 from .. import errors
+
+if TYPE_CHECKING:  # imported where used: a get (open_body) does without it and its ssl, ~10 ms of the CLI's start
+    import http.client
 
 CHUNK = 1024 * 1024
 SENDFILE_CHUNK = 4 * CHUNK  # a put's file is sent by sendfile(2) this much at a time, its progress told after each
@@ -86,12 +87,16 @@ class NodeClient:
         self._timeout = timeout
 
     def _connect(self) -> http.client.HTTPConnection:
+        import http.client
+
         return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
 
     def _exchange(self, path: str, query: dict[str, Any] | None,
                   send: Callable[[http.client.HTTPConnection, str], None]
                   ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         """Connect, let `send` write the request, read the answer; map connection and HTTP errors."""
+        import http.client
+
         if query:
             path = f"{path}?{urlencode({k: v for k, v in query.items() if v is not None})}"
         conn = self._connect()
@@ -234,14 +239,15 @@ def open_body(host: str, port: int, authorization: str, path: str, first: int | 
                 raise ConnectionError("the node closed the connection without a whole answer")
             data += more
         head, _, rest = data.partition(b"\r\n\r\n")
-        status_line, _, fields = head.decode("latin-1").partition("\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {name.strip().lower(): value.strip() for name, sep, value in (line.partition(":") for line in lines)
+                   if sep}
         try:
             status = int(status_line.split()[1])
-            headers = email.parser.Parser().parsestr(fields, headersonly=True)
-            length = int(headers.get("Content-Length", "-1"))
+            length = int(headers.get("content-length", "-1"))
         except (ValueError, IndexError):
             raise ConnectionError(f"the node's answer is malformed: {status_line[:80]!r}") from None
-        if length < 0 or "chunked" in headers.get("Transfer-Encoding", ""):
+        if length < 0 or "chunked" in headers.get("transfer-encoding", ""):
             raise ConnectionError("the node's answer has no Content-Length")
         while len(rest) < min(length, 1 if status < 400 else length):  # the body's start (or a problem's whole)
             more = sock.recv(65536)
