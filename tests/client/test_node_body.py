@@ -133,3 +133,53 @@ def test_a_file_object_without_a_descriptor_takes_the_body_by_copying(mode: str)
     NodeBody(front_in, data[:2], len(data)).splice_to(sink, idle=5, head=True)
     writer.join(10)
     assert sink.getvalue() == data and not sink.closed
+
+
+def _answering(answer: bytes, requests: list[bytes] | None = None) -> int:
+    """A server that reads one request (into `requests`) and writes `answer`, then closes; its port."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            if requests is not None:
+                requests.append(request)
+            conn.sendall(answer)
+        server.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server.getsockname()[1]
+
+
+@pytest.mark.parametrize("answer, words", [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", "no Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", "before the body"),
+    (b"nonsense\r\n\r\n", "malformed"),
+    (b"HTTP/1.1 200 OK\r\nContent-Len", "without a whole answer"),
+])
+def test_an_answer_open_body_cannot_use_is_a_connection_error(answer: bytes, words: str) -> None:
+    with pytest.raises(ConnectionError, match=words):
+        sync.open_body("127.0.0.1", _answering(answer), "Bearer t", "/v1/store/files/x")
+
+
+def test_the_nodes_refusal_is_its_error() -> None:
+    from xsc.errors import NotFound
+
+    problem = b'{"code": "not-found", "detail": "this node holds no file with that capability", "status": 404}'
+    answer = (b"HTTP/1.1 404 Not Found\r\nContent-Type: application/problem+json\r\nContent-Length: "
+              + str(len(problem)).encode() + b"\r\n\r\n" + problem)
+    with pytest.raises(NotFound, match="no file with that capability"):
+        sync.open_body("127.0.0.1", _answering(answer), "Bearer t", "/v1/store/files/x")
+
+
+def test_a_range_is_asked_for_and_the_body_starts_where_the_headers_end() -> None:
+    answer = b"HTTP/1.1 206 Partial Content\r\nContent-Length: 5\r\ncontent-range: bytes 2-6/10\r\n\r\n23456"
+    requests: list[bytes] = []
+    body = sync.open_body("127.0.0.1", _answering(answer, requests), "Bearer t", "/v1/store/files/x", 2, 6)
+    assert body.length == 5 and body.peek(5) == b"23456"
+    body.close()
+    assert requests[0].startswith(b"GET /v1/store/files/x HTTP/1.1\r\n")
+    assert b"\r\nRange: bytes=2-6\r\n" in requests[0] and b"\r\nAuthorization: Bearer t\r\n" in requests[0]
