@@ -70,9 +70,17 @@ def test_a_source_that_ends_early_is_an_error_and_the_client_sees_a_short_body(m
     assert got == data and body.passed == len(data)
 
 
-def test_a_stalled_source_times_out(mode: str) -> None:
+def _tcp_pair() -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname())
+        accepted, _ = server.accept()
+    return client, accepted
+
+
+@pytest.mark.parametrize("pair", [socket.socketpair, _tcp_pair])  # a TCP socket's splice waits unless non-blocking
+def test_a_stalled_source_times_out(mode: str, pair) -> None:
     data = os.urandom(1000)
-    node_side, front_in = socket.socketpair()
+    node_side, front_in = pair()
     front_out, client_side = socket.socketpair()
     front_out.setblocking(False)
     node_side.sendall(data)
@@ -85,14 +93,24 @@ def test_a_stalled_source_times_out(mode: str) -> None:
 
 
 def test_a_stopped_relay_ends(mode: str) -> None:
-    node_side, front_in = socket.socketpair()
+    node_side, front_in = _tcp_pair()
     front_out, client_side = socket.socketpair()
     stop = threading.Event()
-    stop.set()
+    threading.Timer(0.2, stop.set).start()  # while it waits for the node's next byte
     with pytest.raises(ConnectionError, match="stopped"):
         NodeBody(front_in, b"", 10).splice_to(os.dup(front_out.fileno()), stop)
     for s in (node_side, front_out, client_side):
         s.close()
+
+
+def test_peek_gives_up_on_a_node_that_sends_nothing(mode: str) -> None:
+    node_side, front_in = _tcp_pair()
+    body = NodeBody(front_in, b"", 10)
+    body.idle = 0.2
+    with pytest.raises(TimeoutError):
+        body.peek(4)
+    body.close()
+    node_side.close()
 
 
 def test_a_file_opened_for_appending_takes_the_body_by_copying(mode: str, tmp_path: Path) -> None:

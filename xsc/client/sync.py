@@ -305,7 +305,9 @@ class NodeBody:
         self.sock.close()
 
     def peek(self, n: int) -> bytes:
-        """The body's first `n` bytes (fewer if it is shorter, or ends early): read on into `head`."""
+        """The body's first `n` bytes (fewer if it is shorter, or ends early): read on into `head`.  TimeoutError
+        after `idle` seconds without a byte."""
+        self.sock.settimeout(self.idle)
         while len(self.head) < n and self.left:
             more = self.sock.recv(min(self.left, n - len(self.head)))
             if not more:
@@ -324,11 +326,16 @@ class NodeBody:
         ends early (IncompleteBody: the node's) or `stop` is set, TimeoutError after `idle` seconds without
         progress.  `progress(n)`: n more bytes were passed on."""
         watch = _Watch(stop, self.idle if idle is None else idle)
+        # Never blocked in a read, so `stop` and `idle` are seen: a TCP socket's splice waits for data unless the
+        # socket itself is non-blocking (SPLICE_F_NONBLOCK is the pipe's).
+        self.sock.setblocking(False)
         try:
             if head:
                 self._write(out, self.head, watch, progress)
             if not (SPLICE and isinstance(out, int) and self._splice(out, watch, progress)):
                 self._copy(out, watch, progress)
+            if not isinstance(out, int):
+                out.flush()
         finally:
             if isinstance(out, int):
                 os.close(out)
@@ -355,7 +362,7 @@ class NodeBody:
         while self.left:
             watch.check()
             try:
-                n = self.sock.recv_into(buffer, min(self.left, CHUNK), socket.MSG_DONTWAIT)
+                n = self.sock.recv_into(buffer, min(self.left, CHUNK))
             except BlockingIOError:
                 _wait({self.sock.fileno(): select.POLLIN})
                 continue
