@@ -556,7 +556,8 @@ def connection_reason(exc: BaseException) -> str:
     if isinstance(inner, (ConnectionResetError, BrokenPipeError)):
         return "connection closed"
     name = type(inner).__name__
-    if name in ("ServerDisconnectedError", "RemoteDisconnected", "ClientPayloadError", "IncompleteRead"):
+    if name in ("ServerDisconnectedError", "RemoteDisconnected", "ClientPayloadError", "IncompleteRead",
+                "IncompleteBody"):
         return "the connection closed before the answer was complete"
     if isinstance(inner, OSError) and inner.strerror:
         return inner.strerror.lower()

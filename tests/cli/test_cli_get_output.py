@@ -13,6 +13,8 @@ import pytest
 from xsc.client import sync as cli_client
 from xsc.devnet import xsc_command
 
+from tests.support.cli import xsc
+
 
 @pytest.fixture
 def stored(thread_node):
@@ -32,14 +34,14 @@ def test_an_interrupted_or_failed_get_leaves_no_file(stored, tmp_path: Path, mon
     node, cap, _ = stored
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    real_iter = cli_client.Download.__iter__
+    real_splice_to = cli_client.NodeBody.splice_to
 
-    def one_chunk_then_fail(self):
-        for chunk in real_iter(self):
-            yield chunk
+    def some_bytes_then_fail(self, out, stop=None, idle=None, progress=None, head=False):
+        def fail(n: int) -> None:
             raise failure()
+        real_splice_to(self, out, stop, idle, fail, head)
 
-    monkeypatch.setattr(cli_client.Download, "__iter__", one_chunk_then_fail)
+    monkeypatch.setattr(cli_client.NodeBody, "splice_to", some_bytes_then_fail)
     result = node.xsc("store", "get", cap, "-o", str(out_dir / "copy.bin"))
     assert result.exit_code == (130 if failure is KeyboardInterrupt else 1), result.output
     assert len(result.stderr.split()) and len(result.stderr.strip().splitlines()) == 1
@@ -101,3 +103,55 @@ def test_binary_to_a_terminal_is_refused_with_a_hint(stored) -> None:
     assert code == 0 and b"plain text" in seen, err
     code, seen, err = _get_to_a_terminal(node, cap, "-o", "-")
     assert code == 0 and len(seen) > 1024 * 1024, err
+
+
+@pytest.fixture
+def short_node():
+    """A node that answers a get with a Content-Length of 3,000,000 and sends 1,000,000 bytes, then closes."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    got_request = threading.Event()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(65536)
+                got_request.set()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                             b"Content-Length: 3000000\r\n\r\n" + bytes(1_000_000))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", got_request
+    server.shutdown(socket.SHUT_RDWR)  # wakes the accept (closing alone does not)
+    server.close()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("to_file", [True, False])
+def test_a_get_the_node_cuts_short_says_how_much_came_and_leaves_no_file(short_node, tmp_path: Path,
+                                                                         to_file: bool) -> None:
+    """Through splice(2) into -o FILE, and by copying to a stdout without a descriptor (the in-process CLI's)."""
+    from xsc.storage import Capability
+
+    url, got_request = short_node
+    cap = Capability(key=bytes(32), manifest_hash=bytes(32), size=3_000_000).text
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    args = ["store", "get", cap, "--node", url, "--data-dir", str(tmp_path / "none")]
+    result = xsc(*args, *(["-o", str(out_dir / "copy.bin")] if to_file else []), env={"XSC_TOKEN": "t"})
+    assert got_request.is_set()
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [
+        "xsc: error: the download stopped after 1000000 of 3000000 bytes (the connection closed before the answer "
+        "was complete) (run `xsc store verify` on the capability; the node's log says why)"]
+    assert _leftovers(out_dir) == []

@@ -146,6 +146,7 @@ async def test_flipped_bit_is_survived_verified_and_repaired(store_node) -> None
 
     resp = await get(store_node, cap)
     assert resp.status == 200 and await resp.read() == data
+    await _reported_corrupt(store_node, cap, [2])  # the get found it (the segment's tag failed) and said so
 
     verify = await (await store_node.post(f"/v1/store/files/{cap}/verify")).json()
     bad = [s for s in verify["shares"] if s["status"] != "ok"]
@@ -156,6 +157,60 @@ async def test_flipped_bit_is_survived_verified_and_repaired(store_node) -> None
     verify = await (await store_node.post(f"/v1/store/files/{cap}/verify")).json()
     assert verify["healthy"]
     assert (await (await store_node.get(f"/v1/store/files/{cap}/check")).json())["healthy"]
+
+
+async def _reported_corrupt(client, cap: str, shares: list[int]) -> None:
+    async def reported() -> bool:
+        check = await (await client.get(f"/v1/store/files/{cap}/check")).json()
+        return [s["share"] for s in check["shares"] if s["status"] == "corrupt"] == shares
+    await eventually_async(reported, f"shares {shares} reported corrupt")
+
+
+@pytest.mark.parametrize("damage", ["longer", "shorter"])
+async def test_a_local_block_of_the_wrong_length_is_found_by_a_get(store_node, damage: str) -> None:
+    """A data block with a byte more (which the decoder's cut would drop) or less: skipped and reported."""
+    data = os.urandom(3 * SEG)
+    cap = (await put(store_node, data))["capability"]
+    si = Capability.parse(cap).storage_index
+    store = store_node.app[NODE].gateway.store
+    block = store.get_block(si, 3, 1)
+    store.put_repaired_blocks(si, 1, {3: block + b"\0" if damage == "longer" else block[:-1]})
+    resp = await get(store_node, cap)
+    assert resp.status == 200 and await resp.read() == data
+    await _reported_corrupt(store_node, cap, [3])
+
+
+async def test_damage_in_the_padding_of_the_last_segment_is_found_by_a_get(store_node) -> None:
+    """The padding after the last segment's ciphertext is no part of what its tag authenticates: those blocks
+    are hashed, so a changed padding byte still marks the share for repair."""
+    data = os.urandom(2 * SEG + 5)  # the last segment: 21 bytes of ciphertext in 4 blocks of 6
+    cap = (await put(store_node, data))["capability"]
+    si = Capability.parse(cap).storage_index
+    store = store_node.app[NODE].gateway.store
+    block = bytearray(store.get_block(si, 3, 2))
+    block[-1] ^= 0x01  # past the ciphertext's end
+    store.put_repaired_blocks(si, 2, {3: bytes(block)})
+    resp = await get(store_node, cap)
+    assert resp.status == 200 and await resp.read() == data
+    await _reported_corrupt(store_node, cap, [3])
+
+
+async def test_a_get_hashes_only_the_local_blocks_the_tag_does_not_cover(store_node, monkeypatch) -> None:
+    from xsc.storage import gateway_core
+
+    hashed: list[int] = []
+
+    def counting(block: bytes) -> bytes:
+        hashed.append(len(block))
+        return real(block)
+
+    real = gateway_core.block_hash
+    data = os.urandom(3 * SEG + 5)
+    cap = (await put(store_node, data))["capability"]
+    monkeypatch.setattr(gateway_core, "block_hash", counting)
+    resp = await get(store_node, cap)
+    assert resp.status == 200 and await resp.read() == data
+    assert hashed == [layout.segment_block_length(5)] * 4  # the last segment's four, padded; none of the others
 
 
 async def test_repair_rebuilds_missing_shares_with_exact_accounting(store_node) -> None:

@@ -15,7 +15,7 @@ from .output import Col, emit_json, json_option, prose, table, terminal_width, w
 
 
 def _cap_path(cap: str, suffix: str = "") -> str:
-    from ..storage import Capability
+    from ..storage.core.capability import Capability
 
     Capability.parse(cap)  # a malformed capability is refused before any request
     return f"/v1/store/files/{quote(cap.strip(), safe=':')}{suffix}"
@@ -143,58 +143,44 @@ def get(obj, cap: str, output: str | None, force: bool) -> None:
     """Fetch, verify, decode and decrypt the file CAP.
 
     With -o FILE, nothing is left behind if the get fails or is interrupted."""
-    import http.client
     import signal
 
+    from ..errors import connection_reason
+
     target = _output_file(output, force) if output not in (None, "-") else None
-    download = obj.client().download(_cap_path(cap))
-    size = int(download.headers.get("Content-Length", 0))
+    body = obj.client().open_body(_cap_path(cap))
+    size = body.length
     tmp = target.with_name(f".{target.name}.xsc-partial") if target is not None else None
-    got = 0
-    chunks = iter(download)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cleans up as Ctrl-C does
     try:
         if tmp is None:
-            sink = sys.stdout.buffer
-            first = bytes(next(chunks, b""))
-            if output is None and first and sys.stdout.isatty() and _looks_binary(first):
+            if output is None and sys.stdout.isatty() and _looks_binary(body.peek(65536)):
                 raise InvalidArgument("not writing binary data to the terminal",
                                       hint="write it to a file with -o FILE, or give -o - to print it anyway")
-            sink.write(first)
-            got += len(first)
+            sys.stdout.flush()
+            try:
+                out = os.dup(sys.stdout.fileno())
+            except (AttributeError, OSError, ValueError):  # no descriptor: a program that runs the CLI took stdout
+                out = sys.stdout.buffer
         else:
-            sink = tmp.open("wb")
-        with sink if tmp is not None else _nothing(), \
-                _progress(size, "get", tmp is not None and sys.stderr.isatty()) as advance:
-            for chunk in chunks:
-                sink.write(chunk)
-                got += len(chunk)
-                advance(len(chunk))
-            if got != size:
-                raise http.client.IncompleteRead(b"", size - got)
-            if tmp is None:
-                sink.flush()
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        with _progress(size, "get", tmp is not None and sys.stderr.isatty()) as advance:
+            # The bytes go from the node's socket to the output by splice(2) where they can (xsc/client/sync.py).
+            body.splice_to(out, progress=advance, head=True)
         if tmp is not None:
             os.replace(tmp, target)  # the output file appears only once it is complete
     except BrokenPipeError:  # the reader of stdout went away (`| head`): not the download's fault
         raise
-    except (http.client.IncompleteRead, ConnectionError) as exc:
-        from ..errors import connection_reason
-
-        raise BadRequest(f"the download stopped after {got} of {size} bytes ({connection_reason(exc)})",
+    except (ConnectionError, TimeoutError) as exc:
+        raise BadRequest(f"the download stopped after {body.passed} of {size} bytes ({connection_reason(exc)})",
                          hint="run `xsc store verify` on the capability; the node's log says why") from None
     except OSError as exc:  # the disk is full, the folder went away...
         raise BadRequest(f"cannot write {output or 'to stdout'}: {exc.strerror or exc}") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
-        download.close()
+        body.close()
         if tmp is not None:
             tmp.unlink(missing_ok=True)  # gone already when complete; else nothing partial stays behind
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 @store.command("ls")

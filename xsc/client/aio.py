@@ -4,20 +4,14 @@ Asynchronous (aiohttp) and streaming both ways: a put sends the body as it arriv
 file as the node sends it.  The node's problem bodies become XscErrors (as in the CLI); a node that
 does not answer is NodeNotRunning, which the front answers with 503 ServiceUnavailable.
 
-A large read can also be relayed (`open_body`, then `NodeBody.splice_to`): the file's bytes go from the
-node's socket to the S3 client's through a pipe by splice(2), without entering this process, so the front
-costs the machine next to nothing per byte (on a loaded machine its CPU time is what the reader waits for).
+A large read can also be relayed (`open_body`, then sync.NodeBody's `splice_to`, which the CLI's get uses too):
+the file's bytes go from the node's socket to the S3 client's through a pipe by splice(2), without entering this
+process, so the front costs the machine next to nothing per byte (on a loaded machine its CPU time is what the
+reader waits for).
 """
 
 from __future__ import annotations
 
-import email.parser
-import fcntl
-import os
-import select
-import socket
-import threading
-import time
 from typing import Any, AsyncIterator
 from urllib.parse import quote, urlsplit
 
@@ -25,14 +19,9 @@ import aiohttp
 
 from .. import codec
 from ..errors import NodeNotRunning, NotFound, XscError
-from .sync import EXPECT_ABOVE, error_from_problem
+from .sync import EXPECT_ABOVE, NodeBody, error_from_problem, open_body
 
 CHUNK = 1024 * 1024
-SPLICE = hasattr(os, "splice")  # Linux: large reads are relayed by splice(2)
-ANSWER_TIMEOUT = 300.0  # seconds a relayed read waits for the node's answer to begin
-_PIPE_SIZE = 1024 * 1024  # asked of the kernel for a relay's pipe (it may give less: fs.pipe-max-size)
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
-_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
 
 class NodeApi:
@@ -137,47 +126,14 @@ class NodeApi:
         finally:
             response.release()
 
-    def open_body(self, cap: str, first: int | None = None, last: int | None = None) -> "NodeBody":
+    def open_body(self, cap: str, first: int | None = None, last: int | None = None) -> NodeBody:
         """Ask the node for a file's bytes (or bytes first..last) on a connection of their own, to be relayed
         with `NodeBody.splice_to`.  Blocking (run it in a thread); the node's refusal raises its XscError."""
         where = urlsplit(self.url)
         try:
-            sock = socket.create_connection((where.hostname, where.port or 80), timeout=10)
+            return open_body(where.hostname, where.port or 80, self._headers["Authorization"],
+                             f"/v1/store/files/{quote(cap, safe=':')}", first, last)
         except OSError as exc:
-            raise self._down(exc) from None
-        try:
-            sock.settimeout(ANSWER_TIMEOUT)  # a loaded node may take long to open a file, not forever
-            ranged = f"Range: bytes={first}-{last}\r\n" if first is not None else ""
-            sock.sendall((f"GET /v1/store/files/{quote(cap, safe=':')} HTTP/1.1\r\nHost: {where.netloc}\r\n"
-                          f"Authorization: {self._headers['Authorization']}\r\n{ranged}Connection: close\r\n\r\n"
-                          ).encode("latin-1"))
-            data = b""
-            while b"\r\n\r\n" not in data:
-                more = sock.recv(65536)
-                if not more or len(data) > 65536:
-                    raise ConnectionError("the node closed the connection without a whole answer")
-                data += more
-            head, _, rest = data.partition(b"\r\n\r\n")
-            status_line, _, fields = head.decode("latin-1").partition("\r\n")
-            status = int(status_line.split()[1])
-            headers = email.parser.Parser().parsestr(fields, headersonly=True)
-            length = int(headers.get("Content-Length", "-1"))
-            if length < 0 or "chunked" in headers.get("Transfer-Encoding", ""):
-                raise ConnectionError("the node's answer has no Content-Length")
-            while len(rest) < min(length, 1 if status < 400 else length):  # the body's start (or a problem's whole)
-                more = sock.recv(65536)
-                if not more:
-                    raise ConnectionError("the node closed the connection before the body")
-                rest += more
-            if status >= 400:
-                raise error_from_problem(status, rest)
-            sock.settimeout(None)
-            return NodeBody(sock, rest, length)
-        except XscError:
-            sock.close()
-            raise
-        except (OSError, ValueError, IndexError) as exc:
-            sock.close()
             raise self._down(exc) from None
 
     async def delete_file(self, cap: str) -> None:
@@ -189,68 +145,3 @@ class NodeApi:
 
     async def files(self) -> list[dict]:
         return (await self.call("GET", "/v1/store/files"))["files"]
-
-
-class NodeBody:
-    """A file's bytes on the node's connection: `head` (already read with the answer's headers) and the
-    rest, still in the socket, to be passed on with `splice_to`."""
-
-    def __init__(self, sock: socket.socket, head: bytes, length: int) -> None:
-        self.sock, self.head, self.length = sock, head, length
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def splice_to(self, out: int, stop: threading.Event, idle: float = 60.0) -> None:
-        """Pass the bytes after `head` on to the socket `out` (which this closes, as it does the node's
-        connection: give it a dup of a descriptor owned by someone else), through a pipe by splice(2).
-        Blocking (run it in a thread): returns when all are passed on; raises ConnectionError when either
-        side ends early, TimeoutError after `idle` seconds without progress, or when `stop` is set."""
-        read_end, write_end = os.pipe()
-        try:
-            try:
-                fcntl.fcntl(write_end, _F_SETPIPE_SZ, _PIPE_SIZE)
-            except OSError:
-                pass  # the default pipe size only means more rounds
-            room = fcntl.fcntl(write_end, _F_GETPIPE_SZ)
-            src, left, queued = self.sock.fileno(), self.length - len(self.head), 0
-            flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
-            last_progress = time.monotonic()
-            ended = False  # the node closed early: what is in the pipe still goes out, then it is an error
-            while (left and not ended) or queued:
-                if stop.is_set():
-                    raise ConnectionError("the relay was stopped")
-                moved = False
-                if left and not ended and queued < room:
-                    try:
-                        n = os.splice(src, write_end, min(left, room - queued), flags=flags)
-                    except BlockingIOError:
-                        n = -1
-                    if n == 0:
-                        ended = moved = True
-                    if n > 0:
-                        left, queued, moved = left - n, queued + n, True
-                if queued:
-                    try:
-                        n = os.splice(read_end, out, queued, flags=flags)
-                        queued, moved = queued - n, True
-                    except BlockingIOError:
-                        pass
-                if moved:
-                    last_progress = time.monotonic()
-                    continue
-                if time.monotonic() - last_progress > idle:
-                    raise TimeoutError(f"no progress in {idle:.0f} s")
-                poller = select.poll()
-                if left and not ended and queued < room:
-                    poller.register(src, select.POLLIN)
-                if queued:
-                    poller.register(out, select.POLLOUT)
-                poller.poll(200)
-            if ended:
-                raise ConnectionError(f"the node ended the file {left} bytes short")
-        finally:
-            os.close(read_end)
-            os.close(write_end)
-            os.close(out)
-            self.sock.close()

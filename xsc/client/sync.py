@@ -1,18 +1,30 @@
 """A small, synchronous client of the node's user API, the CLI's (stdlib http.client: fast to import, streams both
-ways).  A node's problem body becomes the XscError it was (`error_from_problem`), for this client and aio.py's."""
+ways).  A node's problem body becomes the XscError it was (`error_from_problem`), for this client and aio.py's.
+
+A large body is read on a connection of its own (`open_body`) and passed on to a file, a pipe or a socket with
+`NodeBody.splice_to`: by splice(2) through a pipe, so its bytes never enter this process, where the system has it
+(Linux) and the output takes it; else by reading and writing them.  The CLI's get and the S3 front's relay so.
+"""
 
 from __future__ import annotations
 
-import http.client
+import errno
+import fcntl
 import os
+import select
 import socket
 import stat
+import threading
+import time
 import unicodedata
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 from urllib.parse import urlencode, urlsplit
 
 from .. import codec
 from .. import errors
+
+if TYPE_CHECKING:  # imported where used: a get (open_body) does without it and its ssl, ~10 ms of the CLI's start
+    import http.client
 
 CHUNK = 1024 * 1024
 SENDFILE_CHUNK = 4 * CHUNK  # a put's file is sent by sendfile(2) this much at a time, its progress told after each
@@ -20,6 +32,11 @@ SENDFILE_CHUNK = 4 * CHUNK  # a put's file is sent by sendfile(2) this much at a
 # refuse it (token, space, credit: a dry quote of the put) before it is sent.  For a small body that round trip and
 # the quote cost more than sending bytes the node may refuse.
 EXPECT_ABOVE = 1024 * 1024
+SPLICE = hasattr(os, "splice")  # Linux: a large body is passed on by splice(2)
+ANSWER_TIMEOUT = 300.0  # seconds `open_body` waits for the node's answer to begin
+_PIPE_SIZE = 1024 * 1024  # asked of the kernel for splice's pipe (it may give less: fs.pipe-max-size)
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 
 
 def _error_classes() -> dict[str, type[errors.XscError]]:
@@ -70,12 +87,16 @@ class NodeClient:
         self._timeout = timeout
 
     def _connect(self) -> http.client.HTTPConnection:
+        import http.client
+
         return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
 
     def _exchange(self, path: str, query: dict[str, Any] | None,
                   send: Callable[[http.client.HTTPConnection, str], None]
                   ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
         """Connect, let `send` write the request, read the answer; map connection and HTTP errors."""
+        import http.client
+
         if query:
             path = f"{path}?{urlencode({k: v for k, v in query.items() if v is not None})}"
         conn = self._connect()
@@ -187,6 +208,227 @@ class NodeClient:
     def download(self, path: str, *, query: dict[str, Any] | None = None) -> "Download":
         conn, response = self._send("GET", path, query=query)
         return Download(conn, response)
+
+    def open_body(self, path: str) -> "NodeBody":
+        """GET `path`, a large body to pass on with `NodeBody.splice_to` (see open_body)."""
+        try:
+            body = open_body(self._host, self._port, f"Bearer {self._token}", path)
+        except OSError as exc:
+            raise errors.NodeNotRunning(f"cannot reach the node at {self.url}: {errors.connection_reason(exc)}",
+                                        hint=f"is it running? {self._start_hint.replace('start one', 'start it')}"
+                                        ) from None
+        body.idle = self._timeout or body.idle
+        return body
+
+
+def open_body(host: str, port: int, authorization: str, path: str, first: int | None = None,
+              last: int | None = None) -> "NodeBody":
+    """GET `path` (bytes first..last of it, inclusive) on a connection of its own, read up to its body's start: the
+    rest stays in the socket, for `NodeBody.splice_to`.  Blocking.  The node's refusal raises its XscError; a
+    connection that fails, or an answer cut short or without a Content-Length, raises OSError."""
+    sock = socket.create_connection((host, port), timeout=10)
+    try:
+        sock.settimeout(ANSWER_TIMEOUT)  # a loaded node may take long to open a file, not forever
+        ranged = f"Range: bytes={first}-{last}\r\n" if first is not None else ""
+        sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {authorization}\r\n{ranged}"
+                      f"Connection: close\r\n\r\n").encode("latin-1"))
+        data = b""
+        while b"\r\n\r\n" not in data:
+            more = sock.recv(65536)
+            if not more or len(data) > 65536:
+                raise ConnectionError("the node closed the connection without a whole answer")
+            data += more
+        head, _, rest = data.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {name.strip().lower(): value.strip() for name, sep, value in (line.partition(":") for line in lines)
+                   if sep}
+        try:
+            status = int(status_line.split()[1])
+            length = int(headers.get("content-length", "-1"))
+        except (ValueError, IndexError):
+            raise ConnectionError(f"the node's answer is malformed: {status_line[:80]!r}") from None
+        if length < 0 or "chunked" in headers.get("transfer-encoding", ""):
+            raise ConnectionError("the node's answer has no Content-Length")
+        while len(rest) < min(length, 1 if status < 400 else length):  # the body's start (or a problem's whole)
+            more = sock.recv(65536)
+            if not more:
+                raise ConnectionError("the node closed the connection before the body")
+            rest += more
+        if status >= 400:
+            raise error_from_problem(status, rest)
+        sock.settimeout(None)
+        return NodeBody(sock, rest, length)
+    except BaseException:
+        sock.close()
+        raise
+
+
+class IncompleteBody(ConnectionError):
+    """The node closed its connection before the whole body (it cuts a get it cannot finish so)."""
+
+
+class _Watch:
+    """A transfer's guard: it fails once `stop` is set, or after `idle` seconds without progress."""
+
+    def __init__(self, stop: threading.Event | None, idle: float) -> None:
+        self.stop, self.idle, self.last = stop, idle, time.monotonic()
+
+    def moved(self) -> None:
+        self.last = time.monotonic()
+
+    def check(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise ConnectionError("the relay was stopped")
+        if time.monotonic() - self.last > self.idle:
+            raise TimeoutError(f"no progress in {self.idle:.0f} s")
+
+
+def _wait(fds: dict[int, int]) -> None:
+    """Until one of `fds` (descriptor -> poll event) is ready, or 200 ms (so a guard is checked)."""
+    poller = select.poll()
+    for fd, event in fds.items():
+        poller.register(fd, event)
+    poller.poll(200)
+
+
+class NodeBody:
+    """A body on the node's connection: `head` (read with the answer's headers, or by `peek`) and the rest, still
+    in the socket (`left` bytes), to be passed on with `splice_to`, which counts what it passed on in `passed`."""
+
+    def __init__(self, sock: socket.socket, head: bytes, length: int) -> None:
+        self.sock, self.head, self.length = sock, head, length
+        self.left = length - len(head)
+        self.passed = 0
+        self.idle = 60.0  # seconds without progress before `splice_to` gives up, unless told
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def peek(self, n: int) -> bytes:
+        """The body's first `n` bytes (fewer if it is shorter, or ends early): read on into `head`.  TimeoutError
+        after `idle` seconds without a byte."""
+        self.sock.settimeout(self.idle)
+        while len(self.head) < n and self.left:
+            more = self.sock.recv(min(self.left, n - len(self.head)))
+            if not more:
+                break  # `splice_to` says the body is short
+            self.head += more
+            self.left -= len(more)
+        return self.head[:n]
+
+    def splice_to(self, out: int | BinaryIO, stop: threading.Event | None = None, idle: float | None = None,
+                  progress: Callable[[int], None] | None = None, head: bool = False) -> None:
+        """Pass the bytes after `head` (with `head=True`, `head` first) on to `out`, a descriptor which this closes,
+        as it does the node's connection (give it a dup of one owned by someone else): by splice(2) through a pipe
+        where the system has it and `out` takes it (not a file opened for appending, say), else by reading and
+        writing them (so always to a binary file object given as `out`, which is left open).  Blocking (run it in a
+        thread, or in a program's only one): returns when all are passed on; raises ConnectionError when either side
+        ends early (IncompleteBody: the node's) or `stop` is set, TimeoutError after `idle` seconds without
+        progress.  `progress(n)`: n more bytes were passed on."""
+        watch = _Watch(stop, self.idle if idle is None else idle)
+        # Never blocked in a read, so `stop` and `idle` are seen: a TCP socket's splice waits for data unless the
+        # socket itself is non-blocking (SPLICE_F_NONBLOCK is the pipe's).
+        self.sock.setblocking(False)
+        try:
+            if head:
+                self._write(out, self.head, watch, progress)
+            if not (SPLICE and isinstance(out, int) and self._splice(out, watch, progress)):
+                self._copy(out, watch, progress)
+            if not isinstance(out, int):
+                out.flush()
+        finally:
+            if isinstance(out, int):
+                os.close(out)
+            self.sock.close()
+
+    def _write(self, out: int | BinaryIO, data: bytes | memoryview, watch: _Watch,
+               progress: Callable[[int], None] | None) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                n = os.write(out, view) if isinstance(out, int) else out.write(view) or len(view)
+            except BlockingIOError:  # a non-blocking socket's buffer is full
+                watch.check()
+                _wait({out: select.POLLOUT})
+                continue
+            view = view[n:]
+            self.passed += n
+            watch.moved()
+            if progress:
+                progress(n)
+
+    def _copy(self, out: int | BinaryIO, watch: _Watch, progress: Callable[[int], None] | None) -> None:
+        buffer = memoryview(bytearray(CHUNK))
+        while self.left:
+            watch.check()
+            try:
+                n = self.sock.recv_into(buffer, min(self.left, CHUNK))
+            except BlockingIOError:
+                _wait({self.sock.fileno(): select.POLLIN})
+                continue
+            if not n:
+                raise IncompleteBody(f"the node ended the file {self.left} bytes short")
+            self.left -= n
+            watch.moved()
+            self._write(out, buffer[:n], watch, progress)
+
+    def _splice(self, out: int, watch: _Watch, progress: Callable[[int], None] | None) -> bool:
+        """The bytes left, passed on by splice(2); False when `out` takes none (then what the pipe held is written
+        out, and the rest is left to `_copy`)."""
+        read_end, write_end = os.pipe()
+        try:
+            try:
+                fcntl.fcntl(write_end, _F_SETPIPE_SZ, _PIPE_SIZE)
+            except OSError:
+                pass  # the default pipe size only means more rounds
+            room = fcntl.fcntl(write_end, _F_GETPIPE_SZ)
+            src, queued = self.sock.fileno(), 0
+            flags = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
+            ended = False  # the node closed early: what is in the pipe still goes out, then it is an error
+            while (self.left and not ended) or queued:
+                watch.check()
+                moved = False
+                if self.left and not ended and queued < room:
+                    try:
+                        n = os.splice(src, write_end, min(self.left, room - queued), flags=flags)
+                    except BlockingIOError:
+                        n = -1
+                    if n == 0:
+                        ended = moved = True
+                    if n > 0:
+                        self.left, queued, moved = self.left - n, queued + n, True
+                if queued:
+                    try:
+                        n = os.splice(read_end, out, queued, flags=flags)
+                    except BlockingIOError:
+                        n = 0
+                    except OSError as exc:
+                        if exc.errno != errno.EINVAL:
+                            raise
+                        while queued:
+                            data = os.read(read_end, queued)
+                            queued -= len(data)
+                            self._write(out, data, watch, progress)
+                        if ended:
+                            raise IncompleteBody(f"the node ended the file {self.left} bytes short") from None
+                        return False
+                    if n:
+                        queued, self.passed, moved = queued - n, self.passed + n, True
+                        if progress:
+                            progress(n)
+                if moved:
+                    watch.moved()
+                    continue
+                ready = {out: select.POLLOUT} if queued else {}
+                if self.left and not ended and queued < room:
+                    ready[src] = select.POLLIN
+                _wait(ready)
+            if ended:
+                raise IncompleteBody(f"the node ended the file {self.left} bytes short")
+            return True
+        finally:
+            os.close(read_end)
+            os.close(write_end)
 
 
 def _regular_file(stream: BinaryIO) -> bool:

@@ -52,7 +52,7 @@ class ObjectBodies:
     async def relay(self, request: web.Request, response: web.StreamResponse, record: dict, first: int, last: int,
                     name: str) -> web.StreamResponse:
         """A large GetObject body, relayed from the node's socket to the client's by splice(2) (see
-        xsc.client.aio.NodeBody).  The first part is asked for before the headers go out, so a file the node
+        xsc.client.sync.NodeBody).  The first part is asked for before the headers go out, so a file the node
         cannot read is still an S3 error; a later failure cuts the connection (a short body, never wrong bytes)."""
         pieces = self.pieces(record, first, last)
         body = await in_pool(self.relays, self.node.open_body, *pieces[0])

@@ -27,7 +27,8 @@ from ..storage.core.ranges import content_range, parse_range
 from ..tasks import woken
 from ..buckets.core import listing, names
 from ..buckets.objects import SmallPut
-from ..client.aio import SPLICE, NodeApi
+from ..client.aio import NodeApi
+from ..client.sync import SPLICE
 from .core import headers as stored_headers
 from .core import routing, sigv4, xml
 from .access import KeyRing

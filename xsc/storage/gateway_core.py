@@ -148,15 +148,23 @@ class GatewayCore:
         return manifest, good, bad
 
     def fetch_segment(self, si: bytes, manifest: Manifest, metas: dict[int, ShareMeta], order: list[int],
-                       index: int, bad: list[tuple[int, int]], fetched: Mapping[int, bytes | None] | None = None
-                       ) -> bytes:
+                       index: int, bad: list[tuple[int, int]], fetched: Mapping[int, bytes | None] | None = None,
+                       hash_local: bool = True) -> bytes:
         """K verified blocks of one segment, decoded: the padded ciphertext cut to its length.
 
-        Blocks of shares in `fetched` came from other nodes; the others are read here."""
+        Blocks of shares in `fetched` came from other nodes; the others are read here.  `hash_local=False`: the
+        caller authenticates the ciphertext (segment_source's `finish`), so a block read here is taken unhashed
+        when it has its exact length and the segment has no padding: then every byte of it is in the ciphertext."""
+        plain_len = layout.plaintext_length(manifest.size, manifest.segment_size, index)
+        length = layout.ciphertext_length(plain_len)
+        size = erasure.block_length(length)
+        trusted = not hash_local and size * erasure.K == length
         blocks: dict[int, bytes] = {}
         for s in order:
-            block = fetched[s] if fetched and s in fetched else self.store.get_block(si, s, index)
-            if block is None or block_hash(block) != metas[s].block_hashes[index]:
+            here = not (fetched and s in fetched)
+            block = self.store.get_block(si, s, index) if here else fetched[s]
+            if block is None or not (trusted and here and len(block) == size) \
+                    and block_hash(block) != metas[s].block_hashes[index]:
                 bad.append((s, index))
                 continue
             blocks[s] = block
@@ -168,8 +176,7 @@ class GatewayCore:
                 f"segment {index} cannot be rebuilt: shares {broken} are missing or corrupt "
                 f"and {erasure.K} intact shares are needed",
                 hint="the file is damaged beyond repair on this node", missing_shares=broken, segment=index)
-        plain_len = layout.plaintext_length(manifest.size, manifest.segment_size, index)
-        return erasure.decode(blocks, layout.ciphertext_length(plain_len))
+        return erasure.decode(blocks, length)
 
     async def remote_metas(self, cap: Capability, manifest: Manifest, holders: Mapping[int, Holder],
                             names: list[str]) -> tuple[dict[int, ShareMeta], dict[int, str]]:
@@ -221,12 +228,26 @@ class GatewayCore:
         """An async function giving one segment's ciphertext (or `finish(index, ciphertext)`, run in the pool).
 
         Remote blocks are fetched first, local ones read in the pool; when a holder fails or a block is
-        bad, the next share in `order` is tried as well."""
+        bad, the next share in `order` is tried as well.  `finish` authenticates the ciphertext (AES-GCM: it
+        raises IntegrityError when the tag fails), so the blocks read here are not hashed first: every block was
+        hashed as it was written (a put hashes what it writes, a holder refuses a share whose blocks do not hash
+        to what its uploader says, a repair hashes what it rebuilds), and a byte of one changed since then fails
+        the tag.  Then the segment is read again with every block hashed, so the bad ones are found, reported
+        and rebuilt from the other shares as ever (docs/storage.md, "Get")."""
         loop = asyncio.get_running_loop()
 
         def work(index: int, usable: list[int], fetched: dict[int, bytes | None]) -> bytes:
-            data = self.fetch_segment(si, manifest, metas, usable, index, bad, fetched)
-            return finish(index, data) if finish else data
+            if finish is None:
+                return self.fetch_segment(si, manifest, metas, usable, index, bad, fetched)
+            seen: list[tuple[int, int]] = []  # the blocks found missing or bad, kept if the tag holds
+            try:
+                return finish(index, self.fetch_segment(si, manifest, metas, usable, index, seen, fetched,
+                                                        hash_local=False))
+            except IntegrityError:
+                seen.clear()
+                return finish(index, self.fetch_segment(si, manifest, metas, usable, index, bad, fetched))
+            finally:
+                bad.extend(seen)
 
         async def segment(index: int) -> bytes:
             want = erasure.K

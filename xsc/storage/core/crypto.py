@@ -12,9 +12,6 @@ import hashlib
 import os
 import struct
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from ...errors import IntegrityError
 
 KEY_BYTES = 32
@@ -37,12 +34,17 @@ def _nonce(segment: int) -> bytes:
 
 class SegmentCipher:
     def __init__(self, key: bytes) -> None:
+        # Imported here: what parses a capability (the CLI, before each store command) needs no cipher.
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._aead = AESGCM(key)
 
     def encrypt(self, segment: int, plaintext: bytes) -> bytes:
         return self._aead.encrypt(_nonce(segment), plaintext, None)
 
     def decrypt(self, segment: int, ciphertext: bytes) -> bytes:
+        from cryptography.exceptions import InvalidTag
+
         try:
             return self._aead.decrypt(_nonce(segment), ciphertext, None)
         except InvalidTag:
