@@ -224,29 +224,42 @@ def test_the_certificate_is_the_node_key_and_deterministic(tmp_path) -> None:
     assert context.minimum_version == ssl.TLSVersion.TLSv1_3 and list(tmp_path.iterdir()) == []  # no key left behind
 
 
-async def test_tls_connections_read_into_a_bounded_buffer_and_carry_large_bodies_intact(tmp_path, monkeypatch) -> None:
-    """What a node process sets at start (`tls.bound_read_buffers`): each connection's receive buffer is
-    READ_BUFFER bytes, and 8 MiB each way crosses it whole."""
-    monkeypatch.setattr(asyncio.sslproto.SSLProtocol, "max_size", asyncio.sslproto.SSLProtocol.max_size)
-    tls.bound_read_buffers()
-    identity, body = Identity.generate(), bytes(range(256)) * 32768
-    buffers = []
+async def test_tls_connections_read_into_one_shared_buffer_and_carry_large_bodies_intact(tmp_path, monkeypatch) -> None:
+    """What a node process sets at start (`tls.share_read_buffers`): every TLS connection of a thread reads its
+    socket into one READ_BUFFER-byte buffer, keeping only RECORD bytes of its own; 8 MiB each way, read by both
+    ends of two connections at once on one loop, crosses it whole and unmixed."""
+    for name in ("max_size", "get_buffer"):
+        monkeypatch.setattr(asyncio.sslproto.SSLProtocol, name, getattr(asyncio.sslproto.SSLProtocol, name))
+    tls.share_read_buffers()
+    identity = Identity.generate()
+    bodies = [bytes(range(256)) * 32768, bytes(reversed(range(256))) * 32768]  # two, told apart byte by byte
+    views, own = [], []
+
+    def buffers(writer: asyncio.StreamWriter) -> None:
+        protocol = writer.transport._ssl_protocol
+        views.append(protocol._ssl_buffer_view.obj)
+        own.append(len(protocol._ssl_buffer))
 
     async def echo(reader, writer) -> None:
-        buffers.append(len(writer.transport._ssl_protocol._ssl_buffer))
-        writer.write(await reader.readexactly(len(body)))
+        body = await reader.readexactly(len(bodies[0]))
+        buffers(writer)
+        writer.write(body)
         await writer.drain()
+        writer.close()
+
+    async def one(port: int, body: bytes) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls.client_context(identity.id))
+        writer.write(body)
+        assert await reader.readexactly(len(body)) == body
+        buffers(writer)
         writer.close()
 
     server = await asyncio.start_server(echo, "127.0.0.1", 0, ssl=tls.server_context(identity, tmp_path))
     async with server:
         port = server.sockets[0].getsockname()[1]
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls.client_context(identity.id))
-        writer.write(body)
-        assert await reader.readexactly(len(body)) == body
-        buffers.append(len(writer.transport._ssl_protocol._ssl_buffer))
-        writer.close()
-    assert buffers == [tls.READ_BUFFER, tls.READ_BUFFER]
+        await asyncio.gather(*(one(port, body) for body in bodies))
+    assert len(views) == 4 and all(view is views[0] for view in views) and len(views[0]) == tls.READ_BUFFER
+    assert own == [tls.RECORD] * 4
 
 
 @pytest.mark.slow

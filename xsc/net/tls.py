@@ -22,7 +22,8 @@ by the handshake, is read (peer_node).
     peer_node(ssl_object)                the node id a TLS peer proved it holds the key of
     connection_node(ssl_object)          the same, read once per connection (a server's view of its client)
     PeerKeyMismatch                      the handshake error of a peer that is not the node expected
-    bound_read_buffers()                 each TLS connection's receive buffer READ_BUFFER bytes, not asyncio's 256 KiB
+    share_read_buffers()                 TLS connections read their sockets READ_BUFFER bytes at a time into one buffer
+                                         per thread, not into a 256 KiB buffer of each connection's own
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import hashlib
 import os
 import ssl
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 
@@ -45,7 +47,8 @@ from ..identity import Identity, public_id
 
 _NOT_BEFORE = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
 _NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.timezone.utc)
-READ_BUFFER = 64 * 1024  # bytes a TLS connection reads from its socket at once (asyncio's SSLProtocol.max_size)
+READ_BUFFER = 256 * 1024  # bytes a TLS connection reads from its socket at once, into its thread's shared buffer
+RECORD = 16 * 1024  # the most plaintext a TLS record carries: what a connection decrypts per read (SSLProtocol.max_size)
 MAX_CONTEXTS = 4096  # pinned client contexts kept (one per peer: connections are pooled per context)
 
 
@@ -62,12 +65,30 @@ class PeerKeyMismatch(ssl.SSLCertVerificationError):
         return self.message
 
 
-def bound_read_buffers() -> None:
-    """asyncio gives each TLS connection a 256 KiB receive buffer, filled with zeros (so resident) when the
-    connection is made and kept while it is open: a node keeps a connection each way with each peer of its
-    neighbourhood, and those buffers were most of what its memory grew by with the network.  A quarter of that
-    carries a 64 MiB put or get as fast (bench/bench_network.py), the socket's own buffer holding the rest."""
-    asyncio.sslproto.SSLProtocol.max_size = READ_BUFFER
+_reads = threading.local()  # the buffer TLS connections read their sockets into, one per thread (share_read_buffers)
+
+
+def _shared_buffer(protocol: asyncio.sslproto.SSLProtocol, n: int) -> memoryview:
+    """SSLProtocol.get_buffer: its thread's shared buffer, which buffer_updated copies into the connection's TLS
+    input at once (the loop calls get_buffer, reads the socket into the buffer and calls buffer_updated in one go,
+    with no other connection's read in between)."""
+    view = getattr(_reads, "view", None)
+    if view is None:
+        view = _reads.view = memoryview(bytearray(READ_BUFFER))
+    protocol._ssl_buffer_view = view  # where buffer_updated copies from
+    return view
+
+
+def share_read_buffers() -> None:
+    """asyncio gives each TLS connection a 256 KiB receive buffer of its own, filled with zeros (so resident) when
+    the connection is made and kept while it is open: a node keeps a connection each way with each peer of its
+    neighbourhood, and those buffers were most of what its memory grew by with the network.  The buffer only passes
+    the bytes of one read of the socket on to the connection's TLS input, so one buffer per thread serves every
+    connection, READ_BUFFER bytes at a time; each connection keeps a buffer of RECORD bytes only (made by asyncio,
+    unused), and decrypts a record per read.  Large reads matter to a node fetching a get's blocks from several
+    holders: each read is one turn of the TLS layer, aiohttp's parser and the task waiting for the blocks."""
+    asyncio.sslproto.SSLProtocol.max_size = RECORD
+    asyncio.sslproto.SSLProtocol.get_buffer = _shared_buffer  # type: ignore[method-assign]
 
 
 def certificate(identity: Identity) -> x509.Certificate:
@@ -206,4 +227,4 @@ def client_context(node_id: str | None, identity: Identity | None = None) -> ssl
 
 
 __all__ = ["PeerKeyMismatch", "ROOT", "certificate", "client_certificate", "client_context", "connection_node",
-           "node_of_certificate", "peer_node", "server_context"]
+           "node_of_certificate", "peer_node", "server_context", "share_read_buffers"]

@@ -18,7 +18,7 @@ from aiohttp import web
 from ..config import NodeConfig, https_url, parse_listen
 from ..errors import ConfigError
 from ..identity import ReplayGuard
-from ..net.tls import bound_read_buffers, server_context
+from ..net.tls import server_context, share_read_buffers
 from ..ui.core.session import Sessions
 from ..tasks import woken
 from ..serve import connections
@@ -147,7 +147,7 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
     host, port = parse_listen(config.node.listen)
     app = create_app(config)
     fd_limit = connections.raise_fd_limit()
-    bound_read_buffers()
+    share_read_buffers()
     cap = connections.connection_cap(config.node.max_connections, fd_limit)
     if cap < config.node.max_connections:
         log.warning("at most %d open connections, not %d: the open-files limit is %d (raise it with ulimit -n)",
