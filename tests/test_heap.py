@@ -76,3 +76,40 @@ def test_a_segments_blocks_reuse_the_pages_freed_at_the_heaps_top() -> None:
     mapped_fixed, mapped = _segment_faults("mapped")
     # Given back as soon as 128 KiB of the top is free, the blocks' pages would be faulted in again: ~220 a segment.
     assert faults < 64 * 10 < 64 * 100 < mapped, (faults, mapped)
+
+
+# In a fresh process, one 16 MiB body made and freed, then rounds of four, something made meanwhile kept (above
+# them, if they are in the heap): with the node's thresholds (`node`) or glibc's own (`glibc`, whose mmap threshold
+# rises to the largest buffer freed so far).
+_BODIES = """
+import sys
+from xsc import heap
+fixed = heap.set_malloc_thresholds() if sys.argv[1] == "node" else True
+def anonymous():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("RssAnon"))
+kept = []
+def bodies(count):
+    made = [b"x" * (16 * 1024 * 1024 - 64) for _ in range(count)]  # written: resident
+    kept.append(b"k" * 200_000)
+    del made
+bodies(1)
+before = anonymous()
+for _ in range(3):
+    bodies(4)
+print(fixed, anonymous() - before)
+"""
+
+
+def _bodies_kept(how: str) -> tuple[bool, int]:
+    out = subprocess.run([sys.executable, "-c", _BODIES, how], capture_output=True, text=True, check=True).stdout
+    fixed, kept = out.split()
+    return fixed == "True", int(kept)
+
+
+def test_large_bodies_are_given_back_as_soon_as_they_are_freed() -> None:
+    fixed, kept = _bodies_kept("node")
+    if not fixed:
+        pytest.skip("not glibc: there is no mallopt")
+    _, kept_by_glibc = _bodies_kept("glibc")
+    assert kept < 4 * MiB < 16 * MiB < kept_by_glibc, (kept, kept_by_glibc)
