@@ -63,17 +63,18 @@ print(fixed, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _segment_faults(how: str) -> tuple[bool, int]:
-    out = subprocess.run([sys.executable, "-c", _SEGMENTS, how], capture_output=True, text=True, check=True).stdout
-    fixed, faults = out.split()
-    return fixed == "True", int(faults)
+def _fresh(script: str, how: str) -> tuple[bool, int]:
+    """What `script` prints, run in a fresh process with argument `how`: whether it fixed a threshold, a count."""
+    out = subprocess.run([sys.executable, "-c", script, how], capture_output=True, text=True, check=True).stdout
+    fixed, count = out.split()
+    return fixed == "True", int(count)
 
 
 def test_a_segments_blocks_reuse_the_pages_freed_at_the_heaps_top() -> None:
-    fixed, faults = _segment_faults("node")
+    fixed, faults = _fresh(_SEGMENTS, "node")
     if not fixed:
         pytest.skip("not glibc: there is no mallopt")
-    mapped_fixed, mapped = _segment_faults("mapped")
+    _, mapped = _fresh(_SEGMENTS, "mapped")
     # Given back as soon as 128 KiB of the top is free, the blocks' pages would be faulted in again: ~220 a segment.
     assert faults < 64 * 10 < 64 * 100 < mapped, (faults, mapped)
 
@@ -101,15 +102,9 @@ print(fixed, anonymous() - before)
 """
 
 
-def _bodies_kept(how: str) -> tuple[bool, int]:
-    out = subprocess.run([sys.executable, "-c", _BODIES, how], capture_output=True, text=True, check=True).stdout
-    fixed, kept = out.split()
-    return fixed == "True", int(kept)
-
-
 def test_large_bodies_are_given_back_as_soon_as_they_are_freed() -> None:
-    fixed, kept = _bodies_kept("node")
+    fixed, kept = _fresh(_BODIES, "node")
     if not fixed:
         pytest.skip("not glibc: there is no mallopt")
-    _, kept_by_glibc = _bodies_kept("glibc")
+    _, kept_by_glibc = _fresh(_BODIES, "glibc")
     assert kept < 4 * MiB < 16 * MiB < kept_by_glibc, (kept, kept_by_glibc)
