@@ -81,18 +81,20 @@ def up(count: int, base_port: int | None, timeout: float, netns: bool, delay: st
             node.wait_listening(max(0.1, deadline - time.monotonic()))
             record["id"] = (node.health() or {}).get("serviceId")
             net.save(nodes)
+        # Until it has said the devnet is up, a Ctrl-C stops every node and takes the network down.
+        lagging = [n.name for n in net.wait_peered(max(0.0, deadline - time.monotonic()))]
+        if lagging:
+            click.echo(f"xsc: warning: {', '.join(lagging)} do not know every other node yet (gossip continues)",
+                       err=True)
+        if as_json:
+            emit_json([{**n, "up": True} for n in nodes])
+        else:
+            wide_table(_COLUMNS, [(n["name"], "up", n["pid"], n["url"], n["id"], n["data_dir"]) for n in nodes])
+            click.echo(f"{count} nodes up; use one with: xsc --data-dir {nodes[0]['data_dir']} ...")
     except BaseException:
         net.stop(10.0)
         net.forget()
         raise
-    lagging = [n.name for n in net.wait_peered(max(0.0, deadline - time.monotonic()))]
-    if lagging:
-        click.echo(f"xsc: warning: {', '.join(lagging)} do not know every other node yet (gossip continues)", err=True)
-    if as_json:
-        emit_json([{**n, "up": True} for n in nodes])
-        return
-    wide_table(_COLUMNS, [(n["name"], "up", n["pid"], n["url"], n["id"], n["data_dir"]) for n in nodes])
-    click.echo(f"{count} nodes up; use one with: xsc --data-dir {nodes[0]['data_dir']} ...")
 
 
 @devnet.command()
