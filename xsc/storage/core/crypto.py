@@ -34,18 +34,19 @@ def _nonce(segment: int) -> bytes:
 
 class SegmentCipher:
     def __init__(self, key: bytes) -> None:
-        # Imported here: what parses a capability (the CLI, before each store command) needs no cipher.
+        # Imported here, once a cipher is made: what parses a capability (the CLI, before each store command)
+        # needs no cipher.
+        from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         self._aead = AESGCM(key)
+        self._invalid_tag = InvalidTag
 
     def encrypt(self, segment: int, plaintext: bytes) -> bytes:
         return self._aead.encrypt(_nonce(segment), plaintext, None)
 
     def decrypt(self, segment: int, ciphertext: bytes) -> bytes:
-        from cryptography.exceptions import InvalidTag
-
         try:
             return self._aead.decrypt(_nonce(segment), ciphertext, None)
-        except InvalidTag:
+        except self._invalid_tag:
             raise IntegrityError(f"segment {segment} failed authentication") from None
