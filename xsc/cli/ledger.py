@@ -179,7 +179,7 @@ def export(obj, as_json: bool) -> None:
     download = obj.client().download("/v1/ledger/export")
     out = sys.stdout.buffer
     if as_json:
-        data = b"".join(download)
+        data = download.read()
         emit_json([codec.loads(line) for line in data.splitlines() if line])
         return
     for chunk in download:

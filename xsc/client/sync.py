@@ -471,5 +471,12 @@ class Download:
         finally:
             self._conn.close()
 
+    def read(self) -> bytes:
+        """The whole body (iterating keeps only one chunk at a time: joining its chunks would join one buffer)."""
+        try:
+            return self.response.read()
+        finally:
+            self._conn.close()
+
     def close(self) -> None:
         self._conn.close()
