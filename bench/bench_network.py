@@ -6,7 +6,8 @@ Prints put and get MB/s on one node and on six (as a ratio of the single node's,
 this run), and the time to rebuild one lost share of the file onto a spare node.  All nodes share
 this machine's 2 cores, so the six-node figures include five more processes' work: beside each figure,
 the CPU each process spent per GiB of the file (the gateway, the other nodes together and the busiest of
-them, the CLI client), which says where the time goes when the cores are the limit.  The 6-node get reads
+them, the CLI client; then a line for each node, with the shares it holds), which says where the time goes when
+the cores are the limit.  The 6-node get reads
 the data shares (0-3): one fewer from other nodes when the gateway holds one of them.  The six shares go to the six
 nodes but the spare, one each; which share the gateway keeps hashes the file's random storage index, so the put is
 made again on a fresh devnet until the gateway keeps a data share, as in 2 of 3 puts; the placement and the number
@@ -101,6 +102,24 @@ def _cpu_text(seconds: list[float], gib: float, others: bool) -> str:
     return f"CPU s/GiB: {text}, client {client:.2f}"
 
 
+def _roles(nodes: list, by_id: dict, placement: list[str]) -> list[str]:
+    """Each node's name and part in the file: the gateway, the shares it holds, or none (the spare)."""
+    roles = []
+    for i, node in enumerate(nodes):
+        shares = [str(share) for share, node_id in enumerate(placement) if by_id[node_id] is node]
+        part = ("gateway, " if i == 0 else "") + (f"share {', '.join(shares)}" if shares else "no share")
+        roles.append(f"node-{i} ({part})")
+    return roles
+
+
+def _per_process_table(roles: list[str], cpu: dict[str, list[float]], gib: float) -> str:
+    """The CPU each process spent per GiB of the file, in the put and in the get: one line each."""
+    lines = [f"{'CPU s/GiB of each process':<34} {'put':>6} {'get':>6}"]
+    for name, put, get in zip([*roles, "client (xsc store put / get)"], cpu["put"], cpu["get"]):
+        lines.append(f"  {name:<32} {put / gib:6.2f} {get / gib:6.2f}")
+    return "\n".join(lines)
+
+
 def _xsc(*args: str):
     result = run_xsc(*args, timeout=3600)
     if result.returncode != 0:
@@ -145,6 +164,7 @@ def main() -> None:
                 spare = next(i for i, node in by_id.items() if node is net.nodes[-1])
                 put6, get6, result, cpu6 = _put_get_cpu(gateway, src, pids, ("--avoid", spare))
                 gateway_share = next((i for i, n in enumerate(result["placement"]) if by_id[n] is net.first), None)
+                roles = _roles(net.nodes, by_id, result["placement"])
                 if (gateway_share is None or gateway_share >= 4) and tries < PLACEMENT_TRIES:
                     continue
                 victim = next(by_id[i] for i in result["placement"] if by_id[i] is not net.first)
@@ -169,6 +189,7 @@ def main() -> None:
           f"{_cpu_text(cpu6['put'], gib, True)})")
     print(f"             get {size / get6 / mb:6.0f} MB/s = {get1 / get6:4.2f} x single (target >= 0.70; "
           f"{_cpu_text(cpu6['get'], gib, True)})")
+    print(_per_process_table(roles, cpu6, gib))
     for what, seconds in (("put", put6), ("get", get6)):
         print(f"CPU per GiB, all processes: {what} single {sum(cpu1[what]) / gib:.2f} s, six nodes "
               f"{sum(cpu6[what]) / gib:.2f} s, of which {idle * seconds / gib:.2f} s the seven nodes spend idle "
@@ -187,6 +208,8 @@ def main() -> None:
         report.add(f"6-node {what}: gateway CPU per GiB", cpu6[what][0] / gib, "s")
         report.add(f"6-node {what}: other nodes' CPU per GiB", sum(cpu6[what][1:-1]) / gib, "s")
         report.add(f"6-node {what}: client CPU per GiB", cpu6[what][-1] / gib, "s")
+        for role, seconds in zip(roles, cpu6[what]):
+            report.add(f"6-node {what}: {role} CPU per GiB", seconds / gib, "s")
     # The 30 s target is for a 1 GiB file (the default size); a smaller run's time has no target.
     report.add(f"repair of one share, {size // MiB} MiB file", repair_s, "s",
                **({"target": 30, "op": "<"} if size == 1024 * MiB else {}))
