@@ -96,7 +96,7 @@ class MarketService:
         self.peers = peers  # None: a node on its own (tests)
         self.storage_usage = storage_usage  # () -> (bytes used, capacity) of this node's share store
         self.streaming = streaming  # () -> is a large upload writing its blocks here now (QUIET_AT_MOST)
-        self.rounds_waited = 0  # market rounds that waited for an upload to end (status, tests)
+        self.rounds_waited = 0  # market rounds that waited for an upload to end
         self._policies: dict[str, tuple[tuple[int, int, int], PricingPolicy]] = {}  # kind -> (its config, it)
         self.compute_threads = compute_threads
         self.gossip_interval = gossip_interval
