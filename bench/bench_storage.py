@@ -1,10 +1,13 @@
 """Put and get of a large file through a node's HTTP API, against the raw steps measured in the same run.
 
-    python -m bench.bench_storage [SIZE_MIB]      (default 1024)
+    python -m bench.bench_storage [SIZE_MIB] [--puts N]      (default 1024, 1 put)
 
 Prints MB/s for put and get, each as a ratio to the raw steps of its pipeline
 (AES-GCM, zfec encode, SHA-256, LevelDB put of 256 KiB values), the CPU per GiB the
-node and the CLI spent on each, and the peak RSS of the node and of the CLI.
+node and the CLI spent on each, the peak RSS of the node and of the CLI, and the MB of
+tables LevelDB's compactions rewrote (merged) and moved down whole (from its LOG).  With
+--puts N, N files are put one after another (the later ones into a node that holds the
+earlier) and each put's figures printed; the first put's are the ones reported.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -73,7 +77,9 @@ def raw_steps(tmp: Path, total: int = 256 * MiB) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("size_mib", nargs="?", type=int, default=1024, help="the file's size in MiB (1024)")
-    size_mib = parser.parse_args().size_mib
+    parser.add_argument("--puts", type=int, default=1, help="files put one after another before the gets (1)")
+    args = parser.parse_args()
+    size_mib = args.size_mib
     size = size_mib * MiB
     with tempfile.TemporaryDirectory(prefix="xsc-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -85,16 +91,24 @@ def main() -> None:
                 f.write(chunk)
             f.write(chunk[: size % len(chunk)])
         data_dir = tmp / "node"
-        node = start_node(data_dir, "--storage-capacity", f"{3 * size + 64 * MiB}")
+        node = start_node(data_dir, "--storage-capacity", f"{max(3, 2 * args.puts) * size + 64 * MiB}")
         xsc = ["--data-dir", str(data_dir)]
         try:
-            with AnonSampler(node.pid) as anon, open(tmp / "cap.txt", "wb") as out:
-                cpu, cli = cpu_seconds(node.pid), _children_cpu()
-                put_s, put_rss, rc = run_xsc_measured([*xsc, "store", "put", str(src)], stdout=out,
-                                                      stderr=subprocess.DEVNULL)
-                put_cpu, put_cli = cpu_seconds(node.pid) - cpu, _children_cpu() - cli
-                assert rc == 0, "put failed"
-                cap = (tmp / "cap.txt").read_text().split()[-1]
+            leveldb_log = Compactions(data_dir / "db" / "LOG")
+            leveldb_log.since()  # what the node's start wrote
+            with AnonSampler(node.pid) as anon:
+                puts = []
+                for i in range(args.puts):
+                    with open(tmp / "cap.txt", "wb") as out:
+                        cpu, cli = cpu_seconds(node.pid), _children_cpu()
+                        put_s, put_rss, rc = run_xsc_measured([*xsc, "store", "put", str(src)], stdout=out,
+                                                              stderr=subprocess.DEVNULL)
+                        put_cpu, put_cli = cpu_seconds(node.pid) - cpu, _children_cpu() - cli
+                    assert rc == 0, "put failed"
+                    if i == 0:
+                        cap = (tmp / "cap.txt").read_text().split()[-1]
+                    puts.append((put_s, put_rss, put_cpu, put_cli, *leveldb_log.since()))
+                put_s, put_rss, put_cpu, put_cli = puts[0][:4]
                 get_s, get_rss, rc = run_xsc_measured([*xsc, "store", "get", cap, "-o", str(tmp / "out.bin")])
                 assert rc == 0, "get failed"
                 with open(os.devnull, "wb") as devnull:
@@ -102,6 +116,7 @@ def main() -> None:
                     stream_s, _, rc = run_xsc_measured([*xsc, "store", "get", cap], stdout=devnull)
                     get_cpu, get_cli = cpu_seconds(node.pid) - cpu, _children_cpu() - cli
                 assert rc == 0, "get to stdout failed"
+            tail_rewritten, tail_moved = leveldb_log.since()
             node_rss = peak_rss_mib(node.pid)
         finally:
             node.stop()
@@ -120,6 +135,13 @@ def main() -> None:
     put_rate, get_rate, stream_rate = size / put_s, size / get_s, size / stream_s
     print(f"put  {put_rate / mb:7.0f} MB/s  = {put_rate / put_raw:5.2f} x the one-thread raw put pipeline "
           f"(target >= 150 MB/s, >= 1.3x)")
+    gib = size / 2**30
+    for i, (s, _, node_cpu, cli_cpu, rewritten_i, moved_i) in enumerate(puts):
+        print(f"put {i + 1}: {size / s / mb:7.0f} MB/s = {size / s / put_raw:5.2f} x, CPU per GiB node {node_cpu / gib:.2f} "
+              f"+ CLI {cli_cpu / gib:.2f} s; LevelDB's compactions that ended during it rewrote {rewritten_i / mb:.0f} "
+              f"MB of tables and moved {moved_i / mb:.0f} MB down whole (a put writes {1.5 * size / mb:.0f} MB of blocks)")
+    print(f"after the last put (during the gets), LevelDB's compactions rewrote {tail_rewritten / mb:.0f} MB of tables "
+          f"and moved {tail_moved / mb:.0f} MB down whole")
     print(f"get  {stream_rate / mb:7.0f} MB/s  = {stream_rate / get_raw:5.2f} x the one-thread raw get pipeline "
           f"(CLI to stdout, /dev/null; target >= 300 MB/s, >= 1.3x)")
     print(f"get  {get_rate / mb:7.0f} MB/s  = {get_rate / raw['file-write']:5.2f} x raw file write "
@@ -127,7 +149,6 @@ def main() -> None:
     print(f"peak RSS: node {node_rss:.0f} MiB (of which anonymous at most {anon.peak_mib:.0f} MiB; the rest is "
           f"LevelDB's read-only mmap of its table files, i.e. page cache), CLI put {put_rss:.0f} MiB, "
           f"CLI get {get_rss:.0f} MiB (target < 300 MB each)")
-    gib = size / 2**30
     print(f"CPU per GiB, node + CLI (start-up included): put {put_cpu / gib:.2f} + {put_cli / gib:.2f} s, get to "
           f"/dev/null {get_cpu / gib:.2f} + {get_cli / gib:.2f} s; the one-thread raw pipelines "
           f"{2**30 / put_raw:.2f} s (put), {2**30 / get_raw:.2f} s (get); load average "
@@ -141,6 +162,8 @@ def main() -> None:
     report.add("get x raw get pipeline", stream_rate / get_raw, "x", target=1.3, op=">=")
     report.add("node CPU per GiB put", put_cpu / gib, "s")
     report.add("CLI CPU per GiB put", put_cli / gib, "s")
+    if args.puts == 1:
+        report.add("LevelDB tables rewritten by the put", (puts[0][4] + tail_rewritten) / mb, "MB")
     report.add("node CPU per GiB get to stdout", get_cpu / gib, "s")
     report.add("CLI CPU per GiB get to stdout", get_cli / gib, "s")
     report.add(f"get {size_mib} MiB -o FILE", get_rate / mb, "MB/s")
@@ -151,6 +174,21 @@ def main() -> None:
     report.add("CLI get peak RSS", get_rss * MiB / mb, "MB", target=300, op="<")
     report.add("output identical", float(same), "", target=1, op=">=")
     report.write()
+
+
+class Compactions:
+    """What LevelDB's compactions wrote, from its LOG: the bytes of tables merged and written again, and of tables
+    moved down a level whole (no bytes written), since the last reading."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, 0
+
+    def since(self) -> tuple[int, int]:
+        text = self.path.read_text(errors="replace")
+        new, self.offset = text[self.offset:], len(text)
+        rewritten = sum(int(n) for n in re.findall(r"Compacted .*? => (\d+) bytes", new))
+        moved = sum(int(n) for n in re.findall(r"Moved #\d+ to level-\d+ (\d+) bytes", new))
+        return rewritten, moved
 
 
 def _children_cpu() -> float:

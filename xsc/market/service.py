@@ -56,6 +56,11 @@ from ..tasks import Quota, in_pool, now_ms, woken
 
 log = logging.getLogger(__name__)
 
+# While a large upload writes its blocks into this node's LevelDB (ShareStore.streaming), a market round waits: any
+# record it wrote (its commitment, counters, a clearing price) would land among the blocks, and LevelDB's compactions
+# would rewrite them.  It waits at most this fraction of `market.freshness` since the last round: the peers then still
+# hold an offer that counts as current.
+QUIET_AT_MOST = 2 / 3
 HONOUR_SECONDS = 60  # a published ask is honoured this long after a newer, higher one replaced it
 
 
@@ -79,8 +84,8 @@ class PeerView(Protocol):
 
 class MarketService:
     def __init__(self, *, config: MarketSection, identity: Identity, db: Database, peers: PeerView | None,
-                 needs: NeedRegistry, weights: Recognition, subscribers: Subscribers | None,
-                 storage_usage: Callable[[], tuple[int, int]], compute_threads: int, gossip_interval: float,
+                 needs: NeedRegistry, weights: Recognition, subscribers: Subscribers | None, compute_threads: int,
+                 storage_usage: Callable[[], tuple[int, int]], streaming: Callable[[], bool], gossip_interval: float,
                  pool: Executor | None = None, limiter: Quota | None = None, credit_lines: Any = None,
                  find_providers: Callable[[str, int], Awaitable[list[Any]]] | None = None) -> None:
         self.config = config
@@ -90,6 +95,8 @@ class MarketService:
         self.db = db
         self.peers = peers  # None: a node on its own (tests)
         self.storage_usage = storage_usage  # () -> (bytes used, capacity) of this node's share store
+        self.streaming = streaming  # () -> is a large upload writing its blocks here now (QUIET_AT_MOST)
+        self.rounds_waited = 0  # market rounds that waited for an upload to end
         self._policies: dict[str, tuple[tuple[int, int, int], PricingPolicy]] = {}  # kind -> (its config, it)
         self.compute_threads = compute_threads
         self.gossip_interval = gossip_interval
@@ -125,8 +132,7 @@ class MarketService:
         self._interests: tuple | None = None  # (what they were made of, what `interests` made of it)
         self._changed = asyncio.Event()
         self._announce = False  # the offer published at start differs from the one the peers hold
-        # Who subscribed to this node's records and commitment (kept by the allocation service, which subscribes
-        # for it): who gets our commitment, whose commitments we want.  None: every peer (a bare market).
+        # Who subscribed to its commitment (the allocation service's): who gets ours, whose we want.  None: every peer.
         self.subscribers = subscribers
 
     # --- what this node offers ------------------------------------------------------------
@@ -290,8 +296,7 @@ class MarketService:
         self.store.save_state(self._self_state())
 
     def save_counters(self) -> None:
-        """Write the recognition counters if they changed since they were last written (each market round,
-        and at close)."""
+        """Write the recognition counters if they changed since they were last written (each round, at close)."""
         if self.weights.unsaved:
             self._save_self()
 
@@ -338,8 +343,7 @@ class MarketService:
         return {p: t for p, t in self._interests[1].items() if self.peers is None or self.peers.known(p)}
 
     def interested(self) -> set[str]:
-        """The participants whose commitments this node wants: those it subscribes to for them (`interests`), else
-        every peer (a bare market)."""
+        """The participants whose commitments this node wants (`interests`), else every peer (a bare market)."""
         if self.subscribers is not None:
             return {p for p, t in self.interests().items() if "commitment" in t or any(x.startswith("needs:") for x in t)}
         return set(self._peer_ids())
@@ -357,13 +361,17 @@ class MarketService:
         interval = max(self.gossip_interval, self.config.freshness / 3)  # digests; changes are pushed at once
         next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
         heartbeat = self.config.freshness / 3
-        next_heartbeat = time.monotonic() + heartbeat
+        next_heartbeat, last_round = time.monotonic() + heartbeat, time.monotonic()
         while True:
             seconds = self.config.bucket_seconds
             to_boundary = seconds - time.time() % seconds + 0.05
             if await woken(self._changed, min(1.0, to_boundary)):
                 await asyncio.sleep(self.config.publish_delay)
             self._changed.clear()
+            if self.streaming() and time.monotonic() < last_round + self.config.freshness * QUIET_AT_MOST:
+                self.rounds_waited += 1
+                continue
+            last_round = time.monotonic()
             try:
                 fresh_again = time.monotonic() >= next_heartbeat
                 if fresh_again:

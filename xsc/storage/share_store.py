@@ -39,6 +39,8 @@ from .core.merkle import HASH_BYTES
 _META_HEADER = struct.Struct(">BBIQQ32s")  # version, share, segments, stored bytes, lease expiry, uploader
 HELD_UPLOAD = 64 * 1024  # an upload this small (its known size) keeps its blocks in memory until it publishes
 HELD_AT_MOST = 16 * 1024 * 1024  # what all held uploads together may keep in memory; past it, they are staged
+# An upload that has reserved this much writes its blocks across several of LevelDB's memtables (32 MiB): `streaming`.
+STREAMING_UPLOAD = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,15 @@ class ShareStore:
         the lock (the event loop asks on every put and ask, and the lock is held across synced writes): begin_upload
         and _charge decide under it."""
         return sum(u.reserved for u in list(self._uploads.values()))  # list(): one step under the GIL
+
+    @property
+    def streaming(self) -> bool:
+        """Whether a large upload (STREAMING_UPLOAD) is writing its blocks into the database now.  LevelDB flushes its
+        memtable as one table spanning its lowest key to its highest: any other record written meanwhile (they all
+        sort outside the blocks) makes the table holding it span the blocks written before it, and compactions then
+        rewrite those blocks instead of moving their tables down whole, so writers that can wait ask this first.  A
+        reading without the lock, like `reserved`."""
+        return any(u.held is None and u.reserved >= STREAMING_UPLOAD for u in list(self._uploads.values()))
 
     def _reserved(self) -> int:
         return sum(u.reserved for u in self._uploads.values())
