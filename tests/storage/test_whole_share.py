@@ -27,7 +27,8 @@ from xsc.storage.gateway_put import put
 from xsc.storage.holder_client import RemoteHolder
 from xsc.storage.share_store import ShareStore
 
-from tests.support.shares import DEAL_PRICE, SEGMENT, SHARE, EncodedFile, holder_net, lease, nothing_staged, place, refused
+from tests.support.shares import (DEAL_PRICE, SEGMENT, SHARE, EncodedFile, holder_net, lease, nothing_staged, place,
+                                   refused)
 
 
 @pytest.fixture
@@ -143,6 +144,26 @@ async def test_a_request_of_whole_shares_that_fails_fails_each_of_its_shares(net
     outcomes = await asyncio.gather(*(_whole(away, EncodedFile(1000)) for _ in range(3)), return_exceptions=True)
     assert all(isinstance(o, PeerUnreachable) for o in outcomes)
     assert (away.whole.groups, away.whole.items, away.whole.waiting) == (1, 3, 0)
+
+
+class _Answering:
+    """A peer client whose every answer is `body` (a holder that does not keep to the protocol)."""
+
+    def __init__(self, body) -> None:
+        self.body = body
+
+    async def request(self, *args, **kwargs):
+        body = self.body
+        return type("Answer", (), {"json": lambda self: body})()
+
+
+@pytest.mark.parametrize("body", [{"shares": []}, {"shares": [{"share": 1}, {"share": 2}]}, {"shares": ["placed"]},
+                                  {"shares": {"share": 1}}, {"placed": 1}, [1]])
+async def test_an_answer_that_is_not_one_for_each_share_fails_each_share(body) -> None:
+    holder = RemoteHolder(_Answering(body), "b" * 64, "https://127.0.0.1:9", DEAL_PRICE)
+    f = EncodedFile(1000)
+    with pytest.raises(PeerRefused):
+        await _whole(holder, f)
 
 
 async def _until(condition) -> None:

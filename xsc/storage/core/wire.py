@@ -85,11 +85,13 @@ def parse_whole_shares(body: bytes) -> list[WholeShare]:
         raise InvalidArgument(f'a whole shares body lists 1 to {WHOLE_MAX_SHARES} shares under "shares"')
     shares, offset = [], 0
     for item in listed:
-        if not isinstance(item, dict) or not isinstance(item.get("si"), str) or not isinstance(item.get("terms"), dict) \
-                or type(item.get("share")) is not int or type(item.get("block_length")) is not int:
+        if not isinstance(item, dict) or not isinstance(item.get("si"), str) or \
+                not isinstance(item.get("terms"), dict) or type(item.get("share")) is not int or \
+                type(item.get("block_length")) is not int:
             raise InvalidArgument('each whole share is {"si": hex, "share": int, "terms": {...}, "block_length": int}')
         if not 0 <= item["share"] < erasure.N:
-            raise InvalidArgument(f"not a share number: {item['share']}", hint=f"shares are numbered 0 to {erasure.N - 1}")
+            raise InvalidArgument(f"not a share number: {item['share']}",
+                                  hint=f"shares are numbered 0 to {erasure.N - 1}")
         length = item["block_length"]
         if not 0 <= length <= len(blocks) - offset:
             raise InvalidArgument(f"the shares' block lengths add up to more than the {len(blocks)} bytes sent")
