@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from xsc import codec
 from xsc.errors import InvalidArgument, PeerError, PeerRefused, PeerUnreachable
-from xsc.node.appkeys import NODE
+from xsc.node.appkeys import METRICS, NODE
 from xsc.storage.core import wire
 from xsc.storage.core.merkle import block_hash
 from xsc.storage.core.wire import WholeShare, parse_whole_shares, whole_shares_body
@@ -102,6 +102,7 @@ async def test_shares_placed_in_one_request_are_each_placed_or_refused_on_its_ow
                                          _terms(from_a, other, share=SHARE + 1)])
     assert [a["share"] if isinstance(a, dict) else None for a in answers] == [SHARE, None, SHARE + 1]
     refused(answers[1], 409, "share-mismatch")
+    assert 'xsc_peer_refusals_total{code="share-mismatch"} 1.0' in net["b"].app[METRICS].render().decode()
     assert nothing_staged(store, bad.si) and store.shares_held == 2
     assert store.used == good.share_bytes + other.share_bytes and store.reserved == 0
     assert await from_a.blocks(other.si, SHARE + 1, 0, 1, other.lengths(0, 1)) == other.blocks[SHARE + 1]

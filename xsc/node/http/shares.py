@@ -17,7 +17,7 @@ from ...storage.core.wire import (DAMAGE_PATH, WHOLE_MAX_BODY, WHOLE_PATH, parse
                                   parse_share, parse_storage_index, parse_whole_shares)
 from ...tasks import in_pool
 from .. import peer_auth
-from ..appkeys import CPU_POOL, NODE
+from ..appkeys import CPU_POOL, METRICS, NODE
 from ..problems import status_of
 from .common import json_body, json_object, json_response
 
@@ -84,10 +84,11 @@ async def place_whole_shares(request: web.Request) -> web.Response:
         shares = parse_whole_shares(b"".join(await _read_signed_chunks(request, WHOLE_MAX_BODY)))
         placed = await asyncio.gather(*(holder.place_whole(sender, sender_id, w.si, w.share, w.terms, w.block)
                                         for w in shares), return_exceptions=True)
-    answers = []
+    answers, metrics = [], request.app[METRICS]
     for outcome in placed:
         if isinstance(outcome, XscError):
             answers.append({"status": status_of(outcome), "code": outcome.code, "detail": outcome.message})
+            metrics.child(metrics.peer_refusals, outcome.code).inc()  # counted as a refused request of its own is
         elif isinstance(outcome, BaseException):
             raise outcome  # not a refusal (the database, a bug): the whole request fails as any other would
         else:
