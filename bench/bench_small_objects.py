@@ -1,7 +1,7 @@
 """Small objects: 1 KiB puts through the user API and through the S3 front, against a minimal aiohttp JSON handler
 measured in the same run.
 
-    python -m bench.bench_small_objects [--seconds S]
+    python -m bench.bench_small_objects [--seconds S] [--no-devnet | --only-devnet]
 
 Starts a node process and `xsc s3 serve` in front of it, then times, one after the other:
   minimal   a minimal aiohttp handler reading a 1 KiB body and answering JSON (its own process), at concurrency 8
@@ -12,7 +12,8 @@ Starts a node process and `xsc s3 serve` in front of it, then times, one after t
   boto3     the same through boto3 (8 threads): what a Python program using the SDK sees (the SDK's own CPU per
             request is about that of the front and the node together on these 2 cores)
   s3 1001   1,001 PutObjects one after another (boto3)
-  devnet    POST /v1/store/files of 1 KiB at concurrency 8 to the first node of a 6-node devnet (skip: --no-devnet)
+  devnet    POST /v1/store/files of 1 KiB at concurrency 8 to the first node of a 6-node devnet (skip: --no-devnet;
+            alone: --only-devnet), with the CPU per put of the gateway and of each other node
 and prints the issue's figures: put at concurrency 8 / minimal (target at least 0.1), put at concurrency 8 /
 put at concurrency 1 (at least 2), s3 / put at concurrency 8 (at least 0.8), 1,001 PutObjects (under 10 s),
 puts a second on the devnet (at least 100), and the load average as the run began and ended (on a loaded machine
@@ -132,6 +133,26 @@ def spent_line(what: str, spent: dict[str, tuple[float, float, float]]) -> str:
     return f"  {what}: {parts}; all {sum(cpu for _, _, cpu in spent.values()):.2f} ms"
 
 
+def devnet_puts(tmp: Path, seconds: float) -> tuple[float, list[float]]:
+    """1 KiB puts a second at concurrency 8 to the first node of a 6-node devnet, and the CPU each node spent per
+    put (ms; the gateway first)."""
+    with Devnet(tmp / "devnet", 6, env=UNLIMITED_USER).start() as net:
+        net.wait_peered(120)
+        asyncio.run(posts(net.first.url, net.first.token, 8, 1.0))  # the providers' terms, asked once
+        cpu = [cpu_seconds(n.pid) for n in net]
+        started = time.perf_counter()
+        rate = asyncio.run(posts(net.first.url, net.first.token, 8, seconds))
+        puts = rate * (time.perf_counter() - started)
+        return rate, [(cpu_seconds(n.pid) - before) * 1000 / puts for n, before in zip(net, cpu)]
+
+
+def devnet_line(rate: float, per_node: list[float]) -> str:
+    total = sum(per_node)
+    return (f"1 KiB puts on a 6-node devnet, c=8: {rate:,.0f}/s (target at least 100); CPU per put {total:.1f} ms, "
+            f"all six nodes (the gateway {per_node[0]:.1f}, the others {' '.join(f'{c:.1f}' for c in per_node[1:])}), "
+            f"so {os.cpu_count()} cores hold at most {os.cpu_count() * 1000 / total:,.0f}/s")
+
+
 def main() -> None:
     import boto3
     from botocore.config import Config
@@ -139,9 +160,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each load phase")
     parser.add_argument("--no-devnet", action="store_true", help="skip the 6-node devnet phase")
+    parser.add_argument("--only-devnet", action="store_true", help="only the 6-node devnet phase")
     args = parser.parse_args()
     load_before = os.getloadavg()
     print(f"machine: {os.cpu_count()} cores, load average {' '.join(f'{x:.2f}' for x in load_before)}")
+    if args.only_devnet:
+        with tempfile.TemporaryDirectory(prefix="bench-small-") as tmp_name:
+            devnet, per_node = devnet_puts(Path(tmp_name), args.seconds)
+        load_after = os.getloadavg()
+        print(devnet_line(devnet, per_node))
+        print(f"load average: {load_before[0]:.2f} as the run began, {load_after[0]:.2f} as it ended (1 minute)")
+        report = Report("small_objects_devnet")
+        report.add("1 KiB puts at concurrency 8 on a 6-node devnet", devnet, "/s", target=100, op=">=")
+        report.add("CPU per put on the 6-node devnet, all nodes", sum(per_node), "ms")
+        report.add("load average (1 minute) as the run ended", load_after[0], "")
+        report.write()
+        return
     with tempfile.TemporaryDirectory(prefix="bench-small-") as tmp_name:
         tmp = Path(tmp_name)
         data_dir = tmp / "node"
@@ -190,14 +224,7 @@ def main() -> None:
             node.stop()
         devnet = None
         if not args.no_devnet:
-            with Devnet(tmp / "devnet", 6, env=UNLIMITED_USER).start() as net:
-                net.wait_peered(120)
-                asyncio.run(posts(net.first.url, net.first.token, 8, 1.0))  # the providers' terms, asked once
-                cpu = sum(cpu_seconds(n.pid) for n in net)
-                started = time.perf_counter()
-                devnet = asyncio.run(posts(net.first.url, net.first.token, 8, args.seconds))
-                # What the six processes spent per put, all together, against the cores there are.
-                devnet_cpu = (sum(cpu_seconds(n.pid) for n in net) - cpu) / (devnet * (time.perf_counter() - started))
+            devnet, per_node = devnet_puts(tmp, args.seconds)
     load_after = os.getloadavg()
     print(f"minimal aiohttp JSON handler, c=8: {minimal:,.0f} requests/s")
     print(f"1 KiB puts, user API: c=1 {sequential:,.0f}/s, c=8 {concurrent:,.0f}/s")
@@ -213,9 +240,7 @@ def main() -> None:
     print(f"  CPU of a put / of a PutObject, all processes: {put_cpu / s3_cpu:.2f} (where the cores bound both, "
           "the rates' ratio comes to this)")
     if devnet is not None:
-        print(f"1 KiB puts on a 6-node devnet, c=8: {devnet:,.0f}/s (target at least 100); the six nodes spent "
-              f"{devnet_cpu * 1000:.1f} ms of CPU per put together, so {os.cpu_count()} cores hold at most "
-              f"{os.cpu_count() / devnet_cpu:,.0f}/s")
+        print(devnet_line(devnet, per_node))
     print(f"load average: {load_before[0]:.2f} as the run began, {load_after[0]:.2f} as it ended (1 minute)")
     report = Report("small_objects")
     report.add("1 KiB puts at concurrency 8 / minimal aiohttp JSON handler", concurrent / minimal, "x", target=0.1,

@@ -223,6 +223,11 @@ class GroupSend(Generic[T]):
             sender.add_done_callback(self._senders.discard)
         return await future
 
+    @property
+    def waiting(self) -> int:
+        """Items added and not yet sent (tests, status)."""
+        return len(self._queue)
+
     async def _send_groups(self) -> None:
         try:
             while group := self._take():

@@ -1,9 +1,11 @@
 """A share of one segment placed on another node in one request (storage/core/wire.py: a whole share): the begin,
 block and commit of the three-request upload at once, each of their refusals still made, nothing left behind;
-and the gateway that places a small file's remote shares so, a refusing holder replaced before the put fails."""
+several such shares in one request, each placed or refused on its own; and the gateway that places a small file's
+remote shares so, a refusing holder replaced before the put fails."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,17 +16,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from xsc.errors import InvalidArgument, PeerError, PeerRefused
-from xsc.node.appkeys import NODE
+from xsc import codec
+from xsc.errors import InvalidArgument, PeerError, PeerRefused, PeerUnreachable
+from xsc.node.appkeys import METRICS, NODE
 from xsc.storage.core import wire
 from xsc.storage.core.merkle import block_hash
-from xsc.storage.core.wire import parse_whole_share, whole_share_body
+from xsc.storage.core.wire import WholeShare, parse_whole_shares, whole_shares_body
 from xsc.storage.gateway_core import GatewayCore
 from xsc.storage.gateway_put import put
 from xsc.storage.holder_client import RemoteHolder
 from xsc.storage.share_store import ShareStore
 
-from tests.support.shares import SEGMENT, SHARE, EncodedFile, holder_net, lease, nothing_staged, place, refused
+from tests.support.shares import (DEAL_PRICE, SEGMENT, SHARE, EncodedFile, holder_net, lease, nothing_staged, place,
+                                   refused)
 
 
 @pytest.fixture
@@ -85,39 +89,143 @@ async def test_a_whole_share_that_does_not_check_out_is_refused_and_leaves_nothi
     assert (store.shares_held, store.used) == (1, f.share_bytes)
 
 
+def _terms(holder: RemoteHolder, f: EncodedFile, share: int = SHARE, **changed) -> WholeShare:
+    terms = {"size": f.size, "segment_size": f.segment_size, "lease_expiry": lease(), "price": holder.price,
+             "block_hash": f.hashes[share][0].hex(), "manifest": f.manifest.encode().hex(), **changed}
+    return WholeShare(f.si, share, terms, f.blocks[share][0])
+
+
+async def test_shares_placed_in_one_request_are_each_placed_or_refused_on_its_own(net) -> None:
+    store, from_a = net["store"], net["from_a"]
+    good, bad, other = EncodedFile(1000), EncodedFile(2000), EncodedFile(3000)
+    answers = await from_a.place_shares([_terms(from_a, good), _terms(from_a, bad, block_hash="00" * 32),
+                                         _terms(from_a, other, share=SHARE + 1)])
+    assert [a["share"] if isinstance(a, dict) else None for a in answers] == [SHARE, None, SHARE + 1]
+    refused(answers[1], 409, "share-mismatch")
+    assert 'xsc_peer_refusals_total{code="share-mismatch"} 1.0' in net["b"].app[METRICS].render().decode()
+    assert nothing_staged(store, bad.si) and store.shares_held == 2
+    assert store.used == good.share_bytes + other.share_bytes and store.reserved == 0
+    assert await from_a.blocks(other.si, SHARE + 1, 0, 1, other.lengths(0, 1)) == other.blocks[SHARE + 1]
+
+
+async def test_whole_shares_given_at_once_go_to_their_holder_together_and_each_is_answered(net) -> None:
+    store, from_a = net["store"], net["from_a"]
+    files = [EncodedFile(1000 + n) for n in range(6)]
+    bad = EncodedFile(900)
+    outcomes = await asyncio.gather(*(_whole(from_a, f) for f in files), _whole(from_a, bad, block_hash=b"\0" * 32),
+                                    return_exceptions=True)
+    assert outcomes[:-1] == [None] * 6
+    refused(outcomes[-1], 409, "share-mismatch")
+    assert from_a.whole.groups == 1 and store.shares_held == 6 and nothing_staged(store, bad.si)
+    # Given while a request is under way, shares wait for it and go together in the next.
+    more = [EncodedFile(1000 + n) for n in range(3)]
+    first = asyncio.ensure_future(_whole(from_a, more[0]))
+    await _until(lambda: from_a.whole.groups == 2)  # the first one's request is under way
+    await asyncio.gather(first, *(_whole(from_a, f) for f in more[1:]))
+    assert (from_a.whole.groups, from_a.whole.items) == (3, 10) and store.shares_held == 9
+
+
+async def test_a_share_whose_put_is_cancelled_before_its_request_goes_is_not_sent(net) -> None:
+    store, from_a = net["store"], net["from_a"]
+    kept, dropped = EncodedFile(1000), EncodedFile(1100)
+    sending = asyncio.ensure_future(_whole(from_a, kept))
+    waiting = asyncio.ensure_future(_whole(from_a, dropped))
+    await _until(lambda: from_a.whole.waiting == 2)  # both given, neither sent yet
+    waiting.cancel()
+    await sending
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert (from_a.whole.groups, from_a.whole.items) == (1, 1) and store.shares_held == 1
+    assert nothing_staged(store, dropped.si)
+
+
+async def test_a_request_of_whole_shares_that_fails_fails_each_of_its_shares(net) -> None:
+    a, b = net["a"], net["b"]
+    away = RemoteHolder(a.app[NODE].peers.client, b.app[NODE].peers.identity.id, "https://127.0.0.1:9", DEAL_PRICE)
+    outcomes = await asyncio.gather(*(_whole(away, EncodedFile(1000)) for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(o, PeerUnreachable) for o in outcomes)
+    assert (away.whole.groups, away.whole.items, away.whole.waiting) == (1, 3, 0)
+
+
+class _Answering:
+    """A peer client whose every answer is `body` (a holder that does not keep to the protocol)."""
+
+    def __init__(self, body) -> None:
+        self.body = body
+
+    async def request(self, *args, **kwargs):
+        body = self.body
+        return type("Answer", (), {"json": lambda self: body})()
+
+
+@pytest.mark.parametrize("body", [{"shares": []}, {"shares": [{"share": 1}, {"share": 2}]}, {"shares": ["placed"]},
+                                  {"shares": {"share": 1}}, {"placed": 1}, [1]])
+async def test_an_answer_that_is_not_one_for_each_share_fails_each_share(body) -> None:
+    holder = RemoteHolder(_Answering(body), "b" * 64, "https://127.0.0.1:9", DEAL_PRICE)
+    f = EncodedFile(1000)
+    with pytest.raises(PeerRefused):
+        await _whole(holder, f)
+
+
+async def _until(condition) -> None:
+    """Let the loop turn until `condition()` holds (what other tasks do in their next steps)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
 async def test_a_body_that_is_not_a_whole_share_is_refused_before_anything_is_held(net) -> None:
     a, b, store = net["a"], net["b"], net["store"]
     f = EncodedFile(1000)
     b_url, b_id = b.app[NODE].peers.url, b.app[NODE].peers.identity.id
-    path = wire.share_path(f.si, SHARE)
+    share = WholeShare(f.si, SHARE, {"size": f.size}, f.blocks[SHARE][0])
 
     async def ask(body: bytes, status: int, code: str) -> None:
         with pytest.raises(PeerRefused) as err:
-            await a.app[NODE].peers.request(b_url, "PUT", path, to=b_id, data=body)
+            await a.app[NODE].peers.request(b_url, "PUT", wire.WHOLE_PATH, to=b_id, data=body)
         refused(err, status, code)
 
+    def head(listed) -> bytes:
+        return codec.framed({"shares": listed}, share.block)
+
+    item = {"si": f.si.hex(), "share": SHARE, "terms": {}, "block_length": len(share.block)}
     await ask(b"", 400, "invalid-argument")
-    await ask(b"\0\0\0\x10{}", 400, "invalid-argument")  # terms longer than the body
-    await ask(b"\0\0\0\x02[]" + f.blocks[SHARE][0], 400, "invalid-argument")  # terms that are not an object
-    await ask((wire.WHOLE_MAX_TERMS + 1).to_bytes(4, "big") + b"x" * 10, 400, "invalid-argument")
+    await ask(b"\0\0\0\x10{}", 400, "invalid-argument")  # a head longer than the body
+    await ask(b"\0\0\0\x02[]" + f.blocks[SHARE][0], 400, "invalid-argument")  # a head that is not an object
+    await ask((wire.WHOLE_MAX_HEAD + 1).to_bytes(4, "big") + b"x" * 10, 400, "invalid-argument")
+    await ask(head([]), 400, "invalid-argument")  # no share
+    await ask(head([item] * (wire.WHOLE_MAX_SHARES + 1)), 400, "invalid-argument")  # too many at once
+    await ask(head([{**item, "si": "00"}]), 400, "invalid-argument")
+    await ask(head([{**item, "share": 6}]), 400, "invalid-argument")
+    await ask(head([{**item, "share": "1"}]), 400, "invalid-argument")
+    await ask(head([{**item, "terms": []}]), 400, "invalid-argument")
+    await ask(head([{**item, "block_length": len(share.block) + 1}]), 400, "invalid-argument")  # more than sent
+    await ask(head([{**item, "block_length": len(share.block) - 1}]), 400, "invalid-argument")  # bytes left over
+    await ask(head([{**item, "block_length": -1}]), 400, "invalid-argument")
     await ask(b"\0" * (wire.WHOLE_MAX_BODY + 1), 413, "payload-too-large")  # from its length, before it is read
     assert nothing_staged(store, f.si) and store.used == 0
     await place(net["from_a"], EncodedFile(3 * SEGMENT))  # the holder takes the next upload as ever
 
 
-@given(st.dictionaries(st.text(max_size=8), st.integers(-2**60, 2**60) | st.text(max_size=20), max_size=5),
-       st.binary(max_size=64))
-def test_a_whole_share_body_parses_back_to_its_terms_and_block(terms: dict, block: bytes) -> None:
-    assert parse_whole_share(whole_share_body(terms, block)) == (terms, block)
+_TERMS = st.dictionaries(st.text(max_size=8), st.integers(-2**60, 2**60) | st.text(max_size=20), max_size=5)
+
+
+@given(st.lists(st.tuples(st.binary(min_size=32, max_size=32), st.integers(0, 5), _TERMS, st.binary(max_size=64)),
+                min_size=1, max_size=wire.WHOLE_MAX_SHARES))
+def test_a_whole_shares_body_parses_back_to_its_shares(shares) -> None:
+    sent = [WholeShare(*share) for share in shares]
+    assert parse_whole_shares(whole_shares_body(sent)) == sent
 
 
 @given(st.binary(max_size=40))
-def test_any_other_body_is_refused_or_is_an_object_and_what_follows_it(body: bytes) -> None:
+def test_any_other_body_is_refused_or_is_shares_whose_blocks_make_what_follows_the_head(body: bytes) -> None:
     try:
-        terms, rest = parse_whole_share(body)
+        shares = parse_whole_shares(body)
     except InvalidArgument:
         return
-    assert isinstance(terms, dict) and body.endswith(rest)
+    assert shares and body.endswith(b"".join(w.block for w in shares))
 
 
 class Holding:

@@ -20,7 +20,7 @@ from ..net.compute import INVOKE_PATH, INVOKES_PATH, MAX_BATCH_BYTES, MODULES_PA
 from ..net.jobs import CHUNK, DATA_PATH, JOB_PATH, JOBS_PATH, OUTPUT_PATH, RUN_PATH
 from ..storage.locate import LOCATE_PATH
 from ..storage.strangers import TERMS_PATH
-from ..storage.core.wire import DAMAGE_PATH, MAX_SEGMENT_SIZE, WHOLE_MAX_BODY
+from ..storage.core.wire import DAMAGE_PATH, MAX_SEGMENT_SIZE, WHOLE_MAX_BODY, WHOLE_PATH
 
 RECORD_BYTES = 512  # a signed record (an allocation state or receipt, a commitment, a descriptor): ~300-700 bytes
 JSON_BYTES = 4096
@@ -72,7 +72,7 @@ PEER_ROUTES: dict[tuple[str, str], Price] = {
     ("POST", RECEIPTS_PATH): FEW_FIELDS,
     ("GET", RECEIPTS_PATH + "/{authorization}"): NO_BODY,
     ("POST", "/v1/peer/shares/{si}/{share}/uploads"): FEW_FIELDS,
-    ("PUT", "/v1/peer/shares/{si}/{share}"): Price(WHOLE_MAX_BODY, BULK_BYTES),
+    ("PUT", WHOLE_PATH): Price(WHOLE_MAX_BODY, BULK_BYTES),
     # Bounded again by the handler from the upload (storage/core/wire.py: put_limit, commit_limit).
     ("PUT", "/v1/peer/uploads/{upload}/segments/{first}"): Price(MAX_SEGMENT_SIZE, BULK_BYTES),
     ("POST", "/v1/peer/uploads/{upload}/commit"): Price(MAX_SEGMENT_SIZE, 16 * 1024),  # hex hashes: cheap to parse

@@ -12,9 +12,13 @@ import asyncio
 from typing import Any
 
 from ..errors import PeerRefused
-from .core.wire import (AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES, share_path,
-                        whole_share_body)
+from .core.wire import (AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES,
+                        WHOLE_MAX_BLOCK, WHOLE_MAX_SHARES, WHOLE_PATH, WholeShare, share_path, whole_shares_body)
 from ..net.peer_client import PeerClient
+from ..tasks import GroupSend
+
+WHOLE_FLIGHTS = 1  # requests of whole shares under way to one holder at once
+
 
 def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes:
     try:
@@ -29,11 +33,12 @@ def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes
 class SenderLanes:
     """The segment bodies this node has in flight to each holder, at most what a holder takes from one sender
     at once (wire.MAX_BODIES_PER_SENDER): the shares of a put that all go to one holder wait their turn
-    rather than trip its quota."""
+    rather than trip its quota; and the whole shares on their way to each holder (`whole_shares`)."""
 
     def __init__(self, width: int = MAX_BODIES_PER_SENDER) -> None:
         self.width = width
         self._lanes: dict[str, asyncio.Semaphore] = {}
+        self._whole: dict[str, GroupSend[tuple[RemoteHolder, WholeShare]]] = {}
 
     def to(self, node_id: str) -> asyncio.Semaphore:
         lane = self._lanes.get(node_id)
@@ -41,12 +46,33 @@ class SenderLanes:
             lane = self._lanes[node_id] = asyncio.Semaphore(self.width)
         return lane
 
+    def whole_to(self, node_id: str) -> GroupSend[tuple[RemoteHolder, WholeShare]]:
+        whole = self._whole.get(node_id)
+        if whole is None:
+            whole = self._whole[node_id] = whole_shares()
+        return whole
+
+
+def whole_shares() -> GroupSend[tuple[RemoteHolder, WholeShare]]:
+    """The whole shares (storage/core/wire.py) going to one holder, WHOLE_FLIGHTS requests under way at a time: those
+    given meanwhile go together in the next, so small files put at once cost each holder one request, one TLS
+    exchange and one pass through its middlewares for several shares rather than one each.  Alone, a share goes at
+    once."""
+
+    async def send_all(shares: list[tuple[RemoteHolder, WholeShare]]) -> list[dict | PeerRefused]:
+        holder = shares[-1][0]  # the newest: its URL is the node's as last known (they all go to one node)
+        return await holder.place_shares([share for _, share in shares])
+
+    return GroupSend(send_all, max_items=WHOLE_MAX_SHARES, max_bytes=WHOLE_MAX_BLOCK, flights=WHOLE_FLIGHTS)
+
 
 class RemoteHolder:
     def __init__(self, client: PeerClient, node_id: str, url: str, price: int | None = None,
                  payer: str | None = None, lanes: SenderLanes | None = None) -> None:
         self.client = client
-        self.lane = (lanes or SenderLanes()).to(node_id)  # segment bodies in flight to this holder
+        lanes = lanes or SenderLanes()
+        self.lane = lanes.to(node_id)  # segment bodies in flight to this holder
+        self.whole = lanes.whole_to(node_id)  # whole shares on their way to it
         self.payer = payer  # the account that pays for the shares placed here (the holder checks receipts by it)
         self.node_id = node_id
         self.url = url.rstrip("/")
@@ -78,14 +104,28 @@ class RemoteHolder:
 
     async def place_whole(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int,
                           block: bytes, block_hash: bytes, manifest: bytes) -> None:
-        """Place a share of one segment in one request: begin's terms, its block and commit's hash and manifest."""
+        """Place a share of one segment at once: begin's terms, its block and commit's hash and manifest, in one
+        request with the other whole shares on their way to this holder (`whole_shares`)."""
         terms = {"size": size, "segment_size": segment_size, "lease_expiry": lease_expiry, "price": self.price,
                  "block_hash": block_hash.hex(), "manifest": manifest.hex()}
         if self.payer is not None:
             terms["payer"] = self.payer
+        await self.whole.send((self, WholeShare(si, share, terms, block)), len(block))
+
+    async def place_shares(self, shares: list[WholeShare]) -> list[dict | PeerRefused]:
+        """Whole shares in one request: per share, in order, what the holder placed or its refusal."""
         async with self.lane:
-            response = await self._call("PUT", share_path(si, share), data=whole_share_body(terms, block))
-        self._object(response, "a placed share", ("share",))
+            response = await self._call("PUT", WHOLE_PATH, data=whole_shares_body(shares))
+        answers = self._object(response, "whole shares", ("shares",))["shares"]
+        if not isinstance(answers, list) or len(answers) != len(shares) or \
+                not all(isinstance(a, dict) and ("share" in a or "code" in a) for a in answers):
+            raise PeerRefused(f"peer {self.url} answered {len(shares)} whole shares with something else than an "
+                              "answer for each", url=self.url)
+        return [answer if "share" in answer else
+                PeerRefused(f"peer {self.url} refused share {share.share} of {share.si.hex()[:16]}: "
+                            f"{str(answer.get('detail'))[:400]}", url=self.url, peer_status=answer.get("status"),
+                            peer_code=str(answer["code"]))
+                for share, answer in zip(shares, answers)]
 
     async def put_segments(self, upload: str, first: int, blocks: list[bytes], *,
                            timeout: float | None = None) -> None:

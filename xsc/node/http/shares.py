@@ -13,11 +13,12 @@ from ...errors import BadRequestSignature, BodyTimeout, PayloadTooLarge, XscErro
 from ...identity import body_digest
 from ...storage.holder import MIN_UPLOAD_RATE
 from ...storage.locate import LOCATE_PATH, parse_locate
-from ...storage.core.wire import (DAMAGE_PATH, WHOLE_MAX_BODY, parse_count, parse_damage_report, parse_share,
-                                  parse_storage_index, parse_whole_share)
+from ...storage.core.wire import (DAMAGE_PATH, WHOLE_MAX_BODY, WHOLE_PATH, parse_count, parse_damage_report,
+                                  parse_share, parse_storage_index, parse_whole_shares)
 from ...tasks import in_pool
 from .. import peer_auth
-from ..appkeys import CPU_POOL, NODE
+from ..appkeys import CPU_POOL, METRICS, NODE
+from ..problems import status_of
 from .common import json_body, json_object, json_response
 
 log = logging.getLogger(__name__)
@@ -73,15 +74,26 @@ async def begin_upload(request: web.Request) -> web.Response:
     return json_response(answer, status=201)
 
 
-@routes.put("/v1/peer/shares/{si}/{share}")
+@routes.put(WHOLE_PATH)
 @peer_auth.streams_body
-async def place_whole_share(request: web.Request) -> web.Response:
-    si, share = _target(request)
-    holder, sender = request.app[NODE].share_holder, _sender(request)
+async def place_whole_shares(request: web.Request) -> web.Response:
+    """Each share is placed as if it came alone, with every check: the answer says, share by share in the order sent,
+    what was placed and what was refused (and why), so one refusal costs the others nothing."""
+    holder, sender, sender_id = request.app[NODE].share_holder, _sender(request), peer_auth.peer_id(request)
     async with holder.sender_room(sender, min(WHOLE_MAX_BODY, request.content_length or WHOLE_MAX_BODY)):
-        terms, block = parse_whole_share(b"".join(await _read_signed_chunks(request, WHOLE_MAX_BODY)))
-        meta = await holder.place_whole(sender, peer_auth.peer_id(request), si, share, terms, block)
-    return json_response(_placed(meta), status=201)
+        shares = parse_whole_shares(b"".join(await _read_signed_chunks(request, WHOLE_MAX_BODY)))
+        placed = await asyncio.gather(*(holder.place_whole(sender, sender_id, w.si, w.share, w.terms, w.block)
+                                        for w in shares), return_exceptions=True)
+    answers, metrics = [], request.app[METRICS]
+    for outcome in placed:
+        if isinstance(outcome, XscError):
+            answers.append({"status": status_of(outcome), "code": outcome.code, "detail": outcome.message})
+            metrics.child(metrics.peer_refusals, outcome.code).inc()  # counted as a refused request of its own is
+        elif isinstance(outcome, BaseException):
+            raise outcome  # not a refusal (the database, a bug): the whole request fails as any other would
+        else:
+            answers.append(_placed(outcome))
+    return json_response({"shares": answers}, status=200)
 
 
 @routes.put("/v1/peer/uploads/{upload}/segments/{first}")

@@ -4,8 +4,9 @@ The holder's routes (node/http/shares.py) and its client (storage/holder_client.
 neither imports the other.  Pure: no I/O.
 
     POST   /v1/peer/shares/{si}/{share}/uploads      {size, segment_size, lease_expiry, price} -> 201 {"upload"}
-    PUT    /v1/peer/shares/{si}/{share}              a share of one segment whole: its terms, its block hash and
-                                                      the manifest (JSON) then its block (`whole_share_body`)
+    PUT    /v1/peer/shares                           shares of one segment each, whole: per share its storage index,
+                                                      number, terms, block hash and manifest (JSON), then their
+                                                      blocks (`whole_shares_body`) -> {"shares": [placed or refused]}
     PUT    /v1/peer/uploads/{upload}/segments/{first} the share's blocks of segments first.., concatenated
     POST   /v1/peer/uploads/{upload}/commit           {"block_hashes": [hex], "manifest": hex}
     DELETE /v1/peer/uploads/{upload}                  abort
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ... import codec
@@ -39,7 +41,10 @@ AUDIT_MAX_RESPONSE = 80 * 1024**2  # an audit answer carries one block in hex: u
 DAMAGE_PATH = "/v1/peer/damage"
 WHOLE_MAX_BLOCK = 1024**2  # a share of one segment whose block is at most this long may be placed in one request
 WHOLE_MAX_TERMS = 16 * 1024  # bytes of its terms' JSON (the manifest of a one-segment file, in hex: ~1.3 KB)
-WHOLE_MAX_BODY = 4 + WHOLE_MAX_TERMS + WHOLE_MAX_BLOCK
+WHOLE_MAX_SHARES = 8  # whole shares placed in one request at most (each an upload in progress: MAX_UPLOADS_PER_SENDER)
+WHOLE_MAX_HEAD = WHOLE_MAX_SHARES * WHOLE_MAX_TERMS
+WHOLE_MAX_BODY = 4 + WHOLE_MAX_HEAD + WHOLE_MAX_BLOCK  # the blocks of one request: WHOLE_MAX_BLOCK together
+WHOLE_PATH = "/v1/peer/shares"
 _COMMIT_BYTES_PER_SEGMENT = 2 * HASH_BYTES + 4  # a hex hash, its quotes and a comma
 _COMMIT_OVERHEAD = 64 * 1024  # the manifest (hex) and the rest of the JSON
 _SI = re.compile(r"[0-9a-f]{64}")
@@ -50,19 +55,52 @@ def share_path(si: bytes, share: int) -> str:
     return f"/v1/peer/shares/{si.hex()}/{share}"
 
 
-def whole_share_body(terms: dict[str, Any], block: bytes) -> bytes:
-    """The body placing a share of one segment at once (`codec.framed`): its terms (begin's, with "block_hash" and
-    "manifest" in hex, as commit's), then the block."""
-    return codec.framed(terms, block)
+@dataclass(frozen=True)
+class WholeShare:
+    """One share of one segment placed whole: begin's terms, with commit's "block_hash" and "manifest" in hex."""
+
+    si: bytes
+    share: int
+    terms: dict[str, Any]
+    block: bytes
 
 
-def parse_whole_share(body: bytes) -> tuple[dict[str, Any], bytes]:
-    """A whole share's terms and block (`whole_share_body`); refused if the body is not one."""
+def whole_shares_body(shares: Sequence[WholeShare]) -> bytes:
+    """The body placing shares of one segment each at once (`codec.framed`): per share its storage index, number,
+    terms and block length, then the blocks one after the other."""
+    head = {"shares": [{"si": w.si.hex(), "share": w.share, "terms": w.terms, "block_length": len(w.block)}
+                       for w in shares]}
+    return codec.framed(head, b"".join(w.block for w in shares))
+
+
+def parse_whole_shares(body: bytes) -> list[WholeShare]:
+    """The shares of a `whole_shares_body`, each with its block; refused if the body is not one."""
     try:
-        return codec.unframed(body, WHOLE_MAX_TERMS)
+        head, blocks = codec.unframed(body, WHOLE_MAX_HEAD)
     except ValueError:
-        raise InvalidArgument(f"a whole share's body is the 4-byte length of its terms' JSON (a JSON object of at "
-                              f"most {WHOLE_MAX_TERMS:,} bytes), the terms, then its block") from None
+        raise InvalidArgument(f"a whole shares body is the 4-byte length of a JSON object (at most "
+                              f"{WHOLE_MAX_HEAD:,} bytes), the object, then the shares' blocks") from None
+    listed = head.get("shares")
+    if not isinstance(listed, list) or not 1 <= len(listed) <= WHOLE_MAX_SHARES:
+        raise InvalidArgument(f'a whole shares body lists 1 to {WHOLE_MAX_SHARES} shares under "shares"')
+    shares, offset = [], 0
+    for item in listed:
+        if not isinstance(item, dict) or not isinstance(item.get("si"), str) or \
+                not isinstance(item.get("terms"), dict) or type(item.get("share")) is not int or \
+                type(item.get("block_length")) is not int:
+            raise InvalidArgument('each whole share is {"si": hex, "share": int, "terms": {...}, "block_length": int}')
+        if not 0 <= item["share"] < erasure.N:
+            raise InvalidArgument(f"not a share number: {item['share']}",
+                                  hint=f"shares are numbered 0 to {erasure.N - 1}")
+        length = item["block_length"]
+        if not 0 <= length <= len(blocks) - offset:
+            raise InvalidArgument(f"the shares' block lengths add up to more than the {len(blocks)} bytes sent")
+        shares.append(WholeShare(parse_storage_index(item["si"]), item["share"], item["terms"],
+                                 blocks[offset:offset + length]))
+        offset += length
+    if offset != len(blocks):
+        raise InvalidArgument(f"{len(blocks) - offset} bytes follow the shares' blocks")
+    return shares
 
 
 def put_limit(size: int, segment_size: int) -> int:
