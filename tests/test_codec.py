@@ -4,6 +4,7 @@ every hash of a stored manifest still holds; dumps and loads are json's, by orjs
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 
@@ -119,3 +120,9 @@ def test_bytes_that_are_not_a_framed_body_are_a_value_error_never_another(body) 
 def test_a_framed_head_over_its_bound_is_refused() -> None:
     with pytest.raises(ValueError, match="at most 8 bytes"):
         codec.unframed(codec.framed({"long": "head"}, b"data"), 8)
+
+
+@given(st.binary(max_size=80))
+def test_base32_is_b32encodes_text_unpadded_in_lower_case(data) -> None:
+    # Capabilities and node ids are written so: every one written before must read back the same.
+    assert codec.base32(data) == base64.b32encode(data).decode().rstrip("=").lower()

@@ -16,6 +16,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .codec import base32
 from .errors import (BadRequest, BadRequestSignature, MalformedHeader, MisaddressedRequest, QuotaExceeded,
                      ReplayedRequest, StaleRequest, UnsignedRequest)
 
@@ -36,7 +37,7 @@ def parse_public_id(text: str) -> bytes:
 # base32 is slow Python.  A malformed id raises each time (an exception is never cached).
 @functools.lru_cache(maxsize=8192)
 def _public_id(public_key: bytes) -> str:
-    return base64.b32encode(public_key).decode().rstrip("=").lower()
+    return base32(public_key)
 
 
 @functools.lru_cache(maxsize=8192)

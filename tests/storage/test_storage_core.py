@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from xsc.errors import InvalidCapability
 from xsc.storage import Capability
 from xsc.storage.core import erasure, layout
-from xsc.storage.core.crypto import SegmentCipher, TAG_BYTES, storage_index
+from xsc.storage.core.crypto import KEY_BYTES, SegmentCipher, TAG_BYTES, new_key, storage_index
 from xsc.storage.core.manifest import Manifest, decode_manifest
 from xsc.errors import IntegrityError
 from xsc.storage.core.merkle import block_hash, proof, root, verify_proof
@@ -77,6 +77,25 @@ def test_segment_encryption_binds_position() -> None:
 def test_storage_index_hides_the_key() -> None:
     key = os.urandom(32)
     assert storage_index(key) != key and len(storage_index(key)) == 32
+
+
+def test_file_keys_are_fresh_in_a_forked_child_too() -> None:
+    keys = {new_key() for _ in range(1000)}
+    assert len(keys) == 1000 and {len(k) for k in keys} == {KEY_BYTES}
+    # The generator runs in this process: a child forked from it must not draw the keys the parent will.
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        os.write(write, b"".join(new_key() for _ in range(4)))
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(child, 0)
+    with os.fdopen(read, "rb") as pipe:
+        drawn = pipe.read()
+    assert status == 0 and len(drawn) == 4 * KEY_BYTES
+    parents = b"".join(new_key() for _ in range(4))
+    assert not {drawn[i:i + KEY_BYTES] for i in range(0, len(drawn), KEY_BYTES)} & \
+        {parents[i:i + KEY_BYTES] for i in range(0, len(parents), KEY_BYTES)}
 
 
 def test_manifest_hash_detects_any_change() -> None:

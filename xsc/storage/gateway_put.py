@@ -26,7 +26,7 @@ from .core import erasure, layout, leases
 from .core.capability import Capability
 from .core.crypto import SegmentCipher, new_key, storage_index
 from .gateway_core import GatewayCore, Replacer
-from .core.manifest import Manifest, ciphertext_hash
+from .core.manifest import Manifest, ciphertext_hash, manifest_hash
 from .core.merkle import block_hash, root
 from .core.placement import node_failures_survived, peer_failures_survived
 from .core.wire import WHOLE_MAX_BLOCK
@@ -236,10 +236,10 @@ class _OnePut:
         )
         return manifest, share_hashes
 
-    async def publish(self, name: str | None, manifest: Manifest, encoded: bytes, share_hashes: list[list[bytes]],
+    async def publish(self, name: str | None, encoded: bytes, share_hashes: list[list[bytes]],
                       me: str, records: Records | None, riding: Riding | None = None) -> PutResult:
         share_bytes = layout.share_bytes(self.total, self.seg_size)
-        cap = Capability(key=self.key, manifest_hash=manifest.digest(), size=self.total)
+        cap = Capability(key=self.key, manifest_hash=manifest_hash(encoded), size=self.total)
         lease, count = self.lease, len(self.hashes)
         metas = [ShareMeta(s, count, share_bytes, lease, self.gateway.node_key, tuple(share_hashes[s]))
                  for s in self.local]
@@ -288,7 +288,7 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
         else:
             await gather_or_raise([r.commit(share_hashes[s], encoded) for s, r in one.remote.items()],
                                   [(r.node, s) for s, r in one.remote.items()])
-        return await one.publish(name, manifest, encoded, share_hashes, me, records, riding)
+        return await one.publish(name, encoded, share_hashes, me, records, riding)
     except BaseException:
         await one.undo()
         raise

@@ -11,16 +11,13 @@ import binascii
 from dataclasses import dataclass
 from functools import cached_property
 
+from ...codec import base32
 from ...errors import InvalidCapability
 from .crypto import KEY_BYTES, storage_index
 from .erasure import K, M
 
 PREFIX = "xsc:chk:"
 _HINT = "a capability looks like xsc:chk:<key>:<manifest hash>:4:2:<size>, as printed by `xsc store put`"
-
-
-def _b32(data: bytes) -> str:
-    return base64.b32encode(data).decode().rstrip("=").lower()
 
 
 def _unb32(text: str, what: str) -> bytes:
@@ -47,7 +44,7 @@ class Capability:
     @cached_property
     def text(self) -> str:
         """The capability as users hold it (made once: a put writes it in its record and answers it)."""
-        return f"{PREFIX}{_b32(self.key)}:{_b32(self.manifest_hash)}:{self.k}:{self.m}:{self.size}"
+        return f"{PREFIX}{base32(self.key)}:{base32(self.manifest_hash)}:{self.k}:{self.m}:{self.size}"
 
     @property
     def storage_index(self) -> bytes:

@@ -20,7 +20,12 @@ _STORAGE_INDEX_TAG = b"xsc:storage-index:v1:"
 
 
 def new_key() -> bytes:
-    return os.urandom(KEY_BYTES)
+    """A fresh file key from OpenSSL's CSPRNG (seeded from the OS, and again in a forked child).  Not os.urandom:
+    its system call releases the GIL, and a put's event loop, busy with other puts, then waits for another thread
+    to give it back.  ssl is imported at the first key: what parses a capability needs none."""
+    from ssl import RAND_bytes
+
+    return RAND_bytes(KEY_BYTES)
 
 
 def storage_index(key: bytes) -> bytes:
