@@ -146,3 +146,27 @@ async def test_the_promised_credit_is_read_once_then_kept_up_by_every_write_of_a
     assert reads == [] and service.recent_outstanding() == recounted()
     # Held but not yet paid is promised too: from each deal's last payment on, not from now on.
     assert service.outstanding() >= service.outstanding(now + 3000)
+
+
+async def test_a_share_moved_during_a_payment_run_keeps_its_new_deal(deals) -> None:
+    """A repair moves share 0 while the run pays: the run's copy of the old deal must not put the old holder back."""
+    make, ledger = deals
+    service = make()
+    service.record(SI, [HOLDER] * 6, 1024**3, {s: 1000 for s in range(6)}, 0, 7200)
+    new_holder = "c" * 52
+
+    async def pay_and_move(node, amount, usage, job):
+        if job.endswith(":0:0:3600"):  # share 0's payment is on its way when the repair moves that share
+            service.moved(SI, 0, new_holder, 1800, None)
+        return await ledger.pay(node, amount, usage, job)
+
+    service.pay = pay_and_move
+    assert (await service.pay_due(3600))["payments"] == 6
+    share0 = next(d for d in make().of_file(SI) if d.share == 0)
+    assert share0.node == new_holder and not share0.ended and share0.start == 1800 and share0.paid == 0
+    ended = make().ended_deals(SI)
+    assert [(d.node, d.share, d.ended) for d in ended] == [(HOLDER, 0, True)]
+    assert all(d.paid_until == 3600 and d.node == HOLDER for d in make().of_file(SI) if d.share != 0)
+    # The next run pays the new holder from the move on, and no period twice.
+    assert (await service.pay_due(5400))["payments"] == 6
+    assert next(d for d in make().of_file(SI) if d.share == 0).paid_until == 5400

@@ -112,6 +112,9 @@ class StorageDeals:
         # asks it, and reading every deal grows with what is stored.
         self._outstanding: int | None = None
         self._outstanding_lock = threading.Lock()
+        # Held while a deal record is read and written again: a payment run writes what it changed while it runs (in
+        # the pool), and a repair may move a share's deal (on the loop) or a removal end it (in the pool) meanwhile.
+        self._records = threading.RLock()
 
     # --- records -------------------------------------------------------------------------
     def record(self, si: bytes, placement: list[str], share_bytes: int, prices: dict[int, int], start: int,
@@ -182,7 +185,7 @@ class StorageDeals:
 
     def _save(self, deals: list[StorageDeal]) -> None:
         change = 0
-        with self.db.write_batch(sync=True) as batch:
+        with self._records, self.db.write_batch(sync=True) as batch:
             for d in deals:
                 key = keys.storage_deal(bytes.fromhex(d.si), d.share)
                 before = self.db.get(key)
@@ -190,22 +193,41 @@ class StorageDeals:
                 batch.put(key, d.encode())
         self._wrote(change)
 
+    def _save_paid(self, deals: list[StorageDeal]) -> set[tuple[str, int]]:
+        """What a payment run changed in `deals` (read as it began), written onto each deal as it is now.  A deal
+        that a repair replaced meanwhile (the share moved: another holder's deal is at its key) is left as it is: the
+        run's stale copy would put the old holder back, and the new one would never be paid.  Returns the (storage
+        index, share) of the deals written."""
+        with self._records:
+            current = []
+            for d in deals:
+                raw = self.db.get(keys.storage_deal(bytes.fromhex(d.si), d.share))
+                now = StorageDeal(**codec.loads(raw)) if raw else None
+                if now is None or (now.node, now.start) != (d.node, d.start):
+                    log.info("share %d of %s moved during a payment run: its new deal is kept", d.share, d.si[:16])
+                    continue
+                now.paid, now.paid_until, now.forfeited, now.paying = d.paid, d.paid_until, d.forfeited, d.paying
+                current.append(now)
+            self._save(current)
+        return {(d.si, d.share) for d in current}
+
     def moved(self, si: bytes, share: int, node: str, at: int, price: int | None) -> None:
         """A repair put the share on `node`: the old holder's deal ends now (unpaid since its last audit
         pass: the share left because it failed), the new holder's runs to the lease end at `price` (None:
         the old deal's price)."""
-        old = next((d for d in self.of_file(si) if d.share == share), None)
-        if old is None or old.node == node:
-            return
-        new = StorageDeal(old.si, share, node, old.bytes, old.price if price is None else price, at, old.end, at)
-        change = _promise(new) - _promise(old)
-        old.forfeited += max(0, min(at, old.end) - old.paid_until)
-        old.paid_until, old.end, old.ended = at, at, True
-        log.info("share %d of %s moved from %s to %s: %s was paid %d, forfeited %d s", share, old.si[:16],
-                 old.node[:12], node[:12], old.node[:12], old.paid, old.forfeited)
-        with self.db.write_batch(sync=True) as batch:
-            batch.put(keys.storage_ended(si, share, at), old.encode())
-            batch.put(keys.storage_deal(si, share), new.encode())
+        with self._records:
+            old = next((d for d in self.of_file(si) if d.share == share), None)
+            if old is None or old.node == node:
+                return
+            new = StorageDeal(old.si, share, node, old.bytes, old.price if price is None else price, at, old.end, at)
+            change = _promise(new) - _promise(old)
+            old.forfeited += max(0, min(at, old.end) - old.paid_until)
+            old.paid_until, old.end, old.ended = at, at, True
+            log.info("share %d of %s moved from %s to %s: %s was paid %d, forfeited %d s", share, old.si[:16],
+                     old.node[:12], node[:12], old.node[:12], old.paid, old.forfeited)
+            with self.db.write_batch(sync=True) as batch:
+                batch.put(keys.storage_ended(si, share, at), old.encode())
+                batch.put(keys.storage_deal(si, share), new.encode())
         self._wrote(change)
 
     def ended_deals(self, si: bytes) -> list[StorageDeal]:
@@ -214,17 +236,19 @@ class StorageDeals:
 
     def removed(self, si: bytes, at: int) -> None:
         """The file was removed: its deals end now (what was held until now is still paid)."""
-        deals = [d for d in self.of_file(si) if not d.ended]
-        for d in deals:
-            d.end, d.ended = min(d.end, at), True
-        self._save(deals)
+        with self._records:
+            deals = [d for d in self.of_file(si) if not d.ended]
+            for d in deals:
+                d.end, d.ended = min(d.end, at), True
+            self._save(deals)
 
     def extended(self, si: bytes, lease_end: int, shares: set[int]) -> list[StorageDeal]:
         """The leases of `shares` were renewed to `lease_end`: their deals run (and are paid) until then."""
-        deals = [d for d in self.of_file(si) if not d.ended and d.end < lease_end and d.share in shares]
-        for d in deals:
-            d.end = lease_end
-        self._save(deals)
+        with self._records:
+            deals = [d for d in self.of_file(si) if not d.ended and d.end < lease_end and d.share in shares]
+            for d in deals:
+                d.end = lease_end
+            self._save(deals)
         return deals
 
     # --- audits ------------------------------------------------------------------------------
@@ -271,12 +295,13 @@ class StorageDeals:
                 elif deal.paid_until != paid_until:
                     changed[deal.si, deal.share] = deal
             if due:
-                await in_pool(self.pool, self._save, [deal for deal, _ in due])
+                noted = await in_pool(self.pool, self._save_paid, [deal for deal, _ in due])
+                due = [(deal, amount) for deal, amount in due if (deal.si, deal.share) in noted]  # not those moved
             for deal, amount in due:
                 if await self._send(deal, amount, summary):
                     changed[deal.si, deal.share] = deal
             if changed:
-                await in_pool(self.pool, self._save, list(changed.values()))
+                await in_pool(self.pool, self._save_paid, list(changed.values()))
         self.last_run = {"at": now, **summary}
         return summary
 
