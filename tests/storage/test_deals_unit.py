@@ -139,7 +139,7 @@ async def test_the_promised_credit_is_read_once_then_kept_up_by_every_write_of_a
     assert service.outstanding() == recounted() < first + sum(d.cost(d.end - d.start) for d in added)
     service.extended(SI, now + 9000, {0, 1})
     assert service.outstanding() == recounted()
-    service.moved(SI, 2, "c" * 52, now + 1900, 2000)
+    service.moved(SI, {2: ("c" * 52, 2000)}, now + 1900)
     assert service.outstanding() == recounted()
     service.removed(other, now + 2000)
     assert service.outstanding() == recounted() > 0
@@ -157,7 +157,7 @@ async def test_a_share_moved_during_a_payment_run_keeps_its_new_deal(deals) -> N
 
     async def pay_and_move(node, amount, usage, job):
         if job.endswith(":0:0:3600"):  # share 0's payment is on its way when the repair moves that share
-            service.moved(SI, 0, new_holder, 1800, None)
+            service.moved(SI, {0: (new_holder, None)}, 1800)
         return await ledger.pay(node, amount, usage, job)
 
     service.pay = pay_and_move
@@ -170,3 +170,25 @@ async def test_a_share_moved_during_a_payment_run_keeps_its_new_deal(deals) -> N
     # The next run pays the new holder from the move on, and no period twice.
     assert (await service.pay_due(5400))["payments"] == 6
     assert next(d for d in make().of_file(SI) if d.share == 0).paid_until == 5400
+
+
+def test_a_moved_deal_and_what_goes_with_it_are_written_together_or_not_at_all(deals) -> None:
+    """A repair's new placement is written in the batch that moves its deals: a failure leaves both as they were."""
+    make, _ = deals
+    service = make()
+    service.record(SI, [HOLDER] * 6, 1024**3, {s: 1000 for s in range(6)}, 0, 7200)
+    new_holder = "c" * 52
+
+    def fails(batch) -> None:
+        batch.put(b"placement", b"new")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        service.moved(SI, {0: (new_holder, None), 1: (HOLDER, None)}, 1800, also=fails)
+    assert all(d.node == HOLDER and not d.ended for d in make().of_file(SI)) and not make().ended_deals(SI)
+    assert service.db.get(b"placement") is None
+    service.moved(SI, {0: (new_holder, 2000), 1: (HOLDER, None)}, 1800,
+                  also=lambda batch: batch.put(b"placement", b"new"))
+    moved = {d.share: d for d in make().of_file(SI)}
+    assert moved[0].node == new_holder and moved[0].price == 2000 and moved[1].node == HOLDER  # share 1 did not move
+    assert [d.node for d in make().ended_deals(SI)] == [HOLDER] and service.db.get(b"placement") == b"new"

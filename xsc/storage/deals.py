@@ -28,7 +28,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -211,23 +211,31 @@ class StorageDeals:
             self._save(current)
         return {(d.si, d.share) for d in current}
 
-    def moved(self, si: bytes, share: int, node: str, at: int, price: int | None) -> None:
-        """A repair put the share on `node`: the old holder's deal ends now (unpaid since its last audit
-        pass: the share left because it failed), the new holder's runs to the lease end at `price` (None:
-        the old deal's price)."""
+    def moved(self, si: bytes, moves: Mapping[int, tuple[str, int | None]], at: int,
+              also: Callable[[Any], None] | None = None) -> None:
+        """A repair put shares on other nodes (share -> (node, price; None: the old deal's price)): each old holder's
+        deal ends now (unpaid since its last audit pass: the share left because it failed), the new holder's runs to
+        the lease end.  `also(batch)` adds what must be written with them (the file's placement): one synced write,
+        or nothing written if it fails."""
+        change = 0
         with self._records:
-            old = next((d for d in self.of_file(si) if d.share == share), None)
-            if old is None or old.node == node:
-                return
-            new = StorageDeal(old.si, share, node, old.bytes, old.price if price is None else price, at, old.end, at)
-            change = _promise(new) - _promise(old)
-            old.forfeited += max(0, min(at, old.end) - old.paid_until)
-            old.paid_until, old.end, old.ended = at, at, True
-            log.info("share %d of %s moved from %s to %s: %s was paid %d, forfeited %d s", share, old.si[:16],
-                     old.node[:12], node[:12], old.node[:12], old.paid, old.forfeited)
-            with self.db.write_batch(sync=True) as batch:
-                batch.put(keys.storage_ended(si, share, at), old.encode())
-                batch.put(keys.storage_deal(si, share), new.encode())
+            current = {d.share: d for d in self.of_file(si)}
+            with self.db.write_batch(sync=True, transaction=True) as batch:
+                for share, (node, price) in moves.items():
+                    old = current.get(share)
+                    if old is None or old.node == node:
+                        continue
+                    new = StorageDeal(old.si, share, node, old.bytes, old.price if price is None else price, at,
+                                      old.end, at)
+                    change += _promise(new) - _promise(old)
+                    old.forfeited += max(0, min(at, old.end) - old.paid_until)
+                    old.paid_until, old.end, old.ended = at, at, True
+                    log.info("share %d of %s moved from %s to %s: %s was paid %d, forfeited %d s", share,
+                             old.si[:16], old.node[:12], node[:12], old.node[:12], old.paid, old.forfeited)
+                    batch.put(keys.storage_ended(si, share, at), old.encode())
+                    batch.put(keys.storage_deal(si, share), new.encode())
+                if also is not None:
+                    also(batch)
         self._wrote(change)
 
     def ended_deals(self, si: bytes) -> list[StorageDeal]:

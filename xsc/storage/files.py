@@ -394,20 +394,15 @@ class StorageService:
             holders, names, fetched = await self.located(cap)
             moved: dict[int, tuple[str, int]] = {}
             result = await self.gateway.repair(cap, holders, names, relocate=self._relocator(cap, moved, fetched),
-                                               me=self.me, fetched=fetched)
-            now = int(time.time())
+                                               me=self.me, fetched=fetched,
+                                               placed=None if fetched is not None else self._deals_follow(moved))
             if result["repaired"] and self.locator is not None:
                 self.locator.placed(cap.storage_index, list(result["placement"]))
             if fetched is not None:  # another node's file: the deals for the shares moved are this node's own
                 if result["repaired"]:
-                    await in_pool(self.pool, self._adopt, cap, fetched, result["placement"], moved, now,
+                    await in_pool(self.pool, self._adopt, cap, fetched, result["placement"], moved, int(time.time()),
                                   result["lease_expiry"])
                 self.locator.forget(cap.storage_index)  # where its shares are now: asked again, not remembered
-            else:
-                for share, node in enumerate((await self.placed(cap))[1] or []):
-                    if names and names[share] != node:  # the share has a new holder: so has its deal
-                        chosen, price = moved.get(share, (node, None))
-                        self.deals.moved(cap.storage_index, share, node, now, price if chosen == node else None)
         if not lock.locked():
             self.repair_locks.pop(cap.storage_index, None)
         answer = {**result, **await self.check(cap)}
@@ -426,6 +421,22 @@ class StorageService:
         placed = {s: price for s, (node, price) in moved.items() if node != self.me and placement[s] == node}
         if placed:
             self.deals.record(cap.storage_index, placement, share_bytes, placed, now, lease_expiry, shares=set(placed))
+
+    def _deals_follow(self, moved: dict[int, tuple[str, int]]):
+        """How a repair of this node's own file writes its new placement: with the deals of the shares that moved,
+        in one synced write (a crash between the two would leave a share's deal, and its pay, with its old holder).
+        `moved`: share -> (node, price) the relocator chose; a share rebuilt elsewhere keeps its deal's price."""
+
+        def placed(si: bytes, before: list[str], after: list[str]) -> None:
+            moves = {}
+            for share, node in enumerate(after):
+                if before[share] != node:
+                    chosen, price = moved.get(share, (node, None))
+                    moves[share] = (node, price if chosen == node else None)
+            self.deals.moved(si, moves, int(time.time()),
+                             also=lambda batch: self.gateway.store.set_placement(si, after, batch))
+
+        return placed
 
     def _relocator(self, cap: Capability, moved: dict[int, tuple[str, int]], fetched: bytes | None = None):
         """Where a repaired share goes: a peer that is up and holds no share of the file, matched on the market

@@ -48,9 +48,10 @@ class Gateway(GatewayCore):
 
     async def repair(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
                      names: list[str] | None = None, relocate: Relocator | None = None,
-                     me: str = "this node", fetched: bytes | None = None) -> dict:
+                     me: str = "this node", fetched: bytes | None = None,
+                     placed: gateway_repair.Placed | None = None) -> dict:
         """Missing and corrupt shares rebuilt from any K good ones (see gateway_repair.repair)."""
-        return await gateway_repair.repair(self, cap, holders, names, relocate, me, fetched)
+        return await gateway_repair.repair(self, cap, holders, names, relocate, me, fetched, placed)
 
     async def renew(self, cap: Capability, duration: int, holders: Mapping[int, Holder] | None = None,
                     names: list[str] | None = None, me: str = "this node") -> dict[str, Any]:

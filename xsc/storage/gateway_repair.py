@@ -17,6 +17,9 @@ from .share_store import ShareMeta
 
 # (share, nodes already used, nodes that failed it) -> where a repaired share goes instead (None: here)
 Relocator = Callable[[int, set, set], "Awaitable[tuple[str, Holder] | None]"]
+# Writes a file's new placement (storage index, placement before, after) with what must change with it, in one synced
+# write (in the pool); without one, the placement alone is written.
+Placed = Callable[[bytes, list, list], None]
 
 
 @dataclass
@@ -102,9 +105,10 @@ class _OneRepair:
     rebuilt share goes (rewritten in place, rebuilt here, or moved to another node) and the block hashes rebuilt."""
 
     def __init__(self, gateway: GatewayCore, cap: Capability, holders: dict[int, Holder], names: list[str],
-                 me: str, fetched: bytes | None) -> None:
+                 me: str, fetched: bytes | None, placed: Placed | None = None) -> None:
         self.gateway, self.cap, self.si = gateway, cap, cap.storage_index
         self.holders, self.names, self.me, self.fetched = holders, names, me, fetched
+        self.placed = placed or (lambda si, before, after: gateway.store.set_placement(si, after))
         self.new_names = list(names)
         self.moved: dict[int, RemoteShareWriter] = {}
         self.upload = None
@@ -211,7 +215,7 @@ class _OneRepair:
         for s in (*self.rewrite_here, *self.remote_bad):
             await gateway.run(gateway.store.clear_damage, si, s)
         if new_names != names:
-            await gateway.run(gateway.store.set_placement, si, new_names)
+            await gateway.run(self.placed, si, names, new_names)
         # A corrupt share on a holder that still answers is dropped there (best effort: a lease ends it too).
         stale = [self.holders[s].delete(si, s) for s in self.remote_bad
                  if s in self.remote_metas and new_names[s] != names[s]]
@@ -228,14 +232,15 @@ def _rewrite_blocks(gateway: GatewayCore, si: bytes, index: int, blocks: dict[in
 
 async def repair(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Holder] | None = None,
                  names: list[str] | None = None, relocate: Relocator | None = None,
-                 me: str = "this node", fetched: bytes | None = None) -> dict:
+                 me: str = "this node", fetched: bytes | None = None, placed: Placed | None = None) -> dict:
     """Rebuild missing and corrupt shares from any K good ones; never makes things worse.
 
     Local shares are rebuilt here (corrupt blocks rewritten in place).  A broken share on another
     node goes to the node `relocate(share, nodes already used, nodes that failed it)` names, or here
-    if it names none; the file's placement record follows (`fetched`: another node's file's manifest)."""
+    if it names none; the file's placement record follows, written by `placed` (`fetched`: another node's file's
+    manifest)."""
     names = list(names or [me] * erasure.N)
-    one = _OneRepair(gateway, cap, dict(holders or {}), names, me, fetched)
+    one = _OneRepair(gateway, cap, dict(holders or {}), names, me, fetched, placed)
     if not await one.assess():
         return {"repaired": [], "placement": names}
     good = one.good_shares()

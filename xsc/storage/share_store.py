@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 
 from .. import codec
@@ -346,12 +346,15 @@ class ShareStore:
         raw = self.db.get(keys.file(si))
         return codec.loads(raw) if raw else None
 
-    def set_placement(self, si: bytes, placement: list[str]) -> None:
-        """Record where a file's shares are now (after a repair moved some)."""
+    def set_placement(self, si: bytes, placement: list[str], batch: Any = None) -> None:
+        """Record where a file's shares are now (after a repair moved some); in `batch`, if given (its writer's)."""
         record = self.file_record(si)
         if record is not None:
             record["placement"] = placement
-            self.db.put(keys.file(si), codec.dumps(record), sync=True)
+            if batch is None:
+                self.db.put(keys.file(si), codec.dumps(record), sync=True)
+            else:
+                batch.put(keys.file(si), codec.dumps(record))
             self.file_writes += 1
 
     def files(self) -> Iterator[dict]:
