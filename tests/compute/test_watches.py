@@ -142,7 +142,12 @@ async def test_a_watch_is_refused_with_one_line_when_it_cannot_work(node_factory
                         ({"name": "bad name!", "spec": {"module": sha}, "on": "s3://raw/", "to": "s3://raw2/"},
                          "name"),
                         ({"name": "x", "spec": {"module": sha, "colour": 1}, "on": "s3://raw/a/", "to": "s3://raw/b/"},
-                         "unknown field")):
+                         "unknown field"),
+                        ({"name": "x", "spec": -7.9e-241, "on": "s3://raw/a/", "to": "s3://raw/b/"}, '"spec"'),
+                        ({"name": "x", "spec": {"module": sha, "inputs": 5}, "on": "s3://raw/a/", "to": "s3://raw/b/"},
+                         '"spec"'),
+                        ({"name": "x", "spec": {"module": sha}, "as": 5, "on": "s3://raw/a/", "to": "s3://raw/b/"},
+                         '"as"')):
         response = await node.post("/v1/compute/watches", json=body)
         problem = await response.json()
         assert 400 <= response.status < 500 and words in problem["detail"] and "\n" not in problem["detail"], problem

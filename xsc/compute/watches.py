@@ -88,8 +88,13 @@ class Watches:
         name = body.get("name")
         if not isinstance(name, str) or not _NAME.match(name):
             raise InvalidArgument("a watch's name is 1 to 64 letters, digits, '.', '_' or '-'")
-        mount = body.get("as", "/in/data")
-        spec = dict(body.get("spec") or {})
+        mount, spec = body.get("as", "/in/data"), body.get("spec") or {}
+        if not isinstance(mount, str):
+            raise InvalidArgument('a watch\'s "as" is the path its objects are mounted at, e.g. "/in/data"')
+        if not isinstance(spec, dict) or not isinstance(spec.get("inputs", []), list):
+            raise InvalidArgument('a watch\'s "spec" is a job\'s fields: {"module", "entry", "inputs": [...], ...}',
+                                  hint="see `xsc compute run --help`")
+        spec = dict(spec)
         spec["deterministic"] = True  # a datum's job run again (after a crash) is answered from its record
         parse_job(_datum_spec(spec, mount, "s3://bucket/key"))  # each datum's job, checked now
         on, to = parse_target(body.get("on"), "--on"), parse_target(body.get("to"), "--to")
