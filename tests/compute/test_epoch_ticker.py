@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 
-from xsc.compute.engine import IDLE_AFTER, EpochTicker, owed_ticks
+import wasmtime
+
+from tests.support.compute import WASM
+from tests.support.waiting import eventually
+from xsc.compute import provenance, sandbox
+from xsc.compute.engine import IDLE_AFTER, EpochTicker, make_engine, owed_ticks
+from xsc.compute.limits import Limits
+from xsc.compute.modules import ModuleInfo
+from xsc.compute.values import Signature
+from xsc.compute.wasi_io import Streams
 
 
 class CountingEngine:
@@ -88,3 +99,33 @@ def test_a_call_starting_while_the_ticker_is_late_gets_what_it_owes_on_top_of_it
     finally:
         ticker.stop()
     assert owed_ticks(engine) == 0  # a stopped ticker is forgotten
+
+
+def test_a_call_gets_its_whole_deadline_however_long_its_set_up_took():
+    """The deadline counts from the moment the module starts, as the call's duration does: a thread that waits
+    for a core, or a process stopped, between the Store's making and the call takes nothing from the call."""
+    engine = make_engine()
+    module = wasmtime.Module.from_file(engine, str(WASM / "cgi.wasm"))
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    info = ModuleInfo("cgi", 0, [], ["wasi_snapshot_preview1.fd_write (func)"], provenance.timestamp(time.time_ns()),
+                      start=False)
+    prepared = sandbox.Prepared(b"cgi", module, info, linker.instantiate_pre(module))
+    now = [0.0]
+    ticker = EpochTicker(engine, tick=0.01, clock=lambda: now[0])
+    ticker.start()
+
+    @dataclasses.dataclass
+    class StalledStreams(Streams):
+        def config(self, argv, stdout, stderr):
+            now[0] += 2.0  # the call's whole 1 s deadline, twice, passes while its streams are set up ...
+            eventually(lambda: owed_ticks(engine) == 0, "the ticker's catch-up")  # ... and the ticker counted it
+            return super().config(argv, stdout, stderr)
+
+    try:
+        outcome = sandbox.run(engine, prepared, "_start", Signature((), ()), [], Limits(10**7, 1 << 20, 1.0), ["cgi"],
+                              streams=StalledStreams())
+    finally:
+        ticker.stop()
+    assert outcome.trap_kind is None, outcome.message
+    assert b"Content-Type" in outcome.stdout

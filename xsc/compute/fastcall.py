@@ -148,6 +148,10 @@ class Store:
     def set_fuel(self, fuel: int) -> None:
         _raise(_set_fuel(self._context(), fuel), None)
 
+    def set_deadline(self, ticks: int) -> None:
+        """Trap once the engine's epoch has moved `ticks` past where it is now."""
+        _set_epoch_deadline(self._context(), ticks)
+
     def set_wasi(self, config: WasiConfig) -> None:
         _raise(_set_wasi(self._context(), config.consume()), None)
 

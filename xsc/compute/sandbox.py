@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+import typing
 from dataclasses import dataclass, field
 
 import wasmtime
@@ -104,11 +105,10 @@ class Outcome:
     over_cap: str | None = None  # "stdout" or "stderr": a job's stream refused a write for its cap
 
 
-def new_store(engine: wasmtime.Engine, limits: Limits, deadline_ticks: int | None = None) -> Store:
+def new_store(engine: wasmtime.Engine, limits: Limits, deadline_ticks: int) -> Store:
     return Store(engine, fuel=limits.fuel, memory=limits.memory, table_elements=lim.TABLE_ELEMENTS,
                  instances=lim.INSTANCES, tables=lim.TABLES, memories=lim.MEMORIES,
-                 deadline_ticks=(eng.deadline_ticks(limits.timeout) if deadline_ticks is None else deadline_ticks)
-                 + eng.owed_ticks(engine))
+                 deadline_ticks=deadline_ticks + eng.owed_ticks(engine))
 
 
 def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: Signature,
@@ -123,12 +123,14 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
     takes long for its fuel.  A small memory is freed without releasing the GIL on the loop (unmapping a few pages
     is quicker than handing it over); on a worker it is freed with the GIL released (while other threads run, an
     unmapping waits for each of their CPUs to drop the pages: the loop must not wait for that)."""
+    ticks = eng.deadline_ticks(limits.timeout) if deadline_ticks is None else deadline_ticks
     with eng.running(engine):
-        store = new_store(engine, limits, deadline_ticks)
+        store = new_store(engine, limits, ticks)
         outcome = None
         try:
             outcome = _run_in(store, prepared, function, signature, args, limits, wasi_argv, on_loop, streams,
-                              engine if streams is not None and streams.seed else None)
+                              engine if streams is not None and streams.seed else None,
+                              arm=lambda: store.set_deadline(ticks + eng.owed_ticks(engine)))
             return outcome
         finally:
             # Frees the instance and its memory now, not whenever the garbage collector gets to it.
@@ -140,7 +142,8 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
 
 def _run_in(store: Store, prepared: Prepared, function: str, signature: Signature, args: list[int | float],
             limits: Limits, wasi_argv: list[str] | None, on_loop: bool = False,
-            streams: Streams | None = None, fixed_on: wasmtime.Engine | None = None) -> Outcome:
+            streams: Streams | None = None, fixed_on: wasmtime.Engine | None = None,
+            *, arm: typing.Callable[[], None]) -> Outcome:
     out = err = None
     if wasi_argv is not None:
         streams = streams or Streams()
@@ -150,6 +153,9 @@ def _run_in(store: Store, prepared: Prepared, function: str, signature: Signatur
         if streams.prepaid_fuel:  # the bytes offered to it (a job's stdin and inputs), paid from its budget
             store.set_fuel(max(0, limits.fuel - streams.prepaid_fuel))
     target = prepared.callable(function, signature, fixed_on)
+    # The deadline counts from here, as the call's duration does: what came before (its streams opened, or this
+    # thread waiting for a core, or the process stopped) is not taken from the call's time.
+    arm()
     start, cpu_start = time.perf_counter_ns(), time.thread_time_ns()
     instance = None
     try:
