@@ -8,7 +8,8 @@ packet entering a node's namespace held --delay seconds and dropped with probabi
 round trip crosses two namespaces: twice the delay).  In each, once every node knows and has probed every other up:
 a put of --size MiB through node-0 and a get of it (`xsc store put`, `store get` to /dev/null, run in node-0's
 namespace: a user's CLI runs beside its node, which it finds by its data dir), after the raw step it rests on (one
-fresh TCP connection carrying --size MiB from node-1's namespace to node-2's), then --watch seconds more of the
+fresh TCP connection carrying --size MiB from node-1's namespace to node-2's, and one carrying a share's bytes,
+a quarter of it), then --watch seconds more of the
 nodes' ordinary work (probes every 10 s, audits every 10 s here).  Over each run, from every node's
 `GET /v1/health/peers` and `GET /v1/node/status`: failed probes (each one marks the peer down until the next
 succeeds), audits answered, failed and unanswered, repairs started.  Targets (the network row of docs/peers.md): put
@@ -54,6 +55,7 @@ class Run:
     audits_unanswered: int = 0
     repairs_started: int = 0
     raw_mbs: float | None = None  # one fresh TCP stream of --size MiB from node-1's namespace to node-2's
+    raw_share_mbs: float | None = None  # the same, of one share's bytes (a quarter of --size)
 
 
 # The raw step: a TCP stream between two nodes' namespaces, on the path a share takes to its holder.
@@ -137,10 +139,11 @@ def _measure(root: Path, count: int, delay: float, loss: float, src: Path, watch
         print(f"delay {delay:g} s, loss {loss:g}: {count} nodes up, load {os.getloadavg()[0]:.2f}", flush=True)
         size = src.stat().st_size
         run.raw_mbs = _raw_stream(network, size)
+        run.raw_share_mbs = _raw_stream(network, size // 4)
         put_s, get_s, _ = _put_get(net.first.data_dir, src, network.exec_prefix(0))  # the CLI beside its node
         run.put_mbs, run.get_mbs = size / put_s / 1e6, size / get_s / 1e6
-        print(f"delay {delay:g} s, loss {loss:g}: raw TCP node to node {run.raw_mbs:.1f} MB/s, put {run.put_mbs:.1f} "
-              f"MB/s, get {run.get_mbs:.1f} MB/s", flush=True)
+        print(f"delay {delay:g} s, loss {loss:g}: raw TCP node to node {run.raw_mbs:.1f} MB/s (a share's bytes: "
+              f"{run.raw_share_mbs:.1f}), put {run.put_mbs:.1f} MB/s, get {run.get_mbs:.1f} MB/s", flush=True)
         time.sleep(watch)  # the nodes' own probes and audits over the stored file: what is measured
         _health(net, run)
     if network.leftovers() or network.delay_line_running():
@@ -173,6 +176,7 @@ def main() -> None:
         report.add(f"{args.size} MiB put, {args.nodes} nodes, {name}", run.put_mbs, "MB/s")
         report.add(f"{args.size} MiB get, {args.nodes} nodes, {name}", run.get_mbs, "MB/s")
         report.add(f"{args.size} MiB raw TCP stream node to node, {name}", run.raw_mbs, "MB/s")
+        report.add(f"{args.size / 4:g} MiB (a share) raw TCP stream node to node, {name}", run.raw_share_mbs, "MB/s")
         report.add(f"probes made, {name}", run.probes, "")
         report.add(f"audits answered, {name}", run.audits_ok, "")
     report.add("put with delay and loss / without", slow.put_mbs / plain.put_mbs, "x", target=0.5, op=">=")
