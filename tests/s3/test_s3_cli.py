@@ -6,6 +6,8 @@ import json
 import socket
 import stat
 
+from xsc.s3.access import KeyRing, key_file
+
 from tests.support.nodes import run_xsc
 
 
@@ -30,6 +32,16 @@ def test_keys_create_ls_rm(tmp_path) -> None:
     assert run_xsc("--data-dir", data_dir, "s3", "keys", "rm", created["access_key"]).returncode == 0
     result = run_xsc("--data-dir", data_dir, "s3", "keys", "rm", created["access_key"])
     assert result.returncode == 1 and result.stderr.count(b"\n") == 1 and b"no access key" in result.stderr
+
+
+def test_a_request_s_user_is_the_one_the_key_file_named_as_its_secret_was_read(tmp_path) -> None:
+    ring, other = KeyRing(key_file(tmp_path)), KeyRing(key_file(tmp_path))  # the front's, and the CLI's
+    ana = other.create("ana")
+    assert ring.secret(ana["access_key"]) == ana["secret_key"] and ring.user_as_read(ana["access_key"]) == "ana"
+    other.remove(ana["access_key"])
+    bob = other.create("bobby")  # a file of another size: its (mtime, size) stamp changes within a clock tick too
+    assert ring.secret(ana["access_key"]) is None  # a removed key stops working at once
+    assert ring.secret(bob["access_key"]) == bob["secret_key"] and ring.user_as_read(bob["access_key"]) == "bobby"
 
 
 def test_export_index_writes_a_private_file(node_process, tmp_path) -> None:

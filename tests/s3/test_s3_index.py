@@ -58,6 +58,16 @@ def test_objects_put_in_one_group_are_written_as_if_one_after_another(index) -> 
     assert sorted(index.garbage()) == ["cap-0", "cap-2"]
 
 
+def test_records_cleaned_by_their_writer_are_stored_as_the_index_would_clean_them(index) -> None:
+    record = {**obj("cap-1"), "metadata": {"m": "v"}, "headers": {"Cache-Control": "no-cache"}, "modified": 5}
+    index.put("bkt", "cleaned-here", record)
+    outcomes = index.put_all([("bkt", "cleaned-before", S3Index.clean(record)),
+                              ("nope", "k", S3Index.clean(obj("cap-2")))], cleaned=True)
+    assert outcomes[0] == [] and isinstance(outcomes[1], NoSuchBucket)
+    assert index.get("bkt", "cleaned-before") == index.get("bkt", "cleaned-here")
+    assert index.garbage() == ["cap-2"]  # the file stored for a bucket that is gone is garbage here too
+
+
 def test_buckets(index) -> None:
     assert index.create_bucket("bkt")["owner"] == "xsc"  # one's own bucket again: itself, as in us-east-1
     with pytest.raises(InvalidBucketName):

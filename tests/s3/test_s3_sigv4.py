@@ -99,6 +99,19 @@ def test_refusals_name_what_is_wrong() -> None:
     assert refused({}, "X-Amz-Credential=x") == "AuthorizationQueryParametersError"
 
 
+def test_a_header_sent_twice_in_any_case_is_signed_as_its_values_joined_in_order() -> None:
+    from multidict import CIMultiDict
+
+    request = sigv4.SignedRequest("PUT", "/b/k", "", CIMultiDict([("Host", "h"), ("X-Amz-Meta-A", " 1  2 "),
+                                                                   ("x-amz-meta-a", "3"), ("X-AMZ-DATE", "d")]))
+    assert sigv4.canonical_headers(request, ["host", "x-amz-meta-a"]) == "host:h\nx-amz-meta-a:1 2,3\n"
+    assert request.header("X-Amz-Meta-A") == " 1  2 " and request.header("x-amz-date") == "d"
+    assert request.header("authorization") is None
+    with pytest.raises(S3Error) as info:
+        sigv4.canonical_headers(request, ["host", "x-amz-content-sha256"])
+    assert info.value.s3_code == "SignatureDoesNotMatch"
+
+
 PATH_CHARS = st.text(st.sampled_from("abcXYZ019-_.~ /+=&?%é☃:@!$'()*,;"), min_size=1, max_size=30)
 
 

@@ -207,6 +207,31 @@ async def test_each_object_of_a_group_is_stored_recorded_and_answered_as_if_alon
     assert sorted(f["name"] for f in await _files(node)) == ["mark-four", "mark-one"]  # the refused stored nothing
 
 
+async def test_a_group_reads_each_bucket_s_record_once_and_answers_each_refusal_alone(node, monkeypatch) -> None:
+    await _bucket(node, "read-once")
+    await _bucket(node, "bobs-once", user="bob")
+    index = node.app[NODE].s3_objects.index
+    asked: list[tuple[str, str | None, str]] = []
+    allow = index.allow
+
+    def counted(bucket: str, user: str | None, need: str) -> dict:
+        asked.append((bucket, user, need))
+        return allow(bucket, user, need)
+
+    monkeypatch.setattr(index, "allow", counted)
+    status, answer = await _put_group(node, _group(("read-once", "a", "xsc", b"a"), ("gone", "b", "xsc", b"b"),
+                                                    ("read-once", "c", "xsc", b"c"), ("gone", "d", "xsc", b"d"),
+                                                    ("bobs-once", "e", "ana", b"e"), ("read-once", "f", "xsc", b"f"),
+                                                    ("bobs-once", "g", "bob", b"g")))
+    assert status == 200
+    # bob may write his bucket (checked once, for ana too), but his account holds nothing to pay with
+    assert [r["status"] for r in answer["results"]] == [201, 404, 201, 404, 403, 201, 402]
+    assert sorted(asked) == [("bobs-once", "ana", "write"), ("bobs-once", "bob", "write"), ("gone", "xsc", "write"),
+                             ("read-once", "xsc", "write")]
+    assert answer["results"][1]["problem"] == answer["results"][3]["problem"]  # each refused as if it came alone
+    assert sorted(f["name"] for f in await _files(node)) == ["mark-a", "mark-c", "mark-f"]
+
+
 async def test_a_fault_of_the_node_fails_only_its_object_of_a_group(node, monkeypatch) -> None:
     await _bucket(node, "faulty")
     files = node.app[NODE].s3_objects.files

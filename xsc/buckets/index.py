@@ -143,14 +143,15 @@ class S3Index:
             raise outcome
         return outcome
 
-    def put_all(self, objects: list[tuple[str, str, dict]]) -> list[list[str] | Exception]:
+    def put_all(self, objects: list[tuple[str, str, dict]], cleaned: bool = False) -> list[list[str] | Exception]:
         """`put` each (bucket, key, record), in order, in one synced write (a group commit): for each, the
-        capabilities now garbage or the error it raises.  A failed write raises for all; nothing is written."""
+        capabilities now garbage or the error it raises.  A failed write raises for all; nothing is written.
+        `cleaned`: every key was checked and every record made by `clean` already."""
         outcomes: list[list[str] | Exception] = []
         written: dict[bytes, bytes | None] = {}  # this group's writes (None: a delete), later ones see earlier ones
         with self._lock:
             for bucket, key, record in objects:
-                outcomes.append(self._put_one(bucket, key, record, written, self.db.get))
+                outcomes.append(self._put_one(bucket, key, record, written, self.db.get, cleaned))
             with self.db.write_batch(sync=True) as batch:
                 for name, value in written.items():
                     if value is None:
@@ -161,19 +162,22 @@ class S3Index:
             self._changed(bucket)
         return outcomes
 
-    def riding(self, bucket: str, key: str, record: dict) -> Recording:
-        """`put` of (bucket, key, record) as records another write carries (`Recording`)."""
-        return Recording(self, bucket, key, record)
+    def riding(self, bucket: str, key: str, record: dict, cleaned: bool = False) -> Recording:
+        """`put` of (bucket, key, record) as records another write carries (`Recording`); `cleaned` as for
+        `put_all`."""
+        return Recording(self, bucket, key, record, cleaned)
 
     def _put_one(self, bucket: str, key: str, record: dict, written: dict[bytes, bytes | None],
-                 read: Callable[[bytes], bytes | None]) -> list[str] | Exception:
+                 read: Callable[[bytes], bytes | None], cleaned: bool = False) -> list[str] | Exception:
         """`put`'s records of one object, added to `written` (read first, then through `read`): the capabilities
-        now garbage, or the error `put` raises (the record's own files are garbage then)."""
-        try:
-            names.check_key(key)
-            record = self.clean(record)
-        except InvalidArgument as err:
-            return err
+        now garbage, or the error `put` raises (the record's own files are garbage then).  `cleaned`: the key
+        was checked and the record made by `clean` already (the write, under its locks, does neither again)."""
+        if not cleaned:
+            try:
+                names.check_key(key)
+                record = self.clean(record)
+            except InvalidArgument as err:
+                return err
         caps = [p["cap"] for p in record["parts"]]
         if read(keys.object_bucket(bucket)) is None:
             written.update((keys.object_garbage(cap), b"") for cap in caps)
@@ -445,14 +449,14 @@ class Recording:
     its file's, in one batch): what `S3Index.put` writes, read under the index's lock, which the write holds until
     it is done.  `outcome()`, once written: what `put` returns or raises."""
 
-    def __init__(self, index: S3Index, bucket: str, key: str, record: dict) -> None:
-        self.index, self.bucket, self.key, self.record = index, bucket, key, record
+    def __init__(self, index: S3Index, bucket: str, key: str, record: dict, cleaned: bool = False) -> None:
+        self.index, self.bucket, self.key, self.record, self.cleaned = index, bucket, key, record, cleaned
         self.lock = index._lock
         self._outcome: list[str] | Exception | None = None
 
     def entries(self, read: Callable[[bytes], bytes | None]) -> dict[bytes, bytes | None]:
         written: dict[bytes, bytes | None] = {}
-        self._outcome = self.index._put_one(self.bucket, self.key, self.record, written, read)
+        self._outcome = self.index._put_one(self.bucket, self.key, self.record, written, read, self.cleaned)
         return written
 
     def outcome(self) -> list[str]:

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Awaitable, Callable, Protocol
 
 from .. import codec
@@ -104,47 +106,34 @@ class ObjectWriter:
     def __init__(self, *, files: Files, index: S3Index, accounts: UserAccounts, pool: Executor | None) -> None:
         self.files, self.index, self.accounts, self.pool = files, index, accounts, pool
         # The records of objects stored meanwhile are written together: one synced write for a group of them.
-        self.records: GroupCommit[tuple[str, str, dict]] = GroupCommit(index.put_all, pool)
+        self.records: GroupCommit[tuple[str, str, dict]] = GroupCommit(partial(index.put_all, cleaned=True), pool)
 
     async def put(self, bucket: str, key: str, user: str | None, record: dict, data: bytes, name: str | None,
                   seconds: int, bid: int, **wanted: Any) -> dict[str, Any]:
         """Store `data` as the object (bucket, key) for `user`, with `record`'s type, metadata, headers, ETag and
         time: its capability and the capabilities now garbage (the replaced object's)."""
-        if len(data) > SMALL_OBJECT:
-            raise InvalidArgument(f"an object stored in one request is at most {SMALL_OBJECT:,} bytes, not "
-                                  f"{len(data):,}", hint="stream a larger one through /v1/store/files")
-        S3Index.clean({**record, "parts": [{"cap": "", "size": len(data)}]})  # refused before anything is stored
-        self.index.allow(bucket, user, "write")  # one read of the bucket's record: cheaper here than a pool hop
-        if user is None or user == names.DEFAULT_USER:
-            # The node's own: nothing to pay once it is stored, so the record is written with the file's.
-            recording: Recording | None = None
-
-            def ride(cap: str) -> Recording:
-                nonlocal recording
-                recording = self.index.riding(bucket, key, {**record, "parts": [{"cap": cap, "size": len(data)}]})
-                return recording
-
-            put = await self.files.put(_reader(data), len(data), name, seconds, bid, riding=ride, **wanted)
-            assert recording is not None  # a put that returns has published its file, and its record with it
-            return {"capability": put["capability"], "garbage": recording.outcome()}
-        put = await self.files.put(_reader(data), len(data), name, seconds, bid, **wanted)
-        cap = put["capability"]
-        try:  # a user's account pays before its object is recorded
-            await self.accounts.charge(user, cap, put["cost"])
-        except XscError:
-            with contextlib.suppress(XscError):  # else the front's reconciliation removes it: no record names it
-                await self.files.remove(Capability.parse(cap))
-            raise
-        garbage = await self.records.add((bucket, key, {**record, "parts": [{"cap": cap, "size": len(data)}]}))
-        return {"capability": cap, "garbage": garbage}
+        return await self._put(SmallPut(bucket, key, user, name, record, data), seconds, bid, self._allow, wanted)
 
     async def put_group(self, puts: list[SmallPut], seconds: int, bid: int,
                         **wanted: Any) -> list[dict[str, Any] | XscError]:
         """`put` each object, all at once, each as if it had come alone: its answer or the error that refused it,
-        in order."""
+        in order.  The objects came in one request: each bucket's record is read once for all of them."""
+        checked: dict[tuple[str, str | None], XscError | None] = {}
+
+        def allow(bucket: str, user: str | None) -> None:
+            if (bucket, user) not in checked:
+                try:
+                    self._allow(bucket, user)
+                    checked[bucket, user] = None
+                except XscError as err:
+                    checked[bucket, user] = err
+            refused = checked[bucket, user]
+            if refused is not None:
+                raise copy.copy(refused)  # each object's own error (its own traceback)
+
         async def one(p: SmallPut) -> dict[str, Any] | XscError:
             try:
-                return await self.put(p.bucket, p.key, p.user, p.record, p.data, p.name, seconds, bid, **wanted)
+                return await self._put(p, seconds, bid, allow, wanted)
             except XscError as err:
                 return err
             except Exception:  # a fault of this node's (its database, ...): this object fails, the others stand
@@ -152,6 +141,46 @@ class ObjectWriter:
                 return XscError("the object was not stored: the node failed; see its log")
 
         return list(await asyncio.gather(*(one(p) for p in puts)))
+
+    def _allow(self, bucket: str, user: str | None) -> None:
+        self.index.allow(bucket, user, "write")  # one read of the bucket's record: cheaper here than a pool hop
+
+    async def _put(self, p: SmallPut, seconds: int, bid: int, allow: Callable[[str, str | None], None],
+                   wanted: dict[str, Any]) -> dict[str, Any]:
+        data = p.data
+        if len(data) > SMALL_OBJECT:
+            raise InvalidArgument(f"an object stored in one request is at most {SMALL_OBJECT:,} bytes, not "
+                                  f"{len(data):,}", hint="stream a larger one through /v1/store/files")
+        # The record as it will be stored, refused before anything is: cleaned once, here, not again as it is written.
+        names.check_key(p.key)
+        clean = S3Index.clean({**p.record, "parts": [{"cap": "", "size": len(data)}]})
+        allow(p.bucket, p.user)
+
+        def stored(cap: str) -> dict:
+            return {**clean, "parts": [{"cap": cap, "size": len(data)}]}
+
+        if p.user is None or p.user == names.DEFAULT_USER:
+            # The node's own: nothing to pay once it is stored, so the record is written with the file's.
+            recording: Recording | None = None
+
+            def ride(cap: str) -> Recording:
+                nonlocal recording
+                recording = self.index.riding(p.bucket, p.key, stored(cap), cleaned=True)
+                return recording
+
+            put = await self.files.put(_reader(data), len(data), p.name, seconds, bid, riding=ride, **wanted)
+            assert recording is not None  # a put that returns has published its file, and its record with it
+            return {"capability": put["capability"], "garbage": recording.outcome()}
+        put = await self.files.put(_reader(data), len(data), p.name, seconds, bid, **wanted)
+        cap = put["capability"]
+        try:  # a user's account pays before its object is recorded
+            await self.accounts.charge(p.user, cap, put["cost"])
+        except XscError:
+            with contextlib.suppress(XscError):  # else the front's reconciliation removes it: no record names it
+                await self.files.remove(Capability.parse(cap))
+            raise
+        garbage = await self.records.add((p.bucket, p.key, stored(cap)))
+        return {"capability": cap, "garbage": garbage}
 
 
 def _reader(data: bytes) -> Callable[[int], Awaitable[bytes]]:

@@ -49,8 +49,10 @@ class KeyRing:
         key = self._load().get(access_key)
         return key["secret_key"] if key else None
 
-    def user(self, access_key: str) -> str:
-        key = self._load().get(access_key)
+    def user_as_read(self, access_key: str) -> str:
+        """The key's user in the file as it was last read (by `secret`, checking the same request's signature:
+        the file is not looked at again)."""
+        key = self._keys.get(access_key)
         return key.get("user", DEFAULT_USER) if key else DEFAULT_USER
 
     def list(self) -> list[dict]:

@@ -58,6 +58,7 @@ class Call:
     auth: sigv4.Verified
     request_id: str
     user: str = names.DEFAULT_USER  # the user the access key belongs to
+    operation: str = ""  # its name in routing.TABLE
 
 
 class WriteGate:
@@ -136,8 +137,8 @@ class S3Front:
                             self.keyring.secret, self.clock())
         bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
         call = Call(request, bucket, key, dict(sigv4.parse_query(raw_query)), auth, request_id,
-                    self.keyring.user(auth.access_key))
-        routing.operation(request.method, bucket, key, call.query, request.headers)
+                    self.keyring.user_as_read(auth.access_key))
+        call.operation = routing.operation(request.method, bucket, key, call.query, request.headers)
         return call
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -169,10 +170,10 @@ class S3Front:
 
     # --- routing -----------------------------------------------------------------
     async def dispatch(self, call: Call) -> web.StreamResponse:
-        """The operation routing.TABLE names for the request (its headers checked there too)."""
+        """The operation routing.TABLE names for the request (its headers checked there too, as it was
+        authenticated)."""
         _check_names(call)
-        name = routing.operation(call.request.method, call.bucket, call.key, call.query, call.request.headers)
-        handler: Callable[[Call], Awaitable[web.StreamResponse]] = getattr(self, name)
+        handler: Callable[[Call], Awaitable[web.StreamResponse]] = getattr(self, call.operation)
         response = await handler(call)
         if routing.SSE in call.request.headers:
             response.headers[routing.SSE] = routing.SSE_S3  # every object is stored encrypted

@@ -45,12 +45,21 @@ class SignedRequest:
     raw_query: str
     headers: Mapping[str, str]
 
-    def header(self, name: str) -> str | None:
-        name = name.lower()
+    @functools.cached_property
+    def _by_name(self) -> dict[str, list[str]]:
+        """Every header's values under its lower-case name, in the order sent: the headers are walked once."""
+        found: dict[str, list[str]] = {}
         for key, value in self.headers.items():
-            if key.lower() == name:
-                return value
-        return None
+            found.setdefault(key.lower(), []).append(value)
+        return found
+
+    def header(self, name: str) -> str | None:
+        values = self._by_name.get(name.lower())
+        return values[0] if values else None
+
+    def values(self, name: str) -> list[str]:
+        """Every value of a header (`name` in lower case), in the order sent."""
+        return self._by_name.get(name, [])
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,7 @@ def canonical_query(pairs: Iterable[tuple[str, str]], *, drop: str | None = None
 def canonical_headers(request: SignedRequest, signed: list[str]) -> str:
     lines = []
     for name in signed:
-        values = [" ".join(text_of(v).split()) for k, v in request.headers.items() if k.lower() == name]
+        values = [" ".join(text_of(v).split()) for v in request.values(name)]
         if not values:
             raise S3Error(f"the signed header {name!r} is not in the request", s3_code="SignatureDoesNotMatch")
         lines.append(f"{name}:{','.join(values)}\n")
