@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable
 from typing import Protocol
@@ -15,14 +16,23 @@ from ..errors import PeerError
 from ..tasks import stop
 from .core import layout
 from .core.manifest import Manifest
+from .core.wire import MAX_BODIES_PER_SENDER
 
 log = logging.getLogger(__name__)
 
 SEND_BATCH = 4 * 1024 * 1024  # bytes of one share's blocks sent to its holder per request
 # Batches of one share in flight at once, each on its own connection (the holder stages them in order): on a
 # long path the next batch is on its way while the holder answers the one before, and the connections' windows
-# open side by side.  Fewer than the bodies a holder takes from one sender (wire.MAX_BODIES_PER_SENDER).
+# open side by side.  Fewer than the bodies a holder takes from one sender (wire.MAX_BODIES_PER_SENDER), so that
+# a batch of another share for the same holder can go meanwhile.
 SEND_AHEAD = 2
+# On a long path (a begin answered in more than LONG_PATH seconds), as many as a holder takes from one sender: a
+# fresh connection opens its window a doubling per round trip, so four connections carry a first 16 MiB in about
+# two round trips fewer than two do, and a share held up by a loss no longer holds the put's other shares back
+# for long (every share's next block waits for the slowest share's turn).  Memory stays bounded: at most
+# SEND_AHEAD_LONG x SEND_BATCH bytes per share in flight.
+SEND_AHEAD_LONG = MAX_BODIES_PER_SENDER
+LONG_PATH = 0.02
 READ_BATCH = 16  # segments of one share fetched from its holder per request
 
 
@@ -55,10 +65,13 @@ class RemoteShareWriter:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._next = 0  # the first segment of the pending batch
-        self._sending: deque[asyncio.Task] = deque()  # batches in flight, oldest first: at most SEND_AHEAD
+        self._sending: deque[asyncio.Task] = deque()  # batches in flight, oldest first: at most `ahead`
+        self.ahead = SEND_AHEAD  # SEND_AHEAD_LONG once the begin shows a long path
 
     async def begin(self, size: int, segment_size: int, lease_expiry: int) -> None:
+        started = time.monotonic()
         self.upload = await self.holder.begin(self.si, self.share, size, segment_size, lease_expiry)
+        self.ahead = SEND_AHEAD_LONG if time.monotonic() - started > LONG_PATH else SEND_AHEAD
 
     def to(self, holder: Holder, node: str) -> RemoteShareWriter:
         """The same share for another holder, with the blocks not sent yet (a whole share's block)."""
@@ -81,7 +94,7 @@ class RemoteShareWriter:
             await self._flush()
 
     async def _flush(self) -> None:
-        while len(self._sending) >= SEND_AHEAD:
+        while len(self._sending) >= self.ahead:
             await self._sending.popleft()
         if self._pending:
             batch, first = self._pending, self._next
