@@ -27,11 +27,12 @@ WAIT = 10.0  # seconds a test waits for an event that must come
 class Holding:
     """A holder on another node as the gateway sees it (storage/remote.py: Holder): it stages what it is sent in
     order and checks it against the hashes of the commit.  `refusing`: its begin refuses; `begin_after`: its begin
-    answers once this event is set; `gate`: each batch is answered once this event is set."""
+    answers once this event is set; `gate`: each batch is answered once this event is set; `round_trip`: the probes'
+    average round trip to it."""
 
     def __init__(self, refusing: bool = False, begin_after: asyncio.Event | None = None,
-                 gate: asyncio.Event | None = None) -> None:
-        self.refusing, self.begin_after, self.gate = refusing, begin_after, gate
+                 gate: asyncio.Event | None = None, round_trip: float | None = None) -> None:
+        self.refusing, self.begin_after, self.gate, self.round_trip = refusing, begin_after, gate, round_trip
         self.asked: list[str] = []
         self.blocks: list[bytes] = []
         self.committed: list[bytes] | None = None
@@ -129,15 +130,13 @@ async def test_a_begin_that_cannot_be_replaced_fails_the_put_and_every_upload_is
     assert gateway.store.reserved == 0
 
 
-@pytest.mark.parametrize("long_path", [False, True])
-async def test_a_long_path_keeps_more_batches_of_a_share_in_flight(gateway, monkeypatch, long_path) -> None:
+@pytest.mark.parametrize("round_trip, expected", [(None, remote.SEND_AHEAD), (remote.LONG_PATH / 2, remote.SEND_AHEAD),
+                                                   (remote.LONG_PATH * 4, remote.SEND_AHEAD_LONG)])
+async def test_a_long_path_keeps_more_batches_of_a_share_in_flight(gateway, monkeypatch, round_trip, expected) -> None:
     monkeypatch.setattr(remote, "SEND_BATCH", 1)  # a batch a segment
-    # A begin answered after more than LONG_PATH seconds: always (-1), never (an hour).
-    monkeypatch.setattr(remote, "LONG_PATH", -1.0 if long_path else 3600.0)
-    expected = remote.SEND_AHEAD_LONG if long_path else remote.SEND_AHEAD
     assert remote.SEND_AHEAD_LONG > remote.SEND_AHEAD
     gate = asyncio.Event()
-    holders = {"b": Holding(gate=gate), "c": Holding()}
+    holders = {"b": Holding(gate=gate, round_trip=round_trip), "c": Holding()}
     putting = asyncio.ensure_future(_put(gateway, holders, []))
     b = holders["b"]
     async with b.changed:

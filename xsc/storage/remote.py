@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable
 from typing import Protocol
@@ -26,18 +25,21 @@ SEND_BATCH = 4 * 1024 * 1024  # bytes of one share's blocks sent to its holder p
 # open side by side.  Fewer than the bodies a holder takes from one sender (wire.MAX_BODIES_PER_SENDER), so that
 # a batch of another share for the same holder can go meanwhile.
 SEND_AHEAD = 2
-# On a long path (a begin answered in more than LONG_PATH seconds), as many as a holder takes from one sender: a
-# fresh connection opens its window a doubling per round trip, so four connections carry a first 16 MiB in about
-# two round trips fewer than two do, and a share held up by a loss no longer holds the put's other shares back
-# for long (every share's next block waits for the slowest share's turn).  Memory stays bounded: at most
-# SEND_AHEAD_LONG x SEND_BATCH bytes per share in flight.
+# On a long path (the probes' average round trip to the holder over LONG_PATH seconds), as many as a holder takes
+# from one sender: a fresh connection opens its window a doubling per round trip, so the share's first 16 MiB are
+# on their way at once on four connections rather than half of them on two, the other half waiting a cold
+# connection's second of ramp for an answer; and a share slowed by a loss holds the put's other shares back less
+# (each segment's blocks go to every share in turn).  Memory stays bounded: SEND_AHEAD_LONG x SEND_BATCH bytes per
+# share at most.  On a short path the CPU bounds a put, and more in flight would only take memory.
 SEND_AHEAD_LONG = MAX_BODIES_PER_SENDER
-LONG_PATH = 0.02
+LONG_PATH = 0.05
 READ_BATCH = 16  # segments of one share fetched from its holder per request
 
 
 class Holder(Protocol):
     """A share holder on another node, as the gateway uses it (xsc.net.RemoteHolder)."""
+
+    round_trip: float | None  # seconds: the probes' average round trip to its node (None: not known)
 
     async def begin(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int) -> str: ...
     async def place_whole(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int,
@@ -66,12 +68,10 @@ class RemoteShareWriter:
         self._pending_bytes = 0
         self._next = 0  # the first segment of the pending batch
         self._sending: deque[asyncio.Task] = deque()  # batches in flight, oldest first: at most `ahead`
-        self.ahead = SEND_AHEAD  # SEND_AHEAD_LONG once the begin shows a long path
+        self.ahead = SEND_AHEAD_LONG if (holder.round_trip or 0.0) > LONG_PATH else SEND_AHEAD
 
     async def begin(self, size: int, segment_size: int, lease_expiry: int) -> None:
-        started = time.monotonic()
         self.upload = await self.holder.begin(self.si, self.share, size, segment_size, lease_expiry)
-        self.ahead = SEND_AHEAD_LONG if time.monotonic() - started > LONG_PATH else SEND_AHEAD
 
     def to(self, holder: Holder, node: str) -> RemoteShareWriter:
         """The same share for another holder, with the blocks not sent yet (a whole share's block)."""
