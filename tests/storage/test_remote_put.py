@@ -12,7 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import plyvel
 import pytest
 
+from tests.support.shares import holder_net
 from xsc.errors import PeerError, PeerRefused
+from xsc.node.appkeys import NODE
 from xsc.storage import gateway_put, remote
 from xsc.storage.core.merkle import block_hash
 from xsc.storage.gateway_core import GatewayCore
@@ -144,3 +146,12 @@ async def test_a_long_path_keeps_more_batches_of_a_share_in_flight(gateway, monk
     gate.set()
     await putting
     assert b.most_in_flight == expected and b.committed is not None
+
+
+async def test_a_holder_carries_the_probes_average_round_trip_to_its_node(node_factory) -> None:
+    net = await holder_net(node_factory)
+    a, b_id = net["a"].app[NODE], net["b"].app[NODE].peers.identity.id
+    await a.health.probe_round()
+    latency = a.peers.availability(b_id).latency_ms
+    assert latency is not None and a.storage.holder(b_id).round_trip == latency / 1000
+    assert a.storage.holder("f" * 64).round_trip is None  # a node it does not know

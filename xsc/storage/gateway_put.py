@@ -2,8 +2,9 @@
 is written, the shares published once all are written (here, or on the holders `place` names).
 
 A file of one segment (a small object) places each remote share in one request once its block and the manifest
-are known (a whole share: storage/core/wire.py); a larger one begins every remote share before a byte is sent,
-then sends its segments in ordered batches and commits.  At most `depth` segments are in flight, so memory stays
+are known (a whole share: storage/core/wire.py); a larger one begins every remote share while its first segments
+are read and encoded (the begins' round trip is not spent waiting), sends no block before its share is begun, then
+sends its segments in ordered batches and commits.  At most `depth` segments are in flight, so memory stays
 bounded whatever the file size.  One LevelDB write of a put's blocks is in flight at a time (LevelDB takes one
 writer at a time anyway), on the gateway's writer thread rather than in the pool: in the pool it would wait behind
 the encodes queued before it while the stream waits for it, and hold a pool thread that could be encoding.  A file
@@ -177,8 +178,8 @@ class _OnePut:
 
     async def write_segments(self, read: ReadFn, started: Awaitable[None] | None = None) -> None:
         """Read the stream to its end, `depth` segments encoding at once, each written as it completes.  `started`:
-        the remote shares' begins, still on their way as the first segments are read and encoded; the remote
-        blocks wait for it (a holder that refused is replaced there, with its writer)."""
+        the remote shares' begins, still on their way as the first segments are read and encoded; up to a batch of
+        each remote share is kept here until it is done (a holder that refused is replaced there, with its writer)."""
         size, seg_size, pool = self.size, self.seg_size, self.gateway.pool
         loop, writes = asyncio.get_running_loop(), _OneWrite(self.gateway)
         in_flight: deque[asyncio.Future] = deque()
