@@ -22,15 +22,16 @@ log = logging.getLogger(__name__)
 SEND_BATCH = 4 * 1024 * 1024  # bytes of one share's blocks sent to its holder per request
 # Batches of one share in flight at once, each on its own connection (the holder stages them in order): on a
 # long path the next batch is on its way while the holder answers the one before, and the connections' windows
-# open side by side.  Fewer than the bodies a holder takes from one sender (wire.MAX_BODIES_PER_SENDER), so that
-# a batch of another share for the same holder can go meanwhile.
+# open side by side.  Fewer than the bodies a holder takes from one sender (wire.MAX_BODIES_PER_SENDER).
 SEND_AHEAD = 2
 # On a long path (the probes' average round trip to the holder over LONG_PATH seconds), as many as a holder takes
 # from one sender: a fresh connection opens its window a doubling per round trip, so the share's first 16 MiB are
 # on their way at once on four connections rather than half of them on two, the other half waiting a cold
 # connection's second of ramp for an answer; and a share slowed by a loss holds the put's other shares back less
 # (each segment's blocks go to every share in turn).  Memory stays bounded: SEND_AHEAD_LONG x SEND_BATCH bytes per
-# share at most.  On a short path the CPU bounds a put, and more in flight would only take memory.
+# share at most.  On a short path the CPU bounds a put: four in flight there showed no gain (docs/peers.md).
+# Two shares of a put going to one holder share its quota: the bodies past it wait their turn in the sender's lane
+# (holder_client.SenderLanes).
 SEND_AHEAD_LONG = MAX_BODIES_PER_SENDER
 LONG_PATH = 0.05
 READ_BATCH = 16  # segments of one share fetched from its holder per request
