@@ -277,6 +277,7 @@ TASKS_STARTED_ELSEWHERE = {
     "xsc.peers.service": 2,
     "xsc.storage.files": 1,
     "xsc.storage.gateway_get": 1,
+    "xsc.storage.gateway_put": 1,  # a put's begins, awaited on every path as its first segments are encoded
     "xsc.storage.remote": 2,
     "xsc.storage.scrubber": 1,
 }

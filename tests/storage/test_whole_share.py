@@ -232,6 +232,8 @@ class Holding:
     """A holder on another node as the gateway sees it (storage/remote.py: Holder), in this process: what it was
     asked, and the blocks it took; `refusing`: it refuses every share."""
 
+    round_trip = None
+
     def __init__(self, refusing: bool = False) -> None:
         self.refusing = refusing
         self.asked: list[str] = []

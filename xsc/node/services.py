@@ -230,8 +230,9 @@ class Node:
         if peer != self.me:
             self.quarantine.strike(peer, why)
 
-    def holder_for(self, node: str, url: str, price: int | None = None) -> RemoteHolder:
-        return RemoteHolder(self.client, node, url, price, self.payer.id, self.lanes)  # receipts: by the payer named
+    def holder_for(self, node: str, url: str, price: int | None = None, round_trip: float | None = None) -> RemoteHolder:
+        # receipts: by the payer named
+        return RemoteHolder(self.client, node, url, price, self.payer.id, self.lanes, round_trip)
 
     def _payments_and_files(self) -> None:
         config, db, pool, me, market, trust = self.config, self.db, self.pool, self.me, self.market, self.trust

@@ -49,6 +49,8 @@ class UnknownNode:
     """A holder this node no longer knows (removed with `xsc peers rm`), or none at all (a share no node was
     found holding): its share is unreadable, and the file is read or repaired from the others."""
 
+    round_trip = None  # not known
+
     def __init__(self, node_id: str | None) -> None:
         self.node_id = node_id
 
@@ -75,7 +77,7 @@ class StorageService:
         self.payer = payer  # the local user's account
         self.me = me
         self.peers = peers  # xsc.peers.PeerService, or None for a node on its own
-        self._holder_for = holder_for  # (node id, url, price) -> a Holder on that node (net.RemoteHolder)
+        self._holder_for = holder_for  # (node id, url, price, round trip) -> a Holder on that node (net.RemoteHolder)
         self.pool = pool
         self.segment_size = segment_size
         self.lease_duration = lease_duration
@@ -91,9 +93,11 @@ class StorageService:
         if self.peers is None:
             return UnknownNode(node_id)
         try:
-            return self._holder_for(node_id, self.peers.peer(node_id).url, price)
+            url = self.peers.peer(node_id).url
         except PeerNotFound:
             return UnknownNode(node_id)
+        latency = self.peers.availability(node_id).latency_ms  # how much a put keeps in flight to it
+        return self._holder_for(node_id, url, price, None if latency is None else latency / 1000)
 
     def holders_of(self, record: dict | None) -> tuple[dict, list[str] | None]:
         """The holders of a file's shares on other nodes, from the gateway's record of where it put them."""

@@ -2,8 +2,9 @@
 is written, the shares published once all are written (here, or on the holders `place` names).
 
 A file of one segment (a small object) places each remote share in one request once its block and the manifest
-are known (a whole share: storage/core/wire.py); a larger one begins every remote share before a byte is sent,
-then sends its segments in ordered batches and commits.  At most `depth` segments are in flight, so memory stays
+are known (a whole share: storage/core/wire.py); a larger one begins every remote share while its first segments
+are read and encoded (the begins' round trip is not spent waiting), sends no block before its share is begun, then
+sends its segments in ordered batches and commits.  At most `depth` segments are in flight, so memory stays
 bounded whatever the file size.  One LevelDB write of a put's blocks is in flight at a time (LevelDB takes one
 writer at a time anyway), on the gateway's writer thread rather than in the pool: in the pool it would wait behind
 the encodes queued before it while the stream waits for it, and hold a pool thread that could be encoding.  A file
@@ -30,7 +31,7 @@ from .core.manifest import Manifest, ciphertext_hash, manifest_hash
 from .core.merkle import block_hash, root
 from .core.placement import node_failures_survived, peer_failures_survived
 from .core.wire import WHOLE_MAX_BLOCK
-from .remote import Holder, RemoteShareWriter, gather_or_raise
+from .remote import SEND_BATCH, Holder, RemoteShareWriter, gather_or_raise
 from .share_store import HELD_UPLOAD, Rider, ShareMeta
 
 # A file's only segment this small is encoded on the event loop (~7 us for 1 KiB): handed to the pool, the hand-off
@@ -175,19 +176,39 @@ class _OnePut:
                 self.upload.put_blocks(index, {s: blocks[s] for s in self.local})
         return blocks, [block_hash(b) for b in blocks]
 
-    async def write_segments(self, read: ReadFn) -> None:
-        """Read the stream to its end, `depth` segments encoding at once, each written as it completes."""
+    async def write_segments(self, read: ReadFn, started: Awaitable[None] | None = None) -> None:
+        """Read the stream to its end, `depth` segments encoding at once, each written as it completes.  `started`:
+        the remote shares' begins, still on their way as the first segments are read and encoded; up to a batch of
+        each remote share is kept here until it is done (a holder that refused is replaced there, with its writer)."""
         size, seg_size, pool = self.size, self.seg_size, self.gateway.pool
         loop, writes = asyncio.get_running_loop(), _OneWrite(self.gateway)
         in_flight: deque[asyncio.Future] = deque()
+        held: list[dict[int, bytes]] = []  # remote blocks of the segments encoded while the begins are on their way
+        held_bytes = 0
+
+        async def hand_over() -> None:
+            nonlocal held_bytes
+            if started is not None:
+                await started
+            for blocks in held:
+                for s in self.remote:
+                    await self.remote[s].add(blocks[s])
+            held.clear()
+            held_bytes = 0
 
         async def collect(result: asyncio.Future) -> None:
+            nonlocal held_bytes
             blocks, segment_hashes = await result
             self.hashes.append(segment_hashes)
             if not self.one_segment:
                 await writes.start(self.upload.put_blocks, len(self.hashes) - 1, {s: blocks[s] for s in self.local})
-            for s in self.remote:
-                await self.remote[s].add(blocks[s])
+            if self.remote:
+                held.append({s: blocks[s] for s in self.remote})
+                held_bytes += len(blocks[0])
+                # Up to a batch per share is kept here until the holders answered the begins: the first batches
+                # are ready as the answers come.
+                if started is None or started.done() or held_bytes >= SEND_BATCH:
+                    await hand_over()
 
         try:
             index = 0
@@ -215,6 +236,7 @@ class _OnePut:
                     break
             while in_flight:
                 await collect(in_flight.popleft())
+            await hand_over()
             await asyncio.gather(*writes.pending)
             if size is not None and await _read_full(read, 1):
                 raise BadRequest(f"the upload is longer than the {size} bytes announced")
@@ -274,12 +296,16 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
     another's made as that write is (`share_store.Rider`: a small S3 object's record)."""
     one = _OnePut(gateway, size, place, lease_duration, me)
     await one.begin()
+    starting: asyncio.Future | None = None
     try:
         whole = one.whole
-        if not whole:
-            await gateway.start_remote(one.remote, one.placement, replace,
-                                       lambda writer: writer.begin(size, one.seg_size, one.lease))
-        await one.write_segments(read)
+        if not whole and one.remote:
+            # The begins' round trip overlaps the reading and encoding of the first segments.
+            starting = asyncio.ensure_future(gateway.start_remote(
+                one.remote, one.placement, replace, lambda writer: writer.begin(size, one.seg_size, one.lease)))
+        await one.write_segments(read, starting)
+        if starting is not None:
+            await starting  # done once the first segment was collected: its error, if any, is the put's
         manifest, share_hashes = one.manifest()
         encoded = manifest.encode()
         if whole:  # each remote share in one request, once its block and the manifest are known
@@ -290,5 +316,7 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
                                   [(r.node, s) for s, r in one.remote.items()])
         return await one.publish(name, encoded, share_hashes, me, records, riding)
     except BaseException:
+        if starting is not None:  # the begins answered (or failed) first: `undo` aborts every upload begun
+            await asyncio.gather(starting, return_exceptions=True)
         await one.undo()
         raise

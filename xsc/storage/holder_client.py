@@ -68,8 +68,9 @@ def whole_shares() -> GroupSend[tuple[RemoteHolder, WholeShare]]:
 
 class RemoteHolder:
     def __init__(self, client: PeerClient, node_id: str, url: str, price: int | None = None,
-                 payer: str | None = None, lanes: SenderLanes | None = None) -> None:
+                 payer: str | None = None, lanes: SenderLanes | None = None, round_trip: float | None = None) -> None:
         self.client = client
+        self.round_trip = round_trip  # seconds: the probes' average round trip to the node (None: not known)
         lanes = lanes or SenderLanes()
         self.lane = lanes.to(node_id)  # segment bodies in flight to this holder
         self.whole = lanes.whole_to(node_id)  # whole shares on their way to it

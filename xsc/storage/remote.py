@@ -15,6 +15,7 @@ from ..errors import PeerError
 from ..tasks import stop
 from .core import layout
 from .core.manifest import Manifest
+from .core.wire import MAX_BODIES_PER_SENDER
 
 log = logging.getLogger(__name__)
 
@@ -23,11 +24,23 @@ SEND_BATCH = 4 * 1024 * 1024  # bytes of one share's blocks sent to its holder p
 # long path the next batch is on its way while the holder answers the one before, and the connections' windows
 # open side by side.  Fewer than the bodies a holder takes from one sender (wire.MAX_BODIES_PER_SENDER).
 SEND_AHEAD = 2
+# On a long path (the probes' average round trip to the holder over LONG_PATH seconds), as many as a holder takes
+# from one sender: a fresh connection opens its window a doubling per round trip, so the share's first 16 MiB are
+# on their way at once on four connections rather than half of them on two, the other half waiting a cold
+# connection's second of ramp for an answer; and a share slowed by a loss holds the put's other shares back less
+# (each segment's blocks go to every share in turn).  Memory stays bounded: SEND_AHEAD_LONG x SEND_BATCH bytes per
+# share at most.  On a short path the CPU bounds a put: four in flight there showed no gain (docs/peers.md).
+# Two shares of a put going to one holder share its quota: the bodies past it wait their turn in the sender's lane
+# (holder_client.SenderLanes).
+SEND_AHEAD_LONG = MAX_BODIES_PER_SENDER
+LONG_PATH = 0.05
 READ_BATCH = 16  # segments of one share fetched from its holder per request
 
 
 class Holder(Protocol):
     """A share holder on another node, as the gateway uses it (xsc.net.RemoteHolder)."""
+
+    round_trip: float | None  # seconds: the probes' average round trip to its node (None: not known)
 
     async def begin(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int) -> str: ...
     async def place_whole(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int,
@@ -55,7 +68,8 @@ class RemoteShareWriter:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._next = 0  # the first segment of the pending batch
-        self._sending: deque[asyncio.Task] = deque()  # batches in flight, oldest first: at most SEND_AHEAD
+        self._sending: deque[asyncio.Task] = deque()  # batches in flight, oldest first: at most `ahead`
+        self.ahead = SEND_AHEAD_LONG if (holder.round_trip or 0.0) > LONG_PATH else SEND_AHEAD
 
     async def begin(self, size: int, segment_size: int, lease_expiry: int) -> None:
         self.upload = await self.holder.begin(self.si, self.share, size, segment_size, lease_expiry)
@@ -81,7 +95,7 @@ class RemoteShareWriter:
             await self._flush()
 
     async def _flush(self) -> None:
-        while len(self._sending) >= SEND_AHEAD:
+        while len(self._sending) >= self.ahead:
             await self._sending.popleft()
         if self._pending:
             batch, first = self._pending, self._next

@@ -1,0 +1,157 @@
+"""A put whose shares go to other nodes, against holders in this process: the first segments read and encoded while
+the begins are on their way, a refused begin replaced with every block reaching the replacement, a begin that
+cannot be replaced failing the put with every upload taken back, and more batches in flight on a long path."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import plyvel
+import pytest
+
+from tests.support.shares import holder_net
+from xsc.errors import PeerError, PeerRefused
+from xsc.node.appkeys import NODE
+from xsc.storage import gateway_put, remote
+from xsc.storage.core.merkle import block_hash
+from xsc.storage.gateway_core import GatewayCore
+from xsc.storage.share_store import ShareStore
+from xsc.tasks import Workers
+
+SEGMENT = 4096
+DATA = os.urandom(12 * SEGMENT)
+WAIT = 10.0  # seconds a test waits for an event that must come
+
+
+class Holding:
+    """A holder on another node as the gateway sees it (storage/remote.py: Holder): it stages what it is sent in
+    order and checks it against the hashes of the commit.  `refusing`: its begin refuses; `begin_after`: its begin
+    answers once this event is set; `gate`: each batch is answered once this event is set; `round_trip`: the probes'
+    average round trip to it."""
+
+    def __init__(self, refusing: bool = False, begin_after: asyncio.Event | None = None,
+                 gate: asyncio.Event | None = None, round_trip: float | None = None) -> None:
+        self.refusing, self.begin_after, self.gate, self.round_trip = refusing, begin_after, gate, round_trip
+        self.asked: list[str] = []
+        self.blocks: list[bytes] = []
+        self.committed: list[bytes] | None = None
+        self.in_flight = self.most_in_flight = 0
+        self.changed = asyncio.Condition()
+
+    async def begin(self, si, share, size, segment_size, lease_expiry) -> str:
+        self.asked.append("begin")
+        if self.begin_after is not None:
+            await asyncio.wait_for(self.begin_after.wait(), WAIT)
+        if self.refusing:
+            raise PeerRefused("this holder is full", url="holding")
+        return "upload"
+
+    async def put_segments(self, upload, first, blocks) -> None:
+        async with self.changed:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self.changed.notify_all()
+        try:
+            if self.gate is not None:
+                await asyncio.wait_for(self.gate.wait(), WAIT)
+            async with self.changed:  # in order, as the holder's turns make them
+                await asyncio.wait_for(self.changed.wait_for(lambda: len(self.blocks) == first), WAIT)
+                self.blocks.extend(blocks)
+                self.changed.notify_all()
+        finally:
+            self.in_flight -= 1
+
+    async def commit(self, upload, block_hashes, manifest) -> None:
+        assert [block_hash(b) for b in self.blocks] == block_hashes
+        self.committed = block_hashes
+
+    async def abort(self, upload) -> None:
+        self.asked.append("abort")
+
+    async def delete(self, si, share) -> None:
+        self.asked.append("delete")
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    writer = Workers(1, "test-writer")
+    with ThreadPoolExecutor(2, thread_name_prefix="test-pool") as pool:
+        yield GatewayCore(ShareStore(db, 1 << 30), pool, segment_size=SEGMENT, lease_duration=86400,
+                          node_key=b"k" * 32, writer=writer)
+    writer.shutdown()
+    db.close()
+
+
+async def _put(gateway: GatewayCore, holders: dict[str, Holding], spares: list[str], read_started=None):
+    """Put DATA with shares 4 and 5 on holders "b" and "c", replacing a refusing one by the next spare;
+    `read_started` is set as the upload's first bytes are read."""
+    stream = io.BytesIO(DATA)
+
+    async def read(n: int) -> bytes:
+        if read_started is not None:
+            read_started.set()
+        return stream.read(n)
+
+    def place(si: bytes, share_bytes: int):
+        return ["me"] * 4 + ["b", "c"], {4: holders["b"], 5: holders["c"]}
+
+    async def replace(share: int, tried: set):
+        node = next((n for n in spares if n not in tried), None)
+        return None if node is None else (node, holders[node])
+
+    return await gateway_put.put(gateway, read, len(DATA), place=place, replace=replace, me="me")
+
+
+async def test_the_first_segments_are_read_while_the_begins_are_on_their_way(gateway) -> None:
+    reading = asyncio.Event()
+    holders = {"b": Holding(begin_after=reading), "c": Holding(begin_after=reading)}
+    result = await _put(gateway, holders, [], read_started=reading)
+    assert result.placement == ["me"] * 4 + ["b", "c"]
+    assert holders["b"].committed is not None and holders["c"].committed is not None
+
+
+async def test_a_refused_begin_is_replaced_and_the_replacement_gets_every_block(gateway) -> None:
+    reading = asyncio.Event()
+    holders = {"b": Holding(refusing=True, begin_after=reading), "c": Holding(), "d": Holding()}
+    result = await _put(gateway, holders, ["d"], read_started=reading)
+    assert result.placement == ["me"] * 4 + ["d", "c"]
+    assert holders["b"].blocks == [] and holders["b"].asked == ["begin"]
+    assert holders["d"].committed is not None and len(holders["d"].blocks) == len(DATA) // SEGMENT
+
+
+async def test_a_begin_that_cannot_be_replaced_fails_the_put_and_every_upload_is_taken_back(gateway) -> None:
+    reading = asyncio.Event()
+    holders = {"b": Holding(refusing=True, begin_after=reading), "c": Holding(), "d": Holding(refusing=True)}
+    with pytest.raises(PeerError):
+        await _put(gateway, holders, ["d"], read_started=reading)
+    assert holders["c"].asked == ["begin", "abort"] and holders["c"].blocks == []
+    assert gateway.store.reserved == 0
+
+
+@pytest.mark.parametrize("round_trip, expected", [(None, remote.SEND_AHEAD), (remote.LONG_PATH / 2, remote.SEND_AHEAD),
+                                                   (remote.LONG_PATH * 4, remote.SEND_AHEAD_LONG)])
+async def test_a_long_path_keeps_more_batches_of_a_share_in_flight(gateway, monkeypatch, round_trip, expected) -> None:
+    monkeypatch.setattr(remote, "SEND_BATCH", 1)  # a batch a segment
+    assert remote.SEND_AHEAD_LONG > remote.SEND_AHEAD
+    gate = asyncio.Event()
+    holders = {"b": Holding(gate=gate, round_trip=round_trip), "c": Holding()}
+    putting = asyncio.ensure_future(_put(gateway, holders, []))
+    b = holders["b"]
+    async with b.changed:
+        await asyncio.wait_for(b.changed.wait_for(lambda: b.in_flight == expected), WAIT)
+    gate.set()
+    await putting
+    assert b.most_in_flight == expected and b.committed is not None
+
+
+async def test_a_holder_carries_the_probes_average_round_trip_to_its_node(node_factory) -> None:
+    net = await holder_net(node_factory)
+    a, b_id = net["a"].app[NODE], net["b"].app[NODE].peers.identity.id
+    await a.health.probe_round()
+    latency = a.peers.availability(b_id).latency_ms
+    assert latency is not None and a.storage.holder(b_id).round_trip == latency / 1000
+    assert a.storage.holder("f" * 64).round_trip is None  # a node it does not know
