@@ -265,7 +265,8 @@ def test_keys_are_spelled_by_the_stores() -> None:
 TASK_STARTERS = {"create_task", "ensure_future", "every"}
 # Background work is started by tasks.Supervisor (registered with it, so it is started, watched, restarted after a
 # crash and stopped in order, and shown in the node's status).  These modules still start tasks by hand, each with
-# how many calls do so today (short fan-outs among them): a count may only go down.
+# how many calls do so today (short fan-outs among them): a count may only go down, but for a fan-out its starter
+# awaits on every path (said beside it).
 TASKS_STARTED_ELSEWHERE = {
     "xsc.compute.remote_tabs": 2,
     "xsc.ledger.service": 1,
