@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-import time
 
-import wasmtime
-
-from tests.support.compute import WASM
+from tests.support.compute import prepared_wasi
 from tests.support.waiting import eventually
-from xsc.compute import provenance, sandbox
+from xsc.compute import sandbox
 from xsc.compute.engine import IDLE_AFTER, EpochTicker, make_engine, owed_ticks
 from xsc.compute.limits import Limits
-from xsc.compute.modules import ModuleInfo
 from xsc.compute.values import Signature
 from xsc.compute.wasi_io import Streams
 
@@ -105,12 +101,7 @@ def test_a_call_gets_its_whole_deadline_however_long_its_set_up_took():
     """The deadline counts from the moment the module starts, as the call's duration does: a thread that waits
     for a core, or a process stopped, between the Store's making and the call takes nothing from the call."""
     engine = make_engine()
-    module = wasmtime.Module.from_file(engine, str(WASM / "cgi.wasm"))
-    linker = wasmtime.Linker(engine)
-    linker.define_wasi()
-    info = ModuleInfo("cgi", 0, [], ["wasi_snapshot_preview1.fd_write (func)"], provenance.timestamp(time.time_ns()),
-                      start=False)
-    prepared = sandbox.Prepared(b"cgi", module, info, linker.instantiate_pre(module))
+    prepared = prepared_wasi(engine, "cgi")
     now = [0.0]
     ticker = EpochTicker(engine, tick=0.01, clock=lambda: now[0])
     ticker.start()

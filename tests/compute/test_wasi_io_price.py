@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
-import wasmtime
 
-from tests.support.compute import WASM
-from xsc.compute import provenance, sandbox
+from tests.support.compute import WASM, prepared_wasi
+from xsc.compute import sandbox
 from xsc.compute.engine import make_engine
 from xsc.compute.limits import Limits
-from xsc.compute.modules import ModuleInfo
 from xsc.compute.values import Signature
 from xsc.compute.wasi_io import Streams, io_fuel
 from xsc.errors import ComputeBusy
@@ -46,12 +43,7 @@ def test_writes_the_fuel_cannot_pay_end_the_call_out_of_fuel(xsc_node):
 
 def test_streams_the_host_cannot_open_refuse_the_run_as_busy_and_leak_nothing(tmp_path):
     engine = make_engine()
-    module = wasmtime.Module.from_file(engine, str(WASM / "cgi.wasm"))
-    linker = wasmtime.Linker(engine)
-    linker.define_wasi()
-    info = ModuleInfo("cgi", 0, [], ["wasi_snapshot_preview1.fd_write (func)"], provenance.timestamp(time.time_ns()),
-                      start=False)
-    prepared = sandbox.Prepared(b"cgi", module, info, linker.instantiate_pre(module))
+    prepared = prepared_wasi(engine, "cgi")
     reading, writing = os.pipe()
     streams = Streams(stdin=str(tmp_path / "gone"), stdout_pipe=writing)  # a stdin file no longer there
     with pytest.raises(ComputeBusy) as err:

@@ -6,16 +6,13 @@ from __future__ import annotations
 import io
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
-import plyvel
 import pytest
 
+from tests.support.shares import gateway_core
 from xsc import keys
 from xsc.storage import gateway_get, gateway_put
-from xsc.storage.gateway_core import GatewayCore
-from xsc.storage.share_store import Upload, ShareStore
-from xsc.tasks import Workers
+from xsc.storage.share_store import Upload
 
 SEGMENT = 64 * 1024
 DATA = os.urandom(20 * SEGMENT + 5)  # 21 segments, staged on disk (over the share store's HELD_UPLOAD)
@@ -23,13 +20,8 @@ DATA = os.urandom(20 * SEGMENT + 5)  # 21 segments, staged on disk (over the sha
 
 @pytest.fixture
 def gateway(tmp_path):
-    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
-    writer = Workers(1, "test-writer")
-    with ThreadPoolExecutor(2, thread_name_prefix="test-pool") as pool:
-        yield GatewayCore(ShareStore(db, 1 << 30), pool, segment_size=SEGMENT, lease_duration=86400,
-                          node_key=b"k" * 32, writer=writer)
-    writer.shutdown()
-    db.close()
+    with gateway_core(tmp_path, SEGMENT) as core:
+        yield core
 
 
 def _read(data: bytes):

@@ -7,19 +7,15 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-from concurrent.futures import ThreadPoolExecutor
 
-import plyvel
 import pytest
 
-from tests.support.shares import holder_net
+from tests.support.shares import gateway_core, holder_net
 from xsc.errors import PeerError, PeerRefused
 from xsc.node.appkeys import NODE
 from xsc.storage import gateway_put, remote
 from xsc.storage.core.merkle import block_hash
 from xsc.storage.gateway_core import GatewayCore
-from xsc.storage.share_store import ShareStore
-from xsc.tasks import Workers
 
 SEGMENT = 4096
 DATA = os.urandom(12 * SEGMENT)
@@ -77,13 +73,8 @@ class Holding:
 
 @pytest.fixture
 def gateway(tmp_path):
-    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
-    writer = Workers(1, "test-writer")
-    with ThreadPoolExecutor(2, thread_name_prefix="test-pool") as pool:
-        yield GatewayCore(ShareStore(db, 1 << 30), pool, segment_size=SEGMENT, lease_duration=86400,
-                          node_key=b"k" * 32, writer=writer)
-    writer.shutdown()
-    db.close()
+    with gateway_core(tmp_path, SEGMENT) as core:
+        yield core
 
 
 async def _put(gateway: GatewayCore, holders: dict[str, Holding], spares: list[str], read_started=None):

@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
+import wasmtime
 
+from xsc.compute import provenance, sandbox
+from xsc.compute.modules import ModuleInfo
 from xsc.node.appkeys import NODE
 
 from .waiting import eventually_async
 
 
 WASM = Path(__file__).resolve().parents[2] / "fixtures" / "wasm"
+
+
+def prepared_wasi(engine, name: str):
+    """The fixture `name` (a WASI module) ready to run in the sandbox on `engine`, as the node prepares it."""
+    module = wasmtime.Module.from_file(engine, str(WASM / f"{name}.wasm"))
+    linker = wasmtime.Linker(engine)
+    linker.define_wasi()
+    info = ModuleInfo(name, 0, [], ["wasi_snapshot_preview1.fd_write (func)"], provenance.timestamp(time.time_ns()),
+                      start=False)
+    return sandbox.Prepared(name.encode(), module, info, linker.instantiate_pre(module))
 
 
 def wasm(name: str) -> bytes:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
 
+import plyvel
 import pytest
 
 from xsc import keys
@@ -16,10 +21,27 @@ from xsc.storage.core.crypto import SegmentCipher, new_key, storage_index
 from xsc.storage.core.manifest import Manifest, ciphertext_hash
 from xsc.storage.core.merkle import block_hash, root
 from xsc.storage.core.wire import block_lengths
+from xsc.storage.gateway_core import GatewayCore
+from xsc.storage.share_store import ShareStore
+from xsc.tasks import Workers
 
 SEGMENT = 4096
 SHARE = 2
 DEAL_PRICE = 4_000  # micro-credits per GiB-hour: at or above every ask of the default pricing policy
+
+
+@contextlib.contextmanager
+def gateway_core(directory: Path, segment_size: int) -> Iterator[GatewayCore]:
+    """A gateway's core on a real LevelDB in `directory`, with its pool and its block writer."""
+    db = plyvel.DB(str(directory / "db"), create_if_missing=True)
+    writer = Workers(1, "test-writer")
+    try:
+        with ThreadPoolExecutor(2, thread_name_prefix="test-pool") as pool:
+            yield GatewayCore(ShareStore(db, 1 << 30), pool, segment_size=segment_size, lease_duration=86400,
+                              node_key=b"k" * 32, writer=writer)
+    finally:
+        writer.shutdown()
+        db.close()
 
 
 class EncodedFile:
