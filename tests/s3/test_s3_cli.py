@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import stat
+import time
 
-from xsc.s3.access import KeyRing, key_file
+from xsc.s3.access import SETTLED_NS, KeyRing, key_file
 
 from tests.support.nodes import run_xsc
 
@@ -42,6 +44,34 @@ def test_a_request_s_user_is_the_one_the_key_file_named_as_its_secret_was_read(t
     bob = other.create("bobby")  # a file of another size: its (mtime, size) stamp changes within a clock tick too
     assert ring.secret(ana["access_key"]) is None  # a removed key stops working at once
     assert ring.secret(bob["access_key"]) == bob["secret_key"] and ring.user_as_read(bob["access_key"]) == "bobby"
+
+
+def test_a_key_file_replaced_by_one_of_its_size_and_time_is_read_again(tmp_path) -> None:
+    """Within one tick of the kernel's clock a removal and a creation can leave the file its size and its time."""
+    path = key_file(tmp_path)
+    ring, other = KeyRing(path), KeyRing(path)  # the front's, and the CLI's
+    ana = other.create("ana")
+    assert ring.secret(ana["access_key"]) == ana["secret_key"]
+    before = path.stat()
+    other.remove(ana["access_key"])
+    bob = other.create("bob")  # as long a record as ana's
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    assert ring.secret(ana["access_key"]) is None
+    assert ring.secret(bob["access_key"]) == bob["secret_key"]
+
+
+def test_a_key_file_long_unchanged_is_only_looked_at(tmp_path) -> None:
+    """Each request stats the file; it reads it again only when its stamp changed (or it changed just now)."""
+    path = key_file(tmp_path)
+    ring = KeyRing(path)
+    ana = ring.create("ana")
+    settled = time.time_ns() - 2 * SETTLED_NS
+    os.utime(path, ns=(settled, settled))
+    assert ring.secret(ana["access_key"]) == ana["secret_key"]
+    path.write_text("x" * path.stat().st_size)  # not JSON: read again, it would fail
+    os.utime(path, ns=(settled, settled))
+    assert ring.secret(ana["access_key"]) == ana["secret_key"]
 
 
 def test_export_index_writes_a_private_file(node_process, tmp_path) -> None:

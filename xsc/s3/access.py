@@ -19,6 +19,10 @@ from ..buckets.core.names import DEFAULT_USER, check_user
 from ..errors import NotFound
 
 FILE_NAME = "s3-keys.json"
+# A file changed less than this long ago is read again at each use: a write within the same tick of the kernel's
+# clock as the one read could leave its time and its size as they were (the "racy" case, as git's index has it).
+# Once its time is this far behind, any later write gives it a later time.
+SETTLED_NS = 1_000_000_000
 _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 
@@ -42,7 +46,7 @@ class KeyRing:
         if stamp != self._stamp:
             data = codec.loads(self.path.read_text() or "{}")
             self._keys = {k["access_key"]: k for k in data.get("keys", [])}
-            self._stamp = stamp
+            self._stamp = stamp if time.time_ns() - st.st_mtime_ns > SETTLED_NS else None
         return self._keys
 
     def secret(self, access_key: str) -> str | None:
