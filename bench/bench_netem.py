@@ -9,7 +9,8 @@ round trip crosses two namespaces: twice the delay).  In each, once every node k
 a put of --size MiB through node-0 and a get of it (`xsc store put`, `store get` to /dev/null, run in node-0's
 namespace: a user's CLI runs beside its node, which it finds by its data dir), after the raw step it rests on (one
 fresh TCP connection carrying --size MiB from node-1's namespace to node-2's, and one carrying a share's bytes,
-a quarter of it), then --watch seconds more of the
+a quarter of it), then a second file of the same size put and got right after it (what a user putting several files in
+a row sees), then --watch seconds more of the
 nodes' ordinary work (probes every 10 s, audits every 10 s here).  Over each run, from every node's
 `GET /v1/health/peers` and `GET /v1/node/status`: failed probes (each one marks the peer down until the next
 succeeds), audits answered, failed and unanswered, repairs started.  Targets (the network row of docs/peers.md): put
@@ -56,6 +57,8 @@ class Run:
     repairs_started: int = 0
     raw_mbs: float | None = None  # one fresh TCP stream of --size MiB from node-1's namespace to node-2's
     raw_share_mbs: float | None = None  # the same, of one share's bytes (a quarter of --size)
+    later_put_mbs: float | None = None  # a second file put and got right after the first
+    later_get_mbs: float | None = None
 
 
 # The raw step: a TCP stream between two nodes' namespaces, on the path a share takes to its holder.
@@ -124,7 +127,7 @@ def _health(net: Devnet, run: Run) -> None:
     run.last_errors = errors[:10]
 
 
-def _measure(root: Path, count: int, delay: float, loss: float, src: Path, watch: float) -> Run:
+def _measure(root: Path, count: int, delay: float, loss: float, src: Path, later: Path, watch: float) -> Run:
     run = Run(delay, loss)
     network = NetnsNetwork(root, count, delay, loss)
     with Devnet(root, count, env=ENV, network=network).start(timeout=UP_TIMEOUT) as net:
@@ -142,8 +145,11 @@ def _measure(root: Path, count: int, delay: float, loss: float, src: Path, watch
         run.raw_share_mbs = _raw_stream(network, size // 4)
         put_s, get_s, _ = _put_get(net.first.data_dir, src, network.exec_prefix(0))  # the CLI beside its node
         run.put_mbs, run.get_mbs = size / put_s / 1e6, size / get_s / 1e6
+        put_s, get_s, _ = _put_get(net.first.data_dir, later, network.exec_prefix(0))
+        run.later_put_mbs, run.later_get_mbs = size / put_s / 1e6, size / get_s / 1e6
         print(f"delay {delay:g} s, loss {loss:g}: raw TCP node to node {run.raw_mbs:.1f} MB/s (a share's bytes: "
-              f"{run.raw_share_mbs:.1f}), put {run.put_mbs:.1f} MB/s, get {run.get_mbs:.1f} MB/s", flush=True)
+              f"{run.raw_share_mbs:.1f}), put {run.put_mbs:.1f} MB/s, get {run.get_mbs:.1f} MB/s; a second file right "
+              f"after: put {run.later_put_mbs:.1f}, get {run.later_get_mbs:.1f} MB/s", flush=True)
         time.sleep(watch)  # the nodes' own probes and audits over the stored file: what is measured
         _health(net, run)
     if network.leftovers() or network.delay_line_running():
@@ -164,10 +170,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="xsc-bench-netem-") as tmp_name:
         tmp = Path(tmp_name)
         src = tmp / "input.bin"
+        later = tmp / "later.bin"
         _file(src, args.size * MiB)
-        plain = _measure(tmp / "plain", args.nodes, 0.0, 0.0, src, args.watch)
+        _file(later, args.size * MiB)
+        plain = _measure(tmp / "plain", args.nodes, 0.0, 0.0, src, later, args.watch)
         print(f"no delay: {asdict(plain)}", flush=True)
-        slow = _measure(tmp / "slow", args.nodes, args.delay, args.loss, src, args.watch)
+        slow = _measure(tmp / "slow", args.nodes, args.delay, args.loss, src, later, args.watch)
         print(f"delay and loss: {asdict(slow)}", flush=True)
     print(f"load average {load_before[0]:.2f} as the run began, {os.getloadavg()[0]:.2f} as it ended "
           f"({os.cpu_count()} cores)")
@@ -181,6 +189,10 @@ def main() -> None:
         report.add(f"audits answered, {name}", run.audits_ok, "")
     report.add("put with delay and loss / without", slow.put_mbs / plain.put_mbs, "x", target=0.5, op=">=")
     report.add("get with delay and loss / without", slow.get_mbs / plain.get_mbs, "x", target=0.5, op=">=")
+    report.add("a second file right after, put with delay and loss / without", slow.later_put_mbs / plain.later_put_mbs,
+               "x")
+    report.add("a second file right after, get with delay and loss / without", slow.later_get_mbs / plain.later_get_mbs,
+               "x")
     report.add("raw TCP stream with delay and loss / without", slow.raw_mbs / plain.raw_mbs, "x")
     report.add("put with delay and loss / the raw TCP stream with them", slow.put_mbs / slow.raw_mbs, "x")
     report.add("get with delay and loss / the raw TCP stream with them", slow.get_mbs / slow.raw_mbs, "x")
