@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 COMPILE := $(BIN)/python -m compileall -q -j 0 xsc
 MINIO_SDIST := 7.2.20
 
-.PHONY: run test bench demo wasm trials fuzz fuzz-wasm fuzz-api clean
+.PHONY: run test bench demo wasm trials fuzz fuzz-wasm fuzz-api fuzz-s3 clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,7 +52,11 @@ EXAMPLES ?= 100
 fuzz-api: $(STAMP)
 	$(BIN)/python -m bench.api_fuzz --examples $(EXAMPLES)
 
-fuzz: fuzz-wasm fuzz-api
+REQUESTS ?= 10000
+fuzz-s3: $(STAMP)
+	$(BIN)/python -m bench.s3_fuzz --requests $(REQUESTS)
+
+fuzz: fuzz-wasm fuzz-api fuzz-s3
 
 # Rebuild fixtures/wasm/*.wasm from their .wat sources (the .wasm files are committed).
 wasm: $(STAMP)
