@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from xsc.devnet import Devnet, NodeProcess, free_ports, port_free, ports_from, xsc_command
+from xsc.devnet import LISTEN_FLOOR, Devnet, NodeProcess, free_ports, port_free, ports_from, xsc_command
 from xsc.errors import DevnetError, InvalidArgument, NodeNotRunning
 
 from tests.support.nodes import run_xsc
@@ -21,6 +21,12 @@ def test_free_ports_are_distinct_and_free() -> None:
     ports = free_ports(8)
     assert len(set(ports)) == 8 and all(port_free(p) for p in ports)
     assert len(ports_from(None, 3)) == 3
+
+
+def test_free_ports_lie_below_the_range_outgoing_connections_draw_from() -> None:
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = free_ports(16)
+    assert all(LISTEN_FLOOR <= p < ephemeral_low for p in ports)
 
 
 def test_a_base_port_must_leave_room_and_be_free() -> None:

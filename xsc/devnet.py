@@ -1,6 +1,7 @@
 """Node processes on this machine: the one library that starts them, for `xsc devnet`, the tests and the benches.
 
-- `free_port()` / `free_ports(n)`: loopback ports nothing listens on (n distinct ones held until all are chosen).
+- `free_port()` / `free_ports(n)`: loopback ports nothing listens on (n distinct ones held until all are chosen),
+  drawn below the kernel's ephemeral range so that no outgoing connection takes one before its node binds it.
 - `NodeProcess(data_dir, port, args, env)`: one `xsc node start` process for a data dir.  `start()` spawns it
   and waits until it accepts connections (or says why it died, with the tail of its log); `stop()` sends
   SIGTERM and SIGKILL after a timeout; `kill()` is kill -9; `token` reads the data dir's API token.  A process
@@ -18,6 +19,7 @@ imports the node: it is a client of processes and of their HTTP `/health` and `/
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -46,16 +48,35 @@ DEVNET_ENV = {"XSC_PEERS_MIN_DIFFICULTY": "0", "XSC_LEDGER_STRANGER_CREDIT": str
 
 # --- ports ------------------------------------------------------------------------------------------------------
 
+_RANDOM = random.Random()  # its own generator: tests that seed `random` must not make every process pick alike
+LISTEN_FLOOR = 10_000  # below: ports services commonly own
+
+
 def free_port() -> int:
     """A loopback port nothing listens on right now."""
     return free_ports(1)[0]
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct free loopback ports (each held until all are chosen)."""
+    """`count` distinct free loopback ports (each held until all are chosen), below the kernel's ephemeral range.
+
+    A port the kernel hands out for bind(0) comes from the range it also draws outgoing connections' ports from:
+    between choosing it and the node binding it, any connection on the machine may take it.  Ports below that
+    range are never handed out that way, so only another listener choosing the same one at random can."""
+    low, high = _listen_range()
     sockets: list[socket.socket] = []
     try:
-        for _ in range(count):
+        for port in _RANDOM.sample(range(low, high), min(high - low, 64 * count)):
+            s = socket.socket()
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                s.close()
+                continue
+            sockets.append(s)
+            if len(sockets) == count:
+                break
+        while len(sockets) < count:  # no room below the ephemeral range: the kernel's choice, racy as it is
             s = socket.socket()
             s.bind((HOST, 0))
             sockets.append(s)
@@ -63,6 +84,15 @@ def free_ports(count: int) -> list[int]:
     finally:
         for s in sockets:
             s.close()
+
+
+def _listen_range() -> tuple[int, int]:
+    """[low, high): the ports free_ports draws from, those between LISTEN_FLOOR and the ephemeral range."""
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768  # Linux's default, also where other systems' ranges begin or above
+    return LISTEN_FLOOR, max(LISTEN_FLOOR, ephemeral_low)
 
 
 def port_free(port: int) -> bool:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import stat
 import time
 
 from xsc.s3.access import SETTLED_NS, KeyRing, key_file
 
-from tests.support.nodes import run_xsc
+from tests.support.nodes import free_port, run_xsc
 
 
 def test_keys_create_ls_rm(tmp_path) -> None:
@@ -87,8 +86,5 @@ def test_serve_refuses_a_taken_port_and_a_missing_node(node_process, tmp_path) -
     node = node_process()
     result = node.xsc("s3", "serve", "--listen", f"127.0.0.1:{node.port}", timeout=60)
     assert result.returncode == 1 and b"cannot listen on" in result.stderr
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    result = run_xsc("--data-dir", str(tmp_path / "never"), "s3", "serve", "--listen", f"127.0.0.1:{port}")
+    result = run_xsc("--data-dir", str(tmp_path / "never"), "s3", "serve", "--listen", f"127.0.0.1:{free_port()}")
     assert result.returncode == 1 and b"xsc node start" in result.stderr
