@@ -96,7 +96,7 @@ async def _web_listener(config, node: Node) -> web.AppRunner | None:
     """The web functions' own listener (node.web_listen), or None."""
     if not config.node.web_listen:
         return None
-    runner = web.AppRunner(web_app(node, config.node.web_rate_limit), access_log=None)
+    runner = connections.ProblemRunner(web_app(node, config.node.web_rate_limit), access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, *parse_listen(config.node.web_listen)).start()

@@ -2,7 +2,8 @@
 
     listener:    NodeRunner, GuardedNodeRunner, NodeSite, TlsOnlySite (aiohttp's runner and sites, sniffing TLS
                  with net/sniff.py); TLS_CONTEXT, TLS_SERVED (the app keys they read and set)
-    connections: GuardedRunner, connection_cap, raise_fd_limit (per-address and total caps, idle timeouts)
+    connections: GuardedRunner, connection_cap, raise_fd_limit (per-address and total caps, idle timeouts);
+                 ProblemRunner (a request aiohttp cannot parse answered with a problem body)
 
 Below the node's routes and services: nothing here knows a route or a service; xsc/node/app.py puts the app
 under these runners.

@@ -15,6 +15,10 @@ exhaust the node's descriptors nor lock out real callers:
 - the node raises its soft RLIMIT_NOFILE to the hard limit at start, and keeps its cap under what the
   limit leaves after the descriptors it needs for itself (LevelDB tables, peers, logs): past the cap it
   refuses, it never meets EMFILE.
+
+`ProblemRunner` (and so `GuardedRunner`) also answers a request aiohttp cannot parse (a malformed head, a
+Content-Length that is not a number) with a problem body, as the node answers every other bad request, where
+aiohttp's own answer is plain text.
 """
 
 from __future__ import annotations
@@ -62,6 +66,50 @@ def connection_cap(configured: int, fd_limit: int) -> int:
     return max(16, min(configured, fd_limit - RESERVED_FDS))
 
 
+def _problem_body(status: int, code: str, detail: str, hint: str) -> bytes:
+    return codec.dumps({"type": f"urn:xsc:problem:{code}", "code": code, "status": status, "detail": detail,
+                        "hint": hint})
+
+
+class ProblemHandler(RequestHandler):
+    """aiohttp's handler of one connection, whose answer to what it cannot parse or serve is a problem body."""
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        super().handle_error(request, status, exc, message)  # logs it; raises if an answer is already under way
+        if status < 500:
+            # aiohttp's message quotes the offending bytes under a caret drawing: its first line says what is wrong
+            detail = (message or "").strip().splitlines()[0] if (message or "").strip() else "malformed request"
+            body = _problem_body(status, "malformed-request", f"the request is not valid HTTP: {detail}",
+                                 "send a well-formed HTTP/1.1 request")
+        else:
+            body = _problem_body(status, "internal-error", "the node hit an unexpected error; see its log",
+                                 "try again; if it persists, report the node's log")
+        response = web.Response(status=status, body=body, content_type="application/problem+json")
+        response.force_close()
+        return response
+
+
+class ProblemServer(Server):
+    """aiohttp's Server (the protocol factory of a listening socket), its connections handled by ProblemHandler."""
+
+    def __call__(self) -> RequestHandler:
+        return ProblemHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ProblemRunner(web.AppRunner):
+    """aiohttp's AppRunner, its server a ProblemServer (or the subclass `server_class` names)."""
+
+    server_class: type[ProblemServer] = ProblemServer
+    server_options: dict[str, Any] = {}
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        return self.server_class(server.request_handler, request_factory=server.request_factory,
+                                 handler_cancellation=server.handler_cancellation, loop=server._loop,
+                                 **server._kwargs, **self.server_options)
+
+
 @functools.lru_cache(maxsize=64)  # a burst past a cap is refused with the same few details
 def _refusal(detail: str) -> bytes:
     body = codec.dumps({"type": "about:blank", "title": "Service Unavailable", "status": 503,
@@ -81,7 +129,7 @@ def _idle_since(handler: RequestHandler) -> float | None:
     return getattr(handler, "_next_keepalive_close_time", 0.0) - getattr(handler, "_keepalive_timeout", 0.0)
 
 
-class GuardedServer(Server):
+class GuardedServer(ProblemServer):
     """aiohttp's Server (the protocol factory of the listening socket) with the caps above."""
 
     def __init__(self, *args: Any, max_connections: int, max_per_ip: int, **kwargs: Any) -> None:
@@ -184,16 +232,11 @@ class GuardedServer(Server):
         return _refusal(detail)
 
 
-class GuardedRunner(web.AppRunner):
+class GuardedRunner(ProblemRunner):
     """An AppRunner whose server is a GuardedServer."""
+
+    server_class = GuardedServer
 
     def __init__(self, app: web.Application, *, max_connections: int, max_per_ip: int, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
-        self._caps = {"max_connections": max_connections, "max_per_ip": max_per_ip}
-
-    async def _make_server(self) -> Server:
-        server = await super()._make_server()
-        guarded = GuardedServer(server.request_handler, request_factory=server.request_factory,
-                                handler_cancellation=server.handler_cancellation, loop=server._loop,
-                                **server._kwargs, **self._caps)
-        return guarded
+        self.server_options = {"max_connections": max_connections, "max_per_ip": max_per_ip}

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from ..net.sniff import SniffingServer
-from .connections import ACCEPT_QUEUE, LISTEN_BACKLOG, GuardedRunner
+from .connections import ACCEPT_QUEUE, LISTEN_BACKLOG, GuardedRunner, ProblemRunner
 
 TLS_CONTEXT = web.AppKey("tls_context", ssl.SSLContext)  # the peer listener's TLS: the node key's certificate
 TLS_SERVED = web.AppKey("tls_served", bool)  # set by NodeRunner: its port answers TLS, so peers get https://
@@ -46,7 +46,7 @@ class _Sniffing:
         return SniffingServer(server, self.app.get(TLS_CONTEXT))
 
 
-class NodeRunner(_Sniffing, web.AppRunner):
+class NodeRunner(_Sniffing, ProblemRunner):
     """aiohttp's AppRunner, TLS and plain HTTP on one port (in-process test nodes)."""
 
 
