@@ -67,13 +67,13 @@ async def test_a_small_object_whose_bucket_went_while_it_was_stored_is_refused_a
                                                                                                monkeypatch) -> None:
     await _bucket(node, "going")
     files, index = node.app[NODE].s3_objects.files, node.app[NODE].s3_objects.index
-    put = files.put
+    put_many = files.put_many
 
     async def bucket_goes_first(*args, **kwargs):
         index.db.delete(keys.object_bucket("going"))  # deleted after the write check, before the file's write
-        return await put(*args, **kwargs)
+        return await put_many(*args, **kwargs)
 
-    monkeypatch.setattr(files, "put", bucket_goes_first)
+    monkeypatch.setattr(files, "put_many", bucket_goes_first)
     status, answer = await _put(node, "going", "k", codec.framed(RECORD, b"data"), name="mark-going")
     assert status == 404 and answer["code"] == "no-such-bucket"
     (stored,) = await _files(node)
@@ -234,15 +234,15 @@ async def test_a_group_reads_each_bucket_s_record_once_and_answers_each_refusal_
 
 async def test_a_fault_of_the_node_fails_only_its_object_of_a_group(node, monkeypatch) -> None:
     await _bucket(node, "faulty")
-    files = node.app[NODE].s3_objects.files
-    put = files.put
+    gateway = node.app[NODE].s3_objects.files.gateway
+    put = gateway.put
 
     async def failing(read, size, name, *args, **kwargs):
         if name == "mark-bad":
             raise RuntimeError("the disk said no")
         return await put(read, size, name, *args, **kwargs)
 
-    monkeypatch.setattr(files, "put", failing)
+    monkeypatch.setattr(gateway, "put", failing)
     status, answer = await _put_group(node, _group(("faulty", "bad", "xsc", b"b"), ("faulty", "good", "xsc", b"g")))
     assert status == 200
     bad, good = answer["results"]
