@@ -248,19 +248,22 @@ class StorageService:
                        **wanted) -> list[dict[str, Any] | BaseException]:
         """`put` each of `files` (small files whose bytes are all here), all at once, under one market quote: the
         group's needs hold all their shares, and each file is placed where the quote says and costs what it would
-        alone at its prices.  Each one's answer, or the exception that failed it, in order.  A group the market or
-        the user's credit refuses is put file by file, so that each hears its own answer."""
+        alone at its prices.  Each one's {"capability", "cost"} (not `put`'s whole answer, which nobody reads here),
+        or the exception that failed it, in order.  A group the market or the user's credit refuses is put file by
+        file, so that each hears its own answer."""
         shares = [layout.share_bytes(len(f.data), self.segment_size) for f in files]
         try:
             quote = await self.quote(sum(len(f.data) for f in files), seconds, bid, shares=shares, **wanted)
-        except XscError:
-            return list(await asyncio.gather(*(_outcome(self.put(reader(f.data), len(f.data), f.name, seconds, bid,
-                                                                 riding=f.riding, **wanted)) for f in files)))
+        except XscError as err:
+            if len(files) == 1:
+                return [err]
+            return list(await asyncio.gather(*(_outcome(self._alone(f, seconds, bid, wanted)) for f in files)))
 
         async def one(f: Whole, share_bytes: int) -> dict[str, Any]:
             own = quote.file(share_bytes)
-            return await self._after_put(await self._put(reader(f.data), len(f.data), f.name, seconds, bid, own,
-                                                         f.riding), len(f.data), seconds, own)
+            result = await self._put(reader(f.data), len(f.data), f.name, seconds, bid, own, f.riding)
+            await self._settled(result, len(f.data), seconds, own)
+            return {"capability": str(result.capability), "cost": own.cost}
 
         try:
             results = await asyncio.gather(*(_outcome(one(f, s)) for f, s in zip(files, shares)))
@@ -270,6 +273,10 @@ class StorageService:
         if stored:  # what the allocation gave is used by the files stored, and only by them
             self.dealing.spent("storage", [replace(a, quantity=stored) for a in quote.assignments])
         return list(results)
+
+    async def _alone(self, f: Whole, seconds: int, bid: int, wanted: dict) -> dict[str, Any]:
+        answer = await self.put(reader(f.data), len(f.data), f.name, seconds, bid, riding=f.riding, **wanted)
+        return {"capability": answer["capability"], "cost": answer["cost"]}
 
     async def _put(self, read: ReadFn, size: int | None, name: str | None, seconds: int, bid: int,
                    quote: quotes.PutQuote, riding: Riding | None = None):
@@ -287,6 +294,11 @@ class StorageService:
                            hint="free disk space, then put it again (no restart needed)") from err
 
     async def _after_put(self, result, size: int | None, seconds: int, quote: quotes.PutQuote) -> dict[str, Any]:
+        deals = await self._settled(result, size, seconds, quote)
+        return {**result.to_json(), **quote.to_json(), "deals": [d.to_json() for d in deals]}
+
+    async def _settled(self, result, size: int | None, seconds: int, quote: quotes.PutQuote) -> list[StorageDeal]:
+        """A stored file's deals counted (or recorded, when they were not written with it) and its placement kept."""
         cap = result.capability
         quote.share_bytes = result.stored_bytes // len(result.placement)
         if size is None:  # a stream's cost is known only now: unpaid, it is not kept
@@ -303,7 +315,7 @@ class StorageService:
                                   quote.prices, result.lease_expiry - seconds, result.lease_expiry)
         if self.locator is not None:
             self.locator.placed(cap.storage_index, list(result.placement))
-        return {**result.to_json(), **quote.to_json(), "deals": [d.to_json() for d in deals]}
+        return deals
 
     def _deal_records(self, quote: quotes.PutQuote, seconds: int):
         """The put's deals as records to write with the file (kept in `quote.deals`), made from where its shares
