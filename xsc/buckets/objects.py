@@ -179,23 +179,41 @@ class ObjectWriter:
         results = await self.files.put_many([Whole(p.data, p.name, riding) for _, p, _, riding in going], seconds,
                                             bid, **wanted)
 
-        async def finish(p: SmallPut, stored: Callable[[str], dict], riding: _Riding | None,
-                         put: dict[str, Any] | BaseException) -> dict[str, Any] | BaseException:
+        paying: dict[str, list[int]] = {}  # user -> the objects (of `going`) its account pays for
+        for i, ((n, p, _, riding), put) in enumerate(zip(going, results)):
             if isinstance(put, BaseException):
-                return put
-            try:
-                if riding is not None:
+                answers[n] = put
+            elif riding is not None:
+                try:
                     assert riding.recording is not None  # a put that returns has published its file, and its record
-                    return {"capability": put["capability"], "garbage": riding.recording.outcome()}
-                return await self._paid_and_recorded(p, put, stored)
-            except Exception as err:  # noqa: BLE001 - this object's own outcome
-                return err
-
-        done = await asyncio.gather(*(finish(p, stored, riding, put)
-                                      for (_, p, stored, riding), put in zip(going, results)))
-        for (n, *_), answer in zip(going, done):
-            answers[n] = answer
+                    answers[n] = {"capability": put["capability"], "garbage": riding.recording.outcome()}
+                except Exception as err:  # noqa: BLE001 - this object's own outcome
+                    answers[n] = err
+            else:
+                paying.setdefault(p.user, []).append(i)
+        await asyncio.gather(*(self._paid_and_recorded([going[i] for i in objects], [results[i] for i in objects],
+                                                       answers) for objects in paying.values()))
         return answers
+
+    async def _paid_and_recorded(self, going: list[tuple[int, SmallPut, Callable[[str], dict], Any]],
+                                 puts: list[dict[str, Any]], answers: list[dict[str, Any] | BaseException]) -> None:
+        """One user's objects, their files stored: its account pays for each (`UserAccounts.charge_many`, each
+        refused alone) before it is recorded; a file not paid for is removed."""
+        charges = await self.accounts.charge_many(going[0][1].user, [(put["capability"], put["cost"]) for put in puts])
+
+        async def one(n: int, p: SmallPut, stored: Callable[[str], dict], cap: str,
+                      charged: dict | BaseException) -> None:
+            try:
+                if isinstance(charged, BaseException):
+                    with contextlib.suppress(XscError):  # else the front's reconciliation removes it: no record names it
+                        await self.files.remove(Capability.parse(cap))
+                    raise charged
+                answers[n] = {"capability": cap, "garbage": await self.records.add((p.bucket, p.key, stored(cap)))}
+            except Exception as err:  # noqa: BLE001 - this object's own outcome
+                answers[n] = err
+
+        await asyncio.gather(*(one(n, p, stored, put["capability"], charged)
+                               for (n, p, stored, _), put, charged in zip(going, puts, charges)))
 
     @staticmethod
     def _checked(p: SmallPut, allow: Callable[[str, str | None], None]) -> dict:
@@ -208,18 +226,6 @@ class ObjectWriter:
         clean = S3Index.clean({**p.record, "parts": [{"cap": "", "size": len(p.data)}]})
         allow(p.bucket, p.user)
         return clean
-
-    async def _paid_and_recorded(self, p: SmallPut, put: dict[str, Any], stored: Callable[[str], dict]) -> dict:
-        """A user's object, its file stored: its account pays for it before it is recorded."""
-        cap = put["capability"]
-        try:
-            await self.accounts.charge(p.user, cap, put["cost"])
-        except XscError:
-            with contextlib.suppress(XscError):  # else the front's reconciliation removes it: no record names it
-                await self.files.remove(Capability.parse(cap))
-            raise
-        garbage = await self.records.add((p.bucket, p.key, stored(cap)))
-        return {"capability": cap, "garbage": garbage}
 
 
 def _failed(err: BaseException) -> XscError:
