@@ -4,6 +4,8 @@ the quote's prices; a group the market or the credit refuses is put file by file
 
 from __future__ import annotations
 
+import pytest
+
 from xsc.errors import InsufficientCredit, MarketNoDeal
 from xsc.ledger.core.pricing import price_storage
 from xsc.node.appkeys import CONFIG, NODE
@@ -52,14 +54,17 @@ async def test_a_group_is_quoted_once_and_each_file_costs_what_its_own_shares_co
     assert storage.dealing.needs.open_ids() == set()  # the group's needs withdrawn
 
 
-async def test_a_group_the_credit_refuses_is_put_file_by_file(node, monkeypatch) -> None:
+@pytest.mark.parametrize("refusal", [InsufficientCredit("not for all of them at once"),
+                                     RuntimeError("the group's quote failed")])
+async def test_a_group_the_credit_refuses_or_whose_quote_fails_is_put_file_by_file(node, monkeypatch,
+                                                                                   refusal) -> None:
     storage = node.app[NODE].storage
     seconds, bid = _terms(node)
     quote = storage.quote
 
     async def no_credit_for_groups(*args, shares=None, **kwargs):
         if shares is not None and len(shares) > 1:
-            raise InsufficientCredit("not for all of them at once")
+            raise refusal
         return await quote(*args, shares=shares, **kwargs)
 
     monkeypatch.setattr(storage, "quote", no_credit_for_groups)

@@ -12,7 +12,9 @@ the front reads too.
 
 Under load the front sends small objects together (`POST /v1/s3/objects`, `parse_group` and `put_group`): the
 objects of one request are each stored, paid and recorded as if each had come alone, at once, and answered one by
-one (a refused object fails alone); their files' writes and their records' writes share group commits.
+one (a refused object fails alone); their files share one market quote (`StorageService.put_many`), their files'
+writes and their records' writes share group commits, and a user's charges for them are settled together
+(`UserAccounts.charge_many`).
 """
 
 from __future__ import annotations
