@@ -67,13 +67,13 @@ async def test_a_small_object_whose_bucket_went_while_it_was_stored_is_refused_a
                                                                                                monkeypatch) -> None:
     await _bucket(node, "going")
     files, index = node.app[NODE].s3_objects.files, node.app[NODE].s3_objects.index
-    put = files.put
+    put_many = files.put_many
 
     async def bucket_goes_first(*args, **kwargs):
         index.db.delete(keys.object_bucket("going"))  # deleted after the write check, before the file's write
-        return await put(*args, **kwargs)
+        return await put_many(*args, **kwargs)
 
-    monkeypatch.setattr(files, "put", bucket_goes_first)
+    monkeypatch.setattr(files, "put_many", bucket_goes_first)
     status, answer = await _put(node, "going", "k", codec.framed(RECORD, b"data"), name="mark-going")
     assert status == 404 and answer["code"] == "no-such-bucket"
     (stored,) = await _files(node)
@@ -234,15 +234,15 @@ async def test_a_group_reads_each_bucket_s_record_once_and_answers_each_refusal_
 
 async def test_a_fault_of_the_node_fails_only_its_object_of_a_group(node, monkeypatch) -> None:
     await _bucket(node, "faulty")
-    files = node.app[NODE].s3_objects.files
-    put = files.put
+    gateway = node.app[NODE].s3_objects.files.gateway
+    put = gateway.put
 
     async def failing(read, size, name, *args, **kwargs):
         if name == "mark-bad":
             raise RuntimeError("the disk said no")
         return await put(read, size, name, *args, **kwargs)
 
-    monkeypatch.setattr(files, "put", failing)
+    monkeypatch.setattr(gateway, "put", failing)
     status, answer = await _put_group(node, _group(("faulty", "bad", "xsc", b"b"), ("faulty", "good", "xsc", b"g")))
     assert status == 200
     bad, good = answer["results"]
@@ -331,3 +331,25 @@ def _outcome(s3, bucket: str, key: str) -> str:
     except ClientError as err:
         return err.response["Error"]["Code"]
     return "ok"
+
+
+async def test_a_users_objects_of_a_group_are_paid_each_its_own_and_refused_alone_past_its_balance(node) -> None:
+    data = b"p" * 100_000
+    await _bucket(node, "measure", user="cal")
+    assert (await node.post("/v1/s3/accounts/cal/fund", json={"amount": 10_000_000})).status == 200
+    assert (await _put(node, "measure", "k", codec.framed(RECORD, data), user="cal"))[0] == 201
+    cost = 10_000_000 - (await (await node.get("/v1/s3/accounts/cal")).json())["balance"]  # one such object's
+    assert cost > 1
+    await _bucket(node, "paying", user="dee")
+    funded = 2 * cost + cost // 2  # two objects, and half of a third
+    assert (await node.post("/v1/s3/accounts/dee/fund", json={"amount": funded})).status == 200
+    status, answer = await _put_group(node, _group(*[("paying", f"k{i}", "dee", data) for i in range(3)]))
+    assert status == 200
+    assert [r["status"] for r in answer["results"]] == [201, 201, 402], answer
+    assert "xsc s3 fund dee" in answer["results"][2]["problem"]["detail"]
+    assert (await (await node.get("/v1/s3/accounts/dee")).json())["balance"] == cost // 2
+    stored = {f["name"] for f in await _files(node)}
+    assert {"mark-k0", "mark-k1"} <= stored and "mark-k2" not in stored  # the refused object's file is removed
+    accounts = node.app[NODE].s3_accounts
+    entries = await accounts.ledger.history(accounts.account("dee").public_key, 100)
+    assert sorted(e["amount"] for e in entries if e["job"].startswith("s3:put:")) == [cost, cost]  # each its own

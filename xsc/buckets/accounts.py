@@ -8,7 +8,8 @@ account, which pays the providers the put's deals as for any put: a transfer of 
 the user's account, before the object is recorded.
 
 A user's account has no credit line: it spends what it was given and no more.  Its charges pass one at a time
-through a lock, the balance checked before each one, so no two puts can together spend past it.  The default
+through a lock, the balance checked before each one, so no two puts can together spend past it (the charges of a
+group of small objects pass together, each checked against what the ones before it left: `charge_many`).  The default
 user (keys made without `--user`) is the operator, whose puts the node's account pays directly.
 """
 
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..errors import InsufficientCredit, InvalidArgument
+from ..errors import InsufficientCredit, InvalidArgument, XscError
 from ..identity import Identity
 from ..ledger import LedgerService, format_credits
 from ..storage.core.capability import Capability
@@ -72,20 +74,47 @@ class UserAccounts:
     async def charge(self, user: str, capability: str, amount: int) -> dict:
         """The user's account pays the node's account `amount` for the file `capability` it stored; InsufficientCredit
         (nothing paid) if its balance does not cover it.  The default user's puts are the node's own: no charge."""
+        (charged,) = await self.charge_many(user, [(capability, amount)])
+        if isinstance(charged, BaseException):
+            raise charged
+        return charged
+
+    async def charge_many(self, user: str, charges: list[tuple[str, int]]) -> list[dict | BaseException]:
+        """`charge` of each (capability, amount) of `user`'s, in order: each one's answer, or its own refusal when
+        what the account holds after those before it does not cover it.  Each is a transfer of its own, all
+        settled at once (the ledger writes transfers settled together in one synced batch); a fault of the
+        node's is that charge's outcome."""
         if user == names.DEFAULT_USER:
-            return {**self.view(user), "charged": 0}
-        _check_amount(amount)
-        account, stored = self.account(user), Capability.parse(capability)
+            return [{**self.view(user), "charged": 0} for _ in charges]
+        account = self.account(user)
         async with self._charging:
-            balance = self.ledger.account_view(account.public_key)["balance"]
-            if balance < amount:
-                raise InsufficientCredit(
-                    f"S3 user {user}'s account holds {format_credits(max(balance, 0))} credits; this put costs "
-                    f"{format_credits(amount)} (the node's operator funds it with: xsc s3 fund {user} CREDITS)",
-                    hint=f"xsc s3 fund {user} CREDITS")
-            entry = await self.ledger.settle(account, self.owner, amount, {"files": 1},
-                                             f"s3:put:{stored.storage_index.hex()}")
-        return {**self.view(user), "charged": amount, "entry": entry}
+            left = self.ledger.account_view(account.public_key)["balance"]
+            outcomes: list[Awaitable[str] | XscError] = []
+            for capability, amount in charges:
+                try:
+                    _check_amount(amount)
+                    stored = Capability.parse(capability)
+                except XscError as err:
+                    outcomes.append(err)
+                    continue
+                if left < amount:
+                    outcomes.append(InsufficientCredit(
+                        f"S3 user {user}'s account holds {format_credits(max(left, 0))} credits; this put costs "
+                        f"{format_credits(amount)} (the node's operator funds it with: xsc s3 fund {user} CREDITS)",
+                        hint=f"xsc s3 fund {user} CREDITS"))
+                    continue
+                left -= amount
+                outcomes.append(self.ledger.settle(account, self.owner, amount, {"files": 1},
+                                                   f"s3:put:{stored.storage_index.hex()}"))
+            entries = await asyncio.gather(*(o for o in outcomes if not isinstance(o, XscError)),
+                                           return_exceptions=True)
+        settled = iter(entries)
+        view = self.view(user)
+        answers: list[dict | BaseException] = []
+        for (_, amount), outcome in zip(charges, outcomes):
+            entry = outcome if isinstance(outcome, XscError) else next(settled)
+            answers.append(entry if isinstance(entry, BaseException) else {**view, "charged": amount, "entry": entry})
+        return answers
 
 
 def _check_amount(amount: object) -> int:

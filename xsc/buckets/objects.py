@@ -12,7 +12,9 @@ the front reads too.
 
 Under load the front sends small objects together (`POST /v1/s3/objects`, `parse_group` and `put_group`): the
 objects of one request are each stored, paid and recorded as if each had come alone, at once, and answered one by
-one (a refused object fails alone); their files' writes and their records' writes share group commits.
+one (a refused object fails alone); their files share one market quote (`StorageService.put_many`), their files'
+writes and their records' writes share group commits, and a user's charges for them are settled together
+(`UserAccounts.charge_many`).
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from .. import codec
 from ..errors import InvalidArgument, XscError
 from ..storage.core.capability import Capability
+from ..storage.files import Whole
 from ..tasks import GroupCommit
 from .accounts import UserAccounts
 from .core import names
@@ -96,10 +99,22 @@ def parse_group(body: bytes) -> list[SmallPut]:
 class Files(Protocol):
     """What the writer needs of the node's storage (xsc/storage/files.py: StorageService)."""
 
-    async def put(self, read: Callable[[int], Awaitable[bytes]], size: int | None, name: str | None, seconds: int,
-                  bid: int, *, riding: Callable[[str], Any] | None = None, **wanted: Any) -> dict[str, Any]: ...
+    async def put_many(self, files: list[Whole], seconds: int, bid: int,
+                       **wanted: Any) -> list[dict[str, Any] | BaseException]: ...
 
     async def remove(self, cap: Capability) -> dict: ...
+
+
+class _Riding:
+    """An object of the node's own, recorded in the synced write that publishes its file (`S3Index.riding`)."""
+
+    def __init__(self, index: S3Index, bucket: str, key: str, stored: Callable[[str], dict]) -> None:
+        self.index, self.bucket, self.key, self.stored = index, bucket, key, stored
+        self.recording: Recording | None = None
+
+    def __call__(self, cap: str) -> Recording:
+        self.recording = self.index.riding(self.bucket, self.key, self.stored(cap), cleaned=True)
+        return self.recording
 
 
 class ObjectWriter:
@@ -112,12 +127,17 @@ class ObjectWriter:
                   seconds: int, bid: int, **wanted: Any) -> dict[str, Any]:
         """Store `data` as the object (bucket, key) for `user`, with `record`'s type, metadata, headers, ETag and
         time: its capability and the capabilities now garbage (the replaced object's)."""
-        return await self._put(SmallPut(bucket, key, user, name, record, data), seconds, bid, self._allow, wanted)
+        (answer,) = await self._put_all([SmallPut(bucket, key, user, name, record, data)], seconds, bid,
+                                        self._allow, wanted)
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
     async def put_group(self, puts: list[SmallPut], seconds: int, bid: int,
                         **wanted: Any) -> list[dict[str, Any] | XscError]:
         """`put` each object, all at once, each as if it had come alone: its answer or the error that refused it,
-        in order.  The objects came in one request: each bucket's record is read once for all of them."""
+        in order.  The objects came in one request: each bucket's record is read once for all of them, and their
+        files are stored under one market quote (`StorageService.put_many`)."""
         checked: dict[tuple[str, str | None], XscError | None] = {}
 
         def allow(bucket: str, user: str | None) -> None:
@@ -131,68 +151,89 @@ class ObjectWriter:
             if refused is not None:
                 raise copy.copy(refused)  # each object's own error (its own traceback)
 
-        async def one(p: SmallPut) -> dict[str, Any] | XscError:
-            try:
-                return await self._put(p, seconds, bid, allow, wanted)
-            except XscError as err:
-                return err
-            except Exception:  # a fault of this node's (its database, ...): this object fails, the others stand
-                log.exception("a small object of a group failed")
-                return XscError("the object was not stored: the node failed; see its log")
-
-        return list(await asyncio.gather(*(one(p) for p in puts)))
+        answers = await self._put_all(puts, seconds, bid, allow, wanted)
+        return [a if not isinstance(a, BaseException) or isinstance(a, XscError) else _failed(a) for a in answers]
 
     def _allow(self, bucket: str, user: str | None) -> None:
         self.index.allow(bucket, user, "write")  # one read of the bucket's record: cheaper here than a pool hop
 
-    async def _put(self, p: SmallPut, seconds: int, bid: int, allow: Callable[[str, str | None], None],
-                   wanted: dict[str, Any]) -> dict[str, Any]:
-        data = p.data
-        if len(data) > SMALL_OBJECT:
-            raise InvalidArgument(f"an object stored in one request is at most {SMALL_OBJECT:,} bytes, not "
-                                  f"{len(data):,}", hint="stream a larger one through /v1/store/files")
-        # The record as it will be stored, refused before anything is: cleaned once, here, not again as it is written.
-        names.check_key(p.key)
-        clean = S3Index.clean({**p.record, "parts": [{"cap": "", "size": len(data)}]})
-        allow(p.bucket, p.user)
+    async def _put_all(self, puts: list[SmallPut], seconds: int, bid: int, allow: Callable[[str, str | None], None],
+                       wanted: dict[str, Any]) -> list[dict[str, Any] | BaseException]:
+        """Each object checked (refused alone), the files of those that pass stored together, then each one paid
+        for and recorded: its answer, or the exception that failed it."""
+        answers: list[dict[str, Any] | BaseException] = [InvalidArgument("not stored")] * len(puts)
+        going: list[tuple[int, SmallPut, Callable[[str], dict], _Riding | None]] = []
+        for n, p in enumerate(puts):
+            try:
+                clean = self._checked(p, allow)
+            except XscError as err:
+                answers[n] = err
+                continue
 
-        def stored(cap: str) -> dict:
-            return {**clean, "parts": [{"cap": cap, "size": len(data)}]}
+            def stored(cap: str, clean: dict = clean, size: int = len(p.data)) -> dict:
+                return {**clean, "parts": [{"cap": cap, "size": size}]}
 
-        if p.user is None or p.user == names.DEFAULT_USER:
             # The node's own: nothing to pay once it is stored, so the record is written with the file's.
-            recording: Recording | None = None
+            own = p.user is None or p.user == names.DEFAULT_USER
+            going.append((n, p, stored, _Riding(self.index, p.bucket, p.key, stored) if own else None))
+        if not going:
+            return answers
+        results = await self.files.put_many([Whole(p.data, p.name, riding) for _, p, _, riding in going], seconds,
+                                            bid, **wanted)
 
-            def ride(cap: str) -> Recording:
-                nonlocal recording
-                recording = self.index.riding(p.bucket, p.key, stored(cap), cleaned=True)
-                return recording
+        paying: dict[str, list[int]] = {}  # user -> the objects (of `going`) its account pays for
+        for i, ((n, p, _, riding), put) in enumerate(zip(going, results)):
+            if isinstance(put, BaseException):
+                answers[n] = put
+            elif riding is not None:
+                try:
+                    assert riding.recording is not None  # a put that returns has published its file, and its record
+                    answers[n] = {"capability": put["capability"], "garbage": riding.recording.outcome()}
+                except Exception as err:  # noqa: BLE001 - this object's own outcome
+                    answers[n] = err
+            else:
+                paying.setdefault(p.user, []).append(i)
+        await asyncio.gather(*(self._paid_and_recorded([going[i] for i in objects], [results[i] for i in objects],
+                                                       answers) for objects in paying.values()))
+        return answers
 
-            put = await self.files.put(_reader(data), len(data), p.name, seconds, bid, riding=ride, **wanted)
-            assert recording is not None  # a put that returns has published its file, and its record with it
-            return {"capability": put["capability"], "garbage": recording.outcome()}
-        put = await self.files.put(_reader(data), len(data), p.name, seconds, bid, **wanted)
-        cap = put["capability"]
-        try:  # a user's account pays before its object is recorded
-            await self.accounts.charge(p.user, cap, put["cost"])
-        except XscError:
-            with contextlib.suppress(XscError):  # else the front's reconciliation removes it: no record names it
-                await self.files.remove(Capability.parse(cap))
-            raise
-        garbage = await self.records.add((p.bucket, p.key, stored(cap)))
-        return {"capability": cap, "garbage": garbage}
+    async def _paid_and_recorded(self, going: list[tuple[int, SmallPut, Callable[[str], dict], Any]],
+                                 puts: list[dict[str, Any]], answers: list[dict[str, Any] | BaseException]) -> None:
+        """One user's objects, their files stored: its account pays for each (`UserAccounts.charge_many`, each
+        refused alone) before it is recorded; a file not paid for is removed."""
+        charges = await self.accounts.charge_many(going[0][1].user, [(put["capability"], put["cost"]) for put in puts])
+
+        async def one(n: int, p: SmallPut, stored: Callable[[str], dict], cap: str,
+                      charged: dict | BaseException) -> None:
+            try:
+                if isinstance(charged, BaseException):
+                    with contextlib.suppress(XscError):  # else the front's reconciliation removes it: no record names it
+                        await self.files.remove(Capability.parse(cap))
+                    raise charged
+                answers[n] = {"capability": cap, "garbage": await self.records.add((p.bucket, p.key, stored(cap)))}
+            except Exception as err:  # noqa: BLE001 - this object's own outcome
+                answers[n] = err
+
+        await asyncio.gather(*(one(n, p, stored, put["capability"], charged)
+                               for (n, p, stored, _), put, charged in zip(going, puts, charges)))
+
+    @staticmethod
+    def _checked(p: SmallPut, allow: Callable[[str, str | None], None]) -> dict:
+        """The object's record as it will be stored, refused before anything is: cleaned once, here, not again as it
+        is written."""
+        if len(p.data) > SMALL_OBJECT:
+            raise InvalidArgument(f"an object stored in one request is at most {SMALL_OBJECT:,} bytes, not "
+                                  f"{len(p.data):,}", hint="stream a larger one through /v1/store/files")
+        names.check_key(p.key)
+        clean = S3Index.clean({**p.record, "parts": [{"cap": "", "size": len(p.data)}]})
+        allow(p.bucket, p.user)
+        return clean
 
 
-def _reader(data: bytes) -> Callable[[int], Awaitable[bytes]]:
-    view, offset = memoryview(data), 0
-
-    async def read(n: int) -> bytes:
-        nonlocal offset
-        chunk = bytes(view[offset:offset + n])
-        offset += len(chunk)
-        return chunk
-
-    return read
+def _failed(err: BaseException) -> XscError:
+    """A fault of this node's (its database, ...): this object fails, the others stand."""
+    log.error("a small object of a group failed", exc_info=err)
+    return XscError("the object was not stored: the node failed; see its log")
 
 
 __all__ = ["Files", "MAX_GROUP_BYTES", "MAX_GROUP_OBJECTS", "ObjectWriter", "SmallPut", "group_body", "parse_group"]

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 
@@ -61,6 +61,36 @@ class UnknownNode:
             raise PeerUnreachable(f"node {self.node_id[:12]}… is not a known peer any more",
                                   hint="add it back with `xsc peers add URL`, or repair the file")
         return refuse
+
+
+@dataclass(frozen=True)
+class Whole:
+    """A small file of `put_many`, its bytes all here: its name, and records of another's written with it
+    (`put`'s `riding`)."""
+
+    data: bytes
+    name: str | None = None
+    riding: Riding | None = None
+
+
+def reader(data: bytes) -> ReadFn:
+    """A put's `read` over bytes already in memory."""
+    view, offset = memoryview(data), 0
+
+    async def read(n: int) -> bytes:
+        nonlocal offset
+        chunk = bytes(view[offset:offset + n])
+        offset += len(chunk)
+        return chunk
+
+    return read
+
+
+async def _outcome(put: Awaitable[dict[str, Any]]) -> dict[str, Any] | Exception:
+    try:
+        return await put
+    except Exception as err:  # noqa: BLE001 - this file's own outcome; the others of its group go on
+        return err
 
 
 class StorageService:
@@ -165,19 +195,22 @@ class StorageService:
         return leases.parse_duration_param(text, self.lease_duration)
 
     # --- put -----------------------------------------------------------------------------------
-    async def quote(self, size: int | None, seconds: int, bid: int, dry: bool = False, **wanted) -> quotes.PutQuote:
+    async def quote(self, size: int | None, seconds: int, bid: int, dry: bool = False, *,
+                    shares: list[int] | None = None, **wanted) -> quotes.PutQuote:
         """The put's market quote, once the user's credit is known to cover the whole lease (else
-        InsufficientCredit).  Its needs stay published until `withdraw`."""
+        InsufficientCredit).  Its needs stay published until `withdraw`.  `shares`: the share sizes of a group of
+        files quoted together (`put_many`), whose needs hold them all and whose credit covers each one's cost."""
         await self.market.fill_book(kind="storage", wanted=K + M)  # a provider for each share
         result = await quotes.quote(self.dealing, self.segment_size, size, seconds, bid, terms=self.terms, dry=dry,
-                                    **wanted)
+                                    share_bytes=None if shares is None else sum(shares), **wanted)
         try:
             # A stream of unknown size is paid in arrears for what it turns out to hold.  The leases of earlier
             # puts are promised credit too: a put is refused if the credit cannot cover them all.
             promised = self.deals.recent_outstanding()
             if promised is None:
                 promised = await in_pool(self.pool, self.deals.outstanding)
-            await self.ledger.ensure_credit(self.payer, result.cost + promised)
+            cost = result.cost if shares is None else sum(result.file(s).cost for s in shares)
+            await self.ledger.ensure_credit(self.payer, cost + promised)
         except BaseException:
             self.withdraw(result)
             raise
@@ -211,6 +244,40 @@ class StorageService:
         self.dealing.spent("storage", quote.assignments)  # what the allocation gave is now used
         return await self._after_put(result, size, seconds, quote)
 
+    async def put_many(self, files: list[Whole], seconds: int, bid: int,
+                       **wanted) -> list[dict[str, Any] | BaseException]:
+        """`put` each of `files` (small files whose bytes are all here), all at once, under one market quote: the
+        group's needs hold all their shares, and each file is placed where the quote says and costs what it would
+        alone at its prices.  Each one's {"capability", "cost"} (not `put`'s whole answer, which nobody reads here),
+        or the exception that failed it, in order.  A group the market or the user's credit refuses is put file by
+        file, so that each hears its own answer."""
+        shares = [layout.share_bytes(len(f.data), self.segment_size) for f in files]
+        try:
+            quote = await self.quote(sum(len(f.data) for f in files), seconds, bid, shares=shares, **wanted)
+        except Exception as err:  # noqa: BLE001 - each file then hears its own answer
+            if len(files) == 1:
+                return [err]
+            return list(await asyncio.gather(*(_outcome(self._alone(f, seconds, bid, wanted)) for f in files)))
+
+        async def one(f: Whole, share_bytes: int) -> dict[str, Any]:
+            own = quote.file(share_bytes)
+            result = await self._put(reader(f.data), len(f.data), f.name, seconds, bid, own, f.riding)
+            await self._settled(result, len(f.data), seconds, own)
+            return {"capability": str(result.capability), "cost": own.cost}
+
+        try:
+            results = await asyncio.gather(*(_outcome(one(f, s)) for f, s in zip(files, shares)))
+        finally:
+            self.withdraw(quote)
+        stored = sum(s for s, r in zip(shares, results) if not isinstance(r, BaseException))
+        if stored:  # what the allocation gave is used by the files stored, and only by them
+            self.dealing.spent("storage", [replace(a, quantity=stored) for a in quote.assignments])
+        return list(results)
+
+    async def _alone(self, f: Whole, seconds: int, bid: int, wanted: dict) -> dict[str, Any]:
+        answer = await self.put(reader(f.data), len(f.data), f.name, seconds, bid, riding=f.riding, **wanted)
+        return {"capability": answer["capability"], "cost": answer["cost"]}
+
     async def _put(self, read: ReadFn, size: int | None, name: str | None, seconds: int, bid: int,
                    quote: quotes.PutQuote, riding: Riding | None = None):
         # A file of known size is paid for before it is stored: its deals are written with it, in one synced write.
@@ -227,6 +294,11 @@ class StorageService:
                            hint="free disk space, then put it again (no restart needed)") from err
 
     async def _after_put(self, result, size: int | None, seconds: int, quote: quotes.PutQuote) -> dict[str, Any]:
+        deals = await self._settled(result, size, seconds, quote)
+        return {**result.to_json(), **quote.to_json(), "deals": [d.to_json() for d in deals]}
+
+    async def _settled(self, result, size: int | None, seconds: int, quote: quotes.PutQuote) -> list[StorageDeal]:
+        """A stored file's deals counted (or recorded, when they were not written with it) and its placement kept."""
         cap = result.capability
         quote.share_bytes = result.stored_bytes // len(result.placement)
         if size is None:  # a stream's cost is known only now: unpaid, it is not kept
@@ -243,7 +315,7 @@ class StorageService:
                                   quote.prices, result.lease_expiry - seconds, result.lease_expiry)
         if self.locator is not None:
             self.locator.placed(cap.storage_index, list(result.placement))
-        return {**result.to_json(), **quote.to_json(), "deals": [d.to_json() for d in deals]}
+        return deals
 
     def _deal_records(self, quote: quotes.PutQuote, seconds: int):
         """The put's deals as records to write with the file (kept in `quote.deals`), made from where its shares

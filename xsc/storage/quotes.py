@@ -58,6 +58,12 @@ class PutQuote:
             counts[p] = counts.get(p, 0) + 1
         return sum(n * price_storage(self.share_bytes, self.seconds, p) for p, n in counts.items())
 
+    def file(self, share_bytes: int) -> PutQuote:
+        """The quote of one file of a group quoted together (`StorageService.put_many`): the group's providers and
+        prices, for a share of `share_bytes`, so that the file costs what it would have alone at those prices.  The
+        group's needs and assignments stay the group's (withdrawn and spent once)."""
+        return PutQuote(share_bytes, self.seconds, list(self.nodes), dict(self.prices), self.needs)
+
     def to_json(self) -> dict:
         return {"needs": self.needs, "prices": [self.prices[s] for s in sorted(self.prices)], "cost": self.cost,
                 "lease_seconds": self.seconds, "prepaid": self.prepaid}
@@ -109,9 +115,12 @@ def providers(market: MarketService) -> set[str]:
 
 
 async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: int, bid: int,
-                spread: bool = False, terms: ProviderTerms | None = None, dry: bool = False, **wanted) -> PutQuote:
+                spread: bool = False, terms: ProviderTerms | None = None, dry: bool = False,
+                share_bytes: int | None = None, **wanted) -> PutQuote:
     """Match the put's needs on the market (or, for an unknown size, price it here at our own ask), on providers
-    whose `terms` for this node take their part (storage/strangers.py; `dry`: a quote that prepays nothing)."""
+    whose `terms` for this node take their part (storage/strangers.py; `dry`: a quote that prepays nothing).
+    `share_bytes`: each need's size, when it is not one file's share of `size` (the shares of a group of files
+    placed together, `PutQuote.file`)."""
     market = dealing.market
     me = market.me
     if size is None:
@@ -123,7 +132,8 @@ async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: 
             raise InvalidArgument(f"this node's ask of {ask} per GiB-hour is above your maximum price {bid}",
                                   hint=f"raise --max-price to at least {ask}")
         return PutQuote(0, seconds, [me] * erasure.N, {s: ask for s in range(erasure.N)})
-    share_bytes = layout.share_bytes(size, segment_size)
+    if share_bytes is None:
+        share_bytes = layout.share_bytes(size, segment_size)
     room = market.book.most_offered("storage")
     if room < share_bytes:
         raise StorageFull(f"no node offers room for a share of this file ({share_bytes} bytes; the most any "
