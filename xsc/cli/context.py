@@ -5,7 +5,6 @@ Kept light (no pydantic, no aiohttp) so that short commands start fast."""
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 
 from ..errors import ConfigError, NodeNotRunning
@@ -37,6 +36,8 @@ class CliContext:
                 return url
         except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
             pass
+        import tomllib  # here: with the node's URL file (above), the usual case, a command starts without it
+
         path = self.data_dir / "config.toml"
         try:
             listen = tomllib.loads(path.read_text()).get("node", {}).get("listen")

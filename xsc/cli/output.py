@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import textwrap
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -89,14 +87,23 @@ def terminal_width(err: bool = False) -> int | None:
     if os.environ.get("COLUMNS", "").isdigit():
         return int(os.environ["COLUMNS"])
     if (sys.stderr if err else sys.stdout).isatty():
+        import shutil  # here: a command whose output is not a terminal (a get, a put in a script) starts without it
+
         return shutil.get_terminal_size().columns
     return None
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """`text` cut between words into lines of at most `width` (a longer word keeps a line of its own)."""
+    import textwrap  # here, as shutil above
+
+    return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False)
 
 
 def prose(text: str, *, err: bool = False) -> None:
     """Print a sentence wrapped between words to the terminal's width (whole when not on a terminal)."""
     width = terminal_width(err)
-    lines = textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) if width else [text]
+    lines = _wrap(text, width) if width else [text]
     click.echo("\n".join(lines), err=err)
 
 
@@ -125,7 +132,7 @@ def _cell_lines(text: str, width: int, col: Col) -> list[str]:
     if len(text) <= width or col.keep:
         return [text]
     if col.wrap:
-        return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) or [""]
+        return _wrap(text, width) or [""]
     return [text[: max(1, width - 1)] + "…"]
 
 
@@ -177,7 +184,7 @@ def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: st
 def _pack(detail: str | Sequence[str], width: int) -> list[str]:
     """A detail line wrapped to `width`: a string between words, a list of items between items only."""
     if isinstance(detail, str):
-        return textwrap.wrap(detail, width, break_long_words=False, break_on_hyphens=False)
+        return _wrap(detail, width)
     lines: list[str] = []
     for n, item in enumerate(detail):
         piece = item + ("," if n < len(detail) - 1 else "")

@@ -226,7 +226,9 @@ def open_body(host: str, port: int, authorization: str, path: str, first: int | 
     """GET `path` (bytes first..last of it, inclusive) on a connection of its own, read up to its body's start: the
     rest stays in the socket, for `NodeBody.splice_to`.  Blocking.  The node's refusal raises its XscError; a
     connection that fails, or an answer cut short or without a Content-Length, raises OSError."""
-    sock = socket.create_connection((host, port), timeout=10)
+    # getaddrinfo encodes a str host with the idna codec, whose import costs a CLI's start ~1 ms: an ASCII name (an
+    # address, a node's usual URL) is passed as the bytes that codec would give.
+    sock = socket.create_connection((host.encode() if host.isascii() else host, port), timeout=10)
     try:
         sock.settimeout(ANSWER_TIMEOUT)  # a loaded node may take long to open a file, not forever
         ranged = f"Range: bytes={first}-{last}\r\n" if first is not None else ""

@@ -13,7 +13,6 @@ from functools import cached_property
 
 from ...codec import base32
 from ...errors import InvalidCapability
-from .crypto import KEY_BYTES, storage_index
 from .erasure import K, M
 
 PREFIX = "xsc:chk:"
@@ -48,6 +47,10 @@ class Capability:
 
     @property
     def storage_index(self) -> bytes:
+        # Imported here: `xsc store get` parses its capability before the request, and starts without hashlib's
+        # OpenSSL (~2 ms).
+        from .crypto import storage_index
+
         return storage_index(self.key)
 
     @classmethod
@@ -67,5 +70,4 @@ class Capability:
         k, m, size = int(k_text), int(m_text), int(size_text)
         if (k, m) != (K, M):
             raise InvalidCapability(f"this node stores RS(k={K}, m={M}) files; the capability says k={k}, m={m}")
-        assert len(key) == KEY_BYTES
         return cls(key=key, manifest_hash=digest, size=size, k=k, m=m)

@@ -1,0 +1,73 @@
+"""What `xsc store get` loads as it starts.  A get's time counts from its process's start, and each module
+imported is milliseconds of it: the modules a get does not use stay out of its process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+# The real CLI in a process of its own that, at exit, writes to stderr how many objects the collector was told to
+# leave alone, and the names of the modules it loaded.
+_LIST_MODULES_AT_EXIT = (
+    "import atexit, gc, sys\n"
+    "atexit.register(lambda: sys.stderr.write(f'\\nfrozen: {gc.get_freeze_count()}\\n'\n"
+    "                                         f'modules: {\" \".join(sorted(sys.modules))}\\n'))\n"
+    "sys.argv = ['xsc', *sys.argv[1:]]\n"
+    "from xsc.cli import main\n"
+    "main()\n"
+)
+
+# What other commands, or the node, use; a get does without them.
+NOT_FOR_A_GET = {
+    "aiohttp", "cryptography", "plyvel", "wasmtime", "pydantic", "rich", "http.client", "ssl",
+    "zfec", "argparse", "_hashlib",  # the erasure coder and the SHA-256 of a capability's storage index
+    "tomllib",  # the config file, read only when the data dir has no node.url
+    "shutil", "textwrap",  # the terminal's width and wrapping, for output to a terminal
+    "encodings.idna",  # a str host name's encoding, done by getaddrinfo
+    "xsc.node", "xsc.storage.core.crypto", "xsc.cli.compute", "xsc.cli.market", "xsc.cli.ledger",
+}
+
+
+def _run(args: list[str]) -> tuple[subprocess.CompletedProcess, int, set[str]]:
+    """`xsc ARGS`'s outcome, the number of objects frozen at its exit, and the modules it loaded."""
+    result = subprocess.run([sys.executable, "-c", _LIST_MODULES_AT_EXIT, *args], capture_output=True, timeout=60,
+                            env={k: v for k, v in os.environ.items() if k not in ("XSC_NODE", "XSC_NODE_LISTEN")})
+    frozen, modules = result.stderr.decode().strip().splitlines()[-2:]
+    assert frozen.startswith("frozen: ") and modules.startswith("modules: "), result.stderr.decode()
+    return result, int(frozen.split()[1]), set(modules.split()[1:])
+
+
+def test_a_get_starts_without_the_modules_it_does_not_use(thread_node, tmp_path) -> None:
+    node = thread_node()
+    data = os.urandom(70_000)
+    cap = node.xsc("store", "put", "-", input=data).stdout.strip()
+    got, _, loaded = _run(["--data-dir", str(node.data_dir), "store", "get", cap])
+    assert got.returncode == 0, got.stderr.decode()
+    assert got.stdout == data
+    assert "xsc.storage.core.capability" in loaded  # the capability was checked before the request
+    assert not NOT_FOR_A_GET & loaded, sorted(NOT_FOR_A_GET & loaded)
+
+    target = tmp_path / "copy.bin"
+    got, _, loaded = _run(["--data-dir", str(node.data_dir), "store", "get", cap, "-o", str(target)])
+    assert got.returncode == 0, got.stderr.decode()
+    assert target.read_bytes() == data
+    assert not NOT_FOR_A_GET & loaded, sorted(NOT_FOR_A_GET & loaded)
+
+
+def test_a_command_leaves_what_it_made_to_the_system_at_exit_and_still_ends_whole(thread_node, tmp_path) -> None:
+    """Its objects are frozen, not collected one by one as the process ends; its output and atexit's handlers (the
+    line this test reads) are still complete, and so is a command's refusal."""
+    node = thread_node()
+    data = os.urandom(3 * 1024 * 1024 + 1)
+    source = tmp_path / "in.bin"
+    source.write_bytes(data)
+    put, frozen, _ = _run(["--data-dir", str(node.data_dir), "store", "put", str(source)])
+    assert put.returncode == 0, put.stderr.decode()
+    assert frozen > 1000
+    cap = put.stdout.decode().strip().splitlines()[-1]
+    got, frozen, _ = _run(["--data-dir", str(node.data_dir), "store", "get", cap])
+    assert got.returncode == 0 and got.stdout == data and frozen > 1000
+    refused, frozen, _ = _run(["--data-dir", str(node.data_dir), "store", "get", "xsc:chk:nonsense"])
+    assert refused.returncode == 1 and frozen > 1000
+    assert refused.stderr.decode().splitlines()[0].startswith("xsc: error: ")
