@@ -1,0 +1,124 @@
+"""A get whose shares are on other nodes, against holders in this process: the ranges of a share asked side by side
+follow the round trip to its holder, and a range that fails leaves the share for the others, the file read whole."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+
+import pytest
+
+from xsc.errors import PeerUnreachable
+from xsc.storage import gateway_get, gateway_put, remote
+from xsc.storage.core import layout
+from xsc.storage.core.manifest import Manifest
+from xsc.storage.core.merkle import block_hash
+from tests.support.shares import gateway_core
+
+SEGMENT = 4096
+WAIT = 10.0  # seconds a test waits for an event that must come
+
+
+class Serving:
+    """A holder on another node as a get sees it (storage/remote.py: Holder), serving the blocks it was sent by a put.
+    `gate`: each range is answered once this event is set; `failing`: the first segment of a range it refuses."""
+
+    def __init__(self, round_trip: float | None = None, gate: asyncio.Event | None = None,
+                 failing: int | None = None) -> None:
+        self.round_trip, self.gate, self.failing = round_trip, gate, failing
+        self.stored: list[bytes] = []  # its share's blocks, by segment
+        self.asked: list[tuple[int, int]] = []
+        self.in_flight = self.most_in_flight = 0
+        self.changed = asyncio.Condition()
+
+    # --- as a put's holder: stages what it is sent, in order -----------------------------------
+    async def begin(self, si, share, size, segment_size, lease_expiry) -> str:
+        return "upload"
+
+    async def put_segments(self, upload, first, blocks) -> None:
+        assert first == len(self.stored)
+        self.stored.extend(blocks)
+
+    async def commit(self, upload, block_hashes, manifest) -> None:
+        assert [block_hash(b) for b in self.stored] == block_hashes
+
+    # --- as a get's holder ----------------------------------------------------------------------
+    async def meta(self, si, share) -> dict:
+        return {"segment_count": len(self.stored), "stored_bytes": sum(map(len, self.stored)), "lease_expiry": 0,
+                "block_hashes": [block_hash(b) for b in self.stored]}
+
+    async def blocks(self, si, share, first, count, lengths, timeout=None) -> list[bytes]:
+        self.asked.append((first, count))
+        async with self.changed:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self.changed.notify_all()
+        try:
+            if self.gate is not None:
+                await asyncio.wait_for(self.gate.wait(), WAIT)
+            if first == self.failing:
+                raise PeerUnreachable("peer serving is unreachable: connection reset")
+            return self.stored[first:first + count]
+        finally:
+            self.in_flight -= 1
+
+
+def _manifest(segments: int) -> Manifest:
+    size = segments * SEGMENT
+    return Manifest(size=size, segment_size=SEGMENT, k=4, m=2, segment_count=layout.segment_count(size, SEGMENT),
+                    share_roots=tuple("00" * 32 for _ in range(6)), ciphertext_hash="00" * 32)
+
+
+@pytest.mark.parametrize("round_trip, batch, ahead", [
+    (None, remote.READ_BATCH, remote.READ_AHEAD),
+    (remote.LONG_PATH / 2, remote.READ_BATCH, remote.READ_AHEAD),
+    (remote.LONG_PATH * 4, remote.READ_BATCH_LONG, remote.READ_AHEAD_LONG)])
+async def test_a_long_path_asks_more_ranges_of_a_share_at_once(round_trip, batch, ahead) -> None:
+    assert (remote.READ_AHEAD_LONG + 1) * remote.READ_BATCH_LONG >= (remote.READ_AHEAD + 1) * remote.READ_BATCH
+    segments = 4 * (remote.READ_AHEAD_LONG + 1) * remote.READ_BATCH_LONG
+    gate = asyncio.Event()
+    holder = Serving(round_trip, gate)
+    holder.stored = [bytes([i % 256]) * 8 for i in range(segments)]
+    reader = remote.RemoteShareReader(holder, b"\0" * 32, 1, _manifest(segments), WAIT)
+    first = asyncio.ensure_future(reader.get(0))
+    async with holder.changed:
+        await asyncio.wait_for(holder.changed.wait_for(lambda: holder.in_flight == ahead + 1), WAIT)
+    assert holder.asked == [(i * batch, batch) for i in range(ahead + 1)]  # side by side, in order
+    gate.set()
+    assert await first == holder.stored[0]
+    assert [await reader.get(i) for i in range(segments)] == holder.stored  # every block, each range asked once
+    await reader.close()
+    assert holder.most_in_flight == ahead + 1
+    assert sorted(holder.asked) == [(i, batch) for i in range(0, segments, batch)]
+
+
+async def test_a_range_that_fails_leaves_the_share_and_the_rest_is_never_waited_for() -> None:
+    segments = 4 * remote.READ_BATCH_LONG
+    holder = Serving(remote.LONG_PATH * 4, failing=remote.READ_BATCH_LONG)
+    holder.stored = [bytes([i]) * 8 for i in range(segments)]
+    reader = remote.RemoteShareReader(holder, b"\0" * 32, 1, _manifest(segments), WAIT)
+    got = [await reader.get(i) for i in range(segments)]
+    await reader.close()
+    assert got == holder.stored[:remote.READ_BATCH_LONG] + [None] * (segments - remote.READ_BATCH_LONG)
+    assert isinstance(reader.failed, PeerUnreachable)
+
+
+@pytest.mark.parametrize("round_trip", [None, remote.LONG_PATH * 4])
+async def test_a_file_is_read_whole_when_a_holder_fails_a_range_midway(tmp_path, round_trip) -> None:
+    data = os.urandom(5 * (remote.READ_AHEAD_LONG + 1) * max(remote.READ_BATCH_LONG, remote.READ_BATCH) * SEGMENT + 5)
+    batch = remote.READ_BATCH_LONG if round_trip else remote.READ_BATCH
+    holders = {0: Serving(round_trip, failing=2 * batch), 1: Serving(round_trip)}
+    with gateway_core(tmp_path, SEGMENT) as gateway:
+        stream = io.BytesIO(data)
+
+        async def read(n: int) -> bytes:
+            return stream.read(n)
+
+        result = await gateway_put.put(gateway, read, len(data), place=lambda si, size: (["b", "c"] + ["me"] * 4,
+                                                                                          holders), me="me")
+        size, chunks = await gateway_get.open_file(gateway, result.capability, holders, ["b", "c"] + ["me"] * 4)
+        assert size == len(data) and b"".join([chunk async for chunk in chunks]) == data
+    assert (2 * batch, batch) in holders[0].asked  # the failed range, then shares 2-5 here made up for it
+    assert holders[1].asked == [(first, min(batch, len(holders[1].stored) - first))
+                                for first in range(0, len(holders[1].stored), batch)]
