@@ -1,5 +1,6 @@
 """A get whose shares are on other nodes, against holders in this process: the ranges of a share asked side by side
-follow the round trip to its holder, and a range that fails leaves the share for the others, the file read whole."""
+follow the round trip to its holder, a range that fails leaves the share for the others, the file read whole, and the
+data shares' first ranges are asked while their metadata is on its way."""
 
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ class Serving:
     `gate`: each range is answered once this event is set; `failing`: the first segment of a range it refuses."""
 
     def __init__(self, round_trip: float | None = None, gate: asyncio.Event | None = None,
-                 failing: int | None = None) -> None:
+                 failing: int | None = None, meta_after: asyncio.Event | None = None,
+                 meta_fails: bool = False) -> None:
         self.round_trip, self.gate, self.failing = round_trip, gate, failing
+        self.meta_after, self.meta_fails = meta_after, meta_fails  # its metadata answered once this is set; refused
         self.stored: list[bytes] = []  # its share's blocks, by segment
         self.asked: list[tuple[int, int]] = []
         self.in_flight = self.most_in_flight = 0
@@ -45,11 +48,17 @@ class Serving:
 
     # --- as a get's holder ----------------------------------------------------------------------
     async def meta(self, si, share) -> dict:
+        if self.meta_after is not None:
+            await asyncio.wait_for(self.meta_after.wait(), WAIT)
+        if self.meta_fails:
+            raise PeerUnreachable("peer serving is unreachable: connection reset")
         return {"segment_count": len(self.stored), "stored_bytes": sum(map(len, self.stored)), "lease_expiry": 0,
                 "block_hashes": [block_hash(b) for b in self.stored]}
 
     async def blocks(self, si, share, first, count, lengths, timeout=None) -> list[bytes]:
         self.asked.append((first, count))
+        if self.meta_after is not None:
+            self.meta_after.set()
         async with self.changed:
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
@@ -122,3 +131,35 @@ async def test_a_file_is_read_whole_when_a_holder_fails_a_range_midway(tmp_path,
     assert (2 * batch, batch) in holders[0].asked  # the failed range, then shares 2-5 here made up for it
     assert holders[1].asked == [(first, min(batch, len(holders[1].stored) - first))
                                 for first in range(0, len(holders[1].stored), batch)]
+
+
+async def _put_and_get(tmp_path, holders: dict[int, Serving], data: bytes) -> bytes:
+    """Put `data` with shares 0 and 1 on `holders` (the rest here), then get it through them."""
+    with gateway_core(tmp_path, SEGMENT) as gateway:
+        stream = io.BytesIO(data)
+
+        async def read(n: int) -> bytes:
+            return stream.read(n)
+
+        names = ["b", "c"] + ["me"] * 4
+        result = await gateway_put.put(gateway, read, len(data), place=lambda si, size: (names, holders), me="me")
+        size, chunks = await gateway_get.open_file(gateway, result.capability, holders, names)
+        assert size == len(data)
+        return b"".join([chunk async for chunk in chunks])
+
+
+async def test_the_data_shares_first_ranges_are_asked_while_their_metadata_is_on_its_way(tmp_path) -> None:
+    data = os.urandom(40 * SEGMENT)
+    holders = {0: Serving(), 1: Serving()}
+    for holder in holders.values():
+        holder.meta_after = asyncio.Event()  # set by the first range asked: never, if the get waited for it
+    assert await _put_and_get(tmp_path, holders, data) == data
+    assert all(h.asked[0] == (0, remote.READ_BATCH) for h in holders.values())
+
+
+async def test_a_share_whose_metadata_fails_is_left_and_its_ranges_asked_early_are_stopped(tmp_path) -> None:
+    data = os.urandom(40 * SEGMENT)
+    failing = Serving(gate=asyncio.Event(), meta_fails=True)  # its ranges would never be answered
+    holders = {0: failing, 1: Serving()}
+    assert await _put_and_get(tmp_path, holders, data) == data
+    assert failing.asked and failing.in_flight == 0  # asked early, then stopped

@@ -204,9 +204,14 @@ class GatewayCore:
         return metas, bad
 
     async def usable(self, cap: Capability, holders: Mapping[int, Holder], names: list[str],
-                      rank: Mapping[int, float], fetched: bytes | None = None
+                      rank: Mapping[int, float], fetched: bytes | None = None,
+                      meanwhile: Callable[[Manifest], None] | None = None
                       ) -> tuple[Manifest, dict[int, ShareMeta], list[int], dict[int, str]]:
+        """The manifest, the intact shares' metadata, the order to read them in and why the others are not usable;
+        `meanwhile(manifest)` is called once the manifest is known, before the holders are asked for metadata."""
         manifest, metas, bad = await self.run(self.load, cap, frozenset(holders), fetched)
+        if meanwhile is not None:
+            meanwhile(manifest)
         if holders:
             remote_metas, remote_bad = await self.remote_metas(cap, manifest, holders, names)
             metas.update(remote_metas)

@@ -160,9 +160,16 @@ class RemoteShareReader:
             m = self.manifest
             lengths = [layout.segment_block_length(layout.plaintext_length(m.size, m.segment_size, i))
                        for i in range(first, first + count)]
-            self._batches[batch] = asyncio.ensure_future(self.holder.blocks(self.si, self.share, first, count,
-                                                                            lengths, timeout=self.timeout))
+            task = asyncio.ensure_future(self.holder.blocks(self.si, self.share, first, count, lengths,
+                                                            timeout=self.timeout))
+            task.add_done_callback(_seen)  # a range asked ahead and never read fails unremarked (get() says why)
+            self._batches[batch] = task
         return self._batches.get(batch)
+
+    def ask(self) -> None:
+        """Ask for the first ranges now, before the first block is wanted."""
+        for batch in range(self.ahead + 1):
+            self._fetch(batch)
 
     async def get(self, index: int) -> bytes | None:
         if self.failed is not None:
@@ -185,6 +192,11 @@ class RemoteShareReader:
 
     async def close(self) -> None:
         await stop(*self._batches.values())
+
+
+def _seen(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def gather_or_raise(calls: list[Awaitable], places: list[tuple[str, int]]) -> None:
