@@ -46,7 +46,7 @@ async def open_file(gateway: GatewayCore, cap: Capability, holders: Mapping[int,
     def start_reading(manifest: Manifest) -> None:
         # The data shares (read first whenever they are intact) are asked for their first ranges while their
         # metadata is on its way: a round trip less before the first block on a long path.  A share whose
-        # metadata then fails is dropped, its ranges stopped; its blocks were never used unchecked.
+        # metadata then fails is dropped and its ranges stopped: none of its blocks is used.
         segments = _segments_of(manifest, byte_range)[0]
         for s, h in holders.items():
             readers[s] = RemoteShareReader(h, si, s, manifest, gateway.remote_timeout, segments)

@@ -36,11 +36,13 @@ SEND_AHEAD_LONG = MAX_BODIES_PER_SENDER
 LONG_PATH = 0.05
 READ_BATCH = 16  # segments of one share fetched from its holder per request
 READ_AHEAD = 1  # requests asked ahead of the one being read
-# On a long path, the share's next READ_AHEAD_LONG + 1 ranges of READ_BATCH_LONG segments asked at once, each on a
-# connection of its own: what bounds a read there is each connection's ramp (its window doubles once per round trip,
-# from ten packets), not the bytes asked, so ranges asked side by side arrive in the time of one, where two in
-# flight took a round of ramps for every two ranges.  Memory stays bounded: (READ_AHEAD_LONG + 1) x READ_BATCH_LONG
-# blocks per share at most, as many bytes as SEND_AHEAD_LONG batches of a put.
+# On a long path (the probes' average round trip to the holder over LONG_PATH seconds) a share's next
+# READ_AHEAD_LONG + 1 ranges of READ_BATCH_LONG segments are asked at once, each on a connection of its own: a holder
+# sends on the cold direction of a connection, whose window opens a doubling per round trip, so its first round
+# trips bound a read there, not the bytes asked, and ranges asked side by side arrive in about the time of one
+# (docs/peers.md), where with one range ahead each further range waited for the slowest share's range before it.
+# Memory stays bounded: (READ_AHEAD_LONG + 1) x READ_BATCH_LONG blocks per share at most, at 1 MiB segments as many
+# bytes as SEND_AHEAD_LONG batches of a put.
 READ_BATCH_LONG = 8
 READ_AHEAD_LONG = 7
 
