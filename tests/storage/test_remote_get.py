@@ -32,6 +32,7 @@ class Serving:
         self.meta_after, self.meta_fails = meta_after, meta_fails  # its metadata answered once this is set; refused
         self.stored: list[bytes] = []  # its share's blocks, by segment
         self.asked: list[tuple[int, int]] = []
+        self.calls: list[str] = []  # "meta" and "blocks", in the order they were asked
         self.in_flight = self.most_in_flight = 0
         self.changed = asyncio.Condition()
 
@@ -48,6 +49,7 @@ class Serving:
 
     # --- as a get's holder ----------------------------------------------------------------------
     async def meta(self, si, share) -> dict:
+        self.calls.append("meta")
         if self.meta_after is not None:
             await asyncio.wait_for(self.meta_after.wait(), WAIT)
         if self.meta_fails:
@@ -57,6 +59,7 @@ class Serving:
 
     async def blocks(self, si, share, first, count, lengths, timeout=None) -> list[bytes]:
         self.asked.append((first, count))
+        self.calls.append("blocks")
         if self.meta_after is not None:
             self.meta_after.set()
         async with self.changed:
@@ -155,6 +158,8 @@ async def test_the_data_shares_first_ranges_are_asked_while_their_metadata_is_on
         holder.meta_after = asyncio.Event()  # set by the first range asked: never, if the get waited for it
     assert await _put_and_get(tmp_path, holders, data) == data
     assert all(h.asked[0] == (0, remote.READ_BATCH) for h in holders.values())
+    # The metadata asked just before: it takes a connection the pool keeps, not one the ranges leave it.
+    assert all(h.calls[:2] == ["meta", "blocks"] for h in holders.values())
 
 
 async def test_a_share_whose_metadata_fails_is_left_and_its_ranges_asked_early_are_stopped(tmp_path) -> None:
