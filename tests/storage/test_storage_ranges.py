@@ -99,6 +99,8 @@ async def test_a_remote_share_reader_asks_its_holder_only_for_the_range() -> Non
     asked: list[tuple[int, int]] = []
 
     class Holder:
+        round_trip = None  # a short path: one range asked ahead
+
         async def blocks(self, si, share, first, count, lengths, timeout=None):
             asked.append((first, count))
             return [bytes([i % 256]) for i in range(first, first + count)]

@@ -179,21 +179,31 @@ class GatewayCore:
         return erasure.decode(blocks, length)
 
     async def remote_metas(self, cap: Capability, manifest: Manifest, holders: Mapping[int, Holder],
-                            names: list[str]) -> tuple[dict[int, ShareMeta], dict[int, str]]:
-        """Metadata of the shares on other nodes, each checked against the manifest's share root."""
+                            names: list[str], meanwhile: Callable[[], None] | None = None
+                            ) -> tuple[dict[int, ShareMeta], dict[int, str]]:
+        """Metadata of the shares on other nodes, each checked against the manifest's share root; `meanwhile()` is
+        called once they are asked."""
         si = cap.storage_index
 
         async def one(share: int, holder: Holder) -> ShareMeta:
             try:
-                m = await asyncio.wait_for(holder.meta(si, share), self.remote_timeout)
-            except asyncio.TimeoutError:
+                async with asyncio.timeout(self.remote_timeout):  # in this task: asked before what `meanwhile` asks
+                    m = await holder.meta(si, share)
+            except TimeoutError:
                 raise TimeoutError(f"no answer within {self.remote_timeout:g} s") from None
             if root(list(m["block_hashes"])) != manifest.share_root(share):
                 raise IntegrityError("its block hashes do not match the manifest")
             return ShareMeta(share, m["segment_count"], m["stored_bytes"], m["lease_expiry"], b"",
                              tuple(m["block_hashes"]))
 
-        results = await asyncio.gather(*(one(s, h) for s, h in holders.items()), return_exceptions=True)
+        asked = asyncio.gather(*(one(s, h) for s, h in holders.items()), return_exceptions=True)
+        if meanwhile is not None:
+            try:
+                meanwhile()
+            except BaseException:
+                asked.cancel()
+                raise
+        results = await asked
         metas: dict[int, ShareMeta] = {}
         bad: dict[int, str] = {}
         for share, result in zip(holders, results):
@@ -204,11 +214,17 @@ class GatewayCore:
         return metas, bad
 
     async def usable(self, cap: Capability, holders: Mapping[int, Holder], names: list[str],
-                      rank: Mapping[int, float], fetched: bytes | None = None
+                      rank: Mapping[int, float], fetched: bytes | None = None,
+                      meanwhile: Callable[[Manifest], None] | None = None
                       ) -> tuple[Manifest, dict[int, ShareMeta], list[int], dict[int, str]]:
+        """The manifest, the intact shares' metadata, the order to read them in and why the others are not usable;
+        `meanwhile(manifest)` is called once the holders are asked for metadata, before they answer (the metadata
+        asked first takes the connections the pool keeps to them: a small answer there, rather than a fresh
+        connection's handshakes, whose first packet lost costs a second)."""
         manifest, metas, bad = await self.run(self.load, cap, frozenset(holders), fetched)
+        start = None if meanwhile is None else lambda: meanwhile(manifest)
         if holders:
-            remote_metas, remote_bad = await self.remote_metas(cap, manifest, holders, names)
+            remote_metas, remote_bad = await self.remote_metas(cap, manifest, holders, names, start)
             metas.update(remote_metas)
             bad.update(remote_bad)
         # Data shares first (decoding is then a copy), then the fastest holders; known-damaged shares last.

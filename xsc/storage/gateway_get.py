@@ -40,13 +40,28 @@ async def open_file(gateway: GatewayCore, cap: Capability, holders: Mapping[int,
     sent it, when this node holds none (see `GatewayCore.load`)."""
     holders = dict(holders or {})
     names = names or ["this node"] * erasure.N
-    manifest, metas, order, _ = await gateway.usable(cap, holders, names, rank or {}, manifest)
-    cipher = SegmentCipher(cap.key)
     si = cap.storage_index
+    readers: dict[int, RemoteShareReader] = {}
+
+    def start_reading(manifest: Manifest) -> None:
+        # The data shares (read first whenever they are intact) are asked for their first ranges while their
+        # metadata is on its way: a round trip less before the first block on a long path.  A share whose
+        # metadata then fails is dropped and its ranges stopped: none of its blocks is used.
+        segments = _segments_of(manifest, byte_range)[0]
+        for s, h in holders.items():
+            readers[s] = RemoteShareReader(h, si, s, manifest, gateway.remote_timeout, segments)
+            if s < erasure.K:
+                readers[s].ask()
+
+    try:
+        manifest, metas, order, _ = await gateway.usable(cap, holders, names, rank or {}, manifest, start_reading)
+    except BaseException:
+        await asyncio.gather(*(r.close() for r in readers.values()))
+        raise
+    await asyncio.gather(*(readers.pop(s).close() for s in list(readers) if s not in metas))
+    cipher = SegmentCipher(cap.key)
     bad: list[tuple[int, int]] = []
     segments, skip, length = _segments_of(manifest, byte_range)
-    readers = {s: RemoteShareReader(h, si, s, manifest, gateway.remote_timeout, segments)
-               for s, h in holders.items() if s in metas}
     segment = gateway.segment_source(si, manifest, metas, order, readers, names, bad, cipher.decrypt)
 
     async def stream() -> AsyncIterator[bytes]:

@@ -35,6 +35,16 @@ SEND_AHEAD = 2
 SEND_AHEAD_LONG = MAX_BODIES_PER_SENDER
 LONG_PATH = 0.05
 READ_BATCH = 16  # segments of one share fetched from its holder per request
+READ_AHEAD = 1  # requests asked ahead of the one being read
+# On a long path (the probes' average round trip to the holder over LONG_PATH seconds) a share's next
+# READ_AHEAD_LONG + 1 ranges of READ_BATCH_LONG segments are asked at once, each on a connection of its own: a holder
+# sends on the cold direction of a connection, whose window opens a doubling per round trip, so its first round
+# trips bound a read there, not the bytes asked, and ranges asked side by side arrive in about the time of one
+# (docs/peers.md), where with one range ahead each further range waited for the slowest share's range before it.
+# Memory stays bounded: (READ_AHEAD_LONG + 1) x READ_BATCH_LONG blocks per share at most, at 1 MiB segments as many
+# bytes as SEND_AHEAD_LONG batches of a put.
+READ_BATCH_LONG = 8
+READ_AHEAD_LONG = 7
 
 
 class Holder(Protocol):
@@ -126,7 +136,8 @@ class RemoteShareWriter:
 
 
 class RemoteShareReader:
-    """Blocks of one share on another node, fetched READ_BATCH segments at a time, one batch ahead.
+    """Blocks of one share on another node, fetched `batch` segments per request, `ahead` requests ahead of the one
+    being read (more of both on a long path: READ_BATCH_LONG, READ_AHEAD_LONG).
 
     Once the holder fails (unreachable, refused, a cut answer) the reader answers None for every
     block, so the get moves on to other shares instead of waiting on it again."""
@@ -137,27 +148,38 @@ class RemoteShareReader:
         self.timeout = timeout  # a holder slower than this is left for the other shares
         self.failed: BaseException | None = None
         self._batches: dict[int, asyncio.Future] = {}
+        long = (holder.round_trip or 0.0) > LONG_PATH
+        self.batch = READ_BATCH_LONG if long else READ_BATCH
+        self.ahead = READ_AHEAD_LONG if long else READ_AHEAD
         # Only these segments are ever fetched (a ranged read): batches start at the first.
         segments = segments if segments is not None else range(manifest.segment_count)
         self._base, self._end = segments.start, segments.stop
 
     def _fetch(self, batch: int) -> asyncio.Future | None:
-        first = self._base + batch * READ_BATCH
+        first = self._base + batch * self.batch
         if batch not in self._batches and first < self._end:
-            count = min(READ_BATCH, self._end - first)
+            count = min(self.batch, self._end - first)
             m = self.manifest
             lengths = [layout.segment_block_length(layout.plaintext_length(m.size, m.segment_size, i))
                        for i in range(first, first + count)]
-            self._batches[batch] = asyncio.ensure_future(self.holder.blocks(self.si, self.share, first, count,
-                                                                            lengths, timeout=self.timeout))
+            task = asyncio.ensure_future(self.holder.blocks(self.si, self.share, first, count, lengths,
+                                                            timeout=self.timeout))
+            task.add_done_callback(_seen)  # a range asked ahead and never read fails unremarked (get() says why)
+            self._batches[batch] = task
         return self._batches.get(batch)
+
+    def ask(self) -> None:
+        """Ask for the first ranges now, before the first block is wanted."""
+        for batch in range(self.ahead + 1):
+            self._fetch(batch)
 
     async def get(self, index: int) -> bytes | None:
         if self.failed is not None:
             return None
-        batch = (index - self._base) // READ_BATCH
+        batch = (index - self._base) // self.batch
         task = self._fetch(batch)
-        self._fetch(batch + 1)  # read ahead
+        for ahead in range(batch + 1, batch + 1 + self.ahead):
+            self._fetch(ahead)
         for old in [b for b in self._batches if b < batch - 1]:
             self._batches.pop(old)
         try:
@@ -168,10 +190,15 @@ class RemoteShareReader:
         except Exception as exc:
             self.failed = exc
             return None
-        return blocks[index - self._base - batch * READ_BATCH]
+        return blocks[index - self._base - batch * self.batch]
 
     async def close(self) -> None:
         await stop(*self._batches.values())
+
+
+def _seen(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def gather_or_raise(calls: list[Awaitable], places: list[tuple[str, int]]) -> None:

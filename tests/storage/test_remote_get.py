@@ -1,0 +1,170 @@
+"""A get whose shares are on other nodes, against holders in this process: the ranges of a share asked side by side
+follow the round trip to its holder, a range that fails leaves the share for the others, the file read whole, and the
+data shares' first ranges are asked while their metadata is on its way."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+
+import pytest
+
+from xsc.errors import PeerUnreachable
+from xsc.storage import gateway_get, gateway_put, remote
+from xsc.storage.core import layout
+from xsc.storage.core.manifest import Manifest
+from xsc.storage.core.merkle import block_hash
+from tests.support.shares import gateway_core
+
+SEGMENT = 4096
+WAIT = 10.0  # seconds a test waits for an event that must come
+
+
+class Serving:
+    """A holder on another node as a get sees it (storage/remote.py: Holder), serving the blocks it was sent by a put.
+    `gate`: each range is answered once this event is set; `failing`: the first segment of a range it refuses."""
+
+    def __init__(self, round_trip: float | None = None, gate: asyncio.Event | None = None,
+                 failing: int | None = None, meta_after: asyncio.Event | None = None,
+                 meta_fails: bool = False) -> None:
+        self.round_trip, self.gate, self.failing = round_trip, gate, failing
+        self.meta_after, self.meta_fails = meta_after, meta_fails  # its metadata answered once this is set; refused
+        self.stored: list[bytes] = []  # its share's blocks, by segment
+        self.asked: list[tuple[int, int]] = []
+        self.calls: list[str] = []  # "meta" and "blocks", in the order they were asked
+        self.in_flight = self.most_in_flight = 0
+        self.changed = asyncio.Condition()
+
+    # --- as a put's holder: stages what it is sent, in order -----------------------------------
+    async def begin(self, si, share, size, segment_size, lease_expiry) -> str:
+        return "upload"
+
+    async def put_segments(self, upload, first, blocks) -> None:
+        assert first == len(self.stored)
+        self.stored.extend(blocks)
+
+    async def commit(self, upload, block_hashes, manifest) -> None:
+        assert [block_hash(b) for b in self.stored] == block_hashes
+
+    # --- as a get's holder ----------------------------------------------------------------------
+    async def meta(self, si, share) -> dict:
+        self.calls.append("meta")
+        if self.meta_after is not None:
+            await asyncio.wait_for(self.meta_after.wait(), WAIT)
+        if self.meta_fails:
+            raise PeerUnreachable("peer serving is unreachable: connection reset")
+        return {"segment_count": len(self.stored), "stored_bytes": sum(map(len, self.stored)), "lease_expiry": 0,
+                "block_hashes": [block_hash(b) for b in self.stored]}
+
+    async def blocks(self, si, share, first, count, lengths, timeout=None) -> list[bytes]:
+        self.asked.append((first, count))
+        self.calls.append("blocks")
+        if self.meta_after is not None:
+            self.meta_after.set()
+        async with self.changed:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self.changed.notify_all()
+        try:
+            if self.gate is not None:
+                await asyncio.wait_for(self.gate.wait(), WAIT)
+            if first == self.failing:
+                raise PeerUnreachable("peer serving is unreachable: connection reset")
+            return self.stored[first:first + count]
+        finally:
+            self.in_flight -= 1
+
+
+def _manifest(segments: int) -> Manifest:
+    size = segments * SEGMENT
+    return Manifest(size=size, segment_size=SEGMENT, k=4, m=2, segment_count=layout.segment_count(size, SEGMENT),
+                    share_roots=tuple("00" * 32 for _ in range(6)), ciphertext_hash="00" * 32)
+
+
+@pytest.mark.parametrize("round_trip, batch, ahead", [
+    (None, remote.READ_BATCH, remote.READ_AHEAD),
+    (remote.LONG_PATH / 2, remote.READ_BATCH, remote.READ_AHEAD),
+    (remote.LONG_PATH * 4, remote.READ_BATCH_LONG, remote.READ_AHEAD_LONG)])
+async def test_a_long_path_asks_more_ranges_of_a_share_at_once(round_trip, batch, ahead) -> None:
+    assert (remote.READ_AHEAD_LONG + 1) * remote.READ_BATCH_LONG >= (remote.READ_AHEAD + 1) * remote.READ_BATCH
+    segments = 4 * (remote.READ_AHEAD_LONG + 1) * remote.READ_BATCH_LONG
+    gate = asyncio.Event()
+    holder = Serving(round_trip, gate)
+    holder.stored = [bytes([i % 256]) * 8 for i in range(segments)]
+    reader = remote.RemoteShareReader(holder, b"\0" * 32, 1, _manifest(segments), WAIT)
+    first = asyncio.ensure_future(reader.get(0))
+    async with holder.changed:
+        await asyncio.wait_for(holder.changed.wait_for(lambda: holder.in_flight == ahead + 1), WAIT)
+    assert holder.asked == [(i * batch, batch) for i in range(ahead + 1)]  # side by side, in order
+    gate.set()
+    assert await first == holder.stored[0]
+    assert [await reader.get(i) for i in range(segments)] == holder.stored  # every block, each range asked once
+    await reader.close()
+    assert holder.most_in_flight == ahead + 1
+    assert sorted(holder.asked) == [(i, batch) for i in range(0, segments, batch)]
+
+
+async def test_a_range_that_fails_leaves_the_share_and_the_rest_is_never_waited_for() -> None:
+    segments = 4 * remote.READ_BATCH_LONG
+    holder = Serving(remote.LONG_PATH * 4, failing=remote.READ_BATCH_LONG)
+    holder.stored = [bytes([i]) * 8 for i in range(segments)]
+    reader = remote.RemoteShareReader(holder, b"\0" * 32, 1, _manifest(segments), WAIT)
+    got = [await reader.get(i) for i in range(segments)]
+    await reader.close()
+    assert got == holder.stored[:remote.READ_BATCH_LONG] + [None] * (segments - remote.READ_BATCH_LONG)
+    assert isinstance(reader.failed, PeerUnreachable)
+
+
+@pytest.mark.parametrize("round_trip", [None, remote.LONG_PATH * 4])
+async def test_a_file_is_read_whole_when_a_holder_fails_a_range_midway(tmp_path, round_trip) -> None:
+    data = os.urandom(5 * (remote.READ_AHEAD_LONG + 1) * max(remote.READ_BATCH_LONG, remote.READ_BATCH) * SEGMENT + 5)
+    batch = remote.READ_BATCH_LONG if round_trip else remote.READ_BATCH
+    holders = {0: Serving(round_trip, failing=2 * batch), 1: Serving(round_trip)}
+    with gateway_core(tmp_path, SEGMENT) as gateway:
+        stream = io.BytesIO(data)
+
+        async def read(n: int) -> bytes:
+            return stream.read(n)
+
+        result = await gateway_put.put(gateway, read, len(data), place=lambda si, size: (["b", "c"] + ["me"] * 4,
+                                                                                          holders), me="me")
+        size, chunks = await gateway_get.open_file(gateway, result.capability, holders, ["b", "c"] + ["me"] * 4)
+        assert size == len(data) and b"".join([chunk async for chunk in chunks]) == data
+    assert (2 * batch, batch) in holders[0].asked  # the failed range, then shares 2-5 here made up for it
+    assert holders[1].asked == [(first, min(batch, len(holders[1].stored) - first))
+                                for first in range(0, len(holders[1].stored), batch)]
+
+
+async def _put_and_get(tmp_path, holders: dict[int, Serving], data: bytes) -> bytes:
+    """Put `data` with shares 0 and 1 on `holders` (the rest here), then get it through them."""
+    with gateway_core(tmp_path, SEGMENT) as gateway:
+        stream = io.BytesIO(data)
+
+        async def read(n: int) -> bytes:
+            return stream.read(n)
+
+        names = ["b", "c"] + ["me"] * 4
+        result = await gateway_put.put(gateway, read, len(data), place=lambda si, size: (names, holders), me="me")
+        size, chunks = await gateway_get.open_file(gateway, result.capability, holders, names)
+        assert size == len(data)
+        return b"".join([chunk async for chunk in chunks])
+
+
+async def test_the_data_shares_first_ranges_are_asked_while_their_metadata_is_on_its_way(tmp_path) -> None:
+    data = os.urandom(40 * SEGMENT)
+    holders = {0: Serving(), 1: Serving()}
+    for holder in holders.values():
+        holder.meta_after = asyncio.Event()  # set by the first range asked: never, if the get waited for it
+    assert await _put_and_get(tmp_path, holders, data) == data
+    assert all(h.asked[0] == (0, remote.READ_BATCH) for h in holders.values())
+    # The metadata asked just before: it takes a connection the pool keeps, not one the ranges leave it.
+    assert all(h.calls[:2] == ["meta", "blocks"] for h in holders.values())
+
+
+async def test_a_share_whose_metadata_fails_is_left_and_its_ranges_asked_early_are_stopped(tmp_path) -> None:
+    data = os.urandom(40 * SEGMENT)
+    failing = Serving(gate=asyncio.Event(), meta_fails=True)  # its ranges would never be answered
+    holders = {0: failing, 1: Serving()}
+    assert await _put_and_get(tmp_path, holders, data) == data
+    assert failing.asked and failing.in_flight == 0  # asked early, then stopped
