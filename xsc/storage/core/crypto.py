@@ -55,34 +55,34 @@ class SegmentCipher:
     def encrypt(self, segment: int, plaintext: bytes) -> bytes:
         return self._aead.encrypt(_nonce(segment), plaintext, None)
 
-    def decrypt(self, segment: int, ciphertext: bytes | Sequence[bytes | memoryview]) -> bytes | bytearray:
-        """The plaintext of a segment's ciphertext, or of the pieces it is made of (erasure.pieces: the data blocks
-        as they came), decrypted piece by piece into one buffer rather than joined first.  Nothing is returned
-        unless the tag holds (IntegrityError)."""
+    def decrypt(self, segment: int, ciphertext: bytes | Sequence[bytes | memoryview]
+                ) -> bytes | list[bytearray]:
+        """The plaintext of a segment's ciphertext; or of the pieces it is made of (erasure.pieces: the data blocks
+        as they came), decrypted piece by piece, not joined first, into a buffer of its own for each: a segment's
+        ciphertext or plaintext whole is a buffer glibc maps on its own (heap.MMAP_THRESHOLD), faulting in and
+        zeroing each of its pages, where a block's comes from the heap.  Nothing is returned unless the tag holds
+        (IntegrityError)."""
         if not isinstance(ciphertext, (bytes, bytearray, memoryview)):
-            if len(ciphertext) == 1 or len(ciphertext[-1]) < TAG_BYTES:
-                ciphertext = b"".join(ciphertext)
-            else:
+            if len(ciphertext) > 1 and len(ciphertext[-1]) >= TAG_BYTES:
                 return self._decrypt_pieces(segment, ciphertext)
+            ciphertext = b"".join(ciphertext)
         try:
             return self._aead.decrypt(_nonce(segment), ciphertext, None)
         except self._invalid_tag:
             raise IntegrityError(f"segment {segment} failed authentication") from None
 
-    def _decrypt_pieces(self, segment: int, pieces: Sequence[bytes | memoryview]) -> bytearray:
+    def _decrypt_pieces(self, segment: int, pieces: Sequence[bytes | memoryview]) -> list[bytearray]:
         *body, last = (memoryview(p) for p in pieces)
         body.append(last[:-TAG_BYTES])
-        size = sum(len(p) for p in body)
-        plain = bytearray(size + _BLOCK - 1)  # update_into's room: a block more than it writes
-        view = memoryview(plain)
         decryptor = self._gcm(_nonce(segment), bytes(last[-TAG_BYTES:]))
-        done = 0
+        plain: list[bytearray] = []
         for piece in body:
-            done += decryptor.update_into(piece, view[done:])
+            if len(piece):
+                out = bytearray(len(piece) + _BLOCK - 1)  # update_into's room: a block more than it writes
+                del out[decryptor.update_into(piece, out):]
+                plain.append(out)
         try:
             decryptor.finalize()
         except self._invalid_tag:
             raise IntegrityError(f"segment {segment} failed authentication") from None
-        del view
-        del plain[size:]
         return plain
