@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import pytest
@@ -401,9 +402,10 @@ def test_proof_sides_are_the_sides_of_the_merkle_path(count: int, data) -> None:
     assert [left for left, _ in proof(hashes, index)] == proof_sides(index, count)
 
 
-@pytest.mark.parametrize("extra, message", [(b"z", "more than the blocks asked"),
-                                            (-1, "sent 199 bytes of a 200-byte block")])
-async def test_a_reader_refuses_an_answer_longer_or_shorter_than_the_blocks_asked(extra, message) -> None:
+@asynccontextmanager
+async def _answering(bodies: list[bytes], chunk: int):
+    """A RemoteHolder whose holder answers each blocks request with the next of `bodies`, written `chunk` bytes at a
+    time (the reader sees chunks that need not fall on the blocks' bounds)."""
     import aiohttp
     from aiohttp import web
     from aiohttp.test_utils import TestServer
@@ -411,14 +413,14 @@ async def test_a_reader_refuses_an_answer_longer_or_shorter_than_the_blocks_aske
     from xsc.identity import Identity
     from xsc.net.peer_client import PeerClient
 
-    blocks = [b"a" * 100, b"b" * 200]
-    body = b"".join(blocks) + extra if isinstance(extra, bytes) else b"".join(blocks)[:extra]
+    answers = iter(bodies)
 
     async def answer(request: web.Request) -> web.StreamResponse:
+        body = next(answers)
         response = web.StreamResponse()
         await response.prepare(request)
-        for start in range(0, len(body), 64):  # chunks that do not fall on the blocks' bounds
-            await response.write(body[start:start + 64])
+        for start in range(0, len(body), chunk):
+            await response.write(body[start:start + chunk])
         await response.write_eof()
         return response
 
@@ -428,11 +430,29 @@ async def test_a_reader_refuses_an_answer_longer_or_shorter_than_the_blocks_aske
     await server.start_server()
     try:
         async with aiohttp.ClientSession() as session:
-            holder = RemoteHolder(PeerClient(Identity.generate(), session, 10.0, tls=False), "x" * 52,
-                                  str(server.make_url("")))
-            with pytest.raises(PeerRefused, match=message):
-                await holder.blocks(b"\x01" * 32, SHARE, 0, 2, [100, 200])
-            body = b"".join(blocks)
-            assert await holder.blocks(b"\x01" * 32, SHARE, 0, 2, [100, 200]) == blocks
+            yield RemoteHolder(PeerClient(Identity.generate(), session, 10.0, tls=False), "x" * 52,
+                               str(server.make_url("")))
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize("extra, message", [(b"z", "more than the blocks asked"),
+                                            (-1, "sent 199 bytes of a 200-byte block"),
+                                            (-201, "sent 99 bytes of a 100-byte block"),
+                                            (-300, "sent 0 bytes of a 100-byte block")])
+async def test_a_reader_refuses_an_answer_longer_or_shorter_than_the_blocks_asked(extra, message) -> None:
+    blocks = [b"a" * 100, b"b" * 200]
+    body = b"".join(blocks) + extra if isinstance(extra, bytes) else b"".join(blocks)[:len(b"".join(blocks)) + extra]
+    async with _answering([body, b"".join(blocks)], 64) as holder:
+        with pytest.raises(PeerRefused, match=message):
+            await holder.blocks(b"\x01" * 32, SHARE, 0, 2, [100, 200])
+        assert await holder.blocks(b"\x01" * 32, SHARE, 0, 2, [100, 200]) == blocks
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 50, 100, 150, 350, 4096])
+async def test_a_reader_cuts_the_blocks_out_of_chunks_of_any_size(chunk: int) -> None:
+    # Chunks smaller than a block, ending on a block's bound or within one, and one holding every block.
+    blocks = [bytes([i]) * length for i, length in enumerate([100, 250, 100, 50])]
+    async with _answering([b"".join(blocks)], chunk) as holder:
+        got = await holder.blocks(b"\x01" * 32, SHARE, 0, 4, [len(b) for b in blocks])
+    assert got == blocks and all(type(b) is bytes for b in got)

@@ -37,6 +37,35 @@ def test_every_pair_of_lost_blocks_is_survivable_on_a_full_segment() -> None:
         assert erasure.decode(kept, len(data)) == data
 
 
+@settings(max_examples=150, deadline=None)
+@given(plain=st.binary(min_size=0, max_size=5000), subset=st.sampled_from(SUBSETS), flip=st.integers(0, 10**9))
+def test_a_segment_decrypts_from_its_pieces_as_from_its_whole_ciphertext(plain: bytes, subset: tuple[int, ...],
+                                                                          flip: int) -> None:
+    cipher = SegmentCipher(os.urandom(32))
+    ciphertext = cipher.encrypt(5, plain)
+    blocks = erasure.encode(ciphertext)
+    pieces = erasure.pieces({i: blocks[i] for i in subset}, len(ciphertext))
+    assert b"".join(pieces) == ciphertext
+    if subset == tuple(range(erasure.K)):  # the data blocks as they are, only the padding cut off
+        assert all(isinstance(p, bytes) and p is blocks[i] or p.obj is blocks[i] for i, p in enumerate(pieces))
+    decrypted = cipher.decrypt(5, pieces)
+    # One buffer per piece, none as large as the segment (a buffer of a segment's size would be mapped on its own).
+    assert isinstance(decrypted, list) and b"".join(decrypted) == plain if len(pieces[-1]) >= TAG_BYTES and \
+        len(pieces) > 1 else decrypted == plain
+    if isinstance(decrypted, list):
+        assert all(len(p) <= len(blocks[0]) for p in decrypted)
+    with pytest.raises(IntegrityError):
+        cipher.decrypt(6, pieces)
+    # A byte changed anywhere, the tag included, and nothing is returned.
+    at = flip % len(ciphertext)
+    block, offset = divmod(at, len(blocks[0]))
+    changed = bytearray(blocks[block])
+    changed[offset] ^= 1
+    with pytest.raises(IntegrityError):
+        cipher.decrypt(5, erasure.pieces({**dict(enumerate(blocks[:erasure.K])), block: bytes(changed)},
+                                         len(ciphertext)))
+
+
 def test_three_lost_blocks_cannot_be_decoded() -> None:
     blocks = erasure.encode(b"x" * 100)
     with pytest.raises(ValueError):

@@ -9,10 +9,13 @@ from hypothesis import given, settings, strategies as st
 
 from xsc.errors import RangeNotSatisfiable
 from xsc.node.appkeys import NODE
+from xsc.storage.core import erasure
+from xsc.storage.core.crypto import TAG_BYTES
 from xsc.storage.core.ranges import parse_range
 
 SEG = 4096
 SIZE = 10 * SEG + 123
+PIECE = erasure.block_length(SEG + TAG_BYTES)  # plaintext bytes of a segment's block
 
 
 @pytest.fixture
@@ -35,7 +38,10 @@ async def ranged(node_factory):
 
 
 @pytest.mark.parametrize("first,last", [(0, 0), (0, SEG - 1), (SEG - 1, SEG), (SEG, 2 * SEG - 1),
-                                        (3 * SEG - 5, 5 * SEG + 5), (10 * SEG, SIZE - 1), (SIZE - 1, SIZE - 1)])
+                                        (3 * SEG - 5, 5 * SEG + 5), (10 * SEG, SIZE - 1), (SIZE - 1, SIZE - 1),
+                                        # about the bounds of the pieces a segment is decrypted into, one per block
+                                        (PIECE - 1, PIECE), (PIECE, PIECE), (PIECE + 1, 3 * PIECE + 2),
+                                        (SEG + 2 * PIECE, 2 * SEG + PIECE - 1)])
 async def test_a_range_reads_only_the_segments_covering_it(ranged, first: int, last: int) -> None:
     client, cap, data, reads = ranged
     resp = await client.get(f"/v1/store/files/{cap}", headers={"Range": f"bytes={first}-{last}"})

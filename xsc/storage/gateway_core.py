@@ -150,7 +150,13 @@ class GatewayCore:
     def fetch_segment(self, si: bytes, manifest: Manifest, metas: dict[int, ShareMeta], order: list[int],
                        index: int, bad: list[tuple[int, int]], fetched: Mapping[int, bytes | None] | None = None,
                        hash_local: bool = True) -> bytes:
-        """K verified blocks of one segment, decoded: the padded ciphertext cut to its length.
+        """K verified blocks of one segment, decoded: the padded ciphertext cut to its length."""
+        return erasure.decode(*self.segment_blocks(si, manifest, metas, order, index, bad, fetched, hash_local))
+
+    def segment_blocks(self, si: bytes, manifest: Manifest, metas: dict[int, ShareMeta], order: list[int],
+                       index: int, bad: list[tuple[int, int]], fetched: Mapping[int, bytes | None] | None = None,
+                       hash_local: bool = True) -> tuple[dict[int, bytes], int]:
+        """K verified blocks of one segment (share -> block), and the length of its ciphertext.
 
         Blocks of shares in `fetched` came from other nodes; the others are read here.  `hash_local=False`: the
         caller authenticates the ciphertext (segment_source's `finish`), so a block read here is taken unhashed
@@ -176,7 +182,7 @@ class GatewayCore:
                 f"segment {index} cannot be rebuilt: shares {broken} are missing or corrupt "
                 f"and {erasure.K} intact shares are needed",
                 hint="the file is damaged beyond repair on this node", missing_shares=broken, segment=index)
-        return erasure.decode(blocks, length)
+        return blocks, length
 
     async def remote_metas(self, cap: Capability, manifest: Manifest, holders: Mapping[int, Holder],
                             names: list[str], meanwhile: Callable[[], None] | None = None
@@ -240,8 +246,9 @@ class GatewayCore:
 
     def segment_source(self, si: bytes, manifest: Manifest, metas: dict[int, ShareMeta], order: list[int],
                         readers: dict[int, "RemoteShareReader"], names: list[str], bad: list[tuple[int, int]],
-                        finish: Callable[[int, bytes], bytes] | None = None) -> Callable[[int], Awaitable[bytes]]:
-        """An async function giving one segment's ciphertext (or `finish(index, ciphertext)`, run in the pool).
+                        finish: Callable[[int, list], bytes] | None = None) -> Callable[[int], Awaitable[bytes]]:
+        """An async function giving one segment's ciphertext (or `finish(index, pieces)`, run in the pool: the
+        ciphertext as erasure.pieces gives it, the data blocks as they came, which `finish` reads without joining).
 
         Remote blocks are fetched first, local ones read in the pool; when a holder fails or a block is
         bad, the next share in `order` is tried as well.  `finish` authenticates the ciphertext (AES-GCM: it
@@ -257,11 +264,12 @@ class GatewayCore:
                 return self.fetch_segment(si, manifest, metas, usable, index, bad, fetched)
             seen: list[tuple[int, int]] = []  # the blocks found missing or bad, kept if the tag holds
             try:
-                return finish(index, self.fetch_segment(si, manifest, metas, usable, index, seen, fetched,
-                                                        hash_local=False))
+                return finish(index, erasure.pieces(*self.segment_blocks(si, manifest, metas, usable, index, seen,
+                                                                         fetched, hash_local=False)))
             except IntegrityError:
                 seen.clear()
-                return finish(index, self.fetch_segment(si, manifest, metas, usable, index, bad, fetched))
+                return finish(index, erasure.pieces(*self.segment_blocks(si, manifest, metas, usable, index, bad,
+                                                                         fetched)))
             finally:
                 bad.extend(seen)
 

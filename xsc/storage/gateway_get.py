@@ -73,12 +73,17 @@ async def open_file(gateway: GatewayCore, cap: Capability, holders: Mapping[int,
                 while next_index < end and len(in_flight) < gateway.depth:
                     in_flight.append(asyncio.ensure_future(segment(next_index)))
                     next_index += 1
-                data = await in_flight.popleft()
-                if cut or len(data) > left:
-                    data = data[cut:cut + left]
-                    cut = 0
-                left -= len(data)
-                yield data
+                segment_text = await in_flight.popleft()  # the plaintext, or the pieces it was decrypted into
+                for data in segment_text if isinstance(segment_text, list) else (segment_text,):
+                    if cut >= len(data):  # a piece wholly before a range's first byte
+                        cut -= len(data)
+                        continue
+                    if cut or len(data) > left:
+                        data = data[cut:cut + left]
+                        cut = 0
+                    if data:
+                        left -= len(data)
+                        yield data
         finally:
             for fut in in_flight:
                 fut.cancel()

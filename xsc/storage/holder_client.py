@@ -9,7 +9,7 @@ including answers that are not what the protocol says.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PeerRefused
 from .core.wire import (AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES,
@@ -17,7 +17,13 @@ from .core.wire import (AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_S
 from ..net.peer_client import PeerClient
 from ..tasks import GroupSend
 
+if TYPE_CHECKING:
+    import aiohttp
+
 WHOLE_FLIGHTS = 1  # requests of whole shares under way to one holder at once
+# Bytes of a blocks answer read ahead of the get taking them (the connection reads on until twice this is waiting):
+# with aiohttp's 64 KiB the connection stopped reading and started again at every read of the socket.
+BLOCKS_READ_BUFFER = 1024 * 1024
 
 
 def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes:
@@ -175,15 +181,38 @@ class RemoteHolder:
         for start in range(0, count, MAX_BLOCKS_PER_GET):
             n = min(MAX_BLOCKS_PER_GET, count - start)
             path = f"{share_path(si, share)}/blocks?from={first + start}&count={n}"
-            async with self.client.open(self.url, "GET", path, to=self.node_id, timeout=timeout) as response:
-                try:
-                    for length in lengths[start:start + n]:
-                        blocks.append(await response.content.readexactly(length))
-                except asyncio.IncompleteReadError as err:
-                    raise PeerRefused(f"peer {self.url} sent {len(err.partial)} bytes of a {length}-byte block "
-                                      f"of share {share}", url=self.url) from None
-                if await response.content.read(1):
+            async with self.client.open(self.url, "GET", path, to=self.node_id, timeout=timeout,
+                                        read_buffer=BLOCKS_READ_BUFFER) as response:
+                blocks.extend(await self._cut_blocks(response.content, lengths[start:start + n], share))
+        return blocks
+
+    async def _cut_blocks(self, content: aiohttp.StreamReader, lengths: list[int], share: int) -> list[bytes]:
+        """The blocks of `lengths`, one after the other, from an answer's body.  Each is joined once from the pieces
+        of the chunks the connection handed over (a block wholly in one chunk is that chunk): reading each with
+        `readexactly` copied most bytes twice, a slice of the chunk a block ends in and the join."""
+        blocks: list[bytes] = []
+        parts: list[bytes | memoryview] = []
+        missing = lengths[0] if lengths else 0  # bytes of blocks[len(blocks)] not read yet
+        while len(blocks) < len(lengths):
+            chunk, _ = await content.readchunk()
+            if not chunk:
+                length = lengths[len(blocks)]
+                raise PeerRefused(f"peer {self.url} sent {length - missing} bytes of a {length}-byte block "
+                                  f"of share {share}", url=self.url)
+            view, offset = memoryview(chunk), 0
+            while offset < len(chunk):
+                if len(blocks) == len(lengths):
                     raise PeerRefused(f"peer {self.url} sent more than the blocks asked", url=self.url)
+                take = min(missing, len(chunk) - offset)
+                parts.append(chunk if take == len(chunk) else view[offset:offset + take])
+                offset += take
+                missing -= take
+                if not missing:
+                    blocks.append(parts[0] if len(parts) == 1 and parts[0] is chunk else b"".join(parts))
+                    parts.clear()
+                    missing = lengths[len(blocks)] if len(blocks) < len(lengths) else 0
+        if await content.read(1):
+            raise PeerRefused(f"peer {self.url} sent more than the blocks asked", url=self.url)
         return blocks
 
     async def delete(self, si: bytes, share: int) -> None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+from collections.abc import Sequence
 
 from ...errors import IntegrityError
 
 KEY_BYTES = 32
 TAG_BYTES = 16
+_BLOCK = 16  # AES's block: GCM's update_into wants that much room past what it writes
 _STORAGE_INDEX_TAG = b"xsc:storage-index:v1:"
 
 
@@ -44,14 +46,43 @@ class SegmentCipher:
         from cryptography.exceptions import InvalidTag
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
         self._aead = AESGCM(key)
         self._invalid_tag = InvalidTag
+        self._gcm = lambda nonce, tag: Cipher(algorithms.AES(key), modes.GCM(nonce, tag)).decryptor()
 
     def encrypt(self, segment: int, plaintext: bytes) -> bytes:
         return self._aead.encrypt(_nonce(segment), plaintext, None)
 
-    def decrypt(self, segment: int, ciphertext: bytes) -> bytes:
+    def decrypt(self, segment: int, ciphertext: bytes | Sequence[bytes | memoryview]
+                ) -> bytes | list[bytearray]:
+        """The plaintext of a segment's ciphertext; or of the pieces it is made of (erasure.pieces: the data blocks
+        as they came), decrypted piece by piece, not joined first, into a buffer of its own for each: a segment's
+        ciphertext or plaintext whole is a buffer glibc maps on its own (heap.MMAP_THRESHOLD), faulting in and
+        zeroing each of its pages, where a block's comes from the heap.  Nothing is returned unless the tag holds
+        (IntegrityError)."""
+        if not isinstance(ciphertext, (bytes, bytearray, memoryview)):
+            if len(ciphertext) > 1 and len(ciphertext[-1]) >= TAG_BYTES:
+                return self._decrypt_pieces(segment, ciphertext)
+            ciphertext = b"".join(ciphertext)
         try:
             return self._aead.decrypt(_nonce(segment), ciphertext, None)
         except self._invalid_tag:
             raise IntegrityError(f"segment {segment} failed authentication") from None
+
+    def _decrypt_pieces(self, segment: int, pieces: Sequence[bytes | memoryview]) -> list[bytearray]:
+        *body, last = (memoryview(p) for p in pieces)
+        body.append(last[:-TAG_BYTES])
+        decryptor = self._gcm(_nonce(segment), bytes(last[-TAG_BYTES:]))
+        plain: list[bytearray] = []
+        for piece in body:
+            if len(piece):
+                out = bytearray(len(piece) + _BLOCK - 1)  # update_into's room: a block more than it writes
+                del out[decryptor.update_into(piece, out):]
+                plain.append(out)
+        try:
+            decryptor.finalize()
+        except self._invalid_tag:
+            raise IntegrityError(f"segment {segment} failed authentication") from None
+        return plain

@@ -45,6 +45,24 @@ def encode(segment: bytes) -> list[bytes]:
     return [*primary, *_encoder().encode(primary, _PARITY)]
 
 
+def pieces(blocks: Mapping[int, bytes], segment_length: int) -> list[bytes | memoryview]:
+    """The segment as the pieces it is made of, in order: with the K data blocks, those blocks cut to its length
+    (nothing copied: a reader that takes pieces, as SegmentCipher.decrypt does, needs no concatenation);
+    otherwise the segment rebuilt by `decode`."""
+    if not all(i in blocks for i in range(K)):
+        return [decode(blocks, segment_length)]
+    out: list[bytes | memoryview] = []
+    left = segment_length
+    for i in range(K):
+        block = blocks[i]
+        if len(block) > left:  # the padding, in the last block (or the last few, for a segment of a few bytes)
+            block = memoryview(block)[:left]
+        if len(block):
+            out.append(block)
+        left -= len(block)
+    return out
+
+
 def decode(blocks: Mapping[int, bytes], segment_length: int) -> bytes:
     """Rebuild a segment from any K of its blocks (block number -> block).
 
