@@ -15,7 +15,7 @@ from xsc.storage import gateway_get, gateway_put, remote
 from xsc.storage.core import layout
 from xsc.storage.core.manifest import Manifest
 from xsc.storage.core.merkle import block_hash
-from tests.support.shares import gateway_core
+from tests.support.shares import gateway_core, in_flight
 
 SEGMENT = 4096
 WAIT = 10.0  # seconds a test waits for an event that must come
@@ -62,18 +62,10 @@ class Serving:
         self.calls.append("blocks")
         if self.meta_after is not None:
             self.meta_after.set()
-        async with self.changed:
-            self.in_flight += 1
-            self.most_in_flight = max(self.most_in_flight, self.in_flight)
-            self.changed.notify_all()
-        try:
-            if self.gate is not None:
-                await asyncio.wait_for(self.gate.wait(), WAIT)
+        async with in_flight(self, self.gate, WAIT):
             if first == self.failing:
                 raise PeerUnreachable("peer serving is unreachable: connection reset")
             return self.stored[first:first + count]
-        finally:
-            self.in_flight -= 1
 
 
 def _manifest(segments: int) -> Manifest:

@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from tests.support.shares import gateway_core, holder_net
+from tests.support.shares import gateway_core, holder_net, in_flight
 from xsc.errors import PeerError, PeerRefused
 from xsc.node.appkeys import NODE
 from xsc.storage import gateway_put, remote
@@ -46,19 +46,11 @@ class Holding:
         return "upload"
 
     async def put_segments(self, upload, first, blocks) -> None:
-        async with self.changed:
-            self.in_flight += 1
-            self.most_in_flight = max(self.most_in_flight, self.in_flight)
-            self.changed.notify_all()
-        try:
-            if self.gate is not None:
-                await asyncio.wait_for(self.gate.wait(), WAIT)
+        async with in_flight(self, self.gate, WAIT):
             async with self.changed:  # in order, as the holder's turns make them
                 await asyncio.wait_for(self.changed.wait_for(lambda: len(self.blocks) == first), WAIT)
                 self.blocks.extend(blocks)
                 self.changed.notify_all()
-        finally:
-            self.in_flight -= 1
 
     async def commit(self, upload, block_hashes, manifest) -> None:
         assert [block_hash(b) for b in self.blocks] == block_hashes

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
+from typing import AsyncIterator, Iterator
 
 import plyvel
 import pytest
@@ -28,6 +29,22 @@ from xsc.tasks import Workers
 SEGMENT = 4096
 SHARE = 2
 DEAL_PRICE = 4_000  # micro-credits per GiB-hour: at or above every ask of the default pricing policy
+
+
+@contextlib.asynccontextmanager
+async def in_flight(fake, gate: asyncio.Event | None, wait: float = 10.0) -> AsyncIterator[None]:
+    """One request to a fake holder under way, once `gate` (if any) is set: counted in `fake.in_flight`, the most at
+    once in `fake.most_in_flight`, `fake.changed` (an asyncio.Condition) notified as it starts."""
+    async with fake.changed:
+        fake.in_flight += 1
+        fake.most_in_flight = max(fake.most_in_flight, fake.in_flight)
+        fake.changed.notify_all()
+    try:
+        if gate is not None:
+            await asyncio.wait_for(gate.wait(), wait)
+        yield
+    finally:
+        fake.in_flight -= 1
 
 
 @contextlib.contextmanager
