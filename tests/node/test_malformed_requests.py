@@ -1,5 +1,6 @@
 """Requests aiohttp cannot parse are answered with a problem body, as every other bad request, on each of the
-node's runners: the node's own (connection caps, TLS sniffing), the in-process one and the web functions'."""
+node's runners: the node's own (connection caps, TLS sniffing), the in-process one and the web functions'; and
+with an S3 error document by the S3 front (tests/s3/test_s3_conformance.py)."""
 
 from __future__ import annotations
 

@@ -303,3 +303,19 @@ def test_list_buckets_pages(s3, gateway) -> None:
     assert seen == ["c-page-a", "c-page-b", "c-page-c"]
     status, _, body = signed(gateway, "GET", "/?max-buckets=0")
     assert status == 400 and b"<Code>InvalidArgument</Code>" in body
+
+
+def test_a_request_aiohttp_cannot_parse_gets_an_s3_error_and_the_front_keeps_serving(gateway, s3, bucket) -> None:
+    where = urlsplit(gateway.front.url)
+    for request in (b"DELETE /b HTTP/1.1\r\nHost: f\r\nContent-Length: bL4(\r\n\r\n",
+                    b"GET /b HTTP/1.1\r\nHost: f\r\nBad Name: 1\r\n\r\n"):
+        with socket.create_connection((where.hostname, where.port), timeout=10) as sock:
+            sock.sendall(request)
+            answer = b""
+            while chunk := sock.recv(65536):  # the front closes the connection after its answer
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.split(b" ")[1] == b"400" and b"Content-Type: application/xml" in head, head
+        assert b"<Code>BadRequest</Code>" in body and b"the request is not valid HTTP: " in body, body
+    s3.put_object(Bucket=bucket, Key="after", Body=b"served")
+    assert s3.get_object(Bucket=bucket, Key="after")["Body"].read() == b"served"

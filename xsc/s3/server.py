@@ -24,6 +24,7 @@ from aiohttp import web
 from ..errors import S3Error, XscError
 from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
+from ..serve.connections import ProblemRunner
 from ..tasks import woken
 from ..buckets.core import listing, names
 from ..buckets.objects import SmallPut
@@ -653,12 +654,18 @@ def _xml(body: bytes, status: int = 200) -> web.Response:
     return web.Response(status=status, body=body, content_type="application/xml")
 
 
+def _unparsed(status: int, detail: str) -> web.Response:
+    """The answer to a request aiohttp could not parse (4xx) or serve (5xx): an S3 error, as S3 tools expect."""
+    return _xml(xml.error("BadRequest" if status < 500 else "InternalError", detail), status)
+
+
 async def serve(front: S3Front, host: str, port: int, *, ready: Callable[[str], None] | None = None,
                 reconcile_interval: float = 300.0, stop: asyncio.Event | None = None) -> None:
     """Run the front until `stop` is set (or forever): reconcile first, then listen, then reconcile when idle."""
     await front.node.start()
     # A body's Content-Encoding (gzip, ...) is what the object is, stored as sent: aiohttp must not decode it.
-    runner = web.AppRunner(front.app(), access_log=None, handle_signals=False, auto_decompress=False)
+    runner = ProblemRunner(front.app(), answer=_unparsed, access_log=None, handle_signals=False,
+                           auto_decompress=False)
     try:
         try:
             orphans = await front.reconcile()

@@ -18,7 +18,7 @@ exhaust the node's descriptors nor lock out real callers:
 
 `ProblemRunner` (and so `GuardedRunner`) also answers a request aiohttp cannot parse (a malformed head, a
 Content-Length that is not a number) with a problem body, as the node answers every other bad request, where
-aiohttp's own answer is plain text.
+aiohttp's own answer is plain text (or with the answer it is given: the S3 front's is an S3 error document).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import asyncio
 import functools
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -66,26 +67,35 @@ def connection_cap(configured: int, fd_limit: int) -> int:
     return max(16, min(configured, fd_limit - RESERVED_FDS))
 
 
-def _problem_body(status: int, code: str, detail: str, hint: str) -> bytes:
-    return codec.dumps({"type": f"urn:xsc:problem:{code}", "code": code, "status": status, "detail": detail,
+def problem_answer(status: int, detail: str) -> web.Response:
+    """A problem body for what aiohttp could not parse (4xx) or serve (5xx): ProblemRunner's default `answer`."""
+    if status < 500:
+        code, hint = "malformed-request", "send a well-formed HTTP/1.1 request"
+    else:
+        code, hint = "internal-error", "try again; if it persists, report the server's log"
+    body = codec.dumps({"type": f"urn:xsc:problem:{code}", "code": code, "status": status, "detail": detail,
                         "hint": hint})
+    return web.Response(status=status, body=body, content_type="application/problem+json")
+
+
+Answer = Callable[[int, str], web.Response]  # (status, detail) -> the answer
 
 
 class ProblemHandler(RequestHandler):
-    """aiohttp's handler of one connection, whose answer to what it cannot parse or serve is a problem body."""
+    """aiohttp's handler of one connection, whose answer to what it cannot parse or serve is `answer`'s."""
+
+    answer: Answer = staticmethod(problem_answer)
 
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         super().handle_error(request, status, exc, message)  # logs it; raises if an answer is already under way
         if status < 500:
             # aiohttp's message quotes the offending bytes under a caret drawing: its first line says what is wrong
-            detail = (message or "").strip().splitlines()[0] if (message or "").strip() else "malformed request"
-            body = _problem_body(status, "malformed-request", f"the request is not valid HTTP: {detail}",
-                                 "send a well-formed HTTP/1.1 request")
+            lines = (message or "").strip().splitlines()
+            detail = f"the request is not valid HTTP: {lines[0] if lines else 'malformed request'}"
         else:
-            body = _problem_body(status, "internal-error", "the node hit an unexpected error; see its log",
-                                 "try again; if it persists, report the node's log")
-        response = web.Response(status=status, body=body, content_type="application/problem+json")
+            detail = "the server hit an unexpected error; see its log"
+        response = self.answer(status, detail)
         response.force_close()
         return response
 
@@ -93,15 +103,25 @@ class ProblemHandler(RequestHandler):
 class ProblemServer(Server):
     """aiohttp's Server (the protocol factory of a listening socket), its connections handled by ProblemHandler."""
 
+    def __init__(self, *args: Any, answer: Answer = problem_answer, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.answer = answer
+
     def __call__(self) -> RequestHandler:
-        return ProblemHandler(self, loop=self._loop, **self._kwargs)
+        handler = ProblemHandler(self, loop=self._loop, **self._kwargs)
+        handler.answer = self.answer
+        return handler
 
 
 class ProblemRunner(web.AppRunner):
-    """aiohttp's AppRunner, its server a ProblemServer (or the subclass `server_class` names)."""
+    """aiohttp's AppRunner, its server a ProblemServer (or the subclass `server_class` names) answering what aiohttp
+    cannot parse with `answer(status, detail)`: a problem body unless told otherwise (the S3 front's is an S3 error)."""
 
     server_class: type[ProblemServer] = ProblemServer
-    server_options: dict[str, Any] = {}
+
+    def __init__(self, app: web.Application, *, answer: Answer = problem_answer, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.server_options: dict[str, Any] = {"answer": answer}
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
@@ -239,4 +259,4 @@ class GuardedRunner(ProblemRunner):
 
     def __init__(self, app: web.Application, *, max_connections: int, max_per_ip: int, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
-        self.server_options = {"max_connections": max_connections, "max_per_ip": max_per_ip}
+        self.server_options.update(max_connections=max_connections, max_per_ip=max_per_ip)
