@@ -44,13 +44,13 @@ class SegmentCipher:
         # Imported here, once a cipher is made: what parses a capability (the CLI, before each store command)
         # needs no cipher.
         from cryptography.exceptions import InvalidTag
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
         from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         self._aead = AESGCM(key)
         self._invalid_tag = InvalidTag
-        self._gcm = lambda nonce, tag: Cipher(algorithms.AES(key), modes.GCM(nonce, tag)).decryptor()
+        aes = algorithms.AES(key)  # once: a segment's decryptor (`_decrypt_pieces`) takes it as it is
+        self._gcm = lambda nonce, tag: Cipher(aes, modes.GCM(nonce, tag)).decryptor()
 
     def encrypt(self, segment: int, plaintext: bytes) -> bytes:
         return self._aead.encrypt(_nonce(segment), plaintext, None)
