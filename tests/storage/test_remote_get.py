@@ -128,18 +128,24 @@ async def test_a_file_is_read_whole_when_a_holder_fails_a_range_midway(tmp_path,
                                 for first in range(0, len(holders[1].stored), batch)]
 
 
+async def _put_and_open(gateway, holders: dict[int, Serving], data: bytes) -> gateway_get.Plaintext:
+    """Put `data` with shares 0 and 1 on `holders` (the rest here), then open it through them."""
+    stream = io.BytesIO(data)
+
+    async def read(n: int) -> bytes:
+        return stream.read(n)
+
+    names = ["b", "c"] + ["me"] * 4
+    result = await gateway_put.put(gateway, read, len(data), place=lambda si, size: (names, holders), me="me")
+    size, chunks = await gateway_get.open_file(gateway, result.capability, holders, names)
+    assert size == len(data)
+    return chunks
+
+
 async def _put_and_get(tmp_path, holders: dict[int, Serving], data: bytes) -> bytes:
     """Put `data` with shares 0 and 1 on `holders` (the rest here), then get it through them."""
     with gateway_core(tmp_path, SEGMENT) as gateway:
-        stream = io.BytesIO(data)
-
-        async def read(n: int) -> bytes:
-            return stream.read(n)
-
-        names = ["b", "c"] + ["me"] * 4
-        result = await gateway_put.put(gateway, read, len(data), place=lambda si, size: (names, holders), me="me")
-        size, chunks = await gateway_get.open_file(gateway, result.capability, holders, names)
-        assert size == len(data)
+        chunks = await _put_and_open(gateway, holders, data)
         return b"".join([chunk async for chunk in chunks])
 
 
@@ -160,3 +166,13 @@ async def test_a_share_whose_metadata_fails_is_left_and_its_ranges_asked_early_a
     holders = {0: failing, 1: Serving()}
     assert await _put_and_get(tmp_path, holders, data) == data
     assert failing.asked and failing.in_flight == 0  # asked early, then stopped
+
+
+async def test_a_file_opened_and_never_read_stops_the_ranges_it_asked_when_closed(tmp_path) -> None:
+    gate = asyncio.Event()  # never set: the ranges asked as the file opens stay in flight until stopped
+    holders = {0: Serving(gate=gate), 1: Serving(gate=gate)}
+    with gateway_core(tmp_path, SEGMENT) as gateway:
+        chunks = await _put_and_open(gateway, holders, os.urandom(40 * SEGMENT))
+        assert all(h.in_flight for h in holders.values())  # asked as it opened, not yet read
+        await chunks.aclose()
+        assert [h.in_flight for h in holders.values()] == [0, 0]

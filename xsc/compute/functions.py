@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -707,9 +708,10 @@ class WebFunctions:
 
     async def _stage(self, item: Input, path: Path) -> None:
         _, chunks = await self.storage.open(Capability.parse(item.cap))
-        with open(path, "wb") as out:
-            async for chunk in chunks:
-                await in_pool(None, out.write, chunk)
+        async with contextlib.aclosing(chunks):
+            with open(path, "wb") as out:
+                async for chunk in chunks:
+                    await in_pool(None, out.write, chunk)
 
     def _dir(self) -> Path:
         if not self._made:  # once: a request's run makes no system call it does not need

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -34,6 +34,7 @@ from .core.capability import Capability
 from .core.erasure import K, M
 from .deals import StorageDeal, StorageDeals
 from .gateway import Gateway
+from .gateway_get import Plaintext
 from .gateway_put import Riding
 from .core.placement import node_failures_survived
 from .locate import Locator
@@ -362,7 +363,7 @@ class StorageService:
 
     # --- get, list, remove ---------------------------------------------------------------------
     async def open(self, cap: Capability, byte_range: tuple[int, int] | None = None
-                   ) -> tuple[int, AsyncIterator[bytes]]:
+                   ) -> tuple[int, Plaintext]:
         """The file's size and its plaintext (only bytes first..last of `byte_range`: only the segments
         covering them are read)."""
         holders, names, manifest = await self.located(cap)

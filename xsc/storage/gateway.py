@@ -8,12 +8,13 @@ so both cores work and memory stays bounded whatever the file size: at most `dep
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from . import gateway_get, gateway_leases, gateway_put, gateway_repair
 from .core.capability import Capability
 from .gateway_core import GatewayCore, Replacer
+from .gateway_get import Plaintext
 from .gateway_put import Placer, PutResult, ReadFn
 from .gateway_repair import Relocator, ShareReport
 from .remote import Holder
@@ -32,8 +33,8 @@ class Gateway(GatewayCore):
     async def open(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
                    names: list[str] | None = None, rank: Mapping[int, float] | None = None,
                    byte_range: tuple[int, int] | None = None, manifest: bytes | None = None
-                   ) -> tuple[int, AsyncIterator[bytes]]:
-        """The file's size and an iterator over its plaintext, or a byte range of it (see gateway_get.open_file)."""
+                   ) -> tuple[int, Plaintext]:
+        """The file's size and its plaintext, or a byte range of it (see gateway_get.open_file)."""
         return await gateway_get.open_file(self, cap, holders, names, rank, byte_range, manifest)
 
     async def check(self, cap: Capability, holders: Mapping[int, Holder] | None = None,

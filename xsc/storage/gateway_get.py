@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 
 from ..errors import RangeNotSatisfiable
 from .core import erasure
@@ -30,8 +30,8 @@ def _segments_of(manifest: Manifest, byte_range: tuple[int, int] | None) -> tupl
 async def open_file(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Holder] | None = None,
                     names: list[str] | None = None, rank: Mapping[int, float] | None = None,
                     byte_range: tuple[int, int] | None = None, manifest: bytes | None = None
-                    ) -> tuple[int, AsyncIterator[bytes]]:
-    """Check the file can be read, then return its size and an iterator over its plaintext.
+                    ) -> tuple[int, Plaintext]:
+    """Check the file can be read, then return its size and its plaintext (`Plaintext`: iterate, then close).
 
     `holders` gives the holder of each share on another node (`names` their node ids, `rank`
     lower-is-faster hints); the other shares are read here.  With `byte_range` (first and last
@@ -92,4 +92,20 @@ async def open_file(gateway: GatewayCore, cap: Capability, holders: Mapping[int,
             if bad:
                 await gateway.run(gateway.record_damage, si, bad)
 
-    return manifest.size, stream()
+    return manifest.size, Plaintext(stream(), readers.values())
+
+
+class Plaintext:
+    """An opened file's plaintext, piece by piece (`async for`).  `aclose()` stops whatever its holders were asked,
+    whether or not a piece was ever read: the data shares' first ranges are asked as the file opens, and a get
+    abandoned before its first piece (its client gone) must not leave them running to their timeout."""
+
+    def __init__(self, pieces: AsyncGenerator[bytes, None], readers: Iterable[RemoteShareReader]) -> None:
+        self._pieces, self._readers = pieces, readers
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._pieces
+
+    async def aclose(self) -> None:
+        await self._pieces.aclose()  # a started iteration ends in its own `finally`
+        await asyncio.gather(*(r.close() for r in self._readers))

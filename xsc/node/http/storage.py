@@ -87,9 +87,9 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         response.set_status(206)
         response.headers["Content-Range"] = ranges.content_range(*byte_range, size)
         response.content_length = byte_range[1] - byte_range[0] + 1
-    await response.prepare(request)
     metrics = request.app[METRICS]
-    try:
+    try:  # closed however it ends: a client gone before the first byte leaves no range asked of a holder running
+        await response.prepare(request)
         async for chunk in chunks:
             await response.write(chunk)
             metrics.bytes_served.inc(len(chunk))
@@ -98,6 +98,8 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         log.error("get of %s stopped: %s", request.match_info["cap"][:24], err)
         request.transport.close()
         return response
+    finally:
+        await chunks.aclose()
     await response.write_eof()
     return response
 
