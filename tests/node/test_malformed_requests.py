@@ -76,3 +76,19 @@ async def test_a_request_aiohttp_cannot_parse_gets_a_problem_and_the_next_connec
         assert (status, body) == (200, b"hello")
     finally:
         await runner.cleanup()
+
+
+@pytest.mark.parametrize("kind", ["node", "in-process", "web"])
+async def test_an_expectation_aiohttp_refuses_gets_a_problem_on_a_route_and_off_every_route(kind):
+    runner, port = await _serve(kind)
+    try:
+        for path in ("/hello", "/nowhere"):
+            status, headers, body = await _exchange(
+                port, f"POST {path} HTTP/1.1\r\nHost: n\r\nExpect: ;\r\nContent-Length: 2\r\n\r\nab".encode())
+            assert status == 417 and headers["content-type"].startswith("application/problem+json"), path
+            problem = json.loads(body)
+            assert problem["status"] == 417 and "Unknown Expect: ;" in problem["detail"], path
+        status, _, body = await _exchange(port, b"GET /hello HTTP/1.1\r\nHost: n\r\nConnection: close\r\n\r\n")
+        assert (status, body) == (200, b"hello")
+    finally:
+        await runner.cleanup()

@@ -17,8 +17,9 @@ exhaust the node's descriptors nor lock out real callers:
   refuses, it never meets EMFILE.
 
 `ProblemRunner` (and so `GuardedRunner`) also answers a request aiohttp cannot parse (a malformed head, a
-Content-Length that is not a number) with a problem body, as the node answers every other bad request, where
-aiohttp's own answer is plain text (or with the answer it is given: the S3 front's is an S3 error document).
+Content-Length that is not a number) or refuses before the app sees it (an `Expect` it does not know) with a
+problem body, as the node answers every other bad request, where aiohttp's own answer is plain text (or with
+the answer it is given: the S3 front's is an S3 error document).
 """
 
 from __future__ import annotations
@@ -125,9 +126,28 @@ class ProblemRunner(web.AppRunner):
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
-        return self.server_class(server.request_handler, request_factory=server.request_factory,
+        return self.server_class(_answering(server.request_handler, self.server_options["answer"]),
+                                 request_factory=server.request_factory,
                                  handler_cancellation=server.handler_cancellation, loop=server._loop,
                                  **server._kwargs, **self.server_options)
+
+
+def _answering(handle: Callable[[web.BaseRequest], Any], answer: Answer) -> Callable[[web.BaseRequest], Any]:
+    """The app's request handler, an error aiohttp raises before the app's middlewares run answered by `answer`:
+    its check of an `Expect` header (417 to anything but 100-continue) on a route without an expect handler
+    of its own."""
+
+    async def handled(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await handle(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = answer(exc.status, f"{exc.reason}: {exc.text}")
+            response.force_close()  # the request's body, if one follows, was never read
+            return response
+
+    return handled
 
 
 @functools.lru_cache(maxsize=64)  # a burst past a cap is refused with the same few details
