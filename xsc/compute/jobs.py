@@ -344,11 +344,18 @@ class JobService:
 
     # --- inputs ------------------------------------------------------------------------------
     async def _stage(self, spec: JobSpec, stdin: ReadFn | None, work: Path) -> Staged:
+        opened: list = []  # the stored files read, closed however staging ends: no range asked stays in flight
+        try:
+            return await self._staged(spec, stdin, work, opened)
+        finally:
+            await asyncio.gather(*(plaintext.aclose() for plaintext in opened))
+
+    async def _staged(self, spec: JobSpec, stdin: ReadFn | None, work: Path, opened: list) -> Staged:
         staged = Staged(work)
         room = spec.bytes_in
         if spec.stdin is not None:
             staged.stdin = work / "stdin"
-            source = stdin if spec.stdin == "-" else await self._opened(spec.stdin, "stdin")
+            source = stdin if spec.stdin == "-" else await self._opened(spec.stdin, "stdin", opened)
             size, staged.stdin_sha256 = await self._copy(source, staged.stdin, room, "stdin")
             room -= size
             staged.bytes_in += size
@@ -359,7 +366,7 @@ class JobService:
             if sum(cap.size for cap in caps) > room:
                 raise OverCap(f"{what} is {sum(cap.size for cap in caps):,} bytes, over what is left of the job's "
                               f"bytes_in ({room:,})", hint="ask for more with --bytes-in")
-            size, digest = await self._copy(await self._chained(caps, what), work / "in" / item.name, room, what)
+            size, digest = await self._copy(await self._chained(caps, what, opened), work / "in" / item.name, room, what)
             room -= size
             staged.bytes_in += size
             staged.inputs.append({"path": item.path, "sha256": digest, "size": size,
@@ -379,9 +386,9 @@ class JobService:
         except NotFound as err:
             raise NotFound(f"{what} cannot be read: {err.message}", hint=err.hint) from None
 
-    async def _chained(self, caps: list[Capability], what: str) -> ReadFn:
+    async def _chained(self, caps: list[Capability], what: str, opened: list) -> ReadFn:
         """The plaintext of several stored files, one after the other, as one read function."""
-        readers = [await self._opened(str(cap), what) for cap in caps[:1]]
+        readers = [await self._opened(str(cap), what, opened) for cap in caps[:1]]
         rest = list(caps[1:])
 
         async def read(n: int) -> bytes:
@@ -391,18 +398,19 @@ class JobService:
                     return chunk
                 readers.pop(0)
                 if rest:  # the next part is opened once the one before it is read to its end
-                    readers.append(await self._opened(str(rest.pop(0)), what))
+                    readers.append(await self._opened(str(rest.pop(0)), what, opened))
             return b""
 
         return read
 
-    async def _opened(self, cap_text: str, what: str) -> ReadFn:
-        """A stored file's plaintext as a read function (whole chunks, b"" at its end)."""
+    async def _opened(self, cap_text: str, what: str, opened: list) -> ReadFn:
+        """A stored file's plaintext as a read function (whole chunks, b"" at its end), added to `opened`."""
         cap = Capability.parse(cap_text)
         try:
             _, chunks = await self.storage.open(cap)
         except NotFound as err:
             raise NotFound(f"{what} cannot be read: {err.message}", hint=err.hint) from None
+        opened.append(chunks)
         iterator = chunks.__aiter__()
 
         async def read(n: int) -> bytes:
