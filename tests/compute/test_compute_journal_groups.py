@@ -27,11 +27,11 @@ class _GatedWrites:
         self._permits = threading.Semaphore(0)
         real = journal._write
 
-        def write(items, sign=True):
+        def write(items):
             self.sizes.append(len(items))
             self._entered.release()
             assert self._permits.acquire(timeout=10), "the test never let this write through"
-            return real(items, sign)
+            return real(items)
 
         monkeypatch.setattr(journal, "_write", write)
 
@@ -167,39 +167,34 @@ def _records(journal: Journal, count: int) -> list[dict]:
              "args": [], "outcome": "ok", "results": [], "node": journal.test_identity.id} for _ in range(count)]
 
 
-async def _one_group_behind_a_lone_record(journal, writes, records, sign_after: bool) -> None:
-    """`records` appended while a lone record is written (so they go as one group next), all answered."""
-    _, first = _append(journal)
+async def _one_group_behind_a_lone_record(journal, writes, records) -> str:
+    """`records` appended while a lone record is written (so they go as one group next), all answered; the lone
+    record's id."""
+    lone, first = _append(journal)
     await writes.started()
-    answers = [journal.append(record, b"m" * 32, sign_after=sign_after) for record in records]
+    answers = [journal.append(record, b"m" * 32) for record in records]
     writes.release()
     await first
     await writes.started()
     writes.release()
     await asyncio.gather(*answers)
     assert writes.sizes == [1, len(records)]
+    return lone
 
 
-def _stored(journal: Journal, record: dict) -> bytes:
-    return journal._db.get(keys.provenance(bytes.fromhex(record["id"])))
+def _stored(journal: Journal, record_id: str) -> bytes:
+    return journal._db.get(keys.provenance(bytes.fromhex(record_id)))
 
 
-async def test_a_group_signed_after_is_answered_unsigned_whatever_its_size_then_signed_at_once(journal, monkeypatch):
-    """A peer's batch (`sign_after`): its group of SIGN_IN_GROUP records or more is written unsigned with its marks and
-    answered before any signature; `sign_now` signs it then, as one batch, without waiting for SIGN_DELAY."""
-    monkeypatch.setattr(journal_module, "SIGN_DELAY", 60.0)  # only sign_now signs it within the test
+async def test_a_large_group_is_signed_in_its_own_write_and_a_lone_record_after_its_answer(journal, monkeypatch):
+    """A group of SIGN_IN_GROUP records or more (a peer's batch of calls) is answered signed, in one write; a lone
+    record is answered unsigned, with its mark (signed within SIGN_DELAY, or when it is read)."""
+    monkeypatch.setattr(journal_module, "SIGN_DELAY", 60.0)  # nothing is signed later within the test
     writes = _GatedWrites(monkeypatch, journal)
     records = _records(journal, journal_module.SIGN_IN_GROUP)
-    await _one_group_behind_a_lone_record(journal, writes, records, sign_after=True)
-    assert all(journal_module.unsigned(_stored(journal, r)) for r in records)  # answered before its signature
-    assert await asyncio.wait_for(journal.sign_now(), 10) == len(records) + 1  # the lone one's too
-    signed = [provenance.decode(_stored(journal, r)) for r in records]
-    assert all(provenance.is_valid(s) for s in signed) and {s["batch"]["count"] for s in signed} == {len(records) + 1}
-    assert list(journal._db.iterator(prefix=keys.UNSIGNED)) == []
-
-
-async def test_a_large_group_without_sign_after_is_still_written_signed(journal, monkeypatch):
-    writes = _GatedWrites(monkeypatch, journal)
-    records = _records(journal, journal_module.SIGN_IN_GROUP)
-    await _one_group_behind_a_lone_record(journal, writes, records, sign_after=False)
-    assert not any(journal_module.unsigned(_stored(journal, r)) for r in records)
+    lone = await _one_group_behind_a_lone_record(journal, writes, records)
+    assert journal_module.unsigned(_stored(journal, lone))
+    stored = [_stored(journal, r["id"]) for r in records]
+    assert not any(journal_module.unsigned(s) for s in stored)
+    assert all(provenance.is_valid(provenance.decode(s)) for s in stored)
+    assert [key for key, _ in journal._db.iterator(prefix=keys.UNSIGNED)] == [keys.unsigned(bytes.fromhex(lone))]

@@ -37,7 +37,7 @@ class _Writes:
             self.gate.set()
         real = journal._write
 
-        def write(items, sign=True):
+        def write(items):
             self.sizes.append(len(items))
             self.threads.append(threading.current_thread().name)
             self.started.set()
@@ -45,7 +45,7 @@ class _Writes:
             self.gate.wait(10)
             if self.fail:
                 raise OSError("the disk failed the write")
-            return real(items, sign)
+            return real(items)
 
         monkeypatch.setattr(journal, "_write", write)
 

@@ -19,10 +19,10 @@ invocation counts and chain heads, whatever the callers add (`puts`: what a paid
 for each record an `unsigned` mark; or, for a group of SIGN_IN_GROUP records or more (under load), the records
 already signed as one batch (below): one signature costs such a group less than writing each record twice.
 
-A group holding a record appended `sign_after` (a peer's batch: its gateway waits for every record of it, and sends
-nothing more meanwhile) is written unsigned whatever its size, answered, and signed once the answer has left
-(`sign_now`), else within SIGN_DELAY as below.  A smaller group's signing waits for no caller: within SIGN_DELAY of
-a write, the journal's thread signs every record written since its last batch at once (one Ed25519 signature over
+A peer's batch of calls is usually one such group (its calls run on the loop one after the other, and its gateway
+waits for all of them), so it is signed in its own write too: not written unsigned, answered and rewritten signed,
+which cost the provider a second write of every record and a second wake of the journal's thread per batch.  A
+smaller group's signing waits for no caller: within SIGN_DELAY of a write, the journal's thread signs every record written since its last batch at once (one Ed25519 signature over
 the Merkle root of their canonical records; each record gets the root, the signature, its place and its inclusion
 proof, so it verifies alone) and rewrites them, dropping their marks, without a sync of its own.  So a lone caller
 does not wait for a signature, and under load one signature covers every record of SIGN_DELAY.  A record is never
@@ -51,8 +51,7 @@ log = logging.getLogger(__name__)
 MAX_GROUP = 512
 GATHER = 0.001  # seconds the next group waits at most for as many records as the group before it had
 LAZY, LAZY_AFTER = 16, 0.005  # records nobody waits for start a group once this many wait, or this long after
-# A record waiting for its group: (record, module hash, puts, loop, future, result to set once it is durable, whether
-# its group is signed after its callers are answered).
+# A record waiting for its group: (record, module hash, puts, loop, future, result to set once it is durable).
 _Entry = tuple
 SIGN_DELAY = 0.02  # seconds a durable record may wait for its batch signature
 SIGN_IN_GROUP = 4  # records of a group from which it is signed as it is written (not after)
@@ -91,20 +90,18 @@ class Journal:
             return len(self._pending)
 
     def append(self, record: dict[str, Any], module_hash: bytes,
-               puts: tuple[tuple[bytes, bytes], ...] = (), *, awaited: bool = True,
-               sign_after: bool = False) -> asyncio.Future:
+               puts: tuple[tuple[bytes, bytes], ...] = (), *, awaited: bool = True) -> asyncio.Future:
         """On the loop: write `record` (its `previous` link is filled in here) durably, with `puts`, in the next
         group; the future is done once it is on disk (or failed, if the group's write failed).  The loop never
         writes: with no group being written, the journal's thread leads the next one (it takes every record
         waiting when it starts: those the loop appends meanwhile go in it too).  A record whose caller does not
         wait for it (`awaited` false: a web function's, answered before its record is written) starts a group
         only once LAZY records wait or LAZY_AFTER has passed (an awaited one starts it at once): under load,
-        groups of many records, each signed as it is written.  `sign_after`: its group is written unsigned and
-        answered before it is signed, whatever its size (its caller has it signed: `sign_now`)."""
+        groups of many records, each signed as it is written."""
         loop = asyncio.get_running_loop()
         future = self._last = loop.create_future()
         with self._queue:
-            self._pending.append((record, module_hash, puts, loop, future, None, sign_after))
+            self._pending.append((record, module_hash, puts, loop, future, None))
             self._urgent = self._urgent or awaited
             waiting, leading = len(self._pending), self._leading
             lead = not leading and (awaited or waiting >= LAZY)
@@ -150,15 +147,13 @@ class Journal:
         self._writer.submit(self._lead)
 
     def commit(self, record: dict[str, Any], module_hash: bytes, puts: tuple[tuple[bytes, bytes], ...],
-               loop: asyncio.AbstractEventLoop, future: asyncio.Future, result: Any, *,
-               sign_after: bool = False) -> None:
+               loop: asyncio.AbstractEventLoop, future: asyncio.Future, result: Any) -> None:
         """From the worker that ran a call (parse, run, record and write in one worker: one hop per call): write
         its record durably in a group, then set `result` on `future` (of `loop`).  With no group being written,
         this worker writes one at once (every record waiting, its own among them: it leads the group); else its
-        record joins the next group and the worker is free at once: that group's leader answers it.  `sign_after`:
-        as for `append`."""
+        record joins the next group and the worker is free at once: that group's leader answers it."""
         with self._queue:
-            self._pending.append((record, module_hash, puts, loop, future, result, sign_after))
+            self._pending.append((record, module_hash, puts, loop, future, result))
             self._urgent = True
             if self._leading:
                 return
@@ -176,7 +171,7 @@ class Journal:
                 group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
                 self._urgent = self._urgent and bool(self._pending)
         try:
-            self._write([entry[:3] for entry in group], sign=not any(entry[6] for entry in group))
+            self._write([entry[:3] for entry in group])
             error = None
         except Exception as exc:  # nothing of the group was stored: each of its callers gets the error
             log.error("writing %d provenance record(s) failed: %s", len(group), exc)
@@ -196,7 +191,7 @@ class Journal:
 
     def _answer(self, entries: list[_Entry], error: Exception | None, hand_on: bool) -> None:
         """On the loop: a group is on disk (or failed): its callers go on, and the next group is written."""
-        for _, _, _, _, future, result, _ in entries:
+        for _, _, _, _, future, result in entries:
             if not future.done():
                 future.set_exception(error) if error is not None else future.set_result(result)
         if hand_on:  # the next group: at once if as many records wait as these were, else once they do (or GATHER);
@@ -216,11 +211,11 @@ class Journal:
         self._gathering = None
         self._writer.submit(self._lead)
 
-    def _write(self, items: list[tuple[dict, bytes, tuple]], sign: bool = True) -> None:
+    def _write(self, items: list[tuple[dict, bytes, tuple]]) -> None:
         with self._lock:
-            self._write_locked(items, sign)
+            self._write_locked(items)
 
-    def _write_locked(self, items: list[tuple[dict, bytes, tuple]], sign: bool = True) -> None:
+    def _write_locked(self, items: list[tuple[dict, bytes, tuple]]) -> None:
         counts: dict[bytes, int] = {}
         heads: dict[bytes, str] = {}
         for record, module_hash, _ in items:
@@ -234,7 +229,7 @@ class Journal:
         # A large group is signed as it is written: one signature for the group costs its records less than
         # being written twice (unsigned with a mark, then signed); a small one is answered without waiting for it.
         signed = provenance.sign_batch(self.identity, [body for _, body in written]) \
-            if sign and len(written) >= SIGN_IN_GROUP else None
+            if len(written) >= SIGN_IN_GROUP else None
         with self._db.write_batch(sync=True) as batch:
             for i, ((record_id, body), (_, _, puts)) in enumerate(zip(written, items)):
                 if signed is None:
@@ -261,13 +256,6 @@ class Journal:
         """On the loop, after a write: have the records written since the last batch signed within SIGN_DELAY."""
         if self._signer is None:
             self._signer = asyncio.get_running_loop().call_later(SIGN_DELAY, self._sign_in_writer)
-
-    def sign_now(self) -> asyncio.Future:
-        """On the loop: have every record written and not yet signed signed at once, on the journal's thread (behind
-        the group it may be writing), not SIGN_DELAY from now; done (with how many) once they are."""
-        if self._signer is not None:
-            self._signer.cancel()
-        return self._sign_in_writer()
 
     def _sign_in_writer(self) -> asyncio.Future:
         self._signer = None

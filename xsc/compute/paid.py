@@ -400,9 +400,8 @@ class PaidCompute:
         """Run the tab calls of a gateway's batch (net/compute.py: InvokeBatcher): each is checked and run
         exactly as if it had come alone (its own authorization, tab, trust line, module, limits), concurrently;
         one answer or refusal per call, in order.  A refused or trapped call fails alone.  The gateway sends
-        nothing more until the whole batch is answered, and every record of it is durable first: the batch's
-        records are written unsigned and signed once its answer has left, while the gateway works (its
-        signature off the path of the two nodes' turns)."""
+        nothing more until the whole batch is answered, and every record of it is durable first (usually in one
+        group, signed as it is written: compute/journal.py)."""
         calls = body.get("calls") if isinstance(body, dict) else None
         if not isinstance(calls, list) or set(body) != {"calls"}:
             raise InvalidArgument('send {"calls": [CALL, ...]}, each CALL a tab call as POST /v1/peer/compute/invoke '
@@ -416,8 +415,6 @@ class PaidCompute:
         finally:
             if batch is not None and batch.budgets and self.trust is not None:  # one write for the whole batch
                 self.trust.use(gateway, batch.charges, reserved=batch.budgets)
-            if batch is not None:  # its records were answered unsigned: signed once the answer has left (next turn)
-                asyncio.get_running_loop().call_soon(self.compute.journal.sign_now)
 
     async def _batched(self, gateway: str, entry: Any, batch: _Batch | None) -> dict[str, Any] | XscError:
         try:

@@ -407,8 +407,8 @@ class ComputeService:
         `rate` is the deal's price (micro-credits per million fuel), and `deal` what the provenance
         record says of the deal the call runs under; `owed(run)` gives records written durably with the
         run's provenance record (what the run owes: ledger/tabs.py).  `together`: it comes with others (a peer's
-        batch), so it is a concurrent call even if it is admitted first, and its record is answered before it is
-        signed (Journal.append's `sign_after`: the caller has it signed once its answer has left, `sign_now`)."""
+        batch), so it is a concurrent call even if it is admitted first (tried on the loop; its record joins theirs
+        in one group)."""
         if self.admitted >= self.max_queued:
             raise ComputeBusy(f"the node is busy: {self.admitted} calls are running or waiting "
                               f"for one of its {self.threads} threads", hint="retry in a moment",
@@ -420,13 +420,13 @@ class ComputeService:
             inline = self._try_inline(call, requester, rate, deal, owed) if self.admitted > 1 or together else None
             if inline is not None:  # one hop: the record's group commit
                 run, record, module_hash, puts = inline
-                await self.journal.append(record, module_hash, puts, sign_after=together)
+                await self.journal.append(record, module_hash, puts)
                 return run
             # One hop: the worker parses, runs, records and writes (or joins the group being written), and the
             # run comes back once its record is on disk.
             loop = asyncio.get_running_loop()
             future = loop.create_future()
-            self.pool.submit(self._invoke, call, requester, rate, deal, owed, loop, future, together)
+            self.pool.submit(self._invoke, call, requester, rate, deal, owed, loop, future)
             return await future
         finally:
             self.admitted -= 1
@@ -505,7 +505,7 @@ class ComputeService:
 
     def _invoke(self, call: InvokeCall, requester: str, rate: int, deal: dict[str, Any] | None,
                 owed: Callable[[Run], tuple[tuple[bytes, bytes], ...]] | None, loop: asyncio.AbstractEventLoop,
-                future: asyncio.Future, together: bool = False) -> None:
+                future: asyncio.Future) -> None:
         """On a worker: parse, run and record a call, and write its record (journal.commit), which answers
         `future` with the Run once the record is durable; bad input, or any failure, answers it at once."""
         try:
@@ -524,7 +524,7 @@ class ComputeService:
         except BaseException as exc:  # refused (bad arguments, no such export) or failed: nothing to write
             _answer_soon(loop, future, exc)
             return
-        self.journal.commit(record, prepared.module_hash, puts, loop, future, run, sign_after=together)
+        self.journal.commit(record, prepared.module_hash, puts, loop, future, run)
 
     def _finish(self, call: InvokeCall, prepared: sandbox.Prepared, signature: Signature, values: list,
                 argv: list[str] | None, limits: Limits, outcome: sandbox.Outcome, started: int, requester: str,
