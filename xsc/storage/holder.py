@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import codec
-from ..errors import (Forbidden, InvalidArgument, PayloadTooLarge, QuotaExceeded, RangeNotSatisfiable, SegmentOutOfOrder,
-                      ShareExists, ShareMismatch, ShareNotFound, UploadIncomplete, UploadNotFound, XscError)
+from ..errors import (Forbidden, InvalidArgument, PayloadTooLarge, QuotaExceeded, RangeNotSatisfiable,
+                      SegmentOutOfOrder, ShareExists, ShareMismatch, ShareNotFound, UploadIncomplete, UploadNotFound,
+                      XscError)
 from ..identity import public_id
 from ..ledger.core.pricing import price_storage
 from ..tasks import in_pool, periodic
@@ -263,9 +264,10 @@ class ShareHolder:
         try:
             blocks, raw = cut_commit(body, sum(block_lengths(incoming.size, incoming.segment_size, first,
                                                              max(incoming.segment_count - first, 0))))
-            if len(raw) > self.commit_limit(incoming):
-                raise PayloadTooLarge(f"the commit after the last blocks is {len(raw)} bytes; at most "
-                                      f"{self.commit_limit(incoming)} are accepted", limit=self.commit_limit(incoming))
+            most = self.commit_limit(incoming)
+            if len(raw) > most:
+                raise PayloadTooLarge(f"the commit after the last blocks is {len(raw)} bytes; at most {most} are "
+                                      "accepted", limit=most)
             commit = codec.loads(raw)
             if not isinstance(commit, dict):
                 raise ValueError("not an object")
