@@ -13,8 +13,9 @@ a quarter of it), then a second file of the same size put and got right after it
 a row sees), then --watch seconds more of the
 nodes' ordinary work (probes every 10 s, audits every 10 s here).  Over each run, from every node's
 `GET /v1/health/peers` and `GET /v1/node/status`: failed probes (each one marks the peer down until the next
-succeeds), audits answered, failed and unanswered, repairs started.  Targets (the network row of docs/peers.md): put
-and get with delay and loss at least 0.5x of those without; no failed probe, failed audit or repair under them.
+succeeds), probes asked again (a challenge without an answer made once more before it counts), audits answered,
+failed and unanswered, repairs started.  Targets (the network row of docs/peers.md): put and get with delay and
+loss at least 0.5x of those without; no failed probe, failed audit or repair under them.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Run:
     get_mbs: float | None = None
     probes: int = 0
     probes_failed: int = 0
+    probes_asked_again: int = 0  # challenges that found no answer and were made once more (a probe's second attempt)
     last_errors: list[str] | None = None
     audits_ok: int = 0
     audits_failed: int = 0
@@ -112,7 +114,11 @@ def _health(net: Devnet, run: Run) -> None:
     """The probes and audits every node made so far, and the repairs it started."""
     errors = []
     for node in net:
-        for peer in _get(node, "/v1/health/peers")["peers"]:
+        view = _get(node, "/v1/health/peers")
+        run.probes_asked_again += view["probes_asked_again"]
+        if view["last_asked_again"]:
+            errors.append(f"{node.name}, asked again after: {view['last_asked_again']}")
+        for peer in view["peers"]:
             probes = peer.get("probes_1h") or 0
             run.probes += probes
             run.probes_failed += round(probes * (1 - (peer.get("ratio_1h") or 0))) if probes else 0
@@ -186,6 +192,7 @@ def main() -> None:
         report.add(f"{args.size} MiB raw TCP stream node to node, {name}", run.raw_mbs, "MB/s")
         report.add(f"{args.size / 4:g} MiB (a share) raw TCP stream node to node, {name}", run.raw_share_mbs, "MB/s")
         report.add(f"probes made, {name}", run.probes, "")
+        report.add(f"probes asked again (a challenge without an answer), {name}", run.probes_asked_again, "")
         report.add(f"audits answered, {name}", run.audits_ok, "")
     report.add("put with delay and loss / without", slow.put_mbs / plain.put_mbs, "x", target=0.5, op=">=")
     report.add("get with delay and loss / without", slow.get_mbs / plain.get_mbs, "x", target=0.5, op=">=")

@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xsc.health import PeerHistory, availability, reachable_status, record_audit, record_probe, success_ratio
-from xsc.health.core.stats import BUCKET_MS, DAY_MS, HOUR_MS, MAX_BACKOFF, ewma, probe_due
+from xsc.errors import PeerIdentityMismatch, PeerRefused, PeerUnreachable
+from xsc.health.core.stats import BUCKET_MS, DAY_MS, HOUR_MS, MAX_BACKOFF, ask_again, ewma, probe_due
 
 T0 = 1_700_000_000_000
 # A probe: (ms since the previous one, answered?, latency ms)
@@ -104,3 +105,17 @@ def test_a_failing_peer_is_probed_less_often_and_never_less_than_every_max_backo
         shorter = replace(history, consecutive_failures=history.consecutive_failures - 1)
         assert due or not probe_due(longer, now, interval)
         assert not due or probe_due(shorter, now, interval)
+
+
+def test_a_probe_that_found_no_answer_is_asked_again_only_of_a_peer_that_was_up() -> None:
+    """One lost packet (retransmits outlasting the timeout, a connection the peer had closed) must not mark a peer
+    down; a refusal or another key would answer again, and a peer down or never answered costs one attempt."""
+    up = record_probe(PeerHistory(), T0, True, 100.0)
+    down = record_probe(up, T0 + 10_000, False, None, "timeout")
+    lost = PeerUnreachable("peer https://198.18.0.3:7070 is unreachable: timeout", sent=True)
+    assert ask_again(up, lost)
+    assert ask_again(record_probe(down, T0 + 20_000, True, 100.0), lost)  # back up: asked again once more
+    assert not ask_again(down, lost)
+    assert not ask_again(PeerHistory(), lost)  # never probed: a stranger's address, perhaps dead
+    assert not ask_again(up, PeerRefused("peer refused POST /v1/peer/challenge: too many requests"))
+    assert not ask_again(up, PeerIdentityMismatch("another key answered", sent=False))

@@ -456,3 +456,51 @@ async def test_a_reader_cuts_the_blocks_out_of_chunks_of_any_size(chunk: int) ->
     async with _answering([b"".join(blocks)], chunk) as holder:
         got = await holder.blocks(b"\x01" * 32, SHARE, 0, 4, [len(b) for b in blocks])
     assert got == blocks and all(type(b) is bytes for b in got)
+
+
+async def test_the_last_blocks_and_the_commit_in_one_request_and_each_bad_one_refused_and_aborted(net) -> None:
+    store, from_a = net["store"], net["from_a"]
+    f = EncodedFile(3 * SEGMENT + 1000)  # 4 segments, the last one short
+    blocks, hashes, manifest = f.blocks[SHARE], f.hashes[SHARE], f.manifest.encode()
+    upload = await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
+    await from_a.put_segments(upload, 0, blocks[:1])
+    await from_a.commit(upload, hashes, manifest, first=1, blocks=blocks[1:])
+    assert (store.used, store.reserved, store.shares_held) == (f.share_bytes, 0, 1)
+    assert await from_a.blocks(f.si, SHARE, 0, 4, f.lengths(0, 4)) == blocks
+    await from_a.delete(f.si, SHARE)
+
+    commit = remote_holder.dumps({"block_hashes": [h.hex() for h in hashes], "manifest": manifest.hex()})
+    wrong = remote_holder.dumps({"block_hashes": [h.hex() for h in reversed(hashes)], "manifest": manifest.hex()})
+
+    async def last(body: list[bytes]) -> PeerRefused:
+        """Segment 0 sent, then `body` as segments 1.. with the commit: refused, and the upload aborted."""
+        upload = await from_a.begin(f.si, SHARE, f.size, f.segment_size, lease())
+        await from_a.put_segments(upload, 0, blocks[:1])
+        with pytest.raises(PeerRefused) as err:
+            await from_a.client.request(from_a.url, "PUT", f"/v1/peer/uploads/{upload}/segments/1?commit",
+                                        data=body, to=from_a.node_id)
+        assert nothing_staged(store, f.si) and store.used == 0
+        with pytest.raises(PeerRefused) as gone:
+            await from_a.put_segments(upload, 1, blocks[1:2])
+        refused(gone, 404, "upload-not-found")
+        return err.value
+
+    refused(await last(blocks[1:3]), 400, "bad-request")  # it ends within the blocks
+    refused(await last([*blocks[1:], b"not json"]), 400, "invalid-argument")
+    refused(await last([*blocks[1:], wrong]), 409, "share-mismatch")
+    too_long = b" " * (wire.commit_limit(f.count) + 1)  # within the body's limit, past the commit's
+    refused(await last([*blocks[1:], too_long]), 413, "payload-too-large")
+    refused(await last([*blocks[1:], commit[:-1]]), 400, "invalid-argument")  # cut short
+    await place(from_a, f)  # after all that, the share still goes through
+    assert (store.used, store.reserved) == (f.share_bytes, 0)
+
+
+@given(st.binary(min_size=1, max_size=64), st.binary(min_size=1, max_size=16), st.data())
+def test_a_last_body_is_cut_into_its_blocks_and_its_commit_however_it_arrived(blocks, tail, data) -> None:
+    body = blocks + tail
+    cuts = sorted(data.draw(st.sets(st.integers(1, len(body) - 1), max_size=6)))
+    chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)])]
+    kept, commit = wire.cut_commit(chunks, len(blocks))
+    assert b"".join(bytes(c) for c in kept) == blocks and commit == tail
+    with pytest.raises(BadRequest):
+        wire.cut_commit(chunks, len(body))  # no commit after the blocks

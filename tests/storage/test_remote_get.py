@@ -44,7 +44,9 @@ class Serving:
         assert first == len(self.stored)
         self.stored.extend(blocks)
 
-    async def commit(self, upload, block_hashes, manifest) -> None:
+    async def commit(self, upload, block_hashes, manifest, *, first=0, blocks=None) -> None:
+        if blocks:
+            await self.put_segments(upload, first, blocks)
         assert [block_hash(b) for b in self.stored] == block_hashes
 
     # --- as a get's holder ----------------------------------------------------------------------

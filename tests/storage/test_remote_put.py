@@ -11,9 +11,10 @@ import os
 import pytest
 
 from tests.support.shares import gateway_core, holder_net, in_flight
-from xsc.errors import PeerError, PeerRefused
+from xsc.errors import PeerError, PeerRefused, PeerUnreachable
 from xsc.node.appkeys import NODE
 from xsc.storage import gateway_put, remote
+from xsc.storage.core import layout
 from xsc.storage.core.merkle import block_hash
 from xsc.storage.gateway_core import GatewayCore
 
@@ -29,8 +30,10 @@ class Holding:
     average round trip to it."""
 
     def __init__(self, refusing: bool = False, begin_after: asyncio.Event | None = None,
-                 gate: asyncio.Event | None = None, round_trip: float | None = None) -> None:
+                 gate: asyncio.Event | None = None, round_trip: float | None = None,
+                 commit_answer_lost: bool = False) -> None:
         self.refusing, self.begin_after, self.gate, self.round_trip = refusing, begin_after, gate, round_trip
+        self.commit_answer_lost = commit_answer_lost  # it commits, but its answer never reaches the gateway
         self.asked: list[str] = []
         self.blocks: list[bytes] = []
         self.committed: list[bytes] | None = None
@@ -52,12 +55,19 @@ class Holding:
                 self.blocks.extend(blocks)
                 self.changed.notify_all()
 
-    async def commit(self, upload, block_hashes, manifest) -> None:
+    async def commit(self, upload, block_hashes, manifest, *, first=0, blocks=None) -> None:
+        self.asked.append("commit")
+        if blocks:  # the share's last blocks come with it: staged in their turn first
+            await self.put_segments(upload, first, blocks)
         assert [block_hash(b) for b in self.blocks] == block_hashes
         self.committed = block_hashes
+        if self.commit_answer_lost:
+            raise PeerUnreachable("the connection was cut", url="holding", sent=True)
 
     async def abort(self, upload) -> None:
         self.asked.append("abort")
+        if self.committed is not None:
+            raise PeerRefused("no upload in progress", url="holding")
 
     async def delete(self, si, share) -> None:
         self.asked.append("delete")
@@ -138,3 +148,31 @@ async def test_a_holder_carries_the_probes_average_round_trip_to_its_node(node_f
     latency = a.peers.availability(b_id).latency_ms
     assert latency is not None and a.storage.holder(b_id).round_trip == latency / 1000
     assert a.storage.holder("f" * 64).round_trip is None  # a node it does not know
+
+
+async def test_the_last_batch_goes_with_the_commit_while_the_batches_before_it_are_on_their_way(gateway,
+                                                                                                monkeypatch) -> None:
+    """The commit costs no round trip of its own: it leaves with the share's last blocks, without waiting for the
+    earlier batches' answers (the holder stages them in order, then commits)."""
+    monkeypatch.setattr(remote, "SEND_BATCH", 3 * layout.segment_block_length(SEGMENT))  # 4 batches of 3 segments
+    gate = asyncio.Event()
+    holders = {"b": Holding(gate=gate, round_trip=remote.LONG_PATH * 4), "c": Holding()}
+    putting = asyncio.ensure_future(_put(gateway, holders, []))
+    b = holders["b"]
+    async with b.changed:  # three batches unanswered and the last with the commit
+        await asyncio.wait_for(b.changed.wait_for(lambda: b.in_flight == 4), WAIT)
+    assert b.asked == ["begin", "commit"] and b.committed is None
+    gate.set()
+    result = await putting
+    assert result.placement == ["me"] * 4 + ["b", "c"]
+    assert b.committed is not None and len(b.blocks) == len(DATA) // SEGMENT and b.most_in_flight == 4
+
+
+async def test_a_commit_whose_answer_is_lost_is_taken_back_by_deleting_the_share(gateway) -> None:
+    """The holder committed but the gateway never heard it: the upload is gone, so the put takes back the share."""
+    holders = {"b": Holding(commit_answer_lost=True), "c": Holding()}
+    with pytest.raises(PeerError):
+        await _put(gateway, holders, [])
+    assert holders["b"].asked == ["begin", "commit", "abort", "delete"]
+    assert holders["c"].asked == ["begin", "commit", "delete"]
+    assert gateway.store.reserved == 0

@@ -19,7 +19,8 @@ from ..config import HealthSection
 from ..db import Database
 from ..errors import PeerError
 from ..health import Availability, PeerHistory, availability, reachable_status, record_audit, record_probe
-from ..health.core.stats import DAY_MS, HOUR_MS, MAX_ERROR, bucket_start, last_probe_ok, probe_due, sparkline
+from ..health.core.stats import (DAY_MS, HOUR_MS, MAX_ERROR, ask_again, bucket_start, last_probe_ok, probe_due,
+                                 sparkline)
 from ..identity import parse_public_id, public_id
 from ..tasks import Pacer, at_most, every, now_ms, stop
 from .core.descriptors import NodeDescriptor
@@ -77,6 +78,8 @@ class HealthService:
         self._others: dict[str, int] = {}  # the sample of others probed every round: id -> rounds left after this
         self._in_flight = asyncio.Semaphore(PROBES_AT_ONCE)  # probes at once, whatever asked for them
         self._starts = Pacer(PROBE_STARTS, PROBES_AT_ONCE // 4)  # ... and begun a second
+        self.asked_again = 0  # probes made twice (`ask_again`) since the node started
+        self.last_asked_again: str | None = None  # the first attempt's error of the last of them
 
     # --- what the rest of the node uses ---------------------------------------------
     def availability(self, node_id: str) -> Availability:
@@ -201,12 +204,22 @@ class HealthService:
 
     # --- probes -----------------------------------------------------------------------------
     async def probe(self, peer: NodeDescriptor) -> tuple[bool, float | None, str | None]:
-        """(ok, latency in ms, error) of one signed challenge to the peer."""
+        """(ok, latency in ms, error) of one signed challenge to the peer; one that found no answer is made once
+        more at once if the peer was up (`ask_again`): one lost packet does not mark a peer down."""
         start = time.perf_counter()
         try:
             reply = await self.challenge(peer.url, peer.id, self.config.probe_timeout)
         except PeerError as err:
-            return False, None, str(err)[:MAX_ERROR]
+            if not ask_again(self._histories.get(peer.id, PeerHistory()), err):
+                return False, None, str(err)[:MAX_ERROR]
+            self.asked_again += 1
+            self.last_asked_again = str(err)[:MAX_ERROR]
+            log.info("no answer to a probe of peer %s (%s): asking again", peer.id[:12], err)
+            start = time.perf_counter()  # the latency is the answered attempt's
+            try:
+                reply = await self.challenge(peer.url, peer.id, self.config.probe_timeout)
+            except PeerError as again:
+                return False, None, str(again)[:MAX_ERROR]
         latency = (time.perf_counter() - start) * 1000
         if isinstance(reply.get("descriptor"), dict):
             try:  # the answer carries the peer's fresh descriptor: its free space, without waiting for gossip
@@ -267,7 +280,8 @@ class HealthService:
         await stop(task, *self._reprobes)
 
     def view(self) -> dict:
-        return {"peers": self.table(), "last_round": self.last_round, "probe_interval": self.config.probe_interval}
+        return {"peers": self.table(), "last_round": self.last_round, "probe_interval": self.config.probe_interval,
+                "probes_asked_again": self.asked_again, "last_asked_again": self.last_asked_again}
 
     async def check_reachable(self) -> dict:
         """The `peers:reachable` check of /health."""

@@ -19,8 +19,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import (Forbidden, InvalidArgument, QuotaExceeded, RangeNotSatisfiable, SegmentOutOfOrder, ShareExists,
-                      ShareMismatch, ShareNotFound, UploadIncomplete, UploadNotFound)
+from .. import codec
+from ..errors import (Forbidden, InvalidArgument, PayloadTooLarge, QuotaExceeded, RangeNotSatisfiable,
+                      SegmentOutOfOrder, ShareExists, ShareMismatch, ShareNotFound, UploadIncomplete, UploadNotFound,
+                      XscError)
 from ..identity import public_id
 from ..ledger.core.pricing import price_storage
 from ..tasks import in_pool, periodic
@@ -30,7 +32,7 @@ from .core.merkle import block_hash, proof, root
 from .publisher import Publisher
 from .share_store import ShareMeta, ShareStore, Upload
 from .core.wire import (HEX_HASH, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_SEGMENT_SIZE, MIN_SEGMENT_SIZE,
-                        block_lengths, commit_limit, json_int, parse_manifest, put_limit, split_blocks)
+                        block_lengths, commit_limit, cut_commit, json_int, parse_manifest, put_limit, split_blocks)
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +256,30 @@ class ShareHolder:
                                        or ahead * block > (MAX_BODIES_PER_SENDER - 1) * self.put_limit(incoming)):
             raise SegmentOutOfOrder(f"segments must arrive in order: segment {expected} is next, not {first}",
                                     hint="send the next segment", expected=expected)
+
+    async def put_last(self, incoming: Incoming, first: int, body: Sequence[bytes]) -> ShareMeta:
+        """Stage the share's last blocks (segments first.. to its last) and commit it, from a body of those blocks
+        followed by the commit's JSON (wire.py: one round trip less than a body and a commit); a body that is not one
+        aborts the upload, as a commit that does not check out does."""
+        try:
+            blocks, raw = cut_commit(body, sum(block_lengths(incoming.size, incoming.segment_size, first,
+                                                             max(incoming.segment_count - first, 0))))
+            most = self.commit_limit(incoming)
+            if len(raw) > most:
+                raise PayloadTooLarge(f"the commit after the last blocks is {len(raw)} bytes; at most {most} are "
+                                      "accepted", limit=most)
+            commit = codec.loads(raw)
+            if not isinstance(commit, dict):
+                raise ValueError("not an object")
+        except (ValueError, RecursionError):
+            await self.abort(incoming)
+            raise InvalidArgument("the blocks' body must end with the commit's JSON object",
+                                  hint='send the last blocks, then {"block_hashes": [...], "manifest": hex}') from None
+        except XscError:
+            await self.abort(incoming)
+            raise
+        await self.put(incoming, first, blocks)
+        return await self.commit(incoming, commit.get("block_hashes"), commit.get("manifest"))
 
     async def commit(self, incoming: Incoming, block_hashes: Any, manifest_hex: Any) -> ShareMeta:
         """Check everything, then publish the share; on any failure the upload is aborted."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PeerRefused
 from .core.wire import (AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES,
                         WHOLE_MAX_BLOCK, WHOLE_MAX_SHARES, WHOLE_PATH, WholeShare, share_path, whole_shares_body)
-from ..net.peer_client import PeerClient
+from ..net.peer_client import EncodedJson, PeerClient, dumps
 from ..tasks import GroupSend
 
 if TYPE_CHECKING:
@@ -149,10 +149,24 @@ class RemoteHolder:
                                  data=blocks[index:end], timeout=timeout)
             index = end
 
-    async def commit(self, upload: str, block_hashes: list[bytes], manifest: bytes) -> None:
-        """Publish the share: the holder checks the hashes and their root against the manifest."""
-        await self._call("POST", f"/v1/peer/uploads/{upload}/commit",
-                         json={"block_hashes": [h.hex() for h in block_hashes], "manifest": manifest.hex()})
+    async def commit(self, upload: str, block_hashes: list[bytes], manifest: bytes, *, first: int = 0,
+                     blocks: list[bytes] | None = None) -> None:
+        """Publish the share: the holder checks the hashes and their root against the manifest.  `blocks`: the
+        share's last blocks (segments first.. to its last), sent with the commit in one request (wire.py), so the
+        commit costs no round trip of its own; those past one request's MAX_PUT_BYTES go first, on their own."""
+        commit = dumps({"block_hashes": [h.hex() for h in block_hashes], "manifest": manifest.hex()})
+        if not blocks:
+            await self._call("POST", f"/v1/peer/uploads/{upload}/commit", json=EncodedJson(commit))
+            return
+        start, size = len(blocks) - 1, len(blocks[-1])  # the last request: as many blocks as fit, at least one
+        while start > 0 and size + len(blocks[start - 1]) <= MAX_PUT_BYTES:
+            start -= 1
+            size += len(blocks[start])
+        if start:
+            await self.put_segments(upload, first, blocks[:start])
+        async with self.lane:
+            await self._call("PUT", f"/v1/peer/uploads/{upload}/segments/{first + start}?commit",
+                             data=[*blocks[start:], commit])
 
     async def abort(self, upload: str) -> None:
         await self._call("DELETE", f"/v1/peer/uploads/{upload}")

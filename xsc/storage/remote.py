@@ -56,7 +56,10 @@ class Holder(Protocol):
     async def place_whole(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int,
                           block: bytes, block_hash: bytes, manifest: bytes) -> None: ...
     async def put_segments(self, upload: str, first: int, blocks: list[bytes]) -> None: ...
-    async def commit(self, upload: str, block_hashes: list[bytes], manifest: bytes) -> None: ...
+    async def commit(self, upload: str, block_hashes: list[bytes], manifest: bytes, *, first: int = 0,
+                     blocks: list[bytes] | None = None) -> None:
+        """Publish the share; `blocks`: its last blocks (segments first.. to its last), sent with the commit."""
+        ...
     async def abort(self, upload: str) -> None: ...
     async def meta(self, si: bytes, share: int) -> dict: ...
     async def blocks(self, si: bytes, share: int, first: int, count: int, lengths: list[int],
@@ -68,8 +71,9 @@ class Holder(Protocol):
 
 
 class RemoteShareWriter:
-    """One share being written to a holder on another node: begun, fed in ordered batches, committed; or, a share
-    of one segment, its block kept until it is placed whole (`place_whole`: one request)."""
+    """One share being written to a holder on another node: begun, fed in ordered batches, committed with its last
+    batch (one request: the commit's round trip is the last batch's); or, a share of one segment, its block kept until
+    it is placed whole (`place_whole`: one request)."""
 
     def __init__(self, holder: Holder, node: str, si: bytes, share: int) -> None:
         self.holder, self.node, self.si, self.share = holder, node, si, share
@@ -78,11 +82,14 @@ class RemoteShareWriter:
         self._pending: list[bytes] = []
         self._pending_bytes = 0
         self._next = 0  # the first segment of the pending batch
+        self._segments: int | None = None  # the share's segments (from `begin`): its last batch waits for the commit
+        self._commit_sent = False
         self._sending: deque[asyncio.Task] = deque()  # batches in flight, oldest first: at most `ahead`
         self.ahead = SEND_AHEAD_LONG if (holder.round_trip or 0.0) > LONG_PATH else SEND_AHEAD
 
     async def begin(self, size: int, segment_size: int, lease_expiry: int) -> None:
         self.upload = await self.holder.begin(self.si, self.share, size, segment_size, lease_expiry)
+        self._segments = layout.segment_count(size, segment_size)
 
     def to(self, holder: Holder, node: str) -> RemoteShareWriter:
         """The same share for another holder, with the blocks not sent yet (a whole share's block)."""
@@ -101,7 +108,8 @@ class RemoteShareWriter:
     async def add(self, block: bytes) -> None:
         self._pending.append(block)
         self._pending_bytes += len(block)
-        if self._pending_bytes >= SEND_BATCH:
+        if self._pending_bytes >= SEND_BATCH and (self._segments is None
+                                                  or self._next + len(self._pending) < self._segments):
             await self._flush()
 
     async def _flush(self) -> None:
@@ -110,13 +118,23 @@ class RemoteShareWriter:
         if self._pending:
             batch, first = self._pending, self._next
             self._pending, self._pending_bytes, self._next = [], 0, first + len(batch)
-            self._sending.append(asyncio.ensure_future(self.holder.put_segments(self.upload, first, batch)))
+            self._send(self.holder.put_segments(self.upload, first, batch))
+
+    def _send(self, request: Awaitable[None]) -> None:
+        """One more request of this share under way (stopped by `undo` if the put fails)."""
+        self._sending.append(asyncio.ensure_future(request))
 
     async def commit(self, block_hashes: list[bytes], manifest: bytes) -> None:
-        await self._flush()  # send the last batch
+        """Send the last batch with the commit, while the batches before it may still be on their way (the holder
+        stages them in order, then commits)."""
+        while len(self._sending) >= self.ahead:
+            await self._sending.popleft()
+        last, first = self._pending, self._next
+        self._pending, self._pending_bytes, self._next = [], 0, first + len(last)
+        self._commit_sent = True
+        self._send(self.holder.commit(self.upload, block_hashes, manifest, first=first, blocks=last))
         while self._sending:
             await self._sending.popleft()
-        await self.holder.commit(self.upload, block_hashes, manifest)
         self.committed = True
 
     async def undo(self) -> None:
@@ -130,7 +148,14 @@ class RemoteShareWriter:
             if self.committed:
                 await self.holder.delete(self.si, self.share)
             elif self.upload is not None:
-                await self.holder.abort(self.upload)
+                try:
+                    await self.holder.abort(self.upload)
+                except PeerError:
+                    if not self._commit_sent:
+                        raise
+                    # The commit may have gone through, its answer lost or stopped here: no upload to abort then,
+                    # but a share to take back.
+                    await self.holder.delete(self.si, self.share)
         except Exception as exc:  # the holder is gone: it drops staged uploads when it restarts
             log.warning("could not undo share %d on node %s: %s", self.share, self.node, exc)
 

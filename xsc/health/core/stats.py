@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ...errors import PeerIdentityMismatch, PeerUnreachable
+
 BUCKET_MS = 5 * 60_000
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -124,6 +126,16 @@ def probe_due(history: PeerHistory, now: int, interval_ms: int) -> bool:
 def last_probe_ok(history: PeerHistory) -> bool | None:
     """Did the last probe succeed?  None before the first probe."""
     return None if history.last_probe is None else history.consecutive_failures == 0
+
+
+def ask_again(history: PeerHistory, error: BaseException) -> bool:
+    """Whether a probe that failed with `error` is made once more, at once, before it counts (and marks the peer
+    down): only if no answer came (a lost packet's retransmits outlasting the timeout, a connection the peer had
+    closed: the next attempt goes on another connection), never for a refusal or another key answering, which
+    would come again; and only for a peer up at its last probe, so that a peer down, or a stranger's dead
+    addresses never answered, cost one attempt a probe, not two."""
+    return (last_probe_ok(history) is True and isinstance(error, PeerUnreachable)
+            and not isinstance(error, PeerIdentityMismatch))
 
 
 def availability(history: PeerHistory, now: int) -> Availability:

@@ -103,9 +103,13 @@ async def put_segments(request: web.Request) -> web.Response:
     incoming = holder.get(request.match_info["upload"], _sender(request))
     first = parse_count(request.match_info["first"], "the first segment")
     holder.check_order(incoming, first)  # refused before its body is read; checked again under the lock
-    limit = holder.put_limit(incoming)
+    last = "commit" in request.query  # the share's last blocks, then the commit (wire.py): one round trip less
+    limit = holder.put_limit(incoming) + (holder.commit_limit(incoming) if last else 0)
     async with holder.body_room(incoming, min(limit, request.content_length or limit)):
-        following = await holder.put(incoming, first, await _read_signed_chunks(request, limit))
+        chunks = await _read_signed_chunks(request, limit)
+        if last:
+            return json_response(_placed(await holder.put_last(incoming, first, chunks)))
+        following = await holder.put(incoming, first, chunks)
     return json_response({"next_segment": following, "segment_count": incoming.segment_count})
 
 

@@ -8,6 +8,8 @@ neither imports the other.  Pure: no I/O.
                                                       number, terms, block hash and manifest (JSON), then their
                                                       blocks (`whole_shares_body`) -> {"shares": [placed or refused]}
     PUT    /v1/peer/uploads/{upload}/segments/{first} the share's blocks of segments first.., concatenated
+    PUT    /v1/peer/uploads/{upload}/segments/{first}?commit   the share's last blocks (first to its last segment),
+                                                      then the commit's JSON: staged and committed in one request
     POST   /v1/peer/uploads/{upload}/commit           {"block_hashes": [hex], "manifest": hex}
     DELETE /v1/peer/uploads/{upload}                  abort
     GET    /v1/peer/shares/{si}/{share}               metadata, block hashes, manifest
@@ -135,6 +137,28 @@ def block_lengths(size: int, segment_size: int, first: int, count: int) -> list[
     """Lengths of one share's blocks of segments first..first+count-1 (all alike but the last segment's)."""
     return [layout.segment_block_length(layout.plaintext_length(size, segment_size, i))
             for i in range(first, first + count)]
+
+
+def cut_commit(chunks: Sequence[bytes], blocks_length: int) -> tuple[list[bytes | memoryview], bytes]:
+    """(the chunks of the blocks, the commit's JSON) of a body of a share's last blocks followed by its commit: the
+    first `blocks_length` bytes are the blocks (kept as the chunks they arrived in), the rest the JSON."""
+    blocks: list[bytes | memoryview] = []
+    tail: list[bytes | memoryview] = []
+    left = blocks_length
+    for chunk in chunks:
+        if left >= len(chunk):
+            blocks.append(chunk)
+        elif left > 0:
+            view = memoryview(chunk)
+            blocks.append(view[:left])
+            tail.append(view[left:])
+        else:
+            tail.append(chunk)
+        left -= len(chunk)
+    if left >= 0:
+        raise BadRequest(f"the body ends within the share's last blocks ({blocks_length} bytes), before the commit",
+                         hint="send the blocks from the first segment to the last, then the commit's JSON")
+    return blocks, b"".join(tail)
 
 
 def split_blocks(body: bytes | bytearray | memoryview | Sequence[bytes], size: int, segment_size: int,

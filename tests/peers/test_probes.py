@@ -1,0 +1,54 @@
+"""A probe's second attempt: a peer that was up is asked once more, at once, when its challenge found no answer,
+before the probe counts it down (xsc.health.core.stats.ask_again is the decision)."""
+
+from __future__ import annotations
+
+from xsc.errors import PeerRefused, PeerUnreachable
+from xsc.identity import Identity
+from xsc.node.appkeys import NODE
+
+from tests.support.attacks import fake_descriptors
+from tests.support.waiting import eventually_async
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+LOST = PeerUnreachable("peer https://198.18.0.3:7070 is unreachable: timeout", sent=True)
+
+
+async def test_one_challenge_without_an_answer_does_not_mark_a_peer_down(node_factory) -> None:
+    node = await node_factory("prober", **QUIET)
+    peers, health = node.app[NODE].peers, node.app[NODE].health
+    peer = Identity.generate()
+    outcomes: list[dict | Exception] = [{}]  # what each challenge does, in turn: {} answers
+    asked: list[str] = []
+
+    async def challenge(url: str, node_id: str, timeout: float) -> dict:
+        asked.append(node_id)
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    health.challenge = challenge
+    peers.accept(fake_descriptors([peer]))  # a node learned of is probed at once
+    await eventually_async(lambda: health.availability(peer.id).up is True, "the first probe answered", 10, poll=0.01)
+
+    outcomes[:] = [LOST, {}]  # up, then one attempt lost: asked again, still up
+    result = await health.probe_round()
+    assert result["ok"] == 1 and len(asked) == 3 and not outcomes
+    assert health.availability(peer.id).up is True
+    assert health.view()["probes_asked_again"] == 1 and "timeout" in health.view()["last_asked_again"]
+
+    outcomes[:] = [LOST, LOST]  # no answer twice: down
+    result = await health.probe_round()
+    assert result["ok"] == 0 and len(asked) == 5 and not outcomes
+    assert health.availability(peer.id).up is False
+
+    outcomes[:] = [LOST]  # down already: one attempt only
+    await health.probe_round()
+    assert len(asked) == 6 and not outcomes and health.view()["probes_asked_again"] == 2
+
+    outcomes[:] = [{}, PeerRefused("peer refused POST /v1/peer/challenge: too many requests")]
+    await health.probe_round()  # back up
+    await health.probe_round()  # a refusal is an answer: not asked again
+    assert len(asked) == 8 and not outcomes and health.availability(peer.id).up is False
+    assert health.view()["probes_asked_again"] == 2
