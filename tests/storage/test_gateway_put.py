@@ -64,3 +64,21 @@ async def test_a_block_write_that_fails_fails_the_put_and_leaves_nothing_staged(
     assert list(gateway.store.db.iterator(prefix=keys.UPLOADS)) == []
     assert list(gateway.store.db.iterator(prefix=keys.blocks_of(b""))) == []
     assert gateway.store.reserved == 0
+
+
+async def test_a_put_asks_its_stream_for_pieces_and_reads_back_whatever_sizes_it_answers(tmp_path) -> None:
+    segment = 2 * gateway_put.PIECE + 4  # a segment read in three pieces at least
+    data = os.urandom(3 * segment + 7)
+    asked: list[int] = []
+    stream = io.BytesIO(data)
+    sizes = iter([1, 4095, 7, segment, 3 * segment] * 100)
+
+    async def read(n: int) -> bytes:  # a stream answering fewer bytes than asked, as a socket does
+        asked.append(n)
+        return stream.read(min(n, next(sizes)))
+
+    with gateway_core(tmp_path, segment) as gateway:
+        result = await gateway_put.put(gateway, read, len(data))
+        assert max(asked) == gateway_put.PIECE
+        size, chunks = await gateway_get.open_file(gateway, result.capability)
+        assert size == len(data) and b"".join([chunk async for chunk in chunks]) == data

@@ -66,6 +66,45 @@ def test_a_segment_decrypts_from_its_pieces_as_from_its_whole_ciphertext(plain: 
                                          len(ciphertext)))
 
 
+@settings(max_examples=150, deadline=None)
+@given(plain=st.binary(min_size=0, max_size=5000), cuts=st.lists(st.integers(0, 5000), max_size=6),
+       subset=st.sampled_from(SUBSETS))
+def test_a_segment_encrypted_from_its_pieces_is_the_one_encrypted_whole(plain: bytes, cuts: list[int],
+                                                                         subset: tuple[int, ...]) -> None:
+    cipher = SegmentCipher(os.urandom(32))
+    bounds = [0, *sorted(c % (len(plain) + 1) for c in cuts), len(plain)]
+    pieces = [plain[a:b] for a, b in zip(bounds, bounds[1:])]
+    ciphertext = cipher.encrypt(9, plain)
+    assert bytes(cipher.encrypt_pieces(9, pieces)) == ciphertext
+    # Encoded from the thread's buffer, then read back through the get's steps from any 4 of the 6 blocks.
+    blocks = erasure.encode(cipher.encrypt_pieces(9, pieces))
+    assert blocks == erasure.encode(ciphertext) and all(isinstance(b, bytes) for b in blocks)
+    chosen = erasure.pieces({i: blocks[i] for i in subset}, len(ciphertext))
+    assert _joined(cipher.decrypt(9, chosen)) == plain
+
+
+def test_the_buffer_a_thread_encrypts_into_is_reused_and_leaks_nothing_into_a_shorter_segment() -> None:
+    cipher = SegmentCipher(os.urandom(32))
+    full = os.urandom(64 * 1024)
+    first = cipher.encrypt_pieces(0, [full[:1000], full[1000:]])
+    assert bytes(first) == cipher.encrypt(0, full)
+    first_blocks = erasure.encode(first)
+    # A file's short last segment, into the same buffer: its blocks are its own, padded with zeros, and the blocks
+    # of the segment before are untouched (copies, not views of the buffer).
+    last = os.urandom(101)  # 117 bytes of ciphertext: 3 of padding in the last block
+    view = cipher.encrypt_pieces(1, [last])
+    assert view.obj is first.obj  # the same buffer, kept from the segment before
+    blocks = erasure.encode(view)
+    assert blocks == erasure.encode(cipher.encrypt(1, last)) and blocks[erasure.K - 1].endswith(bytes(3))
+    assert first_blocks == erasure.encode(cipher.encrypt(0, full))
+    assert _joined(cipher.decrypt(1, erasure.pieces(dict(enumerate(blocks[2:], 2)), len(last) + TAG_BYTES))) == last
+
+
+def _joined(decrypted: bytes | list[bytearray]) -> bytes:
+    """A segment's plaintext as `decrypt` answers it: whole, or one buffer per piece."""
+    return decrypted if isinstance(decrypted, bytes) else b"".join(decrypted)
+
+
 def test_three_lost_blocks_cannot_be_decoded() -> None:
     blocks = erasure.encode(b"x" * 100)
     with pytest.raises(ValueError):

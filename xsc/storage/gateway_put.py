@@ -37,6 +37,7 @@ from .share_store import HELD_UPLOAD, Rider, ShareMeta
 # A file's only segment this small is encoded on the event loop (~7 us for 1 KiB): handed to the pool, the hand-off
 # and the wait for the GIL back cost far more.
 INLINE_SEGMENT = 16 * 1024
+PIECE = 256 * 1024  # the most a put asks its stream for at once (`_read_full`)
 ReadFn = Callable[[int], Awaitable[bytes]]
 Placer = Callable[[bytes, int], "tuple[list[str], dict[int, Holder]]"]
 Records = Callable[[bytes, list[str], int], dict[bytes, bytes]]  # (storage index, placement, lease expiry) -> records
@@ -95,16 +96,19 @@ class PutResult:
                 "placement_note": self.placement_note, "lease_expiry": self.lease_expiry}
 
 
-async def _read_full(read: ReadFn, n: int) -> bytes:
-    """Up to n bytes: fewer only at the end of the stream."""
+async def _read_full(read: ReadFn, n: int) -> list[bytes]:
+    """Up to n bytes, as the pieces read (fewer bytes only at the end of the stream).  Not joined: a segment's bytes
+    joined are a buffer glibc maps on its own (heap.MMAP_THRESHOLD), faulting in and zeroing its pages, where the
+    cipher takes them piece by piece (SegmentCipher.encrypt_pieces); asked for at most PIECE bytes at a time, so that
+    a reader joining what it has buffered does it in the heap."""
     parts, got = [], 0
     while got < n:
-        chunk = await read(n - got)
+        chunk = await read(min(n - got, PIECE))
         if not chunk:
             break
         parts.append(chunk)
         got += len(chunk)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return parts
 
 
 class _OneWrite:
@@ -168,8 +172,8 @@ class _OnePut:
             return self.gateway.store.detached_upload(self.si, self.local, expected, fresh=True)  # self.key is new
         return self.gateway.store.begin_upload(self.si, self.local, expected)
 
-    def _encode_segment(self, index: int, plaintext: bytes) -> tuple[list[bytes], list[bytes]]:
-        blocks = erasure.encode(self.cipher.encrypt(index, plaintext))
+    def _encode_segment(self, index: int, plaintext: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+        blocks = erasure.encode(self.cipher.encrypt_pieces(index, plaintext))
         if self.upload is None:  # one segment (`one_segment`): begun and written here
             self.upload = self._begin_upload()
             if self.local:
@@ -215,13 +219,14 @@ class _OnePut:
             while True:
                 want = seg_size if size is None else layout.plaintext_length(size, seg_size, index)
                 plaintext = await _read_full(read, want)
-                self.total += len(plaintext)
-                if size is not None and len(plaintext) < want:
+                length = sum(len(p) for p in plaintext)
+                self.total += length
+                if size is not None and length < want:
                     raise BadRequest(f"the upload ended after {self.total} of {size} bytes",
                                      hint="send the whole file")
                 if index > 0 and not plaintext:
                     break  # a stream of unknown size ended on a segment boundary
-                if self.one_segment and len(plaintext) <= INLINE_SEGMENT:
+                if self.one_segment and length <= INLINE_SEGMENT:
                     encoded = loop.create_future()
                     encoded.set_result(self._encode_segment(index, plaintext))
                     in_flight.append(encoded)
@@ -232,7 +237,7 @@ class _OnePut:
                     await collect(in_flight.popleft())
                 if size is not None and index == layout.segment_count(size, seg_size):
                     break
-                if size is None and len(plaintext) < seg_size:
+                if size is None and length < seg_size:
                     break
             while in_flight:
                 await collect(in_flight.popleft())

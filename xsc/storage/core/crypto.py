@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import threading
 from collections.abc import Sequence
 
 from ...errors import IntegrityError
@@ -19,6 +20,7 @@ KEY_BYTES = 32
 TAG_BYTES = 16
 _BLOCK = 16  # AES's block: GCM's update_into wants that much room past what it writes
 _STORAGE_INDEX_TAG = b"xsc:storage-index:v1:"
+_local = threading.local()  # per thread, the buffer a segment is encrypted into (`encrypt_pieces`)
 
 
 def new_key() -> bytes:
@@ -49,11 +51,30 @@ class SegmentCipher:
 
         self._aead = AESGCM(key)
         self._invalid_tag = InvalidTag
-        aes = algorithms.AES(key)  # once: a segment's decryptor (`_decrypt_pieces`) takes it as it is
+        aes = algorithms.AES(key)  # once: a segment's encryptor and decryptor (`*_pieces`) take it as it is
         self._gcm = lambda nonce, tag: Cipher(aes, modes.GCM(nonce, tag)).decryptor()
+        self._gcm_encryptor = lambda nonce: Cipher(aes, modes.GCM(nonce)).encryptor()
 
     def encrypt(self, segment: int, plaintext: bytes) -> bytes:
         return self._aead.encrypt(_nonce(segment), plaintext, None)
+
+    def encrypt_pieces(self, segment: int, pieces: Sequence[bytes | bytearray | memoryview]) -> memoryview:
+        """The ciphertext (tag included) of the segment the pieces make in order, as `encrypt` gives it, without
+        joining them first: written into this thread's buffer, kept from one segment to the next, and valid until
+        this thread's next call, so the caller copies what it keeps (erasure.encode cuts its blocks).  A segment's
+        plaintext joined, or its ciphertext returned as bytes, is a fresh buffer that glibc maps on its own
+        (heap.MMAP_THRESHOLD), faulting in and zeroing each of its pages, for every segment."""
+        length = sum(len(p) for p in pieces) + TAG_BYTES
+        out = getattr(_local, "out", None)
+        if out is None or len(out) < length + _BLOCK:  # update_into's room: a block more than it writes
+            out = _local.out = memoryview(bytearray(length + _BLOCK))
+        encryptor = self._gcm_encryptor(_nonce(segment))
+        at = 0
+        for piece in pieces:
+            at += encryptor.update_into(piece, out[at:])
+        encryptor.finalize()
+        out[at:at + TAG_BYTES] = encryptor.tag
+        return out[:at + TAG_BYTES]
 
     def decrypt(self, segment: int, ciphertext: bytes | Sequence[bytes | memoryview]
                 ) -> bytes | list[bytearray]:

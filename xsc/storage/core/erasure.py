@@ -36,11 +36,13 @@ def block_length(segment_length: int) -> int:
     return max(1, -(-segment_length // K))
 
 
-def encode(segment: bytes) -> list[bytes]:
-    """The N blocks of a segment: blocks 0..K-1 are the (padded) segment itself, K..N-1 parity."""
+def encode(segment: bytes | bytearray | memoryview) -> list[bytes]:
+    """The N blocks of a segment: blocks 0..K-1 are the (padded) segment itself, K..N-1 parity.  Each block is a
+    copy: nothing returned refers to `segment` (a buffer its caller reuses: SegmentCipher.encrypt_pieces)."""
     size = block_length(len(segment))
-    padded = segment if len(segment) == size * K else segment + bytes(size * K - len(segment))
-    view = memoryview(padded)
+    view = memoryview(segment)
+    if len(view) != size * K:  # padded in a copy: at 1 MiB segments (and a tag of 16 bytes), only a file's last
+        view = memoryview(b"".join((view, bytes(size * K - len(view)))))
     primary = tuple(bytes(view[i * size:(i + 1) * size]) for i in range(K))
     return [*primary, *_encoder().encode(primary, _PARITY)]
 
