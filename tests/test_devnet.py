@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from xsc import devnet
 from xsc.devnet import LISTEN_FLOOR, Devnet, NodeProcess, free_ports, port_free, ports_from, xsc_command
 from xsc.errors import DevnetError, InvalidArgument, NodeNotRunning
 
@@ -119,3 +121,24 @@ def test_devnet_up_works_from_a_folder_that_holds_an_xsc_directory(tmp_path: Pat
     finally:
         down = run_xsc("devnet", "down", "--dir", "net", "--json", cwd=tmp_path)
     assert down.returncode == 0 and json.loads(down.stdout)["stopped"] == 2
+
+
+def test_a_ctrl_c_while_a_node_is_being_started_leaves_its_process_in_hand(tmp_path: Path, monkeypatch) -> None:
+    started = subprocess.Popen
+
+    def interrupted(command, **options):  # a Ctrl-C once the child is forked, before Popen returns
+        child = started([sys.executable, "-c", "import time; time.sleep(60)"], **options)
+        signal.raise_signal(signal.SIGINT)
+        return child
+
+    monkeypatch.setattr(devnet.subprocess, "Popen", interrupted)
+    node = NodeProcess(tmp_path / "node", free_ports(1)[0])
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a test worker may ignore it)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            node.spawn()
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert node.proc is not None and node.alive()  # so `devnet up` stops it on the way out
+    node.stop(timeout=10)
+    assert not node.alive()

@@ -18,6 +18,7 @@ imports the node: it is a client of processes and of their HTTP `/health` and `/
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -25,12 +26,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from . import codec
 from .errors import DevnetError, InvalidArgument, NodeNotRunning
@@ -208,7 +210,7 @@ class NodeProcess:
     def spawn(self) -> "NodeProcess":
         """Start the process without waiting for it."""
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as out:
+        with open(self.log, "ab") as out, _interrupt_held():
             self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, env=self.env, start_new_session=self.detach)
         self._pid = None
@@ -351,6 +353,23 @@ def forget_seeds(data_dir: Path) -> None:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(tomli_w.dumps(config))
         os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _interrupt_held() -> Iterator[None]:
+    """A Ctrl-C (SIGINT) that comes within is taken on leaving, not where it came: one inside `subprocess.Popen`,
+    once the child is forked, would lose the child's handle, and nothing could stop that node any more."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+    came: list[int] = []
+    before = signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+        if came:
+            signal.raise_signal(signal.SIGINT)  # as it would have been taken: KeyboardInterrupt, ignored, or exit
 
 
 # --- a network of nodes -----------------------------------------------------------------------------------------
