@@ -88,6 +88,7 @@ async def test_an_expectation_aiohttp_refuses_gets_a_problem_on_a_route_and_off_
             assert status == 417 and headers["content-type"].startswith("application/problem+json"), path
             problem = json.loads(body)
             assert problem["status"] == 417 and "Unknown Expect: ;" in problem["detail"], path
+            assert problem["code"] == "malformed-request", path
         status, _, body = await _exchange(port, b"GET /hello HTTP/1.1\r\nHost: n\r\nConnection: close\r\n\r\n")
         assert (status, body) == (200, b"hello")
     finally:

@@ -140,9 +140,7 @@ def _answering(handle: Callable[[web.BaseRequest], Any], answer: Answer) -> Call
     async def handled(request: web.BaseRequest) -> web.StreamResponse:
         try:
             return await handle(request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
+        except web.HTTPExpectationFailed as exc:  # an app's middlewares answer every other error as they see fit
             response = answer(exc.status, f"{exc.reason}: {exc.text}")
             response.force_close()  # the request's body, if one follows, was never read
             return response
