@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 
 import aiohttp
@@ -58,9 +59,12 @@ async def test_a_function_answers_a_request_wagi_style_with_its_headers_and_its_
     for n in range(4):
         text = (await _get(f"{base}/fn/hello/next-{n}"))[2].decode()
         assert f"PATH_INFO=/next-{n}" in text.splitlines() and text.count("PATH_INFO=") == 1, text
-    # The user API is not on this origin, and a function is not on the user API's.
-    status, _, _ = await _get(f"{base}/v1/node/status")
-    assert status == 404
+    # The user API is not on this origin, and a function is not on the user API's; what is no function's path is a
+    # 404 problem, whatever the method.
+    for path, method in (("/v1/node/status", "GET"), ("/", "GET"), ("/fn/", "POST"), ("/fnx/hello/", "DELETE")):
+        status, headers, body = await _get(f"{base}{path}", method)
+        assert status == 404 and headers["Content-Type"].startswith("application/problem+json"), (path, body)
+        assert json.loads(body)["code"] == "not-found", path
 
 
 async def test_a_stored_site_is_served_with_ranges(web) -> None:

@@ -14,7 +14,7 @@ from .. import peer_auth
 from ..appkeys import NODE
 from ..limits import RateLimiter
 from ..problems import problem_from_error
-from ...errors import XscError
+from ...errors import NotFound, XscError
 from .common import json_body, json_response
 
 routes = web.RouteTableDef()
@@ -91,4 +91,13 @@ def web_app(node, rate: float) -> web.Application:
     app = web.Application(client_max_size=1024**2)
     app.router.add_route("*", "/fn/{name}", call)
     app.router.add_route("*", r"/fn/{name}/{path:.*}", call)
+    app.router.add_route("*", r"/{elsewhere:.*}", _nothing_here)  # a problem body, as from every other route
     return app
+
+
+async def _nothing_here(request: web.Request) -> web.Response:
+    response = problem_from_error(NotFound(f"nothing is served at {request.path[:200]!r} on this listener",
+                                           hint="functions answer at /fn/NAME/"))
+    if request.can_read_body and not request.content.at_eof():
+        response.force_close()  # its body is not read
+    return response
