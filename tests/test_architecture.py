@@ -191,8 +191,9 @@ def test_the_node_package_stays_the_composition_root_and_http() -> None:
     # web functions brought their listener's app, http/functions.py, and its start in app.py: ~90 lines; a whole
     # share's peer route, ~15; a small S3 object's route, ~30; functions placed on a provider, their three peer
     # routes and the wiring of both sides, ~35; a group of small S3 objects' route, and the answer of one result
-    # per item it shares with a batch of calls, ~25).
-    assert sum(lines.values()) < 3240, lines
+    # per item it shares with a batch of calls, ~25; a share's last blocks sent with its commit, and the web
+    # listener's 404 problem, ~10).
+    assert sum(lines.values()) < 3250, lines
     too_long = {n: count for n, count in lines.items() if n.startswith("xsc.node.http.") and count > 350}
     assert too_long == {}
 

@@ -63,6 +63,8 @@ def web_app(node, rate: float) -> web.Application:
     async def call(request: web.Request) -> web.StreamResponse:
         try:
             limits.check(request.remote or "?", time.monotonic(), f"address {request.remote}")
+            if "name" not in request.match_info:
+                raise NotFound(f"nothing is served at {request.path[:200]!r} here", hint="functions answer at /fn/NAME/")
             answer = await node.functions.call(request.match_info["name"], Request(
                 request.method, "/" + request.match_info.get("path", ""), request.query_string,
                 list(request.headers.items()), request.remote or "", request.host, request.content_length,
@@ -91,13 +93,5 @@ def web_app(node, rate: float) -> web.Application:
     app = web.Application(client_max_size=1024**2)
     app.router.add_route("*", "/fn/{name}", call)
     app.router.add_route("*", r"/fn/{name}/{path:.*}", call)
-    app.router.add_route("*", r"/{elsewhere:.*}", _nothing_here)  # a problem body, as from every other route
+    app.router.add_route("*", r"/{elsewhere:.*}", call)  # no function's: a 404 problem body
     return app
-
-
-async def _nothing_here(request: web.Request) -> web.Response:
-    response = problem_from_error(NotFound(f"nothing is served at {request.path[:200]!r} on this listener",
-                                           hint="functions answer at /fn/NAME/"))
-    if request.can_read_body and not request.content.at_eof():
-        response.force_close()  # its body is not read
-    return response
