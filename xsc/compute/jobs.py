@@ -366,7 +366,8 @@ class JobService:
             if sum(cap.size for cap in caps) > room:
                 raise OverCap(f"{what} is {sum(cap.size for cap in caps):,} bytes, over what is left of the job's "
                               f"bytes_in ({room:,})", hint="ask for more with --bytes-in")
-            size, digest = await self._copy(await self._chained(caps, what, opened), work / "in" / item.name, room, what)
+            read = await self._chained(caps, what, opened)
+            size, digest = await self._copy(read, work / "in" / item.name, room, what)
             room -= size
             staged.bytes_in += size
             staged.inputs.append({"path": item.path, "sha256": digest, "size": size,

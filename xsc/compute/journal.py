@@ -20,12 +20,12 @@ for each record an `unsigned` mark; or, for a group of SIGN_IN_GROUP records or 
 already signed as one batch (below): one signature costs such a group less than writing each record twice.
 
 A peer's batch of calls is usually one such group (its calls run on the loop one after the other, and its gateway
-waits for all of them), so it is signed in its own write too: not written unsigned, answered and rewritten signed,
-which cost the provider a second write of every record and a second wake of the journal's thread per batch.  A
-smaller group's signing waits for no caller: within SIGN_DELAY of a write, the journal's thread signs every record written since its last batch at once (one Ed25519 signature over
-the Merkle root of their canonical records; each record gets the root, the signature, its place and its inclusion
-proof, so it verifies alone) and rewrites them, dropping their marks, without a sync of its own.  So a lone caller
-does not wait for a signature, and under load one signature covers every record of SIGN_DELAY.  A record is never
+waits for all of them), so it is signed in its own write too: signing it after its answer would cost the provider
+a second write of every record and a second wake of the journal's thread per batch.  A smaller group's signing
+waits for no caller: within SIGN_DELAY of a write, the journal's thread signs every record written since its last
+batch at once (one Ed25519 signature over the Merkle root of their canonical records; each record gets the root,
+the signature, its place and its inclusion proof, so it verifies alone) and rewrites them, dropping their marks,
+without a sync of its own.  So a lone caller does not wait for a signature, and under load one signature covers every record of SIGN_DELAY.  A record is never
 read unsigned: a read that finds one has the pending batch signed first (`sign_pending`).  After a crash, the
 records still marked (their content was durable; the signature, a function of that content and the node's key, may
 not have been) are signed when the journal opens.
