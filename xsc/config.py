@@ -40,6 +40,7 @@ class NodeSection(_Section):
     web_listen: str = ""  # HOST:PORT where web functions answer anyone (/fn/NAME/...); empty: no functions served
     web_rate_limit: float = 100.0  # function requests per second from one address (bursts of twice that); 429 past it
     web_public_url: str = ""  # the URL callers reach web_listen at (empty: http://web_listen, its host as peers see it)
+    s3_listen: str = ""  # HOST:PORT where the node itself answers S3 (as `xsc s3 serve` does); empty: not served
     placement_interval: float = 5.0  # seconds between checks that each function on the market is served and paid
 
     @field_validator("placement_interval")
@@ -76,7 +77,7 @@ class NodeSection(_Section):
         parse_listen(v)
         return v
 
-    @field_validator("peer_listen", "web_listen")
+    @field_validator("peer_listen", "web_listen", "s3_listen")
     @classmethod
     def _peer_listen(cls, v: str) -> str:
         if v:

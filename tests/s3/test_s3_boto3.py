@@ -1,5 +1,5 @@
-"""boto3 against a real node and a real `xsc s3 serve`: every operation, ranges, multipart, listing,
-presigned URLs and every auth failure."""
+"""boto3 against a real node and a real `xsc s3 serve`, and against a node's own S3 listener: every operation,
+ranges, multipart, listing, presigned URLs and every auth failure."""
 
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ from tests.support.s3 import SEGMENT, boto3_client, create_key, store_files  # n
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
 MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def gateway(both_gateways):
+    """Each test once through `xsc s3 serve`, once through the node's own S3 listener."""
+    return both_gateways
 
 
 

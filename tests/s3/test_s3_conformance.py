@@ -2,7 +2,7 @@
 header the front does not do is 501 or 400, never another operation), SSE, stored headers, non-ASCII
 metadata, conditional reads and copies, repeated Completes, self-copies, part numbers, bucket re-creation,
 Expect: 100-continue, listing echoes and ListBuckets pages.  boto3 and signed raw requests against a real
-node and a real `xsc s3 serve`."""
+node and a real `xsc s3 serve`, and against a node's own S3 listener."""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ from xsc.s3.core import routing
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
+
+
+@pytest.fixture(scope="module")
+def gateway(both_gateways):
+    """Each test once through `xsc s3 serve`, once through the node's own S3 listener."""
+    return both_gateways
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Two users on one front: each one's buckets are invisible to the other until its owner grants them
 (`xsc s3 grant`); a read grant lets the other read and not write; revoking takes it back.  Each user's puts are
-paid from its own ledger account (`xsc s3 fund`, `xsc s3 users`); an account that cannot pay refuses the put."""
+paid from its own ledger account (`xsc s3 fund`, `xsc s3 users`); an account that cannot pay refuses the put.  Each
+test runs through `xsc s3 serve` and through the node's own S3 listener."""
 
 from __future__ import annotations
 
@@ -15,6 +16,12 @@ from botocore.exceptions import ClientError  # noqa: E402
 from tests.support.s3 import boto3_client, create_key  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+@pytest.fixture(scope="module")
+def gateway(both_gateways):
+    """Each test once through `xsc s3 serve`, once through the node's own S3 listener."""
+    return both_gateways
 
 
 def code_of(info) -> tuple[str, int]:

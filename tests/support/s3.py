@@ -1,4 +1,5 @@
-"""A real node process and a real `xsc s3 serve` process in front of it, and boto3 clients for them."""
+"""A real node process and a real `xsc s3 serve` process in front of it (or the node's own S3 listener,
+`node.s3_listen`), and boto3 clients for them."""
 
 from __future__ import annotations
 
@@ -68,18 +69,33 @@ def boto3_client(url: str, key: dict, **config):
                         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config))
 
 
-class Gateway:
-    """A node and its S3 front, started in `root`."""
+class InNodeFront:
+    """The S3 front a node runs itself on `node.s3_listen` (started and stopped with the node)."""
 
-    def __init__(self, root: Path, env: dict[str, str] | None = None) -> None:
-        self.node = NodeProcess(root / "node", free_port(), env={**NODE_ENV, **(env or {})})
-        self.front: FrontProcess | None = None
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        pass
+
+
+class Gateway:
+    """A node and its S3 front, started in `root`: `xsc s3 serve` in a process of its own, or (`in_node`) the node's
+    own S3 listener."""
+
+    def __init__(self, root: Path, env: dict[str, str] | None = None, *, in_node: bool = False) -> None:
+        s3_port = free_port() if in_node else None
+        listen = {"XSC_NODE_S3_LISTEN": f"127.0.0.1:{s3_port}"} if in_node else {}
+        self.node = NodeProcess(root / "node", free_port(), env={**NODE_ENV, **listen, **(env or {})})
+        self.front: FrontProcess | InNodeFront | None = InNodeFront(s3_port) if s3_port else None
         self.key: dict = {}
 
     def start(self) -> "Gateway":
         self.node.start()
         self.key = create_key(self.node.data_dir)
-        self.front = FrontProcess(self.node.data_dir).start()
+        if self.front is None:
+            self.front = FrontProcess(self.node.data_dir).start()
         return self
 
     def client(self, **config):

@@ -33,6 +33,7 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     from ..s3.marks import FileMarks
     from ..client.aio import NodeApi
     from ..heap import set_malloc_thresholds
+    from ..s3.remote import RemoteNode
     from ..s3.server import S3Front, serve as run
 
     host, port = parse_listen(listen)
@@ -41,7 +42,8 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     if not keyring.list():
         click.echo("xsc s3: no access keys yet: create one with `xsc s3 keys create`", err=True)
     set_malloc_thresholds()
-    front = S3Front(NodeApi(obj.node_url(), obj.token()), keyring, FileMarks.load(obj.data_dir), region=region)
+    front = S3Front(RemoteNode(NodeApi(obj.node_url(), obj.token())), keyring, FileMarks.load(obj.data_dir),
+                    region=region, reconcile_interval=reconcile_interval)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -49,7 +51,7 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await run(front, host, port, stop=stop, reconcile_interval=reconcile_interval,
+            await run(front, host, port, stop=stop,
                       ready=lambda url: click.echo(f"xsc s3 serving {url} for the node at {obj.node_url()}"))
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",

@@ -36,6 +36,9 @@ from .metrics import Metrics
 from .middlewares import InFlight, request_counter
 from .peer_routes import WORK_BURST
 from .http.functions import web_app
+from ..s3.access import KeyRing, key_file
+from ..s3.marks import FileMarks
+from ..s3.server import S3Front, listen as s3_listen
 from .services import Node
 
 log = logging.getLogger(__name__)
@@ -81,14 +84,14 @@ async def _services(app: web.Application):
     app[NODE] = node
     app[STATUS_PARTS].update(node.status_parts())
     app[HEALTH_CHECKS].update(node.health_checks())
-    functions = None
+    listeners = []
     try:
         node.start()
-        functions = await _web_listener(app[CONFIG], node)
+        listeners = [r for r in (await _web_listener(app[CONFIG], node), await _s3_listener(app[CONFIG], node)) if r]
         yield
     finally:
-        if functions is not None:
-            await functions.cleanup()
+        for runner in listeners:
+            await runner.cleanup()
         await node.close()
 
 
@@ -104,6 +107,21 @@ async def _web_listener(config, node: Node) -> web.AppRunner | None:
         await runner.cleanup()
         raise ConfigError(f"cannot listen on {config.node.web_listen}: {exc.strerror or exc}",
                           hint="pick another address with node.web_listen HOST:PORT") from exc
+    return runner
+
+
+async def _s3_listener(config, node: Node) -> web.AppRunner | None:
+    """S3 answered by the node itself (node.s3_listen), or None: the front's app over the node's services, its
+    reconciliation a loop of the node's; one group of small objects under way at a time (docs/s3.md)."""
+    if not config.node.s3_listen:
+        return None
+    front = S3Front(node.s3_link, KeyRing(key_file(config.data_dir)), FileMarks.load(config.data_dir), flights=1)
+    try:
+        runner = await s3_listen(front, *parse_listen(config.node.s3_listen))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {config.node.s3_listen}: {exc.strerror or exc}",
+                          hint="pick another address with node.s3_listen HOST:PORT") from exc
+    node.supervisor.add("s3", front)
     return runner
 
 
@@ -179,6 +197,8 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
         datadir.record_url(config.data_dir, f"http://{host}:{port}")
         print(f"xsc node {app[IDENTITY].id} listening on http://{host}:{port} (data dir {config.data_dir})", flush=True)
         print(f"peers reach it at {app[NODE].peers.url}", flush=True)
+        if config.node.s3_listen:
+            print(f"S3 at http://{config.node.s3_listen} (keys: xsc s3 keys create)", flush=True)
         if ready:
             ready.set()
         await stop.wait()

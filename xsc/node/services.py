@@ -49,6 +49,7 @@ from ..peers.service import NEW_NODE_BURST, PeerDirectory, challenge
 from ..buckets.accounts import UserAccounts
 from ..buckets.index import S3Index
 from ..buckets.objects import ObjectWriter
+from ..s3.local import LocalNode
 from ..storage import Gateway, ShareStore
 from ..storage.audits import AuditService
 from ..storage.deals import HolderTerms, StorageDeals
@@ -127,6 +128,7 @@ class Node:
     s3_index: S3Index  # the user's bucket index: the S3 front (its own process) records objects there
     s3_accounts: UserAccounts  # each S3 user's ledger account, which pays for its puts
     s3_objects: ObjectWriter  # small objects stored and recorded in one request of the S3 front
+    s3_link: LocalNode  # the S3 front's node when it answers S3 itself (node.s3_listen)
 
     def __init__(self, *, config: NodeConfig, db: Database, pool: ThreadPoolExecutor, metrics: Metrics,
                  identity: Identity, payer: Identity) -> None:
@@ -294,6 +296,9 @@ class Node:
         self.s3_index = s3_index = S3Index(self.db)
         self.s3_accounts = UserAccounts(self.ledger, payer)
         self.s3_objects = ObjectWriter(files=self.storage, index=s3_index, accounts=self.s3_accounts, pool=self.pool)
+        self.s3_link = LocalNode(index=s3_index, objects=self.s3_objects, accounts=self.s3_accounts,
+                                 storage=self.storage, pool=self.pool,
+                                 seconds=config.storage.lease_duration, bid=config.market.storage_bid)
         self.hosted_jobs = HostedJobs(compute=self.compute, paid=self.paid, work_dir=config.data_dir / "hosted-jobs")
         self.jobs = JobService(compute=self.compute, storage=self.storage, ledger=self.ledger, tabs=self.tabs,
                                payer=payer, node=identity, db=self.db, work_dir=config.data_dir / "jobs",

@@ -1,5 +1,6 @@
 """An object's bytes, read from the part files that hold them: streamed through the front, or for a large body
-relayed from the node's socket to the client's by splice(2) without passing through Python."""
+relayed from the node's socket to the client's by splice(2) without passing through Python (a front over the node's
+user API, where the system has splice: `NodeLink.relays`)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from ..client.aio import NodeApi
 from ..errors import XscError
 from ..tasks import in_pool
+from .link import NodeLink
 
 log = logging.getLogger(__name__)
 
 
 class ObjectBodies:
-    def __init__(self, node: NodeApi) -> None:
+    def __init__(self, node: NodeLink) -> None:
         self.node = node
         self.relays = ThreadPoolExecutor(64, thread_name_prefix="xsc-s3-relay")  # blocking, not CPU: many
 

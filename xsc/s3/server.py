@@ -1,9 +1,10 @@
-"""The S3 front: an aiohttp server speaking the S3 REST API (path-style) over a node's user API.
+"""The S3 front: an aiohttp server speaking the S3 REST API (path-style) over a node (link.NodeLink).
 
-`xsc s3 serve` runs it in its own process.  Every request is authenticated (AWS Signature V4, header or
-presigned), then turned into calls on the node: object bytes go through /v1/store/files (each object or
-part is one XSC file, put through the market like `xsc store put`), names through the bucket index at
-/v1/s3/...  A small object goes to the node in one request with its record, under load with others
+`xsc s3 serve` runs it in its own process over the node's user API (remote.RemoteNode); a node with
+`node.s3_listen` runs it in its own process over its services (local.LocalNode).  Every request is
+authenticated (AWS Signature V4, header or presigned), then turned into calls on the node: object bytes
+become XSC files (each object or part is one, put through the market like `xsc store put`), names go to
+the bucket index.  A small object goes to the node in one call with its record, under load with others
 (small.py).  Bodies stream both ways; memory per request is bounded by a few chunks.  Every refusal is an
 S3 XML error; nothing unexpected becomes anything but an InternalError body.
 """
@@ -17,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
-from urllib.parse import quote, unquote
+from urllib.parse import unquote
 
 from aiohttp import web
 
@@ -28,12 +29,11 @@ from ..serve.connections import ProblemRunner
 from ..tasks import woken
 from ..buckets.core import listing, names
 from ..buckets.objects import SmallPut
-from ..client.aio import NodeApi
-from ..client.sync import SPLICE
 from .core import headers as stored_headers
 from .core import routing, sigv4, xml
 from .access import KeyRing
 from .bodies import ObjectBodies
+from .link import NodeLink
 from .marks import FileMarks
 from .small import SmallObjects
 
@@ -97,8 +97,9 @@ class WriteGate:
 
 
 class S3Front:
-    def __init__(self, node: NodeApi, keyring: KeyRing, marks: FileMarks, *, region: str = "us-east-1",
-                 owner: str = "xsc", clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, node: NodeLink, keyring: KeyRing, marks: FileMarks, *, region: str = "us-east-1",
+                 owner: str = "xsc", clock: Callable[[], float] = time.time, flights: int = 2,
+                 reconcile_interval: float = 300.0) -> None:
         self.node = node
         self.keyring = keyring
         self.marks = marks  # the names of the files this front stores: only those are ever reconciled away
@@ -107,7 +108,36 @@ class S3Front:
         self.clock = clock
         self.gate = WriteGate()
         self.bodies = ObjectBodies(node)
-        self.small = SmallObjects(node)
+        self.small = SmallObjects(node, flights)
+        self.reconcile_interval = reconcile_interval
+
+    # --- as a service of the node's (tasks.Supervisor), and its end ------------------------
+    def start(self) -> None:
+        pass
+
+    def loops(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        return {"reconcile": self.reconciling}
+
+    async def reconciling(self, stop: asyncio.Event | None = None, *, at_once: bool = True) -> None:
+        """Reconcile (at once, then) every `reconcile_interval` seconds when no write is in flight, until `stop`."""
+        stop = stop or asyncio.Event()
+        while True:
+            if at_once and self.gate.writers == 0:
+                try:
+                    orphans = await self.reconcile()
+                except XscError as err:
+                    log.warning("reconciliation skipped: %s", err)
+                else:
+                    if orphans:
+                        log.warning("removed %d file(s) left by an interrupted write", len(orphans))
+            if await woken(stop, self.reconcile_interval):
+                return
+            at_once = True
+
+    async def close(self) -> None:
+        await self.small.close()
+        await self.node.close()
+        self.bodies.close()
 
     # --- the app -----------------------------------------------------------------
     def app(self) -> web.Application:
@@ -180,11 +210,6 @@ class S3Front:
             response.headers[routing.SSE] = routing.SSE_S3  # every object is stored encrypted
         return response
 
-    async def _node(self, call: Call, method: str, path: str, *, params: dict | None = None, body=None,
-                    raw: bytes | None = None):
-        """A call to the node's bucket index on behalf of the request's user (the index checks its access)."""
-        return await self.node.call(method, path, params={**(params or {}), "user": call.user}, body=body, raw=raw)
-
     # --- bodies ------------------------------------------------------------------
     async def _payload(self, call: Call, *, md5: "hashlib._Hash | None" = None) -> AsyncIterator[bytes]:
         """The request body as it arrives, checked before its last chunk is let through: the signed
@@ -240,17 +265,6 @@ class S3Front:
             parts.append(chunk)
         return b"".join(parts)
 
-    def _declared_size(self, call: Call) -> int | None:
-        headers = call.request.headers
-        if "x-amz-decoded-content-length" in headers:
-            try:
-                return int(headers["x-amz-decoded-content-length"])
-            except ValueError:
-                raise S3Error("bad x-amz-decoded-content-length", s3_code="InvalidArgument", status=400) from None
-        if call.auth.payload_hash.startswith("STREAMING-"):
-            return None
-        return call.request.content_length
-
     @staticmethod
     def _metadata(headers) -> dict[str, str]:
         return stored_headers.metadata(headers)
@@ -276,10 +290,10 @@ class S3Front:
 
         await asyncio.gather(*(remove(cap) for cap in garbage))
         if done:
-            await self.node.call("POST", "/v1/s3/garbage/forget", body={"caps": done})
+            await self.node.forget_garbage(done)
 
     async def collect_all(self) -> int:
-        garbage = (await self.node.call("GET", "/v1/s3/garbage"))["garbage"]
+        garbage = await self.node.garbage()
         await self._collect(garbage)
         return len(garbage)
 
@@ -290,8 +304,7 @@ class S3Front:
             stored = self.marks.files(await self.node.files())
             orphans: list[str] = []
             for i in range(0, len(stored), 2000):
-                orphans += (await self.node.call("POST", "/v1/s3/reconcile",
-                                                 body={"caps": stored[i:i + 2000]}))["orphans"]
+                orphans += await self.node.reconcile(stored[i:i + 2000])
             await self.collect_all()
         if orphans:
             log.info("removed %d file(s) no object referred to", len(orphans))
@@ -305,7 +318,7 @@ class S3Front:
             raise S3Error(f"max-buckets goes from 1 to {MAX_BUCKETS}", s3_code="InvalidArgument", status=400)
         token, prefix = q.get("continuation-token", ""), q.get("prefix", "")
         after = listing.decode_token(token).decode(errors="replace") if token else ""
-        buckets = [b for b in (await self._node(call, "GET", "/v1/s3/buckets"))["buckets"]
+        buckets = [b for b in await self.node.buckets(call.user)
                    if b["name"] > after and b["name"].startswith(prefix)]
         page = buckets[:max_buckets]
         following = listing.encode_token(page[-1]["name"].encode()) if len(buckets) > max_buckets else ""
@@ -315,23 +328,23 @@ class S3Front:
     async def create_bucket(self, call: Call) -> web.Response:
         names.check_bucket(call.bucket)
         await self._small_body(call)  # a CreateBucketConfiguration: every bucket is in this node's region
-        await self._node(call, "PUT", f"/v1/s3/buckets/{_segment(call.bucket)}")  # one's own again: 200
+        await self.node.create_bucket(call.bucket, call.user)  # one's own again: 200
         return web.Response(status=200, headers={"Location": f"/{call.bucket}"})
 
     async def delete_bucket(self, call: Call) -> web.Response:
-        await self._node(call, "DELETE", f"/v1/s3/buckets/{_segment(call.bucket)}")
+        await self.node.delete_bucket(call.bucket, call.user)
         return web.Response(status=204)
 
     async def head_bucket(self, call: Call) -> web.Response:
-        await self._node(call, "GET", f"/v1/s3/buckets/{_segment(call.bucket)}")
+        await self.node.bucket(call.bucket, call.user)
         return web.Response(status=200, headers={"x-amz-bucket-region": self.region})
 
     async def get_location(self, call: Call) -> web.Response:
-        await self._node(call, "GET", f"/v1/s3/buckets/{_segment(call.bucket)}")
+        await self.node.bucket(call.bucket, call.user)
         return _xml(xml.location(self.region))
 
     async def get_versioning(self, call: Call) -> web.Response:
-        await self._node(call, "GET", f"/v1/s3/buckets/{_segment(call.bucket)}")
+        await self.node.bucket(call.bucket, call.user)
         return _xml(xml.versioning())
 
     async def list_objects(self, call: Call) -> web.Response:
@@ -346,9 +359,8 @@ class S3Front:
         else:
             marker = q.get("marker", "")
             start = listing.v1_start(marker, delimiter)
-        page = await self._node(call, "GET", f"/v1/s3/buckets/{_segment(call.bucket)}/objects", params={
-            "prefix": prefix, "delimiter": delimiter, "max_keys": str(min(max_keys, listing.MAX_KEYS)),
-            "start": listing.encode_token(start)})
+        page = await self.node.list_objects(call.bucket, call.user, prefix=prefix, delimiter=delimiter,
+                                            max_keys=max_keys, start=start)
         if v2:
             body = xml.list_objects_v2(call.bucket, page, prefix=prefix, delimiter=delimiter, max_keys=max_keys,
                                        start_after=q.get("start-after", ""), continuation=q.get("continuation-token"),
@@ -360,21 +372,20 @@ class S3Front:
 
     async def delete_objects(self, call: Call) -> web.Response:
         keys, quiet = xml.parse_delete(await self._small_body(call))
-        result = await self._node(call, "POST", f"/v1/s3/buckets/{_segment(call.bucket)}/delete", body={"keys": keys})
-        await self._collect(result["garbage"])
+        await self._collect(await self.node.delete_objects(call.bucket, keys, call.user))
         return _xml(xml.delete_result(keys, [], quiet))
 
     # --- objects -----------------------------------------------------------------
     async def _may_write(self, call: Call, bucket: str) -> None:
         """NoSuchBucket or AccessDenied before a body is stored, not after."""
-        await self._node(call, "GET", f"/v1/s3/buckets/{_segment(bucket)}", params={"need": "write"})
+        await self.node.bucket(bucket, call.user, "write")
 
     async def put_object(self, call: Call) -> web.Response:
         names.check_key(call.key)
         record = {"content_type": call.request.headers.get("Content-Type", ""),
                   "metadata": names.check_metadata(self._metadata(call.request.headers)),
                   "headers": stored_headers.stored(call.request.headers)}
-        declared = self._declared_size(call)
+        declared = _declared_size(call)
         if declared is not None and declared <= names.SMALL_OBJECT:
             result = await self._put_small(call, record)
         else:
@@ -385,7 +396,7 @@ class S3Front:
     async def _put_small(self, call: Call, record: dict) -> dict:
         """A small object whole, checked, then stored and recorded by one request of the node's (which checks the
         bucket first): the ETag and time are set on `record`."""
-        md5, declared, parts, size = hashlib.md5(), self._declared_size(call), [], 0
+        md5, declared, parts, size = hashlib.md5(), _declared_size(call), [], 0
         async for chunk in self._payload(call, md5=md5):
             size += len(chunk)
             if size > declared:
@@ -409,10 +420,10 @@ class S3Front:
             cap = await self._store(call, self._payload(call, md5=md5), declared, f"{call.bucket}/{call.key}")
             record.update(parts=[{"cap": cap, "size": int(cap.rsplit(":", 1)[1])}], etag=md5.hexdigest(),
                           modified=self.clock())
-            return await self._node(call, "PUT", _object_path(call.bucket), params={"key": call.key}, body=record)
+            return {"garbage": await self.node.record(call.bucket, call.key, call.user, record)}
 
     async def _object(self, call: Call, bucket: str, key: str) -> dict:
-        return await self._node(call, "GET", _object_path(bucket), params={"key": key})
+        return await self.node.object(bucket, key, call.user)
 
     async def get_object(self, call: Call) -> web.StreamResponse:
         request = call.request
@@ -435,7 +446,7 @@ class S3Front:
                                                               if k in ("ETag", "Last-Modified")})
         byte_range = None
         if "partNumber" in call.query:
-            byte_range = self._part_range(record, call.query["partNumber"])
+            byte_range = _part_range(record, call.query["partNumber"])
             headers["x-amz-mp-parts-count"] = str(len(record["parts"]))
         else:
             try:
@@ -454,7 +465,7 @@ class S3Front:
             await response.prepare(request)
             await response.write_eof()
             return response
-        if last - first + 1 >= RELAY_MIN and SPLICE and request.transport is not None:
+        if last - first + 1 >= RELAY_MIN and self.node.relays and request.transport is not None:
             return await self.bodies.relay(call.request, response, record, first, last, f"{call.bucket}/{call.key}")
         chunks = self.bodies.read(record, first, last)
         # The first chunk before the headers: a file the node cannot read is still an S3 error here.
@@ -474,20 +485,8 @@ class S3Front:
         await response.write_eof()
         return response
 
-    @staticmethod
-    def _part_range(record: dict, text: str) -> tuple[int, int]:
-        number = _int(text, 1, "partNumber")
-        if not 1 <= number <= names.MAX_PARTS:
-            raise S3Error(f"partNumber goes from 1 to {names.MAX_PARTS}", s3_code="InvalidArgument", status=400)
-        if number > len(record["parts"]):
-            raise S3Error(f"the object has {len(record['parts'])} part(s), not a part {number}",
-                          s3_code="InvalidPartNumber", status=400)
-        first = sum(p["size"] for p in record["parts"][:number - 1])
-        return first, first + record["parts"][number - 1]["size"] - 1
-
     async def delete_object(self, call: Call) -> web.Response:
-        result = await self._node(call, "DELETE", _object_path(call.bucket), params={"key": call.key})
-        await self._collect(result["garbage"])
+        await self._collect(await self.node.delete_object(call.bucket, call.key, call.user))
         return web.Response(status=204)
 
     async def copy_object(self, call: Call) -> web.Response:
@@ -527,21 +526,21 @@ class S3Front:
             cap = await self._store(call, data(), record["size"], f"{call.bucket}/{call.key}")
             new = {"parts": [{"cap": cap, "size": record["size"]}], "etag": md5.hexdigest(),
                    "content_type": content_type, "metadata": metadata, "headers": kept, "modified": self.clock()}
-            result = await self._node(call, "PUT", _object_path(call.bucket), params={"key": call.key}, body=new)
-        await self._collect(result["garbage"])
+            garbage = await self.node.record(call.bucket, call.key, call.user, new)
+        await self._collect(garbage)
         return _xml(xml.copy_object(new["etag"], new["modified"]))
 
     # --- multipart ---------------------------------------------------------------
     async def create_upload(self, call: Call) -> web.Response:
         names.check_key(call.key)
         metadata = names.check_metadata(self._metadata(call.request.headers))
-        result = await self._node(call, "POST", f"/v1/s3/buckets/{_segment(call.bucket)}/uploads", body={
-            "key": call.key, "content_type": call.request.headers.get("Content-Type", ""), "metadata": metadata,
-            "headers": stored_headers.stored(call.request.headers)})
-        return _xml(xml.initiate_multipart(call.bucket, call.key, result["upload_id"]))
+        upload_id = await self.node.create_upload(call.bucket, call.key, call.user,
+                                                  call.request.headers.get("Content-Type", ""), metadata,
+                                                  stored_headers.stored(call.request.headers))
+        return _xml(xml.initiate_multipart(call.bucket, call.key, upload_id))
 
     async def _upload(self, call: Call) -> dict:
-        upload = await self._node(call, "GET", f"/v1/s3/uploads/{_segment(_upload_id(call))}")
+        upload = await self.node.upload(_upload_id(call), call.user)
         if upload["bucket"] != call.bucket or upload["key"] != call.key:
             raise S3Error("that upload id is for another object", s3_code="NoSuchUpload", status=404)
         return upload
@@ -552,27 +551,23 @@ class S3Front:
         await self._upload(call)
         md5 = hashlib.md5()
         async with self.gate.write():
-            cap = await self._store(call, self._payload(call, md5=md5), self._declared_size(call),
+            cap = await self._store(call, self._payload(call, md5=md5), _declared_size(call),
                                     f"{call.bucket}/{call.key}#{upload_id}.{number}")
             size = int(cap.rsplit(":", 1)[1])
-            result = await self._node(call, "PUT", f"/v1/s3/uploads/{_segment(upload_id)}/parts/{_segment(number)}",
-                                          body={"cap": cap, "size": size, "etag": md5.hexdigest()})
-        await self._collect(result["garbage"])
+            garbage = await self.node.put_part(upload_id, number, call.user, cap, size, md5.hexdigest())
+        await self._collect(garbage)
         return web.Response(status=200, headers={"ETag": xml.quoted(md5.hexdigest())})
 
     async def complete_upload(self, call: Call) -> web.Response:
         """Complete an upload; one completed already answers as it did (the node keeps what it answered)."""
         parts = xml.parse_complete(await self._small_body(call))
-        result = await self._node(call, "POST", f"/v1/s3/uploads/{_segment(_upload_id(call))}/complete",
-                                  body={"parts": [[n, e] for n, e in parts], "bucket": call.bucket, "key": call.key})
-        await self._collect(result["garbage"])
-        return _xml(xml.complete_multipart(f"/{call.bucket}/{call.key}", call.bucket, call.key,
-                                           result["object"]["etag"]))
+        record, garbage = await self.node.complete(_upload_id(call), call.user, parts, call.bucket, call.key)
+        await self._collect(garbage)
+        return _xml(xml.complete_multipart(f"/{call.bucket}/{call.key}", call.bucket, call.key, record["etag"]))
 
     async def abort_upload(self, call: Call) -> web.Response:
         await self._upload(call)
-        result = await self._node(call, "DELETE", f"/v1/s3/uploads/{_segment(_upload_id(call))}")
-        await self._collect(result["garbage"])
+        await self._collect(await self.node.abort(_upload_id(call), call.user))
         return web.Response(status=204)
 
     async def list_parts(self, call: Call) -> web.Response:
@@ -588,8 +583,7 @@ class S3Front:
         max_uploads = min(_int(call.query.get("max-uploads"), 1000, "max-uploads"), 1000)
         key_marker = call.query.get("key-marker", "")
         id_marker = call.query.get("upload-id-marker", "")
-        uploads = (await self._node(call, "GET", f"/v1/s3/buckets/{_segment(call.bucket)}/uploads",
-                                        params={"prefix": prefix}))["uploads"]
+        uploads = await self.node.uploads(call.bucket, call.user, prefix)
         if key_marker:  # after the marker: later keys, or the marker's key with a later upload id
             uploads = [u for u in uploads
                        if u["key"] > key_marker or (u["key"] == key_marker and id_marker and u["id"] > id_marker)]
@@ -597,19 +591,41 @@ class S3Front:
                                      truncated=len(uploads) > max_uploads, owner=call.user))
 
 
-async def _paid_by(node: NodeApi, user: str, put: dict) -> str:
+async def _paid_by(node: NodeLink, user: str, put: dict) -> str:
     """The capability of a file just stored, once the user's account paid the node's for it (the default user's
     puts are the node's own); a file it cannot pay for is removed again, and the put refused with its answer."""
     if user == names.DEFAULT_USER:
         return put["capability"]
     try:
-        await node.call("POST", f"/v1/s3/accounts/{_segment(user)}/charge",
-                        body={"capability": put["capability"], "amount": put["cost"]})
+        await node.charge(user, put["capability"], put["cost"])
     except XscError:
         with contextlib.suppress(XscError):  # else reconciliation removes it: no record refers to it
             await node.delete_file(put["capability"])
         raise
     return put["capability"]
+
+
+def _declared_size(call: Call) -> int | None:
+    headers = call.request.headers
+    if "x-amz-decoded-content-length" in headers:
+        try:
+            return int(headers["x-amz-decoded-content-length"])
+        except ValueError:
+            raise S3Error("bad x-amz-decoded-content-length", s3_code="InvalidArgument", status=400) from None
+    if call.auth.payload_hash.startswith("STREAMING-"):
+        return None
+    return call.request.content_length
+
+
+def _part_range(record: dict, text: str) -> tuple[int, int]:
+    number = _int(text, 1, "partNumber")
+    if not 1 <= number <= names.MAX_PARTS:
+        raise S3Error(f"partNumber goes from 1 to {names.MAX_PARTS}", s3_code="InvalidArgument", status=400)
+    if number > len(record["parts"]):
+        raise S3Error(f"the object has {len(record['parts'])} part(s), not a part {number}",
+                      s3_code="InvalidPartNumber", status=400)
+    first = sum(p["size"] for p in record["parts"][:number - 1])
+    return first, first + record["parts"][number - 1]["size"] - 1
 
 
 def _check_names(call: Call) -> None:
@@ -620,15 +636,6 @@ def _check_names(call: Call) -> None:
     names.check_text(call.key, "the object key")
     for name, value in call.query.items():
         names.check_text(value, f"the query parameter {name!r}"[:80])
-
-
-def _object_path(bucket: str) -> str:
-    return f"/v1/s3/buckets/{_segment(bucket)}/object"
-
-
-def _segment(value: object) -> str:
-    """A value put into a path of the node's API, percent-encoded whole: it stays one segment, whatever it holds."""
-    return quote(str(value), safe="")
 
 
 def _upload_id(call: Call) -> str:
@@ -659,13 +666,24 @@ def _unparsed(status: int, detail: str) -> web.Response:
     return _xml(xml.error("BadRequest" if status < 500 else "InternalError", detail), status)
 
 
-async def serve(front: S3Front, host: str, port: int, *, ready: Callable[[str], None] | None = None,
-                reconcile_interval: float = 300.0, stop: asyncio.Event | None = None) -> None:
-    """Run the front until `stop` is set (or forever): reconcile first, then listen, then reconcile when idle."""
-    await front.node.start()
+async def listen(front: S3Front, host: str, port: int) -> web.AppRunner:
+    """The front's app listening on host:port: its runner (`cleanup()` stops it)."""
     # A body's Content-Encoding (gzip, ...) is what the object is, stored as sent: aiohttp must not decode it.
     runner = ProblemRunner(front.app(), answer=_unparsed, access_log=None, handle_signals=False,
                            auto_decompress=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port, reuse_address=True).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner
+
+
+async def serve(front: S3Front, host: str, port: int, *, ready: Callable[[str], None] | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Run the front until `stop` is set (or forever): reconcile first, then listen, then reconcile when idle."""
+    await front.node.start()
     try:
         try:
             orphans = await front.reconcile()
@@ -673,20 +691,12 @@ async def serve(front: S3Front, host: str, port: int, *, ready: Callable[[str], 
                 print(f"removed {len(orphans)} file(s) left by an interrupted write", flush=True)
         except XscError as err:
             log.warning("could not reconcile with the node yet: %s", err)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
-        if ready:
-            ready(f"http://{host}:{port}")
-        stop = stop or asyncio.Event()
-        while not await woken(stop, reconcile_interval):
-            if front.gate.writers == 0:
-                try:
-                    await front.reconcile()
-                except XscError as err:
-                    log.warning("reconciliation skipped: %s", err)
+        runner = await listen(front, host, port)
+        try:
+            if ready:
+                ready(f"http://{host}:{port}")
+            await front.reconciling(stop, at_once=False)
+        finally:
+            await runner.cleanup()
     finally:
-        await runner.cleanup()
-        await front.small.close()
-        await front.node.close()
-        front.bodies.close()
+        await front.close()

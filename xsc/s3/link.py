@@ -1,0 +1,116 @@
+"""What the S3 front asks of its node: the bucket index acting for an S3 user, small objects stored and recorded
+whole, files put, read and removed.  Two ends implement it: `remote.RemoteNode` over the node's user API (`xsc s3
+serve`, a process of its own, on this host or another) and `local.LocalNode` over the node's services in its own
+process (`node.s3_listen`).  Every method that names a `user` has the index check that user's access to the bucket
+first (read, write or owner), as the node's /v1/s3 routes do; each raises the node's own XscError."""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Protocol
+
+from ..buckets.objects import SmallPut
+from ..errors import XscError
+
+
+class Body(Protocol):
+    """A file's bytes on a connection of their own, passed on by splice(2) (xsc.client.sync.NodeBody)."""
+
+    head: bytes
+
+    def splice_to(self, out: int, stop: Any) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class NodeLink(Protocol):
+    relays: bool  # whether `open_body` can hand a large body to splice(2)
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    # --- buckets and objects, for `user` ---------------------------------------------
+    async def buckets(self, user: str) -> list[dict]: ...
+
+    async def create_bucket(self, bucket: str, user: str) -> None: ...
+
+    async def bucket(self, bucket: str, user: str, need: str = "read") -> dict: ...
+
+    async def delete_bucket(self, bucket: str, user: str) -> None: ...
+
+    async def list_objects(self, bucket: str, user: str, *, prefix: str, delimiter: str, max_keys: int,
+                           start: bytes) -> dict: ...
+
+    async def object(self, bucket: str, key: str, user: str) -> dict: ...
+
+    async def record(self, bucket: str, key: str, user: str, record: dict) -> list[str]:
+        """The object's record written (its files stored already): the capabilities now garbage."""
+        ...
+
+    async def delete_object(self, bucket: str, key: str, user: str) -> list[str]: ...
+
+    async def delete_objects(self, bucket: str, keys: list[str], user: str) -> list[str]: ...
+
+    # --- small objects: stored, paid for and recorded at once (xsc.buckets.objects) ----
+    async def put_small(self, put: SmallPut) -> dict:
+        """{"capability", "garbage"}, or the error that refused it."""
+        ...
+
+    async def put_small_group(self, puts: list[SmallPut]) -> list[dict | XscError]:
+        """Each object's answer, or the error that refused it alone, in order."""
+        ...
+
+    # --- multipart uploads --------------------------------------------------------------
+    async def create_upload(self, bucket: str, key: str, user: str, content_type: str, metadata: dict,
+                            headers: dict) -> str: ...
+
+    async def upload(self, upload_id: str, user: str) -> dict:
+        """The upload's record with its "parts"."""
+        ...
+
+    async def uploads(self, bucket: str, user: str, prefix: str) -> list[dict]: ...
+
+    async def put_part(self, upload_id: str, number: int, user: str, cap: str, size: int, etag: str) -> list[str]: ...
+
+    async def complete(self, upload_id: str, user: str, parts: list[tuple[int, str]], bucket: str,
+                       key: str) -> tuple[dict, list[str]]: ...
+
+    async def abort(self, upload_id: str, user: str) -> list[str]: ...
+
+    # --- files ---------------------------------------------------------------------------
+    async def put_file(self, chunks: AsyncIterator[bytes], size: int | None, name: str) -> dict:
+        """A stream stored as one XSC file (a `store put`): {"capability", "cost", ...}."""
+        ...
+
+    async def read_file(self, cap: str, first: int | None = None, last: int | None = None) -> AsyncIterator[bytes]:
+        """The file's bytes (first..last, inclusive); the node is asked before this returns."""
+        ...
+
+    def open_body(self, cap: str, first: int | None = None, last: int | None = None) -> Body:
+        """Blocking (run it in a thread); only where `relays`."""
+        ...
+
+    async def delete_file(self, cap: str) -> None:
+        """The file removed from the store (its deals end); one already gone is fine."""
+        ...
+
+    async def files(self) -> list[dict]:
+        """The store's files: {"name", "capability", ...} each."""
+        ...
+
+    async def charge(self, user: str, cap: str, amount: int) -> None:
+        """The user's account pays the node's for the file it stored (InsufficientCredit: nothing paid)."""
+        ...
+
+    # --- housekeeping ----------------------------------------------------------------------
+    async def garbage(self) -> list[str]: ...
+
+    async def forget_garbage(self, caps: list[str]) -> None: ...
+
+    async def reconcile(self, caps: list[str]) -> list[str]:
+        """Of `caps` (files the front stored), those no object or part refers to, marked garbage for the front to
+        remove."""
+        ...
+
+
+__all__ = ["Body", "NodeLink"]

@@ -1,0 +1,165 @@
+"""The S3 front's node in its own process (`node.s3_listen`): each call goes straight to the node's services, as the
+node's /v1/s3 and /v1/store routes would make it, without a request between them.  The bucket index's reads and
+writes run in the node's CPU pool, each once the index has checked the user's access, as the routes run them."""
+
+from __future__ import annotations
+
+import contextlib
+from concurrent.futures import Executor
+from typing import Any, AsyncIterator, Callable
+
+from ..buckets.accounts import UserAccounts
+from ..buckets.core import listing
+from ..buckets.index import S3Index
+from ..buckets.objects import ObjectWriter, SmallPut
+from ..errors import NotFound, XscError
+from ..storage import Capability
+from ..storage.files import StorageService
+from ..tasks import in_pool
+from .link import Body
+
+class LocalNode:
+    relays = False  # no socket between the front and the node: a body is streamed from the store
+
+    def __init__(self, *, index: S3Index, objects: ObjectWriter, accounts: UserAccounts, storage: StorageService,
+                 pool: Executor, seconds: int, bid: int) -> None:
+        """`seconds`, `bid`: every put's lease and bid, the node's defaults (as a put that names neither)."""
+        self.index, self.objects, self.accounts, self.storage = index, objects, accounts, storage
+        self.pool, self.seconds, self.bid = pool, seconds, bid
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def _pool(self, fn, *args, **kwargs):
+        return await in_pool(self.pool, lambda: fn(*args, **kwargs))
+
+    async def _as(self, bucket: str, user: str, need: str, fn, *args, **kwargs):
+        return await self._pool(self.index.checked, bucket, user, need, fn, *args, **kwargs)
+
+    async def _upload_as(self, upload_id: str, user: str, need: str, fn, *args):
+        return await self._pool(self.index.checked_upload, upload_id, user, need, fn, *args)
+
+    # --- buckets and objects ------------------------------------------------------------------
+    async def buckets(self, user: str) -> list[dict]:
+        return await self._pool(self.index.buckets, user)
+
+    async def create_bucket(self, bucket: str, user: str) -> None:
+        await self._pool(self.index.create_bucket, bucket, user)
+
+    async def bucket(self, bucket: str, user: str, need: str = "read") -> dict:
+        return await self._as(bucket, user, need, self.index.bucket, bucket)
+
+    async def delete_bucket(self, bucket: str, user: str) -> None:
+        await self._as(bucket, user, "owner", self.index.delete_bucket, bucket)
+
+    async def list_objects(self, bucket: str, user: str, *, prefix: str, delimiter: str, max_keys: int,
+                           start: bytes) -> dict:
+        return await self._as(bucket, user, "read", self.index.list, bucket, prefix=prefix, delimiter=delimiter,
+                              max_keys=min(max_keys, listing.MAX_KEYS), start=start)
+
+    async def object(self, bucket: str, key: str, user: str) -> dict:
+        return await self._as(bucket, user, "read", self.index.get, bucket, key)
+
+    async def record(self, bucket: str, key: str, user: str, record: dict) -> list[str]:
+        return await self._as(bucket, user, "write", self.index.put, bucket, key, record)
+
+    async def delete_object(self, bucket: str, key: str, user: str) -> list[str]:
+        return await self._as(bucket, user, "write", self.index.delete, bucket, key)
+
+    async def delete_objects(self, bucket: str, keys: list[str], user: str) -> list[str]:
+        return await self._as(bucket, user, "write", self.index.delete_many, bucket, keys)
+
+    # --- small objects -------------------------------------------------------------------------
+    async def put_small(self, put: SmallPut) -> dict:
+        return await self.objects.put(put.bucket, put.key, put.user, put.record, put.data, put.name, self.seconds,
+                                      self.bid)
+
+    async def put_small_group(self, puts: list[SmallPut]) -> list[dict | XscError]:
+        return await self.objects.put_group(puts, self.seconds, self.bid)
+
+    # --- multipart uploads ------------------------------------------------------------------------
+    async def create_upload(self, bucket: str, key: str, user: str, content_type: str, metadata: dict,
+                            headers: dict) -> str:
+        return await self._as(bucket, user, "write", self.index.create_upload, bucket, key, content_type, metadata,
+                              headers)
+
+    async def upload(self, upload_id: str, user: str) -> dict:
+        record = await self._upload_as(upload_id, user, "write", self.index.upload, upload_id)
+        return {**record, "parts": await self._pool(self.index.parts, upload_id)}
+
+    async def uploads(self, bucket: str, user: str, prefix: str) -> list[dict]:
+        return await self._as(bucket, user, "read", self.index.uploads, bucket, prefix)
+
+    async def put_part(self, upload_id: str, number: int, user: str, cap: str, size: int, etag: str) -> list[str]:
+        return await self._upload_as(upload_id, user, "write", self.index.put_part, upload_id, number, cap, size,
+                                     etag)
+
+    async def complete(self, upload_id: str, user: str, parts: list[tuple[int, str]], bucket: str,
+                       key: str) -> tuple[dict, list[str]]:
+        return await self._upload_as(upload_id, user, "write", self.index.complete, upload_id, parts, bucket, key)
+
+    async def abort(self, upload_id: str, user: str) -> list[str]:
+        return await self._upload_as(upload_id, user, "write", self.index.abort, upload_id)
+
+    # --- files -------------------------------------------------------------------------------------
+    async def put_file(self, chunks: AsyncIterator[bytes], size: int | None, name: str) -> dict:
+        return await self.storage.put(_reader(chunks), size, name, self.seconds, self.bid)
+
+    async def read_file(self, cap: str, first: int | None = None, last: int | None = None) -> AsyncIterator[bytes]:
+        _, chunks = await self.storage.open(Capability.parse(cap), None if first is None else (first, last))
+        return _closing(chunks)
+
+    def open_body(self, cap: str, first: int | None = None, last: int | None = None) -> Body:
+        raise NotImplementedError("a node's own front streams bodies: `relays` is False")
+
+    async def delete_file(self, cap: str) -> None:
+        with contextlib.suppress(NotFound):
+            await self.storage.remove(Capability.parse(cap))
+
+    async def files(self) -> list[dict]:
+        return await self.storage.files()
+
+    async def charge(self, user: str, cap: str, amount: int) -> None:
+        await self.accounts.charge(user, cap, amount)
+
+    # --- housekeeping --------------------------------------------------------------------------------
+    async def garbage(self) -> list[str]:
+        return await self._pool(self.index.garbage)
+
+    async def forget_garbage(self, caps: list[str]) -> None:
+        await self._pool(self.index.forget_garbage, caps)
+
+    async def reconcile(self, caps: list[str]) -> list[str]:
+        return await self._pool(self.index.reconcile, caps)
+
+
+def _reader(chunks: AsyncIterator[bytes]) -> Callable[[int], Any]:
+    """A put's `read(n)` over a stream of chunks: at most n bytes a call, b"" at its end."""
+    held, ended = b"", False
+
+    async def read(n: int) -> bytes:
+        nonlocal held, ended
+        while not held and not ended:
+            try:
+                held = await chunks.__anext__()
+            except StopAsyncIteration:
+                ended = True
+        chunk, held = held[:n], held[n:]
+        return chunk
+
+    return read
+
+
+async def _closing(chunks) -> AsyncIterator[bytes]:
+    """The store's stream, closed however its reader stops (no range left asked of a holder)."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        await chunks.aclose()
+
+
+__all__ = ["LocalNode"]

@@ -1,0 +1,150 @@
+"""The S3 front's node over its user API (`xsc s3 serve`, a process of its own): each call one request of the
+node's /v1/s3 or /v1/store routes, with the node's token (xsc/client/aio.py); the node's refusals come back as its
+own XscErrors.  A group of small objects is one `POST /v1/s3/objects`; a large body is relayed from the node's
+socket by splice(2) where the system has it."""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+from urllib.parse import quote
+
+from .. import codec
+from ..buckets.core import listing
+from ..buckets.objects import SmallPut, group_body
+from ..client.aio import NodeApi
+from ..client.sync import SPLICE, NodeBody, error_from_problem
+from ..errors import XscError
+
+
+class RemoteNode:
+    relays = SPLICE
+
+    def __init__(self, api: NodeApi) -> None:
+        self.api = api
+
+    async def start(self) -> None:
+        await self.api.start()
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def _for(self, user: str, method: str, path: str, *, params: dict | None = None, body=None):
+        """A call to the node's bucket index on behalf of `user` (the index checks its access)."""
+        return await self.api.call(method, path, params={**(params or {}), "user": user}, body=body)
+
+    # --- buckets and objects ------------------------------------------------------------------
+    async def buckets(self, user: str) -> list[dict]:
+        return (await self._for(user, "GET", "/v1/s3/buckets"))["buckets"]
+
+    async def create_bucket(self, bucket: str, user: str) -> None:
+        await self._for(user, "PUT", _bucket(bucket))
+
+    async def bucket(self, bucket: str, user: str, need: str = "read") -> dict:
+        return await self._for(user, "GET", _bucket(bucket), params={"need": need})
+
+    async def delete_bucket(self, bucket: str, user: str) -> None:
+        await self._for(user, "DELETE", _bucket(bucket))
+
+    async def list_objects(self, bucket: str, user: str, *, prefix: str, delimiter: str, max_keys: int,
+                           start: bytes) -> dict:
+        return await self._for(user, "GET", f"{_bucket(bucket)}/objects", params={
+            "prefix": prefix, "delimiter": delimiter, "max_keys": str(min(max_keys, listing.MAX_KEYS)),
+            "start": listing.encode_token(start)})
+
+    async def object(self, bucket: str, key: str, user: str) -> dict:
+        return await self._for(user, "GET", f"{_bucket(bucket)}/object", params={"key": key})
+
+    async def record(self, bucket: str, key: str, user: str, record: dict) -> list[str]:
+        return (await self._for(user, "PUT", f"{_bucket(bucket)}/object", params={"key": key}, body=record))["garbage"]
+
+    async def delete_object(self, bucket: str, key: str, user: str) -> list[str]:
+        return (await self._for(user, "DELETE", f"{_bucket(bucket)}/object", params={"key": key}))["garbage"]
+
+    async def delete_objects(self, bucket: str, keys: list[str], user: str) -> list[str]:
+        return (await self._for(user, "POST", f"{_bucket(bucket)}/delete", body={"keys": keys}))["garbage"]
+
+    # --- small objects -------------------------------------------------------------------------
+    async def put_small(self, put: SmallPut) -> dict:
+        return await self.api.call("POST", f"{_bucket(put.bucket)}/objects",
+                                   params={k: v for k, v in (("key", put.key), ("name", put.name), ("user", put.user))
+                                           if v is not None},
+                                   raw=codec.framed(put.record, put.data))
+
+    async def put_small_group(self, puts: list[SmallPut]) -> list[dict | XscError]:
+        answer = await self.api.call("POST", "/v1/s3/objects", raw=group_body(puts))
+        results = answer.get("results") if isinstance(answer, dict) else None
+        if not isinstance(results, list) or len(results) != len(puts) or not all(isinstance(r, dict) for r in results):
+            raise XscError(f"the node answered a group of {len(puts)} objects without {len(puts)} results")
+        return [r.get("answer") if r.get("status") == 201 else
+                error_from_problem(r.get("status") or 500, codec.dumps(r.get("problem"))) for r in results]
+
+    # --- multipart uploads ------------------------------------------------------------------------
+    async def create_upload(self, bucket: str, key: str, user: str, content_type: str, metadata: dict,
+                            headers: dict) -> str:
+        return (await self._for(user, "POST", f"{_bucket(bucket)}/uploads", body={
+            "key": key, "content_type": content_type, "metadata": metadata, "headers": headers}))["upload_id"]
+
+    async def upload(self, upload_id: str, user: str) -> dict:
+        return await self._for(user, "GET", _upload(upload_id))
+
+    async def uploads(self, bucket: str, user: str, prefix: str) -> list[dict]:
+        return (await self._for(user, "GET", f"{_bucket(bucket)}/uploads", params={"prefix": prefix}))["uploads"]
+
+    async def put_part(self, upload_id: str, number: int, user: str, cap: str, size: int, etag: str) -> list[str]:
+        return (await self._for(user, "PUT", f"{_upload(upload_id)}/parts/{_segment(number)}",
+                                 body={"cap": cap, "size": size, "etag": etag}))["garbage"]
+
+    async def complete(self, upload_id: str, user: str, parts: list[tuple[int, str]], bucket: str,
+                       key: str) -> tuple[dict, list[str]]:
+        result = await self._for(user, "POST", f"{_upload(upload_id)}/complete",
+                                 body={"parts": [[n, e] for n, e in parts], "bucket": bucket, "key": key})
+        return result["object"], result["garbage"]
+
+    async def abort(self, upload_id: str, user: str) -> list[str]:
+        return (await self._for(user, "DELETE", _upload(upload_id)))["garbage"]
+
+    # --- files -------------------------------------------------------------------------------------
+    async def put_file(self, chunks: AsyncIterator[bytes], size: int | None, name: str) -> dict:
+        return await self.api.put_file(chunks, size, name)
+
+    async def read_file(self, cap: str, first: int | None = None, last: int | None = None) -> AsyncIterator[bytes]:
+        return await self.api.read_file(cap, first, last)
+
+    def open_body(self, cap: str, first: int | None = None, last: int | None = None) -> NodeBody:
+        return self.api.open_body(cap, first, last)
+
+    async def delete_file(self, cap: str) -> None:
+        await self.api.delete_file(cap)
+
+    async def files(self) -> list[dict]:
+        return await self.api.files()
+
+    async def charge(self, user: str, cap: str, amount: int) -> None:
+        await self.api.call("POST", f"/v1/s3/accounts/{_segment(user)}/charge",
+                            body={"capability": cap, "amount": amount})
+
+    # --- housekeeping --------------------------------------------------------------------------------
+    async def garbage(self) -> list[str]:
+        return (await self.api.call("GET", "/v1/s3/garbage"))["garbage"]
+
+    async def forget_garbage(self, caps: list[str]) -> None:
+        await self.api.call("POST", "/v1/s3/garbage/forget", body={"caps": caps})
+
+    async def reconcile(self, caps: list[str]) -> list[str]:
+        return (await self.api.call("POST", "/v1/s3/reconcile", body={"caps": caps}))["orphans"]
+
+
+def _segment(value: object) -> str:
+    """A value put into a path of the node's API, percent-encoded whole: it stays one segment, whatever it holds."""
+    return quote(str(value), safe="")
+
+
+def _bucket(bucket: str) -> str:
+    return f"/v1/s3/buckets/{_segment(bucket)}"
+
+
+def _upload(upload_id: str) -> str:
+    return f"/v1/s3/uploads/{_segment(upload_id)}"
+
+
+__all__ = ["RemoteNode"]
