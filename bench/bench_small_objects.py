@@ -3,23 +3,27 @@ measured in the same run.
 
     python -m bench.bench_small_objects [--seconds S] [--no-devnet | --only-devnet]
 
-Starts a node process and `xsc s3 serve` in front of it, then times, one after the other:
+Starts a node process that answers S3 itself (`node.s3_listen`) and `xsc s3 serve` in front of it, then times, one
+after the other:
   minimal   a minimal aiohttp handler reading a 1 KiB body and answering JSON (its own process), at concurrency 8
   put       POST /v1/store/files of 1 KiB (a whole put: market, encryption, RS(4,2), deals) at concurrency 1 and 8
   s3        PutObject of 1 KiB through the front at concurrency 8, signed (SigV4, the payload's SHA-256) and sent by
             the same aiohttp client as `put`, so the ratio of the two is the front's cost, not the client's;
             both again at concurrency 32 (more small objects on their way at once: the front sends them together)
+  in-node   the same PutObjects to the node's own S3 listener (the front in the node's process, no request between
+            them) at concurrency 8 and 32
   boto3     the same through boto3 (8 threads): what a Python program using the SDK sees (the SDK's own CPU per
             request is about that of the front and the node together on these 2 cores)
   s3 1001   1,001 PutObjects one after another (boto3)
   devnet    POST /v1/store/files of 1 KiB at concurrency 8 to the first node of a 6-node devnet (skip: --no-devnet;
             alone: --only-devnet), with the CPU per put of the gateway and of each other node
 and prints the issue's figures: put at concurrency 8 / minimal (target at least 0.1), put at concurrency 8 /
-put at concurrency 1 (at least 2), s3 / put at concurrency 8 (at least 0.8), 1,001 PutObjects (under 10 s),
+put at concurrency 1 (at least 2), in-node / put at concurrency 8 (at least 0.8; s3 / put beside it), 1,001
+PutObjects (under 10 s),
 puts a second on the devnet (at least 100), and the load average as the run began and ended (on a loaded machine
 the figures are lower: every phase shares its cores with whatever else runs).
 
-For put and s3 at concurrency 8 it also prints where an object's time went, per object: what each process's
+For put, s3 and in-node at concurrency 8 it also prints where an object's time went, per object: what each process's
 event loop ran and how long it waited for a core (Linux schedstat), the CPU of every process together, and the
 put's CPU over the PutObject's: the rate the two reach together tends to that ratio wherever the cores, not
 the waits, bound them.
@@ -40,7 +44,7 @@ from pathlib import Path
 
 import aiohttp
 
-from xsc.devnet import Devnet
+from xsc.devnet import Devnet, free_port
 from xsc.s3.core import sigv4
 
 from .bench_s3 import _start_front, _xsc
@@ -179,7 +183,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-small-") as tmp_name:
         tmp = Path(tmp_name)
         data_dir = tmp / "node"
-        node = start_node(data_dir, "--log-level", "WARNING", env=UNLIMITED_USER)
+        s3_port = free_port()
+        node = start_node(data_dir, "--log-level", "WARNING",
+                          env={**UNLIMITED_USER, "XSC_NODE_S3_LISTEN": f"127.0.0.1:{s3_port}"})
         front = None
         try:
             with serve_script(MINIMAL_SERVER) as (port, _):
@@ -200,6 +206,11 @@ def main() -> None:
             s3_rate = asyncio.run(put_objects(url, key, "small", 8, args.seconds))
             s3_spent = spent.per(s3_rate * (time.perf_counter() - started))
             s3_rate32 = asyncio.run(put_objects(url, key, "small", 32, args.seconds))
+            in_node_url = f"http://127.0.0.1:{s3_port}"
+            spent, started = Spent(node=node.pid), time.perf_counter()
+            in_node = asyncio.run(put_objects(in_node_url, key, "small", 8, args.seconds))
+            in_node_spent = spent.per(in_node * (time.perf_counter() - started))
+            in_node32 = asyncio.run(put_objects(in_node_url, key, "small", 32, args.seconds))
             body = os.urandom(KiB)
             deadline = time.perf_counter() + args.seconds
 
@@ -230,15 +241,20 @@ def main() -> None:
     print(f"1 KiB puts, user API: c=1 {sequential:,.0f}/s, c=8 {concurrent:,.0f}/s")
     print(f"1 KiB PutObject through the front, c=8: {s3_rate:,.0f}/s (boto3: {boto3_rate:,.0f}/s); 1,001 one after "
           f"another (boto3): {seq_s3:.1f} s")
-    print(f"at c=32: puts {concurrent32:,.0f}/s, PutObjects {s3_rate32:,.0f}/s: {s3_rate32 / concurrent32:.2f}")
+    print(f"1 KiB PutObject to the node's own S3 listener: c=8 {in_node:,.0f}/s, c=32 {in_node32:,.0f}/s")
+    print(f"at c=32: puts {concurrent32:,.0f}/s, PutObjects {s3_rate32:,.0f}/s: {s3_rate32 / concurrent32:.2f}, "
+          f"in the node {in_node32 / concurrent32:.2f}")
     print(f"put c=8 / minimal: {concurrent / minimal:.3f} (target at least 0.1); c=8 / c=1: "
-          f"{concurrent / sequential:.2f} (at least 2); PutObject / put at c=8: {s3_rate / concurrent:.2f} (at least 0.8)")
-    put_cpu, s3_cpu = (sum(cpu for _, _, cpu in spent.values()) for spent in (put_spent, s3_spent))
+          f"{concurrent / sequential:.2f} (at least 2); PutObject / put at c=8: in the node {in_node / concurrent:.2f} "
+          f"(at least 0.8), through xsc s3 serve {s3_rate / concurrent:.2f}")
+    put_cpu, s3_cpu, in_node_cpu = (sum(cpu for _, _, cpu in spent.values())
+                                    for spent in (put_spent, s3_spent, in_node_spent))
     print("per object at c=8, ms: each event loop ran/waited for a core (its process's CPU, all threads)")
     print(spent_line("put", put_spent))
     print(spent_line("PutObject", s3_spent))
-    print(f"  CPU of a put / of a PutObject, all processes: {put_cpu / s3_cpu:.2f} (where the cores bound both, "
-          "the rates' ratio comes to this)")
+    print(spent_line("PutObject in the node", in_node_spent))
+    print(f"  CPU of a put / of a PutObject, all processes: {put_cpu / in_node_cpu:.2f} in the node, "
+          f"{put_cpu / s3_cpu:.2f} through xsc s3 serve (where the cores bound both, the rates' ratio comes to this)")
     if devnet is not None:
         print(devnet_line(devnet, per_node))
     print(f"load average: {load_before[0]:.2f} as the run began, {load_after[0]:.2f} as it ended (1 minute)")
@@ -246,12 +262,20 @@ def main() -> None:
     report.add("1 KiB puts at concurrency 8 / minimal aiohttp JSON handler", concurrent / minimal, "x", target=0.1,
                op=">=")
     report.add("1 KiB puts at concurrency 8 / sequential", concurrent / sequential, "x", target=2, op=">=")
-    report.add("1 KiB PutObject at concurrency 8 / user-API puts at concurrency 8", s3_rate / concurrent, "x",
-               target=0.8, op=">=")
-    report.add("1 KiB PutObject at concurrency 32 / user-API puts at concurrency 32", s3_rate32 / concurrent32, "x")
+    report.add("1 KiB PutObject to the node's own S3 listener at concurrency 8 / user-API puts at concurrency 8",
+               in_node / concurrent, "x", target=0.8, op=">=")
+    report.add("1 KiB PutObject through xsc s3 serve at concurrency 8 / user-API puts at concurrency 8",
+               s3_rate / concurrent, "x")
+    report.add("1 KiB PutObject to the node's own S3 listener at concurrency 32 / user-API puts at concurrency 32",
+               in_node32 / concurrent32, "x")
+    report.add("1 KiB PutObject through xsc s3 serve at concurrency 32 / user-API puts at concurrency 32",
+               s3_rate32 / concurrent32, "x")
     report.add("1 KiB PutObject at concurrency 8 through boto3 / user-API puts at concurrency 8",
                boto3_rate / concurrent, "x")
-    report.add("CPU per 1 KiB put / per PutObject at concurrency 8, all processes", put_cpu / s3_cpu, "x")
+    report.add("CPU per 1 KiB put / per PutObject in the node at concurrency 8, all processes", put_cpu / in_node_cpu,
+               "x")
+    report.add("CPU per 1 KiB put / per PutObject through xsc s3 serve at concurrency 8, all processes",
+               put_cpu / s3_cpu, "x")
     report.add("1,001 sequential PutObjects", seq_s3, "s", target=10, op="<")
     if devnet is not None:
         report.add("1 KiB puts at concurrency 8 on a 6-node devnet", devnet, "/s", target=100, op=">=")

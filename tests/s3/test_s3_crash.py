@@ -1,4 +1,5 @@
-"""kill -9 of the node in the middle of a multipart upload, of an overwrite and of small objects sent in groups:
+"""kill -9 of the node in the middle of a multipart upload, of an overwrite and of small objects sent in groups (these
+also through the node's own S3 listener):
 after a restart the bucket index and the stored files agree (no key pointing at a missing file, no orphan file)
 and every completed object reads back exactly."""
 
@@ -13,7 +14,7 @@ import pytest
 
 pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
 
-from tests.support.s3 import FrontProcess, Gateway, index_and_files, sign_headers, store_files  # noqa: E402
+from tests.support.s3 import FrontProcess, Gateway, InNodeFront, index_and_files, sign_headers, store_files  # noqa: E402
 from tests.support.waiting import eventually
 from xsc.s3.marks import FileMarks
 
@@ -40,10 +41,19 @@ def _half_sent_put(gateway: Gateway, path: str, size: int) -> http.client.HTTPCo
 
 
 def _restart(gateway: Gateway) -> None:
-    """The node after its kill -9, then a new front (which reconciles before it serves)."""
+    """The node after its kill -9, then a new front (which reconciles before it serves); a node that answers S3
+    itself reconciles as it starts, in a loop of its own: its index and files agree once that has run."""
     gateway.node.start()
+    if isinstance(gateway.front, InNodeFront):
+        eventually(lambda: _agreeing(gateway), "the node's own front to reconcile", 120)
+        return
     gateway.front.stop()
     gateway.front = FrontProcess(gateway.node.data_dir).start()
+
+
+def _agreeing(gateway: Gateway) -> bool:
+    referenced, files, index = index_and_files(gateway.node)
+    return referenced == files and index["garbage"] == []
 
 
 def _agree(gateway: Gateway) -> dict:
@@ -55,8 +65,9 @@ def _agree(gateway: Gateway) -> dict:
 
 
 @pytest.fixture
-def gateway(tmp_path):
-    g = Gateway(tmp_path).start()
+def gateway(tmp_path, request):
+    """`xsc s3 serve` in front of the node, or (parametrized "in-node") the node's own S3 listener."""
+    g = Gateway(tmp_path, in_node=getattr(request, "param", "front") == "in-node").start()
     yield g
     g.stop()
 
@@ -177,9 +188,11 @@ def test_a_file_stored_but_never_recorded_is_removed_at_the_next_start_and_a_use
     assert gateway.client().get_object(Bucket="crash", Key="kept")["Body"].read() == b"kept"
 
 
+@pytest.mark.parametrize("gateway", ["front", "in-node"], indirect=True)
 def test_kill_9_while_small_objects_go_to_the_node_in_groups(gateway) -> None:
-    """Killed while sixteen writers' small objects go in groups (POST /v1/s3/objects): afterwards every object
-    a writer was answered for reads back exactly, and the index and the files agree."""
+    """Killed while sixteen writers' small objects go in groups (POST /v1/s3/objects, or the node's own front's
+    `put_group`): afterwards every object a writer was answered for reads back exactly, and the index and the files
+    agree."""
     import threading
 
     s3 = gateway.client(max_pool_connections=16)

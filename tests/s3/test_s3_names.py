@@ -9,7 +9,7 @@ import http.client
 import pytest
 
 from tests.support.s3 import sign_headers
-from xsc.s3 import server
+from xsc.s3 import remote
 
 
 def _raw(gateway, method: str, path: str) -> tuple[int, bytes]:
@@ -42,7 +42,7 @@ def test_a_name_that_is_not_a_bucket_name_is_400_and_touches_no_bucket(gateway, 
 
 def test_every_value_in_a_node_path_stays_one_segment() -> None:
     for value in ("victimb?", "../x", "a/b", "a#b", "a b", "%3F", "\u00e9"):
-        encoded = server._segment(value)
+        encoded = remote._segment(value)
         assert "/" not in encoded and "?" not in encoded and "#" not in encoded and "." != encoded[:1] * 2
 
 

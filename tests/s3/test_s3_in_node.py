@@ -1,0 +1,48 @@
+"""A node that answers S3 itself (`node.s3_listen`): `xsc node start` says where, the address is checked as the
+node starts (one in use or not an address: the node does not start, and says why).  What it answers is tested with `xsc s3 serve`'s tests, run
+against both (test_s3_boto3, test_s3_conformance, test_s3_users, test_s3_crash)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
+
+from tests.support.nodes import NodeProcess, free_port, run_xsc  # noqa: E402
+from tests.support.s3 import NODE_ENV, boto3_client, create_key, store_files  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+
+def test_node_start_says_where_it_answers_s3_and_a_put_object_reads_back(tmp_path) -> None:
+    s3_port = free_port()
+    node = NodeProcess(tmp_path / "node", free_port(), env={**NODE_ENV, "XSC_NODE_S3_LISTEN": f"127.0.0.1:{s3_port}"})
+    node.start()
+    try:
+        assert f"S3 at http://127.0.0.1:{s3_port}" in node.log.read_text()
+        s3 = boto3_client(f"http://127.0.0.1:{s3_port}", create_key(node.data_dir))
+        s3.create_bucket(Bucket="here")
+        s3.put_object(Bucket="here", Key="a", Body=b"served by the node itself")
+        assert s3.get_object(Bucket="here", Key="a")["Body"].read() == b"served by the node itself"
+        assert [f["name"].startswith("s3:here/a#") for f in store_files(node)] == [True]
+    finally:
+        node.stop()
+
+
+def test_an_s3_address_in_use_stops_the_node_with_the_setting_to_change(tmp_path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_xsc("--data-dir", str(tmp_path / "node"), "node", "start", "--listen", f"127.0.0.1:{free_port()}",
+                         env={"XSC_NODE_S3_LISTEN": f"127.0.0.1:{port}"}, timeout=60)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}".encode() in result.stderr and b"node.s3_listen" in result.stderr
+
+
+def test_an_s3_listen_that_is_not_an_address_is_refused_before_the_node_starts(tmp_path) -> None:
+    result = run_xsc("--data-dir", str(tmp_path / "node"), "node", "start", "--listen", f"127.0.0.1:{free_port()}",
+                     env={"XSC_NODE_S3_LISTEN": "no-port-here"}, timeout=60)
+    assert result.returncode == 1 and b"not a listen address: 'no-port-here' (use HOST:PORT" in result.stderr
