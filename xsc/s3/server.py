@@ -394,7 +394,7 @@ class S3Front:
         return web.Response(status=200, headers={"ETag": xml.quoted(record["etag"])})
 
     async def _put_small(self, call: Call, record: dict) -> dict:
-        """A small object whole, checked, then stored and recorded by one request of the node's (which checks the
+        """A small object whole, checked, then stored and recorded by one call of the node's (which checks the
         bucket first): the ETag and time are set on `record`."""
         md5, declared, parts, size = hashlib.md5(), _declared_size(call), [], 0
         async for chunk in self._payload(call, md5=md5):
