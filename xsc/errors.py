@@ -591,6 +591,12 @@ class BucketTaken(Conflict):
     code = "bucket-taken"
 
 
+class S3ServedByNode(Conflict):
+    """A front's write through the user API while the node answers S3 itself: one front a node, since each
+    front's reconciliation removes the files it finds no record of, the other's among them between put and record."""
+    code = "s3-served-by-node"
+
+
 class InvalidBucketName(BadRequest):
     code = "invalid-bucket-name"
 

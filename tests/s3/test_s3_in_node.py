@@ -4,7 +4,10 @@ against both (test_s3_boto3, test_s3_conformance, test_s3_users, test_s3_crash).
 
 from __future__ import annotations
 
+import json
 import socket
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -46,3 +49,37 @@ def test_an_s3_listen_that_is_not_an_address_is_refused_before_the_node_starts(t
     result = run_xsc("--data-dir", str(tmp_path / "node"), "node", "start", "--listen", f"127.0.0.1:{free_port()}",
                      env={"XSC_NODE_S3_LISTEN": "no-port-here"}, timeout=60)
     assert result.returncode == 1 and b"not a listen address: 'no-port-here' (use HOST:PORT" in result.stderr
+
+
+def test_a_node_that_answers_s3_itself_refuses_a_second_front_and_its_writes(tmp_path) -> None:
+    """One front a node: `xsc s3 serve` stops at once, saying where the node answers S3, and a front's writes
+    through the user API are refused (409 s3-served-by-node); the reads the CLI makes still answer."""
+    s3_port = free_port()
+    node = NodeProcess(tmp_path / "node", free_port(), env={**NODE_ENV, "XSC_NODE_S3_LISTEN": f"127.0.0.1:{s3_port}"})
+    node.start()
+    try:
+        boto3_client(f"http://127.0.0.1:{s3_port}", create_key(node.data_dir)).create_bucket(Bucket="here")
+        front = run_xsc("--data-dir", str(node.data_dir), "s3", "serve", "--listen", f"127.0.0.1:{free_port()}",
+                        timeout=60)
+        assert front.returncode != 0
+        assert f"this node answers S3 itself at http://127.0.0.1:{s3_port}".encode() in front.stderr
+        for method, path, body in (("POST", "/v1/s3/reconcile", {"caps": []}), ("GET", "/v1/s3/garbage", None),
+                                   ("PUT", "/v1/s3/buckets/here/object?key=k&user=xsc", {"cap": "x"}),
+                                   ("PUT", "/v1/s3/buckets/other?user=xsc", None)):
+            status, problem = _call(node, method, path, body)
+            assert (status, problem["code"]) == (409, "s3-served-by-node"), (path, problem)
+        status, listing = _call(node, "GET", "/v1/s3/buckets/here/objects?user=xsc", None)
+        assert status == 200 and listing["contents"] == []
+    finally:
+        node.stop()
+
+
+def _call(node: NodeProcess, method: str, path: str, body: dict | None) -> tuple[int, dict]:
+    request = urllib.request.Request(node.url + path, method=method, headers={
+        "Authorization": f"Bearer {node.token}", "Content-Type": "application/json"},
+        data=None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())

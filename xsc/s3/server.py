@@ -22,7 +22,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from ..errors import S3Error, XscError
+from ..errors import S3Error, S3ServedByNode, XscError
 from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..serve.connections import ProblemRunner
@@ -125,6 +125,8 @@ class S3Front:
             if at_once and self.gate.writers == 0:
                 try:
                     orphans = await self.reconcile()
+                except S3ServedByNode:
+                    raise  # the node answers S3 itself now: this front stops (one front a node)
                 except XscError as err:
                     log.warning("reconciliation skipped: %s", err)
                 else:
@@ -689,6 +691,8 @@ async def serve(front: S3Front, host: str, port: int, *, ready: Callable[[str], 
             orphans = await front.reconcile()
             if orphans:
                 print(f"removed {len(orphans)} file(s) left by an interrupted write", flush=True)
+        except S3ServedByNode:
+            raise
         except XscError as err:
             log.warning("could not reconcile with the node yet: %s", err)
         runner = await listen(front, host, port)

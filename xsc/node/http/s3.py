@@ -14,13 +14,13 @@ import time
 from aiohttp import web
 
 from ... import codec
-from ...errors import BadRequest, InvalidArgument, PayloadTooLarge
+from ...errors import BadRequest, InvalidArgument, PayloadTooLarge, S3ServedByNode
 from ...buckets.core import listing
 from ...buckets.index import S3Index
 from ...buckets.objects import MAX_GROUP_BYTES, parse_group
 from ...buckets.core.names import MAX_RECORD, SMALL_OBJECT
 from ...tasks import in_pool
-from ..appkeys import CPU_POOL, NODE, USER_LIMITS
+from ..appkeys import CONFIG, CPU_POOL, NODE, USER_LIMITS
 from .common import json_body, json_response, put_terms, query_int, read_body, results_response
 
 routes = web.RouteTableDef()
@@ -34,8 +34,16 @@ def _index(request: web.Request) -> S3Index:
     return request.app[NODE].s3_index
 
 
+def _front_writes(request: web.Request) -> None:
+    if listen := request.app[CONFIG].node.s3_listen:  # one front a node: see S3ServedByNode
+        raise S3ServedByNode(f"this node answers S3 itself at http://{listen}",
+                             hint="point S3 tools there and stop `xsc s3 serve`, or unset node.s3_listen")
+
+
 async def _as(request: web.Request, need: str, fn, *args, **kwargs):
     """fn in the CPU pool, once the user the front acts for may `need` (read, write, owner) the bucket."""
+    if need != "read":
+        _front_writes(request)
     index, user = _index(request), request.query.get("user")
     if "bucket" in request.match_info:
         return await _call(request, index.checked, request.match_info["bucket"], user, need, fn, *args, **kwargs)
@@ -67,6 +75,7 @@ async def buckets(request: web.Request) -> web.Response:
 
 @routes.put("/v1/s3/buckets/{bucket}")
 async def create_bucket(request: web.Request) -> web.Response:
+    _front_writes(request)
     record = await _call(request, _index(request).create_bucket, request.match_info["bucket"], request.query.get("user"))
     return json_response(record, status=201)
 
@@ -121,6 +130,7 @@ async def put_object(request: web.Request) -> web.Response:
 async def put_small_object(request: web.Request) -> web.Response:
     """A small object's record and bytes in one body (`codec.framed`), stored, paid and recorded at once; the
     query names the object (`key`), the user, the file's name and the put's terms as for /v1/store/files."""
+    _front_writes(request)
     declared, most = request.content_length, 4 + MAX_RECORD + SMALL_OBJECT
     if declared is None:
         raise BadRequest("send a small object with its Content-Length", hint="stream larger ones to /v1/store/files")
@@ -142,6 +152,7 @@ async def put_small_object(request: web.Request) -> web.Response:
 @routes.post("/v1/s3/objects")
 async def put_small_objects(request: web.Request) -> web.Response:
     """Small objects of any buckets and users in one body (`xsc.buckets.objects`): one result per object."""
+    _front_writes(request)
     if (request.content_length or 0) > MAX_GROUP_BYTES:  # refused from its length (one without: as it is read)
         raise PayloadTooLarge(f"a group of small objects is at most {MAX_GROUP_BYTES:,} bytes", limit=MAX_GROUP_BYTES)
     puts = parse_group(await read_body(request))
@@ -224,11 +235,13 @@ async def abort(request: web.Request) -> web.Response:
 
 @routes.get("/v1/s3/garbage")
 async def garbage(request: web.Request) -> web.Response:
+    _front_writes(request)  # a front's housekeeping: what it reads here, it deletes
     return json_response({"garbage": await _call(request, _index(request).garbage)})
 
 
 @routes.post("/v1/s3/garbage/forget")
 async def forget_garbage(request: web.Request) -> web.Response:
+    _front_writes(request)
     caps = _strings(await _json(request), "caps")
     await _call(request, _index(request).forget_garbage, caps)
     return json_response({"forgotten": len(caps)})
@@ -236,6 +249,7 @@ async def forget_garbage(request: web.Request) -> web.Response:
 
 @routes.post("/v1/s3/reconcile")
 async def reconcile(request: web.Request) -> web.Response:
+    _front_writes(request)
     caps = _strings(await _json(request), "caps")
     return json_response({"orphans": await _call(request, _index(request).reconcile, caps)})
 
