@@ -87,7 +87,7 @@ class NodeLink(Protocol):
         ...
 
     def open_body(self, cap: str, first: int | None = None, last: int | None = None) -> Body:
-        """Blocking (run it in a thread); only where `relays`."""
+        """Blocking (run it in a thread); a link has it only where `relays` is True."""
         ...
 
     async def delete_file(self, cap: str) -> None:

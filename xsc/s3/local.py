@@ -16,10 +16,10 @@ from ..errors import NotFound, XscError
 from ..storage import Capability
 from ..storage.files import StorageService
 from ..tasks import in_pool
-from .link import Body
+
 
 class LocalNode:
-    relays = False  # no socket between the front and the node: a body is streamed from the store
+    relays = False  # no socket between the front and the node: a body is streamed from the store (no open_body)
 
     def __init__(self, *, index: S3Index, objects: ObjectWriter, accounts: UserAccounts, storage: StorageService,
                  pool: Executor, seconds: int, bid: int) -> None:
@@ -111,9 +111,6 @@ class LocalNode:
     async def read_file(self, cap: str, first: int | None = None, last: int | None = None) -> AsyncIterator[bytes]:
         _, chunks = await self.storage.open(Capability.parse(cap), None if first is None else (first, last))
         return _closing(chunks)
-
-    def open_body(self, cap: str, first: int | None = None, last: int | None = None) -> Body:
-        raise NotImplementedError("a node's own front streams bodies: `relays` is False")
 
     async def delete_file(self, cap: str) -> None:
         with contextlib.suppress(NotFound):
