@@ -10,6 +10,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
 from ..errors import RangeNotSatisfiable
+from ..heap import give_back
 from ..tasks import in_threads
 from .core import erasure
 from .core.capability import Capability
@@ -93,7 +94,7 @@ async def open_file(gateway: GatewayCore, cap: Capability, holders: Mapping[int,
     local = None
     if not holders and len(segments) > 1:  # every share is here: the segments can be read off the event loop
         read = gateway.segment_reader(si, manifest, metas, bad, cipher.decrypt)
-        local = _Local(lambda index: read(index, order, {}), segments, _Window(skip, length), gateway.depth, finish)
+        local = _Local(lambda index: read(index, order, {}), segments, _Window(skip, length), finish)
     return manifest.size, Plaintext(stream(), readers.values(), local)
 
 
@@ -122,17 +123,17 @@ class _Window:
 
 class _Local:
     """A get of shares all held here, passed on (`Plaintext.pass_on`): its segments read and decrypted on a thread of
-    its own, `depth` at most ahead of a second that passes them on.  Neither the event loop nor the pool is woken
+    its own, AHEAD at most ahead of a second that passes them on.  Neither the event loop nor the pool is woken
     for a segment, and the two threads take the GIL in long turns: iterated on the loop, each segment read in the
     pool and written by the loop, the same get costs about 1.7x the CPU, much of it in the switches between threads
     (docs/storage.md, "Speed")."""
 
-    def __init__(self, read: Callable[[int], bytes | list], segments: range, window: _Window, depth: int,
+    def __init__(self, read: Callable[[int], bytes | list], segments: range, window: _Window,
                  finish: Callable[[], Awaitable[None]]) -> None:
-        self.read, self.segments, self.window, self.depth, self.finish = read, segments, window, depth, finish
+        self.read, self.segments, self.window, self.finish = read, segments, window, finish
 
     async def pass_on(self, write: Callable[[list, threading.Event], None]) -> int:
-        ready: queue.Queue = queue.Queue(self.depth)  # decrypted segments' pieces in order; None after the last
+        ready: queue.Queue = queue.Queue(AHEAD)  # decrypted segments' pieces in order; None after the last
         stop = threading.Event()
         passed = 0
 
@@ -144,6 +145,10 @@ class _Local:
                     continue
 
         def reader() -> None:
+            # This thread allocates in a malloc arena of its own (glibc gives each new thread one no other thread
+            # uses): what the pool's arenas keep free for the next segments (heap.KEEP_FREE_UP_TO each, a put's
+            # blocks) would stay beside it until the next trim, ~20 MiB more at a large put's end, so it goes back now.
+            give_back()
             try:
                 for index in self.segments:
                     if stop.is_set():
@@ -174,6 +179,7 @@ class _Local:
 
 
 _STOP_CHECK = 0.2  # seconds a thread of a get passed on waits before it looks whether the get was stopped
+AHEAD = 2  # segments a get passed on reads ahead of its writer: as fast as `depth` (6), a third of the memory
 
 
 class Plaintext:
