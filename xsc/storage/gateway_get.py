@@ -94,7 +94,7 @@ async def open_file(gateway: GatewayCore, cap: Capability, holders: Mapping[int,
     local = None
     if not holders and len(segments) > 1:  # every share is here: the segments can be read off the event loop
         read = gateway.segment_reader(si, manifest, metas, bad, cipher.decrypt)
-        local = _Local(lambda index: read(index, order, {}), segments, _Window(skip, length), finish)
+        local = _Local(lambda index: read(index, order, {}), segments, _Window(skip, length), gateway.depth, finish)
     return manifest.size, Plaintext(stream(), readers.values(), local)
 
 
@@ -123,17 +123,17 @@ class _Window:
 
 class _Local:
     """A get of shares all held here, passed on (`Plaintext.pass_on`): its segments read and decrypted on a thread of
-    its own, AHEAD at most ahead of a second that passes them on.  Neither the event loop nor the pool is woken
+    its own, `depth` at most ahead of a second that passes them on.  Neither the event loop nor the pool is woken
     for a segment, and the two threads take the GIL in long turns: iterated on the loop, each segment read in the
     pool and written by the loop, the same get costs about 1.7x the CPU, much of it in the switches between threads
     (docs/storage.md, "Speed")."""
 
-    def __init__(self, read: Callable[[int], bytes | list], segments: range, window: _Window,
+    def __init__(self, read: Callable[[int], bytes | list], segments: range, window: _Window, depth: int,
                  finish: Callable[[], Awaitable[None]]) -> None:
-        self.read, self.segments, self.window, self.finish = read, segments, window, finish
+        self.read, self.segments, self.window, self.depth, self.finish = read, segments, window, depth, finish
 
     async def pass_on(self, write: Callable[[list, threading.Event], None]) -> int:
-        ready: queue.Queue = queue.Queue(AHEAD)  # decrypted segments' pieces in order; None after the last
+        ready: queue.Queue = queue.Queue(self.depth)  # decrypted segments' pieces in order; None after the last
         stop = threading.Event()
         passed = 0
 
@@ -179,7 +179,6 @@ class _Local:
 
 
 _STOP_CHECK = 0.2  # seconds a thread of a get passed on waits before it looks whether the get was stopped
-AHEAD = 2  # segments a get passed on reads ahead of its writer: as fast as `depth` (6), a third of the memory
 
 
 class Plaintext:
