@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from xsc.heap import HeapTrim
+from xsc.heap import HeapTrim, give_back
 
 MiB = 1024 * 1024
 
@@ -29,6 +29,18 @@ async def test_a_trim_hands_freed_pages_back() -> None:
     await trim.trim()
     after = _anonymous()
     del buffers  # alive until measured: the holes are between its buffers
+    assert after < before - 8 * MiB
+
+
+def test_give_back_hands_freed_pages_back_at_once() -> None:
+    if not HeapTrim().loops():
+        pytest.skip("not glibc: there is no malloc_trim")
+    give_back()
+    buffers = [bytearray(2000) for _ in range(48 * MiB // 2000)][::8]  # holes of whole pages, as above
+    before = _anonymous()
+    give_back()
+    after = _anonymous()
+    del buffers  # alive until measured
     assert after < before - 8 * MiB
 
 

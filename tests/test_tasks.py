@@ -1,6 +1,7 @@
 """xsc.tasks.Workers: calls handed to idle threads directly, results and errors back on the loop, a backlog
 run in order when every thread is busy, and a shutdown that runs what is queued.  xsc.tasks.Pacer: starts a
-second, in order.  xsc.tasks.Supervisor: services started in order, a crashed loop started again, all stopped in
+second, in order.  xsc.tasks.in_threads: long blocking work on threads of its own, stopped together.
+xsc.tasks.Supervisor: services started in order, a crashed loop started again, all stopped in
 reverse."""
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import threading
 
 import pytest
 
-from xsc.tasks import GroupCommit, GroupSend, Pacer, Supervisor, Workers, at_most, refill, stop, woken, woken_loop
+from xsc.tasks import (GroupCommit, GroupSend, Pacer, Supervisor, Workers, at_most, in_threads, refill, stop, woken,
+                       woken_loop)
 
 
 async def test_results_and_errors_come_back_on_the_loop() -> None:
@@ -429,3 +431,45 @@ async def test_at_most_keeps_the_limit_in_flight_answers_in_order_and_starts_no_
     finally:
         loop.set_task_factory(factory)
     assert len(asyncio.all_tasks()) == tasks
+
+
+async def test_in_threads_runs_each_on_its_own_thread_and_a_failure_stops_the_others_and_is_raised() -> None:
+    stop_event = threading.Event()
+    seen: list[str] = []
+
+    def waits() -> None:  # runs until stopped, as a writer waiting on a slow client does
+        seen.append(threading.current_thread().name)
+        while not stop_event.wait(0.01):
+            pass
+        seen.append("stopped")
+
+    def fails() -> None:
+        raise ValueError("this segment cannot be read")
+
+    with pytest.raises(ValueError, match="cannot be read"):
+        await in_threads(stop_event, waits, fails)
+    assert stop_event.is_set() and seen[-1] == "stopped"  # the other thread had ended before the error came out
+    assert seen[0] != threading.current_thread().name
+
+    stop_event.clear()
+    done: list[int] = []
+    await in_threads(stop_event, lambda: done.append(1), lambda: done.append(2))
+    assert sorted(done) == [1, 2] and not stop_event.is_set()
+
+
+async def test_in_threads_cancelled_stops_its_threads_and_waits_for_them_before_the_cancellation_goes_on() -> None:
+    stop_event, started = threading.Event(), threading.Event()
+    ended: list[bool] = []
+
+    def waits() -> None:
+        started.set()
+        while not stop_event.wait(0.01):
+            pass
+        ended.append(True)
+
+    task = asyncio.ensure_future(in_threads(stop_event, waits, waits))
+    await asyncio.get_running_loop().run_in_executor(None, started.wait)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert stop_event.is_set() and ended == [True, True]

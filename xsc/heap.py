@@ -45,6 +45,13 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return getattr(_libc(), "malloc_trim", None)  # not glibc: nothing to trim
 
 
+def give_back() -> None:
+    """Every free page handed back to the system now (malloc_trim(0)); nothing where the C library is not glibc."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def set_malloc_thresholds() -> bool:
     """Fix glibc's mmap threshold at MMAP_THRESHOLD and its trim threshold at KEEP_FREE_UP_TO (module docstring);
     False where the C library is not glibc."""

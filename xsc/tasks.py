@@ -8,6 +8,8 @@ loop runs, and how many calls run at once.
                                             before it were under way: one request carries many small ones
     await workers.run(fn, *args)            fn(*args) on one of a fixed set of threads, handed it directly
     workers.submit(fn, *args)               the same, nothing handed back (fn delivers its own result)
+    await in_threads(stop, *fns)            each fn() on a thread of its own, for blocking work as long as a
+                                            client takes (a large get passed to its socket); `stop` ends them
     woken_loop(name, wake, period, step)    a loop: await step(), then again once wake is set or period passes
     task = every(name, period, step)        await step() every period() seconds until cancelled;
                                             a failed round is logged and never ends the loop
@@ -131,6 +133,43 @@ class Workers:
 
 
 _IDLE = object()
+
+
+async def in_threads(stop: threading.Event, *fns: Callable[[], None]) -> None:
+    """Each fn() on a thread of its own, started now: for blocking work that lasts as long as a client takes to read
+    (a get passed on to its socket), which would hold a pool thread, or a Workers thread, from every other caller
+    meanwhile.  The fns see `stop` and end soon after it is set.  When one raises, `stop` is set, every thread is
+    waited for and its exception raised here; when this is cancelled, `stop` is set and the threads are waited for
+    before the cancellation goes on, so that nothing they use (a socket, say) is closed under them."""
+    loop = asyncio.get_running_loop()
+    done = [loop.create_future() for _ in fns]
+
+    def run(fn: Callable[[], None], future: asyncio.Future) -> None:
+        try:
+            outcome = (True, fn())
+        except BaseException as exc:  # handed to the caller
+            stop.set()
+            outcome = (False, exc)
+        try:
+            loop.call_soon_threadsafe(_settle, future, outcome)
+        except RuntimeError:  # the loop is closed: nobody waits for it
+            pass
+
+    for i, (fn, future) in enumerate(zip(fns, done)):
+        threading.Thread(target=run, args=(fn, future), name=f"xsc-{getattr(fn, '__name__', 'fn')}_{i}",
+                         daemon=True).start()
+    cancelled = False
+    while not all(f.done() for f in done):
+        try:
+            await asyncio.wait([asyncio.shield(f) for f in done if not f.done()], return_when=asyncio.FIRST_EXCEPTION)
+        except asyncio.CancelledError:
+            cancelled = True
+        if cancelled or any(f.done() and f.exception() is not None for f in done):
+            stop.set()
+    if cancelled:
+        raise asyncio.CancelledError
+    for future in done:
+        future.result()
 
 
 class GroupCommit(Generic[T]):

@@ -244,22 +244,21 @@ class GatewayCore:
                 missing_shares=missing)
         return manifest, metas, order, bad
 
-    def segment_source(self, si: bytes, manifest: Manifest, metas: dict[int, ShareMeta], order: list[int],
-                        readers: dict[int, "RemoteShareReader"], names: list[str], bad: list[tuple[int, int]],
-                        finish: Callable[[int, list], bytes] | None = None) -> Callable[[int], Awaitable[bytes]]:
-        """An async function giving one segment's ciphertext (or `finish(index, pieces)`, run in the pool: the
-        ciphertext as erasure.pieces gives it, the data blocks as they came, which `finish` reads without joining).
+    def segment_reader(self, si: bytes, manifest: Manifest, metas: dict[int, ShareMeta], bad: list[tuple[int, int]],
+                       finish: Callable[[int, list], bytes] | None = None
+                       ) -> Callable[[int, list[int], Mapping[int, bytes | None]], bytes]:
+        """A blocking function giving one segment's ciphertext (or `finish(index, pieces)`: the ciphertext as
+        erasure.pieces gives it, the data blocks as they came, which `finish` reads without joining), from the
+        shares in `usable`, in order (`fetched`: the blocks that came from other nodes; the others are read here).
 
-        Remote blocks are fetched first, local ones read in the pool; when a holder fails or a block is
-        bad, the next share in `order` is tried as well.  `finish` authenticates the ciphertext (AES-GCM: it
-        raises IntegrityError when the tag fails), so the blocks read here are not hashed first: every block was
-        hashed as it was written (a put hashes what it writes, a holder refuses a share whose blocks do not hash
-        to what its uploader says, a repair hashes what it rebuilds), and a byte of one changed since then fails
-        the tag.  Then the segment is read again with every block hashed, so the bad ones are found, reported
-        and rebuilt from the other shares as ever (docs/storage.md, "Get")."""
-        loop = asyncio.get_running_loop()
+        `finish` authenticates the ciphertext (AES-GCM: it raises IntegrityError when the tag fails), so the blocks
+        read here are not hashed first: every block was hashed as it was written (a put hashes what it writes, a
+        holder refuses a share whose blocks do not hash to what its uploader says, a repair hashes what it
+        rebuilds), and a byte of one changed since then fails the tag.  Then the segment is read again with every
+        block hashed, so the bad ones are found, reported and rebuilt from the other shares as ever
+        (docs/storage.md, "Get")."""
 
-        def work(index: int, usable: list[int], fetched: dict[int, bytes | None]) -> bytes:
+        def work(index: int, usable: list[int], fetched: Mapping[int, bytes | None]) -> bytes:
             if finish is None:
                 return self.fetch_segment(si, manifest, metas, usable, index, bad, fetched)
             seen: list[tuple[int, int]] = []  # the blocks found missing or bad, kept if the tag holds
@@ -272,6 +271,17 @@ class GatewayCore:
                                                                          fetched)))
             finally:
                 bad.extend(seen)
+
+        return work
+
+    def segment_source(self, si: bytes, manifest: Manifest, metas: dict[int, ShareMeta], order: list[int],
+                        readers: dict[int, "RemoteShareReader"], names: list[str], bad: list[tuple[int, int]],
+                        finish: Callable[[int, list], bytes] | None = None) -> Callable[[int], Awaitable[bytes]]:
+        """An async function giving one segment (as `segment_reader`'s, run in the pool).  Remote blocks are
+        fetched first, local ones read in the pool; when a holder fails or a block is bad, the next share in
+        `order` is tried as well."""
+        loop = asyncio.get_running_loop()
+        work = self.segment_reader(si, manifest, metas, bad, finish)
 
         async def segment(index: int) -> bytes:
             want = erasure.K

@@ -4,10 +4,14 @@ once from K verified shares (here, or on the holders given)."""
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
 from ..errors import RangeNotSatisfiable
+from ..heap import give_back
+from ..tasks import in_threads
 from .core import erasure
 from .core.capability import Capability
 from .core.crypto import SegmentCipher
@@ -62,46 +66,143 @@ async def open_file(gateway: GatewayCore, cap: Capability, holders: Mapping[int,
     cipher = SegmentCipher(cap.key)
     bad: list[tuple[int, int]] = []
     segments, skip, length = _segments_of(manifest, byte_range)
+
+    async def finish() -> None:
+        await asyncio.gather(*(r.close() for r in readers.values()))
+        if bad:
+            await gateway.run(gateway.record_damage, si, bad)
+
     segment = gateway.segment_source(si, manifest, metas, order, readers, names, bad, cipher.decrypt)
 
     async def stream() -> AsyncIterator[bytes]:
         in_flight: deque[asyncio.Future] = deque()
         next_index, end = segments.start, segments.stop
-        cut, left = skip, length
+        window = _Window(skip, length)
         try:
             while next_index < end or in_flight:
                 while next_index < end and len(in_flight) < gateway.depth:
                     in_flight.append(asyncio.ensure_future(segment(next_index)))
                     next_index += 1
-                segment_text = await in_flight.popleft()  # the plaintext, or the pieces it was decrypted into
-                for data in segment_text if isinstance(segment_text, list) else (segment_text,):
-                    if cut >= len(data):  # a piece wholly before a range's first byte
-                        cut -= len(data)
-                        continue
-                    if cut or len(data) > left:
-                        data = data[cut:cut + left]
-                        cut = 0
-                    if data:
-                        left -= len(data)
-                        yield data
+                for data in window.cut(await in_flight.popleft()):
+                    yield data
         finally:
             for fut in in_flight:
                 fut.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
-            await asyncio.gather(*(r.close() for r in readers.values()))
-            if bad:
-                await gateway.run(gateway.record_damage, si, bad)
+            await finish()
 
-    return manifest.size, Plaintext(stream(), readers.values())
+    local = None
+    if not holders and len(segments) > 1:  # every share is here: the segments can be read off the event loop
+        read = gateway.segment_reader(si, manifest, metas, bad, cipher.decrypt)
+        local = _Local(lambda index: read(index, order, {}), segments, _Window(skip, length), gateway.depth, finish)
+    return manifest.size, Plaintext(stream(), readers.values(), local)
+
+
+class _Window:
+    """The bytes of a get's range among its segments' plaintexts: `skip` bytes of the first left out, `length`
+    bytes in all."""
+
+    def __init__(self, skip: int, length: int) -> None:
+        self.skip, self.left = skip, length
+
+    def cut(self, segment_text: bytes | list) -> list:
+        """The pieces of one segment's plaintext (whole, or the pieces it was decrypted into) within the range."""
+        out = []
+        for data in segment_text if isinstance(segment_text, list) else (segment_text,):
+            if self.skip >= len(data):  # a piece wholly before a range's first byte
+                self.skip -= len(data)
+                continue
+            if self.skip or len(data) > self.left:
+                data = data[self.skip:self.skip + self.left]
+                self.skip = 0
+            if data:
+                self.left -= len(data)
+                out.append(data)
+        return out
+
+
+class _Local:
+    """A get of shares all held here, passed on (`Plaintext.pass_on`): its segments read and decrypted on a thread of
+    its own, `depth` at most ahead of a second that passes them on.  Neither the event loop nor the pool is woken
+    for a segment, and the two threads take the GIL in long turns: iterated on the loop, each segment read in the
+    pool and written by the loop, the same get costs about 1.7x the CPU, much of it in the switches between threads
+    (docs/storage.md, "Speed")."""
+
+    def __init__(self, read: Callable[[int], bytes | list], segments: range, window: _Window, depth: int,
+                 finish: Callable[[], Awaitable[None]]) -> None:
+        self.read, self.segments, self.window, self.depth, self.finish = read, segments, window, depth, finish
+
+    async def pass_on(self, write: Callable[[list, threading.Event], None]) -> int:
+        ready: queue.Queue = queue.Queue(self.depth)  # decrypted segments' pieces in order; None after the last
+        stop = threading.Event()
+        passed = 0
+
+        def put(item: list | None) -> None:
+            while not stop.is_set():
+                try:
+                    return ready.put(item, timeout=_STOP_CHECK)
+                except queue.Full:
+                    continue
+
+        def reader() -> None:
+            # This thread allocates in a malloc arena of its own (glibc gives each new thread one no other thread
+            # uses): what the pool's arenas keep free for the next segments (heap.KEEP_FREE_UP_TO each, a put's
+            # blocks) would stay beside it until the next trim, ~20 MiB more at a large put's end, so it goes back now.
+            give_back()
+            try:
+                for index in self.segments:
+                    if stop.is_set():
+                        return
+                    put(self.window.cut(self.read(index)))
+            except BaseException:
+                stop.set()  # the sender passes on nothing more
+                raise
+            put(None)
+
+        def sender() -> None:
+            nonlocal passed
+            while not stop.is_set():
+                try:
+                    pieces = ready.get(timeout=_STOP_CHECK)
+                except queue.Empty:
+                    continue
+                if pieces is None:
+                    return
+                write(pieces, stop)
+                passed += sum(len(p) for p in pieces)
+
+        try:
+            await in_threads(stop, reader, sender)
+        finally:
+            await self.finish()
+        return passed
+
+
+_STOP_CHECK = 0.2  # seconds a thread of a get passed on waits before it looks whether the get was stopped
 
 
 class Plaintext:
-    """An opened file's plaintext, piece by piece (`async for`).  `aclose()` stops whatever its holders were asked,
-    whether or not a piece was ever read: the data shares' first ranges are asked as the file opens, and a get
-    abandoned before its first piece (its client gone) must not leave them running to their timeout."""
+    """An opened file's plaintext, piece by piece (`async for`), or passed on whole from threads (`pass_on`, where
+    `direct`).  `aclose()` stops whatever its holders were asked, whether or not a piece was ever read: the data
+    shares' first ranges are asked as the file opens, and a get abandoned before its first piece (its client gone)
+    must not leave them running to their timeout."""
 
-    def __init__(self, pieces: AsyncGenerator[bytes, None], readers: Iterable[RemoteShareReader]) -> None:
-        self._pieces, self._readers = pieces, readers
+    def __init__(self, pieces: AsyncGenerator[bytes, None], readers: Iterable[RemoteShareReader],
+                 local: _Local | None = None) -> None:
+        self._pieces, self._readers, self._local = pieces, readers, local
+
+    @property
+    def direct(self) -> bool:
+        """Whether `pass_on` may be used: every share is read here, and there is more than one segment."""
+        return self._local is not None
+
+    async def pass_on(self, write: Callable[[list, threading.Event], None]) -> int:
+        """Every piece, in order, handed to `write(pieces, stop)` on a thread of its own while the next segments are
+        read and decrypted on another; the bytes passed.  `write` blocks until its pieces are passed on (it gives
+        up, raising, once `stop` is set).  An error of either thread (a segment that cannot be read, a write that
+        fails) stops both and is raised here; cancelled, both are stopped and waited for.  Instead of iterating."""
+        assert self._local is not None, "pass_on needs a get of shares all held here (see `direct`)"
+        return await self._local.pass_on(write)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._pieces

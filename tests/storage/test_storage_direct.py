@@ -1,0 +1,208 @@
+"""A get of shares all held here, passed on by threads (gateway_get's `Plaintext.pass_on`, serve/direct.py): exact
+bytes whole or ranged, damage found mid-stream cuts the connection and is reported, a client gone stops the
+threads; a TLS connection, or headers the socket did not take, keep the transport; the socket writer's refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+from types import SimpleNamespace
+
+import aiohttp
+import pytest
+
+from xsc.node.appkeys import NODE, TOKEN
+from xsc.serve.direct import SocketBody, body_socket
+from xsc.storage import Capability
+from xsc.storage.gateway_get import Plaintext
+
+from tests.support.waiting import eventually_async
+
+SEG = 4096
+
+
+@pytest.fixture
+async def store_node(node_factory):
+    return await node_factory(storage={"segment_size": SEG, "capacity": 8 * 1024 * 1024})
+
+
+@pytest.fixture
+def passed_on(monkeypatch) -> list[int]:
+    """The bytes of each get that went through `Plaintext.pass_on` (-1: it raised)."""
+    calls: list[int] = []
+    real = Plaintext.pass_on
+
+    async def counting(self, write):
+        try:
+            calls.append(await real(self, write))
+        except BaseException:
+            calls.append(-1)
+            raise
+        return calls[-1]
+
+    monkeypatch.setattr(Plaintext, "pass_on", counting)
+    return calls
+
+
+async def put(client, data: bytes) -> str:
+    resp = await client.post("/v1/store/files", data=data, headers={"Content-Type": "application/octet-stream"})
+    assert resp.status == 201, await resp.text()
+    return (await resp.json())["capability"]
+
+
+async def test_a_get_of_many_segments_held_here_is_passed_on_by_threads_whole_or_ranged(store_node, passed_on) -> None:
+    data = os.urandom(37 * SEG + 123)
+    cap = await put(store_node, data)
+    resp = await store_node.get(f"/v1/store/files/{cap}")
+    assert resp.status == 200 and await resp.read() == data
+    resp = await store_node.get(f"/v1/store/files/{cap}", headers={"Range": f"bytes={SEG - 5}-{5 * SEG + 7}"})
+    assert resp.status == 206 and await resp.read() == data[SEG - 5:5 * SEG + 8]
+    await eventually_async(lambda: len(passed_on) == 2, "both gets' handlers done")  # the body is out before
+    assert passed_on == [len(data), 4 * SEG + 13]
+    # one segment (a small file, or a range within one) is iterated on the loop: no threads for it
+    small = await put(store_node, b"hello")
+    assert await (await store_node.get(f"/v1/store/files/{small}")).read() == b"hello"
+    resp = await store_node.get(f"/v1/store/files/{cap}", headers={"Range": "bytes=10-20"})
+    assert await resp.read() == data[10:21]
+    assert len(passed_on) == 2
+
+
+async def test_damage_found_mid_stream_cuts_the_connection_and_is_reported(store_node, passed_on) -> None:
+    """Three shares bad in one segment, found only when it is read: the bytes before it went out, then the
+    connection is cut (a short body, never wrong bytes), and the shares are reported for repair."""
+    data = os.urandom(40 * SEG)
+    cap = await put(store_node, data)
+    si = Capability.parse(cap).storage_index
+    store = store_node.app[NODE].gateway.store
+    for share in (0, 1, 2):
+        block = bytearray(store.get_block(si, share, 30))
+        block[7] ^= 0x10
+        store.put_repaired_blocks(si, 30, {share: bytes(block)})
+    resp = await store_node.get(f"/v1/store/files/{cap}")
+    assert resp.status == 200
+    got = bytearray()
+    with pytest.raises(aiohttp.ClientPayloadError):
+        async for chunk in resp.content.iter_any():
+            got += chunk
+    assert len(got) < len(data) and bytes(got) == data[:len(got)]
+
+    async def reported() -> bool:
+        check = await (await store_node.get(f"/v1/store/files/{cap}/check")).json()
+        return [s["share"] for s in check["shares"] if s["status"] == "corrupt"] == [0, 1, 2]
+    await eventually_async(reported, "shares 0, 1, 2 reported corrupt")
+    assert passed_on == [-1]
+    other = os.urandom(3 * SEG)
+    assert await (await store_node.get(f"/v1/store/files/{await put(store_node, other)}")).read() == other
+
+
+def _get_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(("xsc-reader", "xsc-sender"))]
+
+
+async def test_a_client_gone_mid_get_stops_both_threads(store_node, passed_on) -> None:
+    data = os.urandom(512 * SEG)
+    cap = await put(store_node, data)
+    app = store_node.app
+
+    def get_and_leave() -> bytes:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the node's writer waits for room
+            sock.settimeout(10)
+            sock.connect((store_node.host, store_node.port))
+            sock.sendall(f"GET /v1/store/files/{cap} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {app[TOKEN]}"
+                         f"\r\n\r\n".encode())
+            head = sock.recv(4096)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")  # close with a reset
+            return head
+
+    assert b" 200 " in await asyncio.get_running_loop().run_in_executor(None, get_and_leave)
+
+    async def ended() -> bool:
+        return _get_threads() == []
+    await eventually_async(ended, "the get's threads ended")
+    await eventually_async(lambda: passed_on == [-1], "the get's handler done")
+    resp = await store_node.get(f"/v1/store/files/{cap}")
+    assert resp.status == 200 and await resp.read() == data
+
+
+class _Transport:
+    def __init__(self, extra: dict, buffered: int = 0) -> None:
+        self.extra, self.buffered = extra, buffered
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str):
+        return self.extra.get(name)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
+
+
+class _Response:
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+
+    async def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+
+async def test_a_tls_connection_or_headers_still_buffered_keep_the_transport() -> None:
+    a, b = socket.socketpair()
+    try:
+        tls = SimpleNamespace(transport=_Transport({"socket": a, "ssl_object": object()}))
+        response = _Response()
+        assert await body_socket(tls, response) is None and response.written == []  # nothing past TLS, ever
+        buffered = SimpleNamespace(transport=_Transport({"socket": a}, buffered=100))
+        assert await body_socket(buffered, _Response()) is None
+        plain = SimpleNamespace(transport=_Transport({"socket": a}))
+        body = await body_socket(plain, _Response())
+        assert body is not None and body.fd != a.fileno()  # a descriptor of its own
+        assert await body.fill(lambda write: _written(write, [b"ab", bytearray(b"cd"), memoryview(b"ef")])) == 6
+        assert b.recv(10) == b"abcdef"
+        with pytest.raises(OSError):
+            os.fstat(body.fd)  # closed once filled
+    finally:
+        a.close()
+        b.close()
+
+
+async def _written(write, pieces) -> int:
+    await asyncio.get_running_loop().run_in_executor(None, write, pieces, threading.Event())
+    return sum(len(p) for p in pieces)
+
+
+def test_a_writer_waiting_for_a_client_that_reads_nothing_gives_up_once_stopped() -> None:
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        stop = threading.Event()
+        outcome: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                SocketBody(a.fileno()).write([bytes(8 << 20)], stop)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        stop.set()
+        writer.join(10)
+        assert not writer.is_alive() and isinstance(outcome[0], ConnectionError)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_writer_whose_client_is_gone_raises() -> None:
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        b.close()
+        with pytest.raises(OSError):
+            SocketBody(a.fileno()).write([b"x" * 1000], threading.Event())
+    finally:
+        a.close()

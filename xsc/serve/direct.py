@@ -1,0 +1,73 @@
+"""A response's body written to its connection's socket from threads, past aiohttp's transport.
+
+aiohttp's writer takes a body on the event loop, a piece at a time: each piece a turn of the loop, a wake-up of it
+by the thread that made the piece, and a send.  A large body that other threads make (a get of shares held here:
+storage/gateway_get.py, `Plaintext.pass_on`) is written by those threads instead, on a plain connection, once
+every byte the transport was given (the headers) is in the socket: the transport is given nothing more until the
+body is written, so the bytes keep their order.  A TLS connection's bytes go through its transport, always.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+
+POLL_MS = 200  # a writer waiting for room in the socket looks this often whether it was stopped
+
+
+async def body_socket(request: web.BaseRequest, response: web.StreamResponse) -> SocketBody | None:
+    """The socket the rest of the prepared `response`'s body may be written to (`SocketBody.write`), with its
+    headers sent; None when it must go through the transport (TLS, or headers the socket did not take at once)."""
+    transport = request.transport
+    if transport is None or transport.is_closing() or transport.get_extra_info("ssl_object") is not None \
+            or transport.get_extra_info("sslcontext") is not None:
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    await response.write(b"")  # the headers, which aiohttp keeps until the body's first write
+    if transport.get_write_buffer_size():
+        return None
+    # A descriptor of its own: should the transport close its socket while a thread writes, the number is not
+    # reused for another connection under the writer's hands.
+    return SocketBody(os.dup(sock.fileno()))
+
+
+class SocketBody:
+    """A non-blocking socket written from threads: `write` blocks until its pieces are in the socket."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def write(self, pieces: Sequence[bytes | bytearray | memoryview], stop: threading.Event) -> None:
+        """All of `pieces`, in order (writev); raises ConnectionError once `stop` is set, OSError when the client is
+        gone."""
+        views = [memoryview(p).cast("B") for p in pieces if len(p)]
+        poller = None
+        while views:
+            try:
+                n = os.writev(self.fd, views)
+            except BlockingIOError:
+                n = 0
+            while n and n >= views[0].nbytes:
+                n -= views.pop(0).nbytes
+            if n:
+                views[0] = views[0][n:]
+            elif views:
+                if stop.is_set():
+                    raise ConnectionError("the body's writing was stopped")
+                if poller is None:
+                    poller = select.poll()
+                    poller.register(self.fd, select.POLLOUT)
+                poller.poll(POLL_MS)
+
+    async def fill(self, pass_on: Callable[[Callable[[Sequence, threading.Event], None]], Awaitable[int]]) -> int:
+        """`await pass_on(self.write)`, the bytes it passed, then this descriptor closed."""
+        try:
+            return await pass_on(self.write)
+        finally:
+            os.close(self.fd)
