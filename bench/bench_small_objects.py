@@ -3,8 +3,8 @@ measured in the same run.
 
     python -m bench.bench_small_objects [--seconds S] [--no-devnet | --only-devnet]
 
-Starts a node process that answers S3 itself (`node.s3_listen`) and `xsc s3 serve` in front of it, then times, one
-after the other:
+Starts a node process and `xsc s3 serve` in front of it, then times, one after the other (in-node last, on a fresh
+node of its own that answers S3 itself, `node.s3_listen`: a node serves one front):
   minimal   a minimal aiohttp handler reading a 1 KiB body and answering JSON (its own process), at concurrency 8
   put       POST /v1/store/files of 1 KiB (a whole put: market, encryption, RS(4,2), deals) at concurrency 1 and 8
   s3        PutObject of 1 KiB through the front at concurrency 8, signed (SigV4, the payload's SHA-256) and sent by
@@ -183,9 +183,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-small-") as tmp_name:
         tmp = Path(tmp_name)
         data_dir = tmp / "node"
-        s3_port = free_port()
-        node = start_node(data_dir, "--log-level", "WARNING",
-                          env={**UNLIMITED_USER, "XSC_NODE_S3_LISTEN": f"127.0.0.1:{s3_port}"})
+        node = start_node(data_dir, "--log-level", "WARNING", env=UNLIMITED_USER)
         front = None
         try:
             with serve_script(MINIMAL_SERVER) as (port, _):
@@ -206,11 +204,6 @@ def main() -> None:
             s3_rate = asyncio.run(put_objects(url, key, "small", 8, args.seconds))
             s3_spent = spent.per(s3_rate * (time.perf_counter() - started))
             s3_rate32 = asyncio.run(put_objects(url, key, "small", 32, args.seconds))
-            in_node_url = f"http://127.0.0.1:{s3_port}"
-            spent, started = Spent(node=node.pid), time.perf_counter()
-            in_node = asyncio.run(put_objects(in_node_url, key, "small", 8, args.seconds))
-            in_node_spent = spent.per(in_node * (time.perf_counter() - started))
-            in_node32 = asyncio.run(put_objects(in_node_url, key, "small", 32, args.seconds))
             body = os.urandom(KiB)
             deadline = time.perf_counter() + args.seconds
 
@@ -228,6 +221,24 @@ def main() -> None:
             for n in range(1001):
                 s3.put_object(Bucket="small", Key=f"seq/{n}", Body=body)
             seq_s3 = time.perf_counter() - started
+            front.terminate()
+            front.wait(10)
+            front = None
+            # A node of its own answers S3 itself (one front a node), fresh as the node was for the puts above.
+            node.stop()
+            s3_port, data_dir = free_port(), tmp / "node-s3"
+            node = start_node(data_dir, "--log-level", "WARNING",
+                              env={**UNLIMITED_USER, "XSC_NODE_S3_LISTEN": f"127.0.0.1:{s3_port}"})
+            key = json.loads(_xsc(data_dir, "s3", "keys", "create", "--json", capture_output=True).stdout)
+            in_node_url = f"http://127.0.0.1:{s3_port}"
+            boto3.client("s3", endpoint_url=in_node_url, aws_access_key_id=key["access_key"],
+                         aws_secret_access_key=key["secret_key"], region_name="us-east-1",
+                         config=Config(signature_version="s3v4", s3={"addressing_style": "path"})
+                         ).create_bucket(Bucket="small")
+            spent, started = Spent(node=node.pid), time.perf_counter()
+            in_node = asyncio.run(put_objects(in_node_url, key, "small", 8, args.seconds))
+            in_node_spent = spent.per(in_node * (time.perf_counter() - started))
+            in_node32 = asyncio.run(put_objects(in_node_url, key, "small", 32, args.seconds))
         finally:
             if front is not None:
                 front.terminate()
