@@ -1,6 +1,7 @@
-"""S3 front fuzzing: random requests, mostly signed, against a real node and `xsc s3 serve`.
+"""S3 front fuzzing: random requests, mostly signed, against a real node and `xsc s3 serve` (or, --in-node, the node's
+own S3 listener).
 
-    python -m bench.s3_fuzz [--requests N] [--seed S]
+    python -m bench.s3_fuzz [--requests N] [--seed S] [--in-node]
 
 Each request is drawn from what S3 clients send and what a hostile one may: every method, bucket names valid and not,
 keys with spaces, non-ASCII, dots, newlines, a percent or 1,100 bytes, the subresources and list parameters the
@@ -164,14 +165,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=None, help="the run's seed (default: random, printed)")
+    parser.add_argument("--in-node", action="store_true", help="the node's own S3 listener, not `xsc s3 serve`")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     print(f"s3 fuzz: seed {seed} (replay with --seed {seed})", flush=True)
     with tempfile.TemporaryDirectory(prefix="xsc-s3-fuzz-") as tmp:
-        gateway = Gateway(Path(tmp)).start()
+        gateway = Gateway(Path(tmp), in_node=args.in_node).start()
+        front = getattr(gateway.front, "proc", None)  # the node's own listener has no process of its own
         try:
             stats = fuzz(gateway.front.url, gateway.key, args.requests, seed,
-                         alive=lambda: gateway.front.proc.poll() is None and gateway.node.proc.poll() is None)
+                         alive=lambda: (front is None or front.poll() is None) and gateway.node.proc.poll() is None)
         finally:
             gateway.stop()
     print(f"s3 fuzz, seed {seed}: {stats.sent} requests; statuses {dict(sorted(stats.statuses.items()))}; "
