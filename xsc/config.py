@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError, from_validation
 from .paths import resolve_data_dir
-from .units import parse_duration, parse_size
+from .units import is_whole_number, parse_duration, parse_size
 
 DEFAULT_LISTEN = "127.0.0.1:7070"
 CONFIG_FILE = "config.toml"
@@ -501,7 +501,7 @@ class NodeConfig(_Section):
 
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not host or not is_whole_number(port) or not 0 <= int(port) < 65536:
         raise ConfigError(f"not a listen address: {text!r}", hint="use HOST:PORT, e.g. 127.0.0.1:7070")
     return host.strip("[]"), int(port)
 

@@ -15,6 +15,12 @@ _SIZE_UNITS = {
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+def is_whole_number(text: str) -> bool:
+    """Whether `text` is one or more ASCII digits: what int() reads whole.  str.isdigit() alone also takes digits
+    such as '²', on which int() raises."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_size(text: str | int) -> int:
     """'10GiB', '512 MB', '4096' -> bytes."""
     if isinstance(text, int):

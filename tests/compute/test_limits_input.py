@@ -33,3 +33,13 @@ def test_a_float_memory_is_refused_not_crashed():
         assert "not a size" in err.message
     else:
         raise AssertionError("a float memory size was accepted")
+
+
+def test_fuel_in_digits_int_does_not_read_is_refused_not_crashed():
+    for fuel in ("\u00b2", "1\u00b2"):  # digits to str.isdigit(), not to int()
+        try:
+            resolve(CEILING, fuel, None, None)
+        except InvalidArgument as err:
+            assert err.message
+        else:
+            raise AssertionError(f"fuel {fuel!r} was accepted")

@@ -107,3 +107,7 @@ def test_request_bodies_parse_and_refuse() -> None:
         assert info.value.s3_code == "MalformedXML"
     with pytest.raises(S3Error):
         xml.parse_complete(b"<CompleteMultipartUpload><Part><PartNumber>x</PartNumber></Part></CompleteMultipartUpload>")
+    with pytest.raises(S3Error) as info:  # a digit to str.isdigit(), not to int()
+        xml.parse_complete("<CompleteMultipartUpload><Part><PartNumber>\u00b2</PartNumber><ETag>a</ETag></Part>"
+                           "</CompleteMultipartUpload>".encode())
+    assert info.value.s3_code == "MalformedXML"

@@ -107,6 +107,14 @@ async def test_malformed_and_unknown_capabilities(store_node) -> None:
     assert resp.status == 500 and (await resp.json())["code"] == "integrity-error"
 
 
+async def test_a_put_whose_max_price_int_cannot_read_is_refused(store_node) -> None:
+    # Found by the API fuzzer (bench/api_fuzz.py): ?max_price=\u00b2, a digit to str.isdigit(), was a 500.
+    for price in ("\u00b2", "1\u00b2"):
+        resp = await store_node.post("/v1/store/files", data=b"x", params={"name": "f", "max_price": price},
+                                     headers={"Content-Type": "application/octet-stream"})
+        assert resp.status == 400 and (await resp.json())["code"] == "invalid-argument", await resp.text()
+
+
 async def _drop_shares(client, cap: str, shares: list[int]) -> None:
     store = client.app[NODE].gateway.store
     for share in shares:

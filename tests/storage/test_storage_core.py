@@ -185,6 +185,7 @@ def test_capability_round_trips(key: bytes, digest: bytes, size: int) -> None:
 
 @pytest.mark.parametrize("text", [
     "", "hello", "xsc:chk:", "xsc:chk:abc", "xsc:chk:a:b:4:2:10",
+    "xsc:chk:" + "a" * 52 + ":" + "b" * 52 + ":4:2:\u00b2",  # a digit to str.isdigit(), not to int()
     "xsc:lit:" + "a" * 52 + ":" + "b" * 52 + ":4:2:10",
 ])
 def test_malformed_capabilities_are_refused(text: str) -> None:

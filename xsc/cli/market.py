@@ -25,8 +25,9 @@ def _kind(ctx, param, value: str | None) -> str | None:
 
 def _limit(ctx, param, value: str) -> int:
     from ..errors import InvalidArgument
+    from ..units import is_whole_number
 
-    if not value.isdigit() or not 1 <= int(value) <= 1000:
+    if not is_whole_number(value) or not 1 <= int(value) <= 1000:
         raise InvalidArgument(f"--limit must be a whole number from 1 to 1000, not {value!r}")
     return int(value)
 

@@ -11,6 +11,7 @@ import click
 
 from .. import codec
 from ..errors import XscError
+from ..units import is_whole_number
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -84,7 +85,7 @@ GAP = "  "
 def terminal_width(err: bool = False) -> int | None:
     """The width output must fit: $COLUMNS, else the terminal's; None when stdout (stderr with `err`) is not
     a terminal."""
-    if os.environ.get("COLUMNS", "").isdigit():
+    if is_whole_number(os.environ.get("COLUMNS", "")):
         return int(os.environ["COLUMNS"])
     if (sys.stderr if err else sys.stdout).isatty():
         import shutil  # here: a command whose output is not a terminal (a get, a put in a script) starts without it

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidArgument, LimitTooHigh
-from ..units import format_size, parse_size
+from ..units import format_size, is_whole_number, parse_size
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def resolve(ceiling: Limits, fuel: Any = None, memory: Any = None, timeout: Any 
 
 
 def _fuel(value: Any, most: int) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and is_whole_number(value.strip()):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise InvalidArgument(f"fuel must be a positive whole number, not {value!r}", hint="e.g. --fuel 1000000")

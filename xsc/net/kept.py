@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 from multidict import CIMultiDict
 
+from ..units import is_whole_number
+
 PER_PEER = 32  # connections open to one peer at once, and kept idle (aiohttp's limit_per_host of the session)
 MAX_HEAD = 64 * 1024  # bytes of status line and headers an answer may have
 
@@ -119,7 +121,7 @@ async def _answer(reader: asyncio.StreamReader, max_size: int) -> tuple[int, CIM
     lines = head[:-4].decode("latin-1").split("\r\n")
     version, _, rest = lines[0].partition(" ")
     code = rest[:3]
-    if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+    if not version.startswith("HTTP/1.") or len(code) != 3 or not is_whole_number(code):
         raise ValueError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
     headers: CIMultiDict[str] = CIMultiDict()
     for line in lines[1:]:
@@ -145,7 +147,7 @@ async def _answer(reader: asyncio.StreamReader, max_size: int) -> tuple[int, CIM
         return int(code), headers, bytes(body), keep
     length = headers.get("Content-Length")
     if length is not None:
-        if not length.isdigit():
+        if not is_whole_number(length):
             raise ValueError(f"Content-Length is not a number: {length[:40]!r}")
         if int(length) > max_size:
             raise TooLarge()

@@ -42,6 +42,7 @@ from ..identity import parse_public_id, public_id
 from ..ledger.core.pricing import byte_hours, price_storage
 from ..tasks import in_pool, periodic
 from .share_store import ShareStore
+from ..units import is_whole_number
 
 log = logging.getLogger(__name__)
 
@@ -464,7 +465,7 @@ class HolderTerms:
         above it would credit this node with what nobody owes: a stranger's throwaway key could push its
         balance anywhere)."""
         parts = authorization.job.split(":")
-        if len(parts) != 5 or not all(p.isdigit() for p in parts[2:]) or len(parts[1]) != 64:
+        if len(parts) != 5 or not all(is_whole_number(p) for p in parts[2:]) or len(parts[1]) != 64:
             raise Forbidden(f"not a storage job reference: {authorization.job[:80]!r}",
                             hint="store:<storage index>:<share>:<from>:<to>")
         si, share, start, end = bytes.fromhex(parts[1]), int(parts[2]), int(parts[3]), int(parts[4])

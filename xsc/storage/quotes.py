@@ -32,6 +32,7 @@ from .core import erasure, layout
 from .deals import MAX_PRICE
 from .core.placement import home_shares
 from .strangers import ProviderTerms
+from ..units import is_whole_number
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def parse_max_price(text: str | None, default: int) -> int:
     """`?max_price=` of a put (micro-credits per GiB-hour), else the node's default bid."""
     if text is None:
         return default
-    if not text.isdigit() or int(text) > MAX_PRICE:
+    if not is_whole_number(text) or int(text) > MAX_PRICE:
         raise InvalidArgument(f"max_price must be a whole number of micro-credits per GiB-hour, not {text!r}",
                               hint="e.g. --max-price 5000")
     return int(text)

@@ -28,6 +28,7 @@ from typing import Union
 
 from ...errors import InvalidEntry
 from ...identity import public_id
+from ...units import is_whole_number
 
 TAG_AUTHORIZATION = b"xsc/ledger/authorization/1\n"
 TAG_RECEIPT = b"xsc/ledger/receipt/1\n"
@@ -403,7 +404,7 @@ def parse_tab_job(job: str) -> tuple[int, str] | None:
     if not job.startswith(TAB_JOB_PREFIX):
         return None
     count, _, root = job[len(TAB_JOB_PREFIX):].partition(":")
-    return (int(count), root) if count.isdigit() and len(root) == 64 else None
+    return (int(count), root) if is_whole_number(count) and len(root) == 64 else None
 
 
 def format_credits(micro: int) -> str:

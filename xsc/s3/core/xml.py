@@ -14,6 +14,7 @@ from typing import Iterable
 from xml.sax.saxutils import escape
 
 from ...errors import S3Error, XscError
+from ...units import is_whole_number
 
 NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 HEADER = '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -258,7 +259,7 @@ def parse_complete(body: bytes) -> list[tuple[int, str]]:
     parts = []
     for part in _children(root, "Part"):
         number, etag = _text(part, "PartNumber"), _text(part, "ETag")
-        if number is None or etag is None or not number.strip().isdigit():
+        if number is None or etag is None or not is_whole_number(number.strip()):
             raise S3Error("each Part needs a PartNumber and an ETag", s3_code="MalformedXML", status=400)
         parts.append((int(number), etag.strip().strip('"')))
     if not parts:

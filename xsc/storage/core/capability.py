@@ -14,6 +14,7 @@ from functools import cached_property
 from ...codec import base32
 from ...errors import InvalidCapability
 from .erasure import K, M
+from ...units import is_whole_number
 
 PREFIX = "xsc:chk:"
 _HINT = "a capability looks like xsc:chk:<key>:<manifest hash>:4:2:<size>, as printed by `xsc store put`"
@@ -65,7 +66,7 @@ class Capability:
         key_text, hash_text, k_text, m_text, size_text = fields
         key = _unb32(key_text, "key")
         digest = _unb32(hash_text, "manifest hash")
-        if not (k_text.isdigit() and m_text.isdigit() and size_text.isdigit()):
+        if not (is_whole_number(k_text) and is_whole_number(m_text) and is_whole_number(size_text)):
             raise InvalidCapability("the capability's k, m and size must be whole numbers", hint=_HINT)
         k, m, size = int(k_text), int(m_text), int(size_text)
         if (k, m) != (K, M):

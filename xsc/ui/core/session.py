@@ -24,6 +24,8 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
+from ...units import is_whole_number
+
 LINK_SECONDS = 120  # a login link is good for two minutes
 SESSION_SECONDS = 12 * 3600  # a session lasts a working day
 CSRF_HEADER = "X-XSC-CSRF"
@@ -61,7 +63,7 @@ def _check(key: bytes, purpose: str, value: str, now: float) -> tuple[str, int] 
     if not isinstance(value, str) or len(value) > 200:
         return None
     parts = value.split(".")
-    if len(parts) != 3 or not parts[1].isdigit() or len(parts[1]) > 12:
+    if len(parts) != 3 or not is_whole_number(parts[1]) or len(parts[1]) > 12:
         return None
     ident, expires, mac = parts[0], int(parts[1]), parts[2]
     if not hmac.compare_digest(mac.encode(), _mac(key, purpose, ident, expires).encode()):
