@@ -16,7 +16,7 @@ import pytest
 from xsc.node.appkeys import NODE, TOKEN
 from xsc.serve.direct import SocketBody, body_socket
 from xsc.storage import Capability
-from xsc.storage.gateway_get import Plaintext
+from xsc.storage.gateway_get import PASSED_ON_AT_ONCE, Plaintext
 
 from tests.support.waiting import eventually_async
 
@@ -67,6 +67,26 @@ async def test_a_get_of_many_segments_held_here_is_passed_on_by_threads_whole_or
     resp = await store_node.get(f"/v1/store/files/{cap}", headers={"Range": "bytes=10-20"})
     assert await resp.read() == data[10:21]
     assert len(passed_on) == 2
+
+
+async def test_gets_passed_on_at_once_are_bounded_and_their_slots_come_back_as_they_close(store_node,
+                                                                                            passed_on) -> None:
+    """PASSED_ON_AT_ONCE gets hold threads at once; the next one is iterated on the loop, whole and exact; a slot
+    is the gateway's again once its get is closed, whether or not it was passed on."""
+    data = os.urandom(9 * SEG)
+    cap = Capability.parse(await put(store_node, data))
+    storage, gateway = store_node.app[NODE].storage, store_node.app[NODE].gateway
+    opened = [(await storage.open(cap))[1] for _ in range(PASSED_ON_AT_ONCE)]
+    assert all(p.take_threads() for p in opened) and gateway.passing_on == PASSED_ON_AT_ONCE
+    resp = await store_node.get(f"/v1/store/files/{cap}")
+    assert resp.status == 200 and await resp.read() == data and passed_on == []
+    for p in opened:
+        await p.aclose()
+    assert gateway.passing_on == 0
+    resp = await store_node.get(f"/v1/store/files/{cap}")
+    assert await resp.read() == data
+    await eventually_async(lambda: passed_on == [len(data)], "the get passed on once a slot was free")
+    await eventually_async(lambda: gateway.passing_on == 0, "its slot back as the get closed")
 
 
 async def test_damage_found_mid_stream_cuts_the_connection_and_is_reported(store_node, passed_on) -> None:

@@ -94,8 +94,12 @@ async def open_file(gateway: GatewayCore, cap: Capability, holders: Mapping[int,
     local = None
     if not holders and len(segments) > 1:  # every share is here: the segments can be read off the event loop
         read = gateway.segment_reader(si, manifest, metas, bad, cipher.decrypt)
-        local = _Local(lambda index: read(index, order, {}), segments, _Window(skip, length), gateway.depth, finish)
+        local = _Local(lambda index: read(index, order, {}), segments, _Window(skip, length), gateway.depth, finish,
+                       gateway)
     return manifest.size, Plaintext(stream(), readers.values(), local)
+
+
+PASSED_ON_AT_ONCE = 4  # gets passed on by two threads each at once; the others iterate on the loop as remote gets do
 
 
 class _Window:
@@ -129,8 +133,22 @@ class _Local:
     (docs/storage.md, "Speed")."""
 
     def __init__(self, read: Callable[[int], bytes | list], segments: range, window: _Window, depth: int,
-                 finish: Callable[[], Awaitable[None]]) -> None:
+                 finish: Callable[[], Awaitable[None]], gateway: GatewayCore) -> None:
         self.read, self.segments, self.window, self.depth, self.finish = read, segments, window, depth, finish
+        self.gateway = gateway
+        self.holds_slot = False  # one of the gateway's `passing_on` slots, taken by `take_slot`, until `release`
+
+    def take_slot(self) -> bool:
+        if self.holds_slot or self.gateway.passing_on >= PASSED_ON_AT_ONCE:
+            return self.holds_slot
+        self.gateway.passing_on += 1
+        self.holds_slot = True
+        return True
+
+    def release(self) -> None:
+        if self.holds_slot:
+            self.gateway.passing_on -= 1
+            self.holds_slot = False
 
     async def pass_on(self, write: Callable[[list, threading.Event], None]) -> int:
         ready: queue.Queue = queue.Queue(self.depth)  # decrypted segments' pieces in order; None after the last
@@ -183,7 +201,7 @@ _STOP_CHECK = 0.2  # seconds a thread of a get passed on waits before it looks w
 
 class Plaintext:
     """An opened file's plaintext, piece by piece (`async for`), or passed on whole from threads (`pass_on`, where
-    `direct`).  `aclose()` stops whatever its holders were asked, whether or not a piece was ever read: the data
+    `take_threads`).  `aclose()` stops whatever its holders were asked, whether or not a piece was ever read: the data
     shares' first ranges are asked as the file opens, and a get abandoned before its first piece (its client gone)
     must not leave them running to their timeout."""
 
@@ -191,22 +209,24 @@ class Plaintext:
                  local: _Local | None = None) -> None:
         self._pieces, self._readers, self._local = pieces, readers, local
 
-    @property
-    def direct(self) -> bool:
-        """Whether `pass_on` may be used: every share is read here, and there is more than one segment."""
-        return self._local is not None
+    def take_threads(self) -> bool:
+        """Whether `pass_on` may be used, its threads counted against the gateway's PASSED_ON_AT_ONCE until this
+        closes: every share is read here, there is more than one segment, and a slot is free."""
+        return self._local is not None and self._local.take_slot()
 
     async def pass_on(self, write: Callable[[list, threading.Event], None]) -> int:
         """Every piece, in order, handed to `write(pieces, stop)` on a thread of its own while the next segments are
         read and decrypted on another; the bytes passed.  `write` blocks until its pieces are passed on (it gives
         up, raising, once `stop` is set).  An error of either thread (a segment that cannot be read, a write that
         fails) stops both and is raised here; cancelled, both are stopped and waited for.  Instead of iterating."""
-        assert self._local is not None, "pass_on needs a get of shares all held here (see `direct`)"
+        assert self._local is not None and self._local.holds_slot, "pass_on needs `take_threads` first"
         return await self._local.pass_on(write)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._pieces
 
     async def aclose(self) -> None:
+        if self._local is not None:
+            self._local.release()
         await self._pieces.aclose()  # a started iteration ends in its own `finally`
         await asyncio.gather(*(r.close() for r in self._readers))

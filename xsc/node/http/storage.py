@@ -91,7 +91,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS]
     try:  # closed however it ends: a client gone before the first byte leaves no range asked of a holder running
         await response.prepare(request)
-        sock = await body_socket(request, response) if chunks.direct else None
+        sock = await body_socket(request, response) if chunks.take_threads() else None
         if sock is not None:  # a large get of shares held here, written by threads (xsc/serve/direct.py)
             metrics.bytes_served.inc(await sock.fill(chunks.pass_on))
         else:
