@@ -1,6 +1,7 @@
 """A node that answers S3 itself (`node.s3_listen`): `xsc node start` says where, the address is checked as the
-node starts (one in use or not an address: the node does not start, and says why).  What it answers is tested with `xsc s3 serve`'s tests, run
-against both (test_s3_boto3, test_s3_conformance, test_s3_users, test_s3_crash)."""
+node starts (one in use or not an address: the node does not start, and says why), and a second front is refused.
+What it answers is tested with `xsc s3 serve`'s tests, run against both (test_s3_boto3, test_s3_conformance,
+test_s3_users, test_s3_crash)."""
 
 from __future__ import annotations
 
