@@ -192,3 +192,14 @@ def test_a_moved_deal_and_what_goes_with_it_are_written_together_or_not_at_all(d
     moved = {d.share: d for d in make().of_file(SI)}
     assert moved[0].node == new_holder and moved[0].price == 2000 and moved[1].node == HOLDER  # share 1 did not move
     assert [d.node for d in make().ended_deals(SI)] == [HOLDER] and service.db.get(b"placement") == b"new"
+
+
+async def test_a_node_started_on_stored_deals_knows_what_they_promise_before_a_put_asks(deals) -> None:
+    """Read while puts write deals, the total could never be kept: each put's quote would read every deal."""
+    make, _ = deals
+    now = int(time.time())
+    make().record(SI, [HOLDER] * 6, 1024**3, {s: 1000 for s in range(6)}, now, now + 7200)
+    restarted = make()
+    assert restarted.recent_outstanding() is None
+    restarted.start()
+    assert restarted.recent_outstanding() == restarted.outstanding(now) > 0

@@ -363,7 +363,9 @@ class StorageDeals:
         return True
 
     def start(self) -> None:
-        pass
+        # What the running deals promise, read before the node takes a request: read while puts write deals, the total
+        # could not be kept (a deal written meanwhile), and each put's quote would read every deal again.
+        self.outstanding()
 
     def loops(self) -> dict[str, Any]:
         return {"storage-payments": periodic("storage-payments", self.payment_interval, self.pay_due)}
