@@ -19,7 +19,7 @@ def s3() -> None:
               help="Address the S3 endpoint listens on.")
 @click.option("--region", default="us-east-1", show_default=True, help="The region clients sign for.")
 @click.option("--reconcile-interval", type=click.FloatRange(min=1), default=300.0, show_default=True,
-              metavar="SECONDS", help="How often, when idle, to remove files no object refers to.")
+              metavar="SECONDS", help="How often to remove files no object refers to.")
 @click.pass_obj
 def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     """Serve S3 for the node of the data dir, in this process, until Ctrl-C or SIGTERM."""

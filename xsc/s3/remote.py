@@ -15,6 +15,8 @@ from ..client.aio import NodeApi
 from ..client.sync import SPLICE, NodeBody, error_from_problem
 from ..errors import XscError
 
+RECONCILE_AT_ONCE = 2000  # capabilities a request to reconcile names (about 240 KB of JSON)
+
 
 class RemoteNode:
     relays = SPLICE
@@ -131,7 +133,11 @@ class RemoteNode:
         await self.api.call("POST", "/v1/s3/garbage/forget", body={"caps": caps})
 
     async def reconcile(self, caps: list[str]) -> list[str]:
-        return (await self.api.call("POST", "/v1/s3/reconcile", body={"caps": caps}))["orphans"]
+        orphans: list[str] = []
+        for i in range(0, len(caps), RECONCILE_AT_ONCE):  # each a body well within the node's bound on one
+            orphans += (await self.api.call("POST", "/v1/s3/reconcile",
+                                            body={"caps": caps[i:i + RECONCILE_AT_ONCE]}))["orphans"]
+        return orphans
 
 
 def _segment(value: object) -> str:

@@ -63,37 +63,39 @@ class Call:
 
 
 class WriteGate:
-    """Writes (puts, parts, copies) run side by side; reconciliation runs only when none is in flight,
-    and holds new writes back while it runs (a file stored but not yet recorded is never taken for an orphan)."""
+    """Writes (puts, parts, copies) run side by side, each from before its file is stored to after its record is
+    written.  Reconciliation lists the store's files, then waits only for the writes under way at that moment
+    (`drained`): a file among those listed whose write has ended has its record written, or never will; a write
+    that begins meanwhile stores a file the list does not hold.  So no file stored but not yet recorded is ever
+    taken for an orphan, and no write is held back while reconciliation runs."""
 
     def __init__(self) -> None:
-        self.writers = 0
-        self.exclusive = False
-        self._cond = asyncio.Condition()
+        self._era = 0  # writes that begin now belong to this era; `drained` starts the next one
+        self._under_way: dict[int, int] = {}  # era -> its writes under way (eras with none are dropped)
+        self._ended = asyncio.Condition()
 
     @contextlib.asynccontextmanager
     async def write(self):
-        async with self._cond:
-            await self._cond.wait_for(lambda: not self.exclusive)
-            self.writers += 1
+        era = self._era
+        self._under_way[era] = self._under_way.get(era, 0) + 1
         try:
             yield
         finally:
-            async with self._cond:
-                self.writers -= 1
-                self._cond.notify_all()
+            left = self._under_way[era] - 1
+            if left:
+                self._under_way[era] = left
+            else:
+                del self._under_way[era]
+                if era != self._era:  # an era `drained` may be waiting for has ended
+                    async with self._ended:
+                        self._ended.notify_all()
 
-    @contextlib.asynccontextmanager
-    async def alone(self):
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.writers == 0 and not self.exclusive)
-            self.exclusive = True
-        try:
-            yield
-        finally:
-            async with self._cond:
-                self.exclusive = False
-                self._cond.notify_all()
+    async def drained(self) -> None:
+        """Until every write under way as this is called has ended (writes that begin meanwhile are not waited for)."""
+        era = self._era
+        self._era += 1
+        async with self._ended:
+            await self._ended.wait_for(lambda: not any(e <= era for e in self._under_way))
 
 
 class S3Front:
@@ -119,10 +121,10 @@ class S3Front:
         return {"reconcile": self.reconciling}
 
     async def reconciling(self, stop: asyncio.Event | None = None, *, at_once: bool = True) -> None:
-        """Reconcile (at once, then) every `reconcile_interval` seconds when no write is in flight, until `stop`."""
+        """Reconcile (at once, then) every `reconcile_interval` seconds, until `stop`."""
         stop = stop or asyncio.Event()
         while True:
-            if at_once and self.gate.writers == 0:
+            if at_once:
                 try:
                     orphans = await self.reconcile()
                 except S3ServedByNode:
@@ -301,13 +303,13 @@ class S3Front:
 
     async def reconcile(self) -> list[str]:
         """Remove the files this gateway stored that no object or part refers to (left by a crash between
-        a file's put and its record), and the files marked garbage.  Runs when no write is in flight."""
-        async with self.gate.alone():
-            stored = self.marks.files(await self.node.files())
-            orphans: list[str] = []
-            for i in range(0, len(stored), 2000):
-                orphans += await self.node.reconcile(stored[i:i + 2000])
-            await self.collect_all()
+        a file's put and its record), and the files marked garbage.  Writes go on meanwhile: the files listed
+        are judged once the writes under way as they were listed have ended (`WriteGate.drained`)."""
+        listed = await self.node.files()
+        await self.gate.drained()
+        stored = self.marks.files(listed)
+        orphans = await self.node.reconcile(stored) if stored else []
+        await self.collect_all()
         if orphans:
             log.info("removed %d file(s) no object referred to", len(orphans))
         return orphans
