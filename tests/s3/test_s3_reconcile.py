@@ -71,3 +71,21 @@ async def test_a_file_whose_write_is_under_way_is_never_taken_for_an_orphan(node
     assert await reconciling == [orphan]
     caps = {f["capability"] for f in await link.files()}
     assert stored in caps and later in caps and orphan not in caps
+
+
+async def test_names_checked_a_slice_at_a_time_still_keep_a_copied_name_s_files(node, tmp_path, monkeypatch) -> None:
+    """The names are checked in slices (the loop serves between them); two files under one name the front gave (a user
+    copied it) are neither of them the front's, whichever slices they fall in."""
+    import xsc.s3.server as server
+
+    monkeypatch.setattr(server, "MARKS_AT_ONCE", 1)
+    link = node.app[NODE].s3_link
+    marks = FileMarks(b"s" * 32)
+    front = S3Front(link, KeyRing(tmp_path / "keys"), marks)
+    copied = marks.name("kept/copied")
+    first = (await link.put_file(_body(b"one"), 3, copied))["capability"]
+    orphan = (await link.put_file(_body(b"left by a crash"), 15, marks.name("kept/lost")))["capability"]
+    second = (await link.put_file(_body(b"two"), 3, copied))["capability"]
+    assert await front.reconcile() == [orphan]
+    caps = {f["capability"] for f in await link.files()}
+    assert {first, second} <= caps and orphan not in caps

@@ -67,9 +67,13 @@ class FileMarks:
     def files(self, stored: Iterable[dict]) -> list[str]:
         """The capabilities of the front's files among the store's (`{"name", "capability"}` each): a name this
         front gave, held by that one file only (two files under one such name: a user copied it)."""
-        stored = [f for f in stored if self.ours(f.get("name", ""))]
-        count = Counter(f["name"] for f in stored)
-        return [f["capability"] for f in stored if count[f["name"]] == 1]
+        return self.alone([f for f in stored if self.ours(f.get("name", ""))])
+
+    @staticmethod
+    def alone(ours: list[dict]) -> list[str]:
+        """Of files whose names are the front's (`ours`), the capabilities of those no other file shares a name with."""
+        count = Counter(f["name"] for f in ours)
+        return [f["capability"] for f in ours if count[f["name"]] == 1]
 
     def _tag(self, marked: str) -> str:
         return hmac.new(self._secret, marked.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()[:TAG_HEX]
