@@ -7,9 +7,10 @@ own over the node's user API), then the node's own listener (`node.s3_listen`: t
 itself, as a node serves one front at a time).
 
 - PutObject and GetObject of a PUT_MIB object through boto3, as ratios to the native `xsc store put` / `xsc store
-  get` of the same file on the same node (target >= 0.8x); the gets in 3 interleaved rounds (medians; puts too),
-  next to the node's own HTTP answer read by this process and the CPU of the process answering S3; the node's
-  anonymous memory at most during the puts and during the gets;
+  get` of the same file on the same node (target >= 0.8x); the puts in 3 interleaved rounds, the gets in 5 (medians),
+  next to the same GetObject as raw signed HTTP and the node's own HTTP answer (`GET /v1/store/files/CAP`), both
+  read alike by this process (their speeds and the node's CPU per GiB), and the CPU of the process answering S3;
+  the node's anonymous memory at most during the PutObjects and during the native puts;
 - 4 KiB ranged GetObject of a RANGE_MIB object: p50 and p90 latency (target p50 < 20 ms), next to the
   same ranged read asked of the node's API directly and to one segment's AES-GCM decryption;
 - ListObjectsV2 of KEYS keys, all pages (target < 1 s), next to the node's own index listing.
@@ -31,15 +32,18 @@ import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from xsc.devnet import xsc_command
+from xsc.s3.core import sigv4
 
 from .common import AnonSampler, cpu_seconds, free_port, peak_rss_mib, start_node
 
 MiB = 1024 * 1024
 ROUNDS = 3
+GET_ROUNDS = 5  # a get takes a fraction of a put's time: more rounds for the same steadiness
 
 
 def _start_front(data_dir: Path) -> tuple[subprocess.Popen, str]:
@@ -83,30 +87,57 @@ def _client(url: str, key: dict):
                         config=Config(signature_version="s3v4", s3={"addressing_style": "path"}))
 
 
-def _put_get(s3, data_dir: Path, node, tmp: Path, src: Path, front_pid: int) -> dict:
-    """PutObject and GetObject of `src` against `xsc store put/get` of the same file, in ROUNDS interleaved rounds
-    (for gets also the node's own HTTP answer read by this process), so that a burst of load from elsewhere does not
-    land on one side only; each ratio is of the median times.  `front_pid`: the process that answers S3 (the node
-    itself, for its own listener), whose CPU per get is reported; the node's anonymous memory is sampled throughout."""
+class _Runs:
+    """Each measure's runs: seconds, the CPU seconds of the process answering S3 (the node itself, for its own
+    listener) and of the node, and the node's anonymous memory at most (sampled while it ran)."""
+
+    def __init__(self, node_pid: int, front_pid: int) -> None:
+        self.node_pid, self.front_pid = node_pid, front_pid
+        self.runs: dict[str, list[tuple[float, float, float, float]]] = {}
+
+    def run(self, name: str, fn) -> None:
+        front_cpu, node_cpu = cpu_seconds(self.front_pid), cpu_seconds(self.node_pid)
+        with AnonSampler(self.node_pid, interval=0.01) as anon:
+            seconds = _timed(fn)
+        self.runs.setdefault(name, []).append((seconds, cpu_seconds(self.front_pid) - front_cpu,
+                                               cpu_seconds(self.node_pid) - node_cpu, anon.peak_mib))
+
+    def median(self, name: str, what: int = 0) -> float:
+        return statistics.median(run[what] for run in self.runs[name])
+
+    def ratios(self, over: str, under: str) -> list[float]:
+        """Per round, the time of `over` divided by that of `under` (a speed ratio of `under` to `over`)."""
+        return [a[0] / b[0] for a, b in zip(self.runs[over], self.runs[under])]
+
+    def anon_peak(self, name: str) -> float:
+        return max(run[3] for run in self.runs[name])
+
+
+def _put_get(s3, url: str, key: dict, data_dir: Path, node, tmp: Path, src: Path, front_pid: int) -> dict:
+    """PutObject and GetObject of `src` against `xsc store put/get` of the same file, in interleaved rounds (for gets
+    also the same GetObject as raw signed HTTP and the node's own HTTP answer, both read alike by this process), so
+    that a burst of load from elsewhere does not land on one side only; each ratio is of the median times.
+    `front_pid`: the process that answers S3 (the node itself, for its own listener)."""
     token = (data_dir / "api-token").read_text().strip()
     cap_out = tmp / "cap.txt"
-    puts: dict[str, list[float]] = {"native": [], "s3": []}
+    runs = _Runs(node.pid, front_pid)
     caps = []
 
     def s3_put() -> None:
         with src.open("rb") as f:
-            s3.put_object(Bucket="bench", Key="object.bin", Body=f)  # an overwrite removes the last one
+            s3.put_object(Bucket="bench", Key="object.bin", Body=f)
 
-    with AnonSampler(node.pid) as put_anon:
-        for _ in range(ROUNDS):
-            if caps:  # the node's capacity holds a few copies only: the last round's native file goes first
-                _xsc(data_dir, "store", "rm", caps[-1], stdout=subprocess.DEVNULL)
-            puts["native"].append(_timed(lambda: _xsc(data_dir, "store", "put", str(src),
-                                                      stdout=cap_out.open("wb"), stderr=subprocess.DEVNULL)))
-            caps.append(cap_out.read_text().split()[-1])
-            puts["s3"].append(_timed(s3_put))
+    for _ in range(ROUNDS):
+        # The node's capacity holds a few copies only: the last round's files go first, untimed on both sides (an
+        # overwrite would time the old object's removal with the PutObject).
+        if caps:
+            _xsc(data_dir, "store", "rm", caps[-1], stdout=subprocess.DEVNULL)
+            s3.delete_object(Bucket="bench", Key="object.bin")
+        runs.run("native put", lambda: _xsc(data_dir, "store", "put", str(src), stdout=cap_out.open("wb"),
+                                            stderr=subprocess.DEVNULL))
+        caps.append(cap_out.read_text().split()[-1])
+        runs.run("s3 put", s3_put)
     cap = caps[-1]
-    native_put, put_s = statistics.median(puts["native"]), statistics.median(puts["s3"])
 
     def native_get() -> None:
         with open(os.devnull, "wb") as devnull:  # to stdout: `-o FILE` renames a finished file into place
@@ -117,37 +148,67 @@ def _put_get(s3, data_dir: Path, node, tmp: Path, src: Path, front_pid: int) -> 
         while body.read(4 * MiB):
             pass
 
-    def node_get() -> None:
-        request = urllib.request.Request(f"{node.url}/v1/store/files/{cap}",
-                                         headers={"Authorization": f"Bearer {token}"})
+    def read_all(request: urllib.request.Request) -> None:
         buffer = memoryview(bytearray(4 * MiB))
         with urllib.request.urlopen(request) as response:
             while response.readinto(buffer):
                 pass
 
-    gets: dict[str, list[float]] = {"native": [], "s3": [], "node": []}
-    front_cpu = []
-    with AnonSampler(node.pid) as get_anon:
-        for _ in range(ROUNDS):
-            gets["native"].append(_timed(native_get))
-            cpu = cpu_seconds(front_pid)
-            gets["s3"].append(_timed(s3_get))
-            front_cpu.append(cpu_seconds(front_pid) - cpu)
-            gets["node"].append(_timed(node_get))
+    def node_get() -> None:
+        read_all(urllib.request.Request(f"{node.url}/v1/store/files/{cap}",
+                                        headers={"Authorization": f"Bearer {token}"}))
+
+    def s3_http_get() -> None:
+        """The same GetObject as raw signed HTTP read as `node_get` reads: the front's answer, without boto3's."""
+        headers = sigv4.sign_headers("GET", "/bench/object.bin", "", urlsplit(url).netloc, {}, key["access_key"],
+                                     key["secret_key"], time.time(), payload_hash=sigv4.EMPTY_SHA256)
+        read_all(urllib.request.Request(f"{url}/bench/object.bin", headers=headers))
+
+    for _ in range(GET_ROUNDS):
+        for name, fn in (("native get", native_get), ("s3 get", s3_get), ("s3 http get", s3_http_get),
+                         ("node get", node_get)):
+            runs.run(name, fn)
     _xsc(data_dir, "store", "rm", cap, stdout=subprocess.DEVNULL)
     s3.delete_object(Bucket="bench", Key="object.bin")
     size = src.stat().st_size
-    native_get_s, get_s = statistics.median(gets["native"]), statistics.median(gets["s3"])
-    node_get_s = statistics.median(gets["node"])
+    native_put, put_s = runs.median("native put"), runs.median("s3 put")
+    native_get_s, get_s = runs.median("native get"), runs.median("s3 get")
+    node_get_s, s3_http_s = runs.median("node get"), runs.median("s3 http get")
+    gib = size / 2**30
     return {"put": {"native_MBps": size / native_put / 1e6, "s3_MBps": size / put_s / 1e6,
                     "ratio": native_put / put_s, "target_ratio": 0.8, "rounds": ROUNDS,
-                    "round_ratios": [n / s for n, s in zip(puts["native"], puts["s3"])],
-                    "node_anon_peak_mib": put_anon.peak_mib},
+                    "round_ratios": runs.ratios("native put", "s3 put"),
+                    "node_anon_peak_mib": runs.anon_peak("s3 put"),
+                    "native_node_anon_peak_mib": runs.anon_peak("native put")},
             "get": {"native_MBps": size / native_get_s / 1e6, "s3_MBps": size / get_s / 1e6,
-                    "ratio": native_get_s / get_s, "target_ratio": 0.8, "rounds": ROUNDS,
-                    "round_ratios": [n / s for n, s in zip(gets["native"], gets["s3"])],
+                    "ratio": native_get_s / get_s, "target_ratio": 0.8, "rounds": GET_ROUNDS,
+                    "round_ratios": runs.ratios("native get", "s3 get"),
                     "node_http_MBps": size / node_get_s / 1e6, "ratio_to_node_http": node_get_s / get_s,
-                    "front_cpu_seconds": statistics.median(front_cpu), "node_anon_peak_mib": get_anon.peak_mib}}
+                    "s3_http_MBps": size / s3_http_s / 1e6, "http_ratio": node_get_s / s3_http_s,
+                    "http_round_ratios": runs.ratios("node get", "s3 http get"),
+                    "front_cpu_seconds": runs.median("s3 get", 1),
+                    "node_cpu_per_gib": {name: runs.median(f"{name} get", 2) / gib for name in ("s3 http", "node")},
+                    "node_anon_peak_mib": runs.anon_peak("s3 get"), "runs": runs.runs}}
+
+
+def _objects(data_dir: Path, node_url: str, token: str, tmp: Path, range_mib: int, n_keys: int) -> str:
+    """The buckets, and the objects every front reads: `bench/big.bin` (RANGE_MIB, its file put by `xsc store put`)
+    and the `listing` bucket's keys, recorded through the node's user API before any front runs; big.bin's
+    capability."""
+    for bucket in ("bench", "listing"):
+        _node_json(node_url, token, f"/v1/s3/buckets/{bucket}", method="PUT")
+    big = tmp / "big.bin"
+    _file(big, range_mib * MiB)
+    put = json.loads(_xsc(data_dir, "store", "put", "--json", str(big), capture_output=True).stdout)
+    big.unlink()
+    _node_json(node_url, token, "/v1/s3/buckets/bench/object?key=big.bin", method="PUT",
+               body={"parts": [{"cap": put["capability"], "size": range_mib * MiB}], "etag": "0" * 32})
+    record = {"parts": [{"cap": "xsc:chk:listing-bench", "size": 1}], "etag": "0" * 32, "content_type": "text/plain"}
+    keys = [f"dir{i % 10}/sub{i % 100}/file{i:06d}" for i in range(n_keys)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: _node_json(node_url, token, f"/v1/s3/buckets/listing/object?key={k}", method="PUT",
+                                           body=record), keys))
+    return put["capability"]
 
 
 def _ranged(s3, node_url: str, token: str, big_cap: str, size: int) -> dict:
@@ -176,9 +237,7 @@ def _ranged(s3, node_url: str, token: str, big_cap: str, size: int) -> dict:
 
 def _listed(s3, url: str, key: dict, node_url: str, token: str, n_keys: int) -> dict:
     """ListObjectsV2 of the `listing` bucket's keys, all pages: raw signed HTTP, boto3, and the node's index."""
-    from urllib.parse import quote, urlsplit
-
-    from xsc.s3.core import sigv4
+    from urllib.parse import quote
 
     def list_all(**kwargs) -> int:
         count = 0
@@ -239,10 +298,10 @@ def main() -> None:
             node = start_node(data_dir, *capacity)
             key = json.loads(_xsc(data_dir, "s3", "keys", "create", "--json", capture_output=True).stdout)
             token = (data_dir / "api-token").read_text().strip()
-            big_cap, in_node = None, False
+            big_cap, in_node = _objects(data_dir, node.url, token, tmp, range_mib, n_keys), False
             for name in fronts:
                 # A node serves one front (the node's own listener refuses `xsc s3 serve`'s writes): each phase runs
-                # on the same node, started as that front needs it, with the objects the phase before left.
+                # on the same node, started as that front needs it, over the same objects.
                 if name == "serve":
                     if in_node:
                         node.stop(timeout=60)
@@ -259,24 +318,9 @@ def main() -> None:
                     in_node = True
                     url, front_pid = f"http://127.0.0.1:{s3_port}", node.pid
                 s3 = _client(url, key)
-                if big_cap is None:
-                    s3.create_bucket(Bucket="bench")
-                phase = results[name] = _put_get(s3, data_dir, node, tmp, src, front_pid)
-                phase["front_peak_rss_mib"] = peak_rss_mib(front_pid)  # after a PUT_MIB put and gets: bounded?
-                if big_cap is None:  # the large object and the keys, put once through the first front
-                    big = tmp / "big.bin"
-                    _file(big, range_mib * MiB)
-                    with big.open("rb") as f:
-                        s3.put_object(Bucket="bench", Key="big.bin", Body=f)
-                    big.unlink()
-                    big_cap = _node_json(node.url, token, "/v1/s3/buckets/bench/object?key=big.bin")["parts"][0]["cap"]
-                    s3.create_bucket(Bucket="listing")
-                    record = {"parts": [{"cap": "xsc:chk:listing-bench", "size": 1}], "etag": "0" * 32,
-                              "content_type": "text/plain"}
-                    keys = [f"dir{i % 10}/sub{i % 100}/file{i:06d}" for i in range(n_keys)]
-                    with ThreadPoolExecutor(8) as pool:
-                        list(pool.map(lambda k: _node_json(node.url, token, f"/v1/s3/buckets/listing/object?key={k}",
-                                                           method="PUT", body=record), keys))
+                phase = results[name] = _put_get(s3, url, key, data_dir, node, tmp, src, front_pid)
+                if name == "serve":  # after a PUT_MIB put and gets: bounded? (the node's: its anonymous memory)
+                    phase["front_peak_rss_mib"] = peak_rss_mib(front_pid)
                 phase["range_4k"] = _ranged(s3, node.url, token, big_cap, range_mib * MiB)
                 phase["list"] = _listed(s3, url, key, node.url, token, n_keys)
         finally:
@@ -298,18 +342,25 @@ def _report(front: str, results: dict, put_mib: int, range_mib: int) -> None:
     for op in ("put", "get"):
         r = results[op]
         print(f"S3 {op:<3} {put_mib} MiB: {r['s3_MBps']:6.0f} MB/s vs native store {op} {r['native_MBps']:6.0f} MB/s"
-              f" = {r['ratio']:.2f}x (target >= 0.8x); the node's anonymous memory at most {r['node_anon_peak_mib']:.0f}"
-              " MiB")
+              f" = {r['ratio']:.2f}x (target >= 0.8x)")
     r = results["put"]
     print(f"  put: medians of {r['rounds']} interleaved rounds (per round: "
           f"{', '.join(f'{x:.2f}x' for x in r['round_ratios'])})")
+    print(f"  put: the node's anonymous memory at most {r['node_anon_peak_mib']:.0f} MiB during the PutObjects, "
+          f"{r['native_node_anon_peak_mib']:.0f} MiB during the native puts")
     r = results["get"]
     print(f"  get: medians of {r['rounds']} interleaved rounds (per round: "
           f"{', '.join(f'{x:.2f}x' for x in r['round_ratios'])}); the node's own HTTP answer read by this process "
           f"{r['node_http_MBps']:.0f} MB/s (S3 = {r['ratio_to_node_http']:.2f}x of it); the S3 process's CPU per get "
           f"{r['front_cpu_seconds']:.2f} s")
-    print(f"peak RSS of the process answering S3 after the {put_mib} MiB put and get: "
-          f"{results['front_peak_rss_mib']:.0f} MiB (streaming: independent of the object's size)")
+    cpu = r["node_cpu_per_gib"]
+    print(f"  raw signed GetObject read as the node's own answer is read: {r['s3_http_MBps']:.0f} MB/s = "
+          f"{r['http_ratio']:.2f}x the node's own HTTP answer (per round: "
+          f"{', '.join(f'{x:.2f}x' for x in r['http_round_ratios'])}); the node's CPU per GiB "
+          f"{cpu['s3 http']:.2f} s against {cpu['node']:.2f} s")
+    if "front_peak_rss_mib" in results:
+        print(f"peak RSS of xsc s3 serve after the {put_mib} MiB put and get: {results['front_peak_rss_mib']:.0f} MiB "
+              "(streaming: independent of the object's size)")
     r = results["range_4k"]
     print(f"S3 4 KiB ranged get of a {range_mib} MiB object: p50 {r['s3_p50_ms']:.1f} ms, p90 {r['s3_p90_ms']:.1f} ms "
           f"(target p50 < 20 ms); the node's own ranged read p50 {r['node_p50_ms']:.1f} ms; one 1 MiB segment's "
