@@ -136,15 +136,14 @@ class LocalNode:
 
 
 def _reader(chunks: AsyncIterator[bytes]) -> Callable[[int], Any]:
-    """A put's `read(n)` over a stream of chunks: at most n bytes a call, b"" at its end.  A chunk's pieces are views
-    of it (a put asks for a quarter of a chunk at a time: slices of bytes would copy each MiB 2.5 times over)."""
-    held, ended = memoryview(b""), False
+    """A put's `read(n)` over a stream of chunks: at most n bytes a call, b"" at its end."""
+    held, ended = b"", False
 
-    async def read(n: int) -> memoryview:
+    async def read(n: int) -> bytes:
         nonlocal held, ended
         while not held and not ended:
             try:
-                held = memoryview(await chunks.__anext__())
+                held = await chunks.__anext__()
             except StopAsyncIteration:
                 ended = True
         chunk, held = held[:n], held[n:]

@@ -26,7 +26,7 @@ from ..errors import S3Error, S3ServedByNode, XscError
 from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..serve.connections import ProblemRunner
-from ..tasks import Workers, woken
+from ..tasks import woken
 from ..buckets.core import listing, names
 from ..buckets.objects import SmallPut
 from .core import headers as stored_headers
@@ -109,7 +109,6 @@ class S3Front:
         self.gate = WriteGate()
         self.bodies = ObjectBodies(node)
         self.small = SmallObjects(node, flights)
-        self.hashers = Workers(2, "xsc-s3-hash")  # large bodies' checks, off the loop (`_payload`)
         self.reconcile_interval = reconcile_interval
 
     # --- as a service of the node's (tasks.Supervisor), and its end ------------------------
@@ -141,7 +140,6 @@ class S3Front:
         await self.small.close()
         await self.node.close()
         self.bodies.close()
-        self.hashers.shutdown(wait=False)
 
     # --- the app -----------------------------------------------------------------
     def app(self) -> web.Application:
@@ -227,17 +225,6 @@ class S3Front:
         sha = hashlib.sha256() if want_sha else None
         md5 = md5 if md5 is not None else hashlib.md5()
         content_md5 = request.headers.get("Content-MD5")
-
-        def check(chunk: bytes) -> bytes:
-            """A chunk hashed as sent, decoded (aws-chunked), and hashed as stored."""
-            if sha is not None:
-                sha.update(chunk)
-            if decoder is not None:
-                chunk = decoder.feed(chunk)
-            if chunk:
-                md5.update(chunk)
-            return chunk
-
         held = b""
         while True:
             try:  # whole 1 MiB chunks: a few large writes to the node rather than many socket-sized ones
@@ -246,18 +233,14 @@ class S3Front:
                 chunk = end.partial
             if not chunk:
                 break
-            if len(chunk) < CHUNK:  # a small body, or a large one's end: checked here, no hand-off for it
-                chunk = check(chunk)
-            else:
-                # A whole chunk is checked on a thread of the front's (hashlib lets the GIL go) while the one
-                # before goes on: in the node's own process, the loop meanwhile moves the put on (~2 ms a MiB of
-                # MD5 and SHA-256 that would hold it), and the chunks still go on in order, each once checked.
-                checked = self.hashers.run(check, chunk)
-                if held:
-                    yield held
-                    held = b""
-                chunk = await checked
+            if decoder is not None:
+                if sha is not None:
+                    sha.update(chunk)
+                chunk = decoder.feed(chunk)
+            elif sha is not None:
+                sha.update(chunk)
             if chunk:
+                md5.update(chunk)
                 if held:
                     yield held
                 held = chunk
