@@ -1,6 +1,7 @@
-"""An object's bytes, read from the part files that hold them: streamed through the front, or for a large body
-relayed from the node's socket to the client's by splice(2) without passing through Python (a front over the node's
-user API, where the system has splice: `NodeLink.relays`)."""
+"""An object's bytes, read from the part files that hold them: sent as the node's user API sends a file (in the node's
+own process a large one is passed to the socket by its get's threads), or for a large body relayed from the node's
+socket to the client's by splice(2) without passing through Python (a front over the node's user API, where the
+system has splice: `NodeLink.relays`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from ..errors import XscError
+from ..serve.direct import send_body
 from ..tasks import in_pool
 from .link import NodeLink
 
@@ -47,8 +49,37 @@ class ObjectBodies:
     async def read(self, record: dict, first: int, last: int) -> AsyncIterator[bytes]:
         """Bytes first..last (inclusive) of an object: from each part file that holds some of them, only those."""
         for cap, a, b in self.pieces(record, first, last):
-            async for chunk in await self.node.read_file(cap, a, b):
-                yield chunk
+            body = await self.node.open_file(cap, a, b)
+            try:
+                async for chunk in body:
+                    yield chunk
+            finally:
+                await body.aclose()
+
+    async def send(self, request: web.Request, response: web.StreamResponse, record: dict, first: int, last: int,
+                   name: str) -> web.StreamResponse:
+        """A GetObject body, each part file's slice sent as the node's user API sends a file (`send_body`: in the
+        node's own process, a large slice of shares all held here is passed to the socket by its get's threads).
+        The first part is opened before the headers go out, so a file the node cannot read is still an S3 error; a
+        later failure, or a client gone, cuts the connection (a short body, never wrong bytes)."""
+        pieces = self.pieces(record, first, last)
+        body = await self.node.open_file(*pieces[0])
+        try:
+            await response.prepare(request)
+            for i, piece in enumerate(pieces):
+                if i:
+                    await body.aclose()
+                    body = await self.node.open_file(*piece)
+                await send_body(request, response, body)
+        except (XscError, OSError) as err:
+            log.error("get of %s stopped: %s", name, err)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        finally:
+            await body.aclose()
+        await response.write_eof()
+        return response
 
     async def relay(self, request: web.Request, response: web.StreamResponse, record: dict, first: int, last: int,
                     name: str) -> web.StreamResponse:

@@ -6,6 +6,8 @@ first (read, write or owner), as the node's /v1/s3 routes do; each raises the no
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any, AsyncIterator, Protocol
 
 from ..buckets.objects import SmallPut
@@ -20,6 +22,19 @@ class Body(Protocol):
     def splice_to(self, out: int, stop: Any) -> None: ...
 
     def close(self) -> None: ...
+
+
+class FileBytes(Protocol):
+    """A file's bytes as the node gives them (xsc.serve.direct.Body): iterated, or passed on by threads of the node's
+    where `take_threads` (a get of shares all held here, in the node's own process); closed however it ends."""
+
+    def take_threads(self) -> bool: ...
+
+    async def pass_on(self, write: Callable[[Sequence, threading.Event], None]) -> int: ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+    async def aclose(self) -> None: ...
 
 
 class NodeLink(Protocol):
@@ -82,7 +97,7 @@ class NodeLink(Protocol):
         """A stream stored as one XSC file (a `store put`): {"capability", "cost", ...}."""
         ...
 
-    async def read_file(self, cap: str, first: int | None = None, last: int | None = None) -> AsyncIterator[bytes]:
+    async def open_file(self, cap: str, first: int | None = None, last: int | None = None) -> FileBytes:
         """The file's bytes (first..last, inclusive); the node is asked before this returns."""
         ...
 
@@ -113,4 +128,4 @@ class NodeLink(Protocol):
         ...
 
 
-__all__ = ["Body", "NodeLink"]
+__all__ = ["Body", "FileBytes", "NodeLink"]

@@ -15,11 +15,12 @@ from ..buckets.objects import ObjectWriter, SmallPut
 from ..errors import NotFound, XscError
 from ..storage import Capability
 from ..storage.files import StorageService
+from ..storage.gateway_get import Plaintext
 from ..tasks import in_pool
 
 
 class LocalNode:
-    relays = False  # no socket between the front and the node: a body is streamed from the store (no open_body)
+    relays = False  # no socket between the front and the node to relay from (no open_body)
 
     def __init__(self, *, index: S3Index, objects: ObjectWriter, accounts: UserAccounts, storage: StorageService,
                  pool: Executor, seconds: int, bid: int) -> None:
@@ -108,9 +109,10 @@ class LocalNode:
     async def put_file(self, chunks: AsyncIterator[bytes], size: int | None, name: str) -> dict:
         return await self.storage.put(_reader(chunks), size, name, self.seconds, self.bid)
 
-    async def read_file(self, cap: str, first: int | None = None, last: int | None = None) -> AsyncIterator[bytes]:
-        _, chunks = await self.storage.open(Capability.parse(cap), None if first is None else (first, last))
-        return _closing(chunks)
+    async def open_file(self, cap: str, first: int | None = None, last: int | None = None) -> Plaintext:
+        """The store's own plaintext: a large get of shares held here is passed on by its threads, as the user API's."""
+        _, plaintext = await self.storage.open(Capability.parse(cap), None if first is None else (first, last))
+        return plaintext
 
     async def delete_file(self, cap: str) -> None:
         with contextlib.suppress(NotFound):
@@ -148,15 +150,6 @@ def _reader(chunks: AsyncIterator[bytes]) -> Callable[[int], Any]:
         return chunk
 
     return read
-
-
-async def _closing(chunks) -> AsyncIterator[bytes]:
-    """The store's stream, closed however its reader stops (no range left asked of a holder)."""
-    try:
-        async for chunk in chunks:
-            yield chunk
-    finally:
-        await chunks.aclose()
 
 
 __all__ = ["LocalNode"]

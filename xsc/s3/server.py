@@ -476,23 +476,7 @@ class S3Front:
             return response
         if last - first + 1 >= RELAY_MIN and self.node.relays and request.transport is not None:
             return await self.bodies.relay(call.request, response, record, first, last, f"{call.bucket}/{call.key}")
-        chunks = self.bodies.read(record, first, last)
-        # The first chunk before the headers: a file the node cannot read is still an S3 error here.
-        try:
-            head = await chunks.__anext__()
-        except StopAsyncIteration:
-            head = b""
-        await response.prepare(request)
-        try:
-            await response.write(head)
-            async for chunk in chunks:
-                await response.write(chunk)
-        except XscError as err:
-            log.error("get of %s/%s stopped: %s", call.bucket, call.key, err)
-            request.transport.close()  # the client sees a short body, never wrong bytes
-            return response
-        await response.write_eof()
-        return response
+        return await self.bodies.send(request, response, record, first, last, f"{call.bucket}/{call.key}")
 
     async def delete_object(self, call: Call) -> web.Response:
         await self._collect(await self.node.delete_object(call.bucket, call.key, call.user))

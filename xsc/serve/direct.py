@@ -1,4 +1,5 @@
-"""A response's body written to its connection's socket from threads, past aiohttp's transport.
+"""A response's body written to its connection's socket from threads, past aiohttp's transport (`send_body`: the
+one way a file's plaintext is sent, by the user API's get and the node's own S3 listener alike).
 
 aiohttp's writer takes a body on the event loop, a piece at a time: each piece a turn of the loop, a wake-up of it
 by the thread that made the piece, and a send.  A large body that other threads make (a get of shares held here:
@@ -12,11 +13,42 @@ from __future__ import annotations
 import os
 import select
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Protocol
 
 from aiohttp import web
 
 POLL_MS = 200  # a writer waiting for room in the socket looks this often whether it was stopped
+
+
+class Body(Protocol):
+    """A body's bytes: iterated on the loop, or (where `take_threads`) handed whole to `pass_on`'s threads, each
+    piece to `write(pieces, stop)` (storage/gateway_get.py, `Plaintext`)."""
+
+    def take_threads(self) -> bool: ...
+
+    async def pass_on(self, write: Callable[[Sequence, threading.Event], None]) -> int: ...
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+async def send_body(request: web.BaseRequest, response: web.StreamResponse, body: Body,
+                    count: Callable[[int], object] = lambda n: None) -> int:
+    """Every byte of `body` after the prepared `response`'s headers: written by the body's own threads straight to
+    the socket where it may take them (`take_threads`: a get of shares all held here, within the gateway's bound on
+    such gets) and the connection lets it (`body_socket`), else piece by piece through the transport.  `count(n)`
+    as bytes go out; the bytes sent.  The body's errors (a segment that cannot be read, a client gone) are raised."""
+    sock = await body_socket(request, response) if body.take_threads() else None
+    if sock is not None:
+        sent = await sock.fill(body.pass_on)
+        count(sent)
+        return sent
+    sent = 0
+    async for chunk in body:
+        await response.write(chunk)
+        sent += len(chunk)
+        count(len(chunk))
+    return sent
 
 
 async def body_socket(request: web.BaseRequest, response: web.StreamResponse) -> SocketBody | None:

@@ -8,7 +8,7 @@ import logging
 from aiohttp import web
 
 from ...errors import BadRequest, BodyTimeout, XscError
-from ...serve.direct import body_socket
+from ...serve.direct import send_body
 from ...storage import Capability
 from ...storage.core import leases, ranges
 from ..appkeys import CONFIG, METRICS, NODE
@@ -91,13 +91,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS]
     try:  # closed however it ends: a client gone before the first byte leaves no range asked of a holder running
         await response.prepare(request)
-        sock = await body_socket(request, response) if chunks.take_threads() else None
-        if sock is not None:  # a large get of shares held here, written by threads (xsc/serve/direct.py)
-            metrics.bytes_served.inc(await sock.fill(chunks.pass_on))
-        else:
-            async for chunk in chunks:
-                await response.write(chunk)
-                metrics.bytes_served.inc(len(chunk))
+        await send_body(request, response, chunks, metrics.bytes_served.inc)
     except XscError as err:
         # Headers are gone: cut the connection so the client sees a short body, never wrong bytes.
         log.error("get of %s stopped: %s", request.match_info["cap"][:24], err)

@@ -1,0 +1,268 @@
+"""Large objects through the node's own S3 listener (`node.s3_listen`), boto3 against a node in this process: a
+GetObject of shares all held here is sent as the user API sends the file (serve/direct.send_body), passed to the
+socket by its get's threads (gateway_get's `Plaintext.pass_on`), whole, ranged and across a multipart object's parts,
+byte-exact; within the gateway's bound on such gets; a damaged share is repaired from the others or, past what the
+code can rebuild, cuts the body short and is reported; a client gone mid-get frees the get's threads and its slot.
+And a large PutObject, whole or multipart, streams through a node (a process of its own) in bounded memory."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import threading
+
+import pytest
+
+pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
+
+from boto3.s3.transfer import TransferConfig  # noqa: E402
+
+from xsc.node.appkeys import CONFIG, NODE  # noqa: E402
+from xsc.s3.access import KeyRing, key_file  # noqa: E402
+from xsc.storage import Capability  # noqa: E402
+from xsc.storage.gateway_get import PASSED_ON_AT_ONCE, Plaintext  # noqa: E402
+
+from tests.support.nodes import free_port  # noqa: E402
+from tests.support.s3 import Gateway, boto3_client, sign_headers  # noqa: E402
+from tests.support.waiting import eventually_async  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+MiB = 1024 * 1024
+SEG = 256 * 1024  # a 64 MiB object is 256 segments
+
+
+@pytest.fixture
+async def s3_node(node_factory):
+    """A node in this process answering S3 itself, its boto3 client (called in a thread: it blocks) and its key."""
+    node = await node_factory(node={"s3_listen": f"127.0.0.1:{free_port()}"},
+                              storage={"segment_size": SEG, "capacity": 1024 * MiB})
+    key = KeyRing(key_file(node.app[CONFIG].data_dir)).create()
+    url = f"http://{node.app[CONFIG].node.s3_listen}"
+    s3 = boto3_client(url, key)
+    await asyncio.to_thread(s3.create_bucket, Bucket="big")
+    return node, s3, url, key
+
+
+@pytest.fixture
+def passed_on(monkeypatch) -> list[int]:
+    """The bytes of each get that went through `Plaintext.pass_on` (-1: it raised)."""
+    calls: list[int] = []
+    real = Plaintext.pass_on
+
+    async def counting(self, write):
+        try:
+            calls.append(await real(self, write))
+        except BaseException:
+            calls.append(-1)
+            raise
+        return calls[-1]
+
+    monkeypatch.setattr(Plaintext, "pass_on", counting)
+    return calls
+
+
+def _get(s3, **kwargs) -> bytes:
+    return s3.get_object(Bucket="big", **kwargs)["Body"].read()
+
+
+def _object_cap(node, key: str) -> Capability:
+    record = node.app[NODE].s3_link.index.get("big", key)
+    return Capability.parse(record["parts"][0]["cap"])
+
+
+async def test_a_large_get_object_is_passed_on_by_threads_whole_and_ranged_byte_exact(s3_node, passed_on) -> None:
+    node, s3, _, _ = s3_node
+    data = os.urandom(64 * MiB + 12345)
+    await asyncio.to_thread(s3.put_object, Bucket="big", Key="o", Body=data)
+    assert await asyncio.to_thread(_get, s3, Key="o") == data
+    first, last = 3 * SEG - 7, 40 * SEG + 99
+    assert await asyncio.to_thread(_get, s3, Key="o", Range=f"bytes={first}-{last}") == data[first:last + 1]
+    assert await asyncio.to_thread(_get, s3, Key="o", Range="bytes=-5000") == data[-5000:]  # within one segment
+    await eventually_async(lambda: len(passed_on) == 2, "both large gets' handlers done")
+    assert passed_on == [len(data), last - first + 1]  # the last range is one segment: iterated on the loop
+    assert node.app[NODE].gateway.passing_on == 0
+
+
+async def test_a_multipart_object_is_passed_on_part_by_part(s3_node, passed_on) -> None:
+    _, s3, _, _ = s3_node
+    parts = [os.urandom(5 * MiB + 1), os.urandom(5 * MiB), os.urandom(SEG // 2)]
+
+    def upload() -> None:
+        upload_id = s3.create_multipart_upload(Bucket="big", Key="m")["UploadId"]
+        done = [{"PartNumber": n, "ETag": s3.upload_part(Bucket="big", Key="m", UploadId=upload_id, PartNumber=n,
+                                                         Body=p)["ETag"]} for n, p in enumerate(parts, 1)]
+        s3.complete_multipart_upload(Bucket="big", Key="m", UploadId=upload_id, MultipartUpload={"Parts": done})
+
+    await asyncio.to_thread(upload)
+    data = b"".join(parts)
+    assert await asyncio.to_thread(_get, s3, Key="m") == data
+    first, last = 5 * MiB - 100, 10 * MiB + 200
+    assert await asyncio.to_thread(_get, s3, Key="m", Range=f"bytes={first}-{last}") == data[first:last + 1]
+    # whole: parts 1 and 2 passed on, the last (one segment) iterated; ranged: the end of part 1 (two segments: its
+    # last holds one byte) and the whole of part 2 passed on, the start of part 3 (one segment) iterated
+    await eventually_async(lambda: len(passed_on) == 4, "the parts' gets done")
+    assert passed_on == [len(parts[0]), len(parts[1]), len(parts[0]) - first, len(parts[1])]
+
+
+async def test_get_objects_share_the_gateways_bound_with_the_user_apis_gets(s3_node, passed_on) -> None:
+    """With every slot held (PASSED_ON_AT_ONCE gets passed on at once), a large GetObject is iterated on the loop,
+    whole and exact; once a slot is free it is passed on again."""
+    node, s3, _, _ = s3_node
+    data = os.urandom(8 * MiB)
+    await asyncio.to_thread(s3.put_object, Bucket="big", Key="o", Body=data)
+    storage, gateway = node.app[NODE].storage, node.app[NODE].gateway
+    opened = [(await storage.open(_object_cap(node, "o")))[1] for _ in range(PASSED_ON_AT_ONCE)]
+    assert all(p.take_threads() for p in opened)
+    assert await asyncio.to_thread(_get, s3, Key="o") == data and passed_on == []
+    for p in opened:
+        await p.aclose()
+    assert await asyncio.to_thread(_get, s3, Key="o") == data
+    await eventually_async(lambda: passed_on == [len(data)], "the get passed on once a slot was free")
+    await eventually_async(lambda: gateway.passing_on == 0, "its slot back as the get closed")
+
+
+def _damage(node, cap: Capability, shares: tuple[int, ...], segment: int) -> None:
+    store = node.app[NODE].gateway.store
+    for share in shares:
+        block = bytearray(store.get_block(cap.storage_index, share, segment))
+        block[7] ^= 0x10
+        store.put_repaired_blocks(cap.storage_index, segment, {share: bytes(block)})
+
+
+async def _corrupt_shares(node, cap: Capability) -> list[int]:
+    check = await (await node.get(f"/v1/store/files/{cap}/check")).json()
+    return [s["share"] for s in check["shares"] if s["status"] == "corrupt"]
+
+
+async def test_a_damaged_share_is_read_around_and_reported_and_too_many_cut_the_body(s3_node, passed_on) -> None:
+    node, s3, url, key = s3_node
+    data = os.urandom(64 * SEG)
+    await asyncio.to_thread(s3.put_object, Bucket="big", Key="o", Body=data)
+    cap = _object_cap(node, "o")
+    _damage(node, cap, (1,), 20)  # one share bad: the segment is rebuilt from the others, the bytes exact
+    assert await asyncio.to_thread(_get, s3, Key="o") == data
+    await eventually_async(lambda: _corrupt_shares(node, cap), "share 1 reported corrupt")
+    assert await _corrupt_shares(node, cap) == [1]
+    _damage(node, cap, (0, 1, 2), 40)  # three bad in one segment: the bytes before it, then the connection cut
+    got = await asyncio.to_thread(_raw_get, url, key, "/big/o")
+    assert len(got) < len(data) and got == data[:len(got)]
+
+    async def reported() -> bool:
+        return await _corrupt_shares(node, cap) == [0, 1, 2]
+    await eventually_async(reported, "shares 0, 1, 2 reported corrupt")
+    await eventually_async(lambda: passed_on == [len(data), -1], "both gets' handlers done")
+    assert node.app[NODE].gateway.passing_on == 0
+
+
+def _raw_get(url: str, key: dict, path: str) -> bytes:
+    """A signed GET read to its end or until the node cuts the connection: the bytes that came."""
+    import http.client
+
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.request("GET", path, headers=sign_headers("GET", url + path, key, {}))
+    response = conn.getresponse()
+    assert response.status == 200
+    got = bytearray()
+    try:
+        while chunk := response.read1(1 << 20):
+            got += chunk
+    except http.client.IncompleteRead as cut:
+        got += cut.partial
+    finally:
+        conn.close()
+    return bytes(got)
+
+
+def _get_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith(("xsc-reader", "xsc-sender"))]
+
+
+async def test_a_client_gone_mid_get_object_frees_its_threads_and_slot(s3_node, passed_on) -> None:
+    node, s3, url, key = s3_node
+    data = os.urandom(64 * MiB)
+    await asyncio.to_thread(s3.put_object, Bucket="big", Key="o", Body=data)
+
+    def get_and_leave() -> bytes:
+        host, port = url.removeprefix("http://").split(":")
+        headers = sign_headers("GET", url + "/big/o", key, {"Host": f"{host}:{port}"})
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the node's writer waits for room
+            sock.settimeout(10)
+            sock.connect((host, int(port)))
+            sock.sendall(("GET /big/o HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+                          + "\r\n").encode())
+            head = sock.recv(4096)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")  # close with a reset
+            return head
+
+    assert b" 200 " in await asyncio.to_thread(get_and_leave)
+
+    async def ended() -> bool:
+        return _get_threads() == []
+    await eventually_async(ended, "the get's threads ended")
+    await eventually_async(lambda: passed_on == [-1], "the get's handler done")
+    await eventually_async(lambda: node.app[NODE].gateway.passing_on == 0, "its slot back")
+    assert await asyncio.to_thread(_get, s3, Key="o") == data
+
+
+class _AnonPeak:
+    """The most anonymous memory (heap, not file-backed pages) a process held while this was open."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.peak = pid, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample)
+
+    def _sample(self) -> None:
+        while True:
+            with open(f"/proc/{self.pid}/status") as status:
+                anon = next(int(line.split()[1]) * 1024 for line in status if line.startswith("RssAnon"))
+            self.peak = max(self.peak, anon)
+            if self._stop.wait(0.005):
+                return
+
+    def __enter__(self) -> "_AnonPeak":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads a process's memory from /proc")
+def test_large_put_objects_whole_and_multipart_stream_in_bounded_memory(tmp_path) -> None:
+    """A 256 MiB PutObject, and the same object as a multipart upload (8 MiB parts, one after another), through the
+    node's own listener: the node's anonymous memory stays within what a `store put` of the file takes it to (plus
+    a few chunks; the object is never held whole: ~140 MiB in all, docs/s3.md), and the object reads back exact.
+    (Parts sent at once each hold a put's segments in flight: docs/s3.md.)"""
+    gateway = Gateway(tmp_path, env={"XSC_STORAGE_SEGMENT_SIZE": str(MiB)}, in_node=True).start()
+    try:
+        s3 = gateway.client()
+        s3.create_bucket(Bucket="big")
+        src = tmp_path / "object.bin"
+        with src.open("wb") as f:
+            for _ in range(16):
+                f.write(os.urandom(16 * MiB))
+        digest = hashlib.sha256(src.read_bytes()).hexdigest()
+        with _AnonPeak(gateway.node.pid) as native:
+            assert gateway.node.xsc("store", "put", str(src)).returncode == 0
+        with _AnonPeak(gateway.node.pid) as whole:
+            with src.open("rb") as f:
+                s3.put_object(Bucket="big", Key="whole", Body=f)
+        with _AnonPeak(gateway.node.pid) as parts:
+            s3.upload_file(str(src), "big", "parts", Config=TransferConfig(
+                multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, use_threads=False))
+        bound = native.peak + 32 * MiB  # a put's own buffers and a few of the front's chunks, not the object
+        assert whole.peak < bound and parts.peak < bound, (native.peak / MiB, whole.peak / MiB, parts.peak / MiB)
+        for key in ("whole", "parts"):
+            body, sha = s3.get_object(Bucket="big", Key=key)["Body"], hashlib.sha256()
+            while chunk := body.read(4 * MiB):
+                sha.update(chunk)
+            assert sha.hexdigest() == digest
+    finally:
+        gateway.stop()
