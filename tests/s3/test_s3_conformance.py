@@ -263,19 +263,27 @@ def test_recreating_ones_own_bucket_answers_200(s3) -> None:
     assert s3.create_bucket(Bucket="c-again")["ResponseMetadata"]["HTTPStatusCode"] == 200
 
 
-def test_an_unsigned_put_with_expect_100_continue_is_refused_before_continue(gateway, bucket) -> None:
+def _answer_to_a_put_expecting(gateway, bucket: str, expectation: str) -> bytes:
+    """What the front sends back to an unsigned PUT's head, its body held back until the front answers."""
     where = urlsplit(gateway.front.url)
     with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
         sock.sendall(f"PUT /{bucket}/unsigned HTTP/1.1\r\nHost: {where.netloc}\r\nContent-Length: 1000000\r\n"
-                     "Expect: 100-continue\r\n\r\n".encode())
+                     f"Expect: {expectation}\r\n\r\n".encode())
         answer = b""
-        while b"\r\n\r\n" not in answer:
-            more = sock.recv(65536)
-            if not more:
-                break
+        while more := sock.recv(65536):  # the front closes the connection after its answer
             answer += more
-    status_line = answer.split(b"\r\n", 1)[0]
-    assert status_line.startswith(b"HTTP/1.1 403"), answer[:300]
+    return answer
+
+
+def test_an_unsigned_put_with_expect_100_continue_is_refused_before_continue(gateway, bucket) -> None:
+    answer = _answer_to_a_put_expecting(gateway, bucket, "100-continue")
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:300]
+
+
+def test_an_expectation_other_than_100_continue_is_417_with_an_error_document(gateway, bucket) -> None:
+    answer = _answer_to_a_put_expecting(gateway, bucket, "something-else")
+    assert answer.startswith(b"HTTP/1.1 417"), answer[:300]
+    assert b"<Code>ExpectationFailed</Code>" in answer and b"100-continue" in answer
 
 
 def test_a_signed_put_with_expect_100_continue_is_told_to_continue(s3, bucket) -> None:

@@ -150,9 +150,13 @@ class S3Front:
     async def expect(self, request: web.Request) -> web.StreamResponse | None:
         """`Expect: 100-continue`: the client is told to send its body only once the request is authenticated
         and is an operation the front does."""
-        if request.headers.get("Expect", "").lower() != "100-continue":
-            return web.Response(status=417)
         request_id = unique_bytes(8).hex().upper()
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            response = self._error(request, S3Error(
+                "the only expectation this server meets is Expect: 100-continue",
+                s3_code="ExpectationFailed", status=417), request_id)
+            response.force_close()
+            return response
         try:
             self._authenticate(request, request_id)
         except XscError as err:
