@@ -14,7 +14,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from .errors import ConfigError, from_validation
 from .paths import resolve_data_dir
@@ -71,17 +72,14 @@ class NodeSection(_Section):
             raise ValueError("must be between 1 and 1000000 requests per second")
         return v
 
-    @field_validator("listen")
+    @field_validator("listen", "peer_listen", "web_listen", "s3_listen")
     @classmethod
-    def _listen(cls, v: str) -> str:
-        parse_listen(v)
-        return v
-
-    @field_validator("peer_listen", "web_listen", "s3_listen")
-    @classmethod
-    def _peer_listen(cls, v: str) -> str:
-        if v:
-            parse_listen(v)
+    def _listen(cls, v: str, info: ValidationInfo) -> str:
+        if v or info.field_name == "listen":  # the others may be empty: not served
+            try:
+                parse_listen(v)
+            except ConfigError as err:  # pydantic's error names the setting
+                raise ValueError(f"{err.message} ({err.hint})") from None
         return v
 
 
