@@ -37,7 +37,8 @@ class NodeSection(_Section):
     max_connections: int = 2048  # open connections in all (kept under the open-files limit); idle ones make room
     max_connections_per_ip: int = 256  # ... and from one client address
     idle_timeout: float = 45.0  # seconds a connection may stay open without a request in progress
-    user_rate_limit: float = 2000.0  # user API requests per second with the token (bursts of twice that); 429 past it
+    # user API requests per second with the token, and each S3 user's at s3_listen (bursts of twice that); 429 past it
+    user_rate_limit: float = 2000.0
     web_listen: str = ""  # HOST:PORT where web functions answer anyone (/fn/NAME/...); empty: no functions served
     web_rate_limit: float = 100.0  # function requests per second from one address (bursts of twice that); 429 past it
     web_public_url: str = ""  # the URL callers reach web_listen at (empty: http://web_listen, its host as peers see it)

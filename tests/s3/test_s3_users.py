@@ -145,3 +145,30 @@ def test_funding_and_charging_refusals(gateway) -> None:
             urllib.request.urlopen(request)
         assert info.value.code == 400, (body, info.value.read())
     assert _balances(gateway).get("fay", 0) == 0
+
+
+def _slowed_down(client) -> dict:
+    """The SlowDown refusal a burst of ListBuckets from `client` runs into (its response)."""
+    for _ in range(200):
+        try:
+            client.list_buckets()
+        except ClientError as err:
+            return err.response
+    raise AssertionError("200 requests in a burst were never slowed down")
+
+
+@pytest.mark.parametrize("in_node", [False, True], ids=["front", "in-node"])
+def test_a_user_past_the_rate_limit_is_told_to_slow_down_and_others_are_served(tmp_path, in_node) -> None:
+    from tests.support.s3 import Gateway
+
+    gateway = Gateway(tmp_path, {"XSC_NODE_USER_RATE_LIMIT": "3"}, in_node=in_node).start()
+    try:
+        ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
+        bob = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "bob"))
+        refusal = _slowed_down(ana)
+        assert (refusal["Error"]["Code"], refusal["ResponseMetadata"]["HTTPStatusCode"]) == ("SlowDown", 503)
+        assert int(refusal["ResponseMetadata"]["HTTPHeaders"]["retry-after"]) >= 1
+        if in_node:  # each user has a rate of its own at the node's listener: bob is served while ana waits
+            assert bob.list_buckets()["Buckets"] == []
+    finally:
+        gateway.stop()
