@@ -172,3 +172,16 @@ def test_a_user_past_the_rate_limit_is_told_to_slow_down_and_others_are_served(t
             assert bob.list_buckets()["Buckets"] == []
     finally:
         gateway.stop()
+
+
+def test_a_put_told_to_continue_counts_once_against_its_users_rate(tmp_path) -> None:
+    from tests.support.s3 import Gateway
+
+    gateway = Gateway(tmp_path, {"XSC_NODE_USER_RATE_LIMIT": "3"}, in_node=True).start()  # bursts of 6
+    try:
+        s3 = gateway.client()
+        s3.create_bucket(Bucket="once")
+        for index in range(5):  # botocore sends Expect: 100-continue with bodies of 1 MiB and more
+            s3.put_object(Bucket="once", Key=f"k{index}", Body=b"c" * (1024 * 1024))
+    finally:
+        gateway.stop()

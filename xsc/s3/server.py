@@ -180,8 +180,9 @@ class S3Front:
         call = Call(request, bucket, key, dict(sigv4.parse_query(raw_query)), auth, request_id,
                     self.keyring.user_as_read(auth.access_key))
         call.operation = routing.operation(request.method, bucket, key, call.query, request.headers)
-        if self.quota is not None:
+        if self.quota is not None and not request.get("s3.counted"):  # once, though `expect` authenticated it first
             self.quota.check(f"s3 user {call.user}", time.monotonic(), f"S3 user {call.user!r}")
+            request["s3.counted"] = True
         return call
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
