@@ -21,7 +21,8 @@ from botocore.awsrequest import AWSRequest  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
-from xsc.s3.core import routing
+from tests.support.s3 import code_of  # noqa: E402
+from xsc.s3.core import routing  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
@@ -31,23 +32,6 @@ METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
 def gateway(both_gateways):
     """Each test once through `xsc s3 serve`, once through the node's own S3 listener."""
     return both_gateways
-
-
-@pytest.fixture(scope="module")
-def s3(gateway):
-    return gateway.client()
-
-
-@pytest.fixture
-def bucket(s3, request):
-    name = "c-" + hashlib.md5(request.node.name.encode()).hexdigest()[:12]
-    s3.create_bucket(Bucket=name)
-    return name
-
-
-def code_of(info) -> tuple[str, int]:
-    err = info.value.response
-    return err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def signed(gateway, method: str, path: str, body: bytes = b"", headers: dict | None = None,

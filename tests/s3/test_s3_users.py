@@ -13,7 +13,7 @@ import json  # noqa: E402
 
 from botocore.exceptions import ClientError  # noqa: E402
 
-from tests.support.s3 import boto3_client, create_key  # noqa: E402
+from tests.support.s3 import Gateway, boto3_client, code_of, create_key  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -22,11 +22,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 def gateway(both_gateways):
     """Each test once through `xsc s3 serve`, once through the node's own S3 listener."""
     return both_gateways
-
-
-def code_of(info) -> tuple[str, int]:
-    err = info.value.response
-    return err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def refused(call) -> tuple[str, int]:
@@ -159,8 +154,6 @@ def _slowed_down(client) -> dict:
 
 @pytest.mark.parametrize("in_node", [False, True], ids=["front", "in-node"])
 def test_a_user_past_the_rate_limit_is_told_to_slow_down_and_others_are_served(tmp_path, in_node) -> None:
-    from tests.support.s3 import Gateway
-
     gateway = Gateway(tmp_path, {"XSC_NODE_USER_RATE_LIMIT": "3"}, in_node=in_node).start()
     try:
         ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
@@ -175,8 +168,6 @@ def test_a_user_past_the_rate_limit_is_told_to_slow_down_and_others_are_served(t
 
 
 def test_a_put_told_to_continue_counts_once_against_its_users_rate(tmp_path) -> None:
-    from tests.support.s3 import Gateway
-
     gateway = Gateway(tmp_path, {"XSC_NODE_USER_RATE_LIMIT": "3"}, in_node=True).start()  # bursts of 6
     try:
         s3 = gateway.client()
