@@ -12,12 +12,15 @@ from aiohttp.test_utils import TestClient
 
 from tests.support.cli import ThreadedNode
 from tests.support.nodes import NodeProcess, close_node, free_port, kill_all, node_config, serve
-from xsc.devnet import DEVNET_ENV
+from xsc.devnet import DEVNET_ENV, share_listen_ports
 from xsc.ledger.store import SELF_CHECK_ENV
 
 os.environ.setdefault(SELF_CHECK_ENV, "1")  # the ledger verifies the signatures it makes (node processes too)
 for _name, _value in DEVNET_ENV.items():  # every node a test starts is of a devnet unless the test says otherwise
     os.environ.setdefault(_name, _value)
+if "PYTEST_XDIST_WORKER" in os.environ:  # workers start nodes side by side: each picks ports from a slice of its own
+    share_listen_ports(int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw")),
+                       int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
 
 
 @pytest.fixture

@@ -31,6 +31,31 @@ def test_free_ports_lie_below_the_range_outgoing_connections_draw_from() -> None
     assert all(LISTEN_FLOOR <= p < ephemeral_low for p in ports)
 
 
+def test_free_ports_never_hand_out_a_port_again_before_many_others() -> None:
+    # Each port is free until its node binds it: a second call picking it meanwhile would make two nodes share it.
+    given = [port for _ in range(40) for port in free_ports(5)]
+    assert len(set(given)) == len(given)
+
+
+def test_processes_given_slices_of_the_range_draw_ports_only_from_their_own(monkeypatch) -> None:
+    monkeypatch.delenv(devnet.PORTS_ENV, raising=False)
+    slices = []
+    for index in range(3):
+        devnet.share_listen_ports(index, 3)
+        low, high = map(int, os.environ[devnet.PORTS_ENV].split("-"))
+        assert all(low <= p < high for p in free_ports(8))
+        slices.append(range(low, high))
+        monkeypatch.delenv(devnet.PORTS_ENV)
+    assert all(not set(a) & set(b) for a in slices for b in slices if a is not b)
+
+
+@pytest.mark.parametrize("value", ["", "10000", "20000-10000", "a-b", "²-³"])
+def test_a_slice_that_is_not_low_dash_high_leaves_the_whole_range(monkeypatch, value) -> None:
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    monkeypatch.setenv(devnet.PORTS_ENV, value)
+    assert devnet._listen_range() == (LISTEN_FLOOR, max(LISTEN_FLOOR, ephemeral_low))
+
+
 def test_a_base_port_must_leave_room_and_be_free() -> None:
     with pytest.raises(InvalidArgument, match="leaves no room"):
         ports_from(65535, 2)

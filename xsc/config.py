@@ -14,7 +14,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from .errors import ConfigError, from_validation
 from .paths import resolve_data_dir
@@ -36,7 +37,8 @@ class NodeSection(_Section):
     max_connections: int = 2048  # open connections in all (kept under the open-files limit); idle ones make room
     max_connections_per_ip: int = 256  # ... and from one client address
     idle_timeout: float = 45.0  # seconds a connection may stay open without a request in progress
-    user_rate_limit: float = 2000.0  # user API requests per second with the token (bursts of twice that); 429 past it
+    # user API requests per second with the token, and each S3 user's at s3_listen (bursts of twice that); 429 past it
+    user_rate_limit: float = 2000.0
     web_listen: str = ""  # HOST:PORT where web functions answer anyone (/fn/NAME/...); empty: no functions served
     web_rate_limit: float = 100.0  # function requests per second from one address (bursts of twice that); 429 past it
     web_public_url: str = ""  # the URL callers reach web_listen at (empty: http://web_listen, its host as peers see it)
@@ -71,17 +73,14 @@ class NodeSection(_Section):
             raise ValueError("must be between 1 and 1000000 requests per second")
         return v
 
-    @field_validator("listen")
+    @field_validator("listen", "peer_listen", "web_listen", "s3_listen")
     @classmethod
-    def _listen(cls, v: str) -> str:
-        parse_listen(v)
-        return v
-
-    @field_validator("peer_listen", "web_listen", "s3_listen")
-    @classmethod
-    def _peer_listen(cls, v: str) -> str:
-        if v:
-            parse_listen(v)
+    def _listen(cls, v: str, info: ValidationInfo) -> str:
+        if v or info.field_name == "listen":  # the others may be empty: not served
+            try:
+                parse_listen(v)
+            except ConfigError as err:  # pydantic's error names the setting
+                raise ValueError(f"{err.message} ({err.hint})") from None
         return v
 
 

@@ -1,7 +1,9 @@
 """Node processes on this machine: the one library that starts them, for `xsc devnet`, the tests and the benches.
 
 - `free_port()` / `free_ports(n)`: loopback ports nothing listens on (n distinct ones held until all are chosen),
-  drawn below the kernel's ephemeral range so that no outgoing connection takes one before its node binds it.
+  drawn below the kernel's ephemeral range so that no outgoing connection takes one before its node binds it,
+  never one this process handed out lately, and from the slice `XSC_LISTEN_PORTS` names where processes that
+  choose ports side by side (the test suite's workers) are each given one: `share_listen_ports(index, count)`.
 - `NodeProcess(data_dir, port, args, env)`: one `xsc node start` process for a data dir.  `start()` spawns it
   and waits until it accepts connections (or says why it died, with the tail of its log); `stop()` sends
   SIGTERM and SIGKILL after a timeout; `kill()` is kill -9; `token` reads the data dir's API token.  A process
@@ -18,6 +20,7 @@ imports the node: it is a client of processes and of their HTTP `/health` and `/
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import random
@@ -34,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-from . import codec
+from . import codec, units
 from .errors import DevnetError, InvalidArgument, NodeNotRunning
 from .netem.namespaces import NetnsNetwork
 from .paths import URL_FILE
@@ -52,6 +55,9 @@ DEVNET_ENV = {"XSC_PEERS_MIN_DIFFICULTY": "0", "XSC_LEDGER_STRANGER_CREDIT": str
 
 _RANDOM = random.Random()  # its own generator: tests that seed `random` must not make every process pick alike
 LISTEN_FLOOR = 10_000  # below: ports services commonly own
+PORTS_ENV = "XSC_LISTEN_PORTS"  # "LOW-HIGH": the slice of that range this process and its children draw from
+# Ports handed out lately: a port stays free until its node binds it, so another call could pick it again meanwhile.
+_GIVEN: collections.deque[int] = collections.deque(maxlen=1024)
 
 
 def free_port() -> int:
@@ -64,11 +70,14 @@ def free_ports(count: int) -> list[int]:
 
     A port the kernel hands out for bind(0) comes from the range it also draws outgoing connections' ports from:
     between choosing it and the node binding it, any connection on the machine may take it.  Ports below that
-    range are never handed out that way, so only another listener choosing the same one at random can."""
+    range are never handed out that way, so only another listener choosing the same one at random can: not one of
+    this process's (none is given twice in a row of 1,024), nor one of another process drawing from its own slice."""
     low, high = _listen_range()
     sockets: list[socket.socket] = []
     try:
         for port in _RANDOM.sample(range(low, high), min(high - low, 64 * count)):
+            if port in _GIVEN:
+                continue
             s = socket.socket()
             try:
                 s.bind((HOST, port))
@@ -82,14 +91,28 @@ def free_ports(count: int) -> list[int]:
             s = socket.socket()
             s.bind((HOST, 0))
             sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
+        ports = [s.getsockname()[1] for s in sockets]
+        _GIVEN.extend(ports)
+        return ports
     finally:
         for s in sockets:
             s.close()
 
 
+def share_listen_ports(index: int, count: int) -> None:
+    """Make this process (and the processes it starts) draw ports from the `index`-th of `count` equal slices of
+    the range, so that `count` processes choosing ports at once never choose the same one."""
+    low, high = _listen_range()
+    span = (high - low) // count
+    os.environ[PORTS_ENV] = f"{low + index * span}-{low + (index + 1) * span}"
+
+
 def _listen_range() -> tuple[int, int]:
-    """[low, high): the ports free_ports draws from, those between LISTEN_FLOOR and the ephemeral range."""
+    """[low, high): the ports free_ports draws from, those between LISTEN_FLOOR and the ephemeral range, or the
+    slice of them `XSC_LISTEN_PORTS` names."""
+    low, _, high = os.environ.get(PORTS_ENV, "").partition("-")
+    if units.is_whole_number(low) and units.is_whole_number(high) and int(low) < int(high):
+        return int(low), int(high)
     try:
         ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):

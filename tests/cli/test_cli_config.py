@@ -68,7 +68,8 @@ def test_config_set_refuses_bad_keys_and_values_and_leaves_the_file(tmp_path: Pa
     before = (tmp_path / "n" / "config.toml").read_text()
     for key, value, words in [("storage.nope", "1", "no configuration key 'storage.nope'"),
                               ("market.ask_exponent", "9", "bad configuration value market.ask_exponent"),
-                              ("node.listen", "nowhere", "not a listen address")]:
+                              ("node.listen", "nowhere", "node.listen: not a listen address"),
+                              ("node.web_listen", "nowhere", "node.web_listen: not a listen address")]:
         result = xsc("config", "set", key, value, "--data-dir", data_dir)
         assert result.exit_code == 1 and words in result.stderr, result.output
         assert len(result.stderr.splitlines()) == 1

@@ -3,9 +3,7 @@ held until its settlement is written (a backlog of whole budgets would make 402s
 
 from __future__ import annotations
 
-import asyncio
-
-from tests.support.compute import deploy, invoke
+from tests.support.compute import deploy, invoke_at_once
 
 from xsc.ledger import price_budget
 from xsc.node import CLIENT_IDENTITY
@@ -23,28 +21,8 @@ async def test_a_burst_far_below_the_credit_limit_gets_no_402_and_holds_only_wha
                               market={"compute_ask_floor": PRICE, "compute_ask_ceiling": PRICE, "compute_bid": PRICE})
     module = await deploy(node, "add")
     ledger, payer = node.app[NODE].ledger, node.app[CLIENT_IDENTITY].public_key
-    in_flight, samples, statuses, prices = 0, [], [], []
-    done = asyncio.Event()
-
-    async def watch() -> None:
-        while not done.is_set():
-            samples.append((ledger.held(payer), in_flight))
-            await asyncio.sleep(0)
-
-    async def worker() -> None:
-        nonlocal in_flight
-        for _ in range(60):
-            in_flight += 1
-            status, body = await invoke(node, module, "add", 1, 2, fuel=FUEL)
-            in_flight -= 1
-            statuses.append(status)
-            prices.append(body.get("charge", 0))
-            samples.append((ledger.held(payer), in_flight))
-
-    watcher = asyncio.create_task(watch())
-    await asyncio.gather(*(worker() for _ in range(8)))
-    done.set()
-    await watcher
+    statuses, prices, samples = await invoke_at_once(node, module, lambda: ledger.held(payer), each=60,
+                                                     fuel=FUEL)
     assert statuses.count(402) == 0 and set(statuses) == {200}, sorted(set(statuses))
     metered = sum(prices)
     assert metered < BUDGET  # far below the limit: nothing but the holds could have refused a call

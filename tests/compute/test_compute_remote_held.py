@@ -3,11 +3,9 @@ provider's tab no more than its own tally of the provider's signed answers (two 
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
-from tests.support.compute import deploy, invoke, peer_with_provider
+from tests.support.compute import deploy, invoke, invoke_at_once, peer_with_provider
 
 from xsc.compute.remote_tabs import JOB, TAB_CALLS
 from xsc.errors import Conflict, DealRefused, InvalidArgument
@@ -66,28 +64,8 @@ async def test_remote_calls_hold_only_what_is_in_flight_and_unpaid_never_the_tab
     gateway, provider, module, budget = await _pair(node_factory, 10)
     ledger, payer = gateway.app[NODE].ledger, gateway.app[CLIENT_IDENTITY].public_key
     before = _balances(gateway, provider)
-    in_flight, samples, statuses, prices = 0, [], [], []
-    done = asyncio.Event()
-
-    async def watch() -> None:
-        while not done.is_set():
-            samples.append((ledger.held(payer), in_flight))
-            await asyncio.sleep(0)
-
-    async def worker() -> None:
-        nonlocal in_flight
-        for _ in range(25):
-            in_flight += 1
-            status, body = await invoke(gateway, module, "add", 1, 2, fuel=FUEL)
-            in_flight -= 1
-            statuses.append(status)
-            prices.append(body.get("charge", 0))
-            samples.append((ledger.held(payer), in_flight))
-
-    watcher = asyncio.create_task(watch())
-    await asyncio.gather(*(worker() for _ in range(8)))
-    done.set()
-    await watcher
+    statuses, prices, samples = await invoke_at_once(gateway, module, lambda: ledger.held(payer), each=25,
+                                                     fuel=FUEL)
     assert statuses.count(402) == 0 and set(statuses) == {200}, sorted(set(statuses))
     metered = sum(prices)
     assert 0 < metered < budget

@@ -4,6 +4,8 @@ their own, since they kill the node."""
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from tests.support.s3 import Gateway
@@ -32,3 +34,17 @@ def gateway(front_gateway):
 def both_gateways(request):
     """`xsc s3 serve`, then the node's own S3 listener: a module that names its `gateway` this runs on both."""
     return request.getfixturevalue("front_gateway" if request.param == "front" else "in_node_gateway")
+
+
+@pytest.fixture(scope="module")
+def s3(gateway):
+    """A boto3 client of the module's gateway, with the key its node was started with."""
+    return gateway.client()
+
+
+@pytest.fixture
+def bucket(s3, request):
+    """A bucket of the test's own, named from its id: every module's tests share the package's nodes."""
+    name = "t-" + hashlib.md5(request.node.nodeid.encode()).hexdigest()[:12]
+    s3.create_bucket(Bucket=name)
+    return name

@@ -18,7 +18,7 @@ from botocore.auth import S3SigV4Auth  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
-from tests.support.s3 import SEGMENT, boto3_client, create_key, store_files  # noqa: E402
+from tests.support.s3 import SEGMENT, boto3_client, code_of, create_key, store_files  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # real processes and tools: slow on a loaded machine
 MiB = 1024 * 1024
@@ -28,24 +28,6 @@ MiB = 1024 * 1024
 def gateway(both_gateways):
     """Each test once through `xsc s3 serve`, once through the node's own S3 listener."""
     return both_gateways
-
-
-
-@pytest.fixture(scope="module")
-def s3(gateway):
-    return gateway.client()
-
-
-@pytest.fixture
-def bucket(s3, request):
-    name = "b-" + hashlib.md5(request.node.name.encode()).hexdigest()[:12]
-    s3.create_bucket(Bucket=name)
-    return name
-
-
-def code_of(info) -> tuple[str, int]:
-    err = info.value.response
-    return err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def caps_of(gateway) -> set[str]:

@@ -21,7 +21,8 @@ from botocore.awsrequest import AWSRequest  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
-from xsc.s3.core import routing
+from tests.support.s3 import code_of  # noqa: E402
+from xsc.s3.core import routing  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
@@ -31,23 +32,6 @@ METHODS = ("GET", "HEAD", "PUT", "POST", "DELETE")
 def gateway(both_gateways):
     """Each test once through `xsc s3 serve`, once through the node's own S3 listener."""
     return both_gateways
-
-
-@pytest.fixture(scope="module")
-def s3(gateway):
-    return gateway.client()
-
-
-@pytest.fixture
-def bucket(s3, request):
-    name = "c-" + hashlib.md5(request.node.name.encode()).hexdigest()[:12]
-    s3.create_bucket(Bucket=name)
-    return name
-
-
-def code_of(info) -> tuple[str, int]:
-    err = info.value.response
-    return err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def signed(gateway, method: str, path: str, body: bytes = b"", headers: dict | None = None,
@@ -263,19 +247,27 @@ def test_recreating_ones_own_bucket_answers_200(s3) -> None:
     assert s3.create_bucket(Bucket="c-again")["ResponseMetadata"]["HTTPStatusCode"] == 200
 
 
-def test_an_unsigned_put_with_expect_100_continue_is_refused_before_continue(gateway, bucket) -> None:
+def _answer_to_a_put_expecting(gateway, bucket: str, expectation: str) -> bytes:
+    """What the front sends back to an unsigned PUT's head, its body held back until the front answers."""
     where = urlsplit(gateway.front.url)
     with socket.create_connection((where.hostname, where.port), timeout=30) as sock:
         sock.sendall(f"PUT /{bucket}/unsigned HTTP/1.1\r\nHost: {where.netloc}\r\nContent-Length: 1000000\r\n"
-                     "Expect: 100-continue\r\n\r\n".encode())
+                     f"Expect: {expectation}\r\n\r\n".encode())
         answer = b""
-        while b"\r\n\r\n" not in answer:
-            more = sock.recv(65536)
-            if not more:
-                break
+        while more := sock.recv(65536):  # the front closes the connection after its answer
             answer += more
-    status_line = answer.split(b"\r\n", 1)[0]
-    assert status_line.startswith(b"HTTP/1.1 403"), answer[:300]
+    return answer
+
+
+def test_an_unsigned_put_with_expect_100_continue_is_refused_before_continue(gateway, bucket) -> None:
+    answer = _answer_to_a_put_expecting(gateway, bucket, "100-continue")
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:300]
+
+
+def test_an_expectation_other_than_100_continue_is_417_with_an_error_document(gateway, bucket) -> None:
+    answer = _answer_to_a_put_expecting(gateway, bucket, "something-else")
+    assert answer.startswith(b"HTTP/1.1 417"), answer[:300]
+    assert b"<Code>ExpectationFailed</Code>" in answer and b"100-continue" in answer
 
 
 def test_a_signed_put_with_expect_100_continue_is_told_to_continue(s3, bucket) -> None:

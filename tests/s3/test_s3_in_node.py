@@ -49,7 +49,8 @@ def test_an_s3_address_in_use_stops_the_node_with_the_setting_to_change(tmp_path
 def test_an_s3_listen_that_is_not_an_address_is_refused_before_the_node_starts(tmp_path) -> None:
     result = run_xsc("--data-dir", str(tmp_path / "node"), "node", "start", "--listen", f"127.0.0.1:{free_port()}",
                      env={"XSC_NODE_S3_LISTEN": "no-port-here"}, timeout=60)
-    assert result.returncode == 1 and b"not a listen address: 'no-port-here' (use HOST:PORT" in result.stderr
+    assert result.returncode == 1
+    assert b"node.s3_listen: not a listen address: 'no-port-here' (use HOST:PORT" in result.stderr
 
 
 def test_a_node_that_answers_s3_itself_refuses_a_second_front_and_its_writes(tmp_path) -> None:

@@ -13,7 +13,7 @@ import json  # noqa: E402
 
 from botocore.exceptions import ClientError  # noqa: E402
 
-from tests.support.s3 import boto3_client, create_key  # noqa: E402
+from tests.support.s3 import Gateway, boto3_client, code_of, create_key  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -22,11 +22,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 def gateway(both_gateways):
     """Each test once through `xsc s3 serve`, once through the node's own S3 listener."""
     return both_gateways
-
-
-def code_of(info) -> tuple[str, int]:
-    err = info.value.response
-    return err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"]
 
 
 def refused(call) -> tuple[str, int]:
@@ -145,3 +140,39 @@ def test_funding_and_charging_refusals(gateway) -> None:
             urllib.request.urlopen(request)
         assert info.value.code == 400, (body, info.value.read())
     assert _balances(gateway).get("fay", 0) == 0
+
+
+def _slowed_down(client) -> dict:
+    """The SlowDown refusal a burst of ListBuckets from `client` runs into (its response)."""
+    for _ in range(200):
+        try:
+            client.list_buckets()
+        except ClientError as err:
+            return err.response
+    raise AssertionError("200 requests in a burst were never slowed down")
+
+
+@pytest.mark.parametrize("in_node", [False, True], ids=["front", "in-node"])
+def test_a_user_past_the_rate_limit_is_told_to_slow_down_and_others_are_served(tmp_path, in_node) -> None:
+    gateway = Gateway(tmp_path, {"XSC_NODE_USER_RATE_LIMIT": "3"}, in_node=in_node).start()
+    try:
+        ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
+        bob = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "bob"))
+        refusal = _slowed_down(ana)
+        assert (refusal["Error"]["Code"], refusal["ResponseMetadata"]["HTTPStatusCode"]) == ("SlowDown", 503)
+        assert int(refusal["ResponseMetadata"]["HTTPHeaders"]["retry-after"]) >= 1
+        if in_node:  # each user has a rate of its own at the node's listener: bob is served while ana waits
+            assert bob.list_buckets()["Buckets"] == []
+    finally:
+        gateway.stop()
+
+
+def test_a_put_told_to_continue_counts_once_against_its_users_rate(tmp_path) -> None:
+    gateway = Gateway(tmp_path, {"XSC_NODE_USER_RATE_LIMIT": "3"}, in_node=True).start()  # bursts of 6
+    try:
+        s3 = gateway.client()
+        s3.create_bucket(Bucket="once")
+        for index in range(5):  # botocore sends Expect: 100-continue with bodies of 1 MiB and more
+            s3.put_object(Bucket="once", Key=f"k{index}", Body=b"c" * (1024 * 1024))
+    finally:
+        gateway.stop()

@@ -93,3 +93,33 @@ async def call_at_once(url: Callable[[int], str], held: Callable[[], int], calle
 
         await asyncio.gather(*(caller() for _ in range(callers)))
     return statuses, samples
+
+
+async def invoke_at_once(client, module: str, held: Callable[[], int], *, callers: int = 8, each: int = 25,
+                         fuel: int) -> tuple[list[int], list[int], list[tuple[int, int]]]:
+    """`callers` calling add(1, 2) `each` times one after another while what `held` says is held is sampled at every
+    turn of the loop and after each answer: every answer's status, its charge, and the samples (held, calls in
+    flight)."""
+    in_flight, samples, statuses, charges = 0, [], [], []
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        while not done.is_set():
+            samples.append((held(), in_flight))
+            await asyncio.sleep(0)
+
+    async def caller() -> None:
+        nonlocal in_flight
+        for _ in range(each):
+            in_flight += 1
+            status, body = await invoke(client, module, "add", 1, 2, fuel=fuel)
+            in_flight -= 1
+            statuses.append(status)
+            charges.append(body.get("charge", 0))
+            samples.append((held(), in_flight))
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.gather(*(caller() for _ in range(callers)))
+    done.set()
+    await watcher
+    return statuses, charges, samples

@@ -60,6 +60,12 @@ def create_key(data_dir: Path, user: str | None = None) -> dict:
     return json.loads(result.stdout)
 
 
+def code_of(info) -> tuple[str, int]:
+    """The S3 error code and HTTP status of a botocore ClientError caught by pytest.raises."""
+    err = info.value.response
+    return err["Error"]["Code"], err["ResponseMetadata"]["HTTPStatusCode"]
+
+
 def boto3_client(url: str, key: dict, **config):
     import boto3
     from botocore.config import Config

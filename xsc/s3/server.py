@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
@@ -26,7 +27,7 @@ from ..errors import S3Error, S3ServedByNode, XscError
 from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..serve.connections import ProblemRunner
-from ..tasks import woken
+from ..tasks import Quota, woken
 from ..buckets.core import listing, names
 from ..buckets.objects import SmallPut
 from .core import headers as stored_headers
@@ -102,8 +103,11 @@ class WriteGate:
 class S3Front:
     def __init__(self, node: NodeLink, keyring: KeyRing, marks: FileMarks, *, region: str = "us-east-1",
                  owner: str = "xsc", clock: Callable[[], float] = time.time, flights: int = 2,
-                 reconcile_interval: float = 300.0) -> None:
+                 reconcile_interval: float = 300.0, quota: Quota | None = None) -> None:
         self.node = node
+        # Each user's requests, once authenticated, per second (SlowDown past them), so that one user cannot
+        # starve the others; None where the node already limits what the front asks of it (`xsc s3 serve`).
+        self.quota = quota
         self.keyring = keyring
         self.marks = marks  # the names of the files this front stores: only those are ever reconciled away
         self.region = region
@@ -153,13 +157,17 @@ class S3Front:
     async def expect(self, request: web.Request) -> web.StreamResponse | None:
         """`Expect: 100-continue`: the client is told to send its body only once the request is authenticated
         and is an operation the front does."""
-        if request.headers.get("Expect", "").lower() != "100-continue":
-            return web.Response(status=417)
         request_id = unique_bytes(8).hex().upper()
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            response = _error(request, S3Error(
+                "the only expectation this server meets is Expect: 100-continue",
+                s3_code="ExpectationFailed", status=417), request_id)
+            response.force_close()
+            return response
         try:
             self._authenticate(request, request_id)
         except XscError as err:
-            response = self._error(request, err, request_id)
+            response = _error(request, err, request_id)
             response.force_close()
             return response
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -175,6 +183,9 @@ class S3Front:
         call = Call(request, bucket, key, dict(sigv4.parse_query(raw_query)), auth, request_id,
                     self.keyring.user_as_read(auth.access_key))
         call.operation = routing.operation(request.method, bucket, key, call.query, request.headers)
+        if self.quota is not None and not request.get("s3.counted"):  # once, though `expect` authenticated it first
+            self.quota.check(f"s3 user {call.user}", time.monotonic(), f"S3 user {call.user!r}")
+            request["s3.counted"] = True
         return call
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -183,25 +194,14 @@ class S3Front:
             try:
                 response = await self.dispatch(self._authenticate(request, request_id))
             except XscError as err:
-                return self._error(request, err, request_id)
+                return _error(request, err, request_id)
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception:
             log.exception("unexpected error in %s %s", request.method, request.path)
-            return self._error(request, S3Error("the gateway hit an unexpected error; see its log",
+            return _error(request, S3Error("the gateway hit an unexpected error; see its log",
                                                 s3_code="InternalError", status=500), request_id)
         response.headers.setdefault("x-amz-request-id", request_id)
-        return response
-
-    def _error(self, request: web.Request, err: XscError, request_id: str) -> web.Response:
-        code, status = xml.s3_code_of(err)
-        if status >= 500:
-            log.warning("%s %s: %s %s", request.method, request.path, code, err)
-        body = b"" if request.method == "HEAD" else xml.error(code, err.message, request.path, request_id)
-        response = web.Response(status=status, body=body, content_type="application/xml",
-                                headers={"x-amz-request-id": request_id})
-        if request.can_read_body and not request.content.at_eof():
-            response.force_close()  # the client may still be sending a body we will not read
         return response
 
     # --- routing -----------------------------------------------------------------
@@ -648,6 +648,21 @@ def _int(text: str | None, default: int, name: str) -> int:
     if value < 0:
         raise S3Error(f"{name} must not be negative", s3_code="InvalidArgument", status=400)
     return value
+
+
+def _error(request: web.Request, err: XscError, request_id: str) -> web.Response:
+    """The S3 error document for `err` (its code and status by xml.s3_code_of)."""
+    code, status = xml.s3_code_of(err)
+    if status >= 500 and code != "SlowDown":  # a client over its rate is not the front's trouble, nor its log's
+        log.warning("%s %s: %s %s", request.method, request.path, code, err)
+    body = b"" if request.method == "HEAD" else xml.error(code, err.message, request.path, request_id)
+    response = web.Response(status=status, body=body, content_type="application/xml",
+                            headers={"x-amz-request-id": request_id})
+    if "retry_after" in err.details:
+        response.headers["Retry-After"] = str(max(1, math.ceil(err.details["retry_after"])))
+    if request.can_read_body and not request.content.at_eof():
+        response.force_close()  # the client may still be sending a body we will not read
+    return response
 
 
 def _xml(body: bytes, status: int = 200) -> web.Response:

@@ -39,6 +39,7 @@ S3_CODES: dict[str, tuple[str, int]] = {
     "not-enough-shares": ("ServiceUnavailable", 503),
     "node-not-running": ("ServiceUnavailable", 503),
     "payload-too-large": ("EntityTooLarge", 400),
+    "quota-exceeded": ("SlowDown", 503),  # past a rate limit: SDKs back off and retry on SlowDown
     "not-found": ("NoSuchKey", 404),
 }
 
