@@ -5,7 +5,9 @@ test_s3_users, test_s3_crash)."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import socket
 import urllib.error
 import urllib.request
@@ -15,7 +17,8 @@ import pytest
 pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
 
 from tests.support.nodes import NodeProcess, free_port, run_xsc  # noqa: E402
-from tests.support.s3 import NODE_ENV, boto3_client, create_key, store_files  # noqa: E402
+from tests.support.s3 import NODE_ENV, Gateway, boto3_client, create_key, sign_headers, store_files  # noqa: E402
+from tests.support.waiting import eventually  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -85,3 +88,29 @@ def _call(node: NodeProcess, method: str, path: str, body: dict | None) -> tuple
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read())
+
+
+def test_a_put_whose_body_stalls_is_answered_request_timeout_and_keeps_nothing(tmp_path) -> None:
+    gateway = Gateway(tmp_path, {"XSC_NODE_IDLE_TIMEOUT": "1"}, in_node=True).start()
+    try:
+        gateway.client().create_bucket(Bucket="slow")
+        size = 4 * 1024 * 1024
+        headers = sign_headers("PUT", gateway.front.url + "/slow/o", gateway.key, {"Content-Length": str(size)})
+        conn = http.client.HTTPConnection("127.0.0.1", gateway.front.port, timeout=60)
+        conn.putrequest("PUT", "/slow/o", skip_host=True, skip_accept_encoding=True)
+        for name, value in headers.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        conn.send(os.urandom(size // 3))  # then nothing more
+        answer = conn.getresponse()
+        assert answer.status == 400 and b"<Code>RequestTimeout</Code>" in answer.read()
+        conn.close()
+
+        def nothing_kept() -> bool:
+            status = json.loads(gateway.node.xsc("node", "status", "--json").stdout)
+            return status["storage"]["reserved"] == 0 and not store_files(gateway.node)
+
+        eventually(nothing_kept, "the stalled put's file and reservation to be gone", 60)
+        assert gateway.client().list_objects_v2(Bucket="slow")["KeyCount"] == 0
+    finally:
+        gateway.stop()

@@ -116,7 +116,8 @@ async def _s3_listener(config, node: Node) -> web.AppRunner | None:
     if not config.node.s3_listen:
         return None
     front = S3Front(node.s3_link, KeyRing(key_file(config.data_dir)), FileMarks.load(config.data_dir), flights=1,
-                    quota=RateLimiter(config.node.user_rate_limit, 2 * config.node.user_rate_limit))
+                    quota=RateLimiter(config.node.user_rate_limit, 2 * config.node.user_rate_limit),
+                    idle_timeout=config.node.idle_timeout)
     try:
         runner = await s3_listen(front, *parse_listen(config.node.s3_listen))
     except OSError as exc:

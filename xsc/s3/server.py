@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
 from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 
 from ..errors import S3Error, S3ServedByNode, XscError
 from ..ids import unique_bytes
@@ -103,11 +103,12 @@ class WriteGate:
 class S3Front:
     def __init__(self, node: NodeLink, keyring: KeyRing, marks: FileMarks, *, region: str = "us-east-1",
                  owner: str = "xsc", clock: Callable[[], float] = time.time, flights: int = 2,
-                 reconcile_interval: float = 300.0, quota: Quota | None = None) -> None:
+                 reconcile_interval: float = 300.0, quota: Quota | None = None, idle_timeout: float = 45.0) -> None:
         self.node = node
         # Each user's requests, once authenticated, per second (SlowDown past them), so that one user cannot
         # starve the others; None where the node already limits what the front asks of it (`xsc s3 serve`).
         self.quota = quota
+        self.idle_timeout = idle_timeout  # seconds a body may send nothing before its request fails (RequestTimeout)
         self.keyring = keyring
         self.marks = marks  # the names of the files this front stores: only those are ever reconciled away
         self.region = region
@@ -230,10 +231,7 @@ class S3Front:
         content_md5 = request.headers.get("Content-MD5")
         held = b""
         while True:
-            try:  # whole 1 MiB chunks: a few large writes to the node rather than many socket-sized ones
-                chunk = await request.content.readexactly(CHUNK)
-            except asyncio.IncompleteReadError as end:
-                chunk = end.partial
+            chunk = await _body_chunk(request.content, self.idle_timeout)
             if not chunk:
                 break
             if decoder is not None:
@@ -596,6 +594,28 @@ async def _paid_by(node: NodeLink, user: str, put: dict) -> str:
             await node.delete_file(put["capability"])
         raise
     return put["capability"]
+
+
+async def _body_chunk(content: StreamReader, idle_timeout: float) -> bytes:
+    """The body's next CHUNK bytes, fewer only at its end: whole 1 MiB chunks make a few large writes to the node
+    rather than many socket-sized ones.  A client that sends nothing for `idle_timeout` seconds is answered
+    RequestTimeout rather than left holding its put open."""
+    parts: list[bytes] = []
+    size = 0
+    while size < CHUNK:
+        part = content.read_nowait(CHUNK - size)  # what is here already: no timer to set and cancel
+        if not part and not content.at_eof():
+            try:
+                async with asyncio.timeout(idle_timeout):
+                    part = await content.read(CHUNK - size)
+            except TimeoutError:
+                raise S3Error(f"the body stalled: no bytes for {idle_timeout:g} s", s3_code="RequestTimeout",
+                              status=400) from None
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _declared_size(call: Call) -> int | None:
