@@ -41,6 +41,7 @@ from .small import SmallObjects
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
+COUNTED = web.RequestKey("s3_counted", bool)  # the request was counted against its user's rate
 RELAY_MIN = 4 * CHUNK  # GetObject bodies from this size are relayed by splice(2) where the system has it
 MAX_BUCKETS = 10000  # a ListBuckets page
 MARKS_AT_ONCE = 500  # stored files' names checked in one turn of the loop as the front reconciles (about 1 ms)
@@ -184,9 +185,9 @@ class S3Front:
         call = Call(request, bucket, key, dict(sigv4.parse_query(raw_query)), auth, request_id,
                     self.keyring.user_as_read(auth.access_key))
         call.operation = routing.operation(request.method, bucket, key, call.query, request.headers)
-        if self.quota is not None and not request.get("s3.counted"):  # once, though `expect` authenticated it first
+        if self.quota is not None and not request.get(COUNTED):  # once, though `expect` authenticated it first
             self.quota.check(f"s3 user {call.user}", time.monotonic(), f"S3 user {call.user!r}")
-            request["s3.counted"] = True
+            request[COUNTED] = True
         return call
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
