@@ -14,6 +14,7 @@ from tests.support.cli import ThreadedNode
 from tests.support.nodes import NodeProcess, close_node, free_port, kill_all, node_config, serve
 from xsc.devnet import DEVNET_ENV, share_listen_ports
 from xsc.ledger.store import SELF_CHECK_ENV
+from xsc.storage.gateway_get import Plaintext
 
 os.environ.setdefault(SELF_CHECK_ENV, "1")  # the ledger verifies the signatures it makes (node processes too)
 for _name, _value in DEVNET_ENV.items():  # every node a test starts is of a devnet unless the test says otherwise
@@ -87,3 +88,21 @@ def cli_node(tmp_path: Path):
     yield start
     for node in started:
         node.stop()
+
+
+@pytest.fixture
+def passed_on(monkeypatch) -> list[int]:
+    """The bytes of each get that went through `Plaintext.pass_on` (-1: it raised)."""
+    calls: list[int] = []
+    real = Plaintext.pass_on
+
+    async def counting(self, write):
+        try:
+            calls.append(await real(self, write))
+        except BaseException:
+            calls.append(-1)
+            raise
+        return calls[-1]
+
+    monkeypatch.setattr(Plaintext, "pass_on", counting)
+    return calls

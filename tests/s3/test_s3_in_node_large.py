@@ -22,7 +22,7 @@ from boto3.s3.transfer import TransferConfig  # noqa: E402
 from xsc.node.appkeys import CONFIG, NODE  # noqa: E402
 from xsc.s3.access import KeyRing, key_file  # noqa: E402
 from xsc.storage import Capability  # noqa: E402
-from xsc.storage.gateway_get import PASSED_ON_AT_ONCE, Plaintext  # noqa: E402
+from xsc.storage.gateway_get import PASSED_ON_AT_ONCE  # noqa: E402
 
 from tests.support.nodes import free_port  # noqa: E402
 from tests.support.s3 import Gateway, boto3_client, sign_headers  # noqa: E402
@@ -44,24 +44,6 @@ async def s3_node(node_factory):
     s3 = boto3_client(url, key)
     await asyncio.to_thread(s3.create_bucket, Bucket="big")
     return node, s3, url, key
-
-
-@pytest.fixture
-def passed_on(monkeypatch) -> list[int]:
-    """The bytes of each get that went through `Plaintext.pass_on` (-1: it raised)."""
-    calls: list[int] = []
-    real = Plaintext.pass_on
-
-    async def counting(self, write):
-        try:
-            calls.append(await real(self, write))
-        except BaseException:
-            calls.append(-1)
-            raise
-        return calls[-1]
-
-    monkeypatch.setattr(Plaintext, "pass_on", counting)
-    return calls
 
 
 def _get(s3, **kwargs) -> bytes:

@@ -16,7 +16,7 @@ import pytest
 from xsc.node.appkeys import NODE, TOKEN
 from xsc.serve.direct import SocketBody, body_socket
 from xsc.storage import Capability
-from xsc.storage.gateway_get import PASSED_ON_AT_ONCE, Plaintext
+from xsc.storage.gateway_get import PASSED_ON_AT_ONCE
 
 from tests.support.waiting import eventually_async
 
@@ -26,24 +26,6 @@ SEG = 4096
 @pytest.fixture
 async def store_node(node_factory):
     return await node_factory(storage={"segment_size": SEG, "capacity": 8 * 1024 * 1024})
-
-
-@pytest.fixture
-def passed_on(monkeypatch) -> list[int]:
-    """The bytes of each get that went through `Plaintext.pass_on` (-1: it raised)."""
-    calls: list[int] = []
-    real = Plaintext.pass_on
-
-    async def counting(self, write):
-        try:
-            calls.append(await real(self, write))
-        except BaseException:
-            calls.append(-1)
-            raise
-        return calls[-1]
-
-    monkeypatch.setattr(Plaintext, "pass_on", counting)
-    return calls
 
 
 async def put(client, data: bytes) -> str:
