@@ -6,8 +6,6 @@ first (read, write or owner), as the node's /v1/s3 routes do; each raises the no
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Sequence
 from typing import Any, AsyncIterator, Protocol
 
 from ..buckets.objects import SmallPut
@@ -25,12 +23,9 @@ class Body(Protocol):
 
 
 class FileBytes(Protocol):
-    """A file's bytes as the node gives them (xsc.serve.direct.Body): iterated, or passed on by threads of the node's
-    where `take_threads` (a get of shares all held here, in the node's own process); closed however it ends."""
-
-    def take_threads(self) -> bool: ...
-
-    async def pass_on(self, write: Callable[[Sequence, threading.Event], None]) -> int: ...
+    """A file's bytes as the node gives them, for xsc.serve.direct.send_body: iterated, or, in the node's own
+    process, passed on by threads of the node's (its `ThreadedBody`: a get of shares all held here); closed however
+    it ends."""
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 

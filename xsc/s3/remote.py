@@ -5,7 +5,7 @@ socket by splice(2) where the system has it."""
 
 from __future__ import annotations
 
-from typing import Any, AsyncGenerator, AsyncIterator
+from typing import AsyncGenerator, AsyncIterator
 from urllib.parse import quote
 
 from .. import codec
@@ -145,12 +145,6 @@ class _Streamed:
 
     def __init__(self, chunks: AsyncGenerator[bytes, None]) -> None:
         self._chunks = chunks
-
-    def take_threads(self) -> bool:
-        return False
-
-    async def pass_on(self, write: Any) -> int:
-        raise NotImplementedError("a body streamed from the node's user API is iterated")
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._chunks

@@ -14,7 +14,7 @@ import os
 import select
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from aiohttp import web
 
@@ -22,23 +22,30 @@ POLL_MS = 200  # a writer waiting for room in the socket looks this often whethe
 
 
 class Body(Protocol):
-    """A body's bytes: iterated on the loop, or (where `take_threads`) handed whole to `pass_on`'s threads, each
-    piece to `write(pieces, stop)` (storage/gateway_get.py, `Plaintext`)."""
+    """A body's bytes, iterated on the loop."""
+
+    def __aiter__(self) -> AsyncIterator[bytes]: ...
+
+
+@runtime_checkable
+class ThreadedBody(Body, Protocol):
+    """A body that may be passed on by threads of its own (storage/gateway_get.py, `Plaintext`): where
+    `take_threads()`, handed whole to `pass_on`'s threads, each piece to `write(pieces, stop)`."""
 
     def take_threads(self) -> bool: ...
 
     async def pass_on(self, write: Callable[[Sequence, threading.Event], None]) -> int: ...
 
-    def __aiter__(self) -> AsyncIterator[bytes]: ...
 
-
-async def send_body(request: web.BaseRequest, response: web.StreamResponse, body: Body,
+async def send_body(request: web.BaseRequest, response: web.StreamResponse, body: Body | ThreadedBody,
                     count: Callable[[int], object] = lambda n: None) -> int:
     """Every byte of `body` after the prepared `response`'s headers: written by the body's own threads straight to
-    the socket where it may take them (`take_threads`: a get of shares all held here, within the gateway's bound on
-    such gets) and the connection lets it (`body_socket`), else piece by piece through the transport.  `count(n)`
-    as bytes go out; the bytes sent.  The body's errors (a segment that cannot be read, a client gone) are raised."""
-    sock = await body_socket(request, response) if body.take_threads() else None
+    the socket where it has threads and may take them (`ThreadedBody.take_threads`: a get of shares all held here,
+    within the gateway's bound on such gets) and the connection lets it (`body_socket`), else piece by piece
+    through the transport.  `count(n)` as bytes go out; the bytes sent.  The body's errors (a segment that cannot
+    be read, a client gone) are raised."""
+    threaded = isinstance(body, ThreadedBody) and body.take_threads()
+    sock = await body_socket(request, response) if threaded else None
     if sock is not None:
         sent = await sock.fill(body.pass_on)
         count(sent)
