@@ -6,6 +6,7 @@ import os
 
 from yarl import URL
 
+from xsc.health import new_nonce
 from xsc.node import IDENTITY
 from xsc.net.traffic import route
 from xsc.node.appkeys import NODE
@@ -44,6 +45,25 @@ async def test_a_nodes_requests_to_peers_are_counted_both_ways_with_their_bodies
     assert _traffic(b)["sent"] - before_b["sent"] < 0.01 * len(data)
     text = (await (await a.get("/metrics")).text())
     assert 'xsc_peer_bytes_total{direction="sent",route="uploads"}' in text
+
+    # Its get streams the blocks back from B: A receives at least the file's bytes, by the route they came from.
+    before = _traffic(a, "shares")["received"]
+    got = await a.get(f"/v1/store/files/{stored['capability']}")
+    assert got.status == 200 and await got.read() == data
+    assert len(data) <= _traffic(a, "shares")["received"] - before < len(data) * 1.1
+
+
+async def test_requests_over_the_kept_connections_are_counted_both_ways(node_factory) -> None:
+    a = await node_factory("a", **TRUSTING)
+    b = await node_factory("b", **TRUSTING)
+    client, b_url, b_id = a.app[NODE].peers.client, b.app[NODE].peers.url, b.app[NODE].peers.identity.id
+    before = _traffic(a, "challenge")
+    response = await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": new_nonce()}, to=b_id,
+                                     kept=True)
+    counted = _traffic(a, "challenge")
+    sent, received = counted["sent"] - before["sent"], counted["received"] - before["received"]
+    assert client.kept_opened == 1
+    assert 100 < sent < 2000 and len(response.body) < received < len(response.body) + 2000, (sent, received)
 
 
 def test_a_route_label_names_the_peer_route_and_never_an_id() -> None:

@@ -34,6 +34,7 @@ from ..errors import InvalidArgument, PeerError, PeerIdentityMismatch, PeerRefus
 from ..identity import Identity, channel_request, sign_request
 from . import tls as peer_tls
 from .kept import Cut, Kept, TooLarge, Unreached
+from .traffic import RECEIVED, SENT, Meter, answer_head_bytes
 
 _SPACE = re.compile(r"\s")  # what str.isspace() calls a space
 
@@ -114,8 +115,9 @@ def _refusal(url: str, method: str, path: str, status: int, body: bytes) -> Peer
 
 class PeerClient:
     def __init__(self, identity: Identity, session: aiohttp.ClientSession, timeout: float, *, tls: bool = True,
-                 grid_secret: str = "", channel: bool = True) -> None:
+                 grid_secret: str = "", channel: bool = True, meter: Meter | None = None) -> None:
         self.identity = identity
+        self.meter = meter  # counts what the session's trace does not see: answers' bodies, the kept requests
         self.channel = channel
         self.session = session
         self.timeout = timeout
@@ -204,10 +206,14 @@ class PeerClient:
             async with self.session.request(method, url, data=sent, headers=headers, ssl=tls_context,
                                             timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
                                             read_bufsize=read_buffer) as response:
-                if response.status >= 400:
-                    raise _refusal(peer_url, method, path, response.status, await _read(response, 64 * 1024))
-                in_caller = True
-                yield response
+                try:
+                    if response.status >= 400:
+                        raise _refusal(peer_url, method, path, response.status, await _read(response, 64 * 1024))
+                    in_caller = True
+                    yield response
+                finally:
+                    if self.meter is not None:  # the body as far as it was read (or read ahead), however it ended
+                        self.meter.add(RECEIVED, url, response.content.total_bytes)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             if in_caller and not isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError)):
                 raise
@@ -238,20 +244,30 @@ class PeerClient:
         body = b"".join(body) if isinstance(body, list) else body
         host, port = url.raw_host or "", url.port or (443 if url.scheme == "https" else 80)
         context = self._context(to) if url.scheme == "https" else None
-        head = [f"{method} {path} HTTP/1.1\r\nHost: {url.raw_authority}\r\nContent-Length: {len(body)}\r\n"]
-        head.extend(f"{name}: {value}\r\n" for name, value in headers.items())
-        head.append("\r\n")
+        lines = [f"{method} {path} HTTP/1.1\r\nHost: {url.raw_authority}\r\nContent-Length: {len(body)}\r\n"]
+        lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+        lines.append("\r\n")
+        head = "".join(lines).encode()
         try:
             status, answer_headers, answer = await self._kept.request(
-                host, port, context, "".join(head).encode(), body, timeout=timeout or self.timeout, max_size=max_size)
+                host, port, context, head, body, timeout=timeout or self.timeout, max_size=max_size)
         except TooLarge:
+            self._count_kept(url, len(head) + len(body), max_size)
             raise PeerRefused(f"peer {peer_url} answered {method} {path} with more than {max_size} bytes",
                               url=peer_url) from None
         except (Unreached, Cut) as failed:
+            if isinstance(failed, Cut):
+                self._count_kept(url, len(head) + len(body), 0)
             raise _unreached(peer_url, failed.cause, sent=isinstance(failed, Cut)) from None
+        self._count_kept(url, len(head) + len(body), answer_head_bytes("", answer_headers.items()) + len(answer))
         if status >= 400:
             raise _refusal(peer_url, method, path, status, answer[:64 * 1024])
         return PeerResponse(status, CIMultiDictProxy(answer_headers), answer, node=to if context is not None else None)
+
+    def _count_kept(self, url: URL, sent: int, received: int) -> None:
+        if self.meter is not None:
+            self.meter.add(SENT, url, sent)
+            self.meter.add(RECEIVED, url, received)
 
 
 def _unreached(peer_url: str, exc: BaseException, sent: bool) -> PeerError:

@@ -184,10 +184,10 @@ class Node:
     def _peers(self, url: str) -> None:
         config, store = self.config, self.store
         connector = aiohttp.TCPConnector(limit=256, limit_per_host=32, keepalive_timeout=KEEPALIVE)
-        self.session = aiohttp.ClientSession(connector=connector,
-                                             trace_configs=[traffic.counting(self.metrics.peer_bytes)])
+        meter = traffic.Meter(self.metrics.peer_bytes)
+        self.session = aiohttp.ClientSession(connector=connector, trace_configs=[meter.trace()])
         self.client = PeerClient(self.identity, self.session, config.peers.request_timeout, tls=config.peers.tls,
-                                 grid_secret=config.peers.grid_secret, channel=config.peers.channel_auth)
+                                 grid_secret=config.peers.grid_secret, channel=config.peers.channel_auth, meter=meter)
         self.lanes, self.quarantine = SenderLanes(), Quarantine(self.db, strikes=config.peers.quarantine_strikes,
                                                                 duration=config.peers.quarantine_for)
         self.admission = Admission(min_difficulty=config.peers.min_difficulty, grid_secret=config.peers.grid_secret,
