@@ -5,7 +5,8 @@ A file of one segment (a small object) places each remote share in one request o
 are known (a whole share: storage/core/wire.py); a larger one begins every remote share while its first segments
 are read and encoded (the begins' round trip is not spent waiting), sends no block before its share is begun, then
 sends its segments in ordered batches and commits.  At most `depth` segments are in flight, so memory stays
-bounded whatever the file size.  One LevelDB write of a put's blocks is in flight at a time (LevelDB takes one
+bounded whatever the file size, and each holds its share of the gateway's budget, which all puts share
+(put_budget.py), from its read until its blocks are written and handed on.  One LevelDB write of a put's blocks is in flight at a time (LevelDB takes one
 writer at a time anyway), on the gateway's writer thread rather than in the pool: in the pool it would wait behind
 the encodes queued before it while the stream waits for it, and hold a pool thread that could be encoding.  A file
 of one segment is encoded, begun and written in one pool job; the file is published in the
