@@ -283,7 +283,9 @@ TASKS_STARTED_ELSEWHERE = {
     "xsc.peers.service": 2,
     "xsc.storage.files": 1,
     "xsc.storage.gateway_get": 1,
-    "xsc.storage.gateway_put": 1,  # a put's begins, awaited on every path as its first segments are encoded
+    # a put's begins, awaited on every path as its first segments are encoded; the read of a segment while the ones
+    # before it are collected, awaited (or cancelled and awaited) on every path
+    "xsc.storage.gateway_put": 2,
     "xsc.storage.remote": 2,
     "xsc.storage.scrubber": 1,
 }

@@ -415,6 +415,20 @@ def test_skewed_clock_and_body_not_matching_its_signed_hash(gateway, s3, bucket)
     assert code_of(info)[1] == 404
 
 
+def test_a_large_body_not_matching_its_signed_hash_stores_nothing(gateway, s3, bucket) -> None:
+    """Chunks go on to the store as they come while the declared size says more is to come; the last waits for the
+    body's checks, so a large body that fails them is never stored whole."""
+    signed = os.urandom(3 * 1024 * 1024 + 5)
+    sent = signed[:-1] + bytes([signed[-1] ^ 1])  # the same length: only the last byte differs
+    before = caps_of(gateway)
+    status, body = _signed(gateway, "PUT", f"/{bucket}/lying-large", body=signed, send=sent)
+    assert status == 400 and b"<Code>XAmzContentSHA256Mismatch</Code>" in body
+    assert caps_of(gateway) == before
+    with pytest.raises(ClientError) as info:
+        s3.head_object(Bucket=bucket, Key="lying-large")
+    assert code_of(info)[1] == 404
+
+
 def test_unknown_operations_are_not_implemented_never_500(gateway, s3, bucket) -> None:
     with pytest.raises(ClientError) as info:
         s3.get_bucket_acl(Bucket=bucket)

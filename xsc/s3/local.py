@@ -136,17 +136,23 @@ class LocalNode:
 
 
 def _reader(chunks: AsyncIterator[bytes]) -> Callable[[int], Any]:
-    """A put's `read(n)` over a stream of chunks: at most n bytes a call, b"" at its end."""
-    held, ended = b"", False
+    """A put's `read(n)` over a stream of chunks: at most n bytes a call, b"" at its end.  A chunk is cut where the
+    last call ended (not copied whole again for what is left of it) and let go of once all of it was read."""
+    held, at, ended = b"", 0, False
 
     async def read(n: int) -> bytes:
-        nonlocal held, ended
-        while not held and not ended:
+        nonlocal held, at, ended
+        while at >= len(held) and not ended:
             try:
-                held = await chunks.__anext__()
+                held, at = await chunks.__anext__(), 0
             except StopAsyncIteration:
-                ended = True
-        chunk, held = held[:n], held[n:]
+                held, at, ended = b"", 0, True
+        if at == 0 and n >= len(held):
+            chunk, held = held, b""
+            return chunk
+        chunk, at = held[at:at + n], at + n
+        if at >= len(held):
+            held, at = b"", 0
         return chunk
 
     return read

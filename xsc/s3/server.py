@@ -221,7 +221,9 @@ class S3Front:
     async def _payload(self, call: Call, *, md5: "hashlib._Hash | None" = None) -> AsyncIterator[bytes]:
         """The request body as it arrives, checked before its last chunk is let through: the signed
         SHA-256 (x-amz-content-sha256), Content-MD5, and aws-chunked signatures.  A body that fails a
-        check never reaches the store whole (the put is cut short and aborted by the node)."""
+        check never reaches the store whole (the put is cut short and aborted by the node).  A chunk goes on as it
+        comes while the declared size says more is to come (else, size unknown, once the next one came); none is
+        kept here once let through, so a put waiting for its turn holds only what it read (storage/put_budget.py)."""
         request, auth = call.request, call.auth
         chunked = auth.payload_hash.startswith("STREAMING-") or "aws-chunked" in request.headers.get(
             "Content-Encoding", "")
@@ -230,7 +232,8 @@ class S3Front:
         sha = hashlib.sha256() if want_sha else None
         md5 = md5 if md5 is not None else hashlib.md5()
         content_md5 = request.headers.get("Content-MD5")
-        held = b""
+        declared, received = _declared_size(call), 0
+        held, ready = b"", []  # the chunk held back until the body is checked; those let through, handed out
         while True:
             chunk = await _body_chunk(request.content, self.idle_timeout)
             if not chunk:
@@ -243,9 +246,17 @@ class S3Front:
                 sha.update(chunk)
             if chunk:
                 md5.update(chunk)
+                received += len(chunk)
                 if held:
-                    yield held
-                held = chunk
+                    ready.append(held)
+                if declared is not None and received < declared:
+                    ready.append(chunk)
+                    held = b""
+                else:
+                    held = chunk
+                chunk = b""
+                while ready:
+                    yield ready.pop(0)  # taken out of the list first: not referenced here while the put uses it
         if decoder is not None and not decoder.done:
             raise S3Error("the aws-chunked body ended early", s3_code="IncompleteBody", status=400)
         if sha is not None and sha.hexdigest() != want_sha:

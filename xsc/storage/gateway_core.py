@@ -23,6 +23,7 @@ from .core.manifest import Manifest, decode_manifest
 from .core.merkle import block_hash, root
 from .remote import Holder, RemoteShareReader, RemoteShareWriter, summarise_refusals
 from .publisher import Publisher
+from .put_budget import PutBudget
 from .share_store import ShareMeta, ShareStore
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class GatewayCore:
         self.lease_duration = lease_duration
         self.node_key = node_key
         self.depth = depth
+        # The segments all puts hold at once: one put's `depth` encoding and one being written (put_budget.py).
+        self.budget = PutBudget((depth + 1) * segment_size)
         self.remote_timeout = remote_timeout
         self.passing_on = 0  # gets that may be passed on by threads of their own (gateway_get); PASSED_ON_AT_ONCE most
 

@@ -5,7 +5,8 @@ A file of one segment (a small object) places each remote share in one request o
 are known (a whole share: storage/core/wire.py); a larger one begins every remote share while its first segments
 are read and encoded (the begins' round trip is not spent waiting), sends no block before its share is begun, then
 sends its segments in ordered batches and commits.  At most `depth` segments are in flight, so memory stays
-bounded whatever the file size.  One LevelDB write of a put's blocks is in flight at a time (LevelDB takes one
+bounded whatever the file size, and each holds its share of the gateway's budget, which all puts share
+(put_budget.py), from its read until its blocks are written and handed on.  One LevelDB write of a put's blocks is in flight at a time (LevelDB takes one
 writer at a time anyway), on the gateway's writer thread rather than in the pool: in the pool it would wait behind
 the encodes queued before it while the stream waits for it, and hold a pool thread that could be encoding.  A file
 of one segment is encoded, begun and written in one pool job; the file is published in the
@@ -20,6 +21,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
 from ..errors import BadRequest
@@ -118,12 +120,15 @@ class _OneWrite:
         self.gateway = gateway
         self.pending: list[asyncio.Future] = []
 
-    async def start(self, write: Callable[[int, dict[int, bytes]], None], index: int, blocks: dict[int, bytes]) -> None:
-        """write(index, blocks) on the gateway's writer once the write before is done; no blocks (all remote): no
-        write."""
+    async def start(self, write: Callable[[int, dict[int, bytes]], None], index: int, blocks: dict[int, bytes]
+                    ) -> asyncio.Future | None:
+        """write(index, blocks) on the gateway's writer once the write before is done, and its future; no blocks (all
+        remote): no write."""
         await asyncio.gather(*self.pending)
-        if blocks:
-            self.pending = [self.gateway.write(write, index, blocks)]
+        if not blocks:
+            return None
+        self.pending = [self.gateway.write(write, index, blocks)]
+        return self.pending[0]
 
 
 class _OnePut:
@@ -172,7 +177,7 @@ class _OnePut:
             return self.gateway.store.detached_upload(self.si, self.local, expected, fresh=True)  # self.key is new
         return self.gateway.store.begin_upload(self.si, self.local, expected)
 
-    def _encode_segment(self, index: int, plaintext: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    def encode_segment(self, index: int, plaintext: list[bytes]) -> tuple[list[bytes], list[bytes]]:
         blocks = erasure.encode(self.cipher.encrypt_pieces(index, plaintext))
         if self.upload is None:  # one segment (`one_segment`): begun and written here
             self.upload = self._begin_upload()
@@ -183,74 +188,13 @@ class _OnePut:
     async def write_segments(self, read: ReadFn, started: Awaitable[None] | None = None) -> None:
         """Read the stream to its end, `depth` segments encoding at once, each written as it completes.  `started`:
         the remote shares' begins, still on their way as the first segments are read and encoded; up to a batch of
-        each remote share is kept here until it is done (a holder that refused is replaced there, with its writer)."""
-        size, seg_size, pool = self.size, self.seg_size, self.gateway.pool
-        loop, writes = asyncio.get_running_loop(), _OneWrite(self.gateway)
-        in_flight: deque[asyncio.Future] = deque()
-        held: list[dict[int, bytes]] = []  # remote blocks of the segments encoded while the begins are on their way
-        held_bytes = 0
-
-        async def hand_over() -> None:
-            nonlocal held_bytes
-            if started is not None:
-                await started
-            for blocks in held:
-                for s in self.remote:
-                    await self.remote[s].add(blocks[s])
-            held.clear()
-            held_bytes = 0
-
-        async def collect(result: asyncio.Future) -> None:
-            nonlocal held_bytes
-            blocks, segment_hashes = await result
-            self.hashes.append(segment_hashes)
-            if not self.one_segment:
-                await writes.start(self.upload.put_blocks, len(self.hashes) - 1, {s: blocks[s] for s in self.local})
-            if self.remote:
-                held.append({s: blocks[s] for s in self.remote})
-                held_bytes += len(blocks[0])
-                # Up to a batch per share is kept here until the holders answered the begins: the first batches
-                # are ready as the answers come.
-                if started is None or started.done() or held_bytes >= SEND_BATCH:
-                    await hand_over()
-
+        each remote share is kept here until it is done (a holder that refused is replaced there, with its writer).
+        Each segment read holds its length of the gateway's budget until its blocks are written and handed on."""
+        stream = _Stream(self, read, started)
         try:
-            index = 0
-            while True:
-                want = seg_size if size is None else layout.plaintext_length(size, seg_size, index)
-                plaintext = await _read_full(read, want)
-                length = sum(len(p) for p in plaintext)
-                self.total += length
-                if size is not None and length < want:
-                    raise BadRequest(f"the upload ended after {self.total} of {size} bytes",
-                                     hint="send the whole file")
-                if index > 0 and not plaintext:
-                    break  # a stream of unknown size ended on a segment boundary
-                if self.one_segment and length <= INLINE_SEGMENT:
-                    encoded = loop.create_future()
-                    encoded.set_result(self._encode_segment(index, plaintext))
-                    in_flight.append(encoded)
-                else:
-                    in_flight.append(loop.run_in_executor(pool, self._encode_segment, index, plaintext))
-                index += 1
-                if len(in_flight) >= self.gateway.depth:
-                    await collect(in_flight.popleft())
-                if size is not None and index == layout.segment_count(size, seg_size):
-                    break
-                if size is None and length < seg_size:
-                    break
-            while in_flight:
-                await collect(in_flight.popleft())
-            await hand_over()
-            await asyncio.gather(*writes.pending)
-            if size is not None and await _read_full(read, 1):
-                raise BadRequest(f"the upload is longer than the {size} bytes announced")
-        except BaseException:
-            for fut in in_flight:
-                if not self.one_segment:  # its job begins the upload: waited for, so that `undo` can abort it
-                    fut.cancel()
-            await asyncio.gather(*in_flight, *writes.pending, return_exceptions=True)
-            raise
+            await stream.run()
+        finally:
+            stream.give_back_all()
 
     def manifest(self) -> tuple[Manifest, list[list[bytes]]]:
         """The file's manifest and, per share, its block hashes."""
@@ -284,6 +228,131 @@ class _OnePut:
         await asyncio.gather(*(r.undo() for r in self.remote.values()))
         if self.upload is not None:
             await self.gateway.run(self.gateway.store.abort, self.upload)
+
+
+class _Stream:
+    """A put's segments on their way: read from the stream, encoding in the pool (`depth` at most), their blocks
+    written here and handed to the remote shares' writers in order; each holding its length of the gateway's
+    budget from its read until its blocks are written and handed on (put_budget.py)."""
+
+    def __init__(self, put: _OnePut, read: ReadFn, started: Awaitable[None] | None) -> None:
+        self.put, self.read, self.started = put, read, started
+        self.budget = put.gateway.budget
+        self.writes = _OneWrite(put.gateway)
+        self.in_flight: deque[asyncio.Future] = deque()
+        self.held: list[dict[int, bytes]] = []  # remote blocks of segments encoded while the begins are on their way
+        self.held_bytes = 0
+        self.taken: dict[int, int] = {}  # segment -> bytes of the budget it holds
+
+    def give_back(self, index: int, _: object = None) -> None:
+        """Segment `index`'s share of the budget given back (once: at its write's end, or the put's)."""
+        n = self.taken.pop(index, 0)
+        if n:
+            self.budget.give(n)
+
+    def give_back_all(self) -> None:
+        for index in list(self.taken):
+            self.give_back(index)
+
+    async def hand_over(self) -> None:
+        if self.started is not None:
+            await self.started
+        remote = self.put.remote
+        for blocks in self.held:
+            for s in remote:
+                await remote[s].add(blocks[s])
+        self.held.clear()
+        self.held_bytes = 0
+
+    async def collect(self, result: asyncio.Future) -> None:
+        """The oldest segment in flight, once encoded: its hashes kept, its blocks written and handed on."""
+        put = self.put
+        blocks, segment_hashes = await result
+        put.hashes.append(segment_hashes)
+        index, write = len(put.hashes) - 1, None
+        if not put.one_segment:  # (one segment: written by its encoding job)
+            write = await self.writes.start(put.upload.put_blocks, index, {s: blocks[s] for s in put.local})
+        if put.remote:
+            self.held.append({s: blocks[s] for s in put.remote})
+            self.held_bytes += len(blocks[0])
+            # Up to a batch per share is kept here until the holders answered the begins: the first batches
+            # are ready as the answers come.
+            if self.started is None or self.started.done() or self.held_bytes >= SEND_BATCH:
+                await self.hand_over()
+        if write is None:
+            self.give_back(index)
+        else:
+            write.add_done_callback(partial(self.give_back, index))
+
+    async def read_segment(self, want: int) -> list[bytes]:
+        """The next segment's pieces, the segments before it collected as they are encoded meanwhile: a client that
+        trickles holds none of the budget for them while its next segment comes."""
+        in_flight = self.in_flight
+        if not in_flight:
+            return await _read_full(self.read, want)
+        reading = asyncio.ensure_future(_read_full(self.read, want))
+        try:
+            while in_flight and not reading.done():
+                await asyncio.wait((reading, in_flight[0]), return_when=asyncio.FIRST_COMPLETED)
+                if in_flight and in_flight[0].done():
+                    await self.collect(in_flight.popleft())
+            return await reading
+        finally:
+            if not reading.done():
+                reading.cancel()
+                await asyncio.gather(reading, return_exceptions=True)
+
+    async def take(self, index: int, length: int) -> None:
+        """The segment's length of the budget; with none free, this put's own segments collected first (they give
+        theirs back without it), then its turn waited for."""
+        while not self.budget.try_take(length):
+            if not self.in_flight:
+                await self.budget.take(length)
+                break
+            await self.collect(self.in_flight.popleft())
+        self.taken[index] = length
+
+    async def run(self) -> None:
+        put, in_flight = self.put, self.in_flight
+        size, seg_size, pool, loop = put.size, put.seg_size, put.gateway.pool, asyncio.get_running_loop()
+        try:
+            index = 0
+            while True:
+                want = seg_size if size is None else layout.plaintext_length(size, seg_size, index)
+                plaintext = await self.read_segment(want)
+                length = sum(len(p) for p in plaintext)
+                put.total += length
+                if size is not None and length < want:
+                    raise BadRequest(f"the upload ended after {put.total} of {size} bytes",
+                                     hint="send the whole file")
+                if index > 0 and not plaintext:
+                    break  # a stream of unknown size ended on a segment boundary
+                await self.take(index, length)
+                if put.one_segment and length <= INLINE_SEGMENT:
+                    encoded = loop.create_future()
+                    encoded.set_result(put.encode_segment(index, plaintext))
+                    in_flight.append(encoded)
+                else:
+                    in_flight.append(loop.run_in_executor(pool, put.encode_segment, index, plaintext))
+                index += 1
+                if len(in_flight) >= put.gateway.depth:
+                    await self.collect(in_flight.popleft())
+                if size is not None and index == layout.segment_count(size, seg_size):
+                    break
+                if size is None and length < seg_size:
+                    break
+            while in_flight:
+                await self.collect(in_flight.popleft())
+            await self.hand_over()
+            await asyncio.gather(*self.writes.pending)
+            if size is not None and await _read_full(self.read, 1):
+                raise BadRequest(f"the upload is longer than the {size} bytes announced")
+        except BaseException:
+            for fut in in_flight:
+                if not put.one_segment:  # its job begins the upload: waited for, so that `undo` can abort it
+                    fut.cancel()
+            await asyncio.gather(*in_flight, *self.writes.pending, return_exceptions=True)
+            raise
 
 
 async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | None = None,
