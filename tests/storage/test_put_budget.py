@@ -171,6 +171,32 @@ async def test_a_client_reset_mid_put_gives_back_its_segments_and_lets_the_waiti
         gate.set()
 
 
+async def test_a_small_object_is_not_held_behind_puts_waiting_for_the_budget(gateway, monkeypatch) -> None:
+    """A file of one segment of at most INLINE_SEGMENT bytes is encoded and written at once, outside the budget."""
+    gate, encode = threading.Event(), gateway_put._OnePut.encode_segment
+    a, b, small = os.urandom(4 * SEGMENT), os.urandom(2 * SEGMENT), os.urandom(1024)
+
+    def held_up(self, index: int, plaintext: list[bytes]):
+        if self.size == len(a):
+            gate.wait()
+        return encode(self, index, plaintext)
+
+    monkeypatch.setattr(gateway_put._OnePut, "encode_segment", held_up)
+    first = asyncio.ensure_future(gateway_put.put(gateway, Client(a).read, len(a)))
+    await eventually_async(lambda: gateway.budget.held == SEGMENT, "the first put holding the budget")
+    second = asyncio.ensure_future(gateway_put.put(gateway, Client(b).read, len(b)))
+    await eventually_async(lambda: gateway.budget.waiting == 1, "the second put waiting for its turn")
+    try:
+        stored = await asyncio.wait_for(gateway_put.put(gateway, Client(small).read, len(small)), 30)
+        assert await _read_back(gateway, stored) == small
+        assert gateway.budget.waiting == 1  # the large put still waits
+    finally:
+        gate.set()
+    results = await asyncio.gather(first, second)
+    assert [await _read_back(gateway, r) for r in results] == [a, b]
+    assert (gateway.budget.held, gateway.budget.waiting) == (0, 0)
+
+
 async def test_a_client_that_trickles_holds_none_of_the_budget_while_it_does(gateway) -> None:
     a, b = os.urandom(6 * SEGMENT), os.urandom(4 * SEGMENT)
     slow = Client(a, pause_at=3 * SEGMENT)

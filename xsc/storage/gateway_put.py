@@ -327,12 +327,13 @@ class _Stream:
                                      hint="send the whole file")
                 if index > 0 and not plaintext:
                     break  # a stream of unknown size ended on a segment boundary
-                await self.take(index, length)
                 if put.one_segment and length <= INLINE_SEGMENT:
+                    # Outside the budget: a small object's few KiB, encoded at once, never queue behind large puts.
                     encoded = loop.create_future()
                     encoded.set_result(put.encode_segment(index, plaintext))
                     in_flight.append(encoded)
                 else:
+                    await self.take(index, length)
                     in_flight.append(loop.run_in_executor(pool, put.encode_segment, index, plaintext))
                 index += 1
                 if len(in_flight) >= put.gateway.depth:
