@@ -14,6 +14,8 @@ loop runs, and how many calls run at once.
     task = every(name, period, step)        await step() every period() seconds until cancelled;
                                             a failed round is logged and never ends the loop
     await woken(event, seconds)             wait until event is set or seconds pass; whether it is set
+    await to_its_end(step, ended)           await step, which runs on to its end if the caller is cancelled,
+                                            then ended() (a write the other end goes on with: its record)
     await stop(*tasks)                      cancel background tasks and wait for them to end
     await at_most(n, calls)                 await calls (an iterable of awaitables) n at a time at most
     await pacer.start()                     wait for a turn to start: at most `rate` starts a second
@@ -394,6 +396,26 @@ async def woken(event: asyncio.Event, seconds: float) -> bool:
 
 
 STOP_GRACE = 5.0  # seconds a cancelled task has to end before it is cancelled again
+
+
+_RUNNING_ON: set[asyncio.Future] = set()  # `to_its_end` steps: the loop holds tasks only weakly
+
+
+async def to_its_end(step: Awaitable[T], ended: Callable[[], None]) -> T:
+    """`step` awaited, and run to its end even if the caller is cancelled meanwhile (then its outcome is dropped);
+    `ended()` once it has ended, however.  For a step whose other end goes on regardless (a record asked of the
+    node): what counts it under way must count it until it ends, not until its caller does."""
+    task = asyncio.ensure_future(step)
+    _RUNNING_ON.add(task)
+
+    def done(task: asyncio.Future) -> None:
+        _RUNNING_ON.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: its caller may be gone, and the outcome was the caller's to report
+        ended()
+
+    task.add_done_callback(done)
+    return await asyncio.shield(task)
 
 
 async def stop(*tasks: asyncio.Task | None, grace: float = STOP_GRACE) -> None:

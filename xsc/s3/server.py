@@ -27,7 +27,7 @@ from ..errors import S3Error, S3ServedByNode, XscError
 from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..serve.connections import ProblemRunner
-from ..tasks import Quota, woken
+from ..tasks import Quota, to_its_end, woken
 from ..buckets.core import listing, names
 from ..buckets.objects import SmallPut
 from .core import headers as stored_headers
@@ -81,7 +81,6 @@ class WriteGate:
         self._era = 0  # writes that begin now belong to this era; `drained` starts the next one
         self._under_way: dict[int, int] = {}  # era -> its writes (and their last steps) under way; none: dropped
         self._waiting: list[tuple[int, asyncio.Future]] = []  # `drained` callers: the era each waits for
-        self._finishing: set[asyncio.Future] = set()  # last steps whose caller may be gone: held, run to their end
 
     @property
     def under_way(self) -> int:
@@ -136,17 +135,8 @@ class Write:
     async def finish(self, step: Awaitable[T]) -> T:
         """`step` (what writes the record: the file's payment and record, a small object's put) awaited, and run to
         its end even if this caller is cancelled meanwhile; counted as this write under way until then."""
-        task = asyncio.ensure_future(step)
         self.gate._begin(self.era)
-        self.gate._finishing.add(task)
-        task.add_done_callback(self._ended)
-        return await asyncio.shield(task)
-
-    def _ended(self, task: asyncio.Future) -> None:
-        self.gate._finishing.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved here: its caller may be gone, and its own answer was its caller's to give
-        self.gate._end(self.era)
+        return await to_its_end(step, lambda: self.gate._end(self.era))
 
 
 class S3Front:
