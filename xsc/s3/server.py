@@ -154,7 +154,7 @@ class S3Front:
         self.owner = owner
         self.clock = clock
         self.gate = WriteGate()
-        self.bodies = ObjectBodies(node)
+        self.bodies = ObjectBodies(node, idle_timeout)
         self.small = SmallObjects(node, flights)
         self.reconcile_interval = reconcile_interval
 
