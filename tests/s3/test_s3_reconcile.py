@@ -9,6 +9,7 @@ import socket
 import struct
 import threading
 
+import aiohttp
 import pytest
 
 from xsc.buckets.core.names import DEFAULT_USER, SMALL_OBJECT
@@ -214,3 +215,43 @@ async def test_a_write_whose_handler_is_cancelled_mid_commit_counts_until_its_re
         assert b"".join([chunk async for chunk in body]) == data
     finally:
         await body.aclose()
+
+
+async def test_overwrites_of_one_key_beside_reconciliations_leave_the_last_object_whole_and_no_file_behind(
+        served_front) -> None:
+    """Overwrites of one key, streamed and small, at once, with reconciliations running beside them: each overwrite
+    removes the file its key pointed at outside the write gate (`_collect`), and none ever removes the file of a newer
+    record, or leaves a file no record names once the writes and a last reconciliation are done."""
+    front, link, url, key = served_front
+    host = url.removeprefix("http://")
+    bodies = [os.urandom(2 * MiB if i % 3 == 0 else 3000 + i) for i in range(24)]
+    done = asyncio.Event()
+
+    async def reconciling() -> int:
+        rounds = 0
+        while not done.is_set():
+            await front.reconcile()
+            rounds += 1
+        return rounds
+
+    async def put(session: aiohttp.ClientSession, data: bytes) -> None:
+        headers = sign_headers("PUT", url + "/gate/k", key, {"Host": host, "Content-Length": str(len(data))})
+        async with session.put(url + "/gate/k", data=data, headers=headers) as response:
+            assert response.status == 200, await response.text()
+
+    reconciler = asyncio.ensure_future(reconciling())
+    async with aiohttp.ClientSession() as session:
+        for i in range(0, len(bodies), 8):
+            await asyncio.gather(*(put(session, data) for data in bodies[i:i + 8]))
+    done.set()
+    assert await reconciler >= 1
+    await front.reconcile()
+    record = await link.object("gate", "k", DEFAULT_USER)
+    body = await link.open_file(record["parts"][0]["cap"])
+    try:
+        assert b"".join([chunk async for chunk in body]) in bodies
+    finally:
+        await body.aclose()
+    ours = {f["capability"] for f in await link.files() if front.marks.ours(f.get("name", ""))}
+    assert ours == {record["parts"][0]["cap"]}
+    assert await link.garbage() == []
