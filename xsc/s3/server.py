@@ -563,7 +563,7 @@ class S3Front:
                     md5.update(chunk)
                     yield chunk
 
-        new = {"etag": "", "content_type": content_type, "metadata": metadata, "headers": kept}
+        new = {"content_type": content_type, "metadata": metadata, "headers": kept}
 
         async def recorded(cap: str) -> list[str]:
             new.update(parts=[{"cap": cap, "size": record["size"]}], etag=md5.hexdigest(), modified=self.clock())
