@@ -210,14 +210,14 @@ def _get_headers_only(node, cap: str) -> socket.socket:
 def _gets(node) -> dict:
     status, body = api(node, "GET", "/v1/node/status")
     assert status == 200, body
-    return {**body["storage"]["gets"], "anonymous": body["memory"]["anonymous"]}
+    return body["storage"]["gets"]
 
 
 @pytest.mark.slow
 def test_a_get_whose_client_stalls_or_leaves_after_the_headers_gives_everything_back(tmp_path: Path) -> None:
     """A gateway's get of a file on six nodes, its client gone quiet (connected, reading nothing) or gone once it has
     the headers: the get ends (the stalled one once it took nothing for node.idle_timeout seconds), and the
-    gateway's gets open, threads and memory come back to what they were."""
+    gateway's gets open and threads come back to none."""
     started: list = []
     try:
         nodes, ids = start_star(tmp_path, 6, {"XSC_NODE_IDLE_TIMEOUT": "3"}, {}, started)
@@ -249,9 +249,7 @@ def test_a_get_whose_client_stalls_or_leaves_after_the_headers_gives_everything_
         for _ in range(4):
             _get_headers_only(gateway, cap).close()
         eventually(lambda: _gets(gateway)["open"] == 0, "the gets whose clients left ended", timeout=60)
-        after = _gets(gateway)
-        assert after["passed_on"] == 0
-        assert after["anonymous"] < before["anonymous"] + 64 * 1024 * 1024, (before, after)
+        assert _gets(gateway)["passed_on"] == 0
         assert gateway.xsc("store", "get", cap).stdout == data  # and the gateway still reads it whole
     finally:
         kill_all(started)

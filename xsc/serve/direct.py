@@ -72,17 +72,34 @@ async def send_body(request: web.BaseRequest, response: web.StreamResponse, body
 async def _written(write: Awaitable[None], transport: asyncio.Transport, stall: float) -> None:
     """`write` awaited while the client takes bytes: Stalled once it has taken none for `stall` seconds (the
     transport's buffer no smaller), however slowly it reads."""
-    task = asyncio.ensure_future(write)
-    try:
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+    left: int | None = None
+    stalled = False
+
+    def measure() -> None:  # runs once `write` has handed its bytes to the transport and waits for room
+        nonlocal left
         left = transport.get_write_buffer_size()
-        while not (await asyncio.wait([task], timeout=stall))[0]:
-            now = transport.get_write_buffer_size()
-            if now >= left:
-                raise Stalled(stall)
-            left = now
-        task.result()
+
+    def check() -> None:
+        nonlocal left, handle, stalled
+        now = transport.get_write_buffer_size()
+        if left is None or now < left:  # the client took some: it has `stall` seconds again
+            left, handle = now, loop.call_later(stall, check)
+        else:
+            stalled = True
+            task.cancel()
+
+    loop.call_soon(measure)
+    handle = loop.call_later(stall, check)
+    try:
+        await write
+    except asyncio.CancelledError:
+        if stalled and task.uncancel() == 0:
+            raise Stalled(stall) from None
+        raise
     finally:
-        task.cancel()
+        handle.cancel()
 
 
 class Stalled(ConnectionResetError):
