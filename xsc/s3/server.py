@@ -462,7 +462,7 @@ class S3Front:
         record.update(etag=md5.hexdigest(), modified=self.clock())
         put = SmallPut(call.bucket, call.key, call.user, self.marks.name(f"{call.bucket}/{call.key}"), record, data)
         async with self.gate.write() as write:
-            return await write.finish(self.small.put(put))
+            return await write.finish(self.small.submit(put))  # a group's future: no task of its own
 
     async def _put_streamed(self, call: Call, record: dict, declared: int | None) -> dict:
         """A large object (or one of unknown size): the bucket checked before a byte is stored, the body streamed
