@@ -12,8 +12,8 @@ import threading
 
 import pytest
 
-from xsc.tasks import (GroupCommit, GroupSend, Pacer, Supervisor, Workers, at_most, in_threads, refill, stop, woken,
-                       woken_loop)
+from xsc.tasks import (GroupCommit, GroupSend, Pacer, Supervisor, Workers, at_most, in_threads, refill, stop,
+                       to_its_end, woken, woken_loop)
 
 
 async def test_results_and_errors_come_back_on_the_loop() -> None:
@@ -473,3 +473,37 @@ async def test_in_threads_cancelled_stops_its_threads_and_waits_for_them_before_
     with pytest.raises(asyncio.CancelledError):
         await task
     assert stop_event.is_set() and ended == [True, True]
+
+
+async def test_a_step_run_to_its_end_goes_on_past_its_cancelled_caller_and_says_when_it_ended() -> None:
+    go, ended = asyncio.Event(), []
+
+    async def step() -> str:
+        await go.wait()
+        return "written"
+
+    caller = asyncio.ensure_future(to_its_end(step(), lambda: ended.append("ended")))
+    await asyncio.sleep(0)
+    caller.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert ended == []  # the step still runs
+    go.set()
+    while not ended:
+        await asyncio.sleep(0)
+    assert ended == ["ended"]
+    assert await to_its_end(step(), lambda: ended.append("again")) == "written" and ended[-1] == "again"
+
+
+async def test_an_item_submitted_goes_with_its_group_whether_or_not_its_answer_is_awaited() -> None:
+    sent: list[list[str]] = []
+
+    async def send_all(items: list[str]) -> list[str]:
+        sent.append(items)
+        return [item.upper() for item in items]
+
+    groups = GroupSend(send_all, max_items=8, max_bytes=100)
+    first, second = groups.submit("a", 1), groups.submit("b", 1)
+    assert await second == "B"
+    assert await first == "A" and sorted(i for g in sent for i in g) == ["a", "b"]
+    await groups.close()

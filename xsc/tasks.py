@@ -6,6 +6,7 @@ loop runs, and how many calls run at once.
                                             items added while one group is written go together in one write
     await sends.send(item, size)            item sent by GroupSend's send_all with those added while the groups
                                             before it were under way: one request carries many small ones
+                                            (`sends.submit(item, size)`: the same, as a future)
     await workers.run(fn, *args)            fn(*args) on one of a fixed set of threads, handed it directly
     workers.submit(fn, *args)               the same, nothing handed back (fn delivers its own result)
     await in_threads(stop, *fns)            each fn() on a thread of its own, for blocking work as long as a
@@ -14,6 +15,8 @@ loop runs, and how many calls run at once.
     task = every(name, period, step)        await step() every period() seconds until cancelled;
                                             a failed round is logged and never ends the loop
     await woken(event, seconds)             wait until event is set or seconds pass; whether it is set
+    await to_its_end(step, ended)           await step, which runs on to its end if the caller is cancelled,
+                                            then ended() (a write the other end goes on with: its record)
     await stop(*tasks)                      cancel background tasks and wait for them to end
     await at_most(n, calls)                 await calls (an iterable of awaitables) n at a time at most
     await pacer.start()                     wait for a turn to start: at most `rate` starts a second
@@ -253,6 +256,11 @@ class GroupSend(Generic[T]):
         self.items = 0  # items in them
 
     async def send(self, item: T, size: int) -> Any:
+        return await self.submit(item, size)
+
+    def submit(self, item: T, size: int) -> asyncio.Future:
+        """`send`, its answer a future: the item goes with its group even if its caller stops waiting for that
+        (where `send` cancelled before the group goes drops the item)."""
         future = asyncio.get_running_loop().create_future()
         self._queue.append((item, size, future))
         if self._sending < self.flights:
@@ -260,7 +268,7 @@ class GroupSend(Generic[T]):
             sender = asyncio.ensure_future(self._send_groups())
             self._senders.add(sender)
             sender.add_done_callback(self._senders.discard)
-        return await future
+        return future
 
     @property
     def waiting(self) -> int:
@@ -394,6 +402,27 @@ async def woken(event: asyncio.Event, seconds: float) -> bool:
 
 
 STOP_GRACE = 5.0  # seconds a cancelled task has to end before it is cancelled again
+
+
+_RUNNING_ON: set[asyncio.Future] = set()  # `to_its_end` steps: the loop holds tasks only weakly
+
+
+async def to_its_end(step: Awaitable[T], ended: Callable[[], None]) -> T:
+    """`step` awaited, and run to its end even if the caller is cancelled meanwhile (then its outcome is dropped);
+    `ended()` once it has ended, however.  For a step whose other end goes on regardless (a record asked of the
+    node): what counts it under way must count it until it ends, not until its caller does.  A coroutine runs as a
+    task of its own; a future (a GroupSend's) is watched as it is."""
+    task = asyncio.ensure_future(step)
+    _RUNNING_ON.add(task)
+
+    def done(task: asyncio.Future) -> None:
+        _RUNNING_ON.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: its caller may be gone, and the outcome was the caller's to report
+        ended()
+
+    task.add_done_callback(done)
+    return await asyncio.shield(task)
 
 
 async def stop(*tasks: asyncio.Task | None, grace: float = STOP_GRACE) -> None:

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from xsc import keys
-from xsc.errors import BadRequest, PeerRefused, PeerUnreachable
+from xsc.errors import BadRequest, PeerRefused, PeerUnreachable, StorageFull
 from xsc.identity import sign_request
 from xsc.storage import holder_client as remote_holder
 from xsc.storage.core import wire
@@ -504,3 +504,16 @@ def test_a_last_body_is_cut_into_its_blocks_and_its_commit_however_it_arrived(bl
     assert b"".join(bytes(c) for c in kept) == blocks and commit == tail
     with pytest.raises(BadRequest):
         wire.cut_commit(chunks, len(body))  # no commit after the blocks
+
+
+async def test_a_peer_told_storage_full_is_told_to_place_the_share_elsewhere_and_the_user_to_free_space(net) -> None:
+    a, b = net["a"], net["b"]
+    begin = {"size": 2**45, "segment_size": SEGMENT, "lease_expiry": lease(), "price": DEAL_PRICE}
+    sender = a.app[IDENTITY]
+    with pytest.raises(StorageFull) as full:
+        await b.app[NODE].share_holder.begin_upload(sender.public_key, sender.id, os.urandom(32), 0, begin)
+    assert "another node" in full.value.hint and "xsc store rm" not in full.value.hint
+    assert full.value.details["needed"] > full.value.details["free"]
+    with pytest.raises(StorageFull) as own:  # the node's own put: its user can free space or grow the store
+        b.app[NODE].store.check_fits(2**45)
+    assert "xsc store rm" in own.value.hint

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from xsc.node.appkeys import NODE, TOKEN
-from xsc.serve.direct import SocketBody, body_socket
+from xsc.serve.direct import SocketBody, Stalled, body_socket
 from xsc.storage import Capability
 from xsc.storage.gateway_get import PASSED_ON_AT_ONCE
 
@@ -129,6 +129,40 @@ async def test_a_client_gone_mid_get_stops_both_threads(store_node, passed_on) -
     assert resp.status == 200 and await resp.read() == data
 
 
+async def test_a_client_that_reads_nothing_after_the_headers_is_cut_once_idle_timeout_passes(node_factory) -> None:
+    node = await node_factory(storage={"segment_size": 256 * 1024, "capacity": 64 * 1024 * 1024},
+                              node={"idle_timeout": 1})
+    data = os.urandom(24 * 1024 * 1024)  # more than the sockets hold: the node's writer waits for room
+    cap = await put(node, data)
+    storage = node.app[NODE].storage
+
+    def get_and_stall() -> int:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the node's writer finds the socket full
+            sock.settimeout(30)
+            sock.connect((node.host, node.port))
+            sock.sendall(f"GET /v1/store/files/{cap} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                         f"{node.app[TOKEN]}\r\n\r\n".encode())
+            head = sock.recv(64)
+            assert b" 200 " in head
+            while storage.status()["gets"]["open"]:  # connected, reading nothing, until the node gives up on it
+                threading.Event().wait(0.05)
+            got = len(head)
+            try:
+                while chunk := sock.recv(1 << 20):
+                    got += len(chunk)
+            except ConnectionResetError:
+                pass
+            return got
+
+    got = await asyncio.get_running_loop().run_in_executor(None, get_and_stall)
+    assert got < len(data)  # cut: a short body
+    assert storage.status()["gets"] == {"open": 0, "passed_on": 0}
+    await eventually_async(lambda: _get_threads() == [], "the get's threads ended")
+    resp = await node.get(f"/v1/store/files/{cap}")
+    assert resp.status == 200 and await resp.read() == data
+
+
 class _Transport:
     def __init__(self, extra: dict, buffered: int = 0) -> None:
         self.extra, self.buffered = extra, buffered
@@ -208,3 +242,16 @@ def test_a_writer_whose_client_is_gone_raises() -> None:
             SocketBody(a.fileno()).write([b"x" * 1000], threading.Event())
     finally:
         a.close()
+
+
+def test_a_writer_whose_client_takes_nothing_for_its_stall_time_raises_stalled() -> None:
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        writer = SocketBody(a.fileno())
+        writer.stall = 0.3
+        with pytest.raises(Stalled):
+            writer.write([bytes(8 << 20)], threading.Event())
+    finally:
+        a.close()
+        b.close()

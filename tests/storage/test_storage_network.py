@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
-from tests.support.peers import FAST, known_ids, node_id
+from tests.support.nodes import kill_all
+from tests.support.peers import FAST, api, known_ids, node_id, start_star
 from tests.support.waiting import eventually
 
 
@@ -186,3 +190,66 @@ def test_a_removal_cut_short_by_kill_9_is_never_listed_and_finishes_after_the_re
     assert "finished removing file" in first.tail(200)
     got = first.xsc("store", "get", cap)
     assert got.returncode != 0
+
+
+def _get_headers_only(node, cap: str) -> socket.socket:
+    """A get of `cap` from the node's user API whose client reads the answer's headers and nothing more: its socket,
+    open, with a receive buffer as small as the system allows (the node's writes find it full at once)."""
+    parts = urlsplit(node.url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.sendall(f"GET /v1/store/files/{cap} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                 f"Authorization: Bearer {node.token}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+def _gets(node) -> dict:
+    status, body = api(node, "GET", "/v1/node/status")
+    assert status == 200, body
+    return body["storage"]["gets"]
+
+
+@pytest.mark.slow
+def test_a_get_whose_client_stalls_or_leaves_after_the_headers_gives_everything_back(tmp_path: Path) -> None:
+    """A gateway's get of a file on six nodes, its client gone quiet (connected, reading nothing) or gone once it has
+    the headers: the get ends (the stalled one once it took nothing for node.idle_timeout seconds), and the
+    gateway's gets open and threads come back to none."""
+    started: list = []
+    try:
+        nodes, ids = start_star(tmp_path, 6, {"XSC_NODE_IDLE_TIMEOUT": "3"}, {}, started)
+        gateway = nodes[0]
+        data = os.urandom(48 * 1024 * 1024)
+        src = tmp_path / "large.bin"
+        src.write_bytes(data)
+        put = gateway.xsc("store", "put", str(src), "--json")
+        assert put.returncode == 0, put.stderr
+        result = json.loads(put.stdout)
+        assert len(set(result["placement"])) == 6  # its data shares on other nodes: their ranges asked early
+        cap = result["capability"]
+        before = _gets(gateway)
+        assert before["open"] == before["passed_on"] == 0
+
+        stalled = _get_headers_only(gateway, cap)
+        try:
+            eventually(lambda: _gets(gateway)["open"] == 1, "the stalled get open")
+            eventually(lambda: _gets(gateway)["open"] == 0, "the stalled get given up", timeout=60)
+            stalled.settimeout(30)
+            got = 0
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := stalled.recv(1 << 20):
+                    got += len(chunk)
+            assert got < len(data)  # cut: a short body, never taken for the whole file
+        finally:
+            stalled.close()
+
+        for _ in range(4):
+            _get_headers_only(gateway, cap).close()
+        eventually(lambda: _gets(gateway)["open"] == 0, "the gets whose clients left ended", timeout=60)
+        assert _gets(gateway)["passed_on"] == 0
+        assert gateway.xsc("store", "get", cap).stdout == data  # and the gateway still reads it whole
+    finally:
+        kill_all(started)

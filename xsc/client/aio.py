@@ -12,7 +12,7 @@ reader waits for).
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 from urllib.parse import quote, urlsplit
 
 import aiohttp
@@ -105,26 +105,16 @@ class NodeApi:
                 raise source_error[0] from None
             raise self._down(exc) from None
 
-    async def read_file(self, cap: str, first: int | None = None, last: int | None = None
-                        ) -> AsyncIterator[bytes]:
-        """The bytes of a file (or of bytes first..last, inclusive), as the node streams them.
-        The node is asked before the first chunk is yielded; a cut stream raises NodeNotRunning."""
+    async def read_file(self, cap: str, first: int | None = None, last: int | None = None) -> FileStream:
+        """The bytes of a file (or of bytes first..last, inclusive), as the node streams them: iterate, then close.
+        The node is asked before this returns; a cut stream raises NodeNotRunning."""
         headers = {"Range": f"bytes={first}-{last}"} if first is not None else {}
         try:
             response = await self.session.get(f"{self.url}/v1/store/files/{quote(cap, safe=':')}", headers=headers)
         except (aiohttp.ClientError, OSError) as exc:
             raise self._down(exc) from None
         await self._raise_for(response)
-        return self._stream(response)
-
-    async def _stream(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in response.content.iter_chunked(CHUNK):
-                yield chunk
-        except (aiohttp.ClientError, OSError) as exc:
-            raise self._down(exc) from None
-        finally:
-            response.release()
+        return FileStream(response, self._down)
 
     def open_body(self, cap: str, first: int | None = None, last: int | None = None) -> NodeBody:
         """Ask the node for a file's bytes (or bytes first..last) on a connection of their own, to be relayed
@@ -145,3 +135,24 @@ class NodeApi:
 
     async def files(self) -> list[dict]:
         return (await self.call("GET", "/v1/store/files"))["files"]
+
+
+class FileStream:
+    """A file's bytes as the node streams them (`NodeApi.read_file`).  `aclose()` gives the response back at once,
+    read or not: a body closed unread closes its connection (the node's get ends), rather than holding it until
+    the response is collected."""
+
+    def __init__(self, response: aiohttp.ClientResponse, down: Callable[[Exception], XscError]) -> None:
+        self._response, self._down = response, down
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_chunked(CHUNK):
+                yield chunk
+        except (aiohttp.ClientError, OSError) as exc:
+            raise self._down(exc) from None
+        finally:
+            self._response.release()
+
+    async def aclose(self) -> None:
+        self._response.release()  # its connection goes back to the pool only if the body was read to its end

@@ -23,8 +23,9 @@ log = logging.getLogger(__name__)
 
 
 class ObjectBodies:
-    def __init__(self, node: NodeLink) -> None:
-        self.node = node
+    def __init__(self, node: NodeLink, stall: float | None = None) -> None:
+        """`stall`: seconds a client may take no bytes of a body before it is cut (serve/direct.send_body)."""
+        self.node, self.stall = node, stall
         self.relays = ThreadPoolExecutor(64, thread_name_prefix="xsc-s3-relay")  # blocking, not CPU: many
 
     def close(self) -> None:
@@ -70,7 +71,7 @@ class ObjectBodies:
                 if i:
                     await body.aclose()
                     body = await self.node.open_file(*piece)
-                await send_body(request, response, body)
+                await send_body(request, response, body, stall=self.stall)
         except (XscError, OSError) as err:
             log.error("get of %s stopped: %s", name, err)
             if request.transport is not None:

@@ -5,13 +5,13 @@ socket by splice(2) where the system has it."""
 
 from __future__ import annotations
 
-from typing import AsyncGenerator, AsyncIterator
+from typing import AsyncIterator
 from urllib.parse import quote
 
 from .. import codec
 from ..buckets.core import listing
 from ..buckets.objects import SmallPut, group_body
-from ..client.aio import NodeApi
+from ..client.aio import FileStream, NodeApi
 from ..client.sync import SPLICE, NodeBody, error_from_problem
 from ..errors import XscError
 
@@ -109,8 +109,8 @@ class RemoteNode:
     async def put_file(self, chunks: AsyncIterator[bytes], size: int | None, name: str) -> dict:
         return await self.api.put_file(chunks, size, name)
 
-    async def open_file(self, cap: str, first: int | None = None, last: int | None = None) -> _Streamed:
-        return _Streamed(await self.api.read_file(cap, first, last))
+    async def open_file(self, cap: str, first: int | None = None, last: int | None = None) -> FileStream:
+        return await self.api.read_file(cap, first, last)
 
     def open_body(self, cap: str, first: int | None = None, last: int | None = None) -> NodeBody:
         return self.api.open_body(cap, first, last)
@@ -138,19 +138,6 @@ class RemoteNode:
             orphans += (await self.api.call("POST", "/v1/s3/reconcile",
                                             body={"caps": caps[i:i + RECONCILE_AT_ONCE]}))["orphans"]
         return orphans
-
-
-class _Streamed:
-    """A file's bytes as the node's user API streams them, iterated (a large body is relayed instead: `open_body`)."""
-
-    def __init__(self, chunks: AsyncGenerator[bytes, None]) -> None:
-        self._chunks = chunks
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._chunks
-
-    async def aclose(self) -> None:
-        await self._chunks.aclose()
 
 
 def _segment(value: object) -> str:

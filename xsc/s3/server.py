@@ -18,7 +18,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator, Awaitable, Callable
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
 from urllib.parse import unquote
 
 from aiohttp import StreamReader, web
@@ -27,7 +27,7 @@ from ..errors import S3Error, S3ServedByNode, XscError
 from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..serve.connections import ProblemRunner
-from ..tasks import Quota, woken
+from ..tasks import Quota, to_its_end, woken
 from ..buckets.core import listing, names
 from ..buckets.objects import SmallPut
 from .core import headers as stored_headers
@@ -39,6 +39,7 @@ from .marks import FileMarks
 from .small import SmallObjects
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHUNK = 1024 * 1024
 COUNTED = web.RequestKey("s3_counted", bool)  # the request was counted against its user's rate
@@ -70,35 +71,72 @@ class WriteGate:
     written.  Reconciliation lists the store's files, then waits only for the writes under way at that moment
     (`drained`): a file among those listed whose write has ended has its record written, or never will; a write
     that begins meanwhile stores a file the list does not hold.  So no file stored but not yet recorded is ever
-    taken for an orphan, and no write is held back while reconciliation runs."""
+    taken for an orphan, and no write is held back while reconciliation runs.
+
+    A write's last step, its record's (`Write.finish`), runs to its end whatever becomes of the request: once it is
+    asked of the node, the node writes the record even if the handler is cancelled (the server stopping) or fails,
+    so the write counts as under way until the record is written or refused, not until its handler ends."""
 
     def __init__(self) -> None:
         self._era = 0  # writes that begin now belong to this era; `drained` starts the next one
-        self._under_way: dict[int, int] = {}  # era -> its writes under way (eras with none are dropped)
-        self._ended = asyncio.Condition()
+        self._under_way: dict[int, int] = {}  # era -> its writes (and their last steps) under way; none: dropped
+        self._waiting: list[tuple[int, asyncio.Future]] = []  # `drained` callers: the era each waits for
+
+    @property
+    def under_way(self) -> int:
+        """Writes whose record is neither written nor abandoned yet (status, tests)."""
+        return sum(self._under_way.values())
 
     @contextlib.asynccontextmanager
-    async def write(self):
-        era = self._era
-        self._under_way[era] = self._under_way.get(era, 0) + 1
+    async def write(self) -> AsyncIterator[Write]:
+        write = Write(self, self._era)
+        self._begin(write.era)
         try:
-            yield
+            yield write
         finally:
-            left = self._under_way[era] - 1
-            if left:
-                self._under_way[era] = left
-            else:
-                del self._under_way[era]
-                if era != self._era:  # an era `drained` may be waiting for has ended
-                    async with self._ended:
-                        self._ended.notify_all()
+            self._end(write.era)
+
+    def _begin(self, era: int) -> None:
+        self._under_way[era] = self._under_way.get(era, 0) + 1
+
+    def _end(self, era: int) -> None:
+        left = self._under_way[era] - 1
+        if left:
+            self._under_way[era] = left
+            return
+        del self._under_way[era]
+        oldest = min(self._under_way, default=self._era)
+        for waited, future in [w for w in self._waiting if w[0] < oldest]:
+            self._waiting.remove((waited, future))
+            if not future.done():
+                future.set_result(None)
 
     async def drained(self) -> None:
         """Until every write under way as this is called has ended (writes that begin meanwhile are not waited for)."""
         era = self._era
         self._era += 1
-        async with self._ended:
-            await self._ended.wait_for(lambda: not any(e <= era for e in self._under_way))
+        if not any(e <= era for e in self._under_way):
+            return
+        waiter = (era, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiter)
+        try:
+            await waiter[1]
+        finally:
+            if waiter in self._waiting:
+                self._waiting.remove(waiter)
+
+
+class Write:
+    """One write under way through a WriteGate."""
+
+    def __init__(self, gate: WriteGate, era: int) -> None:
+        self.gate, self.era = gate, era
+
+    async def finish(self, step: Awaitable[T]) -> T:
+        """`step` (what writes the record: the file's payment and record, a small object's put) awaited, and run to
+        its end even if this caller is cancelled meanwhile; counted as this write under way until then."""
+        self.gate._begin(self.era)
+        return await to_its_end(step, lambda: self.gate._end(self.era))
 
 
 class S3Front:
@@ -116,7 +154,7 @@ class S3Front:
         self.owner = owner
         self.clock = clock
         self.gate = WriteGate()
-        self.bodies = ObjectBodies(node)
+        self.bodies = ObjectBodies(node, idle_timeout)
         self.small = SmallObjects(node, flights)
         self.reconcile_interval = reconcile_interval
 
@@ -284,9 +322,16 @@ class S3Front:
     def _metadata(headers) -> dict[str, str]:
         return stored_headers.metadata(headers)
 
-    async def _store(self, call: Call, chunks: AsyncIterator[bytes], size: int | None, name: str) -> str:
-        """Store a stream as one XSC file, paid from the user's own account; its capability."""
-        return await _paid_by(self.node, call.user, await self.node.put_file(chunks, size, self.marks.name(name)))
+    async def _store(self, call: Call, write: Write, chunks: AsyncIterator[bytes], size: int | None, name: str,
+                     recorded: Callable[[str], Awaitable[T]]) -> T:
+        """Store a stream as one XSC file, then have the user's own account pay for it and `recorded(capability)`
+        write its record: a step that runs to its end once the file is stored (`Write.finish`)."""
+        put = await self.node.put_file(chunks, size, self.marks.name(name))
+
+        async def paid_and_recorded() -> T:
+            return await recorded(await _paid_by(self.node, call.user, put))
+
+        return await write.finish(paid_and_recorded())
 
     async def _collect(self, garbage: list[str]) -> None:
         """Remove files no object refers to any more from the store (their deals end), then drop their marks."""
@@ -427,19 +472,23 @@ class S3Front:
         data = b"".join(parts)
         record.update(etag=md5.hexdigest(), modified=self.clock())
         put = SmallPut(call.bucket, call.key, call.user, self.marks.name(f"{call.bucket}/{call.key}"), record, data)
-        async with self.gate.write():
-            return await self.small.put(put)
+        async with self.gate.write() as write:
+            return await write.finish(self.small.submit(put))  # a group's future: no task of its own
 
     async def _put_streamed(self, call: Call, record: dict, declared: int | None) -> dict:
         """A large object (or one of unknown size): the bucket checked before a byte is stored, the body streamed
         to a file, then the object recorded; the ETag and time are set on `record`."""
         await self._may_write(call, call.bucket)
         md5 = hashlib.md5()
-        async with self.gate.write():
-            cap = await self._store(call, self._payload(call, md5=md5), declared, f"{call.bucket}/{call.key}")
+
+        async def recorded(cap: str) -> dict:
             record.update(parts=[{"cap": cap, "size": int(cap.rsplit(":", 1)[1])}], etag=md5.hexdigest(),
                           modified=self.clock())
             return {"garbage": await self.node.record(call.bucket, call.key, call.user, record)}
+
+        async with self.gate.write() as write:
+            return await self._store(call, write, self._payload(call, md5=md5), declared, f"{call.bucket}/{call.key}",
+                                     recorded)
 
     async def _object(self, call: Call, bucket: str, key: str) -> dict:
         return await self.node.object(bucket, key, call.user)
@@ -525,11 +574,14 @@ class S3Front:
                     md5.update(chunk)
                     yield chunk
 
-        async with self.gate.write():
-            cap = await self._store(call, data(), record["size"], f"{call.bucket}/{call.key}")
-            new = {"parts": [{"cap": cap, "size": record["size"]}], "etag": md5.hexdigest(),
-                   "content_type": content_type, "metadata": metadata, "headers": kept, "modified": self.clock()}
-            garbage = await self.node.record(call.bucket, call.key, call.user, new)
+        new = {"content_type": content_type, "metadata": metadata, "headers": kept}
+
+        async def recorded(cap: str) -> list[str]:
+            new.update(parts=[{"cap": cap, "size": record["size"]}], etag=md5.hexdigest(), modified=self.clock())
+            return await self.node.record(call.bucket, call.key, call.user, new)
+
+        async with self.gate.write() as write:
+            garbage = await self._store(call, write, data(), record["size"], f"{call.bucket}/{call.key}", recorded)
         await self._collect(garbage)
         return _xml(xml.copy_object(new["etag"], new["modified"]))
 
@@ -553,11 +605,14 @@ class S3Front:
         upload_id = _upload_id(call)
         await self._upload(call)
         md5 = hashlib.md5()
-        async with self.gate.write():
-            cap = await self._store(call, self._payload(call, md5=md5), _declared_size(call),
-                                    f"{call.bucket}/{call.key}#{upload_id}.{number}")
-            size = int(cap.rsplit(":", 1)[1])
-            garbage = await self.node.put_part(upload_id, number, call.user, cap, size, md5.hexdigest())
+
+        async def recorded(cap: str) -> list[str]:
+            return await self.node.put_part(upload_id, number, call.user, cap, int(cap.rsplit(":", 1)[1]),
+                                            md5.hexdigest())
+
+        async with self.gate.write() as write:
+            garbage = await self._store(call, write, self._payload(call, md5=md5), _declared_size(call),
+                                        f"{call.bucket}/{call.key}#{upload_id}.{number}", recorded)
         await self._collect(garbage)
         return web.Response(status=200, headers={"ETag": xml.quoted(md5.hexdigest())})
 

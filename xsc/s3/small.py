@@ -6,6 +6,8 @@ Under load most small objects go in groups; alone, an object waits for nothing (
 
 from __future__ import annotations
 
+from typing import Awaitable
+
 from .. import codec
 from ..buckets.objects import MAX_GROUP_BYTES, MAX_GROUP_OBJECTS, SmallPut
 from ..tasks import GroupSend
@@ -24,12 +26,16 @@ class SmallObjects:
 
     async def put(self, put: SmallPut) -> dict:
         """The object stored, paid from its user's account and recorded: {"capability", "garbage"}."""
+        return await self.submit(put)
+
+    def submit(self, put: SmallPut) -> Awaitable[dict]:
+        """`put`, on its way already: an object of a group goes with it whether or not its answer is awaited."""
         # what it adds to a group's body, at most (a key's quotes and backslashes are escaped in JSON)
         names = f"{put.key}{put.name or ''}".encode()
         weight = len(put.data) + len(codec.dumps(put.record)) + 2 * len(names) + ITEM_BYTES
         if weight <= GROUPED_UP_TO:
-            return await self.groups.send(put, weight)
-        return await self.node.put_small(put)
+            return self.groups.submit(put, weight)
+        return self.node.put_small(put)
 
     async def close(self) -> None:
         await self.groups.close()

@@ -10,9 +10,11 @@ body is written, so the bytes keep their order.  A TLS connection's bytes go thr
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -38,24 +40,73 @@ class ThreadedBody(Body, Protocol):
 
 
 async def send_body(request: web.BaseRequest, response: web.StreamResponse, body: Body | ThreadedBody,
-                    count: Callable[[int], object] = lambda n: None) -> int:
+                    count: Callable[[int], object] = lambda n: None, *, stall: float | None = None) -> int:
     """Every byte of `body` after the prepared `response`'s headers: written by the body's own threads straight to
     the socket where it has threads and may take them (`ThreadedBody.take_threads`: a get of shares all held here,
     within the gateway's bound on such gets) and the connection lets it (`body_socket`), else piece by piece
     through the transport.  `count(n)` as bytes go out; the bytes sent.  The body's errors (a segment that cannot
-    be read, a client gone) are raised."""
+    be read, a client gone) are raised.  A client that takes no bytes for `stall` seconds is cut (`Stalled`): a
+    reader that stops, connected, would otherwise hold the get (its segments, its holders' ranges) for good."""
     threaded = isinstance(body, ThreadedBody) and body.take_threads()
     sock = await body_socket(request, response) if threaded else None
-    if sock is not None:
-        sent = await sock.fill(body.pass_on)
-        count(sent)
+    try:
+        if sock is not None:
+            sent = await sock.fill(body.pass_on, stall)
+            count(sent)
+            return sent
+        sent = 0
+        async for chunk in body:
+            if stall is None or request.transport is None:
+                await response.write(chunk)
+            else:
+                await _written(response.write(chunk), request.transport, stall)
+            sent += len(chunk)
+            count(len(chunk))
         return sent
-    sent = 0
-    async for chunk in body:
-        await response.write(chunk)
-        sent += len(chunk)
-        count(len(chunk))
-    return sent
+    except Stalled:
+        if request.transport is not None:
+            request.transport.abort()  # not close(): that would wait to hand the stalled client what is buffered
+        raise
+
+
+async def _written(write: Awaitable[None], transport: asyncio.Transport, stall: float) -> None:
+    """`write` awaited while the client takes bytes: Stalled once it has taken none for `stall` seconds (the
+    transport's buffer no smaller), however slowly it reads."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+    left: int | None = None
+    stalled = False
+
+    def measure() -> None:  # runs once `write` has handed its bytes to the transport and waits for room
+        nonlocal left
+        left = transport.get_write_buffer_size()
+
+    def check() -> None:
+        nonlocal left, handle, stalled
+        now = transport.get_write_buffer_size()
+        if left is None or now < left:  # the client took some: it has `stall` seconds again
+            left, handle = now, loop.call_later(stall, check)
+        else:
+            stalled = True
+            task.cancel()
+
+    loop.call_soon(measure)
+    handle = loop.call_later(stall, check)
+    try:
+        await write
+    except asyncio.CancelledError:
+        if stalled and task.uncancel() == 0:
+            raise Stalled(stall) from None
+        raise
+    finally:
+        handle.cancel()
+
+
+class Stalled(ConnectionResetError):
+    """The client took no bytes of a body for `stall` seconds, its socket full all that while: it is cut."""
+
+    def __init__(self, stall: float) -> None:
+        super().__init__(f"the client took no bytes for {stall:g} s")
 
 
 async def body_socket(request: web.BaseRequest, response: web.StreamResponse) -> SocketBody | None:
@@ -81,17 +132,26 @@ class SocketBody:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.stall: float | None = None  # seconds `write` waits for room in the socket, at most (Stalled after)
 
     def write(self, pieces: Sequence[bytes | bytearray | memoryview], stop: threading.Event) -> None:
         """All of `pieces`, in order (writev); raises ConnectionError once `stop` is set, OSError when the client is
-        gone."""
+        gone, Stalled when it took nothing for `stall` seconds."""
         views = [memoryview(p).cast("B") for p in pieces if len(p)]
         poller = None
+        since = None  # when the socket was last found full with nothing taken since
         while views:
             try:
                 n = os.writev(self.fd, views)
             except BlockingIOError:
                 n = 0
+            if n:
+                since = None
+            elif self.stall is not None:
+                now = time.monotonic()
+                since = since or now
+                if now - since >= self.stall:
+                    raise Stalled(self.stall)
             while n and n >= views[0].nbytes:
                 n -= views.pop(0).nbytes
             if n:
@@ -104,8 +164,10 @@ class SocketBody:
                     poller.register(self.fd, select.POLLOUT)
                 poller.poll(POLL_MS)
 
-    async def fill(self, pass_on: Callable[[Callable[[Sequence, threading.Event], None]], Awaitable[int]]) -> int:
+    async def fill(self, pass_on: Callable[[Callable[[Sequence, threading.Event], None]], Awaitable[int]],
+                   stall: float | None = None) -> int:
         """`await pass_on(self.write)`, the bytes it passed, then this descriptor closed."""
+        self.stall = stall
         try:
             return await pass_on(self.write)
         finally:

@@ -566,7 +566,8 @@ class StorageService:
     def status(self) -> dict:
         store = self.store
         return {"capacity": store.capacity, "used": store.used, "reserved": store.reserved, "free": store.free,
-                "shares": store.shares_held}
+                "shares": store.shares_held,
+                "gets": {"open": self.gateway.gets_open, "passed_on": self.gateway.passing_on}}
 
 
 __all__ = ["LOCAL", "StorageService", "UnknownNode"]

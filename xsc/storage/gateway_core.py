@@ -73,6 +73,7 @@ class GatewayCore:
         self.budget = PutBudget((depth + 1) * segment_size)
         self.remote_timeout = remote_timeout
         self.passing_on = 0  # gets that may be passed on by threads of their own (gateway_get); PASSED_ON_AT_ONCE most
+        self.gets_open = 0  # gets opened and not yet closed (gateway_get.Plaintext): status
 
     async def run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)

@@ -96,7 +96,7 @@ async def open_file(gateway: GatewayCore, cap: Capability, holders: Mapping[int,
         read = gateway.segment_reader(si, manifest, metas, bad, cipher.decrypt)
         local = _Local(lambda index: read(index, order, {}), segments, _Window(skip, length), gateway.depth, finish,
                        gateway)
-    return manifest.size, Plaintext(stream(), readers.values(), local)
+    return manifest.size, Plaintext(stream(), readers.values(), local, gateway)
 
 
 PASSED_ON_AT_ONCE = 4  # gets passed on by two threads each at once; the others iterate on the loop as remote gets do
@@ -206,8 +206,11 @@ class Plaintext:
     must not leave them running to their timeout."""
 
     def __init__(self, pieces: AsyncGenerator[bytes, None], readers: Iterable[RemoteShareReader],
-                 local: _Local | None = None) -> None:
+                 local: _Local | None = None, gateway: GatewayCore | None = None) -> None:
         self._pieces, self._readers, self._local = pieces, readers, local
+        self._gateway = gateway  # counts it in `gets_open` until it closes
+        if gateway is not None:
+            gateway.gets_open += 1
 
     def take_threads(self) -> bool:
         """Whether `pass_on` may be used, its threads counted against the gateway's PASSED_ON_AT_ONCE until this
@@ -226,6 +229,9 @@ class Plaintext:
         return self._pieces
 
     async def aclose(self) -> None:
+        if self._gateway is not None:
+            self._gateway.gets_open -= 1
+            self._gateway = None
         if self._local is not None:
             self._local.release()
         await self._pieces.aclose()  # a started iteration ends in its own `finally`

@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 from .. import codec
 from ..errors import (Forbidden, InvalidArgument, PayloadTooLarge, QuotaExceeded, RangeNotSatisfiable,
-                      SegmentOutOfOrder, ShareExists, ShareMismatch, ShareNotFound, UploadIncomplete, UploadNotFound,
-                      XscError)
+                      SegmentOutOfOrder, ShareExists, ShareMismatch, ShareNotFound, StorageFull, UploadIncomplete,
+                      UploadNotFound, XscError)
 from ..identity import public_id
 from ..ledger.core.pricing import price_storage
 from ..tasks import in_pool, periodic
@@ -395,9 +395,12 @@ class ShareHolder:
                                                 f"{(lease_expiry - now) / 86400:.1f} days")
         try:
             incoming = await self.begin(sender, si, share, size, segment_size, lease_expiry, terms=terms)
-        except BaseException:
+        except BaseException as err:
             if cost:
                 self.trust.release(sender_id, cost)
+            if type(err) is StorageFull:  # the store's hint is for this node's own user; the uploader can do this
+                raise StorageFull(err.message, hint="place this share on another node: this one has no room for it",
+                                  **err.details) from None
             raise
         incoming.cost, incoming.line = cost, sender_id
         return {"upload": incoming.id, "segment_count": incoming.segment_count, "share_bytes": incoming.share_bytes,

@@ -91,7 +91,8 @@ async def get_file(request: web.Request) -> web.StreamResponse:
     metrics = request.app[METRICS]
     try:  # closed however it ends: a client gone before the first byte leaves no range asked of a holder running
         await response.prepare(request)
-        await send_body(request, response, chunks, metrics.bytes_served.inc)
+        await send_body(request, response, chunks, metrics.bytes_served.inc,
+                        stall=request.app[CONFIG].node.idle_timeout)
     except XscError as err:
         # Headers are gone: cut the connection so the client sees a short body, never wrong bytes.
         log.error("get of %s stopped: %s", request.match_info["cap"][:24], err)
