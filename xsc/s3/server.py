@@ -12,6 +12,7 @@ S3 XML error; nothing unexpected becomes anything but an InternalError body.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import logging
@@ -256,62 +257,10 @@ class S3Front:
         return response
 
     # --- bodies ------------------------------------------------------------------
-    async def _payload(self, call: Call, *, md5: "hashlib._Hash | None" = None) -> AsyncIterator[bytes]:
-        """The request body as it arrives, checked before its last chunk is let through: the signed
-        SHA-256 (x-amz-content-sha256), Content-MD5, and aws-chunked signatures.  A body that fails a
-        check never reaches the store whole (the put is cut short and aborted by the node).  A chunk goes on as it
-        comes while the declared size says more is to come (else, size unknown, once the next one came); none is
-        kept here once let through, so a put waiting for its turn holds only what it read (storage/put_budget.py)."""
-        request, auth = call.request, call.auth
-        chunked = auth.payload_hash.startswith("STREAMING-") or "aws-chunked" in request.headers.get(
-            "Content-Encoding", "")
-        decoder = sigv4.ChunkDecoder(auth) if chunked else None
-        want_sha = auth.payload_hash if len(auth.payload_hash) == 64 else None
-        sha = hashlib.sha256() if want_sha else None
-        md5 = md5 if md5 is not None else hashlib.md5()
-        content_md5 = request.headers.get("Content-MD5")
-        declared, received = _declared_size(call), 0
-        held, ready = b"", []  # the chunk held back until the body is checked; those let through, handed out
-        while True:
-            chunk = await _body_chunk(request.content, self.idle_timeout)
-            if not chunk:
-                break
-            if decoder is not None:
-                if sha is not None:
-                    sha.update(chunk)
-                chunk = decoder.feed(chunk)
-            elif sha is not None:
-                sha.update(chunk)
-            if chunk:
-                md5.update(chunk)
-                received += len(chunk)
-                if held:
-                    ready.append(held)
-                if declared is not None and received < declared:
-                    ready.append(chunk)
-                    held = b""
-                else:
-                    held = chunk
-                chunk = b""
-                while ready:
-                    yield ready.pop(0)  # taken out of the list first: not referenced here while the put uses it
-        if decoder is not None and not decoder.done:
-            raise S3Error("the aws-chunked body ended early", s3_code="IncompleteBody", status=400)
-        if sha is not None and sha.hexdigest() != want_sha:
-            raise S3Error("the body's SHA-256 does not match x-amz-content-sha256",
-                          s3_code="XAmzContentSHA256Mismatch", status=400)
-        if content_md5:
-            import base64
-
-            if base64.b64encode(md5.digest()).decode() != content_md5.strip():
-                raise S3Error("the body's MD5 does not match Content-MD5", s3_code="BadDigest", status=400)
-        if held:
-            yield held
-
     async def _small_body(self, call: Call) -> bytes:
         parts = []
         size = 0
-        async for chunk in self._payload(call):
+        async for chunk in _payload(call, self.idle_timeout):
             size += len(chunk)
             if size > xml.MAX_BODY:
                 raise S3Error("the request body is too large", s3_code="MaxMessageLengthExceeded", status=400)
@@ -461,7 +410,7 @@ class S3Front:
         """A small object whole, checked, then stored and recorded by one call of the node's (which checks the
         bucket first): the ETag and time are set on `record`."""
         md5, declared, parts, size = hashlib.md5(), _declared_size(call), [], 0
-        async for chunk in self._payload(call, md5=md5):
+        async for chunk in _payload(call, self.idle_timeout, md5=md5):
             size += len(chunk)
             if size > declared:
                 break
@@ -487,8 +436,8 @@ class S3Front:
             return {"garbage": await self.node.record(call.bucket, call.key, call.user, record)}
 
         async with self.gate.write() as write:
-            return await self._store(call, write, self._payload(call, md5=md5), declared, f"{call.bucket}/{call.key}",
-                                     recorded)
+            return await self._store(call, write, _payload(call, self.idle_timeout, md5=md5), declared,
+                                     f"{call.bucket}/{call.key}", recorded)
 
     async def _object(self, call: Call, bucket: str, key: str) -> dict:
         return await self.node.object(bucket, key, call.user)
@@ -611,7 +560,7 @@ class S3Front:
                                             md5.hexdigest())
 
         async with self.gate.write() as write:
-            garbage = await self._store(call, write, self._payload(call, md5=md5), _declared_size(call),
+            garbage = await self._store(call, write, _payload(call, self.idle_timeout, md5=md5), _declared_size(call),
                                         f"{call.bucket}/{call.key}#{upload_id}.{number}", recorded)
         await self._collect(garbage)
         return web.Response(status=200, headers={"ETag": xml.quoted(md5.hexdigest())})
@@ -661,6 +610,57 @@ async def _paid_by(node: NodeLink, user: str, put: dict) -> str:
             await node.delete_file(put["capability"])
         raise
     return put["capability"]
+
+
+async def _payload(call: Call, idle_timeout: float, *, md5: "hashlib._Hash | None" = None) -> AsyncIterator[bytes]:
+    """The request body as it arrives, checked before its last chunk is let through: the signed
+    SHA-256 (x-amz-content-sha256), Content-MD5, and aws-chunked signatures.  A body that fails a
+    check never reaches the store whole (the put is cut short and aborted by the node).  A chunk goes on as it
+    comes while the declared size says more is to come (else, size unknown, once the next one came); none is
+    kept here once let through, so a put waiting for its turn holds only what it read (storage/put_budget.py)."""
+    request, auth = call.request, call.auth
+    chunked = auth.payload_hash.startswith("STREAMING-") or "aws-chunked" in request.headers.get(
+        "Content-Encoding", "")
+    decoder = sigv4.ChunkDecoder(auth) if chunked else None
+    want_sha = auth.payload_hash if len(auth.payload_hash) == 64 else None
+    sha = hashlib.sha256() if want_sha else None
+    md5 = md5 if md5 is not None else hashlib.md5()
+    content_md5 = request.headers.get("Content-MD5")
+    declared, received = _declared_size(call), 0
+    held, ready = b"", []  # the chunk held back until the body is checked; those let through, handed out
+    while True:
+        chunk = await _body_chunk(request.content, idle_timeout)
+        if not chunk:
+            break
+        if decoder is not None:
+            if sha is not None:
+                sha.update(chunk)
+            chunk = decoder.feed(chunk)
+        elif sha is not None:
+            sha.update(chunk)
+        if chunk:
+            md5.update(chunk)
+            received += len(chunk)
+            if held:
+                ready.append(held)
+            if declared is not None and received < declared:
+                ready.append(chunk)
+                held = b""
+            else:
+                held = chunk
+            chunk = b""
+            while ready:
+                yield ready.pop(0)  # taken out of the list first: not referenced here while the put uses it
+    if decoder is not None and not decoder.done:
+        raise S3Error("the aws-chunked body ended early", s3_code="IncompleteBody", status=400)
+    if sha is not None and sha.hexdigest() != want_sha:
+        raise S3Error("the body's SHA-256 does not match x-amz-content-sha256",
+                      s3_code="XAmzContentSHA256Mismatch", status=400)
+    if content_md5:
+        if base64.b64encode(md5.digest()).decode() != content_md5.strip():
+            raise S3Error("the body's MD5 does not match Content-MD5", s3_code="BadDigest", status=400)
+    if held:
+        yield held
 
 
 async def _body_chunk(content: StreamReader, idle_timeout: float) -> bytes:
