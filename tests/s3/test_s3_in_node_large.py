@@ -223,7 +223,8 @@ def test_large_put_objects_whole_and_multipart_stream_in_bounded_memory(tmp_path
 def test_parts_sent_at_once_share_the_gateways_bound_on_segments_in_flight(tmp_path) -> None:
     """boto3's `upload_file` with its defaults (8 MiB parts, ten at once) of a 256 MiB file to the node's own
     listener: ten puts at once, whose segments in flight are bounded across them by the gateway's budget, so the node
-    stays within a lone `store put`'s peak plus a few chunks (docs/s3.md, Memory), and the object reads back exact."""
+    stays within a lone `store put`'s peak plus what the waiting parts have read (docs/s3.md, Memory), and the object
+    reads back exact."""
     gateway = Gateway(tmp_path, env={"XSC_STORAGE_SEGMENT_SIZE": str(MiB)}, in_node=True).start()
     try:
         s3 = gateway.client()
@@ -235,7 +236,9 @@ def test_parts_sent_at_once_share_the_gateways_bound_on_segments_in_flight(tmp_p
         assert (config.multipart_chunksize, config.max_concurrency) == (8 * MiB, 10)
         with AnonPeak(gateway.node.pid) as parts:
             s3.upload_file(str(src), "big", "parts", Config=config)
-        assert parts.peak < native.peak + 32 * MiB, (native.peak / MiB, parts.peak / MiB)
+        # Besides the budget, each of the ten waiting parts holds the segment it read and its connection's buffers:
+        # 10-37 MiB over a lone put in runs of this test, against 83-116 MiB when nothing bounds the parts.
+        assert parts.peak < native.peak + 48 * MiB, (native.peak / MiB, parts.peak / MiB)
         assert _object_digest(s3, "parts") == digest
     finally:
         gateway.stop()

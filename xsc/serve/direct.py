@@ -11,8 +11,11 @@ body is written, so the bytes keep their order.  A TLS connection's bytes go thr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
+import socket
+import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -65,8 +68,18 @@ async def send_body(request: web.BaseRequest, response: web.StreamResponse, body
         return sent
     except Stalled:
         if request.transport is not None:
-            request.transport.abort()  # not close(): that would wait to hand the stalled client what is buffered
+            _reset(request.transport)
         raise
+
+
+def _reset(transport: asyncio.BaseTransport) -> None:
+    """The connection ended by a reset: a close, even asyncio's abort(), leaves the bytes the kernel holds for the
+    client (megabytes) to be handed over as it takes them, keeping the socket and its buffer long after."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 async def _written(write: Awaitable[None], transport: asyncio.Transport, stall: float) -> None:
