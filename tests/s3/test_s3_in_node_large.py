@@ -24,7 +24,7 @@ from xsc.s3.access import KeyRing, key_file  # noqa: E402
 from xsc.storage import Capability  # noqa: E402
 from xsc.storage.gateway_get import PASSED_ON_AT_ONCE  # noqa: E402
 
-from tests.support.memory import AnonPeak  # noqa: E402
+from bench.common import AnonSampler  # noqa: E402
 from tests.support.nodes import free_port  # noqa: E402
 from tests.support.s3 import Gateway, boto3_client, sign_headers  # noqa: E402
 from tests.support.waiting import eventually_async  # noqa: E402
@@ -203,16 +203,16 @@ def test_large_put_objects_whole_and_multipart_stream_in_bounded_memory(tmp_path
         s3 = gateway.client()
         s3.create_bucket(Bucket="big")
         src, digest = _random_file(tmp_path / "object.bin", 256 * MiB)
-        with AnonPeak(gateway.node.pid) as native:
+        with AnonSampler(gateway.node.pid, interval=0.005) as native:
             assert gateway.node.xsc("store", "put", str(src)).returncode == 0
-        with AnonPeak(gateway.node.pid) as whole:
+        with AnonSampler(gateway.node.pid, interval=0.005) as whole:
             with src.open("rb") as f:
                 s3.put_object(Bucket="big", Key="whole", Body=f)
-        with AnonPeak(gateway.node.pid) as parts:
+        with AnonSampler(gateway.node.pid, interval=0.005) as parts:
             s3.upload_file(str(src), "big", "parts", Config=TransferConfig(
                 multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, use_threads=False))
-        bound = native.peak + 32 * MiB  # a put's own buffers and a few of the front's chunks, not the object
-        assert whole.peak < bound and parts.peak < bound, (native.peak / MiB, whole.peak / MiB, parts.peak / MiB)
+        bound = native.peak_mib + 32  # MiB: a put's own buffers and a few of the front's chunks, not the object
+        assert whole.peak_mib < bound and parts.peak_mib < bound, (native.peak_mib, whole.peak_mib, parts.peak_mib)
         for key in ("whole", "parts"):
             assert _object_digest(s3, key) == digest
     finally:
@@ -230,15 +230,15 @@ def test_parts_sent_at_once_share_the_gateways_bound_on_segments_in_flight(tmp_p
         s3 = gateway.client()
         s3.create_bucket(Bucket="big")
         src, digest = _random_file(tmp_path / "object.bin", 256 * MiB)
-        with AnonPeak(gateway.node.pid) as native:
+        with AnonSampler(gateway.node.pid, interval=0.005) as native:
             assert gateway.node.xsc("store", "put", str(src)).returncode == 0
         config = TransferConfig()
         assert (config.multipart_chunksize, config.max_concurrency) == (8 * MiB, 10)
-        with AnonPeak(gateway.node.pid) as parts:
+        with AnonSampler(gateway.node.pid, interval=0.005) as parts:
             s3.upload_file(str(src), "big", "parts", Config=config)
         # Besides the budget, each of the ten waiting parts holds the segment it read and its connection's buffers:
         # 10-37 MiB over a lone put in runs of this test, against 83-116 MiB when nothing bounds the parts.
-        assert parts.peak < native.peak + 48 * MiB, (native.peak / MiB, parts.peak / MiB)
+        assert parts.peak_mib < native.peak_mib + 48, (native.peak_mib, parts.peak_mib)
         assert _object_digest(s3, "parts") == digest
     finally:
         gateway.stop()

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from tests.support.memory import AnonPeak
+from bench.common import AnonSampler
 from tests.support.shares import gateway_core
 from tests.support.waiting import eventually_async
 from xsc import keys
@@ -241,10 +241,10 @@ def test_eight_store_puts_at_once_stay_within_a_lone_puts_memory(tmp_path) -> No
                 files.append(tmp_path / f"f{i}.bin")
                 files[-1].write_bytes(os.urandom(32 * MiB))
                 whole.write(files[-1].read_bytes())
-        with AnonPeak(node.pid) as lone:
+        with AnonSampler(node.pid, interval=0.005) as lone:
             assert node.xsc("store", "put", str(tmp_path / "whole.bin")).returncode == 0
         codes: list[int] = []
-        with AnonPeak(node.pid) as eight:
+        with AnonSampler(node.pid, interval=0.005) as eight:
             threads = [threading.Thread(target=lambda f=f: codes.append(node.xsc("store", "put", str(f)).returncode))
                        for f in files]
             for thread in threads:
@@ -252,6 +252,6 @@ def test_eight_store_puts_at_once_stay_within_a_lone_puts_memory(tmp_path) -> No
             for thread in threads:
                 thread.join()
         assert codes == [0] * 8
-        assert eight.peak < lone.peak + 32 * MiB, (lone.peak / MiB, eight.peak / MiB)
+        assert eight.peak_mib < lone.peak_mib + 32, (lone.peak_mib, eight.peak_mib)
     finally:
         node.stop()
