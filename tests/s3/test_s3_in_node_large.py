@@ -12,6 +12,8 @@ import hashlib
 import os
 import socket
 import threading
+from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -192,56 +194,62 @@ async def test_a_client_gone_mid_get_object_frees_its_threads_and_slot(s3_node, 
     assert await asyncio.to_thread(_get, s3, Key="o") == data
 
 
+class _Stored(NamedTuple):
+    s3: object  # a boto3 client of the node's own listener, with a bucket "big"
+    src: Path  # a 256 MiB file of random bytes, already stored with `store put`
+    digest: str  # its SHA-256
+    native_mib: float  # the node's anonymous memory at most during that `store put`
+    pid: int  # the node's
+
+
+@pytest.fixture
+def stored_natively(tmp_path):
+    gateway = Gateway(tmp_path, env={"XSC_STORAGE_SEGMENT_SIZE": str(MiB)}, in_node=True).start()
+    try:
+        s3 = gateway.client()
+        s3.create_bucket(Bucket="big")
+        src, digest = _random_file(tmp_path / "object.bin", 256 * MiB)
+        with AnonSampler(gateway.node.pid, interval=0.005) as native:
+            assert gateway.node.xsc("store", "put", str(src)).returncode == 0
+        yield _Stored(s3, src, digest, native.peak_mib, gateway.node.pid)
+    finally:
+        gateway.stop()
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads a process's memory from /proc")
-def test_large_put_objects_whole_and_multipart_stream_in_bounded_memory(tmp_path) -> None:
+def test_large_put_objects_whole_and_multipart_stream_in_bounded_memory(stored_natively) -> None:
     """A 256 MiB PutObject, and the same object as a multipart upload (8 MiB parts, one after another), through the
     node's own listener: the node's anonymous memory stays within what a `store put` of the file takes it to (plus
     a few chunks; the object is never held whole: ~140 MiB in all, docs/s3.md), and the object reads back exact.
     (Parts sent at once: the next test.)"""
-    gateway = Gateway(tmp_path, env={"XSC_STORAGE_SEGMENT_SIZE": str(MiB)}, in_node=True).start()
-    try:
-        s3 = gateway.client()
-        s3.create_bucket(Bucket="big")
-        src, digest = _random_file(tmp_path / "object.bin", 256 * MiB)
-        with AnonSampler(gateway.node.pid, interval=0.005) as native:
-            assert gateway.node.xsc("store", "put", str(src)).returncode == 0
-        with AnonSampler(gateway.node.pid, interval=0.005) as whole:
-            with src.open("rb") as f:
-                s3.put_object(Bucket="big", Key="whole", Body=f)
-        with AnonSampler(gateway.node.pid, interval=0.005) as parts:
-            s3.upload_file(str(src), "big", "parts", Config=TransferConfig(
-                multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, use_threads=False))
-        bound = native.peak_mib + 32  # MiB: a put's own buffers and a few of the front's chunks, not the object
-        assert whole.peak_mib < bound and parts.peak_mib < bound, (native.peak_mib, whole.peak_mib, parts.peak_mib)
-        for key in ("whole", "parts"):
-            assert _object_digest(s3, key) == digest
-    finally:
-        gateway.stop()
+    s3, src, digest, native_mib, pid = stored_natively
+    with AnonSampler(pid, interval=0.005) as whole:
+        with src.open("rb") as f:
+            s3.put_object(Bucket="big", Key="whole", Body=f)
+    with AnonSampler(pid, interval=0.005) as parts:
+        s3.upload_file(str(src), "big", "parts", Config=TransferConfig(
+            multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, use_threads=False))
+    bound = native_mib + 32  # MiB: a put's own buffers and a few of the front's chunks, not the object
+    assert whole.peak_mib < bound and parts.peak_mib < bound, (native_mib, whole.peak_mib, parts.peak_mib)
+    for key in ("whole", "parts"):
+        assert _object_digest(s3, key) == digest
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads a process's memory from /proc")
-def test_parts_sent_at_once_share_the_gateways_bound_on_segments_in_flight(tmp_path) -> None:
+def test_parts_sent_at_once_share_the_gateways_bound_on_segments_in_flight(stored_natively) -> None:
     """boto3's `upload_file` with its defaults (8 MiB parts, ten at once) of a 256 MiB file to the node's own
     listener: ten puts at once, whose segments in flight are bounded across them by the gateway's budget, so the node
     stays within a lone `store put`'s peak plus what the waiting parts have read (docs/s3.md, Memory), and the object
     reads back exact."""
-    gateway = Gateway(tmp_path, env={"XSC_STORAGE_SEGMENT_SIZE": str(MiB)}, in_node=True).start()
-    try:
-        s3 = gateway.client()
-        s3.create_bucket(Bucket="big")
-        src, digest = _random_file(tmp_path / "object.bin", 256 * MiB)
-        with AnonSampler(gateway.node.pid, interval=0.005) as native:
-            assert gateway.node.xsc("store", "put", str(src)).returncode == 0
-        config = TransferConfig()
-        assert (config.multipart_chunksize, config.max_concurrency) == (8 * MiB, 10)
-        with AnonSampler(gateway.node.pid, interval=0.005) as parts:
-            s3.upload_file(str(src), "big", "parts", Config=config)
-        # Besides the budget, each of the ten waiting parts holds the segment it read and its connection's buffers:
-        # 10-37 MiB over a lone put in runs of this test, against 83-116 MiB when nothing bounds the parts.
-        assert parts.peak_mib < native.peak_mib + 48, (native.peak_mib, parts.peak_mib)
-        assert _object_digest(s3, "parts") == digest
-    finally:
-        gateway.stop()
+    s3, src, digest, native_mib, pid = stored_natively
+    config = TransferConfig()
+    assert (config.multipart_chunksize, config.max_concurrency) == (8 * MiB, 10)
+    with AnonSampler(pid, interval=0.005) as parts:
+        s3.upload_file(str(src), "big", "parts", Config=config)
+    # Besides the budget, each of the ten waiting parts holds the segment it read and its connection's buffers:
+    # 10-37 MiB over a lone put in runs of this test, against 83-116 MiB when nothing bounds the parts.
+    assert parts.peak_mib < native_mib + 48, (native_mib, parts.peak_mib)
+    assert _object_digest(s3, "parts") == digest
 
 
 def _random_file(path, size: int):
