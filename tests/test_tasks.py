@@ -507,3 +507,40 @@ async def test_an_item_submitted_goes_with_its_group_whether_or_not_its_answer_i
     assert await second == "B"
     assert await first == "A" and sorted(i for g in sent for i in g) == ["a", "b"]
     await groups.close()
+
+
+async def test_an_item_counts_as_under_way_until_its_group_is_sent_even_if_its_caller_is_cancelled() -> None:
+    release = asyncio.Event()
+    sent: list[list[str]] = []
+
+    async def send_all(items: list[str]) -> list[str]:
+        sent.append(items)
+        await release.wait()
+        return [item.upper() for item in items]
+
+    groups = GroupSend(send_all, max_items=8, max_bytes=100, flights=1)
+    ended: list[str] = []
+    first = groups.submit("a", 1, lambda: ended.append("a"))
+    await asyncio.sleep(0)  # the first group is on its way
+    queued = groups.submit("b", 1, lambda: ended.append("b"))
+    dropped = groups.submit("c", 1, lambda: ended.append("c"))
+    first.cancel()  # its group goes on
+    dropped.cancel()  # before its group goes: it is not sent
+    release.set()
+    assert await queued == "B"
+    assert sent == [["a"], ["b"]] and sorted(ended) == ["a", "b", "c"]
+    await groups.close()
+
+
+async def test_items_of_a_closed_group_send_are_told_they_ended() -> None:
+    async def send_all(items: list[str]) -> list[str]:
+        await asyncio.Event().wait()  # never answers
+        return items
+
+    groups = GroupSend(send_all, max_items=1, max_bytes=100, flights=1)
+    ended: list[str] = []
+    in_flight = groups.submit("a", 1, lambda: ended.append("a"))
+    await asyncio.sleep(0)
+    waiting = groups.submit("b", 1, lambda: ended.append("b"))
+    await groups.close()
+    assert in_flight.cancelled() and waiting.cancelled() and sorted(ended) == ["a", "b"]

@@ -6,7 +6,8 @@ loop runs, and how many calls run at once.
                                             items added while one group is written go together in one write
     await sends.send(item, size)            item sent by GroupSend's send_all with those added while the groups
                                             before it were under way: one request carries many small ones
-                                            (`sends.submit(item, size)`: the same, as a future)
+                                            (`sends.submit(item, size, ended)`: the same, as a future,
+                                            and ended() once the item went with its group or was dropped)
     await workers.run(fn, *args)            fn(*args) on one of a fixed set of threads, handed it directly
     workers.submit(fn, *args)               the same, nothing handed back (fn delivers its own result)
     await in_threads(stop, *fns)            each fn() on a thread of its own, for blocking work as long as a
@@ -39,6 +40,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sized
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
@@ -249,7 +251,7 @@ class GroupSend(Generic[T]):
     def __init__(self, send_all: Callable[[list[T]], Awaitable[list[Any]]], *, max_items: int, max_bytes: int,
                  flights: int = 2) -> None:
         self.send_all, self.max_items, self.max_bytes, self.flights = send_all, max_items, max_bytes, flights
-        self._queue: deque[tuple[T, int, asyncio.Future]] = deque()
+        self._queue: deque[_Queued[T]] = deque()
         self._senders: set[asyncio.Task] = set()  # held: the loop keeps only weak references to tasks
         self._sending = 0  # senders under way (counted down as one finds nothing more to send)
         self.groups = 0  # groups sent (tests, status)
@@ -258,11 +260,12 @@ class GroupSend(Generic[T]):
     async def send(self, item: T, size: int) -> Any:
         return await self.submit(item, size)
 
-    def submit(self, item: T, size: int) -> asyncio.Future:
-        """`send`, its answer a future: the item goes with its group even if its caller stops waiting for that
-        (where `send` cancelled before the group goes drops the item)."""
+    def submit(self, item: T, size: int, ended: Callable[[], None] = lambda: None) -> asyncio.Future:
+        """`send`, its answer a future, answered as soon as its group is.  `ended()` once the item has gone with its
+        group (whatever its outcome) or was dropped, its future done before its group went: what counts it under
+        way counts it until then, even if the future is cancelled while its group is on its way (it still goes)."""
         future = asyncio.get_running_loop().create_future()
-        self._queue.append((item, size, future))
+        self._queue.append(_Queued(item, size, future, ended))
         if self._sending < self.flights:
             self._sending += 1
             sender = asyncio.ensure_future(self._send_groups())
@@ -281,37 +284,53 @@ class GroupSend(Generic[T]):
                 self.groups += 1
                 self.items += len(group)
                 try:
-                    outcomes = await self.send_all([item for item, _, _ in group])
+                    outcomes = await self.send_all([queued.item for queued in group])
                     if len(outcomes) != len(group):  # no caller is left waiting for an answer that never comes
                         raise RuntimeError(f"{len(outcomes)} outcomes for a group of {len(group)}")
                 except Exception as exc:
                     outcomes = [exc] * len(group)
                 except BaseException:  # cancelled (the sender is closing): its callers are told so
-                    for _, _, future in group:
-                        future.cancel()
+                    for queued in group:
+                        queued.future.cancel()
+                        queued.ended()
                     raise
-                _settle_group([(None, future) for _, _, future in group], outcomes)
+                _settle_group([(None, queued.future) for queued in group], outcomes)
+                for queued in group:
+                    queued.ended()
         finally:
             self._sending -= 1
 
     async def close(self) -> None:
         """Stop sending: groups under way are cancelled (their callers with them), the queued ones too."""
         while self._queue:
-            self._queue.popleft()[2].cancel()
+            queued = self._queue.popleft()
+            queued.future.cancel()
+            queued.ended()
         await stop(*self._senders)
 
-    def _take(self) -> list[tuple[T, int, asyncio.Future]]:
-        group: list[tuple[T, int, asyncio.Future]] = []
+    def _take(self) -> list[_Queued[T]]:
+        group: list[_Queued[T]] = []
         size = 0
         while self._queue and len(group) < self.max_items:
-            item, item_size, future = self._queue[0]
-            if group and size + item_size > self.max_bytes:
+            queued = self._queue[0]
+            if group and size + queued.size > self.max_bytes:
                 break
             self._queue.popleft()
-            if not future.done():  # its caller went away while it waited: nothing of it is sent
-                group.append((item, item_size, future))
-                size += item_size
+            if queued.future.done():  # its caller went away while it waited: nothing of it is sent
+                queued.ended()
+            else:
+                group.append(queued)
+                size += queued.size
         return group
+
+
+@dataclass(slots=True)
+class _Queued(Generic[T]):
+    """An item waiting for its group: its size, its caller's answer, and what is told once it is sent or dropped."""
+    item: T
+    size: int
+    future: asyncio.Future
+    ended: Callable[[], None]
 
 
 def _settle_group(group: list[tuple[Any, asyncio.Future]], outcomes: list[Any]) -> None:

@@ -133,11 +133,16 @@ class Write:
     def __init__(self, gate: WriteGate, era: int) -> None:
         self.gate, self.era = gate, era
 
-    async def finish(self, step: Awaitable[T]) -> T:
-        """`step` (what writes the record: the file's payment and record, a small object's put) awaited, and run to
-        its end even if this caller is cancelled meanwhile; counted as this write under way until then."""
+    def last_step(self) -> Callable[[], None]:
+        """This write's last step (what writes its record) begun: the write counts as under way until the callable
+        handed back is called, once, when that step has ended."""
         self.gate._begin(self.era)
-        return await to_its_end(step, lambda: self.gate._end(self.era))
+        return lambda: self.gate._end(self.era)
+
+    async def finish(self, step: Awaitable[T]) -> T:
+        """`step` (what writes the record: the file's payment and record) awaited, and run to its end even if this
+        caller is cancelled meanwhile; counted as this write under way until then."""
+        return await to_its_end(step, self.last_step())
 
 
 class S3Front:
@@ -422,7 +427,7 @@ class S3Front:
         record.update(etag=md5.hexdigest(), modified=self.clock())
         put = SmallPut(call.bucket, call.key, call.user, self.marks.name(f"{call.bucket}/{call.key}"), record, data)
         async with self.gate.write() as write:
-            return await write.finish(self.small.submit(put))  # a group's future: no task of its own
+            return await self.small.submit(put, write.last_step())
 
     async def _put_streamed(self, call: Call, record: dict, declared: int | None) -> dict:
         """A large object (or one of unknown size): the bucket checked before a byte is stored, the body streamed

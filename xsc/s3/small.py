@@ -6,11 +6,11 @@ Under load most small objects go in groups; alone, an object waits for nothing (
 
 from __future__ import annotations
 
-from typing import Awaitable
+from typing import Awaitable, Callable
 
 from .. import codec
 from ..buckets.objects import MAX_GROUP_BYTES, MAX_GROUP_OBJECTS, SmallPut
-from ..tasks import GroupSend
+from ..tasks import GroupSend, to_its_end
 from .link import NodeLink
 
 GROUPED_UP_TO = 64 * 1024  # bytes of an object (with its record and names) that may share a request with others
@@ -24,18 +24,17 @@ class SmallObjects:
         self.groups: GroupSend[SmallPut] = GroupSend(node.put_small_group, max_items=MAX_GROUP_OBJECTS,
                                                      max_bytes=MAX_GROUP_BYTES - ITEM_BYTES, flights=flights)
 
-    async def put(self, put: SmallPut) -> dict:
-        """The object stored, paid from its user's account and recorded: {"capability", "garbage"}."""
-        return await self.submit(put)
-
-    def submit(self, put: SmallPut) -> Awaitable[dict]:
-        """`put`, on its way already: an object of a group goes with it whether or not its answer is awaited."""
+    def submit(self, put: SmallPut, ended: Callable[[], None]) -> Awaitable[dict]:
+        """The object stored, paid from its user's account and recorded: {"capability", "garbage"}, awaited.  It is
+        on its way already, and goes on whether or not its answer is awaited; `ended()` once it is stored or
+        refused.  In a group, its answer wakes its caller straight from the group's outcome, with no shield between:
+        a loop turn more there cost the node's small PutObjects about a tenth of their rate."""
         # what it adds to a group's body, at most (a key's quotes and backslashes are escaped in JSON)
         names = f"{put.key}{put.name or ''}".encode()
         weight = len(put.data) + len(codec.dumps(put.record)) + 2 * len(names) + ITEM_BYTES
         if weight <= GROUPED_UP_TO:
-            return self.groups.submit(put, weight)
-        return self.node.put_small(put)
+            return self.groups.submit(put, weight, ended)
+        return to_its_end(self.node.put_small(put), ended)
 
     async def close(self) -> None:
         await self.groups.close()
