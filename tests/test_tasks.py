@@ -7,6 +7,7 @@ reverse."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import threading
 
@@ -544,3 +545,26 @@ async def test_items_of_a_closed_group_send_are_told_they_ended() -> None:
     waiting = groups.submit("b", 1, lambda: ended.append("b"))
     await groups.close()
     assert in_flight.cancelled() and waiting.cancelled() and sorted(ended) == ["a", "b"]
+
+
+async def test_in_threads_raises_the_first_failure_and_leaves_no_other_unretrieved() -> None:
+    reported: list[dict] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: reported.append(context))
+    stop_event = threading.Event()
+
+    def fails_first() -> None:
+        raise ValueError("this segment cannot be read")
+
+    def fails_once_stopped() -> None:
+        stop_event.wait(10)
+        raise ConnectionResetError("the client is gone")
+
+    try:
+        with pytest.raises(ValueError, match="cannot be read"):
+            await in_threads(stop_event, fails_first, fails_once_stopped)
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert reported == []

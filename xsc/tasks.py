@@ -165,16 +165,18 @@ async def in_threads(stop: threading.Event, *fns: Callable[[], None]) -> None:
                          daemon=True).start()
     cancelled = False
     while not all(f.done() for f in done):
-        try:
-            await asyncio.wait([asyncio.shield(f) for f in done if not f.done()], return_when=asyncio.FIRST_EXCEPTION)
+        try:  # (a cancelled `wait` leaves the futures it waits for as they are)
+            await asyncio.wait([f for f in done if not f.done()], return_when=asyncio.FIRST_EXCEPTION)
         except asyncio.CancelledError:
             cancelled = True
         if cancelled or any(f.done() and f.exception() is not None for f in done):
             stop.set()
+    errors = [f.exception() for f in done]  # every one retrieved, though only the first is raised
     if cancelled:
         raise asyncio.CancelledError
-    for future in done:
-        future.result()
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 class GroupCommit(Generic[T]):
