@@ -5,6 +5,7 @@ threads; a TLS connection, or headers the socket did not take, keep the transpor
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import threading
@@ -129,7 +130,8 @@ async def test_a_client_gone_mid_get_stops_both_threads(store_node, passed_on) -
     assert resp.status == 200 and await resp.read() == data
 
 
-async def test_a_client_that_reads_nothing_after_the_headers_is_cut_once_idle_timeout_passes(node_factory) -> None:
+async def test_a_client_that_reads_nothing_after_the_headers_is_cut_once_idle_timeout_passes(node_factory,
+                                                                                             caplog) -> None:
     node = await node_factory(storage={"segment_size": 256 * 1024, "capacity": 64 * 1024 * 1024},
                               node={"idle_timeout": 1})
     data = os.urandom(24 * 1024 * 1024)  # more than the sockets hold: the node's writer waits for room
@@ -155,8 +157,10 @@ async def test_a_client_that_reads_nothing_after_the_headers_is_cut_once_idle_ti
                 pass
             return got
 
+    caplog.set_level(logging.INFO, logger="xsc.node.problems")
     got = await asyncio.get_running_loop().run_in_executor(None, get_and_stall)
     assert got < len(data)  # cut: a short body
+    await eventually_async(lambda: "took no bytes for 1 s" in caplog.text, "the cut logged as a stall")
     assert storage.status()["gets"] == {"open": 0, "passed_on": 0}
     await eventually_async(lambda: _get_threads() == [], "the get's threads ended")
     resp = await node.get(f"/v1/store/files/{cap}")

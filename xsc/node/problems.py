@@ -9,6 +9,7 @@ from aiohttp import web
 
 from .. import codec, db
 from .. import errors as e
+from ..serve.direct import Stalled
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,11 @@ async def problem_middleware(request: web.Request, handler):
     except ConnectionError as exc:
         # The client went away mid-stream: said once here.  Re-raising would make aiohttp log it
         # again as an ERROR with a traceback; the answer below is dropped quietly on the closed connection.
-        log.info("client disconnected during %s %s (%s)", request.method, request.path,
-                 e.connection_reason(exc))
+        if isinstance(exc, Stalled):
+            log.info("client cut during %s %s: %s", request.method, request.path, exc)
+        else:
+            log.info("client disconnected during %s %s (%s)", request.method, request.path,
+                     e.connection_reason(exc))
         return problem(499, "client-closed-request", "the client closed the connection")
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
