@@ -15,6 +15,7 @@ from tests.support.compute import call_at_once, deploy
 from tests.support.nodes import close_node, free_port, serve
 from tests.support.waiting import eventually_async
 from xsc.compute import functions
+from xsc.compute.web_on_loop import ON_LOOP_BODY
 from xsc.ledger import price_budget
 from xsc.node import CLIENT_IDENTITY
 from xsc.node.appkeys import NODE
@@ -169,25 +170,31 @@ async def test_an_answer_past_its_cap_is_cut_off_and_its_run_refused(web, monkey
     assert all(r["charge"] > 0 for r in runs())  # the refused run is recorded and paid too
 
 
-async def test_a_node_out_of_file_descriptors_answers_503_and_serves_the_next_request(web, monkeypatch) -> None:
+@pytest.mark.parametrize("where", ["on the loop", "on a worker"])
+async def test_a_node_out_of_file_descriptors_answers_503_and_serves_the_next_request(web, monkeypatch,
+                                                                                      where) -> None:
     node, base = web
     module = await deploy(node, "cgi", wasi=True)
     await _serve(node, name="hello", module=module)
-    pipe = functions.pipe_held
+    # A body too long for a run on the loop goes to a worker, whose pipes the node cannot make; a short one runs
+    # on the loop, whose in-memory files it cannot make (the node's first run on the loop makes them).
+    body = os.urandom(ON_LOOP_BODY + 1) if where == "on a worker" else b"short"
+    module_of, name = (functions, "pipe_held") if where == "on a worker" else (os, "memfd_create")
+    making = getattr(module_of, name)
 
-    def exhausted(flags: int) -> tuple[int, int]:
+    def exhausted(*args) -> tuple[int, int]:
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
     services = node.app[NODE]
     owner = node.app[CLIENT_IDENTITY].public_key
     await eventually_async(lambda: services.ledger.held(owner) == 0, "nothing held for the owner")
-    monkeypatch.setattr(functions, "pipe_held", exhausted)
-    status, headers, body = await _get(f"{base}/fn/hello/")
+    monkeypatch.setattr(module_of, name, exhausted)
+    status, headers, answer = await _get(f"{base}/fn/hello/", "POST", data=body)
     assert status == 503 and headers["Content-Type"].startswith("application/problem+json")
-    assert b"file descriptor" in body and b"Traceback" not in body
+    assert b"file descriptor" in answer and b"Traceback" not in answer
     assert services.ledger.held(owner) == 0  # the request's budget is given back
-    monkeypatch.setattr(functions, "pipe_held", pipe)
-    assert (await _get(f"{base}/fn/hello/"))[0] == 200
+    monkeypatch.setattr(module_of, name, making)
+    assert (await _get(f"{base}/fn/hello/", "POST", data=body))[0] == 200
     assert next(f for f in node.app[NODE].functions.functions() if f["name"] == "hello")["in_flight"] == 0
 
 

@@ -15,6 +15,7 @@ on this node's tab with it (compute/placed_functions.py); a request for it here 
 provider's side is this same code: a placed function is served with a bill on the owner's tab (`TabBill`)
 where the owner's own functions are billed to the local ledger (`LedgerBill`).
 
+A small request is tried on the event loop's thread first (compute/web_on_loop.py), the rest run on workers.
 Every request is a run, metered and recorded like any (its provenance record names the function and the request
 line) and charged to the owner's tab (ledger/tabs.py: one transfer per interval for all of them).  Its caller is
 answered once the run has ended, not once its record's group write is on disk: a kill -9 between the two loses
@@ -56,6 +57,7 @@ from .service import ComputeService, InvokeCall
 from .store import ComputeStore
 from .fastcall import close_held, fcntl_held, pipe_held, read_held
 from .wasi_io import OUTPUT_CAP, Streams, io_fuel
+from .web_on_loop import ON_LOOP_BODY, LoopRuns
 
 FIELDS = ("name", "module", "entrypoint", "inputs", "env", "limits", "max_body", "concurrency", "spend_cap",
           "on_market")
@@ -537,6 +539,7 @@ class WebFunctions:
         self._served: dict[str, Served] = {}
         self._placed: dict[tuple[str, str], Served] = {}  # (owner, name): functions other nodes placed here
         self._made = False  # work_dir exists
+        self.on_loop = LoopRuns(compute)  # small requests run on the loop's thread
 
     def start(self) -> None:
         for stale in self.work_dir.glob("std*-*"):  # a request's stdin or answer left by a crash
@@ -548,6 +551,7 @@ class WebFunctions:
     def close(self) -> None:
         self._served = {}
         self._placed = {}
+        self.on_loop.close()
 
     # --- the owner's functions ---------------------------------------------------------------
     async def serve(self, body: Any) -> dict[str, Any]:
@@ -786,14 +790,19 @@ class WebFunctions:
                           inputs_dir=self._mounted(served) if record["inputs"] else None)
         try:
             try:
-                stdin, size = await _body_to(request.read, self.work_dir, record["max_body"])
-                admit(self.compute)
-                streams.stdin, streams.prepaid_fuel = None if stdin is None else str(stdin), io_fuel(size)
-                argv, started = [spec.module], time.time_ns()
-                pipes = Pipes(stdout, stderr)
-                ran = sandboxed(self.compute, prepared, spec.entrypoint, signature, argv, limits, streams,
-                                around=pipes)
-                pipes.started(ran)
+                argv, started, ran, read = [spec.module], time.time_ns(), None, request.read
+                if self.on_loop.may_try(prepared, spec.entrypoint, bool(record["inputs"]), request.content_length):
+                    ran, read = await self._on_loop(served, request, prepared, spec.entrypoint, signature, argv,
+                                                    limits, streams, (stdout, stderr))
+                if ran is None:
+                    stdin, size = await _body_to(read, self.work_dir, record["max_body"])
+                    admit(self.compute)
+                    streams.stdin, streams.prepaid_fuel = None if stdin is None else str(stdin), io_fuel(size)
+                    started = time.time_ns()
+                    pipes = Pipes(stdout, stderr)
+                    ran = sandboxed(self.compute, prepared, spec.entrypoint, signature, argv, limits, streams,
+                                    around=pipes)
+                    pipes.started(ran)
             except BaseException:
                 bill.release(budget)
                 raise
@@ -817,6 +826,26 @@ class WebFunctions:
             stderr.close()
             await Answer(0, [], stdout, 0, -1, stdin, running.finish).release()
             raise
+
+    async def _on_loop(self, served: Served, request: Request, prepared, entrypoint: str, signature,
+                       argv: list[str], limits, streams: Streams, spills: tuple[Spill, Spill]
+                       ) -> tuple[asyncio.Future | None, ReadFn]:
+        """The request tried on the loop (web_on_loop.py): the future of its run's outcome, done, its output in
+        `spills`; or None and its body, for a worker's run."""
+        body, whole = await _prefix(request.read, ON_LOOP_BODY)
+        if len(body) > served.record["max_body"]:
+            raise PayloadTooLarge(f"the body is over this function's {served.record['max_body']:,} bytes")
+        if whole:
+            streams.prepaid_fuel = io_fuel(len(body))
+            tried = self.on_loop.run(prepared, entrypoint, signature, argv, limits, streams, body)
+            if tried is not None:
+                outcome, out, err = tried
+                for spill, written in zip(spills, (out, err)):
+                    spill.take([written] if written else [])
+                ran = asyncio.get_running_loop().create_future()
+                ran.set_result(outcome)
+                return ran, request.read
+        return None, _replay(body, None if whole else request.read)
 
     def _plan(self, served: Served) -> tuple[JobSpec, InvokeCall, Any]:
         """What each request of a function runs (its environment aside: the request's), made once."""
@@ -1024,6 +1053,32 @@ def _cgi_env(request: Request) -> dict[str, str]:
         elif key not in ("CONTENT_LENGTH", "AUTHORIZATION", "COOKIE") and _ENV_NAME.fullmatch(key):
             env["HTTP_" + key] = value.replace("\0", "")
     return env
+
+
+async def _prefix(read: ReadFn, limit: int) -> tuple[bytes, bool]:
+    """At most `limit` + 1 bytes of a body, and whether that is all of it."""
+    parts, size = [], 0
+    while size <= limit:
+        chunk = await read(limit + 1 - size)
+        if not chunk:
+            return b"".join(parts), True
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts), False
+
+
+def _replay(first: bytes, rest: ReadFn | None) -> ReadFn:
+    """A body's reader again: `first`, then what `rest` reads (if any)."""
+    held = first
+
+    async def read(n: int) -> bytes:
+        nonlocal held
+        if held:
+            chunk, held = held[:n], held[n:]
+            return chunk
+        return await rest(n) if rest is not None else b""
+
+    return read
 
 
 async def _body_to(read: ReadFn, directory: Path, cap: int) -> tuple[Path | None, int]:

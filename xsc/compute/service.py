@@ -545,12 +545,14 @@ class ComputeService:
         return prepared, signature
 
     def execute(self, prepared: sandbox.Prepared, entrypoint: str, signature: Signature, argv: list[str],
-                limits: Limits, streams: sandbox.Streams) -> sandbox.Outcome:
-        """On a worker: run a WASI program with `streams` as its world (a job)."""
+                limits: Limits, streams: sandbox.Streams, deadline_ticks: int | None = None) -> sandbox.Outcome:
+        """On a worker (or tried on the loop: compute/web_on_loop.py): run a WASI program with `streams` as its
+        world (a job)."""
         with self._running_lock:
             self.running += 1
         try:
-            return sandbox.run(self.engine, prepared, entrypoint, signature, [], limits, argv, streams=streams)
+            return sandbox.run(self.engine, prepared, entrypoint, signature, [], limits, argv, streams=streams,
+                               deadline_ticks=deadline_ticks)
         finally:
             with self._running_lock:
                 self.running -= 1
