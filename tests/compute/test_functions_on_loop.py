@@ -105,11 +105,11 @@ async def test_a_module_that_may_sleep_is_never_run_on_the_loop(web) -> None:
 
 async def test_an_answer_too_long_for_the_loop_is_made_again_on_a_worker(web) -> None:
     node, base, on_loop = web
-    module = await _upload(node, _writer(pieces=web_on_loop.SPILL // 64512 + 2))
+    module = await _upload(node, _writer(pieces=web_on_loop.ON_LOOP_ANSWER // 64512 + 2))
     await _serve(node, name="long", module=module)
     for asked in range(2):
         status, body = await _ask(f"{base}/fn/long/")
-        assert status == 200 and len(body) == 64512 * (web_on_loop.SPILL // 64512 + 2)
+        assert status == 200 and len(body) == 64512 * (web_on_loop.ON_LOOP_ANSWER // 64512 + 2)
         assert on_loop.runs == 0 and on_loop.retried == 1  # tried once: its export is known to write too much
 
 

@@ -2,16 +2,16 @@
 
 A request is tried here when nothing in it can block the thread: its function mounts no stored files, its module
 is small, has no start function and does not import `poll_oneoff` (the one WASI call that sleeps; without
-preopened directories or sockets every other one answers at once), and its body, if any, is at most
-ON_LOOP_BODY bytes of a declared length.  Its stdin, stdout and stderr are in-memory files (memfd) made once and
-emptied after each run, which wasmtime opens by their /proc paths as it opens a worker's pipes: a write to one
-never waits for a reader.  The try runs with the GIL released (so the epoch ticker stops it) within
-INLINE_FUEL and INLINE_TICKS, as a small invoke's does (compute/service.py): a run that ends within them gave
-what it would under its own limits (a fresh Store, the same memory limit, the same world).  Any other end, or
-an answer over SPILL bytes, is thrown away and the request run on a worker from scratch; one that ran out of the
-try's fuel or of its time while it had the CPU marks its export slow, never tried here again.  What a try can
-cost the node is bounded by those limits: its time, and what it can write into the memfds meanwhile (what it
-writes past SPILL is dropped with the file's contents right after).
+preopened directories or sockets every other one answers at once), and its body is at most ON_LOOP_BODY bytes
+(one of no declared length is read that far first, and handed whole to a worker's run if it goes on).  Its
+stdin, stdout and stderr are in-memory files (memfd) made once and emptied after each run, which wasmtime opens
+by their /proc paths as it opens a worker's pipes: a write to one never waits for a reader.  The try runs with
+the GIL released (so the epoch ticker stops it) within INLINE_FUEL and INLINE_TICKS, as a small invoke's does
+(compute/service.py): a run that ends within them gave what it would under its own limits (a fresh Store, the
+same memory limit, the same world).  Any other end, or an answer over ON_LOOP_ANSWER bytes, is thrown away and
+the request run on a worker from scratch; one that ran out of the try's fuel or time while it had the CPU, or
+wrote too much, marks its export, never tried here again.  What a try can cost the node is bounded by those
+limits: its time, and what it writes into the memfds meanwhile (emptied right after).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .service import INLINE_FUEL, INLINE_PREEMPTED, INLINE_TICKS, ComputeService
 from .wasi_io import Streams
 
 ON_LOOP_BODY = 16 * 1024  # bytes of a request body a run on the loop may take (its stdin fuel comes first)
-SPILL = 1 << 20  # bytes of stdout a run on the loop may answer (a longer answer goes to a worker)
+ON_LOOP_ANSWER = 1 << 20  # bytes of stdout a run on the loop may answer (a longer answer goes to a worker)
 BLOCKING_IMPORTS = frozenset({"poll_oneoff"})  # WASI calls that may hold the thread (a sleep)
 
 
@@ -72,7 +72,7 @@ class LoopRuns:
             outcome = self.compute.execute(prepared, entrypoint, signature, argv, trial, streams,
                                            deadline_ticks=min(eng.deadline_ticks(limits.timeout), INLINE_TICKS))
             written = [os.fstat(fd).st_size for fd in (stdout, stderr)]
-            kept = outcome.trap_kind is None and written[0] <= SPILL
+            kept = outcome.trap_kind is None and written[0] <= ON_LOOP_ANSWER
             out, err = (os.pread(stdout, written[0], 0), os.pread(stderr, written[1], 0)) if kept else (b"", b"")
         finally:
             for fd in (stdin, stdout, stderr):
