@@ -11,12 +11,14 @@ import os
 import pytest
 
 from tests.support.shares import gateway_core, holder_net, in_flight
+from tests.support.waiting import eventually_async
 from xsc.errors import PeerError, PeerRefused, PeerUnreachable
 from xsc.node.appkeys import NODE
 from xsc.storage import gateway_put, remote
 from xsc.storage.core import layout
 from xsc.storage.core.merkle import block_hash
 from xsc.storage.gateway_core import GatewayCore
+from xsc.storage.put_budget import PutBudget
 
 SEGMENT = 4096
 DATA = os.urandom(12 * SEGMENT)
@@ -176,3 +178,67 @@ async def test_a_commit_whose_answer_is_lost_is_taken_back_by_deleting_the_share
     assert holders["b"].asked == ["begin", "commit", "abort", "delete"]
     assert holders["c"].asked == ["begin", "commit", "delete"]
     assert gateway.store.reserved == 0
+
+
+def _remote_bytes(segments: int) -> int:
+    """What `segments` segments of DATA hold for the two holders of `_put`."""
+    return 2 * segments * layout.segment_block_length(SEGMENT)
+
+
+async def test_puts_at_once_share_one_budget_of_blocks_on_their_way_and_give_all_of_it_back(gateway,
+                                                                                            monkeypatch) -> None:
+    monkeypatch.setattr(remote, "SEND_BATCH", 4 * layout.segment_block_length(SEGMENT))  # batches of 4 segments
+    gateway.sending = PutBudget(_remote_bytes(3))  # less than one put's batch: each sends on what it holds first
+    most = 0
+    take = gateway.sending.try_take
+
+    def taking(n: int) -> bool:
+        nonlocal most
+        taken = take(n)
+        most = max(most, gateway.sending.held)
+        return taken
+
+    monkeypatch.setattr(gateway.sending, "try_take", taking)
+    holders = [{"b": Holding(), "c": Holding()} for _ in range(3)]
+    results = await asyncio.wait_for(asyncio.gather(*(_put(gateway, h, []) for h in holders)), WAIT)
+    assert [r.placement for r in results] == [["me"] * 4 + ["b", "c"]] * 3
+    assert all(len(h["b"].blocks) == len(DATA) // SEGMENT for h in holders)
+    assert 0 < most <= _remote_bytes(3) and gateway.sending.held == 0 and gateway.sending.waiting == 0
+
+
+async def test_a_failed_put_gives_back_the_blocks_it_held_for_other_nodes(gateway, monkeypatch) -> None:
+    monkeypatch.setattr(remote, "SEND_BATCH", 2 * layout.segment_block_length(SEGMENT))
+
+    class Failing(Holding):
+        async def put_segments(self, upload, first, blocks) -> None:
+            if first >= 4:
+                raise PeerUnreachable("the connection was cut", url="failing")
+            await super().put_segments(upload, first, blocks)
+
+    with pytest.raises(PeerError):
+        await _put(gateway, {"b": Failing(), "c": Holding()}, [])
+    assert gateway.sending.held == 0 and gateway.budget.held == 0
+
+
+async def test_a_put_whose_client_pauses_sends_on_the_blocks_it_holds_for_other_nodes(gateway) -> None:
+    """A client that stops sending for a while holds none of the budget of blocks on their way: what its put holds
+    for other nodes goes to them, though a batch is not full."""
+    resume = asyncio.Event()
+    stream = io.BytesIO(DATA)
+
+    async def read(n: int) -> bytes:
+        if stream.tell() >= 3 * SEGMENT:
+            await resume.wait()
+        return stream.read(n)
+
+    holders = {"b": Holding(), "c": Holding()}
+    putting = asyncio.ensure_future(gateway_put.put(
+        gateway, read, len(DATA), place=lambda si, n: (["me"] * 4 + ["b", "c"], {4: holders["b"], 5: holders["c"]}),
+        me="me"))
+    b = holders["b"]
+    async with b.changed:
+        await asyncio.wait_for(b.changed.wait_for(lambda: len(b.blocks) == 3), WAIT)
+    await eventually_async(lambda: gateway.sending.held == 0, "the paused put holding nothing for the holders")
+    resume.set()
+    await asyncio.wait_for(putting, WAIT)
+    assert len(b.blocks) == len(DATA) // SEGMENT and gateway.sending.held == 0

@@ -21,7 +21,8 @@ from .core import erasure, layout
 from .core.capability import Capability
 from .core.manifest import Manifest, decode_manifest
 from .core.merkle import block_hash, root
-from .remote import Holder, RemoteShareReader, RemoteShareWriter, summarise_refusals
+from .remote import (SEND_AHEAD_LONG, SEND_BATCH, Holder, RemoteShareReader, RemoteShareWriter,
+                     summarise_refusals)
 from .publisher import Publisher
 from .put_budget import PutBudget
 from .share_store import ShareMeta, ShareStore
@@ -71,6 +72,11 @@ class GatewayCore:
         self.depth = depth
         # The segments all puts hold at once: one put's `depth` encoding and one being written (put_budget.py).
         self.budget = PutBudget((depth + 1) * segment_size)
+        # The blocks all puts hold for other nodes, added to their shares' writers and not yet answered: a put's
+        # own most on the longest path (every share's batches in flight, and the next one filling), or two
+        # segments' worth if that is more.
+        self.sending = PutBudget(max((SEND_AHEAD_LONG + 1) * SEND_BATCH, 2 * segment_size // erasure.K)
+                                 * (erasure.N - 1))
         self.remote_timeout = remote_timeout
         self.passing_on = 0  # gets that may be passed on by threads of their own (gateway_get); PASSED_ON_AT_ONCE most
         self.gets_open = 0  # gets opened and not yet closed (gateway_get.Plaintext): status

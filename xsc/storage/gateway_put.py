@@ -147,7 +147,9 @@ class _OnePut:
             self.placement, holders = place(self.si, layout.share_bytes(size, self.seg_size))
         self.local = tuple(s for s in range(erasure.N) if s not in holders)
         self.lease = int(time.time()) + leases.check_duration(lease_duration or gateway.lease_duration)
-        self.remote = {s: RemoteShareWriter(h, self.placement[s], self.si, s) for s, h in holders.items()}
+        # A file of one segment sends each share in one request, taking nothing of the budget of blocks on their way
+        sending = None if self.one_segment else gateway.sending
+        self.remote = {s: RemoteShareWriter(h, self.placement[s], self.si, s, sending) for s, h in holders.items()}
         self.hashes: list[list[bytes]] = []  # per segment, the N block hashes
         self.total = 0
         self.upload = None
@@ -230,6 +232,9 @@ class _OnePut:
             await self.gateway.run(self.gateway.store.abort, self.upload)
 
 
+SLOW_READ = 0.05  # seconds a segment may take to come before the blocks a put holds for other nodes are sent on
+
+
 class _Stream:
     """A put's segments on their way: read from the stream, encoding in the pool (`depth` at most), their blocks
     written here and handed to the remote shares' writers in order; each holding its length of the gateway's
@@ -243,6 +248,10 @@ class _Stream:
         self.held: list[dict[int, bytes]] = []  # remote blocks of segments encoded while the begins are on their way
         self.held_bytes = 0
         self.taken: dict[int, int] = {}  # segment -> bytes of the budget it holds
+        # Blocks for other nodes take the gateway's budget of blocks on their way (the writers give it back as
+        # their batches are answered); `held` holds `held_sending` of it.
+        self.sending = None if put.one_segment else put.gateway.sending
+        self.held_sending = 0
 
     def give_back(self, index: int, _: object = None) -> None:
         """Segment `index`'s share of the budget given back (once: at its write's end, or the put's)."""
@@ -253,16 +262,30 @@ class _Stream:
     def give_back_all(self) -> None:
         for index in list(self.taken):
             self.give_back(index)
+        if self.sending is not None and self.held_sending:  # blocks of a failed put never added to a writer
+            self.sending.give(self.held_sending)
+        self.held, self.held_bytes, self.held_sending = [], 0, 0
 
     async def hand_over(self) -> None:
         if self.started is not None:
             await self.started
         remote = self.put.remote
-        for blocks in self.held:
+        while self.held:
+            blocks = self.held.pop(0)
             for s in remote:
+                self.held_sending -= len(blocks[s])  # the writer's to give back once added (its first step)
                 await remote[s].add(blocks[s])
-        self.held.clear()
         self.held_bytes = 0
+
+    async def take_sending(self, n: int) -> None:
+        """`n` bytes of the budget of blocks on their way; with none free, what this put holds sent on first, however
+        few (it is given back as the holders answer, without this put), then its turn waited for."""
+        assert self.sending is not None
+        if self.sending.try_take(n):
+            return
+        await self.hand_over()
+        await asyncio.gather(*(writer.flush() for writer in self.put.remote.values()))
+        await self.sending.take(n)
 
     async def collect(self, result: asyncio.Future) -> None:
         """The oldest segment in flight, once encoded: its hashes kept, its blocks written and handed on."""
@@ -273,7 +296,12 @@ class _Stream:
         if not put.one_segment:  # (one segment: written by its encoding job)
             write = await self.writes.start(put.upload.put_blocks, index, {s: blocks[s] for s in put.local})
         if put.remote:
-            self.held.append({s: blocks[s] for s in put.remote})
+            remote = {s: blocks[s] for s in put.remote}
+            if self.sending is not None:
+                n = sum(len(block) for block in remote.values())
+                await self.take_sending(n)
+                self.held_sending += n
+            self.held.append(remote)
             self.held_bytes += len(blocks[0])
             # Up to a batch per share is kept here until the holders answered the begins: the first batches
             # are ready as the answers come.
@@ -285,17 +313,23 @@ class _Stream:
             write.add_done_callback(partial(self.give_back, index))
 
     async def read_segment(self, want: int) -> list[bytes]:
-        """The next segment's pieces, the segments before it collected as they are encoded meanwhile: a client that
-        trickles holds none of the budget for them while its next segment comes."""
+        """The next segment's pieces, the segments before it collected as they are encoded meanwhile, and the blocks
+        this put holds for other nodes sent on if the segment is slow to come: a client that trickles holds none of
+        either budget while its next segment comes."""
         in_flight = self.in_flight
-        if not in_flight:
+        sent_on = self.sending is None or not any(writer.unsent for writer in self.put.remote.values())
+        if not in_flight and sent_on:
             return await _read_full(self.read, want)
         reading = asyncio.ensure_future(_read_full(self.read, want))
         try:
-            while in_flight and not reading.done():
-                await asyncio.wait((reading, in_flight[0]), return_when=asyncio.FIRST_COMPLETED)
+            while not reading.done() and (in_flight or not sent_on):
+                await asyncio.wait((reading, *([in_flight[0]] if in_flight else ())),
+                                   timeout=None if sent_on else SLOW_READ, return_when=asyncio.FIRST_COMPLETED)
                 if in_flight and in_flight[0].done():
                     await self.collect(in_flight.popleft())
+                elif not reading.done() and not sent_on:
+                    sent_on = True
+                    await asyncio.gather(*(writer.flush() for writer in self.put.remote.values()))
             return await reading
         finally:
             if not reading.done():

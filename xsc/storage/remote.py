@@ -16,6 +16,7 @@ from ..tasks import stop
 from .core import layout
 from .core.manifest import Manifest
 from .core.wire import MAX_BODIES_PER_SENDER
+from .put_budget import PutBudget
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,11 @@ class RemoteShareWriter:
     batch (one request: the commit's round trip is the last batch's); or, a share of one segment, its block kept until
     it is placed whole (`place_whole`: one request)."""
 
-    def __init__(self, holder: Holder, node: str, si: bytes, share: int) -> None:
+    def __init__(self, holder: Holder, node: str, si: bytes, share: int, sending: PutBudget | None = None) -> None:
+        """`sending`: the gateway's budget of blocks on their way to holders (put_budget.py), of which the blocks
+        added here were taken: each batch gives its bytes back once its request has ended, `undo` those not sent."""
         self.holder, self.node, self.si, self.share = holder, node, si, share
+        self.sending = sending
         self.upload: str | None = None
         self.committed = False
         self._pending: list[bytes] = []
@@ -92,8 +96,9 @@ class RemoteShareWriter:
         self._segments = layout.segment_count(size, segment_size)
 
     def to(self, holder: Holder, node: str) -> RemoteShareWriter:
-        """The same share for another holder, with the blocks not sent yet (a whole share's block)."""
-        other = RemoteShareWriter(holder, node, self.si, self.share)
+        """The same share for another holder, with the blocks not sent yet (a whole share's block, taken of no
+        budget: a begun share's blocks come after its begin, so a share moved as it begins has none)."""
+        other = RemoteShareWriter(holder, node, self.si, self.share, self.sending)
         other._pending, other._pending_bytes = list(self._pending), self._pending_bytes
         return other
 
@@ -112,27 +117,41 @@ class RemoteShareWriter:
                                                   or self._next + len(self._pending) < self._segments):
             await self._flush()
 
+    @property
+    def unsent(self) -> int:
+        """Bytes of blocks added and not yet on their way."""
+        return self._pending_bytes
+
+    async def flush(self) -> None:
+        """The blocks added so far on their way, however few (once the share is begun)."""
+        if self.upload is not None:
+            await self._flush()
+
     async def _flush(self) -> None:
         while len(self._sending) >= self.ahead:
             await self._sending.popleft()
         if self._pending:
-            batch, first = self._pending, self._next
+            batch, first, size = self._pending, self._next, self._pending_bytes
             self._pending, self._pending_bytes, self._next = [], 0, first + len(batch)
-            self._send(self.holder.put_segments(self.upload, first, batch))
+            self._send(self.holder.put_segments(self.upload, first, batch), size)
 
-    def _send(self, request: Awaitable[None]) -> None:
-        """One more request of this share under way (stopped by `undo` if the put fails)."""
-        self._sending.append(asyncio.ensure_future(request))
+    def _send(self, request: Awaitable[None], size: int) -> None:
+        """One more request of this share under way, carrying `size` bytes of blocks (stopped by `undo` if the put
+        fails)."""
+        sending = asyncio.ensure_future(request)
+        if self.sending is not None and size:
+            sending.add_done_callback(lambda _: self.sending.give(size))
+        self._sending.append(sending)
 
     async def commit(self, block_hashes: list[bytes], manifest: bytes) -> None:
         """Send the last batch with the commit, while the batches before it may still be on their way (the holder
         stages them in order, then commits)."""
         while len(self._sending) >= self.ahead:
             await self._sending.popleft()
-        last, first = self._pending, self._next
+        last, first, size = self._pending, self._next, self._pending_bytes
         self._pending, self._pending_bytes, self._next = [], 0, first + len(last)
         self._commit_sent = True
-        self._send(self.holder.commit(self.upload, block_hashes, manifest, first=first, blocks=last))
+        self._send(self.holder.commit(self.upload, block_hashes, manifest, first=first, blocks=last), size)
         while self._sending:
             await self._sending.popleft()
         self.committed = True
@@ -140,6 +159,9 @@ class RemoteShareWriter:
     async def undo(self) -> None:
         """Leave nothing behind on the holder, whatever state the share is in (best effort)."""
         await stop(*self._sending)  # a batch still on its way would wait its turn on the holder for nothing
+        if self.sending is not None and self._pending_bytes:
+            self.sending.give(self._pending_bytes)
+        self._pending, self._pending_bytes = [], 0
         for sending in self._sending:
             if not sending.cancelled():
                 sending.exception()  # seen: the put's own error says what failed
