@@ -5,8 +5,9 @@
 A get on a devnet moves every block it reads from a holder to the gateway: the holder writes 256 KiB blocks
 (an aiohttp StreamResponse, chunked, as node/http/shares.py does) and the gateway reads them.  This measures
 the CPU seconds per GiB of the sender and of the receiver, each in its own process, plain and over TLS 1.3
-with the nodes' own contexts (xsc/net/tls.py: certificates of node keys, the client's pinned), for three ways
-of receiving:
+with the nodes' own contexts (xsc/net/tls.py: certificates of node keys, the client's pinned), and over TLS paced
+at --pace MB/s (a connection of a six-node put on this machine runs that slowly: each byte then costs a reader
+more), for three ways of receiving:
 - aiohttp's client, `response.content.readexactly(block)` (what storage/holder_client.py does);
 - asyncio streams, `StreamReader.readexactly(block)` (what net/kept.py does for small answers);
 - an asyncio BufferedProtocol that has each block decrypted straight into a buffer of its own (the least
@@ -56,9 +57,9 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _sender(answers: multiprocessing.Queue, total: int, use_tls: bool) -> None:
-    """An aiohttp server whose one route streams `total` bytes in BLOCK writes; puts (port, node id), then the
-    CPU seconds of each answer it streamed."""
+def _sender(answers: multiprocessing.Queue, total: int, use_tls: bool, pace: float | None = None) -> None:
+    """An aiohttp server whose one route streams `total` bytes in BLOCK writes (`pace`: at that many bytes a
+    second); puts (port, node id), then the CPU seconds of each answer it streamed."""
     identity = Identity.generate()
     context = tls.server_context(identity, Path(tempfile.mkdtemp(prefix="xsc-bench-receive-"))) if use_tls else None
     block = os.urandom(BLOCK)
@@ -69,7 +70,12 @@ def _sender(answers: multiprocessing.Queue, total: int, use_tls: bool) -> None:
         await response.prepare(request)
         for _ in range(total // BLOCK):
             await response.write(block)
-        await response.write_eof()
+            if pace:
+                await asyncio.sleep(BLOCK / pace)
+        try:
+            await response.write_eof()
+        except ConnectionError:
+            pass  # a reader that has its blocks may close first
         answers.put(_cpu() - started)
         return response
 
@@ -172,10 +178,10 @@ async def _buffered_reader(port: int, context, total: int) -> None:
 READERS = {"aiohttp client": _aiohttp_reader, "asyncio streams": _stream_reader, "buffered protocol": _buffered_reader}
 
 
-def measure(total: int, use_tls: bool) -> dict[str, tuple[float, float, float]]:
+def measure(total: int, use_tls: bool, pace: float | None = None) -> dict[str, tuple[float, float, float]]:
     """Per reader: (MB/s, receiver CPU s/GiB, sender CPU s/GiB)."""
     answers: multiprocessing.Queue = multiprocessing.Queue()
-    sender = multiprocessing.Process(target=_sender, args=(answers, total, use_tls), daemon=True)
+    sender = multiprocessing.Process(target=_sender, args=(answers, total, use_tls, pace), daemon=True)
     sender.start()
     try:
         port, node = answers.get(timeout=60)
@@ -280,14 +286,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mib", type=int, default=512, help="bytes moved per reader, MiB (512)")
     parser.add_argument("--pace", type=float, default=35.0,
-                        help="MB/s of the paced uploads, all in flight together (35); a quarter of --mib is sent")
+                        help="MB/s of the paced runs: a blocks answer, the uploads in flight together (35); "
+                             "a quarter of --mib is sent")
     args = parser.parse_args()
     total = args.mib * (1 << 20) // BLOCK * BLOCK
     report = Report("receive")
     print(f"{total >> 20} MiB in {BLOCK >> 10} KiB blocks over loopback; load average {os.getloadavg()[0]:.2f}")
-    for use_tls in (False, True):
-        link = "TLS 1.3" if use_tls else "plain"
-        for name, (rate, receiver, sender) in measure(total, use_tls).items():
+    for use_tls, pace in ((False, None), (True, None), (True, args.pace)):
+        link = ("TLS 1.3" if use_tls else "plain") + (f" paced at {pace:g} MB/s" if pace else "")
+        for name, (rate, receiver, sender) in measure(total // 4 if pace else total, use_tls,
+                                                      pace * 1e6 if pace else None).items():
             print(f"{link:8} {name:18}: {rate:6.0f} MB/s; CPU s/GiB: receiver {receiver:.2f}, sender {sender:.2f}")
             report.add(f"{link} {name}: receiver CPU per GiB", receiver, "s")
             report.add(f"{link} {name}: sender CPU per GiB", sender, "s")
