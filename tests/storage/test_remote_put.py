@@ -189,6 +189,7 @@ async def test_puts_at_once_share_one_budget_of_blocks_on_their_way_and_give_all
                                                                                             monkeypatch) -> None:
     monkeypatch.setattr(remote, "SEND_BATCH", 4 * layout.segment_block_length(SEGMENT))  # batches of 4 segments
     gateway.sending = PutBudget(_remote_bytes(3))  # less than one put's batch: each sends on what it holds first
+    gateway.budget = PutBudget(SEGMENT)  # and one segment at a time in all: a put waiting for either holds neither
     most = 0
     take = gateway.sending.try_take
 

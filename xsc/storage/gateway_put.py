@@ -277,15 +277,20 @@ class _Stream:
                 await remote[s].add(blocks[s])
         self.held_bytes = 0
 
+    async def send_on(self) -> None:
+        """Every block this put holds for other nodes on its way, however few (once the begins are answered): what
+        it holds of the budget of blocks on their way comes back as the holders answer, without this put."""
+        if self.sending is not None:
+            await self.hand_over()
+            await asyncio.gather(*(writer.flush() for writer in self.put.remote.values()))
+
     async def take_sending(self, n: int) -> None:
-        """`n` bytes of the budget of blocks on their way; with none free, what this put holds sent on first, however
-        few (it is given back as the holders answer, without this put), then its turn waited for."""
+        """`n` bytes of the budget of blocks on their way; with none free, what this put holds sent on first, then
+        its turn waited for."""
         assert self.sending is not None
-        if self.sending.try_take(n):
-            return
-        await self.hand_over()
-        await asyncio.gather(*(writer.flush() for writer in self.put.remote.values()))
-        await self.sending.take(n)
+        if not self.sending.try_take(n):
+            await self.send_on()
+            await self.sending.take(n)
 
     async def collect(self, result: asyncio.Future) -> None:
         """The oldest segment in flight, once encoded: its hashes kept, its blocks written and handed on."""
@@ -317,30 +322,34 @@ class _Stream:
         this put holds for other nodes sent on if the segment is slow to come: a client that trickles holds none of
         either budget while its next segment comes."""
         in_flight = self.in_flight
-        sent_on = self.sending is None or not any(writer.unsent for writer in self.put.remote.values())
-        if not in_flight and sent_on:
+        if not in_flight and not self.unsent:
             return await _read_full(self.read, want)
         reading = asyncio.ensure_future(_read_full(self.read, want))
         try:
-            while not reading.done() and (in_flight or not sent_on):
+            while not reading.done() and (in_flight or self.unsent):
                 await asyncio.wait((reading, *([in_flight[0]] if in_flight else ())),
-                                   timeout=None if sent_on else SLOW_READ, return_when=asyncio.FIRST_COMPLETED)
+                                   timeout=SLOW_READ if self.unsent else None, return_when=asyncio.FIRST_COMPLETED)
                 if in_flight and in_flight[0].done():
                     await self.collect(in_flight.popleft())
-                elif not reading.done() and not sent_on:
-                    sent_on = True
-                    await asyncio.gather(*(writer.flush() for writer in self.put.remote.values()))
+                elif not reading.done() and self.unsent:
+                    await self.send_on()
             return await reading
         finally:
             if not reading.done():
                 reading.cancel()
                 await asyncio.gather(reading, return_exceptions=True)
 
+    @property
+    def unsent(self) -> bool:
+        """Whether this put holds blocks for other nodes that are not on their way."""
+        return self.sending is not None and bool(self.held or any(w.unsent for w in self.put.remote.values()))
+
     async def take(self, index: int, length: int) -> None:
         """The segment's length of the budget; with none free, this put's own segments collected first (they give
-        theirs back without it), then its turn waited for."""
+        theirs back without it), what it holds for other nodes sent on, then its turn waited for."""
         while not self.budget.try_take(length):
             if not self.in_flight:
+                await self.send_on()  # a put waiting here holds nothing another put waits for
                 await self.budget.take(length)
                 break
             await self.collect(self.in_flight.popleft())
