@@ -40,6 +40,9 @@ from .share_store import HELD_UPLOAD, Rider, ShareMeta
 # and the wait for the GIL back cost far more.
 INLINE_SEGMENT = 16 * 1024
 PIECE = 256 * 1024  # the most a put asks its stream for at once (`_read_full`)
+# Seconds a put keeps a segment's share of the budget, taken before the segment is read, while the segment comes
+# (`_Stream.read_taken`): a client sending at any useful rate sends a segment in far less.
+LET_IN_READ = 1.0
 ReadFn = Callable[[int], Awaitable[bytes]]
 Placer = Callable[[bytes, int], "tuple[list[str], dict[int, Holder]]"]
 Records = Callable[[bytes, list[str], int], dict[bytes, bytes]]  # (storage index, placement, lease expiry) -> records
@@ -302,6 +305,17 @@ class _Stream:
                 reading.cancel()
                 await asyncio.gather(reading, return_exceptions=True)
 
+    async def read_taken(self, index: int, want: int) -> list[bytes]:
+        """The next segment, its share of the budget taken before it is read (a put waiting its turn holds nothing it
+        has read); a segment that has not come within LET_IN_READ seconds gives its share back and is read on
+        without it, then takes it once read: a client that trickles holds none of the budget for long."""
+        await self.take(index, want)
+        timer = asyncio.get_running_loop().call_later(LET_IN_READ, self.give_back, index)
+        try:
+            return await self.read_segment(want)
+        finally:
+            timer.cancel()
+
     async def take(self, index: int, length: int) -> None:
         """The segment's length of the budget; with none free, this put's own segments collected first (they give
         theirs back without it), then its turn waited for."""
@@ -319,7 +333,10 @@ class _Stream:
             index = 0
             while True:
                 want = seg_size if size is None else layout.plaintext_length(size, seg_size, index)
-                plaintext = await self.read_segment(want)
+                if want > INLINE_SEGMENT:
+                    plaintext = await self.read_taken(index, want)
+                else:  # a small object's: outside the budget (below)
+                    plaintext = await self.read_segment(want)
                 length = sum(len(p) for p in plaintext)
                 put.total += length
                 if size is not None and length < want:
@@ -333,7 +350,8 @@ class _Stream:
                     encoded.set_result(put.encode_segment(index, plaintext))
                     in_flight.append(encoded)
                 else:
-                    await self.take(index, length)
+                    if index not in self.taken:
+                        await self.take(index, length)
                     in_flight.append(loop.run_in_executor(pool, put.encode_segment, index, plaintext))
                 index += 1
                 if len(in_flight) >= put.gateway.depth:
