@@ -2,11 +2,11 @@
 aws-chunked chunk signatures.  A body that fails a check never reaches the store whole: its last piece is held back
 until every check has passed, so the put is cut short and aborted by the node.
 
-Pieces go on as aiohttp received them (a socket read each, at most 256 KiB), neither joined nor cut: a large body
-costs the loop no copy of its own.  The digests of a large body (MD5 for the ETag and Content-MD5, SHA-256 for a
-signed payload) are taken on a thread of the front's (`Digests`), beside the loop that reads the body and feeds the
-put: hashlib lets go of the GIL over a buffer that large, and on the loop they were most of its time for a large
-PutObject, which on the node's own listener is the node's loop.
+A body goes on in pieces of 256 KiB (PIECE), the most a put reads at once: the node's own put takes them as they
+are, not cut again (`xsc s3 serve` joins them into larger writes to its node).  The digests of a large body (MD5 for
+the ETag and Content-MD5, SHA-256 for a signed payload) are taken on a thread of the front's (`Digests`), beside the
+loop that reads the body and feeds the put: hashlib lets go of the GIL over a buffer that large, and on the loop they
+were most of its time for a large PutObject, which on the node's own listener is the node's loop.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from ..errors import S3Error
 from ..tasks import Workers
 from .core import sigv4
 
+# A body goes on in pieces of this much (the last may be less): the most a put asks for at once (storage/gateway_put.py
+# PIECE), and below the size glibc maps on its own (heap.MMAP_THRESHOLD), so a piece joined costs no page faults.
+PIECE = 256 * 1024
 BATCH = 1024 * 1024  # bytes of a body hashed in one turn of the digest thread
 AHEAD = 2  # batches of one body handed to the digest thread and not yet hashed, at most: what it holds of the body
 
@@ -123,14 +126,23 @@ async def body(content: StreamReader, auth: sigv4.Verified, headers, declared: i
 
 
 async def _piece(content: StreamReader, idle_timeout: float) -> bytes:
-    """The body's next piece as aiohttp received it, b"" at its end.  A client that sends nothing for `idle_timeout`
-    seconds is answered RequestTimeout rather than left holding its put open."""
-    try:
-        async with asyncio.timeout(idle_timeout):
-            while True:
-                piece, _ = await content.readchunk()  # (b"", True) marks the end of an HTTP chunk: read on
-                if piece or content.at_eof():
-                    return piece
-    except TimeoutError:
-        raise S3Error(f"the body stalled: no bytes for {idle_timeout:g} s", s3_code="RequestTimeout",
-                      status=400) from None
+    """The body's next PIECE bytes, fewer only at its end: what aiohttp read off the socket (often a few KiB a read),
+    joined, so that what follows (the checks, the put's reads) runs once per 256 KiB, not once per socket read.  A
+    client that sends nothing for `idle_timeout` seconds is answered RequestTimeout rather than left holding its put
+    open."""
+    parts: list[bytes] = []
+    size = 0
+    while size < PIECE:
+        part = content.read_nowait(PIECE - size)  # what is here already: no timer to set and cancel
+        if not part and not content.at_eof():
+            try:
+                async with asyncio.timeout(idle_timeout):
+                    part = await content.read(PIECE - size)
+            except TimeoutError:
+                raise S3Error(f"the body stalled: no bytes for {idle_timeout:g} s", s3_code="RequestTimeout",
+                              status=400) from None
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
