@@ -6,9 +6,10 @@ are known (a whole share: storage/core/wire.py); a larger one begins every remot
 are read and encoded (the begins' round trip is not spent waiting), sends no block before its share is begun, then
 sends its segments in ordered batches and commits.  At most `depth` segments are in flight, so memory stays
 bounded whatever the file size, and each holds its share of the gateway's budget, which all puts share
-(put_budget.py), from its read until its blocks are written and handed on.  One LevelDB write of a put's blocks is in flight at a time (LevelDB takes one
-writer at a time anyway), on the gateway's writer thread rather than in the pool: in the pool it would wait behind
-the encodes queued before it while the stream waits for it, and hold a pool thread that could be encoding.  A file
+(put_budget.py), from before its read until its blocks are written and handed on.  One LevelDB write of a put's
+blocks is in flight at a time (LevelDB takes one writer at a time anyway), on the gateway's writer thread rather
+than in the pool: in the pool it would wait behind the encodes queued before it while the stream waits for it, and
+hold a pool thread that could be encoding.  A file
 of one segment is encoded, begun and written in one pool job; the file is published in the
 node's next group write (storage/publisher.py).
 """
@@ -192,7 +193,8 @@ class _OnePut:
         """Read the stream to its end, `depth` segments encoding at once, each written as it completes.  `started`:
         the remote shares' begins, still on their way as the first segments are read and encoded; up to a batch of
         each remote share is kept here until it is done (a holder that refused is replaced there, with its writer).
-        Each segment read holds its length of the gateway's budget until its blocks are written and handed on."""
+        Each segment holds its length of the gateway's budget from before its read until its blocks are written and
+        handed on."""
         stream = _Stream(self, read, started)
         try:
             await stream.run()
@@ -236,7 +238,7 @@ class _OnePut:
 class _Stream:
     """A put's segments on their way: read from the stream, encoding in the pool (`depth` at most), their blocks
     written here and handed to the remote shares' writers in order; each holding its length of the gateway's
-    budget from its read until its blocks are written and handed on (put_budget.py)."""
+    budget from before its read until its blocks are written and handed on (put_budget.py)."""
 
     def __init__(self, put: _OnePut, read: ReadFn, started: Awaitable[None] | None) -> None:
         self.put, self.read, self.started = put, read, started

@@ -1,9 +1,10 @@
 """The gateway's bound on the segments its puts hold in flight, all puts together (gateway_put).
 
 Each put keeps up to `depth` segments encoding and one being written; without a bound across puts, ten parts of a
-multipart upload sent at once hold ten times that.  A put takes a segment's length from the budget once it has read
-the segment from its client (a client that trickles holds none of it meanwhile) and gives it back once the
-segment's blocks are written here and handed to the writers of the shares sent away.  The budget is one put's whole
+multipart upload sent at once hold ten times that.  A put takes a segment's length from the budget before it reads
+the segment from its client (a put waiting its turn holds nothing it has read; a segment that is late gives its share
+back: gateway_put.LET_IN_READ) and gives it back once the segment's blocks are written here and handed to the writers
+of the shares sent away.  The budget is one put's whole
 pipeline, so a put alone never waits; puts at once share it, served in the order they asked.  A put waits only once
 it has nothing of its own left to collect: what it still holds comes back without it (its writes end on the
 writer's thread), so no put waits on another that waits on it.  The loop's alone (not thread-safe).
