@@ -1,7 +1,7 @@
-"""The gateway's budget of segments in flight, shared by all its puts (storage/put_budget.py): taken once a segment
-is read, given back once its blocks are written; a put that finds it spent waits its turn and is let in when another
-put finishes, fails or loses its client; a client that trickles holds none of it; puts at once never deadlock on it;
-and eight `store put`s at once keep a node within a lone put's memory."""
+"""The gateway's budget of segments in flight, shared by all its puts (storage/put_budget.py): taken before a segment
+is read, given back once its blocks are written; a put that finds it spent waits its turn, having read nothing more,
+and is let in when another put finishes, fails or loses its client; a client that trickles holds none of it for long;
+puts at once never deadlock on it; and eight `store put`s at once keep a node within a lone put's memory."""
 
 from __future__ import annotations
 
@@ -112,13 +112,16 @@ async def _read_back(gateway, result) -> bytes:
 
 
 async def test_a_put_waiting_for_the_budget_is_let_in_when_the_other_finishes(gateway, monkeypatch) -> None:
+    """Each waits for its turn before it reads its next segment: a put waiting holds nothing it has read."""
     gate = _gated_writes(monkeypatch)
     a, b = os.urandom(5 * SEGMENT), os.urandom(3 * SEGMENT + 7)
-    first = asyncio.ensure_future(gateway_put.put(gateway, Client(a).read, len(a)))
+    client_a, client_b = Client(a), Client(b)
+    first = asyncio.ensure_future(gateway_put.put(gateway, client_a.read, len(a)))
     await eventually_async(lambda: gateway.budget.held == SEGMENT, "the first put holding the budget")
-    second = asyncio.ensure_future(gateway_put.put(gateway, Client(b).read, len(b)))
+    second = asyncio.ensure_future(gateway_put.put(gateway, client_b.read, len(b)))
     # the first waits for its second segment's turn (its first is being written), the second for its first
     await eventually_async(lambda: gateway.budget.waiting == 2, "both puts waiting for their turn")
+    assert (client_a.at, client_b.at) == (SEGMENT, 0)
     gate.set()
     results = await asyncio.gather(first, second)
     assert [await _read_back(gateway, r) for r in results] == [a, b]
@@ -142,8 +145,9 @@ async def test_a_put_that_fails_gives_back_what_it_held_and_lets_the_waiting_one
 
 async def test_a_client_reset_mid_put_gives_back_its_segments_and_lets_the_waiting_put_in(gateway, monkeypatch
                                                                                          ) -> None:
-    """The first put holds the budget for a segment whose encoding cannot end yet; its client resets the connection:
-    the segment's share comes back at once, and the waiting put gets its turn and finishes."""
+    """The first put holds the budget for a segment whose encoding cannot end yet and for the next, which its client
+    is sending; the client resets the connection: both shares come back at once, and the waiting put gets its turn
+    and finishes."""
     gate, encode = threading.Event(), gateway_put._OnePut.encode_segment
     a, b = os.urandom(4 * SEGMENT), os.urandom(2 * SEGMENT)
 
@@ -153,10 +157,12 @@ async def test_a_client_reset_mid_put_gives_back_its_segments_and_lets_the_waiti
         return encode(self, index, plaintext)
 
     monkeypatch.setattr(gateway_put._OnePut, "encode_segment", held_up)
-    client = Client(a, pause_at=SEGMENT)
+    monkeypatch.setattr(gateway_put, "LET_IN_READ", 3600.0)  # the share taken for the segment coming is kept
+    gateway.budget = PutBudget(2 * SEGMENT)
+    client = Client(a, pause_at=SEGMENT + SEGMENT // 2)
     first = asyncio.ensure_future(gateway_put.put(gateway, client.read, len(a)))
     await client.paused.wait()
-    await eventually_async(lambda: gateway.budget.held == SEGMENT, "the first put holding its first segment's share")
+    await eventually_async(lambda: gateway.budget.held == 2 * SEGMENT, "the first put holding two segments' shares")
     second = asyncio.ensure_future(gateway_put.put(gateway, Client(b).read, len(b)))
     await eventually_async(lambda: gateway.budget.waiting == 1, "the second put waiting for its turn")
     client.reset = True
@@ -197,12 +203,14 @@ async def test_a_small_object_is_not_held_behind_puts_waiting_for_the_budget(gat
     assert (gateway.budget.held, gateway.budget.waiting) == (0, 0)
 
 
-async def test_a_client_that_trickles_holds_none_of_the_budget_while_it_does(gateway) -> None:
+async def test_a_client_that_trickles_holds_none_of_the_budget_for_long(gateway) -> None:
+    """The share taken for the segment its client is sending comes back once the segment is late (LET_IN_READ)."""
     a, b = os.urandom(6 * SEGMENT), os.urandom(4 * SEGMENT)
-    slow = Client(a, pause_at=3 * SEGMENT)
+    slow = Client(a, pause_at=3 * SEGMENT + 100)
     first = asyncio.ensure_future(gateway_put.put(gateway, slow.read, len(a)))
     await slow.paused.wait()
-    await eventually_async(lambda: gateway.budget.held == 0, "the segments read so far written and given back")
+    await eventually_async(lambda: gateway.budget.held == 0, "the segments read so far written and given back, "
+                           "and the share of the one coming")
     assert await _read_back(gateway, await gateway_put.put(gateway, Client(b).read, len(b))) == b
     slow.go.set()
     assert await _read_back(gateway, await first) == a

@@ -136,24 +136,26 @@ class LocalNode:
 
 
 def _reader(chunks: AsyncIterator[bytes]) -> Callable[[int], Any]:
-    """A put's `read(n)` over a stream of chunks: at most n bytes a call, b"" at its end.  A chunk is cut where the
-    last call ended (not copied whole again for what is left of it) and let go of once all of it was read."""
-    held, at, ended = b"", 0, False
+    """A put's `read(n)` over a stream of chunks: at most n bytes a call, b"" at its end.  A chunk no longer than
+    asked for is handed on as it is; a longer one is cut where the call ended, as views of it (no copy), and let go
+    of once all of it was read."""
+    held, at, ended = memoryview(b""), 0, False
 
-    async def read(n: int) -> bytes:
+    async def read(n: int) -> bytes | memoryview:
         nonlocal held, at, ended
         while at >= len(held) and not ended:
             try:
-                held, at = await chunks.__anext__(), 0
+                chunk = await chunks.__anext__()
             except StopAsyncIteration:
-                held, at, ended = b"", 0, True
-        if at == 0 and n >= len(held):
-            chunk, held = held, b""
-            return chunk
-        chunk, at = held[at:at + n], at + n
+                ended = True
+                break
+            if n >= len(chunk):
+                return chunk
+            held, at = memoryview(chunk), 0
+        piece, at = held[at:at + n], at + n
         if at >= len(held):
-            held, at = b"", 0
-        return chunk
+            held, at = memoryview(b""), 0
+        return piece
 
     return read
 

@@ -16,6 +16,7 @@ from ..client.sync import SPLICE, NodeBody, error_from_problem
 from ..errors import XscError
 
 RECONCILE_AT_ONCE = 2000  # capabilities a request to reconcile names (about 240 KB of JSON)
+JOINED = 1024 * 1024  # a body goes on to the node in writes of at least this much, not one per socket read
 
 
 class RemoteNode:
@@ -107,7 +108,7 @@ class RemoteNode:
 
     # --- files -------------------------------------------------------------------------------------
     async def put_file(self, chunks: AsyncIterator[bytes], size: int | None, name: str) -> dict:
-        return await self.api.put_file(chunks, size, name)
+        return await self.api.put_file(_joined(chunks), size, name)
 
     async def open_file(self, cap: str, first: int | None = None, last: int | None = None) -> FileStream:
         return await self.api.read_file(cap, first, last)
@@ -138,6 +139,20 @@ class RemoteNode:
             orphans += (await self.api.call("POST", "/v1/s3/reconcile",
                                             body={"caps": caps[i:i + RECONCILE_AT_ONCE]}))["orphans"]
         return orphans
+
+
+async def _joined(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The chunks joined into JOINED bytes or more each (the last may be fewer): a few large writes to the node
+    rather than many socket-sized ones."""
+    parts, size = [], 0
+    async for chunk in chunks:
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= JOINED:
+            joined, parts, size = parts[0] if len(parts) == 1 else b"".join(parts), [], 0
+            yield joined
+    if parts:
+        yield b"".join(parts)
 
 
 def _segment(value: object) -> str:

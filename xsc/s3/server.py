@@ -12,7 +12,6 @@ S3 XML error; nothing unexpected becomes anything but an InternalError body.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import logging
@@ -22,17 +21,18 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 from urllib.parse import unquote
 
-from aiohttp import StreamReader, web
+from aiohttp import web
 
 from ..errors import S3Error, S3ServedByNode, XscError
 from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..serve.connections import ProblemRunner
-from ..tasks import Quota, to_its_end, woken
+from ..tasks import Quota, Workers, to_its_end, woken
 from ..buckets.core import listing, names
 from ..buckets.objects import SmallPut
 from .core import headers as stored_headers
 from .core import routing, sigv4, xml
+from . import payload
 from .access import KeyRing
 from .bodies import ObjectBodies
 from .link import NodeLink
@@ -42,9 +42,11 @@ from .small import SmallObjects
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-CHUNK = 1024 * 1024
 COUNTED = web.RequestKey("s3_counted", bool)  # the request was counted against its user's rate
-RELAY_MIN = 4 * CHUNK  # GetObject bodies from this size are relayed by splice(2) where the system has it
+# What aiohttp buffers of a body before it stops reading the socket (it reads on to twice this): a part that waits for
+# the gateway's budget (storage/put_budget.py) holds this much of its body, and parts come ten at once.
+READ_BUFFER = 64 * 1024
+RELAY_MIN = 4 * 1024 * 1024  # GetObject bodies from this size are relayed by splice(2) where the system has it
 MAX_BUCKETS = 10000  # a ListBuckets page
 MARKS_AT_ONCE = 500  # stored files' names checked in one turn of the loop as the front reconciles (about 1 ms)
 RESPONSE_OVERRIDES = {"response-content-type": "Content-Type", "response-content-language": "Content-Language",
@@ -161,6 +163,7 @@ class S3Front:
         self.clock = clock
         self.gate = WriteGate()
         self.bodies = ObjectBodies(node, idle_timeout)
+        self.digests = Workers(1, "xsc-s3-digest")  # a large body's MD5 and SHA-256, beside the loop (payload.py)
         self.small = SmallObjects(node, flights)
         self.reconcile_interval = reconcile_interval
 
@@ -193,6 +196,7 @@ class S3Front:
         await self.small.close()
         await self.node.close()
         self.bodies.close()
+        self.digests.shutdown(wait=False)
 
     # --- the app -----------------------------------------------------------------
     def app(self) -> web.Application:
@@ -265,12 +269,18 @@ class S3Front:
     async def _small_body(self, call: Call) -> bytes:
         parts = []
         size = 0
-        async for chunk in _payload(call, self.idle_timeout):
+        async for chunk in self._body(call):
             size += len(chunk)
             if size > xml.MAX_BODY:
                 raise S3Error("the request body is too large", s3_code="MaxMessageLengthExceeded", status=400)
             parts.append(chunk)
         return b"".join(parts)
+
+    def _body(self, call: Call, *, md5: "hashlib._Hash | None" = None) -> AsyncIterator[bytes]:
+        """The request body as it arrives, checked before its last piece goes on (payload.py)."""
+        request = call.request
+        return payload.body(request.content, call.auth, request.headers, _declared_size(call), self.idle_timeout,
+                            self.digests, md5=md5)
 
     @staticmethod
     def _metadata(headers) -> dict[str, str]:
@@ -415,7 +425,7 @@ class S3Front:
         """A small object whole, checked, then stored and recorded by one call of the node's (which checks the
         bucket first): the ETag and time are set on `record`."""
         md5, declared, parts, size = hashlib.md5(), _declared_size(call), [], 0
-        async for chunk in _payload(call, self.idle_timeout, md5=md5):
+        async for chunk in self._body(call, md5=md5):
             size += len(chunk)
             if size > declared:
                 break
@@ -441,7 +451,7 @@ class S3Front:
             return {"garbage": await self.node.record(call.bucket, call.key, call.user, record)}
 
         async with self.gate.write() as write:
-            return await self._store(call, write, _payload(call, self.idle_timeout, md5=md5), declared,
+            return await self._store(call, write, self._body(call, md5=md5), declared,
                                      f"{call.bucket}/{call.key}", recorded)
 
     async def _object(self, call: Call, bucket: str, key: str) -> dict:
@@ -565,7 +575,7 @@ class S3Front:
                                             md5.hexdigest())
 
         async with self.gate.write() as write:
-            garbage = await self._store(call, write, _payload(call, self.idle_timeout, md5=md5), _declared_size(call),
+            garbage = await self._store(call, write, self._body(call, md5=md5), _declared_size(call),
                                         f"{call.bucket}/{call.key}#{upload_id}.{number}", recorded)
         await self._collect(garbage)
         return web.Response(status=200, headers={"ETag": xml.quoted(md5.hexdigest())})
@@ -615,79 +625,6 @@ async def _paid_by(node: NodeLink, user: str, put: dict) -> str:
             await node.delete_file(put["capability"])
         raise
     return put["capability"]
-
-
-async def _payload(call: Call, idle_timeout: float, *, md5: "hashlib._Hash | None" = None) -> AsyncIterator[bytes]:
-    """The request body as it arrives, checked before its last chunk is let through: the signed
-    SHA-256 (x-amz-content-sha256), Content-MD5, and aws-chunked signatures.  A body that fails a
-    check never reaches the store whole (the put is cut short and aborted by the node).  A chunk goes on as it
-    comes while the declared size says more is to come (else, size unknown, once the next one came); none is
-    kept here once let through, so a put waiting for its turn holds only what it read (storage/put_budget.py)."""
-    request, auth = call.request, call.auth
-    chunked = auth.payload_hash.startswith("STREAMING-") or "aws-chunked" in request.headers.get(
-        "Content-Encoding", "")
-    decoder = sigv4.ChunkDecoder(auth) if chunked else None
-    want_sha = auth.payload_hash if len(auth.payload_hash) == 64 else None
-    sha = hashlib.sha256() if want_sha else None
-    md5 = md5 if md5 is not None else hashlib.md5()
-    content_md5 = request.headers.get("Content-MD5")
-    declared, received = _declared_size(call), 0
-    held, ready = b"", []  # the chunk held back until the body is checked; those let through, handed out
-    while True:
-        chunk = await _body_chunk(request.content, idle_timeout)
-        if not chunk:
-            break
-        if decoder is not None:
-            if sha is not None:
-                sha.update(chunk)
-            chunk = decoder.feed(chunk)
-        elif sha is not None:
-            sha.update(chunk)
-        if chunk:
-            md5.update(chunk)
-            received += len(chunk)
-            if held:
-                ready.append(held)
-            if declared is not None and received < declared:
-                ready.append(chunk)
-                held = b""
-            else:
-                held = chunk
-            chunk = b""
-            while ready:
-                yield ready.pop(0)  # taken out of the list first: not referenced here while the put uses it
-    if decoder is not None and not decoder.done:
-        raise S3Error("the aws-chunked body ended early", s3_code="IncompleteBody", status=400)
-    if sha is not None and sha.hexdigest() != want_sha:
-        raise S3Error("the body's SHA-256 does not match x-amz-content-sha256",
-                      s3_code="XAmzContentSHA256Mismatch", status=400)
-    if content_md5:
-        if base64.b64encode(md5.digest()).decode() != content_md5.strip():
-            raise S3Error("the body's MD5 does not match Content-MD5", s3_code="BadDigest", status=400)
-    if held:
-        yield held
-
-
-async def _body_chunk(content: StreamReader, idle_timeout: float) -> bytes:
-    """The body's next CHUNK bytes, fewer only at its end: whole 1 MiB chunks make a few large writes to the node
-    rather than many socket-sized ones.  A client that sends nothing for `idle_timeout` seconds is answered
-    RequestTimeout rather than left holding its put open."""
-    parts: list[bytes] = []
-    size = 0
-    while size < CHUNK:
-        part = content.read_nowait(CHUNK - size)  # what is here already: no timer to set and cancel
-        if not part and not content.at_eof():
-            try:
-                async with asyncio.timeout(idle_timeout):
-                    part = await content.read(CHUNK - size)
-            except TimeoutError:
-                raise S3Error(f"the body stalled: no bytes for {idle_timeout:g} s", s3_code="RequestTimeout",
-                              status=400) from None
-        if not part:
-            break
-        parts.append(part)
-        size += len(part)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _declared_size(call: Call) -> int | None:
@@ -770,7 +707,7 @@ async def listen(front: S3Front, host: str, port: int) -> web.AppRunner:
     """The front's app listening on host:port: its runner (`cleanup()` stops it)."""
     # A body's Content-Encoding (gzip, ...) is what the object is, stored as sent: aiohttp must not decode it.
     runner = ProblemRunner(front.app(), answer=_unparsed, access_log=None, handle_signals=False,
-                           auto_decompress=False)
+                           auto_decompress=False, read_bufsize=READ_BUFFER)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_address=True).start()

@@ -6,9 +6,10 @@ are known (a whole share: storage/core/wire.py); a larger one begins every remot
 are read and encoded (the begins' round trip is not spent waiting), sends no block before its share is begun, then
 sends its segments in ordered batches and commits.  At most `depth` segments are in flight, so memory stays
 bounded whatever the file size, and each holds its share of the gateway's budget, which all puts share
-(put_budget.py), from its read until its blocks are written and handed on.  One LevelDB write of a put's blocks is in flight at a time (LevelDB takes one
-writer at a time anyway), on the gateway's writer thread rather than in the pool: in the pool it would wait behind
-the encodes queued before it while the stream waits for it, and hold a pool thread that could be encoding.  A file
+(put_budget.py), from before its read until its blocks are written and handed on.  One LevelDB write of a put's
+blocks is in flight at a time (LevelDB takes one writer at a time anyway), on the gateway's writer thread rather
+than in the pool: in the pool it would wait behind the encodes queued before it while the stream waits for it, and
+hold a pool thread that could be encoding.  A file
 of one segment is encoded, begun and written in one pool job; the file is published in the
 node's next group write (storage/publisher.py).
 """
@@ -40,6 +41,9 @@ from .share_store import HELD_UPLOAD, Rider, ShareMeta
 # and the wait for the GIL back cost far more.
 INLINE_SEGMENT = 16 * 1024
 PIECE = 256 * 1024  # the most a put asks its stream for at once (`_read_full`)
+# Seconds a put keeps a segment's share of the budget, taken before the segment is read, while the segment comes
+# (`_Stream.read_taken`): a client sending at any useful rate sends a segment in far less.
+LET_IN_READ = 1.0
 ReadFn = Callable[[int], Awaitable[bytes]]
 Placer = Callable[[bytes, int], "tuple[list[str], dict[int, Holder]]"]
 Records = Callable[[bytes, list[str], int], dict[bytes, bytes]]  # (storage index, placement, lease expiry) -> records
@@ -191,7 +195,8 @@ class _OnePut:
         """Read the stream to its end, `depth` segments encoding at once, each written as it completes.  `started`:
         the remote shares' begins, still on their way as the first segments are read and encoded; up to a batch of
         each remote share is kept here until it is done (a holder that refused is replaced there, with its writer).
-        Each segment read holds its length of the gateway's budget until its blocks are written and handed on."""
+        Each segment holds its length of the gateway's budget from before its read until its blocks are written and
+        handed on."""
         stream = _Stream(self, read, started)
         try:
             await stream.run()
@@ -238,7 +243,7 @@ SLOW_READ = 0.05  # seconds a segment may take to come before the blocks a put h
 class _Stream:
     """A put's segments on their way: read from the stream, encoding in the pool (`depth` at most), their blocks
     written here and handed to the remote shares' writers in order; each holding its length of the gateway's
-    budget from its read until its blocks are written and handed on (put_budget.py)."""
+    budget from before its read until its blocks are written and handed on (put_budget.py)."""
 
     def __init__(self, put: _OnePut, read: ReadFn, started: Awaitable[None] | None) -> None:
         self.put, self.read, self.started = put, read, started
@@ -344,6 +349,17 @@ class _Stream:
         """Whether this put holds blocks for other nodes that are not on their way."""
         return self.sending is not None and bool(self.held or any(w.unsent for w in self.put.remote.values()))
 
+    async def read_taken(self, index: int, want: int) -> list[bytes]:
+        """The next segment, its share of the budget taken before it is read (a put waiting its turn holds nothing it
+        has read); a segment that has not come within LET_IN_READ seconds gives its share back and is read on
+        without it, then takes it once read: a client that trickles holds none of the budget for long."""
+        await self.take(index, want)
+        timer = asyncio.get_running_loop().call_later(LET_IN_READ, self.give_back, index)
+        try:
+            return await self.read_segment(want)
+        finally:
+            timer.cancel()
+
     async def take(self, index: int, length: int) -> None:
         """The segment's length of the budget; with none free, this put's own segments collected first (they give
         theirs back without it), what it holds for other nodes sent on, then its turn waited for."""
@@ -362,7 +378,10 @@ class _Stream:
             index = 0
             while True:
                 want = seg_size if size is None else layout.plaintext_length(size, seg_size, index)
-                plaintext = await self.read_segment(want)
+                if want > INLINE_SEGMENT:
+                    plaintext = await self.read_taken(index, want)
+                else:  # a small object's: outside the budget (below)
+                    plaintext = await self.read_segment(want)
                 length = sum(len(p) for p in plaintext)
                 put.total += length
                 if size is not None and length < want:
@@ -376,7 +395,8 @@ class _Stream:
                     encoded.set_result(put.encode_segment(index, plaintext))
                     in_flight.append(encoded)
                 else:
-                    await self.take(index, length)
+                    if index not in self.taken:
+                        await self.take(index, length)
                     in_flight.append(loop.run_in_executor(pool, put.encode_segment, index, plaintext))
                 index += 1
                 if len(in_flight) >= put.gateway.depth:
