@@ -79,17 +79,9 @@ def _sender(answers: multiprocessing.Queue, total: int, use_tls: bool, pace: flo
         answers.put(_cpu() - started)
         return response
 
-    async def serve() -> None:
-        app = web.Application()
-        app.router.add_get("/blocks", blocks)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
-        answers.put((port, identity.id))
-        await asyncio.Event().wait()
-
-    asyncio.run(serve())
+    app = web.Application()
+    app.router.add_get("/blocks", blocks)
+    asyncio.run(_serve(app, context, answers, identity.id))
 
 
 async def _aiohttp_reader(port: int, context, total: int) -> None:
@@ -217,18 +209,20 @@ def _holder(answers: multiprocessing.Queue) -> None:
     async def cpu(request: web.Request) -> web.Response:
         return web.json_response({"cpu": _cpu()})
 
-    async def serve() -> None:
-        app = web.Application(client_max_size=2 * SEND_BATCH)
-        app.router.add_put("/segments", segments)
-        app.router.add_get("/cpu", cpu)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
-        answers.put((port, identity.id))
-        await asyncio.Event().wait()
+    app = web.Application(client_max_size=2 * SEND_BATCH)
+    app.router.add_put("/segments", segments)
+    app.router.add_get("/cpu", cpu)
+    asyncio.run(_serve(app, context, answers, identity.id))
 
-    asyncio.run(serve())
+
+async def _serve(app: web.Application, context, answers, node_id: str) -> None:
+    """`app` on a free port (TLS with `context`, if any), told to the parent as (port, node id); until killed."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
+    answers.put((port, node_id))
+    await asyncio.Event().wait()
 
 
 async def _paced(body: list[bytes], rate: float):
