@@ -12,6 +12,7 @@ import wasmtime
 from tests.support.compute import deploy
 from tests.support.nodes import free_port
 from xsc.compute import web_on_loop
+from xsc.compute.wasi_io import OUTPUT_CAP
 from xsc.compute.web_on_loop import ON_LOOP_BODY
 from xsc.node.appkeys import NODE
 
@@ -50,8 +51,8 @@ async def _chunked(data: bytes):
         yield data[at:at + 4096]
 
 
-def _writer(extra_imports: str = "", pieces: int = 1) -> str:
-    """A WASI program that answers a CGI head, then `pieces` times its 64 KiB page past the head."""
+def _writer(extra_imports: str = "", pieces: int = 1, fd: int = 1) -> str:
+    """A WASI program that answers a CGI head, then writes `pieces` times its 64 KiB page past the head to `fd`."""
     return f"""
 (module
   (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
@@ -66,7 +67,7 @@ def _writer(extra_imports: str = "", pieces: int = 1) -> str:
     (i32.store (i32.const 65548) (i32.const 64512))
     (block $done (loop $more
       (br_if $done (i32.ge_u (local.get $n) (i32.const {pieces})))
-      (drop (call $fd_write (i32.const 1) (i32.const 65544) (i32.const 1) (i32.const 65552)))
+      (drop (call $fd_write (i32.const {fd}) (i32.const 65544) (i32.const 1) (i32.const 65552)))
       (local.set $n (i32.add (local.get $n) (i32.const 1)))
       (br $more)))))
 """
@@ -121,3 +122,12 @@ async def test_a_try_that_runs_out_of_its_time_goes_to_a_worker_and_is_not_tried
         status, body = await _ask(f"{base}/fn/loop/")
         assert status == 504 and b"deadline" in body  # the worker's run, stopped by its own deadline
         assert on_loop.retried == 1 and on_loop.runs == 0
+
+
+async def test_a_run_on_the_loop_whose_stderr_goes_over_its_cap_is_refused_as_on_a_worker(web) -> None:
+    node, base, on_loop = web
+    module = await _upload(node, _writer(pieces=OUTPUT_CAP // 64512 + 2, fd=2))
+    await _serve(node, name="noisy", module=module)
+    status, body = await _ask(f"{base}/fn/noisy/")
+    assert status == 502 and b"stderr went over its cap" in body and b"Traceback" not in body
+    assert on_loop.runs == 1

@@ -23,7 +23,7 @@ from . import engine as eng
 from . import sandbox
 from .limits import Limits
 from .service import INLINE_FUEL, INLINE_PREEMPTED, INLINE_TICKS, ComputeService
-from .wasi_io import Streams
+from .wasi_io import OUTPUT_CAP, Streams
 
 ON_LOOP_BODY = 16 * 1024  # bytes of a request body a run on the loop may take (its stdin fuel comes first)
 ON_LOOP_ANSWER = 1 << 20  # bytes of stdout a run on the loop may answer (a longer answer goes to a worker)
@@ -73,7 +73,9 @@ class LoopRuns:
                                            deadline_ticks=min(eng.deadline_ticks(limits.timeout), INLINE_TICKS))
             written = [os.fstat(fd).st_size for fd in (stdout, stderr)]
             kept = outcome.trap_kind is None and written[0] <= ON_LOOP_ANSWER
-            out, err = (os.pread(stdout, written[0], 0), os.pread(stderr, written[1], 0)) if kept else (b"", b"")
+            # stderr is only counted and capped (OUTPUT_CAP): one byte past the cap says it went over
+            err_read = min(written[1], OUTPUT_CAP + 1)
+            out, err = (os.pread(stdout, written[0], 0), os.pread(stderr, err_read, 0)) if kept else (b"", b"")
         finally:
             for fd in (stdin, stdout, stderr):
                 os.ftruncate(fd, 0)
