@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 QUIET_SECONDS = 2.0  # how long a reopen waits for the database's users to finish
 RESERVE_NAME = "disk-reserve"
-RESERVE_BYTES = 64 * 1024**2  # at most: room to replay LevelDB's log (its write buffer, 32 MiB) and compact
+RESERVE_BYTES = 64 * 1024**2  # at most: room to replay LevelDB's log (its write buffer, 16 MiB) and compact
 RESERVE_FRACTION = 20  # ... and at most 1/20 of the disk
 FREEING_PUT_BYTES = 4096  # a batch of deletes may also put this much (counters) and still count as freeing space
 RESERVE_CHECK_SECONDS = 1.0  # until the reserve is made, the disk is looked at this often (not on every write)

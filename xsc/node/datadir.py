@@ -99,13 +99,14 @@ def load_or_create_token(root: Path) -> str:
 def open_db(root: Path) -> Database:
     # Blocks are ciphertext: compression only costs time.  Big files keep compaction (write
     # amplification) down for 256 KiB values; the write buffer is held twice in memory while one
-    # flushes, so 32 MiB keeps the node's own memory under 200 MB through a 1 GiB put.  A bloom filter per table
+    # flushes: 16 MiB takes a quarter off a large put's peak memory, and the tables a put writes are still moved
+    # down whole, not rewritten (docs/storage.md, Memory).  A bloom filter per table
     # answers most reads of a key that is not there (a new file's records, a share not held) without a block read.
     return open_database(
         root / DB_DIR,
         reserve_dir=root,
         compression=None,
-        write_buffer_size=32 * 1024 * 1024,
+        write_buffer_size=16 * 1024 * 1024,
         max_file_size=64 * 1024 * 1024,
         block_size=64 * 1024,
         lru_cache_size=32 * 1024 * 1024,

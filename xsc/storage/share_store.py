@@ -39,7 +39,7 @@ from .core.merkle import HASH_BYTES
 _META_HEADER = struct.Struct(">BBIQQ32s")  # version, share, segments, stored bytes, lease expiry, uploader
 HELD_UPLOAD = 64 * 1024  # an upload this small (its known size) keeps its blocks in memory until it publishes
 HELD_AT_MOST = 16 * 1024 * 1024  # what all held uploads together may keep in memory; past it, they are staged
-# An upload that has reserved this much writes its blocks across several of LevelDB's memtables (32 MiB): `streaming`.
+# An upload that has reserved this much fills at least one of LevelDB's memtables (16 MiB) with blocks: `streaming`.
 STREAMING_UPLOAD = 16 * 1024 * 1024
 
 
