@@ -31,7 +31,6 @@ MAX_RUN_FRAME = 4 << 20  # a run's environment and stdin are bounded far below t
 MAX_MODULE_FRAME = 256 << 20  # a compiled artifact of a module of at most 1 MiB
 MAX_ANSWER_FRAME = (1 << 20) + (64 << 10) + 4096  # an answer kept from a try (stdout, stderr's cap + 1, numbers)
 MAX_RESULTS = 64
-MAX_STRINGS = 1 << 16  # argv and environment entries in one run
 
 
 class WireError(ValueError):
@@ -86,14 +85,16 @@ def _strings(*items: bytes) -> list[bytes]:
     return out
 
 
-def run_body(run: RunFrame) -> bytes:
-    parts = [_RUN.pack(run.module_hash, run.fuel, run.memory, run.timeout, run.ticks, run.prepaid),
-             *_strings(run.entrypoint.encode()), _LEN.pack(len(run.argv)), *_strings(*(a.encode() for a in run.argv)),
-             _LEN.pack(len(run.env))]
-    for name, value in run.env:
-        parts += _strings(name.encode(), value.encode())
-    parts += _strings(run.stdin)
-    return b"".join(parts)
+def run_body(run: RunFrame) -> bytes | None:
+    """The RUN frame's body; None if an argv or environment item holds a NUL (the try is not sent: see below)."""
+    # argv and the environment each as one string of NUL-separated items, an environment item NAME=VALUE (a
+    # name holds no '='); an item that holds a NUL itself (a C string would end there) is not sent
+    argv = "\0".join(run.argv).encode()
+    env = "\0".join([f"{name}={value}" for name, value in run.env]).encode()
+    if argv.count(b"\0") != max(0, len(run.argv) - 1) or env.count(b"\0") != max(0, len(run.env) - 1):
+        return None
+    return b"".join([_RUN.pack(run.module_hash, run.fuel, run.memory, run.timeout, run.ticks, run.prepaid),
+                     *_strings(run.entrypoint.encode(), argv, env, run.stdin)])
 
 
 def module_body(module_hash: bytes, hidden_memory: bool, info: bytes, artifact: bytes) -> bytes:
@@ -151,10 +152,13 @@ class Reader:
 def read_run(body: bytes | memoryview) -> RunFrame:
     r = Reader(body)
     module_hash, fuel, memory, timeout, ticks, prepaid = r.fixed(_RUN)
-    entrypoint = r.text()
-    argv = [r.text() for _ in range(r.count(MAX_STRINGS))]
-    env = [(r.text(), r.text()) for _ in range(r.count(MAX_STRINGS))]
-    return RunFrame(module_hash, fuel, memory, timeout, ticks, prepaid, entrypoint, argv, env, r.bytes())
+    entrypoint, argv, env = r.text(), r.text(), r.text()
+    items = [item.partition("=") for item in env.split("\0")] if env else []
+    if any(not equals for _, equals, _ in items):
+        raise WireError("an environment item without '='")
+    return RunFrame(module_hash, fuel, memory, timeout, ticks, prepaid, entrypoint,
+                    argv.split("\0") if argv else [],
+                    [(name, value) for name, _, value in items], r.bytes())
 
 
 def read_module(body: bytes | memoryview) -> tuple[bytes, bool, bytes, bytes]:
