@@ -73,12 +73,11 @@ class LoopRuns:
         ticks = min(eng.deadline_ticks(limits.timeout), INLINE_TICKS)
         tried = None
         link = self.runners.pick() if self.runners is not None else None
-        module = self.runners.module(prepared) if link is not None else None
-        run = None if module is None else wire.run_body(wire.RunFrame(
+        run = None if link is None or not self.runners.sendable(prepared) else wire.run_body(wire.RunFrame(
             prepared.module_hash, trial.fuel, trial.memory, trial.timeout, ticks, streams.prepaid_fuel, entrypoint,
             argv, list(streams.env.items()), body))
-        if link is not None and module is not None and run is not None:
-            answer = await link.run(prepared.module_hash, lambda: module, run)
+        if link is not None and run is not None:
+            answer = await link.run(prepared.module_hash, lambda: self.runners.module(prepared), run)
             if answer is None:
                 self.failed_over += 1
                 return None

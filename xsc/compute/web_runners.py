@@ -38,7 +38,7 @@ MOST_IN_FLIGHT = 64  # tries waiting on one runner; past this a try runs on the 
 PATIENCE = 5.0  # seconds a runner with tries waiting may go without answering any (a try takes two ticks at most)
 FIRST_PAUSE, LONGEST_PAUSE = 0.1, 30.0  # before a runner that ended early is replaced
 SERVED_A_WHILE = 10.0  # seconds after which a runner that ends is replaced at once
-MOST_MODULES = 32  # modules whose description and artifact are kept to send to runners
+MOST_MODULES = 1024  # modules whose frame's length is known
 
 Answer = tuple[int, object] | None  # (KEPT, KeptFrame) / (TOSSED, (trap kind, cpu ns)) / (UNKNOWN, None); None: lost
 
@@ -222,7 +222,7 @@ class Runners:
         self._closed = False
         self._pause = FIRST_PAUSE
         self._ready: list[asyncio.Future] = []
-        self._modules: dict[bytes, bytes | None] = {}  # module hash -> its MODULE body (None: not for runners)
+        self._fits: dict[bytes, bool] = {}  # module hash -> whether its MODULE frame is not too long to send
 
     def start(self) -> None:
         """The runners started, if they are not (on the loop)."""
@@ -242,16 +242,20 @@ class Runners:
                 best = link
         return best
 
-    def module(self, prepared: sandbox.Prepared) -> bytes | None:
-        """The MODULE frame body of a module, None if it is too large to send."""
-        if prepared.module_hash not in self._modules:
-            if len(self._modules) >= MOST_MODULES:
-                self._modules.pop(next(iter(self._modules)))
-            artifact = bytes(prepared.module.serialize())
-            body = wire.module_body(prepared.module_hash, prepared.hidden_memory,
-                                    codec.dumps(prepared.info.to_json()), artifact)
-            self._modules[prepared.module_hash] = body if len(body) + 8 <= wire.MAX_MODULE_FRAME else None
-        return self._modules[prepared.module_hash]
+    def sendable(self, prepared: sandbox.Prepared) -> bool:
+        """Whether a module's artifact fits in a MODULE frame (serialized once to see; not kept: a runner is sent
+        it once, so a module's artifact is made again only for a runner started since)."""
+        fits = self._fits.get(prepared.module_hash)
+        if fits is None:
+            if len(self._fits) >= MOST_MODULES:
+                self._fits.pop(next(iter(self._fits)))
+            fits = self._fits[prepared.module_hash] = len(self.module(prepared)) + 8 <= wire.MAX_MODULE_FRAME
+        return fits
+
+    def module(self, prepared: sandbox.Prepared) -> bytes:
+        """The MODULE frame body of a module."""
+        return wire.module_body(prepared.module_hash, prepared.hidden_memory, codec.dumps(prepared.info.to_json()),
+                                bytes(prepared.module.serialize()))
 
     async def ready(self) -> RunnerLink:
         """A ready runner, once there is one (they are started if they are not)."""
