@@ -24,6 +24,8 @@ from tests.support.waiting import eventually, eventually_async
 from xsc.compute import engine as eng
 from xsc.compute import runner_wire as wire
 from xsc.compute.web_runners import RunnerLink
+from xsc.config import load_config
+from xsc.errors import ConfigError
 from xsc.node.appkeys import NODE
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
@@ -169,3 +171,28 @@ def test_a_kill_9_of_the_node_takes_its_runner_with_it(node_process) -> None:
     finally:
         os.close(gone)
 
+
+
+def test_web_runners_is_set_from_the_environment_and_bounded(tmp_path) -> None:
+    assert load_config(tmp_path, environ={"XSC_COMPUTE_WEB_RUNNERS": "0"}).compute.web_runners == 0
+    assert load_config(tmp_path, environ={"XSC_COMPUTE_WEB_RUNNERS": "2"}).compute.web_runners == 2
+    for bad in ("-1", "65", "many"):
+        with pytest.raises(ConfigError, match="web_runners"):
+            load_config(tmp_path, environ={"XSC_COMPUTE_WEB_RUNNERS": bad})
+
+
+def test_the_wire_carries_a_try_and_its_answer_whole_and_refuses_what_is_cut_short() -> None:
+    run = wire.RunFrame(b"\7" * 32, 100_000, 1 << 20, 5.0, 2, 64, "_start", ["mod", "a=b"],
+                        [("PATH_INFO", "/x=y"), ("EMPTY", "")], b"body")
+    assert wire.read_run(wire.run_body(run)) == run
+    kept = wire.KeptFrame(12, 3, 4, 5, None, [-7, 1.5], b"Status: 200\n\nhi", b"")
+    assert wire.read_kept(wire.kept_body(kept)) == kept
+    assert wire.read_tossed(wire.tossed_body("deadline", 9)) == ("deadline", 9)
+    # an item holding a NUL is not sent (tried on the loop instead)
+    assert wire.run_body(wire.RunFrame(b"\7" * 32, 1, 1, 1.0, 1, 0, "_start", ["m"], [("A", "x\0y")], b"")) is None
+    body = wire.run_body(run)
+    for cut in (10, len(body) - 1):
+        with pytest.raises(wire.WireError):
+            wire.read_run(body[:cut])
+    with pytest.raises(wire.WireError, match="over the"):
+        wire.head(wire.HEAD.pack(wire.MAX_ANSWER_FRAME + 1, wire.KEPT, 1), wire.MAX_ANSWER_FRAME)
