@@ -120,6 +120,63 @@ async def test_a_runner_answer_longer_than_a_runner_may_send_is_refused_and_its_
     theirs.close()
 
 
+async def _fake_runner(patience: float = 30.0) -> tuple[RunnerLink, socket.socket, list[RunnerLink]]:
+    """A link whose runner's end is the test's: what the node sends it is read from `theirs`."""
+    ours, theirs = socket.socketpair()
+    ended: list[RunnerLink] = []
+    link = RunnerLink(ours, None, eng.fingerprint(), lambda _: None, ended.append, patience=patience)
+    theirs.sendall(wire.frame(wire.READY, 0, eng.fingerprint()))
+    await eventually_async(lambda: link.ready, "the runner's READY")
+    return link, theirs, ended
+
+
+def _frames(sock: socket.socket, count: int) -> list[tuple[int, int]]:
+    """The kind and request id of the next `count` frames the node sent."""
+    got, data = [], b""
+    while len(got) < count:
+        data += sock.recv(65536)
+        while (found := wire.head(data, wire.MAX_MODULE_FRAME)) is not None and len(data) >= found[0]:
+            got.append(found[1:])
+            data = data[found[0]:]
+    return got
+
+
+async def test_a_runner_that_answers_nothing_while_tries_wait_is_dropped() -> None:
+    link, theirs, ended = await _fake_runner(patience=0.2)
+    answer = link.run(b"\1" * 32, lambda: b"module", b"run")
+    assert await answer is None  # the event: the link's patience ran out, its try goes to a worker
+    assert ended == [link] and "answered nothing" in link.ended
+    theirs.close()
+
+
+async def test_a_runner_answer_to_no_waiting_try_is_refused() -> None:
+    link, theirs, ended = await _fake_runner()
+    answer = link.run(b"\1" * 32, lambda: b"module", b"run")
+    theirs.sendall(wire.frame(wire.UNKNOWN, 77, b""))
+    assert await answer is None
+    assert "request 77" in link.ended
+    theirs.close()
+
+
+async def test_a_module_the_runner_dropped_is_sent_again_with_its_next_try() -> None:
+    link, theirs, ended = await _fake_runner()
+    module = b"\2" * 32
+    first = link.run(module, lambda: b"module", b"run")
+    assert await asyncio.to_thread(_frames, theirs, 2) == [(wire.MODULE, 0), (wire.RUN, 1)]
+    theirs.sendall(wire.frame(wire.UNKNOWN, 1, b""))
+    assert await first == (wire.UNKNOWN, None)  # tried on the loop instead
+    second = link.run(module, lambda: b"module", b"run")
+    assert await asyncio.to_thread(_frames, theirs, 2) == [(wire.MODULE, 0), (wire.RUN, 2)]
+    third = link.run(module, lambda: b"module", b"run")  # kept this time: not sent again
+    assert await asyncio.to_thread(_frames, theirs, 1) == [(wire.RUN, 3)]
+    theirs.sendall(wire.frame(wire.TOSSED, 2, wire.tossed_body("deadline", 5)) +
+                   wire.frame(wire.TOSSED, 3, wire.tossed_body("", 6)))
+    assert await second == (wire.TOSSED, ("deadline", 5)) and await third == (wire.TOSSED, ("", 6))
+    assert not ended and link.runs == 3
+    link.end("the test is over")
+    theirs.close()
+
+
 async def test_a_runner_whose_engine_is_not_the_nodes_is_not_used() -> None:
     ours, theirs = socket.socketpair()
     ended: list[RunnerLink] = []

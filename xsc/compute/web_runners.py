@@ -45,8 +45,10 @@ Answer = tuple[int, object] | None  # (KEPT, KeptFrame) / (TOSSED, (trap kind, c
 
 class RunnerLink:
     def __init__(self, sock: socket.socket, process: subprocess.Popen | None, fingerprint: bytes,
-                 on_ready: Callable[[RunnerLink], None], on_end: Callable[[RunnerLink], None]) -> None:
+                 on_ready: Callable[[RunnerLink], None], on_end: Callable[[RunnerLink], None],
+                 patience: float = PATIENCE) -> None:
         self.sock = sock
+        self.patience = patience
         self.process = process
         self.fingerprint = fingerprint
         self.loop = asyncio.get_running_loop()
@@ -87,7 +89,7 @@ class RunnerLink:
         self._send(wire.frame(wire.RUN, self._next, run))
         if self._watch is None:
             self._heard = time.monotonic()
-            self._watch = self.loop.call_later(PATIENCE, self._check)
+            self._watch = self.loop.call_later(self.patience, self._check)
         return future
 
     def _send(self, data: bytes) -> None:
@@ -178,10 +180,10 @@ class RunnerLink:
         if self.ended is not None or not self._waiting:
             return
         quiet = time.monotonic() - self._heard
-        if quiet >= PATIENCE:
+        if quiet >= self.patience:
             self.end(f"it answered nothing for {quiet:.1f} s")
         else:
-            self._watch = self.loop.call_later(PATIENCE - quiet, self._check)
+            self._watch = self.loop.call_later(self.patience - quiet, self._check)
 
     def end(self, why: str) -> None:
         """The runner killed and its socket closed; each try waiting on it answered None."""
