@@ -10,7 +10,9 @@ at concurrency 1 and 8 for --seconds each, and
   get       `xsc store get CAP -o FILE` of the stored file
   served    GET /fn/site/data of the same file through the function (read from its mount, sent whole)
 and prints hello's rate as a ratio to minimal's (target at least 0.3 at concurrency 8), hello's p50 at
-concurrency 1 (target under 2 ms), and served's rate as a ratio to get's (target at least 0.5).
+concurrency 1 (target under 2 ms), and served's rate as a ratio to get's (target at least 0.5); and the CPU a
+hello request cost at concurrency 8 in the node (all its threads), in its web runners (its child processes) and
+in the client, from their /proc times over that phase.
 """
 
 from __future__ import annotations
@@ -69,6 +71,33 @@ async def load(url: str, concurrency: int, seconds: float) -> dict[str, float]:
             "p99": latencies[int(len(latencies) * 0.99)]}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def split(node_pid: int, url: str, seconds: float) -> tuple[dict[str, float], dict[str, float]]:
+    """hello at concurrency 8, and what a request cost each process in CPU microseconds."""
+    pids = {"node": [node_pid], "runners": children(node_pid)}
+    before = {k: sum(map(cpu_seconds, v)) for k, v in pids.items()}
+    client = time.process_time()
+    figures = asyncio.run(load(url, 8, seconds))
+    client = time.process_time() - client
+    requests = figures["rate"] * seconds
+    used = {k: sum(map(cpu_seconds, v)) - before[k] for k, v in pids.items()}
+    return figures, {**{k: v / requests * 1e6 for k, v in used.items()}, "client": client / requests * 1e6}
+
+
 async def fetch_seconds(url: str, size: int) -> float:
     async with aiohttp.ClientSession() as session:
         started = time.perf_counter()
@@ -110,7 +139,12 @@ def main() -> None:
                 for c in (1, 8):
                     figures[("minimal", c)] = asyncio.run(load(f"http://127.0.0.1:{minimal_port}/fn/hello/", c,
                                                                args.seconds))
-                    figures[("hello", c)] = asyncio.run(load(f"http://127.0.0.1:{port}/fn/hello/", c, args.seconds))
+                    if c == 1:
+                        figures[("hello", c)] = asyncio.run(load(f"http://127.0.0.1:{port}/fn/hello/", c,
+                                                                 args.seconds))
+                    else:
+                        figures[("hello", c)], costs = split(node.pid, f"http://127.0.0.1:{port}/fn/hello/",
+                                                             args.seconds)
             started = time.perf_counter()
             subprocess.run([*xsc, "store", "get", cap, "-o", str(tmp / "copy")], check=True, capture_output=True)
             get_s = time.perf_counter() - started
@@ -122,6 +156,7 @@ def main() -> None:
     ratio = figures[("hello", 8)]["rate"] / figures[("minimal", 8)]["rate"]
     print(f"hello / minimal at concurrency 8: {ratio:.2f} (target at least 0.3)")
     print(f"hello p50 at concurrency 1: {figures[('hello', 1)]['p50'] * 1e3:.2f} ms (target under 2)")
+    print("CPU a hello request cost at concurrency 8: " + ", ".join(f"{k} {v:.0f} us" for k, v in costs.items()))
     print(f"{args.size} MiB: store get {get_s:.2f} s, served by the function {served_s:.2f} s: "
           f"{get_s / served_s:.2f} of get's speed (target at least 0.5)")
     report.add("hello function / minimal aiohttp handler, requests/s at concurrency 8", ratio, "x", target=0.3,

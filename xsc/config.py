@@ -148,6 +148,9 @@ class ComputeSection(_Section):
     max_module_size: int = 16 * MiB
     peer_compile_timeout: float = Field(default=10.0, gt=0, le=3600)  # wall-clock seconds to compile a peer's module
     max_queued: int = 256  # calls admitted (running or waiting for a thread); more are refused with 503
+    # child processes that run the tries of small web requests on other cores (docs/compute.md, Web services);
+    # 0: tried on the event loop's thread
+    web_runners: int = Field(default_factory=lambda: 1 if (os.cpu_count() or 1) >= 2 else 0, ge=0, le=64)
     # micro-credits per 64 KiB page of peak linear memory per second of a call (docs/compute.md, Metering)
     memory_price: int = Field(default=10, ge=0, le=10**9)
 
@@ -600,6 +603,8 @@ def render_config_file(raw: dict[str, Any]) -> str:
                 lines.append(tomli_w.dumps({key: given[key]}).strip())
             elif section == "compute" and key == "threads":
                 lines.append("# threads = <the number of cores>")
+            elif section == "compute" and key == "web_runners":
+                lines.append("# web_runners = <1 with two cores or more, else 0>")
             else:
                 lines.append("# " + tomli_w.dumps({key: defaults[section][key]}).strip())
         extra = {k: v for k, v in given.items() if k not in model.annotation.model_fields}  # type: ignore

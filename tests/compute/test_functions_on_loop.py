@@ -1,5 +1,6 @@
-"""Small web requests tried on the event loop's thread (xsc/compute/web_on_loop.py): answered as a worker would
-answer them, and sent to a worker whenever a try could block the loop, was cut short, or wrote too much."""
+"""Small web requests tried in a web runner or on the event loop's thread (xsc/compute/web_on_loop.py): answered
+as a worker would answer them, and sent to a worker whenever a try could block its thread, was cut short, or wrote
+too much.  Each case runs with no runner (tried on the loop) and with one (the fixture waits until it is ready)."""
 
 from __future__ import annotations
 
@@ -20,11 +21,17 @@ QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 HEAD = "Content-Type: text/plain\\n\\n"
 
 
-@pytest.fixture
-async def web(node_factory):
+@pytest.fixture(params=[0, 1], ids=["on-loop", "runner"])
+async def web(node_factory, request):
     port = free_port()
-    node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "web_rate_limit": 1000})
-    return node, f"http://127.0.0.1:{port}", node.app[NODE].functions.on_loop
+    node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "web_rate_limit": 1000},
+                              compute={"web_runners": request.param})
+    on_loop = node.app[NODE].functions.on_loop
+    if request.param:
+        await on_loop.runners.ready()
+    yield node, f"http://127.0.0.1:{port}", on_loop
+    # every try answered was answered where the case says
+    assert on_loop.in_runner == (on_loop.runs if request.param else 0)
 
 
 async def _serve(node, **function) -> None:

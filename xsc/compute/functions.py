@@ -15,7 +15,8 @@ on this node's tab with it (compute/placed_functions.py); a request for it here 
 provider's side is this same code: a placed function is served with a bill on the owner's tab (`TabBill`)
 where the owner's own functions are billed to the local ledger (`LedgerBill`).
 
-A small request is tried on the event loop's thread first (compute/web_on_loop.py), the rest run on workers.
+A small request is tried first, in a web runner (a child process) or on the event loop's thread
+(compute/web_on_loop.py); the rest run on workers.
 Every request is a run, metered and recorded like any (its provenance record names the function and the request
 line) and charged to the owner's tab (ledger/tabs.py: one transfer per interval for all of them).  Its caller is
 answered once the run has ended, not once its record's group write is on disk: a kill -9 between the two loses
@@ -528,7 +529,8 @@ class Served:
 
 class WebFunctions:
     def __init__(self, *, compute: ComputeService, storage: Any, ledger: Any, tabs: Any, payer: Identity,
-                 node: Identity, store: ComputeStore, work_dir: Path, bid: int, placements: Any) -> None:
+                 node: Identity, store: ComputeStore, work_dir: Path, bid: int, placements: Any,
+                 web_runners: int = 0) -> None:
         self.compute = compute
         self.placements = placements  # xsc.compute.placements.Placements: where functions on the market are
         self.storage = storage  # xsc.storage.files.StorageService: the files a function mounts
@@ -539,7 +541,7 @@ class WebFunctions:
         self._served: dict[str, Served] = {}
         self._placed: dict[tuple[str, str], Served] = {}  # (owner, name): functions other nodes placed here
         self._made = False  # work_dir exists
-        self.on_loop = LoopRuns(compute)  # small requests run on the loop's thread
+        self.on_loop = LoopRuns(compute, web_runners)  # small requests tried in a runner, or on the loop's thread
 
     def start(self) -> None:
         for stale in self.work_dir.glob("std*-*"):  # a request's stdin or answer left by a crash
@@ -830,14 +832,14 @@ class WebFunctions:
     async def _on_loop(self, served: Served, request: Request, prepared, entrypoint: str, signature,
                        argv: list[str], limits, streams: Streams, spills: tuple[Spill, Spill]
                        ) -> tuple[asyncio.Future | None, ReadFn]:
-        """The request tried on the loop (web_on_loop.py): the future of its run's outcome, done, its output in
-        `spills`; or None and its body, for a worker's run."""
+        """The request tried in a runner or on the loop (web_on_loop.py): the future of its run's outcome, done,
+        its output in `spills`; or None and its body, for a worker's run."""
         body, whole = await _prefix(request.read, ON_LOOP_BODY)
         if len(body) > served.record["max_body"]:
             raise PayloadTooLarge(f"the body is over this function's {served.record['max_body']:,} bytes")
         if whole:
             streams.prepaid_fuel = io_fuel(len(body))
-            tried = self.on_loop.run(prepared, entrypoint, signature, argv, limits, streams, body)
+            tried = await self.on_loop.attempt(prepared, entrypoint, signature, argv, limits, streams, body)
             if tried is not None:
                 outcome, out, err = tried
                 for spill, written in zip(spills, (out, err)):

@@ -1,54 +1,61 @@
-"""Small web requests run on the event loop's thread: no hand-over to a worker and back, no pipes to follow.
+"""Small web requests are tried without a worker's hand-over: in a web runner if the node has one (a child process
+on a core of its own: compute/web_runners.py), else on the event loop's thread.
 
-A request is tried here when nothing in it can block the thread: its function mounts no stored files, its module
+A request is tried when nothing in it can block its thread: its function mounts no stored files, its module
 is small, has no start function and does not import `poll_oneoff` (the one WASI call that sleeps; without
 preopened directories or sockets every other one answers at once), and its body is at most ON_LOOP_BODY bytes
 (one of no declared length is read that far first, and handed whole to a worker's run if it goes on).  Its
-stdin, stdout and stderr are in-memory files (memfd) made once and emptied after each run, which wasmtime opens
-by their /proc paths as it opens a worker's pipes: a write to one never waits for a reader.  The try runs with
-the GIL released (so the epoch ticker stops it) within INLINE_FUEL and INLINE_TICKS, as a small invoke's does
-(compute/service.py): a run that ends within them gave what it would under its own limits (a fresh Store, the
-same memory limit, the same world).  Any other end, or an answer over ON_LOOP_ANSWER bytes, is thrown away and
-the request run on a worker from scratch; one that ran out of the try's fuel or time while it had the CPU, or
-wrote too much, marks its export, never tried here again.  What a try can cost the node is bounded by those
-limits: its time, and what it writes into the memfds meanwhile (emptied right after).
+stdin, stdout and stderr are in-memory files (compute/web_trial.py).  The try runs with the GIL released (so the
+epoch ticker stops it) within INLINE_FUEL and INLINE_TICKS, as a small invoke's does (compute/service.py): a run
+that ends within them gave what it would under its own limits (a fresh Store, the same memory limit, the same
+world).  Any other end, or an answer over ON_LOOP_ANSWER bytes, is thrown away and the request run on a worker
+from scratch; one that ran out of the try's fuel or time while it had the CPU, or wrote too much, marks its
+export, never tried again.  What a try can cost the node is bounded by those limits: its time, and what it writes
+into the memfds meanwhile (emptied right after).  A runner's try is judged the same way from what the runner
+answers; a runner that ends before it answers leaves the request to a worker's run.
 """
 
 from __future__ import annotations
 
-import os
-
-from ..errors import ComputeBusy
 from . import engine as eng
+from . import runner_wire as wire
 from . import sandbox
 from .limits import Limits
 from .service import INLINE_FUEL, INLINE_PREEMPTED, INLINE_TICKS, ComputeService
-from .wasi_io import OUTPUT_CAP, Streams
+from .wasi_io import Streams
+from .web_runners import Runners
+from .web_trial import ON_LOOP_ANSWER, Memfds, Tried
 
-ON_LOOP_BODY = 16 * 1024  # bytes of a request body a run on the loop may take (its stdin fuel comes first)
-ON_LOOP_ANSWER = 1 << 20  # bytes of stdout a run on the loop may answer (a longer answer goes to a worker)
+ON_LOOP_BODY = 16 * 1024  # bytes of a request body a try may take (its stdin fuel comes first)
 BLOCKING_IMPORTS = frozenset({"poll_oneoff"})  # WASI calls that may hold the thread (a sleep)
 
 
 class LoopRuns:
-    """Tries of small requests on the loop, and the memfds they run with (one set: runs on the loop are serial)."""
+    """Tries of small requests, in a runner or on the loop, and the memfds of those on the loop (one set: runs on
+    the loop are serial)."""
 
-    def __init__(self, compute: ComputeService) -> None:
+    def __init__(self, compute: ComputeService, runners: int = 0) -> None:
         self.compute = compute
-        self._files: tuple[int, int, int] | None = None  # stdin, stdout, stderr
-        self._verdicts: dict[bytes, bool] = {}  # module hash -> whether its calls may run here
+        self.memfds = Memfds()
+        self.runners = Runners(runners, compute.fingerprint) if runners else None
+        self._verdicts: dict[bytes, bool] = {}  # module hash -> whether its calls may be tried
         self._slow: dict[tuple[bytes, str], int] = {}  # (module, export) -> tries kept from the CPU in a row; -1: slow
-        self.runs = 0  # requests answered from a run here (status, tests)
+        self.runs = 0  # requests answered from a try (status, tests)
+        self.in_runner = 0  # of them, tried in a runner
         self.retried = 0  # tries run again on a worker
+        self.failed_over = 0  # tries whose runner ended before it answered: run on a worker
 
     def close(self) -> None:
-        if self._files is not None:
-            for fd in self._files:
-                os.close(fd)
-            self._files = None
+        self.memfds.close()
+        if self.runners is not None:
+            self.runners.close()
+
+    def status(self) -> dict:
+        return {"runs": self.runs, "in_runner": self.in_runner, "retried": self.retried,
+                "failed_over": self.failed_over, **(self.runners.status() if self.runners is not None else {})}
 
     def may_try(self, prepared: sandbox.Prepared, entrypoint: str, mounts: bool, content_length: int | None) -> bool:
-        """Whether a request may be tried here (decided before its body is read)."""
+        """Whether a request may be tried (decided before its body is read)."""
         if mounts or (content_length or 0) > ON_LOOP_BODY or self._slow.get((prepared.module_hash, entrypoint)) == -1:
             return False
         verdict = self._verdicts.get(prepared.module_hash)
@@ -59,49 +66,33 @@ class LoopRuns:
                 and not any(i.name in BLOCKING_IMPORTS for i in prepared.module.imports))
         return verdict
 
-    def run(self, prepared: sandbox.Prepared, entrypoint: str, signature, argv: list[str], limits: Limits,
-            streams: Streams, body: bytes) -> tuple[sandbox.Outcome, bytes, bytes] | None:
-        """The run's outcome, stdout and stderr; None if the request must go to a worker (see the module's doc)."""
-        stdin, stdout, stderr = self._open()
-        if body:
-            os.pwrite(stdin, body, 0)
-            streams.stdin = f"/proc/self/fd/{stdin}"
-        streams.stdout_pipe, streams.stderr_pipe, streams.pipes_kept = stdout, stderr, True
+    async def attempt(self, prepared: sandbox.Prepared, entrypoint: str, signature, argv: list[str], limits: Limits,
+                      streams: Streams, body: bytes) -> tuple[sandbox.Outcome, bytes, bytes] | None:
+        """The try's outcome, stdout and stderr; None if the request must go to a worker (see the module's doc)."""
         trial = Limits(min(limits.fuel, INLINE_FUEL + streams.prepaid_fuel), limits.memory, limits.timeout)
-        try:
-            outcome = self.compute.execute(prepared, entrypoint, signature, argv, trial, streams,
-                                           deadline_ticks=min(eng.deadline_ticks(limits.timeout), INLINE_TICKS))
-            written = [os.fstat(fd).st_size for fd in (stdout, stderr)]
-            kept = outcome.trap_kind is None and written[0] <= ON_LOOP_ANSWER
-            # stderr is only counted and capped (OUTPUT_CAP): one byte past the cap says it went over
-            err_read = min(written[1], OUTPUT_CAP + 1)
-            out, err = (os.pread(stdout, written[0], 0), os.pread(stderr, err_read, 0)) if kept else (b"", b"")
-        finally:
-            for fd in (stdin, stdout, stderr):
-                os.ftruncate(fd, 0)
-            streams.stdin = streams.stdout_pipe = streams.stderr_pipe = None
-            streams.pipes_kept = False
-        if not kept:
-            self._judge(prepared.module_hash, entrypoint, outcome)
+        ticks = min(eng.deadline_ticks(limits.timeout), INLINE_TICKS)
+        tried = None
+        link = self.runners.pick() if self.runners is not None else None
+        run = None if link is None or not self.runners.sendable(prepared) else wire.run_body(wire.RunFrame(
+            prepared.module_hash, trial.fuel, trial.memory, trial.timeout, ticks, streams.prepaid_fuel, entrypoint,
+            argv, list(streams.env.items()), body))
+        if link is not None and run is not None:
+            answer = await link.run(prepared.module_hash, lambda: self.runners.module(prepared), run)
+            if answer is None:
+                self.failed_over += 1
+                return None
+            tried = _tried(answer)
+            self.in_runner += tried is not None and tried.kept
+        if tried is None:
+            tried = self.memfds.run(self.compute.execute, prepared, entrypoint, signature, argv, trial, ticks,
+                                    streams, body)
+        if not tried.kept:
+            self._judge(prepared.module_hash, entrypoint, tried.outcome)
             self.retried += 1
             return None
         self._slow.pop((prepared.module_hash, entrypoint), None)
         self.runs += 1
-        return outcome, out, err
-
-    def _open(self) -> tuple[int, int, int]:
-        if self._files is None:
-            made: list[int] = []
-            try:
-                for name in ("stdin", "stdout", "stderr"):
-                    made.append(os.memfd_create(f"xsc-web-{name}", os.MFD_CLOEXEC))
-            except OSError as exc:  # out of file descriptors: refused like a run past the node's queue
-                for fd in made:
-                    os.close(fd)
-                raise ComputeBusy(f"the node has no file descriptor to spare for another run ({exc.strerror})",
-                                  hint="retry in a moment") from None
-            self._files = (made[0], made[1], made[2])
-        return self._files
+        return tried.outcome, tried.stdout, tried.stderr
 
     def _judge(self, module_hash: bytes, entrypoint: str, outcome: sandbox.Outcome) -> None:
         """A try thrown away: its export marked slow if it ran out of the try's fuel or time while it had the CPU,
@@ -115,4 +106,18 @@ class LoopRuns:
         self._slow[key] = -1 if not preempted or count >= INLINE_PREEMPTED else count
 
 
-__all__ = ["LoopRuns", "ON_LOOP_BODY"]
+def _tried(answer: tuple[int, object]) -> Tried | None:
+    """What a runner answered, as a try on the loop would have given it; None: the runner lacked the module."""
+    kind, value = answer
+    if kind == wire.KEPT:
+        assert isinstance(value, wire.KeptFrame)
+        outcome = sandbox.Outcome(value.results, fuel_consumed=value.fuel_consumed, duration_ns=value.duration_ns,
+                                  cpu_ns=value.cpu_ns, memory_pages=value.memory_pages, exit_code=value.exit_code)
+        return Tried(outcome, True, value.stdout, value.stderr)
+    if kind == wire.TOSSED:
+        trap_kind, cpu_ns = value  # type: ignore[misc]
+        return Tried(sandbox.Outcome(None, trap_kind=trap_kind or None, cpu_ns=cpu_ns), False, b"", b"")
+    return None
+
+
+__all__ = ["LoopRuns", "ON_LOOP_ANSWER", "ON_LOOP_BODY"]

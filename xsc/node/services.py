@@ -315,7 +315,7 @@ class Node:
         self.functions = WebFunctions(compute=self.compute, storage=self.storage, ledger=self.ledger, tabs=self.tabs,
                                       payer=payer, node=identity, store=self.compute.store,
                                       work_dir=config.data_dir / "functions", bid=config.market.compute_bid,
-                                      placements=self.placements)
+                                      placements=self.placements, web_runners=config.compute.web_runners)
         self.placed_functions = PlacedFunctions(functions=self.functions, paid=self.paid, store=self.compute.store,
                                                 web_url=lambda: web_url(config.node.web_listen,
                                                                        config.node.web_public_url, self.peers.url))
@@ -332,6 +332,7 @@ class Node:
             "payments": self.payments.status,
             "remote_compute": self.paid.batcher.status,
             "hosted_jobs": self.hosted_jobs.status,
+            "web_tries": self.functions.on_loop.status,
             "tabs": self.tabs.open,
             "market": lambda: {k: v for k, v in market.status().items()
                                if k in ("digest", "participants", "converged")},
