@@ -11,8 +11,10 @@ takes one turn per read of the socket rather than a turn of the parser, the stre
 an empty line) and answers (200, [a bytearray per length]) when the answer's body is exactly those lengths one after
 the other, or (status, its first MAX_REFUSAL bytes) for any other status.  It raises, as net/kept.py does:
 - `Unreached(exc)`: no connection could be made (nothing was sent);
-- `Cut(exc)`: the connection failed or timed out after the request was (maybe) sent, or the answer was malformed,
-  cut short, longer than its lengths, or of another Content-Length than they make.
+- `Cut(exc)`: the connection failed or timed out after the request was (maybe) sent, or ended within the answer;
+- `NotTheAnswer(why)`: an answer that is not what was asked: not HTTP/1.x, without a Content-Length (chunked, or
+  ending with the connection), of another length than the blocks make, or following bytes the answer before it
+  did not account for.
 
 Connections are pooled per (host, port, the node the TLS context is pinned to, the client certificate it shows): one
 made to node X is never used for a request addressed to node Y.  At most PER_PEER are open to one peer at once, at
@@ -31,6 +33,10 @@ from .kept import Cut, Unreached
 PER_PEER = 32  # connections open to one peer at once, and kept idle (as net/kept.py)
 MAX_HEAD = 64 * 1024  # bytes of status line and headers an answer may have
 MAX_REFUSAL = 64 * 1024  # bytes of a refusal's body kept (the rest is not read: its connection is closed)
+
+
+class NotTheAnswer(Exception):
+    pass
 
 
 class _Answer(asyncio.BufferedProtocol):
@@ -85,32 +91,32 @@ class _Answer(asyncio.BufferedProtocol):
             self._framed += nbytes
             try:
                 self._parse_head()
-            except ValueError as exc:
+            except NotTheAnswer as exc:
                 self.spoilt = True
-                self.done.set_exception(Cut(exc))
+                self.done.set_exception(exc)
 
     def _parse_head(self) -> None:
         end = self._head.find(b"\r\n\r\n", 0, self._framed)
         if end < 0:
             if self._framed == len(self._head):
-                raise ValueError(f"an answer's head longer than {MAX_HEAD} bytes")
+                raise NotTheAnswer(f"a head longer than {MAX_HEAD} bytes")
             return
         lines = bytes(self._head[:end]).decode("latin-1").split("\r\n")
         version, _, rest = lines[0].partition(" ")
         code = rest[:3]
         if not version.startswith("HTTP/1.") or len(code) != 3 or not is_whole_number(code):
-            raise ValueError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+            raise NotTheAnswer(f"something else than an HTTP/1.x status line: {lines[0][:80]!r}")
         headers: dict[str, str] = {}
         for line in lines[1:]:
             name, colon, value = line.partition(":")
             if not colon or not name or name != name.strip():
-                raise ValueError(f"a malformed header line: {line[:80]!r}")
+                raise NotTheAnswer(f"a malformed header line: {line[:80]!r}")
             headers[name.lower()] = value.strip()
         if "transfer-encoding" in headers:
-            raise ValueError("a blocks answer must have a Content-Length, not a transfer encoding")
+            raise NotTheAnswer("a transfer encoding where a Content-Length was expected")
         length = headers.get("content-length", "")
         if not is_whole_number(length):
-            raise ValueError(f"an answer without a Content-Length: {length[:40]!r}")
+            raise NotTheAnswer(f"no Content-Length (its value: {length[:40]!r})")
         self._keep = version == "HTTP/1.1" and "close" not in headers.get("connection", "").lower()
         rest_view = memoryview(self._head)[end + 4:self._framed]
         self._code = int(code)
@@ -119,7 +125,8 @@ class _Answer(asyncio.BufferedProtocol):
             self._refused(rest_view)
             return
         if int(length) != sum(self._lengths):
-            raise ValueError(f"an answer of {int(length)} bytes where {sum(self._lengths)} were asked")
+            raise NotTheAnswer(f"a body of {int(length)} bytes where the {len(self._lengths)} blocks asked make "
+                               f"{sum(self._lengths)}")
         self._fill(0)
         while len(rest_view) and not self.done.done():  # the body's first bytes came with the head
             room = memoryview(self._block())[self._filled:]
@@ -206,11 +213,9 @@ class Into:
                 peer.idle.append(answer)
                 answer = None
             return status, result
-        except Unreached:
+        except (Unreached, Cut, NotTheAnswer):
             raise
-        except Cut:
-            raise
-        except (OSError, ValueError) as exc:  # TimeoutError is an OSError: the whole request's time ran out
+        except OSError as exc:  # TimeoutError is an OSError: the whole request's time ran out
             raise (Cut(exc) if sent else Unreached(exc)) from None
         finally:
             if answer is not None and answer.transport is not None:  # not kept: its state is unknown
@@ -240,4 +245,4 @@ class Into:
             peer.idle.clear()
 
 
-__all__ = ["Into", "MAX_REFUSAL"]
+__all__ = ["Into", "MAX_REFUSAL", "NotTheAnswer"]

@@ -33,7 +33,7 @@ from ..config import https_url, is_loopback_host
 from ..errors import InvalidArgument, PeerError, PeerIdentityMismatch, PeerRefused, PeerUnreachable, connection_reason
 from ..identity import Identity, channel_request, sign_request
 from . import tls as peer_tls
-from .into import MAX_REFUSAL, Into
+from .into import MAX_REFUSAL, Into, NotTheAnswer
 from .kept import Cut, Kept, TooLarge, Unreached
 from .traffic import RECEIVED, SENT, Meter, answer_head_bytes
 
@@ -271,8 +271,8 @@ class PeerClient:
                         timeout: float | None = None) -> list[bytearray]:
         """A signed GET whose answer is parts of the lengths given, one after the other: a buffer each, the body read
         straight into them (xsc/net/into.py), over this client's own kept-alive connections.  Raises PeerUnreachable
-        (no connection, timeout, an answer cut, malformed or of another length than they make) or PeerRefused
-        (status >= 400)."""
+        (no connection, timeout, an answer cut short) or PeerRefused (status >= 400, or an answer that is not the parts
+        asked: not HTTP, unframed, of another length than they make)."""
         url, headers, _ = self._prepare(peer_url, "GET", path, None, None, to)
         host, port = url.raw_host or "", url.port or (443 if url.scheme == "https" else 80)
         context = self._context(to) if url.scheme == "https" else None
@@ -287,6 +287,9 @@ class PeerClient:
             if isinstance(failed, Cut):
                 self._count_kept(url, len(head), 0)
             raise _unreached(peer_url, failed.cause, sent=isinstance(failed, Cut)) from None
+        except NotTheAnswer as wrong:
+            self._count_kept(url, len(head), 0)
+            raise PeerRefused(f"peer {peer_url} answered GET {path} with {wrong}", url=peer_url) from None
         if status != 200:
             self._count_kept(url, len(head), len(answer))
             if status < 400:
