@@ -44,7 +44,7 @@ async def test_a_holders_blocks_come_whole_over_one_kept_tls_connection(node_fac
     with pytest.raises(PeerIdentityMismatch) as mismatch:  # another node's key at that URL: nothing is sent
         await client.read_into(b_url, path, lengths, to=Identity.generate().id)
     assert mismatch.value.details["sent"] is False and mismatch.value.details["presented"] == b_id
-    with pytest.raises(PeerRefused, match="where the 4 blocks asked make"):  # lengths not the holder's: never cut to fit
+    with pytest.raises(PeerRefused, match="where the 4 blocks asked make"):  # not the holder's lengths: never cut
         await client.read_into(b_url, path, [n + 1 for n in lengths], to=b_id)
     assert [bytes(block) for block in await client.read_into(b_url, path, lengths, to=b_id)] == wanted
 
