@@ -194,12 +194,9 @@ class PeerClient:
 
     @asynccontextmanager
     async def open(self, peer_url: str, method: str, path: str, *, json: Any = None, data: Body | None = None,
-                   to: str | None = None, timeout: float | None = None,
-                   read_buffer: int | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+                   to: str | None = None, timeout: float | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
         """A signed request whose answer is streamed: yields the response once its status is known to be < 400.
-        `data`: the body's bytes, or the parts it is made of (sent as they are, not joined first).  `read_buffer`:
-        the bytes of the answer kept read ahead of the caller before the connection stops reading (twice that;
-        aiohttp's default, 64 KiB, stops it at every read of a large answer)."""
+        `data`: the body's bytes, or the parts it is made of (sent as they are, not joined first)."""
         url, headers, body = self._prepare(peer_url, method, path, json, data, to)
         # The pin is the node the request is signed for: the handshake checks it before the request is sent.
         tls_context = self._context(to) if url.scheme == "https" else False
@@ -207,8 +204,7 @@ class PeerClient:
         try:
             sent = Pieces(body) if isinstance(body, list) else body or None
             async with self.session.request(method, url, data=sent, headers=headers, ssl=tls_context,
-                                            timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
-                                            read_bufsize=read_buffer) as response:
+                                            timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as response:
                 try:
                     if response.status >= 400:
                         raise _refusal(peer_url, method, path, response.status, await _read(response, 64 * 1024))
