@@ -1,6 +1,7 @@
 """Answers read straight into their blocks (xsc/net/into.py, `PeerClient.read_into`): a share's blocks from a real
 holder over TLS on one kept connection, and every answer a holder may send that is not the blocks asked (another
-length, cut, extra bytes, chunked, a refusal, nothing) refused or reported, never handed over as blocks."""
+length, cut, extra bytes, chunked, a refusal, nothing) refused or reported, never handed over as blocks; and at most
+PER_PEER connections to one peer at once."""
 
 from __future__ import annotations
 
@@ -162,3 +163,42 @@ async def test_nothing_listening_is_unreached_and_nothing_was_sent() -> None:
             assert unreachable.value.details["reason"] == "connection refused"
         finally:
             client.close()
+
+
+async def test_at_most_per_peer_connections_are_open_to_one_peer_and_the_rest_wait_for_them() -> None:
+    from xsc.net.into import PER_PEER
+
+    block = os.urandom(1000)
+    full, gate, connections, most = asyncio.Event(), asyncio.Event(), [0], [0]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections[0] += 1
+        most[0] = max(most[0], connections[0])
+        if connections[0] == PER_PEER:
+            full.set()
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                await gate.wait()
+                writer.write(_ok(block))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with aiohttp.ClientSession() as session:
+        client = PeerClient(Identity.generate(), session, 10.0, tls=False)
+        try:
+            asks = [asyncio.ensure_future(client.read_into(url, "/v1/peer/x", [len(block)]))
+                    for _ in range(PER_PEER + 8)]
+            await asyncio.wait_for(full.wait(), 10)
+            gate.set()  # the first PER_PEER answered: the others go on their connections, no new one made
+            assert all([bytes(b) for b in answer] == [block] for answer in await asyncio.gather(*asks))
+            assert most[0] == PER_PEER and client._into.opened == PER_PEER
+        finally:
+            client.close()
+            server.close()
+            await server.wait_closed()
