@@ -1,6 +1,7 @@
 """A get whose shares are on other nodes, against holders in this process: the ranges of a share asked side by side
 follow the round trip to its holder, a range that fails leaves the share for the others, the file read whole, and the
-data shares' first ranges are asked while their metadata is on its way."""
+data shares' first ranges are asked while their metadata is on its way; over the wire, a holder that sends garbage,
+a wrong length or stalls midway leaves the file whole from the others."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import asyncio
 import io
 import os
 
+import aiohttp
 import pytest
 
 from xsc.errors import PeerUnreachable
-from xsc.storage import gateway_get, gateway_put, remote
+from xsc.identity import Identity
+from xsc.net.peer_client import PeerClient
+from xsc.storage import gateway_get, gateway_put, holder_client as remote_holder, remote
 from xsc.storage.core import layout
 from xsc.storage.core.manifest import Manifest
 from xsc.storage.core.merkle import block_hash
@@ -178,3 +182,89 @@ async def test_a_file_opened_and_never_read_stops_the_ranges_it_asked_when_close
         assert all(h.in_flight for h in holders.values())  # asked as it opened, not yet read
         await chunks.aclose()
         assert [h.in_flight for h in holders.values()] == [0, 0]
+
+
+class _OverTheWire(Serving):
+    """A holder whose blocks come over a loopback HTTP/1.1 connection, read by RemoteHolder as from any holder, the
+    range starting at block `bad_from` answered as `how` says: "garbage" (bytes of the right length, not the blocks),
+    "long" (a Content-Length the blocks do not make) or "stall" (its head and a few bytes, then nothing)."""
+
+    def __init__(self, how: str | None = None, bad_from: int | None = None) -> None:
+        super().__init__()
+        self.how, self.bad_from = how, bad_from
+        self.remote: remote_holder.RemoteHolder | None = None
+        self.stalled = asyncio.Event()
+
+    async def serve(self, session) -> asyncio.AbstractServer:
+        server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        self.remote = remote_holder.RemoteHolder(PeerClient(Identity.generate(), session, 10.0, tls=False),
+                                                 "x" * 52, url)
+        return server
+
+    async def blocks(self, si, share, first, count, lengths, timeout=None) -> list[bytes]:
+        self.asked.append((first, count))
+        return await self.remote.blocks(si, share, first, count, lengths, timeout=timeout)
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                query = head.split(b" ")[1].split(b"?")[1].decode()
+                args = dict(part.split("=") for part in query.split("&"))
+                first, count = int(args["from"]), int(args["count"])
+                body = b"".join(self.stored[first:first + count])
+                length = len(body)
+                if first == self.bad_from and self.how == "garbage":
+                    body = os.urandom(len(body))
+                elif first == self.bad_from and self.how == "long":
+                    length += 1
+                writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n".encode())
+                if first == self.bad_from and self.how == "stall":
+                    writer.write(body[:100])
+                    self.stalled.set()
+                    await reader.read(1)  # until the gateway gives up on it and closes
+                    return
+                writer.write(body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize("how", ["garbage", "long", "stall"])
+async def test_a_holder_that_sends_garbage_or_stalls_mid_get_leaves_the_file_whole_from_the_others(tmp_path,
+                                                                                                   how) -> None:
+    data = os.urandom(4 * remote.READ_BATCH * SEGMENT + 5)
+    bad, good = _OverTheWire(how, bad_from=remote.READ_BATCH), _OverTheWire()
+    holders = {0: bad, 1: good}
+    async with aiohttp.ClientSession() as session:
+        servers = [await h.serve(session) for h in holders.values()]
+        try:
+            with gateway_core(tmp_path, SEGMENT) as gateway:
+                gateway.remote_timeout = 0.5  # what a holder that stalls costs the get
+                stream = io.BytesIO(data)
+
+                async def read(n: int) -> bytes:
+                    return stream.read(n)
+
+                names = ["b", "c"] + ["me"] * 4
+                result = await gateway_put.put(gateway, read, len(data), place=lambda si, size: (names, holders),
+                                               me="me")
+                _, chunks = await gateway_get.open_file(gateway, result.capability, holders, names)
+                try:
+                    assert b"".join([chunk async for chunk in chunks]) == data
+                finally:
+                    await chunks.aclose()
+                damaged = gateway.store.damaged(result.capability.storage_index)
+        finally:
+            for h in holders.values():
+                h.remote.client.close()
+            for server in servers:
+                server.close()
+                await server.wait_closed()
+    assert (remote.READ_BATCH, remote.READ_BATCH) in bad.asked and bad.stalled.is_set() == (how == "stall")
+    # Bytes that are not the blocks are found by their hashes and reported for repair; a holder that refuses or
+    # stalls is left for the rest of the get, its share not blamed.
+    assert list(damaged) == ([0] if how == "garbage" else [])

@@ -33,6 +33,7 @@ from ..config import https_url, is_loopback_host
 from ..errors import InvalidArgument, PeerError, PeerIdentityMismatch, PeerRefused, PeerUnreachable, connection_reason
 from ..identity import Identity, channel_request, sign_request
 from . import tls as peer_tls
+from .into import MAX_REFUSAL, Into, NotTheAnswer
 from .kept import Cut, Kept, TooLarge, Unreached
 from .traffic import RECEIVED, SENT, Meter, answer_head_bytes
 
@@ -124,10 +125,12 @@ class PeerClient:
         self.tls = tls
         self.grid_secret = grid_secret  # a closed network's: every request proves this node knows it
         self._kept = Kept()  # kept-alive connections of `request(..., kept=True)` (xsc/net/kept.py)
+        self._into = Into()  # kept-alive connections of `read_into` (xsc/net/into.py)
 
     def close(self) -> None:
-        """Close the connections `request(..., kept=True)` keeps (the session is its owner's to close)."""
+        """Close the connections `request(..., kept=True)` and `read_into` keep (the session is its owner's)."""
         self._kept.close()
+        self._into.close()
 
     @property
     def kept_opened(self) -> int:
@@ -191,12 +194,9 @@ class PeerClient:
 
     @asynccontextmanager
     async def open(self, peer_url: str, method: str, path: str, *, json: Any = None, data: Body | None = None,
-                   to: str | None = None, timeout: float | None = None,
-                   read_buffer: int | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+                   to: str | None = None, timeout: float | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
         """A signed request whose answer is streamed: yields the response once its status is known to be < 400.
-        `data`: the body's bytes, or the parts it is made of (sent as they are, not joined first).  `read_buffer`:
-        the bytes of the answer kept read ahead of the caller before the connection stops reading (twice that;
-        aiohttp's default, 64 KiB, stops it at every read of a large answer)."""
+        `data`: the body's bytes, or the parts it is made of (sent as they are, not joined first)."""
         url, headers, body = self._prepare(peer_url, method, path, json, data, to)
         # The pin is the node the request is signed for: the handshake checks it before the request is sent.
         tls_context = self._context(to) if url.scheme == "https" else False
@@ -204,8 +204,7 @@ class PeerClient:
         try:
             sent = Pieces(body) if isinstance(body, list) else body or None
             async with self.session.request(method, url, data=sent, headers=headers, ssl=tls_context,
-                                            timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
-                                            read_bufsize=read_buffer) as response:
+                                            timeout=aiohttp.ClientTimeout(total=timeout or self.timeout)) as response:
                 try:
                     if response.status >= 400:
                         raise _refusal(peer_url, method, path, response.status, await _read(response, 64 * 1024))
@@ -263,6 +262,37 @@ class PeerClient:
         if status >= 400:
             raise _refusal(peer_url, method, path, status, answer[:64 * 1024])
         return PeerResponse(status, CIMultiDictProxy(answer_headers), answer, node=to if context is not None else None)
+
+    async def read_into(self, peer_url: str, path: str, lengths: list[int], *, to: str | None = None,
+                        timeout: float | None = None) -> list[bytearray]:
+        """A signed GET whose answer is parts of the lengths given, one after the other: a buffer each, the body read
+        straight into them (xsc/net/into.py), over this client's own kept-alive connections.  Raises PeerUnreachable
+        (no connection, timeout, an answer cut short) or PeerRefused (status >= 400, or an answer that is not the parts
+        asked: not HTTP, unframed, of another length than they make)."""
+        url, headers, _ = self._prepare(peer_url, "GET", path, None, None, to)
+        host, port = url.raw_host or "", url.port or (443 if url.scheme == "https" else 80)
+        context = self._context(to) if url.scheme == "https" else None
+        lines = [f"GET {path} HTTP/1.1\r\nHost: {url.raw_authority}\r\n"]
+        lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+        lines.append("\r\n")
+        head = "".join(lines).encode()
+        try:
+            status, answer = await self._into.request(host, port, context, head, lengths,
+                                                      timeout=timeout or self.timeout)
+        except (Unreached, Cut) as failed:
+            if isinstance(failed, Cut):
+                self._count_kept(url, len(head), 0)
+            raise _unreached(peer_url, failed.cause, sent=isinstance(failed, Cut)) from None
+        except NotTheAnswer as wrong:
+            self._count_kept(url, len(head), 0)
+            raise PeerRefused(f"peer {peer_url} answered GET {path} with {wrong}", url=peer_url) from None
+        if status != 200:
+            self._count_kept(url, len(head), len(answer))
+            if status < 400:
+                raise PeerRefused(f"peer {peer_url} answered GET {path} with status {status}", url=peer_url)
+            raise _refusal(peer_url, "GET", path, status, answer[:MAX_REFUSAL])
+        self._count_kept(url, len(head), sum(lengths))
+        return answer
 
     def _count_kept(self, url: URL, sent: int, received: int) -> None:
         if self.meter is not None:

@@ -300,7 +300,9 @@ class GatewayCore:
                 alive = [s for s in order if s not in readers or readers[s].failed is None]
                 chosen = alive[:want]
                 remote = [s for s in chosen if s in readers]
-                fetched = dict(zip(remote, await asyncio.gather(*(readers[s].get(index) for s in remote))))
+                for s in remote:  # every share's range asked before any is waited for
+                    readers[s].ask_for(index)
+                fetched = {s: await readers[s].get(index) for s in remote}
                 usable = [s for s in chosen if fetched.get(s, b"") is not None]
                 try:
                     return await loop.run_in_executor(self.pool, work, index, usable, fetched)

@@ -9,7 +9,7 @@ including answers that are not what the protocol says.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import PeerRefused
 from .core.wire import (AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES,
@@ -17,13 +17,7 @@ from .core.wire import (AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_S
 from ..net.peer_client import EncodedJson, PeerClient, dumps
 from ..tasks import GroupSend
 
-if TYPE_CHECKING:
-    import aiohttp
-
 WHOLE_FLIGHTS = 1  # requests of whole shares under way to one holder at once
-# Bytes of a blocks answer read ahead of the get taking them (the connection reads on until twice this is waiting):
-# with aiohttp's 64 KiB the connection stopped reading and started again at every read of the socket.
-BLOCKS_READ_BUFFER = 1024 * 1024
 
 
 def _hex(value: Any, what: str, url: str, *, length: int | None = None) -> bytes:
@@ -186,47 +180,18 @@ class RemoteHolder:
                 "manifest": None if manifest is None else _hex(manifest, "a manifest", self.url)}
 
     async def blocks(self, si: bytes, share: int, first: int, count: int, lengths: list[int], *,
-                     timeout: float | None = None) -> list[bytes]:
+                     timeout: float | None = None) -> list[bytearray]:
         """Blocks first..first+count-1 of a share, each of the length given (the caller knows them from the
-        manifest); not checked against their hashes: that is the caller's job."""
+        manifest), each read straight into a buffer of its own (PeerClient.read_into); not checked against their
+        hashes: that is the caller's job.  An answer of another length than the blocks make is refused."""
         if len(lengths) != count:
             raise ValueError(f"{count} blocks asked but {len(lengths)} lengths given")
-        blocks: list[bytes] = []
+        blocks: list[bytearray] = []
         for start in range(0, count, MAX_BLOCKS_PER_GET):
             n = min(MAX_BLOCKS_PER_GET, count - start)
             path = f"{share_path(si, share)}/blocks?from={first + start}&count={n}"
-            async with self.client.open(self.url, "GET", path, to=self.node_id, timeout=timeout,
-                                        read_buffer=BLOCKS_READ_BUFFER) as response:
-                blocks.extend(await self._cut_blocks(response.content, lengths[start:start + n], share))
-        return blocks
-
-    async def _cut_blocks(self, content: aiohttp.StreamReader, lengths: list[int], share: int) -> list[bytes]:
-        """The blocks of `lengths`, one after the other, from an answer's body.  Each is joined once from the pieces
-        of the chunks the connection handed over (a block wholly in one chunk is that chunk): reading each with
-        `readexactly` copied most bytes twice, a slice of the chunk a block ends in and the join."""
-        blocks: list[bytes] = []
-        parts: list[bytes | memoryview] = []
-        missing = lengths[0] if lengths else 0  # bytes of blocks[len(blocks)] not read yet
-        while len(blocks) < len(lengths):
-            chunk, _ = await content.readchunk()
-            if not chunk:
-                length = lengths[len(blocks)]
-                raise PeerRefused(f"peer {self.url} sent {length - missing} bytes of a {length}-byte block "
-                                  f"of share {share}", url=self.url)
-            view, offset = memoryview(chunk), 0
-            while offset < len(chunk):
-                if len(blocks) == len(lengths):
-                    raise PeerRefused(f"peer {self.url} sent more than the blocks asked", url=self.url)
-                take = min(missing, len(chunk) - offset)
-                parts.append(chunk if take == len(chunk) else view[offset:offset + take])
-                offset += take
-                missing -= take
-                if not missing:
-                    blocks.append(parts[0] if len(parts) == 1 and parts[0] is chunk else b"".join(parts))
-                    parts.clear()
-                    missing = lengths[len(blocks)] if len(blocks) < len(lengths) else 0
-        if await content.read(1):
-            raise PeerRefused(f"peer {self.url} sent more than the blocks asked", url=self.url)
+            blocks.extend(await self.client.read_into(self.url, path, lengths[start:start + n], to=self.node_id,
+                                                      timeout=timeout))
         return blocks
 
     async def delete(self, si: bytes, share: int) -> None:

@@ -220,7 +220,8 @@ class RemoteShareReader:
         for batch in range(self.ahead + 1):
             self._fetch(batch)
 
-    async def get(self, index: int) -> bytes | None:
+    def ask_for(self, index: int) -> asyncio.Future | None:
+        """The range holding block `index` asked (and the ranges after it, `ahead`), without waiting for it."""
         if self.failed is not None:
             return None
         batch = (index - self._base) // self.batch
@@ -229,15 +230,23 @@ class RemoteShareReader:
             self._fetch(ahead)
         for old in [b for b in self._batches if b < batch - 1]:
             self._batches.pop(old)
+        return task
+
+    async def get(self, index: int) -> bytes | None:
+        task = self.ask_for(index)
+        if task is None:
+            return None
         try:
-            blocks = await asyncio.wait_for(asyncio.shield(task), self.timeout)
+            # A range already here (all but a range's first block, as a get goes) is taken without a turn of the
+            # loop and a timer of its own.
+            blocks = task.result() if task.done() else await asyncio.wait_for(asyncio.shield(task), self.timeout)
         except asyncio.TimeoutError:
             self.failed = TimeoutError(f"no answer within {self.timeout:g} s")
             return None
         except Exception as exc:
             self.failed = exc
             return None
-        return blocks[index - self._base - batch * self.batch]
+        return blocks[(index - self._base) % self.batch]
 
     async def close(self) -> None:
         await stop(*self._batches.values())
