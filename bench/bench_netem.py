@@ -1,6 +1,6 @@
 """A devnet behind an emulated wide-area network: a put and get with and without delay and loss, and the health.
 
-    python -m bench.bench_netem [--nodes 6] [--size 64] [--delay 0.05] [--loss 0.01] [--watch 60]
+    python -m bench.bench_netem [--nodes 6] [--size 64] [--delay 0.05] [--loss 0.01] [--watch 60] [--congestion reno]
 
 Needs root, `ip` and `iptables` (xsc/netem).  Two runs, one after the other, each on a fresh `--nodes` devnet in
 network namespaces (`Devnet(..., network=NetnsNetwork(...))`): first with no delay and no loss, then with every
@@ -14,7 +14,10 @@ a row sees), then --watch seconds more of the
 nodes' ordinary work (probes every 10 s, audits every 10 s here).  Over each run, from every node's
 `GET /v1/health/peers` and `GET /v1/node/status`: failed probes (each one marks the peer down until the next
 succeeds), probes asked again (a challenge without an answer made once more before it counts), audits answered,
-failed and unanswered, repairs started.  Targets (the network row of docs/peers.md): put and get with delay and
+failed and unanswered, repairs started.  `--congestion`: the namespaces' default TCP congestion control (a new
+namespace gets the host's, bbr here; most hosts' is loss-based, cubic, and a namespace may be given only those of
+net.ipv4.tcp_allowed_congestion_control, so reno stands for it), what a node's sockets get where it cannot choose
+its own (xsc/net/congestion.py).  Targets (the network row of docs/peers.md): put and get with delay and
 loss at least 0.5x of those without; no failed probe, failed audit or repair under them.
 """
 
@@ -133,9 +136,10 @@ def _health(net: Devnet, run: Run) -> None:
     run.last_errors = errors[:10]
 
 
-def _measure(root: Path, count: int, delay: float, loss: float, src: Path, later: Path, watch: float) -> Run:
+def _measure(root: Path, count: int, delay: float, loss: float, src: Path, later: Path, watch: float,
+             congestion: str | None = None) -> Run:
     run = Run(delay, loss)
-    network = NetnsNetwork(root, count, delay, loss)
+    network = NetnsNetwork(root, count, delay, loss, congestion=congestion)
     with Devnet(root, count, env=ENV, network=network).start(timeout=UP_TIMEOUT) as net:
         lagging = net.wait_peered(UP_TIMEOUT)
         if lagging:
@@ -145,7 +149,10 @@ def _measure(root: Path, count: int, delay: float, loss: float, src: Path, later
             if time.monotonic() > deadline:
                 raise SystemExit(f"the nodes did not probe each other up in {UP_TIMEOUT:g} s")
             time.sleep(0.5)
-        print(f"delay {delay:g} s, loss {loss:g}: {count} nodes up, load {os.getloadavg()[0]:.2f}", flush=True)
+        default = subprocess.run([*network.exec_prefix(0), "cat", "/proc/sys/net/ipv4/tcp_congestion_control"],
+                                 capture_output=True, text=True).stdout.strip()
+        print(f"delay {delay:g} s, loss {loss:g}: {count} nodes up (their namespaces' default congestion control "
+              f"{default}), load {os.getloadavg()[0]:.2f}", flush=True)
         size = src.stat().st_size
         run.raw_mbs = _raw_stream(network, size)
         run.raw_share_mbs = _raw_stream(network, size // 4)
@@ -170,6 +177,8 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.05, help="seconds each packet entering a namespace is held")
     parser.add_argument("--loss", type=float, default=0.01, help="share of packets entering a namespace dropped")
     parser.add_argument("--watch", type=float, default=60.0, help="seconds of probes and audits after the get")
+    parser.add_argument("--congestion", default=None,
+                        help="the namespaces' default TCP congestion control (default: the host's)")
     args = parser.parse_args()
     check()
     load_before = os.getloadavg()
@@ -179,9 +188,9 @@ def main() -> None:
         later = tmp / "later.bin"
         _file(src, args.size * MiB)
         _file(later, args.size * MiB)
-        plain = _measure(tmp / "plain", args.nodes, 0.0, 0.0, src, later, args.watch)
+        plain = _measure(tmp / "plain", args.nodes, 0.0, 0.0, src, later, args.watch, args.congestion)
         print(f"no delay: {asdict(plain)}", flush=True)
-        slow = _measure(tmp / "slow", args.nodes, args.delay, args.loss, src, later, args.watch)
+        slow = _measure(tmp / "slow", args.nodes, args.delay, args.loss, src, later, args.watch, args.congestion)
         print(f"delay and loss: {asdict(slow)}", flush=True)
     print(f"load average {load_before[0]:.2f} as the run began, {os.getloadavg()[0]:.2f} as it ended "
           f"({os.cpu_count()} cores)")

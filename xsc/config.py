@@ -262,6 +262,9 @@ class PeersSection(_Section):
     channel_auth: bool = True  # over TLS, prove this node's key once a connection (client certificate), unsigned
     gossip_interval: float = 30.0  # seconds between descriptor exchanges with a random peer
     request_timeout: float = 10.0  # seconds a node-to-node request may take
+    # TCP congestion control of the sockets peers talk on (xsc/net/congestion.py; empty: the host's default).  A
+    # host's default is loss-based (cubic), which carries little on a long path that loses packets.
+    congestion: str = "bbr"
     replay_capacity: int = 200_000  # signed-request nonces remembered in all (see identity.ReplayGuard)
     replay_per_sender: int = 20_000  # ... and per sender: past it, a sender gets 429 with Retry-After
     rate_limit: float = 5000.0  # signed requests per second one peer key may send (bursts of twice that); 429 past it
@@ -304,6 +307,14 @@ class PeersSection(_Section):
     @classmethod
     def _public(cls, v: str) -> str:
         return normalize_peer_url(v) if v else ""
+
+    @field_validator("congestion")
+    @classmethod
+    def _congestion(cls, v: str) -> str:
+        if v and not re.fullmatch(r"[a-z0-9_]{1,15}", v):
+            raise ValueError("must be a kernel's congestion control name (as in "
+                             "/proc/sys/net/ipv4/tcp_available_congestion_control, e.g. bbr), or empty for the host's")
+        return v
 
     @field_validator("gossip_interval", "request_timeout")
     @classmethod

@@ -62,6 +62,29 @@ def test_a_delay_out_of_range_is_refused(tmp_path: Path) -> None:
         NetnsNetwork(tmp_path, 2, delay=11)
 
 
+def _namespace_default(network: NetnsNetwork, index: int) -> str:
+    return subprocess.run([*network.exec_prefix(index), "cat", "/proc/sys/net/ipv4/tcp_congestion_control"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+@needs_netns
+def test_the_namespaces_default_congestion_control_is_theirs_alone(tmp_path: Path) -> None:
+    host = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    chosen = "reno" if host != "reno" else "bbr"
+    network = NetnsNetwork(tmp_path, 2, congestion=chosen).up([])
+    try:
+        assert [_namespace_default(network, i) for i in range(2)] == [chosen, chosen]
+        assert Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip() == host
+    finally:
+        network.down()
+    assert network.leftovers() == []
+    with pytest.raises(InvalidArgument, match="congestion control"):
+        NetnsNetwork(tmp_path, 2, congestion="reno; reboot")
+    with pytest.raises(DevnetError, match="tcp_congestion_control"):
+        NetnsNetwork(tmp_path, 2, congestion="xsc_no_such_cc").up([])
+    assert network.leftovers() == []
+
+
 @needs_netns
 def test_nodes_in_namespaces_store_and_read_behind_the_delay_and_leave_nothing(tmp_path: Path) -> None:
     delay = 0.05

@@ -60,10 +60,12 @@ def _subnets_in_use(besides: str) -> set[ipaddress.IPv4Network]:
 
 class NetnsNetwork:
     """`count` node namespaces for the devnet in `root`; every packet entering one is dropped with probability
-    `loss` and held `delay` seconds by the delay line (`launcher` + `devnet delay-line ...`)."""
+    `loss` and held `delay` seconds by the delay line (`launcher` + `devnet delay-line ...`).  `congestion`: the
+    namespaces' default TCP congestion control (None: what a new namespace gets, here the host's), e.g. a
+    loss-based one as most hosts have; a namespace may take only those of net.ipv4.tcp_allowed_congestion_control."""
 
     def __init__(self, root: Path | str, count: int, delay: float = 0.0, loss: float = 0.0,
-                 subnet: str | None = None, delay_pid: int | None = None) -> None:
+                 subnet: str | None = None, delay_pid: int | None = None, congestion: str | None = None) -> None:
         check()
         if not 1 <= count <= MAX_NODES:
             raise InvalidArgument(f"{count} nodes: a namespaced devnet has 1 to {MAX_NODES}")
@@ -71,6 +73,9 @@ class NetnsNetwork:
             raise InvalidArgument(f"delay {delay:g} s, loss {loss:g}: the delay is 0 to 10 s, the loss 0 to 99%")
         self.root = Path(root).resolve()
         self.count, self.delay, self.loss = count, delay, loss
+        if congestion is not None and not (congestion.isascii() and congestion.replace("_", "").isalnum()):
+            raise InvalidArgument(f"{congestion!r} is not a congestion control's name")
+        self.congestion = congestion
         self.tag = hashlib.sha256(str(self.root).encode()).hexdigest()[:6]
         self.subnet = ipaddress.ip_network(subnet) if subnet else self._free_subnet()
         self.delay_pid = delay_pid
@@ -97,12 +102,13 @@ class NetnsNetwork:
 
     def record(self) -> dict:
         return {"count": self.count, "delay": self.delay, "loss": self.loss,
-                "subnet": str(self.subnet) if self.subnet else None, "delay_pid": self.delay_pid}
+                "subnet": str(self.subnet) if self.subnet else None, "delay_pid": self.delay_pid,
+                "congestion": self.congestion}
 
     @classmethod
     def from_record(cls, root: Path | str, record: dict) -> "NetnsNetwork":
         return cls(root, int(record["count"]), float(record["delay"]), float(record["loss"]), record.get("subnet"),
-                   record.get("delay_pid"))
+                   record.get("delay_pid"), record.get("congestion"))
 
     # --- up ---
     def up(self, launcher: list[str]) -> "NetnsNetwork":
@@ -154,6 +160,8 @@ class NetnsNetwork:
         _run("ip", "-n", ns, "addr", "add", f"{self.address(index)}/24", "dev", "eth0")
         _run("ip", "-n", ns, "link", "set", "lo", "up")
         _run("ip", "-n", ns, "link", "set", "eth0", "up")
+        if self.congestion:  # the namespace's own setting: the host's is left as it is
+            _run(*self.exec_prefix(index), "sysctl", "-q", "-w", f"net.ipv4.tcp_congestion_control={self.congestion}")
 
     def _rules(self, index: int) -> None:
         ipt = [*self.exec_prefix(index), "iptables", "-w", "-A", "INPUT", "-i", "eth0"]

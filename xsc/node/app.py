@@ -182,9 +182,9 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
         # a burst of connects waits, within RESERVED_FDS
-        sites = [NodeSite(runner, host, port)]
+        sites = [NodeSite(runner, host, port, config.peers.congestion)]
         if config.node.peer_listen:
-            sites.append(TlsOnlySite(runner, *parse_listen(config.node.peer_listen)))
+            sites.append(TlsOnlySite(runner, *parse_listen(config.node.peer_listen), config.peers.congestion))
         for site, flag in zip(sites, ("--listen", "node.peer_listen")):
             try:
                 await site.start()

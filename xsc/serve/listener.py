@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..net.congestion import choose as choose_congestion
 from ..net.sniff import SniffingServer
 from .connections import ACCEPT_QUEUE, LISTEN_BACKLOG, GuardedRunner, ProblemRunner
 
@@ -68,8 +69,11 @@ class NodeSite(web.TCPSite):
     open connections do; against the node's cap they do not (they cannot be closed to make room for another
     address's connection), and at most LISTEN_BACKLOG wait, within RESERVED_FDS."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int) -> None:
+    def __init__(self, runner: web.BaseRunner, host: str, port: int, congestion: str = "") -> None:
+        """`congestion`: the TCP congestion control its connections use (peers.congestion; empty: the host's)."""
         super().__init__(runner, host, port, reuse_address=True, backlog=LISTEN_BACKLOG)
+        self.congestion = congestion
+        self.congestion_in_use: str | None = None  # what the kernel gave its listening socket (None: not TCP)
         self._listening: dict[int, socket.socket] = {}  # asyncio's listening sockets' fds -> duplicates to accept on
         self._opening: set[asyncio.Task] = set()  # held: the loop keeps only weak references to tasks
         self._silent: deque[tuple[socket.socket, str]] = deque()  # admitted, no byte yet, not set up yet
@@ -81,6 +85,7 @@ class NodeSite(web.TCPSite):
         assert self._server is not None
         loop = asyncio.get_running_loop()
         for sock in self._server.sockets:
+            self.congestion_in_use = choose_congestion(sock, self.congestion)  # accepted sockets keep it
             listening = socket.socket(sock.family, sock.type, sock.proto, fileno=os.dup(sock.fileno()))
             listening.listen(ACCEPT_QUEUE)  # the same socket: listen() again only sets its queue's length
             self._listening[sock.fileno()] = listening
@@ -189,9 +194,11 @@ class NodeSite(web.TCPSite):
 class TlsOnlySite(web.BaseSite):
     """A listener that speaks TLS only (`node.peer_listen`): a plaintext client is cut off unanswered."""
 
-    def __init__(self, runner: NodeRunner, host: str, port: int) -> None:
+    def __init__(self, runner: NodeRunner, host: str, port: int, congestion: str = "") -> None:
         super().__init__(runner)
         self._host, self._port = host, port
+        self.congestion = congestion
+        self.congestion_in_use: str | None = None
 
     @property
     def name(self) -> str:
@@ -203,6 +210,8 @@ class TlsOnlySite(web.BaseSite):
         assert isinstance(server, SniffingServer)
         self._server = await asyncio.get_running_loop().create_server(server.tls_only, self._host, self._port,
                                                                       reuse_address=True)
+        for sock in self._server.sockets:
+            self.congestion_in_use = choose_congestion(sock, self.congestion)
 
 
 __all__ = ["GuardedNodeRunner", "NodeRunner", "TlsOnlySite"]
