@@ -21,6 +21,9 @@ from xsc.health import new_nonce
 from xsc.net import congestion
 from xsc.node.appkeys import NODE
 from xsc.serve.listener import GuardedNodeRunner, NodeSite
+from xsc.storage.core import layout
+from xsc.storage.core.capability import Capability
+from xsc.storage.core.wire import share_path
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "TCP_CONGESTION"), reason="TCP_CONGESTION is Linux's")
 
@@ -124,12 +127,21 @@ def _connected_to(port: int) -> list[str | None]:
 
 
 async def _peer_sockets_algorithms(node_factory, chosen: str) -> list[str | None]:
+    """The algorithms of a's connections to b: its session's, its kept requests' and its reads of blocks'."""
     a = await node_factory("a", health=FAST["health"], peers={"gossip_interval": 3600, "congestion": chosen})
     b = await node_factory("b", **FAST)
-    peers_a, b_url = a.app[NODE].peers, b.app[NODE].peers.url
+    peers_a, b_url, b_id = a.app[NODE].peers, b.app[NODE].peers.url, b.app[NODE].peers.identity.id
     await peers_a.add(b_url)
     response = await peers_a.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": new_nonce()})
     assert response.status == 200
+    client = peers_a.client
+    await client.request(b_url, "POST", "/v1/peer/challenge", json={"nonce": new_nonce()}, to=b_id, kept=True)
+    data = os.urandom(1000)  # one segment (under any segment size), every share of it held by b
+    stored = await b.post("/v1/store/files", data=data, headers={"Connection": "close"})  # none of a's connections
+    cap = Capability.parse((await stored.json())["capability"])
+    length = layout.segment_block_length(len(data))
+    await client.read_into(b_url, f"{share_path(cap.storage_index, 0)}/blocks?from=0&count=1", [length], to=b_id)
+    assert client._kept.opened == 1 and client._into.opened == 1
     return _connected_to(URL(b_url).port)
 
 

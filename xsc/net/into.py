@@ -28,6 +28,7 @@ import ssl
 from dataclasses import dataclass, field
 
 from ..units import is_whole_number
+from .congestion import choose
 from .kept import Cut, Unreached
 
 PER_PEER = 32  # connections open to one peer at once, and kept idle (as net/kept.py)
@@ -187,7 +188,8 @@ class _Peer:
 
 
 class Into:
-    def __init__(self) -> None:
+    def __init__(self, congestion: str = "") -> None:
+        self.congestion = congestion  # the TCP congestion control its connections ask for (net/congestion.py)
         self._peers: dict[tuple, _Peer] = {}
         self._closed = False
         self.opened = 0  # connections opened (tests, status)
@@ -229,9 +231,10 @@ class Into:
             if answer.transport is not None:
                 answer.transport.close()
         try:
-            _, answer = await asyncio.get_running_loop().create_connection(_Answer, host, port, ssl=context)
+            transport, answer = await asyncio.get_running_loop().create_connection(_Answer, host, port, ssl=context)
         except (OSError, ssl.SSLError) as exc:
             raise Unreached(exc) from None
+        choose(transport.get_extra_info("socket"), self.congestion)
         self.opened += 1
         return answer
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from multidict import CIMultiDict
 
 from ..units import is_whole_number
+from .congestion import choose
 
 PER_PEER = 32  # connections open to one peer at once, and kept idle (aiohttp's limit_per_host of the session)
 MAX_HEAD = 64 * 1024  # bytes of status line and headers an answer may have
@@ -54,7 +55,8 @@ class _Peer:
 
 
 class Kept:
-    def __init__(self) -> None:
+    def __init__(self, congestion: str = "") -> None:
+        self.congestion = congestion  # the TCP congestion control its connections ask for (net/congestion.py)
         self._peers: dict[tuple[str, int, tuple | None], _Peer] = {}
         self._closed = False
         self.opened = 0  # connections opened (tests, status)
@@ -104,6 +106,7 @@ class Kept:
             connection = await asyncio.open_connection(host, port, ssl=context, limit=MAX_HEAD)
         except (OSError, ssl.SSLError) as exc:
             raise Unreached(exc) from None
+        choose(connection[1].get_extra_info("socket"), self.congestion)
         self.opened += 1
         return connection
 

@@ -116,7 +116,8 @@ def _refusal(url: str, method: str, path: str, status: int, body: bytes) -> Peer
 
 class PeerClient:
     def __init__(self, identity: Identity, session: aiohttp.ClientSession, timeout: float, *, tls: bool = True,
-                 grid_secret: str = "", channel: bool = True, meter: Meter | None = None) -> None:
+                 grid_secret: str = "", channel: bool = True, meter: Meter | None = None,
+                 congestion: str = "") -> None:
         self.identity = identity
         self.meter = meter  # counts what the session's trace does not see: answers' bodies, the kept requests
         self.channel = channel
@@ -124,8 +125,10 @@ class PeerClient:
         self.timeout = timeout
         self.tls = tls
         self.grid_secret = grid_secret  # a closed network's: every request proves this node knows it
-        self._kept = Kept()  # kept-alive connections of `request(..., kept=True)` (xsc/net/kept.py)
-        self._into = Into()  # kept-alive connections of `read_into` (xsc/net/into.py)
+        # Kept-alive connections of `request(..., kept=True)` (xsc/net/kept.py) and of `read_into` (xsc/net/into.py),
+        # each asking for `congestion` once connected (the session's sockets ask as they are made: the node's).
+        self._kept = Kept(congestion)
+        self._into = Into(congestion)
 
     def close(self) -> None:
         """Close the connections `request(..., kept=True)` and `read_into` keep (the session is its owner's)."""

@@ -188,7 +188,8 @@ class Node:
         meter = traffic.Meter(self.metrics.peer_bytes)
         self.session = aiohttp.ClientSession(connector=connector, trace_configs=[meter.trace()])
         self.client = PeerClient(self.identity, self.session, config.peers.request_timeout, tls=config.peers.tls,
-                                 grid_secret=config.peers.grid_secret, channel=config.peers.channel_auth, meter=meter)
+                                 grid_secret=config.peers.grid_secret, channel=config.peers.channel_auth, meter=meter,
+                                 congestion=config.peers.congestion)
         self.lanes, self.quarantine = SenderLanes(), Quarantine(self.db, strikes=config.peers.quarantine_strikes,
                                                                 duration=config.peers.quarantine_for)
         self.admission = Admission(min_difficulty=config.peers.min_difficulty, grid_secret=config.peers.grid_secret,
