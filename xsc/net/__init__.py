@@ -1,6 +1,7 @@
 """HTTP between nodes: every outbound request signed with this node's key, and the node's sockets.
 
-    PeerClient, PeerResponse     the signed client (one aiohttp ClientSession per node, KEEPALIVE its keep-alive)
+    PeerClient, PeerResponse     the signed client (peer_session: its aiohttp session, KEEPALIVE its keep-alive;
+                                 every socket under peers.congestion: net/congestion.py)
     compute: InvokeBatcher, post_invoke, push_module   paid invokes on another node (compute/paid.py uses them)
     jobs: begin, send, run, fetch, forget               a job run on another node (compute/sent_jobs.py)
     sniff                        TLS told from plain HTTP on the node's one port (xsc/serve/listener.py)
@@ -8,6 +9,6 @@
 Services receive the client in their constructors; nothing here knows the aiohttp server side.
 """
 
-from .peer_client import KEEPALIVE, PeerClient, PeerResponse
+from .peer_client import KEEPALIVE, PeerClient, PeerResponse, peer_session
 
-__all__ = ["KEEPALIVE", "PeerClient", "PeerResponse"]
+__all__ = ["KEEPALIVE", "PeerClient", "PeerResponse", "peer_session"]

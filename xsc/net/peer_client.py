@@ -32,6 +32,7 @@ from ..codec import dumps, loads  # noqa: F401 - the one JSON reader and writer,
 from ..config import https_url, is_loopback_host
 from ..errors import InvalidArgument, PeerError, PeerIdentityMismatch, PeerRefused, PeerUnreachable, connection_reason
 from ..identity import Identity, channel_request, sign_request
+from . import congestion
 from . import tls as peer_tls
 from .into import MAX_REFUSAL, Into, NotTheAnswer
 from .kept import Cut, Kept, TooLarge, Unreached
@@ -112,6 +113,14 @@ def _refusal(url: str, method: str, path: str, status: int, body: bytes) -> Peer
     except (ValueError, KeyError, TypeError):
         code, detail = "http-error", body[:200].decode(errors="replace") or f"HTTP {status}"
     return PeerRefused(f"peer {url} refused {method} {path}: {detail}", url=url, peer_status=status, peer_code=code)
+
+
+def peer_session(congestion_control: str, meter: Meter) -> aiohttp.ClientSession:
+    """The session a node's PeerClient sends on: its connections kept alive KEEPALIVE seconds, at most 32 to one peer
+    and 256 in all, their sockets under `congestion_control` where the kernel allows it (xsc/net/congestion.py)."""
+    connector = aiohttp.TCPConnector(limit=256, limit_per_host=32, keepalive_timeout=KEEPALIVE,
+                                     socket_factory=congestion.socket_factory(congestion_control))
+    return aiohttp.ClientSession(connector=connector, trace_configs=[meter.trace()])
 
 
 class PeerClient:

@@ -42,7 +42,7 @@ from ..market.needs import NeedRegistry
 from ..market.recognition import Recognition
 from ..market.replication import MAX_COMMITMENTS
 from ..market.service import MarketService
-from ..net import KEEPALIVE, PeerClient, congestion, traffic
+from ..net import PeerClient, peer_session, traffic
 from ..peers import HealthService, PeerService
 from ..peers.admission import Admission, Quarantine
 from ..peers.service import NEW_NODE_BURST, PeerDirectory, challenge
@@ -183,10 +183,8 @@ class Node:
 
     def _peers(self, url: str) -> None:
         config, store = self.config, self.store
-        connector = aiohttp.TCPConnector(limit=256, limit_per_host=32, keepalive_timeout=KEEPALIVE,
-                                         socket_factory=congestion.socket_factory(config.peers.congestion))
         meter = traffic.Meter(self.metrics.peer_bytes)
-        self.session = aiohttp.ClientSession(connector=connector, trace_configs=[meter.trace()])
+        self.session = peer_session(config.peers.congestion, meter)
         self.client = PeerClient(self.identity, self.session, config.peers.request_timeout, tls=config.peers.tls,
                                  grid_secret=config.peers.grid_secret, channel=config.peers.channel_auth, meter=meter,
                                  congestion=config.peers.congestion)
