@@ -106,9 +106,8 @@ def test_peers_congestion_must_be_a_kernel_name(tmp_path) -> None:
             load_config(tmp_path, environ={"XSC_PEERS_CONGESTION": bad})
 
 
-def _connected_to(port: int) -> list[str | None]:
-    """The algorithm of each socket of this process connected to `port` on loopback (the kernel's view: the
-    connections a node's client keeps to a peer)."""
+def _tcp_sockets(wanted) -> list[str | None]:
+    """The algorithm of each IPv4 TCP socket of this process for which `wanted(sock)` holds (the kernel's view)."""
     found = []
     for fd in os.listdir("/proc/self/fd"):
         try:
@@ -119,11 +118,17 @@ def _connected_to(port: int) -> list[str | None]:
             continue
         with sock:
             try:
-                if sock.family == socket.AF_INET and sock.type == socket.SOCK_STREAM and sock.getpeername()[1] == port:
+                if sock.family == socket.AF_INET and sock.type == socket.SOCK_STREAM and wanted(sock):
                     found.append(congestion.in_use(sock))
             except OSError:
                 continue
     return found
+
+
+def _connected_to(port: int) -> list[str | None]:
+    """The algorithm of each socket of this process connected to `port` on loopback (the connections a node's client
+    keeps to a peer)."""
+    return _tcp_sockets(lambda sock: sock.getpeername()[1] == port)
 
 
 async def _peer_sockets_algorithms(node_factory, chosen: str) -> list[str | None]:
@@ -158,22 +163,7 @@ async def test_a_node_works_where_its_choice_is_refused(node_factory) -> None:
 
 def _accepted_on(port: int) -> list[str | None]:
     """The algorithm of each connection this process accepted on `port`."""
-    found = []
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            if not stat.S_ISSOCK(os.fstat(int(fd)).st_mode):
-                continue
-            sock = socket.socket(fileno=os.dup(int(fd)))
-        except OSError:
-            continue
-        with sock:
-            try:
-                if sock.family == socket.AF_INET and sock.type == socket.SOCK_STREAM and \
-                        sock.getsockname()[1] == port and sock.getpeername():
-                    found.append(congestion.in_use(sock))
-            except OSError:
-                continue
-    return found
+    return _tcp_sockets(lambda sock: sock.getsockname()[1] == port and sock.getpeername())
 
 
 async def _up(_: web.Request) -> web.Response:

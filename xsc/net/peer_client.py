@@ -249,16 +249,23 @@ class PeerClient:
                                   url=peer_url)
             return PeerResponse(response.status, response.headers, body, node=node)
 
+    def _own_connection(self, url: URL, method: str, path: str, headers: dict[str, str], to: str | None,
+                        length: int | None) -> tuple[str, int, ssl.SSLContext | None, bytes]:
+        """Where a request on this client's own connections goes (host, port, the TLS context pinned to `to`; None:
+        plaintext) and its head: request line and headers, with a Content-Length where a body of `length` follows."""
+        context = self._context(to) if url.scheme == "https" else None
+        lines = [f"{method} {path} HTTP/1.1\r\nHost: {url.raw_authority}\r\n"]
+        if length is not None:
+            lines.append(f"Content-Length: {length}\r\n")
+        lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
+        lines.append("\r\n")
+        return url.raw_host or "", url.port or (443 if url.scheme == "https" else 80), context, "".join(lines).encode()
+
     async def _kept_request(self, peer_url: str, method: str, path: str, json: Any, data: Body | None,
                             to: str | None, timeout: float | None, max_size: int) -> PeerResponse:
         url, headers, body = self._prepare(peer_url, method, path, json, data, to)
         body = b"".join(body) if isinstance(body, list) else body
-        host, port = url.raw_host or "", url.port or (443 if url.scheme == "https" else 80)
-        context = self._context(to) if url.scheme == "https" else None
-        lines = [f"{method} {path} HTTP/1.1\r\nHost: {url.raw_authority}\r\nContent-Length: {len(body)}\r\n"]
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
-        lines.append("\r\n")
-        head = "".join(lines).encode()
+        host, port, context, head = self._own_connection(url, method, path, headers, to, len(body))
         try:
             status, answer_headers, answer = await self._kept.request(
                 host, port, context, head, body, timeout=timeout or self.timeout, max_size=max_size)
@@ -282,12 +289,7 @@ class PeerClient:
         (no connection, timeout, an answer cut short) or PeerRefused (status >= 400, or an answer that is not the parts
         asked: not HTTP, unframed, of another length than they make)."""
         url, headers, _ = self._prepare(peer_url, "GET", path, None, None, to)
-        host, port = url.raw_host or "", url.port or (443 if url.scheme == "https" else 80)
-        context = self._context(to) if url.scheme == "https" else None
-        lines = [f"GET {path} HTTP/1.1\r\nHost: {url.raw_authority}\r\n"]
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers.items())
-        lines.append("\r\n")
-        head = "".join(lines).encode()
+        host, port, context, head = self._own_connection(url, "GET", path, headers, to, None)
         try:
             status, answer = await self._into.request(host, port, context, head, lengths,
                                                       timeout=timeout or self.timeout)
