@@ -135,7 +135,9 @@ async def test_a_holder_collects_an_expired_share_and_keeps_a_live_one(trio) -> 
     assert store.used == 2 * short.share_bytes
 
     collector = b.app[NODE].lease_gc
-    await eventually_async(lambda: store.share_meta(short.si, 1) is None, "b to collect the expired share")
+    # Counted once the collection has returned: the share's keys and the store's counters are all updated by then.
+    await eventually_async(lambda: collector.counts["shares"] == 1, "b to collect the expired share")
+    assert store.share_meta(short.si, 1) is None
     assert store.used == live.share_bytes and store.shares_held == 1
     assert store.manifest(short.si) is None and store.manifest(live.si) is not None
     assert collector.counts["shares"] == 1 and collector.counts["bytes"] == short.share_bytes
