@@ -1,21 +1,23 @@
 """A get whose shares are on other nodes, against holders in this process: the ranges of a share asked side by side
 follow the round trip to its holder, a range that fails leaves the share for the others, the file read whole, and the
 data shares' first ranges are asked while their metadata is on its way; over the wire, a holder that sends garbage,
-a wrong length or stalls midway leaves the file whole from the others."""
+a flipped bit, a wrong length or stalls midway leaves the file whole from the others, and three that send garbage
+fail it naming their shares."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 
 import aiohttp
 import pytest
 
-from xsc.errors import PeerUnreachable
+from xsc.errors import NotEnoughShares, PeerUnreachable
 from xsc.identity import Identity
 from xsc.net.peer_client import PeerClient
-from xsc.storage import gateway_get, gateway_put, holder_client as remote_holder, remote
+from xsc.storage import Capability, gateway_get, gateway_put, holder_client as remote_holder, remote
 from xsc.storage.core import layout
 from xsc.storage.core.manifest import Manifest
 from xsc.storage.core.merkle import block_hash
@@ -187,7 +189,8 @@ async def test_a_file_opened_and_never_read_stops_the_ranges_it_asked_when_close
 class _OverTheWire(Serving):
     """A holder whose blocks come over a loopback HTTP/1.1 connection, read by RemoteHolder as from any holder, the
     range starting at block `bad_from` answered as `how` says: "garbage" (bytes of the right length, not the blocks),
-    "long" (a Content-Length the blocks do not make) or "stall" (its head and a few bytes, then nothing)."""
+    "flipped" (a bit of its third block flipped), "long" (a Content-Length the blocks do not make) or "stall" (its
+    head and a few bytes, then nothing)."""
 
     def __init__(self, how: str | None = None, bad_from: int | None = None) -> None:
         super().__init__()
@@ -217,6 +220,9 @@ class _OverTheWire(Serving):
                 length = len(body)
                 if first == self.bad_from and self.how == "garbage":
                     body = os.urandom(len(body))
+                elif first == self.bad_from and self.how == "flipped":
+                    at = sum(len(b) for b in self.stored[first:first + 2]) + 5
+                    body = body[:at] + bytes([body[at] ^ 0x01]) + body[at + 1:]
                 elif first == self.bad_from and self.how == "long":
                     length += 1
                 writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n".encode())
@@ -233,38 +239,73 @@ class _OverTheWire(Serving):
             writer.close()
 
 
-@pytest.mark.parametrize("how", ["garbage", "long", "stall"])
-async def test_a_holder_that_sends_garbage_or_stalls_mid_get_leaves_the_file_whole_from_the_others(tmp_path,
-                                                                                                   how) -> None:
-    data = os.urandom(4 * remote.READ_BATCH * SEGMENT + 5)
-    bad, good = _OverTheWire(how, bad_from=remote.READ_BATCH), _OverTheWire()
-    holders = {0: bad, 1: good}
+@contextlib.asynccontextmanager
+async def _wired(holders: dict[int, _OverTheWire]):
+    """The holders served over loopback for as long as this lasts."""
     async with aiohttp.ClientSession() as session:
         servers = [await h.serve(session) for h in holders.values()]
         try:
-            with gateway_core(tmp_path, SEGMENT) as gateway:
-                gateway.remote_timeout = 0.5  # what a holder that stalls costs the get
-                stream = io.BytesIO(data)
-
-                async def read(n: int) -> bytes:
-                    return stream.read(n)
-
-                names = ["b", "c"] + ["me"] * 4
-                result = await gateway_put.put(gateway, read, len(data), place=lambda si, size: (names, holders),
-                                               me="me")
-                _, chunks = await gateway_get.open_file(gateway, result.capability, holders, names)
-                try:
-                    assert b"".join([chunk async for chunk in chunks]) == data
-                finally:
-                    await chunks.aclose()
-                damaged = gateway.store.damaged(result.capability.storage_index)
+            yield
         finally:
             for h in holders.values():
                 h.remote.client.close()
             for server in servers:
                 server.close()
                 await server.wait_closed()
+
+
+async def _put_through(gateway, holders: dict[int, _OverTheWire], data: bytes) -> Capability:
+    """Put `data` with the shares in `holders` on them (the rest here); its capability."""
+    stream = io.BytesIO(data)
+
+    async def read(n: int) -> bytes:
+        return stream.read(n)
+
+    names = [f"node{s}" if s in holders else "me" for s in range(6)]
+    result = await gateway_put.put(gateway, read, len(data), place=lambda si, size: (names, holders), me="me")
+    return result.capability
+
+
+async def _read(gateway, holders: dict[int, _OverTheWire], cap) -> bytes:
+    names = [f"node{s}" if s in holders else "me" for s in range(6)]
+    _, chunks = await gateway_get.open_file(gateway, cap, holders, names)
+    try:
+        return b"".join([chunk async for chunk in chunks])
+    finally:
+        await chunks.aclose()
+
+
+@pytest.mark.parametrize("how", ["garbage", "flipped", "long", "stall"])
+async def test_a_holder_that_sends_garbage_or_stalls_mid_get_leaves_the_file_whole_from_the_others(tmp_path,
+                                                                                                   how) -> None:
+    data = os.urandom(4 * remote.READ_BATCH * SEGMENT + 5)
+    bad, good = _OverTheWire(how, bad_from=remote.READ_BATCH), _OverTheWire()
+    holders = {0: bad, 1: good}
+    async with _wired(holders):
+        with gateway_core(tmp_path, SEGMENT) as gateway:
+            gateway.remote_timeout = 0.5  # what a holder that stalls costs the get
+            cap = await _put_through(gateway, holders, data)
+            assert await _read(gateway, holders, cap) == data
+            damaged = gateway.store.damaged(cap.storage_index)
+            tag_failures = gateway.tag_failures
     assert (remote.READ_BATCH, remote.READ_BATCH) in bad.asked and bad.stalled.is_set() == (how == "stall")
-    # Bytes that are not the blocks are found by their hashes and reported for repair; a holder that refuses or
-    # stalls is left for the rest of the get, its share not blamed.
-    assert list(damaged) == ([0] if how == "garbage" else [])
+    # Bytes that are not the blocks fail their segments' tags; read again with every block hashed, they are found and
+    # reported for repair.  A holder that refuses or stalls is left for the rest of the get, its share not blamed.
+    assert list(damaged) == ([0] if how in ("garbage", "flipped") else [])
+    assert tag_failures == {"garbage": remote.READ_BATCH, "flipped": 1}.get(how, 0)
+    if how == "flipped":
+        assert "segments [18]" in damaged[0]
+
+
+async def test_three_holders_that_send_garbage_fail_the_get_naming_their_shares(tmp_path) -> None:
+    data = os.urandom(4 * remote.READ_BATCH * SEGMENT + 5)
+    holders = {s: _OverTheWire("garbage" if s in (0, 1, 4) else None, bad_from=0) for s in range(6)}
+    async with _wired(holders):
+        with gateway_core(tmp_path, SEGMENT) as gateway:
+            cap = await _put_through(gateway, holders, data)
+            with pytest.raises(NotEnoughShares, match=r"segment \d+ cannot be rebuilt: shares \[0, 1, 4\] are "
+                                                      r"missing or corrupt and 4 intact shares are needed"):
+                await _read(gateway, holders, cap)
+            damaged = gateway.store.damaged(cap.storage_index)
+            assert gateway.tag_failures >= 1  # the segments' tags failed first, then every block was hashed
+    assert sorted(damaged) == [0, 1, 4]

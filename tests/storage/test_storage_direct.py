@@ -161,7 +161,7 @@ async def test_a_client_that_reads_nothing_after_the_headers_is_cut_once_idle_ti
     got = await asyncio.get_running_loop().run_in_executor(None, get_and_stall)
     assert got < len(data)  # cut: a short body
     await eventually_async(lambda: "took no bytes for 1 s" in caplog.text, "the cut logged as a stall")
-    assert storage.status()["gets"] == {"open": 0, "passed_on": 0}
+    assert storage.status()["gets"] == {"open": 0, "passed_on": 0, "tag_failures": 0}
     await eventually_async(lambda: _get_threads() == [], "the get's threads ended")
     resp = await node.get(f"/v1/store/files/{cap}")
     assert resp.status == 200 and await resp.read() == data

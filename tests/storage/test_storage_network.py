@@ -1,4 +1,5 @@
-"""A file on six real nodes: one share each, readable with any two down, a clear error with three down."""
+"""A file on six real nodes: one share each, readable with any two down, a clear error with three down; holders that
+answer wrong blocks leave a get exact."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from xsc.storage import Capability
+
+from tests.support.blocks import change_block, corrupt_block
 from tests.support.nodes import kill_all
-from tests.support.peers import FAST, api, known_ids, node_id, start_star
+from tests.support.peers import FAST, api, known_ids, node_id, peer_health, start_star
 from tests.support.waiting import eventually
 
 
@@ -252,3 +256,77 @@ def test_a_get_whose_client_stalls_or_leaves_after_the_headers_gives_everything_
         assert gateway.xsc("store", "get", cap).stdout == data  # and the gateway still reads it whole
     finally:
         kill_all(started)
+
+
+SMALL_SEGMENTS = {"XSC_STORAGE_SEGMENT_SIZE": "65536", "XSC_AUDIT_SCRUB_RATE": "0", "XSC_AUDIT_BLOCKS_PER_ROUND": "0"}
+
+
+@pytest.mark.slow
+def test_holders_that_answer_wrong_blocks_leave_a_get_exact_and_are_reported(tmp_path: Path) -> None:
+    """A holder's block of the right length that is not the block fails its segment's tag: the segment is read again
+    with every block hashed, its share named and reported, the file rebuilt from the others.  A block of another
+    length cuts its holder's answer: the share is left for the rest of the get, not blamed.  Three bad shares of a
+    segment stop the get after the segments before it, with the error that says so in the gateway's log."""
+    started: list = []
+    try:
+        nodes, ids = start_star(tmp_path, 6, SMALL_SEGMENTS, SMALL_SEGMENTS, started)
+        gateway, by_id = nodes[0], dict(zip(ids, nodes))
+
+        def put(name: str, data: bytes) -> tuple[str, bytes, list[int]]:
+            """The capability, the storage index and the shares on other nodes, data shares first."""
+            src = tmp_path / name
+            src.write_bytes(data)
+            done = gateway.xsc("store", "put", str(src), "--json")
+            assert done.returncode == 0, done.stderr
+            result = json.loads(done.stdout)
+            remote = [s for s in range(6) if result["placement"][s] != ids[0]]
+            assert len(set(result["placement"])) == 6 and len(remote) == 5
+            return result["capability"], Capability.parse(result["capability"]).storage_index, remote
+
+        def holder(cap: str, share: int):
+            return by_id[_check(gateway, cap)["shares"][share]["node"]]
+
+        def seen_up(node) -> None:  # a holder restarted is up again for the gateway
+            eventually(lambda: (peer_health(gateway, node_id(node)) or {}).get("up"), "the holder seen up again")
+
+        data = os.urandom(8 * 65536 + 999)  # segments 0-7 without padding: every byte of a block is in the tag
+        cap, si, remote = put("file.bin", data)
+        flipped = remote[0]
+        corrupt_block(holder(cap, flipped), si, flipped, segment=1)
+        seen_up(holder(cap, flipped))
+        got = gateway.xsc("store", "get", cap)
+        assert got.returncode == 0 and got.stdout == data, got.stderr
+        assert _gets(gateway)["tag_failures"] == 1
+        shares = _check(gateway, cap)["shares"]
+        assert [s["share"] for s in shares if s["status"] != "ok"] == [flipped]
+        assert "segments [1]" in shares[flipped]["detail"], shares[flipped]
+
+        others = remote[1:3]  # with `flipped`, three bad shares of segment 6: only three intact
+        for share in (flipped, *others):
+            corrupt_block(holder(cap, share), si, share, segment=6)
+            seen_up(holder(cap, share))
+        got = gateway.xsc("store", "get", cap)
+        assert got.returncode == 1 and "the download stopped after" in got.stderr.decode(), got.stderr
+        assert len(got.stdout) < len(data) and got.stdout == data[:len(got.stdout)]
+        bad = sorted((flipped, *others))
+        assert f"segment 6 cannot be rebuilt: shares {bad} are missing or corrupt" in gateway.log.read_text()
+        assert [s["share"] for s in _check(gateway, cap)["shares"] if s["status"] != "ok"] == bad
+
+        data = os.urandom(8 * 65536 + 999)
+        cap, si, remote = put("other.bin", data)
+        longer = remote[0]
+        change_block(holder(cap, longer), si, longer, 3, lambda block: block + b"\0")
+        seen_up(holder(cap, longer))
+        failures = _gets(gateway)["tag_failures"]
+        got = gateway.xsc("store", "get", cap)
+        assert got.returncode == 0 and got.stdout == data, got.stderr
+        assert _gets(gateway)["tag_failures"] == failures
+        assert all(s["status"] == "ok" for s in _check(gateway, cap)["shares"])
+    finally:
+        kill_all(started)
+
+
+def _check(node, cap: str) -> dict:
+    status, body = api(node, "GET", f"/v1/store/files/{cap}/check")  # what `xsc store check` shows
+    assert status == 200, body
+    return body

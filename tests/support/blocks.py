@@ -1,6 +1,8 @@
-"""Damage on disk: flip a byte of a block a stopped node holds."""
+"""Damage on disk: a block a stopped node holds changed (a byte flipped, or its length)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import plyvel
 
@@ -12,13 +14,22 @@ from .nodes import NodeProcess
 
 def corrupt_block(holder: NodeProcess, si: bytes, share: int, segment: int) -> None:
     """Flip one byte of a stored block, the node stopped (LevelDB has one owner); then start it again."""
+
+    def flip(block: bytes) -> bytes:
+        changed = bytearray(block)
+        changed[len(changed) // 2] ^= 0x01
+        return bytes(changed)
+
+    change_block(holder, si, share, segment, flip)
+
+
+def change_block(holder: NodeProcess, si: bytes, share: int, segment: int, change: Callable[[bytes], bytes]) -> None:
+    """A stored block replaced by `change(block)`, the node stopped (LevelDB has one owner); then start it again."""
     assert holder.stop() == 0
     db = plyvel.DB(str(holder.data_dir / DB_DIR))
     try:
         key = keys.block(si, share, segment)
-        block = bytearray(db.get(key))
-        block[len(block) // 2] ^= 0x01
-        db.put(key, bytes(block), sync=True)
+        db.put(key, change(db.get(key)), sync=True)
     finally:
         db.close()
     holder.start()

@@ -567,7 +567,8 @@ class StorageService:
         store = self.store
         return {"capacity": store.capacity, "used": store.used, "reserved": store.reserved, "free": store.free,
                 "shares": store.shares_held,
-                "gets": {"open": self.gateway.gets_open, "passed_on": self.gateway.passing_on}}
+                "gets": {"open": self.gateway.gets_open, "passed_on": self.gateway.passing_on,
+                         "tag_failures": self.gateway.tag_failures}}
 
 
 __all__ = ["LOCAL", "StorageService", "UnknownNode"]

@@ -80,6 +80,8 @@ class GatewayCore:
         self.remote_timeout = remote_timeout
         self.passing_on = 0  # gets that may be passed on by threads of their own (gateway_get); PASSED_ON_AT_ONCE most
         self.gets_open = 0  # gets opened and not yet closed (gateway_get.Plaintext): status
+        self.tag_failures = 0  # segments of gets whose tag failed, read again with every block hashed: status
+        self._counting = threading.Lock()  # the pool's threads count them
 
     async def run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
@@ -278,6 +280,8 @@ class GatewayCore:
                                                                          fetched, hash_local=False)))
             except IntegrityError:
                 seen.clear()
+                with self._counting:
+                    self.tag_failures += 1
                 return finish(index, erasure.pieces(*self.segment_blocks(si, manifest, metas, usable, index, bad,
                                                                          fetched)))
             finally:
@@ -322,11 +326,14 @@ class GatewayCore:
         return segment
 
     def record_damage(self, si: bytes, bad: list[tuple[int, int]]) -> None:
-        by_share: dict[int, list[int]] = {}
+        """Mark the shares of these (share, segment) blocks damaged; a block is in `bad` once per read that found it
+        (a segment read again with one more share finds it again)."""
+        by_share: dict[int, set[int]] = {}
         for s, i in bad:
-            by_share.setdefault(s, []).append(i)
+            by_share.setdefault(s, set()).add(i)
         for s, segments in by_share.items():
-            log.warning("share %d of %s: bad or missing blocks %s; reported for repair", s, si.hex()[:16], segments)
+            log.warning("share %d of %s: bad or missing blocks %s; reported for repair", s, si.hex()[:16],
+                        sorted(segments)[:20])
             self.store.mark_damaged(si, s, f"bad or missing blocks in segments {sorted(segments)[:20]}")
 
 
