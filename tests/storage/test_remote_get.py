@@ -18,7 +18,8 @@ from xsc.errors import NotEnoughShares, PeerUnreachable
 from xsc.identity import Identity
 from xsc.net.peer_client import PeerClient
 from xsc.storage import Capability, gateway_get, gateway_put, holder_client as remote_holder, remote
-from xsc.storage.core import layout
+from xsc.storage.core import erasure, layout
+from xsc.storage.core.crypto import SegmentCipher
 from xsc.storage.core.manifest import Manifest
 from xsc.storage.core.merkle import block_hash
 from tests.support.shares import gateway_core, in_flight
@@ -190,11 +191,13 @@ class _OverTheWire(Serving):
     """A holder whose blocks come over a loopback HTTP/1.1 connection, read by RemoteHolder as from any holder, the
     range starting at block `bad_from` answered as `how` says: "garbage" (bytes of the right length, not the blocks),
     "flipped" (a bit of its third block flipped), "long" (a Content-Length the blocks do not make) or "stall" (its
-    head and a few bytes, then nothing)."""
+    head and a few bytes, then nothing).  `forged`: blocks it sends in place of what it stores, by segment (its
+    metadata still the stored blocks')."""
 
     def __init__(self, how: str | None = None, bad_from: int | None = None) -> None:
         super().__init__()
         self.how, self.bad_from = how, bad_from
+        self.forged: dict[int, bytes] = {}
         self.remote: remote_holder.RemoteHolder | None = None
         self.stalled = asyncio.Event()
 
@@ -216,7 +219,8 @@ class _OverTheWire(Serving):
                 query = head.split(b" ")[1].split(b"?")[1].decode()
                 args = dict(part.split("=") for part in query.split("&"))
                 first, count = int(args["from"]), int(args["count"])
-                body = b"".join(self.stored[first:first + count])
+                body = b"".join(self.forged.get(first + i, block)
+                                for i, block in enumerate(self.stored[first:first + count]))
                 length = len(body)
                 if first == self.bad_from and self.how == "garbage":
                     body = os.urandom(len(body))
@@ -289,12 +293,29 @@ async def test_a_holder_that_sends_garbage_or_stalls_mid_get_leaves_the_file_who
             damaged = gateway.store.damaged(cap.storage_index)
             tag_failures = gateway.tag_failures
     assert (remote.READ_BATCH, remote.READ_BATCH) in bad.asked and bad.stalled.is_set() == (how == "stall")
-    # Bytes that are not the blocks fail their segments' tags; read again with every block hashed, they are found and
-    # reported for repair.  A holder that refuses or stalls is left for the rest of the get, its share not blamed.
+    # Bytes that are not the blocks fail their hashes before any tag is tried (a holder may know the file's key), and
+    # are reported for repair.  A holder that refuses or stalls is left for the rest of the get, its share not blamed.
     assert list(damaged) == ([0] if how in ("garbage", "flipped") else [])
-    assert tag_failures == {"garbage": remote.READ_BATCH, "flipped": 1}.get(how, 0)
+    assert tag_failures == 0
     if how == "flipped":
         assert "segments [18]" in damaged[0]
+
+
+async def test_holders_that_know_the_key_cannot_pass_off_a_segment_whose_tag_holds(tmp_path) -> None:
+    # A capability is handed to other nodes (a provider reading a job's inputs, a public site), so a holder may know
+    # the key and build blocks whose segment decrypts with a valid tag.  Only the manifest's hashes refuse them.
+    data = os.urandom(4 * remote.READ_BATCH * SEGMENT + 5)
+    holders = {s: _OverTheWire() for s in range(6)}
+    async with _wired(holders):
+        with gateway_core(tmp_path, SEGMENT) as gateway:
+            cap = await _put_through(gateway, holders, data)
+            forged = erasure.encode(SegmentCipher(cap.key).encrypt(2, os.urandom(SEGMENT)))
+            for s in range(erasure.K):  # the data shares' holders agree on a segment of their own
+                holders[s].forged[2] = forged[s]
+            with pytest.raises(NotEnoughShares, match=r"segment 2 cannot be rebuilt: shares \[0, 1, 2, 3\]"):
+                await _read(gateway, holders, cap)
+            assert gateway.tag_failures == 0
+            assert sorted(gateway.store.damaged(cap.storage_index)) == [0, 1, 2, 3]
 
 
 async def test_three_holders_that_send_garbage_fail_the_get_naming_their_shares(tmp_path) -> None:
@@ -307,5 +328,5 @@ async def test_three_holders_that_send_garbage_fail_the_get_naming_their_shares(
                                                       r"missing or corrupt and 4 intact shares are needed"):
                 await _read(gateway, holders, cap)
             damaged = gateway.store.damaged(cap.storage_index)
-            assert gateway.tag_failures >= 1  # the segments' tags failed first, then every block was hashed
+            assert gateway.tag_failures == 0  # blocks from other nodes are hashed before any tag is tried
     assert sorted(damaged) == [0, 1, 4]
