@@ -34,7 +34,7 @@ class NodeApi:
         self._headers = {"Authorization": f"Bearer {token}"}
         self._session: aiohttp.ClientSession | None = None
         where = urlsplit(self.url)
-        self._host, self._port = where.hostname or "", where.port or 80
+        self._host, self._port, self._authority = where.hostname or "", where.port or 80, where.netloc
         self._kept = Kept()
 
     async def start(self) -> None:
@@ -79,7 +79,7 @@ class NodeApi:
         """A POST of `data` (a path of the API's, already encoded) on the client's own kept-alive connections; the
         node's JSON answer, of at most MAX_POSTED_ANSWER bytes.  Its refusal raises its XscError."""
         target = f"{path}?{urlencode(params, quote_via=quote)}" if params else path
-        head = (f"POST {target} HTTP/1.1\r\nHost: {self._host}:{self._port}\r\n"
+        head = (f"POST {target} HTTP/1.1\r\nHost: {self._authority}\r\n"
                 f"Authorization: {self._headers['Authorization']}\r\nContent-Type: application/octet-stream\r\n"
                 f"Content-Length: {len(data)}\r\n\r\n").encode()
         try:
