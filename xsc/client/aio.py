@@ -48,6 +48,11 @@ class NodeApi:
             await self._session.close()
 
     @property
+    def kept_opened(self) -> int:
+        """Connections `post_bytes` has opened so far (tests, status)."""
+        return self._kept.opened
+
+    @property
     def session(self) -> aiohttp.ClientSession:
         assert self._session is not None, "NodeApi.start() first"
         return self._session
