@@ -11,8 +11,8 @@ reader waits for).
 
 A small object's put (`post_bytes`: a group of them, or one alone) goes on the client's own kept-alive connections
 (xsc/net/kept.py, as a node's paid invokes to a peer), not aiohttp's: the request written in one piece and its answer
-read straight from the socket cost the front a fraction of the CPU aiohttp's client spends on one, about a sixth of
-what a small PutObject cost it (docs/s3.md, "Small objects").
+read straight from the socket cost the front a fraction of the CPU aiohttp's client spends on one (docs/s3.md,
+"Small objects").
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from ..net.kept import Cut, Kept, TooLarge, Unreached
 from .sync import EXPECT_ABOVE, NodeBody, error_from_problem, open_body
 
 CHUNK = 1024 * 1024
-# Bytes of the node's answer to `post_bytes`: a group's names the files each of its objects made garbage, which for an
-# overwritten object of 10,000 parts is every part's capability.
+# Bytes of the node's answer to `post_bytes`.  A group's answer names the files each of its objects made garbage: for
+# an overwritten object of 10,000 parts, every part's capability.
 MAX_POSTED_ANSWER = 256 * 1024 * 1024
 
 
