@@ -1,11 +1,23 @@
 """The front's node over its user API (`xsc s3 serve`: s3/remote.RemoteNode), against a node in this process: a file
-opened and closed before a byte is read gives its response, and its connection to the node, back at once."""
+opened and closed before a byte is read gives its response, and its connection to the node, back at once; small
+objects go on the front's own kept-alive connections, their keys whole whatever they hold, and what the node answers
+there is bounded and checked (against a server of the test's own that answers as told)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import os
+import time
 
+import pytest
+
+from xsc.buckets.core.names import DEFAULT_USER
+from xsc.buckets.objects import SmallPut
+from xsc.client import aio
 from xsc.client.aio import NodeApi
+from xsc.errors import InvalidArgument, NodeNotRunning, XscError
 from xsc.node.appkeys import IN_FLIGHT, TOKEN
 from xsc.s3.remote import RemoteNode
 
@@ -41,3 +53,98 @@ async def test_files_opened_and_closed_unread_release_their_connections_at_once(
             await body.aclose()
     finally:
         await link.close()
+
+
+async def _link(node) -> RemoteNode:
+    api = NodeApi(str(node.make_url("")), node.app[TOKEN])
+    await api.start()
+    return RemoteNode(api)
+
+
+def _put(bucket: str, key: str, data: bytes) -> SmallPut:
+    record = {"content_type": "", "metadata": {}, "headers": {}, "etag": hashlib.md5(data).hexdigest(),
+              "modified": time.time()}
+    return SmallPut(bucket, key, DEFAULT_USER, "s3:test", record, data)
+
+
+async def test_small_objects_keep_their_keys_whole_and_share_a_connection(node) -> None:
+    link = await _link(node)
+    try:
+        await link.create_bucket("names", DEFAULT_USER)
+        keys = ["a b+c", "d/e%2Ff?g=h&i=j#k", "line\r\nbreak", "\u00fcn\u00efc\u00f6de"]
+        for key in keys:  # alone, as an object too large to share a request is sent
+            await link.put_small(_put("names", key, os.urandom(100 * 1024)))
+        results = await link.put_small_group([_put("names", key + " grouped", os.urandom(1024)) for key in keys])
+        assert all("capability" in r for r in results)
+        for key in keys:
+            assert (await link.object("names", key, DEFAULT_USER))["size"] == 100 * 1024
+            assert (await link.object("names", key + " grouped", DEFAULT_USER))["size"] == 1024
+        assert link.api.kept_opened == 1  # one after the other, every one of them on the same connection
+    finally:
+        await link.close()
+
+
+async def test_a_small_object_the_node_refuses_raises_its_error(node) -> None:
+    link = await _link(node)
+    try:
+        with pytest.raises(InvalidArgument, match="not a group of small objects"):
+            await link.api.post_bytes("/v1/s3/objects", b"\x00\x00\x00\x05{not")
+    finally:
+        await link.close()
+
+
+@contextlib.asynccontextmanager
+async def _answering(answer: bytes):
+    """A NodeApi to a server that reads a request and answers `answer`, then closes the connection."""
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        await reader.readexactly(length)
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    api = NodeApi(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", "token")
+    await api.start()
+    try:
+        yield api
+    finally:
+        await api.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_answer_over_the_bound_is_refused_before_it_is_read(monkeypatch) -> None:
+    monkeypatch.setattr(aio, "MAX_POSTED_ANSWER", 1000)
+    async with _answering(b"HTTP/1.1 201 Created\r\nContent-Length: 1001\r\n\r\n") as api:
+        with pytest.raises(XscError, match="more than 1,000 bytes"):
+            await api.post_bytes("/v1/s3/objects", b"group")
+
+
+async def test_an_answer_that_is_not_json_is_refused() -> None:
+    async with _answering(b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\n{not") as api:
+        with pytest.raises(XscError, match="not JSON"):
+            await api.post_bytes("/v1/s3/objects", b"group")
+
+
+@pytest.mark.parametrize("answer", [b"", b"HTTP/1.1 201 Created\r\nContent-Le", b"not http\r\n\r\n",
+                                    b"HTTP/1.1 201 Created\r\nContent-Length: 10\r\n\r\n{}"],
+                         ids=["nothing", "a cut head", "not HTTP", "a cut body"])
+async def test_an_answer_cut_or_not_http_is_a_node_not_answering(answer: bytes) -> None:
+    async with _answering(answer) as api:
+        with pytest.raises(NodeNotRunning, match="is not answering"):
+            await api.post_bytes("/v1/s3/objects", b"group")
+
+
+async def test_a_node_not_listening_is_a_node_not_answering() -> None:
+    async with _answering(b"") as api:
+        pass
+    api = NodeApi(api.url, "token")  # the server is gone: its port answers no more
+    await api.start()
+    try:
+        with pytest.raises(NodeNotRunning, match="is not answering"):
+            await api.post_bytes("/v1/s3/objects", b"group")
+    finally:
+        await api.close()

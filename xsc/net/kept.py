@@ -62,7 +62,7 @@ class Kept:
         self.opened = 0  # connections opened (tests, status)
 
     async def request(self, host: str, port: int, context: ssl.SSLContext | None, head: bytes, body: bytes, *,
-                      timeout: float, max_size: int) -> tuple[int, CIMultiDict[str], bytes]:
+                      timeout: float | None, max_size: int) -> tuple[int, CIMultiDict[str], bytes]:
         """Send `head` (request line and headers, ending in an empty line) and `body`; the answer, read whole."""
         if self._closed:
             raise Unreached(ConnectionError("the node is shutting down"))

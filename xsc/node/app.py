@@ -112,10 +112,10 @@ async def _web_listener(config, node: Node) -> web.AppRunner | None:
 
 async def _s3_listener(config, node: Node) -> web.AppRunner | None:
     """S3 answered by the node itself (node.s3_listen), or None: the front's app over the node's services, its
-    reconciliation a loop of the node's; one group of small objects under way at a time (docs/s3.md)."""
+    reconciliation a loop of the node's."""
     if not config.node.s3_listen:
         return None
-    front = S3Front(node.s3_link, KeyRing(key_file(config.data_dir)), FileMarks.load(config.data_dir), flights=1,
+    front = S3Front(node.s3_link, KeyRing(key_file(config.data_dir)), FileMarks.load(config.data_dir),
                     quota=RateLimiter(config.node.user_rate_limit, 2 * config.node.user_rate_limit),
                     idle_timeout=config.node.idle_timeout)
     try:

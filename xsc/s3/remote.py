@@ -68,13 +68,12 @@ class RemoteNode:
 
     # --- small objects -------------------------------------------------------------------------
     async def put_small(self, put: SmallPut) -> dict:
-        return await self.api.call("POST", f"{_bucket(put.bucket)}/objects",
-                                   params={k: v for k, v in (("key", put.key), ("name", put.name), ("user", put.user))
-                                           if v is not None},
-                                   raw=codec.framed(put.record, put.data))
+        return await self.api.post_bytes(f"{_bucket(put.bucket)}/objects", codec.framed(put.record, put.data),
+                                         {k: v for k, v in (("key", put.key), ("name", put.name), ("user", put.user))
+                                          if v is not None})
 
     async def put_small_group(self, puts: list[SmallPut]) -> list[dict | XscError]:
-        answer = await self.api.call("POST", "/v1/s3/objects", raw=group_body(puts))
+        answer = await self.api.post_bytes("/v1/s3/objects", group_body(puts))
         results = answer.get("results") if isinstance(answer, dict) else None
         if not isinstance(results, list) or len(results) != len(puts) or not all(isinstance(r, dict) for r in results):
             raise XscError(f"the node answered a group of {len(puts)} objects without {len(puts)} results")

@@ -149,7 +149,7 @@ class Write:
 
 class S3Front:
     def __init__(self, node: NodeLink, keyring: KeyRing, marks: FileMarks, *, region: str = "us-east-1",
-                 owner: str = "xsc", clock: Callable[[], float] = time.time, flights: int = 2,
+                 owner: str = "xsc", clock: Callable[[], float] = time.time,
                  reconcile_interval: float = 300.0, quota: Quota | None = None, idle_timeout: float = 45.0) -> None:
         self.node = node
         # Each user's requests, once authenticated, per second (SlowDown past them), so that one user cannot
@@ -164,7 +164,7 @@ class S3Front:
         self.gate = WriteGate()
         self.bodies = ObjectBodies(node, idle_timeout)
         self.digests = Workers(1, "xsc-s3-digest")  # a large body's MD5 and SHA-256, beside the loop (payload.py)
-        self.small = SmallObjects(node, flights)
+        self.small = SmallObjects(node)
         self.reconcile_interval = reconcile_interval
 
     # --- as a service of the node's (tasks.Supervisor), and its end ------------------------

@@ -15,14 +15,17 @@ from .link import NodeLink
 
 GROUPED_UP_TO = 64 * 1024  # bytes of an object (with its record and names) that may share a request with others
 ITEM_BYTES = 512  # a grouped object's other fields in the group's head (its bucket, user, the JSON around them)
+# Groups on their way to the node at once.  With one, a group's round trip is only its own put, and the next gathers
+# what came meanwhile: larger groups, each costing the node a request, a quote and its synced writes.  The price: a
+# group held up (a put waiting for a far holder) holds back the objects that came after it (docs/s3.md).
+FLIGHTS = 1
 
 
 class SmallObjects:
-    def __init__(self, node: NodeLink, flights: int = 2) -> None:
-        """`flights`: groups on their way at once (see docs/s3.md, "Small objects")."""
+    def __init__(self, node: NodeLink) -> None:
         self.node = node
         self.groups: GroupSend[SmallPut] = GroupSend(node.put_small_group, max_items=MAX_GROUP_OBJECTS,
-                                                     max_bytes=MAX_GROUP_BYTES - ITEM_BYTES, flights=flights)
+                                                     max_bytes=MAX_GROUP_BYTES - ITEM_BYTES, flights=FLIGHTS)
 
     def submit(self, put: SmallPut, ended: Callable[[], None]) -> Awaitable[dict]:
         """The object stored, paid from its user's account and recorded: {"capability", "garbage"}, awaited.  It is
