@@ -842,8 +842,12 @@ class WebFunctions:
             raise PayloadTooLarge(f"the body is over this function's {served.record['max_body']:,} bytes")
         if whole:
             streams.prepaid_fuel = io_fuel(len(body))
+            alone = self.in_flight == 1
+            if alone:  # the requests read in the same turn of the loop start after this one: counted once they have
+                await asyncio.sleep(0)
+                alone = self.in_flight == 1
             tried = await self.on_loop.attempt(prepared, entrypoint, signature, argv, limits, streams, body,
-                                               alone=self.in_flight == 1)
+                                               alone=alone)
             if tried is not None:
                 outcome, out, err = tried
                 for spill, written in zip(spills, (out, err)):
