@@ -129,13 +129,14 @@ async def invoke_at_once(client, module: str, held: Callable[[], int], *, caller
 
 @contextlib.asynccontextmanager
 async def request_in_flight(node, host: str, port: int):
-    """A request to a web function kept in flight meanwhile (its head sent, its body never): a node's web request
-    is then never alone, so that a node with a web runner tries it there (compute/web_on_loop.py).  Its function,
-    `held`, serves the cgi fixture; the request's declared body is too long for a try, so it is never tried."""
+    """A request to a web function kept in flight meanwhile (its head sent, its body once the block ends): a node's
+    web request is then never alone, so that a node with a web runner tries it there (compute/web_on_loop.py).  Its
+    function, `held`, serves the cgi fixture; the request's declared body is too long for a try, so it is never
+    tried (it runs on a worker once its body has come)."""
     response = await node.post("/v1/compute/functions", json={"name": "held", "module": await deploy(node, "cgi",
                                                                                                    wasi=True)})
     assert response.status == 201, await response.json()
-    _, writer = await asyncio.open_connection(host, port)
+    reader, writer = await asyncio.open_connection(host, port)
 
     async def held() -> int:
         listed = await (await node.get("/v1/compute/functions")).json()
@@ -150,6 +151,8 @@ async def request_in_flight(node, host: str, port: int):
         await writer.drain()
         await eventually_async(held, "the held request's admission")
         yield
+        writer.write(b"x" * (ON_LOOP_BODY + 1))
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
     finally:
         writer.close()
-    await eventually_async(ended, "the held request's end, its connection closed")
+    await eventually_async(ended, "the held request's end")
