@@ -1,16 +1,18 @@
 """Small web requests tried in a web runner or on the event loop's thread (xsc/compute/web_on_loop.py): answered
 as a worker would answer them, and sent to a worker whenever a try could block its thread, was cut short, or wrote
-too much.  Each case runs with no runner (tried on the loop) and with one (the fixture waits until it is ready)."""
+too much.  Each case runs with no runner (tried on the loop) and with one (the fixture waits until it is ready, and
+keeps another request in flight meanwhile: a request alone on the node is tried on the loop even with a runner)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import aiohttp
 import pytest
 import wasmtime
 
-from tests.support.compute import deploy
+from tests.support.compute import deploy, request_in_flight
 from tests.support.nodes import free_port
 from xsc.compute import web_on_loop
 from xsc.compute.wasi_io import OUTPUT_CAP
@@ -27,9 +29,12 @@ async def web(node_factory, request):
     node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "web_rate_limit": 1000},
                               compute={"web_runners": request.param})
     on_loop = node.app[NODE].functions.on_loop
-    if request.param:
-        await on_loop.runners.ready()
-    yield node, f"http://127.0.0.1:{port}", on_loop
+    async with contextlib.AsyncExitStack() as stack:
+        if request.param:
+            await on_loop.runners.ready()
+            # with another request in flight, none is alone: each is tried in the runner
+            await stack.enter_async_context(request_in_flight(node, "127.0.0.1", port))
+        yield node, f"http://127.0.0.1:{port}", on_loop
     # every try answered was answered where the case says
     assert on_loop.in_runner == (on_loop.runs if request.param else 0)
 

@@ -1,8 +1,8 @@
 """Web runners (xsc/compute/web_runners.py, web_runner.py): child processes that run the tries of small web
-requests.  A runner killed with kill -9 loses no request and is replaced; a spinning function's try comes back
-from it and the request runs on a worker until its deadline while others are served; a runner that sends more
-than a runner may is dropped; a runner that is sent more than a node sends ends; and a kill -9 of the node takes
-its runner with it."""
+requests.  A runner killed with kill -9 loses no request and is replaced; a request alone on the node is tried on
+the loop, one beside another in the runner; a spinning function's try comes back from it and the request runs on
+a worker until its deadline while others are served; a runner that sends more than a runner may is dropped; a
+runner that is sent more than a node sends ends; and a kill -9 of the node takes its runner with it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import sys
 import aiohttp
 import pytest
 
-from tests.support.compute import deploy, wasm
+from tests.support.compute import deploy, request_in_flight, wasm
 from tests.support.peers import api, http
 from tests.support.nodes import free_port
 from tests.support.waiting import eventually, eventually_async
@@ -83,6 +83,20 @@ async def test_a_runner_killed_mid_load_loses_no_request_and_is_replaced(web) ->
     assert on_loop.runners.status()["ended"] == ["it ended", "it ended"]
 
 
+async def test_a_request_alone_on_the_node_is_tried_on_the_loop_and_one_beside_another_in_the_runner(web):
+    node, base, on_loop = web
+    async with aiohttp.ClientSession() as session:
+        status, body = await _get(session, f"{base}/fn/hello/")
+        assert status == 200 and b"REQUEST_METHOD=GET" in body
+        assert on_loop.runs == 1 and on_loop.in_runner == 0  # no runner woken for it
+        async with request_in_flight(node, "127.0.0.1", _port(base)):
+            status, body = await _get(session, f"{base}/fn/hello/")
+            assert status == 200 and b"REQUEST_METHOD=GET" in body
+            assert on_loop.runs == 2 and on_loop.in_runner == 1
+        status, _ = await _get(session, f"{base}/fn/hello/")
+        assert status == 200 and on_loop.runs == 3 and on_loop.in_runner == 1  # alone again once it has gone
+
+
 async def test_a_spinning_try_comes_back_from_the_runner_and_runs_to_its_deadline_while_others_are_served(web):
     node, base, on_loop = web
     spin = await deploy(node, "spin", wasi=True)
@@ -90,7 +104,7 @@ async def test_a_spinning_try_comes_back_from_the_runner_and_runs_to_its_deadlin
                                                               "limits": {"timeout": 2}})
     assert response.status == 201
     link = await on_loop.runners.ready()
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession() as session, request_in_flight(node, "127.0.0.1", _port(base)):
         spinning = asyncio.ensure_future(_get(session, f"{base}/fn/spin/"))
         await eventually_async(lambda: on_loop.retried == 1, "the spinning try's answer from the runner")
         assert link.runs >= 1 and on_loop.status()["live"][0]["pid"] == link.pid
@@ -99,6 +113,10 @@ async def test_a_spinning_try_comes_back_from_the_runner_and_runs_to_its_deadlin
         status, body = await spinning
         assert status == 504 and b"deadline" in body
         assert on_loop.retried == 1 and on_loop.failed_over == 0 and link.ended is None
+
+
+def _port(base: str) -> int:
+    return int(base.rsplit(":", 1)[1])
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> tuple[int, bytes]:

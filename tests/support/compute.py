@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import aiohttp
 import wasmtime
 
 from xsc.compute import provenance, sandbox
+from xsc.compute.web_on_loop import ON_LOOP_BODY
 from xsc.compute.modules import ModuleInfo
 from xsc.node.appkeys import NODE
 
@@ -123,3 +125,34 @@ async def invoke_at_once(client, module: str, held: Callable[[], int], *, caller
     done.set()
     await watcher
     return statuses, charges, samples
+
+
+@contextlib.asynccontextmanager
+async def request_in_flight(node, host: str, port: int):
+    """A request to a web function kept in flight meanwhile (its head sent, its body once the block ends): a node's
+    web request is then never alone, so that a node with a web runner tries it there (compute/web_on_loop.py).  Its
+    function, `held`, serves the cgi fixture; the request's declared body is too long for a try, so it is never
+    tried (it runs on a worker once its body has come)."""
+    response = await node.post("/v1/compute/functions", json={"name": "held", "module": await deploy(node, "cgi",
+                                                                                                   wasi=True)})
+    assert response.status == 201, await response.json()
+    reader, writer = await asyncio.open_connection(host, port)
+
+    async def held() -> int:
+        listed = await (await node.get("/v1/compute/functions")).json()
+        return next(f["in_flight"] for f in listed["functions"] if f["name"] == "held")
+
+    async def ended() -> bool:
+        return await held() == 0
+
+    try:
+        writer.write(f"POST /fn/held/ HTTP/1.1\r\nHost: {host}\r\nContent-Length: {ON_LOOP_BODY + 1}\r\n\r\n"
+                     .encode())
+        await writer.drain()
+        await eventually_async(held, "the held request's admission")
+        yield
+        writer.write(b"x" * (ON_LOOP_BODY + 1))
+        assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+    finally:
+        writer.close()
+    await eventually_async(ended, "the held request's end")

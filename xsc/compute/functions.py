@@ -541,6 +541,7 @@ class WebFunctions:
         self._served: dict[str, Served] = {}
         self._placed: dict[tuple[str, str], Served] = {}  # (owner, name): functions other nodes placed here
         self._made = False  # work_dir exists
+        self.in_flight = 0  # requests of every function, from their admission until their run has ended
         self.on_loop = LoopRuns(compute, web_runners)  # small requests tried in a runner, or on the loop's thread
 
     def start(self) -> None:
@@ -756,6 +757,7 @@ class WebFunctions:
         if served.record["on_market"]:
             return self._elsewhere(served, request)
         served.in_flight += 1
+        self.in_flight += 1
         started, running = time.monotonic(), _Running()
         try:
             answer = await self._call(served, request, running)
@@ -769,6 +771,7 @@ class WebFunctions:
         """A request counted once its run has ended (a streamed answer's run ends after it is answered)."""
         def ended(end: asyncio.Future | None = None) -> None:
             served.in_flight -= 1
+            self.in_flight -= 1
             served.requests += 1
             served.latencies.append((time.monotonic() - started) * 1000)
             if failed or (end is not None and (end.cancelled() or end.exception() is not None or end.result())):
@@ -839,7 +842,12 @@ class WebFunctions:
             raise PayloadTooLarge(f"the body is over this function's {served.record['max_body']:,} bytes")
         if whole:
             streams.prepaid_fuel = io_fuel(len(body))
-            tried = await self.on_loop.attempt(prepared, entrypoint, signature, argv, limits, streams, body)
+            alone = self.in_flight == 1
+            if alone:  # the requests read in the same turn of the loop start after this one: counted once they have
+                await asyncio.sleep(0)
+                alone = self.in_flight == 1
+            tried = await self.on_loop.attempt(prepared, entrypoint, signature, argv, limits, streams, body,
+                                               alone=alone)
             if tried is not None:
                 outcome, out, err = tried
                 for spill, written in zip(spills, (out, err)):

@@ -1,5 +1,7 @@
 """Small web requests are tried without a worker's hand-over: in a web runner if the node has one (a child process
-on a core of its own: compute/web_runners.py), else on the event loop's thread.
+on a core of its own: compute/web_runners.py), else on the event loop's thread.  A request alone on the node (no
+other web request in flight) is tried on the loop even with a runner: the loop has nothing else to do meanwhile,
+and a runner's try would cost its caller two wakes of sleeping processes (the runner's, then the loop's).
 
 A request is tried when nothing in it can block its thread: its function mounts no stored files, its module
 is small, has no start function and does not import `poll_oneoff` (the one WASI call that sleeps; without
@@ -67,12 +69,16 @@ class LoopRuns:
         return verdict
 
     async def attempt(self, prepared: sandbox.Prepared, entrypoint: str, signature, argv: list[str], limits: Limits,
-                      streams: Streams, body: bytes) -> tuple[sandbox.Outcome, bytes, bytes] | None:
-        """The try's outcome, stdout and stderr; None if the request must go to a worker (see the module's doc)."""
+                      streams: Streams, body: bytes, alone: bool = False
+                      ) -> tuple[sandbox.Outcome, bytes, bytes] | None:
+        """The try's outcome, stdout and stderr; None if the request must go to a worker (see the module's doc).
+        `alone`: no other web request is in flight (tried on the loop)."""
         trial = Limits(min(limits.fuel, INLINE_FUEL + streams.prepaid_fuel), limits.memory, limits.timeout)
         ticks = min(eng.deadline_ticks(limits.timeout), INLINE_TICKS)
         tried = None
-        link = self.runners.pick() if self.runners is not None else None
+        link = self.runners.pick() if self.runners is not None else None  # started with the first request
+        if alone:
+            link = None
         run = None if link is None or not self.runners.sendable(prepared) else wire.run_body(wire.RunFrame(
             prepared.module_hash, trial.fuel, trial.memory, trial.timeout, ticks, streams.prepaid_fuel, entrypoint,
             argv, list(streams.env.items()), body))

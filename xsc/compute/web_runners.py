@@ -106,6 +106,9 @@ class RunnerLink:
             sent = self.sock.send(self._out)
         except BlockingIOError:
             sent = 0
+        except (BrokenPipeError, ConnectionResetError):  # it ended with tries unsent
+            self.end("it ended")
+            return
         except OSError as exc:
             self.end(f"its socket failed ({exc.strerror or exc})")
             return
