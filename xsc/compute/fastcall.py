@@ -66,7 +66,6 @@ _wasi_stdout_file = _held("wasi_config_set_stdout_file")
 _wasi_stdout_custom = _held("wasi_config_set_stdout_custom")
 _wasi_stderr_file = _held("wasi_config_set_stderr_file")
 _wasi_stderr_custom = _held("wasi_config_set_stderr_custom")
-_wasi_inherit_stdout = _held("wasi_config_inherit_stdout")
 _wasi_preopen_dir = _held("wasi_config_preopen_dir")
 # argv and the environment are handed over as arrays of C strings built in one call each (wasmtime-py's
 # to_char_array makes and stores a c_char_p object per string: twice the time for a request's twenty variables)
@@ -192,10 +191,6 @@ class WasiConfig:
 
     def stdout_custom(self, write: CustomOutput) -> None:
         _wasi_stdout_custom(self._ptr, custom_call, CUSTOM_OUTPUTS.allocate(write), custom_finalize)
-
-    def inherit_stdout(self) -> None:
-        """stdout is the process's own (descriptor 1), written by wasmtime's own writes."""
-        _wasi_inherit_stdout(self._ptr)
 
     def stderr_file(self, path: str) -> None:
         _wasi_stderr_file(self._ptr, path.encode()) or _failed(f"stderr {path}")

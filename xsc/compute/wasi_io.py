@@ -47,7 +47,6 @@ class Streams:
     stdout_pipe: int | None = None  # the writing end of a pipe stdout goes to instead (closed by `release`)
     stderr_pipe: int | None = None  # and stderr
     pipes_kept: bool = False  # the pipes' writing ends are the caller's: `release` leaves them open
-    stdout_inherited: bool = False  # stdout is the process's own descriptor 1 (a web runner's: web_trial.Memfds)
     inputs_dir: str | None = None  # host directory mounted read-only at /in
     outputs_dir: str | None = None  # host directory mounted writable at /out
     env: dict[str, str] = field(default_factory=dict)
@@ -64,9 +63,7 @@ class Streams:
             if self.stdin is not None:
                 config.stdin_file(self.stdin)
             # A pipe is opened again by wasmtime: its own writing end, written by its own writes.
-            if self.stdout_inherited:
-                config.inherit_stdout()
-            elif self.stdout_pipe is not None:
+            if self.stdout_pipe is not None:
                 config.stdout_file(f"/proc/self/fd/{self.stdout_pipe}")
             else:
                 config.stdout_custom(stdout)

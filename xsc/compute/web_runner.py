@@ -7,10 +7,9 @@ parent goes (PR_SET_PDEATHSIG, checked against PARENT in case the node went befo
 the end of its socket.  It has an engine of the node's settings (its READY frame names their fingerprint), loads
 the compiled artifacts the node sends it (a few, by module hash: one it dropped is answered UNKNOWN and sent
 again), and runs each try as the node would on its loop (compute/web_trial.py): a fresh Store, the trial's fuel
-and ticks, memfds for stdin, stdout (its own descriptor 1) and stderr.  It reads what is waiting on its socket
-at once, runs the tries in order and answers each as it ends.  A frame longer than a node sends, or not what its
-kind says, ends it (status 3): its parent is trusted, and still every length is checked before anything is
-allocated for it.
+and ticks, memfds for stdin, stdout and stderr.  It reads what is waiting on its socket at once, runs the tries
+in order and answers each as it ends.  A frame longer than a node sends, or not what its kind says, ends it
+(status 3): its parent is trusted, and still every length is checked before anything is allocated for it.
 """
 
 from __future__ import annotations
@@ -45,7 +44,7 @@ class Runner:
         self.engine = eng.make_engine(parallel=False)
         self.ticker = eng.EpochTicker(self.engine)
         self.modules: OrderedDict[bytes, sandbox.Prepared] = OrderedDict()
-        self.memfds = Memfds(own_stdout=True)
+        self.memfds = Memfds()
 
     def serve(self) -> int:
         self.ticker.start()
@@ -127,7 +126,6 @@ def main(argv: list[str]) -> int:
     fd, parent = int(argv[1]), int(argv[2])
     _die_with(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a ^C at the node's terminal is the node's to handle
-    sys.stdout = sys.stderr  # its descriptor 1 becomes the tries' stdout (web_trial.Memfds)
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
     try:

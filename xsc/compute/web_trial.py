@@ -30,13 +30,10 @@ class Tried:
 
 
 class Memfds:
-    """One set of memfds: the tries that use it run one at a time.  `own_stdout`: the process's descriptor 1 is
-    made its stdout memfd, and each run's WASI stdout is that descriptor (a web runner, whose stdout is nobody
-    else's: wasmtime opens no file for it, a system call or two less a run)."""
+    """One set of memfds: the tries that use it run one at a time."""
 
-    def __init__(self, own_stdout: bool = False) -> None:
+    def __init__(self) -> None:
         self._files: tuple[int, int, int] | None = None  # stdin, stdout, stderr
-        self._own_stdout = own_stdout
 
     def close(self) -> None:
         if self._files is not None:
@@ -52,7 +49,6 @@ class Memfds:
             os.pwrite(stdin, body, 0)
             streams.stdin = f"/proc/self/fd/{stdin}"
         streams.stdout_pipe, streams.stderr_pipe, streams.pipes_kept = stdout, stderr, True
-        streams.stdout_inherited = self._own_stdout
         try:
             outcome = execute(prepared, entrypoint, signature, argv, trial, streams, deadline_ticks=ticks)
             written = [os.fstat(fd).st_size for fd in (stdout, stderr)]
@@ -63,10 +59,8 @@ class Memfds:
         finally:
             for fd in (stdin, stdout, stderr):
                 os.ftruncate(fd, 0)
-            if self._own_stdout:  # descriptor 1 shares the memfd's offset, where the next run writes
-                os.lseek(stdout, 0, os.SEEK_SET)
             streams.stdin = streams.stdout_pipe = streams.stderr_pipe = None
-            streams.pipes_kept = streams.stdout_inherited = False
+            streams.pipes_kept = False
         return Tried(outcome, kept, out, err)
 
     def _open(self) -> tuple[int, int, int]:
@@ -80,8 +74,6 @@ class Memfds:
                     os.close(fd)
                 raise ComputeBusy(f"the node has no file descriptor to spare for another run ({exc.strerror})",
                                   hint="retry in a moment") from None
-            if self._own_stdout:
-                os.dup2(made[1], 1)
             self._files = (made[0], made[1], made[2])
         return self._files
 
