@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import logging
 import os
 
 import aiohttp
@@ -147,6 +148,32 @@ async def test_hostile_callers_are_refused_while_others_are_served(web) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))) as other:
         async with other.get(f"{base}/fn/hello/") as response:  # from 127.0.0.2
             assert response.status == 200
+
+
+async def test_a_caller_hanging_up_mid_body_is_one_info_line_and_the_next_is_served(web, caplog) -> None:
+    node, base = web
+    await _serve(node, name="hello", module=await deploy(node, "cgi", wasi=True))
+    caplog.set_level(logging.INFO)
+    port = int(base.rsplit(":", 1)[1])
+    for _ in range(3):  # a body declared whole, a part of it sent, then the connection closed
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /fn/hello/up HTTP/1.1\r\nHost: x\r\nContent-Length: 5000000\r\n\r\n" + b"x" * 300_000)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    await eventually_async(lambda: sum("client disconnected during POST" in r.getMessage()
+                                       for r in caplog.records) == 3, "the node to log the three hang-ups")
+    assert (await _get(f"{base}/fn/hello/after"))[0] == 200
+
+    async def chunks():  # no declared length: read past the cap before it is refused
+        for _ in range(3):
+            yield b"x" * 1024 * 1024
+    await _serve(node, name="small", module=await deploy(node, "cgi", wasi=True), max_body=1024 * 1024)
+    status, headers, body = await _get(f"{base}/fn/small/", "POST", data=chunks())
+    assert status == 413 and headers["Content-Type"].startswith("application/problem+json"), body
+    said = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert said == [], [r.getMessage() for r in said]
+    assert list(node.app[NODE].functions.work_dir.glob("stdin-*")) == []  # the bodies' files removed
 
 
 async def test_an_answer_past_its_cap_is_cut_off_and_its_run_refused(web, monkeypatch) -> None:

@@ -404,7 +404,7 @@ class Answer:
                 pass  # answered already
         self.stdout.close()
         if self.stdout.on_disk or self.stdin is not None:
-            await in_pool(None, _remove, self.stdout, self.stdin)
+            await in_pool(None, _remove, self.stdout.path, self.stdin)
 
 
 class Finish:
@@ -993,8 +993,8 @@ def _idle_pipes() -> _IdlePipes:
     return idle
 
 
-def _remove(stdout: Spill, stdin: Path | None) -> None:
-    for path in (stdout.path, stdin):
+def _remove(*paths: Path | None) -> None:
+    for path in paths:
         if path is not None:
             try:
                 path.unlink(missing_ok=True)

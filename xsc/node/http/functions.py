@@ -13,7 +13,7 @@ from ...net.functions import FUNCTION_PATH, FUNCTIONS_PATH
 from .. import peer_auth
 from ..appkeys import NODE
 from ..limits import RateLimiter
-from ..problems import problem_from_error
+from ..problems import problem_from_error, problem_middleware
 from ...errors import NotFound, XscError
 from .common import json_body, json_response
 
@@ -90,7 +90,7 @@ def web_app(node, rate: float) -> web.Application:
         finally:
             await answer.release()
 
-    app = web.Application(client_max_size=1024**2)
+    app = web.Application(client_max_size=1024**2, middlewares=[problem_middleware])
     app.router.add_route("*", "/fn/{name}", call)
     app.router.add_route("*", r"/fn/{name}/{path:.*}", call)
     app.router.add_route("*", r"/{elsewhere:.*}", call)  # no function's: a 404 problem body
