@@ -65,6 +65,8 @@ async def test_a_runner_killed_mid_load_loses_no_request_and_is_replaced(web) ->
         os.kill(first.pid, signal.SIGSTOP)
         held = asyncio.ensure_future(_load(session, f"{base}/fn/hello/", 8, 1))
         await eventually_async(lambda: first.in_flight >= 4, "tries waiting on the stopped runner")
+        response = await node.get("/v1/node/status")
+        assert (await response.json())["compute"]["running"] >= first.in_flight  # its tries count as running
         os.kill(first.pid, signal.SIGKILL)
         assert await held == [200] * 8
         assert on_loop.failed_over >= 4

@@ -9,6 +9,7 @@ so calls on different threads run in parallel and the node keeps answering.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
@@ -478,14 +479,9 @@ class ComputeService:
         limits = self.limits(call)
         trial = Limits(min(limits.fuel, INLINE_FUEL), limits.memory, limits.timeout)
         started = time.time_ns()
-        with self._running_lock:
-            self.running += 1
-        try:
+        with self.running_call():
             outcome = sandbox.run(self.engine, prepared, call.function, signature, values, trial,
                                   deadline_ticks=min(eng.deadline_ticks(limits.timeout), INLINE_TICKS), on_loop=True)
-        finally:
-            with self._running_lock:
-                self.running -= 1
         if outcome.trap_kind is not None:
             self.inline["inline_retried"] += 1
             # Slow: it ran out of the try's fuel, or of its time while it had the CPU.  A try that met its deadline
@@ -512,13 +508,8 @@ class ComputeService:
             prepared, signature, values, argv = self._arguments(call)
             limits = self.limits(call)
             started = time.time_ns()
-            with self._running_lock:
-                self.running += 1
-            try:
+            with self.running_call():
                 outcome = sandbox.run(self.engine, prepared, call.function, signature, values, limits, argv)
-            finally:
-                with self._running_lock:
-                    self.running -= 1
             run, record, puts = self._finish(call, prepared, signature, values, argv, limits, outcome, started,
                                              requester, rate, deal, owed)
         except BaseException as exc:  # refused (bad arguments, no such export) or failed: nothing to write
@@ -548,11 +539,17 @@ class ComputeService:
                 limits: Limits, streams: sandbox.Streams, deadline_ticks: int | None = None) -> sandbox.Outcome:
         """On a worker (or tried on the loop: compute/web_on_loop.py): run a WASI program with `streams` as its
         world (a job)."""
+        with self.running_call():
+            return sandbox.run(self.engine, prepared, entrypoint, signature, [], limits, argv, streams=streams,
+                               deadline_ticks=deadline_ticks)
+
+    @contextlib.contextmanager
+    def running_call(self):
+        """Count a call in `running` while it runs: on a worker, on the loop, or in a web runner's process."""
         with self._running_lock:
             self.running += 1
         try:
-            return sandbox.run(self.engine, prepared, entrypoint, signature, [], limits, argv, streams=streams,
-                               deadline_ticks=deadline_ticks)
+            yield
         finally:
             with self._running_lock:
                 self.running -= 1

@@ -83,7 +83,8 @@ class LoopRuns:
             prepared.module_hash, trial.fuel, trial.memory, trial.timeout, ticks, streams.prepaid_fuel, entrypoint,
             argv, list(streams.env.items()), body))
         if link is not None and run is not None:
-            answer = await link.run(prepared.module_hash, lambda: self.runners.module(prepared), run)
+            with self.compute.running_call():
+                answer = await link.run(prepared.module_hash, lambda: self.runners.module(prepared), run)
             if answer is None:
                 self.failed_over += 1
                 return None
