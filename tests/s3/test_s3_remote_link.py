@@ -18,6 +18,8 @@ from xsc.buckets.objects import SmallPut
 from xsc.client import aio
 from xsc.client.aio import NodeApi
 from xsc.errors import InvalidArgument, NodeNotRunning, XscError
+from xsc.identity import Identity
+from xsc.net.tls import server_context
 from xsc.node.appkeys import IN_FLIGHT, TOKEN
 from xsc.s3.remote import RemoteNode
 
@@ -148,3 +150,20 @@ async def test_a_node_not_listening_is_a_node_not_answering() -> None:
             await api.post_bytes("/v1/s3/objects", b"group")
     finally:
         await api.close()
+
+
+async def test_a_node_url_in_https_is_spoken_to_in_tls(tmp_path) -> None:
+    # A node's own certificate is not among the system's roots: the handshake is refused, as aiohttp's client
+    # refuses it, rather than plain HTTP sent to a TLS port.
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0,
+                                        ssl=server_context(Identity.generate(), tmp_path))
+    api = NodeApi(f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}", "token")
+    await api.start()
+    try:
+        with pytest.raises(NodeNotRunning, match="CERTIFICATE_VERIFY_FAILED"):
+            await api.post_bytes("/v1/s3/objects", b"group")
+    finally:
+        await api.close()
+        server.close()
+        await server.wait_closed()
+    assert NodeApi("https://node.example", "t")._port == 443 and NodeApi("http://node.example", "t")._port == 80

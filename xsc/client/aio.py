@@ -17,6 +17,7 @@ read straight from the socket cost the front a fraction of the CPU aiohttp's cli
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, AsyncIterator, Callable
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -39,7 +40,9 @@ class NodeApi:
         self._headers = {"Authorization": f"Bearer {token}"}
         self._session: aiohttp.ClientSession | None = None
         where = urlsplit(self.url)
-        self._host, self._port, self._authority = where.hostname or "", where.port or 80, where.netloc
+        tls = where.scheme == "https"  # as aiohttp's client would speak to it: the system's trusted roots
+        self._host, self._port, self._authority = where.hostname or "", where.port or (443 if tls else 80), where.netloc
+        self._tls = ssl.create_default_context() if tls else None
         self._kept = Kept()
 
     async def start(self) -> None:
@@ -93,7 +96,7 @@ class NodeApi:
                 f"Authorization: {self._headers['Authorization']}\r\nContent-Type: application/octet-stream\r\n"
                 f"Content-Length: {len(data)}\r\n\r\n").encode()
         try:
-            status, _, answer = await self._kept.request(self._host, self._port, None, head, data, timeout=None,
+            status, _, answer = await self._kept.request(self._host, self._port, self._tls, head, data, timeout=None,
                                                          max_size=MAX_POSTED_ANSWER)
         except TooLarge:
             raise XscError(f"the node answered POST {path} with more than {MAX_POSTED_ANSWER:,} bytes") from None
