@@ -189,7 +189,8 @@ async def test_a_file_opened_and_never_read_stops_the_ranges_it_asked_when_close
 
 class _OverTheWire(Serving):
     """A holder whose blocks come over a loopback HTTP/1.1 connection, read by RemoteHolder as from any holder, the
-    range starting at block `bad_from` answered as `how` says: "garbage" (bytes of the right length, not the blocks),
+    range starting at block `bad_from` answered as `how` says: "garbage" (bytes of the right length, not the blocks;
+    "lying": that range and every one after it),
     "flipped" (a bit of its third block flipped), "long" (a Content-Length the blocks do not make) or "stall" (its
     head and a few bytes, then nothing).  `forged`: blocks it sends in place of what it stores, by segment (its
     metadata still the stored blocks')."""
@@ -222,7 +223,8 @@ class _OverTheWire(Serving):
                 body = b"".join(self.forged.get(first + i, block)
                                 for i, block in enumerate(self.stored[first:first + count]))
                 length = len(body)
-                if first == self.bad_from and self.how == "garbage":
+                if (first == self.bad_from and self.how == "garbage"
+                        or self.how == "lying" and first >= self.bad_from):
                     body = os.urandom(len(body))
                 elif first == self.bad_from and self.how == "flipped":
                     at = sum(len(b) for b in self.stored[first:first + 2]) + 5
@@ -299,6 +301,23 @@ async def test_a_holder_that_sends_garbage_or_stalls_mid_get_leaves_the_file_who
     assert tag_failures == 0
     if how == "flipped":
         assert "segments [18]" in damaged[0]
+
+
+async def test_a_holder_that_sent_a_bad_block_is_read_last_for_the_rest_of_the_get(tmp_path) -> None:
+    # A holder that sends only garbage once it has begun would otherwise be read first for every segment after, each
+    # segment read twice (its share, then one more).
+    data = os.urandom(4 * remote.READ_BATCH * SEGMENT + 5)
+    liar = _OverTheWire("lying", bad_from=remote.READ_BATCH)
+    holders = {0: liar, 1: _OverTheWire()}
+    async with _wired(holders):
+        with gateway_core(tmp_path, SEGMENT) as gateway:
+            cap = await _put_through(gateway, holders, data)
+            liar.asked.clear()
+            assert await _read(gateway, holders, cap) == data
+            assert list(gateway.store.damaged(cap.storage_index)) == [0]
+    # Its first bad range, and the one asked ahead of it, before the bad blocks were seen; no range after.
+    assert [first for first, _ in liar.asked] == [0, remote.READ_BATCH, 2 * remote.READ_BATCH]
+    assert [first for first, _ in holders[1].asked] == [b * remote.READ_BATCH for b in range(5)]
 
 
 async def test_holders_that_know_the_key_cannot_pass_off_a_segment_whose_tag_holds(tmp_path) -> None:

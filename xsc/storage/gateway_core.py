@@ -294,7 +294,7 @@ class GatewayCore:
                         finish: Callable[[int, list], bytes] | None = None) -> Callable[[int], Awaitable[bytes]]:
         """An async function giving one segment (as `segment_reader`'s, run in the pool).  Remote blocks are
         fetched first, local ones read in the pool; when a holder fails or a block is bad, the next share in
-        `order` is tried as well."""
+        `order` is tried as well, and a share that gave a bad block is tried after the others from then on."""
         loop = asyncio.get_running_loop()
         work = self.segment_reader(si, manifest, metas, bad, finish)
 
@@ -302,6 +302,10 @@ class GatewayCore:
             want = erasure.K
             while True:
                 alive = [s for s in order if s not in readers or readers[s].failed is None]
+                # A share that gave a bad block is read last: its holder may send only garbage, and every segment
+                # read from it first would be read twice.
+                suspect = {s for s, _ in bad}
+                alive.sort(key=suspect.__contains__)
                 chosen = alive[:want]
                 remote = [s for s in chosen if s in readers]
                 for s in remote:  # every share's range asked before any is waited for
