@@ -247,8 +247,9 @@ class Plaintext:
     async def pass_on(self, write: Callable[[list, threading.Event], None]) -> int:
         """Every piece, in order, handed to `write(pieces, stop)` on a thread of its own while the next segments are
         read and decrypted on another; the bytes passed.  `write` blocks until its pieces are passed on (it gives
-        up, raising, once `stop` is set).  An error of either thread (a segment that cannot be read, a write that
-        fails) stops both and is raised here; cancelled, both are stopped and waited for.  Instead of iterating."""
+        up, raising, once `stop` is set) and keeps no view of them: their buffers are decrypted into again.  An
+        error of either thread (a segment that cannot be read, a write that fails) stops both and is raised here;
+        cancelled, both are stopped and waited for.  Instead of iterating."""
         assert self._local is not None and self._local.holds_slot, "pass_on needs `take_threads` first"
         return await self._local.pass_on(write)
 
