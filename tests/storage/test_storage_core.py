@@ -100,6 +100,29 @@ def test_the_buffer_a_thread_encrypts_into_is_reused_and_leaks_nothing_into_a_sh
     assert _joined(cipher.decrypt(1, erasure.pieces(dict(enumerate(blocks[2:], 2)), len(last) + TAG_BYTES))) == last
 
 
+def test_a_segment_decrypted_into_buffers_given_is_views_of_them_and_a_reused_one_leaks_nothing() -> None:
+    cipher = SegmentCipher(os.urandom(32))
+    given: list[bytearray] = []
+
+    def buffer(size: int) -> bytearray:
+        given.append(bytearray(b"\xff" * size))
+        return given[-1]
+
+    plain = os.urandom(10_000)
+    pieces = erasure.pieces(dict(enumerate(erasure.encode(cipher.encrypt(3, plain)))), len(plain) + TAG_BYTES)
+    decrypted = cipher.decrypt(3, pieces, buffer)
+    assert b"".join(decrypted) == plain and len(decrypted) == len(given)
+    assert all(p.obj is b for p, b in zip(decrypted, given))
+    # A shorter segment into the same buffers (full of the one before): only its own bytes are in its pieces.
+    short = os.urandom(101)
+    reused = iter(given)
+    again = cipher.decrypt(4, erasure.pieces(dict(enumerate(erasure.encode(cipher.encrypt(4, short)))),
+                                             len(short) + TAG_BYTES), lambda size: next(reused))
+    assert b"".join(again) == short and all(p.obj is b for p, b in zip(again, given))
+    with pytest.raises(IntegrityError):
+        cipher.decrypt(5, pieces, buffer)
+
+
 def _joined(decrypted: bytes | list[bytearray]) -> bytes:
     """A segment's plaintext as `decrypt` answers it: whole, or one buffer per piece."""
     return decrypted if isinstance(decrypted, bytes) else b"".join(decrypted)

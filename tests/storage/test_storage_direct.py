@@ -17,6 +17,7 @@ import pytest
 from xsc.node.appkeys import NODE, TOKEN
 from xsc.serve.direct import SocketBody, Stalled, body_socket
 from xsc.storage import Capability
+from xsc.storage.core import erasure
 from xsc.storage.gateway_get import PASSED_ON_AT_ONCE
 
 from tests.support.waiting import eventually_async
@@ -50,6 +51,28 @@ async def test_a_get_of_many_segments_held_here_is_passed_on_by_threads_whole_or
     resp = await store_node.get(f"/v1/store/files/{cap}", headers={"Range": "bytes=10-20"})
     assert await resp.read() == data[10:21]
     assert len(passed_on) == 2
+
+
+async def test_a_get_passed_on_decrypts_into_the_buffers_its_writer_has_passed_on(store_node) -> None:
+    """Once `write` returns, its pieces' buffers are taken again: a get of many segments makes only as many as are in
+    flight at once (K a segment: `depth` queued, one being read, one being written), and its bytes stay exact."""
+    data = os.urandom(60 * SEG + 77)
+    cap = Capability.parse(await put(store_node, data))
+    _, plaintext = await store_node.app[NODE].storage.open(cap)
+    out, buffers = bytearray(), {}  # each buffer by its id, held so that no id is another's later
+
+    def write(pieces, stop) -> None:
+        for piece in pieces:
+            out.extend(piece)
+            buffers[id(piece.obj)] = piece.obj
+
+    try:
+        assert plaintext.take_threads()
+        assert await plaintext.pass_on(write) == len(data)
+    finally:
+        await plaintext.aclose()
+    assert out == data
+    assert len(buffers) <= (store_node.app[NODE].gateway.depth + 2) * erasure.K
 
 
 async def test_gets_passed_on_at_once_are_bounded_and_their_slots_come_back_as_they_close(store_node,

@@ -8,6 +8,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from functools import partial
 
 from ..errors import RangeNotSatisfiable
 from ..heap import give_back
@@ -93,9 +94,10 @@ async def open_file(gateway: GatewayCore, cap: Capability, holders: Mapping[int,
 
     local = None
     if not holders and len(segments) > 1:  # every share is here: the segments can be read off the event loop
-        read = gateway.segment_reader(si, manifest, metas, bad, cipher.decrypt)
+        buffers = _Buffers()
+        read = gateway.segment_reader(si, manifest, metas, bad, partial(cipher.decrypt, buffer=buffers.take))
         local = _Local(lambda index: read(index, order, {}), segments, _Window(skip, length), gateway.depth, finish,
-                       gateway)
+                       gateway, buffers)
     return manifest.size, Plaintext(stream(), readers.values(), local, gateway)
 
 
@@ -125,6 +127,29 @@ class _Window:
         return out
 
 
+class _Buffers:
+    """The buffers a get passed on decrypts its segments into, each taken again once its piece is passed on: a
+    fresh bytearray for every block is zeroed first (7% of the reading thread's CPU), one taken again is not.  As
+    many are made as pieces are in flight at once: K a segment, for the segments `depth` ahead, the one being read
+    and the one being written."""
+
+    def __init__(self) -> None:
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+
+    def take(self, size: int) -> bytearray:
+        try:
+            buffer = self._free.get_nowait()
+        except queue.Empty:
+            return bytearray(size)
+        return buffer if len(buffer) >= size else bytearray(size)
+
+    def reuse(self, pieces: list) -> None:
+        """The buffers of `pieces` (views of them, as `SegmentCipher.decrypt` made them), passed on: free again."""
+        for piece in pieces:
+            if isinstance(piece, memoryview) and isinstance(piece.obj, bytearray):
+                self._free.put(piece.obj)
+
+
 class _Local:
     """A get of shares all held here, passed on (`Plaintext.pass_on`): its segments read and decrypted on a thread of
     its own, `depth` at most ahead of a second that passes them on.  Neither the event loop nor the pool is woken
@@ -133,9 +158,9 @@ class _Local:
     (docs/storage.md, "Speed")."""
 
     def __init__(self, read: Callable[[int], bytes | list], segments: range, window: _Window, depth: int,
-                 finish: Callable[[], Awaitable[None]], gateway: GatewayCore) -> None:
+                 finish: Callable[[], Awaitable[None]], gateway: GatewayCore, buffers: _Buffers) -> None:
         self.read, self.segments, self.window, self.depth, self.finish = read, segments, window, depth, finish
-        self.gateway = gateway
+        self.gateway, self.buffers = gateway, buffers
         self.holds_slot = False  # one of the gateway's `passing_on` slots, taken by `take_slot`, until `release`
 
     def take_slot(self) -> bool:
@@ -163,10 +188,6 @@ class _Local:
                     continue
 
         def reader() -> None:
-            # This thread allocates in a malloc arena of its own (glibc gives each new thread one no other thread
-            # uses): what the pool's arenas keep free for the next segments (heap.KEEP_FREE_UP_TO each, a put's
-            # blocks) would stay beside it until the next trim, ~20 MiB more at a large put's end, so it goes back now.
-            give_back()
             try:
                 for index in self.segments:
                     if stop.is_set():
@@ -179,6 +200,11 @@ class _Local:
 
         def sender() -> None:
             nonlocal passed
+            # The reading thread allocates in a malloc arena of its own (glibc gives each new thread one no other
+            # thread uses): what the pool's arenas keep free for the next segments (heap.KEEP_FREE_UP_TO each, a
+            # put's blocks) would stay beside it until the next trim, ~20 MiB more at a large put's end, so it goes
+            # back now, from this thread, which has nothing to write before the first segment is read.
+            give_back()
             while not stop.is_set():
                 try:
                     pieces = ready.get(timeout=_STOP_CHECK)
@@ -188,6 +214,7 @@ class _Local:
                     return
                 write(pieces, stop)
                 passed += sum(len(p) for p in pieces)
+                self.buffers.reuse(pieces)
 
         try:
             await in_threads(stop, reader, sender)
@@ -220,8 +247,9 @@ class Plaintext:
     async def pass_on(self, write: Callable[[list, threading.Event], None]) -> int:
         """Every piece, in order, handed to `write(pieces, stop)` on a thread of its own while the next segments are
         read and decrypted on another; the bytes passed.  `write` blocks until its pieces are passed on (it gives
-        up, raising, once `stop` is set).  An error of either thread (a segment that cannot be read, a write that
-        fails) stops both and is raised here; cancelled, both are stopped and waited for.  Instead of iterating."""
+        up, raising, once `stop` is set) and keeps no view of them: their buffers are decrypted into again.  An
+        error of either thread (a segment that cannot be read, a write that fails) stops both and is raised here;
+        cancelled, both are stopped and waited for.  Instead of iterating."""
         assert self._local is not None and self._local.holds_slot, "pass_on needs `take_threads` first"
         return await self._local.pass_on(write)
 

@@ -12,7 +12,7 @@ import hashlib
 import os
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ...errors import IntegrityError
 
@@ -76,32 +76,40 @@ class SegmentCipher:
         out[at:at + TAG_BYTES] = encryptor.tag
         return out[:at + TAG_BYTES]
 
-    def decrypt(self, segment: int, ciphertext: bytes | Sequence[bytes | memoryview]
-                ) -> bytes | list[bytearray]:
+    def decrypt(self, segment: int, ciphertext: bytes | Sequence[bytes | memoryview],
+                buffer: Callable[[int], bytearray] | None = None) -> bytes | list[bytearray] | list[memoryview]:
         """The plaintext of a segment's ciphertext; or of the pieces it is made of (erasure.pieces: the data blocks
         as they came), decrypted piece by piece, not joined first, into a buffer of its own for each: a segment's
         ciphertext or plaintext whole is a buffer glibc maps on its own (heap.MMAP_THRESHOLD), faulting in and
-        zeroing each of its pages, where a block's comes from the heap.  Nothing is returned unless the tag holds
+        zeroing each of its pages, where a block's comes from the heap.  `buffer(n)`, if given, hands out each
+        piece's buffer (n bytes at least, one its caller reuses once the piece is passed on: a fresh bytearray is
+        zeroed first), and the pieces are views of those.  Nothing is returned unless the tag holds
         (IntegrityError)."""
         if not isinstance(ciphertext, (bytes, bytearray, memoryview)):
             if len(ciphertext) > 1 and len(ciphertext[-1]) >= TAG_BYTES:
-                return self._decrypt_pieces(segment, ciphertext)
+                return self._decrypt_pieces(segment, ciphertext, buffer)
             ciphertext = b"".join(ciphertext)
         try:
             return self._aead.decrypt(_nonce(segment), ciphertext, None)
         except self._invalid_tag:
             raise IntegrityError(f"segment {segment} failed authentication") from None
 
-    def _decrypt_pieces(self, segment: int, pieces: Sequence[bytes | memoryview]) -> list[bytearray]:
+    def _decrypt_pieces(self, segment: int, pieces: Sequence[bytes | memoryview],
+                        buffer: Callable[[int], bytearray] | None) -> list[bytearray] | list[memoryview]:
         *body, last = (memoryview(p) for p in pieces)
         body.append(last[:-TAG_BYTES])
         decryptor = self._gcm(_nonce(segment), bytes(last[-TAG_BYTES:]))
-        plain: list[bytearray] = []
+        plain: list = []
         for piece in body:
             if len(piece):
-                out = bytearray(len(piece) + _BLOCK - 1)  # update_into's room: a block more than it writes
-                del out[decryptor.update_into(piece, out):]
-                plain.append(out)
+                room = len(piece) + _BLOCK - 1  # update_into's room: a block more than it writes
+                if buffer is None:
+                    out = bytearray(room)
+                    del out[decryptor.update_into(piece, out):]
+                    plain.append(out)
+                else:
+                    out = buffer(room)
+                    plain.append(memoryview(out)[:decryptor.update_into(piece, out)])
         try:
             decryptor.finalize()
         except self._invalid_tag:
