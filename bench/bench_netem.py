@@ -7,14 +7,17 @@ network namespaces (`Devnet(..., network=NetnsNetwork(...))`): first with no del
 packet entering a node's namespace held --delay seconds and dropped with probability --loss (node to node, a
 round trip crosses two namespaces: twice the delay).  In each, once every node knows and has probed every other up:
 a put of --size MiB through node-0 and a get of it (`xsc store put`, `store get` to /dev/null, run in node-0's
-namespace: a user's CLI runs beside its node, which it finds by its data dir), after the raw step it rests on (one
-fresh TCP connection carrying --size MiB from node-1's namespace to node-2's, and one carrying a share's bytes,
-a quarter of it), then a second file of the same size put and got right after it (what a user putting several files in
-a row sees), then --watch seconds more of the
-nodes' ordinary work (probes every 10 s, audits every 10 s here).  Over each run, from every node's
-`GET /v1/health/peers` and `GET /v1/node/status`: failed probes (each one marks the peer down until the next
-succeeds), probes asked again (a challenge without an answer made once more before it counts), audits answered,
-failed and unanswered, repairs started.  `--congestion`: the namespaces' default TCP congestion control (a new
+namespace: a user's CLI runs beside its node, which it finds by its data dir), after the raw steps they rest on:
+one fresh TCP connection carrying --size MiB from node-1's namespace to node-2's, and one carrying a share's bytes,
+a quarter of it (k = 4: each of the six shares is a quarter of the file); the put's, node-0's namespace sending a
+share's bytes to each of the five others' at once, and the get's, four of them each sending one to node-0's at once,
+every stream on a fresh connection (each printed as --size MiB over the seconds it took, beside the put or get:
+what cold TCP carries on that path, with the host's socket buffers); then a second file of the same size put and got
+right after it (what a user putting several files in a row sees), then --watch seconds more of the nodes' ordinary
+work (probes every 10 s, audits every 10 s here).  Over each run, from every node's `GET /v1/health/peers` and
+`GET /v1/node/status`: failed probes (each one marks the peer down until the next succeeds), probes asked again (a
+challenge without an answer made once more before it counts), audits answered, failed and unanswered, repairs
+started.  `--congestion`: the namespaces' default TCP congestion control (a new
 namespace gets the host's, bbr here; most hosts' is loss-based, cubic, and a namespace may be given only those of
 net.ipv4.tcp_allowed_congestion_control, so reno stands for it), what a node's sockets get where it cannot choose
 its own (xsc/net/congestion.py).  Targets (the network row of docs/peers.md): put and get with delay and
