@@ -1,12 +1,12 @@
 """A TCP connection to a peer, raced by a second attempt when the first has not connected within RACE_AFTER.
 
 A connect whose first packet (SYN) or its answer (SYN-ACK) is lost waits the kernel's initial retransmission
-timeout, a second, before either is sent again.  A path losing 1% of packets each way loses one of the two for 2% of
-connects, and a get on a long path opens eight connections to each holder at once (storage/remote.py): about one get
-in three then waits a second more for one range than for the others (docs/peers.md, "Over an emulated wide-area
-network").  A second attempt started after RACE_AFTER, RFC 8305's connection attempt delay, connects in a round trip
-instead; the first of the two to connect is kept, the other closed.  Where a connect takes less than RACE_AFTER (a
-path shorter than 250 ms) only a lost packet starts a second attempt.
+timeout, a second, before either is sent again.  On a path losing 1% of packets each way that is 2% of connects, and
+a get on a long path opens eight connections to each of three or four holders at once (storage/remote.py): about
+two such gets in five (1 - 0.98^24) wait a second more for one range than for the others, as one traced did
+(docs/peers.md, "Over an emulated wide-area network").  A second attempt started after RACE_AFTER, RFC 8305's connection attempt delay, connects in a
+round trip instead; the first of the two to connect is kept, the other closed.  Where a round trip is shorter than
+RACE_AFTER only a lost packet starts a second attempt; on a longer one every connect is made twice.
 
 `dial` makes the connections of net/into.py; `RacingConnector` those of the peer session (aiohttp), which races the
 addresses a name resolves to after its `happy_eyeballs_delay`: each address is given to it twice."""
