@@ -7,14 +7,17 @@ network namespaces (`Devnet(..., network=NetnsNetwork(...))`): first with no del
 packet entering a node's namespace held --delay seconds and dropped with probability --loss (node to node, a
 round trip crosses two namespaces: twice the delay).  In each, once every node knows and has probed every other up:
 a put of --size MiB through node-0 and a get of it (`xsc store put`, `store get` to /dev/null, run in node-0's
-namespace: a user's CLI runs beside its node, which it finds by its data dir), after the raw step it rests on (one
-fresh TCP connection carrying --size MiB from node-1's namespace to node-2's, and one carrying a share's bytes,
-a quarter of it), then a second file of the same size put and got right after it (what a user putting several files in
-a row sees), then --watch seconds more of the
-nodes' ordinary work (probes every 10 s, audits every 10 s here).  Over each run, from every node's
-`GET /v1/health/peers` and `GET /v1/node/status`: failed probes (each one marks the peer down until the next
-succeeds), probes asked again (a challenge without an answer made once more before it counts), audits answered,
-failed and unanswered, repairs started.  `--congestion`: the namespaces' default TCP congestion control (a new
+namespace: a user's CLI runs beside its node, which it finds by its data dir), after the raw steps they rest on:
+one fresh TCP connection carrying --size MiB from node-1's namespace to node-2's, and one carrying a share's bytes,
+a quarter of it (k = 4: each of the six shares is a quarter of the file); the put's, node-0's namespace sending a
+share's bytes to each of the five others' at once, and the get's, four of them each sending one to node-0's at once,
+every stream on a fresh connection (each printed as --size MiB over the seconds it took, beside the put or get:
+what cold TCP carries on that path, with the host's socket buffers); then a second file of the same size put and got
+right after it (what a user putting several files in a row sees), then --watch seconds more of the nodes' ordinary
+work (probes every 10 s, audits every 10 s here).  Over each run, from every node's `GET /v1/health/peers` and
+`GET /v1/node/status`: failed probes (each one marks the peer down until the next succeeds), probes asked again (a
+challenge without an answer made once more before it counts), audits answered, failed and unanswered, repairs
+started.  `--congestion`: the namespaces' default TCP congestion control (a new
 namespace gets the host's, bbr here; most hosts' is loss-based, cubic, and a namespace may be given only those of
 net.ipv4.tcp_allowed_congestion_control, so reno stands for it), what a node's sockets get where it cannot choose
 its own (xsc/net/congestion.py).  Targets (the network row of docs/peers.md): put and get with delay and
@@ -26,15 +29,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from xsc.devnet import Devnet, NodeProcess
+from xsc.netem.delayline import in_namespace
 from xsc.netem.namespaces import NetnsNetwork, check
 
 from .bench_network import _file, _put_get
@@ -62,6 +68,10 @@ class Run:
     repairs_started: int = 0
     raw_mbs: float | None = None  # one fresh TCP stream of --size MiB from node-1's namespace to node-2's
     raw_share_mbs: float | None = None  # the same, of one share's bytes (a quarter of --size)
+    # The raw steps a put and a get rest on, as --size MiB over the seconds they took: node-0's namespace sending a
+    # share's bytes to five holders' at once, and four holders' each sending one to node-0's, on fresh connections.
+    raw_put_mbs: float | None = None
+    raw_get_mbs: float | None = None
     later_put_mbs: float | None = None  # a second file put and got right after the first
     later_get_mbs: float | None = None
 
@@ -97,6 +107,63 @@ def _raw_stream(network: NetnsNetwork, size: int) -> float:
     finally:
         sink.kill()
         sink.wait()
+
+
+def _socket_in(network: NetnsNetwork, index: int) -> socket.socket:
+    """A TCP socket of node `index`'s namespace (a socket stays in the namespace it was made in)."""
+    with in_namespace(network.namespace(index)):
+        return socket.socket()
+
+
+def _raw_fan(network: NetnsNetwork, pairs: list[tuple[int, int]], size: int) -> float:
+    """Seconds until each (sender, receiver) pair of namespaces has carried `size` bytes on a fresh TCP connection
+    of its own, all started at once, and each receiver has said so (as a holder answers a batch)."""
+    listeners, senders = [], []
+    try:
+        for sender, receiver in pairs:
+            listener = _socket_in(network, receiver)
+            listeners.append(listener)
+            listener.bind((network.address(receiver), 0))
+            listener.listen()
+            senders.append(_socket_in(network, sender))
+        start = threading.Barrier(len(pairs) + 1)
+        ended: list[float] = []
+
+        def send(sock: socket.socket, to: tuple[str, int]) -> None:
+            data = b"x" * (1 << 20)
+            start.wait()
+            sock.connect(to)
+            for offset in range(0, size, len(data)):
+                sock.sendall(data[:size - offset])
+            sock.recv(1)
+            ended.append(time.monotonic())
+
+        def receive(listener: socket.socket) -> None:
+            conn, _ = listener.accept()
+            with conn:
+                buffer, left = bytearray(1 << 20), size
+                while left:
+                    got = conn.recv_into(buffer, min(left, len(buffer)))
+                    if not got:
+                        return
+                    left -= got
+                conn.sendall(b"k")
+
+        threads = [threading.Thread(target=receive, args=(listener,)) for listener in listeners]
+        threads += [threading.Thread(target=send, args=(sock, listener.getsockname()))
+                    for sock, listener in zip(senders, listeners)]
+        for thread in threads:
+            thread.start()
+        start.wait()
+        began = time.monotonic()
+        for thread in threads:
+            thread.join(600)
+        if len(ended) != len(pairs):
+            raise SystemExit(f"a raw stream did not end: {len(ended)} of {len(pairs)}")
+        return max(ended) - began
+    finally:
+        for sock in listeners + senders:
+            sock.close()
 
 
 def _get(node: NodeProcess, path: str) -> dict:
@@ -156,13 +223,18 @@ def _measure(root: Path, count: int, delay: float, loss: float, src: Path, later
         size = src.stat().st_size
         run.raw_mbs = _raw_stream(network, size)
         run.raw_share_mbs = _raw_stream(network, size // 4)
+        holders = range(1, count)  # a put of k=4, m=2 sends one share, a quarter of the file, to each of them
+        run.raw_put_mbs = size / _raw_fan(network, [(0, h) for h in holders], size // 4) / 1e6
+        run.raw_get_mbs = size / _raw_fan(network, [(h, 0) for h in holders[:4]], size // 4) / 1e6
         put_s, get_s, _ = _put_get(net.first.data_dir, src, network.exec_prefix(0))  # the CLI beside its node
         run.put_mbs, run.get_mbs = size / put_s / 1e6, size / get_s / 1e6
         put_s, get_s, _ = _put_get(net.first.data_dir, later, network.exec_prefix(0))
         run.later_put_mbs, run.later_get_mbs = size / put_s / 1e6, size / get_s / 1e6
         print(f"delay {delay:g} s, loss {loss:g}: raw TCP node to node {run.raw_mbs:.1f} MB/s (a share's bytes: "
-              f"{run.raw_share_mbs:.1f}), put {run.put_mbs:.1f} MB/s, get {run.get_mbs:.1f} MB/s; a second file right "
-              f"after: put {run.later_put_mbs:.1f}, get {run.later_get_mbs:.1f} MB/s", flush=True)
+              f"{run.raw_share_mbs:.1f}); put {run.put_mbs:.1f} MB/s, its raw step {run.raw_put_mbs:.1f} "
+              f"({run.put_mbs / run.raw_put_mbs:.2f}x); get {run.get_mbs:.1f} MB/s, its raw step {run.raw_get_mbs:.1f} "
+              f"({run.get_mbs / run.raw_get_mbs:.2f}x); a second file right after: put {run.later_put_mbs:.1f}, get "
+              f"{run.later_get_mbs:.1f} MB/s", flush=True)
         time.sleep(watch)  # the nodes' own probes and audits over the stored file: what is measured
         _health(net, run)
     if network.leftovers() or network.delay_line_running():
@@ -200,6 +272,11 @@ def main() -> None:
         report.add(f"{args.size} MiB get, {args.nodes} nodes, {name}", run.get_mbs, "MB/s")
         report.add(f"{args.size} MiB raw TCP stream node to node, {name}", run.raw_mbs, "MB/s")
         report.add(f"{args.size / 4:g} MiB (a share) raw TCP stream node to node, {name}", run.raw_share_mbs, "MB/s")
+        report.add(f"raw step of the put (a share to each of {args.nodes - 1} holders at once), {name}", run.raw_put_mbs,
+                   "MB/s")
+        report.add(f"raw step of the get (a share from each of 4 holders at once), {name}", run.raw_get_mbs, "MB/s")
+        report.add(f"put / its raw step, {name}", run.put_mbs / run.raw_put_mbs, "x")
+        report.add(f"get / its raw step, {name}", run.get_mbs / run.raw_get_mbs, "x")
         report.add(f"probes made, {name}", run.probes, "")
         report.add(f"probes asked again (a challenge without an answer), {name}", run.probes_asked_again, "")
         report.add(f"audits answered, {name}", run.audits_ok, "")
@@ -212,6 +289,8 @@ def main() -> None:
     report.add("raw TCP stream with delay and loss / without", slow.raw_mbs / plain.raw_mbs, "x")
     report.add("put with delay and loss / the raw TCP stream with them", slow.put_mbs / slow.raw_mbs, "x")
     report.add("get with delay and loss / the raw TCP stream with them", slow.get_mbs / slow.raw_mbs, "x")
+    report.add("raw put step with delay and loss / without", slow.raw_put_mbs / plain.raw_put_mbs, "x")
+    report.add("raw get step with delay and loss / without", slow.raw_get_mbs / plain.raw_get_mbs, "x")
     report.add("probes that said down, with delay and loss", slow.probes_failed, "", target=0, op="<=")
     report.add("audits failed or unanswered, with delay and loss", slow.audits_failed + slow.audits_unanswered, "",
                target=0, op="<=")

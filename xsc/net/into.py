@@ -28,7 +28,7 @@ import ssl
 from dataclasses import dataclass, field
 
 from ..units import is_whole_number
-from .congestion import choose
+from .dial import dial
 from .kept import Cut, Unreached
 
 PER_PEER = 32  # connections open to one peer at once, and kept idle (as net/kept.py)
@@ -231,10 +231,11 @@ class Into:
             if answer.transport is not None:
                 answer.transport.close()
         try:
-            transport, answer = await asyncio.get_running_loop().create_connection(_Answer, host, port, ssl=context)
+            sock = await dial(host, port, self.congestion)
+            transport, answer = await asyncio.get_running_loop().create_connection(
+                _Answer, sock=sock, ssl=context, server_hostname=host if context is not None else None)
         except (OSError, ssl.SSLError) as exc:
             raise Unreached(exc) from None
-        choose(transport.get_extra_info("socket"), self.congestion)
         self.opened += 1
         return answer
 
