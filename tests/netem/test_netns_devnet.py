@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,14 +16,11 @@ from xsc.errors import DevnetError, InvalidArgument
 from xsc.netem import namespaces
 from xsc.netem.namespaces import NetnsNetwork
 
+from tests.support.netns import needs_netns
 from tests.support.nodes import run_xsc
 from tests.support.peers import FAST
 from tests.support.waiting import eventually
 
-WHY_NOT = ("not root" if os.geteuid() != 0 else
-           "no `ip` command" if shutil.which("ip") is None else
-           "no `iptables` command (scripts/ci-deps.sh installs it)" if shutil.which("iptables") is None else None)
-needs_netns = pytest.mark.skipif(WHY_NOT is not None, reason=f"namespaced devnets need root, ip and iptables: {WHY_NOT}")
 
 CONNECT_TIME = """
 import socket, sys, time

@@ -4,12 +4,13 @@ A connect whose first packet (SYN) or its answer (SYN-ACK) is lost waits the ker
 timeout, a second, before either is sent again.  On a path losing 1% of packets each way that is 2% of connects, and
 a get on a long path opens eight connections to each of three or four holders at once (storage/remote.py): about
 two such gets in five (1 - 0.98^24) wait a second more for one range than for the others, as one traced did
-(docs/peers.md, "Over an emulated wide-area network").  A second attempt started after RACE_AFTER, RFC 8305's connection attempt delay, connects in a
-round trip instead; the first of the two to connect is kept, the other closed.  Where a round trip is shorter than
-RACE_AFTER only a lost packet starts a second attempt; on a longer one every connect is made twice.
+(docs/peers.md, "Over an emulated wide-area network").  A second attempt started after RACE_AFTER, RFC 8305's
+connection attempt delay, connects in a round trip instead; the first of the two to connect is kept, the other
+closed.  Where a round trip is shorter than RACE_AFTER only a lost packet starts a second attempt; on a longer one
+every connect is made twice.
 
-`dial` makes the connections of net/into.py; `RacingConnector` those of the peer session (aiohttp), which races the
-addresses a name resolves to after its `happy_eyeballs_delay`: each address is given to it twice."""
+`dial` makes the connections of net/into.py (a get's ranges).  The peer session's (aiohttp) are not raced: its
+connector, given an address twice to race, also tried a failed TLS handshake again on the second (docs/peers.md)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import asyncio
 import socket
 
 import aiohappyeyeballs
-import aiohttp
 
 from .congestion import socket_factory
 
@@ -33,14 +33,4 @@ async def dial(host: str, port: int, congestion: str) -> socket.socket:
                                                    socket_factory=socket_factory(congestion))
 
 
-class RacingConnector(aiohttp.TCPConnector):
-    """aiohttp's connector, each connect raced by a second attempt to the same address after RACE_AFTER."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(happy_eyeballs_delay=RACE_AFTER, **kwargs)
-
-    def _convert_hosts_to_addr_infos(self, hosts: list) -> list:  # aiohttp 3.14's, which gives them to the race
-        return [info for info in super()._convert_hosts_to_addr_infos(hosts) for info in (info, info)]
-
-
-__all__ = ["RACE_AFTER", "RacingConnector", "dial"]
+__all__ = ["RACE_AFTER", "dial"]

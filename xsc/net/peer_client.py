@@ -34,7 +34,6 @@ from ..errors import InvalidArgument, PeerError, PeerIdentityMismatch, PeerRefus
 from ..identity import Identity, channel_request, sign_request
 from . import congestion
 from . import tls as peer_tls
-from .dial import RacingConnector
 from .into import MAX_REFUSAL, Into, NotTheAnswer
 from .kept import Cut, Kept, TooLarge, Unreached
 from .traffic import RECEIVED, SENT, Meter, answer_head_bytes
@@ -119,8 +118,8 @@ def _refusal(url: str, method: str, path: str, status: int, body: bytes) -> Peer
 def peer_session(congestion_control: str, meter: Meter) -> aiohttp.ClientSession:
     """The session a node's PeerClient sends on: its connections kept alive KEEPALIVE seconds, at most 32 to one peer
     and 256 in all, their sockets under `congestion_control` where the kernel allows it (xsc/net/congestion.py)."""
-    connector = RacingConnector(limit=256, limit_per_host=32, keepalive_timeout=KEEPALIVE,
-                                socket_factory=congestion.socket_factory(congestion_control))
+    connector = aiohttp.TCPConnector(limit=256, limit_per_host=32, keepalive_timeout=KEEPALIVE,
+                                     socket_factory=congestion.socket_factory(congestion_control))
     return aiohttp.ClientSession(connector=connector, trace_configs=[meter.trace()])
 
 
