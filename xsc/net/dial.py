@@ -25,11 +25,11 @@ RACE_AFTER = 0.25  # seconds before a second attempt races a connect not yet mad
 
 
 async def dial(host: str, port: int, congestion: str) -> socket.socket:
-    """A connected TCP socket to host:port under congestion control `congestion` (congestion.choose); raises
-    OSError when neither attempt connects."""
+    """A connected TCP socket to host:port under congestion control `congestion` (congestion.choose), each address
+    the name resolves to tried twice, in order; raises OSError when no attempt connects."""
     infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    first = infos[0]
-    return await aiohappyeyeballs.start_connection([first, first], happy_eyeballs_delay=RACE_AFTER,
+    return await aiohappyeyeballs.start_connection([info for info in infos for _ in range(2)],
+                                                   happy_eyeballs_delay=RACE_AFTER,
                                                    socket_factory=socket_factory(congestion))
 
 
