@@ -9,8 +9,9 @@ connection attempt delay, connects in a round trip instead; the first of the two
 closed.  Where a round trip is shorter than RACE_AFTER only a lost packet starts a second attempt; on a longer one
 every connect is made twice.
 
-`dial` makes the connections of net/into.py (a get's ranges).  The peer session's (aiohttp) are not raced: its
-connector, given an address twice to race, also tried a failed TLS handshake again on the second (docs/peers.md)."""
+`dial` makes the connections of net/into.py (a get's ranges) and net/kept.py (paid invokes, small puts).  The peer
+session's (aiohttp) are not raced: its connector, given an address twice to race, also tried a failed TLS handshake
+again on the second (docs/peers.md)."""
 
 from __future__ import annotations
 

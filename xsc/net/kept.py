@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from multidict import CIMultiDict
 
 from ..units import is_whole_number
-from .congestion import choose
+from .dial import dial
 
 PER_PEER = 32  # connections open to one peer at once, and kept idle (aiohttp's limit_per_host of the session)
 MAX_HEAD = 64 * 1024  # bytes of status line and headers an answer may have
@@ -103,10 +103,11 @@ class Kept:
                 return reader, writer
             writer.close()
         try:
-            connection = await asyncio.open_connection(host, port, ssl=context, limit=MAX_HEAD)
+            sock = await dial(host, port, self.congestion)
+            connection = await asyncio.open_connection(sock=sock, ssl=context, limit=MAX_HEAD,
+                                                       server_hostname=host if context is not None else None)
         except (OSError, ssl.SSLError) as exc:
             raise Unreached(exc) from None
-        choose(connection[1].get_extra_info("socket"), self.congestion)
         self.opened += 1
         return connection
 
