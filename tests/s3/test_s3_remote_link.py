@@ -96,6 +96,17 @@ async def test_a_small_object_the_node_refuses_raises_its_error(node) -> None:
 
 
 @contextlib.asynccontextmanager
+async def _started(url: str):
+    """A started NodeApi to `url`, closed after."""
+    api = NodeApi(url, "token")
+    await api.start()
+    try:
+        yield api
+    finally:
+        await api.close()
+
+
+@contextlib.asynccontextmanager
 async def _answering(answer: bytes):
     """A NodeApi to a server that reads a request and answers `answer`, then closes the connection."""
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -108,12 +119,10 @@ async def _answering(answer: bytes):
         writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    api = NodeApi(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", "token")
-    await api.start()
     try:
-        yield api
+        async with _started(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}") as api:
+            yield api
     finally:
-        await api.close()
         server.close()
         await server.wait_closed()
 
@@ -143,13 +152,9 @@ async def test_an_answer_cut_or_not_http_is_a_node_not_answering(answer: bytes) 
 async def test_a_node_not_listening_is_a_node_not_answering() -> None:
     async with _answering(b"") as api:
         pass
-    api = NodeApi(api.url, "token")  # the server is gone: its port answers no more
-    await api.start()
-    try:
+    async with _started(api.url) as api:  # the server is gone: its port answers no more
         with pytest.raises(NodeNotRunning, match="is not answering"):
             await api.post_bytes("/v1/s3/objects", b"group")
-    finally:
-        await api.close()
 
 
 async def test_a_node_url_in_https_is_spoken_to_in_tls(tmp_path) -> None:
@@ -157,13 +162,11 @@ async def test_a_node_url_in_https_is_spoken_to_in_tls(tmp_path) -> None:
     # refuses it, rather than plain HTTP sent to a TLS port.
     server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0,
                                         ssl=server_context(Identity.generate(), tmp_path))
-    api = NodeApi(f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}", "token")
-    await api.start()
     try:
-        with pytest.raises(NodeNotRunning, match="CERTIFICATE_VERIFY_FAILED"):
-            await api.post_bytes("/v1/s3/objects", b"group")
+        async with _started(f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}") as api:
+            with pytest.raises(NodeNotRunning, match="CERTIFICATE_VERIFY_FAILED"):
+                await api.post_bytes("/v1/s3/objects", b"group")
     finally:
-        await api.close()
         server.close()
         await server.wait_closed()
     assert NodeApi("https://node.example", "t")._port == 443 and NodeApi("http://node.example", "t")._port == 80
