@@ -254,9 +254,17 @@ def _answer_to_a_put_expecting(gateway, bucket: str, expectation: str) -> bytes:
         sock.sendall(f"PUT /{bucket}/unsigned HTTP/1.1\r\nHost: {where.netloc}\r\nContent-Length: 1000000\r\n"
                      f"Expect: {expectation}\r\n\r\n".encode())
         answer = b""
-        while more := sock.recv(65536):  # the front closes the connection after its answer
+        while not _whole(answer) and (more := sock.recv(65536)):
             answer += more
     return answer
+
+
+def _whole(answer: bytes) -> bool:
+    """Whether `answer` holds a response's head and as much body as its Content-Length says.  (The front closes
+    the connection after such an answer only once it has waited a while for the body it refused.)"""
+    head, blank, body = answer.partition(b"\r\n\r\n")
+    lengths = [line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    return bool(blank) and len(lengths) == 1 and len(body) >= int(lengths[0])
 
 
 def test_an_unsigned_put_with_expect_100_continue_is_refused_before_continue(gateway, bucket) -> None:
