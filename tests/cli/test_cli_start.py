@@ -1,11 +1,17 @@
-"""What `xsc store get` loads as it starts.  A get's time counts from its process's start, and each module
-imported is milliseconds of it: the modules a get does not use stay out of its process."""
+"""What `xsc store get` and `xsc store put` load.  A get's or a put's time counts from its process's start to its
+end, and each module imported is milliseconds of it: the modules a command does not use stay out of its process."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+
+import pytest
+
+from xsc.cli import output
+from xsc.ledger.core import model as ledger_model
 
 # The real CLI in a process of its own that, at exit, writes to stderr how many objects the collector was told to
 # leave alone, and the names of the modules it loaded.
@@ -27,6 +33,10 @@ NOT_FOR_A_GET = {
     "encodings.idna",  # a str host name's encoding, done by getaddrinfo
     "xsc.node", "xsc.storage.core.crypto", "xsc.cli.compute", "xsc.cli.market", "xsc.cli.ledger",
 }
+
+# What a put does without: the node's ledger package (and the asyncio, cryptography and plyvel its import brings),
+# whose rendering of credits alone it prints (cli/output.py, format_credits).
+NOT_FOR_A_PUT = {"xsc.ledger", "xsc.cli.ledger", "asyncio", "cryptography", "plyvel"}
 
 
 def _run(args: list[str]) -> tuple[subprocess.CompletedProcess, int, set[str]]:
@@ -53,6 +63,22 @@ def test_a_get_starts_without_the_modules_it_does_not_use(thread_node, tmp_path)
     assert got.returncode == 0, got.stderr.decode()
     assert target.read_bytes() == data
     assert not NOT_FOR_A_GET & loaded, sorted(NOT_FOR_A_GET & loaded)
+
+
+def test_a_put_prints_what_its_lease_costs_without_importing_the_ledger(thread_node, tmp_path) -> None:
+    node = thread_node()
+    source = tmp_path / "in.bin"
+    source.write_bytes(os.urandom(70_000))
+    put, _, loaded = _run(["--data-dir", str(node.data_dir), "store", "put", str(source)])
+    assert put.returncode == 0, put.stderr.decode()
+    assert put.stdout.decode().strip().startswith("xsc:chk:")
+    assert re.search(r"the lease costs \d+\.\d{6} credits at ", put.stderr.decode()), put.stderr.decode()
+    assert not NOT_FOR_A_PUT & loaded, sorted(NOT_FOR_A_PUT & loaded)
+
+
+@pytest.mark.parametrize("micro", [0, 1, 999_999, 1_000_000, 12_345_678, -1, -1_000_001])
+def test_the_cli_renders_credits_as_the_ledger_does(micro) -> None:
+    assert output.format_credits(micro) == ledger_model.format_credits(micro)
 
 
 def test_a_command_leaves_what_it_made_to_the_system_at_exit_and_still_ends_whole(thread_node, tmp_path) -> None:

@@ -8,18 +8,11 @@ from urllib.parse import quote
 import click
 
 from .. import codec
-from .output import emit_json, json_option, key_values, wide_option
-
-
-def _credits(micro: int) -> str:
-    # Same exact decimal rendering as xsc.ledger.format_credits, without importing the ledger package.
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(micro), 1_000_000)
-    return f"{sign}{whole}.{frac:06d}"
+from .output import emit_json, format_credits, json_option, key_values, wide_option
 
 
 def _signed(micro: int) -> str:
-    return ("+" if micro > 0 else "") + _credits(micro)
+    return ("+" if micro > 0 else "") + format_credits(micro)
 
 
 def _time(seconds: int) -> str:
@@ -54,18 +47,18 @@ def balance(obj, account: str, as_json: bool) -> None:
     """Show an account's balance and how much more it can spend."""
     info = obj.client().request("GET", f"/v1/ledger/accounts/{quote(account, safe='')}")
     if info.get("low"):
-        click.echo(f"xsc: warning: low balance: {_credits(info['available'])} credits left to spend, below "
-                   f"{info.get('low_balance_percent', '?')}% of the {_credits(info['credit_limit'])} credit limit "
-                   "(earn credit by providing storage or compute)", err=True)
+        click.echo(f"xsc: warning: low balance: {format_credits(info['available'])} credits left to spend, below "
+                   f"{info.get('low_balance_percent', '?')}% of the {format_credits(info['credit_limit'])} credit "
+                   "limit (earn credit by providing storage or compute)", err=True)
     if as_json:
         emit_json(info)
         return
     key_values([
         ("account", info["account"] + (f" ({info['role']})" if info.get("role") else "")),
-        ("balance", f"{_credits(info['balance'])} credits"),
-        ("credit limit", f"{_credits(info['credit_limit'])} credits"),
-        *([("held", f"{_credits(info['held'])} credits (for work not settled yet)")] if info.get("held") else []),
-        ("available", f"{_credits(info['available'])} credits"),
+        ("balance", f"{format_credits(info['balance'])} credits"),
+        ("credit limit", f"{format_credits(info['credit_limit'])} credits"),
+        *([("held", f"{format_credits(info['held'])} credits (for work not settled yet)")] if info.get("held") else []),
+        ("available", f"{format_credits(info['available'])} credits"),
         ("entries", info["seq"]),
         ("forked", "YES: this account equivocated" if info["forked"] else "no"),
     ])
@@ -104,7 +97,8 @@ def history(obj, limit: int, account: str, expand: bool, wide: bool, as_json: bo
     _table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"), Col("counterparty", keep=True),
             Col("credits", right=True, keep=True), Col("usage", wrap=12, drop=1), Col("job", keep=True, drop=3),
             Col("entry", keep=True)], rows,
-           title=f"account {info['account']['account']} — balance {_credits(info['account']['balance'])}", wide=wide)
+           title=f"account {info['account']['account']} — balance {format_credits(info['account']['balance'])}",
+           wide=wide)
     hidden = max(0, info["account"]["seq"] - len(entries)) if info["account"].get("seq") else 0
     if hidden:
         click.echo(f"{hidden} older entr{'y' if hidden == 1 else 'ies'} not shown (show more with --limit N)")
@@ -132,7 +126,7 @@ def show(obj, entry: str, as_json: bool) -> None:
         ("prev", e["prev"]),
         ("payer", e["payer"]),
         ("payee", e["payee"]),
-        ("amount", f"{_credits(e['amount'])} credits (cap {_credits(e['cap'])})"),
+        ("amount", f"{format_credits(e['amount'])} credits (cap {format_credits(e['cap'])})"),
         ("usage", _usage(e["usage"])),
         ("job", e["job"]),
         ("settled", f"{_time(e['settled_at'])} UTC (authorization expires {_time(e['expires_at'])} UTC)"),
@@ -157,7 +151,7 @@ def verify(obj, as_json: bool) -> None:
         rate = report["entries"] / report["seconds"] if report["seconds"] else 0
         click.echo(f"checked {report['entries']} entries in {report['accounts']} chains, "
                    f"{report['signatures']} signatures, in {report['seconds']:.2f} s ({rate:,.0f} entries/s); "
-                   f"balances sum to {_credits(report['balance_sum'])}, {report['open_transfers']} transfer(s) "
+                   f"balances sum to {format_credits(report['balance_sum'])}, {report['open_transfers']} transfer(s) "
                    f"with the other half held elsewhere")
         for violation in report["violations"]:
             click.echo(f"violation: {violation['text']}")
@@ -199,7 +193,7 @@ def accounts(obj, as_json: bool) -> None:
     # Plain lines, not a table: account ids must stay whole to be copied.
     click.echo(f"{'role':<7} {'account':<52} {'balance':>18} {'entries':>8}  forked")
     for a in info["accounts"]:
-        click.echo(f"{a['role'] or '-':<7} {a['account']:<52} {_credits(a['balance']):>18} {a['seq']:>8}  "
+        click.echo(f"{a['role'] or '-':<7} {a['account']:<52} {format_credits(a['balance']):>18} {a['seq']:>8}  "
                    f"{'YES' if a['forked'] else 'no'}")
 
 
@@ -218,7 +212,7 @@ def prepay(obj, node_id: str, amount: str, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    click.echo(f"prepaid {_credits(info['amount'])} credits to {info['node']} (entry {info['entry'][:16]})")
+    click.echo(f"prepaid {format_credits(info['amount'])} credits to {info['node']} (entry {info['entry'][:16]})")
 
 
 @ledger.command()
@@ -234,5 +228,5 @@ def trust(obj, as_json: bool) -> None:
         click.echo("no peer has a trust line here yet")
         return
     _table(["peer", "paid", "used", "credit", "available"],
-           [(x["peer"], _credits(x["paid"]), _credits(x["used"]), _credits(x["credit"]), _credits(x["available"]))
+           [(x["peer"], *(format_credits(x[k]) for k in ("paid", "used", "credit", "available")))
             for x in info["lines"]], title="trust lines")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from .. import codec
-from .output import emit_json, json_option, table
+from .output import emit_json, format_credits, json_option, table
 
 
 @click.group()
@@ -146,9 +146,7 @@ def users(obj, as_json: bool) -> None:
     if as_json:
         emit_json(found)
         return
-    from .ledger import _credits
-
-    table(["user", "account", "balance", "pays"], [(u["user"], u["account"], _credits(u["balance"]), u["pays"])
+    table(["user", "account", "balance", "pays"], [(u["user"], u["account"], format_credits(u["balance"]), u["pays"])
                                                     for u in found])
 
 
@@ -161,7 +159,6 @@ def fund(obj, user: str, amount: str, as_json: bool) -> None:
     """Move CREDITS from the node's account to USER's, which pays for what USER puts through the front."""
     from urllib.parse import quote
 
-    from .ledger import _credits
     from .market import _micro_credits
 
     info = obj.client().request("POST", f"/v1/s3/accounts/{quote(user, safe='')}/fund",
@@ -169,7 +166,7 @@ def fund(obj, user: str, amount: str, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    click.echo(f"{user}'s account {info['account'][:16]}… now holds {_credits(info['balance'])} credits")
+    click.echo(f"{user}'s account {info['account'][:16]}… now holds {format_credits(info['balance'])} credits")
 
 
 @s3.command("export-index")

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import click
 
 from ..errors import BadRequest, InvalidArgument
-from .output import Col, emit_json, json_option, prose, table, terminal_width, wide_option
+from .output import Col, emit_json, format_credits, json_option, prose, table, terminal_width, wide_option
 
 
 def _cap_path(cap: str, suffix: str = "") -> str:
@@ -100,8 +100,6 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
     if as_json:
         emit_json(result)
         return
-    from ..ledger import format_credits
-
     prose(f"stored {result['size']} bytes in {result['segments']} segment(s); {result['placement_note']}; "
           f"the lease costs {format_credits(result['cost'])} credits at "
           f"{'/'.join(sorted({str(p) for p in result['prices']}))} micro-credits per GiB-hour, "
@@ -334,7 +332,5 @@ def renew(obj, cap: str, duration: str | None, wide: bool, as_json: bool) -> Non
         raise PeerError(f"{len(result['renewed'])} of 6 shares renewed; not renewed: "
                         + "; ".join(f"node {node[:12]}…: {why}" for node, why in failed.items()),
                         hint="retry when those nodes are back, or `xsc store repair` the file first")
-    from ..ledger import format_credits
-
     prose(f"every share's lease ends at {_expiry(result['lease_expiry'])} or later; the extension costs "
           f"{format_credits(result.get('cost', 0))} credits, paid to the holders as they hold it")
