@@ -1,4 +1,4 @@
-"""Parsing and formatting of sizes and durations given by users."""
+"""Parsing and formatting of sizes, durations and amounts of credits shown to users."""
 
 from __future__ import annotations
 
@@ -60,3 +60,10 @@ def format_size(n: int) -> str:
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def format_credits(micro: int) -> str:
+    """Micro-credits as an exact decimal number of credits (no float ever touches money)."""
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), 1_000_000)
+    return f"{sign}{whole}.{frac:06d}"

@@ -8,7 +8,8 @@ from urllib.parse import quote
 import click
 
 from .. import codec
-from .output import emit_json, format_credits, json_option, key_values, wide_option
+from ..units import format_credits
+from .output import emit_json, json_option, key_values, wide_option
 
 
 def _signed(micro: int) -> str:

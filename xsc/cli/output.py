@@ -20,15 +20,6 @@ EXIT_USAGE = 2
 VERBOSE = False  # `xsc --verbose`: an error's details follow its one line
 
 
-def format_credits(micro: int) -> str:
-    """Micro-credits as an exact decimal number of credits, as xsc.ledger's format_credits renders them, without
-    importing the ledger package: its import (asyncio, cryptography, plyvel and the ledger's store) is ~40 ms of the
-    command that prints an amount, a put's among them, after its answer has come."""
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(micro), 1_000_000)
-    return f"{sign}{whole}.{frac:06d}"
-
-
 def usage_message(exc: click.UsageError) -> str:
     """A usage error in one or two short lines: what is wrong, then the usage and where help is."""
     message = exc.format_message()

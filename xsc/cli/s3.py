@@ -6,7 +6,8 @@ from __future__ import annotations
 import click
 
 from .. import codec
-from .output import emit_json, format_credits, json_option, table
+from ..units import format_credits
+from .output import emit_json, json_option, table
 
 
 @click.group()

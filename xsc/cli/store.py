@@ -11,7 +11,8 @@ from urllib.parse import quote
 import click
 
 from ..errors import BadRequest, InvalidArgument
-from .output import Col, emit_json, format_credits, json_option, prose, table, terminal_width, wide_option
+from ..units import format_credits, parse_duration
+from .output import Col, emit_json, json_option, prose, table, terminal_width, wide_option
 
 
 def _cap_path(cap: str, suffix: str = "") -> str:
@@ -46,7 +47,6 @@ def _duration(text: str | None) -> int | None:
     if text is None:
         return None
     from ..storage.core.leases import DURATION_HINT, check_duration
-    from ..units import parse_duration
 
     try:
         return check_duration(parse_duration(text))

@@ -28,7 +28,7 @@ from typing import Union
 
 from ...errors import InvalidEntry
 from ...identity import public_id
-from ...units import is_whole_number
+from ...units import format_credits, is_whole_number
 
 TAG_AUTHORIZATION = b"xsc/ledger/authorization/1\n"
 TAG_RECEIPT = b"xsc/ledger/receipt/1\n"
@@ -405,13 +405,6 @@ def parse_tab_job(job: str) -> tuple[int, str] | None:
         return None
     count, _, root = job[len(TAB_JOB_PREFIX):].partition(":")
     return (int(count), root) if is_whole_number(count) and len(root) == 64 else None
-
-
-def format_credits(micro: int) -> str:
-    """Micro-credits as an exact decimal number of credits (no float ever touches money)."""
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(micro), 1_000_000)
-    return f"{sign}{whole}.{frac:06d}"
 
 
 # --- making signed records (the key holder's side) --------------------------------
