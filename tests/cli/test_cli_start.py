@@ -26,6 +26,7 @@ NOT_FOR_A_GET = {
     "tomllib",  # the config file, read only when the data dir has no node.url
     "shutil", "textwrap",  # the terminal's width and wrapping, for output to a terminal
     "encodings.idna",  # a str host name's encoding, done by getaddrinfo
+    "xsc.codec", "orjson", "json",  # JSON: a get's body is none, and the node's refusal is read only if it comes
     "xsc.node", "xsc.storage.core.crypto", "xsc.cli.compute", "xsc.cli.market", "xsc.cli.ledger",
 }
 

@@ -9,7 +9,6 @@ from typing import Any, Iterable, Sequence
 
 import click
 
-from .. import codec
 from ..errors import XscError
 from ..units import is_whole_number
 
@@ -47,6 +46,8 @@ def run_cli(group: click.Group, args: Sequence[str] | None = None) -> None:
         hint = f" ({exc.hint})" if exc.hint else ""
         click.echo(f"xsc: error: {exc.message}{hint}", err=True)
         if VERBOSE and exc.details:
+            from .. import codec
+
             click.echo(codec.text(exc.details, indent=2, sort_keys=True), err=True)
         sys.exit(EXIT_ERROR)
     except BrokenPipeError:
@@ -58,6 +59,8 @@ def run_cli(group: click.Group, args: Sequence[str] | None = None) -> None:
 
 
 def emit_json(value: Any) -> None:
+    from .. import codec  # imported here, as in client/sync.py: a get prints no JSON
+
     click.echo(codec.text(value, indent=2, sort_keys=True))
 
 

@@ -20,11 +20,12 @@ import unicodedata
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
 from urllib.parse import urlencode, urlsplit
 
-from .. import codec
 from .. import errors
 
 if TYPE_CHECKING:  # imported where used: a get (open_body) does without it and its ssl, ~10 ms of the CLI's start
     import http.client
+# xsc.codec, with the orjson and json it loads (~3 ms of the CLI's start), is imported where a JSON body is read or
+# sent: a get's body is none.
 
 CHUNK = 1024 * 1024
 SENDFILE_CHUNK = 4 * CHUNK  # a put's file is sent by sendfile(2) this much at a time, its progress told after each
@@ -59,6 +60,8 @@ def printable(text: Any) -> Any:
 
 def error_from_problem(status: int, body: bytes) -> errors.XscError:
     """Rebuild the node's error from its problem body, so the CLI maps it like a local one (its texts printable)."""
+    from .. import codec
+
     try:
         problem = codec.loads(body)
         code, detail = problem["code"], printable(problem["detail"])
@@ -148,6 +151,8 @@ class NodeClient:
 
     def request(self, method: str, path: str, *, json_body: Any = None, query: dict[str, Any] | None = None,
                 body: bytes | None = None, content_type: str | None = None) -> Any:
+        from .. import codec
+
         headers = {}
         if json_body is not None:
             body = codec.dumps(json_body)
@@ -194,6 +199,8 @@ class NodeClient:
             data = response.read()
         finally:
             conn.close()
+        from .. import codec
+
         return codec.loads(data)
 
     def post_stream(self, path: str, chunks: Iterator[bytes], content_type: str) -> Any:
@@ -203,6 +210,8 @@ class NodeClient:
             data = response.read()
         finally:
             conn.close()
+        from .. import codec
+
         return codec.loads(data)
 
     def download(self, path: str, *, query: dict[str, Any] | None = None) -> "Download":

@@ -11,7 +11,6 @@ import binascii
 from dataclasses import dataclass
 from functools import cached_property
 
-from ...codec import base32
 from ...errors import InvalidCapability
 from .erasure import K, M
 from ...units import is_whole_number
@@ -44,6 +43,8 @@ class Capability:
     @cached_property
     def text(self) -> str:
         """The capability as users hold it (made once: a put writes it in its record and answers it)."""
+        from ...codec import base32  # here: xsc.codec loads orjson and json, which a get's parse does without
+
         return f"{PREFIX}{base32(self.key)}:{base32(self.manifest_hash)}:{self.k}:{self.m}:{self.size}"
 
     @property
