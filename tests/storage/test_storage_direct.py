@@ -18,7 +18,7 @@ from xsc.node.appkeys import NODE, TOKEN
 from xsc.serve.direct import SocketBody, Stalled, body_socket
 from xsc.storage import Capability
 from xsc.storage.core import erasure
-from xsc.storage.gateway_get import PASSED_ON_AT_ONCE
+from xsc.storage.gateway_get import GROUPED, PASSED_ON_AT_ONCE
 
 from tests.support.waiting import eventually_async
 
@@ -55,7 +55,8 @@ async def test_a_get_of_many_segments_held_here_is_passed_on_by_threads_whole_or
 
 async def test_a_get_passed_on_decrypts_into_the_buffers_its_writer_has_passed_on(store_node) -> None:
     """Once `write` returns, its pieces' buffers are taken again: a get of many segments makes only as many as are in
-    flight at once (K a segment: `depth` queued, one being read, one being written), and its bytes stay exact."""
+    flight at once (K a segment: the groups of GROUPED segments queued, one being read, one being written), and its
+    bytes stay exact."""
     data = os.urandom(60 * SEG + 77)
     cap = Capability.parse(await put(store_node, data))
     _, plaintext = await store_node.app[NODE].storage.open(cap)
@@ -72,7 +73,8 @@ async def test_a_get_passed_on_decrypts_into_the_buffers_its_writer_has_passed_o
     finally:
         await plaintext.aclose()
     assert out == data
-    assert len(buffers) <= (store_node.app[NODE].gateway.depth + 2) * erasure.K
+    queued = max(1, store_node.app[NODE].gateway.depth // GROUPED)
+    assert len(buffers) <= (queued + 2) * GROUPED * erasure.K
 
 
 async def test_gets_passed_on_at_once_are_bounded_and_their_slots_come_back_as_they_close(store_node,

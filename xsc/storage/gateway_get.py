@@ -130,8 +130,8 @@ class _Window:
 class _Buffers:
     """The buffers a get passed on decrypts its segments into, each taken again once its piece is passed on: a
     fresh bytearray for every block is zeroed first (7% of the reading thread's CPU), one taken again is not.  As
-    many are made as pieces are in flight at once: K a segment, for the segments `depth` ahead, the one being read
-    and the one being written."""
+    many are made as pieces are in flight at once: K a segment, for the groups of segments (`GROUPED`) queued, the one
+    being read and the one being written."""
 
     def __init__(self) -> None:
         self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
@@ -152,10 +152,10 @@ class _Buffers:
 
 class _Local:
     """A get of shares all held here, passed on (`Plaintext.pass_on`): its segments read and decrypted on a thread of
-    its own, `depth` at most ahead of a second that passes them on.  Neither the event loop nor the pool is woken
-    for a segment, and the two threads take the GIL in long turns: iterated on the loop, each segment read in the
-    pool and written by the loop, the same get costs about 1.7x the CPU, much of it in the switches between threads
-    (docs/storage.md, "Speed")."""
+    its own and handed, GROUPED at a time, to a second that passes them on, `depth` segments at most ahead of it (in
+    whole groups, one at least).  Neither the event loop nor the pool is woken for a segment, and the two threads take
+    the GIL in long turns: iterated on the loop, each segment read in the pool and written by the loop, the same get
+    costs about 1.7x the CPU, much of it in the switches between threads (docs/storage.md, "Speed")."""
 
     def __init__(self, read: Callable[[int], bytes | list], segments: range, window: _Window, depth: int,
                  finish: Callable[[], Awaitable[None]], gateway: GatewayCore, buffers: _Buffers) -> None:
@@ -176,7 +176,8 @@ class _Local:
             self.holds_slot = False
 
     async def pass_on(self, write: Callable[[list, threading.Event], None]) -> int:
-        ready: queue.Queue = queue.Queue(self.depth)  # decrypted segments' pieces in order; None after the last
+        # Decrypted segments' pieces in order, GROUPED segments an item (the last may hold fewer); None after the last.
+        ready: queue.Queue = queue.Queue(max(1, self.depth // GROUPED))
         stop = threading.Event()
         passed = 0
 
@@ -189,10 +190,14 @@ class _Local:
 
         def reader() -> None:
             try:
-                for index in self.segments:
+                group: list = []
+                for n, index in enumerate(self.segments, 1):
                     if stop.is_set():
                         return
-                    put(self.window.cut(self.read(index)))
+                    group += self.window.cut(self.read(index))
+                    if n % GROUPED == 0 or n == len(self.segments):
+                        put(group)
+                        group = []
             except BaseException:
                 stop.set()  # the sender passes on nothing more
                 raise
@@ -223,6 +228,10 @@ class _Local:
         return passed
 
 
+# Segments a get passed on hands from its reading thread to its writing thread at once: each hand-off wakes the writer,
+# which then takes the GIL from the reader, and one a segment cost the node about a quarter more CPU a get; eight were
+# slower than four (docs/storage.md, "Speed").
+GROUPED = 4
 _STOP_CHECK = 0.2  # seconds a thread of a get passed on waits before it looks whether the get was stopped
 
 
