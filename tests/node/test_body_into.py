@@ -24,9 +24,11 @@ class _Server:
     def __init__(self) -> None:
         self.refused: list[BaseException] = []
         self.refusal = asyncio.Event()
+        self.reading = asyncio.Event()  # a handler is in read_into: the connection is its protocol's
 
     async def parts(self, request: web.Request) -> web.Response:
         lengths = [int(n) for n in request.query["lengths"].split(",")]
+        self.reading.set()  # read_into takes the connection before it first waits, so before any waiter wakes
         try:
             parts = await read_into(request, lengths, float(request.query.get("seconds", 30)))
         except (BodyCut, BodyLate) as refused:
@@ -117,6 +119,7 @@ async def test_a_body_cut_short_is_refused_and_the_server_goes_on(server) -> Non
     request = _put(body, LENGTHS)
     writer.write(request[:len(request) - 50_000])
     await writer.drain()
+    await asyncio.wait_for(server.reading.wait(), 30)  # cut once the body is being read into its parts
     writer.close()
     await asyncio.wait_for(server.refusal.wait(), 30)
     assert isinstance(server.refused[0], BodyCut)
