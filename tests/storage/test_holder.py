@@ -23,7 +23,7 @@ from xsc.storage.holder_client import RemoteHolder
 from xsc.storage.core.wire import check_audit, proof_sides
 from xsc.storage import holder as holder_module
 from xsc.storage.holder import IDLE_TIMEOUT
-from xsc.storage.core.wire import block_lengths, split_blocks
+from xsc.storage.core.wire import block_lengths, body_parts, split_blocks
 from xsc.storage.core import layout
 from xsc.storage.core.manifest import decode_manifest
 from xsc.storage.core.merkle import block_hash, proof
@@ -389,6 +389,16 @@ def test_a_run_of_blocks_splits_back_exactly(size: int, segment_size: int, data)
     chunks = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)])]
     assert split_blocks(chunks, size, segment_size, first) == blocks
     assert all(a is b for a, b in zip(split_blocks(blocks, size, segment_size, first), blocks))
+    # A body read into the parts body_parts names is its blocks, each passed on as the buffer it was read into; what
+    # follows the share's last block (a commit's JSON), or a block cut short, is one part more
+    assert body_parts(size, segment_size, first, sum(lengths)) == lengths
+    read = [bytearray(block) for block in blocks]
+    assert all(a is b for a, b in zip(split_blocks(read, size, segment_size, first), read))
+    if first + n == count:
+        assert body_parts(size, segment_size, first, sum(lengths) + 7) == [*lengths, 7]
+    else:
+        assert body_parts(size, segment_size, first, sum(lengths) + 1) == [*lengths, 1]
+    assert body_parts(size, segment_size, count, 5) == [5]  # past the last segment: one part, which split refuses
     cut = data.draw(st.integers(1, sum(lengths) - 1)) if sum(lengths) > 1 else None
     if cut is not None and cut not in {sum(lengths[:i]) for i in range(1, n)}:
         with pytest.raises(BadRequest, match="split"):

@@ -22,6 +22,7 @@ from xsc.storage import holder as holder_module
 from xsc.storage.core.leases import MAX_DURATION
 
 from tests.support.shares import DEAL_PRICE, EncodedFile, lease, place, refused
+from tests.support.waiting import eventually_async
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -137,11 +138,63 @@ async def test_a_slow_body_is_cut_off_and_memory_stays_bounded(holder_node, stra
 
     path = f"/v1/peer/uploads/{upload}/segments/0"
     headers = sign_request(stranger.client.identity, "PUT", path, body, receiver=peers.identity.id)
+    headers["Content-Length"] = str(len(body))  # its length said, its bytes trickled
     async with stranger.client.session.put(peers.url + path, data=trickle(), headers=headers,
                                            ssl=False) as response:  # TLS pinning is not the subject here
         answer = await response.json(content_type=None)
     assert response.status == 408 and answer["code"] == "body-timeout"
     assert shares._buffered == 0 and not shares._bodies
+
+
+async def test_a_segments_body_of_unsaid_length_is_refused_before_it_is_read(holder_node, stranger) -> None:
+    """A body's length is checked against the bound before anything is allocated for it: a chunked one, whose length
+    only its end tells, is refused, and the upload goes on."""
+    shares = holder_node.app[NODE].share_holder
+    f = EncodedFile(3 * 4096)
+    upload = await stranger.begin(f.si, 0, f.size, f.segment_size, lease())
+    peers = holder_node.app[NODE].peers
+
+    async def chunked():
+        yield f.blocks[0][0]
+
+    from xsc.identity import sign_request
+
+    path = f"/v1/peer/uploads/{upload}/segments/0"
+    headers = sign_request(stranger.client.identity, "PUT", path, f.blocks[0][0], receiver=peers.identity.id)
+    async with stranger.client.session.put(peers.url + path, data=chunked(), headers=headers,
+                                           ssl=False) as response:  # TLS pinning is not the subject here
+        answer = await response.json(content_type=None)
+    assert response.status == 400 and "Content-Length" in answer["detail"]
+    assert shares._buffered == 0 and not shares._bodies
+    await stranger.put_segments(upload, 0, [f.blocks[0][0]])  # the upload goes on
+    assert shares.get(upload, stranger.client.identity.public_key).next_segment == 1
+
+
+async def test_a_segments_body_cut_short_leaves_the_upload_as_it_was(holder_node, stranger) -> None:
+    """A body whose connection ends within it stages nothing and frees its room; the same segment then comes whole."""
+    from xsc.identity import sign_request
+    from yarl import URL
+
+    shares = holder_node.app[NODE].share_holder
+    f = EncodedFile(3 * 4096)
+    upload = await stranger.begin(f.si, 0, f.size, f.segment_size, lease())
+    peers = holder_node.app[NODE].peers
+    body = b"".join(f.blocks[i][0] for i in range(3))
+    path = f"/v1/peer/uploads/{upload}/segments/0"
+    headers = sign_request(stranger.client.identity, "PUT", path, body, receiver=peers.identity.id)
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    url = URL(peers.url)
+    reader, writer = await asyncio.open_connection(url.host, url.port)  # plaintext on loopback: signed
+    writer.write(f"PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode()
+                 + body[:len(body) // 2])
+    await writer.drain()
+    incoming = shares.get(upload, stranger.client.identity.public_key)
+    await eventually_async(lambda: incoming.receiving == 1, "the body being read")
+    writer.close()
+    await eventually_async(lambda: incoming.receiving == 0 and shares._buffered == 0, "the cut body let go")
+    assert incoming.next_segment == 0 and not shares._bodies
+    await stranger.put_segments(upload, 0, [f.blocks[i][0] for i in range(3)])
+    assert incoming.next_segment == 3
 
 
 async def test_a_share_nobody_pays_for_is_not_kept_for_free(holder_node, stranger) -> None:

@@ -6,15 +6,17 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+from typing import Callable
 
 from aiohttp import web
 
-from ...errors import BadRequestSignature, BodyTimeout, PayloadTooLarge, XscError
+from ...errors import BadRequest, BadRequestSignature, BodyTimeout, PayloadTooLarge, XscError
 from ...identity import body_digest
+from ...serve.body import BodyLate, read_into
 from ...storage.holder import MIN_UPLOAD_RATE
 from ...storage.locate import LOCATE_PATH, parse_locate
-from ...storage.core.wire import (DAMAGE_PATH, WHOLE_MAX_BODY, WHOLE_PATH, parse_count, parse_damage_report,
-                                  parse_share, parse_storage_index, parse_whole_shares)
+from ...storage.core.wire import (DAMAGE_PATH, WHOLE_MAX_BODY, WHOLE_PATH, body_parts, parse_count,
+                                  parse_damage_report, parse_share, parse_storage_index, parse_whole_shares)
 from ...tasks import in_pool
 from .. import peer_auth
 from ..appkeys import CPU_POOL, METRICS, NODE
@@ -36,33 +38,30 @@ def _target(request: web.Request) -> tuple[bytes, int]:
     return parse_storage_index(request.match_info["si"]), parse_share(request.match_info["share"])
 
 
-async def _read_signed_chunks(request: web.Request, limit: int) -> list[bytes]:
-    """The body of a @streams_body handler as the chunks it arrived in, at most limit bytes, checked against its signed
-    digest (if signed), read within a deadline (a body that trickles in is cut off, not waited for).  Kept as they came
-    (a segments body is cut into blocks straight from them): gathering them first would copy the body once more."""
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"the body is {request.content_length} bytes; at most {limit} are accepted here",
-                              limit=limit)
-    chunks: list[bytes] = []
-    received = 0
+async def _read_signed(request: web.Request, limit: int, parts: Callable[[int], list[int]] = lambda n: [n] if n else []
+                       ) -> list[bytearray]:
+    """The body of a @streams_body handler, at most limit bytes, read straight into the parts `parts(its length)`
+    cuts it into (xsc/serve/body.py), checked against its signed digest (if signed), within a deadline (a body that
+    trickles in is cut off, not waited for).  Its length must be said first: nothing is allocated for a body before
+    its length is checked against the bound."""
+    length = request.content_length
+    if length is None:
+        raise BadRequest("a peer request's body must have a Content-Length", hint="send it whole, not chunked")
+    if length > limit:
+        raise PayloadTooLarge(f"the body is {length} bytes; at most {limit} are accepted here", limit=limit)
     seconds = BODY_SECONDS + limit / MIN_UPLOAD_RATE
     try:
-        async with asyncio.timeout(seconds):
-            async for chunk in request.content.iter_any():
-                chunks.append(chunk)
-                received += len(chunk)
-                if received > limit:
-                    raise PayloadTooLarge(f"the body is longer than the {limit} bytes accepted here", limit=limit)
-    except TimeoutError:
+        body = await read_into(request, parts(length), seconds)
+    except BodyLate as late:
         raise BodyTimeout(f"the body did not arrive within {seconds:.0f} s", hint="send faster, or less at once",
-                          received=received) from None
+                          received=late.received) from None
     if peer_auth.signed(request).channel:
-        return chunks  # proven by its connection (node/peer_auth.py): no digest to check
-    digest = await in_pool(request.app[CPU_POOL], body_digest, chunks)
+        return body  # proven by its connection (node/peer_auth.py): no digest to check
+    digest = await in_pool(request.app[CPU_POOL], body_digest, body)
     if not hmac.compare_digest(digest, peer_auth.signed(request).digest):
         raise BadRequestSignature("the request body does not match its signed digest",
                                   hint="sign the exact bytes sent")
-    return chunks
+    return body
 
 
 @routes.post("/v1/peer/shares/{si}/{share}/uploads")
@@ -81,7 +80,7 @@ async def place_whole_shares(request: web.Request) -> web.Response:
     what was placed and what was refused (and why), so one refusal costs the others nothing."""
     holder, sender, sender_id = request.app[NODE].share_holder, _sender(request), peer_auth.peer_id(request)
     async with holder.sender_room(sender, min(WHOLE_MAX_BODY, request.content_length or WHOLE_MAX_BODY)):
-        shares = parse_whole_shares(b"".join(await _read_signed_chunks(request, WHOLE_MAX_BODY)))
+        shares = parse_whole_shares(b"".join(await _read_signed(request, WHOLE_MAX_BODY)))
         placed = await asyncio.gather(*(holder.place_whole(sender, sender_id, w.si, w.share, w.terms, w.block)
                                         for w in shares), return_exceptions=True)
     answers, metrics = [], request.app[METRICS]
@@ -106,10 +105,11 @@ async def put_segments(request: web.Request) -> web.Response:
     last = "commit" in request.query  # the share's last blocks, then the commit (wire.py): one round trip less
     limit = holder.put_limit(incoming) + (holder.commit_limit(incoming) if last else 0)
     async with holder.body_room(incoming, min(limit, request.content_length or limit)):
-        chunks = await _read_signed_chunks(request, limit)
+        blocks = await _read_signed(request, limit, lambda length: body_parts(incoming.size, incoming.segment_size,
+                                                                              first, length))
         if last:
-            return json_response(_placed(await holder.put_last(incoming, first, chunks)))
-        following = await holder.put(incoming, first, chunks)
+            return json_response(_placed(await holder.put_last(incoming, first, blocks)))
+        following = await holder.put(incoming, first, blocks)
     return json_response({"next_segment": following, "segment_count": incoming.segment_count})
 
 
@@ -119,7 +119,7 @@ async def commit_upload(request: web.Request) -> web.Response:
     holder = request.app[NODE].share_holder
     incoming = holder.get(request.match_info["upload"], _sender(request))
     try:
-        raw = b"".join(await _read_signed_chunks(request, holder.commit_limit(incoming)))
+        raw = b"".join(await _read_signed(request, holder.commit_limit(incoming)))
         body = json_object(raw, 'send {"block_hashes": [...], "manifest": hex}')
     except BadRequestSignature:
         raise  # not provably from the uploader: its upload stays as it was

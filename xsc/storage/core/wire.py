@@ -139,6 +139,22 @@ def block_lengths(size: int, segment_size: int, first: int, count: int) -> list[
             for i in range(first, first + count)]
 
 
+def body_parts(size: int, segment_size: int, first: int, length: int) -> list[int]:
+    """The parts a segments body of `length` bytes is read into, one buffer each: the share's blocks of segments
+    first, first+1, ... while they fit (at most to its last segment), then what is left, if any (the commit's JSON
+    after a share's last blocks; else bytes that `split_blocks` refuses).  The whole body in one part when `first`
+    is past the share's last segment."""
+    count = layout.segment_count(size, segment_size)
+    full = layout.segment_block_length(segment_size)  # every block's but the last segment's
+    whole = max(0, min(count - 1 - first, length // full))
+    parts, left = [full] * whole, length - whole * full
+    last = block_lengths(size, segment_size, count - 1, 1)[0]
+    if first + whole == count - 1 and last <= left:
+        parts.append(last)
+        left -= last
+    return parts + [left] if left else parts
+
+
 def cut_commit(chunks: Sequence[bytes], blocks_length: int) -> tuple[list[bytes | memoryview], bytes]:
     """(the chunks of the blocks, the commit's JSON) of a body of a share's last blocks followed by its commit: the
     first `blocks_length` bytes are the blocks (kept as the chunks they arrived in), the rest the JSON."""
@@ -161,11 +177,11 @@ def cut_commit(chunks: Sequence[bytes], blocks_length: int) -> tuple[list[bytes 
     return blocks, b"".join(tail)
 
 
-def split_blocks(body: bytes | bytearray | memoryview | Sequence[bytes], size: int, segment_size: int,
-                 first: int) -> list[bytes]:
-    """Cut a body (or the chunks it arrived in, one after the other) into the share's blocks of segments first,
-    first+1, ...; it must split exactly.  Each block is copied once out of the chunks, or not at all when it is one
-    whole chunk."""
+def split_blocks(body: bytes | bytearray | memoryview | Sequence[bytes | bytearray], size: int, segment_size: int,
+                 first: int) -> list[bytes | bytearray]:
+    """Cut a body (or the parts it was read into, one after the other) into the share's blocks of segments first,
+    first+1, ...; it must split exactly.  Each block is copied once out of the parts, or not at all when it is one
+    whole part (`body_parts`: a segments body read into its blocks)."""
     chunks = [body] if isinstance(body, (bytes, bytearray, memoryview)) else body
     views = [memoryview(chunk).cast("B") for chunk in chunks if len(chunk)]
     length_of_body = sum(len(view) for view in views)
@@ -194,7 +210,7 @@ def split_blocks(body: bytes | bytearray | memoryview | Sequence[bytes], size: i
             if start == len(view):
                 chunk, start = chunk + 1, 0
         whole = pieces[0].obj if len(pieces) == 1 and len(pieces[0]) == len(pieces[0].obj) else None
-        blocks.append(whole if type(whole) is bytes else b"".join(pieces))
+        blocks.append(whole if type(whole) in (bytes, bytearray) else b"".join(pieces))
         offset += length
         segment += 1
     return blocks
