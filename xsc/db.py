@@ -155,6 +155,11 @@ class Database:
         return self._free() < 2 * max(self._reserve_size(), self._need())
 
     @property
+    def in_use(self) -> int:
+        """The calls, iterators and snapshots in use now: a reopen waits until none is."""
+        return self._active
+
+    @property
     def closed(self) -> bool:
         return self._db.closed
 

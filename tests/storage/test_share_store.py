@@ -13,6 +13,7 @@ import plyvel
 import pytest
 
 from xsc import codec, keys
+from xsc.db import open_database
 from xsc.node import DB
 from xsc.storage import Capability
 from xsc.errors import StorageFull, UploadNotFound
@@ -312,5 +313,34 @@ def test_a_segment_written_in_part_is_deleted_with_the_rest_of_its_upload(tmp_pa
         else:
             assert ShareStore(db, 1 << 30).recover() == 1
         assert list(db.iterator()) == []
+    finally:
+        db.close()
+
+
+def test_a_block_reader_reads_what_get_block_does_and_lets_go_of_the_database_once_released(tmp_path) -> None:
+    """Blocks read through one iterator (share_store.BlockReader) in any order: the next share of a segment, one
+    sought behind or ahead, one missing (and the block after it), past the file's last block and again after;
+    never a block of the file whose keys follow this one's."""
+    db = open_database(tmp_path / "db")
+    try:
+        store = ShareStore(db, 1 << 30)
+        after = SI[:-1] + bytes([SI[-1] + 1])  # its blocks sort right after SI's
+        for segment in range(3):
+            for share in range(6):
+                if (share, segment) not in ((2, 1), (5, 2)):
+                    db.put(keys.block(SI, share, segment), bytes([share, segment]) * 50)
+                db.put(keys.block(after, share, segment), b"not this file's")
+        wanted = [(s, 0) for s in range(4)] + [(s, 1) for s in (0, 1, 2, 3, 4)] + [(5, 0), (3, 2), (5, 2), (0, 3),
+                                                                               (4, 2), (1, 1), (5, 2)]
+        with store.block_reader(SI) as blocks:
+            got = [blocks.get(share, segment) for share, segment in wanted]
+            assert blocks.get(0, 0) == bytes([0, 0]) * 50 and db.in_use == 1  # its iterator
+            blocks.release()
+            assert db.in_use == 0
+            assert blocks.get(0, 2) == bytes([0, 2]) * 50 and db.in_use == 1  # made again
+        assert db.in_use == 0
+        assert got == [store.get_block(SI, share, segment) for share, segment in wanted]
+        assert got[6] is None and got[7] == bytes([3, 1]) * 50 and got[11] is None
+        assert got[-4:] == [None, bytes([4, 2]) * 50, bytes([1, 1]) * 50, None]
     finally:
         db.close()

@@ -18,6 +18,7 @@ from xsc.node.appkeys import NODE, TOKEN
 from xsc.serve.direct import SocketBody, Stalled, body_socket
 from xsc.storage import Capability
 from xsc.storage.core import erasure
+from xsc.storage import gateway_get
 from xsc.storage.gateway_get import GROUPED, PASSED_ON_AT_ONCE
 
 from tests.support.waiting import eventually_async
@@ -120,7 +121,7 @@ async def test_damage_found_mid_stream_cuts_the_connection_and_is_reported(store
         check = await (await store_node.get(f"/v1/store/files/{cap}/check")).json()
         return [s["share"] for s in check["shares"] if s["status"] == "corrupt"] == [0, 1, 2]
     await eventually_async(reported, "shares 0, 1, 2 reported corrupt")
-    assert passed_on == [-1]
+    assert passed_on == [-1] and store.db.in_use == 0  # the reading thread's iterator released as it failed
     other = os.urandom(3 * SEG)
     assert await (await store_node.get(f"/v1/store/files/{await put(store_node, other)}")).read() == other
 
@@ -151,8 +152,46 @@ async def test_a_client_gone_mid_get_stops_both_threads(store_node, passed_on) -
         return _get_threads() == []
     await eventually_async(ended, "the get's threads ended")
     await eventually_async(lambda: passed_on == [-1], "the get's handler done")
+    assert app[NODE].gateway.store.db.in_use == 0  # the reading thread's iterator released as it stopped
     resp = await store_node.get(f"/v1/store/files/{cap}")
     assert resp.status == 200 and await resp.read() == data
+
+
+async def test_a_get_passed_on_lets_go_of_the_database_while_its_client_takes_nothing(node_factory,
+                                                                                  monkeypatch) -> None:
+    """Its reading thread reads the blocks through one iterator (share_store.BlockReader), which a reopen of the
+    database waits for: released while that thread waits for the writer, whose client takes nothing, and when the
+    get ends."""
+    monkeypatch.setattr(gateway_get, "HELD_FOR", 1 << 30)  # released only for want of room ahead
+    node = await node_factory(storage={"segment_size": 256 * 1024, "capacity": 64 * 1024 * 1024})
+    data = os.urandom(24 * 1024 * 1024)  # more than the sockets hold: the node's writer waits for room
+    cap = await put(node, data)
+    db, storage = node.app[NODE].gateway.store.db, node.app[NODE].storage
+    go_on = threading.Event()
+
+    def get_after_a_while() -> bytes:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the node's writer finds the socket full
+            sock.settimeout(30)
+            sock.connect((node.host, node.port))
+            sock.sendall(f"GET /v1/store/files/{cap} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                         f"Authorization: Bearer {node.app[TOKEN]}\r\n\r\n".encode())
+            answer = bytearray(sock.recv(4096))
+            go_on.wait(30)
+            while chunk := sock.recv(1 << 20):
+                answer += chunk
+            return bytes(answer)
+
+    answer = asyncio.get_running_loop().run_in_executor(None, get_after_a_while)
+    try:
+        await eventually_async(lambda: storage.status()["gets"]["passed_on"] == 1 and db.in_use == 0,
+                               "the database let go of while the get waits for its client")
+    finally:
+        go_on.set()
+    head, body = (await answer).split(b"\r\n\r\n", 1)
+    assert b" 200 " in head and body == data
+    await eventually_async(lambda: _get_threads() == [], "the get's threads ended")
+    assert db.in_use == 0
 
 
 async def test_a_client_that_reads_nothing_after_the_headers_is_cut_once_idle_timeout_passes(node_factory,

@@ -33,7 +33,20 @@ async def ranged(node_factory):
         reads.append(segment)
         return real(si, share, segment)
 
+    def counting_reader(si):  # a get passed on reads through one (share_store.BlockReader)
+        reader = real_reader(si)
+        get = reader.get
+
+        def counted(share, segment):
+            reads.append(segment)
+            return get(share, segment)
+
+        reader.get = counted
+        return reader
+
+    real_reader = store.block_reader
     store.get_block = counting
+    store.block_reader = counting_reader
     return client, cap, data, reads
 
 

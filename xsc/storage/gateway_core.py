@@ -25,7 +25,7 @@ from .remote import (SEND_AHEAD_LONG, SEND_BATCH, Holder, RemoteShareReader, Rem
                      summarise_refusals)
 from .publisher import Publisher
 from .put_budget import PutBudget
-from .share_store import ShareMeta, ShareStore
+from .share_store import BlockReader, ShareMeta, ShareStore
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +168,11 @@ class GatewayCore:
 
     def segment_blocks(self, si: bytes, manifest: Manifest, metas: dict[int, ShareMeta], order: list[int],
                        index: int, bad: list[tuple[int, int]], fetched: Mapping[int, bytes | None] | None = None,
-                       hash_local: bool = True) -> tuple[dict[int, bytes], int]:
+                       hash_local: bool = True, stored: BlockReader | None = None) -> tuple[dict[int, bytes], int]:
         """K verified blocks of one segment (share -> block), and the length of its ciphertext.
 
-        Blocks of shares in `fetched` came from other nodes; the others are read here.  `hash_local=False`: the
+        Blocks of shares in `fetched` came from other nodes; the others are read here (through `stored`, a reader
+        of this file's blocks its caller holds across segments, if given).  `hash_local=False`: the
         caller authenticates the ciphertext (segment_source's `finish`), so a block read here is taken unhashed
         when it has its exact length and the segment has no padding: then every byte of it is in the ciphertext."""
         plain_len = layout.plaintext_length(manifest.size, manifest.segment_size, index)
@@ -181,7 +182,10 @@ class GatewayCore:
         blocks: dict[int, bytes] = {}
         for s in order:
             here = not (fetched and s in fetched)
-            block = self.store.get_block(si, s, index) if here else fetched[s]
+            if not here:
+                block = fetched[s]
+            else:
+                block = self.store.get_block(si, s, index) if stored is None else stored.get(s, index)
             if block is None or not (trusted and here and len(block) == size) \
                     and block_hash(block) != metas[s].block_hashes[index]:
                 bad.append((s, index))
@@ -258,11 +262,11 @@ class GatewayCore:
         return manifest, metas, order, bad
 
     def segment_reader(self, si: bytes, manifest: Manifest, metas: dict[int, ShareMeta], bad: list[tuple[int, int]],
-                       finish: Callable[[int, list], bytes] | None = None
-                       ) -> Callable[[int, list[int], Mapping[int, bytes | None]], bytes]:
+                       finish: Callable[[int, list], bytes] | None = None) -> Callable[..., bytes]:
         """A blocking function giving one segment's ciphertext (or `finish(index, pieces)`: the ciphertext as
         erasure.pieces gives it, the data blocks as they came, which `finish` reads without joining), from the
-        shares in `usable`, in order (`fetched`: the blocks that came from other nodes; the others are read here).
+        shares in `usable`, in order (`fetched`: the blocks that came from other nodes; the others are read here,
+        through `stored` if given: see segment_blocks).
 
         `finish` authenticates the ciphertext (AES-GCM: it raises IntegrityError when the tag fails), so the blocks
         read here are not hashed first: every block was hashed as it was written (a put hashes what it writes, a
@@ -271,19 +275,20 @@ class GatewayCore:
         block hashed, so the bad ones are found, reported and rebuilt from the other shares as ever
         (docs/storage.md, "Get")."""
 
-        def work(index: int, usable: list[int], fetched: Mapping[int, bytes | None]) -> bytes:
+        def work(index: int, usable: list[int], fetched: Mapping[int, bytes | None],
+                 stored: BlockReader | None = None) -> bytes:
             if finish is None:
                 return self.fetch_segment(si, manifest, metas, usable, index, bad, fetched)
             seen: list[tuple[int, int]] = []  # the blocks found missing or bad, kept if the tag holds
             try:
                 return finish(index, erasure.pieces(*self.segment_blocks(si, manifest, metas, usable, index, seen,
-                                                                         fetched, hash_local=False)))
+                                                                         fetched, False, stored)))
             except IntegrityError:
                 seen.clear()
                 with self._counting:
                     self.tag_failures += 1
                 return finish(index, erasure.pieces(*self.segment_blocks(si, manifest, metas, usable, index, bad,
-                                                                         fetched)))
+                                                                         fetched, True, stored)))
             finally:
                 bad.extend(seen)
 

@@ -19,6 +19,7 @@ from .core.crypto import SegmentCipher
 from .gateway_core import GatewayCore
 from .core.manifest import Manifest
 from .remote import Holder, RemoteShareReader
+from .share_store import BlockReader
 
 
 def _segments_of(manifest: Manifest, byte_range: tuple[int, int] | None) -> tuple[range, int, int]:
@@ -96,8 +97,9 @@ async def open_file(gateway: GatewayCore, cap: Capability, holders: Mapping[int,
     if not holders and len(segments) > 1:  # every share is here: the segments can be read off the event loop
         buffers = _Buffers()
         read = gateway.segment_reader(si, manifest, metas, bad, partial(cipher.decrypt, buffer=buffers.take))
-        local = _Local(lambda index: read(index, order, {}), segments, _Window(skip, length), gateway.depth, finish,
-                       gateway, buffers)
+        stored = gateway.store.block_reader(si)
+        local = _Local(lambda index: read(index, order, {}, stored), segments, _Window(skip, length), gateway.depth,
+                       finish, gateway, buffers, stored)
     return manifest.size, Plaintext(stream(), readers.values(), local, gateway)
 
 
@@ -155,12 +157,17 @@ class _Local:
     its own and handed, GROUPED at a time, to a second that passes them on, `depth` segments at most ahead of it (in
     whole groups, one at least).  Neither the event loop nor the pool is woken for a segment, and the two threads take
     the GIL in long turns: iterated on the loop, each segment read in the pool and written by the loop, the same get
-    costs about 1.7x the CPU, much of it in the switches between threads (docs/storage.md, "Speed")."""
+    costs about 1.7x the CPU, much of it in the switches between threads (docs/storage.md, "Speed").
+
+    The reading thread reads the blocks through one iterator (`stored`, a share_store.BlockReader: a copy of each
+    block fewer than a get of it), held across segments: released whenever that thread would wait for the writing
+    one, after every HELD_FOR segments (a reopen of the database waits for it) and when the get ends."""
 
     def __init__(self, read: Callable[[int], bytes | list], segments: range, window: _Window, depth: int,
-                 finish: Callable[[], Awaitable[None]], gateway: GatewayCore, buffers: _Buffers) -> None:
+                 finish: Callable[[], Awaitable[None]], gateway: GatewayCore, buffers: _Buffers,
+                 stored: BlockReader) -> None:
         self.read, self.segments, self.window, self.depth, self.finish = read, segments, window, depth, finish
-        self.gateway, self.buffers = gateway, buffers
+        self.gateway, self.buffers, self.stored = gateway, buffers, stored
         self.holds_slot = False  # one of the gateway's `passing_on` slots, taken by `take_slot`, until `release`
 
     def take_slot(self) -> bool:
@@ -188,6 +195,15 @@ class _Local:
                 except queue.Full:
                     continue
 
+        def hand_off(group: list, n: int) -> None:
+            if n % HELD_FOR == 0:
+                self.stored.release()
+            try:
+                ready.put_nowait(group)
+            except queue.Full:
+                self.stored.release()  # a client that takes nothing would keep it as long as it stays connected
+                put(group)
+
         def reader() -> None:
             try:
                 group: list = []
@@ -196,11 +212,13 @@ class _Local:
                         return
                     group += self.window.cut(self.read(index))
                     if n % GROUPED == 0 or n == len(self.segments):
-                        put(group)
+                        hand_off(group, n)
                         group = []
             except BaseException:
                 stop.set()  # the sender passes on nothing more
                 raise
+            finally:
+                self.stored.release()
             put(None)
 
         def sender() -> None:
@@ -232,6 +250,8 @@ class _Local:
 # which then takes the GIL from the reader, and one a segment cost the node about a quarter more CPU a get; eight were
 # slower than four (docs/storage.md, "Speed").
 GROUPED = 4
+# Segments a get passed on reads through one iterator at most (`_Local`): a reopen of the database waits that long.
+HELD_FOR = 4 * GROUPED
 _STOP_CHECK = 0.2  # seconds a thread of a get passed on waits before it looks whether the get was stopped
 
 

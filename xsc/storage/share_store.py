@@ -139,6 +139,54 @@ class Publication:
         return out
 
 
+class BlockReader:
+    """Blocks of one file read through one LevelDB iterator, made at the first `get` and held until `release` (or
+    the end of a `with` block); a `get` after that makes another.  `get` is `ShareStore.get_block` with one copy of
+    each block fewer: LevelDB's get copies a block out of its table (mapped, so that is a read of the page cache)
+    into a string of its own, which plyvel copies again into bytes, where its iterator points into the table and
+    plyvel's copy is the only one.  Blocks sort by segment, then share (keys.py): the next share of the segment just
+    read is the iterator's next entry, any other block is sought.  Making an iterator, with its first seek, costs
+    about what a segment's extra copies do, so a reader pays where it is held across segments.
+
+    The iterator holds LevelDB's view of the moment it was made, and a reopen of the database (db.py) waits until it
+    is released: its holder releases it before it waits for anything."""
+
+    def __init__(self, db: Database, si: bytes) -> None:
+        self._db, self._si = db, si
+        self._it: Any = None  # closes itself once it has passed the file's last block
+        self._next: bytes | None = None  # the key the iterator is at: the next share's after each block read
+
+    def get(self, share: int, segment: int) -> bytes | None:
+        """The block, or None where there is none."""
+        key = keys.block(self._si, share, segment)
+        if self._it is None:
+            self._it = self._db.iterator(prefix=keys.blocks_of(self._si), fill_cache=False)
+            self._next = None
+        if key != self._next:
+            self._it.seek(key)
+        try:
+            found, block = next(self._it)
+        except StopIteration:  # past the file's last block
+            self._it = None
+            return None
+        if found != key:  # missing: `found` is a later block, and the iterator is past it
+            self._next = None
+            return None
+        self._next = keys.block(self._si, share + 1, segment) if share < 255 else None
+        return block
+
+    def release(self) -> None:
+        if self._it is not None:
+            self._it.close()
+            self._it = None
+
+    def __enter__(self) -> BlockReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class ShareStore:
     def __init__(self, db: Database, capacity: int) -> None:
         self.db = db
@@ -341,6 +389,10 @@ class ShareStore:
     def get_block(self, si: bytes, share: int, segment: int) -> bytes | None:
         # Blocks are read once per get: caching them would only evict the index and metadata.
         return self.db.get(keys.block(si, share, segment), fill_cache=False)
+
+    def block_reader(self, si: bytes) -> BlockReader:
+        """Several blocks of one file, read through one LevelDB iterator (`BlockReader`: release it when done)."""
+        return BlockReader(self.db, si)
 
     def file_record(self, si: bytes) -> dict | None:
         raw = self.db.get(keys.file(si))
