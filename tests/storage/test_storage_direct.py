@@ -157,6 +157,17 @@ async def test_a_client_gone_mid_get_stops_both_threads(store_node, passed_on) -
     assert resp.status == 200 and await resp.read() == data
 
 
+def _get_on_a_narrow_socket(node, cap: str) -> socket.socket:
+    """A connection that has asked for the file and holds little of its answer: the node's writer finds it full."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(30)
+    sock.connect((node.host, node.port))
+    sock.sendall(f"GET /v1/store/files/{cap} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 f"Authorization: Bearer {node.app[TOKEN]}\r\n\r\n".encode())
+    return sock
+
+
 async def test_a_get_passed_on_lets_go_of_the_database_while_its_client_takes_nothing(node_factory,
                                                                                   monkeypatch) -> None:
     """Its reading thread reads the blocks through one iterator (share_store.BlockReader), which a reopen of the
@@ -170,12 +181,7 @@ async def test_a_get_passed_on_lets_go_of_the_database_while_its_client_takes_no
     go_on = threading.Event()
 
     def get_after_a_while() -> bytes:
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the node's writer finds the socket full
-            sock.settimeout(30)
-            sock.connect((node.host, node.port))
-            sock.sendall(f"GET /v1/store/files/{cap} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                         f"Authorization: Bearer {node.app[TOKEN]}\r\n\r\n".encode())
+        with _get_on_a_narrow_socket(node, cap) as sock:
             answer = bytearray(sock.recv(4096))
             go_on.wait(30)
             while chunk := sock.recv(1 << 20):
@@ -203,12 +209,7 @@ async def test_a_client_that_reads_nothing_after_the_headers_is_cut_once_idle_ti
     storage = node.app[NODE].storage
 
     def get_and_stall() -> int:
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the node's writer finds the socket full
-            sock.settimeout(30)
-            sock.connect((node.host, node.port))
-            sock.sendall(f"GET /v1/store/files/{cap} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
-                         f"{node.app[TOKEN]}\r\n\r\n".encode())
+        with _get_on_a_narrow_socket(node, cap) as sock:
             head = sock.recv(64)
             assert b" 200 " in head
             while storage.status()["gets"]["open"]:  # connected, reading nothing, until the node gives up on it
