@@ -128,7 +128,7 @@ async def _answering(answer: bytes):
 
 
 async def test_an_answer_over_the_bound_is_refused_before_it_is_read(monkeypatch) -> None:
-    monkeypatch.setattr(aio, "MAX_POSTED_ANSWER", 1000)
+    monkeypatch.setattr(aio, "MAX_ANSWER", 1000)
     async with _answering(b"HTTP/1.1 201 Created\r\nContent-Length: 1001\r\n\r\n") as api:
         with pytest.raises(XscError, match="more than 1,000 bytes"):
             await api.post_bytes("/v1/s3/objects", b"group")

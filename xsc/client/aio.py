@@ -26,12 +26,9 @@ import aiohttp
 from .. import codec
 from ..errors import NodeNotRunning, NotFound, XscError
 from ..net.kept import Cut, Kept, TooLarge, Unreached
-from .sync import EXPECT_ABOVE, NodeBody, error_from_problem, open_body
+from .sync import EXPECT_ABOVE, MAX_ANSWER, MAX_PROBLEM, NodeBody, error_from_problem, open_body
 
 CHUNK = 1024 * 1024
-# Bytes of the node's answer to `post_bytes`.  A group's answer names the files each of its objects made garbage: for
-# an overwritten object of 10,000 parts, every part's capability.
-MAX_POSTED_ANSWER = 256 * 1024 * 1024
 
 
 class NodeApi:
@@ -67,9 +64,16 @@ class NodeApi:
 
     async def _raise_for(self, response: aiohttp.ClientResponse) -> None:
         if response.status >= 400:
-            body = await response.read()
-            response.release()
+            body = await _read_at_most(response, MAX_PROBLEM)
+            response.close()  # what is left of a longer body is not read
             raise error_from_problem(response.status, body)
+
+    async def _answer(self, response: aiohttp.ClientResponse, what: str) -> Any:
+        """The node's JSON answer (None for an empty one), of at most MAX_ANSWER bytes."""
+        data = await _read_at_most(response, MAX_ANSWER + 1)
+        if len(data) > MAX_ANSWER:
+            raise _too_large(what)
+        return codec.loads(data) if data.strip() else None
 
     def _down(self, exc: Exception) -> NodeNotRunning:
         return NodeNotRunning(f"the node at {self.url} is not answering: {exc}", hint="start it: xsc node start")
@@ -82,7 +86,7 @@ class NodeApi:
             async with self.session.request(method, self.url + path, params=params, data=data,
                                             headers=headers) as response:
                 await self._raise_for(response)
-                return await response.json(content_type=None)
+                return await self._answer(response, f"{method} {path}")
         except XscError:
             raise
         except (aiohttp.ClientError, OSError) as exc:
@@ -90,16 +94,16 @@ class NodeApi:
 
     async def post_bytes(self, path: str, data: bytes, params: dict[str, str] | None = None) -> Any:
         """A POST of `data` (a path of the API's, already encoded) on the client's own kept-alive connections; the
-        node's JSON answer, of at most MAX_POSTED_ANSWER bytes.  Its refusal raises its XscError."""
+        node's JSON answer, of at most MAX_ANSWER bytes.  Its refusal raises its XscError."""
         target = f"{path}?{urlencode(params, quote_via=quote)}" if params else path
         head = (f"POST {target} HTTP/1.1\r\nHost: {self._authority}\r\n"
                 f"Authorization: {self._headers['Authorization']}\r\nContent-Type: application/octet-stream\r\n"
                 f"Content-Length: {len(data)}\r\n\r\n").encode()
         try:
             status, _, answer = await self._kept.request(self._host, self._port, self._tls, head, data, timeout=None,
-                                                         max_size=MAX_POSTED_ANSWER)
+                                                         max_size=MAX_ANSWER)
         except TooLarge:
-            raise XscError(f"the node answered POST {path} with more than {MAX_POSTED_ANSWER:,} bytes") from None
+            raise _too_large(f"POST {path}") from None
         except (Unreached, Cut) as failed:
             raise self._down(failed.cause) from None
         if status >= 400:
@@ -133,7 +137,7 @@ class NodeApi:
                 await self._raise_for(response)
                 if source_error:
                     raise source_error[0]
-                return await response.json(content_type=None)
+                return await self._answer(response, "POST /v1/store/files")
         except XscError:
             if source_error:
                 raise source_error[0] from None
@@ -194,3 +198,16 @@ class FileStream:
 
     async def aclose(self) -> None:
         self._response.release()  # its connection goes back to the pool only if the body was read to its end
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body of `response` as far as `limit` bytes: what a body says of its length is not trusted."""
+    data = bytearray()
+    while len(data) < limit and (chunk := await response.content.read(limit - len(data))):
+        data += chunk
+    return bytes(data)
+
+
+def _too_large(what: str) -> XscError:
+    return XscError(f"the node answered {what} with more than {MAX_ANSWER:,} bytes",
+                    hint="check that the node's URL names an XSC node")

@@ -35,6 +35,11 @@ SENDFILE_CHUNK = 4 * CHUNK  # a put's file is sent by sendfile(2) this much at a
 EXPECT_ABOVE = 1024 * 1024
 SPLICE = hasattr(os, "splice")  # Linux: a large body is passed on by splice(2)
 ANSWER_TIMEOUT = 300.0  # seconds `open_body` waits for the node's answer to begin
+# Bytes of the node's answers read at most, whoever runs the node (`--node` may name another's): a JSON answer (a
+# listing of many files; a group's answer naming the files its objects made garbage) and a problem body (past it,
+# the body is cut, and an error of its status said instead).
+MAX_ANSWER = 256 * 1024 * 1024
+MAX_PROBLEM = 64 * 1024
 _PIPE_SIZE = 1024 * 1024  # asked of the kernel for splice's pipe (it may give less: fs.pipe-max-size)
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
@@ -75,6 +80,15 @@ def error_from_problem(status: int, body: bytes) -> errors.XscError:
     err = cls(detail, hint=hint, **extra)
     err.code = code
     return err
+
+
+def read_answer(response: http.client.HTTPResponse, what: str) -> bytes:
+    """The body of `response`, or an XscError if it is longer than MAX_ANSWER (read no further than a byte past it)."""
+    data = response.read(MAX_ANSWER + 1)
+    if len(data) > MAX_ANSWER:
+        raise errors.XscError(f"the node answered {what} with more than {MAX_ANSWER:,} bytes",
+                              hint="check that --node (or the data dir) names an XSC node")
+    return data
 
 
 class NodeClient:
@@ -119,7 +133,7 @@ class NodeClient:
             raise errors.NodeNotRunning(f"cannot reach the node at {self.url}: {errors.connection_reason(exc)}",
                                         hint=f"is it running? {self._start_hint.replace('start one', 'start it')}") from None
         if response.status >= 400:
-            data = response.read()
+            data = response.read(MAX_PROBLEM)
             conn.close()
             raise error_from_problem(response.status, data)
         return conn, response
@@ -161,7 +175,7 @@ class NodeClient:
             headers["Content-Type"] = content_type
         conn, response = self._send(method, path, body, headers, query)
         try:
-            data = response.read()
+            data = read_answer(response, f"{method} {path}")
         finally:
             conn.close()
         if response.headers.get_content_type().endswith("json"):
@@ -196,7 +210,7 @@ class NodeClient:
             conn, response = (self._send_expecting(path, send, headers, query) if size > EXPECT_ABOVE
                               else self._send("POST", path, chunks(), headers, query))
         try:
-            data = response.read()
+            data = read_answer(response, f"POST {path}")
         finally:
             conn.close()
         from .. import codec
@@ -207,7 +221,7 @@ class NodeClient:
         """POST a body of unknown length (chunked), as it is produced; the JSON answer."""
         conn, response = self._send("POST", path, chunks, {"Content-Type": content_type}, None, encode_chunked=True)
         try:
-            data = response.read()
+            data = read_answer(response, f"POST {path}")
         finally:
             conn.close()
         from .. import codec
@@ -216,7 +230,7 @@ class NodeClient:
 
     def download(self, path: str, *, query: dict[str, Any] | None = None) -> "Download":
         conn, response = self._send("GET", path, query=query)
-        return Download(conn, response)
+        return Download(conn, response, f"GET {path}")
 
     def open_body(self, path: str) -> "NodeBody":
         """GET `path`, a large body to pass on with `NodeBody.splice_to` (see open_body)."""
@@ -466,8 +480,8 @@ def _send_file(sock: socket.socket, stream: BinaryIO, size: int, on_progress: Ca
 class Download:
     """A streaming response: iterate for chunks; headers carry what the node says about the body."""
 
-    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
-        self._conn, self.response = conn, response
+    def __init__(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse, what: str) -> None:
+        self._conn, self.response, self._what = conn, response, what
         self.headers = response.headers
 
     def __iter__(self) -> Iterator[memoryview]:
@@ -483,9 +497,10 @@ class Download:
             self._conn.close()
 
     def read(self) -> bytes:
-        """The whole body (iterating keeps only one chunk at a time: joining its chunks would join one buffer)."""
+        """The whole body, of at most MAX_ANSWER bytes (iterating keeps only one chunk at a time: joining its chunks
+        would join one buffer)."""
         try:
-            return self.response.read()
+            return read_answer(self.response, self._what)
         finally:
             self._conn.close()
 

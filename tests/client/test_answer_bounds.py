@@ -1,0 +1,109 @@
+"""The clients of a node's API read its answers no further than they need: a JSON answer past MAX_ANSWER is an error
+said in one line (not a process that buffers whatever it is sent), a problem body is read as far as MAX_PROBLEM,
+and an answer of exactly MAX_ANSWER bytes is read whole.  Against a server that answers what each path asks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from xsc.client import aio, sync
+from xsc.errors import NotFound, XscError
+
+LIMIT = 64 * 1024  # MAX_ANSWER in these tests
+AT_LIMIT = json.dumps(["x" * (LIMIT - 6)]).encode()  # a JSON answer of exactly LIMIT bytes
+OVER_LIMIT = json.dumps(["x" * (16 * LIMIT)]).encode()
+PROBLEM = json.dumps({"code": "not-found", "status": 404, "detail": "no such file"}).encode()
+
+
+class _Answers(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        status, body, chunked = {
+            "/at-limit": (200, AT_LIMIT, False),
+            "/over-limit": (200, OVER_LIMIT, False),
+            "/over-limit-chunked": (200, OVER_LIMIT, True),
+            "/problem": (404, PROBLEM, False),
+            "/long-problem": (500, b"<" * (sync.MAX_PROBLEM * 8), True),
+        }[self.path.split("?")[0]]
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            for start in range(0, len(body), 8192):
+                piece = body[start:start + 8192]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped reading: what these tests want
+
+    do_GET = do_POST = _answer  # noqa: N815 (http.server's names)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def url(monkeypatch):
+    monkeypatch.setattr(sync, "MAX_ANSWER", LIMIT)
+    monkeypatch.setattr(aio, "MAX_ANSWER", LIMIT)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_answer_of_exactly_the_limit_is_read_whole(url: str) -> None:
+    assert sync.NodeClient(url, "t").request("GET", "/at-limit") == json.loads(AT_LIMIT)
+
+
+@pytest.mark.parametrize("path", ["/over-limit", "/over-limit-chunked"])
+def test_an_answer_over_the_limit_is_an_error_not_a_buffer(url: str, path: str) -> None:
+    with pytest.raises(XscError, match=f"answered GET {path} with more than {LIMIT:,} bytes"):
+        sync.NodeClient(url, "t").request("GET", path)
+    with pytest.raises(XscError, match="more than"):
+        sync.NodeClient(url, "t").download(path).read()
+    with pytest.raises(XscError, match=f"answered POST {path} with more than"):
+        sync.NodeClient(url, "t").post_stream(path, iter([b"{}"]), "application/json")
+
+
+def test_a_problem_is_its_error_and_a_long_one_is_cut(url: str) -> None:
+    client = sync.NodeClient(url, "t")
+    with pytest.raises(NotFound, match="no such file"):
+        client.request("GET", "/problem")
+    with pytest.raises(XscError, match="answered HTTP 500") as raised:
+        client.request("GET", "/long-problem")
+    assert len(str(raised.value)) < 400
+
+
+async def _call(url: str, path: str):
+    api = aio.NodeApi(url, "t")
+    await api.start()
+    try:
+        return await api.call("GET", path)
+    finally:
+        await api.close()
+
+
+def test_the_asynchronous_client_bounds_its_answers_alike(url: str) -> None:
+    assert asyncio.run(_call(url, "/at-limit")) == json.loads(AT_LIMIT)
+    for path in ("/over-limit", "/over-limit-chunked"):
+        with pytest.raises(XscError, match=f"answered GET {path} with more than {LIMIT:,} bytes"):
+            asyncio.run(_call(url, path))
+    with pytest.raises(NotFound, match="no such file"):
+        asyncio.run(_call(url, "/problem"))
+    with pytest.raises(XscError, match="answered HTTP 500"):
+        asyncio.run(_call(url, "/long-problem"))
