@@ -3,9 +3,10 @@
 # The S3 gateway's tool tests (tests/s3/test_s3_tools.py) drive rclone, the AWS CLI and s3cmd; the dashboard's
 # browser tests (tests/ui/test_ui_browser.py) drive Debian's chromium with Playwright (never `playwright install`),
 # and the stored site there is fetched with curl too; namespaced devnets (tests/netem) need iptables (and root);
-# where they cannot be installed, those tests skip and say so.
+# where they cannot be installed, those tests skip and say so.  Intel's ISA-L (libisal2) computes a put's parity blocks
+# where it is installed (xsc/storage/core/isal.py; without it zfec does, and its tests skip).
 set -uo pipefail
-PACKAGES=(rclone awscli s3cmd chromium curl iptables)
+PACKAGES=(rclone awscli s3cmd chromium curl iptables libisal2)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
