@@ -89,3 +89,41 @@ def test_a_command_leaves_what_it_made_to_the_system_at_exit_and_still_ends_whol
     refused, frozen, _ = _run(["--data-dir", str(node.data_dir), "store", "get", "xsc:chk:nonsense"])
     assert refused.returncode == 1 and frozen > 1000
     assert refused.stderr.decode().splitlines()[0].startswith("xsc: error: ")
+
+
+# The CLI in a process of its own with an atexit handler that says it ran; with "thread" as its first argument, a
+# thread that is no daemon runs on for a moment after the command, and says when it ends.
+_ENDINGS = (
+    "import atexit, sys, threading, time\n"
+    "atexit.register(lambda: sys.stderr.write('handler ran\\n'))\n"
+    "if sys.argv[1] == 'thread':\n"
+    "    threading.Thread(target=lambda: (time.sleep(0.3), sys.stderr.write('thread ended\\n'))).start()\n"
+    "sys.argv = ['xsc', *sys.argv[2:]]\n"
+    "from xsc.cli import main\n"
+    "main()\n"
+)
+
+
+def _ending(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _ENDINGS, *args], capture_output=True, timeout=60)
+
+
+def test_a_command_ended_past_the_interpreters_teardown_still_runs_its_handlers_once_and_gives_its_output() -> None:
+    ended = _ending("-", "--version")
+    assert ended.returncode == 0
+    assert ended.stdout.decode().startswith("xsc, version ")
+    assert ended.stderr.decode().splitlines() == ["handler ran"]
+
+    refused = _ending("-", "store", "get", "xsc:chk:nonsense", "--data-dir", "/nonexistent")
+    assert refused.returncode == 1
+    assert refused.stderr.decode().startswith("xsc: error: ")
+    assert refused.stderr.decode().splitlines()[1:] == ["handler ran"]
+    misused = _ending("-", "--no-such-option")
+    assert misused.returncode == 2 and misused.stderr.decode().splitlines()[-1] == "handler ran"
+
+
+def test_a_command_that_leaves_a_thread_running_ends_once_the_thread_has() -> None:
+    ended = _ending("thread", "--version")
+    assert ended.returncode == 0
+    assert ended.stdout.decode().startswith("xsc, version ")
+    assert ended.stderr.decode().splitlines() == ["thread ended", "handler ran"]
