@@ -444,7 +444,7 @@ class PaidCompute:
             raise AuthorizationExpired(f"authorization {auth.id.hex()[:16]} expired at {auth.expires_at}",
                                        hint="match the invoke again (a fresh authorization)")
         # A call on a tab too: its price is the gateway's word.  The calls of a batch came at one moment: they
-        # are held to this node's ask at that moment (found once for the batch: ~75 us of building offers).
+        # are held to this node's ask at that moment (found once for the batch).
         ask = batch.ask(self.market) if batch is not None else self.market.honoured_ask("compute")
         if ask is None:
             raise DealRefused("this node offers no compute now", hint="match the invoke again")
