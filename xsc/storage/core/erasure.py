@@ -4,8 +4,9 @@ zfec counts shares its own way: our RS(k=4, m=2) is `zfec.Encoder(4, 6)`.  A
 segment is zero-padded to a multiple of k and cut into k primary blocks; zfec
 adds m parity blocks.  Any k of the k+m blocks rebuild the padded segment.
 
-zfec's code is the definition: where Intel's ISA-L is installed, it computes the same parity blocks from zfec's
-coefficients (isal.py), at about a twentieth of zfec's CPU; decoding stays with zfec.
+zfec's code is the definition: where Intel's ISA-L is installed, it computes the same blocks from zfec's coefficients
+(isal.py), at about a twentieth of zfec's CPU: a put's parity blocks, and the data blocks a get or a repair rebuilds
+when one is missing.
 """
 
 from __future__ import annotations
@@ -51,13 +52,21 @@ def encode(segment: bytes | bytearray | memoryview) -> list[bytes]:
 
 
 ParityCoder = Callable[[Sequence[bytes], int], "list[bytes]"]  # (K data blocks, their length) -> the M parity blocks
-_coder: list[ParityCoder] = []  # this process's, once chosen
+# (K block numbers, their blocks, their length) -> the K data blocks
+DataCoder = Callable[[Sequence[int], Sequence[bytes], int], "list[bytes]"]
+_chosen: dict[str, Callable] = {}  # this process's coders, once chosen
 
 
 def _parity() -> ParityCoder:
-    if not _coder:
-        _coder.append(parity_coder())
-    return _coder[0]
+    if "parity" not in _chosen:
+        _chosen["parity"] = parity_coder()
+    return _chosen["parity"]
+
+
+def _data() -> DataCoder:
+    if "data" not in _chosen:
+        _chosen["data"] = data_coder()
+    return _chosen["data"]
 
 
 def parity_coder(library: str | None = None) -> ParityCoder:
@@ -69,6 +78,24 @@ def parity_coder(library: str | None = None) -> ParityCoder:
     if coder is not None:
         return coder
     return lambda data, size: list(_encoder().encode(tuple(data), _PARITY))
+
+
+def data_coder(library: str | None = None) -> DataCoder:
+    """What rebuilds the data blocks from any K blocks: ISA-L with zfec's coefficients where its library (`library`,
+    else ISA-L's own) is installed, else zfec."""
+    from . import isal
+
+    coder = isal.load_data(parity_rows(), library or isal.LIBRARY)
+    if coder is not None:
+        return coder
+
+    def zfec_data(present: Sequence[int], blocks: Sequence[bytes], size: int) -> list[bytes]:
+        import zfec
+
+        # Decoder.decode reorders the sequences it is given: always pass fresh tuples.
+        return list(zfec.Decoder(K, N).decode(tuple(blocks), tuple(present)))
+
+    return zfec_data
 
 
 def parity_rows() -> list[list[int]]:
@@ -83,15 +110,12 @@ def parity_rows() -> list[list[int]]:
 
 
 def pieces(blocks: Mapping[int, bytes], segment_length: int) -> list[bytes | memoryview]:
-    """The segment as the pieces it is made of, in order: with the K data blocks, those blocks cut to its length
-    (nothing copied: a reader that takes pieces, as SegmentCipher.decrypt does, needs no concatenation);
-    otherwise the segment rebuilt by `decode`."""
-    if not all(i in blocks for i in range(K)):
-        return [decode(blocks, segment_length)]
+    """The segment as the pieces it is made of, in order: its K data blocks (those missing rebuilt from any K blocks
+    of `blocks`, block number -> block) cut to its length, nothing else copied (a reader that takes pieces, as
+    SegmentCipher.decrypt does, needs no concatenation)."""
     out: list[bytes | memoryview] = []
     left = segment_length
-    for i in range(K):
-        block = blocks[i]
+    for block in _data_blocks(blocks):
         if len(block) > left:  # the padding, in the last block (or the last few, for a segment of a few bytes)
             block = memoryview(block)[:left]
         if len(block):
@@ -101,19 +125,20 @@ def pieces(blocks: Mapping[int, bytes], segment_length: int) -> list[bytes | mem
 
 
 def decode(blocks: Mapping[int, bytes], segment_length: int) -> bytes:
-    """Rebuild a segment from any K of its blocks (block number -> block).
+    """Rebuild a segment from any K of its blocks (block number -> block)."""
+    return b"".join(pieces(blocks, segment_length))
 
-    With the K data blocks the answer is a concatenation; otherwise zfec solves for
-    the missing ones."""
+
+def _data_blocks(blocks: Mapping[int, bytes]) -> list[bytes]:
     if all(i in blocks for i in range(K)):
-        data = b"".join(blocks[i] for i in range(K))
-    else:
-        if len(blocks) < K:
-            raise ValueError(f"need {K} blocks to decode, got {len(blocks)}")
-        nums = tuple(sorted(blocks)[:K])
-        import zfec
-
-        # Decoder.decode reorders the sequences it is given: always pass fresh tuples.
-        parts = zfec.Decoder(K, N).decode(tuple(blocks[i] for i in nums), nums)
-        data = b"".join(parts)
-    return data[:segment_length]
+        return [blocks[i] for i in range(K)]
+    if len(blocks) < K:
+        raise ValueError(f"need {K} blocks to decode, got {len(blocks)}")
+    present = sorted(blocks)[:K]
+    if not all(type(i) is int and 0 <= i < N for i in present):
+        raise ValueError(f"block numbers are 0..{N - 1}, got {present}")
+    chosen = [blocks[i] for i in present]
+    size = len(chosen[0])
+    if any(len(block) != size for block in chosen):  # ISA-L would read past the end of a shorter one
+        raise ValueError(f"the blocks of a segment are of one length, got {[len(block) for block in chosen]}")
+    return _data()(present, chosen, size)
