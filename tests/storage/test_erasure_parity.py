@@ -136,6 +136,11 @@ def test_the_decoder_is_isal_where_it_is_installed() -> None:
     segment = os.urandom(1024 * 1024 + 16)
     blocks = erasure.encode(segment)
     assert erasure.decode({1: blocks[1], 3: blocks[3], 4: blocks[4], 5: blocks[5]}, len(segment)) == segment
+    # Blocks from other nodes come as views of the bodies they came in, or buffers of their own.
+    body = b"".join(blocks)
+    size = len(blocks[0])
+    views = {s: memoryview(body)[s * size:(s + 1) * size] for s in (0, 2, 5)} | {4: bytearray(blocks[4])}
+    assert erasure.decode(views, len(segment)) == segment
 
 
 def test_blocks_that_cannot_be_decoded_are_refused() -> None:

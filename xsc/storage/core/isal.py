@@ -42,7 +42,9 @@ class _Coder:
             local.size, local.out = size, [bytearray(size) for _ in range(self.m)]
             local.coding = (ctypes.c_void_p * self.m)(
                 *(ctypes.addressof(ctypes.c_char.from_buffer(block)) for block in local.out))
-        self._encode(size, self.k, count, tables, (ctypes.c_char_p * self.k)(*blocks), local.coding)
+        # c_char_p takes bytes alone: a block from another node may come as a view of the body it came in.
+        given = (ctypes.c_char_p * self.k)(*(block if type(block) is bytes else bytes(block) for block in blocks))
+        self._encode(size, self.k, count, tables, given, local.coding)
         return [bytes(memoryview(block)[:size]) for block in local.out[:count]]
 
 
