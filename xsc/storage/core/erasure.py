@@ -5,8 +5,8 @@ segment is zero-padded to a multiple of k and cut into k primary blocks; zfec
 adds m parity blocks.  Any k of the k+m blocks rebuild the padded segment.
 
 zfec's code is the definition: where Intel's ISA-L is installed, it computes the same blocks from zfec's coefficients
-(isal.py), at about a twentieth of zfec's CPU: a put's parity blocks, and the data blocks a get or a repair rebuilds
-when one is missing.
+(isal.py): a put's parity blocks at about a twentieth of zfec's CPU, and the data blocks a get or a repair rebuilds
+when one is missing at about a quarter (docs/storage.md, Speed).
 """
 
 from __future__ import annotations
