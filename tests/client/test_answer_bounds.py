@@ -24,6 +24,8 @@ class _Answers(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def _answer(self) -> None:
+        # One request a connection: a chunked body (post_stream's) is left unread, and must not be taken for the next.
+        self.close_connection = True
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         status, body, chunked = {
@@ -35,6 +37,7 @@ class _Answers(BaseHTTPRequestHandler):
         }[self.path.split("?")[0]]
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
         if chunked:
             self.send_header("Transfer-Encoding", "chunked")
         else:
