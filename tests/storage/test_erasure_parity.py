@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from typing import Callable, TypeVar
 
 import pytest
 import zfec
@@ -22,11 +23,38 @@ def _zfec_blocks(segment: bytes) -> list[bytes]:
     return list(zfec.Encoder(erasure.K, erasure.N).encode(primary))
 
 
-def _isal() -> isal.Parity:
-    coder = isal.load(erasure.parity_rows())
+Coder = TypeVar("Coder")
+
+
+def _installed(coder: Coder | None) -> Coder:
     if coder is None:
         pytest.skip(f"ISA-L ({isal.LIBRARY}, Debian's libisal2) is not installed here")
     return coder
+
+
+def _isal() -> isal.Parity:
+    return _installed(isal.load(erasure.parity_rows()))
+
+
+def _isal_data() -> isal.Data:
+    return _installed(isal.load_data(erasure.parity_rows()))
+
+
+def _on_threads(work: Callable[[int], list], threads: int = 4) -> dict[int, list]:
+    """`work(t)` for each t below `threads`, on as many threads started at once; what each gave, by t."""
+    start = threading.Barrier(threads)
+    got: dict[int, list] = {}
+
+    def run(t: int) -> None:
+        start.wait()
+        got[t] = work(t)
+
+    running = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for thread in running:
+        thread.start()
+    for thread in running:
+        thread.join()
+    return got
 
 
 @settings(max_examples=200, deadline=None)
@@ -42,22 +70,16 @@ def test_isal_makes_zfecs_parity_blocks_from_threads_at_once() -> None:
     # Each thread encodes segments of sizes going up and down, so its buffers grow while the others use theirs.
     sizes = [1024 * 1024 + 16, 5, 4 * 1024 * 1024, 1000, 1024 * 1024 + 16]
     segments = {t: [os.urandom(n) for n in sizes] for t in range(4)}
-    start = threading.Barrier(len(segments))
-    got: dict[int, list[list[bytes]]] = {}
 
-    def run(t: int) -> None:
-        start.wait()
-        got[t] = []
+    def work(t: int) -> list[list[bytes]]:
+        out = []
         for segment in segments[t]:
             size = erasure.block_length(len(segment))
             padded = segment + bytes(size * erasure.K - len(segment))
-            got[t].append(isal([padded[i * size:(i + 1) * size] for i in range(erasure.K)], size))
+            out.append(isal([padded[i * size:(i + 1) * size] for i in range(erasure.K)], size))
+        return out
 
-    threads = [threading.Thread(target=run, args=(t,)) for t in segments]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    got = _on_threads(work, len(segments))
     for t, mine in segments.items():
         assert got[t] == [_zfec_blocks(segment)[erasure.K:] for segment in mine]
 
@@ -79,13 +101,6 @@ def test_the_coder_is_isal_where_it_is_installed() -> None:
 SUBSETS = list(itertools.combinations(range(erasure.N), erasure.K))
 
 
-def _isal_data() -> isal.Data:
-    coder = isal.load_data(erasure.parity_rows())
-    if coder is None:
-        pytest.skip(f"ISA-L ({isal.LIBRARY}, Debian's libisal2) is not installed here")
-    return coder
-
-
 def _zfec_data(blocks: list[bytes], present: tuple[int, ...]) -> list[bytes]:
     return list(zfec.Decoder(erasure.K, erasure.N).decode(tuple(blocks[i] for i in present), present))
 
@@ -105,19 +120,8 @@ def test_isal_rebuilds_zfecs_data_blocks_from_threads_at_once() -> None:
     # the others use theirs, and the tables of each set are made by whichever thread comes first.
     sizes = [1024 * 1024 + 16, 5, 4 * 1024 * 1024, 1000, 1024 * 1024 + 16]
     segments = {t: [_zfec_blocks(os.urandom(n)) for n in sizes] for t in range(4)}
-    start = threading.Barrier(len(segments))
-    got: dict[int, list[list[bytes]]] = {}
-
-    def run(t: int) -> None:
-        start.wait()
-        got[t] = [data(present, [blocks[i] for i in present], len(blocks[0]))
-                  for blocks in segments[t] for present in SUBSETS]
-
-    threads = [threading.Thread(target=run, args=(t,)) for t in segments]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    got = _on_threads(lambda t: [data(present, [blocks[i] for i in present], len(blocks[0]))
+                                 for blocks in segments[t] for present in SUBSETS], len(segments))
     for t, mine in segments.items():
         assert got[t] == [blocks[:erasure.K] for blocks in mine for _ in SUBSETS]
 
