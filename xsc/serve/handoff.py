@@ -23,6 +23,7 @@ import socket
 import stat
 import struct
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import codec
@@ -61,10 +62,11 @@ def readable_file(fd: int) -> int:
 class HeldFile:
     """A handed-over file taken for a put: `read(n)` (a put's ReadFn) gives its bytes up to the `size` it had when
     handed over (a file that grows is read no further; one that shrinks ends early, and the put says so), each chunk
-    read on the reading thread while the put takes the one before.  `close()` once the put is done."""
+    read on the reading thread while the put takes the one before, and told to `on_read`.  `close()` once the put is
+    done."""
 
-    def __init__(self, fd: int, size: int, reader: Workers) -> None:
-        self.fd, self.size, self._reader = fd, size, reader
+    def __init__(self, fd: int, size: int, reader: Workers, on_read: Callable[[int], None] | None = None) -> None:
+        self.fd, self.size, self._reader, self._on_read = fd, size, reader, on_read
         self._left = size  # bytes not yet asked of the reading thread
         self._pieces: deque[bytes] = deque()
         self._ahead: asyncio.Future | None = None  # the chunk on its way, whoever waits for it
@@ -99,6 +101,8 @@ class HeldFile:
                 pieces = await asyncio.shield(self._ahead)
                 self._ahead = None
                 self._pieces.extend(pieces)
+                if self._on_read is not None:
+                    self._on_read(sum(map(len, pieces)))
                 if sum(map(len, pieces)) < self._asked:
                     self._ended = True  # the file shrank: the put says it ended early
                 else:
@@ -221,9 +225,9 @@ class HandOff:
         fd, _, _ = self._held.pop(token)
         os.close(fd)
 
-    def take(self, token: str) -> HeldFile:
+    def take(self, token: str, on_read: Callable[[int], None] | None = None) -> HeldFile:
         """The file held under `token`, for a put of the size it had when handed over, the caller's answer (NotFound:
-        unknown, taken already or expired)."""
+        unknown, taken already or expired); `on_read(n)`: n more bytes of it were read."""
         held = self._held.pop(token, None)
         if held is None:
             raise NotFound("no file is held under that token: it was not handed over, or a put took it already, "
@@ -233,7 +237,7 @@ class HandOff:
         expiry.cancel()
         self.taken += 1
         assert self._reader is not None  # files are held only while the socket is open
-        return HeldFile(fd, size, self._reader)
+        return HeldFile(fd, size, self._reader, on_read)
 
     def status(self) -> dict:
         return {"socket": str(self.path) if self._listener is not None else None, "held": len(self._held),
