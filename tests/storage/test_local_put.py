@@ -86,3 +86,17 @@ def test_a_put_by_token_refuses_a_body_and_an_unknown_token(node_process, tmp_pa
         client.request("POST", "/v1/store/files", query={"local": "x"}, body=b"abc")
     with pytest.raises(errors.Unauthorized):
         NodeClient(node.url, "wrong").put_handed("/v1/store/files", {"local": "x"}, lambda: 0)
+
+
+def test_a_file_the_node_refuses_on_its_socket_is_put_over_http(node_process, tmp_path: Path) -> None:
+    node = node_process()
+    data = os.urandom(MiB + 5)
+    (tmp_path / "in.bin").write_bytes(data)
+    with open(tmp_path / "in.bin", "rb") as f:
+        for _ in range(16):  # as many as the node holds for their puts
+            assert hand_over(str(node.data_dir / SOCKET_FILE), f.fileno()) is not None
+        with pytest.raises(errors.QuotaExceeded):
+            hand_over(str(node.data_dir / SOCKET_FILE), f.fileno())
+    put = node.xsc("store", "put", str(tmp_path / "in.bin"))  # refused on the socket: over HTTP
+    assert _same_back(node, _cap(put), data, tmp_path)
+    assert _status(node)["handoff"]["taken"] == 0
