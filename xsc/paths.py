@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 URL_FILE = "node.url"  # the URL the data dir's node last listened on (written at each start)
+SOCKET_FILE = "node.sock"  # the Unix socket on which the data dir's node takes files to put (serve/handoff.py)
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:

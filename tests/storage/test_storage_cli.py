@@ -142,7 +142,8 @@ def _bytes_received(node) -> float:
 
 
 @pytest.mark.slow
-def test_kill_9_during_a_large_put_leaves_the_store_consistent(node_process, tmp_path: Path) -> None:
+@pytest.mark.parametrize("over", ["the data dir's socket", "HTTP"])
+def test_kill_9_during_a_large_put_leaves_the_store_consistent(node_process, tmp_path: Path, over: str) -> None:
     node = node_process()
     early = os.urandom(1024 * 1024 + 3)
     (tmp_path / "early.bin").write_bytes(early)
@@ -153,7 +154,8 @@ def test_kill_9_during_a_large_put_leaves_the_store_consistent(node_process, tmp
     with big.open("wb") as f:
         for _ in range(300):
             f.write(os.urandom(1024 * 1024))
-    put = subprocess.Popen([*xsc_command(), "--data-dir", str(node.data_dir), "store", "put",
+    named = ["--node", node.url] if over == "HTTP" else []  # else handed to the node, which reads it
+    put = subprocess.Popen([*xsc_command(), "--data-dir", str(node.data_dir), *named, "store", "put",
                             str(big)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # Killed once the node has taken 8 MiB of the put (the gateway reads a segment or two ahead of what it has
     # stored: blocks are written by then), long before the 300 MiB are in.

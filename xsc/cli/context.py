@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError, NodeNotRunning
-from ..paths import URL_FILE, resolve_data_dir
+from ..paths import SOCKET_FILE, URL_FILE, resolve_data_dir
 
 
 class CliContext:
@@ -47,6 +47,13 @@ class CliContext:
             raise ConfigError(f"{path} is not valid TOML: {e}", hint="fix or delete the file") from e
         host, _, port = (listen or "127.0.0.1:7070").rpartition(":")
         return f"http://{host}:{port}"
+
+    def local_socket(self) -> str | None:
+        """The Unix socket on which the data dir's node takes files to put, unless the node is named otherwise
+        (--node, $XSC_NODE_LISTEN: maybe another node than the data dir's)."""
+        if self._node_url or os.environ.get("XSC_NODE_LISTEN"):
+            return None
+        return str(self.data_dir / SOCKET_FILE)
 
     def token(self) -> str:
         token = os.environ.get("XSC_TOKEN")

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import click
 
-from ..errors import BadRequest, InvalidArgument
+from ..errors import BadRequest, InvalidArgument, XscError
 from ..units import format_credits, parse_duration
 from .output import Col, emit_json, json_option, prose, table, terminal_width, wide_option
 
@@ -76,7 +76,9 @@ def _expiry(lease: int | None) -> str:
 @click.pass_obj
 def put(obj, file: str, name: str | None, duration: str | None, max_price: int | None, avoid: tuple[str, ...],
         prefer: tuple[str, ...], spread: bool, min_availability: str | None, as_json: bool) -> None:
-    """Store FILE (or - for stdin); prints its capability as the last line."""
+    """Store FILE (or - for stdin); prints its capability as the last line.
+
+    Beside the data dir's node, FILE is handed to the node, which reads it itself; else it is sent over HTTP."""
     seconds = _duration(duration)
     if file == "-":
         stream, size, name = sys.stdin.buffer, None, name or "stdin"
@@ -92,11 +94,13 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
             raise InvalidArgument(f"cannot read {file}: permission denied") from None
         size, name = path.stat().st_size, name or path.name
     client = obj.client()
+    query = {"name": name, "duration": seconds, "max_price": max_price, "avoid": ",".join(avoid) or None,
+             "prefer": ",".join(prefer) or None, "min_availability": min_availability,
+             "spread": 1 if spread else None}
     with _progress(size, f"put {name}", sys.stderr.isatty() and not as_json) as advance:
-        result = client.upload("/v1/store/files", stream, size=size, on_progress=advance,
-                               query={"name": name, "duration": seconds, "max_price": max_price,
-                                      "avoid": ",".join(avoid) or None, "prefer": ",".join(prefer) or None,
-                                      "min_availability": min_availability, "spread": 1 if spread else None})
+        result = _put_handed(obj, stream, query, advance) if file != "-" else None
+        if result is None:
+            result = client.upload("/v1/store/files", stream, size=size, on_progress=advance, query=query)
     if as_json:
         emit_json(result)
         return
@@ -107,6 +111,25 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
     for node, amount in (result.get("prepaid") or {}).items():
         prose(f"prepaid node {node} {format_credits(amount)} credits by itself (ledger.auto_prepay)", err=True)
     click.echo(result["capability"])
+
+
+def _put_handed(obj, stream, query: dict, advance) -> dict | None:
+    """The put of a file handed to the data dir's node over its Unix socket (the node reads it: its bytes never
+    cross a connection); None if no node there takes it (none listens, an older one, another user's), to put it
+    over HTTP.  The progress is how far the node read the file: its open file's offset, which both share."""
+    from ..client.sync import hand_over
+
+    path = obj.local_socket()
+    fd = stream.fileno()
+    try:
+        handed = hand_over(path, fd) if path else None
+    except XscError:  # refused (another user's node, too many files waiting): over HTTP instead
+        handed = None
+    if handed is None:
+        return None
+    start = os.lseek(fd, 0, os.SEEK_CUR)
+    return obj.client().put_handed("/v1/store/files", {**query, "local": handed[0]},
+                                   lambda: os.lseek(fd, 0, os.SEEK_CUR) - start, advance)
 
 
 def _output_file(output: str, force: bool) -> Path:

@@ -35,6 +35,8 @@ SENDFILE_CHUNK = 4 * CHUNK  # a put's file is sent by sendfile(2) this much at a
 EXPECT_ABOVE = 1024 * 1024
 SPLICE = hasattr(os, "splice")  # Linux: a large body is passed on by splice(2)
 ANSWER_TIMEOUT = 300.0  # seconds `open_body` waits for the node's answer to begin
+HAND_OVER_TIMEOUT = 10.0  # seconds `hand_over` waits for the node to take the file
+POLL_SECONDS = 0.2  # how often `put_handed` looks how far the node read
 # Bytes of the node's answers read at most, whoever runs the node (`--node` may name another's): a JSON answer (a
 # listing of many files; a group's answer naming the files its objects made garbage) and a problem body (past it,
 # the body is cut, and an error of its status said instead).
@@ -217,6 +219,38 @@ class NodeClient:
 
         return codec.loads(data)
 
+    def put_handed(self, path: str, query: dict[str, Any], offset: Callable[[], int],
+                   on_progress: Callable[[int], None] | None = None) -> Any:
+        """POST `path`, the put of a file handed to the node (`hand_over`: no body), and its JSON answer, waited for
+        as long as the node reads on: `offset()` says how far it read (told to `on_progress` as it moves); the
+        client's timeout passed without a byte read fails the put."""
+
+        def send(conn: http.client.HTTPConnection, target: str) -> None:
+            conn.request("POST", target, headers={"Authorization": f"Bearer {self._token}"})
+            watch, last = _Watch(None, self._timeout or float("inf")), offset()
+            while not select.select([conn.sock], [], [], POLL_SECONDS)[0]:
+                now = offset()
+                if now != last:
+                    watch.moved()
+                    if on_progress:
+                        on_progress(now - last)
+                    last = now
+                try:
+                    watch.check()
+                except TimeoutError:
+                    conn.close()
+                    raise errors.NodeNotRunning(f"the node read nothing of the file for {watch.idle:.0f} s",
+                                                hint="check the node's log") from None
+
+        conn, response = self._exchange(path, query, send)
+        try:
+            data = read_answer(response, f"POST {path}")
+        finally:
+            conn.close()
+        from .. import codec
+
+        return codec.loads(data)
+
     def post_stream(self, path: str, chunks: Iterator[bytes], content_type: str) -> Any:
         """POST a body of unknown length (chunked), as it is produced; the JSON answer."""
         conn, response = self._send("POST", path, chunks, {"Content-Type": content_type}, None, encode_chunked=True)
@@ -242,6 +276,36 @@ class NodeClient:
                                         ) from None
         body.idle = self._timeout or body.idle
         return body
+
+
+def hand_over(path: str, fd: int) -> tuple[str, int] | None:
+    """Pass the open file `fd` to the node on the Unix socket `path` (xsc/serve/handoff.py): the token its put
+    names it by, and its size as the node saw it; None if no node takes files there (no socket, nobody listening,
+    an answer not understood).  The node's refusal raises its XscError."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(HAND_OVER_TIMEOUT)
+        sock.connect(path)
+        socket.send_fds(sock, [b"put"], [fd])
+        data = b""
+        while not data.endswith(b"\n") and len(data) <= MAX_PROBLEM:
+            more = sock.recv(4096)
+            if not more:
+                break
+            data += more
+    except OSError:
+        return None
+    finally:
+        sock.close()
+    from .. import codec
+
+    try:
+        answer = codec.loads(data)
+        if "token" in answer:
+            return str(answer["token"]), int(answer["size"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    raise error_from_problem(0, data)
 
 
 def open_body(host: str, port: int, authorization: str, path: str, first: int | None = None,

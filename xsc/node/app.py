@@ -23,7 +23,7 @@ from ..ui.core.session import Sessions
 from ..tasks import woken
 from ..serve import connections
 from . import auth, datadir, peer_auth, problems
-from .appkeys import (CLIENT_IDENTITY, CONFIG, CPU_POOL, DB, HEALTH_CHECKS, IDENTITY, IN_FLIGHT, METRICS, NODE,
+from .appkeys import (CLIENT_IDENTITY, CONFIG, CPU_POOL, DB, HANDOFF, HEALTH_CHECKS, IDENTITY, IN_FLIGHT, METRICS, NODE,
                       PEER_LIMITS, PEER_WORK, REPLAY_GUARD, STARTED, STATUS_PARTS, TLS_CONTEXT, TLS_SERVED, TOKEN,
                       UI_SESSIONS, USER_LIMITS)
 from .http import ROUTES
@@ -31,6 +31,8 @@ from .http.node import node_checks
 from .limits import RateLimiter
 from ..heap import set_malloc_thresholds
 from .collector import Collector
+from ..paths import SOCKET_FILE
+from ..serve.handoff import HandOff
 from ..serve.listener import GuardedNodeRunner, NodeSite, TlsOnlySite
 from .metrics import Metrics
 from .middlewares import InFlight, request_counter
@@ -87,6 +89,9 @@ async def _services(app: web.Application):
     listeners = []
     try:
         node.start()
+        app[HANDOFF] = HandOff(app[CONFIG].data_dir / SOCKET_FILE)
+        node.supervisor.add("handoff", app[HANDOFF])
+        app[STATUS_PARTS]["handoff"] = app[HANDOFF].status
         listeners = [r for r in (await _web_listener(app[CONFIG], node), await _s3_listener(app[CONFIG], node)) if r]
         yield
     finally:

@@ -11,6 +11,7 @@ from aiohttp import web
 from ..config import NodeConfig
 from ..db import Database
 from ..identity import Identity, ReplayGuard
+from ..serve.handoff import HandOff
 from ..serve.listener import TLS_CONTEXT, TLS_SERVED  # noqa: F401 (the node's app keys, defined with their runner)
 from ..ui.core.session import Sessions
 from .limits import RateLimiter
@@ -36,6 +37,7 @@ USER_LIMITS = web.AppKey("user_limits", RateLimiter)  # user API requests with t
 HEALTH_CHECKS = web.AppKey("health_checks", dict)
 STATUS_PARTS = web.AppKey("status_parts", dict)
 UI_SESSIONS = web.AppKey("ui_sessions", Sessions)  # the dashboard's logins (xsc.ui.core.session, node/http/ui.py)
+HANDOFF = web.AppKey("handoff", HandOff)  # files handed over the data dir's Unix socket, for their puts
 
 # --- the node's services (xsc/node/services.py: one typed field each) -------------------------------
 NODE = web.AppKey("node", Node)

@@ -11,7 +11,7 @@ from ...errors import BadRequest, BodyTimeout, XscError
 from ...serve.direct import send_body
 from ...storage import Capability
 from ...storage.core import leases, ranges
-from ..appkeys import CONFIG, METRICS, NODE
+from ..appkeys import CONFIG, HANDOFF, METRICS, NODE
 from ..auth import check_token
 from ..problems import problem_from_error
 from .common import json_response, optional_json_body, put_terms, query_int
@@ -41,8 +41,24 @@ async def _expect_put(request: web.Request) -> web.StreamResponse | None:
     return None
 
 
+async def _put_handed(request: web.Request, token: str) -> web.Response:
+    """A put of the file handed to the node over its Unix socket (serve/handoff.py), read by the node itself."""
+    if request.content_length or request.headers.get("Transfer-Encoding"):
+        raise BadRequest("a put of a handed-over file (?local=) has no body")
+    held = request.app[HANDOFF].take(token, request.app[METRICS].bytes_received.inc)
+    try:
+        seconds, bid, wanted = put_terms(request)
+        answer = await request.app[NODE].storage.put(held.read, held.size, request.query.get("name"), seconds, bid,
+                                                     **wanted)
+    finally:
+        await held.close()
+    return json_response(answer, status=201)
+
+
 @routes.post("/v1/store/files", expect_handler=_expect_put)
 async def put_file(request: web.Request) -> web.Response:
+    if "local" in request.query:
+        return await _put_handed(request, request.query["local"])
     size = request.content_length
     if size is None and request.headers.get("Transfer-Encoding", "").lower() != "chunked":
         raise BadRequest("a put needs a body with Content-Length or chunked transfer encoding")
