@@ -3,6 +3,7 @@ node reads it (xsc/serve/handoff.py); over HTTP where no node takes it there."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
@@ -13,6 +14,8 @@ import pytest
 from xsc import errors
 from xsc.client.sync import NodeClient, hand_over
 from xsc.paths import SOCKET_FILE
+
+from tests.support.waiting import eventually
 
 MiB = 1024 * 1024
 
@@ -100,3 +103,23 @@ def test_a_file_the_node_refuses_on_its_socket_is_put_over_http(node_process, tm
     put = node.xsc("store", "put", str(tmp_path / "in.bin"))  # refused on the socket: over HTTP
     assert _same_back(node, _cap(put), data, tmp_path)
     assert _status(node)["handoff"]["taken"] == 0
+
+
+def test_a_put_whose_caller_goes_away_stops_and_keeps_nothing(node_process, tmp_path: Path) -> None:
+    node = node_process(env={"XSC_STORAGE_CAPACITY": str(4096 * MiB)})
+    path = tmp_path / "big.bin"
+    with open(path, "wb") as f:
+        f.truncate(1024 * MiB)  # sparse: read at once, encoded for seconds
+    with open(path, "rb") as f:
+        token, _ = hand_over(str(node.data_dir / SOCKET_FILE), f.fileno())
+        conn = http.client.HTTPConnection("127.0.0.1", node.port)
+        conn.request("POST", f"/v1/store/files?local={token}", headers={"Authorization": f"Bearer {node.token}"})
+        eventually(lambda: _status(node)["storage"]["reserved"] > 0, "the put to write its first blocks")
+        conn.close()  # as a CLI stopped with Ctrl-C: the node reads no further and keeps nothing
+
+    def stopped() -> bool:
+        storage = _status(node)["storage"]
+        return storage["reserved"] == 0 and storage["used"] == 0 and storage["shares"] == 0
+
+    eventually(stopped, "the put to stop and give back what it wrote")
+    assert NodeClient(node.url, node.token).request("GET", "/v1/store/files")["files"] == []

@@ -62,11 +62,13 @@ def readable_file(fd: int) -> int:
 class HeldFile:
     """A handed-over file taken for a put: `read(n)` (a put's ReadFn) gives its bytes up to the `size` it had when
     handed over (a file that grows is read no further; one that shrinks ends early, and the put says so), each chunk
-    read on the reading thread while the put takes the one before, and told to `on_read`.  `close()` once the put is
-    done."""
+    read on the reading thread while the put takes the one before, and told to `on_read`.  Once `wanted()` says the
+    put's caller went away, the next chunk is not read and the put fails, as a body cut off fails one over HTTP.
+    `close()` once the put is done."""
 
-    def __init__(self, fd: int, size: int, reader: Workers, on_read: Callable[[int], None] | None = None) -> None:
-        self.fd, self.size, self._reader, self._on_read = fd, size, reader, on_read
+    def __init__(self, fd: int, size: int, reader: Workers, on_read: Callable[[int], None] | None = None,
+                 wanted: Callable[[], bool] | None = None) -> None:
+        self.fd, self.size, self._reader, self._on_read, self._wanted = fd, size, reader, on_read, wanted
         self._left = size  # bytes not yet asked of the reading thread
         self._pieces: deque[bytes] = deque()
         self._ahead: asyncio.Future | None = None  # the chunk on its way, whoever waits for it
@@ -94,6 +96,9 @@ class HeldFile:
 
     async def read(self, n: int) -> bytes:
         if not self._pieces and not self._ended:
+            if self._wanted is not None and not self._wanted():
+                raise BadRequest("the put's caller went away: the file handed over is read no further",
+                                 hint="put the file again")
             if self._ahead is None:
                 self._read_on()
             if self._ahead is not None:
@@ -225,9 +230,11 @@ class HandOff:
         fd, _, _ = self._held.pop(token)
         os.close(fd)
 
-    def take(self, token: str, on_read: Callable[[int], None] | None = None) -> HeldFile:
+    def take(self, token: str, on_read: Callable[[int], None] | None = None,
+             wanted: Callable[[], bool] | None = None) -> HeldFile:
         """The file held under `token`, for a put of the size it had when handed over, the caller's answer (NotFound:
-        unknown, taken already or expired); `on_read(n)`: n more bytes of it were read."""
+        unknown, taken already or expired); `on_read(n)`: n more bytes of it were read; `wanted()`: whether the put's
+        caller still waits for it."""
         held = self._held.pop(token, None)
         if held is None:
             raise NotFound("no file is held under that token: it was not handed over, or a put took it already, "
@@ -237,7 +244,7 @@ class HandOff:
         expiry.cancel()
         self.taken += 1
         assert self._reader is not None  # files are held only while the socket is open
-        return HeldFile(fd, size, self._reader, on_read)
+        return HeldFile(fd, size, self._reader, on_read, wanted)
 
     def status(self) -> dict:
         return {"socket": str(self.path) if self._listener is not None else None, "held": len(self._held),

@@ -45,7 +45,8 @@ async def _put_handed(request: web.Request, token: str) -> web.Response:
     """A put of the file handed to the node over its Unix socket (serve/handoff.py), read by the node itself."""
     if request.content_length or request.headers.get("Transfer-Encoding"):
         raise BadRequest("a put of a handed-over file (?local=) has no body")
-    held = request.app[HANDOFF].take(token, request.app[METRICS].bytes_received.inc)
+    held = request.app[HANDOFF].take(token, request.app[METRICS].bytes_received.inc,  # read while its client is there
+                                     lambda: request.transport is not None and not request.transport.is_closing())
     try:
         seconds, bid, wanted = put_terms(request)
         answer = await request.app[NODE].storage.put(held.read, held.size, request.query.get("name"), seconds, bid,
