@@ -98,7 +98,7 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
              "prefer": ",".join(prefer) or None, "min_availability": min_availability,
              "spread": 1 if spread else None}
     with _progress(size, f"put {name}", sys.stderr.isatty() and not as_json) as advance:
-        result = _put_handed(obj, stream, query, advance) if file != "-" else None
+        result = _put_handed(obj, client, stream, query, advance) if file != "-" else None
         if result is None:
             result = client.upload("/v1/store/files", stream, size=size, on_progress=advance, query=query)
     if as_json:
@@ -113,7 +113,7 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
     click.echo(result["capability"])
 
 
-def _put_handed(obj, stream, query: dict, advance) -> dict | None:
+def _put_handed(obj, client, stream, query: dict, advance) -> dict | None:
     """The put of a file handed to the data dir's node over its Unix socket (the node reads it: its bytes never
     cross a connection); None if no node there takes it (none listens, an older one, another user's), to put it
     over HTTP.  The progress is how far the node read the file: its open file's offset, which both share."""
@@ -128,8 +128,8 @@ def _put_handed(obj, stream, query: dict, advance) -> dict | None:
     if handed is None:
         return None
     start = os.lseek(fd, 0, os.SEEK_CUR)
-    return obj.client().put_handed("/v1/store/files", {**query, "local": handed[0]},
-                                   lambda: os.lseek(fd, 0, os.SEEK_CUR) - start, advance)
+    return client.put_handed("/v1/store/files", {**query, "local": handed[0]},
+                              lambda: os.lseek(fd, 0, os.SEEK_CUR) - start, advance)
 
 
 def _output_file(output: str, force: bool) -> Path:

@@ -211,13 +211,7 @@ class NodeClient:
             headers["Content-Length"] = str(size)
             conn, response = (self._send_expecting(path, send, headers, query) if size > EXPECT_ABOVE
                               else self._send("POST", path, chunks(), headers, query))
-        try:
-            data = read_answer(response, f"POST {path}")
-        finally:
-            conn.close()
-        from .. import codec
-
-        return codec.loads(data)
+        return _json_answer(conn, response, f"POST {path}")
 
     def put_handed(self, path: str, query: dict[str, Any], offset: Callable[[], int],
                    on_progress: Callable[[int], None] | None = None) -> Any:
@@ -243,24 +237,12 @@ class NodeClient:
                                                 hint="check the node's log") from None
 
         conn, response = self._exchange(path, query, send)
-        try:
-            data = read_answer(response, f"POST {path}")
-        finally:
-            conn.close()
-        from .. import codec
-
-        return codec.loads(data)
+        return _json_answer(conn, response, f"POST {path}")
 
     def post_stream(self, path: str, chunks: Iterator[bytes], content_type: str) -> Any:
         """POST a body of unknown length (chunked), as it is produced; the JSON answer."""
         conn, response = self._send("POST", path, chunks, {"Content-Type": content_type}, None, encode_chunked=True)
-        try:
-            data = read_answer(response, f"POST {path}")
-        finally:
-            conn.close()
-        from .. import codec
-
-        return codec.loads(data)
+        return _json_answer(conn, response, f"POST {path}")
 
     def download(self, path: str, *, query: dict[str, Any] | None = None) -> "Download":
         conn, response = self._send("GET", path, query=query)
@@ -276,6 +258,17 @@ class NodeClient:
                                         ) from None
         body.idle = self._timeout or body.idle
         return body
+
+
+def _json_answer(conn: http.client.HTTPConnection, response: http.client.HTTPResponse, what: str) -> Any:
+    """The JSON answer of `response` (bounded: read_answer), its connection closed."""
+    try:
+        data = read_answer(response, what)
+    finally:
+        conn.close()
+    from .. import codec
+
+    return codec.loads(data)
 
 
 def hand_over(path: str, fd: int) -> tuple[str, int] | None:

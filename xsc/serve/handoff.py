@@ -106,9 +106,10 @@ class HeldFile:
                 pieces = await asyncio.shield(self._ahead)
                 self._ahead = None
                 self._pieces.extend(pieces)
+                got = sum(map(len, pieces))
                 if self._on_read is not None:
-                    self._on_read(sum(map(len, pieces)))
-                if sum(map(len, pieces)) < self._asked:
+                    self._on_read(got)
+                if got < self._asked:
                     self._ended = True  # the file shrank: the put says it ended early
                 else:
                     self._read_on()
