@@ -6,7 +6,7 @@ Prints MB/s for put and get, each as a ratio to the raw steps of its pipeline
 (AES-GCM, zfec encode, SHA-256, LevelDB put of 256 KiB values), the CPU per GiB the
 node and the CLI spent on each (where the node computes its parity with ISA-L, the put also as a ratio to the
 pipeline with that step in place of zfec's), the peak RSS of the node and of the CLI, and the MB of
-tables LevelDB's compactions rewrote (merged) and moved down whole (from its LOG).  With
+tables LevelDB's compactions rewrote (merged) and moved down whole (from the LOGs of both its databases).  With
 --puts N, N files are put one after another (the later ones into a node that holds the
 earlier) and each put's figures printed; the first put's are the ones reported.
 """
@@ -27,6 +27,7 @@ import plyvel
 import zfec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from xsc.node.datadir import BLOCKS_DIR, DB_DIR
 from xsc.storage.core import erasure, isal
 
 from .common import AnonSampler, best_of, cpu_seconds, peak_rss_mib, run_xsc_measured, start_node
@@ -106,7 +107,7 @@ def main() -> None:
         node = start_node(data_dir, "--storage-capacity", f"{max(3, 2 * args.puts) * size + 64 * MiB}")
         xsc = ["--data-dir", str(data_dir)]
         try:
-            leveldb_log = Compactions(data_dir / "db" / "LOG")
+            leveldb_log = Compactions([data_dir / DB_DIR / "LOG", data_dir / BLOCKS_DIR / "LOG"])
             leveldb_log.since()  # what the node's start wrote
             with AnonSampler(node.pid) as anon:
                 puts = []
@@ -194,15 +195,18 @@ def main() -> None:
 
 
 class Compactions:
-    """What LevelDB's compactions wrote, from its LOG: the bytes of tables merged and written again, and of tables
-    moved down a level whole (no bytes written), since the last reading."""
+    """What the compactions of the node's LevelDBs (its records, its blocks) wrote, from their LOGs: the bytes of
+    tables merged and written again, and of tables moved down a level whole (no bytes written), since the last
+    reading."""
 
-    def __init__(self, path: Path) -> None:
-        self.path, self.offset = path, 0
+    def __init__(self, paths: list[Path]) -> None:
+        self.offsets = {path: 0 for path in paths}
 
     def since(self) -> tuple[int, int]:
-        text = self.path.read_text(errors="replace")
-        new, self.offset = text[self.offset:], len(text)
+        new = ""
+        for path, offset in self.offsets.items():
+            text = path.read_text(errors="replace")
+            new, self.offsets[path] = new + text[offset:], len(text)
         rewritten = sum(int(n) for n in re.findall(r"Compacted .*? => (\d+) bytes", new))
         moved = sum(int(n) for n in re.findall(r"Moved #\d+ to level-\d+ (\d+) bytes", new))
         return rewritten, moved

@@ -1,4 +1,4 @@
-"""The node's one LevelDB, reopened in place when a full disk has stopped it writing.
+"""A LevelDB of the node's (its records; its blocks), reopened in place when a full disk has stopped it writing.
 
 LevelDB keeps the first error of a background flush or compaction (ENOSPC on a full disk) and refuses
 every write after it until the database is reopened; reads go on.  `Database` has plyvel.DB's interface
@@ -149,6 +149,10 @@ class Database:
 
     def compact_range(self, **kwargs) -> None:
         self._read("compact_range", **kwargs)
+
+    def sync(self) -> None:
+        """Make every write before it durable: an empty synced write (LevelDB syncs its log)."""
+        self._write(lambda db: db.write_batch(sync=True).write())
 
     def low_on_space(self) -> bool:
         """Is the disk so full that deleted data should be compacted away now rather than in time?"""

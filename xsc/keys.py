@@ -1,4 +1,4 @@
-"""The one key layout of the node's LevelDB database.
+"""The one key layout of the node's LevelDB databases (its records', and its staged uploads' blocks': `s/b/`).
 
 Nothing else in XSC spells a key or a prefix: every module asks this one for
 its keys.  Keys are bytes: a namespace prefix, then fixed-width binary fields
@@ -22,10 +22,9 @@ import struct
 SCHEMA_VERSION = b"n/schema"
 
 # --- storage (s/) ----------------------------------------------------------------
-# Blocks sort by segment, then share: an upload then writes ascending keys, so LevelDB
-# compactions of a large file move whole tables down instead of rewriting them.  For that, nothing an upload
-# writes beside its blocks may sort above them: a table holding its staging record as well would span every block
-# written after it, and each later table would be merged into it (rewritten) rather than moved.
+# Blocks sort by segment, then share: an upload then writes ascending keys, so LevelDB compactions of a large file
+# move whole tables down instead of rewriting them.  A staged upload's blocks are in a database of their own, where
+# no other record lands (storage/share_store.py): a table holding another record would span other files' blocks.
 _BLOCK = b"s/b/"  # + storage index (32) + segment (4, big endian) + share (1) -> block bytes
 _SHARE = b"s/h/"  # + storage index + share -> share metadata (published: visible)
 _MANIFEST = b"s/m/"  # + storage index -> manifest bytes

@@ -7,7 +7,7 @@ import json
 import os
 
 from xsc import keys
-from xsc.node.appkeys import DB
+from xsc.node.appkeys import NODE
 from xsc.storage import Capability
 
 
@@ -15,12 +15,11 @@ def test_check_says_present_and_verify_names_bad_blocks(thread_node) -> None:
     node = thread_node(storage={"segment_size": 64 * 1024})
     cap = node.xsc("store", "put", "-", input=os.urandom(5 * 64 * 1024)).stdout.strip()
     si = Capability.parse(cap).storage_index
-    db = node.app[DB]
-    for share, segment in [(1, 3), (4, 0)]:  # flip a byte of two blocks
-        key = keys.block(si, share, segment)
-        block = bytearray(db.get(key))
+    store = node.app[NODE].store
+    for share, segment in [(1, 3), (4, 0)]:  # flip a byte of two blocks (where a block is read first)
+        block = bytearray(store.get_block(si, share, segment))
         block[10] ^= 0xFF
-        db.put(key, bytes(block))
+        store.blocks.put(keys.block(si, share, segment), bytes(block))
 
     check = node.xsc("store", "check", cap)
     assert check.exit_code == 0, check.output

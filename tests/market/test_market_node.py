@@ -14,7 +14,6 @@ from xsc.identity import Identity
 from xsc.market import service as market_service
 from xsc.node.appkeys import NODE
 from xsc.peers.service import MAX_NEW_PER_MESSAGE
-from xsc.storage.share_store import STREAMING_UPLOAD
 
 from tests.support.allocation import pair
 from tests.support.attacks import fake_descriptors
@@ -102,41 +101,6 @@ async def test_a_market_round_writes_the_new_commitment_off_the_event_loop_and_s
         return raw is not None and json.loads(raw)["signature"] == market.book.get(market.me).signature
 
     await eventually_async(written, "the book's commitment written", 10)
-
-
-def _stored_recognition(market) -> dict:
-    return json.loads(market.db.get(keys.market_commitment(market.identity.public_key)))["recognition"]
-
-
-async def test_the_rounds_wait_while_a_large_upload_writes_its_blocks_then_publish_the_change(node_factory) -> None:
-    """A record a round writes (its commitment, counters, a clearing price) would land among the upload's blocks
-    in LevelDB's tables and make compactions rewrite them: the rounds wait until the upload has ended."""
-    node = await node_factory()
-    market, store = node.app[NODE].market, node.app[NODE].store
-    upload = store.begin_upload(os.urandom(32), (0,), STREAMING_UPLOAD)
-    peer = Identity.generate().id
-    response = await node.post("/v1/market/recognize", json={"peer": peer, "weight": "0.5"})
-    assert response.status == 200
-    waited = market.rounds_waited
-    await eventually_async(lambda: market.rounds_waited >= waited + 2, "two rounds to wait", 10, poll=0.02)
-    assert peer not in market.book.get(market.me).recognition and peer not in _stored_recognition(market)
-    store.abort(upload)
-    await eventually_async(lambda: peer in market.book.get(market.me).recognition, "the change published", 10)
-    assert peer in _stored_recognition(market)
-
-
-async def test_a_round_waits_for_an_upload_only_while_the_peers_still_hold_a_current_offer(node_factory) -> None:
-    """An upload that never seems to end (or one of many terabytes) does not let this node's offer go stale: a
-    round waits at most two thirds of `market.freshness` (here 3 s) after the last one."""
-    node = await node_factory(market={"freshness": 3})
-    market, store = node.app[NODE].market, node.app[NODE].store
-    upload = store.begin_upload(os.urandom(32), (0,), STREAMING_UPLOAD)
-    peer = Identity.generate().id
-    response = await node.post("/v1/market/recognize", json={"peer": peer, "weight": "0.5"})
-    assert response.status == 200
-    await eventually_async(lambda: peer in market.book.get(market.me).recognition, "the change published", 10)
-    assert store.streaming and market.rounds_waited > 0 and peer in _stored_recognition(market)
-    store.abort(upload)
 
 
 async def test_an_older_commitment_written_late_never_overwrites_a_newer_one(node_factory) -> None:

@@ -18,7 +18,7 @@ from xsc.node import DB
 from xsc.storage import Capability
 from xsc.errors import StorageFull, UploadNotFound
 from xsc.storage.publisher import Publisher
-from xsc.storage.share_store import HELD_AT_MOST, HELD_UPLOAD, STREAMING_UPLOAD, Publication, ShareMeta, ShareStore
+from xsc.storage.share_store import HELD_AT_MOST, HELD_UPLOAD, Publication, ShareMeta, ShareStore
 
 from tests.support.writes import record_synced_writes
 
@@ -61,26 +61,6 @@ def test_an_upload_over_the_small_size_is_staged_on_disk(store) -> None:
     assert _on_disk(store, keys.blocks_of(SI)) != []
     store.abort(upload)
     assert list(store.db.iterator()) == []
-
-
-def test_the_store_is_streaming_while_a_large_upload_writes_its_blocks_and_not_after(store) -> None:
-    """What the market's rounds wait for (`streaming`): an upload that writes across LevelDB's memtables."""
-    small = store.begin_upload(os.urandom(32), (0,), HELD_UPLOAD + 1)  # staged, but within one memtable
-    assert not store.streaming
-    large = store.begin_upload(SI, (0,), STREAMING_UPLOAD)
-    assert store.streaming
-    large.put_blocks(0, {0: b"a" * 100})
-    store.abort(large)
-    assert not store.streaming
-    unknown = store.begin_upload(os.urandom(32), (0,), None)  # of unknown size: once it has written as much
-    unknown.put_blocks(0, {0: b"b" * (STREAMING_UPLOAD - 1)})
-    assert not store.streaming
-    unknown.put_blocks(1, {0: b"c"})
-    assert store.streaming
-    metas = [ShareMeta(0, 2, STREAMING_UPLOAD, 2_000_000_000, bytes(32), (bytes(32), bytes(32)))]
-    store.publish(unknown, metas)
-    store.abort(small)
-    assert not store.streaming and store.reserved == 0
 
 
 def test_held_uploads_together_keep_at_most_their_bound_in_memory(store) -> None:

@@ -18,6 +18,7 @@ import pytest
 from xsc import keys
 from xsc.client.sync import SENDFILE_CHUNK, NodeClient
 from xsc.storage import Capability, ShareStore
+from xsc.node.datadir import BLOCKS_DIR, DB_DIR
 from xsc.storage.core import layout
 
 from tests.support.nodes import xsc_command
@@ -171,10 +172,12 @@ def test_kill_9_during_a_large_put_leaves_the_store_consistent(node_process, tmp
     assert [f["capability"] for f in listing] == [early_cap]
     assert node.xsc("store", "get", early_cap).stdout == early
     node.stop()
-    db = plyvel.DB(str(node.data_dir / "db"))
-    try:
-        assert list(db.iterator(prefix=keys.UPLOADS)) == []
-        blocks = sum(1 for _ in db.iterator(prefix=b"s/b/", include_value=False))
-        assert blocks == 6 * layout.segment_count(len(early), 1024 * 1024)
-    finally:
-        db.close()
+    blocks = 0
+    for folder in (DB_DIR, BLOCKS_DIR):  # the records and staged uploads' blocks
+        db = plyvel.DB(str(node.data_dir / folder))
+        try:
+            assert list(db.iterator(prefix=keys.UPLOADS)) == []
+            blocks += sum(1 for _ in db.iterator(prefix=keys.blocks_of(b""), include_value=False))
+        finally:
+            db.close()
+    assert blocks == 6 * layout.segment_count(len(early), 1024 * 1024)

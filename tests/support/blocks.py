@@ -7,7 +7,7 @@ from collections.abc import Callable
 import plyvel
 
 from xsc import keys
-from xsc.node.datadir import DB_DIR
+from xsc.node.datadir import BLOCKS_DIR, DB_DIR
 
 from .nodes import NodeProcess
 
@@ -26,10 +26,16 @@ def corrupt_block(holder: NodeProcess, si: bytes, share: int, segment: int) -> N
 def change_block(holder: NodeProcess, si: bytes, share: int, segment: int, change: Callable[[bytes], bytes]) -> None:
     """A stored block replaced by `change(block)`, the node stopped (LevelDB has one owner); then start it again."""
     assert holder.stop() == 0
-    db = plyvel.DB(str(holder.data_dir / DB_DIR))
-    try:
-        key = keys.block(si, share, segment)
-        db.put(key, change(db.get(key)), sync=True)
-    finally:
-        db.close()
+    key = keys.block(si, share, segment)
+    for folder in (BLOCKS_DIR, DB_DIR):  # a staged upload's blocks, else the records' (where a node looks)
+        db = plyvel.DB(str(holder.data_dir / folder))
+        try:
+            block = db.get(key)
+            if block is not None:
+                db.put(key, change(block), sync=True)
+                break
+        finally:
+            db.close()
+    else:
+        raise AssertionError(f"no block {key.hex()} in {holder.data_dir}")
     holder.start()

@@ -56,11 +56,6 @@ from ..tasks import Quota, in_pool, now_ms, woken
 
 log = logging.getLogger(__name__)
 
-# While a large upload writes its blocks into this node's LevelDB (ShareStore.streaming), a market round waits: any
-# record it wrote (its commitment, counters, a clearing price) would land among the blocks, and LevelDB's compactions
-# would rewrite them.  It waits at most this fraction of `market.freshness` since the last round: the peers then still
-# hold an offer that counts as current.
-QUIET_AT_MOST = 2 / 3
 HONOUR_SECONDS = 60  # a published ask is honoured this long after a newer, higher one replaced it
 
 
@@ -85,7 +80,7 @@ class PeerView(Protocol):
 class MarketService:
     def __init__(self, *, config: MarketSection, identity: Identity, db: Database, peers: PeerView | None,
                  needs: NeedRegistry, weights: Recognition, subscribers: Subscribers | None, compute_threads: int,
-                 storage_usage: Callable[[], tuple[int, int]], streaming: Callable[[], bool], gossip_interval: float,
+                 storage_usage: Callable[[], tuple[int, int]], gossip_interval: float,
                  pool: Executor | None = None, limiter: Quota | None = None, credit_lines: Any = None,
                  find_providers: Callable[[str, int], Awaitable[list[Any]]] | None = None) -> None:
         self.config = config
@@ -95,8 +90,6 @@ class MarketService:
         self.db = db
         self.peers = peers  # None: a node on its own (tests)
         self.storage_usage = storage_usage  # () -> (bytes used, capacity) of this node's share store
-        self.streaming = streaming  # () -> is a large upload writing its blocks here now (QUIET_AT_MOST)
-        self.rounds_waited = 0  # market rounds that waited for an upload to end
         self._policies: dict[str, tuple[tuple[int, int, int], PricingPolicy]] = {}  # kind -> (its config, it)
         self.compute_threads = compute_threads
         self.gossip_interval = gossip_interval
@@ -361,17 +354,13 @@ class MarketService:
         interval = max(self.gossip_interval, self.config.freshness / 3)  # digests; changes are pushed at once
         next_gossip = time.monotonic() + interval * random.uniform(0.8, 1.2)
         heartbeat = self.config.freshness / 3
-        next_heartbeat, last_round = time.monotonic() + heartbeat, time.monotonic()
+        next_heartbeat = time.monotonic() + heartbeat
         while True:
             seconds = self.config.bucket_seconds
             to_boundary = seconds - time.time() % seconds + 0.05
             if await woken(self._changed, min(1.0, to_boundary)):
                 await asyncio.sleep(self.config.publish_delay)
             self._changed.clear()
-            if self.streaming() and time.monotonic() < last_round + self.config.freshness * QUIET_AT_MOST:
-                self.rounds_waited += 1
-                continue
-            last_round = time.monotonic()
             try:
                 fresh_again = time.monotonic() >= next_heartbeat
                 if fresh_again:

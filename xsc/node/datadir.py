@@ -1,4 +1,4 @@
-"""The node's data dir: its lock, its keys and token, its one LevelDB."""
+"""The node's data dir: its lock, its keys and token, its two LevelDBs (its records, its staged uploads' blocks)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 TOKEN_FILE = "api-token"
 LOCK_FILE = "node.lock"
 DB_DIR = "db"
+BLOCKS_DIR = "blocks"
 
 
 class DataDirLock:
@@ -96,20 +97,18 @@ def load_or_create_token(root: Path) -> str:
     return token
 
 
+# Blocks are ciphertext: compression only costs time.  Big files keep compaction (write amplification) down for
+# 256 KiB values; the write buffer is held twice while one flushes: 16 MiB takes a quarter off a large put's peak
+# memory (docs/storage.md, Memory).  A bloom filter per table answers most reads of a key that is not there.
+_TABLES = dict(compression=None, write_buffer_size=16 << 20, max_file_size=64 << 20, block_size=64 << 10,
+               max_open_files=500, bloom_filter_bits=10)
+
+
 def open_db(root: Path) -> Database:
-    # Blocks are ciphertext: compression only costs time.  Big files keep compaction (write
-    # amplification) down for 256 KiB values; the write buffer is held twice in memory while one
-    # flushes: 16 MiB takes a quarter off a large put's peak memory, and the tables a put writes are still moved
-    # down whole, not rewritten (docs/storage.md, Memory).  A bloom filter per table
-    # answers most reads of a key that is not there (a new file's records, a share not held) without a block read.
-    return open_database(
-        root / DB_DIR,
-        reserve_dir=root,
-        compression=None,
-        write_buffer_size=16 * 1024 * 1024,
-        max_file_size=64 * 1024 * 1024,
-        block_size=64 * 1024,
-        lru_cache_size=32 * 1024 * 1024,
-        max_open_files=500,
-        bloom_filter_bits=10,
-    )
+    """The data dir's records: all but the blocks of staged uploads (`open_blocks`)."""
+    return open_database(root / DB_DIR, reserve_dir=root, lru_cache_size=32 << 20, **_TABLES)
+
+
+def open_blocks(root: Path) -> Database:
+    """Staged uploads' blocks: a LevelDB of their own (docs/storage.md), with the data dir's one disk reserve."""
+    return open_database(root / BLOCKS_DIR, reserve_dir=root, lru_cache_size=8 << 20, **_TABLES)

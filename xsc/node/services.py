@@ -63,6 +63,7 @@ from ..storage.strangers import ProviderTerms
 from ..storage.core.wire import DAMAGE_PATH
 from ..heap import HeapTrim
 from ..tasks import Supervisor, Workers, in_pool
+from .datadir import open_blocks
 from .limits import RateLimiter
 from .metrics import Metrics
 
@@ -159,6 +160,7 @@ class Node:
         """Stop the services in reverse, then close what they used."""
         await self.supervisor.close()
         self.block_writer.shutdown(wait=True)
+        self.store.blocks.close()
         self.client.close()
         await self.session.close()
         await self.ledger.close()
@@ -168,7 +170,7 @@ class Node:
         config, db, pool, identity = self.config, self.db, self.pool, self.identity
         self.ledger = LedgerService(db, config.ledger.credit_limit, node=identity, client=self.payer,
                                     threads=config.compute.threads, low_balance=config.ledger.low_balance)
-        self.store = store = ShareStore(db, config.storage.capacity)
+        self.store = store = ShareStore(db, config.storage.capacity, blocks=open_blocks(config.data_dir))
         interrupted = await in_pool(pool, store.recover)
         if interrupted:
             log.warning("removed what %d interrupted upload(s) had staged", interrupted)
@@ -217,8 +219,7 @@ class Node:
             storage_usage=lambda: (store.capacity - store.free, store.capacity), compute_threads=config.compute.threads,
             gossip_interval=config.peers.gossip_interval, pool=self.pool, credit_lines=self.trust,
             limiter=RateLimiter(config.market.commitment_rate, 2 * MAX_COMMITMENTS, "commitments to check"),
-            find_providers=lambda kind, wanted: self.dht.find_providers(kind, wanted),  # the table starts later
-            streaming=lambda: store.streaming)
+            find_providers=lambda kind, wanted: self.dht.find_providers(kind, wanted))  # the table starts later
         self.allocation = allocation = AllocationService(
             config=config.market, identity=self.identity, db=db, market=market, needs=self.needs,
             subscribers=self.subscribers, peers=self.peers, gossip_interval=config.peers.gossip_interval,

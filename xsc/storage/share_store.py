@@ -1,5 +1,12 @@
 """The share store: blocks, share metadata and manifests in the node's LevelDB.
 
+Where blocks are: those of a staged upload in a database of their own (`blocks`, on a node: datadir.open_blocks),
+where no other record lands, so that a large put's tables span its own blocks only and compactions move them down
+whole however many files the node holds; those that ride in a publishing batch (a small upload's) with the records
+(`db`).  A block is read from `blocks` first, then `db` (a data dir from before the split holds every block there).
+A publication syncs `blocks` before its records are written, and a deletion deletes the records first, naming the
+blocks in a staging record until they are gone.
+
 Visibility and crash safety: blocks are written as they come, but a share only
 exists once its metadata record is published, and publishing (metadata,
 manifest, capacity counter, removal of the staging record) is one synced write
@@ -22,7 +29,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -39,7 +46,7 @@ from .core.merkle import HASH_BYTES
 _META_HEADER = struct.Struct(">BBIQQ32s")  # version, share, segments, stored bytes, lease expiry, uploader
 HELD_UPLOAD = 64 * 1024  # an upload this small (its known size) keeps its blocks in memory until it publishes
 HELD_AT_MOST = 16 * 1024 * 1024  # what all held uploads together may keep in memory; past it, they are staged
-# An upload that has reserved this much fills at least one of LevelDB's memtables (16 MiB) with blocks: `streaming`.
+# An upload that may write this much fills at least one of LevelDB's memtables (16 MiB) with blocks.
 STREAMING_UPLOAD = 16 * 1024 * 1024
 
 
@@ -93,7 +100,8 @@ class Upload:
         # for every segment).  Staged blocks need no atomicity: until `publish` none is visible, and `recover` or
         # `abort` deletes whatever part of a segment was written.
         for share, block in blocks.items():
-            self.store.db.put(keys.block(self.storage_index, share, segment), block)
+            self.store.blocks.put(keys.block(self.storage_index, share, segment), block)
+        self.store.unflushed = True
 
 
 class Rider(Protocol):
@@ -149,16 +157,23 @@ class BlockReader:
     about what a segment's extra copies do, so a reader pays where it is held across segments.
 
     The iterator holds LevelDB's view of the moment it was made, and a reopen of the database (db.py) waits until it
-    is released: its holder releases it before it waits for anything."""
+    is released: its holder releases it before it waits for anything.
 
-    def __init__(self, db: Database, si: bytes) -> None:
-        self._db, self._si = db, si
+    A block `db` lacks is looked for in `elsewhere` (ShareStore: the records' database), and once an iterator has
+    passed the file's last block here without finding one, every later block only there."""
+
+    def __init__(self, db: Database, si: bytes, elsewhere: Database | None = None) -> None:
+        self._db, self._si, self._elsewhere = db, si, elsewhere
         self._it: Any = None  # closes itself once it has passed the file's last block
         self._next: bytes | None = None  # the key the iterator is at: the next share's after each block read
+        self._found_here = False
+        self._none_here = False
 
     def get(self, share: int, segment: int) -> bytes | None:
         """The block, or None where there is none."""
         key = keys.block(self._si, share, segment)
+        if self._none_here:
+            return self._look_elsewhere(key)
         if self._it is None:
             self._it = self._db.iterator(prefix=keys.blocks_of(self._si), fill_cache=False)
             self._next = None
@@ -168,12 +183,17 @@ class BlockReader:
             found, block = next(self._it)
         except StopIteration:  # past the file's last block
             self._it = None
-            return None
+            self._none_here = not self._found_here and self._elsewhere is not None
+            return self._look_elsewhere(key)
         if found != key:  # missing: `found` is a later block, and the iterator is past it
             self._next = None
-            return None
+            return self._look_elsewhere(key)
         self._next = keys.block(self._si, share + 1, segment) if share < 255 else None
+        self._found_here = True
         return block
+
+    def _look_elsewhere(self, key: bytes) -> bytes | None:
+        return self._elsewhere.get(key, fill_cache=False) if self._elsewhere is not None else None
 
     def release(self) -> None:
         if self._it is not None:
@@ -188,8 +208,11 @@ class BlockReader:
 
 
 class ShareStore:
-    def __init__(self, db: Database, capacity: int) -> None:
+    def __init__(self, db: Database, capacity: int, blocks: Database | None = None) -> None:
         self.db = db
+        self.blocks = blocks if blocks is not None else db  # the blocks of staged uploads (see the module's doc)
+        self._homes = (self.blocks, db) if blocks is not None else (db,)  # where a block may be, looked at in order
+        self.unflushed = False  # whether staged blocks were written since `blocks` last flushed its memtable here
         self.capacity = capacity
         self._lock = threading.Lock()
         self._uploads: dict[bytes, Upload] = {}
@@ -205,15 +228,6 @@ class ShareStore:
         the lock (the event loop asks on every put and ask, and the lock is held across synced writes): begin_upload
         and _charge decide under it."""
         return sum(u.reserved for u in list(self._uploads.values()))  # list(): one step under the GIL
-
-    @property
-    def streaming(self) -> bool:
-        """Whether a large upload (STREAMING_UPLOAD) is writing its blocks into the database now.  LevelDB flushes its
-        memtable as one table spanning its lowest key to its highest: any other record written meanwhile (they all
-        sort outside the blocks) makes the table holding it span the blocks written before it, and compactions then
-        rewrite those blocks instead of moving their tables down whole, so writers that can wait ask this first.  A
-        reading without the lock, like `reserved`."""
-        return any(u.held is None and u.reserved >= STREAMING_UPLOAD for u in list(self._uploads.values()))
 
     def _reserved(self) -> int:
         return sum(u.reserved for u in self._uploads.values())
@@ -262,8 +276,12 @@ class ShareStore:
             self._uploads[upload_id] = upload
         if held:
             return upload
-        record = {"storage_index": storage_index.hex(), "shares": list(shares), "started": int(time.time())}
-        self.db.put(keys.upload(upload_id), codec.dumps(record), sync=True)
+        self.db.put(keys.upload(upload_id), _staging_record(storage_index, shares), sync=True)
+        if self.unflushed and self.blocks is not self.db and (expected_bytes or STREAMING_UPLOAD) >= STREAMING_UPLOAD:
+            # The blocks written before this large upload's go into a table of their own: one holding both would
+            # span every file stored between the two, and be merged with their tables.
+            self.unflushed = False
+            self.blocks.compact_range(start=_NO_KEY, stop=_NO_KEY)  # an empty range: only the memtable's flush
         return upload
 
     def detached_upload(self, storage_index: bytes, shares: tuple[int, ...], size: int, fresh: bool = False) -> Upload:
@@ -318,6 +336,8 @@ class ShareStore:
                 written.update(p.entries())
                 written.update(rides)
             written[keys.STORAGE_USED] = used.to_bytes(8, "big")
+            if self.blocks is not self.db and any(p.upload.held is None for p in publications):
+                self.blocks.sync()  # staged blocks durable before the records that make them visible
             with self.db.write_batch(sync=True) as batch:  # raises before it writes anything: nothing published
                 for key, value in written.items():
                     if value is None:
@@ -352,14 +372,17 @@ class ShareStore:
             self._uploads.pop(upload.id, None)
 
     def _delete_staged(self, si: bytes, shares: tuple[int, ...] | list[int], record_key: bytes) -> None:
-        # Never delete a published share's blocks.
+        # Never delete a published share's blocks.  The blocks go before the record naming them (the records'
+        # database last): after a crash between, `recover` deletes them again.
         staged = {s for s in shares if self.db.get(keys.share(si, s)) is None}
-        with self.db.write_batch(sync=True) as batch:
-            if staged:
-                for key in self.db.iterator(prefix=keys.blocks_of(si), include_value=False, fill_cache=False):
-                    if keys.block_share(key) in staged:
-                        batch.delete(key)
-            batch.delete(record_key)
+        for db in self._homes:
+            with db.write_batch(sync=True) as batch:
+                if staged:
+                    for key in db.iterator(prefix=keys.blocks_of(si), include_value=False, fill_cache=False):
+                        if keys.block_share(key) in staged:
+                            batch.delete(key)
+                if db is self.db:
+                    batch.delete(record_key)
 
     def recover(self) -> int:
         """Remove what uploads interrupted by a crash staged; returns how many there were."""
@@ -388,11 +411,16 @@ class ShareStore:
 
     def get_block(self, si: bytes, share: int, segment: int) -> bytes | None:
         # Blocks are read once per get: caching them would only evict the index and metadata.
-        return self.db.get(keys.block(si, share, segment), fill_cache=False)
+        key = keys.block(si, share, segment)
+        for db in self._homes:
+            block = db.get(key, fill_cache=False)
+            if block is not None:
+                return block
+        return None
 
     def block_reader(self, si: bytes) -> BlockReader:
         """Several blocks of one file, read through one LevelDB iterator (`BlockReader`: release it when done)."""
-        return BlockReader(self.db, si)
+        return BlockReader(self.blocks, si, self.db if self.blocks is not self.db else None)
 
     def file_record(self, si: bytes) -> dict | None:
         raw = self.db.get(keys.file(si))
@@ -421,8 +449,9 @@ class ShareStore:
         self.db.delete(keys.damage(si, share), sync=True)
 
     def put_repaired_blocks(self, si: bytes, segment: int, blocks: dict[int, bytes]) -> None:
-        """Overwrite blocks of published shares with rebuilt ones (already checked against their hashes)."""
-        with self.db.write_batch(sync=True) as batch:
+        """Overwrite blocks of published shares with rebuilt ones (already checked against their hashes): in
+        `blocks`, which is read first."""
+        with self.blocks.write_batch(sync=True) as batch:
             for share, block in blocks.items():
                 batch.put(keys.block(si, share, segment), block)
 
@@ -472,8 +501,7 @@ class ShareStore:
             meta = self.share_meta(si, share)
             if meta is None or meta.lease_expiry >= before:
                 return None
-            with self.db.write_batch(sync=True) as batch:
-                self._delete_share_keys(batch, si, meta)
+            with self._deleting(si, [meta]) as batch:
                 batch.delete(keys.damage(si, share))
                 if self.db.get(keys.file(si)) is None and not any(
                         s != share for s in self._shares_here(si)):
@@ -498,9 +526,7 @@ class ShareStore:
                     or any(m.lease_expiry >= before for m in metas):
                 return None
             freed = sum(m.stored_bytes for m in metas)
-            with self.db.write_batch(sync=True) as batch:
-                for meta in metas:
-                    self._delete_share_keys(batch, si, meta)
+            with self._deleting(si, metas) as batch:
                 for key in self.db.iterator(prefix=keys.damage_of(si), include_value=False):
                     batch.delete(key)
                 batch.delete(keys.manifest(si))
@@ -515,11 +541,26 @@ class ShareStore:
         with self.db.iterator(prefix=keys.shares_of(si), include_value=False) as it:
             return [keys.split_share(key)[1] for key in it]
 
-    @staticmethod
-    def _delete_share_keys(batch, si: bytes, meta: ShareMeta) -> None:
-        for segment in range(meta.segment_count):
-            batch.delete(keys.block(si, meta.share, segment))
-        batch.delete(keys.share(si, meta.share))
+    @contextmanager
+    def _deleting(self, si: bytes, metas: list[ShareMeta]) -> Iterator[Any]:
+        """A synced batch of the records that deletes the shares of `metas` (and what its caller adds to it);
+        their blocks in `blocks` are deleted once it is written, named meanwhile by a staging record (so that
+        `recover` deletes them after a crash between the two)."""
+        record = keys.upload(unique_bytes(16)) if self.blocks is not self.db and metas else None
+        with self.db.write_batch(sync=True) as batch:
+            for meta in metas:
+                for segment in range(meta.segment_count):
+                    batch.delete(keys.block(si, meta.share, segment))  # a block that rode in its publication
+                batch.delete(keys.share(si, meta.share))
+            if record is not None:
+                batch.put(record, _staging_record(si, [m.share for m in metas]))
+            yield batch
+        if record is not None:
+            with self.blocks.write_batch(sync=True) as blocks:
+                for meta in metas:
+                    for segment in range(meta.segment_count):
+                        blocks.delete(keys.block(si, meta.share, segment))
+            self.db.delete(record)
 
     # --- deleting ------------------------------------------------------------------
     def reclaim(self, storage_indexes: list[bytes]) -> bool:
@@ -530,7 +571,8 @@ class ShareStore:
             return False
         for si in sorted(set(storage_indexes)):
             prefix = keys.blocks_of(si)
-            self.db.compact_range(start=prefix, stop=prefix + b"\xff" * 8)
+            for db in self._homes:
+                db.compact_range(start=prefix, stop=prefix + b"\xff" * 8)
         return True
 
     def delete_share(self, si: bytes, share: int) -> bool:
@@ -575,11 +617,7 @@ class ShareStore:
         with self._lock:
             metas = [m for s in shares if (m := self.share_meta(si, s))]
             freed = sum(m.stored_bytes for m in metas)
-            with self.db.write_batch(sync=True) as batch:
-                for meta in metas:
-                    for segment in range(meta.segment_count):
-                        batch.delete(keys.block(si, meta.share, segment))
-                    batch.delete(keys.share(si, meta.share))
+            with self._deleting(si, metas) as batch:
                 if forget_file:
                     batch.delete(keys.manifest(si))
                     batch.delete(keys.file(si))
@@ -591,3 +629,11 @@ class ShareStore:
             self.shares_held -= len(metas)
             self.file_writes += forget_file
             return len(metas)
+
+
+_NO_KEY = b"\xff\xff"  # above every key: a compaction of it alone has nothing to compact
+
+
+def _staging_record(si: bytes, shares: tuple[int, ...] | list[int]) -> bytes:
+    """What a staging record says: the storage index and shares whose blocks `recover` deletes unless published."""
+    return codec.dumps({"storage_index": si.hex(), "shares": list(shares), "started": int(time.time())})
