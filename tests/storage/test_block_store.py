@@ -1,17 +1,19 @@
-"""Blocks in a database of their own: a staged upload's blocks go to the blocks' LevelDB, a small upload's ride
-with the records; a block is read wherever it is (a data dir from before the split holds them all with the
-records); a publication syncs the blocks before its records; a deletion's blocks, deleted after its records, are
-deleted again by `recover` when a crash came between."""
+"""Blocks in a database of their own: a staged upload's blocks go to the blocks' LevelDB, a small upload's ride with
+the records; a block is read wherever it is (a data dir of one database holds them all with the records); a
+publication syncs the blocks before its records; a deletion's blocks, deleted after its records, are deleted again
+by `recover` when a crash came between."""
 
 from __future__ import annotations
 
 import os
 
+import plyvel
 import pytest
 
 from xsc import keys
 from xsc.db import Database, open_database
 from xsc.node.datadir import BLOCKS_DIR, DB_DIR, open_blocks, open_db
+from xsc.storage import Capability
 from xsc.storage.share_store import HELD_UPLOAD, STREAMING_UPLOAD, ShareMeta, ShareStore
 
 SI = bytes(range(32))
@@ -145,6 +147,48 @@ def test_a_data_dir_from_before_the_split_is_read_repaired_and_deleted(tmp_path)
                                                              bytes([0, 2]) * (BLOCK // 2)]
         store.delete_file(SI)
         assert _keys(records, keys.blocks_of(SI)) == [] and _keys(blocks) == [] and store.used == 0
+    finally:
+        blocks.close()
+        records.close()
+
+
+@pytest.mark.slow
+def test_a_node_serves_verifies_and_deletes_the_blocks_a_data_dir_of_one_database_holds(node_process, tmp_path) -> None:
+    """A data dir of one database, every block with the records: the node reads, verifies and deletes them in
+    place."""
+    node = node_process()
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    (tmp_path / "f.bin").write_bytes(data)
+    cap = node.xsc("store", "put", str(tmp_path / "f.bin")).stdout.decode().strip().splitlines()[-1]
+    assert node.stop() == 0
+    moved = _move_blocks(node.data_dir)  # into the records' database, as one database kept them
+    assert moved == 6 * 4  # 4 segments of 1 MiB, 6 shares each
+    node.start()
+    got = node.xsc("store", "get", cap, "-o", str(tmp_path / "g.bin"))
+    assert got.returncode == 0 and (tmp_path / "g.bin").read_bytes() == data
+    assert node.xsc("store", "verify", cap).stdout.decode().splitlines()[-1] == "6 of 6 shares intact: healthy"
+    assert node.xsc("store", "rm", cap).returncode == 0
+    assert node.stop() == 0
+    si = Capability.parse(cap).storage_index
+    for folder in (DB_DIR, BLOCKS_DIR):
+        db = plyvel.DB(str(node.data_dir / folder))
+        try:
+            assert list(db.iterator(prefix=keys.blocks_of(si), include_value=False)) == []
+        finally:
+            db.close()
+
+
+def _move_blocks(data_dir) -> int:
+    blocks, records = plyvel.DB(str(data_dir / BLOCKS_DIR)), plyvel.DB(str(data_dir / DB_DIR))
+    try:
+        found = list(blocks.iterator(prefix=keys.blocks_of(b"")))
+        with records.write_batch(sync=True) as batch:
+            for key, block in found:
+                batch.put(key, block)
+        with blocks.write_batch(sync=True) as batch:
+            for key, _ in found:
+                batch.delete(key)
+        return len(found)
     finally:
         blocks.close()
         records.close()

@@ -3,7 +3,7 @@
 Where blocks are: those of a staged upload in a database of their own (`blocks`, on a node: datadir.open_blocks),
 where no other record lands, so that a large put's tables span its own blocks only and compactions move them down
 whole however many files the node holds; those that ride in a publishing batch (a small upload's) with the records
-(`db`).  A block is read from `blocks` first, then `db` (a data dir from before the split holds every block there).
+(`db`).  A block is read from `blocks` first, then `db` (a data dir of one database holds every block there).
 A publication syncs `blocks` before its records are written, and a deletion deletes the records first, naming the
 blocks in a staging record until they are gone.
 
