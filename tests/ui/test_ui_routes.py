@@ -188,8 +188,12 @@ async def test_each_peer_in_the_health_table_has_its_sparklines(node_factory) ->
     assert (await gateway.post("/v1/health/probe")).status == 200
     peers = (await (await gateway.get("/v1/health/peers")).json())["peers"]
     assert len(peers) == 1
-    assert peers[0]["sparkline_1h"] == [None] * 11 + [1.0]
-    assert peers[0]["sparkline_24h"] == [None] * 23 + [1.0]
+    for name, buckets in (("sparkline_1h", 12), ("sparkline_24h", 24)):
+        # The peer was probed as it was added and again just now: both in the newest bucket, or in the two newest
+        # where a bucket's boundary (5 minutes, an hour) fell between the two probes.
+        line = peers[0][name]
+        assert len(line) == buckets and line[-1] == 1.0 and line[-2] in (None, 1.0), line
+        assert line[:-2] == [None] * (buckets - 2), line
 
 
 async def test_the_file_list_counts_shares_per_node_and_can_be_cut_to_the_newest(node) -> None:
