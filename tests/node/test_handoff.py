@@ -101,9 +101,27 @@ def test_only_the_nodes_own_user_or_root_may_hand_it_files() -> None:
     assert not caller_allowed(1001, 1000) and not caller_allowed(1000, 0)
 
 
-async def test_a_caller_of_another_user_is_refused(serving, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("sends", ["at once", "after the node closed"])
+async def test_a_caller_of_another_user_is_refused(serving, tmp_path: Path, monkeypatch, sends: str) -> None:
+    """The node refuses before reading what the caller sends: a caller whose descriptor goes out after the node has
+    answered and closed (a broken pipe) still reads the refusal."""
     handoff = serving()
     monkeypatch.setattr(handoff_module, "caller_allowed", lambda uid, own: False)
+    if sends == "after the node closed":
+        loop, send_fds, hear = asyncio.get_running_loop(), socket.send_fds, handoff._hear
+        closed = loop.create_future()
+
+        async def hear_then_close(conn: socket.socket) -> None:
+            await hear(conn)
+            conn.close()
+            closed.set_result(None)
+
+        def send_late(sock, *args):
+            asyncio.run_coroutine_threadsafe(asyncio.wait_for(asyncio.shield(closed), 10), loop).result()
+            return send_fds(sock, *args)
+
+        monkeypatch.setattr(handoff, "_hear", hear_then_close)
+        monkeypatch.setattr(socket, "send_fds", send_late)
     (tmp_path / "f").write_bytes(b"x")
     with open(tmp_path / "f", "rb") as f, pytest.raises(errors.Forbidden, match="handed over by its own user"):
         await _hand(handoff, f.fileno())
