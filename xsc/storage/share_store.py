@@ -211,7 +211,8 @@ class ShareStore:
     def __init__(self, db: Database, capacity: int, blocks: Database | None = None) -> None:
         self.db = db
         self.blocks = blocks if blocks is not None else db  # the blocks of staged uploads (see the module's doc)
-        self._homes = (self.blocks, db) if blocks is not None else (db,)  # where a block may be, looked at in order
+        self._apart = blocks is not None  # blocks in a database of their own
+        self._homes = (self.blocks, db) if self._apart else (db,)  # where a block may be, looked at in order
         self.unflushed = False  # whether staged blocks were written since `blocks` last flushed its memtable here
         self.capacity = capacity
         self._lock = threading.Lock()
@@ -277,7 +278,7 @@ class ShareStore:
         if held:
             return upload
         self.db.put(keys.upload(upload_id), _staging_record(storage_index, shares), sync=True)
-        if self.unflushed and self.blocks is not self.db and (expected_bytes or STREAMING_UPLOAD) >= STREAMING_UPLOAD:
+        if self.unflushed and self._apart and (expected_bytes or STREAMING_UPLOAD) >= STREAMING_UPLOAD:
             # The blocks written before this large upload's go into a table of their own: one holding both would
             # span every file stored between the two, and be merged with their tables.
             self.unflushed = False
@@ -336,7 +337,7 @@ class ShareStore:
                 written.update(p.entries())
                 written.update(rides)
             written[keys.STORAGE_USED] = used.to_bytes(8, "big")
-            if self.blocks is not self.db and any(p.upload.held is None for p in publications):
+            if self._apart and any(p.upload.held is None for p in publications):
                 self.blocks.sync()  # staged blocks durable before the records that make them visible
             with self.db.write_batch(sync=True) as batch:  # raises before it writes anything: nothing published
                 for key, value in written.items():
@@ -420,7 +421,7 @@ class ShareStore:
 
     def block_reader(self, si: bytes) -> BlockReader:
         """Several blocks of one file, read through one LevelDB iterator (`BlockReader`: release it when done)."""
-        return BlockReader(self.blocks, si, self.db if self.blocks is not self.db else None)
+        return BlockReader(self.blocks, si, self.db if self._apart else None)
 
     def file_record(self, si: bytes) -> dict | None:
         raw = self.db.get(keys.file(si))
@@ -546,7 +547,7 @@ class ShareStore:
         """A synced batch of the records that deletes the shares of `metas` (and what its caller adds to it);
         their blocks in `blocks` are deleted once it is written, named meanwhile by a staging record (so that
         `recover` deletes them after a crash between the two)."""
-        record = keys.upload(unique_bytes(16)) if self.blocks is not self.db and metas else None
+        record = keys.upload(unique_bytes(16)) if self._apart and metas else None
         with self.db.write_batch(sync=True) as batch:
             for meta in metas:
                 for segment in range(meta.segment_count):
