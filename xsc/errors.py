@@ -561,6 +561,8 @@ def connection_reason(exc: BaseException) -> str:
         return "the connection closed before the answer was complete"
     if isinstance(inner, OSError) and inner.strerror:
         return inner.strerror.lower()
+    if isinstance(inner, OSError) and inner.errno is None and len(inner.args) == 1 and isinstance(inner.args[0], str):
+        return inner.args[0]  # raised with its own words ("the node's answer has no Content-Length")
     return name
 
 

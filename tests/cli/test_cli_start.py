@@ -30,9 +30,10 @@ NOT_FOR_A_GET = {
     "xsc.node", "xsc.storage.core.crypto", "xsc.cli.compute", "xsc.cli.market", "xsc.cli.ledger",
 }
 
-# What a put does without: the node's ledger package (and the asyncio, cryptography and plyvel its import brings),
-# whose rendering of credits alone it prints (xsc/units.py, format_credits).
-NOT_FOR_A_PUT = {"xsc.ledger", "xsc.cli.ledger", "asyncio", "cryptography", "plyvel"}
+# What a put of a file does without: the node's ledger package (and the asyncio, cryptography and plyvel its import
+# brings), whose rendering of credits alone it prints (xsc/units.py, format_credits); and, the file handed to the node
+# beside it, http.client and the ssl and email it loads (its one request is written as a get's is).
+NOT_FOR_A_PUT = {"xsc.ledger", "xsc.cli.ledger", "asyncio", "cryptography", "plyvel", "http.client", "ssl", "email"}
 
 
 def _run(args: list[str]) -> tuple[subprocess.CompletedProcess, int, set[str]]:

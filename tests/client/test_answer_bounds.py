@@ -83,6 +83,18 @@ def test_an_answer_over_the_limit_is_an_error_not_a_buffer(url: str, path: str) 
         sync.NodeClient(url, "t").post_stream(path, iter([b"{}"]), "application/json")
 
 
+def test_the_put_of_a_handed_file_bounds_its_answer_alike(url: str) -> None:
+    """Its one request is written on a socket of its own (no http.client), its answer read as far as needed."""
+    client = sync.NodeClient(url, "t")
+    assert client.put_handed("/at-limit", {"local": "t"}, lambda: 0) == json.loads(AT_LIMIT)
+    with pytest.raises(XscError, match=f"answered POST /over-limit with more than {LIMIT:,} bytes"):
+        client.put_handed("/over-limit", {"local": "t"}, lambda: 0)
+    with pytest.raises(NotFound, match="no such file"):
+        client.put_handed("/problem", {"local": "t"}, lambda: 0)
+    with pytest.raises(XscError, match="no Content-Length"):  # the node's answers always have one
+        client.put_handed("/long-problem", {"local": "t"}, lambda: 0)
+
+
 def test_a_problem_is_its_error_and_a_long_one_is_cut(url: str) -> None:
     client = sync.NodeClient(url, "t")
     with pytest.raises(NotFound, match="no such file"):

@@ -132,8 +132,7 @@ class NodeClient:
                                             f"({errors.connection_reason(exc)})", hint="check the node's log") from None
         except OSError as exc:  # refused, unknown host, timed out: said once, in plain words
             conn.close()
-            raise errors.NodeNotRunning(f"cannot reach the node at {self.url}: {errors.connection_reason(exc)}",
-                                        hint=f"is it running? {self._start_hint.replace('start one', 'start it')}") from None
+            raise self._unreachable(exc) from None
         if response.status >= 400:
             data = response.read(MAX_PROBLEM)
             conn.close()
@@ -217,12 +216,12 @@ class NodeClient:
                    on_progress: Callable[[int], None] | None = None) -> Any:
         """POST `path`, the put of a file handed to the node (`hand_over`: no body), and its JSON answer, waited for
         as long as the node reads on: `offset()` says how far it read (told to `on_progress` as it moves); the
-        client's timeout passed without a byte read fails the put."""
+        client's timeout passed without a byte read fails the put.  Written on a socket of its own, as `open_body`
+        asks: http.client, with the ssl and email it loads, would cost a local put's CLI ~13 ms of its start."""
 
-        def send(conn: http.client.HTTPConnection, target: str) -> None:
-            conn.request("POST", target, headers={"Authorization": f"Bearer {self._token}"})
+        def wait(sock: socket.socket) -> None:
             watch, last = _Watch(None, self._timeout or float("inf")), offset()
-            while not select.select([conn.sock], [], [], POLL_SECONDS)[0]:
+            while not select.select([sock], [], [], POLL_SECONDS)[0]:
                 now = offset()
                 if now != last:
                     watch.moved()
@@ -232,12 +231,25 @@ class NodeClient:
                 try:
                     watch.check()
                 except TimeoutError:
-                    conn.close()
                     raise errors.NodeNotRunning(f"the node read nothing of the file for {watch.idle:.0f} s",
                                                 hint="check the node's log") from None
 
-        conn, response = self._exchange(path, query, send)
-        return _json_answer(conn, response, f"POST {path}")
+        target = f"{path}?{urlencode({k: v for k, v in query.items() if v is not None})}"
+        try:
+            sock, status, length, data = _ask(self._host, self._port, f"POST {target} HTTP/1.1\r\nAuthorization: "
+                                              f"Bearer {self._token}\r\nContent-Length: 0\r\n", wait)
+            with sock:
+                data = _read_on(sock, data, min(length, MAX_ANSWER if status < 400 else MAX_PROBLEM))
+        except OSError as exc:
+            raise self._unreachable(exc) from None
+        if status >= 400:
+            raise error_from_problem(status, data)
+        if len(data) < length:
+            raise errors.XscError(f"the node answered POST {path} with more than {MAX_ANSWER:,} bytes",
+                                  hint="check that --node (or the data dir) names an XSC node")
+        from .. import codec
+
+        return codec.loads(data)
 
     def post_stream(self, path: str, chunks: Iterator[bytes], content_type: str) -> Any:
         """POST a body of unknown length (chunked), as it is produced; the JSON answer."""
@@ -253,11 +265,13 @@ class NodeClient:
         try:
             body = open_body(self._host, self._port, f"Bearer {self._token}", path)
         except OSError as exc:
-            raise errors.NodeNotRunning(f"cannot reach the node at {self.url}: {errors.connection_reason(exc)}",
-                                        hint=f"is it running? {self._start_hint.replace('start one', 'start it')}"
-                                        ) from None
+            raise self._unreachable(exc) from None
         body.idle = self._timeout or body.idle
         return body
+
+    def _unreachable(self, exc: OSError) -> errors.NodeNotRunning:
+        return errors.NodeNotRunning(f"cannot reach the node at {self.url}: {errors.connection_reason(exc)}",
+                                     hint=f"is it running? {self._start_hint.replace('start one', 'start it')}")
 
 
 def _json_answer(conn: http.client.HTTPConnection, response: http.client.HTTPResponse, what: str) -> Any:
@@ -309,14 +323,32 @@ def open_body(host: str, port: int, authorization: str, path: str, first: int | 
     """GET `path` (bytes first..last of it, inclusive) on a connection of its own, read up to its body's start: the
     rest stays in the socket, for `NodeBody.splice_to`.  Blocking.  The node's refusal raises its XscError; a
     connection that fails, or an answer cut short or without a Content-Length, raises OSError."""
+    ranged = f"Range: bytes={first}-{last}\r\n" if first is not None else ""
+    sock, status, length, rest = _ask(host, port, f"GET {path} HTTP/1.1\r\nAuthorization: {authorization}\r\n{ranged}")
+    try:
+        if status >= 400:
+            raise error_from_problem(status, _read_on(sock, rest, min(length, MAX_PROBLEM)))
+        sock.settimeout(None)
+        return NodeBody(sock, _read_on(sock, rest, min(length, 1)), length)  # the body's start: the node answered
+    except BaseException:
+        sock.close()
+        raise
+
+
+def _ask(host: str, port: int, request: str, wait: Callable[[socket.socket], None] | None = None
+         ) -> tuple[socket.socket, int, int, bytes]:
+    """Send `request` (its request line and header lines, each ending in CRLF; Host and Connection are added) on a
+    connection of its own, let `wait(socket)` wait for the answer, and read the answer's head: the socket, the
+    status, the body's Content-Length and what of the body came with the head.  Blocking.  A connection that fails,
+    or an answer cut short or without a Content-Length, raises OSError (its socket closed)."""
     # getaddrinfo encodes a str host with the idna codec, whose import costs a CLI's start ~1 ms: an ASCII name (an
     # address, a node's usual URL) is passed as the bytes that codec would give.
     sock = socket.create_connection((host.encode() if host.isascii() else host, port), timeout=10)
     try:
         sock.settimeout(ANSWER_TIMEOUT)  # a loaded node may take long to open a file, not forever
-        ranged = f"Range: bytes={first}-{last}\r\n" if first is not None else ""
-        sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: {authorization}\r\n{ranged}"
-                      f"Connection: close\r\n\r\n").encode("latin-1"))
+        sock.sendall(f"{request}Host: {host}:{port}\r\nConnection: close\r\n\r\n".encode("latin-1"))
+        if wait is not None:
+            wait(sock)
         data = b""
         while b"\r\n\r\n" not in data:
             more = sock.recv(65536)
@@ -334,18 +366,22 @@ def open_body(host: str, port: int, authorization: str, path: str, first: int | 
             raise ConnectionError(f"the node's answer is malformed: {status_line[:80]!r}") from None
         if length < 0 or "chunked" in headers.get("transfer-encoding", ""):
             raise ConnectionError("the node's answer has no Content-Length")
-        while len(rest) < min(length, 1 if status < 400 else length):  # the body's start (or a problem's whole)
-            more = sock.recv(65536)
-            if not more:
-                raise ConnectionError("the node closed the connection before the body")
-            rest += more
-        if status >= 400:
-            raise error_from_problem(status, rest)
-        sock.settimeout(None)
-        return NodeBody(sock, rest, length)
+        return sock, status, length, rest
     except BaseException:
         sock.close()
         raise
+
+
+def _read_on(sock: socket.socket, data: bytes, length: int) -> bytes:
+    """`data` read on from `sock` to at least `length` bytes; ConnectionError if the node closes before."""
+    parts, got = [data], len(data)
+    while got < length:
+        more = sock.recv(min(length - got, CHUNK))
+        if not more:
+            raise ConnectionError("the node closed the connection before the body")
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 class IncompleteBody(ConnectionError):
