@@ -1,5 +1,6 @@
-"""What `xsc store get` and `xsc store put` load.  A get's or a put's time counts from its process's start to its
-end, and each module imported is milliseconds of it: the modules a command does not use stay out of its process."""
+"""What `xsc store get`, `xsc store put` and the commands that call the node load.  A get's or a put's time counts
+from its process's start to its end, and each module imported is milliseconds of it: the modules a command does not
+use stay out of its process."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import os
 import re
 import subprocess
 import sys
+
+from tests.support.compute import WASM
 
 # The real CLI in a process of its own that, at exit, writes to stderr how many objects the collector was told to
 # leave alone, and the names of the modules it loaded.
@@ -30,10 +33,12 @@ NOT_FOR_A_GET = {
     "xsc.node", "xsc.storage.core.crypto", "xsc.cli.compute", "xsc.cli.market", "xsc.cli.ledger",
 }
 
-# What a put of a file does without: the node's ledger package (and the asyncio, cryptography and plyvel its import
-# brings), whose rendering of credits alone it prints (xsc/units.py, format_credits); and, the file handed to the node
-# beside it, http.client and the ssl and email it loads (its one request is written as a get's is).
-NOT_FOR_A_PUT = {"xsc.ledger", "xsc.cli.ledger", "asyncio", "cryptography", "plyvel", "http.client", "ssl", "email"}
+# What a command whose calls to the node have bodies of known length does without (xsc/client/sync.py, `_ask`).
+NOT_FOR_A_CALL = {"http.client", "ssl", "email"}
+
+# What a put of a file does without, beside those: the node's ledger package (and the asyncio, cryptography and plyvel
+# its import brings), whose rendering of credits alone it prints (xsc/units.py, format_credits).
+NOT_FOR_A_PUT = {"xsc.ledger", "xsc.cli.ledger", "asyncio", "cryptography", "plyvel", *NOT_FOR_A_CALL}
 
 
 def _run(args: list[str]) -> tuple[subprocess.CompletedProcess, int, set[str]]:
@@ -72,6 +77,14 @@ def test_a_put_prints_what_its_lease_costs_without_importing_the_ledger(thread_n
     said = " ".join(put.stderr.decode().split())  # the line is wrapped to the terminal's width
     assert re.search(r"the lease costs \d+\.\d{6} credits at ", said), said
     assert not NOT_FOR_A_PUT & loaded, sorted(NOT_FOR_A_PUT & loaded)
+
+
+def test_a_command_that_calls_the_node_starts_without_http_client(thread_node) -> None:
+    node = thread_node()
+    for args in (["store", "ls"], ["node", "status"], ["compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2"]):
+        done, _, loaded = _run(["--data-dir", str(node.data_dir), *args])
+        assert done.returncode == 0, done.stderr.decode()
+        assert not NOT_FOR_A_CALL & loaded, (args, sorted(NOT_FOR_A_CALL & loaded))
 
 
 def test_a_command_leaves_what_it_made_to_the_system_at_exit_and_still_ends_whole(thread_node, tmp_path) -> None:

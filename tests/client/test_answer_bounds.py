@@ -1,6 +1,7 @@
 """The clients of a node's API read its answers no further than they need: a JSON answer past MAX_ANSWER is an error
 said in one line (not a process that buffers whatever it is sent), a problem body is read as far as MAX_PROBLEM,
-and an answer of exactly MAX_ANSWER bytes is read whole.  Against a server that answers what each path asks."""
+and an answer of exactly MAX_ANSWER bytes is read whole; a call's answer of no Content-Length (the node gives every
+one) is refused in one line.  Against a server that answers what each path asks."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ class _Answers(BaseHTTPRequestHandler):
             "/over-limit": (200, OVER_LIMIT, False),
             "/over-limit-chunked": (200, OVER_LIMIT, True),
             "/problem": (404, PROBLEM, False),
-            "/long-problem": (500, b"<" * (sync.MAX_PROBLEM * 8), True),
+            "/long-problem": (500, b"<" * (sync.MAX_PROBLEM * 8), False),
+            "/long-problem-chunked": (500, b"<" * (sync.MAX_PROBLEM * 8), True),
         }[self.path.split("?")[0]]
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -75,7 +77,9 @@ def test_an_answer_of_exactly_the_limit_is_read_whole(url: str) -> None:
 
 @pytest.mark.parametrize("path", ["/over-limit", "/over-limit-chunked"])
 def test_an_answer_over_the_limit_is_an_error_not_a_buffer(url: str, path: str) -> None:
-    with pytest.raises(XscError, match=f"answered GET {path} with more than {LIMIT:,} bytes"):
+    said = (f"answered GET {path} with more than {LIMIT:,} bytes" if path == "/over-limit" else
+            f"answered GET {path} so that it cannot be read: it has no Content-Length")
+    with pytest.raises(XscError, match=said):
         sync.NodeClient(url, "t").request("GET", path)
     with pytest.raises(XscError, match="more than"):
         sync.NodeClient(url, "t").download(path).read()
@@ -91,8 +95,8 @@ def test_the_put_of_a_handed_file_bounds_its_answer_alike(url: str) -> None:
         client.put_handed("/over-limit", {"local": "t"}, lambda: 0)
     with pytest.raises(NotFound, match="no such file"):
         client.put_handed("/problem", {"local": "t"}, lambda: 0)
-    with pytest.raises(XscError, match="no Content-Length"):  # the node's answers always have one
-        client.put_handed("/long-problem", {"local": "t"}, lambda: 0)
+    with pytest.raises(XscError, match="cannot be read: it has no Content-Length"):
+        client.put_handed("/long-problem-chunked", {"local": "t"}, lambda: 0)
 
 
 def test_a_problem_is_its_error_and_a_long_one_is_cut(url: str) -> None:
@@ -120,5 +124,6 @@ def test_the_asynchronous_client_bounds_its_answers_alike(url: str) -> None:
             asyncio.run(_call(url, path))
     with pytest.raises(NotFound, match="no such file"):
         asyncio.run(_call(url, "/problem"))
-    with pytest.raises(XscError, match="answered HTTP 500"):
-        asyncio.run(_call(url, "/long-problem"))
+    for path in ("/long-problem", "/long-problem-chunked"):
+        with pytest.raises(XscError, match="answered HTTP 500"):
+            asyncio.run(_call(url, path))

@@ -1,5 +1,8 @@
-"""A small, synchronous client of the node's user API, the CLI's (stdlib http.client: fast to import, streams both
-ways).  A node's problem body becomes the XscError it was (`error_from_problem`), for this client and aio.py's.
+"""A small, synchronous client of the node's user API, the CLI's.  A request with a body of known length (every JSON
+call, the put of a handed-over file) is written on a connection of its own and its answer, which the node always
+gives a Content-Length, read there (`_ask`); streams (an upload's body, a download) go through stdlib http.client,
+imported only then.  A node's problem body becomes the XscError it was (`error_from_problem`), for this client and
+aio.py's.
 
 A large body is read on a connection of its own (`open_body`) and passed on to a file, a pipe or a socket with
 `NodeBody.splice_to`: by splice(2) through a pipe, so its bytes never enter this process, where the system has it
@@ -17,12 +20,12 @@ import stat
 import threading
 import time
 import unicodedata
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, NamedTuple
 from urllib.parse import urlencode, urlsplit
 
 from .. import errors
 
-if TYPE_CHECKING:  # imported where used: a get (open_body) does without it and its ssl, ~10 ms of the CLI's start
+if TYPE_CHECKING:  # imported where used: most commands do without it and its ssl and email, ~12 ms of a CLI's start
     import http.client
 # xsc.codec, with the orjson and json it loads (~3 ms of the CLI's start), is imported where a JSON body is read or
 # sent: a get's body is none.
@@ -166,22 +169,45 @@ class NodeClient:
 
     def request(self, method: str, path: str, *, json_body: Any = None, query: dict[str, Any] | None = None,
                 body: bytes | None = None, content_type: str | None = None) -> Any:
+        """`method path` with a body of known length (`json_body` encoded, or `body` of `content_type`), and the
+        answer: its JSON, or its bytes if it is not JSON."""
         from .. import codec
 
-        headers = {}
         if json_body is not None:
-            body = codec.dumps(json_body)
-            headers["Content-Type"] = "application/json"
-        elif content_type:
-            headers["Content-Type"] = content_type
-        conn, response = self._send(method, path, body, headers, query)
-        try:
-            data = read_answer(response, f"{method} {path}")
-        finally:
-            conn.close()
-        if response.headers.get_content_type().endswith("json"):
+            body, content_type = codec.dumps(json_body), "application/json"
+        headers, data = self._call(method, path, query, body or b"", content_type)
+        if headers.get("content-type", "").split(";")[0].strip().endswith("json"):
             return codec.loads(data) if data else None
         return data
+
+    def _call(self, method: str, path: str, query: dict[str, Any] | None, body: bytes = b"",
+              content_type: str | None = None, wait: Callable[[socket.socket], None] | None = None
+              ) -> tuple[dict[str, str], bytes]:
+        """One request with a body of known length, on a connection of its own (`_ask`: no http.client, whose import
+        with the ssl and email it loads is ~12 ms of a command's start), and its answer's headers and body (read no
+        further than MAX_ANSWER, a problem's than MAX_PROBLEM, which raises its XscError)."""
+        if query:
+            path_query = f"{path}?{urlencode({k: v for k, v in query.items() if v is not None})}"
+        else:
+            path_query = path
+        typed = f"Content-Type: {content_type}\r\n" if content_type else ""
+        try:
+            answer = _ask(self._host, self._port, f"{method} {path_query} HTTP/1.1\r\nAuthorization: Bearer "
+                          f"{self._token}\r\n{typed}Content-Length: {len(body)}\r\n", body, wait, self._timeout)
+            with answer.sock:
+                data = _read_on(answer.sock, answer.head, min(answer.length, MAX_ANSWER if answer.status < 400
+                                                              else MAX_PROBLEM))
+        except UnreadableAnswer as exc:
+            raise errors.XscError(f"the node at {self.url} answered {method} {path} so that it cannot be read: {exc}",
+                                  hint="check that --node (or the data dir) names an XSC node") from None
+        except OSError as exc:
+            raise self._unreachable(exc) from None
+        if answer.status >= 400:
+            raise error_from_problem(answer.status, data)
+        if len(data) < answer.length:
+            raise errors.XscError(f"the node answered {method} {path} with more than {MAX_ANSWER:,} bytes",
+                                  hint="check that --node (or the data dir) names an XSC node")
+        return answer.headers, data
 
     def upload(self, path: str, stream: BinaryIO, *, size: int | None, query: dict[str, Any] | None = None,
                on_progress: Callable[[int], None] | None = None) -> Any:
@@ -216,8 +242,7 @@ class NodeClient:
                    on_progress: Callable[[int], None] | None = None) -> Any:
         """POST `path`, the put of a file handed to the node (`hand_over`: no body), and its JSON answer, waited for
         as long as the node reads on: `offset()` says how far it read (told to `on_progress` as it moves); the
-        client's timeout passed without a byte read fails the put.  Written on a socket of its own, as `open_body`
-        asks: http.client, with the ssl and email it loads, would cost a local put's CLI ~13 ms of its start."""
+        client's timeout passed without a byte read fails the put."""
 
         def wait(sock: socket.socket) -> None:
             watch, last = _Watch(None, self._timeout or float("inf")), offset()
@@ -234,22 +259,9 @@ class NodeClient:
                     raise errors.NodeNotRunning(f"the node read nothing of the file for {watch.idle:.0f} s",
                                                 hint="check the node's log") from None
 
-        target = f"{path}?{urlencode({k: v for k, v in query.items() if v is not None})}"
-        try:
-            sock, status, length, data = _ask(self._host, self._port, f"POST {target} HTTP/1.1\r\nAuthorization: "
-                                              f"Bearer {self._token}\r\nContent-Length: 0\r\n", wait)
-            with sock:
-                data = _read_on(sock, data, min(length, MAX_ANSWER if status < 400 else MAX_PROBLEM))
-        except OSError as exc:
-            raise self._unreachable(exc) from None
-        if status >= 400:
-            raise error_from_problem(status, data)
-        if len(data) < length:
-            raise errors.XscError(f"the node answered POST {path} with more than {MAX_ANSWER:,} bytes",
-                                  hint="check that --node (or the data dir) names an XSC node")
         from .. import codec
 
-        return codec.loads(data)
+        return codec.loads(self._call("POST", path, query, wait=wait)[1])
 
     def post_stream(self, path: str, chunks: Iterator[bytes], content_type: str) -> Any:
         """POST a body of unknown length (chunked), as it is produced; the JSON answer."""
@@ -324,36 +336,56 @@ def open_body(host: str, port: int, authorization: str, path: str, first: int | 
     rest stays in the socket, for `NodeBody.splice_to`.  Blocking.  The node's refusal raises its XscError; a
     connection that fails, or an answer cut short or without a Content-Length, raises OSError."""
     ranged = f"Range: bytes={first}-{last}\r\n" if first is not None else ""
-    sock, status, length, rest = _ask(host, port, f"GET {path} HTTP/1.1\r\nAuthorization: {authorization}\r\n{ranged}")
+    answer = _ask(host, port, f"GET {path} HTTP/1.1\r\nAuthorization: {authorization}\r\n{ranged}")
+    sock, length = answer.sock, answer.length
     try:
-        if status >= 400:
-            raise error_from_problem(status, _read_on(sock, rest, min(length, MAX_PROBLEM)))
+        if answer.status >= 400:
+            raise error_from_problem(answer.status, _read_on(sock, answer.head, min(length, MAX_PROBLEM)))
         sock.settimeout(None)
-        return NodeBody(sock, _read_on(sock, rest, min(length, 1)), length)  # the body's start: the node answered
+        return NodeBody(sock, _read_on(sock, answer.head, min(length, 1)), length)  # its start: the node answered
     except BaseException:
         sock.close()
         raise
 
 
-def _ask(host: str, port: int, request: str, wait: Callable[[socket.socket], None] | None = None
-         ) -> tuple[socket.socket, int, int, bytes]:
-    """Send `request` (its request line and header lines, each ending in CRLF; Host and Connection are added) on a
-    connection of its own, let `wait(socket)` wait for the answer, and read the answer's head: the socket, the
-    status, the body's Content-Length and what of the body came with the head.  Blocking.  A connection that fails,
-    or an answer cut short or without a Content-Length, raises OSError (its socket closed)."""
+class UnreadableAnswer(ConnectionError):
+    """An answer that is not one `_ask` reads: a head past 64 KiB or malformed, or a body of no Content-Length."""
+
+
+class _Answer(NamedTuple):
+    sock: socket.socket
+    status: int
+    headers: dict[str, str]  # their names in lower case
+    length: int  # the body's, from its Content-Length
+    head: bytes  # what of the body came with the headers
+
+
+def _ask(host: str, port: int, request: str, body: bytes = b"", wait: Callable[[socket.socket], None] | None = None,
+         timeout: float | None = ANSWER_TIMEOUT) -> _Answer:
+    """Send `request` (its request line and header lines, each ending in CRLF; Host and Connection are added) and
+    `body` on a connection of its own, let `wait(socket)` wait for the answer, and read the answer's head.  Blocking;
+    `timeout`: seconds each read may wait.  A connection that fails raises OSError, an answer cut short or not one
+    this reads UnreadableAnswer (an OSError too), its socket closed.  The node's answers on these paths always have a
+    Content-Length, and one request a connection leaves no connection to keep: what http.client would add is not
+    needed here, and a CLI's start spares its import."""
     # getaddrinfo encodes a str host with the idna codec, whose import costs a CLI's start ~1 ms: an ASCII name (an
     # address, a node's usual URL) is passed as the bytes that codec would give.
     sock = socket.create_connection((host.encode() if host.isascii() else host, port), timeout=10)
     try:
-        sock.settimeout(ANSWER_TIMEOUT)  # a loaded node may take long to open a file, not forever
-        sock.sendall(f"{request}Host: {host}:{port}\r\nConnection: close\r\n\r\n".encode("latin-1"))
+        sock.settimeout(timeout)  # a loaded node may take long to open a file, not forever
+        try:
+            sock.sendall(f"{request}Host: {host}:{port}\r\nConnection: close\r\n\r\n".encode("latin-1") + body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the node refused before reading it all (a token, a size) and closed: its answer waits all the same
         if wait is not None:
             wait(sock)
         data = b""
         while b"\r\n\r\n" not in data:
             more = sock.recv(65536)
-            if not more or len(data) > 65536:
-                raise ConnectionError("the node closed the connection without a whole answer")
+            if not more:
+                raise UnreadableAnswer("the node closed the connection without a whole answer")
+            if len(data) > 65536:
+                raise UnreadableAnswer("its head is longer than 64 KiB")
             data += more
         head, _, rest = data.partition(b"\r\n\r\n")
         status_line, *lines = head.decode("latin-1").split("\r\n")
@@ -363,10 +395,10 @@ def _ask(host: str, port: int, request: str, wait: Callable[[socket.socket], Non
             status = int(status_line.split()[1])
             length = int(headers.get("content-length", "-1"))
         except (ValueError, IndexError):
-            raise ConnectionError(f"the node's answer is malformed: {status_line[:80]!r}") from None
+            raise UnreadableAnswer(f"its status line is malformed: {status_line[:80]!r}") from None
         if length < 0 or "chunked" in headers.get("transfer-encoding", ""):
-            raise ConnectionError("the node's answer has no Content-Length")
-        return sock, status, length, rest
+            raise UnreadableAnswer("it has no Content-Length")
+        return _Answer(sock, status, headers, length, rest)
     except BaseException:
         sock.close()
         raise
