@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -24,9 +25,12 @@ PROBLEM = json.dumps({"code": "not-found", "status": 404, "detail": "no such fil
 class _Answers(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
+    hosts: list[str] = []  # the Host header of each request
+
     def _answer(self) -> None:
         # One request a connection: a chunked body (post_stream's) is left unread, and must not be taken for the next.
         self.close_connection = True
+        self.hosts.append(self.headers.get("Host", ""))
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
         status, body, chunked = {
@@ -34,6 +38,7 @@ class _Answers(BaseHTTPRequestHandler):
             "/over-limit": (200, OVER_LIMIT, False),
             "/over-limit-chunked": (200, OVER_LIMIT, True),
             "/problem": (404, PROBLEM, False),
+            "/problem-free": (200, b'{"ok": true}', False),
             "/long-problem": (500, b"<" * (sync.MAX_PROBLEM * 8), False),
             "/long-problem-chunked": (500, b"<" * (sync.MAX_PROBLEM * 8), True),
         }[self.path.split("?")[0]]
@@ -97,6 +102,18 @@ def test_the_put_of_a_handed_file_bounds_its_answer_alike(url: str) -> None:
         client.put_handed("/problem", {"local": "t"}, lambda: 0)
     with pytest.raises(XscError, match="cannot be read: it has no Content-Length"):
         client.put_handed("/long-problem-chunked", {"local": "t"}, lambda: 0)
+
+
+def test_a_call_to_a_node_at_an_ipv6_address_names_its_host_in_brackets() -> None:
+    server = type("Server6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})(("::1", 0), _Answers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        assert sync.NodeClient(f"http://[::1]:{port}", "t").request("GET", "/problem-free") == {"ok": True}
+        assert _Answers.hosts[-1] == f"[::1]:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_a_problem_is_its_error_and_a_long_one_is_cut(url: str) -> None:

@@ -373,8 +373,9 @@ def _ask(host: str, port: int, request: str, body: bytes = b"", wait: Callable[[
     sock = socket.create_connection((host.encode() if host.isascii() else host, port), timeout=10)
     try:
         sock.settimeout(timeout)  # a loaded node may take long to open a file, not forever
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address in brackets
         try:
-            sock.sendall(f"{request}Host: {host}:{port}\r\nConnection: close\r\n\r\n".encode("latin-1") + body)
+            sock.sendall(f"{request}Host: {authority}\r\nConnection: close\r\n\r\n".encode("latin-1") + body)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the node refused before reading it all (a token, a size) and closed: its answer waits all the same
         if wait is not None:
