@@ -1,8 +1,10 @@
 """A large put on one node: its segments encoded in the pool, its blocks written one segment at a time on the
-gateway's writer thread, and a write that fails failing the put with nothing left staged."""
+gateway's writer thread, queued there in order (each write begun as the one before ends, without the event loop),
+and a write that fails failing the put with nothing left staged and no write after it."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import threading
@@ -10,6 +12,7 @@ import threading
 import pytest
 
 from tests.support.shares import gateway_core
+from tests.support.waiting import eventually_async
 from xsc import keys
 from xsc.storage import gateway_get, gateway_put
 from xsc.storage.share_store import Upload
@@ -56,11 +59,84 @@ async def test_a_large_puts_blocks_are_written_in_order_on_the_writer_and_read_b
     assert size == len(DATA) and b"".join([chunk async for chunk in chunks]) == DATA
 
 
+async def test_the_next_write_begins_as_the_one_before_ends_while_the_event_loop_is_held(gateway, monkeypatch) -> None:
+    """Segment 1's write is queued behind segment 0's; as segment 0's ends, the event loop is held until segment 1's
+    has begun: it begins all the same (a write begun by the loop would wait the 10 s out and the test fail)."""
+    loop = asyncio.get_running_loop()
+    queued, held, began = threading.Event(), threading.Event(), threading.Event()
+    write, put_blocks = gateway.write, Upload.put_blocks
+
+    def queueing(fn, *args):
+        future = write(fn, *args)
+        if args[1] == 1:  # (write, index, blocks)
+            queued.set()
+        return future
+
+    def hold_the_loop() -> None:
+        held.set()
+        began.wait(10)
+
+    def recorded(self: Upload, segment: int, blocks: dict[int, bytes]) -> None:
+        if segment == 0:
+            assert queued.wait(10)
+            loop.call_soon_threadsafe(hold_the_loop)
+            assert held.wait(10)
+        elif segment == 1:
+            began.set()
+        put_blocks(self, segment, blocks)
+
+    monkeypatch.setattr(gateway, "write", queueing)
+    monkeypatch.setattr(Upload, "put_blocks", recorded)
+    result = await gateway_put.put(gateway, _read(DATA), len(DATA))
+    assert began.is_set()
+    size, chunks = await gateway_get.open_file(gateway, result.capability)
+    assert size == len(DATA) and b"".join([chunk async for chunk in chunks]) == DATA
+
+
 async def test_a_block_write_that_fails_fails_the_put_and_leaves_nothing_staged(gateway, monkeypatch) -> None:
     seen = _writes_seen(monkeypatch, fail_at=3)
     with pytest.raises(OSError, match="No space left"):
         await gateway_put.put(gateway, _read(DATA), len(DATA))
     assert seen[-1] == ("test-writer_0", 3)  # no write after the one that failed
+    assert list(gateway.store.db.iterator(prefix=keys.UPLOADS)) == []
+    assert list(gateway.store.db.iterator(prefix=keys.blocks_of(b""))) == []
+    assert gateway.store.reserved == 0
+
+
+async def test_a_put_that_fails_skips_the_writes_it_had_queued(gateway, monkeypatch) -> None:
+    """Segments 1 and 2 are queued behind segment 0's write, which waits until the put has failed (its client reset
+    the connection): they are not written, and nothing is left staged."""
+    seen, queued, stopped = [], [], threading.Event()
+    write, put_blocks, stop = gateway.write, Upload.put_blocks, gateway_put._Writes.stop
+
+    def queueing(fn, *args):
+        queued.append(args[1])  # (write, index, blocks)
+        return write(fn, *args)
+
+    def stopping(self) -> None:
+        stop(self)
+        stopped.set()
+
+    def gated(self: Upload, segment: int, blocks: dict[int, bytes]) -> None:
+        seen.append(segment)
+        if segment == 0:
+            assert stopped.wait(10)
+        put_blocks(self, segment, blocks)
+
+    stream = io.BytesIO(DATA)
+
+    async def read(n: int) -> bytes:
+        if stream.tell() >= 4 * SEGMENT:
+            await eventually_async(lambda: len(queued) >= 3, "segments 0-2 queued on the writer")
+            raise ConnectionResetError("the client reset the connection")
+        return stream.read(n)
+
+    monkeypatch.setattr(gateway, "write", queueing)
+    monkeypatch.setattr(gateway_put._Writes, "stop", stopping)
+    monkeypatch.setattr(Upload, "put_blocks", gated)
+    with pytest.raises(ConnectionResetError):
+        await gateway_put.put(gateway, read, len(DATA))
+    assert seen == [0] and queued[:3] == [0, 1, 2]
     assert list(gateway.store.db.iterator(prefix=keys.UPLOADS)) == []
     assert list(gateway.store.db.iterator(prefix=keys.blocks_of(b""))) == []
     assert gateway.store.reserved == 0

@@ -70,7 +70,7 @@ class GatewayCore:
         self.lease_duration = lease_duration
         self.node_key = node_key
         self.depth = depth
-        # The segments all puts hold at once: one put's `depth` encoding and one being written (put_budget.py).
+        # The segments all puts hold at once, each from before it is read until its blocks are written (put_budget.py).
         self.budget = PutBudget((depth + 1) * segment_size)
         # The blocks all puts hold for other nodes, added to their shares' writers and not yet answered: a put's
         # own most on the longest path (every share's batches in flight, and the next one filling), or two

@@ -6,10 +6,11 @@ are known (a whole share: storage/core/wire.py); a larger one begins every remot
 are read and encoded (the begins' round trip is not spent waiting), sends no block before its share is begun, then
 sends its segments in ordered batches and commits.  At most `depth` segments are in flight, so memory stays
 bounded whatever the file size, and each holds its share of the gateway's budget, which all puts share
-(put_budget.py), from before its read until its blocks are written and handed on.  One LevelDB write of a put's
-blocks is in flight at a time (LevelDB takes one writer at a time anyway), on the gateway's writer thread rather
-than in the pool: in the pool it would wait behind the encodes queued before it while the stream waits for it, and
-hold a pool thread that could be encoding.  A file
+(put_budget.py), from before its read until its blocks are written and handed on.  A put's LevelDB writes of its
+blocks queue in order on the gateway's writer thread rather than in the pool (in the pool each would wait behind the
+encodes queued before it, and hold a pool thread that could be encoding; LevelDB takes one writer at a time anyway),
+each begun as the one before ends: the writer is a put's slowest step, and a write begun only once the event loop has
+seen the one before end would leave it idle between them.  A file
 of one segment is encoded, begun and written in one pool job; the file is published in the
 node's next group write (storage/publisher.py).
 """
@@ -117,22 +118,40 @@ async def _read_full(read: ReadFn, n: int) -> list[bytes]:
     return parts
 
 
-class _OneWrite:
-    """Block writes run one at a time, each started once the one before is done (module docstring)."""
+class _Writes:
+    """A put's block writes, queued in order on the gateway's writer (one thread: one write at a time, each begun as
+    the one before ends, with no turn of the event loop between them).  Once one fails, or the put stops, those still
+    queued are skipped."""
 
     def __init__(self, gateway: GatewayCore) -> None:
         self.gateway = gateway
         self.pending: list[asyncio.Future] = []
+        self.stopped = False  # read on the writer's thread before each write
 
-    async def start(self, write: Callable[[int, dict[int, bytes]], None], index: int, blocks: dict[int, bytes]
-                    ) -> asyncio.Future | None:
-        """write(index, blocks) on the gateway's writer once the write before is done, and its future; no blocks (all
-        remote): no write."""
-        await asyncio.gather(*self.pending)
+    def start(self, write: Callable[[int, dict[int, bytes]], None], index: int, blocks: dict[int, bytes]
+              ) -> asyncio.Future | None:
+        """write(index, blocks) queued on the gateway's writer, and its future; a write that failed before fails the
+        put here, before another is queued; no blocks (all remote): no write."""
+        for done in [future for future in self.pending if future.done()]:
+            self.pending.remove(done)
+            done.result()
         if not blocks:
             return None
-        self.pending = [self.gateway.write(write, index, blocks)]
-        return self.pending[0]
+        self.pending.append(self.gateway.write(self._write, write, index, blocks))
+        return self.pending[-1]
+
+    def _write(self, write: Callable[[int, dict[int, bytes]], None], index: int, blocks: dict[int, bytes]) -> None:
+        if self.stopped:
+            return
+        try:
+            write(index, blocks)
+        except BaseException:
+            self.stopped = True
+            raise
+
+    def stop(self) -> None:
+        """The put failed: the writes still queued are skipped (one under way ends)."""
+        self.stopped = True
 
 
 class _OnePut:
@@ -248,7 +267,7 @@ class _Stream:
     def __init__(self, put: _OnePut, read: ReadFn, started: Awaitable[None] | None) -> None:
         self.put, self.read, self.started = put, read, started
         self.budget = put.gateway.budget
-        self.writes = _OneWrite(put.gateway)
+        self.writes = _Writes(put.gateway)
         self.in_flight: deque[asyncio.Future] = deque()
         self.held: list[dict[int, bytes]] = []  # remote blocks of segments encoded while the begins are on their way
         self.held_bytes = 0
@@ -304,7 +323,7 @@ class _Stream:
         put.hashes.append(segment_hashes)
         index, write = len(put.hashes) - 1, None
         if not put.one_segment:  # (one segment: written by its encoding job)
-            write = await self.writes.start(put.upload.put_blocks, index, {s: blocks[s] for s in put.local})
+            write = self.writes.start(put.upload.put_blocks, index, {s: blocks[s] for s in put.local})
         if put.remote:
             remote = {s: blocks[s] for s in put.remote}
             if self.sending is not None:
@@ -412,6 +431,7 @@ class _Stream:
             if size is not None and await _read_full(self.read, 1):
                 raise BadRequest(f"the upload is longer than the {size} bytes announced")
         except BaseException:
+            self.writes.stop()
             for fut in in_flight:
                 if not put.one_segment:  # its job begins the upload: waited for, so that `undo` can abort it
                     fut.cancel()
