@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from xsc.client import aio, sync
-from xsc.errors import NotFound, XscError
+from xsc.errors import NodeNotRunning, NotFound, XscError
 
 LIMIT = 64 * 1024  # MAX_ANSWER in these tests
 AT_LIMIT = json.dumps(["x" * (LIMIT - 6)]).encode()  # a JSON answer of exactly LIMIT bytes
@@ -33,6 +33,8 @@ class _Answers(BaseHTTPRequestHandler):
         self.hosts.append(self.headers.get("Host", ""))
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
+        if self.path == "/hang-up":
+            return  # no answer: the connection is closed
         status, body, chunked = {
             "/at-limit": (200, AT_LIMIT, False),
             "/over-limit": (200, OVER_LIMIT, False),
@@ -102,6 +104,11 @@ def test_the_put_of_a_handed_file_bounds_its_answer_alike(url: str) -> None:
         client.put_handed("/problem", {"local": "t"}, lambda: 0)
     with pytest.raises(XscError, match="cannot be read: it has no Content-Length"):
         client.put_handed("/long-problem-chunked", {"local": "t"}, lambda: 0)
+
+
+def test_a_node_that_hangs_up_without_answering_is_said_so_in_one_line(url: str) -> None:
+    with pytest.raises(NodeNotRunning, match="closed the connection without a whole answer"):
+        sync.NodeClient(url, "t").request("GET", "/hang-up")
 
 
 def test_a_call_to_a_node_at_an_ipv6_address_names_its_host_in_brackets() -> None:

@@ -349,7 +349,7 @@ def open_body(host: str, port: int, authorization: str, path: str, first: int | 
 
 
 class UnreadableAnswer(ConnectionError):
-    """An answer that is not one `_ask` reads: a head past 64 KiB or malformed, or a body of no Content-Length."""
+    """An answer that is not one `_ask` reads: its head past 64 KiB or malformed, or its body of no Content-Length."""
 
 
 class _Answer(NamedTuple):
@@ -364,8 +364,8 @@ def _ask(host: str, port: int, request: str, body: bytes = b"", wait: Callable[[
          timeout: float | None = ANSWER_TIMEOUT) -> _Answer:
     """Send `request` (its request line and header lines, each ending in CRLF; Host and Connection are added) and
     `body` on a connection of its own, let `wait(socket)` wait for the answer, and read the answer's head.  Blocking;
-    `timeout`: seconds each read may wait.  A connection that fails raises OSError, an answer cut short or not one
-    this reads UnreadableAnswer (an OSError too), its socket closed.  The node's answers on these paths always have a
+    `timeout`: seconds each read may wait.  A connection that fails or an answer cut short raises OSError, an answer not
+    one this reads UnreadableAnswer (an OSError too), its socket closed.  The node's answers on these paths always have a
     Content-Length, and one request a connection leaves no connection to keep: what http.client would add is not
     needed here, and a CLI's start spares its import."""
     # getaddrinfo encodes a str host with the idna codec, whose import costs a CLI's start ~1 ms: an ASCII name (an
@@ -384,7 +384,7 @@ def _ask(host: str, port: int, request: str, body: bytes = b"", wait: Callable[[
         while b"\r\n\r\n" not in data:
             more = sock.recv(65536)
             if not more:
-                raise UnreadableAnswer("the node closed the connection without a whole answer")
+                raise ConnectionError("the node closed the connection without a whole answer")
             if len(data) > 65536:
                 raise UnreadableAnswer("its head is longer than 64 KiB")
             data += more
