@@ -79,9 +79,12 @@ def test_a_put_prints_what_its_lease_costs_without_importing_the_ledger(thread_n
     assert not NOT_FOR_A_PUT & loaded, sorted(NOT_FOR_A_PUT & loaded)
 
 
-def test_a_command_that_calls_the_node_starts_without_http_client(thread_node) -> None:
+def test_a_command_that_calls_the_node_starts_without_http_client(thread_node, tmp_path) -> None:
     node = thread_node()
-    for args in (["store", "ls"], ["node", "status"], ["compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2"]):
+    small = tmp_path / "small.bin"
+    small.write_bytes(os.urandom(70_000))
+    for args in (["store", "ls"], ["node", "status"], ["compute", "invoke", str(WASM / "add.wasm"), "add", "1", "2"],
+                 ["--node", node.url, "store", "put", str(small)]):  # sent over HTTP, the file not handed over
         done, _, loaded = _run(["--data-dir", str(node.data_dir), *args])
         assert done.returncode == 0, done.stderr.decode()
         assert not NOT_FOR_A_CALL & loaded, (args, sorted(NOT_FOR_A_CALL & loaded))

@@ -1,8 +1,8 @@
 """A small, synchronous client of the node's user API, the CLI's.  A request with a body of known length (every JSON
-call, the put of a handed-over file) is written on a connection of its own and its answer, which the node always
-gives a Content-Length, read there (`_ask`); streams (an upload's body, a download) go through stdlib http.client,
-imported only then.  A node's problem body becomes the XscError it was (`error_from_problem`), for this client and
-aio.py's.
+call, the put of a handed-over file, an upload of at most EXPECT_ABOVE bytes) is written on a connection of its own
+and its answer, which the node always gives a Content-Length, read there (`_ask`); streams (a larger upload's body or
+one of unknown length, a download) go through stdlib http.client, imported only then.  A node's problem body becomes
+the XscError it was (`error_from_problem`), for this client and aio.py's.
 
 A large body is read on a connection of its own (`open_body`) and passed on to a file, a pipe or a socket with
 `NodeBody.splice_to`: by splice(2) through a pipe, so its bytes never enter this process, where the system has it
@@ -211,7 +211,15 @@ class NodeClient:
 
     def upload(self, path: str, stream: BinaryIO, *, size: int | None, query: dict[str, Any] | None = None,
                on_progress: Callable[[int], None] | None = None) -> Any:
-        """POST a stream; with a known size it is sent with Content-Length, else chunked."""
+        """POST a stream; with a known size it is sent with Content-Length (at most EXPECT_ABOVE bytes: read whole and
+        sent as a call's body is, `_call`), else chunked."""
+        if size is not None and size <= EXPECT_ABOVE:
+            from .. import codec
+
+            body = stream.read(size)
+            if on_progress:
+                on_progress(len(body))
+            return codec.loads(self._call("POST", path, query, body, "application/octet-stream")[1])
 
         def chunks() -> Iterator[bytes]:
             while True:
@@ -234,8 +242,7 @@ class NodeClient:
             conn, response = self._send("POST", path, chunks(), headers, query, encode_chunked=True)
         else:
             headers["Content-Length"] = str(size)
-            conn, response = (self._send_expecting(path, send, headers, query) if size > EXPECT_ABOVE
-                              else self._send("POST", path, chunks(), headers, query))
+            conn, response = self._send_expecting(path, send, headers, query)
         return _json_answer(conn, response, f"POST {path}")
 
     def put_handed(self, path: str, query: dict[str, Any], offset: Callable[[], int],
@@ -364,10 +371,10 @@ def _ask(host: str, port: int, request: str, body: bytes = b"", wait: Callable[[
          timeout: float | None = ANSWER_TIMEOUT) -> _Answer:
     """Send `request` (its request line and header lines, each ending in CRLF; Host and Connection are added) and
     `body` on a connection of its own, let `wait(socket)` wait for the answer, and read the answer's head.  Blocking;
-    `timeout`: seconds each read may wait.  A connection that fails or an answer cut short raises OSError, an answer not
-    one this reads UnreadableAnswer (an OSError too), its socket closed.  The node's answers on these paths always have a
-    Content-Length, and one request a connection leaves no connection to keep: what http.client would add is not
-    needed here, and a CLI's start spares its import."""
+    `timeout`: seconds each read may wait.  A connection that fails or an answer cut short raises OSError, an answer
+    not one this reads UnreadableAnswer (an OSError too), its socket closed.  The node's answers on these paths always
+    have a Content-Length, and one request a connection leaves no connection to keep: what http.client would add is
+    not needed here, and a CLI's start spares its import."""
     # getaddrinfo encodes a str host with the idna codec, whose import costs a CLI's start ~1 ms: an ASCII name (an
     # address, a node's usual URL) is passed as the bytes that codec would give.
     sock = socket.create_connection((host.encode() if host.isascii() else host, port), timeout=10)
