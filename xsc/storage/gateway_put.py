@@ -118,6 +118,13 @@ async def _read_full(read: ReadFn, n: int) -> list[bytes]:
     return parts
 
 
+# A put's block writes under way at most (the one being written and those queued behind it, which the writer begins as
+# the one before ends).  Queued writes hold their segments' share of the gateway's budget, and a put that finds the
+# budget spent sends on what it holds for other nodes at once: with no bound, a remote share's last batch would often
+# leave without its commit, which then costs a round trip of its own (tests/storage/test_remote_put.py).
+QUEUED = 3
+
+
 class _Writes:
     """A put's block writes, queued in order on the gateway's writer (one thread: one write at a time, each begun as
     the one before ends, with no turn of the event loop between them).  Once one fails, or the put stops, those still
@@ -128,10 +135,13 @@ class _Writes:
         self.pending: list[asyncio.Future] = []
         self.stopped = False  # read on the writer's thread before each write
 
-    def start(self, write: Callable[[int, dict[int, bytes]], None], index: int, blocks: dict[int, bytes]
-              ) -> asyncio.Future | None:
-        """write(index, blocks) queued on the gateway's writer, and its future; a write that failed before fails the
-        put here, before another is queued; no blocks (all remote): no write."""
+    async def start(self, write: Callable[[int, dict[int, bytes]], None], index: int, blocks: dict[int, bytes]
+                    ) -> asyncio.Future | None:
+        """write(index, blocks) queued on the gateway's writer, and its future, once fewer than QUEUED writes of this
+        put are under way; a write that failed before fails the put here, before another is queued; no blocks (all
+        remote): no write."""
+        if len(self.pending) >= QUEUED:
+            await asyncio.wait(self.pending[:len(self.pending) - QUEUED + 1])
         for done in [future for future in self.pending if future.done()]:
             self.pending.remove(done)
             done.result()
@@ -323,7 +333,7 @@ class _Stream:
         put.hashes.append(segment_hashes)
         index, write = len(put.hashes) - 1, None
         if not put.one_segment:  # (one segment: written by its encoding job)
-            write = self.writes.start(put.upload.put_blocks, index, {s: blocks[s] for s in put.local})
+            write = await self.writes.start(put.upload.put_blocks, index, {s: blocks[s] for s in put.local})
         if put.remote:
             remote = {s: blocks[s] for s in put.remote}
             if self.sending is not None:
