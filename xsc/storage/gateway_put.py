@@ -140,8 +140,8 @@ class _Writes:
         """write(index, blocks) queued on the gateway's writer, and its future, once fewer than QUEUED writes of this
         put are under way; a write that failed before fails the put here, before another is queued; no blocks (all
         remote): no write."""
-        if len(self.pending) >= QUEUED:
-            await asyncio.wait(self.pending[:len(self.pending) - QUEUED + 1])
+        if len(self.pending) >= QUEUED:  # (never more: each start adds one)
+            await asyncio.wait(self.pending[:1])
         for done in [future for future in self.pending if future.done()]:
             self.pending.remove(done)
             done.result()
