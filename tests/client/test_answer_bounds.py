@@ -41,6 +41,8 @@ class _Answers(BaseHTTPRequestHandler):
             "/over-limit-chunked": (200, OVER_LIMIT, True),
             "/problem": (404, PROBLEM, False),
             "/problem-free": (200, b'{"ok": true}', False),
+            "/not-json": (200, b"<html>a web page</html>", False),
+            "/not-json-deep": (200, b"[" * 60_000, False),  # deeper than any parser goes, within LIMIT
             "/long-problem": (500, b"<" * (sync.MAX_PROBLEM * 8), False),
             "/long-problem-chunked": (500, b"<" * (sync.MAX_PROBLEM * 8), True),
         }[self.path.split("?")[0]]
@@ -106,6 +108,27 @@ def test_the_put_of_a_handed_file_bounds_its_answer_alike(url: str) -> None:
         client.put_handed("/long-problem-chunked", {"local": "t"}, lambda: 0)
 
 
+@pytest.mark.parametrize("path", ["/not-json", "/not-json-deep"])
+def test_an_answer_said_to_be_json_that_is_not_is_said_so_in_one_line(url: str, path: str, tmp_path) -> None:
+    """Something other than a node at --node: each way the clients read a JSON answer refuses it as one line, not a
+    traceback (nesting too deep for the parser included)."""
+    client, said = sync.NodeClient(url, "t"), f"answered {{}} {path} with a body that is not JSON"
+    with pytest.raises(XscError, match=said.format("GET")):
+        client.request("GET", path)
+    with pytest.raises(XscError, match=said.format("POST")):
+        client.put_handed(path, {"local": "t"}, lambda: 0)
+    with pytest.raises(XscError, match=said.format("POST")):
+        client.post_stream(path, iter([b"{}"]), "application/json")
+    for size in (1000, sync.EXPECT_ABOVE + 1):  # read whole and sent as a call's body; streamed
+        (tmp_path / "f").write_bytes(b"x" * size)
+        with (tmp_path / "f").open("rb") as f, pytest.raises(XscError, match=said.format("POST")):
+            client.upload(path, f, size=size)
+    with pytest.raises(XscError, match=said.format("GET")):  # the S3 front's client, both ways it reads
+        asyncio.run(_call(url, path))
+    with pytest.raises(XscError, match=said.format("POST")):
+        asyncio.run(_post_bytes(url, path))
+
+
 def test_a_node_that_hangs_up_without_answering_is_said_so_in_one_line(url: str) -> None:
     with pytest.raises(NodeNotRunning, match="closed the connection without a whole answer"):
         sync.NodeClient(url, "t").request("GET", "/hang-up")
@@ -137,6 +160,15 @@ async def _call(url: str, path: str):
     await api.start()
     try:
         return await api.call("GET", path)
+    finally:
+        await api.close()
+
+
+async def _post_bytes(url: str, path: str):
+    api = aio.NodeApi(url, "t")
+    await api.start()
+    try:
+        return await api.post_bytes(path, b"x")
     finally:
         await api.close()
 

@@ -26,7 +26,7 @@ import aiohttp
 from .. import codec
 from ..errors import NodeNotRunning, NotFound, XscError
 from ..net.kept import Cut, Kept, TooLarge, Unreached
-from .sync import EXPECT_ABOVE, MAX_ANSWER, MAX_PROBLEM, NodeBody, error_from_problem, open_body
+from .sync import EXPECT_ABOVE, MAX_ANSWER, MAX_PROBLEM, NodeBody, error_from_problem, json_answer, open_body
 
 CHUNK = 1024 * 1024
 
@@ -73,7 +73,7 @@ class NodeApi:
         data = await _read_at_most(response, MAX_ANSWER + 1)
         if len(data) > MAX_ANSWER:
             raise _too_large(what)
-        return codec.loads(data) if data.strip() else None
+        return json_answer(data, what) if data.strip() else None
 
     def _down(self, exc: Exception) -> NodeNotRunning:
         return NodeNotRunning(f"the node at {self.url} is not answering: {exc}", hint="start it: xsc node start")
@@ -108,10 +108,7 @@ class NodeApi:
             raise self._down(failed.cause) from None
         if status >= 400:
             raise error_from_problem(status, answer)
-        try:
-            return codec.loads(answer)
-        except ValueError:
-            raise XscError(f"the node answered POST {path} with what is not JSON: {answer[:80]!r}") from None
+        return json_answer(answer, f"POST {path}")
 
     async def put_file(self, chunks: AsyncIterator[bytes], size: int | None, name: str) -> dict:
         """Store a stream as one XSC file (a `store put`: market, payment, placement); its put result."""

@@ -171,13 +171,13 @@ class NodeClient:
                 body: bytes | None = None, content_type: str | None = None) -> Any:
         """`method path` with a body of known length (`json_body` encoded, or `body` of `content_type`), and the
         answer: its JSON, or its bytes if it is not JSON."""
-        from .. import codec
-
         if json_body is not None:
+            from .. import codec
+
             body, content_type = codec.dumps(json_body), "application/json"
         headers, data = self._call(method, path, query, body or b"", content_type)
         if headers.get("content-type", "").split(";")[0].strip().endswith("json"):
-            return codec.loads(data) if data else None
+            return json_answer(data, f"{method} {path}") if data else None
         return data
 
     def _call(self, method: str, path: str, query: dict[str, Any] | None, body: bytes = b"",
@@ -195,8 +195,8 @@ class NodeClient:
             answer = _ask(self._host, self._port, f"{method} {path_query} HTTP/1.1\r\nAuthorization: Bearer "
                           f"{self._token}\r\n{typed}Content-Length: {len(body)}\r\n", body, wait, self._timeout)
             with answer.sock:
-                data = _read_on(answer.sock, answer.head, min(answer.length, MAX_ANSWER if answer.status < 400
-                                                              else MAX_PROBLEM))
+                limit = min(answer.length, MAX_ANSWER if answer.status < 400 else MAX_PROBLEM)
+                data = _read_on(answer.sock, answer.head, limit)[:limit]  # nothing past what it announced
         except UnreadableAnswer as exc:
             raise errors.XscError(f"the node at {self.url} answered {method} {path} so that it cannot be read: {exc}",
                                   hint="check that --node (or the data dir) names an XSC node") from None
@@ -214,12 +214,11 @@ class NodeClient:
         """POST a stream; with a known size it is sent with Content-Length (at most EXPECT_ABOVE bytes: read whole and
         sent as a call's body is, `_call`), else chunked."""
         if size is not None and size <= EXPECT_ABOVE:
-            from .. import codec
-
             body = stream.read(size)
             if on_progress:
                 on_progress(len(body))
-            return codec.loads(self._call("POST", path, query, body, "application/octet-stream")[1])
+            answer = self._call("POST", path, query, body, "application/octet-stream")[1]
+            return json_answer(answer, f"POST {path}")
 
         def chunks() -> Iterator[bytes]:
             while True:
@@ -243,7 +242,7 @@ class NodeClient:
         else:
             headers["Content-Length"] = str(size)
             conn, response = self._send_expecting(path, send, headers, query)
-        return _json_answer(conn, response, f"POST {path}")
+        return _read_json(conn, response, f"POST {path}")
 
     def put_handed(self, path: str, query: dict[str, Any], offset: Callable[[], int],
                    on_progress: Callable[[int], None] | None = None) -> Any:
@@ -266,14 +265,12 @@ class NodeClient:
                     raise errors.NodeNotRunning(f"the node read nothing of the file for {watch.idle:.0f} s",
                                                 hint="check the node's log") from None
 
-        from .. import codec
-
-        return codec.loads(self._call("POST", path, query, wait=wait)[1])
+        return json_answer(self._call("POST", path, query, wait=wait)[1], f"POST {path}")
 
     def post_stream(self, path: str, chunks: Iterator[bytes], content_type: str) -> Any:
         """POST a body of unknown length (chunked), as it is produced; the JSON answer."""
         conn, response = self._send("POST", path, chunks, {"Content-Type": content_type}, None, encode_chunked=True)
-        return _json_answer(conn, response, f"POST {path}")
+        return _read_json(conn, response, f"POST {path}")
 
     def download(self, path: str, *, query: dict[str, Any] | None = None) -> "Download":
         conn, response = self._send("GET", path, query=query)
@@ -293,15 +290,25 @@ class NodeClient:
                                      hint=f"is it running? {self._start_hint.replace('start one', 'start it')}")
 
 
-def _json_answer(conn: http.client.HTTPConnection, response: http.client.HTTPResponse, what: str) -> Any:
+def _read_json(conn: http.client.HTTPConnection, response: http.client.HTTPResponse, what: str) -> Any:
     """The JSON answer of `response` (bounded: read_answer), its connection closed."""
     try:
         data = read_answer(response, what)
     finally:
         conn.close()
+    return json_answer(data, what)
+
+
+def json_answer(data: bytes, what: str) -> Any:
+    """The JSON of the node's answer to `what` (e.g. "GET /v1/health"); one that is not JSON (not a node's: --node
+    names something else) is an XscError said in one line."""
     from .. import codec
 
-    return codec.loads(data)
+    try:
+        return codec.loads(data)
+    except (ValueError, RecursionError):
+        raise errors.XscError(f"the node answered {what} with a body that is not JSON",
+                              hint="check that --node (or the data dir) names an XSC node") from None
 
 
 def hand_over(path: str, fd: int) -> tuple[str, int] | None:
