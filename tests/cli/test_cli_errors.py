@@ -28,6 +28,13 @@ def test_a_node_that_is_not_running_is_one_line_said_once(tmp_path) -> None:
         "(is it running? start it with: xsc node start)"]
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:70700", "http://localhost:7O70", "http://[::1"])
+def test_a_typo_in_the_node_url_is_one_line_naming_it(url) -> None:
+    result = xsc("node", "status", "--node", url, env={"XSC_TOKEN": "t"})
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [f"xsc: error: not a node URL: {url!r} (use http://HOST:PORT)"]
+
+
 @pytest.mark.parametrize("args", [
     ["store", "get"],                              # a missing argument
     ["store", "put", "--bogus", "x"],              # an unknown option

@@ -24,7 +24,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import aiohttp
 
 from .. import codec
-from ..errors import NodeNotRunning, NotFound, XscError
+from ..errors import InvalidArgument, NodeNotRunning, NotFound, XscError
 from ..net.kept import Cut, Kept, TooLarge, Unreached
 from .sync import EXPECT_ABOVE, MAX_ANSWER, MAX_PROBLEM, NodeBody, error_from_problem, json_answer, open_body
 
@@ -36,9 +36,13 @@ class NodeApi:
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
         self._session: aiohttp.ClientSession | None = None
-        where = urlsplit(self.url)
+        try:
+            where = urlsplit(self.url)
+            port = where.port  # checked only when asked: a typo'd port raises here
+        except ValueError:
+            raise InvalidArgument(f"not a node URL: {url!r}", hint="use http://HOST:PORT") from None
         tls = where.scheme == "https"  # as aiohttp's client would speak to it: the system's trusted roots
-        self._host, self._port, self._authority = where.hostname or "", where.port or (443 if tls else 80), where.netloc
+        self._host, self._port, self._authority = where.hostname or "", port or (443 if tls else 80), where.netloc
         self._tls = ssl.create_default_context() if tls else None
         self._kept = Kept()
 

@@ -99,11 +99,15 @@ def read_answer(response: http.client.HTTPResponse, what: str) -> bytes:
 class NodeClient:
     def __init__(self, url: str, token: str, *, start_hint: str = "start one with: xsc node start",
                  timeout: float | None = 600.0) -> None:
-        parts = urlsplit(url)
-        if parts.scheme != "http" or not parts.hostname:
+        try:
+            parts = urlsplit(url)
+            port = parts.port  # urllib checks the port only when asked: a typo (:7O70, :70700) raises here
+        except ValueError:
+            parts, port = None, None
+        if parts is None or parts.scheme != "http" or not parts.hostname:
             raise errors.InvalidArgument(f"not a node URL: {url!r}", hint="use http://HOST:PORT")
         self.url = url
-        self._host, self._port = parts.hostname, parts.port or 80
+        self._host, self._port = parts.hostname, port or 80
         self._token = token
         self._start_hint = start_hint
         self._timeout = timeout
