@@ -295,3 +295,31 @@ async def test_a_contact_leaves_after_three_unanswered_calls_and_on_return_is_no
     sent = here.sent
     here.handle_call_response((True, contact.id), contact)
     assert held() and here.sent == sent  # back in the table; no store sent
+
+
+async def test_calls_a_lookup_gave_up_on_end_quietly_whether_unanswered_or_answered_late(caplog) -> None:
+    caplog.set_level(logging.WARNING)
+    here = await node(Directory())
+    here.protocol._wait_timeout = 0.3  # the library's wait for an answer (5 s): the unanswered call ends sooner
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a peer that is down, or slow
+    silent.bind(("127.0.0.1", 0))
+    silent.setblocking(False)
+    try:
+        calls = [asyncio.ensure_future(here.protocol.ping(silent.getsockname(), here.me.id)) for _ in range(2)]
+        asked = [await loop.sock_recvfrom(silent, 9000) for _ in calls]
+        for call in calls:  # the lookup's own deadline passes: its calls under way are cancelled
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        refused = here.status()["refused"]
+        late, _ = asked[0]
+        silent.sendto(b"\x01" + late[1:21] + umsgpack.packb(here.me.id), here.bind)  # one answer comes after all
+        await eventually_async(lambda: not here.protocol._outstanding, "both calls to end", 10)
+        assert errors == [] and here.status()["refused"] == refused
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    finally:
+        loop.set_exception_handler(None)
+        silent.close()
+        here.close()

@@ -166,6 +166,24 @@ class Protocol(KademliaProtocol):
         except Exception as err:  # noqa: BLE001 - as above
             self._refuse(address, err)
 
+    # A lookup given up by its caller (the market waits for one a bounded time) cancels the futures of its calls
+    # still under way; the library would then set the result of each when its wait ends or its answer comes: an
+    # InvalidStateError, logged with its traceback (the timer) or counted as a refused datagram (the answer).
+    def _timeout(self, msg_id: bytes) -> None:
+        """A call not answered within the wait: its caller, if still waiting, is told so.  Routine (a peer down),
+        and counted by `handle_call_response`: not logged as an error as the library does."""
+        future, _ = self._outstanding.pop(msg_id, (None, None))
+        if future is not None and not future.done():
+            future.set_result((False, None))
+
+    def _accept_response(self, msg_id: bytes, data: Any, address: tuple) -> None:
+        waiting = self._outstanding.get(msg_id)
+        if waiting is not None and waiting[0].done():  # its caller gave up: an answer too late to matter
+            waiting[1].cancel()
+            del self._outstanding[msg_id]
+            return
+        super()._accept_response(msg_id, data, address)
+
     def _refuse(self, address: tuple, err: Exception) -> None:
         self.refused += 1
         log.debug("refused a datagram from %s: %s", address[0], err)
