@@ -341,6 +341,11 @@ class ClaimRefused(Forbidden):
     code = "claim-refused"
 
 
+class PrepaymentNotCollectable(ClaimRefused):
+    """A prepayment larger than what its payee can collect from the sender: refused, and no misbehaviour (the sender
+    cannot know that figure: the payee's ledger and its user's recognition make it)."""
+
+
 # --- peers --------------------------------------------------------------------
 class PeerError(XscError):
     """A peer could not be reached or did not do what was asked (the fault is not the caller's)."""

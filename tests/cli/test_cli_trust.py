@@ -15,7 +15,10 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
 
     done = a.xsc("ledger", "prepay", b_id, "0.5")  # `b` owes it nothing: nothing to prepay out of
     assert done.exit_code != 0 and len(done.stderr.strip().splitlines()) == 1, done.output
-    assert "can collect 0.000000 credits" in done.stderr, done.output
+    line = done.stderr.strip()
+    assert line.startswith(f"xsc: error: node {b_id} takes no prepayment of 0.500000 credits from this node"), line
+    assert line.endswith(f"(ask its user for a credit line instead, on their node: xsc market recognize {a_id} 1 "
+                         "--credit CREDITS; or prepay less)"), line
     done = b.xsc("ledger", "trust")
     assert done.exit_code == 0 and "no peer has a trust line here yet" in done.stdout, done.output
     done = a.xsc("ledger", "prepay", b_id, "lots")
@@ -32,3 +35,17 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
     assert done.exit_code == 0 and f"lifted the quarantine of {a_id}" in done.stdout, done.output
     done = b.xsc("peers", "quarantine", "rm", a_id)
     assert done.exit_code != 0 and "not quarantined" in done.stderr, done.output
+
+
+def test_a_prepayment_past_what_the_payee_can_collect_is_refused_without_a_strike(thread_node) -> None:
+    a = thread_node("a", **QUIET)
+    b = thread_node("b", health=QUIET["health"], peers={**QUIET["peers"], "quarantine_strikes": 2},
+                    ledger={"stranger_credit": 0})
+    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    assert b.xsc("market", "recognize", a_id, "1", "--credit", "3").exit_code == 0
+    for _ in range(3):  # the user tries, as docs/peers.md shows, and again: `a` cannot know what `b` can collect
+        done = a.xsc("ledger", "prepay", b_id, "0.5")
+        assert done.exit_code == 1 and "takes no prepayment" in done.stderr, done.output
+    assert "no peer is quarantined" in b.xsc("peers", "quarantine", "ls").stdout
+    assert a.xsc("peers", "add", b.url).exit_code == 0  # still served

@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator, Protocol
 
 from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, PeerError, PeerNotFound, PeerRefused,
-                      PeerUnreachable, WrongPayee, XscError)
+                      PeerUnreachable, PrepaymentNotCollectable, WrongPayee, XscError)
 from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
 from .receipts import ask_receipt, check_receipt, fetch_receipt
@@ -133,7 +133,18 @@ class Payments:
             raise InvalidArgument("this is this node's own id: prepay the node that will do the work")
         if type(amount) is not int or not 1 <= amount <= MAX_PREPAY:
             raise InvalidArgument(f"a prepayment is 1 to {MAX_PREPAY} micro-credits, not {amount!r}")
-        entry = await self.pay(payee_node_id, amount, {}, f"prepay:{os.urandom(8).hex()}")
+        try:
+            entry = await self.pay(payee_node_id, amount, {}, f"prepay:{os.urandom(8).hex()}")
+        except PeerRefused as exc:
+            if exc.details.get("peer_code") != ClaimRefused.code:
+                raise
+            # The payee's words are its own ("this node", a command for its user): said again from here.
+            raise PeerRefused(
+                f"node {payee_node_id} takes no prepayment of {format_credits(amount)} credits from this node: it "
+                "counts one only out of what it owes this node (and, if its user recognises this node, the work it "
+                "did for this node), and that is less",
+                hint=f"ask its user for a credit line instead, on their node: xsc market recognize {self.node.id} 1 "
+                     "--credit CREDITS; or prepay less", **exc.details) from None
         return {"node": payee_node_id, "amount": amount, "entry": entry}
 
     async def authorize(self, payee_node_id: str, cap: int, job_ref: str, *, ttl: int,
@@ -212,6 +223,8 @@ class Payments:
                                    hint=f"job kinds it settles: {known}")
             try:
                 await check(sender, auth, amount, usage)
+            except PrepaymentNotCollectable:
+                raise  # an honest payer asks so too, following `xsc ledger prepay`: not a strike
             except XscError as exc:
                 self.on_strike(sender, f"asked for a receipt this node refused: {exc.message}")
                 raise
@@ -231,7 +244,7 @@ class Payments:
             raise Forbidden(f"a prepayment is 1 to {MAX_PREPAY} micro-credits with no usage")
         room = self.collectable(sender)
         if amount > room:
-            raise ClaimRefused(
+            raise PrepaymentNotCollectable(
                 f"this node can collect {format_credits(room)} credits from node {sender}, not the "
                 f"{format_credits(amount)} prepaid: a prepayment counts only out of what this node owes its payer",
                 hint="earn credit on this node first (work its user pays you for), or ask its user to recognise "
