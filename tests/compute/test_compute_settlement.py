@@ -45,6 +45,11 @@ async def test_an_underfunded_invoke_is_refused_before_it_runs(node_factory) -> 
     module = await deploy(node, "add")
     status, body = await invoke(node, module, "add", 1, 2, fuel=1_000_000)
     assert status == 402 and body["code"] == "insufficient-credit", body
+    # Said as what it is: the call's worst case is held, and asking for less is the fix (it would cost 4 fuel).
+    assert body["detail"].startswith("insufficient credit: a call holds the most it may cost before it runs "
+                                     "(1,000,000 fuel, 64.0 MiB of memory for 5 s: "), body
+    assert body["hint"].startswith("ask for less with --fuel, --memory or --timeout"), body
+    assert body["short"] == body["needed"] - body["available"] > 0, body
     assert node.app[NODE].compute.recent_provenance(10) == []
     assert await _balances(node) == (0, 0)
 

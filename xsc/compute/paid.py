@@ -22,10 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 
-from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, Forbidden, InvalidArgument,
-                      InvalidModule, ModuleNotFound, PeerRefused, PeerUnreachable, PrepaymentRequired, Trap, XscError)
+from ..errors import (AuthorizationExpired, AuthorizationReplayed, DealRefused, Forbidden, InsufficientCredit,
+                      InvalidArgument, InvalidModule, ModuleNotFound, PeerRefused, PeerUnreachable, PrepaymentRequired,
+                      Trap, XscError)
 from ..identity import Identity, public_id, verify
-from ..ledger.core.model import Authorization, decode_authorization
+from ..ledger.core.model import Authorization, decode_authorization, format_credits
 from ..ledger.core.pricing import price_compute
 from ..ledger.service import LedgerService
 from ..ledger.settlement import Payments
@@ -34,6 +35,7 @@ from ..market.dealing import Dealing
 from ..market.service import MarketService
 from ..net.compute import GATHER, MAX_BATCH_CALLS, InvokeBatcher, push_module
 from ..net.peer_client import PeerClient, dumps
+from ..units import format_size
 from . import modules as mods
 from .remote_tabs import GatewayTabs, ProviderTabs
 from .shape import defined_functions
@@ -158,7 +160,10 @@ class PaidCompute:
         # The most the call may cost (its whole fuel budget, its memory limit for its whole timeout: what a
         # trapped call may be charged) is held before any work, or the call is refused.
         budget = self.compute.budget(call, assignment.price)
-        await self.ledger.hold(self.payer, budget)
+        try:
+            await self.ledger.hold(self.payer, budget)
+        except InsufficientCredit as err:
+            raise self._worst_case_refused(err, call, budget) from None
         try:
             run = await self.compute.invoke(call, requester=self.payer.id, rate=assignment.price, deal=deal,
                                             owed=self._owed)
@@ -175,6 +180,19 @@ class PaidCompute:
         if error is not None:
             raise error
         return {**run.to_json(), "provider": self.node.id, "deal": deal}
+
+    def _worst_case_refused(self, err: InsufficientCredit, call: InvokeCall, budget: int) -> InsufficientCredit:
+        """The ledger's refusal of a call's budget, said as what it is: the most the call may cost, held before it
+        runs (what it costs is known only once it ran, and is mostly far less)."""
+        limits = self.compute.limits(call)
+        d = err.details
+        return InsufficientCredit(
+            f"insufficient credit: a call holds the most it may cost before it runs ({limits.fuel:,} fuel, "
+            f"{format_size(limits.memory)} of memory for {limits.timeout:g} s: {format_credits(budget)} "
+            f"credits) but account {d['account']} can spend {format_credits(d['available'])} more",
+            hint="ask for less with --fuel, --memory or --timeout (a call is charged only what it uses), or raise "
+                 "the limit: xsc config set ledger.credit_limit MICRO_CREDITS",
+            **{**d, "needed": budget, "short": max(0, budget - d["available"])})
 
     async def replay(self, provenance_id: str) -> dict[str, Any]:
         """Re-run a call recorded here, from its provenance record, as a paid invoke on this node; compare.
@@ -218,7 +236,10 @@ class PaidCompute:
         self.compute.check(call)  # bad arguments are refused here, before anything is authorized or sent
         url = self.peers.peer(provider).url
         budget = self.compute.budget(call, price)  # at this node's memory price: the provider may charge less
-        tab = await self.gateway_tabs.reserve(provider, price, budget)
+        try:
+            tab = await self.gateway_tabs.reserve(provider, price, budget)
+        except InsufficientCredit as err:
+            raise self._worst_case_refused(err, call, budget) from None
         body = {"call": _call_json(call), "price": price, "authorization": tab.hex, "deal": deal, "tab": True,
                 "memory_price": self.compute.memory_price}
         try:
