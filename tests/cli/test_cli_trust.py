@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 from xsc.node.appkeys import NODE
+
+from tests.support.waiting import eventually
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -49,3 +53,17 @@ def test_a_prepayment_past_what_the_payee_can_collect_is_refused_without_a_strik
         assert done.exit_code == 1 and "takes no prepayment" in done.stderr, done.output
     assert "no peer is quarantined" in b.xsc("peers", "quarantine", "ls").stdout
     assert a.xsc("peers", "add", b.url).exit_code == 0  # still served
+
+
+def test_a_payment_the_payee_refuses_on_a_retry_is_dropped_and_its_hold_given_back(thread_node) -> None:
+    a = thread_node("a", **QUIET, ledger={"settle_retry_interval": 0.2})
+    b = thread_node("b", **QUIET, ledger={"stranger_credit": 0})
+    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    b.app[NODE].admission.quarantine.put(a_id, "a test")  # refuses everything: the payment's fate is unknown to `a`
+    done = a.xsc("ledger", "prepay", b_id, "0.5")
+    assert done.exit_code == 1 and "quarantined" in done.stderr, done.output
+    assert b.xsc("peers", "quarantine", "rm", a_id).exit_code == 0  # its retry now hears the payee's refusal
+    eventually(lambda: json.loads(a.xsc("ledger", "balance", "--json").stdout)["held"] == 0,
+               "the refused payment's hold to be given back", 20)
+    assert json.loads(a.xsc("ledger", "verify", "--json").stdout)["ok"]

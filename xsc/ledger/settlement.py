@@ -315,6 +315,14 @@ class Payments:
             log.info("payment %s to %s still pending: %s", auth.id.hex()[:16], node_id[:12], exc)
             return "pending"
         except PeerError as exc:  # the payee refused, or answered nonsense: try again later
+            if isinstance(exc, PeerRefused) and exc.details.get("peer_code") == ClaimRefused.code:
+                # It checked the claim and will not countersign it (it holds no receipt for it, or it would have
+                # answered with that): nothing is owed.  Kept pending, its amount would stay held until it expires
+                # (PAY_TTL), spending the user's credit on nothing.
+                await self.ledger.abandon(auth.id, force=True)
+                log.warning("dropped payment %s to %s: the payee refused it (%s)", auth.id.hex()[:16], node_id[:12],
+                            exc)
+                return "abandoned"
             log.warning("payment %s to %s still pending: %s", auth.id.hex()[:16], node_id[:12], exc)
             return "pending"
         if receipt is not None:
