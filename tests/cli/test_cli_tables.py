@@ -69,6 +69,24 @@ def test_ledger_history_says_how_many_entries_it_left_out(thread_node) -> None:
     _fits(out.stdout)
     assert "1 older entry not shown" in out.stdout
     assert "not shown" not in node.xsc("ledger", "history", "-n", "3").stdout
+    payee = json.loads(node.xsc("ledger", "history", "--json").stdout)[0]["payee"]
+    assert f"counterparty {payee}" in [line.strip() for line in out.stdout.splitlines()]  # whole, under its row
+
+
+def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> None:
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+    a, b = thread_node("a", **quiet), thread_node("b", **quiet)
+    b_id = json.loads(b.xsc("node", "status", "--json").stdout)["id"]
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    eventually(lambda: any(o["owner"] == b_id for k in json.loads(a.xsc("market", "book", "--json").stdout)["books"]
+                           for o in k["asks"]), "the peer's offer in the book", 30)
+    for args in (["market", "book"], ["market", "recognition"]):
+        shown = a.xsc(*args, env=NARROW)
+        assert shown.exit_code == 0, shown.output
+        _fits(shown.stdout)
+        assert b_id in shown.stdout.split(), (args, shown.stdout)  # never cut
+    whole = a.xsc("market", "book").stdout.splitlines()  # not a terminal: a column, as there is room
+    assert any(line.split()[:2] == ["ask", b_id] for line in whole if line.strip()), whole
 
 
 def test_devnet_status_shows_name_pid_and_state(tmp_path: Path) -> None:

@@ -65,9 +65,9 @@ def functions(obj, as_json: bool) -> None:
     if not found:
         click.echo("no functions yet: serve one with `xsc compute serve NAME MODULE.wasm`")
         return
-    table([Col("name", keep=True), "module", "requests", "errors", "p50 ms", "spend", "this hour", "cap",
-           Col("served at", keep=True)],
-          [(f["name"], f["module"][:16] + "…", f["requests"], f["errors"], f["p50_ms"] or "-", f["spend"],
+    table([Col("name", keep=True), Col("module", keep=True, under=True), "requests", "errors", "p50 ms", "spend",
+           "this hour", "cap", Col("served at", keep=True, under=True)],
+          [(f["name"], f["module"], f["requests"], f["errors"], f["p50_ms"] or "-", f["spend"],
             f["spent_this_hour"], f["spend_cap"] if f["spend_cap"] is not None else "-",
             (f.get("url") or "(being placed)") if f["on_market"] else "/fn/" + f["name"] + "/") for f in found])
 

@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import click
 
-from .output import Col, emit_json, json_option, key_values, table, wide_option
+from .output import Col, emit_json, json_option, key_values, prose, table, wide_option
 from .peers import wide_table
 
 UNITS = {"storage": "GiB-hour", "compute": "million fuel"}
@@ -109,11 +109,13 @@ def book(obj, kind: str | None, as_json: bool) -> None:
         return
     for b in info["books"]:
         k = b["kind"]
-        click.echo(f"\n{k}, bucket {b['bucket']} (from {_utc(b['bucket_start'])}): "
-                   f"clearing {_clearing(b['clearing'], k)}")
+        click.echo()
+        prose(f"{k}, bucket {b['bucket']} (from {_utc(b['bucket_start'])}): clearing {_clearing(b['clearing'], k)}; "
+              f"prices in micro-credits per {UNITS[k]}")
         rows = [("ask", _short(o["owner"], me), _quantity(o["quantity"], k), o["price"]) for o in b["asks"]]
         rows += [("bid", _short(o["owner"], me), _quantity(o["quantity"], k), o["price"]) for o in b["bids"]]
-        wide_table(["side", "owner", "quantity", f"price (micro-credits per {UNITS[k]})"], rows)
+        wide_table(["side", Col("owner", keep=True, under=True), Col("quantity", keep=True, right=True),
+                    Col("price", keep=True, right=True)], rows)
 
 
 @market.command()
@@ -366,6 +368,7 @@ def recognition(obj, as_json: bool) -> None:
     if not info["recognition"]:
         click.echo("no peers known (join a network with: xsc peers add URL)")
         return
-    wide_table(["peer", "weight", "set by", "derived", "theirs for this node"],
+    wide_table([Col("peer", keep=True, under=True), "weight", "set by", Col("derived", keep=True, drop=1),
+                "theirs for this node"],
                [(r["peer"], r["weight"], "user" if r["set_by_user"] else "derived", r["derived"],
                  "-" if r["theirs"] is None else r["theirs"]) for r in info["recognition"]])

@@ -72,7 +72,9 @@ class Col:
     keep:   never shortened or broken (ids, capabilities, URLs): copy-paste must work.
     drop:   dropped when the table does not fit; the highest number goes first (None: never dropped).
     shrink: the narrowest this column may be cut to, with an ellipsis (None: not cut).
-    wrap:   the narrowest this column may be wrapped to, at spaces only (None: not wrapped)."""
+    wrap:   the narrowest this column may be wrapped to, at spaces only (None: not wrapped).
+    under:  when the table cannot fit otherwise, shown whole on a line under each row ("name value") instead of as
+            a column (an id beside others wider than the terminal)."""
 
     name: str
     keep: bool = False
@@ -80,6 +82,7 @@ class Col:
     shrink: int | None = None
     wrap: int | None = None
     right: bool = False
+    under: bool = False
 
 
 GAP = "  "
@@ -143,21 +146,21 @@ def _cell_lines(text: str, width: int, col: Col) -> list[str]:
 def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: str | None = None, *,
           wide: bool = False, details: Sequence[str | Sequence[str] | None] | None = None) -> None:
     """Print a table that fits the terminal: flexible columns are cut or wrapped, then the
-    droppable ones are dropped (`wide` shows every column whole); `keep` columns are never broken,
-    so an id or a capability is always on one line.  `details` are lines printed under each row."""
+    droppable ones are dropped, then the `under` ones put under their rows (`wide` shows every column whole);
+    `keep` columns are never broken, so an id or a capability is always on one line.  `details` are lines printed
+    under each row."""
     cols = [c if isinstance(c, Col) else Col(c) for c in columns]
     data = [["" if v is None else str(v) for v in row] for row in rows]
     width = None if wide else terminal_width()
     shown = list(range(len(cols)))
     natural = [max([len(c.name)] + [len(r[i]) for r in data]) for i, c in enumerate(cols)]
     widths = natural
+    under: list[int] = []
     if width is not None:
-        droppable = sorted((i for i, c in enumerate(cols) if c.drop is not None), key=lambda i: -cols[i].drop)
-        while True:
-            fitted = _fit([cols[i] for i in shown], [natural[i] for i in shown], width)
-            if fitted is not None or not droppable:
-                break
-            shown.remove(droppable.pop(0))
+        shown, fitted = _columns(cols, natural, width, shown)
+        if fitted is None and any(c.under for c in cols):  # the `under` columns go on lines of their own
+            under = [i for i, c in enumerate(cols) if c.under]
+            shown, fitted = _columns(cols, natural, width, [i for i in range(len(cols)) if i not in under])
         if fitted is None:  # it cannot fit: flexible columns at their narrowest, the rest overflows the line
             fitted = [_narrowest(cols[i], natural[i]) for i in shown]
         widths = [0] * len(cols)
@@ -165,7 +168,7 @@ def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: st
             widths[i] = w
     out = []
     if title:
-        out.append(title)
+        out += (_wrap(title, width) if width else []) or [title]
 
     def line(cells: list[str]) -> str:
         parts = []
@@ -180,9 +183,25 @@ def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: st
         cells = [_cell_lines(row[i], widths[i], cols[i]) if i in shown else [""] for i in range(len(cols))]
         for n in range(max(len(c) for c in cells)):
             out.append(line([c[n] if n < len(c) else "" for c in cells]))
-        if details and details[k]:
-            out += ["    " + text for text in _pack(details[k], (width or 10_000) - 4)]
+        detail = details[k] if details else None
+        if under:
+            moved = [f"{cols[i].name} {row[i]}" for i in under]
+            detail = ([detail] if isinstance(detail, str) else list(detail or [])) + moved
+        if detail:
+            out += ["    " + text for text in _pack(detail, (width or 10_000) - 4)]
     click.echo("\n".join(out))
+
+
+def _columns(cols: list[Col], natural: list[int], width: int, shown: list[int]) -> tuple[list[int], list[int] | None]:
+    """The columns of `shown` kept (the droppable ones dropped, highest number first, until the table fits) and
+    their widths, or None for the widths if it cannot fit."""
+    shown = list(shown)
+    droppable = sorted((i for i in shown if cols[i].drop is not None), key=lambda i: -cols[i].drop)
+    while True:
+        fitted = _fit([cols[i] for i in shown], [natural[i] for i in shown], width)
+        if fitted is not None or not droppable:
+            return shown, fitted
+        shown.remove(droppable.pop(0))
 
 
 def _pack(detail: str | Sequence[str], width: int) -> list[str]:
