@@ -631,7 +631,8 @@ class ComputeService:
             data = self.store.provenance(record_id)
         if data is None:
             raise ProvenanceNotFound(f"no provenance record {provenance_id} on this node",
-                                     hint="list recent ones with: xsc compute provenance --list")
+                                     hint="a call another node ran (its `provider`) is recorded and signed there; "
+                                          "list this node's with: xsc compute provenance --list")
         return provenance.decode(data)
 
     def runs_per_minute(self, minutes: int, cap: int = 200_000) -> dict[str, Any]:
