@@ -98,11 +98,19 @@ def test_a_stranger_joining_never_breaks_puts_and_auto_prepay_stays_within_its_c
         s3 = boto3_client(front.url, key)
         s3.create_bucket(Bucket="photos")
         for i in range(20):
-            assert put(a, os.urandom(20_000 + i))["placement"] == [id_a] * 6  # B wants prepayment: all stay home
+            r = put(a, os.urandom(20_000 + i))
+            assert r["placement"] == [id_a] * 6  # B wants prepayment: all stay home, and the put says why
+            assert r["kept_home"].startswith(f"node {id_b[:12]}… wants prepayment for this put"), r
+            assert r["kept_home"].endswith(f"(ask for credit, or if it owes you: "
+                                           f"xsc ledger prepay {id_b} {r['kept_home'].split('(')[1].split()[0]})"), r
             s3.put_object(Bucket="photos", Key=f"p{i}", Body=os.urandom(10_000 + i))
         assert s3.get_object(Bucket="photos", Key="p7")["ContentLength"] == 10_007
     finally:
         front.stop()
+    done = a.xsc("store", "put", str(tmp_path / "A.log"))
+    said = " ".join(done.stderr.decode().split())
+    assert done.returncode == 0 and f"the shares meant for other nodes stay on this one: node {id_b[:12]}… wants " \
+        "prepayment for this put" in said, said
     assert line_of(b, id_a)["used"] == 0  # nothing was sent to B: it was never asked to refuse
 
     # B's user recognises A with a small credit line: A's puts go to B within it, then A prepays B by itself (B takes

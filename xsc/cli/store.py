@@ -108,6 +108,8 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
           f"the lease costs {format_credits(result['cost'])} credits at "
           f"{'/'.join(sorted({str(p) for p in result['prices']}))} micro-credits per GiB-hour, "
           f"paid to the holders as they hold it", err=True)
+    if result.get("kept_home"):
+        prose(f"the shares meant for other nodes stay on this one: {result['kept_home']}", err=True)
     for node, amount in (result.get("prepaid") or {}).items():
         prose(f"prepaid node {node} {format_credits(amount)} credits by itself (ledger.auto_prepay)", err=True)
     click.echo(result["capability"])

@@ -49,6 +49,7 @@ class PutQuote:
     assignments: list = field(default_factory=list)  # the market's, when it matched the needs (Dealing.spent)
     prepaid: dict[str, int] = field(default_factory=dict)  # provider -> micro-credits prepaid by itself for this put
     deals: list = field(default_factory=list)  # the put's storage deals, once written with its file
+    kept_home: str = ""  # why shares meant for other nodes stay on this one (the user is told: they lose its safety)
 
     @property
     def cost(self) -> int:
@@ -66,8 +67,11 @@ class PutQuote:
         return PutQuote(share_bytes, self.seconds, list(self.nodes), dict(self.prices), self.needs)
 
     def to_json(self) -> dict:
-        return {"needs": self.needs, "prices": [self.prices[s] for s in sorted(self.prices)], "cost": self.cost,
-                "lease_seconds": self.seconds, "prepaid": self.prepaid}
+        found = {"needs": self.needs, "prices": [self.prices[s] for s in sorted(self.prices)], "cost": self.cost,
+                 "lease_seconds": self.seconds, "prepaid": self.prepaid}
+        if self.kept_home:
+            found["kept_home"] = self.kept_home
+        return found
 
 
 def parse_max_price(text: str | None, default: int) -> int:
@@ -168,7 +172,8 @@ async def _quote_from_home(dealing: Dealing, share_bytes: int, seconds: int, bid
                                  grouped=others >= erasure.N - home, dry=dry)
     except (MarketNoDeal, StorageFull, PrepaymentRequired) as err:
         log.info("the market placed no share of this put away from this node (%s): all stay here", err)
-        return PutQuote(share_bytes, seconds, [me] * erasure.N, {s: ask for s in range(erasure.N)})
+        why = f"{err.message} ({err.hint})" if err.hint else err.message
+        return PutQuote(share_bytes, seconds, [me] * erasure.N, {s: ask for s in range(erasure.N)}, kept_home=why)
     price = max(ask, *matched.prices.values())
     return PutQuote(share_bytes, seconds, [me] * home + matched.nodes,
                     {**{s: price for s in range(home)}, **{home + s: p for s, p in matched.prices.items()}},

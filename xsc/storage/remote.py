@@ -269,7 +269,7 @@ async def gather_or_raise(calls: list[Awaitable], places: list[tuple[str, int]])
 
 # What the user can do about a peer's refusal, by its problem code (the rest: see `xsc --verbose`).
 _REMEDIES = {
-    "prepayment-required": "xsc ledger prepay {node} CREDITS, or ask its user to recognise you",
+    "prepayment-required": "ask for credit, or if it owes you: xsc ledger prepay {node} CREDITS",
     "quota-exceeded": "it is busy with this node's uploads: retry in a moment",
     "deal-refused": "its ask changed: put the file again",
     "storage-full": "it has no room: free space or add nodes",

@@ -71,7 +71,9 @@ def refusal(wanting: dict[str, int]) -> tuple[str, str]:
     else:
         named = [p[:8] + "…" for p in sorted(wanting)[:2]] + (["…"] if len(wanting) > 2 else [])
         message = f"{len(wanting)} providers want prepayment for this put ({', '.join(named)})"
-    return message, f"xsc ledger prepay {first} {amount}, or ask its user to recognise you"
+    # A credit line (`xsc market recognize --credit` by its user) first: a prepayment counts only out of what that
+    # node owes this one (ledger/trust.py), so a stranger that never dealt with it refuses one.
+    return message, f"ask for credit, or if it owes you: xsc ledger prepay {first} {amount}"
 
 
 __all__ = ["Terms", "parse_terms", "prepayment", "refusal"]
