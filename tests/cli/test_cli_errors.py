@@ -109,3 +109,14 @@ def test_what_a_peer_wrote_reaches_the_terminal_without_control_characters() -> 
     err = error_from_problem(502, body)
     assert err.message == "peer said: ]0;owned[2Jgone" and err.hint == "[31mred[0m\tok", (err.message, err.hint)
     assert "\x1b" not in error_from_problem(500, b"\x1b[2J not json").message
+
+
+def test_a_capability_mangled_in_its_size_is_one_line_saying_to_copy_it_whole(thread_node) -> None:
+    node = thread_node()
+    cap = node.xsc("store", "put", "-", input=os.urandom(5000)).stdout.strip()
+    for args in (["store", "get", cap[:-1]], ["store", "check", cap[:-1] + "1"]):
+        result = node.xsc(*args)
+        assert result.exit_code == 1, result.output
+        assert result.stderr.splitlines() == [f"xsc: error: the file is 5000 bytes, the capability says "
+                                              f"{args[2].rsplit(':', 1)[1]} (check the capability: copy it whole, "
+                                              "as `xsc store put` printed it)"], result.stderr

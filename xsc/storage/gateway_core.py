@@ -142,7 +142,9 @@ class GatewayCore:
                            hint="check the capability; `xsc store ls` lists the files this node uploaded")
         manifest = decode_manifest(raw, cap.manifest_hash)
         if manifest.size != cap.size:
-            raise IntegrityError("the manifest's size does not match the capability's")
+            # The manifest is the capability's own (its hash checked): it is the capability that was mangled.
+            raise IntegrityError(f"the file is {manifest.size} bytes, the capability says {cap.size}",
+                                 hint="check the capability: copy it whole, as `xsc store put` printed it")
         good: dict[int, ShareMeta] = {}
         bad: dict[int, str] = {}
         damaged = self.store.damaged(si)

@@ -47,7 +47,8 @@ def manifest_hash(encoded: bytes) -> bytes:
 def decode_manifest(encoded: bytes, expected_hash: bytes) -> Manifest:
     """Parse a stored manifest, refusing one whose hash is not the capability's."""
     if manifest_hash(encoded) != expected_hash:
-        raise IntegrityError("the stored manifest does not match the capability's manifest hash")
+        raise IntegrityError("the stored manifest does not match the capability's manifest hash",
+                             hint="check the capability: copy it whole, as `xsc store put` printed it")
     body = codec.loads(encoded)
     if body.get("version") != MANIFEST_VERSION:
         raise IntegrityError(f"unsupported manifest version {body.get('version')}")
