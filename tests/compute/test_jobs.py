@@ -117,6 +117,12 @@ def test_a_missing_input_is_refused_with_one_line(xsc_node, tmp_path):
     assert stored_files(xsc_node) == before
     line = error_line(xsc_node.xsc("compute", "run", WC, "--input", "nonsense:/in/x", "--no-stdin"))
     assert "input" in line and "capability" in line, line
+    # The capability without where to mount it, or mounted outside /in: named whole, with the fix.
+    line = error_line(xsc_node.xsc("compute", "run", WC, "--input", cap, "--no-stdin"))
+    assert line == (f"xsc: error: an input is CAP:/in/NAME, not {cap!r}: where the job sees it is missing "
+                    f"(e.g. --input {cap}:/in/data)"), line
+    line = error_line(xsc_node.xsc("compute", "run", WC, "--input", f"{cap}:/data", "--no-stdin"))
+    assert f"not {cap + ':/data'!r}" in line, line
 
 
 CLOCK_RANDOM = str(WASM / "clock_random.wasm")

@@ -154,6 +154,9 @@ def parse_sent_job(canonical: Any) -> JobSpec:
     return replace(spec, inputs=inputs)
 
 
+MAX_SHOWN = 200  # characters of a refused input quoted in its error
+
+
 def parse_input(text: Any) -> Input:
     """`CAP:/in/NAME` (or {"cap": CAP, "path": "/in/NAME"}): a stored file mounted read-only at /in/NAME;
     `s3://BUCKET/KEY:/in/NAME`: an object of the node's S3 bucket index (its parts, one after the other)."""
@@ -164,8 +167,12 @@ def parse_input(text: Any) -> Input:
         cap, _, rest = text.rpartition(":/in/")
         path = "/in/" + rest
     else:
-        raise InvalidArgument(f"an input is CAP:/in/NAME, not {str(text)[:60]!r}",
-                              hint="e.g. --input xsc:chk:...:/in/data")
+        shown = str(text)  # whole up to a capability's length (about 140 characters): ids are never cut
+        shown = shown if len(shown) <= MAX_SHOWN else shown[:MAX_SHOWN] + "…"
+        cap_alone = isinstance(text, str) and text.startswith("xsc:") and ":/" not in text
+        raise InvalidArgument(f"an input is CAP:/in/NAME, not {shown!r}" + (": where the job sees it is missing"
+                                                                             if cap_alone else ""),
+                              hint=f"e.g. --input {text if cap_alone else 'xsc:chk:...'}:/in/data")
     name = _mount_name(path)
     if isinstance(cap, str) and cap.startswith("s3://"):
         bucket, _, key = cap[5:].partition("/")
