@@ -66,6 +66,8 @@ def test_no_trade_and_no_compatible_slot():
     codes = {k: e.code for k, e in r.explanations.items()}
     assert codes["u/cpu"] == "no_compatible_slot"
     assert codes["u/later"] == "no_compatible_slot"
+    # Its window as a user reads it (HOUR seconds after the epoch), not in unix seconds.
+    assert "its window (from 1970-01-01 20:00:00 to 21:00:00 UTC)" in r.explanations["u/later"].message
     assert codes["u/big"] == "no_compatible_slot" and "never split" in r.explanations["u/big"].message
     # p's ask of 50 clears against the bid of 99 only, in bucket 0
     assert codes["u/cheap"] == "below_clearing_price"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tests.support.compute import wasm
 from xsc.node.appkeys import NODE
 from xsc.storage import Capability
 
@@ -60,3 +61,17 @@ async def test_avoiding_the_only_other_provider_keeps_the_file_home(node_factory
                                 params={"avoid": b.app[NODE].peers.identity.id, "spread": spread})
         assert response.status == 201, await response.text()
         assert (await response.json())["placement"] == [a.app[NODE].peers.identity.id] * 6
+
+
+async def test_a_call_no_provider_offers_is_explained_in_fuel_and_utc(node_factory) -> None:
+    node = await node_factory(market={"offer_compute": False})  # alone, offering no compute
+    deployed = await (await node.post("/v1/modules", data=wasm("add"))).json()
+    response = await node.post("/v1/compute/invoke", json={"module": deployed["id"], "function": "add",
+                                                           "args": [1, 2], "fuel": 1_000_000})
+    body = await response.json()
+    assert response.status == 409 and body["code"] == "no-deal", body
+    assert " UTC) at a location and with filters that fit: no active provider offers it" in body["detail"], body
+    need = next(iter(body["needs"]))
+    found = await (await node.get(f"/v1/market/explain/{need}")).json()
+    assert found["would_match"] == f"a provider offering at least {found['quantity']:,} fuel for the need's whole " \
+        "window" and found["quantity"] >= 1_000_000, found

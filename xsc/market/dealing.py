@@ -118,7 +118,8 @@ def _would_match(explanation, bid: Bid | None, best_ask: int | None) -> str | No
     if code == "no_trade" and best_ask is not None:
         return f"a bid of at least the lowest ask, {best_ask}"
     if code == "no_compatible_slot" and bid is not None:
-        return f"a provider offering at least {bid.slot.quantity} for the need's whole window"
+        unit = "fuel" if bid.slot.kind == "compute" else "bytes"
+        return f"a provider offering at least {bid.slot.quantity:,} {unit} for the need's whole window"
     if code == "capacity_taken":
         return "more free capacity, or a bid above the needs that took it" + (
             f" (they cleared at {clearing})" if clearing is not None else "")

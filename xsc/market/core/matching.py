@@ -39,6 +39,7 @@ order places them alike).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal, Mapping, Sequence
@@ -319,6 +320,13 @@ def match_needs(asks: Sequence[Ask], bids: Sequence[Bid], *, recognition: Mappin
                         explanations=explanations, tiers={k: _TIERS[t] for k, t in sorted(tier_at.items())})
 
 
+def _window(start: int, end: int) -> str:
+    """A need's window [start, end) in unix seconds, as a user reads it (UTC)."""
+    first, last = time.gmtime(start), time.gmtime(end)
+    day = "" if first[:3] == last[:3] else "%Y-%m-%d "
+    return f"from {time.strftime('%Y-%m-%d %H:%M:%S', first)} to {time.strftime(day + '%H:%M:%S', last)} UTC"
+
+
 def _explain(b: Bid, i: int, a: Assignment | None, asks: list[Ask], slots: list, compatible: list[int],
              price: int | None, eligible, availability: Mapping[str, Decimal], allow_self: bool,
              bucket_seconds: int) -> Explanation:
@@ -338,8 +346,8 @@ def _explain(b: Bid, i: int, a: Assignment | None, asks: list[Ask], slots: list,
             biggest = max(slots[pos].quantity for pos in compatible)
             return out("no_compatible_slot", f"no compatible slot holds all {n.quantity} units (the largest holds "
                                              f"{biggest}); a need is never split over providers")
-        return out("no_compatible_slot", f"no {n.kind} capacity slot overlaps [{n.start}, {n.end}) at a location "
-                                         f"and with filters that fit")
+        return out("no_compatible_slot", f"no {n.kind} capacity slot overlaps its window ({_window(n.start, n.end)})"
+                                         f" at a location and with filters that fit: no active provider offers it")
     f = n.filters
     kept = [pos for pos in large if _accepts(f, slots[pos].owner, slots[pos].tags)
             and (b.min_availability is None or availability.get(slots[pos].owner, Decimal(0)) >= b.min_availability)
