@@ -35,6 +35,8 @@ def test_a_second_node_on_the_same_data_dir_is_refused(node_process) -> None:
                      timeout=30)
     assert result.returncode == 1
     assert b"another node is already running on data dir" in result.stderr
+    assert b"saved in config.toml" not in result.stderr  # the running node's address is left as it is
+    assert tomllib.loads((node.data_dir / "config.toml").read_text())["node"]["listen"] == f"127.0.0.1:{node.port}"
 
 
 @pytest.mark.slow
@@ -67,6 +69,7 @@ def test_listen_address_in_use_is_a_clear_error(node_process) -> None:
     result = run_xsc("--data-dir", str(other.data_dir), "node", "start", "--listen", f"127.0.0.1:{node.port}",
                      timeout=30)
     assert result.returncode == 1 and b"cannot listen on" in result.stderr
+    assert "listen" not in tomllib.loads((other.data_dir / "config.toml").read_text()).get("node", {})  # not kept
 
 
 def test_help_everywhere() -> None:

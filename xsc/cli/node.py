@@ -51,7 +51,8 @@ def start(obj, listen: str | None, storage_capacity: str | None, log_level: str 
     """Start a node in the foreground (Ctrl-C or SIGTERM stops it gracefully).
 
     The flags (and XSC_* environment variables) hold for this run only, but --listen: the node keeps its
-    address (its peers know it there), so --listen is saved in config.toml as node.listen.  The first start
+    address (its peers know it there), so --listen is saved in config.toml as node.listen once the node listens
+    there.  The first start
     writes config.toml with the defaults, and `xsc config set` changes it."""
     import asyncio
     import logging
@@ -59,19 +60,35 @@ def start(obj, listen: str | None, storage_capacity: str | None, log_level: str 
     from ..node import serve
 
     if listen is not None:
-        _keep_listen(obj.data_dir, listen)
+        from ..config import parse_listen
+
+        parse_listen(listen)  # a bad address is refused before anything is done
     config, _ = effective_config(obj.data_dir, listen, storage_capacity, log_level, peer_urls)
     logging.basicConfig(level=config.node.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _mint_identity(config)
-    asyncio.run(serve(config))
+    # --listen is kept once the node holds its data dir and listens: a start refused (another node on the data dir,
+    # the port taken) leaves the config as it was, or the node running there would move at its next start.
+    kept = (lambda: _keep_listen(obj.data_dir, listen)) if listen is not None else (lambda: None)
+    asyncio.run(serve(config, ready=_on_set(kept)))
+
+
+def _on_set(then):
+    """An asyncio.Event that runs `then()` when it is set (the node sets `ready` once it listens)."""
+    import asyncio
+
+    class Then(asyncio.Event):
+        def set(self) -> None:
+            super().set()
+            then()
+
+    return Then()
 
 
 def _keep_listen(data_dir, listen: str) -> None:
-    """Save --listen as node.listen (checked first), so that the next start without it listens there too."""
-    from ..config import load_config, parse_listen, set_config_value
+    """Save --listen as node.listen, so that the next start without it listens there too."""
+    from ..config import load_config, set_config_value
 
-    parse_listen(listen)
     if load_config(data_dir, environ={}).node.listen != listen:
         set_config_value(data_dir, "node.listen", listen)
         click.echo(f"node.listen = {listen} saved in config.toml: the node keeps this address "
