@@ -1,5 +1,5 @@
 """`store check` says it looks at presence and points to verify; `verify` names the bad blocks
-by share and segment."""
+by share and segment; `rm` names the holders it did not reach."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import os
 from xsc import keys
 from xsc.node.appkeys import NODE
 from xsc.storage import Capability
+
+from tests.support.waiting import eventually
 
 
 def test_check_says_present_and_verify_names_bad_blocks(thread_node) -> None:
@@ -33,3 +35,23 @@ def test_check_says_present_and_verify_names_bad_blocks(thread_node) -> None:
         "4 of 6 shares intact: recoverable; bad blocks: share 1 segment 3, share 4 segment 0")
     report = json.loads(node.xsc("store", "verify", cap, "--json").stdout)
     assert {s["share"]: s["bad_blocks"] for s in report["shares"] if s["bad_blocks"]} == {1: [3], 4: [0]}
+
+
+def test_rm_names_a_holder_it_did_not_reach_and_what_becomes_of_its_shares(thread_node, tmp_path) -> None:
+    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+    a, b = thread_node("a", **quiet), thread_node("b", **quiet)
+    b_id = json.loads(b.xsc("node", "status", "--json").stdout)["id"]
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    eventually(lambda: any(o["owner"] == b_id for k in json.loads(a.xsc("market", "book", "--json").stdout)["books"]
+                           for o in k["asks"]), "the peer's offer in the book", 30)
+    a_id = json.loads(a.xsc("node", "status", "--json").stdout)["id"]
+    (tmp_path / "f").write_bytes(os.urandom(70_000))  # a file: its size known, its shares placed on the market
+    put = json.loads(a.xsc("store", "put", str(tmp_path / "f"), "--avoid", a_id, "--json").stdout)
+    assert b_id in put["placement"], put.get("kept_home")
+    cap = put["capability"]
+    b.stop()
+    removed = a.xsc("store", "rm", cap)
+    assert removed.exit_code == 0 and removed.stdout.strip() == f"removed {cap}", removed.output
+    said = " ".join(removed.stderr.split())
+    assert said.startswith(f"node {b_id} was not reached (") and said.endswith(
+        "it keeps its shares of the file until their lease ends or they go unpaid (nothing more is paid for them)"), said

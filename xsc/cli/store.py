@@ -242,7 +242,13 @@ def list_files(obj, wide: bool, as_json: bool) -> None:
 def remove(obj, cap: str, as_json: bool) -> None:
     """Remove the file CAP and free its space."""
     result = obj.client().request("DELETE", _cap_path(cap))
-    emit_json(result) if as_json else click.echo(f"removed {cap}")
+    if as_json:
+        emit_json(result)
+        return
+    click.echo(f"removed {cap}")
+    for node, why in sorted((result.get("not_deleted_on") or {}).items()):
+        prose(f"node {node} was not reached ({why}): it keeps its shares of the file until their lease ends or "
+              "they go unpaid (nothing more is paid for them)", err=True)
 
 
 def _status(s: dict, presence_only: bool) -> str:
