@@ -95,7 +95,8 @@ def history(obj, limit: int, account: str, expand: bool, wide: bool, as_json: bo
         job = f"{e['invokes']} invokes (root {e['covers'][:12]}…)" if "covers" in e else e["job"]
         rows.append((e["seq"], _time(e["settled_at"]), e["kind"], other, _signed(e["delta"]),
                      _usage(e["usage"]), job, e["id"][:16]))
-    _table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"), Col("counterparty", keep=True, under=True),
+    _table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"),
+            Col("counterparty", keep=True, under=True),
             Col("credits", right=True, keep=True), Col("usage", wrap=12, drop=1), Col("job", keep=True, drop=3),
             Col("entry", keep=True)], rows,
            title=f"account {info['account']['account']} — balance {format_credits(info['account']['balance'])}",
