@@ -16,7 +16,7 @@ from tests.support.waiting import eventually_async
 
 from xsc.identity import Identity, sign_request
 from xsc.ledger.core.model import authorize, encode_authorization
-from xsc.net.compute import INVOKE_PATH, MODULES_PATH
+from xsc.net.compute import INVOKE_PATH, MODULES_PATH, TAB_CLOSE_PATH
 from xsc.node import IDENTITY
 from xsc.compute.paid import MAX_PUSHED_FUNCTIONS, compile_price
 from xsc.node.appkeys import NODE
@@ -183,6 +183,49 @@ async def test_a_tab_authorization_is_verified_once_and_a_forged_one_is_refused_
             status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body(bad))
             assert status == 403 and problem["code"] == "forbidden", problem
     assert len(node.app[NODE].compute.recent_provenance(10)) == 2  # only the genuine calls ran
+
+
+async def test_a_tab_nothing_ran_under_gets_no_receipt_and_leaves_nothing_behind(node_factory) -> None:
+    """Any key signs a tab's authorization, for nothing.  Closing a tab no call ran under is refused (404
+    nothing-owed) with nothing written: a receipt of 0 would be an entry on this node's chain for good (a synced
+    write and a signature each).  A tab whose calls were refused or failed is not kept in memory either."""
+    node = await node_factory()
+    module = await deploy(node, "add")
+    attacker = Identity.generate()
+    me = node.app[IDENTITY].public_key
+    chain, tabs, trust = node.app[NODE].ledger.store, node.app[NODE].paid.provider_tabs, node.app[NODE].paid.trust
+
+    def tab(cap: int = 10**12) -> str:
+        return encode_authorization(authorize(attacker, me, cap, "compute:rtab:1", int(time.time()) + 600,
+                                              os.urandom(16))).hex()
+
+    def body(authorization: str, args: list[int]) -> bytes:
+        return json.dumps({"call": {"module": module, "function": "add", "args": args, "fuel": 1_000_000},
+                           "price": INVOKE_PRICE, "authorization": authorization, "deal": {}, "tab": True}).encode()
+
+    def closing(authorization: str) -> bytes:
+        return json.dumps({"authorization": authorization}).encode()
+
+    seq, lines = chain.state(me).seq, trust.lines()
+    for _ in range(20):
+        emptied = tab()
+        status, problem = await _peer(node, attacker, "POST", TAB_CLOSE_PATH, closing(emptied))
+        assert status == 404 and problem["code"] == "nothing-owed", problem
+        status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body(emptied, [1, 2]))  # closed
+        assert status == 409 and problem["code"] == "authorization-replayed", problem
+        status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body(tab(cap=1), [1, 2]))
+        assert status == 403 and problem["code"] == "deal-refused", problem
+        status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body(tab(), [1]))
+        assert status == 400 and problem["code"] == "wrong-argument-count", problem
+    assert chain.state(me).seq == seq and trust.lines() == lines and tabs.kept == 0
+    assert node.app[NODE].compute.recent_provenance(10) == []
+    # A tab a call ran under is kept while it is open, and closed for its receipt.
+    ran = tab()
+    status, answer = await _peer(node, attacker, "POST", INVOKE_PATH, body(ran, [1, 2]))
+    assert status == 200 and answer["tab"]["count"] == 1 and tabs.kept == 1, answer
+    status, answer = await _peer(node, attacker, "POST", TAB_CLOSE_PATH, closing(ran))
+    assert status == 200 and answer["receipt"], answer
+    assert chain.state(me).seq == seq + 1 and tabs.kept == 0
 
 
 async def test_a_call_on_a_tab_under_the_ask_is_refused_before_it_runs(node_factory) -> None:

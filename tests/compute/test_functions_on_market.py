@@ -242,6 +242,13 @@ async def test_a_provider_refuses_a_placement_from_a_node_it_extends_no_credit(n
                                                        **_terms(provider, price, authorization)})
     assert status == 402 and answer["code"] == "prepayment-required", answer
     assert provider.app[NODE].functions.placed(stranger_id, "a") is None
+    for _ in range(10):  # each with a fresh authorization (any key signs one): no tab of theirs is kept
+        authorization = await stranger.app[NODE].payments.authorize(
+            provider.app[IDENTITY].id, 2 * _budget(provider, module, price), function_job(stranger_id, "a"), ttl=3600)
+        status, answer = await _place(stranger, provider, {"function": {"name": "a", "module": module},
+                                                           **_terms(provider, price, authorization)})
+        assert status == 402 and answer["code"] == "prepayment-required", answer
+    assert provider.app[NODE].paid.provider_tabs.kept == 0
 
 
 async def test_a_function_on_the_market_with_no_provider_is_unavailable_on_the_owner(node_factory):
@@ -432,7 +439,9 @@ async def test_a_placed_function_whose_owner_closed_its_tab_without_placing_the_
     url, first = await place("moving")
     old = provider.app[NODE].functions.placed(owner_id, "moving").bill
     await place("moving")
-    await close_tab(node.client, peer_url, pid, encode_authorization(first).hex())
+    with pytest.raises(PeerRefused) as refused:  # no request ran under it: closed, with no receipt
+        await close_tab(node.client, peer_url, pid, encode_authorization(first).hex())
+    assert refused.value.details["peer_code"] == "nothing-owed"
     with pytest.raises(FunctionUnavailable):
         await old.hold(budget)
     assert provider.app[NODE].trust.line(owner_id)["reserved"] == 0  # what it held on the owner's line given back

@@ -35,8 +35,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator, Protocol
 
-from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, PeerError, PeerNotFound, PeerRefused,
-                      PeerUnreachable, WrongPayee, XscError)
+from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, NothingOwed, PeerError, PeerNotFound,
+                      PeerRefused, PeerUnreachable, WrongPayee, XscError)
 from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
 from .receipts import ask_receipt, check_receipt, fetch_receipt
@@ -67,6 +67,12 @@ class PeerView(Protocol):
 
 def job_kind(job: str) -> str:
     return job.partition(":")[0]
+
+
+def nothing_owed(err: BaseException) -> bool:
+    """The payee says nothing was done under an authorization (a tab it ran no call of): it will never
+    countersign it, so its payer drops it.  Safe to believe: at worst a payee is not paid."""
+    return isinstance(err, PeerRefused) and err.details.get("peer_code") == NothingOwed.code
 
 
 class Payments:
@@ -302,6 +308,11 @@ class Payments:
             log.info("payment %s to %s still pending: %s", auth.id.hex()[:16], node_id[:12], exc)
             return "pending"
         except PeerError as exc:  # the payee refused, or answered nonsense: try again later
+            if nothing_owed(exc):
+                await self.ledger.abandon(auth.id, force=True)
+                log.info("abandoned authorization %s to %s: nothing was done under it", auth.id.hex()[:16],
+                         node_id[:12])
+                return "abandoned"
             log.warning("payment %s to %s still pending: %s", auth.id.hex()[:16], node_id[:12], exc)
             return "pending"
         if receipt is not None:
@@ -337,4 +348,5 @@ class Payments:
         return {"pending": len(pending), "pending_amount": sum(a.cap for a in pending)}
 
 
-__all__ = ["DEFINITIVE_REFUSALS", "MAX_PREPAY", "PAY_TTL", "Payments", "PeerView", "ReceiptCheck", "job_kind"]
+__all__ = ["DEFINITIVE_REFUSALS", "MAX_PREPAY", "PAY_TTL", "Payments", "PeerView", "ReceiptCheck", "job_kind",
+           "nothing_owed"]
