@@ -8,6 +8,7 @@ import time
 
 import plyvel
 
+from xsc import keys
 from xsc.identity import Identity, sign_request
 from xsc.node.appkeys import NODE
 from xsc.peers import PeerDirectory, make_descriptor
@@ -15,7 +16,8 @@ from xsc.peers import service
 from xsc.peers.service import MAX_NEW_PER_MESSAGE, MAX_PER_MESSAGE, NEW_NODE_BURST
 
 from tests.support.attacks import fake_descriptors
-from tests.support.waiting import eventually
+from tests.support.nodes import free_port
+from tests.support.waiting import eventually, eventually_async
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -184,3 +186,31 @@ async def test_nodes_a_stranger_names_are_sent_nothing_but_a_probe_and_recognise
         assert not any(market.active(key.id) for key in fakes)
     finally:
         await listener.close()
+
+
+async def test_a_node_pushed_out_of_a_full_directory_leaves_no_probe_history(node_factory, monkeypatch) -> None:
+    """Each fake node a stranger names is probed once and its failure kept with its probe history (`h/p/`).  A full
+    directory makes room by forgetting the oldest-signed nodes never proven up: their histories go too, at the
+    next probe round and at a start, so what fake nodes leave stays within the directory's bound."""
+    monkeypatch.setattr(service, "MAX_PEERS", MAX_NEW_PER_MESSAGE)
+    node = await node_factory("victim", health={"probe_interval": 3600, "probe_timeout": 5},
+                              peers={"gossip_interval": 3600, "tls": False})
+    peers, health = node.app[NODE].peers, node.app[NODE].health
+
+    def histories(db) -> int:
+        with db.iterator(prefix=keys.HEALTH_PEERS, include_value=False) as it:
+            return sum(1 for _ in it)
+
+    now, path = int(time.time() * 1000), "/v1/peer/descriptors"
+    for message in range(4):  # each pushes the one before out: its nodes were never proven up
+        fakes = [make_descriptor(Identity.generate(), url=f"http://127.0.0.1:{free_port()}", capacity=1, free=1,
+                                 version="0", timestamp=now + message) for _ in range(MAX_NEW_PER_MESSAGE)]
+        raw = json.dumps({"descriptors": [d.to_json() for d in fakes]}).encode()
+        headers = {**sign_request(Identity.generate(), "POST", path, raw, receiver=peers.identity.id),
+                   "Content-Type": "application/json"}
+        assert (await node.post(path, data=raw, headers=headers)).status == 200
+        await eventually_async(lambda: all(peers.availability(d.id).up is False for d in fakes),
+                               "a failed probe of each fake node")
+    assert len(peers.peers()) == MAX_NEW_PER_MESSAGE
+    await health.probe_round(due_only=True)
+    assert histories(node.app[NODE].db) == MAX_NEW_PER_MESSAGE
