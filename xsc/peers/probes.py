@@ -184,9 +184,8 @@ class HealthService:
         self._store.forget_history(parse_public_id(node_id))
 
     def _forget_gone(self) -> None:
-        """Forget the histories of nodes no longer in the directory: a full directory makes room by dropping nodes
-        never proven up, and each had its failed first probe kept, so a stranger naming fresh nodes would grow
-        `h/p/` for good.  Done at start and at each probe round: at most the nodes learned of since are over."""
+        """At start, forget the histories of nodes no longer in the directory (a node pushed out of a full
+        directory is forgotten as it goes, `PeerService._forget`; one whose forgetting a stop cut short is here)."""
         gone = [node_id for node_id in self._histories if self.directory.get(node_id) is None]
         if not gone:
             return
@@ -250,7 +249,6 @@ class HealthService:
         """Probe every known peer (PROBES_AT_ONCE at a time), or only those due (`probe_due`: the rounds the
         node schedules itself); record and persist the results."""
         async with self._round_lock:
-            self._forget_gone()
             peers = self.directory.all()
             if due_only:
                 peers = self._due(peers)
