@@ -446,3 +446,14 @@ async def test_a_placed_function_whose_owner_closed_its_tab_without_placing_the_
         await old.hold(budget)
     assert provider.app[NODE].trust.line(owner_id)["reserved"] == 0  # what it held on the owner's line given back
     assert (await _get(url))[0] == 200
+    # Its tab expired with no next one placed (its owner went away): no receipt can pay what it runs from then on,
+    # so it is withdrawn, its files with it, at the first request past the expiry.
+    authorization = await node.payments.authorize(pid, 4 * budget, function_job(owner_id, "gone"), ttl=2)
+    status, answer = await _place(owner, provider, {"function": {"name": "gone", "module": module},
+                                                    **_terms(provider, price, authorization)})
+    assert status == 201 and (await _get(answer["url"]))[0] == 200, answer
+    await eventually_async(lambda: time.time() > authorization.expires_at, "the tab's authorization to expire")
+    status, headers, problem = await _get(answer["url"])
+    assert status == 404 and b"expired" in problem, problem
+    assert provider.app[NODE].functions.placed(owner_id, "gone") is None
+    assert [key for key, _ in provider.app[NODE].compute.store.placements()] == [(owner_id, "moving")]
