@@ -64,6 +64,10 @@ TAB_METERS = frozenset({"fuel", "invokes"})
 _RUN = struct.Struct(">QQ")  # amount, fuel
 AUTH_ID_LEN = 32  # an authorization id: keys.tab_run(authorization id, provenance id)
 CLOSED_EMPTY = 4096  # tabs closed with nothing run under them, remembered (the newest) until they expire
+# The longest a tab's authorization may run from its first call here (a gateway's are TAB_TTL): a tab its gateway
+# lets expire can never be closed (no receipt is signed under an expired authorization), so its run records are
+# dropped once it has expired, and at a start once its first run is older than this.
+MAX_TAB_TTL = 2 * TAB_TTL
 
 
 # --- gateway side --------------------------------------------------------------------------------------
@@ -241,6 +245,7 @@ class PeerTab:
     in_flight: int = 0
     closed: bool = False
     auth_id: bytes = b""  # its authorization's id (where ProviderTabs keeps it)
+    expires_at: int = 0  # its authorization's
 
     @property
     def idle(self) -> bool:
@@ -252,7 +257,9 @@ class ProviderTabs:
     """Gateways' tabs with this node.  Each run's amount is on disk (`c/t/<auth><run>`) from before its answer
     until the tab's receipt is countersigned: the receipt then states the total for good, and the run records
     are deleted (`prune`; a kill -9 in between leaves them to `sweep` on the next start), so they never pile
-    up beyond the tabs still open.
+    up beyond the tabs still open.  A tab its gateway lets expire unclosed can never be closed (no receipt is
+    signed under an expired authorization): it is forgotten with its run records (`expire`, and `sweep` once its
+    first run is older than MAX_TAB_TTL, the longest life a tab's authorization may have from its first call).
 
     A tab is kept in memory only while something runs, is reserved or ran under it: any signed authorization
     names a tab (a stranger signs a fresh one for each request at no cost), and one that is only checked,
@@ -284,20 +291,33 @@ class ProviderTabs:
             self.pruned += len(found)
         return len(found)
 
-    def sweep(self) -> int:
-        """On start: prune every tab whose receipt was countersigned before the last stop; how many records."""
+    def sweep(self, now: float | None = None) -> int:
+        """On start: prune every tab whose receipt was countersigned before the last stop, and every tab whose
+        first run here is older than MAX_TAB_TTL (its authorization has expired: it is never closed); how many
+        records."""
+        now = time.time() if now is None else now
         settled, seen = [], set()
         with self.db.iterator(prefix=keys.TAB_RUNS, include_value=False) as it:
-            for key in it:
+            for key in it:  # a tab's runs in the order they ran (a run's id begins with its time)
                 auth_id = key[len(keys.TAB_RUNS):len(keys.TAB_RUNS) + AUTH_ID_LEN]
                 if auth_id not in seen:
                     seen.add(auth_id)
-                    if self.ledger.store.receipt_for(auth_id) is not None:
+                    first_run = int.from_bytes(key[len(keys.TAB_RUNS) + AUTH_ID_LEN:][:8], "big") / 1e9
+                    if first_run < now - MAX_TAB_TTL or self.ledger.store.receipt_for(auth_id) is not None:
                         settled.append(auth_id)
         pruned = sum(self.prune(a) for a in settled)
         if pruned:
-            log.info("pruned %d run records of %d tabs settled before the last stop", pruned, len(settled))
+            log.info("pruned %d run records of %d tabs settled or expired before the last stop", pruned, len(settled))
         return pruned
+
+    def expire(self, now: float) -> list[bytes]:
+        """Forget the tabs kept whose authorization has expired, with nothing in flight: no receipt can be signed
+        under one any more (its gateway is never paid for what ran, as it let it expire), so what is kept of it,
+        here and on disk, is dead weight; their authorization ids (the caller prunes their run records)."""
+        gone = [t.auth_id for t in self._tabs.values() if t.expires_at < now and not t.in_flight and not t.closed]
+        for auth_id in gone:
+            del self._tabs[auth_id]
+        return gone
 
     @property
     def kept(self) -> int:
@@ -313,7 +333,7 @@ class ProviderTabs:
         """The tab of `auth` as kept, or as read from disk (not kept: the caller keeps it, see the class)."""
         tab = self._tabs.get(auth.id)
         if tab is None:
-            tab = PeerTab(auth_id=auth.id)
+            tab = PeerTab(auth_id=auth.id, expires_at=auth.expires_at)
             with self.db.iterator(prefix=keys.tab_runs(auth.id), include_key=False) as it:
                 for value in it:  # what was acknowledged before a restart
                     amount, fuel = _RUN.unpack(value)
@@ -341,6 +361,9 @@ class ProviderTabs:
         refused."""
         if not auth.job.startswith(JOB):
             raise DealRefused("a tab call needs a tab authorization", hint=f"its job must be {JOB}")
+        if auth.expires_at > time.time() + MAX_TAB_TTL:
+            raise DealRefused(f"a tab's authorization expires within {MAX_TAB_TTL} s of its call, not at "
+                              f"{auth.expires_at}", hint="open a tab of a shorter life")
         tab = await self._tab(auth)
         if tab.closed:
             raise AuthorizationReplayed(f"the tab of authorization {auth.id.hex()[:16]} is closed",
