@@ -313,6 +313,13 @@ class EntryNotFound(NotFound):
     code = "entry-not-found"
 
 
+class NothingOwed(NotFound):
+    """A tab closed where nothing ran under it: no receipt is signed (it would stay on the payee's chain for good,
+    for nothing), and its payer drops the authorization."""
+
+    code = "nothing-owed"
+
+
 class VerificationFailed(LedgerError):
     code = "ledger-verification-failed"
 

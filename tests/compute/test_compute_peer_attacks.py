@@ -16,9 +16,10 @@ from tests.support.waiting import eventually_async
 
 from xsc.identity import Identity, sign_request
 from xsc.ledger.core.model import authorize, encode_authorization
-from xsc.net.compute import INVOKE_PATH, MODULES_PATH
+from xsc.net.compute import INVOKE_PATH, MODULES_PATH, TAB_CLOSE_PATH
 from xsc.node import IDENTITY
 from xsc.compute.paid import MAX_PUSHED_FUNCTIONS, compile_price
+from xsc.compute.remote_tabs import MAX_TAB_TTL
 from xsc.node.appkeys import NODE
 
 
@@ -183,6 +184,83 @@ async def test_a_tab_authorization_is_verified_once_and_a_forged_one_is_refused_
             status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body(bad))
             assert status == 403 and problem["code"] == "forbidden", problem
     assert len(node.app[NODE].compute.recent_provenance(10)) == 2  # only the genuine calls ran
+
+
+async def test_a_tab_nothing_ran_under_gets_no_receipt_and_leaves_nothing_behind(node_factory) -> None:
+    """Any key signs a tab's authorization, for nothing.  Closing a tab no call ran under is refused (404
+    nothing-owed) with nothing written: a receipt of 0 would be an entry on this node's chain for good (a synced
+    write and a signature each).  A tab whose calls were refused or failed is not kept in memory either."""
+    node = await node_factory()
+    module = await deploy(node, "add")
+    attacker = Identity.generate()
+    me = node.app[IDENTITY].public_key
+    chain, tabs, trust = node.app[NODE].ledger.store, node.app[NODE].paid.provider_tabs, node.app[NODE].paid.trust
+
+    def tab(cap: int = 10**12) -> str:
+        return encode_authorization(authorize(attacker, me, cap, "compute:rtab:1", int(time.time()) + 600,
+                                              os.urandom(16))).hex()
+
+    def body(authorization: str, args: list[int]) -> bytes:
+        return json.dumps({"call": {"module": module, "function": "add", "args": args, "fuel": 1_000_000},
+                           "price": INVOKE_PRICE, "authorization": authorization, "deal": {}, "tab": True}).encode()
+
+    def closing(authorization: str) -> bytes:
+        return json.dumps({"authorization": authorization}).encode()
+
+    seq, lines = chain.state(me).seq, trust.lines()
+    for _ in range(20):
+        emptied = tab()
+        status, problem = await _peer(node, attacker, "POST", TAB_CLOSE_PATH, closing(emptied))
+        assert status == 404 and problem["code"] == "nothing-owed", problem
+        status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body(emptied, [1, 2]))  # closed
+        assert status == 409 and problem["code"] == "authorization-replayed", problem
+        status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body(tab(cap=1), [1, 2]))
+        assert status == 403 and problem["code"] == "deal-refused", problem
+        status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, body(tab(), [1]))
+        assert status == 400 and problem["code"] == "wrong-argument-count", problem
+    assert chain.state(me).seq == seq and trust.lines() == lines and tabs.kept == 0
+    assert node.app[NODE].compute.recent_provenance(10) == []
+    # A tab a call ran under is kept while it is open, and closed for its receipt.
+    ran = tab()
+    status, answer = await _peer(node, attacker, "POST", INVOKE_PATH, body(ran, [1, 2]))
+    assert status == 200 and answer["tab"]["count"] == 1 and tabs.kept == 1, answer
+    status, answer = await _peer(node, attacker, "POST", TAB_CLOSE_PATH, closing(ran))
+    assert status == 200 and answer["receipt"], answer
+    assert chain.state(me).seq == seq + 1 and tabs.kept == 0
+
+
+async def test_a_tab_its_gateway_lets_expire_unclosed_is_forgotten_with_its_run_records(node_factory) -> None:
+    """A gateway that runs calls on tabs and never closes them (none can be closed once its authorization has
+    expired: no receipt is signed under it) left each tab in memory and its run records (`c/t/`) on disk for good.
+    An expired tab is forgotten with its records, by the sweep as the node runs and at a start; an authorization
+    of a longer life than MAX_TAB_TTL is refused at its first call."""
+    node = await node_factory()
+    module = await deploy(node, "add")
+    attacker, me = Identity.generate(), node.app[IDENTITY].public_key
+    paid, tabs = node.app[NODE].paid, node.app[NODE].paid.provider_tabs
+
+    def call(expires_in: int) -> bytes:
+        auth = authorize(attacker, me, 10**12, "compute:rtab:1", int(time.time()) + expires_in, os.urandom(16))
+        return json.dumps({"call": {"module": module, "function": "add", "args": [1, 2], "fuel": 1_000_000},
+                           "price": INVOKE_PRICE, "authorization": encode_authorization(auth).hex(), "deal": {},
+                           "tab": True}).encode()
+
+    status, problem = await _peer(node, attacker, "POST", INVOKE_PATH, call(MAX_TAB_TTL + 60))
+    assert status == 403 and problem["code"] == "deal-refused", problem
+    for _ in range(3):  # three tabs, a call each, never closed
+        status, answer = await _peer(node, attacker, "POST", INVOKE_PATH, call(600))
+        assert status == 200, answer
+    await node.app[NODE].compute.journal.flush()
+    assert tabs.kept == 3 and tabs.records() == 3
+    assert await paid.expire_tabs(time.time() + 60) == 0  # not expired yet: kept
+    assert await paid.expire_tabs(time.time() + 601) == 3
+    assert tabs.kept == 0 and tabs.records() == 0
+    # What a stop left on disk: dropped at the next start once the first run is older than MAX_TAB_TTL.
+    status, answer = await _peer(node, attacker, "POST", INVOKE_PATH, call(600))
+    assert status == 200, answer
+    await node.app[NODE].compute.journal.flush()
+    assert tabs.sweep(time.time() + 60) == 0 and tabs.records() == 1
+    assert tabs.sweep(time.time() + MAX_TAB_TTL + 1) == 1 and tabs.records() == 0
 
 
 async def test_a_call_on_a_tab_under_the_ask_is_refused_before_it_runs(node_factory) -> None:

@@ -125,6 +125,21 @@ async def test_the_payment_retry_leaves_an_open_tab_to_its_gateway(node_factory)
     assert await gateway.app[NODE].paid.payments.retry_all() == {}  # closed and paid: nothing left to retry
 
 
+async def test_a_tab_nothing_ran_under_is_dropped_by_the_payment_retry_and_never_countersigned(node_factory) -> None:
+    # A tab left pending with no call run under it (its gateway stopped by a kill -9 right after opening it): the
+    # provider signs no receipt of 0 (an entry on its chain for good), and the retry drops it at once, so what it
+    # held is given back now, not when it expires.
+    gateway, provider, _, budget = await _pair(node_factory, 100)
+    payments, payer = gateway.app[NODE].paid.payments, gateway.app[CLIENT_IDENTITY].public_key
+    ledger, chain = gateway.app[NODE].ledger, provider.app[NODE].ledger.store
+    seq = chain.state(provider.app[IDENTITY].public_key).seq
+    auth = await payments.authorize(provider.app[NODE].peers.identity.id, TAB_CALLS * budget, JOB, ttl=3600)
+    assert ledger.held(payer) == TAB_CALLS * budget
+    assert await payments.retry_all() == {"abandoned": 1}
+    assert ledger.held(payer) == 0 and ledger.pending() == [] and await ledger.payment_for(auth.id) is None
+    assert chain.state(provider.app[IDENTITY].public_key).seq == seq
+
+
 async def test_the_provider_prunes_the_run_records_of_every_settled_tab(node_factory) -> None:
     gateway, provider, module, _ = await _pair(node_factory, 100)
     tabs = provider.app[NODE].paid.provider_tabs

@@ -15,6 +15,7 @@ import pytest
 from tests.support.compute import call_at_once, deploy
 from tests.support.nodes import close_node, free_port, serve
 from tests.support.waiting import eventually_async
+from xsc import keys
 from xsc.compute import functions
 from xsc.compute.web_on_loop import ON_LOOP_BODY
 from xsc.ledger import price_budget
@@ -320,6 +321,27 @@ async def test_past_its_hourly_cap_a_function_answers_402_even_after_a_restart(m
         assert await spent(node) == 2 * charge  # nothing more charged
     finally:
         await close_node(node)
+
+
+async def test_a_function_served_for_hours_keeps_an_hours_spend(node_factory, monkeypatch) -> None:
+    """What a function spent is kept by the minute, in memory and with its runs' records (`c/s/`), for its hourly
+    cap: anyone calling it once a minute added one of each for as long as it was served.  A new minute drops
+    those past the hour, in memory and on disk."""
+    port = free_port()
+    node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "web_rate_limit": 1000})
+    module = await deploy(node, "cgi", wasi=True)
+    await _serve(node, name="busy", module=module)
+    minute = [functions._minute()]
+    monkeypatch.setattr(functions, "_minute", lambda: minute[0])
+    for _ in range(3 * functions.HOUR_MINUTES):  # three hours of callers, one a minute
+        minute[0] += 1
+        assert (await _get(f"http://127.0.0.1:{port}/fn/busy/"))[0] == 200
+    await node.app[NODE].compute.journal.flush()
+    with node.app[NODE].db.iterator(prefix=keys.function_spends("busy")) as it:
+        kept = [int.from_bytes(value, "big") for _, value in it]
+    assert len(kept) == functions.HOUR_MINUTES
+    listed = (await (await node.get("/v1/compute/functions")).json())["functions"][0]
+    assert listed["spent_this_hour"] == sum(kept) and listed["spend"] > sum(kept)
 
 
 def test_serve_functions_and_unserve_from_the_cli(cli_node) -> None:

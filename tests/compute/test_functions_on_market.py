@@ -242,6 +242,13 @@ async def test_a_provider_refuses_a_placement_from_a_node_it_extends_no_credit(n
                                                        **_terms(provider, price, authorization)})
     assert status == 402 and answer["code"] == "prepayment-required", answer
     assert provider.app[NODE].functions.placed(stranger_id, "a") is None
+    for _ in range(10):  # each with a fresh authorization (any key signs one): no tab of theirs is kept
+        authorization = await stranger.app[NODE].payments.authorize(
+            provider.app[IDENTITY].id, 2 * _budget(provider, module, price), function_job(stranger_id, "a"), ttl=3600)
+        status, answer = await _place(stranger, provider, {"function": {"name": "a", "module": module},
+                                                           **_terms(provider, price, authorization)})
+        assert status == 402 and answer["code"] == "prepayment-required", answer
+    assert provider.app[NODE].paid.provider_tabs.kept == 0
 
 
 async def test_a_function_on_the_market_with_no_provider_is_unavailable_on_the_owner(node_factory):
@@ -432,8 +439,21 @@ async def test_a_placed_function_whose_owner_closed_its_tab_without_placing_the_
     url, first = await place("moving")
     old = provider.app[NODE].functions.placed(owner_id, "moving").bill
     await place("moving")
-    await close_tab(node.client, peer_url, pid, encode_authorization(first).hex())
+    with pytest.raises(PeerRefused) as refused:  # no request ran under it: closed, with no receipt
+        await close_tab(node.client, peer_url, pid, encode_authorization(first).hex())
+    assert refused.value.details["peer_code"] == "nothing-owed"
     with pytest.raises(FunctionUnavailable):
         await old.hold(budget)
     assert provider.app[NODE].trust.line(owner_id)["reserved"] == 0  # what it held on the owner's line given back
     assert (await _get(url))[0] == 200
+    # Its tab expired with no next one placed (its owner went away): no receipt can pay what it runs from then on,
+    # so it is withdrawn, its files with it, at the first request past the expiry.
+    authorization = await node.payments.authorize(pid, 4 * budget, function_job(owner_id, "gone"), ttl=2)
+    status, answer = await _place(owner, provider, {"function": {"name": "gone", "module": module},
+                                                    **_terms(provider, price, authorization)})
+    assert status == 201 and (await _get(answer["url"]))[0] == 200, answer
+    await eventually_async(lambda: time.time() > authorization.expires_at, "the tab's authorization to expire")
+    status, headers, problem = await _get(answer["url"])
+    assert status == 404 and b"expired" in problem, problem
+    assert provider.app[NODE].functions.placed(owner_id, "gone") is None
+    assert [key for key, _ in provider.app[NODE].compute.store.placements()] == [(owner_id, "moving")]

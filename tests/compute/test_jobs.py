@@ -220,6 +220,7 @@ def test_a_job_cut_short_by_kill_9_is_marked_interrupted_after_restart(node_proc
                 assert json.loads(shown.stdout)["state"] == "running"
                 break
             assert time.monotonic() < deadline and running.poll() is None, shown.stderr
+        assert list((node.data_dir / "jobs").glob("job-*"))  # the job's work directory
         node.kill()
     finally:
         running.wait(30)
@@ -231,6 +232,7 @@ def test_a_job_cut_short_by_kill_9_is_marked_interrupted_after_restart(node_proc
         assert time.monotonic() < deadline  # the node marks it as it starts (JobService.recover)
     assert job["state"] == "interrupted" and job["outputs"] == [] and job["executions"] == 0
     assert "stopped" in job["error"]
+    assert list((node.data_dir / "jobs").glob("job-*")) == []  # and its files: nothing reads them again
 
 
 def test_stdout_can_be_stored_as_a_file(xsc_node, tmp_path):

@@ -14,7 +14,7 @@ import umsgpack
 
 from tests.support.nodes import node_config
 from tests.support.waiting import eventually_async
-from xsc.dht import DhtService
+from xsc.dht import DhtService, table
 from xsc.dht.core import records
 from xsc.identity import Identity
 from xsc.node.limits import RateLimiter
@@ -170,6 +170,28 @@ async def test_a_store_of_a_value_that_is_not_valid_records_for_its_key_is_refus
     refused = protocol.refused
     assert protocol.rpc_store(("127.0.0.1", 9), os.urandom(20), key, value) is False
     assert protocol.refused == refused + 1 and nodes[4].store.get(key) is None
+
+
+async def test_what_the_table_keeps_is_bounded_in_bytes_as_well_as_in_keys(monkeypatch) -> None:
+    """A stranger's ids may each sign a holders record under any storage index's key: eight of them make every key
+    a bundle of ~5,000 bytes, and MAX_KEYS of those were half a gigabyte of the node's memory.  The oldest keys
+    leave once the bundles held together pass MAX_BYTES; each store is still taken."""
+    monkeypatch.setattr(table, "MAX_BYTES", 64 * 1024)
+    target = await node(Directory())
+    try:
+        strangers = [Identity.generate() for _ in range(records.MAX_RECORDS)]
+        keys, now = [], int(time.time() * 1000)
+        for _ in range(40):
+            si = os.urandom(32)
+            value = records.encode([records.make_holders(s, si, [s.id] * 6, at=now) for s in strangers])
+            keys.append(records.holders_key(si))
+            assert target.protocol.rpc_store(("127.0.0.1", 9), os.urandom(20), keys[-1], value) is True
+        status = target.status()
+        assert status["bytes"] <= table.MAX_BYTES and status["keys"] < len(keys)
+        assert target.store.get(keys[-1]) is not None and target.store.get(keys[0]) is None
+        assert status["bytes"] == sum(len(value) for _, value in target.store)
+    finally:
+        target.close()
 
 
 async def test_a_holders_record_without_proof_of_work_is_refused() -> None:

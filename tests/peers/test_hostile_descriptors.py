@@ -8,14 +8,15 @@ import time
 
 import plyvel
 
+from xsc import keys
 from xsc.identity import Identity, sign_request
 from xsc.node.appkeys import NODE
 from xsc.peers import PeerDirectory, make_descriptor
 from xsc.peers import service
 from xsc.peers.service import MAX_NEW_PER_MESSAGE, MAX_PER_MESSAGE, NEW_NODE_BURST
 
-from tests.support.attacks import fake_descriptors
-from tests.support.waiting import eventually
+from tests.support.attacks import fake_descriptors, honest_commitment, signed
+from tests.support.waiting import eventually, eventually_async
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -184,3 +185,34 @@ async def test_nodes_a_stranger_names_are_sent_nothing_but_a_probe_and_recognise
         assert not any(market.active(key.id) for key in fakes)
     finally:
         await listener.close()
+
+
+async def test_a_node_pushed_out_of_a_full_directory_leaves_nothing_behind(node_factory, monkeypatch) -> None:
+    """A stranger makes its fresh keys peers (their ids are minted once) and publishes their commitments; each is
+    probed once and its failure kept (`h/p/`).  A full directory makes room by dropping the oldest-signed nodes
+    never proven up: each goes with its probe history and its commitment (book and `m/c/`), as a node the user
+    removes, so what the stranger's keys leave stays within the directory's bound however many it mints."""
+    monkeypatch.setattr(service, "MAX_PEERS", MAX_NEW_PER_MESSAGE)
+    node = await node_factory("victim", health={"probe_interval": 3600, "probe_timeout": 5},
+                              peers={"gossip_interval": 3600})
+    peers, market, db = node.app[NODE].peers, node.app[NODE].market, node.app[NODE].db
+    me = peers.identity.id
+
+    def records(prefix: bytes) -> int:
+        with db.iterator(prefix=prefix, include_value=False) as it:
+            return sum(1 for _ in it)
+
+    for _ in range(4):  # each message of new nodes pushes the one before out: they were never proven up
+        fakes = [Identity.generate() for _ in range(MAX_NEW_PER_MESSAGE)]
+        for path, body in (("/v1/peer/descriptors", {"descriptors": fake_descriptors(fakes)}),
+                           ("/v1/peer/market", {"commitments": [honest_commitment(f, me) for f in fakes]})):
+            raw = json.dumps(body).encode()
+            response = await node.post(path, data=raw, headers=signed(fakes[0], "POST", path, raw, me))
+            assert response.status == 200, await response.text()
+        assert {f.id for f in fakes} <= {c.participant for c in market.book.commitments()}
+        await eventually_async(lambda: all(peers.availability(f.id).up is False for f in fakes),
+                               "a failed probe of each fake node")
+    assert {d.id for d in peers.peers()} == {f.id for f in fakes}
+    assert {c.participant for c in market.book.commitments()} <= {f.id for f in fakes} | {me}
+    assert records(keys.HEALTH_PEERS) == MAX_NEW_PER_MESSAGE
+    assert records(keys.MARKET_COMMITMENTS) <= MAX_NEW_PER_MESSAGE + 1  # and this node's own

@@ -14,13 +14,15 @@ import pytest
 
 from xsc import keys
 from xsc.errors import PeerRefused
-from xsc.identity import Identity, public_id
+from xsc.identity import Identity, public_id, parse_public_id
+from xsc.ledger.core.pricing import price_storage
 from xsc.net import PeerClient
 from xsc.storage.holder_client import RemoteHolder
 from xsc.node.appkeys import NODE
 from xsc.storage import holder as holder_module
 from xsc.storage.core.leases import MAX_DURATION
 
+from tests.support.attacks import receipt_claim, signed
 from tests.support.shares import DEAL_PRICE, EncodedFile, lease, place, refused
 from tests.support.waiting import eventually_async
 
@@ -210,6 +212,33 @@ async def test_a_share_nobody_pays_for_is_not_kept_for_free(holder_node, strange
     await gc.collect(now=time.time() + 3700)  # a payment interval's grace later, never paid: gone
     assert (store.shares_held, store.used, terms.get(f.si, 0)) == (0, 0, None)
     assert gc.counts["unpaid"] == 1
+
+
+async def test_a_period_of_a_share_is_paid_once(holder_node, stranger) -> None:
+    """Each storage receipt is an entry on the holder's chain for good (a signature, a synced write): the uploader
+    asked for the same paid second again and again, each time under a fresh authorization, and got a receipt each
+    time.  A period, or part of one, already paid is refused; the next one is signed."""
+    f, payer, path = EncodedFile(5000), Identity.generate(), "/v1/peer/ledger/receipts"
+    await place(RemoteHolder(stranger.client, stranger.node_id, stranger.url, DEAL_PRICE, payer.id), f, 0)
+    chain, me = holder_node.app[NODE].ledger.store, parse_public_id(stranger.node_id)
+
+    async def claim(start: int, end: int) -> tuple[int, dict]:
+        amount = price_storage(f.share_bytes, end - start, DEAL_PRICE)
+        body = json.dumps(receipt_claim(payer, stranger.node_id, f, start, end, amount)).encode()
+        response = await holder_node.post(path, data=body, headers={
+            **signed(stranger.client.identity, "POST", path, body, stranger.node_id), "Authorization": ""})
+        return response.status, await response.json()
+
+    end = int(time.time())
+    status, answer = await claim(end - 2, end)
+    assert status == 200 and answer["receipt"], answer
+    seq = chain.state(me).seq
+    for start in (end - 2, end - 1):
+        status, problem = await claim(start, end)
+        assert status == 403 and "paid already" in problem["detail"], problem
+    assert chain.state(me).seq == seq
+    status, answer = await claim(end, end + 1)
+    assert status == 200 and answer["receipt"], answer
 
 
 async def test_terms_are_kept_with_the_share_exactly(holder_node, stranger) -> None:

@@ -522,9 +522,17 @@ class Served:
     plan: tuple | None = None  # what its requests run (WebFunctions._plan)
 
     def spent_this_hour(self, minute: int) -> int:
-        for old in [m for m in self.spent if m <= minute - HOUR_MINUTES]:
+        return sum(amount for m, amount in self.spent.items() if m > minute - HOUR_MINUTES)
+
+    def add(self, minute: int, amount: int) -> list[int]:
+        """`amount` spent in `minute`; the minutes past the hour are dropped as a new minute begins (so a function
+        served for months keeps an hour's of them, whoever calls it), and returned: their records go too."""
+        gone = [] if minute in self.spent else [m for m in self.spent if m <= minute - HOUR_MINUTES]
+        for old in gone:
             del self.spent[old]
-        return sum(self.spent.values())
+        self.spent[minute] = self.spent.get(minute, 0) + amount
+        self.spend += amount
+        return gone
 
 
 class WebFunctions:
@@ -609,9 +617,8 @@ class WebFunctions:
         served = self._served.get(name)
         if served is not None:
             minute = _minute()
-            served.spent[minute] = served.spent.get(minute, 0) + amount
-            served.spend += amount
-            await in_pool(None, self.store.save_function_spend, name, minute, served.spent[minute])
+            gone = served.add(minute, amount)
+            await in_pool(None, self.store.save_function_spend, name, minute, served.spent[minute], gone)
 
     def left_this_hour(self, name: str) -> int | None:
         """What a function may still spend this hour (None: no cap; 0: none, or no such function)."""
@@ -891,11 +898,10 @@ class WebFunctions:
                                         ran.started, bill.requester, bill.rate, bill.deal(name),
                                         {"function": name, "request": f"{request.method} {request.path_info}"[:1024]})
         minute = _minute()
-        served.spent[minute] = served.spent.get(minute, 0) + run.charge  # on the loop: no run's charge is lost
-        served.spend += run.charge
+        gone = served.add(minute, run.charge)  # on the loop: no run's charge is lost
         # what the owner's own functions spent this minute is kept (a placed one's owner keeps its own count)
-        spent = () if served.owner is not None else (self.store.function_spend_entry(name, minute,
-                                                                                     served.spent[minute]),)
+        spent = () if served.owner is not None else self.store.function_spend_entries(name, minute,
+                                                                                       served.spent[minute], gone)
 
         def uncount() -> None:
             served.spent[minute] = served.spent.get(minute, 0) - run.charge

@@ -88,7 +88,10 @@ class JobService:
         self._finished = asyncio.Condition()  # a job on a provider ended: a place there may be free
 
     def start(self) -> None:
-        pass
+        """The work directories of jobs a stop cut short (their stdin, their outputs not yet stored): nothing reads
+        them again, and each may hold up to its bytes_in and bytes_out."""
+        for stale in self.work_dir.glob("job-*"):
+            shutil.rmtree(stale, ignore_errors=True)
 
     def loops(self) -> dict[str, Any]:
         return {"jobs-recover": self.recover}  # once, at start: it ends by itself

@@ -90,8 +90,9 @@ class Journal:
             return len(self._pending)
 
     def append(self, record: dict[str, Any], module_hash: bytes,
-               puts: tuple[tuple[bytes, bytes], ...] = (), *, awaited: bool = True) -> asyncio.Future:
-        """On the loop: write `record` (its `previous` link is filled in here) durably, with `puts`, in the next
+               puts: tuple[tuple[bytes, bytes | None], ...] = (), *, awaited: bool = True) -> asyncio.Future:
+        """On the loop: write `record` (its `previous` link is filled in here) durably, with `puts` (a value of
+        None deletes its key), in the next
         group; the future is done once it is on disk (or failed, if the group's write failed).  The loop never
         writes: with no group being written, the journal's thread leads the next one (it takes every record
         waiting when it starts: those the loop appends meanwhile go in it too).  A record whose caller does not
@@ -146,7 +147,7 @@ class Journal:
             self._leading = True
         self._writer.submit(self._lead)
 
-    def commit(self, record: dict[str, Any], module_hash: bytes, puts: tuple[tuple[bytes, bytes], ...],
+    def commit(self, record: dict[str, Any], module_hash: bytes, puts: tuple[tuple[bytes, bytes | None], ...],
                loop: asyncio.AbstractEventLoop, future: asyncio.Future, result: Any) -> None:
         """From the worker that ran a call (parse, run, record and write in one worker: one hop per call): write
         its record durably in a group, then set `result` on `future` (of `loop`).  With no group being written,
@@ -238,7 +239,10 @@ class Journal:
                 else:
                     batch.put(keys.provenance(record_id), signed[i])
                 for key, value in puts:
-                    batch.put(key, value)
+                    if value is None:
+                        batch.delete(key)
+                    else:
+                        batch.put(key, value)
             for module_hash, head in heads.items():
                 batch.put(keys.provenance_head(module_hash), bytes.fromhex(head))
                 batch.put(keys.invocations(module_hash), struct.pack(">Q", counts[module_hash]))

@@ -35,6 +35,7 @@ from ..market.dealing import Dealing
 from ..market.service import MarketService
 from ..net.compute import GATHER, MAX_BATCH_CALLS, InvokeBatcher, push_module
 from ..net.peer_client import PeerClient, dumps
+from ..tasks import in_pool
 from ..units import format_size
 from . import modules as mods
 from .remote_tabs import GatewayTabs, ProviderTabs
@@ -117,8 +118,18 @@ class PaidCompute:
                 removed = await self.sweep_pushed()
                 if removed:
                     log.info("removed %d module(s) peers pushed that no call used for %d s", len(removed), PUSHED_TTL)
+                await self.expire_tabs()
             except Exception:
-                log.exception("sweeping pushed modules failed")
+                log.exception("sweeping pushed modules and expired tabs failed")
+
+    async def expire_tabs(self, now: float | None = None) -> int:
+        """Forget the gateways' tabs here whose authorization expired unclosed, and their run records; how many."""
+        gone = self.provider_tabs.expire(time.time() if now is None else now)
+        for auth_id in gone:
+            await in_pool(None, self.provider_tabs.prune, auth_id)
+        if gone:
+            log.info("forgot %d tab(s) whose gateway let them expire unclosed", len(gone))
+        return len(gone)
 
     async def _refuse_separate_receipt(self, sender, authorization, amount, usage) -> None:
         raise Forbidden("a compute receipt is signed with the run it pays for, never on its own",

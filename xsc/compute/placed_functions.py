@@ -16,7 +16,8 @@ is written with its provenance record (one group commit); its caller is answered
 moment the record is queued only the run's charge stays held.  Once the tab's cap is spent, callers get 402 until
 the owner places the function again with its next authorization.  The owner closes the old tab for this node's
 receipt (the tab close route) and pays by it.  A withdrawn function answers 404 from then on, and so does one
-whose current tab its owner closed without placing the next (it placed the function elsewhere, or gave it up).
+whose current tab its owner closed, or let expire, without placing the next (it placed the function elsewhere,
+gave it up or went away: nothing run under an expired tab can be paid, and its files would stay for good).
 
 A placement is kept in LevelDB (`keys.placed`: its spec, price and deal, and the owner's authorization of its
 current tab), written in one synced write once its files are in place and before the place call answers, and
@@ -98,6 +99,8 @@ class TabBill:
         return {**self._deal, "function": name}
 
     async def hold(self, budget: int) -> None:
+        if time.time() > self.auth.expires_at:  # no receipt can be signed under it now: what it ran is never paid
+            raise await self.closed(self)
         self.paid.reserve(self.owner, budget)
         try:
             self.tab = await self.paid.provider_tabs.reserve(self.auth, budget)
@@ -236,19 +239,21 @@ class PlacedFunctions:
         return TabBill(self.paid, owner, auth, price, deal, lambda bill: self._closed(owner, name, bill))
 
     async def _closed(self, owner: str, name: str, bill: TabBill) -> XscError:
-        """A request found its function's tab closed.  Still the function's current tab: its owner closed it
-        without placing the next (it placed the function elsewhere while this node was down, or gave it up), so
-        the function is withdrawn.  Else it has just been placed with its next tab: the caller may retry."""
+        """A request found its function's tab closed, or expired.  Still the function's current tab: its owner
+        closed it or let it expire without placing the next (it placed the function elsewhere while this node was
+        down, or gave it up, or went away), so the function is withdrawn: its files go, and nothing more is run
+        that no receipt could pay.  Else it has just been placed with its next tab: the caller may retry."""
         served = self.functions.placed(owner, name)
         if served is None or served.bill is not bill:
             return FunctionUnavailable("this function has just moved to its owner's next tab here",
                                        hint="retry in a moment")
-        log.info("function %s of %s withdrawn: its owner closed its tab here", name, owner[:12])
+        log.info("function %s of %s withdrawn: its tab here is closed or expired", name, owner[:12])
         try:
             await self.withdraw(owner, name)
         except NotFound:
             pass  # another request withdrew it first
-        return NotFound(f"no function {name[:64]!r} of node {owner[:12]} is served here: its owner closed its tab")
+        return NotFound(f"no function {name[:64]!r} of node {owner[:12]} is served here: its tab is closed or "
+                        "expired")
 
     async def withdraw(self, owner: str, name: str) -> dict[str, Any]:
         self.store.remove_placement(owner, name)  # first: a kill -9 from here on leaves it withdrawn

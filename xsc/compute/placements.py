@@ -33,6 +33,7 @@ from typing import Any, Awaitable, Callable
 from ..errors import ModuleNotFound, PeerRefused, PeerUnreachable, XscError
 from ..ledger.core.model import Authorization, Receipt, encode_authorization
 from ..ledger.receipts import check_receipt
+from ..ledger.settlement import nothing_owed
 from ..net import functions as wire
 from ..net.compute import close_tab, push_module
 from ..tasks import woken_loop
@@ -220,8 +221,14 @@ class Placements:
         """Close a tab for the provider's receipt and pay by it (the payment retry does it if this fails)."""
         with self.paid.payments.working(auth.id):
             try:
-                answer = await close_tab(self.paid.client, self._peer_url(provider), provider,
-                                         encode_authorization(auth).hex())
+                try:
+                    answer = await close_tab(self.paid.client, self._peer_url(provider), provider,
+                                             encode_authorization(auth).hex())
+                except PeerRefused as err:
+                    if not nothing_owed(err):
+                        raise
+                    await self.paid.payments.refused(auth)  # no request ran under it: nothing is paid
+                    return
                 payment = await self.paid.payments.complete(provider, auth, answer, meters=TAB_METERS)
             except (XscError, OSError) as exc:
                 log.info("closing function %s's tab with %s failed (%s); the payment retry closes it", name,

@@ -37,16 +37,17 @@ import functools
 import logging
 import struct
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 
 from .. import keys
 from ..db import Database
-from ..errors import AuthorizationReplayed, Conflict, DealRefused, InvalidArgument, XscError
+from ..errors import AuthorizationReplayed, Conflict, DealRefused, InvalidArgument, NothingOwed, PeerRefused, XscError
 from ..identity import Identity
 from ..ledger.core.model import Authorization, Receipt, encode_authorization, format_credits
-from ..ledger.settlement import Payments
+from ..ledger.settlement import Payments, nothing_owed
 from ..ledger.service import LedgerService
 from ..net.compute import close_tab
 from ..net.peer_client import PeerClient
@@ -62,6 +63,11 @@ TAB_TTL = 3600  # seconds a tab's authorization stays valid (the retry has this 
 TAB_METERS = frozenset({"fuel", "invokes"})
 _RUN = struct.Struct(">QQ")  # amount, fuel
 AUTH_ID_LEN = 32  # an authorization id: keys.tab_run(authorization id, provenance id)
+CLOSED_EMPTY = 4096  # tabs closed with nothing run under them, remembered (the newest) until they expire
+# The longest a tab's authorization may run from its first call here (a gateway's are TAB_TTL): a tab its gateway
+# lets expire can never be closed (no receipt is signed under an expired authorization), so its run records are
+# dropped once it has expired, and at a start once its first run is older than this.
+MAX_TAB_TTL = 2 * TAB_TTL
 
 
 # --- gateway side --------------------------------------------------------------------------------------
@@ -181,7 +187,13 @@ class GatewayTabs:
                 return
             try:
                 url = self.peers.peer(tab.provider).url
-                answer = await close_tab(self.client, url, tab.provider, tab.hex)
+                try:
+                    answer = await close_tab(self.client, url, tab.provider, tab.hex)
+                except PeerRefused as err:
+                    if not nothing_owed(err):
+                        raise
+                    await self.payments.refused(tab.auth)  # its calls whose answers were lost never ran there
+                    return
                 receipt = check_receipt(tab.provider, answer, tab.auth, meters=TAB_METERS)
                 tally = tab.metered + tab.lost_budget  # what its answers said, and what lost calls may have cost
                 if receipt.amount > tally:
@@ -232,17 +244,35 @@ class PeerTab:
     reserved: int = 0
     in_flight: int = 0
     closed: bool = False
+    auth_id: bytes = b""  # its authorization's id (where ProviderTabs keeps it)
+    expires_at: int = 0  # its authorization's
+
+    @property
+    def idle(self) -> bool:
+        """Nothing ran, runs or is reserved under it: what it would say is read again from disk at no cost."""
+        return not (self.count or self.in_flight or self.reserved or self.closed)
 
 
 class ProviderTabs:
     """Gateways' tabs with this node.  Each run's amount is on disk (`c/t/<auth><run>`) from before its answer
     until the tab's receipt is countersigned: the receipt then states the total for good, and the run records
     are deleted (`prune`; a kill -9 in between leaves them to `sweep` on the next start), so they never pile
-    up beyond the tabs still open."""
+    up beyond the tabs still open.  A tab its gateway lets expire unclosed can never be closed (no receipt is
+    signed under an expired authorization): it is forgotten with its run records (`expire`, and `sweep` once its
+    first run is older than MAX_TAB_TTL, the longest life a tab's authorization may have from its first call).
+
+    A tab is kept in memory only while something runs, is reserved or ran under it: any signed authorization
+    names a tab (a stranger signs a fresh one for each request at no cost), and one that is only checked,
+    refused, or whose calls all failed leaves nothing behind.  A tab under which
+    nothing ran is closed with no receipt (NothingOwed): a receipt is an entry on this node's chain for good,
+    a synced write and a signature, and any key may sign an authorization.  Such a tab is remembered closed
+    until its authorization expires, at most the CLOSED_EMPTY newest: a call its own gateway sends under one
+    forgotten runs on that gateway's trust line, as any call does."""
 
     def __init__(self, *, db: Database, ledger: LedgerService, node: Identity) -> None:
         self.db, self.ledger, self.node = db, ledger, node
         self._tabs: dict[bytes, PeerTab] = {}
+        self._closed_empty: OrderedDict[bytes, int] = OrderedDict()  # authorization id -> when it expires
         self.pruned = 0  # run records deleted since start (metrics, tests)
 
     def calls(self, authorization_id: bytes) -> int:
@@ -261,20 +291,38 @@ class ProviderTabs:
             self.pruned += len(found)
         return len(found)
 
-    def sweep(self) -> int:
-        """On start: prune every tab whose receipt was countersigned before the last stop; how many records."""
+    def sweep(self, now: float | None = None) -> int:
+        """On start: prune every tab whose receipt was countersigned before the last stop, and every tab whose
+        first run here is older than MAX_TAB_TTL (its authorization has expired: it is never closed); how many
+        records."""
+        now = time.time() if now is None else now
         settled, seen = [], set()
         with self.db.iterator(prefix=keys.TAB_RUNS, include_value=False) as it:
-            for key in it:
+            for key in it:  # a tab's runs in the order they ran (a run's id begins with its time)
                 auth_id = key[len(keys.TAB_RUNS):len(keys.TAB_RUNS) + AUTH_ID_LEN]
                 if auth_id not in seen:
                     seen.add(auth_id)
-                    if self.ledger.store.receipt_for(auth_id) is not None:
+                    first_run = int.from_bytes(key[len(keys.TAB_RUNS) + AUTH_ID_LEN:][:8], "big") / 1e9
+                    if first_run < now - MAX_TAB_TTL or self.ledger.store.receipt_for(auth_id) is not None:
                         settled.append(auth_id)
         pruned = sum(self.prune(a) for a in settled)
         if pruned:
-            log.info("pruned %d run records of %d tabs settled before the last stop", pruned, len(settled))
+            log.info("pruned %d run records of %d tabs settled or expired before the last stop", pruned, len(settled))
         return pruned
+
+    def expire(self, now: float) -> list[bytes]:
+        """Forget the tabs kept whose authorization has expired, with nothing in flight: no receipt can be signed
+        under one any more (its gateway is never paid for what ran, as it let it expire), so what is kept of it,
+        here and on disk, is dead weight; their authorization ids (the caller prunes their run records)."""
+        gone = [t.auth_id for t in self._tabs.values() if t.expires_at < now and not t.in_flight and not t.closed]
+        for auth_id in gone:
+            del self._tabs[auth_id]
+        return gone
+
+    @property
+    def kept(self) -> int:
+        """Tabs kept in memory now (tests, status)."""
+        return len(self._tabs)
 
     def records(self) -> int:
         """Run records on disk now (tests, status)."""
@@ -282,17 +330,20 @@ class ProviderTabs:
             return sum(1 for _ in it)
 
     async def _tab(self, auth: Authorization) -> PeerTab:
+        """The tab of `auth` as kept, or as read from disk (not kept: the caller keeps it, see the class)."""
         tab = self._tabs.get(auth.id)
         if tab is None:
-            tab = PeerTab()
+            tab = PeerTab(auth_id=auth.id, expires_at=auth.expires_at)
             with self.db.iterator(prefix=keys.tab_runs(auth.id), include_key=False) as it:
                 for value in it:  # what was acknowledged before a restart
                     amount, fuel = _RUN.unpack(value)
                     tab.total, tab.fuel, tab.count = tab.total + amount, tab.fuel + fuel, tab.count + 1
-            tab.closed = await self.ledger.receipt_for(auth.id) is not None
-            self._tabs.setdefault(auth.id, tab)
-            tab = self._tabs[auth.id]
+            tab.closed = auth.id in self._closed_empty or await self.ledger.receipt_for(auth.id) is not None
+            tab = self._tabs.get(auth.id, tab)  # another request's read kept first: that one
         return tab
+
+    def _keep(self, tab: PeerTab) -> PeerTab:
+        return self._tabs.setdefault(tab.auth_id, tab)
 
     async def standing(self, auth: Authorization) -> PeerTab:
         """The tab of `auth` as it stands: what it ran (summed from its run records after a restart), closed or not."""
@@ -300,15 +351,19 @@ class ProviderTabs:
 
     async def reserve(self, auth: Authorization, budget: int) -> PeerTab:
         """Room on the tab for a call of `budget`, or refused (closed, or its cap used up)."""
-        tab = await self.check(auth, budget)
+        tab = self._keep(await self.check(auth, budget))  # `_tab` found none kept: no await since
         tab.reserved += budget
         tab.in_flight += 1
         return tab
 
     async def check(self, auth: Authorization, budget: int) -> PeerTab:
-        """The open tab of `auth` if it has room for a call of `budget` (nothing reserved), else refused."""
+        """The open tab of `auth` if it has room for a call of `budget` (nothing reserved, nothing kept), else
+        refused."""
         if not auth.job.startswith(JOB):
             raise DealRefused("a tab call needs a tab authorization", hint=f"its job must be {JOB}")
+        if auth.expires_at > time.time() + MAX_TAB_TTL:
+            raise DealRefused(f"a tab's authorization expires within {MAX_TAB_TTL} s of its call, not at "
+                              f"{auth.expires_at}", hint="open a tab of a shorter life")
         tab = await self._tab(auth)
         if tab.closed:
             raise AuthorizationReplayed(f"the tab of authorization {auth.id.hex()[:16]} is closed",
@@ -317,6 +372,13 @@ class ProviderTabs:
             raise DealRefused(f"the tab's cap {auth.cap} does not cover this call's budget {budget} after "
                               f"{tab.total + tab.reserved} used or reserved", hint="open a new tab")
         return tab
+
+    def _remember_closed_empty(self, auth: Authorization) -> None:
+        now = time.time()
+        while self._closed_empty and (len(self._closed_empty) >= CLOSED_EMPTY
+                                      or next(iter(self._closed_empty.values())) < now):
+            self._closed_empty.popitem(last=False)
+        self._closed_empty[auth.id] = auth.expires_at
 
     @staticmethod
     def owed(auth: Authorization, run) -> tuple[tuple[bytes, bytes], ...]:
@@ -338,6 +400,8 @@ class ProviderTabs:
             tab.total += run.charge
             tab.fuel += run.fuel_consumed
             tab.count += 1
+        if tab.idle and self._tabs.get(tab.auth_id) is tab:  # its calls all failed: nothing to keep
+            del self._tabs[tab.auth_id]
 
     async def close(self, auth: Authorization) -> Receipt:
         """This node's receipt for everything it ran under the tab (idempotent once closed)."""
@@ -349,6 +413,12 @@ class ProviderTabs:
         tab = await self._tab(auth)
         if tab.in_flight:
             raise Conflict(f"{tab.in_flight} calls are still running under this tab", hint="close it in a moment")
+        if not tab.count:
+            self._tabs.pop(auth.id, None)
+            self._remember_closed_empty(auth)
+            raise NothingOwed(f"no call ran under the tab of authorization {auth.id.hex()[:16]} here: nothing is "
+                              "owed, and no receipt is signed", hint="drop the authorization")
+        tab = self._keep(tab)
         tab.closed = True  # no call starts under it any more
         receipt = await self.ledger.countersign(self.node, auth, tab.total, {"fuel": tab.fuel, "invokes": tab.count},
                                                 verified=True)

@@ -186,13 +186,21 @@ class ComputeStore:
                     batch.delete(key)
         return spent
 
-    def save_function_spend(self, name: str, minute: int, total: int) -> None:
-        self._db.put(*self.function_spend_entry(name, minute, total), sync=True)
+    def save_function_spend(self, name: str, minute: int, total: int, gone: list[int] = ()) -> None:
+        with self._db.write_batch(sync=True) as batch:
+            for key, value in self.function_spend_entries(name, minute, total, gone):
+                if value is None:
+                    batch.delete(key)
+                else:
+                    batch.put(key, value)
 
     @staticmethod
-    def function_spend_entry(name: str, minute: int, total: int) -> tuple[bytes, bytes]:
-        """The (key, value) of what a function's runs cost in `minute`, written with a run's record."""
-        return keys.function_spend(name, minute), total.to_bytes(8, "big")
+    def function_spend_entries(name: str, minute: int, total: int,
+                               gone: list[int] = ()) -> tuple[tuple[bytes, bytes | None], ...]:
+        """The (key, value) of what a function's runs cost in `minute`, written with a run's record, and those
+        (value None: deleted) of the minutes `gone` past its hour."""
+        return ((keys.function_spend(name, minute), total.to_bytes(8, "big")),
+                *((keys.function_spend(name, old), None) for old in gone))
 
     # --- functions other nodes placed here (compute/placed_functions.py) -----------
     def placements(self) -> list[tuple[tuple[str, str], Any]]:

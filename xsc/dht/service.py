@@ -241,6 +241,7 @@ class DhtService:
 
     def status(self) -> dict[str, Any]:
         return {"listening": self.transport is not None, "contacts": self.contacts(), "keys": len(self.store.data),
+                "bytes": self.store.bytes,
                 "published": self.published, "offered": sorted(self.offered),
                 "refused": self.protocol.refused, "sent": self.protocol.sent, "received": self.protocol.received,
                 "last_hops": self.hops[-10:]}

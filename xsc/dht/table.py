@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 
 MAX_DATAGRAM = 8_192 + 64  # what rpcudp sends at most (8 KiB of arguments, its header)
 MAX_KEYS = 100_000  # records' keys one node keeps for the table (oldest forgotten first)
+# ... and bytes of their bundles together: a stranger's ids may each sign a record under any key (a holders record
+# for any storage index), and 8 of them make each key's bundle ~6,000 bytes.  One record a key, as honest keys
+# mostly hold, is ~600 bytes: MAX_KEYS of those fit.
+MAX_BYTES = 64 * 1024 * 1024
 K = 20  # contacts per bucket, and nodes a value is stored on (the paper's k)
 ALPHA = 3  # lookups in flight per round
 MAX_WELCOMED = 10_000  # contacts remembered as already sent this node's records
@@ -49,6 +53,7 @@ class Store(IStorage):
     def __init__(self, *, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.data: OrderedDict[bytes, tuple[float, bytes]] = OrderedDict()
         self.checked: dict[bytes, list[records.Record]] = {}
+        self.bytes = 0  # of the bundles in `data`
         self.ttl = ttl
         self.clock = clock
 
@@ -68,17 +73,23 @@ class Store(IStorage):
         return self.checked[key]
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        self.data.pop(key, None)
-        self.checked.pop(key, None)
+        self._forget(key)
         self.data[key] = (self.clock(), value)
-        while len(self.data) > MAX_KEYS:
-            self.checked.pop(self.data.popitem(last=False)[0], None)
+        self.bytes += len(value)
+        while len(self.data) > MAX_KEYS or self.bytes > MAX_BYTES:
+            self._forget(next(iter(self.data)))
         self.cull()
+
+    def _forget(self, key: bytes) -> None:
+        held = self.data.pop(key, None)
+        self.checked.pop(key, None)
+        if held is not None:
+            self.bytes -= len(held[1])
 
     def cull(self) -> None:
         oldest = self.clock() - self.ttl
         while self.data and next(iter(self.data.values()))[0] < oldest:
-            self.checked.pop(self.data.popitem(last=False)[0], None)
+            self._forget(next(iter(self.data)))
 
     def get(self, key: bytes, default: Any = None) -> Any:
         self.cull()

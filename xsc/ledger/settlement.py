@@ -35,8 +35,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator, Protocol
 
-from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, PeerError, PeerNotFound, PeerRefused,
-                      PeerUnreachable, PrepaymentNotCollectable, WrongPayee, XscError)
+from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, NothingOwed, PeerError, PeerNotFound,
+                      PeerRefused, PeerUnreachable, PrepaymentNotCollectable, WrongPayee, XscError)
 from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
 from .receipts import ask_receipt, check_receipt, fetch_receipt
@@ -67,6 +67,17 @@ class PeerView(Protocol):
 
 def job_kind(job: str) -> str:
     return job.partition(":")[0]
+
+
+def nothing_owed(err: BaseException) -> bool:
+    """The payee says nothing was done under an authorization (a tab it ran no call of): it will never
+    countersign it, so its payer drops it.  Safe to believe: at worst a payee is not paid."""
+    return isinstance(err, PeerRefused) and err.details.get("peer_code") == NothingOwed.code
+
+
+def _refused_claim(err: BaseException) -> bool:
+    """The payee checked a claim and will not countersign it (ClaimRefused)."""
+    return isinstance(err, PeerRefused) and err.details.get("peer_code") == ClaimRefused.code
 
 
 class Payments:
@@ -136,7 +147,7 @@ class Payments:
         try:
             entry = await self.pay(payee_node_id, amount, {}, f"prepay:{os.urandom(8).hex()}")
         except PeerRefused as exc:
-            if exc.details.get("peer_code") != ClaimRefused.code:
+            if not _refused_claim(exc):
                 raise
             # The payee's words are its own ("this node", a command for its user): said again from here.
             raise PeerRefused(
@@ -315,13 +326,13 @@ class Payments:
             log.info("payment %s to %s still pending: %s", auth.id.hex()[:16], node_id[:12], exc)
             return "pending"
         except PeerError as exc:  # the payee refused, or answered nonsense: try again later
-            if isinstance(exc, PeerRefused) and exc.details.get("peer_code") == ClaimRefused.code:
-                # It checked the claim and will not countersign it (it holds no receipt for it, or it would have
-                # answered with that): nothing is owed.  Kept pending, its amount would stay held until it expires
-                # (PAY_TTL), spending the user's credit on nothing.
+            if nothing_owed(exc) or _refused_claim(exc):
+                # It will never countersign it: nothing was done under it, or it checked the claim and refuses it
+                # (it holds no receipt for it, or it would have answered with that).  Kept pending, its amount
+                # would stay held until it expires (PAY_TTL), spending the user's credit on nothing.
                 await self.ledger.abandon(auth.id, force=True)
-                log.warning("dropped payment %s to %s: the payee refused it (%s)", auth.id.hex()[:16], node_id[:12],
-                            exc)
+                log.warning("dropped payment %s to %s: the payee will not countersign it (%s)", auth.id.hex()[:16],
+                            node_id[:12], exc)
                 return "abandoned"
             log.warning("payment %s to %s still pending: %s", auth.id.hex()[:16], node_id[:12], exc)
             return "pending"
@@ -358,4 +369,5 @@ class Payments:
         return {"pending": len(pending), "pending_amount": sum(a.cap for a in pending)}
 
 
-__all__ = ["DEFINITIVE_REFUSALS", "MAX_PREPAY", "PAY_TTL", "Payments", "PeerView", "ReceiptCheck", "job_kind"]
+__all__ = ["DEFINITIVE_REFUSALS", "MAX_PREPAY", "PAY_TTL", "Payments", "PeerView", "ReceiptCheck", "job_kind",
+           "nothing_owed"]

@@ -77,6 +77,7 @@ class HealthService:
         self._reprobes: set[asyncio.Task] = set()
         self._others: dict[str, int] = {}  # the sample of others probed every round: id -> rounds left after this
         self._in_flight = asyncio.Semaphore(PROBES_AT_ONCE)  # probes at once, whatever asked for them
+        self._forget_gone()
         self._starts = Pacer(PROBE_STARTS, PROBES_AT_ONCE // 4)  # ... and begun a second
         self.asked_again = 0  # probes made twice (`ask_again`) since the node started
         self.last_asked_again: str | None = None  # the first attempt's error of the last of them
@@ -181,6 +182,21 @@ class HealthService:
         self._histories.pop(node_id, None)
         self._available.pop(node_id, None)
         self._store.forget_history(parse_public_id(node_id))
+
+    def _forget_gone(self) -> None:
+        """At start, forget the histories of nodes no longer in the directory (a node pushed out of a full
+        directory is forgotten as it goes, `PeerService._forget`; one whose forgetting a stop cut short is here)."""
+        gone = [node_id for node_id in self._histories if self.directory.get(node_id) is None]
+        if not gone:
+            return
+        with self._store.batch() as batch:
+            for node_id in gone:
+                batch.forget_history(parse_public_id(node_id))
+        for node_id in gone:
+            self._reprobed.pop(node_id, None)
+            self._histories.pop(node_id, None)
+            self._available.pop(node_id, None)
+        self.version += 1
 
     def table(self) -> list[dict]:
         """Every peer's availability, with the last hour's and the last day's as sparkline points (oldest first:

@@ -108,12 +108,13 @@ class PeerDirectory:
         return node_id in self._removed
 
     def merge(self, descriptors: list[NodeDescriptor], *, me: str, my_url: str,
-              proven: Callable[[str], bool] = lambda node_id: False) -> list[NodeDescriptor]:
+              proven: Callable[[str], bool] = lambda node_id: False,
+              evicted: list[str] | None = None) -> list[NodeDescriptor]:
         """Keep each descriptor newer than ours of its node; return those worth passing on at once.
 
         At most MAX_NEW_PER_MESSAGE nodes not known before are taken from one message; when the directory
-        is full, the oldest-signed node never proven up (`proven`) makes room for a new one, else the new one is
-        ignored."""
+        is full, the oldest-signed node never proven up (`proven`) makes room for a new one (its id added to
+        `evicted`), else the new one is ignored."""
         news: list[NodeDescriptor] = []
         new_nodes = 0
         evictable: list[NodeDescriptor] | None = None  # made at the first eviction (below)
@@ -133,9 +134,12 @@ class PeerDirectory:
                             # for each of a message's 16 new ones held the event loop ~40 ms.
                             evictable = sorted((k for k in self._known.values() if not proven(k.id)),
                                                key=lambda k: k.timestamp, reverse=True)
-                        if not self._evict_oldest(batch, evictable):
+                        gone = self._evict_oldest(batch, evictable)
+                        if gone is None:
                             log.warning("ignoring node %s: already %d peers known", d.id, MAX_PEERS)
                             continue
+                        if evicted is not None:
+                            evicted.append(gone)
                 if newsworthy(d, known):
                     news.append(d)
                 self._known[d.id] = d
@@ -143,17 +147,17 @@ class PeerDirectory:
                 batch.descriptor(d.key, d.encode())
         return news
 
-    def _evict_oldest(self, batch, evictable: list[NodeDescriptor]) -> bool:
+    def _evict_oldest(self, batch, evictable: list[NodeDescriptor]) -> str | None:
         """Forget the oldest-signed of `evictable` (nodes never proven up, newest-signed first) still held as it
-        was, to make room; whether there was one."""
+        was, to make room; its id (None: there was none)."""
         while evictable:
             oldest = evictable.pop()
             if self._known.get(oldest.id) is oldest:  # (not one this message brought a newer descriptor of)
                 batch.forget_descriptor(oldest.key)
                 del self._known[oldest.id]
                 self._changed()
-                return True
-        return False
+                return oldest.id
+        return None
 
     def remove(self, node_id: str, at: int) -> None:
         key = parse_public_id(node_id)
@@ -197,7 +201,8 @@ class PeerService:
         self.health = health  # the probes (xsc.peers.probes.HealthService): availability() asks it (None: no probes)
         if health is not None:
             health.watch(descriptor=self.accept, first_answer=self.first_answered)
-        self.on_removed: list[Callable[[str], None]] = []  # told of every node the user removes (the market)
+        # told of every node the user removes or a full directory pushes out (the market, the allocation)
+        self.on_removed: list[Callable[[str], None]] = []
         self._storage = storage
         self._own: NodeDescriptor | None = None
         self._news = asyncio.Event()
@@ -298,9 +303,12 @@ class PeerService:
             else:  # valid, but not admitted here: dropped, not stored (its sender may admit it)
                 log.debug("not taking node %s: %s", descriptor.id[:12], refusal)
         unknown_ids = {d.id for d in parsed if self.directory.get(d.id) is None}
+        evicted: list[str] = []
         news = self.directory.merge(parsed, me=self.identity.id, my_url=self.url,
                                     proven=lambda node_id: self.availability(node_id).ratio_24h is not None
-                                    and self.availability(node_id).up is True)
+                                    and self.availability(node_id).up is True, evicted=evicted)
+        for node_id in evicted:  # nothing of a node pushed out is kept: its next eviction makes room for more
+            self._forget(node_id)
         learned = [d for d in parsed if d.id in unknown_ids and self.directory.get(d.id) is d]
         if learned and self.health is not None:
             self.health.learned(learned)
@@ -439,6 +447,10 @@ class PeerService:
         if self.directory.get(node_id) is None and not self.directory.is_removed(node_id):
             raise PeerNotFound(f"no known peer has id {node_id}", hint="`xsc peers ls` lists the known peers")
         self.directory.remove(node_id, now_ms())
+        self._forget(node_id)
+
+    def _forget(self, node_id: str) -> None:
+        """A node no longer in the directory: its probe history, its commitment, its allocation records go."""
         if self.health is not None:
             self.health.forget(node_id)
         for hook in self.on_removed:

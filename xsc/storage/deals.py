@@ -447,7 +447,8 @@ class HolderTerms:
         return {keys.holder_terms(si, share): codec.dumps(terms)}
 
     def _paid(self, si: bytes, share: int, terms: dict, until: int, payer: str) -> None:
-        paid = {**terms, "paid_until": max(until, terms.get("paid_until", 0)), "payer": terms.get("payer", payer)}
+        paid = {**terms, "paid_until": max(until, terms.get("paid_until", 0)), "payer": terms.get("payer", payer),
+                "paid": True}
         if paid != terms:
             self.db.put(keys.holder_terms(si, share), codec.dumps(paid))
 
@@ -489,6 +490,12 @@ class HolderTerms:
                             hint="pay from the account the upload named (or that paid it first)")
         if start < terms.get("placed", 0) - RECEIPT_SLACK:
             raise Forbidden("the payment period starts before the deal began", hint="pay for time already held")
+        # A period is paid once: each receipt is an entry on this node's chain for good, and the same second
+        # claimed again and again, each time with a fresh authorization, made as many of them.
+        paid_until = terms.get("paid_until", 0)
+        if terms.get("paid") and start < paid_until:
+            raise Forbidden(f"the share is paid up to {paid_until}: a period from {start} is paid already",
+                            hint="pay from where the last payment ended", paid_until=paid_until)
         due = price_storage(stored, end - start, terms["price"])
         if amount != due:
             raise Forbidden(f"the amount {amount} is not the deal price for that period ({due} micro-credits: "
