@@ -217,7 +217,8 @@ async def test_a_share_nobody_pays_for_is_not_kept_for_free(holder_node, strange
 async def test_a_period_of_a_share_is_paid_once(holder_node, stranger) -> None:
     """Each storage receipt is an entry on the holder's chain for good (a signature, a synced write): the uploader
     asked for the same paid second again and again, each time under a fresh authorization, and got a receipt each
-    time.  A period, or part of one, already paid is refused; the next one is signed."""
+    time.  A period that ends within what is paid is refused; one that reaches past it is signed (a payer that
+    gave up on a payment the holder had countersigned pays again from where its own record ends)."""
     f, payer, path = EncodedFile(5000), Identity.generate(), "/v1/peer/ledger/receipts"
     await place(RemoteHolder(stranger.client, stranger.node_id, stranger.url, DEAL_PRICE, payer.id), f, 0)
     chain, me = holder_node.app[NODE].ledger.store, parse_public_id(stranger.node_id)
@@ -233,11 +234,13 @@ async def test_a_period_of_a_share_is_paid_once(holder_node, stranger) -> None:
     status, answer = await claim(end - 2, end)
     assert status == 200 and answer["receipt"], answer
     seq = chain.state(me).seq
-    for start in (end - 2, end - 1):
-        status, problem = await claim(start, end)
+    for start, stop in ((end - 2, end), (end - 1, end), (end - 2, end - 1)):
+        status, problem = await claim(start, stop)
         assert status == 403 and "paid already" in problem["detail"], problem
     assert chain.state(me).seq == seq
     status, answer = await claim(end, end + 1)
+    assert status == 200 and answer["receipt"], answer
+    status, answer = await claim(end - 2, end + 2)
     assert status == 200 and answer["receipt"], answer
 
 

@@ -490,11 +490,13 @@ class HolderTerms:
                             hint="pay from the account the upload named (or that paid it first)")
         if start < terms.get("placed", 0) - RECEIPT_SLACK:
             raise Forbidden("the payment period starts before the deal began", hint="pay for time already held")
-        # A period is paid once: each receipt is an entry on this node's chain for good, and the same second
-        # claimed again and again, each time with a fresh authorization, made as many of them.
+        # Each receipt is an entry on this node's chain for good: the same second claimed again and again, each time
+        # with a fresh authorization, made as many of them.  So a period must reach past what is paid (at most a
+        # receipt a second of the lease).  It may begin before that: a payer that gave up on a payment this node
+        # had countersigned (this node unreachable for a day) pays from where its own record ends.
         paid_until = terms.get("paid_until", 0)
-        if terms.get("paid") and start < paid_until:
-            raise Forbidden(f"the share is paid up to {paid_until}: a period from {start} is paid already",
+        if terms.get("paid") and end <= paid_until:
+            raise Forbidden(f"the share is paid up to {paid_until}: a period ending at {end} is paid already",
                             hint="pay from where the last payment ended", paid_until=paid_until)
         due = price_storage(stored, end - start, terms["price"])
         if amount != due:
