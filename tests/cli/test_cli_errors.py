@@ -102,3 +102,21 @@ def test_what_a_peer_wrote_reaches_the_terminal_without_control_characters() -> 
     err = error_from_problem(502, body)
     assert err.message == "peer said: ]0;owned[2Jgone" and err.hint == "[31mred[0m\tok", (err.message, err.hint)
     assert "\x1b" not in error_from_problem(500, b"\x1b[2J not json").message
+
+
+@pytest.mark.parametrize("where, config, env, said", [
+    ("--node", None, {}, "not a node URL: 'http://127.0.0.1:99999'"),
+    ("XSC_NODE_LISTEN", None, {"XSC_NODE_LISTEN": "127.0.0.1:99999"}, "$XSC_NODE_LISTEN is not a listen address"),
+    ("config.toml", '[node]\nlisten = "127.0.0.1:99999"\n', {}, "node.listen in {path} is not a listen address"),
+    ("config.toml", "[node]\nlisten = 7070\n", {}, "node.listen in {path} is not a listen address: 7070"),
+    ("config.toml", b"\xff\xfe", {}, "{path} is not valid TOML"),
+])
+def test_a_node_address_that_cannot_be_one_is_one_line_naming_where_it_was_read(tmp_path, where, config, env,
+                                                                                  said) -> None:
+    path = tmp_path / "config.toml"
+    if config is not None:
+        path.write_bytes(config if isinstance(config, bytes) else config.encode())
+    node = ["--node", "http://127.0.0.1:99999"] if where == "--node" else []
+    result = xsc("node", "status", "--data-dir", str(tmp_path), *node, env={"XSC_TOKEN": "t", **env})
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("xsc: error: " + said.format(path=path))

@@ -100,10 +100,15 @@ class NodeClient:
     def __init__(self, url: str, token: str, *, start_hint: str = "start one with: xsc node start",
                  timeout: float | None = 600.0) -> None:
         parts = urlsplit(url)
+        try:
+            port = parts.port  # a port past 65535, or not a number, raises here
+        except ValueError:
+            port = None
+            parts = parts._replace(netloc="")
         if parts.scheme != "http" or not parts.hostname:
             raise errors.InvalidArgument(f"not a node URL: {url!r}", hint="use http://HOST:PORT")
         self.url = url
-        self._host, self._port = parts.hostname, parts.port or 80
+        self._host, self._port = parts.hostname, port or 80
         self._token = token
         self._start_hint = start_hint
         self._timeout = timeout
