@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import http.client
 import logging
 import os
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import aiohttp
 import pytest
@@ -120,3 +123,45 @@ def test_a_node_address_that_cannot_be_one_is_one_line_naming_where_it_was_read(
     result = xsc("node", "status", "--data-dir", str(tmp_path), *node, env={"XSC_TOKEN": "t", **env})
     assert result.exit_code == 1, result.output
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("xsc: error: " + said.format(path=path))
+
+
+class _WebPage(BaseHTTPRequestHandler):
+    """A web server, not a node: a page of HTML for whatever is asked."""
+
+    def _page(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b"<html><body>hello</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = _page  # noqa: N815 (http.server's names)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def web_page():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _WebPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_web_page_at_node_is_refused_in_one_line_and_nothing_is_written(web_page, tmp_path) -> None:
+    """Something else than a node at --node answers 200 with a page: no command takes the page for the node's
+    answer (prints it as JSON, writes it as a file's bytes, says it did what was asked)."""
+    key = base64.b32encode(bytes(32)).decode().lower().rstrip("=")
+    out = tmp_path / "out"
+    for args, wanted in [(["node", "status", "--json"], "JSON"), (["store", "ls"], "JSON"),
+                         (["compute", "unserve", "f"], "JSON"),
+                         (["store", "get", f"xsc:chk:{key}:{key}:4:2:6", "-o", str(out)], "application/octet-stream"),
+                         (["ledger", "export"], "application/x-ndjson")]:
+        result = xsc(*args, "--node", web_page, env={"XSC_TOKEN": "t"})
+        assert result.exit_code == 1 and result.stdout == "", (args, result.output)
+        assert result.stderr.count("\n") == 1 and f"with text/html, not {wanted}" in result.stderr, result.stderr
+    assert not out.exists()

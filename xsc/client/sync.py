@@ -175,15 +175,18 @@ class NodeClient:
     def request(self, method: str, path: str, *, json_body: Any = None, query: dict[str, Any] | None = None,
                 body: bytes | None = None, content_type: str | None = None) -> Any:
         """`method path` with a body of known length (`json_body` encoded, or `body` of `content_type`), and the
-        answer: its JSON, or its bytes if it is not JSON."""
+        answer: its JSON (an empty answer: b"")."""
         if json_body is not None:
             from .. import codec
 
             body, content_type = codec.dumps(json_body), "application/json"
         headers, data = self._call(method, path, query, body or b"", content_type)
-        if headers.get("content-type", "").split(";")[0].strip().endswith("json"):
-            return json_answer(data, f"{method} {path}") if data else None
-        return data
+        if not data:
+            return data
+        answered = _media_type(headers.get("content-type"))
+        if not answered.endswith("json"):  # every answer of the user API with a body is JSON: this is not a node's
+            raise _not_from_a_node(f"{method} {path}", answered, "JSON")
+        return json_answer(data, f"{method} {path}")
 
     def _call(self, method: str, path: str, query: dict[str, Any] | None, body: bytes = b"",
               content_type: str | None = None, wait: Callable[[socket.socket], None] | None = None
@@ -277,8 +280,15 @@ class NodeClient:
         conn, response = self._send("POST", path, chunks, {"Content-Type": content_type}, None, encode_chunked=True)
         return _read_json(conn, response, f"POST {path}")
 
-    def download(self, path: str, *, query: dict[str, Any] | None = None) -> "Download":
+    def download(self, path: str, *, query: dict[str, Any] | None = None, media_type: str | None = None) -> "Download":
+        """GET `path`, its body to stream; one of another Content-Type than `media_type` (if given) is refused."""
         conn, response = self._send("GET", path, query=query)
+        if media_type is not None:
+            try:
+                expect_media_type(response.headers.get("Content-Type"), media_type, f"GET {path}")
+            except errors.XscError:
+                conn.close()
+                raise
         return Download(conn, response, f"GET {path}")
 
     def open_body(self, path: str) -> "NodeBody":
@@ -302,6 +312,23 @@ def _read_json(conn: http.client.HTTPConnection, response: http.client.HTTPRespo
     finally:
         conn.close()
     return json_answer(data, what)
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def _not_from_a_node(what: str, answered: str, wanted: str) -> errors.XscError:
+    """The error of an answer of another media type than the node gives (a web server's page at --node)."""
+    return errors.XscError(printable(f"the node answered {what} with {answered or 'no Content-Type'}, not {wanted}"),
+                           hint="check that --node (or the data dir) names an XSC node")
+
+
+def expect_media_type(content_type: str | None, wanted: str, what: str) -> None:
+    """Refuse a body the node would not have answered `what` with (its Content-Type is not `wanted`)."""
+    answered = _media_type(content_type)
+    if answered != wanted:
+        raise _not_from_a_node(what, answered, wanted)
 
 
 def json_answer(data: bytes, what: str) -> Any:
@@ -361,7 +388,10 @@ def open_body(host: str, port: int, authorization: str, path: str, first: int | 
         if answer.status >= 400:
             raise error_from_problem(answer.status, _read_on(sock, answer.head, min(length, MAX_PROBLEM)))
         sock.settimeout(None)
-        return NodeBody(sock, _read_on(sock, answer.head, min(length, 1)), length)  # its start: the node answered
+        head = _read_on(sock, answer.head, min(length, 1))  # its start: the node answered
+        # a file's bytes are always application/octet-stream: anything else is not the node's (nor the file)
+        expect_media_type(answer.headers.get("content-type"), "application/octet-stream", f"GET {path}")
+        return NodeBody(sock, head, length)
     except BaseException:
         sock.close()
         raise
