@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import http.client
 import logging
 import os
@@ -165,3 +166,25 @@ def test_a_web_page_at_node_is_refused_in_one_line_and_nothing_is_written(web_pa
         assert result.exit_code == 1 and result.stdout == "", (args, result.output)
         assert result.stderr.count("\n") == 1 and f"with text/html, not {wanted}" in result.stderr, result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args, said", [
+    (["peers", "rm", "\udcff\udcfe"], "'ID' is not UTF-8 text: '\\xff\\xfe'"),
+    (["compute", "invoke", "m.wasm", "add", "1", "\udcff"], "'[ARGS]...' is not UTF-8 text: '\\xff'"),
+    (["store", "put", "-", "--name", "a\udcffb"], "'--name' is not UTF-8 text: 'a\\xffb'"),
+])
+def test_text_that_is_not_utf8_is_a_usage_error(args, said) -> None:
+    """Bytes that are not UTF-8 on the command line (kept by Python as lone surrogates) cannot go into a request."""
+    result = xsc(*args, env={"XSC_TOKEN": "t"})
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[0] == f"xsc: usage error: {said}"
+
+
+def test_a_file_whose_name_is_not_utf8_is_put_and_listed(thread_node, tmp_path) -> None:
+    node = thread_node()
+    path = tmp_path / "h\udcffi.txt"  # the file name's bytes: h, 0xff, i.txt
+    path.write_bytes(b"hello")
+    put = node.xsc("store", "put", str(path))
+    assert put.exit_code == 0, put.output
+    listed = json.loads(node.xsc("store", "ls", "--json").stdout)
+    assert [f["name"] for f in listed] == ["h\ufffdi.txt"]

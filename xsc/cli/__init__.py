@@ -85,11 +85,29 @@ def _usage_errors_from_parsing(command: click.Command) -> None:
 
     def parse(ctx: click.Context, args: list[str]) -> list[str]:
         try:
-            return parse_args(ctx, args)
+            rest = parse_args(ctx, args)
         except XscError as err:
             raise click.UsageError(err.message + (f" ({err.hint})" if err.hint else ""), ctx) from None
+        _text_is_utf8(ctx)
+        return rest
 
     command.parse_args = parse  # type: ignore[method-assign]
+
+
+def _text_is_utf8(ctx: click.Context) -> None:
+    """Text given on the command line goes into requests (JSON, URLs, headers), which carry only Unicode: bytes
+    that are not UTF-8 (Python keeps them as lone surrogates) are a usage error here.  A path need not be text."""
+    for param in ctx.command.params:
+        if isinstance(param.type, click.Path):
+            continue
+        value = ctx.params.get(param.name) if param.name else None
+        for text in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(text, str) and not text.isascii():
+                try:
+                    text.encode()
+                except UnicodeEncodeError:
+                    shown = os.fsencode(text).decode(errors="backslashreplace")  # the bytes as given
+                    raise click.UsageError(f"{param.get_error_hint(ctx)} is not UTF-8 text: '{shown}'", ctx) from None
 
 
 class GroupWithLazyModules(click.Group):
