@@ -188,3 +188,17 @@ def test_a_file_whose_name_is_not_utf8_is_put_and_listed(thread_node, tmp_path) 
     assert put.exit_code == 0, put.output
     listed = json.loads(node.xsc("store", "ls", "--json").stdout)
     assert [f["name"] for f in listed] == ["h\ufffdi.txt"]
+
+
+def test_a_path_the_system_refuses_is_one_line_naming_it(tmp_path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    under_a_file = tmp_path / "file" / "data"
+    long_name = "a" * 300  # past NAME_MAX
+    for args, said in [(["node", "start", "--data-dir", str(under_a_file)], f"{under_a_file}: not a directory"),
+                       (["node", "start", "--data-dir", str(under_a_file), "--listen", "127.0.0.1:7999"],
+                        f"{under_a_file}: not a directory"),
+                       (["compute", "deploy", long_name, "--node", "http://127.0.0.1:1"],
+                        f"{long_name}: file name too long")]:
+        result = xsc(*args, env={"XSC_TOKEN": "t"})
+        assert result.exit_code == 1, result.output
+        assert result.stderr.splitlines() == [f"xsc: error: {said} (check the path, and that it is yours to use)"]
