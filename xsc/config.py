@@ -17,9 +17,27 @@ from typing import Any
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from .errors import ConfigError, from_validation
+from .errors import ConfigError, InvalidArgument, from_validation
 from .paths import resolve_data_dir
-from .units import is_whole_number, parse_duration, parse_size
+from .units import is_whole_number
+from .units import parse_duration as _parse_duration
+from .units import parse_size as _parse_size
+
+def parse_size(v: Any) -> int:
+    """units.parse_size, its refusal a ValueError: pydantic then names the key the value was given for."""
+    try:
+        return _parse_size(v)
+    except InvalidArgument as err:
+        raise ValueError(f"{err.message} ({err.hint})" if err.hint else err.message) from None
+
+
+def parse_duration(v: Any) -> int:
+    """units.parse_duration, its refusal a ValueError (as parse_size)."""
+    try:
+        return _parse_duration(v)
+    except InvalidArgument as err:
+        raise ValueError(f"{err.message} ({err.hint})" if err.hint else err.message) from None
+
 
 DEFAULT_LISTEN = "127.0.0.1:7070"
 CONFIG_FILE = "config.toml"
@@ -550,10 +568,23 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {e}", hint="fix or delete the file") from e
 
 
-def _validate(root: Path, raw: dict[str, Any], where: str) -> NodeConfig:
+def _validate(root: Path, raw: dict[str, Any], where: str, sources: dict[str, str] | None = None) -> NodeConfig:
+    """The config of `raw`; a bad value is a ConfigError naming its key and, with `sources` (key -> default, file,
+    env or flag), where it was set; else `where` says where to look."""
     try:
         return NodeConfig(data_dir=root, **raw)
     except ValidationError as e:
+        location = e.errors()[0]["loc"]
+        key = ".".join(str(part) for part in location[:2])
+        source = (sources or {}).get(key) if len(location) >= 2 else None
+        if source == "file" and e.errors()[0]["type"] == "extra_forbidden":
+            where = f"set in {root / CONFIG_FILE}: remove it there"
+        elif source == "file":
+            where = f"set in {root / CONFIG_FILE}: fix it there, or with: xsc config set {key} VALUE"
+        elif source == "env":
+            where = f"set by ${'XSC_' + key.replace('.', '_').upper()}: fix or unset it"
+        elif source == "flag":
+            where = "given by the command's flag"
         raise from_validation(e, ConfigError, "bad configuration value ", hint=where) from e
 
 
@@ -577,7 +608,7 @@ def load_config_with_sources(
         for section, values in layer.items():
             for key in values if isinstance(values, dict) else ():
                 sources[f"{section}.{key}"] = source
-    config = _validate(root, raw, f"check {path}, XSC_* environment variables and the command's flags")
+    config = _validate(root, raw, f"check {path}, XSC_* environment variables and the command's flags", sources)
     return config, sources
 
 

@@ -89,3 +89,25 @@ def test_the_grid_secret_is_never_printed(tmp_path: Path) -> None:
         shown = xsc("config", "show", *args, "--data-dir", data_dir, env={"COLUMNS": "200"})
         assert shown.exit_code == 0 and secret not in shown.output
         assert f"set: {len(secret)} characters" in shown.output
+
+
+def test_a_bad_value_is_one_line_naming_its_key_and_where_it_was_set(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    for file, env, flags, said in [
+        ('[storage]\ncapacity = "lots"\n', {}, [],
+         f"storage.capacity: not a size: 'lots' (write a number with an optional unit, e.g. 500MB, 10GiB, 4096) "
+         f"(set in {path}: fix it there, or with: xsc config set storage.capacity VALUE)"),
+        ("[node]\nbogus = 1\n", {}, [], f"node.bogus: Extra inputs are not permitted (set in {path}: remove it there)"),
+        ("", {"XSC_STORAGE_LEASE_DURATION": "abc"}, [],
+         "storage.lease_duration: not a duration: 'abc' (write a number with a unit s, m, h, d or w, e.g. 30d) "
+         "(set by $XSC_STORAGE_LEASE_DURATION: fix or unset it)"),
+        ("[compute]\nfuel = 5\n", {"XSC_COMPUTE_FUEL": "-4"}, [],
+         "compute.fuel: must be at least 1 (set by $XSC_COMPUTE_FUEL: fix or unset it)"),
+        ("", {}, ["--storage-capacity", "-5"],
+         "storage.capacity: not a size: '-5' (write a number with an optional unit, e.g. 500MB, 10GiB, 4096) "
+         "(given by the command's flag)"),
+    ]:
+        path.write_text(file)
+        result = xsc("config", "show", "--data-dir", str(tmp_path), *flags, env=env)
+        assert result.exit_code == 1, result.output
+        assert result.stderr.splitlines() == [f"xsc: error: bad configuration value {said}"]
