@@ -7,7 +7,7 @@ import json
 import tomllib
 from pathlib import Path
 
-from xsc.devnet import DEVNET_ENV
+from xsc.devnet import DEVNET_ENV, free_port
 
 from tests.support.cli import xsc
 
@@ -111,3 +111,19 @@ def test_a_bad_value_is_one_line_naming_its_key_and_where_it_was_set(tmp_path: P
         result = xsc("config", "show", "--data-dir", str(tmp_path), *flags, env=env)
         assert result.exit_code == 1, result.output
         assert result.stderr.splitlines() == [f"xsc: error: bad configuration value {said}"]
+
+
+def test_a_refused_start_leaves_the_listen_address_in_config_toml_as_it_was(thread_node, tmp_path: Path) -> None:
+    """--listen is kept once the node listens there: not by a start refused because another node runs on the data
+    dir (which would move that node at its next start), nor by one whose address is taken."""
+    node = thread_node()
+    before = (node.data_dir / "config.toml").read_text()
+    other = f"127.0.0.1:{free_port()}"
+    result = xsc("node", "start", "--data-dir", str(node.data_dir), "--listen", other, env=DEVNET_ENV)
+    assert result.exit_code == 1 and "another node is already running on data dir" in result.stderr, result.output
+    assert (node.data_dir / "config.toml").read_text() == before
+
+    taken = f"127.0.0.1:{node.port}"
+    result = xsc("node", "start", "--data-dir", str(tmp_path / "fresh"), "--listen", taken, env=DEVNET_ENV)
+    assert result.exit_code == 1 and f"cannot listen on {taken}" in result.stderr, result.output
+    assert "listen" not in _file(tmp_path / "fresh").get("node", {})

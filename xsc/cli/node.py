@@ -56,22 +56,25 @@ def start(obj, listen: str | None, storage_capacity: str | None, log_level: str 
     import asyncio
     import logging
 
+    from ..config import parse_listen
     from ..node import serve
 
     if listen is not None:
-        _keep_listen(obj.data_dir, listen)
+        parse_listen(listen)
     config, _ = effective_config(obj.data_dir, listen, storage_capacity, log_level, peer_urls)
     logging.basicConfig(level=config.node.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _mint_identity(config)
-    asyncio.run(serve(config))
+    # --listen is kept once the node listens there: a start refused (another node on the data dir, the address
+    # taken) leaves config.toml as it was
+    keep = None if listen is None else lambda: _keep_listen(config.data_dir, listen)
+    asyncio.run(serve(config, listening=keep))
 
 
 def _keep_listen(data_dir, listen: str) -> None:
-    """Save --listen as node.listen (checked first), so that the next start without it listens there too."""
-    from ..config import load_config, parse_listen, set_config_value
+    """Save --listen as node.listen, so that the next start without it listens there too."""
+    from ..config import load_config, set_config_value
 
-    parse_listen(listen)
     if load_config(data_dir, environ={}).node.listen != listen:
         set_config_value(data_dir, "node.listen", listen)
         click.echo(f"node.listen = {listen} saved in config.toml: the node keeps this address "
