@@ -202,3 +202,15 @@ def test_a_path_the_system_refuses_is_one_line_naming_it(tmp_path) -> None:
         result = xsc(*args, env={"XSC_TOKEN": "t"})
         assert result.exit_code == 1, result.output
         assert result.stderr.splitlines() == [f"xsc: error: {said} (check the path, and that it is yours to use)"]
+
+
+@pytest.mark.parametrize("args, said", [
+    (["compute", "invoke", "m.wasm", "add", "--timeout", "nan"], "'--timeout' must be a finite number, not nan"),
+    (["compute", "run", "m.wasm", "--timeout", "inf"], "'--timeout' must be a finite number, not inf"),
+    (["s3", "serve", "--reconcile-interval", "inf"], "'--reconcile-interval' must be a finite number, not inf"),
+])
+def test_a_number_that_is_not_finite_is_a_usage_error(args, said) -> None:
+    """JSON carries nan and inf as null, which the node takes for "not given": its default, silently."""
+    result = xsc(*args, env={"XSC_TOKEN": "t"})
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[0] == f"xsc: usage error: {said}"
