@@ -69,6 +69,10 @@ def test_ledger_history_says_how_many_entries_it_left_out(thread_node) -> None:
     _fits(out.stdout)
     assert "1 older entry not shown" in out.stdout
     assert "not shown" not in node.xsc("ledger", "history", "-n", "3").stdout
+    payee = json.loads(node.xsc("ledger", "history", "--json").stdout)[0]["payee"]
+    assert payee[:12] not in out.stdout  # whole or left out, never cut
+    wide = node.xsc("ledger", "history", "-n", "2", "--wide", env=NARROW).stdout.splitlines()
+    assert "counterparty" in wide[1] and all(payee in line.split() for line in wide[2:4]), wide
 
 
 def test_devnet_status_shows_name_pid_and_state(tmp_path: Path) -> None:

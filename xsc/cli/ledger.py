@@ -93,10 +93,11 @@ def history(obj, limit: int, account: str, expand: bool, wide: bool, as_json: bo
     for e in entries:
         other = e["payee"] if e["kind"] == "payment" else e["payer"]
         job = f"{e['invokes']} invokes (root {e['covers'][:12]}…)" if "covers" in e else e["job"]
-        rows.append((e["seq"], _time(e["settled_at"]), e["kind"], other[:12] + "…", _signed(e["delta"]),
+        rows.append((e["seq"], _time(e["settled_at"]), e["kind"], other, _signed(e["delta"]),
                      _usage(e["usage"]), job, e["id"][:16]))
-    _table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"), Col("counterparty", keep=True),
-            Col("credits", right=True, keep=True), Col("usage", wrap=12, drop=1), Col("job", keep=True, drop=3),
+    # the counterparty's id is whole or left out (--wide shows it): a cut id names no account a command takes
+    _table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"), Col("counterparty", keep=True, drop=3),
+            Col("credits", right=True, keep=True), Col("usage", wrap=12, drop=1), Col("job", keep=True, drop=4),
             Col("entry", keep=True)], rows,
            title=f"account {info['account']['account']} — balance {format_credits(info['account']['balance'])}",
            wide=wide)
