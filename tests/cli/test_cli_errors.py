@@ -214,3 +214,17 @@ def test_a_number_that_is_not_finite_is_a_usage_error(args, said) -> None:
     result = xsc(*args, env={"XSC_TOKEN": "t"})
     assert result.exit_code == 2, result.output
     assert result.stderr.splitlines()[0] == f"xsc: usage error: {said}"
+
+
+@pytest.mark.parametrize("extra, said", [
+    (["--over", "garbage"], "--over: not an xsc capability: 'garbage'"),
+    (["--as", "data"], "--as: an input is mounted at /in/NAME"),
+])
+def test_a_map_checks_every_input_before_it_asks_the_node_anything(extra, said) -> None:
+    """Each job of a map is paid: an input that cannot be read stops the map before the first, not as one failed
+    job per input (the node at --node is not even asked: nothing listens there)."""
+    key = base64.b32encode(bytes(32)).decode().lower().rstrip("=")
+    result = xsc("compute", "map", "a" * 64, "--over", f"xsc:chk:{key}:{key}:4:2:6", *extra,
+                 "--node", "http://127.0.0.1:1", env={"XSC_TOKEN": "t"})
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"xsc: error: {said}"), result.stderr

@@ -252,6 +252,7 @@ def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_
     end: input, job id, state, outputs (--json: also the provider and the charge of each)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    _check_map_inputs(over, mount)
     client = obj.client()
     spec: dict[str, Any] = _load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
     spec["module"] = deployed_module(client, str(spec.get("module", "")))
@@ -290,6 +291,25 @@ def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_
         click.echo(f"xsc: {r['input']}: {r.get('error', r['state'])}", err=True)
     if failed:
         raise SystemExit(1)
+
+
+def _check_map_inputs(over: tuple[str, ...], mount: str) -> None:
+    """Each --over and --as checked before any job runs: one that cannot be read is a usage error, not a failed
+    (or paid) job per input."""
+    from ..compute.jobspec import mount_name
+    from ..storage.core.capability import Capability
+
+    for source in over:
+        if not source.startswith("s3://"):
+            try:
+                Capability.parse(source)
+            except XscError as err:
+                raise InvalidArgument(f"--over: {err.message}", hint="give a capability or s3://BUCKET/PREFIX") from None
+    if mount != "-":
+        try:
+            mount_name(mount)
+        except InvalidArgument as err:
+            raise InvalidArgument(f"--as: {err.message}", hint="or - to give each job its input as stdin") from None
 
 
 def _expand(client, source: str) -> list[str]:
