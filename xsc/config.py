@@ -42,6 +42,9 @@ def parse_duration(v: Any) -> int:
 DEFAULT_LISTEN = "127.0.0.1:7070"
 CONFIG_FILE = "config.toml"
 MiB = 1024 * 1024
+MAX_CAPACITY = 4 * 1024**6  # bytes (4 EiB): under 2**63, with room for what is summed with it
+MAX_THREADS = 1024
+MAX_FUEL_PER_SECOND = 10**10  # x MAX_THREADS x 7 days of a bucket stays under 2**63
 
 
 class _Section(BaseModel):
@@ -62,6 +65,13 @@ class NodeSection(_Section):
     web_public_url: str = ""  # the URL callers reach web_listen at (empty: http://web_listen, its host as peers see it)
     s3_listen: str = ""  # HOST:PORT where the node itself answers S3 (as `xsc s3 serve` does); empty: not served
     placement_interval: float = 5.0  # seconds between checks that each function on the market is served and paid
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        if v.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return v
 
     @field_validator("placement_interval")
     @classmethod
@@ -121,6 +131,13 @@ class StorageSection(_Section):
     @classmethod
     def _duration(cls, v: Any) -> int:
         return parse_duration(v)
+
+    @field_validator("capacity")
+    @classmethod
+    def _capacity(cls, v: int) -> int:
+        if v > MAX_CAPACITY:  # byte counts are stored and offered as signed 64-bit integers
+            raise ValueError("must be at most 4 EiB")
+        return v
 
     @field_validator("lease_duration")
     @classmethod
@@ -182,6 +199,13 @@ class ComputeSection(_Section):
     def _positive(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be at least 1")
+        return v
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: int) -> int:
+        if v > MAX_THREADS:  # each is a thread of the node's process, started with it
+            raise ValueError(f"must be at most {MAX_THREADS}")
         return v
 
     @field_validator("timeout")
@@ -471,6 +495,14 @@ class MarketSection(_Section):
     def _not_negative(cls, v: int) -> int:
         if v < 0:
             raise ValueError("must be at least 0")
+        return v
+
+    @field_validator("fuel_per_second")
+    @classmethod
+    def _fuel_rate(cls, v: int) -> int:
+        # a bucket's compute offer, fuel_per_second x compute.threads x bucket_seconds, is a signed 64-bit quantity
+        if v > MAX_FUEL_PER_SECOND:
+            raise ValueError(f"must be at most {MAX_FUEL_PER_SECOND:,}")
         return v
 
     @field_validator("ask_exponent")

@@ -127,3 +127,17 @@ def test_a_refused_start_leaves_the_listen_address_in_config_toml_as_it_was(thre
     result = xsc("node", "start", "--data-dir", str(tmp_path / "fresh"), "--listen", taken, env=DEVNET_ENV)
     assert result.exit_code == 1 and f"cannot listen on {taken}" in result.stderr, result.output
     assert "listen" not in _file(tmp_path / "fresh").get("node", {})
+
+
+def test_a_value_the_node_could_not_start_with_is_refused_with_its_key(tmp_path: Path) -> None:
+    """Each of these, once accepted, failed only as the node started: a traceback (an unknown logging level, more
+    threads than the process may start, an offer past what a signed 64-bit quantity holds)."""
+    for name, value, said in [("XSC_NODE_LOG_LEVEL", "loud", "node.log_level: must be DEBUG, INFO, WARNING or ERROR"),
+                              ("XSC_COMPUTE_THREADS", "100000", "compute.threads: must be at most 1024"),
+                              ("XSC_STORAGE_CAPACITY", "999999999TiB", "storage.capacity: must be at most 4 EiB"),
+                              ("XSC_MARKET_FUEL_PER_SECOND", str(10**20),
+                               "market.fuel_per_second: must be at most 10,000,000,000")]:
+        result = xsc("node", "start", "--data-dir", str(tmp_path), env={**DEVNET_ENV, name: value})
+        assert result.exit_code == 1, result.output
+        assert result.stderr.splitlines() == [
+            f"xsc: error: bad configuration value {said} (set by ${name}: fix or unset it)"]
