@@ -228,3 +228,12 @@ def test_a_map_checks_every_input_before_it_asks_the_node_anything(extra, said) 
                  "--node", "http://127.0.0.1:1", env={"XSC_TOKEN": "t"})
     assert result.exit_code == 1, result.output
     assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"xsc: error: {said}"), result.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["store"], ["peers", "quarantine"]])
+def test_a_group_without_its_command_prints_its_help_not_an_error_made_of_it(args) -> None:
+    result = xsc(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"Usage: {' '.join(['xsc', *args])} [OPTIONS] COMMAND") and "Commands:" in lines
+    assert "usage error" not in result.stderr

@@ -36,6 +36,9 @@ def run_cli(group: click.Group, args: Sequence[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("xsc: aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # a group without its command: its help, as click shows it
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message(), err=True)
+        sys.exit(EXIT_USAGE)
     except click.UsageError as exc:
         click.echo(usage_message(exc), err=True)
         sys.exit(EXIT_USAGE)
