@@ -237,3 +237,15 @@ def test_a_group_without_its_command_prints_its_help_not_an_error_made_of_it(arg
     lines = result.stderr.splitlines()
     assert lines[0].startswith(f"Usage: {' '.join(['xsc', *args])} [OPTIONS] COMMAND") and "Commands:" in lines
     assert "usage error" not in result.stderr
+
+
+def test_a_token_that_cannot_be_one_is_refused_before_it_is_sent(tmp_path) -> None:
+    """The token goes into the request's header as it is: a character outside ASCII cannot, and a line break would
+    add a header of its own."""
+    for env, said in [({"XSC_TOKEN": "t\u20ac"}, "$XSC_TOKEN does not hold an API token"),
+                      ({"XSC_TOKEN": "t\r\nX-Other: 1"}, "$XSC_TOKEN does not hold an API token"),
+                      ({}, f"{tmp_path / 'api-token'} does not hold an API token")]:
+        (tmp_path / "api-token").write_bytes(b"\xff\xfe")
+        result = xsc("node", "status", "--data-dir", str(tmp_path), "--node", "http://127.0.0.1:1", env=env)
+        assert result.exit_code == 1, result.output
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"xsc: error: {said}"), result.stderr

@@ -60,14 +60,16 @@ class CliContext:
     def token(self) -> str:
         token = os.environ.get("XSC_TOKEN")
         if token:
-            return token
+            return _checked_token(token, "$XSC_TOKEN", "set it to the node's <data dir>/api-token, or unset it")
+        path = self.data_dir / "api-token"
         try:
-            return (self.data_dir / "api-token").read_text().strip()
+            token = path.read_bytes().strip().decode("ascii", errors="replace")
         except (FileNotFoundError, NotADirectoryError):
             raise NodeNotRunning(
                 f"no API token in {self.data_dir}: no node has been started on this data dir",
                 hint=self.start_hint(),
             ) from None
+        return _checked_token(token, str(path), "delete it: the node writes a new one at its next start")
 
     def client(self):
         if self._client is None:
@@ -86,3 +88,10 @@ def _listen_url(listen: object, where: str, fix: str) -> str:
     if not sep or not host or not is_whole_number(port) or int(port) > 65535:
         raise ConfigError(f"{where} is not a listen address: {listen!r}", hint=f"use HOST:PORT, e.g. 127.0.0.1:7070; {fix}")
     return f"http://{host}:{port}"
+
+
+def _checked_token(token: str, where: str, fix: str) -> str:
+    """A token goes into a request's header as it is: printable ASCII without spaces, or it is no node's token."""
+    if not all("!" <= ch <= "~" for ch in token):
+        raise ConfigError(f"{where} does not hold an API token (printable ASCII without spaces)", hint=fix)
+    return token
