@@ -249,3 +249,18 @@ def test_a_token_that_cannot_be_one_is_refused_before_it_is_sent(tmp_path) -> No
         result = xsc("node", "status", "--data-dir", str(tmp_path), "--node", "http://127.0.0.1:1", env=env)
         assert result.exit_code == 1, result.output
         assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"xsc: error: {said}"), result.stderr
+
+
+@pytest.mark.parametrize("node, env, said", [
+    ("http://127.0.0.1:1", {"XSC_TOKEN": "t"}, "cannot reach the node at http://127.0.0.1:1: connection refused"),
+    ("web_page", {"XSC_TOKEN": "t"}, "the node answered POST /v1/compute/jobs with text/html, not JSON"),
+])
+def test_a_map_whose_node_fails_ends_in_that_one_line_not_one_per_input(request, node, env, said) -> None:
+    key = base64.b32encode(bytes(32)).decode().lower().rstrip("=")
+    caps = [f"xsc:chk:{key}:{base64.b32encode(bytes([i]) * 32).decode().lower().rstrip('=')}:4:2:6"
+            for i in range(5)]
+    url = request.getfixturevalue("web_page") if node == "web_page" else node
+    over = [arg for cap in caps for arg in ("--over", cap)]
+    result = xsc("compute", "map", "a" * 64, *over, "--node", url, env=env)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [result.stderr.strip()] and result.stderr.startswith(f"xsc: error: {said}")

@@ -12,7 +12,7 @@ from typing import Any, BinaryIO, Iterator
 import click
 
 from .. import codec
-from ..errors import InvalidArgument, ModuleNotFound, OverCap, Trap, XscError
+from ..errors import InvalidArgument, ModuleNotFound, NodeNotRunning, NotANode, OverCap, Trap, Unauthorized, XscError
 from .output import Col, emit_json, json_option, key_values, table
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
@@ -272,14 +272,20 @@ def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_
                     "provider": job.get("provider"), "charged": job["charged"], "outputs": job["outputs"],
                     "stdout": job["stdout"]}
         except XscError as err:
+            if isinstance(err, (NodeNotRunning, Unauthorized, NotANode)):
+                raise  # the node (unreachable, the token, not a node), not this input: the map ends with it
             return {"input": item, "job": err.details.get("id"), "state": "failed", "error": err.message}
 
     results: list[dict[str, Any]] = []
-    with ThreadPoolExecutor(parallel) as pool, click.progressbar(length=len(inputs), label="jobs",
-                                                                 file=sys.stderr) as bar:
-        for result in pool.map(one, inputs):
-            results.append(result)
-            bar.update(1)
+    pool = ThreadPoolExecutor(parallel)
+    try:
+        with click.progressbar(length=len(inputs), label="jobs", file=sys.stderr,
+                               hidden=not sys.stderr.isatty()) as bar:  # a bar on a terminal, else nothing
+            for result in pool.map(one, inputs):
+                results.append(result)
+                bar.update(1)
+    finally:
+        pool.shutdown(cancel_futures=True)  # a map ended by its node's error starts no job after it
     failed = [r for r in results if r["state"] != "done"]
     if as_json:
         emit_json({"results": results, "failed": len(failed)})

@@ -76,7 +76,7 @@ def error_from_problem(status: int, body: bytes) -> errors.XscError:
         problem = codec.loads(body)
         code, detail = problem["code"], printable(problem["detail"])
     except (ValueError, KeyError, TypeError):
-        return errors.XscError(printable(f"the node answered HTTP {status}: {body[:200].decode(errors='replace')}"))
+        return errors.NotANode(printable(f"the node answered HTTP {status}: {body[:200].decode(errors='replace')}"))
     cls = _error_classes().get(code, errors.XscError)
     extra = {k: v for k, v in problem.items() if k not in ("type", "code", "status", "detail", "hint")}
     hint = printable(problem.get("hint"))
@@ -91,7 +91,7 @@ def read_answer(response: http.client.HTTPResponse, what: str) -> bytes:
     """The body of `response`, or an XscError if it is longer than MAX_ANSWER (read no further than a byte past it)."""
     data = response.read(MAX_ANSWER + 1)
     if len(data) > MAX_ANSWER:
-        raise errors.XscError(f"the node answered {what} with more than {MAX_ANSWER:,} bytes",
+        raise errors.NotANode(f"the node answered {what} with more than {MAX_ANSWER:,} bytes",
                               hint="check that --node (or the data dir) names an XSC node")
     return data
 
@@ -206,14 +206,14 @@ class NodeClient:
                 limit = min(answer.length, MAX_ANSWER if answer.status < 400 else MAX_PROBLEM)
                 data = _read_on(answer.sock, answer.head, limit)[:limit]  # nothing past what it announced
         except UnreadableAnswer as exc:
-            raise errors.XscError(f"the node at {self.url} answered {method} {path} so that it cannot be read: {exc}",
+            raise errors.NotANode(f"the node at {self.url} answered {method} {path} so that it cannot be read: {exc}",
                                   hint="check that --node (or the data dir) names an XSC node") from None
         except OSError as exc:
             raise self._unreachable(exc) from None
         if answer.status >= 400:
             raise error_from_problem(answer.status, data)
         if len(data) < answer.length:
-            raise errors.XscError(f"the node answered {method} {path} with more than {MAX_ANSWER:,} bytes",
+            raise errors.NotANode(f"the node answered {method} {path} with more than {MAX_ANSWER:,} bytes",
                                   hint="check that --node (or the data dir) names an XSC node")
         return answer.headers, data
 
@@ -320,7 +320,7 @@ def _media_type(content_type: str | None) -> str:
 
 def _not_from_a_node(what: str, answered: str, wanted: str) -> errors.XscError:
     """The error of an answer of another media type than the node gives (a web server's page at --node)."""
-    return errors.XscError(printable(f"the node answered {what} with {answered or 'no Content-Type'}, not {wanted}"),
+    return errors.NotANode(printable(f"the node answered {what} with {answered or 'no Content-Type'}, not {wanted}"),
                            hint="check that --node (or the data dir) names an XSC node")
 
 
@@ -339,7 +339,7 @@ def json_answer(data: bytes, what: str) -> Any:
     try:
         return codec.loads(data)
     except (ValueError, RecursionError):
-        raise errors.XscError(f"the node answered {what} with a body that is not JSON",
+        raise errors.NotANode(f"the node answered {what} with a body that is not JSON",
                               hint="check that --node (or the data dir) names an XSC node") from None
 
 
