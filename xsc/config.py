@@ -17,13 +17,34 @@ from typing import Any
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from .errors import ConfigError, from_validation
+from .errors import ConfigError, InvalidArgument, from_validation
 from .paths import resolve_data_dir
-from .units import is_whole_number, parse_duration, parse_size
+from .units import is_whole_number
+from .units import parse_duration as _parse_duration
+from .units import parse_size as _parse_size
+
+def parse_size(v: Any) -> int:
+    """units.parse_size, its refusal a ValueError: pydantic then names the key the value was given for."""
+    try:
+        return _parse_size(v)
+    except InvalidArgument as err:
+        raise ValueError(f"{err.message} ({err.hint})" if err.hint else err.message) from None
+
+
+def parse_duration(v: Any) -> int:
+    """units.parse_duration, its refusal a ValueError (as parse_size)."""
+    try:
+        return _parse_duration(v)
+    except InvalidArgument as err:
+        raise ValueError(f"{err.message} ({err.hint})" if err.hint else err.message) from None
+
 
 DEFAULT_LISTEN = "127.0.0.1:7070"
 CONFIG_FILE = "config.toml"
 MiB = 1024 * 1024
+MAX_CAPACITY = 4 * 1024**6  # bytes (4 EiB): under 2**63, with room for what is summed with it
+MAX_THREADS = 1024
+MAX_FUEL_PER_SECOND = 10**10  # x MAX_THREADS x 7 days of a bucket stays under 2**63
 
 
 class _Section(BaseModel):
@@ -44,6 +65,13 @@ class NodeSection(_Section):
     web_public_url: str = ""  # the URL callers reach web_listen at (empty: http://web_listen, its host as peers see it)
     s3_listen: str = ""  # HOST:PORT where the node itself answers S3 (as `xsc s3 serve` does); empty: not served
     placement_interval: float = 5.0  # seconds between checks that each function on the market is served and paid
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, v: str) -> str:
+        if v.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return v
 
     @field_validator("placement_interval")
     @classmethod
@@ -103,6 +131,13 @@ class StorageSection(_Section):
     @classmethod
     def _duration(cls, v: Any) -> int:
         return parse_duration(v)
+
+    @field_validator("capacity")
+    @classmethod
+    def _capacity(cls, v: int) -> int:
+        if v > MAX_CAPACITY:  # byte counts are stored and offered as signed 64-bit integers
+            raise ValueError("must be at most 4 EiB")
+        return v
 
     @field_validator("lease_duration")
     @classmethod
@@ -164,6 +199,13 @@ class ComputeSection(_Section):
     def _positive(cls, v: int) -> int:
         if v < 1:
             raise ValueError("must be at least 1")
+        return v
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, v: int) -> int:
+        if v > MAX_THREADS:  # each is a thread of the node's process, started with it
+            raise ValueError(f"must be at most {MAX_THREADS}")
         return v
 
     @field_validator("timeout")
@@ -455,6 +497,14 @@ class MarketSection(_Section):
             raise ValueError("must be at least 0")
         return v
 
+    @field_validator("fuel_per_second")
+    @classmethod
+    def _fuel_rate(cls, v: int) -> int:
+        # a bucket's compute offer, fuel_per_second x compute.threads x bucket_seconds, is a signed 64-bit quantity
+        if v > MAX_FUEL_PER_SECOND:
+            raise ValueError(f"must be at most {MAX_FUEL_PER_SECOND:,}")
+        return v
+
     @field_validator("ask_exponent")
     @classmethod
     def _exponent(cls, v: int) -> int:
@@ -550,10 +600,23 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path} is not valid TOML: {e}", hint="fix or delete the file") from e
 
 
-def _validate(root: Path, raw: dict[str, Any], where: str) -> NodeConfig:
+def _validate(root: Path, raw: dict[str, Any], where: str, sources: dict[str, str] | None = None) -> NodeConfig:
+    """The config of `raw`; a bad value is a ConfigError naming its key and, with `sources` (key -> default, file,
+    env or flag), where it was set; else `where` says where to look."""
     try:
         return NodeConfig(data_dir=root, **raw)
     except ValidationError as e:
+        location = e.errors()[0]["loc"]
+        key = ".".join(str(part) for part in location[:2])
+        source = (sources or {}).get(key) if len(location) >= 2 else None
+        if source == "file" and e.errors()[0]["type"] == "extra_forbidden":
+            where = f"set in {root / CONFIG_FILE}: remove it there"
+        elif source == "file":
+            where = f"set in {root / CONFIG_FILE}: fix it there, or with: xsc config set {key} VALUE"
+        elif source == "env":
+            where = f"set by ${'XSC_' + key.replace('.', '_').upper()}: fix or unset it"
+        elif source == "flag":
+            where = "given by the command's flag"
         raise from_validation(e, ConfigError, "bad configuration value ", hint=where) from e
 
 
@@ -577,7 +640,7 @@ def load_config_with_sources(
         for section, values in layer.items():
             for key in values if isinstance(values, dict) else ():
                 sources[f"{section}.{key}"] = source
-    config = _validate(root, raw, f"check {path}, XSC_* environment variables and the command's flags")
+    config = _validate(root, raw, f"check {path}, XSC_* environment variables and the command's flags", sources)
     return config, sources
 
 

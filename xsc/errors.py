@@ -84,6 +84,13 @@ class NodeNotRunning(XscError):
     code = "node-not-running"
 
 
+class NotANode(XscError):
+    """An answer no node gives (unreadable, past its bounds, not JSON, of another media type): something else
+    answers at the node's address."""
+
+    code = "not-a-node"
+
+
 # --- storage ------------------------------------------------------------------
 class StorageFull(XscError):
     code = "storage-full"

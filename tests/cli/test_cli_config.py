@@ -7,7 +7,7 @@ import json
 import tomllib
 from pathlib import Path
 
-from xsc.devnet import DEVNET_ENV
+from xsc.devnet import DEVNET_ENV, free_port
 
 from tests.support.cli import xsc
 
@@ -89,3 +89,55 @@ def test_the_grid_secret_is_never_printed(tmp_path: Path) -> None:
         shown = xsc("config", "show", *args, "--data-dir", data_dir, env={"COLUMNS": "200"})
         assert shown.exit_code == 0 and secret not in shown.output
         assert f"set: {len(secret)} characters" in shown.output
+
+
+def test_a_bad_value_is_one_line_naming_its_key_and_where_it_was_set(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    for file, env, flags, said in [
+        ('[storage]\ncapacity = "lots"\n', {}, [],
+         f"storage.capacity: not a size: 'lots' (write a number with an optional unit, e.g. 500MB, 10GiB, 4096) "
+         f"(set in {path}: fix it there, or with: xsc config set storage.capacity VALUE)"),
+        ("[node]\nbogus = 1\n", {}, [], f"node.bogus: Extra inputs are not permitted (set in {path}: remove it there)"),
+        ("", {"XSC_STORAGE_LEASE_DURATION": "abc"}, [],
+         "storage.lease_duration: not a duration: 'abc' (write a number with a unit s, m, h, d or w, e.g. 30d) "
+         "(set by $XSC_STORAGE_LEASE_DURATION: fix or unset it)"),
+        ("[compute]\nfuel = 5\n", {"XSC_COMPUTE_FUEL": "-4"}, [],
+         "compute.fuel: must be at least 1 (set by $XSC_COMPUTE_FUEL: fix or unset it)"),
+        ("", {}, ["--storage-capacity", "-5"],
+         "storage.capacity: not a size: '-5' (write a number with an optional unit, e.g. 500MB, 10GiB, 4096) "
+         "(given by the command's flag)"),
+    ]:
+        path.write_text(file)
+        result = xsc("config", "show", "--data-dir", str(tmp_path), *flags, env=env)
+        assert result.exit_code == 1, result.output
+        assert result.stderr.splitlines() == [f"xsc: error: bad configuration value {said}"]
+
+
+def test_a_refused_start_leaves_the_listen_address_in_config_toml_as_it_was(thread_node, tmp_path: Path) -> None:
+    """--listen is kept once the node listens there: not by a start refused because another node runs on the data
+    dir (which would move that node at its next start), nor by one whose address is taken."""
+    node = thread_node()
+    before = (node.data_dir / "config.toml").read_text()
+    other = f"127.0.0.1:{free_port()}"
+    result = xsc("node", "start", "--data-dir", str(node.data_dir), "--listen", other, env=DEVNET_ENV)
+    assert result.exit_code == 1 and "another node is already running on data dir" in result.stderr, result.output
+    assert (node.data_dir / "config.toml").read_text() == before
+
+    taken = f"127.0.0.1:{node.port}"
+    result = xsc("node", "start", "--data-dir", str(tmp_path / "fresh"), "--listen", taken, env=DEVNET_ENV)
+    assert result.exit_code == 1 and f"cannot listen on {taken}" in result.stderr, result.output
+    assert "listen" not in _file(tmp_path / "fresh").get("node", {})
+
+
+def test_a_value_the_node_could_not_start_with_is_refused_with_its_key(tmp_path: Path) -> None:
+    """Each of these, once accepted, failed only as the node started: a traceback (an unknown logging level, more
+    threads than the process may start, an offer past what a signed 64-bit quantity holds)."""
+    for name, value, said in [("XSC_NODE_LOG_LEVEL", "loud", "node.log_level: must be DEBUG, INFO, WARNING or ERROR"),
+                              ("XSC_COMPUTE_THREADS", "100000", "compute.threads: must be at most 1024"),
+                              ("XSC_STORAGE_CAPACITY", "999999999TiB", "storage.capacity: must be at most 4 EiB"),
+                              ("XSC_MARKET_FUEL_PER_SECOND", str(10**20),
+                               "market.fuel_per_second: must be at most 10,000,000,000")]:
+        result = xsc("node", "start", "--data-dir", str(tmp_path), env={**DEVNET_ENV, name: value})
+        assert result.exit_code == 1, result.output
+        assert result.stderr.splitlines() == [
+            f"xsc: error: bad configuration value {said} (set by ${name}: fix or unset it)"]

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import http.client
 import logging
 import os
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import aiohttp
 import pytest
@@ -120,3 +124,161 @@ def test_a_capability_mangled_in_its_size_is_one_line_saying_to_copy_it_whole(th
         assert result.stderr.splitlines() == [f"xsc: error: the file is 5000 bytes, the capability says "
                                               f"{args[2].rsplit(':', 1)[1]} (check the capability: copy it whole, "
                                               "as `xsc store put` printed it)"], result.stderr
+
+
+@pytest.mark.parametrize("where, config, env, said", [
+    ("--node", None, {}, "not a node URL: 'http://127.0.0.1:99999'"),
+    ("XSC_NODE_LISTEN", None, {"XSC_NODE_LISTEN": "127.0.0.1:99999"}, "$XSC_NODE_LISTEN is not a listen address"),
+    ("config.toml", '[node]\nlisten = "127.0.0.1:99999"\n', {}, "node.listen in {path} is not a listen address"),
+    ("config.toml", "[node]\nlisten = 7070\n", {}, "node.listen in {path} is not a listen address: 7070"),
+    ("config.toml", b"\xff\xfe", {}, "{path} is not valid TOML"),
+])
+def test_a_node_address_that_cannot_be_one_is_one_line_naming_where_it_was_read(tmp_path, where, config, env,
+                                                                                  said) -> None:
+    path = tmp_path / "config.toml"
+    if config is not None:
+        path.write_bytes(config if isinstance(config, bytes) else config.encode())
+    node = ["--node", "http://127.0.0.1:99999"] if where == "--node" else []
+    result = xsc("node", "status", "--data-dir", str(tmp_path), *node, env={"XSC_TOKEN": "t", **env})
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("xsc: error: " + said.format(path=path))
+
+
+class _WebPage(BaseHTTPRequestHandler):
+    """A web server, not a node: a page of HTML for whatever is asked."""
+
+    def _page(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b"<html><body>hello</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_DELETE = _page  # noqa: N815 (http.server's names)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def web_page():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _WebPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_web_page_at_node_is_refused_in_one_line_and_nothing_is_written(web_page, tmp_path) -> None:
+    """Something else than a node at --node answers 200 with a page: no command takes the page for the node's
+    answer (prints it as JSON, writes it as a file's bytes, says it did what was asked)."""
+    key = base64.b32encode(bytes(32)).decode().lower().rstrip("=")
+    out = tmp_path / "out"
+    for args, wanted in [(["node", "status", "--json"], "JSON"), (["store", "ls"], "JSON"),
+                         (["compute", "unserve", "f"], "JSON"),
+                         (["store", "get", f"xsc:chk:{key}:{key}:4:2:6", "-o", str(out)], "application/octet-stream"),
+                         (["ledger", "export"], "application/x-ndjson")]:
+        result = xsc(*args, "--node", web_page, env={"XSC_TOKEN": "t"})
+        assert result.exit_code == 1 and result.stdout == "", (args, result.output)
+        assert result.stderr.count("\n") == 1 and f"with text/html, not {wanted}" in result.stderr, result.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args, said", [
+    (["peers", "rm", "\udcff\udcfe"], "'ID' is not UTF-8 text: '\\xff\\xfe'"),
+    (["compute", "invoke", "m.wasm", "add", "1", "\udcff"], "'[ARGS]...' is not UTF-8 text: '\\xff'"),
+    (["store", "put", "-", "--name", "a\udcffb"], "'--name' is not UTF-8 text: 'a\\xffb'"),
+])
+def test_text_that_is_not_utf8_is_a_usage_error(args, said) -> None:
+    """Bytes that are not UTF-8 on the command line (kept by Python as lone surrogates) cannot go into a request."""
+    result = xsc(*args, env={"XSC_TOKEN": "t"})
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[0] == f"xsc: usage error: {said}"
+
+
+def test_a_file_whose_name_is_not_utf8_is_put_and_listed(thread_node, tmp_path) -> None:
+    node = thread_node()
+    path = tmp_path / "h\udcffi.txt"  # the file name's bytes: h, 0xff, i.txt
+    path.write_bytes(b"hello")
+    put = node.xsc("store", "put", str(path))
+    assert put.exit_code == 0, put.output
+    listed = json.loads(node.xsc("store", "ls", "--json").stdout)
+    assert [f["name"] for f in listed] == ["h\ufffdi.txt"]
+
+
+def test_a_path_the_system_refuses_is_one_line_naming_it(tmp_path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    under_a_file = tmp_path / "file" / "data"
+    long_name = "a" * 300  # past NAME_MAX
+    for args, said in [(["node", "start", "--data-dir", str(under_a_file)], f"{under_a_file}: not a directory"),
+                       (["node", "start", "--data-dir", str(under_a_file), "--listen", "127.0.0.1:7999"],
+                        f"{under_a_file}: not a directory"),
+                       (["compute", "deploy", long_name, "--node", "http://127.0.0.1:1"],
+                        f"{long_name}: file name too long")]:
+        result = xsc(*args, env={"XSC_TOKEN": "t"})
+        assert result.exit_code == 1, result.output
+        assert result.stderr.splitlines() == [f"xsc: error: {said} (check the path, and that it is yours to use)"]
+
+
+@pytest.mark.parametrize("args, said", [
+    (["compute", "invoke", "m.wasm", "add", "--timeout", "nan"], "'--timeout' must be a finite number, not nan"),
+    (["compute", "run", "m.wasm", "--timeout", "inf"], "'--timeout' must be a finite number, not inf"),
+    (["s3", "serve", "--reconcile-interval", "inf"], "'--reconcile-interval' must be a finite number, not inf"),
+])
+def test_a_number_that_is_not_finite_is_a_usage_error(args, said) -> None:
+    """JSON carries nan and inf as null, which the node takes for "not given": its default, silently."""
+    result = xsc(*args, env={"XSC_TOKEN": "t"})
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines()[0] == f"xsc: usage error: {said}"
+
+
+@pytest.mark.parametrize("extra, said", [
+    (["--over", "garbage"], "--over: not an xsc capability: 'garbage'"),
+    (["--as", "data"], "--as: an input is mounted at /in/NAME"),
+])
+def test_a_map_checks_every_input_before_it_asks_the_node_anything(extra, said) -> None:
+    """Each job of a map is paid: an input that cannot be read stops the map before the first, not as one failed
+    job per input (the node at --node is not even asked: nothing listens there)."""
+    key = base64.b32encode(bytes(32)).decode().lower().rstrip("=")
+    result = xsc("compute", "map", "a" * 64, "--over", f"xsc:chk:{key}:{key}:4:2:6", *extra,
+                 "--node", "http://127.0.0.1:1", env={"XSC_TOKEN": "t"})
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"xsc: error: {said}"), result.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["store"], ["peers", "quarantine"]])
+def test_a_group_without_its_command_prints_its_help_not_an_error_made_of_it(args) -> None:
+    result = xsc(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"Usage: {' '.join(['xsc', *args])} [OPTIONS] COMMAND") and "Commands:" in lines
+    assert "usage error" not in result.stderr
+
+
+def test_a_token_that_cannot_be_one_is_refused_before_it_is_sent(tmp_path) -> None:
+    """The token goes into the request's header as it is: a character outside ASCII cannot, and a line break would
+    add a header of its own."""
+    for env, said in [({"XSC_TOKEN": "t\u20ac"}, "$XSC_TOKEN does not hold an API token"),
+                      ({"XSC_TOKEN": "t\r\nX-Other: 1"}, "$XSC_TOKEN does not hold an API token"),
+                      ({}, f"{tmp_path / 'api-token'} does not hold an API token")]:
+        (tmp_path / "api-token").write_bytes(b"\xff\xfe")
+        result = xsc("node", "status", "--data-dir", str(tmp_path), "--node", "http://127.0.0.1:1", env=env)
+        assert result.exit_code == 1, result.output
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith(f"xsc: error: {said}"), result.stderr
+
+
+@pytest.mark.parametrize("node, env, said", [
+    ("http://127.0.0.1:1", {"XSC_TOKEN": "t"}, "cannot reach the node at http://127.0.0.1:1: connection refused"),
+    ("web_page", {"XSC_TOKEN": "t"}, "the node answered POST /v1/compute/jobs with text/html, not JSON"),
+])
+def test_a_map_whose_node_fails_ends_in_that_one_line_not_one_per_input(request, node, env, said) -> None:
+    key = base64.b32encode(bytes(32)).decode().lower().rstrip("=")
+    caps = [f"xsc:chk:{key}:{base64.b32encode(bytes([i]) * 32).decode().lower().rstrip('=')}:4:2:6"
+            for i in range(5)]
+    url = request.getfixturevalue("web_page") if node == "web_page" else node
+    over = [arg for cap in caps for arg in ("--over", cap)]
+    result = xsc("compute", "map", "a" * 64, *over, "--node", url, env=env)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [result.stderr.strip()] and result.stderr.startswith(f"xsc: error: {said}")

@@ -69,3 +69,29 @@ def test_node_start_takes_data_dir_after_the_subcommand_and_says_listening_once(
         rest = proc.communicate(timeout=30)[0].decode()
     assert proc.returncode == 0
     assert ("".join(seen) + rest).count("listening on") == 1, "".join(seen) + rest
+
+
+def _command_paths() -> list[list[str]]:
+    """Every group and command of `xsc`, as the words that name it."""
+    import click
+
+    from xsc.cli import cli
+
+    paths, todo = [], [([], cli)]
+    while todo:
+        words, command = todo.pop()
+        paths.append(words)
+        if isinstance(command, click.Group):
+            ctx = click.Context(command)
+            todo += [([*words, name], command.get_command(ctx, name)) for name in command.list_commands(ctx)]
+    return sorted(paths)
+
+
+def test_every_command_has_help_that_fits_80_columns() -> None:
+    paths = _command_paths()
+    assert len(paths) > 60  # the walk found the lazily loaded groups' commands
+    for words in paths:
+        result = xsc(*words, "--help", env={"COLUMNS": "80"})
+        assert result.exit_code == 0, (words, result.output)
+        wide = [line for line in result.stdout.splitlines() if len(line) > 80]
+        assert not wide, (words, wide)

@@ -194,7 +194,8 @@ def test_the_nodes_refusal_is_its_error() -> None:
 
 
 def test_a_range_is_asked_for_and_the_body_starts_where_the_headers_end() -> None:
-    answer = b"HTTP/1.1 206 Partial Content\r\nContent-Length: 5\r\ncontent-range: bytes 2-6/10\r\n\r\n23456"
+    answer = (b"HTTP/1.1 206 Partial Content\r\nContent-Type: application/octet-stream\r\nContent-Length: 5\r\n"
+              b"content-range: bytes 2-6/10\r\n\r\n23456")
     requests: list[bytes] = []
     body = sync.open_body("127.0.0.1", _answering(answer, requests), "Bearer t", "/v1/store/files/x", 2, 6)
     assert body.length == 5 and body.peek(5) == b"23456"

@@ -85,11 +85,34 @@ def _usage_errors_from_parsing(command: click.Command) -> None:
 
     def parse(ctx: click.Context, args: list[str]) -> list[str]:
         try:
-            return parse_args(ctx, args)
+            rest = parse_args(ctx, args)
         except XscError as err:
             raise click.UsageError(err.message + (f" ({err.hint})" if err.hint else ""), ctx) from None
+        _values_requests_carry(ctx)
+        return rest
 
     command.parse_args = parse  # type: ignore[method-assign]
+
+
+def _values_requests_carry(ctx: click.Context) -> None:
+    """Values given on the command line go into requests (JSON, URLs, headers), which carry only Unicode and finite
+    numbers: text that is not UTF-8 (Python keeps its bytes as lone surrogates) and a number that is nan or inf
+    (JSON would carry it as null: the node's default, silently) are usage errors here.  A path need not be text."""
+    import math
+
+    for param in ctx.command.params:
+        if isinstance(param.type, click.Path):
+            continue
+        value = ctx.params.get(param.name) if param.name else None
+        for text in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(text, float) and not math.isfinite(text):
+                raise click.UsageError(f"{param.get_error_hint(ctx)} must be a finite number, not {text}", ctx)
+            if isinstance(text, str) and not text.isascii():
+                try:
+                    text.encode()
+                except UnicodeEncodeError:
+                    shown = os.fsencode(text).decode(errors="backslashreplace")  # the bytes as given
+                    raise click.UsageError(f"{param.get_error_hint(ctx)} is not UTF-8 text: '{shown}'", ctx) from None
 
 
 class GroupWithLazyModules(click.Group):

@@ -51,7 +51,7 @@ def _signatures(info: dict[str, Any]) -> str:
 
 
 @compute.command()
-@click.argument("file", metavar="FILE.wasm")
+@click.argument("file", metavar="FILE.wasm", type=click.Path())
 @click.option("--wasi", is_flag=True, help="Allow WASI imports (the module runs with the WASI profile).")
 @click.option("--name", help="What to call it in the registry (up to 64 characters).")
 @click.option("--version", "version_", metavar="TEXT", help="Its version (up to 32 characters).")

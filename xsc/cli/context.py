@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, NodeNotRunning
 from ..paths import SOCKET_FILE, URL_FILE, resolve_data_dir
+from ..units import is_whole_number
 
 
 class CliContext:
@@ -28,8 +29,7 @@ class CliContext:
             return self._node_url.rstrip("/")
         listen = os.environ.get("XSC_NODE_LISTEN")
         if listen:
-            host, _, port = listen.rpartition(":")
-            return f"http://{host}:{port}"
+            return _listen_url(listen, "$XSC_NODE_LISTEN", "fix or unset it")
         try:  # written by the node when it starts listening (its --listen may be a one-off)
             url = (self.data_dir / URL_FILE).read_text().strip()
             if url.startswith("http://"):
@@ -40,13 +40,15 @@ class CliContext:
 
         path = self.data_dir / "config.toml"
         try:
-            listen = tomllib.loads(path.read_text()).get("node", {}).get("listen")
+            node = tomllib.loads(path.read_text()).get("node", {})
         except (FileNotFoundError, NotADirectoryError):
-            listen = None
-        except tomllib.TOMLDecodeError as e:
+            node = {}
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path} is not valid TOML: {e}", hint="fix or delete the file") from e
-        host, _, port = (listen or "127.0.0.1:7070").rpartition(":")
-        return f"http://{host}:{port}"
+        listen = node.get("listen") if isinstance(node, dict) else None
+        if listen is None:
+            return "http://127.0.0.1:7070"
+        return _listen_url(listen, f"node.listen in {path}", "fix it with: xsc config set node.listen HOST:PORT")
 
     def local_socket(self) -> str | None:
         """The Unix socket on which the data dir's node takes files to put, unless the node is named otherwise
@@ -58,14 +60,16 @@ class CliContext:
     def token(self) -> str:
         token = os.environ.get("XSC_TOKEN")
         if token:
-            return token
+            return _checked_token(token, "$XSC_TOKEN", "set it to the node's <data dir>/api-token, or unset it")
+        path = self.data_dir / "api-token"
         try:
-            return (self.data_dir / "api-token").read_text().strip()
+            token = path.read_bytes().strip().decode("ascii", errors="replace")
         except (FileNotFoundError, NotADirectoryError):
             raise NodeNotRunning(
                 f"no API token in {self.data_dir}: no node has been started on this data dir",
                 hint=self.start_hint(),
             ) from None
+        return _checked_token(token, str(path), "delete it: the node writes a new one at its next start")
 
     def client(self):
         if self._client is None:
@@ -76,3 +80,18 @@ class CliContext:
 
     def start_hint(self) -> str:
         return "start one with: xsc node start" + (f" --data-dir {self._data_dir}" if self._data_dir else "")
+
+
+def _listen_url(listen: object, where: str, fix: str) -> str:
+    """The URL of a node listening at HOST:PORT, as read from `where` (config.py's parse_listen, without pydantic)."""
+    host, sep, port = listen.rpartition(":") if isinstance(listen, str) else ("", "", "")
+    if not sep or not host or not is_whole_number(port) or int(port) > 65535:
+        raise ConfigError(f"{where} is not a listen address: {listen!r}", hint=f"use HOST:PORT, e.g. 127.0.0.1:7070; {fix}")
+    return f"http://{host}:{port}"
+
+
+def _checked_token(token: str, where: str, fix: str) -> str:
+    """A token goes into a request's header as it is: printable ASCII without spaces, or it is no node's token."""
+    if not all("!" <= ch <= "~" for ch in token):
+        raise ConfigError(f"{where} does not hold an API token (printable ASCII without spaces)", hint=fix)
+    return token

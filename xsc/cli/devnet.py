@@ -35,7 +35,8 @@ def devnet() -> None:
     \b
     xsc devnet up -n 6        start 6 nodes on 127.0.0.1, peered together
     xsc devnet up -n 6 --netns --delay 50ms --loss 1%
-                              each node in its own network namespace (root), behind delay and loss
+                              each node in a network namespace of its own
+                              (root), behind delay and loss
     xsc devnet status         which are up, their ids, URLs and data dirs
     xsc devnet down           stop them (their data dirs stay for the next up)
     Talk to one node with: xsc --data-dir <its data dir> ..."""

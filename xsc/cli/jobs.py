@@ -12,7 +12,7 @@ from typing import Any, BinaryIO, Iterator
 import click
 
 from .. import codec
-from ..errors import InvalidArgument, ModuleNotFound, OverCap, Trap, XscError
+from ..errors import InvalidArgument, ModuleNotFound, NodeNotRunning, NotANode, OverCap, Trap, Unauthorized, XscError
 from .output import Col, emit_json, json_option, key_values, table
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
@@ -252,6 +252,7 @@ def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_
     end: input, job id, state, outputs (--json: also the provider and the charge of each)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    _check_map_inputs(over, mount)
     client = obj.client()
     spec: dict[str, Any] = _load_spec(Path(target)) if target.endswith(".toml") else {"module": target}
     spec["module"] = deployed_module(client, str(spec.get("module", "")))
@@ -271,14 +272,20 @@ def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_
                     "provider": job.get("provider"), "charged": job["charged"], "outputs": job["outputs"],
                     "stdout": job["stdout"]}
         except XscError as err:
+            if isinstance(err, (NodeNotRunning, Unauthorized, NotANode)):
+                raise  # the node (unreachable, the token, not a node), not this input: the map ends with it
             return {"input": item, "job": err.details.get("id"), "state": "failed", "error": err.message}
 
     results: list[dict[str, Any]] = []
-    with ThreadPoolExecutor(parallel) as pool, click.progressbar(length=len(inputs), label="jobs",
-                                                                 file=sys.stderr) as bar:
-        for result in pool.map(one, inputs):
-            results.append(result)
-            bar.update(1)
+    pool = ThreadPoolExecutor(parallel)
+    try:
+        with click.progressbar(length=len(inputs), label="jobs", file=sys.stderr,
+                               hidden=not sys.stderr.isatty()) as bar:  # a bar on a terminal, else nothing
+            for result in pool.map(one, inputs):
+                results.append(result)
+                bar.update(1)
+    finally:
+        pool.shutdown(cancel_futures=True)  # a map ended by its node's error starts no job after it
     failed = [r for r in results if r["state"] != "done"]
     if as_json:
         emit_json({"results": results, "failed": len(failed)})
@@ -290,6 +297,25 @@ def map_(obj, target: str, over: tuple[str, ...], mount: str, parallel: int, as_
         click.echo(f"xsc: {r['input']}: {r.get('error', r['state'])}", err=True)
     if failed:
         raise SystemExit(1)
+
+
+def _check_map_inputs(over: tuple[str, ...], mount: str) -> None:
+    """Each --over and --as checked before any job runs: one that cannot be read is a usage error, not a failed
+    (or paid) job per input."""
+    from ..compute.jobspec import mount_name
+    from ..storage.core.capability import Capability
+
+    for source in over:
+        if not source.startswith("s3://"):
+            try:
+                Capability.parse(source)
+            except XscError as err:
+                raise InvalidArgument(f"--over: {err.message}", hint="give a capability or s3://BUCKET/PREFIX") from None
+    if mount != "-":
+        try:
+            mount_name(mount)
+        except InvalidArgument as err:
+            raise InvalidArgument(f"--as: {err.message}", hint="or - to give each job its input as stdin") from None
 
 
 def _expand(client, source: str) -> list[str]:

@@ -172,7 +172,7 @@ def export(obj, as_json: bool) -> None:
     """Write every stored entry as JSON lines (chain by chain, in seq order); --json: one JSON array."""
     import sys
 
-    download = obj.client().download("/v1/ledger/export")
+    download = obj.client().download("/v1/ledger/export", media_type="application/x-ndjson")
     out = sys.stdout.buffer
     if as_json:
         data = download.read()

@@ -57,32 +57,19 @@ def start(obj, listen: str | None, storage_capacity: str | None, log_level: str 
     import asyncio
     import logging
 
+    from ..config import parse_listen
     from ..node import serve
 
     if listen is not None:
-        from ..config import parse_listen
-
-        parse_listen(listen)  # a bad address is refused before anything is done
+        parse_listen(listen)
     config, _ = effective_config(obj.data_dir, listen, storage_capacity, log_level, peer_urls)
     logging.basicConfig(level=config.node.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _mint_identity(config)
-    # --listen is kept once the node holds its data dir and listens: a start refused (another node on the data dir,
-    # the port taken) leaves the config as it was, or the node running there would move at its next start.
-    kept = (lambda: _keep_listen(obj.data_dir, listen)) if listen is not None else (lambda: None)
-    asyncio.run(serve(config, ready=_on_set(kept)))
-
-
-def _on_set(then):
-    """An asyncio.Event that runs `then()` when it is set (the node sets `ready` once it listens)."""
-    import asyncio
-
-    class Then(asyncio.Event):
-        def set(self) -> None:
-            super().set()
-            then()
-
-    return Then()
+    # --listen is kept once the node listens there: a start refused (another node on the data dir, the address
+    # taken) leaves config.toml as it was
+    keep = None if listen is None else lambda: _keep_listen(config.data_dir, listen)
+    asyncio.run(serve(config, listening=keep))
 
 
 def _keep_listen(data_dir, listen: str) -> None:

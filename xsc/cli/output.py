@@ -36,6 +36,9 @@ def run_cli(group: click.Group, args: Sequence[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("xsc: aborted", err=True)
         sys.exit(130)
+    except click.exceptions.NoArgsIsHelpError as exc:  # a group without its command: its help, as click shows it
+        click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message(), err=True)
+        sys.exit(EXIT_USAGE)
     except click.UsageError as exc:
         click.echo(usage_message(exc), err=True)
         sys.exit(EXIT_USAGE)
@@ -52,10 +55,26 @@ def run_cli(group: click.Group, args: Sequence[str] | None = None) -> None:
         sys.exit(EXIT_ERROR)
     except BrokenPipeError:
         sys.exit(EXIT_ERROR)
+    except OSError as exc:
+        if exc.filename is None:  # not a file the user named: a fault of the program, kept whole
+            raise
+        click.echo(f"xsc: error: {file_error(exc)}", err=True)
+        sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         click.echo("xsc: interrupted", err=True)
         sys.exit(130)
     sys.exit(0)
+
+
+def file_error(exc: OSError) -> str:
+    """A file or directory the system refused (a path too long, a data dir where none can be made), in one line."""
+    def shown(name: Any) -> str:
+        text = os.fsencode(name).decode(errors="backslashreplace") if isinstance(name, (str, bytes)) else str(name)
+        return text or "''"
+
+    where = shown(exc.filename) + (f" -> {shown(exc.filename2)}" if exc.filename2 is not None else "")
+    reason = (exc.strerror or type(exc).__name__).lower()
+    return f"{where}: {reason} (check the path, and that it is yours to use)"
 
 
 def emit_json(value: Any) -> None:

@@ -92,7 +92,8 @@ def put(obj, file: str, name: str | None, duration: str | None, max_price: int |
             stream = path.open("rb")
         except PermissionError:
             raise InvalidArgument(f"cannot read {file}: permission denied") from None
-        size, name = path.stat().st_size, name or path.name
+        # the name travels as text: a file name's bytes that are not UTF-8 are listed as U+FFFD
+        size, name = path.stat().st_size, name or os.fsencode(path.name).decode(errors="replace")
     client = obj.client()
     query = {"name": name, "duration": seconds, "max_price": max_price, "avoid": ",".join(avoid) or None,
              "prefer": ",".join(prefer) or None, "min_availability": min_availability,

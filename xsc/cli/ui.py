@@ -16,7 +16,7 @@ def ui(obj, print_url: bool, as_json: bool) -> None:
 
     \b
     xsc ui                 open it in the default browser
-    xsc ui --print-url     print it (for a browser on another machine, or a script)"""
+    xsc ui --print-url     print it (for a browser elsewhere, or a script)"""
     answer = obj.client().request("POST", "/v1/ui/login-link")
     url = obj.node_url() + answer["path"]
     if as_json:

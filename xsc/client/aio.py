@@ -24,7 +24,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import aiohttp
 
 from .. import codec
-from ..errors import InvalidArgument, NodeNotRunning, NotFound, XscError
+from ..errors import InvalidArgument, NodeNotRunning, NotANode, NotFound, XscError
 from ..net.kept import Cut, Kept, TooLarge, Unreached
 from .sync import EXPECT_ABOVE, MAX_ANSWER, MAX_PROBLEM, NodeBody, error_from_problem, json_answer, open_body
 
@@ -210,5 +210,5 @@ async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
 
 
 def _too_large(what: str) -> XscError:
-    return XscError(f"the node answered {what} with more than {MAX_ANSWER:,} bytes",
+    return NotANode(f"the node answered {what} with more than {MAX_ANSWER:,} bytes",
                     hint="check that the node's URL names an XSC node")

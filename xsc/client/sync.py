@@ -76,7 +76,7 @@ def error_from_problem(status: int, body: bytes) -> errors.XscError:
         problem = codec.loads(body)
         code, detail = problem["code"], printable(problem["detail"])
     except (ValueError, KeyError, TypeError):
-        return errors.XscError(printable(f"the node answered HTTP {status}: {body[:200].decode(errors='replace')}"))
+        return errors.NotANode(printable(f"the node answered HTTP {status}: {body[:200].decode(errors='replace')}"))
     cls = _error_classes().get(code, errors.XscError)
     extra = {k: v for k, v in problem.items() if k not in ("type", "code", "status", "detail", "hint")}
     hint = printable(problem.get("hint"))
@@ -91,7 +91,7 @@ def read_answer(response: http.client.HTTPResponse, what: str) -> bytes:
     """The body of `response`, or an XscError if it is longer than MAX_ANSWER (read no further than a byte past it)."""
     data = response.read(MAX_ANSWER + 1)
     if len(data) > MAX_ANSWER:
-        raise errors.XscError(f"the node answered {what} with more than {MAX_ANSWER:,} bytes",
+        raise errors.NotANode(f"the node answered {what} with more than {MAX_ANSWER:,} bytes",
                               hint="check that --node (or the data dir) names an XSC node")
     return data
 
@@ -174,15 +174,18 @@ class NodeClient:
     def request(self, method: str, path: str, *, json_body: Any = None, query: dict[str, Any] | None = None,
                 body: bytes | None = None, content_type: str | None = None) -> Any:
         """`method path` with a body of known length (`json_body` encoded, or `body` of `content_type`), and the
-        answer: its JSON, or its bytes if it is not JSON."""
+        answer: its JSON (an empty answer: b"")."""
         if json_body is not None:
             from .. import codec
 
             body, content_type = codec.dumps(json_body), "application/json"
         headers, data = self._call(method, path, query, body or b"", content_type)
-        if headers.get("content-type", "").split(";")[0].strip().endswith("json"):
-            return json_answer(data, f"{method} {path}") if data else None
-        return data
+        if not data:
+            return data
+        answered = _media_type(headers.get("content-type"))
+        if not answered.endswith("json"):  # every answer of the user API with a body is JSON: this is not a node's
+            raise _not_from_a_node(f"{method} {path}", answered, "JSON")
+        return json_answer(data, f"{method} {path}")
 
     def _call(self, method: str, path: str, query: dict[str, Any] | None, body: bytes = b"",
               content_type: str | None = None, wait: Callable[[socket.socket], None] | None = None
@@ -202,14 +205,14 @@ class NodeClient:
                 limit = min(answer.length, MAX_ANSWER if answer.status < 400 else MAX_PROBLEM)
                 data = _read_on(answer.sock, answer.head, limit)[:limit]  # nothing past what it announced
         except UnreadableAnswer as exc:
-            raise errors.XscError(f"the node at {self.url} answered {method} {path} so that it cannot be read: {exc}",
+            raise errors.NotANode(f"the node at {self.url} answered {method} {path} so that it cannot be read: {exc}",
                                   hint="check that --node (or the data dir) names an XSC node") from None
         except OSError as exc:
             raise self._unreachable(exc) from None
         if answer.status >= 400:
             raise error_from_problem(answer.status, data)
         if len(data) < answer.length:
-            raise errors.XscError(f"the node answered {method} {path} with more than {MAX_ANSWER:,} bytes",
+            raise errors.NotANode(f"the node answered {method} {path} with more than {MAX_ANSWER:,} bytes",
                                   hint="check that --node (or the data dir) names an XSC node")
         return answer.headers, data
 
@@ -276,8 +279,15 @@ class NodeClient:
         conn, response = self._send("POST", path, chunks, {"Content-Type": content_type}, None, encode_chunked=True)
         return _read_json(conn, response, f"POST {path}")
 
-    def download(self, path: str, *, query: dict[str, Any] | None = None) -> "Download":
+    def download(self, path: str, *, query: dict[str, Any] | None = None, media_type: str | None = None) -> "Download":
+        """GET `path`, its body to stream; one of another Content-Type than `media_type` (if given) is refused."""
         conn, response = self._send("GET", path, query=query)
+        if media_type is not None:
+            try:
+                expect_media_type(response.headers.get("Content-Type"), media_type, f"GET {path}")
+            except errors.XscError:
+                conn.close()
+                raise
         return Download(conn, response, f"GET {path}")
 
     def open_body(self, path: str) -> "NodeBody":
@@ -303,6 +313,23 @@ def _read_json(conn: http.client.HTTPConnection, response: http.client.HTTPRespo
     return json_answer(data, what)
 
 
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";")[0].strip().lower()
+
+
+def _not_from_a_node(what: str, answered: str, wanted: str) -> errors.XscError:
+    """The error of an answer of another media type than the node gives (a web server's page at --node)."""
+    return errors.NotANode(printable(f"the node answered {what} with {answered or 'no Content-Type'}, not {wanted}"),
+                           hint="check that --node (or the data dir) names an XSC node")
+
+
+def expect_media_type(content_type: str | None, wanted: str, what: str) -> None:
+    """Refuse a body the node would not have answered `what` with (its Content-Type is not `wanted`)."""
+    answered = _media_type(content_type)
+    if answered != wanted:
+        raise _not_from_a_node(what, answered, wanted)
+
+
 def json_answer(data: bytes, what: str) -> Any:
     """The JSON of the node's answer to `what` (e.g. "GET /v1/health"); one that is not JSON (not a node's: --node
     names something else) is an XscError said in one line."""
@@ -311,7 +338,7 @@ def json_answer(data: bytes, what: str) -> Any:
     try:
         return codec.loads(data)
     except (ValueError, RecursionError):
-        raise errors.XscError(f"the node answered {what} with a body that is not JSON",
+        raise errors.NotANode(f"the node answered {what} with a body that is not JSON",
                               hint="check that --node (or the data dir) names an XSC node") from None
 
 
@@ -360,7 +387,10 @@ def open_body(host: str, port: int, authorization: str, path: str, first: int | 
         if answer.status >= 400:
             raise error_from_problem(answer.status, _read_on(sock, answer.head, min(length, MAX_PROBLEM)))
         sock.settimeout(None)
-        return NodeBody(sock, _read_on(sock, answer.head, min(length, 1)), length)  # its start: the node answered
+        head = _read_on(sock, answer.head, min(length, 1))  # its start: the node answered
+        # a file's bytes are always application/octet-stream: anything else is not the node's (nor the file)
+        expect_media_type(answer.headers.get("content-type"), "application/octet-stream", f"GET {path}")
+        return NodeBody(sock, head, length)
     except BaseException:
         sock.close()
         raise

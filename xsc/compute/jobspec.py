@@ -148,7 +148,7 @@ def parse_sent_job(canonical: Any) -> JobSpec:
     if isinstance(limits, dict):
         limits = {k: v for k, v in limits.items() if v is not None}
     spec = parse_job({**canonical, "stdin": None if stdin is None else "-", "inputs": [], "limits": limits})
-    inputs = tuple(Input(None, _mount_name(path)) for path in paths)
+    inputs = tuple(Input(None, mount_name(path)) for path in paths)
     if len(inputs) > MAX_INPUTS or len({i.name for i in inputs}) != len(inputs):
         raise InvalidArgument(f"a sent job has at most {MAX_INPUTS} inputs, each at its own /in/NAME")
     return replace(spec, inputs=inputs)
@@ -173,7 +173,7 @@ def parse_input(text: Any) -> Input:
         raise InvalidArgument(f"an input is CAP:/in/NAME, not {shown!r}" + (": where the job sees it is missing"
                                                                              if cap_alone else ""),
                               hint=f"e.g. --input {text if cap_alone else 'xsc:chk:...'}:/in/data")
-    name = _mount_name(path)
+    name = mount_name(path)
     if isinstance(cap, str) and cap.startswith("s3://"):
         bucket, _, key = cap[5:].partition("/")
         if not bucket or not key or len(key) > 1024:
@@ -182,7 +182,8 @@ def parse_input(text: Any) -> Input:
     return Input(_cap_text(cap, "input"), name)
 
 
-def _mount_name(path: Any) -> str:
+def mount_name(path: Any) -> str:
+    """NAME of a mount path /in/NAME (refused as InvalidArgument if it is not one)."""
     if not isinstance(path, str) or not path.startswith("/in/") or not _NAME.fullmatch(path[4:]) \
             or path[4:] in (".", ".."):
         raise InvalidArgument(f"an input is mounted at /in/NAME (NAME of letters, digits, '.', '_', '-'), "

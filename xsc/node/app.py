@@ -12,6 +12,7 @@ import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 from aiohttp import web
 
@@ -167,8 +168,9 @@ def create_app(config: NodeConfig) -> web.Application:
     return app
 
 
-async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> None:
-    """Run a node until SIGINT or SIGTERM, then shut down gracefully."""
+async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None,
+                listening: Callable[[], None] | None = None) -> None:
+    """Run a node until SIGINT or SIGTERM, then shut down gracefully; `listening` is called once it listens."""
     host, port = parse_listen(config.node.listen)
     app = create_app(config)
     fd_limit = connections.raise_fd_limit()
@@ -202,6 +204,8 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None) -> No
             loop.add_signal_handler(sig, stop.set)
         collector.install()
         datadir.record_url(config.data_dir, f"http://{host}:{port}")
+        if listening:
+            listening()
         print(f"xsc node {app[IDENTITY].id} listening on http://{host}:{port} (data dir {config.data_dir})", flush=True)
         print(f"peers reach it at {app[NODE].peers.url}", flush=True)
         if config.node.s3_listen:
