@@ -72,6 +72,18 @@ def test_listen_address_in_use_is_a_clear_error(node_process) -> None:
     assert "listen" not in tomllib.loads((other.data_dir / "config.toml").read_text()).get("node", {})  # not kept
 
 
+def test_an_api_token_file_that_holds_no_token_is_one_line_at_start(tmp_path: Path) -> None:
+    node = NodeProcess(tmp_path / "node", free_port()).start()
+    node.stop()
+    (node.data_dir / "api-token").write_bytes(b"\xff\xfe not a token\n")
+    result = run_xsc("--data-dir", str(node.data_dir), "node", "start", "--listen", f"127.0.0.1:{node.port}",
+                     timeout=30)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.decode().splitlines()[-1] == (f"xsc: error: {node.data_dir / 'api-token'} does not hold an "
+                                                       "API token (delete it: a new one is written at start)")
+    assert b"Traceback" not in result.stderr
+
+
 def test_help_everywhere() -> None:
     for args in (["--help"], ["node", "--help"], ["node", "start", "--help"], ["store", "--help"],
                  ["store", "put", "--help"], ["store", "get", "--help"]):

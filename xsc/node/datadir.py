@@ -12,7 +12,7 @@ from typing import Callable
 
 from ..config import CONFIG_FILE, NodeConfig, write_default_config
 from ..db import Database, open_database
-from ..errors import NodeAlreadyRunning
+from ..errors import ConfigError, NodeAlreadyRunning
 from ..identity import CLIENT_KEY_FILE, NODE_KEY_FILE, Identity, id_difficulty, write_secret
 from ..paths import URL_FILE
 
@@ -91,7 +91,10 @@ def record_url(root: Path, url: str) -> None:
 def load_or_create_token(root: Path) -> str:
     path = root / TOKEN_FILE
     if path.exists():
-        return path.read_text().strip()
+        token = path.read_bytes().strip()
+        if not token or not all(0x21 <= b <= 0x7E for b in token):  # a header carries it as it is
+            raise ConfigError(f"{path} does not hold an API token", hint="delete it: a new one is written at start")
+        return token.decode()
     token = secrets.token_hex(32)
     write_secret(path, token.encode())
     return token
