@@ -89,11 +89,10 @@ class PutResult:
                     f"{'any of them' if others > 1 else 'the other node'}")
             return note + (f" or of any {survived} node{'s' if survived > 1 else ''}" if survived else
                            " (not the loss of this node)")
-        note = f"the 6 shares are on {self.nodes} nodes: the file survives the loss of any {survived} of them"
         if survived == 0:
-            return (note + " (warning: the loss of any one of them loses the file; add nodes and "
-                    "`xsc store repair` it)")
-        return note
+            return (f"the 6 shares are on {self.nodes} nodes (warning: the loss of any one of them loses the file; "
+                    "add nodes and `xsc store repair` it)")
+        return f"the 6 shares are on {self.nodes} nodes: the file survives the loss of any {survived} of them"
 
     def to_json(self) -> dict[str, Any]:
         return {"capability": str(self.capability), "size": self.size, "segments": self.segments,
