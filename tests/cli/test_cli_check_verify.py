@@ -36,6 +36,11 @@ def test_check_says_present_and_verify_names_bad_blocks(thread_node) -> None:
     report = json.loads(node.xsc("store", "verify", cap, "--json").stdout)
     assert {s["share"]: s["bad_blocks"] for s in report["shares"] if s["bad_blocks"]} == {1: [3], 4: [0]}
 
+    repair = node.xsc("store", "repair", cap)
+    assert repair.exit_code == 0, repair.output
+    assert repair.stdout.splitlines()[-1] == "repaired shares 1, 4"
+    assert node.xsc("store", "repair", cap).stdout.splitlines()[-1] == "nothing to repair"
+
 
 def test_rm_names_a_holder_it_did_not_reach_and_what_becomes_of_its_shares(thread_node, tmp_path) -> None:
     quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}

@@ -332,7 +332,8 @@ def repair(obj, cap: str, as_json: bool) -> None:
         emit_json(result)
         return
     _shares_table(result)
-    click.echo(f"repaired shares {result['repaired']}" if result["repaired"] else "nothing to repair")
+    repaired = ", ".join(str(share) for share in result["repaired"])
+    click.echo(f"repaired shares {repaired}" if repaired else "nothing to repair")
     if result.get("warning"):
         click.echo(f"warning: {result['warning']}", err=True)
 

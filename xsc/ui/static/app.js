@@ -275,7 +275,7 @@ function fileDetail(cap) {
   const report = r.report;
   if (report) {
     const headline = report.repaired !== undefined
-      ? `${r.action}: repaired shares [${(report.repaired || []).join(', ')}]; `
+      ? `${r.action}: repaired shares ${(report.repaired || []).join(', ')}; `
       : r.action && !r.running ? `${r.action}: ` : '';
     parts.push(h('p', {'data-k': 'result', class: report.healthy ? 'ok' : report.recoverable ? 'warn' : 'error'},
       `${headline}${report.intact} of ${report.shares.length} shares intact: ${report.healthy ? 'healthy' : report.recoverable ? 'recoverable' : 'NOT recoverable'}`));
