@@ -229,6 +229,7 @@ def test_a_runner_sent_a_frame_longer_than_a_node_sends_ends(kind: int, length: 
 def test_a_kill_9_of_the_node_takes_its_runner_with_it(node_process) -> None:
     port = free_port()
     node = node_process("n", env={"XSC_NODE_WEB_LISTEN": f"127.0.0.1:{port}", "XSC_COMPUTE_WEB_RUNNERS": "1"})
+    assert f"web functions at http://127.0.0.1:{port}/fn/NAME/" in node.log.read_text()  # where callers go
     status, body = http(node.url, "POST", "/v1/modules?wasi=true", wasm("cgi"), {"Authorization": f"Bearer {node.token}"})
     assert status in (200, 201), body
     status, body = api(node, "POST", "/v1/compute/functions", {"name": "hello", "module": body["id"]})

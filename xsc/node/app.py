@@ -210,6 +210,8 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None,
         print(f"peers reach it at {app[NODE].peers.url}", flush=True)
         if config.node.s3_listen:
             print(f"S3 at http://{config.node.s3_listen} (keys: xsc s3 keys create)", flush=True)
+        if config.node.web_listen:
+            print(f"web functions at http://{config.node.web_listen}/fn/NAME/ (xsc compute serve)", flush=True)
         if ready:
             ready.set()
         await stop.wait()
