@@ -40,3 +40,16 @@ class Console:
     def take(self) -> list[str]:
         errors, self.errors = self.errors, []
         return errors
+
+
+def login_url(node) -> str:
+    """A one-time login link to a node process's dashboard (`xsc ui --print-url`)."""
+    done = node.xsc("ui", "--print-url")
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode().strip()
+
+
+def show(page, name: str) -> None:
+    """Open a dashboard page and wait until its data is drawn."""
+    page.goto(page.url.split("#")[0] + "#" + name)
+    page.wait_for_selector(f"body[data-ready={name}]")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import Console, launch, missing
+from tests.support.browser import Console, launch, login_url, missing, show
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(missing() is not None, reason=missing() or "")]
 
@@ -24,12 +24,6 @@ def cli_json(node, *args: str):
     done = node.xsc(*args, "--json")
     assert done.returncode == 0, done.stderr.decode()
     return json.loads(done.stdout)
-
-
-def login_url(node) -> str:
-    done = node.xsc("ui", "--print-url")
-    assert done.returncode == 0, done.stderr.decode()
-    return done.stdout.decode().strip()
 
 
 @pytest.fixture(scope="module")
@@ -89,11 +83,6 @@ def dash(net, browser):
     yield page
     context.close()
     assert console.take() == []
-
-
-def show(page, name: str) -> None:
-    page.goto(page.url.split("#")[0] + "#" + name)
-    page.wait_for_selector(f"body[data-ready={name}]")
 
 
 def figure(page, key: str) -> str:

@@ -3,6 +3,7 @@ and the static pages (xsc/node/ui_routes.py, xsc/node/auth.py)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from aiohttp import ClientSession, CookieJar
@@ -135,7 +136,9 @@ async def test_pages_are_served_with_a_strict_content_security_policy(node) -> N
     async with ClientSession() as browser:
         index = await browser.get(base + "/ui/")
         assert index.status == 200 and index.content_type == "text/html"
-        assert "script-src 'self'" in index.headers["Content-Security-Policy"]
+        policy = dict(d.strip().split(" ", 1) for d in index.headers["Content-Security-Policy"].split(";"))
+        assert policy["script-src"] == "'self'" and policy["default-src"] == "'self'"  # no inline script, no eval
+        assert "unsafe" not in index.headers["Content-Security-Policy"]
         assert "/ui/app.js" in await index.text()
         script = await browser.get(base + "/ui/app.js")
         assert script.status == 200 and "javascript" in script.content_type
@@ -235,3 +238,35 @@ async def test_the_history_can_be_cut_to_the_fields_a_page_charts(node) -> None:
     for bad in ("nope", "settled_at,nope", ","):
         answer = await node.get(f"/v1/ledger/accounts/client/history?fields={bad}")
         assert answer.status == 400 and "fields=" in (await answer.json())["hint"]
+
+
+async def test_another_origin_is_given_no_cors_leave(node) -> None:
+    """No answer tells a browser that a page of another origin may read it or send it the page's header."""
+    browser, _, base, key = await _login(node)
+    try:
+        foreign = {"Origin": "http://evil.example"}
+        for method, path, headers in (("GET", "/v1/node/status", {CSRF_HEADER: key}), ("GET", "/v1/ui/session", {}),
+                                      ("POST", "/v1/ui/logout", {CSRF_HEADER: key}), ("GET", "/ui/", {}),
+                                      ("OPTIONS", "/v1/node/status", {"Access-Control-Request-Method": "GET",
+                                                                      "Access-Control-Request-Headers": CSRF_HEADER})):
+            answer = await browser.request(method, base + path, headers={**foreign, **headers})
+            assert not [h for h in answer.headers if h.lower().startswith("access-control-")], (method, path)
+            if method == "POST":
+                assert answer.status == 403  # a change from another origin
+    finally:
+        await browser.close()
+
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "xsc" / "ui" / "static"
+# What would parse a string as markup or run it as code, and the attributes that would make it a link or a fetch.
+SINKS = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|createContextualFragment|DOMParser|"
+                   r"\beval\(|new Function|setTimeout\(\s*['\"`]|setInterval\(\s*['\"`]|srcdoc|"
+                   r"['\"]?\b(?:href|src|action|formaction|xlink:href)['\"]?\s*:")
+
+
+def test_the_pages_scripts_put_strings_into_the_page_only_as_text() -> None:
+    """The pages show strangers' strings (peers' URLs, file and bucket names, exports, messages): every one goes in
+    as a text node or an attribute's value (`h()` in app.js, `svg()` in charts.js), never as markup or a URL."""
+    found = [f"{script.name}:{n}: {line.strip()}" for script in sorted(SCRIPTS.glob("*.js"))
+             for n, line in enumerate(script.read_text().splitlines(), 1) if SINKS.search(line)]
+    assert found == []

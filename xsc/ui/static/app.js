@@ -20,6 +20,8 @@ function h(tag, attrs, ...children) {
   return el;
 }
 const $ = (sel, root) => (root || document).querySelector(sel);
+// el's children replaced, leaving out what h() leaves out (replaceChildren would write null as the text "null").
+const put = (el, ...children) => el.replaceChildren(...children.filter(c => c !== null && c !== undefined && c !== false));
 const short = id => id ? (id.length > 14 ? id.slice(0, 12) + '…' : id) : '';
 function fmtSize(n) {
   let v = Number(n || 0);
@@ -150,7 +152,7 @@ PAGES.overview = {
       wide(card('Health', h('p', {}, 'overall ', h('span', {class: `pill ${health.status}`, 'data-k': 'health'}, health.status)),
         table(['check', 'status', 'value'], Object.entries(health.checks).map(([name, [c]]) =>
           h('tr', {}, h('td', {}, name), h('td', {}, pill(c.status)),
-            h('td', {}, c.output || observed(c))))))),
+            h('td', {class: 'text'}, c.output || observed(c))))))),
       card('Peers and audits', kv([['peers', `${peers.up || 0} up of ${peers.known || 0}`, 'peers'],
         ['audits', `${audits.audits_ok || 0} ok, ${audits.audits_failed || 0} failed, ${audits.audits_unanswered || 0} unanswered`],
         ['repairs', `${audits.repairs || 0} done, ${audits.repairs_failed || 0} failed, ${audits.repair_queue || 0} queued`],
@@ -188,7 +190,7 @@ PAGES.files = {
     for (const f of wanted.slice(-st.shown).reverse()) {
       const cap = f.capability;
       rows.push(h('tr', {'data-cap': cap},
-        h('td', {}, h('button', {class: 'link', onclick: () => toggleFile(cap)}, st.open[cap] ? '▾ ' : '▸ ', f.name || '(unnamed)'),
+        h('td', {class: 'text'}, h('button', {class: 'link', onclick: () => toggleFile(cap)}, st.open[cap] ? '▾ ' : '▸ ', f.name || '(unnamed)'),
           st.health[cap] ? [' ', pill(st.health[cap] === 'healthy' ? 'pass' : st.health[cap] === 'damaged' ? 'warn' : 'fail', st.health[cap])] : null),
         h('td', {class: 'num'}, fmtSize(f.size)),
         h('td', {class: 'hide-narrow'}, f.created.replace('T', ' ').slice(0, 16)),
@@ -201,7 +203,7 @@ PAGES.files = {
           h('button', {onclick: () => runFile(cap, 'repair'), disabled: st.results[cap] && st.results[cap].running}, 'Repair'))));
       if (st.open[cap] || st.results[cap]) rows.push(h('tr', {class: 'detail'}, h('td', {colspan: 6}, fileDetail(cap))));
     }
-    $('#files-body', main).replaceChildren(
+    put($('#files-body', main),
       h('p', {class: 'muted'}, h('span', {'data-k': 'file-count'}, String(count)), ` file(s) uploaded by this node`,
         matching > st.shown ? `; the newest ${st.shown} of ${matching} shown` : ''),
       table(['name', 'size', '~created', 'lease expires', 'shares (node)', ''], rows, {class: 'files stack'}),
@@ -331,7 +333,7 @@ PAGES.peers = {
       const audit = p.last_audit;
       return h('tr', {'data-peer': p.id, class: p.up === false ? 'down' : ''},
         h('td', {}, dot(p.up), ' ', h('span', {'data-k': 'state'}, p.up === true ? 'up' : p.up === false ? `DOWN (${p.consecutive_failures} failed)` : 'not probed')),
-        h('td', {}, h('code', {title: p.id}, short(p.id)), h('div', {class: 'muted small'}, p.url)),
+        h('td', {class: 'text'}, h('code', {title: p.id}, short(p.id)), h('div', {class: 'muted small'}, p.url)),
         h('td', {}, Charts.sparkline(p.sparkline_1h || [], '1 h availability'), h('div', {class: 'small'}, `${pct(p.ratio_1h)} of ${fmtInt(p.probes_1h)} probes`)),
         h('td', {}, Charts.sparkline(p.sparkline_24h || [], '24 h availability'), h('div', {class: 'small'}, `${pct(p.ratio_24h)} of ${fmtInt(p.probes_24h)} probes`)),
         h('td', {class: 'num'}, p.latency_ms === null ? '–' : `${p.latency_ms.toFixed(1)} ms`),
@@ -516,7 +518,7 @@ PAGES.ledger = {
         {label: 'balance', step: true, xfmt: t => whenOf(t, span), yfmt: v => v.toFixed(Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 1 ? 2 : 6), empty: 'no entries yet'}),
         h('p', {class: 'muted small'}, 'the balance after each of the ', h('span', {'data-k': 'chart-points'}, String(drawn)),
           chart.entries.length < chart.account.seq ? ` newest entries (of ${chart.account.seq})` : ' entries', ', in credits', unchanged))));
-    $('#ledger-history', main).replaceChildren(
+    put($('#ledger-history', main),
       h('p', {class: 'muted'}, `${Math.min(st.rows, wanted.length)} of ${matching} ${filtering ? 'matching ' : ''}shown`,
         filtering ? ['; ', h('span', {'data-k': 'history-read'}, String(entries.length)), ' newest entries searched'] : ['; ', h('span', {'data-k': 'history-read'}, String(acct.seq)), ' in the history']),
       table(['seq', 'time', 'kind', 'amount', 'balance after', 'counterparty', 'job', 'usage'], wanted.slice(0, st.rows).map(e => {
@@ -525,7 +527,7 @@ PAGES.ledger = {
           h('td', {}, e.kind), h('td', {class: `num ${e.delta < 0 ? 'neg' : 'pos'}`}, fmtCredits(e.delta)),
           h('td', {class: 'num'}, fmtCredits(e.balance_after)), h('td', {}, h('code', {title: other || ''}, short(other))),
           h('td', {}, e.job ? h('code', {title: e.job}, e.job.length > 34 ? e.job.slice(0, 32) + '…' : e.job) : ''),
-          h('td', {}, e.usage ? Object.entries(e.usage).map(([k, v]) => `${k.replace('_', ' ')} ${fmtInt(v)}`).join(', ') : ''));
+          h('td', {class: 'text'}, e.usage ? Object.entries(e.usage).map(([k, v]) => `${k.replace('_', ' ')} ${fmtInt(v)}`).join(', ') : ''));
       }), {class: 'history stack'}),
       matching > st.rows ? h('button', {onclick: () => { st.rows += 200; refresh(); }}, 'show more') : null);
   },
@@ -537,7 +539,7 @@ async function verifyLedger() {
   out.replaceChildren(h('p', {class: 'running'}, 'verifying…'));
   try {
     const v = await api('/v1/ledger/verify');
-    out.replaceChildren(h('p', {class: v.ok ? 'ok' : 'error', 'data-k': 'verify'}, v.ok ? 'ok: the ledger verifies' : 'FAILED'),
+    put(out, h('p', {class: v.ok ? 'ok' : 'error', 'data-k': 'verify'}, v.ok ? 'ok: the ledger verifies' : 'FAILED'),
       kv([['accounts', String(v.accounts)], ['entries', String(v.entries), 'verify-entries'], ['signatures', String(v.signatures)],
           ['open transfers', String(v.open_transfers)], ['balance sum', fmtCredits(v.balance_sum)], ['took', `${v.seconds} s`]]),
       v.violations.length ? h('ul', {class: 'alerts'}, v.violations.map(x => h('li', {class: 'fail'}, typeof x === 'string' ? x : JSON.stringify(x)))) : null);
@@ -575,12 +577,12 @@ PAGES.compute = {
       card('Modules', h('p', {class: 'muted'}, h('span', {'data-k': 'module-count'}, String(modules.length)), ' deployed'),
         table(['id', 'size', 'exports', 'first deployed', 'invocations'], modules.map(m => h('tr', {'data-module': m.id},
           h('td', {}, h('code', {title: m.id}, short(m.id))), h('td', {class: 'num'}, fmtSize(m.size)),
-          h('td', {}, m.exports.map(e => e.signature || e.name).join(', '), m.wasi ? ' [wasi]' : ''),
+          h('td', {class: 'text'}, m.exports.map(e => e.signature || e.name).join(', '), m.wasi ? ' [wasi]' : ''),
           h('td', {}, (m.first_deployed || '').replace('T', ' ').slice(0, 19)), h('td', {class: 'num', 'data-k': 'invocations'}, String(m.invocations)))), {class: 'stack'})),
       card('Web functions', h('p', {class: 'muted'}, h('span', {'data-k': 'function-count'}, String(functions.length)),
           ' served on node.web_listen (xsc compute serve)'),
         table(['name', 'requests', 'errors', 'p50 (ms)', 'spend (µcredits)', 'this hour', 'cap'], functions.map(f => h('tr', {'data-function': f.name},
-          h('td', {}, f.on_market ? (f.url || `${f.name}: being placed on a provider`) : `/fn/${f.name}/`),
+          h('td', {class: 'text'}, f.on_market ? (f.url || `${f.name}: being placed on a provider`) : `/fn/${f.name}/`),
           h('td', {class: 'num', 'data-k': 'requests'}, fmtInt(f.requests)),
           h('td', {class: 'num'}, f.errors ? pill('fail', fmtInt(f.errors)) : '0'),
           h('td', {class: 'num'}, f.p50_ms === null ? '–' : String(f.p50_ms)), h('td', {class: 'num'}, fmtInt(f.spend)),
@@ -588,14 +590,15 @@ PAGES.compute = {
       card('Watches', h('p', {class: 'muted'}, h('span', {'data-k': 'watch-count'}, String(watches.length)),
           ' jobs kept run over S3 prefixes (xsc compute watch)'),
         table(['name', 'on', 'to', 'runs', 'skips', 'failures', 'spend (µcredits)', 'backlog'], watches.map(w => h('tr', {'data-watch': w.name},
-          h('td', {}, w.name), h('td', {}, `s3://${w.on.join('/')}`), h('td', {}, `s3://${w.to.join('/')}`),
+          h('td', {class: 'text'}, w.name), h('td', {class: 'text'}, `s3://${w.on.join('/')}`),
+          h('td', {class: 'text'}, `s3://${w.to.join('/')}`),
           h('td', {class: 'num', 'data-k': 'runs'}, fmtInt(w.runs)), h('td', {class: 'num'}, fmtInt(w.skips)),
           h('td', {class: 'num'}, w.failures ? pill('fail', fmtInt(w.failures)) : '0'),
           h('td', {class: 'num'}, fmtInt(w.spend)), h('td', {class: 'num', 'data-k': 'backlog'}, fmtInt(w.backlog)))), {class: 'stack'})),
       card('Recent provenance', table(['time', 'module', 'function', 'outcome', 'fuel', 'wall time', 'requester', 'signature'],
         records.slice(0, 50).map(r => { const x = r.record; return h('tr', {'data-record': x.id},
           h('td', {}, x.timestamp.replace('T', ' ').slice(0, 19)), h('td', {}, h('code', {title: x.module}, short(x.module))),
-          h('td', {}, x.function), h('td', {}, pill(x.outcome === 'ok' ? 'pass' : 'fail', x.outcome)),
+          h('td', {class: 'text'}, x.function), h('td', {}, pill(x.outcome === 'ok' ? 'pass' : 'fail', x.outcome)),
           h('td', {class: 'num'}, fmtInt(x.fuel_consumed)), h('td', {class: 'num'}, `${(x.wall_time_us / 1000).toFixed(2)} ms`),
           h('td', {}, h('code', {title: x.requester}, short(x.requester))),
           h('td', {'data-k': 'signature'}, r.signature_valid ? pill('pass', 'valid') : pill('fail', 'INVALID'))); }), {class: 'stack'})));
@@ -632,7 +635,7 @@ function rerender() { if (lastData && S.page) PAGES[S.page].render(lastData, $('
 
 function route() {
   const name = (location.hash || '#overview').slice(1);
-  if (!PAGES[name]) { location.hash = '#overview'; return; }
+  if (!Object.hasOwn(PAGES, name)) { location.hash = '#overview'; return; }  // not 'constructor', '__proto__'
   stop();
   S.page = name; lastData = null;
   delete document.body.dataset.ready;
