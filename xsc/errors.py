@@ -612,6 +612,16 @@ class BucketTaken(Conflict):
     code = "bucket-taken"
 
 
+class TooManyBuckets(BadRequest):
+    """A user owns as many buckets as one may (node.s3_max_buckets)."""
+    code = "too-many-buckets"
+
+
+class TooManyUploads(Forbidden):
+    """A user has as many multipart uploads in progress as one may (node.s3_max_uploads)."""
+    code = "too-many-uploads"
+
+
 class S3ServedByNode(Conflict):
     """A front's write through the user API while the node answers S3 itself: one front a node, since each
     front's reconciliation removes the files it finds no record of, the other's among them between put and record."""

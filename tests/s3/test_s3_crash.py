@@ -1,5 +1,5 @@
-"""kill -9 of the node in the middle of a multipart upload, of an overwrite and of small objects sent in groups (these
-also through the node's own S3 listener):
+"""kill -9 of the node in the middle of a multipart upload, of an overwrite, of small objects sent in groups and of
+the expiry of unfinished uploads (these two also through the node's own S3 listener):
 after a restart the bucket index and the stored files agree (no key pointing at a missing file, no orphan file)
 and every completed object reads back exactly."""
 
@@ -224,3 +224,50 @@ def test_kill_9_while_small_objects_go_to_the_node_in_groups(gateway) -> None:
     s3 = gateway.client()
     for key, body in answered.items():
         assert s3.get_object(Bucket="crash", Key=key)["Body"].read() == body, key
+
+
+@pytest.mark.parametrize("gateway", ["front", "in-node"], indirect=True)
+def test_kill_9_while_unfinished_uploads_expire(gateway) -> None:
+    """Uploads left unfinished past `node.s3_upload_expiry` are aborted and their parts' files removed; killed once
+    the first of those files is gone, the node and its front start again and finish the expiry: no upload, part or
+    part's file is left, the index and the files agree, and a completed object reads back exactly."""
+    import threading
+
+    s3 = gateway.client()
+    s3.create_bucket(Bucket="crash")
+    kept = os.urandom(3000)
+    s3.put_object(Bucket="crash", Key="kept", Body=kept)
+    for n in range(24):
+        uid = s3.create_multipart_upload(Bucket="crash", Key=f"left/{n}")["UploadId"]
+        for number in range(1, 2 + n % 2):
+            s3.upload_part(Bucket="crash", Key=f"left/{n}", UploadId=uid, PartNumber=number, Body=os.urandom(20_000))
+    parts = {p["cap"] for u in index_and_files(gateway.node)[2]["uploads"] for p in u["parts"]}
+    assert len(parts) == 36 and parts <= _stored_caps(gateway.node)
+
+    def restart() -> threading.Thread | None:
+        """The node again, its unfinished uploads expiring after a second, and the front, reconciling every second
+        (`xsc s3 serve` reconciles before it serves: started on a thread, so that the kill can land meanwhile)."""
+        gateway.front.stop()
+        gateway.node.env["XSC_NODE_S3_UPLOAD_EXPIRY"] = "1s"
+        gateway.node.start()
+        if isinstance(gateway.front, InNodeFront):  # the node's own front reconciles as it starts
+            return None
+        gateway.front = FrontProcess(gateway.node.data_dir, extra=["--reconcile-interval", "1"])
+        starting = threading.Thread(target=gateway.front.start)
+        starting.start()
+        return starting
+
+    gateway.node.stop()
+    starting = restart()
+    eventually(lambda: not parts <= _stored_caps(gateway.node), "the expiry to remove a part's file", 120)
+    gateway.node.kill()  # as the expiry removes the others
+    if starting:
+        starting.join()
+    restart()
+    eventually(lambda: not parts & _stored_caps(gateway.node) and _agreeing(gateway),
+               "the expiry to end after the restart", 120)
+    index = _agree(gateway)
+    assert index["uploads"] == []
+    s3 = gateway.client()
+    assert s3.list_multipart_uploads(Bucket="crash").get("Uploads", []) == []
+    assert s3.get_object(Bucket="crash", Key="kept")["Body"].read() == kept

@@ -69,6 +69,7 @@ def test_a_node_that_answers_s3_itself_refuses_a_second_front_and_its_writes(tmp
         assert front.returncode != 0
         assert f"this node answers S3 itself at http://127.0.0.1:{s3_port}".encode() in front.stderr
         for method, path, body in (("POST", "/v1/s3/reconcile", {"caps": []}), ("GET", "/v1/s3/garbage", None),
+                                   ("POST", "/v1/s3/expire", {}),
                                    ("PUT", "/v1/s3/buckets/here/object?key=k&user=xsc", {"cap": "x"}),
                                    ("PUT", "/v1/s3/buckets/other?user=xsc", None)):
             status, problem = _call(node, method, path, body)

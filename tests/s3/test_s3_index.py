@@ -6,7 +6,9 @@ import plyvel
 import pytest
 
 from xsc.errors import (BucketNotEmpty, BucketTaken, EntityTooSmall, Forbidden, InvalidArgument, InvalidBucketName,
-                        InvalidPart, InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload)
+                        InvalidPart, InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, TooManyBuckets,
+                        TooManyUploads)
+from xsc import codec, keys
 from xsc.buckets.index import S3Index
 
 
@@ -167,3 +169,77 @@ def test_a_completed_upload_completes_again_with_the_same_answer(index) -> None:
     assert (again["etag"], garbage) == (record["etag"], [])
     with pytest.raises(NoSuchUpload):
         index.complete(upload, [(1, "e1")], "bkt", "other")
+
+
+def test_each_user_owns_at_most_max_buckets_counted_as_the_index_reopens(db, tmp_path) -> None:
+    index = S3Index(db, max_buckets=2)
+    index.create_bucket("ana-1", "ana")
+    index.create_bucket("ana-2", "ana")
+    index.create_bucket("ana-2", "ana")  # one's own again: not a new bucket
+    with pytest.raises(TooManyBuckets) as refused:
+        index.create_bucket("ana-3", "ana")
+    assert "ana" in refused.value.message and "DeleteBucket" in (refused.value.hint or "")
+    index.create_bucket("bob-1", "bob")  # another user's count is its own
+    index.grant("bob-1", "ana", "write")  # a grant is no bucket of ana's
+    db.close()
+    again = S3Index(plyvel.DB(str(tmp_path / "db")), max_buckets=2)
+    with pytest.raises(TooManyBuckets):
+        again.create_bucket("ana-3", "ana")
+    again.delete_bucket("ana-1")
+    again.create_bucket("ana-3", "ana")
+    assert {b["name"] for b in again.buckets("ana")} == {"ana-2", "ana-3", "bob-1"}
+    again.db.close()
+
+
+def test_each_user_has_at_most_max_uploads_in_progress_and_ending_one_makes_room(db) -> None:
+    index = S3Index(db, min_part_size=1, max_uploads=2)
+    index.create_bucket("shared", "ana")
+    index.grant("shared", "bob", "write")
+    first = index.create_upload("shared", "a", by="ana")
+    second = index.create_upload("shared", "b", by="ana")
+    with pytest.raises(TooManyUploads) as refused:
+        index.create_upload("shared", "c", by="ana")
+    assert "2 multipart uploads" in refused.value.message
+    index.create_upload("shared", "c", by="bob")  # counted against who began it, not the bucket's owner
+    index.abort(first)
+    third = index.create_upload("shared", "c", by="ana")
+    index.put_part(second, 1, "cap-b", 1, "e0")
+    index.complete(second, [(1, "e0")])
+    index.complete(second, [(1, "e0")])  # repeated: counted once
+    index.create_upload("shared", "d", by="ana")
+    with pytest.raises(TooManyUploads):
+        index.create_upload("shared", "e", by="ana")
+    index.abort(third)
+    # An upload recorded without its user counts against its bucket's owner.
+    db.put(keys.object_upload("0" * 32), codec.dumps({"bucket": "shared", "key": "old", "created": 0.0,
+                                                      "headers": {}, "content_type": "", "metadata": {}}))
+    again = S3Index(db, max_uploads=2)
+    with pytest.raises(TooManyUploads):
+        again.create_upload("shared", "f", by="ana")
+    again.abort("0" * 32)
+    again.create_upload("shared", "f", by="ana")
+
+
+def test_uploads_left_unfinished_past_their_expiry_are_aborted_with_their_parts_marked(db) -> None:
+    now = [1000.0]
+    index = S3Index(db, max_uploads=2, upload_expiry=100, clock=lambda: now[0])
+    index.create_bucket("bkt", "ana")
+    old = index.create_upload("bkt", "old", by="ana")
+    index.put_part(old, 1, "cap-1", 5, "e1")
+    index.put_part(old, 2, "cap-2", 5, "e2")
+    now[0] += 60
+    young = index.create_upload("bkt", "young", by="ana")
+    index.put_part(young, 1, "cap-3", 5, "e3")
+    assert index.expire_uploads() == []  # none is past its expiry yet
+    now[0] += 41
+    assert sorted(index.expire_uploads()) == ["cap-1", "cap-2"]
+    assert sorted(index.garbage()) == ["cap-1", "cap-2"]
+    with pytest.raises(NoSuchUpload):
+        index.upload(old)
+    assert index.parts(old) == [] and [p["cap"] for p in index.parts(young)] == ["cap-3"]
+    assert [u["id"] for u in index.uploads("bkt")] == [young]
+    with pytest.raises(NoSuchUpload):  # a part stored as its upload expired is garbage itself
+        index.put_part(old, 3, "cap-4", 5, "e4")
+    assert "cap-4" in index.garbage()
+    index.create_upload("bkt", "next", by="ana")  # the expired upload no longer counts
+    assert index.reconcile(["cap-3"]) == []

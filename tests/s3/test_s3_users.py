@@ -78,6 +78,86 @@ def test_two_users_see_only_their_own_buckets_until_granted(gateway) -> None:
     assert ana.get_object(Bucket="u-ana", Key="diary.txt")["Body"].read() == b"ana's"
 
 
+def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> None:
+    """What the test above does not reach: another user's uploads and parts, named through its bucket or one's own,
+    a copy into a part, and presigned URLs signed with one's own key; the owner's objects and uploads stay as they
+    were."""
+    import urllib.error
+    import urllib.request
+
+    ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
+    bob = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "bob"))
+    assert gateway.node.xsc("s3", "fund", "ana", "5").returncode == 0
+    ana.create_bucket(Bucket="iso-ana")
+    ana.put_object(Bucket="iso-ana", Key="secret.txt", Body=b"ana's secret")
+    uid = ana.create_multipart_upload(Bucket="iso-ana", Key="m")["UploadId"]
+    etag = ana.upload_part(Bucket="iso-ana", Key="m", UploadId=uid, PartNumber=1, Body=b"ana's part")["ETag"]
+    bob.create_bucket(Bucket="iso-bob")
+    own = bob.create_multipart_upload(Bucket="iso-bob", Key="m")["UploadId"]
+    complete = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    for call in (lambda: bob.list_multipart_uploads(Bucket="iso-ana"),
+                 lambda: bob.list_parts(Bucket="iso-ana", Key="m", UploadId=uid),
+                 lambda: bob.list_parts(Bucket="iso-bob", Key="m", UploadId=uid),
+                 lambda: bob.complete_multipart_upload(Bucket="iso-ana", Key="m", UploadId=uid, MultipartUpload=complete),
+                 lambda: bob.complete_multipart_upload(Bucket="iso-bob", Key="m", UploadId=uid, MultipartUpload=complete),
+                 lambda: bob.abort_multipart_upload(Bucket="iso-bob", Key="m", UploadId=uid),
+                 lambda: bob.upload_part(Bucket="iso-bob", Key="m", UploadId=uid, PartNumber=2, Body=b"bob's"),
+                 lambda: bob.delete_objects(Bucket="iso-ana", Delete={"Objects": [{"Key": "secret.txt"}]}),
+                 lambda: bob.get_bucket_location(Bucket="iso-ana")):
+        assert refused(call) == ("AccessDenied", 403)
+    assert refused(lambda: bob.head_bucket(Bucket="iso-ana"))[1] == 403
+    assert refused(lambda: bob.upload_part_copy(Bucket="iso-bob", Key="m", UploadId=own, PartNumber=1,
+                                                CopySource={"Bucket": "iso-ana", "Key": "secret.txt"})) \
+        == ("NotImplemented", 501)
+    for method, operation, params, body in (
+            ("GET", "get_object", {"Key": "secret.txt"}, None),
+            ("PUT", "put_object", {"Key": "secret.txt"}, b"bob's"),
+            ("DELETE", "delete_object", {"Key": "secret.txt"}, None),
+            ("GET", "list_objects_v2", {}, None),
+            ("GET", "list_parts", {"Key": "m", "UploadId": uid}, None),
+            ("DELETE", "abort_multipart_upload", {"Key": "m", "UploadId": uid}, None)):
+        url = bob.generate_presigned_url(operation, Params={"Bucket": "iso-ana", **params}, ExpiresIn=600)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(urllib.request.Request(url, data=body, method=method))
+        assert info.value.code == 403 and b"<Code>AccessDenied</Code>" in info.value.read(), operation
+    assert ana.get_object(Bucket="iso-ana", Key="secret.txt")["Body"].read() == b"ana's secret"
+    assert [p["ETag"] for p in ana.list_parts(Bucket="iso-ana", Key="m", UploadId=uid)["Parts"]] == [etag]
+    assert [u["UploadId"] for u in ana.list_multipart_uploads(Bucket="iso-ana")["Uploads"]] == [uid]
+    ana.abort_multipart_upload(Bucket="iso-ana", Key="m", UploadId=uid)
+    bob.abort_multipart_upload(Bucket="iso-bob", Key="m", UploadId=own)
+
+
+@pytest.mark.parametrize("in_node", [False, True], ids=["front", "in-node"])
+def test_a_user_past_its_buckets_or_its_uploads_in_progress_is_refused_and_others_are_not(tmp_path, in_node) -> None:
+    gateway = Gateway(tmp_path, {"XSC_NODE_S3_MAX_BUCKETS": "2", "XSC_NODE_S3_MAX_UPLOADS": "2"},
+                      in_node=in_node).start()
+    try:
+        ana = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "ana"))
+        bob = boto3_client(gateway.front.url, create_key(gateway.node.data_dir, "bob"))
+        ana.create_bucket(Bucket="ana-1")
+        ana.create_bucket(Bucket="ana-2")
+        ana.create_bucket(Bucket="ana-2")  # one's own again: 200, and no new bucket
+        with pytest.raises(ClientError) as info:
+            ana.create_bucket(Bucket="ana-3")
+        assert code_of(info) == ("TooManyBuckets", 400)
+        assert "ana" in info.value.response["Error"]["Message"]
+        bob.create_bucket(Bucket="bob-1")  # a count of one's own
+        ana.delete_bucket(Bucket="ana-1")
+        ana.create_bucket(Bucket="ana-3")
+        assert sorted(b["Name"] for b in ana.list_buckets()["Buckets"]) == ["ana-2", "ana-3"]
+
+        first = ana.create_multipart_upload(Bucket="ana-2", Key="a")["UploadId"]
+        ana.create_multipart_upload(Bucket="ana-3", Key="b")
+        assert refused(lambda: ana.create_multipart_upload(Bucket="ana-2", Key="c")) == ("QuotaExceeded", 403)
+        bob.create_multipart_upload(Bucket="bob-1", Key="a")
+        ana.abort_multipart_upload(Bucket="ana-2", Key="a", UploadId=first)
+        ana.create_multipart_upload(Bucket="ana-2", Key="c")
+        assert refused(lambda: ana.create_multipart_upload(Bucket="ana-2", Key="d")) == ("QuotaExceeded", 403)
+        assert len(ana.list_multipart_uploads(Bucket="ana-2")["Uploads"]) == 1
+    finally:
+        gateway.stop()
+
+
 def test_grant_refusals_are_one_line(gateway) -> None:
     result = gateway.node.xsc("s3", "grant", "no-such-bucket-for-grants", "bob", "read")
     assert result.returncode != 0 and result.stderr.count(b"\n") == 1 and b"no-such-bucket-for-grants" in result.stderr

@@ -15,6 +15,13 @@ batch, so a crash leaves either the old state or the new, never a mix:
   and marks the parts it did not use as garbage; Abort marks them all.
 - a file the front stored but could not record (the node died in between) is found by `reconcile`: the
   front names its files `s3:...` and asks which of them no record refers to.
+- an upload left unfinished for `upload_expiry` seconds is aborted by `expire_uploads` (a batch per
+  EXPIRED_AT_ONCE uploads: their records go and their parts are marked garbage), which the front asks for as it
+  reconciles.
+
+What one user may make the node keep is bounded: the buckets it owns (`max_buckets`, TooManyBuckets) and its
+multipart uploads in progress (`max_uploads`, TooManyUploads).  Each user's count is read from the records once,
+then kept up by the changes here, which are the only writes of bucket and upload records.
 
 Synchronous (LevelDB); the node's routes run it in the CPU pool.  One lock serialises the
 read-modify-write changes.  Nothing here speaks HTTP.
@@ -22,9 +29,11 @@ read-modify-write changes.  Nothing here speaks HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
+from collections import Counter
 from typing import Any, Callable, Iterable, Iterator
 
 
@@ -32,12 +41,16 @@ from .. import codec
 from .. import keys
 from ..db import Database
 from ..errors import (BucketNotEmpty, BucketTaken, EntityTooSmall, Forbidden, InvalidArgument, InvalidPart,
-                      InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload)
+                      InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, TooManyBuckets, TooManyUploads)
 from .core import etag, listing, names
 
 FILE_PREFIX = "s3:"  # the names of the store's files the S3 front put (see reconcile)
 LEVELS = {"read": 1, "write": 2, "owner": 3}  # what a user may do with a bucket: each level includes those below
 COMPLETED_KEEP = 7 * 24 * 3600  # seconds a completed upload answers a repeated CompleteMultipartUpload
+MAX_BUCKETS = 10_000  # buckets one user may own, as an AWS account (node.s3_max_buckets)
+MAX_UPLOADS = 1_000  # multipart uploads one user may have in progress (node.s3_max_uploads)
+UPLOAD_EXPIRY = 7 * 24 * 3600  # seconds an unfinished upload is kept (node.s3_upload_expiry)
+EXPIRED_AT_ONCE = 100  # uploads expired in one synced batch (the lock is let go between batches)
 
 
 def _dump(value: Any) -> bytes:
@@ -45,12 +58,14 @@ def _dump(value: Any) -> bytes:
 
 
 class S3Index:
-    def __init__(self, db: Database, *, min_part_size: int = names.MIN_PART_SIZE,
-                 clock=time.time) -> None:
+    def __init__(self, db: Database, *, min_part_size: int = names.MIN_PART_SIZE, max_buckets: int = MAX_BUCKETS,
+                 max_uploads: int = MAX_UPLOADS, upload_expiry: float = UPLOAD_EXPIRY, clock=time.time) -> None:
         self.db = db
         self.min_part_size = min_part_size
+        self.max_buckets, self.max_uploads, self.upload_expiry = max_buckets, max_uploads, upload_expiry
         self.clock = clock
         self._lock = threading.Lock()
+        self._counted: tuple[Counter, Counter] | None = None  # each user's buckets and uploads (`_counts`)
         self.on_change: list[Callable[[str], None]] = []  # (bucket): an object was written or deleted there
 
     # --- buckets -----------------------------------------------------------------
@@ -97,8 +112,13 @@ class S3Index:
                 if record["owner"] != owner:
                     raise BucketTaken(f"the bucket name {name!r} is taken by another user", bucket=name)
                 return record
+            buckets, _ = self._counts()
+            if buckets[owner] >= self.max_buckets:
+                raise TooManyBuckets(f"user {owner!r} owns {buckets[owner]:,} buckets, the most one user may",
+                                     hint="delete one first (DeleteBucket)", bucket=name)
             record = {"created": self.clock(), "owner": owner, "grants": {}}
             self.db.put(keys.object_bucket(name), _dump(record), sync=True)
+            buckets[owner] += 1
         return {"name": name, **record}
 
     def grant(self, name: str, user: str, level: str | None) -> dict:
@@ -117,7 +137,7 @@ class S3Index:
 
     def delete_bucket(self, name: str) -> None:
         with self._lock:
-            self.bucket(name)
+            owner = self.bucket(name)["owner"]
             for _ in self.db.iterator(prefix=keys.objects_of(name), include_value=False):
                 raise BucketNotEmpty(f"the bucket {name!r} is not empty", hint="delete its objects first",
                                      bucket=name)
@@ -125,6 +145,7 @@ class S3Index:
                 raise BucketNotEmpty(f"the bucket {name!r} has multipart uploads in progress",
                                      hint="complete or abort them first", bucket=name)
             self.db.delete(keys.object_bucket(name), sync=True)
+            self._counts()[0][owner] -= 1
 
     # --- objects -----------------------------------------------------------------
     def get(self, bucket: str, key: str) -> dict:
@@ -266,14 +287,24 @@ class S3Index:
 
     # --- multipart ---------------------------------------------------------------
     def create_upload(self, bucket: str, key: str, content_type: str = "", metadata: dict | None = None,
-                      headers: dict | None = None) -> str:
+                      headers: dict | None = None, by: str | None = None) -> str:
+        """Begin an upload for the user `by` (None: the node's owner), within its `max_uploads`."""
         names.check_key(key)
         names.check_metadata(metadata or {})
-        self.bucket(bucket)
-        upload_id = secrets.token_hex(16)
+        user = by or names.DEFAULT_USER
         record = {"bucket": bucket, "key": key, "created": self.clock(), "headers": _headers(headers),
-                  "content_type": content_type or "binary/octet-stream", "metadata": metadata or {}}
-        self.db.put(keys.object_upload(upload_id), _dump(record), sync=True)
+                  "content_type": content_type or "binary/octet-stream", "metadata": metadata or {}, "user": user}
+        with self._lock:
+            self.bucket(bucket)
+            _, uploads = self._counts()
+            if uploads[user] >= self.max_uploads:
+                raise TooManyUploads(f"user {user!r} has {uploads[user]:,} multipart uploads in progress, the most "
+                                     "one user may", hint="complete or abort some (ListMultipartUploads lists them); "
+                                     f"unfinished ones are aborted after {_duration(self.upload_expiry)}",
+                                     bucket=bucket)
+            upload_id = secrets.token_hex(16)
+            self.db.put(keys.object_upload(upload_id), _dump(record), sync=True)
+            uploads[user] += 1
         return upload_id
 
     def upload(self, upload_id: str) -> dict:
@@ -355,6 +386,7 @@ class S3Index:
                     batch.delete(keys.object_part(upload_id, n))
                 for c in garbage:
                     batch.put(keys.object_garbage(c), b"")
+            self._uploaded(upload)
         self._changed(upload["bucket"])
         return record, garbage
 
@@ -367,14 +399,63 @@ class S3Index:
 
     def abort(self, upload_id: str) -> list[str]:
         with self._lock:
-            self.upload(upload_id)
-            parts = self.parts(upload_id)
+            upload = self.upload(upload_id)
             with self.db.write_batch(sync=True) as batch:
-                batch.delete(keys.object_upload(upload_id))
-                for p in parts:
-                    batch.delete(keys.object_part(upload_id, p["number"]))
-                    batch.put(keys.object_garbage(p["cap"]), b"")
+                garbage = self._drop_upload(batch, upload)
+            self._uploaded(upload)
+        return garbage
+
+    def expire_uploads(self) -> list[str]:
+        """Abort every upload begun more than `upload_expiry` seconds ago (S3's lifecycle rule
+        AbortIncompleteMultipartUpload, for every bucket): the capabilities of their parts, now garbage.  Each
+        batch of EXPIRED_AT_ONCE uploads is one synced write: a crash leaves an upload whole or gone with its
+        parts marked, never a part its upload lost."""
+        horizon = self.clock() - self.upload_expiry
+        expired = [k[len(keys.OBJECT_UPLOADS):].decode() for k, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)
+                   if codec.loads(v)["created"] < horizon]
+        garbage: list[str] = []
+        for i in range(0, len(expired), EXPIRED_AT_ONCE):
+            with self._lock:
+                uploads = []
+                for upload_id in expired[i:i + EXPIRED_AT_ONCE]:
+                    with contextlib.suppress(NoSuchUpload):  # completed or aborted meanwhile
+                        uploads.append(self.upload(upload_id))
+                with self.db.write_batch(sync=True) as batch:
+                    for upload in uploads:
+                        garbage += self._drop_upload(batch, upload)
+                for upload in uploads:
+                    self._uploaded(upload)
+        return garbage
+
+    def _drop_upload(self, batch, upload: dict) -> list[str]:
+        """Into `batch`: the upload and its parts' records gone, its parts' files marked garbage (returned)."""
+        parts = self.parts(upload["id"])
+        batch.delete(keys.object_upload(upload["id"]))
+        for p in parts:
+            batch.delete(keys.object_part(upload["id"], p["number"]))
+            batch.put(keys.object_garbage(p["cap"]), b"")
         return [p["cap"] for p in parts]
+
+    def _uploaded(self, upload: dict) -> None:
+        """Under the lock, once its record is gone: the upload no longer counts against its user."""
+        self._counts()[1][self._initiator(upload)] -= 1
+
+    def _initiator(self, upload: dict) -> str:
+        """The user an upload counts against: who began it, or for an upload recorded without one, its bucket's
+        owner."""
+        if upload.get("user"):
+            return upload["user"]
+        raw = self.db.get(keys.object_bucket(upload["bucket"]))
+        return codec.loads(raw).get("owner", names.DEFAULT_USER) if raw else names.DEFAULT_USER
+
+    def _counts(self) -> tuple[Counter, Counter]:
+        """Under the lock: each user's buckets and uploads in progress, read from the records the first time."""
+        if self._counted is None:
+            buckets = Counter(codec.loads(v).get("owner", names.DEFAULT_USER)
+                              for _, v in self.db.iterator(prefix=keys.OBJECT_BUCKETS))
+            uploads = Counter(self._initiator(codec.loads(v)) for _, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS))
+            self._counted = (buckets, uploads)
+        return self._counted
 
     def uploads(self, bucket: str, prefix: str = "") -> list[dict]:
         self.bucket(bucket)
@@ -438,6 +519,10 @@ def _headers(headers: Any) -> dict[str, str]:
     if sum(len(k) + len(v.encode()) for k, v in headers.items()) > names.MAX_HEADERS_BYTES:
         raise InvalidArgument(f"an object's stored headers are at most {names.MAX_HEADERS_BYTES} bytes")
     return headers
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 86400:g} day(s)" if seconds >= 86400 else f"{seconds:g} second(s)"
 
 
 def _summary(record: dict) -> dict:

@@ -294,7 +294,9 @@ class Node:
             tabs=self.tabs, gateway_tabs=self.gateway_tabs, provider_tabs=self.provider_tabs, payer=payer,
             node=identity, peers=self.peers, client=self.client, default_bid=config.market.compute_bid,
             on_invoked=lambda label: metrics.child(metrics.invocations, label).inc(), trust=self.trust)
-        self.s3_index = s3_index = S3Index(self.db)
+        self.s3_index = s3_index = S3Index(self.db, max_buckets=config.node.s3_max_buckets,
+                                           max_uploads=config.node.s3_max_uploads,
+                                           upload_expiry=config.node.s3_upload_expiry)
         self.s3_accounts = UserAccounts(self.ledger, payer)
         self.s3_objects = ObjectWriter(files=self.storage, index=s3_index, accounts=self.s3_accounts, pool=self.pool)
         self.s3_link = LocalNode(index=s3_index, objects=self.s3_objects, accounts=self.s3_accounts,

@@ -122,5 +122,10 @@ class NodeLink(Protocol):
         remove."""
         ...
 
+    async def expire_uploads(self) -> list[str]:
+        """The uploads left unfinished past the node's `node.s3_upload_expiry` aborted: their parts' capabilities,
+        marked garbage for the front to remove."""
+        ...
+
 
 __all__ = ["Body", "FileBytes", "NodeLink"]

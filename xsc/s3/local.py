@@ -85,7 +85,7 @@ class LocalNode:
     async def create_upload(self, bucket: str, key: str, user: str, content_type: str, metadata: dict,
                             headers: dict) -> str:
         return await self._as(bucket, user, "write", self.index.create_upload, bucket, key, content_type, metadata,
-                              headers)
+                              headers, by=user)
 
     async def upload(self, upload_id: str, user: str) -> dict:
         record = await self._upload_as(upload_id, user, "write", self.index.upload, upload_id)
@@ -133,6 +133,9 @@ class LocalNode:
 
     async def reconcile(self, caps: list[str]) -> list[str]:
         return await self._pool(self.index.reconcile, caps)
+
+    async def expire_uploads(self) -> list[str]:
+        return await self._pool(self.index.expire_uploads)
 
 
 def _reader(chunks: AsyncIterator[bytes]) -> Callable[[int], Any]:

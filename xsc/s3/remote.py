@@ -132,6 +132,9 @@ class RemoteNode:
     async def forget_garbage(self, caps: list[str]) -> None:
         await self.api.call("POST", "/v1/s3/garbage/forget", body={"caps": caps})
 
+    async def expire_uploads(self) -> list[str]:
+        return (await self.api.call("POST", "/v1/s3/expire", body={}))["garbage"]
+
     async def reconcile(self, caps: list[str]) -> list[str]:
         orphans: list[str] = []
         for i in range(0, len(caps), RECONCILE_AT_ONCE):  # each a body well within the node's bound on one

@@ -323,8 +323,9 @@ class S3Front:
 
     async def reconcile(self) -> list[str]:
         """Remove the files this gateway stored that no object or part refers to (left by a crash between
-        a file's put and its record), and the files marked garbage.  Writes go on meanwhile: the files listed
-        are judged once the writes under way as they were listed have ended (`WriteGate.drained`)."""
+        a file's put and its record), and the files marked garbage, among them the parts of the uploads the node
+        aborts as they pass `node.s3_upload_expiry`.  Writes go on meanwhile: the files listed are judged once the
+        writes under way as they were listed have ended (`WriteGate.drained`)."""
         listed = await self.node.files()
         await self.gate.drained()
         ours = []
@@ -333,7 +334,13 @@ class S3Front:
             await asyncio.sleep(0)
         stored = self.marks.alone(ours)
         orphans = await self.node.reconcile(stored) if stored else []
+        # After the orphans are judged, so that an expired upload's parts are not taken for files a crash left: the
+        # node drops the uploads and marks their parts in one write, and a crash before they are removed leaves the
+        # marks for the next round.
+        expired = await self.node.expire_uploads()
         await self.collect_all()
+        if expired:
+            log.info("removed %d part(s) of multipart uploads left unfinished", len(expired))
         if orphans:
             log.info("removed %d file(s) no object referred to", len(orphans))
         return orphans

@@ -183,7 +183,7 @@ async def create_upload(request: web.Request) -> web.Response:
         raise BadRequest('send {"key": KEY, "content_type": TYPE, "metadata": {...}, "headers": {...}}')
     upload_id = await _as(request, "write", _index(request).create_upload, request.match_info["bucket"], body["key"],
                           str(body.get("content_type") or ""), {str(k): str(v) for k, v in metadata.items()},
-                          body.get("headers"))
+                          body.get("headers"), by=request.query.get("user"))
     return json_response({"upload_id": upload_id}, status=201)
 
 
@@ -252,6 +252,14 @@ async def reconcile(request: web.Request) -> web.Response:
     _front_writes(request)
     caps = _strings(await _json(request), "caps")
     return json_response({"orphans": await _call(request, _index(request).reconcile, caps)})
+
+
+@routes.post("/v1/s3/expire")
+async def expire_uploads(request: web.Request) -> web.Response:
+    """The uploads left unfinished past node.s3_upload_expiry aborted (a front's reconciliation asks): their parts'
+    files, marked garbage for the front to remove."""
+    _front_writes(request)
+    return json_response({"garbage": await _call(request, _index(request).expire_uploads)})
 
 
 @routes.get("/v1/s3/export")
