@@ -457,3 +457,34 @@ async def test_a_placed_function_whose_owner_closed_its_tab_without_placing_the_
     assert status == 404 and b"expired" in problem, problem
     assert provider.app[NODE].functions.placed(owner_id, "gone") is None
     assert [key for key, _ in provider.app[NODE].compute.store.placements()] == [(owner_id, "moving")]
+
+
+async def test_a_placed_function_whose_tab_ended_with_no_request_is_withdrawn_by_the_sweep(node_factory):
+    owner, provider, module, price = await _owner_and_provider(node_factory)
+    node, pid, owner_id = owner.app[NODE], provider.app[IDENTITY].id, owner.app[IDENTITY].id
+    placed, budget, peer_url = provider.app[NODE].placed_functions, _budget(provider, module, price), \
+        provider.app[NODE].peers.url
+    files = provider.app[NODE].config.data_dir / "functions" / ".placed" / owner_id
+
+    async def place(name: str, ttl: int = 3600):
+        authorization = await node.payments.authorize(pid, 4 * budget, function_job(owner_id, name), ttl=ttl)
+        status, answer = await _place(owner, provider, {"function": {"name": name, "module": module},
+                                                        **_terms(provider, price, authorization)})
+        assert status == 201 and (await _get(answer["url"]))[0] == 200, answer
+        return answer["url"], authorization
+
+    kept, _ = await place("kept")
+    gone_url, gone = await place("gone", ttl=2)  # its owner goes away: no next tab, and no request comes
+    closed_url, closed = await place("closed")  # its owner closes its tab and places it nowhere here again
+    await eventually_async(lambda: len(_runs(provider, owner_id)) == 3, "the runs recorded (a tab closes with none "
+                           "in flight)")
+    assert (await close_tab(node.client, peer_url, pid, encode_authorization(closed).hex()))["receipt"]
+    assert "placed-functions-sweep" in placed.loops()  # run every 5 minutes by the node's supervisor
+    assert await placed.sweep(now=gone.expires_at - 1) == [(owner_id, "closed")]
+    assert sorted(await placed.sweep(now=gone.expires_at + 1)) == [(owner_id, "gone")]  # (a fake clock: past it)
+    assert [key for key, _ in provider.app[NODE].compute.store.placements()] == [(owner_id, "kept")]
+    assert sorted(p.name for p in files.iterdir()) == ["kept"]  # its files went with its record
+    for url in (gone_url, closed_url):
+        status, headers, problem = await _get(url)
+        assert status == 404 and headers["Content-Type"].startswith("application/problem+json"), problem
+    assert (await _get(kept))[0] == 200 and await placed.sweep() == []

@@ -687,6 +687,10 @@ class WebFunctions:
     def placed(self, owner: str, name: str) -> Served | None:
         return self._placed.get((owner, name))
 
+    def placed_all(self) -> list[tuple[str, str, Served]]:
+        """(owner, name, served) of every function other nodes placed here."""
+        return [(owner, name, served) for (owner, name), served in self._placed.items()]
+
     def placed_by(self, owner: str) -> int:
         return sum(1 for o, _ in self._placed if o == owner)
 

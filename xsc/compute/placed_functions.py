@@ -17,7 +17,8 @@ moment the record is queued only the run's charge stays held.  Once the tab's ca
 the owner places the function again with its next authorization.  The owner closes the old tab for this node's
 receipt (the tab close route) and pays by it.  A withdrawn function answers 404 from then on, and so does one
 whose current tab its owner closed, or let expire, without placing the next (it placed the function elsewhere,
-gave it up or went away: nothing run under an expired tab can be paid, and its files would stay for good).
+gave it up or went away: nothing run under an expired tab can be paid, and its files would stay for good): it is
+withdrawn at the first request that finds it so, or by the sweep every SWEEP_INTERVAL seconds (`sweep`).
 
 A placement is kept in LevelDB (`keys.placed`: its spec, price and deal, and the owner's authorization of its
 current tab), written in one synced write once its files are in place and before the place call answers, and
@@ -43,11 +44,11 @@ from ..identity import public_id
 from ..storage.core.capability import Capability
 from ..ledger.core.model import encode_authorization
 from ..ledger.core.pricing import price_compute
-from ..tasks import in_pool
+from ..tasks import in_pool, periodic
 from .functions import WebFunctions, median_ms
 from .hosted_jobs import DISK_MARGIN
 from .jobspec import MAX_INPUTS, Input, parse_input
-from .paid import PaidCompute, not_here
+from .paid import SWEEP_INTERVAL, PaidCompute, not_here
 from .remote_tabs import JOB
 from .service import InvokeCall
 from .store import ComputeStore
@@ -169,6 +170,26 @@ class PlacedFunctions:
 
     def close(self) -> None:
         pass  # what is placed stays on disk: served again at the next start
+
+    def loops(self) -> dict[str, Any]:
+        return {"placed-functions-sweep": periodic("sweeping placed functions whose tab ended", SWEEP_INTERVAL,
+                                                   self.sweep)}
+
+    async def sweep(self, now: float | None = None) -> list[tuple[str, str]]:
+        """Withdraw the placements whose current tab expired, or was closed, with no next one placed (`_closed`):
+        their owner went away, so no request may come to find it, and their records and files (up to MAX_MOUNTED
+        bytes each) would stay until a restart; the (owner, name) of each withdrawn."""
+        now = time.time() if now is None else now
+        ended = []
+        for owner, name, served in self.functions.placed_all():
+            auth = served.bill.auth
+            if now > auth.expires_at or await in_pool(None, self.paid.ledger.store.receipt_for, auth.id) is not None:
+                ended.append((owner, name, served.bill))
+        withdrawn = []
+        for owner, name, bill in ended:
+            if isinstance(await self._closed(owner, name, bill), NotFound):  # (not: placed meanwhile on its next tab)
+                withdrawn.append((owner, name))
+        return withdrawn
 
     def _bill(self, owner: str, name: str, placement: dict[str, Any]) -> TabBill:
         """The bill of a placement kept on disk, on the tab it was placed with, if its authorization still pays."""

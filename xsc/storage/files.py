@@ -286,7 +286,7 @@ class StorageService:
         try:
             return await self.gateway.put(read, size, name, place=self._placer(quote), lease_duration=seconds,
                                           replace=self._replacer(quote, bid), me=self.me, records=records,
-                                          riding=riding)
+                                          riding=riding, keep_home=quote.home_offers)
         except db.Error as err:
             if not db.disk_full(err):
                 raise

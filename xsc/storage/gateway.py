@@ -26,9 +26,11 @@ class Gateway(GatewayCore):
     async def put(self, read: ReadFn, size: int | None, name: str | None = None,
                   place: Placer | None = None, lease_duration: int | None = None,
                   replace: Replacer | None = None, me: str = "this node",
-                  records: gateway_put.Records | None = None, riding: gateway_put.Riding | None = None) -> PutResult:
+                  records: gateway_put.Records | None = None, riding: gateway_put.Riding | None = None,
+                  keep_home: bool = False) -> PutResult:
         """Store a stream (see gateway_put.put)."""
-        return await gateway_put.put(self, read, size, name, place, lease_duration, replace, me, records, riding)
+        return await gateway_put.put(self, read, size, name, place, lease_duration, replace, me, records, riding,
+                                     keep_home)
 
     async def open(self, cap: Capability, holders: Mapping[int, Holder] | None = None,
                    names: list[str] | None = None, rank: Mapping[int, float] | None = None,

@@ -21,7 +21,7 @@ from .core import erasure, layout
 from .core.capability import Capability
 from .core.manifest import Manifest, decode_manifest
 from .core.merkle import block_hash, root
-from .remote import (SEND_AHEAD_LONG, SEND_BATCH, Holder, RemoteShareReader, RemoteShareWriter,
+from .remote import (SEND_AHEAD_LONG, SEND_BATCH, Holder, RemoteShareReader, RemoteShareWriter, standing,
                      summarise_refusals)
 from .publisher import Publisher
 from .put_budget import PutBudget
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 # (share, nodes that failed it) -> another holder for a share whose holder could not take it (None: give up)
 Replacer = Callable[[int, set], "Awaitable[tuple[str, Holder] | None]"]
+# (share) -> (this node's name, a holder here) for a share no other node took for a standing reason
+Keeper = Callable[[int], "tuple[str, Holder]"]
 REPLACEMENTS = 3  # other holders tried for a share whose chosen holder cannot take it
 
 _VERIFIED_ROOTS: "OrderedDict[bytes, None]" = OrderedDict()  # digests of (block hashes, root) pairs that matched
@@ -97,9 +99,13 @@ class GatewayCore:
         return self.load(cap, frozenset(range(erasure.N)), fetched)[0]
 
     async def start_remote(self, remote: dict[int, RemoteShareWriter], placement: list[str],
-                           replace: Replacer | None, start: Callable[[RemoteShareWriter], Awaitable[None]]) -> None:
+                           replace: Replacer | None, start: Callable[[RemoteShareWriter], Awaitable[None]],
+                           keep: Keeper | None = None) -> list[tuple[str, int, BaseException]]:
         """Start every remote share (`start(writer)`: begin its upload, or place it whole); a holder that fails is
-        replaced (at most REPLACEMENTS tries per share)."""
+        replaced (at most REPLACEMENTS tries per share).  With `keep`, shares that no holder took only because of
+        their holders' standing decisions about this node (`remote.standing`: a quarantine, terms, no room) are
+        kept here instead, started on `keep(share)`'s holder; those shares' refusals are answered (the put says
+        why).  Any other refusal fails every share."""
         shares = list(remote)
         results = await asyncio.gather(*(start(remote[s]) for s in shares), return_exceptions=True)
         failed = {s: r for s, r in zip(shares, results) if isinstance(r, BaseException)}
@@ -124,11 +130,33 @@ class GatewayCore:
                 break
             if err is not None:
                 given_up.append((placement[share], share, err))
+        if given_up and keep is not None and all(standing(err) for _, _, err in given_up):
+            return await self._keep_here(remote, placement, start, keep, given_up)
         if given_up:
             if any(not isinstance(err, PeerError) for _, _, err in given_up):
                 raise next(err for _, _, err in given_up if not isinstance(err, PeerError))
             message, hint, refusals = summarise_refusals(given_up)
             raise PeerError(message, hint=hint, nodes=sorted({n for n, _, _ in given_up}), refusals=refusals)
+        return []
+
+    @staticmethod
+    async def _keep_here(remote: dict[int, RemoteShareWriter], placement: list[str],
+                         start: Callable[[RemoteShareWriter], Awaitable[None]], keep: Keeper,
+                         refused: list[tuple[str, int, BaseException]]) -> list[tuple[str, int, BaseException]]:
+        """The refused shares started on this node (`start_remote`); if this node cannot take them either (no room),
+        the put fails with the holders' refusals, as it would have."""
+        moved = {share: remote[share].to(holder, node) for _, share, _ in refused for node, holder in [keep(share)]}
+        results = await asyncio.gather(*(start(w) for w in moved.values()), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            await asyncio.gather(*(w.undo() for w in moved.values()))
+            log.warning("shares %s could not be kept here either: %s", sorted(moved), failed[0])
+            message, hint, refusals = summarise_refusals(refused)
+            raise PeerError(message, hint=hint, nodes=sorted({n for n, _, _ in refused}),
+                            refusals=refusals) from failed[0]
+        for share, writer in moved.items():
+            remote[share], placement[share] = writer, writer.node
+        return refused
 
     def load(self, cap: Capability, remote: frozenset[int] = frozenset(), fetched: bytes | None = None
               ) -> tuple[Manifest, dict[int, ShareMeta], dict[int, str]]:

@@ -35,7 +35,7 @@ from .core.manifest import Manifest, ciphertext_hash, manifest_hash
 from .core.merkle import block_hash, root
 from .core.placement import node_failures_survived, peer_failures_survived
 from .core.wire import WHOLE_MAX_BLOCK
-from .remote import SEND_BATCH, Holder, RemoteShareWriter, gather_or_raise
+from .remote import SEND_BATCH, Holder, RemoteShareWriter, gather_or_raise, summarise_refusals
 from .share_store import HELD_UPLOAD, Rider, ShareMeta
 
 # A file's only segment this small is encoded on the event loop (~7 us for 1 KiB): handed to the pool, the hand-off
@@ -61,6 +61,7 @@ class PutResult:
     shares: int = erasure.N
     lease_expiry: int = 0  # unix seconds: every share's lease ends then
     me: str = "this node"  # how `placement` names this node
+    kept_home: str = ""  # why shares meant for other nodes stay on this one (their holders refused them)
 
     @property
     def nodes(self) -> int:
@@ -95,11 +96,14 @@ class PutResult:
         return f"the 6 shares are on {self.nodes} nodes: the file survives the loss of any {survived} of them"
 
     def to_json(self) -> dict[str, Any]:
-        return {"capability": str(self.capability), "size": self.size, "segments": self.segments,
-                "stored_bytes": self.stored_bytes, "shares": self.shares, "placement": self.placement,
-                "nodes": self.nodes, "node_failures_survived": self.node_failures_survived,
-                "peer_failures_survived": self.peer_failures_survived,
-                "placement_note": self.placement_note, "lease_expiry": self.lease_expiry}
+        found = {"capability": str(self.capability), "size": self.size, "segments": self.segments,
+                 "stored_bytes": self.stored_bytes, "shares": self.shares, "placement": self.placement,
+                 "nodes": self.nodes, "node_failures_survived": self.node_failures_survived,
+                 "peer_failures_survived": self.peer_failures_survived,
+                 "placement_note": self.placement_note, "lease_expiry": self.lease_expiry}
+        if self.kept_home:
+            found["kept_home"] = self.kept_home
+        return found
 
 
 async def _read_full(read: ReadFn, n: int) -> list[bytes]:
@@ -263,6 +267,61 @@ class _OnePut:
         await asyncio.gather(*(r.undo() for r in self.remote.values()))
         if self.upload is not None:
             await self.gateway.run(self.gateway.store.abort, self.upload)
+
+
+class _KeptHome:
+    """The holder of a share meant for another node and kept on this one (its holder refused it for a standing
+    reason: gateway_core.start_remote): the share's writer goes on as it would to that node, and this does here what
+    a holder does there, in an upload of its own (staged, reserved and recovered as any: share_store.py), published
+    at its commit; undone by the writer as a remote share is (aborted, or deleted if published)."""
+
+    round_trip = 0.0
+
+    def __init__(self, gateway: GatewayCore) -> None:
+        self.gateway = gateway
+        self.upload = None
+        self.meta: tuple[int, int, int] | None = None  # (share, share bytes, lease expiry)
+        self.writing: list[asyncio.Future] = []  # its batches' writes: all done before its commit publishes
+
+    async def begin(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int) -> str:
+        share_bytes = layout.share_bytes(size, segment_size)
+        self.upload = await self.gateway.run(self.gateway.store.begin_upload, si, (share,), share_bytes)
+        self.meta = (share, share_bytes, lease_expiry)
+        return self.upload.id.hex()
+
+    def _stage(self, first: int, blocks: list[bytes]) -> None:
+        share = self.meta[0]
+        for i, block in enumerate(blocks):
+            self.upload.put_blocks(first + i, {share: block})
+
+    async def put_segments(self, upload: str, first: int, blocks: list[bytes]) -> None:
+        self.writing.append(self.gateway.write(self._stage, first, blocks))
+        await self.writing[-1]
+
+    async def commit(self, upload: str, block_hashes: list[bytes], manifest: bytes, *, first: int = 0,
+                     blocks: list[bytes] | None = None) -> None:
+        if blocks:
+            self.writing.append(self.gateway.write(self._stage, first, blocks))
+        await asyncio.gather(*self.writing)
+        share, share_bytes, lease = self.meta
+        meta = ShareMeta(share, len(block_hashes), share_bytes, lease, self.gateway.node_key, tuple(block_hashes))
+        await self.gateway.publisher.publish(self.upload, [meta])
+
+    async def place_whole(self, si: bytes, share: int, size: int, segment_size: int, lease_expiry: int,
+                          block: bytes, block_hash: bytes, manifest: bytes) -> None:
+        await self.begin(si, share, size, segment_size, lease_expiry)
+        try:
+            await self.commit("", [block_hash], manifest, blocks=[block])
+        except BaseException:
+            await self.abort("")
+            raise
+
+    async def abort(self, upload: str) -> None:
+        await asyncio.gather(*self.writing, return_exceptions=True)
+        await self.gateway.run(self.gateway.store.abort, self.upload)
+
+    async def delete(self, si: bytes, share: int) -> None:
+        await self.gateway.run(self.gateway.store.delete_share, si, share)
 
 
 SLOW_READ = 0.05  # seconds a segment may take to come before the blocks a put holds for other nodes are sent on
@@ -451,7 +510,7 @@ class _Stream:
 async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | None = None,
               place: Placer | None = None, lease_duration: int | None = None,
               replace: Replacer | None = None, me: str = "this node", records: Records | None = None,
-              riding: Riding | None = None) -> PutResult:
+              riding: Riding | None = None, keep_home: bool = False) -> PutResult:
     """Store a stream; `size` (if known) is checked against free space before anything is written.
 
     `place(storage index, share bytes)` says where the shares go: the node of each share and the
@@ -460,28 +519,36 @@ async def put(gateway: GatewayCore, read: ReadFn, size: int | None, name: str | 
     if given, before any byte is sent.  Every share's lease ends `lease_duration` seconds from now
     (default: the node's).  `me`: how the placement names this node.  `records(storage index, placement, lease
     expiry)`: records written with the file's (its deals), in the same synced write; `riding(capability)`: records of
-    another's made as that write is (`share_store.Rider`: a small S3 object's record)."""
+    another's made as that write is (`share_store.Rider`: a small S3 object's record).  `keep_home`: a share that no
+    holder takes only because of its holders' standing decisions about this node (a quarantine, terms, no room:
+    remote.STANDING) is kept here instead, and the answer's `kept_home` says why."""
     one = _OnePut(gateway, size, place, lease_duration, me)
     await one.begin()
     starting: asyncio.Future | None = None
+    keep = (lambda share: (me, _KeptHome(gateway))) if keep_home else None
     try:
         whole = one.whole
         if not whole and one.remote:
             # The begins' round trip overlaps the reading and encoding of the first segments.
             starting = asyncio.ensure_future(gateway.start_remote(
-                one.remote, one.placement, replace, lambda writer: writer.begin(size, one.seg_size, one.lease)))
+                one.remote, one.placement, replace, lambda writer: writer.begin(size, one.seg_size, one.lease), keep))
         await one.write_segments(read, starting)
+        refused = []
         if starting is not None:
-            await starting  # done once the first segment was collected: its error, if any, is the put's
+            refused = await starting  # done once the first segment was collected: its error, if any, is the put's
         manifest, share_hashes = one.manifest()
         encoded = manifest.encode()
         if whole:  # each remote share in one request, once its block and the manifest are known
-            await gateway.start_remote(one.remote, one.placement, replace, lambda writer: writer.place_whole(
-                one.total, one.seg_size, one.lease, share_hashes[writer.share], encoded))
+            refused = await gateway.start_remote(one.remote, one.placement, replace, lambda writer: writer.place_whole(
+                one.total, one.seg_size, one.lease, share_hashes[writer.share], encoded), keep)
         else:
             await gather_or_raise([r.commit(share_hashes[s], encoded) for s, r in one.remote.items()],
                                   [(r.node, s) for s, r in one.remote.items()])
-        return await one.publish(name, encoded, share_hashes, me, records, riding)
+        result = await one.publish(name, encoded, share_hashes, me, records, riding)
+        if refused:
+            message, hint, _ = summarise_refusals(refused)
+            result.kept_home = f"{message} ({hint})"
+        return result
     except BaseException:
         if starting is not None:  # the begins answered (or failed) first: `undo` aborts every upload begun
             await asyncio.gather(starting, return_exceptions=True)

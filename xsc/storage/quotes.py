@@ -11,7 +11,8 @@ kept whole on this node at this node's ask.
 With fewer than six providers (this node counted), K shares stay on this node at its own ask and only the
 other M go to the market (storage/core/placement.py, `home_shares`): a put is never less safe than keeping it at
 home.  If the market places none of them, they stay home too.  `--spread` (or this node in `--avoid`) lets
-the market place all six.
+the market place all six.  A put may keep at home (`PutQuote.home_offers`) shares whose holders refuse them for a
+standing reason as they begin (gateway_put.put, `keep_home`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class PutQuote:
     prepaid: dict[str, int] = field(default_factory=dict)  # provider -> micro-credits prepaid by itself for this put
     deals: list = field(default_factory=list)  # the put's storage deals, once written with its file
     kept_home: str = ""  # why shares meant for other nodes stay on this one (the user is told: they lose its safety)
+    home_offers: bool = False  # this node may keep shares their holders refuse (it offers storage at the bid)
 
     @property
     def cost(self) -> int:
@@ -64,7 +66,8 @@ class PutQuote:
         """The quote of one file of a group quoted together (`StorageService.put_many`): the group's providers and
         prices, for a share of `share_bytes`, so that the file costs what it would have alone at those prices.  The
         group's needs and assignments stay the group's (withdrawn and spent once)."""
-        return PutQuote(share_bytes, self.seconds, list(self.nodes), dict(self.prices), self.needs)
+        return PutQuote(share_bytes, self.seconds, list(self.nodes), dict(self.prices), self.needs,
+                        home_offers=self.home_offers)
 
     def to_json(self) -> dict:
         found = {"needs": self.needs, "prices": [self.prices[s] for s in sorted(self.prices)], "cost": self.cost,
@@ -147,15 +150,19 @@ async def quote(dealing: Dealing, segment_size: int, size: int | None, seconds: 
     home_offers = ask is not None and ask <= bid and me not in wanted.get("avoid", ())
     others = providers(market) - {me}
     home = home_shares(len(others) + home_offers, home_offers, spread)
+    found = None
     if not home or not others:
         try:
-            return await _matched(dealing, share_bytes, room, seconds, bid, erasure.N, wanted, terms, dry=dry)
+            found = await _matched(dealing, share_bytes, room, seconds, bid, erasure.N, wanted, terms, dry=dry)
         except PrepaymentRequired as err:
             if not home_offers:
                 raise
             log.info("%s: %d shares stay here", err, erasure.K)
             home = erasure.K
-    return await _quote_from_home(dealing, share_bytes, seconds, bid, home, ask, wanted, terms, dry)
+    if found is None:
+        found = await _quote_from_home(dealing, share_bytes, seconds, bid, home, ask, wanted, terms, dry)
+    found.home_offers = home_offers
+    return found
 
 
 async def _quote_from_home(dealing: Dealing, share_bytes: int, seconds: int, bid: int, home: int, ask: int,

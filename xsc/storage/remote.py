@@ -273,7 +273,18 @@ _REMEDIES = {
     "quota-exceeded": "it is busy with this node's uploads: retry in a moment",
     "deal-refused": "its ask changed: put the file again",
     "storage-full": "it has no room: free space or add nodes",
+    "quarantined": "it quarantined this node; its operator can lift that (xsc peers quarantine rm)",
+    "not-admitted": "it does not admit this node (its proof of work or grid secret)",
 }
+# Refusals that are the peer's own standing decision about this node (its terms, its room, its quarantine), which
+# no retry of the same request changes and the user cannot act on now: a put keeps such a share at home rather than
+# fail (gateway_core.start_remote).  Any other refusal (a request the holder found wrong, a busy holder) fails it.
+STANDING = frozenset({"prepayment-required", "storage-full", "quarantined", "not-admitted"})
+
+
+def standing(err: BaseException) -> bool:
+    """Whether a holder's refusal is one of its STANDING decisions about this node."""
+    return isinstance(err, PeerError) and (err.details or {}).get("peer_code") in STANDING
 
 
 def summarise_refusals(refused: list[tuple[str, int, BaseException]]) -> tuple[str, str, list[dict]]:
