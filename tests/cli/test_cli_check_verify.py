@@ -10,7 +10,7 @@ from xsc import keys
 from xsc.node.appkeys import NODE
 from xsc.storage import Capability
 
-from tests.support.waiting import eventually
+from tests.support.peers import offering_pair
 
 
 def test_check_says_present_and_verify_names_bad_blocks(thread_node) -> None:
@@ -43,12 +43,7 @@ def test_check_says_present_and_verify_names_bad_blocks(thread_node) -> None:
 
 
 def test_rm_names_a_holder_it_did_not_reach_and_what_becomes_of_its_shares(thread_node, tmp_path) -> None:
-    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
-    a, b = thread_node("a", **quiet), thread_node("b", **quiet)
-    b_id = json.loads(b.xsc("node", "status", "--json").stdout)["id"]
-    assert a.xsc("peers", "add", b.url).exit_code == 0
-    eventually(lambda: any(o["owner"] == b_id for k in json.loads(a.xsc("market", "book", "--json").stdout)["books"]
-                           for o in k["asks"]), "the peer's offer in the book", 30)
+    a, b, b_id = offering_pair(thread_node)
     a_id = json.loads(a.xsc("node", "status", "--json").stdout)["id"]
     (tmp_path / "f").write_bytes(os.urandom(70_000))  # a file: its size known, its shares placed on the market
     put = json.loads(a.xsc("store", "put", str(tmp_path / "f"), "--avoid", a_id, "--json").stdout)

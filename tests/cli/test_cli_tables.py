@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from tests.support.cli import xsc
+from tests.support.peers import offering_pair
 from tests.support.waiting import eventually
 
 WASM = Path(__file__).resolve().parents[2] / "fixtures" / "wasm"
@@ -74,12 +75,7 @@ def test_ledger_history_says_how_many_entries_it_left_out(thread_node) -> None:
 
 
 def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> None:
-    quiet = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
-    a, b = thread_node("a", **quiet), thread_node("b", **quiet)
-    b_id = json.loads(b.xsc("node", "status", "--json").stdout)["id"]
-    assert a.xsc("peers", "add", b.url).exit_code == 0
-    eventually(lambda: any(o["owner"] == b_id for k in json.loads(a.xsc("market", "book", "--json").stdout)["books"]
-                           for o in k["asks"]), "the peer's offer in the book", 30)
+    a, b, b_id = offering_pair(thread_node)
     for args in (["market", "book"], ["market", "recognition"]):
         shown = a.xsc(*args, env=NARROW)
         assert shown.exit_code == 0, shown.output

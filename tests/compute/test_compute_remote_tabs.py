@@ -8,7 +8,7 @@ import threading
 import pytest
 from tests.support.compute import module_id, wasm
 
-from tests.support.peers import api, http, start_star
+from tests.support.peers import api, http, kill_all, start_star
 from tests.support.waiting import eventually
 
 ENV = {"XSC_LEDGER_SETTLE_RETRY_INTERVAL": "0.3"}
@@ -84,7 +84,4 @@ def test_kill_9_of_gateway_or_provider_loses_no_acknowledged_remote_payment(tmp_
         payer = api(gateway, "GET", "/v1/ledger/accounts/client")[1]
         assert payer["balance"] >= -payer["credit_limit"]
     finally:
-        for node in started:
-            if node.proc and node.proc.poll() is None:
-                node.proc.kill()
-                node.proc.wait()
+        kill_all(started)

@@ -1,4 +1,5 @@
-"""Node processes talking to each other: raw HTTP to a node, waiting for a condition, a gateway with peers."""
+"""Nodes talking to each other: raw HTTP to a node, waiting for a condition, a gateway with peers, two nodes that
+know each other's offers."""
 
 from __future__ import annotations
 
@@ -74,3 +75,25 @@ def start_star(tmp_path: Path, n: int, gateway_env: dict, others_env: dict, star
                and all((peer_health(gateway, i) or {}).get("up") for i in ids[1:]),
                "the gateway to know the other nodes and see them up", timeout=90)
     return nodes, ids
+
+
+def kill_all(started: list) -> None:
+    """kill -9 every node process of `started` still running (a test's teardown)."""
+    for node in started:
+        if node.proc and node.proc.poll() is None:
+            node.proc.kill()
+            node.proc.wait()
+
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+
+
+def offering_pair(thread_node) -> tuple[Any, Any, str]:
+    """Two in-process nodes (probes and gossip quiet), `a` knowing `b` and its storage offer in its book: (a, b, b's
+    id)."""
+    a, b = thread_node("a", **QUIET), thread_node("b", **QUIET)
+    b_id = json.loads(b.xsc("node", "status", "--json").stdout)["id"]
+    assert a.xsc("peers", "add", b.url).exit_code == 0
+    eventually(lambda: any(o["owner"] == b_id for k in json.loads(a.xsc("market", "book", "--json").stdout)["books"]
+                           for o in k["asks"]), "the peer's offer in the book", 30)
+    return a, b, b_id

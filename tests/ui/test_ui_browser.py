@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.browser import Console, launch, login_url, missing, show
+from tests.support.browser import Console, login_url, missing, show
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(missing() is not None, reason=missing() or "")]
 
@@ -28,7 +28,7 @@ def cli_json(node, *args: str):
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    from tests.support.peers import api, http, start_star
+    from tests.support.peers import api, http, kill_all, start_star
 
     from tests.support.nodes import free_port
 
@@ -55,20 +55,7 @@ def net(tmp_path_factory):
             assert status == 200, run
         yield {"nodes": nodes, "ids": ids, "files": files, "web": f"http://{web}"}
     finally:
-        for node in started:
-            if node.proc and node.proc.poll() is None:
-                node.proc.kill()
-                node.proc.wait()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
+        kill_all(started)
 
 
 @pytest.fixture

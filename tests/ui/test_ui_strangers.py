@@ -16,8 +16,8 @@ from xsc.peers import make_descriptor
 from xsc.peers.core.descriptors import MAX_TEXT
 
 from tests.support.attacks import now_ms, signed, wasm_of
-from tests.support.browser import Console, launch, login_url, missing, show
-from tests.support.peers import api, http, start_star
+from tests.support.browser import Console, login_url, missing, show
+from tests.support.peers import api, http, kill_all, start_star
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(missing() is not None, reason=missing() or "")]
@@ -69,20 +69,7 @@ def net(tmp_path_factory):
         eventually(ran_here, "a call run on the gateway", poll=0.5)
         yield {"gateway": gateway, "stranger": stranger.id, "url": url, "name": name, "export": export}
     finally:
-        for node in started:
-            if node.proc and node.proc.poll() is None:
-                node.proc.kill()
-                node.proc.wait()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = launch(playwright)
-        yield chromium
-        chromium.close()
+        kill_all(started)
 
 
 class Watched:
