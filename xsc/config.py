@@ -64,8 +64,8 @@ class NodeSection(_Section):
     web_rate_limit: float = 100.0  # function requests per second from one address (bursts of twice that); 429 past it
     web_public_url: str = ""  # the URL callers reach web_listen at (empty: http://web_listen, its host as peers see it)
     s3_listen: str = ""  # HOST:PORT where the node itself answers S3 (as `xsc s3 serve` does); empty: not served
-    s3_max_buckets: int = 10_000  # buckets one S3 user may own (as an AWS account); TooManyBuckets past it
-    s3_max_uploads: int = 1_000  # multipart uploads one S3 user may have in progress; QuotaExceeded past it
+    s3_max_buckets: int = Field(default=10_000, ge=1, le=1_000_000)  # buckets one S3 user may own (as an AWS account)
+    s3_max_uploads: int = Field(default=1_000, ge=1, le=1_000_000)  # multipart uploads one S3 user may have going
     s3_upload_expiry: int = 7 * 86400  # seconds an unfinished multipart upload is kept; then it and its parts go
     placement_interval: float = 5.0  # seconds between checks that each function on the market is served and paid
 
@@ -102,13 +102,6 @@ class NodeSection(_Section):
     def _user_rate(cls, v: float) -> float:
         if not 1 <= v <= 1_000_000:
             raise ValueError("must be between 1 and 1000000 requests per second")
-        return v
-
-    @field_validator("s3_max_buckets", "s3_max_uploads")
-    @classmethod
-    def _s3_most(cls, v: int) -> int:
-        if not 1 <= v <= 1_000_000:
-            raise ValueError("must be from 1 to 1000000")
         return v
 
     @field_validator("s3_upload_expiry", mode="before")
