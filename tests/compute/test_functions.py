@@ -325,7 +325,7 @@ async def test_past_its_hourly_cap_a_function_answers_402_even_after_a_restart(m
 
 async def test_a_function_served_for_hours_keeps_an_hours_spend(node_factory, monkeypatch) -> None:
     """What a function spent is kept by the minute, in memory and with its runs' records (`c/s/`), for its hourly
-    cap: anyone calling it once a minute added one of each for as long as it was served.  A new minute drops
+    cap: anyone calling it once a minute would add one of each for as long as it is served.  A new minute drops
     those past the hour, in memory and on disk."""
     port = free_port()
     node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "web_rate_limit": 1000})

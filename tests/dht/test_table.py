@@ -174,7 +174,7 @@ async def test_a_store_of_a_value_that_is_not_valid_records_for_its_key_is_refus
 
 async def test_what_the_table_keeps_is_bounded_in_bytes_as_well_as_in_keys(monkeypatch) -> None:
     """A stranger's ids may each sign a holders record under any storage index's key: eight of them make every key
-    a bundle of ~5,000 bytes, and MAX_KEYS of those were half a gigabyte of the node's memory.  The oldest keys
+    a bundle of ~5,000 bytes, and MAX_KEYS of those would be half a gigabyte of the node's memory.  The oldest keys
     leave once the bundles held together pass MAX_BYTES; each store is still taken."""
     monkeypatch.setattr(table, "MAX_BYTES", 64 * 1024)
     target = await node(Directory())

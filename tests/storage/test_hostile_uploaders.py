@@ -215,9 +215,9 @@ async def test_a_share_nobody_pays_for_is_not_kept_for_free(holder_node, strange
 
 
 async def test_a_period_of_a_share_is_paid_once(holder_node, stranger) -> None:
-    """Each storage receipt is an entry on the holder's chain for good (a signature, a synced write): the uploader
-    asked for the same paid second again and again, each time under a fresh authorization, and got a receipt each
-    time.  A period that ends within what is paid is refused; one that reaches past it is signed (a payer that
+    """Each storage receipt is an entry on the holder's chain for good (a signature, a synced write): an uploader
+    asking for the same paid second again and again, each time under a fresh authorization, would get a receipt
+    each time.  A period that ends within what is paid is refused; one that reaches past it is signed (a payer that
     gave up on a payment the holder had countersigned pays again from where its own record ends)."""
     f, payer, path = EncodedFile(5000), Identity.generate(), "/v1/peer/ledger/receipts"
     await place(RemoteHolder(stranger.client, stranger.node_id, stranger.url, DEAL_PRICE, payer.id), f, 0)
