@@ -12,32 +12,29 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
 from .errors import ConfigError, InvalidArgument, from_validation
 from .paths import resolve_data_dir
+from . import units
 from .units import is_whole_number
-from .units import parse_duration as _parse_duration
-from .units import parse_size as _parse_size
-
-def parse_size(v: Any) -> int:
-    """units.parse_size, its refusal a ValueError: pydantic then names the key the value was given for."""
-    try:
-        return _parse_size(v)
-    except InvalidArgument as err:
-        raise ValueError(f"{err.message} ({err.hint})" if err.hint else err.message) from None
 
 
-def parse_duration(v: Any) -> int:
-    """units.parse_duration, its refusal a ValueError (as parse_size)."""
-    try:
-        return _parse_duration(v)
-    except InvalidArgument as err:
-        raise ValueError(f"{err.message} ({err.hint})" if err.hint else err.message) from None
+def _refused_as_value_error(parse: Callable[[Any], int]) -> Callable[[Any], int]:
+    """A units parser whose refusal is a ValueError: pydantic then names the key the value was given for."""
+    def parsed(v: Any) -> int:
+        try:
+            return parse(v)
+        except InvalidArgument as err:
+            raise ValueError(err.with_hint) from None
+    return parsed
 
+
+parse_size = _refused_as_value_error(units.parse_size)
+parse_duration = _refused_as_value_error(units.parse_duration)
 
 DEFAULT_LISTEN = "127.0.0.1:7070"
 CONFIG_FILE = "config.toml"
@@ -119,7 +116,7 @@ class NodeSection(_Section):
             try:
                 parse_listen(v)
             except ConfigError as err:  # pydantic's error names the setting
-                raise ValueError(f"{err.message} ({err.hint})") from None
+                raise ValueError(err.with_hint) from None
         return v
 
 

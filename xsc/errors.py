@@ -24,6 +24,11 @@ class XscError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    @property
+    def with_hint(self) -> str:
+        """The message and its hint as one line: `message (hint)`."""
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
 
 # --- input and configuration -------------------------------------------------
 class BadRequest(XscError):

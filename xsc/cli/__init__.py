@@ -87,7 +87,7 @@ def _usage_errors_from_parsing(command: click.Command) -> None:
         try:
             rest = parse_args(ctx, args)
         except XscError as err:
-            raise click.UsageError(err.message + (f" ({err.hint})" if err.hint else ""), ctx) from None
+            raise click.UsageError(err.with_hint, ctx) from None
         _values_requests_carry(ctx)
         return rest
 

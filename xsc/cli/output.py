@@ -46,8 +46,7 @@ def run_cli(group: click.Group, args: Sequence[str] | None = None) -> None:
         click.echo(f"xsc: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except XscError as exc:
-        hint = f" ({exc.hint})" if exc.hint else ""
-        click.echo(f"xsc: error: {exc.message}{hint}", err=True)
+        click.echo(f"xsc: error: {exc.with_hint}", err=True)
         if VERBOSE and exc.details:
             from .. import codec
 

@@ -179,8 +179,8 @@ async def _quote_from_home(dealing: Dealing, share_bytes: int, seconds: int, bid
                                  grouped=others >= erasure.N - home, dry=dry)
     except (MarketNoDeal, StorageFull, PrepaymentRequired) as err:
         log.info("the market placed no share of this put away from this node (%s): all stay here", err)
-        why = f"{err.message} ({err.hint})" if err.hint else err.message
-        return PutQuote(share_bytes, seconds, [me] * erasure.N, {s: ask for s in range(erasure.N)}, kept_home=why)
+        return PutQuote(share_bytes, seconds, [me] * erasure.N, {s: ask for s in range(erasure.N)},
+                        kept_home=err.with_hint)
     price = max(ask, *matched.prices.values())
     return PutQuote(share_bytes, seconds, [me] * home + matched.nodes,
                     {**{s: price for s in range(home)}, **{home + s: p for s, p in matched.prices.items()}},
