@@ -95,3 +95,21 @@ def test_every_command_has_help_that_fits_80_columns() -> None:
         assert result.exit_code == 0, (words, result.output)
         wide = [line for line in result.stdout.splitlines() if len(line) > 80]
         assert not wide, (words, wide)
+
+
+def test_every_command_and_option_says_what_it_is() -> None:
+    import click
+
+    from xsc.cli import cli
+
+    bare = []
+    for words in _command_paths():
+        command, ctx = cli, click.Context(cli)
+        for word in words:
+            command = command.get_command(ctx, word)
+            ctx = click.Context(command, parent=ctx)
+        if not (command.help or command.short_help):
+            bare.append(" ".join(["xsc", *words]))
+        bare += [f"xsc {' '.join(words)} {param.opts[0]}" for param in command.params
+                 if isinstance(param, click.Option) and not param.hidden and not param.help]
+    assert bare == [], f"commands and options whose --help says nothing: {bare}"
