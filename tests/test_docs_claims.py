@@ -150,3 +150,19 @@ def test_the_job_spec_example_is_a_job_a_default_node_runs() -> None:
     job = parse_job(spec)
     compute = NodeConfig(data_dir=Path(".")).compute
     resolve(Limits(compute.fuel, compute.memory, compute.timeout), job.fuel, job.memory, job.timeout)
+
+
+def test_every_file_the_docs_name_exists() -> None:
+    """`xsc/storage/gateway_put.py`, and `compute/shape.py` inside the package: docs/architecture.md's path of a put
+    and of an invoke, file by file, and every doc's pointers into the code."""
+    packages = "|".join(path.name for path in (REPO / "xsc").iterdir() if path.is_dir() and path.name != "__pycache__")
+    missing = []
+    for where, line in _lines():
+        for path in re.findall(r"(?<![\w/.-])((?:xsc|tests|scripts|fixtures|docs)/[\w/.-]+\.(?:py|md|wat|wasm|sh|yaml))",
+                               line):
+            if path != "tests/functional/tests.py" and not (REPO / path).exists():  # that one is minio-py's
+                missing.append(f"{where}: {path}")
+        for path in re.findall(rf"`((?:{packages})/[\w/.-]+\.py)", line):
+            if not (REPO / "xsc" / path).exists():
+                missing.append(f"{where}: xsc/{path}")
+    assert missing == [], "files the docs name that are not in the tree:\n" + "\n".join(missing)
