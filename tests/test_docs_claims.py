@@ -166,3 +166,29 @@ def test_every_file_the_docs_name_exists() -> None:
             if not (REPO / "xsc" / path).exists():
                 missing.append(f"{where}: xsc/{path}")
     assert missing == [], "files the docs name that are not in the tree:\n" + "\n".join(missing)
+
+
+def test_the_package_map_names_every_module() -> None:
+    """docs/architecture.md's package map names each module of each package (but the CLI's and the node's route
+    modules, one per command group or feature, as the map says)."""
+    block = (REPO / "docs" / "architecture.md").read_text().split("## The package map")[1].split("```")[1]
+    described: dict[str, str] = {}
+    package = None
+    for line in block.splitlines():
+        starts = re.match(r"  ([a-z0-9_]+)/\s", line)
+        if starts:
+            package = starts[1]
+            described[package] = line
+        elif package and line.startswith("      "):
+            described[package] += "\n" + line
+        else:
+            package = None
+    unnamed = []
+    for folder in sorted(path for path in (REPO / "xsc").iterdir() if path.is_dir() and path.name != "__pycache__"):
+        for module in sorted(folder.rglob("*.py")):
+            inside = module.relative_to(folder)
+            if module.name == "__init__.py" or folder.name == "cli" or inside.parts[0] in ("http", "static"):
+                continue
+            if not re.search(rf"\b{module.stem}\b", described.get(folder.name, "")):
+                unnamed.append(f"xsc/{folder.name}/{inside}")
+    assert unnamed == [], f"modules docs/architecture.md's package map does not name: {unnamed}"
