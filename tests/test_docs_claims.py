@@ -5,6 +5,7 @@ examples: tests/test_docs_examples.py.)"""
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -192,3 +193,36 @@ def test_the_package_map_names_every_module() -> None:
             if not re.search(rf"\b{module.stem}\b", described.get(folder.name, "")):
                 unnamed.append(f"xsc/{folder.name}/{inside}")
     assert unnamed == [], f"modules docs/architecture.md's package map does not name: {unnamed}"
+
+
+@functools.lru_cache(maxsize=None)
+def _defined(path: Path) -> set[str]:
+    """The names a module defines or imports, and the attributes it assigns (`self.x = ...`)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                if isinstance(target, (ast.Name, ast.Attribute)):
+                    names.add(target.id if isinstance(target, ast.Name) else target.attr)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
+    return names
+
+
+def test_every_name_the_docs_point_to_is_defined_there() -> None:
+    """`storage/deals.py:HolderTerms.check_price`: the module defines each name of the dotted path."""
+    packages = "|".join(path.name for path in (REPO / "xsc").iterdir() if path.is_dir() and path.name != "__pycache__")
+    wrong = []
+    for where, line in _lines():
+        for file, dotted in re.findall(rf"((?:xsc/)?(?:{packages})/[\w/]+\.py):([A-Za-z_][\w.]*\w)", line):
+            path = REPO / file if file.startswith("xsc/") else REPO / "xsc" / file
+            if not path.exists():
+                continue  # test_every_file_the_docs_name_exists says so
+            missing = [name for name in dotted.split(".") if name not in _defined(path)]
+            if missing:
+                wrong.append(f"{where}: {file}:{dotted} ({missing[0]} is not defined there)")
+    assert wrong == [], "names the docs point to that their module lacks:\n" + "\n".join(wrong)
