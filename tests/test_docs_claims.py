@@ -228,3 +228,30 @@ def test_every_name_the_docs_point_to_is_defined_there() -> None:
             if missing:
                 wrong.append(f"{where}: {file}:{dotted} ({missing[0]} is not defined there)")
     assert wrong == [], "names the docs point to that their module lacks:\n" + "\n".join(wrong)
+
+
+def test_every_problem_code_the_docs_name_has_the_status_they_give() -> None:
+    """"409 `module-disabled`": the node answers that code, with that status (node/problems.py)."""
+    from xsc import errors
+    from xsc.node.problems import status_of
+
+    statuses: dict[str, set[int] | None] = {}  # None: an S3 refusal, raised with the status S3 answers it with
+    todo = [errors.XscError]
+    while todo:
+        cls = todo.pop()
+        todo += cls.__subclasses__()
+        code = cls.__dict__.get("code")
+        if isinstance(code, str) and issubclass(cls, errors.S3Error):
+            statuses[code] = None
+        elif isinstance(code, str):
+            error = cls.__new__(cls)  # no message needed: the status follows from the class
+            Exception.__init__(error, "")
+            statuses.setdefault(code, set()).add(status_of(error))
+    wrong = []
+    for where, line in _lines():
+        for status, code in re.findall(r"\b([45]\d\d)\*{0,2}(?: \| | )`([a-z][a-z0-9]*(?:-[a-z0-9]+)+)`", line):
+            if code not in statuses:
+                wrong.append(f"{where}: no error has the code {code}")
+            elif statuses[code] is not None and int(status) not in statuses[code]:
+                wrong.append(f"{where}: {code} is answered {sorted(statuses[code])}, not {status}")
+    assert wrong == [], "\n".join(wrong)
