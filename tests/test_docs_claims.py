@@ -255,3 +255,12 @@ def test_every_problem_code_the_docs_name_has_the_status_they_give() -> None:
             elif statuses[code] is not None and int(status) not in statuses[code]:
                 wrong.append(f"{where}: {code} is answered {sorted(statuses[code])}, not {status}")
     assert wrong == [], "\n".join(wrong)
+
+
+def test_every_metric_the_docs_name_is_exported() -> None:
+    defined = {name for path in (REPO / "xsc").rglob("*.py")
+               for name in re.findall(r"(?:Counter|Gauge|Histogram|Summary)\(\s*\"(xsc_[a-z_]+)\"", path.read_text())}
+    assert "xsc_http_requests" in defined
+    unknown = [f"{where}: {name}" for where, line in _lines() for name in re.findall(r"`(xsc_[a-z_]+)[`{]", line)
+               if name.removesuffix("_total") not in defined and not name.startswith("xsc_session_")]
+    assert unknown == [], "metrics the docs name that the node does not export:\n" + "\n".join(unknown)
