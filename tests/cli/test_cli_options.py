@@ -62,6 +62,8 @@ def test_node_start_takes_data_dir_after_the_subcommand_and_says_listening_once(
             assert line, "".join(seen)
             seen.append(line)
         assert str(data_dir) in seen[-1]
+        # the line says the CLI can reach the node: its URL is recorded before it (as a script goes on right away)
+        assert (data_dir / "node.url").read_text().strip() == f"http://127.0.0.1:{port}"
         status = xsc("node", "status", "--json", "--data-dir", str(data_dir))
         assert status.exit_code == 0 and json.loads(status.stdout)["listen"] == f"127.0.0.1:{port}"
     finally:
@@ -113,3 +115,4 @@ def test_every_command_and_option_says_what_it_is() -> None:
         bare += [f"xsc {' '.join(words)} {param.opts[0]}" for param in command.params
                  if isinstance(param, click.Option) and not param.hidden and not param.help]
     assert bare == [], f"commands and options whose --help says nothing: {bare}"
+
