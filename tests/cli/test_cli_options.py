@@ -116,3 +116,19 @@ def test_every_command_and_option_says_what_it_is() -> None:
                  if isinstance(param, click.Option) and not param.hidden and not param.help]
     assert bare == [], f"commands and options whose --help says nothing: {bare}"
 
+
+def test_a_groups_list_shows_each_commands_first_sentence_whole() -> None:
+    import click
+
+    from xsc.cli import cli
+
+    for words in _command_paths():
+        command = cli
+        ctx = click.Context(cli)
+        for word in words:
+            command = command.get_command(ctx, word)
+            ctx = click.Context(command, parent=ctx)
+        if not isinstance(command, click.Group) or not words:
+            continue  # `xsc --help` lists the groups from a table of its own
+        listing = xsc(*words, "--help", env={"COLUMNS": "80"}).stdout.split("Commands:")[1]
+        assert "..." not in listing, (words, listing)
