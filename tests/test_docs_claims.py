@@ -6,6 +6,7 @@ examples: tests/test_docs_examples.py.)"""
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from pathlib import Path
 
@@ -120,6 +121,34 @@ def test_every_command_and_flag_the_docs_show_exists() -> None:
                     wrong.append(f"{where}: `xsc {' '.join(words[:used])}` has no flag {flag}")
     assert checked > 100 and wrong == [], "\n".join(wrong)
 
+
+
+def test_every_alternative_of_a_command_line_exists() -> None:
+    """`xsc store ls [--wide] \\| rm CAP \\| check CAP`: each alternative after the first is a command of the same group,
+    with its flags (README's table of commands)."""
+    from xsc.cli import cli
+
+    global_flags = {flag for param in cli.params for flag in param.opts}
+    wrong, checked = [], 0
+    for where, line in _lines():
+        for span in re.findall(r"`(xsc [^`]*)`", line):
+            alternatives = span.split(" \\| ")
+            first = alternatives[0].split()[1:]
+            command, used = _command(first)
+            group = first[:used] if isinstance(command, click.Group) else first[:used - 1]
+            for alternative in alternatives[1:] if used else ():
+                words = alternative.split()
+                names = list(itertools.takewhile(lambda word: re.fullmatch(r"[a-z][a-z0-9-]*", word), words))
+                command, used = _command(group + names)
+                checked += 1
+                if not names or used != len(group) + len(names) or isinstance(command, click.Group):
+                    wrong.append(f"{where}: `xsc {' '.join(group)}` has no command {' '.join(names)!r}")
+                    continue
+                flags = {flag for param in command.params for flag in (*param.opts, *param.secondary_opts)}
+                wrong += [f"{where}: `xsc {' '.join(group + names)}` has no flag {flag}"
+                          for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", alternative)
+                          if flag not in flags | global_flags]
+    assert checked > 30 and wrong == [], "\n".join(wrong)
 
 def test_every_route_the_docs_name_is_served(make_config) -> None:
     from xsc.node import create_app
