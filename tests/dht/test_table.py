@@ -281,6 +281,7 @@ async def test_a_node_whose_id_lacks_the_proof_of_work_it_asks_of_others_publish
     its rounds go on (no traceback each round), and it says once why it publishes nothing."""
     weak = service(Directory(), min_difficulty=40)  # a generated id has a few bits of work at most
     try:
+        weak.start()
         assert await weak.listen()
         await weak._round()
         await weak._round()

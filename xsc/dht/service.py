@@ -95,9 +95,6 @@ class DhtService:
         # An id minted under a lower peers.min_difficulty than asked now: every node (this one too) refuses the
         # records it signs, so it publishes none (node/datadir.py warned at start) and only looks things up.
         self.publishes = id_difficulty(identity.public_key) >= min_difficulty
-        if not self.publishes:
-            log.warning("the hash table publishes nothing of this node: its id has fewer bits of proof of work than "
-                        "the %d peers.min_difficulty asks (a new data dir mints a new id)", min_difficulty)
 
     @classmethod
     def configured(cls, *, identity: Identity, peers: PeerView, config: NodeConfig, quota: Any) -> DhtService:
@@ -118,6 +115,9 @@ class DhtService:
         if not log.isEnabledFor(logging.DEBUG):
             for name in LIBRARY_LOGGERS:
                 logging.getLogger(name).setLevel(logging.WARNING)
+        if self.enabled and not self.publishes:
+            log.warning("the hash table publishes nothing of this node: its id has fewer bits of proof of work than "
+                        "the %d peers.min_difficulty asks (a new data dir mints a new id)", self.protocol.min_difficulty)
 
     def loops(self) -> dict[str, Callable[[], Any]]:
         if not self.enabled:
