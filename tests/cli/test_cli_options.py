@@ -62,6 +62,8 @@ def test_node_start_takes_data_dir_after_the_subcommand_and_says_listening_once(
             assert line, "".join(seen)
             seen.append(line)
         assert str(data_dir) in seen[-1]
+        # the line says the CLI can reach the node: its URL is recorded before it (as a script goes on right away)
+        assert (data_dir / "node.url").read_text().strip() == f"http://127.0.0.1:{port}"
         status = xsc("node", "status", "--json", "--data-dir", str(data_dir))
         assert status.exit_code == 0 and json.loads(status.stdout)["listen"] == f"127.0.0.1:{port}"
     finally:
@@ -95,3 +97,38 @@ def test_every_command_has_help_that_fits_80_columns() -> None:
         assert result.exit_code == 0, (words, result.output)
         wide = [line for line in result.stdout.splitlines() if len(line) > 80]
         assert not wide, (words, wide)
+
+
+def test_every_command_and_option_says_what_it_is() -> None:
+    import click
+
+    from xsc.cli import cli
+
+    bare = []
+    for words in _command_paths():
+        command, ctx = cli, click.Context(cli)
+        for word in words:
+            command = command.get_command(ctx, word)
+            ctx = click.Context(command, parent=ctx)
+        if not (command.help or command.short_help):
+            bare.append(" ".join(["xsc", *words]))
+        bare += [f"xsc {' '.join(words)} {param.opts[0]}" for param in command.params
+                 if isinstance(param, click.Option) and not param.hidden and not param.help]
+    assert bare == [], f"commands and options whose --help says nothing: {bare}"
+
+
+def test_a_groups_list_shows_each_commands_first_sentence_whole() -> None:
+    import click
+
+    from xsc.cli import cli
+
+    for words in _command_paths():
+        command = cli
+        ctx = click.Context(cli)
+        for word in words:
+            command = command.get_command(ctx, word)
+            ctx = click.Context(command, parent=ctx)
+        if not isinstance(command, click.Group) or not words:
+            continue  # `xsc --help` lists the groups from a table of its own
+        listing = xsc(*words, "--help", env={"COLUMNS": "80"}).stdout.split("Commands:")[1]
+        assert "..." not in listing, (words, listing)

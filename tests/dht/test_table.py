@@ -53,13 +53,13 @@ class Directory:
         return View()
 
 
-def service(directory: Directory, rate: float = 1000.0) -> DhtService:
+def service(directory: Directory, rate: float = 1000.0, min_difficulty: int = 0) -> DhtService:
     """A node on a port free when chosen, not yet in the directory nor bound."""
     identity = Identity.generate()
     port = udp_port()
     return DhtService(identity=identity, peers=directory.view(identity, port), bind=("127.0.0.1", port),
-                      quota=RateLimiter(rate, 2 * rate, "datagrams"), min_difficulty=0, interval=0.2, ttl=3600,
-                      offers=("storage",))
+                      quota=RateLimiter(rate, 2 * rate, "datagrams"), min_difficulty=min_difficulty, interval=0.2,
+                      ttl=3600, offers=("storage",))
 
 
 async def node(directory: Directory, rate: float = 1000.0) -> DhtService:
@@ -274,6 +274,23 @@ async def test_a_node_whose_udp_port_is_taken_runs_without_the_table_and_finds_n
     finally:
         taken.close()
 
+
+
+async def test_a_node_whose_id_lacks_the_proof_of_work_it_asks_of_others_publishes_nothing_and_goes_on(caplog) -> None:
+    """A data dir's id minted under a lower peers.min_difficulty: peers refuse its records, and so does its own table;
+    its rounds go on (no traceback each round), and it says once why it publishes nothing."""
+    weak = service(Directory(), min_difficulty=40)  # a generated id has a few bits of work at most
+    try:
+        weak.start()
+        assert await weak.listen()
+        await weak._round()
+        await weak._round()
+        await weak.publish_holders(os.urandom(32), [weak.identity.id] * 6)
+        assert weak.status()["keys"] == 0 and weak.status()["offered"] == [] and weak.status()["published"] == 0
+        assert [r.message for r in caplog.records if r.levelname == "ERROR"] == []
+        assert sum("publishes nothing" in r.message for r in caplog.records if r.levelname == "WARNING") == 1
+    finally:
+        weak.close()
 
 async def test_a_node_alone_at_its_first_round_joins_as_soon_as_peers_are_up_not_an_interval_later() -> None:
     directory = Directory()

@@ -50,11 +50,25 @@ def _no_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     return value
 
 
+def _first_sentence(text: str) -> str:
+    """The first sentence of a command's help, whole: what its group's list shows (click would cut it at 45
+    characters or so, mid-sentence, with "..."); a period inside parentheses (e.g.) does not end it."""
+    paragraph = " ".join(text.strip().split("\n\n")[0].split())
+    depth = 0
+    for i, char in enumerate(paragraph):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "." and depth <= 0 and (i + 1 == len(paragraph) or paragraph[i + 1] == " "):
+            return paragraph[:i + 1]
+    return paragraph
+
+
 def _add_global_options(command: click.Command, uses_node: bool) -> None:
     """Let the global options be given after the subcommand too (they win over those before it)."""
     if getattr(command, _GLOBALS_ADDED, False):
         return
     setattr(command, _GLOBALS_ADDED, True)
+    if command.help and not command.short_help:
+        command.short_help = _first_sentence(command.help)
     if isinstance(command, click.Group):
         if isinstance(command, GroupWithLazyModules):
             command.uses_node = uses_node

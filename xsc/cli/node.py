@@ -17,7 +17,8 @@ def start_options(f):
     for option in reversed([
         click.option("--listen", metavar="HOST:PORT", help="Address to serve on (default: the config's node.listen)."),
         click.option("--storage-capacity", metavar="SIZE", help="Block bytes this node will hold, e.g. 10GiB."),
-        click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False)),
+        click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+                     help="How much the node logs (default: the config's node.log_level)."),
         click.option("--peer", "peer_urls", multiple=True, metavar="URL",
                      help="A node to join, e.g. http://127.0.0.1:7071 (repeatable; added to the config's peers.urls)."),
     ]):

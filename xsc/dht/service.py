@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from kademlia.node import Node
 
 from ..config import NodeConfig, parse_listen
-from ..identity import Identity
+from ..identity import Identity, id_difficulty
 from ..peers.core.descriptors import NodeDescriptor
 from ..tasks import at_most, now_ms, woken_loop
 from . import table
@@ -92,6 +92,9 @@ class DhtService:
         self._bind_failed = False  # said once, not every round
         self.published = 0  # holders records stored on at least one node
         self.offered: set[str] = set()  # the kinds whose provider record of this node is stored on some node
+        # An id minted under a lower peers.min_difficulty than asked now: every node (this one too) refuses the
+        # records it signs, so it publishes none (node/datadir.py warned at start) and only looks things up.
+        self.publishes = id_difficulty(identity.public_key) >= min_difficulty
 
     @classmethod
     def configured(cls, *, identity: Identity, peers: PeerView, config: NodeConfig, quota: Any) -> DhtService:
@@ -112,6 +115,9 @@ class DhtService:
         if not log.isEnabledFor(logging.DEBUG):
             for name in LIBRARY_LOGGERS:
                 logging.getLogger(name).setLevel(logging.WARNING)
+        if self.enabled and not self.publishes:
+            log.warning("the hash table publishes nothing of this node: its id has fewer bits of proof of work than "
+                        "the %d peers.min_difficulty asks (a new data dir mints a new id)", self.protocol.min_difficulty)
 
     def loops(self) -> dict[str, Callable[[], Any]]:
         if not self.enabled:
@@ -160,13 +166,17 @@ class DhtService:
             self._pending.clear()
             await at_most(PUBLISHING, (self.publish_holders(si, placement) for si, placement in batch))
         if time.monotonic() - self._published >= REPUBLISH_SECONDS or not self._published:
-            descriptor = self.peers.descriptor()
-            if await self._publish(records.node_key(self.identity.id), [descriptor]):
-                self._published = time.monotonic()
-            for kind in self.offers:
-                record = records.make_provider(self.identity, kind, descriptor.url, now_ms())
-                if await self._publish(records.providers_key(kind, records.provider_slot(self.identity.id)), [record]):
-                    self.offered.add(kind)
+            if not self.publishes:
+                self._published = time.monotonic()  # nothing of its own to publish: only the refresh below is due
+            else:
+                descriptor = self.peers.descriptor()
+                if await self._publish(records.node_key(self.identity.id), [descriptor]):
+                    self._published = time.monotonic()
+                for kind in self.offers:
+                    record = records.make_provider(self.identity, kind, descriptor.url, now_ms())
+                    if await self._publish(records.providers_key(kind, records.provider_slot(self.identity.id)),
+                                           [record]):
+                        self.offered.add(kind)
             for lonely in self.protocol.get_refresh_ids():  # (the paper's section 2.3)
                 await table.find_nodes(self.protocol, lonely, table.Lookup())
 
@@ -200,6 +210,8 @@ class DhtService:
 
     async def publish_holders(self, si: bytes, placement: list[str]) -> None:
         """Say in the table where the shares of a file this node placed are."""
+        if not self.publishes:
+            return
         record = records.make_holders(self.identity, si, placement, now_ms())
         stored = await self._publish(records.holders_key(si), [record])
         self.published += stored > 0

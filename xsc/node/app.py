@@ -203,14 +203,15 @@ async def serve(config: NodeConfig, *, ready: asyncio.Event | None = None,
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         collector.install()
-        print(f"xsc node {app[IDENTITY].id} listening on http://{host}:{port} (data dir {config.data_dir})", flush=True)
         print(f"peers reach it at {app[NODE].peers.url}", flush=True)
         if config.node.s3_listen:
             print(f"S3 at http://{config.node.s3_listen} (keys: xsc s3 keys create)", flush=True)
         if config.node.web_listen:
             print(f"web functions at http://{config.node.web_listen}/fn/NAME/ (xsc compute serve)", flush=True)
-        # Recorded last: whoever waits for the URL (the CLI, devnet, tests) finds the lines above already written.
+        # Whoever waits for the URL (devnet, tests) finds the lines above already written, and whoever waits for the
+        # "listening on" line (a script, the docs' examples) finds the URL recorded: the CLI reaches the node.
         datadir.record_url(config.data_dir, f"http://{host}:{port}")
+        print(f"xsc node {app[IDENTITY].id} listening on http://{host}:{port} (data dir {config.data_dir})", flush=True)
         if listening:
             listening()
         if ready:
