@@ -574,6 +574,8 @@ def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not is_whole_number(port) or not 0 <= int(port) < 65536:
         raise ConfigError(f"not a listen address: {text!r}", hint="use HOST:PORT, e.g. 127.0.0.1:7070")
+    if int(port) == 0:  # the system's pick, another each start: what the node says and records would be wrong
+        raise ConfigError(f"not a fixed listen address: {text!r} (port 0)", hint="give a port, e.g. 127.0.0.1:7070")
     return host.strip("[]"), int(port)
 
 

@@ -69,7 +69,9 @@ def test_config_set_refuses_bad_keys_and_values_and_leaves_the_file(tmp_path: Pa
     for key, value, words in [("storage.nope", "1", "no configuration key 'storage.nope'"),
                               ("market.ask_exponent", "9", "bad configuration value market.ask_exponent"),
                               ("node.listen", "nowhere", "node.listen: not a listen address"),
-                              ("node.web_listen", "nowhere", "node.web_listen: not a listen address")]:
+                              ("node.web_listen", "nowhere", "node.web_listen: not a listen address"),
+                              ("node.listen", "127.0.0.1:0", "node.listen: not a fixed listen address"),
+                              ("node.s3_listen", "127.0.0.1:0", "node.s3_listen: not a fixed listen address")]:
         result = xsc("config", "set", key, value, "--data-dir", data_dir)
         assert result.exit_code == 1 and words in result.stderr, result.output
         assert len(result.stderr.splitlines()) == 1
@@ -127,6 +129,12 @@ def test_a_refused_start_leaves_the_listen_address_in_config_toml_as_it_was(thre
     result = xsc("node", "start", "--data-dir", str(tmp_path / "fresh"), "--listen", taken, env=DEVNET_ENV)
     assert result.exit_code == 1 and f"cannot listen on {taken}" in result.stderr, result.output
     assert "listen" not in _file(tmp_path / "fresh").get("node", {})
+
+    # port 0 is the system's pick, another at each start: the node would say and record an address it is not at
+    result = xsc("node", "start", "--data-dir", str(tmp_path / "zero"), "--listen", "127.0.0.1:0", env=DEVNET_ENV)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == ["xsc: error: not a fixed listen address: '127.0.0.1:0' (port 0) "
+                                          "(give a port, e.g. 127.0.0.1:7070)"]
 
 
 def test_a_value_the_node_could_not_start_with_is_refused_with_its_key(tmp_path: Path) -> None:

@@ -129,6 +129,7 @@ def test_a_capability_mangled_in_its_size_is_one_line_saying_to_copy_it_whole(th
 @pytest.mark.parametrize("where, config, env, said", [
     ("--node", None, {}, "not a node URL: 'http://127.0.0.1:99999'"),
     ("XSC_NODE_LISTEN", None, {"XSC_NODE_LISTEN": "127.0.0.1:99999"}, "$XSC_NODE_LISTEN is not a listen address"),
+    ("XSC_NODE_LISTEN", None, {"XSC_NODE_LISTEN": "127.0.0.1:0"}, "$XSC_NODE_LISTEN is not a listen address"),
     ("config.toml", '[node]\nlisten = "127.0.0.1:99999"\n', {}, "node.listen in {path} is not a listen address"),
     ("config.toml", "[node]\nlisten = 7070\n", {}, "node.listen in {path} is not a listen address: 7070"),
     ("config.toml", b"\xff\xfe", {}, "{path} is not valid TOML"),

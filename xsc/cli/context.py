@@ -85,7 +85,7 @@ class CliContext:
 def _listen_url(listen: object, where: str, fix: str) -> str:
     """The URL of a node listening at HOST:PORT, as read from `where` (config.py's parse_listen, without pydantic)."""
     host, sep, port = listen.rpartition(":") if isinstance(listen, str) else ("", "", "")
-    if not sep or not host or not is_whole_number(port) or int(port) > 65535:
+    if not sep or not host or not is_whole_number(port) or not 0 < int(port) < 65536:
         raise ConfigError(f"{where} is not a listen address: {listen!r}", hint=f"use HOST:PORT, e.g. 127.0.0.1:7070; {fix}")
     return f"http://{host}:{port}"
 
