@@ -237,3 +237,79 @@ async def test_outputs_a_provider_signs_past_the_jobs_bytes_out_are_not_fetched_
     assert fetched == []  # refused from what it signed, before a byte of it was asked for
     await settle(gateway)
     assert balances(gateway, provider)[0] == before[0]
+
+
+def _another_module(args: list) -> None:
+    args[0] = hashlib.sha256(b"a cheaper program").hexdigest()
+
+
+def _another_price(args: list) -> None:
+    args[8] = args[8] * 2 + 1  # its charge worked out from it: a record consistent with itself, not with the deal
+
+
+def _another_input(args: list) -> None:
+    args[-1]["inputs"][0]["verify_hash"] = "ab" * 32 + ":" + "cd" * 32  # a lineage leading to a file never read
+
+
+def _another_argv(args: list) -> None:
+    args[3] = [args[3][0], "--cheap"]
+
+
+@pytest.mark.parametrize("tamper", [_another_module, _another_price, _another_input, _another_argv])
+async def test_a_provider_whose_signed_record_is_not_the_run_asked_for_is_not_paid_and_is_struck(
+        node_factory, monkeypatch, tamper) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    cap = await _put(gateway, DATA)
+    compute = provider.app[NODE].compute
+    real = compute.job_run
+
+    def job_run(*args):  # signed by the provider's own journal: a valid signature over what it says
+        args = list(args)
+        tamper(args)
+        return real(*args)
+
+    monkeypatch.setattr(compute, "job_run", job_run)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
+                        lambda node, why, **kw: struck.append(node) or False)
+    files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-", "inputs": [f"{cap}:/in/data"]},
+                                    stdin=b"abc")
+    assert status == 502 and problem["code"] == "forged-result", problem
+    assert "not paid" in problem["detail"] and "\n" not in problem["detail"]
+    assert struck == [provider.app[IDENTITY].id]
+    assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before  # nothing stored
+    await settle(gateway)
+    assert balances(gateway, provider)[0] == before[0]
+    for node in (gateway, provider):
+        await verified(node)
+
+
+async def test_a_provider_that_answers_an_earlier_run_of_the_same_job_is_not_paid_for_it_again(
+        node_factory, monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    spec = {"module": module, "stdin": "-"}
+    status, first = await run_job(gateway, spec, stdin=b"abc")
+    assert status == 201, first
+    hosted = provider.app[NODE].hosted_jobs
+    honest, answers = hosted._run, []
+
+    async def replayed(job):  # the same bytes out, under the record (and charge) of the first run
+        answer = await honest(job)
+        answers.append(answer)
+        return {**answer, "run": answers[0]["run"], "provenance": answers[0]["provenance"]} \
+            if len(answers) > 1 else answer
+
+    monkeypatch.setattr(hosted, "_run", replayed)
+    status, again = await run_job(gateway, spec, stdin=b"abc")  # captured by the patch as the provider's first
+    assert status == 201 and again["provenance"] != first["provenance"], again
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, spec, stdin=b"abc")
+    assert status == 502 and problem["code"] == "forged-result" and "replay" in problem["detail"], problem
+    await settle(gateway)
+    assert balances(gateway, provider)[0] == before[0]
+    job = await (await gateway.get(f"/v1/compute/jobs/{first['id']}")).json()
+    assert job["executions"] == 2  # the replayed run is not counted as one
