@@ -180,6 +180,27 @@ def test_lineage_walks_back_through_every_job_to_the_files_they_read(xsc_node, t
     assert text.count("made by job") == 2 and "stored by a user" in text and "signature ok" in text
 
 
+def test_a_jobs_files_and_lineage_fit_80_columns_with_every_id_whole(xsc_node, tmp_path):
+    source = tmp_path / "source"
+    source.write_bytes(b"some words\n")
+    cap = put(xsc_node, source)
+    narrow = {"COLUMNS": "80"}
+    ran = xsc_node.xsc("compute", "run", OUTPUTS, "--stdin", cap, "--input", f"{cap}:/in/data", env=narrow)
+    assert ran.returncode == 0, ran.stderr.decode()
+    job = json.loads(ok(xsc_node.xsc("compute", "job", ran.stderr.decode().split()[1], "--json")))
+    module, output = job["module"], job["outputs"][0]
+    shown = {"run": ran.stderr.decode(), "job": ok(xsc_node.xsc("compute", "job", job["id"], env=narrow)),
+             "lineage": ok(xsc_node.xsc("compute", "lineage", output["capability"], env=narrow))}
+    for command, text in shown.items():
+        words = text.split()
+        for line in text.splitlines():  # a line past 80 columns is one capability alone: it cannot be cut
+            assert len(line) <= 80 or line.strip().startswith("xsc:chk:") and " " not in line.strip(), (command, line)
+        if command != "lineage":
+            assert output["sha256"] in words and output["capability"] in words, command
+    lineage = [word.strip(",()") for word in shown["lineage"].split()]
+    assert module in lineage and job["id"] in lineage and job["inputs"][0]["sha256"] in lineage
+
+
 SHA256 = str(WASM / "sha256.wasm")
 
 
