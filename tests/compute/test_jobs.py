@@ -92,6 +92,14 @@ def test_outputs_over_their_cap_store_nothing(xsc_node):
     assert stored_files(xsc_node) == before
 
 
+def test_a_file_left_in_out_under_a_name_that_is_not_printable_stores_nothing(xsc_node):
+    before = stored_files(xsc_node)
+    line = error_line(xsc_node.xsc("compute", "run", str(WASM / "odd_name.wasm"), "--no-stdin"))
+    assert "not printable" in line and "nothing of its outputs is stored" in line and "\x1b" not in line, line
+    assert "printable characters" in line  # the hint
+    assert stored_files(xsc_node) == before
+
+
 def test_a_stored_file_is_mounted_read_only_and_nothing_else_is_visible(xsc_node, tmp_path):
     source = tmp_path / "data"
     source.write_bytes(b"secret words here\n")

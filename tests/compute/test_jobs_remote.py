@@ -313,3 +313,23 @@ async def test_a_provider_that_answers_an_earlier_run_of_the_same_job_is_not_pai
     assert balances(gateway, provider)[0] == before[0]
     job = await (await gateway.get(f"/v1/compute/jobs/{first['id']}")).json()
     assert job["executions"] == 2  # the replayed run is not counted as one
+
+
+async def test_a_provider_whose_program_names_an_output_unprintably_is_paid_not_struck(node_factory,
+                                                                                        monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "odd_name", wasi=True)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
+                        lambda node, why, **kw: struck.append(node) or False)
+    files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module})
+    assert status == 413 and problem["code"] == "over-cap" and "not printable" in problem["detail"], problem
+    assert problem["provider"] == provider.app[IDENTITY].id and struck == []  # it ran the job as it was asked
+    assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before
+    await settle(gateway)
+    after = balances(gateway, provider)
+    assert (after[0] - before[0], after[1] - before[1]) == (-problem["charge"], problem["charge"])
+    for node in (gateway, provider):
+        await verified(node)

@@ -40,7 +40,7 @@ from . import provenance
 from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
-from .job_sandbox import record_and_owe, run_program
+from .job_sandbox import UNPRINTABLE, record_and_owe, run_program
 from .sent_jobs import Returned
 from .wasi_io import io_fuel
 
@@ -339,7 +339,9 @@ class JobService:
         answer.pop("signed", None)
         if refusal is not None:
             raise OverCap(f"the job {job['id'][:16]}… ran, but {refusal}: nothing of its outputs is stored",
-                          hint="ask for more with --bytes-out (or --stdout-cap), or write less", **answer)
+                          hint="name the files it leaves in /out with printable characters"
+                          if refusal.startswith(UNPRINTABLE) else
+                          "ask for more with --bytes-out (or --stdout-cap), or write less", **answer)
         if trap is not None:
             raise Trap(f"the job {job['id'][:16]}… failed: {trap['message']}", kind=trap.get("kind"),
                        hint=trap.get("hint"), **answer)
