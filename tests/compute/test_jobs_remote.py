@@ -255,7 +255,11 @@ def _another_argv(args: list) -> None:
     args[3] = [args[3][0], "--cheap"]
 
 
-@pytest.mark.parametrize("tamper", [_another_module, _another_price, _another_input, _another_argv])
+def _no_text(args: list) -> None:
+    """The record as it ran; only the answer's stdout is changed (a list, not text: see the test)."""
+
+
+@pytest.mark.parametrize("tamper", [_another_module, _another_price, _another_input, _another_argv, _no_text])
 async def test_a_provider_whose_signed_record_is_not_the_run_asked_for_is_not_paid_and_is_struck(
         node_factory, monkeypatch, tamper) -> None:
     gateway, (provider,) = await network(node_factory)
@@ -270,6 +274,15 @@ async def test_a_provider_whose_signed_record_is_not_the_run_asked_for_is_not_pa
         return real(*args)
 
     monkeypatch.setattr(compute, "job_run", job_run)
+    if tamper is _no_text:  # an answer whose stdout is not text: the user's CLI would print a list
+        hosted = provider.app[NODE].hosted_jobs
+        honest = hosted._run
+
+        async def listed(job):
+            answer = await honest(job)
+            return {**answer, "run": {**answer["run"], "stdout": ["not", "text"]}}
+
+        monkeypatch.setattr(hosted, "_run", listed)
     struck: list[str] = []
     monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
                         lambda node, why, **kw: struck.append(node) or False)
@@ -333,3 +346,16 @@ async def test_a_provider_whose_program_names_an_output_unprintably_is_paid_not_
     assert (after[0] - before[0], after[1] - before[1]) == (-problem["charge"], problem["charge"])
     for node in (gateway, provider):
         await verified(node)
+
+
+async def test_a_job_that_traps_on_a_provider_is_answered_as_its_trap_and_the_provider_paid(node_factory,
+                                                                                            monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "spin", wasi=True)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
+                        lambda node, why, **kw: struck.append(node) or False)
+    status, problem = await run_job(gateway, {"module": module, "limits": {"timeout": 0.1}})
+    assert status == 422 and problem["kind"] == "deadline" and problem["provider"] == provider.app[IDENTITY].id, \
+        problem
+    assert struck == [] and problem["charge"] > 0  # the run it signed is the run it answered

@@ -193,8 +193,8 @@ class SentJobs:
             raise ForgedResult(f"provider {provider[:12]}… answered a run its signed record does not match (another "
                                "job, inputs, outputs, charge or fuel): not paid, and struck",
                                hint="run the job again (another provider)")
-        why = _unlike_the_deal(record, spec, price, tab.auth.id.hex(), self.paid.compute.memory_price,
-                               "trap" in answer)
+        why = _unlike_a_run(run, answer, record) or _unlike_the_deal(
+            record, spec, price, tab.auth.id.hex(), self.paid.compute.memory_price, "trap" in answer)
         if why is not None:
             raise ForgedResult(f"provider {provider[:12]}…'s signed record {why}: not paid, and struck",
                                hint="run the job again (another provider)")
@@ -225,6 +225,18 @@ class SentJobs:
                 await in_pool(None, out.write, chunk)
                 got += len(chunk)
         return got, digest.hexdigest()
+
+
+def _unlike_a_run(run: dict[str, Any], answer: dict[str, Any], record: dict[str, Any]) -> str | None:
+    """What in a provider's answer is not as a run here answers (its streams text, its trap the one it signed, a
+    refusal a sentence): shown to the user and kept with the job, so never taken in another shape."""
+    trap, signed_trap = answer.get("trap"), record.get("trap")
+    if not all(isinstance(run.get(k, ""), str) for k in ("stdout", "stderr")) \
+            or not isinstance(answer.get("refusal", ""), str) \
+            or trap is not None and (not isinstance(trap, dict) or not isinstance(trap.get("message"), str)
+                                     or not isinstance(signed_trap, dict) or trap.get("kind") != signed_trap.get("kind")):
+        return "comes with an answer in a shape no run has (its streams, trap or refusal)"
+    return None
 
 
 def _unlike_the_deal(record: dict[str, Any], spec, price: int, authorization: str, memory_price: int,
