@@ -209,6 +209,21 @@ def test_a_jobs_files_and_lineage_fit_80_columns_with_every_id_whole(xsc_node, t
     assert module in lineage and job["id"] in lineage and job["inputs"][0]["sha256"] in lineage
 
 
+def test_an_earlier_runs_output_keeps_its_lineage_after_the_job_runs_again(xsc_node, tmp_path):
+    source = tmp_path / "source"
+    source.write_bytes(b"words to copy\n")
+    cap = put(xsc_node, source)
+    runs = [json.loads(ok(xsc_node.xsc("compute", "run", OUTPUTS, "--stdin", cap, "--input", f"{cap}:/in/data",
+                                       "--json"))) for _ in range(2)]  # not deterministic: it runs twice
+    assert runs[0]["id"] == runs[1]["id"] and runs[0]["provenance"] != runs[1]["provenance"]
+    for run in runs:
+        output = next(o for o in run["outputs"] if o["name"] == "out/c.txt")
+        made = json.loads(ok(xsc_node.xsc("compute", "lineage", output["capability"], "--json")))["made_by"]
+        assert made["provenance"] == run["provenance"] and made["signature_valid"] and made["output_signed"], made
+        assert made["output"]["sha256"] == output["sha256"]
+        assert "NOT AMONG" not in ok(xsc_node.xsc("compute", "lineage", output["capability"]))
+
+
 SHA256 = str(WASM / "sha256.wasm")
 
 

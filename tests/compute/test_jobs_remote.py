@@ -359,3 +359,18 @@ async def test_a_job_that_traps_on_a_provider_is_answered_as_its_trap_and_the_pr
     assert status == 422 and problem["kind"] == "deadline" and problem["provider"] == provider.app[IDENTITY].id, \
         problem
     assert struck == [] and problem["charge"] > 0  # the run it signed is the run it answered
+
+
+async def test_an_earlier_run_on_a_provider_keeps_its_lineage_after_the_job_runs_again(node_factory) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    runs = []
+    for _ in range(2):
+        status, job = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+        assert status == 201, job
+        runs.append(job)
+    for job in runs:
+        output = next(o for o in job["outputs"] if o["name"] == "out/c.txt")
+        made = (await (await gateway.get(f"/v1/compute/lineage/{output['capability']}")).json())["made_by"]
+        assert made["provenance"] == job["provenance"] and made["node"] == provider.app[IDENTITY].id
+        assert made["signature_valid"] and made["output_signed"], made

@@ -276,8 +276,17 @@ class JobService:
         if charge is not None:
             run = {**run, "charge": charge}
         stored = await self._store_outputs(returned.files, job) if returned.files else []
-        return self._finish(job, run, stored, answer.get("refusal"), answer.get("trap"), provider=returned.provider,
-                            signed=returned.signed)
+        refusal, trap = answer.get("refusal"), answer.get("trap")
+        streams = self._ended(job, run, stored, refusal, trap, provider=returned.provider, signed=returned.signed)
+        # One write: the job done, the provider's signed record kept by its id (the job's record keeps only its
+        # latest run's), and each output's link to it.
+        provenance_id = returned.signed["record"]["id"]
+        with self.db.write_batch(sync=True) as batch:
+            batch.put(keys.job(self.payer.public_key, bytes.fromhex(job["id"])), codec.dumps(job))
+            batch.put(keys.job_run(bytes.fromhex(provenance_id)), codec.dumps(returned.signed))
+            for key, value in self._made(job["id"], stored, provenance_id):
+                batch.put(key, value)
+        return self._answer(job, streams, run["charge"], refusal, trap)
 
     async def _execute(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
                        staged: Staged, job: dict[str, Any], prepaid: int) -> dict[str, Any]:
@@ -306,15 +315,9 @@ class JobService:
         # job is either not run (and runs again) or done and paid, never paid and run again.
         await record_and_owe(self.compute, self.ledger, self.tabs, self.payer, self.node, run, record,
                              prepared.module_hash, budget,
-                             ((keys.job(self.payer.public_key, bytes.fromhex(job["id"])), codec.dumps(job)),))
+                             ((keys.job(self.payer.public_key, bytes.fromhex(job["id"])), codec.dumps(job)),
+                              *self._made(job["id"], stored, run.provenance_id)))
         return self._answer(job, streams, run.charge, refusal, trap)
-
-    def _finish(self, job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]], refusal: str | None,
-                trap: dict[str, Any] | None, **where: Any) -> dict[str, Any]:
-        """Record how a run of the job ended (`run`: its JSON, here or from a provider) and answer it."""
-        streams = self._ended(job, run, stored, refusal, trap, **where)
-        self._save(self.payer.public_key, job["id"], job)
-        return self._answer(job, streams, run["charge"], refusal, trap)
 
     def _ended(self, job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]], refusal: str | None,
                trap: dict[str, Any] | None, **where: Any) -> dict[str, str]:
@@ -466,11 +469,15 @@ class JobService:
         except BaseException:
             await self._remove([o["capability"] for o in stored])
             raise
-        for output in stored:
-            cap = Capability.parse(output["capability"])
-            self.db.put(keys.job_output(cap.storage_index),
-                        codec.dumps({"job": job["id"], "user": self.payer.public_key.hex()}), sync=True)
         return stored
+
+    def _made(self, jid: str, stored: list[dict[str, Any]], provenance_id: str) -> tuple[tuple[bytes, bytes], ...]:
+        """Each stored output's link to the run that wrote it, written with that run's job record: a lineage walk
+        holds a file to the record of its own run, not to the job's latest (which wrote other files)."""
+        user = self.payer.public_key.hex()
+        return tuple((keys.job_output(Capability.parse(o["capability"]).storage_index),
+                      codec.dumps({"job": jid, "user": user, "provenance": provenance_id, "name": o["name"],
+                                   "sha256": o["sha256"]})) for o in stored)
 
     async def _remove(self, caps: list[str]) -> None:
         for text in caps:
@@ -532,12 +539,13 @@ class JobService:
         job = self._load(bytes.fromhex(made["user"]), made["job"])
         if job is None or not job.get("provenance"):
             return node
-        # A job run here: its record is in this node's journal; run on a provider: the record it signed is kept
-        # with the job, and names each output by its hash (the capability was made here, after the run).
-        signed = job.get("signed") or self.compute.provenance(job["provenance"])
+        signed = self._run_record(job, made.get("provenance") or job["provenance"])
+        if signed is None:
+            return node
         record = signed["record"]
         facts = record.get("job", {})
-        mine = next((o for o in job.get("outputs", []) if o.get("verify_hash") == verify_hash), {})
+        mine = made if "sha256" in made else \
+            next((o for o in job.get("outputs", []) if o.get("verify_hash") == verify_hash), {})
         output = next((o for o in facts.get("outputs", []) if o.get("verify_hash", verify_hash) == verify_hash
                        and o.get("sha256") == mine.get("sha256") and o.get("name") == mine.get("name")), None)
         node["made_by"] = {
@@ -549,6 +557,20 @@ class JobService:
                        for item in facts.get("inputs", [])],
         }
         return node
+
+
+    def _run_record(self, job: dict[str, Any], provenance_id: str) -> dict[str, Any] | None:
+        """The signed record of the job's run `provenance_id`: a run here is in this node's journal; a run on a
+        provider, the record it signed, kept by its id (and the latest with the job).  None if it is gone."""
+        kept = self.db.get(keys.job_run(bytes.fromhex(provenance_id)))
+        if kept is not None:
+            return codec.loads(kept)
+        if job.get("signed", {}).get("record", {}).get("id") == provenance_id:
+            return job["signed"]
+        try:
+            return self.compute.provenance(provenance_id)
+        except XscError:
+            return None
 
 
 def _replicas(chosen: list[Any], answers: list[Any], agreed: list[Any]) -> list[dict[str, Any]]:
