@@ -374,3 +374,35 @@ async def test_an_earlier_run_on_a_provider_keeps_its_lineage_after_the_job_runs
         made = (await (await gateway.get(f"/v1/compute/lineage/{output['capability']}")).json())["made_by"]
         assert made["provenance"] == job["provenance"] and made["node"] == provider.app[IDENTITY].id
         assert made["signature_valid"] and made["output_signed"], made
+
+
+async def test_two_runs_of_one_job_at_once_run_one_after_the_other(node_factory, monkeypatch) -> None:
+    gateway, _ = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    stage, staged = jobs._stage, asyncio.Event()
+    calls: list[int] = []
+
+    async def counted(*args):
+        done = await stage(*args)
+        calls.append(1)
+        if len(calls) == 2:
+            staged.set()
+        return done
+
+    execute = jobs._placed
+
+    async def held(*args):  # the first run goes on only once the second has its bytes and its job id
+        await staged.wait()
+        return await execute(*args)
+
+    monkeypatch.setattr(jobs, "_stage", counted)
+    monkeypatch.setattr(jobs, "_placed", held)
+    spec = {"module": module, "stdin": "-"}
+    answers = await asyncio.gather(run_job(gateway, spec, stdin=b"abc"), run_job(gateway, spec, stdin=b"abc"))
+    assert [status for status, _ in answers] == [201, 201], answers
+    first, second = sorted((job for _, job in answers), key=lambda job: job["executions"])
+    assert (first["executions"], second["executions"]) == (1, 2)  # each run counted
+    shown = await (await gateway.get(f"/v1/compute/jobs/{first['id']}")).json()
+    assert shown["executions"] == 2 and shown["provenance"] == second["provenance"]
+    assert {o["capability"] for o in shown["outputs"]} == {o["capability"] for o in second["outputs"]}

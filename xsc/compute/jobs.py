@@ -86,6 +86,7 @@ class JobService:
 
         self._placed_on: Counter[str] = Counter()  # provider -> this node's jobs running there now
         self._finished = asyncio.Condition()  # a job on a provider ended: a place there may be free
+        self._one_at_a_time: dict[str, list] = {}  # job id -> [a lock held while a run of it is under way, users]
 
     def start(self) -> None:
         """The work directories of jobs a stop cut short (their stdin, their outputs not yet stored): nothing reads
@@ -116,31 +117,46 @@ class JobService:
         try:
             staged = await self._stage(spec, stdin, work)
             jid = job_id(spec, staged.stdin_sha256, [i["sha256"] for i in staged.inputs])
-            user = self.payer.public_key
-            previous = self._load(user, jid)
-            if spec.deterministic and previous is not None and previous.get("state") == "done" \
-                    and previous.get("replayable", True) and not fresh:
-                previous["replays"] = previous.get("replays", 0) + 1  # not run: its executions stay as they were
-                self._save(user, jid, previous)
-                return {**previous, "replayed": True, "charged": 0}
-            prepaid = io_fuel(staged.bytes_in)
-            if prepaid >= limits.fuel:
-                raise InvalidArgument(f"reading its {staged.bytes_in:,} bytes of input costs {prepaid:,} fuel, "
-                                      f"more than its fuel limit ({limits.fuel:,})", hint="ask for more --fuel")
-            executions = (previous or {}).get("executions", 0)
-            job = {"id": jid, "state": "running", "module": spec.module, "entrypoint": spec.entrypoint,
-                   "spec": spec.canonical(), "executions": executions, "outputs": [], "inputs": staged.inputs,
-                   "created": provenance.timestamp(time.time_ns())}
-            self._save(user, jid, job)
+            # One run of a job at a time: a second waits, then replays it or runs after it (the job's record,
+            # its executions and its outputs are one run's, never two runs' written over each other).
+            held = self._one_at_a_time.setdefault(jid, [asyncio.Lock(), 0])
+            held[1] += 1  # runs of it holding or waiting for the lock: the last one out forgets it
             try:
-                return await self._placed(spec, call, prepared, signature, limits, rate, staged, job, prepaid)
-            except XscError as err:
-                if job["state"] == "running":  # refused before it ran (the node busy, too little credit)
-                    job.update(state="refused", error=err.message)
-                    self._save(user, jid, job)
-                raise
+                async with held[0]:
+                    return await self._run_staged(spec, call, prepared, signature, limits, rate, staged, jid, fresh)
+            finally:
+                held[1] -= 1
+                if not held[1]:
+                    del self._one_at_a_time[jid]
         finally:
             await in_pool(None, shutil.rmtree, work, True)
+
+    async def _run_staged(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
+                          staged: Staged, jid: str, fresh: bool) -> dict[str, Any]:
+        """The staged job run (or replayed) while no other run of it is under way."""
+        user = self.payer.public_key
+        previous = self._load(user, jid)
+        if spec.deterministic and previous is not None and previous.get("state") == "done" \
+                and previous.get("replayable", True) and not fresh:
+            previous["replays"] = previous.get("replays", 0) + 1  # not run: its executions stay as they were
+            self._save(user, jid, previous)
+            return {**previous, "replayed": True, "charged": 0}
+        prepaid = io_fuel(staged.bytes_in)
+        if prepaid >= limits.fuel:
+            raise InvalidArgument(f"reading its {staged.bytes_in:,} bytes of input costs {prepaid:,} fuel, "
+                                  f"more than its fuel limit ({limits.fuel:,})", hint="ask for more --fuel")
+        executions = (previous or {}).get("executions", 0)
+        job = {"id": jid, "state": "running", "module": spec.module, "entrypoint": spec.entrypoint,
+               "spec": spec.canonical(), "executions": executions, "outputs": [], "inputs": staged.inputs,
+               "created": provenance.timestamp(time.time_ns())}
+        self._save(user, jid, job)
+        try:
+            return await self._placed(spec, call, prepared, signature, limits, rate, staged, job, prepaid)
+        except XscError as err:
+            if job["state"] == "running":  # refused before it ran (the node busy, too little credit)
+                job.update(state="refused", error=err.message)
+                self._save(user, jid, job)
+            raise
 
     async def run_streamed(self, read: ReadFn) -> dict[str, Any]:
         """Run a job whose request body is its spec's JSON on one line, then its stdin (read as the job reads it)."""
