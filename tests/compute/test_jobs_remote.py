@@ -406,3 +406,19 @@ async def test_two_runs_of_one_job_at_once_run_one_after_the_other(node_factory,
     shown = await (await gateway.get(f"/v1/compute/jobs/{first['id']}")).json()
     assert shown["executions"] == 2 and shown["provenance"] == second["provenance"]
     assert {o["capability"] for o in shown["outputs"]} == {o["capability"] for o in second["outputs"]}
+
+
+async def test_a_job_whose_inputs_cost_more_fuel_than_it_has_is_refused_before_a_byte_is_read(node_factory,
+                                                                                             monkeypatch) -> None:
+    gateway, _ = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    cap = await _put(gateway, DATA)  # 35,000 bytes: 140,000 fuel to read
+    storage = gateway.app[NODE].storage
+    opened: list[str] = []
+    real_open = storage.open
+    monkeypatch.setattr(storage, "open", lambda c, *a, **kw: opened.append(str(c)) or real_open(c, *a, **kw))
+    for spec in ({"stdin": cap}, {"inputs": [f"{cap}:/in/data"]}):
+        status, problem = await run_job(gateway, {"module": module, **spec, "limits": {"fuel": 100_000}})
+        assert status == 400 and "more than its fuel limit" in problem["detail"] and "--fuel" in problem["hint"], \
+            problem
+    assert opened == []  # priced from the capabilities' sizes, nothing fetched

@@ -115,7 +115,7 @@ class JobService:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="job-", dir=self.work_dir))
         try:
-            staged = await self._stage(spec, stdin, work)
+            staged = await self._stage(spec, stdin, work, limits.fuel)
             jid = job_id(spec, staged.stdin_sha256, [i["sha256"] for i in staged.inputs])
             # One run of a job at a time: a second waits, then replays it or runs after it (the job's record,
             # its executions and its outputs are one run's, never two runs' written over each other).
@@ -141,10 +141,7 @@ class JobService:
             previous["replays"] = previous.get("replays", 0) + 1  # not run: its executions stay as they were
             self._save(user, jid, previous)
             return {**previous, "replayed": True, "charged": 0}
-        prepaid = io_fuel(staged.bytes_in)
-        if prepaid >= limits.fuel:
-            raise InvalidArgument(f"reading its {staged.bytes_in:,} bytes of input costs {prepaid:,} fuel, "
-                                  f"more than its fuel limit ({limits.fuel:,})", hint="ask for more --fuel")
+        prepaid = _affordable(staged.bytes_in, limits.fuel)
         executions = (previous or {}).get("executions", 0)
         job = {"id": jid, "state": "running", "module": spec.module, "entrypoint": spec.entrypoint,
                "spec": spec.canonical(), "executions": executions, "outputs": [], "inputs": staged.inputs,
@@ -367,16 +364,22 @@ class JobService:
         return answer
 
     # --- inputs ------------------------------------------------------------------------------
-    async def _stage(self, spec: JobSpec, stdin: ReadFn | None, work: Path) -> Staged:
+    async def _stage(self, spec: JobSpec, stdin: ReadFn | None, work: Path, fuel: int) -> Staged:
         opened: list = []  # the stored files read, closed however staging ends: no range asked stays in flight
         try:
-            return await self._staged(spec, stdin, work, opened)
+            return await self._staged(spec, stdin, work, opened, fuel)
         finally:
             await asyncio.gather(*(plaintext.aclose() for plaintext in opened))
 
-    async def _staged(self, spec: JobSpec, stdin: ReadFn | None, work: Path, opened: list) -> Staged:
+    async def _staged(self, spec: JobSpec, stdin: ReadFn | None, work: Path, opened: list, fuel: int) -> Staged:
         staged = Staged(work)
         room = spec.bytes_in
+        # What the job reads is priced (4 fuel a byte) before a byte of it is fetched: the sizes of the stored
+        # files it names are in their capabilities.
+        parts = [[Capability.parse(text) for text in await self._parts(item, f"input /in/{item.name}")]
+                 for item in spec.inputs]
+        named = [] if spec.stdin in (None, "-") else [Capability.parse(spec.stdin)]
+        _affordable(sum(cap.size for cap in [*named, *(cap for caps in parts for cap in caps)]), fuel)
         if spec.stdin is not None:
             staged.stdin = work / "stdin"
             source = stdin if spec.stdin == "-" else await self._opened(spec.stdin, "stdin", opened)
@@ -384,9 +387,8 @@ class JobService:
             room -= size
             staged.bytes_in += size
         (work / "in").mkdir()
-        for item in spec.inputs:
+        for item, caps in zip(spec.inputs, parts):
             what = f"input /in/{item.name}"
-            caps = [Capability.parse(text) for text in await self._parts(item, what)]
             if sum(cap.size for cap in caps) > room:
                 raise OverCap(f"{what} is {sum(cap.size for cap in caps):,} bytes, over what is left of the job's "
                               f"bytes_in ({room:,})", hint="ask for more with --bytes-in")
@@ -599,6 +601,15 @@ def _replicas(chosen: list[Any], answers: list[Any], agreed: list[Any]) -> list[
             out.append({"provider": a.provider, "paid": r in agreed, "provenance": r.run["provenance"],
                         "charge": r.run["charge"] if r in agreed else 0, "fuel_consumed": r.run["fuel_consumed"]})
     return out
+
+
+def _affordable(nbytes: int, fuel: int) -> int:
+    """The fuel reading `nbytes` of input costs, if the job's fuel limit covers it; else InvalidArgument."""
+    prepaid = io_fuel(nbytes)
+    if prepaid >= fuel:
+        raise InvalidArgument(f"reading its {nbytes:,} bytes of input costs {prepaid:,} fuel, more than its fuel "
+                              f"limit ({fuel:,})", hint="ask for more --fuel")
+    return prepaid
 
 
 def _next_provider(err: XscError) -> bool:
