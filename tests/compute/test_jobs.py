@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -277,6 +278,44 @@ def test_a_job_cut_short_by_kill_9_is_marked_interrupted_after_restart(node_proc
     assert job["state"] == "interrupted" and job["outputs"] == [] and job["executions"] == 0
     assert "stopped" in job["error"]
     assert list((node.data_dir / "jobs").glob("job-*")) == []  # and its files: nothing reads them again
+
+
+@pytest.mark.slow
+def test_a_job_killed_while_its_outputs_are_stored_leaves_none_of_them_and_runs_again(node_process, tmp_path):
+    import hashlib
+    import subprocess
+
+    from tests.support.waiting import eventually
+    from xsc.compute.jobspec import job_id, parse_job
+    from xsc.devnet import xsc_command
+
+    node = node_process("k")
+    module = ok(node.xsc("compute", "deploy", OUTPUTS, "--wasi")).strip()
+    data = tmp_path / "stdin"
+    data.write_bytes(os.urandom(48 << 20))  # out/c.txt is a copy: its put takes a while
+    jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
+    with open(data, "rb") as stdin:
+        running = subprocess.Popen([*xsc_command(), "--data-dir", str(node.data_dir), "compute", "run", module],
+                                   stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def storing():
+            shown = node.xsc("compute", "job", jid, "--json")
+            return shown.returncode == 0 and json.loads(shown.stdout)["state"] == "storing"
+
+        eventually(storing, "the job storing its outputs", timeout=120, poll=0.02)
+        node.kill()
+    finally:
+        running.wait(30)
+    node.start()
+    job = eventually(lambda: (j := json.loads(ok(node.xsc("compute", "job", jid, "--json"))))["state"]
+                     not in ("running", "storing") and j, "the job marked at the start", timeout=60)
+    assert job["state"] == "interrupted" and job["outputs"] == [] and job["executions"] == 0, job
+    listed = json.loads(ok(node.xsc("store", "ls", "--json")))
+    files = listed["files"] if isinstance(listed, dict) else listed
+    assert not [f for f in files if jid[:16] in str(f.get("name"))], files  # no output of it kept, whole or not
+    assert json.loads(ok(node.xsc("ledger", "verify", "--json")))["ok"]
+    again = json.loads(ok(node.xsc("compute", "run", module, "--json", input=data.read_bytes())))
+    assert again["state"] == "done" and again["executions"] == 1 and len(again["outputs"]) == 3
 
 
 def test_stdout_can_be_stored_as_a_file(xsc_node, tmp_path):
