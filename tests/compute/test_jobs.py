@@ -47,6 +47,12 @@ def test_a_spec_with_an_unknown_field_is_refused(xsc_node, tmp_path):
     assert "unknown field in the job spec: colour" in line, line
     spec.write_text(f'module = "{WC}"\n[limits]\nfuel = 10000000\nspeed = 3\n')
     assert "unknown field in the limits: speed" in error_line(xsc_node.xsc("compute", "run", str(spec), "--no-stdin"))
+    spec.write_text(f'modul = "{WC}"\n')  # misspelt: named, never read as the folder "" is
+    line = error_line(xsc_node.xsc("compute", "run", str(spec), "--no-stdin"))
+    assert "unknown field in the job spec" in line and "modul" in line and "its fields: module" in line, line
+    spec.write_text('argv = ["x"]\n')
+    line = error_line(xsc_node.xsc("compute", "run", str(spec), "--no-stdin"))
+    assert "names no module" in line and 'module = "PROGRAM.wasm"' in line, line
 
 
 def test_a_job_is_shown_by_its_id(xsc_node):

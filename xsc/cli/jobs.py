@@ -27,8 +27,17 @@ def _load_spec(path: Path) -> dict[str, Any]:
         raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"{path} is not TOML: {exc}") from None
+    from ..compute.jobspec import FIELDS
+
+    unknown = sorted(set(spec) - set(FIELDS))  # a misspelt `module` is named as such, not read as a folder
+    if unknown:
+        raise InvalidArgument(f"unknown field{'s' if len(unknown) > 1 else ''} in the job spec: {', '.join(unknown)}",
+                              hint=f"its fields: {', '.join(FIELDS)}")
     module = spec.get("module")
-    if isinstance(module, str) and not _MODULE_ID.fullmatch(module):  # a path, from the spec's own folder
+    if not isinstance(module, str) or not module:
+        raise InvalidArgument(f"the job spec {path} names no module",
+                              hint='add module = "PROGRAM.wasm" (a path from the spec\'s folder) or a module id')
+    if not _MODULE_ID.fullmatch(module):  # a path, from the spec's own folder
         spec["module"] = str((path.parent / module))
     return spec
 
@@ -162,7 +171,7 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
 def env_pair(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep:
-        raise InvalidArgument(f"--env takes NAME=VALUE, not {text!r}")
+        raise InvalidArgument(f"--env takes NAME=VALUE, not {text!r}", hint=f"e.g. --env {text or 'NAME'}=VALUE")
     return name, value
 
 
