@@ -422,3 +422,30 @@ async def test_a_job_whose_inputs_cost_more_fuel_than_it_has_is_refused_before_a
         assert status == 400 and "more than its fuel limit" in problem["detail"] and "--fuel" in problem["hint"], \
             problem
     assert opened == []  # priced from the capabilities' sizes, nothing fetched
+
+
+async def test_a_sender_cannot_forget_a_job_while_it_runs(node_factory, monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "spin", wasi=True)
+    real_run, real_forget = sent_jobs.wire.run, sent_jobs.wire.forget
+    refused: list[str] = []
+
+    async def run_then_forget(client, url, provider_id, job, timeout):
+        running = asyncio.ensure_future(real_run(client, url, provider_id, job, timeout=timeout))
+
+        async def spinning():
+            return (await (await provider.get("/v1/node/status")).json())["compute"]["running"] >= 1
+
+        await eventually_async(spinning, "the job running on the provider")
+        try:  # its reservation released, its quota place freed and its files removed while it ran: refused
+            await real_forget(client, url, provider_id, job)
+        except PeerRefused as err:
+            refused.append(err.details.get("peer_code"))
+        return await running
+
+    monkeypatch.setattr(sent_jobs.wire, "run", run_then_forget)
+    status, problem = await run_job(gateway, {"module": module, "limits": {"timeout": 0.5}})
+    assert status == 422 and problem["kind"] == "deadline", problem
+    assert refused == ["conflict"]
+    line = provider.app[NODE].trust.line(gateway.app[IDENTITY].id)
+    assert line["reserved"] == 0 and provider.app[NODE].hosted_jobs.status() == {"hosted": 0}, line
