@@ -449,3 +449,22 @@ async def test_a_sender_cannot_forget_a_job_while_it_runs(node_factory, monkeypa
     assert refused == ["conflict"]
     line = provider.app[NODE].trust.line(gateway.app[IDENTITY].id)
     assert line["reserved"] == 0 and provider.app[NODE].hosted_jobs.status() == {"hosted": 0}, line
+
+
+async def test_a_lineage_over_a_kept_record_in_no_shape_this_node_writes_ends_there(node_factory) -> None:
+    gateway, _ = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    cap = await _put(gateway, DATA)
+    status, job = await run_job(gateway, {"module": module, "inputs": [f"{cap}:/in/data"]})
+    assert status == 201, job
+    db = gateway.app[NODE].db
+    key = keys.job(gateway.app[NODE].jobs.payer.public_key, bytes.fromhex(job["id"]))
+    kept = codec.loads(db.get(key))
+    kept["signed"]["record"]["job"]["inputs"] = [{"path": "/in/data", "verify_hash": "zz:not hex"}, 7]
+    db.put(key, codec.dumps(kept))  # a provider's record as an older node took it: no longer its signature
+    db.put(keys.job_run(bytes.fromhex(job["provenance"])), codec.dumps(kept["signed"]))
+    output = job["outputs"][0]["capability"]
+    response = await gateway.get(f"/v1/compute/lineage/{output}")
+    assert response.status == 200, await response.text()
+    made = (await response.json())["made_by"]
+    assert not made["signature_valid"] and made["inputs"] == [{"path": "/in/data", "verify_hash": "zz:not hex"}]

@@ -36,8 +36,9 @@ from ..errors import (BodyTimeout, ForgedResult, InvalidArgument, JobNotFound, N
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..tasks import in_pool
-from . import provenance
+from . import lineage, provenance
 from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job
+from .lineage import verify_hash as _verify_hash
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
 from .job_sandbox import UNPRINTABLE, record_and_owe, run_program
@@ -53,7 +54,6 @@ JOB_HINT = 'send {"module": ID, "argv": [...], "inputs": ["CAP:/in/NAME"], ...}'
 STDIN_STALL = 60.0  # seconds a job's stdin may send nothing before the job is refused
 MAX_FAILOVERS = 3  # providers left out, one after the other, when they fail a job before it can run
 KEPT_STREAMS = 1 << 20  # a deterministic job's stdout and stderr kept with its record for replays, at most
-MAX_LINEAGE_DEPTH = 64  # levels of jobs a lineage walks back at most
 
 
 @dataclass
@@ -537,58 +537,16 @@ class JobService:
                     return found
         raise JobNotFound(f"no job {jid} on this node", hint="run one with: xsc compute run SPEC.toml")
 
-
     # --- lineage -----------------------------------------------------------------------------
-    def lineage(self, cap_text: str, depth: int = 0, seen: set[str] | None = None) -> dict[str, Any]:
-        """From a stored file back through the jobs that made it to the files they read, every level: each
-        job's signed provenance record checked, and the file found among the outputs it signed."""
-        cap = Capability.parse(cap_text)
-        return self._lineage(_verify_hash(cap), depth, seen if seen is not None else set())
+    def lineage(self, cap_text: str) -> dict[str, Any]:
+        """From a stored file back through the runs of the jobs that made it to the files they read (lineage.py)."""
+        def read(key: bytes) -> dict[str, Any] | None:
+            raw = self.db.get(key)
+            return None if raw is None else codec.loads(raw)
 
-    def _lineage(self, verify_hash: str, depth: int, seen: set[str]) -> dict[str, Any]:
-        node: dict[str, Any] = {"verify_hash": verify_hash}
-        if "," in verify_hash:  # an S3 object of several parts: no one job made it
-            return node
-        raw = self.db.get(keys.job_output(bytes.fromhex(verify_hash.split(":")[0])))
-        if raw is None or verify_hash in seen or depth >= MAX_LINEAGE_DEPTH:
-            return node  # not made by a job here (put by a user), or already shown
-        seen.add(verify_hash)
-        made = codec.loads(raw)
-        job = self._load(bytes.fromhex(made["user"]), made["job"])
-        if job is None or not job.get("provenance"):
-            return node
-        signed = self._run_record(job, made.get("provenance") or job["provenance"])
-        if signed is None:
-            return node
-        record = signed["record"]
-        facts = record.get("job", {})
-        mine = made if "sha256" in made else \
-            next((o for o in job.get("outputs", []) if o.get("verify_hash") == verify_hash), {})
-        output = next((o for o in facts.get("outputs", []) if o.get("verify_hash", verify_hash) == verify_hash
-                       and o.get("sha256") == mine.get("sha256") and o.get("name") == mine.get("name")), None)
-        node["made_by"] = {
-            "job": job["id"], "module": record["module"], "node": record["node"], "provenance": record["id"],
-            "engine": record["engine"], "fuel_consumed": record["fuel_consumed"], "fuel_limit": record["fuel_limit"],
-            "signature_valid": provenance.is_valid(signed), "output_signed": output is not None,
-            "output": output,
-            "inputs": [{**item, **self._lineage(item["verify_hash"], depth + 1, seen)}
-                       for item in facts.get("inputs", [])],
-        }
-        return node
-
-
-    def _run_record(self, job: dict[str, Any], provenance_id: str) -> dict[str, Any] | None:
-        """The signed record of the job's run `provenance_id`: a run here is in this node's journal; a run on a
-        provider, the record it signed, kept by its id (and the latest with the job).  None if it is gone."""
-        kept = self.db.get(keys.job_run(bytes.fromhex(provenance_id)))
-        if kept is not None:
-            return codec.loads(kept)
-        if job.get("signed", {}).get("record", {}).get("id") == provenance_id:
-            return job["signed"]
-        try:
-            return self.compute.provenance(provenance_id)
-        except XscError:
-            return None
+        return lineage.walk(lineage.Records(
+            lambda si: read(keys.job_output(si)), lambda user, jid: self._load(bytes.fromhex(user), jid),
+            lambda pid: read(keys.job_run(bytes.fromhex(pid))), self.compute.provenance), Capability.parse(cap_text))
 
 
 def _replicas(chosen: list[Any], answers: list[Any], agreed: list[Any]) -> list[dict[str, Any]]:
@@ -618,10 +576,3 @@ def _next_provider(err: XscError) -> bool:
     if isinstance(err, (ForgedResult, PeerUnreachable)):
         return True
     return err.details.get("peer_code") in ("compute-busy", "quota-exceeded", "storage-full", "deal-refused")
-
-
-def _verify_hash(cap: Capability) -> str:
-    """What names and verifies a stored file without letting anyone read it: its storage index (derived from the
-    key) and the hash of its manifest (which roots every share's blocks), `SI:MANIFEST` in hex."""
-    return f"{cap.storage_index.hex()}:{cap.manifest_hash.hex()}"
-
