@@ -148,7 +148,9 @@ _FUNCTION = b"c/f/"  # + function name (UTF-8) -> a web function (JSON: module, 
 _FUNCTION_SPEND = b"c/s/"  # + function name + 0x00 + minute (8, big endian) -> micro-credits its runs cost in it (8)
 _WATCH = b"c/x/"  # + watch name (UTF-8) -> the watch (JSON: spec, on, to, counters; compute/watches.py)
 _WATCH_DATUM = b"c/d/"  # + watch name + 0x00 + input key (UTF-8) -> its datum done (JSON: datum hash, outputs, job)
-_JOB_OUTPUT = b"c/o/"  # + storage index (32) -> {"job", "user", "provenance"} of the job that wrote that file (JSON)
+_JOB_OUTPUT = b"c/o/"  # + storage index (32) -> {"job", "user", "provenance", "name", "sha256"}: the run that wrote
+#   that file (JSON)
+_JOB_RUN = b"c/r/"  # + provenance id (16) -> a job's run on a provider: the record it signed (JSON; compute/jobs.py)
 _PLACED = b"c/g/"  # + owner node id (ASCII) + 0x00 + function name (UTF-8) -> a function that node placed here (JSON:
 #   its spec, price and deal, the owner's authorization of its current tab; compute/placed_functions.py)
 
@@ -237,6 +239,10 @@ def watch_datum(name: str, key: str) -> bytes:
 
 def job_output(storage_index: bytes) -> bytes:
     return _JOB_OUTPUT + storage_index
+
+
+def job_run(provenance_id: bytes) -> bytes:
+    return _JOB_RUN + provenance_id
 
 
 PLACED = _PLACED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -46,6 +47,12 @@ def test_a_spec_with_an_unknown_field_is_refused(xsc_node, tmp_path):
     assert "unknown field in the job spec: colour" in line, line
     spec.write_text(f'module = "{WC}"\n[limits]\nfuel = 10000000\nspeed = 3\n')
     assert "unknown field in the limits: speed" in error_line(xsc_node.xsc("compute", "run", str(spec), "--no-stdin"))
+    spec.write_text(f'modul = "{WC}"\n')  # misspelt: named, never read as the folder "" is
+    line = error_line(xsc_node.xsc("compute", "run", str(spec), "--no-stdin"))
+    assert "unknown field in the job spec" in line and "modul" in line and "its fields: module" in line, line
+    spec.write_text('argv = ["x"]\n')
+    line = error_line(xsc_node.xsc("compute", "run", str(spec), "--no-stdin"))
+    assert "names no module" in line and 'module = "PROGRAM.wasm"' in line, line
 
 
 def test_a_job_is_shown_by_its_id(xsc_node):
@@ -89,6 +96,14 @@ def test_outputs_over_their_cap_store_nothing(xsc_node):
     before = stored_files(xsc_node)
     line = error_line(xsc_node.xsc("compute", "run", OUTPUTS, "--bytes-out", "100", input=b"x" * 1000))
     assert "over its bytes_out" in line and "nothing of its outputs is stored" in line, line
+    assert stored_files(xsc_node) == before
+
+
+def test_a_file_left_in_out_under_a_name_that_is_not_printable_stores_nothing(xsc_node):
+    before = stored_files(xsc_node)
+    line = error_line(xsc_node.xsc("compute", "run", str(WASM / "odd_name.wasm"), "--no-stdin"))
+    assert "not printable" in line and "nothing of its outputs is stored" in line and "\x1b" not in line, line
+    assert "printable characters" in line  # the hint
     assert stored_files(xsc_node) == before
 
 
@@ -180,6 +195,42 @@ def test_lineage_walks_back_through_every_job_to_the_files_they_read(xsc_node, t
     assert text.count("made by job") == 2 and "stored by a user" in text and "signature ok" in text
 
 
+def test_a_jobs_files_and_lineage_fit_80_columns_with_every_id_whole(xsc_node, tmp_path):
+    source = tmp_path / "source"
+    source.write_bytes(b"some words\n")
+    cap = put(xsc_node, source)
+    narrow = {"COLUMNS": "80"}
+    ran = xsc_node.xsc("compute", "run", OUTPUTS, "--stdin", cap, "--input", f"{cap}:/in/data", env=narrow)
+    assert ran.returncode == 0, ran.stderr.decode()
+    job = json.loads(ok(xsc_node.xsc("compute", "job", ran.stderr.decode().split()[1], "--json")))
+    module, output = job["module"], job["outputs"][0]
+    shown = {"run": ran.stderr.decode(), "job": ok(xsc_node.xsc("compute", "job", job["id"], env=narrow)),
+             "lineage": ok(xsc_node.xsc("compute", "lineage", output["capability"], env=narrow))}
+    for command, text in shown.items():
+        words = text.split()
+        for line in text.splitlines():  # a line past 80 columns is one capability alone: it cannot be cut
+            assert len(line) <= 80 or line.strip().startswith("xsc:chk:") and " " not in line.strip(), (command, line)
+        if command != "lineage":
+            assert output["sha256"] in words and output["capability"] in words, command
+    lineage = [word.strip(",()") for word in shown["lineage"].split()]
+    assert module in lineage and job["id"] in lineage and job["inputs"][0]["sha256"] in lineage
+
+
+def test_an_earlier_runs_output_keeps_its_lineage_after_the_job_runs_again(xsc_node, tmp_path):
+    source = tmp_path / "source"
+    source.write_bytes(b"words to copy\n")
+    cap = put(xsc_node, source)
+    runs = [json.loads(ok(xsc_node.xsc("compute", "run", OUTPUTS, "--stdin", cap, "--input", f"{cap}:/in/data",
+                                       "--json"))) for _ in range(2)]  # not deterministic: it runs twice
+    assert runs[0]["id"] == runs[1]["id"] and runs[0]["provenance"] != runs[1]["provenance"]
+    for run in runs:
+        output = next(o for o in run["outputs"] if o["name"] == "out/c.txt")
+        made = json.loads(ok(xsc_node.xsc("compute", "lineage", output["capability"], "--json")))["made_by"]
+        assert made["provenance"] == run["provenance"] and made["signature_valid"] and made["output_signed"], made
+        assert made["output"]["sha256"] == output["sha256"]
+        assert "NOT AMONG" not in ok(xsc_node.xsc("compute", "lineage", output["capability"]))
+
+
 SHA256 = str(WASM / "sha256.wasm")
 
 
@@ -233,6 +284,44 @@ def test_a_job_cut_short_by_kill_9_is_marked_interrupted_after_restart(node_proc
     assert job["state"] == "interrupted" and job["outputs"] == [] and job["executions"] == 0
     assert "stopped" in job["error"]
     assert list((node.data_dir / "jobs").glob("job-*")) == []  # and its files: nothing reads them again
+
+
+@pytest.mark.slow
+def test_a_job_killed_while_its_outputs_are_stored_leaves_none_of_them_and_runs_again(node_process, tmp_path):
+    import hashlib
+    import subprocess
+
+    from tests.support.waiting import eventually
+    from xsc.compute.jobspec import job_id, parse_job
+    from xsc.devnet import xsc_command
+
+    node = node_process("k")
+    module = ok(node.xsc("compute", "deploy", OUTPUTS, "--wasi")).strip()
+    data = tmp_path / "stdin"
+    data.write_bytes(os.urandom(48 << 20))  # out/c.txt is a copy: its put takes a while
+    jid = job_id(parse_job({"module": module, "stdin": "-"}), hashlib.sha256(data.read_bytes()).hexdigest(), [])
+    with open(data, "rb") as stdin:
+        running = subprocess.Popen([*xsc_command(), "--data-dir", str(node.data_dir), "compute", "run", module],
+                                   stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def storing():
+            shown = node.xsc("compute", "job", jid, "--json")
+            return shown.returncode == 0 and json.loads(shown.stdout)["state"] == "storing"
+
+        eventually(storing, "the job storing its outputs", timeout=120, poll=0.02)
+        node.kill()
+    finally:
+        running.wait(30)
+    node.start()
+    job = eventually(lambda: (j := json.loads(ok(node.xsc("compute", "job", jid, "--json"))))["state"]
+                     not in ("running", "storing") and j, "the job marked at the start", timeout=60)
+    assert job["state"] == "interrupted" and job["outputs"] == [] and job["executions"] == 0, job
+    listed = json.loads(ok(node.xsc("store", "ls", "--json")))
+    files = listed["files"] if isinstance(listed, dict) else listed
+    assert not [f for f in files if jid[:16] in str(f.get("name"))], files  # no output of it kept, whole or not
+    assert json.loads(ok(node.xsc("ledger", "verify", "--json")))["ok"]
+    again = json.loads(ok(node.xsc("compute", "run", module, "--json", input=data.read_bytes())))
+    assert again["state"] == "done" and again["executions"] == 1 and len(again["outputs"]) == 3
 
 
 def test_stdout_can_be_stored_as_a_file(xsc_node, tmp_path):

@@ -237,3 +237,234 @@ async def test_outputs_a_provider_signs_past_the_jobs_bytes_out_are_not_fetched_
     assert fetched == []  # refused from what it signed, before a byte of it was asked for
     await settle(gateway)
     assert balances(gateway, provider)[0] == before[0]
+
+
+def _another_module(args: list) -> None:
+    args[0] = hashlib.sha256(b"a cheaper program").hexdigest()
+
+
+def _another_price(args: list) -> None:
+    args[8] = args[8] * 2 + 1  # its charge worked out from it: a record consistent with itself, not with the deal
+
+
+def _another_input(args: list) -> None:
+    args[-1]["inputs"][0]["verify_hash"] = "ab" * 32 + ":" + "cd" * 32  # a lineage leading to a file never read
+
+
+def _another_argv(args: list) -> None:
+    args[3] = [args[3][0], "--cheap"]
+
+
+def _no_text(args: list) -> None:
+    """The record as it ran; only the answer's stdout is changed (a list, not text: see the test)."""
+
+
+@pytest.mark.parametrize("tamper", [_another_module, _another_price, _another_input, _another_argv, _no_text])
+async def test_a_provider_whose_signed_record_is_not_the_run_asked_for_is_not_paid_and_is_struck(
+        node_factory, monkeypatch, tamper) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    cap = await _put(gateway, DATA)
+    compute = provider.app[NODE].compute
+    real = compute.job_run
+
+    def job_run(*args):  # signed by the provider's own journal: a valid signature over what it says
+        args = list(args)
+        tamper(args)
+        return real(*args)
+
+    monkeypatch.setattr(compute, "job_run", job_run)
+    if tamper is _no_text:  # an answer whose stdout is not text: the user's CLI would print a list
+        hosted = provider.app[NODE].hosted_jobs
+        honest = hosted._run
+
+        async def listed(job):
+            answer = await honest(job)
+            return {**answer, "run": {**answer["run"], "stdout": ["not", "text"]}}
+
+        monkeypatch.setattr(hosted, "_run", listed)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
+                        lambda node, why, **kw: struck.append(node) or False)
+    files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "stdin": "-", "inputs": [f"{cap}:/in/data"]},
+                                    stdin=b"abc")
+    assert status == 502 and problem["code"] == "forged-result", problem
+    assert "not paid" in problem["detail"] and "\n" not in problem["detail"]
+    assert struck == [provider.app[IDENTITY].id]
+    assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before  # nothing stored
+    await settle(gateway)
+    assert balances(gateway, provider)[0] == before[0]
+    for node in (gateway, provider):
+        await verified(node)
+
+
+async def test_a_provider_that_answers_an_earlier_run_of_the_same_job_is_not_paid_for_it_again(
+        node_factory, monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    spec = {"module": module, "stdin": "-"}
+    status, first = await run_job(gateway, spec, stdin=b"abc")
+    assert status == 201, first
+    hosted = provider.app[NODE].hosted_jobs
+    honest, answers = hosted._run, []
+
+    async def replayed(job):  # the same bytes out, under the record (and charge) of the first run
+        answer = await honest(job)
+        answers.append(answer)
+        return {**answer, "run": answers[0]["run"], "provenance": answers[0]["provenance"]} \
+            if len(answers) > 1 else answer
+
+    monkeypatch.setattr(hosted, "_run", replayed)
+    status, again = await run_job(gateway, spec, stdin=b"abc")  # captured by the patch as the provider's first
+    assert status == 201 and again["provenance"] != first["provenance"], again
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, spec, stdin=b"abc")
+    assert status == 502 and problem["code"] == "forged-result" and "replay" in problem["detail"], problem
+    await settle(gateway)
+    assert balances(gateway, provider)[0] == before[0]
+    job = await (await gateway.get(f"/v1/compute/jobs/{first['id']}")).json()
+    assert job["executions"] == 2  # the replayed run is not counted as one
+
+
+async def test_a_provider_whose_program_names_an_output_unprintably_is_paid_not_struck(node_factory,
+                                                                                        monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "odd_name", wasi=True)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
+                        lambda node, why, **kw: struck.append(node) or False)
+    files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module})
+    assert status == 413 and problem["code"] == "over-cap" and "not printable" in problem["detail"], problem
+    assert problem["provider"] == provider.app[IDENTITY].id and struck == []  # it ran the job as it was asked
+    assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before
+    await settle(gateway)
+    after = balances(gateway, provider)
+    assert (after[0] - before[0], after[1] - before[1]) == (-problem["charge"], problem["charge"])
+    for node in (gateway, provider):
+        await verified(node)
+
+
+async def test_a_job_that_traps_on_a_provider_is_answered_as_its_trap_and_the_provider_paid(node_factory,
+                                                                                            monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "spin", wasi=True)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
+                        lambda node, why, **kw: struck.append(node) or False)
+    status, problem = await run_job(gateway, {"module": module, "limits": {"timeout": 0.1}})
+    assert status == 422 and problem["kind"] == "deadline" and problem["provider"] == provider.app[IDENTITY].id, \
+        problem
+    assert struck == [] and problem["charge"] > 0  # the run it signed is the run it answered
+
+
+async def test_an_earlier_run_on_a_provider_keeps_its_lineage_after_the_job_runs_again(node_factory) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    runs = []
+    for _ in range(2):
+        status, job = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+        assert status == 201, job
+        runs.append(job)
+    for job in runs:
+        output = next(o for o in job["outputs"] if o["name"] == "out/c.txt")
+        made = (await (await gateway.get(f"/v1/compute/lineage/{output['capability']}")).json())["made_by"]
+        assert made["provenance"] == job["provenance"] and made["node"] == provider.app[IDENTITY].id
+        assert made["signature_valid"] and made["output_signed"], made
+
+
+async def test_two_runs_of_one_job_at_once_run_one_after_the_other(node_factory, monkeypatch) -> None:
+    gateway, _ = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    jobs = gateway.app[NODE].jobs
+    stage, staged = jobs._stage, asyncio.Event()
+    calls: list[int] = []
+
+    async def counted(*args):
+        done = await stage(*args)
+        calls.append(1)
+        if len(calls) == 2:
+            staged.set()
+        return done
+
+    execute = jobs._placed
+
+    async def held(*args):  # the first run goes on only once the second has its bytes and its job id
+        await staged.wait()
+        return await execute(*args)
+
+    monkeypatch.setattr(jobs, "_stage", counted)
+    monkeypatch.setattr(jobs, "_placed", held)
+    spec = {"module": module, "stdin": "-"}
+    answers = await asyncio.gather(run_job(gateway, spec, stdin=b"abc"), run_job(gateway, spec, stdin=b"abc"))
+    assert [status for status, _ in answers] == [201, 201], answers
+    first, second = sorted((job for _, job in answers), key=lambda job: job["executions"])
+    assert (first["executions"], second["executions"]) == (1, 2)  # each run counted
+    shown = await (await gateway.get(f"/v1/compute/jobs/{first['id']}")).json()
+    assert shown["executions"] == 2 and shown["provenance"] == second["provenance"]
+    assert {o["capability"] for o in shown["outputs"]} == {o["capability"] for o in second["outputs"]}
+
+
+async def test_a_job_whose_inputs_cost_more_fuel_than_it_has_is_refused_before_a_byte_is_read(node_factory,
+                                                                                             monkeypatch) -> None:
+    gateway, _ = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    cap = await _put(gateway, DATA)  # 35,000 bytes: 140,000 fuel to read
+    storage = gateway.app[NODE].storage
+    opened: list[str] = []
+    real_open = storage.open
+    monkeypatch.setattr(storage, "open", lambda c, *a, **kw: opened.append(str(c)) or real_open(c, *a, **kw))
+    for spec in ({"stdin": cap}, {"inputs": [f"{cap}:/in/data"]}):
+        status, problem = await run_job(gateway, {"module": module, **spec, "limits": {"fuel": 100_000}})
+        assert status == 400 and "more than its fuel limit" in problem["detail"] and "--fuel" in problem["hint"], \
+            problem
+    assert opened == []  # priced from the capabilities' sizes, nothing fetched
+
+
+async def test_a_sender_cannot_forget_a_job_while_it_runs(node_factory, monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "spin", wasi=True)
+    real_run, real_forget = sent_jobs.wire.run, sent_jobs.wire.forget
+    refused: list[str] = []
+
+    async def run_then_forget(client, url, provider_id, job, timeout):
+        running = asyncio.ensure_future(real_run(client, url, provider_id, job, timeout=timeout))
+
+        async def spinning():
+            return (await (await provider.get("/v1/node/status")).json())["compute"]["running"] >= 1
+
+        await eventually_async(spinning, "the job running on the provider")
+        try:  # its reservation released, its quota place freed and its files removed while it ran: refused
+            await real_forget(client, url, provider_id, job)
+        except PeerRefused as err:
+            refused.append(err.details.get("peer_code"))
+        return await running
+
+    monkeypatch.setattr(sent_jobs.wire, "run", run_then_forget)
+    status, problem = await run_job(gateway, {"module": module, "limits": {"timeout": 0.5}})
+    assert status == 422 and problem["kind"] == "deadline", problem
+    assert refused == ["conflict"]
+    line = provider.app[NODE].trust.line(gateway.app[IDENTITY].id)
+    assert line["reserved"] == 0 and provider.app[NODE].hosted_jobs.status() == {"hosted": 0}, line
+
+
+async def test_a_lineage_over_a_kept_record_in_no_shape_this_node_writes_ends_there(node_factory) -> None:
+    gateway, _ = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    cap = await _put(gateway, DATA)
+    status, job = await run_job(gateway, {"module": module, "inputs": [f"{cap}:/in/data"]})
+    assert status == 201, job
+    db = gateway.app[NODE].db
+    key = keys.job(gateway.app[NODE].jobs.payer.public_key, bytes.fromhex(job["id"]))
+    kept = codec.loads(db.get(key))
+    kept["signed"]["record"]["job"]["inputs"] = [{"path": "/in/data", "verify_hash": "zz:not hex"}, 7]
+    db.put(key, codec.dumps(kept))  # a provider's record as an older node took it: no longer its signature
+    db.put(keys.job_run(bytes.fromhex(job["provenance"])), codec.dumps(kept["signed"]))
+    output = job["outputs"][0]["capability"]
+    response = await gateway.get(f"/v1/compute/lineage/{output}")
+    assert response.status == 200, await response.text()
+    made = (await response.json())["made_by"]
+    assert not made["signature_valid"] and made["inputs"] == [{"path": "/in/data", "verify_hash": "zz:not hex"}]

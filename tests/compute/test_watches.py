@@ -178,6 +178,31 @@ async def test_only_a_write_to_a_watched_bucket_wakes_the_watches(node_factory) 
     assert await after_put("raw") == ["woken"]
 
 
+async def test_a_datum_never_replaces_an_object_it_did_not_write(node_factory) -> None:
+    node = await node_factory("clash")
+    outputs = await deploy(node, "outputs", wasi=True)  # out/a.txt "alpha\n", b.txt, c.txt; and its stdout stored
+    for bucket in ("raw", "out"):
+        await _call(node, "PUT", f"/v1/s3/buckets/{bucket}")
+    await _put_object(node, "out", "w/y/a.txt", b"the user's own\n")  # where datum y's out/a.txt would go
+    await _put_object(node, "raw", "in/y", b"y")
+    await _put_object(node, "raw", "in/x", b"x")  # x writes w/x/a.txt; x/a.txt's stdout goes to w/x/a.txt too
+    await _put_object(node, "raw", "in/x/a.txt", b"x/a")
+    await _call(node, "POST", "/v1/compute/watches", {"name": "w", "spec": {"module": outputs, "stdout_to_store": True},
+                                                     "on": "s3://raw/in/", "to": "s3://out/w/"})
+    async def both_refused():  # each pass tries them again (a failed datum is not done), and refuses them again
+        watch = (await _watches(node))["w"]
+        return watch if watch["failures"] >= 2 and watch["runs"] >= 1 else None
+
+    watch = await eventually_async(both_refused, "the two datums refused", 60)
+    assert await _object(node, "out", "w/y/a.txt") == b"the user's own\n"
+    assert "which it did not write" in watch["last_error"], watch
+    index, store = node.app[NODE].s3_index, node.app[NODE].watches.store
+    written = {k for datum in ("in/x", "in/x/a.txt", "in/y") for k in (store.datum("w", datum) or {}).get("objects", [])}
+    assert "w/x/a.txt" in written  # one of the two datums wrote it, and it is that datum's
+    writer = next(d for d in ("in/x", "in/x/a.txt") if "w/x/a.txt" in (store.datum("w", d) or {}).get("objects", []))
+    assert index.get("out", "w/x/a.txt")["metadata"]["xsc-job"] == store.datum("w", writer)["job"]
+
+
 class _Recording:
     """An event loop as the watches' wake-ups see it: each one recorded, then scheduled on the real loop."""
 

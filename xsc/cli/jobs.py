@@ -13,7 +13,7 @@ import click
 
 from .. import codec
 from ..errors import InvalidArgument, ModuleNotFound, NodeNotRunning, NotANode, OverCap, Trap, Unauthorized, XscError
-from .output import Col, emit_json, json_option, key_values, table
+from .output import Col, emit_json, json_option, key_values, prose, table, terminal_width
 
 _MODULE_ID = re.compile(r"[0-9a-fA-F]{64}")
 JOB_STREAM = "application/x-xsc-job"  # the spec's JSON line, then stdin (compute/jobs.py)
@@ -27,8 +27,17 @@ def _load_spec(path: Path) -> dict[str, Any]:
         raise InvalidArgument(f"cannot read {path}: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"{path} is not TOML: {exc}") from None
+    from ..compute.jobspec import FIELDS
+
+    unknown = sorted(set(spec) - set(FIELDS))  # a misspelt `module` is named as such, not read as a folder
+    if unknown:
+        raise InvalidArgument(f"unknown field{'s' if len(unknown) > 1 else ''} in the job spec: {', '.join(unknown)}",
+                              hint=f"its fields: {', '.join(FIELDS)}")
     module = spec.get("module")
-    if isinstance(module, str) and not _MODULE_ID.fullmatch(module):  # a path, from the spec's own folder
+    if not isinstance(module, str) or not module:
+        raise InvalidArgument(f"the job spec {path} names no module",
+                              hint='add module = "PROGRAM.wasm" (a path from the spec\'s folder) or a module id')
+    if not _MODULE_ID.fullmatch(module):  # a path, from the spec's own folder
         spec["module"] = str((path.parent / module))
     return spec
 
@@ -162,7 +171,7 @@ def run(obj, target: str, argv: tuple[str, ...], stdin: str | None, no_stdin: bo
 def env_pair(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep:
-        raise InvalidArgument(f"--env takes NAME=VALUE, not {text!r}")
+        raise InvalidArgument(f"--env takes NAME=VALUE, not {text!r}", hint=f"e.g. --env {text or 'NAME'}=VALUE")
     return name, value
 
 
@@ -177,10 +186,22 @@ def _program_output(facts: dict[str, Any]) -> None:
 
 def _summary(job: dict[str, Any]) -> None:
     how = "replayed (not run again)" if job.get("replayed") else f"ran (executions: {job['executions']})"
-    click.echo(f"job {job['id']} {how}, charged {job.get('charged', 0)} micro-credits", err=True)
+    prose(f"job {job['id']} {how}, charged {job.get('charged', 0)} micro-credits", err=True)
     for output in job.get("outputs", []):
-        click.echo(f"  {output['name']}  {output['size']} bytes  sha256 {output['sha256']}  {output['capability']}",
-                   err=True)
+        _file_line("  ", output["name"], output["size"], output["sha256"], output["capability"], err=True)
+
+
+def _file_line(pad: str, name: str, size: int, sha256: str, capability: str | None = None, *,
+               err: bool = False) -> None:
+    """A file a job read or wrote on one line; on a terminal too narrow for it, its hash and capability on lines
+    of their own under it (whole: they are copied and pasted)."""
+    pieces = [f"{pad}{name}  {size} bytes", f"sha256 {sha256}"] + ([capability] if capability else [])
+    width = terminal_width(err)
+    if width is None or len("  ".join(pieces)) <= width:
+        click.echo("  ".join(pieces), err=err)
+        return
+    under = " " * (len(pad) - len(pad.lstrip()) + 4)
+    click.echo("\n".join([pieces[0], *(under + piece for piece in pieces[1:])]), err=err)
 
 
 @click.command("job")
@@ -198,10 +219,9 @@ def job(obj, job_id: str, as_json: bool) -> None:
                 ("provenance", found.get("provenance", "-")), ("created", found.get("created", "-"))]
                + ([("error", found["error"])] if found.get("error") else []))
     for item in found.get("inputs", []):
-        click.echo(f"  input  {item['path']}  {item['size']} bytes  sha256 {item['sha256']}")
+        _file_line("  input  ", item["path"], item["size"], item["sha256"])
     for output in found.get("outputs", []):
-        click.echo(f"  output {output['name']}  {output['size']} bytes  sha256 {output['sha256']}  "
-                   f"{output['capability']}")
+        _file_line("  output ", output["name"], output["size"], output["sha256"], output["capability"])
 
 
 @click.command("lineage")
@@ -227,11 +247,20 @@ def _show_lineage(node: dict[str, Any], level: int) -> None:
         return
     signed = "signature ok" if made["signature_valid"] else "SIGNATURE INVALID"
     named = "" if made["output_signed"] else ", NOT AMONG THE OUTPUTS IT SIGNED"
-    click.echo(f"{pad}made by job {made['job']} on node {made['node']} (module {made['module'][:16]}…, "
-               f"provenance {made['provenance']}, {signed}{named})")
+    said = (f"made by job {made['job']} on node {made['node']} (module {made['module']}, provenance "
+            f"{made['provenance']}, {signed}{named})")
+    width = terminal_width()
+    lines = _wrap_words(said, width - len(pad)) if width else [said]  # between words: an id is never cut
+    click.echo("\n".join(pad + ("" if n == 0 else "  ") + line for n, line in enumerate(lines)))
     for item in made["inputs"]:
-        click.echo(f"{pad}  read {item['path']}  {item['size']} bytes  sha256 {item['sha256']}")
+        _file_line(f"{pad}  read ", item["path"], item["size"], item["sha256"])
         _show_lineage(item, level + 2)
+
+
+def _wrap_words(text: str, width: int) -> list[str]:
+    import textwrap  # here: only a lineage on a terminal wraps
+
+    return textwrap.wrap(text, max(width - 2, 20), break_long_words=False, break_on_hyphens=False) or [text]
 
 
 MAX_MAP = 10_000  # inputs one map runs over at most

@@ -235,7 +235,10 @@ class HostedJobs:
             return await in_pool(None, _read, path, offset, min(CHUNK, size - offset))
 
     def forget(self, sender: str, job_id_: str) -> None:
-        self._drop(self._mine(sender, job_id_))
+        job = self._mine(sender, job_id_)
+        with self._serving(job):  # never while it runs: its reservation, its quota place and its files are in use
+            pass
+        self._drop(job)
 
     # --- bookkeeping ---------------------------------------------------------------------------
     def _mine(self, sender: str, job_id_: str) -> Hosted:

@@ -27,6 +27,7 @@ from .service import ComputeService
 from .wasi_io import Streams, io_fuel
 
 MAX_OUTPUTS = 256  # files a job may leave in /out
+UNPRINTABLE = "it left a file in /out whose name is not printable text"  # a refusal: see _outputs
 HASH_CHUNK = 1 << 20
 
 OutputFile = tuple[str, Path, int]  # name ("stdout", "out/a.txt"), host path, size
@@ -172,6 +173,10 @@ def _outputs(out_dir: Path, stdout: Path | None, cap: int) -> tuple[list[OutputF
             if not stat.S_ISREG(info.st_mode):
                 continue
             files.append(("out/" + str(path.relative_to(out_dir)), path, info.st_size))
+            if not files[-1][0].isprintable():
+                # A name is shown on terminals and in listings, and a provider's outputs are held to printable
+                # names (sent_jobs.py): refused the same wherever the job runs, never the provider's fault.
+                return files, f"{UNPRINTABLE} ({files[-1][0][:64]!r})"
             if len(files) > MAX_OUTPUTS:
                 return files, f"it left more than {MAX_OUTPUTS} files in /out"
     total = sum(size for _, _, size in files)

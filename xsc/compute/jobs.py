@@ -36,11 +36,12 @@ from ..errors import (BodyTimeout, ForgedResult, InvalidArgument, JobNotFound, N
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..tasks import in_pool
-from . import provenance
+from . import lineage, provenance
 from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job
+from .lineage import verify_hash as _verify_hash
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
-from .job_sandbox import record_and_owe, run_program
+from .job_sandbox import UNPRINTABLE, record_and_owe, run_program
 from .sent_jobs import Returned
 from .wasi_io import io_fuel
 
@@ -53,7 +54,6 @@ JOB_HINT = 'send {"module": ID, "argv": [...], "inputs": ["CAP:/in/NAME"], ...}'
 STDIN_STALL = 60.0  # seconds a job's stdin may send nothing before the job is refused
 MAX_FAILOVERS = 3  # providers left out, one after the other, when they fail a job before it can run
 KEPT_STREAMS = 1 << 20  # a deterministic job's stdout and stderr kept with its record for replays, at most
-MAX_LINEAGE_DEPTH = 64  # levels of jobs a lineage walks back at most
 
 
 @dataclass
@@ -86,6 +86,7 @@ class JobService:
 
         self._placed_on: Counter[str] = Counter()  # provider -> this node's jobs running there now
         self._finished = asyncio.Condition()  # a job on a provider ended: a place there may be free
+        self._one_at_a_time: dict[str, list] = {}  # job id -> [a lock held while a run of it is under way, users]
 
     def start(self) -> None:
         """The work directories of jobs a stop cut short (their stdin, their outputs not yet stored): nothing reads
@@ -114,33 +115,45 @@ class JobService:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="job-", dir=self.work_dir))
         try:
-            staged = await self._stage(spec, stdin, work)
+            staged = await self._stage(spec, stdin, work, limits.fuel)
             jid = job_id(spec, staged.stdin_sha256, [i["sha256"] for i in staged.inputs])
-            user = self.payer.public_key
-            previous = self._load(user, jid)
-            if spec.deterministic and previous is not None and previous.get("state") == "done" \
-                    and previous.get("replayable", True) and not fresh:
-                previous["replays"] = previous.get("replays", 0) + 1  # not run: its executions stay as they were
-                self._save(user, jid, previous)
-                return {**previous, "replayed": True, "charged": 0}
-            prepaid = io_fuel(staged.bytes_in)
-            if prepaid >= limits.fuel:
-                raise InvalidArgument(f"reading its {staged.bytes_in:,} bytes of input costs {prepaid:,} fuel, "
-                                      f"more than its fuel limit ({limits.fuel:,})", hint="ask for more --fuel")
-            executions = (previous or {}).get("executions", 0)
-            job = {"id": jid, "state": "running", "module": spec.module, "entrypoint": spec.entrypoint,
-                   "spec": spec.canonical(), "executions": executions, "outputs": [], "inputs": staged.inputs,
-                   "created": provenance.timestamp(time.time_ns())}
-            self._save(user, jid, job)
+            # One run of a job at a time: a second waits, then replays it or runs after it (the job's record,
+            # its executions and its outputs are one run's, never two runs' written over each other).
+            held = self._one_at_a_time.setdefault(jid, [asyncio.Lock(), 0])
+            held[1] += 1  # runs of it holding or waiting for the lock: the last one out forgets it
             try:
-                return await self._placed(spec, call, prepared, signature, limits, rate, staged, job, prepaid)
-            except XscError as err:
-                if job["state"] == "running":  # refused before it ran (the node busy, too little credit)
-                    job.update(state="refused", error=err.message)
-                    self._save(user, jid, job)
-                raise
+                async with held[0]:
+                    return await self._run_staged(spec, call, prepared, signature, limits, rate, staged, jid, fresh)
+            finally:
+                held[1] -= 1
+                if not held[1]:
+                    del self._one_at_a_time[jid]
         finally:
             await in_pool(None, shutil.rmtree, work, True)
+
+    async def _run_staged(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
+                          staged: Staged, jid: str, fresh: bool) -> dict[str, Any]:
+        """The staged job run (or replayed) while no other run of it is under way."""
+        user = self.payer.public_key
+        previous = self._load(user, jid)
+        if spec.deterministic and previous is not None and previous.get("state") == "done" \
+                and previous.get("replayable", True) and not fresh:
+            previous["replays"] = previous.get("replays", 0) + 1  # not run: its executions stay as they were
+            self._save(user, jid, previous)
+            return {**previous, "replayed": True, "charged": 0}
+        prepaid = _affordable(staged.bytes_in, limits.fuel)
+        executions = (previous or {}).get("executions", 0)
+        job = {"id": jid, "state": "running", "module": spec.module, "entrypoint": spec.entrypoint,
+               "spec": spec.canonical(), "executions": executions, "outputs": [], "inputs": staged.inputs,
+               "created": provenance.timestamp(time.time_ns())}
+        self._save(user, jid, job)
+        try:
+            return await self._placed(spec, call, prepared, signature, limits, rate, staged, job, prepaid)
+        except XscError as err:
+            if job["state"] == "running":  # refused before it ran (the node busy, too little credit)
+                job.update(state="refused", error=err.message)
+                self._save(user, jid, job)
+            raise
 
     async def run_streamed(self, read: ReadFn) -> dict[str, Any]:
         """Run a job whose request body is its spec's JSON on one line, then its stdin (read as the job reads it)."""
@@ -276,8 +289,17 @@ class JobService:
         if charge is not None:
             run = {**run, "charge": charge}
         stored = await self._store_outputs(returned.files, job) if returned.files else []
-        return self._finish(job, run, stored, answer.get("refusal"), answer.get("trap"), provider=returned.provider,
-                            signed=returned.signed)
+        refusal, trap = answer.get("refusal"), answer.get("trap")
+        streams = self._ended(job, run, stored, refusal, trap, provider=returned.provider, signed=returned.signed)
+        # One write: the job done, the provider's signed record kept by its id (the job's record keeps only its
+        # latest run's), and each output's link to it.
+        provenance_id = returned.signed["record"]["id"]
+        with self.db.write_batch(sync=True) as batch:
+            batch.put(keys.job(self.payer.public_key, bytes.fromhex(job["id"])), codec.dumps(job))
+            batch.put(keys.job_run(bytes.fromhex(provenance_id)), codec.dumps(returned.signed))
+            for key, value in self._made(job["id"], stored, provenance_id):
+                batch.put(key, value)
+        return self._answer(job, streams, run["charge"], refusal, trap)
 
     async def _execute(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
                        staged: Staged, job: dict[str, Any], prepaid: int) -> dict[str, Any]:
@@ -306,15 +328,9 @@ class JobService:
         # job is either not run (and runs again) or done and paid, never paid and run again.
         await record_and_owe(self.compute, self.ledger, self.tabs, self.payer, self.node, run, record,
                              prepared.module_hash, budget,
-                             ((keys.job(self.payer.public_key, bytes.fromhex(job["id"])), codec.dumps(job)),))
+                             ((keys.job(self.payer.public_key, bytes.fromhex(job["id"])), codec.dumps(job)),
+                              *self._made(job["id"], stored, run.provenance_id)))
         return self._answer(job, streams, run.charge, refusal, trap)
-
-    def _finish(self, job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]], refusal: str | None,
-                trap: dict[str, Any] | None, **where: Any) -> dict[str, Any]:
-        """Record how a run of the job ended (`run`: its JSON, here or from a provider) and answer it."""
-        streams = self._ended(job, run, stored, refusal, trap, **where)
-        self._save(self.payer.public_key, job["id"], job)
-        return self._answer(job, streams, run["charge"], refusal, trap)
 
     def _ended(self, job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]], refusal: str | None,
                trap: dict[str, Any] | None, **where: Any) -> dict[str, str]:
@@ -339,23 +355,31 @@ class JobService:
         answer.pop("signed", None)
         if refusal is not None:
             raise OverCap(f"the job {job['id'][:16]}… ran, but {refusal}: nothing of its outputs is stored",
-                          hint="ask for more with --bytes-out (or --stdout-cap), or write less", **answer)
+                          hint="name the files it leaves in /out with printable characters"
+                          if refusal.startswith(UNPRINTABLE) else
+                          "ask for more with --bytes-out (or --stdout-cap), or write less", **answer)
         if trap is not None:
             raise Trap(f"the job {job['id'][:16]}… failed: {trap['message']}", kind=trap.get("kind"),
                        hint=trap.get("hint"), **answer)
         return answer
 
     # --- inputs ------------------------------------------------------------------------------
-    async def _stage(self, spec: JobSpec, stdin: ReadFn | None, work: Path) -> Staged:
+    async def _stage(self, spec: JobSpec, stdin: ReadFn | None, work: Path, fuel: int) -> Staged:
         opened: list = []  # the stored files read, closed however staging ends: no range asked stays in flight
         try:
-            return await self._staged(spec, stdin, work, opened)
+            return await self._staged(spec, stdin, work, opened, fuel)
         finally:
             await asyncio.gather(*(plaintext.aclose() for plaintext in opened))
 
-    async def _staged(self, spec: JobSpec, stdin: ReadFn | None, work: Path, opened: list) -> Staged:
+    async def _staged(self, spec: JobSpec, stdin: ReadFn | None, work: Path, opened: list, fuel: int) -> Staged:
         staged = Staged(work)
         room = spec.bytes_in
+        # What the job reads is priced (4 fuel a byte) before a byte of it is fetched: the sizes of the stored
+        # files it names are in their capabilities.
+        parts = [[Capability.parse(text) for text in await self._parts(item, f"input /in/{item.name}")]
+                 for item in spec.inputs]
+        named = [] if spec.stdin in (None, "-") else [Capability.parse(spec.stdin)]
+        _affordable(sum(cap.size for cap in [*named, *(cap for caps in parts for cap in caps)]), fuel)
         if spec.stdin is not None:
             staged.stdin = work / "stdin"
             source = stdin if spec.stdin == "-" else await self._opened(spec.stdin, "stdin", opened)
@@ -363,9 +387,8 @@ class JobService:
             room -= size
             staged.bytes_in += size
         (work / "in").mkdir()
-        for item in spec.inputs:
+        for item, caps in zip(spec.inputs, parts):
             what = f"input /in/{item.name}"
-            caps = [Capability.parse(text) for text in await self._parts(item, what)]
             if sum(cap.size for cap in caps) > room:
                 raise OverCap(f"{what} is {sum(cap.size for cap in caps):,} bytes, over what is left of the job's "
                               f"bytes_in ({room:,})", hint="ask for more with --bytes-in")
@@ -464,11 +487,15 @@ class JobService:
         except BaseException:
             await self._remove([o["capability"] for o in stored])
             raise
-        for output in stored:
-            cap = Capability.parse(output["capability"])
-            self.db.put(keys.job_output(cap.storage_index),
-                        codec.dumps({"job": job["id"], "user": self.payer.public_key.hex()}), sync=True)
         return stored
+
+    def _made(self, jid: str, stored: list[dict[str, Any]], provenance_id: str) -> tuple[tuple[bytes, bytes], ...]:
+        """Each stored output's link to the run that wrote it, written with that run's job record: a lineage walk
+        holds a file to the record of its own run, not to the job's latest (which wrote other files)."""
+        user = self.payer.public_key.hex()
+        return tuple((keys.job_output(Capability.parse(o["capability"]).storage_index),
+                      codec.dumps({"job": jid, "user": user, "provenance": provenance_id, "name": o["name"],
+                                   "sha256": o["sha256"]})) for o in stored)
 
     async def _remove(self, caps: list[str]) -> None:
         for text in caps:
@@ -510,43 +537,16 @@ class JobService:
                     return found
         raise JobNotFound(f"no job {jid} on this node", hint="run one with: xsc compute run SPEC.toml")
 
-
     # --- lineage -----------------------------------------------------------------------------
-    def lineage(self, cap_text: str, depth: int = 0, seen: set[str] | None = None) -> dict[str, Any]:
-        """From a stored file back through the jobs that made it to the files they read, every level: each
-        job's signed provenance record checked, and the file found among the outputs it signed."""
-        cap = Capability.parse(cap_text)
-        return self._lineage(_verify_hash(cap), depth, seen if seen is not None else set())
+    def lineage(self, cap_text: str) -> dict[str, Any]:
+        """From a stored file back through the runs of the jobs that made it to the files they read (lineage.py)."""
+        def read(key: bytes) -> dict[str, Any] | None:
+            raw = self.db.get(key)
+            return None if raw is None else codec.loads(raw)
 
-    def _lineage(self, verify_hash: str, depth: int, seen: set[str]) -> dict[str, Any]:
-        node: dict[str, Any] = {"verify_hash": verify_hash}
-        if "," in verify_hash:  # an S3 object of several parts: no one job made it
-            return node
-        raw = self.db.get(keys.job_output(bytes.fromhex(verify_hash.split(":")[0])))
-        if raw is None or verify_hash in seen or depth >= MAX_LINEAGE_DEPTH:
-            return node  # not made by a job here (put by a user), or already shown
-        seen.add(verify_hash)
-        made = codec.loads(raw)
-        job = self._load(bytes.fromhex(made["user"]), made["job"])
-        if job is None or not job.get("provenance"):
-            return node
-        # A job run here: its record is in this node's journal; run on a provider: the record it signed is kept
-        # with the job, and names each output by its hash (the capability was made here, after the run).
-        signed = job.get("signed") or self.compute.provenance(job["provenance"])
-        record = signed["record"]
-        facts = record.get("job", {})
-        mine = next((o for o in job.get("outputs", []) if o.get("verify_hash") == verify_hash), {})
-        output = next((o for o in facts.get("outputs", []) if o.get("verify_hash", verify_hash) == verify_hash
-                       and o.get("sha256") == mine.get("sha256") and o.get("name") == mine.get("name")), None)
-        node["made_by"] = {
-            "job": job["id"], "module": record["module"], "node": record["node"], "provenance": record["id"],
-            "engine": record["engine"], "fuel_consumed": record["fuel_consumed"], "fuel_limit": record["fuel_limit"],
-            "signature_valid": provenance.is_valid(signed), "output_signed": output is not None,
-            "output": output,
-            "inputs": [{**item, **self._lineage(item["verify_hash"], depth + 1, seen)}
-                       for item in facts.get("inputs", [])],
-        }
-        return node
+        return lineage.walk(lineage.Records(
+            lambda si: read(keys.job_output(si)), lambda user, jid: self._load(bytes.fromhex(user), jid),
+            lambda pid: read(keys.job_run(bytes.fromhex(pid))), self.compute.provenance), Capability.parse(cap_text))
 
 
 def _replicas(chosen: list[Any], answers: list[Any], agreed: list[Any]) -> list[dict[str, Any]]:
@@ -561,16 +561,18 @@ def _replicas(chosen: list[Any], answers: list[Any], agreed: list[Any]) -> list[
     return out
 
 
+def _affordable(nbytes: int, fuel: int) -> int:
+    """The fuel reading `nbytes` of input costs, if the job's fuel limit covers it; else InvalidArgument."""
+    prepaid = io_fuel(nbytes)
+    if prepaid >= fuel:
+        raise InvalidArgument(f"reading its {nbytes:,} bytes of input costs {prepaid:,} fuel, more than its fuel "
+                              f"limit ({fuel:,})", hint="ask for more --fuel")
+    return prepaid
+
+
 def _next_provider(err: XscError) -> bool:
     """Whether a provider's failure leaves the job to another provider: it went away (a run whose result never
     came is not paid: sent_jobs.py), it had no room, or what it answered cannot be trusted."""
     if isinstance(err, (ForgedResult, PeerUnreachable)):
         return True
     return err.details.get("peer_code") in ("compute-busy", "quota-exceeded", "storage-full", "deal-refused")
-
-
-def _verify_hash(cap: Capability) -> str:
-    """What names and verifies a stored file without letting anyone read it: its storage index (derived from the
-    key) and the hash of its manifest (which roots every share's blocks), `SI:MANIFEST` in hex."""
-    return f"{cap.storage_index.hex()}:{cap.manifest_hash.hex()}"
-

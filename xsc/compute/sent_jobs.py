@@ -23,6 +23,7 @@ from typing import Any
 
 from .. import codec
 from ..errors import ForgedResult, PeerRefused, PeerUnreachable
+from ..ledger.core.pricing import price_compute
 from ..net import jobs as wire
 from ..tasks import in_pool
 from . import provenance
@@ -33,6 +34,7 @@ from .service import InvokeCall
 log = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+INPUT_FACTS = ("path", "sha256", "size", "verify_hash")  # what a provider's record says of each input it read
 
 
 @dataclass
@@ -86,7 +88,7 @@ class SentJobs:
         try:
             answer = await self._sent_and_run(url, provider, job, data, call, tab, budget)
             try:
-                returned = await self._checked(url, provider, job, jid, staged, answer, budget, spec.bytes_out)
+                returned = await self._checked(url, provider, job, jid, staged, answer, budget, spec, price, tab)
             except ForgedResult as err:
                 await paid.gateway_tabs.abandon(tab, budget)
                 self._strike(provider, err.message)
@@ -173,7 +175,7 @@ class SentJobs:
         return offset
 
     async def _checked(self, url: str, provider: str, job: str, jid: str, staged, answer: dict[str, Any],
-                       budget: int, bytes_out: int) -> Returned:
+                       budget: int, spec, price: int, tab) -> Returned:
         """The provider's answer, held to its signed record; each output fetched and held to its signed hash."""
         run, signed = answer["run"], answer["provenance"]
         charge = run.get("charge")
@@ -183,13 +185,21 @@ class SentJobs:
         if not provenance.is_valid(signed) or not isinstance(record, dict) or record.get("node") != provider:
             raise ForgedResult(f"provider {provider[:12]}…'s record of the job is not signed by it")
         facts = record.get("job") if isinstance(record.get("job"), dict) else {}
-        sent = [(i["path"], i["sha256"]) for i in staged.inputs]
-        if record.get("id") != run.get("provenance") or record.get("charge") != charge or facts.get("id") != jid \
-                or [(i.get("path"), i.get("sha256")) for i in facts.get("inputs", [])] != sent \
-                or facts.get("stdin") != staged.stdin_sha256 or facts.get("outputs") != answer["outputs"]:
-            raise ForgedResult(f"provider {provider[:12]}… answered a run its signed record does not match")
+        if record.get("id") != run.get("provenance") or record.get("charge") != charge \
+                or record.get("fuel_consumed") != run.get("fuel_consumed") or facts.get("id") != jid \
+                or facts.get("inputs") != [{k: i[k] for k in INPUT_FACTS} for i in staged.inputs] \
+                or facts.get("stdin") != staged.stdin_sha256 \
+                or facts.get("outputs") != answer["outputs"]:
+            raise ForgedResult(f"provider {provider[:12]}… answered a run its signed record does not match (another "
+                               "job, inputs, outputs, charge or fuel): not paid, and struck",
+                               hint="run the job again (another provider)")
+        why = _unlike_a_run(run, answer, record) or _unlike_the_deal(
+            record, spec, price, tab.auth.id.hex(), self.paid.compute.memory_price, "trap" in answer)
+        if why is not None:
+            raise ForgedResult(f"provider {provider[:12]}…'s signed record {why}: not paid, and struck",
+                               hint="run the job again (another provider)")
         outputs = facts["outputs"]
-        _check_outputs(provider, outputs, bytes_out)  # bounded before anything is fetched
+        _check_outputs(provider, outputs, spec.bytes_out)  # bounded before anything is fetched
         files: list[OutputFile] = []
         fetched = staged.work / "fetched" / provider  # each replica's outputs apart
         fetched.mkdir(parents=True, exist_ok=True)
@@ -217,6 +227,45 @@ class SentJobs:
         return got, digest.hexdigest()
 
 
+def _unlike_a_run(run: dict[str, Any], answer: dict[str, Any], record: dict[str, Any]) -> str | None:
+    """What in a provider's answer is not as a run here answers (its streams text, its trap the one it signed, a
+    refusal a sentence): shown to the user and kept with the job, so never taken in another shape."""
+    trap, signed_trap = answer.get("trap"), record.get("trap")
+    if not all(isinstance(run.get(k, ""), str) for k in ("stdout", "stderr")) \
+            or not isinstance(answer.get("refusal", ""), str) \
+            or trap is not None and (not isinstance(trap, dict) or not isinstance(trap.get("message"), str)
+                                     or not isinstance(signed_trap, dict) or trap.get("kind") != signed_trap.get("kind")):
+        return "comes with an answer in a shape no run has (its streams, trap or refusal)"
+    return None
+
+
+def _unlike_the_deal(record: dict[str, Any], spec, price: int, authorization: str, memory_price: int,
+                     trapped: bool) -> str | None:
+    """How a provider's signed record of a job differs from the run this node paid for, if it does: another
+    module, entrypoint or argv (a cheaper program run in its place), a record made under another authorization
+    (an earlier run of the same job, replayed to be paid again), another price, or a charge that its own
+    figures do not make (ledger/pricing.price_compute).  None if it is the run that was asked for."""
+    deal, wasi = record.get("deal"), record.get("wasi")
+    if record.get("module") != spec.module or record.get("function") != spec.entrypoint \
+            or not isinstance(wasi, dict) or wasi.get("argv") != [spec.module, *spec.argv]:
+        return "names another program than the job's (module, entrypoint or argv)"
+    if not isinstance(deal, dict) or deal.get("authorization") != authorization:
+        return "was not made for this job's authorization (a replay of another run)"
+    if record.get("outcome") != ("trap" if trapped else "ok"):
+        return "says the run ended otherwise than its answer does"
+    figures = [record.get(k) for k in ("fuel_consumed", "fuel_limit", "fuel_price", "memory_pages", "wall_time_us",
+                                       "timeout_us", "memory_price")]
+    if not all(type(f) is int and f >= 0 for f in figures):
+        return "lacks the figures its charge is made from"
+    fuel, fuel_limit, fuel_price, pages, wall_us, timeout_us, its_memory_price = figures
+    if fuel_price != price or its_memory_price > memory_price or fuel > fuel_limit:
+        return f"charges at {fuel_price} a million fuel and {its_memory_price} a page-second, not the deal's " \
+               f"{price} and at most {memory_price}"
+    if record.get("charge") != price_compute(fuel, fuel_price, pages, min(wall_us, timeout_us), its_memory_price):
+        return "charges other than its own fuel, memory and time make"
+    return None
+
+
 def _check_outputs(provider: str, outputs: Any, bytes_out: int) -> None:
     """A provider's signed outputs are a list of {name, size, sha256}, named as a run here names them, and
     together within the job's bytes_out: else the provider is not believed."""
@@ -224,7 +273,7 @@ def _check_outputs(provider: str, outputs: Any, bytes_out: int) -> None:
         isinstance(o, dict) and set(o) == {"name", "size", "sha256"} and type(o["size"]) is int and o["size"] >= 0
         and isinstance(o["sha256"], str) and _SHA256.fullmatch(o["sha256"]) and isinstance(o["name"], str)
         and _output_name(o["name"]) for o in outputs)
-    if not well_formed:
+    if not well_formed or len({o["name"] for o in outputs}) != len(outputs):  # a run's /out has each name once
         raise ForgedResult(f"provider {provider[:12]}… answered outputs that are not a run's outputs")
     if sum(o["size"] for o in outputs) > bytes_out:
         raise ForgedResult(f"provider {provider[:12]}… answered outputs over the job's bytes_out ({bytes_out:,})")
@@ -246,7 +295,7 @@ def _data(staged) -> list[tuple[dict[str, Any], Path]]:
         data.append(({"path": "stdin", "size": staged.stdin.stat().st_size, "sha256": staged.stdin_sha256,
                       "verify_hash": ""}, staged.stdin))
     for item in staged.inputs:
-        data.append(({k: item[k] for k in ("path", "size", "sha256", "verify_hash")},
+        data.append(({k: item[k] for k in INPUT_FACTS},
                      staged.work / "in" / item["path"][4:]))
     return data
 

@@ -59,6 +59,7 @@ class Watches:
         self.passes = 0  # passes over every watch since start (tests wait for one)
         self._backlog: dict[str, int] = {}  # watch -> datums its pass found due and not yet done
         self._watched: frozenset[str] = frozenset()  # the buckets watches are on: a change elsewhere wakes nothing
+        self._writing = asyncio.Lock()  # held while a datum's outputs become objects
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -193,21 +194,48 @@ class Watches:
                         spend=err.details.get("charged", 0) or 0)
             log.warning("watch %s: %s failed: %s", watch["name"], key, err.message)
             return
+        async with self._writing:  # datums run at once: which objects are taken is checked and changed by one
+            await self._write(watch, key, datum, job, to_bucket, to_prefix + rel)
+
+    async def _write(self, watch: dict[str, Any], key: str, datum: str, job: dict[str, Any], to_bucket: str,
+                     base: str) -> None:
+        """The datum's outputs as objects under `base` (unless one would replace an object it did not write), and
+        the datum recorded done."""
+        previous = self.store.datum(watch["name"], key)
+        targets = [base + ("" if o["name"] == "stdout" else "/" + o["name"].removeprefix("out/")) for o in job["outputs"]]
+        taken = await in_pool(None, self._taken, to_bucket, targets, (previous or {}).get("objects", []), job["id"])
+        if taken is not None:  # another datum's output ("a" writes a/x, "a/x" its stdout) or the user's object
+            self._count(watch["name"], failures=1,
+                        last_error=f"{key}: its output would replace s3://{to_bucket}/{taken}, which it did not write")
+            log.warning("watch %s: %s would replace s3://%s/%s: not written", watch["name"], key, to_bucket, taken)
+            return
         written = []
-        for output in job["outputs"]:
-            target = to_prefix + rel + ("" if output["name"] == "stdout" else "/" + output["name"].removeprefix("out/"))
+        for output, target in zip(job["outputs"], targets):
             record = {"parts": [{"cap": output["capability"], "size": output["size"]}], "etag": output["md5"],
                       "content_type": "binary/octet-stream", "metadata": {"xsc-job": job["id"]},
                       "modified": time.time()}
             await self._collect(await in_pool(None, self.index.put, to_bucket, target, record))
             written.append(target)
-        previous = self.store.datum(watch["name"], key)
         stale = [k for k in (previous or {}).get("objects", []) if k not in written]
         if stale:
             await self._collect(await in_pool(None, self.index.delete_many, to_bucket, stale))
         self.store.save_datum(watch["name"], key, {"datum": datum, "objects": written, "job": job["id"]})
         replayed = job.get("replayed", False)
         self._count(watch["name"], runs=0 if replayed else 1, skips=1 if replayed else 0, spend=job["charged"])
+
+    def _taken(self, bucket: str, targets: list[str], ours: list[str], job_id: str) -> str | None:
+        """The first of `targets` an object not written by this datum holds (this datum's: listed in its record, or
+        written by its job before a crash kept it from the record), if any."""
+        for target in targets:
+            if target in ours:
+                continue
+            try:
+                found = self.index.get(bucket, target)
+            except NotFound:
+                continue
+            if found.get("metadata", {}).get("xsc-job") != job_id:
+                return target
+        return None
 
     async def _forget(self, watch: dict[str, Any], key: str, record: dict[str, Any]) -> None:
         """The input is gone; so are the objects its datum wrote, and their files."""
