@@ -12,6 +12,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import aiohttp
+import click
 import pytest
 
 from xsc.errors import PeerUnreachable
@@ -235,6 +236,17 @@ def test_a_number_that_is_not_finite_is_a_usage_error(args, said) -> None:
     assert result.stderr.splitlines()[0] == f"xsc: usage error: {said}"
 
 
+def test_a_bad_value_from_the_environment_is_named_by_its_variable(tmp_path) -> None:
+    """The user gave no --data-dir: naming the flag would send them looking for one."""
+    (tmp_path / "a-file").write_text("")
+    for env, said in [({"XSC_HOME": str(tmp_path / "a-file")}, "invalid value for $XSC_HOME: "),
+                      ({"XSC_VERBOSE": "maybe"}, "invalid value for $XSC_VERBOSE: ")]:
+        result = xsc("store", "ls", env=env)
+        assert result.exit_code == 2 and result.stderr.startswith(f"xsc: usage error: {said}"), result.stderr
+    given = xsc("store", "ls", "--data-dir", str(tmp_path / "a-file"))
+    assert given.stderr.startswith("xsc: usage error: invalid value for '--data-dir': "), given.stderr
+
+
 @pytest.mark.parametrize("extra, said", [
     (["--over", "garbage"], "--over: not an xsc capability: 'garbage'"),
     (["--as", "data"], "--as: an input is mounted at /in/NAME"),
@@ -283,3 +295,30 @@ def test_a_map_whose_node_fails_ends_in_that_one_line_not_one_per_input(request,
     result = xsc("compute", "map", "a" * 64, *over, "--node", url, env=env)
     assert result.exit_code == 1, result.output
     assert result.stderr.splitlines() == [result.stderr.strip()] and result.stderr.startswith(f"xsc: error: {said}")
+
+
+def test_a_ctrl_c_that_lands_in_an_import_and_comes_out_wrapped_is_an_interruption(capsys) -> None:
+    """A class body interrupted while a command's modules are imported raises RuntimeError from the
+    KeyboardInterrupt (it came in `__set_name__`): the user pressed Ctrl-C, and sees that, not a traceback."""
+    from xsc.cli.output import run_cli
+
+    @click.group()
+    def group() -> None:
+        pass
+
+    @group.command()
+    def slow() -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise RuntimeError("Error calling __set_name__ on 'cached_property' instance") from exc
+
+    @group.command()
+    def broken() -> None:
+        raise RuntimeError("a fault of the program")
+
+    with pytest.raises(SystemExit) as exited:
+        run_cli(group, ["slow"])
+    assert exited.value.code == 130 and capsys.readouterr().err == "xsc: interrupted\n"
+    with pytest.raises(RuntimeError, match="a fault of the program"):  # any other error is kept whole
+        run_cli(group, ["broken"])

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import click
+from click.core import ParameterSource
 
 from ..errors import XscError
 from ..units import is_whole_number
@@ -21,6 +22,9 @@ VERBOSE = False  # `xsc --verbose`: an error's details follow its one line
 
 def usage_message(exc: click.UsageError) -> str:
     """A usage error in one or two short lines: what is wrong, then the usage and where help is."""
+    if isinstance(exc, click.BadParameter) and exc.ctx is not None and exc.param is not None \
+            and exc.param.envvar and exc.ctx.get_parameter_source(exc.param.name) is ParameterSource.ENVIRONMENT:
+        exc.param_hint = f"${exc.param.envvar}"  # where the value came from: the flag was never given
     message = exc.format_message()
     message = message[:1].lower() + message[1:]
     lines = [f"xsc: usage error: {message.rstrip('.')}"]
@@ -62,7 +66,25 @@ def run_cli(group: click.Group, args: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("xsc: interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:
+        if not _interrupted(exc):
+            raise
+        click.echo("xsc: interrupted", err=True)
+        sys.exit(130)
     sys.exit(0)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Did a Ctrl-C cause `exc`?  One that lands in a module being imported (a command's modules are imported
+    as it starts) can come out wrapped in another error, e.g. a RuntimeError from a class being made."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def file_error(exc: OSError) -> str:
