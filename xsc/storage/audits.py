@@ -142,7 +142,7 @@ class AuditService:
         what = f"block {segment} of share {share} of {si.hex()[:16]}"
         try:
             holder = self.holder_for(node, self.peers.peer(node).url)
-            block, path = await holder.audit(si, share, segment)
+            block, path = await holder.audit(si, share, segment, manifest)
         except PeerNotFound:
             return None  # forgotten meanwhile (`xsc peers rm`)
         except PeerError as err:

@@ -12,8 +12,10 @@ import asyncio
 from typing import Any
 
 from ..errors import PeerRefused
-from .core.wire import (AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES,
-                        WHOLE_MAX_BLOCK, WHOLE_MAX_SHARES, WHOLE_PATH, WholeShare, share_path, whole_shares_body)
+from .core.manifest import Manifest
+from .core.wire import (MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES,
+                        WHOLE_MAX_BLOCK, WHOLE_MAX_SHARES, WHOLE_PATH, WholeShare, audit_answer_bound, share_path,
+                        whole_shares_body)
 from ..net.peer_client import EncodedJson, PeerClient, dumps
 from ..tasks import GroupSend
 
@@ -208,10 +210,12 @@ class RemoteHolder:
                               url=self.url)
         return {"lease_expiry": body["lease_expiry"], "previous": body["previous"]}
 
-    async def audit(self, si: bytes, share: int, segment: int) -> tuple[bytes, list[tuple[bool, bytes]]]:
-        """One block and its Merkle path; check them with `check_audit` against the manifest's share root."""
+    async def audit(self, si: bytes, share: int, segment: int, manifest: Manifest
+                    ) -> tuple[bytes, list[tuple[bool, bytes]]]:
+        """One block and its Merkle path; check them with `check_audit` against the manifest's share root.  An answer
+        longer than an honest one of that block is refused unread (`audit_answer_bound`)."""
         response = await self._call("POST", share_path(si, share) + "/audit", json={"segment": segment},
-                                    max_size=AUDIT_MAX_RESPONSE)
+                                    max_size=audit_answer_bound(manifest, segment))
         body = self._object(response, "an audit", ("block", "proof"))
         steps = body["proof"]
         if not isinstance(steps, list) or not all(isinstance(s, list) and len(s) == 2 and isinstance(s[0], bool)
