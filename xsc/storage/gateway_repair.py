@@ -112,6 +112,7 @@ class _OneRepair:
         self.new_names = list(names)
         self.moved: dict[int, RemoteShareWriter] = {}
         self.upload = None
+        self.bad_sources: list[tuple[int, int]] = []  # (share, segment) of the blocks read that failed their hashes
 
     async def assess(self) -> bool:
         """Find what is broken; whether anything is."""
@@ -161,7 +162,7 @@ class _OneRepair:
         readers = {s: RemoteShareReader(self.holders[s], si, s, manifest, gateway.remote_timeout)
                    for s in good if s in self.holders}
         order = sorted(good, key=lambda s: (s >= erasure.K, s in readers, s))
-        read = gateway.segment_source(si, manifest, good, order, readers, self.names, [])
+        read = gateway.segment_source(si, manifest, good, order, readers, self.names, self.bad_sources)
         rebuilt: dict[int, list[bytes]] = {s: [] for s in (*self.rebuild_here, *self.moved)}
         try:
             if self.rebuild_here:
@@ -190,6 +191,8 @@ class _OneRepair:
             raise
         finally:
             await asyncio.gather(*(r.close() for r in readers.values()))
+            if self.bad_sources:  # a holder that sent bad blocks while it was read from: its share is damaged too
+                await gateway.run(gateway.record_damage, si, self.bad_sources)
         return lease
 
     async def _write_segments(self, read: Callable[[int], Awaitable[bytes]], rebuilt: dict[int, list[bytes]]) -> None:
@@ -240,12 +243,25 @@ async def repair(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Ho
     if it names none; the file's placement record follows, written by `placed` (`fetched`: another node's file's
     manifest)."""
     names = list(names or [me] * erasure.N)
-    one = _OneRepair(gateway, cap, dict(holders or {}), names, me, fetched, placed)
-    if not await one.assess():
+    holders = dict(holders or {})
+    repaired: set[int] = set()
+    lease = None
+    # A share read as a source that gave bad blocks is marked damaged and rebuilt by the next pass; each pass that
+    # goes round again found one more such share, so there are at most N.
+    for _ in range(erasure.N):
+        one = _OneRepair(gateway, cap, holders, names, me, fetched, placed)
+        if not await one.assess():
+            break
+        good = one.good_shares()
+        await one.plan(relocate)
+        lease = await one.rebuild(good, relocate)
+        await one.settle()
+        repaired |= set(one.broken_local) | set(one.remote_bad)
+        holders = {s: h for s, h in holders.items() if one.new_names[s] == names[s]} | \
+            {s: w.holder for s, w in one.moved.items()}
+        names = one.new_names
+        if not one.bad_sources:
+            break
+    if not repaired:
         return {"repaired": [], "placement": names}
-    good = one.good_shares()
-    await one.plan(relocate)
-    lease = await one.rebuild(good, relocate)
-    await one.settle()
-    return {"repaired": sorted(set(one.broken_local) | set(one.remote_bad)), "placement": one.new_names,
-            "lease_expiry": lease}
+    return {"repaired": sorted(repaired), "placement": names, "lease_expiry": lease}

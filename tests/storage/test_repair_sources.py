@@ -1,0 +1,110 @@
+"""A repair against holders in this process that lie while they are read from: the shares it reads to rebuild the
+broken ones are hashed block by block, and a holder that sends bad blocks has its own share marked damaged and
+rebuilt by the same repair, never spread."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from xsc.errors import NotEnoughShares
+from xsc.storage import gateway_get, gateway_put, gateway_repair
+from xsc.storage.core import erasure
+from xsc.storage.core.merkle import block_hash
+
+from tests.support.shares import gateway_core
+
+SEGMENT = 4096
+NAMES = ["b", "c"] + ["me"] * 4  # shares 0 and 1 on other nodes, the rest here
+
+
+class Holding:
+    """A holder on another node as a repair sees it (storage/remote.py: Holder): it keeps the share a put sent it and
+    answers its metadata honestly; once `lying`, the blocks it sends are not the ones it was sent."""
+
+    round_trip = None
+
+    def __init__(self) -> None:
+        self.stored: list[bytes] = []
+        self.lying = False
+        self.deleted = False
+
+    async def begin(self, si, share, size, segment_size, lease_expiry) -> str:
+        return "upload"
+
+    async def put_segments(self, upload, first, blocks) -> None:
+        self.stored[first:] = blocks
+
+    async def commit(self, upload, block_hashes, manifest, *, first=0, blocks=None) -> None:
+        if blocks:
+            await self.put_segments(upload, first, blocks)
+        assert [block_hash(b) for b in self.stored] == block_hashes
+
+    async def meta(self, si, share) -> dict:
+        return {"segment_count": len(self.stored), "stored_bytes": sum(map(len, self.stored)), "lease_expiry": 0,
+                "block_hashes": [block_hash(b) for b in self.stored]}
+
+    async def blocks(self, si, share, first, count, lengths, timeout=None) -> list[bytes]:
+        blocks = self.stored[first:first + count]
+        return [bytes(b ^ 0xFF for b in block) for block in blocks] if self.lying else blocks
+
+    async def delete(self, si, share) -> None:
+        self.deleted = True
+
+
+async def _put(gateway, holders: dict[int, Holding], data: bytes):
+    stream = io.BytesIO(data)
+
+    async def read(n: int) -> bytes:
+        return stream.read(n)
+
+    result = await gateway_put.put(gateway, read, len(data), place=lambda si, size: (list(NAMES), holders), me="me")
+    return result.capability
+
+
+async def _get(gateway, cap, holders, names) -> bytes:
+    size, chunks = await gateway_get.open_file(gateway, cap, holders, names)
+    return b"".join([chunk async for chunk in chunks])
+
+
+async def test_a_holder_that_sends_bad_blocks_to_a_repair_has_its_share_rebuilt_by_it(tmp_path) -> None:
+    data = os.urandom(6 * SEGMENT + 5)
+    holders = {0: Holding(), 1: Holding()}
+    with gateway_core(tmp_path, SEGMENT) as gateway:
+        cap = await _put(gateway, holders, data)
+        si = cap.storage_index
+        gateway.store.delete_share(si, 2)  # a share here lost: the repair reads shares 0, 1 and 3 to rebuild it
+        holders[0].lying = True  # its metadata checks out; the blocks it sends do not
+        result = await gateway_repair.repair(gateway, cap, holders, list(NAMES), me="me")
+        # Share 2 rebuilt from the honest shares, and share 0 found bad while it was read, rebuilt here.
+        assert result["repaired"] == [0, 2] and result["placement"] == ["me", "c"] + ["me"] * 4
+        assert holders[0].deleted and gateway.store.damaged(si) == {}
+        reports = await gateway_repair.verify(gateway, cap, {1: holders[1]}, result["placement"])
+        assert [r.status for r in reports] == ["ok"] * erasure.N
+        assert await _get(gateway, cap, {1: holders[1]}, result["placement"]) == data
+        # Run again, the repair finds nothing to do.
+        assert (await gateway_repair.repair(gateway, cap, {1: holders[1]}, result["placement"], me="me")
+                )["repaired"] == []
+
+
+async def test_a_repair_short_of_intact_shares_because_a_holder_lies_names_it_and_changes_nothing(tmp_path) -> None:
+    data = os.urandom(6 * SEGMENT + 5)
+    holders = {0: Holding(), 1: Holding()}
+    with gateway_core(tmp_path, SEGMENT) as gateway:
+        cap = await _put(gateway, holders, data)
+        si = cap.storage_index
+        for share in (2, 3):  # four shares left, one of them on a holder that lies
+            gateway.store.delete_share(si, share)
+        holders[0].lying = True
+        with pytest.raises(NotEnoughShares, match=r"segment 0 cannot be rebuilt: shares \[0, 2, 3\]"):
+            await gateway_repair.repair(gateway, cap, holders, list(NAMES), me="me")
+        assert sorted(m.share for m in gateway.store.share_metas(si)) == [4, 5]  # nothing rebuilt half-way
+        assert list(gateway.store.damaged(si)) == [0] and not holders[0].deleted
+        # The next attempt knows why at once, and names the shares that are missing.
+        with pytest.raises(NotEnoughShares, match=r"only 3 of 6 shares are intact") as err:
+            await gateway_repair.repair(gateway, cap, holders, list(NAMES), me="me")
+        assert err.value.details["missing_shares"] == [0, 2, 3]
+        holders[0].lying = False  # its share was intact all along: nothing of the file was lost
+        assert await _get(gateway, cap, holders, list(NAMES)) == data
