@@ -103,7 +103,9 @@ async def test_a_repair_short_of_intact_shares_because_a_holder_lies_names_it_an
         assert sorted(m.share for m in gateway.store.share_metas(si)) == [4, 5]  # nothing rebuilt half-way
         assert list(gateway.store.damaged(si)) == [0] and not holders[0].deleted
         # The next attempt knows why at once, and names the shares that are missing.
-        with pytest.raises(NotEnoughShares, match=r"only 3 of 6 shares are intact") as err:
+        with pytest.raises(NotEnoughShares, match=r"only 3 of 6 shares are intact and 4 are needed: share 0 on "
+                                                  r"node b, shares 2, 3 here are missing, unreachable or corrupt; "
+                                                  r"nothing was changed") as err:
             await gateway_repair.repair(gateway, cap, holders, list(NAMES), me="me")
         assert err.value.details["missing_shares"] == [0, 2, 3]
         holders[0].lying = False  # its share was intact all along: nothing of the file was lost

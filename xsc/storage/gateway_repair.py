@@ -134,9 +134,11 @@ class _OneRepair:
         good = {**{s: m for s, m in self.local_metas.items() if s not in self.broken_local},
                 **{s: m for s, m in self.remote_metas.items() if s not in self.remote_bad}}
         if len(good) < erasure.K:
-            raise NotEnoughShares(f"only {len(good)} of {erasure.N} shares are intact: the file cannot be repaired",
-                                  hint="retry when the nodes holding its shares are back",
-                                  missing_shares=sorted(set(self.broken_local) | set(self.remote_bad)))
+            broken = sorted(set(self.broken_local) | set(self.remote_bad))
+            raise NotEnoughShares(f"only {len(good)} of {erasure.N} shares are intact and {erasure.K} are needed: "
+                                  f"{_where(broken, self.holders, self.names)} are missing, unreachable or corrupt; "
+                                  "nothing was changed", hint="run `xsc store repair` again when the nodes holding its shares "
+                                  "are back; `xsc health status` shows them", missing_shares=broken)
         return good
 
     async def plan(self, relocate: Relocator | None) -> None:
@@ -223,6 +225,18 @@ class _OneRepair:
         stale = [self.holders[s].delete(si, s) for s in self.remote_bad
                  if s in self.remote_metas and new_names[s] != names[s]]
         await asyncio.gather(*stale, return_exceptions=True)
+
+
+def _where(shares: list[int], holders: Mapping[int, Holder], names: list[str]) -> str:
+    """"share 2 here, shares 0, 1 on node <id>": the shares grouped by where they are, node ids whole."""
+    by_place: dict[str, list[int]] = {}
+    for s in shares:
+        node = names[s] if s < len(names) else ""
+        place = "here" if s not in holders else f"on node {node}" if node and not node.startswith("(") \
+            else "on no node found"
+        by_place.setdefault(place, []).append(s)
+    return ", ".join(f"{'shares' if len(group) > 1 else 'share'} {', '.join(map(str, group))} {place}"
+                     for place, group in by_place.items())
 
 
 def _rewrite_blocks(gateway: GatewayCore, si: bytes, index: int, blocks: dict[int, bytes],
