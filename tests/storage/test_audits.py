@@ -117,6 +117,44 @@ async def test_the_scrubber_finds_a_bad_block_of_a_local_share_and_the_node_repa
     assert (await app[NODE].scrubber.scrub_pass())["damaged"] == 0  # the blocks were rewritten in place
 
 
+async def test_a_share_marked_damaged_when_the_node_stopped_is_repaired_after_it_starts_again(make_config,
+                                                                                            node_factory) -> None:
+    # What a kill -9 leaves between a damage report and its repair: the mark on disk, the queue gone with the
+    # process.  Audits pass over a marked share, so only the restart can queue its repair.
+    from xsc.node.appkeys import NODE
+    from tests.support.nodes import close_node, serve
+
+    sections = {"storage": {"segment_size": 4096}, "audit": {"scrub_rate": 0}}
+    first = await serve(make_config("gateway", **sections))
+    try:
+        data = os.urandom(20_000)  # 5 segments
+        resp = await first.post("/v1/store/files", data=data, headers={"Content-Type": "application/octet-stream"})
+        assert resp.status == 201, await resp.text()
+        cap = (await resp.json())["capability"]
+        si = Capability.parse(cap).storage_index
+        store = first.app[NODE].store
+        block = bytearray(store.get_block(si, 4, 3))
+        block[0] ^= 0x80
+        store.blocks.put(keys.block(si, 4, 3), bytes(block))
+        store.mark_damaged(si, 4, "bad or missing blocks in segments [3]")  # as the scrubber marks it
+        store.mark_damaged(si, 1, "bad or missing blocks in segments [0]")  # marked, yet intact
+    finally:
+        await close_node(first)
+
+    again = await node_factory("gateway", **sections)
+
+    async def repaired() -> dict | None:
+        check = await (await again.get(f"/v1/store/files/{cap}/check")).json()
+        return check if check["healthy"] else None
+
+    await eventually_async(repaired, "the damaged share repaired after the restart", 30)
+    assert again.app[NODE].store.damaged(si) == {}
+    assert [r["repaired"] for r in again.app[NODE].audits.status()["recent_repairs"]] == [[4]]
+    verify = await (await again.post(f"/v1/store/files/{cap}/verify")).json()
+    assert verify["healthy"], verify
+    assert await (await again.get(f"/v1/store/files/{cap}")).read() == data
+
+
 # --- seven node processes ---------------------------------------------------------------------
 @pytest.fixture
 def network(tmp_path: Path):

@@ -310,6 +310,10 @@ class AuditService:
         pass
 
     async def _repairs(self) -> None:
+        # A damage mark outlives the repair it queued (a restart, a kill -9 before or during that repair), and a
+        # share marked damaged is audited no more: its file is queued again here, or it would wait for its owner.
+        for si in await self._run(self.gateway.store.damaged_files):
+            self.queue(si, "a share was marked damaged before this node started")
         while True:
             si = await self._queue.get()
             self._queued.discard(si)

@@ -127,6 +127,11 @@ class _OneRepair:
             if s in damaged and s not in self.remote_bad:
                 self.remote_bad[s] = f"corrupt: {damaged[s]}"
         self.broken_local = {r.share: r for r in local_reports if r.status != "ok"}
+        # A share here marked damaged whose every block was just read and found intact is not: were its mark kept,
+        # `check` would call it corrupt while a repair finds nothing to do.
+        for s in damaged:
+            if s not in holders and s not in self.broken_local:
+                await gateway.run(gateway.store.clear_damage, self.si, s)
         return bool(self.broken_local or self.remote_bad)
 
     def good_shares(self) -> dict[int, ShareMeta]:

@@ -456,6 +456,12 @@ class ShareStore:
             for share, block in blocks.items():
                 batch.put(keys.block(si, share, segment), block)
 
+    def damaged_files(self) -> list[bytes]:
+        """The storage indexes of the files this node placed with a share marked damaged."""
+        with self.db.iterator(prefix=keys.DAMAGE, include_value=False) as marks:
+            marked = {keys.damaged_storage_index(key) for key in marks}
+        return sorted(si for si in marked if self.db.get(keys.file(si)) is not None)
+
     def damaged(self, si: bytes) -> dict[int, str]:
         prefix = keys.damage_of(si)
         return {k[len(prefix)]: v.decode() for k, v in self.db.iterator(prefix=prefix)}
