@@ -110,3 +110,46 @@ async def test_a_repair_short_of_intact_shares_because_a_holder_lies_names_it_an
         assert err.value.details["missing_shares"] == [0, 2, 3]
         holders[0].lying = False  # its share was intact all along: nothing of the file was lost
         assert await _get(gateway, cap, holders, list(NAMES)) == data
+
+
+class Crash(Exception):
+    """The node's process ending there (kill -9): nothing after it runs."""
+
+
+@pytest.mark.parametrize("at", ["placement", "publish", "marks"])
+async def test_a_repair_cut_short_at_any_step_of_its_end_is_finished_by_the_next_one(tmp_path, monkeypatch,
+                                                                                     at: str) -> None:
+    data = os.urandom(6 * SEGMENT + 5)
+    holders = {0: Holding(), 1: Holding()}
+    with gateway_core(tmp_path, SEGMENT) as gateway:
+        cap = await _put(gateway, holders, data)
+        si = cap.storage_index
+        holders[0].lying = True
+        gateway.store.mark_damaged(si, 0, "failed an audit on node b")  # as a failed audit marks it
+        placement = list(NAMES)
+
+        def placed(si: bytes, before: list[str], after: list[str]) -> None:
+            if at == "placement":
+                raise Crash()
+            placement[:] = after
+            gateway.store.set_placement(si, after)
+
+        async def publish(*args, **kwargs) -> None:
+            raise Crash()
+
+        if at == "publish":
+            monkeypatch.setattr(gateway.publisher, "publish", publish)
+        if at == "marks":
+            monkeypatch.setattr(gateway.store, "clear_damage", lambda si, share: (_ for _ in ()).throw(Crash()))
+        with pytest.raises(Crash):
+            await gateway_repair.repair(gateway, cap, holders, list(placement), me="me", placed=placed)
+        monkeypatch.undo()
+        at = "done"
+        # After the restart the placement on record is what the next repair starts from.
+        remote = {s: holders[s] for s, node in enumerate(placement) if node != "me"}
+        result = await gateway_repair.repair(gateway, cap, remote, list(placement), me="me", placed=placed)
+        assert result["placement"] == placement == ["me", "c"] + ["me"] * 4
+        assert gateway.store.damaged(si) == {}
+        reports = await gateway_repair.verify(gateway, cap, {1: holders[1]}, placement)
+        assert [r.status for r in reports] == ["ok"] * erasure.N
+        assert await _get(gateway, cap, {1: holders[1]}, placement) == data

@@ -161,8 +161,9 @@ class _OneRepair:
                 self.moved[s] = RemoteShareWriter(destination[1], destination[0], self.si, s)
 
     async def rebuild(self, good: dict[int, ShareMeta], relocate: Relocator | None) -> int:
-        """Re-encode every segment a broken share needs from the good ones and write it where `plan` said;
-        commit and publish the rebuilt shares once each matches the manifest.  The lease they carry."""
+        """Re-encode every segment a broken share needs from the good ones and write it where `plan` said; once each
+        matches the manifest, commit those on other nodes, record the new placement, publish those here.  The lease
+        they carry."""
         gateway, si, manifest = self.gateway, self.si, self.manifest
         share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
         lease = max(m.lease_expiry for m in good.values())
@@ -187,6 +188,11 @@ class _OneRepair:
             encoded = manifest.encode()
             await gather_or_raise([r.commit(rebuilt[s], encoded) for s, r in self.moved.items()],
                                   [(r.node, s) for s, r in self.moved.items()])
+            # The new placement before the shares rebuilt here are published (which clears their damage marks): a
+            # crash between the two leaves the placement naming this node for a share not here yet, which the next
+            # repair finds missing and rebuilds; the other way round it named the bad holder, unmarked, for good.
+            if self.new_names != self.names:
+                await gateway.run(self.placed, si, self.names, self.new_names)
             if self.upload is not None:
                 metas = [ShareMeta(s, manifest.segment_count, share_bytes, lease, gateway.node_key, tuple(rebuilt[s]))
                          for s in self.rebuild_here]
@@ -220,12 +226,12 @@ class _OneRepair:
                 await share.add(blocks[s])
 
     async def settle(self) -> None:
-        """Clear the damage marks, record the new placement, drop moved corrupt shares where they were."""
+        """Clear the damage marks (the new placement is written: `rebuild`), drop moved corrupt shares where they
+        were.  A crash before the marks are cleared leaves a mark on a share rebuilt meanwhile: the next repair looks
+        at it again."""
         gateway, si, names, new_names = self.gateway, self.si, self.names, self.new_names
         for s in (*self.rewrite_here, *self.remote_bad):
             await gateway.run(gateway.store.clear_damage, si, s)
-        if new_names != names:
-            await gateway.run(self.placed, si, names, new_names)
         # A corrupt share on a holder that still answers is dropped there (best effort: a lease ends it too).
         stale = [self.holders[s].delete(si, s) for s in self.remote_bad
                  if s in self.remote_metas and new_names[s] != names[s]]
