@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xsc import keys
-from xsc.errors import InvalidArgument, PeerRefused, PeerUnreachable
+from xsc.errors import InvalidArgument, PeerError, PeerRefused, PeerUnreachable
 from xsc.identity import NODE_KEY_FILE, Identity, sign_request
 from xsc.storage.audits import files_on, is_verdict, remote_shares
 from xsc.storage.core.wire import parse_damage_report as parse_report
@@ -77,6 +78,59 @@ def test_damage_reports_are_checked() -> None:
                 {"si": si, "share": 0, "segments": [-1]}, {"si": si, "share": 0, "segments": "0"}, [si]):
         with pytest.raises(InvalidArgument):
             parse_report(bad)
+
+
+# --- the audit service against a holder in this process ---------------------------------------
+class _Peers:
+    """The peer service as audits see it: every node known, at a URL, and up by its probes."""
+
+    directory = {"b": object()}
+
+    def availability(self, node: str):
+        return SimpleNamespace(up=True, last_audit=None)
+
+    def peer(self, node: str):
+        return SimpleNamespace(url=f"https://{node}.example:7070")
+
+
+NO_VERDICT = [PeerRefused("peer b refused POST /audit: internal error", peer_status=500),
+              PeerUnreachable("peer b is unreachable: timeout", sent=True)]
+
+
+@pytest.mark.parametrize("no_verdict", NO_VERDICT, ids=["500", "timeout"])
+async def test_a_holder_that_answers_its_probes_but_no_audit_of_a_share_has_it_rebuilt_and_is_not_struck(
+        tmp_path: Path, no_verdict: PeerError) -> None:
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xsc.config import AuditSection
+    from xsc.storage import gateway_put
+    from xsc.storage.audits import AuditService
+    from tests.support.shares import Holding, gateway_core
+
+    holder, verdicts = Holding(), []
+    with gateway_core(tmp_path, 4096) as gateway, ThreadPoolExecutor(1) as pool:
+        data = io.BytesIO(os.urandom(5 * 4096))
+
+        async def read(n: int) -> bytes:
+            return data.read(n)
+
+        put = await gateway_put.put(gateway, read, 5 * 4096, place=lambda si, size: (["b"] + ["me"] * 5, {0: holder}),
+                                    me="me")
+        si = put.capability.storage_index
+        audits = AuditService(config=AuditSection(blocks_per_round=1, repair_after_failures=3), probe_interval=10.0,
+                              me="me", gateway=gateway, pool=pool, peers=_Peers(), holder_for=lambda node, url: holder,
+                              on_audit=lambda node, ok, detail: verdicts.append(ok), repair=None)
+        # Unanswered twice, then an answer: a slow or busy holder starts again from nothing.
+        holder.audits = [no_verdict, no_verdict, None, no_verdict, no_verdict]
+        for _ in range(5):
+            await audits.audit_round()
+        assert verdicts == [True] and gateway.store.damaged(si) == {} and audits.status()["repair_queue"] == 0
+        holder.audits = [no_verdict]  # the third in a row: its share is not one to count on
+        await audits.audit_round()
+        assert "3 audits in a row of share 0 without a verdict" in gateway.store.damaged(si)[0]
+        assert audits.status()["repair_queue"] == 1 and audits.counts["shares_unanswered"] == 1
+        assert verdicts == [True]  # never a failed audit: no strike, no pay forfeited for it
 
 
 # --- one in-process node: its own shares -----------------------------------------------------

@@ -12,46 +12,11 @@ import pytest
 from xsc.errors import NotEnoughShares
 from xsc.storage import gateway_get, gateway_put, gateway_repair
 from xsc.storage.core import erasure
-from xsc.storage.core.merkle import block_hash
 
-from tests.support.shares import gateway_core
+from tests.support.shares import Holding, gateway_core
 
 SEGMENT = 4096
 NAMES = ["b", "c"] + ["me"] * 4  # shares 0 and 1 on other nodes, the rest here
-
-
-class Holding:
-    """A holder on another node as a repair sees it (storage/remote.py: Holder): it keeps the share a put sent it and
-    answers its metadata honestly; once `lying`, the blocks it sends are not the ones it was sent."""
-
-    round_trip = None
-
-    def __init__(self) -> None:
-        self.stored: list[bytes] = []
-        self.lying = False
-        self.deleted = False
-
-    async def begin(self, si, share, size, segment_size, lease_expiry) -> str:
-        return "upload"
-
-    async def put_segments(self, upload, first, blocks) -> None:
-        self.stored[first:] = blocks
-
-    async def commit(self, upload, block_hashes, manifest, *, first=0, blocks=None) -> None:
-        if blocks:
-            await self.put_segments(upload, first, blocks)
-        assert [block_hash(b) for b in self.stored] == block_hashes
-
-    async def meta(self, si, share) -> dict:
-        return {"segment_count": len(self.stored), "stored_bytes": sum(map(len, self.stored)), "lease_expiry": 0,
-                "block_hashes": [block_hash(b) for b in self.stored]}
-
-    async def blocks(self, si, share, first, count, lengths, timeout=None) -> list[bytes]:
-        blocks = self.stored[first:first + count]
-        return [bytes(b ^ 0xFF for b in block) for block in blocks] if self.lying else blocks
-
-    async def delete(self, si, share) -> None:
-        self.deleted = True
 
 
 async def _put(gateway, holders: dict[int, Holding], data: bytes):
