@@ -547,7 +547,7 @@ def test_an_honest_audit_answer_fits_its_bound(segment_count: int, data) -> None
 
 @asynccontextmanager
 async def _audited(body: bytes):
-    """A RemoteHolder whose holder answers every audit with `body`."""
+    """A RemoteHolder whose holder answers every audit, and every ask for a share's metadata, with `body`."""
     import aiohttp
     from aiohttp import web
     from aiohttp.test_utils import TestServer
@@ -560,6 +560,7 @@ async def _audited(body: bytes):
 
     app = web.Application()
     app.router.add_post("/v1/peer/shares/{si}/{share}/audit", answer)
+    app.router.add_get("/v1/peer/shares/{si}/{share}", answer)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
@@ -582,3 +583,22 @@ async def test_an_audit_answered_too_long_or_too_deep_to_parse_is_refused_and_co
             with pytest.raises(PeerRefused, match=said) as refused_audit:
                 await holder.audit(f.si, SHARE, 1, f.manifest)
         assert is_verdict(refused_audit.value)
+
+
+async def test_a_shares_metadata_longer_than_an_honest_one_or_of_another_count_is_refused(net) -> None:
+    from xsc.codec import dumps
+
+    f = EncodedFile(3 * SEGMENT + 1000)  # 4 segments
+    meta = {"segment_count": 4, "stored_bytes": f.share_bytes, "lease_expiry": lease(), "uploader": "x",
+            "block_hashes": [h.hex() for h in f.hashes[SHARE]], "manifest": f.manifest.encode().hex()}
+    async with _audited(dumps(meta)) as holder:
+        assert (await holder.meta(f.si, SHARE, 4))["block_hashes"] == f.hashes[SHARE]
+        with pytest.raises(PeerRefused, match="not one per segment"):
+            await holder.meta(f.si, SHARE, 5)
+    many = {**meta, "segment_count": 200_000, "block_hashes": [f.hashes[SHARE][0].hex()] * 200_000}  # 13 MB
+    async with _audited(dumps(many)) as holder:
+        with pytest.raises(PeerRefused, match="with more than"):
+            await holder.meta(f.si, SHARE, 4)
+    # An honest holder's answer, read by a reader that knows the file, fits.
+    await place(net["from_a"], f)
+    assert (await net["from_c"].meta(f.si, SHARE, f.count))["block_hashes"] == f.hashes[SHARE]

@@ -241,7 +241,7 @@ class GatewayCore:
         async def one(share: int, holder: Holder) -> ShareMeta:
             try:
                 async with asyncio.timeout(self.remote_timeout):  # in this task: asked before what `meanwhile` asks
-                    m = await holder.meta(si, share)
+                    m = await holder.meta(si, share, manifest.segment_count)
             except TimeoutError:
                 raise TimeoutError(f"no answer within {self.remote_timeout:g} s") from None
             if root(list(m["block_hashes"])) != manifest.share_root(share):

@@ -14,8 +14,8 @@ from typing import Any
 from ..errors import PeerRefused
 from .core.manifest import Manifest
 from .core.wire import (MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES,
-                        WHOLE_MAX_BLOCK, WHOLE_MAX_SHARES, WHOLE_PATH, WholeShare, audit_answer_bound, share_path,
-                        whole_shares_body)
+                        WHOLE_MAX_BLOCK, WHOLE_MAX_SHARES, WHOLE_PATH, WholeShare, audit_answer_bound,
+                        meta_answer_bound, share_path, whole_shares_body)
 from ..net.peer_client import EncodedJson, PeerClient, dumps
 from ..tasks import GroupSend
 
@@ -168,13 +168,17 @@ class RemoteHolder:
         await self._call("DELETE", f"/v1/peer/uploads/{upload}")
 
     # --- reading, auditing, deleting -----------------------------------------------------
-    async def meta(self, si: bytes, share: int) -> dict:
-        """The holder's record of a share; hashes and manifest as bytes (the manifest is None if it has none)."""
-        response = await self._call("GET", share_path(si, share))
+    async def meta(self, si: bytes, share: int, segment_count: int | None = None) -> dict:
+        """The holder's record of a share; hashes and manifest as bytes (the manifest is None if it has none).
+        `segment_count`: the share's, when the caller knows the file: an answer longer than an honest one is refused
+        unread, and one of another count refused."""
+        response = await self._call("GET", share_path(si, share), **(
+            {} if segment_count is None else {"max_size": meta_answer_bound(segment_count)}))
         body = self._object(response, "a share's metadata",
                             ("segment_count", "stored_bytes", "lease_expiry", "uploader", "block_hashes", "manifest"))
         hashes = body["block_hashes"]
-        if not isinstance(hashes, list) or len(hashes) != body["segment_count"]:
+        if not isinstance(hashes, list) or len(hashes) != body["segment_count"] \
+                or segment_count not in (None, len(hashes)):
             raise PeerRefused(f"peer {self.url} sent a share's metadata whose hashes are not one per segment",
                               url=self.url)
         manifest = body["manifest"]

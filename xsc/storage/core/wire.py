@@ -262,6 +262,12 @@ def proof_sides(index: int, count: int) -> list[bool]:
     return sides
 
 
+def meta_answer_bound(segment_count: int) -> int:
+    """The most bytes an honest answer of a share's metadata takes (a block hash in hex a segment, the manifest and
+    the other fields): what a reader that knows the file reads of one before it refuses it."""
+    return segment_count * (2 * HASH_BYTES + 8) + _COMMIT_OVERHEAD
+
+
 def audit_answer_bound(manifest: Manifest, segment: int) -> int:
     """The most bytes an honest audit answer of block `segment` takes (its block in hex and one path step a level
     of the share's tree, with room for JSON's spacing): what an auditor reads of one before it refuses it, so that a
