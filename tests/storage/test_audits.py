@@ -80,6 +80,35 @@ def test_damage_reports_are_checked() -> None:
             parse_report(bad)
 
 
+async def test_a_bad_block_a_get_finds_is_repaired_without_waiting_for_anything_else(node_factory) -> None:
+    # The get reads around it and marks the share damaged; audits pass over a marked share and the scrubber is off,
+    # so only the repair watch can see the mark.
+    from xsc.node import DB
+    from xsc.node.appkeys import NODE
+
+    client = await node_factory(storage={"segment_size": 4096}, audit={"scrub_rate": 0, "interval": 0.2})
+    app = client.server.app
+    data = os.urandom(20_000)
+    resp = await client.post("/v1/store/files", data=data, headers={"Content-Type": "application/octet-stream"})
+    assert resp.status == 201, await resp.text()
+    cap = (await resp.json())["capability"]
+    si = Capability.parse(cap).storage_index
+    key = keys.block(si, 1, 2)
+    block = bytearray(app[DB].get(key))
+    block[0] ^= 0x80
+    app[DB].put(key, bytes(block))
+    assert await (await client.get(f"/v1/store/files/{cap}")).read() == data
+
+    async def repaired() -> list | None:
+        recent = app[NODE].audits.status()["recent_repairs"]
+        return recent if recent and app[NODE].store.damaged(si) == {} else None
+
+    assert [r["repaired"] for r in await eventually_async(repaired, "the share the get found bad repaired", 30)] \
+        == [[1]]
+    verify = await (await client.post(f"/v1/store/files/{cap}/verify")).json()
+    assert verify["healthy"], verify
+
+
 # --- the audit service against a holder in this process ---------------------------------------
 class _Peers:
     """The peer service as audits see it: every node known, at a URL, and up by its probes."""

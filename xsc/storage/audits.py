@@ -277,6 +277,11 @@ class AuditService:
                     failing.append((node, f"it missed its last {availability.consecutive_failures} probes"))
         if failing:
             await self._queue_files_on(failing)
+        # A get, a verify or this node's scrubber that found bad blocks marked the share damaged: nothing else queues
+        # its file (a marked share is audited no more).  One waiting to be retried keeps to its time.
+        for si in await self._run(self.gateway.store.damaged_files):
+            if si not in self._retry:
+                self.queue(si, "a share of it is marked damaged")
         now = time.monotonic()
         for si, (due, _) in list(self._retry.items()):
             # A node back up may hold the shares a failed repair lacked: retry at once rather than at the due time.
