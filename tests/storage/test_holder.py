@@ -541,7 +541,8 @@ def test_an_honest_audit_answer_fits_its_bound(segment_count: int, data) -> None
     segment = data.draw(st.integers(0, segment_count - 1))
     length = block_lengths(size, segment_size, segment, 1)[0]
     hashes = [bytes(32)] * segment_count
-    answer = dumps({"block": (b"\xff" * length).hex(), "proof": [[left, h.hex()] for left, h in proof(hashes, segment)]})
+    path = [[left, h.hex()] for left, h in proof(hashes, segment)]
+    answer = dumps({"block": (b"\xff" * length).hex(), "proof": path})
     assert len(answer) <= wire.audit_answer_bound(manifest, segment) <= 2 * length + 64 * 1024
 
 

@@ -142,8 +142,9 @@ class _OneRepair:
             broken = sorted(set(self.broken_local) | set(self.remote_bad))
             raise NotEnoughShares(f"only {len(good)} of {erasure.N} shares are intact and {erasure.K} are needed: "
                                   f"{_where(broken, self.holders, self.names)} are missing, unreachable or corrupt; "
-                                  "nothing was changed", hint="run `xsc store repair` again when the nodes holding its shares "
-                                  "are back; `xsc health status` shows them", missing_shares=broken)
+                                  "nothing was changed", missing_shares=broken,
+                                  hint="run `xsc store repair` again when the nodes holding its shares are back; "
+                                  "`xsc health status` shows them")
         return good
 
     async def plan(self, relocate: Relocator | None) -> None:
