@@ -10,7 +10,7 @@ damaged in this node's records, so a repair rebuilds it elsewhere.
 Automatic repair: when a holder has failed its last audit, or has missed `audit.repair_after_failures`
 probes in a row, every file with a share on it is queued for repair (StorageService.repair); so is a
 file whose holder reported a damaged share (POST /v1/peer/damage, sent by holders' scrubbers), and a share whose
-holder, up by its probes, left `repair_after_failures` audits of it in a row without a verdict (it is not blamed).
+holder, up by its probes, refused `repair_after_failures` audits of it in a row (it is not blamed).
 One repair runs at a time; a failed one is retried later, backing off.
 """
 
@@ -190,11 +190,12 @@ class AuditService:
         return False
 
     async def _unanswered_audit(self, si: bytes, share: int, node: str, err: PeerError) -> None:
-        """An audit of a share that got no verdict.  Its holder is not blamed (a node slow or busy is no liar), but a
-        share whose audits it leaves without a verdict `repair_after_failures` times in a row while it answers its
-        probes is not one this node can count on: it is marked damaged and rebuilt elsewhere."""
-        if self.peers is None or self.peers.availability(node).up is not True:
-            return None  # down: its outage is the probes' to act on
+        """An audit of a share that got no verdict.  Its holder is not blamed (a node busy is no liar), but a share
+        whose audits it refuses (a 5xx, 401, 403 or 429) `repair_after_failures` times in a row while it answers its
+        probes is not one this node can count on: it is marked damaged and rebuilt elsewhere.  An audit with no
+        answer in time counts for nothing here: a slow link would have every share behind it moved again and again."""
+        if isinstance(err, PeerUnreachable) or self.peers is None or self.peers.availability(node).up is not True:
+            return None  # no answer, or down: its outage is the probes' to act on
         key = (si.hex(), share)
         seen, times = self._unanswered.get(key, (node, 0))
         times = times + 1 if seen == node else 1
@@ -205,8 +206,8 @@ class AuditService:
         if not await self._still_there(si, share, node):
             return None
         self.counts["shares_unanswered"] += 1
-        reason = (f"node {node} left {times} audits in a row of share {share} without a verdict while it answered "
-                  f"its probes (the last: {err})")
+        reason = (f"node {node} refused {times} audits in a row of share {share} while it answered its probes "
+                  f"(the last: {err})")
         log.warning("share %d of %s: %s; rebuilding it elsewhere", share, si.hex()[:16], reason)
         await self._run(self.gateway.store.mark_damaged, si, share, reason[:MAX_REASON])
         self.queue(si, f"share {share}: its holder answers no audit")
