@@ -118,3 +118,27 @@ async def test_a_repair_cut_short_at_any_step_of_its_end_is_finished_by_the_next
         reports = await gateway_repair.verify(gateway, cap, {1: holders[1]}, placement)
         assert [r.status for r in reports] == ["ok"] * erasure.N
         assert await _get(gateway, cap, {1: holders[1]}, placement) == data
+
+
+async def test_a_mark_left_on_a_share_that_moved_since_holds_no_more(tmp_path) -> None:
+    # A node reading another's file marks the share a holder sent bad blocks of; its uploader moves the share to a
+    # node of its own choosing.  The reader's mark must not make that share look corrupt, nor be rebuilt again.
+    data = os.urandom(6 * SEGMENT + 5)
+    holders = {0: Holding(), 1: Holding()}
+    with gateway_core(tmp_path, SEGMENT) as gateway:
+        cap = await _put(gateway, holders, data)
+        si = cap.storage_index
+        holders[0].lying = True
+        assert await _get(gateway, cap, holders, list(NAMES)) == data
+        assert list(gateway.store.damaged(si)) == [0]
+        moved = {0: Holding(), 1: holders[1]}  # share 0 now on node x, intact
+        moved[0].stored = list(holders[0].stored)
+        now = ["x", "c"] + ["me"] * 4
+        reports = await gateway_repair.check(gateway, cap, moved, now)
+        assert [r.status for r in reports] == ["ok"] * erasure.N
+        assert (await gateway_repair.repair(gateway, cap, moved, now, me="me"))["repaired"] == []
+        assert gateway.store.damaged(si) == {}  # the mark that no longer holds is gone
+        gateway.store.mark_damaged(si, 0, "bad or missing blocks in segments [0]", "b")
+        # On the node it was found on, a mark still holds.
+        assert gateway.store.damage_marks(si) == {0: ("bad or missing blocks in segments [0]", "b")}
+        assert [r.status for r in await gateway_repair.check(gateway, cap, holders, list(NAMES))][0] == "corrupt"

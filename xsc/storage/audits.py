@@ -180,7 +180,7 @@ class AuditService:
         self.counts["audits_failed"] += 1
         log.warning("node %s failed an audit: %s", node[:12], detail)
         self._record_audit(node, False, detail)
-        await self._run(self.gateway.store.mark_damaged, si, share, f"failed an audit on node {node}: {detail}")
+        await self._run(self.gateway.store.mark_damaged, si, share, f"failed an audit on node {node}: {detail}", node)
         self.queue(si, f"share {share} failed an audit")
         # Acted on here, not when the watch sees it: an audit passed meanwhile would hide it from the watch.
         audit = self.peers.availability(node).last_audit if self.peers else None
@@ -209,7 +209,7 @@ class AuditService:
         reason = (f"node {node} refused {times} audits in a row of share {share} while it answered its probes "
                   f"(the last: {err})")
         log.warning("share %d of %s: %s; rebuilding it elsewhere", share, si.hex()[:16], reason)
-        await self._run(self.gateway.store.mark_damaged, si, share, reason[:MAX_REASON])
+        await self._run(self.gateway.store.mark_damaged, si, share, reason[:MAX_REASON], node)
         self.queue(si, f"share {share}: its holder answers no audit")
         return None
 
@@ -242,7 +242,7 @@ class AuditService:
         more = f" and {len(segments) - len(shown)} more" if len(segments) > len(shown) else ""
         reason = f"its holder {node} reports bad or missing blocks in segments {shown}{more}"
         log.warning("share %d of %s: %s", share, si.hex()[:16], reason)
-        await self._run(self.gateway.store.mark_damaged, si, share, reason)
+        await self._run(self.gateway.store.mark_damaged, si, share, reason, None if node == self.me else node)
         self.queue(si, f"share {share} reported damaged by its holder")
 
     # --- automatic repair -------------------------------------------------------------------

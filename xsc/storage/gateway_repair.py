@@ -40,8 +40,8 @@ async def check(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Hol
     fetched = manifest
     manifest, metas, bad = await gateway.run(gateway.load, cap, frozenset(holders), fetched)
     _, remote_bad = await gateway.remote_metas(cap, manifest, holders, names)
-    damaged = await gateway.run(gateway.store.damaged, cap.storage_index)  # reported by audits and scrubbers
-    bad.update({s: f"corrupt: {damaged[s]}" for s in holders if s in damaged})
+    damaged = _marks_of(await gateway.run(gateway.store.damage_marks, cap.storage_index), holders, names)
+    bad.update({s: f"corrupt: {damaged[s]}" for s in holders if s in damaged})  # reported by audits and scrubbers
     bad.update(remote_bad)
     return [ShareReport(s, "ok" if s not in bad else "corrupt" if bad[s].startswith("corrupt")
                         or "do not match" in bad[s] else "missing", bad.get(s, "")) for s in range(erasure.N)]
@@ -93,7 +93,7 @@ async def verify(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Ho
         if reader.failed is not None:
             reports[s] = ShareReport(s, "missing", f"unreadable on node {names[s][:12]}…: {reader.failed}")
         elif wrong:
-            await gateway.run(gateway.store.mark_damaged, si, s, f"bad blocks in segments {wrong[:20]}")
+            await gateway.run(gateway.store.mark_damaged, si, s, f"bad blocks in segments {wrong[:20]}", names[s])
             reports[s] = ShareReport(s, "corrupt", f"{len(wrong)} bad block(s) on node {names[s][:12]}…", wrong)
         else:
             reports[s] = ShareReport(s, "ok")
@@ -122,15 +122,18 @@ class _OneRepair:
                                                                self.fetched)
         self.remote_metas, self.remote_bad = await gateway.remote_metas(self.cap, self.manifest, holders,
                                                                         self.names)
-        damaged = await gateway.run(gateway.store.damaged, self.si)
+        marks = await gateway.run(gateway.store.damage_marks, self.si)
+        damaged = _marks_of(marks, holders, self.names)
         for s in holders:
             if s in damaged and s not in self.remote_bad:
                 self.remote_bad[s] = f"corrupt: {damaged[s]}"
         self.broken_local = {r.share: r for r in local_reports if r.status != "ok"}
-        # A share here marked damaged whose every block was just read and found intact is not: were its mark kept,
-        # `check` would call it corrupt while a repair finds nothing to do.
-        for s in damaged:
-            if s not in holders and s not in self.broken_local:
+        # A share here marked damaged whose every block was just read and found intact is not, nor is a share
+        # marked on a node that no longer holds it: were their marks kept, `check` would call them corrupt while a
+        # repair finds nothing to do (or moves a good share again).
+        for s in marks:
+            untrue = s not in damaged if s in holders else s not in self.broken_local
+            if untrue:
                 await gateway.run(gateway.store.clear_damage, self.si, s)
         return bool(self.broken_local or self.remote_bad)
 
@@ -206,7 +209,8 @@ class _OneRepair:
         finally:
             await asyncio.gather(*(r.close() for r in readers.values()))
             if self.bad_sources:  # a holder that sent bad blocks while it was read from: its share is damaged too
-                await gateway.run(gateway.record_damage, si, self.bad_sources)
+                await gateway.run(gateway.record_damage, si, self.bad_sources,
+                                  {s: self.names[s] for s in self.holders})
         return lease
 
     async def _write_segments(self, read: Callable[[int], Awaitable[bytes]], rebuilt: dict[int, list[bytes]]) -> None:
@@ -237,6 +241,14 @@ class _OneRepair:
         stale = [self.holders[s].delete(si, s) for s in self.remote_bad
                  if s in self.remote_metas and new_names[s] != names[s]]
         await asyncio.gather(*stale, return_exceptions=True)
+
+
+def _marks_of(marks: Mapping[int, tuple[str, str | None]], holders: Mapping[int, Holder],
+              names: list[str]) -> dict[int, str]:
+    """The damage marks that hold: those of shares here, and those of shares on other nodes found damaged where
+    they are now."""
+    return {s: reason for s, (reason, node) in marks.items()
+            if s not in holders or node is None or s < len(names) and node == names[s]}
 
 
 def _where(shares: list[int], holders: Mapping[int, Holder], names: list[str]) -> str:
