@@ -427,7 +427,9 @@ class AuditSection(_Section):
     jitter: float = 0.2
     blocks_per_round: int = 4  # random remote blocks audited per round (0: no audits)
     scrub_rate: int = 20 * 1000**2  # bytes/s the scrubber re-hashes (0: no scrubbing)
-    repair_after_failures: int = 3  # consecutive failed probes of a holder before its shares are rebuilt elsewhere
+    # Consecutive failed probes of a holder before its shares are rebuilt elsewhere; audits of one share refused in a
+    # row by a holder that answers its probes before that share is.
+    repair_after_failures: int = 3
 
     @field_validator("scrub_rate", mode="before")
     @classmethod

@@ -133,6 +133,14 @@ def damage_of(storage_index: bytes) -> bytes:
     return _DAMAGE + storage_index
 
 
+DAMAGE = _DAMAGE
+
+
+def damaged_storage_index(key: bytes) -> bytes:
+    """The storage index of a damage mark's key."""
+    return key[len(_DAMAGE):len(_DAMAGE) + 32]
+
+
 # --- compute (c/) ----------------------------------------------------------------
 COMPUTE = b"c/"
 _MODULE = b"c/m/"  # + module hash (32) -> module record (JSON)

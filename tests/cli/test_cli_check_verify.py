@@ -9,8 +9,11 @@ import os
 from xsc import keys
 from xsc.node.appkeys import NODE
 from xsc.storage import Capability
+from xsc.storage.core import erasure
 
 from tests.support.peers import offering_pair
+
+NARROW = {"COLUMNS": "80"}
 
 
 def test_check_says_present_and_verify_names_bad_blocks(thread_node) -> None:
@@ -55,3 +58,29 @@ def test_rm_names_a_holder_it_did_not_reach_and_what_becomes_of_its_shares(threa
     said = " ".join(removed.stderr.split())
     assert said.startswith(f"node {b_id} was not reached (") and said.endswith(
         "it keeps its shares of the file until their lease ends or they go unpaid (nothing more is paid for them)"), said
+
+
+def test_check_verify_and_repair_of_shares_on_a_node_that_is_down_fit_80_columns_and_name_it(thread_node,
+                                                                                            tmp_path) -> None:
+    a, b, b_id = offering_pair(thread_node)
+    a_id = json.loads(a.xsc("node", "status", "--json").stdout)["id"]
+    (tmp_path / "f").write_bytes(os.urandom(70_000))
+    put = json.loads(a.xsc("store", "put", str(tmp_path / "f"), "--avoid", a_id, "--json").stdout)
+    cap, on_b = put["capability"], [s for s, node in enumerate(put["placement"]) if node == b_id]
+    assert len(on_b) > erasure.M, put["placement"]  # too many on b for the file to be rebuilt without it
+    b.stop()
+    for command in ("check", "verify"):
+        shown = a.xsc("store", command, cap, env=NARROW)
+        assert shown.exit_code == 1, shown.output  # not healthy
+        lines = shown.stdout.splitlines()
+        assert all(len(line) <= 80 for line in lines), shown.stdout
+        assert sum(b_id in line.split() for line in lines) == len(on_b)  # on each of its shares' rows, whole
+        assert "unreachable" in shown.stdout
+    repair = a.xsc("store", "repair", cap, env=NARROW)
+    assert repair.exit_code != 0 and repair.stdout == ""
+    said = repair.stderr.strip()
+    assert len(said.splitlines()) == 1 and said.startswith("xsc: error: only ")
+    assert f"{', '.join(map(str, on_b))} on node {b_id}" in said and "nothing was changed" in said
+    assert "xsc store repair" in said and "xsc health status" in said
+    assert a.xsc("store", "check", cap, "--json").exit_code == 1  # nothing of the file's record was changed
+    assert json.loads(a.xsc("store", "check", cap, "--json").stdout)["shares"][on_b[0]]["node"] == b_id

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from xsc.identity import Identity
+from xsc.node.appkeys import NODE
+
+from tests.support.attacks import fake_descriptors
 from tests.support.cli import xsc
 from tests.support.peers import offering_pair
 from tests.support.waiting import eventually
@@ -125,3 +131,45 @@ def test_the_tours_sentences_and_lines_fit_80_columns(thread_node) -> None:
         shown = node.xsc(*args, env=NARROW)
         assert shown.exit_code == 0, shown.output
         _fits(shown.stdout + shown.stderr)
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    """A stranger's node: it refuses every probe with a problem whose detail holds a terminal escape sequence, a line
+    break that would forge a row of the table, and more words than a line holds."""
+
+    def do_POST(self) -> None:
+        detail = "\x1b]0;owned\x07\x1b[2J go away" + " and stay away" * 12 + "\nffffff  http://1.2.3.4:1  ok  1.0 ms"
+        body = json.dumps({"code": "forbidden", "status": 403, "detail": detail}).encode()
+        self.send_response(403)
+        self.send_header("Content-Type", "application/problem+json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_health_probe_shows_a_strangers_refusal_as_text_under_its_row_and_fits(thread_node) -> None:
+    node = thread_node(health={"probe_interval": 3600}, peers={"gossip_interval": 3600, "tls": False})
+    stranger = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    threading.Thread(target=stranger.serve_forever, daemon=True).start()
+    ids = [Identity.generate(), Identity.generate()]
+
+    async def learn() -> None:  # as gossip would tell of them: a refusing node, and one where nothing listens
+        node.app[NODE].peers.accept(fake_descriptors(ids[:1], host="127.0.0.1", first_port=stranger.server_address[1]))
+        node.app[NODE].peers.accept(fake_descriptors(ids[1:], host="127.0.0.1", first_port=1))
+
+    try:
+        node.node._call(learn(), 10)
+        probe = node.xsc("health", "probe", env=NARROW)
+    finally:
+        stranger.shutdown()
+    assert probe.exit_code == 0, probe.output
+    _fits(probe.stdout)
+    assert all(line.isprintable() for line in probe.stdout.splitlines())
+    lines = probe.stdout.splitlines()
+    assert lines[0].split() == ["id", "latency"]  # the url dropped, the answers under their rows
+    assert sum(line.startswith(ids[0].id) for line in lines) == 1 and sum(ids[1].id in line for line in lines) == 1
+    assert not any(line.startswith("ffffff") for line in lines)  # the stranger's line break forged no row
+    assert "go away and stay away" in " ".join(probe.stdout.split()) and "connection refused" in probe.stdout

@@ -52,3 +52,34 @@ async def test_one_challenge_without_an_answer_does_not_mark_a_peer_down(node_fa
     await health.probe_round()  # a refusal is an answer: not asked again
     assert len(asked) == 8 and not outcomes and health.availability(peer.id).up is False
     assert health.view()["probes_asked_again"] == 2
+
+
+async def test_a_peer_answering_its_probe_with_nesting_too_deep_to_parse_fails_it_and_the_others_are_counted(
+        node_factory) -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from tests.support.attacks import DEEP_JSON
+
+    plain = {**QUIET, "peers": {**QUIET["peers"], "tls": False}}
+    prober, honest = await node_factory("prober", **plain), await node_factory("honest", **plain)
+    peers, health = prober.app[NODE].peers, prober.app[NODE].health
+    honest_id = (await peers.add(honest.app[NODE].peers.url)).id
+
+    async def nested(request: web.Request) -> web.Response:
+        return web.Response(body=DEEP_JSON, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/peer/challenge", nested)
+    liar_server = TestServer(app, host="127.0.0.1")
+    await liar_server.start_server()
+    try:
+        liar = Identity.generate()
+        peers.accept(fake_descriptors([liar], host="127.0.0.1", first_port=liar_server.port))
+        result = await health.probe_round()
+    finally:
+        await liar_server.close()
+    outcome = {r["id"]: r for r in result["results"]}
+    assert outcome[honest_id]["ok"] is True and health.availability(honest_id).up is True
+    assert outcome[liar.id]["ok"] is False and "not JSON" in outcome[liar.id]["error"]
+    assert health.availability(liar.id).up is False

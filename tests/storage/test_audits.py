@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -79,6 +80,88 @@ def test_damage_reports_are_checked() -> None:
             parse_report(bad)
 
 
+async def test_a_bad_block_a_get_finds_is_repaired_without_waiting_for_anything_else(node_factory) -> None:
+    # The get reads around it and marks the share damaged; audits pass over a marked share and the scrubber is off,
+    # so only the repair watch can see the mark.
+    from xsc.node import DB
+    from xsc.node.appkeys import NODE
+
+    client = await node_factory(storage={"segment_size": 4096}, audit={"scrub_rate": 0, "interval": 0.2})
+    app = client.server.app
+    data = os.urandom(20_000)
+    resp = await client.post("/v1/store/files", data=data, headers={"Content-Type": "application/octet-stream"})
+    assert resp.status == 201, await resp.text()
+    cap = (await resp.json())["capability"]
+    si = Capability.parse(cap).storage_index
+    key = keys.block(si, 1, 2)
+    block = bytearray(app[DB].get(key))
+    block[0] ^= 0x80
+    app[DB].put(key, bytes(block))
+    assert await (await client.get(f"/v1/store/files/{cap}")).read() == data
+
+    async def repaired() -> list | None:
+        recent = app[NODE].audits.status()["recent_repairs"]
+        return recent if recent and app[NODE].store.damaged(si) == {} else None
+
+    assert [r["repaired"] for r in await eventually_async(repaired, "the share the get found bad repaired", 30)] \
+        == [[1]]
+    verify = await (await client.post(f"/v1/store/files/{cap}/verify")).json()
+    assert verify["healthy"], verify
+
+
+# --- the audit service against a holder in this process ---------------------------------------
+class _Peers:
+    """The peer service as audits see it: every node known, at a URL, and up by its probes."""
+
+    directory = {"b": object()}
+
+    def availability(self, node: str):
+        return SimpleNamespace(up=True, last_audit=None)
+
+    def peer(self, node: str):
+        return SimpleNamespace(url=f"https://{node}.example:7070")
+
+
+REFUSED = PeerRefused("peer b refused POST /audit: internal error", peer_status=500)
+NO_ANSWER = PeerUnreachable("peer b is unreachable: timeout", sent=True)
+
+
+async def test_a_holder_that_answers_its_probes_but_refuses_the_audits_of_a_share_has_it_rebuilt_and_is_not_struck(
+        tmp_path: Path) -> None:
+    import io
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xsc.config import AuditSection
+    from xsc.storage import gateway_put
+    from xsc.storage.audits import AuditService
+    from tests.support.shares import Holding, gateway_core
+
+    holder, verdicts = Holding(), []
+    with gateway_core(tmp_path, 4096) as gateway, ThreadPoolExecutor(1) as pool:
+        data = io.BytesIO(os.urandom(5 * 4096))
+
+        async def read(n: int) -> bytes:
+            return data.read(n)
+
+        put = await gateway_put.put(gateway, read, 5 * 4096, place=lambda si, size: (["b"] + ["me"] * 5, {0: holder}),
+                                    me="me")
+        si = put.capability.storage_index
+        audits = AuditService(config=AuditSection(blocks_per_round=1, repair_after_failures=3), probe_interval=10.0,
+                              me="me", gateway=gateway, pool=pool, peers=_Peers(), holder_for=lambda node, url: holder,
+                              on_audit=lambda node, ok, detail: verdicts.append(ok), repair=None)
+        # Refused twice, then an answer: a busy holder starts again from nothing.  Audits that found no answer in
+        # time never count (a slow link is no refusal), however many.
+        holder.audits = [REFUSED, REFUSED, None, REFUSED, NO_ANSWER, REFUSED] + [NO_ANSWER] * 5
+        for _ in range(11):
+            await audits.audit_round()
+        assert verdicts == [True] and gateway.store.damaged(si) == {} and audits.status()["repair_queue"] == 0
+        holder.audits = [REFUSED]  # the third refusal in a row: its share is not one to count on
+        await audits.audit_round()
+        assert "refused 3 audits in a row of share 0" in gateway.store.damaged(si)[0]
+        assert audits.status()["repair_queue"] == 1 and audits.counts["shares_unanswered"] == 1
+        assert verdicts == [True]  # never a failed audit: no strike, no pay forfeited for it
+
+
 # --- one in-process node: its own shares -----------------------------------------------------
 async def test_the_scrubber_finds_a_bad_block_of_a_local_share_and_the_node_repairs_it(node_factory) -> None:
     from xsc.node import DB
@@ -115,6 +198,44 @@ async def test_the_scrubber_finds_a_bad_block_of_a_local_share_and_the_node_repa
     assert check["healthy"], check
     assert await (await client.get(f"/v1/store/files/{cap}")).read() == data
     assert (await app[NODE].scrubber.scrub_pass())["damaged"] == 0  # the blocks were rewritten in place
+
+
+async def test_a_share_marked_damaged_when_the_node_stopped_is_repaired_after_it_starts_again(make_config,
+                                                                                            node_factory) -> None:
+    # What a kill -9 leaves between a damage report and its repair: the mark on disk, the queue gone with the
+    # process.  Audits pass over a marked share, so only the restart can queue its repair.
+    from xsc.node.appkeys import NODE
+    from tests.support.nodes import close_node, serve
+
+    sections = {"storage": {"segment_size": 4096}, "audit": {"scrub_rate": 0}}
+    first = await serve(make_config("gateway", **sections))
+    try:
+        data = os.urandom(20_000)  # 5 segments
+        resp = await first.post("/v1/store/files", data=data, headers={"Content-Type": "application/octet-stream"})
+        assert resp.status == 201, await resp.text()
+        cap = (await resp.json())["capability"]
+        si = Capability.parse(cap).storage_index
+        store = first.app[NODE].store
+        block = bytearray(store.get_block(si, 4, 3))
+        block[0] ^= 0x80
+        store.blocks.put(keys.block(si, 4, 3), bytes(block))
+        store.mark_damaged(si, 4, "bad or missing blocks in segments [3]")  # as the scrubber marks it
+        store.mark_damaged(si, 1, "bad or missing blocks in segments [0]")  # marked, yet intact
+    finally:
+        await close_node(first)
+
+    again = await node_factory("gateway", **sections)
+
+    async def repaired() -> dict | None:
+        check = await (await again.get(f"/v1/store/files/{cap}/check")).json()
+        return check if check["healthy"] else None
+
+    await eventually_async(repaired, "the damaged share repaired after the restart", 30)
+    assert again.app[NODE].store.damaged(si) == {}
+    assert [r["repaired"] for r in again.app[NODE].audits.status()["recent_repairs"]] == [[4]]
+    verify = await (await again.post(f"/v1/store/files/{cap}/verify")).json()
+    assert verify["healthy"], verify
+    assert await (await again.get(f"/v1/store/files/{cap}")).read() == data
 
 
 # --- seven node processes ---------------------------------------------------------------------

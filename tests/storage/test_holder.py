@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from xsc import keys
@@ -60,11 +60,11 @@ async def test_a_share_is_placed_read_audited_and_deleted_by_its_uploader_only(n
     assert await from_c.blocks(f.si, SHARE, 1, 3, f.lengths(1, 3)) == f.blocks[SHARE][1:]
     assert await from_c.blocks(f.si, SHARE, 0, 4, f.lengths(0, 4)) == f.blocks[SHARE]
     for segment in range(4):
-        block, path = await from_c.audit(f.si, SHARE, segment)
+        block, path = await from_c.audit(f.si, SHARE, segment, f.manifest)
         assert block == f.blocks[SHARE][segment]
         assert check_audit(block, path, f.manifest.share_root(SHARE), segment, 4)
     # An answer for another block than the one asked, or against another share's root, fails.
-    block, path = await from_c.audit(f.si, SHARE, 0)
+    block, path = await from_c.audit(f.si, SHARE, 0, f.manifest)
     assert not check_audit(block, path, f.manifest.share_root(SHARE), 1, 4)
     assert not check_audit(block, path, f.manifest.share_root(SHARE + 1), 0, 4)
 
@@ -333,7 +333,7 @@ async def test_blocks_bigger_than_a_buffered_request_stream_both_ways(net, monke
     await from_a.put_segments(upload, 0, f.blocks[SHARE])  # one body of 1.5 MiB, more than a buffered request
     await from_a.commit(upload, f.hashes[SHARE], f.manifest.encode())
     assert await from_c.blocks(f.si, SHARE, 0, 6, f.lengths(0, 6)) == f.blocks[SHARE]
-    block, path = await from_c.audit(f.si, SHARE, 5)
+    block, path = await from_c.audit(f.si, SHARE, 5, f.manifest)
     assert check_audit(block, path, f.manifest.share_root(SHARE), 5, 6)
 
     # A holder takes a bounded body per request (always room for one block); the client sends batches under it.
@@ -527,3 +527,80 @@ async def test_a_peer_told_storage_full_is_told_to_place_the_share_elsewhere_and
     with pytest.raises(StorageFull) as own:  # the node's own put: its user can free space or grow the store
         b.app[NODE].store.check_fits(2**45)
     assert "xsc store rm" in own.value.hint
+
+
+@settings(deadline=None)
+@given(segment_count=st.integers(1, 5000), data=st.data())
+def test_an_honest_audit_answer_fits_its_bound(segment_count: int, data) -> None:
+    from xsc.codec import dumps
+    from xsc.storage.core.manifest import Manifest
+
+    segment_size = data.draw(st.sampled_from([wire.MIN_SEGMENT_SIZE, 1024**2, wire.MAX_SEGMENT_SIZE]))
+    size = (segment_count - 1) * segment_size + data.draw(st.integers(1, segment_size))
+    manifest = Manifest(size=size, segment_size=segment_size, k=4, m=2, segment_count=segment_count,
+                        share_roots=("00" * 32,) * 6, ciphertext_hash="00" * 32)
+    segment = data.draw(st.integers(0, segment_count - 1))
+    length = block_lengths(size, segment_size, segment, 1)[0]
+    hashes = [bytes(32)] * segment_count
+    path = [[left, h.hex()] for left, h in proof(hashes, segment)]
+    answer = len(dumps({"block": "", "proof": path})) + 2 * length  # the block in hex, without making 32 MB of it
+    assert answer <= wire.audit_answer_bound(manifest, segment) <= 2 * length + 64 * 1024
+
+
+@asynccontextmanager
+async def _audited(body: bytes):
+    """A RemoteHolder whose holder answers every audit, and every ask for a share's metadata, with `body`."""
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from xsc.identity import Identity
+    from xsc.net.peer_client import PeerClient
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/peer/shares/{si}/{share}/audit", answer)
+    app.router.add_get("/v1/peer/shares/{si}/{share}", answer)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield RemoteHolder(PeerClient(Identity.generate(), session, 10.0, tls=False), "x" * 52,
+                               str(server.make_url("")))
+    finally:
+        await server.close()
+
+
+async def test_an_audit_answered_too_long_or_too_deep_to_parse_is_refused_and_counts_against_the_holder() -> None:
+    from xsc.codec import dumps
+    from xsc.storage.audits import is_verdict
+
+    f = EncodedFile(3 * SEGMENT + 1000)  # blocks of 1 KiB: an honest answer is a few KiB
+    padded = dumps({"block": f.blocks[SHARE][1].hex(), "proof": [], "padding": "0" * (8 * 1024**2)})
+    deep = b"[" * 2000 + b"]" * 2000  # within the bound, deeper than the parser recurses
+    for body, said in ((padded, "with more than"), (deep, "not JSON")):
+        async with _audited(body) as holder:
+            with pytest.raises(PeerRefused, match=said) as refused_audit:
+                await holder.audit(f.si, SHARE, 1, f.manifest)
+        assert is_verdict(refused_audit.value)
+
+
+async def test_a_shares_metadata_longer_than_an_honest_one_or_of_another_count_is_refused(net) -> None:
+    from xsc.codec import dumps
+
+    f = EncodedFile(3 * SEGMENT + 1000)  # 4 segments
+    meta = {"segment_count": 4, "stored_bytes": f.share_bytes, "lease_expiry": lease(), "uploader": "x",
+            "block_hashes": [h.hex() for h in f.hashes[SHARE]], "manifest": f.manifest.encode().hex()}
+    async with _audited(dumps(meta)) as holder:
+        assert (await holder.meta(f.si, SHARE, 4))["block_hashes"] == f.hashes[SHARE]
+        with pytest.raises(PeerRefused, match="not one per segment"):
+            await holder.meta(f.si, SHARE, 5)
+    many = {**meta, "segment_count": 200_000, "block_hashes": [f.hashes[SHARE][0].hex()] * 200_000}  # 13 MB
+    async with _audited(dumps(many)) as holder:
+        with pytest.raises(PeerRefused, match="with more than"):
+            await holder.meta(f.si, SHARE, 4)
+    # An honest holder's answer, read by a reader that knows the file, fits.
+    await place(net["from_a"], f)
+    assert (await net["from_c"].meta(f.si, SHARE, f.count))["block_hashes"] == f.hashes[SHARE]

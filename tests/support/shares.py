@@ -1,4 +1,5 @@
-"""A file encrypted and erasure-coded exactly as a gateway does it, to place its shares on a holder by hand."""
+"""A file encrypted and erasure-coded exactly as a gateway does it, to place its shares on a holder by hand; a holder
+in this process (`Holding`) for a put to place a share on."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from xsc.storage.holder_client import RemoteHolder
 from xsc.storage.core import erasure, layout
 from xsc.storage.core.crypto import SegmentCipher, new_key, storage_index
 from xsc.storage.core.manifest import Manifest, ciphertext_hash
-from xsc.storage.core.merkle import block_hash, root
+from xsc.storage.core.merkle import block_hash, proof, root
 from xsc.storage.core.wire import block_lengths
 from xsc.storage.gateway_core import GatewayCore
 from xsc.storage.share_store import ShareStore
@@ -84,6 +85,48 @@ class EncodedFile:
 
     def lengths(self, first: int, count: int) -> list[int]:
         return block_lengths(self.size, self.segment_size, first, count)
+
+
+class Holding:
+    """A holder on another node as a repair or an audit sees it (storage/remote.py: Holder): it keeps the share a put
+    sent it and answers its metadata honestly; once `lying`, the blocks it sends are not the ones it was sent; its
+    audits are answered as `audits` says."""
+
+    round_trip = None
+
+    def __init__(self) -> None:
+        self.stored: list[bytes] = []
+        self.lying = False
+        self.deleted = False
+        self.audits: list[Exception | None] = []  # what each audit gets in turn (None: an honest answer)
+
+    async def begin(self, si, share, size, segment_size, lease_expiry) -> str:
+        return "upload"
+
+    async def put_segments(self, upload, first, blocks) -> None:
+        self.stored[first:] = blocks
+
+    async def commit(self, upload, block_hashes, manifest, *, first=0, blocks=None) -> None:
+        if blocks:
+            await self.put_segments(upload, first, blocks)
+        assert [block_hash(b) for b in self.stored] == block_hashes
+
+    async def meta(self, si, share, segment_count=None) -> dict:
+        return {"segment_count": len(self.stored), "stored_bytes": sum(map(len, self.stored)), "lease_expiry": 0,
+                "block_hashes": [block_hash(b) for b in self.stored]}
+
+    async def blocks(self, si, share, first, count, lengths, timeout=None) -> list[bytes]:
+        blocks = self.stored[first:first + count]
+        return [bytes(b ^ 0xFF for b in block) for block in blocks] if self.lying else blocks
+
+    async def delete(self, si, share) -> None:
+        self.deleted = True
+
+    async def audit(self, si, share, segment, manifest) -> tuple[bytes, list]:
+        answer = self.audits.pop(0) if self.audits else None
+        if answer is not None:
+            raise answer
+        return self.stored[segment], proof([block_hash(b) for b in self.stored], segment)
 
 
 def lease() -> int:

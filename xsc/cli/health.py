@@ -85,7 +85,9 @@ def probe(obj, as_json: bool) -> None:
     if not info["results"]:
         click.echo("no peers known (join a network with: xsc peers add URL)")
         return
-    wide_table(["id", "url", "answer", "latency"],
-          [(r["id"], r["url"], "ok" if r["ok"] else r["error"],
-            "-" if r["latency_ms"] is None else f"{r['latency_ms']:.1f} ms") for r in info["results"]])
+    # A failed probe's answer is a sentence: it goes under its row rather than push the table past the terminal.
+    wide_table([Col("id", keep=True), Col("url", keep=True, drop=1), Col("answer", wrap=20, under=True),
+                Col("latency", keep=True)],
+               [(r["id"], r["url"], "ok" if r["ok"] else r["error"],
+                 "-" if r["latency_ms"] is None else f"{r['latency_ms']:.1f} ms") for r in info["results"]])
     click.echo(f"{info['ok']} of {info['peers']} answered in {1000 * info['seconds']:.1f} ms")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import unicodedata
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -190,7 +191,7 @@ def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: st
     `keep` columns are never broken, so an id or a capability is always on one line.  `details` are lines printed
     under each row."""
     cols = [c if isinstance(c, Col) else Col(c) for c in columns]
-    data = [["" if v is None else str(v) for v in row] for row in rows]
+    data = [["" if v is None else _one_line(str(v)) for v in row] for row in rows]
     width = None if wide else terminal_width()
     shown = list(range(len(cols)))
     natural = [max([len(c.name)] + [len(r[i]) for r in data]) for i, c in enumerate(cols)]
@@ -225,11 +226,20 @@ def table(columns: Sequence[Col | str], rows: Iterable[Iterable[Any]], title: st
             out.append(line([c[n] if n < len(c) else "" for c in cells]))
         detail = details[k] if details else None
         if under:
-            moved = [f"{cols[i].name} {row[i]}" for i in under]
+            moved = [f"{cols[i].name} {row[i]}" for i in under if row[i]]
             detail = ([detail] if isinstance(detail, str) else list(detail or [])) + moved
         if detail:
             out += ["    " + text for text in _pack(detail, (width or 10_000) - 4)]
     click.echo("\n".join(out))
+
+
+def _one_line(text: str) -> str:
+    """A cell as one line of text: a cell may hold what a peer wrote (a refusal's detail), whose line breaks would
+    forge rows and whose control characters (a terminal escape sequence) must not reach the operator's terminal."""
+    if text.isprintable():
+        return text
+    return "".join(" " if ch in "\n\r\t" else ch for ch in text
+                   if ch in "\n\r\t" or not unicodedata.category(ch).startswith("C"))
 
 
 def _columns(cols: list[Col], natural: list[int], width: int, shown: list[int]) -> tuple[list[int], list[int] | None]:
@@ -253,6 +263,8 @@ def _pack(detail: str | Sequence[str], width: int) -> list[str]:
         piece = item + ("," if n < len(detail) - 1 else "")
         if lines and len(lines[-1]) + 1 + len(piece) <= width:
             lines[-1] += " " + piece
+        elif len(piece) > width:  # a sentence (a column put under its row) wrapped between words
+            lines += _wrap(piece, width) or [piece]
         else:
             lines.append(piece)
     return lines

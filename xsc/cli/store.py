@@ -272,8 +272,9 @@ def _shares_table(report: dict, presence_only: bool = False, wide: bool = False)
             up = s.get("node_up")
             return "this node" if "node_up" not in s else "up" if up else "DOWN" if up is False else "not probed yet"
 
+        # With a node id the row is full: a detail goes under its row on a narrow terminal.
         table([Col("share", right=True), Col("status"), Col("node", keep=True), Col("node state"),
-               Col("detail", wrap=20)],
+               Col("detail", wrap=20, under=True)],
               [(s["share"], _status(s, presence_only), s["node"], state(s), _detail(s)) for s in shares], wide=wide)
     else:
         table([Col("share", right=True), Col("status"), Col("detail", wrap=20)],
@@ -311,12 +312,12 @@ def _report(report: dict, as_json: bool, presence_only: bool = False, wide: bool
         state = "healthy" if report["healthy"] else "recoverable" if report["recoverable"] else "NOT recoverable"
         total = len(report["shares"])
         if presence_only:
-            click.echo(f"{report['intact']} of {total} shares present: {state} "
-                       f"(blocks not read: `xsc store verify` reads them)")
+            prose(f"{report['intact']} of {total} shares present: {state} "
+                  f"(blocks not read: `xsc store verify` reads them)")
         else:
             bad = [f"share {s['share']} segment {b}" for s in report["shares"] for b in s.get("bad_blocks") or []]
-            click.echo(f"{report['intact']} of {total} shares intact: {state}"
-                       + (f"; bad blocks: {', '.join(bad[:12])}{' …' if len(bad) > 12 else ''}" if bad else ""))
+            prose(f"{report['intact']} of {total} shares intact: {state}"
+                  + (f"; bad blocks: {', '.join(bad[:12])}{' …' if len(bad) > 12 else ''}" if bad else ""))
     if not report["healthy"]:
         sys.exit(1)
 

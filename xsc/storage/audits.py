@@ -9,7 +9,8 @@ damaged in this node's records, so a repair rebuilds it elsewhere.
 
 Automatic repair: when a holder has failed its last audit, or has missed `audit.repair_after_failures`
 probes in a row, every file with a share on it is queued for repair (StorageService.repair); so is a
-file whose holder reported a damaged share (POST /v1/peer/damage, sent by holders' scrubbers).
+file whose holder reported a damaged share (POST /v1/peer/damage, sent by holders' scrubbers), and a share whose
+holder, up by its probes, refused `repair_after_failures` audits of it in a row (it is not blamed).
 One repair runs at a time; a failed one is retried later, backing off.
 """
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 RETRY_MAX = 3600.0  # seconds: the longest wait before a failed repair is tried again
 RECENT = 20  # repairs kept for the status
+MAX_REASON = 600  # characters of a damage mark's reason (it may quote what a holder answered)
 # Answers that say nothing about the share: the holder could not or would not check the request.
 _NO_VERDICT_STATUSES = frozenset({401, 403, 429})
 
@@ -92,9 +94,11 @@ class AuditService:
         self._seen_audit: dict[str, int] = {}  # node -> time of the failed audit already acted on
         self._seen_outage: dict[str, int | None] = {}  # node -> its last_ok when its outage was acted on
         self._up: dict[str, bool | None] = {}  # node -> up at the last watch
+        # (storage index hex, share) -> (its node, audits in a row that node left without a verdict while it was up)
+        self._unanswered: dict[tuple[str, int], tuple[str, int]] = {}
         self._started_ms = int(time.time() * 1000)
-        self.counts = {"audits_ok": 0, "audits_failed": 0, "audits_unanswered": 0, "damage_reports": 0,
-                       "repairs": 0, "repairs_failed": 0}
+        self.counts = {"audits_ok": 0, "audits_failed": 0, "audits_unanswered": 0, "shares_unanswered": 0,
+                       "damage_reports": 0, "repairs": 0, "repairs_failed": 0}
         self.last_round: dict | None = None
         self.repairing: str | None = None
         self.recent: deque[dict] = deque(maxlen=RECENT)
@@ -118,11 +122,19 @@ class AuditService:
         # passing block of it must not hide the failure from the holder's health).
         damaged = await self._run(lambda: {(r["storage_index"], s) for r in records
                                            for s in self.gateway.store.damaged(bytes.fromhex(r["storage_index"]))})
+        placed = remote_shares(records, self.me)
         candidates = [] if peers is None else [
-            (record, share, node) for record, share, node in remote_shares(records, self.me)
+            (record, share, node) for record, share, node in placed
             if peers.directory.get(node) is not None and peers.availability(node).up is not False
             and (record["storage_index"], share) not in damaged]
-        picked = random.sample(candidates, min(self.config.blocks_per_round, len(candidates)))
+        here = {(record["storage_index"], share, node) for record, share, node in placed}
+        self._unanswered = {k: v for k, v in self._unanswered.items() if (*k, v[0]) in here}
+        # A share whose last audit got no verdict is audited again first, so a holder that answers its probes but
+        # never its audits is found within a few rounds rather than when chance picks that share again.
+        n = self.config.blocks_per_round
+        again = [c for c in candidates if (c[0]["storage_index"], c[1]) in self._unanswered][:n]
+        rest = [c for c in candidates if (c[0]["storage_index"], c[1]) not in self._unanswered]
+        picked = again + random.sample(rest, min(n - len(again), len(rest)))
         verdicts = await asyncio.gather(*(self.audit_share(*target) for target in picked))
         self.last_round = {"time": _now_iso(), "seconds": round(time.perf_counter() - start, 3),
                            "audited": len(picked), "ok": sum(v is True for v in verdicts),
@@ -142,15 +154,17 @@ class AuditService:
         what = f"block {segment} of share {share} of {si.hex()[:16]}"
         try:
             holder = self.holder_for(node, self.peers.peer(node).url)
-            block, path = await holder.audit(si, share, segment)
+            block, path = await holder.audit(si, share, segment, manifest)
         except PeerNotFound:
             return None  # forgotten meanwhile (`xsc peers rm`)
         except PeerError as err:
             if not is_verdict(err):
                 self.counts["audits_unanswered"] += 1
                 log.info("audit of %s on node %s got no verdict: %s", what, node[:12], err)
-                return None
+                return await self._unanswered_audit(si, share, node, err)
+            self._unanswered.pop((si.hex(), share), None)
             return await self._failed(si, share, node, f"{what}: {err}")
+        self._unanswered.pop((si.hex(), share), None)
         ok = await self._run(check_audit, block, path, manifest.share_root(share), segment, manifest.segment_count)
         if not ok:
             return await self._failed(si, share, node, f"{what} does not match the share root")
@@ -166,7 +180,7 @@ class AuditService:
         self.counts["audits_failed"] += 1
         log.warning("node %s failed an audit: %s", node[:12], detail)
         self._record_audit(node, False, detail)
-        await self._run(self.gateway.store.mark_damaged, si, share, f"failed an audit on node {node}: {detail}")
+        await self._run(self.gateway.store.mark_damaged, si, share, f"failed an audit on node {node}: {detail}", node)
         self.queue(si, f"share {share} failed an audit")
         # Acted on here, not when the watch sees it: an audit passed meanwhile would hide it from the watch.
         audit = self.peers.availability(node).last_audit if self.peers else None
@@ -174,6 +188,30 @@ class AuditService:
             self._seen_audit[node] = audit["time"]
         await self._queue_files_on([(node, f"it failed an audit ({detail})")])
         return False
+
+    async def _unanswered_audit(self, si: bytes, share: int, node: str, err: PeerError) -> None:
+        """An audit of a share that got no verdict.  Its holder is not blamed (a node busy is no liar), but a share
+        whose audits it refuses (a 5xx, 401, 403 or 429) `repair_after_failures` times in a row while it answers its
+        probes is not one this node can count on: it is marked damaged and rebuilt elsewhere.  An audit with no
+        answer in time counts for nothing here: a slow link would have every share behind it moved again and again."""
+        if isinstance(err, PeerUnreachable) or self.peers is None or self.peers.availability(node).up is not True:
+            return None  # no answer, or down: its outage is the probes' to act on
+        key = (si.hex(), share)
+        seen, times = self._unanswered.get(key, (node, 0))
+        times = times + 1 if seen == node else 1
+        if times < self.config.repair_after_failures:
+            self._unanswered[key] = (node, times)
+            return None
+        self._unanswered.pop(key, None)
+        if not await self._still_there(si, share, node):
+            return None
+        self.counts["shares_unanswered"] += 1
+        reason = (f"node {node} refused {times} audits in a row of share {share} while it answered its probes "
+                  f"(the last: {err})")
+        log.warning("share %d of %s: %s; rebuilding it elsewhere", share, si.hex()[:16], reason)
+        await self._run(self.gateway.store.mark_damaged, si, share, reason[:MAX_REASON], node)
+        self.queue(si, f"share {share}: its holder answers no audit")
+        return None
 
     async def _still_there(self, si: bytes, share: int, node: str) -> bool:
         """Whether the file still has that share on that node (a repair may have moved it meanwhile)."""
@@ -204,7 +242,7 @@ class AuditService:
         more = f" and {len(segments) - len(shown)} more" if len(segments) > len(shown) else ""
         reason = f"its holder {node} reports bad or missing blocks in segments {shown}{more}"
         log.warning("share %d of %s: %s", share, si.hex()[:16], reason)
-        await self._run(self.gateway.store.mark_damaged, si, share, reason)
+        await self._run(self.gateway.store.mark_damaged, si, share, reason, None if node == self.me else node)
         self.queue(si, f"share {share} reported damaged by its holder")
 
     # --- automatic repair -------------------------------------------------------------------
@@ -240,6 +278,11 @@ class AuditService:
                     failing.append((node, f"it missed its last {availability.consecutive_failures} probes"))
         if failing:
             await self._queue_files_on(failing)
+        # A get, a verify or this node's scrubber that found bad blocks marked the share damaged: nothing else queues
+        # its file (a marked share is audited no more).  One waiting to be retried keeps to its time.
+        for si in await self._run(self.gateway.store.damaged_files):
+            if si not in self._retry:
+                self.queue(si, "a share of it is marked damaged")
         now = time.monotonic()
         for si, (due, _) in list(self._retry.items()):
             # A node back up may hold the shares a failed repair lacked: retry at once rather than at the due time.
@@ -310,6 +353,10 @@ class AuditService:
         pass
 
     async def _repairs(self) -> None:
+        # A damage mark outlives the repair it queued (a restart, a kill -9 before or during that repair), and a
+        # share marked damaged is audited no more: its file is queued again here, or it would wait for its owner.
+        for si in await self._run(self.gateway.store.damaged_files):
+            self.queue(si, "a share was marked damaged before this node started")
         while True:
             si = await self._queue.get()
             self._queued.discard(si)

@@ -241,7 +241,7 @@ class GatewayCore:
         async def one(share: int, holder: Holder) -> ShareMeta:
             try:
                 async with asyncio.timeout(self.remote_timeout):  # in this task: asked before what `meanwhile` asks
-                    m = await holder.meta(si, share)
+                    m = await holder.meta(si, share, manifest.segment_count)
             except TimeoutError:
                 raise TimeoutError(f"no answer within {self.remote_timeout:g} s") from None
             if root(list(m["block_hashes"])) != manifest.share_root(share):
@@ -364,16 +364,18 @@ class GatewayCore:
 
         return segment
 
-    def record_damage(self, si: bytes, bad: list[tuple[int, int]]) -> None:
+    def record_damage(self, si: bytes, bad: list[tuple[int, int]], remote: Mapping[int, str] | None = None) -> None:
         """Mark the shares of these (share, segment) blocks damaged; a block is in `bad` once per read that found it
-        (a segment read again with one more share finds it again)."""
+        (a segment read again with one more share finds it again).  `remote`: the node of each share read from
+        another node, which its mark names."""
         by_share: dict[int, set[int]] = {}
         for s, i in bad:
             by_share.setdefault(s, set()).add(i)
         for s, segments in by_share.items():
             log.warning("share %d of %s: bad or missing blocks %s; reported for repair", s, si.hex()[:16],
                         sorted(segments)[:20])
-            self.store.mark_damaged(si, s, f"bad or missing blocks in segments {sorted(segments)[:20]}")
+            self.store.mark_damaged(si, s, f"bad or missing blocks in segments {sorted(segments)[:20]}",
+                                    (remote or {}).get(s))
 
 
 def _unreachable(down: dict[int, BaseException], names: dict[int, str]) -> str:

@@ -72,7 +72,7 @@ async def open_file(gateway: GatewayCore, cap: Capability, holders: Mapping[int,
     async def finish() -> None:
         await asyncio.gather(*(r.close() for r in readers.values()))
         if bad:
-            await gateway.run(gateway.record_damage, si, bad)
+            await gateway.run(gateway.record_damage, si, bad, {s: names[s] for s in holders})
 
     segment = gateway.segment_source(si, manifest, metas, order, readers, names, bad, cipher.decrypt)
 

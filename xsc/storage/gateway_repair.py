@@ -40,8 +40,8 @@ async def check(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Hol
     fetched = manifest
     manifest, metas, bad = await gateway.run(gateway.load, cap, frozenset(holders), fetched)
     _, remote_bad = await gateway.remote_metas(cap, manifest, holders, names)
-    damaged = await gateway.run(gateway.store.damaged, cap.storage_index)  # reported by audits and scrubbers
-    bad.update({s: f"corrupt: {damaged[s]}" for s in holders if s in damaged})
+    damaged = _marks_of(await gateway.run(gateway.store.damage_marks, cap.storage_index), holders, names)
+    bad.update({s: f"corrupt: {damaged[s]}" for s in holders if s in damaged})  # reported by audits and scrubbers
     bad.update(remote_bad)
     return [ShareReport(s, "ok" if s not in bad else "corrupt" if bad[s].startswith("corrupt")
                         or "do not match" in bad[s] else "missing", bad.get(s, "")) for s in range(erasure.N)]
@@ -93,7 +93,7 @@ async def verify(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Ho
         if reader.failed is not None:
             reports[s] = ShareReport(s, "missing", f"unreadable on node {names[s][:12]}…: {reader.failed}")
         elif wrong:
-            await gateway.run(gateway.store.mark_damaged, si, s, f"bad blocks in segments {wrong[:20]}")
+            await gateway.run(gateway.store.mark_damaged, si, s, f"bad blocks in segments {wrong[:20]}", names[s])
             reports[s] = ShareReport(s, "corrupt", f"{len(wrong)} bad block(s) on node {names[s][:12]}…", wrong)
         else:
             reports[s] = ShareReport(s, "ok")
@@ -112,6 +112,7 @@ class _OneRepair:
         self.new_names = list(names)
         self.moved: dict[int, RemoteShareWriter] = {}
         self.upload = None
+        self.bad_sources: list[tuple[int, int]] = []  # (share, segment) of the blocks read that failed their hashes
 
     async def assess(self) -> bool:
         """Find what is broken; whether anything is."""
@@ -121,11 +122,19 @@ class _OneRepair:
                                                                self.fetched)
         self.remote_metas, self.remote_bad = await gateway.remote_metas(self.cap, self.manifest, holders,
                                                                         self.names)
-        damaged = await gateway.run(gateway.store.damaged, self.si)
+        marks = await gateway.run(gateway.store.damage_marks, self.si)
+        damaged = _marks_of(marks, holders, self.names)
         for s in holders:
             if s in damaged and s not in self.remote_bad:
                 self.remote_bad[s] = f"corrupt: {damaged[s]}"
         self.broken_local = {r.share: r for r in local_reports if r.status != "ok"}
+        # A share here marked damaged whose every block was just read and found intact is not, nor is a share
+        # marked on a node that no longer holds it: were their marks kept, `check` would call them corrupt while a
+        # repair finds nothing to do (or moves a good share again).
+        for s in marks:
+            untrue = s not in damaged if s in holders else s not in self.broken_local
+            if untrue:
+                await gateway.run(gateway.store.clear_damage, self.si, s)
         return bool(self.broken_local or self.remote_bad)
 
     def good_shares(self) -> dict[int, ShareMeta]:
@@ -133,9 +142,12 @@ class _OneRepair:
         good = {**{s: m for s, m in self.local_metas.items() if s not in self.broken_local},
                 **{s: m for s, m in self.remote_metas.items() if s not in self.remote_bad}}
         if len(good) < erasure.K:
-            raise NotEnoughShares(f"only {len(good)} of {erasure.N} shares are intact: the file cannot be repaired",
-                                  hint="retry when the nodes holding its shares are back",
-                                  missing_shares=sorted(set(self.broken_local) | set(self.remote_bad)))
+            broken = sorted(set(self.broken_local) | set(self.remote_bad))
+            raise NotEnoughShares(f"only {len(good)} of {erasure.N} shares are intact and {erasure.K} are needed: "
+                                  f"{_where(broken, self.holders, self.names)} are missing, unreachable or corrupt; "
+                                  "nothing was changed", missing_shares=broken,
+                                  hint="run `xsc store repair` again when the nodes holding its shares are back; "
+                                  "`xsc health status` shows them")
         return good
 
     async def plan(self, relocate: Relocator | None) -> None:
@@ -153,15 +165,16 @@ class _OneRepair:
                 self.moved[s] = RemoteShareWriter(destination[1], destination[0], self.si, s)
 
     async def rebuild(self, good: dict[int, ShareMeta], relocate: Relocator | None) -> int:
-        """Re-encode every segment a broken share needs from the good ones and write it where `plan` said;
-        commit and publish the rebuilt shares once each matches the manifest.  The lease they carry."""
+        """Re-encode every segment a broken share needs from the good ones and write it where `plan` said; once each
+        matches the manifest, commit those on other nodes, record the new placement, publish those here.  The lease
+        they carry."""
         gateway, si, manifest = self.gateway, self.si, self.manifest
         share_bytes = layout.share_bytes(manifest.size, manifest.segment_size)
         lease = max(m.lease_expiry for m in good.values())
         readers = {s: RemoteShareReader(self.holders[s], si, s, manifest, gateway.remote_timeout)
                    for s in good if s in self.holders}
         order = sorted(good, key=lambda s: (s >= erasure.K, s in readers, s))
-        read = gateway.segment_source(si, manifest, good, order, readers, self.names, [])
+        read = gateway.segment_source(si, manifest, good, order, readers, self.names, self.bad_sources)
         rebuilt: dict[int, list[bytes]] = {s: [] for s in (*self.rebuild_here, *self.moved)}
         try:
             if self.rebuild_here:
@@ -179,6 +192,11 @@ class _OneRepair:
             encoded = manifest.encode()
             await gather_or_raise([r.commit(rebuilt[s], encoded) for s, r in self.moved.items()],
                                   [(r.node, s) for s, r in self.moved.items()])
+            # The new placement before the shares rebuilt here are published (which clears their damage marks): a
+            # crash between the two leaves the placement naming this node for a share not here yet, which the next
+            # repair finds missing and rebuilds; the other way round it named the bad holder, unmarked, for good.
+            if self.new_names != self.names:
+                await gateway.run(self.placed, si, self.names, self.new_names)
             if self.upload is not None:
                 metas = [ShareMeta(s, manifest.segment_count, share_bytes, lease, gateway.node_key, tuple(rebuilt[s]))
                          for s in self.rebuild_here]
@@ -190,6 +208,9 @@ class _OneRepair:
             raise
         finally:
             await asyncio.gather(*(r.close() for r in readers.values()))
+            if self.bad_sources:  # a holder that sent bad blocks while it was read from: its share is damaged too
+                await gateway.run(gateway.record_damage, si, self.bad_sources,
+                                  {s: self.names[s] for s in self.holders})
         return lease
 
     async def _write_segments(self, read: Callable[[int], Awaitable[bytes]], rebuilt: dict[int, list[bytes]]) -> None:
@@ -210,16 +231,36 @@ class _OneRepair:
                 await share.add(blocks[s])
 
     async def settle(self) -> None:
-        """Clear the damage marks, record the new placement, drop moved corrupt shares where they were."""
+        """Clear the damage marks (the new placement is written: `rebuild`), drop moved corrupt shares where they
+        were.  A crash before the marks are cleared leaves a mark on a share rebuilt meanwhile: the next repair looks
+        at it again."""
         gateway, si, names, new_names = self.gateway, self.si, self.names, self.new_names
         for s in (*self.rewrite_here, *self.remote_bad):
             await gateway.run(gateway.store.clear_damage, si, s)
-        if new_names != names:
-            await gateway.run(self.placed, si, names, new_names)
         # A corrupt share on a holder that still answers is dropped there (best effort: a lease ends it too).
         stale = [self.holders[s].delete(si, s) for s in self.remote_bad
                  if s in self.remote_metas and new_names[s] != names[s]]
         await asyncio.gather(*stale, return_exceptions=True)
+
+
+def _marks_of(marks: Mapping[int, tuple[str, str | None]], holders: Mapping[int, Holder],
+              names: list[str]) -> dict[int, str]:
+    """The damage marks that hold: those of shares here, and those of shares on other nodes found damaged where
+    they are now."""
+    return {s: reason for s, (reason, node) in marks.items()
+            if s not in holders or node is None or s < len(names) and node == names[s]}
+
+
+def _where(shares: list[int], holders: Mapping[int, Holder], names: list[str]) -> str:
+    """"share 2 here, shares 0, 1 on node <id>": the shares grouped by where they are, node ids whole."""
+    by_place: dict[str, list[int]] = {}
+    for s in shares:
+        node = names[s] if s < len(names) else ""
+        place = "here" if s not in holders else f"on node {node}" if node and not node.startswith("(") \
+            else "on no node found"
+        by_place.setdefault(place, []).append(s)
+    return ", ".join(f"{'shares' if len(group) > 1 else 'share'} {', '.join(map(str, group))} {place}"
+                     for place, group in by_place.items())
 
 
 def _rewrite_blocks(gateway: GatewayCore, si: bytes, index: int, blocks: dict[int, bytes],
@@ -240,12 +281,25 @@ async def repair(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Ho
     if it names none; the file's placement record follows, written by `placed` (`fetched`: another node's file's
     manifest)."""
     names = list(names or [me] * erasure.N)
-    one = _OneRepair(gateway, cap, dict(holders or {}), names, me, fetched, placed)
-    if not await one.assess():
+    holders = dict(holders or {})
+    repaired: set[int] = set()
+    lease = None
+    # A share read as a source that gave bad blocks is marked damaged and rebuilt by the next pass; each pass that
+    # goes round again found one more such share, so there are at most N.
+    for _ in range(erasure.N):
+        one = _OneRepair(gateway, cap, holders, names, me, fetched, placed)
+        if not await one.assess():
+            break
+        good = one.good_shares()
+        await one.plan(relocate)
+        lease = await one.rebuild(good, relocate)
+        await one.settle()
+        repaired |= set(one.broken_local) | set(one.remote_bad)
+        holders = {s: h for s, h in holders.items() if one.new_names[s] == names[s]} | \
+            {s: w.holder for s, w in one.moved.items()}
+        names = one.new_names
+        if not one.bad_sources:
+            break
+    if not repaired:
         return {"repaired": [], "placement": names}
-    good = one.good_shares()
-    await one.plan(relocate)
-    lease = await one.rebuild(good, relocate)
-    await one.settle()
-    return {"repaired": sorted(set(one.broken_local) | set(one.remote_bad)), "placement": one.new_names,
-            "lease_expiry": lease}
+    return {"repaired": sorted(repaired), "placement": names, "lease_expiry": lease}

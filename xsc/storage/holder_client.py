@@ -12,8 +12,10 @@ import asyncio
 from typing import Any
 
 from ..errors import PeerRefused
-from .core.wire import (AUDIT_MAX_RESPONSE, MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES,
-                        WHOLE_MAX_BLOCK, WHOLE_MAX_SHARES, WHOLE_PATH, WholeShare, share_path, whole_shares_body)
+from .core.manifest import Manifest
+from .core.wire import (MAX_BLOCKS_PER_GET, MAX_BODIES_PER_SENDER, MAX_PUT_BYTES,
+                        WHOLE_MAX_BLOCK, WHOLE_MAX_SHARES, WHOLE_PATH, WholeShare, audit_answer_bound,
+                        meta_answer_bound, share_path, whole_shares_body)
 from ..net.peer_client import EncodedJson, PeerClient, dumps
 from ..tasks import GroupSend
 
@@ -166,13 +168,17 @@ class RemoteHolder:
         await self._call("DELETE", f"/v1/peer/uploads/{upload}")
 
     # --- reading, auditing, deleting -----------------------------------------------------
-    async def meta(self, si: bytes, share: int) -> dict:
-        """The holder's record of a share; hashes and manifest as bytes (the manifest is None if it has none)."""
-        response = await self._call("GET", share_path(si, share))
+    async def meta(self, si: bytes, share: int, segment_count: int | None = None) -> dict:
+        """The holder's record of a share; hashes and manifest as bytes (the manifest is None if it has none).
+        `segment_count`: the share's, when the caller knows the file: an answer longer than an honest one is refused
+        unread, and one of another count refused."""
+        response = await self._call("GET", share_path(si, share), **(
+            {} if segment_count is None else {"max_size": meta_answer_bound(segment_count)}))
         body = self._object(response, "a share's metadata",
                             ("segment_count", "stored_bytes", "lease_expiry", "uploader", "block_hashes", "manifest"))
         hashes = body["block_hashes"]
-        if not isinstance(hashes, list) or len(hashes) != body["segment_count"]:
+        if not isinstance(hashes, list) or len(hashes) != body["segment_count"] \
+                or segment_count not in (None, len(hashes)):
             raise PeerRefused(f"peer {self.url} sent a share's metadata whose hashes are not one per segment",
                               url=self.url)
         manifest = body["manifest"]
@@ -208,10 +214,12 @@ class RemoteHolder:
                               url=self.url)
         return {"lease_expiry": body["lease_expiry"], "previous": body["previous"]}
 
-    async def audit(self, si: bytes, share: int, segment: int) -> tuple[bytes, list[tuple[bool, bytes]]]:
-        """One block and its Merkle path; check them with `check_audit` against the manifest's share root."""
+    async def audit(self, si: bytes, share: int, segment: int, manifest: Manifest
+                    ) -> tuple[bytes, list[tuple[bool, bytes]]]:
+        """One block and its Merkle path; check them with `check_audit` against the manifest's share root.  An answer
+        longer than an honest one of that block is refused unread (`audit_answer_bound`)."""
         response = await self._call("POST", share_path(si, share) + "/audit", json={"segment": segment},
-                                    max_size=AUDIT_MAX_RESPONSE)
+                                    max_size=audit_answer_bound(manifest, segment))
         body = self._object(response, "an audit", ("block", "proof"))
         steps = body["proof"]
         if not isinstance(steps, list) or not all(isinstance(s, list) and len(s) == 2 and isinstance(s[0], bool)

@@ -443,8 +443,11 @@ class ShareStore:
             yield codec.loads(raw)
 
     # --- damage --------------------------------------------------------------------
-    def mark_damaged(self, si: bytes, share: int, reason: str) -> None:
-        self.db.put(keys.damage(si, share), reason.encode())
+    def mark_damaged(self, si: bytes, share: int, reason: str, node: str | None = None) -> None:
+        """`node`: the node the share was found damaged on, when it is another's: the mark holds for the share there
+        only (a repair that moved it, or, for a file another node placed, its uploader's, leaves it behind)."""
+        self.db.put(keys.damage(si, share), reason.encode() if node is None
+                    else codec.dumps({"node": node, "reason": reason}))
 
     def clear_damage(self, si: bytes, share: int) -> None:
         self.db.delete(keys.damage(si, share), sync=True)
@@ -456,9 +459,19 @@ class ShareStore:
             for share, block in blocks.items():
                 batch.put(keys.block(si, share, segment), block)
 
+    def damaged_files(self) -> list[bytes]:
+        """The storage indexes of the files this node placed with a share marked damaged."""
+        with self.db.iterator(prefix=keys.DAMAGE, include_value=False) as marks:
+            marked = {keys.damaged_storage_index(key) for key in marks}
+        return sorted(si for si in marked if self.db.get(keys.file(si)) is not None)
+
     def damaged(self, si: bytes) -> dict[int, str]:
+        return {share: reason for share, (reason, _) in self.damage_marks(si).items()}
+
+    def damage_marks(self, si: bytes) -> dict[int, tuple[str, str | None]]:
+        """share -> (why it is known damaged, the node it was found damaged on: None for here or not said)."""
         prefix = keys.damage_of(si)
-        return {k[len(prefix)]: v.decode() for k, v in self.db.iterator(prefix=prefix)}
+        return {k[len(prefix)]: _damage_mark(v) for k, v in self.db.iterator(prefix=prefix)}
 
     # --- leases --------------------------------------------------------------------
     def renew(self, si: bytes, lease_expiry: int, shares: tuple[int, ...] | None = None,
@@ -633,6 +646,13 @@ class ShareStore:
 
 
 _NO_KEY = b"\xff\xff"  # above every key: a compaction of it alone has nothing to compact
+
+
+def _damage_mark(raw: bytes) -> tuple[str, str | None]:
+    if raw.startswith(b"{"):
+        mark = codec.loads(raw)
+        return str(mark["reason"]), mark["node"]
+    return raw.decode(), None
 
 
 def _staging_record(si: bytes, shares: tuple[int, ...] | list[int]) -> bytes:

@@ -39,7 +39,6 @@ MAX_PUT_BYTES = 16 * 1024**2  # per segments PUT (always at least one block): bo
 MAX_BODIES_PER_SENDER = 4  # segment bodies a holder takes in flight from one sender at once
 MAX_BLOCKS_PER_GET = 64
 MAX_REPORTED_SEGMENTS = 1024  # a damage report names at most this many segments (the whole share is rebuilt anyway)
-AUDIT_MAX_RESPONSE = 80 * 1024**2  # an audit answer carries one block in hex: up to 2 x 16 MiB
 DAMAGE_PATH = "/v1/peer/damage"
 WHOLE_MAX_BLOCK = 1024**2  # a share of one segment whose block is at most this long may be placed in one request
 WHOLE_MAX_TERMS = 16 * 1024  # bytes of its terms' JSON (the manifest of a one-segment file, in hex: ~1.3 KB)
@@ -261,6 +260,21 @@ def proof_sides(index: int, count: int) -> list[bool]:
             sides.append(sibling < index)
         count, index = (count + 1) // 2, index // 2
     return sides
+
+
+def meta_answer_bound(segment_count: int) -> int:
+    """The most bytes an honest answer of a share's metadata takes (a block hash in hex a segment, the manifest and
+    the other fields): what a reader that knows the file reads of one before it refuses it."""
+    return segment_count * (2 * HASH_BYTES + 8) + _COMMIT_OVERHEAD
+
+
+def audit_answer_bound(manifest: Manifest, segment: int) -> int:
+    """The most bytes an honest audit answer of block `segment` takes (its block in hex and one path step a level
+    of the share's tree, with room for JSON's spacing): what an auditor reads of one before it refuses it, so that a
+    holder answering with more costs it no more than an honest answer would."""
+    length = block_lengths(manifest.size, manifest.segment_size, segment, 1)[0]
+    levels = (manifest.segment_count - 1).bit_length()
+    return 2 * length + levels * (2 * HASH_BYTES + 32) + 4096
 
 
 def check_audit(block: bytes, path: list[tuple[bool, bytes]], share_root: bytes, segment: int,
