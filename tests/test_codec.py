@@ -117,6 +117,21 @@ def test_bytes_that_are_not_a_framed_body_are_a_value_error_never_another(body) 
     assert isinstance(head, dict) and int.from_bytes(body[:4], "big") <= 32
 
 
+@pytest.mark.parametrize("text", [
+    b"[" * 100_000,  # orjson's way (it refuses past 1,024 levels; json then decides)
+    b"[" * 100_000 + b"1234567890123456789",  # a long number: json's way at once
+    "[" * 100_000 + "\ud800",  # a lone surrogate: json's way
+    b'{"a":' * 50_000,
+])
+def test_text_nested_too_deep_to_read_is_a_value_error_like_any_text_that_is_not_json(text) -> None:
+    """A stranger's body of 100 KB of brackets: every reader of peers' and clients' JSON refuses ValueErrors."""
+    with pytest.raises(ValueError, match="nested too deep|recursion"):
+        codec.loads(text)
+    framed = len(text).to_bytes(4, "big") + (text if isinstance(text, bytes) else text.encode(errors="surrogatepass"))
+    with pytest.raises(ValueError):
+        codec.unframed(framed, len(framed))
+
+
 def test_a_framed_head_over_its_bound_is_refused() -> None:
     with pytest.raises(ValueError, match="at most 8 bytes"):
         codec.unframed(codec.framed({"long": "head"}, b"data"), 8)

@@ -1,6 +1,7 @@
 """JSON in and out of the node, and the one canonical form of what a signature or a hash covers (ground: no I/O).
 
-- `loads(raw)`: JSON text parsed as `json.loads` parses it, by orjson where it can.
+- `loads(raw)`: JSON text parsed as `json.loads` parses it, by orjson where it can; a ValueError (JSONDecodeError)
+  for any text it cannot take, one nested too deep to be read included.
 - `dumps(value)`: compact JSON bytes (UTF-8 as it is), by orjson where it can: what the node sends and stores.
 - `canonical(value)`: keys sorted, no whitespace, ASCII only, no NaN or infinity: the bytes signed or hashed
   (descriptors, commitments, orders, allocation records, subscriptions, manifests, provenance records).  It is
@@ -40,7 +41,7 @@ def loads(raw: bytes | str) -> Any:
         try:
             raw = raw.encode()
         except UnicodeEncodeError:  # a lone surrogate: json decides
-            return _json.loads(raw)
+            return _json_loads(raw)
     shape = raw.translate(_NUMBER_SHAPE)
     if (b":" + _NINETEEN_DIGITS not in shape and not shape.startswith(_NINETEEN_DIGITS)) \
             or _LONG_NUMBER.search(raw) is None:
@@ -48,7 +49,14 @@ def loads(raw: bytes | str) -> Any:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
-    return _json.loads(raw)
+    return _json_loads(raw)
+
+
+def _json_loads(raw: bytes | str) -> Any:
+    try:
+        return _json.loads(raw)
+    except RecursionError:  # arrays or objects nested deeper than json recurses: text this reader cannot take
+        raise JSONDecodeError("nested too deep to be read", raw if isinstance(raw, str) else "", 0) from None
 
 
 def dumps(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
@@ -138,10 +146,7 @@ def unframed(body: bytes, max_head: int) -> tuple[dict, bytes]:
     if len(body) < 4 or length > max_head or 4 + length > len(body):
         raise ValueError(f"not a framed body (the 4-byte length of a JSON object of at most {max_head:,} bytes, "
                          "the object, then the data)")
-    try:
-        head = loads(body[4:4 + length])  # a JSONDecodeError is a ValueError
-    except RecursionError:
-        raise ValueError("the head of a framed body nests too deep") from None
+    head = loads(body[4:4 + length])  # a JSONDecodeError is a ValueError
     if not isinstance(head, dict):
         raise ValueError("the head of a framed body is a JSON object")
     return head, body[4 + length:]

@@ -337,7 +337,7 @@ def json_answer(data: bytes, what: str) -> Any:
 
     try:
         return codec.loads(data)
-    except (ValueError, RecursionError):
+    except ValueError:
         raise errors.NotANode(f"the node answered {what} with a body that is not JSON",
                               hint="check that --node (or the data dir) names an XSC node") from None
 

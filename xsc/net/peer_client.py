@@ -101,7 +101,7 @@ class PeerResponse:
     def json(self) -> Any:
         try:
             return loads(self.body)
-        except (ValueError, RecursionError):  # a peer's arrays nested deeper than the parser recurses
+        except ValueError:
             raise PeerRefused("a peer answered with a body that is not JSON") from None
 
 
@@ -110,7 +110,7 @@ def _refusal(url: str, method: str, path: str, status: int, body: bytes) -> Peer
     try:
         problem = loads(body)
         code, detail = str(problem["code"]), str(problem["detail"])
-    except (ValueError, RecursionError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         code, detail = "http-error", body[:200].decode(errors="replace") or f"HTTP {status}"
     return PeerRefused(f"peer {url} refused {method} {path}: {detail}", url=url, peer_status=status, peer_code=code)
 

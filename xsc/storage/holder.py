@@ -271,7 +271,7 @@ class ShareHolder:
             commit = codec.loads(raw)
             if not isinstance(commit, dict):
                 raise ValueError("not an object")
-        except (ValueError, RecursionError):
+        except ValueError:
             await self.abort(incoming)
             raise InvalidArgument("the blocks' body must end with the commit's JSON object",
                                   hint='send the last blocks, then {"block_hashes": [...], "manifest": hex}') from None

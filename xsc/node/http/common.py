@@ -26,7 +26,7 @@ def json_object(raw: bytes, hint: str) -> dict[str, Any]:
         raise InvalidArgument(f"the request body nests deeper than {MAX_JSON_DEPTH} levels", hint=hint)
     try:
         body = loads(raw)
-    except (ValueError, RecursionError):
+    except ValueError:
         raise InvalidArgument("the request body is not JSON", hint=hint) from None
     if not isinstance(body, dict):
         raise InvalidArgument("the request body must be a JSON object", hint=hint)
