@@ -295,6 +295,21 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def names_this_machine(url: str) -> bool:
+    """Does a node URL's host mean this machine wherever it is dialled from (loopback, localhost, or the
+    unspecified address, which a connect takes for this machine)?"""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    if is_loopback_host(host):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
 _NODE_ID = re.compile(r"[a-z2-7]{52}")
 
 

@@ -45,6 +45,31 @@ def _descriptor(identity: Identity, port: int, grid_secret: str = "") -> dict:
                            timestamp=int(time.time() * 1000), grid_secret=grid_secret).to_json()
 
 
+async def test_a_node_reached_elsewhere_takes_no_descriptor_whose_url_names_its_own_machine(node_factory) -> None:
+    """A stranger's descriptor at http://127.0.0.1:PORT (or 0.0.0.0, or localhost) would point this node's probes,
+    exchanges and deals at services of its own machine: only a node whose own URL is on this machine (a devnet)
+    can have peers there."""
+    node = await node_factory("public", **{**QUIET, "peers": {**QUIET["peers"], "public_url": "https://203.0.113.5:7443"}})
+    local = await node_factory("local", **QUIET)
+    sender = Identity.generate()
+    on_machine = [Identity.generate() for _ in range(4)]
+    elsewhere = Identity.generate()
+
+    def described(identity: Identity, url: str) -> dict:
+        return make_descriptor(identity, url=url, capacity=10, free=10, version="test",
+                               timestamp=int(time.time() * 1000)).to_json()
+
+    urls = ["http://127.0.0.1:1111", "https://127.9.9.9:2222", "https://0.0.0.0:3333", "http://localhost:4444"]
+    body = {"descriptors": [described(i, u) for i, u in zip(on_machine, urls)]
+            + [described(elsewhere, "https://198.51.100.7:7070")]}
+    for receiver in (node, local):
+        status, answer = await _signed(receiver, sender, "/v1/peer/descriptors", body)
+        assert status == 200, answer
+    directory = node.app[NODE].peers.directory
+    assert [directory.get(i.id) for i in on_machine] == [None] * 4 and directory.get(elsewhere.id) is not None
+    assert all(local.app[NODE].peers.directory.get(i.id) is not None for i in [*on_machine, elsewhere])
+
+
 def test_a_minted_id_has_the_proof_of_work_asked() -> None:
     for bits in (0, 4, BITS):
         assert id_difficulty(Identity.mint(bits).public_key) >= bits

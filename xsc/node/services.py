@@ -29,7 +29,7 @@ from ..compute.remote_tabs import GatewayTabs, ProviderTabs
 from ..compute.sent_jobs import SentJobs
 from ..compute.watches import Watches
 from ..compute.service import ComputeService
-from ..config import NodeConfig
+from ..config import NodeConfig, names_this_machine
 from ..db import Database
 from ..dht import DhtService
 from ..identity import Identity
@@ -193,7 +193,7 @@ class Node:
         self.lanes, self.quarantine = SenderLanes(), Quarantine(self.db, strikes=config.peers.quarantine_strikes,
                                                                 duration=config.peers.quarantine_for)
         self.admission = Admission(min_difficulty=config.peers.min_difficulty, grid_secret=config.peers.grid_secret,
-                                   quarantine=self.quarantine)
+                                   quarantine=self.quarantine, on_this_machine=names_this_machine(url))
         directory = PeerDirectory(self.db)
         self.health = HealthService(db=self.db, directory=directory, config=config.health,
                                     challenge=partial(challenge, self.client, self.identity),

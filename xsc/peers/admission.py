@@ -5,10 +5,12 @@ A peer is admitted when
   Storj's node ids do): a stranger cannot make thousands of ids to flood directories, books and quotas;
 - on a closed network (`peers.grid_secret`), it proves it knows the grid secret: an HMAC of every signed
   request (`X-Xsc-Grid`) and of every descriptor it signs (`grid`);
-- it is not quarantined.
+- it is not quarantined;
+- its descriptor's URL does not name this machine (loopback, localhost, 0.0.0.0), unless this node's own URL does
+  (a devnet): a stranger cannot point the node's requests at services of its own machine.
 
-Both are checked on every signed request (node/peer_auth.py, before its body is read or any nonce or rate is
-counted) and on every descriptor (PeerService.accept, before it is stored).
+The first three are checked on every signed request (node/peer_auth.py, before its body is read or any nonce or
+rate is counted), and all four on every descriptor (PeerService.accept, before it is stored).
 
 `Quarantine` (Storj's containment): a peer that misbehaves `strikes` times within an hour (failed audits,
 receipts that fail their signature or were refused, quota floods) is refused (403 `quarantined`) for
@@ -24,6 +26,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 
 
+from ..config import names_this_machine
 from ..db import Database
 from ..errors import NotAdmitted, PeerNotFound, Quarantined
 from ..identity import HEADER_GRID, SignedRequest, check_grid_proof, id_difficulty, parse_public_id, public_id
@@ -154,10 +157,14 @@ class Quarantine:
 class Admission:
     """Whether a peer's requests and descriptors are taken here (see the module docstring)."""
 
-    def __init__(self, *, min_difficulty: int, grid_secret: str, quarantine: Quarantine | None = None) -> None:
+    def __init__(self, *, min_difficulty: int, grid_secret: str, quarantine: Quarantine | None = None,
+                 on_this_machine: bool = True) -> None:
         self.min_difficulty = min_difficulty
         self.grid_secret = grid_secret
         self.quarantine = quarantine
+        # Whether this node's own URL names this machine (a devnet on loopback): only then can a peer be at such a
+        # URL.  Elsewhere a descriptor naming one points this node's requests at its own machine's services.
+        self.on_this_machine = on_this_machine
 
     def check_request(self, signed: SignedRequest, headers: Mapping[str, str]) -> None:
         """Raise NotAdmitted or Quarantined for a verified request this node does not take from its sender."""
@@ -188,6 +195,8 @@ class Admission:
             return "no proof that it knows this grid's secret"
         if quarantine and self.quarantine is not None and self.quarantine.active(descriptor.id) is not None:
             return "quarantined"
+        if not self.on_this_machine and names_this_machine(descriptor.url):
+            return f"its URL {descriptor.url} names this machine, where no peer of a node reached elsewhere can be"
         return None
 
 

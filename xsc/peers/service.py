@@ -374,7 +374,7 @@ class PeerService:
             refusal = self.admission.refusal(responder)
             if refusal is not None:
                 raise PeerRefused(f"node {responder.id} at {url} is not admitted here: {refusal}", url=url,
-                                  hint="see peers.min_difficulty and peers.grid_secret (docs/security.md)")
+                                  hint="docs/security.md says which peers a node admits")
             if unblock:
                 self.directory.unblock(responder.id)
             self.accept([body["self"], *body.get("descriptors", [])], source=host_of(url))
