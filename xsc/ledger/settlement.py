@@ -103,6 +103,9 @@ class Payments:
         # job prefix -> how to get the receipt of a pending authorization that has no claim: the payee states
         # the amount (a tab of remote invokes: the provider's total, bounded by the cap).
         self.closers: dict[str, Callable[[str, str, Authorization], Awaitable[Receipt]]] = {}
+        # job prefix -> whether the retry may pay a receipt the payee made (its own check of the amount: a tab's
+        # gateway pays no more than its tally, however the receipt reached it); False: it dropped the authorization.
+        self.payable: dict[str, Callable[[Authorization, Receipt], Awaitable[bool]]] = {}
         self._busy: set[bytes] = set()
         self._wake = asyncio.Event()
 
@@ -211,10 +214,20 @@ class Payments:
     def add_check(self, kind: str, check: ReceiptCheck) -> None:
         self.checks[kind] = check
 
-    def add_closer(self, job_prefix: str, closer: Callable[[str, str, Authorization], Awaitable[Receipt]]) -> None:
+    def add_closer(self, job_prefix: str, closer: Callable[[str, str, Authorization], Awaitable[Receipt]], *,
+                   payable: Callable[[Authorization, Receipt], Awaitable[bool]] | None = None) -> None:
         """How the retry gets the receipt of a pending authorization of this job prefix that has no claim (of
-        prefixes that both match, the longer one's closer)."""
+        prefixes that both match, the longer one's closer), and (`payable`) whether it may pay the receipt it got,
+        whether the closer made it or the payee already held it."""
         self.closers[job_prefix] = closer
+        if payable is not None:
+            self.payable[job_prefix] = payable
+
+    @staticmethod
+    def _for_job(table: dict[str, Any], auth: Authorization) -> Any:
+        """The entry of `table` for the most particular job prefix `auth.job` starts with, or None."""
+        return max(((p, c) for p, c in table.items() if auth.job.startswith(p)), default=(None, None),
+                   key=lambda found: len(found[0]))[1]
 
     async def countersign(self, sender: str, auth: Authorization, amount: int, usage: dict[str, int],
                           job: str | None = None) -> Receipt:
@@ -311,8 +324,7 @@ class Payments:
             receipt = await fetch_receipt(self.client, url, node_id, auth)
             if receipt is None and now <= auth.expires_at:
                 claim = self.ledger.claim(auth.id)
-                closer = max(((p, c) for p, c in self.closers.items() if auth.job.startswith(p)), default=(None, None),
-                             key=lambda found: len(found[0]))[1]  # the most particular kind of work's own
+                closer = self._for_job(self.closers, auth)  # the most particular kind of work's own
                 if claim is not None:
                     receipt = await ask_receipt(self.client, url, node_id, auth, *claim)
                 elif closer is not None:
@@ -339,6 +351,9 @@ class Payments:
         if receipt is not None:
             if payer is None:
                 return "pending"
+            payable = self._for_job(self.payable, auth)
+            if payable is not None and not await payable(auth, receipt):
+                return "abandoned"  # a receipt for more than is owed: not paid, its authorization dropped
             await self.ledger.complete(payer, receipt)
             self.on_owed(node_id, auth.id, receipt.amount)
             log.info("completed payment %s to %s (%s credits)", auth.id.hex()[:16], node_id[:12],
