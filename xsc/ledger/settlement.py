@@ -107,6 +107,7 @@ class Payments:
         # gateway pays no more than its tally, however the receipt reached it); False: it dropped the authorization.
         self.payable: dict[str, Callable[[Authorization, Receipt], Awaitable[bool]]] = {}
         self._busy: set[bytes] = set()
+        self._countersigning: set[bytes] = set()  # authorizations a request is countersigning now (payee side)
         self._wake = asyncio.Event()
 
     # --- payer side ----------------------------------------------------------------------
@@ -239,6 +240,20 @@ class Payments:
                              f"({self.node.id})", hint="send it to the node whose account it names as payee")
         if not verify(auth.payer, auth.signature, auth.body):
             raise InvalidEntry("the authorization's payer signature is invalid")
+        # What the sender paid raises its recognition here (on_paid) once per authorization, by the request that
+        # made the receipt: a repeat (a lost answer retried, or a replay of the same request, by the sender or any
+        # node that saw it) gets the stored receipt, and counted on each it raised the sender's weight at will.
+        first = await self.ledger.receipt_for(auth.id) is None and auth.id not in self._countersigning
+        if first:
+            self._countersigning.add(auth.id)
+        try:
+            return await self._countersign(sender, auth, amount, usage, first)
+        finally:
+            if first:
+                self._countersigning.discard(auth.id)
+
+    async def _countersign(self, sender: str, auth: Authorization, amount: int, usage: dict[str, int],
+                           first: bool) -> Receipt:
         if await self.ledger.receipt_for(auth.id) is None:  # already countersigned: the check passed then
             check = self.checks.get(job_kind(auth.job))
             if check is None:
@@ -254,7 +269,8 @@ class Payments:
                 raise
         receipt = await self.ledger.countersign(self.node, auth, amount, usage, verified=True)
         self.on_countersigned(sender, auth.id, receipt.amount)
-        self.on_paid(sender, amount, True)
+        if first:
+            self.on_paid(sender, amount, True)
         return receipt
 
     async def check_prepayment(self, sender: str, auth: Authorization, amount: int, usage: dict[str, int]) -> None:
