@@ -25,9 +25,15 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
                          "--credit CREDITS; or prepay less)"), line
     done = b.xsc("ledger", "trust")
     assert done.exit_code == 0 and "no peer has a trust line here yet" in done.stdout, done.output
-    done = a.xsc("ledger", "prepay", b_id, "lots")
-    assert done.exit_code != 0 and len(done.stderr.strip().splitlines()) == 1 and "credits" in done.stderr, done.output
+    for bad in ("lots", "1e999999", "NaN", "0.0000001"):  # 1e999999: past what a Decimal holds
+        done = a.xsc("ledger", "prepay", b_id, bad)
+        assert done.exit_code != 0 and len(done.stderr.strip().splitlines()) == 1, done.output
+        assert done.stderr.startswith("xsc: error: CREDITS: not an amount of credits") and "e.g. 10" in done.stderr
 
+    done = b.xsc("market", "recognize", a_id, "1", "--credit", "1e999999")
+    assert done.exit_code != 0 and done.stderr.startswith("xsc: error: --credit: not an amount"), done.output
+    done = b.xsc("market", "recognize", a_id, "1", "--credit", "4611686018427.387903")  # shown exactly, not as a float
+    assert done.exit_code == 0 and "credit line 4611686018427.387903 credits" in done.stdout, done.output
     done = b.xsc("market", "recognize", a_id, "1", "--credit", "3")
     assert done.exit_code == 0 and "credit line 3.000000 credits, available 3.000000" in done.stdout, done.output
 
