@@ -106,6 +106,8 @@ class Payments:
         # job prefix -> whether the retry may pay a receipt the payee made (its own check of the amount: a tab's
         # gateway pays no more than its tally, however the receipt reached it); False: it dropped the authorization.
         self.payable: dict[str, Callable[[Authorization, Receipt], Awaitable[bool]]] = {}
+        # job prefix -> what to do once the retry paid a receipt (a function's spend counts it).
+        self.paid_by_retry: dict[str, Callable[[Authorization, Receipt], Awaitable[None]]] = {}
         self._busy: set[bytes] = set()
         self._countersigning: set[bytes] = set()  # authorizations a request is countersigning now (payee side)
         self._wake = asyncio.Event()
@@ -216,13 +218,17 @@ class Payments:
         self.checks[kind] = check
 
     def add_closer(self, job_prefix: str, closer: Callable[[str, str, Authorization], Awaitable[Receipt]], *,
-                   payable: Callable[[Authorization, Receipt], Awaitable[bool]] | None = None) -> None:
+                   payable: Callable[[Authorization, Receipt], Awaitable[bool]] | None = None,
+                   paid: Callable[[Authorization, Receipt], Awaitable[None]] | None = None) -> None:
         """How the retry gets the receipt of a pending authorization of this job prefix that has no claim (of
-        prefixes that both match, the longer one's closer), and (`payable`) whether it may pay the receipt it got,
-        whether the closer made it or the payee already held it."""
+        prefixes that both match, the longer one's closer); whether it may pay the receipt it got (`payable`), and
+        what follows once it paid it (`paid`), whether the closer made that receipt or the payee already held it
+        (the answer to its owner's own close was lost)."""
         self.closers[job_prefix] = closer
         if payable is not None:
             self.payable[job_prefix] = payable
+        if paid is not None:
+            self.paid_by_retry[job_prefix] = paid
 
     @staticmethod
     def _for_job(table: dict[str, Any], auth: Authorization) -> Any:
@@ -372,6 +378,9 @@ class Payments:
                 return "abandoned"  # a receipt for more than is owed: not paid, its authorization dropped
             await self.ledger.complete(payer, receipt)
             self.on_owed(node_id, auth.id, receipt.amount)
+            paid = self._for_job(self.paid_by_retry, auth)
+            if paid is not None:
+                await paid(auth, receipt)
             log.info("completed payment %s to %s (%s credits)", auth.id.hex()[:16], node_id[:12],
                      format_credits(receipt.amount))
             return "completed"
