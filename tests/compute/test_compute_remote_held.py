@@ -10,6 +10,8 @@ from tests.support.compute import deploy, invoke, invoke_at_once, peer_with_prov
 from xsc.compute import remote_tabs
 from xsc.compute.remote_tabs import JOB, TAB_CALLS
 from xsc.errors import Conflict, DealRefused, InvalidArgument, PeerUnreachable
+from xsc.ledger.core.model import encode_authorization
+from xsc.net.compute import close_tab
 from xsc.compute.service import InvokeCall
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import NODE
@@ -155,6 +157,27 @@ async def test_a_lost_answer_to_an_honest_close_is_paid_by_the_retry(node_factor
     assert await _paid(gateway, provider, before) == (-metered, metered)
     assert gateway.app[NODE].paid.gateway_tabs.refused_receipts == 0
     assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
+
+
+async def test_a_repeated_close_of_a_tab_raises_its_gateways_recognition_once(node_factory) -> None:
+    # What a tab's receipt pays raises its gateway's recognition on the provider (the money exchanged with it).  A
+    # close repeated after the receipt is made gets that receipt again, and counted each time it raised the
+    # gateway's weight at will (and that of any node that replayed the close).
+    gateway, provider, module, _ = await _pair(node_factory, 100)
+    counters = provider.app[NODE].market.weights.counters
+    gateway_id, provider_id = gateway.app[IDENTITY].id, provider.app[IDENTITY].id
+    was = counters()["paid_by"].get(gateway_id, 0)
+    answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
+    metered = sum(body["charge"] for _, body in answers)
+    await _settle(gateway)
+    assert counters()["paid_by"][gateway_id] == was + metered
+    receipt = provider.app[NODE].ledger.store.history(provider.app[IDENTITY].public_key, 1)[0]
+    closed = encode_authorization(receipt.authorization).hex()
+    url = gateway.app[NODE].peers.peer(provider_id).url
+    for _ in range(10):
+        again = await close_tab(gateway.app[NODE].client, url, provider_id, closed)
+        assert again["receipt"] == receipt.encode().hex()
+    assert counters()["paid_by"][gateway_id] == was + metered
 
 
 async def test_an_honest_provider_total_is_paid_exactly(node_factory) -> None:

@@ -427,11 +427,16 @@ class ProviderTabs:
 
     async def close(self, auth: Authorization) -> Receipt:
         """This node's receipt for everything it ran under the tab (idempotent once closed)."""
+        return (await self.close_once(auth))[0]
+
+    async def close_once(self, auth: Authorization) -> tuple[Receipt, bool]:
+        """`close`, and whether this request is the one that closed the tab (False: a repeat, answered with the
+        receipt another made): what the receipt pays is counted for its sender once, not on every repeat."""
         if not auth.job.startswith(JOB):
             raise DealRefused("not a tab authorization", hint=f"its job must be {JOB}")
         existing = await self.ledger.receipt_for(auth.id)
         if existing is not None:
-            return existing
+            return existing, False
         tab = await self._tab(auth)
         if tab.in_flight:
             raise Conflict(f"{tab.in_flight} calls are still running under this tab", hint="close it in a moment")
@@ -441,12 +446,13 @@ class ProviderTabs:
             raise NothingOwed(f"no call ran under the tab of authorization {auth.id.hex()[:16]} here: nothing is "
                               "owed, and no receipt is signed", hint="drop the authorization")
         tab = self._keep(tab)
+        first = not tab.closed  # else another close of it is countersigning now
         tab.closed = True  # no call starts under it any more
         receipt = await self.ledger.countersign(self.node, auth, tab.total, {"fuel": tab.fuel, "invokes": tab.count},
                                                 verified=True)
         self._tabs.pop(auth.id, None)  # a closed tab is known by its receipt from now on
         self.prune(auth.id)  # its total is in the receipt: the run records have done their work
-        return receipt
+        return receipt, first
 
 
 __all__ = ["GatewayTabs", "JOB", "OpenTab", "ProviderTabs", "TAB_CALLS"]
