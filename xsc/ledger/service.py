@@ -267,6 +267,20 @@ class LedgerService:
                 self._writer, functools.partial(self.store.countersign, verified=verified), payee, authorization,
                 amount, usage_pairs, int(time.time()))
 
+    def check_countersign(self, payee: Identity, authorization: Authorization, amount: int,
+                          usage: dict[str, int]) -> None:
+        """What `countersign` refuses in the authorization and the claim themselves, whatever the chain holds
+        (a negative or huge amount, bad usage, payer = payee, amount over the cap, an expired authorization), raised
+        before a payee's own check of the claim records anything of it (a storage period counted as paid)."""
+        _check_amount(amount)
+        if not isinstance(authorization, Authorization):
+            raise InvalidEntry("not an authorization")
+        now = int(time.time())
+        # (its body is encoded as it is made: an amount or a usage value past 2^63-1 is refused there)
+        receipt = Receipt(payee.public_key, 1, b"\0" * 32, amount, now, normalize_usage(usage), authorization)
+        rules.check_transfer(receipt)
+        rules.check_fresh(receipt, now)
+
     async def complete(self, payer: Identity, receipt: Receipt) -> Payment:
         """Payer side: append the payment countersigning the payee's receipt; drop the pending record, release
         the hold.  Idempotent: a receipt already completed gets its stored payment back."""

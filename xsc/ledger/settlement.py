@@ -261,6 +261,10 @@ class Payments:
     async def _countersign(self, sender: str, auth: Authorization, amount: int, usage: dict[str, int],
                            first: bool) -> Receipt:
         if await self.ledger.receipt_for(auth.id) is None:  # already countersigned: the check passed then
+            # What the ledger would refuse anyway is refused before the check: a check records the claim as paid
+            # (a storage period), and a claim under an expired authorization, never countersigned, left its period
+            # paid for nothing.
+            self.ledger.check_countersign(self.node, auth, amount, usage)
             check = self.checks.get(job_kind(auth.job))
             if check is None:
                 known = ", ".join(sorted(self.checks)) or "none"
