@@ -429,9 +429,10 @@ class ProviderTabs:
         """This node's receipt for everything it ran under the tab (idempotent once closed)."""
         return (await self.close_once(auth))[0]
 
-    async def close_once(self, auth: Authorization) -> tuple[Receipt, bool]:
+    async def close_once(self, auth: Authorization, sender: str | None = None) -> tuple[Receipt, bool]:
         """`close`, and whether this request is the one that closed the tab (False: a repeat, answered with the
-        receipt another made): what the receipt pays is counted for its sender once, not on every repeat."""
+        receipt another made): what the receipt pays is counted for its sender once, not on every repeat.
+        `sender` is written with the receipt until its trust line counts it (LedgerService.sender_counted)."""
         if not auth.job.startswith(JOB):
             raise DealRefused("not a tab authorization", hint=f"its job must be {JOB}")
         existing = await self.ledger.receipt_for(auth.id)
@@ -449,7 +450,7 @@ class ProviderTabs:
         first = not tab.closed  # else another close of it is countersigning now
         tab.closed = True  # no call starts under it any more
         receipt = await self.ledger.countersign(self.node, auth, tab.total, {"fuel": tab.fuel, "invokes": tab.count},
-                                                verified=True)
+                                                verified=True, sender=sender)
         self._tabs.pop(auth.id, None)  # a closed tab is known by its receipt from now on
         self.prune(auth.id)  # its total is in the receipt: the run records have done their work
         return receipt, first

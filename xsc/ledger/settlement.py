@@ -87,7 +87,8 @@ class Payments:
                  on_countersigned: Callable[[str, bytes, int], None] = lambda peer, authorization, amount: None,
                  on_strike: Callable[[str, str], None] = lambda peer, why: None,
                  on_owed: Callable[[str, bytes, int], None] = lambda peer, authorization, amount: None,
-                 collectable: Callable[[str], int] = lambda peer: 0) -> None:
+                 collectable: Callable[[str], int] = lambda peer: 0,
+                 owe_counted: Callable[[bytes], bool] = lambda authorization_id: True) -> None:
         self.ledger = ledger
         self.payer = payer  # the local user's account
         self.node = node  # this node's account: the payee of work done here
@@ -99,6 +100,7 @@ class Payments:
         self.on_strike = on_strike  # (peer, why): a misbehaviour (a refused claim, a bad receipt): quarantine
         self.on_owed = on_owed  # (peer, authorization id, amount): the local user paid a peer (once each)
         self.collectable = collectable  # peer -> what a prepayment from it may carry (its trust line)
+        self.owe_counted = owe_counted  # authorization id -> whether on_owed counted this node's payment under it
         self.checks: dict[str, ReceiptCheck] = {}
         # job prefix -> how to get the receipt of a pending authorization that has no claim: the payee states
         # the amount (a tab of remote invokes: the provider's total, bounded by the cap).
@@ -277,8 +279,10 @@ class Payments:
             except XscError as exc:
                 self.on_strike(sender, f"asked for a receipt this node refused: {exc.message}")
                 raise
-        receipt = await self.ledger.countersign(self.node, auth, amount, usage, verified=True)
+        receipt = await self.ledger.countersign(self.node, auth, amount, usage, verified=True, sender=sender)
         self.on_countersigned(sender, auth.id, receipt.amount)
+        if first:
+            self.ledger.sender_counted(auth.id)
         if first:
             self.on_paid(sender, amount, True)
         return receipt
@@ -319,7 +323,32 @@ class Payments:
         self._wake.set()
 
     def start(self) -> None:
-        pass
+        self.count_uncounted()
+
+    def count_uncounted(self, recent: int = 64) -> int:
+        """What a kill -9 left between a synced ledger write and the trust line that counts it, counted now (each
+        authorization is counted once, so counting again is harmless): receipts this node countersigned whose
+        sender's line did not count them (their sender is written with the receipt), and the newest payments of the
+        local user to other nodes not counted as owed (they are counted in chain order: the first counted one ends
+        the walk).  Returns how many."""
+        counted = 0
+        for authorization_id, sender in self.ledger.store.senders():
+            receipt = self.ledger.store.receipt_for(authorization_id)
+            if receipt is not None:
+                self.on_countersigned(sender, authorization_id, receipt.amount)
+                counted += 1
+            self.ledger.sender_counted(authorization_id)
+        for entry in self.ledger.store.history(self.payer.public_key, recent):
+            auth = entry.authorization
+            if not isinstance(entry, Payment) or auth.payee == self.node.public_key:
+                continue
+            if self.owe_counted(auth.id):
+                break
+            self.on_owed(public_id(auth.payee), auth.id, entry.receipt.amount)
+            counted += 1
+        if counted:
+            log.warning("counted %d settlement(s) a stop had left off the trust lines", counted)
+        return counted
 
     def loops(self) -> dict[str, Any]:
         # Its first pass runs at once (payments left pending by the last run), then on wake or every interval.
