@@ -26,7 +26,8 @@ the payment retry then asks the provider to close the tab (`Payments.add_closer`
 provider loses nothing it acknowledged: each run's amount is on its disk before the answer, and its total is
 summed from there.  The gateway pays a receipt only up to its own tally (what the provider's answers said
 each call cost, plus the budgets of calls whose answer was lost), whether the close or the payment retry got
-it: a provider that inflates its total is not paid at all (the authorization is dropped; its receipt stays unpaid on its chain, both chains verify).
+it: a provider that inflates its total is not paid at all (the authorization is dropped; its receipt stays
+unpaid on its chain, both chains verify).
 After a gateway restart the tally is gone and a receipt is paid up to the cap the payer signed.
 """
 

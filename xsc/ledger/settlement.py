@@ -282,8 +282,7 @@ class Payments:
         receipt = await self.ledger.countersign(self.node, auth, amount, usage, verified=True, sender=sender)
         self.on_countersigned(sender, auth.id, receipt.amount)
         if first:
-            self.ledger.sender_counted(auth.id)
-        if first:
+            self.ledger.sender_counted(auth.id)  # its line counted it: nothing left for a restart to count
             self.on_paid(sender, amount, True)
         return receipt
 
