@@ -280,6 +280,9 @@ LEDGER_FORKS = b"l/f/"  # + account + seq (8) + entry id -> a conflicting entry 
 LEDGER_PENDING = b"l/p/"  # + authorization id -> encoded signed authorization (its cap is held)
 LEDGER_CLAIMS = b"l/q/"  # + authorization id -> what to ask the payee to countersign (JSON: amount, usage)
 LEDGER_COMPLETED = b"l/c/"  # + authorization id -> id of the payment that completed it (idempotent complete)
+# + authorization id -> the node that asked for its receipt (its id, ASCII): written with the receipt, deleted once
+# the trust line counted it (ledger/trust.py), so a kill -9 between the two is counted at the next start.
+LEDGER_SENDERS = b"l/n/"
 # Aggregated settlement (ledger/tabs.py): what a payer owes a payee for acknowledged work not settled yet, and
 # the refs (provenance ids) each aggregated transfer covers, under the Merkle root its job reference names.
 LEDGER_OWED = b"l/o/"  # + ref (16: a provenance id) -> payer (32) + payee (32) + amount (8) + fuel (8)
@@ -331,6 +334,10 @@ def ledger_claim(authorization_id: bytes) -> bytes:
 
 def ledger_completed(authorization_id: bytes) -> bytes:
     return LEDGER_COMPLETED + authorization_id
+
+
+def ledger_sender(authorization_id: bytes) -> bytes:
+    return LEDGER_SENDERS + authorization_id
 
 
 def ledger_owed(ref: bytes) -> bytes:

@@ -13,6 +13,8 @@ from xsc.node.appkeys import NODE
 
 from tests.support.attacks import fake_descriptors
 from tests.support.cli import xsc
+from xsc.identity import public_id
+from xsc.node.appkeys import NODE
 from tests.support.peers import offering_pair
 from tests.support.waiting import eventually
 
@@ -89,6 +91,23 @@ def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> N
         assert b_id in shown.stdout.split(), (args, shown.stdout)  # never cut
     whole = a.xsc("market", "book").stdout.splitlines()  # not a terminal: a column, as there is room
     assert any(line.split()[:2] == ["ask", b_id] for line in whole if line.strip()), whole
+
+
+def test_ledger_accounts_and_trust_fit_80_columns_with_ids_whole(thread_node) -> None:
+    node = thread_node()
+    peer = public_id(os.urandom(32))
+    node.app[NODE].trust.paid(peer, os.urandom(32), 12_500_000)  # a countersigned receipt: a line for that peer
+    accounts = json.loads(node.xsc("ledger", "accounts", "--json").stdout)
+    shown = node.xsc("ledger", "accounts", env=NARROW)
+    assert shown.exit_code == 0, shown.output
+    _fits(shown.stdout)
+    assert {"client", "node"} <= {a["role"] for a in accounts}
+    for account in accounts:
+        assert account["account"] in shown.stdout.split()  # whole
+    shown = node.xsc("ledger", "trust", env=NARROW)
+    assert shown.exit_code == 0, shown.output
+    _fits(shown.stdout)
+    assert peer in shown.stdout.split() and "12.500000" in shown.stdout
 
 
 def test_devnet_status_shows_name_pid_and_state(tmp_path: Path) -> None:

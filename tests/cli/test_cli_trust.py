@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from xsc.client.sync import NodeClient
+from xsc.errors import InvalidArgument
 from xsc.node.appkeys import NODE
 
 from tests.support.waiting import eventually
@@ -25,9 +29,19 @@ def test_prepay_trust_lines_credit_and_quarantine_from_the_cli(thread_node) -> N
                          "--credit CREDITS; or prepay less)"), line
     done = b.xsc("ledger", "trust")
     assert done.exit_code == 0 and "no peer has a trust line here yet" in done.stdout, done.output
-    done = a.xsc("ledger", "prepay", b_id, "lots")
-    assert done.exit_code != 0 and len(done.stderr.strip().splitlines()) == 1 and "credits" in done.stderr, done.output
+    for bad in ("lots", "1e999999", "NaN", "0.0000001"):  # 1e999999: past what a Decimal holds
+        done = a.xsc("ledger", "prepay", b_id, bad)
+        assert done.exit_code != 0 and len(done.stderr.strip().splitlines()) == 1, done.output
+        assert done.stderr.startswith("xsc: error: CREDITS: not an amount of credits") and "e.g. 10" in done.stderr
 
+    done = b.xsc("market", "recognize", a_id, "1", "--credit", "1e999999")
+    assert done.exit_code != 0 and done.stderr.startswith("xsc: error: --credit: not an amount"), done.output
+    with pytest.raises(InvalidArgument, match="a credit line is 0 to"):  # past the largest line, through the API
+        NodeClient(b.url, b.token).request("POST", "/v1/market/recognize",
+                                           json_body={"peer": a_id, "weight": "1", "credit": 2**62 + 1})
+    assert not b.app[NODE].market.weights.recognised(a_id)  # refused whole: the weight was not set either
+    done = b.xsc("market", "recognize", a_id, "1", "--credit", "4611686018427.387903")  # shown exactly, not as a float
+    assert done.exit_code == 0 and "credit line 4611686018427.387903 credits" in done.stdout, done.output
     done = b.xsc("market", "recognize", a_id, "1", "--credit", "3")
     assert done.exit_code == 0 and "credit line 3.000000 credits, available 3.000000" in done.stdout, done.output
 

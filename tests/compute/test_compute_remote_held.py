@@ -7,8 +7,11 @@ import pytest
 
 from tests.support.compute import deploy, invoke, invoke_at_once, peer_with_provider
 
+from xsc.compute import remote_tabs
 from xsc.compute.remote_tabs import JOB, TAB_CALLS
-from xsc.errors import Conflict, DealRefused, InvalidArgument
+from xsc.errors import Conflict, DealRefused, InvalidArgument, PeerUnreachable
+from xsc.ledger.core.model import encode_authorization
+from xsc.net.compute import close_tab
 from xsc.compute.service import InvokeCall
 from xsc.node import CLIENT_IDENTITY, IDENTITY
 from xsc.node.appkeys import NODE
@@ -99,6 +102,82 @@ async def test_a_gateway_refuses_to_pay_a_provider_total_above_its_own_tally(nod
     for node in (gateway, provider):
         report = await (await node.get("/v1/ledger/verify")).json()
         assert report["ok"], report
+
+
+async def test_a_provider_that_drops_the_answer_to_the_close_is_still_paid_no_more_than_the_tally(
+        node_factory, monkeypatch) -> None:
+    # The provider countersigns an inflated total when asked to close the tab, and the answer never arrives (it
+    # cut the connection): the gateway's payment retry then fetches the receipt the provider holds.  It is held to
+    # the same tally as the close: nothing is paid.
+    gateway, provider, module, budget = await _pair(node_factory, 100)
+    tabs = provider.app[NODE].paid.provider_tabs
+    before = _balances(gateway, provider)
+    honest = tabs.ran
+
+    def inflating(tab, call_budget, run) -> None:
+        honest(tab, call_budget, run)
+        if run is not None:
+            tab.total += 1_000
+
+    tabs.ran = inflating
+    real_close = remote_tabs.close_tab
+    lost = []
+
+    async def answer_lost(*args, **kwargs):
+        await real_close(*args, **kwargs)  # the provider countersigns its total...
+        lost.append(1)
+        raise PeerUnreachable("connection reset by peer")  # ...and the gateway never hears it
+
+    monkeypatch.setattr(remote_tabs, "close_tab", answer_lost)
+    answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
+    assert all(status == 200 for status, _ in answers), answers
+    metered = sum(body["charge"] for _, body in answers)
+    assert metered + 3_000 <= TAB_CALLS * budget
+    assert await _paid(gateway, provider, before) == (0, metered + 3_000)
+    assert lost == [1]  # the retry found the receipt the provider held: it did not close the tab again
+    assert gateway.app[NODE].paid.gateway_tabs.refused_receipts == 1
+    assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
+    for node in (gateway, provider):
+        report = await (await node.get("/v1/ledger/verify")).json()
+        assert report["ok"], report
+
+
+async def test_a_lost_answer_to_an_honest_close_is_paid_by_the_retry(node_factory, monkeypatch) -> None:
+    gateway, provider, module, _ = await _pair(node_factory, 100)
+    before = _balances(gateway, provider)
+    real_close = remote_tabs.close_tab
+
+    async def answer_lost(*args, **kwargs):
+        await real_close(*args, **kwargs)
+        raise PeerUnreachable("connection reset by peer")
+
+    monkeypatch.setattr(remote_tabs, "close_tab", answer_lost)
+    answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
+    metered = sum(body["charge"] for _, body in answers)
+    assert await _paid(gateway, provider, before) == (-metered, metered)
+    assert gateway.app[NODE].paid.gateway_tabs.refused_receipts == 0
+    assert gateway.app[NODE].ledger.pending() == [] and gateway.app[NODE].ledger.holding() == {}
+
+
+async def test_a_repeated_close_of_a_tab_raises_its_gateways_recognition_once(node_factory) -> None:
+    # What a tab's receipt pays raises its gateway's recognition on the provider (the money exchanged with it).  A
+    # close repeated after the receipt is made gets that receipt again, and counted each time it raised the
+    # gateway's weight at will (and that of any node that replayed the close).
+    gateway, provider, module, _ = await _pair(node_factory, 100)
+    counters = provider.app[NODE].market.weights.counters
+    gateway_id, provider_id = gateway.app[IDENTITY].id, provider.app[IDENTITY].id
+    was = counters()["paid_by"].get(gateway_id, 0)
+    answers = [await invoke(gateway, module, "add", 1, 2, fuel=FUEL) for _ in range(3)]
+    metered = sum(body["charge"] for _, body in answers)
+    await _settle(gateway)
+    assert counters()["paid_by"][gateway_id] == was + metered
+    receipt = provider.app[NODE].ledger.store.history(provider.app[IDENTITY].public_key, 1)[0]
+    closed = encode_authorization(receipt.authorization).hex()
+    url = gateway.app[NODE].peers.peer(provider_id).url
+    for _ in range(10):
+        again = await close_tab(gateway.app[NODE].client, url, provider_id, closed)
+        assert again["receipt"] == receipt.encode().hex()
+    assert counters()["paid_by"][gateway_id] == was + metered
 
 
 async def test_an_honest_provider_total_is_paid_exactly(node_factory) -> None:

@@ -14,9 +14,10 @@ from tests.support.compute import call_at_once, deploy, peer_with_provider
 from tests.support.jobs import QUIET, balances
 from tests.support.nodes import close_node, free_port
 from tests.support.waiting import eventually_async
+from xsc.compute import placements
 from xsc.compute.placed_functions import PER_OWNER, function_job, mount_price
 from xsc.compute.remote_tabs import TAB_METERS
-from xsc.errors import FunctionUnavailable, PeerRefused
+from xsc.errors import FunctionUnavailable, PeerRefused, PeerUnreachable
 from xsc.compute.service import InvokeCall
 from xsc.ledger import price_budget
 from xsc.ledger.receipts import check_receipt
@@ -488,3 +489,39 @@ async def test_a_placed_function_whose_tab_ended_with_no_request_is_withdrawn_by
         status, headers, problem = await _get(url)
         assert status == 404 and headers["Content-Type"].startswith("application/problem+json"), problem
     assert (await _get(kept))[0] == 200 and await placed.sweep() == []
+
+
+async def test_what_the_payment_retry_pays_for_a_placed_function_counts_in_its_spend(node_factory, monkeypatch):
+    # The answers to the owner's closes of its function's tabs are lost (the provider countersigned each): the payment
+    # retry finds each receipt on the provider and pays it.  What it pays is the function's spend too; uncounted,
+    # the function's hourly spend cap would let it spend as much again.
+    provider = await _provider(node_factory, "provider")
+    owner = await node_factory("owner", **QUIET, market={"offer_compute": False},
+                               node={"web_listen": f"127.0.0.1:{free_port()}", **FAST},
+                               ledger={"settle_retry_interval": 0.2})
+    owner_id = owner.app[IDENTITY].id
+    await peer_with_provider(owner, provider)
+    real_close, lost = placements.close_tab, []
+
+    async def answer_lost(*args, **kwargs):
+        await real_close(*args, **kwargs)
+        lost.append(1)
+        raise PeerUnreachable("connection reset by peer")
+
+    monkeypatch.setattr(placements, "close_tab", answer_lost)
+    module = await deploy(owner, "cgi", wasi=True)
+    await _json(owner, "POST", "/v1/compute/functions", json={"name": "hello", "module": module, "on_market": True})
+    listed = await _served_at(owner, "hello")
+    before = balances(owner, provider)
+    assert (await _get(listed["url"] + "x"))[0] == 200
+    runs = await eventually_async(lambda: _runs(provider, owner_id), "the run's record written (after its answer)")
+    charged = sum(r["charge"] for r in runs)
+    await eventually_async(lambda: balances(owner, provider) == (before[0] - charged, before[1] + charged),
+                           "the provider paid by the payment retry", 30)
+    assert lost
+
+    async def spent():
+        found = {f["name"]: f for f in (await _json(owner, "GET", "/v1/compute/functions"))["functions"]}["hello"]
+        return found["spend"] == charged
+
+    await eventually_async(spent, "what the retry paid counted in the function's spend", 10)

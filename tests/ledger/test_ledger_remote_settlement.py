@@ -114,6 +114,28 @@ async def test_countersign_and_complete_are_idempotent(node_factory) -> None:
     await _verified(b)
 
 
+async def test_a_replayed_receipt_request_raises_the_senders_recognition_once(node_factory) -> None:
+    # A payment raises its payer's node's recognition on the payee (the money exchanged with it).  Asking again for
+    # the receipt of the same authorization gets the stored one: replayed 20 times, by its sender and by a third
+    # node that saw it, it was counted each time, and any node that paid once could raise its weight at will.
+    a, b, checks = await _peered(node_factory)
+    c = await node_factory("c", **QUIET)
+    await c.app[NODE].peers.add(b.app[NODE].peers.url)
+    a_id, b_node = a.app[IDENTITY].id, b.app[IDENTITY]
+    counters = b.app[NODE].market.weights.counters
+    auth = await a.app[NODE].ledger.authorize(a.app[CLIENT_IDENTITY], b_node.public_key, 900, "test:replayed")
+    asks = [(a, 10), (c, 10)]
+    receipts = set()
+    for node, times in asks:
+        for _ in range(times):
+            receipt = await ask_receipt(node.app[NODE].peers.client, node.app[NODE].peers.peer(b_node.id).url,
+                                        b_node.id, auth, 800, {"fuel": 5})
+            receipts.add(receipt.encode())
+    assert len(receipts) == 1 and len(checks.calls) == 1
+    assert counters()["paid_by"] == {a_id: 800}
+    assert c.app[IDENTITY].id not in counters()["paid_by"]
+
+
 async def test_bad_claims_are_refused_with_clear_problems(node_factory) -> None:
     a, b, checks = await _peered(node_factory)
     peers, b_url, b_node = a.app[NODE].peers, b.app[NODE].peers.url, b.app[IDENTITY]

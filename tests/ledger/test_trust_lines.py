@@ -314,3 +314,57 @@ def test_recognising_a_peer_never_lowers_its_credit_line(tmp_path) -> None:
     lines.set_credit(peer, 5)
     assert lines.credit(peer) == 5
     db.close()
+
+
+async def test_a_stop_between_a_settlement_and_its_trust_line_is_counted_at_the_next_start(tmp_path) -> None:
+    """A receipt this node countersigned, and a payment its user made to another node, are each one synced ledger
+    write; the trust line that counts them is written after.  A kill -9 in between left them uncounted for good:
+    what a peer paid (a prepayment: its money moved) gave it no credit here, and what this node paid a peer was
+    not collectable from it.  The next start counts them, once."""
+    from xsc.ledger import LedgerService
+    from xsc.ledger.core.model import ZERO_HASH, make_receipt
+    from xsc.ledger.settlement import Payments
+
+    node, user, sender_payer, other = (Identity.generate() for _ in range(4))
+    sender = Identity.generate().id  # the node that asks for the receipt
+
+    class Stopped(Exception):
+        pass
+
+    def stop(*args) -> None:
+        raise Stopped  # the process dies right after the synced write: nothing after it runs
+
+    async def allow(*args) -> None:
+        pass
+
+    def opened(on_countersigned, on_owed):
+        db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+        ledger = LedgerService(db, 10**9, node=node, client=user, threads=1)
+        lines = TrustLines(db, stranger_credit=0, peer_credit=0, recognised=lambda peer: False)
+        payments = Payments(ledger=ledger, payer=user, node=node, peers=None, client=None, retry_interval=30,
+                            on_countersigned=on_countersigned or lines.paid, on_owed=on_owed or lines.owe,
+                            owe_counted=lines.owe_counted)
+        payments.add_check("test", allow)
+        return db, ledger, lines, payments
+
+    db, ledger, lines, payments = opened(stop, None)
+    claim = authorize(sender_payer, node.public_key, 800, "test:paid", int(time.time()) + 600, os.urandom(16))
+    with pytest.raises(Stopped):
+        await payments.countersign(sender, claim, 800, {"fuel": 5})
+    assert await ledger.receipt_for(claim.id) is not None and lines.line(sender)["paid"] == 0
+    # The local user's payment to `other`, completed; its count as owed never ran.
+    pay = await ledger.authorize(user, other.public_key, 300, "test:owed", claim=(300, {"fuel": 1}))
+    await ledger.complete(user, make_receipt(other, 1, ZERO_HASH, pay, 300, {"fuel": 1}, int(time.time())))
+    await ledger.close()
+    db.close()
+
+    db, ledger, lines, payments = opened(None, None)
+    try:
+        payments.start()
+        assert lines.line(sender)["paid"] == 800
+        assert lines.line(other.id)["owed"] == 300
+        assert payments.count_uncounted() == 0  # counted once: nothing is left to count
+        assert lines.line(sender)["paid"] == 800 and lines.line(other.id)["owed"] == 300
+    finally:
+        await ledger.close()
+        db.close()

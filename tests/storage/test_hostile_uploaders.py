@@ -244,6 +244,32 @@ async def test_a_period_of_a_share_is_paid_once(holder_node, stranger) -> None:
     assert status == 200 and answer["receipt"], answer
 
 
+async def test_a_claim_the_ledger_refuses_leaves_its_period_unpaid(holder_node, stranger) -> None:
+    """The holder's check of a storage claim counts its period as paid; a claim the ledger then refuses (its
+    authorization expired) was never countersigned, yet its period stood paid: a receipt for it was refused from
+    then on (403 paid already), and the share no longer looked unpaid to the lease collector, all for one request
+    with a stale authorization.  The ledger's own rules are checked before the claim."""
+    f, payer, path = EncodedFile(5000), Identity.generate(), "/v1/peer/ledger/receipts"
+    await place(RemoteHolder(stranger.client, stranger.node_id, stranger.url, DEAL_PRICE, payer.id), f, 0)
+    chain, me = holder_node.app[NODE].ledger.store, parse_public_id(stranger.node_id)
+    seq = chain.state(me).seq
+
+    async def claim(start: int, end: int, expires_in: int) -> tuple[int, dict]:
+        amount = price_storage(f.share_bytes, end - start, DEAL_PRICE)
+        body = json.dumps(receipt_claim(payer, stranger.node_id, f, start, end, amount,
+                                        expires_in=expires_in)).encode()
+        response = await holder_node.post(path, data=body, headers={
+            **signed(stranger.client.identity, "POST", path, body, stranger.node_id), "Authorization": ""})
+        return response.status, await response.json()
+
+    end = int(time.time())
+    status, problem = await claim(end - 2, end, -1000)
+    assert status == 422 and problem["code"] == "authorization-expired", problem
+    assert chain.state(me).seq == seq
+    status, answer = await claim(end - 2, end, 600)
+    assert status == 200 and answer["receipt"], answer
+
+
 async def test_terms_are_kept_with_the_share_exactly(holder_node, stranger) -> None:
     f = EncodedFile(5000)
     await place(stranger, f, 3)

@@ -166,10 +166,11 @@ def fake_descriptors(identities: list[Identity], host: str = "127.0.0.9", first_
 
 
 # --- ledger and compute -------------------------------------------------------------------------------------------
-def receipt_claim(payer: Identity, victim: str, f: EncodedFile, start: int, end: int, amount: int) -> dict:
+def receipt_claim(payer: Identity, victim: str, f: EncodedFile, start: int, end: int, amount: int, *,
+                  expires_in: int = 600) -> dict:
     """The body of a storage receipt request for share 0 of `f` on node `victim`, for `amount` paid by `payer`."""
     job = f"store:{f.si.hex()}:0:{start}:{end}"
-    auth = authorize(payer, parse_public_id(victim), amount, job, int(time.time()) + 600, os.urandom(16))
+    auth = authorize(payer, parse_public_id(victim), amount, job, int(time.time()) + expires_in, os.urandom(16))
     return {"authorization": encode_authorization(auth).hex(), "amount": amount,
             "usage": {"byte_hours": byte_hours(f.share_bytes, end - start)}}
 

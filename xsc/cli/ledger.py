@@ -192,11 +192,13 @@ def accounts(obj, as_json: bool) -> None:
     if as_json:
         emit_json(info["accounts"])
         return
-    # Plain lines, not a table: account ids must stay whole to be copied.
-    click.echo(f"{'role':<7} {'account':<52} {'balance':>18} {'entries':>8}  forked")
-    for a in info["accounts"]:
-        click.echo(f"{a['role'] or '-':<7} {a['account']:<52} {format_credits(a['balance']):>18} {a['seq']:>8}  "
-                   f"{'YES' if a['forked'] else 'no'}")
+    from .output import Col
+
+    # Account ids stay whole (to be copied): on a terminal narrower than a row, each goes on a line under its row.
+    _table([Col("role"), Col("account", keep=True, under=True), Col("balance", right=True, keep=True),
+            Col("entries", right=True, keep=True), Col("forked", keep=True)],
+           [(a["role"] or "-", a["account"], format_credits(a["balance"]), a["seq"], "YES" if a["forked"] else "no")
+            for a in info["accounts"]], title=None)
 
 
 @ledger.command()
@@ -229,6 +231,9 @@ def trust(obj, as_json: bool) -> None:
     if not info["lines"]:
         click.echo("no peer has a trust line here yet")
         return
-    _table(["peer", "paid", "used", "credit", "available"],
+    from .output import Col
+
+    _table([Col("peer", keep=True, under=True), *(Col(k, right=True, keep=True)
+                                                 for k in ("paid", "used", "credit", "available"))],
            [(x["peer"], *(format_credits(x[k]) for k in ("paid", "used", "credit", "available")))
             for x in info["lines"]], title="trust lines")

@@ -338,18 +338,21 @@ def recognize(obj, peer: str, weight: str, credit: str | None, as_json: bool) ->
         click.echo(f"{row['peer']}: weight {row['weight']}")
     line = row.get("credit_line")
     if line is not None:
-        click.echo(f"credit line {line['credit'] / 1e6:.6f} credits, available {line['available'] / 1e6:.6f}")
+        from ..units import format_credits
+
+        click.echo(f"credit line {format_credits(line['credit'])} credits, available "
+                   f"{format_credits(line['available'])}")
 
 
 def _micro_credits(text: str, option: str) -> int:
     """Credits as typed (a decimal with at most 6 places) in micro-credits, or a one-line error."""
-    from decimal import Decimal, InvalidOperation
+    from decimal import Decimal
 
     from ..errors import InvalidArgument
 
     try:
         value = Decimal(text) * 1_000_000
-    except InvalidOperation:
+    except ArithmeticError:  # InvalidOperation, or an exponent past what Decimal holds (1e999999): Overflow
         value = None
     if value is None or not value.is_finite() or value < 0 or value != value.to_integral_value() or value > 2**62:
         raise InvalidArgument(f"{option}: not an amount of credits: {text!r}", hint="e.g. 10 or 0.5 (6 decimals at most)")

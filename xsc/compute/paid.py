@@ -373,10 +373,13 @@ class PaidCompute:
         if auth.payee != self.node.public_key or not verify(auth.payer, auth.signature, auth.body):
             raise Forbidden("the authorization does not pay this node, or its payer did not sign it")
         await self.compute.journal.flush()  # the runs answered under it are on it (web functions': see append)
-        receipt = await self.provider_tabs.close(auth)
+        receipt, first = await self.provider_tabs.close_once(auth, sender=gateway if self.trust is not None else None)
         if self.trust is not None:
             self.trust.paid(gateway, auth.id, receipt.amount)
-        self.market.note_paid(gateway, receipt.amount, by_them=True)
+            if first:
+                self.ledger.sender_counted(auth.id)
+        if first:  # a repeated close (by its gateway, or any node replaying it) raises no recognition again
+            self.market.note_paid(gateway, receipt.amount, by_them=True)
         return {"receipt": receipt.encode().hex()}
 
     async def receive_module(self, gateway: str, wasm: bytes, *, wasi: bool) -> tuple[dict, bool]:

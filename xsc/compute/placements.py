@@ -74,7 +74,7 @@ class Placements:
         self._placed: dict[str, Placement] = {}
         self._wake = asyncio.Event()
         self.moves = 0  # functions placed again elsewhere since start (status, tests)
-        paid.payments.add_closer(FUNCTION_JOBS, self._close_for_retry)
+        paid.payments.add_closer(FUNCTION_JOBS, self._close_for_retry, paid=self._paid_by_retry)
 
     def start(self) -> None:
         pass
@@ -239,12 +239,15 @@ class Placements:
 
     async def _close_for_retry(self, provider: str, url: str, auth: Authorization) -> Receipt:
         """The payment retry's close of a function's tab (a provider that went away, or one left open by a
-        restart): what the receipt pays is counted in the function's spend."""
+        restart)."""
         answer = await close_tab(self.paid.client, url, provider, encode_authorization(auth).hex())
-        receipt = check_receipt(provider, answer, auth, meters=TAB_METERS)
-        name = auth.job.rpartition(":")[2]
-        await self.on_paid(name, receipt.amount)
-        return receipt
+        return check_receipt(provider, answer, auth, meters=TAB_METERS)
+
+    async def _paid_by_retry(self, auth: Authorization, receipt: Receipt) -> None:
+        """What the payment retry paid for a function's tab is counted in the function's spend, whether it closed
+        the tab or found the receipt the provider already held (the answer to this node's own close was lost):
+        uncounted, the function's spend cap would let it spend that much again."""
+        await self.on_paid(auth.job.rpartition(":")[2], receipt.amount)
 
     def _let_go(self, auth: Authorization) -> None:
         """A tab this node no longer uses: the payment retry closes it (and pays what ran) when it can."""

@@ -25,8 +25,9 @@ leaves the authorization pending on disk (its whole cap held again on restart: t
 the payment retry then asks the provider to close the tab (`Payments.add_closer`).  A kill -9 of the
 provider loses nothing it acknowledged: each run's amount is on its disk before the answer, and its total is
 summed from there.  The gateway pays a receipt only up to its own tally (what the provider's answers said
-each call cost, plus the budgets of calls whose answer was lost): a provider that inflates its total is
-not paid at all (the authorization is dropped; its receipt stays unpaid on its chain, both chains verify).
+each call cost, plus the budgets of calls whose answer was lost), whether the close or the payment retry got
+it: a provider that inflates its total is not paid at all (the authorization is dropped; its receipt stays
+unpaid on its chain, both chains verify).
 After a gateway restart the tally is gone and a receipt is paid up to the cap the payer signed.
 """
 
@@ -97,10 +98,13 @@ class GatewayTabs:
         self.ledger = payments.ledger
         self.refused_receipts = 0  # receipts above this node's tally, not paid (metrics, tests)
         self._open: dict[str, OpenTab] = {}
+        # Every tab of this run not paid or dropped yet, by authorization id: its tally bounds the receipt the
+        # payment retry pays, when closing it failed (a lost answer: the provider may hold a receipt already).
+        self._unpaid: dict[bytes, OpenTab] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._closing: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
-        payments.add_closer(JOB, self._close_for_retry)
+        payments.add_closer(JOB, self._close_for_retry, payable=self._payable)
 
     async def reserve(self, provider: str, price: int, budget: int) -> OpenTab:
         """The open tab with `provider` at `price` that covers `budget` more (opening one if needed)."""
@@ -114,7 +118,7 @@ class GatewayTabs:
                         self._retire(old)
                     auth = await self.payments.authorize(provider, budget * TAB_CALLS, JOB, ttl=TAB_TTL, hold=0)
                     self.payments.keep_off(auth.id)  # the retry closes no tab still open (until `_close`)
-                    tab = self._open[provider] = OpenTab(provider, auth, price)
+                    tab = self._open[provider] = self._unpaid[auth.id] = OpenTab(provider, auth, price)
         self.ledger.hold_for(tab.auth, budget)  # or InsufficientCredit: nothing reserved
         tab.reserved += budget
         tab.in_flight += 1
@@ -125,11 +129,11 @@ class GatewayTabs:
         abandoned on it is that work alone."""
         auth = await self.payments.authorize(provider, budget, JOB, ttl=TAB_TTL, hold=0)
         self.payments.keep_off(auth.id)
-        tab = OpenTab(provider, auth, price, closing=True)
+        tab = self._unpaid[auth.id] = OpenTab(provider, auth, price, closing=True)
         try:
             self.ledger.hold_for(tab.auth, budget)
         except BaseException:
-            await self.payments.refused(auth)
+            await self._drop(tab)
             raise
         tab.reserved, tab.in_flight = budget, 1
         return tab
@@ -141,7 +145,7 @@ class GatewayTabs:
         tab.reserved -= budget
         tab.in_flight -= 1
         with self.payments.working(tab.auth.id):
-            await self.payments.refused(tab.auth)  # and what it held is released
+            await self._drop(tab)  # and what it held is released
 
     def _usable(self, provider: str, price: int, budget: int) -> OpenTab | None:
         tab = self._open.get(provider)
@@ -183,7 +187,7 @@ class GatewayTabs:
     async def _close(self, tab: OpenTab) -> None:
         with self.payments.working(tab.auth.id):  # from its end on, the retry may finish it
             if tab.count == 0 and tab.unknown == 0:  # nothing ran under it: nothing will ever be countersigned
-                await self.payments.refused(tab.auth)
+                await self._drop(tab)
                 return
             try:
                 url = self.peers.peer(tab.provider).url
@@ -192,25 +196,40 @@ class GatewayTabs:
                 except PeerRefused as err:
                     if not nothing_owed(err):
                         raise
-                    await self.payments.refused(tab.auth)  # its calls whose answers were lost never ran there
+                    await self._drop(tab)  # its calls whose answers were lost never ran there
                     return
                 receipt = check_receipt(tab.provider, answer, tab.auth, meters=TAB_METERS)
-                tally = tab.metered + tab.lost_budget  # what its answers said, and what lost calls may have cost
-                if receipt.amount > tally:
-                    await self._refuse(tab, receipt, tally)
+                if not await self._payable(tab.auth, receipt):
                     return
                 await self.payments.complete(tab.provider, tab.auth, answer, meters=TAB_METERS)
             except (XscError, OSError) as exc:  # the payment retry closes it later
                 log.info("closing a tab with %s failed (%s); the payment retry closes it", tab.provider[:12], exc)
                 self.payments.wake()
 
-    async def _refuse(self, tab: OpenTab, receipt: Receipt, tally: int) -> None:
-        """The provider's total is above what its own signed answers said: nothing of the tab is paid."""
+    async def _drop(self, tab: OpenTab) -> None:
+        """Nothing of `tab` is paid: its authorization is dropped (what it held released), and its tally forgotten."""
+        await self.payments.refused(tab.auth)
+        self._unpaid.pop(tab.auth.id, None)
+
+    async def _payable(self, auth: Authorization, receipt: Receipt) -> bool:
+        """Whether the provider's receipt for a tab is at most this node's tally of it (what the provider's answers
+        said, and what lost calls may have cost); else nothing of the tab is paid and False.  The closing of the tab
+        and the payment retry alike ask it: a provider that countersigns an inflated total and drops the answer to
+        the close would otherwise be paid it by the retry, which fetches the receipt it holds.  A tab this run did
+        not open (a restart lost the tally) is paid up to the cap its payer signed."""
+        tab = self._unpaid.get(auth.id)
+        if tab is None:
+            return True
+        tally = tab.metered + tab.lost_budget
+        if receipt.amount <= tally:
+            self._unpaid.pop(auth.id, None)  # the receipt is the one this authorization will ever have: it is paid
+            return True
         self.refused_receipts += 1
         log.error("provider %s countersigned %s credits for a tab of %d calls whose answers owed %s (%d answers "
                   "lost): refusing to pay it", tab.provider[:12], format_credits(receipt.amount), tab.count,
                   format_credits(tab.metered), tab.unknown)
-        await self.payments.refused(tab.auth)
+        await self._drop(tab)
+        return False
 
     async def _close_for_retry(self, provider: str, url: str, auth: Authorization) -> Receipt:
         answer = await close_tab(self.client, url, provider, encode_authorization(auth).hex())
@@ -227,6 +246,10 @@ class GatewayTabs:
                 if now - tab.opened >= self.interval:
                     del self._open[provider]
                     self._retire(tab)
+            if self._unpaid:  # tabs the payment retry ended on its own (expired, given up on): their tallies too
+                pending = {auth.id for auth in self.ledger.pending()}
+                for auth_id in [a for a in self._unpaid if a not in pending]:
+                    del self._unpaid[auth_id]
 
     async def close(self) -> None:
         await stop(self._task)
@@ -405,11 +428,17 @@ class ProviderTabs:
 
     async def close(self, auth: Authorization) -> Receipt:
         """This node's receipt for everything it ran under the tab (idempotent once closed)."""
+        return (await self.close_once(auth))[0]
+
+    async def close_once(self, auth: Authorization, sender: str | None = None) -> tuple[Receipt, bool]:
+        """`close`, and whether this request is the one that closed the tab (False: a repeat, answered with the
+        receipt another made): what the receipt pays is counted for its sender once, not on every repeat.
+        `sender` is written with the receipt until its trust line counts it (LedgerService.sender_counted)."""
         if not auth.job.startswith(JOB):
             raise DealRefused("not a tab authorization", hint=f"its job must be {JOB}")
         existing = await self.ledger.receipt_for(auth.id)
         if existing is not None:
-            return existing
+            return existing, False
         tab = await self._tab(auth)
         if tab.in_flight:
             raise Conflict(f"{tab.in_flight} calls are still running under this tab", hint="close it in a moment")
@@ -419,12 +448,13 @@ class ProviderTabs:
             raise NothingOwed(f"no call ran under the tab of authorization {auth.id.hex()[:16]} here: nothing is "
                               "owed, and no receipt is signed", hint="drop the authorization")
         tab = self._keep(tab)
+        first = not tab.closed  # else another close of it is countersigning now
         tab.closed = True  # no call starts under it any more
         receipt = await self.ledger.countersign(self.node, auth, tab.total, {"fuel": tab.fuel, "invokes": tab.count},
-                                                verified=True)
+                                                verified=True, sender=sender)
         self._tabs.pop(auth.id, None)  # a closed tab is known by its receipt from now on
         self.prune(auth.id)  # its total is in the receipt: the run records have done their work
-        return receipt
+        return receipt, first
 
 
 __all__ = ["GatewayTabs", "JOB", "OpenTab", "ProviderTabs", "TAB_CALLS"]

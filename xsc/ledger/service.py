@@ -253,7 +253,7 @@ class LedgerService:
         return record["amount"], record["usage"]
 
     async def countersign(self, payee: Identity, authorization: Authorization, amount: int,
-                          usage: dict[str, int], *, verified: bool = False) -> Receipt:
+                          usage: dict[str, int], *, verified: bool = False, sender: str | None = None) -> Receipt:
         """Payee side: append the receipt for `amount` and `usage` under the payer's authorization.
 
         Idempotent: an authorization already countersigned here with the same amount and usage gets its
@@ -264,8 +264,28 @@ class LedgerService:
         usage_pairs = normalize_usage(usage)
         async with self._lock:
             return await asyncio.get_running_loop().run_in_executor(
-                self._writer, functools.partial(self.store.countersign, verified=verified), payee, authorization,
+                self._writer, functools.partial(self.store.countersign, verified=verified, sender=sender), payee,
+                authorization,
                 amount, usage_pairs, int(time.time()))
+
+    def sender_counted(self, authorization_id: bytes) -> None:
+        """The trust line of the node that asked for this authorization's receipt has counted it: its sender record
+        goes (not synced: counting again after a crash is a no-op, trust lines count each authorization once)."""
+        self.store.sender_counted(authorization_id)
+
+    def check_countersign(self, payee: Identity, authorization: Authorization, amount: int,
+                          usage: dict[str, int]) -> None:
+        """What `countersign` refuses in the authorization and the claim themselves, whatever the chain holds
+        (a negative or huge amount, bad usage, payer = payee, amount over the cap, an expired authorization), raised
+        before a payee's own check of the claim records anything of it (a storage period counted as paid)."""
+        _check_amount(amount)
+        if not isinstance(authorization, Authorization):
+            raise InvalidEntry("not an authorization")
+        now = int(time.time())
+        # (its body is encoded as it is made: an amount or a usage value past 2^63-1 is refused there)
+        receipt = Receipt(payee.public_key, 1, b"\0" * 32, amount, now, normalize_usage(usage), authorization)
+        rules.check_transfer(receipt)
+        rules.check_fresh(receipt, now)
 
     async def complete(self, payer: Identity, receipt: Receipt) -> Payment:
         """Payer side: append the payment countersigning the payee's receipt; drop the pending record, release

@@ -87,7 +87,8 @@ class Payments:
                  on_countersigned: Callable[[str, bytes, int], None] = lambda peer, authorization, amount: None,
                  on_strike: Callable[[str, str], None] = lambda peer, why: None,
                  on_owed: Callable[[str, bytes, int], None] = lambda peer, authorization, amount: None,
-                 collectable: Callable[[str], int] = lambda peer: 0) -> None:
+                 collectable: Callable[[str], int] = lambda peer: 0,
+                 owe_counted: Callable[[bytes], bool] = lambda authorization_id: True) -> None:
         self.ledger = ledger
         self.payer = payer  # the local user's account
         self.node = node  # this node's account: the payee of work done here
@@ -99,11 +100,18 @@ class Payments:
         self.on_strike = on_strike  # (peer, why): a misbehaviour (a refused claim, a bad receipt): quarantine
         self.on_owed = on_owed  # (peer, authorization id, amount): the local user paid a peer (once each)
         self.collectable = collectable  # peer -> what a prepayment from it may carry (its trust line)
+        self.owe_counted = owe_counted  # authorization id -> whether on_owed counted this node's payment under it
         self.checks: dict[str, ReceiptCheck] = {}
         # job prefix -> how to get the receipt of a pending authorization that has no claim: the payee states
         # the amount (a tab of remote invokes: the provider's total, bounded by the cap).
         self.closers: dict[str, Callable[[str, str, Authorization], Awaitable[Receipt]]] = {}
+        # job prefix -> whether the retry may pay a receipt the payee made (its own check of the amount: a tab's
+        # gateway pays no more than its tally, however the receipt reached it); False: it dropped the authorization.
+        self.payable: dict[str, Callable[[Authorization, Receipt], Awaitable[bool]]] = {}
+        # job prefix -> what to do once the retry paid a receipt (a function's spend counts it).
+        self.paid_by_retry: dict[str, Callable[[Authorization, Receipt], Awaitable[None]]] = {}
         self._busy: set[bytes] = set()
+        self._countersigning: set[bytes] = set()  # authorizations a request is countersigning now (payee side)
         self._wake = asyncio.Event()
 
     # --- payer side ----------------------------------------------------------------------
@@ -211,10 +219,24 @@ class Payments:
     def add_check(self, kind: str, check: ReceiptCheck) -> None:
         self.checks[kind] = check
 
-    def add_closer(self, job_prefix: str, closer: Callable[[str, str, Authorization], Awaitable[Receipt]]) -> None:
+    def add_closer(self, job_prefix: str, closer: Callable[[str, str, Authorization], Awaitable[Receipt]], *,
+                   payable: Callable[[Authorization, Receipt], Awaitable[bool]] | None = None,
+                   paid: Callable[[Authorization, Receipt], Awaitable[None]] | None = None) -> None:
         """How the retry gets the receipt of a pending authorization of this job prefix that has no claim (of
-        prefixes that both match, the longer one's closer)."""
+        prefixes that both match, the longer one's closer); whether it may pay the receipt it got (`payable`), and
+        what follows once it paid it (`paid`), whether the closer made that receipt or the payee already held it
+        (the answer to its owner's own close was lost)."""
         self.closers[job_prefix] = closer
+        if payable is not None:
+            self.payable[job_prefix] = payable
+        if paid is not None:
+            self.paid_by_retry[job_prefix] = paid
+
+    @staticmethod
+    def _for_job(table: dict[str, Any], auth: Authorization) -> Any:
+        """The entry of `table` for the most particular job prefix `auth.job` starts with, or None."""
+        return max(((p, c) for p, c in table.items() if auth.job.startswith(p)), default=(None, None),
+                   key=lambda found: len(found[0]))[1]
 
     async def countersign(self, sender: str, auth: Authorization, amount: int, usage: dict[str, int],
                           job: str | None = None) -> Receipt:
@@ -226,7 +248,25 @@ class Payments:
                              f"({self.node.id})", hint="send it to the node whose account it names as payee")
         if not verify(auth.payer, auth.signature, auth.body):
             raise InvalidEntry("the authorization's payer signature is invalid")
+        # What the sender paid raises its recognition here (on_paid) once per authorization, by the request that
+        # made the receipt: a repeat (a lost answer retried, or a replay of the same request, by the sender or any
+        # node that saw it) gets the stored receipt, and counted on each it raised the sender's weight at will.
+        first = await self.ledger.receipt_for(auth.id) is None and auth.id not in self._countersigning
+        if first:
+            self._countersigning.add(auth.id)
+        try:
+            return await self._countersign(sender, auth, amount, usage, first)
+        finally:
+            if first:
+                self._countersigning.discard(auth.id)
+
+    async def _countersign(self, sender: str, auth: Authorization, amount: int, usage: dict[str, int],
+                           first: bool) -> Receipt:
         if await self.ledger.receipt_for(auth.id) is None:  # already countersigned: the check passed then
+            # What the ledger would refuse anyway is refused before the check: a check records the claim as paid
+            # (a storage period), and a claim under an expired authorization, never countersigned, left its period
+            # paid for nothing.
+            self.ledger.check_countersign(self.node, auth, amount, usage)
             check = self.checks.get(job_kind(auth.job))
             if check is None:
                 known = ", ".join(sorted(self.checks)) or "none"
@@ -239,9 +279,11 @@ class Payments:
             except XscError as exc:
                 self.on_strike(sender, f"asked for a receipt this node refused: {exc.message}")
                 raise
-        receipt = await self.ledger.countersign(self.node, auth, amount, usage, verified=True)
+        receipt = await self.ledger.countersign(self.node, auth, amount, usage, verified=True, sender=sender)
         self.on_countersigned(sender, auth.id, receipt.amount)
-        self.on_paid(sender, amount, True)
+        if first:
+            self.ledger.sender_counted(auth.id)  # its line counted it: nothing left for a restart to count
+            self.on_paid(sender, amount, True)
         return receipt
 
     async def check_prepayment(self, sender: str, auth: Authorization, amount: int, usage: dict[str, int]) -> None:
@@ -280,7 +322,32 @@ class Payments:
         self._wake.set()
 
     def start(self) -> None:
-        pass
+        self.count_uncounted()
+
+    def count_uncounted(self, recent: int = 64) -> int:
+        """What a kill -9 left between a synced ledger write and the trust line that counts it, counted now (each
+        authorization is counted once, so counting again is harmless): receipts this node countersigned whose
+        sender's line did not count them (their sender is written with the receipt), and the newest payments of the
+        local user to other nodes not counted as owed (they are counted in chain order: the first counted one ends
+        the walk).  Returns how many."""
+        counted = 0
+        for authorization_id, sender in self.ledger.store.senders():
+            receipt = self.ledger.store.receipt_for(authorization_id)
+            if receipt is not None:
+                self.on_countersigned(sender, authorization_id, receipt.amount)
+                counted += 1
+            self.ledger.sender_counted(authorization_id)
+        for entry in self.ledger.store.history(self.payer.public_key, recent):
+            auth = entry.authorization
+            if not isinstance(entry, Payment) or auth.payee == self.node.public_key:
+                continue
+            if self.owe_counted(auth.id):
+                break
+            self.on_owed(public_id(auth.payee), auth.id, entry.receipt.amount)
+            counted += 1
+        if counted:
+            log.warning("counted %d settlement(s) a stop had left off the trust lines", counted)
+        return counted
 
     def loops(self) -> dict[str, Any]:
         # Its first pass runs at once (payments left pending by the last run), then on wake or every interval.
@@ -311,8 +378,7 @@ class Payments:
             receipt = await fetch_receipt(self.client, url, node_id, auth)
             if receipt is None and now <= auth.expires_at:
                 claim = self.ledger.claim(auth.id)
-                closer = max(((p, c) for p, c in self.closers.items() if auth.job.startswith(p)), default=(None, None),
-                             key=lambda found: len(found[0]))[1]  # the most particular kind of work's own
+                closer = self._for_job(self.closers, auth)  # the most particular kind of work's own
                 if claim is not None:
                     receipt = await ask_receipt(self.client, url, node_id, auth, *claim)
                 elif closer is not None:
@@ -339,8 +405,14 @@ class Payments:
         if receipt is not None:
             if payer is None:
                 return "pending"
+            payable = self._for_job(self.payable, auth)
+            if payable is not None and not await payable(auth, receipt):
+                return "abandoned"  # a receipt for more than is owed: not paid, its authorization dropped
             await self.ledger.complete(payer, receipt)
             self.on_owed(node_id, auth.id, receipt.amount)
+            paid = self._for_job(self.paid_by_retry, auth)
+            if paid is not None:
+                await paid(auth, receipt)
             log.info("completed payment %s to %s (%s credits)", auth.id.hex()[:16], node_id[:12],
                      format_credits(receipt.amount))
             return "completed"

@@ -297,10 +297,11 @@ class LedgerStore:
         return entry if isinstance(entry, Payment) and entry.authorization.id == authorization_id else None
 
     def countersign(self, payee: Identity, auth: Authorization, amount: int, usage: tuple[tuple[str, int], ...],
-                    now: int, *, verified: bool = False) -> Receipt:
+                    now: int, *, verified: bool = False, sender: str | None = None) -> Receipt:
         """The payee's half: append its signed receipt for `amount` under `auth` (or return the one it made).
 
-        `verified`: the caller has already checked the payer's signature on `auth` (it is not checked twice)."""
+        `verified`: the caller has already checked the payer's signature on `auth` (it is not checked twice).
+        `sender`: the node that asked for it, written with the receipt until its trust line counts it (`senders`)."""
         if auth.payee != payee.public_key:
             raise WrongPayee(f"authorization {auth.id.hex()[:16]} pays account {public_id(auth.payee)}, "
                              f"not this node's account {public_id(payee.public_key)}",
@@ -327,8 +328,17 @@ class LedgerStore:
         new_state = rules.check_append(state, receipt, settled_by=None, credit_limit=self.credit_limit)
         receipt = receipt.signed(payee.sign(receipt.body))
         self._self_check([receipt.signatures()[0]])
-        self._write([receipt], {payee.public_key: new_state}, {auth.id: receipt.id})
+        self._write([receipt], {payee.public_key: new_state}, {auth.id: receipt.id},
+                    {keys.ledger_sender(auth.id): sender.encode()} if sender is not None else None)
         return receipt
+
+    def sender_counted(self, authorization_id: bytes) -> None:
+        self.db.delete(keys.ledger_sender(authorization_id))
+
+    def senders(self) -> list[tuple[bytes, str]]:
+        """(authorization id, sender node id) of receipts whose sender's trust line has not counted them yet."""
+        with self.db.iterator(prefix=keys.LEDGER_SENDERS) as it:
+            return [(key[len(keys.LEDGER_SENDERS):], value.decode()) for key, value in it]
 
     def complete(self, payer: Identity, receipt: Receipt, now: int) -> Payment:
         """The payer's half: append the payment countersigning the payee's receipt (or return the one made)."""

@@ -163,6 +163,10 @@ class TrustLines:
         what this node can collect from that peer, counted once."""
         self._add(peer, "owed", authorization_id, amount)
 
+    def owe_counted(self, authorization_id: bytes) -> bool:
+        """Whether this node's payment under `authorization_id` was counted as owed (`owe`)."""
+        return self._store.counted(self._store.marker("owed", authorization_id))
+
     def _add(self, peer: str, total: str, authorization_id: bytes, amount: int) -> None:
         marker = self._store.marker(total, authorization_id)
         with self._lock:

@@ -27,6 +27,16 @@ WEIGHT_STEP = Decimal("0.1")  # derived weights are published to a tenth
 EQUALS = Decimal("0.5")  # derived weights this close to the best are equals when the bound picks peers
 
 
+def check_weight(weight: Decimal) -> None:
+    """A weight the user may set, or InvalidArgument."""
+    if not weight.is_finite() or not 0 <= weight <= MAX_RECOGNITION:
+        raise InvalidArgument(f"a recognition weight must be between 0 and {MAX_RECOGNITION}, not {weight}")
+    try:
+        bounded_decimal(weight)  # what a commitment may carry (it could not be published otherwise)
+    except ValueError as exc:
+        raise InvalidArgument(f"a recognition weight: {exc}") from None
+
+
 class Recognition:
     def __init__(self, *, db: Any, me: str, peers: Any, at_most: int = 16) -> None:
         self.db = db
@@ -68,12 +78,7 @@ class Recognition:
             self.db.delete(keys.market_recognition(key), sync=True)
             self.user_weights.pop(peer, None)
         else:
-            if not weight.is_finite() or not 0 <= weight <= MAX_RECOGNITION:
-                raise InvalidArgument(f"a recognition weight must be between 0 and {MAX_RECOGNITION}, not {weight}")
-            try:
-                bounded_decimal(weight)  # what a commitment may carry (it could not be published otherwise)
-            except ValueError as exc:
-                raise InvalidArgument(f"a recognition weight: {exc}") from None
+            check_weight(weight)
             self.db.put(keys.market_recognition(key), str(weight).encode(), sync=True)
             self.user_weights[peer] = weight
         self._made = None

@@ -39,7 +39,7 @@ from ..itc import Stamp
 from ..allocation.core.subscriptions import Subscribers, interests
 from ..errors import InvalidArgument, PeerError
 from ..config import MarketSection
-from ..identity import Identity
+from ..identity import Identity, parse_public_id
 from ..net.peer_client import dumps
 from .core.auction import clear_book
 from .core.book import MarketCommitment, sign_commitment
@@ -47,7 +47,7 @@ from .core.models import Ask, Bid, offer_asks
 from .lookup import ProviderLookup, providers_in
 from .needs import NeedRegistry
 from .prices import Prices
-from .recognition import Recognition
+from .recognition import Recognition, check_weight
 from .replication import BookReplication
 from .store import MarketStore
 from .core.orders import market_orders
@@ -531,9 +531,12 @@ class MarketService:
                 weight = Decimal(str(weight))
             except InvalidOperation:
                 raise InvalidArgument(f"not a number: {weight!r}", hint="a weight is a decimal from 0 to 1000") from None
-        self.set_recognition(peer, weight)
+            check_weight(weight)
+        parse_public_id(peer)
+        # Both checked before either is written: a refused credit line left the weight set, and the peer recognised.
         if credit is not False and self.credit_lines is not None:
             self.credit_lines.set_credit(peer, credit)
+        self.set_recognition(peer, weight)
         row = next((r for r in self.recognition_view() if r["peer"] == peer), None) or {"peer": peer, "weight": None}
         if self.credit_lines is not None:
             row["credit_line"] = self.credit_lines.line(peer)

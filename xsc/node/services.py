@@ -243,7 +243,8 @@ class Node:
             ledger=self.ledger, payer=self.payer, node=self.identity, peers=self.peers, client=self.client,
             retry_interval=config.ledger.settle_retry_interval,
             on_paid=lambda peer, amount, by_them: market.note_paid(peer, amount, by_them=by_them),
-            on_countersigned=trust.paid, on_strike=self.strike, on_owed=trust.owe, collectable=trust.collectable)
+            on_countersigned=trust.paid, on_strike=self.strike, on_owed=trust.owe, collectable=trust.collectable,
+            owe_counted=trust.owe_counted)
         payments.add_check("prepay", payments.check_prepayment)
         self.terms = HolderTerms(db=db, store=self.store, ask=lambda: market.honoured_ask("storage"))
         payments.add_check("store", self.terms.check_receipt)
