@@ -188,6 +188,7 @@ class Store:
         if self._ptr is not None:
             ptr, self._ptr = self._ptr, None
             (_store_delete_held if hold_gil else ffi.wasmtime_store_delete)(ptr)
+            self._on_epoch = None  # wasmtime calls it no more: what it holds (a job's streams) goes now
 
     def __del__(self) -> None:
         self.close()
