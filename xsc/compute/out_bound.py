@@ -137,7 +137,7 @@ def _written() -> int | None:
 
 def _unlinked(out_dir: str) -> int:
     """Bytes on disk of files under `out_dir` this process holds open after they were unlinked."""
-    prefix = out_dir.rstrip("/") + "/"
+    prefix = os.path.realpath(out_dir) + "/"  # as the kernel names an open file: absolute, no symlink
     total = 0
     try:
         descriptors = os.listdir("/proc/self/fd")
