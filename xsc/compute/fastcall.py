@@ -24,6 +24,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+import typing
 from ctypes import POINTER, byref
 
 import wasmtime
@@ -51,6 +52,10 @@ _store_limiter = _held("wasmtime_store_limiter")
 _set_fuel = _held("wasmtime_context_set_fuel")
 _get_fuel = _held("wasmtime_context_get_fuel")
 _set_epoch_deadline = _held("wasmtime_context_set_epoch_deadline")
+_epoch_callback = _held("wasmtime_store_epoch_deadline_callback")
+_EpochCallback = _epoch_callback.argtypes[1]
+_NO_DATA_FINALIZER = ctypes.cast(0, _epoch_callback.argtypes[3])
+_error_new = _held("wasmtime_error_new")
 _export_get = _held("wasmtime_instance_export_get")
 _instance_new_held = _held("wasmtime_instance_new")
 _memory_size = _held("wasmtime_memory_size")
@@ -129,12 +134,13 @@ class Store:
     """A Store for one call.  wasmtime-py helpers accept it where they want a Store (they only call
     `_context()`).  `close()` frees it (and its instance and memory) at once."""
 
-    __slots__ = ("_ptr", "_context_ptr")
+    __slots__ = ("_ptr", "_context_ptr", "_on_epoch")
 
     def __init__(self, engine: wasmtime.Engine, *, fuel: int, memory: int, table_elements: int, instances: int,
                  tables: int, memories: int, deadline_ticks: int) -> None:
         self._ptr = _store_new(engine.ptr(), None, _NO_FINALIZER)
         self._context_ptr = _store_context(self._ptr)
+        self._on_epoch = None
         _raise(_set_fuel(self._context_ptr, fuel), None)
         _store_limiter(self._ptr, memory, table_elements, instances, tables, memories)
         _set_epoch_deadline(self._context_ptr, deadline_ticks)
@@ -156,6 +162,24 @@ class Store:
         """Trap once the engine's epoch has moved `ticks` past where it is now."""
         _set_epoch_deadline(self._context(), ticks)
 
+    def on_epoch(self, check: typing.Callable[[], str | None]) -> None:
+        """Call `check` (on the thread running the Store's code) each time its epoch deadline is reached, instead
+        of trapping: None gives the code one more tick; a text stops it, raised from the call as a WasmtimeError
+        with that text (not a Trap: wasmtime's C API makes no trap of a callback's error).  An exception in
+        `check` stops it too: a check that cannot tell must not let it run on unchecked."""
+        def call(context, data, delta, kind) -> int:
+            try:
+                stop = check()
+            except Exception as exc:  # noqa: BLE001 - ctypes would print it and go on with a delta of 0
+                stop = f"the check of a running call failed: {exc!r}"
+            if stop is None:
+                delta[0], kind[0] = 1, 0  # WASMTIME_UPDATE_DEADLINE_CONTINUE
+                return 0
+            return ctypes.cast(_error_new(stop.encode()), ctypes.c_void_p).value
+
+        self._on_epoch = _EpochCallback(call)  # kept while the Store lives: wasmtime calls it
+        _epoch_callback(self._ptr, self._on_epoch, None, _NO_DATA_FINALIZER)
+
     def set_wasi(self, config: WasiConfig) -> None:
         _raise(_set_wasi(self._context(), config.consume()), None)
 
@@ -164,6 +188,7 @@ class Store:
         if self._ptr is not None:
             ptr, self._ptr = self._ptr, None
             (_store_delete_held if hold_gil else ffi.wasmtime_store_delete)(ptr)
+            self._on_epoch = None  # wasmtime calls it no more: what it holds (a job's streams) goes now
 
     def __del__(self) -> None:
         self.close()

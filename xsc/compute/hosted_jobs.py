@@ -34,7 +34,7 @@ from ..errors import (Conflict, InvalidArgument, NotFound, OverCap, PayloadTooLa
 from ..identity import public_id
 from ..net.jobs import CHUNK
 from ..tasks import in_pool
-from .job_sandbox import file_sha256, run_program
+from .job_sandbox import file_sha256, remove_tree, run_program
 from .jobspec import job_id, parse_sent_job
 from .paid import PaidCompute, not_here
 from .service import ComputeService, InvokeCall
@@ -93,7 +93,7 @@ class HostedJobs:
 
     def start(self) -> None:
         """Files of jobs a stop cut short: nothing can fetch them any more."""
-        shutil.rmtree(self.work_dir, ignore_errors=True)
+        remove_tree(self.work_dir)
 
     async def close(self) -> None:
         for job in list(self._jobs.values()):
@@ -266,7 +266,7 @@ class HostedJobs:
             self.paid.provider_tabs.ran(job.tab, job.budget, None)
             self.paid.release(job.sender, job.budget)
             job.budget = 0
-        shutil.rmtree(job.work, ignore_errors=True)
+        remove_tree(job.work)
 
 
 class _Serving:

@@ -8,6 +8,7 @@ provider), holds what the run may cost, and afterwards records and pays it; this
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import os
@@ -63,12 +64,16 @@ async def run_program(compute: ComputeService, spec: JobSpec, prepared, signatur
                           stdout_sink=sink if spec.stdout_to_store else None,
                           inputs_dir=str(work / "in") if spec.inputs else None,
                           outputs_dir=str(out_dir) if spec.outputs else None, env=dict(spec.env),
+                          bytes_out=spec.bytes_out if spec.outputs or spec.stdout_to_store else None,
                           prepaid_fuel=prepaid, seed=bytes.fromhex(job_id) if spec.deterministic else None)
         argv = [spec.module, *spec.argv]
         started = time.time_ns()
         outcome = await sandboxed(compute, prepared, spec.entrypoint, signature, argv, limits, streams)
-    files, refusal = await in_pool(None, _outputs, out_dir, stdout_path if spec.stdout_to_store else None,
-                                   spec.bytes_out)
+    files: list[OutputFile] = []
+    refusal = outcome.stopped  # what it left is not listed: more files, or deeper, than listing may meet
+    if refusal is None:
+        files, refusal = await in_pool(None, _outputs, out_dir, stdout_path if spec.stdout_to_store else None,
+                                       spec.bytes_out)
     out_fuel = io_fuel(sum(size for _, _, size in files))
     if refusal is None and outcome.trap_kind is None and outcome.fuel_consumed + out_fuel > limits.fuel:
         refusal = (f"storing its {len(files)} output(s) costs {out_fuel:,} fuel, more than the "
@@ -76,6 +81,8 @@ async def run_program(compute: ComputeService, spec: JobSpec, prepared, signatur
     outcome.fuel_consumed = min(limits.fuel, outcome.fuel_consumed + out_fuel)
     if outcome.over_cap is not None:
         refusal = f"its {outcome.over_cap} went over its cap"
+    if outcome.stopped is not None:
+        refusal = outcome.stopped
     return Sandboxed(outcome, started, argv, files, refusal)
 
 
@@ -159,6 +166,49 @@ def file_sha256(path: Path) -> str:
         while chunk := f.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a job's work directory, however deep the tree its program made in it: each directory met is moved
+    up to the top and emptied from there (no recursion, two descriptors, no long path: shutil.rmtree recurses
+    once a level, and a program may nest directories deeper than Python recurses in the tick before it is
+    stopped).  What cannot be removed is left."""
+    try:
+        top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return
+    moved = 0
+    try:
+        removed = True
+        while removed:  # a pass that removes nothing ends it: what is left cannot be removed
+            removed = False
+            with os.scandir(top) as listing:
+                names = [(e.name, e.is_dir(follow_symlinks=False)) for e in listing]
+            for name, is_dir in names:
+                with contextlib.suppress(OSError):
+                    if is_dir:
+                        inner = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=top)
+                        try:
+                            os.fchmod(inner, 0o700)  # /in is read-only
+                            with os.scandir(inner) as listing:
+                                children = [(e.name, e.is_dir(follow_symlinks=False)) for e in listing]
+                            for child, child_is_dir in children:
+                                if child_is_dir:
+                                    moved += 1
+                                    os.rename(child, f".up-{moved}", src_dir_fd=inner, dst_dir_fd=top)
+                                else:
+                                    os.unlink(child, dir_fd=inner)
+                                removed = True
+                        finally:
+                            os.close(inner)
+                        os.rmdir(name, dir_fd=top)
+                    else:
+                        os.unlink(name, dir_fd=top)
+                    removed = True
+    finally:
+        os.close(top)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
 
 
 def _outputs(out_dir: Path, stdout: Path | None, cap: int) -> tuple[list[OutputFile], str | None]:

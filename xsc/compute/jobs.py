@@ -21,7 +21,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import shutil
 import tempfile
 import time
 from collections import Counter
@@ -41,7 +40,8 @@ from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job
 from .lineage import verify_hash as _verify_hash
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
-from .job_sandbox import UNPRINTABLE, record_and_owe, run_program
+from .job_sandbox import MAX_OUTPUTS, UNPRINTABLE, record_and_owe, remove_tree, run_program
+from .out_bound import MAX_DEPTH, MAX_ENTRIES
 from .sent_jobs import Returned
 from .wasi_io import io_fuel
 
@@ -92,7 +92,7 @@ class JobService:
         """The work directories of jobs a stop cut short (their stdin, their outputs not yet stored): nothing reads
         them again, and each may hold up to its bytes_in and bytes_out."""
         for stale in self.work_dir.glob("job-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+            remove_tree(stale)
 
     def loops(self) -> dict[str, Any]:
         return {"jobs-recover": self.recover}  # once, at start: it ends by itself
@@ -129,7 +129,7 @@ class JobService:
                 if not held[1]:
                     del self._one_at_a_time[jid]
         finally:
-            await in_pool(None, shutil.rmtree, work, True)
+            await in_pool(None, remove_tree, work)
 
     async def _run_staged(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
                           staged: Staged, jid: str, fresh: bool) -> dict[str, Any]:
@@ -355,9 +355,7 @@ class JobService:
         answer.pop("signed", None)
         if refusal is not None:
             raise OverCap(f"the job {job['id'][:16]}… ran, but {refusal}: nothing of its outputs is stored",
-                          hint="name the files it leaves in /out with printable characters"
-                          if refusal.startswith(UNPRINTABLE) else
-                          "ask for more with --bytes-out (or --stdout-cap), or write less", **answer)
+                          hint=_refusal_hint(refusal), **answer)
         if trap is not None:
             raise Trap(f"the job {job['id'][:16]}… failed: {trap['message']}", kind=trap.get("kind"),
                        hint=trap.get("hint"), **answer)
@@ -559,6 +557,15 @@ def _replicas(chosen: list[Any], answers: list[Any], agreed: list[Any]) -> list[
             out.append({"provider": a.provider, "paid": r in agreed, "provenance": r.run["provenance"],
                         "charge": r.run["charge"] if r in agreed else 0, "fuel_consumed": r.run["fuel_consumed"]})
     return out
+
+
+def _refusal_hint(refusal: str) -> str:
+    if refusal.startswith(UNPRINTABLE):
+        return "name the files it leaves in /out with printable characters"
+    if refusal.startswith(("it made", "it left more than")):  # out_bound.py's bounds on /out's tree, MAX_OUTPUTS
+        return (f"make at most {MAX_ENTRIES:,} files and directories in /out, {MAX_DEPTH} deep, and leave at most "
+                f"{MAX_OUTPUTS} (many files in one archive are one)")
+    return "ask for more with --bytes-out (or --stdout-cap), or write less"
 
 
 def _affordable(nbytes: int, fuel: int) -> int:

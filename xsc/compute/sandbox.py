@@ -21,6 +21,7 @@ from . import limits as lim
 from .fastcall import Callable, Store, instance_object
 from .limits import Limits
 from .modules import PAGE, ModuleInfo
+from .out_bound import OUTPUT_LIMIT, OutBound, Stopped
 from .provenance import METERING_EXACT, METERING_TIME_BOUNDED
 from .values import Signature
 from .wasi_io import Capture, Streams, fixed_by, fixed_instance_pre
@@ -103,6 +104,7 @@ class Outcome:
     stderr_dropped: int = 0
     stdout_bytes: int = 0  # bytes of stdout kept (in `stdout`, or in the job's stdout file)
     over_cap: str | None = None  # "stdout" or "stderr": a job's stream refused a write for its cap
+    stopped: str | None = None  # why a job was stopped for its outputs while it ran (out_bound.py), a clause
 
 
 def new_store(engine: wasmtime.Engine, limits: Limits, deadline_ticks: int) -> Store:
@@ -130,7 +132,8 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
         try:
             outcome = _run_in(store, prepared, function, signature, args, limits, wasi_argv, on_loop, streams,
                               engine if streams is not None and streams.seed else None,
-                              arm=lambda: store.set_deadline(ticks + eng.owed_ticks(engine)))
+                              arm=lambda: store.set_deadline(ticks + eng.owed_ticks(engine)),
+                              bounded=lambda bound: _bounded(store, engine, bound, ticks))
             return outcome
         finally:
             # Frees the instance and its memory now, not whenever the garbage collector gets to it.
@@ -143,13 +146,17 @@ def run(engine: wasmtime.Engine, prepared: Prepared, function: str, signature: S
 def _run_in(store: Store, prepared: Prepared, function: str, signature: Signature, args: list[int | float],
             limits: Limits, wasi_argv: list[str] | None, on_loop: bool = False,
             streams: Streams | None = None, fixed_on: wasmtime.Engine | None = None,
-            *, arm: typing.Callable[[], None]) -> Outcome:
-    out = err = None
+            *, arm: typing.Callable[[], None],
+            bounded: typing.Callable[[OutBound], typing.Callable[[], None]] | None = None) -> Outcome:
+    out = err = bound = None
     if wasi_argv is not None:
         streams = streams or Streams()
         out = Capture(store, streams.stdout_cap, streams.refuse_over_cap, streams.stdout_sink)
         err = Capture(store, streams.stderr_cap, streams.refuse_over_cap)
         store.set_wasi(streams.config(wasi_argv, out, err))
+        if streams.bytes_out is not None and bounded is not None:
+            bound = OutBound(streams.outputs_dir, streams.bytes_out, out if streams.stdout_sink is not None else None)
+            arm = bounded(bound)
         if streams.prepaid_fuel:  # the bytes offered to it (a job's stdin and inputs), paid from its budget
             store.set_fuel(max(0, limits.fuel - streams.prepaid_fuel))
     target = prepared.callable(function, signature, fixed_on)
@@ -179,10 +186,14 @@ def _run_in(store: Store, prepared: Prepared, function: str, signature: Signatur
     except wasmtime.Trap as exc:
         duration = time.perf_counter_ns() - start
         outcome = _trapped(exc, store, instance, limits, duration)
-    except wasmtime.WasmtimeError as exc:  # instantiation refused: a limit, before any code ran
+    except wasmtime.WasmtimeError as exc:  # instantiation refused (a limit, before any code ran), or a job stopped
         duration = time.perf_counter_ns() - start
-        outcome = _refused(exc, limits, duration)
+        stopped = bound.stopped if bound is not None else None
+        outcome = _refused(exc, limits, duration) if stopped is None else \
+            _trapped(exc, store, instance, limits, duration, stopped)
     outcome.cpu_ns = time.thread_time_ns() - cpu_start
+    if bound is not None:
+        outcome.stopped = bound.ended()
     if prepared.hidden_memory:
         outcome.memory_pages = limits.memory // PAGE
     elif instance is not None:
@@ -198,13 +209,32 @@ def _run_in(store: Store, prepared: Prepared, function: str, signature: Signatur
     return outcome
 
 
-def _trapped(exc: wasmtime.Trap, store: Store, instance, limits: Limits,
-             duration_ns: int) -> Outcome:
+def _bounded(store: Store, engine: wasmtime.Engine, bound: OutBound, ticks: int) -> typing.Callable[[], None]:
+    """A job's run checked at every tick by `bound`, which keeps its deadline too (the Store has one epoch
+    deadline): how to arm it, as the deadline alone is armed otherwise."""
+    def check() -> str | None:
+        stopped = bound.check()
+        return None if stopped is None else f"{stopped.kind}: {stopped.why}"
+
+    def arm() -> None:
+        store.on_epoch(check)
+        bound.start((ticks - 1) * eng.TICK)  # what deadline_ticks allows: never less than the timeout
+        store.set_deadline(1 + eng.owed_ticks(engine))
+
+    return arm
+
+
+def _trapped(exc: wasmtime.Trap | wasmtime.WasmtimeError, store: Store, instance, limits: Limits,
+             duration_ns: int, stopped: Stopped | None = None) -> Outcome:
     # wasmtime under-reports fuel after some traps (an interrupt in a call-free loop, a fault, a divide by
-    # zero): such a call is charged what it could have used in the time it ran (at most its budget), or what
-    # was metered if that is more.  Out of fuel is exact: the whole budget was used.
-    code = exc.trap_code
-    kind = _TRAP_KINDS.get(code, code.name.lower().replace("_", "-") if code is not None else "trap")
+    # zero) and after a job's check stopped it: such a call is charged what it could have used in the time it
+    # ran (at most its budget), or what was metered if that is more.  Out of fuel is exact: the whole budget
+    # was used.
+    if stopped is not None:
+        kind = stopped.kind
+    else:
+        code = exc.trap_code
+        kind = _TRAP_KINDS.get(code, code.name.lower().replace("_", "-") if code is not None else "trap")
     try:
         metered = limits.fuel - store.fuel()
     except Exception:  # noqa: BLE001 - a store the trap left unreadable: the time bound alone
@@ -221,6 +251,10 @@ def _trapped(exc: wasmtime.Trap, store: Store, instance, limits: Limits,
         outcome.message = (f"deadline exceeded: the call ran for {duration_ns / 1e9:.2f} s, "
                            f"past its wall-clock limit of {limits.timeout:g} s")
         outcome.hint = "ask for more time with --timeout, up to the node's compute.timeout; or look for an endless loop"
+    elif kind == OUTPUT_LIMIT:
+        outcome.message = f"stopped while it ran: {stopped.why}"
+        outcome.hint = "ask for more with --bytes-out, or write less" if stopped.why.startswith("its outputs") \
+            else "make fewer files and directories in /out"
     elif kind == "stack-overflow":
         outcome.message = (f"stack overflow: the calls nested deeper than the "
                            f"{format_size(eng.SETTINGS['max_wasm_stack'])} wasm stack allows")

@@ -49,6 +49,7 @@ class Streams:
     pipes_kept: bool = False  # the pipes' writing ends are the caller's: `release` leaves them open
     inputs_dir: str | None = None  # host directory mounted read-only at /in
     outputs_dir: str | None = None  # host directory mounted writable at /out
+    bytes_out: int | None = None  # a job: /out and a stored stdout held to this while it runs (out_bound.py)
     env: dict[str, str] = field(default_factory=dict)
     prepaid_fuel: int = 0  # fuel for the bytes offered to the program, taken from its budget before it runs
     seed: bytes | None = None  # a deterministic run: WASI's clocks and random made from this (the job id)

@@ -1,0 +1,114 @@
+"""A job's outputs held to its bytes_out while it runs (compute/out_bound.py): a job that writes or creates files
+without end is stopped near its limit, refused as a job over its limit is, and nothing of it is stored."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.support.cli import error_line, ok
+from tests.support.compute import WASM, deploy
+from tests.support.jobs import balances, network, run_job, settle, verified
+from xsc.node import IDENTITY
+from xsc.node.appkeys import NODE
+
+HOARD = str(WASM / "hoard.wasm")
+OUTPUTS = str(WASM / "outputs.wasm")
+CAP = 2 << 20
+# What a job may write past its bytes_out before the check at the next tick stops it (out_bound.py): a tick's
+# writes into the page cache (tens of MiB at a few GB/s, more if the tick comes late), and one 64 KiB write; far
+# under what it writes unchecked before its timeout.
+OVERSHOOT = 256 << 20
+
+
+def written(text: str) -> int:
+    """The bytes a refusal says a job had written when it was stopped."""
+    found = re.search(r"its outputs were ([\d,]+) bytes, over its bytes_out", text)
+    assert found, text
+    return int(found[1].replace(",", ""))
+
+
+def stored_files(node) -> list[str]:
+    listed = json.loads(ok(node.xsc("store", "ls", "--json")))
+    return [f["capability"] for f in (listed["files"] if isinstance(listed, dict) else listed)]
+
+
+def work_left(node) -> list:
+    return [p for p in (node.data_dir / "jobs").glob("job-*")] if (node.data_dir / "jobs").exists() else []
+
+
+@pytest.mark.parametrize("entrypoint", ["_start", "hidden"])
+def test_a_job_writing_without_end_is_stopped_near_its_bytes_out(xsc_node, entrypoint):
+    before = stored_files(xsc_node)
+    result = xsc_node.xsc("compute", "run", HOARD, "--entrypoint", entrypoint, "--no-stdin",
+                          "--bytes-out", str(CAP), "--timeout", "2")
+    line = error_line(result)
+    assert result.returncode != 0
+    assert f"over its bytes_out ({CAP:,})" in line and "nothing of its outputs is stored" in line, line
+    assert CAP < written(line) <= CAP + OVERSHOOT, line
+    assert stored_files(xsc_node) == before
+    assert work_left(xsc_node) == []  # its work directory, all it wrote with it, is gone
+
+
+@pytest.mark.parametrize("entrypoint, why", [("files", "it made more than 1,024 files and directories in /out"),
+                                              ("dirs", "it made directories in /out more than 64 deep")])
+def test_a_job_making_files_without_end_is_stopped(xsc_node, entrypoint, why):
+    before = stored_files(xsc_node)
+    line = error_line(xsc_node.xsc("compute", "run", HOARD, "--entrypoint", entrypoint, "--no-stdin",
+                                   "--timeout", "2"))
+    assert why in line and "make at most 1,024 files and directories in /out" in line, line
+    assert "nothing of its outputs is stored" in line, line
+    assert stored_files(xsc_node) == before
+    assert work_left(xsc_node) == []
+
+
+def test_a_job_leaving_outputs_up_to_its_bytes_out_succeeds(xsc_node):
+    data = b"x" * (CAP - len(b"alpha\n") - len(b"bravo bravo\n"))  # out/c.txt is a copy of its stdin
+    run = json.loads(ok(xsc_node.xsc("compute", "run", OUTPUTS, "--bytes-out", str(CAP), "--json", input=data)))
+    assert run["state"] == "done" and sum(o["size"] for o in run["outputs"]) == CAP, run
+
+
+async def test_a_provider_stops_a_strangers_job_writing_without_end_and_is_paid_not_struck(node_factory,
+                                                                                          monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "hoard", wasi=True)
+    struck: list[str] = []
+    monkeypatch.setattr(gateway.app[NODE].quarantine, "strike",
+                        lambda node, why, **kw: struck.append(node) or False)
+    files_before = (await (await gateway.get("/v1/store/files")).json())["files"]
+    before = balances(gateway, provider)
+    status, problem = await run_job(gateway, {"module": module, "limits": {"bytes_out": CAP, "timeout": 2}})
+    assert status == 413 and problem["code"] == "over-cap", problem
+    assert CAP < written(problem["detail"]) <= CAP + OVERSHOOT, problem
+    assert problem["provider"] == provider.app[IDENTITY].id and struck == []
+    assert (await (await gateway.get("/v1/store/files")).json())["files"] == files_before
+    await settle(gateway)
+    after = balances(gateway, provider)
+    assert (after[0] - before[0], after[1] - before[1]) == (-problem["charge"], problem["charge"])
+    assert problem["charge"] > 0
+    assert provider.app[NODE].hosted_jobs.status() == {"hosted": 0}
+    assert not any(provider.app[NODE].hosted_jobs.work_dir.iterdir())  # what it wrote went with it
+    for node in (gateway, provider):
+        await verified(node)
+
+
+def test_a_work_directory_deeper_than_python_recurses_is_removed(tmp_path):
+    import os
+
+    from xsc.compute.job_sandbox import remove_tree
+
+    work = tmp_path / "job-deep"
+    work.mkdir()
+    fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(3000):  # what a job can nest in the tick before it is stopped, on a late tick
+        os.mkdir("d" * 200, dir_fd=fd)
+        inner = os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        with open(os.open("f", os.O_WRONLY | os.O_CREAT, dir_fd=inner), "wb") as f:
+            f.write(b"x")
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    remove_tree(work)
+    assert not work.exists()
