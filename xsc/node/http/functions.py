@@ -8,7 +8,7 @@ import time
 
 from aiohttp import web
 
-from ...compute.functions import Request
+from ...compute.functions import Request, path_info
 from ...net.functions import FUNCTION_PATH, FUNCTIONS_PATH
 from .. import peer_auth
 from ..appkeys import NODE
@@ -66,7 +66,8 @@ def web_app(node, rate: float) -> web.Application:
             if "name" not in request.match_info:
                 raise NotFound(f"nothing is served at {request.path[:200]!r} here", hint="functions answer at /fn/NAME/")
             answer = await node.functions.call(request.match_info["name"], Request(
-                request.method, "/" + request.match_info.get("path", ""), request.query_string,
+                request.method, path_info("/" + request.match_info.get("path", ""), request.raw_path),
+                request.rel_url.raw_query_string,
                 list(request.headers.items()), request.remote or "", request.host, request.content_length,
                 request.content.read))
         except XscError as err:
@@ -80,8 +81,11 @@ def web_app(node, rate: float) -> web.Application:
             response = web.StreamResponse(status=answer.status, headers=answer.headers)
             response.content_length = None if answer.last is None else max(0, answer.length)  # None: chunked
             await response.prepare(request)
-            async for chunk in answer.chunks():  # raises if the run fails once its head is sent
-                await response.write(chunk)
+            # aiohttp writes what it is given even where no body may follow the head: unframed, the caller would read
+            # the function's bytes as the next response on its connection
+            if request.method != "HEAD" and answer.status not in (204, 304):
+                async for chunk in answer.chunks():  # raises if the run fails once its head is sent
+                    await response.write(chunk)
             await response.write_eof()
             return response
         except XscError:  # the connection is cut: the caller must not take a partial body for a whole one

@@ -1,0 +1,168 @@
+"""Web functions (compute/functions.py) against hostile output and hostile requests, on a real node: the `raw`
+entrypoint of fixtures/wasm/cgi.wat answers its request body as it is, so each test writes the CGI response a
+hostile function would; what reaches the caller is framed HTTP with headers the node checked, and the connection
+it came on still serves the next request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+
+from tests.support.compute import deploy
+from tests.support.nodes import free_port
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+
+
+@pytest.fixture
+async def web(node_factory):
+    """A node serving `raw` (its answer: the request's body) and `hello` (its CGI variables): (node, base URL)."""
+    port = free_port()
+    node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "web_rate_limit": 1000})
+    module = await deploy(node, "cgi", wasi=True)
+    for name, entrypoint in (("raw", "raw"), ("hello", "_start")):
+        response = await node.post("/v1/compute/functions", json={"name": name, "module": module,
+                                                                   "entrypoint": entrypoint})
+        assert response.status == 201, await response.text()
+    return node, f"http://127.0.0.1:{port}"
+
+
+async def _exchange(base: str, *requests: bytes) -> bytes:
+    """`requests` sent one after another on one connection (the last closing it), and all that came back."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"".join(requests))
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+
+
+def _post(path: str, body: bytes, method: bytes = b"POST", extra: bytes = b"") -> bytes:
+    return (method + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + extra
+            + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+LAST = b"GET /fn/hello/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def _responses(data: bytes, head_only: bool = False) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
+    """The responses in `data`, each framed by its Content-Length (status line, headers, body; `head_only`: the
+    first has no body, whatever its headers say, as the answer to a HEAD); what follows the last whole one,
+    unframed, is a response of its own with no head."""
+    found = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep or not head.startswith(b"HTTP/1.1 "):
+            found.append((b"", {}, data))
+            break
+        status, *lines = head.split(b"\r\n")
+        headers = {k.lower(): v for k, _, v in (line.partition(b": ") for line in lines)}
+        length = 0 if head_only and not found else int(headers.get(b"content-length", b"0"))
+        found.append((status, headers, rest[:length]))
+        data = rest[length:]
+    return found
+
+
+HOSTILE_HEADS = [
+    b"Status: 100\n\nHTTP/1.1 200 OK\r\nX-Smuggled: yes\r\nContent-Length: 0\r\n\r\n",  # interim: no answer follows
+    b"Status: 101\n\nhello",  # a proxy would tunnel the connection from here on
+    b"Status: 99\n\nx", b"Status: 1000 x\n\nx", b"Status: abc\n\nx", b"Status: 2_00\n\nx", b"Status: \n\nx",
+    b"X-Split: a\rSet-Cookie: b=c\n\nbody",  # a lone CR
+    b"X-Nul: a\x00b\n\nbody",
+    b"X-Latin: caf\xe9\n\nbody",  # not UTF-8
+    b"X(Bad: a\n\nbody", b": no name\n\nbody", b" folded: a\n\nbody",
+    b"Content-Type: text/plain\n" * 4000,  # a head of 100 KB, no blank line
+]
+
+
+async def test_a_hostile_cgi_head_is_a_502_problem_and_the_connection_serves_the_next_request(web) -> None:
+    node, base = web
+    for head in HOSTILE_HEADS:
+        answers = _responses(await _exchange(base, _post("/fn/raw/", head), LAST))
+        assert [a[0] for a in answers] == [b"HTTP/1.1 502 Bad Gateway", b"HTTP/1.1 200 OK"], (head[:40], answers)
+        (_, headers, body), (_, last_headers, _) = answers
+        assert headers[b"content-type"].startswith(b"application/problem+json"), head[:40]
+        assert json.loads(body)["code"] == "function-failed" and last_headers[b"x-hello"] == b"yes", head[:40]
+    # What a function may say is kept as it said it: a UTF-8 value byte for byte, its Status beside a Location.
+    status, headers, body = _responses(await _exchange(base, _post(
+        "/fn/raw/", "Status: 200 OK\nLocation: /fn/hello/\nX-Name: café\n\nbody".encode(),
+        extra=b"Connection: close\r\n")))[0]
+    assert status == b"HTTP/1.1 200 OK" and headers[b"x-name"] == "café".encode() and body == b"body"
+    status, headers, _ = _responses(await _exchange(base, _post("/fn/raw/", b"Location: /fn/hello/\n\n",
+                                                                extra=b"Connection: close\r\n")))[0]
+    assert status == b"HTTP/1.1 302 Found" and headers[b"location"] == b"/fn/hello/"
+    # Headers that reach past the function to its origin (every function on the listener) are dropped.
+    status, headers, _ = _responses(await _exchange(base, _post(
+        "/fn/raw/", b'Service-Worker-Allowed: /\nClear-Site-Data: "cookies"\nX-Kept: 1\n\n',
+        extra=b"Connection: close\r\n")))[0]
+    assert b"service-worker-allowed" not in headers and b"clear-site-data" not in headers
+    assert headers[b"x-kept"] == b"1"
+
+
+@pytest.mark.parametrize("method, status", [(b"HEAD", b"200"), (b"POST", b"204"), (b"POST", b"304")])
+async def test_no_body_follows_the_head_of_a_head_request_or_a_204_or_304(web, method, status) -> None:
+    """A long answer (on disk, sent in chunks) to a request whose answer has no body: its bytes, unframed, would
+    be read by the caller as the answer to its next request on the connection."""
+    node, base = web
+    smuggled = b"HTTP/1.1 200 OK\r\nX-Smuggled: yes\r\nContent-Length: 0\r\n\r\n"
+    body = b"Status: " + status + b"\nX-First: yes\n\n" + smuggled + b"z" * (2 << 20)
+    answers = _responses(await _exchange(base, _post("/fn/raw/", body, method), LAST), head_only=method == b"HEAD")
+    assert [a[0][:12] for a in answers] == [b"HTTP/1.1 " + status, b"HTTP/1.1 200"], answers[1][:2]
+    assert answers[0][1][b"x-first"] == b"yes" and answers[1][1][b"x-hello"] == b"yes"
+    assert answers[0][2] == b""
+
+
+async def test_cgi_variables_from_a_hostile_request_are_what_the_caller_sent_and_nothing_else(web) -> None:
+    node, base = web
+    request = (b"GET /fn/hello/a?next=%26admin%3Dtrue&q=a+b%2Fc HTTP/1.1\r\nHost: x\r\n"
+               b"X-Forwarded-For: 10.0.0.1\r\nX_Forwarded_For: 6.6.6.6\r\nX-Forwarded-For: 10.0.0.2\r\n"
+               b"Proxy: http://evil:8080/\r\nX-Bin: caf\xe9\xff\r\nConnection: close\r\n\r\n")
+    status, _, body = _responses(await _exchange(base, request))[0]
+    assert status == b"HTTP/1.1 200 OK", body
+    variables = dict(line.partition(b"=")[::2] for line in body.split(b"\n") if b"=" in line)
+    assert variables[b"QUERY_STRING"] == b"next=%26admin%3Dtrue&q=a+b%2Fc"  # as sent: one parameter, not two
+    assert variables[b"HTTP_X_FORWARDED_FOR"] == b"10.0.0.1, 10.0.0.2"  # not the one named with '_'
+    assert b"HTTP_PROXY" not in variables
+    assert variables[b"HTTP_X_BIN"] == "caf\ufffd\ufffd".encode()  # bytes that are not UTF-8, replaced
+    # A path a function (or a proxy in front) would be walked past its prefix with, or one a NUL would cut short.
+    for path in (b"/fn/hello/public/../private/x", b"/fn/hello/public/..%2Fprivate/x", b"/fn/hello/a%2Fb",
+                 b"/fn/hello/%2e%2e/x", b"/fn/hello/a/./b", b"/fn/hello/a%00b"):
+        status, headers, body = _responses(await _exchange(
+            base, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))[0]
+        assert status == b"HTTP/1.1 400 Bad Request", (path, body)
+        assert headers[b"content-type"].startswith(b"application/problem+json"), path
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/fn/hello/.well-known/x?u=%2F") as response:
+            assert response.status == 200 and "PATH_INFO=/.well-known/x" in (await response.text()).splitlines()
+
+
+async def test_ranges_of_an_answer_follow_rfc_9110(web) -> None:
+    node, base = web
+    data = bytes(range(100))
+    answer = b'ETag: "v2"\nLast-Modified: Sat, 28 Nov 2026 12:00:00 GMT\n\n' + data
+
+    async def ranged(**headers) -> tuple[int, dict, bytes]:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{base}/fn/raw/", data=answer, headers=headers) as response:
+                return response.status, dict(response.headers), await response.read()
+
+    status, headers, body = await ranged(Range="bytes=200-")
+    assert status == 416 and headers["Content-Range"] == "bytes */100", headers
+    assert json.loads(body)["code"] == "range-not-satisfiable"
+    assert (await ranged(Range="bytes=-0"))[1]["Content-Range"] == "bytes */100"
+    status, headers, body = await ranged(Range="bytes=-3")
+    assert status == 206 and body == data[-3:] and headers["Content-Range"] == "bytes 97-99/100"
+    assert (await ranged(Range="bytes=0-1,5-6"))[0] == 200  # several ranges: the whole answer, as RFC 9110 allows
+    assert (await ranged(Range="bytes=\u0663-5"))[0] == 200  # digits of another script are no range
+    # A caller resuming a download of an answer that has changed since gets it whole, not a splice of the two.
+    for stale in ('"v1"', 'W/"v2"', "Sat, 28 Nov 2026 11:00:00 GMT"):
+        status, _, body = await ranged(Range="bytes=50-", **{"If-Range": stale})
+        assert status == 200 and body == data, stale
+    for current in ('"v2"', "Sat, 28 Nov 2026 12:00:00 GMT"):
+        status, _, body = await ranged(Range="bytes=50-", **{"If-Range": current})
+        assert status == 206 and body == data[50:], current
