@@ -69,7 +69,7 @@ MAX_HEAD = 64 * 1024  # bytes of CGI headers
 CONCURRENCY = 8
 PLACED_DIR = ".placed"  # under work_dir: functions other nodes placed here (no function's name starts with '.')
 HOUR_MINUTES = 60  # the spend cap's window: this minute and the 59 before it
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _ENV_NAME = re.compile(r"[A-Z0-9_]{1,100}")  # a request header passed to the function as HTTP_<NAME>
 _ENCODED_SLASH = re.compile(r"%2f", re.IGNORECASE)
 _NOT_PASSED = frozenset({"CONTENT_LENGTH", "AUTHORIZATION", "COOKIE", "PROXY"})  # request headers no function sees
@@ -711,8 +711,9 @@ class WebFunctions:
         if not isinstance(body, dict) or set(body) - set(FIELDS):
             raise InvalidArgument(f"a function's fields are {', '.join(FIELDS)}", hint="xsc compute serve --help")
         name = body.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise InvalidArgument("a function's name is 1 to 63 lower-case letters, digits and '-'")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise InvalidArgument(f"a function's name is 1 to 63 lower-case letters, digits and '-', not "
+                                  f"{str(name)[:80]!r}", hint="name it so, e.g.: xsc compute serve my-site MODULE")
         inputs = body.get("inputs", [])
         spec = parse_job({"module": body.get("module"), "entrypoint": body.get("entrypoint", "_start"),
                           "env": body.get("env", {}), "inputs": inputs, "limits": body.get("limits") or {},
