@@ -12,7 +12,7 @@ from ...compute.functions import Request, path_info
 from ...net.functions import FUNCTION_PATH, FUNCTIONS_PATH
 from .. import peer_auth
 from ..appkeys import NODE
-from ..limits import RateLimiter
+from ..limits import RateLimiter, address_key
 from ..problems import problem_from_error, problem_middleware
 from ...errors import NotFound, XscError
 from .common import json_body, json_response
@@ -62,7 +62,7 @@ def web_app(node, rate: float) -> web.Application:
 
     async def call(request: web.Request) -> web.StreamResponse:
         try:
-            limits.check(request.remote or "?", time.monotonic(), f"address {request.remote}")
+            limits.check(address_key(request.remote), time.monotonic(), f"address {request.remote}")
             if "name" not in request.match_info:
                 raise NotFound(f"nothing is served at {request.path[:200]!r} here", hint="functions answer at /fn/NAME/")
             answer = await node.functions.call(request.match_info["name"], Request(
