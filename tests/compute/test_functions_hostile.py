@@ -166,3 +166,25 @@ async def test_ranges_of_an_answer_follow_rfc_9110(web) -> None:
     for current in ('"v2"', "Sat, 28 Nov 2026 12:00:00 GMT"):
         status, _, body = await ranged(Range="bytes=50-", **{"If-Range": current})
         assert status == 206 and body == data[50:], current
+
+
+async def test_idle_connections_to_the_web_listener_are_capped_per_address_and_closed(node_factory) -> None:
+    """Anyone may connect to the web listener: sockets that send nothing are capped per address (503 past it) and
+    closed after node.idle_timeout, as on the node's own listener, not kept for an hour each until the node's
+    descriptors run out."""
+    port = free_port()
+    node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "max_connections_per_ip": 16,
+                                                    "idle_timeout": 2})
+    await node.post("/v1/compute/functions", json={"name": "hello", "module": await deploy(node, "cgi", wasi=True)})
+    opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(48)]
+    try:
+        answers = await asyncio.wait_for(asyncio.gather(*(reader.read() for reader, _ in opened)), 60)
+    finally:
+        for _, writer in opened:
+            writer.close()
+    refused = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
+    assert len(refused) >= 48 - 16 and all(b"too-many-connections" in a for a in refused)
+    assert set(answers) - set(refused) <= {b""}  # the rest closed once idle
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/fn/hello/") as response:
+            assert response.status == 200
