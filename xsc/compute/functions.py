@@ -43,6 +43,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable, Protocol
+from urllib.parse import quote
 
 from .. import codec
 from ..errors import (BadRequest, ComputeBusy, FunctionFailed, FunctionTimedOut, FunctionUnavailable,
@@ -899,7 +900,8 @@ class WebFunctions:
         url = self.placements.where(served.record["name"]).get("url")
         if url is None:
             raise FunctionUnavailable("this function is being placed on a provider", hint="retry in a moment")
-        location = url + request.path_info.lstrip("/") + (f"?{request.query}" if request.query else "")
+        # the path encoded again: it came decoded, and a space or a letter past ASCII in it is no URL
+        location = url + quote(request.path_info.lstrip("/")) + (f"?{request.query}" if request.query else "")
         return Answer(307, [("Location", location)], Spill.written(None, asyncio.get_running_loop()), 0, -1)
 
     def _record(self, served: Served, request: Request, spec: JobSpec, prepared, signature, limits, ran,
