@@ -96,12 +96,13 @@ async def test_a_hostile_cgi_head_is_a_502_problem_and_the_connection_serves_the
     status, headers, _ = _responses(await _exchange(base, _post("/fn/raw/", b"Location: /fn/hello/\n\n",
                                                                 extra=b"Connection: close\r\n")))[0]
     assert status == b"HTTP/1.1 302 Found" and headers[b"location"] == b"/fn/hello/"
-    # Headers that reach past the function to its origin (every function on the listener) are dropped.
+    # Headers that reach past the function to its origin (every function on the listener) are dropped, and so is
+    # a cookie a browser would send as the dashboard's session (one with no name is sent as its value alone).
     status, headers, _ = _responses(await _exchange(base, _post(
-        "/fn/raw/", b'Service-Worker-Allowed: /\nClear-Site-Data: "cookies"\nX-Kept: 1\n\n',
-        extra=b"Connection: close\r\n")))[0]
+        "/fn/raw/", b'Service-Worker-Allowed: /\nClear-Site-Data: "cookies"\nSet-Cookie: =xsc_session_1=stolen\n'
+        b"Set-Cookie: XSC_session_1\nSet-Cookie: theirs=1; Path=/\nX-Kept: 1\n\n", extra=b"Connection: close\r\n")))[0]
     assert b"service-worker-allowed" not in headers and b"clear-site-data" not in headers
-    assert headers[b"x-kept"] == b"1"
+    assert headers[b"x-kept"] == b"1" and headers[b"set-cookie"] == b"theirs=1; Path=/"
 
 
 @pytest.mark.parametrize("method, status", [(b"HEAD", b"200"), (b"POST", b"204"), (b"POST", b"304")])
@@ -157,6 +158,10 @@ async def test_ranges_of_an_answer_follow_rfc_9110(web) -> None:
     assert (await ranged(Range="bytes=-0"))[1]["Content-Range"] == "bytes */100"
     status, headers, body = await ranged(Range="bytes=-3")
     assert status == 206 and body == data[-3:] and headers["Content-Range"] == "bytes 97-99/100"
+    lying = b"Content-Range: bytes 0-99/100\n\n" + data  # a range of a 200 has the node's Content-Range alone
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/fn/raw/", data=lying, headers={"Range": "bytes=10-19"}) as response:
+            assert response.status == 206 and response.headers.getall("Content-Range") == ["bytes 10-19/100"]
     assert (await ranged(Range="bytes=0-1,5-6"))[0] == 200  # several ranges: the whole answer, as RFC 9110 allows
     assert (await ranged(Range="bytes=\u0663-5"))[0] == 200  # digits of another script are no range
     # A caller resuming a download of an answer that has changed since gets it whole, not a splice of the two.

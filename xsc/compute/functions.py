@@ -975,8 +975,12 @@ def parse_cgi(head: bytes) -> tuple[int, list[tuple[str, str]], int]:
 def _kept(lower: str, value: str) -> bool:
     if lower in DROPPED:
         return False
-    if lower == "set-cookie" and value.split("=", 1)[0].strip().lower().startswith("xsc_"):
-        return False  # the node's cookies: a function's page must never set the dashboard's session
+    if lower == "set-cookie":
+        # The node's cookies: a function's page must never set the dashboard's session.  A browser sends a cookie
+        # set with no name ("=xsc_session=...") as its value alone, which a server reads as that name.
+        pair = value.split(";", 1)[0]
+        name = pair.split("=", 1)[0].strip() or pair.partition("=")[2].split("=", 1)[0].strip()
+        return not name.lower().startswith("xsc_")
     return True
 
 
@@ -992,8 +996,8 @@ def _ranged(answer: Answer, header: str | None, if_range: str | None) -> Answer:
     if byte_range is None:
         return answer
     first, last = byte_range
-    return replace(answer, status=206, headers=[*answer.headers, ("Content-Range", content_range(first, last,
-                                                                                                 answer.length))],
+    kept = [(k, v) for k, v in answer.headers if k.lower() != "content-range"]  # one, the node's: of what it sends
+    return replace(answer, status=206, headers=[*kept, ("Content-Range", content_range(first, last, answer.length))],
                    first=answer.first + first, last=answer.first + last)
 
 
