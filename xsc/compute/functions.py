@@ -1126,7 +1126,7 @@ def _cgi_env(request: Request) -> dict[str, str]:
     for name, value in request.headers:
         if "_" in name:
             continue
-        if not value.isascii() or "\0" in value:
+        if not value.isascii():  # (aiohttp refuses a NUL in a header)
             value = _utf8(value)
         key = name.upper().replace("-", "_")
         if key == "CONTENT_TYPE":
