@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import aiohttp
 import pytest
 
 from tests.support.compute import deploy
 from tests.support.nodes import free_port
+from tests.support.waiting import eventually_async
+from xsc.node.appkeys import NODE
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
 
@@ -193,3 +196,25 @@ async def test_idle_connections_to_the_web_listener_are_capped_per_address_and_c
     async with aiohttp.ClientSession() as session:
         async with session.get(f"http://127.0.0.1:{port}/fn/hello/") as response:
             assert response.status == 200
+
+
+async def test_a_caller_that_stops_reading_a_long_answer_is_cut_and_the_answer_removed(node_factory) -> None:
+    """A caller that takes no bytes of an answer for node.idle_timeout seconds is cut, as on the user API: else it
+    held its answer (on disk past 1 MiB) and its connection for as long as it stayed connected."""
+    port = free_port()
+    node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "idle_timeout": 1})
+    module = await deploy(node, "cgi", wasi=True)
+    await node.post("/v1/compute/functions", json={"name": "raw", "module": module, "entrypoint": "raw"})
+    work_dir = node.app[NODE].functions.work_dir
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # what the kernel takes for it: little
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(_post("/fn/raw/", b"Content-Type: application/octet-stream\n\n" + b"x" * (12 << 20)))
+    await writer.drain()
+    await eventually_async(lambda: list(work_dir.glob("stdout-*")), "the answer written to its file")
+    try:
+        await eventually_async(lambda: not list(work_dir.glob("stdout-*")), "the stalled caller cut", 30)
+    finally:
+        writer.close()

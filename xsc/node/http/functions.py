@@ -14,10 +14,12 @@ from .. import peer_auth
 from ..appkeys import NODE
 from ..limits import RateLimiter, address_key
 from ..problems import problem_from_error, problem_middleware
+from ...serve.direct import send_body
 from ...errors import NotFound, XscError
 from .common import json_body, json_response
 
 routes = web.RouteTableDef()
+WHOLE = 64 * 1024  # an answer this long at most is handed to aiohttp whole: its write never waits for the caller
 HINT = 'send {"name", "module", "inputs": ["CAP:/in/NAME"], "env", "limits", "max_body", "concurrency", "spend_cap"}'
 
 
@@ -56,8 +58,10 @@ async def withdraw_function(request: web.Request) -> web.Response:
                                                                            request.match_info["name"]))
 
 
-def web_app(node, rate: float) -> web.Application:
-    """The functions' own app: /fn/NAME/PATH, any method, anyone; each address limited to `rate` a second."""
+def web_app(node, rate: float, stall: float) -> web.Application:
+    """The functions' own app: /fn/NAME/PATH, any method, anyone; each address limited to `rate` a second.  A
+    caller that takes no bytes of an answer for `stall` seconds is cut: one that stops reading, connected, would
+    hold its answer (up to MAX_RESPONSE bytes on disk) and its connection for good."""
     limits = RateLimiter(rate, 2 * rate)
 
     async def call(request: web.Request) -> web.StreamResponse:
@@ -76,7 +80,7 @@ def web_app(node, rate: float) -> web.Application:
                 response.force_close()  # a body over the cap is not read
             return response
         try:
-            if (body := answer.whole()) is not None:
+            if (body := answer.whole()) is not None and len(body) <= WHOLE:
                 return web.Response(status=answer.status, headers=answer.headers, body=body)
             response = web.StreamResponse(status=answer.status, headers=answer.headers)
             response.content_length = None if answer.last is None else max(0, answer.length)  # None: chunked
@@ -84,8 +88,8 @@ def web_app(node, rate: float) -> web.Application:
             # aiohttp writes what it is given even where no body may follow the head: unframed, the caller would read
             # the function's bytes as the next response on its connection
             if request.method != "HEAD" and answer.status not in (204, 304):
-                async for chunk in answer.chunks():  # raises if the run fails once its head is sent
-                    await response.write(chunk)
+                # answer.chunks() raises if the run fails once its head is sent
+                await send_body(request, response, _once(body) if body is not None else answer.chunks(), stall=stall)
             await response.write_eof()
             return response
         except XscError:  # the connection is cut: the caller must not take a partial body for a whole one
@@ -99,3 +103,7 @@ def web_app(node, rate: float) -> web.Application:
     app.router.add_route("*", r"/fn/{name}/{path:.*}", call)
     app.router.add_route("*", r"/{elsewhere:.*}", call)  # no function's: a 404 problem body
     return app
+
+
+async def _once(body: bytes):
+    yield body
