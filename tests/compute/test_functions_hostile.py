@@ -218,3 +218,25 @@ async def test_a_caller_that_stops_reading_a_long_answer_is_cut_and_the_answer_r
         await eventually_async(lambda: not list(work_dir.glob("stdout-*")), "the stalled caller cut", 30)
     finally:
         writer.close()
+
+
+async def test_a_caller_whose_body_stops_is_answered_408_and_frees_its_run(node_factory) -> None:
+    """A body that stops coming holds one of its function's runs (its concurrency) and the budget held for it: after
+    node.idle_timeout seconds without a byte it is answered 408, and the function serves others."""
+    port = free_port()
+    node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "idle_timeout": 1})
+    module = await deploy(node, "cgi", wasi=True)
+    await node.post("/v1/compute/functions", json={"name": "hello", "module": module, "concurrency": 1})
+    for declared in (100, 10 << 20):  # tried on the loop first, or read to a worker's file
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /fn/hello/ HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\nfirst bytes" % declared)
+        try:  # one answer (the connection is closed after it, once aiohttp's lingering read ends)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            status, headers, _ = _responses(head)[0]
+            body = await reader.readexactly(int(headers[b"content-length"]))
+        finally:
+            writer.close()
+        assert status == b"HTTP/1.1 408 Request Timeout" and json.loads(body)["code"] == "body-timeout", body
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/fn/hello/") as response:
+                assert response.status == 200

@@ -4,6 +4,7 @@ or the dashboard, and carries no token."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
@@ -15,7 +16,7 @@ from ..appkeys import NODE
 from ..limits import RateLimiter, address_key
 from ..problems import problem_from_error, problem_middleware
 from ...serve.direct import send_body
-from ...errors import NotFound, XscError
+from ...errors import BodyTimeout, NotFound, XscError
 from .common import json_body, json_response
 
 routes = web.RouteTableDef()
@@ -73,7 +74,7 @@ def web_app(node, rate: float, stall: float) -> web.Application:
                 request.method, path_info("/" + request.match_info.get("path", ""), request.raw_path),
                 request.rel_url.raw_query_string,
                 list(request.headers.items()), request.remote or "", request.host, request.content_length,
-                request.content.read))
+                _reader(request, stall)))
         except XscError as err:
             response = problem_from_error(err)
             if request.can_read_body and not request.content.at_eof():
@@ -103,6 +104,24 @@ def web_app(node, rate: float, stall: float) -> web.Application:
     app.router.add_route("*", r"/fn/{name}/{path:.*}", call)
     app.router.add_route("*", r"/{elsewhere:.*}", call)  # no function's: a 404 problem body
     return app
+
+
+def _reader(request: web.Request, stall: float):
+    """The request's body, read: a caller that sends none of it for `stall` seconds is answered 408, not left holding
+    one of its function's runs (its concurrency) and the budget held for it."""
+    content = request.content
+
+    async def read(n: int) -> bytes:
+        chunk = content.read_nowait(n)  # a body that is here already (or none): no timer to set and cancel
+        if not chunk and not content.at_eof():
+            try:
+                async with asyncio.timeout(stall):
+                    chunk = await content.read(n)
+            except TimeoutError:
+                raise BodyTimeout(f"the body stalled: no bytes for {stall:g} s", hint="send it again") from None
+        return chunk
+
+    return read
 
 
 async def _once(body: bytes):
