@@ -15,6 +15,7 @@ import pytest
 from tests.support.compute import deploy
 from tests.support.nodes import free_port
 from tests.support.waiting import eventually_async
+from xsc.node import CLIENT_IDENTITY
 from xsc.node.appkeys import NODE
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
@@ -237,6 +238,8 @@ async def test_a_caller_whose_body_stops_is_answered_408_and_frees_its_run(node_
         finally:
             writer.close()
         assert status == b"HTTP/1.1 408 Request Timeout" and json.loads(body)["code"] == "body-timeout", body
+        ledger, owner = node.app[NODE].ledger, node.app[CLIENT_IDENTITY].public_key
+        await eventually_async(lambda: ledger.held(owner) == 0, "its budget given back")  # (and runs' recorded)
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{port}/fn/hello/") as response:
                 assert response.status == 200
