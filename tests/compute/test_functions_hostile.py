@@ -240,6 +240,21 @@ async def test_a_caller_whose_body_stops_is_answered_408_and_frees_its_run(node_
         assert status == b"HTTP/1.1 408 Request Timeout" and json.loads(body)["code"] == "body-timeout", body
         ledger, owner = node.app[NODE].ledger, node.app[CLIENT_IDENTITY].public_key
         await eventually_async(lambda: ledger.held(owner) == 0, "its budget given back")  # (and runs' recorded)
+    # A byte at a time, each within the idle timeout: at less than MIN_BODY_RATE bytes a second, 408 all the same.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /fn/hello/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+    answered = asyncio.ensure_future(reader.readuntil(b"\r\n\r\n"))
+    try:
+        for _ in range(40):  # (its pace, not a wait for the node: what is awaited is the answer)
+            if answered.done():
+                break
+            writer.write(b"x")
+            await asyncio.wait([answered], timeout=0.5)
+        assert answered.done(), "the node still waits for a body that drips"
+        assert _responses(answered.result())[0][0] == b"HTTP/1.1 408 Request Timeout"
+    finally:
+        answered.cancel()
+        writer.close()
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{port}/fn/hello/") as response:
                 assert response.status == 200

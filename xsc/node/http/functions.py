@@ -21,6 +21,7 @@ from .common import json_body, json_response
 
 routes = web.RouteTableDef()
 WHOLE = 64 * 1024  # an answer this long at most is handed to aiohttp whole: its write never waits for the caller
+MIN_BODY_RATE = 1024  # bytes a second a request's body must average once the node waits for it
 HINT = 'send {"name", "module", "inputs": ["CAP:/in/NAME"], "env", "limits", "max_body", "concurrency", "spend_cap"}'
 
 
@@ -107,18 +108,27 @@ def web_app(node, rate: float, stall: float) -> web.Application:
 
 
 def _reader(request: web.Request, stall: float):
-    """The request's body, read: a caller that sends none of it for `stall` seconds is answered 408, not left holding
-    one of its function's runs (its concurrency) and the budget held for it."""
-    content = request.content
+    """The request's body, read: a caller that sends none of it for `stall` seconds, or less than MIN_BODY_RATE
+    bytes a second on average once it has kept the node waiting, is answered 408, not left holding one of its
+    function's runs (its concurrency) and the budget held for it (a byte every few seconds would hold them for
+    good)."""
+    content, loop = request.content, asyncio.get_running_loop()
+    started, received = 0.0, 0
 
     async def read(n: int) -> bytes:
+        nonlocal started, received
         chunk = content.read_nowait(n)  # a body that is here already (or none): no timer to set and cancel
         if not chunk and not content.at_eof():
+            now = loop.time()
+            started = started or now
+            wait = min(stall, started + stall + received / MIN_BODY_RATE - now)
             try:
-                async with asyncio.timeout(stall):
+                async with asyncio.timeout(max(0.0, wait)):
                     chunk = await content.read(n)
             except TimeoutError:
-                raise BodyTimeout(f"the body stalled: no bytes for {stall:g} s", hint="send it again") from None
+                raise BodyTimeout(f"the body stalled: {received:,} bytes came, none for {wait:.3g} s, at less than "
+                                  f"{MIN_BODY_RATE:,} bytes a second", hint="send it again, faster") from None
+        received += len(chunk)
         return chunk
 
     return read
