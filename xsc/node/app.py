@@ -110,8 +110,8 @@ async def _web_listener(config, node: Node) -> web.AppRunner | None:
     fd_limit = connections.raise_fd_limit()
     cap = connections.connection_cap(config.node.max_connections,
                                      fd_limit - connections.connection_cap(config.node.max_connections, fd_limit))
-    runner = connections.GuardedRunner(web_app(node, config.node.web_rate_limit, config.node.idle_timeout), max_connections=cap,
-                                       max_per_ip=min(cap, config.node.max_connections_per_ip),
+    runner = connections.GuardedRunner(web_app(node, config.node.web_rate_limit, config.node.idle_timeout),
+                                       max_connections=cap, max_per_ip=min(cap, config.node.max_connections_per_ip),
                                        keepalive_timeout=config.node.idle_timeout, access_log=None)
     await runner.setup()
     try:

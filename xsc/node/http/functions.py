@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ...compute.functions import Request, path_info
+from ...compute.functions import ReadFn, Request, path_info
 from ...net.functions import FUNCTION_PATH, FUNCTIONS_PATH
 from .. import peer_auth
 from ..appkeys import NODE
@@ -107,7 +108,7 @@ def web_app(node, rate: float, stall: float) -> web.Application:
     return app
 
 
-def _reader(request: web.Request, stall: float):
+def _reader(request: web.Request, stall: float) -> ReadFn:
     """The request's body, read: a caller that sends none of it for `stall` seconds, or less than MIN_BODY_RATE
     bytes a second on average once it has kept the node waiting, is answered 408, not left holding one of its
     function's runs (its concurrency) and the budget held for it (a byte every few seconds would hold them for
@@ -134,5 +135,5 @@ def _reader(request: web.Request, stall: float):
     return read
 
 
-async def _once(body: bytes):
+async def _once(body: bytes) -> AsyncIterator[bytes]:
     yield body
