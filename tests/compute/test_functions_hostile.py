@@ -258,3 +258,37 @@ async def test_a_caller_whose_body_stops_is_answered_408_and_frees_its_run(node_
         async with aiohttp.ClientSession() as session:
             async with session.get(f"http://127.0.0.1:{port}/fn/hello/") as response:
                 assert response.status == 200
+
+
+async def test_callers_at_once_cannot_take_a_function_past_its_spend_cap_by_more_than_one_run(node_factory) -> None:
+    """A cap far below what a run may cost (a careless owner's): callers arriving together while the hour is under
+    it would each be admitted, and each run spend up to its budget past it.  What the runs in flight may still cost
+    counts against the cap; one run at a time may always start."""
+    port = free_port()
+    node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "web_rate_limit": 1000})
+    module = await deploy(node, "cgi", wasi=True)
+    response = await node.post("/v1/compute/functions", json={
+        "name": "capped", "module": module, "entrypoint": "trickle", "limits": {"timeout": 1.0}, "spend_cap": 1000})
+    assert response.status == 201, await response.text()
+
+    async def one(session) -> int | str:
+        try:
+            async with session.get(f"http://127.0.0.1:{port}/fn/capped/") as answer:
+                await answer.read()
+                return answer.status
+        except aiohttp.ClientPayloadError:
+            return "cut at its deadline"
+
+    async with aiohttp.ClientSession() as session:
+        statuses = await asyncio.gather(*(one(session) for _ in range(8)))
+    assert statuses.count("cut at its deadline") == 1 and set(statuses) <= {"cut at its deadline", 503, 402}, statuses
+
+    def runs() -> list[dict]:
+        return [r["record"] for r in node.app[NODE].compute.recent_provenance(50)
+                if r["record"].get("job", {}).get("function") == "capped"]
+
+    ran = await eventually_async(lambda: runs(), "the one run recorded")
+    listed = (await (await node.get("/v1/compute/functions")).json())["functions"][0]
+    assert len(ran) == 1 and listed["spent_this_hour"] == ran[0]["charge"] and listed["in_flight"] == 0
+    async with aiohttp.ClientSession() as session:
+        assert await one(session) == 402  # the hour's cap reached: nothing more charged

@@ -529,6 +529,7 @@ class Served:
     errors: int = 0
     latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))
     spend: int = 0
+    reserved: int = 0  # under a spend cap: the budgets of its runs in flight, the most they may still cost
     plan: tuple | None = None  # what its requests run (WebFunctions._plan)
 
     def spent_this_hour(self, minute: int) -> int:
@@ -769,10 +770,22 @@ class WebFunctions:
             raise ComputeBusy(f"the function runs {served.in_flight} requests already, its most at once",
                               hint="retry in a moment")
         cap = record["spend_cap"]
-        if cap is not None and served.spent_this_hour(_minute()) >= cap:
-            raise SpendCapReached(f"this function's owner spends at most {cap:,} micro-credits an hour on it, "
-                                  "and that is spent", hint="retry within the hour")
+        if cap is not None:
+            spent = served.spent_this_hour(_minute())
+            if spent >= cap:
+                raise SpendCapReached(f"this function's owner spends at most {cap:,} micro-credits an hour on it, "
+                                      "and that is spent", hint="retry within the hour")
+            # What the runs in flight may still cost counts against the cap: else as many runs as its concurrency,
+            # admitted just under it, each spent up to its budget past it.  One run at a time always may start.
+            if served.in_flight and not record["on_market"] and spent + served.reserved + self._budget(served) > cap:
+                raise ComputeBusy(f"this function's hourly spend cap ({cap:,} micro-credits) leaves room for no more "
+                                  f"than the {served.in_flight} requests it runs", hint="retry in a moment")
         return served, request
+
+    def _budget(self, served: Served) -> int:
+        """The most one of a function's runs may cost."""
+        _, call, _ = served.plan or self._plan(served)
+        return self.compute.budget(call, served.bill.rate)
 
     async def call(self, name: str, request: Request) -> Answer:
         served, request = self.admit(name, request)
@@ -780,20 +793,24 @@ class WebFunctions:
             return self._elsewhere(served, request)
         served.in_flight += 1
         self.in_flight += 1
+        reserved = 0 if served.record["spend_cap"] is None else self._budget(served)
+        served.reserved += reserved
         started, running = time.monotonic(), _Running()
         try:
             answer = await self._call(served, request, running)
         except BaseException:
-            self._count(served, started, running.finish, True)
+            self._count(served, started, running.finish, True, reserved)
             raise
-        self._count(served, started, running.finish, answer.status >= 500)
+        self._count(served, started, running.finish, answer.status >= 500, reserved)
         return answer
 
-    def _count(self, served: Served, started: float, finish: Finish | None, failed: bool) -> None:
-        """A request counted once its run has ended (a streamed answer's run ends after it is answered)."""
+    def _count(self, served: Served, started: float, finish: Finish | None, failed: bool, reserved: int) -> None:
+        """A request counted once its run has ended (a streamed answer's run ends after it is answered), and what
+        it reserved of its function's spend cap given back (its charge is in the hour by then)."""
         def ended(end: asyncio.Future | None = None) -> None:
             served.in_flight -= 1
             self.in_flight -= 1
+            served.reserved -= reserved
             served.requests += 1
             served.latencies.append((time.monotonic() - started) * 1000)
             if failed or (end is not None and (end.cancelled() or end.exception() is not None or end.result())):
