@@ -360,6 +360,14 @@ def test_serve_functions_and_unserve_from_the_cli(cli_node) -> None:
     listed = json.loads(node.xsc("compute", "functions", "--json").stdout)["functions"]
     assert [(f["name"], f["requests"]) for f in listed] == [("hello", 1)]
     assert "hello" in node.xsc("compute", "functions").stdout.decode()
+    # Names with odd characters: refused, and never taken for another function's.
+    for odd in ("hello\n", "hello?x", "hello/x", "../hello", "Hello"):
+        refused = node.xsc("compute", "serve", odd, str(WASM / "cgi.wasm"))
+        assert refused.returncode != 0 and len(refused.stderr.decode().strip().splitlines()) == 1, odd
+        gone = node.xsc("compute", "unserve", odd)
+        assert gone.returncode != 0 and len(gone.stderr.decode().strip().splitlines()) == 1, odd
+    listed = json.loads(node.xsc("compute", "functions", "--json").stdout)["functions"]
+    assert [f["name"] for f in listed] == ["hello"]
     assert node.xsc("compute", "unserve", "hello").returncode == 0
     try:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/fn/hello/x")

@@ -90,6 +90,8 @@ async def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_mov
     owner_web = owner.app[NODE].config.node.web_listen
     status, headers, _ = await _get(f"http://{owner_web}/fn/hello/world?x=1")
     assert status == 307 and headers["Location"] == listed["url"] + "world?x=1"
+    status, headers, _ = await _get(f"http://{owner_web}/fn/hello/caf%C3%A9%20x?q=%26x%3D1")
+    assert status == 307 and headers["Location"] == listed["url"] + "caf%C3%A9%20x?q=%26x%3D1"
     assert not [r for r in owner.app[NODE].compute.recent_provenance(100) if r["record"].get("job")]
 
     # The owner closes the tab for the provider's receipt and pays it: exactly what the runs there cost.

@@ -304,3 +304,19 @@ async def test_out_of_descriptors_the_site_pauses_accepting_logs_it_and_serves_t
     finally:
         await site.stop()
         await runner.cleanup()
+
+
+def test_a_caller_is_rate_limited_by_its_ipv4_address_or_its_ipv6_64():
+    """A host is given an IPv6 /64: keyed by its whole address, it would send each request from a fresh one with
+    a full bucket (and push every other caller's out of the table).  IPv4 callers of a dual-stack listener, seen
+    at IPv4-mapped addresses, keep a bucket each."""
+    key = limits.address_key
+    assert key("2001:db8:1:2:aaaa::1") == key("2001:db8:1:2:bbbb:cccc:dddd:9") == "2001:db8:1:2::/64"
+    assert key("2001:db8:1:3::1") != key("2001:db8:1:2::1")
+    assert key("::ffff:127.0.0.1") == "127.0.0.1" != key("::ffff:127.0.0.2")
+    assert key("127.0.0.1") == "127.0.0.1" and key(None) == "?"
+    limiter = limits.RateLimiter(1, 2)
+    for n in range(2):
+        limiter.check(key(f"2001:db8:1:2::{n + 1:x}"), 0.0, "an address")
+    with pytest.raises(limits.QuotaExceeded):
+        limiter.check(key("2001:db8:1:2::ffff"), 0.0, "a fresh address of the same /64")

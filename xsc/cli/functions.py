@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import click
 
@@ -77,7 +78,7 @@ def functions(obj, as_json: bool) -> None:
 @click.pass_obj
 def unserve(obj, name: str) -> None:
     """Stop serving a web function."""
-    obj.client().request("DELETE", f"/v1/compute/functions/{name}")
+    obj.client().request("DELETE", f"/v1/compute/functions/{quote(name, safe='')}")  # 'a?b' is not 'a' unserved
     click.echo(f"stopped serving {name}")
 
 

@@ -43,10 +43,11 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable, Protocol
+from urllib.parse import quote
 
 from .. import codec
-from ..errors import (ComputeBusy, FunctionFailed, FunctionTimedOut, FunctionUnavailable, InvalidArgument,
-                      NotFound, PayloadTooLarge, SpendCapReached, XscError)
+from ..errors import (BadRequest, ComputeBusy, FunctionFailed, FunctionTimedOut, FunctionUnavailable,
+                      InvalidArgument, NotFound, PayloadTooLarge, SpendCapReached, XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..storage.core.ranges import content_range, parse_range
@@ -69,10 +70,19 @@ MAX_HEAD = 64 * 1024  # bytes of CGI headers
 CONCURRENCY = 8
 PLACED_DIR = ".placed"  # under work_dir: functions other nodes placed here (no function's name starts with '.')
 HOUR_MINUTES = 60  # the spend cap's window: this minute and the 59 before it
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _ENV_NAME = re.compile(r"[A-Z0-9_]{1,100}")  # a request header passed to the function as HTTP_<NAME>
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-                        "transfer-encoding", "upgrade", "content-length", "status"})
+_ENCODED_SLASH = re.compile(r"%2f", re.IGNORECASE)
+_NOT_PASSED = frozenset({"CONTENT_LENGTH", "AUTHORIZATION", "COOKIE", "PROXY"})  # request headers no function sees
+# Headers a function's answer may not set: hop-by-hop ones and its framing (the node's, from what it sends), and
+# those that reach past the function to its whole origin (every function on this listener, other owners' placed
+# ones among them): a service worker's scope widened over them, their cookies and storage cleared.
+DROPPED = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
+                     "transfer-encoding", "upgrade", "content-length", "status", "service-worker-allowed",
+                     "clear-site-data"})
+_HEADER_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*(.*?)[ \t]*")  # an RFC 9110 token, its value
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # in a header block whose CRLFs are LFs: all but tab and LF
+_STATUS = re.compile(r"([2-5][0-9][0-9])(?:[ \t].*)?")
 CHUNK = 1 << 20
 STREAM_BYTES = 256 * 1024  # an answer this long is sent while its run goes on (shorter: once it ends)
 STREAM_AFTER = 0.05  # seconds a run goes on before what it has written is sent
@@ -519,6 +529,7 @@ class Served:
     errors: int = 0
     latencies: collections.deque = field(default_factory=lambda: collections.deque(maxlen=1000))
     spend: int = 0
+    reserved: int = 0  # under a spend cap: the budgets of its runs in flight, the most they may still cost
     plan: tuple | None = None  # what its requests run (WebFunctions._plan)
 
     def spent_this_hour(self, minute: int) -> int:
@@ -702,8 +713,9 @@ class WebFunctions:
         if not isinstance(body, dict) or set(body) - set(FIELDS):
             raise InvalidArgument(f"a function's fields are {', '.join(FIELDS)}", hint="xsc compute serve --help")
         name = body.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise InvalidArgument("a function's name is 1 to 63 lower-case letters, digits and '-'")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise InvalidArgument(f"a function's name is 1 to 63 lower-case letters, digits and '-', not "
+                                  f"{str(name)[:80]!r}", hint="name it so, e.g.: xsc compute serve my-site MODULE")
         inputs = body.get("inputs", [])
         spec = parse_job({"module": body.get("module"), "entrypoint": body.get("entrypoint", "_start"),
                           "env": body.get("env", {}), "inputs": inputs, "limits": body.get("limits") or {},
@@ -758,10 +770,22 @@ class WebFunctions:
             raise ComputeBusy(f"the function runs {served.in_flight} requests already, its most at once",
                               hint="retry in a moment")
         cap = record["spend_cap"]
-        if cap is not None and served.spent_this_hour(_minute()) >= cap:
-            raise SpendCapReached(f"this function's owner spends at most {cap:,} micro-credits an hour on it, "
-                                  "and that is spent", hint="retry within the hour")
+        if cap is not None:
+            spent = served.spent_this_hour(_minute())
+            if spent >= cap:
+                raise SpendCapReached(f"this function's owner spends at most {cap:,} micro-credits an hour on it, "
+                                      "and that is spent", hint="retry within the hour")
+            # What the runs in flight may still cost counts against the cap: else as many runs as its concurrency,
+            # admitted just under it, each spent up to its budget past it.  One run at a time always may start.
+            if served.in_flight and not record["on_market"] and spent + served.reserved + self._budget(served) > cap:
+                raise ComputeBusy(f"this function's hourly spend cap ({cap:,} micro-credits) leaves room for no more "
+                                  f"than the {served.in_flight} requests it runs", hint="retry in a moment")
         return served, request
+
+    def _budget(self, served: Served) -> int:
+        """The most one of a function's runs may cost."""
+        _, call, _ = served.plan or self._plan(served)
+        return self.compute.budget(call, served.bill.rate)
 
     async def call(self, name: str, request: Request) -> Answer:
         served, request = self.admit(name, request)
@@ -769,20 +793,24 @@ class WebFunctions:
             return self._elsewhere(served, request)
         served.in_flight += 1
         self.in_flight += 1
+        reserved = 0 if served.record["spend_cap"] is None else self._budget(served)
+        served.reserved += reserved
         started, running = time.monotonic(), _Running()
         try:
             answer = await self._call(served, request, running)
         except BaseException:
-            self._count(served, started, running.finish, True)
+            self._count(served, started, running.finish, True, reserved)
             raise
-        self._count(served, started, running.finish, answer.status >= 500)
+        self._count(served, started, running.finish, answer.status >= 500, reserved)
         return answer
 
-    def _count(self, served: Served, started: float, finish: Finish | None, failed: bool) -> None:
-        """A request counted once its run has ended (a streamed answer's run ends after it is answered)."""
+    def _count(self, served: Served, started: float, finish: Finish | None, failed: bool, reserved: int) -> None:
+        """A request counted once its run has ended (a streamed answer's run ends after it is answered), and what
+        it reserved of its function's spend cap given back (its charge is in the hour by then)."""
         def ended(end: asyncio.Future | None = None) -> None:
             served.in_flight -= 1
             self.in_flight -= 1
+            served.reserved -= reserved
             served.requests += 1
             served.latencies.append((time.monotonic() - started) * 1000)
             if failed or (end is not None and (end.cancelled() or end.exception() is not None or end.result())):
@@ -837,7 +865,7 @@ class WebFunctions:
             head = await in_pool(None, stdout.read, 0, MAX_HEAD) if stdout.on_disk else stdout.read(0, MAX_HEAD)
             status, headers, offset = parse_cgi(head)
             answer = Answer(status, headers, stdout, offset, stdout.size - 1, stdin, finish)
-            return _ranged(answer, ranged)
+            return _ranged(answer, ranged, _header(request.headers, "if-range"))
         except BaseException:
             stderr.close()
             await Answer(0, [], stdout, 0, -1, stdin, running.finish).release()
@@ -889,7 +917,8 @@ class WebFunctions:
         url = self.placements.where(served.record["name"]).get("url")
         if url is None:
             raise FunctionUnavailable("this function is being placed on a provider", hint="retry in a moment")
-        location = url + request.path_info.lstrip("/") + (f"?{request.query}" if request.query else "")
+        # the path encoded again: it came decoded, and a space or a letter past ASCII in it is no URL
+        location = url + quote(request.path_info.lstrip("/")) + (f"?{request.query}" if request.query else "")
         return Answer(307, [("Location", location)], Spill.written(None, asyncio.get_running_loop()), 0, -1)
 
     def _record(self, served: Served, request: Request, spec: JobSpec, prepared, signature, limits, ran,
@@ -921,7 +950,10 @@ class WebFunctions:
 
 def parse_cgi(head: bytes) -> tuple[int, list[tuple[str, str]], int]:
     """The start of a CGI response: (its status, the headers it may set, where its body starts).  Header lines,
-    then a blank line; `Status:` (200 if none, 302 with a Location)."""
+    then a blank line; `Status:` (200 if none, 302 with a Location and no Status).  Every header is checked
+    before it reaches the caller: a name that is no HTTP token, a value with a control character (a CR or NUL
+    would split or end the response) or not UTF-8, and a Status that is no final HTTP status (a 1xx would leave the
+    caller waiting for another answer, or a proxy tunnelling the connection) are the function's failure (502)."""
     lf, crlf = head.find(b"\n\n"), head.find(b"\r\n\r\n")
     if crlf >= 0 and (lf < 0 or crlf < lf):
         end, body = crlf, crlf + 4
@@ -930,45 +962,66 @@ def parse_cgi(head: bytes) -> tuple[int, list[tuple[str, str]], int]:
     else:
         raise FunctionFailed(f"the function's answer is not a CGI response (no blank line after its headers in its "
                              f"first {MAX_HEAD:,} bytes)")
-    status, headers = 200, []
-    for line in head[:end].decode("latin-1").replace("\r\n", "\n").split("\n"):
-        name, colon, value = line.partition(":")
-        if not colon or not name.strip() or any(c in name for c in " \t"):
+    try:
+        text = head[:end].decode()
+    except UnicodeDecodeError:
+        raise FunctionFailed("the function's answer has headers that are not UTF-8") from None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    if (control := _CONTROL.search(text)) is not None:
+        raise FunctionFailed(f"the function's answer has a control character ({control.group()!r}) in its headers")
+    status, explicit, headers = 200, False, []
+    for line in text.split("\n"):
+        match = _HEADER_LINE.fullmatch(line)
+        if match is None:
             raise FunctionFailed(f"the function's answer has a malformed header line: {line[:80]!r}")
-        name, value = name.strip(), value.strip()
-        if name.lower() == "status":
-            try:
-                status = int(value.split()[0])
-            except (ValueError, IndexError):
-                raise FunctionFailed(f"the function's Status is not a number: {value[:40]!r}") from None
-            if not 100 <= status <= 599:
-                raise FunctionFailed(f"the function's Status {status} is not an HTTP status")
-        elif name.lower() == "location" and status == 200:
+        name, value = match.groups()
+        lower = name.lower()
+        if lower == "status":
+            code = _STATUS.fullmatch(value)
+            if code is None:
+                raise FunctionFailed(f"the function's Status is not a final HTTP status (200 to 599): {value[:40]!r}")
+            status, explicit = int(code.group(1)), True
+        elif lower == "location" and not explicit:
             status = 302
-        if _kept(name, value):
+        if _kept(lower, value):
             headers.append((name, value))
     return status, headers, body
 
 
-def _kept(name: str, value: str) -> bool:
-    lower = name.lower()
-    if lower in HOP_BY_HOP:
+def _kept(lower: str, value: str) -> bool:
+    if lower in DROPPED:
         return False
-    if lower == "set-cookie" and value.split("=", 1)[0].strip().lower().startswith("xsc_"):
-        return False  # the node's cookies: a function's page must never set the dashboard's session
+    if lower == "set-cookie":
+        # The node's cookies: a function's page must never set the dashboard's session.  A browser sends a cookie
+        # set with no name ("=xsc_session=...") as its value alone, which a server reads as that name.
+        pair = value.split(";", 1)[0]
+        name = pair.split("=", 1)[0].strip() or pair.partition("=")[2].split("=", 1)[0].strip()
+        return not name.lower().startswith("xsc_")
     return True
 
 
-def _ranged(answer: Answer, header: str | None) -> Answer:
+def _ranged(answer: Answer, header: str | None, if_range: str | None) -> Answer:
+    """The answer, or the range of it a `Range:` asks (206).  With an `If-Range` that is not the answer's strong
+    ETag or its Last-Modified, the whole answer (RFC 9110 13.1.5): a caller resuming a download of an answer since
+    changed would otherwise splice bytes of two answers."""
     if header is None or answer.status != 200:
+        return answer
+    if if_range is not None and not _validates(answer.headers, if_range.strip()):
         return answer
     byte_range = parse_range(header, answer.length)
     if byte_range is None:
         return answer
     first, last = byte_range
-    return replace(answer, status=206, headers=[*answer.headers, ("Content-Range", content_range(first, last,
-                                                                                                 answer.length))],
+    kept = [(k, v) for k, v in answer.headers if k.lower() != "content-range"]  # one, the node's: of what it sends
+    return replace(answer, status=206, headers=[*kept, ("Content-Range", content_range(first, last, answer.length))],
                    first=answer.first + first, last=answer.first + last)
+
+
+def _validates(headers: list[tuple[str, str]], if_range: str) -> bool:
+    if if_range.startswith(('"', "W/")):
+        return not if_range.startswith("W/") and _header(headers, "etag") == if_range
+    return _header(headers, "last-modified") == if_range
 
 
 def _sent_fuel(outcome, size: int, fuel: int) -> str | None:
@@ -1060,19 +1113,57 @@ def _wake(waiter: asyncio.Future) -> None:
         waiter.set_result(None)
 
 
+def path_info(path: str, raw: str) -> str:
+    """A request's PATH_INFO: `path`, its path after /fn/NAME decoded (`raw`: its target as sent).  Refused if it
+    has a '.' or '..' segment or an encoded '/' (no browser sends either): a function that checks where a path
+    starts (or a proxy in front that does) would be walked past, as /public/..%2Fprivate/x, to what its files
+    keep elsewhere; or a NUL, which would end the variable early."""
+    if "/." in path or "\0" in path or ("%" in raw and _ENCODED_SLASH.search(raw.partition("?")[0])):
+        if "\0" in path:
+            raise BadRequest("the request's path holds a NUL", hint="send a path without %00")
+        if not {".", ".."}.isdisjoint(path.split("/")) or _ENCODED_SLASH.search(raw.partition("?")[0]):
+            raise BadRequest(f"the request's path {raw.partition('?')[0][:200]!r} has a '.' or '..' segment or an "
+                             "encoded '/'", hint="send the path a browser would: dot segments resolved, '/' as it is")
+    return path
+
+
 def _cgi_env(request: Request) -> dict[str, str]:
+    """The request's CGI variables.  A header named with '_' is not passed: it would take the place of (or be
+    taken for) the one named with '-' that a proxy in front checks or sets (X_Forwarded_For as
+    HTTP_X_FORWARDED_FOR); nor is `Proxy` (HTTP_PROXY is read as a proxy's address: httpoxy).  A header sent
+    twice is one variable, its values joined as HTTP joins them.  A value aiohttp kept bytes of that are not UTF-8
+    in (as surrogates, which no environment holds) has them replaced."""
+    host = request.host
     env = {"GATEWAY_INTERFACE": "CGI/1.1", "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_SOFTWARE": "xsc",
            "REQUEST_METHOD": request.method, "PATH_INFO": request.path_info, "QUERY_STRING": request.query,
-           "REMOTE_ADDR": request.remote, "SERVER_NAME": request.host.split(":")[0]}
+           "REMOTE_ADDR": request.remote,
+           "SERVER_NAME": host.partition("]")[0] + "]" if host.startswith("[") else host.split(":")[0]}
     if request.content_length is not None:
         env["CONTENT_LENGTH"] = str(request.content_length)
     for name, value in request.headers:
+        if "_" in name:
+            continue
+        if not value.isascii():  # (aiohttp refuses a NUL in a header)
+            value = _utf8(value)
         key = name.upper().replace("-", "_")
         if key == "CONTENT_TYPE":
             env["CONTENT_TYPE"] = value
-        elif key not in ("CONTENT_LENGTH", "AUTHORIZATION", "COOKIE") and _ENV_NAME.fullmatch(key):
-            env["HTTP_" + key] = value.replace("\0", "")
+        elif key not in _NOT_PASSED and _ENV_NAME.fullmatch(key):
+            key = "HTTP_" + key
+            env[key] = env[key] + ", " + value if key in env else value
+    if not (env["SERVER_NAME"].isascii() and env["PATH_INFO"].isascii() and env["QUERY_STRING"].isascii()):
+        for key in ("SERVER_NAME", "PATH_INFO", "QUERY_STRING"):
+            env[key] = _utf8(env[key])
     return env
+
+
+def _utf8(text: str) -> str:
+    """`text` as an environment can hold it: bytes that are not UTF-8 replaced by U+FFFD, NULs dropped."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "replace")
+    return raw.decode("utf-8", "replace").replace("\0", "")
 
 
 async def _prefix(read: ReadFn, limit: int) -> tuple[bytes, bool]:
@@ -1166,4 +1257,4 @@ def _whole(value: Any, what: str, low: int, high: int) -> int:
     return value
 
 
-__all__ = ["Answer", "Request", "WebFunctions", "parse_cgi"]
+__all__ = ["Answer", "Request", "WebFunctions", "parse_cgi", "path_info"]

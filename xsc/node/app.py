@@ -105,7 +105,14 @@ async def _web_listener(config, node: Node) -> web.AppRunner | None:
     """The web functions' own listener (node.web_listen), or None."""
     if not config.node.web_listen:
         return None
-    runner = connections.ProblemRunner(web_app(node, config.node.web_rate_limit), access_log=None)
+    # Anyone may connect here: its connections are capped and closed when idle as the node's own listener's are,
+    # within the descriptors that listener leaves (else idle sockets held an hour each would take the node's).
+    fd_limit = connections.raise_fd_limit()
+    cap = connections.connection_cap(config.node.max_connections,
+                                     fd_limit - connections.connection_cap(config.node.max_connections, fd_limit))
+    runner = connections.GuardedRunner(web_app(node, config.node.web_rate_limit, config.node.idle_timeout),
+                                       max_connections=cap, max_per_ip=min(cap, config.node.max_connections_per_ip),
+                                       keepalive_timeout=config.node.idle_timeout, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, *parse_listen(config.node.web_listen)).start()

@@ -80,6 +80,8 @@ def problem_from_error(error: e.XscError) -> web.Response:
     response = problem(status_of(error), error.code, error.message, hint=error.hint, **error.details)
     if "retry_after" in error.details:
         response.headers["Retry-After"] = str(max(1, int(error.details["retry_after"])))
+    if isinstance(error, e.RangeNotSatisfiable) and "size" in error.details:  # RFC 9110 15.5.17: what there is
+        response.headers["Content-Range"] = f"bytes */{error.details['size']}"
     return response
 
 

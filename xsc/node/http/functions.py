@@ -4,20 +4,25 @@ or the dashboard, and carries no token."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ...compute.functions import Request
+from ...compute.functions import ReadFn, Request, path_info
 from ...net.functions import FUNCTION_PATH, FUNCTIONS_PATH
 from .. import peer_auth
 from ..appkeys import NODE
-from ..limits import RateLimiter
+from ..limits import RateLimiter, address_key
 from ..problems import problem_from_error, problem_middleware
-from ...errors import NotFound, XscError
+from ...serve.direct import send_body
+from ...errors import BodyTimeout, NotFound, XscError
 from .common import json_body, json_response
 
 routes = web.RouteTableDef()
+WHOLE = 64 * 1024  # an answer this long at most is handed to aiohttp whole: its write never waits for the caller
+MIN_BODY_RATE = 1024  # bytes a second a request's body must average once the node waits for it
 HINT = 'send {"name", "module", "inputs": ["CAP:/in/NAME"], "env", "limits", "max_body", "concurrency", "spend_cap"}'
 
 
@@ -56,32 +61,38 @@ async def withdraw_function(request: web.Request) -> web.Response:
                                                                            request.match_info["name"]))
 
 
-def web_app(node, rate: float) -> web.Application:
-    """The functions' own app: /fn/NAME/PATH, any method, anyone; each address limited to `rate` a second."""
+def web_app(node, rate: float, stall: float) -> web.Application:
+    """The functions' own app: /fn/NAME/PATH, any method, anyone; each address limited to `rate` a second.  A
+    caller that takes no bytes of an answer for `stall` seconds is cut: one that stops reading, connected, would
+    hold its answer (up to MAX_RESPONSE bytes on disk) and its connection for good."""
     limits = RateLimiter(rate, 2 * rate)
 
     async def call(request: web.Request) -> web.StreamResponse:
         try:
-            limits.check(request.remote or "?", time.monotonic(), f"address {request.remote}")
+            limits.check(address_key(request.remote), time.monotonic(), f"address {request.remote}")
             if "name" not in request.match_info:
                 raise NotFound(f"nothing is served at {request.path[:200]!r} here", hint="functions answer at /fn/NAME/")
             answer = await node.functions.call(request.match_info["name"], Request(
-                request.method, "/" + request.match_info.get("path", ""), request.query_string,
+                request.method, path_info("/" + request.match_info.get("path", ""), request.raw_path),
+                request.rel_url.raw_query_string,
                 list(request.headers.items()), request.remote or "", request.host, request.content_length,
-                request.content.read))
+                _reader(request, stall)))
         except XscError as err:
             response = problem_from_error(err)
             if request.can_read_body and not request.content.at_eof():
                 response.force_close()  # a body over the cap is not read
             return response
         try:
-            if (body := answer.whole()) is not None:
+            if (body := answer.whole()) is not None and len(body) <= WHOLE:
                 return web.Response(status=answer.status, headers=answer.headers, body=body)
             response = web.StreamResponse(status=answer.status, headers=answer.headers)
             response.content_length = None if answer.last is None else max(0, answer.length)  # None: chunked
             await response.prepare(request)
-            async for chunk in answer.chunks():  # raises if the run fails once its head is sent
-                await response.write(chunk)
+            # aiohttp writes what it is given even where no body may follow the head: unframed, the caller would read
+            # the function's bytes as the next response on its connection
+            if request.method != "HEAD" and answer.status not in (204, 304):
+                # answer.chunks() raises if the run fails once its head is sent
+                await send_body(request, response, _once(body) if body is not None else answer.chunks(), stall=stall)
             await response.write_eof()
             return response
         except XscError:  # the connection is cut: the caller must not take a partial body for a whole one
@@ -95,3 +106,34 @@ def web_app(node, rate: float) -> web.Application:
     app.router.add_route("*", r"/fn/{name}/{path:.*}", call)
     app.router.add_route("*", r"/{elsewhere:.*}", call)  # no function's: a 404 problem body
     return app
+
+
+def _reader(request: web.Request, stall: float) -> ReadFn:
+    """The request's body, read: a caller that sends none of it for `stall` seconds, or less than MIN_BODY_RATE
+    bytes a second on average once it has kept the node waiting, is answered 408, not left holding one of its
+    function's runs (its concurrency) and the budget held for it (a byte every few seconds would hold them for
+    good)."""
+    content, loop = request.content, asyncio.get_running_loop()
+    started, received = 0.0, 0
+
+    async def read(n: int) -> bytes:
+        nonlocal started, received
+        chunk = content.read_nowait(n)  # a body that is here already (or none): no timer to set and cancel
+        if not chunk and not content.at_eof():
+            now = loop.time()
+            started = started or now
+            wait = min(stall, started + stall + received / MIN_BODY_RATE - now)
+            try:
+                async with asyncio.timeout(max(0.0, wait)):
+                    chunk = await content.read(n)
+            except TimeoutError:
+                raise BodyTimeout(f"the body stalled: {received:,} bytes came, none for {wait:.3g} s, at less than "
+                                  f"{MIN_BODY_RATE:,} bytes a second", hint="send it again, faster") from None
+        received += len(chunk)
+        return chunk
+
+    return read
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body

@@ -6,7 +6,8 @@ import re
 
 from ...errors import RangeNotSatisfiable
 
-_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
+# ASCII digits: int() reads any script's, where a cache in front of the node reads none but ASCII
+_RANGE = re.compile(r"^[ \t]*bytes[ \t]*=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)[ \t]*$")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -1,0 +1,294 @@
+"""Web functions (compute/functions.py) against hostile output and hostile requests, on a real node: the `raw`
+entrypoint of fixtures/wasm/cgi.wat answers its request body as it is, so each test writes the CGI response a
+hostile function would; what reaches the caller is framed HTTP with headers the node checked, and the connection
+it came on still serves the next request."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+
+import aiohttp
+import pytest
+
+from tests.support.compute import deploy
+from tests.support.nodes import free_port
+from tests.support.waiting import eventually_async
+from xsc.node import CLIENT_IDENTITY
+from xsc.node.appkeys import NODE
+
+QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
+
+
+@pytest.fixture
+async def web(node_factory):
+    """A node serving `raw` (its answer: the request's body) and `hello` (its CGI variables): (node, base URL)."""
+    port = free_port()
+    node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "web_rate_limit": 1000})
+    module = await deploy(node, "cgi", wasi=True)
+    for name, entrypoint in (("raw", "raw"), ("hello", "_start")):
+        response = await node.post("/v1/compute/functions", json={"name": name, "module": module,
+                                                                   "entrypoint": entrypoint})
+        assert response.status == 201, await response.text()
+    return node, f"http://127.0.0.1:{port}"
+
+
+async def _exchange(base: str, *requests: bytes) -> bytes:
+    """`requests` sent one after another on one connection (the last closing it), and all that came back."""
+    host, port = base.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"".join(requests))
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+
+
+def _post(path: str, body: bytes, method: bytes = b"POST", extra: bytes = b"") -> bytes:
+    return (method + b" " + path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + extra
+            + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+
+
+LAST = b"GET /fn/hello/last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+def _responses(data: bytes, head_only: bool = False) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
+    """The responses in `data`, each framed by its Content-Length (status line, headers, body; `head_only`: the
+    first has no body, whatever its headers say, as the answer to a HEAD); what follows the last whole one,
+    unframed, is a response of its own with no head."""
+    found = []
+    while data:
+        head, sep, rest = data.partition(b"\r\n\r\n")
+        if not sep or not head.startswith(b"HTTP/1.1 "):
+            found.append((b"", {}, data))
+            break
+        status, *lines = head.split(b"\r\n")
+        headers = {k.lower(): v for k, _, v in (line.partition(b": ") for line in lines)}
+        length = 0 if head_only and not found else int(headers.get(b"content-length", b"0"))
+        found.append((status, headers, rest[:length]))
+        data = rest[length:]
+    return found
+
+
+HOSTILE_HEADS = [
+    b"Status: 100\n\nHTTP/1.1 200 OK\r\nX-Smuggled: yes\r\nContent-Length: 0\r\n\r\n",  # interim: no answer follows
+    b"Status: 101\n\nhello",  # a proxy would tunnel the connection from here on
+    b"Status: 99\n\nx", b"Status: 1000 x\n\nx", b"Status: abc\n\nx", b"Status: 2_00\n\nx", b"Status: \n\nx",
+    b"X-Split: a\rSet-Cookie: b=c\n\nbody",  # a lone CR
+    b"X-Nul: a\x00b\n\nbody",
+    b"X-Latin: caf\xe9\n\nbody",  # not UTF-8
+    b"X(Bad: a\n\nbody", b": no name\n\nbody", b" folded: a\n\nbody",
+    b"Content-Type: text/plain\n" * 4000,  # a head of 100 KB, no blank line
+]
+
+
+async def test_a_hostile_cgi_head_is_a_502_problem_and_the_connection_serves_the_next_request(web) -> None:
+    node, base = web
+    for head in HOSTILE_HEADS:
+        answers = _responses(await _exchange(base, _post("/fn/raw/", head), LAST))
+        assert [a[0] for a in answers] == [b"HTTP/1.1 502 Bad Gateway", b"HTTP/1.1 200 OK"], (head[:40], answers)
+        (_, headers, body), (_, last_headers, _) = answers
+        assert headers[b"content-type"].startswith(b"application/problem+json"), head[:40]
+        assert json.loads(body)["code"] == "function-failed" and last_headers[b"x-hello"] == b"yes", head[:40]
+    # What a function may say is kept as it said it: a UTF-8 value byte for byte, its Status beside a Location.
+    status, headers, body = _responses(await _exchange(base, _post(
+        "/fn/raw/", "Status: 200 OK\nLocation: /fn/hello/\nX-Name: café\n\nbody".encode(),
+        extra=b"Connection: close\r\n")))[0]
+    assert status == b"HTTP/1.1 200 OK" and headers[b"x-name"] == "café".encode() and body == b"body"
+    status, headers, _ = _responses(await _exchange(base, _post("/fn/raw/", b"Location: /fn/hello/\n\n",
+                                                                extra=b"Connection: close\r\n")))[0]
+    assert status == b"HTTP/1.1 302 Found" and headers[b"location"] == b"/fn/hello/"
+    # Headers that reach past the function to its origin (every function on the listener) are dropped, and so is
+    # a cookie a browser would send as the dashboard's session (one with no name is sent as its value alone).
+    status, headers, _ = _responses(await _exchange(base, _post(
+        "/fn/raw/", b'Service-Worker-Allowed: /\nClear-Site-Data: "cookies"\nSet-Cookie: =xsc_session_1=stolen\n'
+        b"Set-Cookie: XSC_session_1\nSet-Cookie: theirs=1; Path=/\nX-Kept: 1\n\n", extra=b"Connection: close\r\n")))[0]
+    assert b"service-worker-allowed" not in headers and b"clear-site-data" not in headers
+    assert headers[b"x-kept"] == b"1" and headers[b"set-cookie"] == b"theirs=1; Path=/"
+
+
+@pytest.mark.parametrize("method, status", [(b"HEAD", b"200"), (b"POST", b"204"), (b"POST", b"304")])
+async def test_no_body_follows_the_head_of_a_head_request_or_a_204_or_304(web, method, status) -> None:
+    """A long answer (on disk, sent in chunks) to a request whose answer has no body: its bytes, unframed, would
+    be read by the caller as the answer to its next request on the connection."""
+    node, base = web
+    smuggled = b"HTTP/1.1 200 OK\r\nX-Smuggled: yes\r\nContent-Length: 0\r\n\r\n"
+    body = b"Status: " + status + b"\nX-First: yes\n\n" + smuggled + b"z" * (2 << 20)
+    answers = _responses(await _exchange(base, _post("/fn/raw/", body, method), LAST), head_only=method == b"HEAD")
+    assert [a[0][:12] for a in answers] == [b"HTTP/1.1 " + status, b"HTTP/1.1 200"], answers[1][:2]
+    assert answers[0][1][b"x-first"] == b"yes" and answers[1][1][b"x-hello"] == b"yes"
+    assert answers[0][2] == b""
+
+
+async def test_cgi_variables_from_a_hostile_request_are_what_the_caller_sent_and_nothing_else(web) -> None:
+    node, base = web
+    request = (b"GET /fn/hello/a?next=%26admin%3Dtrue&q=a+b%2Fc HTTP/1.1\r\nHost: x\r\n"
+               b"X-Forwarded-For: 10.0.0.1\r\nX_Forwarded_For: 6.6.6.6\r\nX-Forwarded-For: 10.0.0.2\r\n"
+               b"Proxy: http://evil:8080/\r\nX-Bin: caf\xe9\xff\r\nConnection: close\r\n\r\n")
+    status, _, body = _responses(await _exchange(base, request))[0]
+    assert status == b"HTTP/1.1 200 OK", body
+    variables = dict(line.partition(b"=")[::2] for line in body.split(b"\n") if b"=" in line)
+    assert variables[b"QUERY_STRING"] == b"next=%26admin%3Dtrue&q=a+b%2Fc"  # as sent: one parameter, not two
+    assert variables[b"HTTP_X_FORWARDED_FOR"] == b"10.0.0.1, 10.0.0.2"  # not the one named with '_'
+    assert b"HTTP_PROXY" not in variables
+    assert variables[b"HTTP_X_BIN"] == "caf\ufffd\ufffd".encode()  # bytes that are not UTF-8, replaced
+    # A path a function (or a proxy in front) would be walked past its prefix with, or one a NUL would cut short.
+    for path in (b"/fn/hello/public/../private/x", b"/fn/hello/public/..%2Fprivate/x", b"/fn/hello/a%2Fb",
+                 b"/fn/hello/%2e%2e/x", b"/fn/hello/a/./b", b"/fn/hello/a%00b"):
+        status, headers, body = _responses(await _exchange(
+            base, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))[0]
+        assert status == b"HTTP/1.1 400 Bad Request", (path, body)
+        assert headers[b"content-type"].startswith(b"application/problem+json"), path
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{base}/fn/hello/.well-known/x?u=%2F") as response:
+            assert response.status == 200 and "PATH_INFO=/.well-known/x" in (await response.text()).splitlines()
+
+
+async def test_ranges_of_an_answer_follow_rfc_9110(web) -> None:
+    node, base = web
+    data = bytes(range(100))
+    answer = b'ETag: "v2"\nLast-Modified: Sat, 28 Nov 2026 12:00:00 GMT\n\n' + data
+
+    async def ranged(**headers) -> tuple[int, dict, bytes]:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{base}/fn/raw/", data=answer, headers=headers) as response:
+                return response.status, dict(response.headers), await response.read()
+
+    status, headers, body = await ranged(Range="bytes=200-")
+    assert status == 416 and headers["Content-Range"] == "bytes */100", headers
+    assert json.loads(body)["code"] == "range-not-satisfiable"
+    assert (await ranged(Range="bytes=-0"))[1]["Content-Range"] == "bytes */100"
+    status, headers, body = await ranged(Range="bytes=-3")
+    assert status == 206 and body == data[-3:] and headers["Content-Range"] == "bytes 97-99/100"
+    lying = b"Content-Range: bytes 0-99/100\n\n" + data  # a range of a 200 has the node's Content-Range alone
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/fn/raw/", data=lying, headers={"Range": "bytes=10-19"}) as response:
+            assert response.status == 206 and response.headers.getall("Content-Range") == ["bytes 10-19/100"]
+    assert (await ranged(Range="bytes=0-1,5-6"))[0] == 200  # several ranges: the whole answer, as RFC 9110 allows
+    assert (await ranged(Range="bytes=\u0663-5"))[0] == 200  # digits of another script are no range
+    # A caller resuming a download of an answer that has changed since gets it whole, not a splice of the two.
+    for stale in ('"v1"', 'W/"v2"', "Sat, 28 Nov 2026 11:00:00 GMT"):
+        status, _, body = await ranged(Range="bytes=50-", **{"If-Range": stale})
+        assert status == 200 and body == data, stale
+    for current in ('"v2"', "Sat, 28 Nov 2026 12:00:00 GMT"):
+        status, _, body = await ranged(Range="bytes=50-", **{"If-Range": current})
+        assert status == 206 and body == data[50:], current
+
+
+async def test_idle_connections_to_the_web_listener_are_capped_per_address_and_closed(node_factory) -> None:
+    """Anyone may connect to the web listener: sockets that send nothing are capped per address (503 past it) and
+    closed after node.idle_timeout, as on the node's own listener, not kept for an hour each until the node's
+    descriptors run out."""
+    port = free_port()
+    node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "max_connections_per_ip": 16,
+                                                    "idle_timeout": 2})
+    await node.post("/v1/compute/functions", json={"name": "hello", "module": await deploy(node, "cgi", wasi=True)})
+    opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(48)]
+    try:
+        answers = await asyncio.wait_for(asyncio.gather(*(reader.read() for reader, _ in opened)), 60)
+    finally:
+        for _, writer in opened:
+            writer.close()
+    refused = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
+    assert len(refused) >= 48 - 16 and all(b"too-many-connections" in a for a in refused)
+    assert set(answers) - set(refused) <= {b""}  # the rest closed once idle
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"http://127.0.0.1:{port}/fn/hello/") as response:
+            assert response.status == 200
+
+
+async def test_a_caller_that_stops_reading_a_long_answer_is_cut_and_the_answer_removed(node_factory) -> None:
+    """A caller that takes no bytes of an answer for node.idle_timeout seconds is cut, as on the user API: else it
+    held its answer (on disk past 1 MiB) and its connection for as long as it stayed connected."""
+    port = free_port()
+    node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "idle_timeout": 1})
+    module = await deploy(node, "cgi", wasi=True)
+    await node.post("/v1/compute/functions", json={"name": "raw", "module": module, "entrypoint": "raw"})
+    work_dir = node.app[NODE].functions.work_dir
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # what the kernel takes for it: little
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(_post("/fn/raw/", b"Content-Type: application/octet-stream\n\n" + b"x" * (12 << 20)))
+    await writer.drain()
+    await eventually_async(lambda: list(work_dir.glob("stdout-*")), "the answer written to its file")
+    try:
+        await eventually_async(lambda: not list(work_dir.glob("stdout-*")), "the stalled caller cut", 30)
+    finally:
+        writer.close()
+
+
+async def test_a_caller_whose_body_stops_is_answered_408_and_frees_its_run(node_factory) -> None:
+    """A body that stops coming holds one of its function's runs (its concurrency) and the budget held for it: after
+    node.idle_timeout seconds without a byte it is answered 408, and the function serves others."""
+    port = free_port()
+    node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "idle_timeout": 1})
+    module = await deploy(node, "cgi", wasi=True)
+    await node.post("/v1/compute/functions", json={"name": "hello", "module": module, "concurrency": 1})
+    for declared in (100, 10 << 20):  # tried on the loop first, or read to a worker's file
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /fn/hello/ HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\nfirst bytes" % declared)
+        try:  # one answer (the connection is closed after it, once aiohttp's lingering read ends)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+            status, headers, _ = _responses(head)[0]
+            body = await reader.readexactly(int(headers[b"content-length"]))
+        finally:
+            writer.close()
+        assert status == b"HTTP/1.1 408 Request Timeout" and json.loads(body)["code"] == "body-timeout", body
+        ledger, owner = node.app[NODE].ledger, node.app[CLIENT_IDENTITY].public_key
+        await eventually_async(lambda: ledger.held(owner) == 0, "its budget given back")  # (and runs' recorded)
+    # A byte at a time, each within the idle timeout: at less than MIN_BODY_RATE bytes a second, 408 all the same.
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /fn/hello/ HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+    answered = asyncio.ensure_future(reader.readuntil(b"\r\n\r\n"))
+    try:
+        for _ in range(40):  # (its pace, not a wait for the node: what is awaited is the answer)
+            if answered.done():
+                break
+            writer.write(b"x")
+            await asyncio.wait([answered], timeout=0.5)
+        assert answered.done(), "the node still waits for a body that drips"
+        assert _responses(answered.result())[0][0] == b"HTTP/1.1 408 Request Timeout"
+    finally:
+        answered.cancel()
+        writer.close()
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/fn/hello/") as response:
+                assert response.status == 200
+
+
+async def test_callers_at_once_cannot_take_a_function_past_its_spend_cap_by_more_than_one_run(node_factory) -> None:
+    """A cap far below what a run may cost (a careless owner's): callers arriving together while the hour is under
+    it would each be admitted, and each run spend up to its budget past it.  What the runs in flight may still cost
+    counts against the cap; one run at a time may always start."""
+    port = free_port()
+    node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "web_rate_limit": 1000})
+    module = await deploy(node, "cgi", wasi=True)
+    response = await node.post("/v1/compute/functions", json={
+        "name": "capped", "module": module, "entrypoint": "trickle", "limits": {"timeout": 1.0}, "spend_cap": 1000})
+    assert response.status == 201, await response.text()
+
+    async def one(session) -> int | str:
+        try:
+            async with session.get(f"http://127.0.0.1:{port}/fn/capped/") as answer:
+                await answer.read()
+                return answer.status
+        except aiohttp.ClientPayloadError:
+            return "cut at its deadline"
+
+    async with aiohttp.ClientSession() as session:
+        statuses = await asyncio.gather(*(one(session) for _ in range(8)))
+    assert statuses.count("cut at its deadline") == 1 and set(statuses) <= {"cut at its deadline", 503, 402}, statuses
+
+    def runs() -> list[dict]:
+        return [r["record"] for r in node.app[NODE].compute.recent_provenance(50)
+                if r["record"].get("job", {}).get("function") == "capped"]
+
+    ran = await eventually_async(lambda: runs(), "the one run recorded")
+    listed = (await (await node.get("/v1/compute/functions")).json())["functions"][0]
+    assert len(ran) == 1 and listed["spent_this_hour"] == ran[0]["charge"] and listed["in_flight"] == 0
+    async with aiohttp.ClientSession() as session:
+        assert await one(session) == 402  # the hour's cap reached: nothing more charged
