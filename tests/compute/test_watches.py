@@ -141,6 +141,7 @@ async def test_a_watch_is_refused_with_one_line_when_it_cannot_work(node_factory
                          "cannot write where it watches"),
                         ({"name": "bad name!", "spec": {"module": sha}, "on": "s3://raw/", "to": "s3://raw2/"},
                          "name"),
+                        ({"name": "x\n", "spec": {"module": sha}, "on": "s3://raw/a/", "to": "s3://raw/b/"}, "name"),
                         ({"name": "x", "spec": {"module": sha, "colour": 1}, "on": "s3://raw/a/", "to": "s3://raw/b/"},
                          "unknown field"),
                         ({"name": "x", "spec": -7.9e-241, "on": "s3://raw/a/", "to": "s3://raw/b/"}, '"spec"'),

@@ -9,6 +9,8 @@ import http.client
 import pytest
 
 from tests.support.s3 import sign_headers
+from xsc.buckets.core import names
+from xsc.errors import InvalidArgument, InvalidBucketName
 from xsc.s3 import remote
 
 
@@ -28,7 +30,8 @@ def _raw(gateway, method: str, path: str) -> tuple[int, bytes]:
 
 @pytest.mark.parametrize("method, path", [("DELETE", "/victimb%3F/x"), ("GET", "/victimb%3F/k1"),
                                           ("GET", "/%2E%2E/k1"), ("GET", "/%2E%2E"),
-                                          ("PUT", "/victimb%23/x"), ("DELETE", "/victimb%3F")])
+                                          ("PUT", "/victimb%23/x"), ("DELETE", "/victimb%3F"),
+                                          ("PUT", "/victimb%0A"), ("GET", "/victimb%0A/x")])
 def test_a_name_that_is_not_a_bucket_name_is_400_and_touches_no_bucket(gateway, method, path) -> None:
     s3 = gateway.client()
     s3.create_bucket(Bucket="victimb")
@@ -56,3 +59,11 @@ def test_a_key_or_prefix_holding_a_control_character_is_400_and_listings_stay_we
     assert status == 400 and b"<Code>InvalidArgument</Code>" in body and b"U+00" in body, (status, body)
     listed = s3.list_objects_v2(Bucket="names-nul")  # parsed by botocore: well-formed
     assert [o["Key"] for o in listed["Contents"]] == ["a\nb"]
+
+
+def test_a_name_with_a_final_line_break_is_neither_a_bucket_name_nor_a_user_name() -> None:
+    """A pattern's `$` matches before a final newline: `victimb\n` passed for a bucket and `ana\n` for a user."""
+    for check, name in ((names.check_bucket, "victimb\n"), (names.check_user, "ana\n")):
+        with pytest.raises((InvalidArgument, InvalidBucketName)):
+            check(name)
+    assert names.check_bucket("victimb") == "victimb" and names.check_user("ana") == "ana"

@@ -8,6 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
+from urllib.parse import quote
 
 import click
 
@@ -412,7 +413,7 @@ def watches(obj, as_json: bool) -> None:
 @click.pass_obj
 def unwatch(obj, name: str) -> None:
     """Stop a watch (the objects it wrote stay)."""
-    obj.client().request("DELETE", f"/v1/compute/watches/{name}")
+    obj.client().request("DELETE", f"/v1/compute/watches/{quote(name, safe='')}")  # 'a?b' is not 'a' stopped
     click.echo(f"stopped watch {name}")
 
 

@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 SCAN = 5.0  # seconds between passes when nothing wakes them
 MAX_WATCHES = 64
 PARALLEL = 4  # datums of one watch run at once (their jobs spread over the providers the market offers)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # whole: fullmatch ($ would take a final newline)
 
 
 def parse_target(text: Any, what: str) -> tuple[str, str]:
@@ -87,7 +87,7 @@ class Watches:
         if not isinstance(body, dict) or set(body) - {"name", "spec", "on", "to", "as"}:
             raise InvalidArgument('send {"name", "spec", "on": "s3://B/P", "to": "s3://B2/P2", "as": "/in/data"}')
         name = body.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidArgument("a watch's name is 1 to 64 letters, digits, '.', '_' or '-'")
         mount, spec = body.get("as", "/in/data"), body.get("spec") or {}
         if not isinstance(mount, str):

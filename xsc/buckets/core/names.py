@@ -6,8 +6,8 @@ import re
 
 from ...errors import InvalidArgument, InvalidBucketName
 
-_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_IP = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # each name pattern is fullmatched ($ takes a final \n)
+_IP = re.compile(r"\d+\.\d+\.\d+\.\d+")
 MAX_KEY_BYTES = 1024
 MAX_PARTS = 10000
 MIN_PART_SIZE = 5 * 1024 * 1024  # every part but the last of a multipart object (S3's rule)
@@ -18,20 +18,20 @@ MAX_RECORD = 64 * 1024  # bytes of an object's record (type, metadata, stored he
 # their framing (`codec.framed`) it is within the node's body limit (1 MiB); larger ones are streamed.
 SMALL_OBJECT = 1024 * 1024 - MAX_RECORD - 4
 DEFAULT_USER = "xsc"  # the user of access keys made without --user, and the owner of buckets made before users
-_USER = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+_USER = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 # What XML 1.0 cannot carry (listings echo keys and prefixes): C0 controls but tab, LF and CR, and U+FFFE/U+FFFF.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
 def check_bucket(name: str) -> str:
-    if not _BUCKET.match(name) or ".." in name or _IP.match(name) or ".-" in name or "-." in name:
+    if not _BUCKET.fullmatch(name) or ".." in name or _IP.fullmatch(name) or ".-" in name or "-." in name:
         raise InvalidBucketName(f"{name!r} is not a valid bucket name",
                                 hint="3 to 63 characters: lower-case letters, digits, '-' and '.'")
     return name
 
 
 def check_user(name: str) -> str:
-    if not isinstance(name, str) or not _USER.match(name):
+    if not isinstance(name, str) or not _USER.fullmatch(name):
         raise InvalidArgument(f"{name!r} is not a user name", hint="1 to 32 characters: a-z, 0-9, '.', '_', '-'")
     return name
 
