@@ -5,6 +5,7 @@ test_s3_users, test_s3_crash)."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -115,3 +116,33 @@ def test_a_put_whose_body_stalls_is_answered_request_timeout_and_keeps_nothing(t
         assert gateway.client().list_objects_v2(Bucket="slow")["KeyCount"] == 0
     finally:
         gateway.stop()
+
+
+async def test_idle_connections_to_the_s3_listener_are_capped_per_address_and_closed(node_factory) -> None:
+    """Anyone may connect to the S3 listener: sockets that send nothing are capped per address (503 past it) and
+    closed after node.idle_timeout, as on the node's own listener, not kept for aiohttp's hour each until the
+    node's descriptors run out."""
+    port = free_port()
+    await node_factory("s3", node={"s3_listen": f"127.0.0.1:{port}", "max_connections_per_ip": 16,
+                                   "idle_timeout": 2})
+    opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(48)]
+    try:
+        answers = await asyncio.wait_for(asyncio.gather(*(reader.read() for reader, _ in opened)), 60)
+    finally:
+        for _, writer in opened:
+            writer.close()
+    refused = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
+    assert len(refused) >= 48 - 16, answers
+    assert set(answers) - set(refused) <= {b""}  # the rest closed once idle
+    status, _ = await asyncio.to_thread(_get_root, port)
+    assert status == 403  # served again: an unsigned request, refused as S3 refuses it
+
+
+def _get_root(port: int) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()

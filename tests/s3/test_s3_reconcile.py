@@ -12,6 +12,7 @@ import threading
 import aiohttp
 import pytest
 
+from xsc.config import NodeSection
 from xsc.buckets.core.names import DEFAULT_USER, SMALL_OBJECT
 from xsc.errors import XscError
 from xsc.node.appkeys import NODE
@@ -112,7 +113,7 @@ async def served_front(node, tmp_path):
     ring = KeyRing(tmp_path / "keys")
     front = S3Front(link, ring, FileMarks(b"s" * 32))
     port = free_port()
-    runner = await listen(front, "127.0.0.1", port)
+    runner = await listen(front, "127.0.0.1", port, NodeSection())
     await link.create_bucket("gate", DEFAULT_USER)
     yield front, link, f"http://127.0.0.1:{port}", ring.create()
     await runner.cleanup()

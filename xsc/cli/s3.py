@@ -28,7 +28,7 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     import logging
     import signal
 
-    from ..config import parse_listen
+    from ..config import load_config, parse_listen
     from ..errors import ConfigError
     from ..s3.access import KeyRing, key_file
     from ..s3.marks import FileMarks
@@ -43,8 +43,9 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
     if not keyring.list():
         click.echo("xsc s3: no access keys yet: create one with `xsc s3 keys create`", err=True)
     set_malloc_thresholds()
+    limits = load_config(obj.data_dir).node  # the node's connection caps and idle timeout hold here too
     front = S3Front(RemoteNode(NodeApi(obj.node_url(), obj.token())), keyring, FileMarks.load(obj.data_dir),
-                    region=region, reconcile_interval=reconcile_interval)
+                    region=region, reconcile_interval=reconcile_interval, idle_timeout=limits.idle_timeout)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -52,7 +53,7 @@ def serve(obj, listen: str, region: str, reconcile_interval: float) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         try:
-            await run(front, host, port, stop=stop,
+            await run(front, host, port, limits, stop=stop,
                       ready=lambda url: click.echo(f"xsc s3 serving {url} for the node at {obj.node_url()}"))
         except OSError as exc:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",

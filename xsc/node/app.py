@@ -105,14 +105,10 @@ async def _web_listener(config, node: Node) -> web.AppRunner | None:
     """The web functions' own listener (node.web_listen), or None."""
     if not config.node.web_listen:
         return None
-    # Anyone may connect here: its connections are capped and closed when idle as the node's own listener's are,
-    # within the descriptors that listener leaves (else idle sockets held an hour each would take the node's).
-    fd_limit = connections.raise_fd_limit()
-    cap = connections.connection_cap(config.node.max_connections,
-                                     fd_limit - connections.connection_cap(config.node.max_connections, fd_limit))
-    runner = connections.GuardedRunner(web_app(node, config.node.web_rate_limit, config.node.idle_timeout),
-                                       max_connections=cap, max_per_ip=min(cap, config.node.max_connections_per_ip),
-                                       keepalive_timeout=config.node.idle_timeout, access_log=None)
+    runner = connections.open_runner(web_app(node, config.node.web_rate_limit, config.node.idle_timeout),
+                                     max_connections=config.node.max_connections,
+                                     max_per_ip=config.node.max_connections_per_ip,
+                                     idle_timeout=config.node.idle_timeout, beside_node=True, access_log=None)
     await runner.setup()
     try:
         await web.TCPSite(runner, *parse_listen(config.node.web_listen)).start()
@@ -132,7 +128,7 @@ async def _s3_listener(config, node: Node) -> web.AppRunner | None:
                     quota=RateLimiter(config.node.user_rate_limit, 2 * config.node.user_rate_limit),
                     idle_timeout=config.node.idle_timeout)
     try:
-        runner = await s3_listen(front, *parse_listen(config.node.s3_listen))
+        runner = await s3_listen(front, *parse_listen(config.node.s3_listen), config.node, beside_node=True)
     except OSError as exc:
         raise ConfigError(f"cannot listen on {config.node.s3_listen}: {exc.strerror or exc}",
                           hint="pick another address with node.s3_listen HOST:PORT") from exc

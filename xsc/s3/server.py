@@ -26,7 +26,7 @@ from aiohttp import web
 from ..errors import S3Error, S3ServedByNode, XscError
 from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
-from ..serve.connections import ProblemRunner
+from ..serve.connections import ConnectionLimits, open_runner
 from ..tasks import Quota, Workers, to_its_end, woken
 from ..buckets.core import listing, names
 from ..buckets.objects import SmallPut
@@ -710,11 +710,15 @@ def _unparsed(status: int, detail: str) -> web.Response:
     return _xml(xml.error("BadRequest" if status < 500 else "InternalError", detail), status)
 
 
-async def listen(front: S3Front, host: str, port: int) -> web.AppRunner:
-    """The front's app listening on host:port: its runner (`cleanup()` stops it)."""
+async def listen(front: S3Front, host: str, port: int, limits: ConnectionLimits, *,
+                 beside_node: bool = False) -> web.AppRunner:
+    """The front's app listening on host:port, its connections held to `limits` (`max_connections`,
+    `max_connections_per_ip`, `idle_timeout`: the node's settings): its runner (`cleanup()` stops it)."""
     # A body's Content-Encoding (gzip, ...) is what the object is, stored as sent: aiohttp must not decode it.
-    runner = ProblemRunner(front.app(), answer=_unparsed, access_log=None, handle_signals=False,
-                           auto_decompress=False, read_bufsize=READ_BUFFER)
+    runner = open_runner(front.app(), max_connections=limits.max_connections,
+                         max_per_ip=limits.max_connections_per_ip, idle_timeout=limits.idle_timeout,
+                         beside_node=beside_node, answer=_unparsed, access_log=None, handle_signals=False,
+                         auto_decompress=False, read_bufsize=READ_BUFFER)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, reuse_address=True).start()
@@ -724,9 +728,10 @@ async def listen(front: S3Front, host: str, port: int) -> web.AppRunner:
     return runner
 
 
-async def serve(front: S3Front, host: str, port: int, *, ready: Callable[[str], None] | None = None,
-                stop: asyncio.Event | None = None) -> None:
-    """Run the front until `stop` is set (or forever): reconcile first, then listen, then reconcile when idle."""
+async def serve(front: S3Front, host: str, port: int, limits: ConnectionLimits, *,
+                ready: Callable[[str], None] | None = None, stop: asyncio.Event | None = None) -> None:
+    """Run the front until `stop` is set (or forever): reconcile first, then listen (`limits`: as `listen`), then
+    reconcile when idle."""
     await front.node.start()
     try:
         try:
@@ -737,7 +742,7 @@ async def serve(front: S3Front, host: str, port: int, *, ready: Callable[[str], 
             raise
         except XscError as err:
             log.warning("could not reconcile with the node yet: %s", err)
-        runner = await listen(front, host, port)
+        runner = await listen(front, host, port, limits)
         try:
             if ready:
                 ready(f"http://{host}:{port}")

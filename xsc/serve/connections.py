@@ -29,7 +29,7 @@ import functools
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -278,3 +278,25 @@ class GuardedRunner(ProblemRunner):
     def __init__(self, app: web.Application, *, max_connections: int, max_per_ip: int, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
         self.server_options.update(max_connections=max_connections, max_per_ip=max_per_ip)
+
+
+class ConnectionLimits(Protocol):
+    """What caps a listener's connections (config's NodeSection has them)."""
+
+    max_connections: int
+    max_connections_per_ip: int
+    idle_timeout: float
+
+
+def open_runner(app: web.Application, *, max_connections: int, max_per_ip: int, idle_timeout: float,
+                beside_node: bool, **kwargs: Any) -> GuardedRunner:
+    """The runner of a listener anyone may connect to (web functions, S3): its connections capped in all and per
+    address and closed when idle, as the node's own listener's are; else idle sockets, held for aiohttp's hour
+    each, would take the descriptors the process needs.  `beside_node`: in the node's process, whose own listener
+    keeps its cap of them, this one takes what that leaves."""
+    fd_limit = raise_fd_limit()
+    if beside_node:
+        fd_limit -= connection_cap(max_connections, fd_limit)
+    cap = connection_cap(max_connections, fd_limit)
+    return GuardedRunner(app, max_connections=cap, max_per_ip=min(cap, max_per_ip), keepalive_timeout=idle_timeout,
+                         **kwargs)
