@@ -1,4 +1,5 @@
-"""A request's body read straight into buffers of known lengths, past aiohttp's parser (`read_into`): the one way a
+"""A request's body read as it comes: `paced_reader` for a body handed on in chunks (a put's, a web function's
+stdin), held to a pace; `read_into` straight into buffers of known lengths, past aiohttp's parser: the one way a
 peer's streamed body (a share's blocks, node/http/shares.py) is read.
 
 A holder takes in a quarter of every file put through six nodes, at the pace the gateway sends it.  Through aiohttp's
@@ -22,10 +23,43 @@ from __future__ import annotations
 
 import asyncio
 
-from aiohttp import web
+from collections.abc import Awaitable, Callable
+
+from aiohttp import StreamReader, web
 from aiohttp.web_protocol import MAX_MSG_QUEUE_SIZE, HttpRequestParser, RequestHandler, RequestPayloadError
 
+from ..errors import BodyTimeout
+
 AUTO_DECOMPRESS = True  # what the node's server gives aiohttp's parsers (aiohttp's default), given to the fresh one
+
+
+def paced_reader(content: StreamReader, stall: float, *, min_rate: int = 0, what: str = "the body",
+                 hint: str = "send it again") -> Callable[[int], Awaitable[bytes]]:
+    """`read(n)` of a request's body as it comes: BodyTimeout (408) once none of it comes for `stall` seconds, or,
+    given `min_rate`, once it averages less than `min_rate` bytes a second since the node first waited for it.  A
+    body that stops, or comes a byte every few seconds, would hold what its request holds (a put, a function's run
+    and its budget) for as long as its sender liked."""
+    loop = asyncio.get_running_loop()
+    started, received = 0.0, 0
+
+    async def read(n: int) -> bytes:
+        nonlocal started, received
+        chunk = content.read_nowait(n)  # a body that is here already (or none): no timer to set and cancel
+        if not chunk and not content.at_eof():
+            now = loop.time()
+            started = started or now
+            wait = min(stall, started + stall + received / min_rate - now) if min_rate else stall
+            try:
+                async with asyncio.timeout(max(0.0, wait)):
+                    chunk = await content.read(n)
+            except TimeoutError:
+                pace = f", at less than {min_rate:,} bytes a second" if min_rate else ""
+                raise BodyTimeout(f"{what} stalled: {received:,} bytes came, none for {wait:.3g} s{pace}",
+                                  hint=hint) from None
+        received += len(chunk)
+        return chunk
+
+    return read
 
 
 class BodyCut(ConnectionError):

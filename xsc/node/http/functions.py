@@ -4,25 +4,25 @@ or the dashboard, and carries no token."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from ...compute.functions import ReadFn, Request, path_info
+from ...compute.functions import Request, path_info
 from ...net.functions import FUNCTION_PATH, FUNCTIONS_PATH
 from .. import peer_auth
 from ..appkeys import NODE
 from ..limits import RateLimiter, address_key
 from ..problems import problem_from_error, problem_middleware
+from ...serve.body import paced_reader
 from ...serve.direct import send_body
-from ...errors import BodyTimeout, NotFound, XscError
+from ...errors import NotFound, XscError
 from .common import json_body, json_response
 
 routes = web.RouteTableDef()
 WHOLE = 64 * 1024  # an answer this long at most is handed to aiohttp whole: its write never waits for the caller
-MIN_BODY_RATE = 1024  # bytes a second a request's body must average once the node waits for it
+MIN_BODY_RATE = 1024  # bytes a second a request's body must average once the node waits for it (serve/body.py)
 HINT = 'send {"name", "module", "inputs": ["CAP:/in/NAME"], "env", "limits", "max_body", "concurrency", "spend_cap"}'
 
 
@@ -76,7 +76,7 @@ def web_app(node, rate: float, stall: float) -> web.Application:
                 request.method, path_info("/" + request.match_info.get("path", ""), request.raw_path),
                 request.rel_url.raw_query_string,
                 list(request.headers.items()), request.remote or "", request.host, request.content_length,
-                _reader(request, stall)))
+                paced_reader(request.content, stall, min_rate=MIN_BODY_RATE, hint="send it again, faster")))
         except XscError as err:
             response = problem_from_error(err)
             if request.can_read_body and not request.content.at_eof():
@@ -106,33 +106,6 @@ def web_app(node, rate: float, stall: float) -> web.Application:
     app.router.add_route("*", r"/fn/{name}/{path:.*}", call)
     app.router.add_route("*", r"/{elsewhere:.*}", call)  # no function's: a 404 problem body
     return app
-
-
-def _reader(request: web.Request, stall: float) -> ReadFn:
-    """The request's body, read: a caller that sends none of it for `stall` seconds, or less than MIN_BODY_RATE
-    bytes a second on average once it has kept the node waiting, is answered 408, not left holding one of its
-    function's runs (its concurrency) and the budget held for it (a byte every few seconds would hold them for
-    good)."""
-    content, loop = request.content, asyncio.get_running_loop()
-    started, received = 0.0, 0
-
-    async def read(n: int) -> bytes:
-        nonlocal started, received
-        chunk = content.read_nowait(n)  # a body that is here already (or none): no timer to set and cancel
-        if not chunk and not content.at_eof():
-            now = loop.time()
-            started = started or now
-            wait = min(stall, started + stall + received / MIN_BODY_RATE - now)
-            try:
-                async with asyncio.timeout(max(0.0, wait)):
-                    chunk = await content.read(n)
-            except TimeoutError:
-                raise BodyTimeout(f"the body stalled: {received:,} bytes came, none for {wait:.3g} s, at less than "
-                                  f"{MIN_BODY_RATE:,} bytes a second", hint="send it again, faster") from None
-        received += len(chunk)
-        return chunk
-
-    return read
 
 
 async def _once(body: bytes) -> AsyncIterator[bytes]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from aiohttp import web
 
-from ...errors import BadRequest, BodyTimeout, XscError
+from ...errors import BadRequest, XscError
+from ...serve.body import paced_reader
 from ...serve.direct import send_body
 from ...storage import Capability
 from ...storage.core import leases, ranges
@@ -65,15 +65,10 @@ async def put_file(request: web.Request) -> web.Response:
         raise BadRequest("a put needs a body with Content-Length or chunked transfer encoding")
     metrics, stall = request.app[METRICS], request.app[CONFIG].node.idle_timeout
 
+    paced = paced_reader(request.content, stall, what="the upload", hint="check the connection and put the file again")
+
     async def read(n: int) -> bytes:
-        chunk = request.content.read_nowait(n)  # a small body is here already: no timer to set and cancel
-        if not chunk and not request.content.at_eof():
-            try:  # an upload that stops mid-body fails after the idle timeout instead of holding its put open
-                async with asyncio.timeout(stall):
-                    chunk = await request.content.read(n)
-            except TimeoutError:
-                raise BodyTimeout(f"the upload stalled: no bytes for {stall:g} s", hint="check the connection and "
-                                  "put the file again") from None
+        chunk = await paced(n)
         metrics.bytes_received.inc(len(chunk))
         return chunk
 
