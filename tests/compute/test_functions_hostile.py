@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from tests.support.compute import deploy
-from tests.support.nodes import free_port
+from tests.support.nodes import free_port, silent_connections
 from tests.support.waiting import eventually_async
 from xsc.node import CLIENT_IDENTITY
 from xsc.node.appkeys import NODE
@@ -185,12 +185,7 @@ async def test_idle_connections_to_the_web_listener_are_capped_per_address_and_c
     node = await node_factory("web", **QUIET, node={"web_listen": f"127.0.0.1:{port}", "max_connections_per_ip": 16,
                                                     "idle_timeout": 2})
     await node.post("/v1/compute/functions", json={"name": "hello", "module": await deploy(node, "cgi", wasi=True)})
-    opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(48)]
-    try:
-        answers = await asyncio.wait_for(asyncio.gather(*(reader.read() for reader, _ in opened)), 60)
-    finally:
-        for _, writer in opened:
-            writer.close()
+    answers = await silent_connections(port, 48)
     refused = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
     assert len(refused) >= 48 - 16 and all(b"too-many-connections" in a for a in refused)
     assert set(answers) - set(refused) <= {b""}  # the rest closed once idle

@@ -17,7 +17,7 @@ import pytest
 
 pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
 
-from tests.support.nodes import NodeProcess, free_port, run_xsc  # noqa: E402
+from tests.support.nodes import NodeProcess, free_port, run_xsc, silent_connections  # noqa: E402
 from tests.support.s3 import NODE_ENV, Gateway, boto3_client, create_key, sign_headers, store_files  # noqa: E402
 from tests.support.waiting import eventually  # noqa: E402
 
@@ -125,12 +125,7 @@ async def test_idle_connections_to_the_s3_listener_are_capped_per_address_and_cl
     port = free_port()
     await node_factory("s3", node={"s3_listen": f"127.0.0.1:{port}", "max_connections_per_ip": 16,
                                    "idle_timeout": 2})
-    opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(48)]
-    try:
-        answers = await asyncio.wait_for(asyncio.gather(*(reader.read() for reader, _ in opened)), 60)
-    finally:
-        for _, writer in opened:
-            writer.close()
+    answers = await silent_connections(port, 48)
     refused = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
     assert len(refused) >= 48 - 16, answers
     assert set(answers) - set(refused) <= {b""}  # the rest closed once idle

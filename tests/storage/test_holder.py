@@ -416,12 +416,7 @@ def test_proof_sides_are_the_sides_of_the_merkle_path(count: int, data) -> None:
 async def _answering(bodies: list[bytes], chunk: int):
     """A RemoteHolder whose holder answers each blocks request with the next of `bodies` and its length, as a holder
     does, written `chunk` bytes at a time (the reader sees chunks that need not fall on the blocks' bounds)."""
-    import aiohttp
     from aiohttp import web
-    from aiohttp.test_utils import TestServer
-
-    from xsc.identity import Identity
-    from xsc.net.peer_client import PeerClient
 
     answers = iter(bodies)
 
@@ -437,14 +432,8 @@ async def _answering(bodies: list[bytes], chunk: int):
 
     app = web.Application()
     app.router.add_get("/v1/peer/shares/{si}/{share}/blocks", answer)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        async with aiohttp.ClientSession() as session:
-            yield RemoteHolder(PeerClient(Identity.generate(), session, 10.0, tls=False), "x" * 52,
-                               str(server.make_url("")))
-    finally:
-        await server.close()
+    async with _holder_serving(app) as holder:
+        yield holder
 
 
 @pytest.mark.parametrize("extra, message", [(b"z", "a body of 301 bytes where the 2 blocks asked make 300"),
@@ -550,12 +539,7 @@ def test_an_honest_audit_answer_fits_its_bound(segment_count: int, data) -> None
 @asynccontextmanager
 async def _audited(body: bytes):
     """A RemoteHolder whose holder answers every audit, and every ask for a share's metadata, with `body`."""
-    import aiohttp
     from aiohttp import web
-    from aiohttp.test_utils import TestServer
-
-    from xsc.identity import Identity
-    from xsc.net.peer_client import PeerClient
 
     async def answer(request: web.Request) -> web.Response:
         return web.Response(body=body, content_type="application/json")
@@ -563,6 +547,19 @@ async def _audited(body: bytes):
     app = web.Application()
     app.router.add_post("/v1/peer/shares/{si}/{share}/audit", answer)
     app.router.add_get("/v1/peer/shares/{si}/{share}", answer)
+    async with _holder_serving(app) as holder:
+        yield holder
+
+
+@asynccontextmanager
+async def _holder_serving(app):
+    """A RemoteHolder of a holder that is `app`, served on a free port."""
+    import aiohttp
+    from aiohttp.test_utils import TestServer
+
+    from xsc.identity import Identity
+    from xsc.net.peer_client import PeerClient
+
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:

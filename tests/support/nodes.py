@@ -84,3 +84,13 @@ def kill_all(nodes: Iterable[NodeProcess]) -> None:
     for node in nodes:
         if node.alive():
             node.kill()
+
+
+async def silent_connections(port: int, n: int, timeout: float = 60.0) -> list[bytes]:
+    """What each of `n` connections to 127.0.0.1:`port` that send nothing is sent before the server closes it."""
+    opened = [await asyncio.open_connection("127.0.0.1", port) for _ in range(n)]
+    try:
+        return await asyncio.wait_for(asyncio.gather(*(reader.read() for reader, _ in opened)), timeout)
+    finally:
+        for _, writer in opened:
+            writer.close()
