@@ -360,6 +360,12 @@ class ClaimRefused(Forbidden):
     code = "claim-refused"
 
 
+class PeriodPaidAlready(ClaimRefused):
+    """A claim for a storage period its payee counts as paid, with no receipt for that authorization: it will never
+    be countersigned (its payer drops it), and it is no misbehaviour.  A payee killed between counting a period as
+    paid and writing its receipt leaves an honest payer asking so, once a retry, again and again."""
+
+
 class PrepaymentNotCollectable(ClaimRefused):
     """A prepayment larger than what its payee can collect from the sender: refused, and no misbehaviour (the sender
     cannot know that figure: the payee's ledger and its user's recognition make it)."""

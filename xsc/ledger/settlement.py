@@ -36,7 +36,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator, Protocol
 
 from ..errors import (ClaimRefused, Forbidden, InvalidArgument, InvalidEntry, NothingOwed, PeerError, PeerNotFound,
-                      PeerRefused, PeerUnreachable, PrepaymentNotCollectable, WrongPayee, XscError)
+                      PeerRefused, PeerUnreachable, PeriodPaidAlready, PrepaymentNotCollectable, WrongPayee, XscError)
 from ..identity import Identity, parse_public_id, public_id, verify
 from ..net.peer_client import PeerClient
 from .receipts import ask_receipt, check_receipt, fetch_receipt
@@ -274,8 +274,8 @@ class Payments:
                                    hint=f"job kinds it settles: {known}")
             try:
                 await check(sender, auth, amount, usage)
-            except PrepaymentNotCollectable:
-                raise  # an honest payer asks so too, following `xsc ledger prepay`: not a strike
+            except (PrepaymentNotCollectable, PeriodPaidAlready):
+                raise  # an honest payer asks so too (following `xsc ledger prepay`; after this node's crash): no strike
             except XscError as exc:
                 self.on_strike(sender, f"asked for a receipt this node refused: {exc.message}")
                 raise

@@ -37,7 +37,7 @@ from typing import Any
 from .. import codec
 from .. import keys
 from ..db import Database
-from ..errors import DealRefused, Forbidden, XscError
+from ..errors import DealRefused, Forbidden, PeriodPaidAlready, XscError
 from ..identity import parse_public_id, public_id
 from ..ledger.core.pricing import byte_hours, price_storage
 from ..tasks import in_pool, periodic
@@ -496,7 +496,7 @@ class HolderTerms:
         # had countersigned (this node unreachable for a day) pays from where its own record ends.
         paid_until = terms.get("paid_until", 0)
         if terms.get("paid") and end <= paid_until:
-            raise Forbidden(f"the share is paid up to {paid_until}: a period ending at {end} is paid already",
+            raise PeriodPaidAlready(f"the share is paid up to {paid_until}: a period ending at {end} is paid already",
                             hint="pay from where the last payment ended", paid_until=paid_until)
         due = price_storage(stored, end - start, terms["price"])
         if amount != due:
