@@ -83,20 +83,11 @@ def test_damage_reports_are_checked() -> None:
 async def test_a_bad_block_a_get_finds_is_repaired_without_waiting_for_anything_else(node_factory) -> None:
     # The get reads around it and marks the share damaged; audits pass over a marked share and the scrubber is off,
     # so only the repair watch can see the mark.
-    from xsc.node import DB
     from xsc.node.appkeys import NODE
 
     client = await node_factory(storage={"segment_size": 4096}, audit={"scrub_rate": 0, "interval": 0.2})
     app = client.server.app
-    data = os.urandom(20_000)
-    resp = await client.post("/v1/store/files", data=data, headers={"Content-Type": "application/octet-stream"})
-    assert resp.status == 201, await resp.text()
-    cap = (await resp.json())["capability"]
-    si = Capability.parse(cap).storage_index
-    key = keys.block(si, 1, 2)
-    block = bytearray(app[DB].get(key))
-    block[0] ^= 0x80
-    app[DB].put(key, bytes(block))
+    data, cap, si = await _stored_with_a_bad_block(client, share=1, segment=2)
     assert await (await client.get(f"/v1/store/files/{cap}")).read() == data
 
     async def repaired() -> list | None:
@@ -163,21 +154,31 @@ async def test_a_holder_that_answers_its_probes_but_refuses_the_audits_of_a_shar
 
 
 # --- one in-process node: its own shares -----------------------------------------------------
+async def _stored_with_a_bad_block(client, *, share: int, segment: int) -> tuple[bytes, str, bytes]:
+    """A file of 5 segments of 4 KiB put through the node of `client`, one block of it flipped in place: (its bytes,
+    its capability, its storage index)."""
+    from xsc.node import DB
+
+    data = os.urandom(20_000)
+    resp = await client.post("/v1/store/files", data=data, headers={"Content-Type": "application/octet-stream"})
+    assert resp.status == 201, await resp.text()
+    cap = (await resp.json())["capability"]
+    si = Capability.parse(cap).storage_index
+    db, key = client.server.app[DB], keys.block(si, share, segment)
+    block = bytearray(db.get(key))
+    block[0] ^= 0x80
+    db.put(key, bytes(block))
+    return data, cap, si
+
+
+
 async def test_the_scrubber_finds_a_bad_block_of_a_local_share_and_the_node_repairs_it(node_factory) -> None:
     from xsc.node import DB
     from xsc.node.appkeys import NODE
 
     client = await node_factory(storage={"segment_size": 4096}, audit={"scrub_rate": 100_000})
     app = client.server.app
-    data = os.urandom(20_000)  # 5 segments
-    resp = await client.post("/v1/store/files", data=data, headers={"Content-Type": "application/octet-stream"})
-    assert resp.status == 201, await resp.text()
-    cap = (await resp.json())["capability"]
-    si = Capability.parse(cap).storage_index
-    key = keys.block(si, 4, 3)
-    block = bytearray(app[DB].get(key))
-    block[0] ^= 0x80
-    app[DB].put(key, bytes(block))
+    data, cap, si = await _stored_with_a_bad_block(client, share=4, segment=3)
     app[DB].delete(keys.block(si, 1, 0))
 
     # The repair a report queues waits for the end of the pass: started at once, it can rebuild both shares before
