@@ -73,8 +73,8 @@ def test_shares_on_unreachable_nodes_are_grouped_by_node() -> None:
     refused = PeerUnreachable("peer http://a is unreachable: connection refused", reason="connection refused")
     text = _unreachable({1: refused, 2: refused, 4: TimeoutError("no answer within 5 s")},
                         {1: "a" * 52, 2: "a" * 52, 4: "b" * 52})
-    assert text == ("unreachable: shares 1, 2 on node aaaaaaaaaaaa… (connection refused); "
-                    "share 4 on node bbbbbbbbbbbb… (no answer within 5 s)")
+    assert text == (f"unreachable: shares 1, 2 on node {'a' * 52} (connection refused); "
+                    f"share 4 on node {'b' * 52} (no answer within 5 s)")
 
 
 def test_a_client_hanging_up_is_one_info_line_on_the_node(thread_node, caplog) -> None:
