@@ -21,6 +21,7 @@ from ..health import Availability, PeerHistory, availability, check_answer, chec
 from ..health.core.stats import bucket_start
 from ..health import answer as challenge_answer
 from ..identity import Identity, parse_public_id
+from ..net.addresses import address_key
 from ..net.peer_client import PeerClient, PeerResponse
 from ..tasks import Quota, now_ms, stop, woken
 from .admission import Admission
@@ -290,7 +291,7 @@ class PeerService:
                                                   and self.directory.get(item["id"]) is not None)]
         allowed = MAX_NEW_PER_MESSAGE
         if source is not None and self.new_nodes is not None and unknown:
-            allowed = self.new_nodes.take_up_to(source, time.monotonic(), min(len(unknown), MAX_NEW_PER_MESSAGE))
+            allowed = self.new_nodes.take_up_to(address_key(source), time.monotonic(), min(len(unknown), MAX_NEW_PER_MESSAGE))
         skipped = {id(item) for item in unknown[allowed:]}
         parsed = []
         for item in fresh:
@@ -432,7 +433,7 @@ class PeerService:
         address has one new node left per BYTES_PER_NEW_NODE of it.  A flood's messages of 999 fake descriptors,
         ~60 a second of ~300 KB, were parsed only to add nothing once the address's budget was spent."""
         if source is not None and self.new_nodes is not None:
-            self.new_nodes.require(source, time.monotonic(), f"address {source}", size / BYTES_PER_NEW_NODE)
+            self.new_nodes.require(address_key(source), time.monotonic(), f"address {source}", size / BYTES_PER_NEW_NODE)
 
     def gossip_answer(self, items: object, source: str | None = None) -> dict:
         self.accept(items, source)

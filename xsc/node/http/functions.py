@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from ...compute.functions import Request, path_info
+from ...net.addresses import address_key
 from ...net.functions import FUNCTION_PATH, FUNCTIONS_PATH
 from .. import peer_auth
 from ..appkeys import NODE
-from ..limits import RateLimiter, address_key
+from ..limits import RateLimiter
 from ..problems import problem_from_error, problem_middleware
 from ...serve.body import paced_reader
 from ...serve.direct import send_body
