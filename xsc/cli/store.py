@@ -324,15 +324,16 @@ def _report(report: dict, as_json: bool, presence_only: bool = False, wide: bool
 
 @store.command()
 @click.argument("cap")
+@wide_option
 @json_option
 @click.pass_obj
-def repair(obj, cap: str, as_json: bool) -> None:
+def repair(obj, cap: str, wide: bool, as_json: bool) -> None:
     """Rebuild missing or corrupt shares from any 4 good ones."""
     result = obj.client().request("POST", _cap_path(cap, "/repair"))
     if as_json:
         emit_json(result)
         return
-    _shares_table(result)
+    _shares_table(result, wide=wide)
     repaired = ", ".join(str(share) for share in result["repaired"])
     click.echo(f"repaired shares {repaired}" if repaired else "nothing to repair")
     if result.get("warning"):
