@@ -317,8 +317,15 @@ def test_a_ctrl_c_that_lands_in_an_import_and_comes_out_wrapped_is_an_interrupti
     def broken() -> None:
         raise RuntimeError("a fault of the program")
 
+    @group.command()
+    def pressed() -> None:
+        raise KeyboardInterrupt  # click makes it an Abort, after a line break that ends the terminal's ^C
+
     with pytest.raises(SystemExit) as exited:
         run_cli(group, ["slow"])
     assert exited.value.code == 130 and capsys.readouterr().err == "xsc: interrupted\n"
+    with pytest.raises(SystemExit) as exited:  # one word for one event, wherever the Ctrl-C lands
+        run_cli(group, ["pressed"])
+    assert exited.value.code == 130 and capsys.readouterr().err == "\nxsc: interrupted\n"
     with pytest.raises(RuntimeError, match="a fault of the program"):  # any other error is kept whole
         run_cli(group, ["broken"])
