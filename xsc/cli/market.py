@@ -103,7 +103,7 @@ def book(obj, kind: str | None, as_json: bool) -> None:
         return
     me = client.request("GET", "/v1/market/status")["node"]
     # a prefix tells books apart at a glance; `market status` and --json give the whole digest
-    click.echo(f"book {info['digest']} ({info['participants']} participant(s))")
+    click.echo(f"book of {info['participants']} participant(s)\ndigest {info['digest']}")
     if not info["books"]:
         click.echo("the book is empty (no node offers or needs anything yet)")
         return
