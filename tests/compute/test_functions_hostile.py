@@ -164,6 +164,8 @@ async def test_cgi_variables_name_the_route_the_server_and_the_decoded_path_as_r
     assert found[b"PATH_INFO"] == "/caf\u00e9/a b\ufffd%".encode(), found  # decoded; a byte not UTF-8 replaced
     assert found[b"X_RAW_PATH_INFO"] == b"/caf%C3%A9/a%20b%ff%25" and found[b"QUERY_STRING"] == b"x=%41"
     assert (found[b"SERVER_NAME"], found[b"SERVER_PORT"]) == (b"example.test", b"8443")
+    found = await variables(b"http://example.test/fn/hello/a%20b?x=1", b"example.test")  # an absolute-form target
+    assert (found[b"SCRIPT_NAME"], found[b"PATH_INFO"], found[b"X_RAW_PATH_INFO"]) == (b"/fn/hello", b"/a b", b"/a%20b")
     found = await variables(b"/fn/hello", b"x")
     assert (found[b"SERVER_NAME"], found[b"SERVER_PORT"], found[b"PATH_INFO"]) == (b"x", port, b"/"), found
     found = await variables(b"/fn/hello/", b"[::1]:9")

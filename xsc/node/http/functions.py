@@ -62,9 +62,9 @@ async def withdraw_function(request: web.Request) -> web.Response:
                                                                            request.match_info["name"]))
 
 
-def _raw_rest(target: str) -> str:
-    """The path after /fn/NAME of a request target, as sent (still encoded)."""
-    parts = target.partition("?")[0].split("/", 3)  # "", "fn", NAME, the rest
+def _raw_rest(raw_path: str) -> str:
+    """The part after /fn/NAME of a request's path as sent (still encoded; of an absolute-form target too)."""
+    parts = raw_path.split("/", 3)  # "", "fn", NAME, the rest
     return "/" + parts[3] if len(parts) > 3 else "/"
 
 
@@ -86,7 +86,7 @@ def web_app(node, rate: float, stall: float) -> web.Application:
             if "name" not in request.match_info:
                 raise NotFound(f"nothing is served at {request.path[:200]!r} here", hint="functions answer at /fn/NAME/")
             name = request.match_info["name"]
-            decoded, raw = path_info(_raw_rest(request.raw_path))
+            decoded, raw = path_info(_raw_rest(request.rel_url.raw_path))
             answer = await node.functions.call(name, Request(
                 request.method, decoded, request.rel_url.raw_query_string,
                 list(request.headers.items()), request.remote or "", request.host, request.content_length,
