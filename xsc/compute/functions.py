@@ -1179,7 +1179,7 @@ def _host_port(host: str, port: int) -> tuple[str, str]:
         name, given = name + "]", rest.removeprefix(":")
     else:
         name, _, given = host.partition(":")
-    return name, given if given.isdigit() else str(port)
+    return name, given if given.isascii() and given.isdigit() else str(port)
 
 
 def _utf8(text: str) -> str:
