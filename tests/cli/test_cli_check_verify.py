@@ -39,9 +39,10 @@ def test_check_says_present_and_verify_names_bad_blocks(thread_node) -> None:
     report = json.loads(node.xsc("store", "verify", cap, "--json").stdout)
     assert {s["share"]: s["bad_blocks"] for s in report["shares"] if s["bad_blocks"]} == {1: [3], 4: [0]}
 
-    repair = node.xsc("store", "repair", cap)
+    repair = node.xsc("store", "repair", cap, "--wide", env={"COLUMNS": "30"})  # as check and verify take it
     assert repair.exit_code == 0, repair.output
-    assert repair.stdout.splitlines()[-1] == "repaired shares 1, 4"
+    lines = repair.stdout.splitlines()
+    assert lines[-1] == "repaired shares 1, 4" and len(lines) == 1 + 6 + 1, lines  # a row a share
     assert node.xsc("store", "repair", cap).stdout.splitlines()[-1] == "nothing to repair"
 
 

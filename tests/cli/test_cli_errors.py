@@ -73,8 +73,8 @@ def test_shares_on_unreachable_nodes_are_grouped_by_node() -> None:
     refused = PeerUnreachable("peer http://a is unreachable: connection refused", reason="connection refused")
     text = _unreachable({1: refused, 2: refused, 4: TimeoutError("no answer within 5 s")},
                         {1: "a" * 52, 2: "a" * 52, 4: "b" * 52})
-    assert text == ("unreachable: shares 1, 2 on node aaaaaaaaaaaa… (connection refused); "
-                    "share 4 on node bbbbbbbbbbbb… (no answer within 5 s)")
+    assert text == (f"unreachable: shares 1, 2 on node {'a' * 52} (connection refused); "
+                    f"share 4 on node {'b' * 52} (no answer within 5 s)")
 
 
 def test_a_client_hanging_up_is_one_info_line_on_the_node(thread_node, caplog) -> None:
@@ -317,8 +317,15 @@ def test_a_ctrl_c_that_lands_in_an_import_and_comes_out_wrapped_is_an_interrupti
     def broken() -> None:
         raise RuntimeError("a fault of the program")
 
+    @group.command()
+    def pressed() -> None:
+        raise KeyboardInterrupt  # click makes it an Abort, after a line break that ends the terminal's ^C
+
     with pytest.raises(SystemExit) as exited:
         run_cli(group, ["slow"])
     assert exited.value.code == 130 and capsys.readouterr().err == "xsc: interrupted\n"
+    with pytest.raises(SystemExit) as exited:  # one word for one event, wherever the Ctrl-C lands
+        run_cli(group, ["pressed"])
+    assert exited.value.code == 130 and capsys.readouterr().err == "\nxsc: interrupted\n"
     with pytest.raises(RuntimeError, match="a fault of the program"):  # any other error is kept whole
         run_cli(group, ["broken"])

@@ -132,3 +132,16 @@ def test_a_groups_list_shows_each_commands_first_sentence_whole() -> None:
             continue  # `xsc --help` lists the groups from a table of its own
         listing = xsc(*words, "--help", env={"COLUMNS": "80"}).stdout.split("Commands:")[1]
         assert "..." not in listing, (words, listing)
+
+
+def test_every_command_that_prints_a_files_shares_takes_wide() -> None:
+    """`store check`, `verify` and `repair` print one table (a share's node id whole, its detail under its row on
+    a narrow terminal): `--wide` on one is `--wide` on all."""
+    import inspect
+
+    from xsc.cli import store
+
+    printing = [c for c in store.store.commands.values()
+                if "_shares_table(" in inspect.getsource(c.callback) or "_report(" in inspect.getsource(c.callback)]
+    assert {c.name for c in printing} >= {"check", "verify", "repair"}
+    assert [c.name for c in printing if "wide" not in {p.name for p in c.params}] == []

@@ -79,7 +79,10 @@ def test_ledger_history_says_how_many_entries_it_left_out(thread_node) -> None:
     assert "1 older entry not shown" in out.stdout
     assert "not shown" not in node.xsc("ledger", "history", "-n", "3").stdout
     payee = json.loads(node.xsc("ledger", "history", "--json").stdout)[0]["payee"]
-    assert f"counterparty {payee}" in [line.strip() for line in out.stdout.splitlines()]  # whole, under its row
+    under = [line.strip().rstrip(",") for line in out.stdout.splitlines()]
+    assert f"counterparty {payee}" in under  # whole, under its row
+    entries = json.loads(node.xsc("ledger", "history", "-n", "2", "--json").stdout)
+    assert all(f"entry {e['id']}" in under and f"root {e['covers']}" in under for e in entries), out.stdout
 
 
 def test_tables_naming_a_peer_fit_80_columns_with_its_id_whole(thread_node) -> None:

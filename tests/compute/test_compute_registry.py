@@ -26,7 +26,10 @@ async def test_registry_facts_disable_enable_and_rm(node_factory) -> None:
     response = await node.put(f"/v1/modules/{module}/status", json={"status": "disabled"})
     assert (await response.json())["status"] == "disabled"
     status, problem = await invoke(node, module, "add", 1, 2)
-    assert status == 409 and problem["code"] == "module-disabled" and "enable" in problem["hint"], problem
+    assert status == 409 and problem["code"] == "module-disabled", problem
+    # the id whole in the message and in the command that fixes it: the user copies it from there
+    assert f"module {module} is disabled" in problem["detail"] and problem["hint"].endswith(
+        f"xsc compute enable {module}"), problem
     await node.put(f"/v1/modules/{module}/status", json={"status": "active"})
     status, body = await invoke(node, module, "add", 2, 2)
     assert status == 200 and body["results"][0]["value"] == 4

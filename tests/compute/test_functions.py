@@ -61,7 +61,7 @@ async def test_a_function_answers_a_request_wagi_style_with_its_headers_and_its_
     # One request after another (their runs' pipes used again by the worker that ran them): each its own answer.
     for n in range(4):
         text = (await _get(f"{base}/fn/hello/next-{n}"))[2].decode()
-        assert f"PATH_INFO=/next-{n}" in text.splitlines() and text.count("PATH_INFO=") == 1, text
+        assert f"PATH_INFO=/next-{n}" in text.splitlines() and text.count("\nPATH_INFO=") == 1, text
     # The user API is not on this origin, and a function is not on the user API's; what is no function's path is a
     # 404 problem, whatever the method.
     for path, method in (("/v1/node/status", "GET"), ("/", "GET"), ("/fn/", "POST"), ("/fnx/hello/", "DELETE")):

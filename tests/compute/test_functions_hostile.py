@@ -146,6 +146,36 @@ async def test_cgi_variables_from_a_hostile_request_are_what_the_caller_sent_and
             assert response.status == 200 and "PATH_INFO=/.well-known/x" in (await response.text()).splitlines()
 
 
+async def test_cgi_variables_name_the_route_the_server_and_the_decoded_path_as_rfc_3875_and_wagi_do(web) -> None:
+    """SCRIPT_NAME is the route's prefix, PATH_INFO what follows it decoded (X_RAW_PATH_INFO as sent), SERVER_NAME
+    and SERVER_PORT the Host header's (else the listener's port).  A path that decodes to a control character is
+    refused: in a variable, %0a would split the lines of a log or of a header the function writes it into."""
+    node, base = web
+    port = base.rsplit(":", 1)[1].encode()
+
+    async def variables(target: bytes, host: bytes) -> dict[bytes, bytes]:
+        status, _, body = _responses(await _exchange(
+            base, b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"))[0]
+        assert status == b"HTTP/1.1 200 OK", (target, body)
+        return dict(line.partition(b"=")[::2] for line in body.split(b"\n") if b"=" in line)
+
+    found = await variables(b"/fn/hello/caf%C3%A9/a%20b%ff%25?x=%41", b"example.test:8443")
+    assert found[b"SCRIPT_NAME"] == b"/fn/hello" and found[b"X_MATCHED_ROUTE"] == b"/fn/hello/..."
+    assert found[b"PATH_INFO"] == "/caf\u00e9/a b\ufffd%".encode(), found  # decoded; a byte not UTF-8 replaced
+    assert found[b"X_RAW_PATH_INFO"] == b"/caf%C3%A9/a%20b%ff%25" and found[b"QUERY_STRING"] == b"x=%41"
+    assert (found[b"SERVER_NAME"], found[b"SERVER_PORT"]) == (b"example.test", b"8443")
+    found = await variables(b"http://example.test/fn/hello/a%20b?x=1", b"example.test")  # an absolute-form target
+    assert (found[b"SCRIPT_NAME"], found[b"PATH_INFO"], found[b"X_RAW_PATH_INFO"]) == (b"/fn/hello", b"/a b", b"/a%20b")
+    found = await variables(b"/fn/hello", b"x")
+    assert (found[b"SERVER_NAME"], found[b"SERVER_PORT"], found[b"PATH_INFO"]) == (b"x", port, b"/"), found
+    found = await variables(b"/fn/hello/", b"[::1]:9")
+    assert (found[b"SERVER_NAME"], found[b"SERVER_PORT"]) == (b"[::1]", b"9"), found
+    for path in (b"/fn/hello/a%0ab", b"/fn/hello/a%0Db", b"/fn/hello/%1b[31m", b"/fn/hello/a%7f"):
+        status, headers, body = _responses(await _exchange(
+            base, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))[0]
+        assert status == b"HTTP/1.1 400 Bad Request" and json.loads(body)["code"] == "bad-request", (path, body)
+
+
 async def test_ranges_of_an_answer_follow_rfc_9110(web) -> None:
     node, base = web
     data = bytes(range(100))

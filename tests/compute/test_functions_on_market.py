@@ -84,7 +84,7 @@ async def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_mov
     assert status == 200 and headers["X-Hello"] == "yes", (status, answer[:300])
     lines = answer.decode().splitlines()
     for line in ("REQUEST_METHOD=POST", "PATH_INFO=/world", "QUERY_STRING=x=1", "HTTP_X_CALLER=me",
-                 f"CONTENT_LENGTH={len(body)}"):
+                 f"CONTENT_LENGTH={len(body)}", f"SCRIPT_NAME=/fn/{owner_id}/hello", "X_RAW_PATH_INFO=/world"):
         assert line in lines, lines[:40]
     assert answer.endswith(body)
     owner_web = owner.app[NODE].config.node.web_listen
@@ -92,6 +92,8 @@ async def test_a_function_on_the_market_is_served_and_paid_by_a_provider_and_mov
     assert status == 307 and headers["Location"] == listed["url"] + "world?x=1"
     status, headers, _ = await _get(f"http://{owner_web}/fn/hello/caf%C3%A9%20x?q=%26x%3D1")
     assert status == 307 and headers["Location"] == listed["url"] + "caf%C3%A9%20x?q=%26x%3D1"
+    status, headers, _ = await _get(f"http://{owner_web}/fn/hello/a%FFb%25")  # as sent: no byte lost in decoding
+    assert status == 307 and headers["Location"] == listed["url"] + "a%FFb%25"
     assert not [r for r in owner.app[NODE].compute.recent_provenance(100) if r["record"].get("job")]
 
     # The owner closes the tab for the provider's receipt and pays it: exactly what the runs there cost.

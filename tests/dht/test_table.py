@@ -229,6 +229,26 @@ async def test_malformed_oversized_and_flooding_datagrams_are_refused_and_the_no
         await closed(tasks, nodes)
 
 
+async def test_datagrams_from_ipv6_addresses_draw_on_the_quota_of_their_64() -> None:
+    """One host holds a whole IPv6 /64: a flood from a fresh address of it each datagram is one address's flood.
+    (The addresses are the protocol's to read: this machine's loopback has no /64 to send them from.)"""
+    directory = Directory()
+    nodes = await nodes_in(directory, 1, rate=20.0)
+    tasks = await started(nodes)
+    try:
+        protocol = nodes[0].protocol
+        await eventually_async(lambda: nodes[0].transport is not None, "the node to listen", 10)
+        ping = b"\x00" + os.urandom(20) + umsgpack.packb(["ping", [os.urandom(20)]])
+        for n in range(100):  # a burst of 40, then 20 a second
+            protocol.datagram_received(ping, (f"2001:db8:1:2::{n + 1:x}", 4000))
+        assert protocol.refused >= 40, protocol.refused
+        refused = protocol.refused
+        protocol.datagram_received(ping, ("2001:db8:1:3::1", 4000))  # another /64: its own quota
+        assert protocol.refused == refused
+    finally:
+        await closed(tasks, nodes)
+
+
 async def test_a_contact_the_directory_does_not_know_never_enters_the_routing_table(network) -> None:
     _, nodes = network
     stranger = await node(Directory())

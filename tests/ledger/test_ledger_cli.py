@@ -45,8 +45,11 @@ def test_ledger_commands(cli_node):
     assert info["balance"] == 3_250_005 and info["account"] == me.id
     assert json.loads(_ok(proc.xsc("ledger", "balance", me.id, "--json")))["role"] == "node"
 
-    out = _ok(proc.xsc("ledger", "history", "--limit", "2"))
-    assert "-0.000005" in out and "-2.000000" in out and "-1.250000" not in out and ids[2][:16] in out
+    out = _ok(proc.xsc("ledger", "history", "--limit", "2", env={"COLUMNS": "80"}))
+    assert "-0.000005" in out and "-2.000000" in out and "-1.250000" not in out
+    # ids are copied into the next command: whole, each on a line under its row when the table cannot hold it
+    assert f"entry {ids[2]}" in out and f"entry {ids[1]}" in out and client.id in out, out
+    assert all(len(line) <= 80 for line in out.splitlines()), out
     history = json.loads(_ok(proc.xsc("ledger", "history", "--json")))
     assert [e["id"] for e in history] == ids[::-1]
 

@@ -30,11 +30,12 @@ def test_a_prepayment_is_at_least_a_quarter_of_the_cap_when_there_is_room() -> N
     assert prepayment(8, 0, 0, 0, 0) == 0  # auto_prepay off
 
 
-def test_the_refusal_is_one_line_under_200_characters_with_the_whole_id() -> None:
+def test_the_refusal_is_one_line_under_240_characters_with_the_whole_id() -> None:
     for wanting in ({IDS[0]: 42}, {i: 10**12 for i in IDS}):
         message, hint = refusal(wanting)
         line = f"xsc: error: {message} ({hint})"
-        assert "\n" not in line and len(line) < 200, line
+        assert "\n" not in line and len(line) < 240, line
+        assert not [word for word in line.split() if word.endswith("…")], line  # no id cut
         assert f"xsc ledger prepay {IDS[0]} " in hint
     assert "0.000042 credits" in refusal({IDS[0]: 42})[0]
 

@@ -17,6 +17,7 @@ from bench import bench_floods
 from xsc.devnet import HOST, NodeProcess, free_port
 from xsc.net import sniff
 from xsc.net.sniff import MAX_PENDING
+from xsc.net.addresses import address_key
 from xsc.node import limits
 from xsc.node.appkeys import TOKEN
 from xsc.serve import listener
@@ -248,6 +249,47 @@ async def test_a_connection_that_speaks_is_set_up_before_those_still_silent_whic
         await runner.cleanup()
 
 
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock:
+            sock.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback (::1) on this machine")
+async def test_ipv6_connections_are_capped_per_64_as_the_rate_limits_key_them():
+    """One host holds a whole IPv6 /64: capped per address, it would open max_per_ip connections from each of its
+    2^64 addresses.  A real listener on ::1 holds two requests in progress from ::1; a connection from ::2 (the
+    same /64) finds the cap reached, one from another /64 does not."""
+    async def slow(request: web.Request) -> web.Response:
+        return web.Response(text=str(len(await request.read())))
+
+    runner, site, port = await _site("POST", "/slow", slow, max_per_ip=2, host="::1")
+    busy = []
+    try:
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection("::1", port)
+            writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 10\r\n\r\n12345")
+            busy.append((reader, writer))
+        await eventually_async(lambda: runner.server.inner.open >= 2, "two requests in progress", 10, poll=0.01)
+        with socket.create_connection(("::1", port)) as refused:
+            head, _, body = (await _read_all(refused)).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503") and "(an IPv6 /64)" in json.loads(body)["detail"], body
+        guarded = runner.server.inner
+        assert guarded.refusal("::2") is not None and guarded.refusal("0:0:0:0:ffff::9") is not None
+        assert guarded.refusal("2001:db8::1") is None and guarded.refusal("::1:0:0:0:1") is None
+        for reader, writer in busy:
+            writer.write(b"67890")
+            assert (await asyncio.wait_for(reader.read(), 30)).endswith(b"\r\n\r\n10")
+    finally:
+        for _, writer in busy:
+            writer.close()
+        await site.stop()
+        await runner.cleanup()
+
+
 def _count_protocols(monkeypatch) -> list:
     """The transports of every connection the node set up (Sniffer.connection_made), as they come."""
     made: list = []
@@ -256,14 +298,15 @@ def _count_protocols(monkeypatch) -> list:
     return made
 
 
-async def _site(method: str, path: str, handler, max_per_ip: int) -> tuple[web.AppRunner, NodeSite, int]:
+async def _site(method: str, path: str, handler, max_per_ip: int,
+                host: str = "127.0.0.1") -> tuple[web.AppRunner, NodeSite, int]:
     """A NodeSite on a free port for an app of one route, under the node's connection caps."""
     app = web.Application()
     app.router.add_route(method, path, handler)
     runner = GuardedNodeRunner(app, max_connections=64, max_per_ip=max_per_ip)
     await runner.setup()
     port = free_port()
-    site = NodeSite(runner, "127.0.0.1", port)
+    site = NodeSite(runner, host, port)
     await site.start()
     return runner, site, port
 
@@ -310,11 +353,13 @@ def test_a_caller_is_rate_limited_by_its_ipv4_address_or_its_ipv6_64():
     """A host is given an IPv6 /64: keyed by its whole address, it would send each request from a fresh one with
     a full bucket (and push every other caller's out of the table).  IPv4 callers of a dual-stack listener, seen
     at IPv4-mapped addresses, keep a bucket each."""
-    key = limits.address_key
+    key = address_key
     assert key("2001:db8:1:2:aaaa::1") == key("2001:db8:1:2:bbbb:cccc:dddd:9") == "2001:db8:1:2::/64"
     assert key("2001:db8:1:3::1") != key("2001:db8:1:2::1")
     assert key("::ffff:127.0.0.1") == "127.0.0.1" != key("::ffff:127.0.0.2")
     assert key("127.0.0.1") == "127.0.0.1" and key(None) == "?"
+    assert key("[2001:db8:1:2::1]") == key("2001:db8:1:2::1%eth0") == "2001:db8:1:2::/64"  # a URL's host, a zone
+    assert key(key("2001:db8:1:2::1")) == "2001:db8:1:2::/64"  # a key keys itself
     limiter = limits.RateLimiter(1, 2)
     for n in range(2):
         limiter.check(key(f"2001:db8:1:2::{n + 1:x}"), 0.0, "an address")

@@ -85,6 +85,16 @@ async def test_one_address_adds_at_most_its_budget_of_new_nodes_whatever_keys_si
     taken = len(peers.accept(fake_descriptors([Identity.generate() for _ in range(16)], first_port=31000),
                              source="127.0.0.1"))
     assert taken < 1 + (time.monotonic() - last_taken) * 1
+    # An IPv6 address by its /64, which one host holds whole: a fresh address of it draws on the same budget.
+    for n in range(NEW_NODE_BURST // MAX_NEW_PER_MESSAGE):
+        peers.accept(fake_descriptors([Identity.generate() for _ in range(16)], first_port=32000 + 100 * n),
+                     source=f"2001:db8:5:6::{n + 1:x}")
+    spent = time.monotonic()
+    taken = len(peers.accept(fake_descriptors([Identity.generate() for _ in range(16)], first_port=40000),
+                             source="[2001:db8:5:6:ffff::1]"))  # (a peer's URL's host, brackets and all)
+    assert taken < 1 + (time.monotonic() - spent) * 1
+    assert len(peers.accept(fake_descriptors([Identity.generate() for _ in range(16)], first_port=41000),
+                            source="2001:db8:5:7::1")) == 16  # another /64: its own budget
 
 
 def test_a_full_directory_makes_room_with_the_oldest_signed_nodes_never_proven_up(tmp_path, monkeypatch) -> None:

@@ -127,6 +127,7 @@ def test_every_page_renders_and_shows_what_the_cli_shows(net, dash) -> None:
     status = cli_json(gateway, "node", "status")
     assert figure(dash, "id") == status["id"]
     assert figure(dash, "shares") == str(status["storage"]["shares"])
+    assert figure(dash, "shares_unanswered").startswith(f"{status['audits']['shares_unanswered']} rebuilt")
     balance = cli_json(gateway, "ledger", "balance")
     assert figure(dash, "balance") == f"{balance['balance_credits']} credits"
 

@@ -71,7 +71,7 @@ class AllocationGossip:
         """Refuse (UnknownPeer) a message from a node this one does not know, before any of it is read."""
         if self.peers is not None and not self.peers.known(sender):
             self.refuse("unknown peer")
-            raise UnknownPeer(f"{sender[:16]} is not a known peer of this node",
+            raise UnknownPeer(f"{sender} is not a known peer of this node",
                               hint="a node joins first (xsc peers add); only peers subscribe or exchange digests")
 
     def subscribe(self, sender: str, body: Any) -> dict:
@@ -189,12 +189,12 @@ class AllocationGossip:
         except PeerError as err:
             self.subscribed.pop(d.id, None)  # asked again after SUBSCRIBE_RETRY (a slow peer must not hold up rounds)
             self._retry_at[d.id] = time.monotonic() + SUBSCRIBE_RETRY
-            log.debug("subscription at %s failed: %s", d.id[:12], err)
+            log.debug("subscription at %s failed: %s", d.id, err)
             return
         except Exception:  # noqa: BLE001 -- one peer's bad answer must not end the pass
             self.subscribed.pop(d.id, None)
             self._retry_at[d.id] = time.monotonic() + SUBSCRIBE_RETRY
-            log.exception("subscription at %s failed", d.id[:12])
+            log.exception("subscription at %s failed", d.id)
             return
         self._retry_at.pop(d.id, None)
         self._greeted.add(d.id)
@@ -226,7 +226,7 @@ class AllocationGossip:
             response = await self.peers.request(d.url, "POST", DIGEST_PATH, json=message, to=d.id)
             answer = response.json()
         except PeerError as err:
-            log.debug("allocation digest exchange with %s failed: %s", d.id[:12], err)
+            log.debug("allocation digest exchange with %s failed: %s", d.id, err)
             return 0
         if not isinstance(answer, dict):
             return 0
@@ -282,9 +282,9 @@ class AllocationGossip:
             if isinstance(answer, dict) and ("states" in answer or "receipts" in answer):
                 self.receive({"states": answer.get("states", []), "receipts": answer.get("receipts", [])})
         except PeerError as err:
-            log.debug("allocation push to %s failed: %s", d.id[:12], err)
+            log.debug("allocation push to %s failed: %s", d.id, err)
         except Exception:  # noqa: BLE001 -- one peer's bad answer must not end the round
-            log.exception("allocation push to %s failed", d.id[:12])
+            log.exception("allocation push to %s failed", d.id)
 
     def forget(self, participant: str) -> None:
         """A node was removed: neither its subscriptions nor ours at it are kept."""

@@ -96,7 +96,7 @@ class ItcIds:
         except ItcError as err:
             raise InvalidArgument(f"cannot fork this node's ITC id: {err}", hint="ask another peer") from None
         self._keep(keep, sync=True)
-        log.info("forked half of the allocation ITC id for %s%s", peer[:12], " (its old id given back)" if retired else "")
+        log.info("forked half of the allocation ITC id for %s%s", peer, " (its old id given back)" if retired else "")
         return {"stamp": give.encode().hex(), "retired": retired}
 
     async def ensure(self) -> bool:
@@ -111,7 +111,7 @@ class ItcIds:
                 response = await self.peers.request(d.url, "POST", FORK_PATH, json=ask, to=d.id)
                 stamp = Stamp.decode(bytes.fromhex(response.json()["stamp"]))
             except (PeerError, XscError, ValueError, KeyError, TypeError) as err:
-                log.debug("no ITC fork from %s: %s", d.id[:12], err)
+                log.debug("no ITC fork from %s: %s", d.id, err)
                 continue
             if stamp.is_anonymous:
                 continue

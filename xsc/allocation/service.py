@@ -339,7 +339,7 @@ class AllocationService:
                     reason = refusal_reason(err)
                     self._refuse(reason)  # counted (GET /v1/allocation: refused), never logged one by one
                     if reason == "bad signature":  # the message ends here: a forgery is a strike, not noise
-                        raise ForgedRecord(f"an allocation record of {str(owner)[:16]} is not signed by it") from None
+                        raise ForgedRecord(f"an allocation record of {owner} is not signed by it") from None
                     refused += 1
                     continue
                 if held is self.states:

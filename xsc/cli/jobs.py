@@ -387,7 +387,7 @@ def watch(obj, name: str, target: str, on: str, to: str, mount: str, as_json: bo
     if as_json:
         emit_json(made)
         return
-    click.echo(f"watching {on} -> {to} as {name} (module {spec['module'][:16]}…)")
+    click.echo(f"watching {on} -> {to} as {name} (module {spec['module']})")
 
 
 @click.command("watches")

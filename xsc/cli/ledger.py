@@ -92,13 +92,13 @@ def history(obj, limit: int, account: str, expand: bool, wide: bool, as_json: bo
     rows = []
     for e in entries:
         other = e["payee"] if e["kind"] == "payment" else e["payer"]
-        job = f"{e['invokes']} invokes (root {e['covers'][:12]}…)" if "covers" in e else e["job"]
+        job = f"{e['invokes']} invokes" if "covers" in e else e["job"]
         rows.append((e["seq"], _time(e["settled_at"]), e["kind"], other, _signed(e["delta"]),
-                     _usage(e["usage"]), job, e["id"][:16]))
+                     _usage(e["usage"]), job, e.get("covers"), e["id"]))
     _table([Col("seq", right=True), Col("settled (UTC)", drop=2), Col("kind"),
             Col("counterparty", keep=True, under=True),
             Col("credits", right=True, keep=True), Col("usage", wrap=12, drop=1), Col("job", keep=True, drop=3),
-            Col("entry", keep=True)], rows,
+            Col("root", keep=True, under=True), Col("entry", keep=True, under=True)], rows,
            title=f"account {info['account']['account']} — balance {format_credits(info['account']['balance'])}",
            wide=wide)
     hidden = max(0, info["account"]["seq"] - len(entries)) if info["account"].get("seq") else 0
@@ -106,7 +106,7 @@ def history(obj, limit: int, account: str, expand: bool, wide: bool, as_json: bo
         click.echo(f"{hidden} older entr{'y' if hidden == 1 else 'ies'} not shown (show more with --limit N)")
     for e in entries:
         if e.get("covered"):
-            click.echo(f"entry {e['id'][:16]} covers {len(e['covered'])} invokes (provenance ids):")
+            click.echo(f"entry {e['id']} covers {len(e['covered'])} invokes (provenance ids):")
             for ref in e["covered"]:
                 click.echo(f"  {ref}")
 
@@ -216,7 +216,7 @@ def prepay(obj, node_id: str, amount: str, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    click.echo(f"prepaid {format_credits(info['amount'])} credits to {info['node']} (entry {info['entry'][:16]})")
+    click.echo(f"prepaid {format_credits(info['amount'])} credits to {info['node']} (entry {info['entry']})")
 
 
 @ledger.command()

@@ -103,7 +103,7 @@ def book(obj, kind: str | None, as_json: bool) -> None:
         return
     me = client.request("GET", "/v1/market/status")["node"]
     # a prefix tells books apart at a glance; `market status` and --json give the whole digest
-    click.echo(f"book {info['digest'][:16]}… ({info['participants']} participant(s))")
+    click.echo(f"book of {info['participants']} participant(s)\ndigest {info['digest']}")
     if not info["books"]:
         click.echo("the book is empty (no node offers or needs anything yet)")
         return
@@ -245,7 +245,7 @@ def _allocation_rows(a: dict | None) -> list[tuple[str, object]]:
         return []
     change = f"change {a['delta']}" if a["delta"] is not None else "no state yet"
     share = f"{a['converged_share']:.0%} of {a['providers']} converged"
-    order = " < ".join(p["id"][:8] for p in a["peers"]) or "no peer's records yet"
+    order = " < ".join(p["id"] for p in a["peers"]) or "no peer's records yet"
     return [
         ("ITC stamp", _clip(a["stamp"], 48) if a["stamp"] else "none yet (forking an id from a peer)"),
         ("causal order", order),

@@ -13,6 +13,7 @@ from click.core import ParameterSource
 
 from ..errors import XscError
 from ..units import is_whole_number
+from .interrupts import INTERRUPTED
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -38,8 +39,8 @@ def usage_message(exc: click.UsageError) -> str:
 def run_cli(group: click.Group, args: Sequence[str] | None = None) -> None:
     try:
         group.main(args=args, standalone_mode=False, prog_name="xsc")
-    except click.exceptions.Abort:
-        click.echo("xsc: aborted", err=True)
+    except click.exceptions.Abort:  # click's form of a Ctrl-C in a command (a KeyboardInterrupt)
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except click.exceptions.NoArgsIsHelpError as exc:  # a group without its command: its help, as click shows it
         click.echo(exc.ctx.get_help() if exc.ctx is not None else exc.format_message(), err=True)
@@ -65,12 +66,12 @@ def run_cli(group: click.Group, args: Sequence[str] | None = None) -> None:
         click.echo(f"xsc: error: {file_error(exc)}", err=True)
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
-        click.echo("xsc: interrupted", err=True)
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     except Exception as exc:
         if not _interrupted(exc):
             raise
-        click.echo("xsc: interrupted", err=True)
+        click.echo(INTERRUPTED, err=True)
         sys.exit(130)
     sys.exit(0)
 

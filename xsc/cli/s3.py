@@ -168,7 +168,7 @@ def fund(obj, user: str, amount: str, as_json: bool) -> None:
     if as_json:
         emit_json(info)
         return
-    click.echo(f"{user}'s account {info['account'][:16]}… now holds {format_credits(info['balance'])} credits")
+    click.echo(f"{user}'s account {info['account']} now holds {format_credits(info['balance'])} credits")
 
 
 @s3.command("export-index")

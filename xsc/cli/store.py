@@ -324,15 +324,16 @@ def _report(report: dict, as_json: bool, presence_only: bool = False, wide: bool
 
 @store.command()
 @click.argument("cap")
+@wide_option
 @json_option
 @click.pass_obj
-def repair(obj, cap: str, as_json: bool) -> None:
+def repair(obj, cap: str, wide: bool, as_json: bool) -> None:
     """Rebuild missing or corrupt shares from any 4 good ones."""
     result = obj.client().request("POST", _cap_path(cap, "/repair"))
     if as_json:
         emit_json(result)
         return
-    _shares_table(result)
+    _shares_table(result, wide=wide)
     repaired = ", ".join(str(share) for share in result["repaired"])
     click.echo(f"repaired shares {repaired}" if repaired else "nothing to repair")
     if result.get("warning"):
@@ -364,7 +365,7 @@ def renew(obj, cap: str, duration: str | None, wide: bool, as_json: bool) -> Non
            for r in result["renewed"]], wide=wide)
     if failed:
         raise PeerError(f"{len(result['renewed'])} of 6 shares renewed; not renewed: "
-                        + "; ".join(f"node {node[:12]}…: {why}" for node, why in failed.items()),
+                        + "; ".join(f"node {node}: {why}" for node, why in failed.items()),
                         hint="retry when those nodes are back, or `xsc store repair` the file first")
     prose(f"every share's lease ends at {_expiry(result['lease_expiry'])} or later; the extension costs "
           f"{format_credits(result.get('cost', 0))} credits, paid to the holders as they hold it")

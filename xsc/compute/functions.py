@@ -2,7 +2,8 @@
 their owner (the node's user).
 
 A request runs its function as a job runs a program (compute/job_sandbox.py): the request's variables in the
-environment (REQUEST_METHOD, PATH_INFO, QUERY_STRING, CONTENT_TYPE, CONTENT_LENGTH, HTTP_*, ...), its body on
+environment (REQUEST_METHOD, SCRIPT_NAME, PATH_INFO, QUERY_STRING, SERVER_NAME, SERVER_PORT, CONTENT_TYPE,
+CONTENT_LENGTH, HTTP_*, WAGI's X_MATCHED_ROUTE and X_RAW_PATH_INFO, ...), its body on
 stdin (at most the function's `max_body`, else 413 before it is read), the stored files the function mounts
 under /in (staged once, when it is served), no /out.  Its stdout is a CGI response: header lines (`Status:`,
 `Content-Type`, `Location`, ...), a blank line, the body.  Headers a function may not set are dropped: hop-by-hop
@@ -43,7 +44,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 from .. import codec
 from ..errors import (BadRequest, ComputeBusy, FunctionFailed, FunctionTimedOut, FunctionUnavailable,
@@ -73,6 +74,7 @@ HOUR_MINUTES = 60  # the spend cap's window: this minute and the 59 before it
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _ENV_NAME = re.compile(r"[A-Z0-9_]{1,100}")  # a request header passed to the function as HTTP_<NAME>
 _ENCODED_SLASH = re.compile(r"%2f", re.IGNORECASE)
+_PATH_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _NOT_PASSED = frozenset({"CONTENT_LENGTH", "AUTHORIZATION", "COOKIE", "PROXY"})  # request headers no function sees
 # Headers a function's answer may not set: hop-by-hop ones and its framing (the node's, from what it sends), and
 # those that reach past the function to its whole origin (every function on this listener, other owners' placed
@@ -100,13 +102,16 @@ class Request:
     """What a function is told of an HTTP request (the route parses it)."""
 
     method: str
-    path_info: str
+    path_info: str  # decoded (RFC 3875), after script_name
     query: str
     headers: list[tuple[str, str]]
     remote: str
     host: str
     content_length: int | None
     read: ReadFn
+    script_name: str = ""  # the route's prefix: /fn/NAME (/fn/OWNER_ID/NAME for a placed function)
+    raw_path_info: str = ""  # path_info as sent, still encoded
+    port: int = 0  # the port the request came to
 
 
 class Spill:
@@ -758,7 +763,10 @@ class WebFunctions:
         if served is None and self._placed:
             placed, _, rest = request.path_info[1:].partition("/")
             served = self._placed.get((name, placed))
-            request = replace(request, path_info="/" + rest)
+            # no encoded '/' (path_info): the raw path has the same segments
+            raw_placed, _, raw_rest = request.raw_path_info[1:].partition("/")
+            request = replace(request, path_info="/" + rest, raw_path_info="/" + raw_rest,
+                              script_name=f"{request.script_name}/{raw_placed}")
         if served is None:
             raise NotFound(f"no function named {name!r} here")
         record = served.record
@@ -917,8 +925,9 @@ class WebFunctions:
         url = self.placements.where(served.record["name"]).get("url")
         if url is None:
             raise FunctionUnavailable("this function is being placed on a provider", hint="retry in a moment")
-        # the path encoded again: it came decoded, and a space or a letter past ASCII in it is no URL
-        location = url + quote(request.path_info.lstrip("/")) + (f"?{request.query}" if request.query else "")
+        # the path as it was sent (decoded and encoded again, bytes that are not UTF-8 would be lost)
+        raw = request.raw_path_info.lstrip("/").encode("utf-8", "surrogateescape")
+        location = url + quote(raw, safe="/%!$&'()*+,;=:@~") + (f"?{request.query}" if request.query else "")
         return Answer(307, [("Location", location)], Spill.written(None, asyncio.get_running_loop()), 0, -1)
 
     def _record(self, served: Served, request: Request, spec: JobSpec, prepared, signature, limits, ran,
@@ -1113,18 +1122,22 @@ def _wake(waiter: asyncio.Future) -> None:
         waiter.set_result(None)
 
 
-def path_info(path: str, raw: str) -> str:
-    """A request's PATH_INFO: `path`, its path after /fn/NAME decoded (`raw`: its target as sent).  Refused if it
-    has a '.' or '..' segment or an encoded '/' (no browser sends either): a function that checks where a path
-    starts (or a proxy in front that does) would be walked past, as /public/..%2Fprivate/x, to what its files
-    keep elsewhere; or a NUL, which would end the variable early."""
-    if "/." in path or "\0" in path or ("%" in raw and _ENCODED_SLASH.search(raw.partition("?")[0])):
-        if "\0" in path:
-            raise BadRequest("the request's path holds a NUL", hint="send a path without %00")
-        if not {".", ".."}.isdisjoint(path.split("/")) or _ENCODED_SLASH.search(raw.partition("?")[0]):
-            raise BadRequest(f"the request's path {raw.partition('?')[0][:200]!r} has a '.' or '..' segment or an "
-                             "encoded '/'", hint="send the path a browser would: dot segments resolved, '/' as it is")
-    return path
+def path_info(raw: str) -> tuple[str, str]:
+    """A request's PATH_INFO, decoded as RFC 3875 says, and as sent: `raw` is its path after /fn/NAME, still
+    encoded.  Bytes that are not UTF-8 become U+FFFD (no environment holds them; X_RAW_PATH_INFO has them as
+    sent).  Refused if it has a '.' or '..' segment or an encoded '/' (no browser sends either): a function that
+    checks where a path starts (or a proxy in front that does) would be walked past, as /public/..%2Fprivate/x,
+    to what its files keep elsewhere; or a control character (%00 would end the variable early, %0a split the
+    lines of a log or of a header the function writes it into)."""
+    raw = raw or "/"
+    path = unquote_to_bytes(raw.encode("utf-8", "surrogateescape")).decode("utf-8", "replace")
+    if _PATH_CONTROL.search(path):
+        raise BadRequest(f"the request's path {raw[:200]!r} holds a control character once decoded",
+                         hint="send a path without %00 to %1f or %7f")
+    if not {".", ".."}.isdisjoint(path.split("/")) or ("%" in raw and _ENCODED_SLASH.search(raw)):
+        raise BadRequest(f"the request's path {raw[:200]!r} has a '.' or '..' segment or an encoded '/'",
+                         hint="send the path a browser would: dot segments resolved, '/' as it is")
+    return path, raw
 
 
 def _cgi_env(request: Request) -> dict[str, str]:
@@ -1133,11 +1146,12 @@ def _cgi_env(request: Request) -> dict[str, str]:
     HTTP_X_FORWARDED_FOR); nor is `Proxy` (HTTP_PROXY is read as a proxy's address: httpoxy).  A header sent
     twice is one variable, its values joined as HTTP joins them.  A value aiohttp kept bytes of that are not UTF-8
     in (as surrogates, which no environment holds) has them replaced."""
-    host = request.host
+    name, port = _host_port(request.host, request.port)
     env = {"GATEWAY_INTERFACE": "CGI/1.1", "SERVER_PROTOCOL": "HTTP/1.1", "SERVER_SOFTWARE": "xsc",
-           "REQUEST_METHOD": request.method, "PATH_INFO": request.path_info, "QUERY_STRING": request.query,
-           "REMOTE_ADDR": request.remote,
-           "SERVER_NAME": host.partition("]")[0] + "]" if host.startswith("[") else host.split(":")[0]}
+           "REQUEST_METHOD": request.method, "SCRIPT_NAME": request.script_name, "PATH_INFO": request.path_info,
+           "QUERY_STRING": request.query, "REMOTE_ADDR": request.remote, "SERVER_NAME": name, "SERVER_PORT": port,
+           # WAGI's own: the route the request matched, and PATH_INFO as sent
+           "X_MATCHED_ROUTE": request.script_name + "/...", "X_RAW_PATH_INFO": request.raw_path_info or "/"}
     if request.content_length is not None:
         env["CONTENT_LENGTH"] = str(request.content_length)
     for name, value in request.headers:
@@ -1155,6 +1169,17 @@ def _cgi_env(request: Request) -> dict[str, str]:
         for key in ("SERVER_NAME", "PATH_INFO", "QUERY_STRING"):
             env[key] = _utf8(env[key])
     return env
+
+
+def _host_port(host: str, port: int) -> tuple[str, str]:
+    """SERVER_NAME and SERVER_PORT: the Host header's name and port (the names a caller reached the function by,
+    behind a proxy too), else the port the request came to."""
+    if host.startswith("["):
+        name, _, rest = host.partition("]")
+        name, given = name + "]", rest.removeprefix(":")
+    else:
+        name, _, given = host.partition(":")
+    return name, given if given.isascii() and given.isdigit() else str(port)
 
 
 def _utf8(text: str) -> str:

@@ -245,7 +245,7 @@ class HostedJobs:
         self._expire()
         job = self._jobs.get(job_id_)
         if job is None or job.sender != sender:  # another sender's job is none of its business: not even its id
-            raise NotFound(f"no job {job_id_[:32]} of yours here", hint="send it again")
+            raise NotFound(f"no job {job_id_[:64]} of yours here", hint="send it again")
         job.touched = time.monotonic()
         return job
 
@@ -255,7 +255,7 @@ class HostedJobs:
     def _expire(self) -> None:
         now = time.monotonic()
         for job in [j for j in self._jobs.values() if not j.busy and now - j.touched > IDLE]:
-            log.info("dropped job %s of %s: no request from its sender for %d s", job.id[:12], job.sender[:12],
+            log.info("dropped job %s of %s: no request from its sender for %d s", job.id, job.sender,
                      IDLE)
             self._drop(job)
 

@@ -229,8 +229,8 @@ class JobService:
             except (ForgedResult, PeerRefused, PeerUnreachable) as err:
                 if not _next_provider(err) or len(failed) >= MAX_FAILOVERS + (not here):
                     raise
-                log.warning("job %s: provider %s failed it (%s): trying another", jid[:12],
-                            assignment.provider[:12], err.message)
+                log.warning("job %s: provider %s failed it (%s): trying another", jid,
+                            assignment.provider, err.message)
                 failed.add(assignment.provider)
                 last = err
                 continue
@@ -275,7 +275,7 @@ class JobService:
             if r in agreed:
                 self.sent.pay(r)
             else:
-                await self.sent.refuse(r, f"provider {r.provider[:12]}… answered job {job['id'][:12]} unlike "
+                await self.sent.refuse(r, f"provider {r.provider} answered job {job['id']} unlike "
                                           f"{len(agreed)} other replicas: not paid")
         for a, r in zip(chosen, answers):
             if not isinstance(r, BaseException):
@@ -354,10 +354,10 @@ class JobService:
         answer = {**job, **streams, "replayed": False, "charged": charge}
         answer.pop("signed", None)
         if refusal is not None:
-            raise OverCap(f"the job {job['id'][:16]}… ran, but {refusal}: nothing of its outputs is stored",
+            raise OverCap(f"the job {job['id']} ran, but {refusal}: nothing of its outputs is stored",
                           hint=_refusal_hint(refusal), **answer)
         if trap is not None:
-            raise Trap(f"the job {job['id'][:16]}… failed: {trap['message']}", kind=trap.get("kind"),
+            raise Trap(f"the job {job['id']} failed: {trap['message']}", kind=trap.get("kind"),
                        hint=trap.get("hint"), **answer)
         return answer
 
@@ -475,7 +475,7 @@ class JobService:
                         md5.update(chunk)
                         return chunk
 
-                    answer = await self.storage.put(read, size, f"job:{job['id'][:16]}:{name}", seconds,
+                    answer = await self.storage.put(read, size, f"job:{job['id']}:{name}", seconds,
                                                     self.storage_bid)
                 cap = Capability.parse(answer["capability"])
                 stored.append({"name": name, "size": size, "sha256": digest.hexdigest(), "md5": md5.hexdigest(),

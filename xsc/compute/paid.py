@@ -162,7 +162,7 @@ class PaidCompute:
                 if err.details.get("sent") is not False or len(failed) >= MAX_FAILOVERS:
                     raise
                 log.warning("provider %s unreachable before the call was sent: trying another",
-                            assignment.provider[:12])
+                            assignment.provider)
                 failed.add(assignment.provider)
                 continue
             self.dealing.invoked(assignment, _fuel_of(result.get("fuel_consumed"), call_fuel))
@@ -264,17 +264,17 @@ class PaidCompute:
                 self.gateway_tabs.answered(tab, budget, None)
             else:
                 self.gateway_tabs.lost(tab, budget)
-                log.warning("invoke on %s: no answer; if it ran, the tab's receipt covers it", provider[:12])
+                log.warning("invoke on %s: no answer; if it ran, the tab's receipt covers it", provider)
             raise
         except BaseException:
             self.gateway_tabs.lost(tab, budget)
-            log.warning("invoke on %s: no answer; if it ran, the tab's receipt covers it", provider[:12])
+            log.warning("invoke on %s: no answer; if it ran, the tab's receipt covers it", provider)
             raise
         run = answer["run"]
         amount = run.get("charge")
         if type(amount) is not int or not 0 <= amount <= budget:
             self.gateway_tabs.lost(tab, budget)
-            raise PeerRefused(f"provider {provider[:12]}… answered a run charging {amount!r}, not 0 to {budget}")
+            raise PeerRefused(f"provider {provider} answered a run charging {amount!r}, not 0 to {budget}")
         self.gateway_tabs.answered(tab, budget, amount)
         self.market.note_paid(provider, amount, by_them=False)
         run.update(provider=provider, deal={**deal, "authorization": tab.auth.id.hex()}, tab=tab.auth.id.hex())
@@ -460,7 +460,7 @@ class PaidCompute:
         except XscError as err:
             return err
         except Exception:  # a fault of this node's (its database, ...): this call fails, the others stand
-            log.exception("a call of %s's batch failed", gateway[:12])
+            log.exception("a call of %s's batch failed", gateway)
             return XscError("the call failed on this node; see its log")
 
     def terms(self, body: dict, batch: _Batch | None = None) -> tuple[int, dict, Authorization]:
@@ -476,7 +476,7 @@ class PaidCompute:
                               f"not {offered!r}", hint="raise compute.memory_price, or match another provider",
                               memory_price=self.compute.memory_price)
         if time.time() > auth.expires_at:
-            raise AuthorizationExpired(f"authorization {auth.id.hex()[:16]} expired at {auth.expires_at}",
+            raise AuthorizationExpired(f"authorization {auth.id.hex()} expired at {auth.expires_at}",
                                        hint="match the invoke again (a fresh authorization)")
         # A call on a tab too: its price is the gateway's word.  The calls of a batch came at one moment: they
         # are held to this node's ask at that moment (found once for the batch).
@@ -497,7 +497,7 @@ class PaidCompute:
         if body.get("tab") is True:
             return await self._run_on_tab(gateway, call, price, deal, auth, batch)
         if auth.id in self._running or await self.ledger.receipt_for(auth.id) is not None:
-            raise AuthorizationReplayed(f"authorization {auth.id.hex()[:16]} already paid for a run here; "
+            raise AuthorizationReplayed(f"authorization {auth.id.hex()} already paid for a run here; "
                                         "an authorization pays for one run",
                                         hint="fetch its receipt: GET /v1/peer/ledger/receipts/{authorization id}")
         budget = self.compute.budget(call, price)
@@ -579,7 +579,7 @@ def not_here(module: str) -> ModuleNotFound:
 def _relayed(provider: str, err: PeerRefused) -> XscError:
     detail = str(err).split(": ", 1)[-1]
     if err.details.get("peer_code") == "deal-refused":
-        return DealRefused(f"provider {provider[:12]}… refused the deal: {detail}",
+        return DealRefused(f"provider {provider} refused the deal: {detail}",
                            hint="the market moved; invoke again (or raise --max-price)")
     if err.details.get("peer_code") == "prepayment-required":
         return PrepaymentRequired(f"provider {provider} does not extend this node credit: {detail}",

@@ -163,7 +163,7 @@ class PlacedFunctions:
                     raise InvalidArgument("its record names another function")
                 self.functions.restore(record, self._bill(owner, name, placement))
             except (XscError, KeyError, TypeError, ValueError) as err:  # what no longer checks, or does not read
-                log.info("function %s of %s is not served again: %s", name, owner[:12],
+                log.info("function %s of %s is not served again: %s", name, owner,
                          getattr(err, "message", repr(err)))
                 self.store.remove_placement(owner, name)
         self.functions.prune_placed()
@@ -268,12 +268,12 @@ class PlacedFunctions:
         if served is None or served.bill is not bill:
             return FunctionUnavailable("this function has just moved to its owner's next tab here",
                                        hint="retry in a moment")
-        log.info("function %s of %s withdrawn: its tab here is closed or expired", name, owner[:12])
+        log.info("function %s of %s withdrawn: its tab here is closed or expired", name, owner)
         try:
             await self.withdraw(owner, name)
         except NotFound:
             pass  # another request withdrew it first
-        return NotFound(f"no function {name[:64]!r} of node {owner[:12]} is served here: its tab is closed or "
+        return NotFound(f"no function {name[:64]!r} of node {owner} is served here: its tab is closed or "
                         "expired")
 
     async def withdraw(self, owner: str, name: str) -> dict[str, Any]:

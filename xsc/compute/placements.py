@@ -117,7 +117,7 @@ class Placements:
             gone = isinstance(err, PeerRefused) and err.details.get("peer_status") == 404
             if gone or now - placement.failing_since >= self.lost_after:
                 log.warning("function %s: provider %s stopped serving it (%s): placing it elsewhere", name,
-                            placement.provider[:12], err.message)
+                            placement.provider, err.message)
                 del self._placed[name]
                 self._let_go(placement.auth)
                 self.moves += 1
@@ -144,10 +144,10 @@ class Placements:
                 self._placed[name] = await self._placed_on(record, provider, assignment.price,
                                                            {"need": assignment.need_id, "provider": provider,
                                                             "price": assignment.price})
-                log.info("function %s is served by %s at %s", name, provider[:12], self._placed[name].url)
+                log.info("function %s is served by %s at %s", name, provider, self._placed[name].url)
                 return
             except (PeerRefused, PeerUnreachable) as err:
-                log.warning("function %s: provider %s refused it (%s)", name, provider[:12], err.message)
+                log.warning("function %s: provider %s refused it (%s)", name, provider, err.message)
                 left_out.add(provider)
             except XscError as err:  # this node's own refusal (too little credit for the tab): the next round
                 log.warning("function %s is not placed: %s", name, err.message)
@@ -157,7 +157,7 @@ class Placements:
         """The function placed on `provider` with a fresh authorization (dropped if the placement fails)."""
         auth = await self._authorize(record, provider, price)
         if auth is None:
-            raise PeerRefused(f"its spend cap leaves nothing for {provider[:12]} this hour")
+            raise PeerRefused(f"its spend cap leaves nothing for {provider} this hour")
         try:
             url = await self._send(record, provider, price, deal, auth)
         except BaseException as err:
@@ -183,7 +183,7 @@ class Placements:
                                                                             "price": placement.price}, auth)
         except (PeerRefused, PeerUnreachable) as err:
             await self._unsent(auth, err)
-            log.info("function %s: renewing its tab with %s failed (%s)", record["name"], placement.provider[:12],
+            log.info("function %s: renewing its tab with %s failed (%s)", record["name"], placement.provider,
                      err.message)
             return
         old, placement.auth, placement.placed = placement.auth, auth, time.monotonic()
@@ -232,7 +232,7 @@ class Placements:
                 payment = await self.paid.payments.complete(provider, auth, answer, meters=TAB_METERS)
             except (XscError, OSError) as exc:
                 log.info("closing function %s's tab with %s failed (%s); the payment retry closes it", name,
-                         provider[:12], exc)
+                         provider, exc)
                 self.paid.payments.wake()
                 return
         await self.on_paid(name, payment.receipt.amount)
@@ -259,7 +259,7 @@ class Placements:
         try:
             await wire.withdraw(self.paid.client, self._peer_url(placement.provider), placement.provider, name)
         except (PeerRefused, PeerUnreachable) as err:
-            log.info("withdrawing function %s from %s failed (%s)", name, placement.provider[:12], err.message)
+            log.info("withdrawing function %s from %s failed (%s)", name, placement.provider, err.message)
         await self._pay(name, placement.provider, placement.auth)
 
     def _call(self, record: dict[str, Any]) -> InvokeCall:

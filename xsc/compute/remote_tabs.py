@@ -203,7 +203,7 @@ class GatewayTabs:
                     return
                 await self.payments.complete(tab.provider, tab.auth, answer, meters=TAB_METERS)
             except (XscError, OSError) as exc:  # the payment retry closes it later
-                log.info("closing a tab with %s failed (%s); the payment retry closes it", tab.provider[:12], exc)
+                log.info("closing a tab with %s failed (%s); the payment retry closes it", tab.provider, exc)
                 self.payments.wake()
 
     async def _drop(self, tab: OpenTab) -> None:
@@ -226,7 +226,7 @@ class GatewayTabs:
             return True
         self.refused_receipts += 1
         log.error("provider %s countersigned %s credits for a tab of %d calls whose answers owed %s (%d answers "
-                  "lost): refusing to pay it", tab.provider[:12], format_credits(receipt.amount), tab.count,
+                  "lost): refusing to pay it", tab.provider, format_credits(receipt.amount), tab.count,
                   format_credits(tab.metered), tab.unknown)
         await self._drop(tab)
         return False
@@ -389,7 +389,7 @@ class ProviderTabs:
                               f"{auth.expires_at}", hint="open a tab of a shorter life")
         tab = await self._tab(auth)
         if tab.closed:
-            raise AuthorizationReplayed(f"the tab of authorization {auth.id.hex()[:16]} is closed",
+            raise AuthorizationReplayed(f"the tab of authorization {auth.id.hex()} is closed",
                                         hint="open a new tab (a fresh authorization)")
         if tab.total + tab.reserved + budget > auth.cap:
             raise DealRefused(f"the tab's cap {auth.cap} does not cover this call's budget {budget} after "
@@ -445,7 +445,7 @@ class ProviderTabs:
         if not tab.count:
             self._tabs.pop(auth.id, None)
             self._remember_closed_empty(auth)
-            raise NothingOwed(f"no call ran under the tab of authorization {auth.id.hex()[:16]} here: nothing is "
+            raise NothingOwed(f"no call ran under the tab of authorization {auth.id.hex()} here: nothing is "
                               "owed, and no receipt is signed", hint="drop the authorization")
         tab = self._keep(tab)
         first = not tab.closed  # else another close of it is countersigning now

@@ -100,7 +100,7 @@ class SentJobs:
             try:
                 await wire.forget(paid.client, url, provider, job)
             except (PeerRefused, PeerUnreachable) as err:
-                log.info("provider %s kept job %s's files: %s (it drops them itself)", provider[:12], job[:12], err)
+                log.info("provider %s kept job %s's files: %s (it drops them itself)", provider, job, err)
         returned.tab, returned.budget = tab, budget
         return returned
 
@@ -180,23 +180,23 @@ class SentJobs:
         run, signed = answer["run"], answer["provenance"]
         charge = run.get("charge")
         if type(charge) is not int or not 0 <= charge <= budget:
-            raise ForgedResult(f"provider {provider[:12]}… answered a job charging {charge!r}, not 0 to {budget}")
+            raise ForgedResult(f"provider {provider} answered a job charging {charge!r}, not 0 to {budget}")
         record = signed.get("record") if isinstance(signed, dict) else None
         if not provenance.is_valid(signed) or not isinstance(record, dict) or record.get("node") != provider:
-            raise ForgedResult(f"provider {provider[:12]}…'s record of the job is not signed by it")
+            raise ForgedResult(f"provider {provider}'s record of the job is not signed by it")
         facts = record.get("job") if isinstance(record.get("job"), dict) else {}
         if record.get("id") != run.get("provenance") or record.get("charge") != charge \
                 or record.get("fuel_consumed") != run.get("fuel_consumed") or facts.get("id") != jid \
                 or facts.get("inputs") != [{k: i[k] for k in INPUT_FACTS} for i in staged.inputs] \
                 or facts.get("stdin") != staged.stdin_sha256 \
                 or facts.get("outputs") != answer["outputs"]:
-            raise ForgedResult(f"provider {provider[:12]}… answered a run its signed record does not match (another "
+            raise ForgedResult(f"provider {provider} answered a run its signed record does not match (another "
                                "job, inputs, outputs, charge or fuel): not paid, and struck",
                                hint="run the job again (another provider)")
         why = _unlike_a_run(run, answer, record) or _unlike_the_deal(
             record, spec, price, tab.auth.id.hex(), self.paid.compute.memory_price, "trap" in answer)
         if why is not None:
-            raise ForgedResult(f"provider {provider[:12]}…'s signed record {why}: not paid, and struck",
+            raise ForgedResult(f"provider {provider}'s signed record {why}: not paid, and struck",
                                hint="run the job again (another provider)")
         outputs = facts["outputs"]
         _check_outputs(provider, outputs, spec.bytes_out)  # bounded before anything is fetched
@@ -207,7 +207,7 @@ class SentJobs:
             path = fetched / str(index)
             size, digest = await self._fetch(url, provider, job, index, path, output["size"])
             if size != output["size"] or digest != output["sha256"]:
-                raise ForgedResult(f"provider {provider[:12]}…'s output {output['name']!r} does not match the hash "
+                raise ForgedResult(f"provider {provider}'s output {output['name']!r} does not match the hash "
                                    "it signed: not paid, and struck", hint="run the job again (another provider)")
             files.append((output["name"], path, size))
         return Returned(provider, run, signed, files, [o["sha256"] for o in outputs], answer)
@@ -274,9 +274,9 @@ def _check_outputs(provider: str, outputs: Any, bytes_out: int) -> None:
         and isinstance(o["sha256"], str) and _SHA256.fullmatch(o["sha256"]) and isinstance(o["name"], str)
         and _output_name(o["name"]) for o in outputs)
     if not well_formed or len({o["name"] for o in outputs}) != len(outputs):  # a run's /out has each name once
-        raise ForgedResult(f"provider {provider[:12]}… answered outputs that are not a run's outputs")
+        raise ForgedResult(f"provider {provider} answered outputs that are not a run's outputs")
     if sum(o["size"] for o in outputs) > bytes_out:
-        raise ForgedResult(f"provider {provider[:12]}… answered outputs over the job's bytes_out ({bytes_out:,})")
+        raise ForgedResult(f"provider {provider} answered outputs over the job's bytes_out ({bytes_out:,})")
 
 
 def _output_name(name: str) -> bool:

@@ -441,8 +441,8 @@ class ComputeService:
         if prepared is None:
             prepared = self._prepared(call.module_hash)
         if prepared.info.status != "active":
-            raise ModuleDisabled(f"module {call.module[:16]}… is disabled on this node",
-                                 hint=f"enable it: xsc compute enable {call.module[:16]}")
+            raise ModuleDisabled(f"module {call.module} is disabled on this node",
+                                 hint=f"enable it: xsc compute enable {call.module}")
         signature = self._signature(prepared.info, call.function)
         if prepared.info.imports and not call.wasi:
             mods.check_imports(prepared.info.imports, wasi=False)
@@ -571,7 +571,7 @@ class ComputeService:
             return export.signature
         functions = ", ".join(e.name for e in info.exports if e.kind == "func") or "none"
         if export is None:
-            raise ExportNotFound(f"module {info.id[:16]}… has no export named {function!r}",
+            raise ExportNotFound(f"module {info.id} has no export named {function!r}",
                                  hint=f"its functions: {functions}", functions=functions.split(", "))
         if export.signature is None:
             raise NotAFunction(f"export {function!r} is a {export.kind}, not a function",

@@ -215,7 +215,7 @@ class DhtService:
         record = records.make_holders(self.identity, si, placement, now_ms())
         stored = await self._publish(records.holders_key(si), [record])
         self.published += stored > 0
-        log.debug("published the holders of %s on %d node(s)", si.hex()[:16], stored)
+        log.debug("published the holders of %s on %d node(s)", si.hex(), stored)
 
     async def _lookup(self, key: bytes) -> list[records.Record]:
         if self.transport is None:
@@ -237,7 +237,7 @@ class DhtService:
                                lambda r: isinstance(r, records.Holders))
         if found is None:
             return None
-        log.info("found the holders of %s through the hash table (%d hop(s))", si.hex()[:16], self.hops[-1])
+        log.info("found the holders of %s through the hash table (%d hop(s))", si.hex(), self.hops[-1])
         return list(found.placement)
 
     async def find_node(self, node_id: str) -> NodeDescriptor | None:

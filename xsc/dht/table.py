@@ -28,6 +28,7 @@ from kademlia.routing import RoutingTable
 from kademlia.storage import IStorage
 
 from ..errors import QuotaExceeded
+from ..net.addresses import address_key
 from .core import records
 
 log = logging.getLogger(__name__)
@@ -153,8 +154,9 @@ class Protocol(KademliaProtocol):
         if len(data) > MAX_DATAGRAM or len(data) < 22:
             self.refused += 1
             return
-        # Per address; on loopback per port too (a devnet's nodes all share 127.0.0.1, and would share one quota).
-        sender = f"{addr[0]}:{addr[1]}" if addr[0].startswith("127.") or addr[0] == "::1" else addr[0]
+        # Per address (an IPv6 one per /64); on loopback per port too (a devnet's nodes all share 127.0.0.1, and
+        # would share one quota).
+        sender = f"{addr[0]}:{addr[1]}" if addr[0].startswith("127.") or addr[0] == "::1" else address_key(addr[0])
         try:
             self.quota.check(sender, time.monotonic(), "datagrams of the hash table")
         except QuotaExceeded:

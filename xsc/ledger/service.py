@@ -214,7 +214,7 @@ class LedgerService:
         InsufficientCredit.  Never above its cap: the most the payee may claim is held already."""
         held = self._auth_held.get(auth.id)
         if held is None:
-            raise AuthorizationNotPending(f"authorization {auth.id.hex()[:16]} is not pending here")
+            raise AuthorizationNotPending(f"authorization {auth.id.hex()} is not pending here")
         more = min(amount, auth.cap - held)
         self._ensure_credit(auth.payer, more)
         self._held[auth.payer] = self._held.get(auth.payer, 0) + more
@@ -307,9 +307,9 @@ class LedgerService:
         payee may still countersign it (and a receipt would then have no payment)."""
         auth = self._pending_auths.get(authorization_id)
         if auth is None:
-            raise AuthorizationNotPending(f"authorization {authorization_id.hex()[:16]} is not pending here")
+            raise AuthorizationNotPending(f"authorization {authorization_id.hex()} is not pending here")
         if not force and time.time() <= auth.expires_at + rules.CLOCK_SKEW:
-            raise InvalidArgument(f"authorization {authorization_id.hex()[:16]} may still be countersigned until "
+            raise InvalidArgument(f"authorization {authorization_id.hex()} may still be countersigned until "
                                   f"{auth.expires_at + rules.CLOCK_SKEW}", hint="ask the payee for its receipt first")
         async with self._lock:
             await asyncio.get_running_loop().run_in_executor(self._writer, self.store.drop_pending, authorization_id)

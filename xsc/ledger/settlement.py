@@ -386,10 +386,10 @@ class Payments:
         except (PeerUnreachable, PeerNotFound) as exc:
             if now > auth.expires_at + CLOCK_SKEW + GIVE_UP_AFTER:
                 log.warning("giving up on authorization %s: payee %s unreachable since it expired (%s)",
-                            auth.id.hex()[:16], node_id[:12], exc)
+                            auth.id.hex(), node_id, exc)
                 await self.ledger.abandon(auth.id)
                 return "abandoned"
-            log.info("payment %s to %s still pending: %s", auth.id.hex()[:16], node_id[:12], exc)
+            log.info("payment %s to %s still pending: %s", auth.id.hex(), node_id, exc)
             return "pending"
         except PeerError as exc:  # the payee refused, or answered nonsense: try again later
             if nothing_owed(exc) or _refused_claim(exc):
@@ -397,10 +397,10 @@ class Payments:
                 # (it holds no receipt for it, or it would have answered with that).  Kept pending, its amount
                 # would stay held until it expires (PAY_TTL), spending the user's credit on nothing.
                 await self.ledger.abandon(auth.id, force=True)
-                log.warning("dropped payment %s to %s: the payee will not countersign it (%s)", auth.id.hex()[:16],
-                            node_id[:12], exc)
+                log.warning("dropped payment %s to %s: the payee will not countersign it (%s)", auth.id.hex(),
+                            node_id, exc)
                 return "abandoned"
-            log.warning("payment %s to %s still pending: %s", auth.id.hex()[:16], node_id[:12], exc)
+            log.warning("payment %s to %s still pending: %s", auth.id.hex(), node_id, exc)
             return "pending"
         if receipt is not None:
             if payer is None:
@@ -413,14 +413,14 @@ class Payments:
             paid = self._for_job(self.paid_by_retry, auth)
             if paid is not None:
                 await paid(auth, receipt)
-            log.info("completed payment %s to %s (%s credits)", auth.id.hex()[:16], node_id[:12],
+            log.info("completed payment %s to %s (%s credits)", auth.id.hex(), node_id,
                      format_credits(receipt.amount))
             return "completed"
         if now > auth.expires_at + CLOCK_SKEW:
             # The payee has no receipt and can no longer make one: nothing is owed.
             await self.ledger.abandon(auth.id)
-            log.info("abandoned authorization %s to %s: it expired without a receipt", auth.id.hex()[:16],
-                     node_id[:12])
+            log.info("abandoned authorization %s to %s: it expired without a receipt", auth.id.hex(),
+                     node_id)
             return "abandoned"
         return "pending"
 

@@ -303,20 +303,20 @@ class LedgerStore:
         `verified`: the caller has already checked the payer's signature on `auth` (it is not checked twice).
         `sender`: the node that asked for it, written with the receipt until its trust line counts it (`senders`)."""
         if auth.payee != payee.public_key:
-            raise WrongPayee(f"authorization {auth.id.hex()[:16]} pays account {public_id(auth.payee)}, "
+            raise WrongPayee(f"authorization {auth.id.hex()} pays account {public_id(auth.payee)}, "
                              f"not this node's account {public_id(payee.public_key)}",
                              hint="send the authorization to the node whose account it names as payee")
         if not verified and not rules.signature_ok((auth.payer, auth.signature, auth.body, "authorization")):
-            raise InvalidEntry(f"authorization {auth.id.hex()[:16]}: the payer's signature is invalid",
+            raise InvalidEntry(f"authorization {auth.id.hex()}: the payer's signature is invalid",
                                hint="the payer must sign the authorization's canonical body")
         if self.settled_by(auth.id) is not None:
             receipt = self.receipt_for(auth.id)
             if receipt is None:
-                raise AuthorizationReplayed(f"authorization {auth.id.hex()[:16]} was already settled elsewhere; "
+                raise AuthorizationReplayed(f"authorization {auth.id.hex()} was already settled elsewhere; "
                                             "an authorization settles at most once")
             if (receipt.amount, receipt.usage) != (amount, usage):
                 raise ReceiptMismatch(
-                    f"authorization {auth.id.hex()[:16]} was already countersigned for "
+                    f"authorization {auth.id.hex()} was already countersigned for "
                     f"{format_credits(receipt.amount)} credits and usage {dict(receipt.usage)}, not "
                     f"{format_credits(amount)} and {dict(usage)}", hint="an authorization settles at most once",
                     receipt=receipt.id.hex())
@@ -344,27 +344,27 @@ class LedgerStore:
         """The payer's half: append the payment countersigning the payee's receipt (or return the one made)."""
         auth = receipt.authorization
         if auth.payer != payer.public_key:
-            raise InvalidEntry(f"receipt {receipt.id.hex()[:16]} is for an authorization of account "
+            raise InvalidEntry(f"receipt {receipt.id.hex()} is for an authorization of account "
                                f"{public_id(auth.payer)}, not {public_id(payer.public_key)}")
         done = self.payment_for(auth.id)
         if done is not None:
             if done.receipt.id != receipt.id:
-                raise ReceiptMismatch(f"authorization {auth.id.hex()[:16]} was already completed with receipt "
-                                      f"{done.receipt.id.hex()[:16]}, not {receipt.id.hex()[:16]}",
+                raise ReceiptMismatch(f"authorization {auth.id.hex()} was already completed with receipt "
+                                      f"{done.receipt.id.hex()}, not {receipt.id.hex()}",
                                       payment=done.id.hex())
             return done
         pending = self.db.get(keys.ledger_pending(auth.id))
         if pending is None:
-            raise AuthorizationNotPending(f"authorization {auth.id.hex()[:16]} is not pending on this node "
+            raise AuthorizationNotPending(f"authorization {auth.id.hex()} is not pending on this node "
                                           "(never issued here, or abandoned after it expired)",
                                           hint="only a receipt for a pending authorization can be completed")
         if pending != encode_authorization(auth):
-            raise InvalidEntry(f"receipt {receipt.id.hex()[:16]} embeds another authorization than the one issued")
+            raise InvalidEntry(f"receipt {receipt.id.hex()} embeds another authorization than the one issued")
         if not rules.signature_ok(receipt.signatures()[0]):
-            raise InvalidEntry(f"receipt {receipt.id.hex()[:16]}: the payee's signature is invalid")
+            raise InvalidEntry(f"receipt {receipt.id.hex()}: the payee's signature is invalid")
         rules.check_transfer(receipt)
         if receipt.settled_at > now + rules.CLOCK_SKEW:
-            raise InvalidEntry(f"receipt {receipt.id.hex()[:16]} is dated in the future",
+            raise InvalidEntry(f"receipt {receipt.id.hex()} is dated in the future",
                                hint="check the payee's clock")
         fork = self._conflict(receipt)  # this node may hold the payee's chain too
         if fork is not None:

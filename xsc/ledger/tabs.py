@@ -123,8 +123,8 @@ class Tabs:
     async def _settle(self, pair: tuple[bytes, bytes], tab: Tab) -> str | None:
         payer, payee = (self.identities.get(k) for k in pair)
         if payer is None or payee is None:
-            log.error("a tab of %s owing %s: this node holds no key for it", public_id(pair[0])[:12],
-                      public_id(pair[1])[:12])
+            log.error("a tab of %s owing %s: this node holds no key for it", public_id(pair[0]),
+                      public_id(pair[1]))
             return None
         root = merkle.root(tab.refs)
         try:

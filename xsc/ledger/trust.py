@@ -130,7 +130,7 @@ class TrustLines:
                 raise PrepaymentRequired(
                     f"node {peer} must prepay: {what} costs {format_credits(price)} credits and "
                     f"{format_credits(max(0, line['available']))} are available to it here ({how})",
-                    hint=f"on node {peer[:12]}…: xsc ledger prepay {{this node's id}} {format_credits(short)} "
+                    hint=f"on node {peer}: xsc ledger prepay {{this node's id}} {format_credits(short)} "
                          "(or this node's user: xsc market recognize PEER WEIGHT --credit AMOUNT)",
                     peer=peer, price=price, available=line["available"], missing=short)
             self._reserved[peer] = self._reserved.get(peer, 0) + price

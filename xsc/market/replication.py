@@ -92,7 +92,7 @@ class BookReplication:
         flood's messages of 1,000 new commitments were parsed only to be refused, ~17 a second of ~700 KB; the
         held commitments a message may carry cost nothing, but are bytes to parse all the same."""
         if self.limiter is not None:
-            self.limiter.require(sender, time.monotonic(), f"peer {sender[:12]}…", size / BYTES_PER_CHECK)
+            self.limiter.require(sender, time.monotonic(), f"peer {sender}", size / BYTES_PER_CHECK)
 
     async def take(self, items: Any, sender: str | None = None) -> int:
         """`receive`, RECEIVE_BATCH commitments (or RECEIVE_SLICE seconds) at a time with the event loop let go
@@ -104,7 +104,7 @@ class BookReplication:
         busy back to back, where its request rate was far inside the peer rate limit)."""
         worth = [item for item in self._commitment_list(items) if self._worth_checking(item)]
         if self.limiter is not None and sender is not None and worth:
-            self.limiter.check(sender, time.monotonic(), f"peer {sender[:12]}…", len(worth))
+            self.limiter.check(sender, time.monotonic(), f"peer {sender}", len(worth))
         changed, at = 0, 0
         while at < len(worth):
             checked, until = [], time.perf_counter() + RECEIVE_SLICE
@@ -204,9 +204,9 @@ class BookReplication:
         results = await asyncio.gather(*(self._send_own(d, message) for d in targets), return_exceptions=True)
         for d, result in zip(targets, results):
             if isinstance(result, PeerError):
-                log.debug("market push to %s failed: %s", d.id[:12], result)
+                log.debug("market push to %s failed: %s", d.id, result)
             elif isinstance(result, BaseException):
-                log.error("market push to %s failed", d.id[:12], exc_info=result)
+                log.error("market push to %s failed", d.id, exc_info=result)
 
     async def _send_own(self, d, message: dict) -> None:
         response = await self.peers.request(d.url, "POST", "/v1/peer/market", json=message, to=d.id)
@@ -235,7 +235,7 @@ class BookReplication:
         try:
             changed = await self.take(answered, d.id)
         except QuotaExceeded as err:
-            log.info("not taking %s's answer now: %s", d.id[:12], err)
+            log.info("not taking %s's answer now: %s", d.id, err)
             return 0
         if isinstance(body.get("digest"), str):
             self.peer_digests[d.id] = body["digest"]
@@ -264,7 +264,7 @@ class BookReplication:
         try:
             await self.pull(d, participants)
         except PeerError as err:
-            log.debug("market digest exchange with %s failed: %s", d.id[:12], err)
+            log.debug("market digest exchange with %s failed: %s", d.id, err)
 
     async def exchange_answer(self, items: Any, push: bool = False, sender: str | None = None,
                         digest: Any = None) -> dict[str, Any]:
@@ -286,7 +286,7 @@ class BookReplication:
             raise InvalidArgument('send {"commitments": {participant: hash}}')
         digest = parse_digest(body.get("commitments"), "commitments")
         if self.peers is not None and not self.peers.known(sender):
-            raise UnknownPeer(f"{sender[:16]} is not a known peer of this node",
+            raise UnknownPeer(f"{sender} is not a known peer of this node",
                               hint="a node joins first (xsc peers add); only peers exchange digests")
         held = {p: self.book.get(p) for p in digest if self.book.get(p) is not None}
         out = {"commitments": [self._json_of(c) for c in differing(digest, held)], "digest": self.book.digest()}

@@ -316,7 +316,7 @@ class InvokeBatcher:
         except PeerRefused as err:
             status = err.details.get("peer_status")
             if status in (404, 405) and err.details.get("peer_code") in ("not-found", "method-not-allowed"):
-                log.info("provider %s does not take batches of calls: sending them one by one", provider[:12])
+                log.info("provider %s does not take batches of calls: sending them one by one", provider)
                 lane.single_only = True  # an older peer: nothing ran
                 return list(await asyncio.gather(*(self._settled(self._one(url, provider, e)) for e in entries)))
             if isinstance(status, int) and status >= 500:  # refused whole, but after what?

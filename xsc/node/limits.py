@@ -8,7 +8,6 @@ starts again with a full bucket (never worse than a new caller)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections import OrderedDict
 
 from aiohttp import web
@@ -19,24 +18,6 @@ from ..tasks import refill
 BODY_SECONDS = 30.0  # a small body (at most the app's client_max_size, 1 MiB) must arrive within this
 
 MAX_KEYS = 10_000
-
-
-def address_key(remote: str | None) -> str:
-    """The key a caller at `remote` is limited by: its IPv4 address, or the /64 of its IPv6 one (a host is given a
-    /64, and could send each request from a fresh address of it).  An IPv4 caller of a dual-stack listener, seen at
-    an IPv4-mapped address, is keyed by its IPv4 address, not by the /64 all of them share."""
-    if not remote or ":" not in remote:
-        return remote or "?"
-    try:
-        packed = socket.inet_pton(socket.AF_INET6, remote.partition("%")[0])
-    except OSError:
-        return remote
-    if packed[:12] == _IPV4_MAPPED:
-        return socket.inet_ntop(socket.AF_INET, packed[12:])
-    return socket.inet_ntop(socket.AF_INET6, packed[:8] + bytes(8)) + "/64"
-
-
-_IPV4_MAPPED = bytes(10) + b"\xff\xff"
 
 
 class RateLimiter:

@@ -71,7 +71,7 @@ def charge_answer(request: web.Request, size: int) -> None:
     units = size // JSON_BYTES
     if units:
         sender = request[SIGNED].sender
-        request.app[PEER_WORK].check(sender, time.monotonic(), f"peer {sender[:12]}…", units)
+        request.app[PEER_WORK].check(sender, time.monotonic(), f"peer {sender}", units)
 
 
 def require_tls(request: web.Request) -> None:
@@ -107,7 +107,7 @@ async def signature_middleware(request: web.Request, handler):
         raise PayloadTooLarge(f"the body is {size} bytes; at most {price.max_body} are taken here",
                               limit=price.max_body)
     # Its price, charged to the sender on its headers: a stranger's largest request is paid for before it is read.
-    request.app[PEER_WORK].check(verified.sender, time.monotonic(), f"peer {verified.sender[:12]}…", price.units(size))
+    request.app[PEER_WORK].check(verified.sender, time.monotonic(), f"peer {verified.sender}", price.units(size))
     if not verified.channel and not getattr(request.match_info.handler, "streams_peer_body", False):
         body = await read_body(request)  # cached on the request: the handler reads the same bytes
         if not hmac.compare_digest(body_digest(body), verified.digest):
@@ -115,7 +115,7 @@ async def signature_middleware(request: web.Request, handler):
                                       hint="sign the exact bytes sent")
     # Only after the signature and body check out: nobody can use up another node's nonces or its rate.
     try:
-        request.app[PEER_LIMITS].check(verified.sender, time.monotonic(), f"peer {verified.sender[:12]}…")
+        request.app[PEER_LIMITS].check(verified.sender, time.monotonic(), f"peer {verified.sender}")
         if not verified.channel:
             request.app[REPLAY_GUARD].check(verified.sender, verified.nonce, verified.timestamp, now)
     except QuotaExceeded:

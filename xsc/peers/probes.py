@@ -230,7 +230,7 @@ class HealthService:
                 return False, None, str(err)[:MAX_ERROR]
             self.asked_again += 1
             self.last_asked_again = str(err)[:MAX_ERROR]
-            log.info("no answer to a probe of peer %s (%s): asking again", peer.id[:12], err)
+            log.info("no answer to a probe of peer %s (%s): asking again", peer.id, err)
             start = time.perf_counter()  # the latency is the answered attempt's
             try:
                 reply = await self.challenge(peer.url, peer.id, self.config.probe_timeout)
@@ -242,7 +242,7 @@ class HealthService:
                 for told in self._on_descriptor:
                     told([reply["descriptor"]])
             except Exception as err:  # a bad descriptor does not undo a good answer
-                log.info("peer %s sent a bad descriptor with its answer: %s", peer.id[:12], err)
+                log.info("peer %s sent a bad descriptor with its answer: %s", peer.id, err)
         return True, latency, None
 
     async def probe_round(self, due_only: bool = False) -> dict:

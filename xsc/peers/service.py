@@ -21,6 +21,7 @@ from ..health import Availability, PeerHistory, availability, check_answer, chec
 from ..health.core.stats import bucket_start
 from ..health import answer as challenge_answer
 from ..identity import Identity, parse_public_id
+from ..net.addresses import address_key
 from ..net.peer_client import PeerClient, PeerResponse
 from ..tasks import Quota, now_ms, stop, woken
 from .admission import Admission
@@ -100,7 +101,7 @@ class PeerDirectory:
     def keep_only(self, admitted: Callable[[NodeDescriptor], bool]) -> None:
         """Forget (in memory: the records stay) the descriptors of nodes not admitted by this node's config."""
         for node_id in [d.id for d in self._known.values() if not admitted(d)]:
-            log.info("node %s is not admitted under this node's configuration: not a peer", node_id[:12])
+            log.info("node %s is not admitted under this node's configuration: not a peer", node_id)
             del self._known[node_id]
             self._changed()
 
@@ -290,7 +291,7 @@ class PeerService:
                                                   and self.directory.get(item["id"]) is not None)]
         allowed = MAX_NEW_PER_MESSAGE
         if source is not None and self.new_nodes is not None and unknown:
-            allowed = self.new_nodes.take_up_to(source, time.monotonic(), min(len(unknown), MAX_NEW_PER_MESSAGE))
+            allowed = self.new_nodes.take_up_to(address_key(source), time.monotonic(), min(len(unknown), MAX_NEW_PER_MESSAGE))
         skipped = {id(item) for item in unknown[allowed:]}
         parsed = []
         for item in fresh:
@@ -301,7 +302,7 @@ class PeerService:
             if refusal is None:
                 parsed.append(descriptor)
             else:  # valid, but not admitted here: dropped, not stored (its sender may admit it)
-                log.debug("not taking node %s: %s", descriptor.id[:12], refusal)
+                log.debug("not taking node %s: %s", descriptor.id, refusal)
         unknown_ids = {d.id for d in parsed if self.directory.get(d.id) is None}
         evicted: list[str] = []
         news = self.directory.merge(parsed, me=self.identity.id, my_url=self.url,
@@ -313,7 +314,7 @@ class PeerService:
         if learned and self.health is not None:
             self.health.learned(learned)
         if news:
-            log.info("learned of %s", ", ".join(f"{d.id[:12]} at {d.url}" for d in news))
+            log.info("learned of %s", ", ".join(f"{d.id} at {d.url}" for d in news))
             for d in news:
                 self._news_passes[d.id] = 0
             while len(self._news_passes) > MAX_NEWS:
@@ -432,7 +433,7 @@ class PeerService:
         address has one new node left per BYTES_PER_NEW_NODE of it.  A flood's messages of 999 fake descriptors,
         ~60 a second of ~300 KB, were parsed only to add nothing once the address's budget was spent."""
         if source is not None and self.new_nodes is not None:
-            self.new_nodes.require(source, time.monotonic(), f"address {source}", size / BYTES_PER_NEW_NODE)
+            self.new_nodes.require(address_key(source), time.monotonic(), f"address {source}", size / BYTES_PER_NEW_NODE)
 
     def gossip_answer(self, items: object, source: str | None = None) -> dict:
         self.accept(items, source)
@@ -481,7 +482,7 @@ class PeerService:
                     log.log(logging.INFO if delay == 0.25 else logging.DEBUG, "could not join %s yet: %s", url, err)
                     continue
                 pending.remove(seed)
-                log.info("joined %s (node %s); %d peers known", url, responder.id[:12], len(self.directory))
+                log.info("joined %s (node %s); %d peers known", url, responder.id, len(self.directory))
             if pending:
                 await asyncio.sleep(delay * random.uniform(1 - GOSSIP_JITTER, 1 + GOSSIP_JITTER))
                 delay = min(JOIN_RETRY_MAX, delay * 2)
@@ -490,7 +491,7 @@ class PeerService:
         """A node answered its first probe: news while this node has few peers up or news not yet passed on
         (gossip goes only to nodes up, so a node starting gossips as soon as it has some); past that, every peer's
         first answer pushing to three others made a node's gossip grow with the network."""
-        log.debug("node %s answered its first probe", node_id[:12])
+        log.debug("node %s answered its first probe", node_id)
         if self._news_passes or len(self.up_peers()) <= GOSSIPED:
             self._news.set()
 
@@ -501,7 +502,7 @@ class PeerService:
         results = await asyncio.gather(*(self.exchange(d.url, to=d.id) for d in targets), return_exceptions=True)
         for d, result in zip(targets, results):
             if isinstance(result, PeerError):
-                log.debug("gossip with %s at %s failed: %s", d.id[:12], d.url, result)
+                log.debug("gossip with %s at %s failed: %s", d.id, d.url, result)
             elif isinstance(result, Exception):
                 log.error("gossip with %s failed", d.url, exc_info=result)
 

@@ -7,7 +7,8 @@ exhaust the node's descriptors nor lock out real callers:
 - a connection without a request in progress is closed `idle_timeout` seconds after it opened or after
   its last answer, however many bytes of an unfinished request head it trickles (aiohttp's keep-alive
   timer, which starts at the connection and is not reset by incoming bytes);
-- past `max_connections` in all, or `max_per_ip` from one address, a new connection makes room by
+- past `max_connections` in all, or `max_per_ip` from one address (an IPv6 caller: from its /64, which one host
+  holds whole; `net/addresses.address_key`, as every per-address limit), a new connection makes room by
   closing the longest-idle connection (of that address, for the per-address cap) that has been idle for
   EVICTABLE_AFTER at least: idle sockets cannot keep a caller out for long, and a burst of new sockets
   cannot push out a caller whose request is on its way but not read yet.  When no connection can be
@@ -36,6 +37,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
 from .. import codec
+from ..net.addresses import address_key
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +189,7 @@ class GuardedServer(ProblemServer):
     def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
         super().connection_made(handler, transport)
         peer = transport.get_extra_info("peername")
-        ip = peer[0] if isinstance(peer, tuple) and peer else "?"
+        ip = address_key(peer[0] if isinstance(peer, tuple) and peer else None)
         detail = self._no_room(ip, make_room=True)
         if detail is not None:
             transport.write(self._refusal(detail))
@@ -211,8 +213,8 @@ class GuardedServer(ProblemServer):
     def refusal(self, ip: str, waiting_from_ip: int = 0) -> bytes | None:
         """The 503 answer for a new connection from ip, if its caps are reached and nothing idle can be closed
         to make room (counted as refused); None: the connection may be served.  `waiting_from_ip` connections
-        from ip accepted but not set up yet count as open ones."""
-        detail = self._no_room(ip, make_room=False, waiting_from_ip=waiting_from_ip)
+        from ip (from its /64, for IPv6: `address_key`) accepted but not set up yet count as open ones."""
+        detail = self._no_room(address_key(ip), make_room=False, waiting_from_ip=waiting_from_ip)
         return None if detail is None else self._refusal(detail)
 
     def _no_room(self, ip: str, make_room: bool, waiting_from_ip: int = 0) -> str | None:
@@ -224,7 +226,7 @@ class GuardedServer(ProblemServer):
         mine = self._by_ip.get(ip, ())
         if len(mine) + waiting_from_ip >= self.max_per_ip and not room(mine, ip):
             return f"{len(mine) + waiting_from_ip} connections from {ip} are all busy (at most {self.max_per_ip} " \
-                   "from one address)"
+                   f"from one address{' (an IPv6 /64)' if ip.endswith('/64') else ''})"
         if len(self._ip_of) >= self.max_connections and not room(self._ip_of, None):
             return f"this node's {len(self._ip_of)} connections are all busy (at most {self.max_connections})"
         return None

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..net.addresses import address_key
 from ..net.congestion import choose as choose_congestion
 from ..net.sniff import SniffingServer
 from .connections import ACCEPT_QUEUE, LISTEN_BACKLOG, GuardedRunner, ProblemRunner
@@ -133,7 +134,7 @@ class NodeSite(web.TCPSite):
                     loop.call_later(1.0, self._resume, fd)
                     return
                 conn.setblocking(False)
-                ip = address[0] if isinstance(address, tuple) else "?"
+                ip = address_key(address[0] if isinstance(address, tuple) else None)
                 answer = server.refusal(ip, self._waiting[ip])
                 if answer is not None:
                     with contextlib.suppress(OSError):

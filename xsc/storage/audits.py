@@ -148,10 +148,10 @@ class AuditService:
             cap = Capability.parse(record["capability"])
             manifest = await self._run(self.gateway.manifest, cap)
         except XscError as err:
-            log.error("cannot audit %s: its manifest here is unusable: %s", si.hex()[:16], err)
+            log.error("cannot audit %s: its manifest here is unusable: %s", si.hex(), err)
             return None
         segment = random.randrange(manifest.segment_count)
-        what = f"block {segment} of share {share} of {si.hex()[:16]}"
+        what = f"block {segment} of share {share} of {si.hex()}"
         try:
             holder = self.holder_for(node, self.peers.peer(node).url)
             block, path = await holder.audit(si, share, segment, manifest)
@@ -160,7 +160,7 @@ class AuditService:
         except PeerError as err:
             if not is_verdict(err):
                 self.counts["audits_unanswered"] += 1
-                log.info("audit of %s on node %s got no verdict: %s", what, node[:12], err)
+                log.info("audit of %s on node %s got no verdict: %s", what, node, err)
                 return await self._unanswered_audit(si, share, node, err)
             self._unanswered.pop((si.hex(), share), None)
             return await self._failed(si, share, node, f"{what}: {err}")
@@ -178,7 +178,7 @@ class AuditService:
         if not await self._still_there(si, share, node):
             return None  # a repair moved the share away while it was audited
         self.counts["audits_failed"] += 1
-        log.warning("node %s failed an audit: %s", node[:12], detail)
+        log.warning("node %s failed an audit: %s", node, detail)
         self._record_audit(node, False, detail)
         await self._run(self.gateway.store.mark_damaged, si, share, f"failed an audit on node {node}: {detail}", node)
         self.queue(si, f"share {share} failed an audit")
@@ -208,7 +208,7 @@ class AuditService:
         self.counts["shares_unanswered"] += 1
         reason = (f"node {node} refused {times} audits in a row of share {share} while it answered its probes "
                   f"(the last: {err})")
-        log.warning("share %d of %s: %s; rebuilding it elsewhere", share, si.hex()[:16], reason)
+        log.warning("share %d of %s: %s; rebuilding it elsewhere", share, si.hex(), reason)
         await self._run(self.gateway.store.mark_damaged, si, share, reason[:MAX_REASON], node)
         self.queue(si, f"share {share}: its holder answers no audit")
         return None
@@ -231,7 +231,7 @@ class AuditService:
         if holder == LOCAL:
             holder = self.me
         if holder != node:
-            raise Forbidden(f"node {node} does not hold share {share} of {si.hex()[:16]} for this node",
+            raise Forbidden(f"node {node} does not hold share {share} of {si.hex()} for this node",
                             hint="only a share's holder may report it damaged")
         manifest = await self._run(self.gateway.manifest, Capability.parse(record["capability"]))
         if segments[-1] >= manifest.segment_count:
@@ -241,7 +241,7 @@ class AuditService:
         shown = segments[:20]
         more = f" and {len(segments) - len(shown)} more" if len(segments) > len(shown) else ""
         reason = f"its holder {node} reports bad or missing blocks in segments {shown}{more}"
-        log.warning("share %d of %s: %s", share, si.hex()[:16], reason)
+        log.warning("share %d of %s: %s", share, si.hex(), reason)
         await self._run(self.gateway.store.mark_damaged, si, share, reason, None if node == self.me else node)
         self.queue(si, f"share {share} reported damaged by its holder")
 
@@ -250,7 +250,7 @@ class AuditService:
         # A file being repaired is queued again: the damage may have been found after that repair looked.
         if si in self._queued:
             return
-        log.info("repair of %s queued: %s", si.hex()[:16], why)
+        log.info("repair of %s queued: %s", si.hex(), why)
         self._queued.add(si)
         self._queue.put_nowait(si)
 
@@ -294,9 +294,9 @@ class AuditService:
         for node, why in failing:
             files = files_on(records, node)
             if files:
-                log.warning("node %s: %s; repairing the %d file(s) with a share on it", node[:12], why, len(files))
+                log.warning("node %s: %s; repairing the %d file(s) with a share on it", node, why, len(files))
             for si in files:
-                self.queue(si, f"node {node[:12]}: {why}")
+                self.queue(si, f"node {node}: {why}")
 
     async def repair_one(self, si: bytes) -> dict | None:
         record = await self._run(self.gateway.store.file_record, si)
@@ -313,9 +313,9 @@ class AuditService:
             self._retry[si] = (time.monotonic() + wait, attempts)
             self.counts["repairs_failed"] += 1
             if isinstance(err, XscError):
-                log.warning("repair of %s failed (attempt %d, next in %.0f s): %s", si.hex()[:16], attempts, wait, err)
+                log.warning("repair of %s failed (attempt %d, next in %.0f s): %s", si.hex(), attempts, wait, err)
             else:
-                log.exception("repair of %s failed (attempt %d, next in %.0f s)", si.hex()[:16], attempts, wait)
+                log.exception("repair of %s failed (attempt %d, next in %.0f s)", si.hex(), attempts, wait)
             self.recent.append({**entry, "ok": False, "error": str(err)[:300]})
             return None
         finally:
@@ -326,11 +326,11 @@ class AuditService:
         moved = {s: [before[s], after[s]] for s in range(min(len(before), len(after))) if before[s] != after[s]}
         if repaired:
             self.counts["repairs"] += 1
-            moves = "".join(f"; share {s} moved from node {a[:12]} to node {b[:12]}" for s, (a, b) in moved.items())
-            log.warning("repaired shares %s of %s (%s)%s", repaired, si.hex()[:16], record.get("name") or "unnamed",
+            moves = "".join(f"; share {s} moved from node {a} to node {b}" for s, (a, b) in moved.items())
+            log.warning("repaired shares %s of %s (%s)%s", repaired, si.hex(), record.get("name") or "unnamed",
                         moves)
         else:
-            log.info("repair of %s: nothing to do", si.hex()[:16])
+            log.info("repair of %s: nothing to do", si.hex())
         self.recent.append({**entry, "ok": True, "repaired": repaired, "moved": moved,
                             "healthy": result.get("healthy")})
         return result

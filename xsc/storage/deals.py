@@ -205,7 +205,7 @@ class StorageDeals:
                 raw = self.db.get(keys.storage_deal(bytes.fromhex(d.si), d.share))
                 now = StorageDeal(**codec.loads(raw)) if raw else None
                 if now is None or (now.node, now.start) != (d.node, d.start):
-                    log.info("share %d of %s moved during a payment run: its new deal is kept", d.share, d.si[:16])
+                    log.info("share %d of %s moved during a payment run: its new deal is kept", d.share, d.si)
                     continue
                 now.paid, now.paid_until, now.forfeited, now.paying = d.paid, d.paid_until, d.forfeited, d.paying
                 current.append(now)
@@ -232,7 +232,7 @@ class StorageDeals:
                     old.forfeited += max(0, min(at, old.end) - old.paid_until)
                     old.paid_until, old.end, old.ended = at, at, True
                     log.info("share %d of %s moved from %s to %s: %s was paid %d, forfeited %d s", share,
-                             old.si[:16], old.node[:12], node[:12], old.node[:12], old.paid, old.forfeited)
+                             old.si, old.node, node, old.node, old.paid, old.forfeited)
                     batch.put(keys.storage_ended(si, share, at), old.encode())
                     batch.put(keys.storage_deal(si, share), new.encode())
                 if also is not None:
@@ -327,8 +327,8 @@ class StorageDeals:
             deal.forfeited += until - deal.paid_until
             deal.paid_until = until
             summary["forfeited"] += 1
-            log.warning("not paying %s for share %d of %s: it failed an audit", deal.node[:12], deal.share,
-                        deal.si[:16])
+            log.warning("not paying %s for share %d of %s: it failed an audit", deal.node, deal.share,
+                        deal.si)
             return None
         deal.paying = {"to": until, "job": f"store:{deal.si}:{deal.share}:{deal.paid_until}:{until}"}
         return deal.cost(until - deal.paid_until)
@@ -341,8 +341,8 @@ class StorageDeals:
                            deal.paying["job"])
         except XscError as err:
             summary["failed"] += 1
-            log.warning("payment for share %d of %s to %s failed (retried next run): %s", deal.share, deal.si[:16],
-                        deal.node[:12], err)
+            log.warning("payment for share %d of %s to %s failed (retried next run): %s", deal.share, deal.si,
+                        deal.node, err)
             return False
         deal.paid += amount
         deal.paid_until, deal.paying = until, None

@@ -59,7 +59,7 @@ class UnknownNode:
         async def refuse(*args, **kwargs):
             if self.node_id is None:
                 raise PeerUnreachable("no node this one knows holds it", hint="retry when more nodes are up")
-            raise PeerUnreachable(f"node {self.node_id[:12]}… is not a known peer any more",
+            raise PeerUnreachable(f"node {self.node_id} is not a known peer any more",
                                   hint="add it back with `xsc peers add URL`, or repair the file")
         return refuse
 
@@ -160,7 +160,7 @@ class StorageService:
             try:
                 manifest = (await holder.meta(si, s))["manifest"]
             except XscError as err:
-                log.info("share %d of %s… not read from node %s…: %s", s, si.hex()[:12], names[s][:12], err)
+                log.info("share %d of %s not read from node %s: %s", s, si.hex(), names[s], err)
         if manifest is None:
             self.locator.forget(si)
             raise NotFound("this node holds no file with that capability, and no node it knows holds a share of it",
@@ -351,7 +351,7 @@ class StorageService:
                     node, price = await quotes.relocation(self.dealing, quote.share_bytes, quote.seconds, avoid=avoid,
                                                     bid=bid, failed=frozenset(failed))
                 except MarketNoDeal as err:
-                    log.info("share %d: no provider avoiding %s: %s", share, sorted(n[:12] for n in avoid), err)
+                    log.info("share %d: no provider avoiding %s: %s", share, sorted(avoid), err)
                     continue
                 if node != self.me:  # this node's room was counted when the put began: it takes no more now
                     quote.nodes[share], quote.prices[share] = node, price
@@ -431,9 +431,9 @@ class StorageService:
         for record in await in_pool(self.pool, self.store.removals):
             try:
                 left = await self._finish_removal(record)
-                log.info("finished removing file %s… (not deleted on %s)", record["storage_index"][:12], left or "-")
+                log.info("finished removing file %s (not deleted on %s)", record["storage_index"], left or "-")
             except Exception:  # noqa: BLE001 - the next start tries again
-                log.exception("could not finish removing file %s…", record["storage_index"][:12])
+                log.exception("could not finish removing file %s", record["storage_index"])
 
     async def close(self) -> None:
         if self._finishing is not None:
@@ -533,7 +533,7 @@ class StorageService:
                 node, price = await quotes.relocation(self.dealing, share_bytes, seconds, avoid=used | not_up,
                                                 failed=frozenset(failed))
             except MarketNoDeal as err:
-                log.warning("no provider for share %d of %s: %s", share, cap.storage_index.hex()[:16], err)
+                log.warning("no provider for share %d of %s: %s", share, cap.storage_index.hex(), err)
                 return None
             moved[share] = (node, price)
             if node == self.me:

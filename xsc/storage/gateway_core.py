@@ -114,7 +114,7 @@ class GatewayCore:
             tried = {placement[share]}
             while isinstance(err, PeerError) and replace is not None and len(tried) <= REPLACEMENTS:
                 log.warning("share %d: node %s could not take it (%s); choosing another", share,
-                            placement[share][:12], err)
+                            placement[share], err)
                 alternative = await replace(share, tried)
                 if alternative is None:
                     break
@@ -261,7 +261,7 @@ class GatewayCore:
         bad: dict[int, str] = {}
         for share, result in zip(holders, results):
             if isinstance(result, BaseException):
-                bad[share] = f"unreadable on node {names[share][:12]}…: {result}"
+                bad[share] = f"unreadable on node {names[share]}: {result}"
             else:
                 metas[share] = result
         return metas, bad
@@ -372,18 +372,18 @@ class GatewayCore:
         for s, i in bad:
             by_share.setdefault(s, set()).add(i)
         for s, segments in by_share.items():
-            log.warning("share %d of %s: bad or missing blocks %s; reported for repair", s, si.hex()[:16],
+            log.warning("share %d of %s: bad or missing blocks %s; reported for repair", s, si.hex(),
                         sorted(segments)[:20])
             self.store.mark_damaged(si, s, f"bad or missing blocks in segments {sorted(segments)[:20]}",
                                     (remote or {}).get(s))
 
 
 def _unreachable(down: dict[int, BaseException], names: dict[int, str]) -> str:
-    """Unreachable shares grouped by node, each reason said once: "shares 1, 2 on node ab12… (connection refused)"."""
+    """Unreachable shares grouped by node, each reason said once: "shares 1, 2 on node NODE-ID (connection refused)"."""
     by_node: dict[tuple[str, str], list[int]] = {}
     for s, err in sorted(down.items()):
         reason = getattr(err, "details", {}).get("reason") or str(err)
         by_node.setdefault((names[s], reason), []).append(s)
     return "unreachable: " + "; ".join(
-        f"{'shares' if len(shares) > 1 else 'share'} {', '.join(map(str, shares))} on node {node[:12]}… ({reason})"
+        f"{'shares' if len(shares) > 1 else 'share'} {', '.join(map(str, shares))} on node {node} ({reason})"
         for (node, reason), shares in by_node.items())

@@ -54,7 +54,7 @@ async def renew(gateway: GatewayCore, cap: Capability, duration: int, holders: M
     failures.update({s: f"share {s}: not held here any more (repair the file)" for s in local if s not in done})
     changes = {**{s: (a["previous"], a["lease_expiry"]) for s, a in answers.items()}, **done}
     for s, why in failures.items():
-        log.warning("lease of share %d of %s not renewed on node %s: %s", s, si.hex()[:16], names[s][:12], why)
+        log.warning("lease of share %d of %s not renewed on node %s: %s", s, si.hex(), names[s], why)
     not_renewed: dict[str, str] = {}
     for s in sorted(failures):
         not_renewed[names[s]] = "; ".join(filter(None, (not_renewed.get(names[s]), failures[s])))

@@ -91,10 +91,10 @@ async def verify(gateway: GatewayCore, cap: Capability, holders: Mapping[int, Ho
         finally:
             await reader.close()
         if reader.failed is not None:
-            reports[s] = ShareReport(s, "missing", f"unreadable on node {names[s][:12]}…: {reader.failed}")
+            reports[s] = ShareReport(s, "missing", f"unreadable on node {names[s]}: {reader.failed}")
         elif wrong:
             await gateway.run(gateway.store.mark_damaged, si, s, f"bad blocks in segments {wrong[:20]}", names[s])
-            reports[s] = ShareReport(s, "corrupt", f"{len(wrong)} bad block(s) on node {names[s][:12]}…", wrong)
+            reports[s] = ShareReport(s, "corrupt", f"{len(wrong)} bad block(s) on node {names[s]}", wrong)
         else:
             reports[s] = ShareReport(s, "ok")
     return [reports[s] for s in range(erasure.N)]

@@ -123,7 +123,7 @@ class ShareHolder:
                                   "holds", hint="use a larger segment size")
         self._check_quota(uploader, share_bytes)
         if (si, share) in self._receiving:
-            raise ShareExists(f"share {share} of {si.hex()[:16]} is already being uploaded to this node",
+            raise ShareExists(f"share {share} of {si.hex()} is already being uploaded to this node",
                               hint="finish or abort that upload first")
         # Claimed before looking: an upload that publishes meanwhile is seen, and none starts alongside.
         self._receiving.add((si, share))
@@ -142,7 +142,7 @@ class ShareHolder:
         for meta in self.store.share_metas(si):
             if meta.share == share or meta.uploader != uploader:
                 whose = "yours" if meta.uploader == uploader else f"placed by {public_id(meta.uploader)}"
-                raise ShareExists(f"this node already holds share {meta.share} of {si.hex()[:16]} ({whose})",
+                raise ShareExists(f"this node already holds share {meta.share} of {si.hex()} ({whose})",
                                   hint="delete it first to replace it" if meta.uploader == uploader else
                                   "only the node that placed a file's shares may place more of them here")
         return self.store.begin_upload(si, (share,), share_bytes)
@@ -436,7 +436,7 @@ class ShareHolder:
     async def held(self, si: bytes, share: int) -> ShareMeta:
         meta = await self._run(self.store.share_meta, si, share)
         if meta is None:
-            raise ShareNotFound(f"this node holds no share {share} of {si.hex()[:16]}")
+            raise ShareNotFound(f"this node holds no share {share} of {si.hex()}")
         return meta
 
     async def held_for(self, si: bytes, share: int, sender: bytes, action: str) -> ShareMeta:
@@ -533,13 +533,13 @@ class ShareHolder:
         if share not in done:  # collected or deleted since it was looked up
             if cost:
                 self.trust.release(terms["uploader"], cost)
-            raise ShareNotFound(f"this node holds no share {share} of {si.hex()[:16]}")
+            raise ShareNotFound(f"this node holds no share {share} of {si.hex()}")
         previous, new = done[share]
         if cost:
             used = price_storage(terms["bytes"], max(0, new - previous), terms["price"])
             self.trust.use(terms["uploader"], min(used, cost), reserved=cost)
         if new != previous:
-            log.info("lease of share %d of %s renewed to %d (was %d)", share, si.hex()[:16], new, previous)
+            log.info("lease of share %d of %s renewed to %d (was %d)", share, si.hex(), new, previous)
         return {"share": share, "lease_expiry": new, "previous": previous}
 
     async def audit(self, si: bytes, share: int, body: dict) -> dict:

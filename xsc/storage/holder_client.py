@@ -82,7 +82,7 @@ class RemoteHolder:
         self.price = price  # the deal price (micro-credits per GiB-hour) a new share is placed at
 
     def __repr__(self) -> str:
-        return f"RemoteHolder({self.node_id[:12]} at {self.url})"
+        return f"RemoteHolder({self.node_id} at {self.url})"
 
     async def _call(self, method: str, path: str, **kwargs: Any):
         return await self.client.request(self.url, method, path, to=self.node_id, **kwargs)
@@ -125,7 +125,7 @@ class RemoteHolder:
             raise PeerRefused(f"peer {self.url} answered {len(shares)} whole shares with something else than an "
                               "answer for each", url=self.url)
         return [answer if "share" in answer else
-                PeerRefused(f"peer {self.url} refused share {share.share} of {share.si.hex()[:16]}: "
+                PeerRefused(f"peer {self.url} refused share {share.share} of {share.si.hex()}: "
                             f"{str(answer.get('detail'))[:400]}", url=self.url, peer_status=answer.get("status"),
                             peer_code=str(answer["code"]))
                 for share, answer in zip(shares, answers)]

@@ -73,7 +73,7 @@ class LeaseCollector:
             self.shares_counter.inc()
             self.bytes_counter.inc(meta.stored_bytes)
             log.info("lease ended: deleted share %d of %s (%d bytes, lease ended at %d, placed by %s)", share,
-                     si.hex()[:16], meta.stored_bytes, meta.lease_expiry, public_id(meta.uploader)[:12])
+                     si.hex(), meta.stored_bytes, meta.lease_expiry, public_id(meta.uploader))
             await self._run(self.terms.forget, si, share)  # its last period was paid within the grace
             await self.pacer.spent(meta.segment_count + 1)
         # A share placed here by another node that nobody paid for in `unpaid_grace` is not kept for free: its
@@ -93,8 +93,8 @@ class LeaseCollector:
             self.shares_counter.inc()
             self.bytes_counter.inc(meta.stored_bytes)
             log.warning("unpaid since %d: deleted share %d of %s (%d bytes, placed by %s)",
-                        max(terms.get("placed", 0), terms.get("paid_until", 0)), share, si.hex()[:16],
-                        meta.stored_bytes, terms.get("uploader", "?")[:12])
+                        max(terms.get("placed", 0), terms.get("paid_until", 0)), share, si.hex(),
+                        meta.stored_bytes, terms.get("uploader", "?"))
             await self._run(self.terms.forget, si, share)
         for si in await self._run(store.expired_files, before):
             if self.repairing(si):
@@ -105,7 +105,7 @@ class LeaseCollector:
             files += 1
             self.counts["files"] += 1
             self.files_counter.inc()
-            log.info("every lease of %s (%s) ended: the file is forgotten", si.hex()[:16], record.get("name") or "")
+            log.info("every lease of %s (%s) ended: the file is forgotten", si.hex(), record.get("name") or "")
         if await self._run(store.reclaim, collected):  # a full disk: give the space back now
             log.warning("the disk is nearly full: compacted the blocks of %d collected share(s)", len(collected))
         self.counts["rounds"] += 1

@@ -164,7 +164,7 @@ class Locator:
                                                                json={"si": si.hex()}, to=node), ASK_TIMEOUT)
             return read_answer(answer.json())
         except (XscError, TimeoutError, OSError) as err:
-            log.info("node %s… did not say where the shares of %s… are: %s", node[:12], si.hex()[:12], err)
+            log.info("node %s did not say where the shares of %s are: %s", node, si.hex(), err)
             return [], {}
 
     def remember(self, si: bytes, found: dict[int, str]) -> None:

@@ -296,7 +296,7 @@ def summarise_refusals(refused: list[tuple[str, int, BaseException]]) -> tuple[s
         code = (getattr(err, "details", {}) or {}).get("peer_code") or getattr(err, "code", "peer-error")
         by_node.setdefault((node, code), []).append(share)
         details.append({"node": node, "share": share, "code": code, "detail": str(err)})
-    parts = [f"node {node[:12]}… refused {'shares' if len(shares) > 1 else 'share'} "
+    parts = [f"node {node} refused {'shares' if len(shares) > 1 else 'share'} "
              f"{', '.join(map(str, sorted(shares)))} ({code})" for (node, code), shares in by_node.items()]
     node, code = next(iter(by_node))
     remedy = _REMEDIES.get(code, "`xsc health status` shows which peers are up; details: xsc --verbose")

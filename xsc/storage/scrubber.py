@@ -101,7 +101,7 @@ class Scrubber:
         self.counts["damaged"] += 1
         shown = bad[:20]
         more = f" and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
-        log.warning("scrub: share %d of %s has bad or missing blocks in segments %s%s", share, si.hex()[:16],
+        log.warning("scrub: share %d of %s has bad or missing blocks in segments %s%s", share, si.hex(),
                     shown, more)
         await self._run(store.mark_damaged, si, share, f"scrub: bad or missing blocks in segments {shown}{more}")
         await self.report(si, meta, bad)
@@ -119,11 +119,11 @@ class Scrubber:
         except (PeerError, XscError) as err:
             self.counts["reports_failed"] += 1
             log.warning("could not report damaged share %d of %s to its uploader %s (will retry next pass): %s",
-                        meta.share, si.hex()[:16], uploader[:12], err)
+                        meta.share, si.hex(), uploader, err)
             return
         self._reported.add(key)
         self.counts["reports"] += 1
-        log.info("reported damaged share %d of %s to its uploader %s", meta.share, si.hex()[:16], uploader[:12])
+        log.info("reported damaged share %d of %s to its uploader %s", meta.share, si.hex(), uploader)
 
     def start(self) -> None:
         if self.pacer is not None:

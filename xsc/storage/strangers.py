@@ -68,7 +68,7 @@ class ProviderTerms:
             answer = (await asyncio.wait_for(self.peers.request(self.peers.peer(provider).url, "GET", TERMS_PATH,
                                                                 to=provider), TERMS_TIMEOUT)).json()
         except (XscError, TimeoutError, OSError) as err:
-            log.info("node %s… did not say its terms: %s", provider[:12], err)
+            log.info("node %s did not say its terms: %s", provider, err)
             return None
         found = parse_terms(provider, answer, now)
         if found is not None:
@@ -118,10 +118,10 @@ class ProviderTerms:
             await self.prepay(provider, amount)
         except XscError as err:
             self._count(provider, -amount)
-            log.warning("could not prepay node %s… %s credits: %s", provider[:12], format_credits(amount), err)
+            log.warning("could not prepay node %s %s credits: %s", provider, format_credits(amount), err)
             return False
-        log.info("prepaid node %s… %s credits by itself (ledger.auto_prepay; %s of %s prepaid to it in all)",
-                 provider[:12], format_credits(amount), format_credits(self.prepaid(provider)),
+        log.info("prepaid node %s %s credits by itself (ledger.auto_prepay; %s of %s prepaid to it in all)",
+                 provider, format_credits(amount), format_credits(self.prepaid(provider)),
                  format_credits(self.peer_cap))
         return True
 

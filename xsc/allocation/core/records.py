@@ -114,7 +114,7 @@ class _StateFields(_Frozen):
         seen: set[tuple[str, str, str]] = set()
         for c, r, n, _, _ in self.allocations:
             if (c, r, n) in seen:
-                raise ValueError(f"two allocations of capacity slot {c!r} to need slot {n!r} of {r[:16]}")
+                raise ValueError(f"two allocations of capacity slot {c!r} to need slot {n!r} of {r}")
             seen.add((c, r, n))
         if len(set(self.wanted)) != len(self.wanted):
             raise ValueError("a need slot is wanted twice")
@@ -265,17 +265,17 @@ def check_state(record: StateRecord, commitment: Commitment | None) -> None:
     """Refuse a state that allocates capacity its provider does not offer (a slot its commitment does
     not carry, or beyond that slot's quantity) or to itself."""
     if commitment is None:
-        raise InvalidAllocationRecord(f"no commitment of {record.provider[:16]} to check its allocation state against")
+        raise InvalidAllocationRecord(f"no commitment of {record.provider} to check its allocation state against")
     slots = {c.id: c.quantity for c in commitment.capacity_slots}
     for slot, units in record.used().items():
         if slot not in slots:
-            raise InvalidAllocationRecord(f"the allocation state of {record.provider[:16]} gives capacity slot "
+            raise InvalidAllocationRecord(f"the allocation state of {record.provider} gives capacity slot "
                                           f"{slot!r}, which it does not offer")
         if units > slots[slot]:
-            raise InvalidAllocationRecord(f"the allocation state of {record.provider[:16]} gives {units} units of "
+            raise InvalidAllocationRecord(f"the allocation state of {record.provider} gives {units} units of "
                                           f"capacity slot {slot!r}, which holds {slots[slot]}")
     if any(r == record.provider for _, r, _, _, _ in record.allocations):
-        raise InvalidAllocationRecord(f"the allocation state of {record.provider[:16]} allocates to itself")
+        raise InvalidAllocationRecord(f"the allocation state of {record.provider} allocates to itself")
 
 
 def _merge_key(record) -> tuple:

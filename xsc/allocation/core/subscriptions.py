@@ -123,7 +123,7 @@ def parse_subscription(obj: Any, *, now_ms: int) -> Subscription:
         raise from_validation(exc, InvalidArgument, "invalid subscription: ", where="subscription",
                               hint="see docs/allocation.md, 'Subscriptions and digests'") from None
     if not verify(parse_public_id(sub.subscriber), bytes.fromhex(sub.signature), _signed_bytes(sub)):
-        raise InvalidArgument(f"the subscription of {sub.subscriber[:16]} is not signed by that node's key",
+        raise InvalidArgument(f"the subscription of {sub.subscriber} is not signed by that node's key",
                               hint="a subscription is signed by its subscriber")
     if sub.expires <= now_ms:
         raise InvalidArgument("the subscription has expired", hint="renew it with a later expiry")

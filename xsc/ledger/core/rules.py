@@ -57,7 +57,7 @@ def signature_ok(check: SigCheck) -> bool:
 
 
 def describe(entry: Entry) -> str:
-    return f"{entry.kind} {entry.id.hex()[:16]} ({public_id(entry.account)[:12]}… seq {entry.seq})"
+    return f"{entry.kind} {entry.id.hex()} ({public_id(entry.account)} seq {entry.seq})"
 
 
 # --- what may be appended ---------------------------------------------------------
@@ -74,7 +74,7 @@ def check_transfer(entry: Entry) -> None:
         raise InvalidEntry(f"amount {format_credits(receipt.amount)} exceeds the authorized cap "
                            f"{format_credits(auth.cap)}", hint="the payer must authorize a higher cap")
     if receipt.settled_at > auth.expires_at:
-        raise AuthorizationExpired(f"authorization {auth.id.hex()[:16]} expired before the receipt was settled",
+        raise AuthorizationExpired(f"authorization {auth.id.hex()} expired before the receipt was settled",
                            hint="ask the payer for a fresh authorization")
 
 
@@ -82,7 +82,7 @@ def check_fresh(entry: Entry, now: int) -> None:
     """An entry being settled now: its authorization has not expired, its time is not in the future."""
     auth = entry.authorization
     if now > auth.expires_at:
-        raise AuthorizationExpired(f"authorization {auth.id.hex()[:16]} expired at {auth.expires_at} (now {now})",
+        raise AuthorizationExpired(f"authorization {auth.id.hex()} expired at {auth.expires_at} (now {now})",
                            hint="ask the payer for a fresh authorization")
     if entry.receipt.settled_at > now + CLOCK_SKEW:
         raise InvalidEntry("the receipt is dated in the future", hint="check the payee's clock")
@@ -91,8 +91,8 @@ def check_fresh(entry: Entry, now: int) -> None:
 def check_replay(entry: Entry, settled_by: bytes | None) -> None:
     """`settled_by`: the receipt id that already settled this entry's authorization, if any."""
     if settled_by is not None and settled_by != entry.receipt.id:
-        raise AuthorizationReplayed(f"authorization {entry.authorization.id.hex()[:16]} was already settled "
-                       f"(receipt {settled_by.hex()[:16]}); an authorization settles at most once",
+        raise AuthorizationReplayed(f"authorization {entry.authorization.id.hex()} was already settled "
+                       f"(receipt {settled_by.hex()}); an authorization settles at most once",
                        hint="a replayed authorization is refused; the payer must sign a new one")
 
 
@@ -238,12 +238,12 @@ class Audit:
                 self._add(exc.message, account, key_seq, entry)
             auth_id, receipt_id = entry.authorization.id, entry.receipt.id
             if auth_id in seen_auth:
-                self._add(f"replay: authorization {auth_id.hex()[:16]} already settled at seq {seen_auth[auth_id]}",
+                self._add(f"replay: authorization {auth_id.hex()} already settled at seq {seen_auth[auth_id]}",
                           account, key_seq, entry)
             seen_auth[auth_id] = key_seq
             other = self._settled.setdefault(auth_id, receipt_id)
             if other != receipt_id:
-                self._add(f"replay: authorization {auth_id.hex()[:16]} settled by two different receipts", account, key_seq, entry)
+                self._add(f"replay: authorization {auth_id.hex()} settled by two different receipts", account, key_seq, entry)
             if isinstance(entry, Receipt):
                 self._receipts[receipt_id] = entry.amount
             else:
@@ -282,19 +282,19 @@ class Audit:
         except InvalidEntry as exc:
             self._add(f"unreadable fork proof: {exc.message}", account, seq)
             return
-        self._add(f"fork: account equivocated, a second entry {entry.id.hex()[:16]} claims seq {seq}",
+        self._add(f"fork: account equivocated, a second entry {entry.id.hex()} claims seq {seq}",
                   account, seq, entry)
         self._need(entry.signatures()[0], entry.id, account, seq, entry.id)
 
     def index(self, entry_id: bytes, account: bytes, seq: int) -> None:
         if self._ids.get(entry_id) != (account, seq):
-            self._add(f"index names entry {entry_id.hex()[:16]} that is not stored there", account, seq)
+            self._add(f"index names entry {entry_id.hex()} that is not stored there", account, seq)
         else:
             self._ids[entry_id] = (b"", -1)  # seen
 
     def used(self, auth_id: bytes, receipt_id: bytes) -> None:
         if self._settled.get(auth_id) != receipt_id:
-            self._add(f"settled-authorization mark {auth_id.hex()[:16]} matches no stored entry")
+            self._add(f"settled-authorization mark {auth_id.hex()} matches no stored entry")
         self._settled.pop(auth_id, None)
 
     def _need(self, check: SigCheck, body_id: bytes, account: bytes, seq: int, entry_id: bytes) -> None:
@@ -322,9 +322,9 @@ class Audit:
             self.violations.append(Violation(f"invalid {what} signature", public_id(account), seq, entry_id.hex()))
         for entry_id, (account, seq) in self._ids.items():
             if seq >= 0:
-                self._add(f"entry {entry_id.hex()[:16]} is missing from the index", account, seq)
+                self._add(f"entry {entry_id.hex()} is missing from the index", account, seq)
         for auth_id in self._settled:
-            self._add(f"authorization {auth_id.hex()[:16]} has no settled-authorization mark")
+            self._add(f"authorization {auth_id.hex()} has no settled-authorization mark")
         for account in self._marked - self._forked:
             self._add("account is marked as forked but no fork proof is stored", account)
         for account in self._forked - self._marked:
@@ -335,7 +335,7 @@ class Audit:
                 continue
             if self._heads.get(payee, 0) >= receipt_seq:
                 self.violations.append(Violation(
-                    f"payment countersigns receipt {receipt_id.hex()[:16]} but the payee's chain holds another "
+                    f"payment countersigns receipt {receipt_id.hex()} but the payee's chain holds another "
                     f"entry at seq {receipt_seq}", public_id(payer), payment_seq, payment_id.hex()))
             open_transfers += 1
             open_sum -= amount

@@ -67,10 +67,9 @@ def refusal(wanting: dict[str, int]) -> tuple[str, str]:
     first = min(wanting, key=lambda p: (wanting[p], p))
     amount = format_credits(max(1, wanting[first])).rstrip("0").rstrip(".")
     if len(wanting) == 1:
-        message = f"node {first[:12]}… wants prepayment for this put ({amount} credits)"
-    else:
-        named = [p[:8] + "…" for p in sorted(wanting)[:2]] + (["…"] if len(wanting) > 2 else [])
-        message = f"{len(wanting)} providers want prepayment for this put ({', '.join(named)})"
+        message = f"node {first} wants prepayment for this put ({amount} credits)"
+    else:  # the ids are whole, so one line names one: the cheapest, in the command that pays it
+        message = f"{len(wanting)} providers want prepayment for this put, the least {amount} credits"
     # A credit line (`xsc market recognize --credit` by its user) first: a prepayment counts only out of what that
     # node owes this one (ledger/trust.py), so a stranger that never dealt with it refuses one.
     return message, f"ask for credit, or if it owes you: xsc ledger prepay {first} {amount}"

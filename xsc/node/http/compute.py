@@ -116,7 +116,7 @@ async def run_batch_for_peer(request: web.Request) -> web.Response:
     body = json_object(raw, 'send {"calls": [CALL, ...]}')
     calls, gateway = body.get("calls"), peer_auth.peer_id(request)
     if isinstance(calls, list) and 1 < len(calls) <= MAX_BATCH_CALLS:  # each call counts (the first with the request)
-        request.app[PEER_LIMITS].check(gateway, time.monotonic(), f"peer {gateway[:12]}…", len(calls) - 1)
+        request.app[PEER_LIMITS].check(gateway, time.monotonic(), f"peer {gateway}", len(calls) - 1)
     results = await request.app[NODE].paid.run_batch_for_peer(gateway, body)
     return results_response(results)
 

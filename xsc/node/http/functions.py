@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from ...compute.functions import Request, path_info
+from ...net.addresses import address_key
 from ...net.functions import FUNCTION_PATH, FUNCTIONS_PATH
 from .. import peer_auth
 from ..appkeys import NODE
-from ..limits import RateLimiter, address_key
+from ..limits import RateLimiter
 from ..problems import problem_from_error, problem_middleware
 from ...serve.body import paced_reader
 from ...serve.direct import send_body
@@ -61,6 +62,18 @@ async def withdraw_function(request: web.Request) -> web.Response:
                                                                            request.match_info["name"]))
 
 
+def _raw_rest(raw_path: str) -> str:
+    """The part after /fn/NAME of a request's path as sent (still encoded; of an absolute-form target too)."""
+    parts = raw_path.split("/", 3)  # "", "fn", NAME, the rest
+    return "/" + parts[3] if len(parts) > 3 else "/"
+
+
+def _port(request: web.Request) -> int:
+    """The port of the listener the request came to (SERVER_PORT when its Host names none)."""
+    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    return sockname[1] if isinstance(sockname, tuple) and len(sockname) > 1 else 0
+
+
 def web_app(node, rate: float, stall: float) -> web.Application:
     """The functions' own app: /fn/NAME/PATH, any method, anyone; each address limited to `rate` a second.  A
     caller that takes no bytes of an answer for `stall` seconds is cut: one that stops reading, connected, would
@@ -72,11 +85,13 @@ def web_app(node, rate: float, stall: float) -> web.Application:
             limits.check(address_key(request.remote), time.monotonic(), f"address {request.remote}")
             if "name" not in request.match_info:
                 raise NotFound(f"nothing is served at {request.path[:200]!r} here", hint="functions answer at /fn/NAME/")
-            answer = await node.functions.call(request.match_info["name"], Request(
-                request.method, path_info("/" + request.match_info.get("path", ""), request.raw_path),
-                request.rel_url.raw_query_string,
+            name = request.match_info["name"]
+            decoded, raw = path_info(_raw_rest(request.rel_url.raw_path))
+            answer = await node.functions.call(name, Request(
+                request.method, decoded, request.rel_url.raw_query_string,
                 list(request.headers.items()), request.remote or "", request.host, request.content_length,
-                paced_reader(request.content, stall, min_rate=MIN_BODY_RATE, hint="send it again, faster")))
+                paced_reader(request.content, stall, min_rate=MIN_BODY_RATE, hint="send it again, faster"),
+                script_name=f"/fn/{name}", raw_path_info=raw, port=_port(request)))
         except XscError as err:
             response = problem_from_error(err)
             if request.can_read_body and not request.content.at_eof():
@@ -103,8 +118,9 @@ def web_app(node, rate: float, stall: float) -> web.Application:
 
     app = web.Application(client_max_size=1024**2, middlewares=[problem_middleware])
     app.router.add_route("*", "/fn/{name}", call)
-    app.router.add_route("*", r"/fn/{name}/{path:.*}", call)
-    app.router.add_route("*", r"/{elsewhere:.*}", call)  # no function's: a 404 problem body
+    # [\s\S]: a path that decodes to a line break is the function's to refuse (400), not aiohttp's 404
+    app.router.add_route("*", r"/fn/{name}/{path:[\s\S]*}", call)
+    app.router.add_route("*", r"/{elsewhere:[\s\S]*}", call)  # no function's: a 404 problem body
     return app
 
 

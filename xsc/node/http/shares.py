@@ -161,7 +161,7 @@ async def share_blocks(request: web.Request) -> web.StreamResponse:
     async for segment, block in blocks:
         if block is None:
             # Headers are gone: cut the connection, so the reader sees a short answer and asks another holder.
-            log.error("block %d of share %d of %s is missing or cut: answer cut", segment, share, si.hex()[:16])
+            log.error("block %d of share %d of %s is missing or cut: answer cut", segment, share, si.hex())
             request.transport.close()
             return response
         await response.write(block)

@@ -154,7 +154,8 @@ PAGES.overview = {
           h('tr', {}, h('td', {}, name), h('td', {}, pill(c.status)),
             h('td', {class: 'text'}, c.output || observed(c))))))),
       card('Peers and audits', kv([['peers', `${peers.up || 0} up of ${peers.known || 0}`, 'peers'],
-        ['audits', `${audits.audits_ok || 0} ok, ${audits.audits_failed || 0} failed, ${audits.audits_unanswered || 0} unanswered`],
+        ['audits', `${audits.audits_ok || 0} ok, ${audits.audits_failed || 0} failed, ${audits.audits_unanswered || 0} unanswered`, 'audits'],
+        ['shares unanswered', `${audits.shares_unanswered || 0} rebuilt elsewhere (their holders answered probes, not audits)`, 'shares_unanswered'],
         ['repairs', `${audits.repairs || 0} done, ${audits.repairs_failed || 0} failed, ${audits.repair_queue || 0} queued`],
         ['market', (status.market || {}).converged ? 'converged' : 'converging'],
         ['payments pending', String((status.payments || {}).pending || 0)]]))));

@@ -1,0 +1,26 @@
+"""The key a per-address cap or rate limit counts a caller by: one rule for every listener and limit."""
+
+from __future__ import annotations
+
+import socket
+
+_IPV4_MAPPED = bytes(10) + b"\xff\xff"
+
+
+def address_key(remote: str | None) -> str:
+    """The key a caller at `remote` is limited by: its IPv4 address, or the /64 of its IPv6 one (a host is given a
+    /64, and could send each request, or open each connection, from a fresh address of it).  An IPv4 caller of a
+    dual-stack listener, seen at an IPv4-mapped address, is keyed by its IPv4 address, not by the /64 all of them
+    share.  IPv6 brackets and a zone (`%eth0`) are ignored."""
+    if not remote or ":" not in remote:
+        return remote or "?"
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, remote.strip("[]").partition("%")[0])
+    except OSError:
+        return remote
+    if packed[:12] == _IPV4_MAPPED:
+        return socket.inet_ntop(socket.AF_INET, packed[12:])
+    return socket.inet_ntop(socket.AF_INET6, packed[:8] + bytes(8)) + "/64"
+
+
+__all__ = ["address_key"]
