@@ -846,6 +846,11 @@ class Stamp:
     def is_anonymous(self) -> bool:
         return self._id == 0
 
+    @property
+    def height(self) -> int:
+        """The most events known anywhere in the interval (the paper's ``max(e)``)."""
+        return _height(self._ev)
+
     def __str__(self) -> str:
         return str((self._id, self._ev))
 

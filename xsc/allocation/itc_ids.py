@@ -31,6 +31,10 @@ FORK_PATH = "/v1/peer/allocation/fork"
 # gives its old id back with the one it takes.  A stranger gets none.
 FORK_BURST = 2
 FORK_RATE = 1 / 600
+# Decoding refuses event counters wider than 64 bits, and join adds counters along a path: a peer's stamp near that
+# bound, folded into ours, would make every stamp we publish after it (and the one we store) unreadable.  A stamp
+# higher than this is not folded; our own events would take 2**62 rounds to close the gap that remains.
+FOLD_HEIGHT = 1 << 62
 FORK_WAIT = 3.0  # seconds a node without an ITC id waits for a peer to fork one from before it seeds one
 
 
@@ -65,7 +69,7 @@ class ItcIds:
         for records in self.held:
             for owner in records.owners():
                 seen = records.seen(owner)
-                if owner != self.me and seen is not None:
+                if owner != self.me and _foldable(seen):
                     stamp = stamp.join(seen.peek())
         return self._keep(stamp.event(), sync=False)
 
@@ -82,14 +86,14 @@ class ItcIds:
             self.forks.check(peer, time.monotonic(), "ITC forks")
         stamp, retired = self.stamp, False
         old = _retired_stamp(body)
-        if old is not None and not old.is_anonymous and _disjoint(old.id, stamp.id):
+        if old is not None and not old.is_anonymous and _foldable(old) and _disjoint(old.id, stamp.id):
             latest = [s for s in (records.seen(peer) for records in self.held)
                       if s is not None and not s.is_anonymous]  # (a merge of concurrent copies keeps no id)
             if all(_within(old.id, s.id) for s in latest):
                 stamp, retired = stamp.join(old), True
         for records in self.held:
             seen = records.seen(peer)
-            if seen is not None:
+            if _foldable(seen):
                 stamp = stamp.join(seen.peek())  # its next records must be newer than all we hold of it
         try:
             keep, give = stamp.fork()
@@ -113,7 +117,7 @@ class ItcIds:
             except (PeerError, XscError, ValueError, KeyError, TypeError) as err:
                 log.debug("no ITC fork from %s: %s", d.id[:12], err)
                 continue
-            if stamp.is_anonymous:
+            if stamp.is_anonymous or not _foldable(stamp):
                 continue
             if old is not None:
                 stamp = stamp.join(old.peek())  # after every event of its own before the restart
@@ -134,6 +138,10 @@ class ItcIds:
             self._keep(Stamp.seed(), sync=True)
             return True
         return False
+
+
+def _foldable(stamp: Stamp | None) -> bool:
+    return stamp is not None and stamp.height <= FOLD_HEIGHT
 
 
 def _retired_stamp(body: Any) -> Stamp | None:

@@ -1,0 +1,39 @@
+"""This node's ITC id against peers' stamps: what it folds into its own stamp keeps its own stamps readable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from xsc.allocation import Stamp
+from xsc.allocation.core.records import Held
+from xsc.allocation.itc_ids import ItcIds
+from xsc.db import open_database
+
+# The largest event counter Stamp.decode reads (64-bit enc_n fields): a peer may send it.
+_WIDEST = sum(1 << b for b in range(2, 64)) + (1 << 64) - 1
+
+
+def _ids(db, held: Held) -> ItcIds:
+    return ItcIds(me="me", db=db, peers=None, held=(held,), targets=lambda: [], joins=False, forks=None)
+
+
+def test_a_peer_stamp_at_the_counter_bound_leaves_this_nodes_stamps_readable(tmp_path: Path) -> None:
+    """Joining two stamps adds their counters along a path, and an event adds one: a peer's stamp at the widest
+    counter decode reads, folded in, would make every stamp this node publishes (and the one it stores, read
+    again at restart) one that decode refuses."""
+    Stamp.decode(Stamp(0, _WIDEST).encode())  # the peer's stamps are readable ...
+    db = open_database(tmp_path / "db")
+    held = Held()
+    for owner, event in (("peer-a", _WIDEST), ("peer-b", (_WIDEST, _WIDEST, 0)), ("peer-c", 3)):
+        held.receive(SimpleNamespace(owner=owner, stamp=Stamp(0, event), timestamp=0, signature=b""))
+    ids = _ids(db, held)
+    ids.stamp = Stamp.seed()
+    for _ in range(3):
+        published = ids.event()
+        assert Stamp.decode(published.encode()) == published  # ... and so are this node's
+    assert Stamp(0, 3).leq(published)  # an ordinary peer's events are still folded in
+    db.close()
+    reopened = open_database(tmp_path / "db")
+    assert _ids(reopened, Held()).retiring == published  # the node restarts
+    reopened.close()
