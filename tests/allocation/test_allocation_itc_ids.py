@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from types import SimpleNamespace
 
 from xsc.allocation import Stamp
-from xsc.allocation.core.records import Held
+from xsc.allocation.core.records import MAX_STAMP_HEX, Held
 from xsc.allocation.itc_ids import ItcIds
 from xsc.db import open_database
 
@@ -37,3 +38,31 @@ def test_a_peer_stamp_at_the_counter_bound_leaves_this_nodes_stamps_readable(tmp
     reopened = open_database(tmp_path / "db")
     assert _ids(reopened, Held()).retiring == published  # the node restarts
     reopened.close()
+
+
+def _bushy(rnd: random.Random, depth: int):
+    return rnd.randrange(1000) if depth == 0 else (rnd.randrange(3), _bushy(rnd, depth - 1), _bushy(rnd, depth - 1))
+
+
+def test_a_peers_stamps_within_bounds_that_add_up_past_them_leave_this_nodes_stamps_within_bounds(tmp_path: Path) -> None:
+    """Event trees join as unions: one peer's state and receipt, each with a stamp a record may carry, over disjoint
+    halves of the interval, would add up to a stamp no peer accepts from this node."""
+    rnd = random.Random(7)
+    left, right = Stamp(0, (0, 0, (0, _bushy(rnd, 10), 0))), Stamp(0, (0, 0, (0, 0, _bushy(rnd, 10))))
+    assert all(len(s.encode().hex()) <= MAX_STAMP_HEX for s in (left, right))
+    assert len(left.join(right).encode().hex()) > MAX_STAMP_HEX
+    db = open_database(tmp_path / "db")
+    states, receipts, small = Held(), Held(), Stamp(0, 5)
+    states.receive(SimpleNamespace(owner="peer", stamp=left, timestamp=0, signature=b""))
+    receipts.receive(SimpleNamespace(owner="peer", stamp=right, timestamp=0, signature=b""))
+    receipts.receive(SimpleNamespace(owner="other", stamp=small, timestamp=0, signature=b""))
+    ids = ItcIds(me="me", db=db, peers=None, held=(states, receipts), targets=lambda: [], joins=False, forks=None)
+    ids.stamp = Stamp.seed().fork_many(4)[0]  # the first quarter: the peer's trees are over the others
+    for _ in range(3):
+        published = ids.event()
+        assert len(published.encode().hex()) <= MAX_STAMP_HEX
+    assert small.leq(published)  # what fits is still folded in
+    # a fork for that peer is after what we hold of it, within the same bound
+    answer = ids.fork("peer", {})
+    assert len(answer["stamp"]) <= MAX_STAMP_HEX and len(ids.stamp.encode().hex()) <= MAX_STAMP_HEX
+    db.close()

@@ -35,6 +35,9 @@ FORK_RATE = 1 / 600
 # bound, folded into ours, would make every stamp we publish after it (and the one we store) unreadable.  A stamp
 # higher than this is not folded; our own events would take 2**62 rounds to close the gap that remains.
 FOLD_HEIGHT = 1 << 62
+# A record's stamp is at most MAX_STAMP_HEX hex digits: this node folds no more than half of that into its own, so its
+# events (which grow the tree only along its id) never take it past what a peer accepts.
+FOLD_HEX = MAX_STAMP_HEX // 2
 FORK_WAIT = 3.0  # seconds a node without an ITC id waits for a peer to fork one from before it seeds one
 
 
@@ -64,13 +67,19 @@ class ItcIds:
         return stamp
 
     def event(self) -> Stamp:
-        """This node's next ITC event, after every stamp it received."""
+        """This node's next ITC event, after every stamp it received (but those that would make its own unreadable
+        to peers: higher than FOLD_HEIGHT, or growing it past FOLD_HEX)."""
+        seens = [seen for records in self.held for owner in records.owners()
+                 if owner != self.me and _foldable(seen := records.seen(owner))]
         stamp = self.stamp
-        for records in self.held:
-            for owner in records.owners():
-                seen = records.seen(owner)
-                if owner != self.me and _foldable(seen):
-                    stamp = stamp.join(seen.peek())
+        for seen in seens:
+            stamp = stamp.join(seen.peek())
+        if len(stamp.encode()) * 2 > FOLD_HEX:
+            # Event trees join as unions: peers' stamps, each within bounds, can add up past what a record may carry.
+            # Fold the smallest first, each only while the whole stays within bounds.
+            stamp = self.stamp
+            for seen in sorted(seens, key=lambda s: len(s.encode())):
+                stamp = _fold(stamp, seen.peek())
         return self._keep(stamp.event(), sync=False)
 
     def fork(self, peer: str, body: Any) -> dict:
@@ -86,15 +95,16 @@ class ItcIds:
             self.forks.check(peer, time.monotonic(), "ITC forks")
         stamp, retired = self.stamp, False
         old = _retired_stamp(body)
-        if old is not None and not old.is_anonymous and _foldable(old) and _disjoint(old.id, stamp.id):
+        if old is not None and not old.is_anonymous and _disjoint(old.id, stamp.id):
             latest = [s for s in (records.seen(peer) for records in self.held)
                       if s is not None and not s.is_anonymous]  # (a merge of concurrent copies keeps no id)
             if all(_within(old.id, s.id) for s in latest):
-                stamp, retired = stamp.join(old), True
+                joined = _fold(stamp, old)
+                stamp, retired = joined, joined is not stamp
         for records in self.held:
             seen = records.seen(peer)
-            if _foldable(seen):
-                stamp = stamp.join(seen.peek())  # its next records must be newer than all we hold of it
+            if seen is not None:
+                stamp = _fold(stamp, seen.peek())  # its next records must be newer than all we hold of it
         try:
             keep, give = stamp.fork()
         except ItcError as err:
@@ -142,6 +152,14 @@ class ItcIds:
 
 def _foldable(stamp: Stamp | None) -> bool:
     return stamp is not None and stamp.height <= FOLD_HEIGHT
+
+
+def _fold(stamp: Stamp, other: Stamp) -> Stamp:
+    """`stamp.join(other)`, or `stamp` itself when the join would take it past FOLD_HEIGHT or FOLD_HEX."""
+    if not _foldable(other):
+        return stamp
+    joined = stamp.join(other)
+    return joined if len(joined.encode()) * 2 <= FOLD_HEX else stamp
 
 
 def _retired_stamp(body: Any) -> Stamp | None:
