@@ -578,6 +578,27 @@ def test_fork_depth_limit_and_balanced_fork_many():
     assert joined == Stamp.seed()
 
 
+@SETTINGS
+@given(st.lists(arbitrary_stamps, min_size=1, max_size=4))
+def test_height_is_the_most_events_and_bounds_what_join_and_event_make(pool):
+    """What a node's own stamp may reach, so what it may fold in (allocation/itc_ids.py): a join is no higher than
+    the highest stamp joined, an event one higher at most, and no counter of a normal tree exceeds its height."""
+    for s in pool:
+        d = max(depth(s.event_tree), depth(s.id))
+        assert s.height == max(ev_fn(s.event_tree, d))
+    joined = pool[0]
+    for s in pool[1:]:
+        joined = joined.join(s)
+    assert joined.height == max(s.height for s in pool)
+    if not joined.is_anonymous:
+        assert joined.height <= joined.event().height <= joined.height + 1
+
+    def counters(e):
+        return [e] if e.__class__ is int else [e[0], *counters(e[1]), *counters(e[2])]
+
+    assert max(counters(joined.event_tree)) <= joined.height
+
+
 def _comb_over(depth_: int, bottom):
     """A path of `depth_` nodes, each with a leaf on one side, down to `bottom`."""
     tree = bottom
