@@ -66,3 +66,21 @@ def test_a_peers_stamps_within_bounds_that_add_up_past_them_leave_this_nodes_sta
     answer = ids.fork("peer", {})
     assert len(answer["stamp"]) <= MAX_STAMP_HEX and len(ids.stamp.encode().hex()) <= MAX_STAMP_HEX
     db.close()
+
+
+async def test_a_fork_answered_with_a_stamp_too_large_to_publish_is_not_taken(tmp_path: Path) -> None:
+    """The stamp a peer answers a fork with becomes this node's own, carried by every record it publishes."""
+    answers = [Stamp(0, 0).join(Stamp((0, 1), (0, 0, (0, 0, _bushy(random.Random(3), 11))))),
+               Stamp.seed().fork()[1]]
+    assert len(answers[0].encode().hex()) > MAX_STAMP_HEX
+
+    class Peers:
+        async def request(self, url, method, path, **kwargs):
+            return SimpleNamespace(json=lambda: {"stamp": answers.pop(0).encode().hex()})
+
+    db = open_database(tmp_path / "db")
+    peer = SimpleNamespace(url="https://peer", id="peer")
+    ids = ItcIds(me="me", db=db, peers=Peers(), held=(Held(),), targets=lambda: [peer], joins=True, forks=None)
+    assert not await ids.ensure() and ids.stamp is None  # refused: it asks again on its next try
+    assert await ids.ensure() and ids.stamp == Stamp.seed().fork()[1] and ids.forked_from == "peer"
+    db.close()

@@ -123,7 +123,10 @@ class ItcIds:
         for d in self.targets():
             try:
                 response = await self.peers.request(d.url, "POST", FORK_PATH, json=ask, to=d.id)
-                stamp = Stamp.decode(bytes.fromhex(response.json()["stamp"]))
+                text = response.json()["stamp"]
+                if len(text) > FOLD_HEX:  # it would be this node's own, in every record it publishes
+                    raise ValueError(f"a forked stamp of {len(text)} hex digits (at most {FOLD_HEX})")
+                stamp = Stamp.decode(bytes.fromhex(text))
             except (PeerError, XscError, ValueError, KeyError, TypeError) as err:
                 log.debug("no ITC fork from %s: %s", d.id[:12], err)
                 continue
