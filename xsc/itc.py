@@ -173,8 +173,20 @@ def _join_leaf(e: tuple, d: int, x: int) -> EventTree:
     if x >= _height(e) + d:  # ... and one at or above e's maximum covers e
         return x
     x -= n
-    l = (l if l >= x else x) if l.__class__ is int else _join_leaf(l, 0, x)
-    r = (r if r >= x else x) if r.__class__ is int else _join_leaf(r, 0, x)
+    l = (l if l >= x else x) if l.__class__ is int else _raise(l, x)
+    r = (r if r >= x else x) if r.__class__ is int else _raise(r, x)
+    return _norm_ev(n, l, r)
+
+
+def _raise(e: tuple, x: int) -> EventTree:
+    """join(e, x) for a node e, below the one `_join_leaf` measured: measuring the height again at every level
+    would cost the subtree's size per level (a deep tree over a bushy one, from a peer, is quadratic)."""
+    n, l, r = e
+    if x <= n:
+        return e
+    x -= n
+    l = (l if l >= x else x) if l.__class__ is int else _raise(l, x)
+    r = (r if r >= x else x) if r.__class__ is int else _raise(r, x)
     return _norm_ev(n, l, r)
 
 
@@ -845,6 +857,11 @@ class Stamp:
     @property
     def is_anonymous(self) -> bool:
         return self._id == 0
+
+    @property
+    def height(self) -> int:
+        """The most events known anywhere in the interval (the paper's ``max(e)``)."""
+        return _height(self._ev)
 
     def __str__(self) -> str:
         return str((self._id, self._ev))

@@ -15,7 +15,7 @@ from xsc.allocation import AllocationState, SlotAllocation, Stamp
 from xsc.allocation.core.records import MAX_ALLOCATIONS, parse_receipt, parse_state, sign_receipt, sign_state
 from xsc.allocation.core.rounds import Receipt, ReceiptEntry
 from xsc.allocation.itc_ids import FORK_BURST, FORK_RATE
-from xsc.errors import InvalidAllocationRecord
+from xsc.errors import DealRefused, InvalidAllocationRecord
 from xsc.identity import Identity, sign_request
 from xsc.node.appkeys import NODE
 from xsc.node.limits import RateLimiter
@@ -194,6 +194,37 @@ async def test_a_put_is_served_from_the_allocation_and_a_removed_provider_leaves
     response = await a.post("/v1/store/files", data=b"t" * 20_000)
     answer = await response.json()
     assert response.status == 201 and b_id not in answer["placement"], answer
+
+
+async def test_a_provider_that_fails_the_work_its_allocation_promised_no_longer_counts_as_serving_the_need(
+        node_factory, monkeypatch) -> None:
+    """A state is the provider's word: while this node's receipt counts a provider's units, the providers that do
+    deliver see the need covered and give it nothing.  Once a put placed on that provider fails there, its
+    allocation is neither served from nor counted in the receipt."""
+    a, b = await pair(node_factory, **QUIET)
+    a_id, b_id = a.app[NODE].peers.identity.id, b.app[NODE].peers.identity.id
+    a.app[NODE].market.set_recognition(b_id, Decimal(1))
+    b.app[NODE].market.set_recognition(a_id, Decimal(1))
+    status = await a.post("/v1/allocation/needs", json={"kind": "storage", "quantity": 1_000_000, "seconds": 600})
+    need = (await status.json())["id"]
+    service = a.app[NODE].allocation
+
+    def counted() -> dict:
+        return ((service.status()["received"] or {}).get(need) or {}).get("by_provider", {})
+
+    await eventually_async(lambda: b_id in counted(), "a's receipt to count b's allocation")
+    holder = b.app[NODE].share_holder
+
+    async def refuse(*args, **kwargs):
+        raise DealRefused("this provider takes no share", hint="none")
+
+    # it keeps its allocation to a's need, stays up and current, and refuses every share
+    monkeypatch.setattr(holder, "place_whole", refuse)
+    monkeypatch.setattr(holder, "begin_upload", refuse)
+    response = await a.post("/v1/store/files", data=b"d" * 20_000)  # (with no third node to take b's shares, it fails)
+    assert "refused shares" in (await response.json())["detail"]
+    await eventually_async(lambda: b_id not in counted(), "a's receipt to stop counting b", 30)
+    assert service.allocated("storage") == {} and service.status()["defaulted"] == [b_id]
 
 
 async def test_a_recipient_answers_only_when_no_provider_is_left_to_compute_from_its_receipt(node_factory) -> None:

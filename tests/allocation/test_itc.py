@@ -578,6 +578,68 @@ def test_fork_depth_limit_and_balanced_fork_many():
     assert joined == Stamp.seed()
 
 
+@SETTINGS
+@given(st.lists(arbitrary_stamps, min_size=1, max_size=4))
+def test_height_is_the_most_events_and_bounds_what_join_and_event_make(pool):
+    """What a node's own stamp may reach, so what it may fold in (allocation/itc_ids.py): a join is no higher than
+    the highest stamp joined, an event one higher at most, and no counter of a normal tree exceeds its height."""
+    for s in pool:
+        d = max(depth(s.event_tree), depth(s.id))
+        assert s.height == max(ev_fn(s.event_tree, d))
+    joined = pool[0]
+    for s in pool[1:]:
+        joined = joined.join(s)
+    assert joined.height == max(s.height for s in pool)
+    if not joined.is_anonymous:
+        assert joined.height <= joined.event().height <= joined.height + 1
+
+    def counters(e):
+        return [e] if e.__class__ is int else [e[0], *counters(e[1]), *counters(e[2])]
+
+    assert max(counters(joined.event_tree)) <= joined.height
+
+
+def _comb_over(depth_: int, bottom):
+    """A path of `depth_` nodes, each with a leaf on one side, down to `bottom`."""
+    tree = bottom
+    for k in range(depth_):
+        tree = (1, tree, 7 + k % 5) if k % 2 else (1, 7 + k % 5, tree)
+    return tree
+
+
+def _bushy(depth_: int, k: int = 0):
+    return 3 + k % 97 if depth_ == 0 else (k % 3, _bushy(depth_ - 1, 2 * k), _bushy(depth_ - 1, 2 * k + 1))
+
+
+def _nodes(e) -> int:
+    return 0 if isinstance(e, int) else 1 + _nodes(e[1]) + _nodes(e[2])
+
+
+def test_join_and_leq_work_in_proportion_to_the_trees_a_peer_sends():
+    """A peer's stamp may be any tree within MAX_DEPTH levels: a long path over a bushy bottom, joined with a
+    bushy tree, meets a leaf at every level of the path; work per level proportional to what lies below would
+    be quadratic.  Counted in Python calls, which do not depend on the machine's speed."""
+    import sys
+
+    deep, wide = Stamp(0, _comb_over(MAX_DEPTH - 12, _bushy(9))), Stamp(0, _bushy(10))
+    assert max(len(deep.encode()), len(wide.encode())) <= 4096  # what a record's stamp may be
+    size = _nodes(deep.event_tree) + _nodes(wide.event_tree)
+    calls = 0
+
+    def count(frame, event, arg):
+        nonlocal calls
+        calls += event == "call"
+
+    sys.setprofile(count)
+    try:
+        joined = deep.join(wide)
+        deep.leq(wide), wide.leq(deep), deep.leq(joined), wide.leq(joined)
+    finally:
+        sys.setprofile(None)
+    assert deep.leq(joined) and wide.leq(joined)
+    assert calls <= 8 * size, (calls, size)
+
+
 def test_value_semantics():
     a, b = Stamp.seed().fork()
     a2 = Stamp((1, 0), 0)

@@ -107,6 +107,16 @@ async def test_a_weight_the_user_sets_is_held_to_what_a_commitment_may_carry(nod
     assert resp.status == 200, await resp.text()
 
 
+async def test_a_node_refuses_to_recognise_itself(node) -> None:
+    """The allocator ignores a weight for oneself (and `weights` leaves it out): stored, it would only say it
+    was set."""
+    me = node.app[NODE].peers.identity.id
+    resp = await node.post("/v1/market/recognize", json={"peer": me, "weight": "5"})
+    problem = await resp.json()
+    assert resp.status == 400 and "does not recognise itself" in problem["detail"], problem
+    assert (await (await node.get("/v1/market/recognition")).json()) == {"recognition": []}
+
+
 async def test_a_full_book_swap_is_checked_in_batches_that_let_the_event_loop_serve_others(node_factory) -> None:
     """Every commitment of a swap is checked (an Ed25519 verify each): a message of 1,001 held the loop ~0.4 s of
     CPU at once.  Now the body is parsed in the CPU pool and the commitments are checked RECEIVE_BATCH at a time."""

@@ -168,6 +168,7 @@ async def test_an_invoke_goes_on_when_the_matched_provider_is_dead(node_factory)
     assert response.status == 200, answer
     assert [r["value"] for r in answer["results"]] == [5]
     assert answer["provider"] == other.app[NODE].peers.identity.id != cheap_id
+    assert a.app[NODE].allocation.status()["defaulted"] == [cheap_id]  # nor counted as serving a's needs
 
 
 async def test_a_peer_flooding_new_commitments_gets_429_past_its_quota_and_nothing_is_checked(node_factory) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from xsc.config import MarketSection
-from xsc.db import open_database
+from xsc.db import Database, open_database
 from xsc.market.needs import PUBLISH_AFTER, NeedRegistry
 
 
@@ -52,3 +52,33 @@ def test_needs_opened_alike_are_the_needs_make_would_make_but_for_their_ids(tmp_
     assert needs.bids()[2] is alike[2]  # made once
     needs.withdraw(["put-1"])
     assert [b.slot.id for b in needs.bids()] == ["put-0", "put-2"]
+
+
+def test_a_spend_cut_by_a_crash_leaves_the_standing_needs_as_before_or_as_after(tmp_path, monkeypatch) -> None:
+    """Spending removes one need and shrinks another: a kill between the two writes kept half of it, and the
+    restarted node asked its providers again for units it had already been served."""
+    db = open_database(tmp_path / "db")
+    needs = NeedRegistry(db=db, me="me", config=MarketSection())
+    needs.add_standing("storage", 1000, 600)
+    needs.add_standing("storage", 600, 600)
+    writes = []
+
+    def crash_on_the_second(write):
+        def crashing(self, *args, **kwargs):
+            writes.append(args[0])
+            if len(writes) == 2:
+                raise KeyboardInterrupt  # a kill -9, as far as this process goes
+            return write(self, *args, **kwargs)
+        return crashing
+
+    monkeypatch.setattr(Database, "put", crash_on_the_second(Database.put))
+    monkeypatch.setattr(Database, "delete", crash_on_the_second(Database.delete))
+    try:
+        needs.spend("storage", 1300)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    db.close()
+    restarted = NeedRegistry(db=open_database(tmp_path / "db"), me="me", config=MarketSection())
+    left = sorted(b.slot.quantity for b in restarted.standing())
+    assert left in ([600, 1000], [300]), left

@@ -3,14 +3,21 @@ exchanged most with, then a sample of the rest of its own, and every weight its 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
+from xsc import keys
+from xsc.allocation import Stamp
 from xsc.db import open_database
+from xsc.errors import InvalidArgument
 from xsc.health.core.stats import Availability
 from xsc.identity import Identity
+from xsc.market import sign_commitment
+from xsc.market.core.book import MAX_RECOGNITION
 from xsc.market.recognition import Recognition
 
 PEERS = [Identity.generate().id for _ in range(40)]
@@ -100,3 +107,26 @@ def test_a_peer_far_below_the_best_is_recognised_only_when_too_few_are_near_it(t
     chosen = _recognition(tmp_path, Identity.generate().id, at_most=16, ratios={p: 0.1 for p in flaky}).weights()
     steady = set(PEERS) - flaky
     assert steady <= set(chosen) and len(chosen) == 16  # all ten steady ones, then the best of the rest
+
+
+def test_the_weights_a_user_sets_stay_within_what_one_commitment_carries(tmp_path) -> None:
+    """The user's weights and the derived ones are published in one commitment of at most MAX_RECOGNITION entries:
+    past that, every commitment the node signs is refused and it publishes nothing."""
+    db = open_database(tmp_path / "db")
+    derived = PEERS[:6]
+    room = MAX_RECOGNITION - len(derived)
+    with db.write_batch() as batch:  # as many as the user may set, written at once (one by one they are synced)
+        for _ in range(room):
+            batch.put(keys.market_recognition(os.urandom(32)), b"2")
+    me = Identity.generate()
+    recognition = Recognition(db=db, me=me.id, peers=_Peers(derived), at_most=len(derived))
+    with pytest.raises(InvalidArgument, match=f"at most {room} recognition weights"):
+        recognition.set_weight(PEERS[-1], Decimal(1))
+    mine = next(iter(recognition.user_weights))
+    recognition.set_weight(mine, Decimal(3))  # one already set may change, or go
+    recognition.set_weight(mine, None)
+    recognition.set_weight(PEERS[-1], Decimal(1))
+    weights = recognition.weights()
+    assert len(weights) == MAX_RECOGNITION
+    sign_commitment(me, recognition=weights, stamp=Stamp.seed().event(), timestamp=0)  # still publishable
+    db.close()

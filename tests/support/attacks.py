@@ -100,6 +100,10 @@ def now_ms() -> int:
 
 
 # --- market -------------------------------------------------------------------------------------------------------
+def _bushy(depth: int, k: int = 0):
+    return 3 + k % 97 if depth == 0 else (k % 3, _bushy(depth - 1, 2 * k), _bushy(depth - 1, 2 * k + 1))
+
+
 HOSTILE = [
     ("weight", "1E+20000000"),  # the one from the issue: as_integer_ratio took 25-50 s
     ("weight", "1E-20000000"),
@@ -113,6 +117,7 @@ HOSTILE = [
     ("asks.start", -5),
     ("bids.min_availability", "0." + "9" * 100),
     ("timestamp", 2**60),
+    ("stamp", Stamp(0, _bushy(13)).encode().hex()),  # a valid stamp of 10,000 bytes: decoding one costs its size
 ]
 
 
@@ -138,8 +143,8 @@ def hostile_commitment(identity: Identity, where: str, value, recognise: str) ->
     fields = honest_commitment(identity, recognise)
     if where == "weight":
         fields["recognition"] = {recognise: value}
-    elif where == "timestamp":
-        fields["timestamp"] = value
+    elif where in ("timestamp", "stamp"):
+        fields[where] = value
     else:
         side, name = where.split(".", 1)
         order = fields[side][0]

@@ -31,6 +31,13 @@ FORK_PATH = "/v1/peer/allocation/fork"
 # gives its old id back with the one it takes.  A stranger gets none.
 FORK_BURST = 2
 FORK_RATE = 1 / 600
+# Decoding refuses event counters wider than 64 bits, and join adds counters along a path: a peer's stamp near that
+# bound, folded into ours, would make every stamp we publish after it (and the one we store) unreadable.  A stamp
+# higher than this is not folded; our own events would take 2**62 rounds to close the gap that remains.
+FOLD_HEIGHT = 1 << 62
+# A record's stamp is at most MAX_STAMP_HEX hex digits: this node folds no more than half of that into its own, so its
+# events (which grow the tree only along its id) never take it past what a peer accepts.
+FOLD_HEX = MAX_STAMP_HEX // 2
 FORK_WAIT = 3.0  # seconds a node without an ITC id waits for a peer to fork one from before it seeds one
 
 
@@ -60,13 +67,19 @@ class ItcIds:
         return stamp
 
     def event(self) -> Stamp:
-        """This node's next ITC event, after every stamp it received."""
+        """This node's next ITC event, after every stamp it received (but those that would make its own unreadable
+        to peers: higher than FOLD_HEIGHT, or growing it past FOLD_HEX)."""
+        seens = [seen for records in self.held for owner in records.owners()
+                 if owner != self.me and _foldable(seen := records.seen(owner))]
         stamp = self.stamp
-        for records in self.held:
-            for owner in records.owners():
-                seen = records.seen(owner)
-                if owner != self.me and seen is not None:
-                    stamp = stamp.join(seen.peek())
+        for seen in seens:
+            stamp = stamp.join(seen.peek())
+        if len(stamp.encode()) * 2 > FOLD_HEX:
+            # Event trees join as unions: peers' stamps, each within bounds, can add up past what a record may carry.
+            # Fold the smallest first, each only while the whole stays within bounds.
+            stamp = self.stamp
+            for seen in sorted(seens, key=lambda s: len(s.encode())):
+                stamp = _fold(stamp, seen.peek())
         return self._keep(stamp.event(), sync=False)
 
     def fork(self, peer: str, body: Any) -> dict:
@@ -86,11 +99,12 @@ class ItcIds:
             latest = [s for s in (records.seen(peer) for records in self.held)
                       if s is not None and not s.is_anonymous]  # (a merge of concurrent copies keeps no id)
             if all(_within(old.id, s.id) for s in latest):
-                stamp, retired = stamp.join(old), True
+                joined = _fold(stamp, old)
+                stamp, retired = joined, joined is not stamp
         for records in self.held:
             seen = records.seen(peer)
             if seen is not None:
-                stamp = stamp.join(seen.peek())  # its next records must be newer than all we hold of it
+                stamp = _fold(stamp, seen.peek())  # its next records must be newer than all we hold of it
         try:
             keep, give = stamp.fork()
         except ItcError as err:
@@ -109,11 +123,14 @@ class ItcIds:
         for d in self.targets():
             try:
                 response = await self.peers.request(d.url, "POST", FORK_PATH, json=ask, to=d.id)
-                stamp = Stamp.decode(bytes.fromhex(response.json()["stamp"]))
+                text = response.json()["stamp"]
+                if len(text) > FOLD_HEX:  # it would be this node's own, in every record it publishes
+                    raise ValueError(f"a forked stamp of {len(text)} hex digits (at most {FOLD_HEX})")
+                stamp = Stamp.decode(bytes.fromhex(text))
             except (PeerError, XscError, ValueError, KeyError, TypeError) as err:
                 log.debug("no ITC fork from %s: %s", d.id, err)
                 continue
-            if stamp.is_anonymous:
+            if stamp.is_anonymous or not _foldable(stamp):
                 continue
             if old is not None:
                 stamp = stamp.join(old.peek())  # after every event of its own before the restart
@@ -134,6 +151,18 @@ class ItcIds:
             self._keep(Stamp.seed(), sync=True)
             return True
         return False
+
+
+def _foldable(stamp: Stamp | None) -> bool:
+    return stamp is not None and stamp.height <= FOLD_HEIGHT
+
+
+def _fold(stamp: Stamp, other: Stamp) -> Stamp:
+    """`stamp.join(other)`, or `stamp` itself when the join would take it past FOLD_HEIGHT or FOLD_HEX."""
+    if not _foldable(other):
+        return stamp
+    joined = stamp.join(other)
+    return joined if len(joined.encode()) * 2 <= FOLD_HEX else stamp
 
 
 def _retired_stamp(body: Any) -> Stamp | None:

@@ -73,6 +73,10 @@ MAX_RECORDS = 1_001  # states and receipts per message each: one per peer the di
 TRAFFIC_ROUNDS = 256  # rounds whose bytes are kept for the status
 STEP_WAIT = 10  # allocation delays a side waits for the other side's answers (rounds in step: `_provider_waits`) ...
 STEP_WAIT_MIN = 5.0  # ... and at least this many seconds
+# A state is a provider's word: a peer may name this node in allocations of capacity it never delivers, and each
+# unit it claims is one that honest providers stop giving (the receipt says the need is covered).  A provider
+# that failed work placed on it is not counted as serving this node's needs for this long.
+DEFAULTED_SECONDS = 3600.0
 
 
 class AllocationService:
@@ -121,6 +125,7 @@ class AllocationService:
         self._computed_needs: frozenset = frozenset()
         self._wake: asyncio.TimerHandle | None = None
         self.out_of_step = 0  # rounds a side computed after the bound, without every answer (status)
+        self._defaulted = _Defaulted()  # providers not counted as serving this node's needs (`defaulted`)
 
     # --- standing needs (kept by the market's NeedRegistry) --------------------------------------------
     def add_need(self, kind: Any, quantity: Any, seconds: Any = 3600, max_price: Any = None) -> dict:
@@ -287,7 +292,8 @@ class AllocationService:
             pass  # a provider of the round has not answered our last receipt yet
         elif me is not None and me.need_slots:
             self._receipt_at = time.monotonic()
-            received, wanted = addressed_to(self.me, [s for s in self._active_states(network) if s.provider != self.me])
+            received, wanted = addressed_to(self.me, [s for s in self._active_states(network)
+                                                      if s.provider != self.me and s.provider not in self._defaulted])
             damped, receipt = recipient_round(me, received, wanted, now, previous=self.my_receipt)
             self.history, self.damping = damped.damping_history, damped.damping_factor
             self.my_receipt = receipt
@@ -461,7 +467,7 @@ class AllocationService:
         ids: set[str] | None = None  # read once a provider's state is there to read (a put asks with none)
         out: dict[str, int] = {}
         for p, record in self.states.items():
-            if p == self.me or not self.market.active(p):
+            if p == self.me or not self.market.active(p) or p in self._defaulted:
                 continue
             if ids is None:
                 ids = self.needs.ids(kind)
@@ -471,6 +477,14 @@ class AllocationService:
             if units:
                 out[p] = units
         return out
+
+    def defaulted(self, provider: str) -> None:
+        """`provider` failed work placed on it (down, or refusing a share): for DEFAULTED_SECONDS what its state
+        gives this node is neither served from nor counted in this node's receipts, so the providers that do
+        deliver see the need uncovered and give it again."""
+        if provider != self.me and (self.peers is None or self.peers.known(provider)):
+            self._defaulted.add(provider)
+            self.touch()
 
     # --- needs reached and answered ------------------------------------------------------------------
     def needs_moved(self, me: Commitment, network: dict[str, Commitment]) -> bool:
@@ -553,6 +567,7 @@ class AllocationService:
                 for nid, e in received.needs.items()},
             "needs": [_need_view(b) for b in self.needs.standing()],
             "refused": dict(self.refused),
+            "defaulted": self._defaulted.view(),
             "out_of_step": self.out_of_step,
             **self.gossip.view(),
             "bytes_per_round": round(sum(rounds_sent) / len(rounds_sent), 1) if rounds_sent else None,
@@ -586,6 +601,26 @@ def _names(record: StateRecord | None, recipient: str) -> bool:
 def _need_view(bid) -> dict:
     s = bid.slot
     return {"id": s.id, "kind": s.kind, "quantity": s.quantity, "start": s.start, "end": s.end, "max_price": bid.price}
+
+
+class _Defaulted:
+    """Providers that failed work placed on them, each until DEFAULTED_SECONDS after its last failure."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}  # provider -> monotonic time
+
+    def add(self, provider: str) -> None:
+        self._until[provider] = time.monotonic() + DEFAULTED_SECONDS
+
+    def __contains__(self, provider: str) -> bool:
+        until = self._until.get(provider)
+        if until is not None and until <= time.monotonic():
+            del self._until[provider]
+            return False
+        return until is not None
+
+    def view(self) -> list[str]:
+        return sorted(p for p in list(self._until) if p in self)
 
 
 def _causal_order(stamps: dict[str, Stamp]) -> list[str]:

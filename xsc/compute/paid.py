@@ -164,6 +164,7 @@ class PaidCompute:
                 log.warning("provider %s unreachable before the call was sent: trying another",
                             assignment.provider)
                 failed.add(assignment.provider)
+                self.dealing.failed(assignment.provider)  # nor counted as serving this node's needs
                 continue
             self.dealing.invoked(assignment, _fuel_of(result.get("fuel_consumed"), call_fuel))
             self.on_invoked("remote")

@@ -171,11 +171,12 @@ class _Waiting:
 
 class Dealing:
     def __init__(self, *, market: Any, needs: NeedRegistry, allocated: Callable[[str], dict[str, int]] | None,
-                 pool: Executor | None = None) -> None:
+                 defaulted: Callable[[str], None] | None = None, pool: Executor | None = None) -> None:
         self.market = market  # xsc.market.service.MarketService: the book, its clearings and prices, who is active
         self.me = market.me
         self.needs = needs
         self.allocated = allocated  # kind -> provider -> units the converged allocation gives this node's needs
+        self.defaulted = defaulted  # told of a provider that failed work placed on it (`failed`)
         self.pool = pool  # where matchings run (None: asyncio's default executor)
         self._dealing = asyncio.Lock()
         self._waiting: list[_Waiting] = []  # deals asked for while another ran: dealt together next
@@ -497,6 +498,11 @@ class Dealing:
         self.allocation_served["needs"] += len(used)
         self.allocation_served["units"] += sum(a.quantity for a in used)
         self.needs.spend(kind, sum(a.quantity for a in used))
+
+    def failed(self, provider: str) -> None:
+        """A provider could not take work placed on it (down, or refusing): the allocation stops counting it."""
+        if self.defaulted is not None:
+            self.defaulted(provider)
 
     def invoked(self, assignment: Assignment, fuel: int) -> None:
         """An invoke placed by `compute_deal` ran (returned or trapped) and used `fuel`: if it was placed from the

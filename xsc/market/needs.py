@@ -56,6 +56,14 @@ class NeedStore:
     def delete(self, need_id: str) -> None:
         self.db.delete(keys.market_standing(need_id), sync=True)
 
+    def replace(self, gone: Iterable[str], shrunk: Iterable[Bid]) -> None:
+        """Needs removed and needs made smaller, in one write: a crash keeps all of it or none."""
+        with self.db.write_batch(sync=True) as batch:
+            for need_id in gone:
+                batch.delete(keys.market_standing(need_id))
+            for bid in shrunk:
+                batch.put(keys.market_standing(bid.slot.id), codec.dumps(bid.model_dump(mode="json")))
+
 
 class NeedRegistry:
     """The open need slots of this node, by need id: the only writer of them."""
@@ -184,7 +192,11 @@ class NeedRegistry:
 
     def spend(self, kind: str, units: int) -> None:
         """`units` of `kind` were served from the allocation: the standing needs of that kind shrink by as
-        much (the largest first), so that what is allocated and what is served stay equal."""
+        much (the largest first), so that what is allocated and what is served stay equal.  Written in one
+        batch: a crash between two needs' writes would keep part of the units spent, and a restarted node
+        would ask its providers again for what it was already served."""
+        gone: list[str] = []
+        shrunk: list[Bid] = []
         for bid in sorted((b for b in self.standing() if b.slot.kind == kind),
                           key=lambda b: (-b.slot.quantity, b.slot.id)):
             if units <= 0:
@@ -192,11 +204,15 @@ class NeedRegistry:
             take = min(units, bid.slot.quantity)
             units -= take
             if take == bid.slot.quantity:
-                self.remove_standing(bid.slot.id)
-                continue
-            smaller = bid.model_copy(update={"slot": bid.slot.model_copy(update={"quantity": bid.slot.quantity - take})})
-            self._needs[bid.slot.id] = smaller
-            self.store.put(smaller, sync=False)
+                gone.append(bid.slot.id)
+            else:
+                shrunk.append(bid.model_copy(update={"slot": bid.slot.model_copy(
+                    update={"quantity": bid.slot.quantity - take})}))
+        self.store.replace(gone, shrunk)
+        for need_id in gone:
+            self._needs.pop(need_id, None)
+        for bid in shrunk:
+            self._needs[bid.slot.id] = bid
         self._changed(standing=True)
 
     def expire(self, now: float | None = None) -> None:

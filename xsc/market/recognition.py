@@ -18,6 +18,7 @@ from .. import codec, keys
 from ..allocation.core.models import bounded_decimal
 from ..errors import InvalidArgument
 from ..identity import parse_public_id, public_id
+from .core.book import MAX_RECOGNITION as MAX_ENTRIES
 
 MAX_RECOGNITION = Decimal(1000)
 # A node never proven up (no probe answered yet) is not recognised: every node a stranger's message named would
@@ -79,6 +80,11 @@ class Recognition:
             self.user_weights.pop(peer, None)
         else:
             check_weight(weight)
+            # What the node publishes is these and at most `at_most` derived weights, in one commitment: past its
+            # MAX_ENTRIES the node could sign no commitment at all.
+            if peer not in self.user_weights and len(self.user_weights) >= MAX_ENTRIES - self.at_most:
+                raise InvalidArgument(f"at most {MAX_ENTRIES - self.at_most} recognition weights set by the user",
+                                      hint="remove one first: xsc market recognize PEER auto")
             self.db.put(keys.market_recognition(key), str(weight).encode(), sync=True)
             self.user_weights[peer] = weight
         self._made = None

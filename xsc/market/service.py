@@ -533,6 +533,9 @@ class MarketService:
                 raise InvalidArgument(f"not a number: {weight!r}", hint="a weight is a decimal from 0 to 1000") from None
             check_weight(weight)
         parse_public_id(peer)
+        if peer == self.me:  # the allocator ignores a weight for oneself: it would be stored and do nothing
+            raise InvalidArgument("a node does not recognise itself: that is this node's own id",
+                                  hint="see the ids of its peers with: xsc peers ls")
         # Both checked before either is written: a refused credit line left the weight set, and the peer recognised.
         if credit is not False and self.credit_lines is not None:
             self.credit_lines.set_credit(peer, credit)

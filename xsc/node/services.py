@@ -224,7 +224,8 @@ class Node:
             config=config.market, identity=self.identity, db=db, market=market, needs=self.needs,
             subscribers=self.subscribers, peers=self.peers, gossip_interval=config.peers.gossip_interval,
             joins=bool(config.peers.urls), forks=RateLimiter(FORK_RATE, FORK_BURST, "ITC forks"))
-        self.dealing = Dealing(market=market, needs=self.needs, allocated=allocation.allocated, pool=self.pool)
+        self.dealing = Dealing(market=market, needs=self.needs, allocated=allocation.allocated,
+                               defaulted=allocation.defaulted, pool=self.pool)
         # A removed or quarantined peer's commitments leave the book and the allocation.
         self.peers.on_removed.extend((market.forget, allocation.forget))
         self.quarantine.on_quarantined.extend((market.forget, allocation.forget))

@@ -346,6 +346,7 @@ class StorageService:
             for node in failed:
                 if self.terms is not None:
                     self.terms.forget(node)  # it refused: its terms are asked again next time
+                self.dealing.failed(node)
             for avoid in (set(quote.nodes) | failed, failed | {self.me}):
                 try:
                     node, price = await quotes.relocation(self.dealing, quote.share_bytes, quote.seconds, avoid=avoid,

@@ -31,6 +31,7 @@ from ... import codec
 from ...allocation.core.causality import Outcome
 from ...itc import Stamp
 from ...allocation.core.models import TimestampMs, Weight
+from ...allocation.core.records import BoundedStamp
 from ...errors import BadRequest, InvalidMarketCommitment, XscError, from_validation
 from ...identity import Identity, parse_public_id, verify
 from .auction import Order
@@ -56,7 +57,7 @@ class _Fields(BaseModel):
     asks: tuple[Ask, ...] = ()
     bids: tuple[Bid, ...] = ()
     recognition: dict[Annotated[str, Field(min_length=1, max_length=200)], Weight] = {}
-    stamp: Stamp
+    stamp: BoundedStamp  # as an allocation record's: decoding a peer's stamp costs its size
     timestamp: TimestampMs
 
     @field_validator("participant")
