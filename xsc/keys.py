@@ -33,6 +33,8 @@ _FILE = b"s/f/"  # + storage index -> record of a file this node uploaded (gatew
 _REMOVING = b"s/r/"  # + storage index -> record of a file being removed: unlisted, its shares not all deleted yet
 _DAMAGE = b"s/d/"  # + storage index + share -> why a share is known damaged
 STORAGE_USED = b"s/c/used"  # exact count of block bytes held in published shares
+# Both kept while the file is listed or being removed; once it is gone and all its deals are settled to their end,
+# the next payment run drops them (storage/deals.py `_forget_settled`).
 STORAGE_DEALS = b"s/deals/"  # + storage index (32) + share (1) -> the storage deal of a share this node placed (JSON)
 STORAGE_ENDED = b"s/ended/"  # + storage index + share + when (8) -> a deal that ended when its share moved (JSON)
 HOLDER_AUDITS = b"s/audits/"  # + node public key -> when that holder last passed and last failed an audit (JSON)

@@ -239,6 +239,30 @@ class StorageDeals:
                     also(batch)
         self._wrote(change)
 
+    def _forget_settled(self) -> int:
+        """Drop the deals of every file that is gone from this node (removed, or its leases ended and collected) once
+        each of them is settled to its end: nothing is left to pay or forfeit, and a deal kept would be read by
+        every payment run for good.  The deals that ended when a repair moved a share go with them.  Returns how
+        many files' deals were dropped."""
+        by_file: dict[str, list[StorageDeal]] = {}
+        for d in self.all():
+            by_file.setdefault(d.si, []).append(d)
+        gone = 0
+        for si_hex, deals in by_file.items():
+            si = bytes.fromhex(si_hex)
+            if any(d.paid_until < d.end or d.paying is not None for d in deals) or self.store.known_file(si):
+                continue
+            with self._records:
+                if any(d.paid_until < d.end or d.paying is not None for d in self.of_file(si)):
+                    continue  # moved or extended since it was read
+                with self.db.write_batch(sync=True) as batch:
+                    for prefix in (keys.storage_deals_of(si), keys.storage_ended_of(si)):
+                        for key in self.db.iterator(prefix=prefix, include_value=False):
+                            batch.delete(key)
+            self._wrote(0)  # settled deals promise nothing: only the summary's reading changes
+            gone += 1
+        return gone
+
     def ended_deals(self, si: bytes) -> list[StorageDeal]:
         """The deals of a file's shares that ended when a repair moved the share, oldest first."""
         return [StorageDeal(**codec.loads(v)) for _, v in self.db.iterator(prefix=keys.storage_ended_of(si))]
@@ -311,6 +335,7 @@ class StorageDeals:
                     changed[deal.si, deal.share] = deal
             if changed:
                 await in_pool(self.pool, self._save_paid, list(changed.values()))
+            summary["forgotten"] = await in_pool(self.pool, self._forget_settled)
         self.last_run = {"at": now, **summary}
         return summary
 

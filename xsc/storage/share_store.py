@@ -617,6 +617,10 @@ class ShareStore:
             self.file_writes += 1
             return record
 
+    def known_file(self, si: bytes) -> bool:
+        """Whether this node has a record of the file `si` it placed: listed, or its removal not finished."""
+        return self.db.get(keys.file(si)) is not None or self.db.get(keys.removing(si)) is not None
+
     def removals(self) -> list[dict]:
         """The records of files whose removal began and has not finished (begin_removal)."""
         return [codec.loads(raw) for _, raw in self.db.iterator(prefix=keys.REMOVALS)]
