@@ -24,7 +24,7 @@ from xsc.storage.holder_client import RemoteHolder
 from xsc.node.appkeys import NODE
 
 from tests.support.compute import wasm
-from tests.support.shares import DEAL_PRICE, EncodedFile, place, refused
+from tests.support.shares import DEAL_PRICE, SHARE, EncodedFile, place, refused
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
          "audit": {"blocks_per_round": 0}}
@@ -368,3 +368,35 @@ async def test_a_stop_between_a_settlement_and_its_trust_line_is_counted_at_the_
     finally:
         await ledger.close()
         db.close()
+
+
+async def test_a_share_deleted_by_its_uploader_gives_back_the_rest_of_its_lease_on_the_line(node_factory) -> None:
+    """A gateway that removes a file stops paying for its shares: the holder gives back on its line the part of the
+    lease it had set aside and will not hold, or every file put and removed would eat the line until its puts were
+    refused (402) though it owes nothing."""
+    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0})
+    a = await node_factory("a", **QUIET)
+    b_id, a_id = b.app[NODE].peers.identity.id, a.app[NODE].peers.identity.id
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    holder = RemoteHolder(a.app[NODE].peers.client, b_id, b.app[NODE].peers.url, DEAL_PRICE)
+    first, second = EncodedFile(5000), EncodedFile(5000)
+    seconds = 3650 * 86400  # a long lease: its price is many micro-credits
+    cost = price_storage(first.share_bytes, seconds, DEAL_PRICE)
+    response = await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "1", "credit": cost + cost // 2})
+    assert response.status == 200, await response.text()
+
+    async def place_for_long(f: EncodedFile) -> None:
+        upload = await holder.begin(f.si, SHARE, f.size, f.segment_size, int(time.time()) + seconds)
+        await holder.put_segments(upload, 0, f.blocks[SHARE])
+        await holder.commit(upload, f.hashes[SHARE], f.manifest.encode())
+
+    await place_for_long(first)
+    assert b.app[NODE].trust.line(a_id)["used"] >= cost
+    with pytest.raises(PeerRefused) as err:
+        await place_for_long(second)
+    refused(err, 402, "prepayment-required")
+    await holder.delete(first.si, SHARE)
+    # What was held (seconds of it) stays used; the rest of the lease is given back.
+    assert b.app[NODE].trust.line(a_id)["used"] < cost // 100
+    await place_for_long(second)
+    assert b.app[NODE].gateway.store.shares_held == 1

@@ -24,7 +24,7 @@ from ..errors import (Forbidden, InvalidArgument, PayloadTooLarge, QuotaExceeded
                       SegmentOutOfOrder, ShareExists, ShareMismatch, ShareNotFound, StorageFull, UploadIncomplete,
                       UploadNotFound, XscError)
 from ..identity import public_id
-from ..ledger.core.pricing import price_storage
+from ..ledger.core.pricing import price_storage, storage_given_back
 from ..tasks import in_pool, periodic
 from .core import erasure, layout, leases
 from .deals import HolderTerms
@@ -506,13 +506,20 @@ class ShareHolder:
         return run
 
     async def delete(self, si: bytes, share: int, sender: bytes) -> None:
-        await self.held_for(si, share, sender, "delete it")
+        meta = await self.held_for(si, share, sender, "delete it")
 
-        def delete() -> None:
-            self.store.delete_share(si, share)
+        def delete() -> bool:
+            deleted = self.store.delete_share(si, share)
             self.store.forget_manifest_if_unused(si)
+            return deleted
 
-        await self._run(delete)
+        terms = await self._run(self.terms.get, si, share) if self.trust is not None else None
+        if await self._run(delete) and terms is not None and meta.lease_expiry > time.time():
+            # The whole lease was used on the uploader's line when the share was placed, and its uploader stops
+            # paying once it deletes it: the rest is given back, or each file put and removed would eat its line
+            # for good until its puts here were refused.
+            self.trust.give_back(terms["uploader"], storage_given_back(
+                terms["bytes"], meta.lease_expiry - int(time.time()), terms["price"]))
 
     async def renew(self, si: bytes, share: int, sender: bytes, body: dict) -> dict:
         meta = await self.held_for(si, share, sender, "renew its lease")
