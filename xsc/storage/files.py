@@ -411,8 +411,16 @@ class StorageService:
     async def delete_everywhere(self, cap: Capability) -> dict[str, str]:
         """Remove a file: unlisted at once (durably), then its shares deleted on every holder that answers and
         here, and its deals ended; returns the nodes that did not answer."""
-        record = await in_pool(self.pool, self.store.begin_removal, cap.storage_index, int(time.time()))
-        return await self._finish_removal(record)
+        # A repair of the file under way finishes first: what it rebuilt is then in the placement and here, and is
+        # deleted with the rest (removed while it ran, it would publish or place a share of a file that is gone).
+        si = cap.storage_index
+        lock = self.repair_locks.setdefault(si, asyncio.Lock())
+        async with lock:
+            record = await in_pool(self.pool, self.store.begin_removal, si, int(time.time()))
+            left = await self._finish_removal(record)
+        if not lock.locked():
+            self.repair_locks.pop(si, None)
+        return left
 
     async def _finish_removal(self, record: dict) -> dict[str, str]:
         si = bytes.fromhex(record["storage_index"])
@@ -466,8 +474,12 @@ class StorageService:
         repaired at this node's expense: the shares it rebuilds are placed under deals of its own.
         One repair of a file at a time (an on-demand one and an automatic one must not both move a share):
         a second waits for the first, then finds what is left to do."""
+        mine = await self.stored(cap)
         lock = self.repair_locks.setdefault(cap.storage_index, asyncio.Lock())
         async with lock:
+            if mine and not await self.stored(cap):
+                raise NotFound("the file was removed while its repair waited",
+                               hint="`xsc store ls` lists the files this node uploaded")
             holders, names, fetched = await self.located(cap)
             moved: dict[int, tuple[str, int]] = {}
             result = await self.gateway.repair(cap, holders, names, relocate=self._relocator(cap, moved, fetched),
