@@ -33,6 +33,7 @@ from .core import layout, leases
 from .core.capability import Capability
 from .core.erasure import K, M
 from .deals import StorageDeal, StorageDeals
+from . import gateway_repair
 from .gateway import Gateway
 from .gateway_get import Plaintext
 from .gateway_put import Riding
@@ -432,7 +433,8 @@ class StorageService:
         return {names[s]: str(r) for s, r in zip(holders, results) if isinstance(r, BaseException)}
 
     def start(self) -> None:
-        """Finish the removals a crash cut short (begin_removal), in the background."""
+        """Finish the removals a crash cut short (begin_removal), and release the copies repairs cut short committed
+        and never placed (gateway_repair.release_strays), in the background."""
         self._finishing = asyncio.ensure_future(self._finish_removals())
 
     async def _finish_removals(self) -> None:
@@ -442,6 +444,7 @@ class StorageService:
                 log.info("finished removing file %s… (not deleted on %s)", record["storage_index"][:12], left or "-")
             except Exception:  # noqa: BLE001 - the next start tries again
                 log.exception("could not finish removing file %s…", record["storage_index"][:12])
+        await _release_strays(self)
 
     async def close(self) -> None:
         if self._finishing is not None:
@@ -480,6 +483,8 @@ class StorageService:
             if mine and not await self.stored(cap):
                 raise NotFound("the file was removed while its repair waited",
                                hint="`xsc store ls` lists the files this node uploaded")
+            # Copies an earlier repair of this file committed and never placed (it failed, or a crash cut it short).
+            await gateway_repair.release_strays(self.gateway, self.holder, cap.storage_index)
             holders, names, fetched = await self.located(cap)
             moved: dict[int, tuple[str, int]] = {}
             result = await self.gateway.repair(cap, holders, names, relocate=self._relocator(cap, moved, fetched),
@@ -581,6 +586,23 @@ class StorageService:
                 "shares": store.shares_held,
                 "gets": {"open": self.gateway.gets_open, "passed_on": self.gateway.passing_on,
                          "tag_failures": self.gateway.tag_failures}}
+
+
+async def _release_strays(service: StorageService) -> None:
+    """At start: the copies repairs cut short committed on other nodes and never placed (gateway_repair.release_strays),
+    each file's under its repair lock (an automatic repair of it may have begun: its note is its own)."""
+    for si, _, _ in await in_pool(service.pool, service.store.relocations):
+        lock = service.repair_locks.setdefault(si, asyncio.Lock())
+        try:
+            async with lock:
+                released = await gateway_repair.release_strays(service.gateway, service.holder, si)
+            if released:
+                log.info("released %d copies of shares of %s… a repair committed and never placed", released,
+                         si.hex()[:12])
+        except Exception:  # noqa: BLE001 - the next start, or the file's next repair, tries again
+            log.exception("could not release the copies a repair of %s… left unplaced", si.hex()[:12])
+        if not lock.locked():
+            service.repair_locks.pop(si, None)
 
 
 __all__ = ["LOCAL", "StorageService", "UnknownNode"]

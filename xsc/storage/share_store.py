@@ -29,7 +29,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -428,15 +428,41 @@ class ShareStore:
         return codec.loads(raw) if raw else None
 
     def set_placement(self, si: bytes, placement: list[str], batch: Any = None) -> None:
-        """Record where a file's shares are now (after a repair moved some); in `batch`, if given (its writer's)."""
+        """Record where a file's shares are now (after a repair moved some); in `batch`, if given (its writer's).
+        The repair's note of the shares it was committing elsewhere (`note_relocating`) goes with it."""
         record = self.file_record(si)
         if record is not None:
             record["placement"] = placement
-            if batch is None:
-                self.db.put(keys.file(si), codec.dumps(record), sync=True)
-            else:
-                batch.put(keys.file(si), codec.dumps(record))
             self.file_writes += 1
+        with self.db.write_batch(sync=True) if batch is None else nullcontext(batch) as writing:
+            if record is not None:
+                writing.put(keys.file(si), codec.dumps(record))
+            writing.delete(keys.relocating(si))
+
+    # --- repairs cut short -------------------------------------------------------------
+    def note_relocating(self, si: bytes, shares: dict[int, str], lease_expiry: int) -> None:
+        """A repair is about to commit these shares on these nodes (share -> node), leased until `lease_expiry`:
+        durably, so that copies a crash leaves there before the placement names them are found (`relocations`)."""
+        note = {"shares": {str(s): node for s, node in shares.items()}, "lease_expiry": lease_expiry}
+        self.db.put(keys.relocating(si), codec.dumps(note), sync=True)
+
+    def relocations(self) -> list[tuple[bytes, dict[int, str], int]]:
+        """The notes of repairs that did not write their placement: (storage index, {share: node}, lease)."""
+        out = []
+        for key, raw in self.db.iterator(prefix=keys.RELOCATIONS):
+            note = codec.loads(raw)
+            out.append((key[len(keys.RELOCATIONS):], {int(s): node for s, node in note["shares"].items()},
+                        note["lease_expiry"]))
+        return out
+
+    def placement_of(self, si: bytes) -> list[str] | None:
+        """Where this node's record (listed, or being removed) says a file's shares are; None without a record."""
+        raw = self.db.get(keys.file(si)) or self.db.get(keys.removing(si))
+        return codec.loads(raw).get("placement") if raw else None
+
+    def relocated(self, si: bytes) -> None:
+        """The note of a repair's commits is settled: every copy it names is placed or released."""
+        self.db.delete(keys.relocating(si), sync=True)
 
     def files(self) -> Iterator[dict]:
         for _, raw in self.db.iterator(prefix=keys.FILES):
