@@ -376,3 +376,38 @@ def test_a_holder_killed_past_the_threshold_has_its_share_rebuilt_on_another_nod
     assert rebuilt_on["node"] in ids and (rebuilt_on["node"] == ids[0] or rebuilt_on["node_up"] is True)
     assert peer_health(gateway, victim_id)["consecutive_failures"] >= 3
     assert gateway.xsc("store", "get", cap).stdout == data
+
+
+async def test_a_holder_of_one_share_among_thousands_is_audited_in_the_next_round(tmp_path: Path) -> None:
+    """A holder's pay waits for an audit of it, and it drops a share left unpaid for days: picked among all the
+    shares alike, the one holder of one share among 5,000 on another would wait weeks for its audit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xsc.config import AuditSection
+    from xsc.storage.audits import AuditService
+
+    class Store:
+        def files(self):
+            yield {"storage_index": "00" * 32, "placement": ["c"] + ["me"] * 5}
+            for n in range(1, 1000):
+                yield {"storage_index": f"{n:064x}", "placement": ["b"] * 5 + ["me"]}
+
+        def damaged(self, si: bytes) -> dict:
+            return {}
+
+    class Both(_Peers):
+        directory = {"b": object(), "c": object()}
+
+    audited: list[str] = []
+    with ThreadPoolExecutor(1) as pool:
+        audits = AuditService(config=AuditSection(blocks_per_round=4), probe_interval=10.0, me="me",
+                              gateway=SimpleNamespace(store=Store()), pool=pool, peers=Both(), holder_for=None,
+                              on_audit=None, repair=None)
+
+        async def audit_share(record: dict, share: int, node: str) -> bool:
+            audited.append(node)
+            return True
+
+        audits.audit_share = audit_share
+        await audits.audit_round()
+    assert sorted(set(audited)) == ["b", "c"] and len(audited) == 4

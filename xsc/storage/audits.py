@@ -1,9 +1,9 @@
 """Storage audits of the shares this node placed on other nodes, damage reports, automatic repair.
 
 Gateway side.  Every `audit.interval` seconds (varied by +-audit.jitter of itself) the node picks
-`audit.blocks_per_round` random shares it placed on other nodes, asks each holder for a random block
-with its Merkle path (`RemoteHolder.audit`) and checks it against the share root of the file's
-manifest (`check_audit`).  A verdict is kept with the holder's probe history
+`audit.blocks_per_round` shares it placed on other nodes (holders at random, then a share of each: `by_holder`),
+asks each holder for a random block with its Merkle path (`RemoteHolder.audit`) and checks it against the share
+root of the file's manifest (`check_audit`).  A verdict is kept with the holder's probe history
 (`HealthService.record_audit`, shown by `xsc health status`); a failed one also marks the share
 damaged in this node's records, so a repair rebuilds it elsewhere.
 
@@ -55,6 +55,20 @@ def remote_shares(records: Iterable[dict], me: str) -> list[tuple[dict, int, str
 def files_on(records: Iterable[dict], node: str) -> list[bytes]:
     """Storage indexes of the files with a share on that node."""
     return [bytes.fromhex(r["storage_index"]) for r in records if node in (r.get("placement") or [])]
+
+
+def by_holder(candidates: list[tuple[dict, int, str]], n: int) -> list[tuple[dict, int, str]]:
+    """Up to `n` of `candidates` (file record, share, node): a holder first, each at random, then one share of it at
+    random; more shares at random once every holder has one.  A holder's pay waits for an audit of it, and it drops
+    shares left unpaid (`storage.unpaid_grace`): among shares picked alike, one holding a few of many would wait
+    for days."""
+    on: dict[str, list[tuple[dict, int, str]]] = {}
+    for candidate in candidates:
+        on.setdefault(candidate[2], []).append(candidate)
+    picked = [random.choice(on[node]) for node in random.sample(sorted(on), min(n, len(on)))]
+    chosen = {(c[0]["storage_index"], c[1]) for c in picked}
+    rest = [c for c in candidates if (c[0]["storage_index"], c[1]) not in chosen]
+    return picked + random.sample(rest, min(n - len(picked), len(rest)))
 
 
 def is_verdict(err: PeerError) -> bool:
@@ -134,7 +148,7 @@ class AuditService:
         n = self.config.blocks_per_round
         again = [c for c in candidates if (c[0]["storage_index"], c[1]) in self._unanswered][:n]
         rest = [c for c in candidates if (c[0]["storage_index"], c[1]) not in self._unanswered]
-        picked = again + random.sample(rest, min(n - len(again), len(rest)))
+        picked = again + by_holder(rest, n - len(again))
         verdicts = await asyncio.gather(*(self.audit_share(*target) for target in picked))
         self.last_round = {"time": _now_iso(), "seconds": round(time.perf_counter() - start, 3),
                            "audited": len(picked), "ok": sum(v is True for v in verdicts),
