@@ -32,9 +32,10 @@ _UPLOAD = b"s/U/"  # + upload id -> staging record of an upload in progress (upp
 _FILE = b"s/f/"  # + storage index -> record of a file this node uploaded (gateway side)
 _REMOVING = b"s/r/"  # + storage index -> record of a file being removed: unlisted, its shares not all deleted yet
 _DAMAGE = b"s/d/"  # + storage index + share -> why a share is known damaged
-# + storage index -> {share: node} a repair is committing on other nodes (JSON): written before the commits, deleted
-# with the new placement; one left by a crash names copies no placement holds, released at the next start.
-_RELOCATING = b"s/p/"
+# + storage index -> copies of its shares on other nodes to delete unless a placement holds them (JSON: {"shares":
+# {share: node}, "lease_expiry"}): those a repair is committing (dropped with its new placement), those a removal
+# could not delete; released at each start and every `storage.gc_interval` (storage/gateway_repair.py release_strays).
+_STRAYS = b"s/p/"
 STORAGE_USED = b"s/c/used"  # exact count of block bytes held in published shares
 # Both kept while the file is listed or being removed; once it is gone and all its deals are settled to their end,
 # the next payment run drops them (storage/deals.py `_forget_settled`).
@@ -101,11 +102,11 @@ def removing(storage_index: bytes) -> bytes:
 REMOVALS = _REMOVING
 
 
-def relocating(storage_index: bytes) -> bytes:
-    return _RELOCATING + storage_index
+def strays(storage_index: bytes) -> bytes:
+    return _STRAYS + storage_index
 
 
-RELOCATIONS = _RELOCATING
+STRAYS = _STRAYS
 
 
 def damage(storage_index: bytes, share_number: int) -> bytes:

@@ -166,18 +166,18 @@ async def test_a_copy_a_repair_committed_and_never_placed_is_released_and_a_plac
     with pytest.raises(SystemExit):
         await gateway_repair.repair(gateway, cap, holders, list(NAMES), relocate=relocate, me="me", placed=killed)
     assert d.stored and not d.deleted  # committed there, and no placement names it
-    [(noted, shares, _)] = gateway.store.relocations()
+    [(noted, shares, _)] = gateway.store.strays()
     assert (noted, shares) == (si, {0: "d"})
 
     # Placed after all (the placement written, the note not yet dropped): kept, and the note goes.
     gateway.store.db.put(keys.file(si), codec.dumps({"storage_index": si.hex(), "placement": ["d"] + NAMES[1:]}))
     assert await gateway_repair.release_strays(gateway, {"d": d}.__getitem__, si) == 0
-    assert not d.deleted and gateway.store.relocations() == []
+    assert not d.deleted and gateway.store.strays() == []
     # Not placed: deleted there, and the note goes.
-    gateway.store.note_relocating(si, {0: "d"}, int(time.time()) + 3600)
+    gateway.store.note_strays(si, {0: "d"}, int(time.time()) + 3600)
     gateway.store.set_placement(si, list(NAMES), batch=None)
-    assert gateway.store.relocations() == []  # a placement written drops the note with it
-    gateway.store.note_relocating(si, {0: "d"}, int(time.time()) + 3600)
+    assert gateway.store.strays() == []  # a placement written drops the note with it
+    gateway.store.note_strays(si, {0: "d"}, int(time.time()) + 3600)
     gateway.store.db.put(keys.file(si), codec.dumps({"storage_index": si.hex(), "placement": list(NAMES)}))
     assert await gateway_repair.release_strays(gateway, {"d": d}.__getitem__, si) == 1
-    assert d.deleted and gateway.store.relocations() == []
+    assert d.deleted and gateway.store.strays() == []

@@ -27,7 +27,7 @@ from ..identity import Identity
 from ..ledger.service import LedgerService
 from ..market.dealing import Dealing
 from ..market.service import MarketService
-from ..tasks import in_pool
+from ..tasks import in_pool, periodic
 from . import quotes
 from .core import layout, leases
 from .core.capability import Capability
@@ -99,7 +99,7 @@ class StorageService:
     def __init__(self, *, gateway: Gateway, deals: StorageDeals, market: MarketService, dealing: Dealing,
                  ledger: LedgerService, payer: Identity, me: str, peers: Any | None, holder_for: Callable[..., Any],
                  pool: Executor, segment_size: int, lease_duration: int, terms: ProviderTerms | None = None,
-                 locator: Locator | None = None) -> None:
+                 locator: Locator | None = None, strays_interval: float = 600.0) -> None:
         self.gateway = gateway
         self.store = gateway.store
         self.deals = deals
@@ -115,6 +115,7 @@ class StorageService:
         self.lease_duration = lease_duration
         self.terms = terms  # each provider's terms for this node, and prepayment within ledger.auto_prepay
         self.locator = locator  # where the shares of a file this node did not place are (None: only here)
+        self.strays_interval = strays_interval  # seconds between attempts to delete the copies noted (note_strays)
         self.repair_locks: dict[bytes, asyncio.Lock] = {}  # storage index -> the lock of the repair running
         self._view: tuple[int, list[dict], dict[str, int]] | None = None  # files_view's reading, see there
         self._finishing: asyncio.Future | None = None  # start(): removals a crash cut short
@@ -427,14 +428,17 @@ class StorageService:
         si = bytes.fromhex(record["storage_index"])
         holders, names = self.holders_of(record)
         results = await asyncio.gather(*(h.delete(si, s) for s, h in holders.items()), return_exceptions=True)
+        left = {s: names[s] for s, r in zip(holders, results) if isinstance(r, BaseException)}
+        if left:  # asked again at each start and every storage.gc_interval until their lease ends (release_strays)
+            await in_pool(self.pool, self.store.note_strays, si, left,
+                          leases.latest(record, int(time.time())))
         await in_pool(self.pool, self.deals.removed, si, record["removed_at"])
         await in_pool(self.pool, self.store.delete_file, si)  # last: until then a restart finishes the removal
-        # A holder that is down keeps its share until its lease runs out (it cannot be reached to delete it).
         return {names[s]: str(r) for s, r in zip(holders, results) if isinstance(r, BaseException)}
 
     def start(self) -> None:
-        """Finish the removals a crash cut short (begin_removal), and release the copies repairs cut short committed
-        and never placed (gateway_repair.release_strays), in the background."""
+        """Finish the removals a crash cut short (begin_removal), and delete the copies of shares on other nodes that
+        no placement holds (gateway_repair.release_strays), in the background."""
         self._finishing = asyncio.ensure_future(self._finish_removals())
 
     async def _finish_removals(self) -> None:
@@ -445,6 +449,9 @@ class StorageService:
             except Exception:  # noqa: BLE001 - the next start tries again
                 log.exception("could not finish removing file %s…", record["storage_index"][:12])
         await _release_strays(self)
+
+    def loops(self) -> dict[str, Any]:
+        return {"storage-strays": periodic("storage-strays", self.strays_interval, lambda: _release_strays(self))}
 
     async def close(self) -> None:
         if self._finishing is not None:
@@ -589,18 +596,17 @@ class StorageService:
 
 
 async def _release_strays(service: StorageService) -> None:
-    """At start: the copies repairs cut short committed on other nodes and never placed (gateway_repair.release_strays),
-    each file's under its repair lock (an automatic repair of it may have begun: its note is its own)."""
-    for si, _, _ in await in_pool(service.pool, service.store.relocations):
+    """The copies of shares on other nodes noted to delete (gateway_repair.release_strays), each file's under its
+    repair lock (a repair of it may be under way: what it notes is its own)."""
+    for si, _, _ in await in_pool(service.pool, service.store.strays):
         lock = service.repair_locks.setdefault(si, asyncio.Lock())
         try:
             async with lock:
                 released = await gateway_repair.release_strays(service.gateway, service.holder, si)
             if released:
-                log.info("released %d copies of shares of %s… a repair committed and never placed", released,
-                         si.hex()[:12])
-        except Exception:  # noqa: BLE001 - the next start, or the file's next repair, tries again
-            log.exception("could not release the copies a repair of %s… left unplaced", si.hex()[:12])
+                log.info("deleted %d copies of shares of %s… that no placement holds", released, si.hex()[:12])
+        except Exception:  # noqa: BLE001 - the next round tries again
+            log.exception("could not delete the copies of shares of %s… that no placement holds", si.hex()[:12])
         if not lock.locked():
             service.repair_locks.pop(si, None)
 

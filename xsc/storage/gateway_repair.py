@@ -196,7 +196,7 @@ class _OneRepair:
                     raise IntegrityError(f"rebuilt share {s} does not match the manifest")
             encoded = manifest.encode()
             if self.moved:  # a kill from here until the placement is written leaves copies no placement names
-                await gateway.run(gateway.store.note_relocating, si, {s: r.node for s, r in self.moved.items()},
+                await gateway.run(gateway.store.note_strays, si, {s: r.node for s, r in self.moved.items()},
                                   lease)
             await gather_or_raise([r.commit(rebuilt[s], encoded) for s, r in self.moved.items()],
                                   [(r.node, s) for s, r in self.moved.items()])
@@ -252,13 +252,14 @@ class _OneRepair:
 
 
 async def release_strays(gateway: GatewayCore, holder_of: Callable[[str], Holder], si: bytes) -> int:
-    """Copies that repairs committed on other nodes and never placed (cut short between the commits and the new
-    placement: `note_relocating`): each one that its file's placement does not name is deleted there, unpaid as it
-    is; one the placement names is kept.  `si`: this file's only (the caller holds its repair lock).  A note whose
+    """Copies of a file's shares on other nodes noted to delete (`note_strays`): those repairs committed and never
+    placed (cut short between the commits and the new placement), those a removal could not delete.  Each one that
+    the file's placement does not name (a removed file has none) is deleted there, unpaid as it is; one the
+    placement names is kept.  `si`: this file's only (the caller holds its repair lock).  A note whose
     copies are all settled goes; one with a holder that cannot be reached now stays for the next time, until the
     copies' lease ends (the holder's lease GC drops them then).  Returns how many copies were deleted."""
     deleted = 0
-    for found, shares, lease_expiry in await gateway.run(gateway.store.relocations):
+    for found, shares, lease_expiry in await gateway.run(gateway.store.strays):
         if found != si:
             continue
         placement = await gateway.run(gateway.store.placement_of, found) or []
@@ -275,10 +276,10 @@ async def release_strays(gateway: GatewayCore, holder_of: Callable[[str], Holder
                 if isinstance(err, ShareNotFound) or err.details.get("peer_code") in _NOT_OURS:
                     continue  # never committed there, or taken back by the repair's undo
                 settled = False
-                log.info("share %d of %s… left by a repair stays on node %s… for now: %s", share, found.hex()[:12],
+                log.info("share %d of %s… to delete stays on node %s… for now: %s", share, found.hex()[:12],
                          node[:12], err)
         if settled:
-            await gateway.run(gateway.store.relocated, found)
+            await gateway.run(gateway.store.strays_settled, found)
     return deleted
 
 

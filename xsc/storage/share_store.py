@@ -429,7 +429,7 @@ class ShareStore:
 
     def set_placement(self, si: bytes, placement: list[str], batch: Any = None) -> None:
         """Record where a file's shares are now (after a repair moved some); in `batch`, if given (its writer's).
-        The repair's note of the shares it was committing elsewhere (`note_relocating`) goes with it."""
+        The repair's note of the shares it was committing elsewhere (`note_strays`) goes with it."""
         record = self.file_record(si)
         if record is not None:
             record["placement"] = placement
@@ -437,32 +437,37 @@ class ShareStore:
         with self.db.write_batch(sync=True) if batch is None else nullcontext(batch) as writing:
             if record is not None:
                 writing.put(keys.file(si), codec.dumps(record))
-            writing.delete(keys.relocating(si))
+            writing.delete(keys.strays(si))
 
-    # --- repairs cut short -------------------------------------------------------------
-    def note_relocating(self, si: bytes, shares: dict[int, str], lease_expiry: int) -> None:
-        """A repair is about to commit these shares on these nodes (share -> node), leased until `lease_expiry`:
-        durably, so that copies a crash leaves there before the placement names them are found (`relocations`)."""
-        note = {"shares": {str(s): node for s, node in shares.items()}, "lease_expiry": lease_expiry}
-        self.db.put(keys.relocating(si), codec.dumps(note), sync=True)
+    # --- copies on other nodes to delete -------------------------------------------------
+    def note_strays(self, si: bytes, shares: dict[int, str], lease_expiry: int) -> None:
+        """Copies of these shares on these nodes (share -> node), leased until `lease_expiry`, are to be deleted
+        there unless a placement holds them: those a repair is about to commit (a crash before its placement is
+        written leaves them under no deal), those a removal could not delete.  Durably, added to any noted before."""
+        with self._lock:
+            raw = self.db.get(keys.strays(si))
+            note = codec.loads(raw) if raw else {"shares": {}, "lease_expiry": 0}
+            note["shares"].update({str(s): node for s, node in shares.items()})
+            note["lease_expiry"] = max(note["lease_expiry"], lease_expiry)
+            self.db.put(keys.strays(si), codec.dumps(note), sync=True)
 
-    def relocations(self) -> list[tuple[bytes, dict[int, str], int]]:
-        """The notes of repairs that did not write their placement: (storage index, {share: node}, lease)."""
+    def strays(self) -> list[tuple[bytes, dict[int, str], int]]:
+        """The copies noted (`note_strays`): (storage index, {share: node}, their lease)."""
         out = []
-        for key, raw in self.db.iterator(prefix=keys.RELOCATIONS):
+        for key, raw in self.db.iterator(prefix=keys.STRAYS):
             note = codec.loads(raw)
-            out.append((key[len(keys.RELOCATIONS):], {int(s): node for s, node in note["shares"].items()},
+            out.append((key[len(keys.STRAYS):], {int(s): node for s, node in note["shares"].items()},
                         note["lease_expiry"]))
         return out
 
     def placement_of(self, si: bytes) -> list[str] | None:
-        """Where this node's record (listed, or being removed) says a file's shares are; None without a record."""
-        raw = self.db.get(keys.file(si)) or self.db.get(keys.removing(si))
+        """Where the record of a file this node lists says its shares are (None: no such file, or being removed)."""
+        raw = self.db.get(keys.file(si))
         return codec.loads(raw).get("placement") if raw else None
 
-    def relocated(self, si: bytes) -> None:
-        """The note of a repair's commits is settled: every copy it names is placed or released."""
-        self.db.delete(keys.relocating(si), sync=True)
+    def strays_settled(self, si: bytes) -> None:
+        """Every copy noted of `si` is placed or released."""
+        self.db.delete(keys.strays(si), sync=True)
 
     def files(self) -> Iterator[dict]:
         for _, raw in self.db.iterator(prefix=keys.FILES):
