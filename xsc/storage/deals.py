@@ -239,13 +239,14 @@ class StorageDeals:
                     also(batch)
         self._wrote(change)
 
-    def _forget_settled(self) -> int:
+    def _forget_settled(self, deals: list[StorageDeal]) -> int:
         """Drop the deals of every file that is gone from this node (removed, or its leases ended and collected) once
         each of them is settled to its end: nothing is left to pay or forfeit, and a deal kept would be read by
-        every payment run for good.  The deals that ended when a repair moved a share go with them.  Returns how
-        many files' deals were dropped."""
+        every payment run for good.  The deals that ended when a repair moved a share go with them.  `deals`: every
+        deal as the payment run left it (each file found settled there is read again before it goes).  Returns
+        how many files' deals were dropped."""
         by_file: dict[str, list[StorageDeal]] = {}
-        for d in self.all():
+        for d in deals:
             by_file.setdefault(d.si, []).append(d)
         gone = 0
         for si_hex, deals in by_file.items():
@@ -316,7 +317,8 @@ class StorageDeals:
         async with self._lock:
             changed: dict[tuple[str, int], StorageDeal] = {}
             due: list[tuple[StorageDeal, int]] = []
-            for deal in await in_pool(self.pool, self.all):
+            every_deal = await in_pool(self.pool, self.all)
+            for deal in every_deal:
                 if deal.paying is not None:
                     if not await self._settle_interrupted(deal, summary):
                         continue
@@ -335,7 +337,7 @@ class StorageDeals:
                     changed[deal.si, deal.share] = deal
             if changed:
                 await in_pool(self.pool, self._save_paid, list(changed.values()))
-            summary["forgotten"] = await in_pool(self.pool, self._forget_settled)
+            summary["forgotten"] = await in_pool(self.pool, self._forget_settled, every_deal)
         self.last_run = {"at": now, **summary}
         return summary
 
