@@ -525,12 +525,13 @@ class ShareHolder:
         meta = await self.held_for(si, share, sender, "renew its lease")
         # Up to the longest lease from now, with a day for the clocks of two nodes to differ.
         lease_expiry = json_int(body, "lease_expiry", maximum=int(time.time()) + leases.MAX_DURATION + 86400)
-        # The extension is taken on like an upload: within the uploader's trust line.
+        # The extension is taken on like an upload: within the uploader's trust line, for the time it adds from now
+        # on (the time a share spent expired is not sold again: what its uploader pays, `leases.extension_seconds`).
         terms = self.terms.get(si, share) if self.trust is not None else None
-        cost = price_storage(terms["bytes"], lease_expiry - meta.lease_expiry, terms["price"]) \
-            if terms is not None and lease_expiry > meta.lease_expiry else 0
+        adds = leases.extension_seconds(meta.lease_expiry, lease_expiry, int(time.time()))
+        cost = price_storage(terms["bytes"], adds, terms["price"]) if terms is not None and adds > 0 else 0
         if cost:
-            self.trust.reserve(terms["uploader"], cost, f"a lease extension of {lease_expiry - meta.lease_expiry} s")
+            self.trust.reserve(terms["uploader"], cost, f"a lease extension of {adds} s")
         try:
             done = await self._run(self.store.renew, si, lease_expiry, (share,))
         except BaseException:
@@ -543,7 +544,8 @@ class ShareHolder:
             raise ShareNotFound(f"this node holds no share {share} of {si.hex()[:16]}")
         previous, new = done[share]
         if cost:
-            used = price_storage(terms["bytes"], max(0, new - previous), terms["price"])
+            used = price_storage(terms["bytes"], leases.extension_seconds(previous, new, int(time.time())),
+                                 terms["price"])
             self.trust.use(terms["uploader"], min(used, cost), reserved=cost)
         if new != previous:
             log.info("lease of share %d of %s renewed to %d (was %d)", share, si.hex()[:16], new, previous)
