@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 RECEIPT_SLACK = 300  # seconds a payment period may run past the lease (clock skew between nodes)
 MAX_PRICE = 10**12  # micro-credits per GiB-hour: a million credits, far above any real bid
+VERDICT_WAIT = 86400  # seconds a deal over waits for an audit of its holder before its last verdict decides
 
 
 @dataclass
@@ -292,8 +293,11 @@ class StorageDeals:
         marks["ok" if ok else "failed"] = at
         self.db.put(keys.holder_audit(parse_public_id(node)), codec.dumps(marks))
 
-    def verdict(self, deal: StorageDeal) -> bool | None:
-        """Has the holder earned the period since `paid_until`?  True pay, False forfeit, None wait."""
+    def verdict(self, deal: StorageDeal, now: int) -> bool | None:
+        """Has the holder earned the period since `paid_until`?  True pay, False forfeit, None wait.  A deal over
+        (its file removed, or its lease ended) waits VERDICT_WAIT for an audit of its holder, then its holder's last
+        verdict before decides (none: forfeited): nothing of it is audited any more, and a holder with no other
+        share of this node's would be audited never again, its deal never settled and its promise kept for good."""
         if deal.node == self.me:
             return deal.share not in self.store.damaged(bytes.fromhex(deal.si))
         if not self.audits_on:
@@ -303,6 +307,8 @@ class StorageDeals:
             return False
         if marks.get("ok", -1) >= deal.paid_until:
             return True
+        if now >= deal.end + VERDICT_WAIT:
+            return marks.get("ok", -1) > marks.get("failed", -1)
         return None
 
     # --- payments ----------------------------------------------------------------------------
@@ -324,7 +330,7 @@ class StorageDeals:
                         continue
                     changed[deal.si, deal.share] = deal
                 paid_until = deal.paid_until
-                amount = self._owed(deal, min(now, deal.end), summary)
+                amount = self._owed(deal, min(now, deal.end), now, summary)
                 if amount is not None:
                     due.append((deal, amount))
                 elif deal.paid_until != paid_until:
@@ -341,12 +347,12 @@ class StorageDeals:
         self.last_run = {"at": now, **summary}
         return summary
 
-    def _owed(self, deal: StorageDeal, until: int, summary: dict) -> int | None:
+    def _owed(self, deal: StorageDeal, until: int, now: int, summary: dict) -> int | None:
         """What `deal` earned up to `until`, its payment noted in `deal.paying`; None if nothing is to be sent (not
         due, its audits not yet decided, or forfeited: then `paid_until` moves on unpaid)."""
         if until <= deal.paid_until:
             return None
-        verdict = self.verdict(deal)
+        verdict = self.verdict(deal, now)
         if verdict is None:
             summary["waiting"] += 1
             return None
@@ -354,8 +360,8 @@ class StorageDeals:
             deal.forfeited += until - deal.paid_until
             deal.paid_until = until
             summary["forfeited"] += 1
-            log.warning("not paying %s for share %d of %s: it failed an audit", deal.node[:12], deal.share,
-                        deal.si[:16])
+            log.warning("not paying %s for share %d of %s: it failed an audit, or passed none since it was last paid "
+                        "and its deal is over", deal.node[:12], deal.share, deal.si[:16])
             return None
         deal.paying = {"to": until, "job": f"store:{deal.si}:{deal.share}:{deal.paid_until}:{until}"}
         return deal.cost(until - deal.paid_until)
