@@ -173,10 +173,13 @@ async def test_a_copy_a_repair_committed_and_never_placed_is_released_and_a_plac
     gateway.store.db.put(keys.file(si), codec.dumps({"storage_index": si.hex(), "placement": ["d"] + NAMES[1:]}))
     assert await gateway_repair.release_strays(gateway, {"d": d}.__getitem__, si) == 0
     assert not d.deleted and gateway.store.strays() == []
+    # A placement written drops from the note the copies it holds, and only those.
+    gateway.store.note_strays(si, {0: "d", 1: "e"}, int(time.time()) + 3600)
+    gateway.store.set_placement(si, ["d"] + NAMES[1:])
+    assert [shares for _, shares, _ in gateway.store.strays()] == [{1: "e"}]
+    gateway.store.set_placement(si, ["d", "e"] + NAMES[2:])
+    assert gateway.store.strays() == []
     # Not placed: deleted there, and the note goes.
-    gateway.store.note_strays(si, {0: "d"}, int(time.time()) + 3600)
-    gateway.store.set_placement(si, list(NAMES), batch=None)
-    assert gateway.store.strays() == []  # a placement written drops the note with it
     gateway.store.note_strays(si, {0: "d"}, int(time.time()) + 3600)
     gateway.store.db.put(keys.file(si), codec.dumps({"storage_index": si.hex(), "placement": list(NAMES)}))
     assert await gateway_repair.release_strays(gateway, {"d": d}.__getitem__, si) == 1

@@ -429,15 +429,23 @@ class ShareStore:
 
     def set_placement(self, si: bytes, placement: list[str], batch: Any = None) -> None:
         """Record where a file's shares are now (after a repair moved some); in `batch`, if given (its writer's).
-        The repair's note of the shares it was committing elsewhere (`note_strays`) goes with it."""
+        The copies noted to delete (`note_strays`) that it holds are noted no more, with it."""
         record = self.file_record(si)
         if record is not None:
             record["placement"] = placement
             self.file_writes += 1
+        raw = self.db.get(keys.strays(si))
+        note = codec.loads(raw) if raw else None
         with self.db.write_batch(sync=True) if batch is None else nullcontext(batch) as writing:
             if record is not None:
                 writing.put(keys.file(si), codec.dumps(record))
-            writing.delete(keys.strays(si))
+            if note is not None:
+                left = {s: node for s, node in note["shares"].items()
+                        if not (int(s) < len(placement) and placement[int(s)] == node)}
+                if left:
+                    writing.put(keys.strays(si), codec.dumps({**note, "shares": left}))
+                else:
+                    writing.delete(keys.strays(si))
 
     # --- copies on other nodes to delete -------------------------------------------------
     def note_strays(self, si: bytes, shares: dict[int, str], lease_expiry: int) -> None:
