@@ -184,3 +184,7 @@ async def test_a_copy_a_repair_committed_and_never_placed_is_released_and_a_plac
     gateway.store.db.put(keys.file(si), codec.dumps({"storage_index": si.hex(), "placement": list(NAMES)}))
     assert await gateway_repair.release_strays(gateway, {"d": d}.__getitem__, si) == 1
     assert d.deleted and gateway.store.strays() == []
+    # Their lease over, the copies are their holder's lease GC's: none is asked for, and the note goes.
+    gateway.store.note_strays(si, {0: "gone"}, int(time.time()) - 1)
+    assert await gateway_repair.release_strays(gateway, {}.__getitem__, si) == 0
+    assert gateway.store.strays() == []

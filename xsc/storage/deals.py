@@ -250,9 +250,9 @@ class StorageDeals:
         for d in deals:
             by_file.setdefault(d.si, []).append(d)
         gone = 0
-        for si_hex, deals in by_file.items():
+        for si_hex, its_deals in by_file.items():
             si = bytes.fromhex(si_hex)
-            if any(d.paid_until < d.end or d.paying is not None for d in deals) or self.store.known_file(si):
+            if any(d.paid_until < d.end or d.paying is not None for d in its_deals) or self.store.known_file(si):
                 continue
             with self._records:
                 if any(d.paid_until < d.end or d.paying is not None for d in self.of_file(si)):

@@ -264,9 +264,8 @@ async def release_strays(gateway: GatewayCore, holder_of: Callable[[str], Holder
             continue
         placement = await gateway.run(gateway.store.placement_of, found) or []
         settled = True
-        for share, node in shares.items():
-            if lease_expiry < time.time():
-                break  # the holder's lease GC drops it (on a node never reached again, too)
+        # Once their lease ended, the holders' lease GC drops them (on a node never reached again, too).
+        for share, node in shares.items() if lease_expiry >= time.time() else ():
             if share < len(placement) and placement[share] == node:
                 continue  # placed after all: the placement and its deal hold it
             try:
