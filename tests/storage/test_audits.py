@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -411,3 +412,47 @@ async def test_a_holder_of_one_share_among_thousands_is_audited_in_the_next_roun
         audits.audit_share = audit_share
         await audits.audit_round()
     assert sorted(set(audited)) == ["b", "c"] and len(audited) == 4
+
+
+async def test_a_share_whose_lease_ended_is_neither_audited_nor_repaired(tmp_path: Path) -> None:
+    """Once a file's lease ended its holders drop its shares (after a grace of their own choosing): an audit of one
+    would find it gone and blame an honest holder, and a repair would place again what nobody renewed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xsc.config import AuditSection
+    from xsc.storage.audits import AuditService
+
+    now = int(time.time())
+    ended = {"storage_index": "00" * 32, "capability": "unused", "placement": ["b"] * 6, "leases": [now - 60] * 6}
+    live = {"storage_index": "11" * 32, "capability": "unused", "placement": ["b"] * 6,
+            "leases": [now - 60] * 3 + [now + 86400] * 3}  # shares 3 to 5 renewed, 0 to 2 not
+
+    class Store:
+        def files(self):
+            return iter([ended, live])
+
+        def file_record(self, si: bytes) -> dict:
+            return ended if si == bytes(32) else live
+
+        def damaged(self, si: bytes) -> dict:
+            return {}
+
+    audited: list[tuple[str, int]] = []
+    repaired: list[object] = []
+    with ThreadPoolExecutor(1) as pool:
+        async def repair(cap):
+            repaired.append(cap)
+            return {}
+
+        audits = AuditService(config=AuditSection(blocks_per_round=6), probe_interval=10.0, me="me",
+                              gateway=SimpleNamespace(store=Store()), pool=pool, peers=_Peers(), holder_for=None,
+                              on_audit=None, repair=repair)
+
+        async def audit_share(record: dict, share: int, node: str) -> bool:
+            audited.append((record["storage_index"], share))
+            return True
+
+        audits.audit_share = audit_share
+        await audits.audit_round()
+        assert sorted(audited) == [("11" * 32, s) for s in (3, 4, 5)]
+        assert await audits.repair_one(bytes(32)) is None and repaired == []

@@ -31,6 +31,7 @@ from ..config import AuditSection
 from ..errors import (Forbidden, InvalidArgument, NotFound, PeerError, PeerNotFound, PeerRefused, PeerUnreachable,
                       XscError)
 from ..tasks import in_pool, periodic
+from .core import leases
 from .core.capability import Capability
 from .files import LOCAL
 from .gateway import Gateway
@@ -136,7 +137,11 @@ class AuditService:
         # passing block of it must not hide the failure from the holder's health).
         damaged = await self._run(lambda: {(r["storage_index"], s) for r in records
                                            for s in self.gateway.store.damaged(bytes.fromhex(r["storage_index"]))})
-        placed = remote_shares(records, self.me)
+        # A share whose lease ended is its holder's to drop (after its grace, which is the holder's to choose): an
+        # audit of it would blame an honest holder, and a repair would place again what nobody renewed.
+        now = int(time.time())
+        placed = [(record, share, node) for record, share, node in remote_shares(records, self.me)
+                  if share in leases.live_shares(record, now)]
         candidates = [] if peers is None else [
             (record, share, node) for record, share, node in placed
             if peers.directory.get(node) is not None and peers.availability(node).up is not False
@@ -314,9 +319,9 @@ class AuditService:
 
     async def repair_one(self, si: bytes) -> dict | None:
         record = await self._run(self.gateway.store.file_record, si)
-        if record is None:
+        if record is None or leases.file_expired(record, int(time.time())):
             self._retry.pop(si, None)
-            return None  # removed meanwhile
+            return None  # removed meanwhile, or every lease of it ended: nothing to keep whole
         entry: dict[str, Any] = {"time": _now_iso(), "storage_index": si.hex(), "name": record.get("name", "")}
         self.repairing = si.hex()
         try:
