@@ -125,7 +125,9 @@ class StorageSection(_Section):
     segment_size: int = MiB
     lease_duration: int = 30 * 86400  # seconds
     remote_timeout: float = 5.0  # seconds a share holder may take to answer a read before a get uses other shares
-    gc_interval: float = 600.0  # seconds between garbage collections of shares whose lease ended
+    # seconds between garbage collections of shares whose lease ended, and between attempts to delete on other
+    # nodes the copies of shares no placement holds (a removal's unreached holders, a repair cut short)
+    gc_interval: float = 600.0
     gc_grace: int = 86400  # seconds a share is kept after its lease ended (a late renewal still finds it)
     gc_rate: int = 10_000  # blocks deleted per second at most by the garbage collection
     unpaid_grace: int = 3 * 86400  # seconds a share another node placed here may go unpaid before it is deleted

@@ -32,7 +32,13 @@ _UPLOAD = b"s/U/"  # + upload id -> staging record of an upload in progress (upp
 _FILE = b"s/f/"  # + storage index -> record of a file this node uploaded (gateway side)
 _REMOVING = b"s/r/"  # + storage index -> record of a file being removed: unlisted, its shares not all deleted yet
 _DAMAGE = b"s/d/"  # + storage index + share -> why a share is known damaged
+# + storage index -> copies of its shares on other nodes to delete unless a placement holds them (JSON: {"shares":
+# {share: node}, "lease_expiry"}): those a repair is committing (dropped as its new placement holds them), those a
+# removal could not delete; released at each start and every `storage.gc_interval` (gateway_repair.release_strays).
+_STRAYS = b"s/p/"
 STORAGE_USED = b"s/c/used"  # exact count of block bytes held in published shares
+# Both kept while the file is listed or being removed; once it is gone and all its deals are settled to their end,
+# the next payment run drops them (storage/deals.py `_forget_settled`).
 STORAGE_DEALS = b"s/deals/"  # + storage index (32) + share (1) -> the storage deal of a share this node placed (JSON)
 STORAGE_ENDED = b"s/ended/"  # + storage index + share + when (8) -> a deal that ended when its share moved (JSON)
 HOLDER_AUDITS = b"s/audits/"  # + node public key -> when that holder last passed and last failed an audit (JSON)
@@ -94,6 +100,13 @@ def removing(storage_index: bytes) -> bytes:
 
 
 REMOVALS = _REMOVING
+
+
+def strays(storage_index: bytes) -> bytes:
+    return _STRAYS + storage_index
+
+
+STRAYS = _STRAYS
 
 
 def damage(storage_index: bytes, share_number: int) -> bytes:

@@ -12,6 +12,7 @@ from xsc.storage import Capability
 from xsc.storage.core import erasure
 
 from tests.support.peers import offering_pair
+from tests.support.waiting import eventually
 
 NARROW = {"COLUMNS": "80"}
 
@@ -58,7 +59,8 @@ def test_rm_names_a_holder_it_did_not_reach_and_what_becomes_of_its_shares(threa
     assert removed.exit_code == 0 and removed.stdout.strip() == f"removed {cap}", removed.output
     said = " ".join(removed.stderr.split())
     assert said.startswith(f"node {b_id} was not reached (") and said.endswith(
-        "it keeps its shares of the file until their lease ends or they go unpaid (nothing more is paid for them)"), said
+        "its shares of the file are deleted once it answers (asked at each start of this node and every "
+        "storage.gc_interval); nothing more is paid for them"), said
 
 
 def test_check_verify_and_repair_of_shares_on_a_node_that_is_down_fit_80_columns_and_name_it(thread_node,
@@ -85,3 +87,24 @@ def test_check_verify_and_repair_of_shares_on_a_node_that_is_down_fit_80_columns
     assert "xsc store repair" in said and "xsc health status" in said
     assert a.xsc("store", "check", cap, "--json").exit_code == 1  # nothing of the file's record was changed
     assert json.loads(a.xsc("store", "check", cap, "--json").stdout)["shares"][on_b[0]]["node"] == b_id
+
+
+def test_the_shares_rm_could_not_delete_are_deleted_once_their_holder_is_back(thread_node, tmp_path) -> None:
+    """A removal asks again, at each start and every storage.gc_interval, the holders it did not reach: a holder back
+    up drops the shares and gives back on its line the lease it will not hold."""
+    a, b, b_id = offering_pair(thread_node)
+    a_id = json.loads(a.xsc("node", "status", "--json").stdout)["id"]
+    (tmp_path / "f").write_bytes(os.urandom(70_000))
+    put = json.loads(a.xsc("store", "put", str(tmp_path / "f"), "--avoid", a_id, "--json").stdout)
+    assert b_id in put["placement"], put.get("kept_home")
+    b.stop()
+    assert a.xsc("store", "rm", put["capability"]).exit_code == 0
+    b.start()
+    held = b.app[NODE].store
+    assert held.shares_held > 0  # kept while nobody asked
+    used = b.app[NODE].trust.line(a_id)["used"]
+    a.stop()
+    a.start()  # its start asks again
+    eventually(lambda: held.shares_held == 0, "the shares deleted on the holder back up", timeout=20)
+    assert b.app[NODE].trust.line(a_id)["used"] < used
+    eventually(lambda: a.app[NODE].store.strays() == [], "the note of the copies to delete dropped")

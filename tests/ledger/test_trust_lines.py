@@ -5,6 +5,7 @@ a recognised peer gets its credit line (docs/security.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
@@ -13,6 +14,7 @@ import aiohttp
 import plyvel
 import pytest
 
+from xsc import keys
 from xsc.compute.paid import compile_price
 from xsc.errors import PeerRefused, PrepaymentRequired
 from xsc.identity import Identity, parse_public_id
@@ -24,7 +26,7 @@ from xsc.storage.holder_client import RemoteHolder
 from xsc.node.appkeys import NODE
 
 from tests.support.compute import wasm
-from tests.support.shares import DEAL_PRICE, EncodedFile, place, refused
+from tests.support.shares import DEAL_PRICE, SHARE, EncodedFile, place, refused
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600},
          "audit": {"blocks_per_round": 0}}
@@ -368,3 +370,56 @@ async def test_a_stop_between_a_settlement_and_its_trust_line_is_counted_at_the_
     finally:
         await ledger.close()
         db.close()
+
+
+async def test_a_share_deleted_by_its_uploader_gives_back_the_rest_of_its_lease_on_the_line(node_factory) -> None:
+    """A gateway that removes a file stops paying for its shares: the holder gives back on its line the part of the
+    lease it had set aside and will not hold, or every file put and removed would eat the line until its puts were
+    refused (402) though it owes nothing."""
+    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0})
+    a = await node_factory("a", **QUIET)
+    b_id, a_id = b.app[NODE].peers.identity.id, a.app[NODE].peers.identity.id
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    holder = RemoteHolder(a.app[NODE].peers.client, b_id, b.app[NODE].peers.url, DEAL_PRICE)
+    first, second = EncodedFile(5000), EncodedFile(5000)
+    seconds = 3650 * 86400  # a long lease: its price is many micro-credits
+    cost = price_storage(first.share_bytes, seconds, DEAL_PRICE)
+    response = await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "1", "credit": cost + cost // 2})
+    assert response.status == 200, await response.text()
+
+    async def place_for_long(f: EncodedFile) -> None:
+        upload = await holder.begin(f.si, SHARE, f.size, f.segment_size, int(time.time()) + seconds)
+        await holder.put_segments(upload, 0, f.blocks[SHARE])
+        await holder.commit(upload, f.hashes[SHARE], f.manifest.encode())
+
+    await place_for_long(first)
+    assert b.app[NODE].trust.line(a_id)["used"] >= cost
+    with pytest.raises(PeerRefused) as err:
+        await place_for_long(second)
+    refused(err, 402, "prepayment-required")
+    await holder.delete(first.si, SHARE)
+    # What was held (seconds of it) stays used; the rest of the lease is given back.
+    assert b.app[NODE].trust.line(a_id)["used"] < cost // 100
+    await place_for_long(second)
+    assert b.app[NODE].gateway.store.shares_held == 1
+
+
+async def test_a_lease_renewed_after_it_ended_is_charged_on_the_line_from_now_not_from_its_end(node_factory) -> None:
+    """What a renewal adds is counted from now: the time a share spent expired is not sold again (its uploader pays
+    `max(0, new - max(previous, now))`), so it must not be used on the uploader's line either."""
+    b = await node_factory("b", **QUIET, ledger={"stranger_credit": 0})
+    a = await node_factory("a", **QUIET)
+    b_id, a_id = b.app[NODE].peers.identity.id, a.app[NODE].peers.identity.id
+    await a.app[NODE].peers.add(b.app[NODE].peers.url)
+    holder = RemoteHolder(a.app[NODE].peers.client, b_id, b.app[NODE].peers.url, DEAL_PRICE)
+    f = EncodedFile(5000)
+    assert (await b.post("/v1/market/recognize", json={"peer": a_id, "weight": "1", "credit": 10**9})).status == 200
+    await place(holder, f)
+    store = b.app[NODE].gateway.store
+    meta = store.share_meta(f.si, SHARE)
+    ended = int(time.time()) - 1000 * 86400  # its lease ended long ago (its holder's GC has not run yet)
+    store.db.put(keys.share(f.si, SHARE), dataclasses.replace(meta, lease_expiry=ended).encode())
+    used = b.app[NODE].trust.line(a_id)["used"]
+    await holder.renew(f.si, SHARE, int(time.time()) + 86400)
+    added = b.app[NODE].trust.line(a_id)["used"] - used
+    assert added <= price_storage(f.share_bytes, 86400 + 5, DEAL_PRICE), added  # a day, not a thousand and one

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -376,3 +377,82 @@ def test_a_holder_killed_past_the_threshold_has_its_share_rebuilt_on_another_nod
     assert rebuilt_on["node"] in ids and (rebuilt_on["node"] == ids[0] or rebuilt_on["node_up"] is True)
     assert peer_health(gateway, victim_id)["consecutive_failures"] >= 3
     assert gateway.xsc("store", "get", cap).stdout == data
+
+
+async def test_a_holder_of_one_share_among_thousands_is_audited_in_the_next_round(tmp_path: Path) -> None:
+    """A holder's pay waits for an audit of it, and it drops a share left unpaid for days: picked among all the
+    shares alike, the one holder of one share among 5,000 on another would wait weeks for its audit."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xsc.config import AuditSection
+    from xsc.storage.audits import AuditService
+
+    class Store:
+        def files(self):
+            yield {"storage_index": "00" * 32, "placement": ["c"] + ["me"] * 5}
+            for n in range(1, 1000):
+                yield {"storage_index": f"{n:064x}", "placement": ["b"] * 5 + ["me"]}
+
+        def damaged(self, si: bytes) -> dict:
+            return {}
+
+    class Both(_Peers):
+        directory = {"b": object(), "c": object()}
+
+    audited: list[str] = []
+    with ThreadPoolExecutor(1) as pool:
+        audits = AuditService(config=AuditSection(blocks_per_round=4), probe_interval=10.0, me="me",
+                              gateway=SimpleNamespace(store=Store()), pool=pool, peers=Both(), holder_for=None,
+                              on_audit=None, repair=None)
+
+        async def audit_share(record: dict, share: int, node: str) -> bool:
+            audited.append(node)
+            return True
+
+        audits.audit_share = audit_share
+        await audits.audit_round()
+    assert sorted(set(audited)) == ["b", "c"] and len(audited) == 4
+
+
+async def test_a_share_whose_lease_ended_is_neither_audited_nor_repaired(tmp_path: Path) -> None:
+    """Once a file's lease ended its holders drop its shares (after a grace of their own choosing): an audit of one
+    would find it gone and blame an honest holder, and a repair would place again what nobody renewed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xsc.config import AuditSection
+    from xsc.storage.audits import AuditService
+
+    now = int(time.time())
+    ended = {"storage_index": "00" * 32, "capability": "unused", "placement": ["b"] * 6, "leases": [now - 60] * 6}
+    live = {"storage_index": "11" * 32, "capability": "unused", "placement": ["b"] * 6,
+            "leases": [now - 60] * 3 + [now + 86400] * 3}  # shares 3 to 5 renewed, 0 to 2 not
+
+    class Store:
+        def files(self):
+            return iter([ended, live])
+
+        def file_record(self, si: bytes) -> dict:
+            return ended if si == bytes(32) else live
+
+        def damaged(self, si: bytes) -> dict:
+            return {}
+
+    audited: list[tuple[str, int]] = []
+    repaired: list[object] = []
+    with ThreadPoolExecutor(1) as pool:
+        async def repair(cap):
+            repaired.append(cap)
+            return {}
+
+        audits = AuditService(config=AuditSection(blocks_per_round=6), probe_interval=10.0, me="me",
+                              gateway=SimpleNamespace(store=Store()), pool=pool, peers=_Peers(), holder_for=None,
+                              on_audit=None, repair=repair)
+
+        async def audit_share(record: dict, share: int, node: str) -> bool:
+            audited.append((record["storage_index"], share))
+            return True
+
+        audits.audit_share = audit_share
+        await audits.audit_round()
+        assert sorted(audited) == [("11" * 32, s) for s in (3, 4, 5)]
+        assert await audits.repair_one(bytes(32)) is None and repaired == []

@@ -10,8 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import plyvel
 import pytest
 
+from xsc import codec, keys
 from xsc.errors import PeerUnreachable
-from xsc.storage.deals import StorageDeals
+from xsc.storage.deals import VERDICT_WAIT, StorageDeals
 from xsc.storage.share_store import ShareStore
 
 SI = bytes(range(32))
@@ -203,3 +204,54 @@ async def test_a_node_started_on_stored_deals_knows_what_they_promise_before_a_p
     assert restarted.recent_outstanding() is None
     restarted.start()
     assert restarted.recent_outstanding() == restarted.outstanding(now) > 0
+
+
+async def test_the_deals_of_a_removed_file_are_forgotten_once_settled_and_those_of_a_listed_one_kept(deals) -> None:
+    """A removed file's deals are paid up to the removal, then dropped: kept, every payment run would read them for
+    good.  Those of a file still listed stay (its history of moved shares too)."""
+    make, ledger = deals
+    service = make()
+    kept = bytes(reversed(range(32)))
+    service.store.db.put(keys.file(kept), codec.dumps({"storage_index": kept.hex()}))
+    for si in (SI, kept):
+        service.record(si, [HOLDER] * 6, 1024**3, {s: 1000 for s in range(6)}, 0, 7200)
+        service.moved(si, {0: ("c" * 52, None)}, 600)
+    service.removed(SI, 1800)
+    summary = await service.pay_due(3600)
+    assert make().of_file(SI) == [] and make().ended_deals(SI) == []
+    assert summary["payments"] == 12 and summary["forgotten"] == 1
+    assert len(make().of_file(kept)) == 6 and len(make().ended_deals(kept)) == 1
+    assert service.outstanding() == service.outstanding(3600) > 0
+    # The listed file's deals run to their lease end: settled then, yet kept while the file is listed.
+    assert (await service.pay_due(7200))["forgotten"] == 0 and len(make().of_file(kept)) == 6
+
+
+async def test_the_last_period_of_a_removed_file_is_decided_when_its_holder_is_audited_no_more(deals) -> None:
+    """A holder is paid for a period once an audit of it passed since; a removed file's shares are audited no more,
+    and a holder with no other share of this node's would wait for good, its deal never settled and its promise
+    held against every put.  After VERDICT_WAIT its last verdict decides."""
+    make, ledger = deals
+    service = make()
+    service.audits_on = True
+    service.record(SI, [HOLDER], 1024**3, {0: 1000}, 0, 7200)
+    service.note_audit(HOLDER, True, at=10)
+    assert (await service.pay_due(3600))["payments"] == 1
+    service.removed(SI, 5400)
+    assert (await service.pay_due(6000))["waiting"] == 1  # an audit of the holder may still come
+    await service.pay_due(5400 + VERDICT_WAIT)
+    assert make().of_file(SI) == [] and service.outstanding() == 0  # paid to the removal, then forgotten
+    assert sorted(ledger.paid) == [f"store:{SI.hex()}:0:0:3600", f"store:{SI.hex()}:0:3600:5400"]
+
+
+async def test_a_holder_whose_last_audit_failed_forfeits_the_last_period_of_a_removed_file(deals) -> None:
+    make, ledger = deals
+    service = make()
+    service.audits_on = True
+    service.record(SI, [HOLDER], 1024**3, {0: 1000}, 0, 7200)
+    service.note_audit(HOLDER, True, at=10)
+    await service.pay_due(3600)
+    service.note_audit(HOLDER, False, at=3000)  # failed before the last payment: the next period is not decided by it
+    service.removed(SI, 5400)
+    assert (await service.pay_due(6000))["waiting"] == 1
+    assert (await service.pay_due(5400 + VERDICT_WAIT))["forfeited"] == 1
+    assert make().of_file(SI) == [] and len(ledger.paid) == 1

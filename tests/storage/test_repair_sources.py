@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import io
 import os
+import time
 
 import pytest
 
+from xsc import codec, keys
 from xsc.errors import NotEnoughShares
-from xsc.storage import gateway_get, gateway_put, gateway_repair
+from xsc.storage import gateway_get, gateway_put, gateway_repair, remote
 from xsc.storage.core import erasure
 
 from tests.support.shares import Holding, gateway_core
@@ -140,3 +142,49 @@ async def test_a_mark_left_on_a_share_that_moved_since_holds_no_more(stored) -> 
     # On the node it was found on, a mark still holds.
     assert gateway.store.damage_marks(si) == {0: ("bad or missing blocks in segments [0]", "b")}
     assert [r.status for r in await gateway_repair.check(gateway, cap, holders, list(NAMES))][0] == "corrupt"
+
+
+async def test_a_copy_a_repair_committed_and_never_placed_is_released_and_a_placed_one_kept(stored, monkeypatch) -> None:
+    """A repair killed after its new holder committed the share and before the placement was written left that copy
+    under no deal, unpaid: its note names it, and the next start (or repair of the file) deletes it there, unless
+    the placement holds it after all."""
+    gateway, holders, data, cap = stored
+    si = cap.storage_index
+    holders[0].stored = []  # share 0 lost on its holder: the repair moves it to `d`
+    d = Holding()
+
+    async def relocate(share, used, failed):
+        return "d", d
+
+    def killed(si, before, after):
+        raise SystemExit("killed")  # kill -9 between the commits and the placement: nothing is undone
+
+    async def no_undo(self) -> None:
+        pass
+
+    monkeypatch.setattr(remote.RemoteShareWriter, "undo", no_undo)
+    with pytest.raises(SystemExit):
+        await gateway_repair.repair(gateway, cap, holders, list(NAMES), relocate=relocate, me="me", placed=killed)
+    assert d.stored and not d.deleted  # committed there, and no placement names it
+    [(noted, shares, _)] = gateway.store.strays()
+    assert (noted, shares) == (si, {0: "d"})
+
+    # Placed after all (the placement written, the note not yet dropped): kept, and the note goes.
+    gateway.store.db.put(keys.file(si), codec.dumps({"storage_index": si.hex(), "placement": ["d"] + NAMES[1:]}))
+    assert await gateway_repair.release_strays(gateway, {"d": d}.__getitem__, si) == 0
+    assert not d.deleted and gateway.store.strays() == []
+    # A placement written drops from the note the copies it holds, and only those.
+    gateway.store.note_strays(si, {0: "d", 1: "e"}, int(time.time()) + 3600)
+    gateway.store.set_placement(si, ["d"] + NAMES[1:])
+    assert [shares for _, shares, _ in gateway.store.strays()] == [{1: "e"}]
+    gateway.store.set_placement(si, ["d", "e"] + NAMES[2:])
+    assert gateway.store.strays() == []
+    # Not placed: deleted there, and the note goes.
+    gateway.store.note_strays(si, {0: "d"}, int(time.time()) + 3600)
+    gateway.store.db.put(keys.file(si), codec.dumps({"storage_index": si.hex(), "placement": list(NAMES)}))
+    assert await gateway_repair.release_strays(gateway, {"d": d}.__getitem__, si) == 1
+    assert d.deleted and gateway.store.strays() == []
+    # Their lease over, the copies are their holder's lease GC's: none is asked for, and the note goes.
+    gateway.store.note_strays(si, {0: "gone"}, int(time.time()) - 1)
+    assert await gateway_repair.release_strays(gateway, {}.__getitem__, si) == 0
+    assert gateway.store.strays() == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
@@ -233,6 +234,45 @@ async def test_repair_rebuilds_missing_shares_with_exact_accounting(store_node) 
     assert store.used == used and store.shares_held == 6
     await _drop_shares(store_node, cap, [1, 2])  # the rebuilt shares 0 and 5 now carry the file
     assert await (await get(store_node, cap)).read() == data
+
+
+async def test_a_file_removed_while_it_is_repaired_keeps_no_share_nor_space(store_node, monkeypatch) -> None:
+    """`store rm` while a repair of the file has rebuilt a share and not yet published it: the removal waits for the
+    repair, then deletes what it rebuilt too: no share is published for a file that is gone."""
+    cap = (await put(store_node, os.urandom(3 * SEG + 5)))["capability"]
+    store, storage = store_node.app[NODE].gateway.store, store_node.app[NODE].storage
+    await _drop_shares(store_node, cap, [0])
+    writing, go_on, contended = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    publisher = store_node.app[NODE].gateway.publisher
+    publish = publisher.publish
+
+    async def held_up(*args, **kwargs):  # the rebuilt share is written, not yet published
+        writing.set()
+        await go_on.wait()
+        return await publish(*args, **kwargs)
+
+    class NotedLock(asyncio.Lock):
+        async def acquire(self) -> bool:
+            if self.locked():
+                contended.set()
+            return await super().acquire()
+
+    class NotedLocks(dict):
+        def setdefault(self, key, default=None):
+            return super().setdefault(key, NotedLock())
+
+    monkeypatch.setattr(publisher, "publish", held_up)
+    monkeypatch.setattr(storage, "repair_locks", NotedLocks())
+    repair = asyncio.ensure_future(store_node.post(f"/v1/store/files/{cap}/repair"))
+    await writing.wait()
+    removal = asyncio.ensure_future(store_node.delete(f"/v1/store/files/{cap}"))
+    await eventually_async(lambda: removal.done() or contended.is_set(), "the removal done, or waiting for the repair")
+    go_on.set()
+    answer = await repair
+    assert answer.status == 200, await answer.text()
+    assert (await removal).status == 200
+    assert (store.shares_held, store.used) == (0, 0)
+    assert (await store_node.post(f"/v1/store/files/{cap}/repair")).status == 404
 
 
 async def test_ls_lists_uploaded_files(store_node) -> None:

@@ -248,8 +248,8 @@ def remove(obj, cap: str, as_json: bool) -> None:
         return
     click.echo(f"removed {cap}")
     for node, why in sorted((result.get("not_deleted_on") or {}).items()):
-        prose(f"node {node} was not reached ({why}): it keeps its shares of the file until their lease ends or "
-              "they go unpaid (nothing more is paid for them)", err=True)
+        prose(f"node {node} was not reached ({why}): its shares of the file are deleted once it answers (asked at "
+              "each start of this node and every storage.gc_interval); nothing more is paid for them", err=True)
 
 
 def _status(s: dict, presence_only: bool) -> str:

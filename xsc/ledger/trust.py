@@ -154,6 +154,14 @@ class TrustLines:
         if reserved:
             self.release(peer, reserved)
 
+    def give_back(self, peer: str, price: int) -> None:
+        """Work taken on will not be done after all (a share its uploader deleted before its lease ended): `price`
+        is no longer used on the line."""
+        with self._lock:
+            totals = self._totals(peer)
+            totals["used"] = max(0, totals["used"] - price)
+            self._put(peer, totals, None)
+
     def paid(self, peer: str, authorization_id: bytes, amount: int) -> None:
         """This node countersigned a receipt of `amount` for `peer`: counted on its line once."""
         self._add(peer, "paid", authorization_id, amount)

@@ -260,7 +260,7 @@ class Node:
             gateway=self.gateway, deals=self.deals, market=market, dealing=self.dealing, ledger=self.ledger,
             payer=self.payer, me=me, peers=self.peers, holder_for=self.holder_for, pool=pool,
             terms=self.provider_terms, locator=self.locator, segment_size=config.storage.segment_size,
-            lease_duration=config.storage.lease_duration)
+            lease_duration=config.storage.lease_duration, strays_interval=config.storage.gc_interval)
         self.share_holder = ShareHolder(self.store, pool, self.terms, trust=trust, publisher=self.gateway.publisher)
 
     def _on_audit(self, node: str, ok: bool, detail: str) -> None:

@@ -1,9 +1,9 @@
 """Storage audits of the shares this node placed on other nodes, damage reports, automatic repair.
 
 Gateway side.  Every `audit.interval` seconds (varied by +-audit.jitter of itself) the node picks
-`audit.blocks_per_round` random shares it placed on other nodes, asks each holder for a random block
-with its Merkle path (`RemoteHolder.audit`) and checks it against the share root of the file's
-manifest (`check_audit`).  A verdict is kept with the holder's probe history
+`audit.blocks_per_round` shares it placed on other nodes (holders at random, then a share of each: `by_holder`),
+asks each holder for a random block with its Merkle path (`RemoteHolder.audit`) and checks it against the share
+root of the file's manifest (`check_audit`).  A verdict is kept with the holder's probe history
 (`HealthService.record_audit`, shown by `xsc health status`); a failed one also marks the share
 damaged in this node's records, so a repair rebuilds it elsewhere.
 
@@ -31,6 +31,7 @@ from ..config import AuditSection
 from ..errors import (Forbidden, InvalidArgument, NotFound, PeerError, PeerNotFound, PeerRefused, PeerUnreachable,
                       XscError)
 from ..tasks import in_pool, periodic
+from .core import leases
 from .core.capability import Capability
 from .files import LOCAL
 from .gateway import Gateway
@@ -55,6 +56,20 @@ def remote_shares(records: Iterable[dict], me: str) -> list[tuple[dict, int, str
 def files_on(records: Iterable[dict], node: str) -> list[bytes]:
     """Storage indexes of the files with a share on that node."""
     return [bytes.fromhex(r["storage_index"]) for r in records if node in (r.get("placement") or [])]
+
+
+def by_holder(candidates: list[tuple[dict, int, str]], n: int) -> list[tuple[dict, int, str]]:
+    """Up to `n` of `candidates` (file record, share, node): a holder first, each at random, then one share of it at
+    random; more shares at random once every holder has one.  A holder's pay waits for an audit of it, and it drops
+    shares left unpaid (`storage.unpaid_grace`): among shares picked alike, one holding a few of many would wait
+    for days."""
+    on: dict[str, list[tuple[dict, int, str]]] = {}
+    for candidate in candidates:
+        on.setdefault(candidate[2], []).append(candidate)
+    picked = [random.choice(on[node]) for node in random.sample(sorted(on), min(n, len(on)))]
+    chosen = {(c[0]["storage_index"], c[1]) for c in picked}
+    rest = [c for c in candidates if (c[0]["storage_index"], c[1]) not in chosen]
+    return picked + random.sample(rest, min(n - len(picked), len(rest)))
 
 
 def is_verdict(err: PeerError) -> bool:
@@ -122,7 +137,11 @@ class AuditService:
         # passing block of it must not hide the failure from the holder's health).
         damaged = await self._run(lambda: {(r["storage_index"], s) for r in records
                                            for s in self.gateway.store.damaged(bytes.fromhex(r["storage_index"]))})
-        placed = remote_shares(records, self.me)
+        # A share whose lease ended is its holder's to drop (after its grace, which is the holder's to choose): an
+        # audit of it would blame an honest holder, and a repair would place again what nobody renewed.
+        now = int(time.time())
+        placed = [(record, share, node) for record, share, node in remote_shares(records, self.me)
+                  if share in leases.live_shares(record, now)]
         candidates = [] if peers is None else [
             (record, share, node) for record, share, node in placed
             if peers.directory.get(node) is not None and peers.availability(node).up is not False
@@ -134,7 +153,7 @@ class AuditService:
         n = self.config.blocks_per_round
         again = [c for c in candidates if (c[0]["storage_index"], c[1]) in self._unanswered][:n]
         rest = [c for c in candidates if (c[0]["storage_index"], c[1]) not in self._unanswered]
-        picked = again + random.sample(rest, min(n - len(again), len(rest)))
+        picked = again + by_holder(rest, n - len(again))
         verdicts = await asyncio.gather(*(self.audit_share(*target) for target in picked))
         self.last_round = {"time": _now_iso(), "seconds": round(time.perf_counter() - start, 3),
                            "audited": len(picked), "ok": sum(v is True for v in verdicts),
@@ -300,9 +319,9 @@ class AuditService:
 
     async def repair_one(self, si: bytes) -> dict | None:
         record = await self._run(self.gateway.store.file_record, si)
-        if record is None:
+        if record is None or leases.file_expired(record, int(time.time())):
             self._retry.pop(si, None)
-            return None  # removed meanwhile
+            return None  # removed meanwhile, or every lease of it ended: nothing to keep whole
         entry: dict[str, Any] = {"time": _now_iso(), "storage_index": si.hex(), "name": record.get("name", "")}
         self.repairing = si.hex()
         try:

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 RECEIPT_SLACK = 300  # seconds a payment period may run past the lease (clock skew between nodes)
 MAX_PRICE = 10**12  # micro-credits per GiB-hour: a million credits, far above any real bid
+VERDICT_WAIT = 86400  # seconds a deal over waits for an audit of its holder before its last verdict decides
 
 
 @dataclass
@@ -239,6 +240,31 @@ class StorageDeals:
                     also(batch)
         self._wrote(change)
 
+    def _forget_settled(self, deals: list[StorageDeal]) -> int:
+        """Drop the deals of every file that is gone from this node (removed, or its leases ended and collected) once
+        each of them is settled to its end: nothing is left to pay or forfeit, and a deal kept would be read by
+        every payment run for good.  The deals that ended when a repair moved a share go with them.  `deals`: every
+        deal as the payment run left it (each file found settled there is read again before it goes).  Returns
+        how many files' deals were dropped."""
+        by_file: dict[str, list[StorageDeal]] = {}
+        for d in deals:
+            by_file.setdefault(d.si, []).append(d)
+        gone = 0
+        for si_hex, its_deals in by_file.items():
+            si = bytes.fromhex(si_hex)
+            if any(d.paid_until < d.end or d.paying is not None for d in its_deals) or self.store.known_file(si):
+                continue
+            with self._records:
+                if any(d.paid_until < d.end or d.paying is not None for d in self.of_file(si)):
+                    continue  # moved or extended since it was read
+                with self.db.write_batch(sync=True) as batch:
+                    for prefix in (keys.storage_deals_of(si), keys.storage_ended_of(si)):
+                        for key in self.db.iterator(prefix=prefix, include_value=False):
+                            batch.delete(key)
+            self._wrote(0)  # settled deals promise nothing: only the summary's reading changes
+            gone += 1
+        return gone
+
     def ended_deals(self, si: bytes) -> list[StorageDeal]:
         """The deals of a file's shares that ended when a repair moved the share, oldest first."""
         return [StorageDeal(**codec.loads(v)) for _, v in self.db.iterator(prefix=keys.storage_ended_of(si))]
@@ -267,8 +293,11 @@ class StorageDeals:
         marks["ok" if ok else "failed"] = at
         self.db.put(keys.holder_audit(parse_public_id(node)), codec.dumps(marks))
 
-    def verdict(self, deal: StorageDeal) -> bool | None:
-        """Has the holder earned the period since `paid_until`?  True pay, False forfeit, None wait."""
+    def verdict(self, deal: StorageDeal, now: int) -> bool | None:
+        """Has the holder earned the period since `paid_until`?  True pay, False forfeit, None wait.  A deal over
+        (its file removed, or its lease ended) waits VERDICT_WAIT for an audit of its holder, then its holder's last
+        verdict before decides (none: forfeited): nothing of it is audited any more, and a holder with no other
+        share of this node's would be audited never again, its deal never settled and its promise kept for good."""
         if deal.node == self.me:
             return deal.share not in self.store.damaged(bytes.fromhex(deal.si))
         if not self.audits_on:
@@ -278,6 +307,8 @@ class StorageDeals:
             return False
         if marks.get("ok", -1) >= deal.paid_until:
             return True
+        if now >= deal.end + VERDICT_WAIT:
+            return marks.get("ok", -1) > marks.get("failed", -1)
         return None
 
     # --- payments ----------------------------------------------------------------------------
@@ -292,13 +323,14 @@ class StorageDeals:
         async with self._lock:
             changed: dict[tuple[str, int], StorageDeal] = {}
             due: list[tuple[StorageDeal, int]] = []
-            for deal in await in_pool(self.pool, self.all):
+            every_deal = await in_pool(self.pool, self.all)
+            for deal in every_deal:
                 if deal.paying is not None:
                     if not await self._settle_interrupted(deal, summary):
                         continue
                     changed[deal.si, deal.share] = deal
                 paid_until = deal.paid_until
-                amount = self._owed(deal, min(now, deal.end), summary)
+                amount = self._owed(deal, min(now, deal.end), now, summary)
                 if amount is not None:
                     due.append((deal, amount))
                 elif deal.paid_until != paid_until:
@@ -311,15 +343,16 @@ class StorageDeals:
                     changed[deal.si, deal.share] = deal
             if changed:
                 await in_pool(self.pool, self._save_paid, list(changed.values()))
+            summary["forgotten"] = await in_pool(self.pool, self._forget_settled, every_deal)
         self.last_run = {"at": now, **summary}
         return summary
 
-    def _owed(self, deal: StorageDeal, until: int, summary: dict) -> int | None:
+    def _owed(self, deal: StorageDeal, until: int, now: int, summary: dict) -> int | None:
         """What `deal` earned up to `until`, its payment noted in `deal.paying`; None if nothing is to be sent (not
         due, its audits not yet decided, or forfeited: then `paid_until` moves on unpaid)."""
         if until <= deal.paid_until:
             return None
-        verdict = self.verdict(deal)
+        verdict = self.verdict(deal, now)
         if verdict is None:
             summary["waiting"] += 1
             return None
@@ -327,8 +360,8 @@ class StorageDeals:
             deal.forfeited += until - deal.paid_until
             deal.paid_until = until
             summary["forfeited"] += 1
-            log.warning("not paying %s for share %d of %s: it failed an audit", deal.node, deal.share,
-                        deal.si)
+            log.warning("not paying %s for share %d of %s: it failed an audit, or passed none since it was last paid "
+                        "and its deal is over", deal.node, deal.share, deal.si)
             return None
         deal.paying = {"to": until, "job": f"store:{deal.si}:{deal.share}:{deal.paid_until}:{until}"}
         return deal.cost(until - deal.paid_until)

@@ -27,12 +27,13 @@ from ..identity import Identity
 from ..ledger.service import LedgerService
 from ..market.dealing import Dealing
 from ..market.service import MarketService
-from ..tasks import in_pool
+from ..tasks import in_pool, periodic
 from . import quotes
 from .core import layout, leases
 from .core.capability import Capability
 from .core.erasure import K, M
 from .deals import StorageDeal, StorageDeals
+from . import gateway_repair
 from .gateway import Gateway
 from .gateway_get import Plaintext
 from .gateway_put import Riding
@@ -98,7 +99,7 @@ class StorageService:
     def __init__(self, *, gateway: Gateway, deals: StorageDeals, market: MarketService, dealing: Dealing,
                  ledger: LedgerService, payer: Identity, me: str, peers: Any | None, holder_for: Callable[..., Any],
                  pool: Executor, segment_size: int, lease_duration: int, terms: ProviderTerms | None = None,
-                 locator: Locator | None = None) -> None:
+                 locator: Locator | None = None, strays_interval: float = 600.0) -> None:
         self.gateway = gateway
         self.store = gateway.store
         self.deals = deals
@@ -114,6 +115,7 @@ class StorageService:
         self.lease_duration = lease_duration
         self.terms = terms  # each provider's terms for this node, and prepayment within ledger.auto_prepay
         self.locator = locator  # where the shares of a file this node did not place are (None: only here)
+        self.strays_interval = strays_interval  # seconds between attempts to delete the copies noted (note_strays)
         self.repair_locks: dict[bytes, asyncio.Lock] = {}  # storage index -> the lock of the repair running
         self._view: tuple[int, list[dict], dict[str, int]] | None = None  # files_view's reading, see there
         self._finishing: asyncio.Future | None = None  # start(): removals a crash cut short
@@ -412,20 +414,32 @@ class StorageService:
     async def delete_everywhere(self, cap: Capability) -> dict[str, str]:
         """Remove a file: unlisted at once (durably), then its shares deleted on every holder that answers and
         here, and its deals ended; returns the nodes that did not answer."""
-        record = await in_pool(self.pool, self.store.begin_removal, cap.storage_index, int(time.time()))
-        return await self._finish_removal(record)
+        # A repair of the file under way finishes first: what it rebuilt is then in the placement and here, and is
+        # deleted with the rest (removed while it ran, it would publish or place a share of a file that is gone).
+        si = cap.storage_index
+        lock = self.repair_locks.setdefault(si, asyncio.Lock())
+        async with lock:
+            record = await in_pool(self.pool, self.store.begin_removal, si, int(time.time()))
+            left = await self._finish_removal(record)
+        if not lock.locked():
+            self.repair_locks.pop(si, None)
+        return left
 
     async def _finish_removal(self, record: dict) -> dict[str, str]:
         si = bytes.fromhex(record["storage_index"])
         holders, names = self.holders_of(record)
         results = await asyncio.gather(*(h.delete(si, s) for s, h in holders.items()), return_exceptions=True)
+        left = {s: names[s] for s, r in zip(holders, results) if isinstance(r, BaseException)}
+        if left:  # asked again at each start and every storage.gc_interval until their lease ends (release_strays)
+            await in_pool(self.pool, self.store.note_strays, si, left,
+                          leases.latest(record, int(time.time())))
         await in_pool(self.pool, self.deals.removed, si, record["removed_at"])
         await in_pool(self.pool, self.store.delete_file, si)  # last: until then a restart finishes the removal
-        # A holder that is down keeps its share until its lease runs out (it cannot be reached to delete it).
         return {names[s]: str(r) for s, r in zip(holders, results) if isinstance(r, BaseException)}
 
     def start(self) -> None:
-        """Finish the removals a crash cut short (begin_removal), in the background."""
+        """Finish the removals a crash cut short (begin_removal), and delete the copies of shares on other nodes that
+        no placement holds (gateway_repair.release_strays), in the background."""
         self._finishing = asyncio.ensure_future(self._finish_removals())
 
     async def _finish_removals(self) -> None:
@@ -435,6 +449,10 @@ class StorageService:
                 log.info("finished removing file %s (not deleted on %s)", record["storage_index"], left or "-")
             except Exception:  # noqa: BLE001 - the next start tries again
                 log.exception("could not finish removing file %s", record["storage_index"])
+        await _release_strays(self)
+
+    def loops(self) -> dict[str, Any]:
+        return {"storage-strays": periodic("storage-strays", self.strays_interval, lambda: _release_strays(self))}
 
     async def close(self) -> None:
         if self._finishing is not None:
@@ -467,8 +485,14 @@ class StorageService:
         repaired at this node's expense: the shares it rebuilds are placed under deals of its own.
         One repair of a file at a time (an on-demand one and an automatic one must not both move a share):
         a second waits for the first, then finds what is left to do."""
+        mine = await self.stored(cap)
         lock = self.repair_locks.setdefault(cap.storage_index, asyncio.Lock())
         async with lock:
+            if mine and not await self.stored(cap):
+                raise NotFound("the file was removed while its repair waited",
+                               hint="`xsc store ls` lists the files this node uploaded")
+            # Copies an earlier repair of this file committed and never placed (it failed, or a crash cut it short).
+            await gateway_repair.release_strays(self.gateway, self.holder, cap.storage_index)
             holders, names, fetched = await self.located(cap)
             moved: dict[int, tuple[str, int]] = {}
             result = await self.gateway.repair(cap, holders, names, relocate=self._relocator(cap, moved, fetched),
@@ -570,6 +594,22 @@ class StorageService:
                 "shares": store.shares_held,
                 "gets": {"open": self.gateway.gets_open, "passed_on": self.gateway.passing_on,
                          "tag_failures": self.gateway.tag_failures}}
+
+
+async def _release_strays(service: StorageService) -> None:
+    """The copies of shares on other nodes noted to delete (gateway_repair.release_strays), each file's under its
+    repair lock (a repair of it may be under way: what it notes is its own)."""
+    for si, _, _ in await in_pool(service.pool, service.store.strays):
+        lock = service.repair_locks.setdefault(si, asyncio.Lock())
+        try:
+            async with lock:
+                released = await gateway_repair.release_strays(service.gateway, service.holder, si)
+            if released:
+                log.info("deleted %d copies of shares of %s… that no placement holds", released, si.hex()[:12])
+        except Exception:  # noqa: BLE001 - the next round tries again
+            log.exception("could not delete the copies of shares of %s… that no placement holds", si.hex()[:12])
+        if not lock.locked():
+            service.repair_locks.pop(si, None)
 
 
 __all__ = ["LOCAL", "StorageService", "UnknownNode"]

@@ -4,16 +4,21 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from ..errors import IntegrityError, NotEnoughShares
+from ..errors import IntegrityError, NotEnoughShares, ShareNotFound, XscError
 from .core import erasure, layout
 from .core.capability import Capability
 from .gateway_core import GatewayCore
 from .core.merkle import block_hash, root
 from .remote import Holder, RemoteShareReader, RemoteShareWriter, gather_or_raise
 from .share_store import ShareMeta
+
+log = logging.getLogger(__name__)
+_NOT_OURS = ("share-not-found", "forbidden")  # a holder's answers that leave no copy of ours to release there
 
 # (share, nodes already used, nodes that failed it) -> where a repaired share goes instead (None: here)
 Relocator = Callable[[int, set, set], "Awaitable[tuple[str, Holder] | None]"]
@@ -190,6 +195,9 @@ class _OneRepair:
                 if root(hashes) != manifest.share_root(s):
                     raise IntegrityError(f"rebuilt share {s} does not match the manifest")
             encoded = manifest.encode()
+            if self.moved:  # a kill from here until the placement is written leaves copies no placement names
+                await gateway.run(gateway.store.note_strays, si, {s: r.node for s, r in self.moved.items()},
+                                  lease)
             await gather_or_raise([r.commit(rebuilt[s], encoded) for s, r in self.moved.items()],
                                   [(r.node, s) for s, r in self.moved.items()])
             # The new placement before the shares rebuilt here are published (which clears their damage marks): a
@@ -241,6 +249,37 @@ class _OneRepair:
         stale = [self.holders[s].delete(si, s) for s in self.remote_bad
                  if s in self.remote_metas and new_names[s] != names[s]]
         await asyncio.gather(*stale, return_exceptions=True)
+
+
+async def release_strays(gateway: GatewayCore, holder_of: Callable[[str], Holder], si: bytes) -> int:
+    """Copies of a file's shares on other nodes noted to delete (`note_strays`): those repairs committed and never
+    placed (cut short between the commits and the new placement), those a removal could not delete.  Each one that
+    the file's placement does not name (a removed file has none) is deleted there, unpaid as it is; one the
+    placement names is kept.  `si`: this file's only (the caller holds its repair lock).  A note whose
+    copies are all settled goes; one with a holder that cannot be reached now stays for the next time, until the
+    copies' lease ends (the holder's lease GC drops them then).  Returns how many copies were deleted."""
+    deleted = 0
+    for found, shares, lease_expiry in await gateway.run(gateway.store.strays):
+        if found != si:
+            continue
+        placement = await gateway.run(gateway.store.placement_of, found) or []
+        settled = True
+        # Once their lease ended, the holders' lease GC drops them (on a node never reached again, too).
+        for share, node in shares.items() if lease_expiry >= time.time() else ():
+            if share < len(placement) and placement[share] == node:
+                continue  # placed after all: the placement and its deal hold it
+            try:
+                await holder_of(node).delete(found, share)
+                deleted += 1
+            except XscError as err:
+                if isinstance(err, ShareNotFound) or err.details.get("peer_code") in _NOT_OURS:
+                    continue  # never committed there, or taken back by the repair's undo
+                settled = False
+                log.info("share %d of %s… to delete stays on node %s… for now: %s", share, found.hex()[:12],
+                         node[:12], err)
+        if settled:
+            await gateway.run(gateway.store.strays_settled, found)
+    return deleted
 
 
 def _marks_of(marks: Mapping[int, tuple[str, str | None]], holders: Mapping[int, Holder],

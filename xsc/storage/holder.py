@@ -24,7 +24,7 @@ from ..errors import (Forbidden, InvalidArgument, PayloadTooLarge, QuotaExceeded
                       SegmentOutOfOrder, ShareExists, ShareMismatch, ShareNotFound, StorageFull, UploadIncomplete,
                       UploadNotFound, XscError)
 from ..identity import public_id
-from ..ledger.core.pricing import price_storage
+from ..ledger.core.pricing import price_storage, storage_given_back
 from ..tasks import in_pool, periodic
 from .core import erasure, layout, leases
 from .deals import HolderTerms
@@ -506,24 +506,32 @@ class ShareHolder:
         return run
 
     async def delete(self, si: bytes, share: int, sender: bytes) -> None:
-        await self.held_for(si, share, sender, "delete it")
+        meta = await self.held_for(si, share, sender, "delete it")
 
-        def delete() -> None:
-            self.store.delete_share(si, share)
+        def delete() -> bool:
+            deleted = self.store.delete_share(si, share)
             self.store.forget_manifest_if_unused(si)
+            return deleted
 
-        await self._run(delete)
+        terms = await self._run(self.terms.get, si, share) if self.trust is not None else None
+        if await self._run(delete) and terms is not None and meta.lease_expiry > time.time():
+            # The whole lease was used on the uploader's line when the share was placed, and its uploader stops
+            # paying once it deletes it: the rest is given back, or each file put and removed would eat its line
+            # for good until its puts here were refused.
+            self.trust.give_back(terms["uploader"], storage_given_back(
+                terms["bytes"], meta.lease_expiry - int(time.time()), terms["price"]))
 
     async def renew(self, si: bytes, share: int, sender: bytes, body: dict) -> dict:
         meta = await self.held_for(si, share, sender, "renew its lease")
         # Up to the longest lease from now, with a day for the clocks of two nodes to differ.
         lease_expiry = json_int(body, "lease_expiry", maximum=int(time.time()) + leases.MAX_DURATION + 86400)
-        # The extension is taken on like an upload: within the uploader's trust line.
+        # The extension is taken on like an upload: within the uploader's trust line, for the time it adds from now
+        # on (the time a share spent expired is not sold again: what its uploader pays, `leases.extension_seconds`).
         terms = self.terms.get(si, share) if self.trust is not None else None
-        cost = price_storage(terms["bytes"], lease_expiry - meta.lease_expiry, terms["price"]) \
-            if terms is not None and lease_expiry > meta.lease_expiry else 0
+        adds = leases.extension_seconds(meta.lease_expiry, lease_expiry, int(time.time()))
+        cost = price_storage(terms["bytes"], adds, terms["price"]) if terms is not None and adds > 0 else 0
         if cost:
-            self.trust.reserve(terms["uploader"], cost, f"a lease extension of {lease_expiry - meta.lease_expiry} s")
+            self.trust.reserve(terms["uploader"], cost, f"a lease extension of {adds} s")
         try:
             done = await self._run(self.store.renew, si, lease_expiry, (share,))
         except BaseException:
@@ -536,7 +544,8 @@ class ShareHolder:
             raise ShareNotFound(f"this node holds no share {share} of {si.hex()}")
         previous, new = done[share]
         if cost:
-            used = price_storage(terms["bytes"], max(0, new - previous), terms["price"])
+            used = price_storage(terms["bytes"], leases.extension_seconds(previous, new, int(time.time())),
+                                 terms["price"])
             self.trust.use(terms["uploader"], min(used, cost), reserved=cost)
         if new != previous:
             log.info("lease of share %d of %s renewed to %d (was %d)", share, si.hex(), new, previous)

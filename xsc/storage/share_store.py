@@ -29,7 +29,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -428,15 +428,54 @@ class ShareStore:
         return codec.loads(raw) if raw else None
 
     def set_placement(self, si: bytes, placement: list[str], batch: Any = None) -> None:
-        """Record where a file's shares are now (after a repair moved some); in `batch`, if given (its writer's)."""
+        """Record where a file's shares are now (after a repair moved some); in `batch`, if given (its writer's).
+        The copies noted to delete (`note_strays`) that it holds are noted no more, with it."""
         record = self.file_record(si)
         if record is not None:
             record["placement"] = placement
-            if batch is None:
-                self.db.put(keys.file(si), codec.dumps(record), sync=True)
-            else:
-                batch.put(keys.file(si), codec.dumps(record))
             self.file_writes += 1
+        raw = self.db.get(keys.strays(si))
+        note = codec.loads(raw) if raw else None
+        with self.db.write_batch(sync=True) if batch is None else nullcontext(batch) as writing:
+            if record is not None:
+                writing.put(keys.file(si), codec.dumps(record))
+            if note is not None:
+                left = {s: node for s, node in note["shares"].items()
+                        if not (int(s) < len(placement) and placement[int(s)] == node)}
+                if left:
+                    writing.put(keys.strays(si), codec.dumps({**note, "shares": left}))
+                else:
+                    writing.delete(keys.strays(si))
+
+    # --- copies on other nodes to delete -------------------------------------------------
+    def note_strays(self, si: bytes, shares: dict[int, str], lease_expiry: int) -> None:
+        """Copies of these shares on these nodes (share -> node), leased until `lease_expiry`, are to be deleted
+        there unless a placement holds them: those a repair is about to commit (a crash before its placement is
+        written leaves them under no deal), those a removal could not delete.  Durably, added to any noted before."""
+        with self._lock:
+            raw = self.db.get(keys.strays(si))
+            note = codec.loads(raw) if raw else {"shares": {}, "lease_expiry": 0}
+            note["shares"].update({str(s): node for s, node in shares.items()})
+            note["lease_expiry"] = max(note["lease_expiry"], lease_expiry)
+            self.db.put(keys.strays(si), codec.dumps(note), sync=True)
+
+    def strays(self) -> list[tuple[bytes, dict[int, str], int]]:
+        """The copies noted (`note_strays`): (storage index, {share: node}, their lease)."""
+        out = []
+        for key, raw in self.db.iterator(prefix=keys.STRAYS):
+            note = codec.loads(raw)
+            out.append((key[len(keys.STRAYS):], {int(s): node for s, node in note["shares"].items()},
+                        note["lease_expiry"]))
+        return out
+
+    def placement_of(self, si: bytes) -> list[str] | None:
+        """Where the record of a file this node lists says its shares are (None: no such file, or being removed)."""
+        raw = self.db.get(keys.file(si))
+        return codec.loads(raw).get("placement") if raw else None
+
+    def strays_settled(self, si: bytes) -> None:
+        """Every copy noted of `si` is placed or released."""
+        self.db.delete(keys.strays(si), sync=True)
 
     def files(self) -> Iterator[dict]:
         for _, raw in self.db.iterator(prefix=keys.FILES):
@@ -616,6 +655,10 @@ class ShareStore:
                 batch.put(keys.removing(si), codec.dumps(record))
             self.file_writes += 1
             return record
+
+    def known_file(self, si: bytes) -> bool:
+        """Whether this node has a record of the file `si` it placed: listed, or its removal not finished."""
+        return self.db.get(keys.file(si)) is not None or self.db.get(keys.removing(si)) is not None
 
     def removals(self) -> list[dict]:
         """The records of files whose removal began and has not finished (begin_removal)."""

@@ -40,6 +40,13 @@ def price_storage(size_bytes: int, duration_seconds: int, price_per_gib_hour: in
                      * _non_negative(price_per_gib_hour, "price_per_gib_hour"), SECONDS_PER_HOUR * GIB)
 
 
+def storage_given_back(size_bytes: int, duration_seconds: int, price_per_gib_hour: int) -> int:
+    """What a lease cut short by `duration_seconds` gives back: its price rounded DOWN, so that what was held and
+    what is given back never add up to more than the lease was charged."""
+    return (_non_negative(size_bytes, "size") * _non_negative(duration_seconds, "duration")
+            * _non_negative(price_per_gib_hour, "price_per_gib_hour")) // (SECONDS_PER_HOUR * GIB)
+
+
 def price_compute(fuel: int, price_per_fuel_million: int, pages: int = 0, micros: int = 0,
                   price_per_page_second: int = 0) -> int:
     """THE price of a call: its fuel plus its peak memory pages times its time, in micro-credits.

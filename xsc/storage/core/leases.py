@@ -62,6 +62,13 @@ def file_expired(record: dict, before: int) -> bool:
     return bool(leases) and max(leases) < before
 
 
+def latest(record: dict, now: int) -> int:
+    """When the last lease of an uploaded file's shares ends, as its record knows them (a record with no lease
+    information: the longest lease from `now`)."""
+    leases = record.get("leases")
+    return max(leases) if leases else now + MAX_DURATION
+
+
 def live_shares(record: dict, now: int) -> list[int]:
     """The shares of a file whose lease (as its record knows it) has not ended: the ones worth auditing
     and repairing.  A record without lease information counts all its shares as live."""
@@ -73,4 +80,4 @@ def live_shares(record: dict, now: int) -> list[int]:
 
 
 __all__ = ["DURATION_HINT", "MAX_DURATION", "MIN_DURATION", "check_duration", "extension_seconds", "file_expired",
-           "file_leases", "live_shares", "parse_duration_param", "renewed"]
+           "file_leases", "latest", "live_shares", "parse_duration_param", "renewed"]
