@@ -605,9 +605,9 @@ async def _release_strays(service: StorageService) -> None:
             async with lock:
                 released = await gateway_repair.release_strays(service.gateway, service.holder, si)
             if released:
-                log.info("deleted %d copies of shares of %s… that no placement holds", released, si.hex()[:12])
+                log.info("deleted %d copies of shares of %s that no placement holds", released, si.hex())
         except Exception:  # noqa: BLE001 - the next round tries again
-            log.exception("could not delete the copies of shares of %s… that no placement holds", si.hex()[:12])
+            log.exception("could not delete the copies of shares of %s that no placement holds", si.hex())
         if not lock.locked():
             service.repair_locks.pop(si, None)
 

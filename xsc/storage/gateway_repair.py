@@ -275,8 +275,7 @@ async def release_strays(gateway: GatewayCore, holder_of: Callable[[str], Holder
                 if isinstance(err, ShareNotFound) or err.details.get("peer_code") in _NOT_OURS:
                     continue  # never committed there, or taken back by the repair's undo
                 settled = False
-                log.info("share %d of %s… to delete stays on node %s… for now: %s", share, found.hex()[:12],
-                         node[:12], err)
+                log.info("share %d of %s to delete stays on node %s for now: %s", share, found.hex(), node, err)
         if settled:
             await gateway.run(gateway.store.strays_settled, found)
     return deleted
