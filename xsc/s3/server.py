@@ -31,7 +31,7 @@ from ..tasks import Quota, Workers, to_its_end, woken
 from ..buckets.core import listing, names
 from ..buckets.objects import SmallPut
 from .core import headers as stored_headers
-from .core import routing, sigv4, xml
+from .core import checksums, routing, sigv4, xml
 from . import payload
 from .access import KeyRing
 from .bodies import ObjectBodies
@@ -276,11 +276,12 @@ class S3Front:
             parts.append(chunk)
         return b"".join(parts)
 
-    def _body(self, call: Call, *, md5: "hashlib._Hash | None" = None) -> AsyncIterator[bytes]:
+    def _body(self, call: Call, *, md5: "hashlib._Hash | None" = None,
+              checksum: checksums.Checksum | None = None) -> AsyncIterator[bytes]:
         """The request body as it arrives, checked before its last piece goes on (payload.py)."""
         request = call.request
         return payload.body(request.content, call.auth, request.headers, _declared_size(call), self.idle_timeout,
-                            self.digests, md5=md5)
+                            self.digests, md5=md5, checksum=checksum)
 
     @staticmethod
     def _metadata(headers) -> dict[str, str]:
@@ -420,19 +421,20 @@ class S3Front:
         record = {"content_type": call.request.headers.get("Content-Type", ""),
                   "metadata": names.check_metadata(self._metadata(call.request.headers)),
                   "headers": stored_headers.stored(call.request.headers)}
+        checksum = checksums.wanted(call.request.headers)
         declared = _declared_size(call)
         if declared is not None and declared <= names.SMALL_OBJECT:
-            result = await self._put_small(call, record)
+            result = await self._put_small(call, record, checksum)
         else:
-            result = await self._put_streamed(call, record, declared)
+            result = await self._put_streamed(call, record, declared, checksum)
         await self._collect(result["garbage"])
-        return web.Response(status=200, headers={"ETag": xml.quoted(record["etag"])})
+        return web.Response(status=200, headers={"ETag": xml.quoted(record["etag"]), **_checksum_headers(checksum)})
 
-    async def _put_small(self, call: Call, record: dict) -> dict:
+    async def _put_small(self, call: Call, record: dict, checksum: checksums.Checksum | None) -> dict:
         """A small object whole, checked, then stored and recorded by one call of the node's (which checks the
-        bucket first): the ETag and time are set on `record`."""
+        bucket first): the ETag, time and checksum are set on `record`."""
         md5, declared, parts, size = hashlib.md5(), _declared_size(call), [], 0
-        async for chunk in self._body(call, md5=md5):
+        async for chunk in self._body(call, md5=md5, checksum=checksum):
             size += len(chunk)
             if size > declared:
                 break
@@ -442,23 +444,26 @@ class S3Front:
                           "declared", s3_code="IncompleteBody", status=400)
         data = b"".join(parts)
         record.update(etag=md5.hexdigest(), modified=self.clock())
+        _keep_checksum(record, checksum)
         put = SmallPut(call.bucket, call.key, call.user, self.marks.name(f"{call.bucket}/{call.key}"), record, data)
         async with self.gate.write() as write:
             return await self.small.submit(put, write.last_step())
 
-    async def _put_streamed(self, call: Call, record: dict, declared: int | None) -> dict:
+    async def _put_streamed(self, call: Call, record: dict, declared: int | None,
+                            checksum: checksums.Checksum | None) -> dict:
         """A large object (or one of unknown size): the bucket checked before a byte is stored, the body streamed
-        to a file, then the object recorded; the ETag and time are set on `record`."""
+        to a file, then the object recorded; the ETag, time and checksum are set on `record`."""
         await self._may_write(call, call.bucket)
         md5 = hashlib.md5()
 
         async def recorded(cap: str) -> dict:
             record.update(parts=[{"cap": cap, "size": int(cap.rsplit(":", 1)[1])}], etag=md5.hexdigest(),
                           modified=self.clock())
+            _keep_checksum(record, checksum)
             return {"garbage": await self.node.record(call.bucket, call.key, call.user, record)}
 
         async with self.gate.write() as write:
-            return await self._store(call, write, self._body(call, md5=md5), declared,
+            return await self._store(call, write, self._body(call, md5=md5, checksum=checksum), declared,
                                      f"{call.bucket}/{call.key}", recorded)
 
     async def _object(self, call: Call, bucket: str, key: str) -> dict:
@@ -471,6 +476,9 @@ class S3Front:
         headers = {"ETag": xml.quoted(record["etag"]), "Last-Modified": xml.http_date(record["modified"]),
                    "Content-Type": record.get("content_type") or "binary/octet-stream", "Accept-Ranges": "bytes",
                    **stored_headers.response_headers(record)}
+        whole = "Range" not in request.headers and "partNumber" not in call.query
+        if whole and request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+            headers.update(stored_headers.checksum_headers(record))
         if len(record["parts"]) > 1:
             headers["x-amz-mp-parts-count"] = str(len(record["parts"]))
         for param, header in RESPONSE_OVERRIDES.items():
@@ -560,10 +568,14 @@ class S3Front:
     async def create_upload(self, call: Call) -> web.Response:
         names.check_key(call.key)
         metadata = names.check_metadata(self._metadata(call.request.headers))
+        algorithm = checksums.upload_algorithm(call.request.headers)
         upload_id = await self.node.create_upload(call.bucket, call.key, call.user,
                                                   call.request.headers.get("Content-Type", ""), metadata,
                                                   stored_headers.stored(call.request.headers))
-        return _xml(xml.initiate_multipart(call.bucket, call.key, upload_id))
+        response = _xml(xml.initiate_multipart(call.bucket, call.key, upload_id))
+        if algorithm is not None:  # each part's checksum is checked as it comes (upload_part)
+            response.headers["x-amz-checksum-algorithm"] = algorithm.upper()
+        return response
 
     async def _upload(self, call: Call) -> dict:
         upload = await self.node.upload(_upload_id(call), call.user)
@@ -574,6 +586,7 @@ class S3Front:
     async def upload_part(self, call: Call) -> web.Response:
         number = names.check_part_number(_int(call.query.get("partNumber"), 0, "partNumber"))
         upload_id = _upload_id(call)
+        checksum = checksums.wanted(call.request.headers)
         await self._upload(call)
         md5 = hashlib.md5()
 
@@ -582,13 +595,15 @@ class S3Front:
                                             md5.hexdigest())
 
         async with self.gate.write() as write:
-            garbage = await self._store(call, write, self._body(call, md5=md5), _declared_size(call),
-                                        f"{call.bucket}/{call.key}#{upload_id}.{number}", recorded)
+            garbage = await self._store(call, write, self._body(call, md5=md5, checksum=checksum),
+                                        _declared_size(call), f"{call.bucket}/{call.key}#{upload_id}.{number}",
+                                        recorded)
         await self._collect(garbage)
-        return web.Response(status=200, headers={"ETag": xml.quoted(md5.hexdigest())})
+        return web.Response(status=200, headers={"ETag": xml.quoted(md5.hexdigest()), **_checksum_headers(checksum)})
 
     async def complete_upload(self, call: Call) -> web.Response:
         """Complete an upload; one completed already answers as it did (the node keeps what it answered)."""
+        checksums.refuse_whole_object(call.request.headers)
         parts = xml.parse_complete(await self._small_body(call))
         record, garbage = await self.node.complete(_upload_id(call), call.user, parts, call.bucket, call.key)
         await self._collect(garbage)
@@ -618,6 +633,16 @@ class S3Front:
                        if u["key"] > key_marker or (u["key"] == key_marker and id_marker and u["id"] > id_marker)]
         return _xml(xml.list_uploads(call.bucket, uploads[:max_uploads], prefix=prefix, max_uploads=max_uploads,
                                      truncated=len(uploads) > max_uploads, owner=call.user))
+
+
+def _keep_checksum(record: dict, checksum: checksums.Checksum | None) -> None:
+    """The body's checksum, checked, kept among the object's stored headers (given back only when asked for)."""
+    if checksum is not None:
+        record["headers"] = {**record["headers"], checksum.header: checksum.value}
+
+
+def _checksum_headers(checksum: checksums.Checksum | None) -> dict[str, str]:
+    return {} if checksum is None else {checksum.header: checksum.value}
 
 
 async def _paid_by(node: NodeLink, user: str, put: dict) -> str:

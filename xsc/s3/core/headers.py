@@ -18,7 +18,9 @@ from ...errors import S3Error
 
 META_PREFIX = "x-amz-meta-"
 STORED = ("Cache-Control", "Content-Disposition", "Content-Encoding", "Content-Language", "Expires")
-MAX_STORED_BYTES = 8192  # the stored headers of one object, all together
+CHECKSUM_PREFIX = "x-amz-checksum-"  # the body's checksum (checksums.py), kept beside the stored headers
+# The stored headers of one object, all together, with room left for its checksum within the index's bound.
+MAX_STORED_BYTES = 8192 - 128
 _Q_SAFE = frozenset(b"!*+-/0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
@@ -65,10 +67,18 @@ def stored(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def response_headers(record: Mapping) -> dict[str, str]:
-    """An object's metadata and stored headers, as GetObject and HeadObject send them."""
-    out = {name: wire(value) for name, value in (record.get("headers") or {}).items()}
+    """An object's metadata and stored headers, as GetObject and HeadObject send them (its checksum only when asked
+    for: checksum_headers)."""
+    out = {name: wire(value) for name, value in (record.get("headers") or {}).items()
+           if not name.startswith(CHECKSUM_PREFIX)}
     out.update({META_PREFIX + k: wire(v) for k, v in (record.get("metadata") or {}).items()})
     return out
+
+
+def checksum_headers(record: Mapping) -> dict[str, str]:
+    """The checksum an object was stored with, as a GetObject or HeadObject that asks for it is answered."""
+    found = {name: value for name, value in (record.get("headers") or {}).items() if name.startswith(CHECKSUM_PREFIX)}
+    return {**found, "x-amz-checksum-type": "FULL_OBJECT"} if found else {}
 
 
 def _date(text: str | None) -> float | None:
