@@ -227,9 +227,10 @@ class S3Front:
     def _authenticate(self, request: web.Request, request_id: str) -> Call:
         """The request's signature checked and its operation named (S3Error otherwise)."""
         raw_path, _, raw_query = request.raw_path.partition("?")
+        bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
+        routing.refuse_form_upload(request.method, bucket, key, dict(sigv4.parse_query(raw_query)), request.headers)
         auth = sigv4.verify(sigv4.SignedRequest(request.method, raw_path, raw_query, request.headers),
                             self.keyring.secret, self.clock())
-        bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
         call = Call(request, bucket, key, dict(sigv4.parse_query(raw_query)), auth, request_id,
                     self.keyring.user_as_read(auth.access_key))
         call.operation = routing.operation(request.method, bucket, key, call.query, request.headers)
@@ -584,7 +585,11 @@ class S3Front:
         return upload
 
     async def upload_part(self, call: Call) -> web.Response:
-        number = names.check_part_number(_int(call.query.get("partNumber"), 0, "partNumber"))
+        number = _int(call.query.get("partNumber"), 0, "partNumber")
+        if not 1 <= number <= names.MAX_PARTS:
+            raise S3Error(f"Part number must be an integer between 1 and {names.MAX_PARTS}, inclusive (not {number})",
+                          s3_code="InvalidArgument", status=400, ArgumentName="partNumber",
+                          ArgumentValue=str(number))
         upload_id = _upload_id(call)
         checksum = checksums.wanted(call.request.headers)
         await self._upload(call)
@@ -628,11 +633,22 @@ class S3Front:
         key_marker = call.query.get("key-marker", "")
         id_marker = call.query.get("upload-id-marker", "")
         uploads = await self.node.uploads(call.bucket, call.user, prefix)
-        if key_marker:  # after the marker: later keys, or the marker's key with a later upload id
-            uploads = [u for u in uploads
-                       if u["key"] > key_marker or (u["key"] == key_marker and id_marker and u["id"] > id_marker)]
+        if key_marker:
+            uploads = _after_marker(uploads, key_marker, id_marker)
         return _xml(xml.list_uploads(call.bucket, uploads[:max_uploads], prefix=prefix, max_uploads=max_uploads,
-                                     truncated=len(uploads) > max_uploads, owner=call.user))
+                                     truncated=len(uploads) > max_uploads, owner=call.user, key_marker=key_marker,
+                                     id_marker=id_marker))
+
+
+def _after_marker(uploads: list[dict], key_marker: str, id_marker: str) -> list[dict]:
+    """The uploads listed after a page that ended at (key_marker, id_marker).  A key's uploads come in the order they
+    began (as S3 lists them), not in their ids' order: the page goes on after the marker's own place in the list;
+    an upload gone since (completed, aborted) is placed by its id among its key's others."""
+    if id_marker:
+        for i, upload in enumerate(uploads):
+            if upload["key"] == key_marker and upload["id"] == id_marker:
+                return uploads[i + 1:]
+    return [u for u in uploads if u["key"] > key_marker or (u["key"] == key_marker and id_marker and u["id"] > id_marker)]
 
 
 def _keep_checksum(record: dict, checksum: checksums.Checksum | None) -> None:

@@ -92,6 +92,16 @@ def operation(method: str, bucket: str, key: str, query: Mapping[str, str], head
     return found
 
 
+def refuse_form_upload(method: str, bucket: str, key: str, query: Mapping[str, str], headers: Mapping[str, str]) -> None:
+    """A browser-form upload (POST Object: `POST /BUCKET`, multipart/form-data, signed by a policy in the form, not by
+    SigV4) is not an operation here: it is told so (501) before its missing signature is held against it."""
+    content_type = headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    if method == "POST" and target_of(bucket, key) == "bucket" and content_type == "multipart/form-data" \
+            and not SUBRESOURCES.intersection(query):
+        raise S3Error("POST Object (a browser-form upload signed by a policy) is not implemented by this gateway: "
+                      "PUT the object, or presign a PUT URL", s3_code="NotImplemented", status=501)
+
+
 def check_headers(found: str, method: str, headers: Mapping[str, str]) -> None:
     """Refuse the headers of a request that ask for what the front does not do (501) or make no sense (400)."""
     for name in NOT_IMPLEMENTED_HEADERS:

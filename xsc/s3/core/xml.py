@@ -198,7 +198,7 @@ def list_parts(bucket: str, key: str, upload_id: str, parts: list[dict], *, mark
 
 
 def list_uploads(bucket: str, uploads: list[dict], *, prefix: str, max_uploads: int, truncated: bool,
-                 owner: str) -> bytes:
+                 owner: str, key_marker: str = "", id_marker: str = "") -> bytes:
     items = "".join(f"<Upload><Key>{e(u['key'])}</Key><UploadId>{e(u['id'])}</UploadId>"
                     f"<Initiator><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName></Initiator>"
                     f"<Owner><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName></Owner>"
@@ -207,8 +207,8 @@ def list_uploads(bucket: str, uploads: list[dict], *, prefix: str, max_uploads: 
     last = uploads[-1] if uploads and truncated else None
     next_markers = (f"<NextKeyMarker>{e(last['key'])}</NextKeyMarker><NextUploadIdMarker>{e(last['id'])}"
                     f"</NextUploadIdMarker>") if last else ""
-    return (f'{HEADER}<ListMultipartUploadsResult xmlns="{NS}"><Bucket>{e(bucket)}</Bucket><KeyMarker></KeyMarker>'
-            f"<UploadIdMarker></UploadIdMarker>{next_markers}<Prefix>{e(prefix)}</Prefix>"
+    return (f'{HEADER}<ListMultipartUploadsResult xmlns="{NS}"><Bucket>{e(bucket)}</Bucket>'
+            f"<KeyMarker>{e(key_marker)}</KeyMarker><UploadIdMarker>{e(id_marker)}</UploadIdMarker>{next_markers}<Prefix>{e(prefix)}</Prefix>"
             f"<MaxUploads>{max_uploads}</MaxUploads>"
             f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>{items}</ListMultipartUploadsResult>"
             ).encode()

@@ -1,0 +1,80 @@
+"""What current S3 clients send beyond the operations' happy paths, each answered as S3 answers it: a browser-form
+upload (POST Object) told it is not implemented, not that it is unsigned; part numbers out of S3's range refused as S3
+refuses them; ListMultipartUploads echoing the markers it was asked from; minio-py's presigned URLs.  boto3, minio and
+plain HTTP against a real node and `xsc s3 serve`."""
+
+from __future__ import annotations
+
+import io
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import pytest
+
+pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
+
+from botocore.exceptions import ClientError  # noqa: E402
+
+from tests.support.s3 import code_of, store_files  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def _caps(gateway) -> set[str]:
+    return {f["capability"] for f in store_files(gateway.node)}
+
+
+def test_a_browser_form_upload_is_not_implemented_and_stores_nothing(gateway, s3, bucket) -> None:
+    post = s3.generate_presigned_post(bucket, "posted")
+    boundary = "xscformboundary"
+    fields = [*post["fields"].items(), ("file", "posted body")]
+    body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+                   for name, value in fields) + f"--{boundary}--\r\n"
+    request = urllib.request.Request(post["url"], data=body.encode(), method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    before = _caps(gateway)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request)
+    answer = info.value.read()
+    assert info.value.code == 501 and b"<Code>NotImplemented</Code>" in answer and b"POST Object" in answer
+    assert _caps(gateway) == before
+    with pytest.raises(ClientError) as missing:
+        s3.head_object(Bucket=bucket, Key="posted")
+    assert code_of(missing)[1] == 404
+
+
+def test_part_numbers_out_of_range_are_invalid_argument(s3, bucket) -> None:
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="m")["UploadId"]
+    for number in (0, 10001):
+        with pytest.raises(ClientError) as info:
+            s3.upload_part(Bucket=bucket, Key="m", UploadId=uid, PartNumber=number, Body=b"x")
+        assert code_of(info) == ("InvalidArgument", 400), number
+    assert s3.list_parts(Bucket=bucket, Key="m", UploadId=uid).get("Parts", []) == []
+
+
+def test_listing_uploads_echoes_its_markers_and_pages_through_every_upload(s3, bucket) -> None:
+    made = sorted((key, s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]) for key in "abbbbbbc")  # a key's uploads in the order they began
+    page = s3.list_multipart_uploads(Bucket=bucket, KeyMarker="a", MaxUploads=2)
+    assert (page["KeyMarker"], page["IsTruncated"], page["NextKeyMarker"]) == ("a", True, "b")
+    following = s3.list_multipart_uploads(Bucket=bucket, KeyMarker=page["NextKeyMarker"],
+                                          UploadIdMarker=page["NextUploadIdMarker"])
+    assert (following["KeyMarker"], following["UploadIdMarker"]) == ("b", page["NextUploadIdMarker"])
+    pages = s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, PaginationConfig={"PageSize": 1})
+    assert sorted((u["Key"], u["UploadId"]) for p in pages for u in p.get("Uploads", [])) == made
+
+
+def test_minio_presigned_get_and_put(gateway, bucket) -> None:
+    minio = pytest.importorskip("minio")
+    url = urlsplit(gateway.front.url)
+    client = minio.Minio(url.netloc, access_key=gateway.key["access_key"], secret_key=gateway.key["secret_key"],
+                         secure=False, region="us-east-1")
+    put = client.presigned_put_object(bucket, "pre", expires=timedelta(minutes=5))
+    with urllib.request.urlopen(urllib.request.Request(put, data=b"presigned by minio", method="PUT")) as answer:
+        assert answer.status == 200
+    get = client.presigned_get_object(bucket, "pre", expires=timedelta(minutes=5))
+    with urllib.request.urlopen(get) as answer:
+        assert answer.read() == b"presigned by minio"
+    client.put_object(bucket, "plain", io.BytesIO(b"minio put"), 9)
+    assert client.get_object(bucket, "plain").read() == b"minio put"
