@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from ..errors import S3Error, S3ServedByNode, XscError
+from ..errors import NoSuchKey, S3Error, S3ServedByNode, XscError
 from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..serve.connections import ConnectionLimits, open_runner
@@ -284,10 +284,6 @@ class S3Front:
         return payload.body(request.content, call.auth, request.headers, _declared_size(call), self.idle_timeout,
                             self.digests, md5=md5, checksum=checksum)
 
-    @staticmethod
-    def _metadata(headers) -> dict[str, str]:
-        return stored_headers.metadata(headers)
-
     async def _store(self, call: Call, write: Write, chunks: AsyncIterator[bytes], size: int | None, name: str,
                      recorded: Callable[[str], Awaitable[T]]) -> T:
         """Store a stream as one XSC file, then have the user's own account pay for it and `recorded(capability)`
@@ -420,9 +416,12 @@ class S3Front:
     async def put_object(self, call: Call) -> web.Response:
         names.check_key(call.key)
         record = {"content_type": call.request.headers.get("Content-Type", ""),
-                  "metadata": names.check_metadata(self._metadata(call.request.headers)),
+                  "metadata": names.check_metadata(stored_headers.metadata(call.request.headers)),
                   "headers": stored_headers.stored(call.request.headers)}
         checksum = checksums.wanted(call.request.headers)
+        if "If-None-Match" in call.request.headers or "If-Match" in call.request.headers:
+            record["condition"] = stored_headers.write_condition(call.request.headers,
+                                                                 await _current(self.node, call))
         declared = _declared_size(call)
         if declared is not None and declared <= names.SMALL_OBJECT:
             result = await self._put_small(call, record, checksum)
@@ -541,7 +540,7 @@ class S3Front:
         await self._may_write(call, call.bucket)
         await self._small_body(call)
         if directive == "REPLACE":
-            metadata = names.check_metadata(self._metadata(headers))
+            metadata = names.check_metadata(stored_headers.metadata(headers))
             content_type, kept = headers.get("Content-Type", ""), stored_headers.stored(headers)
         else:
             metadata, content_type = record.get("metadata", {}), record.get("content_type", "")
@@ -568,7 +567,7 @@ class S3Front:
     # --- multipart ---------------------------------------------------------------
     async def create_upload(self, call: Call) -> web.Response:
         names.check_key(call.key)
-        metadata = names.check_metadata(self._metadata(call.request.headers))
+        metadata = names.check_metadata(stored_headers.metadata(call.request.headers))
         algorithm = checksums.upload_algorithm(call.request.headers)
         upload_id = await self.node.create_upload(call.bucket, call.key, call.user,
                                                   call.request.headers.get("Content-Type", ""), metadata,
@@ -610,7 +609,8 @@ class S3Front:
         """Complete an upload; one completed already answers as it did (the node keeps what it answered)."""
         checksums.refuse_whole_object(call.request.headers)
         parts = xml.parse_complete(await self._small_body(call))
-        record, garbage = await self.node.complete(_upload_id(call), call.user, parts, call.bucket, call.key)
+        record, garbage = await self.node.complete(_upload_id(call), call.user, parts, call.bucket, call.key,
+                                                   stored_headers.complete_condition(call.request.headers))
         await self._collect(garbage)
         return _xml(xml.complete_multipart(f"/{call.bucket}/{call.key}", call.bucket, call.key, record["etag"]))
 
@@ -638,6 +638,15 @@ class S3Front:
         return _xml(xml.list_uploads(call.bucket, uploads[:max_uploads], prefix=prefix, max_uploads=max_uploads,
                                      truncated=len(uploads) > max_uploads, owner=call.user, key_marker=key_marker,
                                      id_marker=id_marker))
+
+
+async def _current(node: NodeLink, call: Call) -> dict | None:
+    """The object a conditional write is judged against before its body is read (the index judges it again as it
+    records the object)."""
+    try:
+        return await node.object(call.bucket, call.key, call.user)
+    except NoSuchKey:
+        return None
 
 
 def _after_marker(uploads: list[dict], key_marker: str, id_marker: str) -> list[dict]:

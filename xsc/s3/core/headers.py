@@ -116,6 +116,33 @@ def read_condition(headers: Mapping[str, str], etag: str, modified: float) -> in
     return 304 if since is not None and stamp <= since else None
 
 
+def write_condition(headers: Mapping[str, str], current: Mapping | None) -> dict | None:
+    """The condition a PutObject is written under ({"if_none_match": "*"} or {"if_match": ETAG}, for the index to
+    check again as it records it), or None; raises 412 (or 404 for If-Match with no object) when it does not hold of
+    `current`, the object there now."""
+    if headers.get("If-None-Match") is not None:
+        if current is not None:
+            raise _failed("If-None-Match")
+        return {"if_none_match": "*"}
+    if_match = headers.get("If-Match")
+    if if_match is None:
+        return None
+    etag = if_match.strip().strip('"')
+    if current is None:
+        raise S3Error("If-Match names an object that does not exist", s3_code="NoSuchKey", status=404)
+    if current["etag"] != etag:
+        raise _failed("If-Match")
+    return {"if_match": etag}
+
+
+def complete_condition(headers: Mapping[str, str]) -> dict | None:
+    """The condition a CompleteMultipartUpload asks the index to judge as it makes the object, or None."""
+    if headers.get("If-None-Match") is not None:
+        return {"if_none_match": "*"}
+    if_match = headers.get("If-Match")
+    return None if if_match is None else {"if_match": if_match.strip().strip('"')}
+
+
 def copy_condition(headers: Mapping[str, str], etag: str, modified: float) -> None:
     """Raise 412 when a CopyObject's x-amz-copy-source-if-* conditions do not hold of its source."""
     stamp = int(modified)

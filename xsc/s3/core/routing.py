@@ -127,5 +127,10 @@ def check_headers(found: str, method: str, headers: Mapping[str, str]) -> None:
     if directive is not None and directive.upper() not in ("COPY", "REPLACE"):
         raise S3Error("x-amz-metadata-directive must be COPY or REPLACE", s3_code="InvalidArgument", status=400)
     if method in ("PUT", "POST", "DELETE") and ("If-Match" in headers or "If-None-Match" in headers):
-        raise S3Error("conditional writes (If-Match, If-None-Match on a write) are not implemented by this gateway",
-                      s3_code="NotImplemented", status=501)
+        if found not in ("put_object", "complete_upload"):
+            raise S3Error("conditional writes are implemented by this gateway for PutObject and "
+                          "CompleteMultipartUpload only (If-None-Match: *, If-Match: ETAG)", s3_code="NotImplemented",
+                          status=501)
+        if headers.get("If-None-Match", "*").strip() != "*" or headers.get("If-Match", "").strip() == "*":
+            raise S3Error("a write's If-None-Match is * (no object there yet), and its If-Match one ETag",
+                          s3_code="NotImplemented", status=501)

@@ -28,6 +28,8 @@ S3_CODES: dict[str, tuple[str, int]] = {
     "bucket-not-empty": ("BucketNotEmpty", 409),
     "bucket-exists": ("BucketAlreadyOwnedByYou", 409),
     "bucket-taken": ("BucketAlreadyExists", 409),
+    "conditional-conflict": ("ConditionalRequestConflict", 409),
+    "precondition-failed": ("PreconditionFailed", 412),
     "too-many-buckets": ("TooManyBuckets", 400),
     # S3 bounds no account's uploads: the code Ceph's RGW answers a user past its quota with (not retried)
     "too-many-uploads": ("QuotaExceeded", 403),
