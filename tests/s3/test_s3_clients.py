@@ -1,11 +1,14 @@
-"""What current S3 clients send beyond the operations' happy paths, each answered as S3 answers it: a browser-form
+"""What current S3 clients send beyond the operations' happy paths, each answered as S3 answers it: UploadPartCopy
+(boto3's and the AWS CLI's managed copy of a large object), with its ranges and conditions; a browser-form
 upload (POST Object) told it is not implemented, not that it is unsigned; part numbers out of S3's range refused as S3
 refuses them; ListMultipartUploads echoing the markers it was asked from; minio-py's presigned URLs.  boto3, minio and
 plain HTTP against a real node and `xsc s3 serve`."""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import os
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -15,6 +18,7 @@ import pytest
 
 pytest.importorskip("boto3", reason="boto3 is in the test extra: pip install -e '.[test]'")
 
+from boto3.s3.transfer import TransferConfig  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
 from tests.support.s3 import code_of, store_files  # noqa: E402
@@ -78,3 +82,35 @@ def test_minio_presigned_get_and_put(gateway, bucket) -> None:
         assert answer.read() == b"presigned by minio"
     client.put_object(bucket, "plain", io.BytesIO(b"minio put"), 9)
     assert client.get_object(bucket, "plain").read() == b"minio put"
+
+
+def test_a_managed_copy_of_a_large_object_copies_its_parts_by_range(s3, bucket) -> None:
+    data = os.urandom(11 * 1024 * 1024)
+    s3.put_object(Bucket=bucket, Key="big", Body=data)
+    five = 5 * 1024 * 1024
+    s3.copy({"Bucket": bucket, "Key": "big"}, bucket, "copy",
+            Config=TransferConfig(multipart_threshold=five, multipart_chunksize=five))  # UploadPartCopy, 3 ranges
+    copied = s3.get_object(Bucket=bucket, Key="copy")
+    assert copied["Body"].read() == data and copied["ETag"].endswith('-3"')
+    md5s = b"".join(hashlib.md5(data[i:i + five]).digest() for i in range(0, len(data), five))
+    assert copied["ETag"] == f'"{hashlib.md5(md5s).hexdigest()}-3"'
+
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="parts")["UploadId"]
+    source = {"Bucket": bucket, "Key": "big"}
+    for refused, expected in (({"CopySourceRange": "bytes=5-4"}, ("InvalidArgument", 400)),
+                              ({"CopySourceRange": f"bytes=0-{len(data)}"}, ("InvalidArgument", 400)),
+                              ({"CopySourceRange": "0-4"}, ("InvalidArgument", 400)),
+                              ({"CopySourceIfMatch": '"0123"'}, ("PreconditionFailed", 412))):
+        with pytest.raises(ClientError) as info:
+            s3.upload_part_copy(Bucket=bucket, Key="parts", UploadId=uid, PartNumber=1, CopySource=source, **refused)
+        assert code_of(info) == expected, refused
+    with pytest.raises(ClientError) as info:
+        s3.upload_part_copy(Bucket=bucket, Key="parts", UploadId=uid, PartNumber=1,
+                            CopySource={"Bucket": bucket, "Key": "absent"})
+    assert code_of(info) == ("NoSuchKey", 404)
+    part = s3.upload_part_copy(Bucket=bucket, Key="parts", UploadId=uid, PartNumber=1, CopySource=source,
+                               CopySourceRange="bytes=10-19")["CopyPartResult"]
+    assert part["ETag"] == f'"{hashlib.md5(data[10:20]).hexdigest()}"'
+    s3.complete_multipart_upload(Bucket=bucket, Key="parts", UploadId=uid,
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
+    assert s3.get_object(Bucket=bucket, Key="parts")["Body"].read() == data[10:20]

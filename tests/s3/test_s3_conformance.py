@@ -81,8 +81,8 @@ def test_every_subresource_the_front_does_not_do_is_501_or_400_never_another_ope
     status, _, body = signed(gateway, "PUT", f"/{bucket}/k?uploadId=abc", b"x")  # UploadPart without partNumber
     assert status == 400
     status, _, body = signed(gateway, "PUT", f"/{bucket}/k2?partNumber=1&uploadId=abc", headers={
-        "x-amz-copy-source": f"/{bucket}/k"})  # UploadPartCopy
-    assert status == 501 and b"<Code>NotImplemented</Code>" in body
+        "x-amz-copy-source": f"/{bucket}/k"})  # UploadPartCopy, to an upload that is not there
+    assert status == 404 and b"<Code>NoSuchUpload</Code>" in body
 
 
 def test_every_header_the_front_does_not_do_is_501_and_nothing_is_stored(gateway, s3, bucket) -> None:

@@ -108,7 +108,11 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
     assert refused(lambda: bob.head_bucket(Bucket="iso-ana"))[1] == 403
     assert refused(lambda: bob.upload_part_copy(Bucket="iso-bob", Key="m", UploadId=own, PartNumber=1,
                                                 CopySource={"Bucket": "iso-ana", "Key": "secret.txt"})) \
-        == ("NotImplemented", 501)
+        == ("AccessDenied", 403)
+    assert refused(lambda: bob.upload_part_copy(Bucket="iso-bob", Key="m", UploadId=own, PartNumber=1,
+                                                CopySource={"Bucket": "iso-ana", "Key": "no-such-key"})) \
+        == ("AccessDenied", 403)  # what is in another's bucket is not told, nor whether it is
+    assert bob.list_parts(Bucket="iso-bob", Key="m", UploadId=own).get("Parts", []) == []
     for method, operation, params, body in (
             ("GET", "get_object", {"Key": "secret.txt"}, None),
             ("PUT", "put_object", {"Key": "secret.txt"}, b"bob's"),

@@ -523,13 +523,7 @@ class S3Front:
     async def copy_object(self, call: Call) -> web.Response:
         names.check_key(call.key)
         headers = call.request.headers
-        source, _, version = unquote(headers["x-amz-copy-source"]).partition("?")
-        src_bucket, _, src_key = source.lstrip("/").partition("/")
-        if not src_bucket or not src_key:
-            raise S3Error("x-amz-copy-source must be BUCKET/KEY", s3_code="InvalidArgument", status=400)
-        if version:
-            raise S3Error("copying a version (x-amz-copy-source with ?versionId) is not implemented by this gateway",
-                          s3_code="NotImplemented", status=501)
+        src_bucket, src_key = _copy_source(headers)
         directive = headers.get("x-amz-metadata-directive", "COPY").upper()
         if (src_bucket, src_key) == (call.bucket, call.key) and directive != "REPLACE":
             raise S3Error("This copy request is illegal because it is trying to copy an object to itself without "
@@ -546,13 +540,7 @@ class S3Front:
             metadata, content_type = record.get("metadata", {}), record.get("content_type", "")
             kept = record.get("headers", {})
         md5 = hashlib.md5()
-
-        async def data() -> AsyncIterator[bytes]:
-            if record["size"]:
-                async for chunk in self.bodies.read(record, 0, record["size"] - 1):
-                    md5.update(chunk)
-                    yield chunk
-
+        data = _copied(self.bodies, record, 0, record["size"] - 1, md5)
         new = {"content_type": content_type, "metadata": metadata, "headers": kept}
 
         async def recorded(cap: str) -> list[str]:
@@ -560,9 +548,31 @@ class S3Front:
             return await self.node.record(call.bucket, call.key, call.user, new)
 
         async with self.gate.write() as write:
-            garbage = await self._store(call, write, data(), record["size"], f"{call.bucket}/{call.key}", recorded)
+            garbage = await self._store(call, write, data, record["size"], f"{call.bucket}/{call.key}", recorded)
         await self._collect(garbage)
         return _xml(xml.copy_object(new["etag"], new["modified"]))
+
+    async def upload_part_copy(self, call: Call) -> web.Response:
+        """UploadPartCopy: a part made of an object's bytes (`x-amz-copy-source-range`: some of them), as S3's
+        managed copies (boto3's `copy`, `aws s3 cp` between buckets) copy an object larger than a part."""
+        number, upload_id = _part_number(call), _upload_id(call)
+        headers = call.request.headers
+        src_bucket, src_key = _copy_source(headers)
+        await self._upload(call)
+        record = await self._object(call, src_bucket, src_key)
+        stored_headers.copy_condition(headers, record["etag"], record["modified"])
+        first, last = _copy_range(headers.get("x-amz-copy-source-range"), record["size"])
+        await self._small_body(call)
+        md5, size = hashlib.md5(), last - first + 1
+
+        async def recorded(cap: str) -> list[str]:
+            return await self.node.put_part(upload_id, number, call.user, cap, size, md5.hexdigest())
+
+        async with self.gate.write() as write:
+            garbage = await self._store(call, write, _copied(self.bodies, record, first, last, md5), size,
+                                        f"{call.bucket}/{call.key}#{upload_id}.{number}", recorded)
+        await self._collect(garbage)
+        return _xml(xml.copy_object(md5.hexdigest(), self.clock(), root="CopyPartResult"))
 
     # --- multipart ---------------------------------------------------------------
     async def create_upload(self, call: Call) -> web.Response:
@@ -584,12 +594,7 @@ class S3Front:
         return upload
 
     async def upload_part(self, call: Call) -> web.Response:
-        number = _int(call.query.get("partNumber"), 0, "partNumber")
-        if not 1 <= number <= names.MAX_PARTS:
-            raise S3Error(f"Part number must be an integer between 1 and {names.MAX_PARTS}, inclusive (not {number})",
-                          s3_code="InvalidArgument", status=400, ArgumentName="partNumber",
-                          ArgumentValue=str(number))
-        upload_id = _upload_id(call)
+        number, upload_id = _part_number(call), _upload_id(call)
         checksum = checksums.wanted(call.request.headers)
         await self._upload(call)
         md5 = hashlib.md5()
@@ -658,6 +663,48 @@ def _after_marker(uploads: list[dict], key_marker: str, id_marker: str) -> list[
             if upload["key"] == key_marker and upload["id"] == id_marker:
                 return uploads[i + 1:]
     return [u for u in uploads if u["key"] > key_marker or (u["key"] == key_marker and id_marker and u["id"] > id_marker)]
+
+
+def _part_number(call: Call) -> int:
+    number = _int(call.query.get("partNumber"), 0, "partNumber")
+    if not 1 <= number <= names.MAX_PARTS:
+        raise S3Error(f"Part number must be an integer between 1 and {names.MAX_PARTS}, inclusive (not {number})",
+                      s3_code="InvalidArgument", status=400, ArgumentName="partNumber", ArgumentValue=str(number))
+    return number
+
+
+def _copy_source(headers) -> tuple[str, str]:
+    """The bucket and key `x-amz-copy-source` names."""
+    source, _, version = unquote(headers["x-amz-copy-source"]).partition("?")
+    src_bucket, _, src_key = source.lstrip("/").partition("/")
+    if not src_bucket or not src_key:
+        raise S3Error("x-amz-copy-source must be BUCKET/KEY", s3_code="InvalidArgument", status=400)
+    if version:
+        raise S3Error("copying a version (x-amz-copy-source with ?versionId) is not implemented by this gateway",
+                      s3_code="NotImplemented", status=501)
+    return src_bucket, src_key
+
+
+def _copy_range(text: str | None, size: int) -> tuple[int, int]:
+    """The bytes an UploadPartCopy takes of its source: `bytes=FIRST-LAST` within it, or all of it."""
+    if text is None:
+        return 0, size - 1
+    first, dash, last = text.strip().removeprefix("bytes=").partition("-")
+    if not (text.strip().startswith("bytes=") and dash and first.isdigit() and last.isdigit()):
+        raise S3Error("x-amz-copy-source-range must be bytes=FIRST-LAST, zero-based offsets of the first and last "
+                      "bytes to copy", s3_code="InvalidArgument", status=400)
+    if not int(first) <= int(last) < size:
+        raise S3Error(f"Range specified is not valid for source object of size: {size}", s3_code="InvalidArgument",
+                      status=400)
+    return int(first), int(last)
+
+
+async def _copied(bodies: ObjectBodies, record: dict, first: int, last: int, md5) -> AsyncIterator[bytes]:
+    """Bytes first..last of an object (none of an empty one), their MD5 taken as they go."""
+    if last >= first:
+        async for chunk in bodies.read(record, first, last):
+            md5.update(chunk)
+            yield chunk
 
 
 def _keep_checksum(record: dict, checksum: checksums.Checksum | None) -> None:

@@ -26,6 +26,7 @@ SUBRESOURCES = frozenset({
     "torrent", "uploadId", "uploads", "versioning", "versions", "versionId", "website",
 })
 COPY_SOURCE = "x-amz-copy-source"
+COPY_SOURCE_RANGE = "x-amz-copy-source-range"  # UploadPartCopy's own
 _NONE: frozenset[str] = frozenset()
 
 # (method, target, subresources, copy source given) -> operation (an S3Front method name)
@@ -46,6 +47,7 @@ TABLE: dict[tuple[str, str, frozenset[str], bool], str] = {
     ("DELETE", "object", _NONE, False): "delete_object",
     ("POST", "object", frozenset({"uploads"}), False): "create_upload",
     ("PUT", "object", frozenset({"uploadId"}), False): "upload_part",
+    ("PUT", "object", frozenset({"uploadId"}), True): "upload_part_copy",
     ("POST", "object", frozenset({"uploadId"}), False): "complete_upload",
     ("DELETE", "object", frozenset({"uploadId"}), False): "abort_upload",
     ("GET", "object", frozenset({"uploadId"}), False): "list_parts",
@@ -86,7 +88,7 @@ def operation(method: str, bucket: str, key: str, query: Mapping[str, str], head
         copy = f" with {COPY_SOURCE}" if COPY_SOURCE in headers else ""
         raise S3Error(f"{method} of a {target}{what}{copy} is not an operation this gateway implements",
                       s3_code="NotImplemented", status=501)
-    if found == "upload_part" and "partNumber" not in query:
+    if found in ("upload_part", "upload_part_copy") and "partNumber" not in query:
         raise S3Error("UploadPart needs ?partNumber=N", s3_code="InvalidArgument", status=400)
     check_headers(found, method, headers)
     return found
@@ -105,7 +107,7 @@ def refuse_form_upload(method: str, bucket: str, key: str, query: Mapping[str, s
 def check_headers(found: str, method: str, headers: Mapping[str, str]) -> None:
     """Refuse the headers of a request that ask for what the front does not do (501) or make no sense (400)."""
     for name in NOT_IMPLEMENTED_HEADERS:
-        if name in headers:
+        if name in headers and not (name == COPY_SOURCE_RANGE and found == "upload_part_copy"):
             raise S3Error(f"the header {name} is not implemented by this gateway", s3_code="NotImplemented",
                           status=501, header=name)
     for name, allowed in ONLY.items():
@@ -115,7 +117,7 @@ def check_headers(found: str, method: str, headers: Mapping[str, str]) -> None:
                           s3_code="NotImplemented", status=501, header=name)
     sse = headers.get(SSE)
     if sse is not None:
-        if found not in WRITES and found != "upload_part":
+        if found not in WRITES and found not in ("upload_part", "upload_part_copy"):
             raise S3Error(f"{SSE} is only for writes", s3_code="InvalidArgument", status=400, header=SSE)
         if sse.startswith("aws:kms"):
             raise S3Error("SSE-KMS is not implemented by this gateway (every object is encrypted: ask for AES256)",

@@ -180,9 +180,10 @@ def complete_multipart(location: str, bucket: str, key: str, etag: str) -> bytes
             f"</CompleteMultipartUploadResult>").encode()
 
 
-def copy_object(etag: str, modified: float) -> bytes:
-    return (f'{HEADER}<CopyObjectResult xmlns="{NS}"><LastModified>{iso_date(modified)}</LastModified>'
-            f"<ETag>&quot;{e(etag)}&quot;</ETag></CopyObjectResult>").encode()
+def copy_object(etag: str, modified: float, *, root: str = "CopyObjectResult") -> bytes:
+    """A CopyObject's answer (a CopyPartResult: UploadPartCopy's)."""
+    return (f'{HEADER}<{root} xmlns="{NS}"><LastModified>{iso_date(modified)}</LastModified>'
+            f"<ETag>&quot;{e(etag)}&quot;</ETag></{root}>").encode()
 
 
 def list_parts(bucket: str, key: str, upload_id: str, parts: list[dict], *, marker: int, max_parts: int,
