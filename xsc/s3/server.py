@@ -267,10 +267,10 @@ class S3Front:
         return response
 
     # --- bodies ------------------------------------------------------------------
-    async def _small_body(self, call: Call) -> bytes:
+    async def _small_body(self, call: Call, checksum: checksums.Checksum | None = None) -> bytes:
         parts = []
         size = 0
-        async for chunk in self._body(call):
+        async for chunk in self._body(call, checksum=checksum):
             size += len(chunk)
             if size > xml.MAX_BODY:
                 raise S3Error("the request body is too large", s3_code="MaxMessageLengthExceeded", status=400)
@@ -404,7 +404,7 @@ class S3Front:
         return _xml(body)
 
     async def delete_objects(self, call: Call) -> web.Response:
-        keys, quiet = xml.parse_delete(await self._small_body(call))
+        keys, quiet = xml.parse_delete(await self._small_body(call, checksums.wanted(call.request.headers)))
         await self._collect(await self.node.delete_objects(call.bucket, keys, call.user))
         return _xml(xml.delete_result(keys, [], quiet))
 
