@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.header
 import hashlib
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
@@ -230,6 +231,26 @@ def test_a_conditional_put_is_written_only_while_its_condition_holds(gateway, s3
     status, _, _ = signed(gateway, "PUT", f"/{bucket}/copy", headers={"x-amz-copy-source": f"/{bucket}/once",
                                                                        "If-None-Match": "*"})
     assert status == 501  # not done for the other writes: said so, not ignored
+
+
+def test_conditional_puts_at_once_leave_one_object_whole(s3, bucket) -> None:
+    """PutObjects of one new key with If-None-Match: * at once: one is written, each other is refused (412 if the
+    winner was there as it began, 409 ConditionalRequestConflict if it came first while its body was on its way),
+    and the object is the winner's bytes, whole."""
+    bodies = [bytes([65 + n]) * (2 * 1024 * 1024) for n in range(4)]
+
+    def put(body: bytes) -> str:
+        try:
+            return s3.put_object(Bucket=bucket, Key="race", Body=body, IfNoneMatch="*")["ETag"]
+        except ClientError as err:
+            return err.response["Error"]["Code"]
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(put, bodies))
+    won = [n for n, answer in enumerate(answers) if answer.startswith('"')]
+    assert len(won) == 1, answers
+    assert set(answers) - {answers[won[0]]} <= {"PreconditionFailed", "ConditionalRequestConflict"}, answers
+    assert s3.get_object(Bucket=bucket, Key="race")["Body"].read() == bodies[won[0]]
 
 
 def test_a_conditional_complete_makes_the_object_only_while_its_condition_holds(s3, bucket) -> None:
