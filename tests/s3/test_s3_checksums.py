@@ -285,3 +285,19 @@ def test_a_delete_objects_body_not_matching_its_checksum_deletes_nothing(gateway
     assert s3.get_object(Bucket=bucket, Key="kept")["Body"].read() == b"kept"
     s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "kept"}]})  # boto3 sends its CRC32: checked, holds
     assert _absent(s3, bucket, "kept")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("declared, sent", [(2 * MiB, 3 * MiB), (2 * MiB, MiB), (100, 150), (100, 50)])
+def test_an_aws_chunked_body_not_of_its_declared_length_is_refused_at_once(gateway, s3, bucket, declared,
+                                                                           sent) -> None:
+    """x-amz-decoded-content-length says what the chunks hold: more is not cut off and stored as if it were all,
+    and fewer is refused as the body ends, not once the node has waited idle_timeout for the rest."""
+    data = os.urandom(sent)
+    headers = {"Content-Encoding": "aws-chunked", "x-amz-decoded-content-length": str(declared)}
+    before = _caps(gateway)
+    status, answer = _raw_put(gateway, f"/{bucket}/sized", b"", sigv4.STREAMING_PAYLOAD, headers,
+                              trailer_of=lambda seed, key, amz_date, scope: chunked(
+                                  data, sigv4.STREAMING_PAYLOAD, seed, key, amz_date, scope))
+    assert status == 400 and b"<Code>IncompleteBody</Code>" in answer, answer
+    assert _absent(s3, bucket, "sized") and _caps(gateway) == before

@@ -104,10 +104,13 @@ async def body(content: StreamReader, auth: sigv4.Verified, headers, declared: i
                 piece = decoder.feed(piece)
                 if not piece:
                     continue
+            received += len(piece)
+            if declared is not None and received > declared:  # an aws-chunked body decoding to more than it said
+                raise S3Error(f"the body holds more bytes than the {declared:,} declared", s3_code="IncompleteBody",
+                              status=400)
             await digests.add(md5, piece)
             if checksum is not None:
                 await digests.add(checksum.digest, piece)  # type: ignore[arg-type]
-            received += len(piece)
             if declared is not None and received < declared:
                 if held:
                     yield held
@@ -122,6 +125,9 @@ async def body(content: StreamReader, auth: sigv4.Verified, headers, declared: i
     except BaseException:
         digests.abandon()
         raise
+    if declared is not None and received < declared:
+        raise S3Error(f"the body holds fewer bytes than the {declared:,} declared", s3_code="IncompleteBody",
+                      status=400)
     trailers = decoder.finish() if decoder is not None else {}
     if sha is not None and sha.hexdigest() != want_sha:
         raise S3Error("the body's SHA-256 does not match x-amz-content-sha256",
