@@ -192,6 +192,11 @@ def test_boto3s_checksum_is_checked_kept_and_given_back_when_asked(gateway, s3, 
     assert copied["CopyObjectResult"]["ETag"]
     assert s3.head_object(Bucket=bucket, Key=algorithm + "-copy", ChecksumMode="ENABLED")[
         f"Checksum{algorithm}"] == value  # the same bytes
+    other = "SHA256" if algorithm != "SHA256" else "SHA1"
+    s3.copy_object(Bucket=bucket, Key=algorithm + "-other", CopySource=f"{bucket}/{algorithm}", ChecksumAlgorithm=other)
+    head = s3.head_object(Bucket=bucket, Key=algorithm + "-other", ChecksumMode="ENABLED")
+    digest = (hashlib.sha256 if other == "SHA256" else hashlib.sha1)(data).digest()
+    assert head[f"Checksum{other}"] == base64.b64encode(digest).decode() and f"Checksum{algorithm}" not in head
 
 
 @pytest.mark.slow

@@ -539,12 +539,13 @@ class S3Front:
         else:
             metadata, content_type = record.get("metadata", {}), record.get("content_type", "")
             kept = record.get("headers", {})
-        md5 = hashlib.md5()
-        data = _copied(self.bodies, record, 0, record["size"] - 1, md5)
+        md5, checksum = hashlib.md5(), checksums.for_copy(headers)
+        data = _copied(self.bodies, record, 0, record["size"] - 1, md5, checksum)
         new = {"content_type": content_type, "metadata": metadata, "headers": kept}
 
         async def recorded(cap: str) -> list[str]:
             new.update(parts=[{"cap": cap, "size": record["size"]}], etag=md5.hexdigest(), modified=self.clock())
+            _keep_checksum(new, checksum)
             return await self.node.record(call.bucket, call.key, call.user, new)
 
         async with self.gate.write() as write:
@@ -699,18 +700,23 @@ def _copy_range(text: str | None, size: int) -> tuple[int, int]:
     return int(first), int(last)
 
 
-async def _copied(bodies: ObjectBodies, record: dict, first: int, last: int, md5) -> AsyncIterator[bytes]:
-    """Bytes first..last of an object (none of an empty one), their MD5 taken as they go."""
+async def _copied(bodies: ObjectBodies, record: dict, first: int, last: int, md5,
+                  checksum: checksums.Checksum | None = None) -> AsyncIterator[bytes]:
+    """Bytes first..last of an object (none of an empty one), their MD5 (and checksum) taken as they go."""
     if last >= first:
         async for chunk in bodies.read(record, first, last):
             md5.update(chunk)
+            if checksum is not None:
+                checksum.digest.update(chunk)  # type: ignore[attr-defined]
             yield chunk
 
 
 def _keep_checksum(record: dict, checksum: checksums.Checksum | None) -> None:
-    """The body's checksum, checked, kept among the object's stored headers (given back only when asked for)."""
+    """The body's checksum, checked, kept among the object's stored headers (given back only when asked for), in
+    place of one the headers held (a copy's source's)."""
     if checksum is not None:
-        record["headers"] = {**record["headers"], checksum.header: checksum.value}
+        kept = {k: v for k, v in record["headers"].items() if not k.startswith(checksums.PREFIX)}
+        record["headers"] = {**kept, checksum.header: checksum.value}
 
 
 def _checksum_headers(checksum: checksums.Checksum | None) -> dict[str, str]:

@@ -138,6 +138,12 @@ def wanted(headers: Mapping[str, str]) -> Checksum | None:
     return Checksum(algorithm, _value_checked(algorithm, headers[sent[0]]))
 
 
+def for_copy(headers: Mapping[str, str]) -> Checksum | None:
+    """The checksum a CopyObject asks its copy to carry (`x-amz-checksum-algorithm`), taken over the bytes copied."""
+    name = {k.lower(): v for k, v in headers.items()}.get("x-amz-checksum-algorithm")
+    return None if name is None else Checksum(algorithm_named(name, "x-amz-checksum-algorithm"), None)
+
+
 def upload_algorithm(headers: Mapping[str, str]) -> str | None:
     """The algorithm a CreateMultipartUpload asks its parts' checksums in (`x-amz-checksum-algorithm`), or None.
     Only COMPOSITE checksums of parts are done: a whole-object (FULL_OBJECT) one is 501."""
