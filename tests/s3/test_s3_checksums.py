@@ -84,6 +84,8 @@ def test_a_signed_trailer_body_is_decoded_and_its_chunks_and_trailer_checked(ste
         with pytest.raises(S3Error) as info:
             decoded(auth, body, step)
         assert info.value.s3_code == "SignatureDoesNotMatch", tamper
+    body = chunked(data, auth.payload_hash, auth.signature, auth.signing_key, auth.amz_date, auth.scope)
+    assert decoded(auth, body, step) == (data, {})  # no trailer: nothing to sign
 
 
 def test_an_unsigned_trailer_body_gives_its_trailer_and_trailers_are_bounded() -> None:
