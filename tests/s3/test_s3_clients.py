@@ -1,8 +1,8 @@
 """What current S3 clients send beyond the operations' happy paths, each answered as S3 answers it: UploadPartCopy
-(boto3's and the AWS CLI's managed copy of a large object), with its ranges and conditions; a browser-form
-upload (POST Object) told it is not implemented, not that it is unsigned; part numbers out of S3's range refused as S3
-refuses them; ListMultipartUploads echoing the markers it was asked from; minio-py's presigned URLs.  boto3, minio and
-plain HTTP against a real node and `xsc s3 serve`."""
+(boto3's and the AWS CLI's managed copy of a large object, minio-py's compose), with its ranges and conditions; a
+browser-form upload (POST Object) told it is not implemented, not that it is unsigned; part numbers out of S3's range
+refused as S3 refuses them; ListMultipartUploads echoing the markers it was asked from; minio-py's presigned URLs.
+boto3, minio and plain HTTP against a real node and `xsc s3 serve`."""
 
 from __future__ import annotations
 
@@ -82,6 +82,13 @@ def test_minio_presigned_get_and_put(gateway, bucket) -> None:
         assert answer.read() == b"presigned by minio"
     client.put_object(bucket, "plain", io.BytesIO(b"minio put"), 9)
     assert client.get_object(bucket, "plain").read() == b"minio put"
+    big = os.urandom(5 * 1024 * 1024 + 10)
+    client.put_object(bucket, "big", io.BytesIO(big), len(big))
+    from minio.commonconfig import ComposeSource  # its compose is UploadPartCopy with source ranges
+
+    client.compose_object(bucket, "composed", [ComposeSource(bucket, "big", offset=0, length=5 * 1024 * 1024),
+                                               ComposeSource(bucket, "plain", offset=2, length=5)])
+    assert client.get_object(bucket, "composed").read() == big[:5 * 1024 * 1024] + b"minio put"[2:7]
 
 
 def test_a_managed_copy_of_a_large_object_copies_its_parts_by_range(s3, bucket) -> None:
