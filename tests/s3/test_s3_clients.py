@@ -121,3 +121,15 @@ def test_a_managed_copy_of_a_large_object_copies_its_parts_by_range(s3, bucket) 
     s3.complete_multipart_upload(Bucket=bucket, Key="parts", UploadId=uid,
                                  MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]})
     assert s3.get_object(Bucket=bucket, Key="parts")["Body"].read() == data[10:20]
+
+
+def test_a_presigned_urls_expiry_is_one_second_to_seven_days(s3, bucket) -> None:
+    s3.put_object(Bucket=bucket, Key="p", Body=b"presigned")
+    for expires in (0, 604801):
+        url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "p"}, ExpiresIn=expires)
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(url)
+        assert info.value.code == 400 and b"<Code>AuthorizationQueryParametersError</Code>" in info.value.read()
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "p"}, ExpiresIn=604800)
+    with urllib.request.urlopen(url) as answer:
+        assert answer.read() == b"presigned"
