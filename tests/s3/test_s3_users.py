@@ -63,6 +63,8 @@ def test_two_users_see_only_their_own_buckets_until_granted(gateway) -> None:
                  lambda: bob.delete_bucket(Bucket="u-ana")):
         assert refused(call) == ("AccessDenied", 403)
     uid = ana.create_multipart_upload(Bucket="u-ana", Key="m")["UploadId"]
+    (listed,) = bob.list_multipart_uploads(Bucket="u-ana")["Uploads"]  # a reader sees who began it, not itself
+    assert (listed["UploadId"], listed["Initiator"]["ID"], listed["Owner"]["ID"]) == (uid, "ana", "ana")
     assert refused(lambda: bob.upload_part(Bucket="u-ana", Key="m", UploadId=uid, PartNumber=1, Body=b"p")) \
         == ("AccessDenied", 403)
     assert refused(lambda: bob.abort_multipart_upload(Bucket="u-ana", Key="m", UploadId=uid)) == ("AccessDenied", 403)

@@ -631,7 +631,8 @@ class S3Front:
         max_parts = min(_int(call.query.get("max-parts"), 1000, "max-parts"), 1000)
         parts = [p for p in upload["parts"] if p["number"] > marker]
         return _xml(xml.list_parts(call.bucket, call.key, upload["id"], parts[:max_parts], marker=marker,
-                                   max_parts=max_parts, truncated=len(parts) > max_parts, owner=call.user))
+                                   max_parts=max_parts, truncated=len(parts) > max_parts,
+                                   owner=upload.get("user") or call.user))
 
     async def list_uploads(self, call: Call) -> web.Response:
         prefix = call.query.get("prefix", "")

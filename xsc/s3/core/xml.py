@@ -202,9 +202,11 @@ def list_parts(bucket: str, key: str, upload_id: str, parts: list[dict], *, mark
 
 def list_uploads(bucket: str, uploads: list[dict], *, prefix: str, max_uploads: int, truncated: bool,
                  owner: str, key_marker: str = "", id_marker: str = "") -> bytes:
+    """`owner`: the user an upload recorded without the user who began it is shown as begun by."""
     items = "".join(f"<Upload><Key>{e(u['key'])}</Key><UploadId>{e(u['id'])}</UploadId>"
-                    f"<Initiator><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName></Initiator>"
-                    f"<Owner><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName></Owner>"
+                    f"<Initiator><ID>{e(u.get('user') or owner)}</ID><DisplayName>{e(u.get('user') or owner)}"
+                    f"</DisplayName></Initiator><Owner><ID>{e(u.get('user') or owner)}</ID><DisplayName>"
+                    f"{e(u.get('user') or owner)}</DisplayName></Owner>"
                     f"<StorageClass>STANDARD</StorageClass><Initiated>{iso_date(u['created'])}</Initiated></Upload>"
                     for u in uploads)
     last = uploads[-1] if uploads and truncated else None
