@@ -633,6 +633,18 @@ class TooManyUploads(Forbidden):
     code = "too-many-uploads"
 
 
+class ConditionalConflict(Conflict):
+    """A conditional write (If-None-Match: *, If-Match: ETAG) whose condition no longer held as its record was to be
+    written: another write of the key came first.  Nothing of it is kept; S3 answers this 409 and SDKs retry it."""
+    code = "conditional-conflict"
+
+
+class PreconditionFailed(Conflict):
+    """A CompleteMultipartUpload's condition (If-None-Match: *, If-Match: ETAG) does not hold of the object there:
+    the upload stays as it was, to be completed without it or aborted."""
+    code = "precondition-failed"
+
+
 class S3ServedByNode(Conflict):
     """A front's write through the user API while the node answers S3 itself: one front a node, since each
     front's reconciliation removes the files it finds no record of, the other's among them between put and record."""

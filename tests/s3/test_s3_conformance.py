@@ -1,6 +1,6 @@
 """What S3 tools expect of a front, each as S3 answers it: the routing table walked (every subresource and
 header the front does not do is 501 or 400, never another operation), SSE, stored headers, non-ASCII
-metadata, conditional reads and copies, repeated Completes, self-copies, part numbers, bucket re-creation,
+metadata, conditional reads, copies and writes, repeated Completes, self-copies, part numbers, bucket re-creation,
 Expect: 100-continue, listing echoes and ListBuckets pages.  boto3 and signed raw requests against a real
 node and a real `xsc s3 serve`, and against a node's own S3 listener."""
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.header
 import hashlib
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
@@ -21,7 +22,7 @@ from botocore.awsrequest import AWSRequest  # noqa: E402
 from botocore.credentials import Credentials  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 
-from tests.support.s3 import code_of  # noqa: E402
+from tests.support.s3 import code_of, store_files  # noqa: E402
 from xsc.s3.core import routing  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -53,6 +54,10 @@ def signed(gateway, method: str, path: str, body: bytes = b"", headers: dict | N
         return err.code, dict(err.headers), err.read()
 
 
+def _caps(gateway) -> set[str]:
+    return {f["capability"] for f in store_files(gateway.node)}
+
+
 # --- the routing table -----------------------------------------------------------
 def test_every_subresource_the_front_does_not_do_is_501_or_400_never_another_operation(gateway, s3, bucket) -> None:
     status, _, body = signed(gateway, "PUT", "/c-no-such-bucket?versioning", b"<VersioningConfiguration/>")
@@ -77,8 +82,8 @@ def test_every_subresource_the_front_does_not_do_is_501_or_400_never_another_ope
     status, _, body = signed(gateway, "PUT", f"/{bucket}/k?uploadId=abc", b"x")  # UploadPart without partNumber
     assert status == 400
     status, _, body = signed(gateway, "PUT", f"/{bucket}/k2?partNumber=1&uploadId=abc", headers={
-        "x-amz-copy-source": f"/{bucket}/k"})  # UploadPartCopy
-    assert status == 501 and b"<Code>NotImplemented</Code>" in body
+        "x-amz-copy-source": f"/{bucket}/k"})  # UploadPartCopy, to an upload that is not there
+    assert status == 404 and b"<Code>NoSuchUpload</Code>" in body
 
 
 def test_every_header_the_front_does_not_do_is_501_and_nothing_is_stored(gateway, s3, bucket) -> None:
@@ -86,7 +91,8 @@ def test_every_header_the_front_does_not_do_is_501_and_nothing_is_stored(gateway
         status, _, body = signed(gateway, "PUT", f"/{bucket}/h", b"x", headers={name: "x"})
         assert status == 501 and b"<Code>NotImplemented</Code>" in body, (name, status, body)
     for name, value in (("x-amz-acl", "public-read"), ("x-amz-storage-class", "GLACIER"),
-                        ("x-amz-tagging-directive", "REPLACE"), ("If-None-Match", "*")):
+                        ("x-amz-tagging-directive", "REPLACE"), ("If-None-Match", '"an-etag"'),
+                        ("If-Match", "*")):
         status, _, body = signed(gateway, "PUT", f"/{bucket}/h", b"x", headers={name: value})
         assert status == 501, (name, status, body)
     status, _, body = signed(gateway, "PUT", f"/{bucket}/h", b"x", headers={"x-amz-metadata-directive": "MOVE"})
@@ -206,6 +212,67 @@ def test_copy_source_conditions(s3, bucket) -> None:
 
 
 # --- semantics -------------------------------------------------------------------
+@pytest.mark.parametrize("size", [12, 2 * 1024 * 1024])  # a small object (one call of the node's) and a streamed one
+def test_a_conditional_put_is_written_only_while_its_condition_holds(gateway, s3, bucket, size) -> None:
+    first, second = b"1" * size, b"2" * size
+    etag = s3.put_object(Bucket=bucket, Key="once", Body=first, IfNoneMatch="*")["ETag"]
+    before = _caps(gateway)
+    for condition in ({"IfNoneMatch": "*"}, {"IfMatch": '"0123456789abcdef0123456789abcdef"'}):
+        with pytest.raises(ClientError) as info:
+            s3.put_object(Bucket=bucket, Key="once", Body=second, **condition)
+        assert code_of(info) == ("PreconditionFailed", 412), condition
+    with pytest.raises(ClientError) as info:
+        s3.put_object(Bucket=bucket, Key="never", Body=second, IfMatch=etag)
+    assert code_of(info) == ("NoSuchKey", 404)
+    assert _caps(gateway) == before
+    assert s3.get_object(Bucket=bucket, Key="once")["Body"].read() == first
+    s3.put_object(Bucket=bucket, Key="once", Body=second, IfMatch=etag)
+    assert s3.get_object(Bucket=bucket, Key="once")["Body"].read() == second
+    status, _, _ = signed(gateway, "PUT", f"/{bucket}/copy", headers={"x-amz-copy-source": f"/{bucket}/once",
+                                                                       "If-None-Match": "*"})
+    assert status == 501  # not done for the other writes: said so, not ignored
+
+
+def test_conditional_puts_at_once_leave_one_object_whole(s3, bucket) -> None:
+    """PutObjects of one new key with If-None-Match: * at once: one is written, each other is refused (412 if the
+    winner was there as it began, 409 ConditionalRequestConflict if it came first while its body was on its way),
+    and the object is the winner's bytes, whole."""
+    bodies = [bytes([65 + n]) * (2 * 1024 * 1024) for n in range(4)]
+
+    def put(body: bytes) -> str:
+        try:
+            return s3.put_object(Bucket=bucket, Key="race", Body=body, IfNoneMatch="*")["ETag"]
+        except ClientError as err:
+            return err.response["Error"]["Code"]
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(put, bodies))
+    won = [n for n, answer in enumerate(answers) if answer.startswith('"')]
+    assert len(won) == 1, answers
+    assert set(answers) - {answers[won[0]]} <= {"PreconditionFailed", "ConditionalRequestConflict"}, answers
+    assert s3.get_object(Bucket=bucket, Key="race")["Body"].read() == bodies[won[0]]
+
+
+def test_a_conditional_complete_makes_the_object_only_while_its_condition_holds(s3, bucket) -> None:
+    current = s3.put_object(Bucket=bucket, Key="there", Body=b"there")["ETag"]
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="there")["UploadId"]
+    part = s3.upload_part(Bucket=bucket, Key="there", UploadId=uid, PartNumber=1, Body=b"new")["ETag"]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": part}]}
+    for condition in ({"IfNoneMatch": "*"}, {"IfMatch": '"0123456789abcdef0123456789abcdef"'}):
+        with pytest.raises(ClientError) as info:
+            s3.complete_multipart_upload(Bucket=bucket, Key="there", UploadId=uid, MultipartUpload=parts, **condition)
+        assert code_of(info) == ("PreconditionFailed", 412), condition
+    assert [p["PartNumber"] for p in s3.list_parts(Bucket=bucket, Key="there", UploadId=uid)["Parts"]] == [1]
+    assert s3.get_object(Bucket=bucket, Key="there")["Body"].read() == b"there"
+    s3.complete_multipart_upload(Bucket=bucket, Key="there", UploadId=uid, MultipartUpload=parts, IfMatch=current)
+    assert s3.get_object(Bucket=bucket, Key="there")["Body"].read() == b"new"
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="fresh")["UploadId"]
+    part = s3.upload_part(Bucket=bucket, Key="fresh", UploadId=uid, PartNumber=1, Body=b"fresh")["ETag"]
+    s3.complete_multipart_upload(Bucket=bucket, Key="fresh", UploadId=uid, IfNoneMatch="*",
+                                 MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part}]})
+    assert s3.get_object(Bucket=bucket, Key="fresh")["Body"].read() == b"fresh"
+
+
 def test_a_second_complete_of_a_finished_upload_answers_the_same(s3, bucket) -> None:
     uid = s3.create_multipart_upload(Bucket=bucket, Key="twice")["UploadId"]
     etag = s3.upload_part(Bucket=bucket, Key="twice", UploadId=uid, PartNumber=1, Body=b"once")["ETag"]

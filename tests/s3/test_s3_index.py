@@ -5,9 +5,9 @@ from __future__ import annotations
 import plyvel
 import pytest
 
-from xsc.errors import (BucketNotEmpty, BucketTaken, EntityTooSmall, Forbidden, InvalidArgument, InvalidBucketName,
-                        InvalidPart, InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, TooManyBuckets,
-                        TooManyUploads)
+from xsc.errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, EntityTooSmall, Forbidden, InvalidArgument,
+                        InvalidBucketName, InvalidPart, InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload,
+                        PreconditionFailed, TooManyBuckets, TooManyUploads)
 from xsc import codec, keys
 from xsc.buckets.index import S3Index
 
@@ -68,6 +68,37 @@ def test_records_cleaned_by_their_writer_are_stored_as_the_index_would_clean_the
     assert outcomes[0] == [] and isinstance(outcomes[1], NoSuchBucket)
     assert index.get("bkt", "cleaned-before") == index.get("bkt", "cleaned-here")
     assert index.garbage() == ["cap-2"]  # the file stored for a bucket that is gone is garbage here too
+
+
+def test_a_conditional_write_whose_condition_no_longer_holds_keeps_nothing(index) -> None:
+    """Two PutObjects with If-None-Match: * both found the key free before their bodies came; the second to be
+    recorded is refused as it is written, in the same group too, and its file is garbage.  A Complete's condition is
+    judged as it makes the object; one that does not hold leaves the upload as it was."""
+    first = {**obj("cap-1"), "condition": {"if_none_match": "*"}}
+    second = {**obj("cap-2"), "etag": "f", "condition": {"if_none_match": "*"}}
+    outcomes = index.put_all([("bkt", "k", first), ("bkt", "k", second)])
+    assert outcomes[0] == [] and isinstance(outcomes[1], ConditionalConflict)
+    assert index.get("bkt", "k")["parts"][0]["cap"] == "cap-1" and "condition" not in index.get("bkt", "k")
+    assert index.garbage() == ["cap-2"]
+    with pytest.raises(ConditionalConflict):
+        index.put("bkt", "k", {**obj("cap-3"), "condition": {"if_match": "not-e"}})
+    assert index.put("bkt", "k", {**obj("cap-4"), "condition": {"if_match": "e"}}) == ["cap-1"]
+    with pytest.raises(ConditionalConflict):
+        index.put("bkt", "gone", {**obj("cap-5"), "condition": {"if_match": "e"}})
+    with pytest.raises(InvalidArgument):
+        index.put("bkt", "k", {**obj("cap-6"), "condition": {"if_none_match": "etag"}})
+    assert sorted(index.garbage()) == ["cap-1", "cap-2", "cap-3", "cap-5"]  # cap-6: never recorded, an orphan
+    upload = index.create_upload("bkt", "k")
+    index.put_part(upload, 1, "part-1", 10, "a1")
+    with pytest.raises(PreconditionFailed):
+        index.complete(upload, [(1, "a1")], condition={"if_none_match": "*"})
+    fresh = index.create_upload("bkt", "new")
+    index.put_part(fresh, 1, "part-2", 10, "a2")
+    with pytest.raises(NoSuchKey):
+        index.complete(fresh, [(1, "a2")], condition={"if_match": "e"})
+    assert [p["number"] for p in index.parts(upload)] == [1]  # the upload as it was
+    record, garbage = index.complete(upload, [(1, "a1")], condition={"if_match": "e"})
+    assert record["parts"][0]["cap"] == "part-1" and garbage == ["cap-4"]
 
 
 def test_buckets(index) -> None:

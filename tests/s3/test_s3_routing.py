@@ -23,7 +23,9 @@ def test_the_table_names_an_operation_for_each_shape_and_refuses_every_other() -
     assert status_of("PUT", "b", "k", {}, {"x-amz-copy-source": "/b/j"}) == "copy_object"
     assert status_of("PUT", "b", "k", {"uploadId": "u", "partNumber": "1"}) == "upload_part"
     assert status_of("PUT", "b", "k", {"uploadId": "u"}) == 400
-    assert status_of("PUT", "b", "k", {"uploadId": "u", "partNumber": "1"}, {"x-amz-copy-source": "/b/j"}) == 501
+    assert status_of("PUT", "b", "k", {"uploadId": "u", "partNumber": "1"}, {"x-amz-copy-source": "/b/j"}) == \
+        "upload_part_copy"
+    assert status_of("PUT", "b", "k", {}, {"x-amz-copy-source": "/b/j", "x-amz-copy-source-range": "bytes=0-1"}) == 501
     assert status_of("PATCH", "b", "k", {}) == 501
     assert status_of("PUT", "", "", {}) == 501
     for sub in routing.SUBRESOURCES:

@@ -63,6 +63,8 @@ def test_two_users_see_only_their_own_buckets_until_granted(gateway) -> None:
                  lambda: bob.delete_bucket(Bucket="u-ana")):
         assert refused(call) == ("AccessDenied", 403)
     uid = ana.create_multipart_upload(Bucket="u-ana", Key="m")["UploadId"]
+    (listed,) = bob.list_multipart_uploads(Bucket="u-ana")["Uploads"]  # a reader sees who began it, not itself
+    assert (listed["UploadId"], listed["Initiator"]["ID"], listed["Owner"]["ID"]) == (uid, "ana", "ana")
     assert refused(lambda: bob.upload_part(Bucket="u-ana", Key="m", UploadId=uid, PartNumber=1, Body=b"p")) \
         == ("AccessDenied", 403)
     assert refused(lambda: bob.abort_multipart_upload(Bucket="u-ana", Key="m", UploadId=uid)) == ("AccessDenied", 403)
@@ -108,7 +110,11 @@ def test_another_users_uploads_parts_and_presigned_urls_are_refused(gateway) -> 
     assert refused(lambda: bob.head_bucket(Bucket="iso-ana"))[1] == 403
     assert refused(lambda: bob.upload_part_copy(Bucket="iso-bob", Key="m", UploadId=own, PartNumber=1,
                                                 CopySource={"Bucket": "iso-ana", "Key": "secret.txt"})) \
-        == ("NotImplemented", 501)
+        == ("AccessDenied", 403)
+    assert refused(lambda: bob.upload_part_copy(Bucket="iso-bob", Key="m", UploadId=own, PartNumber=1,
+                                                CopySource={"Bucket": "iso-ana", "Key": "no-such-key"})) \
+        == ("AccessDenied", 403)  # what is in another's bucket is not told, nor whether it is
+    assert bob.list_parts(Bucket="iso-bob", Key="m", UploadId=own).get("Parts", []) == []
     for method, operation, params, body in (
             ("GET", "get_object", {"Key": "secret.txt"}, None),
             ("PUT", "put_object", {"Key": "secret.txt"}, b"bob's"),

@@ -3,7 +3,9 @@
 An object record is JSON: `parts` (the ordered capabilities and sizes of the files whose concatenation
 is the object: one for a PutObject, N for a completed multipart upload), `size`, `etag`,
 `content_type`, `metadata` (x-amz-meta-*), `headers` (Cache-Control, Content-Disposition, ... as stored),
-`modified` (unix seconds).  A bucket record is `created`, its `owner` (an S3 user of the front) and the
+`modified` (unix seconds).  A record to be written may carry a `condition` (If-None-Match: *, If-Match: ETAG),
+checked under the index's lock as it is written and never stored: a write whose condition no longer holds is
+ConditionalConflict, its files garbage.  A bucket record is `created`, its `owner` (an S3 user of the front) and the
 `grants` its owner gave other users ({user: "read" | "write"}); `checked` runs an operation once the user
 the front acts for may do it (None: the node's owner, who may do anything).  Every change is one synced write
 batch, so a crash leaves either the old state or the new, never a mix:
@@ -40,7 +42,7 @@ from typing import Any, Callable, Iterable, Iterator
 from .. import codec
 from .. import keys
 from ..db import Database
-from ..errors import (BucketNotEmpty, BucketTaken, EntityTooSmall, Forbidden, InvalidArgument, InvalidPart,
+from ..errors import (BucketNotEmpty, BucketTaken, ConditionalConflict, PreconditionFailed, EntityTooSmall, Forbidden, InvalidArgument, InvalidPart,
                       InvalidPartOrder, NoSuchBucket, NoSuchKey, NoSuchUpload, TooManyBuckets, TooManyUploads)
 from .core import etag, listing, names
 
@@ -205,9 +207,14 @@ class S3Index:
             return NoSuchBucket(f"no bucket named {bucket!r}", bucket=bucket)
         name = keys.object_key(bucket, key)
         old = written[name] if name in written else read(name)
+        condition = record.get("condition")
+        if condition is not None and not _holds(condition, codec.loads(old) if old else None):
+            written.update((keys.object_garbage(cap), b"") for cap in caps)
+            return ConditionalConflict(f"another write of {key!r} came first: the condition {condition} no longer "
+                                       "holds (retry the request)", bucket=bucket, key=key)
         garbage = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
         garbage = [c for c in garbage if c not in caps]
-        written[name] = _dump(record)
+        written[name] = _dump({k: v for k, v in record.items() if k != "condition"})
         written.update((keys.object_garbage(cap), None) for cap in caps)  # referred to: not garbage
         written.update((keys.object_garbage(cap), b"") for cap in garbage)
         return garbage
@@ -234,9 +241,13 @@ class S3Index:
         names.check_metadata(metadata)
         if "etag" not in record:
             raise InvalidArgument("an object record needs its etag")
-        return {"parts": clean_parts, "size": sum(p["size"] for p in clean_parts), "etag": str(record["etag"]),
-                "content_type": str(record.get("content_type") or "binary/octet-stream"), "metadata": metadata,
-                "headers": _headers(record.get("headers")), "modified": float(record.get("modified") or 0) or time.time()}
+        clean = {"parts": clean_parts, "size": sum(p["size"] for p in clean_parts), "etag": str(record["etag"]),
+                 "content_type": str(record.get("content_type") or "binary/octet-stream"), "metadata": metadata,
+                 "headers": _headers(record.get("headers")),
+                 "modified": float(record.get("modified") or 0) or time.time()}
+        if record.get("condition") is not None:
+            clean["condition"] = _condition(record["condition"])
+        return clean
 
     def delete(self, bucket: str, key: str) -> list[str]:
         """Remove the object if there is one (S3 deletes are idempotent); returns the capabilities now garbage."""
@@ -337,9 +348,12 @@ class S3Index:
         return garbage
 
     def complete(self, upload_id: str, chosen: list[tuple[int, str]], bucket: str | None = None,
-                 key: str | None = None) -> tuple[dict, list[str]]:
+                 key: str | None = None, condition: dict | None = None) -> tuple[dict, list[str]]:
         """Make the upload's chosen parts, in order, the object; returns (its record, capabilities now garbage).
-        An upload completed already answers what it answered then (an SDK retries a Complete it did not hear)."""
+        An upload completed already answers what it answered then (an SDK retries a Complete it did not hear).
+        `condition` (as a record's: If-None-Match: *, If-Match: ETAG) must hold of the object there, else
+        PreconditionFailed (NoSuchKey for If-Match with no object) and the upload stays as it was."""
+        condition = _condition(condition) if condition is not None else None
         with self._lock:
             done = self.db.get(keys.object_completed(upload_id)) if upload_id.isalnum() else None
             if done is not None and self.db.get(keys.object_upload(upload_id)) is None:
@@ -374,6 +388,11 @@ class S3Index:
                       "headers": upload.get("headers", {}), "modified": self.clock()}
             unused = [p["cap"] for n, p in have.items() if n not in set(numbers)]
             old = self.db.get(keys.object_key(bucket, key))
+            if condition is not None and not _holds(condition, codec.loads(old) if old else None):
+                if "if_match" in condition and old is None:
+                    raise NoSuchKey(f"no object {key!r} in bucket {bucket!r} for If-Match", bucket=bucket, key=key)
+                raise PreconditionFailed(f"the object at {key!r} does not meet the condition {condition}",
+                                         bucket=bucket, key=key)
             replaced = [p["cap"] for p in codec.loads(old)["parts"]] if old else []
             garbage = unused + replaced
             with self.db.write_batch(sync=True) as batch:
@@ -509,6 +528,22 @@ class S3Index:
                    for k, v in self.db.iterator(prefix=keys.OBJECT_UPLOADS)]
         return {"version": 1, "exported": self.clock(), "buckets": buckets, "uploads": uploads,
                 "garbage": self.garbage()}
+
+
+def _condition(condition: Any) -> dict:
+    """A write's condition, checked as its record is written (not stored): {"if_none_match": "*"} (no object at the
+    key) or {"if_match": ETAG} (the object at the key has that ETag)."""
+    if condition == {"if_none_match": "*"}:
+        return condition
+    if isinstance(condition, dict) and list(condition) == ["if_match"] and isinstance(condition["if_match"], str):
+        return condition
+    raise InvalidArgument('a write\'s condition is {"if_none_match": "*"} or {"if_match": ETAG}')
+
+
+def _holds(condition: dict, old: dict | None) -> bool:
+    if "if_none_match" in condition:
+        return old is None
+    return old is not None and old["etag"] == condition["if_match"]
 
 
 def _headers(headers: Any) -> dict[str, str]:

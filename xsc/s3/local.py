@@ -99,8 +99,9 @@ class LocalNode:
                                      etag)
 
     async def complete(self, upload_id: str, user: str, parts: list[tuple[int, str]], bucket: str,
-                       key: str) -> tuple[dict, list[str]]:
-        return await self._upload_as(upload_id, user, "write", self.index.complete, upload_id, parts, bucket, key)
+                       key: str, condition: dict | None = None) -> tuple[dict, list[str]]:
+        return await self._upload_as(upload_id, user, "write", self.index.complete, upload_id, parts, bucket, key,
+                                     condition)
 
     async def abort(self, upload_id: str, user: str) -> list[str]:
         return await self._upload_as(upload_id, user, "write", self.index.abort, upload_id)

@@ -1,5 +1,6 @@
-"""A request body as it arrives, checked on its way: the signed SHA-256 (x-amz-content-sha256), Content-MD5, and
-aws-chunked chunk signatures.  A body that fails a check never reaches the store whole: its last piece is held back
+"""A request body as it arrives, checked on its way: the signed SHA-256 (x-amz-content-sha256), Content-MD5, the
+checksum a client sent (x-amz-checksum-*, in a header or an aws-chunked trailer: core/checksums.py), and aws-chunked
+chunk and trailer signatures.  A body that fails a check never reaches the store whole: its last piece is held back
 until every check has passed, so the put is cut short and aborted by the node.
 
 A body goes on in pieces of 256 KiB (PIECE), the most a put reads at once: the node's own put takes them as they
@@ -22,6 +23,7 @@ from aiohttp import StreamReader
 from ..errors import S3Error
 from ..tasks import Workers
 from .core import sigv4
+from .core.checksums import Checksum
 
 # A body goes on in pieces of this much (the last may be less): the most a put asks for at once (storage/gateway_put.py
 # PIECE), and below the size glibc maps on its own (heap.MMAP_THRESHOLD), so a piece joined costs no page faults.
@@ -77,14 +79,18 @@ class Digests:
 
 
 async def body(content: StreamReader, auth: sigv4.Verified, headers, declared: int | None, idle_timeout: float,
-               workers: Workers, *, md5: _Hash | None = None) -> AsyncIterator[bytes]:
+               workers: Workers, *, md5: _Hash | None = None, checksum: Checksum | None = None) -> AsyncIterator[bytes]:
     """The body's pieces as they arrive, checked before its last is let through (module docstring).  A piece goes on
     as it comes while the declared size says more is to come (else, size unknown, once the next one came); none is
     kept here once let through, so a put waiting for its turn holds only what it read (storage/put_budget.py).
-    `md5`: the MD5 of the body (decoded, if aws-chunked), for the caller's ETag."""
+    `md5`: the MD5 of the body (decoded, if aws-chunked), for the caller's ETag; `checksum`: the checksum the body
+    must match (its value, once checked, for the caller's record)."""
     chunked = auth.payload_hash.startswith("STREAMING-") or "aws-chunked" in headers.get("Content-Encoding", "")
     decoder = sigv4.ChunkDecoder(auth) if chunked else None
-    want_sha = auth.payload_hash if len(auth.payload_hash) == 64 else None
+    if checksum is not None and checksum.in_trailer and decoder is None:
+        raise S3Error("x-amz-trailer announces a trailer, which only an aws-chunked body has",
+                      s3_code="InvalidRequest", status=400)
+    want_sha = auth.payload_hash.lower() if len(auth.payload_hash) == 64 else None
     sha = hashlib.sha256() if want_sha else None
     md5 = md5 if md5 is not None else hashlib.md5()
     content_md5 = headers.get("Content-MD5")
@@ -98,8 +104,13 @@ async def body(content: StreamReader, auth: sigv4.Verified, headers, declared: i
                 piece = decoder.feed(piece)
                 if not piece:
                     continue
-            await digests.add(md5, piece)
             received += len(piece)
+            if declared is not None and received > declared:  # an aws-chunked body decoding to more than it said
+                raise S3Error(f"the body holds more bytes than the {declared:,} declared", s3_code="IncompleteBody",
+                              status=400)
+            await digests.add(md5, piece)
+            if checksum is not None:
+                await digests.add(checksum.digest, piece)  # type: ignore[arg-type]
             if declared is not None and received < declared:
                 if held:
                     yield held
@@ -114,13 +125,17 @@ async def body(content: StreamReader, auth: sigv4.Verified, headers, declared: i
     except BaseException:
         digests.abandon()
         raise
-    if decoder is not None and not decoder.done:
-        raise S3Error("the aws-chunked body ended early", s3_code="IncompleteBody", status=400)
+    if declared is not None and received < declared:
+        raise S3Error(f"the body holds fewer bytes than the {declared:,} declared", s3_code="IncompleteBody",
+                      status=400)
+    trailers = decoder.finish() if decoder is not None else {}
     if sha is not None and sha.hexdigest() != want_sha:
         raise S3Error("the body's SHA-256 does not match x-amz-content-sha256",
                       s3_code="XAmzContentSHA256Mismatch", status=400)
     if content_md5 and base64.b64encode(md5.digest()).decode() != content_md5.strip():
         raise S3Error("the body's MD5 does not match Content-MD5", s3_code="BadDigest", status=400)
+    if checksum is not None:
+        checksum.check(trailers)
     if held:
         yield held
 

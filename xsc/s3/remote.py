@@ -97,9 +97,10 @@ class RemoteNode:
                                  body={"cap": cap, "size": size, "etag": etag}))["garbage"]
 
     async def complete(self, upload_id: str, user: str, parts: list[tuple[int, str]], bucket: str,
-                       key: str) -> tuple[dict, list[str]]:
+                       key: str, condition: dict | None = None) -> tuple[dict, list[str]]:
         result = await self._for(user, "POST", f"{_upload(upload_id)}/complete",
-                                 body={"parts": [[n, e] for n, e in parts], "bucket": bucket, "key": key})
+                                 body={"parts": [[n, e] for n, e in parts], "bucket": bucket, "key": key,
+                                       **({"condition": condition} if condition is not None else {})})
         return result["object"], result["garbage"]
 
     async def abort(self, upload_id: str, user: str) -> list[str]:

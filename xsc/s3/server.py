@@ -23,7 +23,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from ..errors import S3Error, S3ServedByNode, XscError
+from ..errors import NoSuchKey, S3Error, S3ServedByNode, XscError
 from ..ids import unique_bytes
 from ..storage.core.ranges import content_range, parse_range
 from ..serve.connections import ConnectionLimits, open_runner
@@ -31,7 +31,7 @@ from ..tasks import Quota, Workers, to_its_end, woken
 from ..buckets.core import listing, names
 from ..buckets.objects import SmallPut
 from .core import headers as stored_headers
-from .core import routing, sigv4, xml
+from .core import checksums, routing, sigv4, xml
 from . import payload
 from .access import KeyRing
 from .bodies import ObjectBodies
@@ -227,9 +227,10 @@ class S3Front:
     def _authenticate(self, request: web.Request, request_id: str) -> Call:
         """The request's signature checked and its operation named (S3Error otherwise)."""
         raw_path, _, raw_query = request.raw_path.partition("?")
+        bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
+        routing.refuse_form_upload(request.method, bucket, key, dict(sigv4.parse_query(raw_query)), request.headers)
         auth = sigv4.verify(sigv4.SignedRequest(request.method, raw_path, raw_query, request.headers),
                             self.keyring.secret, self.clock())
-        bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
         call = Call(request, bucket, key, dict(sigv4.parse_query(raw_query)), auth, request_id,
                     self.keyring.user_as_read(auth.access_key))
         call.operation = routing.operation(request.method, bucket, key, call.query, request.headers)
@@ -266,25 +267,22 @@ class S3Front:
         return response
 
     # --- bodies ------------------------------------------------------------------
-    async def _small_body(self, call: Call) -> bytes:
+    async def _small_body(self, call: Call, checksum: checksums.Checksum | None = None) -> bytes:
         parts = []
         size = 0
-        async for chunk in self._body(call):
+        async for chunk in self._body(call, checksum=checksum):
             size += len(chunk)
             if size > xml.MAX_BODY:
                 raise S3Error("the request body is too large", s3_code="MaxMessageLengthExceeded", status=400)
             parts.append(chunk)
         return b"".join(parts)
 
-    def _body(self, call: Call, *, md5: "hashlib._Hash | None" = None) -> AsyncIterator[bytes]:
+    def _body(self, call: Call, *, md5: "hashlib._Hash | None" = None,
+              checksum: checksums.Checksum | None = None) -> AsyncIterator[bytes]:
         """The request body as it arrives, checked before its last piece goes on (payload.py)."""
         request = call.request
         return payload.body(request.content, call.auth, request.headers, _declared_size(call), self.idle_timeout,
-                            self.digests, md5=md5)
-
-    @staticmethod
-    def _metadata(headers) -> dict[str, str]:
-        return stored_headers.metadata(headers)
+                            self.digests, md5=md5, checksum=checksum)
 
     async def _store(self, call: Call, write: Write, chunks: AsyncIterator[bytes], size: int | None, name: str,
                      recorded: Callable[[str], Awaitable[T]]) -> T:
@@ -406,7 +404,7 @@ class S3Front:
         return _xml(body)
 
     async def delete_objects(self, call: Call) -> web.Response:
-        keys, quiet = xml.parse_delete(await self._small_body(call))
+        keys, quiet = xml.parse_delete(await self._small_body(call, checksums.wanted(call.request.headers)))
         await self._collect(await self.node.delete_objects(call.bucket, keys, call.user))
         return _xml(xml.delete_result(keys, [], quiet))
 
@@ -418,21 +416,25 @@ class S3Front:
     async def put_object(self, call: Call) -> web.Response:
         names.check_key(call.key)
         record = {"content_type": call.request.headers.get("Content-Type", ""),
-                  "metadata": names.check_metadata(self._metadata(call.request.headers)),
+                  "metadata": names.check_metadata(stored_headers.metadata(call.request.headers)),
                   "headers": stored_headers.stored(call.request.headers)}
+        checksum = checksums.wanted(call.request.headers)
+        if "If-None-Match" in call.request.headers or "If-Match" in call.request.headers:
+            record["condition"] = stored_headers.write_condition(call.request.headers,
+                                                                 await _current(self.node, call))
         declared = _declared_size(call)
         if declared is not None and declared <= names.SMALL_OBJECT:
-            result = await self._put_small(call, record)
+            result = await self._put_small(call, record, checksum)
         else:
-            result = await self._put_streamed(call, record, declared)
+            result = await self._put_streamed(call, record, declared, checksum)
         await self._collect(result["garbage"])
-        return web.Response(status=200, headers={"ETag": xml.quoted(record["etag"])})
+        return web.Response(status=200, headers={"ETag": xml.quoted(record["etag"]), **_checksum_headers(checksum)})
 
-    async def _put_small(self, call: Call, record: dict) -> dict:
+    async def _put_small(self, call: Call, record: dict, checksum: checksums.Checksum | None) -> dict:
         """A small object whole, checked, then stored and recorded by one call of the node's (which checks the
-        bucket first): the ETag and time are set on `record`."""
+        bucket first): the ETag, time and checksum are set on `record`."""
         md5, declared, parts, size = hashlib.md5(), _declared_size(call), [], 0
-        async for chunk in self._body(call, md5=md5):
+        async for chunk in self._body(call, md5=md5, checksum=checksum):
             size += len(chunk)
             if size > declared:
                 break
@@ -442,23 +444,26 @@ class S3Front:
                           "declared", s3_code="IncompleteBody", status=400)
         data = b"".join(parts)
         record.update(etag=md5.hexdigest(), modified=self.clock())
+        _keep_checksum(record, checksum)
         put = SmallPut(call.bucket, call.key, call.user, self.marks.name(f"{call.bucket}/{call.key}"), record, data)
         async with self.gate.write() as write:
             return await self.small.submit(put, write.last_step())
 
-    async def _put_streamed(self, call: Call, record: dict, declared: int | None) -> dict:
+    async def _put_streamed(self, call: Call, record: dict, declared: int | None,
+                            checksum: checksums.Checksum | None) -> dict:
         """A large object (or one of unknown size): the bucket checked before a byte is stored, the body streamed
-        to a file, then the object recorded; the ETag and time are set on `record`."""
+        to a file, then the object recorded; the ETag, time and checksum are set on `record`."""
         await self._may_write(call, call.bucket)
         md5 = hashlib.md5()
 
         async def recorded(cap: str) -> dict:
             record.update(parts=[{"cap": cap, "size": int(cap.rsplit(":", 1)[1])}], etag=md5.hexdigest(),
                           modified=self.clock())
+            _keep_checksum(record, checksum)
             return {"garbage": await self.node.record(call.bucket, call.key, call.user, record)}
 
         async with self.gate.write() as write:
-            return await self._store(call, write, self._body(call, md5=md5), declared,
+            return await self._store(call, write, self._body(call, md5=md5, checksum=checksum), declared,
                                      f"{call.bucket}/{call.key}", recorded)
 
     async def _object(self, call: Call, bucket: str, key: str) -> dict:
@@ -471,6 +476,9 @@ class S3Front:
         headers = {"ETag": xml.quoted(record["etag"]), "Last-Modified": xml.http_date(record["modified"]),
                    "Content-Type": record.get("content_type") or "binary/octet-stream", "Accept-Ranges": "bytes",
                    **stored_headers.response_headers(record)}
+        whole = "Range" not in request.headers and "partNumber" not in call.query
+        if whole and request.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED":
+            headers.update(stored_headers.checksum_headers(record))
         if len(record["parts"]) > 1:
             headers["x-amz-mp-parts-count"] = str(len(record["parts"]))
         for param, header in RESPONSE_OVERRIDES.items():
@@ -515,13 +523,7 @@ class S3Front:
     async def copy_object(self, call: Call) -> web.Response:
         names.check_key(call.key)
         headers = call.request.headers
-        source, _, version = unquote(headers["x-amz-copy-source"]).partition("?")
-        src_bucket, _, src_key = source.lstrip("/").partition("/")
-        if not src_bucket or not src_key:
-            raise S3Error("x-amz-copy-source must be BUCKET/KEY", s3_code="InvalidArgument", status=400)
-        if version:
-            raise S3Error("copying a version (x-amz-copy-source with ?versionId) is not implemented by this gateway",
-                          s3_code="NotImplemented", status=501)
+        src_bucket, src_key = _copy_source(headers)
         directive = headers.get("x-amz-metadata-directive", "COPY").upper()
         if (src_bucket, src_key) == (call.bucket, call.key) and directive != "REPLACE":
             raise S3Error("This copy request is illegal because it is trying to copy an object to itself without "
@@ -532,38 +534,59 @@ class S3Front:
         await self._may_write(call, call.bucket)
         await self._small_body(call)
         if directive == "REPLACE":
-            metadata = names.check_metadata(self._metadata(headers))
+            metadata = names.check_metadata(stored_headers.metadata(headers))
             content_type, kept = headers.get("Content-Type", ""), stored_headers.stored(headers)
         else:
             metadata, content_type = record.get("metadata", {}), record.get("content_type", "")
             kept = record.get("headers", {})
-        md5 = hashlib.md5()
-
-        async def data() -> AsyncIterator[bytes]:
-            if record["size"]:
-                async for chunk in self.bodies.read(record, 0, record["size"] - 1):
-                    md5.update(chunk)
-                    yield chunk
-
+        md5, checksum = hashlib.md5(), checksums.for_copy(headers)
+        data = _copied(self.bodies, record, 0, record["size"] - 1, md5, checksum)
         new = {"content_type": content_type, "metadata": metadata, "headers": kept}
 
         async def recorded(cap: str) -> list[str]:
             new.update(parts=[{"cap": cap, "size": record["size"]}], etag=md5.hexdigest(), modified=self.clock())
+            _keep_checksum(new, checksum)
             return await self.node.record(call.bucket, call.key, call.user, new)
 
         async with self.gate.write() as write:
-            garbage = await self._store(call, write, data(), record["size"], f"{call.bucket}/{call.key}", recorded)
+            garbage = await self._store(call, write, data, record["size"], f"{call.bucket}/{call.key}", recorded)
         await self._collect(garbage)
         return _xml(xml.copy_object(new["etag"], new["modified"]))
+
+    async def upload_part_copy(self, call: Call) -> web.Response:
+        """UploadPartCopy: a part made of an object's bytes (`x-amz-copy-source-range`: some of them), as S3's
+        managed copies (boto3's `copy`, `aws s3 cp` between buckets) copy an object larger than a part."""
+        number, upload_id = _part_number(call), _upload_id(call)
+        headers = call.request.headers
+        src_bucket, src_key = _copy_source(headers)
+        await self._upload(call)
+        record = await self._object(call, src_bucket, src_key)
+        stored_headers.copy_condition(headers, record["etag"], record["modified"])
+        first, last = _copy_range(headers.get("x-amz-copy-source-range"), record["size"])
+        await self._small_body(call)
+        md5, size = hashlib.md5(), last - first + 1
+
+        async def recorded(cap: str) -> list[str]:
+            return await self.node.put_part(upload_id, number, call.user, cap, size, md5.hexdigest())
+
+        async with self.gate.write() as write:
+            garbage = await self._store(call, write, _copied(self.bodies, record, first, last, md5), size,
+                                        f"{call.bucket}/{call.key}#{upload_id}.{number}", recorded)
+        await self._collect(garbage)
+        return _xml(xml.copy_object(md5.hexdigest(), self.clock(), root="CopyPartResult"))
 
     # --- multipart ---------------------------------------------------------------
     async def create_upload(self, call: Call) -> web.Response:
         names.check_key(call.key)
-        metadata = names.check_metadata(self._metadata(call.request.headers))
+        metadata = names.check_metadata(stored_headers.metadata(call.request.headers))
+        algorithm = checksums.upload_algorithm(call.request.headers)
         upload_id = await self.node.create_upload(call.bucket, call.key, call.user,
                                                   call.request.headers.get("Content-Type", ""), metadata,
                                                   stored_headers.stored(call.request.headers))
-        return _xml(xml.initiate_multipart(call.bucket, call.key, upload_id))
+        response = _xml(xml.initiate_multipart(call.bucket, call.key, upload_id))
+        if algorithm is not None:  # each part's checksum is checked as it comes (upload_part)
+            response.headers["x-amz-checksum-algorithm"] = algorithm.upper()
+        return response
 
     async def _upload(self, call: Call) -> dict:
         upload = await self.node.upload(_upload_id(call), call.user)
@@ -572,8 +595,8 @@ class S3Front:
         return upload
 
     async def upload_part(self, call: Call) -> web.Response:
-        number = names.check_part_number(_int(call.query.get("partNumber"), 0, "partNumber"))
-        upload_id = _upload_id(call)
+        number, upload_id = _part_number(call), _upload_id(call)
+        checksum = checksums.wanted(call.request.headers)
         await self._upload(call)
         md5 = hashlib.md5()
 
@@ -582,15 +605,18 @@ class S3Front:
                                             md5.hexdigest())
 
         async with self.gate.write() as write:
-            garbage = await self._store(call, write, self._body(call, md5=md5), _declared_size(call),
-                                        f"{call.bucket}/{call.key}#{upload_id}.{number}", recorded)
+            garbage = await self._store(call, write, self._body(call, md5=md5, checksum=checksum),
+                                        _declared_size(call), f"{call.bucket}/{call.key}#{upload_id}.{number}",
+                                        recorded)
         await self._collect(garbage)
-        return web.Response(status=200, headers={"ETag": xml.quoted(md5.hexdigest())})
+        return web.Response(status=200, headers={"ETag": xml.quoted(md5.hexdigest()), **_checksum_headers(checksum)})
 
     async def complete_upload(self, call: Call) -> web.Response:
         """Complete an upload; one completed already answers as it did (the node keeps what it answered)."""
+        checksums.refuse_whole_object(call.request.headers)
         parts = xml.parse_complete(await self._small_body(call))
-        record, garbage = await self.node.complete(_upload_id(call), call.user, parts, call.bucket, call.key)
+        record, garbage = await self.node.complete(_upload_id(call), call.user, parts, call.bucket, call.key,
+                                                   stored_headers.complete_condition(call.request.headers))
         await self._collect(garbage)
         return _xml(xml.complete_multipart(f"/{call.bucket}/{call.key}", call.bucket, call.key, record["etag"]))
 
@@ -605,7 +631,8 @@ class S3Front:
         max_parts = min(_int(call.query.get("max-parts"), 1000, "max-parts"), 1000)
         parts = [p for p in upload["parts"] if p["number"] > marker]
         return _xml(xml.list_parts(call.bucket, call.key, upload["id"], parts[:max_parts], marker=marker,
-                                   max_parts=max_parts, truncated=len(parts) > max_parts, owner=call.user))
+                                   max_parts=max_parts, truncated=len(parts) > max_parts,
+                                   owner=upload.get("user") or call.user))
 
     async def list_uploads(self, call: Call) -> web.Response:
         prefix = call.query.get("prefix", "")
@@ -613,11 +640,88 @@ class S3Front:
         key_marker = call.query.get("key-marker", "")
         id_marker = call.query.get("upload-id-marker", "")
         uploads = await self.node.uploads(call.bucket, call.user, prefix)
-        if key_marker:  # after the marker: later keys, or the marker's key with a later upload id
-            uploads = [u for u in uploads
-                       if u["key"] > key_marker or (u["key"] == key_marker and id_marker and u["id"] > id_marker)]
+        if key_marker:
+            uploads = _after_marker(uploads, key_marker, id_marker)
         return _xml(xml.list_uploads(call.bucket, uploads[:max_uploads], prefix=prefix, max_uploads=max_uploads,
-                                     truncated=len(uploads) > max_uploads, owner=call.user))
+                                     truncated=len(uploads) > max_uploads, owner=call.user, key_marker=key_marker,
+                                     id_marker=id_marker))
+
+
+async def _current(node: NodeLink, call: Call) -> dict | None:
+    """The object a conditional write is judged against before its body is read (the index judges it again as it
+    records the object)."""
+    try:
+        return await node.object(call.bucket, call.key, call.user)
+    except NoSuchKey:
+        return None
+
+
+def _after_marker(uploads: list[dict], key_marker: str, id_marker: str) -> list[dict]:
+    """The uploads listed after a page that ended at (key_marker, id_marker).  A key's uploads come in the order they
+    began (as S3 lists them), not in their ids' order: the page goes on after the marker's own place in the list;
+    an upload gone since (completed, aborted) is placed by its id among its key's others."""
+    if id_marker:
+        for i, upload in enumerate(uploads):
+            if upload["key"] == key_marker and upload["id"] == id_marker:
+                return uploads[i + 1:]
+    return [u for u in uploads if u["key"] > key_marker or (u["key"] == key_marker and id_marker and u["id"] > id_marker)]
+
+
+def _part_number(call: Call) -> int:
+    number = _int(call.query.get("partNumber"), 0, "partNumber")
+    if not 1 <= number <= names.MAX_PARTS:
+        raise S3Error(f"Part number must be an integer between 1 and {names.MAX_PARTS}, inclusive (not {number})",
+                      s3_code="InvalidArgument", status=400, ArgumentName="partNumber", ArgumentValue=str(number))
+    return number
+
+
+def _copy_source(headers) -> tuple[str, str]:
+    """The bucket and key `x-amz-copy-source` names."""
+    source, _, version = unquote(headers["x-amz-copy-source"]).partition("?")
+    src_bucket, _, src_key = source.lstrip("/").partition("/")
+    if not src_bucket or not src_key:
+        raise S3Error("x-amz-copy-source must be BUCKET/KEY", s3_code="InvalidArgument", status=400)
+    if version:
+        raise S3Error("copying a version (x-amz-copy-source with ?versionId) is not implemented by this gateway",
+                      s3_code="NotImplemented", status=501)
+    return src_bucket, src_key
+
+
+def _copy_range(text: str | None, size: int) -> tuple[int, int]:
+    """The bytes an UploadPartCopy takes of its source: `bytes=FIRST-LAST` within it, or all of it."""
+    if text is None:
+        return 0, size - 1
+    first, dash, last = text.strip().removeprefix("bytes=").partition("-")
+    if not (text.strip().startswith("bytes=") and dash and first.isdigit() and last.isdigit()):
+        raise S3Error("x-amz-copy-source-range must be bytes=FIRST-LAST, zero-based offsets of the first and last "
+                      "bytes to copy", s3_code="InvalidArgument", status=400)
+    if not int(first) <= int(last) < size:
+        raise S3Error(f"Range specified is not valid for source object of size: {size}", s3_code="InvalidArgument",
+                      status=400)
+    return int(first), int(last)
+
+
+async def _copied(bodies: ObjectBodies, record: dict, first: int, last: int, md5,
+                  checksum: checksums.Checksum | None = None) -> AsyncIterator[bytes]:
+    """Bytes first..last of an object (none of an empty one), their MD5 (and checksum) taken as they go."""
+    if last >= first:
+        async for chunk in bodies.read(record, first, last):
+            md5.update(chunk)
+            if checksum is not None:
+                checksum.digest.update(chunk)  # type: ignore[attr-defined]
+            yield chunk
+
+
+def _keep_checksum(record: dict, checksum: checksums.Checksum | None) -> None:
+    """The body's checksum, checked, kept among the object's stored headers (given back only when asked for), in
+    place of one the headers held (a copy's source's)."""
+    if checksum is not None:
+        kept = {k: v for k, v in record["headers"].items() if not k.startswith(checksums.PREFIX)}
+        record["headers"] = {**kept, checksum.header: checksum.value}
+
+
+def _checksum_headers(checksum: checksums.Checksum | None) -> dict[str, str]:
+    return {} if checksum is None else {checksum.header: checksum.value}
 
 
 async def _paid_by(node: NodeLink, user: str, put: dict) -> str:

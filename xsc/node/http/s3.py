@@ -224,7 +224,8 @@ async def complete(request: web.Request) -> web.Response:
                        for p in parts)):
         raise BadRequest('send {"parts": [[PART_NUMBER, ETAG], ...]} (1 to 10000 parts)')
     record, garbage = await _as(request, "write", _index(request).complete, request.match_info["upload"],
-                                [(n, e) for n, e in parts], body.get("bucket"), body.get("key"))
+                                [(n, e) for n, e in parts], body.get("bucket"), body.get("key"),
+                                body.get("condition"))
     return json_response({"object": record, "garbage": garbage})
 
 

@@ -18,7 +18,9 @@ from ...errors import S3Error
 
 META_PREFIX = "x-amz-meta-"
 STORED = ("Cache-Control", "Content-Disposition", "Content-Encoding", "Content-Language", "Expires")
-MAX_STORED_BYTES = 8192  # the stored headers of one object, all together
+CHECKSUM_PREFIX = "x-amz-checksum-"  # the body's checksum (checksums.py), kept beside the stored headers
+# The stored headers of one object, all together, with room left for its checksum within the index's bound.
+MAX_STORED_BYTES = 8192 - 128
 _Q_SAFE = frozenset(b"!*+-/0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
@@ -65,10 +67,18 @@ def stored(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def response_headers(record: Mapping) -> dict[str, str]:
-    """An object's metadata and stored headers, as GetObject and HeadObject send them."""
-    out = {name: wire(value) for name, value in (record.get("headers") or {}).items()}
+    """An object's metadata and stored headers, as GetObject and HeadObject send them (its checksum only when asked
+    for: checksum_headers)."""
+    out = {name: wire(value) for name, value in (record.get("headers") or {}).items()
+           if not name.startswith(CHECKSUM_PREFIX)}
     out.update({META_PREFIX + k: wire(v) for k, v in (record.get("metadata") or {}).items()})
     return out
+
+
+def checksum_headers(record: Mapping) -> dict[str, str]:
+    """The checksum an object was stored with, as a GetObject or HeadObject that asks for it is answered."""
+    found = {name: value for name, value in (record.get("headers") or {}).items() if name.startswith(CHECKSUM_PREFIX)}
+    return {**found, "x-amz-checksum-type": "FULL_OBJECT"} if found else {}
 
 
 def _date(text: str | None) -> float | None:
@@ -104,6 +114,33 @@ def read_condition(headers: Mapping[str, str], etag: str, modified: float) -> in
         return 304 if _matches(none_match, etag) else None
     since = _date(headers.get("If-Modified-Since"))
     return 304 if since is not None and stamp <= since else None
+
+
+def write_condition(headers: Mapping[str, str], current: Mapping | None) -> dict | None:
+    """The condition a PutObject is written under ({"if_none_match": "*"} or {"if_match": ETAG}, for the index to
+    check again as it records it), or None; raises 412 (or 404 for If-Match with no object) when it does not hold of
+    `current`, the object there now."""
+    if headers.get("If-None-Match") is not None:
+        if current is not None:
+            raise _failed("If-None-Match")
+        return {"if_none_match": "*"}
+    if_match = headers.get("If-Match")
+    if if_match is None:
+        return None
+    etag = if_match.strip().strip('"')
+    if current is None:
+        raise S3Error("If-Match names an object that does not exist", s3_code="NoSuchKey", status=404)
+    if current["etag"] != etag:
+        raise _failed("If-Match")
+    return {"if_match": etag}
+
+
+def complete_condition(headers: Mapping[str, str]) -> dict | None:
+    """The condition a CompleteMultipartUpload asks the index to judge as it makes the object, or None."""
+    if headers.get("If-None-Match") is not None:
+        return {"if_none_match": "*"}
+    if_match = headers.get("If-Match")
+    return None if if_match is None else {"if_match": if_match.strip().strip('"')}
 
 
 def copy_condition(headers: Mapping[str, str], etag: str, modified: float) -> None:

@@ -26,6 +26,7 @@ SUBRESOURCES = frozenset({
     "torrent", "uploadId", "uploads", "versioning", "versions", "versionId", "website",
 })
 COPY_SOURCE = "x-amz-copy-source"
+COPY_SOURCE_RANGE = "x-amz-copy-source-range"  # UploadPartCopy's own
 _NONE: frozenset[str] = frozenset()
 
 # (method, target, subresources, copy source given) -> operation (an S3Front method name)
@@ -46,6 +47,7 @@ TABLE: dict[tuple[str, str, frozenset[str], bool], str] = {
     ("DELETE", "object", _NONE, False): "delete_object",
     ("POST", "object", frozenset({"uploads"}), False): "create_upload",
     ("PUT", "object", frozenset({"uploadId"}), False): "upload_part",
+    ("PUT", "object", frozenset({"uploadId"}), True): "upload_part_copy",
     ("POST", "object", frozenset({"uploadId"}), False): "complete_upload",
     ("DELETE", "object", frozenset({"uploadId"}), False): "abort_upload",
     ("GET", "object", frozenset({"uploadId"}), False): "list_parts",
@@ -86,16 +88,26 @@ def operation(method: str, bucket: str, key: str, query: Mapping[str, str], head
         copy = f" with {COPY_SOURCE}" if COPY_SOURCE in headers else ""
         raise S3Error(f"{method} of a {target}{what}{copy} is not an operation this gateway implements",
                       s3_code="NotImplemented", status=501)
-    if found == "upload_part" and "partNumber" not in query:
+    if found in ("upload_part", "upload_part_copy") and "partNumber" not in query:
         raise S3Error("UploadPart needs ?partNumber=N", s3_code="InvalidArgument", status=400)
     check_headers(found, method, headers)
     return found
 
 
+def refuse_form_upload(method: str, bucket: str, key: str, query: Mapping[str, str], headers: Mapping[str, str]) -> None:
+    """A browser-form upload (POST Object: `POST /BUCKET`, multipart/form-data, signed by a policy in the form, not by
+    SigV4) is not an operation here: it is told so (501) before its missing signature is held against it."""
+    content_type = headers.get("Content-Type", "").partition(";")[0].strip().lower()
+    if method == "POST" and target_of(bucket, key) == "bucket" and content_type == "multipart/form-data" \
+            and not SUBRESOURCES.intersection(query):
+        raise S3Error("POST Object (a browser-form upload signed by a policy) is not implemented by this gateway: "
+                      "PUT the object, or presign a PUT URL", s3_code="NotImplemented", status=501)
+
+
 def check_headers(found: str, method: str, headers: Mapping[str, str]) -> None:
     """Refuse the headers of a request that ask for what the front does not do (501) or make no sense (400)."""
     for name in NOT_IMPLEMENTED_HEADERS:
-        if name in headers:
+        if name in headers and not (name == COPY_SOURCE_RANGE and found == "upload_part_copy"):
             raise S3Error(f"the header {name} is not implemented by this gateway", s3_code="NotImplemented",
                           status=501, header=name)
     for name, allowed in ONLY.items():
@@ -105,7 +117,7 @@ def check_headers(found: str, method: str, headers: Mapping[str, str]) -> None:
                           s3_code="NotImplemented", status=501, header=name)
     sse = headers.get(SSE)
     if sse is not None:
-        if found not in WRITES and found != "upload_part":
+        if found not in WRITES and found not in ("upload_part", "upload_part_copy"):
             raise S3Error(f"{SSE} is only for writes", s3_code="InvalidArgument", status=400, header=SSE)
         if sse.startswith("aws:kms"):
             raise S3Error("SSE-KMS is not implemented by this gateway (every object is encrypted: ask for AES256)",
@@ -117,5 +129,10 @@ def check_headers(found: str, method: str, headers: Mapping[str, str]) -> None:
     if directive is not None and directive.upper() not in ("COPY", "REPLACE"):
         raise S3Error("x-amz-metadata-directive must be COPY or REPLACE", s3_code="InvalidArgument", status=400)
     if method in ("PUT", "POST", "DELETE") and ("If-Match" in headers or "If-None-Match" in headers):
-        raise S3Error("conditional writes (If-Match, If-None-Match on a write) are not implemented by this gateway",
-                      s3_code="NotImplemented", status=501)
+        if found not in ("put_object", "complete_upload"):
+            raise S3Error("conditional writes are implemented by this gateway for PutObject and "
+                          "CompleteMultipartUpload only (If-None-Match: *, If-Match: ETAG)", s3_code="NotImplemented",
+                          status=501)
+        if headers.get("If-None-Match", "*").strip() != "*" or headers.get("If-Match", "").strip() == "*":
+            raise S3Error("a write's If-None-Match is * (no object there yet), and its If-Match one ETag",
+                          s3_code="NotImplemented", status=501)

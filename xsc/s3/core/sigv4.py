@@ -26,7 +26,10 @@ from .headers import text_of
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
 STREAMING_PAYLOAD = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"
+STREAMING_PAYLOAD_TRAILER = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER"
 STREAMING_UNSIGNED_TRAILER = "STREAMING-UNSIGNED-PAYLOAD-TRAILER"
+STREAMING_MODES = (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER, STREAMING_UNSIGNED_TRAILER)
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}", re.ASCII)
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_SKEW = 15 * 60  # seconds a signed request's date may differ from the server's clock
 MAX_PRESIGNED_EXPIRY = 7 * 24 * 3600
@@ -197,6 +200,18 @@ def verify(request: SignedRequest, secret_of: SecretOf, now: float) -> Verified:
                   s3_code="AccessDenied", hint="create one with `xsc s3 keys create`")
 
 
+def _checked_payload(payload: str) -> str:
+    """The x-amz-content-sha256 of a request, one S3 knows: a body's SHA-256 or a mode of sending it.  Any other value
+    would leave the body unchecked, so it is refused as S3 refuses it; the ECDSA (SigV4a) modes are not done here."""
+    if payload == UNSIGNED_PAYLOAD or payload in STREAMING_MODES or _SHA256_HEX.fullmatch(payload):
+        return payload
+    if payload.startswith("STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD"):
+        raise S3Error("Signature Version 4A (STREAMING-AWS4-ECDSA-P256-SHA256-PAYLOAD) is not implemented by this "
+                      "gateway: sign with AWS4-HMAC-SHA256", s3_code="NotImplemented", status=501)
+    raise S3Error(f"x-amz-content-sha256 must be {UNSIGNED_PAYLOAD}, {', '.join(STREAMING_MODES)} or a SHA-256 in hex, "
+                  f"not {payload[:80]!r}", s3_code="InvalidArgument", status=400)
+
+
 def _verify_header(request: SignedRequest, header: str, secret_of: SecretOf, now: float) -> Verified:
     credential, signed, signature = parse_authorization(header)
     access_key, date, region, service = _credential(credential)
@@ -214,6 +229,7 @@ def _verify_header(request: SignedRequest, header: str, secret_of: SecretOf, now
     payload = request.header("x-amz-content-sha256")
     if payload is None:
         raise S3Error("a signed request needs an x-amz-content-sha256 header", s3_code="InvalidRequest", status=400)
+    _checked_payload(payload)
     secret = _secret(secret_of, access_key)
     key = signing_key(secret, date, region, service)
     scope = f"{date}/{region}/{service}/aws4_request"
@@ -253,7 +269,7 @@ def _verify_presigned(request: SignedRequest, query: dict[str, str], secret_of: 
     secret = _secret(secret_of, access_key)
     key = signing_key(secret, date, region, service)
     scope = f"{date}/{region}/{service}/aws4_request"
-    payload = query.get("X-Amz-Content-Sha256", UNSIGNED_PAYLOAD)
+    payload = _checked_payload(query.get("X-Amz-Content-Sha256", UNSIGNED_PAYLOAD))
     canonical = canonical_request(request, signed, payload, drop_query="X-Amz-Signature")
     expected = sign(key, string_to_sign(amz_date, scope, canonical))
     if not hmac.compare_digest(expected, query["X-Amz-Signature"]):
@@ -271,27 +287,35 @@ def chunk_signature(verified: Verified, previous: str, chunk_sha256: str) -> str
 class ChunkDecoder:
     """Decodes an `aws-chunked` body (`size;chunk-signature=SIG\\r\\nDATA\\r\\n ... 0;...\\r\\n[trailers]\\r\\n`).
 
-    Feed it bytes as they arrive; it returns the payload bytes decoded so far.  With a `verified` request
-    in STREAMING_PAYLOAD mode each chunk's signature is checked against the chain that starts at the seed
-    signature; a bad one raises SignatureDoesNotMatch before its bytes are returned.  Buffers at most one
-    chunk header and the data of the chunk being read."""
+    Feed it bytes as they arrive; it returns the payload bytes decoded so far.  In a signed mode
+    (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER) each chunk's signature is checked against the chain that starts at
+    the seed signature; a bad one raises SignatureDoesNotMatch before its bytes are returned.  The trailers after the
+    last chunk (`name:value` lines: a checksum, and in the signed mode `x-amz-trailer-signature`, which signs them) are
+    read by `finish` once the body has ended.  Buffers at most one chunk header, the data of the chunk being read, and
+    MAX_HEADER bytes of trailers."""
 
     MAX_HEADER = 4096
     MAX_CHUNK = 16 * 1024 * 1024  # a chunk's declared size, at most: its data is buffered until its signature checks
 
     def __init__(self, verified: Verified | None) -> None:
-        self.verified = verified if verified is not None and verified.payload_hash == STREAMING_PAYLOAD else None
+        signed = verified is not None and verified.payload_hash in (STREAMING_PAYLOAD, STREAMING_PAYLOAD_TRAILER)
+        self.verified = verified if signed else None
         self.previous = verified.signature if verified is not None else ""
         self._buffer = bytearray()
         self._want = None  # bytes of data left in the current chunk, or None between chunks
         self._signature = ""
         self._hash = hashlib.sha256()
         self._data = bytearray()
-        self.done = False
+        self.done = False  # the last (empty) chunk has come: what follows is trailers
+        self.trailers: dict[str, str] = {}
 
     def feed(self, data: bytes) -> bytes:
         self._buffer += data
         out = bytearray()
+        if self.done:
+            if len(self._buffer) > self.MAX_HEADER:
+                raise S3Error("the aws-chunked body's trailers are too long", s3_code="InvalidRequest", status=400)
+            return b""
         while not self.done:
             if self._want is None:
                 end = self._buffer.find(b"\r\n")
@@ -315,7 +339,10 @@ class ChunkDecoder:
                     raise S3Error("a signed chunk has no signature", s3_code="SignatureDoesNotMatch")
                 if self._want == 0:
                     self._check()
-                    self.done = True  # trailers (if any) follow; they are not needed
+                    self.done = True  # trailers (if any) follow: `finish` reads them
+                    if len(self._buffer) > self.MAX_HEADER:
+                        raise S3Error("the aws-chunked body's trailers are too long", s3_code="InvalidRequest",
+                                      status=400)
                     break
             take = min(self._want, len(self._buffer))
             if take == 0 and self._want > 0:
@@ -344,6 +371,36 @@ class ChunkDecoder:
                 self._data = bytearray()
                 self._want = None
         return bytes(out)
+
+    def finish(self) -> dict[str, str]:
+        """The body's trailers ({lower-case name: value}), once the body has ended; in the signed-trailer mode their
+        signature checked (SignatureDoesNotMatch)."""
+        if not self.done:
+            raise S3Error("the aws-chunked body ended early", s3_code="IncompleteBody", status=400)
+        signature, canonical = None, []
+        for line in bytes(self._buffer).decode("latin-1").split("\r\n"):
+            if not line:
+                continue
+            name, colon, value = line.partition(":")
+            name, value = name.strip().lower(), value.strip()
+            if not colon or not name:
+                raise S3Error("malformed aws-chunked trailer", s3_code="IncompleteBody", status=400)
+            if name == "x-amz-trailer-signature":
+                signature = value
+            else:
+                self.trailers[name] = value
+                canonical.append(f"{name}:{value}\n")
+        # A body of the signed-trailer mode with no trailer at all has nothing to sign; one a trailer was announced
+        # for (x-amz-trailer, a signed header) and stripped of it fails its checksum's check.
+        if self.verified is not None and self.verified.payload_hash == STREAMING_PAYLOAD_TRAILER \
+                and (self.trailers or signature is not None):
+            if signature is None:
+                raise S3Error("the signed trailer has no x-amz-trailer-signature", s3_code="SignatureDoesNotMatch")
+            text = "\n".join(["AWS4-HMAC-SHA256-TRAILER", self.verified.amz_date, self.verified.scope, self.previous,
+                              hashlib.sha256("".join(canonical).encode("latin-1")).hexdigest()])
+            if not hmac.compare_digest(sign(self.verified.signing_key, text), signature):
+                raise S3Error("the trailer's signature does not match", s3_code="SignatureDoesNotMatch")
+        return self.trailers
 
     def _check(self) -> None:
         if self.verified is None:

@@ -28,6 +28,8 @@ S3_CODES: dict[str, tuple[str, int]] = {
     "bucket-not-empty": ("BucketNotEmpty", 409),
     "bucket-exists": ("BucketAlreadyOwnedByYou", 409),
     "bucket-taken": ("BucketAlreadyExists", 409),
+    "conditional-conflict": ("ConditionalRequestConflict", 409),
+    "precondition-failed": ("PreconditionFailed", 412),
     "too-many-buckets": ("TooManyBuckets", 400),
     # S3 bounds no account's uploads: the code Ceph's RGW answers a user past its quota with (not retried)
     "too-many-uploads": ("QuotaExceeded", 403),
@@ -178,9 +180,10 @@ def complete_multipart(location: str, bucket: str, key: str, etag: str) -> bytes
             f"</CompleteMultipartUploadResult>").encode()
 
 
-def copy_object(etag: str, modified: float) -> bytes:
-    return (f'{HEADER}<CopyObjectResult xmlns="{NS}"><LastModified>{iso_date(modified)}</LastModified>'
-            f"<ETag>&quot;{e(etag)}&quot;</ETag></CopyObjectResult>").encode()
+def copy_object(etag: str, modified: float, *, root: str = "CopyObjectResult") -> bytes:
+    """A CopyObject's answer (a CopyPartResult: UploadPartCopy's)."""
+    return (f'{HEADER}<{root} xmlns="{NS}"><LastModified>{iso_date(modified)}</LastModified>'
+            f"<ETag>&quot;{e(etag)}&quot;</ETag></{root}>").encode()
 
 
 def list_parts(bucket: str, key: str, upload_id: str, parts: list[dict], *, marker: int, max_parts: int,
@@ -198,17 +201,19 @@ def list_parts(bucket: str, key: str, upload_id: str, parts: list[dict], *, mark
 
 
 def list_uploads(bucket: str, uploads: list[dict], *, prefix: str, max_uploads: int, truncated: bool,
-                 owner: str) -> bytes:
+                 owner: str, key_marker: str = "", id_marker: str = "") -> bytes:
+    """`owner`: the user an upload recorded without the user who began it is shown as begun by."""
     items = "".join(f"<Upload><Key>{e(u['key'])}</Key><UploadId>{e(u['id'])}</UploadId>"
-                    f"<Initiator><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName></Initiator>"
-                    f"<Owner><ID>{e(owner)}</ID><DisplayName>{e(owner)}</DisplayName></Owner>"
+                    f"<Initiator><ID>{e(u.get('user') or owner)}</ID><DisplayName>{e(u.get('user') or owner)}"
+                    f"</DisplayName></Initiator><Owner><ID>{e(u.get('user') or owner)}</ID><DisplayName>"
+                    f"{e(u.get('user') or owner)}</DisplayName></Owner>"
                     f"<StorageClass>STANDARD</StorageClass><Initiated>{iso_date(u['created'])}</Initiated></Upload>"
                     for u in uploads)
     last = uploads[-1] if uploads and truncated else None
     next_markers = (f"<NextKeyMarker>{e(last['key'])}</NextKeyMarker><NextUploadIdMarker>{e(last['id'])}"
                     f"</NextUploadIdMarker>") if last else ""
-    return (f'{HEADER}<ListMultipartUploadsResult xmlns="{NS}"><Bucket>{e(bucket)}</Bucket><KeyMarker></KeyMarker>'
-            f"<UploadIdMarker></UploadIdMarker>{next_markers}<Prefix>{e(prefix)}</Prefix>"
+    return (f'{HEADER}<ListMultipartUploadsResult xmlns="{NS}"><Bucket>{e(bucket)}</Bucket>'
+            f"<KeyMarker>{e(key_marker)}</KeyMarker><UploadIdMarker>{e(id_marker)}</UploadIdMarker>{next_markers}<Prefix>{e(prefix)}</Prefix>"
             f"<MaxUploads>{max_uploads}</MaxUploads>"
             f"<IsTruncated>{'true' if truncated else 'false'}</IsTruncated>{items}</ListMultipartUploadsResult>"
             ).encode()

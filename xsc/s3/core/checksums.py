@@ -1,0 +1,171 @@
+"""The object checksums S3 clients send with a body, and what the front answers of them.  Pure.
+
+boto3 and the AWS CLI send one by default (CRC32): `x-amz-checksum-ALG: BASE64` as a header, or, for an aws-chunked
+body, announced by `x-amz-trailer: x-amz-checksum-ALG` and sent after the last chunk.  The front checks CRC32, SHA-1
+and SHA-256 over the body as it arrives (a mismatch is S3's 400 BadDigest, and the body is never stored); CRC32C and
+CRC64NVME have no implementation in the standard library fast enough for the front's loop, so a request naming them
+is refused (501) before its body is read, as S3 refuses an algorithm it does not know.  An object stored with a
+checksum keeps it and gives it back to a GetObject or HeadObject that asks (`x-amz-checksum-mode: ENABLED`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from ...errors import S3Error
+
+PREFIX = "x-amz-checksum-"
+# The request headers of S3's checksum family that are not a checksum's value.
+NOT_VALUES = frozenset({"x-amz-checksum-mode", "x-amz-checksum-algorithm", "x-amz-checksum-type"})
+NOT_DONE = ("crc32c", "crc64nvme")  # S3's, not this front's
+
+
+class _Crc32:
+    """zlib's CRC-32 (S3's CRC32) behind hashlib's interface, so that it is fed like the body's other digests."""
+
+    def __init__(self) -> None:
+        self._value = 0
+
+    def update(self, data: bytes, /) -> None:
+        self._value = zlib.crc32(data, self._value)
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(4, "big")
+
+    def hexdigest(self) -> str:
+        return self.digest().hex()
+
+
+ALGORITHMS: dict[str, Callable] = {"crc32": _Crc32, "sha1": hashlib.sha1, "sha256": hashlib.sha256}
+SIZES = {"crc32": 4, "sha1": 20, "sha256": 32}
+
+
+def _invalid(message: str) -> S3Error:
+    return S3Error(message, s3_code="InvalidRequest", status=400)
+
+
+def _not_done(algorithm: str) -> S3Error:
+    return S3Error(f"the checksum algorithm {algorithm.upper()} is not implemented by this gateway (send CRC32, "
+                   "SHA1 or SHA256, or none)", s3_code="NotImplemented", status=501, header=PREFIX + algorithm)
+
+
+def algorithm_named(name: str, header: str) -> str:
+    """The algorithm a header's value names (CRC32, crc32, ...): one this front checks, else 501 or 400."""
+    algorithm = name.strip().lower()
+    if algorithm in ALGORITHMS:
+        return algorithm
+    if algorithm in NOT_DONE:
+        raise _not_done(algorithm)
+    raise _invalid(f"{header}: {name!r} is not a checksum algorithm (CRC32, CRC32C, CRC64NVME, SHA1 or SHA256)")
+
+
+def _value_checked(algorithm: str, value: str) -> str:
+    value = value.strip()
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != SIZES[algorithm]:
+        raise _invalid(f"Value for {PREFIX}{algorithm} header is invalid: not the base64 of "
+                       f"{SIZES[algorithm]} bytes")
+    return value
+
+
+@dataclass
+class Checksum:
+    """The checksum a body is to match: its algorithm, the value sent (None until its trailer has come), and the
+    digest of the body fed so far."""
+
+    algorithm: str
+    expected: str | None
+    in_trailer: bool = False
+    digest: object = field(default=None)
+
+    def __post_init__(self) -> None:
+        self.digest = ALGORITHMS[self.algorithm]()
+
+    @property
+    def header(self) -> str:
+        return PREFIX + self.algorithm
+
+    @property
+    def value(self) -> str:
+        """The body's checksum, base64, as S3 spells it."""
+        return base64.b64encode(self.digest.digest()).decode()  # type: ignore[attr-defined]
+
+    def check(self, trailers: Mapping[str, str]) -> None:
+        """BadDigest unless the body fed matches the value sent (in its header, or in `trailers`)."""
+        if self.in_trailer:
+            sent = trailers.get(self.header)
+            if sent is None:
+                raise S3Error(f"the body's trailer holds no {self.header}, which x-amz-trailer announced",
+                              s3_code="IncompleteBody", status=400)
+            self.expected = _value_checked(self.algorithm, sent)
+        if self.value != self.expected:
+            raise S3Error(f"The {self.algorithm.upper()} you specified did not match the calculated checksum.",
+                          s3_code="BadDigest", status=400)
+
+
+def wanted(headers: Mapping[str, str]) -> Checksum | None:
+    """The checksum a write's headers ask the body to match, checked for sense before the body is read, or None."""
+    headers = {k.lower(): v for k, v in headers.items()}
+    sent = [k for k in headers if k.startswith(PREFIX) and k not in NOT_VALUES]
+    trailer = headers.get("x-amz-trailer")
+    declared = headers.get("x-amz-sdk-checksum-algorithm")
+    if trailer is not None:
+        names = [t.strip().lower() for t in trailer.split(",") if t.strip()]
+        if len(names) != 1 or not names[0].startswith(PREFIX) or names[0] in NOT_VALUES:
+            raise _invalid(f"x-amz-trailer: {trailer!r} names no single {PREFIX}ALGORITHM trailer")
+        sent.append(names[0])
+    if len(set(sent)) > 1:
+        raise _invalid("Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.")
+    if not sent:
+        if declared is not None:
+            algorithm_named(declared, "x-amz-sdk-checksum-algorithm")
+            raise _invalid("x-amz-sdk-checksum-algorithm specified, but no corresponding x-amz-checksum-* or "
+                           "x-amz-trailer headers were found.")
+        return None
+    algorithm = algorithm_named(sent[0][len(PREFIX):], sent[0])
+    if declared is not None and algorithm_named(declared, "x-amz-sdk-checksum-algorithm") != algorithm:
+        raise _invalid(f"x-amz-sdk-checksum-algorithm: {declared} is not the algorithm of {sent[0]}")
+    if trailer is not None:
+        return Checksum(algorithm, None, in_trailer=True)
+    return Checksum(algorithm, _value_checked(algorithm, headers[sent[0]]))
+
+
+def for_copy(headers: Mapping[str, str]) -> Checksum | None:
+    """The checksum a CopyObject asks its copy to carry (`x-amz-checksum-algorithm`), taken over the bytes copied."""
+    name = {k.lower(): v for k, v in headers.items()}.get("x-amz-checksum-algorithm")
+    return None if name is None else Checksum(algorithm_named(name, "x-amz-checksum-algorithm"), None)
+
+
+def upload_algorithm(headers: Mapping[str, str]) -> str | None:
+    """The algorithm a CreateMultipartUpload asks its parts' checksums in (`x-amz-checksum-algorithm`), or None.
+    Only COMPOSITE checksums of parts are done: a whole-object (FULL_OBJECT) one is 501."""
+    headers = {k.lower(): v for k, v in headers.items()}
+    name = headers.get("x-amz-checksum-algorithm")
+    kind = headers.get("x-amz-checksum-type")
+    if kind is not None and kind.strip().upper() != "COMPOSITE":
+        if kind.strip().upper() == "FULL_OBJECT":
+            raise S3Error("whole-object checksums of multipart uploads (x-amz-checksum-type: FULL_OBJECT) are not "
+                          "implemented by this gateway: its parts' checksums are checked as they come",
+                          s3_code="NotImplemented", status=501, header="x-amz-checksum-type")
+        raise _invalid(f"x-amz-checksum-type must be COMPOSITE or FULL_OBJECT, not {kind!r}")
+    return None if name is None else algorithm_named(name, "x-amz-checksum-algorithm")
+
+
+def refuse_whole_object(headers: Mapping[str, str]) -> None:
+    """A CompleteMultipartUpload sending a whole object's checksum (x-amz-checksum-ALG, FULL_OBJECT): 501, as the
+    CreateMultipartUpload that asks for one is (upload_algorithm)."""
+    for name in headers:
+        name = name.lower()
+        if (name.startswith(PREFIX) and name not in NOT_VALUES) or (
+                name == "x-amz-checksum-type" and headers[name].strip().upper() == "FULL_OBJECT"):
+            raise S3Error("whole-object checksums of multipart uploads are not implemented by this gateway: its "
+                          "parts' checksums are checked as they come", s3_code="NotImplemented", status=501,
+                          header=name)
