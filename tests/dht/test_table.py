@@ -362,3 +362,68 @@ async def test_calls_a_lookup_gave_up_on_end_quietly_whether_unanswered_or_answe
         loop.set_exception_handler(None)
         silent.close()
         here.close()
+
+
+class Liar(asyncio.DatagramProtocol):
+    """A contact that answers every lookup call with `answer(key)` instead of what the call asks."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+        self.asked = 0
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        name, args = umsgpack.unpackb(data[21:])
+        self.asked += 1
+        self.transport.sendto(b"\x01" + data[1:21] + umsgpack.packb(self.answer(args[-1])), addr)
+
+
+async def liar_in_table_of(victim: DhtService, answer) -> tuple[Liar, asyncio.DatagramTransport]:
+    liar = Liar(answer)
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: liar,
+                                                                              local_addr=("127.0.0.1", 0))
+    liar.port = transport.get_extra_info("sockname")[1]
+    victim.protocol.router.add_contact(table.Node(os.urandom(20), "127.0.0.1", liar.port))
+    return liar, transport
+
+
+@pytest.mark.parametrize("answer", [7, "contacts", {"nope": 1}, {"value": 5}, [[b"x" * 20, "127.0.0.1"]],
+                                    [[b"x" * 20, "not an address", 9]],
+                                    [[os.urandom(20), "127.0.0.1", 9] for _ in range(table.K + 1)]])
+async def test_a_contact_whose_answer_is_not_what_a_lookup_asks_is_counted_as_not_answering(answer) -> None:
+    victim = await node(Directory())
+    liar, transport = await liar_in_table_of(victim, lambda key: answer)
+    try:
+        refused = victim.protocol.refused
+        assert await victim.find_node(Identity.generate().id) is None
+        assert await victim.find_holders(os.urandom(32)) is None
+        assert await table.find_nodes(victim.protocol, os.urandom(20), table.Lookup()) == []
+        assert victim.protocol.refused == refused + liar.asked
+    finally:
+        transport.close()
+        victim.close()
+
+
+async def test_a_contact_naming_ever_closer_fake_contacts_cannot_keep_a_lookup_going() -> None:
+    """Each answer names K ids closer to the key than the last, all at the liar's own address, which answers for
+    each of them in the same way: the lookup stops after MAX_ROUNDS rounds of at most K calls each."""
+    closer = iter(range(2 ** 150, 0, -table.K))
+
+    def ever_closer(key: bytes) -> list:
+        distance = next(closer)
+        return [((int.from_bytes(key, "big") ^ (distance - i)).to_bytes(20, "big"), "127.0.0.1", liar.port)
+                for i in range(1, table.K + 1)]
+    victim = await node(Directory())
+    liar, transport = await liar_in_table_of(victim, ever_closer)
+    try:
+        lookup = table.Lookup()
+        assert await table.find_value(victim.protocol, os.urandom(20), lookup) is None
+        assert lookup.hops == table.MAX_ROUNDS and liar.asked <= table.MAX_ROUNDS * table.K
+        asked = liar.asked
+        found = await table.find_nodes(victim.protocol, os.urandom(20), table.Lookup())
+        assert len(found) <= table.K and liar.asked - asked <= table.MAX_ROUNDS * table.K
+    finally:
+        transport.close()
+        victim.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import ipaddress
 import logging
 import time
 from collections import OrderedDict, deque
@@ -40,6 +41,10 @@ MAX_KEYS = 100_000  # records' keys one node keeps for the table (oldest forgott
 MAX_BYTES = 64 * 1024 * 1024
 K = 20  # contacts per bucket, and nodes a value is stored on (the paper's k)
 ALPHA = 3  # lookups in flight per round
+# Rounds one lookup makes at most.  An honest lookup takes log2(N)/log2(K)-ish rounds (5 at most over 10,000
+# simulated nodes, bench/bench_dht.py); a contact that answers each call with 20 fresh ids ever closer to the key,
+# all at its own address, kept one lookup going for 730 calls until Python's recursion limit ended it with an error.
+MAX_ROUNDS = 16
 MAX_WELCOMED = 10_000  # contacts remembered as already sent this node's records
 MAX_HANDOVERS = 10_000  # records waiting to be sent to newcomers (the oldest dropped: their owners republish)
 MISSES_BEFORE_REMOVAL = 3  # calls a contact may leave unanswered in a row before it leaves the routing table
@@ -113,6 +118,18 @@ class Store(IStorage):
 
 def _id(value: Any) -> bool:
     return isinstance(value, bytes) and len(value) == records.KEY_BYTES
+
+
+def _contact(value: Any) -> bool:
+    """A contact as a lookup's answer names one: (20-byte id, IP address, port)."""
+    if not (isinstance(value, (list, tuple)) and len(value) == 3 and _id(value[0]) and isinstance(value[1], str)
+            and len(value[1]) <= 45 and type(value[2]) is int and 0 < value[2] < 65536):
+        return False
+    try:
+        ipaddress.ip_address(value[1])
+    except ValueError:
+        return False
+    return True
 
 
 class Routing(RoutingTable):
@@ -241,6 +258,31 @@ class Protocol(KademliaProtocol):
             self._misses[node.id] = misses
         return result
 
+    # A lookup's calls: the answer is a stranger's word, checked before the library reads it (it took any value,
+    # and a contact that answered with a number or a dict without a value ended the whole lookup with an error).
+    async def call_find_node(self, node_to_ask: Node, node_to_find: Node):
+        result = await self.find_node((node_to_ask.ip, node_to_ask.port), self.source_node.id, node_to_find.id)
+        return self.handle_call_response(self._checked(result, values=False), node_to_ask)
+
+    async def call_find_value(self, node_to_ask: Node, node_to_find: Node):
+        result = await self.find_value((node_to_ask.ip, node_to_ask.port), self.source_node.id, node_to_find.id)
+        return self.handle_call_response(self._checked(result, values=True), node_to_ask)
+
+    def _checked(self, result: tuple, *, values: bool) -> tuple:
+        """A call's (answered, answer), an answer that is not what the call asks counted as none (and refused):
+        at most K contacts, each (20-byte id, IP address, port); or, for a value, {"value": bytes}."""
+        answered, answer = result
+        if not answered:
+            return result
+        if values and isinstance(answer, dict):
+            if set(answer) == {"value"} and isinstance(answer["value"], bytes):
+                return result
+        elif isinstance(answer, (list, tuple)) and len(answer) <= self.router.ksize \
+                and all(_contact(c) for c in answer):
+            return result
+        self.refused += 1
+        return False, None
+
     def rpc_ping(self, sender, nodeid):
         if not _id(nodeid):
             raise ValueError("a ping names a 20-byte id")
@@ -296,15 +338,25 @@ class _Counted:
         self.lookup = lookup
 
     async def _find(self, rpcmethod):
+        if self.lookup.hops >= MAX_ROUNDS:
+            return self._given_up()
         self.lookup.hops += 1
         return await super()._find(rpcmethod)
 
+    def _given_up(self):
+        raise NotImplementedError
+
 
 class NodeCrawl(_Counted, NodeSpiderCrawl):
-    pass
+    def _given_up(self) -> list[Node]:
+        """The nearest nodes that answered so far."""
+        return [n for n in self.nearest if n.id in self.nearest.contacted]
 
 
 class ValueCrawl(_Counted, ValueSpiderCrawl):
+    def _given_up(self) -> None:
+        return None  # no answer brought a value within MAX_ROUNDS (one that did ended the lookup)
+
     async def _handle_found_values(self, values):
         # Every answer's records are merged (checked again: an answer is a stranger's word), not only the most
         # common value: one node answering a stale or partial bundle cannot hide the others' records.
