@@ -45,6 +45,11 @@ GOSSIPED = 8
 NEWS_PASSES = 4  # messages a node learned of is passed on in before any sample of the others (a rumour's count)
 MAX_NEWS = 256  # nodes learned of kept as news (a devnet or a grid starting together brings many at once)
 GOSSIP_JITTER = 0.2
+# Bytes of a peer's answer read at most, before any of it is parsed.  An answer to a challenge is ~800 bytes (two
+# ids, a nonce, a signature, a descriptor) and to an exchange 1 + GOSSIPED descriptors (~5 KB); the client's own
+# bound is 16 MiB, and a stranger's fake nodes answering the first probes of 64 at a time with that much held a GiB.
+CHALLENGE_ANSWER = 16 * 1024
+EXCHANGE_ANSWER = 256 * 1024
 JOIN_RETRY_MAX = 30.0
 
 
@@ -179,7 +184,7 @@ async def challenge(client: PeerClient, identity: Identity, url: str, node_id: s
     """Ask the node at url to prove it is node_id, now; return its answer (with its fresh descriptor)."""
     nonce = new_nonce()
     response = await client.request(url, "POST", "/v1/peer/challenge", json={"nonce": nonce}, to=node_id,
-                                    timeout=timeout)
+                                    timeout=timeout, max_size=CHALLENGE_ANSWER)
     reply = response.json()
     check_answer(reply, nonce=nonce, prober=identity.id, responder=node_id)
     return reply
@@ -382,7 +387,8 @@ class PeerService:
         if to is None:
             to = await self.client.identify(url)
         response = await self.client.request(url, "POST", "/v1/peer/descriptors",
-                                             json={"descriptors": self.gossip_payload()}, to=to)
+                                             json={"descriptors": self.gossip_payload()}, to=to,
+                                             max_size=EXCHANGE_ANSWER)
         body = response.json()
         if not isinstance(body, dict):
             raise PeerRefused(f"peer {url} answered the descriptor exchange with something else", url=url)
