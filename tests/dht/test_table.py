@@ -427,3 +427,37 @@ async def test_a_contact_naming_ever_closer_fake_contacts_cannot_keep_a_lookup_g
     finally:
         transport.close()
         victim.close()
+
+
+async def test_a_lookup_from_an_address_that_answers_no_ping_is_not_answered_there(network) -> None:
+    """A datagram's source address is whatever its sender wrote: lookups "from" a third party's address, each
+    answered with a full bundle 77 times the bytes of the call, made the node a reflector.  Such an address gets one
+    78-byte ping and nothing more; a node that answers the ping gets its answer."""
+    _, nodes = network
+    target, reader = nodes[0], nodes[1]
+    si, now = os.urandom(32), int(time.time() * 1000)
+    strangers = [Identity.generate() for _ in range(records.MAX_RECORDS)]
+    key = records.holders_key(si)
+    value = records.encode([records.make_holders(s, si, [s.id] * 6, at=now) for s in strangers])
+    assert target.protocol.rpc_store(("127.0.0.1", 9), os.urandom(20), key, value) is True
+    third_party = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # never answers
+    third_party.bind(("127.0.0.1", 0))
+    third_party.setblocking(False)
+    try:
+        refused = target.protocol.refused
+        call = umsgpack.packb(["find_value", [os.urandom(20), key]])
+        for _ in range(20):  # as if sent from the third party's address
+            target.protocol.datagram_received(b"\x00" + os.urandom(20) + call, third_party.getsockname())
+        await eventually_async(lambda: target.protocol.refused == refused + 20, "the lookups to go unanswered", 15)
+        received = []
+        while True:
+            try:
+                received.append(third_party.recv(65536))
+            except BlockingIOError:
+                break
+        assert len(received) == 1 and len(received[0]) < 100  # one ping
+        assert umsgpack.unpackb(received[0][21:])[0] == "ping"
+    finally:
+        third_party.close()
+    ok, answer = await reader.protocol.find_value(target.bind, reader.me.id, key)
+    assert ok and answer == {"value": target.store.get(key)}

@@ -184,6 +184,9 @@ class DhtService:
         up = self.peers.up_peers()
         addresses = [a for d in random.sample(up, min(len(up), BOOTSTRAP_FROM)) if (a := udp_address(d.url))]
         answers = await asyncio.gather(*(self.protocol.ping(a, self.me.id) for a in addresses))
+        for a, (ok, _) in zip(addresses, answers):
+            if ok:
+                self.protocol.proven(a)
         known = [Node(node_id, a[0], a[1]) for a, (ok, node_id) in zip(addresses, answers)
                  if ok and isinstance(node_id, bytes) and self._admit(node_id, a[0])]
         for node in known:

@@ -48,6 +48,17 @@ MAX_ROUNDS = 16
 MAX_WELCOMED = 10_000  # contacts remembered as already sent this node's records
 MAX_HANDOVERS = 10_000  # records waiting to be sent to newcomers (the oldest dropped: their owners republish)
 MISSES_BEFORE_REMOVAL = 3  # calls a contact may leave unanswered in a row before it leaves the routing table
+# A lookup's answer is 10 (20 contacts) to 77 (a full bundle) times the bytes of its call, and a datagram's source
+# address is whatever its sender wrote: answered as they came, lookups "from" a third party's address made this node
+# send that address 1.2 MB a second (the per-address quota's 200 datagrams of 6 KB).  A lookup is answered only at
+# an address that answered a call of this node's (it got the datagram, so it is not spoofed): an address not yet
+# proven is pinged first (one ping at a time per address, a 78-byte datagram), and one that did not answer is not
+# pinged again for UNPROVEN_FOR seconds.
+PROVEN_FOR = 600.0  # seconds an address that answered stays proven
+UNPROVEN_FOR = 60.0  # seconds an address that did not answer a proving ping is not pinged again
+MAX_ADDRESSES = 10_000  # proven (and unproven) addresses remembered at most, each
+MAX_PROVING = 256  # pings proving an address in flight at most (past it, lookups from new addresses go unanswered)
+LOOKUPS = ("find_node", "find_value")
 Admit = Callable[[bytes, str], bool]  # (table id, IP address) -> may this contact enter the routing table?
 
 
@@ -162,6 +173,9 @@ class Protocol(KademliaProtocol):
         self.now_ms = now_ms
         self._welcomed: OrderedDict[bytes, None] = OrderedDict()  # contacts sent our records once already
         self._misses: dict[bytes, int] = {}  # contact -> calls it did not answer in a row
+        self._proven: OrderedDict[tuple, float] = OrderedDict()  # address -> when it last answered a call of ours
+        self._unproven: OrderedDict[tuple, float] = OrderedDict()  # address -> when it did not answer a proving ping
+        self._proving: dict[tuple, asyncio.Future] = {}
         self.refused = 0  # datagrams and stores refused: counted, not logged one by one
         self.sent = self.received = 0  # datagrams, for the node's figures and the simulation's
 
@@ -190,9 +204,51 @@ class Protocol(KademliaProtocol):
             if not (isinstance(data, list) and len(data) == 2 and isinstance(data[0], str)
                     and isinstance(data[1], (list, tuple)) and len(data[1]) <= 3):
                 raise ValueError("not a call")
+            if data[0] in LOOKUPS:
+                if not (len(data[1]) == 2 and _id(data[1][0]) and _id(data[1][1])):
+                    raise ValueError("a lookup names 20-byte ids")
+                if not await self._proven_at(address):
+                    raise ValueError("a lookup from an address that did not answer a ping")
             await super()._accept_request(msg_id, data, address)
         except Exception as err:  # noqa: BLE001 - as above
             self._refuse(address, err)
+
+    def proven(self, address: tuple) -> None:
+        """`address` answered a call of this node's: lookups from it are answered there (see PROVEN_FOR)."""
+        address = (address[0], address[1])
+        self._proven.pop(address, None)
+        self._proven[address] = time.monotonic()
+        self._unproven.pop(address, None)
+        while len(self._proven) > MAX_ADDRESSES:
+            self._proven.popitem(last=False)
+
+    async def _proven_at(self, address: tuple) -> bool:
+        address = (address[0], address[1])
+        now = time.monotonic()
+        if now - self._proven.get(address, -PROVEN_FOR) < PROVEN_FOR:
+            return True
+        if now - self._unproven.get(address, -UNPROVEN_FOR) < UNPROVEN_FOR:
+            return False
+        waiting = self._proving.get(address)
+        if waiting is not None:  # a ping of it is under way: its answer decides for every lookup waiting
+            return await asyncio.shield(waiting)
+        if len(self._proving) >= MAX_PROVING:
+            return False
+        waiting = self._proving[address] = asyncio.get_running_loop().create_future()
+        answered = False
+        try:
+            answered, _ = await self.ping(address, self.source_node.id)
+        finally:
+            del self._proving[address]
+            waiting.set_result(answered)
+        if answered:
+            self.proven(address)
+        else:
+            self._unproven.pop(address, None)
+            self._unproven[address] = time.monotonic()
+            while len(self._unproven) > MAX_ADDRESSES:
+                self._unproven.popitem(last=False)
+        return answered
 
     # A lookup given up by its caller (the market waits for one a bounded time) cancels the futures of its calls
     # still under way; the library would then set the result of each when its wait ends or its answer comes: an
@@ -261,6 +317,7 @@ class Protocol(KademliaProtocol):
         loaded network one lost datagram removed it, and its return re-sent it every record (a storm of stores)."""
         if result[0]:
             self._misses.pop(node.id, None)
+            self.proven((node.ip, node.port))
             self.welcome_if_new(node)
             return result
         misses = self._misses.get(node.id, 0) + 1
