@@ -7,6 +7,7 @@ import json
 import time
 
 import plyvel
+import pytest
 
 from xsc import keys
 from xsc.identity import Identity, sign_request
@@ -253,3 +254,35 @@ def test_an_answer_to_a_message_of_descriptors_costs_the_same_however_many_peers
         assert len(sent) == service.GOSSIPED and set(sent) <= {d.id for d in proven}
     assert len(asked) <= 2 * len(held)
     db.close()
+
+
+@pytest.mark.parametrize("descriptors", [5, None, {"a": 1}, "x"])
+async def test_a_node_answering_an_exchange_with_descriptors_that_are_not_a_list_is_refused(node_factory,
+                                                                                          descriptors) -> None:
+    """Joining such a node (`xsc peers add`) is a 502 peer-refused, not an internal error, and a node whose seeds
+    include it joins the others."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    plain = {**QUIET, "peers": {**QUIET["peers"], "tls": False}}
+    liar = Identity.generate()
+
+    async def answer(request: web.Request) -> web.Response:
+        own = make_descriptor(liar, url=f"http://{request.host}", capacity=1, free=1, version="0",
+                              timestamp=int(time.time() * 1000))
+        return web.json_response({"self": own.to_json(), "descriptors": descriptors})
+    app = web.Application()
+    app.router.add_post("/v1/peer/descriptors", answer)
+    liar_server = TestServer(app, host="127.0.0.1")
+    await liar_server.start_server()
+    liar_url = f"http://{liar.id}@127.0.0.1:{liar_server.port}"
+    try:
+        honest = await node_factory("honest", **plain)
+        node = await node_factory("joiner", **{**plain, "peers": {**plain["peers"],
+                                                                   "urls": [liar_url, honest.app[NODE].peers.url]}})
+        response = await node.post("/v1/peers", json={"url": liar_url})
+        assert response.status == 502 and (await response.json())["code"] == "peer-refused"
+        honest_id = honest.app[NODE].peers.identity.id
+        await eventually_async(lambda: node.app[NODE].peers.get(honest_id) is not None, "the other seed joined", 10)
+    finally:
+        await liar_server.close()

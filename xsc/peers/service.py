@@ -390,8 +390,9 @@ class PeerService:
                                              json={"descriptors": self.gossip_payload()}, to=to,
                                              max_size=EXCHANGE_ANSWER)
         body = response.json()
-        if not isinstance(body, dict):
-            raise PeerRefused(f"peer {url} answered the descriptor exchange with something else", url=url)
+        if not isinstance(body, dict) or not isinstance(body.get("descriptors", []), list):
+            raise PeerRefused(f"peer {url} answered the descriptor exchange with something else", url=url,
+                              hint='a node answers {"self": descriptor, "descriptors": [descriptor, ...]}')
         try:
             responder = parse_descriptor(body.get("self"), now_ms=now_ms())
             if response.node is not None and responder.id != response.node:  # TLS proved who answered
