@@ -286,3 +286,35 @@ async def test_a_node_answering_an_exchange_with_descriptors_that_are_not_a_list
         await eventually_async(lambda: node.app[NODE].peers.get(honest_id) is not None, "the other seed joined", 10)
     finally:
         await liar_server.close()
+
+
+async def test_first_probes_waiting_their_turn_are_no_more_than_the_nodes_in_the_directory(tmp_path,
+                                                                                          monkeypatch) -> None:
+    """A node learned of is probed at once, PROBES_AT_ONCE at a time; a stranger cycling its ids through a full
+    directory (each message's new nodes push out the oldest never proven up) queued a first probe per node learned,
+    kept whether or not the node was still known: at addresses that never answer, more each second than the probes
+    of a second could take.  A node pushed out takes its first probe with it."""
+    monkeypatch.setattr(service, "MAX_PEERS", 40)
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    config = node_config(tmp_path)
+    directory = PeerDirectory(db)
+    never = asyncio.Event()
+
+    async def unanswered(url: str, node_id: str, timeout: float) -> dict:
+        await never.wait()  # an address that never answers (and a probe timeout longer than the test)
+        return {}
+    health = HealthService(db=db, directory=directory, config=config.health, challenge=unanswered)
+    peers = PeerService(identity=Identity.generate(), db=db, config=config, client=None, storage=lambda: None,
+                        url="http://10.9.9.9:7070", directory=directory, health=health)
+    health.start()
+    try:
+        fakes = [Identity.generate() for _ in range(400)]
+        for first in range(0, len(fakes), MAX_NEW_PER_MESSAGE):
+            peers.accept(fake_descriptors(fakes[first:first + MAX_NEW_PER_MESSAGE], first_port=20000 + first))
+            await asyncio.sleep(0)
+        assert len(peers.peers()) == 40
+        waiting = [t for t in asyncio.all_tasks() if t.get_name() == "xsc-first-probe" and not t.done()]
+        assert len(waiting) <= 40
+    finally:
+        await health.close()
+        db.close()
