@@ -40,6 +40,7 @@ REPUBLISH_SECONDS = 3600.0  # its own records published again, and buckets no lo
 class PeerView(TypingProtocol):
     def up_peers(self) -> list[NodeDescriptor]: ...
     def peers(self) -> list[NodeDescriptor]: ...
+    def known(self, node_id: str) -> bool: ...
     def descriptor(self) -> NodeDescriptor: ...
     def state_version(self) -> tuple: ...
 
@@ -84,7 +85,9 @@ class DhtService:
         self.protocol = table.Protocol(self.me, self.store, table.K, admit=self._admit, quota=quota,
                                        min_difficulty=min_difficulty, now_ms=now_ms, wake=self._wake.set)
         self.transport: asyncio.DatagramTransport | None = None
-        self._admitted: tuple[Any, dict[bytes, str]] | None = None  # (directory state, table id -> IP)
+        self._admitted: tuple[Any, dict[bytes, tuple[str, str]]] | None = None  # (directory state, table id ->
+        # (IP, node id)) and node id -> (URL, table id, IP), made once per URL
+        self._addresses: dict[str, tuple[str, bytes, str | None]] = {}
         self._published = 0.0  # when this node last published its own record
         self._pending: OrderedDict[bytes, list[str]] = OrderedDict()  # si -> placement, to publish
         self.hops: list[int] = []  # rounds of this node's recent lookups, for status()
@@ -195,15 +198,26 @@ class DhtService:
             await table.find_nodes(self.protocol, self.me.id, table.Lookup())
 
     def _admit(self, table_id: bytes, ip: str) -> bool:
-        """Only nodes the directory knows (admitted: proof of work, not quarantined), at their signed address."""
+        """Only nodes the directory knows (admitted: proof of work), at their signed address, and not quarantined
+        (the directory keeps a quarantined node's descriptor: `known` says whether it is quarantined now).
+
+        Asked of every datagram, and made again after every change of the directory (any descriptor re-signed):
+        each node's table id and IP are made once per URL, not at every change (hashing and parsing 1,000 of them
+        was 43 ms of the event loop, and a peer re-signing its descriptor in each message changes the directory)."""
         state = self.peers.state_version()[0]
         if self._admitted is None or self._admitted[0] != state:
-            admitted = {}
+            admitted, addresses = {}, {}
             for d in self.peers.peers():
-                if (address := udp_address(d.url)) is not None:
-                    admitted[records.table_id(d.id)] = address[0]
-            self._admitted = (state, admitted)
-        return self._admitted[1].get(table_id) == ip
+                known = self._addresses.get(d.id)
+                if known is None or known[0] != d.url:
+                    address = udp_address(d.url)
+                    known = (d.url, records.table_id(d.id), None if address is None else address[0])
+                addresses[d.id] = known
+                if known[2] is not None:
+                    admitted[known[1]] = (known[2], d.id)
+            self._admitted, self._addresses = (state, admitted), addresses
+        at = self._admitted[1].get(table_id)
+        return at is not None and at[0] == ip and self.peers.known(at[1])
 
     # --- what the node asks of it ---------------------------------------------------------------
     async def _publish(self, key: bytes, found: list[records.Record]) -> int:
