@@ -505,3 +505,28 @@ async def test_a_quarantined_node_never_enters_the_routing_table_and_the_directo
         assert dht.protocol.admit(records.table_id(second.id), "10.0.0.1")
     assert len(parsed) == len(identities)
     db.close()
+
+
+async def test_a_bundle_stored_again_and_again_is_checked_once(monkeypatch) -> None:
+    """A store's source address is whatever its sender wrote, so no per-address quota holds a bundle signed once
+    and sent again and again: each costs no signature check past its first, and a record changed in it still is
+    checked (and refused)."""
+    target = await node(Directory())
+    try:
+        checks = []
+        verify = records.verify
+        monkeypatch.setattr(records, "verify", lambda *args: checks.append(args) or verify(*args))
+        si, now = os.urandom(32), int(time.time() * 1000)
+        strangers = [Identity.generate() for _ in range(records.MAX_RECORDS)]
+        key = records.holders_key(si)
+        bundle = [records.make_holders(s, si, [s.id] * 6, at=now) for s in strangers]
+        value = records.encode(bundle)
+        for port in range(1000, 1050):
+            assert target.protocol.rpc_store(("127.0.0.1", port), os.urandom(20), key, value) is True
+        assert len(checks) == records.MAX_RECORDS
+        changed = records.encode([*bundle[1:], records.Holders(si, (strangers[1].id,) * 6, bundle[0].by,
+                                                                  bundle[0].at, bundle[0].signature)])
+        assert target.protocol.rpc_store(("127.0.0.1", 9), os.urandom(20), key, changed) is False
+        assert set(records.parse_bundle(target.store.get(key), key, now_ms=now, min_difficulty=0)) == set(bundle)
+    finally:
+        target.close()

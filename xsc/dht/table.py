@@ -383,8 +383,10 @@ class Protocol(KademliaProtocol):
 
     def merged(self, key: bytes, value: Any) -> list[records.Record]:
         """What `key` holds once `value` (checked) is merged in; InvalidRecord for a value that is not valid."""
-        offered = records.parse_bundle(value, key, now_ms=self.now_ms(), min_difficulty=self.min_difficulty)
-        return records.merge(self.storage.held(key, self.now_ms()), offered)
+        held = self.storage.held(key, self.now_ms())
+        offered = records.parse_bundle(value, key, now_ms=self.now_ms(), min_difficulty=self.min_difficulty,
+                                       checked=held)
+        return records.merge(held, offered)
 
     def __getattr__(self, name: str):
         call = super().__getattr__(name)
