@@ -54,8 +54,8 @@ def test_a_newcomer_is_handed_the_records_it_is_now_closest_to_and_no_others() -
 
 
 def test_a_newcomers_hand_over_reads_the_routing_table_once_and_hands_over_what_a_search_per_key_would() -> None:
-    """A search of the routing table per stored key held the event loop 5.4 s per newcomer over MAX_KEYS keys (one
-    admitted id's records can fill them); the hand-over is the same, the table read once."""
+    """A search of the routing table per stored key would hold the event loop 5.4 s per newcomer over MAX_KEYS keys
+    (one admitted id's records can fill them): the hand-over is the one such searches choose, the table read once."""
     me = Node(os.urandom(20), "10.0.0.1", 1)
     protocol = Protocol(me, Store(ttl=3600), 20, admit=lambda *_: True, quota=None, min_difficulty=0,
                         now_ms=lambda: 0)

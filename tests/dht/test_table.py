@@ -436,8 +436,8 @@ async def test_a_contact_naming_ever_closer_fake_contacts_cannot_keep_a_lookup_g
 
 async def test_a_lookup_from_an_address_that_answers_no_ping_is_not_answered_there(network) -> None:
     """A datagram's source address is whatever its sender wrote: lookups "from" a third party's address, each
-    answered with a full bundle 77 times the bytes of the call, made the node a reflector.  Such an address gets one
-    78-byte ping and nothing more; a node that answers the ping gets its answer."""
+    answered with a full bundle 77 times the bytes of the call, would make the node a reflector.  Such an address
+    gets one 78-byte ping and nothing more; a node that answers the ping gets its answer."""
     _, nodes = network
     target, reader = nodes[0], nodes[1]
     si, now = os.urandom(32), int(time.time() * 1000)
@@ -472,7 +472,7 @@ async def test_a_quarantined_node_never_enters_the_routing_table_and_the_directo
         tmp_path, monkeypatch) -> None:
     """The directory keeps a quarantined node's descriptor: the table asks whether it is quarantined now.  And the
     table ids and addresses of the directory's nodes are made once per URL, not again at every change of the
-    directory (hashing and parsing those of 1,000 nodes, at each descriptor re-signed, was 10-43 ms)."""
+    directory (hashing and parsing those of 1,000 nodes, at each descriptor re-signed, is 10-43 ms)."""
     from xsc.dht import service as dht_service
     from xsc.peers import PeerDirectory, PeerService
     from xsc.peers.admission import Admission, Quarantine

@@ -223,8 +223,8 @@ async def test_a_node_pushed_out_of_a_full_directory_leaves_nothing_behind(node_
 
 def test_an_answer_to_a_message_of_descriptors_costs_the_same_however_many_peers_are_known(tmp_path) -> None:
     """Every message of descriptors (a unit of its sender's work quota) is answered with a sample of the peers
-    proven up: asking each known peer whether it was up, per answer, made an answer of a full directory 0.9 ms of
-    the event loop.  The directory is read again only when it or a probe changed."""
+    proven up: asking each known peer whether it is up, per answer, would make an answer of a full directory 0.9 ms
+    of the event loop.  The directory is read again only when it or a probe changed."""
     db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
     config = node_config(tmp_path)
     directory = PeerDirectory(db)
@@ -290,10 +290,10 @@ async def test_a_node_answering_an_exchange_with_descriptors_that_are_not_a_list
 
 async def test_first_probes_waiting_their_turn_are_no_more_than_the_nodes_in_the_directory(tmp_path,
                                                                                           monkeypatch) -> None:
-    """A node learned of is probed at once, PROBES_AT_ONCE at a time; a stranger cycling its ids through a full
-    directory (each message's new nodes push out the oldest never proven up) queued a first probe per node learned,
-    kept whether or not the node was still known: at addresses that never answer, more each second than the probes
-    of a second could take.  A node pushed out takes its first probe with it."""
+    """A node learned of is probed at once, PROBES_AT_ONCE at a time; a stranger can cycle its ids through a full
+    directory (each message's new nodes push out the oldest never proven up), at addresses that never answer, faster
+    than probes can take them.  A node pushed out takes its first probe with it, so no more wait than the directory
+    holds."""
     monkeypatch.setattr(service, "MAX_PEERS", 40)
     db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
     config = node_config(tmp_path)

@@ -203,7 +203,7 @@ class DhtService:
 
         Asked of every datagram, and made again after every change of the directory (any descriptor re-signed):
         each node's table id and IP are made once per URL, not at every change (hashing and parsing 1,000 of them
-        was 43 ms of the event loop, and a peer re-signing its descriptor in each message changes the directory)."""
+        is 10-40 ms of the event loop, and a peer re-signing its descriptor in each message changes the directory)."""
         state = self.peers.state_version()[0]
         if self._admitted is None or self._admitted[0] != state:
             admitted, addresses = {}, {}

@@ -43,14 +43,15 @@ K = 20  # contacts per bucket, and nodes a value is stored on (the paper's k)
 ALPHA = 3  # lookups in flight per round
 # Rounds one lookup makes at most.  An honest lookup takes log2(N)/log2(K)-ish rounds (5 at most over 10,000
 # simulated nodes, bench/bench_dht.py); a contact that answers each call with 20 fresh ids ever closer to the key,
-# all at its own address, kept one lookup going for 730 calls until Python's recursion limit ended it with an error.
+# all at its own address, would keep a lookup going (each round a recursion of the library's) until Python's
+# recursion limit ended it with an error.
 MAX_ROUNDS = 16
 MAX_WELCOMED = 10_000  # contacts remembered as already sent this node's records
 MAX_HANDOVERS = 10_000  # records waiting to be sent to newcomers (the oldest dropped: their owners republish)
 MISSES_BEFORE_REMOVAL = 3  # calls a contact may leave unanswered in a row before it leaves the routing table
 # A lookup's answer is 10 (20 contacts) to 77 (a full bundle) times the bytes of its call, and a datagram's source
-# address is whatever its sender wrote: answered as they came, lookups "from" a third party's address made this node
-# send that address 1.2 MB a second (the per-address quota's 200 datagrams of 6 KB).  A lookup is answered only at
+# address is whatever its sender wrote: answered as they came, lookups "from" a third party's address would make this
+# node send that address 1.2 MB a second (the per-address quota's 200 datagrams of 6 KB).  A lookup is answered only at
 # an address that answered a call of this node's (it got the datagram, so it is not spoofed): an address not yet
 # proven is pinged first (one ping at a time per address, a 78-byte datagram), and one that did not answer is not
 # pinged again for UNPROVEN_FOR seconds.
@@ -289,7 +290,7 @@ class Protocol(KademliaProtocol):
         node is the closest holder of them.  (The library measures these distances to the SHA-1 of each key rather
         than to the key, and so handed records to the wrong nodes.)
 
-        The routing table is read once, not searched per key: a search per key held the event loop 5.4 s per
+        The routing table is read once, not searched per key: a search per key holds the event loop 5.4 s per
         newcomer over a store of MAX_KEYS keys, which one admitted id's holders records can fill.  A contact whose
         distance from this node has the same highest bit as the key's is nearer the key than this node: most keys
         are passed on that alone."""
@@ -330,8 +331,8 @@ class Protocol(KademliaProtocol):
             self._misses[node.id] = misses
         return result
 
-    # A lookup's calls: the answer is a stranger's word, checked before the library reads it (it took any value,
-    # and a contact that answered with a number or a dict without a value ended the whole lookup with an error).
+    # A lookup's calls: the answer is a stranger's word, checked before the library reads it (the library takes any
+    # value, and an answer of a number or of a dict without a value would end the whole lookup with an error).
     async def call_find_node(self, node_to_ask: Node, node_to_find: Node):
         result = await self.find_node((node_to_ask.ip, node_to_ask.port), self.source_node.id, node_to_find.id)
         return self.handle_call_response(self._checked(result, values=False), node_to_ask)

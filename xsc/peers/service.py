@@ -368,8 +368,8 @@ class PeerService:
     def _gossip_pools(self) -> tuple[list[NodeDescriptor], list[NodeDescriptor]]:
         """The descriptors passed on, those proven up and the others newest first, made again only when the
         directory or a probe changed them, or a minute passed: every message of descriptors (a unit of its sender's
-        work quota) is answered with a sample, and asking each of a full directory's 1,000 peers whether it was up
-        made an answer 0.9 ms of the event loop."""
+        work quota) is answered with a sample, and asking each of a full directory's 1,000 peers whether it is up
+        would make an answer 0.9 ms of the event loop."""
         state = (self.directory.version, self.health.version if self.health is not None else 0, now_ms() // 60_000)
         if self._pools is None or self._pools[0] != state:
             cutoff = now_ms() - PASS_ON_MS
@@ -519,7 +519,7 @@ class PeerService:
         first answer pushing to three others made a node's gossip grow with the network."""
         log.debug("node %s answered its first probe", node_id[:12])
         # The peers up as gossip last counted them (a node or two behind is near enough): counting them afresh at
-        # each first answer asked every known peer whether it was up, once per node learned of.
+        # each first answer would ask every known peer whether it is up, once per node learned of.
         up = self._pools[1] if self._pools is not None else self._gossip_pools()[0]
         if self._news_passes or len(up) <= GOSSIPED:
             self._news.set()

@@ -193,8 +193,8 @@ def parse_bundle(value: Any, key: bytes, *, now_ms: int, min_difficulty: int,
                  checked: list[Record] | tuple = ()) -> list[Record]:
     """The records of a value offered under `key`, each checked; InvalidRecord for anything else (one bad record
     refuses the whole value: its sender signed or relayed it).  A record identical to one of `checked` (held under
-    `key`, checked when it came) is not checked again: a bundle signed once and stored again and again, from any
-    source address, cost up to eight signature checks each time."""
+    `key`, checked when it came) is not checked again: a bundle signed once can be stored again and again under any
+    source address, and would cost up to eight signature checks each time."""
     if not isinstance(value, bytes) or len(value) > MAX_VALUE:
         raise InvalidRecord(f"a value is at most {MAX_VALUE} bytes")
     if not isinstance(key, bytes) or len(key) != KEY_BYTES:
