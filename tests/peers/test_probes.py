@@ -3,6 +3,8 @@ before the probe counts it down (xsc.health.core.stats.ask_again is the decision
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from xsc.errors import PeerRefused, PeerUnreachable
@@ -131,3 +133,37 @@ async def test_a_peer_answering_with_megabytes_is_cut_off_after_what_such_an_ans
     assert outcome[honest_id]["ok"] is True
     assert outcome[liar.id]["ok"] is False and f"more than {CHALLENGE_ANSWER} bytes" in outcome[liar.id]["error"]
     assert written and all(w < 16 * 1024 * 1024 for w in written)
+
+
+async def test_a_probe_answer_carrying_another_nodes_descriptor_adds_nothing(node_factory) -> None:
+    """A probe's answer carries the responder's fresh descriptor; one carrying another node's instead is a way
+    around the budget of new nodes a message of descriptors draws on (`peers.new_node_rate`): it is not taken,
+    and the probe still counts."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from xsc.health import answer as challenge_answer
+    from xsc.peers import make_descriptor
+
+    plain = {**QUIET, "peers": {**QUIET["peers"], "tls": False}}
+    prober = await node_factory("prober", **plain)
+    peers, health = prober.app[NODE].peers, prober.app[NODE].health
+    liar, other = Identity.generate(), Identity.generate()
+
+    async def answer(request: web.Request) -> web.Response:
+        body = await request.json()
+        smuggled = make_descriptor(other, url="http://127.0.0.7:9", capacity=1, free=1, version="0",
+                                   timestamp=int(time.time() * 1000))
+        return web.json_response({**challenge_answer(liar, body["nonce"], peers.identity.id),
+                                  "descriptor": smuggled.to_json()})
+    app = web.Application()
+    app.router.add_post("/v1/peer/challenge", answer)
+    liar_server = TestServer(app, host="127.0.0.1")
+    await liar_server.start_server()
+    try:
+        peers.accept(fake_descriptors([liar], host="127.0.0.1", first_port=liar_server.port))
+        result = await health.probe_round()
+    finally:
+        await liar_server.close()
+    assert [r["ok"] for r in result["results"] if r["id"] == liar.id] == [True]
+    assert peers.get(other.id) is None

@@ -243,7 +243,8 @@ class HealthService:
             except PeerError as again:
                 return False, None, str(again)[:MAX_ERROR]
         latency = (time.perf_counter() - start) * 1000
-        if isinstance(reply.get("descriptor"), dict):
+        # Its own descriptor only: another node's would add a node past the budget a message of descriptors draws on.
+        if isinstance(reply.get("descriptor"), dict) and reply["descriptor"].get("id") == peer.id:
             try:  # the answer carries the peer's fresh descriptor: its free space, without waiting for gossip
                 for told in self._on_descriptor:
                     told([reply["descriptor"]])

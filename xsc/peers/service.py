@@ -429,7 +429,7 @@ class PeerService:
         start = time.perf_counter()
         reply = await self.challenge(url, responder.id)
         latency_ms = (time.perf_counter() - start) * 1000
-        if isinstance(reply.get("descriptor"), dict):
+        if isinstance(reply.get("descriptor"), dict) and reply["descriptor"].get("id") == responder.id:
             self.accept([reply["descriptor"]])
         joined = self.directory.get(responder.id) or responder
         if self.health is not None:  # its answer to our challenge is a probe that succeeded
