@@ -19,6 +19,7 @@ from xsc.dht import DhtService, table
 from xsc.dht.service import udp_address as udp_address_of
 from xsc.dht.core import records
 from xsc.identity import Identity
+from xsc.node.appkeys import NODE
 from xsc.node.limits import RateLimiter
 from xsc.peers import make_descriptor
 
@@ -530,3 +531,38 @@ async def test_a_bundle_stored_again_and_again_is_checked_once(monkeypatch) -> N
         assert set(records.parse_bundle(target.store.get(key), key, now_ms=now, min_difficulty=0)) == set(bundle)
     finally:
         target.close()
+
+
+async def test_a_node_reached_elsewhere_sends_no_lookup_to_contacts_on_its_own_machine(node_factory) -> None:
+    """A lookup's answer names contacts at addresses of its sender's choosing: at 127.0.0.1:53 or 0.0.0.0:11211
+    they would point this node's calls at services of its own machine.  A node reached at a public address refuses
+    such an answer (as it refuses a descriptor at such a URL); a node on loopback (a devnet) takes it."""
+    service = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a service of this machine's, on UDP
+    service.bind(("127.0.0.1", 0))
+    service.setblocking(False)
+    local = service.getsockname()
+    transports = []
+    try:
+        for public in (True, False):
+            peers = {"public_url": "https://203.0.113.5:7070"} if public else {}
+            node_ = await node_factory("public" if public else "devnet", peers=peers)
+            dht = node_.app[NODE].dht
+            await eventually_async(lambda: dht.transport is not None, "the node's table to listen", 10)
+            liar, transport = await liar_in_table_of(dht, lambda key: [[os.urandom(20), *local]])
+            transports.append(transport)
+            try:  # (on loopback the contact named is called, and never answers: a second tells)
+                await asyncio.wait_for(table.find_nodes(dht.protocol, os.urandom(20), table.Lookup()), 1)
+            except TimeoutError:
+                pass
+            received = 0
+            while True:
+                try:
+                    service.recv(65536)
+                    received += 1
+                except BlockingIOError:
+                    break
+            assert (received == 0) if public else (received > 0), (public, received)
+    finally:
+        for transport in transports:
+            transport.close()
+        service.close()

@@ -73,7 +73,8 @@ async def collect_providers(look_up: Callable[[bytes], Awaitable[list[records.Re
 
 class DhtService:
     def __init__(self, *, identity: Identity, peers: PeerView, bind: tuple[str, int], quota: Any,
-                 min_difficulty: int, interval: float, ttl: float, offers: tuple[str, ...] = ()) -> None:
+                 min_difficulty: int, interval: float, ttl: float, offers: tuple[str, ...] = (),
+                 on_this_machine: bool = True) -> None:
         self.identity = identity
         self.offers = offers  # the kinds of capacity this node offers: a provider record for each
         self.peers = peers
@@ -83,7 +84,8 @@ class DhtService:
         self.me = Node(records.table_id(identity.id))
         self._wake = asyncio.Event()
         self.protocol = table.Protocol(self.me, self.store, table.K, admit=self._admit, quota=quota,
-                                       min_difficulty=min_difficulty, now_ms=now_ms, wake=self._wake.set)
+                                       min_difficulty=min_difficulty, now_ms=now_ms, wake=self._wake.set,
+                                       on_this_machine=on_this_machine)
         self.transport: asyncio.DatagramTransport | None = None
         self._admitted: tuple[Any, dict[bytes, tuple[str, str]]] | None = None  # (directory state, table id ->
         # (IP, node id)) and node id -> (URL, table id, IP), made once per URL
@@ -100,14 +102,15 @@ class DhtService:
         self.publishes = id_difficulty(identity.public_key) >= min_difficulty
 
     @classmethod
-    def configured(cls, *, identity: Identity, peers: PeerView, config: NodeConfig, quota: Any) -> DhtService:
+    def configured(cls, *, identity: Identity, peers: PeerView, config: NodeConfig, quota: Any,
+                   on_this_machine: bool = True) -> DhtService:
         """The node's table as its config says (peers.dht off: it never listens, and finds nothing)."""
         section, market = config.peers, config.market
         offers = tuple(kind for kind, on in (("storage", market.offer_storage), ("compute", market.offer_compute))
                        if on)
         service = cls(identity=identity, peers=peers, bind=parse_listen(config.node.peer_listen or config.node.listen),
                       quota=quota, min_difficulty=section.min_difficulty, interval=section.dht_interval,
-                      ttl=section.dht_ttl, offers=offers)
+                      ttl=section.dht_ttl, offers=offers, on_this_machine=on_this_machine)
         service.enabled = section.dht
         return service
 

@@ -132,6 +132,12 @@ def _id(value: Any) -> bool:
     return isinstance(value, bytes) and len(value) == records.KEY_BYTES
 
 
+def _here(ip: str) -> bool:
+    """Does a contact's IP address (a checked one) mean this machine wherever it is sent from?"""
+    address = ipaddress.ip_address(ip)
+    return address.is_loopback or address.is_unspecified
+
+
 def _contact(value: Any) -> bool:
     """A contact as a lookup's answer names one: (20-byte id, IP address, port)."""
     if not (isinstance(value, (list, tuple)) and len(value) == 3 and _id(value[0]) and isinstance(value[1], str)
@@ -161,8 +167,12 @@ class Protocol(KademliaProtocol):
 
     def __init__(self, source_node: Node, storage: Store, ksize: int, *, admit: Admit, quota: Any,
                  min_difficulty: int, now_ms: Callable[[], int], wait_timeout: float = 5.0,
-                 wake: Callable[[], Any] = lambda: None) -> None:
+                 wake: Callable[[], Any] = lambda: None, on_this_machine: bool = True) -> None:
         super().__init__(source_node, storage, ksize)
+        # Whether this node is on this machine only (a devnet on loopback): only then may a lookup's answer name
+        # contacts here.  Elsewhere a contact at 127.0.0.1:53 or 0.0.0.0:11211 points this node's calls at services
+        # of its own machine (as a descriptor's URL may not: peers/admission.py).
+        self.on_this_machine = on_this_machine
         # Records to send newcomers (node, key, value), sent by the service's loop, which `wake` wakes.
         self.handovers: deque[tuple[Node, bytes, bytes]] = deque(maxlen=MAX_HANDOVERS)
         self.wake = wake
@@ -351,7 +361,7 @@ class Protocol(KademliaProtocol):
             if set(answer) == {"value"} and isinstance(answer["value"], bytes):
                 return result
         elif isinstance(answer, (list, tuple)) and len(answer) <= self.router.ksize \
-                and all(_contact(c) for c in answer):
+                and all(_contact(c) and (self.on_this_machine or not _here(c[1])) for c in answer):
             return result
         self.refused += 1
         return False, None
