@@ -496,14 +496,14 @@ async def test_a_quarantined_node_never_enters_the_routing_table_and_the_directo
     parsed = []
     monkeypatch.setattr(dht_service, "udp_address", lambda url: parsed.append(url) or udp_address_of(url))
     first, second = identities[0], identities[1]
-    assert dht.protocol.admit(records.table_id(first.id), "10.0.0.0")
-    assert not dht.protocol.admit(records.table_id(first.id), "10.0.0.9")  # not at the address it signed
+    assert dht.protocol.admit(records.table_id(first.id), "10.0.0.0", 7070)
+    assert not dht.protocol.admit(records.table_id(first.id), "10.0.0.9", 7070)  # not at the address it signed
     quarantine.put(first.id, "failed an audit")
-    assert not dht.protocol.admit(records.table_id(first.id), "10.0.0.0")
+    assert not dht.protocol.admit(records.table_id(first.id), "10.0.0.0", 7070)
     assert len(parsed) == len(identities)
     for at in range(1, 21):  # the second node re-signs its descriptor: the directory changes, its URL does not
         peers.accept([descriptor(1, now + at)])
-        assert dht.protocol.admit(records.table_id(second.id), "10.0.0.1")
+        assert dht.protocol.admit(records.table_id(second.id), "10.0.0.1", 7070)
     assert len(parsed) == len(identities)
     db.close()
 
@@ -566,3 +566,37 @@ async def test_a_node_reached_elsewhere_sends_no_lookup_to_contacts_on_its_own_m
         for transport in transports:
             transport.close()
         service.close()
+
+
+async def test_a_known_nodes_id_from_another_port_of_its_host_never_enters_the_routing_table(network) -> None:
+    """Anyone on a known node's host (or forging its address) can send datagrams from another port under its id:
+    such a contact would be sent the records the node should hold.  The table takes a node at the port it signed."""
+    directory, nodes = network
+    target = nodes[0]
+    absent = Identity.generate()  # known to the directory, at a port where nothing listens
+    port = udp_port()
+    directory.descriptors.append(make_descriptor(absent, url=f"http://127.0.0.1:{port}", capacity=1, free=1,
+                                                 version="t", timestamp=int(time.time() * 1000)))
+    si = os.urandom(32)
+    await nodes[3].publish_holders(si, [nodes[i].identity.id for i in (1, 2, 3, 4, 5, 6)])
+    impostor = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    impostor.bind(("127.0.0.1", 0))
+    impostor.setblocking(False)
+    try:
+        for _ in range(3):
+            impostor.sendto(b"\x00" + os.urandom(20) + umsgpack.packb(["ping", [records.table_id(absent.id)]]),
+                            target.bind)
+        answers = []
+
+        def answered() -> bool:
+            try:
+                answers.append(impostor.recv(65536))
+            except BlockingIOError:
+                pass
+            return len(answers) >= 3
+        await eventually_async(answered, "the pings to be answered (each after its sender is welcomed or not)", 10)
+        contacts = {(n.ip, n.port) for b in target.protocol.router.buckets for n in b.get_nodes()}
+        assert ("127.0.0.1", impostor.getsockname()[1]) not in contacts
+        assert target.protocol.admit(records.table_id(absent.id), "127.0.0.1", port)
+    finally:
+        impostor.close()

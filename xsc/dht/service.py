@@ -87,9 +87,9 @@ class DhtService:
                                        min_difficulty=min_difficulty, now_ms=now_ms, wake=self._wake.set,
                                        on_this_machine=on_this_machine)
         self.transport: asyncio.DatagramTransport | None = None
-        self._admitted: tuple[Any, dict[bytes, tuple[str, str]]] | None = None  # (directory state, table id ->
-        # (IP, node id)) and node id -> (URL, table id, IP), made once per URL
-        self._addresses: dict[str, tuple[str, bytes, str | None]] = {}
+        self._admitted: tuple[Any, dict[bytes, tuple[tuple[str, int], str]]] | None = None  # (directory state,
+        # table id -> ((IP, port), node id)) and node id -> (URL, table id, (IP, port)), made once per URL
+        self._addresses: dict[str, tuple[str, bytes, tuple[str, int] | None]] = {}
         self._published = 0.0  # when this node last published its own record
         self._pending: OrderedDict[bytes, list[str]] = OrderedDict()  # si -> placement, to publish
         self.hops: list[int] = []  # rounds of this node's recent lookups, for status()
@@ -194,18 +194,20 @@ class DhtService:
             if ok:
                 self.protocol.proven(a)
         known = [Node(node_id, a[0], a[1]) for a, (ok, node_id) in zip(addresses, answers)
-                 if ok and isinstance(node_id, bytes) and self._admit(node_id, a[0])]
+                 if ok and isinstance(node_id, bytes) and self._admit(node_id, a[0], a[1])]
         for node in known:
             self.protocol.welcome_if_new(node)
         if known:
             await table.find_nodes(self.protocol, self.me.id, table.Lookup())
 
-    def _admit(self, table_id: bytes, ip: str) -> bool:
-        """Only nodes the directory knows (admitted: proof of work), at their signed address, and not quarantined
-        (the directory keeps a quarantined node's descriptor: `known` says whether it is quarantined now).
+    def _admit(self, table_id: bytes, ip: str, port: int) -> bool:
+        """Only nodes the directory knows (admitted: proof of work), at their signed address (IP and port: a datagram
+        under a known node's IP and id from another port, as anyone on that host or forging that address can send,
+        would have this node hand that port the records the node should hold), and not quarantined (the directory
+        keeps a quarantined node's descriptor: `known` says whether it is quarantined now).
 
         Asked of every datagram, and made again after every change of the directory (any descriptor re-signed):
-        each node's table id and IP are made once per URL, not at every change (hashing and parsing 1,000 of them
+        each node's table id and address are made once per URL, not at every change (hashing and parsing 1,000 of them
         is 10-40 ms of the event loop, and a peer re-signing its descriptor in each message changes the directory)."""
         state = self.peers.state_version()[0]
         if self._admitted is None or self._admitted[0] != state:
@@ -214,13 +216,13 @@ class DhtService:
                 known = self._addresses.get(d.id)
                 if known is None or known[0] != d.url:
                     address = udp_address(d.url)
-                    known = (d.url, records.table_id(d.id), None if address is None else address[0])
+                    known = (d.url, records.table_id(d.id), address)
                 addresses[d.id] = known
                 if known[2] is not None:
                     admitted[known[1]] = (known[2], d.id)
             self._admitted, self._addresses = (state, admitted), addresses
         at = self._admitted[1].get(table_id)
-        return at is not None and at[0] == ip and self.peers.known(at[1])
+        return at is not None and at[0] == (ip, port) and self.peers.known(at[1])
 
     # --- what the node asks of it ---------------------------------------------------------------
     async def _publish(self, key: bytes, found: list[records.Record]) -> int:

@@ -60,7 +60,7 @@ UNPROVEN_FOR = 60.0  # seconds an address that did not answer a proving ping is 
 MAX_ADDRESSES = 10_000  # proven (and unproven) addresses remembered at most, each
 MAX_PROVING = 256  # pings proving an address in flight at most (past it, lookups from new addresses go unanswered)
 LOOKUPS = ("find_node", "find_value")
-Admit = Callable[[bytes, str], bool]  # (table id, IP address) -> may this contact enter the routing table?
+Admit = Callable[[bytes, str, int], bool]  # (table id, IP address, port) -> may this contact enter the routing table?
 
 
 class Store(IStorage):
@@ -284,7 +284,7 @@ class Protocol(KademliaProtocol):
         log.debug("refused a datagram from %s: %s", address[0], err)
 
     def welcome_if_new(self, node: Node) -> None:
-        if node.ip is None or not self.admit(node.id, node.ip) or not self.router.is_new_node(node):
+        if node.ip is None or not self.admit(node.id, node.ip, node.port) or not self.router.is_new_node(node):
             return
         if node.id in self._welcomed:  # back after a timeout: it had the records then, none is sent again
             self.router.add_contact(node)
