@@ -361,3 +361,37 @@ async def test_converged_waits_until_a_need_has_reached_and_been_answered_by_its
     provider.app[NODE].supervisor.resume("allocation")
     await eventually_async(lambda: given(second["id"]) == 200_000, "the provider to allocate the second need")
     await eventually_async(lambda: r_service.status()["converged"] and p_service.status()["converged"], "both to converge again")
+
+
+@pytest.mark.parametrize("answer", [{"states": 5}, {"receipts": "x"}, {"states": [{}] * 2000}])
+async def test_a_digest_answered_with_what_is_not_records_is_refused_and_counted_not_raised(node_factory,
+                                                                                            answer) -> None:
+    """A peer's answer to this node's digest that is not lists of records is counted as refused: it does not end
+    the allocation's round with an error and its traceback in the log."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from xsc.peers import make_descriptor
+
+    node = await node_factory("puller", **{**QUIET, "peers": {**QUIET["peers"], "tls": False}})
+    service = node.app[NODE].allocation
+    other = Identity.generate()
+    service.states.receive(sign_state(other, AllocationState.model_construct(
+        provider=other.id, slot_allocations=(), wanted=(), converged=True, convergence_history=()),
+        stamp=Stamp.seed().event(), timestamp=_now()))  # (a digest of something held)
+
+    async def digest(request: web.Request) -> web.Response:
+        return web.json_response(answer)
+    app = web.Application()
+    app.router.add_post("/v1/peer/allocation/digest", digest)
+    liar_server = TestServer(app, host="127.0.0.1")
+    await liar_server.start_server()
+    liar = Identity.generate()
+    try:
+        descriptor = make_descriptor(liar, url=f"http://127.0.0.1:{liar_server.port}", capacity=1, free=1,
+                                     version="0", timestamp=_now())
+        refused = sum(service.refused.values())
+        assert await service.gossip.pull(descriptor) == 0
+        assert sum(service.refused.values()) == refused + 1
+    finally:
+        await liar_server.close()

@@ -11,9 +11,9 @@ from kademlia.node import Node
 from xsc.dht.table import Protocol, Routing, Store
 
 
-def table_with(contacts: int, seed: bytes) -> tuple[Routing, list[Node]]:
-    me = Node(os.urandom(20))
-    routing = Routing(None, 20, me)
+def table_with(contacts: int, seed: bytes, routing: Routing | None = None) -> tuple[Routing, list[Node]]:
+    routing = routing or Routing(None, 20, Node(os.urandom(20)))
+    me = routing.node
     nodes = [Node(os.urandom(20), f"10.0.{i >> 8}.{i & 255}", 4000) for i in range(contacts)]
     for node in nodes:
         if routing.is_new_node(node):
@@ -51,3 +51,32 @@ def test_a_newcomer_is_handed_the_records_it_is_now_closest_to_and_no_others() -
     protocol.handovers.clear()
     protocol.welcome_if_new(near)  # known already: nothing again
     assert not protocol.handovers
+
+
+def test_a_newcomers_hand_over_reads_the_routing_table_once_and_hands_over_what_a_search_per_key_would() -> None:
+    """A search of the routing table per stored key would hold the event loop 5.4 s per newcomer over MAX_KEYS keys
+    (one admitted id's records can fill them): the hand-over is the one such searches choose, the table read once."""
+    me = Node(os.urandom(20), "10.0.0.1", 1)
+    protocol = Protocol(me, Store(ttl=3600), 20, admit=lambda *_: True, quota=None, min_difficulty=0,
+                        now_ms=lambda: 0)
+    _, held = table_with(300, b"", protocol.router)
+    near = [(me.long_id ^ int.from_bytes(os.urandom(20), "big") >> shift).to_bytes(20, "big")
+            for shift in range(100, 160) for _ in range(10)]  # keys this node is likely the closest holder of
+    # (a contact's id is its node record's key)
+    keys = list(dict.fromkeys(near + [os.urandom(20) for _ in range(2000)] + [n.id for n in held[:20]]))
+    for key in keys:
+        protocol.storage[key] = key
+    newcomer = Node((me.long_id ^ (1 << 120)).to_bytes(20, "big"), "10.0.9.9", 1)
+    expected = []
+    for key in keys:
+        target = Node(key)
+        nearest = sorted((n for n in held if n.id != key), key=target.distance_to)[:20]
+        if not nearest or (newcomer.distance_to(target) < nearest[-1].distance_to(target)
+                           and me.distance_to(target) < nearest[0].distance_to(target)):
+            expected.append(key)
+    searches = []
+    search = protocol.router.find_neighbors
+    protocol.router.find_neighbors = lambda *args, **kwargs: searches.append(args) or search(*args, **kwargs)
+    protocol._hand_over(newcomer)
+    assert sorted(key for _, key, _ in protocol.handovers) == sorted(expected) and expected
+    assert len(searches) == 0

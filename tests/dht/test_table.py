@@ -9,14 +9,17 @@ import os
 import socket
 import time
 
+import plyvel
 import pytest
 import umsgpack
 
 from tests.support.nodes import node_config
 from tests.support.waiting import eventually_async
 from xsc.dht import DhtService, table
+from xsc.dht.service import udp_address as udp_address_of
 from xsc.dht.core import records
 from xsc.identity import Identity
+from xsc.node.appkeys import NODE
 from xsc.node.limits import RateLimiter
 from xsc.peers import make_descriptor
 
@@ -44,6 +47,9 @@ class Directory:
 
             def peers(self):
                 return self.up_peers()
+
+            def known(self, node_id):
+                return True
 
             def descriptor(self):
                 return descriptor
@@ -382,3 +388,235 @@ async def test_calls_a_lookup_gave_up_on_end_quietly_whether_unanswered_or_answe
         loop.set_exception_handler(None)
         silent.close()
         here.close()
+
+
+class Liar(asyncio.DatagramProtocol):
+    """A contact that answers every lookup call with `answer(key)` instead of what the call asks."""
+
+    def __init__(self, answer) -> None:
+        self.answer = answer
+        self.asked = 0
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        name, args = umsgpack.unpackb(data[21:])
+        self.asked += 1
+        self.transport.sendto(b"\x01" + data[1:21] + umsgpack.packb(self.answer(args[-1])), addr)
+
+
+async def liar_in_table_of(victim: DhtService, answer) -> tuple[Liar, asyncio.DatagramTransport]:
+    liar = Liar(answer)
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(lambda: liar,
+                                                                              local_addr=("127.0.0.1", 0))
+    liar.port = transport.get_extra_info("sockname")[1]
+    victim.protocol.router.add_contact(table.Node(os.urandom(20), "127.0.0.1", liar.port))
+    return liar, transport
+
+
+@pytest.mark.parametrize("answer", [7, "contacts", {"nope": 1}, {"value": 5}, [[b"x" * 20, "127.0.0.1"]],
+                                    [[b"x" * 20, "not an address", 9]],
+                                    [[os.urandom(20), "127.0.0.1", 9] for _ in range(table.K + 1)]])
+async def test_a_contact_whose_answer_is_not_what_a_lookup_asks_is_counted_as_not_answering(answer) -> None:
+    victim = await node(Directory())
+    liar, transport = await liar_in_table_of(victim, lambda key: answer)
+    try:
+        refused = victim.protocol.refused
+        assert await victim.find_node(Identity.generate().id) is None
+        assert await victim.find_holders(os.urandom(32)) is None
+        assert await table.find_nodes(victim.protocol, os.urandom(20), table.Lookup()) == []
+        assert victim.protocol.refused == refused + liar.asked
+    finally:
+        transport.close()
+        victim.close()
+
+
+async def test_a_contact_naming_ever_closer_fake_contacts_cannot_keep_a_lookup_going() -> None:
+    """Each answer names K ids closer to the key than the last, all at the liar's own address, which answers for
+    each of them in the same way: the lookup stops after MAX_ROUNDS rounds of at most K calls each."""
+    closer = iter(range(2 ** 150, 0, -table.K))
+
+    def ever_closer(key: bytes) -> list:
+        distance = next(closer)
+        return [((int.from_bytes(key, "big") ^ (distance - i)).to_bytes(20, "big"), "127.0.0.1", liar.port)
+                for i in range(1, table.K + 1)]
+    victim = await node(Directory())
+    liar, transport = await liar_in_table_of(victim, ever_closer)
+    try:
+        lookup = table.Lookup()
+        assert await table.find_value(victim.protocol, os.urandom(20), lookup) is None
+        assert lookup.hops == table.MAX_ROUNDS and liar.asked <= table.MAX_ROUNDS * table.K
+        asked = liar.asked
+        found = await table.find_nodes(victim.protocol, os.urandom(20), table.Lookup())
+        assert len(found) <= table.K and liar.asked - asked <= table.MAX_ROUNDS * table.K
+    finally:
+        transport.close()
+        victim.close()
+
+
+async def test_a_lookup_from_an_address_that_answers_no_ping_is_not_answered_there(network) -> None:
+    """A datagram's source address is whatever its sender wrote: lookups "from" a third party's address, each
+    answered with a full bundle 77 times the bytes of the call, would make the node a reflector.  Such an address
+    gets one 78-byte ping and nothing more; a node that answers the ping gets its answer."""
+    _, nodes = network
+    target, reader = nodes[0], nodes[1]
+    si, now = os.urandom(32), int(time.time() * 1000)
+    strangers = [Identity.generate() for _ in range(records.MAX_RECORDS)]
+    key = records.holders_key(si)
+    value = records.encode([records.make_holders(s, si, [s.id] * 6, at=now) for s in strangers])
+    assert target.protocol.rpc_store(("127.0.0.1", 9), os.urandom(20), key, value) is True
+    third_party = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # never answers
+    third_party.bind(("127.0.0.1", 0))
+    third_party.setblocking(False)
+    try:
+        refused = target.protocol.refused
+        call = umsgpack.packb(["find_value", [os.urandom(20), key]])
+        for _ in range(20):  # as if sent from the third party's address
+            target.protocol.datagram_received(b"\x00" + os.urandom(20) + call, third_party.getsockname())
+        await eventually_async(lambda: target.protocol.refused == refused + 20, "the lookups to go unanswered", 15)
+        received = []
+        while True:
+            try:
+                received.append(third_party.recv(65536))
+            except BlockingIOError:
+                break
+        assert len(received) == 1 and len(received[0]) < 100  # one ping
+        assert umsgpack.unpackb(received[0][21:])[0] == "ping"
+    finally:
+        third_party.close()
+    ok, answer = await reader.protocol.find_value(target.bind, reader.me.id, key)
+    assert ok and answer == {"value": target.store.get(key)}
+
+
+async def test_a_quarantined_node_never_enters_the_routing_table_and_the_directory_is_read_once_per_url(
+        tmp_path, monkeypatch) -> None:
+    """The directory keeps a quarantined node's descriptor: the table asks whether it is quarantined now.  And the
+    table ids and addresses of the directory's nodes are made once per URL, not again at every change of the
+    directory (hashing and parsing those of 1,000 nodes, at each descriptor re-signed, is 10-43 ms)."""
+    from xsc.dht import service as dht_service
+    from xsc.peers import PeerDirectory, PeerService
+    from xsc.peers.admission import Admission, Quarantine
+
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    quarantine = Quarantine(db, strikes=1, duration=3600)
+    peers = PeerService(identity=Identity.generate(), db=db, config=node_config(tmp_path), client=None,
+                        storage=lambda: None, url="http://10.9.9.9:7070", directory=PeerDirectory(db),
+                        admission=Admission(min_difficulty=0, grid_secret="", quarantine=quarantine))
+    identities = [Identity.generate() for _ in range(200)]
+    now = int(time.time() * 1000)
+
+    def descriptor(i: int, at: int):
+        return make_descriptor(identities[i], url=f"http://10.0.{i >> 8}.{i & 255}:7070", capacity=1, free=1,
+                               version="0", timestamp=at).to_json()
+    for first in range(0, len(identities), 16):
+        peers.accept([descriptor(i, now) for i in range(first, min(first + 16, len(identities)))])
+    dht = DhtService(identity=Identity.generate(), peers=peers, bind=("127.0.0.1", 9),
+                     quota=RateLimiter(10, 10), min_difficulty=0, interval=1, ttl=60)
+    parsed = []
+    monkeypatch.setattr(dht_service, "udp_address", lambda url: parsed.append(url) or udp_address_of(url))
+    first, second = identities[0], identities[1]
+    assert dht.protocol.admit(records.table_id(first.id), "10.0.0.0", 7070)
+    assert not dht.protocol.admit(records.table_id(first.id), "10.0.0.9", 7070)  # not at the address it signed
+    quarantine.put(first.id, "failed an audit")
+    assert not dht.protocol.admit(records.table_id(first.id), "10.0.0.0", 7070)
+    assert len(parsed) == len(identities)
+    for at in range(1, 21):  # the second node re-signs its descriptor: the directory changes, its URL does not
+        peers.accept([descriptor(1, now + at)])
+        assert dht.protocol.admit(records.table_id(second.id), "10.0.0.1", 7070)
+    assert len(parsed) == len(identities)
+    db.close()
+
+
+async def test_a_bundle_stored_again_and_again_is_checked_once(monkeypatch) -> None:
+    """A store's source address is whatever its sender wrote, so no per-address quota holds a bundle signed once
+    and sent again and again: each costs no signature check past its first, and a record changed in it still is
+    checked (and refused)."""
+    target = await node(Directory())
+    try:
+        checks = []
+        verify = records.verify
+        monkeypatch.setattr(records, "verify", lambda *args: checks.append(args) or verify(*args))
+        si, now = os.urandom(32), int(time.time() * 1000)
+        strangers = [Identity.generate() for _ in range(records.MAX_RECORDS)]
+        key = records.holders_key(si)
+        bundle = [records.make_holders(s, si, [s.id] * 6, at=now) for s in strangers]
+        value = records.encode(bundle)
+        for port in range(1000, 1050):
+            assert target.protocol.rpc_store(("127.0.0.1", port), os.urandom(20), key, value) is True
+        assert len(checks) == records.MAX_RECORDS
+        changed = records.encode([*bundle[1:], records.Holders(si, (strangers[1].id,) * 6, bundle[0].by,
+                                                                  bundle[0].at, bundle[0].signature)])
+        assert target.protocol.rpc_store(("127.0.0.1", 9), os.urandom(20), key, changed) is False
+        assert set(records.parse_bundle(target.store.get(key), key, now_ms=now, min_difficulty=0)) == set(bundle)
+    finally:
+        target.close()
+
+
+async def test_a_node_reached_elsewhere_sends_no_lookup_to_contacts_on_its_own_machine(node_factory) -> None:
+    """A lookup's answer names contacts at addresses of its sender's choosing: at 127.0.0.1:53 or 0.0.0.0:11211
+    they would point this node's calls at services of its own machine.  A node reached at a public address refuses
+    such an answer (as it refuses a descriptor at such a URL); a node on loopback (a devnet) takes it."""
+    service = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a service of this machine's, on UDP
+    service.bind(("127.0.0.1", 0))
+    service.setblocking(False)
+    local = service.getsockname()
+    transports = []
+    try:
+        for public in (True, False):
+            peers = {"public_url": "https://203.0.113.5:7070"} if public else {}
+            node_ = await node_factory("public" if public else "devnet", peers=peers)
+            dht = node_.app[NODE].dht
+            await eventually_async(lambda: dht.transport is not None, "the node's table to listen", 10)
+            liar, transport = await liar_in_table_of(dht, lambda key: [[os.urandom(20), *local]])
+            transports.append(transport)
+            try:  # (on loopback the contact named is called, and never answers: a second tells)
+                await asyncio.wait_for(table.find_nodes(dht.protocol, os.urandom(20), table.Lookup()), 1)
+            except TimeoutError:
+                pass
+            received = 0
+            while True:
+                try:
+                    service.recv(65536)
+                    received += 1
+                except BlockingIOError:
+                    break
+            assert (received == 0) if public else (received > 0), (public, received)
+    finally:
+        for transport in transports:
+            transport.close()
+        service.close()
+
+
+async def test_a_known_nodes_id_from_another_port_of_its_host_never_enters_the_routing_table(network) -> None:
+    """Anyone on a known node's host (or forging its address) can send datagrams from another port under its id:
+    such a contact would be sent the records the node should hold.  The table takes a node at the port it signed."""
+    directory, nodes = network
+    target = nodes[0]
+    absent = Identity.generate()  # known to the directory, at a port where nothing listens
+    port = udp_port()
+    directory.descriptors.append(make_descriptor(absent, url=f"http://127.0.0.1:{port}", capacity=1, free=1,
+                                                 version="t", timestamp=int(time.time() * 1000)))
+    si = os.urandom(32)
+    await nodes[3].publish_holders(si, [nodes[i].identity.id for i in (1, 2, 3, 4, 5, 6)])
+    impostor = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    impostor.bind(("127.0.0.1", 0))
+    impostor.setblocking(False)
+    try:
+        for _ in range(3):
+            impostor.sendto(b"\x00" + os.urandom(20) + umsgpack.packb(["ping", [records.table_id(absent.id)]]),
+                            target.bind)
+        answers = []
+
+        def answered() -> bool:
+            try:
+                answers.append(impostor.recv(65536))
+            except BlockingIOError:
+                pass
+            return len(answers) >= 3
+        await eventually_async(answered, "the pings to be answered (each after its sender is welcomed or not)", 10)
+        contacts = {(n.ip, n.port) for b in target.protocol.router.buckets for n in b.get_nodes()}
+        assert ("127.0.0.1", impostor.getsockname()[1]) not in contacts
+        assert target.protocol.admit(records.table_id(absent.id), "127.0.0.1", port)
+    finally:
+        impostor.close()

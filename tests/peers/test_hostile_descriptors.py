@@ -7,15 +7,18 @@ import json
 import time
 
 import plyvel
+import pytest
 
 from xsc import keys
 from xsc.identity import Identity, sign_request
 from xsc.node.appkeys import NODE
 from xsc.peers import PeerDirectory, make_descriptor
 from xsc.peers import service
-from xsc.peers.service import MAX_NEW_PER_MESSAGE, MAX_PER_MESSAGE, NEW_NODE_BURST
+from xsc.peers.probes import HealthService
+from xsc.peers.service import MAX_NEW_PER_MESSAGE, MAX_PER_MESSAGE, NEW_NODE_BURST, PeerService
 
 from tests.support.attacks import fake_descriptors, honest_commitment, signed
+from tests.support.nodes import node_config
 from tests.support.waiting import eventually, eventually_async
 
 QUIET = {"health": {"probe_interval": 3600}, "peers": {"gossip_interval": 3600}}
@@ -226,3 +229,102 @@ async def test_a_node_pushed_out_of_a_full_directory_leaves_nothing_behind(node_
     assert {c.participant for c in market.book.commitments()} <= {f.id for f in fakes} | {me}
     assert records(keys.HEALTH_PEERS) == MAX_NEW_PER_MESSAGE
     assert records(keys.MARKET_COMMITMENTS) <= MAX_NEW_PER_MESSAGE + 1  # and this node's own
+
+
+def test_an_answer_to_a_message_of_descriptors_costs_the_same_however_many_peers_are_known(tmp_path) -> None:
+    """Every message of descriptors (a unit of its sender's work quota) is answered with a sample of the peers
+    proven up: asking each known peer whether it is up, per answer, would make an answer of a full directory 0.9 ms
+    of the event loop.  The directory is read again only when it or a probe changed."""
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    config = node_config(tmp_path)
+    directory = PeerDirectory(db)
+    health = HealthService(db=db, directory=directory, config=config.health, challenge=None)
+    peers = PeerService(identity=Identity.generate(), db=db, config=config, client=None, storage=lambda: None,
+                        url="http://10.9.9.9:7070", directory=directory, health=health)
+    now = int(time.time() * 1000)
+    held = [make_descriptor(Identity.generate(), url=f"http://10.0.{i >> 8}.{i & 255}:7070", capacity=1, free=1,
+                            version="0", timestamp=now - i) for i in range(300)]
+    for at in range(0, len(held), MAX_NEW_PER_MESSAGE):
+        directory.merge(held[at:at + MAX_NEW_PER_MESSAGE], me=peers.identity.id, my_url=peers.url)
+    asked = []
+    availability = health.availability
+    health.availability = lambda node_id: asked.append(node_id) or availability(node_id)
+
+    def answer() -> list[str]:
+        return [d["id"] for d in peers.gossip_answer([])["descriptors"][1:]]
+    assert answer() == [d.id for d in held[:service.GOSSIPED]]  # none proven up: the newest-signed
+    for _ in range(50):
+        answer()
+    assert len(asked) <= len(held)  # once per peer in all, not once per peer per answer
+    proven = held[100:120]
+    for d in proven:
+        health.answered(d, 1.0)  # a probe changed what is up: the sample is of the peers proven up now
+    for _ in range(20):
+        sent = answer()
+        assert len(sent) == service.GOSSIPED and set(sent) <= {d.id for d in proven}
+    assert len(asked) <= 2 * len(held)
+    db.close()
+
+
+@pytest.mark.parametrize("descriptors", [5, None, {"a": 1}, "x"])
+async def test_a_node_answering_an_exchange_with_descriptors_that_are_not_a_list_is_refused(node_factory,
+                                                                                          descriptors) -> None:
+    """Joining such a node (`xsc peers add`) is a 502 peer-refused, not an internal error, and a node whose seeds
+    include it joins the others."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    plain = {**QUIET, "peers": {**QUIET["peers"], "tls": False}}
+    liar = Identity.generate()
+
+    async def answer(request: web.Request) -> web.Response:
+        own = make_descriptor(liar, url=f"http://{request.host}", capacity=1, free=1, version="0",
+                              timestamp=int(time.time() * 1000))
+        return web.json_response({"self": own.to_json(), "descriptors": descriptors})
+    app = web.Application()
+    app.router.add_post("/v1/peer/descriptors", answer)
+    liar_server = TestServer(app, host="127.0.0.1")
+    await liar_server.start_server()
+    liar_url = f"http://{liar.id}@127.0.0.1:{liar_server.port}"
+    try:
+        honest = await node_factory("honest", **plain)
+        node = await node_factory("joiner", **{**plain, "peers": {**plain["peers"],
+                                                                   "urls": [liar_url, honest.app[NODE].peers.url]}})
+        response = await node.post("/v1/peers", json={"url": liar_url})
+        assert response.status == 502 and (await response.json())["code"] == "peer-refused"
+        honest_id = honest.app[NODE].peers.identity.id
+        await eventually_async(lambda: node.app[NODE].peers.get(honest_id) is not None, "the other seed joined", 10)
+    finally:
+        await liar_server.close()
+
+
+async def test_first_probes_waiting_their_turn_are_no_more_than_the_nodes_in_the_directory(tmp_path,
+                                                                                          monkeypatch) -> None:
+    """A node learned of is probed at once, PROBES_AT_ONCE at a time; a stranger can cycle its ids through a full
+    directory (each message's new nodes push out the oldest never proven up), at addresses that never answer, faster
+    than probes can take them.  A node pushed out takes its first probe with it, so no more wait than the directory
+    holds."""
+    monkeypatch.setattr(service, "MAX_PEERS", 40)
+    db = plyvel.DB(str(tmp_path / "db"), create_if_missing=True)
+    config = node_config(tmp_path)
+    directory = PeerDirectory(db)
+    never = asyncio.Event()
+
+    async def unanswered(url: str, node_id: str, timeout: float) -> dict:
+        await never.wait()  # an address that never answers (and a probe timeout longer than the test)
+        return {}
+    health = HealthService(db=db, directory=directory, config=config.health, challenge=unanswered)
+    peers = PeerService(identity=Identity.generate(), db=db, config=config, client=None, storage=lambda: None,
+                        url="http://10.9.9.9:7070", directory=directory, health=health)
+    health.start()
+    try:
+        fakes = [Identity.generate() for _ in range(400)]
+        for first in range(0, len(fakes), MAX_NEW_PER_MESSAGE):
+            peers.accept(fake_descriptors(fakes[first:first + MAX_NEW_PER_MESSAGE], first_port=20000 + first))
+            await asyncio.sleep(0)
+        assert len(peers.peers()) == 40
+        waiting = [t for t in asyncio.all_tasks() if t.get_name() == "xsc-first-probe" and not t.done()]
+        assert len(waiting) <= 40
+    finally:
+        await health.close()
+        db.close()

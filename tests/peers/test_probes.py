@@ -3,6 +3,10 @@ before the probe counts it down (xsc.health.core.stats.ask_again is the decision
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from xsc.errors import PeerRefused, PeerUnreachable
 from xsc.identity import Identity
 from xsc.node.appkeys import NODE
@@ -59,7 +63,7 @@ async def test_a_peer_answering_its_probe_with_nesting_too_deep_to_parse_fails_i
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
-    from tests.support.attacks import DEEP_JSON
+    deep = b"[" * 5_000 + b"]" * 5_000  # deeper than the parser goes, and within what an answer may hold
 
     plain = {**QUIET, "peers": {**QUIET["peers"], "tls": False}}
     prober, honest = await node_factory("prober", **plain), await node_factory("honest", **plain)
@@ -67,7 +71,7 @@ async def test_a_peer_answering_its_probe_with_nesting_too_deep_to_parse_fails_i
     honest_id = (await peers.add(honest.app[NODE].peers.url)).id
 
     async def nested(request: web.Request) -> web.Response:
-        return web.Response(body=DEEP_JSON, content_type="application/json")
+        return web.Response(body=deep, content_type="application/json")
 
     app = web.Application()
     app.router.add_post("/v1/peer/challenge", nested)
@@ -83,3 +87,83 @@ async def test_a_peer_answering_its_probe_with_nesting_too_deep_to_parse_fails_i
     assert outcome[honest_id]["ok"] is True and health.availability(honest_id).up is True
     assert outcome[liar.id]["ok"] is False and "not JSON" in outcome[liar.id]["error"]
     assert health.availability(liar.id).up is False
+
+
+async def test_a_peer_answering_with_megabytes_is_cut_off_after_what_such_an_answer_holds(node_factory) -> None:
+    """An answer to a challenge is ~800 bytes and to an exchange of descriptors a few KB: a peer answering either
+    with 64 MiB is cut off after CHALLENGE_ANSWER or EXCHANGE_ANSWER bytes, not read up to the client's 16 MiB
+    (64 probes at once of a stranger's fake nodes held a GiB), and the others' probes are counted."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from xsc.peers.service import CHALLENGE_ANSWER
+
+    plain = {**QUIET, "peers": {**QUIET["peers"], "tls": False}}
+    prober, honest = await node_factory("prober", **plain), await node_factory("honest", **plain)
+    peers, health = prober.app[NODE].peers, prober.app[NODE].health
+    honest_id = (await peers.add(honest.app[NODE].peers.url)).id
+    written: list[int] = []
+
+    async def huge(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        written.append(0)
+        try:
+            for _ in range(64):
+                await response.write(b" " * 1024 * 1024)
+                written[-1] += 1024 * 1024
+        except (ConnectionError, RuntimeError):
+            pass  # the prober hung up
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/peer/challenge", huge)
+    app.router.add_post("/v1/peer/descriptors", huge)
+    liar_server = TestServer(app, host="127.0.0.1")
+    await liar_server.start_server()
+    try:
+        liar = Identity.generate()
+        peers.accept(fake_descriptors([liar], host="127.0.0.1", first_port=liar_server.port))
+        result = await health.probe_round()
+        with pytest.raises(PeerRefused, match="more than"):
+            await peers.exchange(f"http://127.0.0.1:{liar_server.port}", to=liar.id)
+    finally:
+        await liar_server.close()
+    outcome = {r["id"]: r for r in result["results"]}
+    assert outcome[honest_id]["ok"] is True
+    assert outcome[liar.id]["ok"] is False and f"more than {CHALLENGE_ANSWER} bytes" in outcome[liar.id]["error"]
+    assert written and all(w < 16 * 1024 * 1024 for w in written)
+
+
+async def test_a_probe_answer_carrying_another_nodes_descriptor_adds_nothing(node_factory) -> None:
+    """A probe's answer carries the responder's fresh descriptor; one carrying another node's instead is a way
+    around the budget of new nodes a message of descriptors draws on (`peers.new_node_rate`): it is not taken,
+    and the probe still counts."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from xsc.health import answer as challenge_answer
+    from xsc.peers import make_descriptor
+
+    plain = {**QUIET, "peers": {**QUIET["peers"], "tls": False}}
+    prober = await node_factory("prober", **plain)
+    peers, health = prober.app[NODE].peers, prober.app[NODE].health
+    liar, other = Identity.generate(), Identity.generate()
+
+    async def answer(request: web.Request) -> web.Response:
+        body = await request.json()
+        smuggled = make_descriptor(other, url="http://127.0.0.7:9", capacity=1, free=1, version="0",
+                                   timestamp=int(time.time() * 1000))
+        return web.json_response({**challenge_answer(liar, body["nonce"], peers.identity.id),
+                                  "descriptor": smuggled.to_json()})
+    app = web.Application()
+    app.router.add_post("/v1/peer/challenge", answer)
+    liar_server = TestServer(app, host="127.0.0.1")
+    await liar_server.start_server()
+    try:
+        peers.accept(fake_descriptors([liar], host="127.0.0.1", first_port=liar_server.port))
+        result = await health.probe_round()
+    finally:
+        await liar_server.close()
+    assert [r["ok"] for r in result["results"] if r["id"] == liar.id] == [True]
+    assert peers.get(other.id) is None

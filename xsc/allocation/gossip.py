@@ -230,7 +230,12 @@ class AllocationGossip:
             return 0
         if not isinstance(answer, dict):
             return 0
-        return self.receive({"states": answer.get("states", []), "receipts": answer.get("receipts", [])})["changed"]
+        try:
+            return self.receive({"states": answer.get("states", []), "receipts": answer.get("receipts", [])})["changed"]
+        except XscError as err:  # a peer's answer that is not lists of records: counted, as a push of it would be
+            self.refuse(refusal_reason(err))
+            log.debug("allocation digest exchange with %s: %s", d.id[:12], err)
+            return 0
 
     # --- sending ------------------------------------------------------------------------------------
     def own(self) -> dict:
@@ -283,6 +288,9 @@ class AllocationGossip:
                 self.receive({"states": answer.get("states", []), "receipts": answer.get("receipts", [])})
         except PeerError as err:
             log.debug("allocation push to %s failed: %s", d.id, err)
+        except XscError as err:  # its answer is not lists of records: counted, not logged with a traceback
+            self.refuse(refusal_reason(err))
+            log.debug("allocation push to %s: %s", d.id, err)
         except Exception:  # noqa: BLE001 -- one peer's bad answer must not end the round
             log.exception("allocation push to %s failed", d.id)
 

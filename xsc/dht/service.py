@@ -40,6 +40,7 @@ REPUBLISH_SECONDS = 3600.0  # its own records published again, and buckets no lo
 class PeerView(TypingProtocol):
     def up_peers(self) -> list[NodeDescriptor]: ...
     def peers(self) -> list[NodeDescriptor]: ...
+    def known(self, node_id: str) -> bool: ...
     def descriptor(self) -> NodeDescriptor: ...
     def state_version(self) -> tuple: ...
 
@@ -72,7 +73,8 @@ async def collect_providers(look_up: Callable[[bytes], Awaitable[list[records.Re
 
 class DhtService:
     def __init__(self, *, identity: Identity, peers: PeerView, bind: tuple[str, int], quota: Any,
-                 min_difficulty: int, interval: float, ttl: float, offers: tuple[str, ...] = ()) -> None:
+                 min_difficulty: int, interval: float, ttl: float, offers: tuple[str, ...] = (),
+                 on_this_machine: bool = True) -> None:
         self.identity = identity
         self.offers = offers  # the kinds of capacity this node offers: a provider record for each
         self.peers = peers
@@ -82,9 +84,12 @@ class DhtService:
         self.me = Node(records.table_id(identity.id))
         self._wake = asyncio.Event()
         self.protocol = table.Protocol(self.me, self.store, table.K, admit=self._admit, quota=quota,
-                                       min_difficulty=min_difficulty, now_ms=now_ms, wake=self._wake.set)
+                                       min_difficulty=min_difficulty, now_ms=now_ms, wake=self._wake.set,
+                                       on_this_machine=on_this_machine)
         self.transport: asyncio.DatagramTransport | None = None
-        self._admitted: tuple[Any, dict[bytes, str]] | None = None  # (directory state, table id -> IP)
+        self._admitted: tuple[Any, dict[bytes, tuple[tuple[str, int], str]]] | None = None  # (directory state,
+        # table id -> ((IP, port), node id)) and node id -> (URL, table id, (IP, port)), made once per URL
+        self._addresses: dict[str, tuple[str, bytes, tuple[str, int] | None]] = {}
         self._published = 0.0  # when this node last published its own record
         self._pending: OrderedDict[bytes, list[str]] = OrderedDict()  # si -> placement, to publish
         self.hops: list[int] = []  # rounds of this node's recent lookups, for status()
@@ -97,14 +102,15 @@ class DhtService:
         self.publishes = id_difficulty(identity.public_key) >= min_difficulty
 
     @classmethod
-    def configured(cls, *, identity: Identity, peers: PeerView, config: NodeConfig, quota: Any) -> DhtService:
+    def configured(cls, *, identity: Identity, peers: PeerView, config: NodeConfig, quota: Any,
+                   on_this_machine: bool = True) -> DhtService:
         """The node's table as its config says (peers.dht off: it never listens, and finds nothing)."""
         section, market = config.peers, config.market
         offers = tuple(kind for kind, on in (("storage", market.offer_storage), ("compute", market.offer_compute))
                        if on)
         service = cls(identity=identity, peers=peers, bind=parse_listen(config.node.peer_listen or config.node.listen),
                       quota=quota, min_difficulty=section.min_difficulty, interval=section.dht_interval,
-                      ttl=section.dht_ttl, offers=offers)
+                      ttl=section.dht_ttl, offers=offers, on_this_machine=on_this_machine)
         service.enabled = section.dht
         return service
 
@@ -184,23 +190,39 @@ class DhtService:
         up = self.peers.up_peers()
         addresses = [a for d in random.sample(up, min(len(up), BOOTSTRAP_FROM)) if (a := udp_address(d.url))]
         answers = await asyncio.gather(*(self.protocol.ping(a, self.me.id) for a in addresses))
+        for a, (ok, _) in zip(addresses, answers):
+            if ok:
+                self.protocol.proven(a)
         known = [Node(node_id, a[0], a[1]) for a, (ok, node_id) in zip(addresses, answers)
-                 if ok and isinstance(node_id, bytes) and self._admit(node_id, a[0])]
+                 if ok and isinstance(node_id, bytes) and self._admit(node_id, a[0], a[1])]
         for node in known:
             self.protocol.welcome_if_new(node)
         if known:
             await table.find_nodes(self.protocol, self.me.id, table.Lookup())
 
-    def _admit(self, table_id: bytes, ip: str) -> bool:
-        """Only nodes the directory knows (admitted: proof of work, not quarantined), at their signed address."""
+    def _admit(self, table_id: bytes, ip: str, port: int) -> bool:
+        """Only nodes the directory knows (admitted: proof of work), at their signed address (IP and port: a datagram
+        under a known node's IP and id from another port, as anyone on that host or forging that address can send,
+        would have this node hand that port the records the node should hold), and not quarantined (the directory
+        keeps a quarantined node's descriptor: `known` says whether it is quarantined now).
+
+        Asked of every datagram, and made again after every change of the directory (any descriptor re-signed):
+        each node's table id and address are made once per URL, not at every change (hashing and parsing 1,000 of them
+        is 10-40 ms of the event loop, and a peer re-signing its descriptor in each message changes the directory)."""
         state = self.peers.state_version()[0]
         if self._admitted is None or self._admitted[0] != state:
-            admitted = {}
+            admitted, addresses = {}, {}
             for d in self.peers.peers():
-                if (address := udp_address(d.url)) is not None:
-                    admitted[records.table_id(d.id)] = address[0]
-            self._admitted = (state, admitted)
-        return self._admitted[1].get(table_id) == ip
+                known = self._addresses.get(d.id)
+                if known is None or known[0] != d.url:
+                    address = udp_address(d.url)
+                    known = (d.url, records.table_id(d.id), address)
+                addresses[d.id] = known
+                if known[2] is not None:
+                    admitted[known[1]] = (known[2], d.id)
+            self._admitted, self._addresses = (state, admitted), addresses
+        at = self._admitted[1].get(table_id)
+        return at is not None and at[0] == (ip, port) and self.peers.known(at[1])
 
     # --- what the node asks of it ---------------------------------------------------------------
     async def _publish(self, key: bytes, found: list[records.Record]) -> int:

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import ipaddress
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -41,10 +42,26 @@ MAX_KEYS = 100_000  # records' keys one node keeps for the table (oldest forgott
 MAX_BYTES = 64 * 1024 * 1024
 K = 20  # contacts per bucket, and nodes a value is stored on (the paper's k)
 ALPHA = 3  # lookups in flight per round
+# Rounds one lookup makes at most.  An honest lookup takes log2(N)/log2(K)-ish rounds (5 at most over 10,000
+# simulated nodes, bench/bench_dht.py); a contact that answers each call with 20 fresh ids ever closer to the key,
+# all at its own address, would keep a lookup going (each round a recursion of the library's) until Python's
+# recursion limit ended it with an error.
+MAX_ROUNDS = 16
 MAX_WELCOMED = 10_000  # contacts remembered as already sent this node's records
 MAX_HANDOVERS = 10_000  # records waiting to be sent to newcomers (the oldest dropped: their owners republish)
 MISSES_BEFORE_REMOVAL = 3  # calls a contact may leave unanswered in a row before it leaves the routing table
-Admit = Callable[[bytes, str], bool]  # (table id, IP address) -> may this contact enter the routing table?
+# A lookup's answer is 10 (20 contacts) to 77 (a full bundle) times the bytes of its call, and a datagram's source
+# address is whatever its sender wrote: answered as they came, lookups "from" a third party's address would make this
+# node send that address 1.2 MB a second (the per-address quota's 200 datagrams of 6 KB).  A lookup is answered only at
+# an address that answered a call of this node's (it got the datagram, so it is not spoofed): an address not yet
+# proven is pinged first (one ping at a time per address, a 78-byte datagram), and one that did not answer is not
+# pinged again for UNPROVEN_FOR seconds.
+PROVEN_FOR = 600.0  # seconds an address that answered stays proven
+UNPROVEN_FOR = 60.0  # seconds an address that did not answer a proving ping is not pinged again
+MAX_ADDRESSES = 10_000  # proven (and unproven) addresses remembered at most, each
+MAX_PROVING = 256  # pings proving an address in flight at most (past it, lookups from new addresses go unanswered)
+LOOKUPS = ("find_node", "find_value")
+Admit = Callable[[bytes, str, int], bool]  # (table id, IP address, port) -> may this contact enter the routing table?
 
 
 class Store(IStorage):
@@ -116,6 +133,24 @@ def _id(value: Any) -> bool:
     return isinstance(value, bytes) and len(value) == records.KEY_BYTES
 
 
+def _here(ip: str) -> bool:
+    """Does a contact's IP address (a checked one) mean this machine wherever it is sent from?"""
+    address = ipaddress.ip_address(ip)
+    return address.is_loopback or address.is_unspecified
+
+
+def _contact(value: Any) -> bool:
+    """A contact as a lookup's answer names one: (20-byte id, IP address, port)."""
+    if not (isinstance(value, (list, tuple)) and len(value) == 3 and _id(value[0]) and isinstance(value[1], str)
+            and len(value[1]) <= 45 and type(value[2]) is int and 0 < value[2] < 65536):
+        return False
+    try:
+        ipaddress.ip_address(value[1])
+    except ValueError:
+        return False
+    return True
+
+
 class Routing(RoutingTable):
     """The library's routing table with `find_neighbors` over every bucket: its TableTraverser stops at the last
     bucket on one side while buckets on the other side are left (a key in an empty edge bucket found no
@@ -133,8 +168,12 @@ class Protocol(KademliaProtocol):
 
     def __init__(self, source_node: Node, storage: Store, ksize: int, *, admit: Admit, quota: Any,
                  min_difficulty: int, now_ms: Callable[[], int], wait_timeout: float = 5.0,
-                 wake: Callable[[], Any] = lambda: None) -> None:
+                 wake: Callable[[], Any] = lambda: None, on_this_machine: bool = True) -> None:
         super().__init__(source_node, storage, ksize)
+        # Whether this node is on this machine only (a devnet on loopback): only then may a lookup's answer name
+        # contacts here.  Elsewhere a contact at 127.0.0.1:53 or 0.0.0.0:11211 points this node's calls at services
+        # of its own machine (as a descriptor's URL may not: peers/admission.py).
+        self.on_this_machine = on_this_machine
         # Records to send newcomers (node, key, value), sent by the service's loop, which `wake` wakes.
         self.handovers: deque[tuple[Node, bytes, bytes]] = deque(maxlen=MAX_HANDOVERS)
         self.wake = wake
@@ -146,6 +185,9 @@ class Protocol(KademliaProtocol):
         self.now_ms = now_ms
         self._welcomed: OrderedDict[bytes, None] = OrderedDict()  # contacts sent our records once already
         self._misses: dict[bytes, int] = {}  # contact -> calls it did not answer in a row
+        self._proven: OrderedDict[tuple, float] = OrderedDict()  # address -> when it last answered a call of ours
+        self._unproven: OrderedDict[tuple, float] = OrderedDict()  # address -> when it did not answer a proving ping
+        self._proving: dict[tuple, asyncio.Future] = {}
         self.refused = 0  # datagrams and stores refused: counted, not logged one by one
         self.sent = self.received = 0  # datagrams, for the node's figures and the simulation's
 
@@ -175,9 +217,51 @@ class Protocol(KademliaProtocol):
             if not (isinstance(data, list) and len(data) == 2 and isinstance(data[0], str)
                     and isinstance(data[1], (list, tuple)) and len(data[1]) <= 3):
                 raise ValueError("not a call")
+            if data[0] in LOOKUPS:
+                if not (len(data[1]) == 2 and _id(data[1][0]) and _id(data[1][1])):
+                    raise ValueError("a lookup names 20-byte ids")
+                if not await self._proven_at(address):
+                    raise ValueError("a lookup from an address that did not answer a ping")
             await super()._accept_request(msg_id, data, address)
         except Exception as err:  # noqa: BLE001 - as above
             self._refuse(address, err)
+
+    def proven(self, address: tuple) -> None:
+        """`address` answered a call of this node's: lookups from it are answered there (see PROVEN_FOR)."""
+        address = (address[0], address[1])
+        self._proven.pop(address, None)
+        self._proven[address] = time.monotonic()
+        self._unproven.pop(address, None)
+        while len(self._proven) > MAX_ADDRESSES:
+            self._proven.popitem(last=False)
+
+    async def _proven_at(self, address: tuple) -> bool:
+        address = (address[0], address[1])
+        now = time.monotonic()
+        if now - self._proven.get(address, -PROVEN_FOR) < PROVEN_FOR:
+            return True
+        if now - self._unproven.get(address, -UNPROVEN_FOR) < UNPROVEN_FOR:
+            return False
+        waiting = self._proving.get(address)
+        if waiting is not None:  # a ping of it is under way: its answer decides for every lookup waiting
+            return await asyncio.shield(waiting)
+        if len(self._proving) >= MAX_PROVING:
+            return False
+        waiting = self._proving[address] = asyncio.get_running_loop().create_future()
+        answered = False
+        try:
+            answered, _ = await self.ping(address, self.source_node.id)
+        finally:
+            del self._proving[address]
+            waiting.set_result(answered)
+        if answered:
+            self.proven(address)
+        else:
+            self._unproven.pop(address, None)
+            self._unproven[address] = time.monotonic()
+            while len(self._unproven) > MAX_ADDRESSES:
+                self._unproven.popitem(last=False)
+        return answered
 
     # A lookup given up by its caller (the market waits for one a bounded time) cancels the futures of its calls
     # still under way; the library would then set the result of each when its wait ends or its answer comes: an
@@ -202,7 +286,7 @@ class Protocol(KademliaProtocol):
         log.debug("refused a datagram from %s: %s", address[0], err)
 
     def welcome_if_new(self, node: Node) -> None:
-        if node.ip is None or not self.admit(node.id, node.ip) or not self.router.is_new_node(node):
+        if node.ip is None or not self.admit(node.id, node.ip, node.port) or not self.router.is_new_node(node):
             return
         if node.id in self._welcomed:  # back after a timeout: it had the records then, none is sent again
             self.router.add_contact(node)
@@ -216,12 +300,27 @@ class Protocol(KademliaProtocol):
     def _hand_over(self, node: Node) -> None:
         """Send a newcomer the records it is now among the closest to hold (the paper's section 2.5), where this
         node is the closest holder of them.  (The library measures these distances to the SHA-1 of each key rather
-        than to the key, and so handed records to the wrong nodes.)"""
+        than to the key, and so handed records to the wrong nodes.)
+
+        The routing table is read once, not searched per key: a search per key holds the event loop 5.4 s per
+        newcomer over a store of MAX_KEYS keys, which one admitted id's holders records can fill.  A contact whose
+        distance from this node has the same highest bit as the key's is nearer the key than this node: most keys
+        are passed on that alone."""
+        me, newcomer, k = self.source_node.long_id, node.long_id, self.router.ksize
+        contacts = [n.long_id for b in self.router.buckets for n in b.nodes.values()]
+        spans = Counter((c ^ me).bit_length() for c in contacts)
+        held = set(contacts)
         for key, value in self.storage:
-            target = Node(key)
-            neighbours = self.router.find_neighbors(target)
-            if not neighbours or (node.distance_to(target) < neighbours[-1].distance_to(target)
-                                  and self.source_node.distance_to(target) < neighbours[0].distance_to(target)):
+            target = int.from_bytes(key, "big")
+            mine = me ^ target
+            # (a contact whose id is the key, as a node's own record is, is not one of the key's neighbours)
+            if spans[mine.bit_length()] > (target in held):
+                continue
+            others = [c ^ target for c in contacts if c != target]
+            if any(d < mine for d in others):
+                continue  # a contact is nearer the key than this node: the hand-over is that contact's
+            nearest = heapq.nsmallest(k, others)
+            if not nearest or newcomer ^ target < nearest[-1]:
                 self.handovers.append((node, key, value))
         if self.handovers:
             self.wake()
@@ -231,6 +330,7 @@ class Protocol(KademliaProtocol):
         loaded network one lost datagram removed it, and its return re-sent it every record (a storm of stores)."""
         if result[0]:
             self._misses.pop(node.id, None)
+            self.proven((node.ip, node.port))
             self.welcome_if_new(node)
             return result
         misses = self._misses.get(node.id, 0) + 1
@@ -242,6 +342,31 @@ class Protocol(KademliaProtocol):
                 self._misses.clear()
             self._misses[node.id] = misses
         return result
+
+    # A lookup's calls: the answer is a stranger's word, checked before the library reads it (the library takes any
+    # value, and an answer of a number or of a dict without a value would end the whole lookup with an error).
+    async def call_find_node(self, node_to_ask: Node, node_to_find: Node):
+        result = await self.find_node((node_to_ask.ip, node_to_ask.port), self.source_node.id, node_to_find.id)
+        return self.handle_call_response(self._checked(result, values=False), node_to_ask)
+
+    async def call_find_value(self, node_to_ask: Node, node_to_find: Node):
+        result = await self.find_value((node_to_ask.ip, node_to_ask.port), self.source_node.id, node_to_find.id)
+        return self.handle_call_response(self._checked(result, values=True), node_to_ask)
+
+    def _checked(self, result: tuple, *, values: bool) -> tuple:
+        """A call's (answered, answer), an answer that is not what the call asks counted as none (and refused):
+        at most K contacts, each (20-byte id, IP address, port); or, for a value, {"value": bytes}."""
+        answered, answer = result
+        if not answered:
+            return result
+        if values and isinstance(answer, dict):
+            if set(answer) == {"value"} and isinstance(answer["value"], bytes):
+                return result
+        elif isinstance(answer, (list, tuple)) and len(answer) <= self.router.ksize \
+                and all(_contact(c) and (self.on_this_machine or not _here(c[1])) for c in answer):
+            return result
+        self.refused += 1
+        return False, None
 
     def rpc_ping(self, sender, nodeid):
         if not _id(nodeid):
@@ -271,8 +396,10 @@ class Protocol(KademliaProtocol):
 
     def merged(self, key: bytes, value: Any) -> list[records.Record]:
         """What `key` holds once `value` (checked) is merged in; InvalidRecord for a value that is not valid."""
-        offered = records.parse_bundle(value, key, now_ms=self.now_ms(), min_difficulty=self.min_difficulty)
-        return records.merge(self.storage.held(key, self.now_ms()), offered)
+        held = self.storage.held(key, self.now_ms())
+        offered = records.parse_bundle(value, key, now_ms=self.now_ms(), min_difficulty=self.min_difficulty,
+                                       checked=held)
+        return records.merge(held, offered)
 
     def __getattr__(self, name: str):
         call = super().__getattr__(name)
@@ -298,15 +425,25 @@ class _Counted:
         self.lookup = lookup
 
     async def _find(self, rpcmethod):
+        if self.lookup.hops >= MAX_ROUNDS:
+            return self._given_up()
         self.lookup.hops += 1
         return await super()._find(rpcmethod)
 
+    def _given_up(self):
+        raise NotImplementedError
+
 
 class NodeCrawl(_Counted, NodeSpiderCrawl):
-    pass
+    def _given_up(self) -> list[Node]:
+        """The nearest nodes that answered so far."""
+        return [n for n in self.nearest if n.id in self.nearest.contacted]
 
 
 class ValueCrawl(_Counted, ValueSpiderCrawl):
+    def _given_up(self) -> None:
+        return None  # no answer brought a value within MAX_ROUNDS (one that did ended the lookup)
+
     async def _handle_found_values(self, values):
         # Every answer's records are merged (checked again: an answer is a stranger's word), not only the most
         # common value: one node answering a stale or partial bundle cannot hide the others' records.

@@ -254,7 +254,8 @@ class Node:
                                   payment_interval=config.market.payment_interval)
         self.provider_terms = ProviderTerms(db=db, peers=self.peers, prepay=payments.prepay, budget=config.ledger)
         self.dht = DhtService.configured(identity=self.identity, peers=self.peers, config=config,
-                                         quota=RateLimiter(config.peers.dht_rate, 2 * config.peers.dht_rate))
+                                         quota=RateLimiter(config.peers.dht_rate, 2 * config.peers.dht_rate),
+                                         on_this_machine=self.admission.on_this_machine)
         self.locator = Locator(me=me, store=self.store, pool=pool, peers=self.peers, table=self.dht)
         self.storage = StorageService(
             gateway=self.gateway, deals=self.deals, market=market, dealing=self.dealing, ledger=self.ledger,

@@ -75,6 +75,9 @@ class HealthService:
         self._task: asyncio.Task | None = None
         self._reprobed: dict[str, float] = {}  # id -> when a request of that down peer last had it probed
         self._reprobes: set[asyncio.Task] = set()
+        # Nodes learned of -> their first probe, until it is made; a node that leaves the directory takes its probe
+        # with it (`forget`), so no more wait than the directory holds, however many nodes came and went.
+        self._first: dict[str, asyncio.Task] = {}
         self._others: dict[str, int] = {}  # the sample of others probed every round: id -> rounds left after this
         self._in_flight = asyncio.Semaphore(PROBES_AT_ONCE)  # probes at once, whatever asked for them
         self._forget_gone()
@@ -144,10 +147,10 @@ class HealthService:
         if self._task is None:
             return
         for peer in peers:
-            if peer.id not in self._histories:
-                task = asyncio.create_task(self._first_probe(peer), name="xsc-first-probe")
-                self._reprobes.add(task)
-                task.add_done_callback(self._reprobes.discard)
+            if peer.id not in self._histories and peer.id not in self._first:
+                task = self._first[peer.id] = asyncio.create_task(self._first_probe(peer), name="xsc-first-probe")
+                task.add_done_callback(lambda done, node_id=peer.id: self._first.pop(node_id, None)
+                                       if self._first.get(node_id) is done else None)
 
     async def _first_probe(self, peer: NodeDescriptor) -> None:
         async with self._in_flight:
@@ -177,6 +180,9 @@ class HealthService:
         self._on_first_answer.append(first_answer)
 
     def forget(self, node_id: str) -> None:
+        first = self._first.pop(node_id, None)
+        if first is not None:
+            first.cancel()
         self.version += 1
         self._reprobed.pop(node_id, None)
         self._histories.pop(node_id, None)
@@ -237,7 +243,8 @@ class HealthService:
             except PeerError as again:
                 return False, None, str(again)[:MAX_ERROR]
         latency = (time.perf_counter() - start) * 1000
-        if isinstance(reply.get("descriptor"), dict):
+        # Its own descriptor only: another node's would add a node past the budget a message of descriptors draws on.
+        if isinstance(reply.get("descriptor"), dict) and reply["descriptor"].get("id") == peer.id:
             try:  # the answer carries the peer's fresh descriptor: its free space, without waiting for gossip
                 for told in self._on_descriptor:
                     told([reply["descriptor"]])
@@ -293,7 +300,7 @@ class HealthService:
 
     async def close(self) -> None:
         task, self._task = self._task, None  # no probe is started any more (learned, heard_from)
-        await stop(task, *self._reprobes)
+        await stop(task, *self._reprobes, *self._first.values())
 
     def view(self) -> dict:
         return {"peers": self.table(), "last_round": self.last_round, "probe_interval": self.config.probe_interval,

@@ -46,6 +46,11 @@ GOSSIPED = 8
 NEWS_PASSES = 4  # messages a node learned of is passed on in before any sample of the others (a rumour's count)
 MAX_NEWS = 256  # nodes learned of kept as news (a devnet or a grid starting together brings many at once)
 GOSSIP_JITTER = 0.2
+# Bytes of a peer's answer read at most, before any of it is parsed.  An answer to a challenge is ~800 bytes (two
+# ids, a nonce, a signature, a descriptor) and to an exchange 1 + GOSSIPED descriptors (~5 KB); the client's own
+# bound is 16 MiB, and a stranger's fake nodes answering the first probes of 64 at a time with that much held a GiB.
+CHALLENGE_ANSWER = 16 * 1024
+EXCHANGE_ANSWER = 256 * 1024
 JOIN_RETRY_MAX = 30.0
 
 
@@ -180,7 +185,7 @@ async def challenge(client: PeerClient, identity: Identity, url: str, node_id: s
     """Ask the node at url to prove it is node_id, now; return its answer (with its fresh descriptor)."""
     nonce = new_nonce()
     response = await client.request(url, "POST", "/v1/peer/challenge", json={"nonce": nonce}, to=node_id,
-                                    timeout=timeout)
+                                    timeout=timeout, max_size=CHALLENGE_ANSWER)
     reply = response.json()
     check_answer(reply, nonce=nonce, prober=identity.id, responder=node_id)
     return reply
@@ -208,6 +213,7 @@ class PeerService:
         self._own: NodeDescriptor | None = None
         self._news = asyncio.Event()
         self._news_passes: dict[str, int] = {}  # node learned of -> messages it was passed on in so far
+        self._pools: tuple[tuple, list[NodeDescriptor], list[NodeDescriptor]] | None = None  # _gossip_pools's
         self._tasks: list[asyncio.Task] = []
 
     # --- what the rest of the node uses ---------------------------------------------
@@ -337,23 +343,42 @@ class PeerService:
         passed on in NEWS_PASSES messages), then a random sample of those proven up.  What a message costs stays
         the same however many peers this node knows, and each exchange spreads others."""
         cutoff = now_ms() - PASS_ON_MS
-        fresh = [d for d in self.peers() if d.timestamp >= cutoff]
-        by_id = {d.id: d for d in fresh}
-        for gone in [n for n in self._news_passes if n not in by_id]:  # removed, or no longer passed on
+
+        def passed_on(node_id: str) -> NodeDescriptor | None:
+            d = self.directory.get(node_id)
+            return d if d is not None and d.timestamp >= cutoff else None
+        for gone in [n for n in self._news_passes if passed_on(n) is None]:  # removed, or no longer passed on
             del self._news_passes[gone]
-        news = sorted((n for n in self._news_passes if n in by_id), key=self._news_passes.__getitem__)[:GOSSIPED]
+        news = sorted(self._news_passes, key=self._news_passes.__getitem__)[:GOSSIPED]
         for node_id in news:
             self._news_passes[node_id] += 1
             if self._news_passes[node_id] >= NEWS_PASSES:
                 del self._news_passes[node_id]
-        sent = [by_id[n] for n in news]
-        up = [d for d in fresh if d.id not in news and self.availability(d.id).up is True]
-        sent += random.sample(up, min(GOSSIPED - len(sent), len(up)))
-        if len(sent) < GOSSIPED:
-            rest = sorted((d for d in fresh if d.id not in news and self.availability(d.id).up is not True),
-                          key=lambda d: -d.timestamp)
-            sent += rest[:GOSSIPED - len(sent)]
+        sent = [self.directory.get(n) for n in news]
+        up, rest = self._gossip_pools()
+        wanted = GOSSIPED - len(sent)
+        sample = random.sample(up, min(wanted + len(news), len(up)))
+        sent += [d for d in sample if d.id not in news and d.timestamp >= cutoff][:wanted]
+        for d in rest:  # (newest first)
+            if len(sent) >= GOSSIPED:
+                break
+            if d.id not in news and d.timestamp >= cutoff:
+                sent.append(d)
         return [self.descriptor().to_json()] + [d.to_json() for d in sent]
+
+    def _gossip_pools(self) -> tuple[list[NodeDescriptor], list[NodeDescriptor]]:
+        """The descriptors passed on, those proven up and the others newest first, made again only when the
+        directory or a probe changed them, or a minute passed: every message of descriptors (a unit of its sender's
+        work quota) is answered with a sample, and asking each of a full directory's 1,000 peers whether it is up
+        would make an answer 0.9 ms of the event loop."""
+        state = (self.directory.version, self.health.version if self.health is not None else 0, now_ms() // 60_000)
+        if self._pools is None or self._pools[0] != state:
+            cutoff = now_ms() - PASS_ON_MS
+            fresh = [d for d in self.peers() if d.timestamp >= cutoff]
+            ups = [self.availability(d.id).up is True for d in fresh]
+            self._pools = (state, [d for d, up in zip(fresh, ups) if up],
+                           sorted((d for d, up in zip(fresh, ups) if not up), key=lambda d: -d.timestamp))
+        return self._pools[1], self._pools[2]
 
     async def exchange(self, url: str, *, to: str | None = None, unblock: bool = False) -> NodeDescriptor:
         """Send what we know to the node at url, take what it knows; return its own descriptor.
@@ -363,10 +388,12 @@ class PeerService:
         if to is None:
             to = await self.client.identify(url)
         response = await self.client.request(url, "POST", "/v1/peer/descriptors",
-                                             json={"descriptors": self.gossip_payload()}, to=to)
+                                             json={"descriptors": self.gossip_payload()}, to=to,
+                                             max_size=EXCHANGE_ANSWER)
         body = response.json()
-        if not isinstance(body, dict):
-            raise PeerRefused(f"peer {url} answered the descriptor exchange with something else", url=url)
+        if not isinstance(body, dict) or not isinstance(body.get("descriptors", []), list):
+            raise PeerRefused(f"peer {url} answered the descriptor exchange with something else", url=url,
+                              hint='a node answers {"self": descriptor, "descriptors": [descriptor, ...]}')
         try:
             responder = parse_descriptor(body.get("self"), now_ms=now_ms())
             if response.node is not None and responder.id != response.node:  # TLS proved who answered
@@ -403,7 +430,7 @@ class PeerService:
         start = time.perf_counter()
         reply = await self.challenge(url, responder.id)
         latency_ms = (time.perf_counter() - start) * 1000
-        if isinstance(reply.get("descriptor"), dict):
+        if isinstance(reply.get("descriptor"), dict) and reply["descriptor"].get("id") == responder.id:
             self.accept([reply["descriptor"]])
         joined = self.directory.get(responder.id) or responder
         if self.health is not None:  # its answer to our challenge is a probe that succeeded
@@ -492,7 +519,10 @@ class PeerService:
         (gossip goes only to nodes up, so a node starting gossips as soon as it has some); past that, every peer's
         first answer pushing to three others made a node's gossip grow with the network."""
         log.debug("node %s answered its first probe", node_id)
-        if self._news_passes or len(self.up_peers()) <= GOSSIPED:
+        # The peers up as gossip last counted them (a node or two behind is near enough): counting them afresh at
+        # each first answer would ask every known peer whether it is up, once per node learned of.
+        up = self._pools[1] if self._pools is not None else self._gossip_pools()[0]
+        if self._news_passes or len(up) <= GOSSIPED:
             self._news.set()
 
     async def _gossip_round(self, fanout: int) -> None:

@@ -181,14 +181,20 @@ def signed_at(record: Record) -> int:
     return record.timestamp if isinstance(record, NodeDescriptor) else record.at
 
 
+def _form(record: Record) -> dict[str, Any]:
+    return {"kind": "node", **record.to_json()} if isinstance(record, NodeDescriptor) else record.to_json()
+
+
 def encode(records: list[Record]) -> bytes:
-    return codec.canonical([{"kind": "node", **r.to_json()} if isinstance(r, NodeDescriptor) else r.to_json()
-                            for r in records])
+    return codec.canonical([_form(r) for r in records])
 
 
-def parse_bundle(value: Any, key: bytes, *, now_ms: int, min_difficulty: int) -> list[Record]:
+def parse_bundle(value: Any, key: bytes, *, now_ms: int, min_difficulty: int,
+                 checked: list[Record] | tuple = ()) -> list[Record]:
     """The records of a value offered under `key`, each checked; InvalidRecord for anything else (one bad record
-    refuses the whole value: its sender signed or relayed it)."""
+    refuses the whole value: its sender signed or relayed it).  A record identical to one of `checked` (held under
+    `key`, checked when it came) is not checked again: a bundle signed once can be stored again and again under any
+    source address, and would cost up to eight signature checks each time."""
     if not isinstance(value, bytes) or len(value) > MAX_VALUE:
         raise InvalidRecord(f"a value is at most {MAX_VALUE} bytes")
     if not isinstance(key, bytes) or len(key) != KEY_BYTES:
@@ -200,8 +206,16 @@ def parse_bundle(value: Any, key: bytes, *, now_ms: int, min_difficulty: int) ->
     if not isinstance(items, list) or not 0 < len(items) <= MAX_RECORDS or not all(isinstance(i, dict)
                                                                                    for i in items):
         raise InvalidRecord(f"a value is a list of 1 to {MAX_RECORDS} records")
+    held = {codec.canonical(_form(r)): r for r in checked}
     out: list[Record] = []
     for item in items:
+        try:
+            same = held.get(codec.canonical(item)) if held else None
+        except ValueError:
+            raise InvalidRecord("a record is JSON without NaN") from None
+        if same is not None:
+            out.append(same)
+            continue
         kind = item.get("kind")
         if kind == "holders":
             out.append(_parse_holders(item, key, now_ms, min_difficulty))
