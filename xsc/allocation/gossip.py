@@ -234,7 +234,7 @@ class AllocationGossip:
             return self.receive({"states": answer.get("states", []), "receipts": answer.get("receipts", [])})["changed"]
         except XscError as err:  # a peer's answer that is not lists of records: counted, as a push of it would be
             self.refuse(refusal_reason(err))
-            log.debug("allocation digest exchange with %s: %s", d.id[:12], err)
+            log.debug("allocation digest exchange with %s: %s", d.id, err)
             return 0
 
     # --- sending ------------------------------------------------------------------------------------
