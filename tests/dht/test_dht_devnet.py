@@ -47,7 +47,7 @@ def test_a_capability_is_read_from_a_node_that_never_stored_it_through_the_hash_
         got = reader.xsc("store", "get", placed["capability"], "-o", str(out))
         assert got.returncode == 0, got.stderr.decode()
         assert out.read_bytes() == data
-        si = Capability.parse(placed["capability"]).storage_index.hex()[:16]
+        si = Capability.parse(placed["capability"]).storage_index.hex()
         assert f"found the holders of {si} through the hash table" in reader.log.read_text(), reader.tail(20)
     finally:
         net.stop()
