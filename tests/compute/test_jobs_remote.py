@@ -19,7 +19,7 @@ from xsc import codec, keys
 from xsc.compute import hosted_jobs, sent_jobs
 from xsc.compute import jobs as jobs_module
 from xsc.compute.jobspec import parse_job
-from xsc.errors import PeerRefused
+from xsc.errors import PeerRefused, PeerUnreachable
 from xsc.node import IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
 
@@ -205,6 +205,33 @@ async def test_a_job_whose_stdin_stalls_is_refused_and_leaves_nothing_behind(nod
     assert not any((node.app[NODE].config.data_dir / "jobs").iterdir())  # its work directory is gone
 
 
+async def test_an_output_published_just_before_its_job_fails_is_removed_and_a_file_of_the_users_is_not(
+        node_factory, monkeypatch) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    spec = {"module": module, "stdin": "-"}
+    jid = jobs_module.job_id(parse_job(spec), hashlib.sha256(b"abc").hexdigest(), [])
+    name = f"job:{jid}:out/a.txt"  # the name the job's first output is stored under
+    response = await gateway.post(f"/v1/store/files?name={name}", data=b"the user's own file")
+    assert response.status == 201, await response.text()
+    own = (await response.json())["capability"]
+    storage = gateway.app[NODE].jobs.storage
+    put = storage.put
+
+    async def published_then_cut(*args, **kwargs):  # the file is published; what the job does next never happens
+        await put(*args, **kwargs)
+        raise PeerUnreachable("cut short")
+
+    monkeypatch.setattr(storage, "put", published_then_cut)
+    status, problem = await run_job(gateway, spec, stdin=b"abc")
+    assert status == 502 and problem["code"] == "peer-unreachable", problem
+    listed = (await (await gateway.get("/v1/store/files")).json())["files"]
+    assert [f["capability"] for f in listed if f["name"].startswith(f"job:{jid}")] == [own]
+    assert await read_file(gateway, own) == b"the user's own file"
+    (job,) = [j for j in _jobs(gateway) if j["id"] == jid]
+    assert job["state"] == "failed" and job["outputs"] == [] and "could not be stored" in job["error"], job
+
+
 async def _admitted(service) -> bool:
     return service.admitted >= 1
 
@@ -319,6 +346,7 @@ async def test_a_provider_that_answers_an_earlier_run_of_the_same_job_is_not_pai
     monkeypatch.setattr(hosted, "_run", replayed)
     status, again = await run_job(gateway, spec, stdin=b"abc")  # captured by the patch as the provider's first
     assert status == 201 and again["provenance"] != first["provenance"], again
+    await settle(gateway)  # the runs so far paid: what follows is the replay's alone
     before = balances(gateway, provider)
     status, problem = await run_job(gateway, spec, stdin=b"abc")
     assert status == 502 and problem["code"] == "forged-result" and "replay" in problem["detail"], problem

@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,8 +31,8 @@ from typing import Any, Awaitable, Callable
 
 from .. import codec, keys
 from ..db import Database
-from ..errors import (BodyTimeout, ForgedResult, InvalidArgument, JobNotFound, NotFound, OverCap, PayloadTooLarge,
-                      PeerRefused, PeerUnreachable, ReplicasDisagree, Trap, XscError)
+from ..errors import (BodyTimeout, ForgedResult, IntegrityError, InvalidArgument, JobNotFound, NotFound, OverCap,
+                      PayloadTooLarge, PeerRefused, PeerUnreachable, ReplicasDisagree, Trap, XscError)
 from ..identity import Identity
 from ..storage.core.capability import Capability
 from ..tasks import in_pool
@@ -40,7 +41,7 @@ from .jobspec import MAX_SPEC_BYTES, JobSpec, job_id, parse_job
 from .lineage import verify_hash as _verify_hash
 from .service import ComputeService, InvokeCall
 from .hosted_jobs import PER_SENDER
-from .job_sandbox import MAX_OUTPUTS, UNPRINTABLE, record_and_owe, remove_tree, run_program
+from .job_sandbox import MAX_OUTPUTS, UNPRINTABLE, file_sha256, record_and_owe, remove_tree, run_program
 from .out_bound import MAX_DEPTH, MAX_ENTRIES
 from .sent_jobs import Returned
 from .wasi_io import io_fuel
@@ -54,6 +55,8 @@ JOB_HINT = 'send {"module": ID, "argv": [...], "inputs": ["CAP:/in/NAME"], ...}'
 STDIN_STALL = 60.0  # seconds a job's stdin may send nothing before the job is refused
 MAX_FAILOVERS = 3  # providers left out, one after the other, when they fail a job before it can run
 KEPT_STREAMS = 1 << 20  # a deterministic job's stdout and stderr kept with its record for replays, at most
+UNFINISHED = ("running", "storing")  # the states a job's record is in while it runs, as a stop may leave it
+RESUME_FOR = 1800.0  # seconds a start keeps trying to store a checked remote answer (its tab lives TAB_TTL)
 
 
 @dataclass
@@ -87,12 +90,18 @@ class JobService:
         self._placed_on: Counter[str] = Counter()  # provider -> this node's jobs running there now
         self._finished = asyncio.Condition()  # a job on a provider ended: a place there may be free
         self._one_at_a_time: dict[str, list] = {}  # job id -> [a lock held while a run of it is under way, users]
+        self._recording = threading.Lock()  # held by a publication writing a job's output into its record
 
     def start(self) -> None:
-        """The work directories of jobs a stop cut short (their stdin, their outputs not yet stored): nothing reads
-        them again, and each may hold up to its bytes_in and bytes_out."""
+        """The work directories of jobs a stop cut short (their stdin, their outputs not yet fetched): nothing reads
+        them again, and each may hold up to its bytes_in and bytes_out.  The tabs of remote runs checked and not
+        paid yet are kept from the payment retry until `recover` pays each what its job's record says it owes
+        (before any loop runs: the retry alone would pay up to their caps)."""
         for stale in self.work_dir.glob("job-*"):
             remove_tree(stale)
+        for _, job in self._records():
+            for pay in job.get("answered", {}).get("pays", []) + job.get("paid_on", []):
+                self.sent.hold_off(pay["authorization"])
 
     def loops(self) -> dict[str, Any]:
         return {"jobs-recover": self.recover}  # once, at start: it ends by itself
@@ -119,23 +128,35 @@ class JobService:
             jid = job_id(spec, staged.stdin_sha256, [i["sha256"] for i in staged.inputs])
             # One run of a job at a time: a second waits, then replays it or runs after it (the job's record,
             # its executions and its outputs are one run's, never two runs' written over each other).
-            held = self._one_at_a_time.setdefault(jid, [asyncio.Lock(), 0])
-            held[1] += 1  # runs of it holding or waiting for the lock: the last one out forgets it
-            try:
-                async with held[0]:
-                    return await self._run_staged(spec, call, prepared, signature, limits, rate, staged, jid, fresh)
-            finally:
-                held[1] -= 1
-                if not held[1]:
-                    del self._one_at_a_time[jid]
+            async with self._alone(jid):
+                return await self._run_staged(spec, call, prepared, signature, limits, rate, staged, jid, fresh)
         finally:
             await in_pool(None, remove_tree, work)
+
+    @contextlib.asynccontextmanager
+    async def _alone(self, jid: str):
+        """No other run (nor resumption) of job `jid` under way meanwhile."""
+        held = self._one_at_a_time.setdefault(jid, [asyncio.Lock(), 0])
+        held[1] += 1  # runs of it holding or waiting for the lock: the last one out forgets it
+        try:
+            async with held[0]:
+                yield
+        finally:
+            held[1] -= 1
+            if not held[1]:
+                del self._one_at_a_time[jid]
 
     async def _run_staged(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
                           staged: Staged, jid: str, fresh: bool) -> dict[str, Any]:
         """The staged job run (or replayed) while no other run of it is under way."""
         user = self.payer.public_key
         previous = self._load(user, jid)
+        if previous is not None and self._resumable(previous):  # its answer is here, checked: not run again
+            try:
+                return await self._resumed(previous)
+            except IntegrityError:
+                await self._interrupted(self._load(user, jid) or previous)
+                previous = self._load(user, jid)
         if spec.deterministic and previous is not None and previous.get("state") == "done" \
                 and previous.get("replayable", True) and not fresh:
             previous["replays"] = previous.get("replays", 0) + 1  # not run: its executions stay as they were
@@ -193,15 +214,16 @@ class JobService:
         did not sign) is left out and the next one is asked, MAX_FAILOVERS times at most."""
         if spec.replicas > 1:
             return await self._replicated(spec, call, limits, bid, staged, job)
-        placed = await self._on_provider(spec, call, limits, bid, staged, job["id"], here=True)
+        placed = await self._on_provider(spec, call, limits, bid, staged, job, here=True)
         if isinstance(placed, Returned):
             return await self._returned(job, placed)
         return await self._execute(spec, call, prepared, signature, limits, placed.price, staged, job, prepaid)
 
-    async def _on_provider(self, spec: JobSpec, call: InvokeCall, limits, bid: int, staged: Staged, jid: str, *,
-                           here: bool) -> Returned | Any:
-        """The job run on the provider the market offers, checked and paid; or, if the market offers this node and
-        `here`, its assignment (the caller runs it).  See `_placed` for how providers are left out."""
+    async def _on_provider(self, spec: JobSpec, call: InvokeCall, limits, bid: int, staged: Staged,
+                           job: dict[str, Any], *, here: bool) -> Returned | Any:
+        """The job run on the provider the market offers and checked (not paid yet); or, if the market offers this
+        node and `here`, its assignment (the caller runs it).  See `_placed` for how providers are left out."""
+        jid = job["id"]
         failed: set[str] = set() if here else {self.node.id}
         last: XscError | None = None
         while True:
@@ -225,7 +247,8 @@ class JobService:
                     "allocated": assignment.allocated, "job": jid}
             self._placed_on[assignment.provider] += 1
             try:
-                returned = await self.sent.run(assignment.provider, assignment.price, spec, call, staged, jid, deal)
+                returned = await self.sent.unsettled(assignment.provider, assignment.price, spec, call, staged, jid,
+                                                     deal)
             except (ForgedResult, PeerRefused, PeerUnreachable) as err:
                 if not _next_provider(err) or len(failed) >= MAX_FAILOVERS + (not here):
                     raise
@@ -272,34 +295,69 @@ class JobService:
                                    f"{spec.agree} it asks: nothing is paid or stored",
                                    hint="run it again (other providers)", replicas=_replicas(chosen, answers, []))
         for r in returned:
-            if r in agreed:
-                self.sent.pay(r)
-            else:
+            if r not in agreed:
                 await self.sent.refuse(r, f"provider {r.provider} answered job {job['id']} unlike "
                                           f"{len(agreed)} other replicas: not paid")
         for a, r in zip(chosen, answers):
             if not isinstance(r, BaseException):
                 self.dealing.invoked(a, r.run["fuel_consumed"])
         job["replicas"] = _replicas(chosen, answers, agreed)
-        return await self._returned(job, agreed[0], charge=sum(r.run["charge"] for r in agreed))
+        return await self._returned(job, agreed[0], agreed)
 
-    async def _returned(self, job: dict[str, Any], returned, charge: int | None = None) -> dict[str, Any]:
-        """A job run on a provider, checked (sent_jobs.py): its outputs stored here, as if it had run here."""
-        answer, run = returned.answer, returned.run
-        if charge is not None:
-            run = {**run, "charge": charge}
-        stored = await self._store_outputs(returned.files, job) if returned.files else []
-        refusal, trap = answer.get("refusal"), answer.get("trap")
-        streams = self._ended(job, run, stored, refusal, trap, provider=returned.provider, signed=returned.signed)
+    async def _returned(self, job: dict[str, Any], returned: Returned, paying: list[Returned] | None = None
+                        ) -> dict[str, Any]:
+        """A job run on a provider, checked (sent_jobs.py): its outputs stored here, as if it had run here, then
+        its provider paid (`paying`: each replica that agreed with it).  Before a byte is stored, the checked
+        answer and what it owes are written down and its outputs kept where a start does not remove them: a kill
+        -9 from then on is resumed (`_resumed`), never run and paid again."""
+        paying = paying or [returned]
+        answer = returned.answer
+        kept = self._kept(job["id"])
+        await in_pool(None, _keep, [path for _, path, _ in returned.files], kept)
+        run = {**returned.run, "charge": sum(r.run["charge"] for r in paying)}
+        long = len(run.get("stdout", "")) + len(run.get("stderr", "")) > KEPT_STREAMS
+        job.update(state="storing", outputs=[], answered={
+            "provider": returned.provider, "run": {**run, "stdout": "", "stderr": ""} if long else run,
+            "signed": returned.signed, "outputs": answer["outputs"], "refusal": answer.get("refusal"),
+            "trap": answer.get("trap"), "pays": [{"provider": r.provider, "authorization": r.tab.auth.id.hex(),
+                                                  "charge": r.run["charge"]} for r in paying]})
+        self._save(self.payer.public_key, job["id"], job)
+        try:
+            ended = await self._store_answered(job, run)
+        except XscError as err:  # this node could not store what was answered: the provider is owed all the same
+            for r in paying:
+                self.sent.pay(r)
+            await in_pool(None, remove_tree, kept)
+            job.pop("answered", None)
+            job.update(state="failed", outputs=[], error=f"its outputs could not be stored: {err.message}")
+            self._save(self.payer.public_key, job["id"], job)
+            raise
+        for r in paying:
+            self.sent.pay(r)
+        return self._answer(job, *ended)
+
+    async def _store_answered(self, job: dict[str, Any], run: dict[str, Any]) -> tuple:
+        """A checked answer's outputs not stored yet stored from where they are kept, and the job written done in
+        one write with the provider's signed record and each output's link to it; what `_answer` takes."""
+        answered, kept = job["answered"], self._kept(job["id"])
+        stored = {o["name"] for o in job["outputs"]}
+        await self._store_outputs([(o["name"], kept / str(i), o["size"]) for i, o in enumerate(answered["outputs"])
+                                   if o["name"] not in stored], job)
+        refusal, trap = answered["refusal"], answered["trap"]
+        streams = self._ended(job, run, job["outputs"], refusal, trap, provider=answered["provider"],
+                              signed=answered["signed"])
+        job.pop("answered")
+        job["paid_on"] = answered["pays"]  # a restart before they are paid pays each its charge, not its cap
         # One write: the job done, the provider's signed record kept by its id (the job's record keeps only its
         # latest run's), and each output's link to it.
-        provenance_id = returned.signed["record"]["id"]
+        provenance_id = answered["signed"]["record"]["id"]
         with self.db.write_batch(sync=True) as batch:
             batch.put(keys.job(self.payer.public_key, bytes.fromhex(job["id"])), codec.dumps(job))
-            batch.put(keys.job_run(bytes.fromhex(provenance_id)), codec.dumps(returned.signed))
-            for key, value in self._made(job["id"], stored, provenance_id):
+            batch.put(keys.job_run(bytes.fromhex(provenance_id)), codec.dumps(answered["signed"]))
+            for key, value in self._made(job["id"], job["outputs"], provenance_id):
                 batch.put(key, value)
-        return self._answer(job, streams, run["charge"], refusal, trap)
+        await in_pool(None, remove_tree, kept)
+        return streams, run["charge"], refusal, trap
 
     async def _execute(self, spec: JobSpec, call: InvokeCall, prepared, signature, limits, rate: int,
                        staged: Staged, job: dict[str, Any], prepaid: int) -> dict[str, Any]:
@@ -462,9 +520,13 @@ class JobService:
 
     # --- outputs -----------------------------------------------------------------------------
     async def _store_outputs(self, files: list[tuple[str, Path, int]], job: dict[str, Any]) -> list[dict[str, Any]]:
-        """Store each output through the node's put; all of them, or (one failing) none."""
-        stored: list[dict[str, Any]] = []
+        """Store each output through the node's put, after those `job` has stored already; all of them, or (one
+        failing) none.  Each output goes into the job's record in the synced write that publishes its file
+        (`_Recorded`): whatever a kill -9 cuts short, every file the job stored is one its record names, and only
+        those are removed (a file of the user's with the same name is none of the job's)."""
+        stored: list[dict[str, Any]] = job["outputs"]
         seconds = self.storage.lease_seconds(None)
+        key = keys.job(self.payer.public_key, bytes.fromhex(job["id"]))
         try:
             for name, path, size in files:
                 digest, md5 = hashlib.sha256(), hashlib.md5()  # the MD5: its ETag, when it becomes an S3 object
@@ -475,15 +537,20 @@ class JobService:
                         md5.update(chunk)
                         return chunk
 
+                    def riding(cap: str, name=name, size=size, digest=digest, md5=md5) -> _Recorded:
+                        return _Recorded(self._recording, key, {
+                            "name": name, "size": size, "sha256": digest.hexdigest(), "md5": md5.hexdigest(),
+                            "capability": cap, "verify_hash": _verify_hash(Capability.parse(cap))})
+
                     answer = await self.storage.put(read, size, f"job:{job['id']}:{name}", seconds,
-                                                    self.storage_bid)
-                cap = Capability.parse(answer["capability"])
-                stored.append({"name": name, "size": size, "sha256": digest.hexdigest(), "md5": md5.hexdigest(),
-                               "capability": answer["capability"], "verify_hash": _verify_hash(cap)})
-                job["outputs"] = stored
-                self._save(self.payer.public_key, job["id"], {**job, "state": "storing"})
+                                                    self.storage_bid, riding=riding)
+                stored.append(riding(answer["capability"]).output)
+                job.update(outputs=stored)
         except BaseException:
-            await self._remove([o["capability"] for o in stored])
+            recorded = self._load(self.payer.public_key, job["id"]) or {}
+            await self._remove([o["capability"] for o in recorded.get("outputs", [])])
+            job["outputs"] = []
+            self._save(self.payer.public_key, job["id"], {**recorded, "outputs": []} if recorded else job)
             raise
         return stored
 
@@ -502,16 +569,91 @@ class JobService:
             except XscError as err:
                 log.warning("could not remove output %s of an unfinished job: %s", text[:32], err)
 
-    async def recover(self) -> None:
-        """At start: jobs a crash cut short are marked interrupted; outputs they had stored are removed."""
+    # --- after a restart ------------------------------------------------------------------------
+    def _records(self) -> list[tuple[bytes, dict[str, Any]]]:
         with self.db.iterator(prefix=keys.JOBS) as found:
-            records = list(found)
-        for key, value in records:
-            job = codec.loads(value)
-            if job.get("state") in ("running", "storing"):
-                await self._remove([o["capability"] for o in job.get("outputs", [])])
-                job.update(state="interrupted", outputs=[], error="the node stopped while the job ran")
-                self.db.put(key, codec.dumps(job), sync=True)
+            return [(key, codec.loads(value)) for key, value in found]
+
+    def _kept(self, jid: str) -> Path:
+        """Where a job's checked remote outputs wait to be stored (a start leaves them: `_resumed` needs them)."""
+        return self.work_dir / f"answered-{jid}"
+
+    def _resumable(self, job: dict[str, Any]) -> bool:
+        return job.get("state") == "storing" and "answered" in job and self._kept(job["id"]).is_dir()
+
+    async def _resumed(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A remote job whose checked answer a stop left storing: what is left of its outputs stored from where
+        they are kept (each first held to the hash its provider signed), then its providers paid what the record
+        says they are owed; its answer, as `_returned`'s.  Not run again, so not paid again."""
+        answered, kept = job["answered"], self._kept(job["id"])
+        for i, output in enumerate(answered["outputs"]):
+            if await in_pool(None, file_sha256, kept / str(i)) != output["sha256"]:
+                raise IntegrityError(f"the job {job['id']}'s kept output {output['name']!r} is not the one "
+                                     "its provider signed", hint="run the job again")
+        ended = await self._store_answered(job, answered["run"])
+        for pay in answered["pays"]:
+            self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
+        return self._answer(job, *ended)
+
+    async def recover(self) -> None:
+        """At start: a remote job whose checked answer a stop left storing is finished (its outputs stored, its
+        provider paid once); any other job a stop cut short is marked interrupted and the outputs it had stored
+        are removed.  A remote run checked and not paid yet is paid what its job's record says it owes."""
+        records = [job for _, job in self._records()]
+        for job in records:  # done, its providers' receipts not paid yet: paid what the record says they are owed
+            if job.get("state") not in UNFINISHED:
+                for pay in job.get("paid_on", []):
+                    self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
+        # The jobs to resume last: storing may have to wait for the market, and the others' tabs are held meanwhile.
+        for job in sorted((j for j in records if j.get("state") in UNFINISHED), key=self._resumable):
+            if self._resumable(job):
+                try:
+                    await self._resume_in_time(job)
+                    continue
+                except XscError as err:
+                    log.error("job %s: its checked answer could not be stored (%s): marked interrupted",
+                              job["id"], err)
+                    job = self._load(self.payer.public_key, job["id"]) or job
+            await self._interrupted(job)
+        for stale in self.work_dir.glob("answered-*"):  # a job finished, or marked, just before a stop removed them
+            job = self._load(self.payer.public_key, stale.name.removeprefix("answered-"))
+            if job is None or not self._resumable(job):
+                await in_pool(None, remove_tree, stale)
+
+    async def _interrupted(self, job: dict[str, Any]) -> None:
+        """A job a stop cut short, not resumed: marked interrupted, the outputs it had stored removed, and its
+        provider paid if its answer was checked (it is owed it, stored or not).  A remote run cut short before
+        its answer was checked is the payment retry's: its provider countersigns what it ran, at most its cap."""
+        await self._remove([o["capability"] for o in job.get("outputs", [])])
+        for pay in job.get("answered", {}).get("pays", []):
+            self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
+        job.pop("answered", None)
+        job.update(state="interrupted", outputs=[], error="the node stopped while the job ran")
+        self._save(self.payer.public_key, job["id"], job)
+        await in_pool(None, remove_tree, self._kept(job["id"]))
+
+    async def _resume_in_time(self, job: dict[str, Any]) -> None:
+        """`_resumed`, tried again while the node's storage is not ready to store (its market still filling after
+        the start), until RESUME_FOR seconds have passed: its tab must be closed before its authorization expires."""
+        delay, deadline = 1.0, time.monotonic() + RESUME_FOR
+        while True:
+            async with self._alone(job["id"]):
+                current = self._load(self.payer.public_key, job["id"])
+                if current is None or not self._resumable(current):
+                    return  # a run of the same job resumed it meanwhile
+                try:
+                    await self._resumed(current)
+                    return
+                except (Trap, OverCap):
+                    return  # resumed: the job's answer is its trap or its refusal
+                except IntegrityError:
+                    raise
+                except XscError as err:
+                    if time.monotonic() + delay > deadline:
+                        raise
+                    log.warning("job %s: storing its checked answer failed (%s): trying again", job["id"], err)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
     # --- records -----------------------------------------------------------------------------
     def _load(self, user: bytes, jid: str) -> dict[str, Any] | None:
@@ -545,6 +687,38 @@ class JobService:
         return lineage.walk(lineage.Records(
             lambda si: read(keys.job_output(si)), lambda user, jid: self._load(bytes.fromhex(user), jid),
             lambda pid: read(keys.job_run(bytes.fromhex(pid))), self.compute.provenance), Capability.parse(cap_text))
+
+
+class _Recorded:
+    """A job's output added to the job's record by the synced write that publishes the output's file
+    (share_store.Rider)."""
+
+    def __init__(self, lock: threading.Lock, key: bytes, output: dict[str, Any]) -> None:
+        self.lock, self.key, self.output = lock, key, output
+
+    def entries(self, read: Callable[[bytes], bytes | None]) -> dict[bytes, bytes | None]:
+        raw = read(self.key)
+        if raw is None:
+            raise JobNotFound("the job's record is gone: its output is not stored", hint="run the job again")
+        job = codec.loads(raw)
+        outputs = [o for o in job.get("outputs", []) if o["name"] != self.output["name"]]
+        return {self.key: codec.dumps({**job, "state": "storing", "outputs": [*outputs, self.output]})}
+
+
+def _keep(paths: list[Path], kept: Path) -> None:
+    """On a worker: the fetched outputs moved to `kept` (named by their index), on disk before the record that
+    says they are there is written."""
+    remove_tree(kept)
+    kept.mkdir(parents=True)
+    for i, path in enumerate(paths):
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        os.rename(path, kept / str(i))
+    fd = os.open(kept, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _replicas(chosen: list[Any], answers: list[Any], agreed: list[Any]) -> list[dict[str, Any]]:

@@ -66,16 +66,10 @@ class SentJobs:
         self.on_strike = on_strike
         self._pushing: dict[tuple[str, str], asyncio.Lock] = {}  # (provider, module): one push at a time
 
-    async def run(self, provider: str, price: int, spec, call: InvokeCall, staged, jid: str,
-                  deal: dict[str, Any]) -> Returned:
-        """Run the staged job on `provider` at `price`; its run, checked and paid, with its outputs on disk."""
-        returned = await self.unsettled(provider, price, spec, call, staged, jid, deal)
-        self.pay(returned)
-        return returned
-
     async def unsettled(self, provider: str, price: int, spec, call: InvokeCall, staged, jid: str,
                         deal: dict[str, Any]) -> Returned:
-        """As `run`, but neither paid nor refused yet: the caller judges it (`pay` or `refuse`), as replicas of a
+        """Run the staged job on `provider` at `price`: its run, checked, with its outputs on disk, neither paid
+        nor refused yet.  The caller judges it (`pay` or `refuse`) once its outputs are stored, as replicas of a
         job are judged by their agreement."""
         paid = self.paid
         url = paid.peers.peer(provider).url
@@ -109,6 +103,16 @@ class SentJobs:
         charge = returned.run["charge"]
         self.paid.gateway_tabs.answered(returned.tab, returned.budget, charge)
         self.paid.market.note_paid(returned.provider, charge, by_them=False)
+
+    def hold_off(self, authorization: str) -> bool:
+        """After a restart: the job tab `authorization` (hex) left pending, kept from the payment retry until
+        `owed_after_restart` (remote_tabs.GatewayTabs.hold_off)."""
+        return self.paid.gateway_tabs.hold_off(bytes.fromhex(authorization))
+
+    def owed_after_restart(self, provider: str, authorization: str, charge: int) -> None:
+        """After a restart: pay the job tab `authorization` the `charge` its checked run was recorded owing."""
+        if self.paid.gateway_tabs.owed_after_restart(bytes.fromhex(authorization), charge):
+            self.paid.market.note_paid(provider, charge, by_them=False)
 
     async def refuse(self, returned: Returned, why: str | None) -> None:
         """Pay nothing for a checked run that is not believed: a strike (`why`) if it disagreed with the replicas
