@@ -408,7 +408,7 @@ async def test_two_runs_of_one_job_at_once_run_one_after_the_other(node_factory,
     gateway, _ = await network(node_factory)
     module = await deploy(gateway, "outputs", wasi=True)
     jobs = gateway.app[NODE].jobs
-    stage, staged = jobs._stage, asyncio.Event()
+    stage, staged = jobs.inputs.stage, asyncio.Event()
     calls: list[int] = []
 
     async def counted(*args):
@@ -424,7 +424,7 @@ async def test_two_runs_of_one_job_at_once_run_one_after_the_other(node_factory,
         await staged.wait()
         return await execute(*args)
 
-    monkeypatch.setattr(jobs, "_stage", counted)
+    monkeypatch.setattr(jobs.inputs, "stage", counted)
     monkeypatch.setattr(jobs, "_placed", held)
     spec = {"module": module, "stdin": "-"}
     answers = await asyncio.gather(run_job(gateway, spec, stdin=b"abc"), run_job(gateway, spec, stdin=b"abc"))

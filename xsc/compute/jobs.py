@@ -9,9 +9,13 @@ paid like an invoke on this node (its budget held first, its charge on the payer
 provenance record names each input's content hash and capability verify-hash and each output's hash.
 
 The job's record (keys.job: state, charge, outputs, provenance, executions) is written before it runs and once
-it is done, so kill -9 leaves either a finished job or one marked interrupted at the next start, whose outputs
-stored so far are removed then.  A deterministic job's outputs are kept by its id for the user who ran it:
-the same spec over the same bytes answers them again without running (`replayed`).
+it is done, and each output goes into it in the synced write that publishes the output's file; so kill -9
+leaves either a finished job or one marked interrupted at the next start, whose outputs stored so far (those
+its record names, no others) are removed then.  A job run on a provider is the exception: once its answer is
+checked, the answer, what it owes and its outputs are kept, and a start finishes storing them and pays the
+provider what the record says, once, rather than run it again (docs/compute.md has each step).  A deterministic
+job's outputs are kept by its id for the user who ran it: the same spec over the same bytes answers them again
+without running (`replayed`).
 """
 
 from __future__ import annotations
@@ -77,20 +81,20 @@ class JobService:
         self.compute = compute
         self.dealing = dealing  # xsc.market.dealing.Dealing: who runs a job, at what price
         self.sent = sent  # xsc.compute.sent_jobs.SentJobs: a job run on another node
-        self.storage = storage  # xsc.storage.files.StorageService: open and put, as `xsc store` does
+        self.storage = storage  # xsc.storage.files.StorageService: open and put, as `xsc store` does (watches too)
         self.ledger = ledger
         self.tabs = tabs
         self.payer = payer
         self.node = node
         self.db = db
         self.work_dir = work_dir
-        self.objects = objects  # (bucket, key) -> the capabilities of an S3 object's parts (the node's bucket index)
-        self.default_bid, self.storage_bid = bids  # the market's compute and storage bids (per million fuel, per put)
+        self.default_bid, storage_bid = bids  # the market's compute and storage bids (per million fuel, per put)
+        self.inputs = _Inputs(storage, objects)
+        self.outputs = _Outputs(storage, db, payer.public_key, storage_bid)
 
         self._placed_on: Counter[str] = Counter()  # provider -> this node's jobs running there now
         self._finished = asyncio.Condition()  # a job on a provider ended: a place there may be free
         self._one_at_a_time: dict[str, list] = {}  # job id -> [a lock held while a run of it is under way, users]
-        self._recording = threading.Lock()  # held by a publication writing a job's output into its record
 
     def start(self) -> None:
         """The work directories of jobs a stop cut short (their stdin, their outputs not yet fetched): nothing reads
@@ -124,7 +128,7 @@ class JobService:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="job-", dir=self.work_dir))
         try:
-            staged = await self._stage(spec, stdin, work, limits.fuel)
+            staged = await self.inputs.stage(spec, stdin, work, limits.fuel)
             jid = job_id(spec, staged.stdin_sha256, [i["sha256"] for i in staged.inputs])
             # One run of a job at a time: a second waits, then replays it or runs after it (the job's record,
             # its executions and its outputs are one run's, never two runs' written over each other).
@@ -341,7 +345,7 @@ class JobService:
         one write with the provider's signed record and each output's link to it; what `_answer` takes."""
         answered, kept = job["answered"], self._kept(job["id"])
         stored = {o["name"] for o in job["outputs"]}
-        await self._store_outputs([(o["name"], kept / str(i), o["size"]) for i, o in enumerate(answered["outputs"])
+        await self.outputs.store([(o["name"], kept / str(i), o["size"]) for i, o in enumerate(answered["outputs"])
                                    if o["name"] not in stored], job)
         refusal, trap = answered["refusal"], answered["trap"]
         streams = self._ended(job, run, job["outputs"], refusal, trap, provider=answered["provider"],
@@ -372,7 +376,7 @@ class JobService:
         outcome, started, argv, refusal = ran.outcome, ran.started, ran.argv, ran.refusal
         stored: list[dict[str, Any]] = []
         if ran.succeeded:
-            stored = await self._store_outputs(ran.files, job)
+            stored = await self.outputs.store(ran.files, job)
         run, record = self.compute.job_run(spec.module, spec.entrypoint, signature, argv, limits, outcome, started,
                                            self.payer.id, rate, {"job": job["id"]},
                                            {"id": job["id"], "inputs": staged.inputs, "stdin": staged.stdin_sha256,
@@ -419,8 +423,142 @@ class JobService:
                        hint=trap.get("hint"), **answer)
         return answer
 
-    # --- inputs ------------------------------------------------------------------------------
-    async def _stage(self, spec: JobSpec, stdin: ReadFn | None, work: Path, fuel: int) -> Staged:
+    # --- outputs -----------------------------------------------------------------------------
+    def _made(self, jid: str, stored: list[dict[str, Any]], provenance_id: str) -> tuple[tuple[bytes, bytes], ...]:
+        """Each stored output's link to the run that wrote it, written with that run's job record: a lineage walk
+        holds a file to the record of its own run, not to the job's latest (which wrote other files)."""
+        user = self.payer.public_key.hex()
+        return tuple((keys.job_output(Capability.parse(o["capability"]).storage_index),
+                      codec.dumps({"job": jid, "user": user, "provenance": provenance_id, "name": o["name"],
+                                   "sha256": o["sha256"]})) for o in stored)
+
+    # --- after a restart ------------------------------------------------------------------------
+    def _records(self) -> list[tuple[bytes, dict[str, Any]]]:
+        with self.db.iterator(prefix=keys.JOBS) as found:
+            return [(key, codec.loads(value)) for key, value in found]
+
+    def _kept(self, jid: str) -> Path:
+        """Where a job's checked remote outputs wait to be stored (a start leaves them: `_resumed` needs them)."""
+        return self.work_dir / f"answered-{jid}"
+
+    def _resumable(self, job: dict[str, Any]) -> bool:
+        return job.get("state") == "storing" and "answered" in job and self._kept(job["id"]).is_dir()
+
+    async def _resumed(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A remote job whose checked answer a stop left storing: what is left of its outputs stored from where
+        they are kept (each first held to the hash its provider signed), then its providers paid what the record
+        says they are owed; its answer, as `_returned`'s.  Not run again, so not paid again."""
+        answered, kept = job["answered"], self._kept(job["id"])
+        for i, output in enumerate(answered["outputs"]):
+            if await in_pool(None, file_sha256, kept / str(i)) != output["sha256"]:
+                raise IntegrityError(f"the job {job['id'][:16]}…'s kept output {output['name']!r} is not the one "
+                                     "its provider signed", hint="run the job again")
+        ended = await self._store_answered(job, answered["run"])
+        for pay in answered["pays"]:
+            self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
+        return self._answer(job, *ended)
+
+    async def recover(self) -> None:
+        """At start: a remote job whose checked answer a stop left storing is finished (its outputs stored, its
+        provider paid once); any other job a stop cut short is marked interrupted and the outputs it had stored
+        are removed.  A remote run checked and not paid yet is paid what its job's record says it owes."""
+        records = [job for _, job in self._records()]
+        for job in records:  # done, its providers' receipts not paid yet: paid what the record says they are owed
+            if job.get("state") not in UNFINISHED:
+                for pay in job.get("paid_on", []):
+                    self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
+        # The jobs to resume last: storing may have to wait for the market, and the others' tabs are held meanwhile.
+        for job in sorted((j for j in records if j.get("state") in UNFINISHED), key=self._resumable):
+            if self._resumable(job):
+                try:
+                    await self._resume_in_time(job)
+                    continue
+                except XscError as err:
+                    log.error("job %s: its checked answer could not be stored (%s): marked interrupted",
+                              job["id"][:12], err)
+                    job = self._load(self.payer.public_key, job["id"]) or job
+            await self._interrupted(job)
+        for stale in self.work_dir.glob("answered-*"):  # a job finished, or marked, just before a stop removed them
+            job = self._load(self.payer.public_key, stale.name.removeprefix("answered-"))
+            if job is None or not self._resumable(job):
+                await in_pool(None, remove_tree, stale)
+
+    async def _interrupted(self, job: dict[str, Any]) -> None:
+        """A job a stop cut short, not resumed: marked interrupted, the outputs it had stored removed, and its
+        provider paid if its answer was checked (it is owed it, stored or not).  A remote run cut short before
+        its answer was checked is the payment retry's: its provider countersigns what it ran, at most its cap."""
+        await self.outputs.remove([o["capability"] for o in job.get("outputs", [])])
+        for pay in job.get("answered", {}).get("pays", []):
+            self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
+        job.pop("answered", None)
+        job.update(state="interrupted", outputs=[], error="the node stopped while the job ran")
+        self._save(self.payer.public_key, job["id"], job)
+        await in_pool(None, remove_tree, self._kept(job["id"]))
+
+    async def _resume_in_time(self, job: dict[str, Any]) -> None:
+        """`_resumed`, tried again while the node's storage is not ready to store (its market still filling after
+        the start), until RESUME_FOR seconds have passed: its tab must be closed before its authorization expires."""
+        delay, deadline = 1.0, time.monotonic() + RESUME_FOR
+        while True:
+            async with self._alone(job["id"]):
+                current = self._load(self.payer.public_key, job["id"])
+                if current is None or not self._resumable(current):
+                    return  # a run of the same job resumed it meanwhile
+                try:
+                    await self._resumed(current)
+                    return
+                except (Trap, OverCap):
+                    return  # resumed: the job's answer is its trap or its refusal
+                except IntegrityError:
+                    raise
+                except XscError as err:
+                    if time.monotonic() + delay > deadline:
+                        raise
+                    log.warning("job %s: storing its checked answer failed (%s): trying again", job["id"][:12], err)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)
+
+    # --- records -----------------------------------------------------------------------------
+    def _load(self, user: bytes, jid: str) -> dict[str, Any] | None:
+        raw = self.db.get(keys.job(user, bytes.fromhex(jid)))
+        return None if raw is None else codec.loads(raw)
+
+    def _save(self, user: bytes, jid: str, job: dict[str, Any]) -> None:
+        self.db.put(keys.job(user, bytes.fromhex(jid)), codec.dumps(job), sync=True)
+
+    def job(self, jid: str) -> dict[str, Any]:
+        """The local user's job `jid` (a prefix of at least 8 hex digits will do)."""
+        text = jid.strip().lower()
+        if not 8 <= len(text) <= 64 or any(c not in "0123456789abcdef" for c in text):
+            raise InvalidArgument(f"not a job id: {jid[:70]!r}", hint="a job id is the 64 hex digits `compute run` printed")
+        prefix = keys.JOBS + self.payer.public_key
+        start = prefix + bytes.fromhex(text[:len(text) // 2 * 2])
+        with self.db.iterator(prefix=start) as records:
+            for _, value in records:
+                found = codec.loads(value)
+                if found["id"].startswith(text):
+                    return found
+        raise JobNotFound(f"no job {jid} on this node", hint="run one with: xsc compute run SPEC.toml")
+
+    # --- lineage -----------------------------------------------------------------------------
+    def lineage(self, cap_text: str) -> dict[str, Any]:
+        """From a stored file back through the runs of the jobs that made it to the files they read (lineage.py)."""
+        def read(key: bytes) -> dict[str, Any] | None:
+            raw = self.db.get(key)
+            return None if raw is None else codec.loads(raw)
+
+        return lineage.walk(lineage.Records(
+            lambda si: read(keys.job_output(si)), lambda user, jid: self._load(bytes.fromhex(user), jid),
+            lambda pid: read(keys.job_run(bytes.fromhex(pid))), self.compute.provenance), Capability.parse(cap_text))
+
+
+class _Inputs:
+    """A job's stdin and inputs streamed to its work directory, hashed as they come, within its bytes_in."""
+
+    def __init__(self, storage: Any, objects: Callable[[str, str], list[str]] | None) -> None:
+        self.storage, self.objects = storage, objects
+
+    async def stage(self, spec: JobSpec, stdin: ReadFn | None, work: Path, fuel: int) -> Staged:
         opened: list = []  # the stored files read, closed however staging ends: no range asked stays in flight
         try:
             return await self._staged(spec, stdin, work, opened, fuel)
@@ -518,15 +656,22 @@ class JobService:
                 await in_pool(None, out.write, chunk)
         return size, digest.hexdigest()
 
-    # --- outputs -----------------------------------------------------------------------------
-    async def _store_outputs(self, files: list[tuple[str, Path, int]], job: dict[str, Any]) -> list[dict[str, Any]]:
+
+class _Outputs:
+    """A job's outputs stored through the node's put (at the market's storage bid), or removed."""
+
+    def __init__(self, storage: Any, db: Database, user: bytes, bid: int) -> None:
+        self.storage, self.db, self.user, self.bid = storage, db, user, bid
+        self.lock = threading.Lock()  # held by a publication writing a job's output into its record
+
+    async def store(self, files: list[tuple[str, Path, int]], job: dict[str, Any]) -> list[dict[str, Any]]:
         """Store each output through the node's put, after those `job` has stored already; all of them, or (one
         failing) none.  Each output goes into the job's record in the synced write that publishes its file
         (`_Recorded`): whatever a kill -9 cuts short, every file the job stored is one its record names, and only
         those are removed (a file of the user's with the same name is none of the job's)."""
         stored: list[dict[str, Any]] = job["outputs"]
         seconds = self.storage.lease_seconds(None)
-        key = keys.job(self.payer.public_key, bytes.fromhex(job["id"]))
+        key = keys.job(self.user, bytes.fromhex(job["id"]))
         try:
             for name, path, size in files:
                 digest, md5 = hashlib.sha256(), hashlib.md5()  # the MD5: its ETag, when it becomes an S3 object
@@ -538,155 +683,29 @@ class JobService:
                         return chunk
 
                     def riding(cap: str, name=name, size=size, digest=digest, md5=md5) -> _Recorded:
-                        return _Recorded(self._recording, key, {
+                        return _Recorded(self.lock, key, {
                             "name": name, "size": size, "sha256": digest.hexdigest(), "md5": md5.hexdigest(),
                             "capability": cap, "verify_hash": _verify_hash(Capability.parse(cap))})
 
                     answer = await self.storage.put(read, size, f"job:{job['id']}:{name}", seconds,
-                                                    self.storage_bid, riding=riding)
+                                                    self.bid, riding=riding)
                 stored.append(riding(answer["capability"]).output)
                 job.update(outputs=stored)
         except BaseException:
-            recorded = self._load(self.payer.public_key, job["id"]) or {}
-            await self._remove([o["capability"] for o in recorded.get("outputs", [])])
+            raw = self.db.get(key)
+            recorded = codec.loads(raw) if raw is not None else {**job, "outputs": []}
+            await self.remove([o["capability"] for o in recorded["outputs"]])
             job["outputs"] = []
-            self._save(self.payer.public_key, job["id"], {**recorded, "outputs": []} if recorded else job)
+            self.db.put(key, codec.dumps({**recorded, "outputs": []}), sync=True)
             raise
         return stored
 
-    def _made(self, jid: str, stored: list[dict[str, Any]], provenance_id: str) -> tuple[tuple[bytes, bytes], ...]:
-        """Each stored output's link to the run that wrote it, written with that run's job record: a lineage walk
-        holds a file to the record of its own run, not to the job's latest (which wrote other files)."""
-        user = self.payer.public_key.hex()
-        return tuple((keys.job_output(Capability.parse(o["capability"]).storage_index),
-                      codec.dumps({"job": jid, "user": user, "provenance": provenance_id, "name": o["name"],
-                                   "sha256": o["sha256"]})) for o in stored)
-
-    async def _remove(self, caps: list[str]) -> None:
+    async def remove(self, caps: list[str]) -> None:
         for text in caps:
             try:
                 await self.storage.remove(Capability.parse(text))
             except XscError as err:
                 log.warning("could not remove output %s of an unfinished job: %s", text[:32], err)
-
-    # --- after a restart ------------------------------------------------------------------------
-    def _records(self) -> list[tuple[bytes, dict[str, Any]]]:
-        with self.db.iterator(prefix=keys.JOBS) as found:
-            return [(key, codec.loads(value)) for key, value in found]
-
-    def _kept(self, jid: str) -> Path:
-        """Where a job's checked remote outputs wait to be stored (a start leaves them: `_resumed` needs them)."""
-        return self.work_dir / f"answered-{jid}"
-
-    def _resumable(self, job: dict[str, Any]) -> bool:
-        return job.get("state") == "storing" and "answered" in job and self._kept(job["id"]).is_dir()
-
-    async def _resumed(self, job: dict[str, Any]) -> dict[str, Any]:
-        """A remote job whose checked answer a stop left storing: what is left of its outputs stored from where
-        they are kept (each first held to the hash its provider signed), then its providers paid what the record
-        says they are owed; its answer, as `_returned`'s.  Not run again, so not paid again."""
-        answered, kept = job["answered"], self._kept(job["id"])
-        for i, output in enumerate(answered["outputs"]):
-            if await in_pool(None, file_sha256, kept / str(i)) != output["sha256"]:
-                raise IntegrityError(f"the job {job['id']}'s kept output {output['name']!r} is not the one "
-                                     "its provider signed", hint="run the job again")
-        ended = await self._store_answered(job, answered["run"])
-        for pay in answered["pays"]:
-            self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
-        return self._answer(job, *ended)
-
-    async def recover(self) -> None:
-        """At start: a remote job whose checked answer a stop left storing is finished (its outputs stored, its
-        provider paid once); any other job a stop cut short is marked interrupted and the outputs it had stored
-        are removed.  A remote run checked and not paid yet is paid what its job's record says it owes."""
-        records = [job for _, job in self._records()]
-        for job in records:  # done, its providers' receipts not paid yet: paid what the record says they are owed
-            if job.get("state") not in UNFINISHED:
-                for pay in job.get("paid_on", []):
-                    self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
-        # The jobs to resume last: storing may have to wait for the market, and the others' tabs are held meanwhile.
-        for job in sorted((j for j in records if j.get("state") in UNFINISHED), key=self._resumable):
-            if self._resumable(job):
-                try:
-                    await self._resume_in_time(job)
-                    continue
-                except XscError as err:
-                    log.error("job %s: its checked answer could not be stored (%s): marked interrupted",
-                              job["id"], err)
-                    job = self._load(self.payer.public_key, job["id"]) or job
-            await self._interrupted(job)
-        for stale in self.work_dir.glob("answered-*"):  # a job finished, or marked, just before a stop removed them
-            job = self._load(self.payer.public_key, stale.name.removeprefix("answered-"))
-            if job is None or not self._resumable(job):
-                await in_pool(None, remove_tree, stale)
-
-    async def _interrupted(self, job: dict[str, Any]) -> None:
-        """A job a stop cut short, not resumed: marked interrupted, the outputs it had stored removed, and its
-        provider paid if its answer was checked (it is owed it, stored or not).  A remote run cut short before
-        its answer was checked is the payment retry's: its provider countersigns what it ran, at most its cap."""
-        await self._remove([o["capability"] for o in job.get("outputs", [])])
-        for pay in job.get("answered", {}).get("pays", []):
-            self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
-        job.pop("answered", None)
-        job.update(state="interrupted", outputs=[], error="the node stopped while the job ran")
-        self._save(self.payer.public_key, job["id"], job)
-        await in_pool(None, remove_tree, self._kept(job["id"]))
-
-    async def _resume_in_time(self, job: dict[str, Any]) -> None:
-        """`_resumed`, tried again while the node's storage is not ready to store (its market still filling after
-        the start), until RESUME_FOR seconds have passed: its tab must be closed before its authorization expires."""
-        delay, deadline = 1.0, time.monotonic() + RESUME_FOR
-        while True:
-            async with self._alone(job["id"]):
-                current = self._load(self.payer.public_key, job["id"])
-                if current is None or not self._resumable(current):
-                    return  # a run of the same job resumed it meanwhile
-                try:
-                    await self._resumed(current)
-                    return
-                except (Trap, OverCap):
-                    return  # resumed: the job's answer is its trap or its refusal
-                except IntegrityError:
-                    raise
-                except XscError as err:
-                    if time.monotonic() + delay > deadline:
-                        raise
-                    log.warning("job %s: storing its checked answer failed (%s): trying again", job["id"], err)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 60.0)
-
-    # --- records -----------------------------------------------------------------------------
-    def _load(self, user: bytes, jid: str) -> dict[str, Any] | None:
-        raw = self.db.get(keys.job(user, bytes.fromhex(jid)))
-        return None if raw is None else codec.loads(raw)
-
-    def _save(self, user: bytes, jid: str, job: dict[str, Any]) -> None:
-        self.db.put(keys.job(user, bytes.fromhex(jid)), codec.dumps(job), sync=True)
-
-    def job(self, jid: str) -> dict[str, Any]:
-        """The local user's job `jid` (a prefix of at least 8 hex digits will do)."""
-        text = jid.strip().lower()
-        if not 8 <= len(text) <= 64 or any(c not in "0123456789abcdef" for c in text):
-            raise InvalidArgument(f"not a job id: {jid[:70]!r}", hint="a job id is the 64 hex digits `compute run` printed")
-        prefix = keys.JOBS + self.payer.public_key
-        start = prefix + bytes.fromhex(text[:len(text) // 2 * 2])
-        with self.db.iterator(prefix=start) as records:
-            for _, value in records:
-                found = codec.loads(value)
-                if found["id"].startswith(text):
-                    return found
-        raise JobNotFound(f"no job {jid} on this node", hint="run one with: xsc compute run SPEC.toml")
-
-    # --- lineage -----------------------------------------------------------------------------
-    def lineage(self, cap_text: str) -> dict[str, Any]:
-        """From a stored file back through the runs of the jobs that made it to the files they read (lineage.py)."""
-        def read(key: bytes) -> dict[str, Any] | None:
-            raw = self.db.get(key)
-            return None if raw is None else codec.loads(raw)
-
-        return lineage.walk(lineage.Records(
-            lambda si: read(keys.job_output(si)), lambda user, jid: self._load(bytes.fromhex(user), jid),
-            lambda pid: read(keys.job_run(bytes.fromhex(pid))), self.compute.provenance), Capability.parse(cap_text))
 
 
 class _Recorded:

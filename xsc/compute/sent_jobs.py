@@ -1,5 +1,6 @@
-"""A job run on a provider the market chose: its bytes sent, its run paid on this node's tab with the provider,
-and its outputs fetched and checked against what the provider signed (net/jobs.py is the wire).
+"""A job run on a provider the market chose: its bytes sent, its outputs fetched and checked against what the
+provider signed (net/jobs.py is the wire), and its run paid on this node's tab with the provider once the caller
+has stored them (`pay`; after a restart, `owed_after_restart`).
 
 Each job is paid on a tab of its own (GatewayTabs.reserve_alone): one authorization, one receipt.  The provider's
 answer is believed only as far as its signature goes: the provenance record must be the provider's, for this job
