@@ -14,13 +14,14 @@ import pytest
 
 from tests.support.compute import deploy
 from tests.support.jobs import QUIET, balances, network, read_file, run_job, settle, verified
+from tests.support.nodes import close_node
 from tests.support.waiting import eventually_async
 from xsc import codec, keys
-from xsc.compute import hosted_jobs, sent_jobs
+from xsc.compute import hosted_jobs, remote_tabs, sent_jobs
 from xsc.compute import jobs as jobs_module
 from xsc.compute.jobspec import parse_job
 from xsc.errors import PeerRefused, PeerUnreachable
-from xsc.node import IDENTITY, TOKEN
+from xsc.node import CLIENT_IDENTITY, IDENTITY, TOKEN
 from xsc.node.appkeys import NODE
 
 DATA = b"some stored words\nand more of them\n" * 1000
@@ -496,3 +497,31 @@ async def test_a_lineage_over_a_kept_record_in_no_shape_this_node_writes_ends_th
     assert response.status == 200, await response.text()
     made = (await response.json())["made_by"]
     assert not made["signature_valid"] and made["inputs"] == [{"path": "/in/data", "verify_hash": "zz:not hex"}]
+
+
+@pytest.mark.parametrize("inflated", [False, True])
+async def test_a_remote_job_done_but_not_paid_before_a_stop_is_paid_its_charge_at_the_start_and_no_more(
+        node_factory, monkeypatch, inflated) -> None:
+    gateway, (provider,) = await network(node_factory)
+    module = await deploy(gateway, "outputs", wasi=True)
+    monkeypatch.setattr(gateway.app[NODE].jobs.sent, "pay", lambda returned: None)  # the stop comes before it
+    status, job = await run_job(gateway, {"module": module, "stdin": "-"}, stdin=b"abc")
+    assert status == 201 and job["state"] == "done" and job["charge"] > 0, job
+    (authorization,) = [a.id.hex() for a in gateway.app[NODE].ledger.pending() if a.job == remote_tabs.JOB]
+    await close_node(gateway)
+    ledger = provider.app[NODE].ledger
+    if inflated:  # the provider countersigns the tab's whole cap, knowing the gateway's tally died with it
+        countersign = ledger.countersign
+        monkeypatch.setattr(ledger, "countersign", lambda payee, auth, amount, usage, **kw:
+                            countersign(payee, auth, auth.cap, usage, **kw))
+    gateway = await node_factory("gateway", **QUIET, market={"offer_compute": False})
+    node = gateway.app[NODE]
+    await eventually_async(lambda: _settled(node, authorization), "the job's tab settled at the start", 30)
+    paid = next((e.receipt.amount for e in node.ledger.store.history(gateway.app[CLIENT_IDENTITY].public_key, 50)
+                 if e.authorization.id.hex() == authorization), None)
+    assert (paid, node.paid.gateway_tabs.refused_receipts) == ((None, 1) if inflated else (job["charge"], 0))
+    await verified(gateway)
+
+
+async def _settled(node, authorization: str) -> bool:
+    return all(a.id.hex() != authorization for a in node.ledger.pending())
