@@ -11,9 +11,10 @@ provenance record names each input's content hash and capability verify-hash and
 The job's record (keys.job: state, charge, outputs, provenance, executions) is written before it runs and once
 it is done, and each output goes into it in the synced write that publishes the output's file; so kill -9
 leaves either a finished job or one marked interrupted at the next start, whose outputs stored so far (those
-its record names, no others) are removed then.  A job run on a provider is the exception: once its answer is
-checked, the answer, what it owes and its outputs are kept, and a start finishes storing them and pays the
-provider what the record says, once, rather than run it again (docs/compute.md has each step).  A deterministic
+its record names, no others) are removed then.  A job run on a provider is the exception once its answer came:
+the answer is written down before its outputs are fetched, and the checked answer, what it owes and its outputs
+before they are stored, and a start finishes fetching or storing them and pays the provider what the record
+says, once, rather than run it again (docs/compute.md has each step).  A deterministic
 job's outputs are kept by its id for the user who ran it: the same spec over the same bytes answers them again
 without running (`replayed`).
 """
@@ -104,8 +105,9 @@ class JobService:
         for stale in self.work_dir.glob("job-*"):
             remove_tree(stale)
         for _, job in self._records():
-            for pay in job.get("answered", {}).get("pays", []) + job.get("paid_on", []):
-                self.sent.hold_off(pay["authorization"])
+            fetching = [job["fetching"]] if job.get("state") in UNFINISHED and "fetching" in job else []
+            for tab in job.get("answered", {}).get("pays", []) + job.get("paid_on", []) + fetching:
+                self.sent.hold_off(tab["authorization"])
 
     def loops(self) -> dict[str, Any]:
         return {"jobs-recover": self.recover}  # once, at start: it ends by itself
@@ -175,6 +177,7 @@ class JobService:
         try:
             return await self._placed(spec, call, prepared, signature, limits, rate, staged, job, prepaid)
         except XscError as err:
+            job.pop("fetching", None)  # its outputs never came (or were not the ones signed): not paid
             if job["state"] == "running":  # refused before it ran (the node busy, too little credit)
                 job.update(state="refused", error=err.message)
                 self._save(user, jid, job)
@@ -252,7 +255,7 @@ class JobService:
             self._placed_on[assignment.provider] += 1
             try:
                 returned = await self.sent.unsettled(assignment.provider, assignment.price, spec, call, staged, jid,
-                                                     deal)
+                                                     deal, self._believed(job))
             except (ForgedResult, PeerRefused, PeerUnreachable) as err:
                 if not _next_provider(err) or len(failed) >= MAX_FAILOVERS + (not here):
                     raise
@@ -308,14 +311,36 @@ class JobService:
         job["replicas"] = _replicas(chosen, answers, agreed)
         return await self._returned(job, agreed[0], agreed)
 
-    async def _returned(self, job: dict[str, Any], returned: Returned, paying: list[Returned] | None = None
-                        ) -> dict[str, Any]:
+    def _believed(self, job: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+        """What writes down a provider's answer once it holds to the job, before its outputs are fetched: a kill -9
+        while they are fetched is finished at the start by fetching them again (`_refetched`), not run again."""
+        def believed(fetching: dict[str, Any]) -> None:
+            answer = fetching["answer"]
+            if len(answer.get("stdout", "")) + len(answer.get("stderr", "")) > KEPT_STREAMS:
+                answer = {**answer, "stdout": "", "stderr": "", "run": {**answer["run"], "stdout": "", "stderr": ""}}
+            job["fetching"] = {**fetching, "answer": answer}
+            self._save(self.payer.public_key, job["id"], job)
+        return believed
+
+    async def _returned(self, job: dict[str, Any], returned: Returned, paying: list[Returned] | None = None, *,
+                        owed: dict[str, Any] | None = None) -> dict[str, Any]:
         """A job run on a provider, checked (sent_jobs.py): its outputs stored here, as if it had run here, then
-        its provider paid (`paying`: each replica that agreed with it).  Before a byte is stored, the checked
-        answer and what it owes are written down and its outputs kept where a start does not remove them: a kill
-        -9 from then on is resumed (`_resumed`), never run and paid again."""
+        its provider paid (`paying`: each replica that agreed with it; `owed`: the tab a restart left, and its
+        charge).  Before a byte is stored, the checked answer and what it owes are written down and its outputs
+        kept where a start does not remove them: a kill -9 from then on is resumed (`_resumed`), never run and
+        paid again."""
         paying = paying or [returned]
+        pays = [owed] if owed is not None else [{"provider": r.provider, "authorization": r.tab.auth.id.hex(),
+                                                 "charge": r.run["charge"]} for r in paying]
+
+        def pay() -> None:
+            if owed is not None:
+                self.sent.owed_after_restart(owed["provider"], owed["authorization"], owed["charge"])
+            for r in paying if owed is None else []:
+                self.sent.pay(r)
+
         answer = returned.answer
+        job.pop("fetching", None)
         kept = self._kept(job["id"])
         await in_pool(None, _keep, [path for _, path, _ in returned.files], kept)
         run = {**returned.run, "charge": sum(r.run["charge"] for r in paying)}
@@ -323,22 +348,21 @@ class JobService:
         job.update(state="storing", outputs=[], answered={
             "provider": returned.provider, "run": {**run, "stdout": "", "stderr": ""} if long else run,
             "signed": returned.signed, "outputs": answer["outputs"], "refusal": answer.get("refusal"),
-            "trap": answer.get("trap"), "pays": [{"provider": r.provider, "authorization": r.tab.auth.id.hex(),
-                                                  "charge": r.run["charge"]} for r in paying]})
+            "trap": answer.get("trap"), "pays": pays})
         self._save(self.payer.public_key, job["id"], job)
         try:
             ended = await self._store_answered(job, run)
         except XscError as err:  # this node could not store what was answered: the provider is owed all the same
-            for r in paying:
-                self.sent.pay(r)
+            if owed is not None:
+                raise  # at a start: stored later (`recover`)
+            pay()
             await in_pool(None, remove_tree, kept)
             job.pop("answered", None)
             job.update(state="failed", outputs=[], error=f"its outputs could not be stored: {err.message}")
             self._save(self.payer.public_key, job["id"], job)
             raise
-        for r in paying:
-            self.sent.pay(r)
-        return self._answer(job, *ended)
+        pay()
+        return _answer(job, *ended)
 
     async def _store_answered(self, job: dict[str, Any], run: dict[str, Any]) -> tuple:
         """A checked answer's outputs not stored yet stored from where they are kept, and the job written done in
@@ -348,7 +372,7 @@ class JobService:
         await self.outputs.store([(o["name"], kept / str(i), o["size"]) for i, o in enumerate(answered["outputs"])
                                    if o["name"] not in stored], job)
         refusal, trap = answered["refusal"], answered["trap"]
-        streams = self._ended(job, run, job["outputs"], refusal, trap, provider=answered["provider"],
+        streams = _ended(job, run, job["outputs"], refusal, trap, provider=answered["provider"],
                               signed=answered["signed"])
         job.pop("answered")
         job["paid_on"] = answered["pays"]  # a restart before they are paid pays each its charge, not its cap
@@ -358,7 +382,7 @@ class JobService:
         with self.db.write_batch(sync=True) as batch:
             batch.put(keys.job(self.payer.public_key, bytes.fromhex(job["id"])), codec.dumps(job))
             batch.put(keys.job_run(bytes.fromhex(provenance_id)), codec.dumps(answered["signed"]))
-            for key, value in self._made(job["id"], job["outputs"], provenance_id):
+            for key, value in _made(self.payer.public_key.hex(), job["id"], job["outputs"], provenance_id):
                 batch.put(key, value)
         await in_pool(None, remove_tree, kept)
         return streams, run["charge"], refusal, trap
@@ -385,52 +409,14 @@ class JobService:
                                                         for o in stored]})
         trap = {"kind": outcome.trap_kind, "message": outcome.message, "hint": outcome.hint} \
             if outcome.trap_kind else None
-        streams = self._ended(job, run.to_json(), stored, refusal, trap, provider=self.node.id)
+        streams = _ended(job, run.to_json(), stored, refusal, trap, provider=self.node.id)
         # The job's record goes with the run's record and what it owes, in one group commit: after a kill -9 the
         # job is either not run (and runs again) or done and paid, never paid and run again.
         await record_and_owe(self.compute, self.ledger, self.tabs, self.payer, self.node, run, record,
                              prepared.module_hash, budget,
                              ((keys.job(self.payer.public_key, bytes.fromhex(job["id"])), codec.dumps(job)),
-                              *self._made(job["id"], stored, run.provenance_id)))
-        return self._answer(job, streams, run.charge, refusal, trap)
-
-    def _ended(self, job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]], refusal: str | None,
-               trap: dict[str, Any] | None, **where: Any) -> dict[str, str]:
-        """The job's record as its run left it (not written yet); its stdout and stderr."""
-        failed = refusal or (trap["message"] if trap else None)
-        job.update(state="failed" if failed else "done", executions=job["executions"] + 1, charge=run["charge"],
-                   provenance=run["provenance"], outputs=stored, exit_code=run.get("exit_code"),
-                   fuel_consumed=run["fuel_consumed"], cost=run["cost"], **where)
-        if failed:
-            job["error"] = failed
-        streams = {"stdout": run.get("stdout", ""), "stderr": run.get("stderr", "")}
-        if job["spec"]["deterministic"]:  # answered again by a replay (a longer stream: a replay runs it again)
-            job.update(streams)
-            if len(streams["stdout"]) + len(streams["stderr"]) > KEPT_STREAMS:
-                job.update(stdout="", stderr="", replayable=False)
-        return streams
-
-    @staticmethod
-    def _answer(job: dict[str, Any], streams: dict[str, str], charge: int, refusal: str | None,
-                trap: dict[str, Any] | None) -> dict[str, Any]:
-        answer = {**job, **streams, "replayed": False, "charged": charge}
-        answer.pop("signed", None)
-        if refusal is not None:
-            raise OverCap(f"the job {job['id']} ran, but {refusal}: nothing of its outputs is stored",
-                          hint=_refusal_hint(refusal), **answer)
-        if trap is not None:
-            raise Trap(f"the job {job['id']} failed: {trap['message']}", kind=trap.get("kind"),
-                       hint=trap.get("hint"), **answer)
-        return answer
-
-    # --- outputs -----------------------------------------------------------------------------
-    def _made(self, jid: str, stored: list[dict[str, Any]], provenance_id: str) -> tuple[tuple[bytes, bytes], ...]:
-        """Each stored output's link to the run that wrote it, written with that run's job record: a lineage walk
-        holds a file to the record of its own run, not to the job's latest (which wrote other files)."""
-        user = self.payer.public_key.hex()
-        return tuple((keys.job_output(Capability.parse(o["capability"]).storage_index),
-                      codec.dumps({"job": jid, "user": user, "provenance": provenance_id, "name": o["name"],
-                                   "sha256": o["sha256"]})) for o in stored)
+                              *_made(self.payer.public_key.hex(), job["id"], stored, run.provenance_id)))
+        return _answer(job, streams, run.charge, refusal, trap)
 
     # --- after a restart ------------------------------------------------------------------------
     def _records(self) -> list[tuple[bytes, dict[str, Any]]]:
@@ -456,7 +442,7 @@ class JobService:
         ended = await self._store_answered(job, answered["run"])
         for pay in answered["pays"]:
             self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
-        return self._answer(job, *ended)
+        return _answer(job, *ended)
 
     async def recover(self) -> None:
         """At start: a remote job whose checked answer a stop left storing is finished (its outputs stored, its
@@ -467,8 +453,20 @@ class JobService:
             if job.get("state") not in UNFINISHED:
                 for pay in job.get("paid_on", []):
                     self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
-        # The jobs to resume last: storing may have to wait for the market, and the others' tabs are held meanwhile.
-        for job in sorted((j for j in records if j.get("state") in UNFINISHED), key=self._resumable):
+        # The jobs to finish last: storing may have to wait for the market, and the others' tabs are held meanwhile.
+        for job in sorted((j for j in records if j.get("state") in UNFINISHED),
+                          key=lambda j: self._resumable(j) or "fetching" in j):
+            if "fetching" in job and not self._resumable(job):
+                try:
+                    async with self._alone(job["id"]):
+                        await self._refetched(job)
+                except (Trap, OverCap):
+                    pass  # finished: the job's answer is its trap or its refusal
+                except XscError as err:
+                    log.warning("job %s: its outputs could not be fetched or stored again (%s)", job["id"][:12], err)
+                job = self._load(self.payer.public_key, job["id"]) or job
+                if job.get("state") not in UNFINISHED:
+                    continue
             if self._resumable(job):
                 try:
                     await self._resume_in_time(job)
@@ -483,6 +481,28 @@ class JobService:
             if job is None or not self._resumable(job):
                 await in_pool(None, remove_tree, stale)
 
+    async def _refetched(self, job: dict[str, Any]) -> dict[str, Any]:
+        """A remote job a stop cut short while its believed answer's outputs were fetched: fetched again from its
+        provider (which keeps them a while), then stored and paid as `_returned` does.  Outputs that never come
+        (the provider gone, or their bytes not the ones it signed) are not paid."""
+        fetching = job["fetching"]
+        answer = fetching["answer"]
+        into = Path(tempfile.mkdtemp(prefix="job-", dir=self.work_dir))
+        try:
+            try:
+                files = await self.sent.refetched(fetching["provider"], fetching["job"], answer["outputs"], into)
+            except XscError:
+                await self.sent.unanswered_after_restart(fetching["authorization"])
+                job.pop("fetching")
+                raise
+            returned = Returned(fetching["provider"], answer["run"], answer["provenance"], files,
+                                [o["sha256"] for o in answer["outputs"]], answer)
+            return await self._returned(job, returned, owed={"provider": fetching["provider"],
+                                                             "authorization": fetching["authorization"],
+                                                             "charge": answer["run"]["charge"]})
+        finally:
+            await in_pool(None, remove_tree, into)
+
     async def _interrupted(self, job: dict[str, Any]) -> None:
         """A job a stop cut short, not resumed: marked interrupted, the outputs it had stored removed, and its
         provider paid if its answer was checked (it is owed it, stored or not).  A remote run cut short before
@@ -490,7 +510,10 @@ class JobService:
         await self.outputs.remove([o["capability"] for o in job.get("outputs", [])])
         for pay in job.get("answered", {}).get("pays", []):
             self.sent.owed_after_restart(pay["provider"], pay["authorization"], pay["charge"])
-        job.pop("answered", None)
+        if "fetching" in job:  # its outputs never came here
+            await self.sent.unanswered_after_restart(job["fetching"]["authorization"])
+        for k in ("answered", "fetching"):
+            job.pop(k, None)
         job.update(state="interrupted", outputs=[], error="the node stopped while the job ran")
         self._save(self.payer.public_key, job["id"], job)
         await in_pool(None, remove_tree, self._kept(job["id"]))
@@ -738,6 +761,44 @@ def _keep(paths: list[Path], kept: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _ended(job: dict[str, Any], run: dict[str, Any], stored: list[dict[str, Any]], refusal: str | None,
+           trap: dict[str, Any] | None, **where: Any) -> dict[str, str]:
+    """The job's record as its run left it (not written yet); its stdout and stderr."""
+    failed = refusal or (trap["message"] if trap else None)
+    job.update(state="failed" if failed else "done", executions=job["executions"] + 1, charge=run["charge"],
+               provenance=run["provenance"], outputs=stored, exit_code=run.get("exit_code"),
+               fuel_consumed=run["fuel_consumed"], cost=run["cost"], **where)
+    if failed:
+        job["error"] = failed
+    streams = {"stdout": run.get("stdout", ""), "stderr": run.get("stderr", "")}
+    if job["spec"]["deterministic"]:  # answered again by a replay (a longer stream: a replay runs it again)
+        job.update(streams)
+        if len(streams["stdout"]) + len(streams["stderr"]) > KEPT_STREAMS:
+            job.update(stdout="", stderr="", replayable=False)
+    return streams
+
+def _answer(job: dict[str, Any], streams: dict[str, str], charge: int, refusal: str | None,
+            trap: dict[str, Any] | None) -> dict[str, Any]:
+    answer = {**job, **streams, "replayed": False, "charged": charge}
+    answer.pop("signed", None)
+    if refusal is not None:
+        raise OverCap(f"the job {job['id'][:16]}… ran, but {refusal}: nothing of its outputs is stored",
+                      hint=_refusal_hint(refusal), **answer)
+    if trap is not None:
+        raise Trap(f"the job {job['id'][:16]}… failed: {trap['message']}", kind=trap.get("kind"),
+                   hint=trap.get("hint"), **answer)
+    return answer
+
+
+def _made(user: str, jid: str, stored: list[dict[str, Any]], provenance_id: str
+          ) -> tuple[tuple[bytes, bytes], ...]:
+    """Each stored output's link to the run that wrote it, written with that run's job record: a lineage walk
+    holds a file to the record of its own run, not to the job's latest (which wrote other files)."""
+    return tuple((keys.job_output(Capability.parse(o["capability"]).storage_index),
+                  codec.dumps({"job": jid, "user": user, "provenance": provenance_id, "name": o["name"],
+                               "sha256": o["sha256"]})) for o in stored)
 
 
 def _replicas(chosen: list[Any], answers: list[Any], agreed: list[Any]) -> list[dict[str, Any]]:

@@ -150,8 +150,8 @@ class GatewayTabs:
     # --- a job's tab a restart left pending, finished as the job's record says ---------------------------
     def hold_off(self, authorization_id: bytes) -> bool:
         """Keep the payment retry off a tab a restart left pending until its job says what it owes
-        (`owed_after_restart`): the retry alone would pay its receipt up to its cap.  Whether it is still
-        pending."""
+        (`owed_after_restart`) or that nothing of it is paid (`unanswered_after_restart`): the retry alone would
+        pay its receipt up to its cap.  Whether it is still pending."""
         if self._pending(authorization_id) is None:
             return False
         self.payments.keep_off(authorization_id)
@@ -166,6 +166,14 @@ class GatewayTabs:
         tab = self._unpaid[auth.id] = OpenTab(public_id(auth.payee), auth, 0, metered=amount, count=1, closing=True)
         self._spawn_close(tab)
         return True
+
+    async def unanswered_after_restart(self, authorization_id: bytes) -> None:
+        """A tab a restart left pending whose work's outputs never came: nothing of it is paid, as when its answer
+        never comes (`abandon`)."""
+        auth = self._pending(authorization_id)
+        if auth is not None:
+            with self.payments.working(auth.id):
+                await self._drop(OpenTab(public_id(auth.payee), auth, 0))
 
     def _pending(self, authorization_id: bytes) -> Authorization | None:
         return next((a for a in self.ledger.pending() if a.id == authorization_id), None)
